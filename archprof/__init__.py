@@ -1,0 +1,31 @@
+"""archprof: static analysis and cost profiling of CNN architectures.
+
+    >>> import archprof
+    >>> report = archprof.analyze("vgg16", input_size=(3, 224, 224))
+    >>> report.totals.param_count
+    138357544
+
+Importing archprof is cheap: torch, pandas and rich load only when first needed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+__all__ = ["ArchprofError", "Report", "analyze"]
+
+if TYPE_CHECKING:
+    from archprof.api import analyze
+    from archprof.errors import ArchprofError
+    from archprof.report import Report
+
+_LAZY = {"analyze": "archprof.api", "ArchprofError": "archprof.errors", "Report": "archprof.report"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'archprof' has no attribute {name!r}")

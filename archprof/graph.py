@@ -1,0 +1,97 @@
+"""The captured graph: operations in execution order, the tensors they read and wrote,
+and the module call each one ran in. Passes read this and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+TensorKind = Literal["input", "parameter", "buffer", "activation", "constant"]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    """One tensor seen during the trace (no data: shape, dtype and identity only)."""
+
+    id: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    storage: int  # views and in-place results share their base tensor's storage id
+    kind: TensorKind
+    name: str = ""  # qualified name for parameters and buffers
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for size in self.shape:
+            n *= size
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleCall:
+    """One call of one module. `path` is "" for the root module."""
+
+    path: str
+    type: str
+    call: int  # 0 for the module's first call, 1 for its second, ...
+    index: int  # position among all module calls of the trace
+    first_op: int  # number of ops recorded before the call started
+
+    @property
+    def depth(self) -> int:
+        return 0 if not self.path else self.path.count(".") + 1
+
+
+@dataclass(frozen=True, slots=True)
+class OpNode:
+    """One aten operation. `args`/`kwargs` hold the call's arguments with every tensor
+    replaced by its TensorMeta, so formulas see the exact strides, paddings and flags."""
+
+    index: int
+    op: str  # overload packet name, e.g. "convolution", "add_"
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    inputs: tuple[TensorMeta, ...]  # every tensor read, in argument order
+    outputs: tuple[TensorMeta, ...]
+    module: ModuleCall  # innermost module call running when the op ran
+    writes_input: bool  # an in-place op: the output is its first input, written over
+    is_view: bool  # the output aliases an input without writing it
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterInfo:
+    name: str
+    module_path: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    trainable: bool
+    is_buffer: bool
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for size in self.shape:
+            n *= size
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+@dataclass(slots=True)
+class Graph:
+    ops: list[OpNode]
+    module_calls: list[ModuleCall]  # in the order the calls started
+    call_outputs: dict[int, tuple[TensorMeta, ...]]  # ModuleCall.index -> what it returned
+    inputs: list[TensorMeta]
+    outputs: list[TensorMeta]
+    parameters: list[ParameterInfo]  # parameters then buffers, tied ones once
+    module_types: dict[str, str] = field(default_factory=dict)  # every module, called or not

@@ -1,0 +1,27 @@
+"""Writing reports: atomically, so a failed run never leaves half a file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from archprof.errors import ArchprofError
+
+
+def write_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it into place."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise ArchprofError(f"cannot write {target}: directory {target.parent} does not exist")
+    try:
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ArchprofError(f"cannot write {target}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(temporary, target)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise ArchprofError(f"cannot write {target}: {exc.strerror}") from None

@@ -1,0 +1,65 @@
+"""Group the graph's ops into the report's rows ("layers").
+
+A row is a run of consecutive ops that ran directly in one module call: a leaf module's
+call (a convolution), or a container's own functional ops between two child calls (the
+residual `+` of a ResNet block). A leaf module that ran no op (Dropout in eval, Identity)
+still gets a row, as does a module that owns parameters but was never called."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archprof.graph import Graph, ModuleCall, OpNode, TensorMeta
+
+
+@dataclass(frozen=True, slots=True)
+class LayerGroup:
+    path: str
+    module_type: str
+    call: int  # -1 for a module that was never called
+    ops: tuple[OpNode, ...]
+    outputs: tuple[TensorMeta, ...]
+
+    @property
+    def depth(self) -> int:
+        return 0 if not self.path else self.path.count(".") + 1
+
+
+def group_layers(graph: Graph) -> list[LayerGroup]:
+    leaves = _leaf_paths(graph.module_types)
+    keyed: list[tuple[tuple[int, int, int], LayerGroup]] = []
+    run: list[OpNode] = []
+    for op in graph.ops:
+        if run and op.module is not run[0].module:
+            keyed.append(_op_run(graph, run, leaves))
+            run = []
+        run.append(op)
+    if run:
+        keyed.append(_op_run(graph, run, leaves))
+
+    called_with_ops = {op.module.index for op in graph.ops}
+    for call in graph.module_calls:
+        if call.path in leaves and call.index not in called_with_ops:
+            # An op-less call ran before the op recorded next: sort it ahead of that op.
+            group = LayerGroup(call.path, call.type, call.call, (), graph.call_outputs.get(call.index, ()))
+            keyed.append(((call.first_op, 0, call.index), group))
+
+    called = {call.path for call in graph.module_calls}
+    owners = {p.module_path for p in graph.parameters}
+    for path in sorted(owners - called, key=list(graph.module_types).index):
+        group = LayerGroup(path, graph.module_types[path], -1, (), ())
+        keyed.append(((len(graph.ops), 1, 0), group))
+    keyed.sort(key=lambda item: item[0])
+    return [group for _, group in keyed]
+
+
+def _op_run(graph: Graph, run: list[OpNode], leaves: frozenset[str]) -> tuple[tuple[int, int, int], LayerGroup]:
+    call: ModuleCall = run[0].module
+    leaf_output = graph.call_outputs.get(call.index) if call.path in leaves else None
+    outputs = leaf_output if leaf_output is not None else run[-1].outputs[:1]
+    return (run[0].index, 1, 0), LayerGroup(call.path, call.type, call.call, tuple(run), outputs)
+
+
+def _leaf_paths(module_types: dict[str, str]) -> frozenset[str]:
+    parents = {path.rpartition(".")[0] for path in module_types if path}
+    return frozenset(path for path in module_types if path not in parents)

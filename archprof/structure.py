@@ -1,0 +1,27 @@
+"""Walking the nested tuples, lists and dicts that operators take and return."""
+
+from __future__ import annotations
+
+import torch
+
+
+def tensors_in(structure) -> list[torch.Tensor]:
+    """The tensors in nested tuples, lists and dicts, in order.
+
+    Hand-written: torch's pytree costs more than the rest of the trace together."""
+    if isinstance(structure, torch.Tensor):
+        return [structure]
+    if isinstance(structure, (tuple, list)):
+        return [t for item in structure for t in tensors_in(item)]
+    if isinstance(structure, dict):
+        return [t for item in structure.values() for t in tensors_in(item)]
+    return []
+
+
+def map_structure(fn, structure):
+    """Apply `fn` to every leaf of nested tuples, lists and dicts, keeping the nesting."""
+    if isinstance(structure, (tuple, list)):
+        return type(structure)(map_structure(fn, item) for item in structure)
+    if isinstance(structure, dict):
+        return {key: map_structure(fn, item) for key, item in structure.items()}
+    return fn(structure)

@@ -1,0 +1,147 @@
+"""The worked examples of FORMULAS.md (lecture notes in shared/seeds), verbatim."""
+
+import pytest
+import torch
+from torch import nn
+
+import archprof
+from archprof.formulas import conv_output_size, pool_output_size, transposed_conv_output_size
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "kernel", "padding", "stride", "expected"),
+    [
+        (6, 9, 3, 0, 1, (4, 7)),  # [000] 6 x 9 input, 3 x 3 kernel, no padding
+        (6, 9, 3, 1, 1, (6, 9)),  # [000] with P = 1
+        (6, 9, 3, 1, 2, (3, 5)),  # [000] with P = 1, S = 2
+        (10, 10, 3, 0, 1, (8, 8)),  # [003] 10 x 10 x 3 input, one 3 x 3 x 3 filter
+    ],
+)
+def test_convolution_output_size(height, width, kernel, padding, stride, expected):
+    assert (
+        conv_output_size(height, kernel, stride, padding, 1),
+        conv_output_size(width, kernel, stride, padding, 1),
+    ) == expected
+
+
+def test_one_3x3x3_filter_on_10x10x3_gives_8x8x1():
+    report = archprof.analyze(nn.Conv2d(3, 1, 3), input_size=(3, 10, 10))
+    assert report.rows()[0]["output_shape"] == "1x1x8x8"
+
+
+def test_max_pool_2x2_stride_1_on_5x5_gives_4x4():
+    assert pool_output_size(5, 2, 1, 0, 1, False) == 4  # [001]
+    report = archprof.analyze(nn.MaxPool2d(2, stride=1), input_size=(1, 5, 5))
+    assert report.rows()[0]["output_shape"] == "1x1x4x4"
+
+
+def test_same_padding_keeps_the_size():
+    for kernel in (1, 3, 5, 7):
+        assert conv_output_size(17, kernel, 1, (kernel - 1) // 2, 1) == 17  # [000]
+
+
+def test_transposed_convolution_output_size():
+    # (H_in - 1) S - 2P + D (H_K - 1) + output_padding + 1
+    assert transposed_conv_output_size(7, 3, 2, 1, 1, 1) == 14
+
+
+def test_worked_example_1_sixteen_5x5_filters():
+    """[000] 16 filters of 8 x 5 x 5, P = 2, S = 1, on an 8 x 32 x 32 input."""
+    report = archprof.analyze(nn.Conv2d(8, 16, 5, padding=2), input_size=(8, 32, 32))
+    totals = report.totals
+    row = report.rows()[0]
+    assert totals.param_count == 3_216
+    assert row["output_shape"] == "1x16x32x32"
+    assert totals.activation_bytes == 65_536  # 16,384 values, 64 KiB in float32
+    assert totals.macs == 3_276_800
+    assert totals.flops == 6_553_600
+
+
+def test_a_5x5_convolution_on_3_channels_has_75_weights():
+    assert archprof.analyze(nn.Conv2d(3, 1, 5, bias=False), input_size=(3, 5, 5)).totals.param_count == 75
+    assert archprof.analyze(nn.Conv2d(3, 1, 5), input_size=(3, 5, 5)).totals.param_count == 76
+
+
+def test_worked_example_2_vertical_edge_detector():
+    """[000] 224 x 224 image to 224 x 223 outputs: fully connected vs a 1 x 2 convolution."""
+    fully_connected = archprof.analyze("edge_fc").totals
+    assert fully_connected.param_count == 2_506_391_552  # (224*224) * (224*223)
+    assert fully_connected.flops == 2 * 2_506_391_552  # "twice that in FLOPs"
+
+    convolution = archprof.analyze("edge_conv")
+    assert convolution.totals.param_count == 2
+    assert convolution.rows()[0]["output_shape"] == "1x1x224x223"
+    outputs = 224 * 223
+    # The lecture counts 2 multiplies and 1 add per output: 149,856 FLOPs. archprof counts
+    # a MAC as 2 FLOPs (the first add accumulates into zero), one more add per output.
+    assert convolution.totals.macs == 2 * outputs
+    assert convolution.totals.flops - outputs == 149_856
+
+
+def test_worked_example_3_vgg16():
+    """[004] VGG-16 has about 138 M parameters, more than double AlexNet's 60 M."""
+    vgg16 = archprof.analyze("vgg16").totals.param_count
+    alexnet = archprof.analyze("alexnet").totals.param_count
+    assert vgg16 == 138_357_544
+    assert round(vgg16 / 1e6) == 138
+    assert round(alexnet / 1e6) == 61
+    assert vgg16 > 2 * alexnet
+
+
+def test_batchnorm_has_2c_parameters_and_2c_buffers():
+    """[000, 001, 004] gamma and beta are learnable; running mean and variance are state."""
+    channels = 32
+    report = archprof.analyze(nn.BatchNorm2d(channels), input_size=(channels, 4, 4))
+    assert report.totals.param_count == 2 * channels
+    # running mean and variance in float32, plus the int64 num_batches_tracked counter
+    assert report.totals.buffer_bytes == 2 * channels * 4 + 8
+
+
+def test_linear_parameters_and_macs():
+    report = archprof.analyze(nn.Linear(300, 70), input_size=(300,), batch=3)
+    assert report.totals.param_count == 300 * 70 + 70
+    assert report.totals.macs == 3 * 300 * 70
+
+
+def test_pooling_and_activations_have_no_parameters():
+    model = nn.Sequential(nn.MaxPool2d(2), nn.ReLU(), nn.AvgPool2d(2))
+    assert archprof.analyze(model, input_size=(3, 8, 8)).totals.param_count == 0
+
+
+def test_elementwise_flop_conventions():
+    x = (2, 6, 6)
+    relu = archprof.analyze(nn.ReLU(), input_size=x).totals
+    assert (relu.macs, relu.elementwise_flops) == (0, 72)  # one per output element
+    max_pool = archprof.analyze(nn.MaxPool2d(3), input_size=x).totals
+    assert max_pool.elementwise_flops == 2 * 2 * 2 * (9 - 1)  # K - 1 comparisons per output
+    avg_pool = archprof.analyze(nn.AvgPool2d(3), input_size=x).totals
+    assert avg_pool.elementwise_flops == 2 * 2 * 2 * 9  # K - 1 adds and a division
+    batch_norm = archprof.analyze(nn.BatchNorm2d(2), input_size=x).totals
+    assert batch_norm.elementwise_flops == 2 * 72  # inference: scale and shift
+    # Adaptive pooling 5 -> 3 uses windows [0,2), [1,4), [3,5): sizes 2 + 3 + 2 per dimension.
+    adaptive = archprof.analyze(nn.AdaptiveAvgPool2d(3), input_size=(1, 5, 5)).totals
+    assert adaptive.elementwise_flops == 7 * 7
+
+
+class _HalfThenFloat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.half_layer = nn.Linear(4, 4).half()
+        self.float_layer = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.float_layer(self.half_layer(x).float())
+
+
+def test_mixed_precision_counts_each_tensor_in_its_own_dtype():
+    report = archprof.analyze(_HalfThenFloat(), input_size=(4,))
+    assert report.totals.param_bytes == 20 * 2 + 20 * 4
+    assert report.totals.activation_bytes == 4 * 2 + 4 * 4 + 4 * 4  # half out, .float(), float out
+
+
+def test_mixed_dtypes_that_a_real_forward_refuses_are_refused():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4).half())
+    with pytest.raises(RuntimeError):
+        model(torch.randn(1, 4))
+    with pytest.raises(archprof.ArchprofError, match="one dtype"):
+        archprof.analyze(model, input_size=(4,))

@@ -1,0 +1,105 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import archprof
+from archprof.errors import ArchprofError
+from tests.models import FunctionalOps, Residual, Uncounted, WithUnusedHead
+
+
+def test_functional_ops_are_captured_and_attributed():
+    report = archprof.analyze(FunctionalOps(), input_size=(3, 8, 8))
+    rows = report.rows()
+    ops = " ".join(r["operators"] for r in rows)
+    for op in ("convolution", "relu", "add", "cat", "max_pool2d_with_indices", "view", "mm"):
+        assert op in ops
+    conv_calls = [r["call"] for r in rows if r["layer"] == "conv"]
+    assert conv_calls == [0, 1]  # a module called twice shows two calls
+    # The functional ops ran directly in the root module.
+    root_ops = " ".join(r["operators"] for r in rows if r["layer"] == "")
+    assert "relu" in root_ops and "cat" in root_ops and "mm" in root_ops
+    # MACs: two 3x3 convolutions 3->4 on 8x8 (padding 1), and a [1,128] @ [128,5] product.
+    conv_macs = 4 * 8 * 8 * 3 * 3 * 3
+    assert report.totals.macs == 2 * conv_macs + 128 * 5
+    # Both conv calls use the same weights: counted once.
+    assert report.totals.param_count == sum(p.numel() for p in FunctionalOps().parameters())
+
+
+def test_residual_add_is_counted_in_the_block():
+    report = archprof.analyze(Residual(), input_size=(4, 6, 6), batch=2)
+    rows = report.rows()
+    add_rows = [r for r in rows if r["layer"] == "" and "add_" in r["operators"]]
+    assert len(add_rows) == 1
+    assert add_rows[0]["elementwise_flops"] == 2 * 4 * 6 * 6  # one FLOP per output element
+    relu_calls = [r["call"] for r in rows if r["layer"] == "relu"]
+    assert relu_calls == [0, 1]
+
+
+def test_not_counted_operators_are_listed_never_zero_in_silence():
+    report = archprof.analyze(Uncounted(), input_size=(6,))
+    assert report.totals.not_counted == {"aten.cumsum": 1}
+    assert report.totals.macs == 36
+
+
+def test_parameters_of_a_module_never_called_are_kept():
+    report = archprof.analyze(WithUnusedHead(), input_size=(4,))
+    assert report.totals.param_count == 4 * 4 + 4 + 4 * 2 + 2
+    aux = [r for r in report.rows() if r["layer"] == "aux"]
+    assert aux and aux[0]["call"] == -1
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_callers_model_is_never_touched(training):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    model.train(training)
+    before = copy.deepcopy(model.state_dict())
+    archprof.analyze(model, input_size=(3, 8, 8))
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():
+        assert after[name].device.type == "cpu"
+        assert torch.equal(tensor, after[name]), name
+    assert model.training is training
+    assert all(m.training is training for m in model.modules())
+
+
+def test_failing_forward_names_the_module_and_its_input():
+    with pytest.raises(ArchprofError) as error:
+        archprof.analyze("lenet5", input_size=(3, 224, 224))
+    message = str(error.value)
+    assert "'features.0'" in message or "Conv2d" in message
+    assert "1x3x224x224" in message
+    assert "\n" not in message
+
+
+def test_dtype_sets_parameter_and_activation_bytes():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    half = archprof.analyze(model, input_size=(3, 8, 8), dtype=torch.float16)
+    full = archprof.analyze(model, input_size=(3, 8, 8))
+    assert half.totals.param_bytes * 2 == full.totals.param_bytes
+    assert half.totals.activation_bytes * 2 == full.totals.activation_bytes
+    assert half.dtype == "float16"
+    # num_batches_tracked stays int64: 8 bytes in both; the float buffers halve.
+    float_buffers = 2 * 4
+    assert full.totals.buffer_bytes == float_buffers * 4 + 8
+    assert half.totals.buffer_bytes == float_buffers * 2 + 8
+
+
+def test_batch_multiplies_every_per_sample_count():
+    one = archprof.analyze("lenet5")
+    four = archprof.analyze("lenet5", batch=4)
+    assert four.totals.macs == 4 * one.totals.macs
+    assert four.totals.activation_bytes == 4 * one.totals.activation_bytes
+    assert four.totals.param_count == one.totals.param_count
+
+
+def test_no_real_memory_is_allocated_for_the_zoo():
+    # VGG-16's weights are 553 MB; on meta they are never allocated, so RSS stays flat.
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    archprof.analyze("vgg16", input_size=(3, 1024, 1024))
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 100 * 1024
