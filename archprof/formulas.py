@@ -429,17 +429,14 @@ def _max_pool_shape(dims: int):
     return max_pool_shape
 
 
-def _avg_pool_shape(dims: int):
-    def avg_pool_shape(x: Shape, kernel_size, stride=(), padding=0, ceil_mode=False, *rest) -> list[Shape]:
-        return [_pool_shape(x, dims, kernel_size, stride, padding, 1, ceil_mode)]
-
-    return avg_pool_shape
+@shape(aten.avg_pool2d)
+def avg_pool2d_shape(x: Shape, kernel_size, stride=(), padding=0, ceil_mode=False, *rest) -> list[Shape]:
+    return [_pool_shape(x, 2, kernel_size, stride, padding, 1, ceil_mode)]
 
 
 shape(aten.max_pool2d_with_indices)(_max_pool_shape(2))
 shape(aten.max_pool3d_with_indices)(_max_pool_shape(3))
-shape(aten.avg_pool2d)(_avg_pool_shape(2))
-shape(aten.avg_pool3d)(_avg_pool_shape(3))
+# avg_pool3d's kernel also refuses inputs smaller than the kernel: left to the meta kernel.
 
 
 @shape(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d)

@@ -81,6 +81,8 @@ def _stand_ins(model: torch.nn.Module, dtype: torch.dtype | None, recorder: _Rec
     named = [(n, t, False) for n, t in model.named_parameters()]
     named += [(n, t, True) for n, t in model.named_buffers()]
     for name, tensor, is_buffer in named:
+        if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
+            raise ArchprofError(f"'{name}' is a lazy parameter not yet initialised: run one forward pass first")
         target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
         stand_in = torch.empty(tensor.shape, dtype=target, device="meta")
         stand_ins[name] = stand_in
