@@ -37,6 +37,12 @@ def analyze(
     size = tuple(input_size) if input_size is not None else loaded.input_size
     if size is None:
         raise ArchprofError(f"model '{loaded.name}' has no default input size: give one, e.g. input_size=(3, 224, 224)")
+    if loaded.input_size is not None and len(size) != len(loaded.input_size):
+        usual = "x".join(map(str, loaded.input_size))
+        raise ArchprofError(
+            f"input {'x'.join(map(str, size))} has {len(size)} dimensions; {loaded.name} takes {len(loaded.input_size)}"
+            f" (e.g. {usual})"
+        )
     graph = trace(loaded.module, [(batch, *size)], dtype=dtype)
     return build_report(graph, loaded.name)
 

@@ -1,0 +1,123 @@
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from archprof.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_summary_vgg16_prints_the_table_and_totals():
+    result = invoke("summary", "vgg16")
+    assert result.exit_code == 0, result.output
+    for text in ("features.0", "Conv2d", "138.36 M", "138,357,544", "15.47 G", "1x3x224x224", "float32"):
+        assert text in result.output
+
+
+def test_csv_is_machine_readable_and_sums_to_the_totals():
+    result = invoke("summary", "resnet18", "--format", "csv")
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sum(int(r["param_count"]) for r in rows) == 11_689_512
+    assert all(r["macs"].isdigit() and r["activation_bytes"].isdigit() for r in rows)
+    document = json.loads(invoke("summary", "resnet18", "--format", "json").stdout)
+    assert sum(int(r["macs"]) for r in rows) == document["totals"]["macs"]
+    assert len(document["layers"]) == len(rows)
+
+
+def test_output_format_follows_the_suffix(tmp_path):
+    for suffix, check in ((".csv", "layer,module_type"), (".json", '"totals"'), (".md", "| layer |")):
+        target = tmp_path / f"report{suffix}"
+        result = invoke("summary", "lenet5", "--output", str(target))
+        assert result.exit_code == 0, result.output
+        assert check in target.read_text()
+
+
+def test_depth_rolls_rows_up():
+    result = invoke("summary", "vgg16", "--depth", "1", "--format", "csv")
+    layers = [row["layer"] for row in csv.DictReader(io.StringIO(result.stdout))]
+    assert layers == ["features", "avgpool", "", "classifier"]
+
+
+def test_batch_and_dtype_options():
+    result = invoke("summary", "lenet5", "--batch", "8", "--dtype", "float16", "--format", "json")
+    totals = json.loads(result.stdout)["totals"]
+    assert totals["input_shapes"] == [[8, 1, 32, 32]]
+    assert totals["param_bytes"] == 61_706 * 2
+
+
+def test_zoo_lists_every_model():
+    from archprof.zoo import MODELS
+
+    result = invoke("zoo")
+    assert result.exit_code == 0
+    for name in MODELS:
+        assert name in result.output
+    assert "138.36 M" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("summary", "vgg61"), "closest built-in names: vgg19, vgg16"),
+        (("summary", "vgg16", "--input", "3x224"), "has 2 dimensions"),
+        (("summary", "vgg16", "--input", "0x224x224"), "at least 1"),
+        (("summary", "vgg16", "--input", "abc"), "malformed input size"),
+        (("summary", "vgg16", "--input", "-3x224x224"), "malformed input size"),
+        (("summary", "lenet5", "--input", "3x224x224"), "1x3x224x224"),
+        (("summary", "lenet5", "--batch", "0"), "at least 1"),
+        (("summary", "lenet5", "--output", "report.xyz"), "suffix"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+
+
+def test_failing_forward_names_the_module():
+    result = invoke("summary", "lenet5", "--input", "3x224x224")
+    assert "module 'features.0' (Conv2d)" in result.output
+
+
+def test_output_into_a_missing_directory_writes_nothing(tmp_path):
+    target = tmp_path / "missing" / "report.csv"
+    result = invoke("summary", "lenet5", "--output", str(target))
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert not target.parent.exists()
+
+
+def test_unwritable_output_leaves_no_half_file(tmp_path):
+    target = tmp_path / "taken"
+    target.mkdir()  # a directory where the report should go: the rename must fail
+    result = invoke("summary", "lenet5", "--output", str(target), "--format", "csv")
+    assert result.exit_code == 2
+    assert "cannot write" in result.output
+    assert list(tmp_path.iterdir()) == [target] and not any(target.iterdir())
+
+
+def test_a_failed_analysis_leaves_no_file(tmp_path):
+    target = tmp_path / "report.csv"
+    result = invoke("summary", "lenet5", "--input", "3x224x224", "--output", str(target))
+    assert result.exit_code == 2
+    assert not target.exists()
+
+
+def test_version_and_module_entry_point():
+    assert "archprof" in invoke("--version").output
+    completed = subprocess.run([sys.executable, "-m", "archprof", "--help"], capture_output=True, text=True)
+    assert completed.returncode == 0
+    assert "summary" in completed.stdout

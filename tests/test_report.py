@@ -1,0 +1,44 @@
+import subprocess
+import sys
+
+import pandas as pd
+
+import archprof
+from archprof.report import COLUMNS, SUMMABLE
+
+
+def test_layers_dataframe_has_the_documented_typed_columns():
+    layers = archprof.analyze("resnet18").layers
+    assert list(layers.columns) == [c.name for c in COLUMNS]
+    for column in COLUMNS:
+        assert str(layers[column.name].dtype) == column.dtype, column.name
+    assert layers["param_count"].sum() == 11_689_512
+
+
+def test_rollup_keeps_every_total():
+    report = archprof.analyze("densenet121")
+    for depth in (0, 1, 2, 3):
+        rolled = report.rollup(depth)
+        for name in SUMMABLE:
+            assert getattr(rolled.totals, name) == getattr(report.totals, name), (depth, name)
+    assert len(report.rollup(0)) == 1
+    assert report.rollup(1).layers["layer"].tolist() == ["features", "", "classifier"]
+
+
+def test_csv_round_trips_through_pandas(tmp_path):
+    report = archprof.analyze("mobilenet_v2")
+    path = tmp_path / "mobilenet_v2.csv"
+    report.to_csv(path)
+    loaded = pd.read_csv(path, keep_default_na=False)
+    assert loaded["macs"].sum() == report.totals.macs == 300_774_272
+    assert loaded["activation_bytes"].sum() == report.totals.activation_bytes
+    assert loaded["output_shape"].iloc[-1] == "1x1000"
+
+
+def test_importing_archprof_loads_neither_pandas_nor_rich():
+    code = (
+        "import sys, archprof; archprof.analyze('lenet5'); "
+        "print('pandas' in sys.modules, 'rich' in sys.modules)"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.split() == ["False", "False"]
