@@ -65,9 +65,7 @@ def layer_stacks(draw):
         elif kind == "avg_pool":
             k = max(kernel)
             layers.append(
-                AVG_POOL[dims](
-                    k, stride=stride, padding=draw(st.integers(0, k // 2)), ceil_mode=draw(st.booleans())
-                )
+                AVG_POOL[dims](k, stride=stride, padding=draw(st.integers(0, k // 2)), ceil_mode=draw(st.booleans()))
             )
         elif kind == "norm":
             norm = draw(st.sampled_from([BATCH_NORM, INSTANCE_NORM]))

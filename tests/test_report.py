@@ -36,9 +36,6 @@ def test_csv_round_trips_through_pandas(tmp_path):
 
 
 def test_importing_archprof_loads_neither_pandas_nor_rich():
-    code = (
-        "import sys, archprof; archprof.analyze('lenet5'); "
-        "print('pandas' in sys.modules, 'rich' in sys.modules)"
-    )
+    code = "import sys, archprof; archprof.analyze('lenet5'); print('pandas' in sys.modules, 'rich' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.split() == ["False", "False"]
