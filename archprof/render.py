@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -15,20 +16,24 @@ from archprof.units import human_bytes, human_count
 def summary_table(report: Report) -> Group:
     """Per-layer rows grouped by top-level module, then the totals and what was not counted."""
     table = Table(
-        title=f"{report.model}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}", title_justify="left"
+        title=f"{report.model}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    table.add_column("Layer", no_wrap=True)
-    table.add_column("Type")
-    table.add_column("Output shape")
-    for heading in ("Params", "MACs", "FLOPs", "Activations"):
-        table.add_column(heading, justify="right")
+    table.add_column("Layer", no_wrap=True, overflow="ellipsis")
+    table.add_column("Type", no_wrap=True, overflow="ellipsis", max_width=18)
+    # Numbers and shapes are never cut: the names give way on a narrow terminal.
+    for heading, width in (("Output shape", 14), ("Params", 8), ("MACs", 9), ("FLOPs", 9), ("Activations", 11)):
+        table.add_column(heading, justify="left" if heading == "Output shape" else "right", no_wrap=True, min_width=width)
 
-    previous_group = None
+    previous_group, previous_depth = None, 0
     for row in report.rows():
+        # A rule between top-level modules, where one of them has sub-modules.
         group = row["layer"].split(".")[0]
-        if previous_group is not None and group != previous_group:
+        if previous_group is not None and group != previous_group and max(row["depth"], previous_depth) > 1:
             table.add_section()
-        previous_group = group
+        previous_group, previous_depth = group, row["depth"]
         indent = "  " * max(row["depth"] - 1, 0)
         name = row["layer"] or "(model)"
         if row["call"] > 0:
