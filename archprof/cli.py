@@ -162,7 +162,8 @@ def _emit(report, format: Format, output: Path | None) -> None:
         from archprof.render import summary_table, to_text
 
         if output is None:
-            _console().print(summary_table(report))
+            console = _console()
+            console.print(summary_table(report, width=console.width))
             return
         from archprof.output import write_atomically
 

@@ -13,46 +13,61 @@ from archprof.report import Report, shapes_text
 from archprof.units import human_bytes, human_count
 
 
-def summary_table(report: Report) -> Group:
+# Per-layer columns of the summary, most important first: on a narrow terminal the last
+# ones are left out (their figures stay in the totals and in every file format) rather
+# than cutting numbers short.
+_SUMMARY_COLUMNS = ("Layer", "Output shape", "Params", "MACs", "Activations", "FLOPs", "Type")
+
+
+def summary_table(report: Report, width: int = 160) -> Group:
     """Per-layer rows grouped by top-level module, then the totals and what was not counted."""
+    cells = {name: [] for name in _SUMMARY_COLUMNS}
+    rules = []
+    previous_group, previous_depth = None, 0
+    for row in report.rows():
+        # A rule between top-level modules, where one of them has sub-modules.
+        group = row["layer"].split(".")[0]
+        rules.append(previous_group is not None and group != previous_group and max(row["depth"], previous_depth) > 1)
+        previous_group, previous_depth = group, row["depth"]
+        cells["Layer"].append("  " * max(row["depth"] - 1, 0) + _layer_name(row))
+        cells["Type"].append(row["module_type"])
+        cells["Output shape"].append(row["output_shape"])
+        cells["Params"].append(_count(row["param_count"]))
+        cells["MACs"].append(_count(row["macs"]))
+        cells["FLOPs"].append(_count(row["flops"]))
+        cells["Activations"].append(human_bytes(row["activation_bytes"]) if row["activation_bytes"] else "-")
+
+    widths = {name: max(len(name), *(len(str(c)) for c in column)) for name, column in cells.items()}
+    shown = list(_SUMMARY_COLUMNS)
+    while len(shown) > 4 and sum(widths[n] + 2 for n in shown) > width:
+        shown.pop()
     table = Table(
         title=f"{report.model}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    table.add_column("Layer", no_wrap=True, overflow="ellipsis")
-    table.add_column("Type", no_wrap=True, overflow="ellipsis", max_width=18)
-    # Numbers and shapes are never cut: the names give way on a narrow terminal.
-    for heading, width in (("Output shape", 14), ("Params", 8), ("MACs", 9), ("FLOPs", 9), ("Activations", 11)):
-        table.add_column(heading, justify="left" if heading == "Output shape" else "right", no_wrap=True, min_width=width)
-
-    previous_group, previous_depth = None, 0
-    for row in report.rows():
-        # A rule between top-level modules, where one of them has sub-modules.
-        group = row["layer"].split(".")[0]
-        if previous_group is not None and group != previous_group and max(row["depth"], previous_depth) > 1:
+    order = [n for n in ("Layer", "Type", "Output shape", "Params", "MACs", "FLOPs", "Activations") if n in shown]
+    for name in order:
+        justify = "left" if name in ("Layer", "Type", "Output shape") else "right"
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")
+    for index, rule in enumerate(rules):
+        if rule:
             table.add_section()
-        previous_group, previous_depth = group, row["depth"]
-        indent = "  " * max(row["depth"] - 1, 0)
-        name = row["layer"] or "(model)"
-        if row["call"] > 0:
-            name += f" (call {row['call'] + 1})"
-        elif row["call"] < 0:
-            name += " (not called)"
-        table.add_row(
-            indent + name,
-            row["module_type"],
-            row["output_shape"],
-            _count(row["param_count"]),
-            _count(row["macs"]),
-            _count(row["flops"]),
-            human_bytes(row["activation_bytes"]) if row["activation_bytes"] else "-",
-        )
+        table.add_row(*(cells[name][index] for name in order))
     parts = [table, totals_table(report)]
     if report.totals.not_counted:
         parts.append(not_counted_table(report.totals.not_counted))
     return Group(*parts)
+
+
+def _layer_name(row: dict) -> str:
+    name = row["layer"] or "(model)"
+    if row["call"] > 0:
+        return f"{name} (call {row['call'] + 1})"
+    if row["call"] < 0:
+        return f"{name} (not called)"
+    return name
 
 
 def totals_table(report: Report) -> Table:

@@ -17,10 +17,17 @@ def invoke(*args):
 
 
 def test_summary_vgg16_prints_the_table_and_totals():
-    result = invoke("summary", "vgg16")
+    result = runner.invoke(app, ["summary", "vgg16"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     for text in ("features.0", "Conv2d", "138.36 M", "138,357,544", "15.47 G", "1x3x224x224", "float32"):
         assert text in result.output
+
+
+def test_a_narrow_terminal_drops_columns_but_never_cuts_numbers():
+    result = runner.invoke(app, ["summary", "vgg16"], env={"COLUMNS": "80"})
+    first_conv = next(line for line in result.output.splitlines() if line.strip().startswith("features.0 "))
+    assert "1x64x224x224" in first_conv and "1.79 K" in first_conv and "86.70 M" in first_conv
+    assert "…" not in result.output
 
 
 def test_csv_is_machine_readable_and_sums_to_the_totals():
