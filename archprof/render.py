@@ -12,7 +12,6 @@ from rich.text import Text
 from archprof.report import Report, shapes_text
 from archprof.units import human_bytes, human_count
 
-
 # Per-layer columns of the summary, most important first: on a narrow terminal the last
 # ones are left out (their figures stay in the totals and in every file format) rather
 # than cutting numbers short.
