@@ -1,0 +1,545 @@
+"""Benchmark archprof's static analysis against torchinfo, fvcore and a plain forward pass.
+
+    python benchmarks/bench_analysis.py [--repeat N] [--quick] [--report PATH]
+
+In one run it measures, side by side:
+
+1. time to analyse vgg16 and resnet50 at 224x224 and 1024x1024 (batch 1, float32):
+   `archprof.analyze` (meta-device build included), `torchinfo.summary`, fvcore's
+   `FlopCountAnalysis(...).total()` and a plain CPU forward under `torch.no_grad()`
+   (the peers get a CPU model built once beforehand; that build is timed separately);
+   and whether archprof's MACs equal fvcore's total;
+2. wall time of the CLI, `archprof summary vgg16 -f csv`, beside `python -c "import torch"`;
+3. peak RSS of that CLI process beside a process that only imports torch.
+
+It prints a Markdown report and writes the same text to reports/benchmark_analysis.md.
+Each measurement is the median of --repeat timed runs after one warm-up call, except the
+slow peers (torchinfo, fvcore, forward) at 1024x1024, which get one timed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchinfo
+from fvcore.nn import FlopCountAnalysis
+
+import archprof
+from archprof.zoo import MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REPORT = ROOT / "reports" / "benchmark_analysis.md"
+
+MODEL_NAMES = ("vgg16", "resnet50")
+FULL_SIZES = (224, 1024)
+QUICK_SIZES = (224,)
+SLOW_SIZE = 1024  # at and above this size the slow peers get a single timed run
+
+# Targets from the issue.
+SPEEDUP_TARGETS = {224: 10.0, 1024: 100.0}
+RSS_TARGET_MB = 100.0
+BUSY_WARNING = 0.10  # warn when other processes used more than this share of the machine's CPU
+FLAT_TOLERANCE = 1.5  # archprof at 1024 may take at most this times its 224 time ("does not grow")
+
+# fvcore operator handles whose count is a multiply-accumulate count, comparable to archprof's `macs`.
+FVCORE_MAC_OPS = frozenset({"conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum", "baddbmm"})
+
+
+# -- timing helpers ------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    median_s: float
+    runs: int
+    result: Any = field(repr=False, default=None)
+
+    @property
+    def ms(self) -> float:
+        return self.median_s * 1e3
+
+
+def measure(fn: Callable[[], Any], repeat: int, warmup: bool = True) -> Timing:
+    """Median wall time of `repeat` calls of `fn` after one untimed warm-up call."""
+    if warmup:
+        fn()
+    times = []
+    result = None
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return Timing(statistics.median(times), repeat, result)
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# -- 1. analysis time ----------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    model: str
+    size: int
+    archprof: Timing
+    torchinfo: Timing
+    fvcore: Timing
+    forward: Timing
+    archprof_macs: int
+    fvcore_total: int
+    fvcore_by_op: dict[str, int]
+
+    @property
+    def fvcore_mac_ops(self) -> int:
+        return sum(v for k, v in self.fvcore_by_op.items() if k in FVCORE_MAC_OPS)
+
+    @property
+    def fvcore_extra_ops(self) -> dict[str, int]:
+        return {k: v for k, v in self.fvcore_by_op.items() if k not in FVCORE_MAC_OPS and v}
+
+    @property
+    def macs_agree(self) -> bool:
+        return self.archprof_macs == self.fvcore_total
+
+    @property
+    def speedup_torchinfo(self) -> float:
+        return self.torchinfo.median_s / self.archprof.median_s
+
+    @property
+    def speedup_fvcore(self) -> float:
+        return self.fvcore.median_s / self.archprof.median_s
+
+
+def fvcore_count(model: torch.nn.Module, x: torch.Tensor) -> FlopCountAnalysis:
+    analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    analysis.total()  # runs the trace; results are cached on the object
+    return analysis
+
+
+def forward(model: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        model(x)
+
+
+def bench_models(sizes: tuple[int, ...], repeat: int) -> tuple[list[Row], dict[str, float]]:
+    rows: list[Row] = []
+    build_ms: dict[str, float] = {}
+    for name in MODEL_NAMES:
+        progress(f"{name}: building the CPU model for the peers")
+        start = time.perf_counter()
+        model = MODELS[name].build().eval()
+        build_ms[name] = (time.perf_counter() - start) * 1e3
+        for size in sizes:
+            peer_repeat = 1 if size >= SLOW_SIZE else repeat
+            x = torch.randn(1, 3, size, size)  # a real-valued input (no denormals), made outside the timings
+            progress(f"{name} @ {size}: archprof")
+            ap = measure(lambda n=name, s=size: archprof.analyze(n, input_size=(3, s, s), batch=1), repeat)
+            progress(f"{name} @ {size}: torchinfo")
+            ti = measure(lambda m=model, s=size: torchinfo.summary(m, input_size=(1, 3, s, s), verbose=0), peer_repeat)
+            progress(f"{name} @ {size}: fvcore")
+            fv = measure(lambda m=model, x=x: fvcore_count(m, x), peer_repeat)
+            progress(f"{name} @ {size}: forward")
+            fw = measure(lambda m=model, x=x: forward(m, x), peer_repeat)
+            analysis: FlopCountAnalysis = fv.result
+            rows.append(
+                Row(
+                    model=name,
+                    size=size,
+                    archprof=ap,
+                    torchinfo=ti,
+                    fvcore=fv,
+                    forward=fw,
+                    archprof_macs=ap.result.totals.macs,
+                    fvcore_total=int(analysis.total()),
+                    fvcore_by_op={k: int(v) for k, v in analysis.by_operator().items()},
+                )
+            )
+            del x, analysis
+        del model
+        gc.collect()
+    return rows, build_ms
+
+
+# -- 2. CLI wall time and 3. peak memory ---------------------------------------------------
+
+
+def archprof_command() -> list[str]:
+    script = Path(sys.executable).with_name("archprof")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "archprof"]
+    return [*base, "summary", "vgg16", "-f", "csv"]
+
+
+def floor_command() -> list[str]:
+    return [sys.executable, "-c", "import torch"]
+
+
+def run_checked(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return proc
+
+
+def bench_cli(repeat: int) -> tuple[Timing, Timing]:
+    """Median wall times of the CLI and of the `import torch` floor, runs interleaved."""
+    cli, floor = archprof_command(), floor_command()
+    run_checked(cli)  # warm-up: page cache, .pyc files
+    run_checked(floor)
+    cli_times, floor_times = [], []
+    for _ in range(repeat):
+        for cmd, times in ((cli, cli_times), (floor, floor_times)):
+            start = time.perf_counter()
+            run_checked(cmd)
+            times.append(time.perf_counter() - start)
+    return Timing(statistics.median(cli_times), repeat), Timing(statistics.median(floor_times), repeat)
+
+
+_TIME = "/usr/bin/time"
+_RUSAGE_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(code)\n"
+)
+
+
+def max_rss_mb(cmd: list[str]) -> float:
+    """Peak resident set size of one fresh run of `cmd`, in MB (10^6 bytes)."""
+    if os.path.exists(_TIME):
+        proc = run_checked([_TIME, "-v", *cmd])
+        match = re.search(r"Maximum resident set size \(kbytes\):\s*(\d+)", proc.stderr)
+        if not match:
+            raise RuntimeError(f"no 'Maximum resident set size' in /usr/bin/time output: {proc.stderr[-500:]}")
+        return int(match.group(1)) * 1024 / 1e6
+    # A fresh wrapper process per measurement, so RUSAGE_CHILDREN sees only this one child.
+    proc = subprocess.run([sys.executable, "-c", _RUSAGE_WRAPPER, *cmd], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    value = int(proc.stdout.split()[-1])
+    return value / 1e6 if sys.platform == "darwin" else value * 1024 / 1e6  # bytes on macOS, KiB on Linux
+
+
+def bench_memory(repeat: int) -> tuple[float, float, str]:
+    cli, floor = archprof_command(), floor_command()
+    cli_mb, floor_mb = [], []
+    for _ in range(repeat):
+        cli_mb.append(max_rss_mb(cli))
+        floor_mb.append(max_rss_mb(floor))
+    method = (
+        "`/usr/bin/time -v`" if os.path.exists(_TIME) else "`getrusage(RUSAGE_CHILDREN).ru_maxrss` of a fresh wrapper"
+    )
+    return statistics.median(cli_mb), statistics.median(floor_mb), method
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def fmt_ms(t: Timing) -> str:
+    text = f"{t.ms:,.1f}" if t.ms < 100 else f"{t.ms:,.0f}"
+    return text if t.runs > 1 else f"{text} ¹"
+
+
+def fmt_x(value: float) -> str:
+    return f"{value:,.1f}x" if value < 100 else f"{value:,.0f}x"
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**NOT MET**"
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(":--" if a == "l" else "--:" for a in align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def render(
+    rows: list[Row],
+    build_ms: dict[str, float],
+    cli: tuple[Timing, Timing],
+    memory: tuple[float, float, str],
+    args: argparse.Namespace,
+    command: str,
+    elapsed_s: float,
+    others_share: float | None,
+) -> str:
+    out: list[str] = []
+    sizes = sorted({r.size for r in rows})
+    out += [
+        "# archprof benchmark: analysis time, CLI start-up, peak memory",
+        "",
+        f"- Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- Command: `{command}`",
+        f"- Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs "
+        f"(torch uses {torch.get_num_threads()} threads)",
+        f"- Versions: Python {platform.python_version()}, torch {torch.__version__}, archprof {archprof.__version__}, "
+        f"torchinfo {torchinfo.__version__}, fvcore {_fvcore_version()}",
+        f"- Timing: median of {args.repeat} timed runs after one warm-up call"
+        + (
+            f"; torchinfo, fvcore and forward at {SLOW_SIZE}x{SLOW_SIZE} get one timed run (marked ¹), "
+            "each still after a warm-up call"
+            if any(r.size >= SLOW_SIZE for r in rows)
+            else ""
+        )
+        + ". Batch 1, float32, CPU.",
+        f"- Benchmark wall time: {elapsed_s:.0f} s; "
+        + (
+            "CPU used by other processes during the run: not measured (no /proc/stat)"
+            if others_share is None
+            else f"CPU used by other processes during the run: {others_share:.0%} of the machine"
+            + (
+                " — **the machine was busy: timings are inflated and noisy; rerun on an idle machine**"
+                if others_share > BUSY_WARNING
+                else ""
+            )
+        ),
+        "",
+        "## 1. Analysis time per model and input",
+        "",
+        "archprof time includes building the model on the meta device (the product's real cost). "
+        "The peers use a CPU model built once beforehand; that build is not in their times:",
+        "",
+    ]
+    out += [", ".join(f"build (CPU) {name}: {ms:,.0f} ms" for name, ms in build_ms.items()), ""]
+    header = [
+        "model",
+        "input",
+        "archprof ms",
+        "torchinfo ms",
+        "fvcore ms",
+        "forward ms",
+        "speed-up vs torchinfo",
+        "speed-up vs fvcore",
+        "MACs agree",
+    ]
+    body = []
+    for r in rows:
+        agree = "yes" if r.macs_agree else ("no; conv+linear: yes" if r.archprof_macs == r.fvcore_mac_ops else "no")
+        body.append(
+            [
+                r.model,
+                f"{r.size}x{r.size}",
+                fmt_ms(r.archprof),
+                fmt_ms(r.torchinfo),
+                fmt_ms(r.fvcore),
+                fmt_ms(r.forward),
+                fmt_x(r.speedup_torchinfo),
+                fmt_x(r.speedup_fvcore),
+                agree,
+            ]
+        )
+    out += markdown_table(header, body, "llrrrrrrl")
+    out += ["", "MAC check (fvcore counts one MAC as one “flop”):", ""]
+    body = []
+    for r in rows:
+        extra = ", ".join(f"{k} {v:,}" for k, v in sorted(r.fvcore_extra_ops.items())) or "-"
+        body.append(
+            [
+                r.model,
+                f"{r.size}x{r.size}",
+                f"{r.archprof_macs:,}",
+                f"{r.fvcore_total:,}",
+                f"{r.fvcore_total - r.archprof_macs:+,}",
+                f"{r.fvcore_mac_ops:,}",
+                extra,
+            ]
+        )
+    out += markdown_table(
+        [
+            "model",
+            "input",
+            "archprof MACs",
+            "fvcore total",
+            "fvcore − archprof",
+            "fvcore conv+linear",
+            "fvcore's other counted ops",
+        ],
+        body,
+        "llrrrrl",
+    )
+    out += [
+        "",
+        "fvcore's total also counts BatchNorm and adaptive average pooling (one “flop” per element); "
+        "archprof counts those as `elementwise_flops`, not MACs. The MAC operators "
+        f"({', '.join(sorted(FVCORE_MAC_OPS))}) are compared in the column “fvcore conv+linear”.",
+        "",
+    ]
+
+    # verdicts
+    out += ["## Verdicts", ""]
+    if others_share is not None and others_share > BUSY_WARNING:
+        out += [
+            f"Caveat: other processes used {others_share:.0%} of the machine's CPU during this run, "
+            "so the timing verdicts below are unreliable.",
+            "",
+        ]
+    for size in sizes:
+        target = SPEEDUP_TARGETS.get(size)
+        if target is None:
+            continue
+        at = [r for r in rows if r.size == size]
+        worst = min(min(r.speedup_torchinfo, r.speedup_fvcore) for r in at)
+        detail = "; ".join(
+            f"{r.model}: {fmt_x(r.speedup_torchinfo)} vs torchinfo, {fmt_x(r.speedup_fvcore)} vs fvcore" for r in at
+        )
+        out.append(
+            f"- ≥ {target:g}x faster than torchinfo and fvcore at {size}x{size}: {verdict(worst >= target)} ({detail})"
+        )
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        ratios = {}
+        for name in MODEL_NAMES:
+            a = next(r for r in rows if r.model == name and r.size == lo)
+            b = next(r for r in rows if r.model == name and r.size == hi)
+            ratios[name] = (a, b, b.archprof.median_s / a.archprof.median_s)
+        ok = all(ratio <= FLAT_TOLERANCE for _, _, ratio in ratios.values())
+        detail = "; ".join(
+            f"{name}: {fmt_ms(a.archprof)} → {fmt_ms(b.archprof)} ms ({ratio:.2f}x)"
+            for name, (a, b, ratio) in ratios.items()
+        )
+        out.append(
+            f"- archprof time does not grow with the resolution ({lo} → {hi}, at most {FLAT_TOLERANCE:g}x "
+            f"allowed for noise): {verdict(ok)} ({detail})"
+        )
+    else:
+        out.append("- archprof time does not grow with the resolution: not measured (--quick runs 224x224 only)")
+    all_agree = all(r.macs_agree for r in rows)
+    mac_ops_agree = all(r.archprof_macs == r.fvcore_mac_ops for r in rows)
+    out.append(
+        f"- archprof MACs equal fvcore's total: {'**yes**' if all_agree else '**no**'}"
+        + ("" if all_agree else f" (equal to fvcore's conv+linear count: {'yes' if mac_ops_agree else 'NO'})")
+    )
+    cli_mb, floor_mb, _ = memory
+    out.append(
+        f"- peak RSS of `archprof summary vgg16 -f csv` within {RSS_TARGET_MB:g} MB of `import torch`: "
+        f"{verdict(cli_mb - floor_mb <= RSS_TARGET_MB)} ({cli_mb - floor_mb:+,.1f} MB)"
+    )
+    out.append("")
+
+    # CLI
+    cli_t, floor_t = cli
+    out += [
+        "## 2. End-to-end CLI wall time",
+        "",
+        f"Subprocess wall time, median of {args.repeat} runs after one warm-up run each, interleaved.",
+        "",
+    ]
+    out += markdown_table(
+        ["command", "wall ms"],
+        [
+            [f"`{shlex.join(archprof_command())} > /dev/null`", f"{cli_t.ms:,.0f}"],
+            [f'`{Path(sys.executable).name} -c "import torch"` (floor)', f"{floor_t.ms:,.0f}"],
+            ["archprof overhead above the floor", f"{cli_t.ms - floor_t.ms:+,.0f}"],
+        ],
+        "lr",
+    )
+    out += [
+        "",
+        "## 3. Peak memory (max RSS)",
+        "",
+        f"Measured with {memory[2]}, one fresh process per run, median of {args.repeat}.",
+        "",
+    ]
+    out += markdown_table(
+        ["process", "max RSS MB"],
+        [
+            ["`archprof summary vgg16 -f csv`", f"{cli_mb:,.1f}"],
+            ["`import torch` only", f"{floor_mb:,.1f}"],
+            ["difference", f"{cli_mb - floor_mb:+,.1f}"],
+        ],
+        "lr",
+    )
+    out += ["", f"Target: difference ≤ {RSS_TARGET_MB:g} MB: {verdict(cli_mb - floor_mb <= RSS_TARGET_MB)}", ""]
+    return "\n".join(out)
+
+
+def _fvcore_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("fvcore")
+    except Exception:
+        return "?"
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine from /proc/stat, CPU seconds of this process and its children)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    machine = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    t = os.times()
+    return machine, t.user + t.system + t.children_user + t.children_system
+
+
+def others_cpu_share(start: tuple[float, float] | None, end: tuple[float, float] | None, elapsed_s: float):
+    """Share of the machine's CPU capacity that other processes used between `start` and `end`."""
+    if start is None or end is None or elapsed_s <= 0:
+        return None
+    others = (end[0] - start[0]) - (end[1] - start[1])
+    return max(others, 0.0) / (elapsed_s * (os.cpu_count() or 1))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median is reported)")
+    parser.add_argument("--quick", action="store_true", help="only 224x224")
+    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="where to write the Markdown report")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    script = os.path.relpath(Path(sys.argv[0]).resolve(), ROOT)
+    command = shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+
+    cpu_start = _cpu_seconds()
+    started = time.perf_counter()
+    rows, build_ms = bench_models(QUICK_SIZES if args.quick else FULL_SIZES, args.repeat)
+    progress("CLI wall time")
+    cli = bench_cli(args.repeat)
+    progress("peak memory")
+    memory = bench_memory(args.repeat)
+    elapsed_s = time.perf_counter() - started
+    share = others_cpu_share(cpu_start, _cpu_seconds(), elapsed_s)
+    text = render(rows, build_ms, cli, memory, args, command, elapsed_s, share)
+    print(text)
+    write_atomic(args.report, text)
+    progress(f"wrote {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
