@@ -13,14 +13,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["ArchprofError", "Report", "analyze"]
+__all__ = ["ArchprofError", "Report", "analyze", "compare"]
 
 if TYPE_CHECKING:
     from archprof.api import analyze
+    from archprof.compare import compare
     from archprof.errors import ArchprofError
     from archprof.report import Report
 
-_LAZY = {"analyze": "archprof.api", "ArchprofError": "archprof.errors", "Report": "archprof.report"}
+_LAZY = {
+    "analyze": "archprof.api",
+    "ArchprofError": "archprof.errors",
+    "Report": "archprof.report",
+    # Importing the submodule archprof.compare makes `archprof.compare` that module, which
+    # is callable for this reason: either way `archprof.compare([...])` is the function.
+    "compare": "archprof.compare",
+}
 
 
 def __getattr__(name: str):

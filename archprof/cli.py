@@ -116,6 +116,362 @@ def summary(
     _emit(report, chosen, output)
 
 
+FormatOpt = Annotated[
+    Optional[Format],
+    typer.Option(
+        "--format", "-f", help="Output format [default: from --output's suffix, else table]", show_default=False
+    ),
+]
+OutputOpt = Annotated[
+    Optional[Path], typer.Option("--output", "-o", help="Write the report to this file.", show_default=False)
+]
+
+
+@app.command()
+@_user_errors
+def memory(
+    model: ModelArg,
+    input: InputOpt = None,
+    batch: Annotated[
+        Optional[int], typer.Option("--batch", "-b", help="Batch size [default: 1]", show_default=False)
+    ] = None,
+    dtype: DTypeOpt = DType.float32,
+    train: Annotated[
+        bool,
+        typer.Option("--train", help="Training memory: parameters, gradients, optimizer state and saved activations."),
+    ] = False,
+    optimizer: Annotated[
+        Optional[str],
+        typer.Option(
+            "--optimizer", help="Optimizer of the training estimate: sgd (default), momentum, adam.", show_default=False
+        ),
+    ] = None,
+    fit: Annotated[
+        Optional[str],
+        typer.Option(
+            "--fit",
+            help="Find the largest batch whose predicted memory fits this size, e.g. 16GB, 16GiB, 512MB.",
+            show_default=False,
+        ),
+    ] = None,
+    measure: Annotated[
+        bool,
+        typer.Option(
+            "--measure", help="Also run the model on CUDA: max_memory_allocated for inference and one training step."
+        ),
+    ] = False,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Memory per layer (output, live after it, peak within it) and in total: the inference
+    peak (parameters + buffers + largest live activations), or with --train the training
+    estimate (parameters, gradients, optimizer state, activations saved for backward).
+    --fit SIZE finds the largest batch whose prediction fits SIZE (16GB = 16e9 bytes,
+    16GiB = 16 x 2^30)."""
+    from functools import partial
+
+    from archprof.api import analyze
+    from archprof.errors import ArchprofError
+    from archprof.load import parse_dtype, parse_input_size
+    from archprof.memory import fit_batch, optimizer_state_copies, require_cuda
+    from archprof.render import memory_table
+    from archprof.units import human_bytes, parse_size
+
+    chosen = _choose_format(format, output)
+    size = parse_input_size(input) if input is not None else None
+    torch_dtype = parse_dtype(dtype.value)
+    if optimizer is not None and not (train or measure):
+        raise ArchprofError("--optimizer applies to training memory: add --train")
+    optimizer = optimizer or "sgd"
+    optimizer_state_copies(optimizer)
+    budget = parse_size(fit) if fit is not None else None
+    if budget is not None and batch is not None:
+        raise ArchprofError("--fit finds the batch itself: drop --batch")
+    if measure:
+        require_cuda()  # before any analysis: fail fast
+
+    found = None
+    if budget is not None:
+        found = fit_batch(model, budget, input_size=size, dtype=torch_dtype, training=train, optimizer=optimizer)
+        report = found.report
+    else:
+        batch = _positive_batch(batch if batch is not None else 1)
+        report = analyze(model, input_size=size, batch=batch, dtype=torch_dtype, training=train, optimizer=optimizer)
+    notes = []
+    if found is not None:
+        notes.append(
+            f"largest batch that fits in {human_bytes(found.budget_bytes)}: {found.batch} "
+            f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {human_bytes(found.bytes_at_next)})"
+        )
+    measured = _measure_memory(model, report, size, torch_dtype, optimizer) if measure else None
+    if measured is not None:
+        notes += [f"{label}: predicted {p:,} B, measured {m:,} B on {measured[0]}" for label, p, m in measured[1]]
+    _emit(report, chosen, output, table=partial(memory_table, fit=found, measured=measured))
+    if chosen is not Format.table:
+        for note in notes:
+            typer.echo(note, err=True)
+
+
+def _measure_memory(model, report, size, dtype, optimizer: str):
+    """(device, rows): predicted and measured CUDA memory for inference and one training step."""
+    from archprof.api import analyze
+    from archprof.memory import measure_cuda
+
+    batch = report.input_shapes[0][0]
+    other = analyze(model, input_size=size, batch=batch, dtype=dtype, training=not report.training, optimizer=optimizer)
+    inference, training = (other, report) if report.training else (report, other)
+    measured = measure_cuda(model, size, batch, dtype, training=True, optimizer=optimizer)
+    rows = [
+        ("Inference peak", inference.totals.peak_memory_bytes, measured.inference_peak_bytes),
+        (f"Training step ({optimizer})", training.totals.training_memory_bytes, measured.training_peak_bytes),
+    ]
+    return measured.device, rows
+
+
+@app.command()
+@_user_errors
+def rf(
+    model: ModelArg,
+    input: InputOpt = None,
+    batch: BatchOpt = 1,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Receptive field of every layer: the input pixels that can reach its output unit 0.
+
+    Columns: Field, the field's size per spatial dimension, padding positions included
+    ("input" after global pooling, a flatten or a linear layer; "undefined" where it cannot
+    be computed exactly, with the reason below the table). Stride, the effective stride: input
+    pixels between neighbouring units. Centred: unit 0 stands for input pixels [0, stride - 1],
+    centre (stride - 1) / 2; "yes" when the field's centre (start + end) / 2 is that point in
+    every dimension. Coverage: the share of the input's pixels the field reaches (per
+    dimension the part inside the input over its size, multiplied). The last line names the
+    first layer whose field covers the whole input. CSV, JSON and Markdown write the full
+    report, whose receptive_field* columns hold the same numbers.
+    """
+    from archprof.api import analyze
+    from archprof.load import parse_input_size
+    from archprof.render import receptive_field_table
+
+    chosen = _choose_format(format, output)
+    size = parse_input_size(input) if input is not None else None
+    report = analyze(model, input_size=size, batch=_positive_batch(batch))
+    _emit(report, chosen, output, table=receptive_field_table)
+
+
+@app.command()
+@_user_errors
+def compare(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Built-in names or package.module:factory specs; the first is the baseline of the ratios.",
+            show_default=False,
+        ),
+    ],
+    input: InputOpt = None,
+    batch: BatchOpt = 1,
+    dtype: DTypeOpt = DType.float32,
+    sort: Annotated[
+        Optional[str],
+        typer.Option(
+            "--sort",
+            "-s",
+            help="Sort ascending by params, macs, flops, activation, peak-memory, receptive-field, latency or model.",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Also time each model on the CPU (median of at least 5 runs, random weights)."),
+    ] = False,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Models side by side: parameters, MACs, FLOPs, memory, receptive field, and ratios to the first."""
+    from archprof.compare import compare as compare_models
+    from archprof.compare import (
+        comparison_cells,
+        comparison_csv,
+        comparison_json,
+        comparison_markdown,
+        sort_comparison,
+    )
+    from archprof.load import parse_dtype, parse_input_size
+
+    chosen = _choose_format(format, output)
+    size = parse_input_size(input) if input is not None else None
+    frame = compare_models(
+        models, input_size=size, batch=_positive_batch(batch), dtype=parse_dtype(dtype.value), profile=profile
+    )
+    if sort is not None:
+        frame = sort_comparison(frame, sort)
+    width = _console().width if output is None else 160
+
+    def table():
+        from archprof.render import comparison_table
+
+        return comparison_table(*comparison_cells(frame), baseline=frame.attrs.get("baseline"), width=width)
+
+    _emit_text(
+        chosen,
+        output,
+        table,
+        {
+            Format.csv: lambda: comparison_csv(frame),
+            Format.json: lambda: comparison_json(frame),
+            Format.markdown: lambda: comparison_markdown(frame),
+        },
+    )
+
+
+def _limit_option(name: str, example: str):
+    return Annotated[Optional[str], typer.Option(name, help=f"e.g. {example}", show_default=False)]
+
+
+@app.command()
+@_user_errors
+def check(
+    model: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="A built-in name or package.module:factory (default: every model in the budget file)",
+            show_default=False,
+        ),
+    ] = None,
+    max_params: _limit_option("--max-params", "30M (K, M, G, T: decimal)") = None,
+    max_macs: _limit_option("--max-macs", "5G") = None,
+    max_flops: _limit_option("--max-flops", "10G") = None,
+    max_activation: _limit_option("--max-activation", "200MB (kB/MB/GB decimal, KiB/MiB/GiB binary)") = None,
+    max_peak_memory: _limit_option("--max-peak-memory", "1GB: inference peak, parameters included") = None,
+    min_receptive_field: _limit_option("--min-receptive-field", "200 (pixels, last spatial layer)") = None,
+    max_training_memory: _limit_option("--max-training-memory", "16GB: the training estimate") = None,
+    optimizer: Annotated[
+        Optional[str],
+        typer.Option(
+            "--optimizer", help="For --max-training-memory: sgd (default), momentum, adam, adamw.", show_default=False
+        ),
+    ] = None,
+    input: InputOpt = None,
+    batch: Annotated[
+        Optional[int], typer.Option("--batch", "-b", help="Batch size (default: 1, or the file's)", show_default=False)
+    ] = None,
+    dtype: Annotated[
+        Optional[DType], typer.Option("--dtype", help="Data type (default: float32, or the file's)", show_default=False)
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config",
+            "-c",
+            help="Budget file (default: ./archprof.toml, else the tool.archprof table of ./pyproject.toml)",
+            show_default=False,
+        ),
+    ] = None,
+    junit: Annotated[
+        Optional[Path],
+        typer.Option("--junit", help="Also write JUnit XML (one testcase per limit).", show_default=False),
+    ] = None,
+) -> None:
+    """Fail (exit 1) when a model exceeds its budget: limits from the options or a budget file.
+
+    Exit 0 when every limit holds, 1 when one is exceeded, 2 on bad input. With
+    GITHUB_STEP_SUMMARY set (GitHub Actions), the verdict is appended there as Markdown."""
+    import os
+
+    from archprof import budget
+    from archprof.load import parse_input_size
+    from archprof.render import budget_table
+
+    limits = {
+        "max-params": max_params,
+        "max-macs": max_macs,
+        "max-flops": max_flops,
+        "max-activation": max_activation,
+        "max-peak-memory": max_peak_memory,
+        "min-receptive-field": min_receptive_field,
+        "max-training-memory": max_training_memory,
+    }
+    entries = budget.plan_check(
+        model,
+        limits,
+        config=config,
+        input_size=parse_input_size(input) if input is not None else None,
+        batch=_positive_batch(batch) if batch is not None else None,
+        dtype=dtype.value if dtype is not None else None,
+        optimizer=optimizer,
+    )
+    verdicts = [verdict for entry in entries for verdict in budget.check_entry(entry)]
+    _console().print(budget_table(budget.verdict_rows(verdicts)))
+    if junit is not None:
+        from archprof.output import write_atomically
+
+        write_atomically(junit, budget.junit_xml(verdicts))
+        typer.echo(f"wrote {junit}", err=True)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        try:
+            budget.append_step_summary(verdicts, step_summary)
+        except OSError as exc:
+            typer.echo(f"warning: cannot append to GITHUB_STEP_SUMMARY ({step_summary}): {exc.strerror}", err=True)
+    if not all(verdict.passed for verdict in verdicts):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def diff(
+    old: Annotated[
+        str, typer.Argument(help="A CSV report (archprof summary -f csv) or a model spec.", show_default=False)
+    ],
+    new: Annotated[str, typer.Argument(help="The same, to compare with OLD.", show_default=False)],
+    input: InputOpt = None,
+    batch: BatchOpt = 1,
+    dtype: DTypeOpt = DType.float32,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """What changed between two reports or models: layers added, removed or changed, and the totals."""
+    from archprof import diff as diffing
+    from archprof.load import parse_dtype, parse_input_size
+
+    chosen = _choose_format(format, output)
+    size = parse_input_size(input) if input is not None else None
+    result = diffing.diff(old, new, input_size=size, batch=_positive_batch(batch), dtype=parse_dtype(dtype.value))
+
+    def table():
+        from archprof.render import diff_tables
+
+        return diff_tables(result, width=_console().width if output is None else 160)
+
+    _emit_text(
+        chosen,
+        output,
+        table,
+        {Format.csv: result.to_csv, Format.json: result.to_json, Format.markdown: result.to_markdown},
+    )
+
+
+def _emit_text(format: Format, output: Path | None, table, writers) -> None:
+    """Print `table()` or the text of `writers[format]()`, or write it (atomically) to `output`."""
+    from archprof.output import write_atomically
+
+    if format is Format.table:
+        if output is None:
+            _console().print(table())
+            return
+        from archprof.render import to_text
+
+        text = to_text(table())
+    else:
+        text = writers[format]()
+        if output is None:
+            sys.stdout.write(text)
+            return
+    write_atomically(output, text)
+    typer.echo(f"wrote {output}", err=True)
+
+
 @app.command()
 @_user_errors
 def zoo() -> None:
@@ -156,18 +512,19 @@ def _positive_batch(batch: int) -> int:
     return batch
 
 
-def _emit(report, format: Format, output: Path | None) -> None:
-    """Print the report, or write it (atomically) to `output`."""
+def _emit(report, format: Format, output: Path | None, table=None) -> None:
+    """Print the report, or write it (atomically) to `output`. `table(report, width=...)`
+    draws the table format (default: the summary table)."""
     if format is Format.table:
         from archprof.render import summary_table, to_text
 
         if output is None:
             console = _console()
-            console.print(summary_table(report, width=console.width))
+            console.print((table or summary_table)(report, width=console.width))
             return
         from archprof.output import write_atomically
 
-        write_atomically(output, to_text(summary_table(report)))
+        write_atomically(output, to_text((table or summary_table)(report)))
     else:
         writer = {Format.csv: report.to_csv, Format.json: report.to_json, Format.markdown: report.to_markdown}[format]
         text = writer(output)

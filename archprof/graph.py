@@ -95,3 +95,7 @@ class Graph:
     outputs: list[TensorMeta]
     parameters: list[ParameterInfo]  # parameters then buffers, tied ones once
     module_types: dict[str, str] = field(default_factory=dict)  # every module, called or not
+    training: bool = False  # traced as a training forward (train mode, grad enabled)
+    # Training only: every tensor autograd saved for the backward pass, in the order it was
+    # saved, repeats included (parameters and views too: passes dedupe by storage).
+    saved: list[TensorMeta] = field(default_factory=list)

@@ -105,6 +105,196 @@ def not_counted_table(not_counted: dict[str, int]) -> Table:
     return table
 
 
+# Columns of the receptive-field table, most important first (the last go on a narrow terminal).
+_RF_COLUMNS = ("Layer", "Field", "Stride", "Coverage", "Centred", "Output shape", "Type")
+
+
+def receptive_field_table(report: Report, width: int = 160) -> Group:
+    """Per layer: output shape, receptive field, effective stride, centred, coverage; then the
+    first layer whose field covers the whole input, and why any field is undefined.
+
+    Fields are those of output unit 0 (see `archprof.passes.receptive_field`). Unit o of a
+    layer with effective stride J stands for input pixels [o J, o J + J - 1], so unit 0's
+    centre is (J - 1) / 2: the field [start, end] is *centred* when (start + end) / 2 equals
+    it in every dimension (a kernel padded symmetrically, "same"-style, keeps it so; an
+    unpadded or asymmetric one shifts it). *Coverage* is the share of the input's pixels the
+    field reaches: per dimension the part of [start, end] inside the input (padding excluded)
+    over the input's size, multiplied over the dimensions."""
+    spatial = report.input_shapes[0][2:] if report.input_shapes else ()
+    size_text = "x".join(map(str, spatial))
+    cells: dict[str, list] = {name: [] for name in _RF_COLUMNS}
+    covered_from = None
+    notes: dict[str, str] = {}
+    for row in report.rows():
+        name = _layer_name(row)
+        field, stride, start = row["receptive_field"], row["effective_stride"], row["receptive_field_start"]
+        centred, coverage = _centred_and_coverage(field, stride, start, spatial)
+        cells["Layer"].append("  " * max(row["depth"] - 1, 0) + name)
+        cells["Type"].append(row["module_type"])
+        cells["Output shape"].append(row["output_shape"])
+        cells["Field"].append(Text(field, style="red") if field == "undefined" else field or Text("-", style="dim"))
+        cells["Stride"].append(stride or Text("-", style="dim"))
+        cells["Centred"].append(centred)
+        cells["Coverage"].append(coverage)
+        if covered_from is None and row["covers_input"] is True:
+            covered_from = name
+        if row["receptive_field_note"]:
+            notes.setdefault(row["receptive_field_note"], name)
+
+    widths = {name: max(len(name), *(len(str(c)) for c in column)) for name, column in cells.items()}
+    shown = list(_RF_COLUMNS)
+    while len(shown) > 3 and sum(widths[n] + 3 for n in shown) > width:  # padding and divider
+        shown.pop()
+    table = Table(
+        title=f"{report.model}  ·  receptive fields on a {size_text or '?'} input",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    order = [n for n in ("Layer", "Type", "Output shape", "Field", "Stride", "Centred", "Coverage") if n in shown]
+    for name in order:
+        justify = "left" if name in ("Layer", "Type", "Output shape") else "right"
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")
+    for index in range(len(cells["Layer"])):
+        table.add_row(*(cells[name][index] for name in order))
+
+    if not spatial:
+        verdict = "the input has no spatial dimensions: no receptive field"
+    elif covered_from is not None:
+        verdict = f"the field covers the whole {size_text} input from layer {covered_from} on"
+    else:
+        verdict = f"the field never covers the whole {size_text} input"
+    parts: list = [table, Text(verdict)]
+    for note, layer in notes.items():
+        parts.append(Text(f"{layer}: {note}", style="yellow"))
+    return Group(*parts)
+
+
+def _centred_and_coverage(field: str, stride: str, start: str, spatial) -> tuple[Text | str, Text | str]:
+    dash = Text("-", style="dim")
+    if field == "input":
+        return dash, "100%"
+    try:
+        sizes, starts = [int(v) for v in field.split("x")], [int(v) for v in start.split("x")]
+    except ValueError:  # "", "undefined"
+        return dash, dash
+    share = 1.0
+    for size, first, extent in zip(sizes, starts, spatial, strict=True):
+        inside = min(first + size - 1, extent - 1) - max(first, 0) + 1
+        share *= max(inside, 0) / extent
+    percent = 100 * share
+    coverage = f"{percent:.1f}%".replace(".0%", "%") if percent >= 1 or percent == 0 else f"{percent:.2g}%"
+    try:
+        jumps = [int(v) for v in stride.split("x")]
+    except ValueError:  # the stride is undefined: so is the unit's centre
+        return dash, coverage
+    # centre of [first, first + size - 1] == (jump - 1) / 2, doubled to stay in integers
+    centred = all(2 * first + size - 1 == jump - 1 for first, size, jump in zip(starts, sizes, jumps, strict=True))
+    return ("yes" if centred else "no"), coverage
+
+
+# Columns of the memory table, most important first (the last go on a narrow terminal).
+_MEMORY_COLUMNS = ("Layer", "Live after", "Activations", "Saved for backward", "Peak in layer", "Output shape", "Type")
+
+
+def memory_table(report: Report, width: int = 160, fit=None, measured=None) -> Group:
+    """Per layer: output bytes, activation bytes live right after it and at its peak (and,
+    training, what autograd saves from it), then the memory breakdown. `fit` (an
+    archprof.memory.Fit) adds the budget's lines; `measured`, `(device, rows)` with rows of
+    `(label, predicted_bytes, measured_bytes)`, a table of measured against predicted."""
+    totals = report.totals
+    peak_row = next(
+        (i for i, v in enumerate(report.columns["peak_live_bytes"]) if v == totals.peak_activation_bytes), None
+    )
+    names = [n for n in _MEMORY_COLUMNS if report.training or n != "Saved for backward"]
+    cells: dict[str, list] = {name: [] for name in names}
+    for index, row in enumerate(report.rows()):
+        name = "  " * max(row["depth"] - 1, 0) + _layer_name(row)
+        cells["Layer"].append(Text(name + "  ◀ peak", style="bold") if index == peak_row else name)
+        cells["Type"].append(row["module_type"])
+        cells["Output shape"].append(row["output_shape"])
+        cells["Activations"].append(_bytes(row["activation_bytes"]))
+        cells["Live after"].append(_bytes(row["live_bytes"]))
+        cells["Peak in layer"].append(_bytes(row["peak_live_bytes"]))
+        if report.training:
+            cells["Saved for backward"].append(_bytes(row["saved_activation_bytes"]))
+    widths = {name: max(len(name), *(len(str(c)) for c in column)) for name, column in cells.items()}
+    shown = list(names)
+    while len(shown) > 3 and sum(widths[n] + 3 for n in shown) > width:
+        shown.pop()
+    mode = "training forward" if report.training else "inference"
+    table = Table(
+        title=f"{report.model}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  {mode}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    order = [n for n in ("Layer", "Type", "Output shape", *_MEMORY_COLUMNS[1:5]) if n in shown]
+    for name in order:
+        justify = "left" if name in ("Layer", "Type", "Output shape") else "right"
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")
+    for index in range(len(cells["Layer"])):
+        table.add_row(*(cells[name][index] for name in order))
+    parts: list = [table, memory_totals_table(report, fit)]
+    if measured is not None:
+        parts.append(measured_table(*measured))
+    return Group(*parts)
+
+
+def memory_totals_table(report: Report, fit=None) -> Table:
+    """The breakdown: parameters, buffers, peak; training adds gradients, optimizer state,
+    saved activations and their sum."""
+    totals = report.totals
+    table = Table(title="Memory", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_column("exact", justify="right", style="dim")
+
+    def add(label: str, value: int, style: str | None = None) -> None:
+        table.add_row(Text(label, style=style or ""), human_bytes(value), f"{value:,} B")
+
+    peak_at = totals.peak_layer or "(model)"
+    add("Parameters", totals.param_bytes)
+    add("Buffers", totals.buffer_bytes)
+    if report.training:
+        copies = totals.optimizer_state_bytes // totals.gradient_bytes if totals.gradient_bytes else 0
+        plural = "copy" if copies == 1 else "copies"
+        add("Gradients", totals.gradient_bytes)
+        add(f"Optimizer state ({totals.optimizer}: {copies} {plural})", totals.optimizer_state_bytes)
+        add("Saved activations (for backward)", totals.saved_activation_bytes)
+        add("Training total", totals.training_memory_bytes, "bold")
+        add(f"Forward peak (at {peak_at})", totals.peak_memory_bytes)
+    else:
+        add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
+        add("Peak memory (inference)", totals.peak_memory_bytes, "bold")
+    table.add_row("Input", shapes_text(totals.input_shapes), totals.dtype)
+    if fit is not None:
+        add("Budget", fit.budget_bytes)
+        table.add_row(
+            Text("Largest batch that fits", style="bold"),
+            str(fit.batch),
+            f"{fit.batch + 1} needs {human_bytes(fit.bytes_at_next)}",
+        )
+    return table
+
+
+def measured_table(device: str, rows: list[tuple[str, int, int]]) -> Table:
+    """Predicted memory beside what was measured (torch.cuda.max_memory_allocated)."""
+    table = Table(title=f"Measured on {device}", title_justify="left")
+    table.add_column("")
+    for heading in ("Predicted", "Measured", "Measured / predicted"):
+        table.add_column(heading, justify="right")
+    for label, predicted, value in rows:
+        ratio = f"{value / predicted:.3f}" if predicted else "-"
+        table.add_row(label, human_bytes(predicted), human_bytes(value), ratio)
+    table.caption = "max_memory_allocated counts the kernels' workspace (cuDNN) and allocator rounding too"
+    return table
+
+
+def _bytes(value: int) -> Text | str:
+    return human_bytes(value) if value else Text("-", style="dim")
+
+
 def zoo_table(rows: list[tuple[str, int, str, str]]) -> Table:
     table = Table(title="Built-in models", title_justify="left")
     table.add_column("Name", no_wrap=True)
@@ -114,6 +304,127 @@ def zoo_table(rows: list[tuple[str, int, str, str]]) -> Table:
     for name, params, size, description in rows:
         table.add_row(name, human_count(params), size, description)
     return table
+
+
+# Columns of a comparison kept on a narrow terminal, most important first (the rest are
+# left out rather than cutting numbers short; every file format keeps them all).
+_COMPARISON_PRIORITY = (
+    "Model",
+    "Params",
+    "MACs",
+    "Latency (CPU)",
+    "x Params",
+    "x MACs",
+    "Peak memory",
+    "Activations",
+    "Receptive field",
+    "FLOPs",
+    "Input",
+)
+
+
+def comparison_table(headers: list[str], rows: list[list[str]], baseline: str | None = None, width: int = 160) -> Table:
+    """Models side by side (cells from `archprof.compare.comparison_cells`)."""
+    columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
+    title = "Comparison"
+    inputs = set(columns.get("Input", []))
+    if len(inputs) == 1:  # the same input for every model: say it once
+        title += f"  ·  input {inputs.pop()}"
+        del columns["Input"]
+    if baseline:
+        title += f"  ·  ratios against {baseline}"
+    widths = {header: max(len(header), *(len(cell) for cell in cells)) for header, cells in columns.items()}
+    shown = [header for header in _COMPARISON_PRIORITY if header in columns]
+    shown += [header for header in columns if header not in shown]
+    while len(shown) > 3 and sum(widths[h] + 3 for h in shown) > width:
+        shown.pop()
+    order = [header for header in columns if header in shown]
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in order:
+        table.add_column(header, justify="left" if header in ("Model", "Input") else "right", no_wrap=True)
+    for index in range(len(rows)):
+        table.add_row(*(columns[header][index] for header in order))
+    return table
+
+
+def budget_table(rows: list[dict[str, str]]) -> Group:
+    """One table per model and input, one row per limit (cells from `archprof.budget.verdict_rows`),
+    then the overall verdict."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["input"]), []).append(row)
+    parts: list = []
+    for (model, shape), group in groups.items():
+        failed = sum(row["verdict"] != "pass" for row in group)
+        verdict = Text(f"{failed} exceeded", style="bold red") if failed else Text("within budget", style="green")
+        title = Text.assemble(f"{model}  ·  input {shape}  ·  ", verdict)
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("Limit", no_wrap=True)
+        table.add_column("Value", justify="right", no_wrap=True)
+        table.add_column("Margin", justify="right", no_wrap=True)
+        table.add_column("Verdict", no_wrap=True)
+        for row in group:
+            passed = row["verdict"] == "pass"
+            table.add_row(
+                row["limit"],
+                row["value"],
+                Text(row["margin"], style="" if passed else "red"),
+                Text("pass", style="green") if passed else Text("FAIL", style="bold red"),
+            )
+        parts.append(table)
+    failed = sum(row["verdict"] != "pass" for row in rows)
+    if failed:
+        parts.append(Text(f"FAIL: {failed} of {len(rows)} limits exceeded", style="bold red"))
+    else:
+        parts.append(Text(f"pass: all {len(rows)} limits hold", style="bold green"))
+    return Group(*parts)
+
+
+def diff_tables(diff, width: int = 160) -> Group:
+    """Totals (old, new, change, %) and the layers added, removed or changed (an `archprof.diff.ReportDiff`)."""
+    from archprof.diff import format_change, format_percent, format_value, layer_label, shape_change
+
+    totals = Table(title=f"{diff.old} → {diff.new}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("Total", "Old", "New", "Change", "%"):
+        totals.add_column(header, justify="left" if header == "Total" else "right", no_wrap=True)
+    for total in diff.totals:
+        totals.add_row(
+            total.label,
+            format_value(total.unit, total.old),
+            format_value(total.unit, total.new),
+            format_change(total.unit, total.change),
+            format_percent(total.percent),
+        )
+    parts: list = [totals]
+    summary = f"{len(diff.layers)} layers changed, {diff.unchanged} unchanged"
+    if not diff.layers:
+        parts.append(Text(summary))
+        return Group(*parts)
+    styles = {"added": "green", "removed": "red", "changed": "yellow"}
+    columns: dict[str, list] = {"": [], "Layer": [], "Type": [], "Output shape": [], "Params": [], "MACs": []}
+    columns["Activations"] = []
+    for change in diff.layers:
+        columns[""].append(Text(change.status, style=styles[change.status]))
+        columns["Layer"].append(layer_label(change))
+        columns["Type"].append(change.value("module_type"))
+        columns["Output shape"].append(shape_change(change))
+        columns["Params"].append(format_change("count", change.delta("param_count")))
+        columns["MACs"].append(format_change("count", change.delta("macs")))
+        columns["Activations"].append(format_change("bytes", change.delta("activation_bytes")))
+    # On a narrow terminal leave columns out (least important last) rather than cut cells.
+    widths = {header: max(len(header), *(len(str(cell)) for cell in cells)) for header, cells in columns.items()}
+    shown = ["", "Layer", "Params", "MACs", "Output shape", "Activations", "Type"]
+    while len(shown) > 3 and sum(widths[h] + 3 for h in shown) > width:
+        shown.pop()
+    layers = Table(title=summary, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    order = [header for header in columns if header in shown]
+    for header in order:
+        justify = "right" if header in ("Params", "MACs", "Activations") else "left"
+        layers.add_column(header, justify=justify, no_wrap=True)
+    for index in range(len(diff.layers)):
+        layers.add_row(*(columns[header][index] for header in order))
+    parts.append(layers)
+    return Group(*parts)
 
 
 def to_text(renderable, width: int = 160) -> str:

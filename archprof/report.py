@@ -38,13 +38,40 @@ COLUMNS: tuple[Column, ...] = (
     Column("trainable_param_count", "int64", "of which require a gradient", summable=True),
     Column("param_bytes", "int64", "bytes of those parameters", summable=True),
     Column("buffer_bytes", "int64", "bytes of buffers (BatchNorm running statistics, ...)", summable=True),
+    Column("gradient_bytes", "int64", "bytes of the gradients of the trainable ones (training)", summable=True),
     Column("macs", "int64", "multiply-accumulates (convolution, linear, matmul)", summable=True),
     Column("flops", "int64", "floating-point operations of the MACs: 2 x macs", summable=True),
     Column(
         "elementwise_flops", "int64", "FLOPs of elementwise work (activations, norms, pooling, adds)", summable=True
     ),
     Column("activation_bytes", "int64", "bytes of the row's output tensor(s)", summable=True),
+    Column("live_bytes", "int64", "activation bytes live right after the row's last op (parameters and buffers apart)"),
+    Column("peak_live_bytes", "int64", "largest activation bytes live while one of the row's ops ran"),
+    Column(
+        "saved_activation_bytes",
+        "int64",
+        "training: bytes of what the row made that autograd saves for backward (each storage once)",
+        summable=True,
+    ),
+    Column(
+        "receptive_field",
+        "string",
+        "input pixels per spatial dim that can reach output unit 0, padding included ('212x212'; 'input' = the "
+        "whole input; 'undefined' where not computable exactly; '' = no spatial field)",
+    ),
+    Column("effective_stride", "string", "input pixels between neighbouring output units, per spatial dim ('32x32')"),
+    Column("receptive_field_start", "string", "input coordinate of the field's first pixel per dim ('-90x-90')"),
+    Column("covers_input", "boolean", "output unit 0's field spans the whole input in every dim (NA if undefined)"),
+    Column("receptive_field_note", "string", "why the field (or its stride) is undefined"),
     Column("not_counted", "string", "operators without a formula, with how often they ran ('op x2; ...')"),
+)
+# Rolled-up rows take these from their last row (the module's output), like output_shape.
+LAST_ROW_COLUMNS = (
+    "receptive_field",
+    "effective_stride",
+    "receptive_field_start",
+    "covers_input",
+    "receptive_field_note",
 )
 SUMMABLE = tuple(c.name for c in COLUMNS if c.summable)
 
@@ -63,6 +90,18 @@ class Totals:
     input_shapes: tuple[tuple[int, ...], ...]
     dtype: str
     not_counted: dict[str, int]  # operator -> how often it ran without a formula
+    # Memory. In a training report the peak is the forward pass's, with what autograd
+    # saved held until the end; training_memory_bytes is the training estimate.
+    peak_activation_bytes: int  # largest live activation bytes, over all rows
+    peak_memory_bytes: int  # param_bytes + buffer_bytes + peak_activation_bytes
+    peak_layer: str  # the layer of the (first) row where that peak happens
+    training: bool
+    gradient_bytes: int  # one gradient per trainable parameter, in its dtype
+    # Training reports only (None otherwise):
+    optimizer: str | None  # sgd, momentum, adam
+    optimizer_state_bytes: int | None  # copies of the trainable parameters the optimizer keeps
+    saved_activation_bytes: int | None  # what autograd saves for backward, each storage once
+    training_memory_bytes: int | None  # params + buffers + gradients + optimizer state + saved
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +119,8 @@ class Report:
     dtype: str
     columns: dict[str, list]  # one list per column of COLUMNS, one entry per row
     module_types: dict[str, str] = field(repr=False, default_factory=dict)
+    training: bool = False  # rows from a training forward (saved_activation_bytes filled in)
+    optimizer: str = "sgd"  # for the training estimate: sgd, momentum or adam
 
     def __len__(self) -> int:
         return len(self.columns["layer"])
@@ -103,7 +144,37 @@ class Report:
             input_shapes=self.input_shapes,
             dtype=self.dtype,
             not_counted=dict(not_counted),
+            **self._memory_totals(sums),
         )
+
+    def _memory_totals(self, sums: dict[str, int]) -> dict[str, Any]:
+        from archprof.memory import optimizer_state_copies
+
+        peaks = self.columns["peak_live_bytes"]
+        peak_row = max(range(len(peaks)), key=peaks.__getitem__, default=None)
+        peak = peaks[peak_row] if peak_row is not None else 0
+        model_bytes = sums["param_bytes"] + sums["buffer_bytes"]
+        totals: dict[str, Any] = {
+            "peak_activation_bytes": peak,
+            "peak_memory_bytes": model_bytes + peak,
+            "peak_layer": self.columns["layer"][peak_row] if peak_row is not None else "",
+            "training": self.training,
+            "gradient_bytes": sums["gradient_bytes"],
+            "optimizer": None,
+            "optimizer_state_bytes": None,
+            "saved_activation_bytes": None,
+            "training_memory_bytes": None,
+        }
+        if self.training:
+            state = optimizer_state_copies(self.optimizer) * sums["gradient_bytes"]
+            saved = sums["saved_activation_bytes"]
+            totals.update(
+                optimizer=self.optimizer,
+                optimizer_state_bytes=state,
+                saved_activation_bytes=saved,
+                training_memory_bytes=model_bytes + sums["gradient_bytes"] + state + saved,
+            )
+        return totals
 
     @cached_property
     def layers(self) -> pd.DataFrame:
@@ -141,7 +212,14 @@ class Report:
             for i in indices:
                 merged.update(parse_counts(self.columns["not_counted"][i]))
             columns["not_counted"].append(format_counts(merged))
-        return Report(self.model, self.input_shapes, self.dtype, columns, self.module_types)
+            # The merged rows ran one after another: live after the last, peak over all.
+            columns["live_bytes"].append(self.columns["live_bytes"][indices[-1]])
+            columns["peak_live_bytes"].append(max(self.columns["peak_live_bytes"][i] for i in indices))
+            for name in LAST_ROW_COLUMNS:
+                columns[name].append(self.columns[name][indices[-1]])
+        return Report(
+            self.model, self.input_shapes, self.dtype, columns, self.module_types, self.training, self.optimizer
+        )
 
     # -- file formats --------------------------------------------------------------------
 

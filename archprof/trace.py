@@ -25,26 +25,36 @@ def trace(
     input_shapes: Sequence[tuple[int, ...]],
     *,
     dtype: torch.dtype | None = None,
+    training: bool = False,
 ) -> Graph:
     """Trace `model` in eval mode on meta inputs of the given full shapes (batch included).
 
     `dtype` casts floating parameters, buffers and inputs (as `model.to(dtype)` would);
     None keeps the model's own dtypes and feeds inputs in the dtype of its first floating
     parameter.
+
+    `training` traces a training forward instead: train mode, grad enabled, stand-ins of
+    trainable parameters requiring grad, and every tensor autograd saves for the backward
+    pass recorded in `Graph.saved` (through `saved_tensors_hooks`, which sees the same
+    tensor objects as the recorder, fast-path answers included).
     """
     recorder = _Recorder()
-    stand_ins, parameters = _stand_ins(model, dtype, recorder)
+    stand_ins, parameters = _stand_ins(model, dtype, recorder, requires_grad=training)
     input_dtype = dtype or _first_floating_dtype(model)
     inputs = [torch.empty(shape, dtype=input_dtype, device="meta") for shape in input_shapes]
     input_metas = [recorder.register(x, "input") for x in inputs]
 
     training_modes = {module: module.training for module in model.modules()}
-    model.eval()
+    model.train(training)
     try:
         with ExitStack() as stack:
             for handle in _attach_hooks(model, recorder):
                 stack.callback(handle.remove)
-            stack.enter_context(torch.no_grad())
+            if training:
+                stack.enter_context(torch.enable_grad())
+                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack_saved, _unpack_saved))
+            else:
+                stack.enter_context(torch.no_grad())
             stack.enter_context(recorder)
             output = torch.func.functional_call(model, stand_ins, tuple(inputs), tie_weights=True, strict=False)
     except ArchprofError:
@@ -52,8 +62,8 @@ def trace(
     except Exception as exc:  # the user's forward failed: say where and on what
         raise ArchprofError(recorder.describe_failure(exc, input_shapes)) from exc
     finally:
-        for module, training in training_modes.items():
-            module.training = training
+        for module, was_training in training_modes.items():
+            module.training = was_training
 
     outputs = [recorder.lookup(t) for t in tensors_in(output)]
     return Graph(
@@ -64,6 +74,8 @@ def trace(
         outputs=outputs,
         parameters=parameters,
         module_types={path: type(module).__name__ for path, module in model.named_modules()},
+        training=training,
+        saved=recorder.saved,
     )
 
 
@@ -74,8 +86,9 @@ def _first_floating_dtype(model: torch.nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def _stand_ins(model: torch.nn.Module, dtype: torch.dtype | None, recorder: _Recorder):
-    """Empty meta tensors, one per parameter and buffer (tied ones once)."""
+def _stand_ins(model: torch.nn.Module, dtype: torch.dtype | None, recorder: _Recorder, requires_grad: bool = False):
+    """Empty meta tensors, one per parameter and buffer (tied ones once); with
+    `requires_grad`, those of trainable parameters require grad, as in training."""
     stand_ins: dict[str, torch.Tensor] = {}
     parameters: list[ParameterInfo] = []
     named = [(n, t, False) for n, t in model.named_parameters()]
@@ -85,6 +98,8 @@ def _stand_ins(model: torch.nn.Module, dtype: torch.dtype | None, recorder: _Rec
             raise ArchprofError(f"'{name}' is a lazy parameter not yet initialised: run one forward pass first")
         target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
         stand_in = torch.empty(tensor.shape, dtype=target, device="meta")
+        if requires_grad and not is_buffer and tensor.requires_grad and stand_in.is_floating_point():
+            stand_in.requires_grad_(True)
         stand_ins[name] = stand_in
         recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)
         parameters.append(
@@ -121,6 +136,7 @@ class _Recorder(TorchDispatchMode):
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._alive: list[torch.Tensor] = []  # keeps ids unique; meta tensors cost nothing
         self._next_storage = 0
+        self.saved: list[TensorMeta] = []  # what autograd saved (training traces)
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -144,6 +160,15 @@ class _Recorder(TorchDispatchMode):
         meta = self._metas.get(id(tensor))
         # A tensor made outside the trace (a plain tensor attribute of a module).
         return meta if meta is not None else self.register(tensor, "constant")
+
+    def pack_saved(self, tensor: torch.Tensor) -> torch.Tensor:
+        """saved_tensors_hooks' pack hook: note what autograd keeps for the backward pass."""
+        meta = self._metas.get(id(tensor))
+        if meta is None:  # not seen by the recorder: a view made above the dispatch mode?
+            base = self._metas.get(id(tensor._base)) if tensor._base is not None else None
+            meta = self.register(tensor, "constant", storage=base.storage if base is not None else None)
+        self.saved.append(meta)
+        return tensor
 
     # -- modules -------------------------------------------------------------------------
 
@@ -203,6 +228,10 @@ class _Recorder(TorchDispatchMode):
         self.ops.append(
             OpNode(len(self.ops), name, node_args, node_kwargs, inputs, outputs, module, writes_input, is_view)
         )
+
+
+def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def _answer_from_formula(func, shape_formula, args, kwargs) -> Any:

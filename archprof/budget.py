@@ -1,0 +1,580 @@
+"""Model budgets for CI: limits, budget files, verdicts, JUnit XML and a Markdown summary.
+
+A budget is a set of limits on one model at one input, e.g. at most 30M parameters and 5G
+MACs. Limits come from the command line (`archprof check resnet50 --max-params 30M`) or
+from a budget file: `archprof.toml`, or `[tool.archprof]` in `pyproject.toml`:
+
+    [[models]]
+    name = "resnet50"            # a built-in name, or "package.module:factory"
+    input = "3x224x224"          # optional for built-ins: one sample's shape
+    batch = 1                    # optional, default 1
+    dtype = "float32"            # optional: float32, float16 or bfloat16
+    max-params = "30M"           # counts: K, M, G, T (decimal), "1.5G", or a plain integer
+    max-macs = "5G"
+    max-flops = "10G"
+    max-activation = "200MB"     # sizes: kB, MB, GB, TB (decimal), KiB, MiB, GiB, TiB (binary)
+    max-peak-memory = "1GB"      # inference: parameters, buffers and the largest live activations
+    min-receptive-field = 200    # pixels: the field of the last spatial layer
+    max-training-memory = "8GB"  # the training estimate (params, gradients, optimizer state, saved)
+    optimizer = "adam"           # for max-training-memory: sgd (default), momentum, adam, adamw
+
+(In pyproject.toml the table is `[[tool.archprof.models]]`.) Anything wrong in a file is an
+ArchprofError naming the file, the line and the key."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from archprof.compare import METRICS, Metric
+from archprof.errors import ArchprofError
+
+if TYPE_CHECKING:
+    from archprof.report import Report
+
+# -- numbers with units ------------------------------------------------------------------
+
+_COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_COUNT = re.compile(r"(\d+(?:_\d+)*(?:\.\d+)?)\s*([kmgt]?)", re.IGNORECASE)
+_COUNT_HINT = "expected a whole number with an optional K, M, G or T (decimal), e.g. 30M, 1.5G or 25557032"
+
+
+def parse_count(value: Any) -> int:
+    """'30M' -> 30_000_000, '1.5G' -> 1_500_000_000, '25557032' (K, M, G, T: powers of 1000)."""
+    if isinstance(value, bool):
+        raise ArchprofError(f"cannot read the count {value!r}: {_COUNT_HINT}")
+    if isinstance(value, (int, float)):
+        value = repr(value)  # from TOML: 30000000, 1.5e9 (read exactly below)
+    text = str(value).strip()
+    match = _COUNT.fullmatch(text)
+    if match is None:
+        try:  # 1.5e9 from TOML
+            number = Decimal(text)
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite():
+            raise ArchprofError(f"cannot read the count '{value}': {_COUNT_HINT}")
+    else:
+        # Exact decimal arithmetic: "1.5G" is 1,500,000,000, not a float near it.
+        number = Decimal(match.group(1).replace("_", "")) * _COUNT_UNITS[match.group(2).lower()]
+    if number < 0:
+        raise ArchprofError(f"the count '{value}' must not be negative")
+    if number != number.to_integral_value():
+        raise ArchprofError(f"the count '{value}' is not a whole number ({number})")
+    return int(number)
+
+
+def parse_size(value: Any) -> int:
+    """Bytes: '200MB' = 200e6, '512MiB' = 512 * 2**20, '1.5GB', '4096' (plain bytes): see `archprof.units`."""
+    from archprof.units import parse_size as parse
+
+    if isinstance(value, bool):
+        raise ArchprofError(f"cannot read the size {value!r}: expected e.g. 200MB, 1.5GB, 512MiB or 4096 (bytes)")
+    if isinstance(value, float):
+        value = format(Decimal(repr(value)), "f")  # 2e8 -> '200000000'
+    return parse(str(value))
+
+
+# -- limits ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limit:
+    key: str  # as in budgets: "max-params", "min-receptive-field"
+    metric: Metric
+    bound: str  # "max" or "min"
+    threshold: int
+    text: str  # as the user wrote it, e.g. "30M"
+
+    def margin(self, value: int) -> int:
+        """Headroom: how far the value is inside the limit (negative when it is exceeded)."""
+        return self.threshold - value if self.bound == "max" else value - self.threshold
+
+
+LIMIT_KEYS: dict[str, tuple[str, str]] = {
+    "max-params": ("params", "max"),
+    "max-macs": ("macs", "max"),
+    "max-flops": ("flops", "max"),
+    "max-activation": ("activation", "max"),
+    "max-peak-memory": ("peak-memory", "max"),
+    "min-receptive-field": ("receptive-field", "min"),
+    "max-training-memory": ("training-memory", "max"),
+}
+
+
+def parse_limit(key: str, value: Any) -> Limit:
+    metric_key, bound = LIMIT_KEYS[key]
+    metric = METRICS[metric_key]
+    parse = parse_size if metric.unit == "bytes" else parse_count
+    try:
+        threshold = parse(value)
+    except ArchprofError as exc:
+        raise ArchprofError(f"{key}: {exc}") from None
+    return Limit(key, metric, bound, threshold, str(value).strip())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    model: str
+    input_shape: str  # batch included, e.g. "1x3x224x224"
+    limit: Limit
+    value: int
+
+    @property
+    def margin(self) -> int:
+        return self.limit.margin(self.value)
+
+    @property
+    def passed(self) -> bool:
+        return self.margin >= 0
+
+
+def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) -> list[Verdict]:
+    """One verdict per limit. A metric this archprof cannot compute raises ArchprofError."""
+    from archprof.report import shapes_text
+
+    shape = shapes_text(report.input_shapes)
+    verdicts = []
+    for limit in limits:
+        try:
+            value = limit.metric.read(report)
+        except ArchprofError as exc:
+            raise ArchprofError(f"{limit.key}: {exc}") from None
+        verdicts.append(Verdict(model or report.model, shape, limit, value))
+    return verdicts
+
+
+# -- what to check -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetEntry:
+    """One model at one input with its limits (from the command line or a budget file)."""
+
+    model: str  # a built-in name or "package.module:factory"
+    limits: tuple[Limit, ...]
+    input_size: tuple[int, ...] | None = None
+    batch: int = 1
+    dtype: str | None = None
+    optimizer: str = "sgd"  # for max-training-memory: sgd, momentum, adam, adamw
+    source: str = ""  # "archprof.toml, line 3": where the entry was defined, for errors
+    search_dir: Path | None = field(default=None, compare=False)  # where "module:factory" modules live
+
+    def where(self) -> str:
+        return f"{self.source}: " if self.source else ""
+
+
+def check_entry(entry: BudgetEntry) -> list[Verdict]:
+    """Analyse the entry's model and judge every limit."""
+    from archprof.api import analyze
+    from archprof.load import parse_dtype
+
+    dtype = parse_dtype(entry.dtype) if entry.dtype else None
+    try:
+        if ":" in entry.model and entry.input_size is None:
+            hint = 'input = "3x224x224"' if entry.source else "--input 3x224x224"
+            raise ArchprofError(f"model '{entry.model}' has no default input: give one, e.g. {hint}")
+        verdicts: dict[Limit, Verdict] = {}
+        # Inference figures from an inference analysis; the training estimate from a training one.
+        for training in (False, True):
+            limits = [limit for limit in entry.limits if limit.metric.training is training]
+            if not limits:
+                continue
+            with _importable(entry.search_dir):
+                report = analyze(
+                    resolve_model_spec(entry.model),
+                    input_size=entry.input_size,
+                    batch=entry.batch,
+                    dtype=dtype,
+                    **({"training": True, "optimizer": entry.optimizer} if training else {}),
+                )
+            verdicts.update(zip(limits, evaluate(report, limits, model=entry.model), strict=True))
+        return [verdicts[limit] for limit in entry.limits]
+    except ArchprofError as exc:
+        if entry.source:
+            raise ArchprofError(f"{entry.where()}{exc}") from None
+        raise
+
+
+def resolve_model_spec(spec: str) -> Any:
+    """A built-in name stays a name; 'package.module:factory' becomes a factory for analyze().
+
+    The factory's module is imported (user code runs: only ever for a spec that names it),
+    with the current directory importable. Errors name the spec and what went wrong."""
+    if ":" not in spec:
+        return spec
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute or not re.fullmatch(r"[\w.]+", module_name + "." + attribute):
+        raise ArchprofError(f"malformed model spec '{spec}': expected a built-in name or 'package.module:factory'")
+    import importlib
+
+    with _importable(Path.cwd()):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ArchprofError(f"cannot import '{module_name}' for model '{spec}': {exc}") from None
+        except Exception as exc:
+            raise ArchprofError(
+                f"importing '{module_name}' for model '{spec}' failed: {type(exc).__name__}: {exc}"
+            ) from None
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ArchprofError(f"module '{module_name}' has no '{attribute}' (model '{spec}')")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ArchprofError(f"'{spec}' is a {type(target).__name__}, not a factory returning a torch.nn.Module")
+
+    def factory():
+        try:
+            return target()
+        except ArchprofError:
+            raise
+        except Exception as exc:
+            raise ArchprofError(f"model factory '{spec}' failed: {type(exc).__name__}: {exc}") from None
+
+    factory.__name__ = factory.__qualname__ = spec
+    return factory
+
+
+@contextlib.contextmanager
+def _importable(directory: Path | None) -> Iterator[None]:
+    """Let `import` find modules in `directory` for the duration (a budget file's own folder)."""
+    entry = str(directory.resolve()) if directory is not None else None
+    if entry is None or entry in sys.path:
+        yield
+        return
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
+
+
+# -- budget files ------------------------------------------------------------------------
+
+ENTRY_KEYS = ("name", "input", "batch", "dtype", "optimizer", *LIMIT_KEYS)
+_MODELS_HEADER = re.compile(r"^[ \t]*\[\[\s*(?:tool\s*\.\s*archprof\s*\.\s*)?models\s*\]\]", re.MULTILINE)
+_TOOL_HEADER = re.compile(r"^[ \t]*\[\s*tool\s*\.\s*archprof\s*\]", re.MULTILINE)
+
+
+def find_budget_file(directory: Path | None = None) -> Path | None:
+    """`archprof.toml`, else a `pyproject.toml` with a [tool.archprof] table, in `directory`."""
+    import tomllib
+
+    directory = directory or Path()  # relative: errors then name "archprof.toml", not a long path
+    candidate = directory / "archprof.toml"
+    if candidate.is_file():
+        return candidate
+    pyproject = directory / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+            return pyproject  # load_budget_file reports what is wrong with it
+        if "archprof" in document.get("tool", {}):
+            return pyproject
+    return None
+
+
+def load_budget_file(path: str | Path) -> list[BudgetEntry]:
+    """The entries of a budget file; any mistake raises ArchprofError naming the line and key."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArchprofError(f"budget file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchprofError(f"cannot read budget file {path}: {exc}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = re.search(r"\(at line (\d+), column \d+\)$", str(exc))
+        line = f", line {where.group(1)}" if where else ""
+        raise ArchprofError(f"{path}{line}: not valid TOML: {exc}") from None
+    budget = _BudgetText(path, text)
+    tool = document.get("tool")
+    in_tool = isinstance(tool, dict) and "archprof" in tool
+    if path.name == "pyproject.toml" or (in_tool and "models" not in document):
+        if not in_tool:
+            raise ArchprofError(f"{path} has no [tool.archprof] table: add [[tool.archprof.models]] entries")
+        table, table_name = tool["archprof"], "[tool.archprof]"
+    else:
+        table, table_name = document, "the budget file"
+    if not isinstance(table, dict):
+        raise ArchprofError(f"{budget.at('archprof')}{table_name} must be a table")
+    for key in table:
+        if key != "models":
+            hint = _hint(key, ["models"])
+            raise ArchprofError(f"{budget.at(key)}unknown key '{key}' in {table_name}{hint}: list models as [[models]]")
+    models = table.get("models")
+    if not models:
+        raise ArchprofError(f"{path}: no models to check: add a [[models]] entry with a name and limits")
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ArchprofError(f"{budget.at('models')}'models' must be an array of tables ([[models]])")
+    return [_entry(budget, index, raw) for index, raw in enumerate(models)]
+
+
+def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
+    from archprof.load import DTYPES, parse_input_size
+
+    header = budget.at(None, index)
+    for key in raw:
+        if key.replace("_", "-") not in ENTRY_KEYS:
+            raise ArchprofError(
+                f"{budget.at(key, index)}unknown key '{key}' in model entry {index + 1}{_hint(key, ENTRY_KEYS)};"
+                f" known keys: {', '.join(ENTRY_KEYS)}"
+            )
+    values = {key.replace("_", "-"): (key, value) for key, value in raw.items()}
+
+    def fail(key: str, message: str):
+        raise ArchprofError(f"{budget.at(values[key][0], index)}{values[key][0]}: {message}")
+
+    if "name" not in values:
+        raise ArchprofError(
+            f"{header}model entry {index + 1} has no 'name' (a built-in name or 'package.module:factory')"
+        )
+    name = values["name"][1]
+    if not isinstance(name, str) or not name.strip():
+        fail("name", 'expected a model name in quotes, e.g. name = "resnet50"')
+    input_size = None
+    if "input" in values:
+        raw_input = values["input"][1]
+        if isinstance(raw_input, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in raw_input):
+            raw_input = "x".join(map(str, raw_input))
+        if not isinstance(raw_input, str):
+            fail("input", 'expected one sample\'s shape, e.g. input = "3x224x224"')
+        try:
+            input_size = parse_input_size(raw_input)
+        except ArchprofError as exc:
+            fail("input", str(exc))
+    batch = 1
+    if "batch" in values:
+        batch = values["batch"][1]
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            fail("batch", f"expected a whole number of at least 1, got {batch!r}")
+    dtype = None
+    if "dtype" in values:
+        dtype = values["dtype"][1]
+        if dtype not in DTYPES:
+            fail("dtype", f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    optimizer = "sgd"
+    if "optimizer" in values:
+        from archprof.memory import OPTIMIZER_STATE_COPIES
+
+        optimizer = values["optimizer"][1]
+        if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZER_STATE_COPIES:
+            fail("optimizer", f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_STATE_COPIES)}")
+        optimizer = optimizer.lower()
+    limits = []
+    for key in LIMIT_KEYS:
+        if key in values:
+            try:
+                limits.append(parse_limit(key, values[key][1]))
+            except ArchprofError as exc:
+                fail(key, str(exc).removeprefix(f"{key}: "))
+    if not limits:
+        raise ArchprofError(f"{header}model entry {index + 1} ('{name}') sets no limit: add e.g. max-params = \"30M\"")
+    return BudgetEntry(
+        model=name.strip(),
+        limits=tuple(limits),
+        input_size=input_size,
+        batch=batch,
+        dtype=dtype,
+        optimizer=optimizer,
+        source=budget.at(values["name"][0], index).removesuffix(": "),  # errors of the model: its name's line
+        search_dir=budget.path.parent,
+    )
+
+
+def _hint(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key.replace("_", "-"), known, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _BudgetText:
+    """Finds the line of a key in a budget file (tomllib gives lines only for syntax errors)."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.lines = text.splitlines()
+        self.headers = [text.count("\n", 0, m.start()) for m in _MODELS_HEADER.finditer(text)]
+        tool_table = _TOOL_HEADER.search(text)
+        self.table_start = text.count("\n", 0, tool_table.start()) if tool_table else 0
+
+    def at(self, key: str | None, entry: int | None = None) -> str:
+        """'archprof.toml, line 7: ' (the key's line within model entry `entry`), or '<path>: '."""
+        start, end = self.table_start, len(self.lines)
+        if entry is not None and entry < len(self.headers):
+            start = self.headers[entry]
+            end = self.headers[entry + 1] if entry + 1 < len(self.headers) else len(self.lines)
+            if key is None:
+                return f"{self.path}, line {start + 1}: "
+        if key is not None:
+            pattern = re.compile(
+                rf"^\s*(?:[\w.\"'-]*\.)?[\"']?{re.escape(key)}[\"']?\s*=|[{{,]\s*[\"']?{re.escape(key)}[\"']?\s*="
+            )
+            for number in range(start, end):
+                if pattern.search(self.lines[number]):
+                    return f"{self.path}, line {number + 1}: "
+        return f"{self.path}: "
+
+
+# -- reporting a verdict -----------------------------------------------------------------
+
+
+def format_value(metric: Metric, value: int) -> str:
+    from archprof.units import human_bytes, human_count
+
+    if metric.unit == "bytes":
+        return human_bytes(value)
+    if metric.unit == "pixels":
+        return f"{value} px"
+    return human_count(value)
+
+
+def format_margin(verdict: Verdict) -> str:
+    margin = verdict.margin
+    sign = "-" if margin < 0 else "+"
+    shown = format_value(verdict.limit.metric, abs(margin))
+    if verdict.limit.threshold:
+        return f"{sign}{shown} ({sign}{abs(margin) / verdict.limit.threshold:.1%})"
+    return f"{sign}{shown}"
+
+
+def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
+    """Plain text cells, one dict per limit: model, input, limit, value, margin, verdict."""
+    return [
+        {
+            "model": v.model,
+            "input": v.input_shape,
+            "limit": f"{v.limit.key} {v.limit.text}",
+            "value": format_value(v.limit.metric, v.value),
+            "margin": format_margin(v),
+            "verdict": "pass" if v.passed else "FAIL",
+        }
+        for v in verdicts
+    ]
+
+
+def markdown_summary(verdicts: Sequence[Verdict]) -> str:
+    """The verdict as GitHub-flavoured Markdown (for $GITHUB_STEP_SUMMARY)."""
+    failed = sum(not v.passed for v in verdicts)
+    models = len(dict.fromkeys((v.model, v.input_shape) for v in verdicts))
+    if failed:
+        title = f"### ❌ archprof budget: {failed} of {len(verdicts)} limits exceeded"
+    else:
+        title = f"### ✅ archprof budget: all {len(verdicts)} limits hold ({models} model{'s' * (models != 1)})"
+    lines = [title, "", "| Model | Input | Limit | Value | Margin | Verdict |", "|---|---|---|---:|---:|---|"]
+    for row in verdict_rows(verdicts):
+        verdict = "✅ pass" if row["verdict"] == "pass" else "❌ **FAIL**"
+        cells = [f"`{row['model']}`", row["input"], f"`{row['limit']}`", row["value"], row["margin"], verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
+def append_step_summary(verdicts: Sequence[Verdict], path: str | Path) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(markdown_summary(verdicts))
+
+
+def junit_xml(verdicts: Sequence[Verdict]) -> str:
+    """JUnit XML: one testsuite per model and input, one testcase per limit, <failure> when exceeded."""
+    import xml.etree.ElementTree as ET
+
+    suites = ET.Element("testsuites", name="archprof budget")
+    by_model: dict[tuple[str, str], list[Verdict]] = {}
+    for verdict in verdicts:
+        by_model.setdefault((verdict.model, verdict.input_shape), []).append(verdict)
+    for (model, shape), group in by_model.items():
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=f"{model} ({shape})",
+            tests=str(len(group)),
+            failures=str(sum(not v.passed for v in group)),
+            errors="0",
+            skipped="0",
+        )
+        for verdict in group:
+            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit.key)
+            value = format_value(verdict.limit.metric, verdict.value)
+            detail = f"{verdict.limit.metric.label} {value} ({verdict.value:,}) at input {shape}"
+            if verdict.passed:
+                ET.SubElement(case, "system-out").text = f"{detail}: within {verdict.limit.key} {verdict.limit.text}"
+            else:
+                bound = "over" if verdict.limit.bound == "max" else "under"
+                message = f"{detail} is {bound} {verdict.limit.key} {verdict.limit.text} ({format_margin(verdict)})"
+                ET.SubElement(case, "failure", message=message, type="BudgetExceeded").text = message
+    suites.set("tests", str(len(verdicts)))
+    suites.set("failures", str(sum(not v.passed for v in verdicts)))
+    suites.set("errors", "0")
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+# -- what `archprof check` checks --------------------------------------------------------
+
+
+def plan_check(
+    model: str | None,
+    limits: dict[str, Any],
+    config: Path | None = None,
+    input_size: tuple[int, ...] | None = None,
+    batch: int | None = None,
+    dtype: str | None = None,
+    optimizer: str | None = None,
+    directory: Path | None = None,
+) -> list[BudgetEntry]:
+    """The entries `archprof check` judges.
+
+    MODEL with limits: those limits. MODEL alone: its entries in the budget file. Neither:
+    every entry of the budget file (`config`, else archprof.toml or [tool.archprof] in
+    pyproject.toml in `directory`). Input, batch, dtype and optimizer, when given, replace
+    the file's."""
+    import dataclasses
+
+    given = {key: value for key, value in limits.items() if value is not None}
+    if optimizer is not None:
+        from archprof.memory import optimizer_state_copies
+
+        optimizer_state_copies(optimizer)
+        optimizer = optimizer.lower()
+    if given:
+        if model is None:
+            raise ArchprofError(
+                "limits on the command line need a model, e.g. archprof check resnet50 --max-params 30M"
+            )
+        if config is not None:
+            raise ArchprofError("give limits on the command line or in --config, not both")
+        parsed = []
+        for key, value in given.items():
+            try:
+                parsed.append(parse_limit(key, value))
+            except ArchprofError as exc:
+                raise ArchprofError(f"--{exc}") from None
+        return [BudgetEntry(model, tuple(parsed), input_size, batch or 1, dtype, optimizer or "sgd")]
+    path = config or find_budget_file(directory)
+    if path is None:
+        raise ArchprofError(
+            "nothing to check: give a model and limits (archprof check resnet50 --max-params 30M), or a budget file:"
+            " archprof.toml or [tool.archprof] in pyproject.toml here, or --config PATH"
+        )
+    entries = load_budget_file(path)
+    if model is not None:
+        entries = [entry for entry in entries if entry.model == model]
+        if not entries:
+            raise ArchprofError(f"{path} has no entry for '{model}': give limits, e.g. --max-params 30M")
+    overrides = {"input_size": input_size, "batch": batch, "dtype": dtype, "optimizer": optimizer}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    return [dataclasses.replace(entry, **overrides) for entry in entries]

@@ -1,0 +1,313 @@
+"""Architectures side by side: one row per model, the metrics a budget can limit, and ratios
+against the first model (the baseline).
+
+The metrics are read from a Report through one registry (`METRICS`), shared with the budget
+checks: a metric whose analysis pass this archprof does not have (peak memory, receptive
+field) says so instead of reading as zero."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from archprof.errors import ArchprofError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from archprof.report import Report
+
+
+class MetricUnavailable(ArchprofError):
+    """The metric cannot be read from this report (its analysis pass is missing, or the model has none)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # the name in budgets: --max-<key>, max-<key> = ...
+    column: str  # the column of the comparison DataFrame
+    label: str  # for tables
+    unit: str  # "count", "bytes" or "pixels": how limits are parsed and values shown
+    read: Callable[[Report], int]  # raises MetricUnavailable
+    training: bool = False  # read from a training analysis (analyze(..., training=True))
+
+
+def _total(name: str, what: str) -> Callable[[Report], int]:
+    def read(report: Report) -> int:
+        value = getattr(report.totals, name, None)
+        if value is None:  # no such analysis here (or, for training memory, not a training report)
+            raise MetricUnavailable(f"{what} is not available: this archprof has no {what} analysis")
+        return int(value)
+
+    return read
+
+
+def final_receptive_field(report: Report) -> int:
+    """The receptive field of the last row with a spatial one (e.g. the last conv feature map).
+
+    Rows after global pooling or flattening see the whole input ('input') and rows without
+    a spatial output have none (''): both are passed over. A field given per spatial
+    dimension ('212x212') reads as its smallest side, what every dimension at least sees."""
+    values = report.columns.get("receptive_field")
+    if values is None:
+        raise MetricUnavailable("receptive field is not available: this archprof has no receptive-field analysis")
+    notes = report.columns.get("receptive_field_note") or [""] * len(values)
+    for layer, value, note in zip(reversed(report.columns["layer"]), reversed(values), reversed(notes), strict=True):
+        text = str(value).strip().lower() if value is not None else ""
+        if text in ("", "input", "nan", "<na>"):
+            continue
+        if text == "undefined":
+            why = f": {note}" if note else ""
+            raise MetricUnavailable(f"the receptive field of {layer or '(model)'} in {report.model} is undefined{why}")
+        sizes = [int(part) for part in text.split("x") if part.strip().isdigit()]
+        if sizes and len(sizes) == len(text.split("x")):
+            return min(sizes)
+    raise MetricUnavailable(f"model '{report.model}' has no layer with a spatial receptive field")
+
+
+METRICS: dict[str, Metric] = {
+    m.key: m
+    for m in (
+        Metric("params", "param_count", "Parameters", "count", _total("param_count", "parameter count")),
+        Metric("macs", "macs", "MACs", "count", _total("macs", "MACs")),
+        Metric("flops", "flops", "FLOPs", "count", _total("flops", "FLOPs")),
+        Metric(
+            "activation", "activation_bytes", "Activation memory", "bytes", _total("activation_bytes", "activation")
+        ),
+        Metric("peak-memory", "peak_memory_bytes", "Peak memory", "bytes", _total("peak_memory_bytes", "peak memory")),
+        Metric("receptive-field", "receptive_field", "Receptive field", "pixels", final_receptive_field),
+        Metric(
+            "training-memory",
+            "training_memory_bytes",
+            "Training memory",
+            "bytes",
+            _total("training_memory_bytes", "training memory"),
+            training=True,
+        ),
+    )
+}
+
+
+def has_metric(report: Report, key: str) -> bool:
+    """Whether this archprof computes the metric at all (a model without a spatial layer still has it)."""
+    if key == "receptive-field":
+        return "receptive_field" in report.columns
+    try:
+        METRICS[key].read(report)
+    except MetricUnavailable:
+        return False
+    return True
+
+
+def compare(
+    models: Sequence[Any],
+    input_size: Sequence[int] | None = None,
+    batch: int = 1,
+    dtype: torch.dtype | None = None,
+    profile: bool = False,
+    runs: int = 5,
+) -> pd.DataFrame:
+    """One row per model: counts and bytes (int64), ratios against the first model (float64).
+
+    `models` are anything `analyze()` takes, plus `'package.module:factory'` strings.
+    `input_size` (one sample, e.g. (3, 224, 224)) applies to every model; None takes each
+    built-in's usual input. `profile=True` adds `latency_ms`: the median of at least `runs`
+    CPU forward passes of the real model with random weights, under `torch.no_grad()`.
+
+    Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
+    elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
+    <NA> without a spatial layer)], param_ratio, macs_ratio, [latency_ms]."""
+    from archprof.api import analyze
+    from archprof.budget import resolve_model_spec
+
+    if not models:
+        raise ArchprofError("compare needs at least one model")
+    reports = [
+        analyze(resolve_model_spec(m) if isinstance(m, str) else m, input_size=input_size, batch=batch, dtype=dtype)
+        for m in models
+    ]
+    latencies = (
+        [measure_latency(m, r, dtype=dtype, runs=runs) for m, r in zip(models, reports, strict=True)]
+        if profile
+        else None
+    )
+    return comparison_frame(reports, latencies)
+
+
+def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    from archprof.report import shapes_text
+
+    data: dict[str, pd.Series] = {
+        "model": pd.Series([r.model for r in reports], dtype="string"),
+        "input_shape": pd.Series([shapes_text(r.input_shapes) for r in reports], dtype="string"),
+        "dtype": pd.Series([r.dtype for r in reports], dtype="string"),
+    }
+    for name in ("param_count", "param_bytes", "macs", "flops", "elementwise_flops", "activation_bytes"):
+        data[name] = pd.Series([int(getattr(r.totals, name)) for r in reports], dtype="int64")
+    if all(has_metric(r, "peak-memory") for r in reports):
+        data["peak_memory_bytes"] = pd.Series([METRICS["peak-memory"].read(r) for r in reports], dtype="int64")
+    if all(has_metric(r, "receptive-field") for r in reports):
+        data["receptive_field"] = pd.Series([_optional(METRICS["receptive-field"], r) for r in reports], dtype="Int64")
+    for name, column in (("param_ratio", "param_count"), ("macs_ratio", "macs")):
+        baseline = int(data[column].iloc[0])
+        data[name] = data[column].astype("float64") / baseline if baseline else float("nan")
+    if latencies is not None:
+        data["latency_ms"] = pd.Series(latencies, dtype="float64")
+    frame = pd.DataFrame(data)
+    frame.attrs["baseline"] = reports[0].model  # the ratios' denominator, kept through sorting
+    return frame
+
+
+def _optional(metric: Metric, report: Report) -> int | None:
+    try:
+        return metric.read(report)
+    except MetricUnavailable:
+        return None
+
+
+def measure_latency(model: Any, report: Report, dtype: torch.dtype | None = None, runs: int = 5) -> float:
+    """Median milliseconds of CPU forward passes at the report's input: after three warm-up
+    passes, at least `runs` of them, more for a fast model (until 200 ms or 100 passes).
+
+    A built-in or a factory is built for real with random weights; a module you pass is
+    copied, so that neither its weights nor its mode change."""
+    import copy
+
+    import torch
+
+    from archprof.budget import resolve_model_spec
+    from archprof.zoo import MODELS
+
+    if runs < 1:
+        raise ArchprofError(f"runs must be at least 1, got {runs}")
+    if isinstance(model, str):
+        model = resolve_model_spec(model)
+    if isinstance(model, str):
+        if model not in MODELS:
+            raise ArchprofError(f"cannot time '{model}': not a built-in model")
+        module = MODELS[model].build()
+    elif isinstance(model, torch.nn.Module):
+        module = copy.deepcopy(model)
+    else:
+        module = model()
+    module = module.to("cpu").eval()
+    if dtype is not None:
+        module = module.to(dtype)
+    parameter = next(module.parameters(), None)
+    input_dtype = dtype or (parameter.dtype if parameter is not None else torch.float32)
+    inputs = [torch.randn(shape, dtype=input_dtype) for shape in report.input_shapes]
+    times: list[float] = []
+    with torch.no_grad():
+        for _ in range(3):  # warm-up: the first calls pay for one-time allocations and kernel selection
+            module(*inputs)
+        # At least `runs` timed passes, more (up to 100) for a fast model, so that the median
+        # is not one scheduler hiccup.
+        while len(times) < runs or (sum(times) < 200 and len(times) < 100):
+            start = time.perf_counter()
+            module(*inputs)
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+# -- plain-data forms of a comparison (CSV, JSON, Markdown) ---------------------------------
+
+
+def comparison_csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+def comparison_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as plain Python values (int, float, str; None for missing)."""
+    import pandas as pd
+
+    records = []
+    for row in frame.to_dict("records"):
+        plain = {}
+        for key, value in row.items():
+            if value is pd.NA or (isinstance(value, float) and value != value):
+                plain[key] = None
+            elif hasattr(value, "item"):
+                plain[key] = value.item()
+            else:
+                plain[key] = value
+        records.append(plain)
+    return records
+
+
+def comparison_json(frame: pd.DataFrame) -> str:
+    import json
+
+    records = comparison_records(frame)
+    baseline = frame.attrs.get("baseline", records[0]["model"] if records else None)
+    return json.dumps({"baseline": baseline, "models": records}, indent=2) + "\n"
+
+
+def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Rows in ascending order of a metric (`params`, `macs`, ..., `latency`) or of `model`.
+
+    Ratios keep the first model given as their baseline."""
+    columns = {"model": "model", "latency": "latency_ms", **{k: m.column for k, m in METRICS.items()}}
+    column = columns.get(key.strip().lower().replace("_", "-"))
+    if column is None:
+        raise ArchprofError(f"cannot sort by '{key}': choose one of {', '.join(columns)}")
+    if column not in frame.columns:
+        raise ArchprofError(f"cannot sort by '{key}': {column} is not in this comparison")
+    return frame.sort_values(column, kind="stable", na_position="last").reset_index(drop=True)
+
+
+def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and human-readable cells of a comparison (for tables and Markdown)."""
+    from archprof.units import human_bytes, human_count
+
+    def ratio(value: float) -> str:
+        return "-" if value != value else f"{value:.2f}x"
+
+    spec = [
+        ("Model", "model", str),
+        ("Input", "input_shape", str),
+        ("Params", "param_count", human_count),
+        ("x Params", "param_ratio", ratio),
+        ("MACs", "macs", human_count),
+        ("x MACs", "macs_ratio", ratio),
+        ("FLOPs", "flops", human_count),
+        ("Activations", "activation_bytes", human_bytes),
+        ("Peak memory", "peak_memory_bytes", human_bytes),
+        ("Receptive field", "receptive_field", lambda v: f"{v} px"),
+        ("Latency (CPU)", "latency_ms", lambda v: f"{v:.1f} ms"),
+    ]
+    present = [(header, column, show) for header, column, show in spec if column in frame.columns]
+    rows = []
+    for record in comparison_records(frame):
+        rows.append([("-" if record[column] is None else show(record[column])) for _, column, show in present])
+    return [header for header, _, _ in present], rows
+
+
+def comparison_markdown(frame: pd.DataFrame) -> str:
+    headers, rows = comparison_cells(frame)
+    baseline = frame.attrs.get("baseline")
+    lines = []
+    if baseline:
+        lines += [f"Ratios are against `{baseline}`.", ""]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+class _CallableModule(types.ModuleType):
+    """`archprof.compare` is the function and this module at once: importing the submodule
+    makes the package attribute the module, so the module calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

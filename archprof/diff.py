@@ -1,0 +1,272 @@
+"""What changed between two reports: per layer (matched by layer and call) and in total.
+
+Each side is a CSV report written by `archprof summary -f csv` (or `Report.to_csv`), a model
+spec (analysed here), or a Report."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from archprof.errors import ArchprofError
+
+if TYPE_CHECKING:
+    import torch
+
+    from archprof.report import Report
+
+# The figures compared, per layer and in total.
+METRICS: tuple[tuple[str, str, str], ...] = (
+    ("param_count", "Parameters", "count"),
+    ("macs", "MACs", "count"),
+    ("flops", "FLOPs", "count"),
+    ("activation_bytes", "Activation memory", "bytes"),
+)
+_TEXT = ("module_type", "output_shape")  # also compared per layer
+_REQUIRED = ("layer", "call", *_TEXT, *(name for name, _, _ in METRICS))
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a diff: a name and its rows (layer, call, module_type, output_shape, metrics)."""
+
+    name: str
+    rows: list[dict[str, Any]]
+
+    def total(self, metric: str) -> int:
+        return sum(row[metric] for row in self.rows)
+
+
+@dataclass(frozen=True)
+class TotalChange:
+    metric: str
+    label: str
+    unit: str
+    old: int
+    new: int
+
+    @property
+    def change(self) -> int:
+        return self.new - self.old
+
+    @property
+    def percent(self) -> float | None:
+        """Relative change in percent; None when the old total is 0."""
+        return 100 * self.change / self.old if self.old else None
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    status: str  # "added", "removed" or "changed"
+    layer: str
+    call: int
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+    def delta(self, metric: str) -> int:
+        return (self.new[metric] if self.new else 0) - (self.old[metric] if self.old else 0)
+
+    def value(self, name: str) -> Any:
+        """The new value, or the old one for a removed row."""
+        return (self.new or self.old or {}).get(name)
+
+
+@dataclass(frozen=True)
+class ReportDiff:
+    old: str
+    new: str
+    totals: list[TotalChange]
+    layers: list[LayerChange]  # in the new report's order, removed rows where they were
+    unchanged: int  # rows present on both sides with nothing changed
+
+    def to_csv(self) -> str:
+        """One line per changed layer: status, layer, call, old/new shape, old/new/change per metric."""
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        header = ["status", "layer", "call", "old_module_type", "new_module_type", "old_output_shape"]
+        header.append("new_output_shape")
+        for name, _, _ in METRICS:
+            header += [f"old_{name}", f"new_{name}", f"{name}_change"]
+        writer.writerow(header)
+        for change in self.layers:
+            old, new = change.old or {}, change.new or {}
+            row = [change.status, change.layer, change.call]
+            row += [old.get("module_type", ""), new.get("module_type", "")]
+            row += [old.get("output_shape", ""), new.get("output_shape", "")]
+            for name, _, _ in METRICS:
+                row += [old.get(name, ""), new.get(name, ""), change.delta(name)]
+            writer.writerow(row)
+        return buffer.getvalue()
+
+    def to_json(self) -> str:
+        import json
+
+        document = {
+            "old": self.old,
+            "new": self.new,
+            "totals": [
+                {"metric": t.metric, "old": t.old, "new": t.new, "change": t.change, "percent": t.percent}
+                for t in self.totals
+            ],
+            "layers": [
+                {
+                    "status": c.status,
+                    "layer": c.layer,
+                    "call": c.call,
+                    "old": c.old,
+                    "new": c.new,
+                    "change": {name: c.delta(name) for name, _, _ in METRICS},
+                }
+                for c in self.layers
+            ],
+            "unchanged_layers": self.unchanged,
+        }
+        return json.dumps(document, indent=2) + "\n"
+
+    def to_markdown(self) -> str:
+        lines = [f"# {self.old} → {self.new}", "", "| Total | Old | New | Change | % |", "|---|---:|---:|---:|---:|"]
+        for total in self.totals:
+            lines.append(
+                f"| {total.label} | {format_value(total.unit, total.old)} | {format_value(total.unit, total.new)}"
+                f" | {format_change(total.unit, total.change)} | {format_percent(total.percent)} |"
+            )
+        lines += ["", f"{len(self.layers)} layers changed, {self.unchanged} unchanged.", ""]
+        if self.layers:
+            lines += ["| Status | Layer | Output shape | Params | MACs | Activations |", "|---|---|---|---:|---:|---:|"]
+            for change in self.layers:
+                lines.append(
+                    f"| {change.status} | `{layer_label(change)}` | {shape_change(change)}"
+                    f" | {format_change('count', change.delta('param_count'))}"
+                    f" | {format_change('count', change.delta('macs'))}"
+                    f" | {format_change('bytes', change.delta('activation_bytes'))} |"
+                )
+        return "\n".join(lines) + "\n"
+
+
+def diff_reports(old: Side, new: Side) -> ReportDiff:
+    """Match rows by (layer, call); list added, removed and changed ones, and the totals."""
+    old_rows = {(row["layer"], row["call"]): row for row in old.rows}
+    new_keys = {(row["layer"], row["call"]) for row in new.rows}
+    changes: list[LayerChange] = []
+    unchanged = 0
+    # Removed rows are listed just before the next row both sides share, so that the
+    # listing follows the network's order.
+    pending_removed = [row for row in old.rows if (row["layer"], row["call"]) not in new_keys]
+    old_order = {(row["layer"], row["call"]): index for index, row in enumerate(old.rows)}
+    for row in new.rows:
+        key = (row["layer"], row["call"])
+        before = old_rows.get(key)
+        if before is not None:
+            while pending_removed and old_order[_key(pending_removed[0])] < old_order[key]:
+                removed = pending_removed.pop(0)
+                changes.append(LayerChange("removed", removed["layer"], removed["call"], removed, None))
+        if before is None:
+            changes.append(LayerChange("added", row["layer"], row["call"], None, row))
+        elif any(before[name] != row[name] for name in (*_TEXT, *(m for m, _, _ in METRICS))):
+            changes.append(LayerChange("changed", row["layer"], row["call"], before, row))
+        else:
+            unchanged += 1
+    changes += [LayerChange("removed", r["layer"], r["call"], r, None) for r in pending_removed]
+    totals = [TotalChange(name, label, unit, old.total(name), new.total(name)) for name, label, unit in METRICS]
+    return ReportDiff(old.name, new.name, totals, changes, unchanged)
+
+
+def _key(row: dict[str, Any]) -> tuple[str, int]:
+    return row["layer"], row["call"]
+
+
+def side_from_report(report: Report, name: str | None = None) -> Side:
+    rows = [{name: row[name] for name in _REQUIRED} for row in report.rows()]
+    return Side(name or report.model, rows)
+
+
+def read_csv_report(path: str | Path) -> Side:
+    """Rows of a CSV report; a file that is not one raises ArchprofError naming the problem and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArchprofError(f"report {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchprofError(f"cannot read report {path}: {exc}") from None
+    reader = csv.DictReader(text.splitlines())
+    missing = [name for name in _REQUIRED if name not in (reader.fieldnames or [])]
+    if missing:
+        raise ArchprofError(
+            f"{path} is not an archprof CSV report (from `archprof summary -f csv`): no column {', '.join(missing)}"
+        )
+    rows = []
+    for line, raw in enumerate(reader, start=2):
+        row: dict[str, Any] = {name: raw[name] or "" for name in ("layer", *_TEXT)}
+        for name in ("call", *(m for m, _, _ in METRICS)):
+            try:
+                row[name] = int(raw[name])
+            except (TypeError, ValueError):
+                raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, not a whole number") from None
+        rows.append(row)
+    return Side(path.stem, rows)
+
+
+def load_side(
+    spec: str, input_size: Sequence[int] | None = None, batch: int = 1, dtype: torch.dtype | None = None
+) -> Side:
+    """A CSV report (a path ending in .csv, or an existing file), else a model spec analysed here."""
+    if spec.lower().endswith(".csv") or Path(spec).is_file():
+        return read_csv_report(spec)
+    from archprof.api import analyze
+    from archprof.budget import resolve_model_spec
+
+    report = analyze(resolve_model_spec(spec), input_size=input_size, batch=batch, dtype=dtype)
+    return side_from_report(report, spec)
+
+
+def diff(
+    old: str | Report,
+    new: str | Report,
+    input_size: Sequence[int] | None = None,
+    batch: int = 1,
+    dtype: torch.dtype | None = None,
+) -> ReportDiff:
+    """Diff two reports, CSV paths or model specs (`input_size`, `batch`, `dtype` apply to specs)."""
+    sides = [
+        load_side(side, input_size, batch, dtype) if isinstance(side, str) else side_from_report(side)
+        for side in (old, new)
+    ]
+    return diff_reports(*sides)
+
+
+# -- text ----------------------------------------------------------------------------------
+
+
+def format_value(unit: str, value: int) -> str:
+    from archprof.units import human_bytes, human_count
+
+    return human_bytes(value) if unit == "bytes" else human_count(value)
+
+
+def format_change(unit: str, change: int) -> str:
+    if change == 0:
+        return "0"
+    return ("+" if change > 0 else "-") + format_value(unit, abs(change))
+
+
+def format_percent(percent: float | None) -> str:
+    return "n/a" if percent is None else f"{percent:+.2f}%"
+
+
+def layer_label(change: LayerChange) -> str:
+    name = change.layer or "(model)"
+    return f"{name} (call {change.call + 1})" if change.call > 0 else name
+
+
+def shape_change(change: LayerChange) -> str:
+    old = change.old["output_shape"] if change.old else ""
+    new = change.new["output_shape"] if change.new else ""
+    if change.old and change.new and old != new:
+        return f"{old} → {new}"
+    return new or old

@@ -1,0 +1,858 @@
+"""Receptive fields of every tensor and every row, in one walk over the graph's ops.
+
+For each tensor archprof tracks, per spatial dimension of the network input (N, C, *spatial),
+the field of its output unit 0: the first and the last input coordinate that can reach it
+(`start` may be negative, inside the padding; `end` may pass the image's last pixel) and the
+jump, the effective stride between neighbouring units (the product of the strides so far).
+Unit `o` then sees `[start + o * jump, end + o * jump]`. The field's size is `end - start + 1`,
+padding positions included [FORMULAS.md, "Receptive field"]:
+
+    convolution / pooling, kernel K, stride S, padding P, dilation D:
+        start' = start - P * jump,  end' = end + (D (K - 1) - P) * jump,  jump' = jump * S
+    a merge of paths (add, mul, cat along channels, any multi-input op):
+        start = min of the starts,  end = max of the ends  (per dimension)
+
+A tensor's state is one of:
+
+- no field (None): parameters, buffers, constants and whatever is computed from them only;
+- `Field`: one `Span(start, end, jump)` per spatial dimension. `jump` is None where unit 0's
+  field is exact but its neighbours' fields are not shifts of it (after a transposed
+  convolution with stride, upsampling, a merge of paths with different strides, a broadcast
+  along a spatial dimension): a later layer that needs the neighbours is then undefined;
+- `WHOLE`: every unit sees the whole input (global pooling, a mean over the spatial
+  dimensions, a linear layer over a flattened image);
+- `FLAT`: the spatial dimensions were merged into one axis (flatten). Reported as the whole
+  input by the convention of FORMULAS.md; the linear layer that follows makes it `WHOLE`, and
+  anything that reads it back as an image is undefined (never a guessed number);
+- `Undefined(reason)`: an operator archprof has no rule for consumed a tensor with a field, or
+  its rule cannot give an exact answer (the reason says which and where).
+
+Conventions: normalisation layers count as pointwise (their statistics are not part of the
+field, as in Araujo et al., "Computing Receptive Fields of CNNs", Distill 2019); a dilated
+kernel spans D (K - 1) + 1 pixels; `ceil_mode` changes how many units there are, never where
+unit 0's window lies. Transposed convolution and upsampling give unit 0's exact field
+(stride 1 transposed convolutions and integer-factor nearest / linear resampling keep a jump;
+otherwise the jump is undefined). Reflection / replication padding, bicubic and anti-aliased
+resampling and unknown operators are undefined.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from archprof.graph import Graph, OpNode, TensorMeta
+from archprof.passes.layers import LayerGroup
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Unit 0's field along one spatial dimension, in input coordinates (both ends included)."""
+
+    start: int
+    end: int
+    jump: int | None  # None: unit 0 is exact, its neighbours are not shifts of it
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1
+
+    def shift(self, units: int) -> Span | None:
+        """The field of unit `units` of the same tensor (None when that needs the jump)."""
+        if units == 0:
+            return self
+        if self.jump is None:
+            return None
+        return Span(self.start + units * self.jump, self.end + units * self.jump, self.jump)
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    spans: tuple[Span, ...]
+    note: str = ""  # why the jump is undefined, when it is
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """A field that is not a number: the whole input, or a flattened image."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Undefined:
+    reason: str
+
+
+WHOLE = Extent("whole input")
+FLAT = Extent("flattened")
+State = Field | Extent | Undefined | None
+
+
+# -- columns -------------------------------------------------------------------------------
+
+
+def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list]:
+    """Per row, the field of the row's output tensor (its unit 0).
+
+    `receptive_field` is the size per spatial dimension joined by "x" ("212x212"), "input"
+    for the whole input, "undefined" where it cannot be computed exactly and "" where the
+    row's output has no spatial field (a row of parameters only, a network without spatial
+    input dimensions). `effective_stride` and `receptive_field_start` are written the same
+    way; `covers_input` says whether unit 0's field spans the whole input in every dimension
+    (None where undefined); `receptive_field_note` says why a field is undefined.
+    """
+    fields, spatial = tensor_fields(graph)
+    columns: dict[str, list] = {
+        "receptive_field": [],
+        "effective_stride": [],
+        "receptive_field_start": [],
+        "covers_input": [],
+        "receptive_field_note": [],
+    }
+    for group in groups:
+        state = fields.get(group.outputs[0].id) if group.outputs else None
+        for name, value in zip(columns, _cells(state, spatial), strict=True):
+            columns[name].append(value)
+    return columns
+
+
+def _cells(state: State, spatial: tuple[int, ...]) -> tuple[str, str, str, bool | None, str]:
+    if state is None:
+        return "", "", "", False, ""
+    if isinstance(state, Extent):
+        return "input", "", "", True, ""
+    if isinstance(state, Undefined):
+        return "undefined", "undefined", "undefined", None, state.reason
+    spans = state.spans
+    jumps = [s.jump for s in spans]
+    stride = "undefined" if None in jumps else _join(jumps)
+    covers = all(s.start <= 0 and s.end >= size - 1 for s, size in zip(spans, spatial, strict=True))
+    return _join(s.size for s in spans), stride, _join(s.start for s in spans), covers, state.note
+
+
+def _join(values) -> str:
+    return "x".join(map(str, values))
+
+
+# -- the walk ------------------------------------------------------------------------------
+
+
+def tensor_fields(graph: Graph) -> tuple[dict[int, State], tuple[int, ...]]:
+    """The state of every tensor (TensorMeta.id -> State; absent = no field), and the
+    spatial size of the network input the fields refer to."""
+    first = graph.inputs[0].shape if graph.inputs else ()
+    spatial = tuple(first[2:]) if len(first) >= 3 else ()
+    walk = _Walk(len(spatial))
+    if not spatial:
+        return {}, ()
+    identity = Field(tuple(Span(0, 0, 1) for _ in spatial))
+    for index, tensor in enumerate(graph.inputs):
+        walk.add(tensor)
+        if tensor.shape[2:] == spatial and len(tensor.shape) == len(first):
+            walk.fields[tensor.id] = identity
+        elif len(tensor.shape) >= 3:
+            walk.fields[tensor.id] = Undefined(f"input {index + 1} is not the size of input 1 ({_join(spatial)})")
+    for op in graph.ops:
+        walk.step(op)
+    return walk.fields, spatial
+
+
+class _Walk:
+    def __init__(self, nd: int) -> None:
+        self.nd = nd
+        self.fields: dict[int, State] = {}
+        self.members: dict[int, list[TensorMeta]] = {}  # storage -> tensors seen in it
+
+    def add(self, tensor: TensorMeta) -> None:
+        self.members.setdefault(tensor.storage, []).append(tensor)
+
+    def state(self, value) -> State:
+        return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
+
+    def step(self, op: OpNode) -> None:
+        for tensor in op.outputs:
+            self.add(tensor)
+        if not op.outputs or all(self.fields.get(t.id) is None for t in op.inputs):
+            return  # computed from parameters and constants only: no field
+        name = op.op.removeprefix("aten.")
+        if name.endswith("_") and not name.endswith("__"):
+            name = name[:-1]  # in-place form: the same rule
+        rule = _RULES.get(name)
+        try:
+            result = rule(self, op) if rule is not None else self.undefined(op, "archprof has no rule for it")
+        except (IndexError, TypeError, ValueError, ZeroDivisionError):  # arguments in a form not foreseen
+            result = self.undefined(op, "its arguments were not understood")
+        results = result if isinstance(result, list) else [result] * len(op.outputs)
+        for tensor, state in zip(op.outputs, results, strict=True):
+            if state is not None:
+                self.fields[tensor.id] = state
+        if op.writes_input and op.inputs:
+            self._written(op.inputs[0], op.outputs[0])
+
+    def _written(self, before: TensorMeta, after: TensorMeta) -> None:
+        """An in-place write changed what a storage holds: any other view of it now holds
+        data archprof cannot place (it knows shapes, not offsets)."""
+        old, new = self.fields.get(before.id), self.fields.get(after.id)
+        if old == new:
+            return
+        for tensor in self.members.get(before.storage, ()):
+            if tensor.id not in (before.id, after.id):
+                self.fields[tensor.id] = Undefined("written in place through another view of its storage")
+
+    def undefined(self, op: OpNode, why: str) -> Undefined:
+        where = op.module.path if op.module is not None and op.module.path else "(model)"
+        return Undefined(f"{op.op} in {where}: {why}")
+
+    # -- shared pieces -------------------------------------------------------------------
+
+    def spatial_axes(self, ndim: int) -> range:
+        return range(ndim - self.nd, ndim)
+
+    def merge(self, op: OpNode, items: Sequence[tuple[State, tuple[int, ...]]], out: tuple[int, ...]) -> State:
+        """Union of the fields of several inputs of an op whose output has shape `out`
+        (broadcasting as NumPy does)."""
+        whole = flat = False
+        undefined: Undefined | None = None
+        fields: list[Field] = []
+        for state, shape in items:
+            if state is None:
+                continue
+            if state is WHOLE:
+                whole = True
+            elif state is FLAT:
+                flat = True
+            elif isinstance(state, Undefined):
+                undefined = undefined or state
+            else:
+                fields.append(self._broadcast(state, shape, out))
+        if whole:  # every output unit depends on the whole input, whatever else it reads
+            return WHOLE
+        if undefined is not None:
+            return undefined
+        if flat:
+            return self.undefined(op, "it mixes a flattened tensor with an image") if fields else FLAT
+        if not fields:
+            return None
+        if len(fields) == 1:
+            return fields[0]
+        spans, note = [], next((f.note for f in fields if f.note), "")
+        for dim in zip(*(f.spans for f in fields), strict=True):
+            jumps = {s.jump for s in dim}
+            jump = jumps.pop() if len(jumps) == 1 else None
+            if jump is None and None not in jumps and not note:
+                note = "paths with different strides merged"
+            spans.append(Span(min(s.start for s in dim), max(s.end for s in dim), jump))
+        return Field(tuple(spans), note)
+
+    def _broadcast(self, field: Field, shape: tuple[int, ...], out: tuple[int, ...]) -> Field:
+        sizes_in, sizes_out = shape[len(shape) - self.nd :], out[len(out) - self.nd :]
+        if sizes_in == sizes_out:
+            return field
+        # size 1 broadcast along a spatial dimension: unit 0 is exact, its neighbours repeat it
+        pairs = zip(field.spans, sizes_in, sizes_out, strict=True)
+        spans = tuple(s if a == b else Span(s.start, s.end, None) for s, a, b in pairs)
+        return Field(spans, field.note or "broadcast along a spatial dimension")
+
+    def windowed(
+        self, op: OpNode, state: State, ndim: int, m: int, window: Callable[[Span, int], Span | None], what: str
+    ) -> State:
+        """Apply `window(span, j)` to every spatial dimension the op works on: the op's `m`
+        dimensions are the input's trailing `m` axes, j indexes them."""
+        if not isinstance(state, Field):
+            if state is FLAT:
+                return self.undefined(op, f"{what} of a flattened tensor")
+            return state
+        spans = list(state.spans)
+        for d in range(self.nd):
+            j = d - (self.nd - m)
+            if j < 0:
+                continue
+            span = window(spans[d], j)
+            if span is None:
+                return self.undefined(op, f"{what} after a layer whose effective stride is undefined ({state.note})")
+            spans[d] = span
+        return Field(tuple(spans), state.note)
+
+    def reduce(self, op: OpNode, state: State, ndim: int, axes: set[int] | None, what: str) -> State:
+        """An op that mixes every unit along `axes` (None: along all axes)."""
+        if state is None or state is WHOLE or isinstance(state, Undefined):
+            return state
+        if state is FLAT:
+            return WHOLE if axes is None or ndim - 1 in axes else FLAT
+        spatial = set(self.spatial_axes(ndim))
+        if axes is None or spatial <= axes:
+            return WHOLE
+        if spatial.isdisjoint(axes):
+            return state
+        return self.undefined(op, f"{what} over some of the spatial dimensions only")
+
+
+# -- rules, one per operator ---------------------------------------------------------------
+
+_RULES: dict[str, Callable[[_Walk, OpNode], State | list[State]]] = {}
+
+
+def _rule(*names: str):
+    def register(fn):
+        for name in names:
+            _RULES[name] = fn
+        return fn
+
+    return register
+
+
+def _arg(op: OpNode, index: int, name: str, default=None):
+    if len(op.args) > index:
+        return op.args[index]
+    return op.kwargs.get(name, default)
+
+
+def _expand(value, m: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * m
+    value = tuple(value)
+    return value * m if len(value) == 1 else value
+
+
+def _dims_of(name: str) -> int:
+    """1, 2 or 3: how many trailing dimensions a pooling / resampling op works on."""
+    for m in (1, 2, 3):
+        if f"{m}d" in name:
+            return m
+    raise ValueError(name)
+
+
+_POINTWISE = """
+    abs add sub rsub mul div true_divide floor_divide remainder fmod pow neg exp exp2 expm1 log log1p log2
+    log10 sqrt rsqrt reciprocal square sign sgn floor ceil round trunc frac sin cos tan tanh sinh cosh asin
+    acos atan atan2 sigmoid logit erf erfc erfinv relu relu6 hardtanh leaky_relu elu celu selu gelu silu mish
+    softplus softshrink hardshrink tanhshrink hardswish hardsigmoid prelu _prelu_kernel rrelu_with_noise
+    clamp clamp_min clamp_max clip threshold maximum minimum fmax fmin where masked_fill lerp addcmul addcdiv
+    eq ne lt le gt ge logical_and logical_or logical_xor logical_not bitwise_and bitwise_or bitwise_xor
+    bitwise_not isnan isinf isfinite nan_to_num alias detach clone contiguous _to_copy to lift_fresh
+    lift_fresh_copy dropout feature_dropout alpha_dropout feature_alpha_dropout positive
+    log_sigmoid_forward hypot copysign xlogy
+"""
+
+
+@_rule(*_POINTWISE.split())
+def _pointwise(walk: _Walk, op: OpNode) -> State:
+    """Elementwise: output unit 0 reads unit 0 of every input (after broadcasting)."""
+    return walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], op.outputs[0].shape)
+
+
+@_rule("native_dropout")
+def _native_dropout(walk: _Walk, op: OpNode) -> list[State]:
+    return [walk.state(op.args[0]), None]  # (output, random mask)
+
+
+@_rule("copy")
+def _copy(walk: _Walk, op: OpNode) -> State:
+    """copy_(dst, src): dst's old contents are overwritten by src, broadcast."""
+    src = op.args[1]
+    return walk.merge(op, [(walk.state(src), src.shape)], op.outputs[0].shape)
+
+
+_NO_DATA = """
+    empty_like zeros_like ones_like full_like rand_like randn_like randint_like new_empty new_empty_strided
+    new_zeros new_ones new_full zero fill bernoulli uniform normal random
+"""
+
+
+@_rule(*_NO_DATA.split())
+def _no_data(walk: _Walk, op: OpNode) -> State:
+    """Reads its input's shape only (or overwrites it with constants or noise)."""
+    return None
+
+
+@_rule(
+    "native_batch_norm",
+    "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit_functional",
+    "_batch_norm_with_update",
+    "_batch_norm_no_update",
+    "cudnn_batch_norm",
+    "miopen_batch_norm",
+    "native_layer_norm",
+    "native_group_norm",
+)
+def _normalisation(walk: _Walk, op: OpNode) -> list[State]:
+    """Pointwise by convention: the statistics are not part of the field."""
+    out = walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], op.outputs[0].shape)
+    stats = walk.undefined(op, "normalisation statistics") if out is not None else None
+    return [out] + [stats] * (len(op.outputs) - 1)
+
+
+# -- layout --------------------------------------------------------------------------------
+
+
+def _merged_tail(shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> int | None:
+    """k such that the output's last axis is the input's axes k.. merged (row-major), if any."""
+    if not shape_out:
+        return None
+    size = 1
+    for k in range(len(shape_in) - 1, -1, -1):
+        size *= shape_in[k]
+        if size == shape_out[-1] and math.prod(shape_out[:-1]) == math.prod(shape_in[:k]):
+            return k
+        if size > shape_out[-1] > 0:
+            return None
+    return None
+
+
+_RESHAPES = "view _unsafe_view reshape _reshape_alias flatten unflatten squeeze unsqueeze expand expand_as view_as"
+_RESHAPES += " repeat"
+
+
+@_rule(*_RESHAPES.split())
+def _reshape(walk: _Walk, op: OpNode) -> State:
+    """Row-major reshapes: a field survives where the trailing spatial sizes are unchanged."""
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if state is None or state is WHOLE or isinstance(state, Undefined):
+        return state
+    k = _merged_tail(x.shape, out)
+    if state is FLAT:
+        return FLAT if k is not None and k <= len(x.shape) - 1 else walk.undefined(op, "reshapes a flattened tensor")
+    nd = walk.nd
+    if len(out) >= nd and out[len(out) - nd :] == x.shape[len(x.shape) - nd :]:
+        return state
+    if k is not None and k <= len(x.shape) - nd:
+        return FLAT  # the spatial dimensions merged into one axis: a flatten
+    return walk.undefined(op, "reshapes the spatial dimensions")
+
+
+def _permutation(op: OpNode, ndim: int) -> list[int]:
+    """Output axis i takes input axis perm[i]."""
+    name = op.op.removeprefix("aten.").rstrip("_")
+    perm = list(range(ndim))
+    if name == "permute":
+        perm = [d % ndim for d in op.args[1]]
+    elif name in ("transpose", "swapaxes", "swapdims"):
+        a, b = op.args[1] % ndim, op.args[2] % ndim
+        perm[a], perm[b] = perm[b], perm[a]
+    elif name == "t":
+        perm.reverse()
+    return perm
+
+
+@_rule("permute", "transpose", "swapaxes", "swapdims", "t")
+def _permute(walk: _Walk, op: OpNode) -> State:
+    x = op.args[0]
+    state = walk.state(x)
+    ndim = len(x.shape)
+    perm = _permutation(op, ndim)
+    if state is FLAT:
+        return FLAT if perm[-1] == ndim - 1 else walk.undefined(op, "moves the flattened axis")
+    if not isinstance(state, Field):
+        return state
+    if perm[ndim - walk.nd :] == list(walk.spatial_axes(ndim)):
+        return state
+    return walk.undefined(op, "moves the spatial dimensions")
+
+
+def _offset_rule(walk: _Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int], step: int) -> list[State]:
+    """Outputs that start `offsets[i]` units along `axis` into x (slice, split)."""
+    state = walk.state(x)
+    ndim = len(x.shape)
+    if state is FLAT:
+        return [walk.undefined(op, "cuts the flattened axis") if axis == ndim - 1 else FLAT] * len(offsets)
+    if not isinstance(state, Field) or axis not in walk.spatial_axes(ndim):
+        return [state] * len(offsets)
+    d = axis - (ndim - walk.nd)
+    results: list[State] = []
+    for offset in offsets:
+        span = state.spans[d].shift(offset)
+        if span is None:
+            results.append(walk.undefined(op, f"cuts a dimension whose effective stride is undefined ({state.note})"))
+            continue
+        if step != 1:
+            span = Span(span.start, span.end, None if span.jump is None else span.jump * step)
+        results.append(Field((*state.spans[:d], span, *state.spans[d + 1 :]), state.note))
+    return results
+
+
+@_rule("slice")
+def _slice(walk: _Walk, op: OpNode) -> list[State]:
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = _arg(op, 1, "dim", 0) % ndim
+    size = x.shape[axis]
+    start = _arg(op, 2, "start", None)
+    start = 0 if start is None else start
+    start = min(max(start + size if start < 0 else start, 0), size)
+    return _offset_rule(walk, op, x, axis, [start], _arg(op, 4, "step", 1))
+
+
+@_rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "chunk", "tensor_split")
+def _split(walk: _Walk, op: OpNode) -> list[State]:
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = _arg(op, 2, "dim", 0) % ndim
+    offsets, position = [], 0
+    for out in op.outputs:
+        offsets.append(position)
+        position += out.shape[axis]
+    return _offset_rule(walk, op, x, axis, offsets, 1)
+
+
+@_rule("select", "unbind", "index_select")
+def _select(walk: _Walk, op: OpNode) -> State:
+    """Picks positions along one axis: fine along any axis but a spatial one."""
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = _arg(op, 1, "dim", 0) % ndim
+    state = walk.state(x)
+    if state is FLAT:
+        return walk.undefined(op, "picks positions of the flattened axis") if axis == ndim - 1 else FLAT
+    if isinstance(state, Field) and axis in walk.spatial_axes(ndim):
+        return walk.undefined(op, "picks positions along a spatial dimension")
+    return state
+
+
+@_rule("cat", "concat", "concatenate")
+def _cat(walk: _Walk, op: OpNode) -> State:
+    tensors = [t for t in op.args[0] if isinstance(t, TensorMeta) and t.shape != (0,)]
+    out = op.outputs[0].shape
+    axis = _arg(op, 1, "dim", 0) % len(out)
+    items = [(walk.state(t), t.shape) for t in tensors]
+    if axis in walk.spatial_axes(len(out)) and any(isinstance(s, Field) for s, _ in items):
+        return walk.undefined(op, "concatenates along a spatial dimension")
+    if axis == len(out) - 1 and any(s is FLAT for s, _ in items):
+        return walk.undefined(op, "concatenates along the flattened axis")
+    return walk.merge(op, items, out)
+
+
+@_rule("stack")
+def _stack(walk: _Walk, op: OpNode) -> State:
+    tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
+    out = op.outputs[0].shape
+    axis = _arg(op, 1, "dim", 0) % len(out)
+    items = [(walk.state(t), t.shape) for t in tensors]
+    if axis >= len(out) - walk.nd and any(isinstance(s, Field) for s, _ in items):
+        return walk.undefined(op, "stacks inside the spatial dimensions")
+    if axis == len(out) - 1 and any(s is FLAT for s, _ in items):
+        return walk.undefined(op, "stacks after the flattened axis")
+    return walk.merge(op, items, out)
+
+
+@_rule("constant_pad_nd")
+def _constant_pad(walk: _Walk, op: OpNode) -> State:
+    """Zero (constant) padding: output unit 0 is input position -left, as in a conv's padding."""
+    x, pad = op.args[0], list(op.args[1])
+    ndim = len(x.shape)
+
+    def left(axis: int) -> int:
+        pair = ndim - 1 - axis  # pad lists (left, right) pairs from the last axis backwards
+        return pad[2 * pair] if 2 * pair < len(pad) else 0
+
+    state = walk.state(x)
+    if state is FLAT:
+        last_padded = left(ndim - 1) != 0 or (len(pad) > 1 and pad[1] != 0)
+        return walk.undefined(op, "pads the flattened axis") if last_padded else FLAT
+    return walk.windowed(op, state, ndim, walk.nd, lambda span, j: span.shift(-left(ndim - walk.nd + j)), "padding")
+
+
+# -- convolution and pooling ---------------------------------------------------------------
+
+
+def _conv_window(k: int, s: int, p: int, d: int) -> Callable[[Span], Span | None]:
+    def window(span: Span) -> Span | None:
+        reach = d * (k - 1)
+        if span.jump is None:  # only unit 0 of the input is known
+            return span if p == 0 and reach == 0 else None
+        return Span(span.start - p * span.jump, span.end + (reach - p) * span.jump, span.jump * s)
+
+    return window
+
+
+def _transposed_window(k: int, s: int, p: int, d: int) -> Callable[[Span], Span | None]:
+    """Output o receives input i through tap t when o = i S - P + t D: unit 0 reads the inputs
+    i = (P - t D) / S that are whole numbers (positions outside the input count as padding,
+    as for a convolution: the same as a stride-1 convolution with padding D (K - 1) - P)."""
+    reads = [(p - t * d) // s for t in range(k) if (p - t * d) % s == 0]
+
+    def window(span: Span) -> Span | None:
+        if not reads:
+            return None
+        first, last = min(reads), max(reads)
+        if span.jump is None:
+            return span if first == last == 0 else None
+        # With stride > 1, neighbouring outputs read different numbers of inputs: no jump.
+        return Span(span.start + first * span.jump, span.end + last * span.jump, span.jump if s == 1 else None)
+
+    return window
+
+
+@_rule("convolution", "_convolution", "convolution_overrideable")
+def _convolution(walk: _Walk, op: OpNode) -> State:
+    x, weight = op.args[0], op.args[1]
+    bias = _arg(op, 2, "bias")
+    stride, padding, dilation, transposed = op.args[3:7]
+    for extra in (weight, bias):
+        state = walk.state(extra)
+        if state is WHOLE:
+            return WHOLE
+        if state is not None:
+            return walk.undefined(op, "its weights are computed from the input")
+    m = len(weight.shape) - 2
+    if walk.nd > m:
+        return walk.undefined(op, "it convolves across a spatial dimension (channels)")
+    kernel = weight.shape[2:]
+    stride, padding, dilation = (_expand(v, m) for v in (stride, padding, dilation))
+    make = _transposed_window if transposed else _conv_window
+    windows = [make(kernel[j], stride[j], padding[j], dilation[j]) for j in range(m)]
+    what = "transposed convolution" if transposed else "convolution"
+    if transposed and any(w(Span(0, 0, 1)) is None for w in windows):
+        return walk.undefined(op, "output unit 0 of the transposed convolution reads no input")
+    result = walk.windowed(op, walk.state(x), len(x.shape), m, lambda span, j: windows[j](span), what)
+    if transposed and isinstance(result, Field) and any(stride[j] != 1 for j in range(m)) and not result.note:
+        result = Field(result.spans, "transposed convolution with stride")
+    return result
+
+
+@_rule(
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_pool1d_with_indices",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+)
+def _pool(walk: _Walk, op: OpNode) -> State:
+    x = op.args[0]
+    name = op.op.removeprefix("aten.")
+    m = _dims_of(name)
+    kernel = _expand(_arg(op, 1, "kernel_size"), m)
+    stride = _arg(op, 2, "stride", ())
+    stride = _expand(stride, m) if stride else kernel
+    padding = _expand(_arg(op, 3, "padding", 0), m)
+    dilation = _expand(_arg(op, 4, "dilation", 1), m) if name.startswith("max") else (1,) * m
+    # ceil_mode only adds units at the far end: unit 0's window is the same.
+    windows = [_conv_window(kernel[j], stride[j], padding[j], dilation[j]) for j in range(m)]
+    return walk.windowed(op, walk.state(x), len(x.shape), m, lambda span, j: windows[j](span), "pooling")
+
+
+@_rule(
+    "_adaptive_avg_pool2d",
+    "_adaptive_avg_pool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+)
+def _adaptive_pool(walk: _Walk, op: OpNode) -> State:
+    """Output i of a dimension pools inputs [floor(i n / o), ceil((i + 1) n / o)): unit 0 pools
+    the first ceil(n / o); the windows are evenly spaced (a jump) only when o divides n."""
+    x, out = op.args[0], op.outputs[0].shape
+    m = _dims_of(op.op)
+    sizes_in, sizes_out = x.shape[len(x.shape) - m :], out[len(out) - m :]
+    state = walk.state(x)
+    if isinstance(state, Field) and walk.nd <= m and all(o == 1 for o in sizes_out[m - walk.nd :]):
+        return WHOLE  # global pooling
+
+    def window(span: Span, j: int) -> Span | None:
+        n, o = sizes_in[j], sizes_out[j]
+        first = -(-n // o)  # inputs pooled by unit 0
+        if span.jump is None:
+            return span if first == 1 and n == o else None
+        jump = span.jump * (n // o) if n % o == 0 else None
+        return Span(span.start, span.end + (first - 1) * span.jump, jump)
+
+    result = walk.windowed(op, state, len(x.shape), m, window, "adaptive pooling")
+    if isinstance(result, Field) and not result.note and None in (s.jump for s in result.spans):
+        result = Field(result.spans, "adaptive pooling with uneven windows")
+    return result
+
+
+# -- resampling ----------------------------------------------------------------------------
+
+
+def _scales(op: OpNode, m: int, first: int) -> list[float | None]:
+    """The user's scale factors (None: from the sizes), from either overload."""
+    rest = op.args[first:]
+    if rest and isinstance(rest[0], (list, tuple)):  # the .vec overload: scale_factors
+        return [float(s) for s in rest[0]]
+    if rest and rest[0] is None and len(rest) == 1:
+        return [None] * m
+    values = list(rest[:m]) + [None] * (m - len(rest[:m]))
+    for key, index in (("scales", 0), ("scales_d", 0), ("scales_h", m - 2), ("scales_w", m - 1)):
+        if key in op.kwargs and 0 <= index < m:
+            values[index] = op.kwargs[key]
+    if "scale_factors" in op.kwargs and op.kwargs["scale_factors"] is not None:
+        values = list(op.kwargs["scale_factors"])
+    return [None if v is None else float(v) for v in values]
+
+
+def _source_scale(n: int, o: int, factor: float | None) -> float:
+    """Input pixels per output pixel, as PyTorch computes it (the user's factor wins)."""
+    return 1.0 / factor if factor is not None and factor > 0 else n / o
+
+
+def _integer(value: float) -> int | None:
+    nearest = round(value)
+    return nearest if nearest >= 1 and abs(value - nearest) < 1e-9 else None
+
+
+@_rule(
+    "upsample_nearest1d",
+    "upsample_nearest2d",
+    "upsample_nearest3d",
+    "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact3d",
+)
+def _nearest(walk: _Walk, op: OpNode) -> State:
+    """Output o copies input floor(o s) ('nearest') or floor((o + 0.5) s) ('nearest-exact'),
+    s = input / output size: unit 0 copies input 0 (resp. floor(s / 2)); the copies are evenly
+    spaced only when s is a whole number."""
+    x, out = op.args[0], op.outputs[0].shape
+    m = _dims_of(op.op)
+    exact = "exact" in op.op
+    sizes_in, sizes_out = x.shape[len(x.shape) - m :], out[len(out) - m :]
+    scales = _scales(op, m, 2)
+
+    def window(span: Span, j: int) -> Span | None:
+        n, o = sizes_in[j], sizes_out[j]
+        scale = _source_scale(n, o, scales[j] if j < len(scales) else None)
+        source = min(math.floor(0.5 * scale), n - 1) if exact else 0
+        moved = span.shift(source)
+        if moved is None:
+            return None
+        # PyTorch's nearest copies o -> o when the sizes match and o -> o // 2 when doubling.
+        plain = 1 if n == o else None if o == 2 * n else _integer(scale)
+        step = _integer(scale) if exact else plain
+        return Span(moved.start, moved.end, None if step is None or moved.jump is None else moved.jump * step)
+
+    return _resampled(walk, op, window, m, "nearest upsampling")
+
+
+@_rule("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d")
+def _linear_resample(walk: _Walk, op: OpNode) -> State:
+    """Output o interpolates inputs floor(x) and floor(x) + 1 (when its weight is not 0) at
+    x = o s (align_corners) or x = max((o + 0.5) s - 0.5, 0), s = input pixels per output."""
+    x, out = op.args[0], op.outputs[0].shape
+    m = _dims_of(op.op)
+    align_corners = bool(_arg(op, 2, "align_corners", False))
+    sizes_in, sizes_out = x.shape[len(x.shape) - m :], out[len(out) - m :]
+    scales = _scales(op, m, 3)
+
+    def window(span: Span, j: int) -> Span | None:
+        n, o = sizes_in[j], sizes_out[j]
+        if align_corners:
+            scale = (n - 1) / (o - 1) if o > 1 else 0.0
+            source = 0.0
+        else:
+            scale = _source_scale(n, o, scales[j] if j < len(scales) else None)
+            source = max(0.5 * scale - 0.5, 0.0)
+        low = min(math.floor(source), n - 1)
+        high = low + 1 if source > low and low < n - 1 else low
+        first, last = span.shift(low), span.shift(high)
+        if first is None or last is None:
+            return None
+        # A whole-number scale k puts every unit's inputs k apart: unit o reads o k + c.
+        step = _integer(scale)
+        return Span(first.start, last.end, None if step is None or span.jump is None else span.jump * step)
+
+    return _resampled(walk, op, window, m, "linear upsampling")
+
+
+def _resampled(walk: _Walk, op: OpNode, window, m: int, what: str) -> State:
+    x = op.args[0]
+    result = walk.windowed(op, walk.state(x), len(x.shape), m, window, what)
+    if isinstance(result, Field) and not result.note and None in (s.jump for s in result.spans):
+        result = Field(result.spans, f"{what} by a factor that is not a whole number")
+    return result
+
+
+# -- mixing along whole axes ---------------------------------------------------------------
+
+_REDUCTIONS = {
+    "mean": 1,
+    "sum": 1,
+    "nansum": 1,
+    "prod": 1,
+    "amax": 1,
+    "amin": 1,
+    "max": 1,
+    "min": 1,
+    "var": 1,
+    "std": 1,
+    "var_mean": 1,
+    "std_mean": 1,
+    "logsumexp": 1,
+    "argmax": 1,
+    "argmin": 1,
+    "any": 1,
+    "all": 1,
+    "linalg_vector_norm": 2,
+}
+
+
+@_rule(*_REDUCTIONS)
+def _reduction(walk: _Walk, op: OpNode) -> State:
+    x = op.args[0]
+    name = op.op.removeprefix("aten.")
+    ndim = len(x.shape)
+    dims = _arg(op, _REDUCTIONS[name], "dim", None)
+    if isinstance(dims, TensorMeta):  # max(a, b), min(a, b): elementwise
+        return _pointwise(walk, op)
+    if isinstance(dims, int) and not isinstance(dims, bool):
+        axes: set[int] | None = {dims % ndim} if ndim else None
+    elif isinstance(dims, (list, tuple)) and dims:
+        axes = {d % ndim for d in dims}
+    else:  # no dims, [] or a dtype / flag in that position: everything is reduced
+        axes = None
+    return walk.reduce(op, walk.state(x), ndim, axes, "a reduction")
+
+
+@_rule("_softmax", "_log_softmax", "_safe_softmax", "softmax", "log_softmax")
+def _softmax(walk: _Walk, op: OpNode) -> State:
+    """Each output reads every unit along one axis (the normaliser)."""
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = _arg(op, 1, "dim", -1) % ndim
+    return walk.reduce(op, walk.state(x), ndim, {axis}, "softmax")
+
+
+@_rule("glu")
+def _glu(walk: _Walk, op: OpNode) -> State:
+    """a * sigmoid(b) for the two halves along one axis: pointwise unless that axis is spatial."""
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = _arg(op, 1, "dim", -1) % ndim
+    state = walk.state(x)
+    if (state is FLAT and axis == ndim - 1) or (isinstance(state, Field) and axis in walk.spatial_axes(ndim)):
+        return walk.undefined(op, "it pairs units half a dimension apart")
+    return state
+
+
+@_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "matmul", "mv", "addmv", "dot")
+def _matmul(walk: _Walk, op: OpNode) -> State:
+    """a @ b contracts a's last axis with b's second-to-last one: a field on a contracted
+    axis becomes the whole input (a linear layer); b's last axis carries through."""
+    name = op.op.removeprefix("aten.")
+    has_bias = name in ("addmm", "baddbmm", "_addmm_activation", "addmv")
+    bias = op.args[0] if has_bias else None
+    a, b = op.args[1:3] if has_bias else op.args[0:2]
+    out = op.outputs[0].shape
+    items: list[tuple[State, tuple[int, ...]]] = []
+    for operand, kept_last in ((a, False), (b, True)):
+        state = walk.state(operand)
+        if state is None or isinstance(state, Undefined) or state is WHOLE:
+            items.append((state, out))
+        elif kept_last and len(operand.shape) >= 2 and (state is FLAT or walk.nd == 1):
+            items.append((state, operand.shape))  # only its last axis is spatial: it carries through
+        else:
+            items.append((WHOLE, out))
+    if isinstance(bias, TensorMeta):
+        items.append((walk.state(bias), bias.shape))
+    return walk.merge(op, items, out)

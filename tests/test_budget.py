@@ -1,0 +1,417 @@
+"""Budgets: limits with units, `archprof check` exit codes, budget files, JUnit XML and the
+GitHub step summary."""
+
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import archprof
+from archprof.budget import evaluate, load_budget_file, parse_count, parse_limit, parse_size
+from archprof.cli import app
+from archprof.errors import ArchprofError
+
+runner = CliRunner()
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+RESNET50_PARAMS = 25_557_032
+RESNET50_MACS = 4_089_184_256
+
+
+def invoke(*args, env=None):
+    return runner.invoke(app, list(args), env={"COLUMNS": "120", "GITHUB_STEP_SUMMARY": "", **(env or {})})
+
+
+def one_error_line(result) -> str:
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+# -- numbers with units ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("30M", 30_000_000),
+        ("1.5G", 1_500_000_000),
+        ("5g", 5_000_000_000),
+        ("2K", 2_000),
+        ("1.5T", 1_500_000_000_000),
+        ("25557032", 25_557_032),
+        (" 30 M ", 30_000_000),
+        ("1_000", 1_000),
+        ("0.5K", 500),
+        (30_000_000, 30_000_000),
+        (1.5e9, 1_500_000_000),
+        (200, 200),
+    ],
+)
+def test_counts_take_decimal_suffixes(text, value):
+    assert parse_count(text) == value
+
+
+@pytest.mark.parametrize("text", ["30Q", "-5M", "", "  ", "M", "1.5.5G", "1.2345K", "30MB", "1e3x", True, -3])
+def test_unreadable_counts_are_errors(text):
+    with pytest.raises(ArchprofError):
+        parse_count(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("200MB", 200_000_000),
+        ("1GB", 10**9),
+        ("2kB", 2_000),
+        ("1.5GB", 1_500_000_000),
+        ("512MiB", 512 * 2**20),
+        ("1KiB", 1024),
+        ("1.5GiB", 3 * 2**29),
+        ("1TB", 10**12),
+        ("4096", 4096),
+        (4096, 4096),
+    ],
+)
+def test_sizes_take_decimal_and_binary_units(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["30Q", "-5MB", "", "MB", "1.5.5GB", True])
+def test_unreadable_sizes_are_errors(text):
+    with pytest.raises(ArchprofError):
+        parse_size(text)
+
+
+def test_limits_parse_by_the_unit_of_their_metric():
+    assert parse_limit("max-params", "30M").threshold == 30_000_000
+    assert parse_limit("max-activation", "200MiB").threshold == 200 * 2**20
+    assert parse_limit("min-receptive-field", 200).threshold == 200
+    with pytest.raises(ArchprofError, match="max-macs"):
+        parse_limit("max-macs", "5Q")
+
+
+# -- archprof check on the command line ----------------------------------------------------
+
+
+def test_every_limit_within_budget_exits_0():
+    result = invoke(
+        "check",
+        "resnet50",
+        *("--max-params", "30M", "--max-macs", "5G", "--max-flops", "8.2G", "--max-activation", "200MB"),
+        *("--max-peak-memory", "1GB", "--min-receptive-field", "200"),
+    )
+    assert result.exit_code == 0, result.output
+    assert "25.56 M" in result.output and "+4.44 M (+14.8%)" in result.output
+    assert result.output.count("pass") >= 6 and "FAIL" not in result.output
+
+
+def test_one_limit_exceeded_exits_1_and_says_which():
+    result = invoke("check", "resnet50", "--max-params", "20M", "--max-macs", "5G")
+    assert result.exit_code == 1, result.output
+    row = next(line for line in result.output.splitlines() if "max-params" in line)
+    assert "FAIL" in row and "-5.56 M" in row
+    assert "1 of 2 limits exceeded" in result.output
+    assert "error:" not in result.output
+
+
+def test_the_limit_itself_passes():
+    assert invoke("check", "resnet50", "--max-params", str(RESNET50_PARAMS)).exit_code == 0
+    assert invoke("check", "resnet50", "--max-params", str(RESNET50_PARAMS - 1)).exit_code == 1
+
+
+def test_a_minimum_receptive_field_fails_below_it():
+    assert invoke("check", "resnet50", "--min-receptive-field", "427").exit_code == 0
+    result = invoke("check", "resnet50", "--min-receptive-field", "500")
+    assert result.exit_code == 1
+    assert "427 px" in result.output
+
+
+def test_input_and_batch_change_what_is_checked():
+    # MACs scale with the batch and the input area.
+    assert invoke("check", "resnet50", "--max-macs", "5G", "--batch", "2").exit_code == 1
+    assert invoke("check", "resnet50", "--max-macs", "5G", "--input", "3x112x112", "--batch", "2").exit_code == 0
+
+
+def test_training_memory_budget():
+    if not hasattr(archprof.analyze("lenet5").totals, "training_memory_bytes"):
+        pytest.skip("no training memory estimate in this archprof")
+    ok = invoke("check", "mobilenet_v2", "--max-training-memory", "1GB", "--optimizer", "adam")
+    assert ok.exit_code == 0, ok.output
+    assert invoke("check", "mobilenet_v2", "--max-training-memory", "10MB").exit_code == 1
+    assert invoke("check", "mobilenet_v2", "--max-training-memory", "1GB", "--optimizer", "lion").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--max-params", "30Q"), "--max-params: cannot read the count '30Q'"),
+        (("--max-params=-5M",), "--max-params"),
+        (("--max-params", ""), "--max-params: cannot read the count ''"),
+        (("--max-activation", "200QB"), "--max-activation"),
+        (("--max-macs", "1.2345K"), "not a whole number"),
+    ],
+)
+def test_unreadable_limits_exit_2_not_1(args, message):
+    result = invoke("check", "resnet50", *args)
+    assert result.exit_code == 2, result.output
+    assert message in one_error_line(result)
+
+
+def test_bad_model_and_bad_combinations_exit_2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no budget file here
+    cases = [
+        (("check", "resnet5", "--max-params", "30M"), "unknown model 'resnet5'"),
+        (("check", "--max-params", "30M"), "need a model"),
+        (("check",), "nothing to check"),
+        (("check", "resnet50"), "nothing to check"),
+        (("check", "resnet50", "--max-params", "30M", "--batch", "0"), "at least 1"),
+        (("check", "resnet50", "--max-params", "30M", "--input", "3x224"), "dimensions"),
+        (("check", "nosuchmodule_xyz:factory", "--max-params", "1M", "--input", "3x8x8"), "cannot import"),
+    ]
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in one_error_line(result), args
+
+
+def test_a_metric_this_archprof_cannot_compute_is_not_available(monkeypatch):
+    import archprof.api
+
+    build_report = archprof.api.build_report
+
+    def without_receptive_field(*args, **kwargs):
+        report = build_report(*args, **kwargs)
+        del report.columns["receptive_field"]
+        return report
+
+    monkeypatch.setattr(archprof.api, "build_report", without_receptive_field)
+    result = invoke("check", "resnet50", "--min-receptive-field", "200")
+    assert result.exit_code == 2
+    assert "not available" in one_error_line(result)
+
+    class Totals:
+        param_count = 1
+
+    class Stub:
+        model, input_shapes, totals, columns = "stub", ((1, 3, 8, 8),), Totals(), {}
+
+    with pytest.raises(ArchprofError, match="max-peak-memory: peak memory is not available"):
+        evaluate(Stub(), [parse_limit("max-peak-memory", "1GB")])
+
+
+def test_a_model_without_a_spatial_layer_has_no_receptive_field():
+    result = invoke("check", "edge_fc", "--min-receptive-field", "10")
+    assert result.exit_code == 2
+    assert "no layer with a spatial receptive field" in one_error_line(result)
+
+
+# -- JUnit XML and the GitHub step summary ---------------------------------------------------
+
+
+def test_junit_has_one_testcase_per_limit_and_a_failure_per_exceeded_one(tmp_path):
+    target = tmp_path / "budget.xml"
+    args = ("--max-params", "20M", "--max-macs", "5G", "--max-activation", "100MB", "--junit", str(target))
+    result = invoke("check", "resnet50", *args)
+    assert result.exit_code == 1
+    root = ET.parse(target).getroot()
+    assert root.tag == "testsuites"
+    cases = root.findall(".//testcase")
+    assert [case.get("name") for case in cases] == ["max-params", "max-macs", "max-activation"]
+    failed = [case.get("name") for case in cases if case.find("failure") is not None]
+    assert failed == ["max-params", "max-activation"]
+    assert root.get("tests") == "3" and root.get("failures") == "2"
+    assert "25.56 M" in cases[0].find("failure").get("message")
+    assert [p.name for p in tmp_path.iterdir()] == ["budget.xml"]  # written atomically, nothing left over
+
+
+def test_junit_into_a_missing_directory_exits_2(tmp_path):
+    result = invoke("check", "lenet5", "--max-params", "1M", "--junit", str(tmp_path / "nope" / "x.xml"))
+    assert result.exit_code == 2
+    assert "does not exist" in one_error_line(result)
+
+
+def test_github_step_summary_is_appended(tmp_path):
+    summary = tmp_path / "summary.md"
+    summary.write_text("# earlier step\n")
+    env = {"GITHUB_STEP_SUMMARY": str(summary)}
+    assert invoke("check", "resnet50", "--max-params", "30M", env=env).exit_code == 0
+    assert invoke("check", "resnet50", "--max-params", "20M", env=env).exit_code == 1
+    text = summary.read_text()
+    assert text.startswith("# earlier step\n")
+    assert "all 1 limits hold" in text and "1 of 1 limits exceeded" in text
+    assert "| `resnet50` | 1x3x224x224 | `max-params 30M` | 25.56 M |" in text
+    assert "**FAIL**" in text
+
+
+def test_without_github_step_summary_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("check", "lenet5", "--max-params", "1M").exit_code == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- budget files ----------------------------------------------------------------------------
+
+BUDGET = """\
+[[models]]
+name = "resnet50"
+input = "3x224x224"
+max-params = "30M"
+max-macs = "5G"
+
+[[models]]
+name = "mobilenet_v2"
+batch = 2
+max-params = "4M"
+max-activation = "200MiB"
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_check_without_a_model_checks_every_model_of_archprof_toml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "archprof.toml", BUDGET)
+    junit = tmp_path / "out.xml"
+    result = invoke("check", "--junit", str(junit))
+    assert result.exit_code == 0, result.output
+    assert "resnet50" in result.output and "mobilenet_v2" in result.output and "2x3x224x224" in result.output
+    assert len(ET.parse(junit).getroot().findall(".//testcase")) == 4
+
+
+def test_a_model_named_alone_takes_its_entries_from_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "archprof.toml", BUDGET)
+    result = invoke("check", "mobilenet_v2")
+    assert result.exit_code == 0
+    assert "mobilenet_v2" in result.output and "resnet50" not in result.output
+    assert invoke("check", "mobilenet_v2", "--batch", "64").exit_code == 1  # the command line overrides the file
+    result = invoke("check", "vgg16")
+    assert result.exit_code == 2 and "no entry for 'vgg16'" in one_error_line(result)
+
+
+def test_pyproject_tool_archprof_and_config_option(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pyproject = write(
+        tmp_path / "pyproject.toml",
+        """\
+        [project]
+        name = "mine"
+
+        [[tool.archprof.models]]
+        name = "resnet50"
+        max-params = "20M"
+        """,
+    )
+    result = invoke("check")
+    assert result.exit_code == 1, result.output
+    assert "resnet50" in result.output
+    write(tmp_path / "archprof.toml", BUDGET)  # archprof.toml wins over pyproject.toml
+    assert invoke("check").exit_code == 0
+    assert invoke("check", "--config", str(pyproject)).exit_code == 1
+    assert invoke("check", "resnet50", "--max-params", "1M", "--config", str(pyproject)).exit_code == 2
+
+
+def test_the_example_budget_file_passes():
+    result = invoke("check", "--config", str(EXAMPLES / "archprof.toml"))
+    assert result.exit_code == 0, result.output
+    assert "my_models:small_cnn" in result.output
+
+
+def test_a_factory_spec_loads_from_the_budget_files_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    write(
+        tmp_path / "models" / "budget_nets.py",
+        """\
+        import torch
+
+        def tiny():
+            return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+
+        def broken():
+            raise RuntimeError("no weights here")
+
+        NOT_A_FACTORY = 3
+        """,
+    )
+    write(
+        tmp_path / "models" / "archprof.toml",
+        """\
+        [[models]]
+        name = "budget_nets:tiny"
+        input = "3x16x16"
+        max-params = 224
+        max-macs = "1K"
+        """,
+    )
+    result = invoke("check", "--config", "models/archprof.toml")
+    assert result.exit_code == 1, result.output  # 224 parameters fit; 8*14*14*27 = 42,336 MACs do not
+    assert "budget_nets:tiny" in result.output
+    cases = [
+        ('name = "budget_nets:broken"\ninput = "3x16x16"', "model factory 'budget_nets:broken' failed"),
+        ('name = "budget_nets:NOT_A_FACTORY"\ninput = "3x16x16"', "not a factory"),
+        ('name = "budget_nets:missing"\ninput = "3x16x16"', "has no 'missing'"),
+        ('name = "budget_nets:tiny"', "no default input"),
+    ]
+    for entry, message in cases:
+        write(tmp_path / "models" / "archprof.toml", f'[[models]]\n{entry}\nmax-params = "1M"\n')
+        result = invoke("check", "--config", "models/archprof.toml")
+        assert result.exit_code == 2, entry
+        error = one_error_line(result)
+        assert message in error and "archprof.toml, line 2" in error, error
+
+
+@pytest.mark.parametrize(
+    ("text", "messages"),
+    [
+        (BUDGET.replace('max-macs = "5G"', 'max-mac = "5G"'), ["line 5", "unknown key 'max-mac'", "max-macs"]),
+        (BUDGET.replace('max-activation = "200MiB"', 'max-activation = "200QB"'), ["line 11", "max-activation"]),
+        (BUDGET.replace('max-params = "4M"', 'max-params = "-4M"'), ["line 10", "max-params", "-4M"]),
+        (BUDGET.replace('max-macs = "5G"', "max-macs = 5G"), ["not valid TOML", "line 5"]),
+        (BUDGET.replace("batch = 2", "batch = 0"), ["line 9", "batch"]),
+        (BUDGET.replace('input = "3x224x224"', 'input = "3x224"'), ["line 2", "input 3x224 has 2 dimensions"]),
+        (BUDGET.replace('input = "3x224x224"', 'input = "3x0x224"'), ["line 3", "input"]),
+        (BUDGET.replace('name = "mobilenet_v2"', 'name = "mobilenet_v3"'), ["line 8", "unknown model 'mobilenet_v3'"]),
+        (BUDGET.replace('name = "mobilenet_v2"\n', ""), ["line 7", "no 'name'"]),
+        ('[[models]]\nname = "resnet50"\n', ["line 1", "sets no limit"]),
+        ('max-params = "30M"\n', ["line 1", "unknown key 'max-params'"]),
+        ("", ["no models to check"]),
+        ('[[models]]\nname = "resnet50"\ndtype = "float64"\nmax-params = "1M"\n', ["line 3", "dtype"]),
+    ],
+)
+def test_a_malformed_budget_file_names_the_line_and_key(tmp_path, monkeypatch, text, messages):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "archprof.toml").write_text(text)
+    result = invoke("check")
+    assert result.exit_code == 2, result.output
+    error = one_error_line(result)
+    assert "archprof.toml" in error
+    for message in messages:
+        assert message in error, (message, error)
+
+
+def test_a_pyproject_without_tool_archprof_is_an_error(tmp_path):
+    path = write(tmp_path / "pyproject.toml", '[project]\nname = "x"\n')
+    with pytest.raises(ArchprofError, match=r"no \[tool.archprof\] table"):
+        load_budget_file(path)
+    with pytest.raises(ArchprofError, match="does not exist"):
+        load_budget_file(tmp_path / "missing.toml")
+
+
+def test_underscored_keys_and_array_inputs_are_accepted(tmp_path):
+    path = write(
+        tmp_path / "archprof.toml",
+        '[[models]]\nname = "lenet5"\ninput = [1, 32, 32]\nmax_params = 100_000\nmax_peak_memory = "1MiB"\n',
+    )
+    (entry,) = load_budget_file(path)
+    assert entry.input_size == (1, 32, 32)
+    assert [(limit.key, limit.threshold) for limit in entry.limits] == [
+        ("max-params", 100_000),
+        ("max-peak-memory", 2**20),
+    ]

@@ -1,0 +1,197 @@
+"""archprof.compare(): one typed DataFrame row per model, ratios against the first; the
+`compare` command; the example script."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import archprof
+from archprof.cli import app
+from archprof.compare import MetricUnavailable, final_receptive_field, sort_comparison
+from archprof.errors import ArchprofError
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ["vgg16", "resnet50", "mobilenet_v2", "densenet121"]
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return archprof.compare(MODELS)
+
+
+@pytest.fixture(scope="module")
+def reports():
+    return {name: archprof.analyze(name) for name in MODELS}
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def test_one_typed_row_per_model(frame, reports):
+    assert list(frame["model"]) == MODELS
+    for column in ("param_count", "param_bytes", "macs", "flops", "elementwise_flops", "activation_bytes"):
+        assert frame[column].dtype == "int64", column
+        assert list(frame[column]) == [getattr(reports[m].totals, column) for m in MODELS]
+    assert frame["model"].dtype == "string" and frame["input_shape"].dtype == "string"
+    assert list(frame["input_shape"]) == ["1x3x224x224"] * 4
+    assert frame["param_ratio"].dtype == "float64" and frame["macs_ratio"].dtype == "float64"
+    assert frame.loc[frame["model"] == "vgg16", "param_count"].item() == 138_357_544
+
+
+def test_ratios_are_against_the_first_model(frame, reports):
+    vgg = reports["vgg16"].totals
+    for name in MODELS:
+        row = frame.set_index("model").loc[name]
+        assert row["param_ratio"] == pytest.approx(reports[name].totals.param_count / vgg.param_count, rel=1e-12)
+        assert row["macs_ratio"] == pytest.approx(reports[name].totals.macs / vgg.macs, rel=1e-12)
+    assert frame["param_ratio"].iloc[0] == 1.0
+    assert frame.attrs["baseline"] == "vgg16"
+
+
+def test_memory_and_receptive_field_columns_when_their_passes_exist(frame, reports):
+    if hasattr(reports["vgg16"].totals, "peak_memory_bytes"):
+        assert frame["peak_memory_bytes"].dtype == "int64"
+        assert list(frame["peak_memory_bytes"]) == [reports[m].totals.peak_memory_bytes for m in MODELS]
+    if "receptive_field" in reports["vgg16"].columns:
+        assert frame["receptive_field"].dtype == "Int64"
+        # VGG-16's last conv block: 212 pixels (the classic figure), read from its last spatial row.
+        assert frame["receptive_field"].iloc[0] == 212
+        assert final_receptive_field(reports["resnet50"]) == 427
+
+
+def test_the_dataframe_is_ready_for_pandas(frame):
+    indexed = frame.set_index("model")
+    assert indexed["macs"].idxmin() == "mobilenet_v2"
+    merged = frame.merge(pd.DataFrame({"model": ["resnet50"], "top1": [76.1]}), on="model")
+    assert merged["param_count"].item() == 25_557_032
+    assert frame.groupby("input_shape")["param_count"].sum().item() == frame["param_count"].sum()
+
+
+def test_sorting_keeps_the_baseline(frame):
+    ordered = sort_comparison(frame, "macs")
+    assert list(ordered["model"]) == ["mobilenet_v2", "densenet121", "resnet50", "vgg16"]
+    assert ordered.attrs["baseline"] == "vgg16"
+    assert ordered.set_index("model").loc["vgg16", "macs_ratio"] == 1.0
+    with pytest.raises(ArchprofError, match="cannot sort by 'speed'"):
+        sort_comparison(frame, "speed")
+
+
+def test_models_of_your_own_and_factory_specs(monkeypatch):
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    frame = archprof.compare([model, "my_models:small_cnn"], input_size=(3, 64, 64), batch=2)
+    assert list(frame["param_count"]) == [224, 24_458]
+    assert frame["model"].iloc[1] == "my_models:small_cnn"
+    assert frame["input_shape"].iloc[0] == "2x3x64x64"
+    with pytest.raises(ArchprofError, match="at least one model"):
+        archprof.compare([])
+
+
+def test_profile_adds_a_measured_cpu_latency():
+    frame = archprof.compare(["lenet5", "edge_conv"], profile=True, runs=2)
+    assert frame["latency_ms"].dtype == "float64"
+    assert (frame["latency_ms"] > 0).all()
+
+
+def test_archprof_compare_is_the_function_before_and_after_importing_the_module():
+    import archprof.compare as module
+
+    assert callable(archprof.compare) and callable(module)
+    assert archprof.compare(["lenet5"])["param_count"].item() == 61_706
+    from archprof import compare
+
+    assert compare(["lenet5"])["macs"].item() == 416_520
+
+
+def test_a_model_without_a_spatial_field():
+    report = archprof.analyze("edge_fc")
+    with pytest.raises(MetricUnavailable, match="no layer with a spatial receptive field"):
+        final_receptive_field(report)
+    assert pd.isna(archprof.compare(["edge_fc", "lenet5"])["receptive_field"].iloc[0])
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def test_compare_command_table():
+    result = invoke("compare", *MODELS, "--sort", "macs")
+    assert result.exit_code == 0, result.output
+    for text in ("ratios against vgg16", "138.36 M", "25.56 M", "0.18x", "1.00x", "15.47 G"):
+        assert text in result.output
+    lines = [line for line in result.output.splitlines() if line.strip().split(" ")[0] in MODELS]
+    assert [line.split()[0] for line in lines] == ["mobilenet_v2", "densenet121", "resnet50", "vgg16"]
+
+
+def test_a_narrow_terminal_leaves_columns_out_but_never_cuts_numbers():
+    result = runner.invoke(app, ["compare", *MODELS], env={"COLUMNS": "60"})
+    assert result.exit_code == 0
+    assert "…" not in result.output and "138.36 M" in result.output
+
+
+def test_compare_command_csv_json_markdown(tmp_path, reports):
+    rows = list(csv.DictReader(io.StringIO(invoke("compare", "vgg16", "resnet50", "-f", "csv").stdout)))
+    assert [r["model"] for r in rows] == ["vgg16", "resnet50"]
+    assert int(rows[1]["macs"]) == reports["resnet50"].totals.macs
+    assert float(rows[1]["param_ratio"]) == pytest.approx(25_557_032 / 138_357_544)
+    document = json.loads(invoke("compare", "vgg16", "resnet50", "--sort", "params", "-f", "json").stdout)
+    assert document["baseline"] == "vgg16"
+    assert [m["model"] for m in document["models"]] == ["resnet50", "vgg16"]
+    assert document["models"][0]["param_count"] == 25_557_032
+    target = tmp_path / "comparison.md"
+    result = invoke("compare", "vgg16", "resnet50", "--output", str(target))
+    assert result.exit_code == 0
+    text = target.read_text()
+    assert "| Model |" in text and "| resnet50 |" in text and "Ratios are against `vgg16`" in text
+
+
+def test_compare_command_input_and_batch():
+    rows = list(
+        csv.DictReader(io.StringIO(invoke("compare", "resnet18", "-i", "3x112x112", "-b", "4", "-f", "csv").stdout))
+    )
+    assert rows[0]["input_shape"] == "4x3x112x112"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("compare", "vgg16", "resnet5"), "unknown model 'resnet5'"),
+        (("compare", "vgg16", "--sort", "speed"), "cannot sort by 'speed'"),
+        (("compare", "vgg16", "--sort", "latency"), "not in this comparison"),
+        (("compare", "vgg16", "--input", "3x224"), "dimensions"),
+        (("compare", "vgg16", "--output", "out.xyz"), "suffix"),
+    ],
+)
+def test_compare_bad_input_exits_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_example_script_runs(tmp_path):
+    chart = tmp_path / "chart.png"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "compare_architectures.py"), str(chart)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "mobilenet_v2" in completed.stdout and "vgg16" in completed.stdout
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "chart skipped" in completed.stdout
+    else:
+        assert chart.stat().st_size > 0

@@ -1,0 +1,138 @@
+"""archprof diff: per-layer changes matched by layer and call, and total changes."""
+
+import csv
+import io
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import archprof
+from archprof.cli import app
+from archprof.diff import diff, read_csv_report
+
+runner = CliRunner()
+TOTALS = ("param_count", "macs", "flops", "activation_bytes")
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def resnets():
+    return archprof.analyze("resnet18"), archprof.analyze("resnet34")
+
+
+def test_totals_are_the_difference_of_the_analyses(resnets):
+    old, new = resnets
+    result = diff("resnet18", "resnet34")
+    for total in result.totals:
+        assert total.old == getattr(old.totals, total.metric)
+        assert total.new == getattr(new.totals, total.metric)
+        assert total.change == getattr(new.totals, total.metric) - getattr(old.totals, total.metric)
+        assert total.percent == pytest.approx(100 * total.change / total.old)
+    assert [t.metric for t in result.totals] == list(TOTALS)
+
+
+def test_layers_are_matched_by_layer_and_call(resnets):
+    old, new = resnets
+    result = diff(old, new)
+    old_keys = set(zip(old.columns["layer"], old.columns["call"], strict=True))
+    new_keys = set(zip(new.columns["layer"], new.columns["call"], strict=True))
+    added = {(c.layer, c.call) for c in result.layers if c.status == "added"}
+    removed = {(c.layer, c.call) for c in result.layers if c.status == "removed"}
+    assert added == new_keys - old_keys and not removed
+    assert ("layer1.2.conv1", 0) in added and ("layer1.2.relu", 1) in added
+    # Shared layers are identical but for the final fc (same shape) - nothing else changed.
+    changed = [c for c in result.layers if c.status == "changed"]
+    assert changed == []
+    assert result.unchanged == len(old_keys)
+    # Per-layer deltas add up to the total change.
+    for metric in TOTALS:
+        total = next(t for t in result.totals if t.metric == metric)
+        assert sum(c.delta(metric) for c in result.layers) == total.change
+    backwards = diff(new, old)
+    assert {(c.layer, c.call) for c in backwards.layers if c.status == "removed"} == added
+
+
+def test_changed_rows_from_a_different_input(tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert invoke("summary", "resnet18", "-f", "csv", "-o", str(first)).exit_code == 0
+    assert invoke("summary", "resnet18", "-f", "csv", "-i", "3x160x160", "-o", str(second)).exit_code == 0
+    result = diff(str(first), str(second))
+    assert result.old == "a" and result.new == "b"
+    conv1 = next(c for c in result.layers if c.layer == "conv1")
+    assert conv1.status == "changed"
+    assert conv1.old["output_shape"] == "1x64x112x112" and conv1.new["output_shape"] == "1x64x80x80"
+    assert conv1.delta("param_count") == 0 and conv1.delta("macs") < 0
+    assert next(t for t in result.totals if t.metric == "param_count").change == 0
+    same = diff(str(first), "resnet18")  # a CSV against a model spec
+    assert same.layers == [] and all(t.change == 0 for t in same.totals)
+
+
+def test_diff_command_on_models_and_csv(tmp_path, resnets):
+    result = invoke("diff", "resnet18", "resnet34")
+    assert result.exit_code == 0, result.output
+    for text in ("resnet18 → resnet34", "+10.11 M", "+86.47%", "layer1.2.conv1", "added"):
+        assert text in result.output
+    report = tmp_path / "r18.csv"
+    invoke("summary", "resnet18", "-f", "csv", "-o", str(report))
+    document = json.loads(invoke("diff", str(report), "resnet34", "-f", "json").stdout)
+    old, new = resnets
+    params = next(t for t in document["totals"] if t["metric"] == "param_count")
+    assert params["change"] == new.totals.param_count - old.totals.param_count == 10_108_160
+    rows = list(csv.DictReader(io.StringIO(invoke("diff", "resnet18", "resnet34", "-f", "csv").stdout)))
+    assert {r["status"] for r in rows} == {"added"}
+    assert sum(int(r["macs_change"]) for r in rows) == new.totals.macs - old.totals.macs
+    markdown = invoke("diff", "resnet18", "resnet34", "-f", "markdown").stdout
+    assert "| Parameters | 11.69 M | 21.80 M | +10.11 M | +86.47% |" in markdown
+
+
+def test_diff_command_with_input_and_output(tmp_path):
+    target = tmp_path / "diff.json"
+    result = invoke("diff", "lenet5", "lenet5", "--batch", "2", "--output", str(target))
+    assert result.exit_code == 0
+    assert json.loads(target.read_text())["unchanged_layers"] == 12
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a,b\n1,2\n", "not an archprof CSV report"),
+        (None, "does not exist"),
+        ("BAD", "line 3: macs is 'many', not a whole number"),
+    ],
+)
+def test_bad_reports_exit_2(tmp_path, content, message):
+    good = tmp_path / "good.csv"
+    invoke("summary", "lenet5", "-f", "csv", "-o", str(good))
+    bad = tmp_path / "bad.csv"
+    if content == "BAD":
+        lines = good.read_text().splitlines()
+        header = lines[0].split(",")
+        cells = next(csv.reader([lines[2]]))
+        cells[header.index("macs")] = "many"
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(cells)
+        lines[2] = buffer.getvalue().rstrip("\n")
+        bad.write_text("\n".join(lines) + "\n")
+    elif content is not None:
+        bad.write_text(content)
+    result = invoke("diff", str(good), str(bad))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_an_unknown_model_exits_2():
+    result = invoke("diff", "resnet18", "resnet35")
+    assert result.exit_code == 2
+    assert "unknown model 'resnet35'" in result.output
+
+
+def test_read_csv_report_types(tmp_path):
+    path = tmp_path / "vgg.csv"
+    archprof.analyze("vgg16").to_csv(path)
+    side = read_csv_report(path)
+    assert side.total("param_count") == 138_357_544
+    assert all(isinstance(row["call"], int) for row in side.rows)

@@ -1,0 +1,738 @@
+"""Receptive fields: FORMULAS.md's worked examples, the built-in models against hand-derived
+values, and an empirical check on random (branching) networks built for real: back-propagate
+from one output unit and compare the input pixels with a non-zero gradient with the field."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import archprof
+
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+AVG_POOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def row(report, layer: str | None = None) -> dict:
+    """A report row by layer path (None: the last row)."""
+    rows = report.rows()
+    if layer is None:
+        return rows[-1]
+    matches = [r for r in rows if r["layer"] == layer]
+    assert matches, f"no row {layer!r}"
+    return matches[-1]
+
+
+def ints(cell: str) -> list[int]:
+    return [int(v) for v in cell.split("x")]
+
+
+def field_of(report, layer: str | None = None, unit: str = "first") -> list[tuple[int, int]]:
+    """[start, end] per spatial dimension of output unit 0 (or the last unit) of a row."""
+    r = row(report, layer)
+    sizes, starts = ints(r["receptive_field"]), ints(r["receptive_field_start"])
+    spans = [(start, start + size - 1) for start, size in zip(starts, sizes, strict=True)]
+    if unit == "first":
+        return spans
+    jumps = ints(r["effective_stride"])
+    out = ints(r["output_shape"])[2:]
+    return [(s + (n - 1) * j, e + (n - 1) * j) for (s, e), j, n in zip(spans, jumps, out, strict=True)]
+
+
+def clipped(spans, spatial) -> list[tuple[int, int]]:
+    return [(max(s, 0), min(e, n - 1)) for (s, e), n in zip(spans, spatial, strict=True)]
+
+
+def positive(module: nn.Module) -> nn.Module:
+    """float64, eval mode, every weight and bias in [0.1, 1]: a gradient is non-zero exactly
+    where some path of non-zero weights reaches (no cancellation, no ReLU cut-off)."""
+    module = module.double().eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(0.1, 1.0)
+    return module
+
+
+def gradient_box(module: nn.Module, input_size: tuple[int, ...], unit: str = "first") -> list[tuple[int, int]]:
+    """Bounding box, per spatial dimension, of the input pixels whose gradient from one output
+    unit (unit 0, or the last one) is non-zero."""
+    x = (torch.rand(1, *input_size, dtype=torch.float64) + 0.5).requires_grad_()
+    y = module(x)
+    index = tuple(0 if unit == "first" else size - 1 for size in y.shape[2:])
+    y[(0, slice(None), *index)].sum().backward()  # every channel of that unit
+    reached = x.grad[0].abs().sum(0) > 0  # over channels: (*spatial)
+    box = []
+    for axis in range(reached.dim()):
+        others = tuple(a for a in range(reached.dim()) if a != axis)
+        hit = reached.any(dim=others) if others else reached
+        where = torch.nonzero(hit).flatten()
+        assert len(where), "the unit reads no input pixel"
+        box.append((int(where.min()), int(where.max())))
+    return box
+
+
+def check_against_gradients(module: nn.Module, input_size: tuple[int, ...], units=("first", "last")):
+    module = positive(module)
+    report = archprof.analyze(module, input_size=input_size)
+    spatial = input_size[1:]
+    for unit in units:
+        expected = clipped(field_of(report, unit=unit), spatial)
+        assert gradient_box(module, input_size, unit) == expected, (unit, row(report))
+    return report
+
+
+# -- FORMULAS.md, verbatim -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 4, 5, 6])
+def test_stacked_3x3_convolutions_give_2L_plus_1(layers):
+    model = nn.Sequential(*(nn.Conv2d(2, 2, 3, padding=1) for _ in range(layers)))
+    report = archprof.analyze(model, input_size=(2, 32, 32))
+    size = 2 * layers + 1
+    assert row(report)["receptive_field"] == f"{size}x{size}"
+    assert row(report)["effective_stride"] == "1x1"
+    assert row(report)["receptive_field_start"] == f"{-layers}x{-layers}"  # centred on its unit
+
+
+def test_dilated_3x3_convolutions_1_2_4_give_3_7_15():
+    model = nn.Sequential(*(nn.Conv2d(1, 1, 3, padding=d, dilation=d) for d in (1, 2, 4)))
+    report = archprof.analyze(model, input_size=(1, 32, 32))
+    assert [row(report, str(i))["receptive_field"] for i in range(3)] == ["3x3", "7x7", "15x15"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 7), st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=6))
+def test_strided_formula_on_random_stacks(layers):
+    """r_L = 1 + sum_l (K_l - 1) prod_{i<l} S_i, K_l = D (K - 1) + 1; jump = prod S."""
+    model = nn.Sequential(*(nn.Conv1d(1, 1, k, stride=s, dilation=d) for k, s, d in layers))
+    size = 1 + sum(d * (k - 1) + 1 for k, _, d in layers) * math.prod(s for _, s, _ in layers)  # big enough
+    report = archprof.analyze(model, input_size=(1, size))
+    r, jump = 1, 1
+    for index, (k, s, d) in enumerate(layers):
+        r += (d * (k - 1) + 1 - 1) * jump
+        jump *= s
+        assert row(report, str(index))["receptive_field"] == str(r)
+        assert row(report, str(index))["effective_stride"] == str(jump)
+        assert row(report, str(index))["receptive_field_start"] == "0"  # no padding
+
+
+# -- per dimension, 1-D and 3-D, ceil_mode ---------------------------------------------------
+
+
+def test_rectangular_kernels_are_tracked_per_dimension():
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, (1, 5), stride=(2, 1), padding=(0, 2)),
+        nn.Conv2d(2, 2, (3, 1), padding=(1, 0)),
+        nn.AvgPool2d((2, 3), stride=(2, 3)),
+    )
+    report = check_against_gradients(model, (1, 17, 19))
+    # H: 1 (J 2) -> 1 + 2*2 = 5 -> 5 + 1*2 = 7 (J 4); W: 5 -> 5 -> 5 + 2*1 = 7 (J 3)
+    assert row(report, "0")["receptive_field"] == "1x5"
+    assert row(report, "1")["receptive_field"] == "5x5"
+    assert row(report, "2")["receptive_field"] == "7x7"
+    assert row(report, "2")["effective_stride"] == "4x3"
+    assert row(report, "2")["receptive_field_start"] == "-2x-2"
+
+
+def test_1d_and_3d_networks():
+    one = nn.Sequential(nn.Conv1d(2, 2, 5, stride=2, padding=2), nn.AvgPool1d(3, 2), nn.Conv1d(2, 2, 3, dilation=2))
+    report = check_against_gradients(one, (2, 41))
+    # 5 (J 2) -> 5 + 2*2 = 9 (J 4) -> 9 + 4*4 = 25
+    assert [row(report, str(i))["receptive_field"] for i in range(3)] == ["5", "9", "25"]
+    assert row(report)["effective_stride"] == "4"
+
+    three = nn.Sequential(nn.Conv3d(1, 2, (3, 1, 5), padding=(1, 0, 2)), nn.AvgPool3d(2), nn.Conv3d(2, 1, 3))
+    report = check_against_gradients(three, (1, 12, 11, 14))
+    # D: 3 -> 4 -> 4 + 2*2 = 8; H: 1 -> 2 -> 6; W: 5 -> 6 -> 10
+    assert row(report)["receptive_field"] == "8x6x10"
+    assert row(report)["effective_stride"] == "2x2x2"
+    assert row(report)["receptive_field_start"] == "-1x0x-2"
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(3, 2, padding=1, ceil_mode=True)])
+def test_ceil_mode_adds_units_not_field(pool):
+    floor = type(pool)(**{**_pool_kwargs(pool), "ceil_mode": False})
+    model = nn.Sequential(nn.Conv2d(1, 1, 3), pool)
+    ceil_report = archprof.analyze(model, input_size=(1, 16, 16))
+    floor_report = archprof.analyze(nn.Sequential(nn.Conv2d(1, 1, 3), floor), input_size=(1, 16, 16))
+    assert row(ceil_report)["output_shape"] != row(floor_report)["output_shape"]
+    for column in ("receptive_field", "effective_stride", "receptive_field_start"):
+        assert row(ceil_report)[column] == row(floor_report)[column]
+    assert row(ceil_report)["receptive_field"] == "5x5"  # 3 + (3 - 1) * 1
+    if isinstance(pool, nn.AvgPool2d):  # the extra last unit's window is partly outside: clipped
+        check_against_gradients(model, (1, 16, 16))
+
+
+def _pool_kwargs(pool):
+    return {name: getattr(pool, name) for name in ("kernel_size", "stride", "padding", "ceil_mode")}
+
+
+# -- branches --------------------------------------------------------------------------------
+
+
+class Inception(nn.Module):
+    """Four paths of different kernels, concatenated along channels (GoogLeNet's block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.b1 = nn.Conv2d(2, 1, 1)
+        self.b2 = nn.Sequential(nn.Conv2d(2, 1, 1), nn.Conv2d(1, 1, 3, padding=1))
+        self.b3 = nn.Sequential(nn.Conv2d(2, 1, 1), nn.Conv2d(1, 1, 5, padding=2))
+        self.b4 = nn.Sequential(nn.AvgPool2d(3, 1, padding=1), nn.Conv2d(2, 1, 1))
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+
+
+class Residual(nn.Module):
+    """A strided residual block with a 1x1 strided shortcut (ResNet's downsampling block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 2, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(2, 2, 3, padding=1)
+        self.down = nn.Conv2d(2, 2, 1, stride=2)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x)) + self.down(x)
+
+
+def test_a_concatenation_of_paths_takes_the_widest():
+    report = check_against_gradients(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Inception()), (2, 15, 15))
+    assert row(report)["receptive_field"] == "7x7"  # 3 then the 5x5 path
+    assert row(report)["receptive_field_start"] == "-3x-3"
+
+
+def test_a_residual_sum_takes_the_union_per_dimension():
+    report = check_against_gradients(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Residual()), (2, 17, 17))
+    # main path: 3 -> 3 + 2 = 5 (J 2) -> 5 + 2*2 = 9, start -1 -1 -2 = -4; shortcut: 3, start -1
+    assert row(report)["receptive_field"] == "9x9"
+    assert row(report)["receptive_field_start"] == "-4x-4"
+    assert row(report)["effective_stride"] == "2x2"
+
+
+# -- the empirical check on random networks --------------------------------------------------
+
+
+class Branches(nn.Module):
+    def __init__(self, paths, merge):
+        super().__init__()
+        self.paths = nn.ModuleList(paths)
+        self.merge = merge
+
+    def forward(self, x):
+        outs = [path(x) for path in self.paths]
+        if self.merge == "cat":
+            return torch.cat(outs, 1)
+        total = outs[0]
+        for out in outs[1:]:
+            total = total + out
+        return total
+
+
+class Track:
+    """Per dimension: feature-map size, field size and jump, used only to keep the random
+    networks free of holes (a field with gaps has a bounding box a gradient cannot confirm
+    at the image border) and free of units that read nothing but padding."""
+
+    def __init__(self, sizes):
+        self.n = list(sizes)
+        self.size = [1] * len(sizes)
+        self.jump = [1] * len(sizes)
+
+    def copy(self):
+        other = Track(self.n)
+        other.size, other.jump = list(self.size), list(self.jump)
+        return other
+
+    def fits(self, k, s, p, d) -> bool:
+        # contiguous union of the taps' fields; the last unit reaches the last input unit
+        # (exact division, P a multiple of D); unit 0's last tap is a real unit.
+        return all(
+            (kk == 1 or dd * j <= size)
+            and pp <= dd * (kk - 1)
+            and pp % dd == 0
+            and n + 2 * pp - dd * (kk - 1) - 1 >= 0
+            and (n + 2 * pp - dd * (kk - 1) - 1) % ss == 0
+            for kk, ss, pp, dd, n, size, j in zip(k, s, p, d, self.n, self.size, self.jump, strict=True)
+        )
+
+    def apply(self, k, s, p, d):
+        for i, (kk, ss, pp, dd) in enumerate(zip(k, s, p, d, strict=True)):
+            self.n[i] = (self.n[i] + 2 * pp - dd * (kk - 1) - 1) // ss + 1
+            self.size[i] += dd * (kk - 1) * self.jump[i]
+            self.jump[i] *= ss
+
+
+@st.composite
+def layer_params(draw, track: Track, same: bool = False):
+    nd = len(track.n)
+    for _ in range(20):
+        k = [draw(st.sampled_from([1, 3, 5]) if same else st.integers(1, 5)) for _ in range(nd)]
+        d = [draw(st.integers(1, 3)) if kk > 1 else 1 for kk in k]
+        s = [draw(st.integers(1, 2)) for _ in range(nd)]
+        if same:
+            p = [dd * (kk - 1) // 2 for kk, dd in zip(k, d, strict=True)]
+        else:
+            p = [dd * draw(st.integers(0, kk - 1)) for kk, dd in zip(k, d, strict=True)]
+        if track.fits(k, s, p, d):
+            return k, s, p, d
+    return [1] * nd, [1] * nd, [0] * nd, [1] * nd
+
+
+@st.composite
+def networks(draw):
+    nd = draw(st.sampled_from([1, 2, 2, 2, 3]))
+    sizes = [draw(st.integers(9, 24 if nd < 3 else 10)) for _ in range(nd)]
+    track = Track(sizes)
+    layers, channels = [], 2
+    for _ in range(draw(st.integers(1, 4 if nd < 3 else 2))):
+        kind = draw(st.sampled_from(["conv", "pool", "branches", "norm"]))
+        if kind == "norm":
+            layers.append({1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[nd](channels))
+            continue
+        if kind == "branches":
+            # Every path maps n -> (n - 1) / S + 1 ("same" padding, one stride S): sizes match.
+            stride = draw(st.integers(1, 2))
+            if any((n - 1) % stride for n in track.n):
+                stride = 1
+            paths, tracks, out_channels = [], [], []
+            for _ in range(draw(st.integers(2, 3))):
+                branch = track.copy()
+                modules, out = [], channels
+                for position in range(draw(st.integers(1, 2))):
+                    k, _, p, d = draw(layer_params(branch, same=True))
+                    s = [stride if position == 0 else 1] * nd
+                    if not branch.fits(k, s, p, d):
+                        k, p, d = [1] * nd, [0] * nd, [1] * nd
+                        if not branch.fits(k, s, p, d):
+                            s = [1] * nd  # cannot stride here: keep sizes equal with a no-op
+                            k = [1] * nd
+                    branch.apply(k, s, p, d)
+                    modules.append(CONV[nd](out, out := draw(st.integers(1, 2)), k, s, p, d))
+                paths.append(nn.Sequential(*modules))
+                tracks.append(branch)
+                out_channels.append(out)
+            if len({tuple(t.n) for t in tracks}) > 1:
+                continue  # a path could not take the stride: skip the block
+            merge = draw(st.sampled_from(["add", "cat"]))
+            if merge == "add":
+                paths = [nn.Sequential(*path, CONV[nd](c, 2, 1)) for path, c in zip(paths, out_channels, strict=True)]
+                channels = 2
+            else:
+                channels = sum(out_channels)
+            layers.append(Branches(paths, merge))
+            track.n = tracks[0].n
+            track.size = [max(t.size[i] for t in tracks) for i in range(nd)]  # a lower bound of the union
+            track.jump = tracks[0].jump
+            continue
+        if kind == "pool":
+            k = [draw(st.integers(1, 3)) for _ in range(nd)]
+            s = [draw(st.integers(1, kk)) for kk in k]
+            p = [draw(st.integers(0, kk // 2)) for kk in k]
+            d = [1] * nd
+            if not track.fits(k, s, p, d):
+                continue
+            layers.append(AVG_POOL[nd](k, s, p))
+        else:
+            k, s, p, d = draw(layer_params(track))
+            out = draw(st.integers(1, 3))
+            layers.append(CONV[nd](channels, out, k, s, p, d))
+            channels = out
+        track.apply(k, s, p, d)
+    layers.append(CONV[nd](channels, 2, 1))  # the output: two channels whatever came before
+    return nn.Sequential(*layers), (2, *sizes)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(networks())
+def test_fields_match_the_gradients_of_random_networks(case):
+    model, input_size = case
+    model = positive(model)
+    report = archprof.analyze(model, input_size=input_size)
+    for unit in ("first", "last"):
+        expected = clipped(field_of(report, unit=unit), input_size[1:])
+        box = gradient_box(model, input_size, unit)
+        if dilated(model) and reads_padding_inside(model, input_size, unit):
+            # A dilated kernel can step over a map's border unit onto padding: the image's
+            # border pixel is then inside the field (padding counted) but reached by no path.
+            # The field still contains what the gradient reaches, and its near end is exact.
+            near = 0 if unit == "first" else 1
+            assert all(b[near] == e[near] and e[0] <= b[0] <= b[1] <= e[1] for b, e in zip(box, expected, strict=True))
+        else:
+            assert box == expected, (unit, row(report))
+
+
+def dilated(model: nn.Module) -> bool:
+    return any(max(getattr(m, "dilation", (1,))) > 1 for m in model.modules())
+
+
+def reads_padding_inside(model: nn.Module, input_size, unit: str) -> bool:
+    """Whether the units that output unit 0 reads, layer by layer back to the input, include
+    padding past a map's far end (the near end for the last unit). Walks the modules back."""
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+
+    def record(module, args, output):
+        shapes[module] = args[0].shape[2:]  # returns None: the output stays as it is
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()]
+    with torch.no_grad():
+        final = model(torch.zeros(1, *input_size, dtype=torch.float64)).shape[2:]
+    for hook in hooks:
+        hook.remove()
+    found = False
+
+    def back(module, spans):
+        nonlocal found
+        if isinstance(module, nn.Sequential):
+            for child in reversed(module):
+                spans = back(child, spans)
+            return spans
+        if isinstance(module, Branches):
+            each = [back(path, spans) for path in module.paths]
+            return [(min(s[i][0] for s in each), max(s[i][1] for s in each)) for i in range(len(spans))]
+        if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+            return spans
+        nd = len(spans)
+        k, s, p = (_tuple(getattr(module, a), nd) for a in ("kernel_size", "stride", "padding"))
+        d = _tuple(getattr(module, "dilation", 1), nd)
+        windows = zip(spans, k, s, p, d, strict=True)
+        spans = [(lo * ss - pp, hi * ss - pp + dd * (kk - 1)) for (lo, hi), kk, ss, pp, dd in windows]
+        for (lo, hi), n in zip(spans, shapes[module], strict=True):
+            found |= hi > n - 1 if unit == "first" else lo < 0
+        return spans
+
+    back(model, [(0, 0) if unit == "first" else (n - 1, n - 1) for n in final])
+    return found
+
+
+def _tuple(value, nd: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * nd
+
+
+# -- resampling and transposed convolution ---------------------------------------------------
+
+
+def test_transposed_convolution_with_stride_1_keeps_a_jump():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), CONV_T[2](2, 1, 3, padding=0), nn.Conv2d(1, 1, 3, padding=1))
+    report = check_against_gradients(model, (1, 17, 17))
+    assert row(report, "1")["effective_stride"] == "2x2"
+    # a stride-1 transposed conv of K 3, P 0 is a conv of padding 2: 3 -> 3 + 2*2 = 7, start 0 - 2*2
+    assert row(report, "1")["receptive_field"] == "7x7"
+    assert row(report, "1")["receptive_field_start"] == "-4x-4"
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(4, 2, 1), (3, 2, 1), (2, 2, 0), (5, 3, 2)])
+def test_transposed_convolution_with_stride_gives_unit_0_only(kernel, stride, padding):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), CONV_T[2](2, 1, kernel, stride, padding))
+    report = check_against_gradients(model, (1, 15, 15), units=("first",))
+    assert row(report)["effective_stride"] == "undefined"
+    assert "transposed" in row(report)["receptive_field_note"]
+    # A later 3x3 would need unit 1's field, which is not a shift of unit 0's: undefined.
+    after = nn.Sequential(*model, nn.Conv2d(1, 1, 3, padding=1).double())
+    later = archprof.analyze(after, input_size=(1, 15, 15))
+    assert row(later)["receptive_field"] == "undefined"
+    assert row(later)["covers_input"] is None
+    assert "effective stride is undefined" in row(later)["receptive_field_note"]
+
+
+class Resample(nn.Module):
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, stride=2)
+        self.kwargs = kwargs
+
+    def forward(self, x):
+        return F.interpolate(self.conv(x), **self.kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scale_factor": 2, "mode": "nearest"},
+        {"scale_factor": 3, "mode": "nearest-exact"},
+        {"size": (11, 17), "mode": "nearest"},
+        {"scale_factor": 2, "mode": "bilinear"},
+        {"scale_factor": 2, "mode": "bilinear", "align_corners": True},
+        {"size": (5, 4), "mode": "bilinear"},
+        {"size": (4, 3), "mode": "nearest-exact"},
+    ],
+)
+def test_upsampling_gives_unit_0_exactly(kwargs):
+    report = check_against_gradients(Resample(**kwargs), (1, 15, 15), units=("first",))
+    assert row(report)["receptive_field"] != "undefined"
+
+
+def test_whole_number_downsampling_keeps_a_jump():
+    report = check_against_gradients(Resample(scale_factor=0.5, mode="nearest"), (1, 17, 17))
+    assert row(report)["effective_stride"] == "4x4"
+    report = check_against_gradients(Resample(size=(2, 2), mode="bilinear"), (1, 17, 17))
+    assert row(report)["effective_stride"] == "8x8"
+
+
+class MixedStrides(nn.Module):
+    """A full-resolution path added to a pooled-then-upsampled one (a U-Net skip)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+
+    def forward(self, x):
+        return self.conv(x) + F.interpolate(self.pool(x), scale_factor=2)
+
+
+def test_paths_of_different_strides_merge_into_an_exact_unit_0():
+    report = check_against_gradients(MixedStrides(), (1, 16, 16), units=("first",))
+    assert row(report)["receptive_field"] == "3x3"
+    assert row(report)["receptive_field_start"] == "-1x-1"
+    assert row(report)["effective_stride"] == "undefined"
+
+
+# -- the whole input, and what is not a field ------------------------------------------------
+
+
+class Head(nn.Module):
+    def __init__(self, pool: str):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2)
+        self.fc = nn.Linear(4 if pool != "flatten" else 4 * 7 * 7, 3)
+        self.pool = pool
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.pool == "adaptive":
+            y = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1)
+        elif self.pool == "mean":
+            y = y.mean((2, 3))
+        else:
+            y = torch.flatten(y, 1)
+        return self.fc(y)
+
+
+@pytest.mark.parametrize("pool", ["adaptive", "mean", "flatten"])
+def test_global_pooling_flatten_and_linear_see_the_whole_input(pool):
+    report = archprof.analyze(Head(pool), input_size=(1, 15, 15))
+    assert row(report, "fc")["receptive_field"] == "input"
+    assert row(report, "fc")["covers_input"] is True
+    assert row(report, "fc")["effective_stride"] == row(report, "fc")["receptive_field_start"] == ""
+    assert row(report, "conv")["receptive_field"] == "3x3"
+    assert row(report, "conv")["covers_input"] is False
+
+
+class Unflattened(nn.Module):
+    """Flattens, then reads the tensor back as an image: never the whole input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.after = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x):
+        y = torch.flatten(self.conv(x), 1)
+        return self.after(y.view(1, 2, 13, 13))
+
+
+class Attention(nn.Module):
+    """Non-local / self-attention over the positions: every unit sees every position."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        y = self.conv(x).flatten(2)  # (N, C, HW)
+        weights = torch.softmax(y.transpose(1, 2) @ y, dim=-1)  # (N, HW, HW)
+        return (y @ weights).view(1, 2, 13, 13)
+
+
+def test_flatten_counts_as_the_whole_input_only_until_read_back_as_an_image():
+    assert row(archprof.analyze(Unflattened(), input_size=(1, 15, 15)))["receptive_field"] == "undefined"
+
+
+def test_attention_over_positions_sees_the_whole_input():
+    report = archprof.analyze(Attention(), input_size=(1, 15, 15))
+    assert row(report)["receptive_field"] == "input"
+
+
+class Unknown(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3)
+        self.op = op
+
+    def forward(self, x):
+        return self.op(self.conv(x))
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda y: F.pad(y, (1, 1, 1, 1), mode="reflect"),
+        lambda y: torch.cumsum(y, dim=3),
+        lambda y: F.interpolate(y, scale_factor=2, mode="bicubic"),
+        lambda y: y.transpose(2, 3),
+        lambda y: y[:, :, 2],
+    ],
+    ids=["reflection-pad", "cumsum", "bicubic", "swap-spatial", "select-row"],
+)
+def test_what_archprof_cannot_place_is_undefined_and_says_why(op):
+    r = row(archprof.analyze(Unknown(op), input_size=(1, 12, 12)))
+    assert r["receptive_field"] == r["effective_stride"] == r["receptive_field_start"] == "undefined"
+    assert r["covers_input"] is None
+    assert r["receptive_field_note"]
+
+
+def test_zero_padding_slicing_and_channel_ops_are_exact():
+    class Layout(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3)
+
+        def forward(self, x):
+            y = F.pad(self.conv(x), (2, 0, 1, 0))  # left 2 in W, top 1 in H
+            y = y[:, :, 1::2, 3:]  # every other row from row 1, from column 3
+            a, b = torch.chunk(y, 2, dim=1)
+            return torch.stack([a, b], 1).sum(1) * torch.sigmoid(y.mean(1, keepdim=True))
+
+    report = check_against_gradients(Layout(), (2, 15, 16))
+    # H: pad top 1, then from row 1 -> start 0, stride 2; W: pad left 2, then from column 3 -> start 1
+    assert row(report)["receptive_field"] == "3x3"
+    assert row(report)["receptive_field_start"] == "0x1"
+    assert row(report)["effective_stride"] == "2x1"
+
+
+def test_in_place_writes_through_a_view_are_not_guessed():
+    class Assemble(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            out = torch.zeros_like(x)
+            out[:, :, :4] = self.conv(x)[:, :, :4]
+            return out * 2
+
+    assert row(archprof.analyze(Assemble(), input_size=(1, 8, 8)))["receptive_field"] == "undefined"
+
+
+def test_rows_without_a_spatial_field_are_empty():
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3)
+            self.spare = nn.Linear(2, 2)  # never called: a row of parameters only
+
+        def forward(self, x):
+            return self.conv(x)
+
+    report = archprof.analyze(Unused(), input_size=(1, 8, 8))
+    spare = row(report, "spare")
+    assert spare["receptive_field"] == spare["effective_stride"] == spare["receptive_field_start"] == ""
+    assert spare["covers_input"] is False
+    flat = archprof.analyze(nn.Linear(6, 6), input_size=(6,))  # no spatial dimension at all
+    assert row(flat)["receptive_field"] == ""
+
+
+def test_covers_input_once_unit_0_spans_the_image():
+    model = nn.Sequential(*(nn.Conv2d(1, 1, 3, padding=1) for _ in range(5)))
+    report = archprof.analyze(model, input_size=(1, 6, 6))
+    # fields 3, 5, 7, 9, 11 starting at -1 .. -5: unit 0 reaches pixel 5 from the 5th conv on
+    assert [row(report, str(i))["covers_input"] for i in range(5)] == [False, False, False, False, True]
+    assert report.layers["covers_input"].dtype == "boolean"
+
+
+# -- the built-in models -------------------------------------------------------------------
+#
+# By hand, r' = r + (K - 1) J, J' = J S, start' = start - P J (torchvision layouts):
+# VGG-16: five blocks of 3x3 convs (pad 1) each closed by a 2x2/2 max-pool:
+#   3, 5 | 6 (J 2) | 10, 14 | 16 (J 4) | 24, 32, 40 | 44 (J 8) | 60, 76, 92 | 100 (J 16)
+#   | 132, 164, 196 = conv5_3 | 212 = pool5 (J 32); start -1-1 -2-2 -4*3 -8*3 -16*3 = -90.
+#   Araujo et al.'s 212 for vgg_16 is this pool5 value; conv5_3 itself is 196.
+# AlexNet: conv1 11/4 pad 2: 11 (J 4) | pool 3/2: 19 (J 8) | conv2 5 pad 2: 51 | pool: 67 (J 16)
+#   | conv3-5 3x3: 99, 131, 163 = conv5 | pool5: 195 (J 32); start -2 -2*8 -1*16*3 = -66.
+#   195 (Araujo et al.'s alexnet_v2) is pool5's; conv5 is 163.
+# ResNet-50 (stride on the 3x3 conv, torchvision): conv1 7/2: 7 | maxpool 3/2: 11 (J 4)
+#   | layer1 3 x (+2*4): 35 | layer2 +2*4 (J 8), 3 x (+2*8): 91 | layer3 +2*8 (J 16), 5 x (+2*16): 267
+#   | layer4 +2*16 (J 32), 2 x (+2*32): 427; start -3 -2 -3*4 -4 -3*8 -8 -5*16 -16 -2*32 = -213.
+#   (TF-slim's resnet_v1_50 strides its blocks' last unit instead, hence a larger field there.)
+# MobileNetV2: conv 3/2: 3 (J 2) | one 3x3 depthwise per block, strides 1,2,1,2,1,1,2,1,1,1,1,1,1,2,1,1,1:
+#   3+4=7 | +4 (J 4) 11, +8 19 | +8 (J 8) 27, +16*2 59 | +16 (J 16) 75, +32*3 171 | +32*3 267
+#   | +32 (J 32) 299, +64*2 427 | +64 491.
+
+
+@pytest.mark.parametrize(
+    "model,layer,field,stride,start",
+    [
+        ("vgg16", "features.28", 196, 16, -90),  # conv5_3
+        ("vgg16", "features.30", 212, 32, -90),  # pool5
+        ("alexnet", "features.10", 163, 16, -66),  # conv5
+        ("alexnet", "features.12", 195, 32, -66),  # pool5
+        ("resnet50", "layer4.2.conv3", 427, 32, -213),
+        ("resnet50", "layer4", None, None, None),
+        ("mobilenet_v2", "features.18.0", 491, 32, -245),
+    ],
+)
+def test_built_in_models_against_hand_derived_fields(model, layer, field, stride, start):
+    report = archprof.analyze(model)
+    if field is None:  # a rolled-up row takes its last row's field
+        rolled = report.rollup(1)
+        assert row(rolled, layer)["receptive_field"] == row(report, "layer4.2.relu")["receptive_field"] == "427x427"
+        return
+    r = row(report, layer)
+    assert r["receptive_field"] == f"{field}x{field}"
+    assert r["effective_stride"] == f"{stride}x{stride}"
+    assert r["receptive_field_start"] == f"{start}x{start}"
+
+
+def test_resnet18_layer4():
+    # layer1: 2 blocks x 2 3x3 convs at J 4: 11 + 4*8 = 43; layer2: 43 + 8 (J 8) + 3*16 = 99;
+    # layer3: 99 + 16 (J 16) + 3*32 = 211; layer4: 211 + 32 (J 32) + 3*64 = 435.
+    report = archprof.analyze("resnet18")
+    assert [row(report, f"layer{i}.1.conv2")["receptive_field"] for i in (1, 2, 3, 4)] == [
+        "43x43",
+        "99x99",
+        "211x211",
+        "435x435",
+    ]
+
+
+def test_every_built_in_model_has_a_defined_field_everywhere():
+    from archprof.zoo import MODELS
+
+    for name in MODELS:
+        report = archprof.analyze(name)
+        fields = report.columns["receptive_field"]
+        assert "undefined" not in fields, name
+        if len(report.columns["output_shape"][-1].split("x")) == 2:  # a classifier head
+            assert fields[-1] == "input", name
+
+
+def test_cli_rf_prints_the_table_and_where_the_field_covers_the_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from archprof.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["rf", "resnet18"], terminal_width=200)
+    assert done.exit_code == 0, done.output
+    assert "435x435" in done.output
+    assert "the field covers the whole 224x224 input from layer avgpool on" in done.output
+    done = runner.invoke(app, ["rf", "edge_conv", "-i", "1x32x32"])
+    assert done.exit_code == 0, done.output
+    assert "never covers the whole 32x32 input" in done.output
+    done = runner.invoke(app, ["rf", "lenet5", "-f", "csv"])
+    assert "receptive_field,effective_stride,receptive_field_start,covers_input" in done.output
+    done = runner.invoke(app, ["rf", "alexnet", "-o", str(tmp_path / "rf.txt")])
+    assert done.exit_code == 0 and "195x195" in (tmp_path / "rf.txt").read_text()
+    assert runner.invoke(app, ["rf", "no_such_model"]).exit_code == 2
