@@ -4,6 +4,7 @@ and the module call each one ran in. Passes read this and nothing else."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any, Literal
 
 import torch
@@ -11,8 +12,24 @@ import torch
 TensorKind = Literal["input", "parameter", "buffer", "activation", "constant"]
 
 
+class _Sized:
+    """numel and bytes of something with a `shape` and a `dtype`."""
+
+    __slots__ = ()
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
 @dataclass(frozen=True, slots=True)
-class TensorMeta:
+class TensorMeta(_Sized):
     """One tensor seen during the trace (no data: shape, dtype and identity only)."""
 
     id: int
@@ -21,17 +38,6 @@ class TensorMeta:
     storage: int  # views and in-place results share their base tensor's storage id
     kind: TensorKind
     name: str = ""  # qualified name for parameters and buffers
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for size in self.shape:
-            n *= size
-        return n
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,24 +72,13 @@ class OpNode:
 
 
 @dataclass(frozen=True, slots=True)
-class ParameterInfo:
+class ParameterInfo(_Sized):
     name: str
     module_path: str
     shape: tuple[int, ...]
     dtype: torch.dtype
     trainable: bool
     is_buffer: bool
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for size in self.shape:
-            n *= size
-        return n
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
 
 
 @dataclass(slots=True)
