@@ -669,6 +669,13 @@ def test_covers_input_once_unit_0_spans_the_image():
 # MobileNetV2: conv 3/2: 3 (J 2) | one 3x3 depthwise per block, strides 1,2,1,2,1,1,2,1,1,1,1,1,1,2,1,1,1:
 #   3+4=7 | +4 (J 4) 11, +8 19 | +8 (J 8) 27, +16*2 59 | +16 (J 16) 75, +32*3 171 | +32*3 267
 #   | +32 (J 32) 299, +64*2 427 | +64 491.
+# GoogLeNet (ceil-mode max-pools, padding 0): conv1 7/2: 7 (J 2), start -3 | pool 3/2: 11 (J 4)
+#   | conv3 3x3: 19, start -7 | pool 3/2: 27 (J 8) | 3a, 3b (widest path: one 3x3): 43, 59, start -23
+#   | pool 3/2: 75 (J 16) | 4a-4e: 75 + 5*32 = 235, start -103 | pool 2/2: 251 (J 32)
+#   | 5a, 5b: 379, start -103 - 2*32 = -167.
+# DenseNet-121: conv0 7/2: 7, start -3 | pool 3/2: 11 (J 4), start -5 | block1 6 x (+2*4): 59,
+#   start -29 | transition (1x1, avg 2/2): 63 (J 8) | block2 12 x 16: 255, start -125 | 263 (J 16)
+#   | block3 24 x 32: 1031, start -509 | 1047 (J 32) | block4 16 x 64: 2071, start -1021.
 
 
 @pytest.mark.parametrize(
@@ -681,6 +688,9 @@ def test_covers_input_once_unit_0_spans_the_image():
         ("resnet50", "layer4.2.conv3", 427, 32, -213),
         ("resnet50", "layer4", None, None, None),
         ("mobilenet_v2", "features.18.0", 491, 32, -245),
+        ("googlenet", "maxpool4", 251, 32, -103),
+        ("googlenet", "inception5b", 379, 32, -167),
+        ("densenet121", "features.norm5", 2071, 32, -1021),
     ],
 )
 def test_built_in_models_against_hand_derived_fields(model, layer, field, stride, start):

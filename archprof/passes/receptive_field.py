@@ -111,10 +111,14 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
         "covers_input": [],
         "receptive_field_note": [],
     }
+    written: dict[State, tuple] = {}  # rows often share one state (an activation after a conv)
     for group in groups:
         state = fields.get(group.outputs[0].id) if group.outputs else None
-        for name, value in zip(columns, _cells(state, spatial), strict=True):
-            columns[name].append(value)
+        cells = written.get(state)
+        if cells is None:
+            cells = written[state] = _cells(state, spatial)
+        for column, value in zip(columns.values(), cells, strict=True):
+            column.append(value)
     return columns
 
 
@@ -144,12 +148,11 @@ def tensor_fields(graph: Graph) -> tuple[dict[int, State], tuple[int, ...]]:
     spatial size of the network input the fields refer to."""
     first = graph.inputs[0].shape if graph.inputs else ()
     spatial = tuple(first[2:]) if len(first) >= 3 else ()
-    walk = _Walk(len(spatial))
     if not spatial:
         return {}, ()
+    walk = _Walk(len(spatial), graph)
     identity = Field(tuple(Span(0, 0, 1) for _ in spatial))
     for index, tensor in enumerate(graph.inputs):
-        walk.add(tensor)
         if tensor.shape[2:] == spatial and len(tensor.shape) == len(first):
             walk.fields[tensor.id] = identity
         elif len(tensor.shape) >= 3:
@@ -159,47 +162,71 @@ def tensor_fields(graph: Graph) -> tuple[dict[int, State], tuple[int, ...]]:
     return walk.fields, spatial
 
 
-class _Walk:
-    def __init__(self, nd: int) -> None:
-        self.nd = nd
-        self.fields: dict[int, State] = {}
-        self.members: dict[int, list[TensorMeta]] = {}  # storage -> tensors seen in it
+def _rule_for(name: str):
+    """The rule of an aten op name (in-place forms share their op's rule), memoised."""
+    try:
+        return _RULE_CACHE[name]
+    except KeyError:
+        short = name.removeprefix("aten.")
+        if short.endswith("_") and not short.endswith("__"):
+            short = short[:-1]
+        rule = _RULE_CACHE[name] = _RULES.get(short)
+        return rule
 
-    def add(self, tensor: TensorMeta) -> None:
-        self.members.setdefault(tensor.storage, []).append(tensor)
+
+class _Walk:
+    def __init__(self, nd: int, graph: Graph) -> None:
+        self.nd = nd
+        self.graph = graph
+        self.fields: dict[int, State] = {}
+        # storage -> tensors seen in it, built only when an in-place write needs it
+        self._members: dict[int, list[TensorMeta]] = {}
+        self._indexed = -1  # ops indexed so far (-1: not even the inputs)
 
     def state(self, value) -> State:
         return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
 
     def step(self, op: OpNode) -> None:
-        for tensor in op.outputs:
-            self.add(tensor)
-        if not op.outputs or all(self.fields.get(t.id) is None for t in op.inputs):
-            return  # computed from parameters and constants only: no field
-        name = op.op.removeprefix("aten.")
-        if name.endswith("_") and not name.endswith("__"):
-            name = name[:-1]  # in-place form: the same rule
-        rule = _RULES.get(name)
+        fields = self.fields
+        for tensor in op.inputs:
+            if fields.get(tensor.id) is not None:
+                break
+        else:
+            return  # computed from parameters and constants only (or nothing): no field
+        if not op.outputs:
+            return
+        rule = _rule_for(op.op)
         try:
             result = rule(self, op) if rule is not None else self.undefined(op, "archprof has no rule for it")
         except (IndexError, TypeError, ValueError, ZeroDivisionError):  # arguments in a form not foreseen
             result = self.undefined(op, "its arguments were not understood")
         results = result if isinstance(result, list) else [result] * len(op.outputs)
+        if len(results) != len(op.outputs):  # an overload with other outputs than foreseen
+            results = [self.undefined(op, "its outputs were not understood")] * len(op.outputs)
         for tensor, state in zip(op.outputs, results, strict=True):
             if state is not None:
                 self.fields[tensor.id] = state
         if op.writes_input and op.inputs:
-            self._written(op.inputs[0], op.outputs[0])
+            self._written(op, op.inputs[0], op.outputs[0])
 
-    def _written(self, before: TensorMeta, after: TensorMeta) -> None:
+    def _written(self, op: OpNode, before: TensorMeta, after: TensorMeta) -> None:
         """An in-place write changed what a storage holds: any other view of it now holds
         data archprof cannot place (it knows shapes, not offsets)."""
-        old, new = self.fields.get(before.id), self.fields.get(after.id)
-        if old == new:
+        if self.fields.get(before.id) == self.fields.get(after.id):
             return
-        for tensor in self.members.get(before.storage, ()):
+        members = self._members
+        if self._indexed < 0:
+            for tensor in self.graph.inputs:
+                members.setdefault(tensor.storage, []).append(tensor)
+            self._indexed = 0
+        for earlier in self.graph.ops[self._indexed : op.index]:
+            for tensor in (*earlier.inputs, *earlier.outputs):
+                members.setdefault(tensor.storage, []).append(tensor)
+        self._indexed = max(self._indexed, op.index)
+        undefined = Undefined("written in place through another view of its storage")
+        for tensor in members.get(before.storage, ()):
             if tensor.id not in (before.id, after.id):
-                self.fields[tensor.id] = Undefined("written in place through another view of its storage")
+                self.fields[tensor.id] = undefined
 
     def undefined(self, op: OpNode, why: str) -> Undefined:
         where = op.module.path if op.module is not None and op.module.path else "(model)"
@@ -292,6 +319,7 @@ class _Walk:
 # -- rules, one per operator ---------------------------------------------------------------
 
 _RULES: dict[str, Callable[[_Walk, OpNode], State | list[State]]] = {}
+_RULE_CACHE: dict[str, Callable[[_Walk, OpNode], State | list[State]] | None] = {}
 
 
 def _rule(*names: str):
