@@ -13,17 +13,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["ArchprofError", "Report", "analyze", "compare"]
+__all__ = ["ArchprofError", "InputSpec", "Report", "analyze", "compare", "profile"]
 
 if TYPE_CHECKING:
-    from archprof.api import analyze
+    from archprof.api import analyze, profile
     from archprof.compare import compare
     from archprof.errors import ArchprofError
+    from archprof.load import InputSpec
     from archprof.report import Report
 
 _LAZY = {
     "analyze": "archprof.api",
+    "profile": "archprof.api",
     "ArchprofError": "archprof.errors",
+    "InputSpec": "archprof.load",
     "Report": "archprof.report",
     # Importing the submodule archprof.compare makes `archprof.compare` that module, which
     # is callable for this reason: either way `archprof.compare([...])` is the function.

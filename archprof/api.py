@@ -2,63 +2,212 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.graph import Graph
-from archprof.load import LoadedModel, load_model
+from archprof.load import InputsLike, InputSpec, LoadedModel, check_static_shapes, load_model, normalize_inputs
 from archprof.passes.flops import cost_columns
 from archprof.passes.layers import group_layers
 from archprof.passes.memory import memory_columns
 from archprof.passes.params import parameter_columns
 from archprof.passes.receptive_field import receptive_field_columns
 from archprof.report import Report, format_counts
-from archprof.trace import trace
+from archprof.trace import MetaUnsupported, TraceInput, trace
 
-ModelSpec = str | torch.nn.Module | Callable[[], torch.nn.Module]
+ModelSpec = str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
 
 
 def analyze(
     model: ModelSpec,
     input_size: Sequence[int] | None = None,
-    batch: int = 1,
+    batch: int | None = None,
     dtype: torch.dtype | None = None,
     training: bool = False,
     optimizer: str = "sgd",
+    *,
+    inputs: InputsLike | None = None,
+    args: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+    trust_pickle: bool = False,
 ) -> Report:
     """Analyse a model without running it for real.
 
-    `model` is a built-in name (`archprof zoo`), a module (its weights are neither copied
-    nor changed) or a factory returning one. `input_size` is one sample's shape, e.g.
-    (3, 224, 224); it defaults to the built-in model's usual input. `dtype` casts floating
-    parameters and inputs; None keeps the model's own (float32 for built-ins).
+    `model` is a built-in name (`archprof zoo`), a spec string (`'torchvision:resnet50'`,
+    `'timm:convnext_tiny'`, `'package.module:factory'`, `'path/to/file.py:factory'`, a
+    TorchScript file `'model.pt'`, an exported program `'model.pt2'`), a module (its
+    weights are neither copied nor changed), a factory returning one (a function or class,
+    called on the meta device with `args` as keyword arguments) or a LoadedModel.
+
+    Inputs: `input_size` is one sample's shape, e.g. (3, 224, 224), for a model with one
+    input. `inputs` gives several, or their dtypes, or keywords (not both):
+
+        inputs=(3, 32, 32)                              one input, as input_size
+        inputs=[(3, 224, 224), "10"]                    two positional inputs
+        inputs=["77:int64"]                             token ids (any torch dtype name)
+        inputs={"x": (3, 32, 32), "ids": ((77,), torch.int64)}   keyword inputs
+        inputs=[InputSpec((77,), torch.int64, name="ids")]      archprof.load.InputSpec
+
+    Shapes leave the batch out; `batch` (default 1, or an exported program's own) is put in
+    front of every input. They default to the model's usual input (built-ins, timm and
+    torchvision models, an exported program's example inputs).
+
+    `dtype` casts floating parameters and the inputs without a dtype of their own; None
+    keeps the model's own (float32 for built-ins). `weights`: a checkpoint (state dict,
+    loaded with weights_only=True) for a built-in or a factory, checked against the model's
+    parameter names and shapes; the figures do not depend on it. `trust_pickle=True` lets
+    a file that needs code to unpickle (a whole pickled module) load.
 
     `training` analyses a training forward (train mode, what autograd saves for backward)
     and fills the training memory estimate, with the state of `optimizer` (sgd, momentum,
     adam); without it, the memory figures are those of inference.
+
+    A forward that cannot run on the meta device (it reads tensor values: `.item()`,
+    data-dependent control flow; an op without a meta kernel) is run for real on the CPU
+    instead, with random weights for a model archprof built and with its own for a module
+    you pass (not changed): an ArchprofWarning says so, and `Report.traced_on` is "cpu".
     """
     from archprof.memory import optimizer_state_copies
 
-    if batch < 1:
+    if batch is not None and batch < 1:
         raise ArchprofError(f"batch must be at least 1, got {batch}")
     optimizer_state_copies(optimizer)  # an unknown optimizer fails before any tracing
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    size = tuple(input_size) if input_size is not None else loaded.input_size
-    if size is None:
-        raise ArchprofError(f"model '{loaded.name}' has no default input size: give one, e.g. input_size=(3, 224, 224)")
-    if loaded.input_size is not None and len(size) != len(loaded.input_size):
-        usual = "x".join(map(str, loaded.input_size))
+    if isinstance(model, LoadedModel):
+        if args or weights is not None:
+            raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
+        loaded = model
+    else:
+        loaded = load_model(model, args=args, weights=weights, trust_pickle=trust_pickle)
+    specs = _input_specs(loaded, input_size, inputs)
+    batch = batch if batch is not None else (loaded.batch or 1)
+    traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
+    check_static_shapes(loaded, [t.shape for t in traced])
+    graph, traced_on = trace_loaded(loaded, traced, dtype=dtype, training=training)
+    return build_report(graph, loaded.name, optimizer=optimizer, traced_on=traced_on)
+
+
+def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ...]:
+    if input_size is not None and inputs is not None:
+        raise ArchprofError("give input_size or inputs, not both")
+    if inputs is not None:
+        specs = normalize_inputs(inputs)
+    elif input_size is not None:
+        specs = (InputSpec(tuple(input_size)),)
+    else:
+        specs = loaded.default_inputs
+        if specs is None:
+            raise ArchprofError(
+                f"model '{loaded.name}' has no default input size: give one, e.g. input_size=(3, 224, 224)"
+                " (CLI: --input 3x224x224)"
+            )
+    usual = loaded.default_inputs
+    if usual is not None and len(specs) == 1 == len(usual) and len(specs[0].shape) != len(usual[0].shape):
+        size, expected = specs[0].shape, usual[0].shape
         raise ArchprofError(
-            f"input {'x'.join(map(str, size))} has {len(size)} dimensions; {loaded.name} takes {len(loaded.input_size)}"
-            f" (e.g. {usual})"
+            f"input {'x'.join(map(str, size))} has {len(size)} dimensions; {loaded.name} takes {len(expected)}"
+            f" (e.g. {'x'.join(map(str, expected))})"
         )
-    graph = trace(loaded.module, [(batch, *size)], dtype=dtype, training=training)
-    return build_report(graph, loaded.name, optimizer=optimizer)
+    return specs
 
 
-def build_report(graph: Graph, model_name: str, optimizer: str = "sgd") -> Report:
+def trace_loaded(
+    loaded: LoadedModel, inputs: Sequence[TraceInput], dtype: torch.dtype | None = None, training: bool = False
+) -> tuple[Graph, str]:
+    """Trace on the meta device; should the forward need real data, trace a real forward on
+    the CPU (or the device of the caller's module) instead. Returns the graph and where it
+    was traced: "meta", "cpu", ..."""
+    try:
+        return trace(loaded.module, inputs, dtype=dtype, training=training), "meta"
+    except MetaUnsupported as exc:
+        reason = exc.reason
+    try:
+        # A module of the caller's is run as it is in inference; copied when the run would
+        # change it (training updates BatchNorm statistics) or to cast it.
+        module = loaded.materialize(dtype=dtype, copy_module=training)
+    except ArchprofError as exc:
+        raise ArchprofError(f"the forward of {loaded.name} cannot run on the meta device ({reason}): {exc}") from None
+    device = next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
+    if not loaded.owned:
+        weights = "its own weights"
+    elif loaded.state_dict is not None:
+        weights = "the weights given"
+    elif loaded.kind in ("torchscript", "exported", "pickle"):
+        weights = "the file's weights"
+    else:
+        weights = "random weights"
+    try:
+        graph = trace(module, inputs, dtype=dtype, training=training, real=True)
+    except ArchprofError as exc:
+        raise ArchprofError(
+            f"the forward of {loaded.name} cannot run on the meta device ({reason}), nor on {device}: {exc}"
+        ) from None
+    warnings.warn(
+        f"the forward of {loaded.name} cannot run on the meta device ({reason}): traced with a real forward on"
+        f" {device} instead ({weights})",
+        ArchprofWarning,
+        stacklevel=3,
+    )
+    return graph, str(device)
+
+
+def profile(
+    model: ModelSpec,
+    input_size: Sequence[int] | None = None,
+    batch: int | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: str | None = None,
+    warmup: int = 5,
+    repeat: int = 20,
+    peak_flops: float | str | None = None,
+    bandwidth: float | str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    *,
+    inputs: InputsLike | None = None,
+    args: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+    trust_pickle: bool = False,
+) -> Report:
+    """Analyse a model, then run it for real, timed, and join what was measured to the rows.
+
+    `model`, `input_size`, `batch`, `dtype`, `inputs`, `args`, `weights` and `trust_pickle`
+    are as for `analyze`. The model is built on `device` ('cpu', 'cuda', 'cuda:N'; None:
+    cuda when available) with random weights (`weights` when given; a module you pass is
+    copied with its own) and fed random inputs:
+    `warmup` untimed passes, `repeat` timed passes of the whole model, `repeat` more with
+    every leaf module timed (`archprof.measure` says how). `peak_flops` ("989T") and
+    `bandwidth` ("3.35TB/s") replace the device's measured (and cached) ceilings.
+
+    Returns the Report of `analyze` whose `layers` add the columns of
+    `archprof.report.MEASURED_COLUMNS` (time_ms, time_share, achieved_flops_per_s,
+    bytes_moved, arithmetic_intensity, bound, roofline_time_ms) and whose `measured` is an
+    `archprof.measure.Measurement`: latency median and p90, throughput, achieved FLOP/s,
+    measured peak memory, the ceilings and the cross-check (`measured.passed`)."""
+    from archprof.measure import profile_model
+
+    return profile_model(
+        model,
+        input_size=input_size,
+        batch=batch,
+        dtype=dtype,
+        device=device,
+        warmup=warmup,
+        repeat=repeat,
+        peak_flops=peak_flops,
+        bandwidth=bandwidth,
+        progress=progress,
+        inputs=inputs,
+        args=args,
+        weights=weights,
+        trust_pickle=trust_pickle,
+    )
+
+
+def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_on: str = "meta") -> Report:
     groups = group_layers(graph)
     columns: dict[str, list] = {
         "layer": [g.path for g in groups],
@@ -75,7 +224,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd") -> Repor
     columns["activation_bytes"] = [sum(t.nbytes for t in g.outputs) for g in groups]
     columns.update(receptive_field_columns(graph, groups))
     columns.update(memory_columns(graph, groups))
-    dtype = str(graph.inputs[0].dtype).removeprefix("torch.") if graph.inputs else ""
+    dtype = _report_dtype(graph)
     return Report(
         model=model_name,
         input_shapes=tuple(t.shape for t in graph.inputs),
@@ -84,7 +233,16 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd") -> Repor
         module_types=graph.module_types,
         training=graph.training,
         optimizer=optimizer.lower(),
+        traced_on=traced_on,
     )
+
+
+def _report_dtype(graph: Graph) -> str:
+    """The dtype the model computes in: its first floating input's (token ids are int64,
+    the model is not), else its first floating parameter's, else its first input's."""
+    floating = [t.dtype for t in (*graph.inputs, *graph.parameters) if t.dtype.is_floating_point]
+    chosen = floating[0] if floating else (graph.inputs[0].dtype if graph.inputs else None)
+    return str(chosen).removeprefix("torch.") if chosen is not None else ""
 
 
 def _column_order() -> list[str]:

@@ -23,11 +23,9 @@ ArchprofError naming the file, the line and the key."""
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import re
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -174,11 +172,13 @@ class BudgetEntry:
 def check_entry(entry: BudgetEntry) -> list[Verdict]:
     """Analyse the entry's model and judge every limit."""
     from archprof.api import analyze
-    from archprof.load import parse_dtype
+    from archprof.load import load_model, parse_dtype
 
     dtype = parse_dtype(entry.dtype) if entry.dtype else None
     try:
-        if ":" in entry.model and entry.input_size is None:
+        # Once for both analyses; files and modules are looked for in the budget file's folder first.
+        loaded = load_model(entry.model, base_dir=entry.search_dir)
+        if loaded.default_inputs is None and entry.input_size is None:
             hint = 'input = "3x224x224"' if entry.source else "--input 3x224x224"
             raise ArchprofError(f"model '{entry.model}' has no default input: give one, e.g. {hint}")
         verdicts: dict[Limit, Verdict] = {}
@@ -187,14 +187,13 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
             limits = [limit for limit in entry.limits if limit.metric.training is training]
             if not limits:
                 continue
-            with _importable(entry.search_dir):
-                report = analyze(
-                    resolve_model_spec(entry.model),
-                    input_size=entry.input_size,
-                    batch=entry.batch,
-                    dtype=dtype,
-                    **({"training": True, "optimizer": entry.optimizer} if training else {}),
-                )
+            report = analyze(
+                loaded,
+                input_size=entry.input_size,
+                batch=entry.batch,
+                dtype=dtype,
+                **({"training": True, "optimizer": entry.optimizer} if training else {}),
+            )
             verdicts.update(zip(limits, evaluate(report, limits, model=entry.model), strict=True))
         return [verdicts[limit] for limit in entry.limits]
     except ArchprofError as exc:
@@ -203,60 +202,16 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
         raise
 
 
-def resolve_model_spec(spec: str) -> Any:
-    """A built-in name stays a name; 'package.module:factory' becomes a factory for analyze().
+def resolve_model_spec(spec: str, base_dir: Path | None = None) -> Any:
+    """A Python factory spec ('package.module:factory', 'path/to/file.py:factory') becomes
+    a factory (archprof.load.python_factory: imported now, errors name the spec); any other
+    spec (a built-in name, torchvision:NAME, a model file) stays a string for analyze()."""
+    from archprof.load import HUBS, python_factory
 
-    The factory's module is imported (user code runs: only ever for a spec that names it),
-    with the current directory importable. Errors name the spec and what went wrong."""
-    if ":" not in spec:
+    location = spec.rpartition(":")[0]
+    if ":" not in spec or location in HUBS or (re.match(r"^[A-Za-z]:[\\/]", spec) and spec.count(":") == 1):
         return spec
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute or not re.fullmatch(r"[\w.]+", module_name + "." + attribute):
-        raise ArchprofError(f"malformed model spec '{spec}': expected a built-in name or 'package.module:factory'")
-    import importlib
-
-    with _importable(Path.cwd()):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ArchprofError(f"cannot import '{module_name}' for model '{spec}': {exc}") from None
-        except Exception as exc:
-            raise ArchprofError(
-                f"importing '{module_name}' for model '{spec}' failed: {type(exc).__name__}: {exc}"
-            ) from None
-    target: Any = module
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise ArchprofError(f"module '{module_name}' has no '{attribute}' (model '{spec}')")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ArchprofError(f"'{spec}' is a {type(target).__name__}, not a factory returning a torch.nn.Module")
-
-    def factory():
-        try:
-            return target()
-        except ArchprofError:
-            raise
-        except Exception as exc:
-            raise ArchprofError(f"model factory '{spec}' failed: {type(exc).__name__}: {exc}") from None
-
-    factory.__name__ = factory.__qualname__ = spec
-    return factory
-
-
-@contextlib.contextmanager
-def _importable(directory: Path | None) -> Iterator[None]:
-    """Let `import` find modules in `directory` for the duration (a budget file's own folder)."""
-    entry = str(directory.resolve()) if directory is not None else None
-    if entry is None or entry in sys.path:
-        yield
-        return
-    sys.path.insert(0, entry)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(entry)
+    return python_factory(spec, base_dir=base_dir)
 
 
 # -- budget files ------------------------------------------------------------------------

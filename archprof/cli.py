@@ -38,7 +38,14 @@ class DType(str, Enum):
 
 _SUFFIX_FORMATS = {".csv": Format.csv, ".json": Format.json, ".md": Format.markdown, ".txt": Format.table}
 
-ModelArg = Annotated[str, typer.Argument(help="A built-in model name (see `archprof zoo`).", show_default=False)]
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A built-in name (see `archprof zoo`), torchvision:NAME, timm:NAME, package.module:factory,"
+        " path/to/file.py:factory, a TorchScript file (.pt) or an exported program (.pt2).",
+        show_default=False,
+    ),
+]
 InputOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -49,6 +56,42 @@ InputOpt = Annotated[
     ),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Batch size.")]
+InputsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--input",
+        "-i",
+        help="One input's per-sample shape: 3x224x224, 77:int64 (a dtype after the colon), mask=77:bool (passed by"
+        " keyword); repeat it for each input of forward, in order (default: the model's usual input)",
+        show_default=False,
+    ),
+]
+ArgsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--arg",
+        "-a",
+        help="key=value passed to the factory (10, 0.5, true, none and text are read as such); repeatable",
+        show_default=False,
+    ),
+]
+WeightsOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--weights",
+        "-w",
+        help="A checkpoint (state dict) for a built-in or a factory, loaded with weights_only=True and checked"
+        " against the model (the figures do not depend on it)",
+        show_default=False,
+    ),
+]
+TrustPickleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle",
+        help="Let a file that needs code to unpickle load (a pickled module): only for files you trust.",
+    ),
+]
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Data type of parameters and activations.")]
 
 
@@ -72,10 +115,24 @@ def _user_errors(command):
 
     @wraps(command)
     def run(*args, **kwargs):
-        from archprof.errors import ArchprofError
+        import warnings
+
+        from archprof.errors import ArchprofError, ArchprofWarning
+
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            # archprof's own warnings (the CPU fallback) as one line, each once.
+            if issubclass(category, ArchprofWarning):
+                typer.echo(f"warning: {message}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
 
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("once", ArchprofWarning)
+                warnings.showwarning = show
+                return command(*args, **kwargs)
         except ArchprofError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -87,9 +144,18 @@ def _user_errors(command):
 @_user_errors
 def summary(
     model: ModelArg,
-    input: InputOpt = None,
-    batch: BatchOpt = 1,
-    dtype: DTypeOpt = DType.float32,
+    input: InputsOpt = None,
+    batch: Annotated[
+        Optional[int],
+        typer.Option("--batch", "-b", help="Batch size (default: 1, or an exported program's)", show_default=False),
+    ] = None,
+    dtype: Annotated[
+        Optional[DType],
+        typer.Option("--dtype", help="Data type of parameters and activations (default: the model's own)"),
+    ] = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     depth: Annotated[
         Optional[int],
         typer.Option("--depth", "-d", min=0, help="Roll rows up below this module depth.", show_default=False),
@@ -104,13 +170,25 @@ def summary(
         Optional[Path], typer.Option("--output", "-o", help="Write the report to this file.", show_default=False)
     ] = None,
 ) -> None:
-    """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals."""
+    """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals.
+
+    Several inputs: one --input per input of forward, e.g. --input 3x224x224 --input 10.
+    A model whose forward cannot run on the meta device is traced with a real forward on
+    the CPU (a warning says so)."""
     from archprof.api import analyze
-    from archprof.load import parse_dtype, parse_input_size
+    from archprof.load import parse_args, parse_dtype, parse_input_spec
 
     chosen = _choose_format(format, output)
-    size = parse_input_size(input) if input is not None else None
-    report = analyze(model, input_size=size, batch=_positive_batch(batch), dtype=parse_dtype(dtype.value))
+    inputs = [parse_input_spec(text) for text in input] if input else None
+    report = analyze(
+        model,
+        inputs=inputs,
+        batch=_positive_batch(batch) if batch is not None else None,
+        dtype=parse_dtype(dtype.value) if dtype is not None else None,
+        args=parse_args(arg),
+        weights=weights,
+        trust_pickle=trust_pickle,
+    )
     if depth is not None:
         report = report.rollup(depth)
     _emit(report, chosen, output)
@@ -125,6 +203,139 @@ FormatOpt = Annotated[
 OutputOpt = Annotated[
     Optional[Path], typer.Option("--output", "-o", help="Write the report to this file.", show_default=False)
 ]
+
+
+@app.command()
+@_user_errors
+def profile(
+    model: ModelArg,
+    input: InputsOpt = None,
+    batch: Annotated[
+        Optional[int],
+        typer.Option("--batch", "-b", help="Batch size [default: 1, or an exported program's]", show_default=False),
+    ] = None,
+    dtype: Annotated[
+        Optional[DType],
+        typer.Option("--dtype", help="Data type of parameters and activations [default: the model's own]"),
+    ] = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    device: Annotated[
+        Optional[str],
+        typer.Option("--device", help="cpu or cuda (cuda:N); default: cuda if torch sees a GPU, else cpu"),
+    ] = None,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed passes first.")] = 5,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed passes (the median is reported).")] = 20,
+    peak_flops: Annotated[
+        Optional[str],
+        typer.Option("--peak-flops", help="The device's peak FLOP/s, e.g. 989T (default: measured once, then cached)"),
+    ] = None,
+    bandwidth: Annotated[
+        Optional[str],
+        typer.Option("--bandwidth", help="Its memory bandwidth, e.g. 3.35TB/s (default: measured once, then cached)"),
+    ] = None,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--plot",
+            help="Draw the layers on the roofline into this PNG/SVG/PDF (needs matplotlib).",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Run the model for real with random weights, timed per layer, beside the analysis:
+    latency (median, p90), throughput, achieved FLOP/s, the roofline, and a cross-check of
+    shapes, FLOPs and peak memory against the real run (mismatches in red).
+
+    Several inputs: one --input per input of forward, as for `summary`. --device cuda
+    without a GPU torch can see is an error (exit 2).
+
+    The device's peak FLOP/s and bandwidth are measured once (a large matrix product, a
+    large copy) and cached in $ARCHPROF_CACHE_DIR, else $XDG_CACHE_HOME/archprof, else
+    ~/.cache/archprof (ceilings.json); --peak-flops and --bandwidth give them by hand."""
+    from archprof.api import profile as profile_model
+    from archprof.load import parse_args, parse_dtype, parse_input_spec
+    from archprof.measure import check_plot_target, parse_bandwidth, parse_flops_rate, resolve_device
+    from archprof.render import profile_table
+
+    chosen = _choose_format(format, output)
+    inputs = [parse_input_spec(text) for text in input] if input else None
+    model_args = parse_args(arg)
+    # Everything a user can get wrong fails before any work.
+    flops_rate = parse_flops_rate(peak_flops) if peak_flops is not None else None
+    bytes_rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
+    if plot is not None:
+        check_plot_target(plot)
+    target = resolve_device(device)
+    with _progress(quiet) as progress:
+        report = profile_model(
+            model,
+            inputs=inputs,
+            batch=_positive_batch(batch) if batch is not None else None,
+            dtype=parse_dtype(dtype.value) if dtype is not None else None,
+            args=model_args,
+            weights=weights,
+            trust_pickle=trust_pickle,
+            device=str(target),
+            warmup=warmup,
+            repeat=repeat,
+            peak_flops=flops_rate,
+            bandwidth=bytes_rate,
+            progress=progress,
+        )
+    _emit(report, chosen, output, table=profile_table)
+    if plot is not None:
+        from archprof.measure import plot_roofline
+
+        plot_roofline(report, plot)
+        typer.echo(f"wrote {plot}", err=True)
+    if chosen is not Format.table or output is not None:  # the table shows them; else say so here
+        for line in report.measured.mismatches:
+            typer.secho(f"MISMATCH {line}", err=True, fg="red", bold=True)
+
+
+class _progress:
+    """A rich progress display on stderr while profiling (none when stderr is not a
+    terminal, or with --quiet); yields the callback `archprof.profile` takes, or None."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+
+    def __enter__(self):
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if self.quiet or not console.is_terminal:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.bar.__enter__()
+        tasks: dict[str, int] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = self.bar.add_task(phase, total=total)
+            self.bar.update(tasks[phase], completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc) -> bool:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
 
 
 @app.command()

@@ -308,6 +308,7 @@ _free = (
     aten.dropout,
 )
 cost(*_free)(lambda *args, out, **kwargs: FREE)
+cost(aten.embedding)(lambda *args, out, **kwargs: FREE)  # a table lookup (token ids -> rows): no arithmetic
 
 
 # --- Output shapes for the fast path ------------------------------------------------------

@@ -75,6 +75,18 @@ LAST_ROW_COLUMNS = (
 )
 SUMMABLE = tuple(c.name for c in COLUMNS if c.summable)
 
+# Appended to the columns of a profiled Report (`archprof.profile`), one value per row:
+# empty (NaN, "" in CSV) where a row has none. Times are medians over the timed passes.
+MEASURED_COLUMNS: tuple[Column, ...] = (
+    Column("time_ms", "float64", "median time of the row's leaf-module call (empty: not a leaf call, not timed)"),
+    Column("time_share", "float64", "the row's share of the forward timed with hooks (median over the passes)"),
+    Column("achieved_flops_per_s", "float64", "(flops + elementwise_flops) / time_ms, per second"),
+    Column("bytes_moved", "int64", "fewest bytes the row moves: what it reads from outside once, outputs once"),
+    Column("arithmetic_intensity", "float64", "(flops + elementwise_flops) / bytes_moved (empty: no bytes)"),
+    Column("bound", "string", "'compute' or 'memory': intensity against the device's ridge (peak / bandwidth)"),
+    Column("roofline_time_ms", "float64", "max(work / peak FLOP/s, bytes_moved / bandwidth): the roofline's floor"),
+)
+
 
 @dataclass(frozen=True)
 class Totals:
@@ -121,6 +133,17 @@ class Report:
     module_types: dict[str, str] = field(repr=False, default_factory=dict)
     training: bool = False  # rows from a training forward (saved_activation_bytes filled in)
     optimizer: str = "sgd"  # for the training estimate: sgd, momentum or adam
+    # A profiled report (archprof.profile): an archprof.measure.Measurement (whole-model
+    # figures, ceilings, cross-check), and the MEASURED_COLUMNS in `columns`.
+    measured: Any = field(default=None, repr=False)
+    # Where the trace ran: "meta" (nothing real allocated), or the device of the real forward
+    # archprof fell back to for a model that cannot run on meta ("cpu").
+    traced_on: str = "meta"
+
+    @property
+    def column_specs(self) -> tuple[Column, ...]:
+        """The columns of this report: COLUMNS, then MEASURED_COLUMNS when profiled."""
+        return COLUMNS + MEASURED_COLUMNS if self.measured is not None else COLUMNS
 
     def __len__(self) -> int:
         return len(self.columns["layer"])
@@ -181,7 +204,7 @@ class Report:
         """One row per layer; columns and dtypes as documented in `COLUMNS`."""
         import pandas as pd
 
-        return pd.DataFrame({c.name: pd.Series(self.columns[c.name], dtype=c.dtype) for c in COLUMNS})
+        return pd.DataFrame({c.name: pd.Series(self.columns[c.name], dtype=c.dtype) for c in self.column_specs})
 
     def rows(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, values, strict=True)) for values in zip(*self.columns.values(), strict=True)]
@@ -196,8 +219,8 @@ class Report:
         columns: dict[str, list] = {c.name: [] for c in COLUMNS}
         for path, indices in groups.items():
             if len(indices) == 1:
-                for name, values in self.columns.items():
-                    columns[name].append(values[indices[0]])
+                for name, values in columns.items():  # a profiled report rolls up to an analytic one
+                    values.append(self.columns[name][indices[0]])
                 continue
             columns["layer"].append(path)
             columns["module_type"].append(self.module_types.get(path, ""))
@@ -218,7 +241,14 @@ class Report:
             for name in LAST_ROW_COLUMNS:
                 columns[name].append(self.columns[name][indices[-1]])
         return Report(
-            self.model, self.input_shapes, self.dtype, columns, self.module_types, self.training, self.optimizer
+            self.model,
+            self.input_shapes,
+            self.dtype,
+            columns,
+            self.module_types,
+            self.training,
+            self.optimizer,
+            traced_on=self.traced_on,
         )
 
     # -- file formats --------------------------------------------------------------------
@@ -227,31 +257,39 @@ class Report:
         """CSV, the format of record: one row per layer, exact integers, bytes in bytes."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([c.name for c in COLUMNS])
-        writer.writerows(zip(*(self.columns[c.name] for c in COLUMNS), strict=True))
+        writer.writerow([c.name for c in self.column_specs])
+        writer.writerows(zip(*(self.columns[c.name] for c in self.column_specs), strict=True))
         return _write(buffer.getvalue(), path)
 
     def to_json(self, path=None) -> str:
         document = {
             "model": self.model,
+            "traced_on": self.traced_on,
             "totals": self.totals.as_dict(),
-            "columns": {c.name: c.description for c in COLUMNS},
+            "columns": {c.name: c.description for c in self.column_specs},
             "layers": self.rows(),
         }
+        if self.measured is not None:
+            document["measured"] = self.measured.as_dict()
         return _write(json.dumps(document, indent=2) + "\n", path)
 
     def to_markdown(self, path=None) -> str:
-        names = [c.name for c in COLUMNS]
+        names = [c.name for c in self.column_specs]
         lines = [
             f"# {self.model}: input {shapes_text(self.input_shapes)}, {self.dtype}",
             "",
             "| " + " | ".join(names) + " |",
             "|" + "|".join("---" for _ in names) + "|",
         ]
+        measured_names = {c.name for c in MEASURED_COLUMNS}  # None there: no value, left blank
         for row in self.rows():
-            lines.append("| " + " | ".join(str(row[n]) for n in names) + " |")
+            cells = ("" if row[n] is None and n in measured_names else str(row[n]) for n in names)
+            lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "| total | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in self.totals.as_dict().items()]
+        if self.measured is not None:
+            lines += ["", "| measured | value |", "|---|---|"]
+            lines += [f"| {name} | {value} |" for name, value in self.measured.summary().items()]
         return _write("\n".join(lines) + "\n", path)
 
 

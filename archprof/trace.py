@@ -7,8 +7,15 @@ touched. Each operation is attributed to the innermost module call running when 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import io
+import re
+import warnings
+import weakref
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,14 +27,37 @@ from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind,
 from archprof.structure import map_structure, tensors_in
 
 
+@dataclass(frozen=True)
+class TraceInput:
+    """One input of the traced forward: its full shape (batch included), its dtype (None:
+    the trace's floating dtype) and its keyword (None: positional)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype | None = None
+    name: str | None = None
+
+
+class MetaUnsupported(ArchprofError):
+    """The forward cannot run on the meta device (it reads tensor values, calls an op
+    without a meta kernel, mixes in a real tensor): a real forward may still work."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def trace(
     model: torch.nn.Module,
-    input_shapes: Sequence[tuple[int, ...]],
+    input_shapes: Sequence[tuple[int, ...] | TraceInput],
     *,
     dtype: torch.dtype | None = None,
     training: bool = False,
+    real: bool = False,
 ) -> Graph:
     """Trace `model` in eval mode on meta inputs of the given full shapes (batch included).
+
+    `input_shapes` are shapes (positional inputs in the trace's floating dtype) or
+    TraceInputs (a dtype each, keyword inputs by name).
 
     `dtype` casts floating parameters, buffers and inputs (as `model.to(dtype)` would);
     None keeps the model's own dtypes and feeds inputs in the dtype of its first floating
@@ -37,46 +67,192 @@ def trace(
     trainable parameters requiring grad, and every tensor autograd saves for the backward
     pass recorded in `Graph.saved` (through `saved_tensors_hooks`, which sees the same
     tensor objects as the recorder, fast-path answers included).
+
+    `real` runs the model as it is, with its own weights, on real inputs on its device (the
+    CPU fallback: the caller hands over a module it may run, in the dtype it wants); ops
+    are recorded the same way, from real tensors. A forward that fails on meta for want of
+    data (`.item()`, an op without a meta kernel) raises MetaUnsupported.
+
+    A TorchScript module runs no Python hooks: its ops are attributed to the module whose
+    parameters they read (convolutions, linear and norm layers), the others to the model
+    itself; so is a module marked `_archprof_attribution = "parameters"`.
     """
-    recorder = _Recorder()
-    stand_ins, parameters = _stand_ins(model, dtype, recorder, requires_grad=training)
+    by_parameters = isinstance(model, torch.jit.ScriptModule) or (
+        getattr(model, "_archprof_attribution", "hooks") == "parameters"
+    )
+    if isinstance(model, torch.jit.ScriptModule) and not real:
+        try:
+            model = _script_on_meta(model, dtype)
+        except Exception as exc:  # its weights will not go onto meta: a real forward may still run
+            raise MetaUnsupported(
+                f"cannot move the TorchScript module onto the meta device: {_reason(exc)}", _reason(exc)
+            ) from exc
+    module_types = {path: _type_name(module) for path, module in model.named_modules()}
+    specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
+    shapes = [s.shape for s in specs]
+    recorder = _Recorder(real=real, module_types=module_types if by_parameters else None)
+    if real or isinstance(model, torch.jit.ScriptModule):
+        # Its own tensors (on meta already for a ScriptModule: stateless calls refuse it).
+        stand_ins, parameters = _own_tensors(model, recorder)
+    else:
+        stand_ins, parameters = _stand_ins(model, dtype, recorder, requires_grad=training)
     input_dtype = dtype or _first_floating_dtype(model)
-    inputs = [torch.empty(shape, dtype=input_dtype, device="meta") for shape in input_shapes]
+    device = _device_of(model) if real else torch.device("meta")
+    inputs = [_input(s.shape, s.dtype or input_dtype, device, real) for s in specs]
     input_metas = [recorder.register(x, "input") for x in inputs]
+    args = tuple(x for s, x in zip(specs, inputs, strict=True) if s.name is None)
+    kwargs = {s.name: x for s, x in zip(specs, inputs, strict=True) if s.name is not None}
 
     training_modes = {module: module.training for module in model.modules()}
     model.train(training)
     try:
         with ExitStack() as stack:
-            for handle in _attach_hooks(model, recorder):
-                stack.callback(handle.remove)
+            if not by_parameters:
+                for handle in _attach_hooks(model, recorder):
+                    stack.callback(handle.remove)
             if training:
                 stack.enter_context(torch.enable_grad())
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack_saved, _unpack_saved))
             else:
                 stack.enter_context(torch.no_grad())
             stack.enter_context(recorder)
-            output = torch.func.functional_call(model, stand_ins, tuple(inputs), tie_weights=True, strict=False)
+            if by_parameters:
+                recorder.start_root(model, args)
+            if stand_ins is None:
+                output = model(*args, **kwargs)
+            else:
+                output = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
     except ArchprofError:
         raise
     except Exception as exc:  # the user's forward failed: say where and on what
-        raise ArchprofError(recorder.describe_failure(exc, input_shapes)) from exc
+        message = recorder.describe_failure(exc, shapes)
+        if not real and is_meta_limitation(exc):
+            raise MetaUnsupported(message, _reason(exc)) from exc
+        raise ArchprofError(message) from exc
     finally:
         for module, was_training in training_modes.items():
             module.training = was_training
 
     outputs = [recorder.lookup(t) for t in tensors_in(output)]
     return Graph(
-        ops=recorder.ops,
+        ops=_creations_join_their_consumer(recorder.ops) if by_parameters else recorder.ops,
         module_calls=recorder.calls,
         call_outputs=recorder.call_outputs,
         inputs=input_metas,
         outputs=outputs,
         parameters=parameters,
-        module_types={path: type(module).__name__ for path, module in model.named_modules()},
+        module_types=module_types,
         training=training,
         saved=recorder.saved,
     )
+
+
+def _creations_join_their_consumer(ops: list[OpNode]) -> list[OpNode]:
+    """Without hooks, an op that reads no tensor (TorchScript's `empty` before a convolution
+    or a batch norm) joins the module of the op after it rather than splitting rows."""
+    joined = list(ops)
+    for index in range(len(joined) - 2, -1, -1):
+        op, after = joined[index], joined[index + 1]
+        if not op.inputs and op.module is not after.module:
+            joined[index] = dataclasses.replace(op, module=after.module)
+    return joined
+
+
+_META_LIMITATION = re.compile(r"\bmeta\b|data.dependent|no data|cannot copy out", re.IGNORECASE)
+
+
+def is_meta_limitation(exc: BaseException) -> bool:
+    """Whether an exception says the meta device lacks what a real device has (data, a
+    kernel), rather than that the model is wrong: then a real forward may work."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, NotImplementedError) or "DataDependent" in type(exc).__name__:
+            return True
+        if _META_LIMITATION.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    scripted = lines[0].startswith("The following operation failed in the TorchScript interpreter")
+    line = lines[-1] if scripted else lines[0]
+    # A long explanation (torch's for nonzero runs to 300 characters): its first sentence.
+    return line.split(". ")[0] if len(line) > 120 else line
+
+
+def _type_name(module: torch.nn.Module) -> str:
+    """The class name to show: a ScriptModule's original class, an unflattened exported
+    program's original module class (set by archprof.load), else the class itself."""
+    label = module.__dict__.get("_archprof_type")
+    if isinstance(label, str):
+        return label
+    if isinstance(module, torch.jit.ScriptModule):
+        with suppress(Exception):
+            return module.original_name
+    return type(module).__name__
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _input(shape, dtype: torch.dtype, device: torch.device, real: bool) -> torch.Tensor:
+    if not real:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if dtype.is_floating_point or dtype.is_complex:
+        return torch.randn(shape, dtype=dtype, device=device)
+    return torch.zeros(shape, dtype=dtype, device=device)  # token ids, masks: 0 is always valid
+
+
+def _script_on_meta(model: torch.jit.ScriptModule, dtype: torch.dtype | None) -> torch.jit.ScriptModule:
+    """The ScriptModule with meta weights in `dtype`: a copy whenever it would change (a
+    ScriptModule with real weights is saved and loaded again onto the meta device)."""
+    tensors = (*model.parameters(), *model.buffers())
+    on_meta = all(t.device.type == "meta" for t in tensors)
+    needs_cast = dtype is not None and any(t.is_floating_point() and t.dtype != dtype for t in tensors)
+    if on_meta and not needs_cast:
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if on_meta:
+            copied = copy.deepcopy(model)
+        else:
+            buffer = io.BytesIO()
+            torch.jit.save(model, buffer)
+            buffer.seek(0)
+            copied = torch.jit.load(buffer, map_location="meta")
+        return copied.to(dtype) if needs_cast else copied
+
+
+def _own_tensors(model: torch.nn.Module, recorder: _Recorder):
+    """The model's own parameters and buffers, registered by name (no stand-ins)."""
+    parameters: list[ParameterInfo] = []
+    seen: set[int] = set()
+    named = [(n, t, False) for n, t in model.named_parameters()]
+    named += [(n, t, True) for n, t in model.named_buffers()]
+    for name, tensor, is_buffer in named:
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        recorder.register(tensor, "buffer" if is_buffer else "parameter", name)
+        parameters.append(
+            ParameterInfo(
+                name=name,
+                module_path=name.rpartition(".")[0],
+                shape=tuple(tensor.shape),
+                dtype=tensor.dtype,
+                trainable=not is_buffer and tensor.requires_grad,
+                is_buffer=is_buffer,
+            )
+        )
+    return None, parameters
 
 
 def _first_floating_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -123,10 +299,16 @@ def _attach_hooks(model: torch.nn.Module, recorder: _Recorder):
     return handles
 
 
+# Assertions an exported program makes about its inputs: no data, no arithmetic, not a layer.
+_RUNTIME_CHECKS = frozenset(
+    {"aten._assert_tensor_metadata", "aten._assert_async", "aten._assert_scalar", "aten.sym_constrain_range_for_size"}
+)
+
+
 class _Recorder(TorchDispatchMode):
     """Records every aten op; answers the ops it has a shape formula for itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
         super().__init__()
         self.ops: list[OpNode] = []
         self.calls: list[ModuleCall] = []
@@ -136,7 +318,11 @@ class _Recorder(TorchDispatchMode):
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._alive: list[torch.Tensor] = []  # keeps ids unique; meta tensors cost nothing
         self._next_storage = 0
+        self._count = 0  # TensorMeta ids
         self.saved: list[TensorMeta] = []  # what autograd saved (training traces)
+        self._real = real  # real tensors (the CPU fallback): no fast path, not kept alive
+        # Without hooks (TorchScript): every module's type, ops attributed by parameters.
+        self._by_parameters = module_types
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -151,10 +337,21 @@ class _Recorder(TorchDispatchMode):
         if storage is None:
             storage = self._next_storage
             self._next_storage += 1
-        meta = TensorMeta(len(self._alive), tuple(tensor.shape), tensor.dtype, storage, kind, name)
-        self._metas[id(tensor)] = meta
-        self._alive.append(tensor)
+        meta = TensorMeta(self._count, tuple(tensor.shape), tensor.dtype, storage, kind, name)
+        self._count += 1
+        key = id(tensor)
+        self._metas[key] = meta
+        if self._real:
+            # Keeping real tensors alive would hold every activation of the forward at once:
+            # an id leaves the table when its tensor dies instead, before Python reuses it.
+            weakref.finalize(tensor, self._forget, key, meta)
+        else:
+            self._alive.append(tensor)
         return meta
+
+    def _forget(self, key: int, meta: TensorMeta) -> None:
+        if self._metas.get(key) is meta:
+            del self._metas[key]
 
     def lookup(self, tensor: torch.Tensor) -> TensorMeta:
         meta = self._metas.get(id(tensor))
@@ -176,19 +373,24 @@ class _Recorder(TorchDispatchMode):
         def hook(module, args):
             count = self._call_counts.get(path, 0)
             self._call_counts[path] = count + 1
-            call = ModuleCall(path, type(module).__name__, count, len(self.calls), len(self.ops))
+            call = ModuleCall(path, _type_name(module), count, len(self.calls), len(self.ops))
             self.calls.append(call)
             shapes = tuple(tuple(a.shape) for a in tensors_in(args))
             self._stack.append((call, shapes))
 
         return hook
 
+    def start_root(self, model: torch.nn.Module, args) -> None:
+        """Without hooks: the model's call, for errors; its ops get calls of their own."""
+        call = ModuleCall("", _type_name(model), 0, -1, 0)
+        self._stack.append((call, tuple(tuple(a.shape) for a in tensors_in(args))))
+
     def post_hook(self, module, args, output):
         call, _ = self._stack.pop()
         self.call_outputs[call.index] = tuple(self.lookup(t) for t in tensors_in(output))
 
     def describe_failure(self, exc: Exception, input_shapes) -> str:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = _reason(exc)
         if not self._stack:
             return f"the model's forward failed on input {_shapes_text(input_shapes)}: {reason}"
         call, shapes = self._stack[-1]
@@ -200,12 +402,14 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = str(func.overloadpacket)
+        if name in _RUNTIME_CHECKS:
+            return func(*args, **kwargs)
         if name in SAME_DTYPE_OPS and len({t.dtype for t in tensors_in(args)}) > 1:
             dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors_in(args)}))
             raise RuntimeError(f"{name} expects its tensors in one dtype, got {dtypes}")
         formula = FORMULAS.get(name)
         out = None
-        if formula is not None and formula.shape is not None:
+        if formula is not None and formula.shape is not None and not self._real:
             out = _answer_from_formula(func, formula.shape, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
@@ -225,9 +429,27 @@ class _Recorder(TorchDispatchMode):
         to_meta = {id(t): meta for t, meta in zip(tensors, inputs, strict=True)}
         node_args, node_kwargs = map_structure(lambda a: to_meta.get(id(a), a), (args, kwargs))
         module = self._stack[-1][0] if self._stack else None
+        if self._by_parameters is not None and module is not None and not module.path:
+            module = self._owner_call(inputs, module)
         self.ops.append(
             OpNode(len(self.ops), name, node_args, node_kwargs, inputs, outputs, module, writes_input, is_view)
         )
+
+    def _owner_call(self, inputs: tuple[TensorMeta, ...], root: ModuleCall) -> ModuleCall:
+        """Without hooks: the module whose parameter or buffer the op reads first (one call
+        for a run of its ops); else the model itself, one row per op (its output counted, as
+        nothing says which ops a parameter-free module such as ReLU grouped)."""
+        owner = next((t.name.rpartition(".")[0] for t in inputs if t.kind in ("parameter", "buffer")), "")
+        last = self.ops[-1].module if self.ops else None
+        if owner and last is not None and last.path == owner:
+            return last
+        count = self._call_counts.get(owner, 0) if owner else 0
+        if owner:
+            self._call_counts[owner] = count + 1
+        kind = self._by_parameters.get(owner, "") if owner else root.type
+        call = ModuleCall(owner, kind, count, len(self.calls), len(self.ops))
+        self.calls.append(call)
+        return call
 
 
 def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:

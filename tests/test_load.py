@@ -1,0 +1,504 @@
+"""Every model spec form, every input form, the CPU fallback, and every error (one line,
+exit 2). TorchScript, exported-program and pickle files are written into tmp_path here."""
+
+import json
+import sys
+import types
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import archprof
+from archprof.cli import app
+from archprof.errors import ArchprofError, ArchprofWarning
+from archprof.load import InputSpec, load_model, normalize_inputs, parse_args, parse_input_spec
+
+# torch.jit.save and torch.jit.trace warn that they are deprecated: the files are still what users have.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY = FIXTURES / "tiny_models.py"
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """The fixtures folder importable: `tiny_models:NAME` specs work."""
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    import tiny_models
+
+    return tiny_models
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.output
+    return lines[0]
+
+
+def table(report, *columns):
+    return list(zip(*(report.columns[c] for c in columns), strict=True))
+
+
+# -- specs ---------------------------------------------------------------------------------
+
+
+def test_builtin_names_still_load_on_meta(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lenet5").write_text("a file of the same name does not hide the built-in")
+    loaded = load_model("lenet5")
+    assert loaded.kind == "builtin" and loaded.input_size == (1, 32, 32)
+    assert all(p.device.type == "meta" for p in loaded.module.parameters())
+    with pytest.raises(ArchprofError, match=r"unknown model 'resnet5'.*closest built-in names: resnet50"):
+        load_model("resnet5")
+
+
+def test_module_and_file_factories_with_arguments(tiny):
+    by_module = archprof.analyze("tiny_models:small_cnn", input_size=(3, 16, 16), args={"num_classes": 5})
+    by_file = archprof.analyze(f"{TINY}:small_cnn", input_size=(3, 16, 16), args={"num_classes": 5})
+    direct = archprof.analyze(tiny.small_cnn(num_classes=5), input_size=(3, 16, 16))
+    assert by_module.totals.param_count == by_file.totals.param_count == direct.totals.param_count == 224 + 16 + 45
+    assert by_module.model == "tiny_models:small_cnn"
+    # A class is a factory too; keyword arguments of every kind.
+    report = archprof.analyze("tiny_models:TinyNet", input_size=(3, 8, 8), args={"channels": 6, "scale": 0.5})
+    assert report.totals.param_count == (3 * 9 * 6 + 6) + 2 * 6 + (6 * 2 + 2)
+    # The factory ran on meta: nothing allocated.
+    assert all(p.device.type == "meta" for p in load_model("tiny_models:TinyNet").module.parameters())
+
+
+def test_a_callable_factory_and_a_module_from_python(tiny):
+    assert (
+        archprof.analyze(tiny.small_cnn, input_size=(3, 16, 16), args={"width": 4}).totals.param_count
+        == 4 * 27 + 4 + 8 + 50
+    )
+    model = tiny.TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    archprof.analyze(model, input_size=(3, 8, 8))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_arg_values_are_parsed_as_python_values():
+    assert parse_args(["a=10", "b=0.5", "c=true", "d=False", "e=none", "f=relu", "g='10'", "h=-3", "i=1e-3"]) == {
+        "a": 10,
+        "b": 0.5,
+        "c": True,
+        "d": False,
+        "e": None,
+        "f": "relu",
+        "g": "10",
+        "h": -3,
+        "i": 0.001,
+    }
+    for bad in ("novalue", "=3", "1x=2"):
+        with pytest.raises(ArchprofError, match="key=value"):
+            parse_args([bad])
+
+
+def _fake_torchvision():
+    package = types.ModuleType("torchvision")
+    models = types.ModuleType("torchvision.models")
+    built = []
+
+    def resnet18(num_classes=1000, **kwargs):
+        built.append(torch.empty(1).device.type)  # which device the builder ran under
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 7, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes)
+        )
+
+    models.list_models = lambda module=None: ["resnet18"]
+    models.get_model_builder = lambda name: {"resnet18": resnet18}[name]
+    package.models = models
+    return package, models, built
+
+
+def test_torchvision_and_timm_when_they_import(monkeypatch):
+    package, models, built = _fake_torchvision()
+    monkeypatch.setitem(sys.modules, "torchvision", package)
+    monkeypatch.setitem(sys.modules, "torchvision.models", models)
+    report = archprof.analyze("torchvision:resnet18", args={"num_classes": 10})
+    assert report.input_shapes == ((1, 3, 224, 224),) and built == ["meta"]
+    assert report.totals.param_count == 8 * 3 * 49 + 8 + 8 * 10 + 10
+    with pytest.raises(ArchprofError, match="torchvision has no model 'resnet81'; closest: resnet18"):
+        load_model("torchvision:resnet81")
+
+    timm = types.ModuleType("timm")
+    timm.is_model = lambda name: name == "tiny_vit"
+    timm.list_models = lambda: ["tiny_vit"]
+
+    def create_model(name, pretrained=False, **kwargs):
+        model = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.Flatten(1))
+        model.pretrained_cfg = {"input_size": (3, 32, 32)}
+        return model
+
+    timm.create_model = create_model
+    monkeypatch.setitem(sys.modules, "timm", timm)
+    assert archprof.analyze("timm:tiny_vit").input_shapes == ((1, 3, 32, 32),)
+    with pytest.raises(ArchprofError, match="timm has no model 'vit'"):
+        load_model("timm:vit")
+
+
+@pytest.mark.parametrize("package", ["torchvision", "timm"])
+def test_torchvision_and_timm_when_missing_say_what_to_install(monkeypatch, package):
+    monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed
+    with pytest.raises(ArchprofError) as error:
+        load_model(f"{package}:resnet50")
+    assert (
+        str(error.value) == f"'{package}:resnet50' needs {package}, which is not installed here: pip install {package}"
+    )
+    result = cli("summary", f"{package}:resnet50")
+    assert result.exit_code == 2 and f"pip install {package}" in one_error_line(result)
+
+
+def _scripted(tmp_path, tiny, how="script"):
+    model = tiny.TinyNet().eval()
+    scripted = torch.jit.script(model) if how == "script" else torch.jit.trace(model, torch.randn(1, 3, 8, 8))
+    path = tmp_path / f"tiny_{how}.pt"
+    torch.jit.save(scripted, str(path))
+    return model, path
+
+
+def test_torchscript_file_counts_as_the_python_model(tmp_path, tiny):
+    model, path = _scripted(tmp_path, tiny)
+    loaded = load_model(str(path))
+    assert loaded.kind == "torchscript" and all(p.device.type == "meta" for p in loaded.module.parameters())
+    report = archprof.analyze(str(path), input_size=(3, 8, 8), batch=2)
+    python = archprof.analyze(model, input_size=(3, 8, 8), batch=2)
+    assert report.traced_on == "meta"
+    for name in ("param_count", "macs", "flops", "param_bytes", "buffer_bytes"):
+        assert getattr(report.totals, name) == getattr(python.totals, name), name
+    # No Python hooks in TorchScript: ops that read a module's parameters are that module's
+    # row (type from the original class); the rest are the model's own ("").
+    rows = table(report, "layer", "module_type", "output_shape", "param_count")
+    assert ("conv", "Conv2d", "2x4x6x6", 112) in rows
+    assert ("bn", "BatchNorm2d", "2x4x6x6", 8) in rows
+    assert ("fc", "Linear", "2x2", 10) in rows
+    assert any(layer == "" and module_type == "TinyNet" for layer, module_type, _, _ in rows)
+    assert "relu" in " ".join(op for layer, op in table(report, "layer", "operators") if layer == "")
+
+
+def test_torchscript_of_a_sequential_gives_the_python_rows(tmp_path, tiny):
+    model = tiny.small_cnn().eval()
+    path = tmp_path / "cnn.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    scripted = archprof.analyze(str(path), input_size=(3, 16, 16))
+    python = archprof.analyze(model, input_size=(3, 16, 16))
+    assert scripted.totals.activation_bytes == python.totals.activation_bytes
+    assert table(scripted, "output_shape", "param_count", "macs") == table(
+        python, "output_shape", "param_count", "macs"
+    )
+    assert table(scripted, "layer", "module_type")[:2] == [("0", "Conv2d"), ("1", "BatchNorm2d")]
+    assert table(scripted, "layer", "module_type")[2] == ("", "Sequential")  # ReLU: the model's own op
+
+
+def test_torchscript_traced_module_and_training(tmp_path, tiny):
+    model, path = _scripted(tmp_path, tiny, how="trace")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)  # a traced constant may send it to the CPU
+        report = archprof.analyze(str(path), input_size=(3, 8, 8))
+        training = archprof.analyze(str(path), input_size=(3, 8, 8), training=True)
+    assert report.totals.macs == archprof.analyze(model, input_size=(3, 8, 8)).totals.macs
+    assert training.totals.training_memory_bytes > 0
+
+
+def test_exported_program_with_its_example_inputs(tmp_path, tiny):
+    model = tiny.TinyNet().eval()
+    path = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),)), str(path))
+    report = archprof.analyze(str(path))  # input and batch from the program
+    python = archprof.analyze(model, input_size=(3, 8, 8), batch=2)
+    assert report.input_shapes == ((2, 3, 8, 8),) and report.traced_on == "meta"
+    assert report.totals.macs == python.totals.macs and report.totals.param_count == python.totals.param_count
+    assert table(report, "layer", "module_type")[:2] == [("conv", "Conv2d"), ("bn", "BatchNorm2d")]
+    assert report.totals.not_counted == {}
+    with pytest.raises(ArchprofError, match=r"exported for input 1 of shape 2x3x8x8.*cannot be analysed at 1x3x8x8"):
+        archprof.analyze(str(path), batch=1)
+
+
+def test_exported_program_with_two_inputs_dynamic_batch_and_keywords(tmp_path, tiny):
+    batch = torch.export.Dim("batch")
+    two = tmp_path / "two.pt2"
+    example = (torch.randn(2, 3, 8, 8), torch.randn(2, 10))
+    torch.export.save(torch.export.export(tiny.TwoInputs(), example, dynamic_shapes=({0: batch}, {0: batch})), str(two))
+    report = archprof.analyze(str(two), batch=5)
+    assert report.input_shapes == ((5, 3, 8, 8), (5, 10))
+    assert report.totals.macs == archprof.analyze(tiny.TwoInputs(), inputs=[(3, 8, 8), (10,)], batch=5).totals.macs
+
+    tokens = tmp_path / "tokens.pt2"
+    ids, mask = torch.zeros(2, 7, dtype=torch.long), torch.ones(2, 7, dtype=torch.bool)
+    torch.export.save(torch.export.export(tiny.TokenModel(), (ids,), {"mask": mask}), str(tokens))
+    loaded = load_model(str(tokens))
+    assert loaded.inputs == (InputSpec((7,), torch.int64), InputSpec((7,), torch.bool, "mask"))
+    assert archprof.analyze(loaded).dtype == "float32"
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+
+def test_input_forms():
+    assert normalize_inputs((3, 8, 8)) == (InputSpec((3, 8, 8)),)
+    assert normalize_inputs("77:int64") == (InputSpec((77,), torch.int64),)
+    assert normalize_inputs([(3, 8, 8), "10"]) == (InputSpec((3, 8, 8)), InputSpec((10,)))
+    assert normalize_inputs({"ids": ((7,), torch.int64), "mask": "7:bool"}) == (
+        InputSpec((7,), torch.int64, "ids"),
+        InputSpec((7,), torch.bool, "mask"),
+    )
+    # Keyword inputs go after the positional ones.
+    assert normalize_inputs([InputSpec((4,), name="b"), (2,)]) == (InputSpec((2,)), InputSpec((4,), name="b"))
+    assert parse_input_spec("mask=77:bool") == InputSpec((77,), torch.bool, "mask")
+    assert str(parse_input_spec(" mask = 3x4 : float16 ")) == "mask=3x4:float16"
+    for bad, message in (
+        ("3x", "malformed input"),
+        ("77:int65", "unknown input dtype 'int65'"),
+        ("77:", "nothing after ':'"),
+        ("1x=3", "malformed input"),
+    ):
+        with pytest.raises(ArchprofError, match=message):
+            parse_input_spec(bad)
+    with pytest.raises(ArchprofError, match="given twice"):
+        normalize_inputs([InputSpec((1,), name="a"), InputSpec((2,), name="a")])
+    with pytest.raises(ArchprofError, match="cannot read inputs"):
+        normalize_inputs(3)
+
+
+def test_two_inputs_and_keyword_inputs(tiny):
+    report = archprof.analyze(tiny.TwoInputs(), inputs=[(3, 8, 8), (10,)], batch=2)
+    assert report.input_shapes == ((2, 3, 8, 8), (2, 10))
+    assert report.totals.macs == 2 * (4 * 27 * 36 + 10 * 4 + 8 * 2)
+    by_keyword = archprof.analyze(tiny.TwoInputs(), inputs={"image": (3, 8, 8), "features": (10,)}, batch=2)
+    assert by_keyword.totals.macs == report.totals.macs
+    with pytest.raises(ArchprofError, match="not both"):
+        archprof.analyze(tiny.TwoInputs(), input_size=(3, 8, 8), inputs=[(10,)])
+
+
+def test_token_ids_through_an_embedding_are_a_free_lookup(tiny):
+    report = archprof.analyze("tiny_models:token_model", inputs=["77:int64"], args={"vocab": 50}, batch=4)
+    assert report.input_shapes == ((4, 77),) and report.dtype == "float32"
+    rows = dict(table(report, "layer", "macs"))
+    assert rows["embed"] == 0 and rows["fc"] == 4 * 16 * 3
+    assert report.totals.param_count == 50 * 16 + 16 * 3 + 3
+    assert report.totals.not_counted == {}
+    with_mask = archprof.analyze(tiny.TokenModel(), inputs={"ids": "77:int64", "mask": "77:bool"})
+    assert with_mask.input_shapes == ((1, 77), (1, 77))
+
+
+def test_cli_repeated_inputs_dtypes_and_args(tiny, tmp_path):
+    result = cli("summary", f"{TINY}:TwoInputs", "--input", "3x8x8", "--input", "10", "--batch", "2", "-f", "csv")
+    assert result.exit_code == 0, result.output
+    result = cli(
+        "summary", f"{TINY}:token_model", "-i", "ids=9:int64", "-i", "mask=9:bool", "--arg", "dim=8", "-f", "json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["totals"]["input_shapes"] == [[1, 9], [1, 9]]
+    result = cli("summary", f"{TINY}:small_cnn", "-i", "3x16x16", "--arg", "num_classes=3", "--arg", "batch_norm=false")
+    assert result.exit_code == 0 and "BatchNorm2d" not in result.stdout
+
+
+# -- the CPU fallback ----------------------------------------------------------------------
+
+
+def test_data_dependent_forward_falls_back_to_a_real_cpu_forward(tiny):
+    with pytest.warns(ArchprofWarning, match=r"cannot run on the meta device \(Tensor.item\(\).*on cpu instead"):
+        report = archprof.analyze("tiny_models:data_dependent", input_size=(4,), batch=3)
+    assert report.traced_on == "cpu" and report.to_json().count('"traced_on": "cpu"') == 1
+    assert report.rollup(0).traced_on == "cpu"
+    rows = dict(table(report, "layer", "macs"))
+    assert rows["fc"] == rows["other"] == 3 * 16 and report.totals.param_count == 40
+    assert report.input_shapes == ((3, 4),)
+    assert archprof.analyze("lenet5").traced_on == "meta"
+
+
+def test_fallback_runs_a_callers_module_without_changing_it(tiny):
+    model = tiny.DataDependent()
+    bn_model = nn.Sequential(nn.BatchNorm1d(4), tiny.DataDependent())
+    for module in (model, bn_model):
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        for training in (True, False):
+            with pytest.warns(ArchprofWarning, match="its own weights"):
+                archprof.analyze(module, input_size=(4,), batch=2, training=training)
+        assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+        assert module.training
+    # Shapes from real tensors: the same rows as on meta for a model that runs on both.
+    with pytest.warns(ArchprofWarning, match="torch.nonzero"):
+        masked = archprof.analyze(tiny.MaskedMean(), input_size=(4,), batch=3)
+    assert masked.traced_on == "cpu" and dict(table(masked, "layer", "output_shape"))["fc"] == "3x4"
+
+
+def test_fallback_equals_the_meta_trace_where_both_run(tiny):
+    from archprof.api import build_report
+    from archprof.trace import trace
+
+    model = tiny.TinyNet().eval()
+    meta = archprof.analyze(model, input_size=(3, 8, 8), batch=2)
+    real = build_report(trace(model, [(2, 3, 8, 8)], real=True), meta.model)
+    # Live bytes aside: in eval, the CPU batch-norm kernel returns empty saved statistics
+    # where the meta kernel returns one value per channel (32 bytes here, transient).
+    transient = {"live_bytes", "peak_live_bytes"}
+    assert {k: v for k, v in real.columns.items() if k not in transient} == {
+        k: v for k, v in meta.columns.items() if k not in transient
+    }
+
+
+def test_fallback_that_cannot_run_on_the_cpu_either_is_one_error(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArchprofWarning)  # no warning before the error
+        with pytest.raises(ArchprofError) as error:
+            archprof.analyze("tiny_models:impossible", input_size=(4,))
+    assert "cannot run on the meta device" in str(error.value) and "this model needs CUDA" in str(error.value)
+    result = cli("summary", f"{TINY}:impossible", "--input", "4")
+    assert result.exit_code == 2 and "nor on cpu" in one_error_line(result)
+
+
+def test_cli_prints_the_fallback_warning_once_on_stderr():
+    result = cli("summary", f"{TINY}:data_dependent", "--input", "4", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "real forward on cpu" in warned[0]
+    assert "warning" not in result.stdout
+
+
+def test_a_factory_that_cannot_build_on_meta_is_built_on_the_cpu(tiny):
+    with pytest.warns(ArchprofWarning, match="cannot be built on the meta device"):
+        report = archprof.analyze("tiny_models:built_with_data", input_size=(4,))
+    assert report.totals.param_count == (4 * 4 + 4) + (4 * 8 + 8) and report.traced_on == "meta"
+
+
+# -- weights and pickles -------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this calls _touch: a stand-in for code a malicious file would run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def _touch(path):
+    Path(path).write_text("ran")
+
+
+def test_weights_are_loaded_checked_and_exposed(tmp_path, tiny):
+    weights = tmp_path / "small.pt"
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in tiny.small_cnn(num_classes=5).state_dict().items()}}, weights
+    )
+    loaded = load_model("tiny_models:small_cnn", args={"num_classes": 5}, weights=weights)
+    assert set(loaded.state_dict) == set(tiny.small_cnn(num_classes=5).state_dict())
+    real = loaded.materialize()
+    assert all(torch.equal(real.state_dict()[k], v) for k, v in loaded.state_dict.items())
+    report = archprof.analyze("tiny_models:small_cnn", input_size=(3, 16, 16), args={"num_classes": 5}, weights=weights)
+    assert report.totals.param_count == 224 + 16 + 45
+    with pytest.raises(ArchprofError, match=r"do not fit model.*0.weight is 8x3x3x3 in the file, 4x3x3x3"):
+        load_model("tiny_models:small_cnn", args={"num_classes": 5, "width": 4}, weights=weights)
+    result = cli("summary", "lenet5", "--weights", weights)
+    assert result.exit_code == 2 and "do not fit model 'lenet5': missing" in one_error_line(result)
+
+
+def test_a_pickle_that_needs_code_is_refused_unless_trusted(tmp_path, tiny):
+    marker = tmp_path / "ran.txt"
+    evil = tmp_path / "evil.pt"
+    torch.save({"weight": _Payload(marker)}, evil)
+    for spec, kwargs in ((str(evil), {}), ("tiny_models:small_cnn", {"weights": evil})):
+        with pytest.raises(ArchprofError, match=r"refusing to unpickle .*evil.pt.*run code.*--trust-pickle"):
+            load_model(spec, **kwargs)
+    assert not marker.exists()
+    result = cli("summary", "tiny_models:small_cnn", "--weights", evil, "--input", "3x16x16")
+    assert result.exit_code == 2 and "trust_pickle=True" in one_error_line(result)
+
+    whole = tmp_path / "whole.pt"
+    torch.save(tiny.small_cnn(), whole)
+    with pytest.raises(ArchprofError, match="refusing to unpickle"):
+        load_model(str(whole))
+    report = archprof.analyze(str(whole), input_size=(3, 16, 16), trust_pickle=True)
+    assert report.totals.param_count == 224 + 16 + 90
+    state = tmp_path / "state.pt"
+    torch.save(tiny.small_cnn().state_dict(), state)
+    with pytest.raises(ArchprofError, match=r"holds weights .* not a model: .*--weights"):
+        load_model(str(state))
+
+
+def test_an_exported_program_whose_pickles_need_code_is_refused(tmp_path, tiny):
+    path, tampered = tmp_path / "tiny.pt2", tmp_path / "tampered.pt2"
+    torch.export.save(torch.export.export(tiny.TinyNet(), (torch.randn(2, 3, 8, 8),)), str(path))
+    marker = tmp_path / "ran.txt"
+    payload = tmp_path / "payload.pt"
+    torch.save((_Payload(marker), {}), payload)
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(tampered, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            target.writestr(item, payload.read_bytes() if "sample_inputs" in item.filename else data)
+    with pytest.raises(ArchprofError, match=r"refusing to load .*sample inputs would run code.*--trust-pickle"):
+        load_model(str(tampered))
+    assert not marker.exists()
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def _truncated(tmp_path, tiny):
+    _, scripted = _scripted(tmp_path, tiny)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(scripted.read_bytes()[: scripted.stat().st_size // 2])
+    return cut
+
+
+@pytest.mark.parametrize(
+    ("spec", "extra", "message"),
+    [
+        ("missing.pt", [], "file missing.pt does not exist"),
+        ("models/missing.py:net", [], "file models/missing.py does not exist"),
+        ("model.onnx", [], "cannot load 'model.onnx' (suffix '.onnx')"),
+        ("weights.safetensors", [], "holds weights, not an architecture"),
+        (f"{TINY}", [], "is a Python file: name the factory in it"),
+        (f"{TINY}:nope", [], "has no 'nope'"),
+        (f"{TINY}:broken", ["-i", "4"], "model factory '"),
+        (f"{TINY}:NOT_A_FACTORY", ["-i", "4"], "is a int, not a factory"),
+        (f"{TINY}:returns_int", ["-i", "4"], "returned int, not a torch.nn.Module"),
+        (f"{TINY}:small_cnn", ["-i", "3x16x16", "--arg", "depth=3"], "unexpected keyword argument 'depth'"),
+        (f"{TINY}:small_cnn", [], "has no default input size"),
+        ("no_such_module_xyz:net", [], "cannot import 'no_such_module_xyz'"),
+        ("lenet5", ["--arg", "x"], "malformed --arg 'x'"),
+        ("lenet5", ["--input", "3x"], "malformed input size '3x'"),
+        ("lenet5", ["--input", "1x32x32:int65"], "unknown input dtype"),
+        ("lenet5", ["--weights", "nothere.pt"], "weights file nothere.pt does not exist"),
+        ("garbage.pt", [], "corrupted or truncated"),
+        ("cut.pt", [], "corrupted or truncated"),
+        ("cut.pt2", [], "corrupted or truncated"),
+        ("empty.pt", [], "corrupted or truncated"),
+    ],
+)
+def test_every_bad_spec_is_one_line_and_exit_2(tmp_path, monkeypatch, tiny, spec, extra, message):
+    (tmp_path / "garbage.pt").write_bytes(b"not a model" * 10)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    _truncated(tmp_path, tiny)
+    full = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(tiny.TinyNet(), (torch.randn(2, 3, 8, 8),)), str(full))
+    (tmp_path / "cut.pt2").write_bytes(full.read_bytes()[:-200])
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    result = cli("summary", spec, *extra)
+    assert result.exit_code == 2, result.output
+    assert message in one_error_line(result)
+
+
+def test_load_errors_from_python_are_archprof_errors(tiny):
+    with pytest.raises(ArchprofError, match=r"model factory 'tiny_models:broken' failed: ValueError: no weights here"):
+        load_model("tiny_models:broken")
+    with pytest.raises(ArchprofError, match="args and weights apply when a model is loaded"):
+        archprof.analyze(load_model("lenet5"), args={"a": 1})
+    with pytest.raises(ArchprofError, match="--arg/args apply to a factory"):
+        load_model(nn.Linear(2, 2), args={"a": 1})
+    with pytest.raises(ArchprofError, match="cannot analyse a int"):
+        load_model(3)

@@ -1,0 +1,488 @@
+"""Profiling: the measured columns and their arithmetic, bytes moved by hand, the
+cross-check on zoo models and on planted mismatches, the ceilings cache, and the
+`profile` command. CPU only (the CUDA test skips without a GPU).
+
+Timing runs single-threaded here: on a shared two-core CI machine, a parallel CPU kernel
+waits for a descheduled thread (tens of ms for LeNet's 0.2 ms), which is noise, not what
+these tests check."""
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import archprof
+from archprof import measure
+from archprof.cli import app
+from archprof.errors import ArchprofError
+from archprof.formulas import FORMULAS, Cost
+from archprof.report import MEASURED_COLUMNS
+from tests.models import Residual
+
+runner = CliRunner()
+# Hand-given ceilings: no micro-benchmark in the tests that do not test it.
+CEILINGS = {"peak_flops": "100G", "bandwidth": "10GB/s"}
+FAST = {"device": "cpu", "warmup": 1, "repeat": 3, **CEILINGS}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_a_private_cache(monkeypatch, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("ARCHPROF_CACHE_DIR", str(tmp_path / "cache"))
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return archprof.profile("lenet5", device="cpu", warmup=1, repeat=5, **CEILINGS)
+    finally:
+        torch.set_num_threads(threads)
+
+
+# --- the measured columns ------------------------------------------------------------------
+
+
+def test_every_measured_column_is_there_typed_and_plausible(lenet):
+    frame = lenet.layers
+    for column in MEASURED_COLUMNS:
+        assert column.name in frame.columns
+        assert str(frame[column.name].dtype) == column.dtype
+    assert len(frame) == 12  # lenet5's leaf modules, each a row and each timed
+    assert (frame["time_ms"] > 0).all()
+    assert ((frame["time_share"] > 0) & (frame["time_share"] <= 1)).all()
+    assert (frame["bytes_moved"] >= 0).all()
+    assert set(frame["bound"]) <= {"compute", "memory", ""}
+    assert (frame["roofline_time_ms"] >= 0).all()
+
+
+def test_shares_and_the_unattributed_remainder_make_the_whole(lenet):
+    # Each share is a median over the passes of (row time / that pass's hooked forward),
+    # and so is the remainder's: medians of parts do not add up exactly. Tolerance 0.1.
+    measured = lenet.measured
+    total = lenet.layers["time_share"].sum() + measured.unattributed_share
+    assert total == pytest.approx(1.0, abs=0.1)
+    assert 0 <= measured.unattributed_share < 1
+    assert measured.layer_sum_ms == pytest.approx(lenet.layers["time_ms"].sum())
+
+
+def test_derived_columns_are_computed_as_documented(lenet):
+    ceilings = lenet.measured.ceilings
+    assert (ceilings.peak_flops_per_s, ceilings.bandwidth_bytes_per_s) == (100e9, 10e9)
+    assert ceilings.flops_source == ceilings.bandwidth_source == "given"
+    for row in lenet.rows():
+        work = row["flops"] + row["elementwise_flops"]
+        assert row["achieved_flops_per_s"] == work / (row["time_ms"] / 1e3)
+        assert row["roofline_time_ms"] == max(work / 100e9, row["bytes_moved"] / 10e9) * 1e3
+        if row["bytes_moved"]:
+            assert row["arithmetic_intensity"] == work / row["bytes_moved"]
+            assert row["bound"] == ("compute" if work / row["bytes_moved"] >= 10.0 else "memory")
+        else:
+            assert row["arithmetic_intensity"] is None and row["bound"] == ""
+
+
+def test_whole_model_figures(lenet):
+    m = lenet.measured
+    assert len(m.latencies_ms) == m.repeat == 5 and m.warmup == 1
+    assert min(m.latencies_ms) <= m.median_ms <= m.p90_ms <= max(m.latencies_ms)
+    assert m.throughput_per_s == 1 / (m.median_ms / 1e3)
+    work = lenet.totals.flops + lenet.totals.elementwise_flops
+    assert m.work_flops == work and m.achieved_flops_per_s == work / (m.median_ms / 1e3)
+    assert m.hooked_median_ms > 0 and m.roofline_ms == pytest.approx(lenet.layers["roofline_time_ms"].sum())
+    assert m.bytes_moved == lenet.layers["bytes_moved"].sum()
+    assert m.predicted_peak_memory_bytes == lenet.totals.peak_memory_bytes
+    assert m.measured_peak_memory_bytes is None  # the CPU has no allocator peak: said, not faked
+    assert "not measured on the CPU" in m.memory_note
+
+
+def test_unreliable_timings_are_flagged():
+    steady = measure.Timing([10.0] * 5, [11.0] * 5, {}, [])
+    assert measure.timing_notes(steady) == ()
+    slowed = measure.Timing([30.0] * 5, [11.0] * 5, {}, [])
+    assert "slower than with them" in measure.timing_notes(slowed)[0]
+    noisy = measure.Timing([10.0, 10.0, 10.0, 10.0, 40.0], [11.0] * 5, {}, [])
+    assert "p90 is 4.0x the median" in measure.timing_notes(noisy)[0]
+
+
+def test_the_nearest_rank_percentile():
+    assert measure.percentile([5, 1, 4, 2, 3], 0.9) == 5
+    assert measure.percentile(list(range(1, 21)), 0.9) == 18
+    assert measure.percentile([7.0], 0.9) == 7.0
+
+
+def test_default_passes_are_the_documented_ones():
+    import inspect
+
+    parameters = inspect.signature(archprof.profile).parameters
+    assert parameters["warmup"].default == measure.DEFAULT_WARMUP
+    assert parameters["repeat"].default == measure.DEFAULT_REPEAT
+
+
+# --- bytes moved, by hand ------------------------------------------------------------------
+
+
+def test_bytes_moved_of_a_convolution_is_input_weights_and_output():
+    report = archprof.profile(nn.Sequential(nn.Conv2d(3, 8, 3)), input_size=(3, 16, 16), **FAST)
+    (row,) = report.rows()
+    assert row["bytes_moved"] == (3 * 16 * 16 + 8 * 3 * 3 * 3 + 8 + 8 * 14 * 14) * 4
+
+
+def test_bytes_moved_counts_reads_from_outside_and_in_place_writes():
+    report = archprof.profile(Residual(), input_size=(4, 8, 8), **FAST)
+    rows = {(r["layer"], r["call"]): r for r in report.rows()}
+    plane = 4 * 8 * 8 * 4  # one 4x8x8 float32 tensor
+    assert rows[("relu", 0)]["bytes_moved"] == 2 * plane  # in place: read once, written once
+    assert rows[("bn", 0)]["bytes_moved"] == 2 * plane + 4 * 4 * 4  # + weight, bias, mean, var
+    # out += x in the container's own forward: reads out and x, writes out.
+    assert rows[("", 0)]["bytes_moved"] == 3 * plane
+    assert rows[("", 0)]["time_ms"] is None  # not a leaf call: in the unattributed remainder
+
+
+# --- the cross-check -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "size"), [("lenet5", None), ("resnet18", (3, 32, 32)), ("mobilenet_v2", (3, 64, 64))])
+def test_the_cross_check_passes_on_zoo_models(name, size):
+    report = archprof.profile(name, input_size=size, device="cpu", warmup=0, repeat=1, **CEILINGS)
+    checks = {check.name: check for check in report.measured.checks}
+    assert report.measured.passed, report.measured.mismatches
+    assert checks["output shapes"].status == "ok" and checks["FLOPs"].status == "ok"
+    assert checks["peak memory"].status == "skipped"  # CPU
+    assert f"{report.totals.flops:,} FLOPs" in checks["FLOPs"].summary
+
+
+class SneakyMatmul(nn.Module):
+    """A leaf whose real forward does an extra matrix product the meta trace never sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x):
+        y = x @ self.weight
+        if x.device.type != "meta":
+            y = y + 0 * (x @ self.weight)
+        return y
+
+
+class SneakyShape(nn.Module):
+    def forward(self, x):
+        return x[:, :4] if x.device.type != "meta" else x
+
+
+def test_a_planted_flop_mismatch_is_reported_at_its_layer():
+    model = nn.Sequential(nn.Linear(8, 8), SneakyMatmul(), nn.ReLU())
+    report = archprof.profile(model, input_size=(8,), **FAST)
+    flops = next(c for c in report.measured.checks if c.name == "FLOPs")
+    assert not report.measured.passed and flops.status == "mismatch"
+    assert "1: analytic 128, FlopCounterMode 256" in flops.mismatches
+    assert "total: analytic 256, FlopCounterMode 384" in flops.mismatches
+
+
+def test_a_planted_formula_error_is_reported(monkeypatch):
+    real = FORMULAS["aten.convolution"].cost
+
+    def doubled(*args, **kwargs):
+        cost = real(*args, **kwargs)
+        return Cost(2 * cost.macs, cost.elementwise_flops)
+
+    monkeypatch.setattr(FORMULAS["aten.convolution"], "cost", doubled)
+    report = archprof.profile("lenet5", **FAST)
+    lines = report.measured.mismatches
+    assert "FLOPs: features.0: analytic 470,400, FlopCounterMode 235,200" in lines
+    assert any(line.startswith("FLOPs: features.3: ") for line in lines)
+    assert not any(line.startswith("FLOPs: classifier") for line in lines)
+
+
+def test_a_planted_shape_mismatch_is_reported():
+    model = nn.Sequential(nn.Linear(8, 8), SneakyShape(), nn.ReLU())
+    report = archprof.profile(model, input_size=(8,), **FAST)
+    shapes = next(c for c in report.measured.checks if c.name == "output shapes")
+    assert shapes.status == "mismatch"
+    assert "1: predicted 1x8, measured 1x4" in shapes.mismatches
+    assert "model output: predicted 1x8, measured 1x4" in shapes.mismatches
+
+
+def sneaky_model():
+    return nn.Sequential(nn.Linear(8, 8), SneakyMatmul())
+
+
+def test_mismatches_are_printed_in_the_table_and_on_stderr():
+    options = ["profile", "tests.test_measure:sneaky_model", "--input", "8", *_fast_options()]
+    result = runner.invoke(app, options, env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "Cross-check: 1 MISMATCH" in result.stdout
+    assert "MISMATCH FLOPs: 1: analytic 128, FlopCounterMode 256" in result.stdout
+    result = runner.invoke(app, [*options, "--format", "csv"])  # no table: stderr says it
+    assert "MISMATCH FLOPs: 1: analytic 128, FlopCounterMode 256" in result.stderr
+
+
+def test_memory_check_bounds():
+    cuda = torch.device("cuda")
+    assert measure.check_memory(1000, 1100, cuda).status == "ok"
+    assert measure.check_memory(1000, 2000, cuda).status == "mismatch"
+    assert measure.check_memory(1000, 500, cuda).mismatches
+    assert measure.check_memory(1000, None, torch.device("cpu")).status == "skipped"
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.fc = nn.Embedding(10, 8), nn.Linear(8, 4)
+
+    def forward(self, ids, *, scale):
+        return self.fc(self.embed(ids)) * scale
+
+
+class ReadsValues(nn.Module):
+    """Data-dependent control flow: traced with a real CPU forward, not on meta."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return torch.relu(y) if y.sum().item() > -1e9 else y
+
+
+def test_several_inputs_token_ids_and_keywords():
+    from archprof.load import InputSpec
+
+    inputs = [InputSpec((6,), torch.int64), InputSpec((6, 4), name="scale")]
+    report = archprof.profile(Scaled(), inputs=inputs, batch=2, **FAST)
+    assert report.input_shapes == ((2, 6), (2, 6, 4)) and report.measured.batch == 2
+    assert report.measured.passed, report.measured.mismatches
+    assert report.layers.set_index("layer").loc["fc", "time_ms"] > 0
+
+
+def test_a_model_traced_on_the_cpu_is_profiled_too():
+    from archprof.errors import ArchprofWarning
+
+    with pytest.warns(ArchprofWarning, match="cannot run on the meta device"):
+        report = archprof.profile(ReadsValues(), input_size=(8,), **FAST)
+    assert report.traced_on == "cpu" and report.measured.passed, report.measured.mismatches
+
+
+# --- the model: random weights, the caller's untouched ------------------------------------
+
+
+def test_the_callers_module_is_neither_changed_nor_moved():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    archprof.profile(model, input_size=(3, 8, 8), **FAST)
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_a_built_model_gets_random_finite_weights_and_unit_batchnorm_statistics():
+    from archprof.load import load_model
+
+    module = measure.materialise(load_model("resnet18"), torch.device("cpu"), None)
+    assert not module.training
+    assert all(torch.isfinite(p).all() and p.std() > 0 for p in module.parameters() if p.dim() > 1)
+    assert torch.equal(module.bn1.running_var, torch.ones(64))
+    assert torch.equal(module.bn1.running_mean, torch.zeros(64))
+
+
+def test_a_profiled_report_writes_its_measured_columns_and_rolls_up():
+    report = archprof.profile(Residual(), input_size=(4, 8, 8), **FAST)
+    header = report.to_csv().splitlines()[0].split(",")
+    assert header[-len(MEASURED_COLUMNS) :] == [c.name for c in MEASURED_COLUMNS]
+    document = json.loads(report.to_json())
+    assert document["measured"]["passed"] is True and document["measured"]["ceilings"]["ridge_flops_per_byte"] == 10
+    assert "| measured | value |" in report.to_markdown()
+    rolled = report.rollup(0)
+    assert rolled.measured is None and "time_ms" not in rolled.columns
+    # An analytic report is unchanged: no measured column anywhere.
+    assert "time_ms" not in archprof.analyze("lenet5").to_csv()
+
+
+def test_progress_is_reported_per_phase():
+    seen = {}
+    archprof.profile("lenet5", device="cpu", warmup=2, repeat=3, progress=lambda p, d, t: seen.__setitem__(p, (d, t)))
+    assert seen["warm-up"] == (2, 2)
+    assert seen["timing the whole model"] == (3, 3) and seen["timing each layer"] == (3, 3)
+    assert seen["measuring the device's peak FLOP/s"] == (1, 1)  # an empty cache: measured
+
+
+def test_bad_arguments_are_user_errors():
+    with pytest.raises(ArchprofError, match="unknown device 'gpu'"):
+        archprof.profile("lenet5", device="gpu")
+    with pytest.raises(ArchprofError, match="repeat must be at least 1"):
+        archprof.profile("lenet5", device="cpu", repeat=0)
+    with pytest.raises(ArchprofError, match="unknown model"):
+        archprof.profile("lenet", **FAST)
+
+
+# --- ceilings: units, micro-benchmark, cache ------------------------------------------------
+
+
+def test_rates_in_human_units():
+    assert measure.parse_flops_rate("989T") == 989e12
+    assert measure.parse_flops_rate("67.5 TFLOP/s") == 67.5e12
+    assert measure.parse_flops_rate("1.2P") == 1.2e15
+    assert measure.parse_flops_rate("5e13") == 5e13
+    assert measure.parse_flops_rate(2e9) == 2e9
+    assert measure.parse_bandwidth("3.35TB/s") == 3.35e12
+    assert measure.parse_bandwidth("3.35TB") == 3.35e12
+    assert measure.parse_bandwidth("100 GiB/s") == 100 * 2**30
+    for bad in ("fast", "-3T", "0"):
+        with pytest.raises(ArchprofError):
+            measure.parse_flops_rate(bad)
+    with pytest.raises(ArchprofError, match="cannot read the bandwidth"):
+        measure.parse_bandwidth("3.35 TB per second")
+
+
+def test_the_micro_benchmark_measures_both_ceilings_quickly():
+    cpu = torch.device("cpu")
+    assert measure.measure_peak_flops(cpu, torch.float32, max_size=256) > 1e6
+    assert measure.measure_bandwidth(cpu, nbytes=1 << 20) > 1e6
+
+
+@pytest.fixture
+def fake_benchmarks(monkeypatch):
+    calls = []
+    monkeypatch.setattr(measure, "measure_peak_flops", lambda device, dtype: calls.append(("flops", dtype)) or 5e10)
+    monkeypatch.setattr(measure, "measure_bandwidth", lambda device: calls.append(("bandwidth",)) or 2e10)
+    return calls
+
+
+def test_ceilings_are_measured_once_then_read_from_the_cache(fake_benchmarks, tmp_path):
+    cpu = torch.device("cpu")
+    first = measure.device_ceilings(cpu, "float32")
+    assert (first.flops_source, first.bandwidth_source) == ("measured", "measured")
+    path = tmp_path / "cache" / "ceilings.json"
+    assert measure.cache_path() == path
+    document = json.loads(path.read_text())
+    entry = document["devices"][first.device]
+    assert entry["peak_flops_per_s"] == {"float32": 5e10} and entry["bandwidth_bytes_per_s"] == 2e10
+
+    again = measure.device_ceilings(cpu, "float32")
+    assert (again.flops_source, again.bandwidth_source) == ("cached", "cached")
+    assert (again.peak_flops_per_s, again.bandwidth_bytes_per_s, again.ridge) == (5e10, 2e10, 2.5)
+    assert fake_benchmarks == [("flops", torch.float32), ("bandwidth",)]
+
+    half = measure.device_ceilings(cpu, "bfloat16")  # the peak is per dtype, the bandwidth per device
+    assert (half.flops_source, half.bandwidth_source) == ("measured", "cached")
+    assert set(json.loads(path.read_text())["devices"][first.device]["peak_flops_per_s"]) == {"float32", "bfloat16"}
+
+
+def test_hand_given_ceilings_override_the_cache_and_are_not_cached(fake_benchmarks, tmp_path):
+    cpu = torch.device("cpu")
+    measure.device_ceilings(cpu, "float32")
+    given = measure.device_ceilings(cpu, "float32", peak_flops=989e12)
+    assert (given.peak_flops_per_s, given.flops_source) == (989e12, "given")
+    assert (given.bandwidth_bytes_per_s, given.bandwidth_source) == (2e10, "cached")
+    both = measure.device_ceilings(cpu, "float32", peak_flops=1e12, bandwidth=1e11)
+    assert (both.flops_source, both.bandwidth_source) == ("given", "given")
+    cached = json.loads((tmp_path / "cache" / "ceilings.json").read_text())["devices"][given.device]
+    assert cached["peak_flops_per_s"]["float32"] == 5e10
+    assert len(fake_benchmarks) == 2
+
+
+def test_a_corrupt_cache_is_measured_again(fake_benchmarks, tmp_path):
+    path = tmp_path / "cache" / "ceilings.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert measure.device_ceilings(torch.device("cpu"), "float32").flops_source == "measured"
+    assert json.loads(path.read_text())["version"] == measure.CACHE_VERSION
+
+
+def test_the_cache_lives_in_the_user_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("ARCHPROF_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert measure.cache_path() == tmp_path / "xdg" / "archprof" / "ceilings.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert measure.cache_path() == tmp_path / "home" / ".cache" / "archprof" / "ceilings.json"
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def test_profile_command_on_the_cpu(tmp_path):
+    result = runner.invoke(
+        app, ["profile", "lenet5", "--device", "cpu", "--repeat", "3", "--warmup", "1"], env={"COLUMNS": "160"}
+    )
+    assert result.exit_code == 0, result.output
+    for text in ("features.0", "Conv2d", "(between hooks)", "Latency, median (no hooks)", "Cross-check", "FLOPs"):
+        assert text in result.output
+    assert (tmp_path / "cache" / "ceilings.json").is_file()  # the ceilings were measured and cached
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_profile_on_cuda_without_cuda_is_a_one_line_error():
+    result = runner.invoke(app, ["profile", "lenet5", "--device", "cuda"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: device 'cuda' needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is False)"
+    ]
+
+
+def test_profile_command_writes_csv_and_json(tmp_path):
+    options = ["--device", "cpu", "--repeat", "2", "--warmup", "0", "--peak-flops", "1T", "--bandwidth", "50GB/s"]
+    result = runner.invoke(app, ["profile", "lenet5", *options, "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert "time_ms,time_share" in result.stdout.splitlines()[0]
+    target = tmp_path / "lenet5.json"
+    result = runner.invoke(app, ["profile", "lenet5", *options, "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    measured = json.loads(target.read_text())["measured"]
+    assert measured["ceilings"]["peak_flops_per_s"] == 1e12 and measured["ceilings"]["flops_source"] == "given"
+    assert not (tmp_path / "cache" / "ceilings.json").exists()  # both given: nothing measured or cached
+
+
+def test_bad_ceilings_fail_before_any_work():
+    result = runner.invoke(app, ["profile", "lenet5", "--device", "cpu", "--bandwidth", "fast"])
+    assert result.exit_code == 2 and "cannot read the bandwidth 'fast'" in result.stderr
+
+
+def test_plot_draws_the_roofline(tmp_path):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "roofline.png"
+    result = runner.invoke(app, ["profile", "lenet5", "--plot", str(target), *_fast_options()])
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
+    for name in ["matplotlib", *(m for m in sys.modules if m.startswith("matplotlib."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing matplotlib (or a part) now fails
+    result = runner.invoke(app, ["profile", "lenet5", "--plot", str(tmp_path / "r.png"), *_fast_options()])
+    assert result.exit_code == 2
+    assert "--plot needs matplotlib" in result.stderr and "archprof[plot]" in result.stderr
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_an_unknown_plot_suffix_fails_before_profiling(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = runner.invoke(app, ["profile", "lenet5", "--plot", str(tmp_path / "r.xyz"), *_fast_options()])
+    assert result.exit_code == 2 and "cannot tell the image format" in result.stderr
+
+
+def _fast_options():
+    return ["--device", "cpu", "--repeat", "2", "--warmup", "0", "--peak-flops", "100G", "--bandwidth", "10GB/s"]
+
+
+# --- CUDA ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_profile_on_cuda_measures_memory_and_agrees_with_the_analysis():
+    report = archprof.profile("resnet18", input_size=(3, 64, 64), device="cuda", warmup=2, repeat=5)
+    m = report.measured
+    assert m.device.startswith("cuda") and m.measured_peak_memory_bytes > 0
+    assert m.passed, m.mismatches
+    assert (report.layers["time_ms"].dropna() > 0).all()
+    assert m.ceilings.peak_flops_per_s > 1e12 and m.ceilings.bandwidth_bytes_per_s > 1e11
+    assert math.isfinite(m.achieved_flops_per_s)
