@@ -1,0 +1,109 @@
+"""Models side by side, budget verdicts, and what changed between two reports."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from archprof.render.base import fitted_table
+
+# Columns of a comparison kept on a narrow terminal, most important first (the rest are
+# left out rather than cutting numbers short; every file format keeps them all).
+_COMPARISON_PRIORITY = (
+    "Model",
+    "Params",
+    "MACs",
+    "Latency (CPU)",
+    "x Params",
+    "x MACs",
+    "Peak memory",
+    "Activations",
+    "Receptive field",
+    "FLOPs",
+    "Input",
+)
+
+
+def comparison_table(headers: list[str], rows: list[list[str]], baseline: str | None = None, width: int = 160) -> Table:
+    """Models side by side (cells from `archprof.compare.comparison_cells`)."""
+    columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
+    title = "Comparison"
+    inputs = set(columns.get("Input", []))
+    if len(inputs) == 1:  # the same input for every model: say it once
+        title += f"  ·  input {inputs.pop()}"
+        del columns["Input"]
+    if baseline:
+        title += f"  ·  ratios against {baseline}"
+    return fitted_table(title, columns, _COMPARISON_PRIORITY, width)
+
+
+def budget_table(rows: list[dict[str, str]]) -> Group:
+    """One table per model and input, one row per limit (cells from `archprof.budget.verdict_rows`),
+    then the overall verdict."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["input"]), []).append(row)
+    parts: list = []
+    for (model, shape), group in groups.items():
+        failed = sum(row["verdict"] != "pass" for row in group)
+        verdict = Text(f"{failed} exceeded", style="bold red") if failed else Text("within budget", style="green")
+        title = Text.assemble(f"{model}  ·  input {shape}  ·  ", verdict)
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("Limit", no_wrap=True)
+        table.add_column("Value", justify="right", no_wrap=True)
+        table.add_column("Margin", justify="right", no_wrap=True)
+        table.add_column("Verdict", no_wrap=True)
+        for row in group:
+            passed = row["verdict"] == "pass"
+            table.add_row(
+                row["limit"],
+                row["value"],
+                Text(row["margin"], style="" if passed else "red"),
+                Text("pass", style="green") if passed else Text("FAIL", style="bold red"),
+            )
+        parts.append(table)
+    failed = sum(row["verdict"] != "pass" for row in rows)
+    if failed:
+        parts.append(Text(f"FAIL: {failed} of {len(rows)} limits exceeded", style="bold red"))
+    else:
+        parts.append(Text(f"pass: all {len(rows)} limits hold", style="bold green"))
+    return Group(*parts)
+
+
+def diff_tables(diff, width: int = 160) -> Group:
+    """Totals (old, new, change, %) and the layers added, removed or changed (an `archprof.diff.ReportDiff`)."""
+    from archprof.diff import format_change, format_percent, format_value, layer_label, shape_change
+
+    totals = Table(title=f"{diff.old} → {diff.new}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("Total", "Old", "New", "Change", "%"):
+        totals.add_column(header, justify="left" if header == "Total" else "right", no_wrap=True)
+    for total in diff.totals:
+        totals.add_row(
+            total.label,
+            format_value(total.unit, total.old),
+            format_value(total.unit, total.new),
+            format_change(total.unit, total.change),
+            format_percent(total.percent),
+        )
+    parts: list = [totals]
+    summary = f"{len(diff.layers)} layers changed, {diff.unchanged} unchanged"
+    if not diff.layers:
+        parts.append(Text(summary))
+        return Group(*parts)
+    styles = {"added": "green", "removed": "red", "changed": "yellow"}
+    columns: dict[str, list] = {"": [], "Layer": [], "Type": [], "Output shape": [], "Params": [], "MACs": []}
+    columns["Activations"] = []
+    for change in diff.layers:
+        columns[""].append(Text(change.status, style=styles[change.status]))
+        columns["Layer"].append(layer_label(change))
+        columns["Type"].append(change.value("module_type"))
+        columns["Output shape"].append(shape_change(change))
+        columns["Params"].append(format_change("count", change.delta("param_count")))
+        columns["MACs"].append(format_change("count", change.delta("macs")))
+        columns["Activations"].append(format_change("bytes", change.delta("activation_bytes")))
+    priority = ("", "Layer", "Params", "MACs", "Output shape", "Activations", "Type")
+    layers = fitted_table(summary, columns, priority, width)
+    parts.append(layers)
+    return Group(*parts)

@@ -1,0 +1,95 @@
+"""The memory view: live and saved activations per layer, the inference peak, the
+training breakdown, and measured against predicted."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from archprof.render.base import bytes_cell, fitted_table, indented_layer_name
+from archprof.report import Report, shapes_text
+from archprof.units import human_bytes
+
+# Columns of the memory table, most important first (the last go on a narrow terminal).
+_MEMORY_COLUMNS = ("Layer", "Live after", "Activations", "Saved for backward", "Peak in layer", "Output shape", "Type")
+
+
+def memory_table(report: Report, width: int = 160, fit=None, measured=None) -> Group:
+    """Per layer: output bytes, activation bytes live right after it and at its peak (and,
+    training, what autograd saves from it), then the memory breakdown. `fit` (an
+    archprof.memory.Fit) adds the budget's lines; `measured`, `(device, rows)` with rows of
+    `(label, predicted_bytes, measured_bytes)`, a table of measured against predicted."""
+    totals = report.totals
+    peak_row = next(
+        (i for i, v in enumerate(report.columns["peak_live_bytes"]) if v == totals.peak_activation_bytes), None
+    )
+    headings = ("Layer", "Type", "Output shape", *_MEMORY_COLUMNS[1:5])
+    cells: dict[str, list] = {h: [] for h in headings if report.training or h != "Saved for backward"}
+    for index, row in enumerate(report.rows()):
+        name = indented_layer_name(row)
+        cells["Layer"].append(Text(name + "  ◀ peak", style="bold") if index == peak_row else name)
+        cells["Type"].append(row["module_type"])
+        cells["Output shape"].append(row["output_shape"])
+        cells["Activations"].append(bytes_cell(row["activation_bytes"]))
+        cells["Live after"].append(bytes_cell(row["live_bytes"]))
+        cells["Peak in layer"].append(bytes_cell(row["peak_live_bytes"]))
+        if report.training:
+            cells["Saved for backward"].append(bytes_cell(row["saved_activation_bytes"]))
+    mode = "training forward" if report.training else "inference"
+    title = f"{report.model}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  {mode}"
+    table = fitted_table(title, cells, _MEMORY_COLUMNS, width)
+    parts: list = [table, memory_totals_table(report, fit)]
+    if measured is not None:
+        parts.append(measured_table(*measured))
+    return Group(*parts)
+
+
+def memory_totals_table(report: Report, fit=None) -> Table:
+    """The breakdown: parameters, buffers, peak; training adds gradients, optimizer state,
+    saved activations and their sum."""
+    totals = report.totals
+    table = Table(title="Memory", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_column("exact", justify="right", style="dim")
+
+    def add(label: str, value: int, style: str | None = None) -> None:
+        table.add_row(Text(label, style=style or ""), human_bytes(value), f"{value:,} B")
+
+    peak_at = totals.peak_layer or "(model)"
+    add("Parameters", totals.param_bytes)
+    add("Buffers", totals.buffer_bytes)
+    if report.training:
+        copies = totals.optimizer_state_bytes // totals.gradient_bytes if totals.gradient_bytes else 0
+        plural = "copy" if copies == 1 else "copies"
+        add("Gradients", totals.gradient_bytes)
+        add(f"Optimizer state ({totals.optimizer}: {copies} {plural})", totals.optimizer_state_bytes)
+        add("Saved activations (for backward)", totals.saved_activation_bytes)
+        add("Training total", totals.training_memory_bytes, "bold")
+        add(f"Forward peak (at {peak_at})", totals.peak_memory_bytes)
+    else:
+        add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
+        add("Peak memory (inference)", totals.peak_memory_bytes, "bold")
+    table.add_row("Input", shapes_text(totals.input_shapes), totals.dtype)
+    if fit is not None:
+        add("Budget", fit.budget_bytes)
+        table.add_row(
+            Text("Largest batch that fits", style="bold"),
+            str(fit.batch),
+            f"{fit.batch + 1} needs {human_bytes(fit.bytes_at_next)}",
+        )
+    return table
+
+
+def measured_table(device: str, rows: list[tuple[str, int, int]]) -> Table:
+    """Predicted memory beside what was measured (torch.cuda.max_memory_allocated)."""
+    table = Table(title=f"Measured on {device}", title_justify="left")
+    table.add_column("")
+    for heading in ("Predicted", "Measured", "Measured / predicted"):
+        table.add_column(heading, justify="right")
+    for label, predicted, value in rows:
+        ratio = f"{value / predicted:.3f}" if predicted else "-"
+        table.add_row(label, human_bytes(predicted), human_bytes(value), ratio)
+    table.caption = "max_memory_allocated counts the kernels' workspace (cuDNN) and allocator rounding too"
+    return table

@@ -1,0 +1,142 @@
+"""The profile: measured time per layer beside the roofline, the whole model, the
+device's ceilings and the cross-check."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from archprof.render.base import bytes_cell, dash, fitted_table, indented_layer_name
+from archprof.report import Report, shapes_text
+from archprof.units import human_bytes, human_count
+
+# Columns of the profile table, most important first (the last go on a narrow terminal).
+_PROFILE_COLUMNS = ("Layer", "Time", "Share", "Roofline", "Achieved", "Bound", "Intensity", "Bytes moved", "Type")
+
+
+def profile_table(report: Report, width: int = 160) -> Group:
+    """A profiled report (`archprof.profile`): per layer the measured time beside the
+    roofline's, share, achieved FLOP/s, intensity and bound; the unattributed remainder;
+    the whole model; the device's ceilings; the cross-check, every mismatch in red."""
+    measured = report.measured
+    headings = ("Layer", "Type", *_PROFILE_COLUMNS[1:8])
+    cells: dict[str, list] = {heading: [] for heading in headings}
+    for row in report.rows():
+        cells["Layer"].append(indented_layer_name(row))
+        cells["Type"].append(row["module_type"])
+        cells["Time"].append(_ms(row["time_ms"]))
+        cells["Share"].append(_share(row["time_share"]))
+        cells["Roofline"].append(_ms(row["roofline_time_ms"]) if row["bytes_moved"] else dash())
+        cells["Achieved"].append(_rate(row["achieved_flops_per_s"]) if row["achieved_flops_per_s"] else dash())
+        intensity = row["arithmetic_intensity"]
+        cells["Intensity"].append(f"{intensity:.2f}" if intensity is not None else dash())
+        cells["Bound"].append(row["bound"] or dash())
+        cells["Bytes moved"].append(bytes_cell(row["bytes_moved"]))
+    passes = f"median of {measured.repeat} passes after {measured.warmup} warm-up"
+    table = fitted_table(
+        f"{report.model}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  "
+        f"{measured.device} ({measured.device_name})  ·  {passes}",
+        cells,
+        _PROFILE_COLUMNS,
+        width,
+        caption="Time: each leaf-module call between forward hooks; (between hooks): container ops such as a "
+        "residual add, and the hooks' own cost. Roofline: max(FLOPs / peak, bytes moved / bandwidth). Achieved "
+        "and Intensity count flops + elementwise_flops.",
+        caption_justify="left",
+    )
+    order = [column.header for column in table.columns]
+    table.add_section()
+    remainder = {
+        "Layer": Text("(between hooks)", style="italic"),
+        "Time": _ms(measured.unattributed_ms),
+        "Share": _share(measured.unattributed_share),
+    }
+    table.add_row(*(remainder.get(name, "") for name in order))
+    notes = [Text(note, style="yellow") for note in measured.notes]
+    return Group(
+        table, whole_model_table(measured), ceilings_text(measured.ceilings), *notes, cross_check_table(measured)
+    )
+
+
+def whole_model_table(measured) -> Table:
+    """Latency, throughput, achieved FLOP/s, the hooks' cost, the roofline floor, memory."""
+    table = Table(title="Whole model", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_column("detail", style="dim")
+    peak = measured.ceilings.peak_flops_per_s
+    hooked_extra = measured.hooked_median_ms / measured.median_ms - 1 if measured.median_ms else 0.0
+    rows = (
+        ("Latency, median (no hooks)", _ms(measured.median_ms), f"p90 {_ms(measured.p90_ms)}"),
+        ("Throughput", f"{measured.throughput_per_s:,.1f} samples/s", f"batch {measured.batch}"),
+        (
+            "Achieved FLOP/s",
+            _rate(measured.achieved_flops_per_s),
+            f"(flops + elementwise_flops) / median: {human_count(measured.work_flops)} FLOPs, "
+            f"{100 * measured.achieved_flops_per_s / peak:.1f}% of peak",
+        ),
+        ("Forward with per-layer hooks, median", _ms(measured.hooked_median_ms), f"{100 * hooked_extra:+.1f}% (hooks)"),
+        ("Sum of per-layer medians", _ms(measured.layer_sum_ms), "leaf-module calls"),
+        (
+            "Unattributed (between hooks)",
+            _ms(measured.unattributed_ms),
+            f"{_share(measured.unattributed_share)} of the hooked forward",
+        ),
+        ("Roofline floor (sum over rows)", _ms(measured.roofline_ms), f"{human_bytes(measured.bytes_moved)} moved"),
+        ("Peak memory, predicted", human_bytes(measured.predicted_peak_memory_bytes), ""),
+    )
+    for row in rows:
+        table.add_row(*row)
+    if measured.measured_peak_memory_bytes is None:
+        table.add_row("Peak memory, measured", Text("unavailable", style="yellow"), measured.memory_note)
+    else:
+        table.add_row("Peak memory, measured", human_bytes(measured.measured_peak_memory_bytes), measured.memory_note)
+    return table
+
+
+def ceilings_text(ceilings) -> Text:
+    return Text(
+        f"Ceilings of {ceilings.device} ({ceilings.dtype}): peak {_rate(ceilings.peak_flops_per_s)} "
+        f"({ceilings.flops_source}), bandwidth {human_bytes(int(ceilings.bandwidth_bytes_per_s))}/s "
+        f"({ceilings.bandwidth_source}); ridge {ceilings.ridge:.1f} FLOPs/byte"
+    )
+
+
+def cross_check_table(measured) -> Group:
+    """Each check's verdict, then every mismatch on its own red line."""
+    failed = [check for check in measured.checks if not check.ok]
+    if failed:
+        title = Text(f"Cross-check: {len(failed)} MISMATCH{'ES' if len(failed) > 1 else ''}", style="bold red")
+    else:
+        title = Text("Cross-check: the real run agrees with the analysis", style="green")
+    table = Table(title=title, title_justify="left", show_header=False, box=box.SIMPLE, pad_edge=False)
+    table.add_column("status", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("summary")
+    styles = {"ok": ("ok", "green"), "mismatch": ("MISMATCH", "bold red"), "skipped": ("skipped", "yellow")}
+    for check in measured.checks:
+        label, style = styles.get(check.status, (check.status, ""))
+        table.add_row(Text(label, style=style), check.name, check.summary)
+    parts: list = [table]
+    for line in measured.mismatches:
+        parts.append(Text(f"  MISMATCH {line}", style="bold red"))
+    return Group(*parts)
+
+
+def _ms(value) -> Text | str:
+    if value is None or value != value:  # None or NaN
+        return dash()
+    if value < 0.01:
+        return f"{value * 1000:.2f} µs"
+    return f"{value:.3f} ms" if value < 100 else f"{value:,.1f} ms"
+
+
+def _share(value) -> Text | str:
+    return dash() if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def _rate(value) -> str:
+    text = human_count(round(value))
+    return f"{text}FLOP/s" if text[-1].isalpha() else f"{text} FLOP/s"
