@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +75,45 @@ def analyze(
     """
     from archprof.memory import optimizer_state_copies
 
+    optimizer_state_copies(optimizer)  # an unknown optimizer fails before any tracing
+    loaded = model if isinstance(model, LoadedModel) else None
+    if loaded is not None and (args or weights is not None):
+        raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
+    loaded = loaded or load_model(model, args=args, weights=weights, trust_pickle=trust_pickle)
+    return analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer).report
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A report with what it was made from: the loaded model, the traced inputs, the graph."""
+
+    loaded: LoadedModel
+    batch: int
+    inputs: list[TraceInput]
+    graph: Graph
+    report: Report
+
+
+def analysis(
+    loaded: LoadedModel,
+    input_size: Sequence[int] | None,
+    batch: int | None,
+    dtype: torch.dtype | None,
+    training: bool = False,
+    *,
+    inputs: InputsLike | None = None,
+    optimizer: str = "sgd",
+) -> Analysis:
+    """Trace a loaded model at its inputs (as `analyze` describes) and build the report."""
     if batch is not None and batch < 1:
         raise ArchprofError(f"batch must be at least 1, got {batch}")
-    optimizer_state_copies(optimizer)  # an unknown optimizer fails before any tracing
-    if isinstance(model, LoadedModel):
-        if args or weights is not None:
-            raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
-        loaded = model
-    else:
-        loaded = load_model(model, args=args, weights=weights, trust_pickle=trust_pickle)
     specs = _input_specs(loaded, input_size, inputs)
     batch = batch if batch is not None else (loaded.batch or 1)
     traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
     check_static_shapes(loaded, [t.shape for t in traced])
     graph, traced_on = trace_loaded(loaded, traced, dtype=dtype, training=training)
-    return build_report(graph, loaded.name, optimizer=optimizer, traced_on=traced_on)
+    report = build_report(graph, loaded.name, optimizer=optimizer, traced_on=traced_on)
+    return Analysis(loaded, batch, traced, graph, report)
 
 
 def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ...]:

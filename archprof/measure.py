@@ -194,17 +194,14 @@ def profile_model(
     columns and `measured` filled in."""
     import torch
 
-    from archprof.api import _input_specs, build_report, trace_loaded
-    from archprof.load import LoadedModel, check_static_shapes, load_model, parse_dtype
+    from archprof.api import analysis
+    from archprof.load import LoadedModel, load_model, parse_dtype
     from archprof.passes.layers import group_layers
-    from archprof.trace import TraceInput
 
     if warmup < 0:
         raise ArchprofError(f"warmup must be 0 or more, got {warmup}")
     if repeat < 1:
         raise ArchprofError(f"repeat must be at least 1, got {repeat}")
-    if batch is not None and batch < 1:
-        raise ArchprofError(f"batch must be at least 1, got {batch}")
     if isinstance(dtype, str):
         dtype = parse_dtype(dtype)
     target = resolve_device(device)
@@ -212,18 +209,14 @@ def profile_model(
     given_bandwidth = parse_bandwidth(bandwidth) if bandwidth is not None else None
     tell = progress or (lambda phase, done, total: None)
 
-    # The analysis, as analyze() makes it, keeping the graph: bytes moved need what reaches
-    # each row from outside it, and the real inputs the trace's dtypes and keywords.
+    # The analysis with its graph: bytes moved need what reaches each row from outside it,
+    # and the real inputs the trace's dtypes and keywords.
     if isinstance(model, LoadedModel):
         loaded = model
     else:
         loaded = load_model(model, args=args, weights=weights, trust_pickle=trust_pickle)
-    specs = _input_specs(loaded, input_size, inputs)
-    batch = batch if batch is not None else (loaded.batch or 1)
-    traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
-    check_static_shapes(loaded, [t.shape for t in traced])
-    graph, traced_on = trace_loaded(loaded, traced, dtype=dtype)
-    report = build_report(graph, loaded.name, traced_on=traced_on)
+    analysed = analysis(loaded, input_size, batch, dtype, inputs=inputs)
+    graph, traced, report, batch = analysed.graph, analysed.inputs, analysed.report, analysed.batch
     groups = group_layers(graph)
     if len(groups) != len(report):
         raise AssertionError("the trace's layer groups do not line up with the report's rows")
