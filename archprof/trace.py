@@ -242,17 +242,19 @@ def _own_tensors(model: torch.nn.Module, recorder: _Recorder):
             continue
         seen.add(id(tensor))
         recorder.register(tensor, "buffer" if is_buffer else "parameter", name)
-        parameters.append(
-            ParameterInfo(
-                name=name,
-                module_path=name.rpartition(".")[0],
-                shape=tuple(tensor.shape),
-                dtype=tensor.dtype,
-                trainable=not is_buffer and tensor.requires_grad,
-                is_buffer=is_buffer,
-            )
-        )
+        parameters.append(_parameter_info(name, tensor, tensor.dtype, is_buffer))
     return None, parameters
+
+
+def _parameter_info(name: str, tensor: torch.Tensor, dtype: torch.dtype, is_buffer: bool) -> ParameterInfo:
+    return ParameterInfo(
+        name=name,
+        module_path=name.rpartition(".")[0],
+        shape=tuple(tensor.shape),
+        dtype=dtype,
+        trainable=not is_buffer and tensor.requires_grad,
+        is_buffer=is_buffer,
+    )
 
 
 def _first_floating_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -278,16 +280,7 @@ def _stand_ins(model: torch.nn.Module, dtype: torch.dtype | None, recorder: _Rec
             stand_in.requires_grad_(True)
         stand_ins[name] = stand_in
         recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)
-        parameters.append(
-            ParameterInfo(
-                name=name,
-                module_path=name.rpartition(".")[0],
-                shape=tuple(tensor.shape),
-                dtype=target,
-                trainable=not is_buffer and tensor.requires_grad,
-                is_buffer=is_buffer,
-            )
-        )
+        parameters.append(_parameter_info(name, tensor, target, is_buffer))
     return stand_ins, parameters
 
 
