@@ -39,3 +39,12 @@ def test_importing_archprof_loads_neither_pandas_nor_rich():
     code = "import sys, archprof; archprof.analyze('lenet5'); print('pandas' in sys.modules, 'rich' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.split() == ["False", "False"]
+
+
+def test_readme_documents_every_column():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("## Columns of `Report.layers`")[1].split("\n## ")[0]
+    for column in COLUMNS:
+        assert f"`{column.name}`" in table, column.name
