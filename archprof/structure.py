@@ -1,34 +1,47 @@
-"""Walking the nested tuples, lists and dicts that operators take and return.
+"""Walking the arguments operators take and the nested outputs modules return.
 
-Hand-written: torch's pytree costs more than the rest of the trace together. Operator
-arguments are mostly ints and lists of ints, so those leave first."""
+Hand-written: torch's pytree costs more than the rest of the trace together."""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from typing import Any
 
-_SCALARS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout)
+import torch
 
 
 def tensors_in(structure) -> list[torch.Tensor]:
-    """The tensors in nested tuples, lists and dicts, in order."""
+    """The tensors in nested tuples, lists and dicts (a module's output), in order."""
     if isinstance(structure, torch.Tensor):
         return [structure]
-    if isinstance(structure, _SCALARS):
-        return []
     if isinstance(structure, (tuple, list)):
-        return [t for item in structure if not isinstance(item, _SCALARS) for t in tensors_in(item)]
+        return [t for item in structure for t in tensors_in(item)]
     if isinstance(structure, dict):
         return [t for item in structure.values() for t in tensors_in(item)]
     return []
 
 
-def map_structure(fn, structure):
-    """Apply `fn` to every leaf of nested tuples, lists and dicts, keeping the nesting."""
-    if isinstance(structure, (tuple, list)):
-        if all(isinstance(item, _SCALARS) for item in structure):
-            return type(structure)(fn(item) for item in structure)
-        return type(structure)(map_structure(fn, item) for item in structure)
-    if isinstance(structure, dict):
-        return {key: map_structure(fn, item) for key, item in structure.items()}
-    return fn(structure)
+def op_tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The tensors of an operator's arguments, in order. aten schemas nest no deeper than a
+    list (`Tensor[]`), so this is one level, not a walk."""
+    found = []
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(item for item in value if isinstance(item, torch.Tensor))
+    return found
+
+
+def map_op_args(fn: Callable[[Any], Any], leaf: type, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """An operator's arguments with `fn` applied to every `leaf`-typed value, at the top
+    level or inside a list (aten schemas nest no deeper)."""
+
+    def convert(value):
+        if isinstance(value, leaf):
+            return fn(value)
+        if isinstance(value, (list, tuple)) and any(isinstance(item, leaf) for item in value):
+            return type(value)(fn(item) if isinstance(item, leaf) else item for item in value)
+        return value
+
+    return tuple(map(convert, args)), {key: convert(value) for key, value in kwargs.items()}

@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from archprof.errors import ArchprofError
 from archprof.formulas import FORMULAS, SAME_DTYPE_OPS
 from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind, TensorMeta
-from archprof.structure import map_structure, tensors_in
+from archprof.structure import map_op_args, op_tensors, tensors_in
 
 
 @dataclass(frozen=True)
@@ -316,6 +316,7 @@ class _Recorder(TorchDispatchMode):
         self._real = real  # real tensors (the CPU fallback): no fast path, not kept alive
         # Without hooks (TorchScript): every module's type, ops attributed by parameters.
         self._by_parameters = module_types
+        self._op_info: dict[Any, _OpInfo] = {}  # per operator overload, read once
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -394,38 +395,46 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = str(func.overloadpacket)
-        if name in _RUNTIME_CHECKS:
+        info = self._op_info.get(func)
+        if info is None:
+            info = self._op_info[func] = _OpInfo.of(func)
+        if info.name in _RUNTIME_CHECKS:
             return func(*args, **kwargs)
-        if name in SAME_DTYPE_OPS and len({t.dtype for t in tensors_in(args)}) > 1:
-            dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors_in(args)}))
-            raise RuntimeError(f"{name} expects its tensors in one dtype, got {dtypes}")
-        formula = FORMULAS.get(name)
+        tensors = op_tensors(args, kwargs)
+        if info.name in SAME_DTYPE_OPS and len({t.dtype for t in tensors}) > 1:
+            dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
+            raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
+        formula = FORMULAS.get(info.name)
         out = None
         if formula is not None and formula.shape is not None and not self._real:
-            out = _answer_from_formula(func, formula.shape, args, kwargs)
+            out = _answer_from_formula(info, formula.shape, args, kwargs, tensors)
         if out is None:
             out = func(*args, **kwargs)
-        self._record(func, name, args, kwargs, out)
+        self._record(info, args, kwargs, tensors, out)
         return out
 
-    def _record(self, func, name: str, args, kwargs, out) -> None:
-        tensors = tensors_in((args, kwargs))
+    def _record(self, info: _OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
         inputs = tuple(self.lookup(t) for t in tensors)
-        schema_returns = func._schema.returns
-        alias = schema_returns[0].alias_info if len(schema_returns) == 1 else None
-        writes_input = alias is not None and alias.is_write
-        is_view = alias is not None and not alias.is_write
         # In-place ops and views live in their first input's storage.
-        storage = inputs[0].storage if alias is not None and inputs else None
+        storage = inputs[0].storage if (info.writes_input or info.is_view) and inputs else None
         outputs = tuple(self.register(t, "activation", storage=storage) for t in tensors_in(out))
         to_meta = {id(t): meta for t, meta in zip(tensors, inputs, strict=True)}
-        node_args, node_kwargs = map_structure(lambda a: to_meta.get(id(a), a), (args, kwargs))
+        node_args, node_kwargs = map_op_args(lambda t: to_meta[id(t)], torch.Tensor, args, kwargs)
         module = self._stack[-1][0] if self._stack else None
         if self._by_parameters is not None and module is not None and not module.path:
             module = self._owner_call(inputs, module)
         self.ops.append(
-            OpNode(len(self.ops), name, node_args, node_kwargs, inputs, outputs, module, writes_input, is_view)
+            OpNode(
+                len(self.ops),
+                info.name,
+                node_args,
+                node_kwargs,
+                inputs,
+                outputs,
+                module,
+                info.writes_input,
+                info.is_view,
+            )
         )
 
     def _owner_call(self, inputs: tuple[TensorMeta, ...], root: ModuleCall) -> ModuleCall:
@@ -449,29 +458,46 @@ def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _answer_from_formula(func, shape_formula, args, kwargs) -> Any:
+def _answer_from_formula(info: _OpInfo, shape_formula, args, kwargs, tensors: list[torch.Tensor]) -> Any:
     """Answer an op with empty meta tensors of the shapes its formula gives.
 
     PyTorch's meta kernels for batch norm, ReLU, add and others are Python decompositions
     costing 0.4-5 ms a call; this answers them in microseconds. Returns None (use the real
     meta kernel) whenever the answer could differ from it: mixed dtypes, non-float input,
     or an in-place op whose result would not fit its destination."""
-    tensors = tensors_in((args, kwargs))
     first = tensors[0] if tensors else None
     if first is None or not first.is_floating_point() or any(t.dtype != first.dtype for t in tensors):
         return None
-    shape_args, shape_kwargs = map_structure(
-        lambda a: tuple(a.shape) if isinstance(a, torch.Tensor) else a, (args, kwargs)
-    )
+    shape_args, shape_kwargs = map_op_args(lambda t: tuple(t.shape), torch.Tensor, args, kwargs)
     try:
         shapes = shape_formula(*shape_args, **shape_kwargs)
     except RuntimeError:  # e.g. shapes that do not broadcast: let the meta kernel say so
         return None
-    returns = func._schema.returns
-    if returns[0].alias_info is not None and returns[0].alias_info.is_write:
+    if info.writes_input:
         return args[0] if shapes[0] == tuple(args[0].shape) else None
     outputs = [_empty(first, shape) for shape in shapes]
-    return outputs[0] if len(returns) == 1 else tuple(outputs)
+    return outputs[0] if info.returns == 1 else tuple(outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class _OpInfo:
+    """What the recorder needs of an operator's schema, read once per operator."""
+
+    name: str  # "aten.convolution"
+    returns: int
+    writes_input: bool  # in place: returns its first input, written over
+    is_view: bool  # returns an alias of an input without writing it
+
+    @staticmethod
+    def of(func) -> _OpInfo:
+        returns = func._schema.returns
+        alias = returns[0].alias_info if len(returns) == 1 else None
+        return _OpInfo(
+            name=str(func.overloadpacket),
+            returns=len(returns),
+            writes_input=alias is not None and alias.is_write,
+            is_view=alias is not None and not alias.is_write,
+        )
 
 
 def _empty(like: torch.Tensor, shape) -> torch.Tensor:

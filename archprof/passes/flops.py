@@ -9,7 +9,7 @@ from collections import Counter
 from archprof.formulas import FORMULAS, Cost
 from archprof.graph import OpNode, TensorMeta
 from archprof.passes.layers import LayerGroup
-from archprof.structure import map_structure
+from archprof.structure import map_op_args
 
 
 def op_cost(op: OpNode) -> Cost | None:
@@ -17,7 +17,7 @@ def op_cost(op: OpNode) -> Cost | None:
     formula = FORMULAS.get(op.op)
     if formula is None or formula.cost is None:
         return None
-    args, kwargs = map_structure(lambda a: a.shape if isinstance(a, TensorMeta) else a, (op.args, op.kwargs))
+    args, kwargs = map_op_args(lambda t: t.shape, TensorMeta, op.args, op.kwargs)
     return formula.cost(*args, out=op.outputs[0].shape if op.outputs else (), **kwargs)
 
 
