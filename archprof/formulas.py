@@ -388,8 +388,12 @@ def transposed_conv_output_size(size, kernel, stride, padding, dilation, output_
 
 def _checked(shape: Shape) -> list[Shape]:
     if any(size <= 0 for size in shape):
-        raise RuntimeError(f"computed output size {shape} is too small")
+        raise RuntimeError(f"the input is too small: the output would be {_text(shape)}")
     return [shape]
+
+
+def _text(shape: Shape) -> str:
+    return "x".join(map(str, shape))
 
 
 @shape(aten.convolution)
@@ -401,12 +405,18 @@ def conv_shape(x: Shape, w: Shape, bias, stride, padding, dilation, transposed, 
         raise RuntimeError("unbatched or mismatched input")
     if transposed:
         if x[1] != w[0]:
-            raise RuntimeError("channel mismatch")
+            raise RuntimeError(
+                f"the weight {_text(w)} of this transposed convolution expects {w[0]} input channels, got {x[1]}"
+            )
         output_padding = _expand(output_padding, dims)
         spatial = tuple(map(transposed_conv_output_size, x[2:], w[2:], stride, padding, dilation, output_padding))
         return _checked((x[0], w[1] * groups, *spatial))
-    if x[1] != w[1] * groups or w[0] % groups:
-        raise RuntimeError("channel mismatch")
+    if x[1] != w[1] * groups:
+        raise RuntimeError(
+            f"the weight {_text(w)} (groups={groups}) expects {w[1] * groups} input channels, got {x[1]}"
+        )
+    if w[0] % groups:
+        raise RuntimeError(f"{w[0]} output channels do not divide into {groups} groups")
     spatial = tuple(map(conv_output_size, x[2:], w[2:], stride, padding, dilation))
     return _checked((x[0], w[0], *spatial))
 

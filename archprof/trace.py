@@ -407,7 +407,7 @@ class _Recorder(TorchDispatchMode):
         formula = FORMULAS.get(info.name)
         out = None
         if formula is not None and formula.shape is not None and not self._real:
-            out = _answer_from_formula(info, formula.shape, args, kwargs, tensors)
+            out = _answer_from_formula(func, info, formula.shape, args, kwargs, tensors)
         if out is None:
             out = func(*args, **kwargs)
         self._record(info, args, kwargs, tensors, out)
@@ -458,7 +458,7 @@ def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _answer_from_formula(info: _OpInfo, shape_formula, args, kwargs, tensors: list[torch.Tensor]) -> Any:
+def _answer_from_formula(func, info: _OpInfo, shape_formula, args, kwargs, tensors: list[torch.Tensor]) -> Any:
     """Answer an op with empty meta tensors of the shapes its formula gives.
 
     PyTorch's meta kernels for batch norm, ReLU, add and others are Python decompositions
@@ -471,8 +471,19 @@ def _answer_from_formula(info: _OpInfo, shape_formula, args, kwargs, tensors: li
     shape_args, shape_kwargs = map_op_args(lambda t: tuple(t.shape), torch.Tensor, args, kwargs)
     try:
         shapes = shape_formula(*shape_args, **shape_kwargs)
-    except RuntimeError:  # e.g. shapes that do not broadcast: let the meta kernel say so
-        return None
+    except RuntimeError as refused:
+        refusal = refused
+    else:
+        refusal = None
+    if refusal is not None:
+        # The meta kernel decides (the formula may be stricter than it); if it refuses too,
+        # the formula's message says why in the user's terms (raised outside the handler,
+        # so that the meta kernel's error is not taken for a limitation of the meta device).
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError:
+            pass
+        raise refusal
     if info.writes_input:
         return args[0] if shapes[0] == tuple(args[0].shape) else None
     outputs = [_empty(first, shape) for shape in shapes]
