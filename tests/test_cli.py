@@ -97,6 +97,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 def test_failing_forward_names_the_module():
     result = invoke("summary", "lenet5", "--input", "3x224x224")
     assert "module 'features.0' (Conv2d)" in result.output
+    assert "expects 1 input channels, got 3" in result.output  # as a real forward would say
 
 
 def test_output_into_a_missing_directory_writes_nothing(tmp_path):
