@@ -91,7 +91,7 @@ def trace(
     specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
     shapes = [s.shape for s in specs]
     recorder = _Recorder(real=real, module_types=module_types if by_parameters else None)
-    if real or isinstance(model, torch.jit.ScriptModule):
+    if real or isinstance(model, torch.jit.ScriptModule) or _stands_for_itself(model, dtype):
         # Its own tensors (on meta already for a ScriptModule: stateless calls refuse it).
         stand_ins, parameters = _own_tensors(model, recorder)
     else:
@@ -229,6 +229,18 @@ def _script_on_meta(model: torch.jit.ScriptModule, dtype: torch.dtype | None) ->
             buffer.seek(0)
             copied = torch.jit.load(buffer, map_location="meta")
         return copied.to(dtype) if needs_cast else copied
+
+
+def _stands_for_itself(model: torch.nn.Module, dtype: torch.dtype | None) -> bool:
+    """Whether the model's own tensors can be traced as they are: all on meta already (a
+    model archprof built) and none to cast. Stand-ins would only cost time (ResNet-50:
+    creating and swapping 320 tensors, a fifth of the trace)."""
+    return all(
+        tensor.is_meta
+        and not isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
+        and (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype)
+        for tensor in (*model.parameters(), *model.buffers())
+    )
 
 
 def _own_tensors(model: torch.nn.Module, recorder: _Recorder):
