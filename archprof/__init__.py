@@ -17,7 +17,7 @@ __all__ = ["ArchprofError", "InputSpec", "Report", "analyze", "compare", "profil
 
 if TYPE_CHECKING:
     from archprof.api import analyze, profile
-    from archprof.compare import compare
+    from archprof.comparison import compare
     from archprof.errors import ArchprofError
     from archprof.load import InputSpec
     from archprof.report import Report
@@ -28,9 +28,7 @@ _LAZY = {
     "ArchprofError": "archprof.errors",
     "InputSpec": "archprof.load",
     "Report": "archprof.report",
-    # Importing the submodule archprof.compare makes `archprof.compare` that module, which
-    # is callable for this reason: either way `archprof.compare([...])` is the function.
-    "compare": "archprof.compare",
+    "compare": "archprof.comparison",
 }
 
 

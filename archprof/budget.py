@@ -31,7 +31,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archprof.compare import METRICS, Metric
+from archprof.comparison import METRICS, Metric
 from archprof.errors import ArchprofError
 
 if TYPE_CHECKING:

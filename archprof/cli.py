@@ -500,8 +500,8 @@ def compare(
     output: OutputOpt = None,
 ) -> None:
     """Models side by side: parameters, MACs, FLOPs, memory, receptive field, and ratios to the first."""
-    from archprof.compare import compare as compare_models
-    from archprof.compare import (
+    from archprof.comparison import compare as compare_models
+    from archprof.comparison import (
         comparison_cells,
         comparison_csv,
         comparison_json,

@@ -43,7 +43,7 @@ def generate(names: Sequence[str] | None = None, directory: Path = REPORTS) -> l
 
 def index(reports) -> str:
     """A Markdown table of every model's totals, linking to its reports."""
-    from archprof.compare import comparison_frame
+    from archprof.comparison import comparison_frame
     from archprof.units import human_bytes, human_count
     from archprof.zoo import MODELS
 

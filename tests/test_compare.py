@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import archprof
 from archprof.cli import app
-from archprof.compare import MetricUnavailable, final_receptive_field, sort_comparison
+from archprof.comparison import MetricUnavailable, final_receptive_field, sort_comparison
 from archprof.errors import ArchprofError
 
 runner = CliRunner()
@@ -104,13 +104,10 @@ def test_profile_adds_a_measured_cpu_latency():
     assert (frame["latency_ms"] > 0).all()
 
 
-def test_archprof_compare_is_the_function_before_and_after_importing_the_module():
-    import archprof.compare as module
-
-    assert callable(archprof.compare) and callable(module)
-    assert archprof.compare(["lenet5"])["param_count"].item() == 61_706
+def test_archprof_compare_is_the_function():
     from archprof import compare
 
+    assert archprof.compare(["lenet5"])["param_count"].item() == 61_706
     assert compare(["lenet5"])["macs"].item() == 416_520
 
 

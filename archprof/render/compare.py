@@ -27,7 +27,7 @@ _COMPARISON_PRIORITY = (
 
 
 def comparison_table(headers: list[str], rows: list[list[str]], baseline: str | None = None, width: int = 160) -> Table:
-    """Models side by side (cells from `archprof.compare.comparison_cells`)."""
+    """Models side by side (cells from `archprof.comparison.comparison_cells`)."""
     columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
     title = "Comparison"
     inputs = set(columns.get("Input", []))

@@ -8,9 +8,7 @@ field) says so instead of reading as zero."""
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -300,14 +298,3 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
     lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-class _CallableModule(types.ModuleType):
-    """`archprof.compare` is the function and this module at once: importing the submodule
-    makes the package attribute the module, so the module calls the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
