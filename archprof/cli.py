@@ -342,7 +342,7 @@ class _progress:
 @_user_errors
 def memory(
     model: ModelArg,
-    input: InputOpt = None,
+    input: InputsOpt = None,
     batch: Annotated[
         Optional[int], typer.Option("--batch", "-b", help="Batch size [default: 1]", show_default=False)
     ] = None,
@@ -371,6 +371,8 @@ def memory(
             "--measure", help="Also run the model on CUDA: max_memory_allocated for inference and one training step."
         ),
     ] = False,
+    arg: ArgsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
@@ -383,13 +385,16 @@ def memory(
 
     from archprof.api import analyze
     from archprof.errors import ArchprofError
-    from archprof.load import parse_dtype, parse_input_size
+    from archprof.load import load_model, parse_args, parse_dtype, parse_input_spec
     from archprof.memory import fit_batch, optimizer_state_copies, require_cuda
     from archprof.render import memory_table
     from archprof.units import human_bytes, parse_size
 
     chosen = _choose_format(format, output)
-    size = parse_input_size(input) if input is not None else None
+    inputs = [parse_input_spec(text) for text in input] if input else None
+    if measure and inputs is not None and (len(inputs) > 1 or inputs[0].name or inputs[0].dtype):
+        raise ArchprofError("--measure runs a model of one floating-point input: give a single --input")
+    size = inputs[0].shape if inputs else None
     torch_dtype = parse_dtype(dtype.value)
     if optimizer is not None and not (train or measure):
         raise ArchprofError("--optimizer applies to training memory: add --train")
@@ -401,20 +406,21 @@ def memory(
     if measure:
         require_cuda()  # before any analysis: fail fast
 
+    loaded = load_model(model, args=parse_args(arg), trust_pickle=trust_pickle)  # once, for every analysis
     found = None
     if budget is not None:
-        found = fit_batch(model, budget, input_size=size, dtype=torch_dtype, training=train, optimizer=optimizer)
+        found = fit_batch(loaded, budget, inputs=inputs, dtype=torch_dtype, training=train, optimizer=optimizer)
         report = found.report
     else:
         batch = _positive_batch(batch if batch is not None else 1)
-        report = analyze(model, input_size=size, batch=batch, dtype=torch_dtype, training=train, optimizer=optimizer)
+        report = analyze(loaded, inputs=inputs, batch=batch, dtype=torch_dtype, training=train, optimizer=optimizer)
     notes = []
     if found is not None:
         notes.append(
             f"largest batch that fits in {human_bytes(found.budget_bytes)}: {found.batch} "
             f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {human_bytes(found.bytes_at_next)})"
         )
-    measured = _measure_memory(model, report, size, torch_dtype, optimizer) if measure else None
+    measured = _measure_memory(loaded, report, size, torch_dtype, optimizer) if measure else None
     if measured is not None:
         notes += [f"{label}: predicted {p:,} B, measured {m:,} B on {measured[0]}" for label, p, m in measured[1]]
     _emit(report, chosen, output, table=partial(memory_table, fit=found, measured=measured))
@@ -443,8 +449,10 @@ def _measure_memory(model, report, size, dtype, optimizer: str):
 @_user_errors
 def rf(
     model: ModelArg,
-    input: InputOpt = None,
+    input: InputsOpt = None,
     batch: BatchOpt = 1,
+    arg: ArgsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
@@ -461,12 +469,14 @@ def rf(
     report, whose receptive_field* columns hold the same numbers.
     """
     from archprof.api import analyze
-    from archprof.load import parse_input_size
+    from archprof.load import parse_args, parse_input_spec
     from archprof.render import receptive_field_table
 
     chosen = _choose_format(format, output)
-    size = parse_input_size(input) if input is not None else None
-    report = analyze(model, input_size=size, batch=_positive_batch(batch))
+    inputs = [parse_input_spec(text) for text in input] if input else None
+    report = analyze(
+        model, inputs=inputs, batch=_positive_batch(batch), args=parse_args(arg), trust_pickle=trust_pickle
+    )
     _emit(report, chosen, output, table=receptive_field_table)
 
 

@@ -60,6 +60,8 @@ def fit_batch(
     dtype: torch.dtype | None = None,
     training: bool = False,
     optimizer: str = "sgd",
+    *,
+    inputs: Any = None,
 ) -> Fit:
     """The largest batch whose predicted memory (inference peak, or the training estimate
     with `training`) is at most `budget_bytes`.
@@ -68,7 +70,7 @@ def fit_batch(
     proportional), so two analyses (batch 1 and 2) give the line and a third and fourth
     check the answer N (fits) and N + 1 (does not). Should a model not be affine, a
     bisection between the fitting and failing batches seen so far finishes the search, in
-    at most MAX_FIT_TRACES analyses."""
+    at most MAX_FIT_TRACES analyses. `inputs` as for `archprof.analyze`."""
     from archprof.api import analyze
     from archprof.load import load_model
     from archprof.units import human_bytes
@@ -84,7 +86,7 @@ def fit_batch(
             if len(reports) >= MAX_FIT_TRACES:
                 raise ArchprofError(f"no answer after {MAX_FIT_TRACES} analyses: memory is not affine in the batch")
             reports[batch] = analyze(
-                loaded, input_size, batch=batch, dtype=dtype, training=training, optimizer=optimizer
+                loaded, input_size, batch=batch, dtype=dtype, training=training, optimizer=optimizer, inputs=inputs
             )
         return predicted_bytes(reports[batch])
 
@@ -170,22 +172,12 @@ def measure_cuda(
 
 
 def _real_model(model: Any, device, dtype):
-    """The model with real storage on `device`: a module the caller gave is copied (the
-    original is untouched); one archprof built on the meta device gets uninitialised
-    storage (`to_empty`): the values do not change how much memory a pass takes."""
-    import copy
-
-    import torch
-
+    """The model with real weights on `device` (`LoadedModel.materialize`: a module the
+    caller gave is copied, never changed)."""
     from archprof.load import load_model
 
     loaded = load_model(model)
-    if isinstance(model, torch.nn.Module):
-        module = copy.deepcopy(model).to(device)
-    else:
-        module = loaded.module.to_empty(device=device)
-    if dtype is not None:
-        module = module.to(dtype)
+    module = loaded.materialize(device, dtype, copy_module=True)
     return module, loaded.input_size, loaded.name
 
 

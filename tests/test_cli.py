@@ -129,3 +129,15 @@ def test_version_and_module_entry_point():
     completed = subprocess.run([sys.executable, "-m", "archprof", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0
     assert "summary" in completed.stdout
+
+
+def test_rf_and_memory_take_several_inputs_and_factory_arguments():
+    spec = "tests/fixtures/tiny_models.py:TwoInputs"
+    rf = invoke("rf", spec, "--input", "3x32x32", "--input", "10", "--format", "json")
+    assert rf.exit_code == 0, rf.output
+    assert json.loads(rf.stdout)["totals"]["input_shapes"] == [[1, 3, 32, 32], [1, 10]]
+    tokens = ("tests/fixtures/tiny_models.py:token_model", "--input", "77:int64", "--arg", "vocab=1000")
+    small = json.loads(invoke("memory", *tokens, "--format", "json").stdout)["totals"]
+    big = json.loads(invoke("memory", *tokens, "--arg", "vocab=4000", "--format", "json").stdout)["totals"]
+    assert big["param_bytes"] > small["param_bytes"]  # the factory argument reached the model
+    assert small["input_shapes"] == [[1, 77]]
