@@ -136,8 +136,8 @@ def test_rf_and_memory_take_several_inputs_and_factory_arguments():
     rf = invoke("rf", spec, "--input", "3x32x32", "--input", "10", "--format", "json")
     assert rf.exit_code == 0, rf.output
     assert json.loads(rf.stdout)["totals"]["input_shapes"] == [[1, 3, 32, 32], [1, 10]]
-    tokens = ("tests/fixtures/tiny_models.py:token_model", "--input", "77:int64", "--arg", "vocab=1000")
-    small = json.loads(invoke("memory", *tokens, "--format", "json").stdout)["totals"]
-    big = json.loads(invoke("memory", *tokens, "--arg", "vocab=4000", "--format", "json").stdout)["totals"]
+    tokens = ("tests/fixtures/tiny_models.py:token_model", "--input", "77:int64", "--format", "json")
+    small = json.loads(invoke("memory", *tokens, "--arg", "vocab=1000").stdout)["totals"]
+    big = json.loads(invoke("memory", *tokens, "--arg", "vocab=4000").stdout)["totals"]
     assert big["param_bytes"] > small["param_bytes"]  # the factory argument reached the model
     assert small["input_shapes"] == [[1, 77]]
