@@ -247,9 +247,11 @@ def profile(
     format: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
-    """Run the model for real with random weights, timed per layer, beside the analysis:
-    latency (median, p90), throughput, achieved FLOP/s, the roofline, and a cross-check of
-    shapes, FLOPs and peak memory against the real run (mismatches in red).
+    """Run the model for real, timed per layer, and set the measurements beside the analysis.
+
+    With random weights: latency (median, p90), throughput, achieved FLOP/s, the roofline,
+    and a cross-check of shapes, FLOPs and peak memory against the real run (mismatches in
+    red).
 
     Several inputs: one --input per input of forward, as for `summary`. --device cuda
     without a GPU torch can see is an error (exit 2).
@@ -376,11 +378,13 @@ def memory(
     format: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
-    """Memory per layer (output, live after it, peak within it) and in total: the inference
-    peak (parameters + buffers + largest live activations), or with --train the training
-    estimate (parameters, gradients, optimizer state, activations saved for backward).
-    --fit SIZE finds the largest batch whose prediction fits SIZE (16GB = 16e9 bytes,
-    16GiB = 16 x 2^30)."""
+    """Memory per layer and in total: the inference peak, the training estimate, what batch fits.
+
+    Per layer: the output, the activations live after it and the peak within it. In total:
+    the inference peak (parameters + buffers + largest live activations), or with --train
+    the training estimate (parameters, gradients, optimizer state, activations saved for
+    backward). --fit SIZE finds the largest batch whose prediction fits SIZE (16GB = 16e9
+    bytes, 16GiB = 16 x 2^30)."""
     from functools import partial
 
     from archprof.api import analyze
