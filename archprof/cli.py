@@ -94,6 +94,27 @@ TrustPickleOpt = Annotated[
 ]
 DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Data type of parameters and activations.")]
 
+FormatOpt = Annotated[
+    Optional[Format],
+    typer.Option(
+        "--format", "-f", help="Output format [default: from --output's suffix, else table]", show_default=False
+    ),
+]
+OutputOpt = Annotated[
+    Optional[Path], typer.Option("--output", "-o", help="Write the report to this file.", show_default=False)
+]
+
+
+# Batch and dtype where they default to the model's own (an exported program fixes both).
+ModelBatchOpt = Annotated[
+    Optional[int],
+    typer.Option("--batch", "-b", help="Batch size (default: 1, or an exported program's)", show_default=False),
+]
+ModelDTypeOpt = Annotated[
+    Optional[DType],
+    typer.Option("--dtype", help="Data type of parameters and activations (default: the model's own)"),
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -145,14 +166,8 @@ def _user_errors(command):
 def summary(
     model: ModelArg,
     input: InputsOpt = None,
-    batch: Annotated[
-        Optional[int],
-        typer.Option("--batch", "-b", help="Batch size (default: 1, or an exported program's)", show_default=False),
-    ] = None,
-    dtype: Annotated[
-        Optional[DType],
-        typer.Option("--dtype", help="Data type of parameters and activations (default: the model's own)"),
-    ] = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
     arg: ArgsOpt = None,
     weights: WeightsOpt = None,
     trust_pickle: TrustPickleOpt = False,
@@ -160,15 +175,8 @@ def summary(
         Optional[int],
         typer.Option("--depth", "-d", min=0, help="Roll rows up below this module depth.", show_default=False),
     ] = None,
-    format: Annotated[
-        Optional[Format],
-        typer.Option(
-            "--format", "-f", help="Output format [default: from --output's suffix, else table]", show_default=False
-        ),
-    ] = None,
-    output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Write the report to this file.", show_default=False)
-    ] = None,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
 ) -> None:
     """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals.
 
@@ -194,30 +202,13 @@ def summary(
     _emit(report, chosen, output)
 
 
-FormatOpt = Annotated[
-    Optional[Format],
-    typer.Option(
-        "--format", "-f", help="Output format [default: from --output's suffix, else table]", show_default=False
-    ),
-]
-OutputOpt = Annotated[
-    Optional[Path], typer.Option("--output", "-o", help="Write the report to this file.", show_default=False)
-]
-
-
 @app.command()
 @_user_errors
 def profile(
     model: ModelArg,
     input: InputsOpt = None,
-    batch: Annotated[
-        Optional[int],
-        typer.Option("--batch", "-b", help="Batch size [default: 1, or an exported program's]", show_default=False),
-    ] = None,
-    dtype: Annotated[
-        Optional[DType],
-        typer.Option("--dtype", help="Data type of parameters and activations [default: the model's own]"),
-    ] = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
     arg: ArgsOpt = None,
     weights: WeightsOpt = None,
     trust_pickle: TrustPickleOpt = False,
