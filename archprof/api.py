@@ -13,6 +13,7 @@ import torch
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.graph import Graph
 from archprof.load import InputsLike, InputSpec, LoadedModel, check_static_shapes, load_model, normalize_inputs
+from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
 from archprof.passes.flops import cost_columns
 from archprof.passes.layers import group_layers
 from archprof.passes.memory import memory_columns
@@ -186,8 +187,8 @@ def profile(
     batch: int | None = None,
     dtype: torch.dtype | str | None = None,
     device: str | None = None,
-    warmup: int = 5,
-    repeat: int = 20,
+    warmup: int = DEFAULT_WARMUP,
+    repeat: int = DEFAULT_REPEAT,
     peak_flops: float | str | None = None,
     bandwidth: float | str | None = None,
     progress: Callable[[str, int, int], None] | None = None,

@@ -244,13 +244,10 @@ def load_budget_file(path: str | Path) -> list[BudgetEntry]:
     """The entries of a budget file; any mistake raises ArchprofError naming the line and key."""
     import tomllib
 
+    from archprof.output import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArchprofError(f"budget file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArchprofError(f"cannot read budget file {path}: {exc}") from None
+    text = read_text(path, "budget file")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from archprof import __version__
+from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
 
 app = typer.Typer(
     name="archprof",
@@ -216,8 +217,10 @@ def profile(
         Optional[str],
         typer.Option("--device", help="cpu or cuda (cuda:N); default: cuda if torch sees a GPU, else cpu"),
     ] = None,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed passes first.")] = 5,
-    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed passes (the median is reported).")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed passes first.")] = DEFAULT_WARMUP,
+    repeat: Annotated[
+        int, typer.Option("--repeat", min=1, help="Timed passes (the median is reported).")
+    ] = DEFAULT_REPEAT,
     peak_flops: Annotated[
         Optional[str],
         typer.Option("--peak-flops", help="The device's peak FLOP/s, e.g. 989T (default: measured once, then cached)"),

@@ -187,13 +187,10 @@ def side_from_report(report: Report, name: str | None = None) -> Side:
 
 def read_csv_report(path: str | Path) -> Side:
     """Rows of a CSV report; a file that is not one raises ArchprofError naming the problem and line."""
+    from archprof.output import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArchprofError(f"report {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArchprofError(f"cannot read report {path}: {exc}") from None
+    text = read_text(path, "report")
     reader = csv.DictReader(text.splitlines())
     missing = [name for name in _REQUIRED if name not in (reader.fieldnames or [])]
     if missing:

@@ -1,4 +1,5 @@
-"""Writing reports: atomically, so a failed run never leaves half a file."""
+"""The user's files: reports written atomically (a failed run never leaves half a file),
+and text files read with one clear error."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ import tempfile
 from pathlib import Path
 
 from archprof.errors import ArchprofError
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The text of a file the user named (`what` says which kind, for the error)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArchprofError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchprofError(f"cannot read {what} {path}: {exc}") from None
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
