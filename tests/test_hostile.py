@@ -1,0 +1,267 @@
+"""Hostile and careless input, one table: what a user (or an attacker handing them a file)
+can give archprof, and what they can rely on in return.
+
+Each CLI case crafts its files in a directory of its own and runs the real `archprof`
+process there (exit codes, stderr and files are process-level facts). Every case must end
+with its exit status (2 for bad input), at most one line on stderr and no traceback, no
+payload run, and no file in its directory created or changed but the ones it names. To add
+a case, append a `Case` to CASES: `argv` crafts what the case needs and returns the
+arguments."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+import archprof
+
+MARKER = "PAYLOAD_RAN"
+
+
+class Payload:
+    """Pickles to a call that creates MARKER in the current directory when unpickled."""
+
+    def __reduce__(self):
+        return (exec, (f"open({MARKER!r}, 'w').close()",))
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+# -- crafting ------------------------------------------------------------------------------
+
+
+def factory_file(directory: Path, body: str, name: str = "user_model.py") -> str:
+    """A Python file whose `net` factory runs `body` (indented code) before building."""
+    indented = "\n".join("    " + line for line in body.strip().splitlines())
+    source = (
+        f"import sys\nimport torch\nfrom torch import nn\n\n\ndef net():\n{indented}\n    return nn.Conv2d(3, 4, 3)\n"
+    )
+    return _write(directory / name, source)
+
+
+def exiting_forward(directory: Path, statement: str) -> str:
+    source = (
+        "import argparse\nimport sys\nfrom torch import nn\n\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.conv = nn.Conv2d(3, 4, 3)\n\n"
+        f"    def forward(self, x):\n        {statement}\n        return self.conv(x)\n"
+    )
+    return _write(directory / "exits.py", source) + ":Net"
+
+
+def pickled_module(directory: Path) -> str:
+    """A `.pt` file that would run the payload when unpickled."""
+    path = directory / "model.pt"
+    torch.save({"model": Payload()}, path)
+    return str(path)
+
+
+def checkpoint_with_payload(directory: Path) -> str:
+    path = directory / "weights.pt"
+    torch.save({"state_dict": {"weight": torch.zeros(1)}, "extra": Payload()}, path)
+    return str(path)
+
+
+def state_dict_of_conv(directory: Path) -> str:
+    path = directory / "conv.pt"
+    torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), path)
+    return str(path)
+
+
+def budget_file(directory: Path, entry: str) -> str:
+    return _write(directory / "archprof.toml", f'[[models]]\nname = "lenet5"\n{entry}\n')
+
+
+# -- the table ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: Callable[[Path], list]  # crafts what the case needs in its directory, returns the arguments
+    says: str  # text the error line must hold (case-insensitive)
+    exit_code: int = 2
+    stdout: str | None = None  # a path stdout is redirected to
+    creates: tuple[str, ...] = ()  # files the case may create in its directory
+
+
+CASES = [
+    # Code from data files
+    Case("pickled module in a .pt", lambda d: ["summary", pickled_module(d)], "trust-pickle"),
+    Case(
+        "payload in a --weights checkpoint",
+        lambda d: ["summary", "lenet5", "--weights", checkpoint_with_payload(d)],
+        "trust-pickle",
+    ),
+    # User code that exits
+    Case(
+        "sys.exit(0) while importing",
+        lambda d: ["summary", _write(d / "m.py", "import sys\nsys.exit(0)\n") + ":f"],
+        "SystemExit",
+    ),
+    Case(
+        "SystemExit(3) in a factory",
+        lambda d: ["summary", factory_file(d, "raise SystemExit(3)") + ":net", "-i", "3x8x8"],
+        "SystemExit",
+    ),
+    Case(
+        "argparse in a factory",
+        lambda d: [
+            "summary",
+            factory_file(d, "import argparse\nargparse.ArgumentParser().parse_args(['--x'])") + ":net",
+            "-i",
+            "3x8x8",
+        ],
+        "SystemExit",
+    ),
+    Case(
+        "sys.exit(0) in forward", lambda d: ["summary", exiting_forward(d, "sys.exit(0)"), "-i", "3x8x8"], "SystemExit"
+    ),
+    Case(
+        "sys.exit(0) in forward under check",
+        lambda d: ["check", exiting_forward(d, "sys.exit(0)"), "--input", "3x8x8", "--max-params", "1M"],
+        "SystemExit",
+    ),
+    # Numbers that overflow
+    Case("a batch beyond int64", lambda d: ["summary", "lenet5", "--batch", "99999999999999999999"], "batch"),
+    Case(
+        "an input beyond int64",
+        lambda d: ["summary", "lenet5", "--input", "99999999999999999999999x1x1"],
+        "99999999999999999999999",
+    ),
+    Case("a --fit beyond any batch", lambda d: ["memory", "lenet5", "--fit", "99999999999999999999TB"], "fit"),
+    Case(
+        "compare at an input too large for int64",
+        lambda d: ["compare", "vgg16", "resnet18", "--input", "3x16384x16384", "--batch", "100000"],
+        "int64",
+    ),
+    # Names the file system refuses
+    Case("a 300-character model name", lambda d: ["summary", "m" * 300], "m" * 20),
+    Case("a 300-character .pt name", lambda d: ["summary", "m" * 300 + ".pt"], "m" * 20),
+    Case("a 300-character --weights name", lambda d: ["summary", "lenet5", "--weights", "w" * 300 + ".pt"], "w" * 20),
+    Case("a 300-character name to rf", lambda d: ["rf", "m" * 300], "m" * 20),
+    Case("a module name with a lone surrogate", lambda d: ["summary", os.fsencode("\udcffmod.py:factory")], "mod.py"),
+    # Output
+    Case("stdout on a full disk", lambda d: ["summary", "lenet5", "-f", "csv"], "standard output", stdout="/dev/full"),
+    Case(
+        "-o naming the --weights file",
+        lambda d: [
+            "summary",
+            factory_file(d, "pass") + ":net",
+            "-i",
+            "3x8x8",
+            "--weights",
+            state_dict_of_conv(d),
+            "-f",
+            "csv",
+            "-o",
+            str(d / "conv.pt"),
+        ],
+        "conv.pt",
+    ),
+    # Budget files
+    Case(
+        "one limit spelled two ways",
+        lambda d: ["check", "--config", budget_file(d, 'max-params = "1M"\nmax_params = "2M"')],
+        "max_params",
+    ),
+]
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(path.relative_to(directory)): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    stderr: str
+    before: dict
+    after: dict
+
+
+def _run(case: Case, directory: Path) -> Outcome:
+    directory.mkdir()
+    argv = case.argv(directory)
+    before = _snapshot(directory)
+    stdout = open(case.stdout, "w") if case.stdout else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        done = subprocess.run(
+            [os.fsencode(sys.executable), b"-m", b"archprof", *(os.fsencode(a) for a in argv)],
+            cwd=directory,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "160", "PYTHONPATH": str(Path(__file__).parent.parent)},
+        )
+    finally:
+        if case.stdout:
+            stdout.close()
+    return Outcome(done.returncode, done.stderr.decode("utf-8", "backslashreplace"), before, _snapshot(directory))
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    """Every case, run two at a time (each is a process of its own)."""
+    root = tmp_path_factory.mktemp("hostile")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {case.id: pool.submit(_run, case, root / f"case{index}") for index, case in enumerate(CASES)}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_hostile_cli_input(case: Case, outcomes):
+    outcome = outcomes[case.id]
+    lines = outcome.stderr.strip().splitlines()
+    assert outcome.returncode == case.exit_code, outcome.stderr
+    assert "Traceback" not in outcome.stderr and "Exception ignored" not in outcome.stderr, outcome.stderr
+    assert len(lines) <= 1, outcome.stderr
+    if case.exit_code == 2:
+        assert lines and lines[0].startswith("error: "), outcome.stderr
+        assert case.says.lower() in lines[0].lower(), lines[0]
+    assert MARKER not in outcome.after, "the payload ran"
+    created = set(outcome.after) - set(outcome.before)
+    assert created <= set(case.creates), f"files created: {sorted(created - set(case.creates))}"
+    changed = {name for name in outcome.before if outcome.after.get(name) != outcome.before[name]}
+    assert not changed, f"files changed or removed: {sorted(changed)}"
+
+
+# -- the API -------------------------------------------------------------------------------
+
+API_CASES = [
+    ("a pickled module", lambda d: archprof.analyze(pickled_module(d)), "trust"),
+    (
+        "SystemExit in a factory",
+        lambda d: archprof.analyze(factory_file(d, "sys.exit(3)") + ":net", (3, 8, 8)),
+        "SystemExit",
+    ),
+    ("SystemExit in forward", lambda d: archprof.analyze(exiting_forward(d, "sys.exit(0)"), (3, 8, 8)), "SystemExit"),
+    ("batch=True", lambda d: archprof.analyze("lenet5", batch=True), "batch"),
+    ("batch=2.0", lambda d: archprof.analyze("lenet5", batch=2.0), "batch"),
+    ("dtype=torch.int8", lambda d: archprof.analyze("lenet5", dtype=torch.int8), "dtype"),
+    ("rollup(-1)", lambda d: archprof.analyze("lenet5").rollup(-1), "depth"),
+]
+
+
+@pytest.mark.parametrize(("call", "says"), [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_hostile_api_input(call, says, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(archprof.ArchprofError, match=says):
+        call(tmp_path)
+    assert not (tmp_path / MARKER).exists(), "the payload ran"
