@@ -1,3 +1,6 @@
+import sys
+import types
+
 import pytest
 import torch
 
@@ -5,3 +8,17 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def hub_packages():
+    """torchvision and timm, imported for real: (torchvision, timm).
+
+    torchvision's wheel here is a CUDA build whose C operators do not load beside the CPU
+    torch; its model code is pure Python. An empty stand-in for the module that registers
+    those operators' meta kernels lets it import. archprof itself imports both normally."""
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import timm
+    import torchvision
+
+    return torchvision, timm

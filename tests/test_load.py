@@ -3,7 +3,6 @@ exit 2). TorchScript, exported-program and pickle files are written into tmp_pat
 
 import json
 import sys
-import types
 import warnings
 import zipfile
 from pathlib import Path
@@ -104,45 +103,21 @@ def test_arg_values_are_parsed_as_python_values():
             parse_args([bad])
 
 
-def _fake_torchvision():
-    package = types.ModuleType("torchvision")
-    models = types.ModuleType("torchvision.models")
-    built = []
-
-    def resnet18(num_classes=1000, **kwargs):
-        built.append(torch.empty(1).device.type)  # which device the builder ran under
-        return nn.Sequential(
-            nn.Conv2d(3, 8, 7, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes)
-        )
-
-    models.list_models = lambda module=None: ["resnet18"]
-    models.get_model_builder = lambda name: {"resnet18": resnet18}[name]
-    package.models = models
-    return package, models, built
-
-
-def test_torchvision_and_timm_when_they_import(monkeypatch):
-    package, models, built = _fake_torchvision()
-    monkeypatch.setitem(sys.modules, "torchvision", package)
-    monkeypatch.setitem(sys.modules, "torchvision.models", models)
-    report = archprof.analyze("torchvision:resnet18", args={"num_classes": 10})
-    assert report.input_shapes == ((1, 3, 224, 224),) and built == ["meta"]
-    assert report.totals.param_count == 8 * 3 * 49 + 8 + 8 * 10 + 10
+def test_torchvision_and_timm_models_are_built_on_meta(hub_packages):
+    loaded = load_model("torchvision:resnet18", args={"num_classes": 10})
+    assert {p.device.type for p in loaded.module.parameters()} == {"meta"}
+    report = archprof.analyze(loaded)
+    # torchvision's published 11,689,512 with the 512 x 1000 + 1000 head replaced by 512 x 10 + 10.
+    assert report.input_shapes == ((1, 3, 224, 224),)
+    assert report.totals.param_count == 11_689_512 - (512 * 1000 + 1000) + (512 * 10 + 10)
     with pytest.raises(ArchprofError, match="torchvision has no model 'resnet81'; closest: resnet18"):
         load_model("torchvision:resnet81")
 
-    timm = types.ModuleType("timm")
-    timm.is_model = lambda name: name == "tiny_vit"
-    timm.list_models = lambda: ["tiny_vit"]
-
-    def create_model(name, pretrained=False, **kwargs):
-        model = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.Flatten(1))
-        model.pretrained_cfg = {"input_size": (3, 32, 32)}
-        return model
-
-    timm.create_model = create_model
-    monkeypatch.setitem(sys.modules, "timm", timm)
-    assert archprof.analyze("timm:tiny_vit").input_shapes == ((1, 3, 32, 32),)
+    # timm's default input comes from the model's pretrained_cfg (240 x 240 for efficientnet_b1).
+    assert archprof.analyze("timm:efficientnet_b1").input_shapes == ((1, 3, 240, 240),)
+    assert (
+        archprof.analyze("timm:mobilenetv3_large_100").totals.param_count == 5_483_032
+    )  # as torchvision's mobilenet_v3_large card
     with pytest.raises(ArchprofError, match="timm has no model 'vit'"):
         load_model("timm:vit")
 
