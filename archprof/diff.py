@@ -6,6 +6,7 @@ spec (analysed here), or a Report."""
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("activation_bytes", "Activation memory", "bytes"),
 )
 _TEXT = ("module_type", "output_shape")  # also compared per layer
+_USER_TEXT = ("layer", "module_type")  # neutralised against formula injection in CSV
 _REQUIRED = ("layer", "call", *_TEXT, *(name for name, _, _ in METRICS))
 
 
@@ -83,25 +85,26 @@ class ReportDiff:
     unchanged: int  # rows present on both sides with nothing changed
 
     def to_csv(self) -> str:
-        """One line per changed layer: status, layer, call, old/new shape, old/new/change per metric."""
-        import io
+        """One line per changed layer: status, layer, call, old/new shape, old/new/change per metric.
+        Names from the model are neutralised against formula injection as in `Report.to_csv`."""
+        from archprof.report import csv_text
 
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
         header = ["status", "layer", "call", "old_module_type", "new_module_type", "old_output_shape"]
         header.append("new_output_shape")
         for name, _, _ in METRICS:
             header += [f"old_{name}", f"new_{name}", f"{name}_change"]
-        writer.writerow(header)
-        for change in self.layers:
-            old, new = change.old or {}, change.new or {}
-            row = [change.status, change.layer, change.call]
-            row += [old.get("module_type", ""), new.get("module_type", "")]
-            row += [old.get("output_shape", ""), new.get("output_shape", "")]
-            for name, _, _ in METRICS:
-                row += [old.get(name, ""), new.get(name, ""), change.delta(name)]
-            writer.writerow(row)
-        return buffer.getvalue()
+        user_text = [name in ("layer", "old_module_type", "new_module_type") for name in header]
+        return csv_text(header, map(self._csv_row, self.layers), user_text)
+
+    @staticmethod
+    def _csv_row(change: LayerChange) -> list:
+        old, new = change.old or {}, change.new or {}
+        row = [change.status, change.layer, change.call]
+        row += [old.get("module_type", ""), new.get("module_type", "")]
+        row += [old.get("output_shape", ""), new.get("output_shape", "")]
+        for name, _, _ in METRICS:
+            row += [old.get(name, ""), new.get(name, ""), change.delta(name)]
+        return row
 
     def to_json(self) -> str:
         import json
@@ -129,7 +132,10 @@ class ReportDiff:
         return json.dumps(document, indent=2) + "\n"
 
     def to_markdown(self) -> str:
-        lines = [f"# {self.old} → {self.new}", "", "| Total | Old | New | Change | % |", "|---|---:|---:|---:|---:|"]
+        from archprof.report import markdown_cell, visible_text
+
+        lines = [f"# {visible_text(self.old)} → {visible_text(self.new)}", ""]
+        lines += ["| Total | Old | New | Change | % |", "|---|---:|---:|---:|---:|"]
         for total in self.totals:
             lines.append(
                 f"| {total.label} | {format_value(total.unit, total.old)} | {format_value(total.unit, total.new)}"
@@ -140,7 +146,7 @@ class ReportDiff:
             lines += ["| Status | Layer | Output shape | Params | MACs | Activations |", "|---|---|---|---:|---:|---:|"]
             for change in self.layers:
                 lines.append(
-                    f"| {change.status} | `{layer_label(change)}` | {shape_change(change)}"
+                    f"| {change.status} | `{markdown_cell(layer_label(change))}` | {shape_change(change)}"
                     f" | {format_change('count', change.delta('param_count'))}"
                     f" | {format_change('count', change.delta('macs'))}"
                     f" | {format_change('bytes', change.delta('activation_bytes'))} |"
@@ -186,27 +192,52 @@ def side_from_report(report: Report, name: str | None = None) -> Side:
 
 
 def read_csv_report(path: str | Path) -> Side:
-    """Rows of a CSV report; a file that is not one raises ArchprofError naming the problem and line."""
-    from archprof.output import read_text
+    """Rows of a CSV report; a file that is not one raises ArchprofError naming the problem and line.
+
+    Names come back exactly as the model had them (`archprof.report.csv_cell` undone, line
+    breaks inside quoted cells kept). A byte-order mark (Excel's "CSV UTF-8") is skipped. Two
+    rows of one layer and call make an error: their figures would count twice in the totals."""
+    from archprof.report import csv_cell_text, visible_text
 
     path = Path(path)
-    text = read_text(path, "report")
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(_report_text(path), newline=""))
     missing = [name for name in _REQUIRED if name not in (reader.fieldnames or [])]
     if missing:
         raise ArchprofError(
             f"{path} is not an archprof CSV report (from `archprof summary -f csv`): no column {', '.join(missing)}"
         )
     rows = []
-    for line, raw in enumerate(reader, start=2):
-        row: dict[str, Any] = {name: raw[name] or "" for name in ("layer", *_TEXT)}
+    first_line: dict[tuple[str, int], int] = {}
+    for raw in reader:
+        line = reader.line_num  # the row's last physical line (a quoted cell may span several)
+        row: dict[str, Any] = {name: csv_cell_text(raw[name] or "") for name in _USER_TEXT}
+        row.update({name: raw[name] or "" for name in _TEXT if name not in _USER_TEXT})
         for name in ("call", *(m for m, _, _ in METRICS)):
             try:
                 row[name] = int(raw[name])
             except (TypeError, ValueError):
                 raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, not a whole number") from None
+        key = _key(row)
+        if key in first_line:
+            raise ArchprofError(
+                f"{path}, line {line}: layer '{visible_text(row['layer'])}' call {row['call']} is already on line"
+                f" {first_line[key]}: a report has one row per layer and call; remove the duplicate"
+            )
+        first_line[key] = line
         rows.append(row)
     return Side(path.stem, rows)
+
+
+def _report_text(path: Path) -> str:
+    """The file's text as written (no newline translation: a quoted cell may hold a carriage
+    return), without a byte-order mark."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ArchprofError(f"report {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchprofError(f"cannot read report {path}: {exc}") from None
 
 
 def load_side(

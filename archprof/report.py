@@ -9,10 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+
+from archprof.errors import ArchprofError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,12 +28,13 @@ class Column:
     dtype: str  # pandas dtype
     description: str
     summable: bool = False
+    user_text: bool = False  # text from the user's model: neutralised in CSV (`csv_cell`)
 
 
 # The documented columns of `Report.layers`, in order.
 COLUMNS: tuple[Column, ...] = (
-    Column("layer", "string", "module path, e.g. 'layer1.0.conv1' ('' for the model itself)"),
-    Column("module_type", "string", "class name of the module, e.g. 'Conv2d'"),
+    Column("layer", "string", "module path, e.g. 'layer1.0.conv1' ('' for the model itself)", user_text=True),
+    Column("module_type", "string", "class name of the module, e.g. 'Conv2d'", user_text=True),
     Column("call", "int64", "which call of the module this is (0 = first; -1 = never called)"),
     Column("depth", "int64", "nesting depth of the module (0 = the model)"),
     Column("operators", "string", "aten operators the row ran, in order, repeats merged"),
@@ -74,6 +79,7 @@ LAST_ROW_COLUMNS = (
     "receptive_field_note",
 )
 SUMMABLE = tuple(c.name for c in COLUMNS if c.summable)
+_INT64 = range(-(2**63), 2**63)
 
 # Appended to the columns of a profiled Report (`archprof.profile`), one value per row:
 # empty (NaN, "" in CSV) where a row has none. Times are medians over the timed passes.
@@ -201,18 +207,27 @@ class Report:
 
     @cached_property
     def layers(self) -> pd.DataFrame:
-        """One row per layer; columns and dtypes as documented in `COLUMNS`."""
+        """One row per layer; columns and dtypes as documented in `COLUMNS`, except that an
+        integer column whose values or sum do not fit in int64 holds exact Python integers
+        (dtype object), so that no cell and no `.sum()` wraps around."""
         import pandas as pd
 
-        return pd.DataFrame({c.name: pd.Series(self.columns[c.name], dtype=c.dtype) for c in self.column_specs})
+        return pd.DataFrame({c.name: pd.Series(self.columns[c.name], dtype=self._dtype(c)) for c in self.column_specs})
+
+    def _dtype(self, column: Column) -> str:
+        """The column's dtype, or "object" (exact Python integers) where int64 would wrap."""
+        if column.dtype != "int64":
+            return column.dtype
+        numbers = [value for value in self.columns[column.name] if value is not None]
+        return column.dtype if all(n in _INT64 for n in (*numbers, sum(numbers))) else "object"
 
     def rows(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, values, strict=True)) for values in zip(*self.columns.values(), strict=True)]
 
     def rollup(self, depth: int) -> Report:
         """Merge every row below module depth `depth` into its ancestor at that depth."""
-        if depth < 0:
-            raise ValueError("depth must be >= 0")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ArchprofError(f"rollup depth must be a whole number >= 0 (0 = the whole model), got {depth!r}")
         groups: dict[str, list[int]] = {}
         for index, path in enumerate(self.columns["layer"]):
             groups.setdefault(".".join(path.split(".")[:depth]) if path else "", []).append(index)
@@ -254,12 +269,12 @@ class Report:
     # -- file formats --------------------------------------------------------------------
 
     def to_csv(self, path=None) -> str:
-        """CSV, the format of record: one row per layer, exact integers, bytes in bytes."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([c.name for c in self.column_specs])
-        writer.writerows(zip(*(self.columns[c.name] for c in self.column_specs), strict=True))
-        return _write(buffer.getvalue(), path)
+        """CSV, the format of record: one row per layer, exact integers, bytes in bytes.
+        Names from the model are neutralised against formula injection (`csv_cell`)."""
+        specs = self.column_specs
+        user_text = [c.user_text for c in specs]
+        rows = zip(*(self.columns[c.name] for c in specs), strict=True)
+        return _write(csv_text([c.name for c in specs], rows, user_text), path)
 
     def to_json(self, path=None) -> str:
         document = {
@@ -276,20 +291,20 @@ class Report:
     def to_markdown(self, path=None) -> str:
         names = [c.name for c in self.column_specs]
         lines = [
-            f"# {self.model}: input {shapes_text(self.input_shapes)}, {self.dtype}",
+            f"# {visible_text(self.model)}: input {shapes_text(self.input_shapes)}, {self.dtype}",
             "",
             "| " + " | ".join(names) + " |",
             "|" + "|".join("---" for _ in names) + "|",
         ]
         measured_names = {c.name for c in MEASURED_COLUMNS}  # None there: no value, left blank
         for row in self.rows():
-            cells = ("" if row[n] is None and n in measured_names else str(row[n]) for n in names)
+            cells = ("" if row[n] is None and n in measured_names else markdown_cell(str(row[n])) for n in names)
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "| total | value |", "|---|---|"]
-        lines += [f"| {name} | {value} |" for name, value in self.totals.as_dict().items()]
+        lines += [f"| {name} | {markdown_cell(str(value))} |" for name, value in self.totals.as_dict().items()]
         if self.measured is not None:
             lines += ["", "| measured | value |", "|---|---|"]
-            lines += [f"| {name} | {value} |" for name, value in self.measured.summary().items()]
+            lines += [f"| {name} | {markdown_cell(str(value))} |" for name, value in self.measured.summary().items()]
         return _write("\n".join(lines) + "\n", path)
 
 
@@ -307,6 +322,61 @@ def parse_counts(cell: str) -> dict[str, int]:
 
 def shapes_text(shapes) -> str:
     return ", ".join("x".join(map(str, s)) for s in shapes)
+
+
+# -- text from the user's model (module names, class names, the model's name) ------------
+
+# OWASP's list of the first characters that make a spreadsheet read a cell as a formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_QUOTE = "'"
+
+
+def csv_cell(value):
+    """A cell for a CSV file: text starting with = + - @, a tab or a carriage return gets a
+    leading ' (OWASP's defence against formula injection), and so does text already starting
+    with ', so that `csv_cell_text` gives every text back exactly. Numbers pass unchanged."""
+    if isinstance(value, str) and value.startswith((*_FORMULA_STARTS, _QUOTE)):
+        return _QUOTE + value
+    return value
+
+
+def csv_cell_text(cell: str) -> str:
+    """The text `csv_cell` wrote."""
+    return cell.removeprefix(_QUOTE)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence], user_text: Sequence[bool]) -> str:
+    """CSV with a header; the cells where `user_text` is true go through `csv_cell`."""
+    buffer = io.StringIO()
+    plain = csv.writer(buffer, lineterminator="\n")
+    # The csv module quotes a cell holding "\n" but not one holding "\r", which a reader
+    # takes for the end of the line: a row with one is written with every cell quoted.
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    plain.writerow(header)
+    for row in rows:
+        cells = [csv_cell(cell) if is_user_text else cell for cell, is_user_text in zip(row, user_text, strict=True)]
+        has_return = any(isinstance(cell, str) and "\r" in cell for cell in cells)
+        (quoted if has_return else plain).writerow(cells)
+    return buffer.getvalue()
+
+
+def visible_text(text: str) -> str:
+    """`text` on one line, with every control character, line or paragraph separator shown
+    as its escape (a newline as \\n, U+2028 as \\u2028): safe in a Markdown table, a
+    terminal and XML 1.0."""
+    return "".join(_visible(char) for char in text)
+
+
+def _visible(char: str) -> str:
+    if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in "\ufffe\uffff":
+        return char.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return char
+
+
+def markdown_cell(text: str) -> str:
+    """`visible_text` for a cell of a Markdown table: backslashes and | escaped, so that the
+    row keeps its columns."""
+    return visible_text(text.replace("\\", "\\\\").replace("|", "\\|"))
 
 
 def _write(text: str, path) -> str:
