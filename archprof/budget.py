@@ -287,7 +287,15 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
                 f"{budget.at(key, index)}unknown key '{key}' in model entry {index + 1}{_hint(key, ENTRY_KEYS)};"
                 f" known keys: {', '.join(ENTRY_KEYS)}"
             )
-    values = {key.replace("_", "-"): (key, value) for key, value in raw.items()}
+    values: dict[str, tuple[str, Any]] = {}
+    for key, value in raw.items():
+        canonical = key.replace("_", "-")
+        if canonical in values:
+            raise ArchprofError(
+                f"{budget.at(key, index)}'{key}' repeats '{values[canonical][0]}' in model entry {index + 1}"
+                " (- and _ are the same in keys): keep one"
+            )
+        values[canonical] = (key, value)
 
     def fail(key: str, message: str):
         raise ArchprofError(f"{budget.at(values[key][0], index)}{values[key][0]}: {message}")
@@ -421,6 +429,8 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
 
 def markdown_summary(verdicts: Sequence[Verdict]) -> str:
     """The verdict as GitHub-flavoured Markdown (for $GITHUB_STEP_SUMMARY)."""
+    from archprof.report import markdown_cell
+
     failed = sum(not v.passed for v in verdicts)
     models = len(dict.fromkeys((v.model, v.input_shape) for v in verdicts))
     if failed:
@@ -430,7 +440,8 @@ def markdown_summary(verdicts: Sequence[Verdict]) -> str:
     lines = [title, "", "| Model | Input | Limit | Value | Margin | Verdict |", "|---|---|---|---:|---:|---|"]
     for row in verdict_rows(verdicts):
         verdict = "✅ pass" if row["verdict"] == "pass" else "❌ **FAIL**"
-        cells = [f"`{row['model']}`", row["input"], f"`{row['limit']}`", row["value"], row["margin"], verdict]
+        cells = [f"`{markdown_cell(row['model'])}`", row["input"], f"`{markdown_cell(row['limit'])}`"]
+        cells += [row["value"], row["margin"], verdict]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n"
 
@@ -441,14 +452,19 @@ def append_step_summary(verdicts: Sequence[Verdict], path: str | Path) -> None:
 
 
 def junit_xml(verdicts: Sequence[Verdict]) -> str:
-    """JUnit XML: one testsuite per model and input, one testcase per limit, <failure> when exceeded."""
+    """JUnit XML: one testsuite per model and input, one testcase per limit, <failure> when exceeded.
+    The model's name and the limits as written are given with control characters shown as
+    escapes (`visible_text`): XML 1.0 has no way to hold most of them."""
     import xml.etree.ElementTree as ET
+
+    from archprof.report import visible_text
 
     suites = ET.Element("testsuites", name="archprof budget")
     by_model: dict[tuple[str, str], list[Verdict]] = {}
     for verdict in verdicts:
         by_model.setdefault((verdict.model, verdict.input_shape), []).append(verdict)
-    for (model, shape), group in by_model.items():
+    for (name, shape), group in by_model.items():
+        model = visible_text(name)
         suite = ET.SubElement(
             suites,
             "testsuite",
@@ -462,11 +478,12 @@ def junit_xml(verdicts: Sequence[Verdict]) -> str:
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit.key)
             value = format_value(verdict.limit.metric, verdict.value)
             detail = f"{verdict.limit.metric.label} {value} ({verdict.value:,}) at input {shape}"
+            limit = f"{verdict.limit.key} {visible_text(verdict.limit.text)}"
             if verdict.passed:
-                ET.SubElement(case, "system-out").text = f"{detail}: within {verdict.limit.key} {verdict.limit.text}"
+                ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"
             else:
                 bound = "over" if verdict.limit.bound == "max" else "under"
-                message = f"{detail} is {bound} {verdict.limit.key} {verdict.limit.text} ({format_margin(verdict)})"
+                message = f"{detail} is {bound} {limit} ({format_margin(verdict)})"
                 ET.SubElement(case, "failure", message=message, type="BudgetExceeded").text = message
     suites.set("tests", str(len(verdicts)))
     suites.set("failures", str(sum(not v.passed for v in verdicts)))

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from archprof.report import visible_text
 from archprof.units import human_bytes, human_count
 
 TEXT_COLUMNS = frozenset({"", "Layer", "Type", "Output shape", "Model", "Input", "Bound"})
@@ -30,11 +31,13 @@ def fitted_table(
 
     On a narrow terminal the columns last in `priority` (and those not in it) are left out,
     down to `keep`, rather than cutting cells short: every file format keeps them all.
-    `rules[i]` draws a rule above row i."""
+    `rules[i]` draws a rule above row i. Text cells and the title are shown as they are, never
+    read as Rich markup (a module may be named "[/x]")."""
     widths = {heading: max(len(heading), *(len(str(cell)) for cell in cells)) for heading, cells in columns.items()}
     shown = [h for h in priority if h in columns] + [h for h in columns if h not in priority]
     while len(shown) > keep and sum(widths[h] + 3 for h in shown) > width:  # padding and divider
         shown.pop()
+    title = Text(title) if isinstance(title, str) else title
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)
     order = [heading for heading in columns if heading in shown]
     for heading in order:
@@ -42,12 +45,16 @@ def fitted_table(
     for index in range(len(next(iter(columns.values()), []))):
         if index < len(rules) and rules[index]:
             table.add_section()
-        table.add_row(*(columns[heading][index] for heading in order))
+        table.add_row(*(_no_markup(columns[heading][index]) for heading in order))
     return table
 
 
+def _no_markup(cell):
+    return Text(cell) if isinstance(cell, str) else cell
+
+
 def layer_name(row: dict) -> str:
-    name = row["layer"] or "(model)"
+    name = visible_text(row["layer"]) or "(model)"
     if row["call"] > 0:
         return f"{name} (call {row['call'] + 1})"
     if row["call"] < 0:

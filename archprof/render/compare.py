@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.render.base import fitted_table
+from archprof.report import visible_text
 
 # Columns of a comparison kept on a narrow terminal, most important first (the rest are
 # left out rather than cutting numbers short; every file format keeps them all).
@@ -49,7 +50,7 @@ def budget_table(rows: list[dict[str, str]]) -> Group:
     for (model, shape), group in groups.items():
         failed = sum(row["verdict"] != "pass" for row in group)
         verdict = Text(f"{failed} exceeded", style="bold red") if failed else Text("within budget", style="green")
-        title = Text.assemble(f"{model}  ·  input {shape}  ·  ", verdict)
+        title = Text.assemble(f"{visible_text(model)}  ·  input {shape}  ·  ", verdict)
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("Limit", no_wrap=True)
         table.add_column("Value", justify="right", no_wrap=True)
@@ -76,7 +77,8 @@ def diff_tables(diff, width: int = 160) -> Group:
     """Totals (old, new, change, %) and the layers added, removed or changed (an `archprof.diff.ReportDiff`)."""
     from archprof.diff import format_change, format_percent, format_value, layer_label, shape_change
 
-    totals = Table(title=f"{diff.old} → {diff.new}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
+    totals = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("Total", "Old", "New", "Change", "%"):
         totals.add_column(header, justify="left" if header == "Total" else "right", no_wrap=True)
     for total in diff.totals:
@@ -97,8 +99,8 @@ def diff_tables(diff, width: int = 160) -> Group:
     columns["Activations"] = []
     for change in diff.layers:
         columns[""].append(Text(change.status, style=styles[change.status]))
-        columns["Layer"].append(layer_label(change))
-        columns["Type"].append(change.value("module_type"))
+        columns["Layer"].append(visible_text(layer_label(change)))
+        columns["Type"].append(visible_text(change.value("module_type")))
         columns["Output shape"].append(shape_change(change))
         columns["Params"].append(format_change("count", change.delta("param_count")))
         columns["MACs"].append(format_change("count", change.delta("macs")))

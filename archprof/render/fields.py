@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.text import Text
 
 from archprof.render.base import dash, fitted_table, indented_layer_name, layer_name
-from archprof.report import Report
+from archprof.report import Report, visible_text
 
 # Columns of the receptive-field table, most important first (the last go on a narrow terminal).
 _RF_COLUMNS = ("Layer", "Field", "Stride", "Coverage", "Centred", "Output shape", "Type")
@@ -34,7 +34,7 @@ def receptive_field_table(report: Report, width: int = 160) -> Group:
         field, stride, start = row["receptive_field"], row["effective_stride"], row["receptive_field_start"]
         centred, coverage = _centred_and_coverage(field, stride, start, spatial)
         cells["Layer"].append(indented_layer_name(row))
-        cells["Type"].append(row["module_type"])
+        cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
         cells["Field"].append(Text(field, style="red") if field == "undefined" else field or dash())
         cells["Stride"].append(stride or dash())
@@ -45,7 +45,7 @@ def receptive_field_table(report: Report, width: int = 160) -> Group:
         if row["receptive_field_note"]:
             notes.setdefault(row["receptive_field_note"], name)
 
-    title = f"{report.model}  ·  receptive fields on a {size_text or '?'} input"
+    title = f"{visible_text(report.model)}  ·  receptive fields on a {size_text or '?'} input"
     table = fitted_table(title, cells, _RF_COLUMNS, width)
 
     if not spatial:

@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.render.base import bytes_cell, fitted_table, indented_layer_name
-from archprof.report import Report, shapes_text
+from archprof.report import Report, shapes_text, visible_text
 from archprof.units import human_bytes
 
 # Columns of the memory table, most important first (the last go on a narrow terminal).
@@ -29,7 +29,7 @@ def memory_table(report: Report, width: int = 160, fit=None, measured=None) -> G
     for index, row in enumerate(report.rows()):
         name = indented_layer_name(row)
         cells["Layer"].append(Text(name + "  ◀ peak", style="bold") if index == peak_row else name)
-        cells["Type"].append(row["module_type"])
+        cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
         cells["Activations"].append(bytes_cell(row["activation_bytes"]))
         cells["Live after"].append(bytes_cell(row["live_bytes"]))
@@ -37,7 +37,7 @@ def memory_table(report: Report, width: int = 160, fit=None, measured=None) -> G
         if report.training:
             cells["Saved for backward"].append(bytes_cell(row["saved_activation_bytes"]))
     mode = "training forward" if report.training else "inference"
-    title = f"{report.model}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  {mode}"
+    title = f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  {mode}"
     table = fitted_table(title, cells, _MEMORY_COLUMNS, width)
     parts: list = [table, memory_totals_table(report, fit)]
     if measured is not None:
@@ -57,7 +57,7 @@ def memory_totals_table(report: Report, fit=None) -> Table:
     def add(label: str, value: int, style: str | None = None) -> None:
         table.add_row(Text(label, style=style or ""), human_bytes(value), f"{value:,} B")
 
-    peak_at = totals.peak_layer or "(model)"
+    peak_at = visible_text(totals.peak_layer) or "(model)"
     add("Parameters", totals.param_bytes)
     add("Buffers", totals.buffer_bytes)
     if report.training:

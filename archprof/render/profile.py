@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.render.base import bytes_cell, dash, fitted_table, indented_layer_name
-from archprof.report import Report, shapes_text
+from archprof.report import Report, shapes_text, visible_text
 from archprof.units import human_bytes, human_count
 
 # Columns of the profile table, most important first (the last go on a narrow terminal).
@@ -25,7 +25,7 @@ def profile_table(report: Report, width: int = 160) -> Group:
     cells: dict[str, list] = {heading: [] for heading in headings}
     for row in report.rows():
         cells["Layer"].append(indented_layer_name(row))
-        cells["Type"].append(row["module_type"])
+        cells["Type"].append(visible_text(row["module_type"]))
         cells["Time"].append(_ms(row["time_ms"]))
         cells["Share"].append(_share(row["time_share"]))
         cells["Roofline"].append(_ms(row["roofline_time_ms"]) if row["bytes_moved"] else dash())
@@ -36,7 +36,7 @@ def profile_table(report: Report, width: int = 160) -> Group:
         cells["Bytes moved"].append(bytes_cell(row["bytes_moved"]))
     passes = f"median of {measured.repeat} passes after {measured.warmup} warm-up"
     table = fitted_table(
-        f"{report.model}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  "
+        f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  "
         f"{measured.device} ({measured.device_name})  ·  {passes}",
         cells,
         _PROFILE_COLUMNS,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from archprof.render.base import bytes_cell, count_cell, dash, fitted_table, indented_layer_name
-from archprof.report import Report, shapes_text
+from archprof.report import Report, shapes_text, visible_text
 from archprof.units import human_bytes, human_count
 
 # Per-layer columns of the summary, most important first: on a narrow terminal the last
@@ -27,7 +28,7 @@ def summary_table(report: Report, width: int = 160) -> Group:
         rules.append(previous_group is not None and group != previous_group and max(row["depth"], previous_depth) > 1)
         previous_group, previous_depth = group, row["depth"]
         cells["Layer"].append(indented_layer_name(row))
-        cells["Type"].append(row["module_type"])
+        cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
         cells["Params"].append(count_cell(row["param_count"]))
         cells["MACs"].append(count_cell(row["macs"]))
@@ -35,7 +36,7 @@ def summary_table(report: Report, width: int = 160) -> Group:
         cells["Activations"].append(bytes_cell(row["activation_bytes"]))
         cells["Live after"].append(bytes_cell(row["live_bytes"]))
         cells["Receptive field"].append(row["receptive_field"] or dash())
-    title = f"{report.model}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}"
+    title = f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}"
     if report.traced_on != "meta":
         title += f"  ·  traced by a real forward on the {report.traced_on}"
     table = fitted_table(title, cells, _SUMMARY_PRIORITY, width, keep=4, rules=rules)
@@ -65,10 +66,10 @@ def totals_table(report: Report) -> Table:
         ("Parameter memory", totals.param_bytes),
         ("Buffer memory", totals.buffer_bytes),
         ("Activation memory (sum of layer outputs)", totals.activation_bytes),
-        (f"Peak inference memory (at {totals.peak_layer or '(model)'})", totals.peak_memory_bytes),
+        (f"Peak inference memory (at {visible_text(totals.peak_layer) or '(model)'})", totals.peak_memory_bytes),
     )
     for label, value in sizes:
-        table.add_row(label, human_bytes(value), f"{value:,} B")
+        table.add_row(Text(label), human_bytes(value), f"{value:,} B")  # Text: the layer's name is no markup
     table.add_row("Input", shapes_text(totals.input_shapes), totals.dtype)
     return table
 
