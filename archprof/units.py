@@ -1,6 +1,14 @@
-"""Human-readable numbers for rendering (counts stay exact integers everywhere else)."""
+"""Numbers with units, both ways: one grammar to read counts, sizes and rates from options
+and budget files, and human-readable text for rendering (counts stay exact integers
+everywhere else)."""
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from archprof.errors import ArchprofError
 
 _COUNT_STEPS = ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K"))
 _BYTE_STEPS = ((10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "kB"))
@@ -22,30 +30,89 @@ def human_bytes(value: int) -> str:
     return f"{value} B"
 
 
-_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
-_SIZE_PATTERN = r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgtp])(i)?b?|b)?"
+# -- reading -------------------------------------------------------------------------------
+#
+# A quantity is a number (`25_557_032`, `1.5`, `.5`, `1e9`, `1.5e9`), optional space, an
+# optional decimal prefix K, M, G, T, P, E (powers of 1000; case does not matter), for sizes
+# and bandwidths optionally binary (KiB, MiB, ...: powers of 1024), then the kind's unit.
+
+_QUANTITY = re.compile(
+    r"(?P<number>(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*(?P<prefix>[kmgtpe]?)(?P<binary>i?)(?P<unit>\S*)",
+    re.IGNORECASE,
+)
+_PREFIXES = "kmgtpe"
+_LARGEST_EXPONENT = 60  # nothing archprof measures comes near 10**60; bigger text is a typo
 
 
-def parse_size(text: str) -> int:
-    """A memory size in bytes: '16GB' = 16e9, '16GiB' = 16 * 2**30, '512MB', '512MiB',
-    '1.5GB', '1000000' (plain bytes). Decimal units are powers of 1000, binary ones (`KiB`,
-    `MiB`, `GiB`, `TiB`) of 1024; case and a space before the unit do not matter. Raises
-    ArchprofError for anything else, or for a size that is not a positive whole number of bytes."""
-    import re
-    from decimal import Decimal
+@dataclass(frozen=True)
+class _Kind:
+    name: str  # "count", "size", ... as the error says it
+    units: tuple[str, ...]  # the unit texts that may follow the prefix (lower case; "" for none)
+    binary: bool  # whether KiB-style prefixes are allowed
+    examples: str
 
-    from archprof.errors import ArchprofError
 
-    match = re.fullmatch(_SIZE_PATTERN, text.strip(), re.IGNORECASE)
-    hint = "expected a number with an optional unit, e.g. 16GB, 16GiB, 512MB, 1.5GB or 1000000 (bytes)"
-    if match is None:
-        raise ArchprofError(f"cannot read the size '{text}': {hint}")
-    number, prefix, binary = match.groups()
-    prefix = (prefix or "").lower()
-    scale = 1024 ** " kmgtp".index(prefix) if binary else _SIZE_UNITS[prefix]
-    value = Decimal(number) * scale
-    if value != value.to_integral_value():
-        raise ArchprofError(f"the size '{text}' is not a whole number of bytes ({value} B)")
-    if value <= 0:
-        raise ArchprofError(f"the size '{text}' must be more than 0 bytes")
-    return int(value)
+_COUNT = _Kind("count", ("",), False, "30M, 1.5G, 1e9 or 25_557_032")
+_SIZE = _Kind("size", ("", "b"), True, "16GB, 16GiB, 512MB, 1.5GB, 1e9 or 1000000 (bytes)")
+_FLOPS = _Kind("FLOP rate", ("", "flop/s", "flops", "flop"), False, "989T, 67.5TFLOP/s or 5e13")
+_BANDWIDTH = _Kind("bandwidth", ("", "b", "b/s", "/s", "bps"), True, "3.35TB/s, 900GB/s or 100GiB/s")
+
+
+def _quantity(value: object, kind: _Kind) -> Decimal:
+    """The exact value of `value` (text, or a number from a TOML file or Python), unit applied."""
+    unreadable = ArchprofError(f"cannot read the {kind.name} {value!r}: expected e.g. {kind.examples}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise unreadable
+    text = repr(value) if isinstance(value, float) else str(value)  # 1.5e9 read exactly, not as a float near it
+    match = _QUANTITY.fullmatch(text.strip())
+    if (
+        match is None
+        or match["unit"].lower() not in kind.units
+        or (match["binary"] and not (kind.binary and match["prefix"]))
+    ):
+        raise unreadable
+    number = Decimal(match["number"].replace("_", ""))  # the pattern admits only valid decimals
+    power = _PREFIXES.index(match["prefix"].lower()) + 1 if match["prefix"] else 0
+    if number and number.adjusted() + 3 * power > _LARGEST_EXPONENT:
+        raise ArchprofError(f"the {kind.name} '{value}' is too large")
+    return number * (1024 if match["binary"] else 1000) ** power
+
+
+def _whole(number: Decimal, value: object, kind: _Kind, unit: str) -> int:
+    if number != number.to_integral_value():
+        raise ArchprofError(f"the {kind.name} '{value}' is not a whole number{unit} ({number.normalize():f})")
+    return int(number)
+
+
+def parse_count(value: object) -> int:
+    """A count: '30M' = 30,000,000, '1.5G', '1e9', '25_557_032' (K, M, G, T, P, E decimal).
+    ArchprofError for anything else, a negative count or one that is not whole."""
+    return _whole(_quantity(value, _COUNT), value, _COUNT, "")
+
+
+def parse_size(value: object) -> int:
+    """A memory size in bytes: '16GB' = 16e9, '16GiB' = 16 * 2**30, '512MB', '1.5GB', '1e9',
+    '1_000MB', '1000000' (plain bytes). Decimal units are powers of 1000, binary ones
+    (`KiB`, `MiB`, `GiB`, `TiB`) of 1024; case and a space before the unit do not matter.
+    ArchprofError for anything else, or a size that is not a positive whole number of bytes."""
+    size = _whole(_quantity(value, _SIZE), value, _SIZE, " of bytes")
+    if size <= 0:
+        raise ArchprofError(f"the size '{value}' must be more than 0 bytes")
+    return size
+
+
+def _positive_rate(value: object, kind: _Kind) -> float:
+    rate = float(_quantity(value, kind))
+    if rate <= 0:
+        raise ArchprofError(f"the {kind.name} '{value}' must be more than 0")
+    return rate
+
+
+def parse_flops_rate(value: object) -> float:
+    """FLOP/s: '989T' = 989e12, '67.5 TFLOP/s', '1.2P', '5e13'; a number stays a number."""
+    return _positive_rate(value, _FLOPS)
+
+
+def parse_bandwidth(value: object) -> float:
+    """Bytes per second: '3.35TB/s', '3.35TB', '900GB/s', '100GiB/s' (prefixes as `parse_size`)."""
+    return _positive_rate(value, _BANDWIDTH)

@@ -17,7 +17,6 @@ from archprof.errors import ArchprofError
 from archprof.memory import MAX_FIT_TRACES, fit_batch, predicted_bytes
 from archprof.passes.memory import model_state_storages, saved_activations
 from archprof.trace import trace
-from archprof.units import parse_size
 from archprof.zoo import MODELS
 from tests.models import FunctionalOps, Residual
 
@@ -334,49 +333,6 @@ def test_the_inference_peak_matches_the_profiler(name):
     # at least that minus the inputs.
     own = build_report(graph, name).totals.peak_activation_bytes
     assert predicted - x.nbytes <= own <= predicted
-
-
-# --- sizes ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("16GB", 16 * 10**9),
-        ("16GiB", 16 * 2**30),
-        ("512MB", 512 * 10**6),
-        ("512MiB", 512 * 2**20),
-        ("1.5GB", 1_500_000_000),
-        ("1000000", 1_000_000),
-        ("1000000B", 1_000_000),
-        ("16 gb", 16 * 10**9),
-        ("2kB", 2000),
-        ("2KiB", 2048),
-        ("0.5KiB", 512),
-        ("1TB", 10**12),
-    ],
-)
-def test_sizes_in_human_units(text, expected):
-    assert parse_size(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("", "cannot read"),
-        ("GB", "cannot read"),
-        ("16 GBs", "cannot read"),
-        ("-1GB", "cannot read"),
-        ("1e9", "cannot read"),
-        ("16XB", "cannot read"),
-        ("0", "more than 0"),
-        ("0.5", "whole number of bytes"),
-        ("1.0000001kB", "whole number of bytes"),
-    ],
-)
-def test_bad_sizes_are_clear_errors(text, message):
-    with pytest.raises(ArchprofError, match=message):
-        parse_size(text)
 
 
 # --- the largest batch that fits ------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""One grammar for every number with a unit that archprof reads: counts (--max-params),
+sizes (--fit, --max-peak-memory, budget files) and rates (--peak-flops, --bandwidth)."""
+
+import pytest
+
+from archprof.errors import ArchprofError
+from archprof.units import parse_bandwidth, parse_count, parse_flops_rate, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("30M", 30_000_000),
+        ("1.5G", 1_500_000_000),
+        ("5g", 5_000_000_000),
+        ("2K", 2_000),
+        ("1.5T", 1_500_000_000_000),
+        ("25557032", 25_557_032),
+        ("25_557_032", 25_557_032),
+        (" 30 M ", 30_000_000),
+        ("0.5K", 500),
+        ("1e9", 10**9),
+        ("1.5e9", 1_500_000_000),
+        (30_000_000, 30_000_000),  # from a TOML file or Python
+        (1.5e9, 1_500_000_000),
+        (0, 0),
+    ],
+)
+def test_counts(text, value):
+    assert parse_count(text) == value
+
+
+@pytest.mark.parametrize(
+    "text", ["30Q", "-5M", "", "  ", "M", "1.5.5G", "1.2345K", "30MB", "1KiB", "1e3x", True, -3, None, "1e999"]
+)
+def test_unreadable_counts(text):
+    with pytest.raises(ArchprofError):
+        parse_count(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("16GB", 16 * 10**9),
+        ("16GiB", 16 * 2**30),
+        ("512MB", 512 * 10**6),
+        ("512MiB", 512 * 2**20),
+        ("1.5GB", 1_500_000_000),
+        ("1.5GiB", 3 * 2**29),
+        ("0.5KiB", 512),
+        ("2kB", 2_000),
+        ("2KiB", 2_048),
+        ("16 gb", 16 * 10**9),
+        ("1TB", 10**12),
+        ("1000000", 1_000_000),
+        ("1000000B", 1_000_000),
+        ("1_000MB", 10**9),
+        ("1e9", 10**9),
+        (4096, 4096),
+        (2e8, 200_000_000),
+        ("99999999999999999999TB", 99_999_999_999_999_999_999 * 10**12),  # exact, however large
+    ],
+)
+def test_sizes(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "cannot read"),
+        ("GB", "cannot read"),
+        ("16 GBs", "cannot read"),
+        ("-1GB", "cannot read"),
+        ("16XB", "cannot read"),
+        ("1iB", "cannot read"),
+        ("1.5.5GB", "cannot read"),
+        (True, "cannot read"),
+        ("0", "more than 0"),
+        ("0.5", "whole number of bytes"),
+        ("1.0000001kB", "whole number of bytes"),
+        ("1e70", "too large"),
+    ],
+)
+def test_unreadable_sizes(text, message):
+    with pytest.raises(ArchprofError, match=message):
+        parse_size(text)
+
+
+def test_rates():
+    assert parse_flops_rate("989T") == 989e12
+    assert parse_flops_rate("67.5 TFLOP/s") == 67.5e12
+    assert parse_flops_rate("1.2P") == 1.2e15
+    assert parse_flops_rate("5e13") == 5e13
+    assert parse_flops_rate(2e9) == 2e9
+    assert parse_bandwidth("3.35TB/s") == 3.35e12
+    assert parse_bandwidth("3.35TB") == 3.35e12
+    assert parse_bandwidth("100 GiB/s") == 100 * 2**30
+    assert parse_bandwidth("1_000GB/s") == 1e12
+    for bad in ("fast", "-3T", "0", "1GiFLOP/s"):
+        with pytest.raises(ArchprofError):
+            parse_flops_rate(bad)
+    with pytest.raises(ArchprofError, match="cannot read the bandwidth"):
+        parse_bandwidth("3.35 TB per second")
