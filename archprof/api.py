@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,15 @@ import torch
 
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.graph import Graph
-from archprof.load import InputsLike, InputSpec, LoadedModel, check_static_shapes, load_model, normalize_inputs
+from archprof.load import (
+    DTYPES,
+    InputsLike,
+    InputSpec,
+    LoadedModel,
+    check_static_shapes,
+    load_model,
+    normalize_inputs,
+)
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
 from archprof.passes.flops import cost_columns
 from archprof.passes.layers import group_layers
@@ -24,12 +33,39 @@ from archprof.trace import MetaUnsupported, TraceInput, trace
 
 ModelSpec = str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
 
+# What a model may be cast to: the CLI's --dtype choices, and float64 from Python.
+MODEL_DTYPES = {**DTYPES, "float64": torch.float64}
+
+
+def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.dtype | None]:
+    """The `batch` and `dtype` a public entry point was given, checked before any work:
+    batch None or an int of at least 1 (not a bool, a float or a string), dtype None, a
+    floating torch.dtype of MODEL_DTYPES or its name ("float16", "torch.float16")."""
+    if batch is not None:
+        try:
+            if isinstance(batch, bool):
+                raise TypeError
+            batch = operator.index(batch)
+        except TypeError:
+            raise ArchprofError(
+                f"batch must be a whole number (an int) of at least 1, got {batch!r} ({type(batch).__name__})"
+            ) from None
+        if batch < 1:
+            raise ArchprofError(f"batch must be at least 1, got {batch}")
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in MODEL_DTYPES.values()):
+        return batch, dtype
+    name = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None
+    if name not in MODEL_DTYPES:
+        choices = ", ".join(MODEL_DTYPES)
+        raise ArchprofError(f"dtype must be one of {choices} (a torch.dtype or its name), got {dtype!r}")
+    return batch, MODEL_DTYPES[name]
+
 
 def analyze(
     model: ModelSpec,
     input_size: Sequence[int] | None = None,
     batch: int | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     training: bool = False,
     optimizer: str = "sgd",
     *,
@@ -59,8 +95,10 @@ def analyze(
     front of every input. They default to the model's usual input (built-ins, timm and
     torchvision models, an exported program's example inputs).
 
-    `dtype` casts floating parameters and the inputs without a dtype of their own; None
-    keeps the model's own (float32 for built-ins). `weights`: a checkpoint (state dict,
+    `batch` is an int of at least 1 (a string such as "2" is refused: the CLI parses its
+    own). `dtype` (torch.float32, float16, bfloat16 or float64, or its name: "float16",
+    "torch.float16") casts floating parameters and the inputs without a dtype of their own;
+    None keeps the model's own (float32 for built-ins). `weights`: a checkpoint (state dict,
     loaded with weights_only=True) for a built-in or a factory, checked against the model's
     parameter names and shapes; the figures do not depend on it. `trust_pickle=True` lets
     a file that needs code to unpickle (a whole pickled module) load.
@@ -72,10 +110,13 @@ def analyze(
     A forward that cannot run on the meta device (it reads tensor values: `.item()`,
     data-dependent control flow; an op without a meta kernel) is run for real on the CPU
     instead, with random weights for a model archprof built and with its own for a module
-    you pass (not changed): an ArchprofWarning says so, and `Report.traced_on` is "cpu".
+    you pass (on a copy: yours is not changed): an ArchprofWarning says so, and
+    `Report.traced_on` is "cpu". A forward that raises SystemExit (or another
+    BaseException but KeyboardInterrupt) raises ArchprofError instead.
     """
     from archprof.memory import optimizer_state_copies
 
+    batch, dtype = checked_batch_and_dtype(batch, dtype)
     optimizer_state_copies(optimizer)  # an unknown optimizer fails before any tracing
     loaded = model if isinstance(model, LoadedModel) else None
     if loaded is not None and (args or weights is not None):
@@ -106,8 +147,7 @@ def analysis(
     optimizer: str = "sgd",
 ) -> Analysis:
     """Trace a loaded model at its inputs (as `analyze` describes) and build the report."""
-    if batch is not None and batch < 1:
-        raise ArchprofError(f"batch must be at least 1, got {batch}")
+    batch, dtype = checked_batch_and_dtype(batch, dtype)
     specs = _input_specs(loaded, input_size, inputs)
     batch = batch if batch is not None else (loaded.batch or 1)
     traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
@@ -152,9 +192,9 @@ def trace_loaded(
     except MetaUnsupported as exc:
         reason = exc.reason
     try:
-        # A module of the caller's is run as it is in inference; copied when the run would
-        # change it (training updates BatchNorm statistics) or to cast it.
-        module = loaded.materialize(dtype=dtype, copy_module=training)
+        # A copy of the caller's module: a real forward may write its buffers (BatchNorm
+        # statistics in training, a counter or a running statistic of its own in any mode).
+        module = loaded.materialize(dtype=dtype, copy_module=True)
     except ArchprofError as exc:
         raise ArchprofError(f"the forward of {loaded.name} cannot run on the meta device ({reason}): {exc}") from None
     device = next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))

@@ -107,13 +107,15 @@ def compare(
     models: Sequence[Any],
     input_size: Sequence[int] | None = None,
     batch: int = 1,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     profile: bool = False,
     runs: int = 5,
 ) -> pd.DataFrame:
-    """One row per model: counts and bytes (int64), ratios against the first model (float64).
+    """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
+    column where a value passes int64), ratios against the first model (float64).
 
-    `models` are anything `analyze()` takes, plus `'package.module:factory'` strings.
+    `models` are anything `analyze()` takes, plus `'package.module:factory'` strings;
+    `batch` and `dtype` as for `analyze()`.
     `input_size` (one sample, e.g. (3, 224, 224)) applies to every model; None takes each
     built-in's usual input. `profile=True` adds `latency_ms`: the median of at least `runs`
     CPU forward passes of the real model with random weights, under `torch.no_grad()`.
@@ -121,9 +123,10 @@ def compare(
     Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
     <NA> without a spatial layer)], param_ratio, macs_ratio, [latency_ms]."""
-    from archprof.api import analyze
+    from archprof.api import analyze, checked_batch_and_dtype
     from archprof.budget import resolve_model_spec
 
+    batch, dtype = checked_batch_and_dtype(batch, dtype)
     if not models:
         raise ArchprofError("compare needs at least one model")
     reports = [
@@ -149,9 +152,9 @@ def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | Non
         "dtype": pd.Series([r.dtype for r in reports], dtype="string"),
     }
     for name in ("param_count", "param_bytes", "macs", "flops", "elementwise_flops", "activation_bytes"):
-        data[name] = pd.Series([int(getattr(r.totals, name)) for r in reports], dtype="int64")
+        data[name] = _exact_integers([int(getattr(r.totals, name)) for r in reports])
     if all(has_metric(r, "peak-memory") for r in reports):
-        data["peak_memory_bytes"] = pd.Series([METRICS["peak-memory"].read(r) for r in reports], dtype="int64")
+        data["peak_memory_bytes"] = _exact_integers([METRICS["peak-memory"].read(r) for r in reports])
     if all(has_metric(r, "receptive-field") for r in reports):
         data["receptive_field"] = pd.Series([_optional(METRICS["receptive-field"], r) for r in reports], dtype="Int64")
     for name, column in (("param_ratio", "param_count"), ("macs_ratio", "macs")):
@@ -162,6 +165,14 @@ def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | Non
     frame = pd.DataFrame(data)
     frame.attrs["baseline"] = reports[0].model  # the ratios' denominator, kept through sorting
     return frame
+
+
+def _exact_integers(values: list[int]) -> pd.Series:
+    """int64 when every value fits, else the Python ints themselves (dtype object): never wrapped."""
+    import pandas as pd
+
+    fits = all(-(2**63) <= value < 2**63 for value in values)
+    return pd.Series(values, dtype="int64" if fits else "object")
 
 
 def _optional(metric: Metric, report: Report) -> int | None:
@@ -182,6 +193,7 @@ def measure_latency(model: Any, report: Report, dtype: torch.dtype | None = None
     import torch
 
     from archprof.budget import resolve_model_spec
+    from archprof.trace import forward_exits_as_errors
     from archprof.zoo import MODELS
 
     if runs < 1:
@@ -203,7 +215,7 @@ def measure_latency(model: Any, report: Report, dtype: torch.dtype | None = None
     input_dtype = dtype or (parameter.dtype if parameter is not None else torch.float32)
     inputs = [torch.randn(shape, dtype=input_dtype) for shape in report.input_shapes]
     times: list[float] = []
-    with torch.no_grad():
+    with forward_exits_as_errors(report.model), torch.no_grad():
         for _ in range(3):  # warm-up: the first calls pay for one-time allocations and kernel selection
             module(*inputs)
         # At least `runs` timed passes, more (up to 100) for a fast model, so that the median

@@ -194,16 +194,16 @@ def profile_model(
     columns and `measured` filled in."""
     import torch
 
-    from archprof.api import analysis
-    from archprof.load import LoadedModel, load_model, parse_dtype
+    from archprof.api import analysis, checked_batch_and_dtype
+    from archprof.load import LoadedModel, load_model
     from archprof.passes.layers import group_layers
+    from archprof.trace import forward_exits_as_errors
 
+    batch, dtype = checked_batch_and_dtype(batch, dtype)
     if warmup < 0:
         raise ArchprofError(f"warmup must be 0 or more, got {warmup}")
     if repeat < 1:
         raise ArchprofError(f"repeat must be at least 1, got {repeat}")
-    if isinstance(dtype, str):
-        dtype = parse_dtype(dtype)
     target = resolve_device(device)
     given_flops = parse_flops_rate(peak_flops) if peak_flops is not None else None
     given_bandwidth = parse_bandwidth(bandwidth) if bandwidth is not None else None
@@ -234,7 +234,7 @@ def profile_model(
     )
     leaves = _leaf_paths(module)
     try:
-        with torch.no_grad():
+        with forward_exits_as_errors(loaded.name), torch.no_grad():
             timing = _time_model(module, real_inputs, target, leaves, warmup, repeat, tell)
             real = _check_run(module, real_inputs, leaves)
             peak = _measured_peak(module, real_inputs, target, state_bytes)

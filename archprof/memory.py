@@ -7,6 +7,7 @@ Report can ask `optimizer_state_copies` without importing it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
 
 # --fit: traces allowed before giving up on a model whose memory is not affine in the batch.
 MAX_FIT_TRACES = 40
+# No tensor's bytes can pass int64 (torch counts sizes in it): nor can a batch --fit analyses.
+INT64_MAX = 2**63 - 1
 
 
 def optimizer_state_copies(optimizer: str) -> int:
@@ -57,7 +60,7 @@ def fit_batch(
     model: Any,
     budget_bytes: int,
     input_size: Sequence[int] | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     training: bool = False,
     optimizer: str = "sgd",
     *,
@@ -70,24 +73,29 @@ def fit_batch(
     proportional), so two analyses (batch 1 and 2) give the line and a third and fourth
     check the answer N (fits) and N + 1 (does not). Should a model not be affine, a
     bisection between the fitting and failing batches seen so far finishes the search, in
-    at most MAX_FIT_TRACES analyses. `inputs` as for `archprof.analyze`."""
-    from archprof.api import analyze
+    at most MAX_FIT_TRACES analyses. `inputs` as for `archprof.analyze`.
+
+    The search stops where the input's bytes or the predicted memory would pass int64
+    (2**63 - 1 bytes): a budget beyond that raises ArchprofError."""
+    from archprof.api import analysis, checked_batch_and_dtype
     from archprof.load import load_model
     from archprof.units import human_bytes
 
-    if budget_bytes <= 0:
-        raise ArchprofError(f"the memory budget must be more than 0 bytes, got {budget_bytes}")
+    _, dtype = checked_batch_and_dtype(None, dtype)
+    if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
+        raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {budget_bytes!r}")
     optimizer_state_copies(optimizer)
     loaded = load_model(model)  # once: a factory or a built-in is built a single time
     reports: dict[int, Report] = {}
+    input_bytes: dict[int, int] = {}
 
     def need(batch: int) -> int:
         if batch not in reports:
             if len(reports) >= MAX_FIT_TRACES:
                 raise ArchprofError(f"no answer after {MAX_FIT_TRACES} analyses: memory is not affine in the batch")
-            reports[batch] = analyze(
-                loaded, input_size, batch=batch, dtype=dtype, training=training, optimizer=optimizer, inputs=inputs
-            )
+            analysed = analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer)
+            reports[batch] = analysed.report
+            input_bytes[batch] = sum(t.nbytes for t in analysed.graph.inputs)
         return predicted_bytes(reports[batch])
 
     what = "training" if training else "inference"
@@ -100,7 +108,20 @@ def fit_batch(
     slope = need(2) - one
     if slope <= 0:
         raise ArchprofError(f"the predicted {what} memory of {loaded.name} does not grow with the batch")
+    largest = min(
+        _last_batch_within_int64(one, slope),
+        _last_batch_within_int64(input_bytes[1], input_bytes[2] - input_bytes[1]),
+    )
+
+    def beyond_int64() -> ArchprofError:
+        return ArchprofError(
+            f"a budget of {human_bytes(budget_bytes)} is larger than any batch that can be analysed needs: past batch"
+            f" {largest:,}, the input or the predicted {what} memory of {loaded.name} would pass 2**63 - 1 bytes"
+        )
+
     guess = 1 + (budget_bytes - one) // slope  # the affine answer, checked below
+    if guess >= largest:
+        raise beyond_int64()
     need(guess)
     need(guess + 1)
     while True:  # bracket [fits, fails) from every batch analysed; bisect if the line was off
@@ -108,8 +129,18 @@ def fit_batch(
         fits = max(b for b in reports if predicted_bytes(reports[b]) <= budget_bytes and (fails is None or b < fails))
         if fails == fits + 1:
             break
-        need(2 * fits if fails is None else (fits + fails) // 2)
+        if fails is None and fits >= largest:
+            raise beyond_int64()
+        need(min(2 * fits, largest) if fails is None else (fits + fails) // 2)
     return Fit(fits, budget_bytes, reports[fits], need(fits), need(fits + 1), len(reports))
+
+
+def _last_batch_within_int64(bytes_at_one: int, bytes_per_sample: int) -> int | float:
+    """The largest batch at which bytes_at_one + (batch - 1) * bytes_per_sample stays within
+    int64 (at least 1; infinite for bytes that do not grow with the batch)."""
+    if bytes_per_sample <= 0:
+        return math.inf
+    return max(1, 1 + (INT64_MAX - bytes_at_one) // bytes_per_sample)
 
 
 # -- measurement on CUDA -------------------------------------------------------------------
@@ -146,6 +177,10 @@ def measure_cuda(
     A module given by the caller is copied to the GPU (the original is not touched)."""
     import torch
 
+    from archprof.api import checked_batch_and_dtype
+    from archprof.trace import forward_exits_as_errors
+
+    batch, dtype = checked_batch_and_dtype(batch, dtype)
     require_cuda()
     optimizer_state_copies(optimizer)
     device = torch.device("cuda")
@@ -159,12 +194,13 @@ def measure_cuda(
     input_dtype = dtype or next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
     shape = (batch, *size)
     try:
-        inference = _peak(device, before, lambda: _inference_step(module, shape, input_dtype, device))
-        trained = None
-        if training:
-            step = _training_step(module, shape, input_dtype, device, optimizer)
-            step()  # the first step creates the optimizer's state
-            trained = _peak(device, before, step)
+        with forward_exits_as_errors(name):
+            inference = _peak(device, before, lambda: _inference_step(module, shape, input_dtype, device))
+            trained = None
+            if training:
+                step = _training_step(module, shape, input_dtype, device, optimizer)
+                step()  # the first step creates the optimizer's state
+                trained = _peak(device, before, step)
     except torch.cuda.OutOfMemoryError as exc:
         first_line = (str(exc).strip().splitlines() or ["out of memory"])[0]
         raise ArchprofError(f"the GPU ran out of memory measuring {name} at batch {batch}: {first_line}") from None

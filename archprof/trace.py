@@ -13,8 +13,8 @@ import io
 import re
 import warnings
 import weakref
-from collections.abc import Sequence
-from contextlib import ExitStack, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +129,10 @@ def trace(
         if not real and is_meta_limitation(exc):
             raise MetaUnsupported(message, _reason(exc)) from exc
         raise ArchprofError(message) from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit and kin: the caller's process must go on
+        raise forward_exit_error(_type_name(model), exc, recorder.inner_module()) from None
     finally:
         for module, was_training in training_modes.items():
             module.training = was_training
@@ -173,6 +177,25 @@ def is_meta_limitation(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def forward_exit_error(name: str, exc: BaseException, where: str = "") -> ArchprofError:
+    """The error for a forward that raised SystemExit (sys.exit in the user's code) or another
+    BaseException but KeyboardInterrupt: one line, e.g. "the forward of Net raised SystemExit: 3"."""
+    reason = f": {_reason(exc)}" if str(exc).strip() else ""
+    inside = f", in {where}" if where else ""
+    return ArchprofError(f"the forward of {name} raised {type(exc).__name__}{reason}{inside}")
+
+
+@contextmanager
+def forward_exits_as_errors(name: str) -> Iterator[None]:
+    """Run a real forward of the user's model: SystemExit and the like become `forward_exit_error`."""
+    try:
+        yield
+    except (Exception, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        raise forward_exit_error(name, exc) from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -400,8 +423,13 @@ class _Recorder(TorchDispatchMode):
         if not self._stack:
             return f"the model's forward failed on input {_shapes_text(input_shapes)}: {reason}"
         call, shapes = self._stack[-1]
-        where = f"module '{call.path}' ({call.type})" if call.path else f"the model ({call.type})"
+        where = self.inner_module() or f"the model ({call.type})"
         return f"the forward pass failed in {where} on input {_shapes_text(shapes)}: {reason}"
+
+    def inner_module(self) -> str:
+        """The submodule call running now, "module 'layer1.0' (BasicBlock)"; "" in the model's own code."""
+        call = self._stack[-1][0] if self._stack else None
+        return f"module '{call.path}' ({call.type})" if call is not None and call.path else ""
 
     # -- operators -----------------------------------------------------------------------
 

@@ -1,0 +1,425 @@
+"""Issue 12, the library's entry points: arguments checked at the door, a forward that exits
+is an error and not the end of the caller's process, the caller's module left as it was,
+and numbers past int64 answered exactly or refused in one line."""
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import archprof
+from archprof.cli import app
+from archprof.comparison import compare, comparison_json, measure_latency
+from archprof.errors import ArchprofError, ArchprofWarning
+from archprof.memory import fit_batch, measure_cuda
+
+runner = CliRunner()
+INT64_MAX = 2**63 - 1
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+# -- 1. batch and dtype, checked at every entry --------------------------------------------------
+
+DTYPE_CHOICES = "dtype must be one of float32, float16, bfloat16, float64"
+BAD_BATCHES = ["2", 2.0, True, 0, -3, [2]]
+BAD_DTYPES = ["int8", torch.int8, torch.int64, torch.complex64, "float", np.float16, 16]
+
+
+def _entries():
+    """Each public entry point, called on a model name that does not exist: the argument
+    check must come first, before any model is loaded."""
+    quick = {"peak_flops": "1T", "bandwidth": "1GB/s", "device": "cpu", "warmup": 0, "repeat": 1}
+    return {
+        "analyze": lambda **kw: archprof.analyze("no-such-model", **kw),
+        "profile": lambda **kw: archprof.profile("no-such-model", **quick, **kw),
+        "compare": lambda **kw: compare(["no-such-model"], **kw),
+    }
+
+
+@pytest.mark.parametrize("entry", ["analyze", "profile", "compare"])
+@pytest.mark.parametrize("batch", BAD_BATCHES, ids=repr)
+def test_a_batch_that_is_not_a_whole_number_of_at_least_1_is_refused_at_every_entry(entry, batch):
+    with pytest.raises(ArchprofError, match=r"^batch must be"):
+        _entries()[entry](batch=batch)
+
+
+@pytest.mark.parametrize("entry", ["analyze", "profile", "compare"])
+@pytest.mark.parametrize("dtype", BAD_DTYPES, ids=repr)
+def test_a_dtype_that_is_not_a_floating_model_dtype_is_refused_at_every_entry(entry, dtype):
+    with pytest.raises(ArchprofError, match=f"^{DTYPE_CHOICES}"):
+        _entries()[entry](dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", BAD_DTYPES, ids=repr)
+def test_fit_batch_and_measure_cuda_refuse_a_bad_dtype_before_any_work(dtype):
+    with pytest.raises(ArchprofError, match=f"^{DTYPE_CHOICES}"):
+        fit_batch("no-such-model", 10**9, dtype=dtype)
+    # Before looking for a GPU too (this machine may have none).
+    with pytest.raises(ArchprofError, match=f"^{DTYPE_CHOICES}"):
+        measure_cuda("no-such-model", dtype=dtype)
+    with pytest.raises(ArchprofError, match=r"^batch must be"):
+        measure_cuda("no-such-model", batch="2")
+
+
+@pytest.mark.parametrize("budget", [0, -1, 2.5e9, "16GB", True])
+def test_fit_batch_refuses_a_budget_that_is_not_a_positive_number_of_bytes(budget):
+    with pytest.raises(ArchprofError, match="memory budget must be a whole number of bytes"):
+        fit_batch("lenet5", budget)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        (torch.float16, "float16"),
+        ("float16", "float16"),
+        ("torch.bfloat16", "bfloat16"),
+        (" Float32 ", "float32"),
+        (torch.float64, "float64"),
+        ("float64", "float64"),
+    ],
+)
+def test_floating_dtypes_and_their_names_are_accepted(dtype, expected):
+    report = archprof.analyze("lenet5", dtype=dtype)
+    assert report.dtype == expected
+    # lenet5's 61,706 parameters, each of the dtype's size.
+    size = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}[expected]
+    assert report.totals.param_bytes == 61_706 * size
+
+
+def test_numpy_integers_are_whole_numbers_too():
+    report = archprof.analyze("lenet5", batch=np.int64(3))
+    assert report.input_shapes == ((3, 1, 32, 32),)
+
+
+def test_compare_and_fit_batch_accept_a_dtype_name():
+    frame = compare(["lenet5"], dtype="torch.float16")
+    assert frame["dtype"].iloc[0] == "float16"
+    assert frame["param_bytes"].iloc[0] == 61_706 * 2
+    assert fit_batch("lenet5", 10**7, dtype="float16").report.dtype == "float16"
+
+
+# -- 2. a forward that exits -----------------------------------------------------------------
+
+
+class Exits(nn.Linear):
+    """sys.exit(3) in forward: on the meta device too, or only on real data."""
+
+    def __init__(self, on_meta: bool = True, code=3) -> None:
+        super().__init__(4, 4)
+        self.on_meta = on_meta
+        self.code = code
+
+    def forward(self, x):
+        if self.on_meta or not x.is_meta:
+            sys.exit(self.code)
+        return super().forward(x)
+
+
+class Wraps(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+class ReadsValuesThenExits(nn.Module):
+    """Needs the CPU fallback (.item()), then exits there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if self.fc(x).sum().item() > -1e30:
+            raise SystemExit("bye")
+        return x
+
+
+class Stop(BaseException):
+    pass
+
+
+class RaisesBase(nn.Linear):
+    def __init__(self, kind: type[BaseException]) -> None:
+        super().__init__(4, 4)
+        self.kind = kind
+
+    def forward(self, x):
+        raise self.kind("stopped")
+
+
+def test_system_exit_in_the_meta_trace_is_an_error_naming_it():
+    with pytest.raises(ArchprofError, match=r"^the forward of Exits raised SystemExit: 3$"):
+        archprof.analyze(Exits(), input_size=(4,))
+    # Inside a submodule: which one is said.
+    inner = r"^the forward of Wraps raised SystemExit: 3, in module 'inner' \(Exits\)$"
+    with pytest.raises(ArchprofError, match=inner):
+        archprof.analyze(Wraps(Exits()), input_size=(4,))
+    with pytest.raises(ArchprofError, match=r"^the forward of Exits raised SystemExit$"):
+        archprof.analyze(Exits(code=None), input_size=(4,))
+    with pytest.raises(ArchprofError, match=r"^the forward of Exits raised SystemExit: 3$"):
+        archprof.analyze(Exits(), input_size=(4,), training=True)
+
+
+def test_system_exit_in_the_cpu_fallback_is_an_error_naming_it():
+    with pytest.raises(ArchprofError, match=r"nor on cpu: the forward of ReadsValuesThenExits raised SystemExit: bye$"):
+        archprof.analyze(ReadsValuesThenExits(), input_size=(4,))
+
+
+def test_any_base_exception_but_keyboard_interrupt_becomes_an_error():
+    with pytest.raises(ArchprofError, match=r"^the forward of RaisesBase raised Stop: stopped$"):
+        archprof.analyze(RaisesBase(Stop), input_size=(4,))
+    with pytest.raises(KeyboardInterrupt):  # the user asked to stop: let it through
+        archprof.analyze(RaisesBase(KeyboardInterrupt), input_size=(4,))
+
+
+def test_system_exit_in_profiles_timed_runs_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHPROF_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ArchprofError, match=r"^the forward of Exits raised SystemExit: 3$"):
+        archprof.profile(
+            Exits(on_meta=False), input_size=(4,), device="cpu", warmup=1, repeat=1, peak_flops="1T", bandwidth="1GB/s"
+        )
+
+
+def test_system_exit_while_compare_times_a_model_is_an_error():
+    model = Exits(on_meta=False)
+    report = archprof.analyze(model, input_size=(4,))
+    with pytest.raises(ArchprofError, match=r"^the forward of Exits raised SystemExit: 3$"):
+        measure_latency(model, report, runs=1)
+    with pytest.raises(ArchprofError, match=r"^the forward of Exits raised SystemExit: 3$"):
+        compare([model], input_size=(4,), profile=True, runs=1)
+
+
+EXITING_MODELS = """
+import sys
+import torch
+
+
+class Exits(torch.nn.Linear):
+    def forward(self, x):
+        sys.exit(3)
+
+
+def exits():
+    return Exits(4, 4)
+"""
+
+
+def test_cli_prints_a_forward_that_exits_as_one_line_and_exits_2(tmp_path):
+    (tmp_path / "exiting.py").write_text(EXITING_MODELS)
+    result = runner.invoke(app, ["summary", f"{tmp_path / 'exiting.py'}:exits", "--input", "4"])
+    assert_one_line_error(result, "the forward of Exits raised SystemExit: 3")
+
+
+def test_the_real_process_exits_2_not_3(tmp_path):
+    (tmp_path / "exiting.py").write_text(EXITING_MODELS)
+    done = subprocess.run(
+        [sys.executable, "-m", "archprof", "summary", f"{tmp_path / 'exiting.py'}:exits", "--input", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "error: the forward of Exits raised SystemExit: 3"
+
+
+# -- 3. the caller's module is never changed -------------------------------------------------
+
+
+class Stateful(nn.Module):
+    """A forward that writes its own buffers (a call counter, a running mean of its input)
+    and, with `reads_values`, needs the CPU fallback (.item())."""
+
+    def __init__(self, reads_values: bool) -> None:
+        super().__init__()
+        self.reads_values = reads_values
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("input_mean", torch.zeros(3))
+
+    def forward(self, x):
+        self.calls += 1
+        self.input_mean.mul_(0.9).add_(0.1 * x.mean((0, 2, 3)))
+        y = self.bn(self.conv(x)).mean((2, 3))
+        if self.reads_values and y.abs().sum().item() < 0:
+            y = -y
+        return self.head(y)
+
+
+def _caller_module(reads_values: bool) -> nn.Module:
+    model = Stateful(reads_values)
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+    model.conv.bias.requires_grad_(False)  # a frozen parameter
+    model.train()
+    model.bn.eval()  # a mixed mode
+    model.register_forward_hook(lambda module, args, output: None)
+    model.conv.register_forward_pre_hook(lambda module, args: None)
+    model.head.register_full_backward_hook(lambda module, grad_in, grad_out: None)
+    return model
+
+
+HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks_with_kwargs",
+)
+
+
+def _snapshot(model: nn.Module) -> dict:
+    return {
+        "values": {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()},
+        "identity": [(name, id(t)) for name, t in (*model.named_parameters(), *model.named_buffers())],
+        "training": [(name, m.training) for name, m in model.named_modules()],
+        "requires_grad": [(name, p.requires_grad) for name, p in model.named_parameters()],
+        "hooks": [(name, hook, dict(getattr(m, hook))) for name, m in model.named_modules() for hook in HOOK_DICTS],
+        "no_grads": [(name, p.grad is None) for name, p in model.named_parameters()],
+    }
+
+
+def _assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = _snapshot(model)
+    assert after["values"].keys() == before["values"].keys()
+    for name, value in before["values"].items():
+        assert torch.equal(after["values"][name], value), name
+    for key in ("identity", "training", "requires_grad", "hooks", "no_grads"):
+        assert after[key] == before[key], key
+
+
+def test_the_snapshot_sees_what_a_forward_changes():
+    # The forward really writes its buffers: a snapshot taken around it must tell.
+    model = _caller_module(reads_values=True)
+    before = _snapshot(model)
+    with torch.no_grad():
+        model.eval()(torch.randn(2, 3, 8, 8))
+    with pytest.raises(AssertionError):
+        _assert_unchanged(model, before)
+
+
+def _analyze(model, **kw):
+    return archprof.analyze(model, input_size=(3, 8, 8), batch=2, **kw)
+
+
+def _profile(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHPROF_CACHE_DIR", str(tmp_path))
+    return archprof.profile(
+        model, input_size=(3, 8, 8), device="cpu", warmup=1, repeat=2, peak_flops="1T", bandwidth="1GB/s"
+    )
+
+
+PATHS = {
+    "analyze": lambda m, tmp_path, mp: _analyze(m),
+    "analyze training": lambda m, tmp_path, mp: _analyze(m, training=True, optimizer="adam"),
+    "profile": _profile,
+    "fit_batch": lambda m, tmp_path, mp: fit_batch(m, 10**6, input_size=(3, 8, 8)),
+    "fit_batch training": lambda m, tmp_path, mp: fit_batch(m, 10**6, input_size=(3, 8, 8), training=True),
+    "compare": lambda m, tmp_path, mp: compare([m], input_size=(3, 8, 8), profile=True, runs=1),
+}
+
+
+@pytest.mark.parametrize("reads_values", [False, True], ids=["meta", "cpu fallback"])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_the_callers_module_is_unchanged_on_every_path(path, reads_values, tmp_path, monkeypatch):
+    model = _caller_module(reads_values)
+    before = _snapshot(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PATHS[path](model, tmp_path, monkeypatch)
+    fell_back = any(
+        issubclass(w.category, ArchprofWarning) and "cannot run on the meta device" in str(w.message) for w in caught
+    )
+    assert fell_back == reads_values  # the path taken is the one the test is named for
+    _assert_unchanged(model, before)
+
+
+def test_the_fallback_really_ran_a_real_forward():
+    # What makes the fallback rows above worth having: the report was traced on the CPU.
+    with pytest.warns(ArchprofWarning):
+        report = _analyze(_caller_module(reads_values=True))
+    assert report.traced_on == "cpu"
+    assert _analyze(_caller_module(reads_values=False)).traced_on == "meta"
+
+
+# -- 4. numbers past int64 -------------------------------------------------------------------
+
+
+def test_fit_batch_refuses_a_budget_beyond_what_int64_bytes_can_analyse():
+    with pytest.raises(ArchprofError, match=r"^a budget of .* is larger than any batch that can be analysed needs"):
+        fit_batch(nn.Linear(4, 4, bias=False), 2**80, input_size=(4,))
+
+
+def test_fit_batch_near_int64_is_exact():
+    # Inference peak of a bias-free Linear(4, 4) on float32: its 16 weights (64 B) plus the
+    # input and the output, live together while the product runs (16 B + 16 B a sample).
+    budget = 2**62
+    found = fit_batch(nn.Linear(4, 4, bias=False), budget, input_size=(4,))
+    expected = (budget - 64) // 32
+    assert found.batch == expected
+    assert found.bytes_at_batch == 64 + 32 * expected <= budget < found.bytes_at_next == 64 + 32 * (expected + 1)
+
+
+def test_cli_memory_fit_with_a_giant_budget_is_one_line():
+    result = runner.invoke(app, ["memory", "resnet18", "--fit", "99999999999999999999TB"])
+    assert_one_line_error(result, "is larger than any batch that can be analysed needs")
+
+
+def _vgg16_macs(side: int) -> int:
+    """VGG-16's MACs per sample (3x3 convolutions with padding 1, 2x2 pooling, then the three
+    linear layers after the 7x7 average pool)."""
+    widths = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    macs, channels = 0, 3
+    for width in widths:
+        if width == "M":
+            side //= 2
+        else:
+            macs += side * side * channels * width * 9
+            channels = width
+    return macs + 25088 * 4096 + 4096 * 4096 + 4096 * 1000
+
+
+def test_the_vgg16_formula_gives_the_published_count():
+    assert _vgg16_macs(224) == 15_470_264_320  # torchvision's 15.47 GMACs
+
+
+def test_compare_keeps_counts_past_int64_exact():
+    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False)
+    frame = compare([conv], input_size=(256, 16384, 16384), batch=100_000)
+    macs = 100_000 * 256 * 16384 * 16384 * 256 * 9  # each output element: 256 x 3 x 3 MACs
+    assert macs > INT64_MAX
+    assert frame["macs"].iloc[0] == macs and frame["flops"].iloc[0] == 2 * macs
+    assert frame["param_count"].dtype == "int64"  # columns that fit stay int64
+    document = json.loads(comparison_json(frame))
+    assert document["models"][0]["macs"] == macs
+
+
+def test_cli_compare_at_a_giant_input_gives_exact_counts():
+    result = runner.invoke(
+        app, ["compare", "vgg16", "resnet18", "--input", "3x16384x16384", "--batch", "100000", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    vgg16 = json.loads(result.stdout)["models"][0]
+    assert vgg16["macs"] == 100_000 * _vgg16_macs(16384)
+    assert vgg16["flops"] == 2 * 100_000 * _vgg16_macs(16384) > INT64_MAX
+    table = runner.invoke(app, ["compare", "vgg16", "resnet18", "--input", "3x16384x16384", "--batch", "100000"])
+    assert table.exit_code == 0 and "Traceback" not in table.output
