@@ -429,7 +429,7 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
 
 def markdown_summary(verdicts: Sequence[Verdict]) -> str:
     """The verdict as GitHub-flavoured Markdown (for $GITHUB_STEP_SUMMARY)."""
-    from archprof.report import markdown_cell
+    from archprof.report import markdown_code
 
     failed = sum(not v.passed for v in verdicts)
     models = len(dict.fromkeys((v.model, v.input_shape) for v in verdicts))
@@ -440,8 +440,8 @@ def markdown_summary(verdicts: Sequence[Verdict]) -> str:
     lines = [title, "", "| Model | Input | Limit | Value | Margin | Verdict |", "|---|---|---|---:|---:|---|"]
     for row in verdict_rows(verdicts):
         verdict = "✅ pass" if row["verdict"] == "pass" else "❌ **FAIL**"
-        cells = [f"`{markdown_cell(row['model'])}`", row["input"], f"`{markdown_cell(row['limit'])}`"]
-        cells += [row["value"], row["margin"], verdict]
+        cells = [markdown_code(row["model"]), row["input"], markdown_code(row["limit"]), row["value"], row["margin"]]
+        cells.append(verdict)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n"
 

@@ -132,7 +132,7 @@ class ReportDiff:
         return json.dumps(document, indent=2) + "\n"
 
     def to_markdown(self) -> str:
-        from archprof.report import markdown_cell, visible_text
+        from archprof.report import markdown_code, visible_text
 
         lines = [f"# {visible_text(self.old)} → {visible_text(self.new)}", ""]
         lines += ["| Total | Old | New | Change | % |", "|---|---:|---:|---:|---:|"]
@@ -146,7 +146,7 @@ class ReportDiff:
             lines += ["| Status | Layer | Output shape | Params | MACs | Activations |", "|---|---|---|---:|---:|---:|"]
             for change in self.layers:
                 lines.append(
-                    f"| {change.status} | `{markdown_cell(layer_label(change))}` | {shape_change(change)}"
+                    f"| {change.status} | {markdown_code(layer_label(change))} | {shape_change(change)}"
                     f" | {format_change('count', change.delta('param_count'))}"
                     f" | {format_change('count', change.delta('macs'))}"
                     f" | {format_change('bytes', change.delta('activation_bytes'))} |"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -377,6 +378,15 @@ def markdown_cell(text: str) -> str:
     """`visible_text` for a cell of a Markdown table: backslashes and | escaped, so that the
     row keeps its columns."""
     return visible_text(text.replace("\\", "\\\\").replace("|", "\\|"))
+
+
+def markdown_code(text: str) -> str:
+    """`text` as a code span in a Markdown table cell: shown verbatim but for | (escaped: GFM
+    splits cells before it sees code spans) and control characters (`visible_text`)."""
+    shown = visible_text(text).replace("|", "\\|")
+    fence = "`" * (max(map(len, re.findall("`+", shown)), default=0) + 1)  # longer than any run inside
+    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
 
 
 def _write(text: str, path) -> str:

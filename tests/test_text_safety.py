@@ -1,0 +1,287 @@
+"""Text from the user's model in archprof's files: module names that a spreadsheet would run as
+a formula, or whose control characters would break a CSV, a Markdown table or JUnit XML; and
+figures too big for int64. Issue 12."""
+
+import csv
+import io
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import markdown_it
+import pandas as pd
+import pytest
+from torch import nn
+from typer.testing import CliRunner
+
+import archprof
+from archprof.cli import app
+from archprof.diff import read_csv_report
+from archprof.errors import ArchprofError
+
+runner = CliRunner()
+
+# Each first character makes Excel or LibreOffice read the cell as a formula (OWASP's list).
+FORMULA_NAMES = ["=cmd|' /C calc'!A0", "+1", "@SUM(1)", "-2", "\tx", "\r=1+1"]
+# A cell starting with ' is escaped too, so that archprof reads every name back exactly.
+QUOTED_NAME = "'quoted"
+# Characters that end a line for str.splitlines, a CSV reader or Markdown, or that XML 1.0 forbids.
+CONTROL_NAMES = ["a\rb", "c\nd", "e\r\nf", "g\u2028h", "i\u2029j", "k\x85l", "m\x01n", "o\x1bp", "q|r", "s\\|t"]
+FORMULA_CLASS = "=HYPERLINK(1)"  # a module class name is the user's text too
+PADDED = "padded"  # a 3x3 conv, padding 1: its receptive field starts at -1x-1
+
+
+def model_file(tmp_path: Path, names: list[str]) -> str:
+    """A factory spec for a model with one conv per name (and a padded one), in tmp_path."""
+    source = f"""\
+from torch import nn
+
+Hostile = type({FORMULA_CLASS!r}, (nn.Conv2d,), {{}})
+
+
+class Named(nn.Module):
+    def __init__(self):
+        super().__init__()
+        for name in {names!r}:
+            self.add_module(name, nn.Conv2d(3, 3, 1))
+        self.add_module({PADDED!r}, Hostile(3, 3, 3, padding=1))
+
+    def forward(self, x):
+        for module in self.children():
+            x = module(x)
+        return x
+"""
+    path = tmp_path / "named.py"
+    path.write_text(source, encoding="utf-8")
+    return f"{path}:Named"
+
+
+def invoke(*args, env=None):
+    return runner.invoke(app, list(args), env={"COLUMNS": "200", "GITHUB_STEP_SUMMARY": "", **(env or {})})
+
+
+def summary_csv(spec: str, path: Path, *options: str) -> list[dict[str, str]]:
+    result = invoke("summary", spec, *options, "-f", "csv", "-o", str(path))
+    assert result.exit_code == 0, result.output
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def json_diff(old: str, new: str, *options: str) -> dict:
+    result = invoke("diff", old, new, *options, "-f", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+# -- formula injection ---------------------------------------------------------------------
+
+
+def test_formula_names_are_neutralised_in_the_csv_and_read_back_exactly(tmp_path):
+    names = [*FORMULA_NAMES, QUOTED_NAME]
+    spec = model_file(tmp_path, names)
+    report = tmp_path / "report.csv"
+    rows = summary_csv(spec, report, "--input", "3x8x8")
+    layers = [row["layer"] for row in rows]
+    for name in names:
+        assert "'" + name in layers, name  # OWASP: a leading single quote
+    for row in rows:
+        for column in ("layer", "module_type"):
+            assert not row[column].startswith(("=", "+", "-", "@", "\t", "\r")), (column, row[column])
+    padded = next(row for row in rows if row["layer"] == PADDED)
+    assert padded["module_type"] == "'" + FORMULA_CLASS
+    # archprof's own text and the numbers are left as they are.
+    assert padded["receptive_field_start"] == "-1x-1"
+    assert padded["param_count"] == str(3 * 3 * 3 * 3 + 3)
+
+    side = read_csv_report(report)
+    assert [row["layer"] for row in side.rows if row["layer"]] == [*names, PADDED]
+    assert next(row for row in side.rows if row["layer"] == PADDED)["module_type"] == FORMULA_CLASS
+
+    itself = json_diff(str(report), str(report))
+    assert itself["layers"] == [] and itself["unchanged_layers"] == len(rows)
+    against_the_model = json_diff(str(report), spec, "--input", "3x8x8")
+    assert against_the_model["layers"] == [] and against_the_model["unchanged_layers"] == len(rows)
+
+
+def test_the_diff_csv_neutralises_the_names_it_copies(tmp_path):
+    spec = model_file(tmp_path, FORMULA_NAMES)
+    report = tmp_path / "report.csv"
+    summary_csv(spec, report, "--input", "3x8x8")
+    result = invoke("diff", str(report), spec, "--input", "3x16x16", "-f", "csv")  # every output shape changes
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout, newline="")))
+    assert {row["status"] for row in rows} == {"changed"}
+    assert sorted(row["layer"] for row in rows) == sorted(["'" + name for name in FORMULA_NAMES] + [PADDED])
+    padded = next(row for row in rows if row["layer"] == PADDED)
+    assert padded["old_module_type"] == padded["new_module_type"] == "'" + FORMULA_CLASS
+    assert int(padded["macs_change"]) == 3 * 3 * 3 * 3 * (16 * 16 - 8 * 8)  # C_out x C_in x 3 x 3 per output pixel
+
+
+# -- control characters --------------------------------------------------------------------
+
+
+def test_control_characters_round_trip_through_the_csv(tmp_path):
+    spec = model_file(tmp_path, CONTROL_NAMES)
+    report = tmp_path / "report.csv"
+    rows = summary_csv(spec, report, "--input", "3x8x8")
+    assert [row["layer"] for row in rows if row["layer"]] == [*CONTROL_NAMES, PADDED]
+    side = read_csv_report(report)
+    assert [row["layer"] for row in side.rows if row["layer"]] == [*CONTROL_NAMES, PADDED]
+    loaded = pd.read_csv(report, keep_default_na=False)  # pandas reads the same cells
+    assert [name for name in loaded["layer"] if name] == [*CONTROL_NAMES, PADDED]
+
+    itself = json_diff(str(report), str(report))
+    assert itself["layers"] == [] and itself["unchanged_layers"] == len(rows)
+    against_the_model = json_diff(str(report), spec, "--input", "3x8x8")
+    assert against_the_model["layers"] == [] and against_the_model["unchanged_layers"] == len(rows)
+
+
+def table_cells(markdown: str) -> list[list[str]]:
+    """The rows of the first table of `markdown`, each cell's text as GitHub shows it (GFM
+    tables: markdown-it's table rule)."""
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(markdown)
+    rows, row = [], None
+    for index, token in enumerate(tokens):
+        if token.type == "table_close":
+            break
+        if token.type == "tr_open":
+            row = []
+        elif token.type in ("th_open", "td_open"):
+            row.append("".join(child.content for child in tokens[index + 1].children))
+        elif token.type == "tr_close":
+            rows.append(row)
+    return rows
+
+
+def test_the_markdown_table_keeps_its_columns_and_shows_control_characters(tmp_path):
+    spec = model_file(tmp_path, CONTROL_NAMES)
+    result = invoke("summary", spec, "--input", "3x8x8", "-f", "markdown")
+    assert result.exit_code == 0, result.output
+    rows = table_cells(result.stdout)
+    header = rows[0]
+    assert header[:2] == ["layer", "module_type"]
+    assert len(rows) == 1 + 1 + len(CONTROL_NAMES)  # header, the padded conv, one per name
+    assert all(len(row) == len(header) for row in rows), [len(row) for row in rows]
+    layers = [row[0] for row in rows[1:]]
+    shown = ["a\\rb", "c\\nd", "e\\r\\nf", "g\\u2028h", "i\\u2029j", "k\\x85l", "m\\x01n", "o\\x1bp", "q|r", "s\\|t"]
+    assert layers == [*shown, PADDED]
+
+    report = tmp_path / "report.csv"
+    summary_csv(spec, report, "--input", "3x8x8")
+    changed = invoke("diff", str(report), spec, "--input", "3x16x16", "-f", "markdown")  # every layer changes
+    assert changed.exit_code == 0, changed.output
+    layer_rows = table_cells(changed.stdout.split("unchanged.")[1])
+    assert all(len(row) == 6 for row in layer_rows)
+    assert [row[1] for row in layer_rows[1:]] == [*shown, PADDED]
+
+
+def test_terminal_tables_show_names_neither_as_markup_nor_as_escape_sequences(tmp_path):
+    names = ["[/x]", "[bold]b", "o\x1b[31mred", "c\nd"]
+    spec = model_file(tmp_path, names)
+    for command in ("summary", "memory", "rf"):
+        result = invoke(command, spec, "--input", "3x8x8")
+        assert result.exit_code == 0, (command, result.output)
+        for text in ("[/x]", "[bold]b", "o\\x1b[31mred", "c\\nd"):
+            assert text in result.output, (command, text)
+        assert "\x1b" not in result.output
+
+
+def test_junit_and_step_summary_of_a_model_with_control_characters(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nets\x01\u2028.py").write_text(
+        "from torch import nn\n\ndef tiny():\n    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())\n"
+    )
+    (tmp_path / "archprof.toml").write_text(
+        '[[models]]\nname = "nets\\u0001\\u2028.py:tiny"\ninput = "3x16x16"\nmax-params = 10\nmax-macs = "1G"\n'
+    )
+    junit, summary = tmp_path / "out.xml", tmp_path / "summary.md"
+    result = invoke("check", "--junit", str(junit), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 1, result.output  # 8 x 3 x 9 + 8 = 224 parameters > 10
+    root = ET.parse(junit).getroot()
+    (suite,) = root.findall("testsuite")
+    assert suite.get("name") == "nets\\x01\\u2028.py:tiny (1x3x16x16)"
+    assert [case.get("name") for case in suite.findall("testcase")] == ["max-params", "max-macs"]
+    assert len(root.findall(".//failure")) == 1
+    rows = table_cells(summary.read_text(encoding="utf-8"))
+    assert len(rows) == 3 and all(len(row) == 6 for row in rows)
+    assert rows[1][0] == "nets\\x01\\u2028.py:tiny"
+
+
+# -- CSV files from elsewhere -------------------------------------------------------------
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
+    report = tmp_path / "report.csv"
+    rows = summary_csv("lenet5", report)
+    excel = tmp_path / "excel.csv"
+    excel.write_text(report.read_text(encoding="utf-8"), encoding="utf-8-sig")  # Excel's "CSV UTF-8"
+    assert excel.read_bytes().startswith(b"\xef\xbb\xbf")
+    result = json_diff(str(excel), "lenet5")
+    assert result["layers"] == [] and result["unchanged_layers"] == len(rows)
+
+
+def test_a_csv_with_a_duplicate_row_is_a_one_line_error(tmp_path):
+    report = tmp_path / "report.csv"
+    summary_csv("lenet5", report)
+    lines = report.read_text(encoding="utf-8").splitlines(keepends=True)
+    duplicated = tmp_path / "duplicated.csv"
+    duplicated.write_text("".join([*lines, lines[3]]), encoding="utf-8")
+    layer = next(csv.reader([lines[3]]))[0]
+    result = invoke("diff", str(duplicated), "lenet5")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert f"line {len(lines) + 1}" in error and f"layer '{layer}' call 0" in error and "line 4" in error
+
+
+# -- figures past int64 -------------------------------------------------------------------
+
+CHANNELS, SIDE, KERNEL = 4096, 4096, 3
+
+
+class TwoWideConvs(nn.Sequential):
+    def __init__(self):
+        conv = {"kernel_size": KERNEL, "padding": KERNEL // 2}
+        super().__init__(nn.Conv2d(CHANNELS, CHANNELS, **conv), nn.Conv2d(CHANNELS, CHANNELS, **conv))
+
+
+def conv_flops(batch: int) -> int:
+    """2 x MACs of one conv: batch x C_out x H_out x W_out x (C_in x k x k), 'same' padding."""
+    return 2 * batch * CHANNELS * SIDE * SIDE * CHANNELS * KERNEL * KERNEL
+
+
+@pytest.mark.parametrize("batch", [1024, 4096])
+def test_flops_past_int64_stay_exact(batch, tmp_path):
+    flops = conv_flops(batch)
+    assert 2 * flops >= 2**63  # the sum does not fit int64 (at batch 4096, each row does not either)
+    report = archprof.analyze(TwoWideConvs, input_size=(CHANNELS, SIDE, SIDE), batch=batch)  # built on meta
+    layers = report.layers
+    convs = layers[layers["module_type"] == "Conv2d"]
+    assert list(convs["flops"]) == [flops, flops]
+    assert layers["flops"].sum() == 2 * flops == report.totals.flops
+    assert layers["macs"].sum() == flops
+    assert layers["param_count"].dtype == "int64"  # columns that fit keep their documented dtype
+    report.to_csv(tmp_path / "big.csv")
+    assert read_csv_report(tmp_path / "big.csv").total("flops") == 2 * flops
+    assert json.loads(report.to_json())["totals"]["flops"] == 2 * flops
+
+
+# -- bad arguments -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [-1, 1.5, "1", True])
+def test_rollup_refuses_a_bad_depth(depth):
+    report = archprof.analyze("lenet5")
+    with pytest.raises(ArchprofError, match="depth must be a whole number >= 0"):
+        report.rollup(depth)
+
+
+def test_a_budget_key_written_with_a_dash_and_an_underscore_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "archprof.toml").write_text(
+        '[[models]]\nname = "lenet5"\nmax-params = "1M"\nmax_params = "10"\nmax-macs = "1G"\n'
+    )
+    result = invoke("check")
+    assert result.exit_code == 2, result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "archprof.toml, line 4" in error and "max_params" in error and "max-params" in error
