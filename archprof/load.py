@@ -25,10 +25,12 @@ import copy
 import difflib
 import importlib
 import importlib.util
-import json
+import io
 import logging
+import os
 import re
 import sys
+import types
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -511,12 +513,8 @@ class PythonFactory:
         return self.spec
 
     def __call__(self, **kwargs) -> torch.nn.Module:
-        try:
+        with _user_code(f"model factory '{self.spec}' failed"):
             return self.target(**kwargs)
-        except ArchprofError:
-            raise
-        except Exception as exc:
-            raise ArchprofError(f"model factory '{self.spec}' failed: {_first_line(exc)}") from None
 
 
 def python_factory(spec: str, base_dir: str | Path | None = None) -> PythonFactory:
@@ -569,14 +567,32 @@ def _importable(*directories: Path | None) -> Iterator[None]:
                 sys.path.remove(entry)
 
 
+@contextlib.contextmanager
+def _user_code(failure: str) -> Iterator[None]:
+    """Run user code (import a module, call a factory): whatever it raises, sys.exit and
+    argparse's exit included, becomes one ArchprofError '<failure>: <what it raised>'; Ctrl-C
+    still stops. What it writes to stderr is held back, then written out should it succeed
+    (argparse prints its usage before it exits: the error quotes the last line instead)."""
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    except (ArchprofError, KeyboardInterrupt):
+        sys.stderr.write(held.getvalue())
+        raise
+    except BaseException as exc:
+        printed = [line.strip() for line in held.getvalue().splitlines() if line.strip()]
+        said = f" (it printed: {printed[-1]})" if printed else ""
+        raise ArchprofError(f"{failure}: {_first_line(exc)}{said}") from None
+    sys.stderr.write(held.getvalue())
+
+
 def _import_module(name: str, spec: str, base: Path | None):
-    with _importable(Path.cwd(), base):
+    with _importable(Path.cwd(), base), _user_code(f"importing '{name}' for model '{spec}' failed"):
         try:
             return importlib.import_module(name)
         except ImportError as exc:
             raise ArchprofError(f"cannot import '{name}' for model '{spec}': {_first_line(exc, bare=True)}") from None
-        except Exception as exc:
-            raise ArchprofError(f"importing '{name}' for model '{spec}' failed: {_first_line(exc)}") from None
 
 
 def _import_file(location: str, spec: str, base: Path | None):
@@ -593,22 +609,19 @@ def _import_file(location: str, spec: str, base: Path | None):
         raise ArchprofError(f"cannot import {location} (model '{spec}')")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up here
-    with _importable(resolved.parent):
+    with _importable(resolved.parent), _user_code(f"importing {location} for model '{spec}' failed"):
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:
+        except BaseException:
             del sys.modules[name]
-            raise ArchprofError(f"importing {location} for model '{spec}' failed: {_first_line(exc)}") from None
+            raise
     return module
 
 
 def _builder(fn: Callable[..., Any], args: Mapping[str, Any], name: str) -> Callable[[torch.device], torch.nn.Module]:
     def build(device: torch.device) -> torch.nn.Module:
-        try:
-            with torch.device(device):
-                module = fn(**args)
-        except Exception as exc:
-            raise ArchprofError(f"model factory '{name}' failed on {device}: {_first_line(exc)}") from None
+        with _user_code(f"model factory '{name}' failed on {device}"), torch.device(device):
+            module = fn(**args)
         return module.to(device)
 
     return build
@@ -619,20 +632,21 @@ def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], ki
     tensors, say), build it on the CPU instead, saying so once."""
     from archprof.trace import is_meta_limitation
 
-    try:
-        with torch.device("meta"):
-            module = fn(**args)
-    except ArchprofError:
-        raise
-    except Exception as exc:
-        if not is_meta_limitation(exc):
-            raise ArchprofError(f"model factory '{name}' failed: {_first_line(exc)}") from None
+    meta_failure = None
+    with _user_code(f"model factory '{name}' failed"):
         try:
+            with torch.device("meta"):
+                module = fn(**args)
+        except ArchprofError:
+            raise
+        except Exception as exc:
+            if not is_meta_limitation(exc):
+                raise
+            meta_failure = _first_line(exc, bare=True)
             module = fn(**args)
-        except Exception as cpu_exc:
-            raise ArchprofError(f"model factory '{name}' failed: {_first_line(cpu_exc)}") from None
+    if meta_failure is not None:
         warnings.warn(
-            f"model '{name}' cannot be built on the meta device ({_first_line(exc, bare=True)}): built on the CPU",
+            f"model '{name}' cannot be built on the meta device ({meta_failure}): built on the CPU",
             ArchprofWarning,
             stacklevel=3,
         )
@@ -771,12 +785,19 @@ def _weights_only_reason(exc: BaseException) -> str:
 
 
 def _load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
-    if not trust_pickle:
-        _check_exported_is_data(path, spec)
+    refused: list[str] = []
     try:
-        with _quiet():
+        with _quiet(), contextlib.nullcontext() if trust_pickle else _loading_as_data(refused):
             program = torch.export.load(str(path))
     except Exception as exc:
+        pickle_reason = None if refused else _code_in_pickle(exc)
+        if refused or pickle_reason:
+            what = refused[0] if refused else "pickled weights, constants or sample inputs"
+            why = f" ({pickle_reason})" if pickle_reason else ""
+            raise ArchprofError(
+                f"refusing to load {spec}: its {what} would run code from the file when loaded{why}; if you trust"
+                " it, pass --trust-pickle (Python: trust_pickle=True)"
+            ) from None
         raise _unreadable(spec, exc) from None
     module = _exported_module(program)
     inputs, batch, static = _exported_inputs(program, spec)
@@ -799,54 +820,133 @@ def _load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
     )
 
 
-def _check_exported_is_data(path: Path, spec: str) -> None:
-    """torch.export.load unpickles some payloads with weights_only=False (pickled weights
-    and constants, sample inputs it cannot read otherwise, opaque objects): check first that
-    every pickle in the archive loads with weights_only=True and that nothing in it is code."""
-    import io
+class _Refused(Exception):
+    """Raised inside torch.export.load where loading would run code from the file."""
+
+
+@contextlib.contextmanager
+def _loading_as_data(refused: list[str]) -> Iterator[None]:
+    """While torch.export.load runs: every torch.load it makes is weights-only, whichever
+    member of the archive it reads (TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides its explicit
+    weights_only=False), and each other way it has of running code from the file refuses,
+    noting what in `refused` (torch may replace the exception on its way out): unpickling an
+    opaque Python object (pickle.loads) or a TorchScript object, loading compiled
+    AOTInductor code, and a shape expression that is more than sympy arithmetic (sympify
+    evaluates it as Python)."""
+    from unittest import mock
+
+    import sympy
+    import torch._export.serde.serialize as serde
+    from torch.export.pt2_archive import _package
+
+    def refuser(what: str) -> Callable[..., Any]:
+        def refuse(*args, **kwargs):
+            refused.append(what)
+            raise _Refused(what)
+
+        return refuse
+
+    def sympify(expression, *args, **kwargs):
+        if isinstance(expression, str) and not _is_sympy_arithmetic(expression, kwargs.get("locals") or {}):
+            refuser(f"shape expression {_shorten(expression)}")()
+        return sympy.sympify(expression, *args, **kwargs)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environment(TORCH_FORCE_WEIGHTS_ONLY_LOAD="1", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=None))
+        refusing_pickle = types.SimpleNamespace(loads=refuser("pickled Python object (an opaque constant)"))
+        stack.enter_context(mock.patch.object(_package, "pickle", refusing_pickle))
+        stack.enter_context(mock.patch.object(torch._C, "_pickle_load_obj", refuser("TorchScript object constant")))
+        stack.enter_context(mock.patch.object(_package, "_load_aoti", refuser("compiled AOTInductor code")))
+        guarded_sympy = types.SimpleNamespace(**{**vars(sympy), "sympify": sympify})
+        stack.enter_context(mock.patch.object(serde, "sympy", guarded_sympy))
+        yield
+
+
+@contextlib.contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """Set (a string) or unset (None) environment variables for the duration."""
+
+    def assign(name: str, value: str | None) -> None:
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+    before = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            assign(name, value)
+        yield
+    finally:
+        for name, value in before.items():
+            assign(name, value)
+
+
+def _code_in_pickle(exc: BaseException) -> str | None:
+    """Why a weights-only unpickling refused, where this exception's chain holds one."""
     import pickle
 
-    def refuse(what: str):
-        raise ArchprofError(
-            f"refusing to load {spec}: its {what} would run code from the file when loaded; if you trust it, pass"
-            " --trust-pickle (Python: trust_pickle=True)"
-        )
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, pickle.UnpicklingError) and _needs_code(seen):
+            return _weights_only_reason(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+_SYMPY_OPERATORS = frozenset(
+    ["(", ")", ",", "=", "+", "-", "*", "/", "**", "//", "%", "<", ">", "<=", ">=", "==", "!=", "&", "|", "~"]
+)
+
+
+def _is_sympy_arithmetic(expression: str, given: Mapping[str, Any]) -> bool:
+    """Whether a shape expression is what torch writes (`Mul(Integer(2), Symbol('s0',
+    integer=True))`): numbers, operators, symbol names, sympy classes and constants; no
+    attribute access, indexing, builtins or sympy's functions (`sympify` itself evaluates
+    a string). `given`: the names torch defines for the expression."""
+    import ast
+    import tokenize
 
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            root = names[0].split("/", 1)[0] + "/" if names and "/" in names[0] else ""
+        tokens = list(tokenize.generate_tokens(io.StringIO(expression).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    for token in tokens:
+        if token.type in (tokenize.NUMBER, tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+            continue
+        if token.type == tokenize.OP and token.string in _SYMPY_OPERATORS:
+            continue
+        if token.type == tokenize.NAME and _is_sympy_name(token.string, given):
+            continue
+        if token.type == tokenize.STRING:  # a symbol's name, or Float('1.5')
+            try:
+                text = ast.literal_eval(token.string)
+            except (ValueError, SyntaxError):
+                return False
+            if isinstance(text, str) and (re.fullmatch(r"[\d.e+-]+", text) or _is_sympy_name(text, given)):
+                continue
+        return False
+    return True
 
-            def safe(name: str, what: str) -> None:
-                try:
-                    with _quiet():
-                        torch.load(io.BytesIO(archive.read(name)), weights_only=True, map_location="meta")
-                except pickle.UnpicklingError as exc:
-                    if _needs_code(exc):
-                        refuse(what)
-                    raise
 
-            for name in names:
-                tail = name[len(root) :]
-                if tail.startswith("data/aotinductor/"):
-                    refuse("compiled AOTInductor code")
-                if tail.startswith("data/sample_inputs/"):
-                    safe(name, "sample inputs")
-                if tail.endswith(("_weights_config.json", "_constants_config.json")):
-                    folder = name.rpartition("/")[0]
-                    config = json.loads(archive.read(name)).get("config", {})
-                    for entry in config.values():
-                        file_name = entry.get("path_name", "")
-                        if file_name.startswith(("custom_obj_", "opaque_obj_")):
-                            refuse(f"object constant '{file_name}'")
-                        if entry.get("use_pickle"):
-                            safe(f"{folder}/{file_name}", f"pickled tensor '{file_name}'")
-                elif re.fullmatch(r"data/(weights|constants)/[^/]+\.pt", tail):
-                    safe(name, "legacy weights")
-    except ArchprofError:
-        raise
-    except Exception as exc:
-        raise _unreadable(spec, exc) from None
+def _is_sympy_name(name: str, given: Mapping[str, Any]) -> bool:
+    import builtins
+    import keyword
+
+    import sympy
+
+    if name in given or name in ("True", "False", "None"):
+        return True
+    if not name.isidentifier() or name.startswith("_") or keyword.iskeyword(name) or hasattr(builtins, name):
+        return False
+    value = getattr(sympy, name, None)  # None: a name sympify makes a Symbol of
+    return (
+        value is None or isinstance(value, sympy.Basic) or (isinstance(value, type) and issubclass(value, sympy.Basic))
+    )
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def _exported_module(program) -> torch.nn.Module:

@@ -1,0 +1,310 @@
+"""Issue 12, in load.py: files are data (an exported program never runs code from the file
+without --trust-pickle, however its archive is laid out), user code that exits becomes one
+error, names and sizes beyond what the system or torch can hold are refused in a line, and
+--weights are checked without allocating what a checkpoint claims. Hostile files are built
+in tmp_path from real ones."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import archprof
+from archprof.cli import app
+from archprof.errors import ArchprofError
+from archprof.load import load_model
+
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.output
+    return lines[0]
+
+
+# -- exported programs ---------------------------------------------------------------------
+
+
+class _MakesMarker:
+    """Unpickling this creates the folder `marker`: a stand-in for code a hostile file runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _payload(marker: Path) -> bytes:
+    """A torch.save file that runs the payload when unpickled without weights_only."""
+    buffer = io.BytesIO()
+    torch.save({"x": _MakesMarker(marker)}, buffer)
+    return buffer.getvalue()
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+def _exported(tmp_path: Path, dynamic: bool = False) -> Path:
+    path = tmp_path / ("dynamic.pt2" if dynamic else "clean.pt2")
+    shapes = ({0: torch.export.Dim("batch", min=2)},) if dynamic else None
+    torch.export.save(torch.export.export(_Net(), (torch.randn(2, 3, 8, 8),), dynamic_shapes=shapes), str(path))
+    return path
+
+
+def _entries(path: Path) -> list[tuple[str, bytes]]:
+    with zipfile.ZipFile(path) as archive:
+        return [(item.filename, archive.read(item.filename)) for item in archive.infolist()]
+
+
+def _write_zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of a duplicate name
+        for name, data in entries:
+            archive.writestr(name, data)
+    return path
+
+
+def _rewritten(source: Path, target: Path, edit) -> Path:
+    """A copy of the archive `source` whose entries `edit(name, data, root)` turns into
+    lists of (name, data) entries; `name` without the archive's root folder."""
+    entries = _entries(source)
+    root = entries[0][0].split("/", 1)[0] + "/"
+    return _write_zip(target, [new for name, data in entries for new in edit(name.removeprefix(root), data, root)])
+
+
+def _slash_in_model_name(tmp_path, marker):
+    """Model 'sub/x': torch reads its legacy weights from data/weights/sub/x.pt."""
+
+    def edit(tail, data, root):
+        moved = {
+            "models/model.json": "models/sub/x.json",
+            "data/sample_inputs/model.pt": "data/sample_inputs/sub/x.pt",
+            "data/constants/model_constants_config.json": "data/constants/sub/x_constants_config.json",
+        }
+        if tail == "data/weights/model_weights_config.json":
+            return [(root + "data/weights/sub/x.pt", _payload(marker))]
+        return [(root + moved.get(tail, tail), data)]
+
+    return _rewritten(_exported(tmp_path), tmp_path / "slash.pt2", edit)
+
+
+def _duplicate_entry(tmp_path, marker):
+    """data/sample_inputs/model.pt twice, the clean copy last (the one Python's zipfile
+    reads), the payload placed where torch's reader (a binary search of the sorted names)
+    finds it instead."""
+    entries = _entries(_exported(tmp_path))
+    name = next(name for name, _ in entries if name.endswith("/data/sample_inputs/model.pt"))
+    clean, payload = dict(entries)[name], _payload(marker)
+    others = [(other, data) for other, data in entries if other != name]
+    path = tmp_path / "duplicate.pt2"
+    for place in range(len(others)):
+        _write_zip(path, [*others[:place], (name, payload), *others[place:], (name, clean)])
+        if torch._C.PyTorchFileReader(str(path)).get_record(name.split("/", 1)[1]) == payload:
+            return path
+    raise AssertionError("no layout where torch reads the payload")
+
+
+def _legacy_layout(tmp_path, marker):
+    """No archive_version: torch falls back to its 2.7 layout and unpickles
+    serialized_constants.pt at the root of the zip."""
+    from torch._export.serde.schema import SCHEMA_VERSION
+
+    def edit(tail, data, root):
+        if tail == "archive_version":
+            return []
+        if tail == "models/model.json":
+            return [
+                (root + tail, data),
+                ("version", ".".join(map(str, SCHEMA_VERSION))),
+                ("serialized_exported_program.json", data),
+                ("serialized_state_dict.pt", b""),
+                ("serialized_constants.pt", _payload(marker)),
+                ("serialized_example_inputs.pt", b""),
+            ]
+        return [(root + tail, data)]
+
+    return _rewritten(_exported(tmp_path), tmp_path / "legacy.pt2", edit)
+
+
+def _opaque_constant(tmp_path, marker):
+    """A constant stored as an opaque Python object: torch unpickles it with pickle.loads."""
+    import pickle
+
+    def edit(tail, data, root):
+        if tail == "data/constants/model_constants_config.json":
+            config = {
+                "config": {
+                    "c": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}
+                }
+            }
+            return [
+                (root + tail, json.dumps(config)),
+                (root + "data/constants/opaque_obj_0", pickle.dumps(_MakesMarker(marker))),
+            ]
+        return [(root + tail, data)]
+
+    return _rewritten(_exported(tmp_path), tmp_path / "opaque.pt2", edit)
+
+
+def _code_in_a_shape(tmp_path, marker):
+    """A dynamic size whose expression is Python: torch parses it with sympify (eval)."""
+    code = f"__import__('os').mkdir({str(marker)!r})"
+
+    def edit(tail, data, root):
+        if tail == "models/model.json":
+            text = data.decode()
+            start = text.index('"expr_str": ') + len('"expr_str": ')
+            end = text.index('"', start + 1) + 1
+            return [(root + tail, text[:start] + json.dumps(code) + text[end:])]
+        return [(root + tail, data)]
+
+    return _rewritten(_exported(tmp_path, dynamic=True), tmp_path / "shape.pt2", edit)
+
+
+def _aoti_member(tmp_path, marker):
+    """A compiled AOTInductor model beside the program: loading it loads native code."""
+
+    def edit(tail, data, root):
+        extra = [(root + "data/aotinductor/model/model.so", b"\x7fELF")] if tail == "archive_format" else []
+        return [(root + tail, data), *extra]
+
+    return _rewritten(_exported(tmp_path), tmp_path / "aoti.pt2", edit)
+
+
+HOSTILE_ARCHIVES = {
+    "a model name with a slash": (_slash_in_model_name, "pickled weights, constants or sample inputs"),
+    "a duplicate zip entry": (_duplicate_entry, "pickled weights, constants or sample inputs"),
+    "the legacy layout": (_legacy_layout, "pickled weights, constants or sample inputs"),
+    "an opaque object constant": (_opaque_constant, "pickled Python object"),
+    "code in a shape expression": (_code_in_a_shape, "shape expression"),
+    "an AOTInductor member": (_aoti_member, "compiled AOTInductor code"),
+}
+
+
+@pytest.mark.parametrize("craft", HOSTILE_ARCHIVES, ids=list(HOSTILE_ARCHIVES))
+def test_an_exported_program_never_runs_code_from_the_file(tmp_path, craft):
+    make, what = HOSTILE_ARCHIVES[craft]
+    marker = tmp_path / "payload_ran"
+    path = make(tmp_path, marker)
+    with pytest.raises(ArchprofError, match=r"refusing to load .* its ") as raised:
+        archprof.analyze(str(path))
+    message = str(raised.value)
+    assert what in message and "--trust-pickle" in message and "\n" not in message
+    result = cli("summary", path)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert what in line and "--trust-pickle" in line
+    assert not marker.exists()
+
+
+def test_the_hostile_archives_are_what_torch_loads(tmp_path):
+    """Each crafted pickle payload runs when torch.export.load reads the archive as it is:
+    the refusals above are not about files torch would reject anyway."""
+    for index, craft in enumerate(HOSTILE_ARCHIVES):
+        if "pickle" not in HOSTILE_ARCHIVES[craft][1]:
+            continue
+        marker = tmp_path / f"ran_{index}"
+        path = HOSTILE_ARCHIVES[craft][0](tmp_path, marker)
+        with contextlib.suppress(Exception):  # after the payload, torch fails in its own ways
+            torch.export.load(str(path))
+        assert marker.exists(), craft
+
+
+def test_a_clean_exported_program_loads_whatever_the_environment_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    monkeypatch.delenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", raising=False)
+    for path in (_exported(tmp_path), _exported(tmp_path, dynamic=True)):
+        report = archprof.analyze(str(path))
+        assert report.totals.param_count == 4 * 3 * 3 * 3 + 4
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+# -- user code that exits ------------------------------------------------------------------
+
+
+EXITS = {
+    "sys.exit(0)": ("import sys\nsys.exit(0)\n", "SystemExit: 0"),
+    "sys.exit(3)": ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+    "SystemExit('usage...')": ("raise SystemExit('usage: train.py [-h]')\n", "SystemExit: usage: train.py [-h]"),
+    "argparse": (
+        "import argparse\nargparse.ArgumentParser().parse_args(['--lr'])\n",
+        "SystemExit: 2 (it printed: ",
+    ),
+}
+
+
+@pytest.mark.parametrize("exit_kind", EXITS, ids=list(EXITS))
+def test_a_module_that_exits_while_imported_is_one_error(tmp_path, monkeypatch, exit_kind):
+    body, says = EXITS[exit_kind]
+    (tmp_path / "exits_on_import.py").write_text(body + "def net():\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec, failure in (
+        ("exits_on_import.py:net", "importing exits_on_import.py for model 'exits_on_import.py:net' failed: "),
+        ("exits_on_import:net", "importing 'exits_on_import' for model 'exits_on_import:net' failed: "),
+    ):
+        with pytest.raises(ArchprofError) as raised:
+            archprof.analyze(spec, (3, 8, 8))
+        assert str(raised.value).startswith(failure + says)
+        sys.modules.pop("exits_on_import", None)
+        result = cli("summary", spec, "-i", "3x8x8")
+        assert result.exit_code == 2 and one_error_line(result).startswith("error: " + failure + says)
+        sys.modules.pop("exits_on_import", None)
+
+
+def test_a_factory_that_exits_is_one_error_on_meta_on_the_cpu_and_when_rebuilt(tmp_path):
+    (tmp_path / "exits.py").write_text(
+        "import sys\nimport torch\nfrom torch import nn\n\n"
+        "def now(code=3):\n    sys.exit(code)\n\n"
+        "def off_meta():\n"  # .item() cannot run on meta: archprof builds it on the CPU, where it exits
+        "    torch.zeros(1).item()\n    sys.exit(4)\n\n"
+        "def on_rebuild():\n"
+        "    if torch.empty(1).device.type != 'meta':\n        raise SystemExit('not twice')\n"
+        "    return nn.Conv2d(3, 4, 3)\n"
+    )
+    spec = f"{tmp_path / 'exits.py'}"
+    with pytest.raises(ArchprofError, match=r"^model factory '.*exits.py:now' failed: SystemExit: 3$"):
+        load_model(f"{spec}:now")
+    with pytest.raises(ArchprofError, match=r"^model factory '.*exits.py:now' failed: SystemExit: 0$"):
+        load_model(f"{spec}:now", args={"code": 0})
+    with pytest.raises(ArchprofError, match=r"^model factory '.*exits.py:off_meta' failed: SystemExit: 4$"):
+        load_model(f"{spec}:off_meta")
+    loaded = load_model(f"{spec}:on_rebuild")
+    with pytest.raises(ArchprofError, match=r"^model factory '.*exits.py:on_rebuild' failed on cpu: SystemExit: not"):
+        loaded.materialize()
+    result = cli("summary", f"{spec}:now", "-i", "3x8x8")
+    assert result.exit_code == 2 and one_error_line(result).endswith("failed: SystemExit: 3")
+
+
+def test_what_successful_user_code_prints_on_stderr_still_appears(tmp_path, capsys):
+    (tmp_path / "chatty.py").write_text(
+        "import sys\nfrom torch import nn\nprint('imported', file=sys.stderr)\n\n"
+        "def net():\n    print('built', file=sys.stderr)\n    return nn.Conv2d(3, 4, 3)\n"
+    )
+    load_model(f"{tmp_path / 'chatty.py'}:net")
+    assert capsys.readouterr().err.split() == ["imported", "built"]
