@@ -115,8 +115,9 @@ def fit_batch(
 
     def beyond_int64() -> ArchprofError:
         return ArchprofError(
-            f"a budget of {human_bytes(budget_bytes)} is larger than any batch that can be analysed needs: past batch"
-            f" {largest:,}, the input or the predicted {what} memory of {loaded.name} would pass 2**63 - 1 bytes"
+            f"cannot fit a batch to {human_bytes(budget_bytes)}: the budget is larger than any batch that can be"
+            f" analysed needs (past batch {largest:,}, the input or the predicted {what} memory of {loaded.name}"
+            " would pass 2**63 - 1 bytes)"
         )
 
     guess = 1 + (budget_bytes - one) // slope  # the affine answer, checked below

@@ -365,7 +365,8 @@ def test_the_fallback_really_ran_a_real_forward():
 
 
 def test_fit_batch_refuses_a_budget_beyond_what_int64_bytes_can_analyse():
-    with pytest.raises(ArchprofError, match=r"^a budget of .* is larger than any batch that can be analysed needs"):
+    refusal = r"^cannot fit a batch to .*: the budget is larger than any batch that can be analysed needs"
+    with pytest.raises(ArchprofError, match=refusal):
         fit_batch(nn.Linear(4, 4, bias=False), 2**80, input_size=(4,))
 
 
@@ -381,7 +382,7 @@ def test_fit_batch_near_int64_is_exact():
 
 def test_cli_memory_fit_with_a_giant_budget_is_one_line():
     result = runner.invoke(app, ["memory", "resnet18", "--fit", "99999999999999999999TB"])
-    assert_one_line_error(result, "is larger than any batch that can be analysed needs")
+    assert_one_line_error(result, "the budget is larger than any batch that can be analysed needs")
 
 
 def _vgg16_macs(side: int) -> int:
