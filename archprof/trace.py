@@ -13,7 +13,7 @@ import io
 import re
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +22,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from archprof.errors import ArchprofError
-from archprof.formulas import FORMULAS, SAME_DTYPE_OPS
 from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind, TensorMeta
+from archprof.operators import find_operator
 from archprof.structure import map_op_args, op_tensors, tensors_in
 
 
@@ -441,13 +441,12 @@ class _Recorder(TorchDispatchMode):
         if info.name in _RUNTIME_CHECKS:
             return func(*args, **kwargs)
         tensors = op_tensors(args, kwargs)
-        if info.name in SAME_DTYPE_OPS and len({t.dtype for t in tensors}) > 1:
+        if info.same_dtype and len({t.dtype for t in tensors}) > 1:
             dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
             raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
-        formula = FORMULAS.get(info.name)
         out = None
-        if formula is not None and formula.shape is not None and not self._real:
-            out = _answer_from_formula(func, info, formula.shape, args, kwargs, tensors)
+        if info.shape is not None and not self._real:
+            out = _answer_from_formula(func, info, args, kwargs, tensors)
         if out is None:
             out = func(*args, **kwargs)
         self._record(info, args, kwargs, tensors, out)
@@ -498,19 +497,24 @@ def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _answer_from_formula(func, info: _OpInfo, shape_formula, args, kwargs, tensors: list[torch.Tensor]) -> Any:
+def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.Tensor]) -> Any:
     """Answer an op with empty meta tensors of the shapes its formula gives.
 
     PyTorch's meta kernels for batch norm, ReLU, add and others are Python decompositions
-    costing 0.4-5 ms a call; this answers them in microseconds. Returns None (use the real
-    meta kernel) whenever the answer could differ from it: mixed dtypes, non-float input,
-    or an in-place op whose result would not fit its destination."""
+    costing 0.4-5 ms a call; this answers them in microseconds, with what the kernel's
+    output carries: a new contiguous tensor, or the input itself for an in-place op.
+    Returns None (use the real meta kernel) whenever the answer could differ from it: mixed
+    dtypes, non-float input, an input that is not contiguous (the kernel's output follows
+    its layout: channels last, a transposed or expanded view), or an in-place op whose
+    result would not fit its destination."""
     first = tensors[0] if tensors else None
     if first is None or not first.is_floating_point() or any(t.dtype != first.dtype for t in tensors):
         return None
+    if not info.writes_input and not all(t.is_contiguous() for t in tensors):
+        return None
     shape_args, shape_kwargs = map_op_args(lambda t: tuple(t.shape), torch.Tensor, args, kwargs)
     try:
-        shapes = shape_formula(*shape_args, **shape_kwargs)
+        shapes = info.shape(*shape_args, **shape_kwargs)
     except RuntimeError as refused:
         refusal = refused
     else:
@@ -526,7 +530,7 @@ def _answer_from_formula(func, info: _OpInfo, shape_formula, args, kwargs, tenso
         raise refusal
     if info.writes_input:
         return args[0] if shapes[0] == tuple(args[0].shape) else None
-    outputs = [_empty(first, shape) for shape in shapes]
+    outputs = [_empty(shape, first.dtype) for shape in shapes]
     return outputs[0] if info.returns == 1 else tuple(outputs)
 
 
@@ -538,26 +542,30 @@ class _OpInfo:
     returns: int
     writes_input: bool  # in place: returns its first input, written over
     is_view: bool  # returns an alias of an input without writing it
+    # From the operator catalogue: its output-shape formula (the fast path) and whether
+    # its real kernels refuse mixed dtypes.
+    shape: Callable[..., Any] | None
+    same_dtype: bool
 
     @staticmethod
     def of(func) -> _OpInfo:
         returns = func._schema.returns
         alias = returns[0].alias_info if len(returns) == 1 else None
+        operator = find_operator(func.overloadpacket)
         return _OpInfo(
             name=str(func.overloadpacket),
             returns=len(returns),
             writes_input=alias is not None and alias.is_write,
             is_view=alias is not None and not alias.is_write,
+            shape=operator.shape if operator is not None else None,
+            same_dtype=operator is not None and operator.same_dtype,
         )
 
 
-def _empty(like: torch.Tensor, shape) -> torch.Tensor:
-    """An empty meta tensor of `shape` (or `(shape, dtype)`), laid out like `like` if same-shaped."""
-    dtype = like.dtype
+def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
+    """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`)."""
     if len(shape) == 2 and isinstance(shape[1], torch.dtype):
         shape, dtype = shape
-    if shape == tuple(like.shape) and dtype == like.dtype:
-        return torch.empty_strided(like.shape, like.stride(), dtype=dtype, device="meta")
     return torch.empty(shape, dtype=dtype, device="meta")
 
 

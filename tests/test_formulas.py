@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import archprof
-from archprof.formulas import conv_output_size, pool_output_size, transposed_conv_output_size
+from archprof.operators.shapes import conv_output_size, pool_output_size, transposed_conv_output_size
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""MACs, FLOPs and elementwise FLOPs per row, from the formula registry.
+"""MACs, FLOPs and elementwise FLOPs per row, from the operator catalogue.
 
 An op without a formula is never a silent zero: it is listed in the row's `not_counted`."""
 
@@ -6,19 +6,19 @@ from __future__ import annotations
 
 from collections import Counter
 
-from archprof.formulas import FORMULAS, Cost
 from archprof.graph import OpNode, TensorMeta
+from archprof.operators import Cost, operator_named
 from archprof.passes.layers import LayerGroup
 from archprof.structure import map_op_args
 
 
 def op_cost(op: OpNode) -> Cost | None:
-    """The op's cost, or None when archprof has no formula for it."""
-    formula = FORMULAS.get(op.op)
-    if formula is None or formula.cost is None:
+    """The op's cost, or None when the catalogue does not know the operator."""
+    operator = operator_named(op.op)
+    if operator is None:
         return None
     args, kwargs = map_op_args(lambda t: t.shape, TensorMeta, op.args, op.kwargs)
-    return formula.cost(*args, out=op.outputs[0].shape if op.outputs else (), **kwargs)
+    return operator.cost(*args, out=op.outputs[0].shape if op.outputs else (), **kwargs)
 
 
 def cost_columns(groups: list[LayerGroup]) -> dict[str, list]:

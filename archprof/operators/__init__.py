@@ -1,0 +1,208 @@
+"""One operator catalogue: every aten operator archprof knows, keyed by its overload packet
+(`torch.ops.aten.relu`), with its family and, from the family or the operator itself, its
+cost (MACs, elementwise FLOPs) and, for the trace's fast path, its output shapes. The
+receptive-field pass gives each family, or a single operator, its rule over this catalogue.
+
+In-place forms (`relu_`) share their operator's entry. Operators PyTorch tags pointwise
+(`torch.Tag.pointwise`) are pointwise unless catalogued otherwise. An operator the
+catalogue does not know is listed as "not counted", never silently zero. Only operators a
+dispatch trace can see are catalogued: composite ones (`matmul`, `flatten`, `dropout`,
+`max_pool2d`) reach it decomposed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import cache
+
+import torch
+
+from archprof.operators import costs, shapes
+from archprof.operators.costs import FREE, Cost, Shape
+
+__all__ = ["FREE", "OPERATORS", "Cost", "Family", "Operator", "find_operator", "operator_named"]
+
+aten = torch.ops.aten
+Packet = torch._ops.OpOverloadPacket
+
+
+class Family(Enum):
+    POINTWISE = "pointwise"  # one FLOP per output element
+    DATA_MOVEMENT = "data movement"  # views, copies, indexing, padding: free
+    CREATION = "creation"  # new tensors from sizes or constants: free
+    WINDOW = "window"  # pooling and interpolation
+    REDUCTION = "reduction"
+    NORMALISATION = "normalisation"  # batch / layer / group norm, softmax
+    MATRIX_PRODUCT = "matrix product"  # convolution, mm, bmm, ... : MACs
+
+
+_DEFAULT_COSTS: dict[Family, Callable[..., Cost]] = {
+    Family.POINTWISE: costs.pointwise_cost,
+    Family.DATA_MOVEMENT: costs.free,
+    Family.CREATION: costs.free,
+}
+
+
+@dataclass(slots=True)
+class Operator:
+    name: str  # "aten.relu"
+    family: Family
+    cost: Callable[..., Cost]
+    # Output shapes computed without running the meta kernel (the trace's fast path).
+    shape: Callable[..., Sequence[Shape]] | None = None
+    # Real kernels refuse mixed dtypes; meta kernels do not check, so the trace does.
+    same_dtype: bool = False
+
+
+OPERATORS: dict[Packet, Operator] = {}
+
+
+def _add(family: Family, names: str, cost=None, shape=None, same_dtype: bool = False) -> None:
+    """Catalogue the aten operators `names` (separated by spaces) in `family`."""
+    cost = cost or _DEFAULT_COSTS.get(family)
+    if cost is None:
+        raise ValueError(f"the {family.value} family has no default cost: give one for {names}")
+    for name in names.split():
+        packet = getattr(aten, name)
+        if packet in OPERATORS:
+            raise ValueError(f"{packet} catalogued twice")
+        OPERATORS[packet] = Operator(str(packet), family, cost, shape, same_dtype)
+
+
+# --- pointwise ----------------------------------------------------------------------------
+
+_add(
+    Family.POINTWISE,
+    "relu hardtanh leaky_relu elu gelu silu sigmoid tanh hardswish hardsigmoid clamp clamp_min mish softplus"
+    " exp sqrt rsqrt neg",
+    shape=shapes.same_shape,
+)
+_add(Family.POINTWISE, "add sub mul div", shape=shapes.broadcast_shape)
+# Not tagged pointwise by PyTorch, pointwise all the same; dropout in training multiplies
+# by a mask (and scales), the mask its second output.
+_add(Family.POINTWISE, "_prelu_kernel rrelu_with_noise log_sigmoid_forward native_dropout")
+
+# --- data movement and creation: free -----------------------------------------------------
+
+# views
+_add(
+    Family.DATA_MOVEMENT,
+    "view _unsafe_view _reshape_alias t transpose permute expand squeeze unsqueeze alias detach slice select"
+    " split split_with_sizes unsafe_split unsafe_split_with_sizes unbind as_strided unfold",
+)
+# copies, indexing and padding
+_add(
+    Family.DATA_MOVEMENT,
+    "clone _to_copy copy lift_fresh lift_fresh_copy cat stack repeat roll flip pixel_shuffle pixel_unshuffle"
+    " native_channel_shuffle index index_select gather embedding constant_pad_nd"
+    " reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d",
+)
+# nearest-neighbour resampling copies one input per output
+_add(
+    Family.DATA_MOVEMENT,
+    "upsample_nearest1d upsample_nearest2d upsample_nearest3d"
+    " _upsample_nearest_exact1d _upsample_nearest_exact2d _upsample_nearest_exact3d",
+)
+_add(
+    Family.CREATION,
+    "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like fill zero scalar_tensor"
+    " arange linspace new_empty new_empty_strided new_zeros new_ones new_full"
+    " rand_like randn_like bernoulli uniform normal random",
+)
+
+# --- windows: pooling and interpolation ---------------------------------------------------
+
+_add(Family.WINDOW, "max_pool2d_with_indices", costs.max_pool_cost, shapes.max_pool_shape(2))
+_add(Family.WINDOW, "max_pool3d_with_indices", costs.max_pool_cost, shapes.max_pool_shape(3))
+_add(Family.WINDOW, "avg_pool2d", costs.avg_pool_cost, shapes.avg_pool2d_shape)
+# avg_pool3d's kernel also refuses inputs smaller than the kernel: left to the meta kernel.
+_add(Family.WINDOW, "avg_pool1d avg_pool3d", costs.avg_pool_cost)
+_add(
+    Family.WINDOW, "_adaptive_avg_pool2d _adaptive_avg_pool3d", costs.adaptive_avg_pool_cost, shapes.adaptive_pool_shape
+)
+_add(Family.WINDOW, "adaptive_avg_pool1d", costs.adaptive_avg_pool_cost)
+_add(Family.WINDOW, "adaptive_max_pool2d adaptive_max_pool3d", costs.adaptive_max_pool_cost)
+_add(Family.WINDOW, "upsample_linear1d", costs.interpolation_cost(2))
+_add(Family.WINDOW, "upsample_bilinear2d _upsample_bilinear2d_aa", costs.interpolation_cost(4))
+_add(Family.WINDOW, "upsample_trilinear3d", costs.interpolation_cost(8))
+_add(Family.WINDOW, "upsample_bicubic2d _upsample_bicubic2d_aa", costs.interpolation_cost(16))
+
+# --- reductions ---------------------------------------------------------------------------
+
+_add(Family.REDUCTION, "mean sum", costs.reduction_cost, shapes.reduction_shape)
+_add(Family.REDUCTION, "nansum prod any all", costs.reduction_cost)
+_add(Family.REDUCTION, "amax amin max min argmax argmin", costs.extremum_cost)
+_add(Family.REDUCTION, "var var_mean", costs.variance_cost)
+_add(Family.REDUCTION, "std std_mean", costs.standard_deviation_cost)
+_add(Family.REDUCTION, "linalg_vector_norm", costs.vector_norm_cost)
+_add(Family.REDUCTION, "logsumexp", costs.logsumexp_cost)
+
+# --- normalisation ------------------------------------------------------------------------
+
+_add(
+    Family.NORMALISATION,
+    "native_batch_norm _native_batch_norm_legit_no_training",
+    costs.batch_norm_cost,
+    shapes.batch_norm_shape,
+)
+_add(
+    Family.NORMALISATION,
+    "_native_batch_norm_legit _native_batch_norm_legit_functional cudnn_batch_norm miopen_batch_norm",
+    costs.batch_norm_cost,
+)
+_add(Family.NORMALISATION, "native_layer_norm native_group_norm", costs.norm_with_statistics_cost)
+_add(Family.NORMALISATION, "_softmax _log_softmax _safe_softmax", costs.softmax_cost)
+
+# --- matrix products and convolution ------------------------------------------------------
+
+_add(Family.MATRIX_PRODUCT, "convolution", costs.conv_cost, shapes.conv_shape, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "_convolution cudnn_convolution convolution_overrideable", costs.conv_cost)
+_add(Family.MATRIX_PRODUCT, "mm", costs.mm_cost, shapes.mm_shape, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "addmm", costs.addmm_cost, shapes.addmm_shape, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "bmm", costs.bmm_cost, shapes.bmm_shape, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "baddbmm", costs.baddbmm_cost, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "mv", costs.mv_cost, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "dot", costs.dot_cost, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "_trilinear", costs.trilinear_cost)
+
+
+# --- lookup -------------------------------------------------------------------------------
+
+
+@cache
+def find_operator(packet: Packet) -> Operator | None:
+    """The catalogue's entry for an operator (its out-of-place form's for an in-place one,
+    a pointwise entry for one PyTorch tags pointwise), or None: not counted."""
+    known = OPERATORS.get(packet)
+    if known is not None:
+        return known
+    base = _out_of_place(packet)
+    if base is not None:
+        return find_operator(base)
+    if any(torch.Tag.pointwise in getattr(packet, overload).tags for overload in packet.overloads()):
+        return Operator(str(packet), Family.POINTWISE, costs.pointwise_cost)
+    return None
+
+
+@cache
+def operator_named(name: str) -> Operator | None:
+    """find_operator by the operator's name, "aten.relu" (None for a name torch does not know)."""
+    namespace, _, short = name.partition(".")
+    try:
+        packet = getattr(getattr(torch.ops, namespace), short)
+    except (AttributeError, RuntimeError):
+        return None
+    return find_operator(packet) if isinstance(packet, Packet) else None
+
+
+def _out_of_place(packet: Packet) -> Packet | None:
+    """`relu` for `relu_`, when `relu_` writes over its first input (not `__and__`)."""
+    name = packet.__name__
+    if not name.endswith("_") or name.endswith("__"):
+        return None
+    base = getattr(aten, name[:-1], None) if packet._qualified_op_name.startswith("aten::") else None
+    schema = getattr(packet, packet.overloads()[0])._schema
+    writes = schema.arguments and schema.arguments[0].alias_info is not None and schema.arguments[0].alias_info.is_write
+    return base if writes and isinstance(base, Packet) else None
