@@ -27,58 +27,15 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archprof.comparison import METRICS, Metric
 from archprof.errors import ArchprofError
+from archprof.units import parse_count, parse_size
 
 if TYPE_CHECKING:
     from archprof.report import Report
-
-# -- numbers with units ------------------------------------------------------------------
-
-_COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_COUNT = re.compile(r"(\d+(?:_\d+)*(?:\.\d+)?)\s*([kmgt]?)", re.IGNORECASE)
-_COUNT_HINT = "expected a whole number with an optional K, M, G or T (decimal), e.g. 30M, 1.5G or 25557032"
-
-
-def parse_count(value: Any) -> int:
-    """'30M' -> 30_000_000, '1.5G' -> 1_500_000_000, '25557032' (K, M, G, T: powers of 1000)."""
-    if isinstance(value, bool):
-        raise ArchprofError(f"cannot read the count {value!r}: {_COUNT_HINT}")
-    if isinstance(value, (int, float)):
-        value = repr(value)  # from TOML: 30000000, 1.5e9 (read exactly below)
-    text = str(value).strip()
-    match = _COUNT.fullmatch(text)
-    if match is None:
-        try:  # 1.5e9 from TOML
-            number = Decimal(text)
-        except InvalidOperation:
-            number = None
-        if number is None or not number.is_finite():
-            raise ArchprofError(f"cannot read the count '{value}': {_COUNT_HINT}")
-    else:
-        # Exact decimal arithmetic: "1.5G" is 1,500,000,000, not a float near it.
-        number = Decimal(match.group(1).replace("_", "")) * _COUNT_UNITS[match.group(2).lower()]
-    if number < 0:
-        raise ArchprofError(f"the count '{value}' must not be negative")
-    if number != number.to_integral_value():
-        raise ArchprofError(f"the count '{value}' is not a whole number ({number})")
-    return int(number)
-
-
-def parse_size(value: Any) -> int:
-    """Bytes: '200MB' = 200e6, '512MiB' = 512 * 2**20, '1.5GB', '4096' (plain bytes): see `archprof.units`."""
-    from archprof.units import parse_size as parse
-
-    if isinstance(value, bool):
-        raise ArchprofError(f"cannot read the size {value!r}: expected e.g. 200MB, 1.5GB, 512MiB or 4096 (bytes)")
-    if isinstance(value, float):
-        value = format(Decimal(repr(value)), "f")  # 2e8 -> '200000000'
-    return parse(str(value))
-
 
 # -- limits ------------------------------------------------------------------------------
 
