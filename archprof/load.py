@@ -23,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import functools
 import importlib
 import importlib.util
 import io
 import logging
+import math
 import os
 import re
 import sys
@@ -58,6 +60,25 @@ INPUT_DTYPES = {
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".ts")
 WEIGHTS_ONLY_SUFFIXES = (".ckpt", ".bin", ".safetensors")
 HUBS = {"torchvision": "torchvision", "timm": "timm"}  # spec prefix -> package to install
+INT64_MAX = 2**63 - 1  # torch's sizes, element counts and byte offsets are int64
+
+
+def _printable_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """An error quotes what the user gave, which can hold characters no stream prints (an
+    undecodable file name arrives as lone surrogates): those become backslash escapes."""
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ArchprofError as exc:
+            text = str(exc)
+            printable = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            if printable == text:
+                raise
+            raise ArchprofError(printable) from None
+
+    return checked
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -86,11 +107,14 @@ class InputSpec:
         object.__setattr__(self, "shape", shape)
         if self.dtype is not None and not isinstance(self.dtype, torch.dtype):
             object.__setattr__(self, "dtype", parse_input_dtype(str(self.dtype)))
+        _check_fits(shape, self.dtype, f"input shape {_shown_shape(shape)}")
         if self.name is not None and not str(self.name).isidentifier():
             raise ArchprofError(f"input name '{self.name}' is not a Python identifier (a keyword of forward)")
 
     def full_shape(self, batch: int) -> tuple[int, ...]:
-        return (batch, *self.shape) if self.batched else self.shape
+        shape = (batch, *self.shape) if self.batched else self.shape
+        _check_fits(shape, self.dtype, f"input {_shown_shape(shape)} (batch {batch} x {_shown_shape(self.shape)})")
+        return shape
 
     def __str__(self) -> str:
         text = "x".join(map(str, self.shape))
@@ -102,20 +126,42 @@ class InputSpec:
 InputsLike = Any  # see normalize_inputs
 
 
+def _check_fits(shape: tuple[int, ...], dtype: torch.dtype | None, what: str) -> None:
+    """Every size, the element count and the byte size of a tensor must fit in int64 (each
+    size is at least 1, so the byte size bounds the rest). dtype None: the model's, at most
+    float32's 4 bytes."""
+    itemsize = dtype.itemsize if dtype is not None else 4
+    if math.prod(shape) * itemsize > INT64_MAX:
+        raise ArchprofError(
+            f"{what} is too large: its elements of {itemsize} bytes would take more than 2**63 - 1 bytes, the most"
+            " torch can address; give smaller sizes"
+        )
+
+
+def _shown_shape(shape: Sequence[int]) -> str:
+    """'3x224x224'; a size of more than 30 digits as its power of two (str() refuses past 4300 digits)."""
+    return "x".join(str(size) if size.bit_length() <= 100 else f"2**{size.bit_length() - 1}+" for size in shape)
+
+
 _SIZE = re.compile(r"\d+(x\d+)*")
 
 
+@_printable_errors
 def parse_input_size(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224): the per-sample input, without the batch."""
     cleaned = text.strip().lower()
     if not _SIZE.fullmatch(cleaned):
         raise ArchprofError(f"malformed input size '{text}': expected positive sizes joined by 'x', e.g. 3x224x224")
+    if any(len(part.lstrip("0")) > 19 for part in cleaned.split("x")):
+        raise ArchprofError(f"input size {_shorten(text)} is too large: torch's sizes are at most 2**63 - 1")
     size = tuple(int(part) for part in cleaned.split("x"))
     if any(part == 0 for part in size):
         raise ArchprofError(f"malformed input size '{text}': every size must be at least 1")
+    _check_fits(size, None, f"input size '{text}'")
     return size
 
 
+@_printable_errors
 def parse_input_spec(text: str) -> InputSpec:
     """'[name=]3x224x224[:dtype]' -> InputSpec, e.g. '77:int64', 'mask=77:bool'."""
     name, equals, rest = text.strip().partition("=")
@@ -229,6 +275,7 @@ def parse_arg_value(text: str) -> Any:
     return text
 
 
+@_printable_errors
 def parse_args(items: Sequence[str] | None) -> dict[str, Any]:
     """['num_classes=10', 'width=0.5'] -> {'num_classes': 10, 'width': 0.5}."""
     args: dict[str, Any] = {}
@@ -339,6 +386,7 @@ def _initialise(module: torch.nn.Module) -> None:
                 reset()
 
 
+@_printable_errors
 def load_model(
     spec: str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel,
     *,
@@ -376,9 +424,9 @@ def load_model(
             raise ArchprofError(
                 f"--weights applies to a built-in model or a factory; '{loaded.name}' already holds its weights"
             )
-        state = load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base)
-        _check_weights(loaded.module, state, loaded.name, weights)
-        loaded = _replace(loaded, state_dict=state)
+        shapes = load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base, device="meta")
+        _check_weights(loaded.module, shapes, loaded.name, weights)
+        loaded = _replace(loaded, state_dict=load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base))
     return loaded
 
 
@@ -420,14 +468,24 @@ def _looks_like_path(spec: str, base: Path | None) -> bool:
         return True
     from archprof.zoo import MODELS
 
-    return spec not in MODELS and _resolve_path(spec, base).is_file()  # a built-in name wins over a file
+    return spec not in MODELS and _lookup(_resolve_path(spec, base), spec) == "file"  # a built-in name wins
 
 
 def _resolve_path(spec: str | Path, base: Path | None) -> Path:
     path = Path(spec).expanduser()
-    if base is not None and not path.is_absolute() and (base / path).exists():
+    if base is not None and not path.is_absolute() and _lookup(base / path, str(spec)) != "missing":
         return base / path
     return path
+
+
+def _lookup(path: Path, spec: str) -> str:
+    """What is at `path`: 'file', 'other' (a folder, a device) or 'missing'. A name the
+    system cannot look up (too long, not encodable, no permission) is one error naming it."""
+    try:
+        return "file" if path.is_file() else "other" if path.exists() else "missing"
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc, bare=True)
+        raise ArchprofError(f"cannot look up {_shorten(spec)} as a file: {reason}") from None
 
 
 # -- built-ins and hubs --------------------------------------------------------------------
@@ -517,6 +575,7 @@ class PythonFactory:
             return self.target(**kwargs)
 
 
+@_printable_errors
 def python_factory(spec: str, base_dir: str | Path | None = None) -> PythonFactory:
     """Import the module or file a `location:factory` spec names (user code runs: only ever
     for a spec that names it) and look the factory up. Relative files and modules are found
@@ -597,7 +656,7 @@ def _import_module(name: str, spec: str, base: Path | None):
 
 def _import_file(location: str, spec: str, base: Path | None):
     path = _resolve_path(location, base)
-    if not path.is_file():
+    if _lookup(path, location) != "file":
         raise ArchprofError(f"file {location} does not exist (model '{spec}')")
     resolved = path.resolve()
     # One module per file, named after its path so that two files called models.py differ.
@@ -674,9 +733,10 @@ def _load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path |
             f"cannot load '{spec}' ({shown}): archprof reads TorchScript (.pt, .pth, .ts), exported programs "
             "(.pt2) and Python factories (file.py:factory)"
         )
-    if not path.exists():
+    found = _lookup(path, spec)
+    if found == "missing":
         raise ArchprofError(f"file {spec} does not exist")
-    if not path.is_file():
+    if found != "file":
         raise ArchprofError(f"{spec} is not a file")
     _refuse_extras(path, spec, args, None, "a model file")
     kind = _archive_kind(path)
@@ -746,13 +806,13 @@ def _load_pickle(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
     raise ArchprofError(f"{spec} holds a {type(loaded).__name__}, not a model (TorchScript, .pt2 or a pickled module)")
 
 
-def _torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str) -> Any:
+def _torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str, mmap: bool = False) -> Any:
     """torch.load with weights_only=True; a pickle that needs code is refused unless trusted."""
     import pickle
 
     try:
         with _quiet():
-            return torch.load(str(path), map_location=map_location, weights_only=True)
+            return torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         if not _needs_code(exc):  # a bad opcode: not a pickle at all, or a damaged one
             raise _unreadable(spec, exc) from None
@@ -766,7 +826,7 @@ def _torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str) ->
         raise _unreadable(spec, exc) from None
     try:
         with _quiet():
-            return torch.load(str(path), map_location=map_location, weights_only=False)
+            return torch.load(str(path), map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as exc:
         raise ArchprofError(f"cannot unpickle {spec}: {_first_line(exc)}") from None
 
@@ -1030,18 +1090,21 @@ def check_static_shapes(loaded: LoadedModel, shapes: Sequence[tuple[int, ...]]) 
 # -- weights -------------------------------------------------------------------------------
 
 
+@_printable_errors
 def load_state_dict(
-    path: str | Path, trust_pickle: bool = False, base_dir: str | Path | None = None
+    path: str | Path, trust_pickle: bool = False, base_dir: str | Path | None = None, device: str = "cpu"
 ) -> dict[str, torch.Tensor]:
     """A state dict from a checkpoint (torch.save, weights_only=True; .safetensors with the
     safetensors package): CPU tensors, memory-mapped where the format allows. A checkpoint
     that wraps it ({'state_dict': ...}, {'model': ...}) is unwrapped and a DataParallel
-    'module.' prefix dropped."""
+    'module.' prefix dropped. `device="meta"`: names and shapes only, nothing read or
+    allocated (a checkpoint may claim storage far beyond its size)."""
     spec = str(path)
     resolved = _resolve_path(spec, Path(base_dir) if base_dir is not None else None)
-    if not resolved.exists():
+    found = _lookup(resolved, spec)
+    if found == "missing":
         raise ArchprofError(f"weights file {spec} does not exist")
-    if not resolved.is_file():
+    if found != "file":
         raise ArchprofError(f"weights file {spec} is not a file")
     if resolved.suffix.lower() == ".py":
         raise ArchprofError(f"weights file {spec} is a Python file: give a checkpoint saved with torch.save")
@@ -1053,13 +1116,14 @@ def load_state_dict(
                 f"reading {spec} needs safetensors, which is not installed: pip install safetensors"
             ) from None
         try:
-            loaded: Any = load_file(str(resolved), device="cpu")
+            loaded: Any = load_file(str(resolved), device=device)
         except Exception as exc:
             raise _unreadable(spec, exc) from None
     else:
         if zipfile.is_zipfile(resolved) and _archive_kind(resolved) in ("torchscript", "exported"):
             raise ArchprofError(f"{spec} is a whole model (TorchScript or exported), not weights: analyse it directly")
-        loaded = _torch_load(resolved, spec, trust_pickle, map_location="cpu")
+        mmap = device != "meta" and zipfile.is_zipfile(resolved)  # torch.save's legacy format cannot be mapped
+        loaded = _torch_load(resolved, spec, trust_pickle, map_location=device, mmap=mmap)
     state = _state_dict_in(loaded) if isinstance(loaded, Mapping) else None
     if state is None:
         raise ArchprofError(f"{spec} holds no state dict (name -> tensor) but a {type(loaded).__name__}")
