@@ -80,6 +80,7 @@ _add(
     shape=shapes.same_shape,
 )
 _add(Family.POINTWISE, "add sub mul div", shape=shapes.broadcast_shape)
+_add(Family.POINTWISE, "floor_divide glu")
 # Not tagged pointwise by PyTorch, pointwise all the same; dropout in training multiplies
 # by a mask (and scales), the mask its second output.
 _add(Family.POINTWISE, "_prelu_kernel rrelu_with_noise log_sigmoid_forward native_dropout")
@@ -109,7 +110,7 @@ _add(
     Family.CREATION,
     "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like fill zero scalar_tensor"
     " arange linspace new_empty new_empty_strided new_zeros new_ones new_full"
-    " rand_like randn_like bernoulli uniform normal random",
+    " rand_like randn_like randint_like bernoulli uniform normal random",
 )
 
 # --- windows: pooling and interpolation ---------------------------------------------------
@@ -152,7 +153,12 @@ _add(
     "_native_batch_norm_legit _native_batch_norm_legit_functional cudnn_batch_norm miopen_batch_norm",
     costs.batch_norm_cost,
 )
-_add(Family.NORMALISATION, "native_layer_norm native_group_norm", costs.norm_with_statistics_cost)
+_add(Family.NORMALISATION, "_batch_norm_no_update", costs.batch_norm_inference_cost)
+_add(
+    Family.NORMALISATION,
+    "native_layer_norm native_group_norm _batch_norm_with_update",
+    costs.norm_with_statistics_cost,
+)
 _add(Family.NORMALISATION, "_softmax _log_softmax _safe_softmax", costs.softmax_cost)
 
 # --- matrix products and convolution ------------------------------------------------------
@@ -161,9 +167,11 @@ _add(Family.MATRIX_PRODUCT, "convolution", costs.conv_cost, shapes.conv_shape, s
 _add(Family.MATRIX_PRODUCT, "_convolution cudnn_convolution convolution_overrideable", costs.conv_cost)
 _add(Family.MATRIX_PRODUCT, "mm", costs.mm_cost, shapes.mm_shape, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "addmm", costs.addmm_cost, shapes.addmm_shape, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "_addmm_activation", costs.addmm_activation_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "bmm", costs.bmm_cost, shapes.bmm_shape, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "baddbmm", costs.baddbmm_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "mv", costs.mv_cost, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "addmv", costs.addmv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "dot", costs.dot_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "_trilinear", costs.trilinear_cost)
 

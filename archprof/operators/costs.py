@@ -83,6 +83,11 @@ def addmm_cost(bias: Shape, a: Shape, b: Shape, *rest, out: Shape, **kwargs) -> 
     return mm_cost(a, b, out=out)
 
 
+def addmm_activation_cost(bias: Shape, a: Shape, b: Shape, *rest, out: Shape, **kwargs) -> Cost:
+    """A linear layer fused with its activation: the product's MACs, one FLOP per output."""
+    return Cost(macs=mm_cost(a, b, out=out).macs, elementwise_flops=prod(out))
+
+
 def bmm_cost(a: Shape, b: Shape, *, out: Shape) -> Cost:
     """MACs = batch * n * k * m for [batch, n, k] @ [batch, k, m]."""
     return Cost(macs=a[0] * a[1] * a[2] * b[2])
@@ -95,6 +100,10 @@ def baddbmm_cost(bias: Shape, a: Shape, b: Shape, *rest, out: Shape, **kwargs) -
 def mv_cost(a: Shape, v: Shape, *, out: Shape) -> Cost:
     """MACs = n * k for [n, k] @ [k]."""
     return Cost(macs=a[0] * a[1])
+
+
+def addmv_cost(bias: Shape, a: Shape, v: Shape, *rest, out: Shape, **kwargs) -> Cost:
+    return mv_cost(a, v, out=out)
 
 
 def dot_cost(a: Shape, b: Shape, *, out: Shape) -> Cost:
@@ -134,6 +143,9 @@ def _batch_norm_training(rest: tuple, kwargs: dict) -> bool:
     # native_batch_norm(..., training, momentum, eps); the *_no_training variant has
     # (momentum, eps) only, the *_legit variant without running stats has no flag at all.
     return bool(rest[0]) if len(rest) == 3 else len(rest) != 2
+
+
+batch_norm_inference_cost = per_output_element(2)
 
 
 def norm_with_statistics_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:

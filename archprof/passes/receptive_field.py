@@ -41,8 +41,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+
+import torch
 
 from archprof.graph import Graph, OpNode, TensorMeta
+from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.layers import LayerGroup
 
 
@@ -162,16 +166,14 @@ def tensor_fields(graph: Graph) -> tuple[dict[int, State], tuple[int, ...]]:
     return walk.fields, spatial
 
 
-def _rule_for(name: str):
-    """The rule of an aten op name (in-place forms share their op's rule), memoised."""
-    try:
-        return _RULE_CACHE[name]
-    except KeyError:
-        short = name.removeprefix("aten.")
-        if short.endswith("_") and not short.endswith("__"):
-            short = short[:-1]
-        rule = _RULE_CACHE[name] = _RULES.get(short)
-        return rule
+@cache
+def _rule_for(name: str) -> Rule | None:
+    """The rule of an operator of the catalogue: its own, else its family's (in-place forms
+    share their operator's); None for an operator the catalogue does not know."""
+    operator = operator_named(name)
+    if operator is None:
+        return None
+    return _OPERATOR_RULES.get(operator.name) or _FAMILY_RULES.get(operator.family)
 
 
 class _Walk:
@@ -316,16 +318,22 @@ class _Walk:
         return self.undefined(op, f"{what} over some of the spatial dimensions only")
 
 
-# -- rules, one per operator ---------------------------------------------------------------
+# -- rules, by family and by operator of the catalogue -------------------------------------
 
-_RULES: dict[str, Callable[[_Walk, OpNode], State | list[State]]] = {}
-_RULE_CACHE: dict[str, Callable[[_Walk, OpNode], State | list[State]] | None] = {}
+Rule = Callable[[_Walk, OpNode], State | list[State]]
+_FAMILY_RULES: dict[Family, Rule] = {}
+_OPERATOR_RULES: dict[str, Rule] = {}  # "aten.cat" -> its rule, over its family's
 
 
 def _rule(*names: str):
-    def register(fn):
+    """The rule of the catalogue's aten operators `names` (refused if it does not know one)."""
+
+    def register(fn: Rule) -> Rule:
         for name in names:
-            _RULES[name] = fn
+            packet = getattr(torch.ops.aten, name)
+            if packet not in OPERATORS or str(packet) in _OPERATOR_RULES:
+                raise ValueError(f"{packet}: not in the operator catalogue, or given two rules")
+            _OPERATOR_RULES[str(packet)] = fn
         return fn
 
     return register
@@ -352,23 +360,14 @@ def _dims_of(name: str) -> int:
     raise ValueError(name)
 
 
-_POINTWISE = """
-    abs add sub rsub mul div true_divide floor_divide remainder fmod pow neg exp exp2 expm1 log log1p log2
-    log10 sqrt rsqrt reciprocal square sign sgn floor ceil round trunc frac sin cos tan tanh sinh cosh asin
-    acos atan atan2 sigmoid logit erf erfc erfinv relu relu6 hardtanh leaky_relu elu celu selu gelu silu mish
-    softplus softshrink hardshrink tanhshrink hardswish hardsigmoid prelu _prelu_kernel rrelu_with_noise
-    clamp clamp_min clamp_max clip threshold maximum minimum fmax fmin where masked_fill lerp addcmul addcdiv
-    eq ne lt le gt ge logical_and logical_or logical_xor logical_not bitwise_and bitwise_or bitwise_xor
-    bitwise_not isnan isinf isfinite nan_to_num alias detach clone contiguous _to_copy to lift_fresh
-    lift_fresh_copy dropout feature_dropout alpha_dropout feature_alpha_dropout positive
-    log_sigmoid_forward hypot copysign xlogy
-"""
-
-
-@_rule(*_POINTWISE.split())
 def _pointwise(walk: _Walk, op: OpNode) -> State:
     """Elementwise: output unit 0 reads unit 0 of every input (after broadcasting)."""
     return walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], op.outputs[0].shape)
+
+
+_FAMILY_RULES[Family.POINTWISE] = _pointwise
+# Copies keep every unit where it was.
+_rule("alias", "detach", "clone", "_to_copy", "lift_fresh", "lift_fresh_copy")(_pointwise)
 
 
 @_rule("native_dropout")
@@ -383,35 +382,22 @@ def _copy(walk: _Walk, op: OpNode) -> State:
     return walk.merge(op, [(walk.state(src), src.shape)], op.outputs[0].shape)
 
 
-_NO_DATA = """
-    empty_like zeros_like ones_like full_like rand_like randn_like randint_like new_empty new_empty_strided
-    new_zeros new_ones new_full zero fill bernoulli uniform normal random
-"""
-
-
-@_rule(*_NO_DATA.split())
 def _no_data(walk: _Walk, op: OpNode) -> State:
     """Reads its input's shape only (or overwrites it with constants or noise)."""
     return None
 
 
-@_rule(
-    "native_batch_norm",
-    "_native_batch_norm_legit",
-    "_native_batch_norm_legit_no_training",
-    "_native_batch_norm_legit_functional",
-    "_batch_norm_with_update",
-    "_batch_norm_no_update",
-    "cudnn_batch_norm",
-    "miopen_batch_norm",
-    "native_layer_norm",
-    "native_group_norm",
-)
+_FAMILY_RULES[Family.CREATION] = _no_data
+
+
 def _normalisation(walk: _Walk, op: OpNode) -> list[State]:
     """Pointwise by convention: the statistics are not part of the field."""
     out = walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], op.outputs[0].shape)
     stats = walk.undefined(op, "normalisation statistics") if out is not None else None
     return [out] + [stats] * (len(op.outputs) - 1)
+
+
+_FAMILY_RULES[Family.NORMALISATION] = _normalisation
 
 
 # -- layout --------------------------------------------------------------------------------
@@ -431,11 +417,7 @@ def _merged_tail(shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> int |
     return None
 
 
-_RESHAPES = "view _unsafe_view reshape _reshape_alias flatten unflatten squeeze unsqueeze expand expand_as view_as"
-_RESHAPES += " repeat"
-
-
-@_rule(*_RESHAPES.split())
+@_rule("view", "_unsafe_view", "_reshape_alias", "squeeze", "unsqueeze", "expand", "repeat")
 def _reshape(walk: _Walk, op: OpNode) -> State:
     """Row-major reshapes: a field survives where the trailing spatial sizes are unchanged."""
     x, out = op.args[0], op.outputs[0].shape
@@ -459,7 +441,7 @@ def _permutation(op: OpNode, ndim: int) -> list[int]:
     perm = list(range(ndim))
     if name == "permute":
         perm = [d % ndim for d in op.args[1]]
-    elif name in ("transpose", "swapaxes", "swapdims"):
+    elif name == "transpose":
         a, b = op.args[1] % ndim, op.args[2] % ndim
         perm[a], perm[b] = perm[b], perm[a]
     elif name == "t":
@@ -467,7 +449,7 @@ def _permutation(op: OpNode, ndim: int) -> list[int]:
     return perm
 
 
-@_rule("permute", "transpose", "swapaxes", "swapdims", "t")
+@_rule("permute", "transpose", "t")
 def _permute(walk: _Walk, op: OpNode) -> State:
     x = op.args[0]
     state = walk.state(x)
@@ -515,7 +497,7 @@ def _slice(walk: _Walk, op: OpNode) -> list[State]:
     return _offset_rule(walk, op, x, axis, [start], _arg(op, 4, "step", 1))
 
 
-@_rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "chunk", "tensor_split")
+@_rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes")
 def _split(walk: _Walk, op: OpNode) -> list[State]:
     x = op.args[0]
     ndim = len(x.shape)
@@ -541,7 +523,7 @@ def _select(walk: _Walk, op: OpNode) -> State:
     return state
 
 
-@_rule("cat", "concat", "concatenate")
+@_rule("cat")
 def _cat(walk: _Walk, op: OpNode) -> State:
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta) and t.shape != (0,)]
     out = op.outputs[0].shape
@@ -642,17 +624,7 @@ def _convolution(walk: _Walk, op: OpNode) -> State:
     return result
 
 
-@_rule(
-    "max_pool1d",
-    "max_pool2d",
-    "max_pool3d",
-    "max_pool1d_with_indices",
-    "max_pool2d_with_indices",
-    "max_pool3d_with_indices",
-    "avg_pool1d",
-    "avg_pool2d",
-    "avg_pool3d",
-)
+@_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d")
 def _pool(walk: _Walk, op: OpNode) -> State:
     x = op.args[0]
     name = op.op.removeprefix("aten.")
@@ -671,9 +643,6 @@ def _pool(walk: _Walk, op: OpNode) -> State:
     "_adaptive_avg_pool2d",
     "_adaptive_avg_pool3d",
     "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d",
-    "adaptive_avg_pool3d",
-    "adaptive_max_pool1d",
     "adaptive_max_pool2d",
     "adaptive_max_pool3d",
 )
@@ -803,34 +772,11 @@ def _resampled(walk: _Walk, op: OpNode, window, m: int, what: str) -> State:
 
 # -- mixing along whole axes ---------------------------------------------------------------
 
-_REDUCTIONS = {
-    "mean": 1,
-    "sum": 1,
-    "nansum": 1,
-    "prod": 1,
-    "amax": 1,
-    "amin": 1,
-    "max": 1,
-    "min": 1,
-    "var": 1,
-    "std": 1,
-    "var_mean": 1,
-    "std_mean": 1,
-    "logsumexp": 1,
-    "argmax": 1,
-    "argmin": 1,
-    "any": 1,
-    "all": 1,
-    "linalg_vector_norm": 2,
-}
 
-
-@_rule(*_REDUCTIONS)
 def _reduction(walk: _Walk, op: OpNode) -> State:
     x = op.args[0]
-    name = op.op.removeprefix("aten.")
     ndim = len(x.shape)
-    dims = _arg(op, _REDUCTIONS[name], "dim", None)
+    dims = _arg(op, 2 if op.op == "aten.linalg_vector_norm" else 1, "dim", None)
     if isinstance(dims, TensorMeta):  # max(a, b), min(a, b): elementwise
         return _pointwise(walk, op)
     if isinstance(dims, int) and not isinstance(dims, bool):
@@ -842,7 +788,10 @@ def _reduction(walk: _Walk, op: OpNode) -> State:
     return walk.reduce(op, walk.state(x), ndim, axes, "a reduction")
 
 
-@_rule("_softmax", "_log_softmax", "_safe_softmax", "softmax", "log_softmax")
+_FAMILY_RULES[Family.REDUCTION] = _reduction
+
+
+@_rule("_softmax", "_log_softmax", "_safe_softmax")
 def _softmax(walk: _Walk, op: OpNode) -> State:
     """Each output reads every unit along one axis (the normaliser)."""
     x = op.args[0]
@@ -863,7 +812,7 @@ def _glu(walk: _Walk, op: OpNode) -> State:
     return state
 
 
-@_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "matmul", "mv", "addmv", "dot")
+@_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "mv", "addmv", "dot")
 def _matmul(walk: _Walk, op: OpNode) -> State:
     """a @ b contracts a's last axis with b's second-to-last one: a field on a contracted
     axis becomes the whole input (a linear layer); b's last axis carries through."""
