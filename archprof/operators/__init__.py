@@ -97,7 +97,7 @@ _add(
 _add(
     Family.DATA_MOVEMENT,
     "clone _to_copy copy lift_fresh lift_fresh_copy cat stack repeat roll flip pixel_shuffle pixel_unshuffle"
-    " native_channel_shuffle index index_select gather embedding constant_pad_nd"
+    " index index_select gather embedding constant_pad_nd"
     " reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d",
 )
 # nearest-neighbour resampling copies one input per output
@@ -119,11 +119,10 @@ _add(Family.WINDOW, "max_pool2d_with_indices", costs.max_pool_cost, shapes.max_p
 _add(Family.WINDOW, "max_pool3d_with_indices", costs.max_pool_cost, shapes.max_pool_shape(3))
 _add(Family.WINDOW, "avg_pool2d", costs.avg_pool_cost, shapes.avg_pool2d_shape)
 # avg_pool3d's kernel also refuses inputs smaller than the kernel: left to the meta kernel.
-_add(Family.WINDOW, "avg_pool1d avg_pool3d", costs.avg_pool_cost)
+_add(Family.WINDOW, "avg_pool3d", costs.avg_pool_cost)
 _add(
     Family.WINDOW, "_adaptive_avg_pool2d _adaptive_avg_pool3d", costs.adaptive_avg_pool_cost, shapes.adaptive_pool_shape
 )
-_add(Family.WINDOW, "adaptive_avg_pool1d", costs.adaptive_avg_pool_cost)
 _add(Family.WINDOW, "adaptive_max_pool2d adaptive_max_pool3d", costs.adaptive_max_pool_cost)
 _add(Family.WINDOW, "upsample_linear1d", costs.interpolation_cost(2))
 _add(Family.WINDOW, "upsample_bilinear2d _upsample_bilinear2d_aa", costs.interpolation_cost(4))

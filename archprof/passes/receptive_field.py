@@ -624,7 +624,7 @@ def _convolution(walk: _Walk, op: OpNode) -> State:
     return result
 
 
-@_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d")
+@_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
 def _pool(walk: _Walk, op: OpNode) -> State:
     x = op.args[0]
     name = op.op.removeprefix("aten.")
@@ -642,7 +642,6 @@ def _pool(walk: _Walk, op: OpNode) -> State:
 @_rule(
     "_adaptive_avg_pool2d",
     "_adaptive_avg_pool3d",
-    "adaptive_avg_pool1d",
     "adaptive_max_pool2d",
     "adaptive_max_pool3d",
 )

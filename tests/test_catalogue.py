@@ -1,0 +1,226 @@
+"""The one operator catalogue: every operator the built-in models and torchvision's
+classification, segmentation and video models run is known to it (costed or declared
+free), it holds no operator a dispatch trace never sees, and the trace's fast-path answers
+carry the real meta kernel's strides."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch._prims_common import check_significant_strides
+
+import archprof
+from archprof.operators import OPERATORS, Family, operator_named
+from archprof.passes.receptive_field import _rule_for
+from archprof.trace import _Recorder, trace
+from archprof.zoo import MODELS
+
+aten = torch.ops.aten
+
+# One model per architecture of torchvision.models where the variants share their code
+# (resnet18 stands for resnet34-152 and wide_resnet; efficientnet_b0 for b1-b7; swin_t and
+# swin_v2_t for their larger variants), traced at small inputs where the architecture allows.
+TORCHVISION = [
+    ("alexnet", (3, 64, 64)),
+    ("convnext_tiny", (3, 64, 64)),
+    ("densenet121", (3, 64, 64)),
+    ("efficientnet_b0", (3, 64, 64)),
+    ("efficientnet_v2_s", (3, 64, 64)),
+    ("googlenet", (3, 64, 64)),
+    ("inception_v3", (3, 75, 75)),
+    ("maxvit_t", (3, 224, 224)),
+    ("mnasnet0_5", (3, 64, 64)),
+    ("mobilenet_v2", (3, 64, 64)),
+    ("mobilenet_v3_small", (3, 64, 64)),
+    ("resnet18", (3, 64, 64)),
+    ("resnext50_32x4d", (3, 64, 64)),
+    ("shufflenet_v2_x0_5", (3, 64, 64)),
+    ("squeezenet1_0", (3, 64, 64)),
+    ("swin_t", (3, 64, 64)),
+    ("swin_v2_t", (3, 64, 64)),
+    ("vgg11_bn", (3, 64, 64)),
+    ("vit_b_32", (3, 224, 224)),
+    ("fcn_resnet50", (3, 64, 64)),
+    ("deeplabv3_mobilenet_v3_large", (3, 64, 64)),
+    ("deeplabv3_resnet50", (3, 64, 64)),
+    ("lraspp_mobilenet_v3_large", (3, 64, 64)),
+    ("r3d_18", (3, 4, 32, 32)),
+    ("mc3_18", (3, 4, 32, 32)),
+    ("r2plus1d_18", (3, 4, 32, 32)),
+    ("s3d", (3, 16, 224, 224)),
+    ("mvit_v1_b", (3, 16, 224, 224)),
+    ("mvit_v2_s", (3, 16, 224, 224)),
+    ("swin3d_t", (3, 4, 64, 64)),
+]
+
+
+def _unknown_operators(model: torch.nn.Module, input_size) -> set[str]:
+    graph = trace(model, [(1, *input_size)])
+    return {op.op for op in graph.ops if operator_named(op.op) is None}
+
+
+def test_every_operator_of_the_built_in_models_is_catalogued():
+    unknown = {}
+    for name, zoo_model in MODELS.items():
+        with torch.device("meta"):
+            model = zoo_model.build()
+        unknown[name] = _unknown_operators(model, zoo_model.input_size)
+    assert unknown == {name: set() for name in MODELS}
+
+
+@pytest.mark.parametrize(("name", "input_size"), TORCHVISION, ids=[name for name, _ in TORCHVISION])
+def test_every_operator_of_torchvision_models_is_catalogued(hub_packages, name, input_size):
+    torchvision, _ = hub_packages
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name, weights=None, **_no_backbone_weights(name))
+    assert _unknown_operators(model, input_size) == set()
+
+
+def _no_backbone_weights(name: str) -> dict:
+    segmentation = ("fcn_", "deeplabv3_", "lraspp_")
+    return {"weights_backbone": None} if name.startswith(segmentation) else {}
+
+
+def test_data_movement_is_free_and_not_listed_as_not_counted():
+    """Swin's shifted windows roll, index and pad: no arithmetic, and no 'not counted'."""
+
+    class Shifted(torch.nn.Module):
+        def forward(self, x):
+            x = torch.roll(x, shifts=1, dims=2).repeat(1, 1, 1, 2)
+            x = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+            return torch.nn.functional.pixel_shuffle(x[:, :, :, [0, 2, 4, 6]], 1)
+
+    totals = archprof.analyze(Shifted(), input_size=(4, 6, 6)).totals
+    assert (totals.macs, totals.elementwise_flops, totals.not_counted) == (0, 0, {})
+
+
+def test_the_real_gaps_are_costed():
+    """Softmax 3 per element (exp, sum, divide), pow and trigonometry 1 per element, a
+    variance 3 per input element (mean, centre, square), a 2-norm 2 per input element and a
+    square root per output, bilinear interpolation 7 per output (4 multiplies, 3 adds)."""
+
+    class Gaps(torch.nn.Module):
+        def forward(self, x):  # x: [1, 2, 4, 4], 32 elements
+            a = torch.softmax(x, dim=-1) + x.pow(2) + torch.sin(x)  # 96 + 32 + 32 + 32 + 32
+            v = x.var(dim=1)  # 3 * 32
+            n = torch.linalg.vector_norm(x, dim=-1)  # 2 * 32 + 8
+            up = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear")  # 7 * 128
+            return a, v, n, up
+
+    totals = archprof.analyze(Gaps(), input_size=(2, 4, 4)).totals
+    assert totals.not_counted == {}
+    assert totals.elementwise_flops == 96 + 4 * 32 + 3 * 32 + 2 * 32 + 8 + 7 * 128
+
+
+def _dispatched(packet) -> bool:
+    """Whether a dispatch trace can see the operator: one of its overloads other than
+    `out=` forms has a kernel of its own (not only a composite decomposition)."""
+    for overload in packet.overloads():
+        if "out" in overload:
+            continue
+        qualified = packet._qualified_op_name + ("" if overload == "default" else f".{overload}")
+        try:
+            if not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CompositeImplicitAutograd"):
+                return True
+        except RuntimeError:  # a TorchScript-only overload
+            continue
+    return False
+
+
+def test_the_catalogue_holds_no_composite_operator():
+    assert [str(p) for p in OPERATORS if not _dispatched(p)] == []
+    assert not _dispatched(aten.matmul) and not _dispatched(aten.flatten)  # the check can fail
+
+
+def test_every_catalogued_operator_has_a_receptive_field_rule_or_is_declared_opaque():
+    """Pointwise, creation, reduction and normalisation have a family rule; the others a
+    rule of their own or none (the field is 'undefined', saying archprof has no rule)."""
+    with_family_rule = {Family.POINTWISE, Family.CREATION, Family.REDUCTION, Family.NORMALISATION}
+    for packet, operator in OPERATORS.items():
+        if operator.family in with_family_rule:
+            assert _rule_for(str(packet)) is not None, packet
+    assert _rule_for("aten.relu_") is _rule_for("aten.relu")
+    assert _rule_for("aten.abs") is not None  # pointwise by PyTorch's tag
+
+
+def test_pointwise_is_seeded_from_the_pointwise_tag():
+    for name in ("abs", "eq", "cos", "pow", "addcmul", "masked_fill", "where"):
+        packet = getattr(aten, name)
+        assert any(torch.Tag.pointwise in getattr(packet, o).tags for o in packet.overloads())
+        assert operator_named(f"aten.{name}").family is Family.POINTWISE
+
+
+# --- the fast path answers as the meta kernel would ---------------------------------------
+
+
+class _Capture(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.outputs.append((str(func.overloadpacket), out))
+        return out
+
+
+def _layouts(draw, shape):
+    """A meta tensor of `shape`: contiguous, channels last, transposed, sliced or expanded."""
+    kind = draw(st.sampled_from(["contiguous", "channels_last", "transposed", "sliced", "expanded"]))
+    if kind == "channels_last" and len(shape) == 4:
+        return torch.empty(shape, device="meta").to(memory_format=torch.channels_last)
+    if kind == "transposed":
+        return torch.empty(shape[::-1], device="meta").permute(*range(len(shape) - 1, -1, -1))
+    if kind == "sliced":
+        return torch.empty((*shape[:-1], 2 * shape[-1]), device="meta")[..., ::2]
+    if kind == "expanded" and shape[0] > 1:
+        return torch.empty((1, *shape[1:]), device="meta").expand(shape)
+    return torch.empty(shape, device="meta")
+
+
+@st.composite
+def _calls(draw):
+    """An operator the fast path answers, on inputs of random shapes and layouts."""
+    n, c, h, w = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(4, 7)), draw(st.integers(4, 7)))
+    x = _layouts(draw, (n, c, h, w))
+    other = _layouts(draw, draw(st.sampled_from([(n, c, h, w), (1, c, 1, 1), (w,)])))
+    weight = _layouts(draw, (3, c, 3, 3))
+    a, b = _layouts(draw, (h, w)), _layouts(draw, (w, c))
+    calls = [
+        lambda: torch.relu(x),
+        lambda: torch.nn.functional.gelu(x),
+        lambda: x + other,
+        lambda: x * other,
+        lambda: torch.nn.functional.conv2d(x, weight, padding=1),
+        lambda: torch.nn.functional.max_pool2d(x, 2),
+        lambda: torch.nn.functional.avg_pool2d(x, 2),
+        lambda: torch.nn.functional.adaptive_avg_pool2d(x, 2),
+        lambda: torch.nn.functional.batch_norm(x, torch.zeros(c, device="meta"), torch.ones(c, device="meta")),
+        lambda: x.mean(dim=(2, 3), keepdim=True),
+        lambda: torch.cat([x, x], dim=1),
+        lambda: a @ b,
+        lambda: torch.addmm(torch.empty(c, device="meta"), a, b),
+    ]
+    return draw(st.sampled_from(calls))
+
+
+@settings(max_examples=150, deadline=None)
+@given(call=_calls())
+def test_fast_path_answers_carry_the_meta_kernels_strides(call):
+    """Each answered output has the shape, dtype and significant strides (those of
+    dimensions longer than 1) of the meta kernel's output for the same call."""
+    expected = _Capture()
+    with expected:
+        call()
+    graph_outputs = _Capture()
+    with _Recorder(), graph_outputs:
+        call()
+    for (name, real), (answered_name, answered) in zip(expected.outputs, graph_outputs.outputs, strict=True):
+        assert name == answered_name
+        for want, got in zip(_tensors(real), _tensors(answered), strict=True):
+            assert (got.shape, got.dtype) == (want.shape, want.dtype), name
+            assert check_significant_strides(got, want, only_cuda=False)[0], (name, got.stride(), want.stride())
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    return [value] if isinstance(value, torch.Tensor) else [t for t in value if isinstance(t, torch.Tensor)]
