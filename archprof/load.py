@@ -113,7 +113,8 @@ class InputSpec:
 
     def full_shape(self, batch: int) -> tuple[int, ...]:
         shape = (batch, *self.shape) if self.batched else self.shape
-        _check_fits(shape, self.dtype, f"input {_shown_shape(shape)} (batch {batch} x {_shown_shape(self.shape)})")
+        batch_shown = f" (batch {_shown_shape(shape[:1])})" if self.batched else ""
+        _check_fits(shape, self.dtype, f"input {_shown_shape(shape)}{batch_shown}")
         return shape
 
     def __str__(self) -> str:
@@ -149,6 +150,12 @@ _SIZE = re.compile(r"\d+(x\d+)*")
 @_printable_errors
 def parse_input_size(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224): the per-sample input, without the batch."""
+    size = _sizes(text)
+    _check_fits(size, None, f"input size '{text}'")
+    return size
+
+
+def _sizes(text: str) -> tuple[int, ...]:
     cleaned = text.strip().lower()
     if not _SIZE.fullmatch(cleaned):
         raise ArchprofError(f"malformed input size '{text}': expected positive sizes joined by 'x', e.g. 3x224x224")
@@ -157,7 +164,6 @@ def parse_input_size(text: str) -> tuple[int, ...]:
     size = tuple(int(part) for part in cleaned.split("x"))
     if any(part == 0 for part in size):
         raise ArchprofError(f"malformed input size '{text}': every size must be at least 1")
-    _check_fits(size, None, f"input size '{text}'")
     return size
 
 
@@ -174,7 +180,7 @@ def parse_input_spec(text: str) -> InputSpec:
         raise ArchprofError(
             f"malformed input size '{text}': expected [name=]SIZES[:dtype], e.g. 3x224x224, 77:int64 or mask=77:bool"
         )
-    shape = parse_input_size(size)  # says which size is 0
+    shape = _sizes(size)  # says which size is 0; InputSpec checks the size in bytes of its dtype
     name = name.strip()
     if equals and not name.isidentifier():
         raise ArchprofError(f"malformed input '{text}': '{name}' is not a keyword name")

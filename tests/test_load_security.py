@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import sys
 import warnings
 import zipfile
@@ -23,7 +24,7 @@ from typer.testing import CliRunner
 import archprof
 from archprof.cli import app
 from archprof.errors import ArchprofError
-from archprof.load import load_model
+from archprof.load import InputSpec, load_model, parse_input_size, parse_input_spec
 
 runner = CliRunner()
 
@@ -308,3 +309,132 @@ def test_what_successful_user_code_prints_on_stderr_still_appears(tmp_path, caps
     )
     load_model(f"{tmp_path / 'chatty.py'}:net")
     assert capsys.readouterr().err.split() == ["imported", "built"]
+
+
+# -- names the system cannot look up -------------------------------------------------------
+
+LONG = "m" * 300  # NAME_MAX is 255 bytes on Linux and macOS
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["summary", LONG], ["summary", LONG + ".pt"], ["summary", "lenet5", "--weights", LONG + ".pt"], ["rf", LONG]],
+    ids=["a model name", "a .pt name", "a --weights name", "rf"],
+)
+def test_a_name_too_long_for_the_system_is_one_error(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli(*argv)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "m" * 20 in line.replace("w", "m") and "too long" in line
+    with pytest.raises(ArchprofError, match="too long"):
+        archprof.analyze(LONG + ".pt")
+
+
+@pytest.mark.parametrize("spec", ["mod\udcff:factory", "\udcffmod.py:factory", "/tmp/\udcff/x.py:f", "m\ud800.pt"])
+def test_a_spec_with_a_lone_surrogate_is_a_printable_error(spec):
+    with pytest.raises(ArchprofError) as raised:
+        load_model(spec)
+    message = str(raised.value)
+    message.encode("utf-8")  # a lone surrogate cannot be encoded: printing it would fail
+    assert spec.encode("utf-8", "backslashreplace").decode() in message
+
+
+# -- shapes past int64 ---------------------------------------------------------------------
+
+INT64_MAX = 9_223_372_036_854_775_807  # torch.iinfo(torch.int64).max, written out
+
+
+def test_sizes_past_int64_are_refused_where_shapes_are_made():
+    assert torch.iinfo(torch.int64).max == INT64_MAX
+    for text in ("99999999999999999999999x1x1", "9" * 5000, f"{INT64_MAX // 4 + 1}x1", "65536x65536x65536x65536"):
+        with pytest.raises(ArchprofError, match=r"input size .* is too large"):
+            parse_input_size(text)
+        with pytest.raises(ArchprofError, match=r"too large"):
+            parse_input_spec(f"ids={text}:int64" if text.count("x") else text)
+    assert parse_input_size(f"{INT64_MAX // 4}") == (INT64_MAX // 4,)  # 4-byte elements: the largest that fits
+    assert parse_input_spec(f"{INT64_MAX}:bool").shape == (INT64_MAX,)  # 1-byte elements
+    with pytest.raises(ArchprofError, match=r"input shape 2\*\*5000\+x3 is too large"):
+        InputSpec((2**5000, 3))
+    spec = InputSpec((3, 16384, 16384))
+    assert spec.full_shape(100_000) == (100_000, 3, 16384, 16384)  # 3.2e14 bytes: fits
+    with pytest.raises(ArchprofError, match=r"input 99999999999999999999x3x16384x16384 \(batch 99999999999999999999"):
+        spec.full_shape(99_999_999_999_999_999_999)
+    with pytest.raises(ArchprofError, match=r"\(batch 2\*\*"):
+        InputSpec((1,)).full_shape(2**200)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--input", "99999999999999999999999x1x1"], "99999999999999999999999x1x1"),
+        (["--input", "1x3037000500x3037000500"], "1x3037000500x3037000500"),  # each size fits, the bytes do not
+        (["--input", "3x16384x16384", "--batch", "100000"], None),
+    ],
+)
+def test_sizes_past_int64_through_the_cli(extra, says):
+    result = cli("summary", "lenet5", *extra)
+    if says is None:  # lenet5 takes one channel: the error is about that, not about the size
+        assert result.exit_code == 2 and "expects 1 input channels" in one_error_line(result)
+    else:
+        assert result.exit_code == 2 and says in one_error_line(result) and "too large" in one_error_line(result)
+
+
+def test_a_batch_past_int64_through_the_api():
+    too_large = r"input 99999999999999999999x1x32x32 \(batch 99999999999999999999\) is too large"
+    with pytest.raises(ArchprofError, match=too_large):
+        archprof.analyze("lenet5", batch=99_999_999_999_999_999_999)
+
+
+# -- --weights that claim more than they hold ----------------------------------------------
+
+
+def _inflating_checkpoint(path: Path, name: str, numel: int) -> Path:
+    """A checkpoint whose tensor `name` (7 floats) is a view of a storage of `numel` zeros,
+    stored deflated: a file of about a megabyte per gigabyte claimed."""
+    import pickletools
+    import struct
+
+    small = path.with_suffix(".small")
+    torch.save({name: torch.zeros(12345)[:7]}, small)
+    with zipfile.ZipFile(small) as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename.endswith("/data.pkl"):
+                assert [arg for _, arg, _ in pickletools.genops(data)].count(12345) == 1  # the storage's size
+                data = data.replace(b"M" + struct.pack("<H", 12345), b"J" + struct.pack("<i", numel))
+            if item.filename.endswith("/data/0"):
+                deflated = zipfile.ZipInfo(item.filename)
+                deflated.compress_type = zipfile.ZIP_DEFLATED
+                with target.open(deflated, "w", force_zip64=True) as out:
+                    zeros = bytes(2**24)
+                    for _ in range(numel * 4 // len(zeros)):
+                        out.write(zeros)
+            else:
+                target.writestr(item, data)
+    return path
+
+
+def test_weights_are_checked_without_reading_what_a_checkpoint_claims(tmp_path):
+    path = _inflating_checkpoint(tmp_path / "inflating.pt", "features.0.weight", 2**28)  # 1 GiB of float32
+    assert path.stat().st_size < 2 * 2**20
+    script = (
+        "import resource, sys\n"
+        "from archprof.cli import main\n"
+        "try:\n    main()\n"
+        "finally:\n"
+        "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"  # KiB on Linux
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "summary", "lenet5", "--weights", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    *lines, peak_kib = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert (
+        lines[0].startswith("error: weights ")
+        and "features.0.weight is 7 in the file, 6x1x5x5 in the model" in lines[0]
+    )
+    assert int(peak_kib) < 700 * 1024  # torch and archprof take about 250 MB; the claim is 1024 MB
