@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archprof.errors import ArchprofError
+from archprof.units import parse_bandwidth, parse_flops_rate
 
 if TYPE_CHECKING:
     import torch
@@ -957,49 +958,6 @@ def _best_seconds(clock: _Clock, work, runs: int) -> float:
         clock.sync()
         best = min(best, clock.ms(start, end) / 1e3)
     return max(best, 1e-9)
-
-
-# -- units -----------------------------------------------------------------------------------
-
-_RATE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(?:e([+-]?\d+))?\s*([kmgtpe]?)\s*(?:flop/?s|flops)?", re.IGNORECASE)
-_RATE_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15, "e": 1e18}
-
-
-def parse_flops_rate(value: float | str) -> float:
-    """FLOP/s: '989T' = 989e12, '67.5 TFLOP/s', '1.2P', '5e13'; a number stays a number."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        rate = float(value)
-    else:
-        match = _RATE.fullmatch(str(value).strip())
-        if match is None:
-            raise ArchprofError(
-                f"cannot read the FLOP rate '{value}': expected a number with K, M, G, T or P (decimal), "
-                "e.g. 989T or 67.5TFLOP/s"
-            )
-        number, exponent, prefix = match.groups()
-        rate = float(number) * 10 ** int(exponent or 0) * _RATE_UNITS[prefix.lower()]
-    if not math.isfinite(rate) or rate <= 0:
-        raise ArchprofError(f"the FLOP rate '{value}' must be more than 0")
-    return rate
-
-
-def parse_bandwidth(value: float | str) -> float:
-    """Bytes per second: '3.35TB/s', '3.35TB', '900GB/s', '100GiB/s' (units as `parse_size`)."""
-    from archprof.units import parse_size
-
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        rate = float(value)
-    else:
-        text = re.sub(r"\s*/\s*s(ec)?$", "", str(value).strip(), flags=re.IGNORECASE)
-        try:
-            rate = float(parse_size(text))
-        except ArchprofError:
-            raise ArchprofError(
-                f"cannot read the bandwidth '{value}': expected a size per second, e.g. 3.35TB/s, 900GB/s or 100GiB/s"
-            ) from None
-    if not math.isfinite(rate) or rate <= 0:
-        raise ArchprofError(f"the bandwidth '{value}' must be more than 0")
-    return rate
 
 
 # -- roofline plot ---------------------------------------------------------------------------
