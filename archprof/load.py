@@ -1049,6 +1049,9 @@ def _exported_inputs(program, spec: str):
     values = [placeholders[name].meta.get("val") for name in signature.user_inputs if name in placeholders]
     examples = getattr(program, "example_inputs", None)
     if examples is not None:
+        if not (isinstance(examples, tuple) and len(examples) == 2 and isinstance(examples[1], Mapping)):
+            kind = type(examples).__name__
+            raise ArchprofError(f"cannot read {spec}: its sample inputs are a {kind}, not (args, kwargs)")
         args, kwargs = examples
     else:
         args, kwargs = pytree.tree_unflatten(values, program.call_spec.in_spec)

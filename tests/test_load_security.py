@@ -438,3 +438,16 @@ def test_weights_are_checked_without_reading_what_a_checkpoint_claims(tmp_path):
         and "features.0.weight is 7 in the file, 6x1x5x5 in the model" in lines[0]
     )
     assert int(peak_kib) < 700 * 1024  # torch and archprof take about 250 MB; the claim is 1024 MB
+
+
+def test_sample_inputs_that_are_data_but_not_args_and_kwargs_are_one_error(tmp_path):
+    def edit(tail, data, root):
+        if tail == "data/sample_inputs/model.pt":
+            buffer = io.BytesIO()
+            torch.save({"x": torch.zeros(2)}, buffer)
+            return [(root + tail, buffer.getvalue())]
+        return [(root + tail, data)]
+
+    path = _rewritten(_exported(tmp_path), tmp_path / "odd_inputs.pt2", edit)
+    with pytest.raises(ArchprofError, match=r"odd_inputs.pt2: its sample inputs are a dict, not \(args, kwargs\)"):
+        load_model(str(path))
