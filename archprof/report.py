@@ -1,8 +1,9 @@
 """The Report: one row per layer, roll-ups by module depth, totals, and its file formats.
 
-Rows are kept as plain columns (lists) so that rendering a summary needs no pandas;
-`Report.layers` builds the typed DataFrame on first use. Totals are always computed from
-the rows."""
+Rows are kept as plain columns (lists) of typed values (integers, tuples, dicts) so that
+rendering a summary needs no pandas; `Report.layers` builds the DataFrame on first use.
+Totals are always computed from the rows. Values become text only in the writers (CSV,
+JSON, Markdown) and in render/; `archprof.diff` reads a CSV back into the same values."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,21 @@ from archprof.errors import ArchprofError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from archprof.passes.flops import OperatorCost
+
+
+def dims_text(value: tuple[int, ...] | str | None) -> str:
+    """A field, stride or start as the CSV writes it: '212x212', 'input' or 'undefined' (a
+    `FieldMark`, a str), '' for None."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else "x".join(map(str, value))
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """Operator counts as the CSV writes them: 'aten.cumsum x1; aten.sort x2'."""
+    return "; ".join(f"{op} x{n}" for op, n in counts.items())
+
 
 @dataclass(frozen=True, slots=True)
 class Column:
@@ -30,6 +46,7 @@ class Column:
     description: str
     summable: bool = False
     user_text: bool = False  # text from the user's model: neutralised in CSV (`csv_cell`)
+    text: Callable[[Any], str] | None = None  # how CSV and Markdown write a value that is not text or a number
 
 
 # The documented columns of `Report.layers`, in order.
@@ -61,15 +78,33 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column(
         "receptive_field",
-        "string",
-        "input pixels per spatial dim that can reach output unit 0, padding included ('212x212'; 'input' = the "
-        "whole input; 'undefined' where not computable exactly; '' = no spatial field)",
+        "object",
+        "input pixels per spatial dim that can reach output unit 0, padding included: a tuple of ints ((212, 212);"
+        " CSV '212x212'), FieldMark.INPUT ('input': the whole input), FieldMark.UNDEFINED ('undefined': not"
+        " computable exactly) or None (CSV '': no spatial field)",
+        text=dims_text,
     ),
-    Column("effective_stride", "string", "input pixels between neighbouring output units, per spatial dim ('32x32')"),
-    Column("receptive_field_start", "string", "input coordinate of the field's first pixel per dim ('-90x-90')"),
+    Column(
+        "effective_stride",
+        "object",
+        "input pixels between neighbouring output units, per spatial dim ((32, 32); CSV '32x32'), UNDEFINED or None",
+        text=dims_text,
+    ),
+    Column(
+        "receptive_field_start",
+        "object",
+        "input coordinate of the field's first pixel per dim ((-90, -90); CSV '-90x-90'), UNDEFINED or None",
+        text=dims_text,
+    ),
     Column("covers_input", "boolean", "output unit 0's field spans the whole input in every dim (NA if undefined)"),
     Column("receptive_field_note", "string", "why the field (or its stride) is undefined"),
-    Column("not_counted", "string", "operators without a formula, with how often they ran ('op x2; ...')"),
+    Column(
+        "not_counted",
+        "object",
+        "operators without a formula -> how often the row ran them, a dict ({'aten.cumsum': 2}; CSV"
+        " 'aten.cumsum x2; ...')",
+        text=counts_text,
+    ),
 )
 # Rolled-up rows take these from their last row (the module's output), like output_shape.
 LAST_ROW_COLUMNS = (
@@ -137,6 +172,8 @@ class Report:
     input_shapes: tuple[tuple[int, ...], ...]  # batch included
     dtype: str
     columns: dict[str, list]  # one list per column of COLUMNS, one entry per row
+    # Per row, the cost of each operator with a formula it ran (`by_operator`), in order.
+    operator_costs: list[tuple[OperatorCost, ...]] = field(repr=False, default_factory=list)
     module_types: dict[str, str] = field(repr=False, default_factory=dict)
     training: bool = False  # rows from a training forward (saved_activation_bytes filled in)
     optimizer: str = "sgd"  # for the training estimate: sgd, momentum or adam
@@ -159,8 +196,8 @@ class Report:
     def totals(self) -> Totals:
         sums = {name: sum(self.columns[name]) for name in SUMMABLE}
         not_counted: Counter[str] = Counter()
-        for cell in self.columns["not_counted"]:
-            not_counted.update(parse_counts(cell))
+        for counts in self.columns["not_counted"]:
+            not_counted.update(counts)
         return Totals(
             param_count=sums["param_count"],
             trainable_param_count=sums["trainable_param_count"],
@@ -178,7 +215,7 @@ class Report:
         )
 
     def _memory_totals(self, sums: dict[str, int]) -> dict[str, Any]:
-        from archprof.memory import optimizer_state_copies
+        from archprof.passes.memory import optimizer_state_copies
 
         peaks = self.columns["peak_live_bytes"]
         peak_row = max(range(len(peaks)), key=peaks.__getitem__, default=None)
@@ -216,23 +253,76 @@ class Report:
         return pd.DataFrame({c.name: pd.Series(self.columns[c.name], dtype=self._dtype(c)) for c in self.column_specs})
 
     def _dtype(self, column: Column) -> str:
-        """The column's dtype, or "object" (exact Python integers) where int64 would wrap."""
-        if column.dtype != "int64":
-            return column.dtype
-        numbers = [value for value in self.columns[column.name] if value is not None]
-        return column.dtype if all(n in _INT64 for n in (*numbers, sum(numbers))) else "object"
+        return _exact_dtype(column.dtype, self.columns[column.name])
+
+    def by_operator(self) -> pd.DataFrame:
+        """One row per aten operator with a formula, summed over every row of the report:
+        operator, calls, macs, flops, elementwise_flops; most FLOPs first (then most
+        elementwise FLOPs). Its sums are the report's totals; operators without a formula
+        are in `totals.not_counted`."""
+        import pandas as pd
+
+        from archprof.passes.flops import merged_costs
+
+        costs = sorted(merged_costs(self.operator_costs), key=lambda c: (-c.flops, -c.elementwise_flops, c.operator))
+        columns = {
+            "operator": [c.operator for c in costs],
+            "calls": [c.calls for c in costs],
+            "macs": [c.macs for c in costs],
+            "flops": [c.flops for c in costs],
+            "elementwise_flops": [c.elementwise_flops for c in costs],
+        }
+        return pd.DataFrame(
+            {
+                name: pd.Series(values, dtype=_exact_dtype("string" if name == "operator" else "int64", values))
+                for name, values in columns.items()
+            }
+        )
+
+    def by_module(self, depth: int | None = None) -> pd.DataFrame:
+        """One row per module path, containers included ('' = the model), with the sums of the
+        summable columns over its whole subtree (every call of it and of its sub-modules):
+        module, module_type, depth, then SUMMABLE. `depth` keeps the modules at most that deep
+        (None: all). Parents come before their children, in the order the modules first ran;
+        the row of '' holds the report's totals."""
+        import pandas as pd
+
+        if depth is not None:
+            _check_depth(depth, "by_module")
+        sums: dict[str, list[int]] = {}
+        for index, path in enumerate(self.columns["layer"]):
+            parts = path.split(".") if path else []
+            deepest = len(parts) if depth is None else min(depth, len(parts))
+            values = [self.columns[name][index] for name in SUMMABLE]
+            for level in range(deepest + 1):
+                totals = sums.setdefault(".".join(parts[:level]), [0] * len(SUMMABLE))
+                for position, value in enumerate(values):
+                    totals[position] += value
+        modules = list(sums)
+        columns: dict[str, tuple[str, list]] = {
+            "module": ("string", modules),
+            "module_type": ("string", [self.module_types.get(m, "") for m in modules]),
+            "depth": ("int64", [m.count(".") + 1 if m else 0 for m in modules]),
+        }
+        for position, name in enumerate(SUMMABLE):
+            columns[name] = ("int64", [sums[m][position] for m in modules])
+        return pd.DataFrame(
+            {name: pd.Series(values, dtype=_exact_dtype(dtype, values)) for name, (dtype, values) in columns.items()}
+        )
 
     def rows(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, values, strict=True)) for values in zip(*self.columns.values(), strict=True)]
 
     def rollup(self, depth: int) -> Report:
         """Merge every row below module depth `depth` into its ancestor at that depth."""
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ArchprofError(f"rollup depth must be a whole number >= 0 (0 = the whole model), got {depth!r}")
+        _check_depth(depth, "rollup")
         groups: dict[str, list[int]] = {}
         for index, path in enumerate(self.columns["layer"]):
             groups.setdefault(".".join(path.split(".")[:depth]) if path else "", []).append(index)
         columns: dict[str, list] = {c.name: [] for c in COLUMNS}
+        from archprof.passes.flops import merged_costs
+
+        operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for indices in groups.values()]
         for path, indices in groups.items():
             if len(indices) == 1:
                 for name, values in columns.items():  # a profiled report rolls up to an analytic one
@@ -249,8 +339,8 @@ class Report:
                 columns[name].append(sum(self.columns[name][i] for i in indices))
             merged: Counter[str] = Counter()
             for i in indices:
-                merged.update(parse_counts(self.columns["not_counted"][i]))
-            columns["not_counted"].append(format_counts(merged))
+                merged.update(self.columns["not_counted"][i])
+            columns["not_counted"].append(dict(merged))
             # The merged rows ran one after another: live after the last, peak over all.
             columns["live_bytes"].append(self.columns["live_bytes"][indices[-1]])
             columns["peak_live_bytes"].append(max(self.columns["peak_live_bytes"][i] for i in indices))
@@ -261,6 +351,7 @@ class Report:
             self.input_shapes,
             self.dtype,
             columns,
+            operator_costs,
             self.module_types,
             self.training,
             self.optimizer,
@@ -270,14 +361,17 @@ class Report:
     # -- file formats --------------------------------------------------------------------
 
     def to_csv(self, path=None) -> str:
-        """CSV, the format of record: one row per layer, exact integers, bytes in bytes.
+        """CSV, the format of record: one row per layer, exact integers, bytes in bytes; fields
+        and strides as '212x212', operator counts as 'aten.cumsum x1; ...' (`Column.text`).
         Names from the model are neutralised against formula injection (`csv_cell`)."""
         specs = self.column_specs
         user_text = [c.user_text for c in specs]
-        rows = zip(*(self.columns[c.name] for c in specs), strict=True)
+        rows = zip(*(self._cells(c) for c in specs), strict=True)
         return _write(csv_text([c.name for c in specs], rows, user_text), path)
 
     def to_json(self, path=None) -> str:
+        """JSON: the values as they are (a field or stride is a list of ints, or "input" /
+        "undefined", or null; not_counted an object operator -> count)."""
         document = {
             "model": self.model,
             "traced_on": self.traced_on,
@@ -290,16 +384,17 @@ class Report:
         return _write(json.dumps(document, indent=2) + "\n", path)
 
     def to_markdown(self, path=None) -> str:
-        names = [c.name for c in self.column_specs]
+        specs = self.column_specs
         lines = [
             f"# {visible_text(self.model)}: input {shapes_text(self.input_shapes)}, {self.dtype}",
             "",
-            "| " + " | ".join(names) + " |",
-            "|" + "|".join("---" for _ in names) + "|",
+            "| " + " | ".join(c.name for c in specs) + " |",
+            "|" + "|".join("---" for _ in specs) + "|",
         ]
         measured_names = {c.name for c in MEASURED_COLUMNS}  # None there: no value, left blank
-        for row in self.rows():
-            cells = ("" if row[n] is None and n in measured_names else markdown_cell(str(row[n])) for n in names)
+        columns = [[(value, c.name in measured_names) for value in self._cells(c)] for c in specs]
+        for row in zip(*columns, strict=True):
+            cells = ("" if value is None and blank else markdown_cell(str(value)) for value, blank in row)
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "| total | value |", "|---|---|"]
         lines += [f"| {name} | {markdown_cell(str(value))} |" for name, value in self.totals.as_dict().items()]
@@ -308,17 +403,24 @@ class Report:
             lines += [f"| {name} | {markdown_cell(str(value))} |" for name, value in self.measured.summary().items()]
         return _write("\n".join(lines) + "\n", path)
 
+    def _cells(self, column: Column) -> list:
+        """The column's values as CSV and Markdown write them."""
+        values = self.columns[column.name]
+        return values if column.text is None else [column.text(value) for value in values]
 
-def format_counts(counts: dict[str, int]) -> str:
-    return "; ".join(f"{op} x{n}" for op, n in counts.items())
+
+def _check_depth(depth, what: str) -> None:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise ArchprofError(f"{what} depth must be a whole number >= 0 (0 = the whole model), got {depth!r}")
 
 
-def parse_counts(cell: str) -> dict[str, int]:
-    counts = {}
-    for item in filter(None, cell.split("; ")):
-        op, _, n = item.rpartition(" x")
-        counts[op] = int(n)
-    return counts
+def _exact_dtype(dtype: str, values: list) -> str:
+    """`dtype`, or "object" (exact Python integers) for an int64 column whose values or sum
+    would wrap around in int64."""
+    if dtype != "int64":
+        return dtype
+    numbers = [value for value in values if value is not None]
+    return dtype if all(n in _INT64 for n in (*numbers, sum(numbers))) else "object"
 
 
 def shapes_text(shapes) -> str:

@@ -33,19 +33,19 @@ def row(report, layer: str | None = None) -> dict:
     return matches[-1]
 
 
-def ints(cell: str) -> list[int]:
+def shape(cell: str) -> list[int]:
     return [int(v) for v in cell.split("x")]
 
 
 def field_of(report, layer: str | None = None, unit: str = "first") -> list[tuple[int, int]]:
     """[start, end] per spatial dimension of output unit 0 (or the last unit) of a row."""
     r = row(report, layer)
-    sizes, starts = ints(r["receptive_field"]), ints(r["receptive_field_start"])
+    sizes, starts = r["receptive_field"], r["receptive_field_start"]
     spans = [(start, start + size - 1) for start, size in zip(starts, sizes, strict=True)]
     if unit == "first":
         return spans
-    jumps = ints(r["effective_stride"])
-    out = ints(r["output_shape"])[2:]
+    jumps = r["effective_stride"]
+    out = shape(r["output_shape"])[2:]
     return [(s + (n - 1) * j, e + (n - 1) * j) for (s, e), j, n in zip(spans, jumps, out, strict=True)]
 
 
@@ -99,15 +99,15 @@ def test_stacked_3x3_convolutions_give_2L_plus_1(layers):
     model = nn.Sequential(*(nn.Conv2d(2, 2, 3, padding=1) for _ in range(layers)))
     report = archprof.analyze(model, input_size=(2, 32, 32))
     size = 2 * layers + 1
-    assert row(report)["receptive_field"] == f"{size}x{size}"
-    assert row(report)["effective_stride"] == "1x1"
-    assert row(report)["receptive_field_start"] == f"{-layers}x{-layers}"  # centred on its unit
+    assert row(report)["receptive_field"] == (size, size)
+    assert row(report)["effective_stride"] == (1, 1)
+    assert row(report)["receptive_field_start"] == (-layers, -layers)  # centred on its unit
 
 
 def test_dilated_3x3_convolutions_1_2_4_give_3_7_15():
     model = nn.Sequential(*(nn.Conv2d(1, 1, 3, padding=d, dilation=d) for d in (1, 2, 4)))
     report = archprof.analyze(model, input_size=(1, 32, 32))
-    assert [row(report, str(i))["receptive_field"] for i in range(3)] == ["3x3", "7x7", "15x15"]
+    assert [row(report, str(i))["receptive_field"] for i in range(3)] == [(3, 3), (7, 7), (15, 15)]
 
 
 @settings(max_examples=40, deadline=None)
@@ -121,9 +121,9 @@ def test_strided_formula_on_random_stacks(layers):
     for index, (k, s, d) in enumerate(layers):
         r += (d * (k - 1) + 1 - 1) * jump
         jump *= s
-        assert row(report, str(index))["receptive_field"] == str(r)
-        assert row(report, str(index))["effective_stride"] == str(jump)
-        assert row(report, str(index))["receptive_field_start"] == "0"  # no padding
+        assert row(report, str(index))["receptive_field"] == (r,)
+        assert row(report, str(index))["effective_stride"] == (jump,)
+        assert row(report, str(index))["receptive_field_start"] == (0,)  # no padding
 
 
 # -- per dimension, 1-D and 3-D, ceil_mode ---------------------------------------------------
@@ -137,26 +137,26 @@ def test_rectangular_kernels_are_tracked_per_dimension():
     )
     report = check_against_gradients(model, (1, 17, 19))
     # H: 1 (J 2) -> 1 + 2*2 = 5 -> 5 + 1*2 = 7 (J 4); W: 5 -> 5 -> 5 + 2*1 = 7 (J 3)
-    assert row(report, "0")["receptive_field"] == "1x5"
-    assert row(report, "1")["receptive_field"] == "5x5"
-    assert row(report, "2")["receptive_field"] == "7x7"
-    assert row(report, "2")["effective_stride"] == "4x3"
-    assert row(report, "2")["receptive_field_start"] == "-2x-2"
+    assert row(report, "0")["receptive_field"] == (1, 5)
+    assert row(report, "1")["receptive_field"] == (5, 5)
+    assert row(report, "2")["receptive_field"] == (7, 7)
+    assert row(report, "2")["effective_stride"] == (4, 3)
+    assert row(report, "2")["receptive_field_start"] == (-2, -2)
 
 
 def test_1d_and_3d_networks():
     one = nn.Sequential(nn.Conv1d(2, 2, 5, stride=2, padding=2), nn.AvgPool1d(3, 2), nn.Conv1d(2, 2, 3, dilation=2))
     report = check_against_gradients(one, (2, 41))
     # 5 (J 2) -> 5 + 2*2 = 9 (J 4) -> 9 + 4*4 = 25
-    assert [row(report, str(i))["receptive_field"] for i in range(3)] == ["5", "9", "25"]
-    assert row(report)["effective_stride"] == "4"
+    assert [row(report, str(i))["receptive_field"] for i in range(3)] == [(5,), (9,), (25,)]
+    assert row(report)["effective_stride"] == (4,)
 
     three = nn.Sequential(nn.Conv3d(1, 2, (3, 1, 5), padding=(1, 0, 2)), nn.AvgPool3d(2), nn.Conv3d(2, 1, 3))
     report = check_against_gradients(three, (1, 12, 11, 14))
     # D: 3 -> 4 -> 4 + 2*2 = 8; H: 1 -> 2 -> 6; W: 5 -> 6 -> 10
-    assert row(report)["receptive_field"] == "8x6x10"
-    assert row(report)["effective_stride"] == "2x2x2"
-    assert row(report)["receptive_field_start"] == "-1x0x-2"
+    assert row(report)["receptive_field"] == (8, 6, 10)
+    assert row(report)["effective_stride"] == (2, 2, 2)
+    assert row(report)["receptive_field_start"] == (-1, 0, -2)
 
 
 @pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(3, 2, padding=1, ceil_mode=True)])
@@ -168,7 +168,7 @@ def test_ceil_mode_adds_units_not_field(pool):
     assert row(ceil_report)["output_shape"] != row(floor_report)["output_shape"]
     for column in ("receptive_field", "effective_stride", "receptive_field_start"):
         assert row(ceil_report)[column] == row(floor_report)[column]
-    assert row(ceil_report)["receptive_field"] == "5x5"  # 3 + (3 - 1) * 1
+    assert row(ceil_report)["receptive_field"] == (5, 5)  # 3 + (3 - 1) * 1
     if isinstance(pool, nn.AvgPool2d):  # the extra last unit's window is partly outside: clipped
         check_against_gradients(model, (1, 16, 16))
 
@@ -209,16 +209,16 @@ class Residual(nn.Module):
 
 def test_a_concatenation_of_paths_takes_the_widest():
     report = check_against_gradients(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Inception()), (2, 15, 15))
-    assert row(report)["receptive_field"] == "7x7"  # 3 then the 5x5 path
-    assert row(report)["receptive_field_start"] == "-3x-3"
+    assert row(report)["receptive_field"] == (7, 7)  # 3 then the 5x5 path
+    assert row(report)["receptive_field_start"] == (-3, -3)
 
 
 def test_a_residual_sum_takes_the_union_per_dimension():
     report = check_against_gradients(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Residual()), (2, 17, 17))
     # main path: 3 -> 3 + 2 = 5 (J 2) -> 5 + 2*2 = 9, start -1 -1 -2 = -4; shortcut: 3, start -1
-    assert row(report)["receptive_field"] == "9x9"
-    assert row(report)["receptive_field_start"] == "-4x-4"
-    assert row(report)["effective_stride"] == "2x2"
+    assert row(report)["receptive_field"] == (9, 9)
+    assert row(report)["receptive_field_start"] == (-4, -4)
+    assert row(report)["effective_stride"] == (2, 2)
 
 
 # -- the empirical check on random networks --------------------------------------------------
@@ -426,10 +426,10 @@ def _tuple(value, nd: int) -> tuple[int, ...]:
 def test_transposed_convolution_with_stride_1_keeps_a_jump():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), CONV_T[2](2, 1, 3, padding=0), nn.Conv2d(1, 1, 3, padding=1))
     report = check_against_gradients(model, (1, 17, 17))
-    assert row(report, "1")["effective_stride"] == "2x2"
+    assert row(report, "1")["effective_stride"] == (2, 2)
     # a stride-1 transposed conv of K 3, P 0 is a conv of padding 2: 3 -> 3 + 2*2 = 7, start 0 - 2*2
-    assert row(report, "1")["receptive_field"] == "7x7"
-    assert row(report, "1")["receptive_field_start"] == "-4x-4"
+    assert row(report, "1")["receptive_field"] == (7, 7)
+    assert row(report, "1")["receptive_field_start"] == (-4, -4)
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [(4, 2, 1), (3, 2, 1), (2, 2, 0), (5, 3, 2)])
@@ -470,14 +470,14 @@ class Resample(nn.Module):
 )
 def test_upsampling_gives_unit_0_exactly(kwargs):
     report = check_against_gradients(Resample(**kwargs), (1, 15, 15), units=("first",))
-    assert row(report)["receptive_field"] != "undefined"
+    assert isinstance(row(report)["receptive_field"], tuple)
 
 
 def test_whole_number_downsampling_keeps_a_jump():
     report = check_against_gradients(Resample(scale_factor=0.5, mode="nearest"), (1, 17, 17))
-    assert row(report)["effective_stride"] == "4x4"
+    assert row(report)["effective_stride"] == (4, 4)
     report = check_against_gradients(Resample(size=(2, 2), mode="bilinear"), (1, 17, 17))
-    assert row(report)["effective_stride"] == "8x8"
+    assert row(report)["effective_stride"] == (8, 8)
 
 
 class MixedStrides(nn.Module):
@@ -494,8 +494,8 @@ class MixedStrides(nn.Module):
 
 def test_paths_of_different_strides_merge_into_an_exact_unit_0():
     report = check_against_gradients(MixedStrides(), (1, 16, 16), units=("first",))
-    assert row(report)["receptive_field"] == "3x3"
-    assert row(report)["receptive_field_start"] == "-1x-1"
+    assert row(report)["receptive_field"] == (3, 3)
+    assert row(report)["receptive_field_start"] == (-1, -1)
     assert row(report)["effective_stride"] == "undefined"
 
 
@@ -525,8 +525,8 @@ def test_global_pooling_flatten_and_linear_see_the_whole_input(pool):
     report = archprof.analyze(Head(pool), input_size=(1, 15, 15))
     assert row(report, "fc")["receptive_field"] == "input"
     assert row(report, "fc")["covers_input"] is True
-    assert row(report, "fc")["effective_stride"] == row(report, "fc")["receptive_field_start"] == ""
-    assert row(report, "conv")["receptive_field"] == "3x3"
+    assert row(report, "fc")["effective_stride"] is None and row(report, "fc")["receptive_field_start"] is None
+    assert row(report, "conv")["receptive_field"] == (3, 3)
     assert row(report, "conv")["covers_input"] is False
 
 
@@ -607,9 +607,9 @@ def test_zero_padding_slicing_and_channel_ops_are_exact():
 
     report = check_against_gradients(Layout(), (2, 15, 16))
     # H: pad top 1, then from row 1 -> start 0, stride 2; W: pad left 2, then from column 3 -> start 1
-    assert row(report)["receptive_field"] == "3x3"
-    assert row(report)["receptive_field_start"] == "0x1"
-    assert row(report)["effective_stride"] == "2x1"
+    assert row(report)["receptive_field"] == (3, 3)
+    assert row(report)["receptive_field_start"] == (0, 1)
+    assert row(report)["effective_stride"] == (2, 1)
 
 
 def test_in_place_writes_through_a_view_are_not_guessed():
@@ -638,10 +638,10 @@ def test_rows_without_a_spatial_field_are_empty():
 
     report = archprof.analyze(Unused(), input_size=(1, 8, 8))
     spare = row(report, "spare")
-    assert spare["receptive_field"] == spare["effective_stride"] == spare["receptive_field_start"] == ""
+    assert spare["receptive_field"] is spare["effective_stride"] is spare["receptive_field_start"] is None
     assert spare["covers_input"] is False
     flat = archprof.analyze(nn.Linear(6, 6), input_size=(6,))  # no spatial dimension at all
-    assert row(flat)["receptive_field"] == ""
+    assert row(flat)["receptive_field"] is None
 
 
 def test_covers_input_once_unit_0_spans_the_image():
@@ -697,12 +697,12 @@ def test_built_in_models_against_hand_derived_fields(model, layer, field, stride
     report = archprof.analyze(model)
     if field is None:  # a rolled-up row takes its last row's field
         rolled = report.rollup(1)
-        assert row(rolled, layer)["receptive_field"] == row(report, "layer4.2.relu")["receptive_field"] == "427x427"
+        assert row(rolled, layer)["receptive_field"] == row(report, "layer4.2.relu")["receptive_field"] == (427, 427)
         return
     r = row(report, layer)
-    assert r["receptive_field"] == f"{field}x{field}"
-    assert r["effective_stride"] == f"{stride}x{stride}"
-    assert r["receptive_field_start"] == f"{start}x{start}"
+    assert r["receptive_field"] == (field, field)
+    assert r["effective_stride"] == (stride, stride)
+    assert r["receptive_field_start"] == (start, start)
 
 
 def test_resnet18_layer4():
@@ -710,10 +710,10 @@ def test_resnet18_layer4():
     # layer3: 99 + 16 (J 16) + 3*32 = 211; layer4: 211 + 32 (J 32) + 3*64 = 435.
     report = archprof.analyze("resnet18")
     assert [row(report, f"layer{i}.1.conv2")["receptive_field"] for i in (1, 2, 3, 4)] == [
-        "43x43",
-        "99x99",
-        "211x211",
-        "435x435",
+        (43, 43),
+        (99, 99),
+        (211, 211),
+        (435, 435),
     ]
 
 

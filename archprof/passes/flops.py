@@ -1,15 +1,49 @@
-"""MACs, FLOPs and elementwise FLOPs per row, from the operator catalogue.
+"""MACs, FLOPs and elementwise FLOPs per row and per operator, from the operator catalogue.
 
 An op without a formula is never a silent zero: it is listed in the row's `not_counted`."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from archprof.graph import OpNode, TensorMeta
 from archprof.operators import Cost, operator_named
 from archprof.passes.layers import LayerGroup
 from archprof.structure import map_op_args
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCost:
+    """What one aten operator with a formula cost in one row: how often it ran, its MACs and
+    elementwise FLOPs over those calls (`Report.by_operator` sums them over the rows)."""
+
+    operator: str  # e.g. "aten.convolution"
+    calls: int
+    macs: int
+    elementwise_flops: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs  # one MAC = one multiply + one add
+
+
+def merged_costs(rows: Iterable[Iterable[OperatorCost]]) -> tuple[OperatorCost, ...]:
+    """One record per operator over `rows`, in the order the operators first ran."""
+    merged: dict[str, OperatorCost] = {}
+    for row in rows:
+        for cost in row:
+            earlier = merged.get(cost.operator)
+            if earlier is not None:
+                cost = OperatorCost(
+                    cost.operator,
+                    earlier.calls + cost.calls,
+                    earlier.macs + cost.macs,
+                    earlier.elementwise_flops + cost.elementwise_flops,
+                )
+            merged[cost.operator] = cost
+    return tuple(merged.values())
 
 
 def op_cost(op: OpNode) -> Cost | None:
@@ -22,23 +56,25 @@ def op_cost(op: OpNode) -> Cost | None:
 
 
 def cost_columns(groups: list[LayerGroup]) -> dict[str, list]:
-    macs, elementwise, not_counted = [], [], []
+    """Per row: macs, flops, elementwise_flops, not_counted (operator -> calls without a
+    formula) and operator_costs (one OperatorCost per operator with one, in order)."""
+    operator_costs, not_counted = [], []
     for group in groups:
-        row_macs = row_elementwise = 0
+        costs: list[OperatorCost] = []
         missing: Counter[str] = Counter()
         for op in group.ops:
             cost = op_cost(op)
             if cost is None:
                 missing[op.op] += 1
-                continue
-            row_macs += cost.macs
-            row_elementwise += cost.elementwise_flops
-        macs.append(row_macs)
-        elementwise.append(row_elementwise)
+            else:
+                costs.append(OperatorCost(op.op, 1, cost.macs, cost.elementwise_flops))
+        operator_costs.append(merged_costs([costs]))
         not_counted.append(dict(missing))
+    macs = [sum(cost.macs for cost in row) for row in operator_costs]
     return {
         "macs": macs,
-        "flops": [2 * m for m in macs],  # one MAC = one multiply + one add
-        "elementwise_flops": elementwise,
+        "flops": [2 * m for m in macs],
+        "elementwise_flops": [sum(cost.elementwise_flops for cost in row) for row in operator_costs],
         "not_counted": not_counted,
+        "operator_costs": operator_costs,
     }

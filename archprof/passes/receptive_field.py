@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 
 import torch
@@ -97,14 +98,25 @@ State = Field | Extent | Undefined | None
 # -- columns -------------------------------------------------------------------------------
 
 
-def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list]:
-    """Per row, the field of the row's output tensor (its unit 0).
+class FieldMark(StrEnum):
+    """A receptive-field cell that is not a tuple of numbers: a str equal to its CSV text."""
 
-    `receptive_field` is the size per spatial dimension joined by "x" ("212x212"), "input"
-    for the whole input, "undefined" where it cannot be computed exactly and "" where the
-    row's output has no spatial field (a row of parameters only, a network without spatial
-    input dimensions). `effective_stride` and `receptive_field_start` are written the same
-    way; `covers_input` says whether unit 0's field spans the whole input in every dimension
+    INPUT = "input"  # every output unit sees the whole input (global pooling, a linear layer)
+    UNDEFINED = "undefined"  # not computable exactly: `receptive_field_note` says why
+
+
+Dims = tuple[int, ...] | FieldMark | None  # a receptive_field, effective_stride or start cell
+
+
+def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list]:
+    """Per row, the field of the row's output tensor (its unit 0), as typed values.
+
+    `receptive_field` is the size per spatial dimension, a tuple of ints ((212, 212));
+    FieldMark.INPUT for the whole input; FieldMark.UNDEFINED where it cannot be computed
+    exactly; None where the row's output has no spatial field (a row of parameters only, a
+    network without spatial input dimensions). `effective_stride` and `receptive_field_start`
+    are tuples the same way (None for the whole input, UNDEFINED where the field or the stride
+    is); `covers_input` says whether unit 0's field spans the whole input in every dimension
     (None where undefined); `receptive_field_note` says why a field is undefined.
     """
     fields, spatial = tensor_fields(graph)
@@ -126,18 +138,18 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
     return columns
 
 
-def _cells(state: State, spatial: tuple[int, ...]) -> tuple[str, str, str, bool | None, str]:
+def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bool | None, str]:
     if state is None:
-        return "", "", "", False, ""
+        return None, None, None, False, ""
     if isinstance(state, Extent):
-        return "input", "", "", True, ""
+        return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
-        return "undefined", "undefined", "undefined", None, state.reason
+        return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
     spans = state.spans
-    jumps = [s.jump for s in spans]
-    stride = "undefined" if None in jumps else _join(jumps)
+    jumps = tuple(s.jump for s in spans)
+    stride = FieldMark.UNDEFINED if None in jumps else jumps
     covers = all(s.start <= 0 and s.end >= size - 1 for s, size in zip(spans, spatial, strict=True))
-    return _join(s.size for s in spans), stride, _join(s.start for s in spans), covers, state.note
+    return tuple(s.size for s in spans), stride, tuple(s.start for s in spans), covers, state.note
 
 
 def _join(values) -> str:

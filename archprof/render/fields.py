@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.text import Text
 
 from archprof.render.base import dash, fitted_table, indented_layer_name, layer_name
-from archprof.report import Report, visible_text
+from archprof.report import Report, dims_text, visible_text
 
 # Columns of the receptive-field table, most important first (the last go on a narrow terminal).
 _RF_COLUMNS = ("Layer", "Field", "Stride", "Coverage", "Centred", "Output shape", "Type")
@@ -36,8 +36,8 @@ def receptive_field_table(report: Report, width: int = 160) -> Group:
         cells["Layer"].append(indented_layer_name(row))
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
-        cells["Field"].append(Text(field, style="red") if field == "undefined" else field or dash())
-        cells["Stride"].append(stride or dash())
+        cells["Field"].append(Text(field, style="red") if field == "undefined" else dims_text(field) or dash())
+        cells["Stride"].append(dims_text(stride) or dash())
         cells["Centred"].append(centred)
         cells["Coverage"].append(coverage)
         if covered_from is None and row["covers_input"] is True:
@@ -60,23 +60,19 @@ def receptive_field_table(report: Report, width: int = 160) -> Group:
     return Group(*parts)
 
 
-def _centred_and_coverage(field: str, stride: str, start: str, spatial) -> tuple[Text | str, Text | str]:
+def _centred_and_coverage(field, stride, start, spatial) -> tuple[Text | str, Text | str]:
     if field == "input":
         return dash(), "100%"
-    try:
-        sizes, starts = [int(v) for v in field.split("x")], [int(v) for v in start.split("x")]
-    except ValueError:  # "", "undefined"
+    if not isinstance(field, tuple):  # None, "undefined"
         return dash(), dash()
     share = 1.0
-    for size, first, extent in zip(sizes, starts, spatial, strict=True):
+    for size, first, extent in zip(field, start, spatial, strict=True):
         inside = min(first + size - 1, extent - 1) - max(first, 0) + 1
         share *= max(inside, 0) / extent
     percent = 100 * share
     coverage = f"{percent:.1f}%".replace(".0%", "%") if percent >= 1 or percent == 0 else f"{percent:.2g}%"
-    try:
-        jumps = [int(v) for v in stride.split("x")]
-    except ValueError:  # the stride is undefined: so is the unit's centre
+    if not isinstance(stride, tuple):  # the stride is undefined: so is the unit's centre
         return dash(), coverage
     # centre of [first, first + size - 1] == (jump - 1) / 2, doubled to stay in integers
-    centred = all(2 * first + size - 1 == jump - 1 for first, size, jump in zip(starts, sizes, jumps, strict=True))
+    centred = all(2 * first + size - 1 == jump - 1 for first, size, jump in zip(start, field, stride, strict=True))
     return ("yes" if centred else "no"), coverage

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.render.base import bytes_cell, count_cell, dash, fitted_table, indented_layer_name
-from archprof.report import Report, shapes_text, visible_text
+from archprof.report import Report, dims_text, shapes_text, visible_text
 from archprof.units import human_bytes, human_count
 
 # Per-layer columns of the summary, most important first: on a narrow terminal the last
@@ -35,7 +35,7 @@ def summary_table(report: Report, width: int = 160) -> Group:
         cells["FLOPs"].append(count_cell(row["flops"]))
         cells["Activations"].append(bytes_cell(row["activation_bytes"]))
         cells["Live after"].append(bytes_cell(row["live_bytes"]))
-        cells["Receptive field"].append(row["receptive_field"] or dash())
+        cells["Receptive field"].append(dims_text(row["receptive_field"]) or dash())
     title = f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}"
     if report.traced_on != "meta":
         title += f"  ·  traced by a real forward on the {report.traced_on}"
