@@ -128,7 +128,7 @@ class BudgetEntry:
 
 def check_entry(entry: BudgetEntry) -> list[Verdict]:
     """Analyse the entry's model and judge every limit."""
-    from archprof.api import analyze
+    from archprof.analysis import analyze
     from archprof.load import load_model, parse_dtype
 
     dtype = parse_dtype(entry.dtype) if entry.dtype else None
@@ -157,18 +157,6 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
         if entry.source:
             raise ArchprofError(f"{entry.where()}{exc}") from None
         raise
-
-
-def resolve_model_spec(spec: str, base_dir: Path | None = None) -> Any:
-    """A Python factory spec ('package.module:factory', 'path/to/file.py:factory') becomes
-    a factory (archprof.load.python_factory: imported now, errors name the spec); any other
-    spec (a built-in name, torchvision:NAME, a model file) stays a string for analyze()."""
-    from archprof.load import HUBS, python_factory
-
-    location = spec.rpartition(":")[0]
-    if ":" not in spec or location in HUBS or (re.match(r"^[A-Za-z]:[\\/]", spec) and spec.count(":") == 1):
-        return spec
-    return python_factory(spec, base_dir=base_dir)
 
 
 # -- budget files ------------------------------------------------------------------------
@@ -287,7 +275,7 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
             fail("dtype", f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     optimizer = "sgd"
     if "optimizer" in values:
-        from archprof.memory import OPTIMIZER_STATE_COPIES
+        from archprof.passes.memory import OPTIMIZER_STATE_COPIES
 
         optimizer = values["optimizer"][1]
         if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZER_STATE_COPIES:
@@ -472,7 +460,7 @@ def plan_check(
 
     given = {key: value for key, value in limits.items() if value is not None}
     if optimizer is not None:
-        from archprof.memory import optimizer_state_copies
+        from archprof.passes.memory import optimizer_state_copies
 
         optimizer_state_copies(optimizer)
         optimizer = optimizer.lower()

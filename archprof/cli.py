@@ -4,7 +4,10 @@ Exit codes: 0 success, 1 a budget was exceeded, 2 bad input (one line on stderr)
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from functools import wraps
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from archprof import __version__
-from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
+from archprof.measure.clock import DEFAULT_REPEAT, DEFAULT_WARMUP
 
 app = typer.Typer(
     name="archprof",
@@ -56,7 +59,9 @@ InputOpt = Annotated[
         show_default=False,
     ),
 ]
-BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Batch size.")]
+MAX_BATCH = 2**62  # beyond it no tensor's element count fits in int64
+MAX_PASSES = 1_000_000  # --warmup, --repeat: more is a typo, and would run for days
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Batch size (1 to 2^62).")]
 InputsOpt = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -109,7 +114,9 @@ OutputOpt = Annotated[
 # Batch and dtype where they default to the model's own (an exported program fixes both).
 ModelBatchOpt = Annotated[
     Optional[int],
-    typer.Option("--batch", "-b", help="Batch size (default: 1, or an exported program's)", show_default=False),
+    typer.Option(
+        "--batch", "-b", help="Batch size, 1 to 2^62 (default: 1, or an exported program's)", show_default=False
+    ),
 ]
 ModelDTypeOpt = Annotated[
     Optional[DType],
@@ -119,7 +126,8 @@ ModelDTypeOpt = Annotated[
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"archprof {__version__}")
+        with _standard_output():
+            typer.echo(f"archprof {__version__}")
         raise typer.Exit()
 
 
@@ -133,7 +141,7 @@ def main_options(
 
 
 def _user_errors(command):
-    """Print an ArchprofError on one line and exit 2, without a traceback."""
+    """Print an ArchprofError on one line (`_say`) and exit 2, without a traceback."""
 
     @wraps(command)
     def run(*args, **kwargs):
@@ -146,7 +154,7 @@ def _user_errors(command):
         def show(message, category, filename, lineno, file=None, line=None):
             # archprof's own warnings (the CPU fallback) as one line, each once.
             if issubclass(category, ArchprofWarning):
-                typer.echo(f"warning: {message}", err=True)
+                _say(f"warning: {message}")
             else:
                 shown(message, category, filename, lineno, file, line)
 
@@ -156,10 +164,37 @@ def _user_errors(command):
                 warnings.showwarning = show
                 return command(*args, **kwargs)
         except ArchprofError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            _say(f"error: {exc}")
             raise typer.Exit(2) from None
 
     return run
+
+
+def _say(text: str, **style) -> None:
+    """`text` as one line on stderr, whatever it holds: a newline, a carriage return, a
+    line separator (U+2028), any other unprintable character or a lone surrogate (a
+    file name that is not UTF-8) is written as its escape (\\n, \\u2028, \\udcff); what
+    stderr's encoding lacks, as a backslash escape."""
+    printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    typer.secho(printable.encode(encoding, "backslashreplace").decode(encoding), err=True, **style)
+
+
+@contextmanager
+def _standard_output():
+    """Around every print to standard output, flushed here: a full disk ends the command
+    with one line and exit 2, a reader that has gone (`| head -1`) quietly with 141 (as
+    a process killed by SIGPIPE), never a traceback. Standard output then points at
+    os.devnull, so that the interpreter's own flush at exit has nothing left to fail on."""
+    try:
+        yield
+        sys.stdout.flush()
+    except OSError as exc:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open until exit)
+        if exc.errno == errno.EPIPE:
+            raise typer.Exit(141) from None
+        _say(f"error: cannot write to standard output: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -188,11 +223,12 @@ def summary(
     from archprof.load import parse_args, parse_dtype, parse_input_spec
 
     chosen = _choose_format(format, output)
+    _check_output(output, "--output", *_input_files(model), ("the --weights file", weights))
     inputs = [parse_input_spec(text) for text in input] if input else None
     report = analyze(
         model,
         inputs=inputs,
-        batch=_positive_batch(batch) if batch is not None else None,
+        batch=_checked_batch(batch) if batch is not None else None,
         dtype=parse_dtype(dtype.value) if dtype is not None else None,
         args=parse_args(arg),
         weights=weights,
@@ -217,9 +253,9 @@ def profile(
         Optional[str],
         typer.Option("--device", help="cpu or cuda (cuda:N); default: cuda if torch sees a GPU, else cpu"),
     ] = None,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed passes first.")] = DEFAULT_WARMUP,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed passes first (at most 1,000,000).")] = DEFAULT_WARMUP,
     repeat: Annotated[
-        int, typer.Option("--repeat", min=1, help="Timed passes (the median is reported).")
+        int, typer.Option("--repeat", help="Timed passes, 1 to 1,000,000 (the median is reported).")
     ] = DEFAULT_REPEAT,
     peak_flops: Annotated[
         Optional[str],
@@ -255,10 +291,15 @@ def profile(
     ~/.cache/archprof (ceilings.json); --peak-flops and --bandwidth give them by hand."""
     from archprof.api import profile as profile_model
     from archprof.load import parse_args, parse_dtype, parse_input_spec
-    from archprof.measure import check_plot_target, parse_bandwidth, parse_flops_rate, resolve_device
+    from archprof.measure.device import resolve_device
     from archprof.render import profile_table
+    from archprof.render.roofline import check_plot_target
+    from archprof.units import parse_bandwidth, parse_flops_rate
 
     chosen = _choose_format(format, output)
+    inputs_read = (*_input_files(model), ("the --weights file", weights))
+    _check_output(output, "--output", *inputs_read)
+    _check_output(plot, "--plot", *inputs_read)
     inputs = [parse_input_spec(text) for text in input] if input else None
     model_args = parse_args(arg)
     # Everything a user can get wrong fails before any work.
@@ -266,12 +307,14 @@ def profile(
     bytes_rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
     if plot is not None:
         check_plot_target(plot)
+    _count_option("--warmup", warmup, 0, MAX_PASSES)
+    _count_option("--repeat", repeat, 1, MAX_PASSES)
     target = resolve_device(device)
     with _progress(quiet) as progress:
         report = profile_model(
             model,
             inputs=inputs,
-            batch=_positive_batch(batch) if batch is not None else None,
+            batch=_checked_batch(batch) if batch is not None else None,
             dtype=parse_dtype(dtype.value) if dtype is not None else None,
             args=model_args,
             weights=weights,
@@ -285,13 +328,13 @@ def profile(
         )
     _emit(report, chosen, output, table=profile_table)
     if plot is not None:
-        from archprof.measure import plot_roofline
+        from archprof.render.roofline import plot_roofline
 
         plot_roofline(report, plot)
-        typer.echo(f"wrote {plot}", err=True)
+        _say(f"wrote {plot}")
     if chosen is not Format.table or output is not None:  # the table shows them; else say so here
         for line in report.measured.mismatches:
-            typer.secho(f"MISMATCH {line}", err=True, fg="red", bold=True)
+            _say(f"MISMATCH {line}", fg="red", bold=True)
 
 
 class _progress:
@@ -340,7 +383,7 @@ def memory(
     model: ModelArg,
     input: InputsOpt = None,
     batch: Annotated[
-        Optional[int], typer.Option("--batch", "-b", help="Batch size [default: 1]", show_default=False)
+        Optional[int], typer.Option("--batch", "-b", help="Batch size, 1 to 2^62 [default: 1]", show_default=False)
     ] = None,
     dtype: DTypeOpt = DType.float32,
     train: Annotated[
@@ -383,16 +426,16 @@ def memory(
 
     from archprof.api import analyze
     from archprof.errors import ArchprofError
+    from archprof.fit import fit_batch
     from archprof.load import load_model, parse_args, parse_dtype, parse_input_spec
-    from archprof.memory import fit_batch, optimizer_state_copies, require_cuda
+    from archprof.measure.cuda_memory import predicted_and_measured, require_cuda
+    from archprof.passes.memory import optimizer_state_copies
     from archprof.render import memory_table
     from archprof.units import human_bytes, parse_size
 
     chosen = _choose_format(format, output)
+    _check_output(output, "--output", *_input_files(model))
     inputs = [parse_input_spec(text) for text in input] if input else None
-    if measure and inputs is not None and (len(inputs) > 1 or inputs[0].name or inputs[0].dtype):
-        raise ArchprofError("--measure runs a model of one floating-point input: give a single --input")
-    size = inputs[0].shape if inputs else None
     torch_dtype = parse_dtype(dtype.value)
     if optimizer is not None and not (train or measure):
         raise ArchprofError("--optimizer applies to training memory: add --train")
@@ -410,7 +453,7 @@ def memory(
         found = fit_batch(loaded, budget, inputs=inputs, dtype=torch_dtype, training=train, optimizer=optimizer)
         report = found.report
     else:
-        batch = _positive_batch(batch if batch is not None else 1)
+        batch = _checked_batch(batch if batch is not None else 1)
         report = analyze(loaded, inputs=inputs, batch=batch, dtype=torch_dtype, training=train, optimizer=optimizer)
     notes = []
     if found is not None:
@@ -418,29 +461,15 @@ def memory(
             f"largest batch that fits in {human_bytes(found.budget_bytes)}: {found.batch} "
             f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {human_bytes(found.bytes_at_next)})"
         )
-    measured = _measure_memory(loaded, report, size, torch_dtype, optimizer) if measure else None
+    measured = (
+        predicted_and_measured(loaded, inputs, report.input_shapes[0][0], torch_dtype, optimizer) if measure else None
+    )
     if measured is not None:
         notes += [f"{label}: predicted {p:,} B, measured {m:,} B on {measured[0]}" for label, p, m in measured[1]]
     _emit(report, chosen, output, table=partial(memory_table, fit=found, measured=measured))
     if chosen is not Format.table:
         for note in notes:
-            typer.echo(note, err=True)
-
-
-def _measure_memory(model, report, size, dtype, optimizer: str):
-    """(device, rows): predicted and measured CUDA memory for inference and one training step."""
-    from archprof.api import analyze
-    from archprof.memory import measure_cuda
-
-    batch = report.input_shapes[0][0]
-    other = analyze(model, input_size=size, batch=batch, dtype=dtype, training=not report.training, optimizer=optimizer)
-    inference, training = (other, report) if report.training else (report, other)
-    measured = measure_cuda(model, size, batch, dtype, training=True, optimizer=optimizer)
-    rows = [
-        ("Inference peak", inference.totals.peak_memory_bytes, measured.inference_peak_bytes),
-        (f"Training step ({optimizer})", training.totals.training_memory_bytes, measured.training_peak_bytes),
-    ]
-    return measured.device, rows
+            _say(note)
 
 
 @app.command()
@@ -471,10 +500,9 @@ def rf(
     from archprof.render import receptive_field_table
 
     chosen = _choose_format(format, output)
+    _check_output(output, "--output", *_input_files(model))
     inputs = [parse_input_spec(text) for text in input] if input else None
-    report = analyze(
-        model, inputs=inputs, batch=_positive_batch(batch), args=parse_args(arg), trust_pickle=trust_pickle
-    )
+    report = analyze(model, inputs=inputs, batch=_checked_batch(batch), args=parse_args(arg), trust_pickle=trust_pickle)
     _emit(report, chosen, output, table=receptive_field_table)
 
 
@@ -519,9 +547,10 @@ def compare(
     from archprof.load import parse_dtype, parse_input_size
 
     chosen = _choose_format(format, output)
+    _check_output(output, "--output", *(found for spec in models for found in _input_files(spec)))
     size = parse_input_size(input) if input is not None else None
     frame = compare_models(
-        models, input_size=size, batch=_positive_batch(batch), dtype=parse_dtype(dtype.value), profile=profile
+        models, input_size=size, batch=_checked_batch(batch), dtype=parse_dtype(dtype.value), profile=profile
     )
     if sort is not None:
         frame = sort_comparison(frame, sort)
@@ -573,7 +602,8 @@ def check(
     ] = None,
     input: InputOpt = None,
     batch: Annotated[
-        Optional[int], typer.Option("--batch", "-b", help="Batch size (default: 1, or the file's)", show_default=False)
+        Optional[int],
+        typer.Option("--batch", "-b", help="Batch size, 1 to 2^62 (default: 1, or the file's)", show_default=False),
     ] = None,
     dtype: Annotated[
         Optional[DType], typer.Option("--dtype", help="Data type (default: float32, or the file's)", show_default=False)
@@ -616,23 +646,28 @@ def check(
         limits,
         config=config,
         input_size=parse_input_size(input) if input is not None else None,
-        batch=_positive_batch(batch) if batch is not None else None,
+        batch=_checked_batch(batch) if batch is not None else None,
         dtype=dtype.value if dtype is not None else None,
         optimizer=optimizer,
     )
+    if junit is not None:
+        budget_file = config or budget.find_budget_file()
+        model_files = [found for entry in entries for found in _input_files(entry.model, base=entry.search_dir)]
+        _check_output(junit, "--junit", ("the budget file", budget_file), *model_files)
     verdicts = [verdict for entry in entries for verdict in budget.check_entry(entry)]
-    _console().print(budget_table(budget.verdict_rows(verdicts)))
+    with _standard_output():
+        _console().print(budget_table(budget.verdict_rows(verdicts)))
     if junit is not None:
         from archprof.output import write_atomically
 
         write_atomically(junit, budget.junit_xml(verdicts))
-        typer.echo(f"wrote {junit}", err=True)
+        _say(f"wrote {junit}")
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         try:
             budget.append_step_summary(verdicts, step_summary)
         except OSError as exc:
-            typer.echo(f"warning: cannot append to GITHUB_STEP_SUMMARY ({step_summary}): {exc.strerror}", err=True)
+            _say(f"warning: cannot append to GITHUB_STEP_SUMMARY ({step_summary}): {exc.strerror}")
     if not all(verdict.passed for verdict in verdicts):
         raise typer.Exit(1)
 
@@ -655,8 +690,9 @@ def diff(
     from archprof.load import parse_dtype, parse_input_size
 
     chosen = _choose_format(format, output)
+    _check_output(output, "--output", *_input_files(old, "the input"), *_input_files(new, "the input"))
     size = parse_input_size(input) if input is not None else None
-    result = diffing.diff(old, new, input_size=size, batch=_positive_batch(batch), dtype=parse_dtype(dtype.value))
+    result = diffing.diff(old, new, input_size=size, batch=_checked_batch(batch), dtype=parse_dtype(dtype.value))
 
     def table():
         from archprof.render import diff_tables
@@ -677,7 +713,8 @@ def _emit_text(format: Format, output: Path | None, table, writers) -> None:
 
     if format is Format.table:
         if output is None:
-            _console().print(table())
+            with _standard_output():
+                _console().print(table())
             return
         from archprof.render import to_text
 
@@ -685,10 +722,11 @@ def _emit_text(format: Format, output: Path | None, table, writers) -> None:
     else:
         text = writers[format]()
         if output is None:
-            sys.stdout.write(text)
+            with _standard_output():
+                sys.stdout.write(text)
             return
     write_atomically(output, text)
-    typer.echo(f"wrote {output}", err=True)
+    _say(f"wrote {output}")
 
 
 @app.command()
@@ -706,7 +744,8 @@ def zoo() -> None:
             module = entry.build()
         params = sum(p.numel() for p in module.parameters())
         rows.append((name, params, "x".join(map(str, entry.input_size)), entry.description))
-    _console().print(zoo_table(rows))
+    with _standard_output():
+        _console().print(zoo_table(rows))
 
 
 def _choose_format(format: Format | None, output: Path | None) -> Format:
@@ -723,12 +762,51 @@ def _choose_format(format: Format | None, output: Path | None) -> Format:
         raise ArchprofError(f"cannot tell the format of '{output}' from its suffix ({known}): give --format") from None
 
 
-def _positive_batch(batch: int) -> int:
+def _check_output(output: Path | None, option: str, *inputs: tuple[str, str | Path | None]) -> None:
+    """Fail before any work when `output` cannot be written (a directory, no such folder) or
+    is one of the files the command reads, given as (what, path): the report would destroy it."""
+    if output is None:
+        return
+    from archprof.errors import ArchprofError
+    from archprof.output import check_output_target
+
+    check_output_target(output)
+    for what, path in inputs:
+        if path is not None and _same_file(output, path):
+            raise ArchprofError(f"{option} {output} would overwrite {what} '{path}': give another file name")
+
+
+def _input_files(spec: str, what: str = "the model file", base: Path | None = None) -> list[tuple[str, Path]]:
+    """The files a model spec may read, as `_check_output` takes them: the spec itself (a .pt,
+    .pt2 or CSV file), the Python file of path/to/file.py:factory; also in `base`, where
+    a budget file's specs are looked up first."""
+    location = spec.rpartition(":")[0]
+    paths = [Path(spec)] + ([Path(location)] if location.lower().endswith(".py") else [])
+    if base is not None:
+        paths += [base / path for path in paths]
+    return [(what, path) for path in paths]
+
+
+def _same_file(a: Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either is missing (nothing to destroy), or not a valid name
+        return False
+
+
+def _checked_batch(batch: int) -> int:
+    return _count_option("--batch", batch, 1, MAX_BATCH)
+
+
+def _count_option(option: str, value: int, low: int, high: int) -> int:
+    """`value`, refused on one line outside [low, high] (typer takes any integer, 10**20 too)."""
     from archprof.errors import ArchprofError
 
-    if batch < 1:
-        raise ArchprofError(f"--batch must be at least 1, got {batch}")
-    return batch
+    if value < low:
+        raise ArchprofError(f"{option} must be at least {low}, got {value}")
+    if value > high:
+        raise ArchprofError(f"{option} must be at most {high:,}, got {value}")
+    return value
 
 
 def _emit(report, format: Format, output: Path | None, table=None) -> None:
@@ -739,7 +817,8 @@ def _emit(report, format: Format, output: Path | None, table=None) -> None:
 
         if output is None:
             console = _console()
-            console.print((table or summary_table)(report, width=console.width))
+            with _standard_output():
+                console.print((table or summary_table)(report, width=console.width))
             return
         from archprof.output import write_atomically
 
@@ -748,9 +827,10 @@ def _emit(report, format: Format, output: Path | None, table=None) -> None:
         writer = {Format.csv: report.to_csv, Format.json: report.to_json, Format.markdown: report.to_markdown}[format]
         text = writer(output)
         if output is None:
-            sys.stdout.write(text)
+            with _standard_output():
+                sys.stdout.write(text)
     if output is not None:
-        typer.echo(f"wrote {output}", err=True)
+        _say(f"wrote {output}")
 
 
 def _console():

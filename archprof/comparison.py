@@ -8,18 +8,21 @@ field) says so instead of reading as zero."""
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from archprof.analysis import Analysis, analysis, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError
+from archprof.measure.clock import latency_ms
+from archprof.measure.device import materialise, random_inputs
+from archprof.report import Report
+from archprof.trace import forward_exits_as_errors
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
-
-    from archprof.report import Report
 
 
 class MetricUnavailable(ArchprofError):
@@ -49,23 +52,22 @@ def _total(name: str, what: str) -> Callable[[Report], int]:
 def final_receptive_field(report: Report) -> int:
     """The receptive field of the last row with a spatial one (e.g. the last conv feature map).
 
-    Rows after global pooling or flattening see the whole input ('input') and rows without
-    a spatial output have none (''): both are passed over. A field given per spatial
-    dimension ('212x212') reads as its smallest side, what every dimension at least sees."""
+    Rows after global pooling or flattening see the whole input (FieldMark.INPUT) and rows
+    without a spatial output have none (None): both are passed over. A field given per
+    spatial dimension ((212, 212)) reads as its smallest side, what every dimension at least
+    sees."""
+    from archprof.passes.receptive_field import FieldMark
+
     values = report.columns.get("receptive_field")
     if values is None:
         raise MetricUnavailable("receptive field is not available: this archprof has no receptive-field analysis")
     notes = report.columns.get("receptive_field_note") or [""] * len(values)
     for layer, value, note in zip(reversed(report.columns["layer"]), reversed(values), reversed(notes), strict=True):
-        text = str(value).strip().lower() if value is not None else ""
-        if text in ("", "input", "nan", "<na>"):
-            continue
-        if text == "undefined":
+        if value == FieldMark.UNDEFINED:
             why = f": {note}" if note else ""
             raise MetricUnavailable(f"the receptive field of {layer or '(model)'} in {report.model} is undefined{why}")
-        sizes = [int(part) for part in text.split("x") if part.strip().isdigit()]
-        if sizes and len(sizes) == len(text.split("x")):
-            return min(sizes)
+        if isinstance(value, tuple):
+            return min(value)
     raise MetricUnavailable(f"model '{report.model}' has no layer with a spatial receptive field")
 
 
@@ -123,22 +125,12 @@ def compare(
     Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
     <NA> without a spatial layer)], param_ratio, macs_ratio, [latency_ms]."""
-    from archprof.api import analyze, checked_batch_and_dtype
-    from archprof.budget import resolve_model_spec
-
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     if not models:
         raise ArchprofError("compare needs at least one model")
-    reports = [
-        analyze(resolve_model_spec(m) if isinstance(m, str) else m, input_size=input_size, batch=batch, dtype=dtype)
-        for m in models
-    ]
-    latencies = (
-        [measure_latency(m, r, dtype=dtype, runs=runs) for m, r in zip(models, reports, strict=True)]
-        if profile
-        else None
-    )
-    return comparison_frame(reports, latencies)
+    analyses = [analysis(load(model), input_size, batch, dtype) for model in models]
+    latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses] if profile else None
+    return comparison_frame([analysed.report for analysed in analyses], latencies)
 
 
 def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | None = None) -> pd.DataFrame:
@@ -182,49 +174,18 @@ def _optional(metric: Metric, report: Report) -> int | None:
         return None
 
 
-def measure_latency(model: Any, report: Report, dtype: torch.dtype | None = None, runs: int = 5) -> float:
-    """Median milliseconds of CPU forward passes at the report's input: after three warm-up
-    passes, at least `runs` of them, more for a fast model (until 200 ms or 100 passes).
-
-    A built-in or a factory is built for real with random weights; a module you pass is
-    copied, so that neither its weights nor its mode change."""
-    import copy
-
-    import torch
-
-    from archprof.budget import resolve_model_spec
-    from archprof.trace import forward_exits_as_errors
-    from archprof.zoo import MODELS
-
+def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: int = 5) -> float:
+    """Median milliseconds of CPU forward passes of the analysed model at its analysed inputs
+    (`archprof.measure.clock.latency_ms`: after warm-up, at least `runs`, more for a fast
+    model). Built for real with random weights, as `archprof profile` builds it: a module
+    you pass is copied, so that neither its weights nor its mode change."""
     if runs < 1:
         raise ArchprofError(f"runs must be at least 1, got {runs}")
-    if isinstance(model, str):
-        model = resolve_model_spec(model)
-    if isinstance(model, str):
-        if model not in MODELS:
-            raise ArchprofError(f"cannot time '{model}': not a built-in model")
-        module = MODELS[model].build()
-    elif isinstance(model, torch.nn.Module):
-        module = copy.deepcopy(model)
-    else:
-        module = model()
-    module = module.to("cpu").eval()
-    if dtype is not None:
-        module = module.to(dtype)
-    parameter = next(module.parameters(), None)
-    input_dtype = dtype or (parameter.dtype if parameter is not None else torch.float32)
-    inputs = [torch.randn(shape, dtype=input_dtype) for shape in report.input_shapes]
-    times: list[float] = []
-    with forward_exits_as_errors(report.model), torch.no_grad():
-        for _ in range(3):  # warm-up: the first calls pay for one-time allocations and kernel selection
-            module(*inputs)
-        # At least `runs` timed passes, more (up to 100) for a fast model, so that the median
-        # is not one scheduler hiccup.
-        while len(times) < runs or (sum(times) < 200 and len(times) < 100):
-            start = time.perf_counter()
-            module(*inputs)
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    cpu = torch.device("cpu")
+    module = materialise(analysed.loaded, cpu, dtype)
+    inputs = random_inputs(analysed, cpu)
+    with forward_exits_as_errors(analysed.loaded.name), torch.no_grad():
+        return statistics.median(latency_ms(lambda: inputs(module), cpu, runs))
 
 
 # -- plain-data forms of a comparison (CSV, JSON, Markdown) ---------------------------------

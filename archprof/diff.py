@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,26 +197,12 @@ def read_csv_report(path: str | Path) -> Side:
     Names come back exactly as the model had them (`archprof.report.csv_cell` undone, line
     breaks inside quoted cells kept). A byte-order mark (Excel's "CSV UTF-8") is skipped. Two
     rows of one layer and call make an error: their figures would count twice in the totals."""
-    from archprof.report import csv_cell_text, visible_text
+    from archprof.report import visible_text
 
     path = Path(path)
-    reader = csv.DictReader(io.StringIO(_report_text(path), newline=""))
-    missing = [name for name in _REQUIRED if name not in (reader.fieldnames or [])]
-    if missing:
-        raise ArchprofError(
-            f"{path} is not an archprof CSV report (from `archprof summary -f csv`): no column {', '.join(missing)}"
-        )
     rows = []
     first_line: dict[tuple[str, int], int] = {}
-    for raw in reader:
-        line = reader.line_num  # the row's last physical line (a quoted cell may span several)
-        row: dict[str, Any] = {name: csv_cell_text(raw[name] or "") for name in _USER_TEXT}
-        row.update({name: raw[name] or "" for name in _TEXT if name not in _USER_TEXT})
-        for name in ("call", *(m for m, _, _ in METRICS)):
-            try:
-                row[name] = int(raw[name])
-            except (TypeError, ValueError):
-                raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, not a whole number") from None
+    for line, row in _read_rows(path, _REQUIRED):
         key = _key(row)
         if key in first_line:
             raise ArchprofError(
@@ -226,6 +212,103 @@ def read_csv_report(path: str | Path) -> Side:
         first_line[key] = line
         rows.append(row)
     return Side(path.stem, rows)
+
+
+def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
+    """Every row of a CSV report with every column of `archprof.report.COLUMNS` it has, read
+    back into the values `Report.rows()` holds: ints, (212, 212) for '212x212', FieldMark for
+    'input' / 'undefined', None for '', {'aten.cumsum': 1} for 'aten.cumsum x1', True / False /
+    None for covers_input. Errors as for `read_csv_report`."""
+    from archprof.report import COLUMNS
+
+    path = Path(path)
+    header = next(csv.reader(io.StringIO(_report_text(path), newline="")), [])
+    names = [c.name for c in COLUMNS if c.name in header or c.name in _REQUIRED]
+    return [row for _, row in _read_rows(path, names)]
+
+
+def _read_rows(path: Path, names: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
+    """(line, the columns `names`) of every row, each cell read by its column's reader; the
+    line is the row's last physical one (a quoted cell may span several)."""
+    from archprof.report import COLUMNS
+
+    reader = csv.DictReader(io.StringIO(_report_text(path), newline=""))
+    missing = [name for name in _REQUIRED if name not in (reader.fieldnames or [])]
+    if missing:
+        raise ArchprofError(
+            f"{path} is not an archprof CSV report (from `archprof summary -f csv`): no column {', '.join(missing)}"
+        )
+    columns = {c.name: c for c in COLUMNS}
+    readers = {name: _cell_reader(columns[name]) for name in names}
+    rows = []
+    for raw in reader:
+        line = reader.line_num
+        row: dict[str, Any] = {}
+        for name, read in readers.items():
+            try:
+                row[name] = read(raw[name] or "")
+            except ValueError as exc:
+                raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, {exc}") from None
+        rows.append((line, row))
+    return rows
+
+
+# -- reading cells back: the inverse of Report.to_csv's text, the one place text becomes values
+
+
+def _cell_reader(column) -> Callable[[str], Any]:
+    from archprof.report import counts_text, csv_cell_text, dims_text
+
+    if column.user_text:
+        return csv_cell_text
+    if column.dtype == "int64":
+        return _whole_number
+    if column.dtype == "boolean":
+        return _boolean
+    if column.text is dims_text:
+        return _dims
+    if column.text is counts_text:
+        return _counts
+    return str
+
+
+def _whole_number(cell: str) -> int:
+    try:
+        return int(cell)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+
+
+def _boolean(cell: str) -> bool | None:
+    values = {"True": True, "False": False, "": None}
+    if cell not in values:
+        raise ValueError("not True, False or empty")
+    return values[cell]
+
+
+def _dims(cell: str):
+    """'212x212' -> (212, 212); 'input', 'undefined' -> FieldMark; '' -> None."""
+    from archprof.passes.receptive_field import FieldMark
+
+    if not cell:
+        return None
+    if cell in tuple(FieldMark):
+        return FieldMark(cell)
+    try:
+        return tuple(int(part) for part in cell.split("x"))
+    except ValueError:
+        raise ValueError("not whole numbers joined by x ('212x212'), 'input', 'undefined' or empty") from None
+
+
+def _counts(cell: str) -> dict[str, int]:
+    """'aten.cumsum x1; aten.sort x2' -> {'aten.cumsum': 1, 'aten.sort': 2}."""
+    counts = {}
+    for item in filter(None, cell.split("; ")):
+        operator, _, calls = item.rpartition(" x")
+        if not operator:
+            raise ValueError("not operator counts ('aten.cumsum x1; ...')")
+        counts[operator] = _whole_number(calls)
+    return counts
 
 
 def _report_text(path: Path) -> str:
@@ -246,10 +329,9 @@ def load_side(
     """A CSV report (a path ending in .csv, or an existing file), else a model spec analysed here."""
     if spec.lower().endswith(".csv") or Path(spec).is_file():
         return read_csv_report(spec)
-    from archprof.api import analyze
-    from archprof.budget import resolve_model_spec
+    from archprof.analysis import analyze
 
-    report = analyze(resolve_model_spec(spec), input_size=input_size, batch=batch, dtype=dtype)
+    report = analyze(spec, input_size=input_size, batch=batch, dtype=dtype)
     return side_from_report(report, spec)
 
 

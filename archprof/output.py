@@ -4,8 +4,12 @@ and text files read with one clear error."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from archprof.errors import ArchprofError
 
@@ -21,18 +25,85 @@ def read_text(path: str | os.PathLike, what: str) -> str:
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it into place."""
+    """Write `text` to `path` as `open_output` does."""
+    with open_output(path) as handle:
+        handle.write(text)
+
+
+def check_output_target(path: str | os.PathLike) -> None:
+    """Fail before any work when `path` cannot be written as `open_output` would: a
+    directory, something other than a file, FIFO or character device, a missing folder."""
+    _destination(Path(path))
+
+
+@contextmanager
+def open_output(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
+    """A handle whose contents end up at `path` only if the `with` block completes.
+
+    - No such file, or a regular file: the text goes to a temporary file beside it, renamed
+      over it at the end, so that a failure or Ctrl-C leaves the old file as it was (and
+      no temporary file). A new file gets mode 0666 less the umask, as the shell's `>`
+      would give it; a replaced file keeps its mode.
+    - A symbolic link: the same, at the file it points to; the link stays a link.
+    - A FIFO or a character device (`/dev/stdout`, `/dev/null`, a named pipe): written
+      straight, as the shell's `>` would; nothing there can be replaced.
+    - A directory, a socket or a block device: refused.
+    A write that fails (no space left, a closed pipe) raises ArchprofError, one line."""
     target = Path(path)
-    if not target.parent.is_dir():
-        raise ArchprofError(f"cannot write {target}: directory {target.parent} does not exist")
+    destination, replace = _destination(target)
+    if not replace:
+        try:
+            with open(destination, "wb" if binary else "w", **_text_options(binary)) as handle:
+                yield handle
+        except OSError as exc:
+            raise ArchprofError(f"cannot write {target}: {exc.strerror or exc}") from None
+        return
     try:
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
     except OSError as exc:
         raise ArchprofError(f"cannot write {target}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(temporary, target)
-    except OSError as exc:
+        with os.fdopen(fd, "wb" if binary else "w", **_text_options(binary)) as handle:
+            os.fchmod(handle.fileno(), _mode_for(destination))
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, destination)
+    except BaseException as exc:  # Ctrl-C too: never leave the temporary file behind
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ArchprofError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise
+
+
+def _destination(target: Path) -> tuple[Path, bool]:
+    """Where to write for `target`, and whether atomically (by rename) or straight."""
+    try:
+        status = os.stat(target)  # follows links: /dev/stdout is whatever standard output is
+    except FileNotFoundError:
+        status = None
+    except OSError as exc:
         raise ArchprofError(f"cannot write {target}: {exc.strerror}") from None
+    if status is not None and (stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode)):
+        return target, False
+    if status is not None and stat.S_ISDIR(status.st_mode):
+        raise ArchprofError(f"cannot write {target}: it is a directory; give a file name")
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        raise ArchprofError(f"cannot write {target}: not a regular file, a FIFO or a character device")
+    destination = Path(os.path.realpath(target))
+    if not destination.parent.is_dir():
+        raise ArchprofError(f"cannot write {target}: directory {destination.parent} does not exist")
+    return destination, True
+
+
+def _mode_for(destination: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(destination).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)  # the only portable way to read it
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _text_options(binary: bool) -> dict:
+    return {} if binary else {"encoding": "utf-8", "newline": ""}

@@ -51,7 +51,7 @@ def main(name: str = "resnet18", size: str = "3x64x64") -> None:
     report.to_csv(f"{name}_profile.csv")
     print(f"\nwrote {name}_profile.csv")
     try:
-        from archprof.measure import plot_roofline
+        from archprof.render.roofline import plot_roofline
 
         plot_roofline(report, f"{name}_roofline.png")
         print(f"wrote {name}_roofline.png")

@@ -14,10 +14,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 import archprof
+from archprof.analysis import analysis
 from archprof.cli import app
 from archprof.comparison import compare, comparison_json, measure_latency
 from archprof.errors import ArchprofError, ArchprofWarning
-from archprof.memory import fit_batch, measure_cuda
+from archprof.fit import fit_batch
+from archprof.load import load_model
 
 runner = CliRunner()
 INT64_MAX = 2**63 - 1
@@ -63,14 +65,9 @@ def test_a_dtype_that_is_not_a_floating_model_dtype_is_refused_at_every_entry(en
 
 
 @pytest.mark.parametrize("dtype", BAD_DTYPES, ids=repr)
-def test_fit_batch_and_measure_cuda_refuse_a_bad_dtype_before_any_work(dtype):
+def test_fit_batch_refuses_a_bad_dtype_before_any_work(dtype):
     with pytest.raises(ArchprofError, match=f"^{DTYPE_CHOICES}"):
         fit_batch("no-such-model", 10**9, dtype=dtype)
-    # Before looking for a GPU too (this machine may have none).
-    with pytest.raises(ArchprofError, match=f"^{DTYPE_CHOICES}"):
-        measure_cuda("no-such-model", dtype=dtype)
-    with pytest.raises(ArchprofError, match=r"^batch must be"):
-        measure_cuda("no-such-model", batch="2")
 
 
 @pytest.mark.parametrize("budget", [0, -1, 2.5e9, "16GB", True])
@@ -197,9 +194,9 @@ def test_system_exit_in_profiles_timed_runs_is_an_error(tmp_path, monkeypatch):
 
 def test_system_exit_while_compare_times_a_model_is_an_error():
     model = Exits(on_meta=False)
-    report = archprof.analyze(model, input_size=(4,))
+    analysed = analysis(load_model(model), (4,), None, None)
     with pytest.raises(ArchprofError, match=r"^the forward of Exits raised SystemExit: 3$"):
-        measure_latency(model, report, runs=1)
+        measure_latency(analysed, runs=1)
     with pytest.raises(ArchprofError, match=r"^the forward of Exits raised SystemExit: 3$"):
         compare([model], input_size=(4,), profile=True, runs=1)
 

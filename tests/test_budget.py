@@ -128,16 +128,16 @@ def test_bad_model_and_bad_combinations_exit_2(tmp_path, monkeypatch):
 
 
 def test_a_metric_this_archprof_cannot_compute_is_not_available(monkeypatch):
-    import archprof.api
+    import archprof.analysis
 
-    build_report = archprof.api.build_report
+    build_report = archprof.analysis.build_report
 
     def without_receptive_field(*args, **kwargs):
         report = build_report(*args, **kwargs)
         del report.columns["receptive_field"]
         return report
 
-    monkeypatch.setattr(archprof.api, "build_report", without_receptive_field)
+    monkeypatch.setattr(archprof.analysis, "build_report", without_receptive_field)
     result = invoke("check", "resnet50", "--min-receptive-field", "200")
     assert result.exit_code == 2
     assert "not available" in one_error_line(result)

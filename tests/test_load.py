@@ -309,7 +309,7 @@ def test_fallback_runs_a_callers_module_without_changing_it(tiny):
 
 
 def test_fallback_equals_the_meta_trace_where_both_run(tiny):
-    from archprof.api import build_report
+    from archprof.analysis import build_report
     from archprof.trace import trace
 
     model = tiny.TinyNet().eval()

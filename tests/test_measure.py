@@ -16,7 +16,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 import archprof
-from archprof import measure
+from archprof.measure import ceilings, clock, crosscheck, device
+from archprof.measure.profile import timing_notes
 from archprof.cli import app
 from archprof.errors import ArchprofError
 from archprof.operators import OPERATORS, Cost
@@ -104,26 +105,26 @@ def test_whole_model_figures(lenet):
 
 
 def test_unreliable_timings_are_flagged():
-    steady = measure.Timing([10.0] * 5, [11.0] * 5, {}, [])
-    assert measure.timing_notes(steady) == ()
-    slowed = measure.Timing([30.0] * 5, [11.0] * 5, {}, [])
-    assert "slower than with them" in measure.timing_notes(slowed)[0]
-    noisy = measure.Timing([10.0, 10.0, 10.0, 10.0, 40.0], [11.0] * 5, {}, [])
-    assert "p90 is 4.0x the median" in measure.timing_notes(noisy)[0]
+    steady = clock.Timing([10.0] * 5, [11.0] * 5, {}, [])
+    assert timing_notes(steady) == ()
+    slowed = clock.Timing([30.0] * 5, [11.0] * 5, {}, [])
+    assert "slower than with them" in timing_notes(slowed)[0]
+    noisy = clock.Timing([10.0, 10.0, 10.0, 10.0, 40.0], [11.0] * 5, {}, [])
+    assert "p90 is 4.0x the median" in timing_notes(noisy)[0]
 
 
 def test_the_nearest_rank_percentile():
-    assert measure.percentile([5, 1, 4, 2, 3], 0.9) == 5
-    assert measure.percentile(list(range(1, 21)), 0.9) == 18
-    assert measure.percentile([7.0], 0.9) == 7.0
+    assert clock.percentile([5, 1, 4, 2, 3], 0.9) == 5
+    assert clock.percentile(list(range(1, 21)), 0.9) == 18
+    assert clock.percentile([7.0], 0.9) == 7.0
 
 
 def test_default_passes_are_the_documented_ones():
     import inspect
 
     parameters = inspect.signature(archprof.profile).parameters
-    assert parameters["warmup"].default == measure.DEFAULT_WARMUP
-    assert parameters["repeat"].default == measure.DEFAULT_REPEAT
+    assert parameters["warmup"].default == clock.DEFAULT_WARMUP
+    assert parameters["repeat"].default == clock.DEFAULT_REPEAT
 
 
 # --- bytes moved, by hand ------------------------------------------------------------------
@@ -227,10 +228,10 @@ def test_mismatches_are_printed_in_the_table_and_on_stderr():
 
 def test_memory_check_bounds():
     cuda = torch.device("cuda")
-    assert measure.check_memory(1000, 1100, cuda).status == "ok"
-    assert measure.check_memory(1000, 2000, cuda).status == "mismatch"
-    assert measure.check_memory(1000, 500, cuda).mismatches
-    assert measure.check_memory(1000, None, torch.device("cpu")).status == "skipped"
+    assert crosscheck.check_memory(1000, 1100, cuda).status == "ok"
+    assert crosscheck.check_memory(1000, 2000, cuda).status == "mismatch"
+    assert crosscheck.check_memory(1000, 500, cuda).mismatches
+    assert crosscheck.check_memory(1000, None, torch.device("cpu")).status == "skipped"
 
 
 class Scaled(nn.Module):
@@ -287,7 +288,7 @@ def test_the_callers_module_is_neither_changed_nor_moved():
 def test_a_built_model_gets_random_finite_weights_and_unit_batchnorm_statistics():
     from archprof.load import load_model
 
-    module = measure.materialise(load_model("resnet18"), torch.device("cpu"), None)
+    module = device.materialise(load_model("resnet18"), torch.device("cpu"), None)
     assert not module.training
     assert all(torch.isfinite(p).all() and p.std() > 0 for p in module.parameters() if p.dim() > 1)
     assert torch.equal(module.bn1.running_var, torch.ones(64))
@@ -329,45 +330,45 @@ def test_bad_arguments_are_user_errors():
 
 def test_the_micro_benchmark_measures_both_ceilings_quickly():
     cpu = torch.device("cpu")
-    assert measure.measure_peak_flops(cpu, torch.float32, max_size=256) > 1e6
-    assert measure.measure_bandwidth(cpu, nbytes=1 << 20) > 1e6
+    assert ceilings.measure_peak_flops(cpu, torch.float32, max_size=256) > 1e6
+    assert ceilings.measure_bandwidth(cpu, nbytes=1 << 20) > 1e6
 
 
 @pytest.fixture
 def fake_benchmarks(monkeypatch):
     calls = []
-    monkeypatch.setattr(measure, "measure_peak_flops", lambda device, dtype: calls.append(("flops", dtype)) or 5e10)
-    monkeypatch.setattr(measure, "measure_bandwidth", lambda device: calls.append(("bandwidth",)) or 2e10)
+    monkeypatch.setattr(ceilings, "measure_peak_flops", lambda device, dtype: calls.append(("flops", dtype)) or 5e10)
+    monkeypatch.setattr(ceilings, "measure_bandwidth", lambda device: calls.append(("bandwidth",)) or 2e10)
     return calls
 
 
 def test_ceilings_are_measured_once_then_read_from_the_cache(fake_benchmarks, tmp_path):
     cpu = torch.device("cpu")
-    first = measure.device_ceilings(cpu, "float32")
+    first = ceilings.device_ceilings(cpu, "float32")
     assert (first.flops_source, first.bandwidth_source) == ("measured", "measured")
     path = tmp_path / "cache" / "ceilings.json"
-    assert measure.cache_path() == path
+    assert ceilings.cache_path() == path
     document = json.loads(path.read_text())
     entry = document["devices"][first.device]
     assert entry["peak_flops_per_s"] == {"float32": 5e10} and entry["bandwidth_bytes_per_s"] == 2e10
 
-    again = measure.device_ceilings(cpu, "float32")
+    again = ceilings.device_ceilings(cpu, "float32")
     assert (again.flops_source, again.bandwidth_source) == ("cached", "cached")
     assert (again.peak_flops_per_s, again.bandwidth_bytes_per_s, again.ridge) == (5e10, 2e10, 2.5)
     assert fake_benchmarks == [("flops", torch.float32), ("bandwidth",)]
 
-    half = measure.device_ceilings(cpu, "bfloat16")  # the peak is per dtype, the bandwidth per device
+    half = ceilings.device_ceilings(cpu, "bfloat16")  # the peak is per dtype, the bandwidth per device
     assert (half.flops_source, half.bandwidth_source) == ("measured", "cached")
     assert set(json.loads(path.read_text())["devices"][first.device]["peak_flops_per_s"]) == {"float32", "bfloat16"}
 
 
 def test_hand_given_ceilings_override_the_cache_and_are_not_cached(fake_benchmarks, tmp_path):
     cpu = torch.device("cpu")
-    measure.device_ceilings(cpu, "float32")
-    given = measure.device_ceilings(cpu, "float32", peak_flops=989e12)
+    ceilings.device_ceilings(cpu, "float32")
+    given = ceilings.device_ceilings(cpu, "float32", peak_flops=989e12)
     assert (given.peak_flops_per_s, given.flops_source) == (989e12, "given")
     assert (given.bandwidth_bytes_per_s, given.bandwidth_source) == (2e10, "cached")
-    both = measure.device_ceilings(cpu, "float32", peak_flops=1e12, bandwidth=1e11)
+    both = ceilings.device_ceilings(cpu, "float32", peak_flops=1e12, bandwidth=1e11)
     assert (both.flops_source, both.bandwidth_source) == ("given", "given")
     cached = json.loads((tmp_path / "cache" / "ceilings.json").read_text())["devices"][given.device]
     assert cached["peak_flops_per_s"]["float32"] == 5e10
@@ -378,17 +379,17 @@ def test_a_corrupt_cache_is_measured_again(fake_benchmarks, tmp_path):
     path = tmp_path / "cache" / "ceilings.json"
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
-    assert measure.device_ceilings(torch.device("cpu"), "float32").flops_source == "measured"
-    assert json.loads(path.read_text())["version"] == measure.CACHE_VERSION
+    assert ceilings.device_ceilings(torch.device("cpu"), "float32").flops_source == "measured"
+    assert json.loads(path.read_text())["version"] == ceilings.CACHE_VERSION
 
 
 def test_the_cache_lives_in_the_user_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("ARCHPROF_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert measure.cache_path() == tmp_path / "xdg" / "archprof" / "ceilings.json"
+    assert ceilings.cache_path() == tmp_path / "xdg" / "archprof" / "ceilings.json"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert measure.cache_path() == tmp_path / "home" / ".cache" / "archprof" / "ceilings.json"
+    assert ceilings.cache_path() == tmp_path / "home" / ".cache" / "archprof" / "ceilings.json"
 
 
 # --- the command ---------------------------------------------------------------------------

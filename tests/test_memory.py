@@ -11,10 +11,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 import archprof
-from archprof.api import build_report
+from archprof.analysis import build_report
 from archprof.cli import app
 from archprof.errors import ArchprofError
-from archprof.memory import MAX_FIT_TRACES, fit_batch, predicted_bytes
+from archprof.fit import MAX_FIT_TRACES, fit_batch, predicted_bytes
 from archprof.passes.memory import model_state_storages, saved_activations
 from archprof.trace import trace
 from archprof.zoo import MODELS
@@ -441,11 +441,13 @@ def test_measure_without_cuda_is_a_clear_error():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_measure_reports_cuda_memory_beside_the_prediction():
-    from archprof.memory import measure_cuda
+    from archprof.analysis import analysis
+    from archprof.load import load_model
+    from archprof.measure.cuda_memory import measure_cuda
 
     inference = archprof.analyze("resnet18", batch=8).totals.peak_memory_bytes
     training = archprof.analyze("resnet18", batch=8, training=True, optimizer="adam").totals.training_memory_bytes
-    measured = measure_cuda("resnet18", batch=8, optimizer="adam")
+    measured = measure_cuda(analysis(load_model("resnet18"), None, 8, None), optimizer="adam")
     # Loose bounds: the allocator rounds every block up to 512 bytes, cuDNN takes workspace,
     # and backward holds activation gradients the estimate leaves out.
     assert 0.8 * inference <= measured.inference_peak_bytes <= 2 * inference

@@ -32,8 +32,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from archprof.errors import ArchprofError
 from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
+
+# Copies of the trainable parameters an optimizer keeps as state [FORMULAS.md, Memory]:
+# plain SGD none, SGD with momentum its momentum buffer, Adam(W) two moment estimates.
+# (Adam's per-parameter `step` counter, a scalar on the CPU by default, is left out.)
+OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
+
+
+def optimizer_state_copies(optimizer: str) -> int:
+    try:
+        return OPTIMIZER_STATE_COPIES[optimizer.lower()]
+    except (KeyError, AttributeError):
+        choices = ", ".join(OPTIMIZER_STATE_COPIES)
+        raise ArchprofError(f"unknown optimizer '{optimizer}'; choose one of {choices}") from None
+
 
 _STATE = ("parameter", "buffer")
 

@@ -18,7 +18,7 @@ _MEMORY_COLUMNS = ("Layer", "Live after", "Activations", "Saved for backward", "
 def memory_table(report: Report, width: int = 160, fit=None, measured=None) -> Group:
     """Per layer: output bytes, activation bytes live right after it and at its peak (and,
     training, what autograd saves from it), then the memory breakdown. `fit` (an
-    archprof.memory.Fit) adds the budget's lines; `measured`, `(device, rows)` with rows of
+    archprof.fit.Fit) adds the budget's lines; `measured`, `(device, rows)` with rows of
     `(label, predicted_bytes, measured_bytes)`, a table of measured against predicted."""
     totals = report.totals
     peak_row = next(

@@ -1,0 +1,268 @@
+"""The analysis pipeline: a loaded model and its inputs, traced once, through every pass,
+into a Report. The public entry points (`archprof.api`) and the commands that combine
+analyses (profile, fit, compare, check, diff) build on it; nothing here imports them."""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archprof.errors import ArchprofError, ArchprofWarning
+from archprof.graph import Graph
+from archprof.load import (
+    DTYPES,
+    InputsLike,
+    InputSpec,
+    LoadedModel,
+    check_static_shapes,
+    load_model,
+    normalize_inputs,
+)
+from archprof.passes.flops import cost_columns
+from archprof.passes.layers import group_layers
+from archprof.passes.memory import memory_columns, optimizer_state_copies
+from archprof.passes.params import parameter_columns
+from archprof.passes.receptive_field import receptive_field_columns
+from archprof.report import COLUMNS, Report
+from archprof.trace import MetaUnsupported, TraceInput, trace
+
+ModelSpec = str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
+
+# What a model may be cast to: the CLI's --dtype choices, and float64 from Python.
+MODEL_DTYPES = {**DTYPES, "float64": torch.float64}
+
+
+def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.dtype | None]:
+    """The `batch` and `dtype` a public entry point was given, checked before any work:
+    batch None or an int of at least 1 (not a bool, a float or a string), dtype None, a
+    floating torch.dtype of MODEL_DTYPES or its name ("float16", "torch.float16")."""
+    if batch is not None:
+        try:
+            if isinstance(batch, bool):
+                raise TypeError
+            batch = operator.index(batch)
+        except TypeError:
+            raise ArchprofError(
+                f"batch must be a whole number (an int) of at least 1, got {batch!r} ({type(batch).__name__})"
+            ) from None
+        if batch < 1:
+            raise ArchprofError(f"batch must be at least 1, got {batch}")
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in MODEL_DTYPES.values()):
+        return batch, dtype
+    name = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None
+    if name not in MODEL_DTYPES:
+        choices = ", ".join(MODEL_DTYPES)
+        raise ArchprofError(f"dtype must be one of {choices} (a torch.dtype or its name), got {dtype!r}")
+    return batch, MODEL_DTYPES[name]
+
+
+def analyze(
+    model: ModelSpec,
+    input_size: Sequence[int] | None = None,
+    batch: int | None = None,
+    dtype: torch.dtype | str | None = None,
+    training: bool = False,
+    optimizer: str = "sgd",
+    *,
+    inputs: InputsLike | None = None,
+    args: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+    trust_pickle: bool = False,
+) -> Report:
+    """Analyse a model without running it for real.
+
+    `model` is a built-in name (`archprof zoo`), a spec string (`'torchvision:resnet50'`,
+    `'timm:convnext_tiny'`, `'package.module:factory'`, `'path/to/file.py:factory'`, a
+    TorchScript file `'model.pt'`, an exported program `'model.pt2'`), a module (its
+    weights are neither copied nor changed), a factory returning one (a function or class,
+    called on the meta device with `args` as keyword arguments) or a LoadedModel.
+
+    Inputs: `input_size` is one sample's shape, e.g. (3, 224, 224), for a model with one
+    input. `inputs` gives several, or their dtypes, or keywords (not both):
+
+        inputs=(3, 32, 32)                              one input, as input_size
+        inputs=[(3, 224, 224), "10"]                    two positional inputs
+        inputs=["77:int64"]                             token ids (any torch dtype name)
+        inputs={"x": (3, 32, 32), "ids": ((77,), torch.int64)}   keyword inputs
+        inputs=[InputSpec((77,), torch.int64, name="ids")]      archprof.load.InputSpec
+
+    Shapes leave the batch out; `batch` (default 1, or an exported program's own) is put in
+    front of every input. They default to the model's usual input (built-ins, timm and
+    torchvision models, an exported program's example inputs).
+
+    `batch` is an int of at least 1 (a string such as "2" is refused: the CLI parses its
+    own). `dtype` (torch.float32, float16, bfloat16 or float64, or its name: "float16",
+    "torch.float16") casts floating parameters and the inputs without a dtype of their own;
+    None keeps the model's own (float32 for built-ins). `weights`: a checkpoint (state dict,
+    loaded with weights_only=True) for a built-in or a factory, checked against the model's
+    parameter names and shapes; the figures do not depend on it. `trust_pickle=True` lets
+    a file that needs code to unpickle (a whole pickled module) load.
+
+    `training` analyses a training forward (train mode, what autograd saves for backward)
+    and fills the training memory estimate, with the state of `optimizer` (sgd, momentum,
+    adam); without it, the memory figures are those of inference.
+
+    A forward that cannot run on the meta device (it reads tensor values: `.item()`,
+    data-dependent control flow; an op without a meta kernel) is run for real on the CPU
+    instead, with random weights for a model archprof built and with its own for a module
+    you pass (on a copy: yours is not changed): an ArchprofWarning says so, and
+    `Report.traced_on` is "cpu". A forward that raises SystemExit (or another
+    BaseException but KeyboardInterrupt) raises ArchprofError instead.
+    """
+    batch, dtype = checked_batch_and_dtype(batch, dtype)
+    optimizer_state_copies(optimizer)  # an unknown optimizer fails before any tracing
+    loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)
+    return analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer).report
+
+
+def load(
+    model: ModelSpec,
+    args: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+    trust_pickle: bool = False,
+) -> LoadedModel:
+    """`model` loaded (`archprof.load.load_model`), or itself when it is loaded already."""
+    if not isinstance(model, LoadedModel):
+        return load_model(model, args=args, weights=weights, trust_pickle=trust_pickle)
+    if args or weights is not None:
+        raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
+    return model
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A report with what it was made from: the loaded model, the traced inputs, the graph."""
+
+    loaded: LoadedModel
+    batch: int
+    inputs: list[TraceInput]
+    graph: Graph
+    report: Report
+
+
+def analysis(
+    loaded: LoadedModel,
+    input_size: Sequence[int] | None,
+    batch: int | None,
+    dtype: torch.dtype | None,
+    training: bool = False,
+    *,
+    inputs: InputsLike | None = None,
+    optimizer: str = "sgd",
+) -> Analysis:
+    """Trace a loaded model at its inputs (as `analyze` describes) and build the report."""
+    batch, dtype = checked_batch_and_dtype(batch, dtype)
+    specs = _input_specs(loaded, input_size, inputs)
+    batch = batch if batch is not None else (loaded.batch or 1)
+    traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
+    check_static_shapes(loaded, [t.shape for t in traced])
+    graph, traced_on = trace_loaded(loaded, traced, dtype=dtype, training=training)
+    report = build_report(graph, loaded.name, optimizer=optimizer, traced_on=traced_on)
+    return Analysis(loaded, batch, traced, graph, report)
+
+
+def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ...]:
+    if input_size is not None and inputs is not None:
+        raise ArchprofError("give input_size or inputs, not both")
+    if inputs is not None:
+        specs = normalize_inputs(inputs)
+    elif input_size is not None:
+        specs = (InputSpec(tuple(input_size)),)
+    else:
+        specs = loaded.default_inputs
+        if specs is None:
+            raise ArchprofError(
+                f"model '{loaded.name}' has no default input size: give one, e.g. input_size=(3, 224, 224)"
+                " (CLI: --input 3x224x224)"
+            )
+    usual = loaded.default_inputs
+    if usual is not None and len(specs) == 1 == len(usual) and len(specs[0].shape) != len(usual[0].shape):
+        size, expected = specs[0].shape, usual[0].shape
+        raise ArchprofError(
+            f"input {'x'.join(map(str, size))} has {len(size)} dimensions; {loaded.name} takes {len(expected)}"
+            f" (e.g. {'x'.join(map(str, expected))})"
+        )
+    return specs
+
+
+def trace_loaded(
+    loaded: LoadedModel, inputs: Sequence[TraceInput], dtype: torch.dtype | None = None, training: bool = False
+) -> tuple[Graph, str]:
+    """Trace on the meta device; should the forward need real data, trace a real forward on
+    the CPU (or the device of the caller's module) instead. Returns the graph and where it
+    was traced: "meta", "cpu", ..."""
+    try:
+        return trace(loaded.module, inputs, dtype=dtype, training=training), "meta"
+    except MetaUnsupported as exc:
+        reason = exc.reason
+    try:
+        # A copy of the caller's module: a real forward may write its buffers (BatchNorm
+        # statistics in training, a counter or a running statistic of its own in any mode).
+        module = loaded.materialize(dtype=dtype, copy_module=True)
+    except ArchprofError as exc:
+        raise ArchprofError(f"the forward of {loaded.name} cannot run on the meta device ({reason}): {exc}") from None
+    device = next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
+    if not loaded.owned:
+        weights = "its own weights"
+    elif loaded.state_dict is not None:
+        weights = "the weights given"
+    elif loaded.kind in ("torchscript", "exported", "pickle"):
+        weights = "the file's weights"
+    else:
+        weights = "random weights"
+    try:
+        graph = trace(module, inputs, dtype=dtype, training=training, real=True)
+    except ArchprofError as exc:
+        raise ArchprofError(
+            f"the forward of {loaded.name} cannot run on the meta device ({reason}), nor on {device}: {exc}"
+        ) from None
+    warnings.warn(
+        f"the forward of {loaded.name} cannot run on the meta device ({reason}): traced with a real forward on"
+        f" {device} instead ({weights})",
+        ArchprofWarning,
+        stacklevel=3,
+    )
+    return graph, str(device)
+
+
+def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_on: str = "meta") -> Report:
+    groups = group_layers(graph)
+    columns: dict[str, list] = {
+        "layer": [g.path for g in groups],
+        "module_type": [g.module_type for g in groups],
+        "call": [g.call for g in groups],
+        "depth": [g.depth for g in groups],
+        "operators": [" ".join(dict.fromkeys(op.op.removeprefix("aten.") for op in g.ops)) for g in groups],
+        "output_shape": [", ".join("x".join(map(str, t.shape)) for t in g.outputs) for g in groups],
+    }
+    columns.update(parameter_columns(graph, groups))
+    columns.update(cost_columns(groups))
+    columns["activation_bytes"] = [sum(t.nbytes for t in g.outputs) for g in groups]
+    columns.update(receptive_field_columns(graph, groups))
+    columns.update(memory_columns(graph, groups))
+    dtype = _report_dtype(graph)
+    return Report(
+        model=model_name,
+        input_shapes=tuple(t.shape for t in graph.inputs),
+        dtype=dtype,
+        columns={column.name: columns[column.name] for column in COLUMNS},
+        operator_costs=columns["operator_costs"],
+        module_types=graph.module_types,
+        training=graph.training,
+        optimizer=optimizer.lower(),
+        traced_on=traced_on,
+    )
+
+
+def _report_dtype(graph: Graph) -> str:
+    """The dtype the model computes in: its first floating input's (token ids are int64,
+    the model is not), else its first floating parameter's, else its first input's."""
+    floating = [t.dtype for t in (*graph.inputs, *graph.parameters) if t.dtype.is_floating_point]
+    chosen = floating[0] if floating else (graph.inputs[0].dtype if graph.inputs else None)
+    return str(chosen).removeprefix("torch.") if chosen is not None else ""

@@ -1,0 +1,125 @@
+"""The largest batch whose predicted memory fits a budget (`archprof memory --fit`), found
+from a few whole analyses. The per-row figures (live bytes, peak, saved activations) come
+from `archprof.passes.memory`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from archprof.analysis import analysis, checked_batch_and_dtype, load
+from archprof.errors import ArchprofError
+from archprof.passes.memory import optimizer_state_copies
+from archprof.report import Report
+from archprof.units import human_bytes
+
+# --fit: traces allowed before giving up on a model whose memory is not affine in the batch.
+MAX_FIT_TRACES = 40
+# No tensor's bytes can pass int64 (torch counts sizes in it): nor can a batch --fit analyses.
+INT64_MAX = 2**63 - 1
+
+
+def predicted_bytes(report: Report) -> int:
+    """What a batch needs: the training estimate for a training report, else the inference peak."""
+    totals = report.totals
+    return totals.training_memory_bytes if report.training else totals.peak_memory_bytes
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The largest batch whose predicted memory fits a budget."""
+
+    batch: int
+    budget_bytes: int
+    report: Report  # the analysis at `batch`
+    bytes_at_batch: int  # predicted at `batch` (<= budget)
+    bytes_at_next: int  # predicted at `batch + 1` (> budget)
+    traces: int  # analyses run to find it
+
+
+def fit_batch(
+    model: Any,
+    budget_bytes: int,
+    input_size: Sequence[int] | None = None,
+    dtype: torch.dtype | str | None = None,
+    training: bool = False,
+    optimizer: str = "sgd",
+    *,
+    inputs: Any = None,
+) -> Fit:
+    """The largest batch whose predicted memory (inference peak, or the training estimate
+    with `training`) is at most `budget_bytes`.
+
+    Memory is affine in the batch for these models (parameters fixed, activations
+    proportional), so two analyses (batch 1 and 2) give the line and a third and fourth
+    check the answer N (fits) and N + 1 (does not). Should a model not be affine, a
+    bisection between the fitting and failing batches seen so far finishes the search, in
+    at most MAX_FIT_TRACES analyses. `inputs` as for `archprof.analyze`.
+
+    The search stops where the input's bytes or the predicted memory would pass int64
+    (2**63 - 1 bytes): a budget beyond that raises ArchprofError."""
+    _, dtype = checked_batch_and_dtype(None, dtype)
+    if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
+        raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {budget_bytes!r}")
+    optimizer_state_copies(optimizer)
+    loaded = load(model)  # once: a factory or a built-in is built a single time
+    reports: dict[int, Report] = {}
+    input_bytes: dict[int, int] = {}
+
+    def need(batch: int) -> int:
+        if batch not in reports:
+            if len(reports) >= MAX_FIT_TRACES:
+                raise ArchprofError(f"no answer after {MAX_FIT_TRACES} analyses: memory is not affine in the batch")
+            analysed = analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer)
+            reports[batch] = analysed.report
+            input_bytes[batch] = sum(t.nbytes for t in analysed.graph.inputs)
+        return predicted_bytes(reports[batch])
+
+    what = "training" if training else "inference"
+    one = need(1)
+    if one > budget_bytes:
+        raise ArchprofError(
+            f"not even batch 1 fits in {human_bytes(budget_bytes)}: {loaded.name} needs {human_bytes(one)} "
+            f"({one:,} B) for {what} at batch 1"
+        )
+    slope = need(2) - one
+    if slope <= 0:
+        raise ArchprofError(f"the predicted {what} memory of {loaded.name} does not grow with the batch")
+    largest = min(
+        _last_batch_within_int64(one, slope),
+        _last_batch_within_int64(input_bytes[1], input_bytes[2] - input_bytes[1]),
+    )
+
+    def beyond_int64() -> ArchprofError:
+        return ArchprofError(
+            f"cannot fit a batch to {human_bytes(budget_bytes)}: the budget is larger than any batch that can be"
+            f" analysed needs (past batch {largest:,}, the input or the predicted {what} memory of {loaded.name}"
+            " would pass 2**63 - 1 bytes)"
+        )
+
+    guess = 1 + (budget_bytes - one) // slope  # the affine answer, checked below
+    if guess >= largest:
+        raise beyond_int64()
+    need(guess)
+    need(guess + 1)
+    while True:  # bracket [fits, fails) from every batch analysed; bisect if the line was off
+        fails = min((b for b in reports if predicted_bytes(reports[b]) > budget_bytes), default=None)
+        fits = max(b for b in reports if predicted_bytes(reports[b]) <= budget_bytes and (fails is None or b < fails))
+        if fails == fits + 1:
+            break
+        if fails is None and fits >= largest:
+            raise beyond_int64()
+        need(min(2 * fits, largest) if fails is None else (fits + fails) // 2)
+    return Fit(fits, budget_bytes, reports[fits], need(fits), need(fits + 1), len(reports))
+
+
+def _last_batch_within_int64(bytes_at_one: int, bytes_per_sample: int) -> int | float:
+    """The largest batch at which bytes_at_one + (batch - 1) * bytes_per_sample stays within
+    int64 (at least 1; infinite for bytes that do not grow with the batch)."""
+    if bytes_per_sample <= 0:
+        return math.inf
+    return max(1, 1 + (INT64_MAX - bytes_at_one) // bytes_per_sample)

@@ -1,0 +1,14 @@
+"""Running a model for real, beside its analysis.
+
+- `clock`: the one timing harness (warm-up, timed passes, per-layer hooks), used by
+  `archprof profile` and `archprof compare --profile`;
+- `device`: which device, its name, the real model and random inputs;
+- `ceilings`: the device's peak FLOP/s and bandwidth, measured once and cached;
+- `crosscheck`: shapes, FLOPs and peak memory of the real run against the analysis;
+- `profile`: the profile itself, joined to the Report's rows;
+- `cuda_memory`: the CUDA allocator's peak over an inference forward and a training step.
+"""
+
+from archprof.measure.clock import DEFAULT_REPEAT, DEFAULT_WARMUP
+
+__all__ = ["DEFAULT_REPEAT", "DEFAULT_WARMUP"]

@@ -1,0 +1,170 @@
+"""The analysis checked against one real forward: every leaf call's output shape, the FLOPs
+PyTorch's FlopCounterMode counts (in total and per leaf), and the peak memory."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch.utils.flop_counter import FlopCounterMode
+
+from archprof.graph import Graph
+from archprof.report import Report
+from archprof.structure import tensors_in
+
+# The cross-check accepts measured / predicted peak memory within these bounds. A CUDA
+# measurement also holds what the analysis does not count: kernel workspace (cuDNN),
+# the allocator's rounding to 512-byte blocks, a local kept alive by eager Python.
+MEMORY_RATIO_BOUNDS = (0.8, 1.25)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison of the analysis with the real run."""
+
+    name: str  # "output shapes", "FLOPs", "peak memory"
+    status: str  # "ok", "mismatch" or "skipped"
+    summary: str  # one line
+    mismatches: tuple[str, ...] = ()  # one line per disagreement
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "mismatch"
+
+
+@dataclass
+class RealRun:
+    """What one real forward showed: leaf output shapes, model outputs, counted FLOPs."""
+
+    leaf_shapes: dict[tuple[str, int], str]
+    output_shapes: list[str]
+    counted_total: int
+    counted_by_module: dict[str, int]  # FlopCounterMode's module names ("ResNet.layer1.0.conv1")
+    root_name: str
+
+
+def check_run(module, inputs, leaves) -> RealRun:
+    """One more forward, untimed: leaf output shapes (hooks) and FLOPs (FlopCounterMode)."""
+    shapes: dict[tuple[str, int], str] = {}
+    counts: dict[str, int] = {}
+
+    def post_hook(path):
+        def hook(_module, _args, output):
+            call = counts.get(path, 0)
+            counts[path] = call + 1
+            shapes[(path, call)] = _shape_text(tensors_in(output))
+
+        return hook
+
+    handles = [leaf.register_forward_hook(post_hook(path)) for path, leaf in leaves.items()]
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter:
+            output = inputs(module)
+    finally:
+        for handle in handles:
+            handle.remove()
+    by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    return RealRun(
+        shapes,
+        ["x".join(map(str, t.shape)) for t in tensors_in(output)],
+        counter.get_total_flops(),
+        by_module,
+        type(module).__name__,
+    )
+
+
+def _shape_text(tensors) -> str:
+    return ", ".join("x".join(map(str, t.shape)) for t in tensors)
+
+
+def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
+    """Every leaf call's output shape from the real run equals the predicted one; the same
+    leaf calls ran; the model's outputs have the predicted shapes."""
+    predicted = {
+        (layer, call): shape
+        for layer, call, shape in zip(
+            report.columns["layer"], report.columns["call"], report.columns["output_shape"], strict=True
+        )
+        if layer in leaves and call >= 0
+    }
+    lines = []
+    for key in sorted(predicted.keys() | real.leaf_shapes.keys(), key=_call_order(predicted, real.leaf_shapes)):
+        name = call_name(*key)
+        if key not in real.leaf_shapes:
+            lines.append(f"{name}: predicted ({predicted[key]}) but did not run")
+        elif key not in predicted:
+            lines.append(f"{name}: ran ({real.leaf_shapes[key]}) but the analysis did not see it")
+        elif predicted[key] != real.leaf_shapes[key]:
+            lines.append(f"{name}: predicted {predicted[key]}, measured {real.leaf_shapes[key]}")
+    predicted_outputs = ["x".join(map(str, t.shape)) for t in graph.outputs]
+    if predicted_outputs != real.output_shapes:
+        lines.append(
+            f"model output: predicted {', '.join(predicted_outputs)}, measured {', '.join(real.output_shapes)}"
+        )
+    if lines:
+        return Check("output shapes", "mismatch", f"{len(lines)} of {len(predicted)} leaf calls differ", tuple(lines))
+    return Check("output shapes", "ok", f"{len(predicted)} leaf calls and the model's output match the analysis")
+
+
+def _call_order(*maps):
+    order = {key: i for mapping in maps for i, key in enumerate(mapping)}
+    return lambda key: order.get(key, 0)
+
+
+def call_name(layer: str, call: int) -> str:
+    name = layer or "(model)"
+    return f"{name} (call {call + 1})" if call > 0 else name
+
+
+def check_flops(report: Report, real: RealRun, leaves) -> Check:
+    """FLOPs that torch's FlopCounterMode counts on the real run (matrix products and
+    convolutions, 2 per MAC) equal the analytic `flops`, in total and per leaf module."""
+    predicted: dict[str, int] = {}
+    for layer, flops in zip(report.columns["layer"], report.columns["flops"], strict=True):
+        if layer in leaves:
+            predicted[layer] = predicted.get(layer, 0) + flops
+    lines = []
+    attributed = 0
+    for layer, flops in predicted.items():
+        name = real.root_name if not layer else f"{real.root_name}.{layer}"
+        counted = real.counted_by_module.get(name, 0)
+        attributed += counted
+        if counted != flops:
+            lines.append(f"{layer or '(model)'}: analytic {flops:,}, FlopCounterMode {counted:,}")
+    total = report.totals.flops
+    if real.counted_total != total:
+        analytic_rest = total - sum(predicted.values())
+        counted_rest = real.counted_total - attributed
+        if analytic_rest != counted_rest:
+            lines.append(
+                f"outside leaf modules (functional ops): analytic {analytic_rest:,}, FlopCounterMode {counted_rest:,}"
+            )
+        lines.append(f"total: analytic {total:,}, FlopCounterMode {real.counted_total:,}")
+        summary = f"analytic {total:,} FLOPs, FlopCounterMode counted {real.counted_total:,}"
+        return Check("FLOPs", "mismatch", summary, tuple(lines))
+    if lines:
+        return Check("FLOPs", "mismatch", "totals agree, but not per layer", tuple(lines))
+    return Check("FLOPs", "ok", f"{total:,} FLOPs, as FlopCounterMode counts on the real run")
+
+
+def check_memory(predicted: int, measured: int | None, device) -> Check:
+    if measured is None:
+        return Check("peak memory", "skipped", f"predicted {predicted:,} B; {memory_note(device)}")
+    low, high = MEMORY_RATIO_BOUNDS
+    ratio = measured / predicted if predicted else math.inf
+    summary = f"predicted {predicted:,} B, measured {measured:,} B (x{ratio:.3f})"
+    if low <= ratio <= high:
+        return Check("peak memory", "ok", summary)
+    return Check(
+        "peak memory",
+        "mismatch",
+        summary,
+        (f"measured / predicted = {ratio:.3f}, outside [{low}, {high}]",),
+    )
+
+
+def memory_note(device) -> str:
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated over one forward (kernel workspace and allocator rounding included)"
+    return "not measured on the CPU: torch keeps no peak-allocation counter there (use --device cuda)"

@@ -1,0 +1,94 @@
+"""The device a real run uses, its name, the real model on it and random inputs."""
+
+from __future__ import annotations
+
+import platform
+import re
+from dataclasses import dataclass
+
+import torch
+
+from archprof.analysis import Analysis
+from archprof.errors import ArchprofError
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """'cpu', 'cuda' or 'cuda:N' (None: cuda when torch sees a GPU, else cpu)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    text = str(device).strip().lower()
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise ArchprofError(f"unknown device '{device}': choose cpu or cuda (cuda:N for another GPU)")
+    target = torch.device(text)
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ArchprofError(
+                f"device '{text}' needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is False)"
+            )
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise ArchprofError(f"device '{text}': torch sees {torch.cuda.device_count()} GPU(s)")
+        if target.index is None:
+            target = torch.device("cuda", torch.cuda.current_device())
+    return target
+
+
+def device_name(device: torch.device) -> str:
+    """What the device is: the GPU's name, or the CPU's model and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    if not model:
+        model = platform.processor() or platform.machine() or "unknown CPU"
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def materialise(loaded, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
+    """The model with real storage on `device`, in eval mode (`LoadedModel.materialize`).
+
+    A built-in or a factory is built again there with random weights (its own
+    initialisation; BatchNorm running statistics mean 0, variance 1), `--weights` loaded
+    into it; a module the caller gave is copied there with its own weights (the caller's
+    is untouched), with random ones if they were on the meta device. Random, never
+    uninitialised: garbage memory can hold NaNs and denormals, which run at other speeds."""
+    return loaded.materialize(device, dtype, copy_module=True).eval()
+
+
+@dataclass(frozen=True)
+class ForwardInputs:
+    """The real inputs: positional, then by keyword, as the trace passed them."""
+
+    args: tuple
+    kwargs: dict
+
+    def __call__(self, module):
+        return module(*self.args, **self.kwargs)
+
+
+def random_input(shape, dtype, device) -> torch.Tensor:
+    if dtype.is_floating_point or dtype.is_complex:
+        return torch.randn(shape, dtype=dtype, device=device)
+    return torch.randint(0, 2, shape, device=device).to(dtype)  # token ids, masks: small, valid
+
+
+def leaf_paths(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Leaf modules by path, as the analysis names them (a shared module under its first name);
+    none for a TorchScript module, which runs no Python hooks."""
+    if isinstance(module, torch.jit.ScriptModule) or getattr(module, "_archprof_attribution", "") == "parameters":
+        return {}
+    named = dict(module.named_modules())
+    parents = {path.rpartition(".")[0] for path in named if path}
+    return {path: m for path, m in named.items() if path not in parents}
+
+
+def random_inputs(analysed: Analysis, device: torch.device) -> ForwardInputs:
+    """Random inputs of the shapes, dtypes and keywords the analysis traced."""
+    pairs = list(zip(analysed.inputs, analysed.graph.inputs, strict=True))
+    return ForwardInputs(
+        tuple(random_input(meta.shape, meta.dtype, device) for traced, meta in pairs if not traced.name),
+        {traced.name: random_input(meta.shape, meta.dtype, device) for traced, meta in pairs if traced.name},
+    )

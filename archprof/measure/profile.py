@@ -1,0 +1,315 @@
+"""Run the model for real, timed, and set what was measured beside what was predicted.
+
+`profile_analysis` takes an analysis (`archprof.analysis.analysis`), builds the model for
+real on a device with random weights, feeds it random inputs and times it
+(`archprof.measure.clock`). What it adds to the analytic Report:
+
+- the measured columns of `archprof.report.MEASURED_COLUMNS`, one value per analytic row
+  (joined by `layer` and `call`): time, share of the forward, achieved FLOP/s, bytes moved,
+  arithmetic intensity, roofline bound and roofline time;
+- `Report.measured`, a `Measurement`: whole-model latency (median, p90), throughput,
+  achieved FLOP/s, measured peak memory, the device's ceilings and the cross-check.
+
+Work outside leaf modules (a container's own functional ops: ResNet's residual `+`,
+DenseNet's `cat`, a `flatten` in `forward`) and the hooks' own cost fall between hooks:
+reported as the unattributed remainder (hooked forward minus the sum of its layer times),
+never spread over the layers. Everything here is inference: eval mode, `torch.no_grad()`.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from archprof.analysis import Analysis
+from archprof.errors import ArchprofError
+from archprof.measure.ceilings import Ceilings, cache_path, device_ceilings
+from archprof.measure.clock import (
+    DEFAULT_REPEAT,
+    DEFAULT_WARMUP,
+    ProgressFn,
+    Timing,
+    no_progress,
+    percentile,
+    time_model,
+)
+from archprof.measure.crosscheck import Check, check_flops, check_memory, check_run, check_shapes, memory_note
+from archprof.measure.cuda_memory import measured_peak
+from archprof.measure.device import device_name, leaf_paths, materialise, random_inputs, resolve_device
+from archprof.passes.layers import group_layers
+from archprof.passes.traffic import bytes_moved
+from archprof.report import MEASURED_COLUMNS, Report
+from archprof.trace import forward_exits_as_errors
+from archprof.units import parse_bandwidth, parse_flops_rate
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Whole-model figures of one profile (`Report.measured`). Times in milliseconds."""
+
+    device: str  # "cpu", "cuda", "cuda:1"
+    device_name: str
+    dtype: str
+    batch: int
+    warmup: int
+    repeat: int
+    latencies_ms: tuple[float, ...]  # each timed pass of the whole model, no hooks
+    median_ms: float
+    p90_ms: float  # nearest rank: the ceil(0.9 n)-th smallest
+    throughput_per_s: float  # samples per second: batch / median
+    work_flops: int  # analytic flops + elementwise_flops: the FLOPs of every achieved rate
+    achieved_flops_per_s: float  # work_flops / median
+    hooked_median_ms: float  # median whole forward with the per-layer hooks on
+    layer_sum_ms: float  # sum of the rows' time_ms
+    unattributed_ms: float  # median over passes of (hooked forward - its timed rows)
+    unattributed_share: float  # median over passes of that remainder's share of the pass
+    bytes_moved: int  # sum of the rows' bytes_moved
+    roofline_ms: float  # sum of the rows' roofline_time_ms: the floor the ceilings allow
+    predicted_peak_memory_bytes: int
+    measured_peak_memory_bytes: int | None  # CUDA: max_memory_allocated; None on the CPU
+    memory_note: str
+    ceilings: Ceilings
+    checks: tuple[Check, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        """The cross-check found no mismatch."""
+        return all(check.ok for check in self.checks)
+
+    @property
+    def mismatches(self) -> list[str]:
+        return [f"{check.name}: {line}" for check in self.checks for line in check.mismatches]
+
+    def as_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["ceilings"]["ridge_flops_per_byte"] = self.ceilings.ridge
+        document["latencies_ms"] = list(self.latencies_ms)
+        document["checks"] = [{**asdict(c), "mismatches": list(c.mismatches)} for c in self.checks]
+        document["notes"] = list(self.notes)
+        document["passed"] = self.passed
+        return document
+
+    def summary(self) -> dict[str, Any]:
+        """Flat name -> value pairs (Markdown)."""
+        items = {
+            "device": f"{self.device} ({self.device_name})",
+            "median_ms": self.median_ms,
+            "p90_ms": self.p90_ms,
+            "throughput_per_s": self.throughput_per_s,
+            "achieved_flops_per_s (flops + elementwise_flops)": self.achieved_flops_per_s,
+            "hooked_median_ms": self.hooked_median_ms,
+            "layer_sum_ms": self.layer_sum_ms,
+            "unattributed_ms": self.unattributed_ms,
+            "unattributed_share": self.unattributed_share,
+            "roofline_ms": self.roofline_ms,
+            "predicted_peak_memory_bytes": self.predicted_peak_memory_bytes,
+            "measured_peak_memory_bytes": self.measured_peak_memory_bytes,
+            "peak_flops_per_s": f"{self.ceilings.peak_flops_per_s} ({self.ceilings.flops_source})",
+            "bandwidth_bytes_per_s": f"{self.ceilings.bandwidth_bytes_per_s} ({self.ceilings.bandwidth_source})",
+        }
+        for check in self.checks:
+            items[f"check: {check.name}"] = f"{check.status}: {check.summary}"
+        return items
+
+
+def profile_analysis(
+    analysed: Analysis,
+    dtype: torch.dtype | None = None,
+    device: str | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    repeat: int = DEFAULT_REPEAT,
+    peak_flops: float | str | None = None,
+    bandwidth: float | str | None = None,
+    progress: ProgressFn = no_progress,
+) -> Report:
+    """Run the analysed model for real on `device` and join the measurements to the rows.
+
+    See `archprof.profile` for the arguments; returns the analytic Report with the measured
+    columns and `measured` filled in."""
+    if warmup < 0:
+        raise ArchprofError(f"warmup must be 0 or more, got {warmup}")
+    if repeat < 1:
+        raise ArchprofError(f"repeat must be at least 1, got {repeat}")
+    target = resolve_device(device)
+    given_flops = parse_flops_rate(peak_flops) if peak_flops is not None else None
+    given_bandwidth = parse_bandwidth(bandwidth) if bandwidth is not None else None
+    loaded, graph, report, batch = analysed.loaded, analysed.graph, analysed.report, analysed.batch
+    # Bytes moved need what reaches each row from outside it: the graph, grouped as the rows.
+    groups = group_layers(graph)
+    if len(groups) != len(report):
+        raise AssertionError("the trace's layer groups do not line up with the report's rows")
+    moved = bytes_moved(graph, groups)
+
+    ceilings = device_ceilings(target, report.dtype, given_flops, given_bandwidth, progress=progress)
+    state_bytes = 0
+    if target.type == "cuda":
+        torch.cuda.synchronize(target)
+        state_bytes = torch.cuda.memory_allocated(target)
+    module = materialise(loaded, target, dtype)
+    real_inputs = random_inputs(analysed, target)
+    leaves = leaf_paths(module)
+    try:
+        with forward_exits_as_errors(loaded.name), torch.no_grad():
+            timing = time_model(module, real_inputs, target, leaves, warmup, repeat, progress)
+            real = check_run(module, real_inputs, leaves)
+            peak = measured_peak(lambda: real_inputs(module), target, state_bytes)
+    except torch.cuda.OutOfMemoryError as exc:
+        first_line = (str(exc).strip().splitlines() or ["out of memory"])[0]
+        raise ArchprofError(f"the GPU ran out of memory running {loaded.name} at batch {batch}: {first_line}") from None
+    except ArchprofError:
+        raise
+    except Exception as exc:  # the model's own code failed on real data
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ArchprofError(f"the real forward of {loaded.name} failed on {target}: {reason}") from None
+
+    columns, figures = measured_columns(report, moved, timing, ceilings, leaves)
+    checks = (
+        check_shapes(report, real, leaves, graph),
+        check_flops(report, real, leaves),
+        check_memory(report.totals.peak_memory_bytes, peak, target),
+    )
+    median = statistics.median(timing.whole_ms)
+    work = report.totals.flops + report.totals.elementwise_flops
+    notes = roofline_notes(columns, ceilings) + timing_notes(timing) + _load_note(target)
+    if not leaves:
+        notes += (f"no per-layer times: {type(module).__name__} runs no Python hooks (TorchScript)",)
+    measurement = Measurement(
+        device=str(target),
+        device_name=device_name(target),
+        dtype=report.dtype,
+        batch=batch,
+        warmup=warmup,
+        repeat=repeat,
+        latencies_ms=tuple(timing.whole_ms),
+        median_ms=median,
+        p90_ms=percentile(timing.whole_ms, 0.9),
+        throughput_per_s=batch / (median / 1e3),
+        work_flops=work,
+        achieved_flops_per_s=work / (median / 1e3),
+        ceilings=ceilings,
+        checks=checks,
+        predicted_peak_memory_bytes=report.totals.peak_memory_bytes,
+        measured_peak_memory_bytes=peak,
+        memory_note=memory_note(target),
+        notes=notes,
+        **figures,
+    )
+    return replace(report, columns={**report.columns, **columns}, measured=measurement)
+
+
+def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, leaves) -> tuple[dict, dict]:
+    """The measured columns (lists, None where a row has no value) and the whole-model sums."""
+    hooked_median = statistics.median(timing.hooked_ms)
+    rows = list(
+        zip(
+            report.columns["layer"],
+            report.columns["call"],
+            report.columns["flops"],
+            report.columns["elementwise_flops"],
+            moved,
+            strict=True,
+        )
+    )
+    timed_keys = {(layer, call) for layer, call, *_ in rows if layer in leaves and call >= 0}
+    # Shares are taken within each pass, then the median: a pass slowed down as a whole
+    # (another process on the machine) moves every time, not the shares.
+    shares: dict[tuple[str, int], list[float]] = {}
+    unattributed, unattributed_shares = [], []
+    for total, per_layer in timing.passes:
+        attributed = 0.0
+        for key, ms in per_layer.items():
+            if key in timed_keys:
+                attributed += ms
+                shares.setdefault(key, []).append(ms / total if total > 0 else 0.0)
+        unattributed.append(total - attributed)
+        unattributed_shares.append((total - attributed) / total if total > 0 else 0.0)
+    columns: dict[str, list] = {c.name: [] for c in MEASURED_COLUMNS}
+    for layer, call, flops, elementwise, nbytes in rows:
+        work = flops + elementwise
+        key = (layer, call)
+        times = timing.layer_ms.get(key) if key in timed_keys else None
+        ms = statistics.median(times) if times else None
+        columns["time_ms"].append(ms)
+        columns["time_share"].append(statistics.median(shares[key]) if ms is not None and shares.get(key) else None)
+        columns["achieved_flops_per_s"].append(work / (ms / 1e3) if ms else None)
+        columns["bytes_moved"].append(nbytes)
+        intensity = work / nbytes if nbytes else None
+        columns["arithmetic_intensity"].append(intensity)
+        columns["bound"].append("" if intensity is None else ("compute" if intensity >= ceilings.ridge else "memory"))
+        columns["roofline_time_ms"].append(roofline_ms(work, nbytes, ceilings))
+    figures = {
+        "hooked_median_ms": hooked_median,
+        "layer_sum_ms": sum(ms for ms in columns["time_ms"] if ms is not None),
+        "unattributed_ms": statistics.median(unattributed),
+        "unattributed_share": statistics.median(unattributed_shares),
+        "bytes_moved": sum(moved),
+        "roofline_ms": sum(columns["roofline_time_ms"]),
+    }
+    return columns, figures
+
+
+def roofline_notes(columns: dict[str, list], ceilings: Ceilings) -> tuple[str, ...]:
+    """What the measured rows say about the roofline itself: rows above the peak FLOP/s
+    mean the peak was measured low; rows faster than their memory floor read from caches."""
+    notes = []
+    above = [rate for rate in columns["achieved_flops_per_s"] if rate is not None and rate > ceilings.peak_flops_per_s]
+    if above:
+        notes.append(
+            f"{len(above)} rows ran above the peak FLOP/s (up to x{max(above) / ceilings.peak_flops_per_s:.2f}): "
+            f"the peak ({ceilings.flops_source}) is too low, e.g. measured on a busy machine; measure it again by "
+            f"deleting {cache_path()} or give it by hand (--peak-flops)"
+        )
+    under = sum(
+        1
+        for ms, floor, bound in zip(columns["time_ms"], columns["roofline_time_ms"], columns["bound"], strict=True)
+        if ms is not None and bound == "memory" and ms < floor
+    )
+    if under:
+        notes.append(
+            f"{under} memory-bound rows ran faster than bytes / bandwidth allows: their data came from caches, "
+            "faster than the device memory the bandwidth measures"
+        )
+    return tuple(notes)
+
+
+def timing_notes(timing: Timing) -> tuple[str, ...]:
+    """Signs that the times are unreliable: hooks only add work, so a forward without them
+    that is slower than one with them means the machine changed under the run; a wide
+    spread means noise."""
+    notes = []
+    median, hooked = statistics.median(timing.whole_ms), statistics.median(timing.hooked_ms)
+    if median > 1.1 * hooked:
+        notes.append(
+            f"the forward without hooks ({median:.3f} ms) was slower than with them ({hooked:.3f} ms): something "
+            "else slowed the machine during the run; profile again"
+        )
+    p90 = percentile(timing.whole_ms, 0.9)
+    if p90 > 1.5 * median:
+        notes.append(
+            f"the passes vary widely (p90 is {p90 / median:.1f}x the median): a noisy machine; more --repeat, "
+            "or a quieter machine"
+        )
+    return tuple(notes)
+
+
+def _load_note(device) -> tuple[str, ...]:
+    """On the CPU, other processes' work inflates every time: say so when there was some."""
+    if device.type != "cpu" or not hasattr(os, "getloadavg"):
+        return ()
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= cpus:
+        return ()
+    return (
+        f"the machine was busy (load average {load:.1f} on {cpus} CPUs): other processes competed for the CPU, "
+        "so these times are inflated and noisy",
+    )
+
+
+def roofline_ms(flops: int, nbytes: int, ceilings: Ceilings) -> float:
+    """The roofline's floor: max(FLOPs / peak FLOP/s, bytes / bandwidth), in ms."""
+    return max(flops / ceilings.peak_flops_per_s, nbytes / ceilings.bandwidth_bytes_per_s) * 1e3
