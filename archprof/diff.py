@@ -218,7 +218,8 @@ def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
     """Every row of a CSV report with every column of `archprof.report.COLUMNS` it has, read
     back into the values `Report.rows()` holds: ints, (212, 212) for '212x212', FieldMark for
     'input' / 'undefined', None for '', {'aten.cumsum': 1} for 'aten.cumsum x1', True / False /
-    None for covers_input. Errors as for `read_csv_report`."""
+    None for covers_input. A file that is not a report, or a cell a report cannot hold, raises
+    ArchprofError naming the column and line."""
     from archprof.report import COLUMNS
 
     path = Path(path)

@@ -1,0 +1,165 @@
+"""The Report holds typed values (tuples, dicts, FieldMark), formatted only by its writers;
+CSV reads back into the same values; by_operator and by_module sum to the totals."""
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import archprof
+from archprof.diff import read_csv_layers
+from archprof.errors import ArchprofError
+from archprof.passes.receptive_field import FieldMark
+from archprof.report import SUMMABLE
+from archprof.zoo import MODELS
+
+
+class Mixed(nn.Module):
+    """Every kind of cell: a field, a stride that is undefined (transposed conv with stride),
+    an undefined field (reflection padding), an operator without a formula (cumsum), the
+    whole input (a mean), and a module that never runs (no field at all)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.up = nn.ConvTranspose2d(2, 2, 3, stride=2)
+        self.pad = nn.ReflectionPad2d(1)
+        self.spare = nn.Linear(2, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.pad(torch.cumsum(self.up(y), 1)), y.mean()
+
+
+def by_operators(report) -> dict[str, dict]:
+    """The rows of a report by the operators they ran (one row each in `Mixed`)."""
+    return {row["operators"]: row for row in report.rows()}
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    return archprof.analyze(Mixed(), input_size=(1, 8, 8))
+
+
+def test_cells_are_typed_values(mixed):
+    rows = by_operators(mixed)
+    conv, up = mixed.rows()[0:2]
+    assert conv["receptive_field"] == (3, 3) and conv["effective_stride"] == (1, 1)
+    assert conv["receptive_field_start"] == (-1, -1)  # padding 1: unit 0 starts one pixel out
+    # stride 2 transposed, padding 0: unit 0 reads input unit 0 only (tap 0); 3 -> 3 + 1 = 4
+    assert up["receptive_field"] == (4, 4) and up["effective_stride"] is FieldMark.UNDEFINED
+    cumsum = rows["cumsum"]
+    assert cumsum["receptive_field"] is cumsum["effective_stride"] is FieldMark.UNDEFINED
+    assert "aten.cumsum" in cumsum["receptive_field_note"]
+    assert cumsum["not_counted"] == {"aten.cumsum": 1} and conv["not_counted"] == {}
+    assert rows["reflection_pad2d"]["receptive_field"] is FieldMark.UNDEFINED
+    assert rows["mean"]["receptive_field"] is FieldMark.INPUT and rows["mean"]["effective_stride"] is None
+    assert rows[""]["layer"] == "spare" and rows[""]["receptive_field"] is None  # never ran
+    assert FieldMark.INPUT == "input" and FieldMark.UNDEFINED == "undefined"
+    assert mixed.totals.not_counted == {"aten.cumsum": 1}
+    layers = mixed.layers
+    assert layers["receptive_field"].iloc[0] == (3, 3)
+    assert (layers["receptive_field"] == "input").sum() == 1
+    assert layers["not_counted"].tolist() == [row["not_counted"] for row in mixed.rows()]
+
+
+def test_csv_writes_the_documented_text(mixed):
+    rows = list(csv.DictReader(io.StringIO(mixed.to_csv())))
+    conv = next(row for row in rows if row["layer"] == "conv")
+    assert (conv["receptive_field"], conv["effective_stride"], conv["receptive_field_start"]) == ("3x3", "1x1", "-1x-1")
+    assert next(row for row in rows if row["layer"] == "pad")["receptive_field"] == "undefined"
+    assert next(row for row in rows if row["layer"] == "spare")["receptive_field"] == ""
+    assert next(row for row in rows if row["operators"] == "mean")["receptive_field"] == "input"
+    assert [row["not_counted"] for row in rows if row["not_counted"]] == ["aten.cumsum x1"]
+    markdown = mixed.to_markdown()
+    assert "| 3x3 | 1x1 | -1x-1 |" in markdown and "aten.cumsum x1" in markdown
+
+
+@pytest.mark.parametrize("model", ["mixed", "googlenet"])
+def test_csv_reads_back_into_the_same_values(tmp_path, mixed, model):
+    report = mixed if model == "mixed" else archprof.analyze(model)
+    path = tmp_path / "report.csv"
+    report.to_csv(path)
+    assert read_csv_layers(path) == report.rows()
+    rolled = report.rollup(1)
+    rolled.to_csv(path)
+    assert read_csv_layers(path) == rolled.rows()
+
+
+def test_csv_reader_names_a_bad_field_cell(tmp_path, mixed):
+    text = mixed.to_csv().replace("3x3", "3by3", 1)
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ArchprofError, match=r"line 2: receptive_field is '3by3', not whole numbers joined by x"):
+        read_csv_layers(path)
+
+
+def test_json_writes_lists_strings_nulls_and_objects(mixed):
+    layers = json.loads(mixed.to_json())["layers"]
+    conv = next(row for row in layers if row["layer"] == "conv")
+    assert (conv["receptive_field"], conv["effective_stride"], conv["receptive_field_start"]) == (
+        [3, 3],
+        [1, 1],
+        [-1, -1],
+    )
+    assert next(row for row in layers if row["layer"] == "pad")["receptive_field"] == "undefined"
+    assert next(row for row in layers if row["layer"] == "spare")["receptive_field"] is None
+    mean = next(row for row in layers if row["operators"] == "mean")
+    assert mean["receptive_field"] == "input" and mean["effective_stride"] is None
+    assert [row["not_counted"] for row in layers if row["not_counted"]] == [{"aten.cumsum": 1}]
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return archprof.analyze("resnet18")
+
+
+def test_by_operator_sums_to_the_totals_and_matches_flop_counter_mode(resnet18):
+    by_operator = resnet18.by_operator()
+    assert list(by_operator.columns) == ["operator", "calls", "macs", "flops", "elementwise_flops"]
+    for name in ("macs", "flops", "elementwise_flops"):
+        assert by_operator[name].sum() == getattr(resnet18.totals, name), name
+    assert by_operator["flops"].is_monotonic_decreasing
+    assert by_operator["operator"].is_unique
+    conv = by_operator.set_index("operator").loc["aten.convolution"]
+    assert conv["calls"] == 20  # the stem, 16 in the blocks, 3 downsampling shortcuts
+    model = MODELS["resnet18"].build().eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    assert 2 * conv["macs"] == conv["flops"] == counter.get_flop_counts()["Global"][torch.ops.aten.convolution]
+    assert by_operator.iloc[0]["operator"] == "aten.convolution"
+
+
+def test_by_operator_survives_rollup(resnet18):
+    for depth in (0, 1, 2):
+        assert resnet18.rollup(depth).by_operator().equals(resnet18.by_operator()), depth
+
+
+def test_by_module_sums_every_subtree(resnet18):
+    by_module = resnet18.by_module()
+    model = MODELS["resnet18"].build()
+    paths = [name for name, _ in model.named_modules()]
+    assert sorted(by_module["module"]) == sorted(paths)  # containers included, "" the model
+    for path, params in zip(by_module["module"], by_module["param_count"], strict=True):
+        assert params == sum(p.numel() for p in model.get_submodule(path).parameters()), path
+    root = by_module.set_index("module").loc[""]
+    for name in SUMMABLE:
+        assert root[name] == resnet18.layers[name].sum(), name
+    assert (root["macs"], root["param_count"]) == (resnet18.totals.macs, 11_689_512)
+    layer1 = by_module.set_index("module").loc["layer1"]
+    assert layer1["module_type"] == "Sequential" and layer1["depth"] == 1
+    # layer1: 4 convolutions 64 -> 64, 3x3, on 56x56 outputs
+    assert layer1["macs"] == 4 * 64 * 64 * 9 * 56 * 56
+
+
+def test_by_module_depth_keeps_the_shallow_modules(resnet18):
+    shallow = resnet18.by_module(depth=1)
+    every = resnet18.by_module()
+    assert shallow.equals(every[every["depth"] <= 1].reset_index(drop=True))
+    assert shallow["module"].tolist()[:3] == ["", "conv1", "bn1"]
+    with pytest.raises(ArchprofError, match="depth must be a whole number >= 0"):
+        resnet18.by_module(depth=-1)
