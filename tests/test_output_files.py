@@ -1,0 +1,337 @@
+"""Where reports go (issue 12): -o/--junit/--plot onto FIFOs, devices, symbolic links,
+directories and the user's own input files; file modes; Ctrl-C in the middle of a write;
+standard output on a full disk or a closed pipe; one-line errors; numbers too large."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archprof.cli import app
+from archprof.errors import ArchprofError
+from archprof.output import write_atomically
+
+runner = CliRunner()
+ROOT = Path(__file__).parent.parent
+needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def error_line(result) -> str:
+    """The one line a refused command printed; no traceback behind it."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught error
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def read_fifo_in_background(path: Path) -> tuple[threading.Thread, list[bytes]]:
+    received: list[bytes] = []
+
+    def read() -> None:
+        with open(path, "rb") as fifo:
+            received.append(fifo.read())
+
+    reader = threading.Thread(target=read, daemon=True)  # daemon: a test that fails never hangs
+    reader.start()
+    return reader, received
+
+
+# -- what -o names ---------------------------------------------------------------------------
+
+
+def test_a_fifo_is_written_straight_and_stays_a_fifo(tmp_path):
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    reader, received = read_fifo_in_background(fifo)
+    write_atomically(fifo, "layer,macs\nconv,1\n")
+    reader.join(timeout=30)
+    assert received == [b"layer,macs\nconv,1\n"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["report.fifo"]
+
+
+def test_the_cli_writes_a_report_into_a_fifo(tmp_path):
+    fifo = tmp_path / "report"
+    os.mkfifo(fifo)
+    reader, received = read_fifo_in_background(fifo)
+    result = invoke("summary", "lenet5", "-f", "csv", "-o", fifo)
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert received == [invoke("summary", "lenet5", "-f", "csv").stdout_bytes]  # as printed
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+@needs_dev_full
+def test_a_full_device_is_one_line_and_exit_2():
+    with pytest.raises(ArchprofError, match="No space left on device"):
+        write_atomically("/dev/full", "x" * 100_000)
+    line = error_line(invoke("summary", "lenet5", "-f", "csv", "-o", "/dev/full"))
+    assert line == "error: cannot write /dev/full: No space left on device"
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_a_directory_is_refused_before_any_work(tmp_path):
+    (tmp_path / "report.csv").mkdir()
+    line = error_line(invoke("summary", "no_such_model", "-o", tmp_path / "report.csv"))
+    assert "directory" in line and "no_such_model" not in line  # refused before the model was looked up
+    assert "directory" in error_line(invoke("check", "lenet5", "--max-params", "1M", "--junit", tmp_path))
+
+
+def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
+    elsewhere = tmp_path / "reports"
+    elsewhere.mkdir()
+    real = elsewhere / "real.csv"
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    write_atomically(link, "new\n")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_text() == "new\n"
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "reports"]
+    assert os.listdir(elsewhere) == ["real.csv"]
+
+
+def test_a_dangling_link_creates_its_target(tmp_path):
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "target.csv")
+    write_atomically(link, "new\n")
+    assert link.is_symlink() and (tmp_path / "target.csv").read_text() == "new\n"
+
+
+# -- file modes ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    """Sets the process umask for one test, then restores it."""
+    saved = os.umask(0o022)
+    yield os.umask
+    os.umask(saved)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600), (0o000, 0o666)])
+def test_a_new_file_gets_0666_less_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    write_atomically(tmp_path / "new.csv", "x\n")
+    assert stat.S_IMODE(os.stat(tmp_path / "new.csv").st_mode) == mode
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o755])
+def test_a_replaced_file_keeps_its_mode(tmp_path, umask, mode):
+    umask(0o000)
+    target = tmp_path / "old.csv"
+    target.write_text("old\n")
+    target.chmod(mode)
+    write_atomically(target, "new\n")
+    assert target.read_text() == "new\n"
+    assert stat.S_IMODE(os.stat(target).st_mode) == mode
+
+
+# -- a write that stops half-way -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [
+        (KeyboardInterrupt, KeyboardInterrupt),
+        (SystemExit, SystemExit),
+        (OSError(errno.ENOSPC, "No space left on device"), ArchprofError),
+    ],
+    ids=["ctrl-c", "exit", "disk full"],
+)
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch, failure, raised):
+    target = tmp_path / "report.csv"
+    target.write_text("the old report\n")
+    real_fdopen = os.fdopen
+    written = []
+
+    def fdopen_that_fails_half_way(*args, **kwargs):
+        handle = real_fdopen(*args, **kwargs)
+        real_write = handle.write
+
+        def write(text):
+            real_write(text[: len(text) // 2])
+            handle.flush()  # the half is on disk, in the temporary file
+            written.append(len(text) // 2)
+            raise failure
+
+        handle.write = write
+        return handle
+
+    monkeypatch.setattr(os, "fdopen", fdopen_that_fails_half_way)
+    with pytest.raises(raised):
+        write_atomically(target, "x" * 1_000_000)
+    assert written == [500_000]
+    assert target.read_text() == "the old report\n"
+    assert os.listdir(tmp_path) == ["report.csv"]
+
+
+# -- -o naming one of the command's own inputs -----------------------------------------------
+
+
+def refused_unchanged(path: Path, *args) -> str:
+    before = path.read_bytes()
+    line = error_line(invoke(*args))
+    assert path.read_bytes() == before
+    return line
+
+
+def test_output_onto_the_model_file_is_refused_before_it_is_read(tmp_path):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not a model at all")  # loading it would fail with another message
+    line = refused_unchanged(model, "summary", model, "-f", "csv", "-o", model)
+    assert line == f"error: --output {model} would overwrite the model file '{model}': give another file name"
+    for command in ("rf", "memory"):
+        assert "model file" in refused_unchanged(model, command, model, "-f", "csv", "-o", model)
+    assert "model file" in refused_unchanged(model, "compare", "lenet5", model, "-f", "csv", "-o", model)
+
+
+def test_output_onto_the_python_file_of_a_factory_is_refused(tmp_path):
+    source = tmp_path / "nets.py"
+    source.write_text("from torch import nn\n\n\ndef net():\n    return nn.Conv2d(3, 4, 3)\n")
+    line = refused_unchanged(source, "summary", f"{source}:net", "-i", "3x8x8", "-f", "csv", "-o", source)
+    assert "model file" in line
+
+
+def test_output_through_a_link_to_the_model_file_is_refused(tmp_path):
+    model = tmp_path / "model.pt2"
+    model.write_bytes(b"PK\x03\x04 stand-in")
+    link = tmp_path / "report.csv"
+    link.symlink_to(model)
+    assert "model file" in refused_unchanged(model, "summary", model, "-o", link)
+
+
+def test_output_onto_the_weights_file_is_refused(tmp_path):
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"checkpoint bytes")
+    line = refused_unchanged(weights, "summary", "lenet5", "--weights", weights, "-f", "csv", "-o", weights)
+    assert "--weights file" in line
+    assert "--weights file" in refused_unchanged(weights, "profile", "lenet5", "-w", weights, "--plot", weights)
+
+
+def test_junit_onto_the_budget_file_is_refused(tmp_path):
+    config = tmp_path / "budget.toml"
+    config.write_text('[[models]]\nname = "lenet5"\nmax-params = "1M"\n')
+    assert "budget file" in refused_unchanged(config, "check", "--config", config, "--junit", config)
+
+
+def test_diff_output_onto_its_own_input_is_refused(tmp_path):
+    old = tmp_path / "old.csv"
+    old.write_text("layer,macs\n")
+    assert "the input" in refused_unchanged(old, "diff", old, "lenet5", "-o", old)
+
+
+# -- standard output -----------------------------------------------------------------------
+
+
+def run_archprof(*args, stdout, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
+    return subprocess.run(
+        [sys.executable, "-m", "archprof", *args], stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=300, **kwargs
+    )
+
+
+@needs_dev_full
+@pytest.mark.parametrize("format", ["csv", "table"])
+def test_standard_output_on_a_full_disk_is_one_line_and_exit_2(format):
+    with open("/dev/full", "w") as full:
+        done = run_archprof("summary", "lenet5", "-f", format, stdout=full)
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert stderr == "error: cannot write to standard output: No space left on device\n"
+
+
+def test_a_closed_pipe_ends_quietly_with_141():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "archprof", "summary", "lenet5", "-f", "csv"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    process.stdout.close()  # the reader is gone before archprof writes a byte (as `| head -0`)
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141, stderr
+    assert stderr == ""
+
+
+# -- error lines ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        ("a\nb", r"a\nb"),
+        ("a\rb", r"a\rb"),
+        ("a\u2028b", r"a\u2028b"),
+        ("a\udcffb", r"a\udcffb"),
+        ("a\x1b[31mb", r"a\x1b[31mb"),
+        ("é", "é"),  # printable: as it is
+    ],
+    ids=["newline", "carriage return", "line separator", "lone surrogate", "escape sequence", "accent"],
+)
+def test_an_error_is_one_line_whatever_the_message_holds(spec, shown):
+    line = error_line(invoke("summary", spec))
+    assert f"'{shown}'" in line
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line_from_the_real_process():
+    done = run_archprof("summary", "\udcffnets.py:net", stdout=subprocess.DEVNULL)  # argv byte 0xff
+    stderr = done.stderr.decode()
+    assert done.returncode == 2
+    assert stderr.count("\n") == 1 and "\\udcffnets.py" in stderr and "Traceback" not in stderr
+
+
+# -- numbers too large ---------------------------------------------------------------------
+
+HUGE = "99999999999999999999"  # more than int64 holds
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("summary", "lenet5", "--batch", HUGE), "--batch must be at most 4,611,686,018,427,387,904"),
+        (("rf", "lenet5", "--batch", HUGE), "--batch must be at most"),
+        (("memory", "lenet5", "--batch", HUGE), "--batch must be at most"),
+        (("compare", "lenet5", "alexnet", "--batch", HUGE), "--batch must be at most"),
+        (("diff", "lenet5", "alexnet", "--batch", HUGE), "--batch must be at most"),
+        (("check", "lenet5", "--max-params", "1M", "--batch", HUGE), "--batch must be at most"),
+        (("profile", "lenet5", "--repeat", HUGE), "--repeat must be at most 1,000,000"),
+        (("profile", "lenet5", "--warmup", HUGE), "--warmup must be at most 1,000,000"),
+        (("profile", "lenet5", "--repeat", "0"), "--repeat must be at least 1"),
+        (("profile", "lenet5", "--warmup", "-1"), "--warmup must be at least 0"),
+    ],
+)
+def test_a_count_beyond_its_bound_is_one_line(args, says):
+    assert says in error_line(invoke(*args))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("summary", "lenet5", "--batch", str(2**62)),
+        ("memory", "lenet5", "--fit", f"{HUGE}TB"),
+        ("summary", "lenet5", "--input", f"{HUGE}x32x32"),
+    ],
+)
+def test_sizes_within_the_bounds_but_beyond_int64_are_one_line(args):
+    error_line(invoke(*args))
+
+
+def test_a_huge_depth_is_every_row():
+    deep = invoke("summary", "lenet5", "--depth", HUGE, "-f", "csv")
+    plain = invoke("summary", "lenet5", "-f", "csv")
+    assert deep.exit_code == 0, deep.output
+    assert deep.stdout == plain.stdout
