@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from archprof.cli import app
 from archprof.errors import ArchprofError
-from archprof.output import write_atomically
+from archprof.output import open_output, write_atomically
 
 runner = CliRunner()
 ROOT = Path(__file__).parent.parent
@@ -177,6 +177,18 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_file(tmp_path
     assert written == [500_000]
     assert target.read_text() == "the old report\n"
     assert os.listdir(tmp_path) == ["report.csv"]
+
+
+def test_bytes_written_by_a_library_are_kept_only_when_it_finishes(tmp_path):
+    """As a plot is saved: the library writes into the handle, and may be interrupted."""
+    image = tmp_path / "roofline.png"
+    with open_output(image, binary=True) as handle:
+        handle.write(b"\x89PNG first")
+    with pytest.raises(KeyboardInterrupt), open_output(image, binary=True) as handle:
+        handle.write(b"\x89PNG second, half-drawn")
+        raise KeyboardInterrupt
+    assert image.read_bytes() == b"\x89PNG first"
+    assert os.listdir(tmp_path) == ["roofline.png"]
 
 
 # -- -o naming one of the command's own inputs -----------------------------------------------
