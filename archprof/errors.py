@@ -1,4 +1,4 @@
-"""The one error type a user can cause."""
+"""The one error type a user can cause, its warning, and how an exception reads on one line."""
 
 
 class ArchprofError(Exception):
@@ -11,3 +11,16 @@ class ArchprofError(Exception):
 class ArchprofWarning(UserWarning):
     """archprof had to do something other than asked, and says so once (the CPU fallback of
     a forward that cannot run on the meta device). The CLI prints it as one line on stderr."""
+
+
+def first_line(exc: BaseException, bare: bool = False) -> str:
+    """An exception as one line: its type and the first line of its message (`bare`: the
+    message only, or the type when there is none). A TorchScript interpreter error's first
+    line only says where; the cause is its last."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if text.startswith("The following operation failed in the TorchScript interpreter") and len(lines) > 1:
+        text = lines[-1]
+    if bare:
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, first_line
 from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind, TensorMeta
 from archprof.operators import find_operator
 from archprof.structure import map_op_args, op_tensors, tensors_in
@@ -199,11 +199,7 @@ def forward_exits_as_errors(name: str) -> Iterator[None]:
 
 
 def _reason(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    scripted = lines[0].startswith("The following operation failed in the TorchScript interpreter")
-    line = lines[-1] if scripted else lines[0]
+    line = first_line(exc, bare=True)
     # A long explanation (torch's for nonzero runs to 300 characters): its first sentence.
     return line.split(". ")[0] if len(line) > 120 else line
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from archprof.analysis import Analysis, analysis
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, first_line
 from archprof.load import InputsLike, LoadedModel
 from archprof.measure.device import ForwardInputs, random_inputs
 from archprof.passes.memory import optimizer_state_copies
@@ -58,9 +58,8 @@ def measure_cuda(
                 step()  # the first step creates the optimizer's state
                 trained = peak_bytes(device, before, step)
     except torch.cuda.OutOfMemoryError as exc:
-        first_line = (str(exc).strip().splitlines() or ["out of memory"])[0]
         raise ArchprofError(
-            f"the GPU ran out of memory measuring {name} at batch {analysed.batch}: {first_line}"
+            f"the GPU ran out of memory measuring {name} at batch {analysed.batch}: {first_line(exc, bare=True)}"
         ) from None
     return Measured(torch.cuda.get_device_name(device), inference, trained)
 

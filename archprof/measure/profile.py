@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, first_line
 from archprof.measure.ceilings import Ceilings, cache_path, device_ceilings
 from archprof.measure.clock import (
     DEFAULT_REPEAT,
@@ -159,13 +159,15 @@ def profile_analysis(
             real = check_run(module, real_inputs, leaves)
             peak = measured_peak(lambda: real_inputs(module), target, state_bytes)
     except torch.cuda.OutOfMemoryError as exc:
-        first_line = (str(exc).strip().splitlines() or ["out of memory"])[0]
-        raise ArchprofError(f"the GPU ran out of memory running {loaded.name} at batch {batch}: {first_line}") from None
+        raise ArchprofError(
+            f"the GPU ran out of memory running {loaded.name} at batch {batch}: {first_line(exc, bare=True)}"
+        ) from None
     except ArchprofError:
         raise
     except Exception as exc:  # the model's own code failed on real data
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ArchprofError(f"the real forward of {loaded.name} failed on {target}: {reason}") from None
+        raise ArchprofError(
+            f"the real forward of {loaded.name} failed on {target}: {first_line(exc, bare=True)}"
+        ) from None
 
     columns, figures = measured_columns(report, moved, timing, ceilings, leaves)
     checks = (

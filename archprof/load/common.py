@@ -1,0 +1,112 @@
+"""What every part of loading shares: dtype names, file suffixes, the int64 limit, and errors that print."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archprof.errors import ArchprofError, first_line
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# What an input may be: the model dtypes above plus integers (token ids), bool and float64.
+INPUT_DTYPES = {
+    **DTYPES,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".ts")
+WEIGHTS_ONLY_SUFFIXES = (".ckpt", ".bin", ".safetensors")
+HUBS = {"torchvision": "torchvision", "timm": "timm"}  # spec prefix -> package to install
+INT64_MAX = 2**63 - 1  # torch's sizes, element counts and byte offsets are int64
+
+
+def printable_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """An error quotes what the user gave, which can hold characters no stream prints (an
+    undecodable file name arrives as lone surrogates): those become backslash escapes."""
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ArchprofError as exc:
+            text = str(exc)
+            printable = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            if printable == text:
+                raise
+            raise ArchprofError(printable) from None
+
+    return checked
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence torch's own warnings and log lines while loading (they come as tracebacks)."""
+    loggers = [logging.getLogger(name) for name in ("torch.export", "torch._export", "torch.export.pt2_archive")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="torch")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, message=".*(grad|meta|TypedStorage).*")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def resolve_path(spec: str | Path, base: Path | None) -> Path:
+    path = Path(spec).expanduser()
+    if base is not None and not path.is_absolute() and lookup_path(base / path, str(spec)) != "missing":
+        return base / path
+    return path
+
+
+def lookup_path(path: Path, spec: str) -> str:
+    """What is at `path`: 'file', 'other' (a folder, a device) or 'missing'. A name the
+    system cannot look up (too long, not encodable, no permission) is one error naming it."""
+    try:
+        return "file" if path.is_file() else "other" if path.exists() else "missing"
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc, bare=True)
+        raise ArchprofError(f"cannot look up {shorten(spec)} as a file: {reason}") from None
+
+
+def refuse_extras(spec: Any, name: str, args: Mapping[str, Any], weights: Any, what: str) -> None:
+    if args:
+        raise ArchprofError(f"--arg/args apply to a factory; {what} ('{name}') takes none")
+    if weights is not None:
+        raise ArchprofError(f"--weights applies to a built-in model or a factory; {what} ('{name}') has its own")
+
+
+def unreadable(spec: str, exc: BaseException) -> ArchprofError:
+    return ArchprofError(f"cannot read {spec}: corrupted or truncated? ({first_line(exc, bare=True)})")
+
+
+def needs_code(exc: BaseException) -> bool:
+    """Whether weights_only=True refused a global (a function or class to import and call)."""
+    return re.search(r"GLOBAL|Can only (create|build)|reduce", str(exc), re.IGNORECASE) is not None
+
+
+def weights_only_reason(exc: BaseException) -> str:
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return f"it imports {found.group(1)}" if found else "weights_only=True refused it"

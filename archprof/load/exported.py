@@ -1,0 +1,248 @@
+"""Exported programs (`torch.export.save`, .pt2) read as data: every unpickling weights-only, code refused."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import re
+import types
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archprof.errors import ArchprofError
+from archprof.load.common import needs_code, quiet, shorten, unreadable, weights_only_reason
+from archprof.load.inputs import InputSpec
+from archprof.load.model import LoadedModel
+
+# -- exported programs ---------------------------------------------------------------------
+
+
+def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
+    refused: list[str] = []
+    try:
+        with quiet(), contextlib.nullcontext() if trust_pickle else _loading_as_data(refused):
+            program = torch.export.load(str(path))
+    except Exception as exc:
+        pickle_reason = None if refused else _code_in_pickle(exc)
+        if refused or pickle_reason:
+            what = refused[0] if refused else "pickled weights, constants or sample inputs"
+            why = f" ({pickle_reason})" if pickle_reason else ""
+            raise ArchprofError(
+                f"refusing to load {spec}: its {what} would run code from the file when loaded{why}; if you trust"
+                " it, pass --trust-pickle (Python: trust_pickle=True)"
+            ) from None
+        raise unreadable(spec, exc) from None
+    module = _exported_module(program)
+    inputs, batch, static = _exported_inputs(program, spec)
+
+    def build(device: torch.device) -> torch.nn.Module:
+        return copy.deepcopy(module).to(device)
+
+    first = inputs[0].shape if inputs and inputs[0].batched else None
+    return LoadedModel(
+        module,
+        spec,
+        first,
+        inputs=inputs,
+        batch=batch,
+        kind="exported",
+        owned=True,
+        source=path,
+        static_shapes=static,
+        build=build,
+    )
+
+
+class _Refused(Exception):
+    """Raised inside torch.export.load where loading would run code from the file."""
+
+
+@contextlib.contextmanager
+def _loading_as_data(refused: list[str]) -> Iterator[None]:
+    """While torch.export.load runs: every torch.load it makes is weights-only, whichever
+    member of the archive it reads (TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides its explicit
+    weights_only=False), and each other way it has of running code from the file refuses,
+    noting what in `refused` (torch may replace the exception on its way out): unpickling an
+    opaque Python object (pickle.loads) or a TorchScript object, loading compiled
+    AOTInductor code, and a shape expression that is more than sympy arithmetic (sympify
+    evaluates it as Python)."""
+    from unittest import mock
+
+    import sympy
+    import torch._export.serde.serialize as serde
+    from torch.export.pt2_archive import _package
+
+    def refuser(what: str) -> Callable[..., Any]:
+        def refuse(*args, **kwargs):
+            refused.append(what)
+            raise _Refused(what)
+
+        return refuse
+
+    def sympify(expression, *args, **kwargs):
+        if isinstance(expression, str) and not _is_sympy_arithmetic(expression, kwargs.get("locals") or {}):
+            refuser(f"shape expression {shorten(expression)}")()
+        return sympy.sympify(expression, *args, **kwargs)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environment(TORCH_FORCE_WEIGHTS_ONLY_LOAD="1", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=None))
+        refusing_pickle = types.SimpleNamespace(loads=refuser("pickled Python object (an opaque constant)"))
+        stack.enter_context(mock.patch.object(_package, "pickle", refusing_pickle))
+        stack.enter_context(mock.patch.object(torch._C, "_pickle_load_obj", refuser("TorchScript object constant")))
+        stack.enter_context(mock.patch.object(_package, "_load_aoti", refuser("compiled AOTInductor code")))
+        guarded_sympy = types.SimpleNamespace(**{**vars(sympy), "sympify": sympify})
+        stack.enter_context(mock.patch.object(serde, "sympy", guarded_sympy))
+        yield
+
+
+@contextlib.contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """Set (a string) or unset (None) environment variables for the duration."""
+
+    def assign(name: str, value: str | None) -> None:
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+    before = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            assign(name, value)
+        yield
+    finally:
+        for name, value in before.items():
+            assign(name, value)
+
+
+def _code_in_pickle(exc: BaseException) -> str | None:
+    """Why a weights-only unpickling refused, where this exception's chain holds one."""
+    import pickle
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, pickle.UnpicklingError) and needs_code(seen):
+            return weights_only_reason(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+_SYMPY_OPERATORS = frozenset(
+    ["(", ")", ",", "=", "+", "-", "*", "/", "**", "//", "%", "<", ">", "<=", ">=", "==", "!=", "&", "|", "~"]
+)
+
+
+def _is_sympy_arithmetic(expression: str, given: Mapping[str, Any]) -> bool:
+    """Whether a shape expression is what torch writes (`Mul(Integer(2), Symbol('s0',
+    integer=True))`): numbers, operators, symbol names, sympy classes and constants; no
+    attribute access, indexing, builtins or sympy's functions (`sympify` itself evaluates
+    a string). `given`: the names torch defines for the expression."""
+    import ast
+    import tokenize
+
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(expression).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    for token in tokens:
+        if token.type in (tokenize.NUMBER, tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+            continue
+        if token.type == tokenize.OP and token.string in _SYMPY_OPERATORS:
+            continue
+        if token.type == tokenize.NAME and _is_sympy_name(token.string, given):
+            continue
+        if token.type == tokenize.STRING:  # a symbol's name, or Float('1.5')
+            try:
+                text = ast.literal_eval(token.string)
+            except (ValueError, SyntaxError):
+                return False
+            if isinstance(text, str) and (re.fullmatch(r"[\d.e+-]+", text) or _is_sympy_name(text, given)):
+                continue
+        return False
+    return True
+
+
+def _is_sympy_name(name: str, given: Mapping[str, Any]) -> bool:
+    import builtins
+    import keyword
+
+    import sympy
+
+    if name in given or name in ("True", "False", "None"):
+        return True
+    if not name.isidentifier() or name.startswith("_") or keyword.iskeyword(name) or hasattr(builtins, name):
+        return False
+    value = getattr(sympy, name, None)  # None: a name sympify makes a Symbol of
+    return (
+        value is None or isinstance(value, sympy.Basic) or (isinstance(value, type) and issubclass(value, sympy.Basic))
+    )
+
+
+def _exported_module(program) -> torch.nn.Module:
+    """The exported program as a module tree: `torch.export.unflatten` gives one submodule
+    per original module (hooks then attribute operators as for a Python model), each
+    labelled with its original class; else the flat `program.module()`."""
+    types: dict[str, str] = {}
+    for node in program.graph.nodes:
+        for path, kind in (node.meta.get("nn_module_stack") or {}).values():
+            name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+            types.setdefault(path, name.rpartition(".")[2])
+    try:
+        with quiet():
+            module = torch.export.unflatten(program)
+    except Exception:
+        with quiet():
+            module = program.module()
+        module._archprof_attribution = "parameters"
+        module._archprof_type = types.get("", "ExportedProgram")
+        return module
+    for path, submodule in module.named_modules():
+        submodule._archprof_type = types.get(path, type(submodule).__name__)
+    return module
+
+
+def _exported_inputs(program, spec: str):
+    """Default inputs from the program's example inputs (or its input placeholders): per
+    input, one sample's shape and dtype (keyword inputs by name), the batch (the shared first
+    dimension, when there is one) and which dimensions the program was specialised to."""
+    from torch.utils import _pytree as pytree
+
+    signature = program.graph_signature
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    values = [placeholders[name].meta.get("val") for name in signature.user_inputs if name in placeholders]
+    examples = getattr(program, "example_inputs", None)
+    if examples is not None:
+        if not (isinstance(examples, tuple) and len(examples) == 2 and isinstance(examples[1], Mapping)):
+            kind = type(examples).__name__
+            raise ArchprofError(f"cannot read {spec}: its sample inputs are a {kind}, not (args, kwargs)")
+        args, kwargs = examples
+    else:
+        args, kwargs = pytree.tree_unflatten(values, program.call_spec.in_spec)
+    named = [(None, a) for a in args] + list(kwargs.items())
+    if not all(isinstance(v, torch.Tensor) for _, v in named) or len(named) != len(values):
+        raise ArchprofError(f"{spec} takes inputs other than tensors: archprof analyses tensor inputs only")
+    shapes = [tuple(_concrete(d) for d in v.shape) for _, v in named]
+    static = tuple(
+        tuple(d if isinstance(d, int) else None for d in getattr(value, "shape", ()))
+        for value in values
+        if value is not None
+    )
+    leading = {shape[0] for shape in shapes if shape}
+    batched = len(leading) == 1 and all(shapes)
+    inputs = tuple(
+        InputSpec(shape[1:] if batched else shape, v.dtype, name, batched)
+        for (name, v), shape in zip(named, shapes, strict=True)
+    )
+    return inputs, (leading.pop() if batched else None), (static if len(static) == len(inputs) else None)
+
+
+def _concrete(size) -> int:
+    if isinstance(size, int):
+        return size
+    hint = getattr(getattr(size, "node", None), "hint", None)
+    return int(hint) if hint is not None else 2

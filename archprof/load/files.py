@@ -1,0 +1,152 @@
+"""Model files read as data: TorchScript archives and pickles (weights-only unless trusted)."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archprof.errors import ArchprofError, first_line
+from archprof.load.common import (
+    MODEL_FILE_SUFFIXES,
+    WEIGHTS_ONLY_SUFFIXES,
+    lookup_path,
+    needs_code,
+    quiet,
+    refuse_extras,
+    resolve_path,
+    unreadable,
+    weights_only_reason,
+)
+from archprof.load.exported import load_exported
+from archprof.load.model import LoadedModel
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | None) -> LoadedModel:
+    path = resolve_path(spec, base)
+    suffix = path.suffix.lower()
+    if suffix == ".py":
+        raise ArchprofError(f"'{spec}' is a Python file: name the factory in it, e.g. {spec}:build_model")
+    if suffix in WEIGHTS_ONLY_SUFFIXES:
+        raise ArchprofError(
+            f"'{spec}' holds weights, not an architecture: name the model and pass the file with --weights, "
+            f"e.g. my_models.py:Net --weights {spec}"
+        )
+    if suffix not in MODEL_FILE_SUFFIXES:
+        shown = f"suffix '{suffix}'" if suffix else "no suffix"
+        raise ArchprofError(
+            f"cannot load '{spec}' ({shown}): archprof reads TorchScript (.pt, .pth, .ts), exported programs "
+            "(.pt2) and Python factories (file.py:factory)"
+        )
+    found = lookup_path(path, spec)
+    if found == "missing":
+        raise ArchprofError(f"file {spec} does not exist")
+    if found != "file":
+        raise ArchprofError(f"{spec} is not a file")
+    refuse_extras(path, spec, args, None, "a model file")
+    kind = archive_kind(path)
+    if kind == "exported":
+        return load_exported(path, spec, trust_pickle)
+    if kind == "torchscript":
+        return _load_torchscript(path, spec)
+    if kind == "pt2-other":
+        raise ArchprofError(f"cannot read {spec}: a .pt2 archive without an exported program (AOTInductor package?)")
+    return _load_pickle(path, spec, trust_pickle)
+
+
+def archive_kind(path: Path) -> str:
+    """exported | torchscript | pickle (torch.save, zip or legacy) | pt2-other; corrupt files raise."""
+    if not zipfile.is_zipfile(path):
+        return "pickle"  # torch.save's legacy format, or not a PyTorch file: torch.load says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ArchprofError(f"cannot read {path}: corrupted or truncated ({first_line(exc, bare=True)})") from None
+    tails = {name.split("/", 1)[1] if "/" in name else name for name in names}
+    if "archive_format" in tails:
+        return "exported" if any(t.startswith("models/") for t in tails) else "pt2-other"
+    if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
+        return "torchscript"
+    return "pickle"
+
+
+def _load_torchscript(path: Path, spec: str) -> LoadedModel:
+    """A TorchScript file, its weights loaded straight onto the meta device (nothing real is
+    allocated); should that not work, loaded on the CPU and moved."""
+    try:
+        with quiet():
+            module = torch.jit.load(str(path), map_location="meta")
+    except Exception:
+        try:
+            with quiet():
+                module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise unreadable(spec, exc) from None
+
+    def build(device: torch.device) -> torch.nn.Module:
+        return torch.jit.load(str(path), map_location=device)
+
+    return LoadedModel(module, spec, None, kind="torchscript", owned=True, source=path, build=build)
+
+
+def _load_pickle(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
+    """A torch.save file given as a model: a whole pickled module only with trust_pickle."""
+    loaded = torch_load(path, spec, trust_pickle, map_location="meta")
+    if isinstance(loaded, torch.nn.Module):
+
+        def build(device: torch.device) -> torch.nn.Module:
+            return torch.load(str(path), map_location=device, weights_only=False)
+
+        return LoadedModel(loaded, spec, None, kind="pickle", owned=True, source=path, build=build)
+    if isinstance(loaded, Mapping) and state_dict_in(loaded) is not None:
+        raise ArchprofError(
+            f"{spec} holds weights (a state dict), not a model: name the architecture and pass the file with "
+            f"--weights, e.g. my_models.py:Net --weights {spec}"
+        )
+    raise ArchprofError(f"{spec} holds a {type(loaded).__name__}, not a model (TorchScript, .pt2 or a pickled module)")
+
+
+def torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True; a pickle that needs code is refused unless trusted."""
+    import pickle
+
+    try:
+        with quiet():
+            return torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if not needs_code(exc):  # a bad opcode: not a pickle at all, or a damaged one
+            raise unreadable(spec, exc) from None
+        if not trust_pickle:
+            reason = weights_only_reason(exc)
+            raise ArchprofError(
+                f"refusing to unpickle {spec}: loading it would run code from the file ({reason}); if you trust it,"
+                " pass --trust-pickle (Python: trust_pickle=True)"
+            ) from None
+    except Exception as exc:
+        raise unreadable(spec, exc) from None
+    try:
+        with quiet():
+            return torch.load(str(path), map_location=map_location, weights_only=False, mmap=mmap)
+    except Exception as exc:
+        raise ArchprofError(f"cannot unpickle {spec}: {first_line(exc)}") from None
+
+
+def state_dict_in(value: Mapping) -> dict[str, torch.Tensor] | None:
+    if value and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
+        state = dict(value)
+        if all(k.startswith("module.") for k in state):
+            state = {k.removeprefix("module."): v for k, v in state.items()}
+        return state
+    for key in ("state_dict", "model_state_dict", "model", "module", "net", "weights"):
+        inner = value.get(key)
+        if isinstance(inner, Mapping):
+            found = state_dict_in(inner)
+            if found is not None:
+                return found
+    return None

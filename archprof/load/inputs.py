@@ -1,0 +1,191 @@
+"""Model inputs: one sample's shape, dtype and keyword (`InputSpec`), read from the CLI's text or Python values."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from archprof.errors import ArchprofError
+from archprof.load.common import DTYPES, INPUT_DTYPES, INT64_MAX, printable_errors, shorten
+
+# -- inputs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of the model's forward: one sample's shape and, optionally, its dtype and
+    keyword.
+
+    `shape` leaves the batch out: archprof puts the batch in front (`batched=False` keeps
+    the shape as it is, for an input without a batch dimension). `dtype` None means the
+    model's floating dtype (or `analyze(dtype=...)`); give `torch.int64` for token ids.
+    `name` None passes the input positionally, in order; a name passes it as that keyword
+    argument of `forward`."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype | None = None
+    name: str | None = None
+    batched: bool = True
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.shape)
+        if any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in shape):
+            raise ArchprofError(f"malformed input shape {shape!r}: every size must be a whole number of at least 1")
+        object.__setattr__(self, "shape", shape)
+        if self.dtype is not None and not isinstance(self.dtype, torch.dtype):
+            object.__setattr__(self, "dtype", parse_input_dtype(str(self.dtype)))
+        _check_fits(shape, self.dtype, f"input shape {_shown_shape(shape)}")
+        if self.name is not None and not str(self.name).isidentifier():
+            raise ArchprofError(f"input name '{self.name}' is not a Python identifier (a keyword of forward)")
+
+    def full_shape(self, batch: int) -> tuple[int, ...]:
+        shape = (batch, *self.shape) if self.batched else self.shape
+        batch_shown = f" (batch {_shown_shape(shape[:1])})" if self.batched else ""
+        _check_fits(shape, self.dtype, f"input {_shown_shape(shape)}{batch_shown}")
+        return shape
+
+    def __str__(self) -> str:
+        text = "x".join(map(str, self.shape))
+        if self.dtype is not None:
+            text += f":{str(self.dtype).removeprefix('torch.')}"
+        return f"{self.name}={text}" if self.name else text
+
+
+InputsLike = Any  # see normalize_inputs
+
+
+def _check_fits(shape: tuple[int, ...], dtype: torch.dtype | None, what: str) -> None:
+    """Every size, the element count and the byte size of a tensor must fit in int64 (each
+    size is at least 1, so the byte size bounds the rest). dtype None: the model's, at most
+    float32's 4 bytes."""
+    itemsize = dtype.itemsize if dtype is not None else 4
+    if math.prod(shape) * itemsize > INT64_MAX:
+        raise ArchprofError(
+            f"{what} is too large: its elements of {itemsize} bytes would take more than 2**63 - 1 bytes, the most"
+            " torch can address; give smaller sizes"
+        )
+
+
+def _shown_shape(shape: Sequence[int]) -> str:
+    """'3x224x224'; a size of more than 30 digits as its power of two (str() refuses past 4300 digits)."""
+    return "x".join(str(size) if size.bit_length() <= 100 else f"2**{size.bit_length() - 1}+" for size in shape)
+
+
+_SIZE = re.compile(r"\d+(x\d+)*")
+
+
+@printable_errors
+def parse_input_size(text: str) -> tuple[int, ...]:
+    """'3x224x224' -> (3, 224, 224): the per-sample input, without the batch."""
+    size = _sizes(text)
+    _check_fits(size, None, f"input size '{text}'")
+    return size
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    cleaned = text.strip().lower()
+    if not _SIZE.fullmatch(cleaned):
+        raise ArchprofError(f"malformed input size '{text}': expected positive sizes joined by 'x', e.g. 3x224x224")
+    if any(len(part.lstrip("0")) > 19 for part in cleaned.split("x")):
+        raise ArchprofError(f"input size {shorten(text)} is too large: torch's sizes are at most 2**63 - 1")
+    size = tuple(int(part) for part in cleaned.split("x"))
+    if any(part == 0 for part in size):
+        raise ArchprofError(f"malformed input size '{text}': every size must be at least 1")
+    return size
+
+
+@printable_errors
+def parse_input_spec(text: str) -> InputSpec:
+    """'[name=]3x224x224[:dtype]' -> InputSpec, e.g. '77:int64', 'mask=77:bool'."""
+    name, equals, rest = text.strip().partition("=")
+    if not equals:
+        name, rest = "", text.strip()
+    size, colon, dtype = rest.partition(":")
+    if colon and not dtype.strip():
+        raise ArchprofError(f"malformed input '{text}': nothing after ':', expected a dtype such as int64")
+    if not _SIZE.fullmatch(size.strip().lower()):
+        raise ArchprofError(
+            f"malformed input size '{text}': expected [name=]SIZES[:dtype], e.g. 3x224x224, 77:int64 or mask=77:bool"
+        )
+    shape = _sizes(size)  # says which size is 0; InputSpec checks the size in bytes of its dtype
+    name = name.strip()
+    if equals and not name.isidentifier():
+        raise ArchprofError(f"malformed input '{text}': '{name}' is not a keyword name")
+    return InputSpec(shape, parse_input_dtype(dtype.strip()) if colon else None, name or None)
+
+
+def parse_dtype(text: str) -> torch.dtype:
+    """A model dtype: float32, float16 or bfloat16."""
+    try:
+        return DTYPES[text]
+    except KeyError:
+        raise ArchprofError(f"unknown dtype '{text}'; choose one of {', '.join(DTYPES)}") from None
+
+
+def parse_input_dtype(text: str) -> torch.dtype:
+    """An input's dtype: a model dtype, float64, an integer type or bool."""
+    cleaned = text.strip().lower().removeprefix("torch.")
+    try:
+        return INPUT_DTYPES[cleaned]
+    except KeyError:
+        raise ArchprofError(f"unknown input dtype '{text}'; choose one of {', '.join(INPUT_DTYPES)}") from None
+
+
+def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
+    """The forms `analyze(inputs=...)` takes, as InputSpecs (positional ones first, in order).
+
+    - one shape: `(3, 224, 224)` or `"3x224x224"` or `"77:int64"`, or one `InputSpec`
+    - several positional inputs: a list of those, or of `(shape, dtype)` pairs
+    - keyword inputs: a dict `{"x": (3, 32, 32), "ids": ((77,), torch.int64), "mask": "77:bool"}`
+    """
+    if isinstance(inputs, Mapping):
+        specs = []
+        for name, value in inputs.items():
+            spec = _one_input(value, f"inputs[{name!r}]")
+            specs.append(InputSpec(spec.shape, spec.dtype, str(name), spec.batched))
+    elif isinstance(inputs, (str, InputSpec)) or _is_shape(inputs):
+        specs = [_one_input(inputs, "inputs")]
+    elif isinstance(inputs, Sequence) and inputs:
+        specs = [_one_input(value, f"inputs[{i}]") for i, value in enumerate(inputs)]
+    else:
+        raise ArchprofError(
+            f"cannot read inputs {inputs!r}: give a shape such as (3, 224, 224), a list of shapes or InputSpecs, "
+            "or a dict of keyword inputs"
+        )
+    names = [spec.name for spec in specs if spec.name]
+    if len(names) != len(set(names)):
+        raise ArchprofError(f"an input name is given twice: {', '.join(names)}")
+    positional = [spec for spec in specs if not spec.name]
+    return (*positional, *(spec for spec in specs if spec.name))
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (tuple, list, torch.Size)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def _one_input(value: Any, where: str) -> InputSpec:
+    if isinstance(value, InputSpec):
+        return value
+    if isinstance(value, str):
+        return parse_input_spec(value)
+    if _is_shape(value):
+        return InputSpec(tuple(value))
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and _is_shape(value[0])
+        and isinstance(value[1], (torch.dtype, str))
+    ):
+        dtype = value[1] if isinstance(value[1], torch.dtype) else parse_input_dtype(value[1])
+        return InputSpec(tuple(value[0]), dtype)
+    raise ArchprofError(
+        f"cannot read {where} = {value!r}: expected a shape such as (3, 224, 224), '77:int64', "
+        "(shape, dtype) or an InputSpec"
+    )

@@ -1,0 +1,133 @@
+"""A loaded model (`LoadedModel`): the module to trace, its name and usual inputs, and how to build it for real."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from archprof.errors import ArchprofError, first_line
+from archprof.load.common import quiet
+from archprof.load.inputs import InputSpec
+
+# -- the loaded model ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to trace: `module` (on the meta device when archprof built it), what to
+    call it, and what it takes by default.
+
+    `owned` is True when archprof built or loaded the module itself (a built-in, a factory, a
+    file): it may then be rebuilt for real (`materialize`). A module the caller passed is
+    never changed. `state_dict` holds the `--weights` (CPU tensors, memory-mapped), checked
+    against the module's parameter names and shapes."""
+
+    module: torch.nn.Module
+    name: str
+    input_size: tuple[int, ...] | None  # the model's default per-sample (first) input, if known
+    inputs: tuple[InputSpec, ...] | None = None  # all default inputs, when the model says
+    batch: int | None = None  # default batch (an exported program's); None: 1
+    kind: str = "module"  # builtin, hub, factory, module, torchscript, exported, pickle
+    owned: bool = False
+    state_dict: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
+    source: Path | None = None  # the file it came from
+    # Per input (in order), each dimension's size where the model was specialised to it (an
+    # exported program's static shapes), None where any size works.
+    static_shapes: tuple[tuple[int | None, ...], ...] | None = None
+    build: Callable[[torch.device], torch.nn.Module] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def default_inputs(self) -> tuple[InputSpec, ...] | None:
+        if self.inputs is not None:
+            return self.inputs
+        return (InputSpec(self.input_size),) if self.input_size is not None else None
+
+    def materialize(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None, copy_module: bool = False
+    ) -> torch.nn.Module:
+        """The model with real weights on `device`, to run it for real (profiling, the CPU
+        fallback of the trace).
+
+        A model archprof built is built again there, with random weights (a factory's own
+        initialisation), then `state_dict` (--weights) loaded into it; a TorchScript file
+        is loaded again there. A module the caller passed is returned as it is (do not
+        change it) unless `copy_module`, another device or dtype asks for a copy; one whose
+        weights are on the meta device is copied with random weights.
+        `device` None: the CPU for a model archprof built, the caller's module's own device."""
+        if self.owned and self.build is not None:
+            target = torch.device(device or "cpu")
+            with quiet():
+                module = self.build(target)
+            if self.state_dict is not None:
+                load_weights_into(module, self.state_dict, self.name)
+        else:
+            module = self.module
+            current = _device_of(module)
+            target = torch.device(device) if device is not None else current
+            if current.type == "meta":
+                module = copy.deepcopy(module).to_empty(device=target if target.type != "meta" else "cpu")
+                _initialise(module)
+            elif copy_module or target != current or _needs_cast(module, dtype):
+                module = copy.deepcopy(module).to(target)
+        if dtype is not None and _needs_cast(module, dtype):
+            with quiet():
+                module = module.to(dtype)
+        return module
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _needs_cast(module: torch.nn.Module, dtype: torch.dtype | None) -> bool:
+    return dtype is not None and any(
+        t.is_floating_point() and t.dtype != dtype for t in (*module.parameters(), *module.buffers())
+    )
+
+
+@torch.no_grad()
+def _initialise(module: torch.nn.Module) -> None:
+    """Random, finite values for storage made by `to_empty`: small normal weights, zero
+    buffers, then each module's own `reset_parameters` (BatchNorm's running variance 1, ...)."""
+    for tensor in module.parameters():
+        if tensor.is_floating_point():
+            tensor.normal_(0, 0.02)
+        else:
+            tensor.zero_()
+    for tensor in module.buffers():
+        tensor.zero_()
+    for submodule in module.modules():
+        reset = getattr(submodule, "reset_parameters", None)
+        if callable(reset):
+            with contextlib.suppress(Exception):
+                reset()
+
+
+def check_static_shapes(loaded: LoadedModel, shapes: Sequence[tuple[int, ...]]) -> None:
+    """An exported program specialised to some sizes cannot be analysed at others: its
+    graph holds those sizes as constants, so the figures would be wrong."""
+    if loaded.static_shapes is None:
+        return
+    for index, (expected, shape) in enumerate(zip(loaded.static_shapes, shapes, strict=False)):
+        if len(expected) != len(shape) or any(e is not None and e != s for e, s in zip(expected, shape, strict=True)):
+            wanted = "x".join("*" if e is None else str(e) for e in expected)
+            got = "x".join(map(str, shape))
+            raise ArchprofError(
+                f"{loaded.name} was exported for input {index + 1} of shape {wanted} (batch included; * = any size)"
+                f" and cannot be analysed at {got}: give that shape, or export with dynamic dimensions"
+                " (torch.export.Dim)"
+            )
+
+
+def load_weights_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
+    try:
+        module.load_state_dict(state)
+    except Exception as exc:
+        raise ArchprofError(f"loading the weights into '{name}' failed: {first_line(exc)}") from None

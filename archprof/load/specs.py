@@ -1,0 +1,354 @@
+"""Resolve what the user names (a model spec, its inputs, a dtype, a weights file) into
+objects, with one clear error for anything that does not resolve.
+
+Model specs (`load_model`):
+
+    vgg16                          a built-in model (`archprof zoo`)
+    torchvision:resnet50           a torchvision model, when torchvision imports
+    timm:convnext_tiny             a timm model, when timm imports
+    package.module:factory         a function or class in an importable module
+    path/to/file.py:factory        a function or class in a Python file
+    model.pt | model.pth | .ts     a TorchScript file (torch.jit.save)
+    model.pt2                      an exported program (torch.export.save)
+
+Factories are called under `torch.device("meta")` with `args` as keyword arguments. Files
+are data: a TorchScript or exported-program file is read without running Python code, and
+pickles are unpickled with `weights_only=True` unless the caller trusts them
+(`trust_pickle=True`, `--trust-pickle`). Only a spec that names a Python module or file
+imports code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import importlib.util
+import io
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archprof.errors import ArchprofError, ArchprofWarning, first_line
+from archprof.load.common import (
+    HUBS,
+    MODEL_FILE_SUFFIXES,
+    WEIGHTS_ONLY_SUFFIXES,
+    lookup_path,
+    printable_errors,
+    refuse_extras,
+    resolve_path,
+)
+from archprof.load.files import load_file
+from archprof.load.model import LoadedModel
+from archprof.load.weights import check_weights, load_state_dict
+
+
+@printable_errors
+def load_model(
+    spec: str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel,
+    *,
+    args: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+    trust_pickle: bool = False,
+    base_dir: str | Path | None = None,
+) -> LoadedModel:
+    """A model spec (see the module's docstring), a module (used as it is, never copied) or a
+    factory (called on meta with `args`). `weights`: a state-dict file for a built-in or a
+    factory. `base_dir`: where relative file paths and modules are looked for first (a
+    budget file's folder); the current directory otherwise."""
+    if isinstance(spec, LoadedModel):
+        if args or weights is not None:
+            raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
+        return spec
+    args = dict(args or {})
+    base = Path(base_dir) if base_dir is not None else None
+    if isinstance(spec, torch.nn.Module):
+        refuse_extras(spec, type(spec).__name__, args, weights, "a module you pass")
+        return LoadedModel(spec, type(spec).__name__, None, kind="module")
+    if isinstance(spec, str):
+        loaded = _load_spec(spec.strip(), args, trust_pickle, base)
+    elif callable(spec):
+        target = spec.target if isinstance(spec, PythonFactory) else spec
+        name = getattr(spec, "__name__", type(spec).__name__)
+        loaded = _from_factory(target, name, args, kind="factory")
+    else:
+        raise ArchprofError(
+            f"cannot analyse a {type(spec).__name__}: give a model name, a spec such as 'my_models.py:net', "
+            "a torch.nn.Module or a factory"
+        )
+    if weights is not None:
+        if loaded.kind not in ("builtin", "hub", "factory"):
+            raise ArchprofError(
+                f"--weights applies to a built-in model or a factory; '{loaded.name}' already holds its weights"
+            )
+        shapes = load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base, device="meta")
+        check_weights(loaded.module, shapes, loaded.name, weights)
+        loaded = _replace(loaded, state_dict=load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base))
+    return loaded
+
+
+def _replace(loaded: LoadedModel, **changes) -> LoadedModel:
+    import dataclasses
+
+    return dataclasses.replace(loaded, **changes)
+
+
+def _load_spec(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | None) -> LoadedModel:
+    if not spec:
+        raise ArchprofError("empty model spec: give a built-in name (archprof zoo), a file or module:factory")
+    if ":" in spec and not _is_windows_path(spec):
+        location, _, attribute = spec.rpartition(":")
+        if location in HUBS:
+            return _load_hub(location, attribute, spec, args)
+        factory = python_factory(spec, base_dir=base)
+        return _from_factory(factory.target, spec, args, kind="factory")
+    if _looks_like_path(spec, base):
+        return load_file(spec, args, trust_pickle, base)
+    return _load_builtin(spec, args)
+
+
+def _is_windows_path(spec: str) -> bool:
+    return re.match(r"^[A-Za-z]:[\\/]", spec) is not None and spec.count(":") == 1
+
+
+def _looks_like_path(spec: str, base: Path | None) -> bool:
+    suffix = Path(spec).suffix.lower()
+    known = (*MODEL_FILE_SUFFIXES, *WEIGHTS_ONLY_SUFFIXES, ".py", ".onnx", ".pkl", ".h5", ".tflite", ".json")
+    if "/" in spec or "\\" in spec or suffix in known:
+        return True
+    from archprof.zoo import MODELS
+
+    return spec not in MODELS and lookup_path(resolve_path(spec, base), spec) == "file"  # a built-in name wins
+
+
+# -- built-ins and hubs --------------------------------------------------------------------
+
+
+def _load_builtin(name: str, args: dict[str, Any]) -> LoadedModel:
+    from archprof.zoo import MODELS
+
+    entry = MODELS.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name.lower(), MODELS, n=3, cutoff=0.5)
+        hint = f"closest built-in names: {', '.join(close)}" if close else "`archprof zoo` lists the built-in models"
+        raise ArchprofError(
+            f"unknown model '{name}'; {hint} (or give a file, module:factory, torchvision:NAME or timm:NAME)"
+        )
+    if not args:
+        # Built on the meta device: VGG-16's 528 MB of weights never exist.
+        with torch.device("meta"):
+            module = entry.build()
+        return LoadedModel(
+            module, name, entry.input_size, kind="builtin", owned=True, build=_builder(entry.build, {}, name)
+        )
+    loaded = _from_factory(entry.build, name, args, kind="builtin")
+    return _replace(loaded, input_size=entry.input_size)
+
+
+def _load_hub(hub: str, model_name: str, spec: str, args: dict[str, Any]) -> LoadedModel:
+    """torchvision:NAME or timm:NAME, built on meta by the package's own builder."""
+    package = HUBS[hub]
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise ArchprofError(f"'{spec}' needs {package}, which is not installed here: pip install {package}") from None
+    except Exception as exc:
+        raise ArchprofError(f"importing {package} for '{spec}' failed: {first_line(exc)}") from None
+    if not model_name:
+        raise ArchprofError(f"malformed model spec '{spec}': name a {package} model, e.g. {hub}:resnet50")
+    if hub == "torchvision":
+        models = importlib.import_module("torchvision.models")
+        names = list(models.list_models()) if hasattr(models, "list_models") else []
+        known = model_name in names if names else callable(getattr(models, model_name, None))
+        if not known:
+            raise ArchprofError(f"torchvision has no model '{model_name}'{_closest(model_name, names)}")
+        builder = models.get_model_builder(model_name) if hasattr(models, "get_model_builder") else None
+        builder = builder or getattr(models, model_name)
+        classification = set(models.list_models(module=models)) if hasattr(models, "list_models") else set(names)
+        input_size = (3, 299, 299) if model_name == "inception_v3" else (3, 224, 224)
+        default = input_size if model_name in classification else None
+        loaded = _from_factory(builder, spec, args, kind="hub")
+        return _replace(loaded, input_size=default)
+    timm = importlib.import_module("timm")
+    if not timm.is_model(model_name):
+        raise ArchprofError(f"timm has no model '{model_name}'{_closest(model_name, list(timm.list_models()))}")
+
+    def create(**kwargs):
+        return timm.create_model(model_name, **{"pretrained": False, **kwargs})
+
+    create.__name__ = spec
+    loaded = _from_factory(create, spec, args, kind="hub")
+    config = getattr(loaded.module, "pretrained_cfg", None) or getattr(loaded.module, "default_cfg", None) or {}
+    size = config.get("input_size") if isinstance(config, Mapping) else None
+    return _replace(loaded, input_size=tuple(size) if size else None)
+
+
+def _closest(name: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f"; closest: {', '.join(close)}" if close else ""
+
+
+# -- Python factories ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PythonFactory:
+    """`package.module:factory` or `path/to/file.py:factory`, imported and looked up. Calling
+    it calls the factory (on whatever device is current), errors as ArchprofError."""
+
+    spec: str
+    target: Callable[..., Any]
+
+    @property
+    def __name__(self) -> str:  # the report's model name
+        return self.spec
+
+    def __call__(self, **kwargs) -> torch.nn.Module:
+        with _user_code(f"model factory '{self.spec}' failed"):
+            return self.target(**kwargs)
+
+
+@printable_errors
+def python_factory(spec: str, base_dir: str | Path | None = None) -> PythonFactory:
+    """Import the module or file a `location:factory` spec names (user code runs: only ever
+    for a spec that names it) and look the factory up. Relative files and modules are found
+    in `base_dir`, then in the current directory."""
+    location, colon, attribute = spec.rpartition(":")
+    base = Path(base_dir) if base_dir is not None else None
+    if not colon or not location or not attribute or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", attribute):
+        raise ArchprofError(
+            f"malformed model spec '{spec}': expected package.module:factory or path/to/file.py:factory"
+        )
+    if location.lower().endswith(".py"):
+        module, where = _import_file(location, spec, base), f"'{location}'"
+    elif Path(location).suffix.lower() in MODEL_FILE_SUFFIXES:
+        raise ArchprofError(f"'{spec}': a {Path(location).suffix} file is a model by itself; give it without ':'")
+    elif re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", location):
+        module, where = _import_module(location, spec, base), f"module '{location}'"
+    else:
+        raise ArchprofError(
+            f"malformed model spec '{spec}': expected package.module:factory or path/to/file.py:factory"
+        )
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            public = [n for n, v in vars(module).items() if not n.startswith("_") and callable(v)]
+            raise ArchprofError(f"{where} has no '{attribute}' (model '{spec}'){_closest(attribute, public)}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ArchprofError(f"'{spec}' is a {type(target).__name__}, not a factory returning a torch.nn.Module")
+    return PythonFactory(spec, target)
+
+
+@contextlib.contextmanager
+def _importable(*directories: Path | None) -> Iterator[None]:
+    """Let `import` find modules in these directories for the duration."""
+    added = []
+    for directory in directories:
+        if directory is None:
+            continue
+        entry = str(Path(directory).resolve())
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+            added.append(entry)
+    try:
+        yield
+    finally:
+        for entry in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
+
+
+@contextlib.contextmanager
+def _user_code(failure: str) -> Iterator[None]:
+    """Run user code (import a module, call a factory): whatever it raises, sys.exit and
+    argparse's exit included, becomes one ArchprofError '<failure>: <what it raised>'; Ctrl-C
+    still stops. What it writes to stderr is held back, then written out should it succeed
+    (argparse prints its usage before it exits: the error quotes the last line instead)."""
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    except (ArchprofError, KeyboardInterrupt):
+        sys.stderr.write(held.getvalue())
+        raise
+    except BaseException as exc:
+        printed = [line.strip() for line in held.getvalue().splitlines() if line.strip()]
+        said = f" (it printed: {printed[-1]})" if printed else ""
+        raise ArchprofError(f"{failure}: {first_line(exc)}{said}") from None
+    sys.stderr.write(held.getvalue())
+
+
+def _import_module(name: str, spec: str, base: Path | None):
+    with _importable(Path.cwd(), base), _user_code(f"importing '{name}' for model '{spec}' failed"):
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            raise ArchprofError(f"cannot import '{name}' for model '{spec}': {first_line(exc, bare=True)}") from None
+
+
+def _import_file(location: str, spec: str, base: Path | None):
+    path = resolve_path(location, base)
+    if lookup_path(path, location) != "file":
+        raise ArchprofError(f"file {location} does not exist (model '{spec}')")
+    resolved = path.resolve()
+    # One module per file, named after its path so that two files called models.py differ.
+    name = "archprof_user_" + re.sub(r"\W", "_", str(resolved))
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, resolved)
+    if module_spec is None or module_spec.loader is None:
+        raise ArchprofError(f"cannot import {location} (model '{spec}')")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up here
+    with _importable(resolved.parent), _user_code(f"importing {location} for model '{spec}' failed"):
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return module
+
+
+def _builder(fn: Callable[..., Any], args: Mapping[str, Any], name: str) -> Callable[[torch.device], torch.nn.Module]:
+    def build(device: torch.device) -> torch.nn.Module:
+        with _user_code(f"model factory '{name}' failed on {device}"), torch.device(device):
+            module = fn(**args)
+        return module.to(device)
+
+    return build
+
+
+def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], kind: str) -> LoadedModel:
+    """Call the factory on the meta device; should it not build there (it computes with
+    tensors, say), build it on the CPU instead, saying so once."""
+    from archprof.trace import is_meta_limitation
+
+    meta_failure = None
+    with _user_code(f"model factory '{name}' failed"):
+        try:
+            with torch.device("meta"):
+                module = fn(**args)
+        except ArchprofError:
+            raise
+        except Exception as exc:
+            if not is_meta_limitation(exc):
+                raise
+            meta_failure = first_line(exc, bare=True)
+            module = fn(**args)
+    if meta_failure is not None:
+        warnings.warn(
+            f"model '{name}' cannot be built on the meta device ({meta_failure}): built on the CPU",
+            ArchprofWarning,
+            stacklevel=3,
+        )
+    if not isinstance(module, torch.nn.Module):
+        raise ArchprofError(f"model factory '{name}' returned {type(module).__name__}, not a torch.nn.Module")
+    return LoadedModel(module, name, None, kind=kind, owned=True, build=_builder(fn, args, name))
