@@ -14,7 +14,8 @@ import torch
 
 from archprof.analysis import ModelSpec, analysis, analyze, checked_batch_and_dtype, load
 from archprof.load import InputsLike
-from archprof.measure.clock import DEFAULT_REPEAT, DEFAULT_WARMUP, no_progress
+from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
+from archprof.measure.clock import no_progress
 from archprof.measure.profile import profile_analysis
 from archprof.report import Report
 

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from archprof import __version__
-from archprof.measure.clock import DEFAULT_REPEAT, DEFAULT_WARMUP
+from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
 
 app = typer.Typer(
     name="archprof",

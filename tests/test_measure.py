@@ -16,10 +16,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 import archprof
-from archprof.measure import ceilings, clock, crosscheck, device
-from archprof.measure.profile import timing_notes
+from archprof import measure
 from archprof.cli import app
 from archprof.errors import ArchprofError
+from archprof.measure import ceilings, clock, crosscheck, device
+from archprof.measure.profile import timing_notes
 from archprof.operators import OPERATORS, Cost
 from archprof.report import MEASURED_COLUMNS
 from tests.models import Residual
@@ -123,8 +124,8 @@ def test_default_passes_are_the_documented_ones():
     import inspect
 
     parameters = inspect.signature(archprof.profile).parameters
-    assert parameters["warmup"].default == clock.DEFAULT_WARMUP
-    assert parameters["repeat"].default == clock.DEFAULT_REPEAT
+    assert parameters["warmup"].default == measure.DEFAULT_WARMUP
+    assert parameters["repeat"].default == measure.DEFAULT_REPEAT
 
 
 # --- bytes moved, by hand ------------------------------------------------------------------

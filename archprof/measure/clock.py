@@ -24,9 +24,6 @@ from typing import Any
 
 import torch
 
-DEFAULT_WARMUP = 5
-DEFAULT_REPEAT = 20
-
 # progress(phase, done, total): called as work advances (the CLI draws it with rich).
 ProgressFn = Callable[[str, int, int], None]
 

@@ -27,10 +27,9 @@ import torch
 
 from archprof.analysis import Analysis
 from archprof.errors import ArchprofError, first_line
+from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
 from archprof.measure.ceilings import Ceilings, cache_path, device_ceilings
 from archprof.measure.clock import (
-    DEFAULT_REPEAT,
-    DEFAULT_WARMUP,
     ProgressFn,
     Timing,
     no_progress,
