@@ -23,19 +23,25 @@ ArchprofError naming the file, the line and the key."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import tomllib
+
+from archprof.analysis import analyze
 from archprof.comparison import METRICS, Metric
 from archprof.errors import ArchprofError
-from archprof.units import parse_count, parse_size
-
-if TYPE_CHECKING:
-    from archprof.report import Report
+from archprof.load import DTYPES, load_model, parse_dtype, parse_input_size
+from archprof.output import read_text
+from archprof.passes.memory import OPTIMIZER_STATE_COPIES, optimizer_state_copies
+from archprof.report import Report, markdown_code, shapes_text, visible_text
+from archprof.units import human_bytes, human_count, parse_count, parse_size
 
 # -- limits ------------------------------------------------------------------------------
 
@@ -93,7 +99,6 @@ class Verdict:
 
 def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) -> list[Verdict]:
     """One verdict per limit. A metric this archprof cannot compute raises ArchprofError."""
-    from archprof.report import shapes_text
 
     shape = shapes_text(report.input_shapes)
     verdicts = []
@@ -128,8 +133,6 @@ class BudgetEntry:
 
 def check_entry(entry: BudgetEntry) -> list[Verdict]:
     """Analyse the entry's model and judge every limit."""
-    from archprof.analysis import analyze
-    from archprof.load import load_model, parse_dtype
 
     dtype = parse_dtype(entry.dtype) if entry.dtype else None
     try:
@@ -168,8 +171,6 @@ _TOOL_HEADER = re.compile(r"^[ \t]*\[\s*tool\s*\.\s*archprof\s*\]", re.MULTILINE
 
 def find_budget_file(directory: Path | None = None) -> Path | None:
     """`archprof.toml`, else a `pyproject.toml` with a [tool.archprof] table, in `directory`."""
-    import tomllib
-
     directory = directory or Path()  # relative: errors then name "archprof.toml", not a long path
     candidate = directory / "archprof.toml"
     if candidate.is_file():
@@ -187,10 +188,6 @@ def find_budget_file(directory: Path | None = None) -> Path | None:
 
 def load_budget_file(path: str | Path) -> list[BudgetEntry]:
     """The entries of a budget file; any mistake raises ArchprofError naming the line and key."""
-    import tomllib
-
-    from archprof.output import read_text
-
     path = Path(path)
     text = read_text(path, "budget file")
     try:
@@ -223,7 +220,6 @@ def load_budget_file(path: str | Path) -> list[BudgetEntry]:
 
 
 def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
-    from archprof.load import DTYPES, parse_input_size
 
     header = budget.at(None, index)
     for key in raw:
@@ -275,8 +271,6 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
             fail("dtype", f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     optimizer = "sgd"
     if "optimizer" in values:
-        from archprof.passes.memory import OPTIMIZER_STATE_COPIES
-
         optimizer = values["optimizer"][1]
         if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZER_STATE_COPIES:
             fail("optimizer", f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_STATE_COPIES)}")
@@ -339,7 +333,6 @@ class _BudgetText:
 
 
 def format_value(metric: Metric, value: int) -> str:
-    from archprof.units import human_bytes, human_count
 
     if metric.unit == "bytes":
         return human_bytes(value)
@@ -374,7 +367,6 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
 
 def markdown_summary(verdicts: Sequence[Verdict]) -> str:
     """The verdict as GitHub-flavoured Markdown (for $GITHUB_STEP_SUMMARY)."""
-    from archprof.report import markdown_code
 
     failed = sum(not v.passed for v in verdicts)
     models = len(dict.fromkeys((v.model, v.input_shape) for v in verdicts))
@@ -400,10 +392,6 @@ def junit_xml(verdicts: Sequence[Verdict]) -> str:
     """JUnit XML: one testsuite per model and input, one testcase per limit, <failure> when exceeded.
     The model's name and the limits as written are given with control characters shown as
     escapes (`visible_text`): XML 1.0 has no way to hold most of them."""
-    import xml.etree.ElementTree as ET
-
-    from archprof.report import visible_text
-
     suites = ET.Element("testsuites", name="archprof budget")
     by_model: dict[tuple[str, str], list[Verdict]] = {}
     for verdict in verdicts:
@@ -456,12 +444,8 @@ def plan_check(
     every entry of the budget file (`config`, else archprof.toml or [tool.archprof] in
     pyproject.toml in `directory`). Input, batch, dtype and optimizer, when given, replace
     the file's."""
-    import dataclasses
-
     given = {key: value for key, value in limits.items() if value is not None}
     if optimizer is not None:
-        from archprof.passes.memory import optimizer_state_copies
-
         optimizer_state_copies(optimizer)
         optimizer = optimizer.lower()
     if given:
