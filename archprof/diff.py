@@ -155,21 +155,22 @@ class ReportDiff:
 
 
 def diff_reports(old: Side, new: Side) -> ReportDiff:
-    """Match rows by (layer, call); list added, removed and changed ones, and the totals."""
-    old_rows = {(row["layer"], row["call"]): row for row in old.rows}
-    new_keys = {(row["layer"], row["call"]) for row in new.rows}
+    """Match rows by layer, call and segment; list added, removed and changed ones, and the totals."""
+    old_keyed = _keyed(old.rows)
+    old_rows = dict(old_keyed)
+    new_keyed = _keyed(new.rows)
+    new_keys = {key for key, _ in new_keyed}
     changes: list[LayerChange] = []
     unchanged = 0
     # Removed rows are listed just before the next row both sides share, so that the
     # listing follows the network's order.
-    pending_removed = [row for row in old.rows if (row["layer"], row["call"]) not in new_keys]
-    old_order = {(row["layer"], row["call"]): index for index, row in enumerate(old.rows)}
-    for row in new.rows:
-        key = (row["layer"], row["call"])
+    pending_removed = [(key, row) for key, row in old_keyed if key not in new_keys]
+    old_order = {key: index for index, (key, _) in enumerate(old_keyed)}
+    for key, row in new_keyed:
         before = old_rows.get(key)
         if before is not None:
-            while pending_removed and old_order[_key(pending_removed[0])] < old_order[key]:
-                removed = pending_removed.pop(0)
+            while pending_removed and old_order[pending_removed[0][0]] < old_order[key]:
+                _, removed = pending_removed.pop(0)
                 changes.append(LayerChange("removed", removed["layer"], removed["call"], removed, None))
         if before is None:
             changes.append(LayerChange("added", row["layer"], row["call"], None, row))
@@ -177,13 +178,22 @@ def diff_reports(old: Side, new: Side) -> ReportDiff:
             changes.append(LayerChange("changed", row["layer"], row["call"], before, row))
         else:
             unchanged += 1
-    changes += [LayerChange("removed", r["layer"], r["call"], r, None) for r in pending_removed]
+    changes += [LayerChange("removed", r["layer"], r["call"], r, None) for _, r in pending_removed]
     totals = [TotalChange(name, label, unit, old.total(name), new.total(name)) for name, label, unit in METRICS]
     return ReportDiff(old.name, new.name, totals, changes, unchanged)
 
 
-def _key(row: dict[str, Any]) -> tuple[str, int]:
-    return row["layer"], row["call"]
+def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[str, Any]]]:
+    """Each row with its key (layer, call, segment): a container's own operations before and
+    after a child call are two rows of one layer and call, told apart by their order."""
+    seen: dict[tuple[str, int], int] = {}
+    keyed = []
+    for row in rows:
+        layer_call = (row["layer"], row["call"])
+        segment = seen.get(layer_call, 0)
+        seen[layer_call] = segment + 1
+        keyed.append(((*layer_call, segment), row))
+    return keyed
 
 
 def side_from_report(report: Report, name: str | None = None) -> Side:
@@ -195,23 +205,9 @@ def read_csv_report(path: str | Path) -> Side:
     """Rows of a CSV report; a file that is not one raises ArchprofError naming the problem and line.
 
     Names come back exactly as the model had them (`archprof.report.csv_cell` undone, line
-    breaks inside quoted cells kept). A byte-order mark (Excel's "CSV UTF-8") is skipped. Two
-    rows of one layer and call make an error: their figures would count twice in the totals."""
-    from archprof.report import visible_text
-
+    breaks inside quoted cells kept). A byte-order mark (Excel's "CSV UTF-8") is skipped."""
     path = Path(path)
-    rows = []
-    first_line: dict[tuple[str, int], int] = {}
-    for line, row in _read_rows(path, _REQUIRED):
-        key = _key(row)
-        if key in first_line:
-            raise ArchprofError(
-                f"{path}, line {line}: layer '{visible_text(row['layer'])}' call {row['call']} is already on line"
-                f" {first_line[key]}: a report has one row per layer and call; remove the duplicate"
-            )
-        first_line[key] = line
-        rows.append(row)
-    return Side(path.stem, rows)
+    return Side(path.stem, [row for _, row in _read_rows(path, _REQUIRED)])
 
 
 def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import archprof
 from archprof.cli import app
-from archprof.diff import read_csv_report
+from archprof.diff import diff, read_csv_report
 from archprof.errors import ArchprofError
 
 runner = CliRunner()
@@ -220,18 +220,41 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
     assert result["layers"] == [] and result["unchanged_layers"] == len(rows)
 
 
-def test_a_csv_with_a_duplicate_row_is_a_one_line_error(tmp_path):
+def test_a_duplicated_row_is_shown_as_a_layer_added(tmp_path):
     report = tmp_path / "report.csv"
-    summary_csv("lenet5", report)
+    rows = summary_csv("lenet5", report)
     lines = report.read_text(encoding="utf-8").splitlines(keepends=True)
     duplicated = tmp_path / "duplicated.csv"
-    duplicated.write_text("".join([*lines, lines[3]]), encoding="utf-8")
-    layer = next(csv.reader([lines[3]]))[0]
-    result = invoke("diff", str(duplicated), "lenet5")
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    (error,) = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert f"line {len(lines) + 1}" in error and f"layer '{layer}' call 0" in error and "line 4" in error
+    duplicated.write_text("".join([*lines, lines[1]]), encoding="utf-8")  # the first layer twice
+    result = invoke("diff", str(report), str(duplicated), "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [(c["status"], c["layer"]) for c in document["layers"]] == [("added", rows[0]["layer"])]
+    params = next(t for t in document["totals"] if t["metric"] == "param_count")
+    assert params["new"] - params["old"] == int(rows[0]["param_count"])
+
+
+class OwnOperationsAroundAChild(nn.Module):
+    """The model's own operations before and after its child: two rows of layer '' call 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x * 2) + 1
+
+
+def test_a_container_with_two_segments_reads_back_and_diffs_clean(tmp_path):
+    model = OwnOperationsAroundAChild()
+    written = tmp_path / "segments.csv"
+    report = archprof.analyze(model, input_size=(3, 8, 8))
+    report.to_csv(written)
+    rows = list(csv.DictReader(io.StringIO(written.read_text(encoding="utf-8"))))
+    assert [(row["layer"], row["call"]) for row in rows].count(("", "0")) == 2
+    for new in (str(written), report):  # the file with itself, and with the report it came from
+        result = diff(str(written), new)
+        assert not result.layers and result.unchanged == len(rows)
 
 
 # -- figures past int64 -------------------------------------------------------------------
