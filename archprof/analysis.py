@@ -31,6 +31,7 @@ from archprof.passes.params import parameter_columns
 from archprof.passes.receptive_field import receptive_field_columns
 from archprof.report import COLUMNS, Report
 from archprof.trace import MetaUnsupported, TraceInput, trace
+from archprof.units import shape_text, shapes_text
 
 ModelSpec = str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
 
@@ -185,8 +186,8 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
     if usual is not None and len(specs) == 1 == len(usual) and len(specs[0].shape) != len(usual[0].shape):
         size, expected = specs[0].shape, usual[0].shape
         raise ArchprofError(
-            f"input {'x'.join(map(str, size))} has {len(size)} dimensions; {loaded.name} takes {len(expected)}"
-            f" (e.g. {'x'.join(map(str, expected))})"
+            f"input {shape_text(size)} has {len(size)} dimensions; {loaded.name} takes {len(expected)}"
+            f" (e.g. {shape_text(expected)})"
         )
     return specs
 
@@ -239,7 +240,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         "call": [g.call for g in groups],
         "depth": [g.depth for g in groups],
         "operators": [" ".join(dict.fromkeys(op.op.removeprefix("aten.") for op in g.ops)) for g in groups],
-        "output_shape": [", ".join("x".join(map(str, t.shape)) for t in g.outputs) for g in groups],
+        "output_shape": [shapes_text(t.shape for t in g.outputs) for g in groups],
     }
     columns.update(parameter_columns(graph, groups))
     columns.update(cost_columns(groups))

@@ -40,8 +40,8 @@ from archprof.errors import ArchprofError
 from archprof.load import DTYPES, load_model, parse_dtype, parse_input_size
 from archprof.output import read_text
 from archprof.passes.memory import OPTIMIZER_STATE_COPIES, optimizer_state_copies
-from archprof.report import Report, markdown_code, shapes_text, visible_text
-from archprof.units import human_bytes, human_count, parse_count, parse_size
+from archprof.report import Report, markdown_code, visible_text
+from archprof.units import human_value, parse_count, parse_size, shape_text, shapes_text
 
 # -- limits ------------------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
     if "input" in values:
         raw_input = values["input"][1]
         if isinstance(raw_input, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in raw_input):
-            raw_input = "x".join(map(str, raw_input))
+            raw_input = shape_text(raw_input)
         if not isinstance(raw_input, str):
             fail("input", 'expected one sample\'s shape, e.g. input = "3x224x224"')
         try:
@@ -332,19 +332,10 @@ class _BudgetText:
 # -- reporting a verdict -----------------------------------------------------------------
 
 
-def format_value(metric: Metric, value: int) -> str:
-
-    if metric.unit == "bytes":
-        return human_bytes(value)
-    if metric.unit == "pixels":
-        return f"{value} px"
-    return human_count(value)
-
-
 def format_margin(verdict: Verdict) -> str:
     margin = verdict.margin
     sign = "-" if margin < 0 else "+"
-    shown = format_value(verdict.limit.metric, abs(margin))
+    shown = human_value(verdict.limit.metric.unit, abs(margin))
     if verdict.limit.threshold:
         return f"{sign}{shown} ({sign}{abs(margin) / verdict.limit.threshold:.1%})"
     return f"{sign}{shown}"
@@ -357,7 +348,7 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
             "model": v.model,
             "input": v.input_shape,
             "limit": f"{v.limit.key} {v.limit.text}",
-            "value": format_value(v.limit.metric, v.value),
+            "value": human_value(v.limit.metric.unit, v.value),
             "margin": format_margin(v),
             "verdict": "pass" if v.passed else "FAIL",
         }
@@ -409,7 +400,7 @@ def junit_xml(verdicts: Sequence[Verdict]) -> str:
         )
         for verdict in group:
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit.key)
-            value = format_value(verdict.limit.metric, verdict.value)
+            value = human_value(verdict.limit.metric.unit, verdict.value)
             detail = f"{verdict.limit.metric.label} {value} ({verdict.value:,}) at input {shape}"
             limit = f"{verdict.limit.key} {visible_text(verdict.limit.text)}"
             if verdict.passed:

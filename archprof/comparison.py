@@ -20,6 +20,7 @@ from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs
 from archprof.report import Report
 from archprof.trace import forward_exits_as_errors
+from archprof.units import human_bytes, human_count, shapes_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,8 +137,6 @@ def compare(
 def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | None = None) -> pd.DataFrame:
     import pandas as pd
 
-    from archprof.report import shapes_text
-
     data: dict[str, pd.Series] = {
         "model": pd.Series([r.model for r in reports], dtype="string"),
         "input_shape": pd.Series([shapes_text(r.input_shapes) for r in reports], dtype="string"),
@@ -236,7 +235,6 @@ def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and human-readable cells of a comparison (for tables and Markdown)."""
-    from archprof.units import human_bytes, human_count
 
     def ratio(value: float) -> str:
         return "-" if value != value else f"{value:.2f}x"

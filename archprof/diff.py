@@ -12,12 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archprof.analysis import analyze
 from archprof.errors import ArchprofError
+from archprof.passes.receptive_field import FieldMark
+from archprof.report import (
+    COLUMNS,
+    Report,
+    counts_text,
+    csv_cell_text,
+    csv_text,
+    dims_text,
+    layer_label,
+    markdown_code,
+    visible_text,
+)
+from archprof.units import human_value
 
 if TYPE_CHECKING:
     import torch
 
-    from archprof.report import Report
 
 # The figures compared, per layer and in total.
 METRICS: tuple[tuple[str, str, str], ...] = (
@@ -87,7 +100,6 @@ class ReportDiff:
     def to_csv(self) -> str:
         """One line per changed layer: status, layer, call, old/new shape, old/new/change per metric.
         Names from the model are neutralised against formula injection as in `Report.to_csv`."""
-        from archprof.report import csv_text
 
         header = ["status", "layer", "call", "old_module_type", "new_module_type", "old_output_shape"]
         header.append("new_output_shape")
@@ -132,21 +144,21 @@ class ReportDiff:
         return json.dumps(document, indent=2) + "\n"
 
     def to_markdown(self) -> str:
-        from archprof.report import markdown_code, visible_text
 
         lines = [f"# {visible_text(self.old)} → {visible_text(self.new)}", ""]
         lines += ["| Total | Old | New | Change | % |", "|---|---:|---:|---:|---:|"]
         for total in self.totals:
             lines.append(
-                f"| {total.label} | {format_value(total.unit, total.old)} | {format_value(total.unit, total.new)}"
+                f"| {total.label} | {human_value(total.unit, total.old)} | {human_value(total.unit, total.new)}"
                 f" | {format_change(total.unit, total.change)} | {format_percent(total.percent)} |"
             )
         lines += ["", f"{len(self.layers)} layers changed, {self.unchanged} unchanged.", ""]
         if self.layers:
             lines += ["| Status | Layer | Output shape | Params | MACs | Activations |", "|---|---|---|---:|---:|---:|"]
             for change in self.layers:
+                label = markdown_code(layer_label(change.layer, change.call))
                 lines.append(
-                    f"| {change.status} | {markdown_code(layer_label(change))} | {shape_change(change)}"
+                    f"| {change.status} | {label} | {shape_change(change)}"
                     f" | {format_change('count', change.delta('param_count'))}"
                     f" | {format_change('count', change.delta('macs'))}"
                     f" | {format_change('bytes', change.delta('activation_bytes'))} |"
@@ -216,7 +228,6 @@ def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
     'input' / 'undefined', None for '', {'aten.cumsum': 1} for 'aten.cumsum x1', True / False /
     None for covers_input. A file that is not a report, or a cell a report cannot hold, raises
     ArchprofError naming the column and line."""
-    from archprof.report import COLUMNS
 
     path = Path(path)
     header = next(csv.reader(io.StringIO(_report_text(path), newline="")), [])
@@ -227,7 +238,6 @@ def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
 def _read_rows(path: Path, names: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
     """(line, the columns `names`) of every row, each cell read by its column's reader; the
     line is the row's last physical one (a quoted cell may span several)."""
-    from archprof.report import COLUMNS
 
     reader = csv.DictReader(io.StringIO(_report_text(path), newline=""))
     missing = [name for name in _REQUIRED if name not in (reader.fieldnames or [])]
@@ -254,7 +264,6 @@ def _read_rows(path: Path, names: Sequence[str]) -> list[tuple[int, dict[str, An
 
 
 def _cell_reader(column) -> Callable[[str], Any]:
-    from archprof.report import counts_text, csv_cell_text, dims_text
 
     if column.user_text:
         return csv_cell_text
@@ -285,7 +294,6 @@ def _boolean(cell: str) -> bool | None:
 
 def _dims(cell: str):
     """'212x212' -> (212, 212); 'input', 'undefined' -> FieldMark; '' -> None."""
-    from archprof.passes.receptive_field import FieldMark
 
     if not cell:
         return None
@@ -326,7 +334,6 @@ def load_side(
     """A CSV report (a path ending in .csv, or an existing file), else a model spec analysed here."""
     if spec.lower().endswith(".csv") or Path(spec).is_file():
         return read_csv_report(spec)
-    from archprof.analysis import analyze
 
     report = analyze(spec, input_size=input_size, batch=batch, dtype=dtype)
     return side_from_report(report, spec)
@@ -350,25 +357,14 @@ def diff(
 # -- text ----------------------------------------------------------------------------------
 
 
-def format_value(unit: str, value: int) -> str:
-    from archprof.units import human_bytes, human_count
-
-    return human_bytes(value) if unit == "bytes" else human_count(value)
-
-
 def format_change(unit: str, change: int) -> str:
     if change == 0:
         return "0"
-    return ("+" if change > 0 else "-") + format_value(unit, abs(change))
+    return ("+" if change > 0 else "-") + human_value(unit, abs(change))
 
 
 def format_percent(percent: float | None) -> str:
     return "n/a" if percent is None else f"{percent:+.2f}%"
-
-
-def layer_label(change: LayerChange) -> str:
-    name = change.layer or "(model)"
-    return f"{name} (call {change.call + 1})" if change.call > 0 else name
 
 
 def shape_change(change: LayerChange) -> str:

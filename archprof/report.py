@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from archprof.errors import ArchprofError
+from archprof.units import shape_text, shapes_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,12 +27,23 @@ if TYPE_CHECKING:
     from archprof.passes.flops import OperatorCost
 
 
+def layer_label(layer: str, call: int) -> str:
+    """A row's name as tables and messages show it: 'layer1.0.conv1', '(model)' for the
+    model's own operations, '(call 2)' from a module's second call on, '(not called)'."""
+    name = layer or "(model)"
+    if call > 0:
+        return f"{name} (call {call + 1})"
+    if call < 0:
+        return f"{name} (not called)"
+    return name
+
+
 def dims_text(value: tuple[int, ...] | str | None) -> str:
     """A field, stride or start as the CSV writes it: '212x212', 'input' or 'undefined' (a
     `FieldMark`, a str), '' for None."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else "x".join(map(str, value))
+    return value if isinstance(value, str) else shape_text(value)
 
 
 def counts_text(counts: dict[str, int]) -> str:
@@ -421,10 +433,6 @@ def _exact_dtype(dtype: str, values: list) -> str:
         return dtype
     numbers = [value for value in values if value is not None]
     return dtype if all(n in _INT64 for n in (*numbers, sum(numbers))) else "object"
-
-
-def shapes_text(shapes) -> str:
-    return ", ".join("x".join(map(str, s)) for s in shapes)
 
 
 # -- text from the user's model (module names, class names, the model's name) ------------

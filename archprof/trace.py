@@ -25,6 +25,7 @@ from archprof.errors import ArchprofError, first_line
 from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind, TensorMeta
 from archprof.operators import find_operator
 from archprof.structure import map_op_args, op_tensors, tensors_in
+from archprof.units import shapes_text
 
 
 @dataclass(frozen=True)
@@ -566,4 +567,4 @@ def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _shapes_text(shapes) -> str:
-    return ", ".join("x".join(map(str, s)) for s in shapes) or "(no tensor)"
+    return shapes_text(shapes) or "(no tensor)"

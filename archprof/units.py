@@ -5,6 +5,7 @@ everywhere else)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -20,6 +21,25 @@ def human_count(value: int) -> str:
         if abs(value) >= step:
             return f"{value / step:.2f} {prefix}"
     return str(value)
+
+
+def human_value(unit: str, value: int) -> str:
+    """A count, bytes or pixels as a person reads them: '25.56 M', '6.12 MB', '212 px'."""
+    if unit == "bytes":
+        return human_bytes(value)
+    if unit == "pixels":
+        return f"{value} px"
+    return human_count(value)
+
+
+def shape_text(dims: Sequence[int]) -> str:
+    """(1, 3, 224, 224) -> '1x3x224x224'."""
+    return "x".join(map(str, dims))
+
+
+def shapes_text(shapes: Iterable[Sequence[int]]) -> str:
+    """Several shapes, as archprof prints them: '1x3x32x32, 1x10'."""
+    return ", ".join(shape_text(shape) for shape in shapes)
 
 
 def human_bytes(value: int) -> str:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from torch.utils.flop_counter import FlopCounterMode
 
 from archprof.graph import Graph
-from archprof.report import Report
+from archprof.report import Report, layer_label
 from archprof.structure import tensors_in
+from archprof.units import shape_text, shapes_text
 
 # The cross-check accepts measured / predicted peak memory within these bounds. A CUDA
 # measurement also holds what the analysis does not count: kernel workspace (cuDNN),
@@ -52,7 +53,7 @@ def check_run(module, inputs, leaves) -> RealRun:
         def hook(_module, _args, output):
             call = counts.get(path, 0)
             counts[path] = call + 1
-            shapes[(path, call)] = _shape_text(tensors_in(output))
+            shapes[(path, call)] = shapes_text(t.shape for t in tensors_in(output))
 
         return hook
 
@@ -67,15 +68,11 @@ def check_run(module, inputs, leaves) -> RealRun:
     by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     return RealRun(
         shapes,
-        ["x".join(map(str, t.shape)) for t in tensors_in(output)],
+        [shape_text(t.shape) for t in tensors_in(output)],
         counter.get_total_flops(),
         by_module,
         type(module).__name__,
     )
-
-
-def _shape_text(tensors) -> str:
-    return ", ".join("x".join(map(str, t.shape)) for t in tensors)
 
 
 def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
@@ -90,14 +87,14 @@ def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
     }
     lines = []
     for key in sorted(predicted.keys() | real.leaf_shapes.keys(), key=_call_order(predicted, real.leaf_shapes)):
-        name = call_name(*key)
+        name = layer_label(*key)
         if key not in real.leaf_shapes:
             lines.append(f"{name}: predicted ({predicted[key]}) but did not run")
         elif key not in predicted:
             lines.append(f"{name}: ran ({real.leaf_shapes[key]}) but the analysis did not see it")
         elif predicted[key] != real.leaf_shapes[key]:
             lines.append(f"{name}: predicted {predicted[key]}, measured {real.leaf_shapes[key]}")
-    predicted_outputs = ["x".join(map(str, t.shape)) for t in graph.outputs]
+    predicted_outputs = [shape_text(t.shape) for t in graph.outputs]
     if predicted_outputs != real.output_shapes:
         lines.append(
             f"model output: predicted {', '.join(predicted_outputs)}, measured {', '.join(real.output_shapes)}"
@@ -110,11 +107,6 @@ def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
 def _call_order(*maps):
     order = {key: i for mapping in maps for i, key in enumerate(mapping)}
     return lambda key: order.get(key, 0)
-
-
-def call_name(layer: str, call: int) -> str:
-    name = layer or "(model)"
-    return f"{name} (call {call + 1})" if call > 0 else name
 
 
 def check_flops(report: Report, real: RealRun, leaves) -> Check:

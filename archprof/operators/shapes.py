@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from archprof.operators.costs import Shape, expand
+from archprof.units import shape_text
 
 
 def same_shape(x: Shape, *args, **kwargs) -> list[Shape]:
@@ -80,12 +81,8 @@ def transposed_conv_output_size(size, kernel, stride, padding, dilation, output_
 
 def _checked(shape: Shape) -> list[Shape]:
     if any(size <= 0 for size in shape):
-        raise RuntimeError(f"the input is too small: the output would be {_text(shape)}")
+        raise RuntimeError(f"the input is too small: the output would be {shape_text(shape)}")
     return [shape]
-
-
-def _text(shape: Shape) -> str:
-    return "x".join(map(str, shape))
 
 
 def conv_shape(x: Shape, w: Shape, bias, stride, padding, dilation, transposed, output_padding, groups) -> list[Shape]:
@@ -97,14 +94,14 @@ def conv_shape(x: Shape, w: Shape, bias, stride, padding, dilation, transposed, 
     if transposed:
         if x[1] != w[0]:
             raise RuntimeError(
-                f"the weight {_text(w)} of this transposed convolution expects {w[0]} input channels, got {x[1]}"
+                f"the weight {shape_text(w)} of this transposed convolution expects {w[0]} input channels, got {x[1]}"
             )
         output_padding = expand(output_padding, dims)
         spatial = tuple(map(transposed_conv_output_size, x[2:], w[2:], stride, padding, dilation, output_padding))
         return _checked((x[0], w[1] * groups, *spatial))
     if x[1] != w[1] * groups:
         raise RuntimeError(
-            f"the weight {_text(w)} (groups={groups}) expects {w[1] * groups} input channels, got {x[1]}"
+            f"the weight {shape_text(w)} (groups={groups}) expects {w[1] * groups} input channels, got {x[1]}"
         )
     if w[0] % groups:
         raise RuntimeError(f"{w[0]} output channels do not divide into {groups} groups")

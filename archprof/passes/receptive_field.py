@@ -49,6 +49,7 @@ import torch
 from archprof.graph import Graph, OpNode, TensorMeta
 from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.layers import LayerGroup
+from archprof.units import shape_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +153,6 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
     return tuple(s.size for s in spans), stride, tuple(s.start for s in spans), covers, state.note
 
 
-def _join(values) -> str:
-    return "x".join(map(str, values))
-
-
 # -- the walk ------------------------------------------------------------------------------
 
 
@@ -172,7 +169,7 @@ def tensor_fields(graph: Graph) -> tuple[dict[int, State], tuple[int, ...]]:
         if tensor.shape[2:] == spatial and len(tensor.shape) == len(first):
             walk.fields[tensor.id] = identity
         elif len(tensor.shape) >= 3:
-            walk.fields[tensor.id] = Undefined(f"input {index + 1} is not the size of input 1 ({_join(spatial)})")
+            walk.fields[tensor.id] = Undefined(f"input {index + 1} is not the size of input 1 ({shape_text(spatial)})")
     for op in graph.ops:
         walk.step(op)
     return walk.fields, spatial

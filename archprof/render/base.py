@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from archprof.report import visible_text
+from archprof.report import layer_label, visible_text
 from archprof.units import human_bytes, human_count
 
 TEXT_COLUMNS = frozenset({"", "Layer", "Type", "Output shape", "Model", "Input", "Bound"})
@@ -54,12 +54,7 @@ def _no_markup(cell):
 
 
 def layer_name(row: dict) -> str:
-    name = visible_text(row["layer"]) or "(model)"
-    if row["call"] > 0:
-        return f"{name} (call {row['call'] + 1})"
-    if row["call"] < 0:
-        return f"{name} (not called)"
-    return name
+    return layer_label(visible_text(row["layer"]), row["call"])
 
 
 def indented_layer_name(row: dict) -> str:

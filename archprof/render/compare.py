@@ -7,8 +7,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from archprof.diff import format_change, format_percent, shape_change
 from archprof.render.base import fitted_table
-from archprof.report import visible_text
+from archprof.report import layer_label, visible_text
+from archprof.units import human_value
 
 # Columns of a comparison kept on a narrow terminal, most important first (the rest are
 # left out rather than cutting numbers short; every file format keeps them all).
@@ -75,7 +77,6 @@ def budget_table(rows: list[dict[str, str]]) -> Group:
 
 def diff_tables(diff, width: int = 160) -> Group:
     """Totals (old, new, change, %) and the layers added, removed or changed (an `archprof.diff.ReportDiff`)."""
-    from archprof.diff import format_change, format_percent, format_value, layer_label, shape_change
 
     title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
     totals = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -84,8 +85,8 @@ def diff_tables(diff, width: int = 160) -> Group:
     for total in diff.totals:
         totals.add_row(
             total.label,
-            format_value(total.unit, total.old),
-            format_value(total.unit, total.new),
+            human_value(total.unit, total.old),
+            human_value(total.unit, total.new),
             format_change(total.unit, total.change),
             format_percent(total.percent),
         )
@@ -99,7 +100,7 @@ def diff_tables(diff, width: int = 160) -> Group:
     columns["Activations"] = []
     for change in diff.layers:
         columns[""].append(Text(change.status, style=styles[change.status]))
-        columns["Layer"].append(visible_text(layer_label(change)))
+        columns["Layer"].append(visible_text(layer_label(change.layer, change.call)))
         columns["Type"].append(visible_text(change.value("module_type")))
         columns["Output shape"].append(shape_change(change))
         columns["Params"].append(format_change("count", change.delta("param_count")))

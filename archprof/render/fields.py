@@ -7,6 +7,7 @@ from rich.text import Text
 
 from archprof.render.base import dash, fitted_table, indented_layer_name, layer_name
 from archprof.report import Report, dims_text, visible_text
+from archprof.units import shape_text
 
 # Columns of the receptive-field table, most important first (the last go on a narrow terminal).
 _RF_COLUMNS = ("Layer", "Field", "Stride", "Coverage", "Centred", "Output shape", "Type")
@@ -24,7 +25,7 @@ def receptive_field_table(report: Report, width: int = 160) -> Group:
     field reaches: per dimension the part of [start, end] inside the input (padding excluded)
     over the input's size, multiplied over the dimensions."""
     spatial = report.input_shapes[0][2:] if report.input_shapes else ()
-    size_text = "x".join(map(str, spatial))
+    size_text = shape_text(spatial)
     headings = ("Layer", "Type", "Output shape", "Field", "Stride", "Centred", "Coverage")
     cells: dict[str, list] = {heading: [] for heading in headings}
     covered_from = None

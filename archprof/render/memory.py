@@ -8,8 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.render.base import bytes_cell, fitted_table, indented_layer_name
-from archprof.report import Report, shapes_text, visible_text
-from archprof.units import human_bytes
+from archprof.report import Report, visible_text
+from archprof.units import human_bytes, shapes_text
 
 # Columns of the memory table, most important first (the last go on a narrow terminal).
 _MEMORY_COLUMNS = ("Layer", "Live after", "Activations", "Saved for backward", "Peak in layer", "Output shape", "Type")

@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.render.base import bytes_cell, dash, fitted_table, indented_layer_name
-from archprof.report import Report, shapes_text, visible_text
-from archprof.units import human_bytes, human_count
+from archprof.report import Report, visible_text
+from archprof.units import human_bytes, human_count, shapes_text
 
 # Columns of the profile table, most important first (the last go on a narrow terminal).
 _PROFILE_COLUMNS = ("Layer", "Time", "Share", "Roofline", "Achieved", "Bound", "Intensity", "Bytes moved", "Type")

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from archprof.errors import ArchprofError
-from archprof.measure.crosscheck import call_name
-from archprof.report import Report
+from archprof.report import Report, layer_label
 
 
 def check_plot_target(path: str | os.PathLike) -> Path:
@@ -49,7 +48,7 @@ def plot_roofline(report: Report, path: str | os.PathLike, label_top: int = 6) -
             row["arithmetic_intensity"],
             row["achieved_flops_per_s"],
             row["time_ms"],
-            call_name(row["layer"], row["call"]),
+            layer_label(row["layer"], row["call"]),
         )
         for row in report.rows()
         if row["arithmetic_intensity"] and row["achieved_flops_per_s"]

@@ -7,8 +7,8 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.render.base import bytes_cell, count_cell, dash, fitted_table, indented_layer_name
-from archprof.report import Report, dims_text, shapes_text, visible_text
-from archprof.units import human_bytes, human_count
+from archprof.report import Report, dims_text, visible_text
+from archprof.units import human_bytes, human_count, shapes_text
 
 # Per-layer columns of the summary, most important first: on a narrow terminal the last
 # ones are left out (their figures stay in the totals and in every file format).
