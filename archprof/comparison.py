@@ -18,6 +18,7 @@ from archprof.analysis import Analysis, analysis, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs
+from archprof.passes.receptive_field import FieldMark
 from archprof.report import Report
 from archprof.trace import forward_exits_as_errors
 from archprof.units import human_bytes, human_count, shapes_text
@@ -57,7 +58,6 @@ def final_receptive_field(report: Report) -> int:
     without a spatial output have none (None): both are passed over. A field given per
     spatial dimension ((212, 212)) reads as its smallest side, what every dimension at least
     sees."""
-    from archprof.passes.receptive_field import FieldMark
 
     values = report.columns.get("receptive_field")
     if values is None:

@@ -19,12 +19,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from archprof.errors import ArchprofError
+from archprof.output import write_atomically
+from archprof.passes.flops import OperatorCost, merged_costs
+from archprof.passes.memory import optimizer_state_copies
 from archprof.units import shape_text, shapes_text
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from archprof.passes.flops import OperatorCost
 
 
 def layer_label(layer: str, call: int) -> str:
@@ -227,7 +228,6 @@ class Report:
         )
 
     def _memory_totals(self, sums: dict[str, int]) -> dict[str, Any]:
-        from archprof.passes.memory import optimizer_state_copies
 
         peaks = self.columns["peak_live_bytes"]
         peak_row = max(range(len(peaks)), key=peaks.__getitem__, default=None)
@@ -273,8 +273,6 @@ class Report:
         elementwise FLOPs). Its sums are the report's totals; operators without a formula
         are in `totals.not_counted`."""
         import pandas as pd
-
-        from archprof.passes.flops import merged_costs
 
         costs = sorted(merged_costs(self.operator_costs), key=lambda c: (-c.flops, -c.elementwise_flops, c.operator))
         columns = {
@@ -332,7 +330,6 @@ class Report:
         for index, path in enumerate(self.columns["layer"]):
             groups.setdefault(".".join(path.split(".")[:depth]) if path else "", []).append(index)
         columns: dict[str, list] = {c.name: [] for c in COLUMNS}
-        from archprof.passes.flops import merged_costs
 
         operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for indices in groups.values()]
         for path, indices in groups.items():
@@ -501,7 +498,5 @@ def markdown_code(text: str) -> str:
 
 def _write(text: str, path) -> str:
     if path is not None:
-        from archprof.output import write_atomically
-
         write_atomically(path, text)
     return text

@@ -21,6 +21,7 @@ imports code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import importlib
 import importlib.util
@@ -48,6 +49,8 @@ from archprof.load.common import (
 from archprof.load.files import load_file
 from archprof.load.model import LoadedModel
 from archprof.load.weights import check_weights, load_state_dict
+from archprof.trace import is_meta_limitation
+from archprof.zoo import MODELS
 
 
 @printable_errors
@@ -95,7 +98,6 @@ def load_model(
 
 
 def _replace(loaded: LoadedModel, **changes) -> LoadedModel:
-    import dataclasses
 
     return dataclasses.replace(loaded, **changes)
 
@@ -123,7 +125,6 @@ def _looks_like_path(spec: str, base: Path | None) -> bool:
     known = (*MODEL_FILE_SUFFIXES, *WEIGHTS_ONLY_SUFFIXES, ".py", ".onnx", ".pkl", ".h5", ".tflite", ".json")
     if "/" in spec or "\\" in spec or suffix in known:
         return True
-    from archprof.zoo import MODELS
 
     return spec not in MODELS and lookup_path(resolve_path(spec, base), spec) == "file"  # a built-in name wins
 
@@ -132,7 +133,6 @@ def _looks_like_path(spec: str, base: Path | None) -> bool:
 
 
 def _load_builtin(name: str, args: dict[str, Any]) -> LoadedModel:
-    from archprof.zoo import MODELS
 
     entry = MODELS.get(name)
     if entry is None:
@@ -329,7 +329,6 @@ def _builder(fn: Callable[..., Any], args: Mapping[str, Any], name: str) -> Call
 def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], kind: str) -> LoadedModel:
     """Call the factory on the meta device; should it not build there (it computes with
     tensors, say), build it on the CPU instead, saying so once."""
-    from archprof.trace import is_meta_limitation
 
     meta_failure = None
     with _user_code(f"model factory '{name}' failed"):
