@@ -37,7 +37,7 @@ import tomllib
 from archprof.analysis import analyze
 from archprof.comparison import METRICS, Metric
 from archprof.errors import ArchprofError
-from archprof.load import DTYPES, load_model, parse_dtype, parse_input_size
+from archprof.load import DTYPES, ModelOptions, parse_dtype, parse_input_size
 from archprof.output import read_text
 from archprof.passes.memory import OPTIMIZER_STATE_COPIES, optimizer_state_copies
 from archprof.report import Report, markdown_code, visible_text
@@ -126,6 +126,8 @@ class BudgetEntry:
     optimizer: str = "sgd"  # for max-training-memory: sgd, momentum, adam, adamw
     source: str = ""  # "archprof.toml, line 3": where the entry was defined, for errors
     search_dir: Path | None = field(default=None, compare=False)  # where "module:factory" modules live
+    # From the command line: inputs (replacing input_size), factory arguments, weights, trust.
+    options: ModelOptions = field(default_factory=ModelOptions)
 
     def where(self) -> str:
         return f"{self.source}: " if self.source else ""
@@ -137,8 +139,9 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
     dtype = parse_dtype(entry.dtype) if entry.dtype else None
     try:
         # Once for both analyses; files and modules are looked for in the budget file's folder first.
-        loaded = load_model(entry.model, base_dir=entry.search_dir)
-        if loaded.default_inputs is None and entry.input_size is None:
+        loaded = entry.options.load(entry.model, base_dir=entry.search_dir)
+        inputs = entry.options.inputs or ((entry.input_size,) if entry.input_size is not None else None)
+        if loaded.default_inputs is None and inputs is None:
             hint = 'input = "3x224x224"' if entry.source else "--input 3x224x224"
             raise ArchprofError(f"model '{entry.model}' has no default input: give one, e.g. {hint}")
         verdicts: dict[Limit, Verdict] = {}
@@ -149,7 +152,7 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
                 continue
             report = analyze(
                 loaded,
-                input_size=entry.input_size,
+                inputs=inputs,
                 batch=entry.batch,
                 dtype=dtype,
                 **({"training": True, "optimizer": entry.optimizer} if training else {}),
@@ -423,9 +426,7 @@ def plan_check(
     model: str | None,
     limits: dict[str, Any],
     config: Path | None = None,
-    input_size: tuple[int, ...] | None = None,
-    batch: int | None = None,
-    dtype: str | None = None,
+    options: ModelOptions | None = None,
     optimizer: str | None = None,
     directory: Path | None = None,
 ) -> list[BudgetEntry]:
@@ -433,8 +434,10 @@ def plan_check(
 
     MODEL with limits: those limits. MODEL alone: its entries in the budget file. Neither:
     every entry of the budget file (`config`, else archprof.toml or [tool.archprof] in
-    pyproject.toml in `directory`). Input, batch, dtype and optimizer, when given, replace
-    the file's."""
+    pyproject.toml in `directory`). The `options` given (inputs, batch, dtype) and the
+    optimizer replace the file's; factory arguments, weights and trust apply to every entry."""
+    options = options or ModelOptions()
+    dtype = str(options.dtype).removeprefix("torch.") if options.dtype is not None else None
     given = {key: value for key, value in limits.items() if value is not None}
     if optimizer is not None:
         optimizer_state_copies(optimizer)
@@ -452,7 +455,7 @@ def plan_check(
                 parsed.append(parse_limit(key, value))
             except ArchprofError as exc:
                 raise ArchprofError(f"--{exc}") from None
-        return [BudgetEntry(model, tuple(parsed), input_size, batch or 1, dtype, optimizer or "sgd")]
+        return [BudgetEntry(model, tuple(parsed), None, options.batch or 1, dtype, optimizer or "sgd", options=options)]
     path = config or find_budget_file(directory)
     if path is None:
         raise ArchprofError(
@@ -464,6 +467,7 @@ def plan_check(
         entries = [entry for entry in entries if entry.model == model]
         if not entries:
             raise ArchprofError(f"{path} has no entry for '{model}': give limits, e.g. --max-params 30M")
-    overrides = {"input_size": input_size, "batch": batch, "dtype": dtype, "optimizer": optimizer}
+    overrides = {"batch": options.batch, "dtype": dtype, "optimizer": optimizer}
     overrides = {key: value for key, value in overrides.items() if value is not None}
+    overrides["options"] = options
     return [dataclasses.replace(entry, **overrides) for entry in entries]

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from archprof import __version__
-from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
+from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 
 app = typer.Typer(
     name="archprof",
@@ -50,18 +50,7 @@ ModelArg = Annotated[
         show_default=False,
     ),
 ]
-InputOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--input",
-        "-i",
-        help="One sample's shape, e.g. 3x224x224 [default: the model's usual input]",
-        show_default=False,
-    ),
-]
 MAX_BATCH = 2**62  # beyond it no tensor's element count fits in int64
-MAX_PASSES = 1_000_000  # --warmup, --repeat: more is a typo, and would run for days
-BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Batch size (1 to 2^62).")]
 InputsOpt = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -98,7 +87,6 @@ TrustPickleOpt = Annotated[
         help="Let a file that needs code to unpickle load (a pickled module): only for files you trust.",
     ),
 ]
-DTypeOpt = Annotated[DType, typer.Option("--dtype", help="Data type of parameters and activations.")]
 
 FormatOpt = Annotated[
     Optional[Format],
@@ -122,6 +110,20 @@ ModelDTypeOpt = Annotated[
     Optional[DType],
     typer.Option("--dtype", help="Data type of parameters and activations (default: the model's own)"),
 ]
+
+
+def _model_options(input, batch, dtype, arg, weights, trust_pickle):
+    """The options every model command takes, read once (`archprof.load.ModelOptions`)."""
+    from archprof.load import ModelOptions, parse_args, parse_dtype, parse_input_spec
+
+    return ModelOptions(
+        inputs=tuple(parse_input_spec(text) for text in input) if input else None,
+        batch=_checked_batch(batch) if batch is not None else None,
+        dtype=parse_dtype(dtype.value) if dtype is not None else None,
+        args=parse_args(arg),
+        weights=weights,
+        trust_pickle=trust_pickle,
+    )
 
 
 def _version(value: bool) -> None:
@@ -220,20 +222,10 @@ def summary(
     A model whose forward cannot run on the meta device is traced with a real forward on
     the CPU (a warning says so)."""
     from archprof.api import analyze
-    from archprof.load import parse_args, parse_dtype, parse_input_spec
 
     chosen = _choose_format(format, output)
     _check_output(output, "--output", *_input_files(model), ("the --weights file", weights))
-    inputs = [parse_input_spec(text) for text in input] if input else None
-    report = analyze(
-        model,
-        inputs=inputs,
-        batch=_checked_batch(batch) if batch is not None else None,
-        dtype=parse_dtype(dtype.value) if dtype is not None else None,
-        args=parse_args(arg),
-        weights=weights,
-        trust_pickle=trust_pickle,
-    )
+    report = analyze(model, **_model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
     if depth is not None:
         report = report.rollup(depth)
     _emit(report, chosen, output)
@@ -290,7 +282,6 @@ def profile(
     large copy) and cached in $ARCHPROF_CACHE_DIR, else $XDG_CACHE_HOME/archprof, else
     ~/.cache/archprof (ceilings.json); --peak-flops and --bandwidth give them by hand."""
     from archprof.api import profile as profile_model
-    from archprof.load import parse_args, parse_dtype, parse_input_spec
     from archprof.measure.device import resolve_device
     from archprof.render import profile_table
     from archprof.render.roofline import check_plot_target
@@ -300,9 +291,8 @@ def profile(
     inputs_read = (*_input_files(model), ("the --weights file", weights))
     _check_output(output, "--output", *inputs_read)
     _check_output(plot, "--plot", *inputs_read)
-    inputs = [parse_input_spec(text) for text in input] if input else None
-    model_args = parse_args(arg)
     # Everything a user can get wrong fails before any work.
+    options = _model_options(input, batch, dtype, arg, weights, trust_pickle)
     flops_rate = parse_flops_rate(peak_flops) if peak_flops is not None else None
     bytes_rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
     if plot is not None:
@@ -313,18 +303,13 @@ def profile(
     with _progress(quiet) as progress:
         report = profile_model(
             model,
-            inputs=inputs,
-            batch=_checked_batch(batch) if batch is not None else None,
-            dtype=parse_dtype(dtype.value) if dtype is not None else None,
-            args=model_args,
-            weights=weights,
-            trust_pickle=trust_pickle,
             device=str(target),
             warmup=warmup,
             repeat=repeat,
             peak_flops=flops_rate,
             bandwidth=bytes_rate,
             progress=progress,
+            **options.keywords(),
         )
     _emit(report, chosen, output, table=profile_table)
     if plot is not None:
@@ -382,10 +367,8 @@ class _progress:
 def memory(
     model: ModelArg,
     input: InputsOpt = None,
-    batch: Annotated[
-        Optional[int], typer.Option("--batch", "-b", help="Batch size, 1 to 2^62 [default: 1]", show_default=False)
-    ] = None,
-    dtype: DTypeOpt = DType.float32,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
     train: Annotated[
         bool,
         typer.Option("--train", help="Training memory: parameters, gradients, optimizer state and saved activations."),
@@ -411,6 +394,7 @@ def memory(
         ),
     ] = False,
     arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
     trust_pickle: TrustPickleOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
@@ -427,16 +411,15 @@ def memory(
     from archprof.api import analyze
     from archprof.errors import ArchprofError
     from archprof.fit import fit_batch
-    from archprof.load import load_model, parse_args, parse_dtype, parse_input_spec
     from archprof.measure.cuda_memory import predicted_and_measured, require_cuda
     from archprof.passes.memory import optimizer_state_copies
     from archprof.render import memory_table
     from archprof.units import human_bytes, parse_size
 
     chosen = _choose_format(format, output)
-    _check_output(output, "--output", *_input_files(model))
-    inputs = [parse_input_spec(text) for text in input] if input else None
-    torch_dtype = parse_dtype(dtype.value)
+    _check_output(output, "--output", *_input_files(model), ("the --weights file", weights))
+    options = _model_options(input, batch, dtype, arg, weights, trust_pickle)
+    inputs, torch_dtype = options.inputs, options.dtype
     if optimizer is not None and not (train or measure):
         raise ArchprofError("--optimizer applies to training memory: add --train")
     optimizer = optimizer or "sgd"
@@ -447,14 +430,15 @@ def memory(
     if measure:
         require_cuda()  # before any analysis: fail fast
 
-    loaded = load_model(model, args=parse_args(arg), trust_pickle=trust_pickle)  # once, for every analysis
+    loaded = options.load(model)  # once, for every analysis
     found = None
     if budget is not None:
         found = fit_batch(loaded, budget, inputs=inputs, dtype=torch_dtype, training=train, optimizer=optimizer)
         report = found.report
     else:
-        batch = _checked_batch(batch if batch is not None else 1)
-        report = analyze(loaded, inputs=inputs, batch=batch, dtype=torch_dtype, training=train, optimizer=optimizer)
+        report = analyze(
+            loaded, inputs=inputs, batch=options.batch, dtype=torch_dtype, training=train, optimizer=optimizer
+        )
     notes = []
     if found is not None:
         notes.append(
@@ -477,8 +461,10 @@ def memory(
 def rf(
     model: ModelArg,
     input: InputsOpt = None,
-    batch: BatchOpt = 1,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
     arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
     trust_pickle: TrustPickleOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
@@ -496,13 +482,11 @@ def rf(
     report, whose receptive_field* columns hold the same numbers.
     """
     from archprof.api import analyze
-    from archprof.load import parse_args, parse_input_spec
     from archprof.render import receptive_field_table
 
     chosen = _choose_format(format, output)
-    _check_output(output, "--output", *_input_files(model))
-    inputs = [parse_input_spec(text) for text in input] if input else None
-    report = analyze(model, inputs=inputs, batch=_checked_batch(batch), args=parse_args(arg), trust_pickle=trust_pickle)
+    _check_output(output, "--output", *_input_files(model), ("the --weights file", weights))
+    report = analyze(model, **_model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
     _emit(report, chosen, output, table=receptive_field_table)
 
 
@@ -512,13 +496,17 @@ def compare(
     models: Annotated[
         list[str],
         typer.Argument(
-            help="Built-in names or package.module:factory specs; the first is the baseline of the ratios.",
+            help="Models in any form summary takes (built-in names, specs, files); the first is the baseline of the"
+            " ratios.",
             show_default=False,
         ),
     ],
-    input: InputOpt = None,
-    batch: BatchOpt = 1,
-    dtype: DTypeOpt = DType.float32,
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     sort: Annotated[
         Optional[str],
         typer.Option(
@@ -544,14 +532,12 @@ def compare(
         comparison_markdown,
         sort_comparison,
     )
-    from archprof.load import parse_dtype, parse_input_size
 
     chosen = _choose_format(format, output)
-    _check_output(output, "--output", *(found for spec in models for found in _input_files(spec)))
-    size = parse_input_size(input) if input is not None else None
-    frame = compare_models(
-        models, input_size=size, batch=_checked_batch(batch), dtype=parse_dtype(dtype.value), profile=profile
-    )
+    read = [found for spec in models for found in _input_files(spec)]
+    _check_output(output, "--output", *read, ("the --weights file", weights))
+    options = _model_options(input, batch, dtype, arg, weights, trust_pickle)
+    frame = compare_models(models, profile=profile, **options.keywords())
     if sort is not None:
         frame = sort_comparison(frame, sort)
     width = _console().width if output is None else 160
@@ -583,7 +569,7 @@ def check(
     model: Annotated[
         Optional[str],
         typer.Argument(
-            help="A built-in name or package.module:factory (default: every model in the budget file)",
+            help="A model in any form summary takes (default: every model in the budget file)",
             show_default=False,
         ),
     ] = None,
@@ -600,14 +586,12 @@ def check(
             "--optimizer", help="For --max-training-memory: sgd (default), momentum, adam, adamw.", show_default=False
         ),
     ] = None,
-    input: InputOpt = None,
-    batch: Annotated[
-        Optional[int],
-        typer.Option("--batch", "-b", help="Batch size, 1 to 2^62 (default: 1, or the file's)", show_default=False),
-    ] = None,
-    dtype: Annotated[
-        Optional[DType], typer.Option("--dtype", help="Data type (default: float32, or the file's)", show_default=False)
-    ] = None,
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     config: Annotated[
         Optional[Path],
         typer.Option(
@@ -629,7 +613,6 @@ def check(
     import os
 
     from archprof import budget
-    from archprof.load import parse_input_size
     from archprof.render import budget_table
 
     limits = {
@@ -645,15 +628,13 @@ def check(
         model,
         limits,
         config=config,
-        input_size=parse_input_size(input) if input is not None else None,
-        batch=_checked_batch(batch) if batch is not None else None,
-        dtype=dtype.value if dtype is not None else None,
+        options=_model_options(input, batch, dtype, arg, weights, trust_pickle),
         optimizer=optimizer,
     )
     if junit is not None:
         budget_file = config or budget.find_budget_file()
         model_files = [found for entry in entries for found in _input_files(entry.model, base=entry.search_dir)]
-        _check_output(junit, "--junit", ("the budget file", budget_file), *model_files)
+        _check_output(junit, "--junit", ("the budget file", budget_file), ("the --weights file", weights), *model_files)
     verdicts = [verdict for entry in entries for verdict in budget.check_entry(entry)]
     with _standard_output():
         _console().print(budget_table(budget.verdict_rows(verdicts)))
@@ -679,20 +660,22 @@ def diff(
         str, typer.Argument(help="A CSV report (archprof summary -f csv) or a model spec.", show_default=False)
     ],
     new: Annotated[str, typer.Argument(help="The same, to compare with OLD.", show_default=False)],
-    input: InputOpt = None,
-    batch: BatchOpt = 1,
-    dtype: DTypeOpt = DType.float32,
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
     """What changed between two reports or models: layers added, removed or changed, and the totals."""
     from archprof import diff as diffing
-    from archprof.load import parse_dtype, parse_input_size
 
     chosen = _choose_format(format, output)
-    _check_output(output, "--output", *_input_files(old, "the input"), *_input_files(new, "the input"))
-    size = parse_input_size(input) if input is not None else None
-    result = diffing.diff(old, new, input_size=size, batch=_checked_batch(batch), dtype=parse_dtype(dtype.value))
+    read = (*_input_files(old, "the input"), *_input_files(new, "the input"), ("the --weights file", weights))
+    _check_output(output, "--output", *read)
+    result = diffing.diff(old, new, **_model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
 
     def table():
         from archprof.render import diff_tables

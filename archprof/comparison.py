@@ -8,14 +8,16 @@ field) says so instead of reading as zero."""
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from archprof.analysis import Analysis, analysis, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError
+from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs
 from archprof.passes.receptive_field import FieldMark
@@ -109,19 +111,24 @@ def has_metric(report: Report, key: str) -> bool:
 def compare(
     models: Sequence[Any],
     input_size: Sequence[int] | None = None,
-    batch: int = 1,
+    batch: int | None = None,
     dtype: torch.dtype | str | None = None,
     profile: bool = False,
     runs: int = 5,
+    *,
+    inputs: InputsLike | None = None,
+    args: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+    trust_pickle: bool = False,
 ) -> pd.DataFrame:
     """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
     column where a value passes int64), ratios against the first model (float64).
 
-    `models` are anything `analyze()` takes, plus `'package.module:factory'` strings;
-    `batch` and `dtype` as for `analyze()`.
-    `input_size` (one sample, e.g. (3, 224, 224)) applies to every model; None takes each
-    built-in's usual input. `profile=True` adds `latency_ms`: the median of at least `runs`
-    CPU forward passes of the real model with random weights, under `torch.no_grad()`.
+    `models` are anything `analyze()` takes; `batch`, `dtype`, `inputs`, `args`, `weights`
+    and `trust_pickle` as for `analyze()`, applied to every model. `input_size` (one sample,
+    e.g. (3, 224, 224)) or `inputs` apply to every model; None takes each model's usual
+    input. `profile=True` adds `latency_ms`: the median of at least `runs` CPU forward passes
+    of the real model with random weights, under `torch.no_grad()`.
 
     Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
@@ -129,7 +136,9 @@ def compare(
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     if not models:
         raise ArchprofError("compare needs at least one model")
-    analyses = [analysis(load(model), input_size, batch, dtype) for model in models]
+    analyses = [
+        analysis(load(model, args, weights, trust_pickle), input_size, batch, dtype, inputs=inputs) for model in models
+    ]
     latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses] if profile else None
     return comparison_frame([analysed.report for analysed in analyses], latencies)
 

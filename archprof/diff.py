@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -328,27 +328,33 @@ def _report_text(path: Path) -> str:
         raise ArchprofError(f"cannot read report {path}: {exc}") from None
 
 
-def load_side(
-    spec: str, input_size: Sequence[int] | None = None, batch: int = 1, dtype: torch.dtype | None = None
-) -> Side:
-    """A CSV report (a path ending in .csv, or an existing file), else a model spec analysed here."""
+def load_side(spec: str, input_size: Sequence[int] | None = None, **options: Any) -> Side:
+    """A CSV report (a path ending in .csv, or an existing file), else a model spec analysed
+    here (`options`: the keywords of `archprof.analyze`)."""
     if spec.lower().endswith(".csv") or Path(spec).is_file():
         return read_csv_report(spec)
-
-    report = analyze(spec, input_size=input_size, batch=batch, dtype=dtype)
-    return side_from_report(report, spec)
+    return side_from_report(analyze(spec, input_size, **options), spec)
 
 
 def diff(
     old: str | Report,
     new: str | Report,
     input_size: Sequence[int] | None = None,
-    batch: int = 1,
-    dtype: torch.dtype | None = None,
+    batch: int | None = None,
+    dtype: torch.dtype | str | None = None,
+    *,
+    inputs: Any = None,
+    args: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+    trust_pickle: bool = False,
 ) -> ReportDiff:
-    """Diff two reports, CSV paths or model specs (`input_size`, `batch`, `dtype` apply to specs)."""
+    """Diff two reports, CSV paths or model specs; the other arguments, as for
+    `archprof.analyze`, apply to the specs."""
+    options = {"batch": batch, "dtype": dtype, "inputs": inputs, "args": args, "weights": weights}
     sides = [
-        load_side(side, input_size, batch, dtype) if isinstance(side, str) else side_from_report(side)
+        load_side(side, input_size, trust_pickle=trust_pickle, **options)
+        if isinstance(side, str)
+        else side_from_report(side)
         for side in (old, new)
     ]
     return diff_reports(*sides)

@@ -322,6 +322,8 @@ def test_bad_arguments_are_user_errors():
         archprof.profile("lenet5", device="gpu")
     with pytest.raises(ArchprofError, match="repeat must be at least 1"):
         archprof.profile("lenet5", device="cpu", repeat=0)
+    with pytest.raises(ArchprofError, match="warmup must be at most 1,000,000"):
+        archprof.profile("lenet5", device="cpu", warmup=10**20)  # before any pass runs
     with pytest.raises(ArchprofError, match="unknown model"):
         archprof.profile("lenet", **FAST)
 

@@ -14,7 +14,7 @@ from archprof.load.inputs import (
     parse_input_spec,
 )
 from archprof.load.model import LoadedModel, check_static_shapes
-from archprof.load.options import parse_arg_value, parse_args
+from archprof.load.options import ModelOptions, parse_arg_value, parse_args
 from archprof.load.specs import PythonFactory, load_model, python_factory
 from archprof.load.weights import load_state_dict
 
@@ -26,6 +26,7 @@ __all__ = [
     "InputSpec",
     "InputsLike",
     "LoadedModel",
+    "ModelOptions",
     "PythonFactory",
     "check_static_shapes",
     "load_model",

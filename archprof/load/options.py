@@ -1,12 +1,20 @@
-"""Keyword arguments for a model factory, read from `--arg key=value`."""
+"""Keyword arguments for a model factory (`--arg key=value`), and `ModelOptions`: every
+option a model command takes, read once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from archprof.errors import ArchprofError
 from archprof.load.common import printable_errors
+from archprof.load.inputs import InputSpec
+from archprof.load.model import LoadedModel
+from archprof.load.specs import load_model
 
 # -- factory arguments ---------------------------------------------------------------------
 
@@ -43,3 +51,37 @@ def parse_args(items: Sequence[str] | None) -> dict[str, Any]:
             raise ArchprofError(f"--arg {key} is given twice")
         args[key] = parse_arg_value(value)
     return args
+
+
+# -- the options every model command takes -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What every command that analyses a model takes besides the model itself: the CLI's
+    --input (repeatable), --batch, --dtype, --arg, --weights and --trust-pickle, read once.
+    None keeps the model's own: its usual inputs, batch 1 (or an exported program's), its
+    dtype. `keywords()` passes them to any of the API's functions (`archprof.analyze`,
+    `profile`, `compare`, `archprof.fit.fit_batch`, `archprof.diff.diff`)."""
+
+    inputs: tuple[InputSpec, ...] | None = None
+    batch: int | None = None
+    dtype: torch.dtype | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+    weights: Path | None = None
+    trust_pickle: bool = False
+
+    def keywords(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs,
+            "batch": self.batch,
+            "dtype": self.dtype,
+            "args": dict(self.args),
+            "weights": self.weights,
+            "trust_pickle": self.trust_pickle,
+        }
+
+    def load(self, spec: Any, base_dir: Path | None = None) -> LoadedModel:
+        """`spec` loaded with these factory arguments and weights (a budget file's models
+        from `base_dir`)."""
+        return load_model(spec, args=self.args, weights=self.weights, trust_pickle=self.trust_pickle, base_dir=base_dir)

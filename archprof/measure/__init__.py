@@ -13,3 +13,4 @@
 # not in `clock`, so that the CLI can show them without importing torch.
 DEFAULT_WARMUP = 5
 DEFAULT_REPEAT = 20
+MAX_PASSES = 1_000_000  # of either: more is a typo, and would run for days

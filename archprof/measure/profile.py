@@ -27,7 +27,7 @@ import torch
 
 from archprof.analysis import Analysis
 from archprof.errors import ArchprofError, first_line
-from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
+from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 from archprof.measure.ceilings import Ceilings, cache_path, device_ceilings
 from archprof.measure.clock import (
     ProgressFn,
@@ -130,10 +130,11 @@ def profile_analysis(
 
     See `archprof.profile` for the arguments; returns the analytic Report with the measured
     columns and `measured` filled in."""
-    if warmup < 0:
-        raise ArchprofError(f"warmup must be 0 or more, got {warmup}")
-    if repeat < 1:
-        raise ArchprofError(f"repeat must be at least 1, got {repeat}")
+    for name, passes, least in (("warmup", warmup, 0), ("repeat", repeat, 1)):
+        if passes < least:
+            raise ArchprofError(f"{name} must be at least {least}, got {passes}")
+        if passes > MAX_PASSES:
+            raise ArchprofError(f"{name} must be at most {MAX_PASSES:,}, got {passes}")
     target = resolve_device(device)
     given_flops = parse_flops_rate(peak_flops) if peak_flops is not None else None
     given_bandwidth = parse_bandwidth(bandwidth) if bandwidth is not None else None

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 
 from archprof.errors import ArchprofError
+from archprof.output import open_output
 from archprof.report import Report, layer_label
 
 
 def check_plot_target(path: str | os.PathLike) -> Path:
-    """Fail early, before any profiling: matplotlib missing, an unknown image suffix, no such folder."""
+    """Fail early, before any profiling: matplotlib missing, an unknown image suffix."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
     except ImportError:
@@ -22,8 +23,6 @@ def check_plot_target(path: str | os.PathLike) -> Path:
     if target.suffix.lower().lstrip(".") not in formats:
         known = ", ".join(f".{name}" for name in sorted(formats))
         raise ArchprofError(f"cannot tell the image format of '{target}' from its suffix ({known})")
-    if not target.parent.is_dir():
-        raise ArchprofError(f"cannot write {target}: directory {target.parent} does not exist")
     return target
 
 
@@ -31,8 +30,6 @@ def plot_roofline(report: Report, path: str | os.PathLike, label_top: int = 6) -
     """Draw the timed rows on the roofline (log-log: FLOPs per byte against achieved
     FLOP/s) and save the figure to `path` (format from its suffix), atomically. Uses
     matplotlib's object API, so pyplot's global state is never touched."""
-    import tempfile
-
     target = check_plot_target(path)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -80,11 +77,5 @@ def plot_roofline(report: Report, path: str | os.PathLike, label_top: int = 6) -
         fontsize=9,
     )
     axes.grid(True, which="both", alpha=0.3)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        figure.savefig(temporary, format=suffix, dpi=150)
-        os.replace(temporary, target)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise ArchprofError(f"cannot write {target}: {exc.strerror}") from None
+    with open_output(target, binary=True) as handle:
+        figure.savefig(handle, format=suffix, dpi=150)
