@@ -23,6 +23,7 @@ import pytest
 import torch
 
 import archprof
+from tests.fixtures.hostile_archives import HOSTILE_ARCHIVES
 
 MARKER = "PAYLOAD_RAN"
 
@@ -95,10 +96,31 @@ class Case:
     exit_code: int = 2
     stdout: str | None = None  # a path stdout is redirected to
     creates: tuple[str, ...] = ()  # files the case may create in its directory
+    check: Callable[[Path], None] | None = None  # more to assert about the directory afterwards
+
+
+def crafted_archive(kind: str) -> Callable[[Path], list]:
+    """`summary` of an exported program crafted as HOSTILE_ARCHIVES[kind] says."""
+    craft, _ = HOSTILE_ARCHIVES[kind]
+    return lambda d: ["summary", craft(d, d / MARKER)]
+
+
+def formula_named_model(directory: Path) -> str:
+    source = (
+        "from torch import nn\n\n\ndef net():\n    model = nn.Sequential()\n"
+        "    model.add_module('=HYPERLINK(\"http://x\")', nn.Conv2d(3, 4, 3))\n    return model\n"
+    )
+    return _write(directory / "formula.py", source) + ":net"
+
+
+def neutralised_csv(directory: Path) -> None:
+    """The report names the layer with a leading quote, so a spreadsheet shows it as text."""
+    assert "'=HYPERLINK" in (directory / "report.csv").read_text(encoding="utf-8")
 
 
 CASES = [
     # Code from data files
+    *(Case(f"an exported program with {kind}", crafted_archive(kind), "trust-pickle") for kind in HOSTILE_ARCHIVES),
     Case("pickled module in a .pt", lambda d: ["summary", pickled_module(d)], "trust-pickle"),
     Case(
         "payload in a --weights checkpoint",
@@ -172,6 +194,15 @@ CASES = [
         ],
         "conv.pt",
     ),
+    # Text that leaves archprof
+    Case(
+        "a module named like a spreadsheet formula",
+        lambda d: ["summary", formula_named_model(d), "-i", "3x8x8", "-o", str(d / "report.csv")],
+        "",
+        exit_code=0,
+        creates=("report.csv",),
+        check=neutralised_csv,
+    ),
     # Budget files
     Case(
         "one limit spelled two ways",
@@ -195,11 +226,10 @@ class Outcome:
     stderr: str
     before: dict
     after: dict
+    payload_ran: bool  # MARKER exists in the case's directory (a file or a folder)
 
 
-def _run(case: Case, directory: Path) -> Outcome:
-    directory.mkdir()
-    argv = case.argv(directory)
+def _run(case: Case, directory: Path, argv: list) -> Outcome:
     before = _snapshot(directory)
     stdout = open(case.stdout, "w") if case.stdout else subprocess.DEVNULL  # noqa: SIM115
     try:
@@ -214,15 +244,24 @@ def _run(case: Case, directory: Path) -> Outcome:
     finally:
         if case.stdout:
             stdout.close()
-    return Outcome(done.returncode, done.stderr.decode("utf-8", "backslashreplace"), before, _snapshot(directory))
+    if case.check is not None and done.returncode == case.exit_code:
+        case.check(directory)
+    stderr = done.stderr.decode("utf-8", "backslashreplace")
+    return Outcome(done.returncode, stderr, before, _snapshot(directory), (directory / MARKER).exists())
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict[str, Outcome]:
-    """Every case, run two at a time (each is a process of its own)."""
+    """Every case: its files crafted here, one after another (torch.export is not
+    thread-safe), then its process run, two at a time."""
     root = tmp_path_factory.mktemp("hostile")
+    prepared = []
+    for index, case in enumerate(CASES):
+        directory = root / f"case{index}"
+        directory.mkdir()
+        prepared.append((case, directory, case.argv(directory)))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {case.id: pool.submit(_run, case, root / f"case{index}") for index, case in enumerate(CASES)}
+        futures = {case.id: pool.submit(_run, case, directory, argv) for case, directory, argv in prepared}
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -236,7 +275,7 @@ def test_hostile_cli_input(case: Case, outcomes):
     if case.exit_code == 2:
         assert lines and lines[0].startswith("error: "), outcome.stderr
         assert case.says.lower() in lines[0].lower(), lines[0]
-    assert MARKER not in outcome.after, "the payload ran"
+    assert not outcome.payload_ran, "the payload ran"
     created = set(outcome.after) - set(outcome.before)
     assert created <= set(case.creates), f"files created: {sorted(created - set(case.creates))}"
     changed = {name for name in outcome.before if outcome.after.get(name) != outcome.before[name]}
@@ -246,6 +285,14 @@ def test_hostile_cli_input(case: Case, outcomes):
 # -- the API -------------------------------------------------------------------------------
 
 API_CASES = [
+    *(
+        (
+            f"an exported program with {kind}",
+            lambda d, craft=craft: archprof.analyze(str(craft(d, d / MARKER))),
+            "trust",
+        )
+        for kind, (craft, _) in HOSTILE_ARCHIVES.items()
+    ),
     ("a pickled module", lambda d: archprof.analyze(pickled_module(d)), "trust"),
     (
         "SystemExit in a factory",

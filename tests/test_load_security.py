@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import subprocess
 import sys
-import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 from typer.testing import CliRunner
 
 import archprof
 from archprof.cli import app
 from archprof.errors import ArchprofError
 from archprof.load import InputSpec, load_model, parse_input_size, parse_input_spec
+from tests.fixtures.hostile_archives import HOSTILE_ARCHIVES, exported, rewritten
 
 runner = CliRunner()
 
@@ -41,169 +39,6 @@ def one_error_line(result) -> str:
 
 
 # -- exported programs ---------------------------------------------------------------------
-
-
-class _MakesMarker:
-    """Unpickling this creates the folder `marker`: a stand-in for code a hostile file runs."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
-
-
-def _payload(marker: Path) -> bytes:
-    """A torch.save file that runs the payload when unpickled without weights_only."""
-    buffer = io.BytesIO()
-    torch.save({"x": _MakesMarker(marker)}, buffer)
-    return buffer.getvalue()
-
-
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-
-    def forward(self, x):
-        return self.conv(x).mean((2, 3))
-
-
-def _exported(tmp_path: Path, dynamic: bool = False) -> Path:
-    path = tmp_path / ("dynamic.pt2" if dynamic else "clean.pt2")
-    shapes = ({0: torch.export.Dim("batch", min=2)},) if dynamic else None
-    torch.export.save(torch.export.export(_Net(), (torch.randn(2, 3, 8, 8),), dynamic_shapes=shapes), str(path))
-    return path
-
-
-def _entries(path: Path) -> list[tuple[str, bytes]]:
-    with zipfile.ZipFile(path) as archive:
-        return [(item.filename, archive.read(item.filename)) for item in archive.infolist()]
-
-
-def _write_zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
-    with zipfile.ZipFile(path, "w") as archive, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of a duplicate name
-        for name, data in entries:
-            archive.writestr(name, data)
-    return path
-
-
-def _rewritten(source: Path, target: Path, edit) -> Path:
-    """A copy of the archive `source` whose entries `edit(name, data, root)` turns into
-    lists of (name, data) entries; `name` without the archive's root folder."""
-    entries = _entries(source)
-    root = entries[0][0].split("/", 1)[0] + "/"
-    return _write_zip(target, [new for name, data in entries for new in edit(name.removeprefix(root), data, root)])
-
-
-def _slash_in_model_name(tmp_path, marker):
-    """Model 'sub/x': torch reads its legacy weights from data/weights/sub/x.pt."""
-
-    def edit(tail, data, root):
-        moved = {
-            "models/model.json": "models/sub/x.json",
-            "data/sample_inputs/model.pt": "data/sample_inputs/sub/x.pt",
-            "data/constants/model_constants_config.json": "data/constants/sub/x_constants_config.json",
-        }
-        if tail == "data/weights/model_weights_config.json":
-            return [(root + "data/weights/sub/x.pt", _payload(marker))]
-        return [(root + moved.get(tail, tail), data)]
-
-    return _rewritten(_exported(tmp_path), tmp_path / "slash.pt2", edit)
-
-
-def _duplicate_entry(tmp_path, marker):
-    """data/sample_inputs/model.pt twice, the clean copy last (the one Python's zipfile
-    reads), the payload placed where torch's reader (a binary search of the sorted names)
-    finds it instead."""
-    entries = _entries(_exported(tmp_path))
-    name = next(name for name, _ in entries if name.endswith("/data/sample_inputs/model.pt"))
-    clean, payload = dict(entries)[name], _payload(marker)
-    others = [(other, data) for other, data in entries if other != name]
-    path = tmp_path / "duplicate.pt2"
-    for place in range(len(others)):
-        _write_zip(path, [*others[:place], (name, payload), *others[place:], (name, clean)])
-        if torch._C.PyTorchFileReader(str(path)).get_record(name.split("/", 1)[1]) == payload:
-            return path
-    raise AssertionError("no layout where torch reads the payload")
-
-
-def _legacy_layout(tmp_path, marker):
-    """No archive_version: torch falls back to its 2.7 layout and unpickles
-    serialized_constants.pt at the root of the zip."""
-    from torch._export.serde.schema import SCHEMA_VERSION
-
-    def edit(tail, data, root):
-        if tail == "archive_version":
-            return []
-        if tail == "models/model.json":
-            return [
-                (root + tail, data),
-                ("version", ".".join(map(str, SCHEMA_VERSION))),
-                ("serialized_exported_program.json", data),
-                ("serialized_state_dict.pt", b""),
-                ("serialized_constants.pt", _payload(marker)),
-                ("serialized_example_inputs.pt", b""),
-            ]
-        return [(root + tail, data)]
-
-    return _rewritten(_exported(tmp_path), tmp_path / "legacy.pt2", edit)
-
-
-def _opaque_constant(tmp_path, marker):
-    """A constant stored as an opaque Python object: torch unpickles it with pickle.loads."""
-    import pickle
-
-    def edit(tail, data, root):
-        if tail == "data/constants/model_constants_config.json":
-            config = {
-                "config": {
-                    "c": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}
-                }
-            }
-            return [
-                (root + tail, json.dumps(config)),
-                (root + "data/constants/opaque_obj_0", pickle.dumps(_MakesMarker(marker))),
-            ]
-        return [(root + tail, data)]
-
-    return _rewritten(_exported(tmp_path), tmp_path / "opaque.pt2", edit)
-
-
-def _code_in_a_shape(tmp_path, marker):
-    """A dynamic size whose expression is Python: torch parses it with sympify (eval)."""
-    code = f"__import__('os').mkdir({str(marker)!r})"
-
-    def edit(tail, data, root):
-        if tail == "models/model.json":
-            text = data.decode()
-            start = text.index('"expr_str": ') + len('"expr_str": ')
-            end = text.index('"', start + 1) + 1
-            return [(root + tail, text[:start] + json.dumps(code) + text[end:])]
-        return [(root + tail, data)]
-
-    return _rewritten(_exported(tmp_path, dynamic=True), tmp_path / "shape.pt2", edit)
-
-
-def _aoti_member(tmp_path, marker):
-    """A compiled AOTInductor model beside the program: loading it loads native code."""
-
-    def edit(tail, data, root):
-        extra = [(root + "data/aotinductor/model/model.so", b"\x7fELF")] if tail == "archive_format" else []
-        return [(root + tail, data), *extra]
-
-    return _rewritten(_exported(tmp_path), tmp_path / "aoti.pt2", edit)
-
-
-HOSTILE_ARCHIVES = {
-    "a model name with a slash": (_slash_in_model_name, "pickled weights, constants or sample inputs"),
-    "a duplicate zip entry": (_duplicate_entry, "pickled weights, constants or sample inputs"),
-    "the legacy layout": (_legacy_layout, "pickled weights, constants or sample inputs"),
-    "an opaque object constant": (_opaque_constant, "pickled Python object"),
-    "code in a shape expression": (_code_in_a_shape, "shape expression"),
-    "an AOTInductor member": (_aoti_member, "compiled AOTInductor code"),
-}
 
 
 @pytest.mark.parametrize("craft", HOSTILE_ARCHIVES, ids=list(HOSTILE_ARCHIVES))
@@ -238,7 +73,7 @@ def test_the_hostile_archives_are_what_torch_loads(tmp_path):
 def test_a_clean_exported_program_loads_whatever_the_environment_says(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     monkeypatch.delenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", raising=False)
-    for path in (_exported(tmp_path), _exported(tmp_path, dynamic=True)):
+    for path in (exported(tmp_path), exported(tmp_path, dynamic=True)):
         report = archprof.analyze(str(path))
         assert report.totals.param_count == 4 * 3 * 3 * 3 + 4
     assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
@@ -448,6 +283,6 @@ def test_sample_inputs_that_are_data_but_not_args_and_kwargs_are_one_error(tmp_p
             return [(root + tail, buffer.getvalue())]
         return [(root + tail, data)]
 
-    path = _rewritten(_exported(tmp_path), tmp_path / "odd_inputs.pt2", edit)
+    path = rewritten(exported(tmp_path), tmp_path / "odd_inputs.pt2", edit)
     with pytest.raises(ArchprofError, match=r"odd_inputs.pt2: its sample inputs are a dict, not \(args, kwargs\)"):
         load_model(str(path))
