@@ -501,13 +501,15 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
     costing 0.4-5 ms a call; this answers them in microseconds, with what the kernel's
     output carries: a new contiguous tensor, or the input itself for an in-place op.
     Returns None (use the real meta kernel) whenever the answer could differ from it: mixed
-    dtypes, non-float input, an input that is not contiguous (the kernel's output follows
-    its layout: channels last, a transposed or expanded view), or an in-place op whose
+    dtypes, non-float input, an input that is not contiguous where the kernel's output
+    follows its layout (channels last, a transposed or expanded view; a matrix product's
+    output is contiguous whatever its inputs), or an in-place op whose
     result would not fit its destination."""
     first = tensors[0] if tensors else None
     if first is None or not first.is_floating_point() or any(t.dtype != first.dtype for t in tensors):
         return None
-    if not info.writes_input and not all(t.is_contiguous() for t in tensors):
+    layout_matters = not info.writes_input and not info.contiguous_output
+    if layout_matters and not all(t.is_contiguous() for t in tensors):
         return None
     shape_args, shape_kwargs = map_op_args(lambda t: tuple(t.shape), torch.Tensor, args, kwargs)
     try:
@@ -543,6 +545,7 @@ class _OpInfo:
     # its real kernels refuse mixed dtypes.
     shape: Callable[..., Any] | None
     same_dtype: bool
+    contiguous_output: bool
 
     @staticmethod
     def of(func) -> _OpInfo:
@@ -556,6 +559,7 @@ class _OpInfo:
             is_view=alias is not None and not alias.is_write,
             shape=operator.shape if operator is not None else None,
             same_dtype=operator is not None and operator.same_dtype,
+            contiguous_output=operator is not None and operator.contiguous_output,
         )
 
 

@@ -186,6 +186,7 @@ def _calls(draw):
     other = _layouts(draw, draw(st.sampled_from([(n, c, h, w), (1, c, 1, 1), (w,)])))
     weight = _layouts(draw, (3, c, 3, 3))
     a, b = _layouts(draw, (h, w)), _layouts(draw, (w, c))
+    batched_a, batched_b = _layouts(draw, (n, h, w)), _layouts(draw, (n, w, c))
     calls = [
         lambda: torch.relu(x),
         lambda: torch.nn.functional.gelu(x),
@@ -200,6 +201,7 @@ def _calls(draw):
         lambda: torch.cat([x, x], dim=1),
         lambda: a @ b,
         lambda: torch.addmm(torch.empty(c, device="meta"), a, b),
+        lambda: torch.bmm(batched_a, batched_b),
     ]
     return draw(st.sampled_from(calls))
 

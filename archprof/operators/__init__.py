@@ -54,12 +54,17 @@ class Operator:
     shape: Callable[..., Sequence[Shape]] | None = None
     # Real kernels refuse mixed dtypes; meta kernels do not check, so the trace does.
     same_dtype: bool = False
+    # The output is a new contiguous tensor whatever its inputs' layout (a matrix product of
+    # a transposed weight): the fast path may answer it for any input strides.
+    contiguous_output: bool = False
 
 
 OPERATORS: dict[Packet, Operator] = {}
 
 
-def _add(family: Family, names: str, cost=None, shape=None, same_dtype: bool = False) -> None:
+def _add(
+    family: Family, names: str, cost=None, shape=None, same_dtype: bool = False, contiguous_output: bool = False
+) -> None:
     """Catalogue the aten operators `names` (separated by spaces) in `family`."""
     cost = cost or _DEFAULT_COSTS.get(family)
     if cost is None:
@@ -68,7 +73,7 @@ def _add(family: Family, names: str, cost=None, shape=None, same_dtype: bool = F
         packet = getattr(aten, name)
         if packet in OPERATORS:
             raise ValueError(f"{packet} catalogued twice")
-        OPERATORS[packet] = Operator(str(packet), family, cost, shape, same_dtype)
+        OPERATORS[packet] = Operator(str(packet), family, cost, shape, same_dtype, contiguous_output)
 
 
 # --- pointwise ----------------------------------------------------------------------------
@@ -164,10 +169,10 @@ _add(Family.NORMALISATION, "_softmax _log_softmax _safe_softmax", costs.softmax_
 
 _add(Family.MATRIX_PRODUCT, "convolution", costs.conv_cost, shapes.conv_shape, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "_convolution cudnn_convolution convolution_overrideable", costs.conv_cost)
-_add(Family.MATRIX_PRODUCT, "mm", costs.mm_cost, shapes.mm_shape, same_dtype=True)
-_add(Family.MATRIX_PRODUCT, "addmm", costs.addmm_cost, shapes.addmm_shape, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "mm", costs.mm_cost, shapes.mm_shape, same_dtype=True, contiguous_output=True)
+_add(Family.MATRIX_PRODUCT, "addmm", costs.addmm_cost, shapes.addmm_shape, same_dtype=True, contiguous_output=True)
 _add(Family.MATRIX_PRODUCT, "_addmm_activation", costs.addmm_activation_cost, same_dtype=True)
-_add(Family.MATRIX_PRODUCT, "bmm", costs.bmm_cost, shapes.bmm_shape, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "bmm", costs.bmm_cost, shapes.bmm_shape, same_dtype=True, contiguous_output=True)
 _add(Family.MATRIX_PRODUCT, "baddbmm", costs.baddbmm_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "mv", costs.mv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "addmv", costs.addmv_cost, same_dtype=True)
