@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from archprof.render.base import bytes_cell, count_cell, dash, fitted_table, indented_layer_name
 from archprof.report import Report, dims_text, visible_text
-from archprof.units import human_bytes, human_count, shapes_text
+from archprof.units import human_bytes, human_count, shape_text, shapes_text
+
+if TYPE_CHECKING:
+    from archprof.zoo import ZooModel
 
 # Per-layer columns of the summary, most important first: on a narrow terminal the last
 # ones are left out (their figures stay in the totals and in every file format).
@@ -83,12 +89,12 @@ def not_counted_table(not_counted: dict[str, int]) -> Table:
     return table
 
 
-def zoo_table(rows: list[tuple[str, int, str, str]]) -> Table:
+def zoo_table(models: Iterable[ZooModel]) -> Table:
     table = Table(title="Built-in models", title_justify="left")
     table.add_column("Name", no_wrap=True)
     table.add_column("Params", justify="right")
     table.add_column("Default input")
     table.add_column("Description")
-    for name, params, size, description in rows:
-        table.add_row(name, human_count(params), size, description)
+    for model in models:
+        table.add_row(model.name, human_count(model.param_count()), shape_text(model.input_size), model.description)
     return table

@@ -31,6 +31,11 @@ class ZooModel:
     input_size: tuple[int, ...]
     description: str
 
+    def param_count(self) -> int:
+        """Parameters of the model, built on the meta device (nothing allocated)."""
+        with torch.device("meta"):
+            return sum(p.numel() for p in self.build().parameters())
+
 
 _IMAGENET = (3, 224, 224)
 _TV = "torchvision layout"
