@@ -50,6 +50,7 @@ ModelArg = Annotated[
         show_default=False,
     ),
 ]
+FILE_WIDTH = 160  # columns of a table written to a file
 MAX_BATCH = 2**62  # beyond it no tensor's element count fits in int64
 InputsOpt = Annotated[
     Optional[list[str]],
@@ -221,14 +222,14 @@ def summary(
     Several inputs: one --input per input of forward, e.g. --input 3x224x224 --input 10.
     A model whose forward cannot run on the meta device is traced with a real forward on
     the CPU (a warning says so)."""
-    from archprof.api import analyze
+    from archprof.analysis import analyze
 
     chosen = _choose_format(format, output)
     _check_output(output, "--output", *_input_files(model), ("the --weights file", weights))
     report = analyze(model, **_model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
     if depth is not None:
         report = report.rollup(depth)
-    _emit(report, chosen, output)
+    _emit_report(report, chosen, output)
 
 
 @app.command()
@@ -311,7 +312,7 @@ def profile(
             progress=progress,
             **options.keywords(),
         )
-    _emit(report, chosen, output, table=profile_table)
+    _emit_report(report, chosen, output, table=profile_table)
     if plot is not None:
         from archprof.render.roofline import plot_roofline
 
@@ -408,7 +409,7 @@ def memory(
     bytes, 16GiB = 16 x 2^30)."""
     from functools import partial
 
-    from archprof.api import analyze
+    from archprof.analysis import analyze
     from archprof.errors import ArchprofError
     from archprof.fit import fit_batch
     from archprof.measure.cuda_memory import predicted_and_measured, require_cuda
@@ -450,7 +451,7 @@ def memory(
     )
     if measured is not None:
         notes += [f"{label}: predicted {p:,} B, measured {m:,} B on {measured[0]}" for label, p, m in measured[1]]
-    _emit(report, chosen, output, table=partial(memory_table, fit=found, measured=measured))
+    _emit_report(report, chosen, output, table=partial(memory_table, fit=found, measured=measured))
     if chosen is not Format.table:
         for note in notes:
             _say(note)
@@ -481,13 +482,13 @@ def rf(
     first layer whose field covers the whole input. CSV, JSON and Markdown write the full
     report, whose receptive_field* columns hold the same numbers.
     """
-    from archprof.api import analyze
+    from archprof.analysis import analyze
     from archprof.render import receptive_field_table
 
     chosen = _choose_format(format, output)
     _check_output(output, "--output", *_input_files(model), ("the --weights file", weights))
     report = analyze(model, **_model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
-    _emit(report, chosen, output, table=receptive_field_table)
+    _emit_report(report, chosen, output, table=receptive_field_table)
 
 
 @app.command()
@@ -540,14 +541,13 @@ def compare(
     frame = compare_models(models, profile=profile, **options.keywords())
     if sort is not None:
         frame = sort_comparison(frame, sort)
-    width = _console().width if output is None else 160
 
-    def table():
+    def table(width: int):
         from archprof.render import comparison_table
 
         return comparison_table(*comparison_cells(frame), baseline=frame.attrs.get("baseline"), width=width)
 
-    _emit_text(
+    _emit(
         chosen,
         output,
         table,
@@ -677,12 +677,12 @@ def diff(
     _check_output(output, "--output", *read)
     result = diffing.diff(old, new, **_model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
 
-    def table():
+    def table(width: int):
         from archprof.render import diff_tables
 
-        return diff_tables(result, width=_console().width if output is None else 160)
+        return diff_tables(result, width=width)
 
-    _emit_text(
+    _emit(
         chosen,
         output,
         table,
@@ -690,18 +690,20 @@ def diff(
     )
 
 
-def _emit_text(format: Format, output: Path | None, table, writers) -> None:
-    """Print `table()` or the text of `writers[format]()`, or write it (atomically) to `output`."""
+def _emit(format: Format, output: Path | None, table, writers) -> None:
+    """Print the table format (`table(width)`) or the text of `writers[format]()`, or write
+    it (atomically) to `output`."""
     from archprof.output import write_atomically
 
     if format is Format.table:
         if output is None:
+            console = _console()
             with _standard_output():
-                _console().print(table())
+                console.print(table(console.width))
             return
         from archprof.render import to_text
 
-        text = to_text(table())
+        text = to_text(table(FILE_WIDTH))
     else:
         text = writers[format]()
         if output is None:
@@ -784,28 +786,17 @@ def _count_option(option: str, value: int, low: int, high: int) -> int:
     return value
 
 
-def _emit(report, format: Format, output: Path | None, table=None) -> None:
-    """Print the report, or write it (atomically) to `output`. `table(report, width=...)`
-    draws the table format (default: the summary table)."""
-    if format is Format.table:
-        from archprof.render import summary_table, to_text
+def _emit_report(report, format: Format, output: Path | None, table=None) -> None:
+    """`_emit` for a Report: `table(report, width=...)` draws the table format (default:
+    the summary table; rich loads only for a table)."""
 
-        if output is None:
-            console = _console()
-            with _standard_output():
-                console.print((table or summary_table)(report, width=console.width))
-            return
-        from archprof.output import write_atomically
+    def draw(width: int):
+        from archprof.render import summary_table
 
-        write_atomically(output, to_text((table or summary_table)(report)))
-    else:
-        writer = {Format.csv: report.to_csv, Format.json: report.to_json, Format.markdown: report.to_markdown}[format]
-        text = writer(output)
-        if output is None:
-            with _standard_output():
-                sys.stdout.write(text)
-    if output is not None:
-        _say(f"wrote {output}")
+        return (table or summary_table)(report, width=width)
+
+    writers = {Format.csv: report.to_csv, Format.json: report.to_json, Format.markdown: report.to_markdown}
+    _emit(format, output, draw, writers)
 
 
 def _console():
