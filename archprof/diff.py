@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archprof.analysis import analyze
+from archprof.comparison import METRICS as COMPARED_METRICS
 from archprof.errors import ArchprofError
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import (
@@ -33,11 +34,10 @@ if TYPE_CHECKING:
 
 
 # The figures compared, per layer and in total.
-METRICS: tuple[tuple[str, str, str], ...] = (
-    ("param_count", "Parameters", "count"),
-    ("macs", "MACs", "count"),
-    ("flops", "FLOPs", "count"),
-    ("activation_bytes", "Activation memory", "bytes"),
+# The per-layer metrics a diff compares: (column, label, unit), as `comparison.METRICS` has them.
+METRICS: tuple[tuple[str, str, str], ...] = tuple(
+    (metric.column, metric.label, metric.unit)
+    for metric in (COMPARED_METRICS[key] for key in ("params", "macs", "flops", "activation"))
 )
 _TEXT = ("module_type", "output_shape")  # also compared per layer
 _USER_TEXT = ("layer", "module_type")  # neutralised against formula injection in CSV
