@@ -1,0 +1,340 @@
+"""What every command shares: the option types, one set of model options, one-line errors,
+standard output that fails cleanly, the output format and file checks, and one emitter."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+_SUFFIX_FORMATS = {".csv": Format.csv, ".json": Format.json, ".md": Format.markdown, ".txt": Format.table}
+
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A built-in name (see `archprof zoo`), torchvision:NAME, timm:NAME, package.module:factory,"
+        " path/to/file.py:factory, a TorchScript file (.pt) or an exported program (.pt2).",
+        show_default=False,
+    ),
+]
+
+
+FILE_WIDTH = 160  # columns of a table written to a file
+
+
+MAX_BATCH = 2**62  # beyond it no tensor's element count fits in int64
+
+
+InputsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--input",
+        "-i",
+        help="One input's per-sample shape: 3x224x224, 77:int64 (a dtype after the colon), mask=77:bool (passed by"
+        " keyword); repeat it for each input of forward, in order (default: the model's usual input)",
+        show_default=False,
+    ),
+]
+
+
+ArgsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--arg",
+        "-a",
+        help="key=value passed to the factory (10, 0.5, true, none and text are read as such); repeatable",
+        show_default=False,
+    ),
+]
+
+
+WeightsOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--weights",
+        "-w",
+        help="A checkpoint (state dict) for a built-in or a factory, loaded with weights_only=True and checked"
+        " against the model (the figures do not depend on it)",
+        show_default=False,
+    ),
+]
+
+
+TrustPickleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle",
+        help="Let a file that needs code to unpickle load (a pickled module): only for files you trust.",
+    ),
+]
+
+
+FormatOpt = Annotated[
+    Optional[Format],
+    typer.Option(
+        "--format", "-f", help="Output format [default: from --output's suffix, else table]", show_default=False
+    ),
+]
+
+
+OutputOpt = Annotated[
+    Optional[Path], typer.Option("--output", "-o", help="Write the report to this file.", show_default=False)
+]
+
+
+# Batch and dtype where they default to the model's own (an exported program fixes both).
+
+
+ModelBatchOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--batch", "-b", help="Batch size, 1 to 2^62 (default: 1, or an exported program's)", show_default=False
+    ),
+]
+
+
+ModelDTypeOpt = Annotated[
+    Optional[DType],
+    typer.Option("--dtype", help="Data type of parameters and activations (default: the model's own)"),
+]
+
+
+def model_options(input, batch, dtype, arg, weights, trust_pickle):
+    """The options every model command takes, read once (`archprof.load.ModelOptions`)."""
+    from archprof.load import ModelOptions, parse_args, parse_dtype, parse_input_spec
+
+    return ModelOptions(
+        inputs=tuple(parse_input_spec(text) for text in input) if input else None,
+        batch=checked_batch(batch) if batch is not None else None,
+        dtype=parse_dtype(dtype.value) if dtype is not None else None,
+        args=parse_args(arg),
+        weights=weights,
+        trust_pickle=trust_pickle,
+    )
+
+
+def user_errors(command):
+    """Print an ArchprofError on one line (`say`) and exit 2, without a traceback."""
+
+    @wraps(command)
+    def run(*args, **kwargs):
+        import warnings
+
+        from archprof.errors import ArchprofError, ArchprofWarning
+
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            # archprof's own warnings (the CPU fallback) as one line, each once.
+            if issubclass(category, ArchprofWarning):
+                say(f"warning: {message}")
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("once", ArchprofWarning)
+                warnings.showwarning = show
+                return command(*args, **kwargs)
+        except ArchprofError as exc:
+            say(f"error: {exc}")
+            raise typer.Exit(2) from None
+
+    return run
+
+
+def say(text: str, **style) -> None:
+    """`text` as one line on stderr, whatever it holds: a newline, a carriage return, a
+    line separator (U+2028), any other unprintable character or a lone surrogate (a
+    file name that is not UTF-8) is written as its escape (\\n, \\u2028, \\udcff); what
+    stderr's encoding lacks, as a backslash escape."""
+    printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    typer.secho(printable.encode(encoding, "backslashreplace").decode(encoding), err=True, **style)
+
+
+@contextmanager
+def standard_output():
+    """Around every print to standard output, flushed here: a full disk ends the command
+    with one line and exit 2, a reader that has gone (`| head -1`) quietly with 141 (as
+    a process killed by SIGPIPE), never a traceback. Standard output then points at
+    os.devnull, so that the interpreter's own flush at exit has nothing left to fail on."""
+    try:
+        yield
+        sys.stdout.flush()
+    except OSError as exc:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open until exit)
+        if exc.errno == errno.EPIPE:
+            raise typer.Exit(141) from None
+        say(f"error: cannot write to standard output: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+
+
+class progress_display:
+    """A rich progress display on stderr while profiling (none when stderr is not a
+    terminal, or with --quiet); yields the callback `archprof.profile` takes, or None."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+
+    def __enter__(self):
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if self.quiet or not console.is_terminal:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.bar.__enter__()
+        tasks: dict[str, int] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = self.bar.add_task(phase, total=total)
+            self.bar.update(tasks[phase], completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc) -> bool:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
+
+
+def limit_option(name: str, example: str):
+    return Annotated[Optional[str], typer.Option(name, help=f"e.g. {example}", show_default=False)]
+
+
+def emit(format: Format, output: Path | None, table, writers) -> None:
+    """Print the table format (`table(width)`) or the text of `writers[format]()`, or write
+    it (atomically) to `output`."""
+    from archprof.output import write_atomically
+
+    if format is Format.table:
+        if output is None:
+            console = stdout_console()
+            with standard_output():
+                console.print(table(console.width))
+            return
+        from archprof.render import to_text
+
+        text = to_text(table(FILE_WIDTH))
+    else:
+        text = writers[format]()
+        if output is None:
+            with standard_output():
+                sys.stdout.write(text)
+            return
+    write_atomically(output, text)
+    say(f"wrote {output}")
+
+
+def choose_format(format: Format | None, output: Path | None) -> Format:
+    from archprof.errors import ArchprofError
+
+    if format is not None:
+        return format
+    if output is None:
+        return Format.table
+    try:
+        return _SUFFIX_FORMATS[output.suffix.lower()]
+    except KeyError:
+        known = ", ".join(_SUFFIX_FORMATS)
+        raise ArchprofError(f"cannot tell the format of '{output}' from its suffix ({known}): give --format") from None
+
+
+def check_output(output: Path | None, option: str, *inputs: tuple[str, str | Path | None]) -> None:
+    """Fail before any work when `output` cannot be written (a directory, no such folder) or
+    is one of the files the command reads, given as (what, path): the report would destroy it."""
+    if output is None:
+        return
+    from archprof.errors import ArchprofError
+    from archprof.output import check_output_target
+
+    check_output_target(output)
+    for what, path in inputs:
+        if path is not None and same_file(output, path):
+            raise ArchprofError(f"{option} {output} would overwrite {what} '{path}': give another file name")
+
+
+def input_files(spec: str, what: str = "the model file", base: Path | None = None) -> list[tuple[str, Path]]:
+    """The files a model spec may read, as `check_output` takes them: the spec itself (a .pt,
+    .pt2 or CSV file), the Python file of path/to/file.py:factory; also in `base`, where
+    a budget file's specs are looked up first."""
+    location = spec.rpartition(":")[0]
+    paths = [Path(spec)] + ([Path(location)] if location.lower().endswith(".py") else [])
+    if base is not None:
+        paths += [base / path for path in paths]
+    return [(what, path) for path in paths]
+
+
+def same_file(a: Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either is missing (nothing to destroy), or not a valid name
+        return False
+
+
+def checked_batch(batch: int) -> int:
+    return count_option("--batch", batch, 1, MAX_BATCH)
+
+
+def count_option(option: str, value: int, low: int, high: int) -> int:
+    """`value`, refused on one line outside [low, high] (typer takes any integer, 10**20 too)."""
+    from archprof.errors import ArchprofError
+
+    if value < low:
+        raise ArchprofError(f"{option} must be at least {low}, got {value}")
+    if value > high:
+        raise ArchprofError(f"{option} must be at most {high:,}, got {value}")
+    return value
+
+
+def emit_report(report, format: Format, output: Path | None, table=None) -> None:
+    """`emit` for a Report: `table(report, width=...)` draws the table format (default:
+    the summary table; rich loads only for a table)."""
+
+    def draw(width: int):
+        from archprof.render import summary_table
+
+        return (table or summary_table)(report, width=width)
+
+    writers = {Format.csv: report.to_csv, Format.json: report.to_json, Format.markdown: report.to_markdown}
+    emit(format, output, draw, writers)
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console()

@@ -1,0 +1,283 @@
+"""Commands on one model: summary, profile, memory, rf."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from archprof.cli.app import app
+from archprof.cli.common import (
+    ArgsOpt,
+    Format,
+    FormatOpt,
+    InputsOpt,
+    ModelArg,
+    ModelBatchOpt,
+    ModelDTypeOpt,
+    OutputOpt,
+    TrustPickleOpt,
+    WeightsOpt,
+    check_output,
+    choose_format,
+    count_option,
+    emit_report,
+    input_files,
+    model_options,
+    progress_display,
+    say,
+    user_errors,
+)
+from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
+
+
+@app.command()
+@user_errors
+def summary(
+    model: ModelArg,
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    depth: Annotated[
+        Optional[int],
+        typer.Option("--depth", "-d", min=0, help="Roll rows up below this module depth.", show_default=False),
+    ] = None,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals.
+
+    Several inputs: one --input per input of forward, e.g. --input 3x224x224 --input 10.
+    A model whose forward cannot run on the meta device is traced with a real forward on
+    the CPU (a warning says so)."""
+    from archprof.analysis import analyze
+
+    chosen = choose_format(format, output)
+    check_output(output, "--output", *input_files(model), ("the --weights file", weights))
+    report = analyze(model, **model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
+    if depth is not None:
+        report = report.rollup(depth)
+    emit_report(report, chosen, output)
+
+
+@app.command()
+@user_errors
+def profile(
+    model: ModelArg,
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    device: Annotated[
+        Optional[str],
+        typer.Option("--device", help="cpu or cuda (cuda:N); default: cuda if torch sees a GPU, else cpu"),
+    ] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed passes first (at most 1,000,000).")] = DEFAULT_WARMUP,
+    repeat: Annotated[
+        int, typer.Option("--repeat", help="Timed passes, 1 to 1,000,000 (the median is reported).")
+    ] = DEFAULT_REPEAT,
+    peak_flops: Annotated[
+        Optional[str],
+        typer.Option("--peak-flops", help="The device's peak FLOP/s, e.g. 989T (default: measured once, then cached)"),
+    ] = None,
+    bandwidth: Annotated[
+        Optional[str],
+        typer.Option("--bandwidth", help="Its memory bandwidth, e.g. 3.35TB/s (default: measured once, then cached)"),
+    ] = None,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--plot",
+            help="Draw the layers on the roofline into this PNG/SVG/PDF (needs matplotlib).",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Run the model for real, timed per layer, and set the measurements beside the analysis.
+
+    With random weights: latency (median, p90), throughput, achieved FLOP/s, the roofline,
+    and a cross-check of shapes, FLOPs and peak memory against the real run (mismatches in
+    red).
+
+    Several inputs: one --input per input of forward, as for `summary`. --device cuda
+    without a GPU torch can see is an error (exit 2).
+
+    The device's peak FLOP/s and bandwidth are measured once (a large matrix product, a
+    large copy) and cached in $ARCHPROF_CACHE_DIR, else $XDG_CACHE_HOME/archprof, else
+    ~/.cache/archprof (ceilings.json); --peak-flops and --bandwidth give them by hand."""
+    from archprof.api import profile as profile_model
+    from archprof.measure.device import resolve_device
+    from archprof.render import profile_table
+    from archprof.render.roofline import check_plot_target
+    from archprof.units import parse_bandwidth, parse_flops_rate
+
+    chosen = choose_format(format, output)
+    inputs_read = (*input_files(model), ("the --weights file", weights))
+    check_output(output, "--output", *inputs_read)
+    check_output(plot, "--plot", *inputs_read)
+    # Everything a user can get wrong fails before any work.
+    options = model_options(input, batch, dtype, arg, weights, trust_pickle)
+    flops_rate = parse_flops_rate(peak_flops) if peak_flops is not None else None
+    bytes_rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
+    if plot is not None:
+        check_plot_target(plot)
+    count_option("--warmup", warmup, 0, MAX_PASSES)
+    count_option("--repeat", repeat, 1, MAX_PASSES)
+    target = resolve_device(device)
+    with progress_display(quiet) as progress:
+        report = profile_model(
+            model,
+            device=str(target),
+            warmup=warmup,
+            repeat=repeat,
+            peak_flops=flops_rate,
+            bandwidth=bytes_rate,
+            progress=progress,
+            **options.keywords(),
+        )
+    emit_report(report, chosen, output, table=profile_table)
+    if plot is not None:
+        from archprof.render.roofline import plot_roofline
+
+        plot_roofline(report, plot)
+        say(f"wrote {plot}")
+    if chosen is not Format.table or output is not None:  # the table shows them; else say so here
+        for line in report.measured.mismatches:
+            say(f"MISMATCH {line}", fg="red", bold=True)
+
+
+@app.command()
+@user_errors
+def memory(
+    model: ModelArg,
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    train: Annotated[
+        bool,
+        typer.Option("--train", help="Training memory: parameters, gradients, optimizer state and saved activations."),
+    ] = False,
+    optimizer: Annotated[
+        Optional[str],
+        typer.Option(
+            "--optimizer", help="Optimizer of the training estimate: sgd (default), momentum, adam.", show_default=False
+        ),
+    ] = None,
+    fit: Annotated[
+        Optional[str],
+        typer.Option(
+            "--fit",
+            help="Find the largest batch whose predicted memory fits this size, e.g. 16GB, 16GiB, 512MB.",
+            show_default=False,
+        ),
+    ] = None,
+    measure: Annotated[
+        bool,
+        typer.Option(
+            "--measure", help="Also run the model on CUDA: max_memory_allocated for inference and one training step."
+        ),
+    ] = False,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Memory per layer and in total: the inference peak, the training estimate, what batch fits.
+
+    Per layer: the output, the activations live after it and the peak within it. In total:
+    the inference peak (parameters + buffers + largest live activations), or with --train
+    the training estimate (parameters, gradients, optimizer state, activations saved for
+    backward). --fit SIZE finds the largest batch whose prediction fits SIZE (16GB = 16e9
+    bytes, 16GiB = 16 x 2^30)."""
+    from functools import partial
+
+    from archprof.analysis import analyze
+    from archprof.errors import ArchprofError
+    from archprof.fit import fit_batch
+    from archprof.measure.cuda_memory import predicted_and_measured, require_cuda
+    from archprof.passes.memory import optimizer_state_copies
+    from archprof.render import memory_table
+    from archprof.units import human_bytes, parse_size
+
+    chosen = choose_format(format, output)
+    check_output(output, "--output", *input_files(model), ("the --weights file", weights))
+    options = model_options(input, batch, dtype, arg, weights, trust_pickle)
+    inputs, torch_dtype = options.inputs, options.dtype
+    if optimizer is not None and not (train or measure):
+        raise ArchprofError("--optimizer applies to training memory: add --train")
+    optimizer = optimizer or "sgd"
+    optimizer_state_copies(optimizer)
+    budget = parse_size(fit) if fit is not None else None
+    if budget is not None and batch is not None:
+        raise ArchprofError("--fit finds the batch itself: drop --batch")
+    if measure:
+        require_cuda()  # before any analysis: fail fast
+
+    loaded = options.load(model)  # once, for every analysis
+    found = None
+    if budget is not None:
+        found = fit_batch(loaded, budget, inputs=inputs, dtype=torch_dtype, training=train, optimizer=optimizer)
+        report = found.report
+    else:
+        report = analyze(
+            loaded, inputs=inputs, batch=options.batch, dtype=torch_dtype, training=train, optimizer=optimizer
+        )
+    notes = []
+    if found is not None:
+        notes.append(
+            f"largest batch that fits in {human_bytes(found.budget_bytes)}: {found.batch} "
+            f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {human_bytes(found.bytes_at_next)})"
+        )
+    measured = (
+        predicted_and_measured(loaded, inputs, report.input_shapes[0][0], torch_dtype, optimizer) if measure else None
+    )
+    if measured is not None:
+        notes += [f"{label}: predicted {p:,} B, measured {m:,} B on {measured[0]}" for label, p, m in measured[1]]
+    emit_report(report, chosen, output, table=partial(memory_table, fit=found, measured=measured))
+    if chosen is not Format.table:
+        for note in notes:
+            say(note)
+
+
+@app.command()
+@user_errors
+def rf(
+    model: ModelArg,
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Receptive field of every layer: the input pixels that can reach its output unit 0.
+
+    Columns: Field, the field's size per spatial dimension, padding positions included
+    ("input" after global pooling, a flatten or a linear layer; "undefined" where it cannot
+    be computed exactly, with the reason below the table). Stride, the effective stride: input
+    pixels between neighbouring units. Centred: unit 0 stands for input pixels [0, stride - 1],
+    centre (stride - 1) / 2; "yes" when the field's centre (start + end) / 2 is that point in
+    every dimension. Coverage: the share of the input's pixels the field reaches (per
+    dimension the part inside the input over its size, multiplied). The last line names the
+    first layer whose field covers the whole input. CSV, JSON and Markdown write the full
+    report, whose receptive_field* columns hold the same numbers.
+    """
+    from archprof.analysis import analyze
+    from archprof.render import receptive_field_table
+
+    chosen = choose_format(format, output)
+    check_output(output, "--output", *input_files(model), ("the --weights file", weights))
+    report = analyze(model, **model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
+    emit_report(report, chosen, output, table=receptive_field_table)

@@ -1,0 +1,237 @@
+"""Commands over several models or files: compare, check (a budget), diff, zoo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from archprof.cli.app import app
+from archprof.cli.common import (
+    ArgsOpt,
+    Format,
+    FormatOpt,
+    InputsOpt,
+    ModelBatchOpt,
+    ModelDTypeOpt,
+    OutputOpt,
+    TrustPickleOpt,
+    WeightsOpt,
+    check_output,
+    choose_format,
+    emit,
+    input_files,
+    limit_option,
+    model_options,
+    say,
+    standard_output,
+    stdout_console,
+    user_errors,
+)
+
+
+@app.command()
+@user_errors
+def compare(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Models in any form summary takes (built-in names, specs, files); the first is the baseline of the"
+            " ratios.",
+            show_default=False,
+        ),
+    ],
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    sort: Annotated[
+        Optional[str],
+        typer.Option(
+            "--sort",
+            "-s",
+            help="Sort ascending by params, macs, flops, activation, peak-memory, receptive-field, latency or model.",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Also time each model on the CPU (median of at least 5 runs, random weights)."),
+    ] = False,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Models side by side: parameters, MACs, FLOPs, memory, receptive field, and ratios to the first."""
+    from archprof.comparison import compare as compare_models
+    from archprof.comparison import (
+        comparison_cells,
+        comparison_csv,
+        comparison_json,
+        comparison_markdown,
+        sort_comparison,
+    )
+
+    chosen = choose_format(format, output)
+    read = [found for spec in models for found in input_files(spec)]
+    check_output(output, "--output", *read, ("the --weights file", weights))
+    options = model_options(input, batch, dtype, arg, weights, trust_pickle)
+    frame = compare_models(models, profile=profile, **options.keywords())
+    if sort is not None:
+        frame = sort_comparison(frame, sort)
+
+    def table(width: int):
+        from archprof.render import comparison_table
+
+        return comparison_table(*comparison_cells(frame), baseline=frame.attrs.get("baseline"), width=width)
+
+    emit(
+        chosen,
+        output,
+        table,
+        {
+            Format.csv: lambda: comparison_csv(frame),
+            Format.json: lambda: comparison_json(frame),
+            Format.markdown: lambda: comparison_markdown(frame),
+        },
+    )
+
+
+@app.command()
+@user_errors
+def check(
+    model: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="A model in any form summary takes (default: every model in the budget file)",
+            show_default=False,
+        ),
+    ] = None,
+    max_params: limit_option("--max-params", "30M (K, M, G, T: decimal)") = None,
+    max_macs: limit_option("--max-macs", "5G") = None,
+    max_flops: limit_option("--max-flops", "10G") = None,
+    max_activation: limit_option("--max-activation", "200MB (kB/MB/GB decimal, KiB/MiB/GiB binary)") = None,
+    max_peak_memory: limit_option("--max-peak-memory", "1GB: inference peak, parameters included") = None,
+    min_receptive_field: limit_option("--min-receptive-field", "200 (pixels, last spatial layer)") = None,
+    max_training_memory: limit_option("--max-training-memory", "16GB: the training estimate") = None,
+    optimizer: Annotated[
+        Optional[str],
+        typer.Option(
+            "--optimizer", help="For --max-training-memory: sgd (default), momentum, adam, adamw.", show_default=False
+        ),
+    ] = None,
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config",
+            "-c",
+            help="Budget file (default: ./archprof.toml, else the tool.archprof table of ./pyproject.toml)",
+            show_default=False,
+        ),
+    ] = None,
+    junit: Annotated[
+        Optional[Path],
+        typer.Option("--junit", help="Also write JUnit XML (one testcase per limit).", show_default=False),
+    ] = None,
+) -> None:
+    """Fail (exit 1) when a model exceeds its budget: limits from the options or a budget file.
+
+    Exit 0 when every limit holds, 1 when one is exceeded, 2 on bad input. With
+    GITHUB_STEP_SUMMARY set (GitHub Actions), the verdict is appended there as Markdown."""
+
+    from archprof import budget
+    from archprof.render import budget_table
+
+    limits = {
+        "max-params": max_params,
+        "max-macs": max_macs,
+        "max-flops": max_flops,
+        "max-activation": max_activation,
+        "max-peak-memory": max_peak_memory,
+        "min-receptive-field": min_receptive_field,
+        "max-training-memory": max_training_memory,
+    }
+    entries = budget.plan_check(
+        model,
+        limits,
+        config=config,
+        options=model_options(input, batch, dtype, arg, weights, trust_pickle),
+        optimizer=optimizer,
+    )
+    if junit is not None:
+        budget_file = config or budget.find_budget_file()
+        model_files = [found for entry in entries for found in input_files(entry.model, base=entry.search_dir)]
+        check_output(junit, "--junit", ("the budget file", budget_file), ("the --weights file", weights), *model_files)
+    verdicts = [verdict for entry in entries for verdict in budget.check_entry(entry)]
+    with standard_output():
+        stdout_console().print(budget_table(budget.verdict_rows(verdicts)))
+    if junit is not None:
+        from archprof.output import write_atomically
+
+        write_atomically(junit, budget.junit_xml(verdicts))
+        say(f"wrote {junit}")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        try:
+            budget.append_step_summary(verdicts, step_summary)
+        except OSError as exc:
+            say(f"warning: cannot append to GITHUB_STEP_SUMMARY ({step_summary}): {exc.strerror}")
+    if not all(verdict.passed for verdict in verdicts):
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def diff(
+    old: Annotated[
+        str, typer.Argument(help="A CSV report (archprof summary -f csv) or a model spec.", show_default=False)
+    ],
+    new: Annotated[str, typer.Argument(help="The same, to compare with OLD.", show_default=False)],
+    input: InputsOpt = None,
+    batch: ModelBatchOpt = None,
+    dtype: ModelDTypeOpt = None,
+    arg: ArgsOpt = None,
+    weights: WeightsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """What changed between two reports or models: layers added, removed or changed, and the totals."""
+    from archprof import diff as diffing
+
+    chosen = choose_format(format, output)
+    read = (*input_files(old, "the input"), *input_files(new, "the input"), ("the --weights file", weights))
+    check_output(output, "--output", *read)
+    result = diffing.diff(old, new, **model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
+
+    def table(width: int):
+        from archprof.render import diff_tables
+
+        return diff_tables(result, width=width)
+
+    emit(
+        chosen,
+        output,
+        table,
+        {Format.csv: result.to_csv, Format.json: result.to_json, Format.markdown: result.to_markdown},
+    )
+
+
+@app.command()
+@user_errors
+def zoo() -> None:
+    """List the built-in models with their parameter count and default input."""
+    from archprof.render import zoo_table
+    from archprof.zoo import MODELS
+
+    with standard_output():
+        stdout_console().print(zoo_table(MODELS.values()))
