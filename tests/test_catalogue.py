@@ -11,7 +11,7 @@ from torch._prims_common import check_significant_strides
 
 import archprof
 from archprof.operators import OPERATORS, Family, operator_named
-from archprof.passes.receptive_field import _rule_for
+from archprof.passes.receptive_field.rules import rule_for
 from archprof.trace import _Recorder, trace
 from archprof.zoo import MODELS
 
@@ -138,9 +138,9 @@ def test_every_catalogued_operator_has_a_receptive_field_rule_or_is_declared_opa
     with_family_rule = {Family.POINTWISE, Family.CREATION, Family.REDUCTION, Family.NORMALISATION}
     for packet, operator in OPERATORS.items():
         if operator.family in with_family_rule:
-            assert _rule_for(str(packet)) is not None, packet
-    assert _rule_for("aten.relu_") is _rule_for("aten.relu")
-    assert _rule_for("aten.abs") is not None  # pointwise by PyTorch's tag
+            assert rule_for(str(packet)) is not None, packet
+    assert rule_for("aten.relu_") is rule_for("aten.relu")
+    assert rule_for("aten.abs") is not None  # pointwise by PyTorch's tag
 
 
 def test_pointwise_is_seeded_from_the_pointwise_tag():

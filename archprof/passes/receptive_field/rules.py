@@ -1,182 +1,22 @@
-"""Receptive fields of every tensor and every row, in one walk over the graph's ops.
-
-For each tensor archprof tracks, per spatial dimension of the network input (N, C, *spatial),
-the field of its output unit 0: the first and the last input coordinate that can reach it
-(`start` may be negative, inside the padding; `end` may pass the image's last pixel) and the
-jump, the effective stride between neighbouring units (the product of the strides so far).
-Unit `o` then sees `[start + o * jump, end + o * jump]`. The field's size is `end - start + 1`,
-padding positions included [FORMULAS.md, "Receptive field"]:
-
-    convolution / pooling, kernel K, stride S, padding P, dilation D:
-        start' = start - P * jump,  end' = end + (D (K - 1) - P) * jump,  jump' = jump * S
-    a merge of paths (add, mul, cat along channels, any multi-input op):
-        start = min of the starts,  end = max of the ends  (per dimension)
-
-A tensor's state is one of:
-
-- no field (None): parameters, buffers, constants and whatever is computed from them only;
-- `Field`: one `Span(start, end, jump)` per spatial dimension. `jump` is None where unit 0's
-  field is exact but its neighbours' fields are not shifts of it (after a transposed
-  convolution with stride, upsampling, a merge of paths with different strides, a broadcast
-  along a spatial dimension): a later layer that needs the neighbours is then undefined;
-- `WHOLE`: every unit sees the whole input (global pooling, a mean over the spatial
-  dimensions, a linear layer over a flattened image);
-- `FLAT`: the spatial dimensions were merged into one axis (flatten). Reported as the whole
-  input by the convention of FORMULAS.md; the linear layer that follows makes it `WHOLE`, and
-  anything that reads it back as an image is undefined (never a guessed number);
-- `Undefined(reason)`: an operator archprof has no rule for consumed a tensor with a field, or
-  its rule cannot give an exact answer (the reason says which and where).
-
-Conventions: normalisation layers count as pointwise (their statistics are not part of the
-field, as in Araujo et al., "Computing Receptive Fields of CNNs", Distill 2019); a dilated
-kernel spans D (K - 1) + 1 pixels; `ceil_mode` changes how many units there are, never where
-unit 0's window lies. Transposed convolution and upsampling give unit 0's exact field
-(stride 1 transposed convolutions and integer-factor nearest / linear resampling keep a jump;
-otherwise the jump is undefined). Reflection / replication padding, bicubic and anti-aliased
-resampling and unknown operators are undefined.
-"""
+"""The receptive-field rule of every operator of the catalogue: by family (pointwise,
+normalisation, reduction, creation) and by operator (layout, convolution and pooling,
+resampling, mixing along whole axes)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable
 from functools import cache
 
 import torch
 
-from archprof.graph import Graph, OpNode, TensorMeta
+from archprof.graph import OpNode, TensorMeta
 from archprof.operators import OPERATORS, Family, operator_named
-from archprof.passes.layers import LayerGroup
-from archprof.units import shape_text
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Unit 0's field along one spatial dimension, in input coordinates (both ends included)."""
-
-    start: int
-    end: int
-    jump: int | None  # None: unit 0 is exact, its neighbours are not shifts of it
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start + 1
-
-    def shift(self, units: int) -> Span | None:
-        """The field of unit `units` of the same tensor (None when that needs the jump)."""
-        if units == 0:
-            return self
-        if self.jump is None:
-            return None
-        return Span(self.start + units * self.jump, self.end + units * self.jump, self.jump)
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    spans: tuple[Span, ...]
-    note: str = ""  # why the jump is undefined, when it is
-
-
-@dataclass(frozen=True, slots=True)
-class Extent:
-    """A field that is not a number: the whole input, or a flattened image."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Undefined:
-    reason: str
-
-
-WHOLE = Extent("whole input")
-FLAT = Extent("flattened")
-State = Field | Extent | Undefined | None
-
-
-# -- columns -------------------------------------------------------------------------------
-
-
-class FieldMark(StrEnum):
-    """A receptive-field cell that is not a tuple of numbers: a str equal to its CSV text."""
-
-    INPUT = "input"  # every output unit sees the whole input (global pooling, a linear layer)
-    UNDEFINED = "undefined"  # not computable exactly: `receptive_field_note` says why
-
-
-Dims = tuple[int, ...] | FieldMark | None  # a receptive_field, effective_stride or start cell
-
-
-def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list]:
-    """Per row, the field of the row's output tensor (its unit 0), as typed values.
-
-    `receptive_field` is the size per spatial dimension, a tuple of ints ((212, 212));
-    FieldMark.INPUT for the whole input; FieldMark.UNDEFINED where it cannot be computed
-    exactly; None where the row's output has no spatial field (a row of parameters only, a
-    network without spatial input dimensions). `effective_stride` and `receptive_field_start`
-    are tuples the same way (None for the whole input, UNDEFINED where the field or the stride
-    is); `covers_input` says whether unit 0's field spans the whole input in every dimension
-    (None where undefined); `receptive_field_note` says why a field is undefined.
-    """
-    fields, spatial = tensor_fields(graph)
-    columns: dict[str, list] = {
-        "receptive_field": [],
-        "effective_stride": [],
-        "receptive_field_start": [],
-        "covers_input": [],
-        "receptive_field_note": [],
-    }
-    written: dict[State, tuple] = {}  # rows often share one state (an activation after a conv)
-    for group in groups:
-        state = fields.get(group.outputs[0].id) if group.outputs else None
-        cells = written.get(state)
-        if cells is None:
-            cells = written[state] = _cells(state, spatial)
-        for column, value in zip(columns.values(), cells, strict=True):
-            column.append(value)
-    return columns
-
-
-def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bool | None, str]:
-    if state is None:
-        return None, None, None, False, ""
-    if isinstance(state, Extent):
-        return FieldMark.INPUT, None, None, True, ""
-    if isinstance(state, Undefined):
-        return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
-    spans = state.spans
-    jumps = tuple(s.jump for s in spans)
-    stride = FieldMark.UNDEFINED if None in jumps else jumps
-    covers = all(s.start <= 0 and s.end >= size - 1 for s, size in zip(spans, spatial, strict=True))
-    return tuple(s.size for s in spans), stride, tuple(s.start for s in spans), covers, state.note
-
-
-# -- the walk ------------------------------------------------------------------------------
-
-
-def tensor_fields(graph: Graph) -> tuple[dict[int, State], tuple[int, ...]]:
-    """The state of every tensor (TensorMeta.id -> State; absent = no field), and the
-    spatial size of the network input the fields refer to."""
-    first = graph.inputs[0].shape if graph.inputs else ()
-    spatial = tuple(first[2:]) if len(first) >= 3 else ()
-    if not spatial:
-        return {}, ()
-    walk = _Walk(len(spatial), graph)
-    identity = Field(tuple(Span(0, 0, 1) for _ in spatial))
-    for index, tensor in enumerate(graph.inputs):
-        if tensor.shape[2:] == spatial and len(tensor.shape) == len(first):
-            walk.fields[tensor.id] = identity
-        elif len(tensor.shape) >= 3:
-            walk.fields[tensor.id] = Undefined(f"input {index + 1} is not the size of input 1 ({shape_text(spatial)})")
-    for op in graph.ops:
-        walk.step(op)
-    return walk.fields, spatial
+from archprof.passes.receptive_field.walk import FLAT, WHOLE, Field, Rule, Span, State, Undefined, Walk
 
 
 @cache
-def _rule_for(name: str) -> Rule | None:
+def rule_for(name: str) -> Rule | None:
     """The rule of an operator of the catalogue: its own, else its family's (in-place forms
     share their operator's); None for an operator the catalogue does not know."""
     operator = operator_named(name)
@@ -185,151 +25,8 @@ def _rule_for(name: str) -> Rule | None:
     return _OPERATOR_RULES.get(operator.name) or _FAMILY_RULES.get(operator.family)
 
 
-class _Walk:
-    def __init__(self, nd: int, graph: Graph) -> None:
-        self.nd = nd
-        self.graph = graph
-        self.fields: dict[int, State] = {}
-        # storage -> tensors seen in it, built only when an in-place write needs it
-        self._members: dict[int, list[TensorMeta]] = {}
-        self._indexed = -1  # ops indexed so far (-1: not even the inputs)
-
-    def state(self, value) -> State:
-        return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
-
-    def step(self, op: OpNode) -> None:
-        fields = self.fields
-        for tensor in op.inputs:
-            if fields.get(tensor.id) is not None:
-                break
-        else:
-            return  # computed from parameters and constants only (or nothing): no field
-        if not op.outputs:
-            return
-        rule = _rule_for(op.op)
-        try:
-            result = rule(self, op) if rule is not None else self.undefined(op, "archprof has no rule for it")
-        except (IndexError, TypeError, ValueError, ZeroDivisionError):  # arguments in a form not foreseen
-            result = self.undefined(op, "its arguments were not understood")
-        results = result if isinstance(result, list) else [result] * len(op.outputs)
-        if len(results) != len(op.outputs):  # an overload with other outputs than foreseen
-            results = [self.undefined(op, "its outputs were not understood")] * len(op.outputs)
-        for tensor, state in zip(op.outputs, results, strict=True):
-            if state is not None:
-                self.fields[tensor.id] = state
-        if op.writes_input and op.inputs:
-            self._written(op, op.inputs[0], op.outputs[0])
-
-    def _written(self, op: OpNode, before: TensorMeta, after: TensorMeta) -> None:
-        """An in-place write changed what a storage holds: any other view of it now holds
-        data archprof cannot place (it knows shapes, not offsets)."""
-        if self.fields.get(before.id) == self.fields.get(after.id):
-            return
-        members = self._members
-        if self._indexed < 0:
-            for tensor in self.graph.inputs:
-                members.setdefault(tensor.storage, []).append(tensor)
-            self._indexed = 0
-        for earlier in self.graph.ops[self._indexed : op.index]:
-            for tensor in (*earlier.inputs, *earlier.outputs):
-                members.setdefault(tensor.storage, []).append(tensor)
-        self._indexed = max(self._indexed, op.index)
-        undefined = Undefined("written in place through another view of its storage")
-        for tensor in members.get(before.storage, ()):
-            if tensor.id not in (before.id, after.id):
-                self.fields[tensor.id] = undefined
-
-    def undefined(self, op: OpNode, why: str) -> Undefined:
-        where = op.module.path if op.module is not None and op.module.path else "(model)"
-        return Undefined(f"{op.op} in {where}: {why}")
-
-    # -- shared pieces -------------------------------------------------------------------
-
-    def spatial_axes(self, ndim: int) -> range:
-        return range(ndim - self.nd, ndim)
-
-    def merge(self, op: OpNode, items: Sequence[tuple[State, tuple[int, ...]]], out: tuple[int, ...]) -> State:
-        """Union of the fields of several inputs of an op whose output has shape `out`
-        (broadcasting as NumPy does)."""
-        whole = flat = False
-        undefined: Undefined | None = None
-        fields: list[Field] = []
-        for state, shape in items:
-            if state is None:
-                continue
-            if state is WHOLE:
-                whole = True
-            elif state is FLAT:
-                flat = True
-            elif isinstance(state, Undefined):
-                undefined = undefined or state
-            else:
-                fields.append(self._broadcast(state, shape, out))
-        if whole:  # every output unit depends on the whole input, whatever else it reads
-            return WHOLE
-        if undefined is not None:
-            return undefined
-        if flat:
-            return self.undefined(op, "it mixes a flattened tensor with an image") if fields else FLAT
-        if not fields:
-            return None
-        if len(fields) == 1:
-            return fields[0]
-        spans, note = [], next((f.note for f in fields if f.note), "")
-        for dim in zip(*(f.spans for f in fields), strict=True):
-            jumps = {s.jump for s in dim}
-            jump = jumps.pop() if len(jumps) == 1 else None
-            if jump is None and None not in jumps and not note:
-                note = "paths with different strides merged"
-            spans.append(Span(min(s.start for s in dim), max(s.end for s in dim), jump))
-        return Field(tuple(spans), note)
-
-    def _broadcast(self, field: Field, shape: tuple[int, ...], out: tuple[int, ...]) -> Field:
-        sizes_in, sizes_out = shape[len(shape) - self.nd :], out[len(out) - self.nd :]
-        if sizes_in == sizes_out:
-            return field
-        # size 1 broadcast along a spatial dimension: unit 0 is exact, its neighbours repeat it
-        pairs = zip(field.spans, sizes_in, sizes_out, strict=True)
-        spans = tuple(s if a == b else Span(s.start, s.end, None) for s, a, b in pairs)
-        return Field(spans, field.note or "broadcast along a spatial dimension")
-
-    def windowed(
-        self, op: OpNode, state: State, ndim: int, m: int, window: Callable[[Span, int], Span | None], what: str
-    ) -> State:
-        """Apply `window(span, j)` to every spatial dimension the op works on: the op's `m`
-        dimensions are the input's trailing `m` axes, j indexes them."""
-        if not isinstance(state, Field):
-            if state is FLAT:
-                return self.undefined(op, f"{what} of a flattened tensor")
-            return state
-        spans = list(state.spans)
-        for d in range(self.nd):
-            j = d - (self.nd - m)
-            if j < 0:
-                continue
-            span = window(spans[d], j)
-            if span is None:
-                return self.undefined(op, f"{what} after a layer whose effective stride is undefined ({state.note})")
-            spans[d] = span
-        return Field(tuple(spans), state.note)
-
-    def reduce(self, op: OpNode, state: State, ndim: int, axes: set[int] | None, what: str) -> State:
-        """An op that mixes every unit along `axes` (None: along all axes)."""
-        if state is None or state is WHOLE or isinstance(state, Undefined):
-            return state
-        if state is FLAT:
-            return WHOLE if axes is None or ndim - 1 in axes else FLAT
-        spatial = set(self.spatial_axes(ndim))
-        if axes is None or spatial <= axes:
-            return WHOLE
-        if spatial.isdisjoint(axes):
-            return state
-        return self.undefined(op, f"{what} over some of the spatial dimensions only")
-
-
 # -- rules, by family and by operator of the catalogue -------------------------------------
 
-Rule = Callable[[_Walk, OpNode], State | list[State]]
 _FAMILY_RULES: dict[Family, Rule] = {}
 _OPERATOR_RULES: dict[str, Rule] = {}  # "aten.cat" -> its rule, over its family's
 
@@ -369,7 +66,7 @@ def _dims_of(name: str) -> int:
     raise ValueError(name)
 
 
-def _pointwise(walk: _Walk, op: OpNode) -> State:
+def _pointwise(walk: Walk, op: OpNode) -> State:
     """Elementwise: output unit 0 reads unit 0 of every input (after broadcasting)."""
     return walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], op.outputs[0].shape)
 
@@ -380,18 +77,18 @@ _rule("alias", "detach", "clone", "_to_copy", "lift_fresh", "lift_fresh_copy")(_
 
 
 @_rule("native_dropout")
-def _native_dropout(walk: _Walk, op: OpNode) -> list[State]:
+def _native_dropout(walk: Walk, op: OpNode) -> list[State]:
     return [walk.state(op.args[0]), None]  # (output, random mask)
 
 
 @_rule("copy")
-def _copy(walk: _Walk, op: OpNode) -> State:
+def _copy(walk: Walk, op: OpNode) -> State:
     """copy_(dst, src): dst's old contents are overwritten by src, broadcast."""
     src = op.args[1]
     return walk.merge(op, [(walk.state(src), src.shape)], op.outputs[0].shape)
 
 
-def _no_data(walk: _Walk, op: OpNode) -> State:
+def _no_data(walk: Walk, op: OpNode) -> State:
     """Reads its input's shape only (or overwrites it with constants or noise)."""
     return None
 
@@ -399,7 +96,7 @@ def _no_data(walk: _Walk, op: OpNode) -> State:
 _FAMILY_RULES[Family.CREATION] = _no_data
 
 
-def _normalisation(walk: _Walk, op: OpNode) -> list[State]:
+def _normalisation(walk: Walk, op: OpNode) -> list[State]:
     """Pointwise by convention: the statistics are not part of the field."""
     out = walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], op.outputs[0].shape)
     stats = walk.undefined(op, "normalisation statistics") if out is not None else None
@@ -427,7 +124,7 @@ def _merged_tail(shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> int |
 
 
 @_rule("view", "_unsafe_view", "_reshape_alias", "squeeze", "unsqueeze", "expand", "repeat")
-def _reshape(walk: _Walk, op: OpNode) -> State:
+def _reshape(walk: Walk, op: OpNode) -> State:
     """Row-major reshapes: a field survives where the trailing spatial sizes are unchanged."""
     x, out = op.args[0], op.outputs[0].shape
     state = walk.state(x)
@@ -459,7 +156,7 @@ def _permutation(op: OpNode, ndim: int) -> list[int]:
 
 
 @_rule("permute", "transpose", "t")
-def _permute(walk: _Walk, op: OpNode) -> State:
+def _permute(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     state = walk.state(x)
     ndim = len(x.shape)
@@ -473,7 +170,7 @@ def _permute(walk: _Walk, op: OpNode) -> State:
     return walk.undefined(op, "moves the spatial dimensions")
 
 
-def _offset_rule(walk: _Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int], step: int) -> list[State]:
+def _offset_rule(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int], step: int) -> list[State]:
     """Outputs that start `offsets[i]` units along `axis` into x (slice, split)."""
     state = walk.state(x)
     ndim = len(x.shape)
@@ -495,7 +192,7 @@ def _offset_rule(walk: _Walk, op: OpNode, x: TensorMeta, axis: int, offsets: lis
 
 
 @_rule("slice")
-def _slice(walk: _Walk, op: OpNode) -> list[State]:
+def _slice(walk: Walk, op: OpNode) -> list[State]:
     x = op.args[0]
     ndim = len(x.shape)
     axis = _arg(op, 1, "dim", 0) % ndim
@@ -507,7 +204,7 @@ def _slice(walk: _Walk, op: OpNode) -> list[State]:
 
 
 @_rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes")
-def _split(walk: _Walk, op: OpNode) -> list[State]:
+def _split(walk: Walk, op: OpNode) -> list[State]:
     x = op.args[0]
     ndim = len(x.shape)
     axis = _arg(op, 2, "dim", 0) % ndim
@@ -519,7 +216,7 @@ def _split(walk: _Walk, op: OpNode) -> list[State]:
 
 
 @_rule("select", "unbind", "index_select")
-def _select(walk: _Walk, op: OpNode) -> State:
+def _select(walk: Walk, op: OpNode) -> State:
     """Picks positions along one axis: fine along any axis but a spatial one."""
     x = op.args[0]
     ndim = len(x.shape)
@@ -533,7 +230,7 @@ def _select(walk: _Walk, op: OpNode) -> State:
 
 
 @_rule("cat")
-def _cat(walk: _Walk, op: OpNode) -> State:
+def _cat(walk: Walk, op: OpNode) -> State:
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta) and t.shape != (0,)]
     out = op.outputs[0].shape
     axis = _arg(op, 1, "dim", 0) % len(out)
@@ -546,7 +243,7 @@ def _cat(walk: _Walk, op: OpNode) -> State:
 
 
 @_rule("stack")
-def _stack(walk: _Walk, op: OpNode) -> State:
+def _stack(walk: Walk, op: OpNode) -> State:
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
     out = op.outputs[0].shape
     axis = _arg(op, 1, "dim", 0) % len(out)
@@ -559,7 +256,7 @@ def _stack(walk: _Walk, op: OpNode) -> State:
 
 
 @_rule("constant_pad_nd")
-def _constant_pad(walk: _Walk, op: OpNode) -> State:
+def _constant_pad(walk: Walk, op: OpNode) -> State:
     """Zero (constant) padding: output unit 0 is input position -left, as in a conv's padding."""
     x, pad = op.args[0], list(op.args[1])
     ndim = len(x.shape)
@@ -607,7 +304,7 @@ def _transposed_window(k: int, s: int, p: int, d: int) -> Callable[[Span], Span 
 
 
 @_rule("convolution", "_convolution", "convolution_overrideable")
-def _convolution(walk: _Walk, op: OpNode) -> State:
+def _convolution(walk: Walk, op: OpNode) -> State:
     x, weight = op.args[0], op.args[1]
     bias = _arg(op, 2, "bias")
     stride, padding, dilation, transposed = op.args[3:7]
@@ -634,7 +331,7 @@ def _convolution(walk: _Walk, op: OpNode) -> State:
 
 
 @_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
-def _pool(walk: _Walk, op: OpNode) -> State:
+def _pool(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     name = op.op.removeprefix("aten.")
     m = _dims_of(name)
@@ -654,7 +351,7 @@ def _pool(walk: _Walk, op: OpNode) -> State:
     "adaptive_max_pool2d",
     "adaptive_max_pool3d",
 )
-def _adaptive_pool(walk: _Walk, op: OpNode) -> State:
+def _adaptive_pool(walk: Walk, op: OpNode) -> State:
     """Output i of a dimension pools inputs [floor(i n / o), ceil((i + 1) n / o)): unit 0 pools
     the first ceil(n / o); the windows are evenly spaced (a jump) only when o divides n."""
     x, out = op.args[0], op.outputs[0].shape
@@ -715,7 +412,7 @@ def _integer(value: float) -> int | None:
     "_upsample_nearest_exact2d",
     "_upsample_nearest_exact3d",
 )
-def _nearest(walk: _Walk, op: OpNode) -> State:
+def _nearest(walk: Walk, op: OpNode) -> State:
     """Output o copies input floor(o s) ('nearest') or floor((o + 0.5) s) ('nearest-exact'),
     s = input / output size: unit 0 copies input 0 (resp. floor(s / 2)); the copies are evenly
     spaced only when s is a whole number."""
@@ -741,7 +438,7 @@ def _nearest(walk: _Walk, op: OpNode) -> State:
 
 
 @_rule("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d")
-def _linear_resample(walk: _Walk, op: OpNode) -> State:
+def _linear_resample(walk: Walk, op: OpNode) -> State:
     """Output o interpolates inputs floor(x) and floor(x) + 1 (when its weight is not 0) at
     x = o s (align_corners) or x = max((o + 0.5) s - 0.5, 0), s = input pixels per output."""
     x, out = op.args[0], op.outputs[0].shape
@@ -770,7 +467,7 @@ def _linear_resample(walk: _Walk, op: OpNode) -> State:
     return _resampled(walk, op, window, m, "linear upsampling")
 
 
-def _resampled(walk: _Walk, op: OpNode, window, m: int, what: str) -> State:
+def _resampled(walk: Walk, op: OpNode, window, m: int, what: str) -> State:
     x = op.args[0]
     result = walk.windowed(op, walk.state(x), len(x.shape), m, window, what)
     if isinstance(result, Field) and not result.note and None in (s.jump for s in result.spans):
@@ -781,7 +478,7 @@ def _resampled(walk: _Walk, op: OpNode, window, m: int, what: str) -> State:
 # -- mixing along whole axes ---------------------------------------------------------------
 
 
-def _reduction(walk: _Walk, op: OpNode) -> State:
+def _reduction(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     ndim = len(x.shape)
     dims = _arg(op, 2 if op.op == "aten.linalg_vector_norm" else 1, "dim", None)
@@ -800,7 +497,7 @@ _FAMILY_RULES[Family.REDUCTION] = _reduction
 
 
 @_rule("_softmax", "_log_softmax", "_safe_softmax")
-def _softmax(walk: _Walk, op: OpNode) -> State:
+def _softmax(walk: Walk, op: OpNode) -> State:
     """Each output reads every unit along one axis (the normaliser)."""
     x = op.args[0]
     ndim = len(x.shape)
@@ -809,7 +506,7 @@ def _softmax(walk: _Walk, op: OpNode) -> State:
 
 
 @_rule("glu")
-def _glu(walk: _Walk, op: OpNode) -> State:
+def _glu(walk: Walk, op: OpNode) -> State:
     """a * sigmoid(b) for the two halves along one axis: pointwise unless that axis is spatial."""
     x = op.args[0]
     ndim = len(x.shape)
@@ -821,7 +518,7 @@ def _glu(walk: _Walk, op: OpNode) -> State:
 
 
 @_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "mv", "addmv", "dot")
-def _matmul(walk: _Walk, op: OpNode) -> State:
+def _matmul(walk: Walk, op: OpNode) -> State:
     """a @ b contracts a's last axis with b's second-to-last one: a field on a contracted
     axis becomes the whole input (a linear layer); b's last axis carries through."""
     name = op.op.removeprefix("aten.")
