@@ -21,7 +21,7 @@ from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs
 from archprof.passes.receptive_field import FieldMark
-from archprof.report import Report
+from archprof.report import Report, csv_cell
 from archprof.trace import forward_exits_as_errors
 from archprof.units import human_bytes, human_count, shapes_text
 
@@ -200,7 +200,8 @@ def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: 
 
 
 def comparison_csv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, lineterminator="\n")
+    """CSV; model names neutralised against formula injection as in `Report.to_csv`."""
+    return frame.assign(model=frame["model"].map(csv_cell)).to_csv(index=False, lineterminator="\n")
 
 
 def comparison_records(frame: pd.DataFrame) -> list[dict[str, Any]]:

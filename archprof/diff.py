@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from archprof.analysis import analyze
 from archprof.comparison import METRICS as COMPARED_METRICS
 from archprof.errors import ArchprofError
+from archprof.output import read_text
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import (
     COLUMNS,
@@ -230,7 +231,7 @@ def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
     ArchprofError naming the column and line."""
 
     path = Path(path)
-    header = next(csv.reader(io.StringIO(_report_text(path), newline="")), [])
+    header = next(csv.reader(io.StringIO(read_text(path, "report"), newline="")), [])
     names = [c.name for c in COLUMNS if c.name in header or c.name in _REQUIRED]
     return [row for _, row in _read_rows(path, names)]
 
@@ -239,7 +240,7 @@ def _read_rows(path: Path, names: Sequence[str]) -> list[tuple[int, dict[str, An
     """(line, the columns `names`) of every row, each cell read by its column's reader; the
     line is the row's last physical one (a quoted cell may span several)."""
 
-    reader = csv.DictReader(io.StringIO(_report_text(path), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text(path, "report"), newline=""))
     missing = [name for name in _REQUIRED if name not in (reader.fieldnames or [])]
     if missing:
         raise ArchprofError(
@@ -314,18 +315,6 @@ def _counts(cell: str) -> dict[str, int]:
             raise ValueError("not operator counts ('aten.cumsum x1; ...')")
         counts[operator] = _whole_number(calls)
     return counts
-
-
-def _report_text(path: Path) -> str:
-    """The file's text as written (no newline translation: a quoted cell may hold a carriage
-    return), without a byte-order mark."""
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise ArchprofError(f"report {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArchprofError(f"cannot read report {path}: {exc}") from None
 
 
 def load_side(spec: str, input_size: Sequence[int] | None = None, **options: Any) -> Side:

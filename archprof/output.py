@@ -15,9 +15,12 @@ from archprof.errors import ArchprofError
 
 
 def read_text(path: str | os.PathLike, what: str) -> str:
-    """The text of a file the user named (`what` says which kind, for the error)."""
+    """The text of a file the user named (`what` says which kind, for the error), as
+    written: no newline translation (a quoted CSV cell may hold a carriage return), a UTF-8
+    byte-order mark (Excel's "CSV UTF-8") skipped."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with Path(path).open(encoding="utf-8-sig", newline="") as handle:
+            return handle.read()
     except FileNotFoundError:
         raise ArchprofError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -308,3 +308,12 @@ def test_a_budget_key_written_with_a_dash_and_an_underscore_is_an_error(tmp_path
     assert result.exit_code == 2, result.output
     (error,) = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert "archprof.toml, line 4" in error and "max_params" in error and "max-params" in error
+
+
+def test_compare_neutralises_a_model_name_that_reads_as_a_formula(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "=cmd.py").write_text("from torch import nn\n\n\ndef net():\n    return nn.Conv2d(3, 4, 3)\n")
+    result = invoke("compare", "=cmd.py:net", "--input", "3x8x8", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    (row,) = csv.DictReader(io.StringIO(result.stdout))
+    assert row["model"] == "'=cmd.py:net"
