@@ -10,19 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
 import archprof
-from archprof.cli import app
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.load import InputSpec, load_model, normalize_inputs, parse_args, parse_input_spec
+from tests.cli import cli, one_error_line
 
 # torch.jit.save and torch.jit.trace warn that they are deprecated: the files are still what users have.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny_models.py"
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -32,17 +30,6 @@ def tiny(monkeypatch):
     import tiny_models
 
     return tiny_models
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.output
-    return lines[0]
 
 
 def table(report, *columns):

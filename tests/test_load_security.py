@@ -16,27 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import archprof
-from archprof.cli import app
 from archprof.errors import ArchprofError
 from archprof.load import InputSpec, load_model, parse_input_size, parse_input_spec
+from tests.cli import cli, one_error_line
 from tests.fixtures.hostile_archives import HOSTILE_ARCHIVES, exported, rewritten
-
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.output
-    return lines[0]
-
 
 # -- exported programs ---------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ standard output that fails cleanly, the output format and file checks, and one e
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import sys
 from contextlib import contextmanager
@@ -119,6 +120,42 @@ ModelDTypeOpt = Annotated[
     Optional[DType],
     typer.Option("--dtype", help="Data type of parameters and activations (default: the model's own)"),
 ]
+
+
+# The options of every model command, as `with_model_options` adds them.
+MODEL_OPTIONS = tuple(
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, annotation, default in (
+        ("input", InputsOpt, None),
+        ("batch", ModelBatchOpt, None),
+        ("dtype", ModelDTypeOpt, None),
+        ("arg", ArgsOpt, None),
+        ("weights", WeightsOpt, None),
+        ("trust_pickle", TrustPickleOpt, False),
+    )
+)
+
+
+def with_model_options(command):
+    """Give a command the options every model command takes (--input, --batch, --dtype,
+    --arg, --weights, --trust-pickle), after its arguments; it receives them read once, as
+    `options` (an `archprof.load.ModelOptions`)."""
+    own = inspect.signature(command, eval_str=True).parameters.values()
+    own = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own if parameter.name != "options"]
+    arguments = [p for p in own if any(isinstance(m, typer.models.ArgumentInfo) for m in _metadata(p))]
+    rest = [p for p in own if p not in arguments]
+
+    @wraps(command)
+    def run(**values):
+        shared = {parameter.name: values.pop(parameter.name) for parameter in MODEL_OPTIONS}
+        return command(**values, options=model_options(**shared))
+
+    run.__signature__ = inspect.Signature([*arguments, *MODEL_OPTIONS, *rest])
+    return run
+
+
+def _metadata(parameter: inspect.Parameter) -> tuple:
+    return getattr(parameter.annotation, "__metadata__", ())
 
 
 def model_options(input, batch, dtype, arg, weights, trust_pickle):

@@ -9,39 +9,29 @@ import typer
 
 from archprof.cli.app import app
 from archprof.cli.common import (
-    ArgsOpt,
     Format,
     FormatOpt,
-    InputsOpt,
     ModelArg,
-    ModelBatchOpt,
-    ModelDTypeOpt,
     OutputOpt,
-    TrustPickleOpt,
-    WeightsOpt,
     check_output,
     choose_format,
     count_option,
     emit_report,
     input_files,
-    model_options,
     progress_display,
     say,
     user_errors,
+    with_model_options,
 )
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 
 
 @app.command()
 @user_errors
+@with_model_options
 def summary(
     model: ModelArg,
-    input: InputsOpt = None,
-    batch: ModelBatchOpt = None,
-    dtype: ModelDTypeOpt = None,
-    arg: ArgsOpt = None,
-    weights: WeightsOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    options=None,  # with_model_options: the shared options, read
     depth: Annotated[
         Optional[int],
         typer.Option("--depth", "-d", min=0, help="Roll rows up below this module depth.", show_default=False),
@@ -57,8 +47,8 @@ def summary(
     from archprof.analysis import analyze
 
     chosen = choose_format(format, output)
-    check_output(output, "--output", *input_files(model), ("the --weights file", weights))
-    report = analyze(model, **model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
+    check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
+    report = analyze(model, **options.keywords())
     if depth is not None:
         report = report.rollup(depth)
     emit_report(report, chosen, output)
@@ -66,14 +56,10 @@ def summary(
 
 @app.command()
 @user_errors
+@with_model_options
 def profile(
     model: ModelArg,
-    input: InputsOpt = None,
-    batch: ModelBatchOpt = None,
-    dtype: ModelDTypeOpt = None,
-    arg: ArgsOpt = None,
-    weights: WeightsOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    options=None,  # with_model_options: the shared options, read
     device: Annotated[
         Optional[str],
         typer.Option("--device", help="cpu or cuda (cuda:N); default: cuda if torch sees a GPU, else cpu"),
@@ -121,11 +107,10 @@ def profile(
     from archprof.units import parse_bandwidth, parse_flops_rate
 
     chosen = choose_format(format, output)
-    inputs_read = (*input_files(model), ("the --weights file", weights))
+    inputs_read = (*input_files(model), ("the --weights file", options.weights))
     check_output(output, "--output", *inputs_read)
     check_output(plot, "--plot", *inputs_read)
     # Everything a user can get wrong fails before any work.
-    options = model_options(input, batch, dtype, arg, weights, trust_pickle)
     flops_rate = parse_flops_rate(peak_flops) if peak_flops is not None else None
     bytes_rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
     if plot is not None:
@@ -157,11 +142,10 @@ def profile(
 
 @app.command()
 @user_errors
+@with_model_options
 def memory(
     model: ModelArg,
-    input: InputsOpt = None,
-    batch: ModelBatchOpt = None,
-    dtype: ModelDTypeOpt = None,
+    options=None,  # with_model_options: the shared options, read
     train: Annotated[
         bool,
         typer.Option("--train", help="Training memory: parameters, gradients, optimizer state and saved activations."),
@@ -186,9 +170,6 @@ def memory(
             "--measure", help="Also run the model on CUDA: max_memory_allocated for inference and one training step."
         ),
     ] = False,
-    arg: ArgsOpt = None,
-    weights: WeightsOpt = None,
-    trust_pickle: TrustPickleOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
@@ -210,15 +191,14 @@ def memory(
     from archprof.units import human_bytes, parse_size
 
     chosen = choose_format(format, output)
-    check_output(output, "--output", *input_files(model), ("the --weights file", weights))
-    options = model_options(input, batch, dtype, arg, weights, trust_pickle)
+    check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
     inputs, torch_dtype = options.inputs, options.dtype
     if optimizer is not None and not (train or measure):
         raise ArchprofError("--optimizer applies to training memory: add --train")
     optimizer = optimizer or "sgd"
     optimizer_state_copies(optimizer)
     budget = parse_size(fit) if fit is not None else None
-    if budget is not None and batch is not None:
+    if budget is not None and options.batch is not None:
         raise ArchprofError("--fit finds the batch itself: drop --batch")
     if measure:
         require_cuda()  # before any analysis: fail fast
@@ -251,14 +231,10 @@ def memory(
 
 @app.command()
 @user_errors
+@with_model_options
 def rf(
     model: ModelArg,
-    input: InputsOpt = None,
-    batch: ModelBatchOpt = None,
-    dtype: ModelDTypeOpt = None,
-    arg: ArgsOpt = None,
-    weights: WeightsOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    options=None,  # with_model_options: the shared options, read
     format: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
@@ -278,6 +254,6 @@ def rf(
     from archprof.render import receptive_field_table
 
     chosen = choose_format(format, output)
-    check_output(output, "--output", *input_files(model), ("the --weights file", weights))
-    report = analyze(model, **model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
+    check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
+    report = analyze(model, **options.keywords())
     emit_report(report, chosen, output, table=receptive_field_table)

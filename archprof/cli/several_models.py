@@ -10,30 +10,25 @@ import typer
 
 from archprof.cli.app import app
 from archprof.cli.common import (
-    ArgsOpt,
     Format,
     FormatOpt,
-    InputsOpt,
-    ModelBatchOpt,
-    ModelDTypeOpt,
     OutputOpt,
-    TrustPickleOpt,
-    WeightsOpt,
     check_output,
     choose_format,
     emit,
     input_files,
     limit_option,
-    model_options,
     say,
     standard_output,
     stdout_console,
     user_errors,
+    with_model_options,
 )
 
 
 @app.command()
 @user_errors
+@with_model_options
 def compare(
     models: Annotated[
         list[str],
@@ -43,12 +38,7 @@ def compare(
             show_default=False,
         ),
     ],
-    input: InputsOpt = None,
-    batch: ModelBatchOpt = None,
-    dtype: ModelDTypeOpt = None,
-    arg: ArgsOpt = None,
-    weights: WeightsOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    options=None,  # with_model_options: the shared options, read
     sort: Annotated[
         Optional[str],
         typer.Option(
@@ -77,8 +67,7 @@ def compare(
 
     chosen = choose_format(format, output)
     read = [found for spec in models for found in input_files(spec)]
-    check_output(output, "--output", *read, ("the --weights file", weights))
-    options = model_options(input, batch, dtype, arg, weights, trust_pickle)
+    check_output(output, "--output", *read, ("the --weights file", options.weights))
     frame = compare_models(models, profile=profile, **options.keywords())
     if sort is not None:
         frame = sort_comparison(frame, sort)
@@ -102,6 +91,7 @@ def compare(
 
 @app.command()
 @user_errors
+@with_model_options
 def check(
     model: Annotated[
         Optional[str],
@@ -123,12 +113,7 @@ def check(
             "--optimizer", help="For --max-training-memory: sgd (default), momentum, adam, adamw.", show_default=False
         ),
     ] = None,
-    input: InputsOpt = None,
-    batch: ModelBatchOpt = None,
-    dtype: ModelDTypeOpt = None,
-    arg: ArgsOpt = None,
-    weights: WeightsOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    options=None,  # with_model_options: the shared options, read
     config: Annotated[
         Optional[Path],
         typer.Option(
@@ -164,13 +149,15 @@ def check(
         model,
         limits,
         config=config,
-        options=model_options(input, batch, dtype, arg, weights, trust_pickle),
+        options=options,
         optimizer=optimizer,
     )
     if junit is not None:
         budget_file = config or budget.find_budget_file()
         model_files = [found for entry in entries for found in input_files(entry.model, base=entry.search_dir)]
-        check_output(junit, "--junit", ("the budget file", budget_file), ("the --weights file", weights), *model_files)
+        check_output(
+            junit, "--junit", ("the budget file", budget_file), ("the --weights file", options.weights), *model_files
+        )
     verdicts = [verdict for entry in entries for verdict in budget.check_entry(entry)]
     with standard_output():
         stdout_console().print(budget_table(budget.verdict_rows(verdicts)))
@@ -191,17 +178,13 @@ def check(
 
 @app.command()
 @user_errors
+@with_model_options
 def diff(
     old: Annotated[
         str, typer.Argument(help="A CSV report (archprof summary -f csv) or a model spec.", show_default=False)
     ],
     new: Annotated[str, typer.Argument(help="The same, to compare with OLD.", show_default=False)],
-    input: InputsOpt = None,
-    batch: ModelBatchOpt = None,
-    dtype: ModelDTypeOpt = None,
-    arg: ArgsOpt = None,
-    weights: WeightsOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    options=None,  # with_model_options: the shared options, read
     format: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
@@ -209,9 +192,9 @@ def diff(
     from archprof import diff as diffing
 
     chosen = choose_format(format, output)
-    read = (*input_files(old, "the input"), *input_files(new, "the input"), ("the --weights file", weights))
+    read = (*input_files(old, "the input"), *input_files(new, "the input"), ("the --weights file", options.weights))
     check_output(output, "--output", *read)
-    result = diffing.diff(old, new, **model_options(input, batch, dtype, arg, weights, trust_pickle).keywords())
+    result = diffing.diff(old, new, **options.keywords())
 
     def table(width: int):
         from archprof.render import diff_tables
