@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from archprof.errors import ArchprofError, first_line
 from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind, TensorMeta
 from archprof.operators import find_operator
-from archprof.structure import map_op_args, op_tensors, tensors_in
+from archprof.structure import TensorSlots, tensors_in
 from archprof.units import shapes_text
 
 
@@ -88,28 +88,32 @@ def trace(
             raise MetaUnsupported(
                 f"cannot move the TorchScript module onto the meta device: {_reason(exc)}", _reason(exc)
             ) from exc
-    module_types = {path: _type_name(module) for path, module in model.named_modules()}
+    modules = list(model.named_modules())
+    module_types = {path: _type_name(module) for path, module in modules}
+    # One walk of the model's tensors for every question asked of them below.
+    named = [(n, t, False) for n, t in model.named_parameters()] + [(n, t, True) for n, t in model.named_buffers()]
+    tensors = [t for _, t, _ in named]
     specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
     shapes = [s.shape for s in specs]
     recorder = _Recorder(real=real, module_types=module_types if by_parameters else None)
-    if real or isinstance(model, torch.jit.ScriptModule) or _stands_for_itself(model, dtype):
+    if real or isinstance(model, torch.jit.ScriptModule) or _stands_for_itself(tensors, dtype):
         # Its own tensors (on meta already for a ScriptModule: stateless calls refuse it).
-        stand_ins, parameters = _own_tensors(model, recorder)
+        stand_ins, parameters = _own_tensors(named, recorder)
     else:
-        stand_ins, parameters = _stand_ins(model, dtype, recorder, requires_grad=training)
-    input_dtype = dtype or _first_floating_dtype(model)
-    device = _device_of(model) if real else torch.device("meta")
+        stand_ins, parameters = _stand_ins(named, dtype, recorder, requires_grad=training)
+    input_dtype = dtype or _first_floating_dtype(tensors)
+    device = torch.device("meta") if not real else (tensors[0].device if tensors else torch.device("cpu"))
     inputs = [_input(s.shape, s.dtype or input_dtype, device, real) for s in specs]
     input_metas = [recorder.register(x, "input") for x in inputs]
     args = tuple(x for s, x in zip(specs, inputs, strict=True) if s.name is None)
     kwargs = {s.name: x for s, x in zip(specs, inputs, strict=True) if s.name is not None}
 
-    training_modes = {module: module.training for module in model.modules()}
+    training_modes = {module: module.training for _, module in modules}
     model.train(training)
     try:
         with ExitStack() as stack:
             if not by_parameters:
-                for handle in _attach_hooks(model, recorder):
+                for handle in _attach_hooks(modules, module_types, recorder):
                     stack.callback(handle.remove)
             if training:
                 stack.enter_context(torch.enable_grad())
@@ -217,12 +221,6 @@ def _type_name(module: torch.nn.Module) -> str:
     return type(module).__name__
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _input(shape, dtype: torch.dtype, device: torch.device, real: bool) -> torch.Tensor:
     if not real:
         return torch.empty(shape, dtype=dtype, device=device)
@@ -251,7 +249,7 @@ def _script_on_meta(model: torch.jit.ScriptModule, dtype: torch.dtype | None) ->
         return copied.to(dtype) if needs_cast else copied
 
 
-def _stands_for_itself(model: torch.nn.Module, dtype: torch.dtype | None) -> bool:
+def _stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> bool:
     """Whether the model's own tensors can be traced as they are: all on meta already (a
     model archprof built) and none to cast. Stand-ins would only cost time (ResNet-50:
     creating and swapping 320 tensors, a fifth of the trace)."""
@@ -259,16 +257,15 @@ def _stands_for_itself(model: torch.nn.Module, dtype: torch.dtype | None) -> boo
         tensor.is_meta
         and not isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
         and (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype)
-        for tensor in (*model.parameters(), *model.buffers())
+        for tensor in tensors
     )
 
 
-def _own_tensors(model: torch.nn.Module, recorder: _Recorder):
-    """The model's own parameters and buffers, registered by name (no stand-ins)."""
+def _own_tensors(named: list[tuple[str, torch.Tensor, bool]], recorder: _Recorder):
+    """The model's own parameters and buffers (`named`: name, tensor, is a buffer),
+    registered by name (no stand-ins)."""
     parameters: list[ParameterInfo] = []
     seen: set[int] = set()
-    named = [(n, t, False) for n, t in model.named_parameters()]
-    named += [(n, t, True) for n, t in model.named_buffers()]
     for name, tensor, is_buffer in named:
         if id(tensor) in seen:
             continue
@@ -289,20 +286,20 @@ def _parameter_info(name: str, tensor: torch.Tensor, dtype: torch.dtype, is_buff
     )
 
 
-def _first_floating_dtype(model: torch.nn.Module) -> torch.dtype:
-    for tensor in (*model.parameters(), *model.buffers()):
+def _first_floating_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
+    for tensor in tensors:
         if tensor.is_floating_point():
             return tensor.dtype
     return torch.get_default_dtype()
 
 
-def _stand_ins(model: torch.nn.Module, dtype: torch.dtype | None, recorder: _Recorder, requires_grad: bool = False):
-    """Empty meta tensors, one per parameter and buffer (tied ones once); with
+def _stand_ins(
+    named: list[tuple[str, torch.Tensor, bool]], dtype: torch.dtype | None, recorder: _Recorder, requires_grad=False
+):
+    """Empty meta tensors, one per parameter and buffer of `named` (tied ones once); with
     `requires_grad`, those of trainable parameters require grad, as in training."""
     stand_ins: dict[str, torch.Tensor] = {}
     parameters: list[ParameterInfo] = []
-    named = [(n, t, False) for n, t in model.named_parameters()]
-    named += [(n, t, True) for n, t in model.named_buffers()]
     for name, tensor, is_buffer in named:
         if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
             raise ArchprofError(f"'{name}' is a lazy parameter not yet initialised: run one forward pass first")
@@ -316,10 +313,10 @@ def _stand_ins(model: torch.nn.Module, dtype: torch.dtype | None, recorder: _Rec
     return stand_ins, parameters
 
 
-def _attach_hooks(model: torch.nn.Module, recorder: _Recorder):
+def _attach_hooks(modules: list[tuple[str, torch.nn.Module]], module_types: dict[str, str], recorder: _Recorder):
     handles = []
-    for path, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(recorder.pre_hook(path)))
+    for path, module in modules:
+        handles.append(module.register_forward_pre_hook(recorder.pre_hook(path, module_types[path])))
         handles.append(module.register_forward_hook(recorder.post_hook))
     return handles
 
@@ -395,11 +392,11 @@ class _Recorder(TorchDispatchMode):
 
     # -- modules -------------------------------------------------------------------------
 
-    def pre_hook(self, path: str):
+    def pre_hook(self, path: str, type_name: str):
         def hook(module, args):
             count = self._call_counts.get(path, 0)
             self._call_counts[path] = count + 1
-            call = ModuleCall(path, _type_name(module), count, len(self.calls), len(self.ops))
+            call = ModuleCall(path, type_name, count, len(self.calls), len(self.ops))
             self.calls.append(call)
             shapes = tuple(tuple(a.shape) for a in tensors_in(args))
             self._stack.append((call, shapes))
@@ -437,7 +434,7 @@ class _Recorder(TorchDispatchMode):
             info = self._op_info[func] = _OpInfo.of(func)
         if info.name in _RUNTIME_CHECKS:
             return func(*args, **kwargs)
-        tensors = op_tensors(args, kwargs)
+        tensors = info.slots.tensors(args, kwargs)
         if info.same_dtype and len({t.dtype for t in tensors}) > 1:
             dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
             raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
@@ -450,12 +447,12 @@ class _Recorder(TorchDispatchMode):
         return out
 
     def _record(self, info: _OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
-        inputs = tuple(self.lookup(t) for t in tensors)
+        inputs = tuple(map(self.lookup, tensors))
+        # Before the outputs: an in-place op's output is a new version of its input tensor.
+        node_args, node_kwargs = info.slots.map(self.lookup, args, kwargs)
         # In-place ops and views live in their first input's storage.
         storage = inputs[0].storage if (info.writes_input or info.is_view) and inputs else None
         outputs = tuple(self.register(t, "activation", storage=storage) for t in tensors_in(out))
-        to_meta = {id(t): meta for t, meta in zip(tensors, inputs, strict=True)}
-        node_args, node_kwargs = map_op_args(lambda t: to_meta[id(t)], torch.Tensor, args, kwargs)
         module = self._stack[-1][0] if self._stack else None
         if self._by_parameters is not None and module is not None and not module.path:
             module = self._owner_call(inputs, module)
@@ -511,7 +508,7 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
     layout_matters = not info.writes_input and not info.contiguous_output
     if layout_matters and not all(t.is_contiguous() for t in tensors):
         return None
-    shape_args, shape_kwargs = map_op_args(lambda t: tuple(t.shape), torch.Tensor, args, kwargs)
+    shape_args, shape_kwargs = info.slots.map(lambda t: tuple(t.shape), args, kwargs)
     try:
         shapes = info.shape(*shape_args, **shape_kwargs)
     except RuntimeError as refused:
@@ -538,6 +535,7 @@ class _OpInfo:
     """What the recorder needs of an operator's schema, read once per operator."""
 
     name: str  # "aten.convolution"
+    slots: TensorSlots
     returns: int
     writes_input: bool  # in place: returns its first input, written over
     is_view: bool  # returns an alias of an input without writing it
@@ -554,6 +552,7 @@ class _OpInfo:
         operator = find_operator(func.overloadpacket)
         return _OpInfo(
             name=str(func.overloadpacket),
+            slots=TensorSlots.of(func._schema),
             returns=len(returns),
             writes_input=alias is not None and alias.is_write,
             is_view=alias is not None and not alias.is_write,
