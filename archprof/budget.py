@@ -39,6 +39,7 @@ from archprof.comparison import METRICS, Metric
 from archprof.errors import ArchprofError
 from archprof.load import DTYPES, ModelOptions, parse_dtype, parse_input_size
 from archprof.output import read_text
+from archprof.parallel import Progress, ordered_map
 from archprof.passes.memory import OPTIMIZER_STATE_COPIES, optimizer_state_copies
 from archprof.report import Report, markdown_code, visible_text
 from archprof.units import human_value, parse_count, parse_size, shape_text, shapes_text
@@ -163,6 +164,15 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
         if entry.source:
             raise ArchprofError(f"{entry.where()}{exc}") from None
         raise
+
+
+def check_entries(
+    entries: Sequence[BudgetEntry], jobs: int | None = None, progress: Progress | None = None
+) -> list[Verdict]:
+    """Every entry's verdicts, in order; the entries analysed in `jobs` worker processes
+    (None: one per core, 1: in this process), as `archprof.parallel.ordered_map` runs them."""
+    per_entry = ordered_map(check_entry, entries, jobs=jobs, progress=progress, phase="checking")
+    return [verdict for verdicts in per_entry for verdict in verdicts]
 
 
 # -- budget files ------------------------------------------------------------------------

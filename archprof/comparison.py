@@ -7,6 +7,8 @@ field) says so instead of reading as zero."""
 
 from __future__ import annotations
 
+import functools
+import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from archprof.errors import ArchprofError
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs
+from archprof.parallel import Progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import Report, csv_cell
 from archprof.trace import forward_exits_as_errors
@@ -41,6 +44,13 @@ class Metric:
     unit: str  # "count", "bytes" or "pixels": how limits are parsed and values shown
     read: Callable[[Report], int]  # raises MetricUnavailable
     training: bool = False  # read from a training analysis (analyze(..., training=True))
+
+    def __reduce__(self):  # by key: `read` may be a closure, and a budget entry goes to worker processes
+        return _metric, (self.key,)
+
+
+def _metric(key: str) -> Metric:
+    return METRICS[key]
 
 
 def _total(name: str, what: str) -> Callable[[Report], int]:
@@ -120,6 +130,8 @@ def compare(
     args: Mapping[str, Any] | None = None,
     weights: str | Path | None = None,
     trust_pickle: bool = False,
+    jobs: int | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
     column where a value passes int64), ratios against the first model (float64).
@@ -132,15 +144,45 @@ def compare(
 
     Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
-    <NA> without a spatial layer)], param_ratio, macs_ratio, [latency_ms]."""
+    <NA> without a spatial layer)], param_ratio, macs_ratio, [latency_ms].
+
+    Models given as specs (strings, paths) are analysed in `jobs` worker processes (None: one
+    per core; 1: all in this process), with exactly the results of one process; a model
+    given as a module or a callable is analysed here. In a script, call it under
+    `if __name__ == "__main__":`, as every process pool needs. `profile=True` works in this
+    process alone: timings taken side by side on shared cores would be skewed. `progress`
+    is called as `progress("analysing", done, total)`."""
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     if not models:
         raise ArchprofError("compare needs at least one model")
-    analyses = [
-        analysis(load(model, args, weights, trust_pickle), input_size, batch, dtype, inputs=inputs) for model in models
-    ]
-    latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses] if profile else None
-    return comparison_frame([analysed.report for analysed in analyses], latencies)
+    options = {
+        "input_size": input_size,
+        "batch": batch,
+        "dtype": dtype,
+        "inputs": inputs,
+        "args": args,
+        "weights": weights,
+        "trust_pickle": trust_pickle,
+    }
+    if profile:
+        analyses = [_analysis(model, **options) for model in models]
+        latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses]
+        return comparison_frame([analysed.report for analysed in analyses], latencies)
+    report = functools.partial(_report, **options)
+    return comparison_frame(ordered_map(report, models, jobs=jobs, local=_not_a_spec, progress=progress))
+
+
+def _analysis(model: Any, input_size, batch, dtype, inputs, args, weights, trust_pickle) -> Analysis:
+    return analysis(load(model, args, weights, trust_pickle), input_size, batch, dtype, inputs=inputs)
+
+
+def _report(model: Any, **options: Any) -> Report:
+    return _analysis(model, **options).report
+
+
+def _not_a_spec(model: Any) -> bool:
+    """A module or a callable, analysed in this process; a spec (a string, a path) can be sent."""
+    return not isinstance(model, str | os.PathLike)
 
 
 def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | None = None) -> pd.DataFrame:

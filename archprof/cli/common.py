@@ -105,6 +105,18 @@ OutputOpt = Annotated[
 ]
 
 
+JobsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=1,
+        help="Analyse the models in this many processes [default: one per core; 1: in this one]",
+        show_default=False,
+    ),
+]
+
+
 # Batch and dtype where they default to the model's own (an exported program fixes both).
 
 

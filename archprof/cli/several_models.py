@@ -12,12 +12,14 @@ from archprof.cli.app import app
 from archprof.cli.common import (
     Format,
     FormatOpt,
+    JobsOpt,
     OutputOpt,
     check_output,
     choose_format,
     emit,
     input_files,
     limit_option,
+    progress_display,
     say,
     standard_output,
     stdout_console,
@@ -52,6 +54,7 @@ def compare(
         bool,
         typer.Option("--profile", help="Also time each model on the CPU (median of at least 5 runs, random weights)."),
     ] = False,
+    jobs: JobsOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
 ) -> None:
@@ -68,7 +71,8 @@ def compare(
     chosen = choose_format(format, output)
     read = [found for spec in models for found in input_files(spec)]
     check_output(output, "--output", *read, ("the --weights file", options.weights))
-    frame = compare_models(models, profile=profile, **options.keywords())
+    with progress_display(quiet=False) as progress:
+        frame = compare_models(models, profile=profile, jobs=jobs, progress=progress, **options.keywords())
     if sort is not None:
         frame = sort_comparison(frame, sort)
 
@@ -127,6 +131,7 @@ def check(
         Optional[Path],
         typer.Option("--junit", help="Also write JUnit XML (one testcase per limit).", show_default=False),
     ] = None,
+    jobs: JobsOpt = None,
 ) -> None:
     """Fail (exit 1) when a model exceeds its budget: limits from the options or a budget file.
 
@@ -158,7 +163,8 @@ def check(
         check_output(
             junit, "--junit", ("the budget file", budget_file), ("the --weights file", options.weights), *model_files
         )
-    verdicts = [verdict for entry in entries for verdict in budget.check_entry(entry)]
+    with progress_display(quiet=False) as progress:
+        verdicts = budget.check_entries(entries, jobs=jobs, progress=progress)
     with standard_output():
         stdout_console().print(budget_table(budget.verdict_rows(verdicts)))
     if junit is not None:

@@ -1,0 +1,196 @@
+"""Every torchvision classification model and every timm model, analysed by archprof and
+checked against PyTorch's FlopCounterMode on meta tensors.
+
+    python benchmarks/hub_sweep.py [--sample N] [--jobs N] [--seed S] [--report PATH]
+
+Per model: archprof's build from its spec (`torchvision:NAME`, `timm:NAME`) and analysis,
+each timed; then, on the same module on the meta device at the same input, the reference
+figures: parameters as the sum of `numel()`, MACs as FlopCounterMode's count / 2, the output
+shape of the forward. A model is exact when all three equal archprof's (its parameter
+total, MACs, and the output shape of its last row with one), wrong when one differs, failed when
+archprof raised. A model whose build fails on meta is left out ("does not build on
+meta"), and counted.
+
+`--sample N` analyses N models drawn at random (seeded) instead of all of them (about 1,300:
+an hour on two cores). The models go through `archprof.parallel.ordered_map` (`--jobs`,
+default one per core). Writes reports/hub_sweep.md and reports/hub_sweep.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import random
+import sys
+import time
+import types
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIELDS = (
+    "model",
+    "status",
+    "why",
+    "build_ms",
+    "analysis_ms",
+    "params",
+    "reference_params",
+    "macs",
+    "reference_macs",
+    "output_shape",
+    "reference_output_shape",
+    "not_counted",
+)
+
+
+def hub_models() -> list[str]:
+    torchvision, timm = _hubs()
+    names = [f"torchvision:{name}" for name in torchvision.models.list_models(module=torchvision.models)]
+    return names + [f"timm:{name}" for name in timm.list_models()]
+
+
+def _hubs():
+    # torchvision's meta registrations clash with this torch's own: archprof does without them.
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import timm
+    import torchvision
+
+    return torchvision, timm
+
+
+def sweep_one(spec: str) -> dict:
+    """One model's row (FIELDS); every exception ends up in `why`, on one line."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import archprof
+    from archprof.errors import first_line
+    from archprof.load import load_model
+    from archprof.units import shape_text
+
+    _hubs()
+    row = dict.fromkeys(FIELDS, "")
+    row["model"] = spec
+    start = time.perf_counter()
+    try:
+        loaded = load_model(spec)
+    except Exception as exc:  # one row per model, whatever it raises
+        return {**row, "status": "does not build on meta", "why": first_line(exc)}
+    built = time.perf_counter()
+    try:
+        report = archprof.analyze(loaded)
+    except Exception as exc:
+        return {**row, "status": "failed", "why": first_line(exc)}
+    analysed = time.perf_counter()
+    row.update(
+        build_ms=f"{(built - start) * 1e3:.1f}",
+        analysis_ms=f"{(analysed - built) * 1e3:.1f}",
+        params=report.totals.param_count,
+        macs=report.totals.macs,
+        output_shape=next((shape for shape in reversed(report.columns["output_shape"]) if shape), ""),
+        not_counted=" ".join(f"{op}={n}" for op, n in sorted(report.totals.not_counted.items())),
+    )
+    try:
+        module = loaded.module.eval()
+        inputs = [torch.empty(shape, device="meta") for shape in report.input_shapes]
+        with FlopCounterMode(display=False) as counter:  # with grad: its module hooks assert on a backward node
+            output = module(*inputs)
+        while isinstance(output, tuple | list):
+            output = output[0]
+        row.update(
+            reference_params=sum(p.numel() for p in module.parameters()),
+            reference_macs=counter.get_total_flops() // 2,
+            reference_output_shape=shape_text(tuple(output.shape)),
+        )
+    except Exception as exc:
+        return {**row, "status": "no reference", "why": f"FlopCounterMode: {first_line(exc)}"}
+    differ = [
+        what
+        for what, ours, theirs in (
+            ("params", row["params"], row["reference_params"]),
+            ("MACs", row["macs"], row["reference_macs"]),
+            ("output shape", row["output_shape"], row["reference_output_shape"]),
+        )
+        if ours != theirs
+    ]
+    return {**row, "status": "wrong" if differ else "exact", "why": ", ".join(differ)}
+
+
+def markdown(rows: list[dict], total: int, sample: int | None, jobs: int, wall_s: float, load: float) -> str:
+    statuses = Counter(row["status"] for row in rows)
+    scope = (
+        f"a **sample** of {len(rows)} of the {total} models (drawn at random, seeded), not the whole hub"
+        if sample
+        else f"all {total} models"
+    )
+    lines = [
+        "# Hub sweep: torchvision and timm against FlopCounterMode",
+        "",
+        f"{dt.date.today()}, {scope}; `python benchmarks/hub_sweep.py"
+        + (f" --sample {sample}" if sample else "")
+        + f" --jobs {jobs}`, {wall_s:.0f} s wall; load average {load:.1f} on {os.cpu_count()} cores at the"
+        " start (other work on the machine slows every time below).",
+        "",
+        "Reference: the same module on the meta device, parameters as the sum of `numel()`, MACs as"
+        " FlopCounterMode's count / 2, the forward's output shape (archprof's: that of its last row with one).",
+        "",
+        "| exact | wrong | failed | no reference | does not build on meta |",
+        "|---:|---:|---:|---:|---:|",
+        "| "
+        + " | ".join(str(statuses[s]) for s in ("exact", "wrong", "failed", "no reference", "does not build on meta"))
+        + " |",
+        "",
+    ]
+    for status in ("wrong", "failed", "no reference", "does not build on meta"):
+        listed = [row for row in rows if row["status"] == status]
+        if listed:
+            lines += [f"## {status}", "", "| model | why |", "|---|---|"]
+            lines += [f"| {row['model']} | {row['why']} |" for row in listed]
+            lines.append("")
+    timed = sorted((row for row in rows if row["analysis_ms"]), key=lambda row: -float(row["analysis_ms"]))
+    lines += ["## Slowest analyses", "", "| model | build (ms) | analysis (ms) |", "|---|---:|---:|"]
+    lines += [f"| {row['model']} | {row['build_ms']} | {row['analysis_ms']} |" for row in timed[:10]]
+    operators = Counter(entry.partition("=")[0] for row in rows for entry in str(row["not_counted"]).split() if entry)
+    lines += ["", "## Operators still not counted", ""]
+    if operators:
+        lines += ["| operator | models |", "|---|---:|"]
+        lines += [f"| `{op}` | {n} |" for op, n in operators.most_common()]
+    else:
+        lines.append("None: every operator that ran has a cost formula.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    from archprof.parallel import default_jobs, ordered_map
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", type=int, default=None, help="analyse N models drawn at random")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=default_jobs())
+    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "hub_sweep.md")
+    options = parser.parse_args()
+    models = hub_models()
+    chosen = sorted(random.Random(options.seed).sample(models, options.sample)) if options.sample else models
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+
+    def progress(phase: str, done: int, total: int) -> None:
+        print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+
+    rows = ordered_map(sweep_one, chosen, jobs=options.jobs, progress=progress)
+    wall_s = time.perf_counter() - start
+    print(file=sys.stderr)
+    text = markdown(rows, len(models), options.sample, options.jobs, wall_s, load)
+    options.report.write_text(text)
+    with options.report.with_suffix(".csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Several models in a process pool (--jobs, archprof.parallel): exactly the serial results,
+errors and warnings; a module or a callable stays in this process."""
+
+import os
+
+import pandas as pd
+import pytest
+
+import archprof
+from archprof import parallel
+from archprof.errors import ArchprofError
+from archprof.parallel import ordered_map
+from tests.cli import cli, one_error_line
+from tests.fixtures.tiny_models import small_cnn
+
+SMALL_CNN = "tests/fixtures/tiny_models.py:small_cnn"
+TWO_INPUTS = "tests/fixtures/tiny_models.py:TwoInputs"
+OTHER_PATH = "tests/fixtures/../fixtures/tiny_models.py:small_cnn"
+
+
+@pytest.fixture(autouse=True)
+def workers_at_once(monkeypatch):
+    """Start workers whatever the pace (these models take milliseconds): five items or more
+    go to the pool, after this process has analysed two."""
+    monkeypatch.setattr(parallel, "WORKER_START_S", 0.0)
+
+
+def test_compare_in_a_pool_equals_one_process_with_a_factory_file_and_options():
+    models = [SMALL_CNN, small_cnn, SMALL_CNN, OTHER_PATH, SMALL_CNN, OTHER_PATH]  # the callable stays here
+    options = {"inputs": ["3x16x16"], "args": {"num_classes": 100}, "batch": 2}
+    serial = archprof.compare(models, jobs=1, **options)
+    pooled = archprof.compare(models, jobs=2, **options)
+    pd.testing.assert_frame_equal(pooled, serial)
+    assert pooled.attrs == serial.attrs
+
+
+def test_the_cli_compare_and_check_give_the_same_output_with_any_jobs(tmp_path):
+    compare = ("compare", *[SMALL_CNN, OTHER_PATH] * 3, "-i", "3x16x16", "--arg", "num_classes=100", "-f", "csv")
+    assert cli(*compare, "--jobs", "2").stdout == cli(*compare, "--jobs", "1").stdout
+    budget = tmp_path / "archprof.toml"
+    budget.write_text(
+        '[[models]]\nname = "lenet5"\nmax-params = "1M"\n\n'
+        '[[models]]\nname = "edge_conv"\nmax-macs = "1"\n\n'
+        f'[[models]]\nname = "{SMALL_CNN}"\ninput = "3x16x16"\nmax-params = "1K"\n\n' * 3
+    )
+    runs = [cli("check", "--config", budget, "--jobs", jobs) for jobs in ("1", "2")]
+    assert [r.exit_code for r in runs] == [1, 1]
+    assert runs[0].stdout == runs[1].stdout
+
+
+def test_a_worker_error_is_the_serial_one_line_error_of_the_first_failing_model():
+    models = ("lenet5", "no-such-model", TWO_INPUTS, "edge_conv", "lenet5", "edge_conv")  # TwoInputs: no default input
+    errors = []
+    for jobs in ("1", "2"):
+        result = cli("compare", *models, "--jobs", jobs)
+        assert result.exit_code == 2
+        errors.append(one_error_line(result))
+    assert errors[0] == errors[1] and "no-such-model" in errors[0]
+
+
+def test_ordered_map_keeps_the_order_and_runs_here_what_does_not_pickle():
+    assert ordered_map(abs, [-3, 2, -1, 5, -8, 13], jobs=2) == [3, 2, 1, 5, 8, 13]
+    assert ordered_map(str, [1, 2, 3, 4, 5, lambda: 0], jobs=2)[:5] == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    ]  # a lambda does not pickle
+    with pytest.raises(ArchprofError, match="jobs must be at least 1"):
+        ordered_map(abs, [1, 2], jobs=0)
+
+
+def process_id(item: int) -> int:
+    return os.getpid()
+
+
+def test_workers_take_items_from_the_first_while_this_process_takes_the_last():
+    pids = ordered_map(process_id, list(range(8)), jobs=2)
+    assert pids[-1] == os.getpid() and pids[0] != os.getpid()
+    assert set(ordered_map(process_id, list(range(8)), jobs=1)) == {os.getpid()}
