@@ -130,7 +130,7 @@ def compare(
     args: Mapping[str, Any] | None = None,
     weights: str | Path | None = None,
     trust_pickle: bool = False,
-    jobs: int | None = None,
+    jobs: int | None = 1,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
@@ -146,10 +146,12 @@ def compare(
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
     <NA> without a spatial layer)], param_ratio, macs_ratio, [latency_ms].
 
-    Models given as specs (strings, paths) are analysed in `jobs` worker processes (None: one
-    per core; 1: all in this process), with exactly the results of one process; a model
-    given as a module or a callable is analysed here. In a script, call it under
-    `if __name__ == "__main__":`, as every process pool needs. `profile=True` works in this
+    `jobs` (default 1: everything in this process, as a notebook or a script fed on stdin
+    needs) analyses models given as specs (strings, paths) in up to that many worker
+    processes (None: one per core), with exactly the results of one process; a model given
+    as a module or a callable is analysed here. With jobs above 1, call it under
+    `if __name__ == "__main__":`, as every process pool needs (`archprof compare` uses one
+    per core). `profile=True` works in this
     process alone: timings taken side by side on shared cores would be skewed. `progress`
     is called as `progress("analysing", done, total)`."""
     batch, dtype = checked_batch_and_dtype(batch, dtype)
