@@ -65,7 +65,8 @@ def ordered_map(
             report(phase, done, len(items))
         return results
     outcomes: list[Future] = [Future() for _ in items]
-    order = [i for i in range(len(items)) if i not in set(sendable)] + sendable[::-1]
+    sent = set(sendable)
+    order = [i for i in range(len(items)) if i not in sent] + sendable[::-1]
     paces: list[float] = []
     executor = None
 
@@ -79,7 +80,7 @@ def ordered_map(
 
     try:
         for position, index in enumerate(order):
-            left = [i for i in order[position:] if i in sendable]
+            left = [i for i in order[position:] if i in sent]
             if executor is None and len(left) > 1 and len(paces) > 1 and min(paces) * len(left) > WORKER_START_S:
                 executor = ProcessPoolExecutor(
                     min(jobs - 1, len(left)), mp_context=multiprocessing.get_context("spawn"), initializer=_quiet

@@ -49,6 +49,7 @@ from archprof.load.common import (
 from archprof.load.files import load_file
 from archprof.load.model import LoadedModel
 from archprof.load.weights import check_weights, load_state_dict
+from archprof.meta import on_meta
 from archprof.trace import is_meta_limitation
 from archprof.zoo import MODELS
 
@@ -143,7 +144,7 @@ def _load_builtin(name: str, args: dict[str, Any]) -> LoadedModel:
         )
     if not args:
         # Built on the meta device: VGG-16's 528 MB of weights never exist.
-        with _on_meta():
+        with on_meta():
             module = entry.build()
         return LoadedModel(
             module, name, entry.input_size, kind="builtin", owned=True, build=_builder(entry.build, {}, name)
@@ -326,68 +327,6 @@ def _builder(fn: Callable[..., Any], args: Mapping[str, Any], name: str) -> Call
     return build
 
 
-# What weight initialisers call: tensor methods that only fill a tensor with values, and
-# torch.nn.init's functions (some dispatch as torch functions themselves). On meta there
-# are no values, and PyTorch's meta kernels for the random fills are Python decompositions.
-_FILLS = frozenset(
-    [
-        getattr(torch.Tensor, name)
-        for name in (
-            "normal_",
-            "uniform_",
-            "zero_",
-            "fill_",
-            "erfinv_",
-            "random_",
-            "exponential_",
-            "log_normal_",
-            "cauchy_",
-            "geometric_",
-            "bernoulli_",
-        )
-    ]
-    + [
-        getattr(torch.nn.init, name)
-        for name in (
-            "uniform_",
-            "normal_",
-            "trunc_normal_",
-            "constant_",
-            "ones_",
-            "zeros_",
-            "eye_",
-            "dirac_",
-            "xavier_uniform_",
-            "xavier_normal_",
-            "kaiming_uniform_",
-            "kaiming_normal_",
-            "orthogonal_",
-            "sparse_",
-        )
-    ]
-)
-
-
-class _SkipFillsOnMeta(torch.overrides.TorchFunctionMode):
-    """Answers a fill of a meta tensor with the tensor itself, untouched."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _FILLS:
-            # torch.nn.init's functions hand their tensor over by keyword.
-            tensor = args[0] if args else kwargs.get("tensor")
-            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
-                return tensor
-        return func(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def _on_meta() -> Iterator[None]:
-    """Build on the meta device, weight initialisers skipped (their values are never read)."""
-    with torch.device("meta"), _SkipFillsOnMeta():
-        yield
-
-
 def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], kind: str) -> LoadedModel:
     """Call the factory on the meta device; should it not build there (it computes with
     tensors, say), build it on the CPU instead, saying so once."""
@@ -395,7 +334,7 @@ def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], ki
     meta_failure = None
     with _user_code(f"model factory '{name}' failed"):
         try:
-            with _on_meta():
+            with on_meta():
                 module = fn(**args)
         except ArchprofError:
             raise

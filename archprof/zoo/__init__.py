@@ -10,6 +10,7 @@ from functools import partial
 
 import torch
 
+from archprof.meta import on_meta
 from archprof.zoo import (
     alexnet,
     densenet,
@@ -33,7 +34,7 @@ class ZooModel:
 
     def param_count(self) -> int:
         """Parameters of the model, built on the meta device (nothing allocated)."""
-        with torch.device("meta"):
+        with on_meta():
             return sum(p.numel() for p in self.build().parameters())
 
 

@@ -1,0 +1,70 @@
+"""Building a model on the meta device: no storage allocated, and weight initialisers
+skipped (a meta tensor has no values to fill). The loader and the zoo both build this way."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+# What weight initialisers call: tensor methods that only fill a tensor with values, and
+# torch.nn.init's functions (some dispatch as torch functions themselves). On meta there
+# are no values, and PyTorch's meta kernels for the random fills are Python decompositions.
+_FILLS = frozenset(
+    [
+        getattr(torch.Tensor, name)
+        for name in (
+            "normal_",
+            "uniform_",
+            "zero_",
+            "fill_",
+            "erfinv_",
+            "random_",
+            "exponential_",
+            "log_normal_",
+            "cauchy_",
+            "geometric_",
+            "bernoulli_",
+        )
+    ]
+    + [
+        getattr(torch.nn.init, name)
+        for name in (
+            "uniform_",
+            "normal_",
+            "trunc_normal_",
+            "constant_",
+            "ones_",
+            "zeros_",
+            "eye_",
+            "dirac_",
+            "xavier_uniform_",
+            "xavier_normal_",
+            "kaiming_uniform_",
+            "kaiming_normal_",
+            "orthogonal_",
+            "sparse_",
+        )
+    ]
+)
+
+
+class _SkipFillsOnMeta(torch.overrides.TorchFunctionMode):
+    """Answers a fill of a meta tensor with the tensor itself, untouched."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _FILLS:
+            # torch.nn.init's functions hand their tensor over by keyword.
+            tensor = args[0] if args else kwargs.get("tensor")
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def on_meta() -> Iterator[None]:
+    """Build on the meta device, weight initialisers skipped (their values are never read)."""
+    with torch.device("meta"), _SkipFillsOnMeta():
+        yield
