@@ -25,15 +25,19 @@ def tensors_in(structure) -> list[torch.Tensor]:
 def map_op_args(fn: Callable[[Any], Any], leaf: type, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """An operator's arguments with `fn` applied to every `leaf`-typed value, at the top
     level or inside a list (aten schemas nest no deeper)."""
+    return (
+        tuple(_applied(fn, leaf, value) for value in args),
+        {key: _applied(fn, leaf, value) for key, value in kwargs.items()},
+    )
 
-    def convert(value):
-        if isinstance(value, leaf):
-            return fn(value)
-        if isinstance(value, (list, tuple)) and any(isinstance(item, leaf) for item in value):
-            return type(value)(fn(item) if isinstance(item, leaf) else item for item in value)
-        return value
 
-    return tuple(map(convert, args)), {key: convert(value) for key, value in kwargs.items()}
+def _applied(fn: Callable[[Any], Any], leaf: type, value: Any) -> Any:
+    """`value` with `fn` applied to it, or to its `leaf`-typed items (a list or tuple)."""
+    if isinstance(value, leaf):
+        return fn(value)
+    if isinstance(value, (list, tuple)) and any(isinstance(item, leaf) for item in value):
+        return type(value)(fn(item) if isinstance(item, leaf) else item for item in value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +69,10 @@ class TensorSlots:
 
     def map(self, fn: Callable[[torch.Tensor], Any], args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """The arguments with `fn` applied to every tensor."""
-
-        def convert(value):
-            if isinstance(value, torch.Tensor):
-                return fn(value)
-            if isinstance(value, (list, tuple)):
-                return type(value)(fn(item) if isinstance(item, torch.Tensor) else item for item in value)
-            return value
-
         mapped = list(args)
         for i in self.positions:
             if i < len(mapped):
-                mapped[i] = convert(mapped[i])
-        return tuple(mapped), {key: convert(v) if key in self.names else v for key, v in kwargs.items()}
+                mapped[i] = _applied(fn, torch.Tensor, mapped[i])
+        return tuple(mapped), {
+            key: _applied(fn, torch.Tensor, value) if key in self.names else value for key, value in kwargs.items()
+        }
