@@ -21,6 +21,7 @@ class Format(str, Enum):
     csv = "csv"
     json = "json"
     markdown = "markdown"
+    html = "html"  # one model's report only: a self-contained page
 
 
 class DType(str, Enum):
@@ -29,7 +30,13 @@ class DType(str, Enum):
     bfloat16 = "bfloat16"
 
 
-_SUFFIX_FORMATS = {".csv": Format.csv, ".json": Format.json, ".md": Format.markdown, ".txt": Format.table}
+_SUFFIX_FORMATS = {
+    ".csv": Format.csv,
+    ".json": Format.json,
+    ".md": Format.markdown,
+    ".txt": Format.table,
+    ".html": Format.html,
+}
 
 
 ModelArg = Annotated[
@@ -117,6 +124,16 @@ JobsOpt = Annotated[
 ]
 
 
+FoldBnOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fold-bn",
+        help="The inference view: every BatchNorm right after a convolution or linear layer folded into it (its"
+        " parameters, buffers and FLOPs gone, a bias gained); those that cannot fold are named on stderr.",
+    ),
+]
+
+
 # Batch and dtype where they default to the model's own (an exported program fixes both).
 
 
@@ -144,13 +161,14 @@ MODEL_OPTIONS = tuple(
         ("arg", ArgsOpt, None),
         ("weights", WeightsOpt, None),
         ("trust_pickle", TrustPickleOpt, False),
+        ("fold_bn", FoldBnOpt, False),
     )
 )
 
 
 def with_model_options(command):
     """Give a command the options every model command takes (--input, --batch, --dtype,
-    --arg, --weights, --trust-pickle), after its arguments; it receives them read once, as
+    --arg, --weights, --trust-pickle, --fold-bn), after its arguments; it receives them read once, as
     `options` (an `archprof.load.ModelOptions`)."""
     own = inspect.signature(command, eval_str=True).parameters.values()
     own = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own if parameter.name != "options"]
@@ -170,7 +188,7 @@ def _metadata(parameter: inspect.Parameter) -> tuple:
     return getattr(parameter.annotation, "__metadata__", ())
 
 
-def model_options(input, batch, dtype, arg, weights, trust_pickle):
+def model_options(input, batch, dtype, arg, weights, trust_pickle, fold_bn):
     """The options every model command takes, read once (`archprof.load.ModelOptions`)."""
     from archprof.load import ModelOptions, parse_args, parse_dtype, parse_input_spec
 
@@ -181,6 +199,7 @@ def model_options(input, batch, dtype, arg, weights, trust_pickle):
         args=parse_args(arg),
         weights=weights,
         trust_pickle=trust_pickle,
+        fold_bn=fold_bn,
     )
 
 
@@ -309,18 +328,25 @@ def emit(format: Format, output: Path | None, table, writers) -> None:
     say(f"wrote {output}")
 
 
-def choose_format(format: Format | None, output: Path | None) -> Format:
+def choose_format(format: Format | None, output: Path | None, html: bool = True) -> Format:
+    """The format asked for, else the one `output`'s suffix names, else the table; `html`:
+    whether the command writes HTML (one model's report does)."""
     from archprof.errors import ArchprofError
 
-    if format is not None:
-        return format
-    if output is None:
-        return Format.table
-    try:
-        return _SUFFIX_FORMATS[output.suffix.lower()]
-    except KeyError:
-        known = ", ".join(_SUFFIX_FORMATS)
-        raise ArchprofError(f"cannot tell the format of '{output}' from its suffix ({known}): give --format") from None
+    chosen = format
+    if chosen is None and output is None:
+        chosen = Format.table
+    if chosen is None:
+        try:
+            chosen = _SUFFIX_FORMATS[output.suffix.lower()]
+        except KeyError:
+            known = ", ".join(_SUFFIX_FORMATS)
+            raise ArchprofError(
+                f"cannot tell the format of '{output}' from its suffix ({known}): give --format"
+            ) from None
+    if chosen is Format.html and not html:
+        raise ArchprofError("HTML is for one model's report (summary, rf, memory, profile): choose another format")
+    return chosen
 
 
 def check_output(output: Path | None, option: str, *inputs: tuple[str, str | Path | None]) -> None:
@@ -379,8 +405,19 @@ def emit_report(report, format: Format, output: Path | None, table=None) -> None
 
         return (table or summary_table)(report, width=width)
 
-    writers = {Format.csv: report.to_csv, Format.json: report.to_json, Format.markdown: report.to_markdown}
+    writers = {
+        Format.csv: report.to_csv,
+        Format.json: report.to_json,
+        Format.markdown: report.to_markdown,
+        Format.html: lambda: _html(report),
+    }
     emit(format, output, draw, writers)
+
+
+def _html(report) -> str:
+    from archprof.render.html import report_html
+
+    return report_html(report)
 
 
 def stdout_console():

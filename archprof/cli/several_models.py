@@ -68,7 +68,7 @@ def compare(
         sort_comparison,
     )
 
-    chosen = choose_format(format, output)
+    chosen = choose_format(format, output, html=False)
     read = [found for spec in models for found in input_files(spec)]
     check_output(output, "--output", *read, ("the --weights file", options.weights))
     with progress_display(quiet=False) as progress:
@@ -197,7 +197,7 @@ def diff(
     """What changed between two reports or models: layers added, removed or changed, and the totals."""
     from archprof import diff as diffing
 
-    chosen = choose_format(format, output)
+    chosen = choose_format(format, output, html=False)
     read = (*input_files(old, "the input"), *input_files(new, "the input"), ("the --weights file", options.weights))
     check_output(output, "--output", *read)
     result = diffing.diff(old, new, **options.keywords())

@@ -1,0 +1,171 @@
+"""One Report as a self-contained HTML page: the totals, a sortable and filterable layer
+table with the module tree, and charts as inline SVG (memory over time, receptive-field
+growth, the roofline when profiled).
+
+Everything the page needs is in the file: no script, style, font or image is fetched,
+and its Content-Security-Policy forbids any request, so it opens offline and leaks
+nothing. Every text from the model (names, class names) is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from html import escape
+
+from archprof.errors import ArchprofError
+from archprof.render.html_assets import SCRIPT, STYLE
+from archprof.report import Report, dims_text, layer_label, visible_text
+from archprof.units import human_bytes, human_count, shapes_text
+
+_POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+
+@dataclass(frozen=True)
+class _Cell:
+    heading: str
+    column: str
+    shown: Callable[[object], str]
+    numeric: bool = True
+
+
+def _count(value) -> str:
+    return human_count(value) if value else "-"
+
+
+def _bytes(value) -> str:
+    return human_bytes(value) if value else "-"
+
+
+def _number(value, unit: str, digits: int = 3) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}g} {unit}"  # NaN: not timed
+
+
+_CELLS = (
+    _Cell("Type", "module_type", visible_text, numeric=False),
+    _Cell("Output shape", "output_shape", str, numeric=False),
+    _Cell("Params", "param_count", _count),
+    _Cell("MACs", "macs", _count),
+    _Cell("Share of MACs", "macs_share", lambda v: f"{v:.1%}" if v else "-"),
+    _Cell("FLOPs", "flops", _count),
+    _Cell("Elementwise FLOPs", "elementwise_flops", _count),
+    _Cell("Activations", "activation_bytes", _bytes),
+    _Cell("Live after", "live_bytes", _bytes),
+    _Cell("Saved for backward", "saved_activation_bytes", _bytes),
+    _Cell("Receptive field", "receptive_field", lambda v: dims_text(v) or "-", numeric=False),
+    _Cell("Stride", "effective_stride", lambda v: dims_text(v) or "-", numeric=False),
+    _Cell("Time", "time_ms", lambda v: _number(v, "ms")),
+    _Cell("Achieved", "achieved_flops_per_s", lambda v: _number(v and v / 1e9, "GFLOP/s")),
+    _Cell("Bound", "bound", lambda v: v or "-", numeric=False),
+)
+
+
+def report_html(report: Report) -> str:
+    """The page for `report` (charts left out, with a note, where matplotlib is missing)."""
+    title = f"{visible_text(report.model)} · input {shapes_text(report.input_shapes)} · {report.dtype}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>archprof: {escape(visible_text(report.model))}</title>",
+        f"<style>{STYLE}</style>",
+        "</head><body>",
+        f"<h1>{escape(title)}</h1>",
+        _totals(report),
+        _charts(report),
+        _layer_table(report),
+        f"<script>{SCRIPT}</script>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _totals(report: Report) -> str:
+    totals = report.totals
+    rows = [
+        ("Total parameters", human_count(totals.param_count), f"{totals.param_count:,}"),
+        ("Trainable parameters", human_count(totals.trainable_param_count), f"{totals.trainable_param_count:,}"),
+        ("MACs (multiply-accumulates)", human_count(totals.macs), f"{totals.macs:,}"),
+        ("FLOPs (2 x MACs)", human_count(totals.flops), f"{totals.flops:,}"),
+        ("Elementwise FLOPs", human_count(totals.elementwise_flops), f"{totals.elementwise_flops:,}"),
+        ("Parameter memory", human_bytes(totals.param_bytes), f"{totals.param_bytes:,} B"),
+        ("Buffer memory", human_bytes(totals.buffer_bytes), f"{totals.buffer_bytes:,} B"),
+        (
+            f"Peak inference memory (at {visible_text(totals.peak_layer) or '(model)'})",
+            human_bytes(totals.peak_memory_bytes),
+            f"{totals.peak_memory_bytes:,} B",
+        ),
+    ]
+    if totals.training_memory_bytes is not None:
+        rows.append(
+            (
+                f"Training memory ({totals.optimizer})",
+                human_bytes(totals.training_memory_bytes),
+                f"{totals.training_memory_bytes:,} B",
+            )
+        )
+    body = "".join(
+        f'<tr><th scope="row">{escape(label)}</th><td>{escape(value)}</td><td class="exact">{escape(exact)}</td></tr>'
+        for label, value, exact in rows
+    )
+    not_counted = ""
+    if totals.not_counted:
+        listed = ", ".join(f"{escape(op)} ×{count}" for op, count in sorted(totals.not_counted.items()))
+        not_counted = f'<p class="note">Operators without a formula (not counted): {listed}</p>'
+    return f'<section><h2>Totals</h2><table id="totals">{body}</table>{not_counted}</section>'
+
+
+def _charts(report: Report) -> str:
+    from archprof.render import charts
+
+    try:
+        charts.require_matplotlib("the report's charts")
+    except ArchprofError as exc:  # the page stays useful without its charts
+        return f'<section><h2>Charts</h2><p class="note">{escape(str(exc))}</p></section>'
+    figures = [("memory", charts.memory_timeline_figure(report)), ("field", charts.receptive_field_figure(report))]
+    if report.measured is not None:
+        from archprof.render.roofline import roofline_figure
+
+        figures.append(("roofline", roofline_figure(report)))
+    blocks = [f'<figure class="chart">{charts.svg_text(f, name)}</figure>' for name, f in figures if f is not None]
+    return "<section><h2>Charts</h2>" + "".join(blocks) + "</section>"
+
+
+def _layer_table(report: Report) -> str:
+    macs = report.totals.macs
+    rows = [{**row, "macs_share": row["macs"] / macs if macs else 0} for row in report.rows()]
+    cells = [cell for cell in _CELLS if any(_shown(row.get(cell.column)) for row in rows)]
+    head = ['<th data-kind="number" title="execution order: the module tree">#</th>', '<th data-kind="text">Layer</th>']
+    head += [f'<th data-kind="{"number" if c.numeric else "text"}">{escape(c.heading)}</th>' for c in cells]
+    body = []
+    for index, row in enumerate(rows):
+        name = visible_text(layer_label(row["layer"], row["call"])) or "(model)"
+        indent = 0.3 + 1.2 * max(row["depth"] - 1, 0)
+        tds = [
+            f'<td data-v="{index}">{index}</td>',
+            f'<td class="layer" style="padding-left:{indent:.1f}em">{escape(name)}</td>',
+        ]
+        for cell in cells:
+            value = row[cell.column]
+            sort_key = f' data-v="{_sort_value(value)}"' if cell.numeric else ""
+            tds.append(f"<td{sort_key}>{escape(cell.shown(value))}</td>")
+        body.append(f'<tr data-path="{escape(name)}">{"".join(tds)}</tr>')
+    return (
+        '<section><h2>Layers</h2><p class="controls"><input id="filter" type="search" placeholder="filter layers'
+        ' by name or type" aria-label="filter layers"> <span id="shown"></span> · click a heading to sort, # for'
+        ' the module tree</p><table id="layers"><thead><tr>'
+        + "".join(head)
+        + "</tr></thead><tbody>"
+        + "\n".join(body)
+        + "</tbody></table></section>"
+    )
+
+
+def _shown(value) -> bool:
+    """A column is shown when one of its cells says something: not empty, zero or NaN."""
+    return bool(value) and value == value
+
+
+def _sort_value(value) -> str:
+    return repr(value) if isinstance(value, int | float) and value == value else "-1"

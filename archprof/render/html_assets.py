@@ -1,0 +1,68 @@
+"""The style and the script of the HTML report, inlined into every page (no file is
+fetched). The script sorts the layer table by a clicked heading (again: the other way;
+`#` restores the module tree's order) and filters its rows by name or type."""
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #1d1d1f; }
+h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
+table { border-collapse: collapse; }
+#totals th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }
+#totals td { text-align: right; padding: 2px 0 2px 1.5em; }
+td.exact { color: #6e6e73; font-variant-numeric: tabular-nums; }
+#layers { width: 100%; font-variant-numeric: tabular-nums; }
+#layers th { position: sticky; top: 0; background: #f5f5f7; cursor: pointer; user-select: none;
+  text-align: right; padding: 4px 8px; border-bottom: 1px solid #d2d2d7; white-space: nowrap; }
+#layers th[data-kind="text"] { text-align: left; }
+#layers th.sorted-up::after { content: " ▲"; } #layers th.sorted-down::after { content: " ▼"; }
+#layers td { text-align: right; padding: 2px 8px; border-bottom: 1px solid #f0f0f2; white-space: nowrap; }
+#layers td.layer, #layers td:nth-child(3), #layers td:nth-child(4) { text-align: left; }
+#layers tr:hover td { background: #eef4ff; }
+.controls input { width: 22em; padding: 4px 6px; }
+.note, #shown { color: #6e6e73; }
+figure.chart { margin: 0 0 1em 0; } figure.chart svg { max-width: 100%; height: auto; }
+"""
+
+SCRIPT = """
+(function () {
+  const table = document.getElementById("layers");
+  const body = table.tBodies[0];
+  const rows = Array.from(body.rows);
+  const filter = document.getElementById("filter");
+  const shown = document.getElementById("shown");
+  let sortedBy = null, ascending = true;
+
+  function key(row, index, kind) {
+    const cell = row.cells[index];
+    return kind === "number" ? parseFloat(cell.dataset.v) : cell.textContent.toLowerCase();
+  }
+
+  Array.from(table.tHead.rows[0].cells).forEach(function (heading, index) {
+    heading.addEventListener("click", function () {
+      ascending = sortedBy === index ? !ascending : index === 0 || heading.dataset.kind === "text";
+      sortedBy = index;
+      const kind = heading.dataset.kind;
+      const order = rows.slice().sort(function (a, b) {
+        const x = key(a, index, kind), y = key(b, index, kind);
+        return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1);
+      });
+      order.forEach(function (row) { body.appendChild(row); });
+      Array.from(table.tHead.rows[0].cells).forEach(function (h) { h.classList.remove("sorted-up", "sorted-down"); });
+      heading.classList.add(ascending ? "sorted-up" : "sorted-down");
+    });
+  });
+
+  function applyFilter() {
+    const words = filter.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    let count = 0;
+    rows.forEach(function (row) {
+      const text = (row.dataset.path + " " + row.cells[2].textContent).toLowerCase();
+      const visible = words.every(function (word) { return text.includes(word); });
+      row.hidden = !visible;
+      if (visible) count += 1;
+    });
+    shown.textContent = count + " of " + rows.length + " rows";
+  }
+  filter.addEventListener("input", applyFilter);
+  applyFilter();
+})();
+"""

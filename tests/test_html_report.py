@@ -1,0 +1,173 @@
+"""The self-contained HTML report: what it holds, that nothing from the model runs in it,
+and, in a real headless browser, that it shows the totals, sorts, filters and fetches
+nothing. CI installs Debian's chromium and sets ARCHPROF_REQUIRE_BROWSER=1, so that there
+the browser tests run or fail; elsewhere they are skipped when no browser is found."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+import archprof
+from archprof.render.html import report_html
+from archprof.zoo import MODELS
+from tests.cli import cli, one_error_line
+
+ARTEFACTS = Path(__file__).resolve().parent.parent / "test-artefacts"
+
+
+class _Page(HTMLParser):
+    """Tags, scripts and every attribute that could fetch something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.script_texts: list[str] = []
+        self.fetching: list[tuple[str, str]] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self._in_script = tag == "script"
+        for name, value in attrs:
+            if name in ("src", "href", "xlink:href", "action", "poster") and not (value or "").startswith("#"):
+                self.fetching.append((tag, f"{name}={value}"))
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.script_texts.append(data)
+
+
+def _parsed(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    page.close()
+    return page
+
+
+class _Named(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_module("<script>alert(1)</script>", nn.Conv2d(3, 4, 3))
+
+    def forward(self, x):
+        return getattr(self, "<script>alert(1)</script>")(x)
+
+
+def test_the_page_holds_the_totals_and_fetches_nothing():
+    model = MODELS["vgg11"].build()
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    text = report_html(report)
+    page = _parsed(text)
+    assert page.fetching == []
+    assert "Content-Security-Policy" in text and "default-src 'none'" in text
+    params = sum(p.numel() for p in model.parameters())  # torch's own count
+    assert f"{params:,}" in text
+    assert page.tags.count("svg") == 2  # memory over time, receptive fields
+    assert len(page.script_texts) == 1
+
+
+def test_names_from_the_model_are_text_not_markup():
+    text = report_html(archprof.analyze(_Named(), input_size=(3, 8, 8)))
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert len(_parsed(text).script_texts) == 1  # only the page's own
+
+
+def test_summary_writes_html_by_suffix_and_format(tmp_path):
+    target = tmp_path / "model.html"
+    result = cli("summary", "resnet18", "--input", "3x64x64", "-o", target)
+    assert result.exit_code == 0, result.output
+    assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    result = cli("rf", "resnet18", "--input", "3x64x64", "--format", "html")
+    assert result.exit_code == 0 and result.stdout.startswith("<!DOCTYPE html>")
+
+
+def test_commands_on_several_models_refuse_html(tmp_path):
+    result = cli("compare", "resnet18", "vgg11", "-o", tmp_path / "c.html")
+    assert result.exit_code == 2
+    assert "HTML is for one model's report" in one_error_line(result)
+    assert not (tmp_path / "c.html").exists()
+
+
+# -- in a real browser ------------------------------------------------------------------------
+
+
+def _browser_path() -> str | None:
+    found = next((shutil.which(name) for name in ("chromium", "chromium-browser") if shutil.which(name)), None)
+    if found is None and os.environ.get("ARCHPROF_REQUIRE_BROWSER") == "1":
+        pytest.fail("ARCHPROF_REQUIRE_BROWSER=1 but no chromium on PATH")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _browser_path()
+    if executable is None:
+        pytest.skip("no chromium on PATH (CI installs it)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def _column(page, heading: str) -> list[float]:
+    index = page.locator("#layers thead th").all_inner_texts().index(heading)
+    return [
+        float(value)
+        for value in page.eval_on_selector_all(
+            "#layers tbody tr", f"rows => rows.map(row => row.cells[{index}].dataset.v)"
+        )
+    ]
+
+
+def test_in_a_browser_it_shows_sorts_filters_and_fetches_nothing(browser, tmp_path):
+    model = MODELS["resnet18"].build()
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    target = tmp_path / "resnet18.html"
+    target.write_text(report_html(report), encoding="utf-8")
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    requests, errors = [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(target.as_uri())
+
+    assert requests == [target.as_uri()]
+    assert errors == []
+    params = sum(p.numel() for p in model.parameters())
+    assert f"{params:,}" in page.locator("#totals").inner_text()
+
+    rows = len(report)
+    assert page.locator("#layers tbody tr").count() == rows
+    macs_heading = page.locator("#layers thead th", has_text=re.compile("^MACs$"))
+    macs_heading.click()  # a number: largest first
+    macs = _column(page, "MACs")
+    assert macs == sorted(macs, reverse=True) and macs[0] == max(report.columns["macs"])
+    macs_heading.click()
+    assert _column(page, "MACs") == sorted(macs)
+    page.locator("#layers thead th").first.click()  # back to the module tree's order
+    assert _column(page, "#") == list(range(rows))
+
+    page.fill("#filter", "conv")
+    names = zip(report.columns["layer"], report.columns["module_type"], strict=True)
+    wanted = sum("conv" in f"{layer} {kind}".lower() for layer, kind in names)
+    assert 0 < wanted < rows
+    assert page.locator("#layers tbody tr:visible").count() == wanted
+    assert page.locator("#shown").inner_text() == f"{wanted} of {rows} rows"
+
+    ARTEFACTS.mkdir(exist_ok=True)
+    page.fill("#filter", "")
+    page.screenshot(path=str(ARTEFACTS / "html_report.png"), full_page=True)
+    page.close()
