@@ -9,6 +9,7 @@ these tests check."""
 import json
 import math
 import sys
+import time
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from archprof.errors import ArchprofError
 from archprof.measure import ceilings, clock, crosscheck, device
 from archprof.measure.profile import timing_notes
 from archprof.operators import OPERATORS, Cost
+from archprof.render import profile_table, to_text
 from archprof.report import MEASURED_COLUMNS
 from tests.models import Residual
 
@@ -339,33 +341,104 @@ def test_the_micro_benchmark_measures_both_ceilings_quickly():
 
 @pytest.fixture
 def fake_benchmarks(monkeypatch):
+    """The micro-benchmarks replaced: they return `rates` (change it to change what a
+    measurement finds) and log each call."""
     calls = []
-    monkeypatch.setattr(ceilings, "measure_peak_flops", lambda device, dtype: calls.append(("flops", dtype)) or 5e10)
-    monkeypatch.setattr(ceilings, "measure_bandwidth", lambda device: calls.append(("bandwidth",)) or 2e10)
-    return calls
+    rates = {"peak_flops": 5e10, "bandwidth": 2e10}
+    monkeypatch.setattr(
+        ceilings, "measure_peak_flops", lambda device, dtype: calls.append(("flops", dtype)) or rates["peak_flops"]
+    )
+    monkeypatch.setattr(
+        ceilings, "measure_bandwidth", lambda device: calls.append(("bandwidth",)) or rates["bandwidth"]
+    )
+    return calls, rates
 
 
-def test_ceilings_are_measured_once_then_read_from_the_cache(fake_benchmarks, tmp_path):
+def _cache_entries(tmp_path):
+    return json.loads((tmp_path / "cache" / "ceilings.json").read_text())["entries"]
+
+
+def test_ceilings_are_measured_once_then_read_from_the_cache_with_their_age(fake_benchmarks, tmp_path):
+    calls, _ = fake_benchmarks
     cpu = torch.device("cpu")
+    before = time.time()
     first = ceilings.device_ceilings(cpu, "float32")
     assert (first.flops_source, first.bandwidth_source) == ("measured", "measured")
-    path = tmp_path / "cache" / "ceilings.json"
-    assert ceilings.cache_path() == path
-    document = json.loads(path.read_text())
-    entry = document["devices"][first.device]
-    assert entry["peak_flops_per_s"] == {"float32": 5e10} and entry["bandwidth_bytes_per_s"] == 2e10
+    assert first.origin("peak_flops") == first.origin("bandwidth") == "measured now"
+    assert ceilings.cache_path() == tmp_path / "cache" / "ceilings.json"
+    (entry,) = _cache_entries(tmp_path).values()
+    assert (entry["peak_flops"], entry["bandwidth"]) == (5e10, 2e10)
+    assert before <= entry["peak_flops_measured_at"] <= time.time()
 
     again = ceilings.device_ceilings(cpu, "float32")
     assert (again.flops_source, again.bandwidth_source) == ("cached", "cached")
     assert (again.peak_flops_per_s, again.bandwidth_bytes_per_s, again.ridge) == (5e10, 2e10, 2.5)
-    assert fake_benchmarks == [("flops", torch.float32), ("bandwidth",)]
+    assert again.origin("peak_flops").startswith("cached, measured ")
+    assert calls == [("flops", torch.float32), ("bandwidth",)]
 
-    half = ceilings.device_ceilings(cpu, "bfloat16")  # the peak is per dtype, the bandwidth per device
-    assert (half.flops_source, half.bandwidth_source) == ("measured", "cached")
-    assert set(json.loads(path.read_text())["devices"][first.device]["peak_flops_per_s"]) == {"float32", "bfloat16"}
+
+def test_the_origin_says_how_old_a_cached_figure_is():
+    two_hours_ago, three_days_ago = time.time() - 7200, time.time() - 3 * 86400
+    cached = ceilings.Ceilings("cpu: x", "float32", 1e9, 1e9, "cached", "cached", two_hours_ago, three_days_ago)
+    assert cached.origin("peak_flops") == "cached, measured 2 h ago"
+    assert cached.origin("bandwidth") == "cached, measured 3 days ago"
+    given = ceilings.Ceilings("cpu: x", "float32", 1e9, 1e9, "given", "given")
+    assert given.origin("peak_flops") == "given"
+
+
+def test_the_cache_holds_per_device_threads_torch_and_dtype(fake_benchmarks, tmp_path, monkeypatch):
+    calls, _ = fake_benchmarks
+    cpu = torch.device("cpu")
+    ceilings.device_ceilings(cpu, "float32")
+    ceilings.device_ceilings(cpu, "bfloat16")  # another precision
+    torch.set_num_threads(2)  # another thread count: another CPU
+    ceilings.device_ceilings(cpu, "float32")
+    monkeypatch.setattr(torch, "__version__", "9.9.9")  # another torch
+    ceilings.device_ceilings(cpu, "float32")
+    assert len(calls) == 8  # every one measured both figures
+    keys = list(_cache_entries(tmp_path))
+    assert len(keys) == 4
+    assert sum("bfloat16" in key for key in keys) == 1 and sum("2 threads" in key for key in keys) == 2
+    assert sum("torch 9.9.9" in key for key in keys) == 1
+
+
+def test_a_cache_of_the_first_format_is_measured_again(fake_benchmarks, tmp_path):
+    # Version 1 kept one figure per device whatever the torch, dtype or threads: a 6.49 GB/s
+    # measured once on a busy machine was used for ever.
+    path = tmp_path / "cache" / "ceilings.json"
+    path.parent.mkdir(parents=True)
+    device_key = f"cpu: {device.device_name(torch.device('cpu'))}"
+    old = {device_key: {"peak_flops_per_s": {"float32": 9.62e9}, "bandwidth_bytes_per_s": 6.49e9}}
+    path.write_text(json.dumps({"version": 1, "devices": old}))
+    fresh = ceilings.device_ceilings(torch.device("cpu"), "float32")
+    assert (fresh.flops_source, fresh.bandwidth_source) == ("measured", "measured")
+    assert fresh.bandwidth_bytes_per_s == 2e10
+
+
+def test_remeasure_measures_a_cached_figure_again(fake_benchmarks, tmp_path):
+    calls, rates = fake_benchmarks
+    cpu = torch.device("cpu")
+    ceilings.device_ceilings(cpu, "float32")
+    rates["peak_flops"] = 7e10
+    again = ceilings.device_ceilings(cpu, "float32", remeasure={"peak_flops"})
+    assert (again.flops_source, again.peak_flops_per_s, again.bandwidth_source) == ("measured", 7e10, "cached")
+    (entry,) = _cache_entries(tmp_path).values()
+    assert entry["peak_flops"] == 7e10 and len(calls) == 3
+
+
+def test_forget_device_drops_only_that_devices_figures(fake_benchmarks, tmp_path):
+    cpu = torch.device("cpu")
+    ceilings.device_ceilings(cpu, "float32")
+    entries = _cache_entries(tmp_path)
+    entries["cuda: Some GPU | torch 2.13 | float32"] = {"peak_flops": 1e14}
+    ceilings.write_cache(entries)
+    assert ceilings.forget_device(cpu) == 1
+    assert list(_cache_entries(tmp_path)) == ["cuda: Some GPU | torch 2.13 | float32"]
+    assert ceilings.device_ceilings(cpu, "float32").flops_source == "measured"
 
 
 def test_hand_given_ceilings_override_the_cache_and_are_not_cached(fake_benchmarks, tmp_path):
+    calls, _ = fake_benchmarks
     cpu = torch.device("cpu")
     ceilings.device_ceilings(cpu, "float32")
     given = ceilings.device_ceilings(cpu, "float32", peak_flops=989e12)
@@ -373,9 +446,9 @@ def test_hand_given_ceilings_override_the_cache_and_are_not_cached(fake_benchmar
     assert (given.bandwidth_bytes_per_s, given.bandwidth_source) == (2e10, "cached")
     both = ceilings.device_ceilings(cpu, "float32", peak_flops=1e12, bandwidth=1e11)
     assert (both.flops_source, both.bandwidth_source) == ("given", "given")
-    cached = json.loads((tmp_path / "cache" / "ceilings.json").read_text())["devices"][given.device]
-    assert cached["peak_flops_per_s"]["float32"] == 5e10
-    assert len(fake_benchmarks) == 2
+    (entry,) = _cache_entries(tmp_path).values()
+    assert entry["peak_flops"] == 5e10
+    assert len(calls) == 2
 
 
 def test_a_corrupt_cache_is_measured_again(fake_benchmarks, tmp_path):
@@ -384,6 +457,43 @@ def test_a_corrupt_cache_is_measured_again(fake_benchmarks, tmp_path):
     path.write_text("{not json")
     assert ceilings.device_ceilings(torch.device("cpu"), "float32").flops_source == "measured"
     assert json.loads(path.read_text())["version"] == ceilings.CACHE_VERSION
+
+
+def _cache_lenet_ceilings(rates, peak, bandwidth):
+    """Cache these ceilings for the CPU at float32 (what lenet5 is profiled with)."""
+    saved = dict(rates)
+    rates.update(peak_flops=peak, bandwidth=bandwidth)
+    ceilings.device_ceilings(torch.device("cpu"), "float32")
+    rates.update(saved)
+
+
+def test_a_cached_peak_that_layers_beat_is_measured_again(fake_benchmarks):
+    calls, rates = fake_benchmarks
+    # 1 KFLOP/s: LeNet's first convolution (235,200 FLOPs) would take 0.2 s under it.
+    _cache_lenet_ceilings(rates, peak=1e3, bandwidth=1e15)
+    calls.clear()
+    rates["peak_flops"] = 1e14
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1)
+    measured = report.measured
+    assert (measured.ceilings.flops_source, measured.ceilings.peak_flops_per_s) == ("measured", 1e14)
+    assert measured.ceilings.bandwidth_source == "cached"
+    assert calls == [("flops", torch.float32)]
+    assert any("above the cached peak 1.00 KFLOP/s" in note and "now 100.00 TFLOP/s" in note for note in measured.notes)
+    assert not any("marked ▲" in note for note in measured.notes)
+
+
+def test_layers_above_a_fresh_roof_are_marked_in_the_table(fake_benchmarks):
+    _, rates = fake_benchmarks
+    rates.update(peak_flops=1e3, bandwidth=1e15)  # measured now, and still beaten
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1)
+    measured = report.measured
+    assert measured.ceilings.flops_source == "measured"
+    above = [row for row in report.rows() if row["achieved_flops_per_s"] and row["achieved_flops_per_s"] > 1e3]
+    assert above
+    (note,) = [note for note in measured.notes if "above the peak FLOP/s" in note]
+    assert note.startswith(f"{len(above)} rows") and "measured low" in note
+    text = to_text(profile_table(report, width=200))
+    assert text.count("▲") == len(above) + 2  # each row, the caption, the note
 
 
 def test_the_cache_lives_in_the_user_cache_dir(monkeypatch, tmp_path):
@@ -406,6 +516,20 @@ def test_profile_command_on_the_cpu(tmp_path):
     for text in ("features.0", "Conv2d", "(between hooks)", "Latency, median (no hooks)", "Cross-check", "FLOPs"):
         assert text in result.output
     assert (tmp_path / "cache" / "ceilings.json").is_file()  # the ceilings were measured and cached
+
+
+def test_profile_prints_where_the_ceilings_came_from_and_remeasure_measures_them_again(fake_benchmarks):
+    calls, rates = fake_benchmarks
+    _cache_lenet_ceilings(rates, peak=1e15, bandwidth=1e15)  # never beaten: kept
+    calls.clear()
+    options = ["profile", "lenet5", "--device", "cpu", "--repeat", "1", "--warmup", "0"]
+    cached = runner.invoke(app, options, env={"COLUMNS": "300"})
+    assert cached.exit_code == 0, cached.output
+    assert "peak 1000.00 TFLOP/s (cached, measured 0 s ago)" in cached.stdout and calls == []
+    again = runner.invoke(app, [*options, "--remeasure"], env={"COLUMNS": "300"})
+    assert again.exit_code == 0, again.output
+    assert "peak 50.00 GFLOP/s (measured now), bandwidth 20.00 GB/s (measured now)" in again.stdout
+    assert len(calls) == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

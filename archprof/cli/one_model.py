@@ -76,6 +76,10 @@ def profile(
         Optional[str],
         typer.Option("--bandwidth", help="Its memory bandwidth, e.g. 3.35TB/s (default: measured once, then cached)"),
     ] = None,
+    remeasure: Annotated[
+        bool,
+        typer.Option("--remeasure", help="Measure the device's ceilings again, whatever the cache holds."),
+    ] = False,
     plot: Annotated[
         Optional[Path],
         typer.Option(
@@ -98,8 +102,11 @@ def profile(
     without a GPU torch can see is an error (exit 2).
 
     The device's peak FLOP/s and bandwidth are measured once (a large matrix product, a
-    large copy) and cached in $ARCHPROF_CACHE_DIR, else $XDG_CACHE_HOME/archprof, else
-    ~/.cache/archprof (ceilings.json); --peak-flops and --bandwidth give them by hand."""
+    large copy) and cached per device, thread count, torch version and dtype in
+    $ARCHPROF_CACHE_DIR, else $XDG_CACHE_HOME/archprof, else ~/.cache/archprof
+    (ceilings.json); the table says where each came from and how old it is. A cached
+    ceiling that a layer beats is measured again; --remeasure measures both again;
+    --peak-flops and --bandwidth give them by hand."""
     from archprof.api import profile as profile_model
     from archprof.measure.device import resolve_device
     from archprof.render import profile_table
@@ -118,6 +125,10 @@ def profile(
     count_option("--warmup", warmup, 0, MAX_PASSES)
     count_option("--repeat", repeat, 1, MAX_PASSES)
     target = resolve_device(device)
+    if remeasure:
+        from archprof.measure.ceilings import forget_device
+
+        forget_device(target)
     with progress_display(quiet) as progress:
         report = profile_model(
             model,

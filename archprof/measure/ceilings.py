@@ -1,6 +1,8 @@
 """What the device can do at most, the two slopes of the roofline: peak FLOP/s (a large
-matrix product) and memory bandwidth (a large copy), measured once per device and dtype and
-cached in ceilings.json."""
+matrix product) and memory bandwidth (a large copy). Measured once, then cached in
+ceilings.json per device (threads included on a CPU), torch version and precision, with
+the time of the measurement: a figure that a layer beats is measured again
+(`archprof.measure.profile`), and `forget_device` drops a device's figures (--remeasure)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import contextlib
 import json
 import math
 import os
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,25 +22,66 @@ from archprof.errors import ArchprofError
 from archprof.measure.clock import Clock, ProgressFn, best_seconds, no_progress
 from archprof.measure.device import device_name
 from archprof.output import write_atomically
+from archprof.units import human_bytes, human_count
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 1 keyed the figures by device alone: read as empty, measured again
+
+FIGURES = ("peak_flops", "bandwidth")  # what `remeasure` may name
 
 
 @dataclass(frozen=True)
 class Ceilings:
     """What the device can do at most: the two slopes of the roofline."""
 
-    device: str  # the cache key: "cuda: NVIDIA H200", "cpu: AMD EPYC, 16 threads"
+    device: str  # "cuda: NVIDIA H200", "cpu: AMD EPYC, 16 threads"
     dtype: str  # of the matrix product behind peak_flops_per_s ("float32+tf32": TF32 on a GPU)
     peak_flops_per_s: float  # a large matrix product (the best of a few runs)
     bandwidth_bytes_per_s: float  # a large device-to-device copy: bytes read + bytes written
-    flops_source: str  # "measured", "cached" or "given"
+    flops_source: str  # "measured" (by this run), "cached" or "given"
     bandwidth_source: str
+    flops_measured_at: float | None = None  # Unix time of the measurement; None: given by hand
+    bandwidth_measured_at: float | None = None
 
     @property
     def ridge(self) -> float:
         """FLOPs per byte where the roofline bends: above it a row is compute-bound."""
         return self.peak_flops_per_s / self.bandwidth_bytes_per_s
+
+    def roof(self, intensity: float) -> float:
+        """The most FLOP/s the roofline allows at `intensity` FLOPs per byte."""
+        return min(self.peak_flops_per_s, intensity * self.bandwidth_bytes_per_s)
+
+    def source(self, figure: str) -> str:
+        """ "measured", "cached" or "given", for "peak_flops" or "bandwidth"."""
+        return self.flops_source if figure == "peak_flops" else self.bandwidth_source
+
+    def origin(self, figure: str) -> str:
+        """Where a figure ("peak_flops" or "bandwidth") came from, and how old it is:
+        'given', 'measured now', 'cached, measured 3 days ago'."""
+        source = self.source(figure)
+        at = self.flops_measured_at if figure == "peak_flops" else self.bandwidth_measured_at
+        if source == "cached" and at is not None:
+            return f"cached, measured {age_text(time.time() - at)} ago"
+        return "measured now" if source == "measured" else source
+
+
+def age_text(seconds: float) -> str:
+    """3 -> '3 s', 7200 -> '2 h', 400000 -> '4 days': the largest unit that fits."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{max(seconds, 0):.0f} s"
+
+
+def flops_rate_text(value: float) -> str:
+    """9.62e9 -> '9.62 GFLOP/s'."""
+    text = human_count(round(value))  # "9.62 G", or "500" below a thousand
+    return f"{text}FLOP/s" if text[-1].isalpha() else f"{text} FLOP/s"
+
+
+def bandwidth_text(value: float) -> str:
+    """3.525e10 -> '35.25 GB/s'."""
+    return f"{human_bytes(round(value))}/s"
 
 
 def cache_path() -> Path:
@@ -48,8 +93,17 @@ def cache_path() -> Path:
     return Path(base) / "archprof" / "ceilings.json"
 
 
+def cache_key(device: torch.device, precision: str) -> str:
+    """What a cached figure holds for: the device (a CPU's threads included), torch, the precision."""
+    return f"{_device_label(device)} | torch {torch.__version__} | {precision}"
+
+
+def _device_label(device: torch.device) -> str:
+    return f"{device.type}: {device_name(device)}"
+
+
 def read_cache(path: Path | None = None) -> dict[str, Any]:
-    """The cache's devices ({} when missing or unreadable: it is measured again)."""
+    """The cache's entries, by `cache_key` ({} when missing or unreadable: measured again)."""
     path = path or cache_path()
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -57,14 +111,26 @@ def read_cache(path: Path | None = None) -> dict[str, Any]:
         return {}
     if not isinstance(document, dict) or document.get("version") != CACHE_VERSION:
         return {}
-    devices = document.get("devices")
-    return devices if isinstance(devices, dict) else {}
+    entries = document.get("entries")
+    return entries if isinstance(entries, dict) else {}
 
 
-def write_cache(devices: dict[str, Any], path: Path | None = None) -> None:
+def write_cache(entries: dict[str, Any], path: Path | None = None) -> None:
     path = path or cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps({"version": CACHE_VERSION, "devices": devices}, indent=2) + "\n")
+    with contextlib.suppress(OSError, ArchprofError):  # unwritable: measured again next time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=2) + "\n")
+
+
+def forget_device(device: torch.device) -> int:
+    """Drop every cached figure of `device` (any torch, any precision), so that the next
+    profile measures them again; returns how many entries went."""
+    entries = read_cache()
+    prefix = f"{_device_label(device)} | "
+    kept = {key: entry for key, entry in entries.items() if not key.startswith(prefix)}
+    if len(kept) != len(entries):
+        write_cache(kept)
+    return len(entries) - len(kept)
 
 
 def device_ceilings(
@@ -73,45 +139,51 @@ def device_ceilings(
     peak_flops: float | None = None,
     bandwidth: float | None = None,
     progress: ProgressFn = no_progress,
+    remeasure: Collection[str] = (),
 ) -> Ceilings:
     """Peak FLOP/s (for `dtype`) and bandwidth of `device`: given by hand, else from the
-    cache, else measured now (and cached). A figure given by hand is never cached."""
-    key = f"{device.type}: {device_name(device)}"
+    cache, else measured now (and cached). A figure named in `remeasure` ("peak_flops",
+    "bandwidth") is measured now whatever the cache holds. A figure given by hand is never
+    cached."""
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
         dtype, torch_dtype = "float32", torch.float32  # a model without floating inputs or weights
     precision = precision_label(device, dtype)
-    devices = read_cache()
-    entry = devices.get(key) if isinstance(devices.get(key), dict) else {}
-    flops_by_dtype = entry.get("peak_flops_per_s") if isinstance(entry.get("peak_flops_per_s"), dict) else {}
-
-    flops_source = bandwidth_source = "given"
-    changed = False
-    if peak_flops is None:
-        cached = flops_by_dtype.get(precision)
-        if _positive(cached):
-            peak_flops, flops_source = float(cached), "cached"
+    key = cache_key(device, precision)
+    entries = read_cache()
+    entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
+    benchmarks = {
+        "peak_flops": ("peak FLOP/s", lambda: measure_peak_flops(device, torch_dtype)),
+        "bandwidth": ("memory bandwidth", lambda: measure_bandwidth(device)),
+    }
+    found: dict[str, tuple[float, str, float | None]] = {}
+    for figure, given in (("peak_flops", peak_flops), ("bandwidth", bandwidth)):
+        cached, at = entry.get(figure), entry.get(f"{figure}_measured_at")
+        if given is not None:
+            found[figure] = (float(given), "given", None)
+        elif figure not in remeasure and _positive(cached) and _positive(at):
+            found[figure] = (float(cached), "cached", float(at))
         else:
-            progress("measuring the device's peak FLOP/s", 0, 1)
-            peak_flops, flops_source = measure_peak_flops(device, torch_dtype), "measured"
-            progress("measuring the device's peak FLOP/s", 1, 1)
-            flops_by_dtype = {**flops_by_dtype, precision: peak_flops}
-            changed = True
-    if bandwidth is None:
-        cached = entry.get("bandwidth_bytes_per_s")
-        if _positive(cached):
-            bandwidth, bandwidth_source = float(cached), "cached"
-        else:
-            progress("measuring the device's memory bandwidth", 0, 1)
-            bandwidth, bandwidth_source = measure_bandwidth(device), "measured"
-            progress("measuring the device's memory bandwidth", 1, 1)
-            entry = {**entry, "bandwidth_bytes_per_s": bandwidth}
-            changed = True
-    if changed:
-        devices[key] = {**entry, "peak_flops_per_s": flops_by_dtype, "torch": torch.__version__}
-        with contextlib.suppress(OSError, ArchprofError):  # unwritable: measured again next time
-            write_cache(devices)
-    return Ceilings(key, precision, float(peak_flops), float(bandwidth), flops_source, bandwidth_source)
+            what, benchmark = benchmarks[figure]
+            progress(f"measuring the device's {what}", 0, 1)
+            value = benchmark()
+            progress(f"measuring the device's {what}", 1, 1)
+            found[figure] = (value, "measured", time.time())
+            entry = {**entry, figure: value, f"{figure}_measured_at": found[figure][2]}
+            entries[key] = entry
+    if any(source == "measured" for _, source, _ in found.values()):
+        write_cache(entries)
+    (flops, flops_source, flops_at), (bytes_rate, bandwidth_source, bandwidth_at) = found.values()
+    return Ceilings(
+        _device_label(device),
+        precision,
+        flops,
+        bytes_rate,
+        flops_source,
+        bandwidth_source,
+        flops_measured_at=flops_at,
+        bandwidth_measured_at=bandwidth_at,
+    )
 
 
 def precision_label(device: torch.device, dtype: str) -> str:

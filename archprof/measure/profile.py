@@ -28,7 +28,7 @@ import torch
 from archprof.analysis import Analysis
 from archprof.errors import ArchprofError, first_line
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
-from archprof.measure.ceilings import Ceilings, cache_path, device_ceilings
+from archprof.measure.ceilings import Ceilings, bandwidth_text, device_ceilings, flops_rate_text
 from archprof.measure.clock import (
     ProgressFn,
     Timing,
@@ -108,8 +108,8 @@ class Measurement:
             "roofline_ms": self.roofline_ms,
             "predicted_peak_memory_bytes": self.predicted_peak_memory_bytes,
             "measured_peak_memory_bytes": self.measured_peak_memory_bytes,
-            "peak_flops_per_s": f"{self.ceilings.peak_flops_per_s} ({self.ceilings.flops_source})",
-            "bandwidth_bytes_per_s": f"{self.ceilings.bandwidth_bytes_per_s} ({self.ceilings.bandwidth_source})",
+            "peak_flops_per_s": f"{self.ceilings.peak_flops_per_s} ({self.ceilings.origin('peak_flops')})",
+            "bandwidth_bytes_per_s": f"{self.ceilings.bandwidth_bytes_per_s} ({self.ceilings.origin('bandwidth')})",
         }
         for check in self.checks:
             items[f"check: {check.name}"] = f"{check.status}: {check.summary}"
@@ -170,6 +170,16 @@ def profile_analysis(
         ) from None
 
     columns, figures = measured_columns(report, moved, timing, ceilings, leaves)
+    # A ceiling that a layer beats is not a ceiling: a cached one is measured again.
+    stale = {figure for figure in beaten_ceilings(columns, ceilings) if ceilings.source(figure) == "cached"}
+    remeasured = ()
+    if stale:
+        cached = ceilings
+        ceilings = device_ceilings(
+            target, report.dtype, given_flops, given_bandwidth, progress=progress, remeasure=stale
+        )
+        columns, figures = measured_columns(report, moved, timing, ceilings, leaves)
+        remeasured = remeasured_notes(cached, ceilings, stale)
     checks = (
         check_shapes(report, real, leaves, graph),
         check_flops(report, real, leaves),
@@ -177,7 +187,7 @@ def profile_analysis(
     )
     median = statistics.median(timing.whole_ms)
     work = report.totals.flops + report.totals.elementwise_flops
-    notes = roofline_notes(columns, ceilings) + timing_notes(timing) + _load_note(target)
+    notes = remeasured + roofline_notes(columns, ceilings) + timing_notes(timing) + _load_note(target)
     if not leaves:
         notes += (f"no per-layer times: {type(module).__name__} runs no Python hooks (TorchScript)",)
     measurement = Measurement(
@@ -255,16 +265,51 @@ def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, 
     return columns, figures
 
 
+def beaten_ceilings(columns: dict[str, list], ceilings: Ceilings) -> set[str]:
+    """The ceilings some timed row ran above: "peak_flops" (achieved FLOP/s above the peak),
+    "bandwidth" (achieved FLOP/s above intensity x bandwidth: its bytes moved faster)."""
+    beaten = set()
+    for rate, intensity in zip(columns["achieved_flops_per_s"], columns["arithmetic_intensity"], strict=True):
+        if rate is None or intensity is None:
+            continue
+        if rate > ceilings.peak_flops_per_s:
+            beaten.add("peak_flops")
+        if rate > intensity * ceilings.bandwidth_bytes_per_s:
+            beaten.add("bandwidth")
+    return beaten
+
+
+def remeasured_notes(cached: Ceilings, fresh: Ceilings, figures: set[str]) -> tuple[str, ...]:
+    """What measuring the beaten cached ceilings again changed."""
+    notes = []
+    if "peak_flops" in figures:
+        notes.append(
+            f"rows ran above the cached peak {flops_rate_text(cached.peak_flops_per_s)} "
+            f"({cached.origin('peak_flops')}): measured again, now {flops_rate_text(fresh.peak_flops_per_s)}"
+        )
+    if "bandwidth" in figures:
+        notes.append(
+            f"rows moved their bytes faster than the cached bandwidth {bandwidth_text(cached.bandwidth_bytes_per_s)} "
+            f"({cached.origin('bandwidth')}): measured again, now {bandwidth_text(fresh.bandwidth_bytes_per_s)}"
+        )
+    return tuple(notes)
+
+
 def roofline_notes(columns: dict[str, list], ceilings: Ceilings) -> tuple[str, ...]:
-    """What the measured rows say about the roofline itself: rows above the peak FLOP/s
-    mean the peak was measured low; rows faster than their memory floor read from caches."""
+    """Rows still above the roofline once a beaten cached ceiling was measured again: above
+    the peak FLOP/s, the peak was measured low (a busy machine) or given low; faster than
+    their memory floor, they read from caches."""
     notes = []
     above = [rate for rate in columns["achieved_flops_per_s"] if rate is not None and rate > ceilings.peak_flops_per_s]
     if above:
+        why = (
+            "the peak given by hand is too low"
+            if ceilings.flops_source == "given"
+            else "the peak was measured low, e.g. on a busy machine: profile again on a quiet one"
+        )
         notes.append(
-            f"{len(above)} rows ran above the peak FLOP/s (up to x{max(above) / ceilings.peak_flops_per_s:.2f}): "
-            f"the peak ({ceilings.flops_source}) is too low, e.g. measured on a busy machine; measure it again by "
-            f"deleting {cache_path()} or give it by hand (--peak-flops)"
+            f"{len(above)} rows ran above the peak FLOP/s (up to x{max(above) / ceilings.peak_flops_per_s:.2f}, "
+            f"marked ▲): {why}"
         )
     under = sum(
         1
@@ -273,8 +318,8 @@ def roofline_notes(columns: dict[str, list], ceilings: Ceilings) -> tuple[str, .
     )
     if under:
         notes.append(
-            f"{under} memory-bound rows ran faster than bytes / bandwidth allows: their data came from caches, "
-            "faster than the device memory the bandwidth measures"
+            f"{under} memory-bound rows ran faster than bytes / bandwidth allows (marked ▲): their data came from "
+            "caches, faster than the device memory the bandwidth measures"
         )
     return tuple(notes)
 

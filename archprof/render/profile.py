@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.render.base import bytes_cell, dash, fitted_table, indented_layer_name
+from archprof.render.base import dash, fitted_table, indented_layer_name
 from archprof.report import Report, visible_text
 from archprof.units import human_bytes, human_count, shapes_text
 
@@ -21,19 +21,25 @@ def profile_table(report: Report, width: int = 160) -> Group:
     roofline's, share, achieved FLOP/s, intensity and bound; the unattributed remainder;
     the whole model; the device's ceilings; the cross-check, every mismatch in red."""
     measured = report.measured
+    ceilings = measured.ceilings
     headings = ("Layer", "Type", *_PROFILE_COLUMNS[1:8])
     cells: dict[str, list] = {heading: [] for heading in headings}
-    for row in report.rows():
+    rows = report.rows()
+    for row in rows:
         cells["Layer"].append(indented_layer_name(row))
         cells["Type"].append(visible_text(row["module_type"]))
-        cells["Time"].append(_ms(row["time_ms"]))
         cells["Share"].append(_share(row["time_share"]))
-        cells["Roofline"].append(_ms(row["roofline_time_ms"]) if row["bytes_moved"] else dash())
-        cells["Achieved"].append(_rate(row["achieved_flops_per_s"]) if row["achieved_flops_per_s"] else dash())
         intensity = row["arithmetic_intensity"]
         cells["Intensity"].append(f"{intensity:.2f}" if intensity is not None else dash())
         cells["Bound"].append(row["bound"] or dash())
-        cells["Bytes moved"].append(bytes_cell(row["bytes_moved"]))
+    *cells["Time"], remainder_time = _one_unit([*(row["time_ms"] for row in rows), measured.unattributed_ms], _TIME)
+    cells["Roofline"] = _one_unit([row["roofline_time_ms"] if row["bytes_moved"] else None for row in rows], _TIME)
+    achieved = [row["achieved_flops_per_s"] or None for row in rows]
+    cells["Achieved"] = [
+        Text(f"{cell} ▲", style="yellow") if _above_roof(row, ceilings) else cell
+        for row, cell in zip(rows, _one_unit(achieved, _RATE), strict=True)
+    ]
+    cells["Bytes moved"] = _one_unit([row["bytes_moved"] for row in rows], _BYTES)
     passes = f"median of {measured.repeat} passes after {measured.warmup} warm-up"
     table = fitted_table(
         f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  "
@@ -43,14 +49,14 @@ def profile_table(report: Report, width: int = 160) -> Group:
         width,
         caption="Time: each leaf-module call between forward hooks; (between hooks): container ops such as a "
         "residual add, and the hooks' own cost. Roofline: max(FLOPs / peak, bytes moved / bandwidth). Achieved "
-        "and Intensity count flops + elementwise_flops.",
+        "and Intensity count flops + elementwise_flops; ▲: above the roofline (see the notes).",
         caption_justify="left",
     )
     order = [column.header for column in table.columns]
     table.add_section()
     remainder = {
         "Layer": Text("(between hooks)", style="italic"),
-        "Time": _ms(measured.unattributed_ms),
+        "Time": remainder_time,
         "Share": _share(measured.unattributed_share),
     }
     table.add_row(*(remainder.get(name, "") for name in order))
@@ -62,6 +68,8 @@ def profile_table(report: Report, width: int = 160) -> Group:
 
 def whole_model_table(measured) -> Table:
     """Latency, throughput, achieved FLOP/s, the hooks' cost, the roofline floor, memory."""
+    from archprof.measure.ceilings import flops_rate_text
+
     table = Table(title="Whole model", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -73,7 +81,7 @@ def whole_model_table(measured) -> Table:
         ("Throughput", f"{measured.throughput_per_s:,.1f} samples/s", f"batch {measured.batch}"),
         (
             "Achieved FLOP/s",
-            _rate(measured.achieved_flops_per_s),
+            flops_rate_text(measured.achieved_flops_per_s),
             f"(flops + elementwise_flops) / median: {human_count(measured.work_flops)} FLOPs, "
             f"{100 * measured.achieved_flops_per_s / peak:.1f}% of peak",
         ),
@@ -97,10 +105,13 @@ def whole_model_table(measured) -> Table:
 
 
 def ceilings_text(ceilings) -> Text:
+    from archprof.measure.ceilings import bandwidth_text, flops_rate_text
+
     return Text(
-        f"Ceilings of {ceilings.device} ({ceilings.dtype}): peak {_rate(ceilings.peak_flops_per_s)} "
-        f"({ceilings.flops_source}), bandwidth {human_bytes(int(ceilings.bandwidth_bytes_per_s))}/s "
-        f"({ceilings.bandwidth_source}); ridge {ceilings.ridge:.1f} FLOPs/byte"
+        f"Ceilings of {ceilings.device} ({ceilings.dtype}): peak {flops_rate_text(ceilings.peak_flops_per_s)} "
+        f"({ceilings.origin('peak_flops')}), bandwidth {bandwidth_text(ceilings.bandwidth_bytes_per_s)} "
+        f"({ceilings.origin('bandwidth')}); ridge {ceilings.ridge:.1f} FLOPs/byte. archprof profile --remeasure "
+        "measures them again."
     )
 
 
@@ -125,18 +136,35 @@ def cross_check_table(measured) -> Group:
     return Group(*parts)
 
 
+# (size, unit, decimals), largest first: a column takes the first its largest value reaches.
+_TIME = ((1.0, "ms", 3), (1e-3, "µs", 2))  # of values in milliseconds
+_RATE = (
+    (1e15, "PFLOP/s", 2),
+    (1e12, "TFLOP/s", 2),
+    (1e9, "GFLOP/s", 2),
+    (1e6, "MFLOP/s", 2),
+    (1e3, "KFLOP/s", 2),
+    (1, "FLOP/s", 0),
+)
+_BYTES = ((1e12, "TB", 2), (1e9, "GB", 2), (1e6, "MB", 2), (1e3, "kB", 2), (1, "B", 0))
+
+
+def _one_unit(values: list, steps) -> list:
+    """The cells of one column, all in one unit (a dash where there is no value), so that
+    they compare at a glance: '0.404 ms' above '0.008 ms', never above '8.14 µs'."""
+    largest = max((abs(v) for v in values if v is not None and v == v), default=0)
+    size, unit, decimals = next((step for step in steps if largest >= step[0]), steps[-1])
+    return [dash() if v is None or v != v else f"{v / size:,.{decimals}f} {unit}" for v in values]
+
+
+def _above_roof(row, ceilings) -> bool:
+    rate, intensity = row["achieved_flops_per_s"], row["arithmetic_intensity"]
+    return bool(rate) and intensity is not None and rate > ceilings.roof(intensity)
+
+
 def _ms(value) -> Text | str:
-    if value is None or value != value:  # None or NaN
-        return dash()
-    if value < 0.01:
-        return f"{value * 1000:.2f} µs"
-    return f"{value:.3f} ms" if value < 100 else f"{value:,.1f} ms"
+    return dash() if value is None or value != value else f"{value:,.3f} ms"
 
 
 def _share(value) -> Text | str:
     return dash() if value is None or value != value else f"{100 * value:.1f}%"
-
-
-def _rate(value) -> str:
-    text = human_count(round(value))
-    return f"{text}FLOP/s" if text[-1].isalpha() else f"{text} FLOP/s"
