@@ -24,7 +24,7 @@ from archprof.measure import ceilings, clock, crosscheck, device
 from archprof.measure.profile import timing_notes
 from archprof.operators import OPERATORS, Cost
 from archprof.render import profile_table, to_text
-from archprof.report import MEASURED_COLUMNS
+from archprof.report import MEASURED_COLUMNS, layer_label
 from tests.models import Residual
 
 runner = CliRunner()
@@ -565,6 +565,67 @@ def test_plot_draws_the_roofline(tmp_path):
     result = runner.invoke(app, ["profile", "lenet5", "--plot", str(target), *_fast_options()])
     assert result.exit_code == 0, result.output
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _texts(figure) -> list[str]:
+    return [text.get_text() for axes in figure.axes for text in axes.texts]
+
+
+def _collection(axes, label):
+    (found,) = [c for c in axes.collections if c.get_label() == label]
+    return found
+
+
+def test_the_roofline_figure_labels_its_roofs_colours_its_bounds_and_names_the_slowest_rows():
+    pytest.importorskip("matplotlib")
+    from archprof.render.roofline import roofline_figure
+
+    # Ceilings no CPU reaches: every row sits under the roof. Ridge 1e15 / 2e14 = 5 FLOPs/byte, between
+    # LeNet's convolutions (conv2: 480,000 FLOPs over about 21 kB) and its activations (a FLOP per 8 bytes).
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops="1P", bandwidth="200TB/s")
+    figure = roofline_figure(report, label_top=3)
+    axes = figure.axes[0]
+    texts = _texts(figure)
+    assert "peak 1000.00 TFLOP/s (given)" in texts and "bandwidth 200.00 TB/s (given)" in texts
+    assert any(text.startswith("ridge 5.0 FLOPs/byte") for text in texts)
+    assert not any("above the roof" in text for text in texts)
+    assert axes.yaxis.get_major_formatter()(1e9) == "1 GFLOP/s"  # SI prefixes, never 1e+09
+    assert "lenet5" in axes.get_title() and "e+" not in axes.get_title()
+    timed = [row for row in report.rows() if row["arithmetic_intensity"] and row["achieved_flops_per_s"]]
+    compute = [row for row in timed if row["arithmetic_intensity"] >= 5]
+    memory = [row for row in timed if row["arithmetic_intensity"] < 5]
+    assert compute and memory  # LeNet's convolutions and its activations
+    colours = set()
+    for label, rows in (("compute-bound layers", compute), ("memory-bound layers", memory)):
+        points = _collection(axes, label)
+        assert len(points.get_offsets()) == len(rows)
+        colours.add(tuple(points.get_facecolor()[0][:3]))
+    assert len(colours) == 2
+    names = [child for child in axes.texts if child.get_text() in {layer_label(r["layer"], r["call"]) for r in timed}]
+    slowest = sorted(timed, key=lambda r: -r["time_ms"])[:3]
+    assert 1 <= len(names) <= 3
+    assert {n.get_text() for n in names} <= {layer_label(r["layer"], r["call"]) for r in slowest}
+    renderer = figure.canvas.get_renderer()
+    boxes = [n.get_window_extent(renderer) for n in names]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert {"roofline", "25% of the time", "5% of the time"} <= set(legend)
+
+
+def test_rows_above_the_roof_are_ringed_and_explained_on_the_plot():
+    pytest.importorskip("matplotlib")
+    from archprof.render.roofline import roofline_figure
+
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops="1K", bandwidth="10TB/s")
+    figure = roofline_figure(report)
+    timed = [row for row in report.rows() if row["arithmetic_intensity"] and row["achieved_flops_per_s"]]
+    # 1 KFLOP/s: no real layer is that slow, so every timed row beats the peak.
+    assert all(row["achieved_flops_per_s"] > 1e3 for row in timed)
+    rings = _collection(figure.axes[0], "above the roof")
+    assert len(rings.get_offsets()) == len(timed)
+    texts = _texts(figure)
+    assert f"{len(timed)} layers above the roof (red rings): see the note below" in texts
+    assert any(f"WARNING: {len(timed)} layers ran above the peak FLOP/s" in text for text in texts)
 
 
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):

@@ -9,6 +9,12 @@ from archprof.errors import ArchprofError
 from archprof.output import open_output
 from archprof.report import Report, layer_label
 
+BOUND_COLOURS = {"compute": "tab:orange", "memory": "tab:blue"}
+ABOVE_COLOUR = "tab:red"
+# Marker area (points²) of a row that takes the whole forward; a row's area is its share of it.
+FULL_AREA = 600
+MIN_AREA = 12
+
 
 def check_plot_target(path: str | os.PathLike) -> Path:
     """Fail early, before any profiling: matplotlib missing, an unknown image suffix."""
@@ -26,56 +32,184 @@ def check_plot_target(path: str | os.PathLike) -> Path:
     return target
 
 
-def plot_roofline(report: Report, path: str | os.PathLike, label_top: int = 6) -> None:
-    """Draw the timed rows on the roofline (log-log: FLOPs per byte against achieved
-    FLOP/s) and save the figure to `path` (format from its suffix), atomically. Uses
-    matplotlib's object API, so pyplot's global state is never touched."""
+def save_figure(figure, path: str | os.PathLike) -> None:
+    """Write `figure` to `path` (format from its suffix), atomically."""
     target = check_plot_target(path)
+    with open_output(target, binary=True) as handle:
+        figure.savefig(handle, format=target.suffix.lower().lstrip("."), dpi=150)
+
+
+def plot_roofline(report: Report, path: str | os.PathLike, label_top: int = 6) -> None:
+    """Draw the timed rows on the roofline (`roofline_figure`) and save it to `path`."""
+    check_plot_target(path)
+    save_figure(roofline_figure(report, label_top), path)
+
+
+def roofline_figure(report: Report, label_top: int = 6):
+    """The timed rows on the device's roofline, log-log: arithmetic intensity (FLOPs per
+    byte moved) against achieved FLOP/s. The roofs and the ridge are labelled with their
+    figures and where they came from; compute- and memory-bound rows have their own
+    colours; a marker's area is the row's share of the forward; the `label_top` slowest
+    rows are named (where a label fits without overlapping another); a row above the roof
+    is drawn in red and a note under the plot says why that happens. A matplotlib Figure,
+    made with the object API (pyplot's global state is never touched)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter, FuncFormatter
+
+    from archprof.measure.ceilings import bandwidth_text, flops_rate_text
 
     measured = report.measured
     if measured is None:
         raise ArchprofError("plot_roofline needs a profiled report (archprof.profile)")
-    suffix = target.suffix.lower().lstrip(".")
-
     ceilings = measured.ceilings
-    points = [
-        (
-            row["arithmetic_intensity"],
-            row["achieved_flops_per_s"],
-            row["time_ms"],
-            layer_label(row["layer"], row["call"]),
-        )
-        for row in report.rows()
-        if row["arithmetic_intensity"] and row["achieved_flops_per_s"]
-    ]
-    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    rows = [row for row in report.rows() if row["arithmetic_intensity"] and row["achieved_flops_per_s"]]
+    above = [row for row in rows if row["achieved_flops_per_s"] > ceilings.roof(row["arithmetic_intensity"])]
+
+    figure = Figure(figsize=(9, 6.5), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    intensities = [p[0] for p in points] or [ceilings.ridge]
-    low = min(min(intensities), ceilings.ridge) / 4
-    high = max(max(intensities), ceilings.ridge) * 4
+    axes, notes = figure.subplots(2, 1, height_ratios=(12, 1))
+    intensities = [row["arithmetic_intensity"] for row in rows]
+    low = min([*intensities, ceilings.ridge]) / 4
+    high = max([*intensities, ceilings.ridge]) * 4
     xs = [low * (high / low) ** (i / 200) for i in range(201)]
-    axes.plot(
-        xs, [min(ceilings.peak_flops_per_s, x * ceilings.bandwidth_bytes_per_s) for x in xs], color="black", lw=1.5
-    )
+    axes.plot(xs, [ceilings.roof(x) for x in xs], color="black", lw=1.5, label="roofline")
     axes.axvline(ceilings.ridge, color="grey", ls=":", lw=1)
-    if points:
-        total = sum(p[2] for p in points)
-        sizes = [20 + 400 * p[2] / total for p in points]
-        axes.scatter([p[0] for p in points], [p[1] for p in points], s=sizes, alpha=0.6, edgecolors="black")
-        for x, y, _, name in sorted(points, key=lambda p: -p[2])[:label_top]:
-            axes.annotate(name, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+
+    axes.text(
+        high / 1.3,
+        ceilings.peak_flops_per_s * 1.08,
+        f"peak {flops_rate_text(ceilings.peak_flops_per_s)} ({ceilings.origin('peak_flops')})",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+    )
+    slope_x = max(ceilings.ridge / 30, low * 1.2)
+    slope_label = axes.text(
+        slope_x,
+        ceilings.roof(slope_x) * 1.2,
+        f"bandwidth {bandwidth_text(ceilings.bandwidth_bytes_per_s)} ({ceilings.origin('bandwidth')})",
+        ha="left",
+        va="bottom",
+        fontsize=8,
+        rotation_mode="anchor",
+    )
+    axes.text(
+        ceilings.ridge * 1.05,
+        ceilings.peak_flops_per_s / 30,
+        f"ridge {ceilings.ridge:.1f} FLOPs/byte:\nmemory-bound to the left,\ncompute-bound to the right",
+        ha="left",
+        va="top",
+        fontsize=7,
+        color="dimgrey",
+    )
+
+    total_ms = sum(row["time_ms"] for row in rows) or 1.0
+    for bound, colour in BOUND_COLOURS.items():
+        chosen = [row for row in rows if row["bound"] == bound]
+        if chosen:
+            axes.scatter(
+                [row["arithmetic_intensity"] for row in chosen],
+                [row["achieved_flops_per_s"] for row in chosen],
+                s=[max(MIN_AREA, FULL_AREA * row["time_ms"] / total_ms) for row in chosen],
+                c=colour,
+                alpha=0.6,
+                edgecolors="black",
+                linewidths=0.5,
+                label=f"{bound}-bound layers",
+            )
+    if above:
+        axes.scatter(
+            [row["arithmetic_intensity"] for row in above],
+            [row["achieved_flops_per_s"] for row in above],
+            s=[max(MIN_AREA, FULL_AREA * row["time_ms"] / total_ms) * 1.8 for row in above],
+            facecolors="none",
+            edgecolors=ABOVE_COLOUR,
+            linewidths=1.5,
+            label="above the roof",
+        )
+
     axes.set_xscale("log")
     axes.set_yscale("log")
-    axes.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
-    axes.set_ylabel("achieved FLOP/s (flops + elementwise_flops)")
+    axes.margins(x=0.05, y=0.2)
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_major_formatter(EngFormatter(unit="FLOP/s", places=0))
+    axes.set_xlabel("arithmetic intensity (FLOPs per byte moved; FLOPs = flops + elementwise_flops)")
+    axes.set_ylabel("achieved FLOP/s")
     axes.set_title(
-        f"{report.model} on {measured.device_name} ({report.dtype}): peak {ceilings.peak_flops_per_s:.3g} FLOP/s, "
-        f"{ceilings.bandwidth_bytes_per_s:.3g} B/s",
-        fontsize=9,
+        f"Roofline of {report.model} on {measured.device_name} ({report.dtype}), batch {measured.batch}", fontsize=10
     )
     axes.grid(True, which="both", alpha=0.3)
-    with open_output(target, binary=True) as handle:
-        figure.savefig(handle, format=suffix, dpi=150)
+    sizes = [
+        Line2D([], [], ls="", marker="o", markersize=(FULL_AREA * share) ** 0.5, color="grey", alpha=0.6, label=text)
+        for share, text in ((0.25, "25% of the time"), (0.05, "5% of the time"))
+    ]
+    handles, _ = axes.get_legend_handles_labels()
+    axes.legend(handles=[*handles, *sizes], loc="lower right", fontsize=7, labelspacing=1.2, borderpad=1)
+    if above:
+        axes.text(
+            0.01,
+            0.99,
+            f"{len(above)} layers above the roof (red rings): see the note below",
+            transform=axes.transAxes,
+            ha="left",
+            va="top",
+            fontsize=9,
+            color=ABOVE_COLOUR,
+            fontweight="bold",
+        )
+    notes.axis("off")
+    notes.text(0, 1, roofline_caption(len(rows), above, ceilings), fontsize=7, ha="left", va="top", wrap=True)
+    figure.draw_without_rendering()  # lays the figure out: where the labels land is known
+    slope_label.set_rotation(_slope_degrees(axes, ceilings, slope_x))
+    _label_slowest(figure, axes, rows, label_top)
+    return figure
+
+
+def roofline_caption(count: int, above: list, ceilings) -> str:
+    """What the plot shows, and why a row can sit above the roof."""
+    lines = [
+        f"{count} timed layers; a marker's area is the layer's share of the forward. Roof: min(peak, intensity x "
+        "bandwidth), the device's ceilings (archprof profile --remeasure measures them again)."
+    ]
+    over_peak = sum(1 for row in above if row["achieved_flops_per_s"] > ceilings.peak_flops_per_s)
+    if over_peak:
+        lines.append(
+            f"WARNING: {over_peak} layers ran above the peak FLOP/s, red rings: the peak was measured low "
+            "(a busy machine) or given low; their place on the plot is right, the roof is not."
+        )
+    if len(above) > over_peak:
+        lines.append(
+            f"{len(above) - over_peak} memory-bound layers ran faster than their bytes / bandwidth allows, red "
+            "rings: their data came from caches, faster than the device memory the bandwidth measures."
+        )
+    return "\n".join(lines)
+
+
+def _slope_degrees(axes, ceilings, x: float) -> float:
+    """The angle on the page of the memory roof at `x` (it depends on the axes' limits and shape)."""
+    import math
+
+    (x0, y0), (x1, y1) = axes.transData.transform([(x, ceilings.roof(x)), (x * 1.5, ceilings.roof(x * 1.5))])
+    return math.degrees(math.atan2(y1 - y0, x1 - x0))
+
+
+def _label_slowest(figure, axes, rows: list, count: int) -> None:
+    """Name the `count` slowest rows beside their markers, each where it overlaps no
+    label already placed (a row whose every place overlaps stays unnamed)."""
+    renderer = figure.canvas.get_renderer()
+    placed = []
+    offsets = ((6, 6, "left"), (6, -12, "left"), (-6, 6, "right"), (-6, -12, "right"), (6, 16, "left"))
+    for row in sorted(rows, key=lambda r: -r["time_ms"])[:count]:
+        point = (row["arithmetic_intensity"], row["achieved_flops_per_s"])
+        name = layer_label(row["layer"], row["call"])
+        for dx, dy, align in offsets:
+            label = axes.annotate(
+                name, point, xytext=(dx, dy), textcoords="offset points", fontsize=7, ha=align, va="bottom"
+            )
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            label.remove()
