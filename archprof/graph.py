@@ -10,6 +10,9 @@ from typing import Any, Literal
 import torch
 
 TensorKind = Literal["input", "parameter", "buffer", "activation", "constant"]
+# When an op ran in a training step: the forward pass, the backward pass computing gradients,
+# or a forward op run again inside the backward (activation checkpointing recomputes it).
+Phase = Literal["forward", "backward", "recompute"]
 
 
 class _Sized:
@@ -69,6 +72,10 @@ class OpNode:
     module: ModuleCall  # innermost module call running when the op ran
     writes_input: bool  # an in-place op: the output is its first input, written over
     is_view: bool  # the output aliases an input without writing it
+    phase: Phase = "forward"
+    # Backward and recomputed ops: the index in `Graph.ops` of the forward op they belong to
+    # (the op whose gradient they compute, or the op they run again); -1 for forward ops.
+    origin: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +101,9 @@ class Graph:
     # Training only: every tensor autograd saved for the backward pass, in the order it was
     # saved, repeats included (parameters and views too: passes dedupe by storage).
     saved: list[TensorMeta] = field(default_factory=list)
+    # The kernel assumed for each attention and LSTM call a CPU would run fused
+    # (`archprof.kernels`): "scaled_dot_product_attention: CPU flash attention (...)" -> calls.
+    kernels: dict[str, int] = field(default_factory=dict)
+    # Training only: the backward pass run on the forward's outputs (gradients of ones), in
+    # execution order, recomputed forward ops included; indices count from 0 in this list.
+    backward_ops: list[OpNode] = field(default_factory=list)

@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from archprof.errors import ArchprofError, first_line
 from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind, TensorMeta
+from archprof.kernels import DeviceKernels
 from archprof.operators import find_operator
 from archprof.structure import TensorSlots, tensors_in
 from archprof.units import shapes_text
@@ -64,10 +65,12 @@ def trace(
     None keeps the model's own dtypes and feeds inputs in the dtype of its first floating
     parameter.
 
-    `training` traces a training forward instead: train mode, grad enabled, stand-ins of
-    trainable parameters requiring grad, and every tensor autograd saves for the backward
-    pass recorded in `Graph.saved` (through `saved_tensors_hooks`, which sees the same
-    tensor objects as the recorder, fast-path answers included).
+    `training` traces a training step instead: a forward in train mode, grad enabled,
+    stand-ins of trainable parameters requiring grad, and every tensor autograd saves for the
+    backward pass recorded in `Graph.saved` (through `saved_tensors_hooks`, which sees the
+    same tensor objects as the recorder, fast-path answers included); then the backward pass
+    from the floating outputs (gradients of ones), on meta too, into `Graph.backward_ops`
+    (`_TrainingRecorder` says how each is attributed).
 
     `real` runs the model as it is, with its own weights, on real inputs on its device (the
     CPU fallback: the caller hands over a module it may run, in the dtype it wants); ops
@@ -95,7 +98,8 @@ def trace(
     tensors = [t for _, t, _ in named]
     specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
     shapes = [s.shape for s in specs]
-    recorder = _Recorder(real=real, module_types=module_types if by_parameters else None)
+    recorder_type = _TrainingRecorder if training else _Recorder
+    recorder = recorder_type(real=real, module_types=module_types if by_parameters else None)
     if real or isinstance(model, torch.jit.ScriptModule) or _stands_for_itself(tensors, dtype):
         # Its own tensors (on meta already for a ScriptModule: stateless calls refuse it).
         stand_ins, parameters = _own_tensors(named, recorder)
@@ -110,6 +114,7 @@ def trace(
 
     training_modes = {module: module.training for _, module in modules}
     model.train(training)
+    kernels = DeviceKernels()
     try:
         with ExitStack() as stack:
             if not by_parameters:
@@ -121,12 +126,16 @@ def trace(
             else:
                 stack.enter_context(torch.no_grad())
             stack.enter_context(recorder)
+            if not real:  # on meta, composite attention and LSTM calls would not pick the CPU's kernels
+                stack.enter_context(kernels)
             if by_parameters:
                 recorder.start_root(model, args)
             if stand_ins is None:
                 output = model(*args, **kwargs)
             else:
                 output = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
+            if training:
+                recorder.run_backward(output)
     except ArchprofError:
         raise
     except Exception as exc:  # the user's forward failed: say where and on what
@@ -153,6 +162,8 @@ def trace(
         module_types=module_types,
         training=training,
         saved=recorder.saved,
+        kernels=dict(kernels.chosen),
+        backward_ops=recorder.backward_ops if training else [],
     )
 
 
@@ -322,6 +333,8 @@ def _attach_hooks(modules: list[tuple[str, torch.nn.Module]], module_types: dict
 
 
 # Assertions an exported program makes about its inputs: no data, no arithmetic, not a layer.
+# Operators returning views of their input whose schemas carry no alias annotation.
+_UNANNOTATED_VIEWS = frozenset({"aten.unsafe_split", "aten.unsafe_split_with_sizes", "aten.unsafe_chunk"})
 _RUNTIME_CHECKS = frozenset(
     {"aten._assert_tensor_metadata", "aten._assert_async", "aten._assert_scalar", "aten.sym_constrain_range_for_size"}
 )
@@ -491,6 +504,132 @@ def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+# The key of autograd node metadata naming the forward op (its index) that made the node.
+_ORIGIN = "archprof_origin"
+
+
+class _TrainingRecorder(_Recorder):
+    """The recorder of a training step: the forward as `_Recorder` records it, then the
+    backward pass (`run_backward`) into `backward_ops`, each op attributed to a forward op.
+
+    The autograd node an op creates exists only once the op has returned through the
+    autograd layer, above this dispatch mode: so each op's outputs are tagged with its index
+    (their `grad_fn.metadata`) when the next op is recorded. In the backward pass, an op
+    belongs to the forward op of the autograd node running it
+    (`torch._C._current_autograd_node`); an op of a node no forward op made (AccumulateGrad,
+    which moves a gradient into `.grad`) to the forward op of the op before it.
+
+    Activation checkpointing runs forward ops again inside the backward, with grad enabled
+    (backward ops run without): those are recorded as "recompute". Their module calls
+    fire the forward hooks again: each is taken for the same module's forward call (its
+    first, then its next on a module recomputed again), and its ops, in order, for that
+    call's own ops, in order (the same code runs again)."""
+
+    def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
+        super().__init__(real, module_types)
+        self.backward_ops: list[OpNode] = []
+        self._phase = "forward"
+        self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
+        self._forward_ops: list[OpNode] = []
+        self._origin = -1  # the forward op of the backward op recorded last
+        self._own_ops: dict[int, list[OpNode]] = {}  # forward call index -> the ops it ran itself
+        self._replayed: dict[int, int] = {}  # recomputed call index -> its ops recorded so far
+        self._calls_of: dict[str, list[ModuleCall]] = {}  # module path -> its forward calls
+        self._recomputed_calls: dict[str, int] = {}  # module path -> its calls recomputed so far
+
+    def run_backward(self, output) -> None:
+        """The backward pass from the floating outputs that require grad, with gradients of ones."""
+        self._tag_last_made()
+        self._forward_ops = self.ops
+        self.ops = self.backward_ops  # _record appends to self.ops
+        self._phase = "backward"
+        self._by_parameters = None  # backward ops are attributed through their forward op
+        self._origin = len(self._forward_ops) - 1
+        for op in self._forward_ops:
+            self._own_ops.setdefault(op.module.index, []).append(op)
+        for call in self.calls:
+            self._calls_of.setdefault(call.path, []).append(call)
+        roots = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+        if roots:
+            with torch.no_grad():  # not a recomputed forward op
+                seeds = [torch.ones_like(t) for t in roots]
+            torch.autograd.backward(roots, seeds)
+        self.ops = self._forward_ops
+
+    def _record(self, info: _OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
+        if self._phase == "forward":
+            self._tag_last_made()
+            super()._record(info, args, kwargs, tensors, out)
+            self._last_made = (tensors_in(out), len(self.ops) - 1)
+            return
+        phase, origin = self._backward_origin()
+        super()._record(info, args, kwargs, tensors, out)
+        module = self._forward_ops[origin].module if origin >= 0 else None
+        self.ops[-1] = dataclasses.replace(self.ops[-1], module=module, phase=phase, origin=origin)
+
+    def _tag_last_made(self) -> None:
+        made, index = self._last_made
+        for tensor in made:
+            node = tensor.grad_fn
+            if node is not None and _ORIGIN not in node.metadata:
+                node.metadata[_ORIGIN] = index
+        self._last_made = ([], -1)
+
+    def _backward_origin(self) -> tuple[str, int]:
+        """The phase of the backward-pass op being recorded, and its forward op."""
+        if torch.is_grad_enabled():  # a checkpointed forward op run again
+            if self._stack:
+                call = self._stack[-1][0]
+                done = self._replayed.get(call.index, 0)
+                self._replayed[call.index] = done + 1
+                own = self._own_ops.get(call.index)
+                if own:
+                    return "recompute", own[min(done, len(own) - 1)].index
+            return "recompute", self._node_origin()
+        return "backward", self._node_origin()
+
+    def _node_origin(self) -> int:
+        node = torch._C._current_autograd_node()
+        origin = node.metadata.get(_ORIGIN) if node is not None else None
+        if origin is not None:
+            self._origin = origin
+        return self._origin
+
+    def pre_hook(self, path: str, type_name: str):
+        forward_hook = super().pre_hook(path, type_name)
+
+        def hook(module, args):
+            if self._phase == "forward":
+                return forward_hook(module, args)
+            self._stack.append((self._recomputed_call(path, type_name), ()))
+            return None
+
+        return hook
+
+    def post_hook(self, module, args, output):
+        if self._phase == "forward":
+            return super().post_hook(module, args, output)
+        self._stack.pop()
+        return None
+
+    def _recomputed_call(self, path: str, type_name: str) -> ModuleCall:
+        calls = self._calls_of.get(path)
+        if not calls:  # not called by the forward: its ops go by their autograd node
+            return ModuleCall(path, type_name, -1, -1, 0)
+        count = self._recomputed_calls.get(path, 0)
+        self._recomputed_calls[path] = count + 1
+        call = calls[count % len(calls)]
+        self._replayed[call.index] = 0
+        return call
+
+    def describe_failure(self, exc: Exception, input_shapes) -> str:
+        if self._phase == "forward":
+            return super().describe_failure(exc, input_shapes)
+        call = self._forward_ops[self._origin].module if self._origin >= 0 else None
+        where = f" in the gradient of module '{call.path}' ({call.type})" if call is not None and call.path else ""
+        return f"the backward pass failed{where}: {_reason(exc)}"
+
+
 def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.Tensor]) -> Any:
     """Answer an op with empty meta tensors of the shapes its formula gives.
 
@@ -555,7 +694,7 @@ class _OpInfo:
             slots=TensorSlots.of(func._schema),
             returns=len(returns),
             writes_input=alias is not None and alias.is_write,
-            is_view=alias is not None and not alias.is_write,
+            is_view=(alias is not None and not alias.is_write) or str(func.overloadpacket) in _UNANNOTATED_VIEWS,
             shape=operator.shape if operator is not None else None,
             same_dtype=operator is not None and operator.same_dtype,
             contiguous_output=operator is not None and operator.contiguous_output,

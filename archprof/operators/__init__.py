@@ -19,6 +19,7 @@ from functools import cache
 
 import torch
 
+from archprof.kernels import onednn_lstm_layer_shapes
 from archprof.operators import costs, shapes
 from archprof.operators.costs import FREE, Cost, Shape
 
@@ -178,6 +179,47 @@ _add(Family.MATRIX_PRODUCT, "mv", costs.mv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "addmv", costs.addmv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "dot", costs.dot_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "_trilinear", costs.trilinear_cost)
+
+# --- backward -----------------------------------------------------------------------------
+# Run by the backward pass of a training trace (`Graph.backward_ops`); the passes split a
+# convolution's gradient products with `costs.convolution_backward_parts`.
+
+_add(Family.MATRIX_PRODUCT, "convolution_backward", costs.convolution_backward_cost)
+_add(
+    Family.NORMALISATION,
+    "native_batch_norm_backward native_layer_norm_backward native_group_norm_backward",
+    costs.norm_backward_cost,
+)
+_add(
+    Family.POINTWISE,
+    "hardtanh_backward hardswish_backward hardsigmoid_backward leaky_relu_backward elu_backward mish_backward"
+    " softplus_backward",
+)
+_add(Family.NORMALISATION, "_softmax_backward_data _log_softmax_backward_data", costs.per_output_element(4))
+_add(Family.WINDOW, "max_pool2d_with_indices_backward max_pool3d_with_indices_backward", costs.max_pool_backward_cost)
+_add(Family.WINDOW, "avg_pool2d_backward avg_pool3d_backward", costs.avg_pool_backward_cost)
+_add(Family.WINDOW, "_adaptive_avg_pool2d_backward", costs.adaptive_avg_pool_backward_cost(2))
+_add(Family.WINDOW, "_adaptive_avg_pool3d_backward", costs.adaptive_avg_pool_backward_cost(3))
+_add(
+    Family.WINDOW,
+    "embedding_dense_backward upsample_nearest1d_backward upsample_nearest2d_backward upsample_nearest3d_backward",
+    costs.scatter_backward_cost,
+)
+
+# --- attention and recurrent kernels ------------------------------------------------------
+# The fused CPU kernels `archprof.kernels` sends attention and LSTM calls to. Their MACs are
+# those of the decompositions they replace (two batched products; the cell's two products
+# per step); the LSTM's shapes formula sizes oneDNN's workspace, which its meta kernel
+# leaves empty.
+
+_add(Family.MATRIX_PRODUCT, "_scaled_dot_product_flash_attention_for_cpu", costs.flash_attention_cost)
+_add(
+    Family.MATRIX_PRODUCT,
+    "mkldnn_rnn_layer",
+    costs.onednn_lstm_layer_cost,
+    onednn_lstm_layer_shapes,
+    contiguous_output=True,
+)
 
 
 # --- lookup -------------------------------------------------------------------------------

@@ -233,3 +233,95 @@ def expand(value, dims: int) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * dims
     return tuple(value) * dims if len(value) == 1 else tuple(value)
+
+
+# --- Backward operators -------------------------------------------------------------------
+# The gradients of a training step [FORMULAS.md]: a matrix product's backward is two
+# products the size of its forward (input gradient, weight gradient), each computed only
+# when the output mask asks for it; elementwise backward ops count as their forward does.
+
+
+def convolution_backward_parts(
+    grad_output: Shape, x: Shape, w: Shape, bias_sizes, stride, padding, dilation, transposed, *rest, output_mask
+) -> tuple[int, int, int]:
+    """(input-gradient MACs, weight-gradient MACs, bias-gradient FLOPs) of one
+    convolution_backward: each gradient product has the forward's MACs (every output
+    gradient meets every weight of its window once); the bias gradient sums the output
+    gradient, one FLOP per element."""
+    per_product = prod(x if transposed else grad_output) * prod(w[1:])
+    wants_input, wants_weight, wants_bias = output_mask
+    return (
+        per_product if wants_input else 0,
+        per_product if wants_weight else 0,
+        prod(grad_output) if wants_bias else 0,
+    )
+
+
+def convolution_backward_cost(*args, out: Shape, **kwargs) -> Cost:
+    input_macs, weight_macs, bias_flops = convolution_backward_parts(*args[:-1], output_mask=args[-1])
+    return Cost(macs=input_macs + weight_macs, elementwise_flops=bias_flops)
+
+
+def norm_backward_cost(grad_output: Shape, *args, out: Shape) -> Cost:
+    """Batch, layer and group norm backward (output mask last): 5 FLOPs per element for the
+    parameter gradients (normalising the input again 2, grad * x_hat 1, the two sums 2) and 4
+    more for the input gradient (gamma / sigma * (grad - mean(grad) - x_hat * mean(grad *
+    x_hat)))."""
+    wants_input, wants_weight, wants_bias = args[-1]
+    per_element = (4 if wants_input else 0) + (5 if wants_input or wants_weight or wants_bias else 0)
+    return Cost(elementwise_flops=per_element * prod(grad_output))
+
+
+def max_pool_backward_cost(grad_output: Shape, *args, out: Shape) -> Cost:
+    """Each output gradient is added into the input its window's maximum came from: 1 FLOP."""
+    return Cost(elementwise_flops=prod(grad_output))
+
+
+def avg_pool_backward_cost(grad_output: Shape, x: Shape, kernel_size, *args, out: Shape) -> Cost:
+    """Each output gradient is divided by its window's size once and added into its K inputs."""
+    window = prod(expand(kernel_size, len(x) - 2))
+    return Cost(elementwise_flops=(window + 1) * prod(grad_output))
+
+
+def adaptive_avg_pool_backward_cost(spatial: int) -> Callable[..., Cost]:
+    """As its forward: each output gradient is spread over its window."""
+
+    def cost(grad_output: Shape, x: Shape, *, out: Shape) -> Cost:
+        return Cost(elementwise_flops=_adaptive_window_sum(x, grad_output, spatial))
+
+    return cost
+
+
+def scatter_backward_cost(grad_output: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """The backward of a gather (embedding, nearest-neighbour resampling): each output
+    gradient is added into the input it was read from, 1 FLOP."""
+    return Cost(elementwise_flops=prod(grad_output))
+
+
+# --- Attention and recurrent kernels (archprof.kernels) -----------------------------------
+
+
+def flash_attention_cost(q: Shape, k: Shape, v: Shape, *args, out: Shape, attn_mask=None, **kwargs) -> Cost:
+    """Fused attention, counted as the math decomposition it replaces: the scores Q K^T and
+    their product with V, `B * Hq * L * S * (E + Ev)` MACs (grouped key heads are shared,
+    not fewer products); Q and K each scaled (one FLOP per element), a softmax over the
+    scores (3 per score) and a mask added to them (1 per score)."""
+    batch, heads, length, _ = q
+    scores = batch * heads * length * k[-2]
+    return Cost(
+        macs=scores * (q[-1] + v[-1]),
+        elementwise_flops=prod(q) + prod(k) + (3 + (attn_mask is not None)) * scores,
+    )
+
+
+def onednn_lstm_layer_cost(x: Shape, w_ih: Shape, w_hh: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """One LSTM layer and direction over a (T, B, I) input, as the cell loop it replaces:
+    per step and batch element, the gates' products with the input and the hidden state
+    (`4H * (I + H)` MACs), and 13 FLOPs per hidden unit: 5 additions (the two products'
+    gates, the new cell state), 3 sigmoids, 3 multiplications, 2 tanh."""
+    steps, batch = x[0], x[1]
+    hidden = w_hh[1]
+    return Cost(
+        macs=steps * batch * (prod(w_ih) + prod(w_hh)),
+        elementwise_flops=13 * steps * batch * hidden,
+    )
