@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,14 @@ from archprof.load import (
     load_model,
     normalize_inputs,
 )
+from archprof.passes.backward import backward_columns
 from archprof.passes.flops import cost_columns
+from archprof.passes.fold_bn import Folding, fold_batch_norms
 from archprof.passes.layers import group_layers
 from archprof.passes.memory import memory_columns, optimizer_state_copies
 from archprof.passes.params import parameter_columns
 from archprof.passes.receptive_field import receptive_field_columns
-from archprof.report import COLUMNS, Report
+from archprof.report import COLUMNS, TRAINING_COLUMNS, Report, layer_label
 from archprof.trace import MetaUnsupported, TraceInput, trace
 from archprof.units import shape_text, shapes_text
 
@@ -75,6 +78,7 @@ def analyze(
     args: Mapping[str, Any] | None = None,
     weights: str | Path | None = None,
     trust_pickle: bool = False,
+    fold_bn: bool = False,
 ) -> Report:
     """Analyse a model without running it for real.
 
@@ -105,9 +109,12 @@ def analyze(
     parameter names and shapes; the figures do not depend on it. `trust_pickle=True` lets
     a file that needs code to unpickle (a whole pickled module) load.
 
-    `training` analyses a training forward (train mode, what autograd saves for backward)
-    and fills the training memory estimate, with the state of `optimizer` (sgd, momentum,
-    adam); without it, the memory figures are those of inference.
+    `training` analyses one training step: a training forward (train mode, what autograd
+    saves for backward), filling the training memory estimate with the state of `optimizer`
+    (sgd, momentum, adam), and its backward pass, traced on meta too, filling
+    `archprof.report.TRAINING_COLUMNS` (gradient MACs per row, input and weight gradients
+    apart, forward ops recomputed by checkpointing) and `totals.training_flops`; without
+    it, the memory figures are those of inference and there are no training columns.
 
     A forward that cannot run on the meta device (it reads tensor values: `.item()`,
     data-dependent control flow; an op without a meta kernel) is run for real on the CPU
@@ -115,11 +122,17 @@ def analyze(
     you pass (on a copy: yours is not changed): an ArchprofWarning says so, and
     `Report.traced_on` is "cpu". A forward that raises SystemExit (or another
     BaseException but KeyboardInterrupt) raises ArchprofError instead.
+
+    `fold_bn=True` gives the inference view with every BatchNorm that directly follows a
+    convolution or linear layer folded into it (`archprof.passes.fold_bn`): its parameters,
+    buffers and FLOPs go, the layer gains a bias if it had none. `Report.batch_norm_folding`
+    lists which folded and which stayed, with the reason (an ArchprofWarning names those).
     """
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     optimizer_state_copies(optimizer)  # an unknown optimizer fails before any tracing
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)
-    return analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer).report
+    analysed = analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer, fold_bn=fold_bn)
+    return analysed.report
 
 
 def load(
@@ -156,16 +169,33 @@ def analysis(
     *,
     inputs: InputsLike | None = None,
     optimizer: str = "sgd",
+    fold_bn: bool = False,
 ) -> Analysis:
-    """Trace a loaded model at its inputs (as `analyze` describes) and build the report."""
+    """Trace a loaded model at its inputs (as `analyze` describes) and build the report;
+    with `fold_bn`, of the graph with its BatchNorms folded (`Analysis.graph` is that one)."""
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     specs = _input_specs(loaded, input_size, inputs)
     batch = batch if batch is not None else (loaded.batch or 1)
     traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
     check_static_shapes(loaded, [t.shape for t in traced])
     graph, traced_on = trace_loaded(loaded, traced, dtype=dtype, training=training)
+    folding = None
+    if fold_bn:
+        graph, folding = folded_graph(graph)
     report = build_report(graph, loaded.name, optimizer=optimizer, traced_on=traced_on)
+    report.batch_norm_folding = folding
     return Analysis(loaded, batch, traced, graph, report)
+
+
+def folded_graph(graph: Graph) -> tuple[Graph, Folding]:
+    """`fold_batch_norms`, with a warning naming the BatchNorms that could not fold (the
+    first three; `Report.batch_norm_folding` has them all)."""
+    graph, folding = fold_batch_norms(graph)
+    if folding.kept:
+        named = "; ".join(f"{layer_label(k.norm, k.norm_call)} ({k.reason})" for k in folding.kept[:3])
+        more = f"; and {len(folding.kept) - 3} more" if len(folding.kept) > 3 else ""
+        warnings.warn(f"{len(folding.kept)} BatchNorm(s) not folded: {named}{more}", ArchprofWarning, stacklevel=3)
+    return graph, folding
 
 
 def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ...]:
@@ -247,17 +277,28 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
     columns["activation_bytes"] = [sum(t.nbytes for t in g.outputs) for g in groups]
     columns.update(receptive_field_columns(graph, groups))
     columns.update(memory_columns(graph, groups))
+    specs = COLUMNS
+    if graph.training:
+        specs += TRAINING_COLUMNS
+        backward = backward_columns(graph, groups, columns["flops"])
+        columns.update(backward)
+        # A row runs its backward ops too: those without a formula are listed with the forward's.
+        columns["not_counted"] = [
+            dict(Counter(forward) + Counter(missing))
+            for forward, missing in zip(columns["not_counted"], backward["backward_not_counted"], strict=True)
+        ]
     dtype = _report_dtype(graph)
     return Report(
         model=model_name,
         input_shapes=tuple(t.shape for t in graph.inputs),
         dtype=dtype,
-        columns={column.name: columns[column.name] for column in COLUMNS},
+        columns={column.name: columns[column.name] for column in specs},
         operator_costs=columns["operator_costs"],
         module_types=graph.module_types,
         training=graph.training,
         optimizer=optimizer.lower(),
         traced_on=traced_on,
+        graph=graph,
     )
 
 

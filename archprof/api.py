@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from archprof.analysis import ModelSpec, analysis, analyze, checked_batch_and_dtype, load
+from archprof.errors import ArchprofError
 from archprof.load import InputsLike
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
 from archprof.measure.clock import no_progress
@@ -38,6 +39,7 @@ def profile(
     args: Mapping[str, Any] | None = None,
     weights: str | Path | None = None,
     trust_pickle: bool = False,
+    fold_bn: bool = False,
 ) -> Report:
     """Analyse a model, then run it for real, timed, and join what was measured to the rows.
 
@@ -53,7 +55,12 @@ def profile(
     `archprof.report.MEASURED_COLUMNS` (time_ms, time_share, achieved_flops_per_s,
     bytes_moved, arithmetic_intensity, bound, roofline_time_ms) and whose `measured` is an
     `archprof.measure.Measurement`: latency median and p90, throughput, achieved FLOP/s,
-    measured peak memory, the ceilings and the cross-check (`measured.passed`)."""
+    measured peak memory, the ceilings and the cross-check (`measured.passed`).
+
+    `fold_bn=True` is refused: the run times the model as it is, BatchNorms unfolded, and
+    the cross-check would set it against a folded analysis."""
+    if fold_bn:
+        raise ArchprofError("profile times the model as it is: drop --fold-bn (fold_bn=True), or use summary")
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)
     analysed = analysis(loaded, input_size, batch, dtype, inputs=inputs)

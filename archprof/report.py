@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,29 +21,12 @@ from archprof.errors import ArchprofError
 from archprof.output import write_atomically
 from archprof.passes.flops import OperatorCost, merged_costs
 from archprof.passes.memory import optimizer_state_copies
-from archprof.units import shape_text, shapes_text
+from archprof.text import dims_text, visible_text
+from archprof.text import layer_label as layer_label  # where diff, render and measure import it from
+from archprof.units import shapes_text
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def layer_label(layer: str, call: int) -> str:
-    """A row's name as tables and messages show it: 'layer1.0.conv1', '(model)' for the
-    model's own operations, '(call 2)' from a module's second call on, '(not called)'."""
-    name = layer or "(model)"
-    if call > 0:
-        return f"{name} (call {call + 1})"
-    if call < 0:
-        return f"{name} (not called)"
-    return name
-
-
-def dims_text(value: tuple[int, ...] | str | None) -> str:
-    """A field, stride or start as the CSV writes it: '212x212', 'input' or 'undefined' (a
-    `FieldMark`, a str), '' for None."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else shape_text(value)
 
 
 def counts_text(counts: dict[str, int]) -> str:
@@ -128,6 +110,39 @@ LAST_ROW_COLUMNS = (
     "receptive_field_note",
 )
 SUMMABLE = tuple(c.name for c in COLUMNS if c.summable)
+
+# Appended to COLUMNS in a training report (`analyze(..., training=True)`): one training
+# step's compute per row, from its backward pass traced on meta (`archprof.passes.backward`).
+TRAINING_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "backward_input_macs",
+        "int64",
+        "training: MACs of the gradients sent back to the row's inputs (none to the network's input)",
+        summable=True,
+    ),
+    Column(
+        "backward_weight_macs", "int64", "training: MACs of the gradients of its trainable parameters", summable=True
+    ),
+    Column(
+        "recomputed_macs",
+        "int64",
+        "training: MACs of its forward run again inside the backward (activation checkpointing)",
+        summable=True,
+    ),
+    Column(
+        "backward_flops",
+        "int64",
+        "training: 2 x (backward_input_macs + backward_weight_macs + recomputed_macs)",
+        summable=True,
+    ),
+    Column(
+        "backward_elementwise_flops",
+        "int64",
+        "training: elementwise FLOPs of the backward (activation, norm and pooling gradients, gradient sums)",
+        summable=True,
+    ),
+    Column("training_flops", "int64", "training: flops + backward_flops, one training step", summable=True),
+)
 _INT64 = range(-(2**63), 2**63)
 
 # Appended to the columns of a profiled Report (`archprof.profile`), one value per row:
@@ -169,6 +184,14 @@ class Totals:
     optimizer_state_bytes: int | None  # copies of the trainable parameters the optimizer keeps
     saved_activation_bytes: int | None  # what autograd saves for backward, each storage once
     training_memory_bytes: int | None  # params + buffers + gradients + optimizer state + saved
+    # Training reports only (None otherwise): one training step's compute, the sums of the
+    # TRAINING_COLUMNS; training_flops = flops + backward_flops.
+    backward_input_macs: int | None = None
+    backward_weight_macs: int | None = None
+    recomputed_macs: int | None = None
+    backward_flops: int | None = None
+    backward_elementwise_flops: int | None = None
+    training_flops: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -196,22 +219,38 @@ class Report:
     # Where the trace ran: "meta" (nothing real allocated), or the device of the real forward
     # archprof fell back to for a model that cannot run on meta ("cpu").
     traced_on: str = "meta"
+    # The graph the rows were computed from (`explain` reads its operators' arguments); None
+    # for a rolled-up report.
+    graph: Any = field(default=None, repr=False, compare=False)
+    # Analysed with fold_bn: an archprof.passes.fold_bn.Folding, the BatchNorms that folded
+    # into the layer before them and those that stayed, with the reason; None otherwise.
+    batch_norm_folding: Any = field(default=None, repr=False)
 
     @property
     def column_specs(self) -> tuple[Column, ...]:
-        """The columns of this report: COLUMNS, then MEASURED_COLUMNS when profiled."""
-        return COLUMNS + MEASURED_COLUMNS if self.measured is not None else COLUMNS
+        """The columns of this report: COLUMNS, TRAINING_COLUMNS in a training report, then
+        MEASURED_COLUMNS when profiled."""
+        return self._analytic_specs + (MEASURED_COLUMNS if self.measured is not None else ())
+
+    @property
+    def _analytic_specs(self) -> tuple[Column, ...]:
+        return COLUMNS + TRAINING_COLUMNS if self.training else COLUMNS
+
+    @property
+    def _summable(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self._analytic_specs if c.summable)
 
     def __len__(self) -> int:
         return len(self.columns["layer"])
 
     @cached_property
     def totals(self) -> Totals:
-        sums = {name: sum(self.columns[name]) for name in SUMMABLE}
+        sums = {name: sum(self.columns[name]) for name in self._summable}
         not_counted: Counter[str] = Counter()
         for counts in self.columns["not_counted"]:
             not_counted.update(counts)
         return Totals(
+            **{c.name: sums[c.name] for c in TRAINING_COLUMNS if self.training},
             param_count=sums["param_count"],
             trainable_param_count=sums["trainable_param_count"],
             non_trainable_param_count=sums["param_count"] - sums["trainable_param_count"],
@@ -292,7 +331,8 @@ class Report:
     def by_module(self, depth: int | None = None) -> pd.DataFrame:
         """One row per module path, containers included ('' = the model), with the sums of the
         summable columns over its whole subtree (every call of it and of its sub-modules):
-        module, module_type, depth, then SUMMABLE. `depth` keeps the modules at most that deep
+        module, module_type, depth, then the summable columns (SUMMABLE, then those of
+        TRAINING_COLUMNS in a training report). `depth` keeps the modules at most that deep
         (None: all). Parents come before their children, in the order the modules first ran;
         the row of '' holds the report's totals."""
         import pandas as pd
@@ -303,9 +343,9 @@ class Report:
         for index, path in enumerate(self.columns["layer"]):
             parts = path.split(".") if path else []
             deepest = len(parts) if depth is None else min(depth, len(parts))
-            values = [self.columns[name][index] for name in SUMMABLE]
+            values = [self.columns[name][index] for name in self._summable]
             for level in range(deepest + 1):
-                totals = sums.setdefault(".".join(parts[:level]), [0] * len(SUMMABLE))
+                totals = sums.setdefault(".".join(parts[:level]), [0] * len(values))
                 for position, value in enumerate(values):
                     totals[position] += value
         modules = list(sums)
@@ -314,7 +354,7 @@ class Report:
             "module_type": ("string", [self.module_types.get(m, "") for m in modules]),
             "depth": ("int64", [m.count(".") + 1 if m else 0 for m in modules]),
         }
-        for position, name in enumerate(SUMMABLE):
+        for position, name in enumerate(self._summable):
             columns[name] = ("int64", [sums[m][position] for m in modules])
         return pd.DataFrame(
             {name: pd.Series(values, dtype=_exact_dtype(dtype, values)) for name, (dtype, values) in columns.items()}
@@ -323,38 +363,46 @@ class Report:
     def rows(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, values, strict=True)) for values in zip(*self.columns.values(), strict=True)]
 
+    def row(self, index: int) -> dict[str, Any]:
+        return {name: values[index] for name, values in self.columns.items()}
+
+    def merged_row(self, path: str, indices: Sequence[int]) -> dict[str, Any]:
+        """Rows `indices` (in the order they ran) as one row of module `path`, as `rollup`
+        merges them: the sums of the summable columns, live bytes after the last, the peak
+        over all, and the output and field of the last (the module's output)."""
+        merged: dict[str, Any] = {
+            "layer": path,
+            "module_type": self.module_types.get(path, ""),
+            "call": min(self.columns["call"][i] for i in indices),
+            "depth": 0 if not path else path.count(".") + 1,
+            "operators": " ".join(dict.fromkeys(op for i in indices for op in self.columns["operators"][i].split())),
+            "output_shape": self.columns["output_shape"][indices[-1]],
+            "live_bytes": self.columns["live_bytes"][indices[-1]],
+            "peak_live_bytes": max(self.columns["peak_live_bytes"][i] for i in indices),
+        }
+        for name in self._summable:
+            merged[name] = sum(self.columns[name][i] for i in indices)
+        for name in LAST_ROW_COLUMNS:
+            merged[name] = self.columns[name][indices[-1]]
+        not_counted: Counter[str] = Counter()
+        for i in indices:
+            not_counted.update(self.columns["not_counted"][i])
+        merged["not_counted"] = dict(not_counted)
+        return merged
+
     def rollup(self, depth: int) -> Report:
         """Merge every row below module depth `depth` into its ancestor at that depth."""
         _check_depth(depth, "rollup")
         groups: dict[str, list[int]] = {}
         for index, path in enumerate(self.columns["layer"]):
             groups.setdefault(".".join(path.split(".")[:depth]) if path else "", []).append(index)
-        columns: dict[str, list] = {c.name: [] for c in COLUMNS}
-
+        columns: dict[str, list] = {c.name: [] for c in self._analytic_specs}
         operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for indices in groups.values()]
         for path, indices in groups.items():
-            if len(indices) == 1:
-                for name, values in columns.items():  # a profiled report rolls up to an analytic one
-                    values.append(self.columns[name][indices[0]])
-                continue
-            columns["layer"].append(path)
-            columns["module_type"].append(self.module_types.get(path, ""))
-            columns["call"].append(min(self.columns["call"][i] for i in indices))
-            columns["depth"].append(0 if not path else path.count(".") + 1)
-            operators = dict.fromkeys(op for i in indices for op in self.columns["operators"][i].split() if op)
-            columns["operators"].append(" ".join(operators))
-            columns["output_shape"].append(self.columns["output_shape"][indices[-1]])
-            for name in SUMMABLE:
-                columns[name].append(sum(self.columns[name][i] for i in indices))
-            merged: Counter[str] = Counter()
-            for i in indices:
-                merged.update(self.columns["not_counted"][i])
-            columns["not_counted"].append(dict(merged))
-            # The merged rows ran one after another: live after the last, peak over all.
-            columns["live_bytes"].append(self.columns["live_bytes"][indices[-1]])
-            columns["peak_live_bytes"].append(max(self.columns["peak_live_bytes"][i] for i in indices))
-            for name in LAST_ROW_COLUMNS:
-                columns[name].append(self.columns[name][indices[-1]])
+            # One row stays as it is (a profiled report rolls up to an analytic one).
+            merged = self.merged_row(path, indices) if len(indices) > 1 else self.row(indices[0])
+            for name, values in columns.items():
+                values.append(merged[name])
         return Report(
             self.model,
             self.input_shapes,
@@ -393,24 +441,38 @@ class Report:
         return _write(json.dumps(document, indent=2) + "\n", path)
 
     def to_markdown(self, path=None) -> str:
-        specs = self.column_specs
-        lines = [
-            f"# {visible_text(self.model)}: input {shapes_text(self.input_shapes)}, {self.dtype}",
-            "",
-            "| " + " | ".join(c.name for c in specs) + " |",
-            "|" + "|".join("---" for _ in specs) + "|",
-        ]
-        measured_names = {c.name for c in MEASURED_COLUMNS}  # None there: no value, left blank
-        columns = [[(value, c.name in measured_names) for value in self._cells(c)] for c in specs]
-        for row in zip(*columns, strict=True):
-            cells = ("" if value is None and blank else markdown_cell(str(value)) for value, blank in row)
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "| total | value |", "|---|---|"]
-        lines += [f"| {name} | {markdown_cell(str(value))} |" for name, value in self.totals.as_dict().items()]
-        if self.measured is not None:
-            lines += ["", "| measured | value |", "|---|---|"]
-            lines += [f"| {name} | {markdown_cell(str(value))} |" for name, value in self.measured.summary().items()]
-        return _write("\n".join(lines) + "\n", path)
+        """Markdown: the summary table as the terminal shows it (`table()`: every column,
+        units, a module's subtotals in parentheses), then the totals; as `archprof summary
+        -f markdown` writes it. CSV and JSON hold every column's exact values."""
+        from archprof.render.export import markdown_text
+
+        return _write(markdown_text(self.table()), path)
+
+    # -- notebooks -----------------------------------------------------------------------
+
+    def table(self):
+        """The summary as a Rich renderable (every column): `rich.print(report.table())`."""
+        from archprof.render.summary import summary_table
+
+        return summary_table(self)
+
+    def _repr_html_(self) -> str:
+        from archprof.render.export import html_text
+
+        return html_text(self.table())
+
+    def __repr__(self) -> str:
+        from archprof.units import human_bytes, human_count
+
+        totals = self.totals
+        mode = "training" if self.training else "inference"
+        return (
+            f"<archprof Report of {visible_text(self.model)}: input {shapes_text(self.input_shapes)} {self.dtype},"
+            f" {len(self)} rows>\n"
+            f"  params {human_count(totals.param_count)} ({totals.param_count:,}), MACs {human_count(totals.macs)},"
+            f" FLOPs {human_count(totals.flops)}, peak memory ({mode}) {human_bytes(totals.peak_memory_bytes)}\n"
+            "  .table() to print it, .layers for the DataFrame, .by_module() / .by_operator() to query it"
+        )
 
     def _cells(self, column: Column) -> list:
         """The column's values as CSV and Markdown write them."""
@@ -466,25 +528,6 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence], user_text: Sequenc
         has_return = any(isinstance(cell, str) and "\r" in cell for cell in cells)
         (quoted if has_return else plain).writerow(cells)
     return buffer.getvalue()
-
-
-def visible_text(text: str) -> str:
-    """`text` on one line, with every control character, line or paragraph separator shown
-    as its escape (a newline as \\n, U+2028 as \\u2028): safe in a Markdown table, a
-    terminal and XML 1.0."""
-    return "".join(_visible(char) for char in text)
-
-
-def _visible(char: str) -> str:
-    if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in "\ufffe\uffff":
-        return char.encode("unicode_escape", "backslashreplace").decode("ascii")
-    return char
-
-
-def markdown_cell(text: str) -> str:
-    """`visible_text` for a cell of a Markdown table: backslashes and | escaped, so that the
-    row keeps its columns."""
-    return visible_text(text.replace("\\", "\\\\").replace("|", "\\|"))
 
 
 def markdown_code(text: str) -> str:

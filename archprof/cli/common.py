@@ -8,6 +8,7 @@ import inspect
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from functools import wraps
 from pathlib import Path
@@ -47,9 +48,6 @@ ModelArg = Annotated[
         show_default=False,
     ),
 ]
-
-
-FILE_WIDTH = 160  # columns of a table written to a file
 
 
 MAX_BATCH = 2**62  # beyond it no tensor's element count fits in int64
@@ -132,6 +130,45 @@ FoldBnOpt = Annotated[
         " parameters, buffers and FLOPs gone, a bias gained); those that cannot fold are named on stderr.",
     ),
 ]
+
+
+ColumnsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--columns",
+        help="The table's columns, by heading, comma-separated, e.g. 'Output shape,MACs,% MACs' (the layer's"
+        " name always shows; default: every column that fits the terminal)",
+        show_default=False,
+    ),
+]
+
+
+WideOpt = Annotated[
+    bool,
+    typer.Option("--wide", help="Every column of the table, however wide the terminal (off a terminal: always)."),
+]
+
+
+@dataclass(frozen=True)
+class ColumnChoice:
+    """--columns and --wide, read: the columns named (none: as many as fit), or every one."""
+
+    columns: tuple[str, ...] = ()
+    wide: bool = False
+
+
+def column_choice(columns: str | None, wide: bool, format: Format) -> ColumnChoice:
+    """--columns and --wide read, and refused where they mean nothing, before any work."""
+    from archprof.errors import ArchprofError
+
+    names = tuple(name.strip() for name in columns.split(",") if name.strip()) if columns is not None else ()
+    if columns is not None and not names:
+        raise ArchprofError("--columns needs column headings, e.g. --columns 'Output shape,MACs'")
+    if names and wide:
+        raise ArchprofError("--wide shows every column and --columns chooses some: give one of them")
+    if (names or wide) and format not in (Format.table, Format.markdown):
+        raise ArchprofError(f"--columns and --wide lay out the table and Markdown: {format.value} has every column")
+    return ColumnChoice(names, wide)
 
 
 # Batch and dtype where they default to the model's own (an exported program fixes both).
@@ -304,20 +341,28 @@ def limit_option(name: str, example: str):
     return Annotated[Optional[str], typer.Option(name, help=f"e.g. {example}", show_default=False)]
 
 
-def emit(format: Format, output: Path | None, table, writers) -> None:
-    """Print the table format (`table(width)`) or the text of `writers[format]()`, or write
-    it (atomically) to `output`."""
+def emit(format: Format, output: Path | None, table, writers, choice: ColumnChoice = ColumnChoice()) -> None:
+    """Print the table format (`table(layout)`, an `archprof.render.Layout`) or the text of
+    `writers[format]()`, or write it (atomically) to `output`. On a terminal (or with COLUMNS
+    set) the table fits its width, unless --wide; elsewhere, and in a file, it has every column.
+    Markdown is the table's, where `writers` has none or --columns chooses the columns."""
     from archprof.output import write_atomically
 
+    if format is Format.markdown and (choice.columns or format not in writers):
+        writers = {**writers, format: lambda: _table_markdown(table, choice)}
     if format is Format.table:
+        from archprof.render.base import UNLIMITED_WIDTH, Layout, to_text
+
         if output is None:
             console = stdout_console()
+            fitted = not choice.wide and (console.is_terminal or "COLUMNS" in os.environ)
+            renderable = table(Layout(console.width if fitted else None, choice.columns))
+            if not fitted:
+                console = stdout_console(UNLIMITED_WIDTH)
             with standard_output():
-                console.print(table(console.width))
+                console.print(renderable)
             return
-        from archprof.render import to_text
-
-        text = to_text(table(FILE_WIDTH))
+        text = to_text(table(Layout(columns=choice.columns)))
     else:
         text = writers[format]()
         if output is None:
@@ -326,6 +371,13 @@ def emit(format: Format, output: Path | None, table, writers) -> None:
             return
     write_atomically(output, text)
     say(f"wrote {output}")
+
+
+def _table_markdown(table, choice: ColumnChoice) -> str:
+    from archprof.render.base import Layout
+    from archprof.render.export import markdown_text
+
+    return markdown_text(table(Layout(columns=choice.columns)))
 
 
 def choose_format(format: Format | None, output: Path | None, html: bool = True) -> Format:
@@ -396,22 +448,17 @@ def count_option(option: str, value: int, low: int, high: int) -> int:
     return value
 
 
-def emit_report(report, format: Format, output: Path | None, table=None) -> None:
-    """`emit` for a Report: `table(report, width=...)` draws the table format (default:
-    the summary table; rich loads only for a table)."""
+def emit_report(report, format: Format, output: Path | None, table=None, choice: ColumnChoice = ColumnChoice()) -> None:
+    """`emit` for a Report: `table(report, layout)` draws the table format and the Markdown
+    (default: the summary table; rich loads only for them)."""
 
-    def draw(width: int):
+    def draw(layout):
         from archprof.render import summary_table
 
-        return (table or summary_table)(report, width=width)
+        return (table or summary_table)(report, layout)
 
-    writers = {
-        Format.csv: report.to_csv,
-        Format.json: report.to_json,
-        Format.markdown: report.to_markdown,
-        Format.html: lambda: _html(report),
-    }
-    emit(format, output, draw, writers)
+    writers = {Format.csv: report.to_csv, Format.json: report.to_json, Format.html: lambda: _html(report)}
+    emit(format, output, draw, writers, choice)
 
 
 def _html(report) -> str:
@@ -420,7 +467,7 @@ def _html(report) -> str:
     return report_html(report)
 
 
-def stdout_console():
+def stdout_console(width: int | None = None):
     from rich.console import Console
 
-    return Console()
+    return Console(width=width)

@@ -59,10 +59,11 @@ def parse_args(items: Sequence[str] | None) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ModelOptions:
     """What every command that analyses a model takes besides the model itself: the CLI's
-    --input (repeatable), --batch, --dtype, --arg, --weights and --trust-pickle, read once.
-    None keeps the model's own: its usual inputs, batch 1 (or an exported program's), its
-    dtype. `keywords()` passes them to any of the API's functions (`archprof.analyze`,
-    `profile`, `compare`, `archprof.fit.fit_batch`, `archprof.diff.diff`)."""
+    --input (repeatable), --batch, --dtype, --arg, --weights, --trust-pickle and --fold-bn,
+    read once. None keeps the model's own: its usual inputs, batch 1 (or an exported
+    program's), its dtype. `keywords()` passes them to any of the API's functions
+    (`archprof.analyze`, `profile`, `compare`, `archprof.fit.fit_batch`, `archprof.diff.diff`);
+    `fold_bn` only when set (`analyze(fold_bn=True)`: the inference view, BatchNorms folded)."""
 
     inputs: tuple[InputSpec, ...] | None = None
     batch: int | None = None
@@ -70,6 +71,7 @@ class ModelOptions:
     args: Mapping[str, Any] = field(default_factory=dict)
     weights: Path | None = None
     trust_pickle: bool = False
+    fold_bn: bool = False
 
     def keywords(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class ModelOptions:
             "args": dict(self.args),
             "weights": self.weights,
             "trust_pickle": self.trust_pickle,
+            **({"fold_bn": True} if self.fold_bn else {}),
         }
 
     def load(self, spec: Any, base_dir: Path | None = None) -> LoadedModel:

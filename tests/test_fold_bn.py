@@ -1,0 +1,192 @@
+"""BatchNorm folding (`fold_bn`), against PyTorch's own conv/linear + BatchNorm fusion
+(`torch.fx.experimental.optimization.fuse`) and against counts worked by hand."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.fx.experimental.optimization import fuse
+
+import archprof
+from archprof.errors import ArchprofWarning
+from archprof.meta import on_meta
+from archprof.zoo import MODELS
+from tests.cli import cli, one_error_line
+
+_NORMS = nn.modules.batchnorm._BatchNorm
+
+
+def _folded(model, *shape, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)
+        return archprof.analyze(model, input_size=shape, fold_bn=True, **options)
+
+
+def _parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _buffer_bytes(module) -> int:
+    return sum(b.numel() * b.element_size() for b in module.buffers())
+
+
+def _unfused_norms(fused: nn.Module) -> set[str]:
+    return {name for name, module in fused.named_modules() if isinstance(module, _NORMS)}
+
+
+def _check_against_fusion(model: nn.Module, input_size: tuple[int, ...]) -> None:
+    """Folded report == PyTorch's fused model: parameters, buffers, which norms stay, and
+    the fused model's own (unfolded) analysis."""
+    fused = fuse(model.eval())
+    report = _folded(model, *input_size)
+    assert report.totals.param_count == _parameters(fused)
+    assert report.totals.buffer_bytes == _buffer_bytes(fused)
+    assert {k.norm for k in report.batch_norm_folding.kept} == _unfused_norms(fused)
+    assert len(report.batch_norm_folding.folded) == len(_unfused_norms(model)) - len(_unfused_norms(fused))
+    # (Not memory: fx writes `out += identity` out of place, and its flat graph groups rows
+    # otherwise.)
+    plain = archprof.analyze(fused, input_size=input_size)
+    for name in ("macs", "elementwise_flops"):
+        assert getattr(report.totals, name) == getattr(plain.totals, name), name
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_builtin_models_fold_as_pytorch_fuses_them(name):
+    with on_meta():
+        model = MODELS[name].build()
+    _check_against_fusion(model, MODELS[name].input_size)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v3_large", "efficientnet_b0"])
+def test_torchvision_models_fold_as_pytorch_fuses_them(hub_packages, name):
+    torchvision, _ = hub_packages
+    with on_meta():
+        model = getattr(torchvision.models, name)()
+    _check_against_fusion(model, (3, 224, 224))
+
+
+def test_the_fused_oracle_computes_what_the_model_does(hub_packages):
+    torchvision, _ = hub_packages
+    model = torchvision.models.mobilenet_v3_large().eval()
+    for module in model.modules():
+        if isinstance(module, _NORMS):  # statistics that are not the defaults
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fuse(model)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_convolution_gains_a_bias_and_the_norm_goes():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    report = _folded(model, 3, 10, 10)
+    # 8 x 3 x 3 x 3 weights + 8 bias; no buffer; the ReLU's 8 x 8 x 8 FLOPs alone
+    assert report.totals.param_count == 216 + 8
+    assert report.totals.buffer_bytes == 0
+    assert report.totals.elementwise_flops == 8 * 8 * 8
+    assert report.columns["layer"] == ["0", "2"]
+    assert report.batch_norm_folding.folded[0].norm == "1"
+    assert report.batch_norm_folding.folded[0].into == "0"
+
+
+def test_a_linear_layer_without_bias_folds_into_one_with_a_bias():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5, bias=False), nn.BatchNorm1d(5))
+    report = _folded(model, 3, 2, 2, batch=2)
+    assert report.totals.param_count == 12 * 5 + 5
+    assert report.totals.macs == 2 * 12 * 5
+    assert report.columns["operators"][-1] == "t addmm"
+
+
+def test_norms_that_cannot_fold_stay_and_say_why():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.pool = nn.MaxPool2d(2)
+            self.after_pool = nn.BatchNorm2d(4)
+            self.after_add = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.after_add(y + x) + self.after_pool(self.pool(x)).mean()
+
+    with pytest.warns(ArchprofWarning, match="2 BatchNorm"):
+        report = archprof.analyze(Block(), input_size=(4, 8, 8), fold_bn=True)
+    reasons = {k.norm: k.reason for k in report.batch_norm_folding.kept}
+    assert "aten.max_pool2d_with_indices" in reasons["after_pool"]
+    assert "aten.add" in reasons["after_add"]
+    assert report.batch_norm_folding.folded == ()
+    unfolded = archprof.analyze(Block(), input_size=(4, 8, 8))
+    assert report.totals == unfolded.totals
+
+
+def test_in_training_mode_nothing_folds():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+    with pytest.warns(ArchprofWarning, match="batch statistics"):
+        report = archprof.analyze(model, input_size=(3, 8, 8), fold_bn=True, training=True)
+    assert [k.norm for k in report.batch_norm_folding.kept] == ["1"]
+    assert report.totals.param_count == 8 * 3 * 3 * 3 + 8 + 2 * 8
+
+
+def test_a_layer_output_read_twice_or_a_weight_shared_does_not_fold():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y + self.conv(x)  # conv's output read twice; conv called again
+
+    report = _folded(Twice(), 3, 4, 4)
+    (kept,) = report.batch_norm_folding.kept
+    assert "also read" in kept.reason or "used by other operations" in kept.reason
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + self.conv(x)  # one weight, folded once and not the other
+
+    (kept,) = _folded(Shared(), 3, 4, 4).batch_norm_folding.kept
+    assert "used by other operations" in kept.reason
+
+
+def test_a_functional_batch_norm_folds_too():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(6, 3, 3, 3))
+            self.register_buffer("mean", torch.zeros(6))
+            self.register_buffer("var", torch.ones(6))
+
+        def forward(self, x):
+            return nn.functional.batch_norm(nn.functional.conv2d(x, self.weight), self.mean, self.var)
+
+    report = _folded(Functional(), 3, 6, 6)
+    assert report.totals.param_count == 6 * 27 + 6
+    assert report.totals.buffer_bytes == 0
+    assert report.totals.elementwise_flops == 0
+
+
+def test_cli_summary_folds_and_names_what_stays():
+    folded = cli("summary", "densenet121", "--fold-bn", "-f", "csv")
+    assert folded.exit_code == 0, folded.output
+    assert "warning: 62 BatchNorm(s) not folded: features.denseblock1.denselayer1.norm1" in folded.stderr
+    with on_meta():
+        fused = fuse(MODELS["densenet121"].build().eval())
+    rows = folded.stdout.splitlines()
+    header = rows[0].split(",")
+    params = sum(int(row.split(",")[header.index("param_count")]) for row in rows[1:])
+    assert params == _parameters(fused)
+
+
+def test_profile_refuses_fold_bn_on_one_line():
+    result = cli("profile", "lenet5", "--fold-bn", "--device", "cpu")
+    assert result.exit_code == 2
+    assert "--fold-bn" in one_error_line(result)
