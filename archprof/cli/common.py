@@ -58,9 +58,10 @@ InputsOpt = Annotated[
     typer.Option(
         "--input",
         "-i",
+        metavar="SHAPE",
         help="One input's per-sample shape: 3x224x224, 77:int64 (a dtype after the colon), mask=77:bool (passed by"
-        " keyword); repeat it for each input of forward, in order (default: the model's usual input)",
-        show_default=False,
+        " keyword); repeat it for each input of forward, in order",
+        show_default="the model's usual input",
     ),
 ]
 
@@ -70,6 +71,7 @@ ArgsOpt = Annotated[
     typer.Option(
         "--arg",
         "-a",
+        metavar="KEY=VALUE",
         help="key=value passed to the factory (10, 0.5, true, none and text are read as such); repeatable",
         show_default=False,
     ),
@@ -81,6 +83,7 @@ WeightsOpt = Annotated[
     typer.Option(
         "--weights",
         "-w",
+        metavar="FILE",
         help="A checkpoint (state dict) for a built-in or a factory, loaded with weights_only=True and checked"
         " against the model (the figures do not depend on it)",
         show_default=False,
@@ -99,14 +102,20 @@ TrustPickleOpt = Annotated[
 
 FormatOpt = Annotated[
     Optional[Format],
-    typer.Option(
-        "--format", "-f", help="Output format [default: from --output's suffix, else table]", show_default=False
-    ),
+    typer.Option("--format", "-f", help="Output format", show_default="from --output's suffix, else table"),
 ]
 
 
 OutputOpt = Annotated[
-    Optional[Path], typer.Option("--output", "-o", help="Write the report to this file.", show_default=False)
+    Optional[Path],
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write the report to this file ('-': standard output).",
+        show_default="standard output",
+        parser=lambda text: None if text == "-" else Path(text),
+    ),
 ]
 
 
@@ -116,8 +125,9 @@ JobsOpt = Annotated[
         "--jobs",
         "-j",
         min=1,
-        help="Analyse the models in this many processes [default: one per core; 1: in this one]",
-        show_default=False,
+        metavar="N",
+        help="Analyse the models in this many processes (1: in this one)",
+        show_default="one per core",
     ),
 ]
 
@@ -177,14 +187,14 @@ def column_choice(columns: str | None, wide: bool, format: Format) -> ColumnChoi
 ModelBatchOpt = Annotated[
     Optional[int],
     typer.Option(
-        "--batch", "-b", help="Batch size, 1 to 2^62 (default: 1, or an exported program's)", show_default=False
+        "--batch", "-b", metavar="N", help="Batch size, 1 to 2^62", show_default="1, or an exported program's"
     ),
 ]
 
 
 ModelDTypeOpt = Annotated[
     Optional[DType],
-    typer.Option("--dtype", help="Data type of parameters and activations (default: the model's own)"),
+    typer.Option("--dtype", help="Data type of parameters and activations", show_default="the model's own"),
 ]
 
 
@@ -338,7 +348,7 @@ class progress_display:
 
 
 def limit_option(name: str, example: str):
-    return Annotated[Optional[str], typer.Option(name, help=f"e.g. {example}", show_default=False)]
+    return Annotated[Optional[str], typer.Option(name, metavar="LIMIT", help=f"e.g. {example}", show_default=False)]
 
 
 def emit(format: Format, output: Path | None, table, writers, choice: ColumnChoice = ColumnChoice()) -> None:

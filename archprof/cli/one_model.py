@@ -9,12 +9,15 @@ import typer
 
 from archprof.cli.app import app
 from archprof.cli.common import (
+    ColumnsOpt,
     Format,
     FormatOpt,
     ModelArg,
     OutputOpt,
+    WideOpt,
     check_output,
     choose_format,
+    column_choice,
     count_option,
     emit_report,
     input_files,
@@ -34,24 +37,36 @@ def summary(
     options=None,  # with_model_options: the shared options, read
     depth: Annotated[
         Optional[int],
-        typer.Option("--depth", "-d", min=0, help="Roll rows up below this module depth.", show_default=False),
+        typer.Option(
+            "--depth", "-d", min=0, metavar="N", help="Roll rows up below this module depth.", show_default=False
+        ),
     ] = None,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train", help="One training step: the backward pass's MACs per layer (input and weight gradients)."
+        ),
+    ] = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals.
 
     Several inputs: one --input per input of forward, e.g. --input 3x224x224 --input 10.
     A model whose forward cannot run on the meta device is traced with a real forward on
-    the CPU (a warning says so)."""
+    the CPU (a warning says so). --train traces a training step, its backward pass included
+    (on meta too): gradient MACs per layer and the step's FLOPs in the totals."""
     from archprof.analysis import analyze
 
     chosen = choose_format(format, output)
+    choice = column_choice(columns, wide, chosen)
     check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
-    report = analyze(model, **options.keywords())
+    report = analyze(model, training=train, **options.keywords())
     if depth is not None:
         report = report.rollup(depth)
-    emit_report(report, chosen, output)
+    emit_report(report, chosen, output, choice=choice)
 
 
 @app.command()
@@ -62,19 +77,31 @@ def profile(
     options=None,  # with_model_options: the shared options, read
     device: Annotated[
         Optional[str],
-        typer.Option("--device", help="cpu or cuda (cuda:N); default: cuda if torch sees a GPU, else cpu"),
+        typer.Option("--device", help="cpu or cuda (cuda:N)", show_default="cuda if torch sees a GPU, else cpu"),
     ] = None,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed passes first (at most 1,000,000).")] = DEFAULT_WARMUP,
+    warmup: Annotated[
+        int, typer.Option("--warmup", metavar="N", help="Untimed passes first (at most 1,000,000).")
+    ] = DEFAULT_WARMUP,
     repeat: Annotated[
-        int, typer.Option("--repeat", help="Timed passes, 1 to 1,000,000 (the median is reported).")
+        int, typer.Option("--repeat", metavar="N", help="Timed passes, 1 to 1,000,000 (the median is reported).")
     ] = DEFAULT_REPEAT,
     peak_flops: Annotated[
         Optional[str],
-        typer.Option("--peak-flops", help="The device's peak FLOP/s, e.g. 989T (default: measured once, then cached)"),
+        typer.Option(
+            "--peak-flops",
+            metavar="RATE",
+            help="The device's peak FLOP/s, e.g. 989T",
+            show_default="measured once, then cached",
+        ),
     ] = None,
     bandwidth: Annotated[
         Optional[str],
-        typer.Option("--bandwidth", help="Its memory bandwidth, e.g. 3.35TB/s (default: measured once, then cached)"),
+        typer.Option(
+            "--bandwidth",
+            metavar="RATE",
+            help="Its memory bandwidth, e.g. 3.35TB/s",
+            show_default="measured once, then cached",
+        ),
     ] = None,
     remeasure: Annotated[
         bool,
@@ -84,6 +111,7 @@ def profile(
         Optional[Path],
         typer.Option(
             "--plot",
+            metavar="FILE",
             help="Draw the layers on the roofline into this PNG/SVG/PDF (needs matplotlib).",
             show_default=False,
         ),
@@ -91,6 +119,8 @@ def profile(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Run the model for real, timed per layer, and set the measurements beside the analysis.
 
@@ -114,6 +144,7 @@ def profile(
     from archprof.units import parse_bandwidth, parse_flops_rate
 
     chosen = choose_format(format, output)
+    choice = column_choice(columns, wide, chosen)
     inputs_read = (*input_files(model), ("the --weights file", options.weights))
     check_output(output, "--output", *inputs_read)
     check_output(plot, "--plot", *inputs_read)
@@ -140,7 +171,7 @@ def profile(
             progress=progress,
             **options.keywords(),
         )
-    emit_report(report, chosen, output, table=profile_table)
+    emit_report(report, chosen, output, table=profile_table, choice=choice)
     if plot is not None:
         from archprof.render.roofline import plot_roofline
 
@@ -164,13 +195,17 @@ def memory(
     optimizer: Annotated[
         Optional[str],
         typer.Option(
-            "--optimizer", help="Optimizer of the training estimate: sgd (default), momentum, adam.", show_default=False
+            "--optimizer",
+            metavar="NAME",
+            help="Optimizer of the training estimate: sgd, momentum, adam or adamw.",
+            show_default="sgd",
         ),
     ] = None,
     fit: Annotated[
         Optional[str],
         typer.Option(
             "--fit",
+            metavar="SIZE",
             help="Find the largest batch whose predicted memory fits this size, e.g. 16GB, 16GiB, 512MB.",
             show_default=False,
         ),
@@ -181,8 +216,19 @@ def memory(
             "--measure", help="Also run the model on CUDA: max_memory_allocated for inference and one training step."
         ),
     ] = False,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--plot",
+            metavar="FILE",
+            help="Draw the memory held over the forward, layer by layer, into this PNG/SVG/PDF (needs matplotlib).",
+            show_default=False,
+        ),
+    ] = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Memory per layer and in total: the inference peak, the training estimate, what batch fits.
 
@@ -202,7 +248,14 @@ def memory(
     from archprof.units import human_bytes, parse_size
 
     chosen = choose_format(format, output)
-    check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
+    choice = column_choice(columns, wide, chosen)
+    inputs_read = (*input_files(model), ("the --weights file", options.weights))
+    check_output(output, "--output", *inputs_read)
+    check_output(plot, "--plot", *inputs_read)
+    if plot is not None:
+        from archprof.render.roofline import check_plot_target
+
+        check_plot_target(plot)
     inputs, torch_dtype = options.inputs, options.dtype
     if optimizer is not None and not (train or measure):
         raise ArchprofError("--optimizer applies to training memory: add --train")
@@ -234,7 +287,12 @@ def memory(
     )
     if measured is not None:
         notes += [f"{label}: predicted {p:,} B, measured {m:,} B on {measured[0]}" for label, p, m in measured[1]]
-    emit_report(report, chosen, output, table=partial(memory_table, fit=found, measured=measured))
+    emit_report(report, chosen, output, table=partial(memory_table, fit=found, measured=measured), choice=choice)
+    if plot is not None:
+        from archprof.render.memory_plot import plot_memory
+
+        plot_memory(report, plot, budget=found.budget_bytes if found is not None else None)
+        say(f"wrote {plot}")
     if chosen is not Format.table:
         for note in notes:
             say(note)
@@ -248,6 +306,8 @@ def rf(
     options=None,  # with_model_options: the shared options, read
     format: FormatOpt = None,
     output: OutputOpt = None,
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Receptive field of every layer: the input pixels that can reach its output unit 0.
 
@@ -265,6 +325,7 @@ def rf(
     from archprof.render import receptive_field_table
 
     chosen = choose_format(format, output)
+    choice = column_choice(columns, wide, chosen)
     check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
     report = analyze(model, **options.keywords())
-    emit_report(report, chosen, output, table=receptive_field_table)
+    emit_report(report, chosen, output, table=receptive_field_table, choice=choice)

@@ -10,12 +10,15 @@ import typer
 
 from archprof.cli.app import app
 from archprof.cli.common import (
+    ColumnsOpt,
     Format,
     FormatOpt,
     JobsOpt,
     OutputOpt,
+    WideOpt,
     check_output,
     choose_format,
+    column_choice,
     emit,
     input_files,
     limit_option,
@@ -46,10 +49,15 @@ def compare(
         typer.Option(
             "--sort",
             "-s",
-            help="Sort ascending by params, macs, flops, activation, peak-memory, receptive-field, latency or model.",
+            help="Sort ascending by params, macs, flops, activation, peak-memory, receptive-field, training-flops"
+            " (with --train), latency or model.",
             show_default=False,
         ),
     ] = None,
+    train: Annotated[
+        bool,
+        typer.Option("--train", help="Also the FLOPs of one training step (forward and backward) of each model."),
+    ] = False,
     profile: Annotated[
         bool,
         typer.Option("--profile", help="Also time each model on the CPU (median of at least 5 runs, random weights)."),
@@ -57,6 +65,8 @@ def compare(
     jobs: JobsOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Models side by side: parameters, MACs, FLOPs, memory, receptive field, and ratios to the first."""
     from archprof.comparison import compare as compare_models
@@ -69,17 +79,20 @@ def compare(
     )
 
     chosen = choose_format(format, output, html=False)
+    choice = column_choice(columns, wide, chosen)
     read = [found for spec in models for found in input_files(spec)]
     check_output(output, "--output", *read, ("the --weights file", options.weights))
     with progress_display(quiet=False) as progress:
-        frame = compare_models(models, profile=profile, jobs=jobs, progress=progress, **options.keywords())
+        frame = compare_models(
+            models, profile=profile, training=train, jobs=jobs, progress=progress, **options.keywords()
+        )
     if sort is not None:
         frame = sort_comparison(frame, sort)
 
-    def table(width: int):
+    def table(layout):
         from archprof.render import comparison_table
 
-        return comparison_table(*comparison_cells(frame), baseline=frame.attrs.get("baseline"), width=width)
+        return comparison_table(*comparison_cells(frame), baseline=frame.attrs.get("baseline"), layout=layout)
 
     emit(
         chosen,
@@ -90,6 +103,7 @@ def compare(
             Format.json: lambda: comparison_json(frame),
             Format.markdown: lambda: comparison_markdown(frame),
         },
+        choice,
     )
 
 
@@ -100,8 +114,8 @@ def check(
     model: Annotated[
         Optional[str],
         typer.Argument(
-            help="A model in any form summary takes (default: every model in the budget file)",
-            show_default=False,
+            help="A model in any form summary takes",
+            show_default="every model in the budget file",
         ),
     ] = None,
     max_params: limit_option("--max-params", "30M (K, M, G, T: decimal)") = None,
@@ -111,10 +125,14 @@ def check(
     max_peak_memory: limit_option("--max-peak-memory", "1GB: inference peak, parameters included") = None,
     min_receptive_field: limit_option("--min-receptive-field", "200 (pixels, last spatial layer)") = None,
     max_training_memory: limit_option("--max-training-memory", "16GB: the training estimate") = None,
+    max_training_flops: limit_option("--max-training-flops", "30G: one training step, forward and backward") = None,
     optimizer: Annotated[
         Optional[str],
         typer.Option(
-            "--optimizer", help="For --max-training-memory: sgd (default), momentum, adam, adamw.", show_default=False
+            "--optimizer",
+            metavar="NAME",
+            help="For --max-training-memory: sgd, momentum, adam or adamw.",
+            show_default="sgd",
         ),
     ] = None,
     options=None,  # with_model_options: the shared options, read
@@ -123,13 +141,16 @@ def check(
         typer.Option(
             "--config",
             "-c",
-            help="Budget file (default: ./archprof.toml, else the tool.archprof table of ./pyproject.toml)",
-            show_default=False,
+            metavar="FILE",
+            help="Budget file",
+            show_default="./archprof.toml, else the tool.archprof table of ./pyproject.toml",
         ),
     ] = None,
     junit: Annotated[
         Optional[Path],
-        typer.Option("--junit", help="Also write JUnit XML (one testcase per limit).", show_default=False),
+        typer.Option(
+            "--junit", metavar="FILE", help="Also write JUnit XML (one testcase per limit).", show_default=False
+        ),
     ] = None,
     jobs: JobsOpt = None,
 ) -> None:
@@ -149,6 +170,7 @@ def check(
         "max-peak-memory": max_peak_memory,
         "min-receptive-field": min_receptive_field,
         "max-training-memory": max_training_memory,
+        "max-training-flops": max_training_flops,
     }
     entries = budget.plan_check(
         model,
@@ -193,25 +215,29 @@ def diff(
     options=None,  # with_model_options: the shared options, read
     format: FormatOpt = None,
     output: OutputOpt = None,
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """What changed between two reports or models: layers added, removed or changed, and the totals."""
     from archprof import diff as diffing
 
     chosen = choose_format(format, output, html=False)
+    choice = column_choice(columns, wide, chosen)
     read = (*input_files(old, "the input"), *input_files(new, "the input"), ("the --weights file", options.weights))
     check_output(output, "--output", *read)
     result = diffing.diff(old, new, **options.keywords())
 
-    def table(width: int):
+    def table(layout):
         from archprof.render import diff_tables
 
-        return diff_tables(result, width=width)
+        return diff_tables(result, layout)
 
     emit(
         chosen,
         output,
         table,
         {Format.csv: result.to_csv, Format.json: result.to_json, Format.markdown: result.to_markdown},
+        choice,
     )
 
 

@@ -1,52 +1,112 @@
-"""What every table shares: cells, layer names, and fitting a table to the terminal."""
+"""What every table shares: cells, layer names, and fitting a table to the width it has."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Collection, Sequence
+import re
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from archprof.report import layer_label, visible_text
+from archprof.errors import ArchprofError
+from archprof.text import layer_label, visible_text
 from archprof.units import human_bytes, human_count
 
 TEXT_COLUMNS = frozenset({"", "Layer", "Type", "Output shape", "Model", "Input", "Bound"})
+
+# Wide enough for any table: a table printed off a terminal, or with --wide, is never cut.
+UNLIMITED_WIDTH = 100_000
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which columns a table shows: those fitting in `width` characters (None: every column),
+    or the `columns` asked for by name (after the label column)."""
+
+    width: int | None = None
+    columns: tuple[str, ...] = ()
 
 
 def fitted_table(
     title,
     columns: dict[str, list],
     priority: Sequence[str],
-    width: int,
+    layout: Layout,
     *,
     keep: int = 3,
+    labels: int = 1,
     rules: Sequence[bool] = (),
     left: Collection[str] = TEXT_COLUMNS,
     **options,
 ) -> Table:
-    """`columns` (heading -> cells, in display order) as a table no wider than `width`.
+    """`columns` (heading -> cells, in display order) as a table laid out by `layout`.
 
-    On a narrow terminal the columns last in `priority` (and those not in it) are left out,
-    down to `keep`, rather than cutting cells short: every file format keeps them all.
+    Given a width, the columns last in `priority` (and those not in it) are left out, down to
+    `keep`, rather than cutting cells short, and the caption names them and how to show
+    them. Given names, the first `labels` of `priority` and those columns, in that order.
     `rules[i]` draws a rule above row i. Text cells and the title are shown as they are, never
     read as Rich markup (a module may be named "[/x]")."""
-    widths = {heading: max(len(heading), *(len(str(cell)) for cell in cells)) for heading, cells in columns.items()}
-    shown = [h for h in priority if h in columns] + [h for h in columns if h not in priority]
-    while len(shown) > keep and sum(widths[h] + 3 for h in shown) > width:  # padding and divider
-        shown.pop()
+    order = [h for h in priority if h in columns] + [h for h in columns if h not in priority]
+    if layout.columns:
+        shown = chosen_columns(order, layout.columns, labels)
+    else:
+        fitting = _fitting(columns, order, layout.width, keep)
+        shown = [heading for heading in columns if heading in fitting]  # the table's own order
+        left_out = [heading for heading in order if heading not in fitting]
+        if left_out:
+            notes = (_left_out_note(left_out, layout.width), options.get("caption"))
+            options.update(caption="\n".join(filter(None, notes)), caption_justify="left")
     title = Text(title) if isinstance(title, str) else title
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)
-    order = [heading for heading in columns if heading in shown]
-    for heading in order:
+    for heading in shown:
         table.add_column(heading, justify="left" if heading in left else "right", no_wrap=True, overflow="ellipsis")
     for index in range(len(next(iter(columns.values()), []))):
         if index < len(rules) and rules[index]:
             table.add_section()
-        table.add_row(*(_no_markup(columns[heading][index]) for heading in order))
+        table.add_row(*(_no_markup(columns[heading][index]) for heading in shown))
     return table
+
+
+def _fitting(columns: dict[str, list], order: list[str], width: int | None, keep: int) -> list[str]:
+    shown = list(order)
+    if width is None:
+        return shown
+    widths = {heading: max(len(heading), *(_cell_width(cell) for cell in cells)) for heading, cells in columns.items()}
+    while len(shown) > keep and sum(widths[h] + 3 for h in shown) > width:  # padding and divider
+        shown.pop()
+    return shown
+
+
+def _cell_width(cell) -> int:
+    return cell.cell_len if isinstance(cell, Text) else len(str(cell))
+
+
+def _left_out_note(left_out: list[str], width: int | None) -> str:
+    names = ", ".join(left_out)
+    return f"Left out to fit {width} columns: {names} (show every column with --wide, or choose with --columns)"
+
+
+def chosen_columns(order: Sequence[str], names: Sequence[str], labels: int = 1) -> list[str]:
+    """The first `labels` headings of `order`, then those `names` designate (any case; spaces,
+    hyphens and underscores ignored), in the order given; an unknown name is an error."""
+    by_key = {_column_key(heading): heading for heading in order if heading}
+    shown = list(order[:labels])
+    for name in names:
+        heading = by_key.get(_column_key(name))
+        if heading is None:
+            known = ", ".join(heading for heading in order if heading)
+            raise ArchprofError(f"--columns: this table has no column '{name}'; its columns: {known}")
+        if heading not in shown:
+            shown.append(heading)
+    return shown
+
+
+def _column_key(name: str) -> str:
+    return re.sub(r"[\s_-]+", "", name).lower()
 
 
 def _no_markup(cell):
@@ -62,6 +122,41 @@ def indented_layer_name(row: dict) -> str:
     return "  " * max(row["depth"] - 1, 0) + layer_name(row)
 
 
+def tree_label(node) -> Text:
+    """A `render.tree.TreeRow`'s name, indented by its level; a container's in bold."""
+    return Text("  " * node.level + node.label, style="bold" if node.is_container else "")
+
+
+def subtotal_cell(node, name: str, cell: Callable[[int], Text | str], own: bool = True) -> Text | str:
+    """Column `name` of a `render.tree.TreeRow` as `cell` writes a value: a leaf's value; a
+    container's own value (when it has one and `own`), then its subtree's in dim parentheses,
+    so that the plain figures of a summable column still add up to its total."""
+    value = node.row[name]
+    if not node.is_container:
+        return cell(value)
+    own_value = node.own.get(name, 0) if own else 0
+    if value == own_value:
+        return cell(value)
+    subtotal = Text(f"({_plain(cell(value))})", style="dim")
+    return Text.assemble(_plain(cell(own_value)), " ", subtotal) if own_value else subtotal
+
+
+def share_cell(total: int) -> Callable[[int], Text | str]:
+    """A cell writer: a value as a percentage of `total`."""
+
+    def cell(value: int) -> Text | str:
+        if not value or not total:
+            return dash()
+        share = 100 * value / total
+        return f"{share:.1f}%" if share >= 0.05 else "<0.1%"
+
+    return cell
+
+
+def _plain(cell: Text | str) -> str:
+    return cell.plain if isinstance(cell, Text) else cell
+
+
 def dash() -> Text:
     return Text("-", style="dim")
 
@@ -74,8 +169,9 @@ def bytes_cell(value: int) -> Text | str:
     return human_bytes(value) if value else dash()
 
 
-def to_text(renderable, width: int = 160) -> str:
-    """Render to plain text (for --output with the table format)."""
-    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+def to_text(renderable, width: int | None = None) -> str:
+    """Render to plain text (for --output with the table format), `width` characters wide
+    (None: as wide as the renderable needs)."""
+    console = Console(width=width or UNLIMITED_WIDTH, record=True, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return console.export_text()

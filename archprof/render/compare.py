@@ -8,8 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.diff import format_change, format_percent, shape_change
-from archprof.render.base import fitted_table
-from archprof.report import layer_label, visible_text
+from archprof.render.base import Layout, fitted_table
+from archprof.text import layer_label, visible_text
 from archprof.units import human_value
 
 # Columns of a comparison kept on a narrow terminal, most important first (the rest are
@@ -29,7 +29,9 @@ _COMPARISON_PRIORITY = (
 )
 
 
-def comparison_table(headers: list[str], rows: list[list[str]], baseline: str | None = None, width: int = 160) -> Table:
+def comparison_table(
+    headers: list[str], rows: list[list[str]], baseline: str | None = None, layout: Layout = Layout()
+) -> Table:
     """Models side by side (cells from `archprof.comparison.comparison_cells`)."""
     columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
     title = "Comparison"
@@ -39,7 +41,7 @@ def comparison_table(headers: list[str], rows: list[list[str]], baseline: str | 
         del columns["Input"]
     if baseline:
         title += f"  ·  ratios against {baseline}"
-    return fitted_table(title, columns, _COMPARISON_PRIORITY, width)
+    return fitted_table(title, columns, _COMPARISON_PRIORITY, layout)
 
 
 def budget_table(rows: list[dict[str, str]]) -> Group:
@@ -75,7 +77,7 @@ def budget_table(rows: list[dict[str, str]]) -> Group:
     return Group(*parts)
 
 
-def diff_tables(diff, width: int = 160) -> Group:
+def diff_tables(diff, layout: Layout = Layout()) -> Group:
     """Totals (old, new, change, %) and the layers added, removed or changed (an `archprof.diff.ReportDiff`)."""
 
     title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
@@ -107,6 +109,6 @@ def diff_tables(diff, width: int = 160) -> Group:
         columns["MACs"].append(format_change("count", change.delta("macs")))
         columns["Activations"].append(format_change("bytes", change.delta("activation_bytes")))
     priority = ("", "Layer", "Params", "MACs", "Output shape", "Activations", "Type")
-    layers = fitted_table(summary, columns, priority, width)
+    layers = fitted_table(summary, columns, priority, layout, labels=2)
     parts.append(layers)
     return Group(*parts)

@@ -7,45 +7,50 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.render.base import bytes_cell, fitted_table, indented_layer_name
-from archprof.report import Report, visible_text
+from archprof.render.base import Layout, bytes_cell, fitted_table, subtotal_cell, tree_label
+from archprof.render.tree import tree_rows
+from archprof.text import visible_text
 from archprof.units import human_bytes, shapes_text
 
 # Columns of the memory table, most important first (the last go on a narrow terminal).
-_MEMORY_COLUMNS = ("Layer", "Live after", "Activations", "Saved for backward", "Peak in layer", "Output shape", "Type")
+_MEMORY_COLUMNS = ("Layer", "Peak in layer", "Live after", "Activations", "Saved for backward", "Output shape", "Type")
 
 
-def memory_table(report: Report, width: int = 160, fit=None, measured=None) -> Group:
-    """Per layer: output bytes, activation bytes live right after it and at its peak (and,
-    training, what autograd saves from it), then the memory breakdown. `fit` (an
-    archprof.fit.Fit) adds the budget's lines; `measured`, `(device, rows)` with rows of
-    `(label, predicted_bytes, measured_bytes)`, a table of measured against predicted."""
+def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> Group:
+    """Per layer of a Report, as a tree (`render.tree`): output bytes, activation bytes live
+    right after it and at its peak (and, training, what autograd saves from it), then the
+    memory breakdown. A module's row holds its subtree's sums and peak in dim parentheses.
+    `fit` (an archprof.fit.Fit) adds the budget's lines; `measured`, `(device, rows)` with
+    rows of `(label, predicted_bytes, measured_bytes)`, a table of measured against predicted."""
     totals = report.totals
-    peak_row = next(
-        (i for i, v in enumerate(report.columns["peak_live_bytes"]) if v == totals.peak_activation_bytes), None
-    )
-    headings = ("Layer", "Type", "Output shape", *_MEMORY_COLUMNS[1:5])
+    peaks = report.columns["peak_live_bytes"]
+    peak_row = next((i for i, value in enumerate(peaks) if value == totals.peak_activation_bytes), None)
+    headings = ("Layer", "Type", "Output shape", "Activations", "Live after", "Peak in layer", "Saved for backward")
     cells: dict[str, list] = {h: [] for h in headings if report.training or h != "Saved for backward"}
-    for index, row in enumerate(report.rows()):
-        name = indented_layer_name(row)
-        cells["Layer"].append(Text(name + "  ◀ peak", style="bold") if index == peak_row else name)
+    for node in tree_rows(report):
+        row = node.row
+        label = tree_label(node)
+        if peak_row in node.indices:
+            label.append("  ◀ peak", style="bold")
+        cells["Layer"].append(label)
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
-        cells["Activations"].append(bytes_cell(row["activation_bytes"]))
+        cells["Activations"].append(subtotal_cell(node, "activation_bytes", bytes_cell))
         cells["Live after"].append(bytes_cell(row["live_bytes"]))
-        cells["Peak in layer"].append(bytes_cell(row["peak_live_bytes"]))
+        # A module's peak is its subtree's: the highest of its rows'.
+        cells["Peak in layer"].append(subtotal_cell(node, "peak_live_bytes", bytes_cell, own=False))
         if report.training:
-            cells["Saved for backward"].append(bytes_cell(row["saved_activation_bytes"]))
+            cells["Saved for backward"].append(subtotal_cell(node, "saved_activation_bytes", bytes_cell))
     mode = "training forward" if report.training else "inference"
     title = f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  {mode}"
-    table = fitted_table(title, cells, _MEMORY_COLUMNS, width)
+    table = fitted_table(title, cells, _MEMORY_COLUMNS, layout)
     parts: list = [table, memory_totals_table(report, fit)]
     if measured is not None:
         parts.append(measured_table(*measured))
     return Group(*parts)
 
 
-def memory_totals_table(report: Report, fit=None) -> Table:
+def memory_totals_table(report, fit=None) -> Table:
     """The breakdown: parameters, buffers, peak; training adds gradients, optimizer state,
     saved activations and their sum."""
     totals = report.totals

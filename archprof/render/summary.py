@@ -9,8 +9,18 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.render.base import bytes_cell, count_cell, dash, fitted_table, indented_layer_name
-from archprof.report import Report, dims_text, visible_text
+from archprof.render.base import (
+    Layout,
+    bytes_cell,
+    count_cell,
+    dash,
+    fitted_table,
+    share_cell,
+    subtotal_cell,
+    tree_label,
+)
+from archprof.render.tree import tree_rows
+from archprof.text import dims_text, visible_text
 from archprof.units import human_bytes, human_count, shape_text, shapes_text
 
 if TYPE_CHECKING:
@@ -18,41 +28,65 @@ if TYPE_CHECKING:
 
 # Per-layer columns of the summary, most important first: on a narrow terminal the last
 # ones are left out (their figures stay in the totals and in every file format).
-_SUMMARY_PRIORITY = ("Layer", "Output shape", "Params", "MACs", "Activations", "Receptive field", "Live after")
-_SUMMARY_PRIORITY += ("FLOPs", "Type")
+_SUMMARY_PRIORITY = ("Layer", "Output shape", "Params", "MACs", "% MACs", "Activations", "Receptive field")
+_SUMMARY_PRIORITY += ("Live after", "% Params", "FLOPs", "Type")
+# A training report's gradient MACs, shown after the forward's.
+_TRAINING_HEADINGS = ("Bwd input MACs", "Bwd weight MACs")
 
 
-def summary_table(report: Report, width: int = 160) -> Group:
-    """Per-layer rows grouped by top-level module, then the totals and what was not counted."""
-    headings = ("Layer", "Type", "Output shape", "Params", "MACs", "FLOPs", "Activations", "Live after")
-    cells: dict[str, list] = {heading: [] for heading in (*headings, "Receptive field")}
+def summary_table(report, layout: Layout = Layout()) -> Group:
+    """Per-layer rows of a Report as a tree (`render.tree`: each module first, its subtotals
+    in dim parentheses), then the totals and what was not counted."""
+    training = _TRAINING_HEADINGS if report.training else ()
+    headings = (
+        "Layer",
+        "Type",
+        "Output shape",
+        "Params",
+        "% Params",
+        "MACs",
+        "% MACs",
+        *training,
+        "FLOPs",
+        "Activations",
+    )
+    cells: dict[str, list] = {heading: [] for heading in (*headings, "Live after", "Receptive field")}
+    totals = report.totals
     rules = []
-    previous_group, previous_depth = None, 0
-    for row in report.rows():
-        # A rule between top-level modules, where one of them has sub-modules.
-        group = row["layer"].split(".")[0]
-        rules.append(previous_group is not None and group != previous_group and max(row["depth"], previous_depth) > 1)
-        previous_group, previous_depth = group, row["depth"]
-        cells["Layer"].append(indented_layer_name(row))
+    previous = None
+    for node in tree_rows(report):
+        row = node.row
+        # A rule around each top-level module that has sub-modules.
+        rules.append(previous is not None and node.level == 0 and (node.is_container or previous.is_container))
+        if node.level == 0:
+            previous = node
+        cells["Layer"].append(tree_label(node))
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
-        cells["Params"].append(count_cell(row["param_count"]))
-        cells["MACs"].append(count_cell(row["macs"]))
-        cells["FLOPs"].append(count_cell(row["flops"]))
-        cells["Activations"].append(bytes_cell(row["activation_bytes"]))
+        cells["Params"].append(subtotal_cell(node, "param_count", count_cell))
+        cells["% Params"].append(subtotal_cell(node, "param_count", share_cell(totals.param_count)))
+        cells["MACs"].append(subtotal_cell(node, "macs", count_cell))
+        cells["% MACs"].append(subtotal_cell(node, "macs", share_cell(totals.macs)))
+        if report.training:
+            cells["Bwd input MACs"].append(subtotal_cell(node, "backward_input_macs", count_cell))
+            cells["Bwd weight MACs"].append(subtotal_cell(node, "backward_weight_macs", count_cell))
+        cells["FLOPs"].append(subtotal_cell(node, "flops", count_cell))
+        cells["Activations"].append(subtotal_cell(node, "activation_bytes", bytes_cell))
         cells["Live after"].append(bytes_cell(row["live_bytes"]))
         cells["Receptive field"].append(dims_text(row["receptive_field"]) or dash())
     title = f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}"
     if report.traced_on != "meta":
         title += f"  ·  traced by a real forward on the {report.traced_on}"
-    table = fitted_table(title, cells, _SUMMARY_PRIORITY, width, keep=4, rules=rules)
+    at = _SUMMARY_PRIORITY.index("% MACs") + 1
+    priority = (*_SUMMARY_PRIORITY[:at], *training, *_SUMMARY_PRIORITY[at:])
+    table = fitted_table(title, cells, priority, layout, keep=4, rules=rules)
     parts = [table, totals_table(report)]
     if report.totals.not_counted:
         parts.append(not_counted_table(report.totals.not_counted))
     return Group(*parts)
 
 
-def totals_table(report: Report) -> Table:
+def totals_table(report) -> Table:
     totals = report.totals
     table = Table(title="Totals", title_justify="left", show_header=False)
     table.add_column("what")
@@ -66,6 +100,14 @@ def totals_table(report: Report) -> Table:
         ("FLOPs (2 x MACs)", totals.flops),
         ("Elementwise FLOPs", totals.elementwise_flops),
     )
+    if totals.training_flops is not None:
+        counts += (
+            ("Backward MACs, input gradients", totals.backward_input_macs),
+            ("Backward MACs, weight gradients", totals.backward_weight_macs),
+            ("Recomputed MACs (checkpointing)", totals.recomputed_macs),
+            ("Backward elementwise FLOPs", totals.backward_elementwise_flops),
+            ("Training step FLOPs (2 x all MACs)", totals.training_flops),
+        )
     for label, value in counts:
         table.add_row(label, human_count(value), f"{value:,}")
     sizes = (

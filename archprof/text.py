@@ -1,0 +1,47 @@
+"""Text shown to people: names from the user's model made visible on one line, layer
+labels, fields as '212x212', Markdown cells. No archprof imports but units: the Report and
+the renderers both build on it."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from archprof.units import shape_text
+
+
+def layer_label(layer: str, call: int) -> str:
+    """A row's name as tables and messages show it: 'layer1.0.conv1', '(model)' for the
+    model's own operations, '(call 2)' from a module's second call on, '(not called)'."""
+    name = layer or "(model)"
+    if call > 0:
+        return f"{name} (call {call + 1})"
+    if call < 0:
+        return f"{name} (not called)"
+    return name
+
+
+def dims_text(value: tuple[int, ...] | str | None) -> str:
+    """A field, stride or start as the CSV writes it: '212x212', 'input' or 'undefined' (a
+    `FieldMark`, a str), '' for None."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else shape_text(value)
+
+
+def visible_text(text: str) -> str:
+    """`text` on one line, with every control character, line or paragraph separator shown
+    as its escape (a newline as \\n, U+2028 as \\u2028): safe in a Markdown table, a
+    terminal and XML 1.0."""
+    return "".join(_visible(char) for char in text)
+
+
+def _visible(char: str) -> str:
+    if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in "\ufffe\uffff":
+        return char.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return char
+
+
+def markdown_cell(text: str) -> str:
+    """`visible_text` for a cell of a Markdown table: backslashes and | escaped, so that the
+    row keeps its columns."""
+    return visible_text(text.replace("\\", "\\\\").replace("|", "\\|"))

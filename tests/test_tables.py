@@ -1,0 +1,318 @@
+"""Tables at any width, as a tree, in Markdown and in notebooks (issue 17).
+
+Expected figures come from the models themselves (parameters counted with torch, MACs worked
+by hand) or from the full report summed independently of the tree and the roll-up."""
+
+import io
+import re
+from html.parser import HTMLParser
+
+import markdown_it
+import pytest
+from rich.console import Console
+from torch import nn
+from typer.testing import CliRunner
+
+import archprof
+from archprof.cli import app
+from archprof.units import human_count
+from archprof.zoo import MODELS
+
+runner = CliRunner()
+
+SUMMARY_COLUMNS = ("Layer", "Type", "Output shape", "Params", "% Params", "MACs", "% MACs", "FLOPs", "Activations")
+SUMMARY_COLUMNS += ("Live after", "Receptive field")
+MEMORY_COLUMNS = ("Layer", "Type", "Output shape", "Activations", "Live after", "Peak in layer")
+RF_COLUMNS = ("Layer", "Type", "Output shape", "Field", "Stride", "Centred", "Coverage")
+DIFF_COLUMNS = ("Layer", "Type", "Output shape", "Params", "MACs", "Activations")
+
+
+def piped(*args):
+    """The command as `archprof ... | cat` runs it: not a terminal, no COLUMNS."""
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": None})
+
+
+def at_width(width, *args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": str(width)})
+
+
+def header_line(output: str) -> str:
+    return next(line for line in output.splitlines() if line.lstrip().startswith(("Layer ", "Model ")))
+
+
+def left_out_note(output: str) -> list[str]:
+    """The columns the note under the table names ([] without a note)."""
+    text = " ".join(output.split())
+    found = re.search(r"Left out to fit \d+ columns: (.*?) \(show every column with --wide", text)
+    return found.group(1).split(", ") if found else []
+
+
+def first_table(markdown: str) -> list[list[str]]:
+    """The rows of the first table of `markdown` as GitHub shows them (GFM tables)."""
+    rows, row = [], []
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(markdown)
+    for index, token in enumerate(tokens):
+        if token.type == "tr_open":
+            row = []
+        elif token.type in ("th_open", "td_open"):
+            row.append("".join(child.content for child in tokens[index + 1].children))
+        elif token.type == "tr_close":
+            rows.append(row)
+        elif token.type == "table_close":
+            break
+    return rows
+
+
+# -- every column off a terminal; a note, --wide and --columns on one ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "headings"),
+    [("summary", SUMMARY_COLUMNS), ("memory", MEMORY_COLUMNS), ("rf", RF_COLUMNS)],
+)
+def test_piped_output_has_every_column(command, headings):
+    result = piped(command, "resnet18")
+    assert result.exit_code == 0, result.output
+    header = header_line(result.stdout)
+    for heading in headings:
+        assert heading in header, (command, heading)
+    assert "…" not in result.stdout and "Left out" not in result.stdout
+
+
+def test_piped_diff_and_compare_have_every_column():
+    diff = piped("diff", "resnet18", "resnet34")
+    assert diff.exit_code == 0, diff.output
+    assert all(heading in header_line(diff.stdout) for heading in DIFF_COLUMNS)
+    compare = piped("compare", "lenet5", "alexnet", "-j", "1")
+    assert compare.exit_code == 0, compare.output
+    for heading in ("Model", "Params", "MACs", "FLOPs", "Activations", "Peak memory", "Receptive field"):
+        assert heading in header_line(compare.stdout), heading
+
+
+def test_memory_marks_the_peak_where_the_totals_put_it():
+    """The row marked ◀ peak shows the peak the totals give (issue 17: 6.42 MB against 9.64 MB)."""
+    result = piped("memory", "resnet50")
+    marked = next(line for line in result.stdout.splitlines() if "◀ peak" in line)
+    peak_line = next(line for line in result.stdout.splitlines() if "Peak live activations" in line)
+    peak = re.search(r"│\s+([\d.]+ [kMG]?B)\s+│", peak_line).group(1)
+    assert marked.rstrip().endswith(peak), (marked, peak)
+
+
+@pytest.mark.parametrize("command", ["summary", "memory", "rf", "diff"])
+def test_a_narrow_table_names_the_columns_it_left_out(command):
+    args = (command, "resnet18", "resnet34") if command == "diff" else (command, "resnet18")
+    result = at_width(70, *args)
+    assert result.exit_code == 0, result.output
+    left_out = left_out_note(result.stdout)
+    assert left_out, result.stdout
+    header = header_line(result.stdout).split("  ")
+    shown = {cell.strip() for cell in header if cell.strip()}
+    assert not shown & set(left_out)
+    assert "--columns" in " ".join(result.stdout.split())
+    wide = at_width(70, *args, "--wide")
+    assert left_out_note(wide.stdout) == [] and all(heading in header_line(wide.stdout) for heading in left_out)
+
+
+def test_columns_chooses_the_columns_in_the_order_given():
+    result = at_width(200, "summary", "lenet5", "--columns", "% macs, Output shape")
+    assert result.exit_code == 0, result.output
+    assert header_line(result.stdout).split() == ["Layer", "%", "MACs", "Output", "shape"]
+    markdown = piped("summary", "lenet5", "--columns", "params", "-f", "markdown")
+    assert first_table(markdown.stdout)[0] == ["Layer", "Params"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--columns", "Params,Colour"), "no column 'Colour'; its columns: Layer, "),
+        (("--columns", " , "), "--columns needs column headings"),
+        (("--columns", "Params", "--wide"), "give one of them"),
+        (("--columns", "Params", "-f", "csv"), "csv has every column"),
+    ],
+)
+def test_bad_column_choices_fail_on_one_line(args, message):
+    result = piped("summary", "lenet5", *args)
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert result.stdout == ""
+
+
+# -- the tree --------------------------------------------------------------------------------------
+
+
+def layer_column(markdown: str) -> list[tuple[int, str]]:
+    """(indentation, name) of every row of the first table."""
+    names = []
+    for row in first_table(markdown)[1:]:
+        name = row[0]
+        stripped = name.lstrip("\u00a0")
+        names.append((len(name) - len(stripped), stripped))
+    return names
+
+
+def test_a_module_comes_before_what_it_holds_and_is_indented_above_it():
+    report = archprof.analyze("resnet18")
+    rows = layer_column(report.to_markdown())
+    order = [name for _, name in rows]
+    indent = dict((name, level) for level, name in rows)
+    modules = {name for name, _ in MODELS["resnet18"].build().named_modules() if name}
+    shown_containers = [name for name in order if any(other.startswith(name + ".") for other in order)]
+    # the containers that hold a row: every module of resnet18 that has children
+    assert set(shown_containers) == {m for m in modules if any(o.startswith(m + ".") for o in modules)}
+    for container in shown_containers:
+        below = [i for i, name in enumerate(order) if name.startswith(container + ".")]
+        start = order.index(container)
+        assert below == list(range(start + 1, start + 1 + len(below))), container  # its rows follow it, together
+        assert all(indent[order[i].split(" (")[0]] > indent[container] for i in below)
+    # the block's residual add is the block's row: once, before its layers (it ran after them)
+    assert order.count("layer1.0") == 1 and order.index("layer1.0") < order.index("layer1.0.conv1")
+    # every other row once: a container's own rows are its row
+    own_rows = sum(path in shown_containers for path in report.columns["layer"])
+    assert own_rows == 8 and len(order) == len(report) - own_rows + len(shown_containers)  # 8 blocks: 8 adds
+
+
+def test_plain_figures_add_up_to_the_totals_and_subtotals_to_their_subtree():
+    """Subtotals are in parentheses: the plain Params and MACs cells sum to the model's."""
+    model = MODELS["resnet18"].build()
+    report = archprof.analyze("resnet18")
+    table = first_table(report.to_markdown())
+    headings = table[0]
+    params = [row[headings.index("Params")] for row in table[1:]]
+    plain = [cell for cell in params if not cell.startswith("(") and cell != "-"]
+    assert len(plain) + params.count("-") + sum(c.startswith("(") for c in params) == len(params)
+    exact_total = sum(p.numel() for p in model.parameters())
+    assert report.totals.param_count == exact_total
+    from archprof.render.tree import tree_rows
+
+    nodes = tree_rows(report)
+    plain_sum = sum(node.own.get("param_count", 0) if node.is_container else node.row["param_count"] for node in nodes)
+    assert plain_sum == exact_total
+    for node in nodes:
+        if node.is_container:
+            expected = sum(p.numel() for p in model.get_submodule(node.label).parameters())
+            assert node.row["param_count"] == expected, node.label
+
+
+class Attention(nn.Module):
+    """A container with MACs of its own: q @ k^T is no sub-module's."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(8, 8, bias=False)
+        self.k = nn.Linear(8, 8, bias=False)
+
+    def forward(self, x):
+        return self.q(x) @ self.k(x).transpose(-1, -2)
+
+
+def test_a_container_shows_its_own_macs_plain_and_its_subtree_in_parentheses():
+    report = archprof.analyze(nn.Sequential(Attention()), input_size=(4, 8))
+    rows = {name.strip("\u00a0"): row for name, *row in first_table(report.to_markdown())[1:]}
+    headings = first_table(report.to_markdown())[0][1:]
+    macs = {name: row[headings.index("MACs")] for name, row in rows.items()}
+    # q and k: 4 x 8 x 8 = 256 each; the product [4, 8] @ [8, 4]: 4 x 4 x 8 = 128
+    assert macs["0.q"] == "256" and macs["0.k"] == "256"
+    assert macs["0"] == "128 (640)"
+    assert report.totals.macs == 640
+
+
+def test_depth_subtotals_equal_the_sum_of_the_rolled_up_children():
+    full = archprof.analyze("resnet50")
+    layers = full.columns["layer"]
+    result = at_width(200, "summary", "resnet50", "--depth", "2", "-f", "markdown")
+    table = first_table(result.stdout)
+    headings = table[0]
+    rows = {row[0].strip("\u00a0"): row for row in table[1:]}
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        children = {path.split(".")[1] for path in layers if path.startswith(stage + ".")}
+        assert {name for name in rows if name.startswith(stage + ".")} == {f"{stage}.{c}" for c in children}
+        for column, heading in (("param_count", "Params"), ("macs", "MACs")):
+            values = zip(layers, full.columns[column], strict=True)
+            expected = sum(value for path, value in values if path.startswith(stage + "."))
+            assert rows[stage][headings.index(heading)] == f"({human_count(expected)})", stage
+    # the four stages of a ResNet-50 hold 3, 4, 6 and 3 blocks
+    assert [sum(n.startswith(f"layer{i}.") for n in rows) for i in (1, 2, 3, 4)] == [3, 4, 6, 3]
+
+
+# -- Markdown: the human table, for every command -------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["summary", "memory", "rf"])
+def test_markdown_is_the_human_table_with_its_totals(command):
+    result = piped(command, "resnet18", "-f", "markdown")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    for python_repr in ("[[", "{}", "None", "[1,", "(1,"):
+        assert python_repr not in text, python_repr
+    table = first_table(text)
+    assert all(len(row) == len(table[0]) for row in table)
+    if command != "rf":
+        assert "11,689,512" in text or "46,758,048 B" in text  # the totals block: parameters, exact
+        assert "1x3x224x224" in text and "float32" in text
+    else:
+        assert "the field covers the whole 224x224 input" in text
+
+
+def test_markdown_of_a_profile_has_no_python_values():
+    options = ("--device", "cpu", "--repeat", "1", "--warmup", "0", "--peak-flops", "1T", "--bandwidth", "10GB/s")
+    result = piped("profile", "lenet5", *options, "-q", "-f", "markdown")
+    assert result.exit_code == 0, result.output
+    assert "| Layer |" in result.stdout and "Latency, median" in result.stdout
+    assert "None" not in result.stdout and "{}" not in result.stdout
+
+
+# -- notebooks --------------------------------------------------------------------------------------
+
+
+def test_repr_is_a_few_lines_naming_model_input_and_totals():
+    report = archprof.analyze("resnet18")
+    text = repr(report)
+    assert len(text) < 1000 and len(text.splitlines()) <= 4
+    # resnet18: 11,689,512 parameters; 1.81 GMACs (torchvision's documented 1.81 GFLOPS, which are MACs)
+    assert "resnet18" in text and "1x3x224x224" in text and "11,689,512" in text and "1.81 G" in text
+
+
+class _CheckedHTML(HTMLParser):
+    """Fails on an end tag that closes no open element; collects the text."""
+
+    VOID = frozenset({"br", "hr", "img", "meta", "input", "link"})
+
+    def __init__(self):
+        super().__init__()
+        self.open: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, (tag, self.open)
+        self.open.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_repr_html_is_valid_html_with_the_table_and_totals():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    report = archprof.analyze(model, input_size=(3, 8, 8))
+    parser = _CheckedHTML()
+    parser.feed(report._repr_html_())
+    parser.close()
+    assert parser.open == []
+    text = "".join(parser.text)
+    params = sum(p.numel() for p in model.parameters())  # 3 x 8 x 9 + 8 + 288 x 10 + 10 = 3,114
+    assert params == 3114 and "Total parameters" in text and "3,114" in text
+    # MACs: conv 8 x 6 x 6 x 27 = 7,776; linear 288 x 10 = 2,880
+    assert "10,656" in text and "Layer" in text and "Output shape" in text
+
+
+def test_table_returns_the_rich_renderable_with_every_column():
+    report = archprof.analyze("lenet5")
+    console = Console(width=300, record=True, file=io.StringIO())
+    console.print(report.table())
+    text = console.export_text()
+    assert all(heading in header_line(text) for heading in SUMMARY_COLUMNS)
+    assert "Totals" in text and "61,706" in text  # LeNet-5: 156 + 2,416 + 48,120 + 10,164 + 850
