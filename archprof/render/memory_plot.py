@@ -1,0 +1,88 @@
+"""The memory timeline of an analysed report (`archprof memory --plot`; matplotlib, loaded
+only here): what the device holds while the forward runs, layer by layer."""
+
+from __future__ import annotations
+
+import os
+
+from archprof.report import Report, layer_label
+from archprof.units import human_bytes, shapes_text
+
+
+def plot_memory(report: Report, path: str | os.PathLike, budget: int | None = None) -> None:
+    """Draw `memory_figure` and save it to `path` (format from its suffix), atomically."""
+    from archprof.render.roofline import save_figure
+
+    save_figure(memory_figure(report, budget), path)
+
+
+def memory_figure(report: Report, budget: int | None = None):
+    """Bytes held over the forward, one step per row in execution order: the parameters and
+    buffers (always live), plus the activations live after the row and, above them, the most
+    live while it ran. The peak is marked and named; a training report adds the training
+    estimate; `budget` (--fit) draws the limit. A matplotlib Figure, made with the object API."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    totals = report.totals
+    state = totals.param_bytes + totals.buffer_bytes
+    called = [index for index, call in enumerate(report.columns["call"]) if call >= 0]
+    steps = list(range(len(called)))
+    after = [state + report.columns["live_bytes"][index] for index in called]
+    during = [state + report.columns["peak_live_bytes"][index] for index in called]
+
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.fill_between(
+        steps, 0, [state] * len(steps), step="mid", color="tab:grey", alpha=0.35, label="parameters and buffers"
+    )
+    axes.fill_between(steps, state, after, step="mid", color="tab:blue", alpha=0.35, label="activations live after it")
+    axes.step(steps, during, where="mid", color="tab:blue", lw=1, label="most held while the layer ran")
+    if during:
+        top = max(steps, key=during.__getitem__)
+        index = called[top]
+        name = layer_label(report.columns["layer"][index], report.columns["call"][index]) or "(model)"
+        axes.plot([top], [during[top]], "v", color="tab:red", markersize=8)
+        axes.annotate(
+            f"peak {human_bytes(during[top])} at {name}",
+            (top, during[top]),
+            xytext=(-6, 6) if top > len(steps) / 2 else (6, 6),  # inside the axes
+            textcoords="offset points",
+            ha="right" if top > len(steps) / 2 else "left",
+            color="tab:red",
+            fontsize=8,
+        )
+    if report.training and totals.training_memory_bytes is not None:
+        axes.axhline(totals.training_memory_bytes, color="tab:purple", ls="--", lw=1)
+        axes.annotate(
+            f"training estimate {human_bytes(totals.training_memory_bytes)} ({report.optimizer})",
+            (0, totals.training_memory_bytes),
+            xytext=(2, 3),
+            textcoords="offset points",
+            color="tab:purple",
+            fontsize=8,
+        )
+    if budget is not None:
+        axes.axhline(budget, color="tab:red", ls=":", lw=1)
+        axes.annotate(
+            f"--fit {human_bytes(budget)}",
+            (0, budget),
+            xytext=(2, -10),
+            textcoords="offset points",
+            color="tab:red",
+            fontsize=8,
+        )
+    axes.set_ylim(0, max([*during, state, budget or 0, totals.training_memory_bytes or 0, 1]) * 1.15)
+    axes.yaxis.set_major_formatter(EngFormatter(unit="B", places=0))
+    axes.set_xlabel(f"layer, in execution order ({len(steps)} calls)")
+    axes.set_ylabel("memory held (decimal units)")
+    axes.set_title(
+        f"Memory over the forward of {report.model}, input {shapes_text(report.input_shapes)}, {report.dtype}"
+        + (", training" if report.training else ""),
+        fontsize=10,
+    )
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    return figure
