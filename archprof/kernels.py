@@ -1,0 +1,244 @@
+"""The kernels a CPU would run where a composite PyTorch function takes another road on
+the meta device.
+
+A composite function picks its kernel above the dispatcher, from the device of its inputs:
+on meta, `F.scaled_dot_product_attention` falls to its math decomposition (bmm, softmax,
+bmm, saving the L x L attention matrix) and `nn.LSTM` to its Python-free cell loop, while
+a CPU runs a fused kernel that saves far less (flash attention: the output and a
+log-sum-exp) or more (oneDNN's LSTM: a workspace). `DeviceKernels`, a TorchFunctionMode
+active around the traced forward, sends these calls to the aten kernel the CPU would
+choose, under the conditions PyTorch's own selection uses, so that the trace records what
+the CPU computes and autograd saves. Where the CPU would take the composite road too, the
+call goes on unchanged.
+
+Modelled (PyTorch 2.x, CPU):
+
+- attention: `_scaled_dot_product_flash_attention_for_cpu` wherever `sdp_utils_cpp`'s
+  `use_flash_attention_cpp` accepts the call (`flash_attention_kernel`), else the math
+  decomposition. On CUDA PyTorch would choose among flash (fp16/bf16), memory-efficient
+  (fp32 and most masks) and cuDNN attention by GPU, dtype, head size and mask; archprof
+  traces for the CPU and says so (`Graph.kernels`).
+- recurrent layers: `nn.LSTM` in float32 with oneDNN enabled runs `mkldnn_rnn_layer` per
+  layer and direction (RNN.cpp's `use_mkldnn`); its workspace is sized by
+  `onednn_lstm_workspace_bytes`. GRU and plain RNN layers run the cell loop on the CPU too
+  (no oneDNN path), as do bfloat16 and float16 LSTMs (oneDNN's choice depends on the
+  processor's instructions there), LSTMs with projections and packed sequences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from contextlib import contextmanager
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+ATTENTION = "scaled_dot_product_attention"
+LSTM = "lstm"
+FLASH_CPU = "CPU flash attention (aten._scaled_dot_product_flash_attention_for_cpu)"
+MATH = "math decomposition (bmm, softmax, bmm)"
+ONEDNN_LSTM = "oneDNN LSTM (aten.mkldnn_rnn_layer)"
+CELL_LOOP = "cell loop (addmm per step)"
+
+_FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_ONEDNN_LSTM_MODE = 2  # ideep::rnn_kind::LSTM
+
+
+class DeviceKernels(TorchFunctionMode):
+    """Routes attention and LSTM calls to the kernels a CPU would run; counts each choice in
+    `chosen` ("scaled_dot_product_attention: CPU flash attention (...)" -> calls)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chosen: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch._C._nn.scaled_dot_product_attention:
+            return self._attention(*args, **kwargs)
+        if func is torch.nn.functional.multi_head_attention_forward:
+            with self._attention_inside_functions():
+                return func(*args, **kwargs)
+        if func is torch._C._VariableFunctions.lstm and _is_lstm_on_input(args):
+            return self._lstm(*args, **kwargs)
+        return func(*args, **kwargs)
+
+    @contextmanager
+    def _attention_inside_functions(self):
+        """A Python-level torch function runs with the mode off (its body would dispatch to
+        the mode again): the attention it calls by its module-level name is routed instead."""
+        functional = torch.nn.functional
+        functional.scaled_dot_product_attention = self._attention
+        try:
+            yield
+        finally:
+            functional.scaled_dot_product_attention = torch._C._nn.scaled_dot_product_attention
+
+    def _attention(
+        self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+    ):
+        if not flash_attention_kernel(query, key, value, attn_mask, dropout_p, enable_gqa):
+            self.chosen[f"{ATTENTION}: {MATH}"] += 1
+            return torch._C._nn.scaled_dot_product_attention(
+                query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
+            )
+        self.chosen[f"{ATTENTION}: {FLASH_CPU}"] += 1
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            # As attention.cpp's convert_boolean_attn_mask: True keeps a score, False masks it.
+            keep = torch.scalar_tensor(0.0, dtype=query.dtype, device=query.device)
+            drop = torch.scalar_tensor(-math.inf, dtype=query.dtype, device=query.device)
+            attn_mask = torch.where(attn_mask, keep, drop)
+        output, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale
+        )
+        return output
+
+    def _lstm(self, input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+        if not onednn_lstm_kernel(input, hx, params, has_biases, num_layers, bidirectional):
+            self.chosen[f"{LSTM}: {CELL_LOOP}"] += 1
+            return torch.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+        self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
+        return _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+def flash_attention_kernel(query, key, value, attn_mask, dropout_p: float, enable_gqa: bool) -> bool:
+    """Whether a CPU runs this call as flash attention: `use_flash_attention_cpp` of
+    PyTorch's sdp_utils_cpp, check by check (else it falls back to math)."""
+    if not torch.backends.cuda.flash_sdp_enabled():  # one switch for CUDA and CPU flash alike
+        return False
+    tensors = (query, key, value)
+    if any(t.is_nested for t in tensors) or dropout_p > 0.0:
+        return False
+    if any(t.dim() != 4 for t in tensors):
+        return False
+    if not _batch_and_heads_fit(query, key, value, enable_gqa):
+        return False
+    if attn_mask is not None and not _mask_fits(attn_mask, query, key):
+        return False
+    if not query.size(-1) == key.size(-1) == value.size(-1):
+        return False
+    if query.size(-2) == 0 or key.size(-2) == 0:
+        return False
+    if any(t.stride(-1) != 1 for t in tensors) or (attn_mask is not None and attn_mask.stride(-1) != 1):
+        return False
+    return query.dtype == key.dtype == value.dtype and query.dtype in _FLASH_DTYPES
+
+
+def _batch_and_heads_fit(query, key, value, enable_gqa: bool) -> bool:
+    """check_batch_size_and_num_heads_dense, grouped-query attention supported."""
+    if not query.size(0) == key.size(0) == value.size(0):
+        return False
+    heads, key_heads, value_heads = query.size(-3), key.size(-3), value.size(-3)
+    if enable_gqa:
+        return key_heads == value_heads and heads % key_heads == 0
+    return heads == key_heads == value_heads
+
+
+def _mask_fits(mask, query, key) -> bool:
+    """check_attn_mask_shape: a mask broadcastable as (L, S) or (B, H, L, S), grad-free."""
+    if mask.requires_grad:
+        return False
+    if mask.size(-2) not in (query.size(2), 1) or mask.size(-1) not in (key.size(2), 1):
+        return False
+    if mask.dim() == 2:
+        return True
+    return mask.dim() == 4 and mask.size(0) in (1, query.size(0)) and mask.size(1) in (1, query.size(1))
+
+
+def _is_lstm_on_input(args) -> bool:
+    """torch.lstm's form for padded input, (input, (h0, c0), params, ...); not the packed one."""
+    return len(args) == 9 and isinstance(args[1], (list, tuple))
+
+
+def onednn_lstm_kernel(input, hx, params, has_biases: bool, num_layers: int, bidirectional: bool) -> bool:
+    """Whether a CPU runs this LSTM with oneDNN (RNN.cpp's use_mkldnn, float32 only, and
+    no projection: four or two weights per layer and direction)."""
+    directions = 2 if bidirectional else 1
+    per_layer = 4 if has_biases else 2
+    return (
+        torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and input.dtype == torch.float32
+        and input.numel() != 0
+        and len(params) == num_layers * directions * per_layer
+    )
+
+
+def _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    """mkldnn/RNN.cpp's mkldnn_rnn, op for op: a contiguous time-major input, one
+    mkldnn_rnn_layer per layer and direction, directions concatenated, dropout between
+    layers in training, the final states stacked."""
+    h0, c0 = hx
+    directions = 2 if bidirectional else 1
+    per_layer = 4 if has_biases else 2
+    hidden_size = h0.size(2)
+    layer_input = (input.transpose(0, 1) if batch_first else input).contiguous()
+    h0, c0 = h0.contiguous(), c0.contiguous()
+    last_h, last_c = [], []
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(directions):
+            index = layer * directions + direction
+            weights = params[index * per_layer : (index + 1) * per_layer]
+            if has_biases:
+                bias_ih, bias_hh = weights[2], weights[3]
+            else:  # RNN.cpp passes zeros the shapes of the weights as biases
+                bias_hh = torch.zeros(weights[1].shape, dtype=weights[1].dtype, device=weights[1].device)
+                bias_ih = torch.zeros(weights[0].shape, dtype=weights[0].dtype, device=weights[0].device)
+            output, hy, cy, _ = torch.ops.aten.mkldnn_rnn_layer(
+                layer_input, weights[0], weights[1], bias_ih, bias_hh, h0[index], c0[index], direction > 0, [],
+                _ONEDNN_LSTM_MODE, hidden_size, num_layers, has_biases, bidirectional, batch_first, train,
+            )  # fmt: skip
+            outputs.append(output)
+            last_h.append(hy)
+            last_c.append(cy)
+        layer_input = outputs[0] if directions == 1 else torch.cat(outputs, -1)
+        if dropout != 0 and train and layer < num_layers - 1:
+            layer_input = torch.dropout(layer_input, dropout, True)
+    output = layer_input.transpose(0, 1) if batch_first else layer_input
+    return output, torch.stack(last_h, 0), torch.stack(last_c, 0)
+
+
+def onednn_lstm_workspace_bytes(steps: int, batch: int, input_size: int, hidden_size: int) -> int:
+    """Bytes of the workspace oneDNN's float32 LSTM returns for one layer and direction
+    (oneDNN's rnn_utils set_workspace_sizes / set_offsets): gates, hidden states, three
+    copies of the layer states (the iteration states are registered twice), the cell states
+    and their gradient, each region starting on a 4 KiB page. Measured on the CPU kernel
+    over a grid of sizes (tests/test_memory_kernels.py)."""
+    size = 4  # float32
+    states_ld = _good_leading_dimension(max(input_size, hidden_size))
+    regions = (
+        steps * batch * _good_leading_dimension(4 * hidden_size) * size,  # gates
+        steps * batch * _good_leading_dimension(hidden_size) * size,  # hidden states
+        *[2 * (steps + 1) * batch * states_ld * size] * 3,  # layer and iteration states
+        *[2 * (steps + 1) * batch * hidden_size * size] * 2,  # cell states and their gradient
+    )
+    offset = 0
+    for region in regions:
+        offset = _round_up(offset, _PAGE) + region
+    return _round_up(offset, _PAGE)
+
+
+_PAGE = 4096
+
+
+def _good_leading_dimension(dim: int) -> int:
+    """oneDNN's get_good_ld for float32: a multiple of 64 bytes, never of 1 KiB (4K aliasing)."""
+    ld = _round_up(dim, 16)
+    return ld + 16 if ld % 256 == 0 else ld
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def onednn_lstm_layer_shapes(input, w0, w1, w2, w3, hx, cx, reverse, batch_sizes, mode, hidden_size, *rest):
+    """Output shapes of aten.mkldnn_rnn_layer (time-major input, as mkldnn_rnn passes it):
+    output, last hidden and cell states, and the uint8 workspace its meta kernel leaves
+    empty. The CPU kernel returns a workspace only while autograd records (grad enabled,
+    whatever its `train` flag); without, its scratch buffers live inside the call and are
+    not counted, like every kernel's."""
+    steps, batch, input_size = input
+    workspace = onednn_lstm_workspace_bytes(steps, batch, input_size, hidden_size) if torch.is_grad_enabled() else 0
+    return [(steps, batch, hidden_size), hx, cx, ((workspace,), torch.uint8)]

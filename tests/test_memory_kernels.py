@@ -1,0 +1,326 @@
+"""Memory of the kernels a CPU really runs (archprof.kernels): fused attention and oneDNN's
+LSTM against what autograd saves in a real CPU forward (saved-tensor hooks) and against
+torch.profiler; the kernel choice against PyTorch's own; MACs as before; unsafe_split's
+outputs as views."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import archprof
+from archprof.analysis import build_report
+from archprof.fit import fit_batch
+from archprof.kernels import (
+    ATTENTION,
+    CELL_LOOP,
+    FLASH_CPU,
+    LSTM,
+    MATH,
+    ONEDNN_LSTM,
+    flash_attention_kernel,
+    onednn_lstm_workspace_bytes,
+)
+from archprof.passes.memory import saved_activations
+from archprof.trace import trace
+from tests.test_memory import profiled_peaks, real_saved_bytes
+
+
+class AttentionBlock(nn.Module):
+    """Three projections and one F.scaled_dot_product_attention over (B, heads, L, d)."""
+
+    def __init__(self, dim=64, **attention):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.attention = attention
+
+    def forward(self, x):
+        return F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x), **self.attention)
+
+
+def saved_bytes(model, shape) -> int:
+    return sum(saved_activations(trace(model, [shape], training=True)).values())
+
+
+def op_names(graph) -> set[str]:
+    return {op.op for op in graph.ops}
+
+
+# --- attention --------------------------------------------------------------------------------
+
+
+def test_attention_saves_what_cpu_flash_attention_saves():
+    # L = 1024, d = 64, float32: x, q, k, v and the output (256 KiB each) and the log-sum-exp
+    # (4 KiB); the math decomposition would also keep the 4 MiB attention matrix.
+    model = AttentionBlock()
+    graph = trace(model, [(1, 1, 1024, 64)], training=True)
+    real = real_saved_bytes(model, torch.randn(1, 1, 1024, 64))
+    assert real == 5 * 1024 * 64 * 4 + 1024 * 4 == 1_314_816
+    assert sum(saved_activations(graph).values()) == real
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in op_names(graph)
+    assert "aten.bmm" not in op_names(graph)
+    assert graph.kernels == {f"{ATTENTION}: {FLASH_CPU}": 1}
+
+
+def test_the_attention_inference_peak_matches_the_profiler():
+    """Exact but for the log-sum-exp (B x heads x L floats): the kernel returns it and the
+    composite frees it before returning, which the profiler files as the call's workspace,
+    while the graph holds it for the length of the op."""
+    model = AttentionBlock()
+    x = torch.randn(1, 1, 2048, 64)
+    graph = trace(model, [x.shape])
+    held = build_report(_inputs_held(graph), "block").totals.peak_activation_bytes
+    _, lasting = profiled_peaks(model, x)
+    assert held == lasting + x.nbytes + 2048 * 4
+
+
+def _inputs_held(graph):
+    """The graph with its inputs held to the end, as eager PyTorch's caller holds them."""
+    return dataclasses.replace(graph, outputs=graph.outputs + graph.inputs)
+
+
+def test_attention_macs_are_those_of_the_math_decomposition():
+    model = AttentionBlock()
+    x = torch.randn(2, 4, 32, 64)
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+        model(x)
+    report = archprof.analyze(model, input_size=tuple(x.shape[1:]), batch=2)
+    assert report.totals.macs == counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plain",
+        "causal",
+        "float mask",
+        "bool mask",
+        "mask per head",
+        "mask of a wrong shape",
+        "mask requiring grad",
+        "dropout",
+        "three dims",
+        "grouped heads",
+        "grouped heads not enabled",
+        "different value size",
+        "transposed last dim",
+        "empty sequence",
+        "half",
+        "mixed dtypes",
+    ],
+)
+def test_the_kernel_choice_is_pytorchs(name):
+    """Against torch._fused_sdp_choice on CPU tensors of the same shapes, strides and dtypes."""
+    q = k = v = torch.randn(2, 4, 8, 16)
+    mask, dropout, gqa = None, 0.0, False
+    if name == "causal":
+        pass  # is_causal does not enter the choice
+    elif name == "float mask":
+        mask = torch.zeros(8, 8)
+    elif name == "bool mask":
+        mask = torch.ones(2, 1, 8, 8, dtype=torch.bool)
+    elif name == "mask per head":
+        mask = torch.zeros(2, 4, 8, 8)
+    elif name == "mask of a wrong shape":
+        mask = torch.zeros(3, 4, 8, 8)
+    elif name == "mask requiring grad":
+        mask = torch.zeros(8, 8, requires_grad=True)
+    elif name == "dropout":
+        dropout = 0.1
+    elif name == "three dims":
+        q = k = v = torch.randn(4, 8, 16)
+    elif name in ("grouped heads", "grouped heads not enabled"):
+        k = v = torch.randn(2, 2, 8, 16)
+        gqa = name == "grouped heads"
+    elif name == "different value size":
+        v = torch.randn(2, 4, 8, 32)
+    elif name == "transposed last dim":
+        q = torch.randn(2, 4, 16, 8).transpose(-1, -2)
+    elif name == "empty sequence":
+        q = torch.randn(2, 4, 0, 16)
+    elif name == "half":
+        q = k = v = q.half()
+    elif name == "mixed dtypes":
+        v = v.double()
+    torch_choice = torch._fused_sdp_choice(q, k, v, mask, dropout, False, enable_gqa=gqa)
+    ours = flash_attention_kernel(q, k, v, mask, dropout, gqa)
+    assert ours == (torch_choice == SDPBackend.FLASH_ATTENTION.value)
+
+
+def test_attention_falls_back_to_math_where_the_cpu_does():
+    dropout = AttentionBlock(dropout_p=0.1)
+    graph = trace(dropout, [(1, 2, 8, 64)], training=True)
+    assert "aten.bmm" in op_names(graph) and graph.kernels == {f"{ATTENTION}: {MATH}": 1}
+    with sdpa_kernel(SDPBackend.MATH):
+        graph = trace(AttentionBlock(), [(1, 2, 8, 64)])
+    assert graph.kernels == {f"{ATTENTION}: {MATH}": 1}
+
+
+def test_a_bool_mask_is_converted_as_the_cpu_does():
+    class Causal(AttentionBlock):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mask", torch.ones(16, 16, dtype=torch.bool).tril())
+
+        def forward(self, x):
+            return F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x), attn_mask=self.mask)
+
+    model = Causal()
+    x = torch.randn(1, 2, 16, 64)
+    assert trace(model, [x.shape]).kernels == {f"{ATTENTION}: {FLASH_CPU}": 1}
+    assert saved_bytes(model, x.shape) == real_saved_bytes(model, x)
+
+
+def test_multi_head_attention_inside_torch_functions_is_routed_too(hub_packages):
+    torchvision, _ = hub_packages
+    vit = torchvision.models.VisionTransformer(
+        image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128
+    )
+    x = torch.randn(2, 3, 64, 64)
+    graph = trace(vit, [x.shape], training=True)
+    assert graph.kernels == {f"{ATTENTION}: {FLASH_CPU}": 2}
+    assert sum(saved_activations(graph).values()) == real_saved_bytes(vit, x)
+
+
+def test_timm_attention_saves_what_a_cpu_forward_saves(hub_packages):
+    _, timm = hub_packages
+    model = timm.create_model("mobilevit_xxs")
+    x = torch.randn(1, 3, 64, 64)
+    assert saved_bytes(model, x.shape) == real_saved_bytes(model, x)
+
+
+def test_fit_counts_the_kernels_memory():
+    model = AttentionBlock()
+    found = fit_batch(model, 64 * 2**20, input_size=(1, 512, 64), training=True)
+    real = real_saved_bytes(model, torch.randn(found.batch, 1, 512, 64))
+    assert found.report.totals.saved_activation_bytes == real
+
+
+# --- recurrent layers -------------------------------------------------------------------------
+
+LSTMS = {
+    "batch first, unbatched": (lambda: nn.LSTM(32, 48, batch_first=True), (10, 32)),
+    "two layers, both directions": (lambda: nn.LSTM(8, 12, num_layers=2, bidirectional=True), (6, 3, 8)),
+    "batch first, no bias": (lambda: nn.LSTM(8, 20, batch_first=True, bias=False), (3, 7, 8)),
+    "dropout between layers": (lambda: nn.LSTM(8, 12, num_layers=2, dropout=0.5), (5, 2, 8)),
+}
+
+
+@pytest.mark.parametrize("name", LSTMS)
+def test_lstm_saves_what_onednn_saves(name):
+    build, shape = LSTMS[name]
+    model = build()
+    graph = trace(model, [shape], training=True)
+    assert "aten.mkldnn_rnn_layer" in op_names(graph) and "aten.addmm" not in op_names(graph)
+    assert sum(saved_activations(graph).values()) == real_saved_bytes(model, torch.randn(*shape))
+
+
+def test_the_issues_lstm():
+    model = nn.LSTM(32, 48, batch_first=True)
+    assert real_saved_bytes(model, torch.randn(10, 32)) == saved_bytes(model, (10, 32)) == 57_216
+
+
+@pytest.mark.parametrize(
+    "steps, batch, inputs, hidden",
+    [(1, 1, 1, 1), (10, 1, 32, 48), (2, 4, 32, 48), (7, 3, 300, 48), (5, 2, 16, 256), (13, 5, 100, 7), (3, 2, 64, 999)],
+)
+def test_the_workspace_formula_matches_the_cpu_kernel(steps, batch, inputs, hidden):
+    weights = [torch.randn(4 * hidden, inputs), torch.randn(4 * hidden, hidden), torch.zeros(4 * hidden)]
+    state = torch.zeros(batch, hidden)
+    workspace = torch.ops.aten.mkldnn_rnn_layer(
+        torch.randn(steps, batch, inputs), *weights, weights[2], state, state, False, [], 2, hidden, 1, True, False,
+        False, True,
+    )[3]  # fmt: skip
+    assert workspace.numel() == onednn_lstm_workspace_bytes(steps, batch, inputs, hidden)
+
+
+def test_the_lstm_inference_peak_matches_the_profiler():
+    """Without autograd the kernel returns no workspace; the scratch pads oneDNN allocates
+    itself and frees before returning are workspace, not counted. The graph frees the
+    contiguous time-major copy of the input after the layer read it; mkldnn_rnn keeps it in
+    a local until it returns, so the measured peak may exceed the prediction by that copy
+    (the input's bytes), never more."""
+    model = nn.LSTM(32, 48, batch_first=True).eval()
+    x = torch.randn(4, 10, 32)
+    graph = trace(model, [x.shape])
+    predicted = build_report(_inputs_held(graph), "lstm").totals.peak_activation_bytes
+    measured = _peak_without_onednn_scratch(model, x) + x.nbytes
+    assert predicted <= measured <= predicted + x.nbytes
+
+
+def _peak_without_onednn_scratch(model, x) -> int:
+    """The peak of one inference forward's CPU allocations under torch.profiler, leaving out
+    those oneDNN's LSTM kernel makes itself (not through an aten op)."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        model(x)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            output = model(x)
+            del output
+    events = []  # (time, bytes, address, the op it was allocated or freed in)
+
+    def walk(nodes, parent):
+        for node in nodes:
+            if node.tag == _EventType.Allocation:
+                fields = node.extra_fields
+                events.append((node.start_time_ns, fields.alloc_size, fields.ptr, parent))
+            walk(node.children, node.name)
+
+    walk(prof.profiler.kineto_results.experimental_event_tree(), None)
+    events.sort(key=lambda event: event[0])
+    scratch, live, peak = set(), 0, 0
+    for _, size, address, parent in events:
+        if size > 0 and parent == "aten::mkldnn_rnn_layer":
+            scratch.add(address)
+        elif size < 0 and address in scratch:
+            scratch.discard(address)
+        else:
+            live += size
+            peak = max(peak, live)
+    return peak
+
+
+def test_lstm_macs_are_those_of_the_cell_loop():
+    model = nn.LSTM(16, 24, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 3, 16)
+    with FlopCounterMode(display=False) as counter, torch.backends.mkldnn.flags(enabled=False), torch.no_grad():
+        model(x)
+    assert archprof.analyze(model, input_size=(3, 16), batch=5).totals.macs == counter.get_total_flops() // 2
+
+
+def test_lstms_the_cpu_runs_as_a_cell_loop_are_traced_as_one():
+    half = nn.LSTM(8, 12).to(torch.bfloat16)
+    graph = trace(half, [(4, 2, 8)])
+    assert "aten.mkldnn_rnn_layer" not in op_names(graph)
+    assert graph.kernels == {f"{LSTM}: {CELL_LOOP}": 1}
+    projected = trace(nn.LSTM(8, 12, proj_size=4), [(4, 2, 8)])
+    assert "aten.mkldnn_rnn_layer" not in op_names(projected)
+    assert trace(nn.LSTM(8, 12), [(4, 2, 8)]).kernels == {f"{LSTM}: {ONEDNN_LSTM}": 1}
+
+
+# --- unsafe_split and unsafe_chunk return views -----------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 4), (5, 4)])
+def test_a_gru_saves_what_its_cell_loop_saves(shape):
+    model = nn.GRU(4, 4)
+    assert saved_bytes(model, shape) == real_saved_bytes(model, torch.randn(*shape))
+
+
+def test_unsafe_split_and_chunk_outputs_share_their_input_storage():
+    class Splits(nn.Module):
+        def forward(self, x):
+            a, b = torch.unsafe_split(x * 2, 3, dim=1)
+            c, d = torch.unsafe_chunk(x + 1, 2, dim=1)
+            return a + b.sum() + c + d
+
+    graph = trace(Splits(), [(2, 6)])
+    for op in graph.ops:
+        if op.op in ("aten.unsafe_split", "aten.unsafe_chunk"):
+            assert op.is_view and {t.storage for t in op.outputs} == {op.inputs[0].storage}
