@@ -24,8 +24,8 @@ def main(name: str = "resnet18", size: str = "3x64x64") -> None:
     print(f"  achieved: {measured.achieved_flops_per_s / 1e9:.1f} GFLOP/s (flops + elementwise_flops)")
     ceilings = measured.ceilings
     print(
-        f"  ceilings: {ceilings.peak_flops_per_s / 1e9:.0f} GFLOP/s ({ceilings.flops_source}), "
-        f"{ceilings.bandwidth_bytes_per_s / 1e9:.0f} GB/s ({ceilings.bandwidth_source})"
+        f"  ceilings: {ceilings.peak_flops_per_s / 1e9:.0f} GFLOP/s ({ceilings.origin('peak_flops')}), "
+        f"{ceilings.bandwidth_bytes_per_s / 1e9:.0f} GB/s ({ceilings.origin('bandwidth')})"
     )
     print(
         f"  with per-layer hooks: {measured.hooked_median_ms:.2f} ms, of which between hooks "
@@ -40,7 +40,7 @@ def main(name: str = "resnet18", size: str = "3x64x64") -> None:
     print("\nTime by bound:")
     print(layers.groupby("bound")["time_ms"].sum().to_string(float_format=lambda v: f"{v:.2f} ms"))
 
-    for note in measured.notes:  # a busy machine, ceilings measured low, cache effects
+    for note in measured.notes:  # a busy machine, ceilings measured again or still beaten, cache effects
         print(f"  note: {note}")
     print("\nCross-check:")
     for check in measured.checks:

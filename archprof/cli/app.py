@@ -79,7 +79,7 @@ class ArchprofTyper(typer.Typer):
 app = ArchprofTyper(
     name="archprof",
     help="Static analysis and cost profiling of CNN architectures: shapes, parameters, MACs/FLOPs, memory.\n\n"
-    "Example: archprof summary resnet50; archprof <command> -h for a command's options and an example.",
+    "Example: archprof summary resnet50; archprof COMMAND -h for a command's options and an example.",
     cls=PlainHelpGroup,
     no_args_is_help=True,
     add_completion=False,
@@ -103,7 +103,7 @@ def main_options(
 ) -> None:
     """archprof: know what a CNN costs before you run it.
 
-    Example: archprof summary resnet50; archprof <command> -h for a command's options and an example."""
+    Example: archprof summary resnet50; archprof COMMAND -h for a command's options and an example."""
 
 
 def main() -> None:

@@ -146,9 +146,10 @@ ColumnsOpt = Annotated[
     Optional[str],
     typer.Option(
         "--columns",
+        metavar="HEADINGS",
         help="The table's columns, by heading, comma-separated, e.g. 'Output shape,MACs,% MACs' (the layer's"
-        " name always shows; default: every column that fits the terminal)",
-        show_default=False,
+        " name always shows)",
+        show_default="every column that fits the terminal",
     ),
 ]
 

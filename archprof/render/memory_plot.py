@@ -43,7 +43,7 @@ def memory_figure(report: Report, budget: int | None = None):
     if during:
         top = max(steps, key=during.__getitem__)
         index = called[top]
-        name = layer_label(report.columns["layer"][index], report.columns["call"][index]) or "(model)"
+        name = layer_label(report.columns["layer"][index], report.columns["call"][index])
         axes.plot([top], [during[top]], "v", color="tab:red", markersize=8)
         axes.annotate(
             f"peak {human_bytes(during[top])} at {name}",

@@ -1,0 +1,247 @@
+"""Conventions a user meets everywhere (issue 17): every help page (-h, plain metavars, one
+wording of each default, the options it names), `-o -` and the umask, the memory plot; and
+the repository a newcomer clones (licence, Python version, .gitignore, docs/formulas.md)."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+import archprof
+from archprof.cli import app
+from archprof.passes.memory import OPTIMIZER_STATE_COPIES
+from archprof.units import human_bytes
+from tests.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = [command.name or command.callback.__name__ for command in app.registered_commands]
+
+
+def _help(*command: str) -> str:
+    result = cli(*command, "--help")
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def pages() -> dict[str, str]:
+    """Every help page: the app's and each command's."""
+    return {name: _help(*([name] if name else [])) for name in ["", *COMMANDS]}
+
+
+# --- help ------------------------------------------------------------------------------------
+
+
+def test_the_commands_are_the_documented_ones():
+    assert {"summary", "profile", "memory", "rf", "compare", "check", "diff", "zoo"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_h_is_help(command, pages):
+    result = cli(*([command] if command else []), "-h")
+    assert result.exit_code == 0 and result.stdout == pages[command]
+    assert "-h" in pages[command] and "--help" in pages[command]
+
+
+def test_help_shows_plain_metavars_never_python_types(pages):
+    for name, page in pages.items():
+        assert not re.search(r"<(str|int|bool|path|float|list\[[^\]]*\])>", page), name
+        usage = next(line for line in page.splitlines() if "Usage:" in line)
+        assert "{" not in usage, usage
+    assert "Usage: archprof summary [OPTIONS] MODEL" in pages["summary"]
+    assert "Usage: archprof compare [OPTIONS] MODELS..." in pages["compare"]
+    assert "Usage: archprof check [OPTIONS] [MODEL]" in pages["check"]
+    for metavar in ("--input         -i      SHAPE", "--arg           -a      KEY=VALUE", "-o      FILE"):
+        assert metavar in pages["summary"]
+
+
+def test_each_default_is_worded_one_way(pages):
+    for name, page in pages.items():
+        text = " ".join(page.split())  # a default may wrap
+        assert not re.search(r"(?<!\[)default:", text), name
+        assert "(default)" not in text, name
+    assert "[default: (the model's own)]" in " ".join(pages["summary"].split())
+    assert "[default: (sgd)]" in " ".join(pages["memory"].split())
+
+
+@pytest.mark.parametrize("command", ["memory", "check"])
+def test_the_optimizer_help_names_every_optimizer_that_works(command, pages):
+    text = " ".join(pages[command].split())
+    for optimizer in OPTIMIZER_STATE_COPIES:
+        assert re.search(rf"\b{optimizer}\b", text), (command, optimizer)
+
+
+@pytest.mark.parametrize("command", ["compare", "check"])
+def test_compare_and_check_take_a_model_in_any_form(command, pages):
+    text = " ".join(pages[command].split())
+    assert "any form summary takes" in text
+    assert "built-in or package.module:factory" not in text
+
+
+def test_the_model_forms_are_listed_where_a_model_is_taken(pages):
+    text = " ".join(pages["summary"].split())
+    for form in ("torchvision:NAME", "timm:NAME", "package.module:factory", "path/to/file.py:factory", ".pt2"):
+        assert form in text
+
+
+# --- output files ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("format", ["csv", "table"])
+def test_output_dash_is_standard_output(format, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("summary", "lenet5", "-o", "-", "-f", format)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("layer,module_type" if format == "csv" else "lenet5")
+    assert "features.0" in result.stdout and "wrote" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no file named '-'
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for a test (os.umask returns the old one), then restore it."""
+    saved = os.umask(0o022)
+    yield os.umask
+    os.umask(saved)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_a_new_report_gets_0666_less_the_umask(umask, mask, mode, tmp_path):
+    umask(mask)
+    target = tmp_path / "report.csv"
+    assert cli("summary", "lenet5", "-o", target).exit_code == 0
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+
+
+def test_a_rewritten_report_keeps_its_mode(umask, tmp_path):
+    target = tmp_path / "report.csv"
+    target.write_text("old\n")
+    target.chmod(0o644)
+    umask(0o077)  # would give a new file 0600: an existing one keeps its 0644
+    assert cli("summary", "lenet5", "-o", target).exit_code == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644 and target.read_text().startswith("layer,")
+
+
+# --- the memory plot ---------------------------------------------------------------------------
+
+
+def _texts(figure) -> list[str]:
+    return [text.get_text() for axes in figure.axes for text in axes.texts]
+
+
+def test_the_memory_plot_marks_the_peak_of_the_report():
+    pytest.importorskip("matplotlib")
+    from archprof.render.memory_plot import memory_figure
+
+    report = archprof.analyze("lenet5")
+    totals = report.totals
+    figure = memory_figure(report, budget=10**6)
+    axes = figure.axes[0]
+    texts = _texts(figure)
+    assert f"peak {human_bytes(totals.peak_memory_bytes)} at {totals.peak_layer}" in texts
+    assert "--fit 1.00 MB" in texts
+    (held,) = [line for line in axes.get_lines() if line.get_label() == "most held while the layer ran"]
+    assert max(held.get_ydata()) == totals.peak_memory_bytes  # parameters + buffers + live activations
+    assert min(held.get_ydata()) >= totals.param_bytes + totals.buffer_bytes
+    assert axes.yaxis.get_major_formatter()(2e5) == "200 kB"
+    assert {"parameters and buffers", "activations live after it"} <= {
+        text.get_text() for text in axes.get_legend().get_texts()
+    }
+
+
+def test_the_memory_plot_of_a_training_report_draws_the_training_estimate():
+    pytest.importorskip("matplotlib")
+    from archprof.render.memory_plot import memory_figure
+
+    report = archprof.analyze("lenet5", training=True, optimizer="adam")
+    expected = f"training estimate {human_bytes(report.totals.training_memory_bytes)} (adam)"
+    assert expected in _texts(memory_figure(report))
+
+
+def test_memory_plot_command_writes_an_image(tmp_path):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "memory.png"
+    result = cli("memory", "lenet5", "--plot", target, "-f", "csv")
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {target}" in result.stderr
+
+
+def test_memory_plot_with_an_unknown_suffix_fails_before_any_work(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = cli("memory", "lenet5", "--plot", tmp_path / "memory.xyz")
+    assert result.exit_code == 2 and "cannot tell the image format" in result.stderr
+    assert result.stdout == ""
+
+
+# --- the repository ----------------------------------------------------------------------------
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_the_licence_is_there_and_declared_as_spdx():
+    project = _pyproject()["project"]
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+
+
+def test_the_python_versions_claimed_can_import_the_package():
+    """tomllib is in the standard library from 3.11: a 3.10 claim needs a tomli fallback."""
+    claimed = _pyproject()["project"]["requires-python"]
+    low = tuple(int(part) for part in re.fullmatch(r">=(\d+)\.(\d+)", claimed).groups())
+    uses_tomllib = any("import tomllib" in path.read_text() for path in (ROOT / "archprof").rglob("*.py"))
+    if uses_tomllib and low < (3, 11):
+        assert any(d.startswith("tomli") for d in _pyproject()["project"]["dependencies"])
+    assert sys.version_info[:2] >= low
+
+
+def _readme_outputs() -> set[str]:
+    """The files the README's commands and the examples write in the directory they run from."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    written = re.findall(r"(?:--output|-o|--plot|--junit|>)\s+([\w.-]+\.\w+)\b", readme)
+    written += re.findall(r"""save\([^\n]*?["']([\w.-]+\.pt2?)["']\)""", readme)
+    examples = {"params_vs_macs.png", "resnet18_profile.csv", "resnet18_roofline.png", "lenet5_profile.csv"}
+    return {name for name in written if name != "/dev/null"} | examples
+
+
+def test_the_gitignore_covers_what_the_readme_writes():
+    outputs = _readme_outputs()
+    assert {"densenet121.csv", "model.pt", "model.pt2", "budget.xml", "roofline.png"} <= outputs
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(sorted(outputs)),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.split()
+    assert set(ignored) == outputs
+
+
+def test_no_generated_file_is_tracked_at_the_root():
+    tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    at_root = [path for path in tracked.split("\n") if path and "/" not in path]
+    generated = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(at_root),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.split()
+    assert generated == []
+    assert "LICENSE" in at_root
+
+
+def test_the_formulas_page_is_the_projects_own_with_the_worked_examples_the_tests_check():
+    page = (ROOT / "docs" / "formulas.md").read_text(encoding="utf-8")
+    assert "lecture" not in page.lower() and "FORMULAS.md" not in page
+    tested = (ROOT / "tests" / "test_formulas.py").read_text(encoding="utf-8")
+    for number in ("3,216", "3,276,800", "6,553,600", "65,536", "2,506,391,552", "138,357,544"):
+        assert number in page and number.replace(",", "_") in tested
