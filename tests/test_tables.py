@@ -316,3 +316,15 @@ def test_table_returns_the_rich_renderable_with_every_column():
     text = console.export_text()
     assert all(heading in header_line(text) for heading in SUMMARY_COLUMNS)
     assert "Totals" in text and "61,706" in text  # LeNet-5: 156 + 2,416 + 48,120 + 10,164 + 850
+
+
+def test_a_narrow_diff_keeps_the_columns_that_changed(tmp_path):
+    """A smaller input changes every shape and MAC count, no parameter: Params goes first."""
+    report = tmp_path / "resnet18.csv"
+    archprof.analyze("resnet18").to_csv(report)
+    result = at_width(80, "diff", report, "resnet18", "--input", "3x160x160")
+    assert result.exit_code == 0, result.output
+    header = header_line(result.stdout)
+    assert "Output shape" in header and "MACs" in header and "Params" not in header
+    assert "Params" in left_out_note(result.stdout)
+    assert "1x64x112x112 → 1x64x80x80" in result.stdout  # conv1: (160 + 6 - 7) // 2 + 1 = 80

@@ -108,7 +108,23 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
         columns["Params"].append(format_change("count", change.delta("param_count")))
         columns["MACs"].append(format_change("count", change.delta("macs")))
         columns["Activations"].append(format_change("bytes", change.delta("activation_bytes")))
-    priority = ("", "Layer", "Params", "MACs", "Output shape", "Activations", "Type")
+    # The columns where some row changed come first: a narrow table keeps what changed.
+    columns_changed = {heading: any(_changed(change, name) for change in diff.layers) for heading, name in _DIFFED}
+    priority = ("", "Layer", *sorted(columns_changed, key=lambda heading: not columns_changed[heading]))
     layers = fitted_table(summary, columns, priority, layout, labels=2)
     parts.append(layers)
     return Group(*parts)
+
+
+# The diff's columns, most important first, and the report column each shows.
+_DIFFED = (
+    ("Params", "param_count"),
+    ("MACs", "macs"),
+    ("Output shape", "output_shape"),
+    ("Activations", "activation_bytes"),
+    ("Type", "module_type"),
+)
+
+
+def _changed(change, name: str) -> bool:
+    return change.old is None or change.new is None or change.old.get(name) != change.new.get(name)

@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.render.base import dash, fitted_table, indented_layer_name
+from archprof.render.base import Layout, dash, fitted_table, indented_layer_name
 from archprof.report import Report, visible_text
 from archprof.units import human_bytes, human_count, shapes_text
 
@@ -16,7 +16,7 @@ from archprof.units import human_bytes, human_count, shapes_text
 _PROFILE_COLUMNS = ("Layer", "Time", "Share", "Roofline", "Achieved", "Bound", "Intensity", "Bytes moved", "Type")
 
 
-def profile_table(report: Report, width: int = 160) -> Group:
+def profile_table(report: Report, layout: Layout = Layout()) -> Group:
     """A profiled report (`archprof.profile`): per layer the measured time beside the
     roofline's, share, achieved FLOP/s, intensity and bound; the unattributed remainder;
     the whole model; the device's ceilings; the cross-check, every mismatch in red."""
@@ -46,7 +46,7 @@ def profile_table(report: Report, width: int = 160) -> Group:
         f"{measured.device} ({measured.device_name})  ·  {passes}",
         cells,
         _PROFILE_COLUMNS,
-        width,
+        layout,
         caption="Time: each leaf-module call between forward hooks; (between hooks): container ops such as a "
         "residual add, and the hooks' own cost. Roofline: max(FLOPs / peak, bytes moved / bandwidth). Achieved "
         "and Intensity count flops + elementwise_flops; ▲: above the roofline (see the notes).",
