@@ -17,6 +17,7 @@ from a budget file: `archprof.toml`, or `[tool.archprof]` in `pyproject.toml`:
     min-receptive-field = 200    # pixels: the field of the last spatial layer
     max-training-memory = "8GB"  # the training estimate (params, gradients, optimizer state, saved)
     optimizer = "adam"           # for max-training-memory: sgd (default), momentum, adam, adamw
+    max-training-flops = "30G"   # one training step: forward and backward (the backward traced on meta)
 
 (In pyproject.toml the table is `[[tool.archprof.models]]`.) Anything wrong in a file is an
 ArchprofError naming the file, the line and the key."""
@@ -68,6 +69,7 @@ LIMIT_KEYS: dict[str, tuple[str, str]] = {
     "max-peak-memory": ("peak-memory", "max"),
     "min-receptive-field": ("receptive-field", "min"),
     "max-training-memory": ("training-memory", "max"),
+    "max-training-flops": ("training-flops", "max"),
 }
 
 

@@ -103,6 +103,14 @@ METRICS: dict[str, Metric] = {
             _total("training_memory_bytes", "training memory"),
             training=True,
         ),
+        Metric(
+            "training-flops",
+            "training_flops",
+            "Training FLOPs",
+            "count",
+            _total("training_flops", "training FLOPs"),
+            training=True,
+        ),
     )
 }
 
@@ -126,6 +134,7 @@ def compare(
     profile: bool = False,
     runs: int = 5,
     *,
+    training: bool = False,
     inputs: InputsLike | None = None,
     args: Mapping[str, Any] | None = None,
     weights: str | Path | None = None,
@@ -140,11 +149,13 @@ def compare(
     and `trust_pickle` as for `analyze()`, applied to every model. `input_size` (one sample,
     e.g. (3, 224, 224)) or `inputs` apply to every model; None takes each model's usual
     input. `profile=True` adds `latency_ms`: the median of at least `runs` CPU forward passes
-    of the real model with random weights, under `torch.no_grad()`.
+    of the real model with random weights, under `torch.no_grad()`. `training=True`
+    analyses one training step of each model and adds `training_flops` (forward and
+    backward, `Report.totals.training_flops`).
 
     Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
-    <NA> without a spatial layer)], param_ratio, macs_ratio, [latency_ms].
+    <NA> without a spatial layer)], [training_flops], param_ratio, macs_ratio, [latency_ms].
 
     `jobs` (default 1: everything in this process, as a notebook or a script fed on stdin
     needs) analyses models given as specs (strings, paths) in up to that many worker
@@ -165,6 +176,7 @@ def compare(
         "args": args,
         "weights": weights,
         "trust_pickle": trust_pickle,
+        "training": training,
     }
     if profile:
         analyses = [_analysis(model, **options) for model in models]
@@ -174,8 +186,8 @@ def compare(
     return comparison_frame(ordered_map(report, models, jobs=jobs, local=_not_a_spec, progress=progress))
 
 
-def _analysis(model: Any, input_size, batch, dtype, inputs, args, weights, trust_pickle) -> Analysis:
-    return analysis(load(model, args, weights, trust_pickle), input_size, batch, dtype, inputs=inputs)
+def _analysis(model: Any, input_size, batch, dtype, inputs, args, weights, trust_pickle, training) -> Analysis:
+    return analysis(load(model, args, weights, trust_pickle), input_size, batch, dtype, training, inputs=inputs)
 
 
 def _report(model: Any, **options: Any) -> Report:
@@ -201,6 +213,8 @@ def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | Non
         data["peak_memory_bytes"] = _exact_integers([METRICS["peak-memory"].read(r) for r in reports])
     if all(has_metric(r, "receptive-field") for r in reports):
         data["receptive_field"] = pd.Series([_optional(METRICS["receptive-field"], r) for r in reports], dtype="Int64")
+    if all(r.training for r in reports):
+        data["training_flops"] = _exact_integers([METRICS["training-flops"].read(r) for r in reports])
     for name, column in (("param_ratio", "param_count"), ("macs_ratio", "macs")):
         baseline = int(data[column].iloc[0])
         data[name] = data[column].astype("float64") / baseline if baseline else float("nan")
@@ -301,6 +315,7 @@ def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("MACs", "macs", human_count),
         ("x MACs", "macs_ratio", ratio),
         ("FLOPs", "flops", human_count),
+        ("Training FLOPs", "training_flops", human_count),
         ("Activations", "activation_bytes", human_bytes),
         ("Peak memory", "peak_memory_bytes", human_bytes),
         ("Receptive field", "receptive_field", lambda v: f"{v} px"),

@@ -24,7 +24,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from archprof.errors import ArchprofError, first_line
 from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind, TensorMeta
 from archprof.kernels import DeviceKernels
-from archprof.operators import find_operator
+from archprof.operators import Family, find_operator
+from archprof.operators.shapes import Refused, elementwise_strides, output_dtype
 from archprof.structure import TensorSlots, tensors_in
 from archprof.units import shapes_text
 
@@ -130,12 +131,13 @@ def trace(
                 stack.enter_context(kernels)
             if by_parameters:
                 recorder.start_root(model, args)
+            step = _ForwardThenBackward(model, recorder) if training else model
             if stand_ins is None:
-                output = model(*args, **kwargs)
+                output = step(*args, **kwargs)
             else:
-                output = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
-            if training:
-                recorder.run_backward(output)
+                if training:
+                    stand_ins = {f"model.{name}": tensor for name, tensor in stand_ins.items()}
+                output = torch.func.functional_call(step, stand_ins, args, kwargs, tie_weights=True, strict=False)
     except ArchprofError:
         raise
     except Exception as exc:  # the user's forward failed: say where and on what
@@ -504,6 +506,22 @@ def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+class _ForwardThenBackward(torch.nn.Module):
+    """The model's forward, then the backward pass from its output, in one call: a block
+    that activation checkpointing recomputes in the backward must still run on the
+    stand-ins that `functional_call` puts in place for the call only."""
+
+    def __init__(self, model: torch.nn.Module, recorder: _TrainingRecorder) -> None:
+        super().__init__()
+        self.model = model
+        self.recorder = recorder
+
+    def forward(self, *args, **kwargs):
+        output = self.model(*args, **kwargs)
+        self.recorder.run_backward(output)
+        return output
+
+
 # The key of autograd node metadata naming the forward op (its index) that made the node.
 _ORIGIN = "archprof_origin"
 
@@ -639,17 +657,20 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
     Returns None (use the real meta kernel) whenever the answer could differ from it: mixed
     dtypes, non-float input, an input that is not contiguous where the kernel's output
     follows its layout (channels last, a transposed or expanded view; a matrix product's
-    output is contiguous whatever its inputs), or an in-place op whose
-    result would not fit its destination."""
+    output is contiguous whatever its inputs, an elementwise op's laid out by TensorIterator's
+    rule), or an in-place op whose result would not fit its destination. A formula's Refused
+    is final: the real kernel refuses the call even where the meta kernel would answer it."""
     first = tensors[0] if tensors else None
     if first is None or not first.is_floating_point() or any(t.dtype != first.dtype for t in tensors):
         return None
-    layout_matters = not info.writes_input and not info.contiguous_output
-    if layout_matters and not all(t.is_contiguous() for t in tensors):
+    follows_layout = not info.writes_input and not info.contiguous_output and not all(t.is_contiguous() for t in tensors)
+    if follows_layout and not info.elementwise:
         return None
     shape_args, shape_kwargs = info.slots.map(lambda t: tuple(t.shape), args, kwargs)
     try:
         shapes = info.shape(*shape_args, **shape_kwargs)
+    except Refused:
+        raise
     except RuntimeError as refused:
         refusal = refused
     else:
@@ -665,6 +686,9 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
         raise refusal
     if info.writes_input:
         return args[0] if shapes[0] == tuple(args[0].shape) else None
+    if follows_layout:  # an elementwise op lays its output out as its inputs are
+        strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in tensors])
+        return torch.empty_strided(shapes[0], strides, dtype=first.dtype, device="meta")
     outputs = [_empty(shape, first.dtype) for shape in shapes]
     return outputs[0] if info.returns == 1 else tuple(outputs)
 
@@ -683,6 +707,7 @@ class _OpInfo:
     shape: Callable[..., Any] | None
     same_dtype: bool
     contiguous_output: bool
+    elementwise: bool  # pointwise: its output laid out as its inputs are
 
     @staticmethod
     def of(func) -> _OpInfo:
@@ -698,13 +723,14 @@ class _OpInfo:
             shape=operator.shape if operator is not None else None,
             same_dtype=operator is not None and operator.same_dtype,
             contiguous_output=operator is not None and operator.contiguous_output,
+            elementwise=operator is not None and operator.family is Family.POINTWISE,
         )
 
 
 def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
-    """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`)."""
-    if len(shape) == 2 and isinstance(shape[1], torch.dtype):
-        shape, dtype = shape
+    """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`, the dtype maybe COMPUTATION)."""
+    if len(shape) == 2 and not isinstance(shape[1], int):
+        shape, dtype = shape[0], output_dtype(shape[1], dtype)
     return torch.empty(shape, dtype=dtype, device="meta")
 
 

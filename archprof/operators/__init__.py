@@ -161,10 +161,19 @@ _add(
 _add(Family.NORMALISATION, "_batch_norm_no_update", costs.batch_norm_inference_cost)
 _add(
     Family.NORMALISATION,
-    "native_layer_norm native_group_norm _batch_norm_with_update",
+    "native_layer_norm",
     costs.norm_with_statistics_cost,
+    shapes.layer_norm_shape,
+    contiguous_output=True,
 )
-_add(Family.NORMALISATION, "_softmax _log_softmax _safe_softmax", costs.softmax_cost)
+_add(Family.NORMALISATION, "native_group_norm _batch_norm_with_update", costs.norm_with_statistics_cost)
+_add(
+    Family.NORMALISATION,
+    "_softmax _log_softmax _safe_softmax",
+    costs.softmax_cost,
+    shapes.softmax_shape,
+    contiguous_output=True,
+)
 
 # --- matrix products and convolution ------------------------------------------------------
 
@@ -192,9 +201,9 @@ _add(
 )
 _add(
     Family.POINTWISE,
-    "hardtanh_backward hardswish_backward hardsigmoid_backward leaky_relu_backward elu_backward mish_backward"
-    " softplus_backward",
+    "hardtanh_backward hardswish_backward hardsigmoid_backward leaky_relu_backward elu_backward softplus_backward",
 )
+# y * (g - sum(g * y)) and g - exp(y) * sum(g): 4 FLOPs per element.
 _add(Family.NORMALISATION, "_softmax_backward_data _log_softmax_backward_data", costs.per_output_element(4))
 _add(Family.WINDOW, "max_pool2d_with_indices_backward max_pool3d_with_indices_backward", costs.max_pool_backward_cost)
 _add(Family.WINDOW, "avg_pool2d_backward avg_pool3d_backward", costs.avg_pool_backward_cost)
@@ -207,10 +216,10 @@ _add(
 )
 
 # --- attention and recurrent kernels ------------------------------------------------------
-# The fused CPU kernels `archprof.kernels` sends attention and LSTM calls to. Their MACs are
-# those of the decompositions they replace (two batched products; the cell's two products
-# per step); the LSTM's shapes formula sizes oneDNN's workspace, which its meta kernel
-# leaves empty.
+# The fused CPU kernels `archprof.kernels` sends attention and LSTM calls to, and their
+# gradients. Their forward MACs are those of the decompositions they replace (two batched
+# products; the cell's two products per step); the LSTM's shapes formula sizes oneDNN's
+# workspace, which its meta kernel leaves empty.
 
 _add(Family.MATRIX_PRODUCT, "_scaled_dot_product_flash_attention_for_cpu", costs.flash_attention_cost)
 _add(
@@ -220,6 +229,12 @@ _add(
     onednn_lstm_layer_shapes,
     contiguous_output=True,
 )
+_add(
+    Family.MATRIX_PRODUCT,
+    "_scaled_dot_product_flash_attention_for_cpu_backward",
+    costs.flash_attention_backward_cost,
+)
+_add(Family.MATRIX_PRODUCT, "mkldnn_rnn_layer_backward", costs.onednn_lstm_layer_backward_cost)
 
 
 # --- lookup -------------------------------------------------------------------------------

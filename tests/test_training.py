@@ -1,0 +1,266 @@
+"""Training FLOPs: the backward pass traced on meta, against PyTorch's FlopCounterMode run
+around a real CPU forward and backward of the same model (matrix products and convolutions,
+all FlopCounterMode counts), and against gradients worked by hand."""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from torch.utils.flop_counter import FlopCounterMode
+
+import archprof
+from archprof.report import TRAINING_COLUMNS
+from archprof.trace import trace
+from archprof.zoo import MODELS
+from tests.cli import cli
+
+
+def counted_training_flops(model: nn.Module, *inputs: torch.Tensor) -> FlopCounterMode:
+    """FlopCounterMode around one real training step: forward, then backward from ones."""
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        output = model(*inputs)
+        if output.requires_grad:  # else every parameter is frozen: no backward pass
+            output.backward(torch.ones_like(output))
+    return counter
+
+
+def training_report(model: nn.Module, size, batch: int = 2):
+    return archprof.analyze(model, input_size=size, batch=batch, training=True)
+
+
+# --- hand-worked ---------------------------------------------------------------------------
+
+
+def test_a_two_layer_perceptron_worked_by_hand():
+    # batch 4: fc1 [4, 3] @ [3, 5] is 60 MACs, fc2 [4, 5] @ [5, 2] 40. The backward: fc1's
+    # weight gradient x^T @ g (60 MACs) and no input gradient (the network's input needs
+    # none); fc2's weight gradient (40) and its input gradient g @ W (40).
+    model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    report = training_report(model, (3,), batch=4)
+    rows = report.columns
+    assert rows["layer"] == ["0", "1", "2"]
+    assert rows["macs"] == [60, 0, 40]
+    assert rows["backward_input_macs"] == [0, 0, 40]
+    assert rows["backward_weight_macs"] == [60, 0, 40]
+    assert rows["training_flops"] == [2 * (60 + 60), 0, 2 * (40 + 40 + 40)]
+    totals = report.totals
+    assert totals.training_flops == 2 * (100 + 100 + 40) == 480  # not 3 x 200 = 600
+    # Elementwise: ReLU's gradient one per element (4 x 5), the two bias gradients sum the
+    # output gradients (4 x 5 and 4 x 2).
+    assert totals.backward_elementwise_flops == 20 + 20 + 8
+    assert counted_training_flops(model, torch.randn(4, 3)).get_total_flops() == 480
+
+
+def test_frozen_layers_compute_no_weight_gradient_and_nothing_flows_into_a_frozen_stem():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    for parameter in model[0].parameters():
+        parameter.requires_grad_(False)
+    for parameter in model[4].parameters():
+        parameter.requires_grad_(False)
+    report = training_report(model, (3, 10, 10), batch=1)
+    macs = dict(zip(report.columns["layer"], report.columns["macs"], strict=True))
+    # Hand: conv 0 8x8x8 outputs x 27 = 13,824 MACs; conv 2 8x6x6 x 72 = 20,736; conv 4 4x4x4 x 72 = 4,608.
+    assert (macs["0"], macs["2"], macs["4"]) == (13_824, 20_736, 4_608)
+    by_layer = {
+        layer: (inputs, weights)
+        for layer, inputs, weights in zip(
+            report.columns["layer"],
+            report.columns["backward_input_macs"],
+            report.columns["backward_weight_macs"],
+            strict=True,
+        )
+    }
+    assert by_layer["0"] == (0, 0)  # frozen, and nothing before it needs a gradient
+    assert by_layer["2"] == (0, 20_736)  # its input comes from the frozen stem
+    assert by_layer["4"] == (4_608, 0)  # frozen, but conv 2's weights need the gradient through it
+    expected = counted_training_flops(model, torch.randn(1, 3, 10, 10)).get_total_flops()
+    assert report.totals.training_flops == expected == 2 * (13_824 + 20_736 + 4_608 + 20_736 + 4_608)
+
+
+class _Checkpointed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = checkpoint(self.block, x, use_reentrant=False)
+        return self.head(x)
+
+
+def test_checkpointing_recomputes_the_forward_inside_the_backward():
+    model = _Checkpointed()
+    report = training_report(model, (3, 6, 6))
+    # The backward of block.2 needs block.1's output: block.0 and block.1 run again; block.2,
+    # whose output nothing saved needs, does not (checkpoint stops early).
+    conv = 2 * 8 * 6 * 6 * 8 * 9  # batch 2, 8 channels of 6x6 outputs, 8 x 3 x 3 weights each
+    recomputed = dict(zip(report.columns["layer"], report.columns["recomputed_macs"], strict=True))
+    assert recomputed == {"stem": 0, "block.0": conv, "block.1": 0, "block.2": 0, "head": 0}
+    totals = report.totals
+    assert totals.training_flops == totals.flops + 2 * (totals.backward_input_macs + totals.backward_weight_macs + conv)
+    expected = counted_training_flops(copy.deepcopy(model), torch.randn(2, 3, 6, 6)).get_total_flops()
+    assert totals.training_flops == expected
+
+
+def test_checkpointing_saves_less_for_the_backward():
+    class Plain(_Checkpointed):
+        def forward(self, x):
+            return self.head(self.block(self.stem(x)))
+
+    saved = [training_report(m, (3, 6, 6)).totals.saved_activation_bytes for m in (Plain(), _Checkpointed())]
+    assert saved[1] < saved[0]
+
+
+# --- against FlopCounterMode ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, size",
+    [("lenet5", (1, 32, 32)), ("vgg11", (3, 32, 32)), ("resnet18", (3, 32, 32)), ("alexnet", (3, 63, 63))],
+)
+def test_training_flops_of_built_in_models_equal_flop_counter_mode(name, size):
+    report = archprof.analyze(name, input_size=size, batch=2, training=True)
+    counter = counted_training_flops(MODELS[name].build(), torch.randn(2, *size))
+    assert report.totals.training_flops == counter.get_total_flops()
+    totals = report.totals
+    # Not three times the forward: the first layer computes no input gradient.
+    assert totals.backward_weight_macs == totals.macs
+    assert totals.backward_input_macs == totals.macs - report.columns["macs"][0]
+
+
+def test_every_layer_of_a_chain_pays_its_gradient_products():
+    # For a dense layer each gradient product is as large as its forward (dL/dW = x^T g,
+    # dL/dx = g W^T); the first layer sends no gradient to the network's input. (Per module,
+    # FlopCounterMode is no oracle: its module tracker gives the last layer's backward, and
+    # a residual branch's, to other modules; its totals are right, as above.)
+    report = archprof.analyze("vgg11", input_size=(3, 32, 32), batch=2, training=True)
+    rows = [
+        (macs, inputs, weights)
+        for kind, macs, inputs, weights in zip(
+            report.columns["module_type"],
+            report.columns["macs"],
+            report.columns["backward_input_macs"],
+            report.columns["backward_weight_macs"],
+            strict=True,
+        )
+        if kind in ("Conv2d", "Linear")
+    ]
+    assert len(rows) == 11
+    assert rows[0][1] == 0 and rows[0][2] == rows[0][0] > 0
+    assert all(inputs == weights == macs > 0 for macs, inputs, weights in rows[1:])
+
+
+def test_a_grouped_convolution_costs_its_groups_as_separate_convolutions():
+    # FlopCounterMode (torch 2.13) counts a grouped convolution's weight gradient as if it
+    # were dense (G times too much); the same layer written as G convolutions is its oracle.
+    grouped = nn.Conv2d(8, 8, 3, groups=4)
+    split = nn.ModuleList(nn.Conv2d(2, 2, 3) for _ in range(4))
+
+    class Split(nn.Module):
+        def forward(self, x):
+            return torch.cat([conv(part) for conv, part in zip(split, x.chunk(4, dim=1), strict=True)], dim=1)
+
+    x = torch.randn(2, 8, 6, 6).requires_grad_(True)  # so that the input gradient is computed too
+    expected = counted_training_flops(Split(), x).get_flop_counts()["Global"]
+    stem = nn.Sequential(nn.Conv2d(8, 8, 1), grouped)
+    report = training_report(stem, (8, 6, 6))
+    row = report.columns["layer"].index("1")
+    assert report.columns["macs"][row] * 2 == expected[torch.ops.aten.convolution]
+    backward = report.columns["backward_input_macs"][row] + report.columns["backward_weight_macs"][row]
+    assert backward * 2 == expected[torch.ops.aten.convolution_backward]
+
+
+_ACTIVATIONS = {"relu": lambda: nn.ReLU(), "relu_": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+@st.composite
+def layer_stacks(draw):
+    """A random stack of convolutions (some frozen), norms, activations and pools, then a
+    linear head; and its input size."""
+    channels, size = draw(st.integers(1, 4)), draw(st.integers(6, 12))
+    shape = (channels, size, size)
+    layers: list[nn.Module] = []
+    frozen: list[bool] = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["conv", "conv", "norm", "activation", "pool"]))
+        if kind == "conv":
+            out, kernel = draw(st.integers(1, 6)), draw(st.integers(1, 3))
+            stride, padding = draw(st.integers(1, 2)), draw(st.integers(0, 1))
+            if size + 2 * padding < kernel:
+                continue
+            layers.append(nn.Conv2d(channels, out, kernel, stride, padding, bias=draw(st.booleans())))
+            frozen.append(draw(st.booleans()))
+            channels, size = out, (size + 2 * padding - kernel) // stride + 1
+        elif kind == "norm":
+            layers.append(nn.BatchNorm2d(channels))
+            frozen.append(draw(st.booleans()))
+        elif kind == "activation":
+            layers.append(_ACTIVATIONS[draw(st.sampled_from(sorted(_ACTIVATIONS)))]())
+            frozen.append(False)
+        elif size >= 2:
+            layers.append(draw(st.sampled_from([nn.MaxPool2d(2), nn.AvgPool2d(2)])))
+            frozen.append(False)
+            size //= 2
+    layers += [nn.Flatten(), nn.Linear(channels * size * size, draw(st.integers(1, 5)))]
+    frozen += [False, draw(st.booleans())]
+    model = nn.Sequential(*layers)
+    for layer, is_frozen in zip(model, frozen, strict=True):
+        for parameter in layer.parameters():
+            parameter.requires_grad_(not is_frozen)
+    return model, shape
+
+
+@settings(max_examples=25, deadline=None)
+@given(stack=layer_stacks(), batch=st.integers(1, 3))
+def test_training_flops_of_random_stacks_equal_flop_counter_mode(stack, batch):
+    model, shape = stack
+    report = training_report(model, shape, batch=batch)
+    expected = counted_training_flops(model, torch.randn(batch, *shape)).get_total_flops()
+    assert report.totals.training_flops == expected
+    assert report.totals.not_counted == {}
+
+
+# --- the report, the commands ---------------------------------------------------------------
+
+
+def test_training_columns_only_in_a_training_report():
+    inference = archprof.analyze("lenet5")
+    names = {c.name for c in TRAINING_COLUMNS}
+    assert not names & set(inference.layers.columns)
+    assert inference.totals.training_flops is None
+    assert trace(MODELS["lenet5"].build().to("meta"), [(1, 1, 32, 32)]).backward_ops == []
+    training = archprof.analyze("lenet5", training=True)
+    assert names <= set(training.layers.columns)
+    assert names <= set(training.to_csv().splitlines()[0].split(","))
+    for depth in (0, 1):
+        rolled = training.rollup(depth)
+        assert rolled.totals.training_flops == training.totals.training_flops
+    root = training.by_module().set_index("module").loc[""]
+    assert root["backward_weight_macs"] == training.totals.backward_weight_macs
+
+
+def test_summary_train_shows_gradient_macs_and_the_training_step():
+    result = cli("summary", "lenet5", "--train")
+    assert result.exit_code == 0, result.output
+    assert "Bwd input MACs" in result.output and "Bwd weight MACs" in result.output
+    total = archprof.analyze("lenet5", training=True).totals.training_flops
+    assert "Training step FLOPs" in result.output and f"{total:,}" in result.output
+    assert "Bwd input MACs" not in cli("summary", "lenet5").output
+
+
+def test_compare_train_and_check_max_training_flops():
+    result = cli("compare", "lenet5", "alexnet", "--train", "-f", "csv")
+    assert result.exit_code == 0, result.output
+    header, lenet, _ = result.output.strip().splitlines()
+    training_flops = lenet.split(",")[header.split(",").index("training_flops")]
+    assert int(training_flops) == archprof.analyze("lenet5", training=True).totals.training_flops
+    assert "training_flops" not in cli("compare", "lenet5", "-f", "csv").output
+    assert cli("check", "lenet5", "--max-training-flops", "1M").exit_code == 1
+    assert cli("check", "lenet5", "--max-training-flops", "1G").exit_code == 0
