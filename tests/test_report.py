@@ -25,6 +25,22 @@ def test_rollup_keeps_every_total():
     assert report.rollup(1).layers["layer"].tolist() == ["features", "", "classifier"]
 
 
+def test_a_merged_subtree_holds_the_sums_by_module_finds():
+    """Every container row of the tree (`Report.merged_row` over its subtree) against
+    `by_module`, which sums by module path on its own."""
+    from archprof.render.tree import tree_rows
+
+    report = archprof.analyze("resnet50")
+    modules = report.by_module().set_index("module")
+    containers = [node for node in tree_rows(report) if node.is_container]
+    assert len(containers) == 4 + 16 + 4  # the stages, their bottlenecks, the first block's downsample in each
+    for node in containers:
+        for name in SUMMABLE:
+            assert node.row[name] == modules.loc[node.label, name], (node.label, name)
+    rolled = report.rollup(2)
+    assert rolled.columns["macs"][rolled.columns["layer"].index("layer3.5")] == modules.loc["layer3.5", "macs"]
+
+
 def test_csv_round_trips_through_pandas(tmp_path):
     report = archprof.analyze("mobilenet_v2")
     path = tmp_path / "mobilenet_v2.csv"
@@ -36,7 +52,8 @@ def test_csv_round_trips_through_pandas(tmp_path):
 
 
 def test_importing_archprof_loads_neither_pandas_nor_rich():
-    code = "import sys, archprof; archprof.analyze('lenet5'); print('pandas' in sys.modules, 'rich' in sys.modules)"
+    code = "import sys, archprof; repr(archprof.analyze('lenet5'))"  # the notebook repr too
+    code += "; print('pandas' in sys.modules, 'rich' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.split() == ["False", "False"]
 
