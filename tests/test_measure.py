@@ -24,6 +24,7 @@ from archprof.measure import ceilings, clock, crosscheck, device
 from archprof.measure.profile import timing_notes
 from archprof.operators import OPERATORS, Cost
 from archprof.render import profile_table, to_text
+from archprof.render.base import Layout
 from archprof.report import MEASURED_COLUMNS, layer_label
 from tests.models import Residual
 
@@ -492,7 +493,7 @@ def test_layers_above_a_fresh_roof_are_marked_in_the_table(fake_benchmarks):
     assert above
     (note,) = [note for note in measured.notes if "above the peak FLOP/s" in note]
     assert note.startswith(f"{len(above)} rows") and "measured low" in note
-    text = to_text(profile_table(report, width=200))
+    text = to_text(profile_table(report, Layout(width=200)))
     assert text.count("▲") == len(above) + 2  # each row, the caption, the note
 
 
