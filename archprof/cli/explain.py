@@ -1,0 +1,68 @@
+"""`archprof explain`: a layer's figures worked out with its own numbers, or the network's
+receptive-field table and stage shares."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from archprof.cli.app import app
+from archprof.cli.common import (
+    Format,
+    FormatOpt,
+    ModelArg,
+    OutputOpt,
+    check_output,
+    choose_format,
+    input_files,
+    say,
+    standard_output,
+    user_errors,
+    with_model_options,
+)
+
+
+@app.command()
+@user_errors
+@with_model_options
+def explain(
+    model: ModelArg,
+    layer: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="A layer as the summary names it (features.0, layer1.0.relu (call 2)), a container (layer1.0), or a"
+            " row number (1 = the first; #3 is always a row number). Default: the whole network.",
+            show_default=False,
+        ),
+    ] = None,
+    options=None,  # with_model_options: the shared options, read
+    format: FormatOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Every figure of a layer worked out: each formula with the layer's own values and its result.
+
+    For a layer: output shape per dimension, parameters (weights and bias apart), MACs and
+    FLOPs, elementwise FLOPs, activation bytes and the receptive-field step from the layer
+    before. For a container: its children's totals and how they add up, and its own
+    operations. Without a layer: the receptive field down the network (kernel, stride,
+    field, jump, start) and each stage's share of the parameters and MACs. Text, or
+    --format markdown for a pull request or a course page."""
+    from archprof.analysis import analyze
+    from archprof.errors import ArchprofError
+
+    chosen = choose_format(format, output, html=False)
+    if chosen not in (Format.table, Format.markdown):
+        raise ArchprofError(f"explain writes text or markdown, not {chosen.value}: give --format table or markdown")
+    check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
+    report = analyze(model, **options.keywords())
+    text = report.explain(layer, markdown=chosen is Format.markdown)
+    if output is None:
+        with standard_output():
+            sys.stdout.write(text)
+        return
+    from archprof.output import write_atomically
+
+    write_atomically(output, text)
+    say(f"wrote {output}")

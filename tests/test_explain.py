@@ -1,0 +1,253 @@
+"""`archprof explain` / `Report.explain`: each printed result is the report's number, the
+worked examples of docs/formulas.md come out verbatim, and the receptive-field steps are
+the recurrence worked by hand."""
+
+import pytest
+import torch
+from torch import nn
+
+import archprof
+from archprof.errors import ArchprofError
+from archprof.explain import explanation
+from archprof.text import dims_text
+from tests.cli import cli, one_error_line
+
+
+def _blocks(text: str) -> dict[str, dict[str, str]]:
+    """Printed text -> {section title: {figure: result}} (a figure's last `= ...`)."""
+    blocks = {}
+    for block in text.strip().split("\n\n"):
+        title, *lines = block.splitlines()
+        figures = {}
+        for line in lines:
+            parts = line.strip().split(" = ")
+            if len(parts) > 1:
+                figures.setdefault(parts[0], parts[-1])
+        blocks[title] = figures
+    return blocks
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+ROW = "this row, as the report counts it"
+
+
+def _check_rows_against_report(report) -> None:
+    """Every row's printed figures are the report's."""
+    for index in range(len(report)):
+        blocks = _blocks(report.explain(f"#{index + 1}"))
+        row = blocks[ROW]
+        assert _number(row["parameters"]) == report.columns["param_count"][index]
+        assert _number(row["MACs"]) == report.columns["macs"][index]
+        assert _number(row["FLOPs"]) == report.columns["flops"][index]
+        assert _number(row["elementwise FLOPs"]) == report.columns["elementwise_flops"][index]
+        assert _number(row["activation bytes"]) == report.columns["activation_bytes"][index]
+        operators = [title for title in blocks if title.startswith("aten.")]
+        if len(operators) != 1:
+            continue
+        # The row's one counted operator: its own figures are the row's.
+        figures = blocks[operators[0]]
+        if "output shape" in figures:
+            assert figures["output shape"] == report.columns["output_shape"][index], operators
+        for figure, column in (("MACs", "macs"), ("parameters", "param_count")):
+            if figure in figures:
+                assert _number(figures[figure]) == report.columns[column][index], operators
+        if "r_w" in figures:  # the window's receptive-field step lands on the pass's numbers
+            field, jump, start = (report.columns[c][index] for c in _FIELD_COLUMNS)
+            assert (figures["r_w"], figures["j_w"], figures["start_w"]) == (
+                str(field[-1]),
+                str(jump[-1]) if isinstance(jump, tuple) else dims_text(jump),
+                str(start[-1]),
+            )
+
+
+_FIELD_COLUMNS = ("receptive_field", "effective_stride", "receptive_field_start")
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.weight = nn.Parameter(torch.ones(4, 1, 3, 3))
+
+    def forward(self, x):
+        y = nn.functional.conv2d(x, self.weight, stride=2, padding=1, groups=4)  # functional, depthwise
+        y = nn.functional.interpolate(y, scale_factor=2.0, mode="bilinear")
+        return torch.cat([self.conv(x) + x, y], dim=1).softmax(dim=1).mean(dim=(2, 3))
+
+
+LAYER_TYPES = {
+    "conv1d": (nn.Sequential(nn.Conv1d(3, 8, 5, stride=2, padding=1, dilation=2), nn.ReLU()), (3, 40)),
+    "conv2d grouped": (nn.Sequential(nn.Conv2d(4, 8, 3, groups=2, bias=False), nn.GELU()), (4, 12, 12)),
+    "conv3d": (nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.MaxPool3d(2), nn.AvgPool3d(2)), (2, 8, 8, 8)),
+    "transposed": (nn.Sequential(nn.ConvTranspose2d(4, 2, 3, stride=2, output_padding=1)), (4, 6, 6)),
+    "norms and pooling": (
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3),
+            nn.BatchNorm2d(8),
+            nn.MaxPool2d(3, stride=2, ceil_mode=True),
+            nn.AvgPool2d(2),
+            nn.GroupNorm(2, 8),
+            nn.AdaptiveMaxPool2d(2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 6, bias=False),
+            nn.BatchNorm1d(6),
+            nn.LayerNorm(6),
+            nn.Sigmoid(),
+            nn.Dropout(),
+        ),
+        (3, 21, 21),
+    ),
+    "functional": (_Residual(), (4, 8, 8)),
+    "upsampling": (nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 3, 1), nn.Tanh()), (3, 5, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYER_TYPES))
+def test_every_printed_figure_is_the_report_s(name):
+    model, shape = LAYER_TYPES[name]
+    _check_rows_against_report(archprof.analyze(model, input_size=shape, batch=2))
+
+
+def test_every_row_of_resnet18_with_folded_norms():
+    _check_rows_against_report(archprof.analyze("resnet18", fold_bn=True))
+
+
+def test_the_worked_convolution_of_the_formulas_document():
+    # 16 filters of 8 x 5 x 5, P = 2, S = 1, on an 8 x 32 x 32 input (docs/formulas.md, FORMULAS.md 1)
+    report = archprof.analyze(nn.Sequential(nn.Conv2d(8, 16, 5, padding=2)), input_size=(8, 32, 32))
+    text = report.explain("0")
+    assert "parameters = weights + bias = 3,200 + 16 = 3,216" in text
+    assert "output shape = N x C_out x H_out x W_out = 1 x 16 x 32 x 32 = 1x16x32x32" in text
+    assert "activation bytes = numel · bytes per element = 1·16·32·32 · 4 = 65,536" in text
+    assert "= 1 · 16 · 32 · 32 · (8 / 1) · 5 · 5 = 3,276,800" in text
+    assert "FLOPs = 2 · MACs = 2 · 3,276,800 = 6,553,600" in text
+
+
+def test_vgg16_first_layer_verbatim():
+    text = archprof.analyze("vgg16").explain("features.0")
+    assert "  parameters = weights + bias = 1,728 + 64 = 1,792\n" in text
+    macs = "MACs = N · C_out · H_out · W_out · (C_in / G) · K_h · K_w = 1 · 64 · 224 · 224 · (3 / 1) · 3 · 3"
+    assert f"  {macs} = 86,704,128\n" in text
+    assert (
+        "  H_out = floor((H_in + 2P - D (K - 1) - 1) / S) + 1 = floor((224 + 2 · 1 - 1 · (3 - 1) - 1) / 1) + 1 = 224"
+        in text
+    )
+
+
+def test_receptive_field_steps_are_the_recurrence():
+    # Two 3x3 convolutions, the second with stride 2 and dilation 2, then a 2x2 pool:
+    # r: 1 -> 3 -> 3 + 2 (3 - 1) 1 = 7 -> 7 + (2 - 1) 2 = 9; j: 1, 1, 2, 4; start: 0, -1, -1 - 1 = -2, -2
+    model = nn.Sequential(
+        nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, stride=2, padding=1, dilation=2), nn.MaxPool2d(2)
+    )
+    report = archprof.analyze(model, input_size=(1, 32, 32))
+    second = _blocks(report.explain("1"))
+    (section,) = [figures for title, figures in second.items() if title.startswith("aten.convolution")]
+    assert (section["r_h"], section["j_h"], section["start_h"]) == ("7", "2", "-2")
+    pool = next(f for t, f in _blocks(report.explain("2")).items() if t.startswith("aten.max_pool"))
+    assert (pool["r_w"], pool["j_w"], pool["start_w"]) == ("9", "4", "-2")
+    assert "r_h = r_prev + D (K - 1) j_prev = 3 + 2 · (3 - 1) · 1 = 7" in report.explain("1")
+
+
+def test_grouped_and_depthwise_convolutions_say_so():
+    report = archprof.analyze(LAYER_TYPES["functional"][0], input_size=(4, 8, 8))
+    text = report.explain("(model)")
+    assert "a depthwise convolution (G = C_in = 4)" in text
+    assert "weights = C_out · (C_in / G) · K_h · K_w = 4 · (4 / 4) · 3 · 3 = 36" in text
+    assert "a grouped convolution (G = 2)" in archprof.analyze(*_spec("conv2d grouped")).explain("0")
+
+
+def _spec(name):
+    model, shape = LAYER_TYPES[name]
+    return model, shape
+
+
+def test_a_container_adds_up_its_children():
+    report = archprof.analyze("resnet18")
+    blocks = _blocks(report.explain("layer1.0"))
+    totals = blocks["totals: the sum of its children and its own operations"]
+    modules = report.by_module()
+    row = modules[modules["module"] == "layer1.0"].iloc[0]
+    for figure, column in (("parameters", "param_count"), ("MACs", "macs"), ("elementwise FLOPs", "elementwise_flops")):
+        assert _number(totals[figure]) == row[column]
+    # its own operation, the residual add: one FLOP per element of 64 x 56 x 56
+    assert blocks["aten.add_: a residual merge"]["elementwise FLOPs"] == "200,704"
+
+
+def test_the_network_view_lays_out_the_receptive_field_table_and_stage_shares():
+    report = archprof.analyze("vgg16")
+    text = report.explain()
+    rows = {
+        line.split()[1]: line.split()
+        for line in text.splitlines()
+        if line.startswith("  ") and line.split()[0].isdigit()
+    }
+    assert rows["features.28"][2:] == ["3x3", "1x1", "196x196", "16x16", "-90x-90"]  # conv5_3
+    assert rows["features.30"][2:] == ["2x2", "2x2", "212x212", "32x32", "-90x-90"]  # pool5
+    for label, cells in rows.items():
+        if label in report.columns["layer"]:
+            index = report.columns["layer"].index(label)
+            assert cells[4:] == [dims_text(report.columns[c][index]) for c in _FIELD_COLUMNS]
+    assert "  features    Sequential         14,714,688   10.6%" in text
+    assert f"{report.totals.param_count:,}" in text.splitlines()[-1]
+
+
+def test_markdown_holds_the_same_figures():
+    report = archprof.analyze("vgg16")
+    markdown = report.explain("features.0", markdown=True)
+    assert markdown.startswith("### features.0 (Conv2d)")
+    assert "| parameters | weights + bias | 1,728 + 64 | 1,792 |" in markdown
+    formula, worked = "N · C_out · H_out · W_out · (C_in / G) · K_h · K_w", "1 · 64 · 224 · 224 · (3 / 1) · 3 · 3"
+    assert f"| MACs | {formula} | {worked} | 86,704,128 |" in markdown
+
+
+def test_layers_are_found_by_label_number_or_container_and_refused_otherwise():
+    report = archprof.analyze("resnet18")
+    assert report.explain(1) == report.explain("conv1") == report.explain("#1")
+    assert report.explain("layer1.0.relu (call 2)").startswith("layer1.0.relu (call 2) (ReLU), row 11 of")
+    with pytest.raises(ArchprofError, match="no layer 'nope' in resnet18"):
+        report.explain("nope")
+    with pytest.raises(ArchprofError, match="row 99 does not exist"):
+        report.explain(99)
+    with pytest.raises(ArchprofError, match="not rolled up"):
+        report.rollup(1).explain("layer1")
+    # nn.Sequential names its layers 0, 1, ...: a name first, then a row number
+    sequential = archprof.analyze(nn.Sequential(nn.ReLU(), nn.Conv2d(3, 3, 1)), input_size=(3, 4, 4))
+    assert sequential.explain("1").startswith("1 (Conv2d), row 2")
+    assert sequential.explain("#1").startswith("0 (ReLU), row 1")
+
+
+def test_cli_explain(tmp_path):
+    result = cli("explain", "vgg16", "features.0")
+    assert result.exit_code == 0, result.output
+    assert "parameters = weights + bias = 1,728 + 64 = 1,792" in result.stdout
+    target = tmp_path / "layer.md"
+    written = cli("explain", "vgg16", "features.0", "-o", target)
+    assert written.exit_code == 0 and target.read_text().startswith("### features.0 (Conv2d)")
+    network = cli("explain", "resnet18", "--fold-bn")
+    assert network.exit_code == 0 and "receptive field down the network" in network.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("explain", "vgg16", "nowhere"), "no layer 'nowhere'"),
+        (("explain", "vgg16", "-f", "csv"), "explain writes text or markdown"),
+    ],
+)
+def test_cli_explain_refuses_on_one_line(args, message):
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert message in one_error_line(result)
+
+
+def test_explanation_structure_matches_its_text():
+    report = archprof.analyze("lenet5")
+    found = explanation(report, 1)
+    text = found.text()
+    for step in found.steps("MACs"):
+        assert f"= {step.result}" in text
