@@ -25,6 +25,7 @@ from archprof.kernels import (
     flash_attention_kernel,
     onednn_lstm_workspace_bytes,
 )
+from archprof.passes.flops import op_cost
 from archprof.passes.memory import saved_activations
 from archprof.trace import trace
 from tests.test_memory import profiled_peaks, real_saved_bytes
@@ -90,6 +91,15 @@ def test_attention_macs_are_those_of_the_math_decomposition():
         model(x)
     report = archprof.analyze(model, input_size=tuple(x.shape[1:]), batch=2)
     assert report.totals.macs == counter.get_total_flops() // 2
+
+
+def test_the_attention_gradient_counts_what_the_fused_kernel_computes():
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    graph = trace(AttentionBlock(), [(2, 4, 32, 64)], training=True)
+    (gradient,) = [op for op in graph.backward_ops if op.op.endswith("flash_attention_for_cpu_backward")]
+    expected = sdpa_backward_flop_count((2, 4, 32, 64), (2, 4, 32, 64), (2, 4, 32, 64), (2, 4, 32, 64)) // 2
+    assert op_cost(gradient).macs == expected
 
 
 @pytest.mark.parametrize(
@@ -292,6 +302,14 @@ def test_lstm_macs_are_those_of_the_cell_loop():
     with FlopCounterMode(display=False) as counter, torch.backends.mkldnn.flags(enabled=False), torch.no_grad():
         model(x)
     assert archprof.analyze(model, input_size=(3, 16), batch=5).totals.macs == counter.get_total_flops() // 2
+
+
+def test_the_lstm_gradient_counts_every_gradient_the_kernel_computes():
+    # inputs 16, hidden 24, 5 steps, batch 3: d(input), d(hidden), d(W_ih) and d(W_hh), each
+    # 5 * 3 * 96 rows of gates by 16 or 24 columns
+    graph = trace(nn.LSTM(16, 24), [(5, 3, 16)], training=True)
+    (gradient,) = [op for op in graph.backward_ops if op.op == "aten.mkldnn_rnn_layer_backward"]
+    assert op_cost(gradient).macs == 2 * 5 * 3 * 96 * (16 + 24)
 
 
 def test_lstms_the_cpu_runs_as_a_cell_loop_are_traced_as_one():

@@ -67,9 +67,10 @@ softmax_cost = per_output_element(3)
 def conv_cost(x: Shape, w: Shape, bias, stride, padding, dilation, transposed, *rest, out: Shape) -> Cost:
     """MACs = C_out * H_out * W_out * (C_in / G) * H_K * W_K per sample [000]."""
     # x:[n, c_in, *in]  w:[c_out, c_in/g, *k] -> out:[n, c_out, *out]
-    # transposed w:[c_in, c_out/g, *k]: every input element meets (c_out/g) * k weights
+    # transposed w:[c_in, c_out/g, *k]: every input element meets (c_out/g) * k weights;
+    # an empty output (torch's oneDNN kernel allows one) computes nothing
     if transposed:
-        return Cost(macs=prod(x) * prod(w[1:]))
+        return Cost(macs=prod(x) * prod(w[1:]) if prod(out) else 0)
     return Cost(macs=prod(out) * prod(w[1:]))
 
 
@@ -325,3 +326,22 @@ def onednn_lstm_layer_cost(x: Shape, w_ih: Shape, w_hh: Shape, *args, out: Shape
         macs=steps * batch * (prod(w_ih) + prod(w_hh)),
         elementwise_flops=13 * steps * batch * hidden,
     )
+
+
+def flash_attention_backward_cost(grad: Shape, q: Shape, k: Shape, v: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """The fused attention's gradient, as the kernel computes it: the scores Q K^T again
+    (no attention matrix was kept), then dP = dO V^T, dV = P^T dO, dQ = dS K and
+    dK = dS^T Q, `B * Hq * L * S * (3E + 2Ev)` MACs (PyTorch's FlopCounterMode counts fused
+    attention's backward so); the probabilities again from the log-sum-exp (2 FLOPs per
+    score) and the softmax's gradient (4 per score, as `_softmax_backward_data`)."""
+    batch, heads, length, _ = q
+    scores = batch * heads * length * k[-2]
+    return Cost(macs=scores * (3 * q[-1] + 2 * v[-1]), elementwise_flops=6 * scores)
+
+
+def onednn_lstm_layer_backward_cost(x: Shape, w_ih: Shape, w_hh: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """One LSTM layer and direction's gradient: the kernel computes every gradient, of the
+    input and hidden states and of both weights, twice the forward's products; and, by
+    convention, as many elementwise FLOPs as the forward cell (13 per hidden unit and step)."""
+    forward = onednn_lstm_layer_cost(x, w_ih, w_hh, out=out)
+    return Cost(macs=2 * forward.macs, elementwise_flops=forward.elementwise_flops)
