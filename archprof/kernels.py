@@ -15,9 +15,12 @@ Modelled (PyTorch 2.x, CPU):
 
 - attention: `_scaled_dot_product_flash_attention_for_cpu` wherever `sdp_utils_cpp`'s
   `use_flash_attention_cpp` accepts the call (`flash_attention_kernel`), else the math
-  decomposition. On CUDA PyTorch would choose among flash (fp16/bf16), memory-efficient
-  (fp32 and most masks) and cuDNN attention by GPU, dtype, head size and mask; archprof
-  traces for the CPU and says so (`Graph.kernels`).
+  decomposition. `Graph.kernels` says which, per call. On CUDA (not modelled) PyTorch's
+  sdp_utils tries flash attention (float16/bfloat16, no explicit mask, head size up to
+  256, recent GPUs), then memory-efficient attention (float32 too, and masks), then math;
+  both fused CUDA kernels save the output and a float32 log-sum-exp as the CPU's does (the
+  memory-efficient one pads its length to a multiple of 32), so the figures hold there
+  but for that padding; where CUDA falls back to math, the L x L matrix is saved.
 - recurrent layers: `nn.LSTM` in float32 with oneDNN enabled runs `mkldnn_rnn_layer` per
   layer and direction (RNN.cpp's `use_mkldnn`); its workspace is sized by
   `onednn_lstm_workspace_bytes`. GRU and plain RNN layers run the cell loop on the CPU too
