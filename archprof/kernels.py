@@ -72,11 +72,12 @@ class DeviceKernels(TorchFunctionMode):
         """A Python-level torch function runs with the mode off (its body would dispatch to
         the mode again): the attention it calls by its module-level name is routed instead."""
         functional = torch.nn.functional
+        original = functional.scaled_dot_product_attention
         functional.scaled_dot_product_attention = self._attention
         try:
             yield
         finally:
-            functional.scaled_dot_product_attention = torch._C._nn.scaled_dot_product_attention
+            functional.scaled_dot_product_attention = original
 
     def _attention(
         self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
