@@ -11,9 +11,10 @@ from archprof.units import human_bytes, shapes_text
 
 def plot_memory(report: Report, path: str | os.PathLike, budget: int | None = None) -> None:
     """Draw `memory_figure` and save it to `path` (format from its suffix), atomically."""
-    from archprof.render.roofline import save_figure
+    from archprof.render.roofline import check_plot_target, save_figure
 
-    save_figure(memory_figure(report, budget), path)
+    target = check_plot_target(path)
+    save_figure(memory_figure(report, budget), target)
 
 
 def memory_figure(report: Report, budget: int | None = None):

@@ -32,17 +32,16 @@ def check_plot_target(path: str | os.PathLike) -> Path:
     return target
 
 
-def save_figure(figure, path: str | os.PathLike) -> None:
-    """Write `figure` to `path` (format from its suffix), atomically."""
-    target = check_plot_target(path)
+def save_figure(figure, target: Path) -> None:
+    """Write `figure` to `target` (checked by `check_plot_target`; format from its suffix), atomically."""
     with open_output(target, binary=True) as handle:
         figure.savefig(handle, format=target.suffix.lower().lstrip("."), dpi=150)
 
 
 def plot_roofline(report: Report, path: str | os.PathLike, label_top: int = 6) -> None:
     """Draw the timed rows on the roofline (`roofline_figure`) and save it to `path`."""
-    check_plot_target(path)
-    save_figure(roofline_figure(report, label_top), path)
+    target = check_plot_target(path)
+    save_figure(roofline_figure(report, label_top), target)
 
 
 def roofline_figure(report: Report, label_top: int = 6):
