@@ -156,3 +156,150 @@ def test_transposed_and_depthwise_convolutions(transposed_dims):
     with counter:
         model(torch.rand(2, *input_size))
     assert report.totals.macs * 2 == counter.get_total_flops()
+
+
+# --- transposed convolutions, empty outputs included ------------------------------------
+
+CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+@st.composite
+def transposed_convolutions(draw):
+    """A transposed convolution and its input size: small inputs, paddings up to the kernel's
+    reach, so that outputs are often empty or negative; output paddings valid or not."""
+    dims = draw(st.sampled_from([1, 2, 3]))
+    groups = draw(st.sampled_from([1, 2]))
+    per_dim = st.lists(st.integers(1, 3), min_size=dims, max_size=dims)
+    kernel, stride, dilation = draw(per_dim), draw(per_dim), draw(per_dim)
+    padding = draw(st.lists(st.integers(0, 4), min_size=dims, max_size=dims))
+    output_padding = draw(st.lists(st.integers(0, 2), min_size=dims, max_size=dims))
+    conv = CONV_TRANSPOSE[dims](
+        2 * groups,
+        groups * draw(st.integers(1, 2)),
+        tuple(kernel),
+        stride=tuple(stride),
+        padding=tuple(padding),
+        output_padding=tuple(output_padding),
+        dilation=tuple(dilation),
+        groups=groups,
+        bias=draw(st.booleans()),
+    )
+    size = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+    return conv.eval(), (2 * groups, *size), draw(st.integers(1, 2))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(transposed_convolutions())
+def test_transposed_convolutions_agree_with_the_cpu_kernel(case):
+    """Same output shape as PyTorch's CPU kernel, or refused where it refuses (empty
+    outputs too: its oneDNN kernel returns them, its reference kernel refuses them). MACs
+    as FlopCounterMode counts them, but none for an empty output."""
+    conv, input_size, batch = case
+    x = torch.rand(batch, *input_size)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            expected = conv(x)
+    except RuntimeError:
+        with pytest.raises(archprof.ArchprofError):
+            archprof.analyze(conv, input_size=input_size, batch=batch)
+        return
+    report = archprof.analyze(conv, input_size=input_size, batch=batch)
+    assert report.rows()[-1]["output_shape"] == "x".join(map(str, expected.shape))
+    assert report.totals.macs * 2 == (counter.get_total_flops() if expected.numel() else 0)
+
+
+def test_the_issues_empty_transposed_convolutions():
+    # torch refuses an empty 4x0 output here (reference kernel, one group) ...
+    with pytest.raises(archprof.ArchprofError, match="too small"):
+        archprof.analyze(nn.ConvTranspose2d(2, 2, 2, padding=(0, 2)), input_size=(2, 3, 3))
+    # ... and returns an empty (1, 6, 0) one here (oneDNN, two groups): no MAC is done.
+    report = archprof.analyze(nn.ConvTranspose1d(4, 6, 4, padding=2, groups=2), input_size=(4, 1))
+    assert report.rows()[-1]["output_shape"] == "1x6x0"
+    assert report.totals.macs == 0
+
+
+# --- the trace's fast path answers as the meta kernel would -------------------------------
+
+
+def _laid_out(draw, shape, dtype=torch.float32):
+    """A meta tensor of `shape`: contiguous, its dimensions stored in a random order,
+    channels last, every other element of a longer one, or expanded from size 1."""
+    kind = draw(st.sampled_from(["contiguous", "permuted", "channels_last", "sliced", "expanded"]))
+    if kind == "permuted":
+        order = draw(st.permutations(range(len(shape))))
+        stored = torch.empty([shape[d] for d in order], dtype=dtype, device="meta")
+        return stored.permute([order.index(dim) for dim in range(len(shape))])
+    if kind == "channels_last" and len(shape) == 4:
+        return torch.empty(shape, dtype=dtype, device="meta").to(memory_format=torch.channels_last)
+    if kind == "sliced" and shape:
+        return torch.empty((*shape[:-1], 2 * shape[-1]), dtype=dtype, device="meta")[..., ::2]
+    if kind == "expanded" and shape and shape[0] > 1:
+        return torch.empty((1, *shape[1:]), dtype=dtype, device="meta").expand(shape)
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+@st.composite
+def fast_path_calls(draw):
+    """Layer norm, softmax and elementwise calls the fast path answers, on random layouts,
+    broadcast operands and floating dtypes."""
+    dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]))
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=4)))
+    x = _laid_out(draw, shape, dtype)
+    broadcast = tuple(draw(st.sampled_from([size, 1])) for size in shape)[draw(st.integers(0, len(shape))) :]
+    other = _laid_out(draw, draw(st.sampled_from([shape, broadcast])), dtype)
+    normalized = shape[draw(st.integers(0, len(shape) - 1)) :]
+    affine = draw(st.booleans())
+    weight = torch.empty(normalized, dtype=dtype, device="meta") if affine else None
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    calls = [
+        lambda: torch.nn.functional.layer_norm(x, normalized, weight, weight),
+        lambda: torch.ops.aten.native_layer_norm(x, normalized, weight, None, 1e-5),
+        lambda: torch.softmax(x, dim),
+        lambda: torch.log_softmax(x, dim),
+        lambda: torch.ops.aten._safe_softmax(x, dim),
+        lambda: x * other,
+        lambda: other + x,
+        lambda: x * 0.5,
+        lambda: torch.nn.functional.gelu(x),
+        lambda: torch.relu(x),
+    ]
+    return draw(st.sampled_from(calls))
+
+
+class _Outputs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Every aten op's outputs under this mode (under the recorder: the recorder's answers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.seen.append((func, out))
+        return out
+
+
+def _tensors_of(value) -> list[torch.Tensor]:
+    return [value] if isinstance(value, torch.Tensor) else [t for t in value if isinstance(t, torch.Tensor)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(call=fast_path_calls())
+def test_fast_path_answers_match_the_meta_kernel(call):
+    """Same shapes, dtypes and significant strides (of dimensions longer than 1) as the meta
+    kernel: the layout decides whether later views succeed and later ops take the fast path."""
+    from torch._prims_common import check_significant_strides
+
+    from archprof.trace import _Recorder
+
+    expected = _Outputs()
+    with expected:
+        call()
+    answered = _Outputs()
+    with _Recorder(), answered:
+        call()
+    assert [func for func, _ in answered.seen] == [func for func, _ in expected.seen]
+    for (func, want), (_, got) in zip(expected.seen, answered.seen, strict=True):
+        for w, g in zip(_tensors_of(want), _tensors_of(got), strict=True):
+            assert (g.shape, g.dtype) == (w.shape, w.dtype), func
+            assert check_significant_strides(g, w, only_cuda=False)[0], (func, g.stride(), w.stride())

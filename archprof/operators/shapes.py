@@ -2,7 +2,8 @@
 have, computed without running its meta kernel. Arguments as for cost formulas (tensors
 replaced by their shapes); a formula returns one shape per output (or `(shape, dtype)`
 where that output's dtype is not the input's) and raises RuntimeError where the real
-kernel would refuse the call.
+kernel would refuse the call: the meta kernel then decides, unless the formula raises
+Refused (it knows the real kernel refuses, whatever the meta kernel would answer).
 """
 
 from __future__ import annotations
@@ -11,6 +12,21 @@ import torch
 
 from archprof.operators.costs import Shape, expand
 from archprof.units import shape_text
+
+# An output dtype meaning "the precision the kernel accumulates in": float32 for a half or
+# bfloat16 input, else the input's own (layer norm's mean and reciprocal deviation).
+COMPUTATION = "computation"
+
+
+class Refused(RuntimeError):
+    """The real kernel refuses this call, even where the meta kernel would answer it."""
+
+
+def output_dtype(dtype, input_dtype: torch.dtype) -> torch.dtype:
+    """A formula's output dtype (a dtype or COMPUTATION) for an op whose input is `input_dtype`."""
+    if dtype != COMPUTATION:
+        return dtype
+    return torch.float32 if input_dtype in (torch.float16, torch.bfloat16) else input_dtype
 
 
 def same_shape(x: Shape, *args, **kwargs) -> list[Shape]:
@@ -36,6 +52,28 @@ def broadcast(a: Shape, b: Shape) -> Shape:
 def batch_norm_shape(x: Shape, *args, **kwargs) -> list[Shape]:
     # -> (out, save_mean, save_invstd), the saved statistics one value per channel
     return [x, (x[1],), (x[1],)]
+
+
+def layer_norm_shape(x: Shape, normalized_shape, weight=None, bias=None, eps=None) -> list:
+    # -> (out, mean, rstd): out contiguous whatever the input's layout; the statistics one
+    # value per normalised slice, kept as size-1 dimensions, in the computation dtype
+    normalized = tuple(normalized_shape)
+    if not normalized or len(normalized) > len(x) or tuple(x[len(x) - len(normalized) :]) != normalized:
+        raise RuntimeError(f"normalized_shape {list(normalized)} does not match the input's last dimensions")
+    if any(p is not None and tuple(p) != normalized for p in (weight, bias)):
+        raise RuntimeError(f"weight and bias must be of shape {list(normalized)}")
+    stats = (*x[: len(x) - len(normalized)], *(1 for _ in normalized))
+    return [x, (stats, COMPUTATION), (stats, COMPUTATION)]
+
+
+def softmax_shape(x: Shape, dim: int, half_to_float: bool | None = None, dtype=None) -> list[Shape]:
+    """_softmax, _log_softmax (x, dim, half_to_float) and _safe_softmax (x, dim, dtype):
+    a contiguous output of the input's shape; a dtype-changing call is left to the meta kernel."""
+    if half_to_float or dtype is not None:  # True, or _safe_softmax's dtype given by position
+        raise RuntimeError("a dtype-changing softmax: leave it to the meta kernel")
+    if not -max(len(x), 1) <= dim < max(len(x), 1):
+        raise RuntimeError(f"dimension {dim} out of range for a {len(x)}-d input")
+    return [x]
 
 
 def mm_shape(a: Shape, b: Shape, **kwargs) -> list[Shape]:
@@ -97,8 +135,17 @@ def conv_shape(x: Shape, w: Shape, bias, stride, padding, dilation, transposed, 
                 f"the weight {shape_text(w)} of this transposed convolution expects {w[0]} input channels, got {x[1]}"
             )
         output_padding = expand(output_padding, dims)
+        if w[0] % groups:
+            raise Refused(f"{w[0]} input channels do not divide into {groups} groups")
+        if any(p >= s and p >= d for p, s, d in zip(output_padding, stride, dilation, strict=True)):
+            raise Refused(f"output padding {list(output_padding)} must be smaller than the stride or the dilation")
         spatial = tuple(map(transposed_conv_output_size, x[2:], w[2:], stride, padding, dilation, output_padding))
-        return _checked((x[0], w[1] * groups, *spatial))
+        out = (x[0], w[1] * groups, *spatial)
+        if min(spatial) > 0:
+            return _checked(out)
+        if min(spatial) < 0 or _cpu_refuses_transposed(x, w, stride, padding, dilation, output_padding, groups):
+            raise Refused(f"the input is too small: the output would be {shape_text(out)}")
+        return [out]
     if x[1] != w[1] * groups:
         raise RuntimeError(
             f"the weight {shape_text(w)} (groups={groups}) expects {w[1] * groups} input channels, got {x[1]}"
@@ -107,6 +154,21 @@ def conv_shape(x: Shape, w: Shape, bias, stride, padding, dilation, transposed, 
         raise RuntimeError(f"{w[0]} output channels do not divide into {groups} groups")
     spatial = tuple(map(conv_output_size, x[2:], w[2:], stride, padding, dilation))
     return _checked((x[0], w[0], *spatial))
+
+
+def _cpu_refuses_transposed(x: Shape, w: Shape, stride, padding, dilation, output_padding, groups) -> bool:
+    """Whether PyTorch's CPU kernel refuses a transposed convolution with an empty output.
+
+    Its oneDNN kernel returns the empty output, its reference kernel refuses it, and which of
+    the two runs depends on the sizes, groups, dtype and thread count; so the kernel itself
+    is asked, on uninitialised float32 tensors (an empty output computes nothing)."""
+    try:
+        torch.ops.aten.convolution(
+            torch.empty(x), torch.empty(w), None, stride, padding, dilation, True, output_padding, groups
+        )
+    except RuntimeError:
+        return True
+    return False
 
 
 def _pool_shape(x: Shape, dims: int, kernel_size, stride, padding, dilation, ceil_mode) -> Shape:
@@ -154,3 +216,75 @@ def reduction_shape(x: Shape, dims=None, keepdim=False, *rest, **kwargs) -> list
         return [tuple(1 for _ in x) if keepdim else ()]
     reduced = {d % len(x) for d in dims}
     return [tuple(1 if i in reduced else size for i, size in enumerate(x) if keepdim or i not in reduced)]
+
+
+def elementwise_strides(shape: Shape, operands: list[tuple[Shape, tuple[int, ...]]]) -> tuple[int, ...]:
+    """The strides of an elementwise op's output of `shape`, its tensor operands of these
+    (shape, strides), as PyTorch's TensorIterator lays it out: contiguous or channels last
+    when every operand is; else dense, its dimensions ordered as the operands' strides
+    order them (the first operand with an order decides, broadcast dimensions abstain)."""
+    ndim = len(shape)
+    if ndim <= 1:
+        return (1,) * ndim
+    strides = [_broadcast_strides(shape, *operand) for operand in operands]
+    if all(_dense_in_order(shape, s, range(ndim)) for s in strides):
+        return _dense_strides(shape, range(ndim))
+    if ndim == 4 and all(_dense_in_order(shape, s, _CHANNELS_LAST) for s in strides):
+        return _dense_strides(shape, _CHANNELS_LAST)
+    perm = list(reversed(range(ndim)))  # innermost first; an insertion sort that keeps ties in place
+    for i in range(1, ndim):
+        moving = i
+        for j in reversed(range(i)):
+            order = _stride_order(shape, strides, perm[j], perm[moving])
+            if order > 0:
+                perm[j], perm[moving] = perm[moving], perm[j]
+                moving = j
+            elif order < 0:
+                break
+    return _dense_strides(shape, reversed(perm))
+
+
+_CHANNELS_LAST = (0, 2, 3, 1)
+
+
+def _broadcast_strides(shape: Shape, operand_shape: Shape, operand_strides: tuple[int, ...]) -> tuple[int, ...]:
+    """An operand's strides seen through broadcasting to `shape`: 0 along the dimensions it is broadcast over."""
+    lead = len(shape) - len(operand_shape)
+    return (0,) * lead + tuple(
+        0 if size == 1 and shape[lead + i] != 1 else stride
+        for i, (size, stride) in enumerate(zip(operand_shape, operand_strides, strict=True))
+    )
+
+
+def _dense_in_order(shape: Shape, strides: tuple[int, ...], order) -> bool:
+    """Whether `strides` are those of a dense tensor with dimensions `order` outermost first
+    (dimensions of size 1 may have any stride)."""
+    expected = 1
+    for dim in reversed(tuple(order)):
+        if shape[dim] != 1:
+            if strides[dim] != expected:
+                return False
+            expected *= shape[dim]
+    return True
+
+
+def _dense_strides(shape: Shape, order) -> tuple[int, ...]:
+    """The strides of a dense tensor of `shape` whose dimensions `order` run outermost first."""
+    strides = [0] * len(shape)
+    step = 1
+    for dim in reversed(tuple(order)):
+        strides[dim] = step
+        step *= max(shape[dim], 1)
+    return tuple(strides)
+
+
+def _stride_order(shape: Shape, strides: list[tuple[int, ...]], a: int, b: int) -> int:
+    """1 when dimension `a` must go outside `b`, -1 inside, 0 when no operand says."""
+    for operand in strides:
+        if operand[a] == 0 or operand[b] == 0:
+            continue
+        if operand[a] != operand[b]:
+            return -1 if operand[a] < operand[b] else 1
+        if shape[a] > shape[b]:
+            return 1
+    return 0
