@@ -190,3 +190,13 @@ def test_profile_refuses_fold_bn_on_one_line():
     result = cli("profile", "lenet5", "--fold-bn", "--device", "cpu")
     assert result.exit_code == 2
     assert "--fold-bn" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("compare", "lenet5", "alexnet"), ("check", "lenet5", "--max-params", "1M"), ("diff", "lenet5", "alexnet")],
+)
+def test_commands_that_do_not_fold_yet_say_so_on_one_line(command):
+    result = cli(*command, "--fold-bn")
+    assert result.exit_code == 2
+    assert f"--fold-bn does not reach {command[0]} yet" in one_error_line(result)
