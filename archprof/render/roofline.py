@@ -95,13 +95,15 @@ def roofline_figure(report: Report, label_top: int = 6):
         rotation_mode="anchor",
     )
     axes.text(
-        ceilings.ridge * 1.05,
-        ceilings.peak_flops_per_s / 30,
-        f"ridge {ceilings.ridge:.1f} FLOPs/byte:\nmemory-bound to the left,\ncompute-bound to the right",
-        ha="left",
-        va="top",
+        ceilings.ridge,
+        0.01,
+        f"ridge {ceilings.ridge:.1f} FLOPs/byte\n← memory-bound | compute-bound →",
+        transform=axes.get_xaxis_transform(),  # x in data, y in axes units: at the bottom, under the points
+        ha="center",
+        va="bottom",
         fontsize=7,
         color="dimgrey",
+        backgroundcolor="white",
     )
 
     total_ms = sum(row["time_ms"] for row in rows) or 1.0
@@ -195,10 +197,10 @@ def _slope_degrees(axes, ceilings, x: float) -> float:
 
 
 def _label_slowest(figure, axes, rows: list, count: int) -> None:
-    """Name the `count` slowest rows beside their markers, each where it overlaps no
-    label already placed (a row whose every place overlaps stays unnamed)."""
+    """Name the `count` slowest rows beside their markers, each where it overlaps no text
+    already placed (a row whose every place overlaps stays unnamed)."""
     renderer = figure.canvas.get_renderer()
-    placed = []
+    placed = [text.get_window_extent(renderer) for text in axes.texts]  # the roofs', the ridge's
     offsets = ((6, 6, "left"), (6, -12, "left"), (-6, 6, "right"), (-6, -12, "right"), (6, 16, "left"))
     for row in sorted(rows, key=lambda r: -r["time_ms"])[:count]:
         point = (row["arithmetic_intensity"], row["achieved_flops_per_s"])
