@@ -262,7 +262,11 @@ class _Context:
         if not_counted:
             notes.append("not counted (no formula): " + ", ".join(f"{op} x{n}" for op, n in not_counted.items()))
         field = self._field_note(group.outputs[0] if group.outputs else None)
-        notes.append(f"receptive field of the row's output: {field}")
+        before = next((t for op in group.ops for t in op.inputs if self.fields.get(t.id) is not None), None)
+        if before is not None:
+            notes.append(f"receptive field from the layer before: {self._field_note(before)} -> {field}")
+        else:
+            notes.append(f"receptive field of the row's output: {field}")
         return Section("this row, as the report counts it", tuple(steps), tuple(notes))
 
     def _field_note(self, tensor: TensorMeta | None) -> str:
@@ -684,6 +688,9 @@ def _elementwise_step(op: OpNode, formula, flops: int, out: Sequence[int]) -> St
     (a reduction), as its cost formula counts them; else the formula's own words."""
     doc = _formula_of(formula)
     x = op.inputs[0].shape if op.inputs else ()
+    if "adaptive" in op.op:
+        counted = "the sum of every output's window size"
+        return Step("elementwise FLOPs", counted + (" - numel(out)" if "max" in op.op else ""), "", flops)
     if doc.endswith("per output element.") and prod(out):
         per = flops // prod(out)
         return Step("elementwise FLOPs", f"{per} per output element · numel(out)", f"{per} · {_product(out)}", flops)
