@@ -157,7 +157,7 @@ def device_ceilings(
         "bandwidth": ("memory bandwidth", lambda: measure_bandwidth(device)),
     }
     found: dict[str, tuple[float, str, float | None]] = {}
-    for figure, given in (("peak_flops", peak_flops), ("bandwidth", bandwidth)):
+    for figure, given in zip(FIGURES, (peak_flops, bandwidth), strict=True):
         cached, at = entry.get(figure), entry.get(f"{figure}_measured_at")
         if given is not None:
             found[figure] = (float(given), "given", None)
