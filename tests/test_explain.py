@@ -251,3 +251,10 @@ def test_explanation_structure_matches_its_text():
     text = found.text()
     for step in found.steps("MACs"):
         assert f"= {step.result}" in text
+
+
+def test_a_layer_says_which_batch_norm_folded_into_it():
+    text = archprof.analyze("resnet18", fold_bn=True).explain("conv1")
+    assert "BatchNorm bn1 folded in (--fold-bn)" in text
+    assert "bias = C_out = 64" in text  # the bias the convolution gained
+    assert "folded in" not in archprof.analyze("resnet18").explain("conv1")

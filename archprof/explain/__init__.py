@@ -1,0 +1,303 @@
+"""`archprof explain`: every figure of a layer worked out with the layer's own numbers.
+
+Nothing here computes a figure of its own: output sizes come from the operator catalogue's
+shape formulas (`operators.shapes`), MACs and elementwise FLOPs from its cost formulas
+(`passes.flops.op_cost`), parameters from the parameters pass, receptive fields from the
+receptive-field pass. This module lays each formula out with the layer's values put in,
+reading the hyper-parameters (kernel, stride, padding, dilation, groups) from the traced
+operators' arguments, so that a functional convolution is explained as a module is.
+
+`explanation(report, layer)` gives an `Explanation` (`document`: sections of `Step`s, a
+figure, its formula, the formula with the values put in, the result), `.text()` and
+`.markdown()` write it; `operators` explains one operator. Here: finding the layer, and the
+views of a row, a container and the whole network (the receptive-field table down it and
+each stage's share of the parameters and MACs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from archprof.errors import ArchprofError
+from archprof.explain.document import Explanation, Section, Step
+from archprof.explain.operators import field_note, kernel_and_stride, operator_section, product_text
+from archprof.passes.flops import op_cost
+from archprof.passes.layers import LayerGroup, group_layers
+from archprof.passes.params import parameter_columns
+from archprof.passes.receptive_field import tensor_fields
+from archprof.text import dims_text, layer_label, visible_text
+from archprof.units import shape_text
+
+# -- entry points --------------------------------------------------------------------------
+
+
+def explain(report: Any, layer: str | int | None = None, markdown: bool = False) -> str:
+    """`explanation(report, layer)` as text, or as Markdown."""
+    found = explanation(report, layer)
+    return found.markdown() if markdown else found.text()
+
+
+def explanation(report: Any, layer: str | int | None = None) -> Explanation:
+    """The explanation of one layer of an archprof Report: a row (its label as the summary
+    shows it, 'layer1.0.conv1' or 'relu (call 2)', or its number, 1 for the first; '#3' is
+    always a row number, a plain number only where no layer has that name), or a container
+    ('layer1.0': its children's totals and its own operations). None: the whole network."""
+    context = _Context(report)
+    if layer is None:
+        return context.network()
+    rows, container = context.find(layer)
+    if container is not None:
+        return context.container(container)
+    return context.rows(rows)
+
+
+class _Context:
+    """A report, the graph it came from, and what every explanation reads of them."""
+
+    def __init__(self, report: Any) -> None:
+        graph = report.graph
+        groups = group_layers(graph) if graph is not None else []
+        if graph is None or len(groups) != len(report):
+            raise ArchprofError(
+                "explain needs the report archprof.analyze returned (not rolled up, not read from a file)"
+            )
+        self.report = report
+        self.graph = graph
+        self.groups = groups
+        self.labels = [layer_label(g.path, g.call) for g in groups]
+        self.params = parameter_columns(graph, groups)
+        self.fields, _ = tensor_fields(graph)
+        self.parameter_row: dict[str, int] = {}  # parameter name -> the row that counts it
+        for index, group in enumerate(groups):
+            for op in group.ops:
+                for tensor in op.inputs:
+                    if tensor.kind == "parameter":
+                        self.parameter_row.setdefault(tensor.name, index)
+
+    # -- finding the layer -----------------------------------------------------------------
+
+    def find(self, layer: str | int) -> tuple[list[int], str | None]:
+        """The rows named `layer`, or the container it names."""
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            return [self._row_number(layer)], None
+        text = str(layer).strip()
+        if text.startswith("#") and text[1:].isdigit():
+            return [self._row_number(int(text[1:]))], None
+        children = [p for p in self.graph.module_types if p.startswith(f"{text}.")] if text else []
+        if children and text in self.graph.module_types:
+            return [], text
+        rows = [index for index, label in enumerate(self.labels) if label == text]
+        if rows:
+            return rows, None
+        if text.isdigit():
+            return [self._row_number(int(text))], None
+        raise ArchprofError(
+            f"no layer '{visible_text(text)}' in {visible_text(self.report.model)}: give a layer as the summary"
+            f" names it (e.g. '{visible_text(self.labels[0])}') or a row number, 1 to {len(self.labels)}"
+        )
+
+    def _row_number(self, number: int) -> int:
+        if not 1 <= number <= len(self.groups):
+            raise ArchprofError(f"row {number} does not exist: {self.report.model} has rows 1 to {len(self.groups)}")
+        return number - 1
+
+    # -- a row -------------------------------------------------------------------------------
+
+    def rows(self, indices: Sequence[int]) -> Explanation:
+        sections: list[Section] = []
+        for index in indices:
+            group = self.groups[index]
+            if len(indices) > 1:
+                sections.append(Section(f"row {index + 1}: {self._operators(group)}"))
+            free = []
+            for op in group.ops:
+                explained = operator_section(op, self.fields)
+                if explained is None:
+                    free.append(op.op)
+                else:
+                    sections.append(explained)
+            if free:
+                free_ops = ", ".join(dict.fromkeys(free))
+                sections.append(
+                    Section("free operations", notes=(f"{free_ops}: data movement and creation, no arithmetic",))
+                )
+            sections += self._folded_into(group)
+            sections.append(self._row_figures(index))
+        first = indices[0]
+        group = self.groups[first]
+        rows = ", ".join(str(i + 1) for i in indices)
+        plural = "s" if len(indices) > 1 else ""
+        title = f"{self.labels[first]} ({group.module_type or 'functional'}), row{plural} {rows} of {len(self.groups)}"
+        if len(indices) == 1:
+            title += f": {self._operators(group)}"
+        return Explanation(title, tuple(sections))
+
+    def _folded_into(self, group: LayerGroup) -> list[Section]:
+        """What --fold-bn folded into this layer: its weights and bias are those of both."""
+        folding = self.report.batch_norm_folding
+        here = (group.path, group.call)
+        norms = [f.norm for f in (folding.folded if folding else ()) if (f.into, f.into_call) == here]
+        if not norms:
+            return []
+        rule = (
+            "W' = W · gamma / sqrt(var + eps) per output channel, b' = (b - mean) · gamma / sqrt(var + eps) + beta:"
+            " the norm's parameters, statistics and FLOPs are gone, the layer keeps its MACs"
+        )
+        return [Section(f"BatchNorm {', '.join(norms)} folded in (--fold-bn)", notes=(rule,))]
+
+    @staticmethod
+    def _operators(group: LayerGroup) -> str:
+        return " ".join(dict.fromkeys(op.op for op in group.ops)) or "no operation"
+
+    def _row_figures(self, index: int) -> Section:
+        """The row's own figures, as the report's columns hold them."""
+        group = self.groups[index]
+        costs = [(op, op_cost(op)) for op in group.ops]
+        costs = [(op, cost) for op, cost in costs if cost is not None]
+        steps = []
+        parameters = [
+            t for op in group.ops for t in op.inputs if t.kind == "parameter" and self.parameter_row[t.name] == index
+        ]
+        parameters = list(dict.fromkeys(parameters))
+        steps.append(
+            _sum_step("parameters", [(t.name, t.numel) for t in parameters], self.params["param_count"][index])
+        )
+        macs = sum(cost.macs for _, cost in costs)
+        steps.append(_sum_step("MACs", [(op.op, cost.macs) for op, cost in costs if cost.macs], macs))
+        steps.append(Step("FLOPs", "2 · MACs", f"2 · {macs:,}", 2 * macs))
+        elementwise = [(op.op, cost.elementwise_flops) for op, cost in costs if cost.elementwise_flops]
+        steps.append(_sum_step("elementwise FLOPs", elementwise, sum(cost.elementwise_flops for _, cost in costs)))
+        outputs = [t for t in group.outputs]
+        worked = " + ".join(f"{product_text(t.shape)} · {t.dtype.itemsize}" for t in outputs)
+        steps.append(
+            Step("activation bytes", "numel · bytes per element", worked or "0", sum(t.nbytes for t in outputs))
+        )
+        notes = []
+        not_counted = self.report.columns["not_counted"][index]
+        if not_counted:
+            notes.append("not counted (no formula): " + ", ".join(f"{op} x{n}" for op, n in not_counted.items()))
+        field = field_note(self.fields, group.outputs[0] if group.outputs else None)
+        before = next((t for op in group.ops for t in op.inputs if self.fields.get(t.id) is not None), None)
+        if before is not None:
+            notes.append(f"receptive field from the layer before: {field_note(self.fields, before)} -> {field}")
+        else:
+            notes.append(f"receptive field of the row's output: {field}")
+        return Section("this row, as the report counts it", tuple(steps), tuple(notes))
+
+    # -- a container -------------------------------------------------------------------------
+
+    def container(self, path: str) -> Explanation:
+        rows = self.report.columns["layer"]
+        inside = [i for i, p in enumerate(rows) if p == path or p.startswith(f"{path}.")]
+        parts: dict[str, list[int]] = {}
+        depth = path.count(".") + 1
+        for i in inside:
+            child = rows[i] if rows[i] == path else ".".join(rows[i].split(".")[: depth + 1])
+            parts.setdefault(child, []).append(i)
+        steps = []
+        for column, name in (
+            ("param_count", "parameters"),
+            ("macs", "MACs"),
+            ("flops", "FLOPs"),
+            ("elementwise_flops", "elementwise FLOPs"),
+            ("activation_bytes", "activation bytes"),
+        ):
+            values = self.report.columns[column]
+            terms = [(_child_name(child, path), sum(values[i] for i in indices)) for child, indices in parts.items()]
+            steps.append(_sum_step(name, terms, sum(values[i] for i in inside)))
+        module_type = self.graph.module_types.get(path, "")
+        children = [c for c in parts if c != path]
+        own = [i for i in inside if rows[i] == path]
+        notes = [f"{len(children)} children; {len(own)} row(s) of its own operations"]
+        sections = [Section("totals: the sum of its children and its own operations", tuple(steps), tuple(notes))]
+        for index in own:
+            for op in self.groups[index].ops:
+                explained = operator_section(op, self.fields)
+                if explained is not None:
+                    sections.append(explained)
+        return Explanation(
+            f"{path} ({module_type}), a container of rows {inside[0] + 1} to {inside[-1] + 1}", tuple(sections)
+        )
+
+    # -- the network ---------------------------------------------------------------------------
+
+    def network(self) -> Explanation:
+        report = self.report
+        table = [("row", "layer", "kernel", "stride", "field", "jump", "start")]
+        shown = None
+        for index, group in enumerate(self.groups):
+            window = next((kernel_and_stride(op) for op in group.ops if kernel_and_stride(op) is not None), None)
+            cells = tuple(
+                dims_text(report.columns[c][index])
+                for c in ("receptive_field", "effective_stride", "receptive_field_start")
+            )
+            if cells[0] and (window is not None or cells != shown):
+                kernel, stride = window if window is not None else ("-", "-")
+                table.append((str(index + 1), self.labels[index], kernel, stride, *cells))
+                shown = cells
+        sections = [
+            Section(
+                "receptive field down the network",
+                notes=(
+                    "r = r_prev + D (K - 1) j_prev, j = j_prev · S, start = start_prev - P · j_prev (per spatial"
+                    " dimension); merges take the union; the rows where the field changes",
+                ),
+                table=tuple(table),
+            )
+        ]
+        totals = report.totals
+        stages = [("stage", "type", "parameters", "share", "MACs", "share")]
+        modules = report.by_module(depth=1)
+        for module, kind, params, macs in zip(
+            modules["module"], modules["module_type"], modules["param_count"], modules["macs"], strict=True
+        ):
+            if not module:
+                continue
+            stages.append(
+                (
+                    module,
+                    kind,
+                    f"{params:,}",
+                    _share(params, totals.param_count),
+                    f"{macs:,}",
+                    _share(macs, totals.macs),
+                )
+            )
+        own_params = totals.param_count - sum(
+            int(p) for m, p in zip(modules["module"], modules["param_count"], strict=True) if m
+        )
+        own_macs = totals.macs - sum(int(p) for m, p in zip(modules["module"], modules["macs"], strict=True) if m)
+        if own_params or own_macs:
+            stages.append(
+                (
+                    "(model)",
+                    "",
+                    f"{own_params:,}",
+                    _share(own_params, totals.param_count),
+                    f"{own_macs:,}",
+                    _share(own_macs, totals.macs),
+                )
+            )
+        stages.append(("total", "", f"{totals.param_count:,}", "100%", f"{totals.macs:,}", "100%"))
+        sections.append(Section("share of each stage", table=tuple(stages)))
+        title = f"{report.model}: input {', '.join(shape_text(s) for s in report.input_shapes)}, {report.dtype}"
+        return Explanation(title, tuple(sections))
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _sum_step(name: str, terms: list[tuple[str, int]], total: int) -> Step:
+    """`name = a + b + ... = total`, each term named."""
+    if not terms:
+        return Step(name, "", "", total)
+    worked = " + ".join(f"{value:,} ({label})" for label, value in terms)
+    return Step(name, "", worked if len(terms) > 1 else f"{terms[0][1]:,} ({terms[0][0]})", total)
+
+
+def _child_name(child: str, path: str) -> str:
+    return "own operations" if child == path else child.removeprefix(f"{path}.")
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"

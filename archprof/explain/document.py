@@ -1,0 +1,102 @@
+"""What an explanation is (`Step`, `Section`, `Explanation`) and how it is written: text
+for a terminal, Markdown for a pull request or a course page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archprof.text import markdown_cell, visible_text
+from archprof.units import shape_text
+
+# -- what an explanation is ------------------------------------------------------------------
+
+Value = int | tuple[int, ...] | str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One figure: `name = formula = worked = result`; `worked` is the formula with this
+    layer's values put in ("" where the formula has no letters to replace)."""
+
+    name: str
+    formula: str
+    worked: str
+    value: Value
+
+    @property
+    def result(self) -> str:
+        return value_text(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    title: str
+    steps: tuple[Step, ...] = ()
+    notes: tuple[str, ...] = ()
+    table: tuple[tuple[str, ...], ...] = ()  # a header row, then rows
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    title: str
+    sections: tuple[Section, ...]
+
+    def steps(self, name: str) -> list[Step]:
+        """Every step named `name`, in order (tests read the figures back this way)."""
+        return [step for section in self.sections for step in section.steps if step.name == name]
+
+    def text(self) -> str:
+        lines = [visible_text(self.title), ""]
+        for section in self.sections:
+            lines.append(visible_text(section.title))
+            lines += [f"  {_step_line(step)}" for step in section.steps]
+            lines += [f"  {visible_text(note)}" for note in section.notes]
+            lines += [f"  {row}" for row in _aligned(section.table)]
+            lines.append("")
+        return "\n".join(lines).rstrip("\n") + "\n"
+
+    def markdown(self) -> str:
+        lines = [f"### {markdown_cell(self.title)}", ""]
+        for section in self.sections:
+            lines += [f"**{markdown_cell(section.title)}**", ""]
+            if section.steps:
+                lines += ["| figure | formula | with this layer's values | result |", "|---|---|---|---|"]
+                for step in section.steps:
+                    cells = (step.name, step.formula, step.worked, step.result)
+                    lines.append("| " + " | ".join(markdown_cell(cell) for cell in cells) + " |")
+                lines.append("")
+            lines += [f"- {markdown_cell(note)}" for note in section.notes]
+            if section.notes:
+                lines.append("")
+            if section.table:
+                header, *rows = section.table
+                lines += ["| " + " | ".join(map(markdown_cell, header)) + " |", "|" + "---|" * len(header)]
+                lines += ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows]
+                lines.append("")
+        return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def value_text(value: Value) -> str:
+    """12845056 -> '12,845,056'; (1, 64, 224, 224) -> '1x64x224x224'."""
+    if isinstance(value, tuple):
+        return shape_text(value)
+    return f"{value:,}" if isinstance(value, int) else value
+
+
+def _step_line(step: Step) -> str:
+    parts = [step.name]
+    for part in (step.formula, step.worked):
+        if part and part != parts[-1] and part != step.result:
+            parts.append(part)
+    parts.append(step.result)
+    return visible_text(" = ".join(parts))
+
+
+def _aligned(table: tuple[tuple[str, ...], ...]) -> list[str]:
+    if not table:
+        return []
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return [
+        "  ".join(visible_text(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]

@@ -1,0 +1,366 @@
+"""One operator explained: its formulas with its own arguments put in (convolution,
+matrix product, BatchNorm, pooling, concatenation, and any other operator of the catalogue
+by its cost formula), and the receptive-field step of a window. The values are the
+catalogue's and the receptive-field pass's; only the layout is this module's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+
+from archprof.explain.document import Section, Step
+from archprof.graph import OpNode, TensorMeta
+from archprof.operators import Family, operator_named
+from archprof.operators.costs import expand
+from archprof.operators.shapes import conv_output_size, pool_output_size, transposed_conv_output_size
+from archprof.passes.flops import op_cost
+from archprof.passes.fold_bn import BATCH_NORMS
+from archprof.passes.receptive_field.walk import Extent, Field, Undefined
+from archprof.text import dims_text
+from archprof.units import shape_text
+
+
+def field_note(fields: dict, tensor: TensorMeta | None) -> str:
+    """A tensor's receptive field in words, from the pass's states (`tensor_fields`)."""
+    state = fields.get(tensor.id) if tensor is not None else None
+    if isinstance(state, Field):
+        spans = state.spans
+        jump = tuple(s.jump for s in spans)
+        jump_text = "undefined" if None in jump else shape_text(jump)
+        return (
+            f"field {shape_text(tuple(s.size for s in spans))}, jump {jump_text},"
+            f" start {dims_text(tuple(s.start for s in spans))}"
+        )
+    if isinstance(state, Extent):
+        return "the whole input"
+    if isinstance(state, Undefined):
+        return f"undefined ({state.reason})"
+    return "none (no spatial field)"
+
+
+def operator_section(op: OpNode, fields: dict) -> Section | None:
+    """The operator's own formulas, or None for a free one (data movement, creation)."""
+    if op.op in ("aten.convolution", "aten._convolution"):
+        return _convolution(op, fields)
+    if op.op in ("aten.addmm", "aten.mm", "aten._addmm_activation"):
+        return _matrixproduct_text(op, fields)
+    if op.op in BATCH_NORMS:
+        return _batch_norm(op, fields)
+    if op.op in (
+        "aten.max_pool2d_with_indices",
+        "aten.max_pool3d_with_indices",
+        "aten.avg_pool2d",
+        "aten.avg_pool3d",
+    ):
+        return _pool(op, fields)
+    if op.op == "aten.cat":
+        return _cat(op, fields)
+    return _by_catalogue(op, fields)
+
+
+def _convolution(op: OpNode, fields: dict) -> Section:
+    x, w, bias = op.args[0], op.args[1], op.args[2]
+    stride, padding, dilation, transposed, output_padding, groups = op.args[3:9]
+    dims = len(w.shape) - 2
+    stride, padding, dilation = (expand(v, dims) for v in (stride, padding, dilation))
+    names = _spatial_names(dims)
+    kernel = w.shape[2:]
+    c_in = x.shape[1]
+    c_out = w.shape[1] * groups if transposed else w.shape[0]
+    kind = "transposed convolution" if transposed else "convolution"
+    if groups > 1:
+        kind = f"depthwise {kind} (G = C_in = {groups})" if groups == c_in else f"grouped {kind} (G = {groups})"
+    steps = []
+    sizes = []
+    for d, name in enumerate(names):
+        size_in, k, s, p, dl = x.shape[2 + d], kernel[d], stride[d], padding[d], dilation[d]
+        if transposed:
+            op_pad = expand(output_padding, dims)[d]
+            size = transposed_conv_output_size(size_in, k, s, p, dl, op_pad)
+            formula = f"({name}_in - 1) S - 2P + D (K - 1) + output_padding + 1"
+            worked = f"({size_in} - 1) · {s} - 2 · {p} + {dl} · ({k} - 1) + {op_pad} + 1"
+        else:
+            size = conv_output_size(size_in, k, s, p, dl)
+            formula = f"floor(({name}_in + 2P - D (K - 1) - 1) / S) + 1"
+            worked = f"floor(({size_in} + 2 · {p} - {dl} · ({k} - 1) - 1) / {s}) + 1"
+        steps.append(Step(f"{name}_out", formula, worked, size))
+        sizes.append(size)
+    spatial = " x ".join(f"{n}_out" for n in names)
+    out = (x.shape[0], c_out, *sizes)
+    steps.append(Step("output shape", f"N x C_out x {spatial}", " x ".join(map(str, out)), out))
+    k_letters = " · ".join(f"K_{n.lower()}" for n in names)
+    k_values = " · ".join(map(str, kernel))
+    if transposed:
+        weight_formula, weight_worked = (
+            f"C_in · (C_out / G) · {k_letters}",
+            f"{c_in} · ({c_out} / {groups}) · {k_values}",
+        )
+    else:
+        weight_formula, weight_worked = (
+            f"C_out · (C_in / G) · {k_letters}",
+            f"{c_out} · ({c_in} / {groups}) · {k_values}",
+        )
+    steps.append(Step("weights", weight_formula, weight_worked, w.numel))
+    bias_count = bias.numel if isinstance(bias, TensorMeta) else 0
+    steps.append(Step("bias", "C_out" if bias_count else "none", "", bias_count))
+    steps.append(Step("parameters", "weights + bias", f"{w.numel:,} + {bias_count:,}", w.numel + bias_count))
+    macs = op_cost(op).macs
+    if transposed:
+        in_letters = " · ".join(f"{n}_in" for n in names)
+        formula = f"N · C_in · {in_letters} · (C_out / G) · {k_letters}"
+        worked = f"{x.shape[0]} · {c_in} · {' · '.join(map(str, x.shape[2:]))} · ({c_out} / {groups}) · {k_values}"
+    else:
+        out_letters = " · ".join(f"{n}_out" for n in names)
+        formula = f"N · C_out · {out_letters} · (C_in / G) · {k_letters}"
+        worked = f"{x.shape[0]} · {c_out} · {' · '.join(map(str, sizes))} · ({c_in} / {groups}) · {k_values}"
+    steps.append(Step("MACs", formula, worked, macs))
+    steps.append(Step("FLOPs", "2 · MACs", f"2 · {macs:,}", 2 * macs))
+    setting = (
+        f"input {shape_text(x.shape)}, weight {shape_text(w.shape)}, bias {'yes' if bias_count else 'no'},"
+        f" stride {shape_text(stride)}, padding {shape_text(padding)}, dilation {shape_text(dilation)},"
+        f" groups {groups}"
+    )
+    steps += _window_field(fields, op, x, kernel, stride, padding, dilation)
+    return Section(f"{op.op}: a {kind}; {setting}", tuple(steps))
+
+
+def _matrixproduct_text(op: OpNode, fields: dict) -> Section:
+    has_bias = op.op != "aten.mm"
+    bias = op.args[0] if has_bias else None
+    a, b = op.args[1:3] if has_bias else op.args[0:2]
+    n, k, m = a.shape[0], a.shape[1], b.shape[1]
+    cost = op_cost(op)
+    steps = [
+        Step("output shape", "rows x out", f"{n} x {m}", tuple(op.outputs[0].shape)),
+        Step("weights", "in · out", f"{k} · {m}", k * m),
+    ]
+    bias_count = bias.numel if isinstance(bias, TensorMeta) else 0
+    steps.append(Step("bias", "out" if bias_count else "none", "", bias_count))
+    steps.append(Step("parameters", "weights + bias", f"{k * m:,} + {bias_count:,}", k * m + bias_count))
+    steps.append(Step("MACs", "rows · in · out", f"{n} · {k} · {m}", cost.macs))
+    steps.append(Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs))
+    if cost.elementwise_flops:
+        steps.append(
+            Step(
+                "elementwise FLOPs",
+                "1 · numel(out) (the fused activation)",
+                product_text(op.outputs[0].shape),
+                cost.elementwise_flops,
+            )
+        )
+    title = f"{op.op}: a matrix product [{n}, {k}] @ [{k}, {m}], a linear layer {k} -> {m} over {n} row(s)"
+    notes = ("the bias addition is not counted, as in PyTorch's FlopCounterMode",) if bias_count else ()
+    return Section(title, tuple(steps), notes)
+
+
+def _batch_norm(op: OpNode, fields: dict) -> Section:
+    x = op.args[0]
+    channels = x.shape[1]
+    cost = op_cost(op)
+    per_element = cost.elementwise_flops // x.numel if x.numel else 0
+    state = [t for t in op.args[1:5] if isinstance(t, TensorMeta)]
+    scale_shift = sum(t.numel for t in op.args[1:3] if isinstance(t, TensorMeta))
+    statistics = sum(t.numel for t in op.args[3:5] if isinstance(t, TensorMeta))
+    why = "scale and shift" if per_element == 2 else "mean 1, variance 2, normalise and affine 2"
+    steps = [
+        Step(
+            "parameters",
+            "2C (scale and shift)" if scale_shift else "none (affine=False)",
+            f"2 · {channels}" if scale_shift else "",
+            scale_shift,
+        ),
+        Step(
+            "running statistics (buffers)",
+            "2C (mean and variance)" if statistics else "none",
+            f"2 · {channels}" if statistics else "",
+            statistics,
+        ),
+        Step(
+            "elementwise FLOPs",
+            f"{per_element} ({why}) · numel",
+            f"{per_element} · {product_text(x.shape)}",
+            cost.elementwise_flops,
+        ),
+    ]
+    mode = "inference: a fixed per-channel affine map" if per_element == 2 else "computing its batch statistics"
+    notes = () if state else ("computed scale and statistics",)
+    return Section(f"{op.op}: BatchNorm over {channels} channels, {mode}", tuple(steps), notes)
+
+
+def _pool(op: OpNode, fields: dict) -> Section:
+    x = op.args[0]
+    maximum = op.op.startswith("aten.max")
+    dims = 3 if "3d" in op.op else 2
+    kernel = expand(_arg(op, 1, "kernel_size"), dims)
+    stride = _arg(op, 2, "stride", ())
+    stride = expand(stride, dims) if stride else kernel
+    padding = expand(_arg(op, 3, "padding", 0), dims)
+    dilation = expand(_arg(op, 4, "dilation", 1), dims) if maximum else (1,) * dims
+    ceil_mode = bool(_arg(op, 5 if maximum else 4, "ceil_mode", False))
+    names = _spatial_names(dims)
+    steps = []
+    sizes = []
+    for d, name in enumerate(names):
+        size_in, k, s, p, dl = x.shape[-dims + d], kernel[d], stride[d], padding[d], dilation[d]
+        size = pool_output_size(size_in, k, s, p, dl, ceil_mode)
+        rounding = "ceil" if ceil_mode else "floor"
+        steps.append(
+            Step(
+                f"{name}_out",
+                f"{rounding}(({name}_in + 2P - D (K - 1) - 1) / S) + 1",
+                f"{rounding}(({size_in} + 2 · {p} - {dl} · ({k} - 1) - 1) / {s}) + 1",
+                size,
+            )
+        )
+        sizes.append(size)
+    out = (*x.shape[:-dims], *sizes)
+    steps.append(
+        Step("output shape", "N x C x " + " x ".join(f"{n}_out" for n in names), " x ".join(map(str, out)), out)
+    )
+    window = prod(kernel)
+    cost = op_cost(op)
+    if maximum:
+        steps.append(
+            Step(
+                "elementwise FLOPs",
+                "(K - 1) comparisons · numel(out)",
+                f"({window} - 1) · {product_text(out)}",
+                cost.elementwise_flops,
+            )
+        )
+    else:
+        steps.append(
+            Step(
+                "elementwise FLOPs",
+                "K (K - 1 additions, a division) · numel(out)",
+                f"{window} · {product_text(out)}",
+                cost.elementwise_flops,
+            )
+        )
+    steps += _window_field(fields, op, x, kernel, stride, padding, dilation)
+    kind = "max-pool" if maximum else "average-pool"
+    setting = f"kernel {shape_text(kernel)}, stride {shape_text(stride)}, padding {shape_text(padding)}"
+    return Section(f"{op.op}: a {kind} of {shape_text(x.shape)}; {setting}", tuple(steps))
+
+
+def _cat(op: OpNode, fields: dict) -> Section:
+    tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
+    out = op.outputs[0].shape
+    dim = _arg(op, 1, "dim", 0) % len(out)
+    sizes = " + ".join(str(t.shape[dim]) for t in tensors)
+    steps = (
+        Step(f"size along dimension {dim}", "sum of the inputs' sizes", sizes, out[dim]),
+        Step("output shape", "", "", tuple(out)),
+    )
+    return Section(
+        f"{op.op}: a concatenation of {len(tensors)} tensors along dimension {dim}",
+        steps,
+        ("data movement: no arithmetic",),
+    )
+
+
+def _by_catalogue(op: OpNode, fields: dict) -> Section | None:
+    operator = operator_named(op.op)
+    if operator is None:
+        return Section(f"{op.op}: not in the catalogue", notes=("not counted: archprof has no formula for it",))
+    if operator.family in (Family.DATA_MOVEMENT, Family.CREATION):
+        return None
+    cost = op_cost(op)
+    out = op.outputs[0].shape if op.outputs else ()
+    steps = []
+    if cost.macs:
+        steps.append(Step("MACs", _formula_of(operator.cost), "", cost.macs))
+        steps.append(Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs))
+    steps.append(_elementwise_step(op, operator.cost, cost.elementwise_flops, out))
+    inputs = ", ".join(shape_text(t.shape) for t in op.inputs) or "no tensor"
+    what = (
+        "a residual merge"
+        if op.op in ("aten.add", "aten.add_") and sum(t.kind in ("activation", "input") for t in op.inputs) > 1
+        else operator.family.value
+    )
+    notes = [f"output {shape_text(out)} from {inputs}"]
+    notes += _merge_note(fields, op)
+    return Section(f"{op.op}: {what}", tuple(steps), tuple(notes))
+
+
+# -- receptive fields --------------------------------------------------------------------
+
+
+def _window_field(fields: dict, op: OpNode, x: TensorMeta, kernel, stride, padding, dilation) -> list[Step]:
+    """The receptive-field step of a window (convolution, pooling): the recurrence worked
+    with the field before it, the results the receptive-field pass's."""
+    before, after = fields.get(x.id), fields.get(op.outputs[0].id)
+    if not isinstance(before, Field) or not isinstance(after, Field) or op.args[6:7] == (True,):
+        return [Step("receptive field", "", "", field_note(fields, op.outputs[0]))]
+    steps = []
+    names = _spatial_names(len(kernel))
+    for d, name in enumerate(names):
+        span, new = before.spans[d], after.spans[d]
+        tag = f"_{name.lower()}" if len(names) > 1 else ""
+        k, s, p, dl, j = kernel[d], stride[d], padding[d], dilation[d], span.jump
+        steps.append(Step(f"r{tag}", "r_prev + D (K - 1) j_prev", f"{span.size} + {dl} · ({k} - 1) · {j}", new.size))
+        steps.append(Step(f"j{tag}", "j_prev · S", f"{j} · {s}", new.jump if new.jump is not None else "undefined"))
+        steps.append(Step(f"start{tag}", "start_prev - P · j_prev", f"{span.start} - {p} · {j}", new.start))
+    return steps
+
+
+def _merge_note(fields: dict, op: OpNode) -> list[str]:
+    fielded = [t for t in op.inputs if isinstance(fields.get(t.id), Field)]
+    if len(fielded) < 2 or not op.outputs:
+        return []
+    parts = "; ".join(field_note(fields, t) for t in fielded)
+    merged = field_note(fields, op.outputs[0])
+    return [f"receptive field: the union of its inputs' ({parts}): smallest start, largest end -> {merged}"]
+
+
+def _arg(op: OpNode, index: int, name: str, default=None):
+    if len(op.args) > index:
+        return op.args[index]
+    return op.kwargs.get(name, default)
+
+
+def _spatial_names(dims: int) -> list[str]:
+    return {1: ["L"], 2: ["H", "W"], 3: ["D", "H", "W"]}.get(dims, [f"X{i + 1}" for i in range(dims)])
+
+
+def product_text(shape: Sequence[int]) -> str:
+    return "·".join(map(str, shape)) if shape else "1"
+
+
+def _elementwise_step(op: OpNode, formula, flops: int, out: Sequence[int]) -> Step:
+    """An operator's elementwise FLOPs: so many per output element, or per input element
+    (a reduction), as its cost formula counts them; else the formula's own words."""
+    doc = _formula_of(formula)
+    x = op.inputs[0].shape if op.inputs else ()
+    if "adaptive" in op.op:
+        counted = "the sum of every output's window size"
+        return Step("elementwise FLOPs", counted + (" - numel(out)" if "max" in op.op else ""), "", flops)
+    if doc.endswith("per output element.") and prod(out):
+        per = flops // prod(out)
+        worked = f"{per} · {product_text(out)}"
+        return Step("elementwise FLOPs", f"{per} per output element · numel(out)", worked, flops)
+    if x and prod(x) and flops % prod(x) == 0 and flops:
+        per = flops // prod(x)
+        return Step("elementwise FLOPs", f"{per} per input element · numel(in)", f"{per} · {product_text(x)}", flops)
+    return Step("elementwise FLOPs", doc, "", flops)
+
+
+def _formula_of(cost) -> str:
+    """The first line of a cost formula's docstring: the catalogue's words for it."""
+    return (cost.__doc__ or "the catalogue's formula").strip().splitlines()[0]
+
+
+def kernel_and_stride(op: OpNode) -> tuple[str, str] | None:
+    """(kernel, stride) of a convolution or a pooling, as text; None for other operators."""
+    if op.op in ("aten.convolution", "aten._convolution"):
+        w = op.args[1].shape
+        dims = len(w) - 2
+        kernel, stride, dilation = w[2:], expand(op.args[3], dims), expand(op.args[5], dims)
+        text = shape_text(kernel) + (f" (dilation {shape_text(dilation)})" if any(d != 1 for d in dilation) else "")
+        return text, shape_text(stride)
+    if op.op.startswith(("aten.max_pool", "aten.avg_pool")):
+        dims = 3 if "3d" in op.op else 2
+        kernel = expand(_arg(op, 1, "kernel_size"), dims)
+        stride = _arg(op, 2, "stride", ())
+        return shape_text(kernel), shape_text(expand(stride, dims) if stride else kernel)
+    return None
