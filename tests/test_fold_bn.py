@@ -129,6 +129,14 @@ def test_in_training_mode_nothing_folds():
     assert report.totals.param_count == 8 * 3 * 3 * 3 + 8 + 2 * 8
 
 
+def test_a_norm_without_running_statistics_does_not_fold():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    with pytest.warns(ArchprofWarning, match="batch statistics"):
+        report = archprof.analyze(model, input_size=(3, 8, 8), fold_bn=True)
+    assert [k.norm for k in report.batch_norm_folding.kept] == ["1"]
+    assert report.totals.param_count == 4 * 3 * 3 * 3 + 4 + 2 * 4
+
+
 def test_a_layer_output_read_twice_or_a_weight_shared_does_not_fold():
     class Twice(nn.Module):
         def __init__(self):

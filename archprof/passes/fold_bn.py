@@ -23,7 +23,8 @@ from archprof.structure import map_op_args
 
 # Batch norms that use their running statistics whatever their arguments say.
 _INFERENCE_NORMS = frozenset({"aten._native_batch_norm_legit_no_training", "aten._batch_norm_no_update"})
-# Batch norms whose argument 5 says whether they compute batch statistics.
+# Batch norms given (input, weight, bias, running_mean, running_var, training, ...): they use
+# the running statistics when both are given and `training` is false.
 _FLAGGED_NORMS = frozenset(
     {"aten.native_batch_norm", "aten._native_batch_norm_legit", "aten.cudnn_batch_norm", "aten.miopen_batch_norm"}
 )
@@ -101,7 +102,7 @@ def _op_index(item: tuple[OpNode, str]) -> int:
 
 def _why_not(norm: OpNode, producer, readers, returned, training: bool) -> str:
     """Why `norm` cannot fold ("" when it can)."""
-    if training or norm.op in _ALWAYS_TRAINING_NORMS or (norm.op in _FLAGGED_NORMS and norm.args[5]):
+    if training or not _uses_running_statistics(norm):
         return "it computes batch statistics (training mode, or no running statistics)"
     x = norm.args[0]
     layer = producer.get(x.id)
@@ -126,6 +127,15 @@ def _why_not(norm: OpNode, producer, readers, returned, training: bool) -> str:
     ):
         return "its scale, shift or statistics are computed, not parameters"
     return ""
+
+
+def _uses_running_statistics(norm: OpNode) -> bool:
+    if norm.op in _INFERENCE_NORMS:
+        return True
+    if norm.op not in _FLAGGED_NORMS or len(norm.args) < 6:  # _native_batch_norm_legit without statistics
+        return False
+    statistics = norm.args[3:5]
+    return all(isinstance(t, TensorMeta) for t in statistics) and not norm.args[5]
 
 
 def _is_state(value) -> bool:
