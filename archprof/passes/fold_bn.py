@@ -121,15 +121,13 @@ def _why_not(norm: OpNode, producer, readers, returned, training: bool) -> str:
         return f"the output of {where} is also read by {also}"
     if any(readers[t.id] or t.id in returned for t in norm.outputs[1:]):
         return "its batch statistics are read"
-    if any(
-        t is not None and (not isinstance(t, TensorMeta) or t.kind not in ("parameter", "buffer"))
-        for t in norm.args[1:5]
-    ):
+    if any(t is not None and not _is_state(t) for t in norm.args[1:5]):
         return "its scale, shift or statistics are computed, not parameters"
     return ""
 
 
 def _uses_running_statistics(norm: OpNode) -> bool:
+    """Whether the norm is the fixed affine map of inference (eval mode, running statistics)."""
     if norm.op in _INFERENCE_NORMS:
         return True
     if norm.op not in _FLAGGED_NORMS or len(norm.args) < 6:  # _native_batch_norm_legit without statistics
