@@ -328,3 +328,14 @@ def test_a_narrow_diff_keeps_the_columns_that_changed(tmp_path):
     assert "Output shape" in header and "MACs" in header and "Params" not in header
     assert "Params" in left_out_note(result.stdout)
     assert "1x64x112x112 → 1x64x80x80" in result.stdout  # conv1: (160 + 6 - 7) // 2 + 1 = 80
+
+
+def test_repr_html_dims_subtotals_and_escapes_names():
+    model = nn.Sequential()
+    model.add_module("<b>x</b>", Attention())
+    html = archprof.analyze(model, input_size=(4, 8))._repr_html_()
+    parser = _CheckedHTML()
+    parser.feed(html)
+    parser.close()
+    assert parser.open == [] and "<b>x</b>" in "".join(parser.text) and "<b>x</b>" not in html
+    assert '128 <span style="opacity:0.6">(640)</span>' in html  # own MACs, then the subtree's, dimmed

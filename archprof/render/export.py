@@ -8,13 +8,14 @@ import html
 import re
 from dataclasses import dataclass
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from archprof.text import markdown_cell, visible_text
 
 NBSP = "\u00a0"
+_CONSOLE = Console(color_system=None)  # resolves a cell's styles into runs; prints nothing
 MARKDOWN_NBSP = "&nbsp;"  # an entity: Markdown parsers trim a cell's leading no-break spaces
 
 
@@ -23,7 +24,7 @@ class _Table:
     title: str
     headers: list[str]
     right: list[bool]  # right-aligned columns
-    rows: list[list[str]]
+    rows: list[list[Text]]
     caption: str
     show_header: bool
 
@@ -39,7 +40,7 @@ def markdown_text(renderable) -> str:
         headers = part.headers if part.show_header else [""] * len(part.headers)
         lines.append("| " + " | ".join(markdown_cell(h) for h in headers) + " |")
         lines.append("|" + "|".join("---:" if right else "---" for right in part.right) + "|")
-        lines += ["| " + " | ".join(_markdown_cell(cell) for cell in row) + " |" for row in part.rows]
+        lines += ["| " + " | ".join(_markdown_cell(cell.plain) for cell in row) + " |" for row in part.rows]
         if part.caption:
             lines += ["", *(_markdown_paragraph(line) + "  " for line in part.caption.splitlines())]
         blocks.append("\n".join(lines).rstrip())
@@ -62,7 +63,7 @@ def html_text(renderable) -> str:
             lines.append(f"<thead><tr>{header}</tr></thead>")
         lines.append("<tbody>")
         for row in part.rows:
-            cells = "".join(f"<td {a}>{html.escape(visible_text(c))}</td>" for a, c in zip(align, row, strict=True))
+            cells = "".join(f"<td {a}>{_html_cell(cell)}</td>" for a, cell in zip(align, row, strict=True))
             lines.append(f"<tr>{cells}</tr>")
         lines.append("</tbody></table>")
         lines += [f"<p><small>{html.escape(visible_text(line))}</small></p>" for line in part.caption.splitlines()]
@@ -87,7 +88,7 @@ def _table(table: Table) -> _Table:
         title=_plain(table.title or ""),
         headers=[_plain(column.header) for column in columns],
         right=[column.justify == "right" for column in columns],
-        rows=[[_indented(_plain(cell)) for cell in row] for row in rows],
+        rows=[[_indented(cell if isinstance(cell, Text) else Text(str(cell))) for cell in row] for row in rows],
         caption=_plain(table.caption or ""),
         show_header=table.show_header,
     )
@@ -97,10 +98,23 @@ def _plain(cell) -> str:
     return cell.plain if isinstance(cell, Text) else str(cell)
 
 
-def _indented(cell: str) -> str:
+def _indented(cell: Text) -> Text:
     """Leading spaces (a tree's indentation) kept: Markdown and HTML collapse plain ones."""
-    stripped = cell.lstrip(" ")
-    return NBSP * (len(cell) - len(stripped)) + stripped
+    indent = len(cell.plain) - len(cell.plain.lstrip(" "))
+    return Text(NBSP * indent).append_text(cell[indent:]) if indent else cell
+
+
+def _html_cell(cell: Text) -> str:
+    """The cell's text, its dim, bold and coloured runs (a subtotal, a verdict) styled alike."""
+    base = _CONSOLE.get_style(cell.style)  # the whole cell's; segments carry their runs' only
+    shown = []
+    for segment in cell.render(_CONSOLE):
+        text, style = html.escape(visible_text(segment.text)), base + segment.style
+        css = ["opacity:0.6"] if style.dim else []
+        css += ["font-weight:bold"] if style.bold else []
+        css += [f"color:{style.color.name}"] if style.color is not None else []
+        shown.append(f'<span style="{";".join(css)}">{text}</span>' if css else text)
+    return "".join(shown)
 
 
 def _markdown_cell(cell: str) -> str:
