@@ -305,7 +305,6 @@ def test_a_profiled_report_writes_its_measured_columns_and_rolls_up():
     assert header[-len(MEASURED_COLUMNS) :] == [c.name for c in MEASURED_COLUMNS]
     document = json.loads(report.to_json())
     assert document["measured"]["passed"] is True and document["measured"]["ceilings"]["ridge_flops_per_byte"] == 10
-    assert "| measured | value |" in report.to_markdown()
     rolled = report.rollup(0)
     assert rolled.measured is None and "time_ms" not in rolled.columns
     # An analytic report is unchanged: no measured column anywhere.
@@ -553,6 +552,13 @@ def test_profile_command_writes_csv_and_json(tmp_path):
     measured = json.loads(target.read_text())["measured"]
     assert measured["ceilings"]["peak_flops_per_s"] == 1e12 and measured["ceilings"]["flops_source"] == "given"
     assert not (tmp_path / "cache" / "ceilings.json").exists()  # both given: nothing measured or cached
+
+
+def test_profile_markdown_holds_the_whole_model_and_the_ceilings():
+    result = runner.invoke(app, ["profile", "lenet5", *_fast_options(), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    for text in ("**Whole model**", "| Latency, median (no hooks) |", "peak 100.00 GFLOP/s (given)", "Cross-check"):
+        assert text in result.stdout
 
 
 def test_bad_ceilings_fail_before_any_work():
