@@ -5,6 +5,7 @@ from one output unit and compare the input pixels with a non-zero gradient with 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -433,17 +434,13 @@ def test_transposed_convolution_with_stride_1_keeps_a_jump():
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [(4, 2, 1), (3, 2, 1), (2, 2, 0), (5, 3, 2)])
-def test_transposed_convolution_with_stride_gives_unit_0_only(kernel, stride, padding):
+def test_transposed_convolution_with_stride_divides_the_stride(kernel, stride, padding):
     model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), CONV_T[2](2, 1, kernel, stride, padding))
     report = check_against_gradients(model, (1, 15, 15), units=("first",))
-    assert row(report)["effective_stride"] == "undefined"
-    assert "transposed" in row(report)["receptive_field_note"]
-    # A later 3x3 would need unit 1's field, which is not a shift of unit 0's: undefined.
-    after = nn.Sequential(*model, nn.Conv2d(1, 1, 3, padding=1).double())
-    later = archprof.analyze(after, input_size=(1, 15, 15))
-    assert row(later)["receptive_field"] == "undefined"
-    assert row(later)["covers_input"] is None
-    assert "effective stride is undefined" in row(later)["receptive_field_note"]
+    assert row(report)["effective_stride"] == (Fraction(2, stride),) * 2  # 2 x 1/S
+    # A later 3x3 reads unit 1 too, whose field is not a shift of unit 0's: exact all the same.
+    after = nn.Sequential(*model, nn.Conv2d(1, 1, 3, padding=1))
+    assert isinstance(row(check_against_gradients(after, (1, 15, 15), units=("first",)))["receptive_field"], tuple)
 
 
 class Resample(nn.Module):
@@ -492,11 +489,29 @@ class MixedStrides(nn.Module):
         return self.conv(x) + F.interpolate(self.pool(x), scale_factor=2)
 
 
+def test_a_pooled_then_upsampled_path_merges_at_stride_1():
+    report = check_against_gradients(MixedStrides(), (1, 16, 16))
+    assert row(report)["receptive_field"] == (3, 3)
+    assert row(report)["receptive_field_start"] == (-1, -1)
+    assert row(report)["effective_stride"] == (1, 1)  # 2 x 1/2
+
+
+class TwoStrides(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fine = nn.Conv2d(1, 1, 3, padding=1)
+        self.coarse = nn.Conv2d(1, 1, 2, stride=2)
+
+    def forward(self, x):
+        return self.fine(x)[:, :, :8, :8] + self.coarse(x)
+
+
 def test_paths_of_different_strides_merge_into_an_exact_unit_0():
-    report = check_against_gradients(MixedStrides(), (1, 16, 16), units=("first",))
+    report = check_against_gradients(TwoStrides(), (1, 16, 16), units=("first",))
     assert row(report)["receptive_field"] == (3, 3)
     assert row(report)["receptive_field_start"] == (-1, -1)
     assert row(report)["effective_stride"] == "undefined"
+    assert row(report)["receptive_field_note"] == "paths with different strides merged"
 
 
 # -- the whole input, and what is not a field ------------------------------------------------
@@ -556,8 +571,9 @@ class Attention(nn.Module):
         return (y @ weights).view(1, 2, 13, 13)
 
 
-def test_flatten_counts_as_the_whole_input_only_until_read_back_as_an_image():
-    assert row(archprof.analyze(Unflattened(), input_size=(1, 15, 15)))["receptive_field"] == "undefined"
+def test_a_flattened_map_read_back_as_an_image_keeps_its_field():
+    report = check_against_gradients(Unflattened(), (1, 15, 15))
+    assert row(report)["receptive_field"] == (5, 5) and row(report)["effective_stride"] == (1, 1)
 
 
 def test_attention_over_positions_sees_the_whole_input():
@@ -578,19 +594,39 @@ class Unknown(nn.Module):
 @pytest.mark.parametrize(
     "op",
     [
-        lambda y: F.pad(y, (1, 1, 1, 1), mode="reflect"),
         lambda y: torch.cumsum(y, dim=3),
-        lambda y: F.interpolate(y, scale_factor=2, mode="bicubic"),
-        lambda y: y.transpose(2, 3),
-        lambda y: y[:, :, 2],
+        lambda y: F.pad(y, (1, 1, 1, 1), mode="circular"),  # written slice by slice into a new tensor
+        lambda y: y.view(1, 1, 2, 5, 2, 5).mean((3, 5)),  # windows
+        lambda y: F.interpolate(y, scale_factor=2, mode="bilinear", antialias=True),
     ],
-    ids=["reflection-pad", "cumsum", "bicubic", "swap-spatial", "select-row"],
+    ids=["cumsum", "circular-pad", "windows", "antialias"],
 )
 def test_what_archprof_cannot_place_is_undefined_and_says_why(op):
     r = row(archprof.analyze(Unknown(op), input_size=(1, 12, 12)))
     assert r["receptive_field"] == r["effective_stride"] == r["receptive_field_start"] == "undefined"
     assert r["covers_input"] is None
     assert r["receptive_field_note"]
+
+
+@pytest.mark.parametrize(
+    "op,field,stride,start",
+    [
+        # conv unit u sees [u, u + 2]; padded unit 0 mirrors unit 2 (H, top 2) and unit 1 (W, left 1)
+        (lambda y: F.pad(y, (1, 1, 2, 2), mode="reflect"), (3, 3), (1, 1), (2, 1)),
+        (lambda y: F.pad(y, (1, 1, 2, 2), mode="replicate"), (3, 3), (1, 1), (0, 0)),  # the edge, repeated
+        (lambda y: y.transpose(2, 3), (3, 3), (1, 1), (0, 0)),
+        (lambda y: y[:, :, 2], (3, 3), (1,), (2, 0)),  # row 2 of the map, kept: H is unit 2's field
+    ],
+    ids=["reflection-pad", "replication-pad", "swap-spatial", "select-row"],
+)
+def test_padding_modes_swaps_and_selects_are_exact(op, field, stride, start):
+    r = row(archprof.analyze(Unknown(op), input_size=(1, 12, 12)))
+    assert r["receptive_field"] == field
+    assert r["receptive_field_start"] == start
+    if len(stride) == 2:
+        assert r["effective_stride"] == stride
+    else:  # one spatial dimension left: the other is kept at one unit, without a stride
+        assert r["effective_stride"] == "undefined"
 
 
 def test_zero_padding_slicing_and_channel_ops_are_exact():

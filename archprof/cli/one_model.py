@@ -304,28 +304,72 @@ def memory(
 def rf(
     model: ModelArg,
     options=None,  # with_model_options: the shared options, read
+    plot: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--plot",
+            help="Draw field size and effective stride against depth into this PNG/SVG/PDF (needs matplotlib).",
+            show_default=False,
+        ),
+    ] = None,
+    unit: Annotated[
+        Optional[str],
+        typer.Option("--unit", help="Print the exact input box of this unit of --layer, e.g. 3,4.", show_default=False),
+    ] = None,
+    layer: Annotated[
+        Optional[str],
+        typer.Option("--layer", help="The layer whose --unit to give, e.g. features.10.", show_default=False),
+    ] = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
 ) -> None:
-    """Receptive field of every layer: the input pixels that can reach its output unit 0.
+    """Receptive field of every layer: the input pixels that can reach its output units.
 
-    Columns: Field, the field's size per spatial dimension, padding positions included
-    ("input" after global pooling, a flatten or a linear layer; "undefined" where it cannot
-    be computed exactly, with the reason below the table). Stride, the effective stride: input
-    pixels between neighbouring units. Centred: unit 0 stands for input pixels [0, stride - 1],
-    centre (stride - 1) / 2; "yes" when the field's centre (start + end) / 2 is that point in
-    every dimension. Coverage: the share of the input's pixels the field reaches (per
-    dimension the part inside the input over its size, multiplied). The last line names the
-    first layer whose field covers the whole input. CSV, JSON and Markdown write the full
-    report, whose receptive_field* columns hold the same numbers.
+    Columns: Field, the centre unit's field size per spatial dimension, padding positions
+    included, with its range over the layer's units where they differ ("global" where every
+    unit reads the whole input: global pooling, attention over all positions, a linear layer
+    over a flattened map; "undefined" where archprof cannot follow the network, with the
+    reason below the table). Stride, the effective stride: input pixels between neighbouring
+    units, a fraction after upsampling (1/2). Centred: unit 0 stands for input pixels
+    [0, stride - 1], centre (stride - 1) / 2; "yes" when unit 0's field's centre
+    (start + end) / 2 is that point in every dimension. Coverage: the share of the input's
+    pixels unit 0's field reaches. The last line names the first layer whose field covers the
+    whole input. CSV, JSON and Markdown write the full report, whose receptive_field* columns
+    hold unit 0's numbers.
+
+    --unit 3,4 --layer L prints the exact input box of unit (3, 4) of layer L's output: the
+    first and last input pixel, per spatial dimension, that can reach it (padding excluded).
     """
-    from archprof.analysis import analyze
+    from functools import partial
+
+    from archprof.analysis import analysis
+    from archprof.errors import ArchprofError
+    from archprof.passes.layers import group_layers
+    from archprof.passes.receptive_field import row_states, spreads
     from archprof.render import receptive_field_table
+    from archprof.render.fields import unit_box_text
+    from archprof.render.rf_plot import plot_fields
+    from archprof.render.roofline import check_plot_target
 
     chosen = choose_format(format, output)
     choice = column_choice(columns, wide, chosen)
-    check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
-    report = analyze(model, **options.keywords())
-    emit_report(report, chosen, output, table=receptive_field_table, choice=choice)
+    inputs_read = (*input_files(model), ("the --weights file", options.weights))
+    check_output(output, "--output", *inputs_read)
+    check_output(plot, "--plot", *inputs_read)
+    if plot is not None:
+        check_plot_target(plot)
+    if (unit is None) != (layer is None):
+        raise ArchprofError("--unit and --layer go together, e.g. --unit 3,4 --layer features.10")
+    found = analysis(options.load(model), None, options.batch, options.dtype, inputs=options.inputs)
+    report = found.report
+    states, spatial = row_states(found.graph, group_layers(found.graph))
+    if unit is not None:
+        say(unit_box_text(report, states, spatial, layer, unit))
+        return
+    spread = [spreads(state, len(spatial)) for state in states]
+    emit_report(report, chosen, output, table=partial(receptive_field_table, spreads=spread), choice=choice)
+    if plot is not None:
+        plot_fields(report, spread, plot)
+        say(f"wrote {plot}")

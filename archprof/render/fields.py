@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.console import Group
 from rich.text import Text
 
-from archprof.render.base import dash, fitted_table, indented_layer_name, layer_name
+from archprof.errors import ArchprofError
+from archprof.render.base import Layout, dash, fitted_table, indented_layer_name, layer_name
 from archprof.report import Report, dims_text, visible_text
 from archprof.units import shape_text
 
@@ -13,7 +16,7 @@ from archprof.units import shape_text
 _RF_COLUMNS = ("Layer", "Field", "Stride", "Coverage", "Centred", "Output shape", "Type")
 
 
-def receptive_field_table(report: Report, width: int = 160) -> Group:
+def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Sequence | None = None) -> Group:
     """Per layer: output shape, receptive field, effective stride, centred, coverage; then the
     first layer whose field covers the whole input, and why any field is undefined.
 
@@ -23,7 +26,11 @@ def receptive_field_table(report: Report, width: int = 160) -> Group:
     it in every dimension (a kernel padded symmetrically, "same"-style, keeps it so; an
     unpadded or asymmetric one shifts it). *Coverage* is the share of the input's pixels the
     field reaches: per dimension the part of [start, end] inside the input (padding excluded)
-    over the input's size, multiplied over the dimensions."""
+    over the input's size, multiplied over the dimensions.
+
+    With `spreads` (per row, `archprof.passes.receptive_field.spreads`), the Field column
+    shows the centre unit's field, and its range over units where units differ: '451x451
+    (443..451x443..451)'. A field that reads the whole input shows as 'global'."""
     spatial = report.input_shapes[0][2:] if report.input_shapes else ()
     size_text = shape_text(spatial)
     headings = ("Layer", "Type", "Output shape", "Field", "Stride", "Centred", "Coverage")
@@ -37,7 +44,7 @@ def receptive_field_table(report: Report, width: int = 160) -> Group:
         cells["Layer"].append(indented_layer_name(row))
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
-        cells["Field"].append(Text(field, style="red") if field == "undefined" else dims_text(field) or dash())
+        cells["Field"].append(_field_text(field, spreads[len(cells["Field"])] if spreads else None))
         cells["Stride"].append(dims_text(stride) or dash())
         cells["Centred"].append(centred)
         cells["Coverage"].append(coverage)
@@ -47,7 +54,7 @@ def receptive_field_table(report: Report, width: int = 160) -> Group:
             notes.setdefault(row["receptive_field_note"], name)
 
     title = f"{visible_text(report.model)}  ·  receptive fields on a {size_text or '?'} input"
-    table = fitted_table(title, cells, _RF_COLUMNS, width)
+    table = fitted_table(title, cells, _RF_COLUMNS, layout)
 
     if not spatial:
         verdict = "the input has no spatial dimensions: no receptive field"
@@ -56,9 +63,28 @@ def receptive_field_table(report: Report, width: int = 160) -> Group:
     else:
         verdict = f"the field never covers the whole {size_text} input"
     parts: list = [table, Text(verdict)]
+    if spreads and any(_varies(s) for s in spreads):
+        parts.append(Text("Field: the centre unit's; (a..b): the range over the layer's units"))
     for note, layer in notes.items():
         parts.append(Text(f"{layer}: {note}", style="yellow"))
     return Group(*parts)
+
+
+def _field_text(field, spread) -> Text | str:
+    if field == "undefined":
+        return Text(field, style="red")
+    if field == "input":
+        return "global"
+    if not isinstance(field, tuple) or not spread or None in spread:
+        return dims_text(field) or dash()
+    text = "x".join(str(s.centre) for s in spread)
+    if _varies(spread):
+        text += " (" + "x".join(f"{s.smallest}..{s.largest}" for s in spread) + ")"
+    return text
+
+
+def _varies(spread) -> bool:
+    return bool(spread) and any(s is not None and s.smallest != s.largest for s in spread)
 
 
 def _centred_and_coverage(field, stride, start, spatial) -> tuple[Text | str, Text | str]:
@@ -77,3 +103,24 @@ def _centred_and_coverage(field, stride, start, spatial) -> tuple[Text | str, Te
     # centre of [first, first + size - 1] == (jump - 1) / 2, doubled to stay in integers
     centred = all(2 * first + size - 1 == jump - 1 for first, size, jump in zip(start, field, stride, strict=True))
     return ("yes" if centred else "no"), coverage
+
+
+def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], layer: str, unit: str) -> str:
+    """`archprof rf --unit 3,4 --layer L`: 'layer L, unit 3,4 reads input pixels 24..75 x
+    40..91 (of 224x224)': per spatial dimension the first and last input pixel that can
+    reach the unit (`states`: each row's field state, `receptive_field.row_states`)."""
+    from archprof.passes.receptive_field import unit_box
+
+    try:
+        coordinates = tuple(int(part) for part in unit.split(","))
+    except ValueError:
+        raise ArchprofError(
+            f"--unit takes whole numbers separated by commas (3,4), got {visible_text(unit)!r}"
+        ) from None
+    calls = zip(report.columns["layer"], report.columns["call"], strict=True)
+    rows = [index for index, (name, call) in enumerate(calls) if name == layer and call == 0]
+    if not rows:
+        raise ArchprofError(f"no layer {visible_text(layer)!r} in the model: `archprof rf MODEL` lists them")
+    boxes = unit_box(states[rows[0]], spatial, coordinates)
+    where = " x ".join("no pixel" if box is None else f"{box[0]}..{box[1]}" for box in boxes)
+    return f"layer {visible_text(layer)}, unit {unit} reads input pixels {where} (of {shape_text(spatial)})"

@@ -1,49 +1,50 @@
 """Receptive fields of every tensor and every row, in one walk over the graph's ops.
 
-For each tensor archprof tracks, per spatial dimension of the network input (N, C, *spatial),
-the field of its output unit 0: the first and the last input coordinate that can reach it
-(`start` may be negative, inside the padding; `end` may pass the image's last pixel) and the
-jump, the effective stride between neighbouring units (the product of the strides so far).
-Unit `o` then sees `[start + o * jump, end + o * jump]`. The field's size is `end - start + 1`,
-padding positions included [FORMULAS.md, "Receptive field"]:
+For each tensor archprof tracks which of its dimensions runs along which spatial dimension
+of the network input (N, C, *spatial): channels-last permutes and the (N H W, C) views of a
+linear layer move dimensions without losing them. Along each such dimension an `AxisMap`
+(maps.py) gives the input interval of any unit u, composed operator by operator: a
+convolution or pooling reads units u S - P + t D; a transposed convolution the units
+(u + P - t D) / S that are whole; nearest, linear and cubic resampling the source pixels
+PyTorch's kernels compute; pixel shuffle u // r; padding, slicing, rolling, flipping their
+index maps; a concatenation along a dimension the input u came from; a sum of paths the union.
 
-    convolution / pooling, kernel K, stride S, padding P, dilation D:
-        start' = start - P * jump,  end' = end + (D (K - 1) - P) * jump,  jump' = jump * S
-    a merge of paths (add, mul, cat along channels, any multi-input op):
-        start = min of the starts,  end = max of the ends  (per dimension)
+The columns hold output unit 0's field along each dimension [FORMULAS.md, "Receptive field"],
+padding positions included (positions past a border continue the operator's formula: VGG-16's
+pool5 sees 212 pixels from -90), and the effective stride: input pixels between neighbouring
+units on average, a fraction after upsampling (1/2). `field_spreads` gives the centre unit's
+field and the range over units (a transposed convolution's units read different numbers of
+inputs); `unit_box` the exact input box of any unit (real pixels only).
 
 A tensor's state is one of:
 
 - no field (None): parameters, buffers, constants and whatever is computed from them only;
-- `Field`: one `Span(start, end, jump)` per spatial dimension. `jump` is None where unit 0's
-  field is exact but its neighbours' fields are not shifts of it (after a transposed
-  convolution with stride, upsampling, a merge of paths with different strides, a broadcast
-  along a spatial dimension): a later layer that needs the neighbours is then undefined;
-- `WHOLE`: every unit sees the whole input (global pooling, a mean over the spatial
-  dimensions, a linear layer over a flattened image);
-- `FLAT`: the spatial dimensions were merged into one axis (flatten). Reported as the whole
-  input by the convention of FORMULAS.md; the linear layer that follows makes it `WHOLE`, and
-  anything that reads it back as an image is undefined (never a guessed number);
+- `Field`: the maps of its dimensions, the input dimensions read whole (`whole`: pooled or
+  attended over) and those kept at one unit (`loose`: a select);
+- `WHOLE`: every unit sees the whole input ("global": global pooling, attention over all
+  positions, a linear layer over a flattened map);
 - `Undefined(reason)`: an operator archprof has no rule for consumed a tensor with a field, or
-  its rule cannot give an exact answer (the reason says which and where).
+  its rule cannot follow it (a split of a spatial dimension into windows, an in-place write
+  through a view); the reason says which and where.
 
 Conventions: normalisation layers count as pointwise (their statistics are not part of the
 field, as in Araujo et al., "Computing Receptive Fields of CNNs", Distill 2019); a dilated
-kernel spans D (K - 1) + 1 pixels; `ceil_mode` changes how many units there are, never where
-unit 0's window lies. Transposed convolution and upsampling give unit 0's exact field
-(stride 1 transposed convolutions and integer-factor nearest / linear resampling keep a jump;
-otherwise the jump is undefined). Reflection / replication padding, bicubic and anti-aliased
-resampling and unknown operators are undefined.
+kernel spans D (K - 1) + 1 pixels; max pooling counts its whole window (which pixel wins
+depends on the values).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+from fractions import Fraction
 
+from archprof.errors import ArchprofError
 from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
+from archprof.passes.receptive_field.maps import AxisMap, Interval, deep_maps, hull
 from archprof.passes.receptive_field.rules import rule_for
-from archprof.passes.receptive_field.walk import Extent, Field, Span, State, Undefined, Walk
+from archprof.passes.receptive_field.walk import WHOLE, Extent, Field, Merged, State, Undefined, Walk
 from archprof.units import shape_text
 
 # -- columns -------------------------------------------------------------------------------
@@ -52,23 +53,25 @@ from archprof.units import shape_text
 class FieldMark(StrEnum):
     """A receptive-field cell that is not a tuple of numbers: a str equal to its CSV text."""
 
-    INPUT = "input"  # every output unit sees the whole input (global pooling, a linear layer)
+    INPUT = "input"  # every output unit sees the whole input: "global" (global pooling, attention)
     UNDEFINED = "undefined"  # not computable exactly: `receptive_field_note` says why
 
 
-Dims = tuple[int, ...] | FieldMark | None  # a receptive_field, effective_stride or start cell
+Stride = int | Fraction  # a whole number of input pixels between units, or a fraction after upsampling
+Dims = tuple[int, ...] | tuple[Stride, ...] | FieldMark | None  # a receptive_field, effective_stride or start cell
 
 
 def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list]:
     """Per row, the field of the row's output tensor (its unit 0), as typed values.
 
     `receptive_field` is the size per spatial dimension, a tuple of ints ((212, 212));
-    FieldMark.INPUT for the whole input; FieldMark.UNDEFINED where it cannot be computed
-    exactly; None where the row's output has no spatial field (a row of parameters only, a
-    network without spatial input dimensions). `effective_stride` and `receptive_field_start`
-    are tuples the same way (None for the whole input, UNDEFINED where the field or the stride
-    is); `covers_input` says whether unit 0's field spans the whole input in every dimension
-    (None where undefined); `receptive_field_note` says why a field is undefined.
+    FieldMark.INPUT for the whole input; FieldMark.UNDEFINED where it cannot be computed;
+    None where the row's output has no spatial field (a row of parameters only, a network
+    without spatial input dimensions). `effective_stride` is a tuple of ints, or of Fractions
+    after upsampling (Fraction(1, 2)); UNDEFINED where neighbouring units are not evenly
+    spaced (paths of different strides merged, a flattened map); `receptive_field_start` a
+    tuple of ints. `covers_input` says whether unit 0's field spans the whole input in every
+    dimension (None where undefined); `receptive_field_note` says why a cell is undefined.
     """
     fields, spatial = tensor_fields(graph)
     columns: dict[str, list] = {
@@ -79,13 +82,14 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
         "receptive_field_note": [],
     }
     written: dict[State, tuple] = {}  # rows often share one state (an activation after a conv)
-    for group in groups:
-        state = fields.get(group.outputs[0].id) if group.outputs else None
-        cells = written.get(state)
-        if cells is None:
-            cells = written[state] = _cells(state, spatial)
-        for column, value in zip(columns.values(), cells, strict=True):
-            column.append(value)
+    with deep_maps():
+        for group in groups:
+            state = fields.get(group.outputs[0].id) if group.outputs else None
+            cells = written.get(state)
+            if cells is None:
+                cells = written[state] = _cells(state, spatial)
+            for column, value in zip(columns.values(), cells, strict=True):
+                column.append(value)
     return columns
 
 
@@ -96,11 +100,140 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
-    spans = state.spans
-    jumps = tuple(s.jump for s in spans)
-    stride = FieldMark.UNDEFINED if None in jumps else jumps
-    covers = all(s.start <= 0 and s.end >= size - 1 for s, size in zip(spans, spatial, strict=True))
-    return tuple(s.size for s in spans), stride, tuple(s.start for s in spans), covers, state.note
+    sizes, starts, strides, notes = [], [], [], []
+    for axis, extent in enumerate(spatial):
+        first, stride, note = _first_unit(state, axis, extent)
+        if first is None:
+            return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, note
+        sizes.append(first[1] - first[0] + 1)
+        starts.append(first[0])
+        strides.append(stride)
+        notes.append(note)
+    stride_cell = FieldMark.UNDEFINED if None in strides else tuple(_number(j) for j in strides)
+    covers = all(s <= 0 and s + n - 1 >= extent - 1 for s, n, extent in zip(starts, sizes, spatial, strict=True))
+    return tuple(sizes), stride_cell, tuple(starts), covers, next((n for n in notes if n), "")
+
+
+def _number(value: Fraction) -> Stride:
+    return value.numerator if value.denominator == 1 else value
+
+
+def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, Fraction | None, str]:
+    """Unit 0's padded interval along input dimension `axis`, the stride, and a note."""
+    if axis in field.whole:
+        return (0, extent - 1), None, f"every unit reads the whole of input dimension {axis + 1}"
+    places = field.places(axis)
+    box = None
+    for axis_map, _ in places:
+        box = hull(box, axis_map.field(0))
+    if box is None:
+        return None, None, f"output unit 0 reads no pixel along input dimension {axis + 1}"
+    if len(places) == 1 and places[0][1]:
+        return box, places[0][0].jump, places[0][0].note
+    return box, None, "the spatial dimensions are flattened or kept at one position"
+
+
+# -- per unit: the centre, the range over units, one unit's exact box ---------------------
+
+MAX_UNITS = 4096  # units per dimension measured for the range over units (more: the first ones)
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """Field sizes along one spatial dimension of a row's output, padding included: unit 0's,
+    the centre unit's ((n - 1) // 2), and the smallest and largest over the first `measured`
+    of its `units` units (all of them up to MAX_UNITS). None in `spreads` where the row reads
+    the whole input dimension ("global")."""
+
+    first: int
+    centre: int
+    smallest: int
+    largest: int
+    measured: int
+    units: int
+
+
+def row_states(graph: Graph, groups: list[LayerGroup]) -> tuple[list[State], tuple[int, ...]]:
+    """The state of each row's output, and the input's spatial size."""
+    fields, spatial = tensor_fields(graph)
+    return [fields.get(g.outputs[0].id) if g.outputs else None for g in groups], spatial
+
+
+def spreads(state: State, nd: int) -> tuple[Spread | None, ...] | None:
+    """Per spatial dimension, the field sizes over the units of a row's output (None: the
+    row has no numeric field)."""
+    if isinstance(state, Extent):
+        return (None,) * nd
+    if not isinstance(state, Field):
+        return None
+    with deep_maps():
+        return tuple(_spread(state, axis) for axis in range(nd))
+
+
+def _spread(field: Field, axis: int) -> Spread | None:
+    if axis in field.whole:
+        return None
+    places = field.places(axis)
+    if len(places) != 1 or not places[0][1]:  # flattened or kept at one position: unit 0 only
+        box = None
+        for axis_map, _ in places:
+            box = hull(box, axis_map.field(0))
+        size = box[1] - box[0] + 1 if box else 0
+        return Spread(size, size, size, size, 1, 1)
+    axis_map = places[0][0]
+    sizes = [_size(axis_map.field(u)) for u in ([0] if axis_map.uniform else range(min(axis_map.size, MAX_UNITS)))]
+    measured = axis_map.size if axis_map.uniform else len(sizes)
+    centre = _size(axis_map.field((axis_map.size - 1) // 2))
+    return Spread(sizes[0], centre, min(sizes), max(sizes), measured, axis_map.size)
+
+
+def _size(interval: Interval | None) -> int:
+    return 0 if interval is None else interval[1] - interval[0] + 1
+
+
+def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> list[Interval | None]:
+    """The exact input box of one output unit, per spatial dimension: the first and last real
+    input pixel that can reach it (None: none can). `unit` gives the unit's index along each
+    of the row's spatial dimensions, in the input's order. Raises ArchprofError when the row
+    has no such unit."""
+    if len(unit) != len(spatial):
+        raise ArchprofError(f"--unit needs {len(spatial)} coordinates (one per spatial dimension), got {len(unit)}")
+    if state is None or state is WHOLE:
+        what = "has no spatial field" if state is None else "reads the whole input (global)"
+        raise ArchprofError(f"this layer {what}: no unit box to give")
+    if isinstance(state, Undefined):
+        raise ArchprofError(f"this layer's field is undefined: {state.reason}")
+    boxes: list[Interval | None] = []
+    with deep_maps():
+        for axis, (index, extent) in enumerate(zip(unit, spatial, strict=True)):
+            if axis in state.whole:
+                boxes.append((0, extent - 1))
+                continue
+            places = state.places(axis)
+            if not any(own for _, own in places):  # kept at one position: unit 0
+                boxes.append(_kept_box(state, axis, index))
+                continue
+            if len(places) != 1:
+                raise ArchprofError(f"this layer's output runs along input dimension {axis + 1} twice: no unit box")
+            axis_map: AxisMap = places[0][0]
+            if not 0 <= index < axis_map.size:
+                raise ArchprofError(
+                    f"--unit {index} is outside the layer's {axis_map.size} units along dimension {axis + 1}"
+                )
+            boxes.append(axis_map.field(index, exact=True))
+    return boxes
+
+
+def _kept_box(field: Field, axis: int, index: int) -> Interval | None:
+    if any(axis in (m.axis for m in entry.maps()) for entry in field.dims if isinstance(entry, Merged)):
+        raise ArchprofError(f"this layer's output is flattened along input dimension {axis + 1}: no unit box")
+    if index != 0:
+        raise ArchprofError(f"--unit {index}: the layer keeps one position along dimension {axis + 1} (give 0)")
+    box = None
+    for axis_map in field.loose:
+        if axis_map.axis == axis:
+            box = hull(box, axis_map.field(0, exact=True))
+    return box
 
 
 # -- the walk ------------------------------------------------------------------------------
@@ -114,12 +247,14 @@ def tensor_fields(graph: Graph) -> tuple[dict[int, State], tuple[int, ...]]:
     if not spatial:
         return {}, ()
     walk = Walk(len(spatial), graph)
-    identity = Field(tuple(Span(0, 0, 1) for _ in spatial))
+    maps = tuple(AxisMap(axis, size) for axis, size in enumerate(spatial))
+    identity = Field((None, None, *maps))
     for index, tensor in enumerate(graph.inputs):
         if tensor.shape[2:] == spatial and len(tensor.shape) == len(first):
             walk.fields[tensor.id] = identity
         elif len(tensor.shape) >= 3:
             walk.fields[tensor.id] = Undefined(f"input {index + 1} is not the size of input 1 ({shape_text(spatial)})")
-    for op in graph.ops:
-        walk.step(op, rule_for(op.op))
+    with deep_maps():
+        for op in graph.ops:
+            walk.step(op, rule_for(op.op))
     return walk.fields, spatial

@@ -1,18 +1,22 @@
 """The receptive-field rule of every operator of the catalogue: by family (pointwise,
 normalisation, reduction, creation) and by operator (layout, convolution and pooling,
-resampling, mixing along whole axes)."""
+resampling, mixing along whole axes). A rule says, for each tensor dimension along an input
+axis, which units of its input unit u reads (an `AxisMap` derived from the input's)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
+from fractions import Fraction
 from functools import cache
 
 import torch
 
 from archprof.graph import OpNode, TensorMeta
 from archprof.operators import OPERATORS, Family, operator_named
-from archprof.passes.receptive_field.walk import FLAT, WHOLE, Field, Rule, Span, State, Undefined, Walk
+from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
+from archprof.passes.receptive_field.walk import WHOLE, Dim, Field, Merged, Rule, State, Walk, entry_maps
 
 
 @cache
@@ -66,8 +70,12 @@ def _dims_of(name: str) -> int:
     raise ValueError(name)
 
 
+def _tail(x: TensorMeta, m: int) -> range:
+    return range(len(x.shape) - m, len(x.shape))
+
+
 def _pointwise(walk: Walk, op: OpNode) -> State:
-    """Elementwise: output unit 0 reads unit 0 of every input (after broadcasting)."""
+    """Elementwise: output unit u reads unit u of every input (after broadcasting)."""
     return walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], op.outputs[0].shape)
 
 
@@ -106,39 +114,7 @@ def _normalisation(walk: Walk, op: OpNode) -> list[State]:
 _FAMILY_RULES[Family.NORMALISATION] = _normalisation
 
 
-# -- layout --------------------------------------------------------------------------------
-
-
-def _merged_tail(shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> int | None:
-    """k such that the output's last axis is the input's axes k.. merged (row-major), if any."""
-    if not shape_out:
-        return None
-    size = 1
-    for k in range(len(shape_in) - 1, -1, -1):
-        size *= shape_in[k]
-        if size == shape_out[-1] and math.prod(shape_out[:-1]) == math.prod(shape_in[:k]):
-            return k
-        if size > shape_out[-1] > 0:
-            return None
-    return None
-
-
-@_rule("view", "_unsafe_view", "_reshape_alias", "squeeze", "unsqueeze", "expand", "repeat")
-def _reshape(walk: Walk, op: OpNode) -> State:
-    """Row-major reshapes: a field survives where the trailing spatial sizes are unchanged."""
-    x, out = op.args[0], op.outputs[0].shape
-    state = walk.state(x)
-    if state is None or state is WHOLE or isinstance(state, Undefined):
-        return state
-    k = _merged_tail(x.shape, out)
-    if state is FLAT:
-        return FLAT if k is not None and k <= len(x.shape) - 1 else walk.undefined(op, "reshapes a flattened tensor")
-    nd = walk.nd
-    if len(out) >= nd and out[len(out) - nd :] == x.shape[len(x.shape) - nd :]:
-        return state
-    if k is not None and k <= len(x.shape) - nd:
-        return FLAT  # the spatial dimensions merged into one axis: a flatten
-    return walk.undefined(op, "reshapes the spatial dimensions")
+# -- layout: moving, merging and splitting dimensions --------------------------------------
 
 
 def _permutation(op: OpNode, ndim: int) -> list[int]:
@@ -157,37 +133,157 @@ def _permutation(op: OpNode, ndim: int) -> list[int]:
 
 @_rule("permute", "transpose", "t")
 def _permute(walk: Walk, op: OpNode) -> State:
+    """Channels-last and back: each dimension keeps its map, in its new place."""
     x = op.args[0]
     state = walk.state(x)
-    ndim = len(x.shape)
-    perm = _permutation(op, ndim)
-    if state is FLAT:
-        return FLAT if perm[-1] == ndim - 1 else walk.undefined(op, "moves the flattened axis")
     if not isinstance(state, Field):
         return state
-    if perm[ndim - walk.nd :] == list(walk.spatial_axes(ndim)):
+    return state.with_dims([state.dims[axis] for axis in _permutation(op, len(x.shape))])
+
+
+def _groups(shape_in: Sequence[int], shape_out: Sequence[int]) -> list[tuple[list[int], list[int]]] | None:
+    """A row-major reshape as groups (input dims, output dims) of equal products; each size-1
+    dimension joins the group of the next larger one (or the last group). None if the sizes
+    do not line up."""
+    ins = [i for i, n in enumerate(shape_in) if n != 1]
+    outs = [j for j, n in enumerate(shape_out) if n != 1]
+    groups: list[tuple[list[int], list[int]]] = []
+    a = b = 0
+    while a < len(ins) or b < len(outs):
+        if a >= len(ins) or b >= len(outs):
+            return None
+        group = ([ins[a]], [outs[b]])
+        size_in, size_out = shape_in[ins[a]], shape_out[outs[b]]
+        a, b = a + 1, b + 1
+        while size_in != size_out:
+            if size_in < size_out and a < len(ins):
+                size_in *= shape_in[ins[a]]
+                group[0].append(ins[a])
+                a += 1
+            elif size_out < size_in and b < len(outs):
+                size_out *= shape_out[outs[b]]
+                group[1].append(outs[b])
+                b += 1
+            else:
+                return None
+        groups.append(group)
+    if not groups:
+        return [(list(range(len(shape_in))), list(range(len(shape_out))))]
+    for side, shape in ((0, shape_in), (1, shape_out)):
+        for d in (d for d, n in enumerate(shape) if n == 1):
+            target = next((g for g in groups if g[side][0] > d), groups[-1])
+            target[side].append(d)
+            target[side].sort()
+    return groups
+
+
+def _flattened(entries: Sequence[tuple[Dim, int]]) -> tuple[tuple[Dim, int], ...]:
+    parts: list[tuple[Dim, int]] = []
+    for entry, size in entries:
+        parts.extend(entry.parts if isinstance(entry, Merged) else [(entry, size)])
+    return tuple(parts)
+
+
+@_rule("view", "_unsafe_view", "_reshape_alias")
+def _reshape(walk: Walk, op: OpNode) -> State:
+    """Row-major reshapes: dimensions kept keep their maps; dimensions merged into one become
+    a flattened dimension (`Merged`), which a later reshape may split back exactly; a spatial
+    dimension split into others (into windows) is not followed."""
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if not isinstance(state, Field) or tuple(x.shape) == tuple(out):
         return state
-    return walk.undefined(op, "moves the spatial dimensions")
+    groups = _groups(x.shape, out)
+    if groups is None:
+        return walk.undefined(op, "its sizes were not understood")
+    dims: list[Dim] = [None] * len(out)
+    loose = list(state.loose)
+    for ins, outs in groups:
+        parts = _flattened([(state.dims[i], x.shape[i]) for i in ins])
+        if all(entry is None for entry, _ in parts):
+            continue
+        if [n for _, n in parts] == [out[j] for j in outs]:  # the same dimensions (split back)
+            for j, (entry, _) in zip(outs, parts, strict=True):
+                dims[j] = entry
+            continue
+        larger = [j for j in outs if out[j] != 1]
+        kept = [(entry, n) for entry, n in parts if entry is not None or n != 1]
+        core = [(entry, n) for entry, n in parts if n != 1]
+        if [n for _, n in core] == [out[j] for j in larger]:  # the same dimensions, ones apart
+            for j, (entry, _) in zip(larger, core, strict=True):
+                dims[j] = entry
+            loose += [m for entry, n in parts if n == 1 for m in entry_maps(entry)]
+        elif not larger:  # every unit of the group is unit 0
+            loose += [m for entry, _ in parts for m in entry_maps(entry)]
+        elif len(larger) == 1:
+            dims[larger[0]] = kept[0][0] if len(kept) == 1 else Merged(parts)
+        else:
+            return walk.undefined(op, "it splits a spatial dimension into several (windows)")
+    return Field(tuple(dims), state.whole, tuple(loose))
 
 
-def _offset_rule(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int], step: int) -> list[State]:
+@_rule("squeeze", "unsqueeze")
+def _squeeze(walk: Walk, op: OpNode) -> State:
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if not isinstance(state, Field):
+        return state
+    ndim = len(x.shape)
+    if op.op.removeprefix("aten.").startswith("unsqueeze"):
+        at = op.args[1] % (ndim + 1)
+        return state.with_dims([*state.dims[:at], None, *state.dims[at:]])
+    dims = _arg(op, 1, "dim", None)
+    chosen = range(ndim) if dims is None else [dims] if isinstance(dims, int) else dims
+    gone = {d % ndim for d in chosen if x.shape[d % ndim] == 1}
+    if len(out) != ndim - len(gone):
+        return walk.undefined(op, "its output's dimensions were not understood")
+    loose = tuple(m for d in sorted(gone) for m in entry_maps(state.dims[d]))
+    return Field(tuple(e for d, e in enumerate(state.dims) if d not in gone), state.whole, state.loose + loose)
+
+
+@_rule("expand")
+def _expand_rule(walk: Walk, op: OpNode) -> State:
+    x = op.args[0]
+    return walk.merge(op, [(walk.state(x), x.shape)], op.outputs[0].shape)
+
+
+@_rule("repeat")
+def _repeat(walk: Walk, op: OpNode) -> State:
+    """Tiles: unit u of a repeated spatial dimension reads unit u mod n."""
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if not isinstance(state, Field):
+        return state
+    lead = len(out) - len(x.shape)
+    placed = Field((None,) * lead + state.dims, state.whole, state.loose)
+
+    def tiled(i: int, parent: AxisMap) -> AxisMap:
+        n = parent.size
+        return parent.derive(out[i], lambda u: ((u % n, u % n),), None, monotone=False, why="tiled by repeat")
+
+    axes = [lead + d for d in range(len(x.shape)) if out[lead + d] != x.shape[d]]
+    return walk.along(op, placed, axes, lambda i, parent: tiled(axes[i], parent), "repeat")
+
+
+def _shifted(parent: AxisMap, size: int, offset: int, step: int = 1) -> AxisMap:
+    """Unit u reads unit offset + u * step (a slice, a zero padding with offset -left)."""
+    if offset == 0 and step == 1 and size == parent.size:
+        return parent
+    return parent.derive(size, lambda u: ((offset + u * step,) * 2,), Fraction(step), uniform=True)
+
+
+def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int], step: int) -> list[State]:
     """Outputs that start `offsets[i]` units along `axis` into x (slice, split)."""
     state = walk.state(x)
-    ndim = len(x.shape)
-    if state is FLAT:
-        return [walk.undefined(op, "cuts the flattened axis") if axis == ndim - 1 else FLAT] * len(offsets)
-    if not isinstance(state, Field) or axis not in walk.spatial_axes(ndim):
-        return [state] * len(offsets)
-    d = axis - (ndim - walk.nd)
+    sizes = [out.shape[axis] for out in op.outputs]
     results: list[State] = []
-    for offset in offsets:
-        span = state.spans[d].shift(offset)
-        if span is None:
-            results.append(walk.undefined(op, f"cuts a dimension whose effective stride is undefined ({state.note})"))
+    for offset, size in zip(offsets, sizes, strict=True):
+        if isinstance(state, Field) and isinstance(state.dims[axis], Merged) and size != x.shape[axis]:
+            results.append(walk.undefined(op, "it cuts a flattened dimension"))
             continue
-        if step != 1:
-            span = Span(span.start, span.end, None if span.jump is None else span.jump * step)
-        results.append(Field((*state.spans[:d], span, *state.spans[d + 1 :]), state.note))
+        results.append(
+            walk.along(op, state, [axis], lambda i, parent, o=offset, n=size: _shifted(parent, n, o, step), "a slice")
+        )
     return results
 
 
@@ -200,46 +296,95 @@ def _slice(walk: Walk, op: OpNode) -> list[State]:
     start = _arg(op, 2, "start", None)
     start = 0 if start is None else start
     start = min(max(start + size if start < 0 else start, 0), size)
-    return _offset_rule(walk, op, x, axis, [start], _arg(op, 4, "step", 1))
+    return _offsets(walk, op, x, axis, [start], _arg(op, 4, "step", 1))
 
 
 @_rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes")
 def _split(walk: Walk, op: OpNode) -> list[State]:
     x = op.args[0]
-    ndim = len(x.shape)
-    axis = _arg(op, 2, "dim", 0) % ndim
+    axis = _arg(op, 2, "dim", 0) % len(x.shape)
     offsets, position = [], 0
     for out in op.outputs:
         offsets.append(position)
         position += out.shape[axis]
-    return _offset_rule(walk, op, x, axis, offsets, 1)
+    return _offsets(walk, op, x, axis, offsets, 1)
 
 
-@_rule("select", "unbind", "index_select")
+def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> State:
+    """One position along `axis`: a spatial dimension keeps that unit's field, loose."""
+    if not isinstance(state, Field):
+        return state
+    entry = state.dims[axis]
+    if isinstance(entry, Merged):
+        return walk.undefined(op, "it picks positions of a flattened dimension")
+    dims = state.dims[:axis] + state.dims[axis + 1 :]
+    if entry is None:
+        return state.with_dims(dims)
+    return Field(dims, state.whole, (*state.loose, _shifted(entry, 1, index)))
+
+
+@_rule("select")
 def _select(walk: Walk, op: OpNode) -> State:
-    """Picks positions along one axis: fine along any axis but a spatial one."""
     x = op.args[0]
-    ndim = len(x.shape)
-    axis = _arg(op, 1, "dim", 0) % ndim
+    axis = _arg(op, 1, "dim", 0) % len(x.shape)
+    index = _arg(op, 2, "index", 0)
+    return _picked(walk, op, walk.state(x), axis, index % x.shape[axis])
+
+
+@_rule("unbind")
+def _unbind(walk: Walk, op: OpNode) -> list[State]:
+    x = op.args[0]
+    axis = _arg(op, 1, "dim", 0) % len(x.shape)
+    return [_picked(walk, op, walk.state(x), axis, i) for i in range(len(op.outputs))]
+
+
+@_rule("index_select")
+def _index_select(walk: Walk, op: OpNode) -> State:
+    """Positions chosen by a tensor's values: fine along any dimension but a spatial one."""
+    x = op.args[0]
+    axis = _arg(op, 1, "dim", 0) % len(x.shape)
     state = walk.state(x)
-    if state is FLAT:
-        return walk.undefined(op, "picks positions of the flattened axis") if axis == ndim - 1 else FLAT
-    if isinstance(state, Field) and axis in walk.spatial_axes(ndim):
-        return walk.undefined(op, "picks positions along a spatial dimension")
+    if isinstance(state, Field) and state.dims[axis] is not None:
+        return walk.undefined(op, "it picks positions along a spatial dimension by value")
     return state
 
 
 @_rule("cat")
 def _cat(walk: Walk, op: OpNode) -> State:
+    """Along channels: the union of the paths. Along a spatial dimension: unit u reads the
+    input it was copied from."""
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta) and t.shape != (0,)]
     out = op.outputs[0].shape
     axis = _arg(op, 1, "dim", 0) % len(out)
-    items = [(walk.state(t), t.shape) for t in tensors]
-    if axis in walk.spatial_axes(len(out)) and any(isinstance(s, Field) for s, _ in items):
-        return walk.undefined(op, "concatenates along a spatial dimension")
-    if axis == len(out) - 1 and any(s is FLAT for s, _ in items):
-        return walk.undefined(op, "concatenates along the flattened axis")
-    return walk.merge(op, items, out)
+    states = [walk.state(t) for t in tensors]
+    entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
+    if all(e is None for e in entries):
+        return walk.merge(op, list(zip(states, (t.shape for t in tensors), strict=True)), out)
+    if any(isinstance(e, Merged) for e in entries) or len({e.axis for e in entries if e is not None}) > 1:
+        return walk.undefined(op, "it concatenates flattened or different spatial dimensions")
+    items = [(s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s) for s in states]
+    merged = walk.merge(
+        op, [(s, (*t.shape[:axis], 1, *t.shape[axis + 1 :])) for s, t in zip(items, tensors, strict=False)], out
+    )
+    if not isinstance(merged, Field):
+        return merged
+    pieces, start = [], 0
+    for entry, tensor in zip(entries, tensors, strict=True):
+        pieces.append((entry, start, tensor.shape[axis]))
+        start += tensor.shape[axis]
+    links = []
+    for entry, begin, size in pieces:
+        if entry is None:
+            continue
+
+        def reads(u: int, begin=begin, size=size, first=begin == 0, last=begin + size == out[axis]) -> list[Interval]:
+            inside = begin <= u < begin + size or (first and u < begin) or (last and u >= begin + size)
+            return [(u - begin, u - begin)] if inside else []
+
+        links.append(Link(entry, reads, None, monotone=False, why="concatenated along a spatial dimension"))
+    dims = list(merged.dims)
+    dims[axis] = AxisMap(next(e.axis for e in entries if e is not None), out[axis], tuple(links))
+    return merged.with_dims(dims)
 
 
 @_rule("stack")
@@ -247,60 +392,139 @@ def _stack(walk: Walk, op: OpNode) -> State:
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
     out = op.outputs[0].shape
     axis = _arg(op, 1, "dim", 0) % len(out)
-    items = [(walk.state(t), t.shape) for t in tensors]
-    if axis >= len(out) - walk.nd and any(isinstance(s, Field) for s, _ in items):
-        return walk.undefined(op, "stacks inside the spatial dimensions")
-    if axis == len(out) - 1 and any(s is FLAT for s, _ in items):
-        return walk.undefined(op, "stacks after the flattened axis")
+    items = []
+    for t in tensors:
+        s = walk.state(t)
+        if isinstance(s, Field):
+            s = s.with_dims((*s.dims[:axis], None, *s.dims[axis:]))
+        items.append((s, (*t.shape[:axis], 1, *t.shape[axis:])))
     return walk.merge(op, items, out)
+
+
+# -- padding, rolling, flipping ------------------------------------------------------------
+
+
+def _pads(pad: Sequence[int], ndim: int) -> dict[int, tuple[int, int]]:
+    """axis -> (before, after): pad lists (before, after) pairs from the last axis backwards."""
+    return {ndim - 1 - k: (pad[2 * k], pad[2 * k + 1]) for k in range(len(pad) // 2)}
 
 
 @_rule("constant_pad_nd")
 def _constant_pad(walk: Walk, op: OpNode) -> State:
-    """Zero (constant) padding: output unit 0 is input position -left, as in a conv's padding."""
-    x, pad = op.args[0], list(op.args[1])
-    ndim = len(x.shape)
+    """Unit u reads unit u - before (units in the padding read nothing real; negative
+    padding crops)."""
+    x, out = op.args[0], op.outputs[0].shape
+    pads = _pads(op.args[1], len(x.shape))
+    axes = [a for a in pads if pads[a] != (0, 0)]
+    return walk.along(op, walk.state(x), axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
 
-    def left(axis: int) -> int:
-        pair = ndim - 1 - axis  # pad lists (left, right) pairs from the last axis backwards
-        return pad[2 * pair] if 2 * pair < len(pad) else 0
 
+def _border_pad(kind: str) -> Rule:
+    """Reflection (mirror without repeating the edge) or replication (repeat the edge)."""
+
+    def rule(walk: Walk, op: OpNode) -> State:
+        x, out = op.args[0], op.outputs[0].shape
+        m = _dims_of(op.op)
+        pads = _pads(op.args[1], len(x.shape))
+        axes = list(_tail(x, m))
+
+        def padded(i: int, parent: AxisMap) -> AxisMap:
+            before, n = pads[axes[i]][0], parent.size
+
+            def reads(u: int) -> tuple[Interval]:
+                j = u - before
+                if 0 <= u < out[axes[i]]:
+                    if kind == "reflection":
+                        j = -j if j < 0 else 2 * (n - 1) - j if j >= n else j
+                    else:
+                        j = min(max(j, 0), n - 1)
+                return ((j, j),)
+
+            return parent.derive(out[axes[i]], reads, Fraction(1), monotone=kind == "replication")
+
+        return walk.along(op, walk.state(x), axes, padded, f"{kind} padding")
+
+    return rule
+
+
+_rule("reflection_pad1d", "reflection_pad2d", "reflection_pad3d")(_border_pad("reflection"))
+_rule("replication_pad1d", "replication_pad2d", "replication_pad3d")(_border_pad("replication"))
+
+
+@_rule("roll")
+def _roll(walk: Walk, op: OpNode) -> State:
+    """Unit u reads unit (u - shift) mod n."""
+    x = op.args[0]
+    shifts, dims = _expand(op.args[1], 1), _expand(_arg(op, 2, "dims", ()), 1)
     state = walk.state(x)
-    if state is FLAT:
-        last_padded = left(ndim - 1) != 0 or (len(pad) > 1 and pad[1] != 0)
-        return walk.undefined(op, "pads the flattened axis") if last_padded else FLAT
-    return walk.windowed(op, state, ndim, walk.nd, lambda span, j: span.shift(-left(ndim - walk.nd + j)), "padding")
+    if not dims:
+        flat = isinstance(state, Field) and any(e is not None for e in state.dims)
+        return walk.undefined(op, "it rolls the flattened tensor") if flat else state
+    axes = [d % len(x.shape) for d in dims]
+
+    def rolled(i: int, parent: AxisMap) -> AxisMap:
+        n, shift = parent.size, shifts[i]
+        return parent.derive(n, lambda u: (((u - shift) % n,) * 2,), Fraction(1), monotone=False)
+
+    return walk.along(op, state, axes, rolled, "roll")
+
+
+@_rule("flip")
+def _flip(walk: Walk, op: OpNode) -> State:
+    x = op.args[0]
+    axes = [d % len(x.shape) for d in op.args[1]]
+
+    def flipped(i: int, parent: AxisMap) -> AxisMap:
+        n = parent.size
+        return parent.derive(n, lambda u: ((n - 1 - u,) * 2,), Fraction(-1), monotone=False)
+
+    return walk.along(op, walk.state(x), axes, flipped, "flip")
+
+
+@_rule("pixel_shuffle", "pixel_unshuffle")
+def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
+    """pixel_shuffle(r): unit h reads unit h // r (channels become positions); unshuffle:
+    unit h reads units h r .. h r + r - 1."""
+    x, out = op.args[0], op.outputs[0].shape
+    r = op.args[1]
+    state = walk.state(x)
+    if isinstance(state, Field) and state.dims[-3] is not None:
+        return walk.undefined(op, "it moves a spatial dimension into positions")
+    axes = list(_tail(x, 2))
+    if "unshuffle" in op.op:
+        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), Fraction(r), uniform=True)  # noqa: E731
+    else:
+        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u // r,) * 2,), Fraction(1, r))  # noqa: E731
+    return walk.along(op, state, axes, change, "pixel shuffle")
 
 
 # -- convolution and pooling ---------------------------------------------------------------
 
 
-def _conv_window(k: int, s: int, p: int, d: int) -> Callable[[Span], Span | None]:
-    def window(span: Span) -> Span | None:
-        reach = d * (k - 1)
-        if span.jump is None:  # only unit 0 of the input is known
-            return span if p == 0 and reach == 0 else None
-        return Span(span.start - p * span.jump, span.end + (reach - p) * span.jump, span.jump * s)
+def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
+    """Unit u reads units u S - P + t D, t = 0 .. K - 1."""
+    if k == 1 and s == 1 and p == 0 and size == parent.size:
+        return parent
 
-    return window
+    def reads(u: int) -> Sequence[Interval]:
+        base = u * s - p
+        if d == 1:
+            return ((base, base + k - 1),)
+        return [(base + t * d,) * 2 for t in range(k)]
+
+    return parent.derive(size, reads, Fraction(s), uniform=True)
 
 
-def _transposed_window(k: int, s: int, p: int, d: int) -> Callable[[Span], Span | None]:
-    """Output o receives input i through tap t when o = i S - P + t D: unit 0 reads the inputs
-    i = (P - t D) / S that are whole numbers (positions outside the input count as padding,
-    as for a convolution: the same as a stride-1 convolution with padding D (K - 1) - P)."""
-    reads = [(p - t * d) // s for t in range(k) if (p - t * d) % s == 0]
+def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
+    """Output o receives input i through tap t when o = i S - P + t D: o reads the inputs
+    (o + P - t D) / S that are whole numbers."""
+    if s == 1:
+        return _window(parent, size, k, 1, d * (k - 1) - p, d)  # a convolution with the kernel flipped
 
-    def window(span: Span) -> Span | None:
-        if not reads:
-            return None
-        first, last = min(reads), max(reads)
-        if span.jump is None:
-            return span if first == last == 0 else None
-        # With stride > 1, neighbouring outputs read different numbers of inputs: no jump.
-        return Span(span.start + first * span.jump, span.end + last * span.jump, span.jump if s == 1 else None)
+    def reads(u: int) -> list[Interval]:
+        return [((u + p - t * d) // s,) * 2 for t in range(k) if (u + p - t * d) % s == 0]
 
-    return window
+    return parent.derive(size, reads, Fraction(1, s))
 
 
 @_rule("convolution", "_convolution", "convolution_overrideable")
@@ -314,25 +538,25 @@ def _convolution(walk: Walk, op: OpNode) -> State:
             return WHOLE
         if state is not None:
             return walk.undefined(op, "its weights are computed from the input")
-    m = len(weight.shape) - 2
-    if walk.nd > m:
+    state = walk.state(x)
+    if isinstance(state, Field) and state.dims[1] is not None:
         return walk.undefined(op, "it convolves across a spatial dimension (channels)")
+    m = len(weight.shape) - 2
     kernel = weight.shape[2:]
     stride, padding, dilation = (_expand(v, m) for v in (stride, padding, dilation))
-    make = _transposed_window if transposed else _conv_window
-    windows = [make(kernel[j], stride[j], padding[j], dilation[j]) for j in range(m)]
-    what = "transposed convolution" if transposed else "convolution"
-    if transposed and any(w(Span(0, 0, 1)) is None for w in windows):
-        return walk.undefined(op, "output unit 0 of the transposed convolution reads no input")
-    result = walk.windowed(op, walk.state(x), len(x.shape), m, lambda span, j: windows[j](span), what)
-    if transposed and isinstance(result, Field) and any(stride[j] != 1 for j in range(m)) and not result.note:
-        result = Field(result.spans, "transposed convolution with stride")
-    return result
+    out = op.outputs[0].shape
+    axes = list(_tail(x, m))
+    make = _transposed if transposed else _window
+
+    def change(j: int, parent: AxisMap) -> AxisMap:
+        return make(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
+
+    return walk.along(op, state, axes, change, "transposed convolution" if transposed else "convolution")
 
 
 @_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
 def _pool(walk: Walk, op: OpNode) -> State:
-    x = op.args[0]
+    x, out = op.args[0], op.outputs[0].shape
     name = op.op.removeprefix("aten.")
     m = _dims_of(name)
     kernel = _expand(_arg(op, 1, "kernel_size"), m)
@@ -340,39 +564,36 @@ def _pool(walk: Walk, op: OpNode) -> State:
     stride = _expand(stride, m) if stride else kernel
     padding = _expand(_arg(op, 3, "padding", 0), m)
     dilation = _expand(_arg(op, 4, "dilation", 1), m) if name.startswith("max") else (1,) * m
-    # ceil_mode only adds units at the far end: unit 0's window is the same.
-    windows = [_conv_window(kernel[j], stride[j], padding[j], dilation[j]) for j in range(m)]
-    return walk.windowed(op, walk.state(x), len(x.shape), m, lambda span, j: windows[j](span), "pooling")
+    axes = list(_tail(x, m))
+    # ceil_mode only adds units at the far end, whose windows the exact reading clips.
+
+    def change(j: int, parent: AxisMap) -> AxisMap:
+        return _window(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
+
+    return walk.along(op, walk.state(x), axes, change, "pooling")
 
 
-@_rule(
-    "_adaptive_avg_pool2d",
-    "_adaptive_avg_pool3d",
-    "adaptive_max_pool2d",
-    "adaptive_max_pool3d",
-)
+@_rule("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool3d")
 def _adaptive_pool(walk: Walk, op: OpNode) -> State:
-    """Output i of a dimension pools inputs [floor(i n / o), ceil((i + 1) n / o)): unit 0 pools
-    the first ceil(n / o); the windows are evenly spaced (a jump) only when o divides n."""
+    """Output i pools inputs floor(i n / o) .. ceil((i + 1) n / o) - 1; pooling a dimension
+    of several units down to one is global along it."""
     x, out = op.args[0], op.outputs[0].shape
     m = _dims_of(op.op)
-    sizes_in, sizes_out = x.shape[len(x.shape) - m :], out[len(out) - m :]
+    axes = list(_tail(x, m))
     state = walk.state(x)
-    if isinstance(state, Field) and walk.nd <= m and all(o == 1 for o in sizes_out[m - walk.nd :]):
-        return WHOLE  # global pooling
+    if not isinstance(state, Field):
+        return state
+    pooled = [a for a in axes if out[a] == 1 and x.shape[a] > 1]
+    state = walk.reduce(op, state, len(out), set(pooled)) if pooled else state
+    rest = [a for a in axes if a not in pooled]
 
-    def window(span: Span, j: int) -> Span | None:
-        n, o = sizes_in[j], sizes_out[j]
-        first = -(-n // o)  # inputs pooled by unit 0
-        if span.jump is None:
-            return span if first == 1 and n == o else None
-        jump = span.jump * (n // o) if n % o == 0 else None
-        return Span(span.start, span.end + (first - 1) * span.jump, jump)
+    def change(j: int, parent: AxisMap) -> AxisMap:
+        n, o = x.shape[rest[j]], out[rest[j]]
+        if n == o:
+            return parent
+        return parent.derive(o, lambda i: ((i * n // o, -(-(i + 1) * n // o) - 1),), Fraction(n, o), uniform=n % o == 0)
 
-    result = walk.windowed(op, state, len(x.shape), m, window, "adaptive pooling")
-    if isinstance(result, Field) and not result.note and None in (s.jump for s in result.spans):
-        result = Field(result.spans, "adaptive pooling with uneven windows")
-    return result
+    return walk.along(op, state, rest, change, "adaptive pooling")
 
 
 # -- resampling ----------------------------------------------------------------------------
@@ -394,14 +615,24 @@ def _scales(op: OpNode, m: int, first: int) -> list[float | None]:
     return [None if v is None else float(v) for v in values]
 
 
-def _source_scale(n: int, o: int, factor: float | None) -> float:
-    """Input pixels per output pixel, as PyTorch computes it (the user's factor wins)."""
-    return 1.0 / factor if factor is not None and factor > 0 else n / o
+def _ratio(n: int, o: int, factor: float | None) -> Fraction:
+    """Input units per output unit: 1 / the user's factor, else n / o."""
+    if factor is not None and factor > 0:
+        return 1 / Fraction(factor).limit_denominator(10_000)
+    return Fraction(n, o)
 
 
-def _integer(value: float) -> int | None:
-    nearest = round(value)
-    return nearest if nearest >= 1 and abs(value - nearest) < 1e-9 else None
+def _resampled(walk: Walk, op: OpNode, m: int, scales_at: int, make: Callable) -> State:
+    """Apply make(parent, n, o, factor) along the op's m trailing dimensions."""
+    x, out = op.args[0], op.outputs[0].shape
+    axes = list(_tail(x, m))
+    scales = _scales(op, m, scales_at)
+
+    def change(j: int, parent: AxisMap) -> AxisMap:
+        factor = scales[j] if j < len(scales) else None
+        return make(parent, x.shape[axes[j]], out[axes[j]], factor)
+
+    return walk.along(op, walk.state(x), axes, change, "resampling")
 
 
 @_rule(
@@ -414,65 +645,97 @@ def _integer(value: float) -> int | None:
 )
 def _nearest(walk: Walk, op: OpNode) -> State:
     """Output o copies input floor(o s) ('nearest') or floor((o + 0.5) s) ('nearest-exact'),
-    s = input / output size: unit 0 copies input 0 (resp. floor(s / 2)); the copies are evenly
-    spaced only when s is a whole number."""
-    x, out = op.args[0], op.outputs[0].shape
-    m = _dims_of(op.op)
+    s = 1 / factor or n / o, in float32 arithmetic as PyTorch's kernels compute it."""
     exact = "exact" in op.op
-    sizes_in, sizes_out = x.shape[len(x.shape) - m :], out[len(out) - m :]
-    scales = _scales(op, m, 2)
 
-    def window(span: Span, j: int) -> Span | None:
-        n, o = sizes_in[j], sizes_out[j]
-        scale = _source_scale(n, o, scales[j] if j < len(scales) else None)
-        source = min(math.floor(0.5 * scale), n - 1) if exact else 0
-        moved = span.shift(source)
-        if moved is None:
-            return None
-        # PyTorch's nearest copies o -> o when the sizes match and o -> o // 2 when doubling.
-        plain = 1 if n == o else None if o == 2 * n else _integer(scale)
-        step = _integer(scale) if exact else plain
-        return Span(moved.start, moved.end, None if step is None or moved.jump is None else moved.jump * step)
+    def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
+        if n == o and not exact:
+            return parent
+        ratio = _ratio(n, o, factor)
+        scale = _f32(1.0 / factor) if factor is not None and factor > 0 else _f32(n / o)
 
-    return _resampled(walk, op, window, m, "nearest upsampling")
+        def reads(u: int) -> tuple[Interval]:
+            if not 0 <= u < o:  # past the border: the formula, continued
+                i = math.floor((u + Fraction(1, 2) if exact else u) * ratio)
+            elif exact:
+                i = min(math.floor(_f32((u + 0.5) * scale)), n - 1)
+            elif o == 2 * n:
+                i = u >> 1
+            else:
+                i = min(math.floor(_f32(u * scale)), n - 1)
+            return ((i, i),)
+
+        return parent.derive(o, reads, ratio, uniform=ratio.denominator == 1)
+
+    return _resampled(walk, op, _dims_of(op.op), 2, make)
+
+
+def _f32(value: float) -> float:
+    """`value` rounded to float32 (a product or quotient of float32 numbers rounded once to
+    double, then to float32, is the float32 result)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _source(u: int, n: int, o: int, factor: float | None, align_corners: bool, dtype: torch.dtype, cubic: bool):
+    """PyTorch's source coordinate of output u (area_pixel_compute_source_index), in the
+    arithmetic of the op's dtype (double for float64, float otherwise)."""
+    real = float if dtype == torch.float64 else _f32
+    if align_corners:
+        scale = real((n - 1) / (o - 1)) if o > 1 else 0.0
+        return real(scale * u)
+    scale = real(1.0 / factor) if factor is not None and factor > 0 else real(n / o)
+    source = real(real(scale * (u + 0.5)) - 0.5)
+    return source if cubic or source >= 0 else 0.0
 
 
 @_rule("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d")
-def _linear_resample(walk: Walk, op: OpNode) -> State:
-    """Output o interpolates inputs floor(x) and floor(x) + 1 (when its weight is not 0) at
-    x = o s (align_corners) or x = max((o + 0.5) s - 0.5, 0), s = input pixels per output."""
-    x, out = op.args[0], op.outputs[0].shape
-    m = _dims_of(op.op)
+def _linear(walk: Walk, op: OpNode) -> State:
+    """Output o reads inputs i and i + 1 around its source coordinate x (i = floor(x)), the
+    second only when its weight x - i is not zero."""
     align_corners = bool(_arg(op, 2, "align_corners", False))
-    sizes_in, sizes_out = x.shape[len(x.shape) - m :], out[len(out) - m :]
-    scales = _scales(op, m, 3)
+    dtype = op.outputs[0].dtype
 
-    def window(span: Span, j: int) -> Span | None:
-        n, o = sizes_in[j], sizes_out[j]
-        if align_corners:
-            scale = (n - 1) / (o - 1) if o > 1 else 0.0
-            source = 0.0
-        else:
-            scale = _source_scale(n, o, scales[j] if j < len(scales) else None)
-            source = max(0.5 * scale - 0.5, 0.0)
-        low = min(math.floor(source), n - 1)
-        high = low + 1 if source > low and low < n - 1 else low
-        first, last = span.shift(low), span.shift(high)
-        if first is None or last is None:
-            return None
-        # A whole-number scale k puts every unit's inputs k apart: unit o reads o k + c.
-        step = _integer(scale)
-        return Span(first.start, last.end, None if step is None or span.jump is None else span.jump * step)
+    def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
+        if n == o:
+            return parent
+        ratio = Fraction(n - 1, o - 1) if align_corners and o > 1 else _ratio(n, o, factor)
 
-    return _resampled(walk, op, window, m, "linear upsampling")
+        def reads(u: int) -> tuple[Interval]:
+            if not 0 <= u < o:
+                x = (u * ratio) if align_corners else (u + Fraction(1, 2)) * ratio - Fraction(1, 2)
+                return ((math.floor(x), math.ceil(x)),)
+            x = _source(u, n, o, factor, align_corners, dtype, cubic=False)
+            i = int(x)
+            return ((i, i + 1),) if x - i > 0 and i < n - 1 else ((i, i),)
+
+        return parent.derive(o, reads, ratio, uniform=ratio.denominator == 1)
+
+    return _resampled(walk, op, _dims_of(op.op), 3, make)
 
 
-def _resampled(walk: Walk, op: OpNode, window, m: int, what: str) -> State:
-    x = op.args[0]
-    result = walk.windowed(op, walk.state(x), len(x.shape), m, window, what)
-    if isinstance(result, Field) and not result.note and None in (s.jump for s in result.spans):
-        result = Field(result.spans, f"{what} by a factor that is not a whole number")
-    return result
+@_rule("upsample_bicubic2d")
+def _cubic(walk: Walk, op: OpNode) -> State:
+    """Output o reads inputs i - 1 .. i + 2 (clamped to the map) around its source coordinate
+    x (i = floor(x)); input i alone when x is a whole number (the other weights are 0)."""
+    align_corners = bool(_arg(op, 2, "align_corners", False))
+    dtype = op.outputs[0].dtype
+
+    def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
+        ratio = Fraction(n - 1, o - 1) if align_corners and o > 1 else _ratio(n, o, factor)
+
+        def reads(u: int) -> tuple[Interval]:
+            if not 0 <= u < o:
+                x = (u * ratio) if align_corners else (u + Fraction(1, 2)) * ratio - Fraction(1, 2)
+                return ((math.floor(x) - 1, math.floor(x) + 2),)
+            x = _source(u, n, o, factor, align_corners, dtype, cubic=True)
+            i = min(math.floor(x), n - 1)
+            if x - i <= 0:
+                return ((i, i),)
+            return ((min(max(i - 1, 0), n - 1), min(i + 2, n - 1)),)
+
+        return parent.derive(o, reads, ratio)
+
+    return _resampled(walk, op, 2, 3, make)
 
 
 # -- mixing along whole axes ---------------------------------------------------------------
@@ -490,7 +753,7 @@ def _reduction(walk: Walk, op: OpNode) -> State:
         axes = {d % ndim for d in dims}
     else:  # no dims, [] or a dtype / flag in that position: everything is reduced
         axes = None
-    return walk.reduce(op, walk.state(x), ndim, axes, "a reduction")
+    return walk.reduce(op, walk.state(x), len(op.outputs[0].shape), axes)
 
 
 _FAMILY_RULES[Family.REDUCTION] = _reduction
@@ -501,40 +764,55 @@ def _softmax(walk: Walk, op: OpNode) -> State:
     """Each output reads every unit along one axis (the normaliser)."""
     x = op.args[0]
     ndim = len(x.shape)
-    axis = _arg(op, 1, "dim", -1) % ndim
-    return walk.reduce(op, walk.state(x), ndim, {axis}, "softmax")
+    return walk.reduce(op, walk.state(x), ndim, {_arg(op, 1, "dim", -1) % ndim})
 
 
 @_rule("glu")
 def _glu(walk: Walk, op: OpNode) -> State:
     """a * sigmoid(b) for the two halves along one axis: pointwise unless that axis is spatial."""
     x = op.args[0]
-    ndim = len(x.shape)
-    axis = _arg(op, 1, "dim", -1) % ndim
+    axis = _arg(op, 1, "dim", -1) % len(x.shape)
     state = walk.state(x)
-    if (state is FLAT and axis == ndim - 1) or (isinstance(state, Field) and axis in walk.spatial_axes(ndim)):
+    if isinstance(state, Field) and state.dims[axis] is not None:
         return walk.undefined(op, "it pairs units half a dimension apart")
     return state
 
 
+def _contracted(state: State, keep: Sequence[int | None], contracted: Sequence[int]) -> State:
+    """A matrix-product operand in the output's dimensions: keep[j] is the operand dimension
+    output dimension j takes (None: none); the contracted dimensions are read whole."""
+    if not isinstance(state, Field):
+        return state
+    whole = set(state.whole)
+    for d in contracted:
+        whole.update(m.axis for m in entry_maps(state.dims[d]))
+    dims = tuple(None if d is None else state.dims[d] for d in keep)
+    return Field(dims, frozenset(whole), state.loose)
+
+
 @_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "mv", "addmv", "dot")
 def _matmul(walk: Walk, op: OpNode) -> State:
-    """a @ b contracts a's last axis with b's second-to-last one: a field on a contracted
-    axis becomes the whole input (a linear layer); b's last axis carries through."""
+    """a @ b contracts a's last dimension with b's first (of its matrix): units along a
+    contracted dimension are all read (a linear layer over a flattened map, attention over
+    the positions); a's rows and b's columns carry through."""
     name = op.op.removeprefix("aten.")
     has_bias = name in ("addmm", "baddbmm", "_addmm_activation", "addmv")
     bias = op.args[0] if has_bias else None
     a, b = op.args[1:3] if has_bias else op.args[0:2]
     out = op.outputs[0].shape
-    items: list[tuple[State, tuple[int, ...]]] = []
-    for operand, kept_last in ((a, False), (b, True)):
-        state = walk.state(operand)
-        if state is None or isinstance(state, Undefined) or state is WHOLE:
-            items.append((state, out))
-        elif kept_last and len(operand.shape) >= 2 and (state is FLAT or walk.nd == 1):
-            items.append((state, operand.shape))  # only its last axis is spatial: it carries through
-        else:
-            items.append((WHOLE, out))
+    batched = len(a.shape) == 3
+    lead = [0] if batched else []
+    if len(b.shape) == 1:  # mv, dot
+        keep_a, keep_b = ([*lead, 0] if len(a.shape) == 2 else []), [None] * len(out)
+        contracted_b = 0
+    else:
+        keep_a, keep_b = [*lead, len(a.shape) - 2, None], [*lead, None, len(b.shape) - 1]
+        contracted_b = len(b.shape) - 2
+    items = [
+        (_contracted(walk.state(a), keep_a, [len(a.shape) - 1]), out),
+        (_contracted(walk.state(b), keep_b, [contracted_b]), out),
+    ]
     if isinstance(bias, TensorMeta):
         items.append((walk.state(bias), bias.shape))
+    items = [(walk.settled(s) if isinstance(s, Field) else s, shape) for s, shape in items]
     return walk.merge(op, items, out)

@@ -1,45 +1,60 @@
-"""The walk's state and toolbox: a field per tensor (`Span`, `Field`, `Extent`,
-`Undefined`), and `Walk`, which steps through the graph's ops applying each op's rule and
-offers the rules what they share (merging paths, windows, reductions)."""
+"""The walk's state and toolbox: a field per tensor (`Field`, `Merged`, `WHOLE`, `Undefined`),
+and `Walk`, which steps through the graph's ops applying each op's rule and offers the rules
+what they share (merging paths, windows along dimensions, reductions)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
 
 from archprof.graph import Graph, OpNode, TensorMeta
+from archprof.passes.receptive_field.maps import AxisMap, Link
 
 
 @dataclass(frozen=True, slots=True)
-class Span:
-    """Unit 0's field along one spatial dimension, in input coordinates (both ends included)."""
+class Merged:
+    """Several dimensions flattened into one, row-major: each one's entry and size (a flatten,
+    the (N H W, C) view in front of a linear layer on a channels-last map)."""
 
-    start: int
-    end: int
-    jump: int | None  # None: unit 0 is exact, its neighbours are not shifts of it
+    parts: tuple[tuple[Dim, int], ...]
 
-    @property
-    def size(self) -> int:
-        return self.end - self.start + 1
+    def maps(self) -> list[AxisMap]:
+        return [m for part, _ in self.parts for m in entry_maps(part)]
 
-    def shift(self, units: int) -> Span | None:
-        """The field of unit `units` of the same tensor (None when that needs the jump)."""
-        if units == 0:
-            return self
-        if self.jump is None:
-            return None
-        return Span(self.start + units * self.jump, self.end + units * self.jump, self.jump)
+
+Dim = AxisMap | Merged | None  # a tensor dimension: along an input axis, flattened axes, or none
+
+
+def entry_maps(entry: Dim) -> list[AxisMap]:
+    if entry is None:
+        return []
+    return entry.maps() if isinstance(entry, Merged) else [entry]
 
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    spans: tuple[Span, ...]
-    note: str = ""  # why the jump is undefined, when it is
+    """Per tensor dimension, the input axis it runs along (an AxisMap) or none; `whole`: the
+    input axes every unit reads all of (pooled over, attended over); `loose`: maps the tensor
+    keeps only one unit of (a select, a squeeze), read at unit 0."""
+
+    dims: tuple[Dim, ...]
+    whole: frozenset[int] = frozenset()
+    loose: tuple[AxisMap, ...] = ()
+
+    def with_dims(self, dims: Sequence[Dim]) -> Field:
+        return replace(self, dims=tuple(dims))
+
+    def places(self, axis: int) -> list[tuple[AxisMap, bool]]:
+        """Every map along `axis`, with whether it is a tensor dimension of its own."""
+        found = [(e, True) for e in self.dims if isinstance(e, AxisMap) and e.axis == axis]
+        found += [(m, False) for e in self.dims if isinstance(e, Merged) for m in e.maps() if m.axis == axis]
+        return found + [(m, False) for m in self.loose if m.axis == axis]
 
 
 @dataclass(frozen=True, slots=True)
 class Extent:
-    """A field that is not a number: the whole input, or a flattened image."""
+    """Every unit sees the whole input (global pooling, attention over all positions)."""
 
     name: str
 
@@ -50,7 +65,6 @@ class Undefined:
 
 
 WHOLE = Extent("whole input")
-FLAT = Extent("flattened")
 State = Field | Extent | Undefined | None
 
 
@@ -68,21 +82,24 @@ class Walk:
 
     def step(self, op: OpNode, rule: Rule | None) -> None:
         fields = self.fields
-        for tensor in op.inputs:
-            if fields.get(tensor.id) is not None:
-                break
-        else:
+        states = [fields.get(tensor.id) for tensor in op.inputs]
+        if all(state is None for state in states) or not op.outputs:
             return  # computed from parameters and constants only (or nothing): no field
-        if not op.outputs:
-            return
         try:
-            result = rule(self, op) if rule is not None else self.undefined(op, "archprof has no rule for it")
-        except (IndexError, TypeError, ValueError, ZeroDivisionError):  # arguments in a form not foreseen
+            if all(state is None or state is WHOLE for state in states):
+                result = WHOLE  # whatever it does, it reads units that each read the whole input
+            elif rule is None:
+                result = self.undefined(op, "archprof has no rule for it")
+            else:
+                result = rule(self, op)
+        except (IndexError, TypeError, ValueError, ZeroDivisionError, KeyError):  # arguments not foreseen
             result = self.undefined(op, "its arguments were not understood")
         results = result if isinstance(result, list) else [result] * len(op.outputs)
         if len(results) != len(op.outputs):  # an overload with other outputs than foreseen
             results = [self.undefined(op, "its outputs were not understood")] * len(op.outputs)
         for tensor, state in zip(op.outputs, results, strict=True):
+            if isinstance(state, Field) and len(state.dims) != len(tensor.shape):
+                state = self.undefined(op, "its output's dimensions were not understood")
             if state is not None:
                 self.fields[tensor.id] = state
         if op.writes_input and op.inputs:
@@ -113,86 +130,105 @@ class Walk:
 
     # -- shared pieces -------------------------------------------------------------------
 
-    def spatial_axes(self, ndim: int) -> range:
-        return range(ndim - self.nd, ndim)
+    def settled(self, field: Field) -> State:
+        """WHOLE once every input axis is read whole."""
+        return WHOLE if len(field.whole) >= self.nd else field
 
     def merge(self, op: OpNode, items: Sequence[tuple[State, tuple[int, ...]]], out: tuple[int, ...]) -> State:
         """Union of the fields of several inputs of an op whose output has shape `out`
-        (broadcasting as NumPy does)."""
-        whole = flat = False
+        (broadcasting as NumPy does): output unit u reads unit u of every input (unit 0 along
+        a dimension of size 1)."""
         undefined: Undefined | None = None
-        fields: list[Field] = []
+        fields: list[tuple[Field, tuple[int, ...]]] = []
         for state, shape in items:
-            if state is None:
-                continue
-            if state is WHOLE:
-                whole = True
-            elif state is FLAT:
-                flat = True
-            elif isinstance(state, Undefined):
+            if state is WHOLE:  # every output unit depends on the whole input, whatever else it reads
+                return WHOLE
+            if isinstance(state, Undefined):
                 undefined = undefined or state
-            else:
-                fields.append(self._broadcast(state, shape, out))
-        if whole:  # every output unit depends on the whole input, whatever else it reads
-            return WHOLE
+            elif isinstance(state, Field):
+                fields.append((state, shape))
         if undefined is not None:
             return undefined
-        if flat:
-            return self.undefined(op, "it mixes a flattened tensor with an image") if fields else FLAT
         if not fields:
             return None
-        if len(fields) == 1:
-            return fields[0]
-        spans, note = [], next((f.note for f in fields if f.note), "")
-        for dim in zip(*(f.spans for f in fields), strict=True):
-            jumps = {s.jump for s in dim}
-            jump = jumps.pop() if len(jumps) == 1 else None
-            if jump is None and None not in jumps and not note:
-                note = "paths with different strides merged"
-            spans.append(Span(min(s.start for s in dim), max(s.end for s in dim), jump))
-        return Field(tuple(spans), note)
+        if len(fields) == 1 and fields[0][1] == out:
+            return fields[0][0]
+        dims: list[Dim] = []
+        for j, size in enumerate(out):
+            entries = []
+            for field, shape in fields:
+                k = j - (len(out) - len(shape))
+                if k >= 0 and field.dims[k] is not None:
+                    entries.append((field.dims[k], shape[k]))
+            entry = merge_entries(entries, size)
+            if isinstance(entry, str):
+                return self.undefined(op, entry)
+            dims.append(entry)
+        whole = frozenset().union(*(f.whole for f, _ in fields))
+        loose = tuple(dict.fromkeys(m for f, _ in fields for m in f.loose))
+        return self.settled(Field(tuple(dims), whole, loose))
 
-    def _broadcast(self, field: Field, shape: tuple[int, ...], out: tuple[int, ...]) -> Field:
-        sizes_in, sizes_out = shape[len(shape) - self.nd :], out[len(out) - self.nd :]
-        if sizes_in == sizes_out:
-            return field
-        # size 1 broadcast along a spatial dimension: unit 0 is exact, its neighbours repeat it
-        pairs = zip(field.spans, sizes_in, sizes_out, strict=True)
-        spans = tuple(s if a == b else Span(s.start, s.end, None) for s, a, b in pairs)
-        return Field(spans, field.note or "broadcast along a spatial dimension")
-
-    def windowed(
-        self, op: OpNode, state: State, ndim: int, m: int, window: Callable[[Span, int], Span | None], what: str
-    ) -> State:
-        """Apply `window(span, j)` to every spatial dimension the op works on: the op's `m`
-        dimensions are the input's trailing `m` axes, j indexes them."""
+    def along(self, op: OpNode, state: State, axes: Sequence[int], change: Callable[[int, AxisMap], Dim], what: str):
+        """Replace the map of each tensor dimension `axes[i]` by change(i, map); a flattened
+        dimension there is not understood."""
         if not isinstance(state, Field):
-            if state is FLAT:
-                return self.undefined(op, f"{what} of a flattened tensor")
             return state
-        spans = list(state.spans)
-        for d in range(self.nd):
-            j = d - (self.nd - m)
-            if j < 0:
-                continue
-            span = window(spans[d], j)
-            if span is None:
-                return self.undefined(op, f"{what} after a layer whose effective stride is undefined ({state.note})")
-            spans[d] = span
-        return Field(tuple(spans), state.note)
+        dims = list(state.dims)
+        for i, axis in enumerate(axes):
+            entry = dims[axis]
+            if isinstance(entry, Merged):
+                return self.undefined(op, f"{what} along a flattened dimension")
+            if isinstance(entry, AxisMap):
+                changed = change(i, entry)
+                if changed is None:
+                    return self.undefined(op, f"{what}: no output unit reads an input unit")
+                dims[axis] = changed
+        return state.with_dims(dims)
 
-    def reduce(self, op: OpNode, state: State, ndim: int, axes: set[int] | None, what: str) -> State:
-        """An op that mixes every unit along `axes` (None: along all axes)."""
-        if state is None or state is WHOLE or isinstance(state, Undefined):
+    def reduce(self, op: OpNode, state: State, out_ndim: int, axes: set[int] | None) -> State:
+        """An op that mixes every unit along the tensor dimensions `axes` (None: all), keeping
+        them as size 1 or dropping them (as `out_ndim` says)."""
+        if not isinstance(state, Field):
             return state
-        if state is FLAT:
-            return WHOLE if axes is None or ndim - 1 in axes else FLAT
-        spatial = set(self.spatial_axes(ndim))
-        if axes is None or spatial <= axes:
-            return WHOLE
-        if spatial.isdisjoint(axes):
-            return state
-        return self.undefined(op, f"{what} over some of the spatial dimensions only")
+        ndim = len(state.dims)
+        axes = set(range(ndim)) if axes is None else axes
+        whole = set(state.whole)
+        for axis in axes:
+            whole.update(m.axis for m in entry_maps(state.dims[axis]))
+        keep = out_ndim == ndim
+        dims = [None if d in axes else e for d, e in enumerate(state.dims) if keep or d not in axes]
+        if len(dims) != out_ndim:
+            return self.undefined(op, "its output's dimensions were not understood")
+        return self.settled(Field(tuple(dims), frozenset(whole), state.loose))
+
+
+def merge_entries(entries: list[tuple[Dim, int]], size: int) -> Dim | str:
+    """One output dimension of `size` units from the inputs' entries along it (each with the
+    input's size there: 1 means broadcast); a str says why it cannot be placed."""
+    if not entries:
+        return None
+    if all(e is entries[0][0] and n == size for e, n in entries):
+        return entries[0][0]
+    if any(isinstance(e, Merged) for e, _ in entries):
+        return "it mixes a flattened dimension with another"
+    axes = {e.axis for e, _ in entries}
+    if len(axes) > 1:
+        return "it mixes two spatial dimensions in one"
+    links = [
+        Link(e, _same, Fraction(1), uniform=True)
+        if n == size
+        else Link(e, _first, None, why="broadcast along a spatial dimension")  # every unit reads unit 0
+        for e, n in dict.fromkeys(entries)
+    ]
+    return AxisMap(axes.pop(), size, tuple(links))
+
+
+def _same(unit: int) -> tuple[tuple[int, int]]:
+    return ((unit, unit),)
+
+
+def _first(unit: int) -> tuple[tuple[int, int]]:
+    return ((0, 0),)
 
 
 # A rule: an op's output state(s) from its inputs' (archprof.passes.receptive_field.rules).

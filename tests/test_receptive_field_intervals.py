@@ -1,0 +1,496 @@
+"""Exact input intervals of any unit, through transposed convolutions, upsampling, pixel
+shuffle, channels-last permutes, padding modes, rolls and branches: for random units of
+random networks, archprof's box equals the input-gradient footprint (all-positive weights
+and inputs, eval mode, double precision, so nothing cancels); the torchvision models every
+layer of which gets a field; hand-worked U-Net decoder numbers; the CLI's --unit and --plot."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import archprof
+from archprof.analysis import analysis, load
+from archprof.passes.layers import group_layers
+from archprof.passes.receptive_field import row_states, spreads, tensor_fields, unit_box
+from tests.cli import cli, one_error_line
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small forwards and backwards run several times faster on one thread (and on a busy
+    machine far faster than on all of them)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def positive(module: nn.Module, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """float64 (or `dtype`), eval mode, every weight and bias in [0.1, 1]: a gradient is non-zero exactly
+    where some path of non-zero weights reaches."""
+    module = module.to(dtype).eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(0.1, 1.0)
+    return module
+
+
+def footprints(module: nn.Module, x: torch.Tensor, units) -> list[list[tuple[int, int] | None]]:
+    """Per unit, per spatial dimension, the first and last input pixel whose gradient from
+    that output unit (every channel of it) is not zero; None where there is none."""
+    x = x.clone().requires_grad_()
+    y = module(x)
+    return [_box(torch.autograd.grad(y[(0, slice(None), *unit)].sum(), x, retain_graph=True)[0]) for unit in units]
+
+
+def _box(grad: torch.Tensor) -> list[tuple[int, int] | None]:
+    reached = grad[0].abs().sum(0) > 0
+    box = []
+    for axis in range(reached.dim()):
+        others = tuple(a for a in range(reached.dim()) if a != axis)
+        where = torch.nonzero(reached.any(dim=others) if others else reached).flatten()
+        box.append((int(where.min()), int(where.max())) if len(where) else None)
+    return box
+
+
+def output_state(module: nn.Module, input_size: tuple[int, ...], dtype: torch.dtype):
+    """archprof's state of the model's output, and the input's spatial size."""
+    graph = analysis(load(module), input_size, None, dtype).graph
+    fields, spatial = tensor_fields(graph)
+    return fields.get(graph.outputs[0].id), spatial
+
+
+def check_units(module: nn.Module, input_size: tuple[int, ...], units, dtype: torch.dtype = torch.float64) -> None:
+    module = positive(module, dtype)
+    state, spatial = output_state(module, input_size, dtype)
+    x = torch.rand(1, *input_size, dtype=dtype) + 0.5
+    for unit, expected in zip(units, footprints(module, x, units), strict=True):
+        got = unit_box(state, spatial, unit)
+        if None in got:  # no pixel along one dimension: none at all
+            got = [None] * len(got)
+        assert got == expected, (unit, got, expected)
+
+
+def corner_units(module: nn.Module, input_size: tuple[int, ...], extra=()) -> list[tuple[int, ...]]:
+    with torch.no_grad():
+        out = module.double()(torch.zeros(1, *input_size, dtype=torch.float64)).shape[2:]
+    return [
+        tuple(0 for _ in out),
+        tuple(n - 1 for n in out),
+        tuple((n - 1) // 2 for n in out),
+        *(tuple(min(u, n - 1) for u, n in zip(unit, out, strict=True)) for unit in extra),
+    ]
+
+
+# -- modules the random networks are made of ----------------------------------------------
+
+
+class Interpolate(nn.Module):
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+    def forward(self, x):
+        return F.interpolate(x, **self.kwargs)
+
+
+class Pad(nn.Module):
+    def __init__(self, pad, mode):
+        super().__init__()
+        self.pad, self.mode = pad, mode
+
+    def forward(self, x):
+        return F.pad(x, self.pad, mode=self.mode)
+
+
+class ChannelsLast(nn.Module):
+    """ConvNeXt's pattern: permute to (N, H, W, C), a linear layer over channels, back."""
+
+    def __init__(self, channels: int, out: int):
+        super().__init__()
+        self.linear = nn.Linear(channels, out)
+
+    def forward(self, x):
+        return self.linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Roll(nn.Module):
+    def __init__(self, shifts):
+        super().__init__()
+        self.shifts = shifts
+
+    def forward(self, x):
+        return torch.roll(x, self.shifts, (2, 3))
+
+
+class Skip(nn.Module):
+    """A U-Net skip: the map plus a pooled-then-upsampled copy of it."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x):
+        down = F.avg_pool2d(x, 2)
+        align = {} if self.mode == "nearest" else {"align_corners": False}
+        return x + F.interpolate(down, size=x.shape[2:], mode=self.mode, **align)
+
+
+class Concat(nn.Module):
+    """Inception-style: the map and a convolution of it, along channels."""
+
+    def __init__(self, channels: int, k: int, d: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 1, k, padding=d * (k - 1) // 2, dilation=d)
+
+    def forward(self, x):
+        return torch.cat([x, self.conv(x)], 1)
+
+
+@st.composite
+def layer(draw, channels: int, size: tuple[int, int]) -> tuple[nn.Module, int]:
+    """One random layer for a (channels, *size) map, and its output channels."""
+    h, w = size
+    kind = draw(
+        st.sampled_from(
+            [
+                "conv",
+                "transposed",
+                "upsample",
+                "shuffle",
+                "unshuffle",
+                "channels_last",
+                "pool",
+                "pad",
+                "roll",
+                "skip",
+                "concat",
+            ]
+        )
+    )
+    small = min(h, w)
+    if kind == "conv":
+        k, d = draw(st.integers(1, 4)), draw(st.integers(1, 2))
+        mode = draw(st.sampled_from(["zeros", "reflect", "replicate"]))
+        p = draw(st.integers(0, min(d * (k - 1), small - 1)))
+        return nn.Conv2d(channels, 2, k, draw(st.integers(1, 2)), p, d, padding_mode=mode), 2
+    if kind == "transposed":
+        k, s, d = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+        p = draw(st.integers(0, d * (k - 1)))
+        extra = draw(st.integers(0, max(s, d) - 1))
+        return nn.ConvTranspose2d(channels, 2, k, s, p, extra, dilation=d), 2
+    if kind == "upsample":
+        mode = draw(st.sampled_from(["nearest", "nearest-exact", "bilinear"]))
+        options = {"align_corners": draw(st.booleans())} if mode == "bilinear" else {}
+        if draw(st.booleans()):
+            return Interpolate(scale_factor=draw(st.sampled_from([2, 3, 0.5, 1.5])), mode=mode, **options), channels
+        target = (draw(st.integers(2, 2 * h + 3)), draw(st.integers(2, 2 * w + 3)))
+        return Interpolate(size=target, mode=mode, **options), channels
+    if kind == "shuffle":
+        return nn.Sequential(nn.Conv2d(channels, 4, 1), nn.PixelShuffle(2)), 1
+    if kind == "unshuffle" and h % 2 == 0 and w % 2 == 0:
+        return nn.PixelUnshuffle(2), 4 * channels
+    if kind == "channels_last":
+        return ChannelsLast(channels, 2), 2
+    if kind == "pool":
+        k = draw(st.integers(1, 3))
+        return nn.AvgPool2d(k, draw(st.integers(1, 2)), draw(st.integers(0, k // 2)), draw(st.booleans())), channels
+    if kind == "pad":
+        mode = draw(st.sampled_from(["constant", "reflect", "replicate"]))
+        pad = [draw(st.integers(0, min(2, small - 1))) for _ in range(4)]
+        return Pad(pad, mode), channels
+    if kind == "roll":
+        return Roll((draw(st.integers(-3, 3)), draw(st.integers(-3, 3)))), channels
+    if kind == "skip" and h % 2 == 0 and w % 2 == 0:
+        return Skip(draw(st.sampled_from(["nearest", "bilinear"]))), channels
+    if kind == "concat":
+        return Concat(channels, draw(st.sampled_from([1, 3, 5])), draw(st.integers(1, 2))), channels + 1
+    return nn.Identity(), channels
+
+
+@st.composite
+def networks(draw):
+    size = (draw(st.integers(4, 12)), draw(st.integers(4, 12)))
+    layers, channels, shape = [], 2, size
+    for _ in range(draw(st.integers(1, 5))):
+        module, out = draw(layer(channels, shape))
+        try:
+            with torch.no_grad():
+                trial = nn.Sequential(*layers, module).double()(torch.zeros(1, 2, *size, dtype=torch.float64))
+        except RuntimeError:
+            continue  # sizes this layer cannot take
+        if min(trial.shape[2:]) < 1 or trial.numel() > 20_000:
+            continue
+        layers.append(module)
+        channels, shape = out, tuple(trial.shape[2:])
+    units = draw(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), min_size=1, max_size=3))
+    return nn.Sequential(*layers, nn.Conv2d(channels, 2, 1)), (2, *size), units
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(networks())
+def test_intervals_equal_the_gradient_footprints_of_random_networks(case):
+    model, input_size, extra = case
+    check_units(model, input_size, corner_units(model, input_size, extra))
+
+
+# -- operators one by one, every unit -----------------------------------------------------
+
+
+def every_unit(module: nn.Module, input_size) -> list[tuple[int, ...]]:
+    with torch.no_grad():
+        out = module.double()(torch.zeros(1, *input_size, dtype=torch.float64)).shape[2:]
+    grid = torch.cartesian_prod(*(torch.arange(n) for n in out)).reshape(-1, len(out))
+    return [tuple(int(i) for i in index) for index in grid]
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        Interpolate(scale_factor=2, mode="bicubic"),
+        Interpolate(size=(5, 11), mode="bicubic", align_corners=True),
+        Interpolate(scale_factor=1.5, mode="bilinear"),
+        Interpolate(size=(3, 4), mode="bilinear", align_corners=True),
+        Interpolate(scale_factor=3, mode="nearest-exact"),
+        Interpolate(size=(13, 5), mode="nearest"),
+        nn.ConvTranspose2d(4, 4, 4, 2, 1),
+        nn.ConvTranspose2d(4, 4, 2, 3, 0),  # stride past the kernel: some units read no input
+        nn.ConvTranspose2d(4, 4, 3, 2, 1, 1, dilation=2),
+        nn.PixelShuffle(2),
+        Pad((2, 1, 3, 0), "reflect"),
+        Pad((2, 1, 3, 0), "replicate"),
+        Roll((2, -3)),
+    ],
+    ids=lambda m: repr(m)[:40],
+)
+def test_each_operator_every_unit(module):
+    input_size = (4, 6, 7)
+    model = nn.Sequential(nn.Conv2d(4, 4, 1), module)
+    check_units(model, input_size, every_unit(model, input_size))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode,factor", [("bilinear", 1.8), ("bicubic", 1.8), ("nearest", 2.2), ("nearest-exact", 2.2)])
+def test_resampling_follows_the_arithmetic_of_pytorchs_kernels(mode, factor, dtype):
+    # Linear and cubic compute source coordinates in the dtype's arithmetic: with factor 1.8,
+    # output 13 of a 10-pixel row has source 13.5 / 1.8 - 0.5 = 7.0 in double (input 7 alone)
+    # but 7.0000005 in float32 (inputs 7 and 8). Nearest always computes in float32: with
+    # factor 2.2, output 33 copies input floor(33 * float32(1 / 2.2)) = 15, not 14.
+    model = nn.Sequential(nn.Conv2d(1, 1, 1), Interpolate(scale_factor=factor, mode=mode))
+    check_units(model, (1, 10, 17), every_unit(model, (1, 10, 17)), dtype)
+
+
+def test_a_1d_audio_net_with_a_transposed_upsampler():
+    model = nn.Sequential(
+        nn.Conv1d(1, 2, 9, 4, 4),
+        nn.Conv1d(2, 2, 3, dilation=3),
+        nn.ConvTranspose1d(2, 1, 8, 4, 2),
+        nn.Upsample(scale_factor=2),
+    )
+    check_units(model, (1, 64), every_unit(model, (1, 64)))
+
+
+# -- fields and strides in the columns, worked by hand ------------------------------------
+
+
+class UNet(nn.Module):
+    """A two-level U-Net: encoder 3x3 convs and a 2x2 max-pool, a stride-2 transposed conv
+    back up, concatenated with the skip, a 3x3 conv."""
+
+    def __init__(self, pool=nn.MaxPool2d):
+        super().__init__()
+        self.enc = nn.Conv2d(1, 4, 3, padding=1)
+        self.down = pool(2)
+        self.mid = nn.Conv2d(4, 4, 3, padding=1)
+        self.up = nn.ConvTranspose2d(4, 4, 2, stride=2)
+        self.dec = nn.Conv2d(8, 2, 3, padding=1)
+
+    def forward(self, x):
+        skip = self.enc(x)
+        y = self.up(self.mid(self.down(skip)))
+        return self.dec(torch.cat([skip, y], 1))
+
+
+def test_unet_decoder_worked_by_hand():
+    """By hand (one dimension; field [start, end] of unit u, padding included):
+    enc 3x3 pad 1: [u - 1, u + 1], 3 pixels, stride 1.
+    down 2x2/2: unit u pools enc units 2u, 2u + 1: [2u - 1, 2u + 2], 4 pixels, stride 2.
+    mid 3x3 pad 1: down units u - 1 .. u + 1: [2u - 3, 2u + 4], 8 pixels, stride 2.
+    up 2x2/2 (o = 2 i + t): output o reads mid unit o // 2 alone: [2 (o // 2) - 3, 2 (o // 2) + 4],
+      8 pixels for every unit, stride 2 x 1/2 = 1, unit 0 from -3.
+    cat with the skip (enc: [o - 1, o + 1]): the union, [o - 3, o + 4] for even o and
+      [o - 4, o + 3] for odd o: 8 pixels, stride 1.
+    dec 3x3 pad 1: units o - 1 .. o + 1: even o: [(o - 1) - 4, (o + 1) + 3] = [o - 5, o + 4], odd o:
+      [(o - 1) - 3, (o + 1) + 4] = [o - 4, o + 5]: 10 pixels for every unit, unit 0 from -5."""
+    report = archprof.analyze(UNet(), input_size=(1, 16, 16))
+    rows = {r["layer"]: r for r in report.rows()}
+    assert rows["down"]["receptive_field"] == (4, 4) and rows["down"]["effective_stride"] == (2, 2)
+    assert rows["mid"]["receptive_field"] == (8, 8) and rows["mid"]["receptive_field_start"] == (-3, -3)
+    assert rows["up"]["receptive_field"] == (8, 8) and rows["up"]["effective_stride"] == (1, 1)
+    assert rows["up"]["receptive_field_start"] == (-3, -3)
+    assert rows["dec"]["receptive_field"] == (10, 10) and rows["dec"]["receptive_field_start"] == (-5, -5)
+    analysed = analysis(load(UNet()), (1, 16, 16), None, None)
+    groups = group_layers(analysed.graph)
+    states, _ = row_states(analysed.graph, groups)
+    dec = spreads(states[[g.path for g in groups].index("dec")], 2)
+    assert (dec[0].first, dec[0].centre, dec[0].smallest, dec[0].largest) == (10, 10, 10, 10)
+    # A max-pool's gradient reaches the winning pixel only: the footprints are an average pool's.
+    check_units(UNet(nn.AvgPool2d), (1, 16, 16), [(0, 0), (7, 8), (15, 15)])
+
+
+def test_upsampling_halves_the_stride():
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, stride=2), nn.Upsample(scale_factor=2), nn.Upsample(scale_factor=3))
+    report = archprof.analyze(model, input_size=(1, 17, 17))
+    strides = [r["effective_stride"] for r in report.rows()[1:]]
+    assert strides == [(1, 1), (Fraction(1, 3), Fraction(1, 3))]
+    assert report.to_csv().count(",1/3x1/3,") == 1
+
+
+def test_a_transposed_convolutions_units_differ_and_the_table_shows_the_range():
+    # stride 2, kernel 3, padding 1 (o = 2 i - 1 + t): even outputs read input o / 2 (tap 1),
+    # odd ones (o - 1) / 2 and (o + 1) / 2 (taps 2 and 0): after a 3x3 conv, 3 and 4 pixels.
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ConvTranspose2d(1, 1, 3, 2, 1))
+    analysed = analysis(load(model), (1, 9, 9), None, None)
+    states, _ = row_states(analysed.graph, group_layers(analysed.graph))
+    spread = spreads(states[-1], 2)[0]
+    assert (spread.first, spread.smallest, spread.largest) == (3, 3, 4)
+    check_units(model, (1, 9, 9), every_unit(model, (1, 9, 9)))
+
+
+# -- where archprof says global, and where it stops -------------------------------------
+
+
+class Attention(nn.Module):
+    """Self-attention over all positions (flattened tokens): every unit reads every pixel."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.attention = nn.MultiheadAttention(4, 2, batch_first=True)
+
+    def forward(self, x):
+        y = self.conv(x)
+        tokens = y.flatten(2).transpose(1, 2)
+        out, _ = self.attention(tokens, tokens, tokens)
+        return out.transpose(1, 2).reshape(y.shape)
+
+
+def test_attention_over_all_positions_is_global():
+    report = archprof.analyze(Attention(), input_size=(1, 8, 8))
+    rows = {r["layer"]: r for r in report.rows()}  # the model's own row: the last reshape
+    assert rows["conv"]["receptive_field"] == (3, 3)
+    assert rows["attention"]["receptive_field"] == rows[""]["receptive_field"] == "input"
+
+
+def test_splitting_into_windows_is_where_archprof_stops():
+    class Windows(nn.Module):
+        def forward(self, x):
+            n, c, h, w = x.shape
+            windows = x.view(n, c, h // 4, 4, w // 4, 4)
+            return windows.mean((3, 5))
+
+    report = archprof.analyze(Windows(), input_size=(1, 8, 8))
+    assert report.rows()[-1]["receptive_field"] == "undefined"
+    assert "windows" in report.rows()[-1]["receptive_field_note"]
+
+
+# -- torchvision models: every layer gets a field -----------------------------------------
+
+TORCHVISION = {
+    "convnext_tiny": lambda tv: tv.models.convnext_tiny(),
+    "efficientnet_b0": lambda tv: tv.models.efficientnet_b0(),
+    "fcn_resnet50": lambda tv: tv.models.segmentation.fcn_resnet50(weights=None, weights_backbone=None),
+    "deeplabv3_mobilenet_v3_large": lambda tv: tv.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None
+    ),
+    "lraspp_mobilenet_v3_large": lambda tv: tv.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None
+    ),
+}
+
+
+class Output(nn.Module):
+    """A segmentation model's 'out' map, or a submodule's output, as a tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        y = self.model(x)
+        return y["out"] if isinstance(y, dict) else y
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION))
+def test_every_layer_of_torchvision_models_gets_a_field(hub_packages, name):
+    torchvision, _ = hub_packages
+    model = TORCHVISION[name](torchvision)
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields = report.columns["receptive_field"]
+    undefined = [
+        (layer, note)
+        for layer, f, note in zip(report.columns["layer"], fields, report.columns["receptive_field_note"], strict=True)
+        if f == "undefined"
+    ]
+    assert not undefined, undefined[:3]
+    assert all(f is None or f == "input" or isinstance(f, tuple) for f in fields)
+
+
+@pytest.mark.parametrize(
+    "name,part,units",
+    [
+        ("convnext_tiny", lambda m: m.features[:2], [(0, 0), (3, 5), (7, 7)]),  # channels-last blocks
+        ("fcn_resnet50", Output, [(0, 0), (13, 22), (31, 31)]),  # dilated backbone, bilinear x8
+    ],
+    ids=["convnext_tiny.features.1", "fcn_resnet50"],
+)
+def test_torchvision_units_against_gradient_footprints(hub_packages, name, part, units):
+    torchvision, _ = hub_packages
+    model = part(TORCHVISION[name](torchvision))
+    check_units(model, (3, 32, 32), units)
+
+
+def test_convnext_features_1_is_a_76_pixel_field_with_stride_4(hub_packages):
+    # stem 4x4/4: 4 pixels, stride 4; three blocks of a 7x7 depthwise conv: 4 + 3 * 6 * 4 = 76.
+    torchvision, _ = hub_packages
+    report = archprof.analyze(torchvision.models.convnext_tiny(), input_size=(3, 224, 224))
+    row = next(r for r in report.rows() if r["layer"] == "features.1.2")  # the last block's sum
+    assert row["receptive_field"] == (76, 76) and row["effective_stride"] == (4, 4)
+    assert row["receptive_field_start"] == (-36, -36)  # 3 blocks x padding 3 x stride 4
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+def test_cli_unit_box_and_plot(tmp_path):
+    done = cli("rf", "vgg16", "--unit", "3,4", "--layer", "features.30")
+    # pool5 unit u: [32 u - 90, 32 u + 121], clipped to the image: rows 6..217, columns 38..223
+    assert done.exit_code == 0, done.output
+    assert "layer features.30, unit 3,4 reads input pixels 6..217 x 38..223 (of 224x224)" in done.output
+    for args, message in [
+        (["--unit", "3,4"], "--unit and --layer go together"),
+        (["--unit", "3", "--layer", "features.30"], "--unit needs 2 coordinates"),
+        (["--unit", "3,x", "--layer", "features.30"], "--unit takes whole numbers"),
+        (["--unit", "3,7", "--layer", "features.30"], "outside the layer's 7 units"),
+        (["--unit", "0,0", "--layer", "nope"], "no layer 'nope'"),
+        (["--unit", "0,0", "--layer", "classifier.6"], "reads the whole input (global)"),
+    ]:
+        done = cli("rf", "vgg16", *args)
+        assert done.exit_code == 2 and message in one_error_line(done), (args, done.output)
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "rf.png"
+    done = cli("rf", "resnet18", "--plot", target)
+    assert done.exit_code == 0, done.output
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    done = cli("rf", "resnet18", "--plot", tmp_path / "rf.unknown")
+    assert done.exit_code == 2 and "cannot tell the image format" in one_error_line(done)
+    assert not (tmp_path / "rf.unknown").exists()
