@@ -109,6 +109,34 @@ def test_checkpointing_recomputes_the_forward_inside_the_backward():
     assert totals.training_flops == expected
 
 
+def test_reentrant_checkpointing_recomputes_the_whole_block_and_attributes_its_gradients():
+    class Reentrant(_Checkpointed):
+        def forward(self, x):
+            return self.head(checkpoint(self.block, self.stem(x), use_reentrant=True))
+
+    model = Reentrant()
+    report = training_report(model, (3, 6, 6))
+    conv = 2 * 8 * 6 * 6 * 8 * 9  # as above
+    columns = report.columns
+    by_layer = {
+        layer: (recomputed, inputs, weights)
+        for layer, recomputed, inputs, weights in zip(
+            columns["layer"],
+            columns["recomputed_macs"],
+            columns["backward_input_macs"],
+            columns["backward_weight_macs"],
+            strict=True,
+        )
+    }
+    # The block runs again from its saved input, both convolutions; each layer's gradients
+    # stay in its own row.
+    assert by_layer["block.0"] == (conv, conv, conv)
+    assert by_layer["block.2"] == (conv, conv, conv)
+    assert by_layer["stem"] == (0, 0, 2 * 8 * 6 * 6 * 3 * 9)
+    expected = counted_training_flops(copy.deepcopy(model), torch.randn(2, 3, 6, 6)).get_total_flops()
+    assert report.totals.training_flops == expected
+
+
 def test_checkpointing_saves_less_for_the_backward():
     class Plain(_Checkpointed):
         def forward(self, x):
@@ -175,6 +203,17 @@ def test_a_grouped_convolution_costs_its_groups_as_separate_convolutions():
     assert report.columns["macs"][row] * 2 == expected[torch.ops.aten.convolution]
     backward = report.columns["backward_input_macs"][row] + report.columns["backward_weight_macs"][row]
     assert backward * 2 == expected[torch.ops.aten.convolution_backward]
+
+
+def test_a_transformer_trains_with_every_backward_operator_counted(hub_packages):
+    # Swin-T: layer norms, GELU, attention as bmm with a relative position bias gathered by
+    # advanced indexing (index_put in the backward), shifted windows (slices, selects).
+    torchvision, _ = hub_packages
+    model = torchvision.models.swin_t()
+    report = archprof.analyze(model, input_size=(3, 32, 32), batch=1, training=True)
+    assert report.totals.not_counted == {}
+    expected = counted_training_flops(model, torch.randn(1, 3, 32, 32)).get_total_flops()
+    assert report.totals.training_flops == expected
 
 
 _ACTIVATIONS = {"relu": lambda: nn.ReLU(), "relu_": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU, "tanh": nn.Tanh}

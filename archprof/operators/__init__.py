@@ -214,6 +214,10 @@ _add(
     "embedding_dense_backward upsample_nearest1d_backward upsample_nearest2d_backward upsample_nearest3d_backward",
     costs.scatter_backward_cost,
 )
+# The gradient of a view (select, slice) written into zeros of its base's shape.
+_add(Family.DATA_MOVEMENT, "select_backward slice_backward")
+# Also the gradient of advanced indexing (x[idx]): index_put with accumulate.
+_add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)
 
 # --- attention and recurrent kernels ------------------------------------------------------
 # The fused CPU kernels `archprof.kernels` sends attention and LSTM calls to, and their

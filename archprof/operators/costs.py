@@ -299,6 +299,11 @@ def scatter_backward_cost(grad_output: Shape, *args, out: Shape, **kwargs) -> Co
     return Cost(elementwise_flops=prod(grad_output))
 
 
+def index_put_cost(x: Shape, indices, values: Shape, accumulate: bool = False, *, out: Shape) -> Cost:
+    """Writing `values` at indices: a copy (free), or with `accumulate` one addition per value."""
+    return Cost(elementwise_flops=prod(values) if accumulate else 0)
+
+
 # --- Attention and recurrent kernels (archprof.kernels) -----------------------------------
 
 
