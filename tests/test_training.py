@@ -303,3 +303,20 @@ def test_compare_train_and_check_max_training_flops():
     assert "training_flops" not in cli("compare", "lenet5", "-f", "csv").output
     assert cli("check", "lenet5", "--max-training-flops", "1M").exit_code == 1
     assert cli("check", "lenet5", "--max-training-flops", "1G").exit_code == 0
+
+
+def test_a_budget_file_limits_training_flops(tmp_path):
+    from archprof.budget import check_entries, load_budget_file
+
+    step = archprof.analyze("lenet5", training=True).totals.training_flops
+    path = tmp_path / "archprof.toml"
+    path.write_text(
+        f'[[models]]\nname = "lenet5"\nmax-training-flops = {step}\n\n'
+        f'[[models]]\nname = "lenet5"\nmax-training-flops = {step - 1}\nmax-flops = "1G"\n'
+    )
+    verdicts = check_entries(load_budget_file(path))
+    assert [(v.limit.key, v.value, v.passed) for v in verdicts] == [
+        ("max-training-flops", step, True),
+        ("max-flops", archprof.analyze("lenet5").totals.flops, True),
+        ("max-training-flops", step, False),
+    ]
