@@ -20,11 +20,10 @@ from typing import Any
 
 from archprof.errors import ArchprofError
 from archprof.explain.document import Explanation, Section, Step
-from archprof.explain.operators import field_note, kernel_and_stride, operator_section, product_text
+from archprof.explain.operators import field_cells, field_note, kernel_and_stride, operator_section, product_text
 from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup, group_layers
 from archprof.passes.params import parameter_columns
-from archprof.passes.receptive_field import tensor_fields
 from archprof.text import dims_text, layer_label, visible_text
 from archprof.units import shape_text
 
@@ -66,7 +65,7 @@ class _Context:
         self.groups = groups
         self.labels = [layer_label(g.path, g.call) for g in groups]
         self.params = parameter_columns(graph, groups)
-        self.fields, _ = tensor_fields(graph)
+        self.fields = field_cells(graph)
         self.parameter_row: dict[str, int] = {}  # parameter name -> the row that counts it
         for index, group in enumerate(groups):
             for op in group.ops:
@@ -177,7 +176,7 @@ class _Context:
         if not_counted:
             notes.append("not counted (no formula): " + ", ".join(f"{op} x{n}" for op, n in not_counted.items()))
         field = field_note(self.fields, group.outputs[0] if group.outputs else None)
-        before = next((t for op in group.ops for t in op.inputs if self.fields.get(t.id) is not None), None)
+        before = next((t for op in group.ops for t in op.inputs if t.id in self.fields), None)
         if before is not None:
             notes.append(f"receptive field from the layer before: {field_note(self.fields, before)} -> {field}")
         else:

@@ -6,44 +6,71 @@ catalogue's and the receptive-field pass's; only the layout is this module's."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from math import prod
+from typing import Any
 
 from archprof.explain.document import Section, Step
-from archprof.graph import OpNode, TensorMeta
+from archprof.graph import Graph, OpNode, TensorMeta
 from archprof.operators import Family, operator_named
 from archprof.operators.costs import expand
 from archprof.operators.shapes import conv_output_size, pool_output_size, transposed_conv_output_size
 from archprof.passes.flops import op_cost
 from archprof.passes.fold_bn import BATCH_NORMS
-from archprof.passes.receptive_field.walk import Extent, Field, Undefined
+from archprof.passes.layers import LayerGroup
+from archprof.passes.receptive_field import FieldMark, receptive_field_columns
 from archprof.text import dims_text
 from archprof.units import shape_text
 
 
-def field_note(fields: dict, tensor: TensorMeta | None) -> str:
-    """A tensor's receptive field in words, from the pass's states (`tensor_fields`)."""
-    state = fields.get(tensor.id) if tensor is not None else None
-    if isinstance(state, Field):
-        spans = state.spans
-        jump = tuple(s.jump for s in spans)
-        jump_text = "undefined" if None in jump else shape_text(jump)
-        return (
-            f"field {shape_text(tuple(s.size for s in spans))}, jump {jump_text},"
-            f" start {dims_text(tuple(s.start for s in spans))}"
-        )
-    if isinstance(state, Extent):
+@dataclass(frozen=True, slots=True)
+class FieldCells:
+    """A tensor's receptive field as the report's columns hold a row's: the size, effective
+    stride and start per spatial dimension (tuples), or a FieldMark, or None; and why."""
+
+    field: Any
+    stride: Any
+    start: Any
+    note: str
+
+    def windowed(self) -> bool:
+        """Whether the recurrence of a window can start from it: numbers in every cell."""
+        return all(isinstance(cell, tuple) for cell in (self.field, self.stride, self.start))
+
+
+Fields = dict[int, FieldCells]  # TensorMeta.id -> its cells (absent: no field)
+
+
+def field_cells(graph: Graph) -> Fields:
+    """The receptive-field cells of every tensor the ops read or write: the pass's
+    `receptive_field_columns`, asked of one tensor at a time (a group per tensor)."""
+    tensors = list({t.id: t for op in graph.ops for t in (*op.inputs, *op.outputs)}.values())
+    columns = receptive_field_columns(graph, [LayerGroup("", "", 0, (), (t,)) for t in tensors])
+    cells = zip(*(columns[name] for name in _FIELD_COLUMNS), strict=True)
+    return {t.id: FieldCells(*row) for t, row in zip(tensors, cells, strict=True) if row[0] is not None}
+
+
+_FIELD_COLUMNS = ("receptive_field", "effective_stride", "receptive_field_start", "receptive_field_note")
+
+
+def field_note(fields: Fields, tensor: TensorMeta | None) -> str:
+    """A tensor's receptive field in words."""
+    cells = fields.get(tensor.id) if tensor is not None else None
+    if cells is None:
+        return "none (no spatial field)"
+    if cells.field == FieldMark.INPUT:
         return "the whole input"
-    if isinstance(state, Undefined):
-        return f"undefined ({state.reason})"
-    return "none (no spatial field)"
+    if cells.field == FieldMark.UNDEFINED:
+        return f"undefined ({cells.note})"
+    return f"field {dims_text(cells.field)}, jump {dims_text(cells.stride)}, start {dims_text(cells.start)}"
 
 
-def operator_section(op: OpNode, fields: dict) -> Section | None:
+def operator_section(op: OpNode, fields: Fields) -> Section | None:
     """The operator's own formulas, or None for a free one (data movement, creation)."""
     if op.op in ("aten.convolution", "aten._convolution"):
         return _convolution(op, fields)
     if op.op in ("aten.addmm", "aten.mm", "aten._addmm_activation"):
-        return _matrixproduct_text(op, fields)
+        return _matrix_product(op, fields)
     if op.op in BATCH_NORMS:
         return _batch_norm(op, fields)
     if op.op in (
@@ -58,7 +85,7 @@ def operator_section(op: OpNode, fields: dict) -> Section | None:
     return _by_catalogue(op, fields)
 
 
-def _convolution(op: OpNode, fields: dict) -> Section:
+def _convolution(op: OpNode, fields: Fields) -> Section:
     x, w, bias = op.args[0], op.args[1], op.args[2]
     stride, padding, dilation, transposed, output_padding, groups = op.args[3:9]
     dims = len(w.shape) - 2
@@ -124,7 +151,7 @@ def _convolution(op: OpNode, fields: dict) -> Section:
     return Section(f"{op.op}: a {kind}; {setting}", tuple(steps))
 
 
-def _matrixproduct_text(op: OpNode, fields: dict) -> Section:
+def _matrix_product(op: OpNode, fields: Fields) -> Section:
     has_bias = op.op != "aten.mm"
     bias = op.args[0] if has_bias else None
     a, b = op.args[1:3] if has_bias else op.args[0:2]
@@ -153,7 +180,7 @@ def _matrixproduct_text(op: OpNode, fields: dict) -> Section:
     return Section(title, tuple(steps), notes)
 
 
-def _batch_norm(op: OpNode, fields: dict) -> Section:
+def _batch_norm(op: OpNode, fields: Fields) -> Section:
     x = op.args[0]
     channels = x.shape[1]
     cost = op_cost(op)
@@ -187,7 +214,7 @@ def _batch_norm(op: OpNode, fields: dict) -> Section:
     return Section(f"{op.op}: BatchNorm over {channels} channels, {mode}", tuple(steps), notes)
 
 
-def _pool(op: OpNode, fields: dict) -> Section:
+def _pool(op: OpNode, fields: Fields) -> Section:
     x = op.args[0]
     maximum = op.op.startswith("aten.max")
     dims = 3 if "3d" in op.op else 2
@@ -243,7 +270,7 @@ def _pool(op: OpNode, fields: dict) -> Section:
     return Section(f"{op.op}: a {kind} of {shape_text(x.shape)}; {setting}", tuple(steps))
 
 
-def _cat(op: OpNode, fields: dict) -> Section:
+def _cat(op: OpNode, fields: Fields) -> Section:
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
     out = op.outputs[0].shape
     dim = _arg(op, 1, "dim", 0) % len(out)
@@ -259,7 +286,7 @@ def _cat(op: OpNode, fields: dict) -> Section:
     )
 
 
-def _by_catalogue(op: OpNode, fields: dict) -> Section | None:
+def _by_catalogue(op: OpNode, fields: Fields) -> Section | None:
     operator = operator_named(op.op)
     if operator is None:
         return Section(f"{op.op}: not in the catalogue", notes=("not counted: archprof has no formula for it",))
@@ -286,26 +313,27 @@ def _by_catalogue(op: OpNode, fields: dict) -> Section | None:
 # -- receptive fields --------------------------------------------------------------------
 
 
-def _window_field(fields: dict, op: OpNode, x: TensorMeta, kernel, stride, padding, dilation) -> list[Step]:
+def _window_field(fields: Fields, op: OpNode, x: TensorMeta, kernel, stride, padding, dilation) -> list[Step]:
     """The receptive-field step of a window (convolution, pooling): the recurrence worked
     with the field before it, the results the receptive-field pass's."""
     before, after = fields.get(x.id), fields.get(op.outputs[0].id)
-    if not isinstance(before, Field) or not isinstance(after, Field) or op.args[6:7] == (True,):
+    transposed = op.args[6:7] == (True,)
+    if before is None or after is None or not before.windowed() or not after.windowed() or transposed:
         return [Step("receptive field", "", "", field_note(fields, op.outputs[0]))]
     steps = []
     names = _spatial_names(len(kernel))
     for d, name in enumerate(names):
-        span, new = before.spans[d], after.spans[d]
         tag = f"_{name.lower()}" if len(names) > 1 else ""
-        k, s, p, dl, j = kernel[d], stride[d], padding[d], dilation[d], span.jump
-        steps.append(Step(f"r{tag}", "r_prev + D (K - 1) j_prev", f"{span.size} + {dl} · ({k} - 1) · {j}", new.size))
-        steps.append(Step(f"j{tag}", "j_prev · S", f"{j} · {s}", new.jump if new.jump is not None else "undefined"))
-        steps.append(Step(f"start{tag}", "start_prev - P · j_prev", f"{span.start} - {p} · {j}", new.start))
+        k, s, p, dl, j = kernel[d], stride[d], padding[d], dilation[d], before.stride[d]
+        size, start = before.field[d], before.start[d]
+        steps.append(Step(f"r{tag}", "r_prev + D (K - 1) j_prev", f"{size} + {dl} · ({k} - 1) · {j}", after.field[d]))
+        steps.append(Step(f"j{tag}", "j_prev · S", f"{j} · {s}", str(after.stride[d])))
+        steps.append(Step(f"start{tag}", "start_prev - P · j_prev", f"{start} - {p} · {j}", after.start[d]))
     return steps
 
 
-def _merge_note(fields: dict, op: OpNode) -> list[str]:
-    fielded = [t for t in op.inputs if isinstance(fields.get(t.id), Field)]
+def _merge_note(fields: Fields, op: OpNode) -> list[str]:
+    fielded = [t for t in dict.fromkeys(op.inputs) if t.id in fields]
     if len(fielded) < 2 or not op.outputs:
         return []
     parts = "; ".join(field_note(fields, t) for t in fielded)
