@@ -2,6 +2,8 @@
 worked examples of docs/formulas.md come out verbatim, and the receptive-field steps are
 the recurrence worked by hand."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -33,11 +35,27 @@ def _number(text: str) -> int:
 
 ROW = "this row, as the report counts it"
 
+_RECURRENCE = {  # r = r_prev + D (K - 1) j_prev, j = j_prev S, start = start_prev - P j_prev
+    "r": (r"(-?\d+) \+ (\d+) · \((\d+) - 1\) · (\d+)", lambda r, d, k, j: r + d * (k - 1) * j),
+    "j": (r"(\d+) · (\d+)", lambda j, s: j * s),
+    "start": (r"(-?\d+) - (\d+) · (\d+)", lambda start, p, j: start - p * j),
+}
+
+
+def _recurrence(name: str, worked: str) -> int:
+    pattern, formula = _RECURRENCE[name.rpartition("_")[0]]
+    return formula(*map(int, re.fullmatch(pattern, worked).groups()))
+
 
 def _check_rows_against_report(report) -> None:
     """Every row's printed figures are the report's."""
     for index in range(len(report)):
-        blocks = _blocks(report.explain(f"#{index + 1}"))
+        text = report.explain(f"#{index + 1}")
+        for line in text.splitlines():  # every receptive-field step's arithmetic, redone
+            if line.strip().startswith(("r_", "j_", "start_")):
+                name, _, worked, result = line.strip().split(" = ")
+                assert _recurrence(name, worked) == int(result), line
+        blocks = _blocks(text)
         row = blocks[ROW]
         assert _number(row["parameters"]) == report.columns["param_count"][index]
         assert _number(row["MACs"]) == report.columns["macs"][index]

@@ -34,8 +34,10 @@ class FieldCells:
     note: str
 
     def windowed(self) -> bool:
-        """Whether the recurrence of a window can start from it: numbers in every cell."""
-        return all(isinstance(cell, tuple) for cell in (self.field, self.stride, self.start))
+        """Whether the recurrence of a window can start from it: numbers in every cell, whole
+        strides (after upsampling, a fraction, unit 0's field is not the recurrence's)."""
+        cells = (self.field, self.stride, self.start)
+        return all(isinstance(cell, tuple) for cell in cells) and all(isinstance(j, int) for j in self.stride)
 
 
 Fields = dict[int, FieldCells]  # TensorMeta.id -> its cells (absent: no field)
@@ -323,7 +325,7 @@ def _window_field(fields: Fields, op: OpNode, x: TensorMeta, kernel, stride, pad
     steps = []
     names = _spatial_names(len(kernel))
     for d, name in enumerate(names):
-        tag = f"_{name.lower()}" if len(names) > 1 else ""
+        tag = f"_{name.lower()}"
         k, s, p, dl, j = kernel[d], stride[d], padding[d], dilation[d], before.stride[d]
         size, start = before.field[d], before.start[d]
         steps.append(Step(f"r{tag}", "r_prev + D (K - 1) j_prev", f"{size} + {dl} · ({k} - 1) · {j}", after.field[d]))
