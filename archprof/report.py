@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,8 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "effective_stride",
         "object",
-        "input pixels between neighbouring output units, per spatial dim ((32, 32); CSV '32x32'), UNDEFINED or None",
+        "input pixels between neighbouring output units, per spatial dim ((32, 32); CSV '32x32'; a Fraction after"
+        " upsampling: CSV '1/2x1/2'), UNDEFINED or None",
         text=dims_text,
     ),
     Column(
@@ -438,8 +440,9 @@ class Report:
         return _write(csv_text([c.name for c in specs], rows, user_text), path)
 
     def to_json(self, path=None) -> str:
-        """JSON: the values as they are (a field or stride is a list of ints, or "input" /
-        "undefined", or null; not_counted an object operator -> count)."""
+        """JSON: the values as they are (a field or stride is a list of ints, a fractional
+        stride's entries strings such as "1/2", or "input" / "undefined", or null;
+        not_counted an object operator -> count)."""
         document = {
             "model": self.model,
             "traced_on": self.traced_on,
@@ -449,7 +452,7 @@ class Report:
         }
         if self.measured is not None:
             document["measured"] = self.measured.as_dict()
-        return _write(json.dumps(document, indent=2) + "\n", path)
+        return _write(json.dumps(document, indent=2, default=_fraction_text) + "\n", path)
 
     def to_markdown(self, path=None) -> str:
         """Markdown: the summary table as the terminal shows it (`table()`: every column,
@@ -548,6 +551,13 @@ def markdown_code(text: str) -> str:
     fence = "`" * (max(map(len, re.findall("`+", shown)), default=0) + 1)  # longer than any run inside
     pad = " " if shown.startswith("`") or shown.endswith("`") else ""
     return f"{fence}{pad}{shown}{pad}{fence}"
+
+
+def _fraction_text(value: Any) -> str:
+    """JSON for a fractional effective stride: '1/2', as the CSV writes it."""
+    if isinstance(value, Fraction):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _write(text: str, path) -> str:

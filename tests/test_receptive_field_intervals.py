@@ -6,6 +6,7 @@ layer of which gets a field; hand-worked U-Net decoder numbers; the CLI's --unit
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import pytest
@@ -353,6 +354,7 @@ def test_upsampling_halves_the_stride():
     strides = [r["effective_stride"] for r in report.rows()[1:]]
     assert strides == [(1, 1), (Fraction(1, 3), Fraction(1, 3))]
     assert report.to_csv().count(",1/3x1/3,") == 1
+    assert json.loads(report.to_json())["layers"][-1]["effective_stride"] == ["1/3", "1/3"]
 
 
 def test_a_transposed_convolutions_units_differ_and_the_table_shows_the_range():

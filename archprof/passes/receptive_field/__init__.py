@@ -22,7 +22,9 @@ A tensor's state is one of:
 - `Field`: the maps of its dimensions, the input dimensions read whole (`whole`: pooled or
   attended over) and those kept at one unit (`loose`: a select);
 - `WHOLE`: every unit sees the whole input ("global": global pooling, attention over all
-  positions, a linear layer over a flattened map);
+  positions, a linear layer over a flattened map). A tensor whose spatial dimensions are
+  flattened into one is reported as the whole input too (FORMULAS.md's convention), but
+  archprof keeps following it: reshaped back into a map, it has its field again;
 - `Undefined(reason)`: an operator archprof has no rule for consumed a tensor with a field, or
   its rule cannot follow it (a split of a spatial dimension into windows, an in-place write
   through a view); the reason says which and where.
@@ -69,8 +71,8 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
     None where the row's output has no spatial field (a row of parameters only, a network
     without spatial input dimensions). `effective_stride` is a tuple of ints, or of Fractions
     after upsampling (Fraction(1, 2)); UNDEFINED where neighbouring units are not evenly
-    spaced (paths of different strides merged, a flattened map); `receptive_field_start` a
-    tuple of ints. `covers_input` says whether unit 0's field spans the whole input in every
+    spaced (paths of different strides merged, a dimension kept at one unit);
+    `receptive_field_start` a tuple of ints. `covers_input` says whether unit 0's field spans the whole input in every
     dimension (None where undefined); `receptive_field_note` says why a cell is undefined.
     """
     fields, spatial = tensor_fields(graph)
@@ -100,6 +102,8 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
+    if _flattened(state):  # FORMULAS.md: after a flatten the field is the whole input
+        return FieldMark.INPUT, None, None, True, ""
     sizes, starts, strides, notes = [], [], [], []
     for axis, extent in enumerate(spatial):
         first, stride, note = _first_unit(state, axis, extent)
@@ -112,6 +116,11 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
     stride_cell = FieldMark.UNDEFINED if None in strides else tuple(_number(j) for j in strides)
     covers = all(s <= 0 and s + n - 1 >= extent - 1 for s, n, extent in zip(starts, sizes, spatial, strict=True))
     return tuple(sizes), stride_cell, tuple(starts), covers, next((n for n in notes if n), "")
+
+
+def _flattened(field: Field) -> bool:
+    """Whether spatial dimensions were flattened into one (a flatten, tokens)."""
+    return any(isinstance(entry, Merged) and entry.maps() for entry in field.dims)
 
 
 def _number(value: Fraction) -> Stride:
@@ -130,7 +139,7 @@ def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, 
         return None, None, f"output unit 0 reads no pixel along input dimension {axis + 1}"
     if len(places) == 1 and places[0][1]:
         return box, places[0][0].jump, places[0][0].note
-    return box, None, "the spatial dimensions are flattened or kept at one position"
+    return box, None, f"input dimension {axis + 1} is kept at one position or read twice"
 
 
 # -- per unit: the centre, the range over units, one unit's exact box ---------------------
@@ -162,7 +171,7 @@ def row_states(graph: Graph, groups: list[LayerGroup]) -> tuple[list[State], tup
 def spreads(state: State, nd: int) -> tuple[Spread | None, ...] | None:
     """Per spatial dimension, the field sizes over the units of a row's output (None: the
     row has no numeric field)."""
-    if isinstance(state, Extent):
+    if isinstance(state, Extent) or (isinstance(state, Field) and _flattened(state)):
         return (None,) * nd
     if not isinstance(state, Field):
         return None
@@ -174,7 +183,7 @@ def _spread(field: Field, axis: int) -> Spread | None:
     if axis in field.whole:
         return None
     places = field.places(axis)
-    if len(places) != 1 or not places[0][1]:  # flattened or kept at one position: unit 0 only
+    if len(places) != 1 or not places[0][1]:  # kept at one position (or read twice): unit 0 only
         box = None
         for axis_map, _ in places:
             box = hull(box, axis_map.field(0))
