@@ -84,6 +84,9 @@ class AxisMap:
             value = (unit, unit) if not exact or 0 <= unit < self.size else None
         elif exact and not 0 <= unit < self.size:
             value = None
+        elif self.uniform and not exact and unit != 0:  # unit 0's field, shifted
+            first, shift = self.field(0), unit * self.jump.numerator
+            value = None if first is None else (first[0] + shift, first[1] + shift)
         else:
             value = None
             for link in self.links:
