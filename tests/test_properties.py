@@ -272,10 +272,12 @@ class _Outputs(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.seen = []
+        self.layouts = []  # per op: its tensor arguments' shapes, strides and dtypes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         self.seen.append((func, out))
+        self.layouts.append([(tuple(a.shape), a.stride(), a.dtype) for a in args if isinstance(a, torch.Tensor)])
         return out
 
 
@@ -299,7 +301,7 @@ def test_fast_path_answers_match_the_meta_kernel(call):
     with _Recorder(), answered:
         call()
     assert [func for func, _ in answered.seen] == [func for func, _ in expected.seen]
-    for (func, want), (_, got) in zip(expected.seen, answered.seen, strict=True):
+    for (func, want), (_, got), inputs in zip(expected.seen, answered.seen, expected.layouts, strict=True):
         for w, g in zip(_tensors_of(want), _tensors_of(got), strict=True):
-            assert (g.shape, g.dtype) == (w.shape, w.dtype), func
-            assert check_significant_strides(g, w, only_cuda=False)[0], (func, g.stride(), w.stride())
+            assert (g.shape, g.dtype) == (w.shape, w.dtype), (func, inputs)
+            assert check_significant_strides(g, w, only_cuda=False)[0], (func, inputs, g.stride(), w.stride())

@@ -248,12 +248,17 @@ _CHANNELS_LAST = (0, 2, 3, 1)
 
 
 def _broadcast_strides(shape: Shape, operand_shape: Shape, operand_strides: tuple[int, ...]) -> tuple[int, ...]:
-    """An operand's strides seen through broadcasting to `shape`: 0 along the dimensions it is broadcast over."""
+    """An operand's strides once expanded to `shape` (as the meta kernels expand it): 0 along
+    the dimensions it is broadcast over; a new dimension of size 1 steps over the one after it."""
+    strides = [0] * len(shape)
     lead = len(shape) - len(operand_shape)
-    return (0,) * lead + tuple(
-        0 if size == 1 and shape[lead + i] != 1 else stride
-        for i, (size, stride) in enumerate(zip(operand_shape, operand_strides, strict=True))
-    )
+    for i in reversed(range(len(shape))):
+        if i >= lead:
+            size, stride = operand_shape[i - lead], operand_strides[i - lead]
+        else:
+            size, stride = 1, (shape[i + 1] * strides[i + 1] if i + 1 < len(shape) else 1)
+        strides[i] = 0 if size != shape[i] else stride
+    return tuple(strides)
 
 
 def _dense_in_order(shape: Shape, strides: tuple[int, ...], order) -> bool:
