@@ -20,6 +20,7 @@ import archprof
 from archprof.analysis import analysis, load
 from archprof.passes.layers import group_layers
 from archprof.passes.receptive_field import row_states, spreads, tensor_fields, unit_box
+from archprof.passes.receptive_field.walk import WHOLE
 from tests.cli import cli, one_error_line
 
 # -- helpers -------------------------------------------------------------------------------
@@ -35,13 +36,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def positive(module: nn.Module, dtype: torch.dtype = torch.float64) -> nn.Module:
-    """float64 (or `dtype`), eval mode, every weight and bias in [0.1, 1]: a gradient is non-zero exactly
-    where some path of non-zero weights reaches."""
+def positive(module: nn.Module, dtype: torch.dtype = torch.float64, low: float = 0.1, high: float = 1.0) -> nn.Module:
+    """float64 (or `dtype`), eval mode, every weight and bias in [low, high]: a gradient is
+    non-zero exactly where some path of non-zero weights reaches."""
     module = module.to(dtype).eval()
     with torch.no_grad():
         for p in module.parameters():
-            p.uniform_(0.1, 1.0)
+            p.uniform_(low, high)
     return module
 
 
@@ -459,6 +460,25 @@ def test_torchvision_units_against_gradient_footprints(hub_packages, name, part,
     torchvision, _ = hub_packages
     model = part(TORCHVISION[name](torchvision))
     check_units(model, (3, 32, 32), units)
+
+
+@pytest.mark.parametrize(
+    "name,part",
+    [
+        ("efficientnet_b0", lambda m: m.features[:2]),  # the first squeeze-and-excitation
+        ("deeplabv3_mobilenet_v3_large", Output),  # ASPP's image pooling
+        ("lraspp_mobilenet_v3_large", Output),  # the global-average branch
+    ],
+    ids=["efficientnet_b0.features.1", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"],
+)
+def test_global_layers_are_reached_by_every_pixel(hub_packages, name, part):
+    torchvision, _ = hub_packages
+    # Small weights: a sigmoid of a large sum is exactly 1.0 in double, its gradient exactly 0.
+    model = positive(part(TORCHVISION[name](torchvision)), low=0.001, high=0.01)
+    state, _ = output_state(model, (3, 32, 32), torch.float64)
+    assert state is WHOLE
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64) + 0.5
+    assert footprints(model, x, [(0, 0), (3, 2)]) == [[(0, 31), (0, 31)]] * 2
 
 
 def test_convnext_features_1_is_a_76_pixel_field_with_stride_4(hub_packages):
