@@ -4,12 +4,12 @@ An op without a formula is never a silent zero: it is listed in the row's `not_c
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from archprof.graph import OpNode, TensorMeta
-from archprof.operators import Cost, operator_named
+from archprof.operators import FREE, Cost, operator_named
+from archprof.operators.costs import free
 from archprof.passes.layers import LayerGroup
 from archprof.structure import map_op_args
 
@@ -51,8 +51,14 @@ def op_cost(op: OpNode) -> Cost | None:
     operator = operator_named(op.op)
     if operator is None:
         return None
-    args, kwargs = map_op_args(lambda t: t.shape, TensorMeta, op.args, op.kwargs)
+    if operator.cost is free:  # data movement and creation: no argument to read
+        return FREE
+    args, kwargs = map_op_args(_shape_of, TensorMeta, op.args, op.kwargs)
     return operator.cost(*args, out=op.outputs[0].shape if op.outputs else (), **kwargs)
+
+
+def _shape_of(tensor: TensorMeta) -> tuple[int, ...]:
+    return tensor.shape
 
 
 def cost_columns(groups: list[LayerGroup]) -> dict[str, list]:
@@ -60,16 +66,19 @@ def cost_columns(groups: list[LayerGroup]) -> dict[str, list]:
     formula) and operator_costs (one OperatorCost per operator with one, in order)."""
     operator_costs, not_counted = [], []
     for group in groups:
-        costs: list[OperatorCost] = []
-        missing: Counter[str] = Counter()
+        totals: dict[str, list[int]] = {}  # operator -> [calls, macs, elementwise_flops], in order
+        missing: dict[str, int] = {}
         for op in group.ops:
             cost = op_cost(op)
             if cost is None:
-                missing[op.op] += 1
-            else:
-                costs.append(OperatorCost(op.op, 1, cost.macs, cost.elementwise_flops))
-        operator_costs.append(merged_costs([costs]))
-        not_counted.append(dict(missing))
+                missing[op.op] = missing.get(op.op, 0) + 1
+                continue
+            total = totals.setdefault(op.op, [0, 0, 0])
+            total[0] += 1
+            total[1] += cost.macs
+            total[2] += cost.elementwise_flops
+        operator_costs.append(tuple(OperatorCost(name, *total) for name, total in totals.items()))
+        not_counted.append(missing)
     macs = [sum(cost.macs for cost in row) for row in operator_costs]
     return {
         "macs": macs,
