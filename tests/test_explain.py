@@ -96,6 +96,20 @@ class _Residual(nn.Module):
         return torch.cat([self.conv(x) + x, y], dim=1).softmax(dim=1).mean(dim=(2, 3))
 
 
+class _Mixing(nn.Module):
+    """Padding, pixel shuffle, bicubic resampling, a batched matrix product, a variance, PReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.prelu = nn.PReLU()
+
+    def forward(self, x):
+        y = nn.functional.pixel_shuffle(nn.functional.pad(x, (1, 1, 1, 1)), 2)
+        y = nn.functional.interpolate(y, scale_factor=0.5, mode="bicubic").flatten(2)
+        scores = torch.bmm(y.transpose(1, 2), y)
+        return self.prelu(scores.var(dim=-1))
+
+
 LAYER_TYPES = {
     "conv1d": (nn.Sequential(nn.Conv1d(3, 8, 5, stride=2, padding=1, dilation=2), nn.ReLU()), (3, 40)),
     "conv2d grouped": (nn.Sequential(nn.Conv2d(4, 8, 3, groups=2, bias=False), nn.GELU()), (4, 12, 12)),
@@ -120,6 +134,7 @@ LAYER_TYPES = {
         (3, 21, 21),
     ),
     "functional": (_Residual(), (4, 8, 8)),
+    "mixing": (_Mixing(), (4, 6, 6)),
     "upsampling": (nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 3, 1), nn.Tanh()), (3, 5, 5)),
 }
 

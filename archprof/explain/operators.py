@@ -298,9 +298,11 @@ def _by_catalogue(op: OpNode, fields: Fields) -> Section | None:
     out = op.outputs[0].shape if op.outputs else ()
     steps = []
     if cost.macs:
-        steps.append(Step("MACs", _formula_of(operator.cost), "", cost.macs))
+        formula = _formula_of(operator.cost).removeprefix("MACs = ").rstrip(".")
+        steps.append(Step("MACs", formula, _batched_product(op), cost.macs))
         steps.append(Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs))
-    steps.append(_elementwise_step(op, operator.cost, cost.elementwise_flops, out))
+    if cost.elementwise_flops or not cost.macs:
+        steps.append(_elementwise_step(op, operator.cost, cost.elementwise_flops, out))
     inputs = ", ".join(shape_text(t.shape) for t in op.inputs) or "no tensor"
     what = (
         "a residual merge"
@@ -308,8 +310,17 @@ def _by_catalogue(op: OpNode, fields: Fields) -> Section | None:
         else operator.family.value
     )
     notes = [f"output {shape_text(out)} from {inputs}"]
-    notes += _merge_note(fields, op)
+    if operator.family is Family.POINTWISE:
+        notes += _merge_note(fields, op)
     return Section(f"{op.op}: {what}", tuple(steps), tuple(notes))
+
+
+def _batched_product(op: OpNode) -> str:
+    """batch · n · k · m of a batched matrix product [batch, n, k] @ [batch, k, m]; "" for others."""
+    if op.op not in ("aten.bmm", "aten.baddbmm"):
+        return ""
+    a, b = op.args[-2:] if op.op == "aten.bmm" else op.args[1:3]
+    return " · ".join(map(str, (*a.shape, b.shape[2])))
 
 
 # -- receptive fields --------------------------------------------------------------------
