@@ -158,6 +158,7 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
                 inputs=inputs,
                 batch=entry.batch,
                 dtype=dtype,
+                fold_bn=entry.options.fold_bn,
                 **({"training": True, "optimizer": entry.optimizer} if training else {}),
             )
             verdicts.update(zip(limits, evaluate(report, limits, model=entry.model), strict=True))

@@ -135,6 +135,7 @@ def compare(
     runs: int = 5,
     *,
     training: bool = False,
+    fold_bn: bool = False,
     inputs: InputsLike | None = None,
     args: Mapping[str, Any] | None = None,
     weights: str | Path | None = None,
@@ -151,7 +152,9 @@ def compare(
     input. `profile=True` adds `latency_ms`: the median of at least `runs` CPU forward passes
     of the real model with random weights, under `torch.no_grad()`. `training=True`
     analyses one training step of each model and adds `training_flops` (forward and
-    backward, `Report.totals.training_flops`).
+    backward, `Report.totals.training_flops`). `fold_bn=True` compares the inference views,
+    BatchNorms folded (as `analyze`); `profile=True` refuses it, as it times the models as
+    they are.
 
     Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
@@ -168,6 +171,8 @@ def compare(
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     if not models:
         raise ArchprofError("compare needs at least one model")
+    if profile and fold_bn:
+        raise ArchprofError("--profile times the models as they are: drop --fold-bn (fold_bn=True)")
     options = {
         "input_size": input_size,
         "batch": batch,
@@ -177,6 +182,7 @@ def compare(
         "weights": weights,
         "trust_pickle": trust_pickle,
         "training": training,
+        "fold_bn": fold_bn,
     }
     if profile:
         analyses = [_analysis(model, **options) for model in models]
@@ -186,8 +192,9 @@ def compare(
     return comparison_frame(ordered_map(report, models, jobs=jobs, local=_not_a_spec, progress=progress))
 
 
-def _analysis(model: Any, input_size, batch, dtype, inputs, args, weights, trust_pickle, training) -> Analysis:
-    return analysis(load(model, args, weights, trust_pickle), input_size, batch, dtype, training, inputs=inputs)
+def _analysis(model: Any, input_size, batch, dtype, inputs, args, weights, trust_pickle, training, fold_bn) -> Analysis:
+    loaded = load(model, args, weights, trust_pickle)
+    return analysis(loaded, input_size, batch, dtype, training, inputs=inputs, fold_bn=fold_bn)
 
 
 def _report(model: Any, **options: Any) -> Report:

@@ -336,10 +336,11 @@ def diff(
     args: Mapping[str, Any] | None = None,
     weights: str | Path | None = None,
     trust_pickle: bool = False,
+    fold_bn: bool = False,
 ) -> ReportDiff:
     """Diff two reports, CSV paths or model specs; the other arguments, as for
     `archprof.analyze`, apply to the specs."""
-    options = {"batch": batch, "dtype": dtype, "inputs": inputs, "args": args, "weights": weights}
+    options = {"batch": batch, "dtype": dtype, "inputs": inputs, "args": args, "weights": weights, "fold_bn": fold_bn}
     sides = [
         load_side(side, input_size, trust_pickle=trust_pickle, **options)
         if isinstance(side, str)

@@ -9,6 +9,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 import archprof
+from archprof.diff import diff
 from archprof.errors import ArchprofWarning
 from archprof.meta import on_meta
 from archprof.zoo import MODELS
@@ -200,11 +201,37 @@ def test_profile_refuses_fold_bn_on_one_line():
     assert "--fold-bn" in one_error_line(result)
 
 
-@pytest.mark.parametrize(
-    "command",
-    [("compare", "lenet5", "alexnet"), ("check", "lenet5", "--max-params", "1M"), ("diff", "lenet5", "alexnet")],
-)
-def test_commands_that_do_not_fold_yet_say_so_on_one_line(command):
-    result = cli(*command, "--fold-bn")
+def _fused_params(name: str) -> int:
+    with on_meta():
+        return _parameters(fuse(MODELS[name].build().eval()))
+
+
+def test_compare_folds_every_model():
+    result = cli("compare", "resnet18", "vgg11_bn", "--fold-bn", "-f", "csv", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    rows = [row.split(",") for row in result.stdout.splitlines()]
+    column = rows[0].index("param_count")
+    assert [int(row[column]) for row in rows[1:]] == [_fused_params("resnet18"), _fused_params("vgg11_bn")]
+
+
+def test_check_judges_the_folded_model():
+    limit = _fused_params("resnet18")  # fewer than the unfolded model's parameters
+    assert cli("check", "resnet18", "--max-params", limit, "--fold-bn", "--jobs", "1").exit_code == 0
+    assert cli("check", "resnet18", "--max-params", limit, "--jobs", "1").exit_code == 1
+
+
+def test_diff_folds_a_model_spec_not_a_csv_report(tmp_path):
+    unfolded = tmp_path / "resnet18.csv"
+    assert cli("summary", "resnet18", "-o", unfolded).exit_code == 0
+    result = diff(str(unfolded), "resnet18", fold_bn=True)
+    with on_meta():
+        plain = _parameters(MODELS["resnet18"].build())
+    params = next(total for total in result.totals if total.metric == "param_count")
+    assert (params.old, params.new) == (plain, _fused_params("resnet18"))
+    assert cli("diff", unfolded, "resnet18", "--fold-bn", "-f", "csv").exit_code == 0
+
+
+def test_compare_refuses_to_time_folded_models():
+    result = cli("compare", "lenet5", "alexnet", "--fold-bn", "--profile")
     assert result.exit_code == 2
-    assert f"--fold-bn does not reach {command[0]} yet" in one_error_line(result)
+    assert "--fold-bn" in one_error_line(result)

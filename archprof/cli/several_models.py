@@ -78,7 +78,6 @@ def compare(
         sort_comparison,
     )
 
-    refuse_fold_bn(options, "compare")
     chosen = choose_format(format, output, html=False)
     choice = column_choice(columns, wide, chosen)
     read = [found for spec in models for found in input_files(spec)]
@@ -163,7 +162,6 @@ def check(
     from archprof import budget
     from archprof.render import budget_table
 
-    refuse_fold_bn(options, "check")
     limits = {
         "max-params": max_params,
         "max-macs": max_macs,
@@ -223,7 +221,6 @@ def diff(
     """What changed between two reports or models: layers added, removed or changed, and the totals."""
     from archprof import diff as diffing
 
-    refuse_fold_bn(options, "diff")
     chosen = choose_format(format, output, html=False)
     choice = column_choice(columns, wide, chosen)
     read = (*input_files(old, "the input"), *input_files(new, "the input"), ("the --weights file", options.weights))
@@ -242,15 +239,6 @@ def diff(
         {Format.csv: result.to_csv, Format.json: result.to_json, Format.markdown: result.to_markdown},
         choice,
     )
-
-
-def refuse_fold_bn(options, command: str) -> None:
-    """--fold-bn reaches the analyses of summary, rf and explain; compare, check and diff do
-    not pass it to theirs yet (archprof.comparison, archprof.budget, archprof.diff)."""
-    if options.fold_bn:
-        from archprof.errors import ArchprofError
-
-        raise ArchprofError(f"--fold-bn does not reach {command} yet: run summary --fold-bn on each model")
 
 
 @app.command()
