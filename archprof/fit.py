@@ -1,5 +1,5 @@
 """The largest batch whose predicted memory fits a budget (`archprof memory --fit`), found
-from a few whole analyses. The per-row figures (live bytes, peak, saved activations) come
+from a few whole analyses. The figures (the inference peak, the training step's peak) come
 from `archprof.passes.memory`."""
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ INT64_MAX = 2**63 - 1
 
 
 def predicted_bytes(report: Report) -> int:
-    """What a batch needs: the training estimate for a training report, else the inference peak."""
+    """What a batch needs: the training step's peak (backward included) for a training
+    report, else the inference peak."""
     totals = report.totals
-    return totals.training_memory_bytes if report.training else totals.peak_memory_bytes
+    return totals.training_peak_bytes if report.training else totals.peak_memory_bytes
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ def fit_batch(
     *,
     inputs: Any = None,
 ) -> Fit:
-    """The largest batch whose predicted memory (inference peak, or the training estimate
-    with `training`) is at most `budget_bytes`.
+    """The largest batch whose predicted memory (inference peak, or the training step's
+    peak with `training`) is at most `budget_bytes`.
 
     Memory is affine in the batch for these models (parameters fixed, activations
     proportional), so two analyses (batch 1 and 2) give the line and a third and fourth

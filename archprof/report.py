@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from archprof.errors import ArchprofError
 from archprof.output import write_atomically
 from archprof.passes.flops import OperatorCost, merged_costs
-from archprof.passes.memory import optimizer_state_copies
+from archprof.passes.memory import optimizer_state_copies, training_timeline
 from archprof.text import dims_text, visible_text
 from archprof.text import layer_label as layer_label  # where diff, render and measure import it from
 from archprof.units import shapes_text
@@ -174,8 +174,8 @@ class Totals:
     input_shapes: tuple[tuple[int, ...], ...]
     dtype: str
     not_counted: dict[str, int]  # operator -> how often it ran without a formula
-    # Memory. In a training report the peak is the forward pass's, with what autograd
-    # saved held until the end; training_memory_bytes is the training estimate.
+    # Memory. In a training report peak_* are the forward pass's, with what autograd saved
+    # held until the end; training_peak_* are the whole step's, backward included.
     peak_activation_bytes: int  # largest live activation bytes, over all rows
     peak_memory_bytes: int  # param_bytes + buffer_bytes + peak_activation_bytes
     peak_layer: str  # the layer of the (first) row where that peak happens
@@ -185,7 +185,15 @@ class Totals:
     optimizer: str | None  # sgd, momentum, adam
     optimizer_state_bytes: int | None  # copies of the trainable parameters the optimizer keeps
     saved_activation_bytes: int | None  # what autograd saves for backward, each storage once
-    training_memory_bytes: int | None  # params + buffers + gradients + optimizer state + saved
+    # params + buffers + gradients + optimizer state + saved, all at once: a sum, no timeline
+    training_memory_bytes: int | None
+    # The training step's peak (`passes.memory.training_timeline`): params + buffers +
+    # optimizer state + the activations and gradients held at the step's busiest op, the
+    # layer it belongs to and its phase (forward, backward, recompute). None in a rolled-up
+    # report (no graph to follow through the backward pass).
+    training_peak_bytes: int | None
+    training_peak_layer: str | None
+    training_peak_phase: str | None
     # Training reports only (None otherwise): one training step's compute, the sums of the
     # TRAINING_COLUMNS; training_flops = flops + backward_flops.
     backward_input_macs: int | None = None
@@ -284,6 +292,9 @@ class Report:
             "optimizer_state_bytes": None,
             "saved_activation_bytes": None,
             "training_memory_bytes": None,
+            "training_peak_bytes": None,
+            "training_peak_layer": None,
+            "training_peak_phase": None,
         }
         if self.training:
             state = optimizer_state_copies(self.optimizer) * sums["gradient_bytes"]
@@ -294,6 +305,14 @@ class Report:
                 saved_activation_bytes=saved,
                 training_memory_bytes=model_bytes + sums["gradient_bytes"] + state + saved,
             )
+            if self.graph is not None:
+                timeline = training_timeline(self.graph)
+                at = timeline.steps[timeline.peak_step] if timeline.steps else None
+                totals.update(
+                    training_peak_bytes=model_bytes + state + timeline.peak_bytes,
+                    training_peak_layer=at.module.path if at is not None and at.module is not None else "",
+                    training_peak_phase=at.phase if at is not None else "forward",
+                )
         return totals
 
     @cached_property

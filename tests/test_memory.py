@@ -18,6 +18,7 @@ from archprof.fit import MAX_FIT_TRACES, fit_batch, predicted_bytes
 from archprof.passes.memory import model_state_storages, saved_activations
 from archprof.trace import trace
 from archprof.zoo import MODELS
+from tests.memory_oracle import profiled_peaks
 from tests.models import FunctionalOps, Residual
 
 runner = CliRunner()
@@ -239,54 +240,6 @@ def test_an_unknown_optimizer_is_an_error():
 # --- the inference peak against torch.profiler ----------------------------------------------
 
 
-def profiled_peaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """(peak of all CPU allocations, peak of those that outlive the op that made them) during
-    one inference forward under torch.profiler(profile_memory=True).
-
-    An allocation freed before the top-level aten op that made it returns is the kernel's
-    workspace: oneDNN convolutions compute into an output-sized buffer in a blocked layout
-    and reorder their weights on every call (a weight-sized buffer), BatchNorm frees the
-    per-channel statistics it computes. The graph has no workspace, so the second figure is
-    the one to compare; the first is bounded by it plus the largest workspace."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    model.eval()
-    with torch.no_grad():
-        model(x)  # warm-up: one-time allocations
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            output = model(x)
-            del output
-    events = []  # (time, bytes, address, top-level op)
-
-    def walk(nodes, top):
-        for node in nodes:
-            if node.tag == _EventType.Allocation:
-                fields = node.extra_fields
-                events.append((node.start_time_ns, fields.alloc_size, fields.ptr, top))
-            walk(node.children, top if top is not None else id(node))
-
-    walk(prof.profiler.kineto_results.experimental_event_tree(), None)
-    events.sort(key=lambda event: event[0])
-    made_in: dict[int, tuple[int, int]] = {}
-    workspace: set[int] = set()
-    for index, (_, size, address, top) in enumerate(events):
-        if size > 0:
-            made_in[address] = (top, index)
-        elif address in made_in:
-            op, made = made_in.pop(address)
-            if top is not None and op == top:
-                workspace.update((made, index))
-    everything = lasting = peak_everything = peak_lasting = 0
-    for index, (_, size, _, _) in enumerate(events):
-        everything += size
-        peak_everything = max(peak_everything, everything)
-        if index not in workspace:
-            lasting += size
-            peak_lasting = max(peak_lasting, lasting)
-    return peak_everything, peak_lasting
-
-
 PROFILED_MODELS = {
     "conv-bn-relu-pool-linear": (
         lambda: nn.Sequential(
@@ -385,8 +338,10 @@ def test_memory_command_prints_layers_and_the_breakdown():
         assert text in result.stdout
     result = invoke("resnet18", "--train", "--optimizer", "adam", "--batch", "2")
     assert result.exit_code == 0, result.output
-    for text in ("Saved for backward", "Gradients", "Optimizer state (adam: 2 copies)", "Training total"):
+    for text in ("Saved for backward", "Gradients", "Optimizer state (adam: 2 copies)", "Training step peak (at "):
         assert text in result.stdout
+    peak = archprof.analyze("resnet18", batch=2, training=True, optimizer="adam").totals.training_peak_bytes
+    assert f"{peak:,} B" in result.stdout
 
 
 def test_memory_command_writes_every_format(tmp_path):

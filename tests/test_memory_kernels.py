@@ -28,7 +28,8 @@ from archprof.kernels import (
 from archprof.passes.flops import op_cost
 from archprof.passes.memory import saved_activations
 from archprof.trace import trace
-from tests.test_memory import profiled_peaks, real_saved_bytes
+from tests.memory_oracle import profiled_peaks
+from tests.test_memory import real_saved_bytes
 
 
 class AttentionBlock(nn.Module):

@@ -39,9 +39,10 @@ on a 10 x 32 sequence 57,216 (14,720 before)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from archprof.errors import ArchprofError
-from archprof.graph import Graph
+from archprof.graph import Graph, OpNode, TensorMeta
 from archprof.passes.layers import LayerGroup
 
 # Copies of the trainable parameters an optimizer keeps as state [FORMULAS.md, Memory]:
@@ -81,46 +82,63 @@ def model_state_storages(graph: Graph) -> set[int]:
 
 
 def liveness(graph: Graph) -> Liveness:
-    state = model_state_storages(graph)
-    size: dict[int, int] = {}
-    first: dict[int, int] = {}  # storage -> the first op that makes, reads or writes it
-    last: dict[int, int] = {}  # storage -> the last op that reads or writes it
-    inputs: set[int] = set()
+    """Live bytes over the forward (`Graph.ops`)."""
+    kept = {t.storage for t in graph.outputs}
+    if graph.training:
+        kept.update(t.storage for t in graph.saved)
+    return _liveness(graph.ops, graph.inputs, kept, model_state_storages(graph))
 
-    for tensor in graph.inputs:
+
+def _liveness(
+    steps: list[OpNode],
+    inputs: list[TensorMeta],
+    kept: set[int],
+    state: set[int],
+    same: dict[int, int] | None = None,
+    release: list[int] | None = None,
+) -> Liveness:
+    """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
+    storages stay live to the end, `state` ones are not counted, a storage in `same` is
+    counted as the storage it maps to (a copy that takes over its source's memory), and
+    what step i read last is freed right after step `release[i]` (default: i)."""
+    same = same or {}
+    size: dict[int, int] = {}
+    first: dict[int, int] = {}  # storage -> the first step that makes, reads or writes it
+    last: dict[int, int] = {}  # storage -> the last step that reads or writes it
+    held_from_start: set[int] = set()
+
+    for tensor in inputs:
         if tensor.storage not in size:
             size[tensor.storage], first[tensor.storage], last[tensor.storage] = tensor.nbytes, -1, -1
-            inputs.add(tensor.storage)
-    for op in graph.ops:
+            held_from_start.add(tensor.storage)
+    for index, op in enumerate(steps):
         for tensor in (*op.inputs, *op.outputs):
-            storage = tensor.storage
+            storage = same.get(tensor.storage, tensor.storage)
             if storage in state:
                 continue
-            if storage not in size:  # made by this op (or first seen as its argument)
+            if storage not in size:  # made by this step (or first seen as its argument)
                 size[storage] = tensor.nbytes
             if first.get(storage, -1) < 0:
-                first[storage] = op.index
-            last[storage] = op.index
+                first[storage] = index
+            last[storage] = index
 
-    count = len(graph.ops)
-    kept = [t.storage for t in graph.outputs]
-    if graph.training:
-        kept += [t.storage for t in graph.saved]
+    count = len(steps)
     for storage in kept:
+        storage = same.get(storage, storage)
         if storage in size:
             last[storage] = count
 
-    # +bytes at the op that makes a storage, -bytes right after its last reader.
+    # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
-    start = live = sum(size[s] for s in inputs)
+    start = live = sum(size[s] for s in held_from_start)
     for storage, nbytes in size.items():
-        if storage in inputs:
-            if last[storage] < 0:  # an input nothing reads: gone before the first op
+        if storage in held_from_start:
+            if last[storage] < 0:  # an input nothing reads: gone before the first step
                 live -= nbytes
         else:
             made[first[storage]] += nbytes
         if 0 <= last[storage] < count:
-            freed[last[storage]] += nbytes
+            freed[release[last[storage]] if release else last[storage]] += nbytes
     during, after = [], []
     for index in range(count):
         live += made[index]
@@ -128,6 +146,112 @@ def liveness(graph: Graph) -> Liveness:
         live -= freed[index]
         after.append(live)
     return Liveness(start, during, after, live, size, first)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingTimeline:
+    """Activation and gradient bytes held over one training step (parameters, buffers and
+    optimizer state apart): the forward's ops, then the backward's, in the order they ran."""
+
+    steps: list[OpNode]  # Graph.ops then Graph.backward_ops (recomputed forward ops among them)
+    held: list[int]  # while step i runs: everything live before it, plus its outputs
+    parameter_gradients: dict[int, int]  # storage -> bytes of each gradient left in a `.grad`
+
+    @property
+    def peak_step(self) -> int:
+        """The (first) step at which the most is held; -1 for a step with no op."""
+        return max(range(len(self.held)), key=self.held.__getitem__, default=-1)
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.held[self.peak_step] if self.held else 0
+
+
+def training_timeline(graph: Graph) -> TrainingTimeline:
+    """The training step's liveness [FORMULAS.md, Memory], on the forward's rules extended
+    through the backward pass:
+
+    - what autograd saved stays live until the autograd node that reads it last has run (a
+      saved storage no backward op reads, until the end of the step);
+    - a gradient is allocated by the backward op that computes it and freed once the node
+      that reads it last has run, except a parameter's gradient, which stays in `.grad` to
+      the end (the storage AccumulateGrad copies it into);
+    - the network outputs stay live to the end (the caller holds them), and so do the
+      gradients of ones the backward pass starts from (held by whoever passed them to
+      `torch.autograd.backward`; a scalar loss's is one element).
+
+    AccumulateGrad takes a fresh gradient over as the parameter's `.grad` without copying it
+    (when no one else holds it and its strides match the parameter's); on meta it copies (the
+    trace holds a reference), recorded as new_empty_strided + copy_. Such a copy is counted
+    as the memory of its source, as a CPU step allocates it."""
+    backward = graph.backward_ops
+    state = model_state_storages(graph)
+    gradients, moved = _gradients_and_moves(backward, state)
+    read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
+    unread_saved = {t.storage for t in graph.saved} - read_in_backward
+    kept = {t.storage for t in graph.outputs} | set(gradients) | unread_saved | _seeds(backward)
+    steps = [*graph.ops, *backward]
+    release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward)]
+    live = _liveness(steps, graph.inputs, kept, state, moved, release)
+    gradients = {moved.get(s, s) for s in gradients}
+    return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients})
+
+
+def _node_ends(backward: list[OpNode]) -> list[int]:
+    """For each backward op, the last op of its autograd node (the run of consecutive ops of
+    one forward op): the engine releases a node's saved tensors and incoming gradients once
+    the whole node has run, not after the op that last read them."""
+    ends = list(range(len(backward)))
+    for index in range(len(backward) - 2, -1, -1):
+        if backward[index].origin == backward[index + 1].origin:
+            ends[index] = ends[index + 1]
+    return ends
+
+
+def _seeds(backward: list[OpNode]) -> set[int]:
+    """The gradients of ones made before the backward pass starts (its first ops)."""
+    seeds = set()
+    for op in backward:
+        if op.op != "aten.ones_like":
+            break
+        seeds.add(op.outputs[0].storage)
+    return seeds
+
+
+_ACCUMULATES = frozenset({"aten.copy_", "aten.add_"})
+_MAKES_EMPTY = frozenset({"aten.new_empty_strided", "aten.empty_strided", "aten.empty_like", "aten.new_empty"})
+
+
+def _accumulated(backward: list[OpNode]) -> dict[int, int]:
+    """What AccumulateGrad does with each parameter's gradient on meta, as `.grad` storage ->
+    the gradient's storage: a copy (an empty tensor made from the gradient, then copy_ from
+    it), or, where the traced parameter already had a `.grad` (a model traced before), an
+    add_ into that storage, which no op of the step made."""
+    made = {t.storage for op in backward if not op.writes_input for t in op.outputs}
+    copies = {}
+    for make, copy in pairwise(backward):
+        if make.op in _MAKES_EMPTY and copy.op == "aten.copy_" and make.inputs and len(copy.inputs) == 2:
+            target, source = copy.inputs
+            if target.storage == make.outputs[0].storage and source.storage == make.inputs[0].storage:
+                copies[target.storage] = source.storage
+    for op in backward:
+        if op.op == "aten.add_" and len(op.inputs) == 2 and op.inputs[0].storage not in made:
+            copies[op.inputs[0].storage] = op.inputs[1].storage
+    return copies
+
+
+def _gradients_and_moves(backward: list[OpNode], state: set[int]) -> tuple[set[int], dict[int, int]]:
+    """The storages left in `.grad` (AccumulateGrad's copies) and, of those, the ones a CPU
+    step takes over from their source (read by nothing after the copy): copy -> source. A
+    step starts with every `.grad` None (zero_grad's default), so an add_ into a `.grad`
+    left by an earlier trace counts as the gradient taken over too."""
+    copies = _accumulated(backward)
+    last_read = {t.storage: index for index, op in enumerate(backward) for t in op.inputs}
+    copied_at = {op.inputs[0].storage: index for index, op in enumerate(backward) if op.op in _ACCUMULATES}
+    moved = {
+        copy: source for copy, source in copies.items() if last_read[source] == copied_at[copy] and source not in state
+    }
+    return set(copies), moved
 
 
 def memory_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int]]:

@@ -1,5 +1,5 @@
 """The memory view: live and saved activations per layer, the inference peak, the
-training breakdown, and measured against predicted."""
+training breakdown and the training step's peak, and measured against predicted."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
 
 def memory_totals_table(report, fit=None) -> Table:
     """The breakdown: parameters, buffers, peak; training adds gradients, optimizer state,
-    saved activations and their sum."""
+    saved activations, the forward's peak and the training step's (backward included)."""
     totals = report.totals
     table = Table(title="Memory", title_justify="left", show_header=False)
     table.add_column("what")
@@ -71,8 +71,10 @@ def memory_totals_table(report, fit=None) -> Table:
         add("Gradients", totals.gradient_bytes)
         add(f"Optimizer state ({totals.optimizer}: {copies} {plural})", totals.optimizer_state_bytes)
         add("Saved activations (for backward)", totals.saved_activation_bytes)
-        add("Training total", totals.training_memory_bytes, "bold")
         add(f"Forward peak (at {peak_at})", totals.peak_memory_bytes)
+        if totals.training_peak_bytes is not None:
+            step_at = visible_text(totals.training_peak_layer) or "(model)"
+            add(f"Training step peak (at {step_at}, {totals.training_peak_phase})", totals.training_peak_bytes, "bold")
     else:
         add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
         add("Peak memory (inference)", totals.peak_memory_bytes, "bold")

@@ -1,0 +1,89 @@
+"""torch.profiler as the oracle of memory peaks: every CPU allocation and free during a real
+run, in time order, and the peak of the bytes held (shared by the memory tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+
+def allocation_peaks(run: Callable[[], None]) -> tuple[int, int]:
+    """(peak of all CPU allocations, peak of those that outlive the top-level call that made
+    them) while `run()` runs under torch.profiler(profile_memory=True), counted from what
+    was held when it started.
+
+    An allocation freed before the top-level call that made it returns is that call's
+    workspace: oneDNN convolutions compute into an output-sized buffer in a blocked layout
+    and reorder their weights on every call (a weight-sized buffer), BatchNorm frees the
+    per-channel statistics it computes. The graph has no workspace, so the second figure is
+    the one to compare; the first is bounded by it plus the largest workspace. (In a
+    backward pass the top-level calls are the autograd nodes the engine runs.)"""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = []  # (time, bytes, address, top-level call)
+
+    def walk(nodes, top):
+        for node in nodes:
+            if node.tag == _EventType.Allocation:
+                fields = node.extra_fields
+                events.append((node.start_time_ns, fields.alloc_size, fields.ptr, top))
+            walk(node.children, top if top is not None else id(node))
+
+    walk(prof.profiler.kineto_results.experimental_event_tree(), None)
+    events.sort(key=lambda event: event[0])
+    made_in: dict[int, tuple[int, int]] = {}
+    workspace: set[int] = set()
+    for index, (_, size, address, top) in enumerate(events):
+        if size > 0:
+            made_in[address] = (top, index)
+        elif address in made_in:
+            op, made = made_in.pop(address)
+            if top is not None and op == top:
+                workspace.update((made, index))
+    everything = lasting = peak_everything = peak_lasting = 0
+    for index, (_, size, _, _) in enumerate(events):
+        everything += size
+        peak_everything = max(peak_everything, everything)
+        if index not in workspace:
+            lasting += size
+            peak_lasting = max(peak_lasting, lasting)
+    return peak_everything, peak_lasting
+
+
+def profiled_peaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """`allocation_peaks` of one inference forward (after a warm-up one: one-time allocations)."""
+    model.eval()
+
+    def forward():
+        output = model(x)
+        del output
+
+    with torch.no_grad():
+        forward()
+        return allocation_peaks(forward)
+
+
+def profiled_training_peaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """`allocation_peaks` of one training step's forward and backward, the backward from
+    gradients of ones on the floating outputs (as archprof traces it), with every `.grad`
+    None before it (zero_grad's default) and counted among the allocations; after a warm-up
+    step. The caller holds `x` throughout and the outputs until the backward has run."""
+    model.train()
+
+    def step():
+        output = model(x)
+        roots = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor) and t.requires_grad]
+        torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
+        del output, roots
+
+    step()
+    model.zero_grad(set_to_none=True)
+    peaks = allocation_peaks(step)
+    model.zero_grad(set_to_none=True)
+    return peaks
