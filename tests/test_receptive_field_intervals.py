@@ -238,7 +238,7 @@ def networks(draw):
     return nn.Sequential(*layers, nn.Conv2d(channels, 2, 1)), (2, *size), units
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(networks())
 def test_intervals_equal_the_gradient_footprints_of_random_networks(case):
     model, input_size, extra = case
