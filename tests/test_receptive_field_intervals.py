@@ -497,7 +497,7 @@ def test_cli_unit_box_and_plot(tmp_path):
     done = cli("rf", "vgg16", "--unit", "3,4", "--layer", "features.30")
     # pool5 unit u: [32 u - 90, 32 u + 121], clipped to the image: rows 6..217, columns 38..223
     assert done.exit_code == 0, done.output
-    assert "layer features.30, unit 3,4 reads input pixels 6..217 x 38..223 (of 224x224)" in done.output
+    assert done.stdout == "layer features.30, unit 3,4 reads input pixels 6..217 x 38..223 (of 224x224)\n"
     for args, message in [
         (["--unit", "3,4"], "--unit and --layer go together"),
         (["--unit", "3", "--layer", "features.30"], "--unit needs 2 coordinates"),
@@ -505,6 +505,7 @@ def test_cli_unit_box_and_plot(tmp_path):
         (["--unit", "3,7", "--layer", "features.30"], "outside the layer's 7 units"),
         (["--unit", "0,0", "--layer", "nope"], "no layer 'nope'"),
         (["--unit", "0,0", "--layer", "classifier.6"], "reads the whole input (global)"),
+        (["--unit", "0,0", "--layer", "features.30", "-f", "csv"], "drop --plot, --output and --format"),
     ]:
         done = cli("rf", "vgg16", *args)
         assert done.exit_code == 2 and message in one_error_line(done), (args, done.output)

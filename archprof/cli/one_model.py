@@ -362,11 +362,13 @@ def rf(
         check_plot_target(plot)
     if (unit is None) != (layer is None):
         raise ArchprofError("--unit and --layer go together, e.g. --unit 3,4 --layer features.10")
+    if unit is not None and (plot is not None or output is not None or format is not None):
+        raise ArchprofError("--unit prints one unit's input box: drop --plot, --output and --format")
     found = analysis(options.load(model), None, options.batch, options.dtype, inputs=options.inputs)
     report = found.report
     states, spatial = row_states(found.graph, group_layers(found.graph))
     if unit is not None:
-        say(unit_box_text(report, states, spatial, layer, unit))
+        typer.echo(unit_box_text(report, states, spatial, layer, unit))
         return
     spread = [spreads(state, len(spatial)) for state in states]
     emit_report(report, chosen, output, table=partial(receptive_field_table, spreads=spread), choice=choice)
