@@ -328,25 +328,31 @@ def _stand_ins(
 
 def _attach_hooks(modules: list[tuple[str, torch.nn.Module]], module_types: dict[str, str], recorder: _Recorder):
     """Run the recorder's pre and post hooks around every module's forward, until the
-    handle returned is removed. Not as nn.Module hooks: a module with any hook takes the
+    handles returned are removed. Not as nn.Module hooks: a module with any hook takes the
     slow road through `Module._call_impl` (RegNetY-016's 709 calls: a sixth of its trace,
     and registering 1,418 hooks another tenth); an instance attribute `forward` that calls
-    the hooks around the class's is found first, and the module's own hooks run around it
-    as before. As with nn.Module hooks, a forward that raises leaves its call on the
-    recorder's stack, for the error to say where it failed."""
-    originals = []
+    the hooks around the class's is found first. A module with forward hooks of its own
+    (which may replace its output) gets the post hook as its last forward hook, as before.
+    As with nn.Module hooks, a forward that raises leaves its call on the recorder's stack,
+    for the error to say where it failed."""
+    originals, handles = [], []
     for path, module in modules:
         originals.append((module, module.__dict__.get("forward")))
+        post_hook = recorder.post_hook
+        if module._forward_hooks:
+            handles.append(module.register_forward_hook(post_hook))
+            post_hook = None
         pre_hook = recorder.pre_hook(path, module_types[path])
-        module.__dict__["forward"] = _recorded(module, module.forward, pre_hook, recorder)
-    return [_Restore(originals)]
+        module.__dict__["forward"] = _recorded(module, module.forward, pre_hook, post_hook)
+    return [_Restore(originals), *handles]
 
 
-def _recorded(module: torch.nn.Module, forward: Callable, pre_hook: Callable, recorder: _Recorder) -> Callable:
+def _recorded(module: torch.nn.Module, forward: Callable, pre_hook: Callable, post_hook: Callable | None) -> Callable:
     def recorded_forward(*args, **kwargs):
         pre_hook(module, args)
         output = forward(*args, **kwargs)
-        recorder.post_hook(module, args, output)
+        if post_hook is not None:
+            post_hook(module, args, output)
         return output
 
     recorded_forward.__wrapped__ = forward  # inspect.signature(module.forward) as before

@@ -103,3 +103,41 @@ def test_no_real_memory_is_allocated_for_the_zoo():
     archprof.analyze("vgg16", input_size=(3, 1024, 1024))
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 100 * 1024
+
+
+class _TwoCalls(nn.Module):
+    """A module called twice, one whose forward is its own instance attribute, and a forward
+    hook of the user's that replaces a module's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.scaled = nn.Linear(4, 4)
+        self.scaled.forward = lambda x: nn.functional.linear(x, self.scaled.weight) * 2
+        self.conv.register_forward_hook(lambda module, args, output: output[:, :2])
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.scaled(torch.cat([y, self.conv(x)], 1).mean((2, 3)))
+
+
+def test_module_calls_are_recorded_and_the_model_left_as_it_was():
+    model = _TwoCalls()
+    own_forward = model.scaled.__dict__["forward"]
+    report = archprof.analyze(model, input_size=(3, 6, 6))
+    assert [r["call"] for r in report.rows() if r["layer"] == "conv"] == [0, 1]
+    # the user's hook ran, after the module's ops: each conv call's output is its first two channels
+    assert [r["output_shape"] for r in report.rows() if r["layer"] == "conv"] == ["1x2x6x6"] * 2
+    assert [r["operators"] for r in report.rows() if r["layer"] == "conv"] == ["convolution slice"] * 2
+    scaled = [r for r in report.rows() if r["layer"] == "scaled"]
+    assert scaled[0]["macs"] == 4 * 4 and "mul" in scaled[0]["operators"]
+    assert model.scaled.__dict__["forward"] is own_forward
+    assert all("forward" not in module.__dict__ for module in (model, model.conv))
+    assert model(torch.rand(1, 3, 6, 6)).shape == (1, 4)
+
+
+def test_a_failing_forward_leaves_no_recorded_forward_behind():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 2))
+    with pytest.raises(ArchprofError, match="'1' \\(Linear\\)"):
+        archprof.analyze(model, input_size=(3, 6, 6))
+    assert all("forward" not in module.__dict__ for module in model.modules())
