@@ -11,16 +11,17 @@ from torch.utils._pytree import tree_leaves
 
 
 def allocation_peaks(run: Callable[[], None]) -> tuple[int, int]:
-    """(peak of all CPU allocations, peak of those that outlive the top-level call that made
-    them) while `run()` runs under torch.profiler(profile_memory=True), counted from what
-    was held when it started.
+    """(peak of all CPU allocations, peak of those that outlive the outermost aten op that
+    made them) while `run()` runs under torch.profiler(profile_memory=True), counted from
+    what was held when it started.
 
-    An allocation freed before the top-level call that made it returns is that call's
+    An allocation freed before the outermost aten op that made it returns is that op's
     workspace: oneDNN convolutions compute into an output-sized buffer in a blocked layout
     and reorder their weights on every call (a weight-sized buffer), BatchNorm frees the
     per-channel statistics it computes. The graph has no workspace, so the second figure is
     the one to compare; the first is bounded by it plus the largest workspace. (In a
-    backward pass the top-level calls are the autograd nodes the engine runs.)"""
+    backward pass the ops run inside the autograd engine's calls, which free the gradients
+    they pass on: those are no op's workspace.)"""
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
@@ -33,7 +34,7 @@ def allocation_peaks(run: Callable[[], None]) -> tuple[int, int]:
             if node.tag == _EventType.Allocation:
                 fields = node.extra_fields
                 events.append((node.start_time_ns, fields.alloc_size, fields.ptr, top))
-            walk(node.children, top if top is not None else id(node))
+            walk(node.children, top if top is not None or not node.name.startswith("aten::") else id(node))
 
     walk(prof.profiler.kineto_results.experimental_event_tree(), None)
     events.sort(key=lambda event: event[0])

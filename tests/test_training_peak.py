@@ -1,0 +1,212 @@
+"""The training step's peak memory (forward, then backward): a chain worked by hand, the
+gradients left in `.grad`, the peak against torch.profiler on a real CPU training step,
+`memory --train` and `--fit --train`."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from typer.testing import CliRunner
+
+import archprof
+from archprof.analysis import analysis, load
+from archprof.cli import app
+from archprof.fit import fit_batch
+from archprof.passes.memory import training_timeline
+from archprof.trace import trace
+from archprof.zoo import MODELS
+from tests.memory_oracle import profiled_training_peaks
+from tests.models import Residual
+from tests.test_memory_kernels import AttentionBlock
+
+
+def chain():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def test_a_chain_worked_by_hand():
+    """Batch 3, float32. Forward: x (48 B), fc1's result (96, freed once relu has read it),
+    relu's r (96), the output (24): 168 B held at the end, x and r saved.
+
+    Backward, from a gradient of ones (24, held by the caller):
+    - fc2's node: grad r (96), fc2.weight's gradient (64), fc2.bias's (8): 360 B;
+    - relu's node: grad h (96): 456 B, the peak; then grad r and r are freed (264);
+    - fc1's node: fc1.weight's gradient (128), fc1.bias's (32): 424; then x and grad h go.
+    At the end: the output, the seed and every parameter's gradient (232): 280 B."""
+    graph = trace(chain(), [(3, 4)], training=True)
+    timeline = training_timeline(graph)
+    forward = len(graph.ops)
+    assert timeline.held[forward - 1] == 168
+    assert timeline.peak_bytes == 456
+    assert timeline.steps[timeline.peak_step].op == "aten.threshold_backward"
+    assert timeline.held[-1] == 280
+    totals = archprof.analyze(chain(), input_size=(4,), batch=3, training=True, optimizer="adam").totals
+    parameters = (8 * 4 + 8 + 2 * 8 + 2) * 4
+    assert totals.training_peak_bytes == parameters + 2 * parameters + 456  # Adam: two moments
+    assert (totals.training_peak_layer, totals.training_peak_phase) == ("1", "backward")
+    # The sum of the parts (every saved activation and gradient at once) misses the gradients
+    # of the activations: 1,072 B here.
+    assert totals.training_memory_bytes == 3 * parameters + 48 + 96 + parameters < totals.training_peak_bytes
+
+
+def frozen_first_layer():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1), nn.Flatten())
+    model[0].requires_grad_(False)
+    return model
+
+
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        (chain, (3, 4)),
+        (frozen_first_layer, (2, 3, 8, 8)),
+        (lambda: Residual(4), (2, 4, 6, 6)),
+        (lambda: nn.LSTM(8, 12, num_layers=2, bidirectional=True), (5, 2, 8)),
+        (AttentionBlock, (1, 2, 16, 64)),
+    ],
+)
+def test_the_gradients_left_at_the_end_are_the_trainable_parameters(build, shape):
+    model = build()
+    timeline = training_timeline(trace(model, [shape], training=True))
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    assert sum(timeline.parameter_gradients.values()) == trainable
+
+
+def test_a_model_traced_again_has_the_same_peak():
+    """A meta model traces with its own parameters, whose `.grad` the first backward pass
+    leaves set: the next trace accumulates into it (add_) instead of copying. A step starts
+    with every `.grad` None either way."""
+    loaded = load("lenet5")
+    first, again = (analysis(loaded, None, 2, None, True).report.totals for _ in range(2))
+    assert again.training_peak_bytes == first.training_peak_bytes
+    assert again.training_peak_layer == first.training_peak_layer
+
+
+def test_a_rolled_up_report_has_no_step_to_follow():
+    report = archprof.analyze(chain(), input_size=(4,), training=True)
+    assert report.totals.training_peak_bytes is not None
+    assert report.rollup(0).totals.training_peak_bytes is None
+    assert archprof.analyze(chain(), input_size=(4,)).totals.training_peak_bytes is None  # inference
+
+
+# --- against torch.profiler on a real CPU training step ---------------------------------------
+
+
+class Checkpointed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(checkpoint(self.block, self.stem(x), use_reentrant=False))
+
+
+def mlp_with_a_frozen_first_layer():
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.GELU(), nn.Linear(512, 10))
+    model[0].requires_grad_(False)
+    return model
+
+
+class Branches(nn.Module):
+    """A tensor read twice: its two gradients meet in the autograd engine, which adds them."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.b(y) + y
+
+
+PROFILED_STEPS = {
+    "conv stack": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3)
+        ),
+        (4, 3, 32, 32),
+    ),
+    "conv-bn-pool-linear": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 16 * 16, 10),
+        ),
+        (4, 3, 32, 32),
+    ),
+    "residual block": (lambda: Residual(8), (4, 8, 16, 16)),
+    "two readers of one tensor": (Branches, (2, 8, 16, 16)),
+    "resnet18": (MODELS["resnet18"].build, (2, 3, 64, 64)),
+    "mlp, first layer frozen": (mlp_with_a_frozen_first_layer, (16, 256)),
+    "conv, first layer frozen": (frozen_first_layer, (4, 3, 32, 32)),
+    "attention": (AttentionBlock, (1, 1, 1024, 64)),
+    "lstm": (lambda: nn.LSTM(32, 48, batch_first=True), (4, 10, 32)),
+    "checkpointed block": (Checkpointed, (4, 3, 32, 32)),
+}
+# Bytes a step holds that no aten op of the model makes: checkpoint keeps the CPU RNG state
+# (torch.get_rng_state(), 5,056 B) to replay the block, and a second one while replaying it.
+HELD_OUTSIDE_ATEN_OPS = {"checkpointed block": 2 * torch.get_rng_state().nbytes}
+
+
+@pytest.mark.parametrize("name", PROFILED_STEPS)
+def test_the_training_peak_matches_the_profiler(name):
+    """One real CPU step (forward, then backward from gradients of ones, every `.grad` None
+    before it) under torch.profiler, against the timeline of the same graph with the input
+    held to the end (the caller holds it; it was allocated before profiling began, so its
+    bytes are added to the measurement). Parameters are allocated before profiling and not
+    counted on either side; their gradients are allocated during the step on both.
+
+    The measurement is the peak of the allocations that outlive the aten op that made them:
+    what a kernel allocates and frees inside one op (oneDNN's scratch and blocked-layout
+    copies, flash attention's buffers: up to +89% over the measurement here) is not in the
+    graph. That raw peak, scratch included, bounds the prediction from above.
+
+    The tolerance is 0 B: equal for every model here (ResNet-18: 49,062,944 B) but the
+    checkpointed block, whose prediction may fall short by the two RNG states checkpoint
+    holds (HELD_OUTSIDE_ATEN_OPS, 10,112 B; 7,776 B short on this machine, the real peak
+    being during the replay). A looser bound would hide the engine's ways the timeline
+    follows: without the seed held by the caller the residual block is 14% short (32,768 B),
+    without releasing a node's tensors only once it has run the MLP is 2,048 B short, and
+    without the engine adding two gradients in place ResNet-18 is 65,536 B over."""
+    build, shape = PROFILED_STEPS[name]
+    model = build()
+    x = torch.randn(*shape)
+    graph = trace(model, [x.shape], training=True)
+    predicted = training_timeline(dataclasses.replace(graph, outputs=graph.outputs + graph.inputs)).peak_bytes
+    everything, lasting = profiled_training_peaks(model, x)
+    measured = lasting + x.nbytes
+    assert measured - HELD_OUTSIDE_ATEN_OPS.get(name, 0) <= predicted <= measured
+    assert predicted <= everything + x.nbytes
+
+
+# --- the command and --fit ---------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_memory_train_shows_the_step_peak_where_it_happens():
+    totals = archprof.analyze("lenet5", training=True, optimizer="momentum").totals
+    result = runner.invoke(app, ["memory", "lenet5", "--train", "--optimizer", "momentum"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    label = f"Training step peak (at {totals.training_peak_layer}, {totals.training_peak_phase})"
+    assert label in result.stdout and f"{totals.training_peak_bytes:,} B" in result.stdout
+    document = json.loads(runner.invoke(app, ["memory", "lenet5", "--train", "-f", "json"]).stdout)
+    assert document["totals"]["training_peak_phase"] == "backward"
+    assert document["totals"]["training_peak_bytes"] > document["totals"]["peak_memory_bytes"]
+
+
+def test_fit_train_fits_the_step_peak():
+    budget = 3_000_000
+    found = fit_batch("lenet5", budget, training=True, optimizer="adam")
+    at = archprof.analyze("lenet5", batch=found.batch, training=True, optimizer="adam").totals
+    beyond = archprof.analyze("lenet5", batch=found.batch + 1, training=True, optimizer="adam").totals
+    assert found.bytes_at_batch == at.training_peak_bytes <= budget < beyond.training_peak_bytes
+    assert found.bytes_at_next == beyond.training_peak_bytes
