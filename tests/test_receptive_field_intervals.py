@@ -158,6 +158,23 @@ class Concat(nn.Module):
         return torch.cat([x, self.conv(x)], 1)
 
 
+class WindowMix(nn.Module):
+    """Swin's window partition, a mixing of each window's positions (here their mean) and the
+    reverse: every unit reads its whole window."""
+
+    def __init__(self, size: int, mix: bool = True):
+        super().__init__()
+        self.size, self.mix = size, mix
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        k = self.size
+        windows = x.view(n, c, h // k, k, w // k, k).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h // k, w // k, k * k)
+        if self.mix:
+            windows = windows + windows.mean(-1, keepdim=True)
+        return windows.view(n, c, h // k, w // k, k, k).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
+
+
 @st.composite
 def layer(draw, channels: int, size: tuple[int, int]) -> tuple[nn.Module, int]:
     """One random layer for a (channels, *size) map, and its output channels."""
@@ -176,6 +193,7 @@ def layer(draw, channels: int, size: tuple[int, int]) -> tuple[nn.Module, int]:
                 "roll",
                 "skip",
                 "concat",
+                "windows",
             ]
         )
     )
@@ -214,6 +232,8 @@ def layer(draw, channels: int, size: tuple[int, int]) -> tuple[nn.Module, int]:
         return Roll((draw(st.integers(-3, 3)), draw(st.integers(-3, 3)))), channels
     if kind == "skip" and h % 2 == 0 and w % 2 == 0:
         return Skip(draw(st.sampled_from(["nearest", "bilinear"]))), channels
+    if kind == "windows" and h % 2 == 0 and w % 2 == 0:
+        return WindowMix(2, draw(st.booleans())), channels
     if kind == "concat":
         return Concat(channels, draw(st.sampled_from([1, 3, 5])), draw(st.integers(1, 2))), channels + 1
     return nn.Identity(), channels
@@ -394,16 +414,35 @@ def test_attention_over_all_positions_is_global():
     assert rows["attention"]["receptive_field"] == rows[""]["receptive_field"] == "input"
 
 
-def test_splitting_into_windows_is_where_archprof_stops():
-    class Windows(nn.Module):
-        def forward(self, x):
-            n, c, h, w = x.shape
-            windows = x.view(n, c, h // 4, 4, w // 4, 4)
-            return windows.mean((3, 5))
+@pytest.mark.parametrize("mix", [True, False], ids=["mixed", "partition-and-back"])
+def test_windows_are_read_whole_once_mixed(mix):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), WindowMix(3, mix))
+    check_units(model, (1, 9, 12), every_unit(model, (1, 9, 12)))
+    field = archprof.analyze(model, input_size=(1, 9, 12)).rows()[-1]["receptive_field"]
+    assert field == ((5, 5) if mix else (3, 3))  # a 3-pixel window of 3x3 fields; or the conv's own
 
-    report = archprof.analyze(Windows(), input_size=(1, 8, 8))
-    assert report.rows()[-1]["receptive_field"] == "undefined"
-    assert "windows" in report.rows()[-1]["receptive_field_note"]
+
+def test_swin_shifted_windows_against_gradient_footprints(hub_packages):
+    """swin_t's first stage: attention within 7x7 windows of 4x4-pixel tokens, the second
+    block's windows shifted by 3 (torch.roll); small weights keep the softmax from
+    saturating (a weight of exactly 0 would hide a path)."""
+    torchvision, _ = hub_packages
+
+    class ChannelsFirst(nn.Module):
+        def __init__(self, stage):
+            super().__init__()
+            self.stage = stage
+
+        def forward(self, x):
+            return self.stage(x).permute(0, 3, 1, 2)
+
+    model = positive(ChannelsFirst(torchvision.models.swin_t().features[:2]), low=0.001, high=0.01)
+    state, spatial = output_state(model, (3, 64, 64), torch.float64)
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64) + 0.5
+    units = [(0, 0), (3, 3), (8, 13), (15, 15)]
+    expected = [[(0, 27), (0, 27)], [(0, 55), (0, 55)], [(0, 55), (28, 63)], [(28, 63), (28, 63)]]
+    assert footprints(model, x, units) == expected
+    assert [unit_box(state, spatial, unit) for unit in units] == expected
 
 
 # -- torchvision models: every layer gets a field -----------------------------------------
@@ -418,6 +457,7 @@ TORCHVISION = {
     "lraspp_mobilenet_v3_large": lambda tv: tv.models.segmentation.lraspp_mobilenet_v3_large(
         weights=None, weights_backbone=None
     ),
+    "swin_t": lambda tv: tv.models.swin_t(),
 }
 
 

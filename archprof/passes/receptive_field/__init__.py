@@ -8,6 +8,8 @@ convolution or pooling reads units u S - P + t D; a transposed convolution the u
 (u + P - t D) / S that are whole; nearest, linear and cubic resampling the source pixels
 PyTorch's kernels compute; pixel shuffle u // r; padding, slicing, rolling, flipping their
 index maps; a concatenation along a dimension the input u came from; a sum of paths the union.
+A dimension split into windows (Swin's partition) becomes blocks and positions in them: once
+attention mixes a window's positions, each unit reads its whole window.
 
 The columns hold output unit 0's field along each dimension [FORMULAS.md, "Receptive field"],
 padding positions included (positions past a border continue the operator's formula: VGG-16's
@@ -26,8 +28,8 @@ A tensor's state is one of:
   flattened into one is reported as the whole input too (FORMULAS.md's convention), but
   archprof keeps following it: reshaped back into a map, it has its field again;
 - `Undefined(reason)`: an operator archprof has no rule for consumed a tensor with a field, or
-  its rule cannot follow it (a split of a spatial dimension into windows, an in-place write
-  through a view); the reason says which and where.
+  its rule cannot follow it (a flattened map cut and read back as an image, an in-place
+  write through a view: circular padding); the reason says which and where.
 
 Conventions: normalisation layers count as pointwise (their statistics are not part of the
 field, as in Araujo et al., "Computing Receptive Fields of CNNs", Distill 2019); a dilated

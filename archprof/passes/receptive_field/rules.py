@@ -16,7 +16,19 @@ import torch
 from archprof.graph import OpNode, TensorMeta
 from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
-from archprof.passes.receptive_field.walk import WHOLE, Dim, Field, Merged, Rule, State, Walk, entry_maps
+from archprof.passes.receptive_field.walk import (
+    WHOLE,
+    Dim,
+    Field,
+    Merged,
+    Rule,
+    State,
+    Walk,
+    Within,
+    drop_withins,
+    entry_maps,
+    entry_withins,
+)
 
 
 @cache
@@ -188,7 +200,8 @@ def _flattened(entries: Sequence[tuple[Dim, int]]) -> tuple[tuple[Dim, int], ...
 def _reshape(walk: Walk, op: OpNode) -> State:
     """Row-major reshapes: dimensions kept keep their maps; dimensions merged into one become
     a flattened dimension (`Merged`), which a later reshape may split back exactly; a spatial
-    dimension split into others (into windows) is not followed."""
+    dimension split in two (into windows) becomes blocks and positions in them (`Within`),
+    which merge back into it."""
     x, out = op.args[0], op.outputs[0].shape
     state = walk.state(x)
     if not isinstance(state, Field) or tuple(x.shape) == tuple(out):
@@ -200,26 +213,79 @@ def _reshape(walk: Walk, op: OpNode) -> State:
     loose = list(state.loose)
     for ins, outs in groups:
         parts = _flattened([(state.dims[i], x.shape[i]) for i in ins])
-        if all(entry is None for entry, _ in parts):
-            continue
-        if [n for _, n in parts] == [out[j] for j in outs]:  # the same dimensions (split back)
-            for j, (entry, _) in zip(outs, parts, strict=True):
-                dims[j] = entry
-            continue
-        larger = [j for j in outs if out[j] != 1]
-        kept = [(entry, n) for entry, n in parts if entry is not None or n != 1]
-        core = [(entry, n) for entry, n in parts if n != 1]
-        if [n for _, n in core] == [out[j] for j in larger]:  # the same dimensions, ones apart
-            for j, (entry, _) in zip(larger, core, strict=True):
-                dims[j] = entry
-            loose += [m for entry, n in parts if n == 1 for m in entry_maps(entry)]
-        elif not larger:  # every unit of the group is unit 0
-            loose += [m for entry, _ in parts for m in entry_maps(entry)]
-        elif len(larger) == 1:
-            dims[larger[0]] = kept[0][0] if len(kept) == 1 else Merged(parts)
-        else:
-            return walk.undefined(op, "it splits a spatial dimension into several (windows)")
+        loose += [m for entry, n in parts if n == 1 for m in entry_maps(entry)]  # its unit 0
+        entries = _regrouped([(e, n) for e, n in parts if n != 1], [out[j] for j in outs])
+        if isinstance(entries, str):
+            return walk.undefined(op, entries)
+        for j, entry in zip(outs, entries, strict=True):
+            dims[j] = entry
     return Field(tuple(dims), state.whole, tuple(loose))
+
+
+def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | str:
+    """The entries of output dimensions of `sizes` from the row-major `parts` (no size 1
+    among them); a str says why they cannot be placed."""
+    entries: list[Dim] = [None] * len(sizes)
+    targets = [k for k, n in enumerate(sizes) if n != 1]
+    p = t = 0
+    while t < len(targets):
+        if p >= len(parts):
+            return "its sizes were not understood"
+        size = sizes[targets[t]]
+        if parts[p][1] <= size:  # parts merged into one output dimension
+            run, product = [], 1
+            while product < size and p < len(parts):
+                run.append(parts[p])
+                product *= parts[p][1]
+                p += 1
+            if product != size:
+                return "it regroups dimensions across their borders"
+            entries[targets[t]] = _joined(run)
+            t += 1
+            continue
+        split, product = [], 1  # one part split over several output dimensions
+        while product < parts[p][1] and t < len(targets):
+            split.append(targets[t])
+            product *= sizes[targets[t]]
+            t += 1
+        if product != parts[p][1]:
+            return "it regroups dimensions across their borders"
+        pieces = _blocks(parts[p][0], [sizes[k] for k in split])
+        if isinstance(pieces, str):
+            return pieces
+        for k, entry in zip(split, pieces, strict=True):
+            entries[k] = entry
+        p += 1
+    return entries
+
+
+def _joined(run: list[tuple[Dim, int]]) -> Dim:
+    """One output dimension made of the row-major dimensions `run`."""
+    if len(run) == 1:
+        return run[0][0]
+    spatial = [(k, entry) for k, (entry, _) in enumerate(run) if entry is not None]
+    if not spatial:
+        return None
+    if len(run) == 2 and isinstance(run[1][0], Within) and run[1][0].outer is run[0][0]:
+        return run[1][0].whole  # blocks and positions in them: the dimension they were split from
+    if len(spatial) == 1 and isinstance(spatial[0][1], AxisMap):  # the others do not move the field
+        k, parent = spatial[0]
+        inner, size = math.prod(n for _, n in run[k + 1 :]), math.prod(n for _, n in run)
+        if k == 0:
+            return parent.derive(size, lambda u: ((u // inner,) * 2,), Fraction(1, inner))
+        n = parent.size
+        return parent.derive(size, lambda u: (((u // inner) % n,) * 2,), None, monotone=False, why="flattened")
+    return Merged(tuple(run))
+
+
+def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
+    if entry is None:
+        return [None] * len(sizes)
+    if not isinstance(entry, AxisMap) or len(sizes) != 2:
+        return "it splits a spatial dimension into more than blocks and positions"
+    blocks, size = sizes
+    outer = entry.derive(blocks, lambda q: ((q * size, q * size + size - 1),), Fraction(size), uniform=True)
+    return [outer, Within(entry, outer, size)]
 
 
 @_rule("squeeze", "unsqueeze")
@@ -278,8 +344,8 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
     sizes = [out.shape[axis] for out in op.outputs]
     results: list[State] = []
     for offset, size in zip(offsets, sizes, strict=True):
-        if isinstance(state, Field) and isinstance(state.dims[axis], Merged) and size != x.shape[axis]:
-            results.append(walk.undefined(op, "it cuts a flattened dimension"))
+        if isinstance(state, Field) and isinstance(state.dims[axis], (Merged, Within)) and size != x.shape[axis]:
+            results.append(walk.undefined(op, "it cuts a flattened or split dimension"))
             continue
         results.append(
             walk.along(op, state, [axis], lambda i, parent, o=offset, n=size: _shifted(parent, n, o, step), "a slice")
@@ -315,8 +381,8 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
     if not isinstance(state, Field):
         return state
     entry = state.dims[axis]
-    if isinstance(entry, Merged):
-        return walk.undefined(op, "it picks positions of a flattened dimension")
+    if isinstance(entry, (Merged, Within)):
+        return walk.undefined(op, "it picks positions of a flattened or split dimension")
     dims = state.dims[:axis] + state.dims[axis + 1 :]
     if entry is None:
         return state.with_dims(dims)
@@ -360,7 +426,7 @@ def _cat(walk: Walk, op: OpNode) -> State:
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
     if all(e is None for e in entries):
         return walk.merge(op, list(zip(states, (t.shape for t in tensors), strict=True)), out)
-    if any(isinstance(e, Merged) for e in entries) or len({e.axis for e in entries if e is not None}) > 1:
+    if any(isinstance(e, (Merged, Within)) for e in entries) or len({e.axis for e in entries if e is not None}) > 1:
         return walk.undefined(op, "it concatenates flattened or different spatial dimensions")
     items = [(s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s) for s in states]
     merged = walk.merge(
@@ -784,10 +850,12 @@ def _contracted(state: State, keep: Sequence[int | None], contracted: Sequence[i
     if not isinstance(state, Field):
         return state
     whole = set(state.whole)
+    mixed = set()
     for d in contracted:
         whole.update(m.axis for m in entry_maps(state.dims[d]))
+        mixed.update(w.outer for w in entry_withins(state.dims[d]))
     dims = tuple(None if d is None else state.dims[d] for d in keep)
-    return Field(dims, frozenset(whole), state.loose)
+    return drop_withins(Field(dims, frozenset(whole), state.loose), mixed)
 
 
 @_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "mv", "addmv", "dot")

@@ -23,13 +23,48 @@ class Merged:
         return [m for part, _ in self.parts for m in entry_maps(part)]
 
 
-Dim = AxisMap | Merged | None  # a tensor dimension: along an input axis, flattened axes, or none
+@dataclass(frozen=True, slots=True, eq=False)
+class Within:
+    """The position inside a block of a spatial dimension split in two (windows): the map
+    `whole` of `outer.size` blocks of `size` units became `outer` (block q reads units
+    q size .. q size + size - 1 of `whole`) and this dimension; together they are unit
+    q size + r of `whole`. Without it, `outer` stands for its whole block: what attention
+    within windows reads once it mixes the positions of a window."""
+
+    whole: AxisMap
+    outer: AxisMap
+    size: int
+
+
+Dim = AxisMap | Merged | Within | None  # a tensor dimension: along an input axis, flattened axes, or none
 
 
 def entry_maps(entry: Dim) -> list[AxisMap]:
-    if entry is None:
+    if entry is None or isinstance(entry, Within):
         return []
     return entry.maps() if isinstance(entry, Merged) else [entry]
+
+
+def entry_withins(entry: Dim) -> list[Within]:
+    if isinstance(entry, Within):
+        return [entry]
+    return [w for part, _ in entry.parts for w in entry_withins(part)] if isinstance(entry, Merged) else []
+
+
+def without(entry: Dim, gone: set[AxisMap]) -> Dim:
+    """`entry` with the block positions (`Within`) of the outer maps `gone` dropped."""
+    if isinstance(entry, Within):
+        return None if entry.outer in gone else entry
+    if isinstance(entry, Merged):
+        return Merged(tuple((without(part, gone), n) for part, n in entry.parts))
+    return entry
+
+
+def drop_withins(field: Field, outers: set[AxisMap]) -> Field:
+    """Every unit now reads the whole blocks of `outers` (their positions were mixed)."""
+    if not outers:
+        return field
+    return field.with_dims([without(e, outers) for e in field.dims])
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +201,13 @@ class Walk:
             dims.append(entry)
         whole = frozenset().union(*(f.whole for f, _ in fields))
         loose = tuple(dict.fromkeys(m for f, _ in fields for m in f.loose))
-        return self.settled(Field(tuple(dims), whole, loose))
+        # An input that reads an outer map without its block position reads the whole block.
+        outers = {w.outer for e in dims for w in entry_withins(e)}
+        gone = set()
+        for field, _ in fields:
+            kept = {w.outer for e in field.dims for w in entry_withins(e)}
+            gone |= {m for e in field.dims for m in entry_maps(e) if m in outers and m not in kept}
+        return self.settled(drop_withins(Field(tuple(dims), whole, loose), gone))
 
     def along(self, op: OpNode, state: State, axes: Sequence[int], change: Callable[[int, AxisMap], Dim], what: str):
         """Replace the map of each tensor dimension `axes[i]` by change(i, map); a flattened
@@ -176,8 +217,8 @@ class Walk:
         dims = list(state.dims)
         for i, axis in enumerate(axes):
             entry = dims[axis]
-            if isinstance(entry, Merged):
-                return self.undefined(op, f"{what} along a flattened dimension")
+            if isinstance(entry, (Merged, Within)):
+                return self.undefined(op, f"{what} along a flattened or split dimension")
             if isinstance(entry, AxisMap):
                 changed = change(i, entry)
                 if changed is None:
@@ -193,13 +234,15 @@ class Walk:
         ndim = len(state.dims)
         axes = set(range(ndim)) if axes is None else axes
         whole = set(state.whole)
+        mixed: set[AxisMap] = set()
         for axis in axes:
             whole.update(m.axis for m in entry_maps(state.dims[axis]))
+            mixed.update(w.outer for w in entry_withins(state.dims[axis]))
         keep = out_ndim == ndim
         dims = [None if d in axes else e for d, e in enumerate(state.dims) if keep or d not in axes]
         if len(dims) != out_ndim:
             return self.undefined(op, "its output's dimensions were not understood")
-        return self.settled(Field(tuple(dims), frozenset(whole), state.loose))
+        return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), state.loose), mixed))
 
 
 def merge_entries(entries: list[tuple[Dim, int]], size: int) -> Dim | str:
@@ -207,10 +250,10 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int) -> Dim | str:
     input's size there: 1 means broadcast); a str says why it cannot be placed."""
     if not entries:
         return None
-    if all(e is entries[0][0] and n == size for e, n in entries):
+    if all(e == entries[0][0] and n == size for e, n in entries):
         return entries[0][0]
-    if any(isinstance(e, Merged) for e, _ in entries):
-        return "it mixes a flattened dimension with another"
+    if any(isinstance(e, (Merged, Within)) for e, _ in entries):
+        return "it mixes a flattened or split dimension with another"
     axes = {e.axis for e, _ in entries}
     if len(axes) > 1:
         return "it mixes two spatial dimensions in one"
