@@ -190,14 +190,17 @@ def memory(
     options=None,  # with_model_options: the shared options, read
     train: Annotated[
         bool,
-        typer.Option("--train", help="Training memory: parameters, gradients, optimizer state and saved activations."),
+        typer.Option(
+            "--train",
+            help="Training memory: gradients, optimizer state, saved activations, the step's peak (backward too).",
+        ),
     ] = False,
     optimizer: Annotated[
         Optional[str],
         typer.Option(
             "--optimizer",
             metavar="NAME",
-            help="Optimizer of the training estimate: sgd, momentum, adam or adamw.",
+            help="Optimizer whose state training memory holds: sgd, momentum, adam or adamw.",
             show_default="sgd",
         ),
     ] = None,
@@ -230,13 +233,14 @@ def memory(
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
 ) -> None:
-    """Memory per layer and in total: the inference peak, the training estimate, what batch fits.
+    """Memory per layer and in total: the inference peak, the training step's peak, what batch fits.
 
     Per layer: the output, the activations live after it and the peak within it. In total:
     the inference peak (parameters + buffers + largest live activations), or with --train
-    the training estimate (parameters, gradients, optimizer state, activations saved for
-    backward). --fit SIZE finds the largest batch whose prediction fits SIZE (16GB = 16e9
-    bytes, 16GiB = 16 x 2^30)."""
+    the gradients, optimizer state, activations saved for backward and the training step's
+    peak (forward then backward: parameters, optimizer state, and the activations and
+    gradients held at the step's busiest op, named with its layer and phase). --fit SIZE
+    finds the largest batch whose peak fits SIZE (16GB = 16e9 bytes, 16GiB = 16 x 2^30)."""
     from functools import partial
 
     from archprof.analysis import analyze

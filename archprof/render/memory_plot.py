@@ -21,7 +21,8 @@ def memory_figure(report: Report, budget: int | None = None):
     """Bytes held over the forward, one step per row in execution order: the parameters and
     buffers (always live), plus the activations live after the row and, above them, the most
     live while it ran. The peak is marked and named; a training report adds the training
-    estimate; `budget` (--fit) draws the limit. A matplotlib Figure, made with the object API."""
+    estimate (the sum of the parts) and the training step's peak, backward included;
+    `budget` (--fit) draws the limit. A matplotlib Figure, made with the object API."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
@@ -65,6 +66,18 @@ def memory_figure(report: Report, budget: int | None = None):
             color="tab:purple",
             fontsize=8,
         )
+    if totals.training_peak_bytes is not None:
+        at = layer_label(totals.training_peak_layer, 0)
+        axes.axhline(totals.training_peak_bytes, color="tab:purple", lw=1)
+        axes.annotate(
+            f"training step peak {human_bytes(totals.training_peak_bytes)} at {at}, {totals.training_peak_phase}",
+            (len(steps) - 1 if steps else 0, totals.training_peak_bytes),
+            xytext=(-2, 3),
+            textcoords="offset points",
+            ha="right",
+            color="tab:purple",
+            fontsize=8,
+        )
     if budget is not None:
         axes.axhline(budget, color="tab:red", ls=":", lw=1)
         axes.annotate(
@@ -75,7 +88,8 @@ def memory_figure(report: Report, budget: int | None = None):
             color="tab:red",
             fontsize=8,
         )
-    axes.set_ylim(0, max([*during, state, budget or 0, totals.training_memory_bytes or 0, 1]) * 1.15)
+    highest = [*during, state, budget or 0, totals.training_memory_bytes or 0, totals.training_peak_bytes or 0, 1]
+    axes.set_ylim(0, max(highest) * 1.15)
     axes.yaxis.set_major_formatter(EngFormatter(unit="B", places=0))
     axes.set_xlabel(f"layer, in execution order ({len(steps)} calls)")
     axes.set_ylabel("memory held (decimal units)")
