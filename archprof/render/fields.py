@@ -20,7 +20,7 @@ def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Se
     """Per layer: output shape, receptive field, effective stride, centred, coverage; then the
     first layer whose field covers the whole input, and why any field is undefined.
 
-    Fields are those of output unit 0 (see `archprof.passes.receptive_field`). Unit o of a
+    Centred and Coverage look at output unit 0's field (the report's columns). Unit o of a
     layer with effective stride J stands for input pixels [o J, o J + J - 1], so unit 0's
     centre is (J - 1) / 2: the field [start, end] is *centred* when (start + end) / 2 equals
     it in every dimension (a kernel padded symmetrically, "same"-style, keeps it so; an
