@@ -58,6 +58,17 @@ def frozen_first_layer():
     return model
 
 
+class CalledTwice(nn.Module):
+    """One layer's parameters used twice: their two gradients are added before `.grad`."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer, self.head = nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.layer(torch.relu(self.layer(x)))))
+
+
 @pytest.mark.parametrize(
     "build, shape",
     [
@@ -66,6 +77,7 @@ def frozen_first_layer():
         (lambda: Residual(4), (2, 4, 6, 6)),
         (lambda: nn.LSTM(8, 12, num_layers=2, bidirectional=True), (5, 2, 8)),
         (AttentionBlock, (1, 2, 16, 64)),
+        (CalledTwice, (4, 16)),
     ],
 )
 def test_the_gradients_left_at_the_end_are_the_trainable_parameters(build, shape):
@@ -124,6 +136,19 @@ class Branches(nn.Module):
         return self.b(y) + y
 
 
+class ThreeReaders(nn.Module):
+    """Three gradients of one tensor: the engine adds the third into the sum of the first two."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = (nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.head(self.b(y) + self.c(y) + y * 2)
+
+
 PROFILED_STEPS = {
     "conv stack": (
         lambda: nn.Sequential(
@@ -144,6 +169,8 @@ PROFILED_STEPS = {
     ),
     "residual block": (lambda: Residual(8), (4, 8, 16, 16)),
     "two readers of one tensor": (Branches, (2, 8, 16, 16)),
+    "three readers of one tensor": (ThreeReaders, (2, 8, 16, 16)),
+    "a layer called twice": (CalledTwice, (32, 16)),
     "resnet18": (MODELS["resnet18"].build, (2, 3, 64, 64)),
     "mlp, first layer frozen": (mlp_with_a_frozen_first_layer, (16, 256)),
     "conv, first layer frozen": (frozen_first_layer, (4, 3, 32, 32)),

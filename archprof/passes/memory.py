@@ -204,6 +204,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     moved = {backward[i].outputs[0].storage: backward[i].inputs[0].storage for i in adds}
     moved = {made: into for made, into in moved.items() if into not in seeds}
     moved.update(_taken_over(backward, copies, state))
+    moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
     unread_saved = {t.storage for t in graph.saved} - read_in_backward
     kept = {t.storage for t in graph.outputs} | set(copies) | unread_saved | seeds
@@ -213,6 +214,12 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     live = _liveness(steps, graph.inputs, kept, state, moved, release)
     gradients = {moved.get(s, s) for s in copies}
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients})
+
+
+def _final(moved: dict[int, int], storage: int) -> int:
+    while storage in moved:
+        storage = moved[storage]
+    return storage
 
 
 def _engine_adds(backward: list[OpNode]) -> list[int]:
