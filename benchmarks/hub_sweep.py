@@ -119,6 +119,17 @@ def sweep_one(spec: str) -> dict:
     return {**row, "status": "wrong" if differ else "exact", "why": ", ".join(differ)}
 
 
+# What each status but "exact" means, said under its table.
+MEANINGS = {
+    "wrong": "archprof's parameters, MACs or output shape differ from the reference's: a bug.",
+    "failed": "archprof raised: a bug, or a limit its message names.",
+    "no reference": "archprof analysed the model (its figures are in the CSV), but the reference could not:"
+    " FlopCounterMode's own forward on the meta device raised. A limit of the reference, not of archprof.",
+    "does not build on meta": "The model's constructor fails on the meta device: neither archprof nor the"
+    " reference can take it from its spec.",
+}
+
+
 def markdown(rows: list[dict], total: int, sample: int | None, jobs: int, wall_s: float, load: float) -> str:
     statuses = Counter(row["status"] for row in rows)
     scope = (
@@ -144,10 +155,10 @@ def markdown(rows: list[dict], total: int, sample: int | None, jobs: int, wall_s
         + " |",
         "",
     ]
-    for status in ("wrong", "failed", "no reference", "does not build on meta"):
+    for status, meaning in MEANINGS.items():
         listed = [row for row in rows if row["status"] == status]
         if listed:
-            lines += [f"## {status}", "", "| model | why |", "|---|---|"]
+            lines += [f"## {status}", "", meaning, "", "| model | why |", "|---|---|"]
             lines += [f"| {row['model']} | {row['why']} |" for row in listed]
             lines.append("")
     timed = sorted((row for row in rows if row["analysis_ms"]), key=lambda row: -float(row["analysis_ms"]))
