@@ -9,6 +9,7 @@ import csv
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -294,16 +295,17 @@ def _boolean(cell: str) -> bool | None:
 
 
 def _dims(cell: str):
-    """'212x212' -> (212, 212); 'input', 'undefined' -> FieldMark; '' -> None."""
+    """'212x212' -> (212, 212); '1/2x1/2' -> (Fraction(1, 2), ...); 'input', 'undefined' ->
+    FieldMark; '' -> None."""
 
     if not cell:
         return None
     if cell in tuple(FieldMark):
         return FieldMark(cell)
     try:
-        return tuple(int(part) for part in cell.split("x"))
-    except ValueError:
-        raise ValueError("not whole numbers joined by x ('212x212'), 'input', 'undefined' or empty") from None
+        return tuple(Fraction(part) if "/" in part else int(part) for part in cell.split("x"))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError("not numbers joined by x ('212x212', '1/2x1/2'), 'input', 'undefined' or empty") from None
 
 
 def _counts(cell: str) -> dict[str, int]:

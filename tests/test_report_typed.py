@@ -4,6 +4,7 @@ CSV reads back into the same values; by_operator and by_module sum to the totals
 import csv
 import io
 import json
+from fractions import Fraction
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from archprof.zoo import MODELS
 
 
 class Mixed(nn.Module):
-    """Every kind of cell: a field, a stride that is undefined (transposed conv with stride),
+    """Every kind of cell: a field, a fractional stride (a stride-2 transposed conv: 1/2),
     an undefined field (reflection padding), an operator without a formula (cumsum), the
     whole input (a mean), and a module that never runs (no field at all)."""
 
@@ -51,7 +52,7 @@ def test_cells_are_typed_values(mixed):
     assert conv["receptive_field"] == (3, 3) and conv["effective_stride"] == (1, 1)
     assert conv["receptive_field_start"] == (-1, -1)  # padding 1: unit 0 starts one pixel out
     # stride 2 transposed, padding 0: unit 0 reads input unit 0 only (tap 0); 3 -> 3 + 1 = 4
-    assert up["receptive_field"] == (4, 4) and up["effective_stride"] is FieldMark.UNDEFINED
+    assert up["receptive_field"] == (4, 4) and up["effective_stride"] == (Fraction(1, 2), Fraction(1, 2))
     cumsum = rows["cumsum"]
     assert cumsum["receptive_field"] is cumsum["effective_stride"] is FieldMark.UNDEFINED
     assert "aten.cumsum" in cumsum["receptive_field_note"]
@@ -94,7 +95,7 @@ def test_csv_reader_names_a_bad_field_cell(tmp_path, mixed):
     text = mixed.to_csv().replace("3x3", "3by3", 1)
     path = tmp_path / "bad.csv"
     path.write_text(text)
-    with pytest.raises(ArchprofError, match=r"line 2: receptive_field is '3by3', not whole numbers joined by x"):
+    with pytest.raises(ArchprofError, match=r"line 2: receptive_field is '3by3', not numbers joined by x"):
         read_csv_layers(path)
 
 
