@@ -109,7 +109,7 @@ def _liveness(
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
-    counted as the storage it maps to (a copy that takes over its source's memory), and
+    counted as the storage it maps to (a copy or sum that takes over its source's memory), and
     what step i read last is freed right after step `release[i]` (default: i)."""
     same = same or {}
     size: dict[int, int] = {}
@@ -169,7 +169,7 @@ class TrainingTimeline:
 
     @property
     def peak_step(self) -> int:
-        """The (first) step at which the most is held; -1 for a step with no op."""
+        """The (first) step at which the most is held; -1 when the training step ran no op."""
         return max(range(len(self.held)), key=self.held.__getitem__, default=-1)
 
     @property
@@ -258,7 +258,6 @@ def _seeds(backward: list[OpNode]) -> set[int]:
 
 
 _ACCUMULATES = frozenset({"aten.copy_", "aten.add_"})
-_MAKES_EMPTY = frozenset({"aten.new_empty_strided", "aten.empty_strided", "aten.empty_like", "aten.new_empty"})
 
 
 def _accumulated(backward: list[OpNode]) -> dict[int, int]:
@@ -269,7 +268,8 @@ def _accumulated(backward: list[OpNode]) -> dict[int, int]:
     made = {t.storage for op in backward if not op.writes_input for t in op.outputs}
     copies = {}
     for make, copy in pairwise(backward):
-        if make.op in _MAKES_EMPTY and copy.op == "aten.copy_" and make.inputs and len(copy.inputs) == 2:
+        # AccumulateGrad copies a gradient into the parameter's layout (clone_obey_contract).
+        if make.op == "aten.new_empty_strided" and copy.op == "aten.copy_" and make.inputs and len(copy.inputs) == 2:
             target, source = copy.inputs
             if target.storage == make.outputs[0].storage and source.storage == make.inputs[0].storage:
                 copies[target.storage] = source.storage
