@@ -76,6 +76,17 @@ def test_the_page_holds_the_totals_and_fetches_nothing():
     assert len(page.script_texts) == 1
 
 
+def test_a_profiled_page_adds_the_roofline_and_the_timings():
+    report = archprof.profile("lenet5", device="cpu", repeat=1, warmup=0, peak_flops="50G", bandwidth="20GB/s")
+    text = report_html(report)
+    page = _parsed(text)
+    assert page.tags.count("svg") == 3  # memory, receptive fields, roofline
+    assert page.fetching == []
+    timed = [value for value in report.columns["time_ms"] if value == value]
+    assert timed and all(value > 0 for value in timed)
+    assert '<th data-kind="number">Time</th>' in text and '<th data-kind="text">Bound</th>' in text
+
+
 def test_names_from_the_model_are_text_not_markup():
     text = report_html(archprof.analyze(_Named(), input_size=(3, 8, 8)))
     assert "<script>alert(1)</script>" not in text

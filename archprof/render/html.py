@@ -123,13 +123,18 @@ def _charts(report: Report) -> str:
         charts.require_matplotlib("the report's charts")
     except ArchprofError as exc:  # the page stays useful without its charts
         return f'<section><h2>Charts</h2><p class="note">{escape(str(exc))}</p></section>'
-    figures = [("memory", charts.memory_timeline_figure(report)), ("field", charts.receptive_field_figure(report))]
+    from archprof.render.memory_plot import memory_figure
+    from archprof.render.rf_plot import fields_figure
+
+    figures = [("memory", memory_figure(report))]
+    if any(isinstance(field, tuple) for field in report.columns["receptive_field"]):
+        figures.append(("field", fields_figure(report)))
     if report.measured is not None:
         from archprof.render.roofline import roofline_figure
 
         figures.append(("roofline", roofline_figure(report)))
-    blocks = [f'<figure class="chart">{charts.svg_text(f, name)}</figure>' for name, f in figures if f is not None]
-    return "<section><h2>Charts</h2>" + "".join(blocks) + "</section>"
+    blocks = [f'<figure class="chart">{charts.svg_text(figure, name)}</figure>' for name, figure in figures]
+    return '<section><h2>Charts</h2><div class="charts">' + "".join(blocks) + "</div></section>"
 
 
 def _layer_table(report: Report) -> str:

@@ -19,7 +19,8 @@ td.exact { color: #6e6e73; font-variant-numeric: tabular-nums; }
 #layers tr:hover td { background: #eef4ff; }
 .controls input { width: 22em; padding: 4px 6px; }
 .note, #shown { color: #6e6e73; }
-figure.chart { margin: 0 0 1em 0; } figure.chart svg { max-width: 100%; height: auto; }
+.charts { display: flex; flex-wrap: wrap; gap: 1em; }
+figure.chart { margin: 0; flex: 1 1 560px; max-width: 900px; } figure.chart svg { max-width: 100%; height: auto; }
 """
 
 SCRIPT = """

@@ -6,17 +6,22 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from archprof.output import open_output
-from archprof.render.roofline import check_plot_target
+from archprof.render.roofline import check_plot_target, save_figure
 from archprof.report import Report
 
 
 def plot_fields(report: Report, spreads: Sequence, path: str | os.PathLike) -> None:
-    """Per row, in execution order: the centre unit's field size and the effective stride,
-    one line per spatial dimension, the input's size marked; rows that read the whole input
-    ("global") are drawn at the input's size. Saved to `path` (format from its suffix),
-    atomically, without touching pyplot's global state."""
+    """Draw `fields_figure` and save it to `path` (format from its suffix), atomically."""
     target = check_plot_target(path)
+    save_figure(fields_figure(report, spreads), target)
+
+
+def fields_figure(report: Report, spreads: Sequence | None = None):
+    """Per row, in execution order: the field size and the effective stride, one line per
+    spatial dimension, the input's size marked; rows that read the whole input ("global")
+    are drawn at the input's size. The field is the centre unit's where `spreads` (per row,
+    `archprof.passes.receptive_field.spreads`) are given, else unit 0's (the report's
+    column). A matplotlib Figure, made with the object API."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -27,13 +32,11 @@ def plot_fields(report: Report, spreads: Sequence, path: str | os.PathLike) -> N
     rows = report.rows()
     for axis, extent in enumerate(spatial):
         depth, sizes, stride_depth, strides = [], [], [], []
-        for index, (row, spread) in enumerate(zip(rows, spreads, strict=True)):
-            if row["receptive_field"] == "input":
+        for index, row in enumerate(rows):
+            size = _field_size(row, spreads[index] if spreads is not None else None, axis, extent)
+            if size is not None:
                 depth.append(index)
-                sizes.append(extent)
-            elif spread is not None and spread[axis] is not None:
-                depth.append(index)
-                sizes.append(spread[axis].centre)
+                sizes.append(size)
             if isinstance(row["effective_stride"], tuple):
                 stride_depth.append(index)
                 strides.append(float(row["effective_stride"][axis]))
@@ -42,7 +45,7 @@ def plot_fields(report: Report, spreads: Sequence, path: str | os.PathLike) -> N
         sizes_axes.axhline(extent, color=line.get_color(), ls="-.", lw=1, label=f"input size {extent}")
         strides_axes.plot(stride_depth, strides, ls=style, drawstyle="steps-post", color=line.get_color())
     sizes_axes.set_yscale("log")
-    sizes_axes.set_ylabel("field size (centre unit, pixels)")
+    sizes_axes.set_ylabel(f"field size ({'centre unit' if spreads is not None else 'unit 0'}, pixels)")
     sizes_axes.legend(fontsize=8)
     sizes_axes.set_title(f"{report.model}: receptive field against depth", fontsize=10)
     strides_axes.set_yscale("log")
@@ -50,5 +53,13 @@ def plot_fields(report: Report, spreads: Sequence, path: str | os.PathLike) -> N
     strides_axes.set_xlabel("layer (in execution order)")
     for axes in (sizes_axes, strides_axes):
         axes.grid(True, which="both", alpha=0.3)
-    with open_output(target, binary=True) as handle:
-        figure.savefig(handle, format=target.suffix.lower().lstrip("."), dpi=150)
+    return figure
+
+
+def _field_size(row: dict, spread, axis: int, extent: int) -> int | None:
+    if row["receptive_field"] == "input":
+        return extent
+    if spread is not None:
+        return spread[axis].centre if spread[axis] is not None else None
+    field = row["receptive_field"]
+    return field[axis] if isinstance(field, tuple) else None
