@@ -15,7 +15,7 @@ from a budget file: `archprof.toml`, or `[tool.archprof]` in `pyproject.toml`:
     max-activation = "200MB"     # sizes: kB, MB, GB, TB (decimal), KiB, MiB, GiB, TiB (binary)
     max-peak-memory = "1GB"      # inference: parameters, buffers and the largest live activations
     min-receptive-field = 200    # pixels: the field of the last spatial layer
-    max-training-memory = "8GB"  # the training estimate (params, gradients, optimizer state, saved)
+    max-training-memory = "8GB"  # one training step's peak, backward included (optimizer state too)
     optimizer = "adam"           # for max-training-memory: sgd (default), momentum, adam, adamw
     max-training-flops = "30G"   # one training step: forward and backward (the backward traced on meta)
 

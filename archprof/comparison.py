@@ -97,10 +97,10 @@ METRICS: dict[str, Metric] = {
         Metric("receptive-field", "receptive_field", "Receptive field", "pixels", final_receptive_field),
         Metric(
             "training-memory",
-            "training_memory_bytes",
-            "Training memory",
+            "training_peak_bytes",
+            "Training step peak",
             "bytes",
-            _total("training_memory_bytes", "training memory"),
+            _total("training_peak_bytes", "training step peak"),
             training=True,
         ),
         Metric(

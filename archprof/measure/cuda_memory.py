@@ -117,6 +117,6 @@ def predicted_and_measured(
     measured = measure_cuda(training, dtype, training=True, optimizer=optimizer)
     rows = [
         ("Inference peak", inference.report.totals.peak_memory_bytes, measured.inference_peak_bytes),
-        (f"Training step ({optimizer})", training.report.totals.training_memory_bytes, measured.training_peak_bytes),
+        (f"Training step ({optimizer})", training.report.totals.training_peak_bytes, measured.training_peak_bytes),
     ]
     return measured.device, rows

@@ -97,12 +97,13 @@ def _totals(report: Report) -> str:
             f"{totals.peak_memory_bytes:,} B",
         ),
     ]
-    if totals.training_memory_bytes is not None:
+    if totals.training_peak_bytes is not None:
         rows.append(
             (
-                f"Training memory ({totals.optimizer})",
-                human_bytes(totals.training_memory_bytes),
-                f"{totals.training_memory_bytes:,} B",
+                f"Training step peak ({totals.optimizer}; at {visible_text(totals.training_peak_layer)},"
+                f" {totals.training_peak_phase})",
+                human_bytes(totals.training_peak_bytes),
+                f"{totals.training_peak_bytes:,} B",
             )
         )
     body = "".join(
