@@ -115,6 +115,11 @@ def trace(
 
     training_modes = {module: module.training for _, module in modules}
     model.train(training)
+    # A training step on the model's own tensors writes their .grad: the caller's are put
+    # back afterwards (and a later trace starts from none, as a step after zero_grad does).
+    own_gradients = {p: p.grad for p in model.parameters()} if training and stand_ins is None else {}
+    for parameter in own_gradients:
+        parameter.grad = None
     kernels = DeviceKernels()
     try:
         with ExitStack() as stack:
@@ -152,6 +157,8 @@ def trace(
     finally:
         for module, was_training in training_modes.items():
             module.training = was_training
+        for parameter, gradient in own_gradients.items():
+            parameter.grad = gradient
 
     outputs = [recorder.lookup(t) for t in tensors_in(output)]
     return Graph(

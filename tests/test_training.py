@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
+from archprof.meta import on_meta
 from archprof.report import TRAINING_COLUMNS
 from archprof.trace import trace
 from archprof.zoo import MODELS
@@ -325,3 +326,17 @@ def test_a_budget_file_limits_training_flops(tmp_path):
         ("max-flops", archprof.analyze("lenet5").totals.flops, True),
         ("max-training-flops", step, False),
     ]
+
+
+def test_a_training_trace_leaves_the_models_own_gradients_as_they_were():
+    with on_meta():
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+
+    def backward_ops():
+        return [op.op for op in trace(model, [(1, 3, 8, 8)], training=True).backward_ops]
+
+    fresh = backward_ops()
+    marker = torch.empty(2, device="meta")
+    model[3].bias.grad = marker
+    assert backward_ops() == fresh  # a step from no gradient, not one added into the caller's
+    assert model[3].bias.grad is marker and model[0].weight.grad is None
