@@ -51,6 +51,7 @@ def fit_batch(
     optimizer: str = "sgd",
     *,
     inputs: Any = None,
+    fold_bn: bool = False,
 ) -> Fit:
     """The largest batch whose predicted memory (inference peak, or the training step's
     peak with `training`) is at most `budget_bytes`.
@@ -59,7 +60,7 @@ def fit_batch(
     proportional), so two analyses (batch 1 and 2) give the line and a third and fourth
     check the answer N (fits) and N + 1 (does not). Should a model not be affine, a
     bisection between the fitting and failing batches seen so far finishes the search, in
-    at most MAX_FIT_TRACES analyses. `inputs` as for `archprof.analyze`.
+    at most MAX_FIT_TRACES analyses. `inputs` and `fold_bn` as for `archprof.analyze`.
 
     The search stops where the input's bytes or the predicted memory would pass int64
     (2**63 - 1 bytes): a budget beyond that raises ArchprofError."""
@@ -75,7 +76,9 @@ def fit_batch(
         if batch not in reports:
             if len(reports) >= MAX_FIT_TRACES:
                 raise ArchprofError(f"no answer after {MAX_FIT_TRACES} analyses: memory is not affine in the batch")
-            analysed = analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer)
+            analysed = analysis(
+                loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer, fold_bn=fold_bn
+            )
             reports[batch] = analysed.report
             input_bytes[batch] = sum(t.nbytes for t in analysed.graph.inputs)
         return predicted_bytes(reports[batch])

@@ -1,6 +1,7 @@
 """BatchNorm folding (`fold_bn`), against PyTorch's own conv/linear + BatchNorm fusion
 (`torch.fx.experimental.optimization.fuse`) and against counts worked by hand."""
 
+import json
 import warnings
 
 import pytest
@@ -235,3 +236,14 @@ def test_compare_refuses_to_time_folded_models():
     result = cli("compare", "lenet5", "alexnet", "--fold-bn", "--profile")
     assert result.exit_code == 2
     assert "--fold-bn" in one_error_line(result)
+
+
+def test_memory_and_its_fit_see_the_folded_model():
+    folded = cli("memory", "resnet18", "--fold-bn", "-f", "json")
+    plain = cli("memory", "resnet18", "-f", "json")
+    assert folded.exit_code == plain.exit_code == 0, folded.output
+    buffers = [json.loads(result.stdout)["totals"]["buffer_bytes"] for result in (folded, plain)]
+    with on_meta():
+        model = MODELS["resnet18"].build()
+    assert buffers == [_buffer_bytes(fuse(model.eval())), _buffer_bytes(model)]
+    assert cli("memory", "resnet18", "--fold-bn", "--fit", "1GB").exit_code == 0

@@ -274,11 +274,25 @@ def memory(
     loaded = options.load(model)  # once, for every analysis
     found = None
     if budget is not None:
-        found = fit_batch(loaded, budget, inputs=inputs, dtype=torch_dtype, training=train, optimizer=optimizer)
+        found = fit_batch(
+            loaded,
+            budget,
+            inputs=inputs,
+            dtype=torch_dtype,
+            training=train,
+            optimizer=optimizer,
+            fold_bn=options.fold_bn,
+        )
         report = found.report
     else:
         report = analyze(
-            loaded, inputs=inputs, batch=options.batch, dtype=torch_dtype, training=train, optimizer=optimizer
+            loaded,
+            inputs=inputs,
+            batch=options.batch,
+            dtype=torch_dtype,
+            training=train,
+            optimizer=optimizer,
+            fold_bn=options.fold_bn,
         )
     notes = []
     if found is not None:
