@@ -5,11 +5,19 @@ A composite function picks its kernel above the dispatcher, from the device of i
 on meta, `F.scaled_dot_product_attention` falls to its math decomposition (bmm, softmax,
 bmm, saving the L x L attention matrix) and `nn.LSTM` to its Python-free cell loop, while
 a CPU runs a fused kernel that saves far less (flash attention: the output and a
-log-sum-exp) or more (oneDNN's LSTM: a workspace). `DeviceKernels`, a TorchFunctionMode
-active around the traced forward, sends these calls to the aten kernel the CPU would
-choose, under the conditions PyTorch's own selection uses, so that the trace records what
-the CPU computes and autograd saves. Where the CPU would take the composite road too, the
-call goes on unchanged.
+log-sum-exp) or more (oneDNN's LSTM: a workspace). `DeviceKernels`, active around the
+traced forward, sends these calls to the aten kernel the CPU would choose, under the
+conditions PyTorch's own selection uses, so that the trace records what the CPU computes
+and autograd saves. Where the CPU would take the composite road too, the call goes on
+unchanged.
+
+It replaces, while active, the two names through which models reach these functions:
+`torch.nn.functional.scaled_dot_product_attention` (what `F.scaled_dot_product_attention`
+and `nn.MultiheadAttention` call) and `torch._VF.lstm` (what `nn.LSTM` calls). A
+TorchFunctionMode would see every call however made, but costs every torch call of every
+model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
+(`torch._C._nn.scaled_dot_product_attention`, a name imported before the trace) keeps the
+composite road: the figures of its math decomposition, as PyTorch's meta device gives.
 
 Modelled (PyTorch 2.x, CPU):
 
@@ -32,10 +40,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from contextlib import contextmanager
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 ATTENTION = "scaled_dot_product_attention"
 LSTM = "lstm"
@@ -48,43 +54,41 @@ _FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _ONEDNN_LSTM_MODE = 2  # ideep::rnn_kind::LSTM
 
 
-class DeviceKernels(TorchFunctionMode):
-    """Routes attention and LSTM calls to the kernels a CPU would run; counts each choice in
-    `chosen` ("scaled_dot_product_attention: CPU flash attention (...)" -> calls)."""
+class DeviceKernels:
+    """Routes attention and LSTM calls to the kernels a CPU would run, while active (a
+    context manager); counts each choice in `chosen` ("scaled_dot_product_attention: CPU
+    flash attention (...)" -> calls). Calls on tensors off the meta device go on unchanged."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.chosen: Counter[str] = Counter()
+        self._attention_function = torch.nn.functional.scaled_dot_product_attention
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch._C._nn.scaled_dot_product_attention:
-            return self._attention(*args, **kwargs)
-        if func is torch.nn.functional.multi_head_attention_forward:
-            with self._attention_inside_functions():
-                return func(*args, **kwargs)
-        if func is torch._C._VariableFunctions.lstm and _is_lstm_on_input(args):
-            return self._lstm(*args, **kwargs)
-        return func(*args, **kwargs)
+    def __enter__(self) -> DeviceKernels:
+        self._attention_function = torch.nn.functional.scaled_dot_product_attention
+        torch.nn.functional.scaled_dot_product_attention = self._routed_attention
+        torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
+        return self
 
-    @contextmanager
-    def _attention_inside_functions(self):
-        """A Python-level torch function runs with the mode off (its body would dispatch to
-        the mode again): the attention it calls by its module-level name is routed instead."""
-        functional = torch.nn.functional
-        original = functional.scaled_dot_product_attention
-        functional.scaled_dot_product_attention = self._attention
-        try:
-            yield
-        finally:
-            functional.scaled_dot_product_attention = original
+    def __exit__(self, *exc) -> None:
+        torch.nn.functional.scaled_dot_product_attention = self._attention_function
+        del torch._VF.lstm
+
+    def _routed_attention(self, query, *args, **kwargs):
+        if query.device.type != "meta":
+            return self._attention_function(query, *args, **kwargs)
+        return self._attention(query, *args, **kwargs)
+
+    def _routed_lstm(self, *args, **kwargs):
+        if kwargs or not _is_lstm_on_input(args) or args[0].device.type != "meta":
+            return torch._C._VariableFunctions.lstm(*args, **kwargs)
+        return self._lstm(*args)
 
     def _attention(
         self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
     ):
         if not flash_attention_kernel(query, key, value, attn_mask, dropout_p, enable_gqa):
             self.chosen[f"{ATTENTION}: {MATH}"] += 1
-            return torch._C._nn.scaled_dot_product_attention(
+            return self._attention_function(
                 query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
             )
         self.chosen[f"{ATTENTION}: {FLASH_CPU}"] += 1
