@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import typer
 
 import archprof
 from archprof.cli import app
@@ -89,6 +91,31 @@ def test_the_model_forms_are_listed_where_a_model_is_taken(pages):
     text = " ".join(pages["summary"].split())
     for form in ("torchvision:NAME", "timm:NAME", "package.module:factory", "path/to/file.py:factory", ".pt2"):
         assert form in text
+
+
+def _examples(page: str, command: str) -> list[list[str]]:
+    """The example command lines of a help page: after 'Example', each line that runs `command`."""
+    lines = page[page.index("Example") :].splitlines()
+    found = [line.strip(" │") for line in lines if line.strip(" │").startswith(f"archprof {command}")]
+    return [shlex.split(line.split("#")[0])[2:] for line in found]
+
+
+# The commands of one_model and several_models; explain (archprof/cli/explain.py) is to gain its example.
+DOCUMENTED = [
+    command.name or command.callback.__name__
+    for command in app.registered_commands
+    if command.callback.__module__ in ("archprof.cli.one_model", "archprof.cli.several_models")
+]
+
+
+@pytest.mark.parametrize("command", DOCUMENTED)
+def test_every_help_page_has_an_example_that_parses(command, pages):
+    examples = _examples(pages[command], command)
+    assert examples, command
+    group = typer.main.get_command(app)
+    for arguments in examples:
+        with group.make_context("archprof", [command, *arguments]) as parent:  # parsed, never run
+            group.commands[command].make_context(command, arguments, parent=parent)
 
 
 # --- output files ------------------------------------------------------------------------------

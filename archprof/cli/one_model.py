@@ -57,7 +57,12 @@ def summary(
     Several inputs: one --input per input of forward, e.g. --input 3x224x224 --input 10.
     A model whose forward cannot run on the meta device is traced with a real forward on
     the CPU (a warning says so). --train traces a training step, its backward pass included
-    (on meta too): gradient MACs per layer and the step's FLOPs in the totals."""
+    (on meta too): gradient MACs per layer and the step's FLOPs in the totals.
+
+    Examples:
+
+    archprof summary resnet50
+    archprof summary examples/my_models.py:small_cnn --input 3x64x64 --arg num_classes=100 -o small_cnn.csv"""
     from archprof.analysis import analyze
 
     chosen = choose_format(format, output)
@@ -136,7 +141,12 @@ def profile(
     $ARCHPROF_CACHE_DIR, else $XDG_CACHE_HOME/archprof, else ~/.cache/archprof
     (ceilings.json); the table says where each came from and how old it is. A cached
     ceiling that a layer beats is measured again; --remeasure measures both again;
-    --peak-flops and --bandwidth give them by hand."""
+    --peak-flops and --bandwidth give them by hand.
+
+    Examples:
+
+    archprof profile resnet18 --input 3x64x64 --device cpu --repeat 5
+    archprof profile resnet18 --input 3x64x64 --remeasure --plot roofline.png"""
     from archprof.api import profile as profile_model
     from archprof.measure.device import resolve_device
     from archprof.render import profile_table
@@ -240,7 +250,12 @@ def memory(
     the gradients, optimizer state, activations saved for backward and the training step's
     peak (forward then backward: parameters, optimizer state, and the activations and
     gradients held at the step's busiest op, named with its layer and phase). --fit SIZE
-    finds the largest batch whose peak fits SIZE (16GB = 16e9 bytes, 16GiB = 16 x 2^30)."""
+    finds the largest batch whose peak fits SIZE (16GB = 16e9 bytes, 16GiB = 16 x 2^30).
+
+    Examples:
+
+    archprof memory resnet50 --plot memory.png
+    archprof memory resnet50 --train --optimizer adamw --fit 16GB"""
     from functools import partial
 
     from archprof.analysis import analyze
@@ -359,6 +374,11 @@ def rf(
 
     --unit 3,4 --layer L prints the exact input box of unit (3, 4) of layer L's output: the
     first and last input pixel, per spatial dimension, that can reach it (padding excluded).
+
+    Examples:
+
+    archprof rf vgg16
+    archprof rf resnet18 --unit 3,4 --layer layer2.0.conv1
     """
     from functools import partial
 

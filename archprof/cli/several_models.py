@@ -68,7 +68,12 @@ def compare(
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
 ) -> None:
-    """Models side by side: parameters, MACs, FLOPs, memory, receptive field, and ratios to the first."""
+    """Models side by side: parameters, MACs, FLOPs, memory, receptive field, and ratios to the first.
+
+    Examples:
+
+    archprof compare resnet18 resnet50 mobilenet_v2 --sort macs
+    archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o comparison.csv"""
     from archprof.comparison import compare as compare_models
     from archprof.comparison import (
         comparison_cells,
@@ -157,7 +162,12 @@ def check(
     """Fail (exit 1) when a model exceeds its budget: limits from the options or a budget file.
 
     Exit 0 when every limit holds, 1 when one is exceeded, 2 on bad input. With
-    GITHUB_STEP_SUMMARY set (GitHub Actions), the verdict is appended there as Markdown."""
+    GITHUB_STEP_SUMMARY set (GitHub Actions), the verdict is appended there as Markdown.
+
+    Examples:
+
+    archprof check resnet50 --max-params 30M --max-macs 5G
+    archprof check --config examples/archprof.toml --junit budget.xml"""
 
     from archprof import budget
     from archprof.render import budget_table
@@ -218,7 +228,12 @@ def diff(
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
 ) -> None:
-    """What changed between two reports or models: layers added, removed or changed, and the totals."""
+    """What changed between two reports or models: layers added, removed or changed, and the totals.
+
+    Examples:
+
+    archprof diff before.csv after.csv
+    archprof diff before.csv resnet18 --input 3x160x160 --format json"""
     from archprof import diff as diffing
 
     chosen = choose_format(format, output, html=False)
@@ -244,7 +259,11 @@ def diff(
 @app.command()
 @user_errors
 def zoo() -> None:
-    """List the built-in models with their parameter count and default input."""
+    """List the built-in models with their parameter count and default input.
+
+    Example:
+
+    archprof zoo"""
     from archprof.render import zoo_table
     from archprof.zoo import MODELS
 
