@@ -104,7 +104,7 @@ def _examples(page: str, command: str) -> list[list[str]]:
 DOCUMENTED = [
     command.name or command.callback.__name__
     for command in app.registered_commands
-    if command.callback.__module__ in ("archprof.cli.one_model", "archprof.cli.several_models")
+    if command.callback.__module__ in ("archprof.cli.one_model", "archprof.cli.several_models", "archprof.cli.explain")
 ]
 
 

@@ -150,7 +150,7 @@ def test_every_row_of_resnet18_with_folded_norms():
 
 
 def test_the_worked_convolution_of_the_formulas_document():
-    # 16 filters of 8 x 5 x 5, P = 2, S = 1, on an 8 x 32 x 32 input (docs/formulas.md, FORMULAS.md 1)
+    # 16 filters of 8 x 5 x 5, P = 2, S = 1, on an 8 x 32 x 32 input (docs/formulas.md, worked example 1)
     report = archprof.analyze(nn.Sequential(nn.Conv2d(8, 16, 5, padding=2)), input_size=(8, 32, 32))
     text = report.explain("0")
     assert "parameters = weights + bias = 3,200 + 16 = 3,216" in text

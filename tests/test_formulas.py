@@ -1,4 +1,4 @@
-"""The worked examples of FORMULAS.md (lecture notes in shared/seeds), verbatim."""
+"""The worked examples of docs/formulas.md, verbatim."""
 
 import pytest
 import torch
@@ -72,7 +72,7 @@ def test_worked_example_2_vertical_edge_detector():
     assert convolution.totals.param_count == 2
     assert convolution.rows()[0]["output_shape"] == "1x1x224x223"
     outputs = 224 * 223
-    # The lecture counts 2 multiplies and 1 add per output: 149,856 FLOPs. archprof counts
+    # A count by hand says 2 multiplies and 1 add per output: 149,856 FLOPs. archprof counts
     # a MAC as 2 FLOPs (the first add accumulates into zero), one more add per output.
     assert convolution.totals.macs == 2 * outputs
     assert convolution.totals.flops - outputs == 149_856

@@ -1,4 +1,4 @@
-"""Receptive fields: FORMULAS.md's worked examples, the built-in models against hand-derived
+"""Receptive fields: docs/formulas.md's worked examples, the built-in models against hand-derived
 values, and an empirical check on random (branching) networks built for real: back-propagate
 from one output unit and compare the input pixels with a non-zero gradient with the field."""
 
@@ -92,7 +92,7 @@ def check_against_gradients(module: nn.Module, input_size: tuple[int, ...], unit
     return report
 
 
-# -- FORMULAS.md, verbatim -----------------------------------------------------------------
+# -- docs/formulas.md, verbatim -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3, 4, 5, 6])

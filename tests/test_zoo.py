@@ -5,8 +5,8 @@ import torch
 
 from archprof.zoo import MODELS
 
-# Source of truth: torchvision's published parameter counts; lenet5/edge_* from the
-# lecture notes.
+# Source of truth: torchvision's published parameter counts; lenet5/edge_* worked by hand
+# (docs/formulas.md).
 PUBLISHED_PARAMS: dict[str, int] = {
     "edge_fc": 2_506_391_552,
     "edge_conv": 2,
@@ -53,7 +53,7 @@ def test_registry_covers_published_models() -> None:
     assert set(MODELS) == set(PUBLISHED_PARAMS)
 
 
-def test_registry_order_starts_with_lecture_sequence() -> None:
+def test_registry_order_starts_with_the_worked_examples() -> None:
     assert list(MODELS)[:6] == [
         "edge_fc",
         "edge_conv",

@@ -48,7 +48,12 @@ def explain(
     before. For a container: its children's totals and how they add up, and its own
     operations. Without a layer: the receptive field down the network (kernel, stride,
     field, jump, start) and each stage's share of the parameters and MACs. Text, or
-    --format markdown for a pull request or a course page."""
+    --format markdown for a pull request or a course page.
+
+    Examples:
+
+    archprof explain vgg16 features.0
+    archprof explain resnet18 layer1.0 --format markdown -o layer1.md"""
     from archprof.analysis import analyze
     from archprof.errors import ArchprofError
 

@@ -1,12 +1,12 @@
 """Cost formulas: MACs and elementwise FLOPs of one operator call, integer math on shapes
-written as in FORMULAS.md.
+written as in docs/formulas.md.
 
 A formula receives the operator's arguments with every tensor replaced by its shape tuple,
 and the shape of the operator's first output as `out`.
 
 Conventions (documented in README.md):
 - One MAC is one multiply-accumulate; `flops = 2 * macs`. Bias additions of convolution
-  and linear layers are not counted (as in the lecture's worked example and in PyTorch's
+  and linear layers are not counted (as in docs/formulas.md's worked examples and in PyTorch's
   FlopCounterMode).
 - Elementwise work is not a MAC; it is counted in `elementwise_flops`:
   - pointwise operators (activations, arithmetic, comparisons, pow, trigonometry): one FLOP
@@ -237,7 +237,7 @@ def expand(value, dims: int) -> tuple[int, ...]:
 
 
 # --- Backward operators -------------------------------------------------------------------
-# The gradients of a training step [FORMULAS.md]: a matrix product's backward is two
+# The gradients of a training step [docs/formulas.md]: a matrix product's backward is two
 # products the size of its forward (input gradient, weight gradient), each computed only
 # when the output mask asks for it; elementwise backward ops count as their forward does.
 

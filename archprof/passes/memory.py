@@ -3,7 +3,7 @@ saves for the backward pass, and the size of the gradients of the row's paramete
 
 Liveness works on storages, not tensors: a view or an in-place result shares its base's
 `TensorMeta.storage` and allocates nothing. A storage is live from the op that makes it
-until its last reader has run [FORMULAS.md, Memory]:
+until its last reader has run [docs/formulas.md, Memory]:
 
 - the network inputs are live from the start (until their last reader, like any tensor);
 - the network outputs stay live until the end;
@@ -55,7 +55,7 @@ from archprof.errors import ArchprofError
 from archprof.graph import Graph, OpNode, TensorMeta
 from archprof.passes.layers import LayerGroup
 
-# Copies of the trainable parameters an optimizer keeps as state [FORMULAS.md, Memory]:
+# Copies of the trainable parameters an optimizer keeps as state [docs/formulas.md, Memory]:
 # plain SGD none, SGD with momentum its momentum buffer, Adam(W) two moment estimates.
 # (Adam's per-parameter `step` counter, a scalar on the CPU by default, is left out.)
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
@@ -178,7 +178,7 @@ class TrainingTimeline:
 
 
 def training_timeline(graph: Graph) -> TrainingTimeline:
-    """The training step's liveness [FORMULAS.md, Memory], on the forward's rules extended
+    """The training step's liveness [docs/formulas.md, Memory], on the forward's rules extended
     through the backward pass:
 
     - what autograd saved stays live until the autograd node that reads it last has run (a

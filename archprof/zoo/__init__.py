@@ -1,4 +1,5 @@
-"""Built-in model zoo: the networks discussed in the lecture, in lecture order.
+"""Built-in model zoo: the classic convolutional networks, from the worked edge detector
+and LeNet-5 on, in historical order.
 
 Every architecture follows torchvision's layout and module names, so parameter counts
 match torchvision's published figures and module paths read like ``layer1.0.conv1``.
@@ -46,13 +47,13 @@ _ENTRIES: list[ZooModel] = [
         "edge_fc",
         edge.edge_fc,
         (1, 224, 224),
-        "Vertical edge detector as a fully connected layer (lecture example)",
+        "Vertical edge detector as a fully connected layer (worked example)",
     ),
     ZooModel(
         "edge_conv",
         edge.edge_conv,
         (1, 224, 224),
-        "Vertical edge detector as a 1x2 convolution (lecture example, 2 params)",
+        "Vertical edge detector as a 1x2 convolution (worked example, 2 params)",
     ),
     ZooModel(
         "lenet5",

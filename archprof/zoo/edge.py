@@ -1,4 +1,4 @@
-"""The lecture's vertical edge detector on a 1x224x224 grayscale image (output 224x223).
+"""The worked example's vertical edge detector on a 1x224x224 grayscale image (output 224x223).
 
 Each output pixel is ``x[i, j + 1] - x[i, j]``. As a fully connected layer this needs
 a dense (224*223) x (224*224) weight matrix (~2.5 G parameters, 10 GB in float32:

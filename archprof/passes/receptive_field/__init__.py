@@ -11,7 +11,7 @@ index maps; a concatenation along a dimension the input u came from; a sum of pa
 A dimension split into windows (Swin's partition) becomes blocks and positions in them: once
 attention mixes a window's positions, each unit reads its whole window.
 
-The columns hold output unit 0's field along each dimension [FORMULAS.md, "Receptive field"],
+The columns hold output unit 0's field along each dimension [docs/formulas.md, "Receptive field"],
 padding positions included (positions past a border continue the operator's formula: VGG-16's
 pool5 sees 212 pixels from -90), and the effective stride: input pixels between neighbouring
 units on average, a fraction after upsampling (1/2). `field_spreads` gives the centre unit's
@@ -25,7 +25,7 @@ A tensor's state is one of:
   attended over) and those kept at one unit (`loose`: a select);
 - `WHOLE`: every unit sees the whole input ("global": global pooling, attention over all
   positions, a linear layer over a flattened map). A tensor whose spatial dimensions are
-  flattened into one is reported as the whole input too (FORMULAS.md's convention), but
+  flattened into one is reported as the whole input too (docs/formulas.md's convention), but
   archprof keeps following it: reshaped back into a map, it has its field again;
 - `Undefined(reason)`: an operator archprof has no rule for consumed a tensor with a field, or
   its rule cannot follow it (a flattened map cut and read back as an image, an in-place
@@ -104,7 +104,7 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
-    if _flattened(state):  # FORMULAS.md: after a flatten the field is the whole input
+    if _flattened(state):  # docs/formulas.md: after a flatten the field is the whole input
         return FieldMark.INPUT, None, None, True, ""
     sizes, starts, strides, notes = [], [], [], []
     for axis, extent in enumerate(spatial):

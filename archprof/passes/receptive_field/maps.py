@@ -11,7 +11,7 @@ Two readings of the same map:
 
 - padded: positions past a map's border (a convolution's padding) are extended with the
   operator's own formula, down to input coordinates outside the image: the convention of
-  FORMULAS.md (VGG-16's pool5 field is 212 pixels from -90), the same for every unit;
+  docs/formulas.md (VGG-16's pool5 field is 212 pixels from -90), the same for every unit;
 - exact: only real units are read, down to real pixels: the bounding box of the input
   pixels that can reach the unit (its input-gradient footprint when nothing cancels).
 """
