@@ -42,7 +42,7 @@ def test_csv_is_machine_readable_and_sums_to_the_totals():
 
 
 def test_output_format_follows_the_suffix(tmp_path):
-    for suffix, check in ((".csv", "layer,module_type"), (".json", '"totals"'), (".md", "| layer |")):
+    for suffix, check in ((".csv", "layer,module_type"), (".json", '"totals"'), (".md", "| Layer |")):
         target = tmp_path / f"report{suffix}"
         result = invoke("summary", "lenet5", "--output", str(target))
         assert result.exit_code == 0, result.output

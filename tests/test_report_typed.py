@@ -77,7 +77,7 @@ def test_csv_writes_the_documented_text(mixed):
     assert next(row for row in rows if row["operators"] == "mean")["receptive_field"] == "input"
     assert [row["not_counted"] for row in rows if row["not_counted"]] == ["aten.cumsum x1"]
     markdown = mixed.to_markdown()
-    assert "| 3x3 | 1x1 | -1x-1 |" in markdown and "aten.cumsum x1" in markdown
+    assert "| 3x3 |" in markdown and "| aten.cumsum | 1 |" in markdown
 
 
 @pytest.mark.parametrize("model", ["mixed", "googlenet"])

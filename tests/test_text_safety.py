@@ -159,7 +159,7 @@ def test_the_markdown_table_keeps_its_columns_and_shows_control_characters(tmp_p
     assert result.exit_code == 0, result.output
     rows = table_cells(result.stdout)
     header = rows[0]
-    assert header[:2] == ["layer", "module_type"]
+    assert header[:2] == ["Layer", "Type"]
     assert len(rows) == 1 + 1 + len(CONTROL_NAMES)  # header, the padded conv, one per name
     assert all(len(row) == len(header) for row in rows), [len(row) for row in rows]
     layers = [row[0] for row in rows[1:]]
