@@ -291,6 +291,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
     return Report(
         model=model_name,
         input_shapes=tuple(t.shape for t in graph.inputs),
+        input_dtypes=tuple(str(t.dtype).removeprefix("torch.") for t in graph.inputs),
         dtype=dtype,
         columns={column.name: columns[column.name] for column in specs},
         operator_costs=columns["operator_costs"],

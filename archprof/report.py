@@ -24,7 +24,7 @@ from archprof.passes.flops import OperatorCost, merged_costs
 from archprof.passes.memory import optimizer_state_copies, training_timeline
 from archprof.text import dims_text, visible_text
 from archprof.text import layer_label as layer_label  # where diff, render and measure import it from
-from archprof.units import shapes_text
+from archprof.units import shape_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -229,12 +229,24 @@ class Report:
     # Where the trace ran: "meta" (nothing real allocated), or the device of the real forward
     # archprof fell back to for a model that cannot run on meta ("cpu").
     traced_on: str = "meta"
+    # Each input's dtype ("int64" for token ids): the report's floating `dtype` is not theirs.
+    input_dtypes: tuple[str, ...] = ()
     # The graph the rows were computed from (`explain` reads its operators' arguments); None
     # for a rolled-up report.
     graph: Any = field(default=None, repr=False, compare=False)
     # Analysed with fold_bn: an archprof.passes.fold_bn.Folding, the BatchNorms that folded
     # into the layer before them and those that stayed, with the reason; None otherwise.
     batch_norm_folding: Any = field(default=None, repr=False)
+
+    @property
+    def input_text(self) -> str:
+        """The inputs as given: each shape, with its dtype where it is not the report's own
+        ('1x3x224x224', '1x77:int64')."""
+        dtypes = self.input_dtypes or (self.dtype,) * len(self.input_shapes)
+        return ", ".join(
+            shape_text(shape) + ("" if dtype == self.dtype else f":{dtype}")
+            for shape, dtype in zip(self.input_shapes, dtypes, strict=True)
+        )
 
     @property
     def column_specs(self) -> tuple[Column, ...]:
@@ -445,6 +457,7 @@ class Report:
             self.training,
             self.optimizer,
             traced_on=self.traced_on,
+            input_dtypes=self.input_dtypes,
         )
 
     # -- file formats --------------------------------------------------------------------
@@ -500,7 +513,7 @@ class Report:
         totals = self.totals
         mode = "training" if self.training else "inference"
         return (
-            f"<archprof Report of {visible_text(self.model)}: input {shapes_text(self.input_shapes)} {self.dtype},"
+            f"<archprof Report of {visible_text(self.model)}: input {self.input_text} {self.dtype},"
             f" {len(self)} rows>\n"
             f"  params {human_count(totals.param_count)} ({totals.param_count:,}), MACs {human_count(totals.macs)},"
             f" FLOPs {human_count(totals.flops)}, peak memory ({mode}) {human_bytes(totals.peak_memory_bytes)}\n"

@@ -272,3 +272,17 @@ def test_the_formulas_page_is_the_projects_own_with_the_worked_examples_the_test
     tested = (ROOT / "tests" / "test_formulas.py").read_text(encoding="utf-8")
     for number in ("3,216", "3,276,800", "6,553,600", "65,536", "2,506,391,552", "138,357,544"):
         assert number in page and number.replace(",", "_") in tested
+
+
+def test_an_input_is_shown_in_the_dtype_it_was_given(tmp_path):
+    (tmp_path / "tokens.py").write_text(
+        "import torch\n"
+        "def model():\n"
+        "    return torch.nn.Sequential(torch.nn.Embedding(1000, 16), torch.nn.Linear(16, 4))\n"
+    )
+    result = cli("summary", f"{tmp_path / 'tokens.py'}:model", "--input", "77:int64")
+    assert result.exit_code == 0, result.output
+    assert "input 1x77:int64  ·  float32" in result.stdout  # the input's dtype, then the model's
+    assert re.search(r"Input\s*│\s*1x77:int64\s*│\s*model in float32", result.stdout)
+    report = archprof.analyze(f"{tmp_path / 'tokens.py'}:model", inputs=["77:int64"])
+    assert report.input_dtypes == ("int64",) and "1x77:int64" in repr(report)

@@ -16,7 +16,7 @@ from html import escape
 from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
 from archprof.report import Report, dims_text, layer_label, visible_text
-from archprof.units import human_bytes, human_count, shapes_text
+from archprof.units import human_bytes, human_count
 
 _POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
@@ -62,7 +62,7 @@ _CELLS = (
 
 def report_html(report: Report) -> str:
     """The page for `report` (charts left out, with a note, where matplotlib is missing)."""
-    title = f"{visible_text(report.model)} · input {shapes_text(report.input_shapes)} · {report.dtype}"
+    title = f"{visible_text(report.model)} · input {report.input_text} · {report.dtype}"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -10,7 +10,7 @@ from rich.text import Text
 from archprof.render.base import Layout, bytes_cell, fitted_table, subtotal_cell, tree_label
 from archprof.render.tree import tree_rows
 from archprof.text import visible_text
-from archprof.units import human_bytes, shapes_text
+from archprof.units import human_bytes
 
 # Columns of the memory table, most important first (the last go on a narrow terminal).
 _MEMORY_COLUMNS = ("Layer", "Peak in layer", "Live after", "Activations", "Saved for backward", "Output shape", "Type")
@@ -42,7 +42,7 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
         if report.training:
             cells["Saved for backward"].append(subtotal_cell(node, "saved_activation_bytes", bytes_cell))
     mode = "training forward" if report.training else "inference"
-    title = f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  {mode}"
+    title = f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}  ·  {mode}"
     table = fitted_table(title, cells, _MEMORY_COLUMNS, layout)
     parts: list = [table, memory_totals_table(report, fit)]
     if measured is not None:
@@ -78,7 +78,7 @@ def memory_totals_table(report, fit=None) -> Table:
     else:
         add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
         add("Peak memory (inference)", totals.peak_memory_bytes, "bold")
-    table.add_row("Input", shapes_text(totals.input_shapes), totals.dtype)
+    table.add_row("Input", report.input_text, f"model in {totals.dtype}")
     if fit is not None:
         add("Budget", fit.budget_bytes)
         table.add_row(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from archprof.report import Report, layer_label
-from archprof.units import human_bytes, shapes_text
+from archprof.units import human_bytes
 
 
 def plot_memory(report: Report, path: str | os.PathLike, budget: int | None = None) -> None:
@@ -94,7 +94,7 @@ def memory_figure(report: Report, budget: int | None = None):
     axes.set_xlabel(f"layer, in execution order ({len(steps)} calls)")
     axes.set_ylabel("memory held (decimal units)")
     axes.set_title(
-        f"Memory over the forward of {report.model}, input {shapes_text(report.input_shapes)}, {report.dtype}"
+        f"Memory over the forward of {report.model}, input {report.input_text}, {report.dtype}"
         + (", training" if report.training else ""),
         fontsize=10,
     )

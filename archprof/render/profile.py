@@ -10,7 +10,7 @@ from rich.text import Text
 
 from archprof.render.base import Layout, dash, fitted_table, indented_layer_name
 from archprof.report import Report, visible_text
-from archprof.units import human_bytes, human_count, shapes_text
+from archprof.units import human_bytes, human_count
 
 # Columns of the profile table, most important first (the last go on a narrow terminal).
 _PROFILE_COLUMNS = ("Layer", "Time", "Share", "Roofline", "Achieved", "Bound", "Intensity", "Bytes moved", "Type")
@@ -42,7 +42,7 @@ def profile_table(report: Report, layout: Layout = Layout()) -> Group:
     cells["Bytes moved"] = _one_unit([row["bytes_moved"] for row in rows], _BYTES)
     passes = f"median of {measured.repeat} passes after {measured.warmup} warm-up"
     table = fitted_table(
-        f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}  ·  "
+        f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}  ·  "
         f"{measured.device} ({measured.device_name})  ·  {passes}",
         cells,
         _PROFILE_COLUMNS,

@@ -21,7 +21,7 @@ from archprof.render.base import (
 )
 from archprof.render.tree import tree_rows
 from archprof.text import dims_text, visible_text
-from archprof.units import human_bytes, human_count, shape_text, shapes_text
+from archprof.units import human_bytes, human_count, shape_text
 
 if TYPE_CHECKING:
     from archprof.zoo import ZooModel
@@ -74,7 +74,7 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
         cells["Activations"].append(subtotal_cell(node, "activation_bytes", bytes_cell))
         cells["Live after"].append(bytes_cell(row["live_bytes"]))
         cells["Receptive field"].append(dims_text(row["receptive_field"]) or dash())
-    title = f"{visible_text(report.model)}  ·  input {shapes_text(report.input_shapes)}  ·  {report.dtype}"
+    title = f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}"
     if report.traced_on != "meta":
         title += f"  ·  traced by a real forward on the {report.traced_on}"
     at = _SUMMARY_PRIORITY.index("% MACs") + 1
@@ -118,7 +118,7 @@ def totals_table(report) -> Table:
     )
     for label, value in sizes:
         table.add_row(Text(label), human_bytes(value), f"{value:,} B")  # Text: the layer's name is no markup
-    table.add_row("Input", shapes_text(totals.input_shapes), totals.dtype)
+    table.add_row("Input", report.input_text, f"model in {totals.dtype}")
     return table
 
 
