@@ -28,7 +28,7 @@ from archprof.load import (
 from archprof.passes.backward import backward_columns
 from archprof.passes.flops import cost_columns
 from archprof.passes.fold_bn import Folding, fold_batch_norms
-from archprof.passes.layers import group_layers
+from archprof.passes.layers import group_layers, interface_columns
 from archprof.passes.memory import memory_columns, optimizer_state_copies
 from archprof.passes.params import parameter_columns
 from archprof.passes.receptive_field import receptive_field_columns
@@ -272,6 +272,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         "operators": [" ".join(dict.fromkeys(op.op.removeprefix("aten.") for op in g.ops)) for g in groups],
         "output_shape": [shapes_text(t.shape for t in g.outputs) for g in groups],
     }
+    columns.update(interface_columns(groups))
     columns.update(parameter_columns(graph, groups))
     columns.update(cost_columns(groups))
     columns["activation_bytes"] = [sum(t.nbytes for t in g.outputs) for g in groups]

@@ -53,6 +53,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("depth", "int64", "nesting depth of the module (0 = the model)"),
     Column("operators", "string", "aten operators the row ran, in order, repeats merged"),
     Column("output_shape", "string", "shape of the row's output, batch included, e.g. '1x64x112x112'"),
+    Column(
+        "input_shape",
+        "string",
+        "shapes of the activations the row reads from outside it, in the order read, e.g. '1x3x224x224'",
+    ),
+    Column("kernel", "string", "window of the row's first convolution or pooling, e.g. '3x3' ('' without one)"),
     Column("param_count", "int64", "parameters first used by this row", summable=True),
     Column("trainable_param_count", "int64", "of which require a gradient", summable=True),
     Column("param_bytes", "int64", "bytes of those parameters", summable=True),
@@ -413,7 +419,8 @@ class Report:
     def merged_row(self, path: str, indices: Sequence[int]) -> dict[str, Any]:
         """Rows `indices` (in the order they ran) as one row of module `path`, as `rollup`
         merges them: the sums of the summable columns, live bytes after the last, the peak
-        over all, and the output and field of the last (the module's output)."""
+        over all, the input of the first (no kernel: the rows have theirs), and the output
+        and field of the last (the module's output)."""
         merged: dict[str, Any] = {
             "layer": path,
             "module_type": self.module_types.get(path, ""),
@@ -421,6 +428,8 @@ class Report:
             "depth": 0 if not path else path.count(".") + 1,
             "operators": " ".join(dict.fromkeys(op for i in indices for op in self.columns["operators"][i].split())),
             "output_shape": self.columns["output_shape"][indices[-1]],
+            "input_shape": self.columns["input_shape"][indices[0]],
+            "kernel": "",  # several rows, several windows
             "live_bytes": self.columns["live_bytes"][indices[-1]],
             "peak_live_bytes": max(self.columns["peak_live_bytes"][i] for i in indices),
         }

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import torch
 
 import archprof
 from archprof.report import COLUMNS, SUMMABLE
@@ -65,3 +66,34 @@ def test_readme_documents_every_column():
     table = readme.split("## Columns of `Report.layers`")[1].split("\n## ")[0]
     for column in COLUMNS:
         assert f"`{column.name}`" in table, column.name
+
+
+def test_input_shape_and_kernel_of_each_layer_are_what_a_real_forward_shows():
+    from archprof.zoo import MODELS
+
+    model = MODELS["resnet18"].build().eval()
+    seen: dict[str, str] = {}
+
+    def record(name):
+        def hook(module, args):  # returns None: the call's arguments stay as they are
+            seen.setdefault(name, "x".join(map(str, args[0].shape)))
+
+        return hook
+
+    hooks = [
+        module.register_forward_pre_hook(record(name))
+        for name, module in model.named_modules()
+        if name and not list(module.children())
+    ]
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    report = archprof.analyze(model, input_size=(3, 64, 64), batch=2)
+    rows = {row["layer"]: row for row in report.rows() if row["layer"] in seen}
+    assert rows and {layer: row["input_shape"] for layer, row in rows.items()} == {k: seen[k] for k in rows}
+    for layer, row in rows.items():
+        module = model.get_submodule(layer)
+        size = getattr(module, "kernel_size", None)
+        expected = "x".join(map(str, (size, size) if isinstance(size, int) else size)) if size is not None else ""
+        assert row["kernel"] == expected, layer

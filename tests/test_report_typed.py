@@ -92,7 +92,7 @@ def test_csv_reads_back_into_the_same_values(tmp_path, mixed, model):
 
 
 def test_csv_reader_names_a_bad_field_cell(tmp_path, mixed):
-    text = mixed.to_csv().replace("3x3", "3by3", 1)
+    text = mixed.to_csv().replace("3x3,1x1,-1x-1", "3by3,1x1,-1x-1", 1)  # the field, its stride, its start
     path = tmp_path / "bad.csv"
     path.write_text(text)
     with pytest.raises(ArchprofError, match=r"line 2: receptive_field is '3by3', not numbers joined by x"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from archprof.graph import Graph, ModuleCall, OpNode, TensorMeta
+from archprof.units import shape_text, shapes_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +64,41 @@ def _op_run(graph: Graph, run: list[OpNode], leaves: frozenset[str]) -> tuple[tu
 def _leaf_paths(module_types: dict[str, str]) -> frozenset[str]:
     parents = {path.rpartition(".")[0] for path in module_types if path}
     return frozenset(path for path in module_types if path not in parents)
+
+
+# Operators with a window, and where its size is: a convolution's weight, a pool's argument.
+_WINDOWED = {
+    "aten.convolution": "weight",
+    "aten.max_pool2d_with_indices": "argument",
+    "aten.max_pool3d_with_indices": "argument",
+    "aten.avg_pool2d": "argument",
+    "aten.avg_pool3d": "argument",
+}
+
+
+def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
+    """Per row: `input_shape`, the shapes of the activations it reads that were made outside
+    it (the model's inputs included, parameters and constants not), in the order first read;
+    `kernel`, the window of its first convolution or pooling ('3x3'; '' without one)."""
+    input_shapes, kernels = [], []
+    for group in groups:
+        made_here = {t.id for op in group.ops for t in op.outputs}
+        read: dict[int, tuple[int, ...]] = {}
+        for op in group.ops:
+            for tensor in op.inputs:
+                if tensor.kind in ("activation", "input") and tensor.id not in made_here:
+                    read.setdefault(tensor.id, tensor.shape)
+        input_shapes.append(shapes_text(read.values()))
+        kernels.append(next((shape_text(window) for op in group.ops if (window := _window(op))), ""))
+    return {"input_shape": input_shapes, "kernel": kernels}
+
+
+def _window(op: OpNode) -> tuple[int, ...] | None:
+    where = _WINDOWED.get(op.op)
+    if where is None:
+        return None
+    if where == "weight":
+        return op.inputs[1].shape[2:]
+    size = tuple(op.args[1])
+    spatial = len(op.inputs[0].shape) - 2 if op.inputs else len(size)
+    return size * spatial if len(size) == 1 else size

@@ -16,7 +16,7 @@ from archprof.errors import ArchprofError
 from archprof.text import layer_label, visible_text
 from archprof.units import human_bytes, human_count
 
-TEXT_COLUMNS = frozenset({"", "Layer", "Type", "Output shape", "Model", "Input", "Bound"})
+TEXT_COLUMNS = frozenset({"", "Layer", "Type", "Input shape", "Kernel", "Output shape", "Model", "Input", "Bound"})
 
 # Wide enough for any table: a table printed off a terminal, or with --wide, is never cut.
 UNLIMITED_WIDTH = 100_000

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # Per-layer columns of the summary, most important first: on a narrow terminal the last
 # ones are left out (their figures stay in the totals and in every file format).
 _SUMMARY_PRIORITY = ("Layer", "Output shape", "Params", "MACs", "% MACs", "Activations", "Receptive field")
-_SUMMARY_PRIORITY += ("Live after", "% Params", "FLOPs", "Type")
+_SUMMARY_PRIORITY += ("Live after", "% Params", "FLOPs", "Type", "Input shape", "Kernel")
 # A training report's gradient MACs, shown after the forward's.
 _TRAINING_HEADINGS = ("Bwd input MACs", "Bwd weight MACs")
 
@@ -41,6 +41,8 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
     headings = (
         "Layer",
         "Type",
+        "Input shape",
+        "Kernel",
         "Output shape",
         "Params",
         "% Params",
@@ -62,6 +64,8 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
             previous = node
         cells["Layer"].append(tree_label(node))
         cells["Type"].append(visible_text(row["module_type"]))
+        cells["Input shape"].append(row["input_shape"] or dash())
+        cells["Kernel"].append(row["kernel"] or dash())
         cells["Output shape"].append(row["output_shape"])
         cells["Params"].append(subtotal_cell(node, "param_count", count_cell))
         cells["% Params"].append(subtotal_cell(node, "param_count", share_cell(totals.param_count)))
