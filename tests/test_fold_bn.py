@@ -1,6 +1,8 @@
 """BatchNorm folding (`fold_bn`), against PyTorch's own conv/linear + BatchNorm fusion
 (`torch.fx.experimental.optimization.fuse`) and against counts worked by hand."""
 
+import csv
+import io
 import json
 import warnings
 
@@ -190,9 +192,7 @@ def test_cli_summary_folds_and_names_what_stays():
     assert "warning: 62 BatchNorm(s) not folded: features.denseblock1.denselayer1.norm1" in folded.stderr
     with on_meta():
         fused = fuse(MODELS["densenet121"].build().eval())
-    rows = folded.stdout.splitlines()
-    header = rows[0].split(",")
-    params = sum(int(row.split(",")[header.index("param_count")]) for row in rows[1:])
+    params = sum(int(row["param_count"]) for row in csv.DictReader(io.StringIO(folded.stdout)))
     assert params == _parameters(fused)
 
 
@@ -210,9 +210,8 @@ def _fused_params(name: str) -> int:
 def test_compare_folds_every_model():
     result = cli("compare", "resnet18", "vgg11_bn", "--fold-bn", "-f", "csv", "--jobs", "1")
     assert result.exit_code == 0, result.output
-    rows = [row.split(",") for row in result.stdout.splitlines()]
-    column = rows[0].index("param_count")
-    assert [int(row[column]) for row in rows[1:]] == [_fused_params("resnet18"), _fused_params("vgg11_bn")]
+    rows = csv.DictReader(io.StringIO(result.stdout))
+    assert [int(row["param_count"]) for row in rows] == [_fused_params("resnet18"), _fused_params("vgg11_bn")]
 
 
 def test_check_judges_the_folded_model():
