@@ -238,12 +238,15 @@ def _inflating_checkpoint(path: Path, name: str, numel: int) -> Path:
 def test_weights_are_checked_without_reading_what_a_checkpoint_claims(tmp_path):
     path = _inflating_checkpoint(tmp_path / "inflating.pt", "features.0.weight", 2**28)  # 1 GiB of float32
     assert path.stat().st_size < 2 * 2**20
+    # The process's own high-water mark (VmHWM, kB): ru_maxrss would carry over, through fork
+    # and exec, the size of the pytest process that started it, which grows over the suite.
     script = (
-        "import resource, sys\n"
+        "import re, sys\n"
         "from archprof.cli import main\n"
         "try:\n    main()\n"
         "finally:\n"
-        "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"  # KiB on Linux
+        "    status = open('/proc/self/status').read()\n"
+        "    print(re.search(r'VmHWM:\\s*(\\d+)', status).group(1), file=sys.stderr)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, "summary", "lenet5", "--weights", str(path)],
