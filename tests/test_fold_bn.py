@@ -246,3 +246,10 @@ def test_memory_and_its_fit_see_the_folded_model():
         model = MODELS["resnet18"].build()
     assert buffers == [_buffer_bytes(fuse(model.eval())), _buffer_bytes(model)]
     assert cli("memory", "resnet18", "--fold-bn", "--fit", "1GB").exit_code == 0
+
+
+def test_rf_writes_the_folded_report():
+    result = cli("rf", "resnet18", "--fold-bn", "-f", "csv")
+    assert result.exit_code == 0, result.output
+    params = sum(int(row["param_count"]) for row in csv.DictReader(io.StringIO(result.stdout)))
+    assert params == _fused_params("resnet18")

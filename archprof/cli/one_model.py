@@ -402,7 +402,9 @@ def rf(
         raise ArchprofError("--unit and --layer go together, e.g. --unit 3,4 --layer features.10")
     if unit is not None and (plot is not None or output is not None or format is not None):
         raise ArchprofError("--unit prints one unit's input box: drop --plot, --output and --format")
-    found = analysis(options.load(model), None, options.batch, options.dtype, inputs=options.inputs)
+    found = analysis(
+        options.load(model), None, options.batch, options.dtype, inputs=options.inputs, fold_bn=options.fold_bn
+    )
     report = found.report
     states, spatial = row_states(found.graph, group_layers(found.graph))
     if unit is not None:
