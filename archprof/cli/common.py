@@ -357,8 +357,6 @@ def emit(format: Format, output: Path | None, table, writers, choice: ColumnChoi
     `writers[format]()`, or write it (atomically) to `output`. On a terminal (or with COLUMNS
     set) the table fits its width, unless --wide; elsewhere, and in a file, it has every column.
     Markdown is the table's, where `writers` has none or --columns chooses the columns."""
-    from archprof.output import write_atomically
-
     if format is Format.markdown and (choice.columns or format not in writers):
         writers = {**writers, format: lambda: _table_markdown(table, choice)}
     if format is Format.table:
@@ -376,10 +374,17 @@ def emit(format: Format, output: Path | None, table, writers, choice: ColumnChoi
         text = to_text(table(Layout(columns=choice.columns)))
     else:
         text = writers[format]()
-        if output is None:
-            with standard_output():
-                sys.stdout.write(text)
-            return
+    write_text(text, output)
+
+
+def write_text(text: str, output: Path | None) -> None:
+    """`text` on standard output, or written (atomically) to `output`."""
+    if output is None:
+        with standard_output():
+            sys.stdout.write(text)
+        return
+    from archprof.output import write_atomically
+
     write_atomically(output, text)
     say(f"wrote {output}")
 
@@ -424,6 +429,23 @@ def check_output(output: Path | None, option: str, *inputs: tuple[str, str | Pat
     for what, path in inputs:
         if path is not None and same_file(output, path):
             raise ArchprofError(f"{option} {output} would overwrite {what} '{path}': give another file name")
+
+
+def one_model_targets(
+    model: str, options, format: Format | None, output: Path | None, columns: str | None, wide: bool, plot=None
+) -> tuple[Format, ColumnChoice]:
+    """A command on one model: its format and columns, and every file it will write checked
+    before any work (none may be a file it reads; a plot needs matplotlib and an image suffix)."""
+    chosen = choose_format(format, output)
+    choice = column_choice(columns, wide, chosen)
+    read = (*input_files(model), ("the --weights file", options.weights))
+    check_output(output, "--output", *read)
+    if plot is not None:
+        from archprof.render.figures import check_plot_target
+
+        check_output(plot, "--plot", *read)
+        check_plot_target(plot)
+    return chosen, choice
 
 
 def input_files(spec: str, what: str = "the model file", base: Path | None = None) -> list[tuple[str, Path]]:

@@ -3,7 +3,6 @@ receptive-field table and stage shares."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Optional
 
 import typer
@@ -17,10 +16,9 @@ from archprof.cli.common import (
     check_output,
     choose_format,
     input_files,
-    say,
-    standard_output,
     user_errors,
     with_model_options,
+    write_text,
 )
 
 
@@ -62,12 +60,4 @@ def explain(
         raise ArchprofError(f"explain writes text or markdown, not {chosen.value}: give --format table or markdown")
     check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
     report = analyze(model, **options.keywords())
-    text = report.explain(layer, markdown=chosen is Format.markdown)
-    if output is None:
-        with standard_output():
-            sys.stdout.write(text)
-        return
-    from archprof.output import write_atomically
-
-    write_atomically(output, text)
-    say(f"wrote {output}")
+    write_text(report.explain(layer, markdown=chosen is Format.markdown), output)

@@ -15,12 +15,9 @@ from archprof.cli.common import (
     ModelArg,
     OutputOpt,
     WideOpt,
-    check_output,
-    choose_format,
-    column_choice,
     count_option,
     emit_report,
-    input_files,
+    one_model_targets,
     progress_display,
     say,
     user_errors,
@@ -65,9 +62,7 @@ def summary(
     archprof summary examples/my_models.py:small_cnn --input 3x64x64 --arg num_classes=100 -o small_cnn.csv"""
     from archprof.analysis import analyze
 
-    chosen = choose_format(format, output)
-    choice = column_choice(columns, wide, chosen)
-    check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
+    chosen, choice = one_model_targets(model, options, format, output, columns, wide)
     report = analyze(model, training=train, **options.keywords())
     if depth is not None:
         report = report.rollup(depth)
@@ -150,19 +145,12 @@ def profile(
     from archprof.api import profile as profile_model
     from archprof.measure.device import resolve_device
     from archprof.render import profile_table
-    from archprof.render.roofline import check_plot_target
     from archprof.units import parse_bandwidth, parse_flops_rate
 
-    chosen = choose_format(format, output)
-    choice = column_choice(columns, wide, chosen)
-    inputs_read = (*input_files(model), ("the --weights file", options.weights))
-    check_output(output, "--output", *inputs_read)
-    check_output(plot, "--plot", *inputs_read)
     # Everything a user can get wrong fails before any work.
+    chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
     flops_rate = parse_flops_rate(peak_flops) if peak_flops is not None else None
     bytes_rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
-    if plot is not None:
-        check_plot_target(plot)
     count_option("--warmup", warmup, 0, MAX_PASSES)
     count_option("--repeat", repeat, 1, MAX_PASSES)
     target = resolve_device(device)
@@ -266,15 +254,7 @@ def memory(
     from archprof.render import memory_table
     from archprof.units import human_bytes, parse_size
 
-    chosen = choose_format(format, output)
-    choice = column_choice(columns, wide, chosen)
-    inputs_read = (*input_files(model), ("the --weights file", options.weights))
-    check_output(output, "--output", *inputs_read)
-    check_output(plot, "--plot", *inputs_read)
-    if plot is not None:
-        from archprof.render.roofline import check_plot_target
-
-        check_plot_target(plot)
+    chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
     inputs, torch_dtype = options.inputs, options.dtype
     if optimizer is not None and not (train or measure):
         raise ArchprofError("--optimizer applies to training memory: add --train")
@@ -389,15 +369,8 @@ def rf(
     from archprof.render import receptive_field_table
     from archprof.render.fields import unit_box_text
     from archprof.render.rf_plot import plot_fields
-    from archprof.render.roofline import check_plot_target
 
-    chosen = choose_format(format, output)
-    choice = column_choice(columns, wide, chosen)
-    inputs_read = (*input_files(model), ("the --weights file", options.weights))
-    check_output(output, "--output", *inputs_read)
-    check_output(plot, "--plot", *inputs_read)
-    if plot is not None:
-        check_plot_target(plot)
+    chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
     if (unit is None) != (layer is None):
         raise ArchprofError("--unit and --layer go together, e.g. --unit 3,4 --layer features.10")
     if unit is not None and (plot is not None or output is not None or format is not None):

@@ -118,23 +118,23 @@ def _totals(report: Report) -> str:
 
 
 def _charts(report: Report) -> str:
-    from archprof.render import charts
+    from archprof.render.figures import require_matplotlib, svg_text
 
     try:
-        charts.require_matplotlib("the report's charts")
+        require_matplotlib("the report's charts")
     except ArchprofError as exc:  # the page stays useful without its charts
         return f'<section><h2>Charts</h2><p class="note">{escape(str(exc))}</p></section>'
     from archprof.render.memory_plot import memory_figure
     from archprof.render.rf_plot import fields_figure
 
-    figures = [("memory", memory_figure(report))]
+    charts = [("memory", memory_figure(report))]
     if any(isinstance(field, tuple) for field in report.columns["receptive_field"]):
-        figures.append(("field", fields_figure(report)))
+        charts.append(("field", fields_figure(report)))
     if report.measured is not None:
         from archprof.render.roofline import roofline_figure
 
-        figures.append(("roofline", roofline_figure(report)))
-    blocks = [f'<figure class="chart">{charts.svg_text(figure, name)}</figure>' for name, figure in figures]
+        charts.append(("roofline", roofline_figure(report)))
+    blocks = [f'<figure class="chart">{svg_text(figure, name)}</figure>' for name, figure in charts]
     return '<section><h2>Charts</h2><div class="charts">' + "".join(blocks) + "</div></section>"
 
 

@@ -11,7 +11,7 @@ from archprof.units import human_bytes
 
 def plot_memory(report: Report, path: str | os.PathLike, budget: int | None = None) -> None:
     """Draw `memory_figure` and save it to `path` (format from its suffix), atomically."""
-    from archprof.render.roofline import check_plot_target, save_figure
+    from archprof.render.figures import check_plot_target, save_figure
 
     target = check_plot_target(path)
     save_figure(memory_figure(report, budget), target)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from archprof.render.roofline import check_plot_target, save_figure
+from archprof.render.figures import check_plot_target, save_figure
 from archprof.report import Report
 
 

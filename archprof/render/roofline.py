@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from archprof.errors import ArchprofError
-from archprof.output import open_output
+from archprof.render.figures import check_plot_target, save_figure
 from archprof.report import Report, layer_label
 
 BOUND_COLOURS = {"compute": "tab:orange", "memory": "tab:blue"}
@@ -14,28 +13,6 @@ ABOVE_COLOUR = "tab:red"
 # Marker area (points²) of a row that takes the whole forward; a row's area is its share of it.
 FULL_AREA = 600
 MIN_AREA = 12
-
-
-def check_plot_target(path: str | os.PathLike) -> Path:
-    """Fail early, before any profiling: matplotlib missing, an unknown image suffix."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-    except ImportError:
-        raise ArchprofError(
-            "--plot needs matplotlib, which is not installed: pip install 'archprof[plot]' (or matplotlib)"
-        ) from None
-    target = Path(path)
-    formats = FigureCanvasAgg.get_supported_filetypes()
-    if target.suffix.lower().lstrip(".") not in formats:
-        known = ", ".join(f".{name}" for name in sorted(formats))
-        raise ArchprofError(f"cannot tell the image format of '{target}' from its suffix ({known})")
-    return target
-
-
-def save_figure(figure, target: Path) -> None:
-    """Write `figure` to `target` (checked by `check_plot_target`; format from its suffix), atomically."""
-    with open_output(target, binary=True) as handle:
-        figure.savefig(handle, format=target.suffix.lower().lstrip("."), dpi=150)
 
 
 def plot_roofline(report: Report, path: str | os.PathLike, label_top: int = 6) -> None:

@@ -1,0 +1,56 @@
+"""What every figure shares: matplotlib checked for before any work, a plot's target
+checked and written atomically, and a figure as inline SVG for the HTML report."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from archprof.errors import ArchprofError
+from archprof.output import open_output
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def require_matplotlib(what: str) -> None:
+    """Fail with one line, before any work, where matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ArchprofError(
+            f"{what} needs matplotlib, which is not installed: pip install 'archprof[plot]' (or matplotlib)"
+        ) from None
+
+
+def check_plot_target(path: str | os.PathLike) -> Path:
+    """Fail early, before any profiling: matplotlib missing, an unknown image suffix."""
+    require_matplotlib("--plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    target = Path(path)
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if target.suffix.lower().lstrip(".") not in formats:
+        known = ", ".join(f".{name}" for name in sorted(formats))
+        raise ArchprofError(f"cannot tell the image format of '{target}' from its suffix ({known})")
+    return target
+
+
+def save_figure(figure: Figure, target: Path) -> None:
+    """Write `figure` to `target` (checked by `check_plot_target`; format from its suffix), atomically."""
+    with open_output(target, binary=True) as handle:
+        figure.savefig(handle, format=target.suffix.lower().lstrip("."), dpi=150)
+
+
+def svg_text(figure: Figure, name: str) -> str:
+    """The figure as an inline <svg> element; `name` salts its element ids, so that several
+    charts on one page never share one."""
+    from matplotlib import rc_context
+
+    buffer = io.StringIO()
+    with rc_context({"svg.hashsalt": name, "svg.fonttype": "path"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
