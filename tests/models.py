@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class FunctionalOps(nn.Module):
@@ -56,3 +57,17 @@ class WithUnusedHead(nn.Module):
 
     def forward(self, x):
         return self.body(x)
+
+
+class Checkpointed(nn.Module):
+    """A convolution block run under activation checkpointing (non-reentrant): the backward
+    runs its forward again."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(checkpoint(self.block, self.stem(x), use_reentrant=False))

@@ -18,6 +18,7 @@ from archprof.report import TRAINING_COLUMNS
 from archprof.trace import trace
 from archprof.zoo import MODELS
 from tests.cli import cli
+from tests.models import Checkpointed
 
 
 def counted_training_flops(model: nn.Module, *inputs: torch.Tensor) -> FlopCounterMode:
@@ -83,21 +84,8 @@ def test_frozen_layers_compute_no_weight_gradient_and_nothing_flows_into_a_froze
     assert report.totals.training_flops == expected == 2 * (13_824 + 20_736 + 4_608 + 20_736 + 4_608)
 
 
-class _Checkpointed(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
-        self.head = nn.Conv2d(8, 2, 1)
-
-    def forward(self, x):
-        x = self.stem(x)
-        x = checkpoint(self.block, x, use_reentrant=False)
-        return self.head(x)
-
-
 def test_checkpointing_recomputes_the_forward_inside_the_backward():
-    model = _Checkpointed()
+    model = Checkpointed()
     report = training_report(model, (3, 6, 6))
     # The backward of block.2 needs block.1's output: block.0 and block.1 run again; block.2,
     # whose output nothing saved needs, does not (checkpoint stops early).
@@ -111,7 +99,7 @@ def test_checkpointing_recomputes_the_forward_inside_the_backward():
 
 
 def test_reentrant_checkpointing_recomputes_the_whole_block_and_attributes_its_gradients():
-    class Reentrant(_Checkpointed):
+    class Reentrant(Checkpointed):
         def forward(self, x):
             return self.head(checkpoint(self.block, self.stem(x), use_reentrant=True))
 
@@ -139,11 +127,11 @@ def test_reentrant_checkpointing_recomputes_the_whole_block_and_attributes_its_g
 
 
 def test_checkpointing_saves_less_for_the_backward():
-    class Plain(_Checkpointed):
+    class Plain(Checkpointed):
         def forward(self, x):
             return self.head(self.block(self.stem(x)))
 
-    saved = [training_report(m, (3, 6, 6)).totals.saved_activation_bytes for m in (Plain(), _Checkpointed())]
+    saved = [training_report(m, (3, 6, 6)).totals.saved_activation_bytes for m in (Plain(), Checkpointed())]
     assert saved[1] < saved[0]
 
 

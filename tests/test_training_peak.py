@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from typer.testing import CliRunner
 
 import archprof
@@ -19,7 +18,7 @@ from archprof.passes.memory import training_timeline
 from archprof.trace import trace
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_training_peaks
-from tests.models import Residual
+from tests.models import Checkpointed, Residual
 from tests.test_memory_kernels import AttentionBlock
 
 
@@ -105,17 +104,6 @@ def test_a_rolled_up_report_has_no_step_to_follow():
 
 
 # --- against torch.profiler on a real CPU training step ---------------------------------------
-
-
-class Checkpointed(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
-        self.head = nn.Conv2d(8, 2, 1)
-
-    def forward(self, x):
-        return self.head(checkpoint(self.block, self.stem(x), use_reentrant=False))
 
 
 def mlp_with_a_frozen_first_layer():
