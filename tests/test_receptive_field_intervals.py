@@ -104,6 +104,9 @@ class Interpolate(nn.Module):
     def forward(self, x):
         return F.interpolate(x, **self.kwargs)
 
+    def extra_repr(self) -> str:  # a falsifying example names its resampling
+        return ", ".join(f"{key}={value!r}" for key, value in self.kwargs.items())
+
 
 class Pad(nn.Module):
     def __init__(self, pad, mode):
@@ -312,6 +315,16 @@ def test_resampling_follows_the_arithmetic_of_pytorchs_kernels(mode, factor, dty
     # factor 2.2, output 33 copies input floor(33 * float32(1 / 2.2)) = 15, not 14.
     model = nn.Sequential(nn.Conv2d(1, 1, 1), Interpolate(scale_factor=factor, mode=mode))
     check_units(model, (1, 10, 17), every_unit(model, (1, 10, 17)), dtype)
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+def test_a_source_coordinate_just_below_a_whole_number_is_floored_in_float32(mode):
+    # Found by hypothesis. Align corners from 33 to 99 pixels: output 49's source is
+    # 49 * (32 / 98) = 15.999999999999998 in double, but the kernels floor it as a float
+    # (guard_index_and_lambda's floorf): input 16 with weight 1, not inputs 15 and 16.
+    mode = {"linear": "bilinear", "cubic": "bicubic"}[mode]
+    model = nn.Sequential(nn.Conv2d(1, 1, 1), Interpolate(size=(3, 99), mode=mode, align_corners=True))
+    check_units(model, (1, 2, 33), every_unit(model, (1, 2, 33)))
 
 
 def test_a_1d_audio_net_with_a_transposed_upsampler():

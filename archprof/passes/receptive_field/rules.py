@@ -754,6 +754,13 @@ def _source(u: int, n: int, o: int, factor: float | None, align_corners: bool, d
     return source if cubic or source >= 0 else 0.0
 
 
+def _source_index(x: float, n: int) -> int:
+    """The input index below source coordinate x, as guard_index_and_lambda takes it: floorf,
+    so in float32 even for a double x (15.999999999999998 is 16: 49 * 32/98, align_corners
+    from 33 to 99), clamped to the map; the weight x - i of the next input is clamped at 0."""
+    return min(math.floor(_f32(x)), n - 1)
+
+
 @_rule("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d")
 def _linear(walk: Walk, op: OpNode) -> State:
     """Output o reads inputs i and i + 1 around its source coordinate x (i = floor(x)), the
@@ -771,7 +778,7 @@ def _linear(walk: Walk, op: OpNode) -> State:
                 x = (u * ratio) if align_corners else (u + Fraction(1, 2)) * ratio - Fraction(1, 2)
                 return ((math.floor(x), math.ceil(x)),)
             x = _source(u, n, o, factor, align_corners, dtype, cubic=False)
-            i = int(x)
+            i = _source_index(x, n)
             return ((i, i + 1),) if x - i > 0 and i < n - 1 else ((i, i),)
 
         return parent.derive(o, reads, ratio, uniform=ratio.denominator == 1)
@@ -794,7 +801,7 @@ def _cubic(walk: Walk, op: OpNode) -> State:
                 x = (u * ratio) if align_corners else (u + Fraction(1, 2)) * ratio - Fraction(1, 2)
                 return ((math.floor(x) - 1, math.floor(x) + 2),)
             x = _source(u, n, o, factor, align_corners, dtype, cubic=True)
-            i = min(math.floor(x), n - 1)
+            i = _source_index(x, n)
             if x - i <= 0:
                 return ((i, i),)
             return ((min(max(i - 1, 0), n - 1), min(i + 2, n - 1)),)
