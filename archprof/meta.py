@@ -1,5 +1,10 @@
 """Building a model on the meta device: no storage allocated, and weight initialisers
-skipped (a meta tensor has no values to fill). The loader and the zoo both build this way."""
+skipped (a meta tensor has no values to fill). The loader and the zoo both build this way.
+
+`on_meta` puts every tensor the constructor makes on meta. A constructor that reads values
+it computes (torchvision's RegNets: `.tolist()` of a width schedule) fails there;
+`weights_on_meta` lets it compute on the CPU and moves only parameters and buffers to meta
+as they are registered, before any initialiser reaches them."""
 
 from __future__ import annotations
 
@@ -68,3 +73,34 @@ def on_meta() -> Iterator[None]:
     """Build on the meta device, weight initialisers skipped (their values are never read)."""
     with torch.device("meta"), _SkipFillsOnMeta():
         yield
+
+
+_LAZY = torch.nn.parameter.UninitializedTensorMixin  # a lazy module's: no shape to move yet
+
+
+@contextlib.contextmanager
+def weights_on_meta() -> Iterator[None]:
+    """Build with the constructor's own computations on the CPU, each parameter and buffer
+    moved to meta as a module registers it (its CPU tensor is never filled: initialisers
+    find the meta one and are skipped)."""
+    register_parameter = torch.nn.Module.register_parameter
+    register_buffer = torch.nn.Module.register_buffer
+
+    def register_meta_parameter(module, name, param):
+        if param is not None and not param.is_meta and not isinstance(param, _LAZY):
+            param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(module, name, param)
+
+    def register_meta_buffer(module, name, tensor, persistent=True):
+        if tensor is not None and not isinstance(tensor, _LAZY):
+            tensor = tensor.to("meta")
+        register_buffer(module, name, tensor, persistent=persistent)
+
+    torch.nn.Module.register_parameter = register_meta_parameter
+    torch.nn.Module.register_buffer = register_meta_buffer
+    try:
+        with _SkipFillsOnMeta():
+            yield
+    finally:
+        torch.nn.Module.register_parameter = register_parameter
+        torch.nn.Module.register_buffer = register_buffer

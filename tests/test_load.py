@@ -90,6 +90,15 @@ def test_arg_values_are_parsed_as_python_values():
             parse_args([bad])
 
 
+def test_torchvision_regnets_read_their_width_schedule_and_still_build_on_meta(hub_packages):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArchprofWarning)  # not "built on the CPU"
+        loaded = load_model("torchvision:regnet_y_128gf")  # 645 M parameters: 2.6 GB were it built on the CPU
+    assert {t.device.type for t in (*loaded.module.parameters(), *loaded.module.buffers())} == {"meta"}
+    # torchvision's published figure for regnet_y_128gf.
+    assert sum(p.numel() for p in loaded.module.parameters()) == 644_812_894
+
+
 def test_torchvision_and_timm_models_are_built_on_meta(hub_packages):
     loaded = load_model("torchvision:resnet18", args={"num_classes": 10})
     assert {p.device.type for p in loaded.module.parameters()} == {"meta"}
@@ -328,9 +337,18 @@ def test_cli_prints_the_fallback_warning_once_on_stderr():
     assert "warning" not in result.stdout
 
 
-def test_a_factory_that_cannot_build_on_meta_is_built_on_the_cpu(tiny):
+def test_a_factory_that_reads_values_it_computes_gets_its_weights_on_meta(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArchprofWarning)  # nothing to say: the weights are on meta
+        loaded = load_model("tiny_models:built_with_data")
+        report = archprof.analyze(loaded, input_size=(4,))
+    assert all(p.is_meta for p in loaded.module.parameters())
+    assert report.totals.param_count == (4 * 4 + 4) + (4 * 8 + 8) and report.traced_on == "meta"
+
+
+def test_a_factory_that_reads_its_own_weights_is_built_on_the_cpu(tiny):
     with pytest.warns(ArchprofWarning, match="cannot be built on the meta device"):
-        report = archprof.analyze("tiny_models:built_with_data", input_size=(4,))
+        report = archprof.analyze("tiny_models:reads_its_weights", input_size=(4,))
     assert report.totals.param_count == (4 * 4 + 4) + (4 * 8 + 8) and report.traced_on == "meta"
 
 

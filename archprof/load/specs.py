@@ -49,7 +49,7 @@ from archprof.load.common import (
 from archprof.load.files import load_file
 from archprof.load.model import LoadedModel
 from archprof.load.weights import check_weights, load_state_dict
-from archprof.meta import on_meta
+from archprof.meta import on_meta, weights_on_meta
 from archprof.trace import is_meta_limitation
 from archprof.zoo import MODELS
 
@@ -327,15 +327,28 @@ def _builder(fn: Callable[..., Any], args: Mapping[str, Any], name: str) -> Call
     return build
 
 
+def _built_on_meta(fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
+    """`fn(**args)` with every tensor on meta, else (it reads a value it computed) with its
+    parameters and buffers alone on meta; the error of the second try if both fail."""
+    try:
+        with on_meta():
+            return fn(**args)
+    except Exception as exc:
+        if isinstance(exc, ArchprofError) or not is_meta_limitation(exc):
+            raise
+    with weights_on_meta():
+        return fn(**args)
+
+
 def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], kind: str) -> LoadedModel:
-    """Call the factory on the meta device; should it not build there (it computes with
-    tensors, say), build it on the CPU instead, saying so once."""
+    """Call the factory on the meta device; should it not build there (it reads values it
+    computes, say), with only its weights on meta; failing that too (it reads its weights),
+    build it on the CPU instead, saying so once."""
 
     meta_failure = None
     with _user_code(f"model factory '{name}' failed"):
         try:
-            with on_meta():
-                module = fn(**args)
+            module = _built_on_meta(fn, args)
         except ArchprofError:
             raise
         except Exception as exc:
