@@ -11,9 +11,10 @@ conditions PyTorch's own selection uses, so that the trace records what the CPU 
 and autograd saves. Where the CPU would take the composite road too, the call goes on
 unchanged.
 
-It replaces, while active, the two names through which models reach these functions:
+It replaces, while active, the names through which models reach these functions:
 `torch.nn.functional.scaled_dot_product_attention` (what `F.scaled_dot_product_attention`
-and `nn.MultiheadAttention` call) and `torch._VF.lstm` (what `nn.LSTM` calls). A
+and `nn.MultiheadAttention` call), `torch._VF.lstm` (what `nn.LSTM` calls) and
+`torch.batch_norm` (what `F.batch_norm` calls). A
 TorchFunctionMode would see every call however made, but costs every torch call of every
 model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
 (`torch._C._nn.scaled_dot_product_attention`, a name imported before the trace) keeps the
@@ -29,6 +30,12 @@ Modelled (PyTorch 2.x, CPU):
   both fused CUDA kernels save the output and a float32 log-sum-exp as the CPU's does (the
   memory-efficient one pads its length to a multiple of 32), so the figures hold there
   but for that padding; where CUDA falls back to math, the L x L matrix is saved.
+- batch norm: `native_batch_norm`, called directly, on meta and CPU tensors alike (so a
+  real CPU trace records the same ops). The composite `torch.batch_norm` takes that kernel
+  on a CPU but first makes an empty "reserve" tensor for cuDNN's sake, an operator of its
+  own that holds no byte, computes nothing and costs the trace a fifth of a BatchNorm's
+  time. An empty input keeps the composite road (it returns early, without the kernel), as
+  does any other device (CUDA picks cuDNN there).
 - recurrent layers: `nn.LSTM` in float32 with oneDNN enabled runs `mkldnn_rnn_layer` per
   layer and direction (RNN.cpp's `use_mkldnn`); its workspace is sized by
   `onednn_lstm_workspace_bytes`. GRU and plain RNN layers run the cell loop on the CPU too
@@ -55,23 +62,39 @@ _ONEDNN_LSTM_MODE = 2  # ideep::rnn_kind::LSTM
 
 
 class DeviceKernels:
-    """Routes attention and LSTM calls to the kernels a CPU would run, while active (a
-    context manager); counts each choice in `chosen` ("scaled_dot_product_attention: CPU
-    flash attention (...)" -> calls). Calls on tensors off the meta device go on unchanged."""
+    """Routes attention, LSTM and batch-norm calls to the kernels a CPU would run, while
+    active (a context manager); counts each attention and LSTM choice in `chosen`
+    ("scaled_dot_product_attention: CPU flash attention (...)" -> calls). Attention and
+    LSTM calls on tensors off the meta device, and batch norms off meta and the CPU, go on
+    unchanged."""
 
     def __init__(self) -> None:
         self.chosen: Counter[str] = Counter()
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
+        self._batch_norm_function = torch.batch_norm
 
     def __enter__(self) -> DeviceKernels:
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
+        self._batch_norm_function = torch.batch_norm
         torch.nn.functional.scaled_dot_product_attention = self._routed_attention
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
+        torch.batch_norm = self._routed_batch_norm
         return self
 
     def __exit__(self, *exc) -> None:
         torch.nn.functional.scaled_dot_product_attention = self._attention_function
         del torch._VF.lstm
+        torch.batch_norm = self._batch_norm_function
+
+    def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
+        if input.device.type not in ("meta", "cpu") or input.numel() == 0:
+            return self._batch_norm_function(
+                input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn
+            )
+        output, _, _ = torch.ops.aten.native_batch_norm(
+            input, weight, bias, running_mean, running_var, training, momentum, eps
+        )
+        return output
 
     def _routed_attention(self, query, *args, **kwargs):
         if query.device.type != "meta":

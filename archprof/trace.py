@@ -114,7 +114,8 @@ def trace(
     kwargs = {s.name: x for s, x in zip(specs, inputs, strict=True) if s.name is not None}
 
     training_modes = {module: module.training for _, module in modules}
-    model.train(training)
+    if any(mode != training for mode in training_modes.values()):
+        model.train(training)  # its own `train` may keep some modules as they were (frozen norms)
     # A training step on the model's own tensors writes their .grad: the caller's are put
     # back afterwards (and a later trace starts from none, as a step after zero_grad does).
     own_gradients = {p: p.grad for p in model.parameters()} if training and stand_ins is None else {}
@@ -132,8 +133,7 @@ def trace(
             else:
                 stack.enter_context(torch.no_grad())
             stack.enter_context(recorder)
-            if not real:  # on meta, composite attention and LSTM calls would not pick the CPU's kernels
-                stack.enter_context(kernels)
+            stack.enter_context(kernels)  # on meta, composite calls would not pick the CPU's kernels
             if by_parameters:
                 recorder.start_root(model, args)
             step = _ForwardThenBackward(model, recorder) if training else model
@@ -156,7 +156,8 @@ def trace(
         raise forward_exit_error(_type_name(model), exc, recorder.inner_module()) from None
     finally:
         for module, was_training in training_modes.items():
-            module.training = was_training
+            if module.training != was_training:  # nn.Module's __setattr__ is slow: only what changed
+                module.training = was_training
         for parameter, gradient in own_gradients.items():
             parameter.grad = gradient
 
