@@ -15,7 +15,9 @@ In one run it measures, side by side:
    archprof's meta build from the spec and its analysis of that model, beside torchinfo,
    fvcore and FlopCounterMode (a real CPU forward) on the model built on the CPU; the
    speed-up over the fastest peer; archprof's time per traced operator beside the
-   dispatch-mode floor (what a TorchDispatchMode that only calls each operator adds).
+   dispatch-mode floor (what a TorchDispatchMode that only calls each operator adds);
+5. the same for every built-in model, each at its usual input (--quick: three of them);
+6. archprof's analysis of the models of 4 at batch 1 and 64 (flat in batch).
 
 It prints a Markdown report and writes the same text to reports/benchmark_analysis.md.
 Each measurement is the median of --repeat timed runs after one warm-up call, except the
@@ -72,6 +74,9 @@ HUB_MODELS = (
     "timm:regnety_016",
 )
 QUICK_HUB_MODELS = HUB_MODELS[:2]
+HUB_INPUT = (3, 224, 224)
+# Every built-in model, each at its usual input (--quick: three).
+QUICK_BUILT_INS = ("lenet5", "resnet18", "mobilenet_v2")
 
 # Targets from the issue.
 SPEEDUP_TARGETS = {224: 10.0, 1024: 100.0}
@@ -207,6 +212,7 @@ def bench_models(sizes: tuple[int, ...], repeat: int) -> tuple[list[Row], dict[s
 @dataclass
 class HubRow:
     spec: str
+    size: tuple[int, ...]  # one sample's input shape
     operators: int
     build: Timing  # archprof's meta-device build from the spec
     archprof: Timing  # analysis only, of the model built on meta
@@ -274,20 +280,20 @@ def dispatch_floor_s(model: torch.nn.Module, x: torch.Tensor, repeat: int) -> fl
     return statistics.median(gaps[1:])
 
 
-def bench_hub(specs: tuple[str, ...], repeat: int) -> list[HubRow]:
-    hub_packages()
+def bench_specs(specs: tuple[str, ...], repeat: int, size: tuple[int, ...] | None = None) -> list[HubRow]:
+    """Each model at `size` (one sample's shape), or at its usual input where None."""
     rows = []
     for spec in specs:
-        rows.append(bench_hub_model(spec, repeat))
+        rows.append(bench_spec(spec, repeat, size))
         gc.collect()
     return rows
 
 
-def bench_hub_model(spec: str, repeat: int) -> HubRow:
-    size = (3, 224, 224)
+def bench_spec(spec: str, repeat: int, size: tuple[int, ...] | None) -> HubRow:
     progress(f"{spec}: archprof build and analysis")
     build = measure(lambda: load_model(spec), repeat)
     loaded = build.result
+    size = size or loaded.default_inputs[0].shape
     ap = measure(lambda: archprof.analyze(loaded, input_size=size, batch=1), repeat)
     operators = len(traced_analysis(loaded, size, 1, None).graph.ops)
     floor_s = dispatch_floor_s(loaded.module.eval(), torch.empty(1, *size, device="meta"), repeat)
@@ -299,16 +305,16 @@ def bench_hub_model(spec: str, repeat: int) -> HubRow:
         "fvcore": measure(lambda: fvcore_count(model, x), repeat),
         "FlopCounterMode": measure(lambda: flop_counter(model, x), repeat),
     }
-    return HubRow(spec, operators, build, ap, peers, floor_s)
+    return HubRow(spec, size, operators, build, ap, peers, floor_s)
 
 
-def render_hub(rows: list[HubRow], repeat: int) -> str:
+def render_specs(rows: list[HubRow], repeat: int, title: str) -> str:
     out = [
         "",
-        "## 4. Models from torchvision and timm (224x224, batch 1)",
+        f"## {title}",
         "",
-        "archprof: analysis only, of the model it built on meta (the build from the spec is its own column);"
-        " each peer on the model built on the CPU (build not counted); FlopCounterMode runs a real CPU"
+        "archprof: analysis only, of the model it built on meta (the build from the spec or name is its own"
+        " column); each peer on the model built on the CPU (build not counted); FlopCounterMode runs a real CPU"
         f" forward. Median of {repeat} timed runs after one warm-up call, all in this one process.",
         "Per operator: archprof's analysis time over the operators it traced; the dispatch-mode floor is what a"
         " TorchDispatchMode that only calls each operator adds to a meta forward of the same model, per operator"
@@ -319,6 +325,7 @@ def render_hub(rows: list[HubRow], repeat: int) -> str:
     out += markdown_table(
         [
             "model",
+            "input",
             "build (meta) ms",
             "archprof ms",
             *(f"{p} ms" for p in peers),
@@ -330,6 +337,7 @@ def render_hub(rows: list[HubRow], repeat: int) -> str:
         [
             [
                 f"`{r.spec}`",
+                "x".join(map(str, r.size)),
                 f"{r.build.ms:,.1f}",
                 f"{r.archprof.ms:,.1f}",
                 *(f"{r.peers[p].ms:,.1f}" for p in peers),
@@ -340,12 +348,42 @@ def render_hub(rows: list[HubRow], repeat: int) -> str:
             ]
             for r in rows
         ],
-        "lrrrrrlrrr",
+        "llrrrrrlrrr",
     )
     met = all(r.speedup >= SPEEDUP_TARGETS[224] for r in rows)
     cheap_build = all(r.build.median_s <= r.archprof.median_s for r in rows)
     out += ["", f"- ≥ 10x faster than the fastest peer on every model: {verdict(met)}"]
     out += [f"- building from the spec costs at most the analysis: {verdict(cheap_build)}", ""]
+    return "\n".join(out)
+
+
+BATCHES = (1, 64)
+
+
+def bench_batches(specs: tuple[str, ...], repeat: int) -> dict[str, list[Timing]]:
+    """archprof's analysis of each model at 224x224 and each of BATCHES."""
+    timings = {}
+    for spec in specs:
+        progress(f"{spec}: archprof at batch {' and '.join(map(str, BATCHES))}")
+        loaded = load_model(spec)
+        timings[spec] = [
+            measure(lambda m=loaded, b=b: archprof.analyze(m, input_size=HUB_INPUT, batch=b), repeat) for b in BATCHES
+        ]
+    return timings
+
+
+def render_batches(timings: dict[str, list[Timing]]) -> str:
+    out = ["", f"## 6. Analysis time against batch (224x224, batch {' and '.join(map(str, BATCHES))})", ""]
+    out += markdown_table(
+        ["model", *(f"batch {b} ms" for b in BATCHES), "ratio"],
+        [
+            [f"`{spec}`", *(f"{t.ms:,.1f}" for t in times), fmt_x(times[-1].median_s / times[0].median_s)]
+            for spec, times in timings.items()
+        ],
+        "l" + "r" * (len(BATCHES) + 1),
+    )
+    flat = all(times[-1].median_s <= FLAT_TOLERANCE * times[0].median_s for times in timings.values())
+    out += ["", f"- archprof time does not grow with the batch (at most {FLAT_TOLERANCE:g}x): {verdict(flat)}", ""]
     return "\n".join(out)
 
 
@@ -701,14 +739,22 @@ def main(argv: list[str] | None = None) -> int:
     cpu_start = _cpu_seconds()
     started = time.perf_counter()
     rows, build_ms = bench_models(QUICK_SIZES if args.quick else FULL_SIZES, args.repeat)
-    hub_rows = bench_hub(QUICK_HUB_MODELS if args.quick else HUB_MODELS, args.repeat)
+    hub_packages()
+    hub_rows = bench_specs(QUICK_HUB_MODELS if args.quick else HUB_MODELS, args.repeat, HUB_INPUT)
+    built_in_rows = bench_specs(QUICK_BUILT_INS if args.quick else tuple(MODELS), args.repeat)
+    batch_timings = bench_batches(QUICK_HUB_MODELS if args.quick else HUB_MODELS, args.repeat)
     progress("CLI wall time")
     cli = bench_cli(args.repeat)
     progress("peak memory")
     memory = bench_memory(args.repeat)
     elapsed_s = time.perf_counter() - started
     share = others_cpu_share(cpu_start, _cpu_seconds(), elapsed_s)
-    text = render(rows, build_ms, cli, memory, args, command, elapsed_s, share) + render_hub(hub_rows, args.repeat)
+    text = (
+        render(rows, build_ms, cli, memory, args, command, elapsed_s, share)
+        + render_specs(hub_rows, args.repeat, "4. Models from torchvision and timm (224x224, batch 1)")
+        + render_specs(built_in_rows, args.repeat, "5. Every built-in model (its usual input, batch 1)")
+        + render_batches(batch_timings)
+    )
     print(text)
     write_atomic(args.report, text)
     progress(f"wrote {args.report}")
