@@ -5,14 +5,15 @@ checked against PyTorch's FlopCounterMode on meta tensors.
 
 Per model: archprof's build from its spec (`torchvision:NAME`, `timm:NAME`) and analysis,
 each timed; then, on the same module on the meta device at the same input, the reference
-figures: parameters as the sum of `numel()`, MACs as FlopCounterMode's count / 2, the output
-shape of the forward. A model is exact when all three equal archprof's (its parameter
-total, MACs, and the output shape of its last row with one), wrong when one differs, failed when
-archprof raised. A model whose build fails on meta is left out ("does not build on
-meta"), and counted.
+figures: parameters as the sum of `numel()`, MACs as FlopCounterMode's count / 2, the
+shapes of every tensor the forward returns (where that forward raises on meta, the model
+built on the CPU and run there). A model is exact when all three equal archprof's (its
+parameter total, MACs, and the shapes of the graph's outputs), wrong when one differs,
+failed when archprof raised. A model whose build fails on meta is left out ("does not
+build on meta"), and counted.
 
-`--sample N` analyses N models drawn at random (seeded) instead of all of them (about 1,300:
-an hour on two cores). The models go through `archprof.parallel.ordered_map` (`--jobs`,
+`--sample N` analyses N models drawn at random (seeded) instead of all of them (1,451:
+13 minutes on one core). The models go through `archprof.parallel.ordered_map` (`--jobs`,
 default one per core). Writes reports/hub_sweep.md and reports/hub_sweep.csv.
 """
 
@@ -66,6 +67,7 @@ def sweep_one(spec: str) -> dict:
     import archprof
     from archprof.errors import first_line
     from archprof.load import load_model
+    from archprof.units import shapes_text
 
     _hubs()
     row = dict.fromkeys(FIELDS, "")
@@ -86,7 +88,7 @@ def sweep_one(spec: str) -> dict:
         analysis_ms=f"{(analysed - built) * 1e3:.1f}",
         params=report.totals.param_count,
         macs=report.totals.macs,
-        output_shape=next((shape for shape in reversed(report.columns["output_shape"]) if shape), ""),
+        output_shape=shapes_text(t.shape for t in report.graph.outputs),
         not_counted=" ".join(f"{op}={n}" for op, n in sorted(report.totals.not_counted.items())),
     )
     try:
@@ -115,18 +117,17 @@ def _reference(module, input_shapes, device: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from archprof.units import shape_text
+    from archprof.structure import tensors_in
+    from archprof.units import shapes_text
 
     module = module.eval()
     inputs = [torch.zeros(shape, device=device) for shape in input_shapes]
     with FlopCounterMode(display=False) as counter:  # with grad: its module hooks assert on a backward node
         output = module(*inputs)
-    while isinstance(output, tuple | list):
-        output = output[0]
     return {
         "reference_params": sum(p.numel() for p in module.parameters()),
         "reference_macs": counter.get_total_flops() // 2,
-        "reference_output_shape": shape_text(tuple(output.shape)),
+        "reference_output_shape": shapes_text(t.shape for t in tensors_in(output)),
     }
 
 
@@ -158,7 +159,7 @@ def markdown(rows: list[dict], total: int, sample: int | None, jobs: int, wall_s
         " start (other work on the machine slows every time below).",
         "",
         "Reference: the same module on the meta device, parameters as the sum of `numel()`, MACs as"
-        " FlopCounterMode's count / 2, the forward's output shape (archprof's: that of its last row with one)."
+        " FlopCounterMode's count / 2, the shapes of every tensor the forward returns, in order."
         " Where that forward raises on meta, the model built on the CPU and run there for real.",
         "",
         "| exact | wrong | failed | no reference | does not build on meta |",
