@@ -11,6 +11,7 @@ from torch._prims_common import check_significant_strides
 
 import archprof
 from archprof.operators import OPERATORS, Family, operator_named
+from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.rules import rule_for
 from archprof.trace import _Recorder, trace
 from archprof.zoo import MODELS
@@ -110,6 +111,32 @@ def test_the_real_gaps_are_costed():
     totals = archprof.analyze(Gaps(), input_size=(2, 4, 4)).totals
     assert totals.not_counted == {}
     assert totals.elementwise_flops == 96 + 4 * 32 + 3 * 32 + 2 * 32 + 8 + 7 * 128
+
+
+def test_the_operators_the_hub_sweep_found_uncounted_are_costed():
+    """VOLO's outlooker and TNT cut windows out (F.unfold, free) and VOLO folds them back
+    (F.fold: one addition per window element); EdgeNeXt's positional encoding takes running
+    sums (one addition per element); BoTNet's relative positions make an identity (free)."""
+
+    class Found(torch.nn.Module):
+        def forward(self, x):  # x: [1, 4, 8, 8]
+            columns = torch.nn.functional.unfold(x, 3, padding=1, stride=2)  # [1, 36, 16]
+            folded = torch.nn.functional.fold(columns, (8, 8), 3, padding=1, stride=2)  # 576 additions
+            return folded.cumsum(1) + folded.cumsum(3) + torch.eye(8)  # 256 + 256, then 256 + 256
+
+    report = archprof.analyze(Found(), input_size=(4, 8, 8))
+    assert report.totals.not_counted == {}
+    assert report.totals.elementwise_flops == 4 * 9 * 16 + 256 + 256 + 256 + 256
+
+
+@pytest.mark.parametrize("dim,field", [(1, (1, 1)), (3, FieldMark.UNDEFINED)])
+def test_a_running_sum_keeps_the_field_unless_it_runs_along_a_spatial_axis(dim, field):
+    class RunningSum(torch.nn.Module):
+        def forward(self, x):
+            return x.cumsum(dim)
+
+    report = archprof.analyze(RunningSum(), input_size=(4, 8, 8))
+    assert report.columns["receptive_field"] == [field]
 
 
 def _dispatched(packet) -> bool:

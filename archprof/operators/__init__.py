@@ -104,7 +104,8 @@ _add(
     Family.DATA_MOVEMENT,
     "clone _to_copy copy lift_fresh lift_fresh_copy cat stack repeat roll flip pixel_shuffle pixel_unshuffle"
     " index index_select gather embedding constant_pad_nd"
-    " reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d",
+    " reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d"
+    " im2col",
 )
 # nearest-neighbour resampling copies one input per output
 _add(
@@ -115,7 +116,7 @@ _add(
 _add(
     Family.CREATION,
     "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like fill zero scalar_tensor"
-    " arange linspace new_empty new_empty_strided new_zeros new_ones new_full"
+    " arange linspace eye new_empty new_empty_strided new_zeros new_ones new_full"
     " rand_like randn_like randint_like bernoulli uniform normal random",
 )
 
@@ -134,6 +135,8 @@ _add(Family.WINDOW, "upsample_linear1d", costs.interpolation_cost(2))
 _add(Family.WINDOW, "upsample_bilinear2d _upsample_bilinear2d_aa", costs.interpolation_cost(4))
 _add(Family.WINDOW, "upsample_trilinear3d", costs.interpolation_cost(8))
 _add(Family.WINDOW, "upsample_bicubic2d _upsample_bicubic2d_aa", costs.interpolation_cost(16))
+# F.fold: sliding windows added back into a map, one addition per window element.
+_add(Family.WINDOW, "col2im", costs.fold_cost)
 
 # --- reductions ---------------------------------------------------------------------------
 
@@ -144,6 +147,7 @@ _add(Family.REDUCTION, "var var_mean", costs.variance_cost)
 _add(Family.REDUCTION, "std std_mean", costs.standard_deviation_cost)
 _add(Family.REDUCTION, "linalg_vector_norm", costs.vector_norm_cost)
 _add(Family.REDUCTION, "logsumexp", costs.logsumexp_cost)
+_add(Family.REDUCTION, "cumsum", costs.reduction_cost)  # a running sum: one addition per element
 
 # --- normalisation ------------------------------------------------------------------------
 

@@ -157,6 +157,12 @@ def norm_with_statistics_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
 # --- Reductions ---------------------------------------------------------------------------
 
 
+def fold_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """col2im (F.fold): every element of every window is added into the map, one FLOP per
+    input element (its N x C*K x L columns)."""
+    return Cost(elementwise_flops=prod(x))
+
+
 def reduction_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     """A mean is a window of all reduced elements: one FLOP per input element."""
     return Cost(elementwise_flops=prod(x))

@@ -840,6 +840,17 @@ def _softmax(walk: Walk, op: OpNode) -> State:
     return walk.reduce(op, walk.state(x), ndim, {_arg(op, 1, "dim", -1) % ndim})
 
 
+@_rule("cumsum")
+def _running_sum(walk: Walk, op: OpNode) -> State:
+    """Unit i of the summed axis reads units 0 to i: pointwise unless that axis is spatial."""
+    x = op.args[0]
+    axis = _arg(op, 1, "dim", 0) % max(len(x.shape), 1)
+    state = walk.state(x)
+    if isinstance(state, Field) and state.dims[axis] is not None:
+        return walk.undefined(op, "it sums along a spatial dimension")
+    return state
+
+
 @_rule("glu")
 def _glu(walk: Walk, op: OpNode) -> State:
     """a * sigmoid(b) for the two halves along one axis: pointwise unless that axis is spatial."""
