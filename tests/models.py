@@ -39,14 +39,14 @@ class Residual(nn.Module):
 
 
 class Uncounted(nn.Module):
-    """Uses an operator archprof has no formula for (cumsum)."""
+    """Uses an operator archprof has no formula for (cumprod)."""
 
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(6, 6)
 
     def forward(self, x):
-        return torch.cumsum(self.fc(x), dim=1)
+        return torch.cumprod(self.fc(x), dim=1)
 
 
 class WithUnusedHead(nn.Module):
