@@ -705,15 +705,15 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
     PyTorch's meta kernels for batch norm, ReLU, add and others are Python decompositions
     costing 0.4-5 ms a call; this answers them in microseconds, with what the kernel's
     output carries: a new contiguous tensor, or the input itself for an in-place op.
-    Returns None (use the real meta kernel) whenever the answer could differ from it: mixed
-    dtypes, non-float input, an input that is not contiguous where the kernel's output
+    Returns None (use the real kernel) whenever the answer could differ from it: an input
+    off the meta device, mixed dtypes, non-float input, an input that is not contiguous where the kernel's output
     follows its layout (channels last, a transposed or expanded view; a matrix product's
     output is contiguous whatever its inputs, an elementwise op's laid out by TensorIterator's
     rule), or an in-place op whose result would not fit its destination. A formula's Refused
     is final: the real kernel refuses the call even where the meta kernel would answer it."""
     first = tensors[0] if tensors else None
-    if first is None or not first.is_floating_point() or any(t.dtype != first.dtype for t in tensors):
-        return None
+    if first is None or not first.is_floating_point() or any(t.dtype != first.dtype or not t.is_meta for t in tensors):
+        return None  # a CPU tensor the forward made itself (a position table) is computed for real
     layout_matters = not info.writes_input and not info.contiguous_output
     follows_layout = layout_matters and not all(t.is_contiguous() for t in tensors)
     if follows_layout and not info.elementwise:

@@ -1,11 +1,12 @@
 import copy
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
 import archprof
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, ArchprofWarning
 from tests.models import FunctionalOps, Residual, Uncounted, WithUnusedHead
 
 
@@ -39,7 +40,7 @@ def test_residual_add_is_counted_in_the_block():
 
 def test_not_counted_operators_are_listed_never_zero_in_silence():
     report = archprof.analyze(Uncounted(), input_size=(6,))
-    assert report.totals.not_counted == {"aten.cumsum": 1}
+    assert report.totals.not_counted == {"aten.cumprod": 1}
     assert report.totals.macs == 36
 
 
@@ -141,3 +142,26 @@ def test_a_failing_forward_leaves_no_recorded_forward_behind():
     with pytest.raises(ArchprofError, match="'1' \\(Linear\\)"):
         archprof.analyze(model, input_size=(3, 6, 6))
     assert all("forward" not in module.__dict__ for module in model.modules())
+
+
+def test_a_table_the_forward_computes_on_the_cpu_is_computed_there():
+    """ConViT builds its relative-position table in its forward, on the CPU (no device
+    given), then writes it into a CPU tensor and moves it: the meta trace must compute the
+    table for real rather than answer its arithmetic with meta tensors (that made the copy
+    fail and the whole model fall back to a real CPU forward, 70 times slower)."""
+
+    class PositionTable(nn.Module):
+        def forward(self, x):
+            n = x.shape[-1]
+            steps = torch.arange(n, dtype=torch.float32)
+            offsets = steps.view(1, -1) - steps.view(-1, 1)
+            table = torch.zeros(n, n, 2)
+            table[:, :, 0] = offsets**2
+            return x + table[:, :, 0].to(x.device)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArchprofWarning)  # not "traced with a real forward"
+        report = archprof.analyze(PositionTable(), input_size=(3, 5, 5))
+    assert report.traced_on == "meta"
+    # The table's arithmetic (5 x 5 sub, pow) and the add of 3 x 5 x 5: pointwise, one each.
+    assert report.totals.elementwise_flops == 25 + 25 + 75
