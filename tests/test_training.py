@@ -227,7 +227,7 @@ def layer_stacks(draw):
             layers.append(nn.Conv2d(channels, out, kernel, stride, padding, bias=draw(st.booleans())))
             frozen.append(draw(st.booleans()))
             channels, size = out, (size + 2 * padding - kernel) // stride + 1
-        elif kind == "norm":
+        elif kind == "norm" and size >= 2:  # training BatchNorm refuses one value per channel (batch 1, 1x1)
             layers.append(nn.BatchNorm2d(channels))
             frozen.append(draw(st.booleans()))
         elif kind == "activation":
