@@ -271,6 +271,59 @@ def test_intervals_equal_the_gradient_footprints_of_random_networks(case):
     check_units(model, input_size, corner_units(model, input_size, extra))
 
 
+def padded_by_brute_force(axis_map, unit: int, memo: dict) -> tuple[int, int] | None:
+    """A map's padded field of `unit` straight from its links' reads, every parent unit in
+    every range visited: no period, no shortcut for monotone maps."""
+    key = (id(axis_map), unit)
+    if key not in memo:
+        value = (unit, unit) if not axis_map.links else None
+        for link in axis_map.links:
+            for first, last in link.reads(unit):
+                for parent_unit in range(first, last + 1):
+                    parent = padded_by_brute_force(link.parent, parent_unit, memo)
+                    if parent is not None:
+                        value = parent if value is None else (min(value[0], parent[0]), max(value[1], parent[1]))
+        memo[key] = value
+    return memo[key]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(networks())
+def test_periodic_maps_give_every_unit_the_field_its_links_give(case):
+    """A map's padded fields repeat with its period (upsampling by 2: every other unit), so
+    archprof evaluates one period and shifts: for every unit of every map of every tensor,
+    and some beyond the ends, that equals the field computed from the links unit by unit."""
+    model, input_size, _ = case
+    graph = analysis(load(model.double()), input_size, None, torch.float64).graph
+    fields, _ = tensor_fields(graph)
+    memo: dict = {}
+    for state in fields.values():
+        for entry in getattr(state, "dims", ()):
+            if getattr(entry, "links", None) is None:
+                continue
+            for unit in range(-3, entry.size + 3):
+                assert entry.field(unit) == padded_by_brute_force(entry, unit, memo), (entry.period, unit)
+
+
+def test_an_hrnet_fusion_is_periodic():
+    """Branches at strides 1 and 2 fused by a nearest upsampling by 2: one period of 2 units."""
+
+    class Fusion(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.Conv2d(2, 2, 3, 2, 1)
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+
+        def forward(self, x):
+            return x + self.up(self.down(x))
+
+    graph = analysis(load(Fusion().double()), (2, 16, 16), None, torch.float64).graph
+    fields, _ = tensor_fields(graph)
+    fused = fields[graph.outputs[0].id]
+    assert [m.period for m, _ in fused.places(0)] == [2]
+    check_units(Fusion(), (2, 16, 16), every_unit(Fusion(), (2, 16, 16)))
+
+
 # -- operators one by one, every unit -----------------------------------------------------
 
 

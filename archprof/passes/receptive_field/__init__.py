@@ -192,8 +192,10 @@ def _spread(field: Field, axis: int) -> Spread | None:
         size = box[1] - box[0] + 1 if box else 0
         return Spread(size, size, size, size, 1, 1)
     axis_map = places[0][0]
-    sizes = [_size(axis_map.field(u)) for u in ([0] if axis_map.uniform else range(min(axis_map.size, MAX_UNITS)))]
-    measured = axis_map.size if axis_map.uniform else len(sizes)
+    # Padded sizes repeat with the map's period: the first period holds them all.
+    first_units = axis_map.period if axis_map.period is not None else MAX_UNITS
+    sizes = [_size(axis_map.field(u)) for u in range(min(axis_map.size, first_units))]
+    measured = axis_map.size if axis_map.period is not None else len(sizes)
     centre = _size(axis_map.field((axis_map.size - 1) // 2))
     return Spread(sizes[0], centre, min(sizes), max(sizes), measured, axis_map.size)
 

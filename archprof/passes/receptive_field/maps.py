@@ -18,6 +18,7 @@ Two readings of the same map:
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,14 +32,15 @@ Reads = Callable[[int], Sequence[Interval]]  # unit -> the ranges of parent unit
 @dataclass(frozen=True, slots=True)
 class Link:
     """Unit u reads the units `reads(u)` of `parent`; `ratio` is how many parent units one
-    unit advances on average (None: not evenly spaced); `uniform`: reads(u) is reads(0)
-    shifted by u * ratio for every u (a convolution, a padding), so every unit's field has
-    the same size; `monotone`: later units never read earlier parent units."""
+    unit advances on average (None: not evenly spaced); `period` P: reads(u + P) is reads(u)
+    shifted by P * ratio (a whole number) for every u, beyond the map's ends too (1 for a
+    convolution or a zero padding, 2 for a nearest upsampling by 2; None: not known to be);
+    `monotone`: later units never read earlier parent units."""
 
     parent: AxisMap
     reads: Reads
     ratio: Fraction | None
-    uniform: bool = False
+    period: int | None = None
     monotone: bool = True
     why: str = ""  # why the ratio is None
 
@@ -46,7 +48,7 @@ class Link:
 class AxisMap:
     """Unit u of a tensor dimension of `size` units along input axis `axis`."""
 
-    __slots__ = ("_exact", "_padded", "axis", "jump", "links", "monotone", "note", "size", "uniform")
+    __slots__ = ("_exact", "_padded", "_step", "axis", "jump", "links", "monotone", "note", "period", "size")
 
     def __init__(self, axis: int, size: int, links: tuple[Link, ...] = ()) -> None:
         self.axis, self.size, self.links = axis, size, links
@@ -65,11 +67,29 @@ class AxisMap:
             self.jump = None
             self.note = self.note or "paths with different strides merged"
         self.monotone = all(link.monotone and link.parent.monotone for link in links)
-        self.uniform = (
-            self.jump is not None
-            and self.jump.denominator == 1
-            and all(link.uniform and link.parent.uniform for link in links)
-        )
+        # Padded fields repeat every `period` units, shifted by `_step` input pixels: only
+        # the first period is evaluated (all of HRNet's maps after its first upsampling).
+        self.period = self._period()
+        self._step = int(self.period * self.jump) if self.period is not None else 0
+
+    def _period(self) -> int | None:
+        """P with field(u + P) = field(u) + P * jump (padded) for every u, or None: the
+        smallest that each link's period, carried through its parent's, gives."""
+        if not self.links:
+            return 1
+        if self.jump is None:
+            return None
+        period = 1
+        for link in self.links:
+            parent_period = link.parent.period
+            if link.period is None or parent_period is None:
+                return None
+            advance = link.period * link.ratio  # parent units per period of the link
+            if advance.denominator != 1 or advance <= 0:
+                return None
+            repeats = parent_period // math.gcd(int(advance), parent_period)  # to a whole parent period
+            period = math.lcm(period, link.period * repeats)
+        return period
 
     def derive(self, size: int, reads: Reads, ratio: Fraction | None, **flags) -> AxisMap:
         return AxisMap(self.axis, size, (Link(self, reads, ratio, **flags),))
@@ -84,8 +104,9 @@ class AxisMap:
             value = (unit, unit) if not exact or 0 <= unit < self.size else None
         elif exact and not 0 <= unit < self.size:
             value = None
-        elif self.uniform and not exact and unit != 0:  # unit 0's field, shifted
-            first, shift = self.field(0), unit * self.jump.numerator
+        elif self.period is not None and not exact and not 0 <= unit < self.period:  # one in the first period, shifted
+            turns, base = divmod(unit, self.period)
+            first, shift = self.field(base), turns * self._step
             value = None if first is None else (first[0] + shift, first[1] + shift)
         else:
             value = None

@@ -284,7 +284,7 @@ def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
     if not isinstance(entry, AxisMap) or len(sizes) != 2:
         return "it splits a spatial dimension into more than blocks and positions"
     blocks, size = sizes
-    outer = entry.derive(blocks, lambda q: ((q * size, q * size + size - 1),), Fraction(size), uniform=True)
+    outer = entry.derive(blocks, lambda q: ((q * size, q * size + size - 1),), Fraction(size), period=1)
     return [outer, Within(entry, outer, size)]
 
 
@@ -335,7 +335,7 @@ def _shifted(parent: AxisMap, size: int, offset: int, step: int = 1) -> AxisMap:
     """Unit u reads unit offset + u * step (a slice, a zero padding with offset -left)."""
     if offset == 0 and step == 1 and size == parent.size:
         return parent
-    return parent.derive(size, lambda u: ((offset + u * step,) * 2,), Fraction(step), uniform=True)
+    return parent.derive(size, lambda u: ((offset + u * step,) * 2,), Fraction(step), period=1)
 
 
 def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int], step: int) -> list[State]:
@@ -558,9 +558,9 @@ def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
         return walk.undefined(op, "it moves a spatial dimension into positions")
     axes = list(_tail(x, 2))
     if "unshuffle" in op.op:
-        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), Fraction(r), uniform=True)  # noqa: E731
+        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), Fraction(r), period=1)  # noqa: E731
     else:
-        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u // r,) * 2,), Fraction(1, r))  # noqa: E731
+        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u // r,) * 2,), Fraction(1, r), period=r)  # noqa: E731
     return walk.along(op, state, axes, change, "pixel shuffle")
 
 
@@ -578,7 +578,7 @@ def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisM
             return ((base, base + k - 1),)
         return [(base + t * d,) * 2 for t in range(k)]
 
-    return parent.derive(size, reads, Fraction(s), uniform=True)
+    return parent.derive(size, reads, Fraction(s), period=1)
 
 
 def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
@@ -657,7 +657,9 @@ def _adaptive_pool(walk: Walk, op: OpNode) -> State:
         n, o = x.shape[rest[j]], out[rest[j]]
         if n == o:
             return parent
-        return parent.derive(o, lambda i: ((i * n // o, -(-(i + 1) * n // o) - 1),), Fraction(n, o), uniform=n % o == 0)
+        # Unit i + o/g reads n/g units further (g = gcd(n, o)): the period.
+        reads = lambda i: ((i * n // o, -(-(i + 1) * n // o) - 1),)  # noqa: E731
+        return parent.derive(o, reads, Fraction(n, o), period=o // math.gcd(n, o))
 
     return walk.along(op, state, rest, change, "adaptive pooling")
 
@@ -731,9 +733,20 @@ def _nearest(walk: Walk, op: OpNode) -> State:
                 i = min(math.floor(_f32(u * scale)), n - 1)
             return ((i, i),)
 
-        return parent.derive(o, reads, ratio, uniform=ratio.denominator == 1)
+        return parent.derive(o, reads, ratio, period=_nearest_period(ratio, scale))
 
     return _resampled(walk, op, _dims_of(op.op), 2, make)
+
+
+def _nearest_period(ratio: Fraction, scale: float) -> int | None:
+    """1 when each unit advances a whole number of input units; k for an upsampling by a
+    power of two k, whose float32 arithmetic is exact (unit u copies u // k in both modes);
+    None otherwise (float32 rounding may break the pattern)."""
+    if ratio.denominator == 1:
+        return 1
+    k = ratio.denominator
+    exact = ratio.numerator == 1 and k & (k - 1) == 0 and scale * k == 1.0
+    return k if exact else None
 
 
 def _f32(value: float) -> float:
@@ -781,7 +794,7 @@ def _linear(walk: Walk, op: OpNode) -> State:
             i = _source_index(x, n)
             return ((i, i + 1),) if x - i > 0 and i < n - 1 else ((i, i),)
 
-        return parent.derive(o, reads, ratio, uniform=ratio.denominator == 1)
+        return parent.derive(o, reads, ratio, period=1 if ratio.denominator == 1 else None)
 
     return _resampled(walk, op, _dims_of(op.op), 3, make)
 

@@ -258,7 +258,7 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int) -> Dim | str:
     if len(axes) > 1:
         return "it mixes two spatial dimensions in one"
     links = [
-        Link(e, _same, Fraction(1), uniform=True)
+        Link(e, _same, Fraction(1), period=1)
         if n == size
         else Link(e, _first, None, why="broadcast along a spatial dimension")  # every unit reads unit 0
         for e, n in dict.fromkeys(entries)
