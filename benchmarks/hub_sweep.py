@@ -24,6 +24,7 @@ import csv
 import datetime as dt
 import os
 import random
+import statistics
 import sys
 import time
 import types
@@ -37,6 +38,8 @@ FIELDS = (
     "why",
     "build_ms",
     "analysis_ms",
+    "operators",
+    "traced_on",
     "params",
     "reference_params",
     "macs",
@@ -86,6 +89,8 @@ def sweep_one(spec: str) -> dict:
     row.update(
         build_ms=f"{(built - start) * 1e3:.1f}",
         analysis_ms=f"{(analysed - built) * 1e3:.1f}",
+        operators=len(report.graph.ops),
+        traced_on=report.traced_on,
         params=report.totals.param_count,
         macs=report.totals.macs,
         output_shape=shapes_text(t.shape for t in report.graph.outputs),
@@ -175,9 +180,37 @@ def markdown(rows: list[dict], total: int, sample: int | None, jobs: int, wall_s
             lines += [f"## {status}", "", meaning, "", "| model | why |", "|---|---|"]
             lines += [f"| {row['model']} | {row['why']} |" for row in listed]
             lines.append("")
-    timed = sorted((row for row in rows if row["analysis_ms"]), key=lambda row: -float(row["analysis_ms"]))
-    lines += ["## Slowest analyses", "", "| model | build (ms) | analysis (ms) |", "|---|---:|---:|"]
-    lines += [f"| {row['model']} | {row['build_ms']} | {row['analysis_ms']} |" for row in timed[:10]]
+    timed = [row for row in rows if row["analysis_ms"]]
+    fallback = [row for row in timed if row["traced_on"] != "meta"]
+    lines += ["## Traced with a real forward", ""]
+    if fallback:
+        lines += ["The forward cannot run on the meta device: archprof traced a real one (slower).", ""]
+        lines += ["| model | traced on | analysis (ms) |", "|---|---|---:|"]
+        lines += [f"| {row['model']} | {row['traced_on']} | {row['analysis_ms']} |" for row in fallback]
+    else:
+        lines.append("None: every model was traced on the meta device.")
+    lines.append("")
+    analysis_times = [float(row["analysis_ms"]) for row in timed]
+    per_op = [float(row["analysis_ms"]) * 1e3 / max(int(row["operators"]), 1) for row in timed]
+    if timed:
+        lines += [
+            "## Analysis time",
+            "",
+            f"Median {statistics.median(analysis_times):.1f} ms a model, {statistics.median(per_op):.0f} µs per"
+            " traced operator (median over models).",
+            "",
+        ]
+    header = ["| model | build (ms) | analysis (ms) | operators | µs per operator |", "|---|---:|---:|---:|---:|"]
+
+    def timing_row(row: dict) -> str:
+        us = float(row["analysis_ms"]) * 1e3 / max(int(row["operators"]), 1)
+        return f"| {row['model']} | {row['build_ms']} | {row['analysis_ms']} | {row['operators']} | {us:.0f} |"
+
+    lines += ["### Slowest analyses", "", *header]
+    lines += [timing_row(row) for row in sorted(timed, key=lambda row: -float(row["analysis_ms"]))[:10]]
+    lines += ["", "### Slowest per operator", "", *header]
+    slowest = sorted(timed, key=lambda row: -float(row["analysis_ms"]) / max(int(row["operators"]), 1))
+    lines += [timing_row(row) for row in slowest[:10]]
     operators = Counter(entry.partition("=")[0] for row in rows for entry in str(row["not_counted"]).split() if entry)
     lines += ["", "## Operators still not counted", ""]
     if operators:
