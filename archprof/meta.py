@@ -55,8 +55,17 @@ _FILLS = frozenset(
 )
 
 
+# In-place arithmetic with numbers, which initialisers apply to the values they drew (timm's
+# trunc_normal_: erfinv_, mul_, add_, clamp_): on a meta tensor it changes nothing, and its
+# meta kernels are Python references (half of building a timm FocalNet).
+_SCALAR_UPDATES = frozenset(
+    getattr(torch.Tensor, name) for name in ("add_", "sub_", "mul_", "div_", "clamp_", "clamp_min_", "clamp_max_")
+)
+
+
 class _SkipFillsOnMeta(torch.overrides.TorchFunctionMode):
-    """Answers a fill of a meta tensor with the tensor itself, untouched."""
+    """Answers a fill of a meta tensor, or an in-place update of one by numbers alone, with
+    the tensor itself, untouched."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -65,7 +74,15 @@ class _SkipFillsOnMeta(torch.overrides.TorchFunctionMode):
             tensor = args[0] if args else kwargs.get("tensor")
             if isinstance(tensor, torch.Tensor) and tensor.is_meta:
                 return tensor
+        elif func in _SCALAR_UPDATES and _meta_updated_by_numbers(args, kwargs):
+            return args[0]
         return func(*args, **kwargs)
+
+
+def _meta_updated_by_numbers(args: tuple, kwargs: dict) -> bool:
+    """Whether an in-place update's target is a meta tensor and nothing else is a tensor."""
+    target_on_meta = bool(args) and isinstance(args[0], torch.Tensor) and args[0].is_meta
+    return target_on_meta and not any(isinstance(value, torch.Tensor) for value in (*args[1:], *kwargs.values()))
 
 
 @contextlib.contextmanager

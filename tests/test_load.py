@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
@@ -482,3 +483,31 @@ def test_load_errors_from_python_are_archprof_errors(tiny):
         load_model(nn.Linear(2, 2), args={"a": 1})
     with pytest.raises(ArchprofError, match="cannot analyse a int"):
         load_model(3)
+
+
+def test_initialisers_on_meta_are_skipped_and_other_updates_still_checked(hub_packages):
+    """On meta, initialisers' fills and their in-place arithmetic by numbers (timm's
+    trunc_normal_: uniform_, erfinv_, mul_, add_, clamp_) are skipped: they never touch the
+    meta kernels (a counting dispatch mode sees none). An update by another tensor still
+    runs, and is refused where the shapes do not fit, as on any device."""
+    from timm.layers import trunc_normal_
+
+    from archprof.meta import on_meta
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    with on_meta():
+        weight = torch.empty(64, 32)
+        with Count() as count:
+            trunc_normal_(weight, std=0.02)
+            weight.mul_(2.0).add_(1.0).clamp_(min=-1.0, max=1.0)
+        assert count.seen == [] and weight.shape == (64, 32) and weight.is_meta
+        with pytest.raises(RuntimeError):
+            weight.mul_(torch.empty(3, 3))
