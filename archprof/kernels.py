@@ -91,6 +91,7 @@ class DeviceKernels:
             return self._batch_norm_function(
                 input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn
             )
+        _check_batch_norm_features(input, weight, bias, running_mean, running_var, training)
         output, _, _ = torch.ops.aten.native_batch_norm(
             input, weight, bias, running_mean, running_var, training, momentum, eps
         )
@@ -131,6 +132,19 @@ class DeviceKernels:
             return torch.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
         self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
         return _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+def _check_batch_norm_features(input, weight, bias, running_mean, running_var, training: bool) -> None:
+    """The composite's checks before its kernel (Normalization.cpp, _batch_norm_impl_index),
+    in its words: one statistic, weight and bias per channel; statistics in evaluation."""
+    features = input.size(1) if input.dim() > 1 else 1
+    for name, tensor in (("running_mean", running_mean), ("running_var", running_var)):
+        if tensor is None and not training:
+            raise RuntimeError(f"{name} must be defined in evaluation mode")
+    named = (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias))
+    for name, tensor in named:
+        if tensor is not None and tensor.numel() != features:
+            raise RuntimeError(f"{name} should contain {features} elements not {tensor.numel()}")
 
 
 def flash_attention_kernel(query, key, value, attn_mask, dropout_p: float, enable_gqa: bool) -> bool:

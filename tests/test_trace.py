@@ -165,3 +165,25 @@ def test_a_table_the_forward_computes_on_the_cpu_is_computed_there():
     assert report.traced_on == "meta"
     # The table's arithmetic (5 x 5 sub, pow) and the add of 3 x 5 x 5: pointwise, one each.
     assert report.totals.elementwise_flops == 25 + 25 + 75
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: nn.functional.batch_norm(x, torch.zeros(4), torch.ones(4)),  # statistics of 4 channels
+        lambda x: nn.functional.batch_norm(x, torch.zeros(3), torch.ones(3), weight=torch.ones(2)),
+        lambda x: nn.functional.batch_norm(x, torch.zeros(3), torch.ones(3), bias=torch.ones(5)),
+        lambda x: nn.functional.batch_norm(x, None, None),  # no statistics in evaluation
+    ],
+    ids=["running_mean", "weight", "bias", "no statistics"],
+)
+def test_a_batch_norm_that_does_not_fit_its_input_is_refused_as_torch_refuses_it(call):
+    class Norm(nn.Module):
+        def forward(self, x):
+            return call(x)
+
+    with pytest.raises(RuntimeError) as real:
+        Norm()(torch.randn(1, 3, 4, 4))
+    with pytest.raises(ArchprofError) as traced:
+        archprof.analyze(Norm(), input_size=(3, 4, 4))
+    assert str(real.value) in str(traced.value)
