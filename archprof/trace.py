@@ -407,7 +407,6 @@ class _Recorder(TorchDispatchMode):
         self._real = real  # real tensors (the CPU fallback): no fast path, not kept alive
         # Without hooks (TorchScript): every module's type, ops attributed by parameters.
         self._by_parameters = module_types
-        self._op_info: dict[Any, _OpInfo] = {}  # per operator overload, read once
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -491,9 +490,9 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        info = self._op_info.get(func)
+        info = _OP_INFO.get(func)
         if info is None:
-            info = self._op_info[func] = _OpInfo.of(func)
+            info = _OP_INFO[func] = _OpInfo.of(func)
         if info.name in _RUNTIME_CHECKS:
             return func(*args, **kwargs)
         tensors = info.slots.tensors(args, kwargs)
@@ -777,6 +776,10 @@ class _OpInfo:
             contiguous_output=operator is not None and operator.contiguous_output,
             elementwise=operator is not None and operator.family is Family.POINTWISE,
         )
+
+
+# Per operator overload, read once per process: the schema and the catalogue do not change.
+_OP_INFO: dict[Any, _OpInfo] = {}
 
 
 def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
