@@ -24,8 +24,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from archprof.errors import ArchprofError, first_line
 from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind, TensorMeta
 from archprof.kernels import DeviceKernels
-from archprof.operators import Family, find_operator
-from archprof.operators.shapes import Refused, elementwise_strides, output_dtype
+from archprof.operators import Family, Layout, find_operator
+from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
 from archprof.structure import TensorSlots, tensors_in
 from archprof.units import shapes_text
 
@@ -705,17 +705,19 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
     costing 0.4-5 ms a call; this answers them in microseconds, with what the kernel's
     output carries: a new contiguous tensor, or the input itself for an in-place op.
     Returns None (use the real kernel) whenever the answer could differ from it: an input
-    off the meta device, mixed dtypes, non-float input, an input that is not contiguous where the kernel's output
-    follows its layout (channels last, a transposed or expanded view; a matrix product's
-    output is contiguous whatever its inputs, an elementwise op's laid out by TensorIterator's
-    rule), or an in-place op whose result would not fit its destination. A formula's Refused
-    is final: the real kernel refuses the call even where the meta kernel would answer it."""
+    off the meta device, mixed dtypes, non-float input, an input that is not contiguous where
+    the kernel's output follows its layout (channels last, a transposed or expanded view, or
+    a contiguous tensor whose strides say channels last too, as (N, 1, H, W) made channels
+    last does; a matrix product's output is contiguous whatever its inputs, an elementwise
+    op's laid out by TensorIterator's rule), or an in-place op whose result would not fit its
+    destination. A formula's Refused is final: the real kernel refuses the call even where
+    the meta kernel would answer it."""
     first = tensors[0] if tensors else None
     if first is None or not first.is_floating_point() or any(t.dtype != first.dtype or not t.is_meta for t in tensors):
         return None  # a CPU tensor the forward made itself (a position table) is computed for real
-    layout_matters = not info.writes_input and not info.contiguous_output
-    follows_layout = layout_matters and not all(t.is_contiguous() for t in tensors)
-    if follows_layout and not info.elementwise:
+    as_input = not info.writes_input and info.layout is Layout.AS_INPUT
+    follows_layout = as_input and not all(t.is_contiguous() for t in tensors)
+    if as_input and not info.elementwise and (follows_layout or any(map(_taken_for_channels_last, tensors))):
         return None
     shape_args, shape_kwargs = info.slots.map(lambda t: tuple(t.shape), args, kwargs)
     try:
@@ -741,7 +743,20 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
         strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in tensors])
         return torch.empty_strided(shapes[0], strides, dtype=first.dtype, device="meta")
     outputs = [_empty(shape, first.dtype) for shape in shapes]
+    if info.layout is Layout.SUGGESTED and _taken_for_channels_last(first):
+        outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
     return outputs[0] if info.returns == 1 else tuple(outputs)
+
+
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _taken_for_channels_last(tensor: torch.Tensor) -> bool:
+    """`suggests_channels_last`, at once False for a contiguous tensor without a dimension of one."""
+    shape = tensor.shape
+    if len(shape) not in (4, 5) or (1 not in shape[1:] and tensor.is_contiguous()):
+        return False
+    return suggests_channels_last(tuple(shape), tensor.stride())
 
 
 @dataclass(frozen=True, slots=True)
@@ -757,7 +772,7 @@ class _OpInfo:
     # its real kernels refuse mixed dtypes.
     shape: Callable[..., Any] | None
     same_dtype: bool
-    contiguous_output: bool
+    layout: Layout
     elementwise: bool  # pointwise: its output laid out as its inputs are
 
     @staticmethod
@@ -773,7 +788,7 @@ class _OpInfo:
             is_view=(alias is not None and not alias.is_write) or str(func.overloadpacket) in _UNANNOTATED_VIEWS,
             shape=operator.shape if operator is not None else None,
             same_dtype=operator is not None and operator.same_dtype,
-            contiguous_output=operator is not None and operator.contiguous_output,
+            layout=operator.layout if operator is not None else Layout.AS_INPUT,
             elementwise=operator is not None and operator.family is Family.POINTWISE,
         )
 

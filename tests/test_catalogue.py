@@ -194,8 +194,9 @@ class _Capture(torch.utils._python_dispatch.TorchDispatchMode):
 def _layouts(draw, shape):
     """A meta tensor of `shape`: contiguous, channels last, transposed, sliced or expanded."""
     kind = draw(st.sampled_from(["contiguous", "channels_last", "transposed", "sliced", "expanded"]))
-    if kind == "channels_last" and len(shape) == 4:
-        return torch.empty(shape, device="meta").to(memory_format=torch.channels_last)
+    if kind == "channels_last" and len(shape) in (4, 5):
+        channels_last = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+        return torch.empty(shape, device="meta").to(memory_format=channels_last)
     if kind == "transposed":
         return torch.empty(shape[::-1], device="meta").permute(*range(len(shape) - 1, -1, -1))
     if kind == "sliced":
@@ -214,6 +215,7 @@ def _calls(draw):
     weight = _layouts(draw, (3, c, 3, 3))
     a, b = _layouts(draw, (h, w)), _layouts(draw, (w, c))
     batched_a, batched_b = _layouts(draw, (n, h, w)), _layouts(draw, (n, w, c))
+    volume = _layouts(draw, (n, c, 2, h, w))
     calls = [
         lambda: torch.relu(x),
         lambda: torch.nn.functional.gelu(x),
@@ -226,6 +228,16 @@ def _calls(draw):
         lambda: torch.nn.functional.batch_norm(x, torch.zeros(c, device="meta"), torch.ones(c, device="meta")),
         lambda: x.mean(dim=(2, 3), keepdim=True),
         lambda: torch.cat([x, x], dim=1),
+        lambda: torch.cat([x, x[:1]], dim=0),
+        lambda: torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear"),
+        lambda: torch.nn.functional.interpolate(x, size=(5, 9), mode="bicubic", align_corners=True),
+        lambda: torch.nn.functional.interpolate(x, scale_factor=3, mode="nearest"),
+        lambda: torch.nn.functional.interpolate(x[:, :, 0], scale_factor=2, mode="linear"),
+        lambda: torch.nn.functional.interpolate(volume, scale_factor=2, mode="trilinear"),
+        lambda: torch.nn.functional.interpolate(volume, size=(3, 5, 5), mode="nearest"),
+        lambda: torch.nn.functional.group_norm(x, 1),
+        lambda: torch.nn.functional.group_norm(volume, 1),
+        lambda: torch.nn.functional.group_norm(x, c, torch.ones(c, device="meta"), torch.zeros(c, device="meta")),
         lambda: a @ b,
         lambda: torch.addmm(torch.empty(c, device="meta"), a, b),
         lambda: torch.bmm(batched_a, batched_b),
@@ -253,3 +265,26 @@ def test_fast_path_answers_carry_the_meta_kernels_strides(call):
 
 def _tensors(value) -> list[torch.Tensor]:
     return [value] if isinstance(value, torch.Tensor) else [t for t in value if isinstance(t, torch.Tensor)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 3), min_size=4, max_size=5),
+    layout=st.sampled_from(["contiguous", "channels_last", "transposed"]),
+)
+def test_suggests_channels_last_as_pytorch_does(shape, layout):
+    """A contiguous tensor with a dimension of one may still be taken for channels last by
+    the kernels that follow their input's layout: archprof's port of c10's check agrees
+    with torch._prims_common.suggest_memory_format (PyTorch's own)."""
+    from torch._prims_common import suggest_memory_format
+
+    from archprof.operators.shapes import suggests_channels_last
+
+    tensor = torch.empty(shape, device="meta")
+    if layout == "channels_last":
+        tensor = tensor.to(memory_format=torch.channels_last if len(shape) == 4 else torch.channels_last_3d)
+    elif layout == "transposed":
+        tensor = torch.empty(shape[::-1], device="meta").permute(*range(len(shape) - 1, -1, -1))
+    pytorch = suggest_memory_format(tensor) in (torch.channels_last, torch.channels_last_3d)
+    if tensor.is_contiguous():
+        assert suggests_channels_last(tuple(tensor.shape), tensor.stride()) == pytorch

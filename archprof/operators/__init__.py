@@ -23,7 +23,7 @@ from archprof.kernels import onednn_lstm_layer_shapes
 from archprof.operators import costs, shapes
 from archprof.operators.costs import FREE, Cost, Shape
 
-__all__ = ["FREE", "OPERATORS", "Cost", "Family", "Operator", "find_operator", "operator_named"]
+__all__ = ["FREE", "OPERATORS", "Cost", "Family", "Layout", "Operator", "find_operator", "operator_named"]
 
 aten = torch.ops.aten
 Packet = torch._ops.OpOverloadPacket
@@ -46,6 +46,14 @@ _DEFAULT_COSTS: dict[Family, Callable[..., Cost]] = {
 }
 
 
+class Layout(Enum):
+    """How an operator lays its first output out, which the trace's fast path must match."""
+
+    AS_INPUT = "as its input"  # answered for plain contiguous inputs only (pointwise: TensorIterator's rule)
+    CONTIGUOUS = "contiguous"  # a new contiguous tensor whatever its inputs (matrix products, layer norm)
+    SUGGESTED = "suggested"  # dense, channels last where the input's strides suggest it (resampling, group norm)
+
+
 @dataclass(slots=True)
 class Operator:
     name: str  # "aten.relu"
@@ -55,16 +63,15 @@ class Operator:
     shape: Callable[..., Sequence[Shape]] | None = None
     # Real kernels refuse mixed dtypes; meta kernels do not check, so the trace does.
     same_dtype: bool = False
-    # The output is a new contiguous tensor whatever its inputs' layout (a matrix product of
-    # a transposed weight): the fast path may answer it for any input strides.
-    contiguous_output: bool = False
+    # How its first output is laid out: the fast path answers any input strides unless AS_INPUT.
+    layout: Layout = Layout.AS_INPUT
 
 
 OPERATORS: dict[Packet, Operator] = {}
 
 
 def _add(
-    family: Family, names: str, cost=None, shape=None, same_dtype: bool = False, contiguous_output: bool = False
+    family: Family, names: str, cost=None, shape=None, same_dtype: bool = False, layout: Layout = Layout.AS_INPUT
 ) -> None:
     """Catalogue the aten operators `names` (separated by spaces) in `family`."""
     cost = cost or _DEFAULT_COSTS.get(family)
@@ -74,7 +81,7 @@ def _add(
         packet = getattr(aten, name)
         if packet in OPERATORS:
             raise ValueError(f"{packet} catalogued twice")
-        OPERATORS[packet] = Operator(str(packet), family, cost, shape, same_dtype, contiguous_output)
+        OPERATORS[packet] = Operator(str(packet), family, cost, shape, same_dtype, layout)
 
 
 # --- pointwise ----------------------------------------------------------------------------
@@ -99,20 +106,23 @@ _add(
     "view _unsafe_view _reshape_alias t transpose permute expand squeeze unsqueeze alias detach slice select"
     " split split_with_sizes unsafe_split unsafe_split_with_sizes unbind as_strided unfold",
 )
+_add(Family.DATA_MOVEMENT, "cat", shape=shapes.cat_shape)
 # copies, indexing and padding
 _add(
     Family.DATA_MOVEMENT,
-    "clone _to_copy copy lift_fresh lift_fresh_copy cat stack repeat roll flip pixel_shuffle pixel_unshuffle"
+    "clone _to_copy copy lift_fresh lift_fresh_copy stack repeat roll flip pixel_shuffle pixel_unshuffle"
     " index index_select gather embedding constant_pad_nd"
     " reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d"
     " im2col",
 )
 # nearest-neighbour resampling copies one input per output
-_add(
-    Family.DATA_MOVEMENT,
-    "upsample_nearest1d upsample_nearest2d upsample_nearest3d"
-    " _upsample_nearest_exact1d _upsample_nearest_exact2d _upsample_nearest_exact3d",
-)
+for _dims in (1, 2, 3):
+    _add(
+        Family.DATA_MOVEMENT,
+        f"upsample_nearest{_dims}d _upsample_nearest_exact{_dims}d",
+        shape=shapes.resampled_shape(_dims),
+        layout=Layout.SUGGESTED,
+    )
 _add(
     Family.CREATION,
     "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like fill zero scalar_tensor"
@@ -131,10 +141,22 @@ _add(
     Family.WINDOW, "_adaptive_avg_pool2d _adaptive_avg_pool3d", costs.adaptive_avg_pool_cost, shapes.adaptive_pool_shape
 )
 _add(Family.WINDOW, "adaptive_max_pool2d adaptive_max_pool3d", costs.adaptive_max_pool_cost)
-_add(Family.WINDOW, "upsample_linear1d", costs.interpolation_cost(2))
-_add(Family.WINDOW, "upsample_bilinear2d _upsample_bilinear2d_aa", costs.interpolation_cost(4))
-_add(Family.WINDOW, "upsample_trilinear3d", costs.interpolation_cost(8))
-_add(Family.WINDOW, "upsample_bicubic2d _upsample_bicubic2d_aa", costs.interpolation_cost(16))
+# (name, inputs per output, resampled dimensions)
+for _name, _inputs, _dims in (
+    ("upsample_linear1d", 2, 1),
+    ("upsample_bilinear2d", 4, 2),
+    ("upsample_trilinear3d", 8, 3),
+    ("upsample_bicubic2d", 16, 2),
+):
+    _add(
+        Family.WINDOW,
+        _name,
+        costs.interpolation_cost(_inputs),
+        shapes.resampled_shape(_dims),
+        layout=Layout.SUGGESTED,
+    )
+_add(Family.WINDOW, "_upsample_bilinear2d_aa", costs.interpolation_cost(4))
+_add(Family.WINDOW, "_upsample_bicubic2d_aa", costs.interpolation_cost(16))
 # F.fold: sliding windows added back into a map, one addition per window element.
 _add(Family.WINDOW, "col2im", costs.fold_cost)
 
@@ -168,25 +190,32 @@ _add(
     "native_layer_norm",
     costs.norm_with_statistics_cost,
     shapes.layer_norm_shape,
-    contiguous_output=True,
+    layout=Layout.CONTIGUOUS,
 )
-_add(Family.NORMALISATION, "native_group_norm _batch_norm_with_update", costs.norm_with_statistics_cost)
+_add(
+    Family.NORMALISATION,
+    "native_group_norm",
+    costs.norm_with_statistics_cost,
+    shapes.group_norm_shape,
+    layout=Layout.SUGGESTED,
+)
+_add(Family.NORMALISATION, "_batch_norm_with_update", costs.norm_with_statistics_cost)
 _add(
     Family.NORMALISATION,
     "_softmax _log_softmax _safe_softmax",
     costs.softmax_cost,
     shapes.softmax_shape,
-    contiguous_output=True,
+    layout=Layout.CONTIGUOUS,
 )
 
 # --- matrix products and convolution ------------------------------------------------------
 
 _add(Family.MATRIX_PRODUCT, "convolution", costs.conv_cost, shapes.conv_shape, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "_convolution cudnn_convolution convolution_overrideable", costs.conv_cost)
-_add(Family.MATRIX_PRODUCT, "mm", costs.mm_cost, shapes.mm_shape, same_dtype=True, contiguous_output=True)
-_add(Family.MATRIX_PRODUCT, "addmm", costs.addmm_cost, shapes.addmm_shape, same_dtype=True, contiguous_output=True)
+_add(Family.MATRIX_PRODUCT, "mm", costs.mm_cost, shapes.mm_shape, same_dtype=True, layout=Layout.CONTIGUOUS)
+_add(Family.MATRIX_PRODUCT, "addmm", costs.addmm_cost, shapes.addmm_shape, same_dtype=True, layout=Layout.CONTIGUOUS)
 _add(Family.MATRIX_PRODUCT, "_addmm_activation", costs.addmm_activation_cost, same_dtype=True)
-_add(Family.MATRIX_PRODUCT, "bmm", costs.bmm_cost, shapes.bmm_shape, same_dtype=True, contiguous_output=True)
+_add(Family.MATRIX_PRODUCT, "bmm", costs.bmm_cost, shapes.bmm_shape, same_dtype=True, layout=Layout.CONTIGUOUS)
 _add(Family.MATRIX_PRODUCT, "baddbmm", costs.baddbmm_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "mv", costs.mv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "addmv", costs.addmv_cost, same_dtype=True)
@@ -235,7 +264,7 @@ _add(
     "mkldnn_rnn_layer",
     costs.onednn_lstm_layer_cost,
     onednn_lstm_layer_shapes,
-    contiguous_output=True,
+    layout=Layout.CONTIGUOUS,
 )
 _add(
     Family.MATRIX_PRODUCT,

@@ -200,6 +200,25 @@ def adaptive_pool_shape(x: Shape, output_size) -> list[Shape]:
     return _checked((*x[: len(x) - len(output_size)], *output_size))
 
 
+def resampled_shape(dims: int):
+    """upsample_*.default(input, output_size, ...): the last `dims` dimensions become output_size."""
+
+    def shape(x: Shape, output_size, *rest, **kwargs) -> list[Shape]:
+        if output_size is None or len(output_size) != dims or len(x) != dims + 2:
+            raise RuntimeError("an output size for each resampled dimension")
+        return _checked((*x[:2], *output_size))
+
+    return shape
+
+
+def group_norm_shape(x: Shape, weight, bias, n: int, c: int, hxw: int, group: int, eps=None) -> list:
+    # -> (out, mean, rstd), the statistics one value per sample and group, in the input's
+    # dtype (the CPU and meta kernels alike, half types included)
+    if len(x) < 2 or x[0] != n or x[1] != c or c % group:
+        raise RuntimeError(f"group norm of {shape_text(x)} in {group} groups")
+    return [x, (n, group), (n, group)]
+
+
 def cat_shape(tensors, dim=0) -> list[Shape]:
     shapes = [t for t in tensors if t != (0,)]  # legacy: 1-d empty tensors are skipped
     dim = dim % len(shapes[0])
@@ -216,6 +235,21 @@ def reduction_shape(x: Shape, dims=None, keepdim=False, *rest, **kwargs) -> list
         return [tuple(1 for _ in x) if keepdim else ()]
     reduced = {d % len(x) for d in dims}
     return [tuple(1 if i in reduced else size for i, size in enumerate(x) if keepdim or i not in reduced)]
+
+
+def suggests_channels_last(shape: Shape, strides: tuple[int, ...]) -> bool:
+    """Whether the kernels that follow their input's layout take a 4-d or 5-d tensor for
+    channels last (c10's is_channels_last_strides_2d / 3d, which `suggest_memory_format`
+    asks). A contiguous tensor may be, where a dimension of size 1 makes its strides
+    ambiguous: (N, 1, H, W) created channels last."""
+    if len(shape) not in (4, 5) or strides[1] == 0:
+        return False
+    minimum = 0
+    for d in (1, 3, 2, 0) if len(shape) == 4 else (1, 4, 3, 2, 0):
+        if shape[d] == 0 or strides[d] < minimum or (d == 0 and minimum == strides[1]):
+            return False
+        minimum = strides[d] * (shape[d] if shape[d] > 1 else 1)
+    return True
 
 
 def elementwise_strides(shape: Shape, operands: list[tuple[Shape, tuple[int, ...]]]) -> tuple[int, ...]:
