@@ -37,6 +37,7 @@ FIELDS = (
     "status",
     "why",
     "build_ms",
+    "first_analysis_ms",
     "analysis_ms",
     "operators",
     "traced_on",
@@ -82,13 +83,16 @@ def sweep_one(spec: str) -> dict:
         return {**row, "status": "does not build on meta", "why": first_line(exc)}
     built = time.perf_counter()
     try:
+        archprof.analyze(loaded)  # the first pays once-per-process costs (imports, operators first seen)
+        again = time.perf_counter()
         report = archprof.analyze(loaded)
     except Exception as exc:
         return {**row, "status": "failed", "why": first_line(exc)}
     analysed = time.perf_counter()
     row.update(
         build_ms=f"{(built - start) * 1e3:.1f}",
-        analysis_ms=f"{(analysed - built) * 1e3:.1f}",
+        first_analysis_ms=f"{(again - built) * 1e3:.1f}",
+        analysis_ms=f"{(analysed - again) * 1e3:.1f}",
         operators=len(report.graph.ops),
         traced_on=report.traced_on,
         params=report.totals.param_count,
@@ -197,7 +201,9 @@ def markdown(rows: list[dict], total: int, sample: int | None, jobs: int, wall_s
             "## Analysis time",
             "",
             f"Median {statistics.median(analysis_times):.1f} ms a model, {statistics.median(per_op):.0f} µs per"
-            " traced operator (median over models).",
+            " traced operator (median over models). Each time is one run, the second analysis of the model: the"
+            " first (its own CSV column) also pays what a process pays once, imports and operators first seen. Builds:"
+            " one run each.",
             "",
         ]
     header = ["| model | build (ms) | analysis (ms) | operators | µs per operator |", "|---|---:|---:|---:|---:|"]
