@@ -719,6 +719,11 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
     follows_layout = as_input and not all(t.is_contiguous() for t in tensors)
     if as_input and not info.elementwise and (follows_layout or any(map(_taken_for_channels_last, tensors))):
         return None
+    if follows_layout and first.dtype in _HALF:
+        # Half-precision meta kernels lay a non-contiguous elementwise output out by a rule of
+        # their own (an expanded times a transposed 2x2: (2, 1); TensorIterator, float32's
+        # meta kernel and the CPU say (1, 2)): the trace records what the meta kernel says.
+        return None
     shape_args, shape_kwargs = info.slots.map(lambda t: tuple(t.shape), args, kwargs)
     try:
         shapes = info.shape(*shape_args, **shape_kwargs)
@@ -792,6 +797,8 @@ class _OpInfo:
             elementwise=operator is not None and operator.family is Family.POINTWISE,
         )
 
+
+_HALF = (torch.float16, torch.bfloat16)
 
 # Per operator overload, read once per process: the schema and the catalogue do not change.
 _OP_INFO: dict[Any, _OpInfo] = {}
