@@ -129,7 +129,7 @@ def _number(value: Fraction) -> Stride:
     return value.numerator if value.denominator == 1 else value
 
 
-def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, Fraction | None, str]:
+def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, Fraction | int | None, str]:
     """Unit 0's padded interval along input dimension `axis`, the stride, and a note."""
     if axis in field.whole:
         return (0, extent - 1), None, f"every unit reads the whole of input dimension {axis + 1}"

@@ -39,7 +39,7 @@ class Link:
 
     parent: AxisMap
     reads: Reads
-    ratio: Fraction | None
+    ratio: Fraction | int | None  # an int where whole: Fraction arithmetic is slow (DenseNet's merges)
     period: int | None = None
     monotone: bool = True
     why: str = ""  # why the ratio is None
@@ -59,7 +59,7 @@ class AxisMap:
             None if link.ratio is None or link.parent.jump is None else link.parent.jump * link.ratio for link in links
         }
         if not links:
-            self.jump: Fraction | None = Fraction(1)
+            self.jump: Fraction | int | None = 1
         elif len(jumps) == 1:
             self.jump = jumps.pop()
             self.note = self.note or next((link.parent.note for link in links if link.parent.note), "")
@@ -91,7 +91,7 @@ class AxisMap:
             period = math.lcm(period, link.period * repeats)
         return period
 
-    def derive(self, size: int, reads: Reads, ratio: Fraction | None, **flags) -> AxisMap:
+    def derive(self, size: int, reads: Reads, ratio: Fraction | int | None, **flags) -> AxisMap:
         return AxisMap(self.axis, size, (Link(self, reads, ratio, **flags),))
 
     def field(self, unit: int, exact: bool = False) -> Interval | None:
@@ -132,10 +132,6 @@ class AxisMap:
         for unit in range(first, last + 1):
             value = hull(value, self.field(unit, exact))
         return value
-
-
-def _times(jump: Fraction | None, ratio: Fraction | None) -> Fraction | None:
-    return None if jump is None or ratio is None else jump * ratio
 
 
 def hull(a: Interval | None, b: Interval | None) -> Interval | None:

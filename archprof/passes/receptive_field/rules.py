@@ -284,7 +284,7 @@ def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
     if not isinstance(entry, AxisMap) or len(sizes) != 2:
         return "it splits a spatial dimension into more than blocks and positions"
     blocks, size = sizes
-    outer = entry.derive(blocks, lambda q: ((q * size, q * size + size - 1),), Fraction(size), period=1)
+    outer = entry.derive(blocks, lambda q: ((q * size, q * size + size - 1),), size, period=1)
     return [outer, Within(entry, outer, size)]
 
 
@@ -335,7 +335,7 @@ def _shifted(parent: AxisMap, size: int, offset: int, step: int = 1) -> AxisMap:
     """Unit u reads unit offset + u * step (a slice, a zero padding with offset -left)."""
     if offset == 0 and step == 1 and size == parent.size:
         return parent
-    return parent.derive(size, lambda u: ((offset + u * step,) * 2,), Fraction(step), period=1)
+    return parent.derive(size, lambda u: ((offset + u * step,) * 2,), step, period=1)
 
 
 def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int], step: int) -> list[State]:
@@ -506,7 +506,7 @@ def _border_pad(kind: str) -> Rule:
                         j = min(max(j, 0), n - 1)
                 return ((j, j),)
 
-            return parent.derive(out[axes[i]], reads, Fraction(1), monotone=kind == "replication")
+            return parent.derive(out[axes[i]], reads, 1, monotone=kind == "replication")
 
         return walk.along(op, walk.state(x), axes, padded, f"{kind} padding")
 
@@ -530,7 +530,7 @@ def _roll(walk: Walk, op: OpNode) -> State:
 
     def rolled(i: int, parent: AxisMap) -> AxisMap:
         n, shift = parent.size, shifts[i]
-        return parent.derive(n, lambda u: (((u - shift) % n,) * 2,), Fraction(1), monotone=False)
+        return parent.derive(n, lambda u: (((u - shift) % n,) * 2,), 1, monotone=False)
 
     return walk.along(op, state, axes, rolled, "roll")
 
@@ -542,7 +542,7 @@ def _flip(walk: Walk, op: OpNode) -> State:
 
     def flipped(i: int, parent: AxisMap) -> AxisMap:
         n = parent.size
-        return parent.derive(n, lambda u: ((n - 1 - u,) * 2,), Fraction(-1), monotone=False)
+        return parent.derive(n, lambda u: ((n - 1 - u,) * 2,), -1, monotone=False)
 
     return walk.along(op, walk.state(x), axes, flipped, "flip")
 
@@ -558,7 +558,7 @@ def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
         return walk.undefined(op, "it moves a spatial dimension into positions")
     axes = list(_tail(x, 2))
     if "unshuffle" in op.op:
-        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), Fraction(r), period=1)  # noqa: E731
+        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), r, period=1)  # noqa: E731
     else:
         change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u // r,) * 2,), Fraction(1, r), period=r)  # noqa: E731
     return walk.along(op, state, axes, change, "pixel shuffle")
@@ -578,7 +578,7 @@ def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisM
             return ((base, base + k - 1),)
         return [(base + t * d,) * 2 for t in range(k)]
 
-    return parent.derive(size, reads, Fraction(s), period=1)
+    return parent.derive(size, reads, s, period=1)
 
 
 def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:

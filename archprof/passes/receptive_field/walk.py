@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from fractions import Fraction
 
 from archprof.graph import Graph, OpNode, TensorMeta
 from archprof.passes.receptive_field.maps import AxisMap, Link
@@ -258,7 +257,7 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int) -> Dim | str:
     if len(axes) > 1:
         return "it mixes two spatial dimensions in one"
     links = [
-        Link(e, _same, Fraction(1), period=1)
+        Link(e, _same, 1, period=1)
         if n == size
         else Link(e, _first, None, why="broadcast along a spatial dimension")  # every unit reads unit 0
         for e, n in dict.fromkeys(entries)
