@@ -7,7 +7,6 @@ import io
 import re
 from html.parser import HTMLParser
 
-import markdown_it
 import pytest
 from rich.console import Console
 from torch import nn
@@ -17,6 +16,7 @@ import archprof
 from archprof.cli import app
 from archprof.units import human_count
 from archprof.zoo import MODELS
+from tests.markdown_tables import first_table
 
 runner = CliRunner()
 
@@ -45,22 +45,6 @@ def left_out_note(output: str) -> list[str]:
     text = " ".join(output.split())
     found = re.search(r"Left out to fit \d+ columns: (.*?) \(show every column with --wide", text)
     return found.group(1).split(", ") if found else []
-
-
-def first_table(markdown: str) -> list[list[str]]:
-    """The rows of the first table of `markdown` as GitHub shows them (GFM tables)."""
-    rows, row = [], []
-    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(markdown)
-    for index, token in enumerate(tokens):
-        if token.type == "tr_open":
-            row = []
-        elif token.type in ("th_open", "td_open"):
-            row.append("".join(child.content for child in tokens[index + 1].children))
-        elif token.type == "tr_close":
-            rows.append(row)
-        elif token.type == "table_close":
-            break
-    return rows
 
 
 # -- every column off a terminal; a note, --wide and --columns on one ----------------------------

@@ -8,7 +8,6 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import markdown_it
 import pandas as pd
 import pytest
 from torch import nn
@@ -18,6 +17,7 @@ import archprof
 from archprof.cli import app
 from archprof.diff import diff, read_csv_report
 from archprof.errors import ArchprofError
+from tests.markdown_tables import first_table
 
 runner = CliRunner()
 
@@ -136,28 +136,11 @@ def test_control_characters_round_trip_through_the_csv(tmp_path):
     assert against_the_model["layers"] == [] and against_the_model["unchanged_layers"] == len(rows)
 
 
-def table_cells(markdown: str) -> list[list[str]]:
-    """The rows of the first table of `markdown`, each cell's text as GitHub shows it (GFM
-    tables: markdown-it's table rule)."""
-    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(markdown)
-    rows, row = [], None
-    for index, token in enumerate(tokens):
-        if token.type == "table_close":
-            break
-        if token.type == "tr_open":
-            row = []
-        elif token.type in ("th_open", "td_open"):
-            row.append("".join(child.content for child in tokens[index + 1].children))
-        elif token.type == "tr_close":
-            rows.append(row)
-    return rows
-
-
 def test_the_markdown_table_keeps_its_columns_and_shows_control_characters(tmp_path):
     spec = model_file(tmp_path, CONTROL_NAMES)
     result = invoke("summary", spec, "--input", "3x8x8", "-f", "markdown")
     assert result.exit_code == 0, result.output
-    rows = table_cells(result.stdout)
+    rows = first_table(result.stdout)
     header = rows[0]
     assert header[:2] == ["Layer", "Type"]
     assert len(rows) == 1 + 1 + len(CONTROL_NAMES)  # header, the padded conv, one per name
@@ -170,7 +153,7 @@ def test_the_markdown_table_keeps_its_columns_and_shows_control_characters(tmp_p
     summary_csv(spec, report, "--input", "3x8x8")
     changed = invoke("diff", str(report), spec, "--input", "3x16x16", "-f", "markdown")  # every layer changes
     assert changed.exit_code == 0, changed.output
-    layer_rows = table_cells(changed.stdout.split("unchanged.")[1])
+    layer_rows = first_table(changed.stdout.split("unchanged.")[1])
     assert all(len(row) == 6 for row in layer_rows)
     assert [row[1] for row in layer_rows[1:]] == [*shown, PADDED]
 
@@ -202,7 +185,7 @@ def test_junit_and_step_summary_of_a_model_with_control_characters(tmp_path, mon
     assert suite.get("name") == "nets\\x01\\u2028.py:tiny (1x3x16x16)"
     assert [case.get("name") for case in suite.findall("testcase")] == ["max-params", "max-macs"]
     assert len(root.findall(".//failure")) == 1
-    rows = table_cells(summary.read_text(encoding="utf-8"))
+    rows = first_table(summary.read_text(encoding="utf-8"))
     assert len(rows) == 3 and all(len(row) == 6 for row in rows)
     assert rows[1][0] == "nets\\x01\\u2028.py:tiny"
 
