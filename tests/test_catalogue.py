@@ -7,14 +7,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch._prims_common import check_significant_strides
 
 import archprof
 from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.rules import rule_for
-from archprof.trace import _Recorder, trace
+from archprof.trace import trace
 from archprof.zoo import MODELS
+from tests.fast_path import check_answers_match_the_meta_kernel
 
 aten = torch.ops.aten
 
@@ -180,17 +180,6 @@ def test_pointwise_is_seeded_from_the_pointwise_tag():
 # --- the fast path answers as the meta kernel would ---------------------------------------
 
 
-class _Capture(torch.utils._python_dispatch.TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.outputs = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.outputs.append((str(func.overloadpacket), out))
-        return out
-
-
 def _layouts(draw, shape):
     """A meta tensor of `shape`: contiguous, channels last, transposed, sliced or expanded."""
     kind = draw(st.sampled_from(["contiguous", "channels_last", "transposed", "sliced", "expanded"]))
@@ -250,21 +239,7 @@ def _calls(draw):
 def test_fast_path_answers_carry_the_meta_kernels_strides(call):
     """Each answered output has the shape, dtype and significant strides (those of
     dimensions longer than 1) of the meta kernel's output for the same call."""
-    expected = _Capture()
-    with expected:
-        call()
-    graph_outputs = _Capture()
-    with _Recorder(), graph_outputs:
-        call()
-    for (name, real), (answered_name, answered) in zip(expected.outputs, graph_outputs.outputs, strict=True):
-        assert name == answered_name
-        for want, got in zip(_tensors(real), _tensors(answered), strict=True):
-            assert (got.shape, got.dtype) == (want.shape, want.dtype), name
-            assert check_significant_strides(got, want, only_cuda=False)[0], (name, got.stride(), want.stride())
-
-
-def _tensors(value) -> list[torch.Tensor]:
-    return [value] if isinstance(value, torch.Tensor) else [t for t in value if isinstance(t, torch.Tensor)]
+    check_answers_match_the_meta_kernel(call)
 
 
 @settings(max_examples=200, deadline=None)

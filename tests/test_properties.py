@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
+from tests.fast_path import check_answers_match_the_meta_kernel
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
@@ -266,45 +267,12 @@ def fast_path_calls(draw):
     return draw(st.sampled_from(calls))
 
 
-class _Outputs(torch.utils._python_dispatch.TorchDispatchMode):
-    """Every aten op's outputs under this mode (under the recorder: the recorder's answers)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-        self.layouts = []  # per op: its tensor arguments' shapes, strides and dtypes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.seen.append((func, out))
-        self.layouts.append([(tuple(a.shape), a.stride(), a.dtype) for a in args if isinstance(a, torch.Tensor)])
-        return out
-
-
-def _tensors_of(value) -> list[torch.Tensor]:
-    return [value] if isinstance(value, torch.Tensor) else [t for t in value if isinstance(t, torch.Tensor)]
-
-
 @settings(max_examples=300, deadline=None)
 @given(call=fast_path_calls())
 def test_fast_path_answers_match_the_meta_kernel(call):
     """Same shapes, dtypes and significant strides (of dimensions longer than 1) as the meta
     kernel: the layout decides whether later views succeed and later ops take the fast path."""
-    from torch._prims_common import check_significant_strides
-
-    from archprof.trace import _Recorder
-
-    expected = _Outputs()
-    with expected:
-        call()
-    answered = _Outputs()
-    with _Recorder(), answered:
-        call()
-    assert [func for func, _ in answered.seen] == [func for func, _ in expected.seen]
-    for (func, want), (_, got), inputs in zip(expected.seen, answered.seen, expected.layouts, strict=True):
-        for w, g in zip(_tensors_of(want), _tensors_of(got), strict=True):
-            assert (g.shape, g.dtype) == (w.shape, w.dtype), (func, inputs)
-            assert check_significant_strides(g, w, only_cuda=False)[0], (func, inputs, g.stride(), w.stride())
+    check_answers_match_the_meta_kernel(call)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -313,4 +281,4 @@ def test_a_half_precision_product_of_an_expanded_and_a_transposed_tensor_is_laid
     # where float32's meta kernel and the CPU say (1, 2); the trace records the meta kernel's.
     expanded = torch.empty(1, 2, dtype=dtype, device="meta").expand(2, 2)
     transposed = torch.empty(2, 2, dtype=dtype, device="meta").t()
-    test_fast_path_answers_match_the_meta_kernel.hypothesis.inner_test(lambda: expanded * transposed)
+    check_answers_match_the_meta_kernel(lambda: expanded * transposed)

@@ -1,0 +1,42 @@
+"""The oracle for the trace's fast path: its answers against the meta kernels'."""
+
+import torch
+from torch._prims_common import check_significant_strides
+
+from archprof.trace import _Recorder
+
+
+class _Outputs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Every aten op's outputs under this mode (under the recorder: the recorder's answers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.layouts = []  # per op: its tensor arguments' shapes, strides and dtypes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.seen.append((func, out))
+        self.layouts.append([(tuple(a.shape), a.stride(), a.dtype) for a in args if isinstance(a, torch.Tensor)])
+        return out
+
+
+def _tensors_of(value) -> list[torch.Tensor]:
+    return [value] if isinstance(value, torch.Tensor) else [t for t in value if isinstance(t, torch.Tensor)]
+
+
+def check_answers_match_the_meta_kernel(call) -> None:
+    """`call()` under the recorder runs the same ops as on meta alone, each output with the
+    meta kernel's shape, dtype and significant strides (of dimensions longer than 1): the
+    layout decides whether later views succeed and later ops take the fast path."""
+    expected = _Outputs()
+    with expected:
+        call()
+    answered = _Outputs()
+    with _Recorder(), answered:
+        call()
+    assert [func for func, _ in answered.seen] == [func for func, _ in expected.seen]
+    for (func, want), (_, got), inputs in zip(expected.seen, answered.seen, expected.layouts, strict=True):
+        for w, g in zip(_tensors_of(want), _tensors_of(got), strict=True):
+            assert (g.shape, g.dtype) == (w.shape, w.dtype), (func, inputs)
+            assert check_significant_strides(g, w, only_cuda=False)[0], (func, inputs, g.stride(), w.stride())
