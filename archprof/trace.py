@@ -95,7 +95,7 @@ def trace(
     modules = list(model.named_modules())
     module_types = {path: _type_name(module) for path, module in modules}
     # One walk of the model's tensors for every question asked of them below.
-    named = [(n, t, False) for n, t in model.named_parameters()] + [(n, t, True) for n, t in model.named_buffers()]
+    named = _named_tensors(modules)
     tensors = [t for _, t, _ in named]
     specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
     shapes = [s.shape for s in specs]
@@ -115,7 +115,7 @@ def trace(
 
     training_modes = {module: module.training for _, module in modules}
     if any(mode != training for mode in training_modes.values()):
-        model.train(training)  # its own `train` may keep some modules as they were (frozen norms)
+        _set_mode(model, training_modes, training)
     # A training step on the model's own tensors writes their .grad: the caller's are put
     # back afterwards (and a later trace starts from none, as a step after zero_grad does).
     own_gradients = {p: p.grad for p in model.parameters()} if training and stand_ins is None else {}
@@ -156,8 +156,8 @@ def trace(
         raise forward_exit_error(_type_name(model), exc, recorder.inner_module()) from None
     finally:
         for module, was_training in training_modes.items():
-            if module.training != was_training:  # nn.Module's __setattr__ is slow: only what changed
-                module.training = was_training
+            if module.training != was_training:
+                _set_flag(module, was_training)
         for parameter, gradient in own_gradients.items():
             parameter.grad = gradient
 
@@ -175,6 +175,39 @@ def trace(
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
     )
+
+
+def _named_tensors(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[str, torch.Tensor, bool]]:
+    """`named_parameters()` then `named_buffers()` (name, tensor, is a buffer), from the
+    modules already listed: one walk instead of two more through `named_modules`."""
+    named = []
+    for is_buffer, attribute in ((False, "_parameters"), (True, "_buffers")):
+        seen: set[int] = set()
+        for path, module in modules:
+            for name, tensor in getattr(module, attribute).items():
+                if tensor is not None and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    named.append((f"{path}.{name}" if path else name, tensor, is_buffer))
+    return named
+
+
+def _set_mode(model: torch.nn.Module, modes: dict[torch.nn.Module, bool], training: bool) -> None:
+    """`model.train(training)`, writing each module's flag directly where no module has a
+    `train` of its own (which may keep some modules as they were: frozen norms)."""
+    if any(type(module).train is not torch.nn.Module.train for module in modes):
+        model.train(training)
+        return
+    for module in modes:
+        _set_flag(module, training)
+
+
+def _set_flag(module: torch.nn.Module, training: bool) -> None:
+    # nn.Module.__setattr__ looks through parameters, buffers and submodules first: a
+    # tenth of a small network's trace, for a plain attribute.
+    if type(module).__setattr__ is torch.nn.Module.__setattr__:
+        module.__dict__["training"] = training
+    else:
+        module.training = training
 
 
 def _creations_join_their_consumer(ops: list[OpNode]) -> list[OpNode]:

@@ -66,6 +66,37 @@ def test_callers_model_is_never_touched(training):
     assert all(m.training is training for m in model.modules())
 
 
+class FrozenNorm(nn.Sequential):
+    """Its own `train` keeps the BatchNorm in eval mode, as detection backbones do."""
+
+    def __init__(self):
+        super().__init__(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+
+    def train(self, mode=True):
+        super().train(mode)
+        self[1].eval()
+        return self
+
+
+def _updates_running_statistics(graph) -> bool:
+    return any(op.op == "aten.add_" and op.inputs[0].name.endswith("num_batches_tracked") for op in graph.ops)
+
+
+def test_a_models_own_train_is_respected_and_every_mode_put_back():
+    from archprof.trace import trace
+
+    model = FrozenNorm().to("meta")
+    model.eval()
+    model[2].train()  # mixed modes: each module gets its own back
+    graph = trace(model, [(1, 3, 8, 8)], training=True)
+    assert not _updates_running_statistics(graph)  # the frozen norm stayed in eval
+    assert [m.training for m in model] == [False, False, True] and model.training is False
+
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).to("meta").eval()
+    assert _updates_running_statistics(trace(plain, [(1, 3, 8, 8)], training=True))
+    assert not any(m.training for m in plain.modules())
+
+
 def test_failing_forward_names_the_module_and_its_input():
     with pytest.raises(ArchprofError) as error:
         archprof.analyze("lenet5", input_size=(3, 224, 224))
