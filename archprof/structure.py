@@ -26,8 +26,8 @@ def map_op_args(fn: Callable[[Any], Any], leaf: type, args: tuple, kwargs: dict)
     """An operator's arguments with `fn` applied to every `leaf`-typed value, at the top
     level or inside a list (aten schemas nest no deeper)."""
     return (
-        tuple(_applied(fn, leaf, value) for value in args),
-        {key: _applied(fn, leaf, value) for key, value in kwargs.items()},
+        tuple([_applied(fn, leaf, value) for value in args]),
+        {key: _applied(fn, leaf, value) for key, value in kwargs.items()} if kwargs else {},
     )
 
 
@@ -35,8 +35,10 @@ def _applied(fn: Callable[[Any], Any], leaf: type, value: Any) -> Any:
     """`value` with `fn` applied to it, or to its `leaf`-typed items (a list or tuple)."""
     if isinstance(value, leaf):
         return fn(value)
-    if isinstance(value, (list, tuple)) and any(isinstance(item, leaf) for item in value):
-        return type(value)(fn(item) if isinstance(item, leaf) else item for item in value)
+    if isinstance(value, (list, tuple)):
+        for item in value:  # a loop, not any(): every argument of every operator comes here
+            if isinstance(item, leaf):
+                return type(value)([fn(item) if isinstance(item, leaf) else item for item in value])
     return value
 
 
@@ -45,34 +47,54 @@ class TensorSlots:
     """Where an operator's schema lets a tensor be (`Tensor`, `Tensor?`, `Tensor[]`): the
     positions and keyword names to look at, read once per operator. The recorder's walks
     over every argument (strides, paddings, flags) cost a third of a trace; these look at
-    the few that may hold a tensor and find what a walk over all of them finds."""
+    the few that may hold a tensor and find what a walk over all of them finds. Each
+    position says whether it holds one tensor (or None) or a list of them: the recorder
+    calls these for every operator, so neither asks a value what it is twice."""
 
-    positions: tuple[int, ...]
+    positions: tuple[tuple[int, bool], ...]  # (index, holds a list)
     names: frozenset[str]
 
     @staticmethod
     def of(schema) -> TensorSlots:
-        slots = [(i, a.name) for i, a in enumerate(schema.arguments) if "Tensor" in str(a.type)]
-        return TensorSlots(tuple(i for i, _ in slots), frozenset(name for _, name in slots))
+        slots = [(i, argument.name, str(argument.type)) for i, argument in enumerate(schema.arguments)]
+        slots = [(i, name, kind.startswith("List")) for i, name, kind in slots if "Tensor" in kind]
+        return TensorSlots(tuple((i, listed) for i, _, listed in slots), frozenset(name for _, name, _ in slots))
 
     def tensors(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         """The tensors of the arguments, in order (aten schemas nest no deeper than a list)."""
         found = []
-        values = [args[i] for i in self.positions if i < len(args)]
-        values += [value for name, value in kwargs.items() if name in self.names]
-        for value in values:
-            if isinstance(value, torch.Tensor):
-                found.append(value)
-            elif isinstance(value, (list, tuple)):
-                found.extend(item for item in value if isinstance(item, torch.Tensor))
+        count = len(args)
+        for i, listed in self.positions:
+            if i < count:
+                value = args[i]
+                if isinstance(value, torch.Tensor):
+                    found.append(value)
+                elif listed and value is not None:
+                    found.extend(item for item in value if isinstance(item, torch.Tensor))
+        if kwargs:
+            for name, value in kwargs.items():
+                if name in self.names:
+                    found.extend(tensors_in(value) if isinstance(value, (list, tuple)) else _tensor_or_none(value))
         return found
 
     def map(self, fn: Callable[[torch.Tensor], Any], args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """The arguments with `fn` applied to every tensor."""
         mapped = list(args)
-        for i in self.positions:
-            if i < len(mapped):
-                mapped[i] = _applied(fn, torch.Tensor, mapped[i])
+        count = len(mapped)
+        for i, listed in self.positions:
+            if i < count:
+                value = mapped[i]
+                if isinstance(value, torch.Tensor):
+                    mapped[i] = fn(value)
+                elif listed and value is not None:
+                    items = [fn(item) if isinstance(item, torch.Tensor) else item for item in value]
+                    mapped[i] = items if isinstance(value, list) else type(value)(items)
+        if not kwargs:
+            return tuple(mapped), {}
         return tuple(mapped), {
             key: _applied(fn, torch.Tensor, value) if key in self.names else value for key, value in kwargs.items()
         }
+
+
+def _tensor_or_none(value) -> list[torch.Tensor]:
+    return [value] if isinstance(value, torch.Tensor) else []

@@ -430,7 +430,8 @@ class _Recorder(TorchDispatchMode):
         self.ops: list[OpNode] = []
         self.calls: list[ModuleCall] = []
         self.call_outputs: dict[int, tuple[TensorMeta, ...]] = {}
-        self._stack: list[tuple[ModuleCall, tuple[tuple[int, ...], ...]]] = []
+        # The module calls running now, each with its arguments (their shapes, for errors).
+        self._stack: list[tuple[ModuleCall, Any]] = []
         self._call_counts: dict[str, int] = {}
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._alive: list[torch.Tensor] = []  # keeps ids unique; meta tensors cost nothing
@@ -492,15 +493,14 @@ class _Recorder(TorchDispatchMode):
             self._call_counts[path] = count + 1
             call = ModuleCall(path, type_name, count, len(self.calls), len(self.ops))
             self.calls.append(call)
-            shapes = tuple(tuple(a.shape) for a in tensors_in(args))
-            self._stack.append((call, shapes))
+            self._stack.append((call, args))
 
         return hook
 
     def start_root(self, model: torch.nn.Module, args) -> None:
         """Without hooks: the model's call, for errors; its ops get calls of their own."""
         call = ModuleCall("", _type_name(model), 0, -1, 0)
-        self._stack.append((call, tuple(tuple(a.shape) for a in tensors_in(args))))
+        self._stack.append((call, args))
 
     def post_hook(self, module, args, output):
         call, _ = self._stack.pop()
@@ -510,7 +510,8 @@ class _Recorder(TorchDispatchMode):
         reason = _reason(exc)
         if not self._stack:
             return f"the model's forward failed on input {_shapes_text(input_shapes)}: {reason}"
-        call, shapes = self._stack[-1]
+        call, args = self._stack[-1]
+        shapes = tuple(tuple(a.shape) for a in tensors_in(args))
         where = self.inner_module() or f"the model ({call.type})"
         return f"the forward pass failed in {where} on input {_shapes_text(shapes)}: {reason}"
 
@@ -546,7 +547,10 @@ class _Recorder(TorchDispatchMode):
         node_args, node_kwargs = info.slots.map(self.lookup, args, kwargs)
         # In-place ops and views live in their first input's storage.
         storage = inputs[0].storage if (info.writes_input or info.is_view) and inputs else None
-        outputs = tuple(self.register(t, "activation", storage=storage) for t in tensors_in(out))
+        if isinstance(out, torch.Tensor):
+            outputs = (self.register(out, "activation", storage=storage),)
+        else:
+            outputs = tuple(self.register(t, "activation", storage=storage) for t in tensors_in(out))
         module = self._stack[-1][0] if self._stack else None
         if self._by_parameters is not None and module is not None and not module.path:
             module = self._owner_call(inputs, module)
@@ -745,19 +749,30 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
     op's laid out by TensorIterator's rule), or an in-place op whose result would not fit its
     destination. A formula's Refused is final: the real kernel refuses the call even where
     the meta kernel would answer it."""
-    first = tensors[0] if tensors else None
-    if first is None or not first.is_floating_point() or any(t.dtype != first.dtype or not t.is_meta for t in tensors):
-        return None  # a CPU tensor the forward made itself (a position table) is computed for real
-    as_input = not info.writes_input and info.layout is Layout.AS_INPUT
-    follows_layout = as_input and not all(t.is_contiguous() for t in tensors)
-    if as_input and not info.elementwise and (follows_layout or any(map(_taken_for_channels_last, tensors))):
+    # Plain loops below, not any() and all() over generators: this runs for every operator.
+    if not tensors or not tensors[0].is_floating_point():
         return None
+    first = tensors[0]
+    dtype = first.dtype
+    contiguous = True
+    for tensor in tensors:
+        if tensor.dtype != dtype or not tensor.is_meta:
+            return None  # a CPU tensor the forward made itself (a position table) is computed for real
+        contiguous = contiguous and tensor.is_contiguous()
+    as_input = not info.writes_input and info.layout is Layout.AS_INPUT
+    follows_layout = as_input and not contiguous
+    if as_input and not info.elementwise:
+        if follows_layout:
+            return None
+        for tensor in tensors:
+            if _taken_for_channels_last(tensor):
+                return None
     if follows_layout and first.dtype in _HALF:
         # Half-precision meta kernels lay a non-contiguous elementwise output out by a rule of
         # their own (an expanded times a transposed 2x2: (2, 1); TensorIterator, float32's
         # meta kernel and the CPU say (1, 2)): the trace records what the meta kernel says.
         return None
-    shape_args, shape_kwargs = info.slots.map(lambda t: tuple(t.shape), args, kwargs)
+    shape_args, shape_kwargs = info.slots.map(_shape, args, kwargs)
     try:
         shapes = info.shape(*shape_args, **shape_kwargs)
     except Refused:
@@ -780,13 +795,17 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
     if follows_layout:  # an elementwise op lays its output out as its inputs are
         strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in tensors])
         return torch.empty_strided(shapes[0], strides, dtype=first.dtype, device="meta")
-    outputs = [_empty(shape, first.dtype) for shape in shapes]
+    outputs = [_empty(shape, dtype) for shape in shapes]
     if info.layout is Layout.SUGGESTED and _taken_for_channels_last(first):
         outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
     return outputs[0] if info.returns == 1 else tuple(outputs)
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    return tuple(tensor.shape)
 
 
 def _taken_for_channels_last(tensor: torch.Tensor) -> bool:
@@ -841,7 +860,10 @@ def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
     """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`, the dtype maybe COMPUTATION)."""
     if len(shape) == 2 and not isinstance(shape[1], int):
         shape, dtype = shape[0], output_dtype(shape[1], dtype)
-    return torch.empty(shape, dtype=dtype, device="meta")
+    return torch.empty(shape, dtype=dtype, device=_META)
+
+
+_META = torch.device("meta")
 
 
 def _shapes_text(shapes) -> str:
