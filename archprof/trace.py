@@ -324,19 +324,21 @@ def _own_tensors(named: list[tuple[str, torch.Tensor, bool]], recorder: _Recorde
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
-        recorder.register(tensor, "buffer" if is_buffer else "parameter", name)
-        parameters.append(_parameter_info(name, tensor, tensor.dtype, is_buffer))
+        meta = recorder.register(tensor, "buffer" if is_buffer else "parameter", name)
+        parameters.append(_parameter_info(meta, tensor, is_buffer))
     return None, parameters
 
 
-def _parameter_info(name: str, tensor: torch.Tensor, dtype: torch.dtype, is_buffer: bool) -> ParameterInfo:
+def _parameter_info(meta: TensorMeta, tensor: torch.Tensor, is_buffer: bool) -> ParameterInfo:
+    """What the report lists of a parameter or buffer, from its registered stand-in (`meta`:
+    its name, shape and traced dtype) and the model's own tensor (whether it trains)."""
     return ParameterInfo(
-        name=name,
-        module_path=name.rpartition(".")[0],
-        shape=tuple(tensor.shape),
-        dtype=dtype,
-        trainable=not is_buffer and tensor.requires_grad,
-        is_buffer=is_buffer,
+        meta.name,
+        meta.name.rpartition(".")[0],
+        meta.shape,
+        meta.dtype,
+        not is_buffer and tensor.requires_grad,
+        is_buffer,
     )
 
 
@@ -362,8 +364,8 @@ def _stand_ins(
         if requires_grad and not is_buffer and tensor.requires_grad and stand_in.is_floating_point():
             stand_in.requires_grad_(True)
         stand_ins[name] = stand_in
-        recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)
-        parameters.append(_parameter_info(name, tensor, target, is_buffer))
+        meta = recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)
+        parameters.append(_parameter_info(meta, tensor, is_buffer))
     return stand_ins, parameters
 
 
@@ -504,7 +506,10 @@ class _Recorder(TorchDispatchMode):
 
     def post_hook(self, module, args, output):
         call, _ = self._stack.pop()
-        self.call_outputs[call.index] = tuple(self.lookup(t) for t in tensors_in(output))
+        if isinstance(output, torch.Tensor):
+            self.call_outputs[call.index] = (self.lookup(output),)
+        else:
+            self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
 
     def describe_failure(self, exc: Exception, input_shapes) -> str:
         reason = _reason(exc)

@@ -15,7 +15,8 @@ In one run it measures, side by side:
    archprof's meta build from the spec and its analysis of that model, beside torchinfo,
    fvcore and FlopCounterMode (a real CPU forward) on the model built on the CPU; the
    speed-up over the fastest peer; archprof's time per traced operator beside the
-   dispatch-mode floor (what a TorchDispatchMode that only calls each operator adds);
+   dispatch-mode floor (a meta forward under a TorchDispatchMode that answers every
+   operator from a cache, computing nothing);
 5. the same for every built-in model, each at its usual input (--quick: three of them);
 6. archprof's analysis of the models of 4 at batch 1 and 64 (flat in batch).
 
@@ -27,7 +28,6 @@ slow peers (torchinfo, fvcore, forward) at 1024x1024, which get one timed run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import gc
 import os
@@ -53,6 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
 from archprof.analysis import analysis as traced_analysis
+from archprof.kernels import DeviceKernels
 from archprof.load import load_model
 from archprof.zoo import MODELS
 
@@ -217,7 +218,7 @@ class HubRow:
     build: Timing  # archprof's meta-device build from the spec
     archprof: Timing  # analysis only, of the model built on meta
     peers: dict[str, Timing]  # each peer on the model built on the CPU
-    floor_s: float  # what a dispatch mode that only calls each op adds to a meta forward
+    floor_s: float  # a meta forward under a dispatch mode answering each op from a cache
 
     @property
     def fastest_peer(self) -> tuple[str, Timing]:
@@ -233,19 +234,44 @@ class HubRow:
 
     @property
     def floor_us_per_op(self) -> float:
-        """What a Python dispatch mode alone adds to each operator."""
+        """The model's own Python and the dispatch into a Python mode, per operator."""
         return self.floor_s / self.operators * 1e6
 
 
-class _CallOnly(TorchDispatchMode):
-    """PyTorch's dispatch-mode floor: a mode whose every operator only runs its kernel."""
+class _Capture(TorchDispatchMode):
+    """Runs every operator and keeps what it returned, in order, for `_Replay`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outputs: list = []
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
         return False  # as archprof's recorder: no torch._dynamo wrapper around each call
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        self.outputs.append(out)
+        return out
+
+
+class _Replay(_Capture):
+    """PyTorch's dispatch-mode floor: a mode that answers every operator with what the same
+    operator returned in an earlier forward, computing nothing. Its forward costs the model's
+    own Python and the dispatch of each operator into a Python mode: what any tracer that
+    sees every operator pays. A view is made afresh (autograd refuses a view handed back
+    twice); an in-place operator hands back its input, as the kernel would."""
+
+    def __init__(self, outputs: list) -> None:
+        super().__init__()
+        self._answers = iter(outputs)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        answer = next(self._answers)
+        alias = func._schema.returns[0].alias_info if len(func._schema.returns) == 1 else None
+        if alias is None:
+            return answer
+        return args[0] if alias.is_write else func(*args, **(kwargs or {}))
 
 
 def hub_packages() -> None:
@@ -262,22 +288,22 @@ def flop_counter(model: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def meta_forward(model: torch.nn.Module, x: torch.Tensor, mode: TorchDispatchMode | None = None) -> None:
-    with torch.no_grad(), mode or contextlib.nullcontext():
+def meta_forward(model: torch.nn.Module, x: torch.Tensor, mode: TorchDispatchMode) -> None:
+    # Batch norm and attention reach the same operators as in archprof's trace.
+    with torch.no_grad(), mode, DeviceKernels():
         model(x)
 
 
 def dispatch_floor_s(model: torch.nn.Module, x: torch.Tensor, repeat: int) -> float:
-    """Median over at least 5 back-to-back pairs of (meta forward under `_CallOnly` minus the
-    plain meta forward): pairs, so that a busy moment lands on both halves alike."""
-    gaps = []
-    for _ in range(max(repeat, 5) + 1):  # the first pair warms up
+    """Median of at least 5 meta forwards under `_Replay`, after one that captures the answers."""
+    capture = _Capture()
+    meta_forward(model, x, capture)
+    times = []
+    for _ in range(max(repeat, 5)):
         start = time.perf_counter()
-        meta_forward(model, x)
-        middle = time.perf_counter()
-        meta_forward(model, x, _CallOnly())
-        gaps.append((time.perf_counter() - middle) - (middle - start))
-    return statistics.median(gaps[1:])
+        meta_forward(model, x, _Replay(capture.outputs))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def bench_specs(specs: tuple[str, ...], repeat: int, size: tuple[int, ...] | None = None) -> list[HubRow]:
@@ -316,9 +342,10 @@ def render_specs(rows: list[HubRow], repeat: int, title: str) -> str:
         "archprof: analysis only, of the model it built on meta (the build from the spec or name is its own"
         " column); each peer on the model built on the CPU (build not counted); FlopCounterMode runs a real CPU"
         f" forward. Median of {repeat} timed runs after one warm-up call, all in this one process.",
-        "Per operator: archprof's analysis time over the operators it traced; the dispatch-mode floor is what a"
-        " TorchDispatchMode that only calls each operator adds to a meta forward of the same model, per operator"
-        " (median of back-to-back pairs).",
+        "Per operator: archprof's analysis time over the operators it traced; the floor is a meta forward of the"
+        " same model under a TorchDispatchMode that answers every operator with what it returned in an earlier"
+        " forward, computing nothing: the model's own Python and PyTorch's dispatch into a Python mode, which"
+        " any tool that sees every operator pays. archprof's time above it is its recorder and its passes.",
         "",
     ]
     peers = list(rows[0].peers) if rows else []

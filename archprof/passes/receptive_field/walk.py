@@ -116,11 +116,16 @@ class Walk:
 
     def step(self, op: OpNode, rule: Rule | None) -> None:
         fields = self.fields
-        states = [fields.get(tensor.id) for tensor in op.inputs]
-        if all(state is None for state in states) or not op.outputs:
+        read_any, read_whole_only = False, True  # a loop, not all() twice: every op comes here
+        for tensor in op.inputs:
+            state = fields.get(tensor.id)
+            if state is not None:
+                read_any = True
+                read_whole_only = read_whole_only and state is WHOLE
+        if not read_any or not op.outputs:
             return  # computed from parameters and constants only (or nothing): no field
         try:
-            if all(state is None or state is WHOLE for state in states):
+            if read_whole_only:
                 result = WHOLE  # whatever it does, it reads units that each read the whole input
             elif rule is None:
                 result = self.undefined(op, "archprof has no rule for it")
