@@ -28,6 +28,7 @@ slow peers (torchinfo, fvcore, forward) at 1024x1024, which get one timed run.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import gc
 import os
@@ -121,6 +122,22 @@ def measure(fn: Callable[[], Any], repeat: int, warmup: bool = True) -> Timing:
         result = fn()
         times.append(time.perf_counter() - start)
     return Timing(statistics.median(times), repeat, result)
+
+
+def measure_side_by_side(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, Timing]:
+    """`measure` for several tools in turn, round by round: run r of each tool lies within
+    moments of run r of the others, so that a slow spell of a shared machine (whole seconds
+    at half speed, seen here) slows every tool in it alike instead of one tool's series."""
+    for fn in fns.values():
+        fn()
+    gc.collect()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()  # its result is freed before the clock of the next call starts
+            times[name].append(time.perf_counter() - start)
+    return {name: Timing(statistics.median(series), repeat) for name, series in times.items()}
 
 
 def progress(message: str) -> None:
@@ -300,16 +317,11 @@ def meta_forward(model: torch.nn.Module, x: torch.Tensor, mode: TorchDispatchMod
         model(x)
 
 
-def dispatch_floor_s(model: torch.nn.Module, x: torch.Tensor, repeat: int) -> float:
-    """Median of at least 5 meta forwards under `_Replay`, after one that captures the answers."""
+def captured_answers(model: torch.nn.Module, x: torch.Tensor) -> list:
+    """What every operator of a meta forward returned, in order, for `_Replay`."""
     capture = _Capture()
     meta_forward(model, x, capture)
-    times = []
-    for _ in range(max(repeat, 5)):
-        start = time.perf_counter()
-        meta_forward(model, x, _Replay(capture.outputs))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return capture.outputs
 
 
 def bench_specs(specs: tuple[str, ...], repeat: int, size: tuple[int, ...] | None = None) -> list[HubRow]:
@@ -326,18 +338,25 @@ def bench_spec(spec: str, repeat: int, size: tuple[int, ...] | None) -> HubRow:
     build = measure(lambda: load_model(spec), repeat)
     loaded = build.result
     size = size or loaded.default_inputs[0].shape
-    ap = measure(lambda: archprof.analyze(loaded, input_size=size, batch=1), repeat)
     operators = len(traced_analysis(loaded, size, 1, None).graph.ops)
-    floor_s = dispatch_floor_s(loaded.module.eval(), torch.empty(1, *size, device="meta"), repeat)
-    progress(f"{spec}: the peers")
+    progress(f"{spec}: archprof, the dispatch-mode floor and the peers, side by side")
     model = loaded.build(torch.device("cpu")).eval()
     x = torch.randn(1, *size)
-    peers = {
-        "torchinfo": measure(lambda: torchinfo.summary(model, input_size=(1, *size), verbose=0), repeat),
-        "fvcore": measure(lambda: fvcore_count(model, x), repeat),
-        "FlopCounterMode": measure(lambda: flop_counter(model, x), repeat),
-    }
-    return HubRow(spec, size, operators, build, ap, peers, floor_s)
+    # A copy in eval mode: archprof is handed the model as built (in train mode, as factories make it).
+    meta_model, meta_x = copy.deepcopy(loaded.module).eval(), torch.empty(1, *size, device="meta")
+    answers = captured_answers(meta_model, meta_x)
+    timings = measure_side_by_side(
+        {
+            "archprof": lambda: archprof.analyze(loaded, input_size=size, batch=1),
+            "floor": lambda: meta_forward(meta_model, meta_x, _Replay(answers)),
+            "torchinfo": lambda: torchinfo.summary(model, input_size=(1, *size), verbose=0),
+            "fvcore": lambda: fvcore_count(model, x),
+            "FlopCounterMode": lambda: flop_counter(model, x),
+        },
+        repeat,
+    )
+    ap, floor = timings.pop("archprof"), timings.pop("floor")
+    return HubRow(spec, size, operators, build, ap, timings, floor.median_s)
 
 
 def render_specs(rows: list[HubRow], repeat: int, title: str) -> str:
@@ -347,7 +366,8 @@ def render_specs(rows: list[HubRow], repeat: int, title: str) -> str:
         "",
         "archprof: analysis only, of the model it built on meta (the build from the spec or name is its own"
         " column); each peer on the model built on the CPU (build not counted); FlopCounterMode runs a real CPU"
-        f" forward. Median of {repeat} timed runs after one warm-up call, all in this one process.",
+        f" forward. Median of {repeat} timed runs after one warm-up call each, archprof, the floor and the peers"
+        " taking turns run by run (so that a slow spell of the machine slows them alike), all in this one process.",
         "Per operator: archprof's analysis time over the operators it traced; the floor is a meta forward of the"
         " same model under a TorchDispatchMode that answers every operator with what it returned in an earlier"
         " forward, computing nothing: the model's own Python and PyTorch's dispatch into a Python mode, which"
@@ -399,9 +419,8 @@ def bench_batches(specs: tuple[str, ...], repeat: int) -> dict[str, list[Timing]
     for spec in specs:
         progress(f"{spec}: archprof at batch {' and '.join(map(str, BATCHES))}")
         loaded = load_model(spec)
-        timings[spec] = [
-            measure(lambda m=loaded, b=b: archprof.analyze(m, input_size=HUB_INPUT, batch=b), repeat) for b in BATCHES
-        ]
+        batches = {b: lambda m=loaded, b=b: archprof.analyze(m, input_size=HUB_INPUT, batch=b) for b in BATCHES}
+        timings[spec] = list(measure_side_by_side(batches, repeat).values())
     return timings
 
 
@@ -762,7 +781,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median is reported)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median is reported)")
     parser.add_argument("--quick", action="store_true", help="only 224x224, and two of the hub models")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="where to write the Markdown report")
     args = parser.parse_args(argv)
