@@ -305,6 +305,58 @@ def test_periodic_maps_give_every_unit_the_field_its_links_give(case):
                 assert entry.field(unit) == padded_by_brute_force(entry, unit, memo), (entry.period, unit)
 
 
+class BlurDense(nn.Module):
+    """A BlurPool (reflection padding, then a fixed stride-2 window, as timm's) and a dense
+    block after it: three 3x3 convolutions, each reading the concatenation of all before."""
+
+    def __init__(self):
+        super().__init__()
+        self.blur = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(2, 2, 3, stride=2, groups=2))
+        self.layers = nn.ModuleList(nn.Conv2d(2 + 2 * i, 2, 3, padding=1) for i in range(3))
+
+    def forward(self, x):
+        features = [self.blur(x)]
+        for layer in self.layers:
+            features.append(layer(torch.cat(features, 1)))
+        return torch.cat(features, 1)
+
+
+def test_a_blur_pool_leaves_a_few_irregular_units_and_every_field_exact():
+    """A reflection's mirrored border units break the order and the period of a map's fields,
+    and the maps after it inherit a few such units near each border (a padded field that
+    reads a mirrored pixel). archprof tracks them and keeps, map by map, only those that do
+    break the order or the period: their number stays the same however deep the network, and
+    every other unit is evaluated by a span's ends and the map's period (timm's BlurPool
+    DenseNet: 200 -> 60 ms). Every unit of every map, and some beyond the ends, equals its
+    field computed unit by unit from the links."""
+    graph = analysis(load(BlurDense().double()), (2, 21, 21), None, torch.float64).graph
+    fields, _ = tensor_fields(graph)
+    memo: dict = {}
+    maps = {id(m): m for state in fields.values() for m in getattr(state, "dims", ()) if getattr(m, "links", None)}
+    for axis_map in maps.values():
+        assert axis_map.irregular is not None and len(axis_map.irregular) <= 4 and axis_map.period == 1
+        for unit in range(-6, axis_map.size + 6):
+            assert axis_map.field(unit) == padded_by_brute_force(axis_map, unit, memo), unit
+    mirrored = [m for m in maps.values() if any(link.breaks for link in m.links)]
+    assert mirrored and all(m.irregular for m in mirrored)  # the mirrored units themselves
+    check_units(BlurDense(), (2, 21, 21), corner_units(BlurDense(), (2, 21, 21)))
+
+
+def test_a_dilated_transposed_convolution_has_no_order():
+    """Stride 3, dilation 2: outputs 0, 1, 2 read inputs 0, -1, 0. A span over its units must
+    visit each one, not its two ends (found by hypothesis: the bilinear map after it had
+    fields ending before they began)."""
+    model = nn.Sequential(
+        nn.ConvTranspose2d(2, 2, 3, stride=3, dilation=2), Interpolate(scale_factor=2, mode="bilinear")
+    )
+    graph = analysis(load(model.double()), (2, 4, 4), None, torch.float64).graph
+    fields, _ = tensor_fields(graph)
+    memo: dict = {}
+    for axis_map, _ in fields[graph.outputs[0].id].places(0):
+        for unit in range(-3, axis_map.size + 3):
+            assert axis_map.field(unit) == padded_by_brute_force(axis_map, unit, memo), unit
+
+
 def test_an_hrnet_fusion_is_periodic():
     """Branches at strides 1 and 2 fused by a nearest upsampling by 2: one period of 2 units."""
 

@@ -35,7 +35,8 @@ class Link:
     unit advances on average (None: not evenly spaced); `period` P: reads(u + P) is reads(u)
     shifted by P * ratio (a whole number) for every u, beyond the map's ends too (1 for a
     convolution or a zero padding, 2 for a nearest upsampling by 2; None: not known to be);
-    `monotone`: later units never read earlier parent units."""
+    `monotone`: later units never read earlier parent units, leaving out the units of
+    `breaks` (a reflection's mirrored borders), which may read anywhere."""
 
     parent: AxisMap
     reads: Reads
@@ -43,12 +44,26 @@ class Link:
     period: int | None = None
     monotone: bool = True
     why: str = ""  # why the ratio is None
+    breaks: tuple[Interval, ...] = ()
 
 
 class AxisMap:
     """Unit u of a tensor dimension of `size` units along input axis `axis`."""
 
-    __slots__ = ("_exact", "_padded", "_step", "axis", "jump", "links", "monotone", "note", "period", "size")
+    __slots__ = (
+        "_exact",
+        "_origin",
+        "_padded",
+        "_step",
+        "_unordered",
+        "axis",
+        "irregular",
+        "jump",
+        "links",
+        "note",
+        "period",
+        "size",
+    )
 
     def __init__(self, axis: int, size: int, links: tuple[Link, ...] = ()) -> None:
         self.axis, self.size, self.links = axis, size, links
@@ -66,11 +81,22 @@ class AxisMap:
         else:
             self.jump = None
             self.note = self.note or "paths with different strides merged"
-        self.monotone = all(link.monotone and link.parent.monotone for link in links)
-        # Padded fields repeat every `period` units, shifted by `_step` input pixels: only
-        # the first period is evaluated (all of HRNet's maps after its first upsampling).
+        # The units whose padded fields may break the order or the period of the others:
+        # () for most maps, a few near a reflection's borders; None where no order is known
+        # (a flatten, a roll). Every other unit's field ends never decrease from unit to
+        # unit, and repeat every `period` units shifted by `_step` input pixels, from the
+        # period that starts at `_origin`: a span needs the fields of its end units and of
+        # its irregular ones only, and a unit's field is its twin's in that period, shifted
+        # (all of HRNet's maps after its first upsampling; DenseNet's after a BlurPool).
+        candidates = self._candidates()
+        self.irregular = None if candidates is None else tuple(candidates)
+        self._unordered = frozenset(candidates or ())
         self.period = self._period()
         self._step = int(self.period * self.jump) if self.period is not None else 0
+        self._origin = candidates[0] - self.period if candidates and self.period is not None else 0
+        if candidates:
+            self.irregular = self._still_irregular(candidates)
+            self._unordered = frozenset(self.irregular)
 
     def _period(self) -> int | None:
         """P with field(u + P) = field(u) + P * jump (padded) for every u, or None: the
@@ -79,6 +105,8 @@ class AxisMap:
             return 1
         if self.jump is None:
             return None
+        if self.irregular is None and any(link.breaks or link.parent.irregular for link in self.links):
+            return None  # a link's or a parent's period holds off their irregular units only
         period = 1
         for link in self.links:
             parent_period = link.parent.period
@@ -90,6 +118,61 @@ class AxisMap:
             repeats = parent_period // math.gcd(int(advance), parent_period)  # to a whole parent period
             period = math.lcm(period, link.period * repeats)
         return period
+
+    def _candidates(self) -> list[int] | None:
+        """The units that may be irregular: those of each link's breaks and those that read
+        a parent's irregular unit. `_still_irregular` then keeps the ones that are, so that
+        one reflection padding does not leave every map after it irregular."""
+        if not self.links:
+            return []
+        zones: list[Interval] = []
+        for link in self.links:
+            parent = link.parent.irregular
+            if not link.monotone or parent is None or (link.breaks and parent):
+                return None
+            zones += [zone for zone in link.breaks if zone[0] <= zone[1]]
+            for unit in parent:
+                readers = _readers(link, unit)
+                if readers is None:
+                    return None
+                zones.append(readers)
+        if sum(last - first + 1 for first, last in zones) > _MOST_IRREGULAR:
+            return None
+        return sorted({unit for first, last in zones for unit in range(first, last + 1)})
+
+    def _still_irregular(self, candidates: list[int]) -> tuple[int, ...]:
+        """The candidates that do break the order or the period, taken left to right in
+        runs of consecutive units: a unit whose field is its twin's in the period at
+        `_origin`, shifted, and lies between the last regular unit before it and the first
+        one after its run (componentwise) is in order with every regular unit and becomes
+        the last regular unit; the others stay irregular."""
+        kept: list[int] = []
+        runs: list[list[int]] = []
+        for unit in candidates:
+            if runs and unit == runs[-1][-1] + 1:
+                runs[-1].append(unit)
+            else:
+                runs.append([unit])
+        for run in runs:
+            before, after = self.field(run[0] - 1), self.field(run[-1] + 1)
+            for unit in run:
+                field = self.field(unit)
+                regular = None not in (before, field, after) and _ordered(before, field) and _ordered(field, after)
+                if regular and field == self._periodic(unit):
+                    before = field
+                else:
+                    kept.append(unit)
+        return tuple(kept)
+
+    def _periodic(self, unit: int) -> Interval | None:
+        """The field of `unit`'s twin in the period at `_origin`, shifted to `unit` (the
+        field itself where the map has no period)."""
+        if self.period is None:
+            return self.field(unit)
+        turns, offset = divmod(unit - self._origin, self.period)
+        twin = self.field(self._origin + offset)
+        shift = turns * self._step
+        return None if twin is None else (twin[0] + shift, twin[1] + shift)
 
     def derive(self, size: int, reads: Reads, ratio: Fraction | int | None, **flags) -> AxisMap:
         return AxisMap(self.axis, size, (Link(self, reads, ratio, **flags),))
@@ -104,10 +187,13 @@ class AxisMap:
             value = (unit, unit) if not exact or 0 <= unit < self.size else None
         elif exact and not 0 <= unit < self.size:
             value = None
-        elif self.period is not None and not exact and not 0 <= unit < self.period:  # one in the first period, shifted
-            turns, base = divmod(unit, self.period)
-            first, shift = self.field(base), turns * self._step
-            value = None if first is None else (first[0] + shift, first[1] + shift)
+        elif (
+            self.period is not None
+            and not exact
+            and not self._origin <= unit < self._origin + self.period
+            and unit not in self._unordered
+        ):
+            value = self._periodic(unit)
         else:
             value = None
             for link in self.links:
@@ -124,14 +210,91 @@ class AxisMap:
             return None
         if first == last:
             return self.field(first, exact)
-        if self.monotone and not exact:  # exact ends are not monotone: a dilated tap can skip the border
-            low, high = self.field(first), self.field(last)
-            if low is not None and high is not None:  # (a transposed convolution's unit may read nothing)
-                return low[0], high[1]
+        if self.irregular is not None and not exact:  # exact ends have no order: a dilated tap can skip the border
+            value = self._ordered_span(first, last)
+            if value is not None:
+                return value
         value = None
         for unit in range(first, last + 1):
             value = hull(value, self.field(unit, exact))
         return value
+
+    def _ordered_span(self, first: int, last: int) -> Interval | None:
+        """The padded span from the fields of its ordered end units and of its irregular
+        units; None where an end unit reads nothing (a transposed convolution's may)."""
+        low, high = first, last
+        while low <= last and low in self._unordered:
+            low += 1
+        while high >= first and high in self._unordered:
+            high -= 1
+        value = None
+        if low <= high:
+            ends = self.field(low), self.field(high)
+            if ends[0] is None or ends[1] is None:
+                return None
+            value = ends[0][0], ends[1][1]
+        for unit in self.irregular:
+            if first <= unit <= last:
+                value = hull(value, self.field(unit))
+        return value
+
+
+# Irregular candidates beyond this many: the map is taken as having no order at all.
+_MOST_IRREGULAR = 256
+
+
+def _ordered(a: Interval, b: Interval) -> bool:
+    return a[0] <= b[0] and a[1] <= b[1]
+
+
+def _readers(link: Link, unit: int) -> Interval | None:
+    """The units whose reads through an ordered link span parent unit `unit` (each unit
+    read as the hull of its taps, whose ends never decrease from unit to unit): searched
+    outwards from where the link's ratio puts them, then by bisection; None where a unit
+    reads nothing, which leaves the order unknown."""
+
+    def ends(u: int) -> Interval | None:
+        taps = link.reads(u)
+        return (min(t[0] for t in taps), max(t[1] for t in taps)) if taps else None
+
+    def first_where(holds: Callable[[Interval], bool], guess: int) -> int | None:
+        # Bracket: holds(ends(low)) false, holds(ends(high)) true (it holds from some unit on).
+        low, high, step = guess - 1, guess, 1
+        while True:
+            span = ends(low)
+            if span is None:
+                return None
+            if not holds(span) or low < -_FAR:
+                break
+            low, step = low - step, step * 2
+        step = 1
+        while True:
+            span = ends(high)
+            if span is None:
+                return None
+            if holds(span) or high > _FAR:
+                break
+            high, step = high + step, step * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            span = ends(middle)
+            if span is None:
+                return None
+            if holds(span):
+                high = middle
+            else:
+                low = middle
+        return high
+
+    guess = int(unit / link.ratio) if link.ratio else 0
+    first = first_where(lambda span: span[1] >= unit, guess)
+    past = first_where(lambda span: span[0] > unit, guess)
+    if first is None or past is None:
+        return None
+    return first, past - 1
+
+
+_FAR = 1 << 40  # beyond any unit a tensor has: where the search gives up
 
 
 def hull(a: Interval | None, b: Interval | None) -> Interval | None:

@@ -506,7 +506,12 @@ def _border_pad(kind: str) -> Rule:
                         j = min(max(j, 0), n - 1)
                 return ((j, j),)
 
-            return parent.derive(out[axes[i]], reads, 1, monotone=kind == "replication")
+            if kind == "replication":
+                return parent.derive(out[axes[i]], reads, 1)
+            # Mirrored units (the first `before`, the last `after`) read back into the map;
+            # every other unit reads its own, in order.
+            mirrored = ((0, before - 1), (before + n, out[axes[i]] - 1))
+            return parent.derive(out[axes[i]], reads, 1, period=1, breaks=mirrored)
 
         return walk.along(op, walk.state(x), axes, padded, f"{kind} padding")
 
@@ -590,7 +595,9 @@ def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> A
     def reads(u: int) -> list[Interval]:
         return [((u + p - t * d) // s,) * 2 for t in range(k) if (u + p - t * d) % s == 0]
 
-    return parent.derive(size, reads, Fraction(1, s))
+    # Undilated, the taps of o read inputs ending at (o + P) // S: never earlier for a later o.
+    # Dilated, they interleave (S 3, D 2: outputs 0, 1, 2 read inputs 0, -1, 0).
+    return parent.derive(size, reads, Fraction(1, s), monotone=d == 1)
 
 
 @_rule("convolution", "_convolution", "convolution_overrideable")
