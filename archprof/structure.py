@@ -56,8 +56,8 @@ class TensorSlots:
 
     @staticmethod
     def of(schema) -> TensorSlots:
-        slots = [(i, argument.name, str(argument.type)) for i, argument in enumerate(schema.arguments)]
-        slots = [(i, name, kind.startswith("List")) for i, name, kind in slots if "Tensor" in kind]
+        typed = [(i, argument.name, str(argument.type)) for i, argument in enumerate(schema.arguments)]
+        slots = [(i, name, kind.startswith("List")) for i, name, kind in typed if "Tensor" in kind]
         return TensorSlots(tuple((i, listed) for i, _, listed in slots), frozenset(name for _, name, _ in slots))
 
     def tensors(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
@@ -74,7 +74,7 @@ class TensorSlots:
         if kwargs:
             for name, value in kwargs.items():
                 if name in self.names:
-                    found.extend(tensors_in(value) if isinstance(value, (list, tuple)) else _tensor_or_none(value))
+                    found.extend(tensors_in(value))
         return found
 
     def map(self, fn: Callable[[torch.Tensor], Any], args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -94,7 +94,3 @@ class TensorSlots:
         return tuple(mapped), {
             key: _applied(fn, torch.Tensor, value) if key in self.names else value for key, value in kwargs.items()
         }
-
-
-def _tensor_or_none(value) -> list[torch.Tensor]:
-    return [value] if isinstance(value, torch.Tensor) else []
