@@ -342,6 +342,42 @@ def test_a_blur_pool_leaves_a_few_irregular_units_and_every_field_exact():
     check_units(BlurDense(), (2, 21, 21), corner_units(BlurDense(), (2, 21, 21)))
 
 
+class ReflectedBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        conv = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.ReLU()]
+        self.body = nn.Sequential(*conv, *conv)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def test_a_generator_with_reflections_everywhere_gets_every_field_exact():
+    """A CycleGAN-style generator: a 7x7 reflection-padded stem, strided convolutions down,
+    residual blocks padded by reflection, transposed convolutions up, a reflection-padded 7x7
+    head. Reflections of maps that already have irregular units leave those maps without a
+    known order (evaluated unit by unit); every unit of every map, and some beyond the ends,
+    equals its field computed unit by unit from the links."""
+    model = nn.Sequential(
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(3, 2, 7),
+        nn.Conv2d(2, 2, 3, 2, 1),
+        nn.Conv2d(2, 2, 3, 2, 1),
+        *(ReflectedBlock(2) for _ in range(3)),
+        nn.ConvTranspose2d(2, 2, 3, 2, 1, output_padding=1),
+        nn.ConvTranspose2d(2, 2, 3, 2, 1, output_padding=1),
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(2, 3, 7),
+    )
+    graph = analysis(load(model.double()), (3, 24, 24), None, torch.float64).graph
+    fields, _ = tensor_fields(graph)
+    memo: dict = {}
+    maps = {id(m): m for state in fields.values() for m in getattr(state, "dims", ()) if getattr(m, "links", None)}
+    for axis_map in maps.values():
+        for unit in range(-4, axis_map.size + 4):
+            assert axis_map.field(unit) == padded_by_brute_force(axis_map, unit, memo), unit
+
+
 def test_a_dilated_transposed_convolution_has_no_order():
     """Stride 3, dilation 2: outputs 0, 1, 2 read inputs 0, -1, 0. A span over its units must
     visit each one, not its two ends (found by hypothesis: the bilinear map after it had
