@@ -546,6 +546,27 @@ def test_a_transposed_convolutions_units_differ_and_the_table_shows_the_range():
     check_units(model, (1, 9, 9), every_unit(model, (1, 9, 9)))
 
 
+def test_the_range_over_units_after_a_reflection_counts_its_border_units():
+    """Reflected borders make a few units' fields smaller than the period's: the range over
+    units is measured unit by unit there, and equals the fields computed from the links."""
+    model = nn.Sequential(nn.ReflectionPad2d(2), nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3, padding=1))
+    analysed = analysis(load(model.double()), (1, 9, 9), None, torch.float64)
+    states, _ = row_states(analysed.graph, group_layers(analysed.graph))
+    memo: dict = {}
+    for state in states[1:]:
+        spread = spreads(state, 2)[0]
+        axis_map = state.places(0)[0][0]
+        fields = [padded_by_brute_force(axis_map, unit, memo) for unit in range(axis_map.size)]
+        sizes = [last - first + 1 for first, last in fields]
+        assert (spread.first, spread.smallest, spread.largest, spread.measured) == (
+            sizes[0],
+            min(sizes),
+            max(sizes),
+            axis_map.size,
+        )
+        assert spread.smallest < spread.largest  # the borders do differ
+
+
 # -- where archprof says global, and where it stops -------------------------------------
 
 

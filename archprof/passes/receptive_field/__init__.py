@@ -192,10 +192,12 @@ def _spread(field: Field, axis: int) -> Spread | None:
         size = box[1] - box[0] + 1 if box else 0
         return Spread(size, size, size, size, 1, 1)
     axis_map = places[0][0]
-    # Padded sizes repeat with the map's period: the first period holds them all.
-    first_units = axis_map.period if axis_map.period is not None else MAX_UNITS
+    # Padded sizes repeat with the map's period: the first period holds them all, unless
+    # some units break it (near a reflection's borders), which are then measured one by one.
+    periodic = axis_map.period is not None and not axis_map.irregular
+    first_units = axis_map.period if periodic else MAX_UNITS
     sizes = [_size(axis_map.field(u)) for u in range(min(axis_map.size, first_units))]
-    measured = axis_map.size if axis_map.period is not None else len(sizes)
+    measured = axis_map.size if periodic else len(sizes)
     centre = _size(axis_map.field((axis_map.size - 1) // 2))
     return Spread(sizes[0], centre, min(sizes), max(sizes), measured, axis_map.size)
 
