@@ -99,8 +99,9 @@ class AxisMap:
             self._unordered = frozenset(self.irregular)
 
     def _period(self) -> int | None:
-        """P with field(u + P) = field(u) + P * jump (padded) for every u, or None: the
-        smallest that each link's period, carried through its parent's, gives."""
+        """P with field(u + P) = field(u) + P * jump (padded) for every u but the irregular
+        units, or None: the smallest that each link's period, carried through its parent's,
+        gives."""
         if not self.links:
             return 1
         if self.jump is None:
