@@ -9,10 +9,28 @@ as they are registered, before any initialiser reaches them."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
 from torch.utils._device import DeviceContext, _device_constructors
+
+_INITIALISERS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+)  # torch.nn.init's
 
 # What weight initialisers call: tensor methods that only fill a tensor with values, and
 # torch.nn.init's functions (some dispatch as torch functions themselves). On meta there
@@ -34,25 +52,7 @@ _FILLS = frozenset(
             "bernoulli_",
         )
     ]
-    + [
-        getattr(torch.nn.init, name)
-        for name in (
-            "uniform_",
-            "normal_",
-            "trunc_normal_",
-            "constant_",
-            "ones_",
-            "zeros_",
-            "eye_",
-            "dirac_",
-            "xavier_uniform_",
-            "xavier_normal_",
-            "kaiming_uniform_",
-            "kaiming_normal_",
-            "orthogonal_",
-            "sparse_",
-        )
-    ]
+    + [getattr(torch.nn.init, name) for name in _INITIALISERS]
 )
 
 
@@ -116,9 +116,38 @@ class _MetaDeviceSkippingFills(DeviceContext):
 
 
 @contextlib.contextmanager
+def _initialisers_return_meta_tensors() -> Iterator[None]:
+    """torch.nn.init's functions, while active, hand a meta tensor back at once. The modes
+    above skip their fills too, but only after each initialiser has entered `no_grad` (a
+    torch call through the mode, both ways) and, for some, `handle_torch_function`: a tenth
+    of building a torchvision ResNet or EfficientNet. Constructors look these functions up
+    on the module when they call them (`init.zeros_`, `nn.init.normal_`); one imported by
+    name beforehand is still skipped by the modes. Any other tensor goes to the function."""
+    originals = {name: getattr(torch.nn.init, name) for name in _INITIALISERS}
+
+    def returning_meta_tensors(initialiser):
+        @functools.wraps(initialiser)
+        def initialise(*args, **kwargs):
+            tensor = args[0] if args else kwargs.get("tensor")
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+            return initialiser(*args, **kwargs)
+
+        return initialise
+
+    for name, initialiser in originals.items():
+        setattr(torch.nn.init, name, returning_meta_tensors(initialiser))
+    try:
+        yield
+    finally:
+        for name, initialiser in originals.items():
+            setattr(torch.nn.init, name, initialiser)
+
+
+@contextlib.contextmanager
 def on_meta() -> Iterator[None]:
     """Build on the meta device, weight initialisers skipped (their values are never read)."""
-    with _MetaDeviceSkippingFills():
+    with _initialisers_return_meta_tensors(), _MetaDeviceSkippingFills():
         yield
 
 
@@ -146,7 +175,7 @@ def weights_on_meta() -> Iterator[None]:
     torch.nn.Module.register_parameter = register_meta_parameter
     torch.nn.Module.register_buffer = register_meta_buffer
     try:
-        with _SkipFillsOnMeta():
+        with _initialisers_return_meta_tensors(), _SkipFillsOnMeta():
             yield
     finally:
         torch.nn.Module.register_parameter = register_parameter
