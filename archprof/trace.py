@@ -26,6 +26,7 @@ from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind,
 from archprof.kernels import DeviceKernels
 from archprof.operators import Family, Layout, find_operator
 from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
+from archprof.shortcuts import Shortcut, may_shortcut, shortcut_for
 from archprof.structure import TensorSlots, tensors_in
 from archprof.units import shapes_text
 
@@ -386,14 +387,26 @@ def _attach_hooks(modules: list[tuple[str, torch.nn.Module]], module_types: dict
             handles.append(module.register_forward_hook(post_hook))
             post_hook = None
         pre_hook = recorder.pre_hook(path, module_types[path])
-        module.__dict__["forward"] = _recorded(module, module.forward, pre_hook, post_hook)
+        shortcut = shortcut_for(module) if recorder.takes_shortcuts else None
+        module.__dict__["forward"] = _recorded(module, module.forward, pre_hook, post_hook, recorder, shortcut)
     return [_Restore(originals), *handles]
 
 
-def _recorded(module: torch.nn.Module, forward: Callable, pre_hook: Callable, post_hook: Callable | None) -> Callable:
+def _recorded(
+    module: torch.nn.Module,
+    forward: Callable,
+    pre_hook: Callable,
+    post_hook: Callable | None,
+    recorder: _Recorder,
+    shortcut: Shortcut | None,
+) -> Callable:
     def recorded_forward(*args, **kwargs):
         pre_hook(module, args)
-        output = forward(*args, **kwargs)
+        output = None
+        if shortcut is not None and len(args) == 1 and not kwargs:
+            output = recorder.answer_directly(module, args[0], shortcut)
+        if output is None:
+            output = forward(*args, **kwargs)
         if post_hook is not None:
             post_hook(module, args, output)
         return output
@@ -443,6 +456,9 @@ class _Recorder(TorchDispatchMode):
         self._real = real  # real tensors (the CPU fallback): no fast path, not kept alive
         # Without hooks (TorchScript): every module's type, ops attributed by parameters.
         self._by_parameters = module_types
+        # Whether module calls may be answered by `archprof.shortcuts`: on meta tensors, in
+        # inference (a training step's autograd must see the forward's own torch calls).
+        self.takes_shortcuts = not real
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -526,6 +542,19 @@ class _Recorder(TorchDispatchMode):
         return f"module '{call.path}' ({call.type})" if call is not None and call.path else ""
 
     # -- operators -----------------------------------------------------------------------
+
+    def answer_directly(self, module: torch.nn.Module, x, shortcut: Shortcut) -> torch.Tensor | None:
+        """The module's output, its operator recorded as its forward would have reached it;
+        None where the shortcut does not know the call (the forward runs instead)."""
+        if not may_shortcut(x):
+            return None
+        call = shortcut(module, x)
+        if call is None:
+            return None
+        func, args = call
+        with torch._C._DisableTorchDispatch():  # as inside a dispatch: its tensors made untraced
+            out = self.__torch_dispatch__(func, (), args, {})
+        return out[0] if isinstance(out, tuple) else out
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -643,6 +672,7 @@ class _TrainingRecorder(_Recorder):
         self._replayed: dict[int, int] = {}  # recomputed call index -> its ops recorded so far
         self._calls_of: dict[str, list[ModuleCall]] = {}  # module path -> its forward calls
         self._recomputed_calls: dict[str, int] = {}  # module path -> its calls recomputed so far
+        self.takes_shortcuts = False
 
     def run_backward(self, output) -> None:
         """The backward pass from the floating outputs that require grad, with gradients of ones."""

@@ -1,0 +1,129 @@
+"""Module calls the trace hands straight to the recorder, without running their forward.
+
+A convolution, a batch norm in evaluation or an activation of torch.nn reaches exactly one
+aten operator, its arguments read off the module. Getting there through the forward (the
+module's Python, the functional API's, the C++ dispatcher and back into Python for the
+recorder) costs a ResNet-50 trace as much again as recording the operator does: an eighth
+of its analysis. For these classes exactly (not a subclass, not a class whose forward was
+replaced since archprof was imported, not a module with a forward of its own), `call_of`
+names the operator and its arguments, as the dispatcher would pass them (trailing
+defaults left out), and the recorder records that: the same graph
+(tests/test_shortcuts.py traces each one beside the forward it stands for).
+
+A call outside what a shortcut knows returns None, and the forward runs: another input
+rank (an unbatched input, which the forward reshapes), a string padding or another
+padding mode, a batch norm in training or without running statistics, statistics of
+another size than the channels (the forward's error says so), an empty input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+aten = torch.ops.aten
+
+# A module and its one input -> (operator, arguments), or None: run the forward.
+Shortcut = Callable[[nn.Module, torch.Tensor], tuple[Any, tuple] | None]
+
+
+def _convolution(dims: int) -> Shortcut:
+    def call(module: nn.Module, x: torch.Tensor):
+        if x.dim() != dims + 2 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return None
+        return aten.convolution.default, (
+            x,
+            module.weight,
+            module.bias,
+            list(module.stride),
+            list(module.padding),
+            list(module.dilation),
+            False,
+            [0] * dims,
+            module.groups,
+        )
+
+    return call
+
+
+def _batch_norm(ranks: tuple[int, ...]) -> Shortcut:
+    """Evaluation with running statistics: `native_batch_norm`, as `kernels.DeviceKernels`
+    routes it (its three outputs; the module returns the first)."""
+
+    def call(module: nn.Module, x: torch.Tensor):
+        mean, var = module.running_mean, module.running_var
+        if module.training or mean is None or var is None or x.dim() not in ranks or x.numel() == 0:
+            return None
+        channels = x.shape[1]
+        for tensor in (mean, var, module.weight, module.bias):
+            if tensor is not None and tensor.numel() != channels:
+                return None
+        momentum = 0.0 if module.momentum is None else module.momentum
+        return aten.native_batch_norm.default, (x, module.weight, module.bias, mean, var, False, momentum, module.eps)
+
+    return call
+
+
+def _activation(operator, in_place=None) -> Shortcut:
+    def call(module: nn.Module, x: torch.Tensor):
+        return (in_place if in_place is not None and module.inplace else operator), (x,)
+
+    return call
+
+
+def _hardtanh(module: nn.Module, x: torch.Tensor):
+    # The dispatcher leaves out trailing arguments at their defaults (max_val 1): not foreseen.
+    if module.max_val == 1:
+        return None
+    operator = aten.hardtanh_.default if module.inplace else aten.hardtanh.default
+    return operator, (x, module.min_val, module.max_val)
+
+
+def _gelu(module: nn.Module, x: torch.Tensor):
+    return (aten.gelu.default, (x,)) if module.approximate == "none" else None
+
+
+_SHORTCUTS: dict[type[nn.Module], Shortcut] = {
+    nn.Conv1d: _convolution(1),
+    nn.Conv2d: _convolution(2),
+    nn.Conv3d: _convolution(3),
+    nn.BatchNorm1d: _batch_norm((2, 3)),
+    nn.BatchNorm2d: _batch_norm((4,)),
+    nn.BatchNorm3d: _batch_norm((5,)),
+    nn.ReLU: _activation(aten.relu.default, aten.relu_.default),
+    nn.ReLU6: _hardtanh,
+    nn.Hardtanh: _hardtanh,
+    nn.SiLU: _activation(aten.silu.default, aten.silu_.default),
+    nn.Hardswish: _activation(aten.hardswish.default, aten.hardswish_.default),
+    nn.Hardsigmoid: _activation(aten.hardsigmoid.default, aten.hardsigmoid_.default),
+    nn.Sigmoid: _activation(aten.sigmoid.default),
+    nn.GELU: _gelu,
+}
+# Each class's forward as archprof found it: a forward patched later is not the one known.
+_FORWARDS = {cls: cls.forward for cls in _SHORTCUTS}
+
+
+def shortcut_for(module: nn.Module) -> Shortcut | None:
+    """The shortcut of the module's class, if it has one and the module runs its class's
+    forward as archprof knows it."""
+    cls = type(module)
+    shortcut = _SHORTCUTS.get(cls)
+    if shortcut is None or cls.forward is not _FORWARDS[cls] or "forward" in module.__dict__:
+        return None
+    return shortcut
+
+
+def may_shortcut(x: Any) -> bool:
+    """Whether a call on `x` may skip the forward now: a plain meta tensor, no gradient
+    recorded, and no other mode that the forward's torch calls would pass through (the
+    recorder's is the only dispatch mode, no torch-function mode is active)."""
+    return (
+        type(x) is torch.Tensor
+        and x.is_meta
+        and not torch.is_grad_enabled()
+        and torch._C._len_torch_dispatch_stack() == 1
+        and torch._C._len_torch_function_stack() == 0
+    )

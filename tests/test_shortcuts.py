@@ -1,0 +1,210 @@
+"""archprof.shortcuts: a module call answered without its forward records what the forward
+records. The oracle is the same trace under a torch-function mode that passes every call
+through (`Passing`): no shortcut is taken there, and the module's forward runs. A spy on
+the functional call each forward makes says whether it ran."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+import archprof
+from archprof.errors import ArchprofError
+from archprof.trace import trace
+
+F = torch.nn.functional
+
+
+class Passing(TorchFunctionMode):
+    """Every torch call goes through, unchanged: the forward runs as without archprof."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+# Module, input shape, and the functional call its forward makes (the spy's target).
+ANSWERED = [
+    (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=1, bias=False), (2, 4, 11), (F, "conv1d")),
+    (lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1), (2, 4, 9, 9), (F, "conv2d")),
+    (lambda: nn.Conv2d(8, 8, (3, 5), padding=(2, 1), dilation=(2, 1), groups=4), (1, 8, 12, 10), (F, "conv2d")),
+    (lambda: nn.Conv3d(2, 4, 3, stride=(1, 2, 2)), (1, 2, 5, 8, 8), (F, "conv3d")),
+    (lambda: nn.BatchNorm1d(6), (3, 6), (F, "batch_norm")),
+    (lambda: nn.BatchNorm1d(6, affine=False), (3, 6, 7), (F, "batch_norm")),
+    (lambda: nn.BatchNorm2d(4, momentum=None, eps=1e-3), (2, 4, 5, 5), (F, "batch_norm")),
+    (lambda: nn.BatchNorm3d(4), (1, 4, 2, 3, 3), (F, "batch_norm")),
+    (lambda: nn.ReLU(), (2, 3, 4, 4), (F, "relu")),
+    (lambda: nn.ReLU(inplace=True), (2, 3, 4, 4), (F, "relu")),
+    (lambda: nn.ReLU6(), (2, 3, 4), (F, "hardtanh")),
+    (lambda: nn.ReLU6(inplace=True), (2, 3, 4), (F, "hardtanh")),
+    (lambda: nn.Hardtanh(-2.0, 2.0), (2, 3), (F, "hardtanh")),
+    (lambda: nn.Hardtanh(0, 6), (2, 3), (F, "hardtanh")),
+    (lambda: nn.SiLU(), (2, 5), (F, "silu")),
+    (lambda: nn.SiLU(inplace=True), (2, 5), (F, "silu")),
+    (lambda: nn.Hardswish(), (2, 5), (F, "hardswish")),
+    (lambda: nn.Hardswish(inplace=True), (2, 5), (F, "hardswish")),
+    (lambda: nn.Hardsigmoid(), (2, 5), (F, "hardsigmoid")),
+    (lambda: nn.Hardsigmoid(inplace=True), (2, 5), (F, "hardsigmoid")),
+    (lambda: nn.Sigmoid(), (2, 5), (torch, "sigmoid")),
+    (lambda: nn.GELU(), (2, 5), (F, "gelu")),
+]
+
+# Calls a shortcut does not know: the forward runs, and records the same as without archprof.
+FORWARD_RUNS = [
+    (lambda: nn.Conv2d(4, 8, 3, padding="same"), (1, 4, 8, 8), (F, "conv2d")),
+    (lambda: nn.Conv2d(4, 8, 4, padding="valid"), (1, 4, 8, 8), (F, "conv2d")),
+    (lambda: nn.Conv2d(4, 8, 3, padding=1, padding_mode="reflect"), (1, 4, 8, 8), (F, "conv2d")),
+    (lambda: nn.Conv2d(4, 8, 3), (4, 8, 8), (F, "conv2d")),  # unbatched
+    (lambda: nn.Conv1d(4, 8, 3), (4, 8), (F, "conv1d")),  # unbatched
+    (lambda: nn.BatchNorm2d(4, track_running_stats=False), (2, 4, 3, 3), (F, "batch_norm")),
+    (lambda: nn.BatchNorm2d(4), (0, 4, 3, 3), (F, "batch_norm")),  # empty
+    (lambda: nn.Hardtanh(), (2, 3), (F, "hardtanh")),  # its defaults, left out by the dispatcher
+    (lambda: nn.Hardtanh(-3.0, 1.0), (2, 3), (F, "hardtanh")),
+    (lambda: nn.GELU(approximate="tanh"), (2, 5), (F, "gelu")),
+]
+
+
+def _model(make) -> nn.Module:
+    return nn.Sequential(make(), nn.Flatten()).to("meta").eval()
+
+
+def _spy(monkeypatch, owner, name) -> list:
+    calls = []
+    original = getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+def _traced(model: nn.Module, shape, **options):
+    return repr(trace(model, [shape], **options))
+
+
+def _forward_traced(model: nn.Module, shape, **options):
+    with Passing():
+        return _traced(model, shape, **options)
+
+
+def _ids(cases):
+    return [f"{make()!r}-{shape}" for make, shape, _ in cases]
+
+
+@pytest.mark.parametrize(("make", "shape", "reached"), ANSWERED, ids=_ids(ANSWERED))
+def test_an_answered_call_records_what_its_forward_records(make, shape, reached, monkeypatch):
+    model = _model(make)
+    calls = _spy(monkeypatch, *reached)
+    expected = _forward_traced(model, shape)
+    assert calls, "the oracle must run the forward"
+    calls.clear()
+    assert _traced(model, shape) == expected
+    assert calls == [], "the shortcut should have answered the call"
+
+
+@pytest.mark.parametrize(("make", "shape", "reached"), FORWARD_RUNS, ids=_ids(FORWARD_RUNS))
+def test_a_call_no_shortcut_knows_runs_the_forward(make, shape, reached, monkeypatch):
+    model = _model(make)
+    calls = _spy(monkeypatch, *reached)
+    expected = _forward_traced(model, shape)
+    calls.clear()
+    assert _traced(model, shape) == expected
+    assert calls
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dims=st.integers(1, 3),
+    kernel=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    dilation=st.integers(1, 2),
+    groups=st.sampled_from([1, 2]),
+    bias=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+    channels_last=st.booleans(),
+)
+def test_convolutions_of_every_kind_record_what_their_forward_records(
+    dims, kernel, stride, padding, dilation, groups, bias, dtype, channels_last
+):
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1]
+    size = dilation * (kernel - 1) + 1 + stride
+    model = nn.Sequential(
+        conv(4, 6, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias),
+        nn.BatchNorm1d(6) if dims == 1 else (nn.BatchNorm2d(6) if dims == 2 else nn.BatchNorm3d(6)),
+        nn.ReLU(inplace=True),
+    )
+    model = model.to("meta", dtype)
+    if channels_last and dims == 2:
+        model = model.to(memory_format=torch.channels_last)
+    shape = (2, 4, *[size + d for d in range(dims)])
+    assert _traced(model, shape) == _forward_traced(model, shape)
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "says"),
+    [
+        (
+            nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(5)),
+            (3, 8, 8),
+            "running_mean should contain 4 elements not 5",
+        ),
+        (nn.Sequential(nn.Conv2d(3, 4, 3)), (5, 8, 8), "expects 3 input channels, got 5"),
+    ],
+)
+def test_a_refused_call_says_what_the_forward_says(model, size, says):
+    """Statistics of another size than the channels, a convolution given other channels:
+    the error of the forward, word for word."""
+    model = model.to("meta")
+    with pytest.raises(ArchprofError) as answered:
+        archprof.analyze(model, input_size=size)
+    with Passing(), pytest.raises(ArchprofError) as forward:
+        archprof.analyze(model, input_size=size)
+    assert str(answered.value) == str(forward.value)
+    assert says in str(answered.value)
+
+
+def test_no_shortcut_where_the_module_forward_is_not_the_one_known(monkeypatch):
+    """A forward of the module's own, a subclass, a class forward patched since import, and
+    a training step's trace: the forward runs each time."""
+    calls = _spy(monkeypatch, F, "relu")
+
+    class MyReLU(nn.ReLU):
+        pass
+
+    own = nn.ReLU()
+    own.forward = lambda x: F.relu(x) * 2
+    for module in (own, MyReLU()):
+        calls.clear()
+        trace(nn.Sequential(module), [(2, 3)])
+        assert calls == ["relu"]
+    calls.clear()
+    trace(nn.Sequential(nn.Linear(3, 3), nn.ReLU()).to("meta"), [(2, 3)], training=True)
+    assert calls == ["relu"]
+    monkeypatch.setattr(nn.ReLU, "forward", lambda self, x: F.relu(x + 1))
+    calls.clear()
+    graph = trace(nn.Sequential(nn.ReLU()), [(2, 3)])
+    assert calls == ["relu"] and [op.op for op in graph.ops] == ["aten.add", "aten.relu"]
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")
+def test_hooks_still_see_an_answered_call():
+    """Pre-hooks run before the call (weight norm's recomputes the weight there) and forward
+    hooks after it, replacing its output as they may."""
+    conv = nn.utils.weight_norm(nn.Conv2d(3, 4, 3)).to("meta")
+    doubled = nn.ReLU()
+    doubled.register_forward_hook(lambda module, args, output: output * 2)
+    model = nn.Sequential(conv, doubled)
+    ops = [op.op for op in trace(model, [(1, 3, 8, 8)]).ops]
+    assert ops == _forward_ops(model, (1, 3, 8, 8))
+    assert ops[-2:] == ["aten.relu", "aten.mul"] and "aten.convolution" in ops and ops.index("aten.convolution") > 0
+
+
+def _forward_ops(model, shape):
+    with Passing():
+        return [op.op for op in trace(model, [shape]).ops]
