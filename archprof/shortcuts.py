@@ -1,7 +1,7 @@
 """Module calls the trace hands straight to the recorder, without running their forward.
 
-A convolution, a batch norm in evaluation or an activation of torch.nn reaches exactly one
-aten operator, its arguments read off the module. Getting there through the forward (the
+A convolution, a batch norm in evaluation, a layer norm or an activation of torch.nn reaches
+exactly one aten operator, its arguments read off the module. Getting there through the forward (the
 module's Python, the functional API's, the C++ dispatcher and back into Python for the
 recorder) costs a ResNet-50 trace as much again as recording the operator does: an eighth
 of its analysis. For these classes exactly (not a subclass, not a class whose forward was
@@ -13,7 +13,8 @@ defaults left out), and the recorder records that: the same graph
 A call outside what a shortcut knows returns None, and the forward runs: another input
 rank (an unbatched input, which the forward reshapes), a string padding or another
 padding mode, a batch norm in training or without running statistics, statistics of
-another size than the channels (the forward's error says so), an empty input.
+another size than the channels or a layer norm's shape not the input's last dimensions (the
+forward's error says so), an empty input.
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def _batch_norm(ranks: tuple[int, ...]) -> Shortcut:
     return call
 
 
+def _layer_norm(module: nn.Module, x: torch.Tensor):
+    normalized = list(module.normalized_shape)
+    if x.dim() < len(normalized) or list(x.shape[x.dim() - len(normalized) :]) != normalized:
+        return None
+    return aten.native_layer_norm.default, (x, normalized, module.weight, module.bias, module.eps)
+
+
 def _activation(operator, in_place=None) -> Shortcut:
     def call(module: nn.Module, x: torch.Tensor):
         return (in_place if in_place is not None and module.inplace else operator), (x,)
@@ -93,6 +101,7 @@ _SHORTCUTS: dict[type[nn.Module], Shortcut] = {
     nn.BatchNorm1d: _batch_norm((2, 3)),
     nn.BatchNorm2d: _batch_norm((4,)),
     nn.BatchNorm3d: _batch_norm((5,)),
+    nn.LayerNorm: _layer_norm,
     nn.ReLU: _activation(aten.relu.default, aten.relu_.default),
     nn.ReLU6: _hardtanh,
     nn.Hardtanh: _hardtanh,

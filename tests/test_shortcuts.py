@@ -36,6 +36,9 @@ ANSWERED = [
     (lambda: nn.BatchNorm1d(6, affine=False), (3, 6, 7), (F, "batch_norm")),
     (lambda: nn.BatchNorm2d(4, momentum=None, eps=1e-3), (2, 4, 5, 5), (F, "batch_norm")),
     (lambda: nn.BatchNorm3d(4), (1, 4, 2, 3, 3), (F, "batch_norm")),
+    (lambda: nn.LayerNorm(8), (2, 5, 8), (F, "layer_norm")),
+    (lambda: nn.LayerNorm((5, 8), elementwise_affine=False, eps=1e-6), (2, 5, 8), (F, "layer_norm")),
+    (lambda: nn.LayerNorm(8, bias=False), (8,), (F, "layer_norm")),
     (lambda: nn.ReLU(), (2, 3, 4, 4), (F, "relu")),
     (lambda: nn.ReLU(inplace=True), (2, 3, 4, 4), (F, "relu")),
     (lambda: nn.ReLU6(), (2, 3, 4), (F, "hardtanh")),
@@ -61,6 +64,7 @@ FORWARD_RUNS = [
     (lambda: nn.Conv1d(4, 8, 3), (4, 8), (F, "conv1d")),  # unbatched
     (lambda: nn.BatchNorm2d(4, track_running_stats=False), (2, 4, 3, 3), (F, "batch_norm")),
     (lambda: nn.BatchNorm2d(4), (0, 4, 3, 3), (F, "batch_norm")),  # empty
+    (lambda: nn.LayerNorm(8), (2, 8, 5), (F, "layer_norm")),  # refused: not the last dimension
     (lambda: nn.Hardtanh(), (2, 3), (F, "hardtanh")),  # its defaults, left out by the dispatcher
     (lambda: nn.Hardtanh(-3.0, 1.0), (2, 3), (F, "hardtanh")),
     (lambda: nn.GELU(approximate="tanh"), (2, 5), (F, "gelu")),
@@ -83,8 +87,12 @@ def _spy(monkeypatch, owner, name) -> list:
     return calls
 
 
-def _traced(model: nn.Module, shape, **options):
-    return repr(trace(model, [shape], **options))
+def _traced(model: nn.Module, shape, **options) -> str:
+    """The graph's repr, or the error's message where the forward is refused."""
+    try:
+        return repr(trace(model, [shape], **options))
+    except ArchprofError as error:
+        return f"refused: {error}"
 
 
 def _forward_traced(model: nn.Module, shape, **options):
