@@ -1,17 +1,17 @@
 """Module calls the trace hands straight to the recorder, without running their forward.
 
-A convolution, a batch norm in evaluation, a layer norm or an activation of torch.nn reaches
-exactly one aten operator, its arguments read off the module. Getting there through the forward (the
-module's Python, the functional API's, the C++ dispatcher and back into Python for the
-recorder) costs a ResNet-50 trace as much again as recording the operator does: an eighth
-of its analysis. For these classes exactly (not a subclass, not a class whose forward was
-replaced since archprof was imported, not a module with a forward of its own), `call_of`
-names the operator and its arguments, as the dispatcher would pass them (trailing
-defaults left out), and the recorder records that: the same graph
-(tests/test_shortcuts.py traces each one beside the forward it stands for).
+A convolution, a batch norm in evaluation, a layer norm or an activation of torch.nn
+reaches exactly one aten operator, its arguments read off the module. Getting there
+through the forward (the module's Python, the functional API's, the C++ dispatcher and back
+into Python for the recorder) costs a ResNet-50 analysis a tenth of its time. For these
+classes exactly (not a subclass, not a class whose forward was replaced since archprof was
+imported, not a module with a forward of its own), `shortcut_for` gives a function naming
+the operator and its arguments as the dispatcher would pass them (trailing defaults left
+out), and the recorder records that: the same graph (tests/test_shortcuts.py traces each
+one beside the forward it stands for).
 
-A call outside what a shortcut knows returns None, and the forward runs: another input
-rank (an unbatched input, which the forward reshapes), a string padding or another
+For a call outside what it knows the function returns None, and the forward runs: another
+input rank (an unbatched input, which the forward reshapes), a string padding or another
 padding mode, a batch norm in training or without running statistics, statistics of
 another size than the channels or a layer norm's shape not the input's last dimensions (the
 forward's error says so), an empty input.

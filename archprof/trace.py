@@ -377,6 +377,8 @@ def _attach_hooks(modules: list[tuple[str, torch.nn.Module]], module_types: dict
     and registering 1,418 hooks another tenth); an instance attribute `forward` that calls
     the hooks around the class's is found first. A module with forward hooks of its own
     (which may replace its output) gets the post hook as its last forward hook, as before.
+    Where `archprof.shortcuts` knows the module's call, the wrapper records its operator
+    instead of running the forward; hooks run as they would.
     As with nn.Module hooks, a forward that raises leaves its call on the recorder's stack,
     for the error to say where it failed."""
     originals, handles = [], []
