@@ -216,3 +216,17 @@ def test_hooks_still_see_an_answered_call():
 def _forward_ops(model, shape):
     with Passing():
         return [op.op for op in trace(model, [shape]).ops]
+
+
+def test_a_model_with_real_weights_is_answered_on_its_stand_ins(monkeypatch):
+    """A model built on the CPU is traced on meta stand-ins put in place for the call
+    (`functional_call`), cast to float16 here: the shortcut reads the stand-ins, as the
+    forward does."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True)).eval()
+    calls = _spy(monkeypatch, F, "conv2d")
+    expected = _forward_traced(model, (2, 3, 8, 8), dtype=torch.float16)
+    calls.clear()
+    graph = trace(model, [(2, 3, 8, 8)], dtype=torch.float16)
+    assert repr(graph) == expected and calls == []
+    assert {op.inputs[1].dtype for op in graph.ops if op.op == "aten.convolution"} == {torch.float16}
+    assert all(not p.is_meta for p in model.parameters())
