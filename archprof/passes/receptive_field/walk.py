@@ -208,7 +208,7 @@ class Walk:
         # An input that reads an outer map without its block position reads the whole block.
         outers = {w.outer for e in dims for w in entry_withins(e)}
         gone = set()
-        for field, _ in fields:
+        for field, _ in fields if outers else ():  # no block positions (not windows): none gone
             kept = {w.outer for e in field.dims for w in entry_withins(e)}
             gone |= {m for e in field.dims for m in entry_maps(e) if m in outers and m not in kept}
         return self.settled(drop_withins(Field(tuple(dims), whole, loose), gone))
