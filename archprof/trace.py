@@ -126,7 +126,10 @@ def trace(
     try:
         with ExitStack() as stack:
             if not by_parameters:
-                for handle in _attach_hooks(modules, module_types, recorder):
+                # Module calls answered by `archprof.shortcuts`: on meta tensors, in inference
+                # (a training step's autograd must see the forward's own torch calls).
+                shortcuts = not (real or training)
+                for handle in _attach_hooks(modules, module_types, recorder, shortcuts):
                     stack.callback(handle.remove)
             if training:
                 stack.enter_context(torch.enable_grad())
@@ -370,15 +373,17 @@ def _stand_ins(
     return stand_ins, parameters
 
 
-def _attach_hooks(modules: list[tuple[str, torch.nn.Module]], module_types: dict[str, str], recorder: _Recorder):
+def _attach_hooks(
+    modules: list[tuple[str, torch.nn.Module]], module_types: dict[str, str], recorder: _Recorder, shortcuts: bool
+):
     """Run the recorder's pre and post hooks around every module's forward, until the
     handles returned are removed. Not as nn.Module hooks: a module with any hook takes the
     slow road through `Module._call_impl` (RegNetY-016's 709 calls: a sixth of its trace,
     and registering 1,418 hooks another tenth); an instance attribute `forward` that calls
     the hooks around the class's is found first. A module with forward hooks of its own
     (which may replace its output) gets the post hook as its last forward hook, as before.
-    Where `archprof.shortcuts` knows the module's call, the wrapper records its operator
-    instead of running the forward; hooks run as they would.
+    With `shortcuts`, where `archprof.shortcuts` knows the module's call, the wrapper records
+    its operator instead of running the forward; hooks run as they would.
     As with nn.Module hooks, a forward that raises leaves its call on the recorder's stack,
     for the error to say where it failed."""
     originals, handles = [], []
@@ -389,7 +394,7 @@ def _attach_hooks(modules: list[tuple[str, torch.nn.Module]], module_types: dict
             handles.append(module.register_forward_hook(post_hook))
             post_hook = None
         pre_hook = recorder.pre_hook(path, module_types[path])
-        shortcut = shortcut_for(module) if recorder.takes_shortcuts else None
+        shortcut = shortcut_for(module) if shortcuts else None
         module.__dict__["forward"] = _recorded(module, module.forward, pre_hook, post_hook, recorder, shortcut)
     return [_Restore(originals), *handles]
 
@@ -458,9 +463,6 @@ class _Recorder(TorchDispatchMode):
         self._real = real  # real tensors (the CPU fallback): no fast path, not kept alive
         # Without hooks (TorchScript): every module's type, ops attributed by parameters.
         self._by_parameters = module_types
-        # Whether module calls may be answered by `archprof.shortcuts`: on meta tensors, in
-        # inference (a training step's autograd must see the forward's own torch calls).
-        self.takes_shortcuts = not real
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -674,7 +676,6 @@ class _TrainingRecorder(_Recorder):
         self._replayed: dict[int, int] = {}  # recomputed call index -> its ops recorded so far
         self._calls_of: dict[str, list[ModuleCall]] = {}  # module path -> its forward calls
         self._recomputed_calls: dict[str, int] = {}  # module path -> its calls recomputed so far
-        self.takes_shortcuts = False
 
     def run_backward(self, output) -> None:
         """The backward pass from the floating outputs that require grad, with gradients of ones."""
@@ -804,7 +805,7 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
         for tensor in tensors:
             if _taken_for_channels_last(tensor):
                 return None
-    if follows_layout and first.dtype in _HALF:
+    if follows_layout and dtype in _HALF:
         # Half-precision meta kernels lay a non-contiguous elementwise output out by a rule of
         # their own (an expanded times a transposed 2x2: (2, 1); TensorIterator, float32's
         # meta kernel and the CPU say (1, 2)): the trace records what the meta kernel says.
@@ -831,7 +832,7 @@ def _answer_from_formula(func, info: _OpInfo, args, kwargs, tensors: list[torch.
         return args[0] if shapes[0] == tuple(args[0].shape) else None
     if follows_layout:  # an elementwise op lays its output out as its inputs are
         strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in tensors])
-        return torch.empty_strided(shapes[0], strides, dtype=first.dtype, device="meta")
+        return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
     outputs = [_empty(shape, dtype) for shape in shapes]
     if info.layout is Layout.SUGGESTED and _taken_for_channels_last(first):
         outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
