@@ -53,8 +53,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
+from archprof.analysis import _collector_paused, build_report
 from archprof.analysis import analysis as traced_analysis
-from archprof.analysis import build_report
 from archprof.kernels import DeviceKernels
 from archprof.load import load_model
 from archprof.zoo import MODELS
@@ -349,7 +349,7 @@ def bench_specs(specs: tuple[str, ...], repeat: int, size: tuple[int, ...] | Non
 
 
 def bench_spec(spec: str, repeat: int, size: tuple[int, ...] | None) -> HubRow:
-    progress(f"{spec}: the dispatch-mode floor")
+    progress(f"{spec}: the dispatch-mode floor and archprof's passes alone")
     loaded = load_model(spec)
     size = size or loaded.default_inputs[0].shape
     graph = traced_analysis(loaded, size, 1, None).graph
@@ -378,11 +378,8 @@ def bench_spec(spec: str, repeat: int, size: tuple[int, ...] | None) -> HubRow:
 
 def passes_only(graph, name: str) -> None:
     """The report from a traced graph, the collector paused as `archprof.analyze` pauses it."""
-    gc.disable()
-    try:
+    with _collector_paused():
         build_report(graph, name)
-    finally:
-        gc.enable()
 
 
 def render_specs(rows: list[HubRow], repeat: int, title: str) -> str:

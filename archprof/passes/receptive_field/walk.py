@@ -258,8 +258,8 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     Where every input is read unit for unit, the union of the same maps is made once
     (`unions`, per walk), and a union of maps whose first ones were united before reads that
     union and the last: a DenseNet block's concatenations, each of all the block's maps so
-    far, then cost a link each rather than one per map (densenet121's fields: a third of its
-    analysis before). The fields are the same, a union's hull being the hull of its parts."""
+    far, then cost a link each rather than one per map (densenet121's fields: a quarter of
+    its analysis before). The fields are the same, a union's hull being the hull of its parts."""
     if not entries:
         return None
     if all(e == entries[0][0] and n == size for e, n in entries):
