@@ -146,6 +146,7 @@ def trace(
             else:
                 if training:
                     stand_ins = {f"model.{name}": tensor for name, tensor in stand_ins.items()}
+                stack.callback(_put_back, _tensor_tables(modules))
                 output = torch.func.functional_call(step, stand_ins, args, kwargs, tie_weights=True, strict=False)
     except ArchprofError:
         raise
@@ -193,6 +194,21 @@ def _named_tensors(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[str
                     seen.add(id(tensor))
                     named.append((f"{path}.{name}" if path else name, tensor, is_buffer))
     return named
+
+
+def _tensor_tables(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[dict, dict]]:
+    """Each module's parameter and buffer tables, with a copy of what they hold now."""
+    return [(table, dict(table)) for _, module in modules for table in (module._parameters, module._buffers)]
+
+
+def _put_back(tables: list[tuple[dict, dict]]) -> None:
+    """The tables as they were. `torch.func.functional_call` swaps the tensors of a module
+    reached under two names (timm's CoaT shares its positional convolutions) out twice and
+    back once: the caller's model would keep a stand-in."""
+    for table, held in tables:
+        if table.keys() != held.keys() or any(table[name] is not tensor for name, tensor in held.items()):
+            table.clear()
+            table.update(held)
 
 
 def _set_mode(model: torch.nn.Module, modes: dict[torch.nn.Module, bool], training: bool) -> None:

@@ -238,8 +238,8 @@ def test_the_real_process_exits_2_not_3(tmp_path):
 
 
 class Stateful(nn.Module):
-    """A forward that writes its own buffers (a call counter, a running mean of its input)
-    and, with `reads_values`, needs the CPU fallback (.item())."""
+    """A forward that writes its own buffers (a call counter, a running mean of its input),
+    with a submodule under two names and, with `reads_values`, needs the CPU fallback (.item())."""
 
     def __init__(self, reads_values: bool) -> None:
         super().__init__()
@@ -247,6 +247,9 @@ class Stateful(nn.Module):
         self.conv = nn.Conv2d(3, 4, 3)
         self.bn = nn.BatchNorm2d(4)
         self.head = nn.Linear(4, 2)
+        # The head reached under a second name too: torch.func.functional_call swaps its
+        # tensors out twice and back once, leaving a stand-in unless the trace puts them back.
+        self.head_again = self.head
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
         self.register_buffer("input_mean", torch.zeros(3))
 
