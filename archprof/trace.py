@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import io
 import re
 import warnings
@@ -26,6 +27,7 @@ from archprof.graph import Graph, ModuleCall, OpNode, ParameterInfo, TensorKind,
 from archprof.kernels import DeviceKernels
 from archprof.operators import Family, Layout, find_operator
 from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
+from archprof.replay import Replays
 from archprof.shortcuts import Shortcut, may_shortcut, shortcut_for
 from archprof.structure import TensorSlots, tensors_in
 from archprof.units import shapes_text
@@ -96,7 +98,7 @@ def trace(
     modules = list(model.named_modules())
     module_types = {path: _type_name(module) for path, module in modules}
     # One walk of the model's tensors for every question asked of them below.
-    named = _named_tensors(modules)
+    named, tied = _named_tensors(modules)
     tensors = [t for _, t, _ in named]
     specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
     shapes = [s.shape for s in specs]
@@ -129,7 +131,10 @@ def trace(
                 # Module calls answered by `archprof.shortcuts`: on meta tensors, in inference
                 # (a training step's autograd must see the forward's own torch calls).
                 shortcuts = not (real or training)
-                for handle in _attach_hooks(modules, module_types, recorder, shortcuts):
+                replays = None
+                if shortcuts and not tied:  # a copy renames a block's parameters: untied ones
+                    replays = functools.partial(Replays, modules, recorder=recorder, kernels=kernels.chosen)
+                for handle in _attach_hooks(modules, module_types, recorder, shortcuts, replays):
                     stack.callback(handle.remove)
             if training:
                 stack.enter_context(torch.enable_grad())
@@ -182,18 +187,24 @@ def trace(
     )
 
 
-def _named_tensors(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[str, torch.Tensor, bool]]:
+def _named_tensors(modules: list[tuple[str, torch.nn.Module]]) -> tuple[list[tuple[str, torch.Tensor, bool]], bool]:
     """`named_parameters()` then `named_buffers()` (name, tensor, is a buffer), from the
-    modules already listed: one walk instead of two more through `named_modules`."""
+    modules already listed: one walk instead of two more through `named_modules`; and
+    whether a tensor was met twice (tied weights)."""
     named = []
+    tied = False
     for is_buffer, attribute in ((False, "_parameters"), (True, "_buffers")):
         seen: set[int] = set()
         for path, module in modules:
             for name, tensor in getattr(module, attribute).items():
-                if tensor is not None and id(tensor) not in seen:
+                if tensor is None:
+                    continue
+                if id(tensor) in seen:
+                    tied = True
+                else:
                     seen.add(id(tensor))
                     named.append((f"{path}.{name}" if path else name, tensor, is_buffer))
-    return named
+    return named, tied
 
 
 def _tensor_tables(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[dict, dict]]:
@@ -390,7 +401,11 @@ def _stand_ins(
 
 
 def _attach_hooks(
-    modules: list[tuple[str, torch.nn.Module]], module_types: dict[str, str], recorder: _Recorder, shortcuts: bool
+    modules: list[tuple[str, torch.nn.Module]],
+    module_types: dict[str, str],
+    recorder: _Recorder,
+    shortcuts: bool,
+    replays: Callable[[set[int]], Replays] | None,
 ):
     """Run the recorder's pre and post hooks around every module's forward, until the
     handles returned are removed. Not as nn.Module hooks: a module with any hook takes the
@@ -399,37 +414,50 @@ def _attach_hooks(
     the hooks around the class's is found first. A module with forward hooks of its own
     (which may replace its output) gets the post hook as its last forward hook, as before.
     With `shortcuts`, where `archprof.shortcuts` knows the module's call, the wrapper records
-    its operator instead of running the forward; hooks run as they would.
+    its operator instead of running the forward; with `replays` (made from the ids of the
+    modules with a forward of their own), a block that repeats an earlier one is copied from
+    it (`archprof.replay`). Hooks run as they would.
     As with nn.Module hooks, a forward that raises leaves its call on the recorder's stack,
     for the error to say where it failed."""
-    originals, handles = [], []
+    originals = [(module, module.__dict__.get("forward")) for _, module in modules]
+    copies = replays({id(module) for module, forward in originals if forward is not None}) if replays else None
+    handles = []
     for path, module in modules:
-        originals.append((module, module.__dict__.get("forward")))
         post_hook = recorder.post_hook
         if module._forward_hooks:
             handles.append(module.register_forward_hook(post_hook))
             post_hook = None
         pre_hook = recorder.pre_hook(path, module_types[path])
         shortcut = shortcut_for(module) if shortcuts else None
-        module.__dict__["forward"] = _recorded(module, module.forward, pre_hook, post_hook, recorder, shortcut)
+        # The model's own call is never repeated; a lone layer is as quick to run as to copy.
+        watched = copies if path and module._modules else None
+        module.__dict__["forward"] = _recorded(
+            module, path, module.forward, pre_hook, post_hook, recorder, shortcut, watched
+        )
     return [_Restore(originals), *handles]
 
 
 def _recorded(
     module: torch.nn.Module,
+    path: str,
     forward: Callable,
     pre_hook: Callable,
     post_hook: Callable | None,
     recorder: _Recorder,
     shortcut: Shortcut | None,
+    replays: Replays | None,
 ) -> Callable:
     def recorded_forward(*args, **kwargs):
         pre_hook(module, args)
-        output = None
+        output = start = None
         if shortcut is not None and len(args) == 1 and not kwargs:
             output = recorder.answer_directly(module, args[0], shortcut)
+        elif replays is not None:
+            output, start = replays.answer(module, path, args, kwargs)
         if output is None:
             output = forward(*args, **kwargs)
+            if start is not None:
+                replays.learn(start, args, output)
         if post_hook is not None:
             post_hook(module, args, output)
         return output
@@ -472,6 +500,7 @@ class _Recorder(TorchDispatchMode):
         self._stack: list[tuple[ModuleCall, Any]] = []
         self._call_counts: dict[str, int] = {}
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
+        self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
         self._alive: list[torch.Tensor] = []  # keeps ids unique; meta tensors cost nothing
         self._next_storage = 0
         self._count = 0  # TensorMeta ids
@@ -491,10 +520,16 @@ class _Recorder(TorchDispatchMode):
 
     def register(self, tensor: torch.Tensor, kind: TensorKind, name: str = "", storage: int | None = None):
         if storage is None:
-            storage = self._next_storage
-            self._next_storage += 1
+            storage = self.new_storage()
         meta = TensorMeta(self._count, tuple(tensor.shape), tensor.dtype, storage, kind, name)
         self._count += 1
+        if name:
+            self._named[name] = meta
+        self.bind(tensor, meta)
+        return meta
+
+    def bind(self, tensor: torch.Tensor, meta: TensorMeta) -> None:
+        """`meta` is now what the recorder knows `tensor` as (its latest version)."""
         key = id(tensor)
         self._metas[key] = meta
         if self._real:
@@ -503,7 +538,27 @@ class _Recorder(TorchDispatchMode):
             weakref.finalize(tensor, self._forget, key, meta)
         else:
             self._alive.append(tensor)
+
+    def new_storage(self) -> int:
+        self._next_storage += 1
+        return self._next_storage - 1
+
+    def new_activation(self, shape: tuple[int, ...], dtype: torch.dtype, storage: int) -> TensorMeta:
+        """A TensorMeta for an output made without a tensor (`archprof.replay`'s copies)."""
+        meta = TensorMeta(self._count, shape, dtype, storage, "activation")
+        self._count += 1
         return meta
+
+    def made_so_far(self) -> tuple[int, int]:
+        """The next TensorMeta id and storage id."""
+        return self._count, self._next_storage
+
+    def meta_of(self, tensor: torch.Tensor) -> TensorMeta | None:
+        return self._metas.get(id(tensor))
+
+    def named(self, name: str) -> TensorMeta | None:
+        """The parameter or buffer registered under `name`."""
+        return self._named.get(name)
 
     def _forget(self, key: int, meta: TensorMeta) -> None:
         if self._metas.get(key) is meta:
@@ -527,13 +582,17 @@ class _Recorder(TorchDispatchMode):
 
     def pre_hook(self, path: str, type_name: str):
         def hook(module, args):
-            count = self._call_counts.get(path, 0)
-            self._call_counts[path] = count + 1
-            call = ModuleCall(path, type_name, count, len(self.calls), len(self.ops))
-            self.calls.append(call)
-            self._stack.append((call, args))
+            self._stack.append((self.open_call(path, type_name, len(self.ops)), args))
 
         return hook
+
+    def open_call(self, path: str, type_name: str, first_op: int) -> ModuleCall:
+        """Record a call of the module at `path` (its stack entry is the caller's to make)."""
+        count = self._call_counts.get(path, 0)
+        self._call_counts[path] = count + 1
+        call = ModuleCall(path, type_name, count, len(self.calls), first_op)
+        self.calls.append(call)
+        return call
 
     def start_root(self, model: torch.nn.Module, args) -> None:
         """Without hooks: the model's call, for errors; its ops get calls of their own."""

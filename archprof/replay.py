@@ -1,0 +1,488 @@
+"""Module calls the trace records again from an earlier call instead of running them.
+
+Networks repeat their blocks: ViT-B/16's 12 encoder layers are one block, fed tensors of
+one shape; a stage of ResNet bottlenecks or of Swin blocks is one or two. Where a module
+with submodules is called on arguments alike (the same class; tensors of the same shapes,
+dtypes and strides, which of them are one tensor or share storage; the same plain keyword
+values) to an earlier call, and its state is alike the earlier module's (`_Modules.alike`:
+the classes, the plain attributes, the parameters' and buffers' shapes, dtypes and
+strides, of every module under it too), it runs the same operators on tensors of the same
+shapes. `Replays` then copies what the earlier call recorded instead of running the
+forward, its tensors renamed: its inputs to the new inputs, its parameters to the new
+module's, what it made to new tensors, numbered in the same order. The graph is the one the
+forward would have given (tests/test_replay.py traces each case both ways).
+
+The forward runs instead for:
+- a call outside a plain inference trace on meta: a positional argument that is not a
+  plain meta tensor, a keyword argument that is not a plain value (None, a number, a
+  string), gradients recorded, another dispatch or torch-function mode, a global module hook;
+- a module whose state cannot be compared: an attribute that is neither plain data nor a
+  class or function (a tensor, another object), a hook, a forward of its own, a submodule
+  also reached under another name, a model with tied parameters (no Replays then);
+- a call whose record reads a tensor from outside the module (a constant, another
+  module's parameter), writes a parameter or buffer, calls a module outside it, or returns
+  anything but a tensor or a flat tuple or list of tensors;
+- an earlier module whose call changed its state: the state compared is the earlier
+  module's as it is after its call (a counter, a table made on the first call).
+
+Copying pays where a block runs many operators from Python for few module calls (an
+attention block: ViT-B/16's trace takes half the time). Where most of a block's calls are
+layers that `archprof.shortcuts` answers (a ResNet bottleneck), comparing the modules costs
+about what running them does; a class whose calls run fewer operators than module calls is
+not watched again, nor one whose calls were compared in vain four times with none copied
+(torchvision's ConvNeXt and EfficientNet blocks each have their own stochastic depth rate).
+Modules without submodules never take part.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from archprof.graph import ModuleCall, OpNode, TensorMeta
+from archprof.shortcuts import may_shortcut
+from archprof.structure import map_op_args
+
+# Attributes every module has (its registries and hooks, read apart); "training" is
+# compared with the module's own attributes, "forward" (the trace's wrapper) is not.
+_MODULE_INTERNALS = frozenset(vars(nn.Module())) - {"training"} | {"forward"}
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.memory_format})
+_MISSING = object()
+# Operators per module call below which a class is not watched: its calls run about as fast
+# as they are compared and copied (mobilenetv3's blocks: 0.6 operators a call).
+_WORTH_COPYING = 1
+# Recordings kept per module class and arguments, the latest: blocks alike come in runs
+# (a stage of bottlenecks; a Swin stage's two kinds, shifted or not), and a model whose
+# blocks all differ (a stochastic depth rate each) would compare each with all before it.
+_RECORDINGS_KEPT = 4
+# Calls of a class compared in vain or returning what cannot be copied, none copied yet,
+# after which its calls run unwatched.
+_MISSES_ALLOWED = 4
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    """Whether two modules' parameters (or buffers) are alike: the same names, and tensors
+    of one class, shape, dtype, strides and need of a gradient."""
+    if len(a) != len(b):
+        return False
+    for name, x in a.items():
+        y = b.get(name, _MISSING)
+        if x is None or y is None or y is _MISSING:
+            if x is not y:
+                return False
+        elif (
+            type(x) is not type(y)
+            or x.shape != y.shape
+            or x.dtype != y.dtype
+            or x.stride() != y.stride()
+            or x.requires_grad != y.requires_grad
+        ):
+            return False
+    return True
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two attribute values are the same plain data (maybe nested in tuples and
+    lists) or the same class or function."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind in _PLAIN:
+        return a == b
+    if kind is tuple or kind is list:
+        if len(a) != len(b):
+            return False
+        if set(map(type, a)) <= _PLAIN and set(map(type, b)) <= _PLAIN:  # (3, 3), [1, 1, 1, 1]: at once
+            return a == b
+        return all(map(_same_value, a, b))
+    # A class, a function, a partial: the same one. Not a tensor, not another object, which
+    # nothing says act alike (nor that they stay as they are).
+    return a is b and callable(a) and not isinstance(a, (torch.Tensor, nn.Module))
+
+
+class _Modules:
+    """Whether two modules run alike on alike inputs: the same class, attributes the same
+    plain data, parameters and buffers alike and the same of every module under them, none
+    with a hook or a forward of its own, none reached under another name too."""
+
+    def __init__(self, modules: list[tuple[str, nn.Module]], own_forwards: set[int]) -> None:
+        self._modules = modules
+        self._own_forwards = own_forwards
+        self._shared: set[int] | None = None
+
+    def alike(self, a: nn.Module, b: nn.Module) -> bool:
+        if self._shared is None:
+            self._shared = _reached_twice(self._modules)
+        # Level by level, not depth first: blocks that differ mostly differ near the top (a
+        # stochastic depth rate, a stride) and are told apart before their layers are read.
+        pairs = [(a, b)]
+        for a, b in pairs:  # grows while read
+            children = self._own_state_alike(a, b)
+            if children is None:
+                return False
+            pairs += children
+        return True
+
+    def _own_state_alike(self, a: nn.Module, b: nn.Module) -> list[tuple[nn.Module, nn.Module]] | None:
+        """The pairs of their submodules, if the modules' own states are alike; else None."""
+        if type(a) is not type(b) or id(a) in self._own_forwards or id(b) in self._own_forwards:
+            return None
+        state_a, state_b = vars(a), vars(b)
+        if len(state_a) != len(state_b) or _hooked(state_a) or _hooked(state_b):
+            return None
+        for key, value in state_a.items():
+            if key in _MODULE_INTERNALS:
+                continue
+            other = state_b.get(key, _MISSING)
+            if not (value is other and type(value) in _PLAIN) and not _same_value(value, other):
+                return None
+        if not (
+            _same_tensors(state_a["_parameters"], state_b["_parameters"])
+            and _same_tensors(state_a["_buffers"], state_b["_buffers"])
+        ):
+            return None
+        children_a, children_b = state_a["_modules"], state_b["_modules"]
+        if len(children_a) != len(children_b):
+            return None
+        shared = self._shared
+        pairs = []
+        for (name, child_a), (other_name, child_b) in zip(children_a.items(), children_b.items(), strict=True):
+            if name != other_name:
+                return None
+            if child_a is None or child_b is None:
+                if child_a is not child_b:
+                    return None
+            elif id(child_a) in shared or id(child_b) in shared:
+                return None  # a submodule reached under another name too: its calls carry that name
+            else:
+                pairs.append((child_a, child_b))
+        return pairs
+
+
+def _hooked(state: dict) -> bool:
+    hooks = state["_forward_hooks"] or state["_forward_pre_hooks"]
+    return bool(hooks or state["_backward_hooks"] or state["_backward_pre_hooks"])
+
+
+def _reached_twice(modules: list[tuple[str, nn.Module]]) -> set[int]:
+    """The ids of the modules that are a submodule under more than one name."""
+    seen: set[int] = set()
+    twice: set[int] = set()
+    for _, module in modules:
+        for child in module._modules.values():
+            if child is not None:
+                (twice if id(child) in seen else seen).add(id(child))
+    return twice
+
+
+@dataclass(slots=True)  # not frozen: made at every watched call, and frozen ones are slower to make
+class _Start:
+    """Where the recorder stood when a call began that later calls may copy."""
+
+    module: nn.Module
+    path: str
+    inputs: tuple[TensorMeta, ...]  # the arguments' metas
+    first_op: int
+    first_call: int  # the call's own, made by the recorder's pre hook
+    first_made: int  # the next TensorMeta id
+    first_storage: int  # the next storage id
+    kernels: dict[str, int]  # the kernel choices made so far
+
+
+@dataclass(slots=True)
+class _Recording:
+    """What one call recorded. `parameters` is filled when a later call first asks to copy
+    it, by `_read`, which also says whether it can be: `copyable`."""
+
+    start: _Start
+    calls: list[ModuleCall]  # the module's own call, then those under it
+    # The outputs of the calls under the module's, as the calls returned: (call index, outputs).
+    call_outputs: list[tuple[int, tuple[TensorMeta, ...]]]
+    ops: list[OpNode]
+    returns: tuple[int | TensorMeta, ...]  # each output: the argument it is, or its meta
+    layouts: tuple[_Layout | None, ...]  # each made output's
+    returned_as: type | None  # tuple or list; None: one tensor
+    arguments_after: tuple[TensorMeta, ...]  # each argument's meta when the call returned
+    kernels: Counter  # the kernel choices (`archprof.kernels`) the call made
+    copyable: bool | None = None  # None: not read yet
+    # What it read of the module's parameters and buffers: TensorMeta.id -> (name below the module, storage).
+    parameters: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+
+class Replays:
+    """The copying of one trace's repeated calls. The trace's wrapper asks `answer` at each
+    call of a module with submodules, and tells `learn` what a call not copied returned."""
+
+    def __init__(
+        self, modules: list[tuple[str, nn.Module]], own_forwards: set[int], recorder, kernels: Counter
+    ) -> None:
+        self._modules = _Modules(modules, own_forwards)
+        self._recorder = recorder
+        self._kernels = kernels
+        # (module class, arguments) -> the calls recorded so far (their modules may differ).
+        self._recordings: dict[Any, list[_Recording]] = {}
+        self._not_worth: set[type] = set()  # classes whose calls are not copied (any more)
+        self._misses: Counter[type] = Counter()  # calls compared with recordings, none alike
+        self._copied: set[type] = set()  # classes with a call copied
+
+    def answer(self, module: nn.Module, path: str, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+        """(the output, None) where the call was copied; else (None, what `learn` needs),
+        or (None, None) where the call can never be copied."""
+        if (
+            type(module) in self._not_worth
+            or not args
+            or not all(map(may_shortcut, args))
+            or (kwargs and not all(type(value) in _PLAIN for value in kwargs.values()))
+            or nn.modules.module._has_any_global_hook()
+        ):
+            return None, None
+        recorder = self._recorder
+        inputs = tuple(map(recorder.meta_of, args))
+        if None in inputs:
+            return None, None
+        cls = type(module)
+        key = (cls, _arguments_key(args, inputs), tuple(sorted(kwargs.items())) if kwargs else ())
+        recordings = self._recordings.setdefault(key, [])
+        for recording in recordings:
+            # Compared with the earlier module as it is now, after its call: one that its
+            # call changed (a counter, a lazy set-up) is not taken for a module it has not.
+            if self._modules.alike(recording.start.module, module):
+                if recording.copyable is None:
+                    recording.copyable = _read(recording, recorder)
+                output = _copy(recording, recorder, path, args, self._kernels) if recording.copyable else None
+                if output is None:  # its blocks read what a copy cannot rename
+                    self._not_worth.add(cls)
+                    return None, None
+                self._copied.add(cls)
+                return output, None
+        if recordings:  # none alike: its blocks may all differ (a stochastic depth rate each)
+            self._missed(cls)
+            if cls in self._not_worth:
+                return None, None
+        made, storage = recorder.made_so_far()
+        start = _Start(
+            module, path, inputs, len(recorder.ops), len(recorder.calls) - 1, made, storage, dict(self._kernels)
+        )
+        return None, (recordings, start)
+
+    def learn(self, started: tuple[list[_Recording], _Start], args: tuple, output: Any) -> None:
+        recordings, start = started
+        recorder = self._recorder
+        if len(recorder.ops) - start.first_op < _WORTH_COPYING * (len(recorder.calls) - start.first_call):
+            self._not_worth.add(type(start.module))
+            return
+        recording = _recorded(start, recorder, args, output, self._kernels)
+        if recording is None:  # what it returned cannot be copied (a dict, a view of another dtype)
+            self._missed(type(start.module))
+            return
+        recordings.append(recording)
+        if len(recordings) > _RECORDINGS_KEPT:
+            del recordings[0]
+
+    def _missed(self, cls: type) -> None:
+        """A call of the class that could not be copied, nor be copied from."""
+        self._misses[cls] += 1
+        if self._misses[cls] >= _MISSES_ALLOWED and cls not in self._copied:
+            self._not_worth.add(cls)
+
+
+def _arguments_key(args: tuple, metas: tuple[TensorMeta, ...]) -> tuple:
+    """The arguments as the call's operators see them; which are one tensor or share a
+    storage matters to in-place operators."""
+    same: dict[int, int] = {}
+    shared: dict[int, int] = {}
+    return tuple(
+        (
+            tuple(x.shape),
+            x.dtype,
+            x.stride(),
+            x.storage_offset(),
+            same.setdefault(id(x), i),
+            shared.setdefault(meta.storage, i),
+        )
+        for i, (x, meta) in enumerate(zip(args, metas, strict=True))
+    )
+
+
+def _recorded(start: _Start, recorder, args: tuple, output: Any, kernels: Counter) -> _Recording | None:
+    """What the call recorded, taken as it returns; None where its output cannot be copied."""
+    returned = _returned(output, args, recorder, start.first_made)
+    if returned is None:
+        return None
+    calls = recorder.calls[start.first_call :]
+    # The calls under the module's have all returned, the last of the trace to return.
+    call_outputs = list(itertools.islice(reversed(recorder.call_outputs.items()), len(calls) - 1))[::-1]
+    chosen = Counter()
+    if kernels != start.kernels:
+        chosen.update(kernels)
+        chosen.subtract(start.kernels)
+    return _Recording(
+        start,
+        calls,
+        call_outputs,
+        recorder.ops[start.first_op :],
+        *returned,
+        tuple(map(recorder.meta_of, args)),
+        +chosen,
+    )
+
+
+def _read(recording: _Recording, recorder) -> bool:
+    """Whether the recording can be copied (see the module docstring); fills its
+    `parameters` with the parameters and buffers it read."""
+    start = recording.start
+    prefix = start.path + "."
+    calls = recording.calls
+    if any(not call.path.startswith(prefix) for call in calls[1:]):
+        return False
+    inputs = {meta.id for meta in start.inputs}
+    storages = {meta.storage for meta in start.inputs}
+    parameters = recording.parameters
+
+    def known(meta: TensorMeta) -> bool:
+        if meta.id >= start.first_made:
+            return meta.kind == "activation"
+        if meta.id in inputs:
+            return True
+        if meta.kind in ("parameter", "buffer") and meta.name.startswith(prefix):
+            parameters[meta.id] = meta.name[len(prefix) :], meta.storage
+            storages.add(meta.storage)
+            return True
+        return False  # a tensor from outside the block
+
+    next_storage = start.first_storage
+    for op in recording.ops:
+        if not all(map(known, op.inputs)) or (op.writes_input and op.inputs[0].kind != "activation"):
+            return False
+        for meta in op.outputs:
+            if meta.storage == next_storage:  # new storages come in order: copies number them alike
+                next_storage += 1
+            elif meta.storage > next_storage or (meta.storage < start.first_storage and meta.storage not in storages):
+                return False
+    if not all(index > calls[0].index and all(map(known, metas)) for index, metas in recording.call_outputs):
+        return False
+    return all(map(known, recording.arguments_after)) and all(
+        map(known, (meta for meta in recording.returns if not isinstance(meta, int)))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """How a returned tensor lies in its storage: a copy's tensor is made alike."""
+
+    stride: tuple[int, ...]
+    offset: int
+    storage_bytes: int | None  # a view's (or a tensor's off its storage's start); None: its own, just fitting
+
+    @staticmethod
+    def of(tensor: torch.Tensor) -> _Layout | None:
+        if tensor._base is None and not tensor.storage_offset():
+            return _Layout(tensor.stride(), 0, None)
+        storage_bytes = tensor.untyped_storage().nbytes()
+        if storage_bytes % tensor.dtype.itemsize:
+            return None  # a view of another dtype's storage
+        return _Layout(tensor.stride(), tensor.storage_offset(), storage_bytes)
+
+    def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        with torch._C._DisableTorchDispatch():  # made by the copy, not by the model: not an operator
+            if self.storage_bytes is None:
+                return torch.empty_strided(shape, self.stride, dtype=dtype, device="meta")
+            base = torch.empty(self.storage_bytes // dtype.itemsize, dtype=dtype, device="meta")
+            return base.as_strided(shape, self.stride, self.offset)
+
+
+def _returned(output: Any, args: tuple, recorder, first_made: int):
+    """The output as (each tensor's argument index or meta, each made one's layout, its
+    container), if it is a tensor or a flat tuple or list of them."""
+    if isinstance(output, torch.Tensor):
+        items, returned_as = [output], None
+    elif type(output) in (tuple, list):
+        items, returned_as = list(output), type(output)
+    else:
+        return None
+    returns, layouts = [], []
+    for tensor in items:
+        index = next((i for i, arg in enumerate(args) if tensor is arg), None)
+        if index is not None:
+            returns.append(index)
+            layouts.append(None)
+            continue
+        meta = recorder.meta_of(tensor) if type(tensor) is torch.Tensor else None
+        layout = _Layout.of(tensor) if meta is not None and meta.id >= first_made else None
+        if layout is None:
+            return None
+        returns.append(meta)
+        layouts.append(layout)
+    return tuple(returns), tuple(layouts), returned_as
+
+
+def _copy(recording: _Recording, recorder, path: str, args: tuple, kernels: Counter) -> Any:
+    """Record the recording again for the call of the module at `path` on `args`, and
+    return its output; None where the module's parameters are not all found."""
+    prefix = path + "."
+    metas: dict[int, TensorMeta] = {}  # recorded TensorMeta.id -> the copy's
+    storages: dict[int, int] = {}  # recorded storage id -> the copy's
+    for old_id, (name, storage) in recording.parameters.items():
+        new = recorder.named(prefix + name)
+        if new is None:
+            return None
+        metas[old_id] = new
+        storages[storage] = new.storage
+    for old, x in zip(recording.start.inputs, args, strict=True):
+        metas[old.id] = new = recorder.meta_of(x)
+        storages[old.storage] = new.storage
+
+    own, *under = recording.calls
+    shift = len(recorder.ops) - own.first_op
+    cut = len(recording.start.path)
+    calls = {own.index: recorder.calls[-1]}
+    for call in under:
+        calls[call.index] = recorder.open_call(path + call.path[cut:], call.type, call.first_op + shift)
+
+    def renamed(meta: TensorMeta) -> TensorMeta:
+        return metas[meta.id]
+
+    for op in recording.ops:
+        node_args, node_kwargs = map_op_args(renamed, TensorMeta, op.args, op.kwargs)
+        outputs = []
+        for meta in op.outputs:
+            storage = storages.get(meta.storage)
+            if storage is None:
+                storage = storages[meta.storage] = recorder.new_storage()
+            metas[meta.id] = copied = recorder.new_activation(meta.shape, meta.dtype, storage)
+            outputs.append(copied)
+        recorder.ops.append(
+            OpNode(
+                len(recorder.ops),
+                op.op,
+                node_args,
+                node_kwargs,
+                tuple(map(renamed, op.inputs)),
+                tuple(outputs),
+                calls[op.module.index],
+                op.writes_input,
+                op.is_view,
+            )
+        )
+    for index, outputs in recording.call_outputs:
+        recorder.call_outputs[calls[index].index] = tuple(map(renamed, outputs))
+    for x, after in zip(args, recording.arguments_after, strict=True):
+        recorder.bind(x, metas[after.id])
+    made: dict[int, torch.Tensor] = {}
+    results = []
+    for returned, layout in zip(recording.returns, recording.layouts, strict=True):
+        if isinstance(returned, int):
+            results.append(args[returned])
+            continue
+        tensor = made.get(returned.id)
+        if tensor is None:
+            tensor = made[returned.id] = layout.tensor(returned.shape, returned.dtype)
+            recorder.bind(tensor, metas[returned.id])
+        results.append(tensor)
+    kernels.update(recording.kernels)
+    return results[0] if recording.returned_as is None else recording.returned_as(results)

@@ -1,0 +1,351 @@
+"""archprof.replay: a block copied from an earlier call records what its forward would have.
+
+The oracle is the same trace under a torch-function mode that passes every call through
+(`Passing`, as in test_shortcuts): no block is copied there and every forward runs. A spy on
+`archprof.replay._copy` counts the copies, so that each test says which way its trace went."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+import archprof
+import archprof.replay
+from archprof.trace import trace
+
+F = torch.nn.functional
+
+
+class Passing(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def copies(monkeypatch) -> list:
+    """The calls copied: (the path copied to, from the path recorded)."""
+    made = []
+    original = archprof.replay._copy
+
+    def spy(recording, recorder, path, args, kernels):
+        output = original(recording, recorder, path, args, kernels)
+        if output is not None:
+            made.append((path, recording.start.path))
+        return output
+
+    monkeypatch.setattr(archprof.replay, "_copy", spy)
+    return made
+
+
+def _traced_both_ways(model: nn.Module, *shapes, dtype=None):
+    model = model.to("meta").eval()
+    twin = copy.deepcopy(model)  # as it was: a forward may change its state
+    copied = trace(model, list(shapes), dtype=dtype)
+    with Passing():
+        ran = trace(twin, list(shapes), dtype=dtype)
+    assert repr(copied) == repr(ran)
+    return copied
+
+
+class Attention(nn.Module):
+    """Self-attention written out, as many models do: a dozen operators in four calls."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x):
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attention = (q @ k.transpose(-2, -1) * (dim // self.heads) ** -0.5).softmax(-1)
+        return x + self.proj((attention @ v).transpose(1, 2).reshape(batch, tokens, dim))
+
+
+def test_repeated_attention_blocks_are_copied_and_record_what_they_run(copies):
+    model = nn.Sequential(*[Attention(16, 4) for _ in range(4)])
+    graph = _traced_both_ways(model, (2, 10, 16))
+    assert copies == [("1", "0"), ("2", "0"), ("3", "0")]
+    # The copies' parameters are their own modules'.
+    read = {t.name for op in graph.ops if op.module.path.startswith("3") for t in op.inputs if t.kind == "parameter"}
+    assert read == {"3.qkv.weight", "3.qkv.bias", "3.proj.weight", "3.proj.bias", "3.norm.weight", "3.norm.bias"}
+
+
+def test_copies_of_torch_transformer_layers_keep_kernels_and_shapes(copies):
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+    model = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
+    graph = _traced_both_ways(model, (2, 7, 32))
+    assert len(copies) == 2
+    assert graph.kernels  # each copy counts the attention kernel its layer would choose
+    assert sum(graph.kernels.values()) == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_copies_in_half_precision_and_a_cpu_built_model(copies, dtype):
+    model = nn.Sequential(*[Attention(8, 2) for _ in range(3)])  # on the CPU: traced through stand-ins
+    twin = copy.deepcopy(model)
+    traced = trace(model.eval(), [(1, 5, 8)], dtype=dtype)
+    with Passing():
+        ran = trace(twin.eval(), [(1, 5, 8)], dtype=dtype)
+    assert repr(traced) == repr(ran)
+    assert copies and model[0].qkv.weight.device.type == "cpu"
+
+
+class InPlace(nn.Module):
+    """Writes its input in place, and returns it or a tuple with it."""
+
+    def __init__(self, returns: str) -> None:
+        super().__init__()
+        self.returns = returns
+        self.scale = nn.Parameter(torch.ones(6))
+        self.gate = nn.Linear(6, 6)
+
+    def forward(self, x):
+        x.mul_(2).add_(1)
+        y = torch.sigmoid(self.gate(x)) * self.scale + x.mean(-1, keepdim=True)
+        if self.returns == "input":
+            return x
+        if self.returns == "tuple":
+            return y, x, y
+        return [y.exp(), y]
+
+
+@pytest.mark.parametrize("returns", ["input", "tuple", "list"])
+def test_in_place_writes_to_the_input_and_returned_structures(copies, returns):
+    class Chain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(InPlace(returns) for _ in range(3))
+
+        def forward(self, x):
+            outputs = []
+            for block in self.blocks:
+                out = block(x.clone())
+                outputs.append(out)
+                x = out if isinstance(out, torch.Tensor) else out[0]
+            return x, outputs[0]
+
+    _traced_both_ways(Chain(), (3, 6))
+    assert copies == [("blocks.1", "blocks.0"), ("blocks.2", "blocks.0")]
+
+
+def test_a_block_called_again_is_copied_from_its_own_first_call(copies):
+    class Recurrent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = Attention(8, 2)
+
+        def forward(self, x):
+            for _ in range(4):
+                x = self.block(x)
+            return x
+
+    graph = _traced_both_ways(Recurrent(), (1, 6, 8))
+    assert copies == [("block", "block")] * 3
+    assert [c.call for c in graph.module_calls if c.path == "block"] == [0, 1, 2, 3]
+
+
+class Counting(Attention):
+    """Keeps a count of its calls (a plain attribute its forward changes)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__(dim, heads)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x) * self.calls
+
+
+class LazyTable(Attention):
+    """Makes a table on its first call and keeps it (timm's ConViT does): a tensor attribute."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__(dim, heads)
+        self.table = None
+
+    def forward(self, x):
+        if self.table is None:
+            self.table = torch.zeros(x.shape[1], device=x.device)
+        return super().forward(x) + self.table[:, None]
+
+
+OUTSIDE = torch.ones(8, device="meta")
+
+
+class ReadsOutside(Attention):
+    def forward(self, x):
+        return super().forward(x) + OUTSIDE  # a tensor from outside the block
+
+
+class ReturnsView(Attention):
+    """Returns a view, another's storage beneath it: a copy's output lies in storage alike."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        return torch.cat([y, y])[len(y) :].transpose(0, 1)  # its storage twice its size, and offset
+
+
+class ReadsNeighbour(nn.Module):
+    """Reads another module's parameter, reached through a plain attribute."""
+
+    def __init__(self, neighbour: nn.Linear) -> None:
+        super().__init__()
+        self.inner = Attention(8, 2)
+        self.__dict__["neighbour"] = neighbour  # not a submodule
+
+    def forward(self, x):
+        return self.inner(x) @ self.neighbour.weight
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda i: Counting(8, 2),
+        lambda i: LazyTable(8, 2),
+        lambda i: ReadsOutside(8, 2),
+        lambda i: Attention(8, [1, 2, 4, 8][i]),  # another plain attribute: not one block
+    ],
+    ids=["changes its state", "keeps a tensor", "reads a tensor from outside", "differs"],
+)
+def test_blocks_that_cannot_be_copied_run_their_forward(copies, make):
+    class Stack(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(make(i) for i in range(4))
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    _traced_both_ways(Stack(), (2, 6, 8))
+    assert copies == []
+
+
+def test_views_returned_are_made_alike(copies):
+    model = nn.Sequential(*[ReturnsView(8, 2) for _ in range(4)])
+    _traced_both_ways(model, (6, 6, 8))
+    assert copies == [("2", "1"), ("3", "1")]  # "0" is fed a contiguous tensor, the others a view
+
+
+def test_a_block_reading_a_tensor_met_before_it_is_not_copied(copies):
+    class SeenFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.Sequential(*[ReadsOutside(8, 2) for _ in range(3)])
+
+        def forward(self, x):
+            return self.blocks(x * OUTSIDE)  # the constant is the trace's before any block reads it
+
+    _traced_both_ways(SeenFirst(), (2, 6, 8))
+    assert copies == []
+
+
+class Settings:
+    """An object the blocks share and the model changes between them: nothing says it acts alike."""
+
+    scale = 1.0
+
+
+class Scaled(Attention):
+    def __init__(self, dim: int, heads: int, settings: Settings) -> None:
+        super().__init__(dim, heads)
+        self.settings = settings
+
+    def forward(self, x):
+        return super().forward(x) * self.settings.scale
+
+
+def test_blocks_sharing_an_object_are_not_taken_for_alike(copies):
+    class Changing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.settings = Settings()
+            self.blocks = nn.ModuleList(Scaled(8, 2, self.settings) for _ in range(3))
+
+        def forward(self, x):
+            for i, block in enumerate(self.blocks):
+                self.settings.scale = float(i + 2)
+                x = block(x)
+            return x
+
+    _traced_both_ways(Changing(), (2, 6, 8))
+    assert copies == []
+
+
+def test_a_block_reading_another_modules_parameter_is_not_copied(copies):
+    head = nn.Linear(8, 8)
+    model = nn.Sequential(head, *[ReadsNeighbour(head) for _ in range(3)])
+    _traced_both_ways(model, (1, 5, 8))
+    assert copies == [("2.inner", "1.inner"), ("3.inner", "1.inner")]  # the attention inside still is
+
+
+def test_tied_weights_a_shared_submodule_and_hooks_turn_copying_off(copies):
+    with torch.device("meta"):  # tied on meta: moving a model there unties it
+        tied = nn.Sequential(*[Attention(8, 2) for _ in range(3)])
+    tied[2].proj.weight = tied[1].proj.weight
+    _traced_both_ways(tied, (1, 5, 8))
+    assert copies == []
+
+    shared = nn.Sequential(*[Attention(8, 2) for _ in range(3)])
+    shared[2].norm = shared[1].norm  # one module under two names
+    _traced_both_ways(shared, (1, 5, 8))
+    assert copies == []
+
+    hooked = nn.Sequential(*[Attention(8, 2) for _ in range(3)])
+    seen = []
+    hooked[2].register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    _traced_both_ways(hooked, (1, 5, 8))
+    assert copies == [("1", "0")] and len(seen) == 2  # the hooked block runs, hook and all, both times
+    copies.clear()
+    handle = nn.modules.module.register_module_forward_hook(lambda module, args, output: seen.append(type(module)))
+    try:
+        _traced_both_ways(nn.Sequential(*[Attention(8, 2) for _ in range(3)]), (1, 5, 8))
+    finally:
+        handle.remove()
+    assert copies == [] and seen.count(nn.Linear) == 2 * 6
+
+
+def test_inputs_of_another_layout_or_dtype_are_not_taken_for_alike(copies):
+    class TwoLayouts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(Attention(8, 2) for _ in range(4))
+
+        def forward(self, x):
+            x = self.blocks[0](x)
+            x = self.blocks[1](x.transpose(0, 1).contiguous().transpose(0, 1))  # other strides
+            x = self.blocks[2](x.contiguous())
+            return self.blocks[3](x)
+
+    _traced_both_ways(TwoLayouts(), (3, 6, 8))
+    assert copies == [("blocks.2", "blocks.0"), ("blocks.3", "blocks.0")]
+
+
+def test_no_copies_in_training_traces_nor_real_ones(copies):
+    model = nn.Sequential(*[Attention(8, 2) for _ in range(3)])
+    archprof.analyze(model, input_size=(5, 8), training=True)
+    trace(model.eval(), [(1, 5, 8)], real=True)
+    assert copies == []
+
+
+def test_hub_transformers_give_the_same_graph_copied_or_not(copies, hub_packages, monkeypatch):
+    torchvision, timm = hub_packages
+    for make, shape in [
+        (lambda: torchvision.models.vit_b_16(), (1, 3, 224, 224)),
+        (lambda: timm.create_model("deit_tiny_patch16_224"), (2, 3, 224, 224)),
+        (lambda: timm.create_model("swin_tiny_patch4_window7_224"), (1, 3, 224, 224)),
+    ]:
+        with torch.device("meta"):
+            model = make()
+        before = len(copies)
+        _traced_both_ways(model, shape)
+        assert len(copies) - before >= 10
