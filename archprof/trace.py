@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import io
 import re
 import warnings
@@ -133,7 +132,8 @@ def trace(
                 shortcuts = not (real or training)
                 replays = None
                 if shortcuts and not tied:  # a copy renames a block's parameters: untied ones
-                    replays = functools.partial(Replays, modules, recorder=recorder, kernels=kernels.chosen)
+                    own_forwards = {id(module) for _, module in modules if "forward" in module.__dict__}
+                    replays = Replays(modules, own_forwards, recorder, kernels.chosen)
                 for handle in _attach_hooks(modules, module_types, recorder, shortcuts, replays):
                     stack.callback(handle.remove)
             if training:
@@ -405,7 +405,7 @@ def _attach_hooks(
     module_types: dict[str, str],
     recorder: _Recorder,
     shortcuts: bool,
-    replays: Callable[[set[int]], Replays] | None,
+    replays: Replays | None,
 ):
     """Run the recorder's pre and post hooks around every module's forward, until the
     handles returned are removed. Not as nn.Module hooks: a module with any hook takes the
@@ -414,15 +414,13 @@ def _attach_hooks(
     the hooks around the class's is found first. A module with forward hooks of its own
     (which may replace its output) gets the post hook as its last forward hook, as before.
     With `shortcuts`, where `archprof.shortcuts` knows the module's call, the wrapper records
-    its operator instead of running the forward; with `replays` (made from the ids of the
-    modules with a forward of their own), a block that repeats an earlier one is copied from
-    it (`archprof.replay`). Hooks run as they would.
+    its operator instead of running the forward; with `replays`, a block that repeats an
+    earlier one is copied from it (`archprof.replay`). Hooks run as they would.
     As with nn.Module hooks, a forward that raises leaves its call on the recorder's stack,
     for the error to say where it failed."""
-    originals = [(module, module.__dict__.get("forward")) for _, module in modules]
-    copies = replays({id(module) for module, forward in originals if forward is not None}) if replays else None
-    handles = []
+    originals, handles = [], []
     for path, module in modules:
+        originals.append((module, module.__dict__.get("forward")))
         post_hook = recorder.post_hook
         if module._forward_hooks:
             handles.append(module.register_forward_hook(post_hook))
@@ -430,7 +428,7 @@ def _attach_hooks(
         pre_hook = recorder.pre_hook(path, module_types[path])
         shortcut = shortcut_for(module) if shortcuts else None
         # The model's own call is never repeated; a lone layer is as quick to run as to copy.
-        watched = copies if path and module._modules else None
+        watched = replays if path and module._modules else None
         module.__dict__["forward"] = _recorded(
             module, path, module.forward, pre_hook, post_hook, recorder, shortcut, watched
         )
