@@ -25,13 +25,13 @@ The forward runs instead for:
 - an earlier module whose call changed its state: the state compared is the earlier
   module's as it is after its call (a counter, a table made on the first call).
 
-Copying pays where a block runs many operators from Python for few module calls (an
+Copying pays where a block's Python reaches many operators for few module calls (an
 attention block: ViT-B/16's trace takes half the time). Where most of a block's calls are
 layers that `archprof.shortcuts` answers (a ResNet bottleneck), comparing the modules costs
-about what running them does; a class whose calls run fewer operators than module calls is
-not watched again, nor one whose calls were compared in vain four times with none copied
-(torchvision's ConvNeXt and EfficientNet blocks each have their own stochastic depth rate).
-Modules without submodules never take part.
+about what running them does; a class whose calls reach fewer operators than they make
+module calls (shortcuts apart) is not watched again, nor one whose calls were compared in
+vain four times with none copied (torchvision's ConvNeXt and EfficientNet blocks each have
+their own stochastic depth rate). Modules without submodules never take part.
 """
 
 from __future__ import annotations
@@ -53,8 +53,10 @@ from archprof.structure import map_op_args
 _MODULE_INTERNALS = frozenset(vars(nn.Module())) - {"training"} | {"forward"}
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.memory_format})
 _MISSING = object()
-# Operators per module call below which a class is not watched: its calls run about as fast
-# as they are compared and copied (mobilenetv3's blocks: 0.6 operators a call).
+# Operators that the forward's own Python reaches (not through `archprof.shortcuts`) per
+# module call, below which a class is not watched: its calls run about as fast as they are
+# compared and copied. A ResNet bottleneck reaches 1 in 8 calls (an addition; its layers are
+# shortcuts), Inception's conv-norm-ReLU 1 in 3; ViT-B/16's encoder block 39 in 9.
 _WORTH_COPYING = 1
 # Recordings kept per module class and arguments, the latest: blocks alike come in runs
 # (a stage of bottlenecks; a Swin stage's two kinds, shifted or not), and a model whose
@@ -191,6 +193,7 @@ class _Start:
     first_call: int  # the call's own, made by the recorder's pre hook
     first_made: int  # the next TensorMeta id
     first_storage: int  # the next storage id
+    answered_directly: int  # the module calls answered by shortcuts so far
     kernels: dict[str, int]  # the kernel choices made so far
 
 
@@ -266,14 +269,23 @@ class Replays:
                 return None, None
         made, storage = recorder.made_so_far()
         start = _Start(
-            module, path, inputs, len(recorder.ops), len(recorder.calls) - 1, made, storage, dict(self._kernels)
+            module,
+            path,
+            inputs,
+            len(recorder.ops),
+            len(recorder.calls) - 1,
+            made,
+            storage,
+            recorder.answered_directly,
+            dict(self._kernels),
         )
         return None, (recordings, start)
 
     def learn(self, started: tuple[list[_Recording], _Start], args: tuple, output: Any) -> None:
         recordings, start = started
         recorder = self._recorder
-        if len(recorder.ops) - start.first_op < _WORTH_COPYING * (len(recorder.calls) - start.first_call):
+        reached = len(recorder.ops) - start.first_op - (recorder.answered_directly - start.answered_directly)
+        if reached < _WORTH_COPYING * (len(recorder.calls) - start.first_call):
             self._not_worth.add(type(start.module))
             return
         recording = _recorded(start, recorder, args, output, self._kernels)

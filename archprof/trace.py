@@ -499,6 +499,7 @@ class _Recorder(TorchDispatchMode):
         self._call_counts: dict[str, int] = {}
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
+        self.answered_directly = 0  # module calls recorded through `archprof.shortcuts`
         self._alive: list[torch.Tensor] = []  # keeps ids unique; meta tensors cost nothing
         self._next_storage = 0
         self._count = 0  # TensorMeta ids
@@ -631,6 +632,7 @@ class _Recorder(TorchDispatchMode):
         func, args = call
         with torch._C._DisableTorchDispatch():  # as inside a dispatch: its tensors made untraced
             out = self.__torch_dispatch__(func, (), args, {})
+        self.answered_directly += 1
         return out[0] if isinstance(out, tuple) else out
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):

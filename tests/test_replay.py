@@ -78,6 +78,13 @@ def test_repeated_attention_blocks_are_copied_and_record_what_they_run(copies):
     assert read == {"3.qkv.weight", "3.qkv.bias", "3.proj.weight", "3.proj.bias", "3.norm.weight", "3.norm.bias"}
 
 
+def test_blocks_of_layers_the_shortcuts_answer_are_run_not_copied(copies):
+    # Comparing their modules would cost what running them does (a ResNet bottleneck too).
+    blocks = [nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()) for _ in range(4)]
+    _traced_both_ways(nn.Sequential(*blocks), (1, 8, 6, 6))
+    assert copies == []
+
+
 def test_copies_of_torch_transformer_layers_keep_kernels_and_shapes(copies):
     layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
     model = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
