@@ -21,7 +21,7 @@ The forward runs instead for:
   also reached under another name, a model with tied parameters (no Replays then);
 - a call whose record reads a tensor from outside the module (a constant, another
   module's parameter), writes a parameter or buffer, calls a module outside it, or returns
-  anything but a tensor or a flat tuple or list of tensors;
+  anything but a meta tensor or a flat tuple or list of them;
 - an earlier module whose call changed its state: the state compared is the earlier
   module's as it is after its call (a counter, a table made on the first call).
 
@@ -424,7 +424,8 @@ def _returned(output: Any, args: tuple, recorder, first_made: int):
             returns.append(index)
             layouts.append(None)
             continue
-        meta = recorder.meta_of(tensor) if type(tensor) is torch.Tensor else None
+        # A copy makes meta tensors: not a CPU tensor the forward made (a table whose values it reads).
+        meta = recorder.meta_of(tensor) if type(tensor) is torch.Tensor and tensor.is_meta else None
         layout = _Layout.of(tensor) if meta is not None and meta.id >= first_made else None
         if layout is None:
             return None

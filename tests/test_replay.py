@@ -243,6 +243,29 @@ def test_views_returned_are_made_alike(copies):
     assert copies == [("2", "1"), ("3", "1")]  # "0" is fed a contiguous tensor, the others a view
 
 
+class WithPositions(Attention):
+    """Returns a table of positions it makes on the CPU beside its output (models do, for indices)."""
+
+    def forward(self, x):
+        return super().forward(x), torch.arange(x.shape[1])
+
+
+def test_a_block_returning_a_cpu_tensor_is_not_copied(copies):
+    class UsesPositions(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(WithPositions(8, 2) for _ in range(3))
+
+        def forward(self, x):
+            for block in self.blocks:
+                x, positions = block(x)
+                x = x[:, : int(positions.max()) + 1]  # reads the table's values: a CPU tensor's
+            return x
+
+    graph = _traced_both_ways(UsesPositions(), (1, 5, 8))
+    assert copies == [] and graph.outputs[0].shape == (1, 5, 8)
+
+
 def test_a_block_reading_a_tensor_met_before_it_is_not_copied(copies):
     class SeenFirst(nn.Module):
         def __init__(self) -> None:
