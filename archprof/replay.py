@@ -25,6 +25,11 @@ The forward runs instead for:
 - an earlier module whose call changed its state: the state compared is the earlier
   module's as it is after its call (a counter, a table made on the first call).
 
+What it cannot see: a forward that reads or keeps something in a global (a module-level
+list of features, a counter in a closure). A copy runs no Python of the block, so it
+neither reads such a value nor adds to it. None of the 1,451 torchvision and timm models
+does (`benchmarks/fast_paths_check.py` compares every one with its plain forward).
+
 Copying pays where a block's Python reaches many operators for few module calls (an
 attention block: ViT-B/16's trace takes half the time). Where most of a block's calls are
 layers that `archprof.shortcuts` answers (a ResNet bottleneck), comparing the modules costs
