@@ -334,10 +334,7 @@ def _recorded(start: _Start, recorder, args: tuple, output: Any, kernels: Counte
     calls = recorder.calls[start.first_call :]
     # The calls under the module's have all returned, the last of the trace to return.
     call_outputs = list(itertools.islice(reversed(recorder.call_outputs.items()), len(calls) - 1))[::-1]
-    chosen = Counter()
-    if kernels != start.kernels:
-        chosen.update(kernels)
-        chosen.subtract(start.kernels)
+    chosen = Counter(kernels) - Counter(start.kernels) if kernels != start.kernels else Counter()
     return _Recording(
         start,
         calls,
@@ -345,7 +342,7 @@ def _recorded(start: _Start, recorder, args: tuple, output: Any, kernels: Counte
         recorder.ops[start.first_op :],
         *returned,
         tuple(map(recorder.meta_of, args)),
-        +chosen,
+        chosen,
     )
 
 

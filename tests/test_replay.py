@@ -223,17 +223,7 @@ class ReadsNeighbour(nn.Module):
     ids=["changes its state", "keeps a tensor", "reads a tensor from outside", "differs"],
 )
 def test_blocks_that_cannot_be_copied_run_their_forward(copies, make):
-    class Stack(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.blocks = nn.ModuleList(make(i) for i in range(4))
-
-        def forward(self, x):
-            for block in self.blocks:
-                x = block(x)
-            return x
-
-    _traced_both_ways(Stack(), (2, 6, 8))
+    _traced_both_ways(nn.Sequential(*[make(i) for i in range(4)]), (2, 6, 8))
     assert copies == []
 
 
