@@ -15,11 +15,12 @@ TensorKind = Literal["input", "parameter", "buffer", "activation", "constant"]
 Phase = Literal["forward", "backward", "recompute"]
 
 
-# The records a trace makes, one per operator, tensor and module call: values, never changed
-# once made (change one with dataclasses.replace), but not frozen, because a frozen
-# dataclass's __init__ sets every field through object.__setattr__, which made a tenth of an
-# analysis (resnet50: 12.7 -> 11.4 ms). unsafe_hash keeps them hashable, as frozen ones are.
-_value = dataclass(slots=True, unsafe_hash=True)
+# Records made by the thousand per analysis (one per operator, tensor and module call; a
+# receptive field's maps and states): values, never changed once made (change one with
+# dataclasses.replace), but not frozen, because a frozen dataclass's __init__ sets every
+# field through object.__setattr__, which made a tenth of an analysis (resnet50: 12.7 ->
+# 11.4 ms). unsafe_hash keeps them hashable, as frozen ones are.
+value_record = dataclass(slots=True, unsafe_hash=True)
 
 
 class _Sized:
@@ -38,7 +39,7 @@ class _Sized:
         return self.numel * self.dtype.itemsize
 
 
-@_value
+@value_record
 class TensorMeta(_Sized):
     """One tensor seen during the trace (no data: shape, dtype and identity only)."""
 
@@ -50,7 +51,7 @@ class TensorMeta(_Sized):
     name: str = ""  # qualified name for parameters and buffers
 
 
-@_value
+@value_record
 class ModuleCall:
     """One call of one module. `path` is "" for the root module."""
 
@@ -65,7 +66,7 @@ class ModuleCall:
         return 0 if not self.path else self.path.count(".") + 1
 
 
-@_value
+@value_record
 class OpNode:
     """One aten operation. `args`/`kwargs` hold the call's arguments with every tensor
     replaced by its TensorMeta, so formulas see the exact strides, paddings and flags."""
@@ -85,7 +86,7 @@ class OpNode:
     origin: int = -1
 
 
-@_value
+@value_record
 class ParameterInfo(_Sized):
     name: str
     module_path: str

@@ -22,14 +22,15 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from fractions import Fraction
+
+from archprof.graph import value_record
 
 Interval = tuple[int, int]  # both ends included
 Reads = Callable[[int], Sequence[Interval]]  # unit -> the ranges of parent units it reads
 
 
-@dataclass(frozen=True, slots=True)
+@value_record
 class Link:
     """Unit u reads the units `reads(u)` of `parent`; `ratio` is how many parent units one
     unit advances on average (None: not evenly spaced); `period` P: reads(u + P) is reads(u)

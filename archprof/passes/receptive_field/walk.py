@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from archprof.graph import Graph, OpNode, TensorMeta
+from archprof.graph import Graph, OpNode, TensorMeta, value_record
 from archprof.passes.receptive_field.maps import AxisMap, Link
 
 
-@dataclass(frozen=True, slots=True)
+@value_record
 class Merged:
     """Several dimensions flattened into one, row-major: each one's entry and size (a flatten,
     the (N H W, C) view in front of a linear layer on a channels-last map)."""
@@ -22,7 +22,7 @@ class Merged:
         return [m for part, _ in self.parts for m in entry_maps(part)]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Within:
     """The position inside a block of a spatial dimension split in two (windows): the map
     `whole` of `outer.size` blocks of `size` units became `outer` (block q reads units
@@ -66,7 +66,7 @@ def drop_withins(field: Field, outers: set[AxisMap]) -> Field:
     return field.with_dims([without(e, outers) for e in field.dims])
 
 
-@dataclass(frozen=True, slots=True)
+@value_record
 class Field:
     """Per tensor dimension, the input axis it runs along (an AxisMap) or none; `whole`: the
     input axes every unit reads all of (pooled over, attended over); `loose`: maps the tensor
@@ -86,14 +86,14 @@ class Field:
         return found + [(m, False) for m in self.loose if m.axis == axis]
 
 
-@dataclass(frozen=True, slots=True)
+@value_record
 class Extent:
     """Every unit sees the whole input (global pooling, attention over all positions)."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_record
 class Undefined:
     reason: str
 
