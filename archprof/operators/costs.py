@@ -29,13 +29,14 @@ Conventions (documented in README.md):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from math import prod
+
+from archprof.graph import value_record
 
 Shape = tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@value_record
 class Cost:
     macs: int = 0
     elementwise_flops: int = 0

@@ -5,16 +5,15 @@ An op without a formula is never a silent zero: it is listed in the row's `not_c
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from archprof.graph import OpNode, TensorMeta
+from archprof.graph import OpNode, TensorMeta, value_record
 from archprof.operators import FREE, Cost, operator_named
 from archprof.operators.costs import free
 from archprof.passes.layers import LayerGroup
 from archprof.structure import map_op_args
 
 
-@dataclass(frozen=True, slots=True)
+@value_record
 class OperatorCost:
     """What one aten operator with a formula cost in one row: how often it ran, its MACs and
     elementwise FLOPs over those calls (`Report.by_operator` sums them over the rows)."""

@@ -7,13 +7,11 @@ still gets a row, as does a module that owns parameters but was never called."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from archprof.graph import Graph, ModuleCall, OpNode, TensorMeta
+from archprof.graph import Graph, ModuleCall, OpNode, TensorMeta, value_record
 from archprof.units import shape_text, shapes_text
 
 
-@dataclass(frozen=True, slots=True)
+@value_record
 class LayerGroup:
     path: str
     module_type: str
