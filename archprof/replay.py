@@ -195,7 +195,7 @@ class _Start:
     path: str
     inputs: tuple[TensorMeta, ...]  # the arguments' metas
     first_op: int
-    first_call: int  # the call's own, made by the recorder's pre hook
+    first_call: int  # the call's own, made by the recorder's `enter`
     first_made: int  # the next TensorMeta id
     first_storage: int  # the next storage id
     answered_directly: int  # the module calls answered by shortcuts so far

@@ -407,7 +407,7 @@ def _attach_hooks(
     shortcuts: bool,
     replays: Replays | None,
 ):
-    """Run the recorder's pre and post hooks around every module's forward, until the
+    """Run the recorder's `enter` and `post_hook` around every module's forward, until the
     handles returned are removed. Not as nn.Module hooks: a module with any hook takes the
     slow road through `Module._call_impl` (RegNetY-016's 709 calls: a sixth of its trace,
     and registering 1,418 hooks another tenth); an instance attribute `forward` that calls
@@ -425,12 +425,11 @@ def _attach_hooks(
         if module._forward_hooks:
             handles.append(module.register_forward_hook(post_hook))
             post_hook = None
-        pre_hook = recorder.pre_hook(path, module_types[path])
         shortcut = shortcut_for(module) if shortcuts else None
         # The model's own call is never repeated; a lone layer is as quick to run as to copy.
         watched = replays if path and module._modules else None
         module.__dict__["forward"] = _recorded(
-            module, path, module.forward, pre_hook, post_hook, recorder, shortcut, watched
+            module, path, module_types[path], module.forward, post_hook, recorder, shortcut, watched
         )
     return [_Restore(originals), *handles]
 
@@ -438,15 +437,15 @@ def _attach_hooks(
 def _recorded(
     module: torch.nn.Module,
     path: str,
+    type_name: str,
     forward: Callable,
-    pre_hook: Callable,
     post_hook: Callable | None,
     recorder: _Recorder,
     shortcut: Shortcut | None,
     replays: Replays | None,
 ) -> Callable:
     def recorded_forward(*args, **kwargs):
-        pre_hook(module, args)
+        recorder.enter(path, type_name, args)
         output = start = None
         if shortcut is not None and len(args) == 1 and not kwargs:
             output = recorder.answer_directly(module, args[0], shortcut)
@@ -579,11 +578,9 @@ class _Recorder(TorchDispatchMode):
 
     # -- modules -------------------------------------------------------------------------
 
-    def pre_hook(self, path: str, type_name: str):
-        def hook(module, args):
-            self._stack.append((self.open_call(path, type_name, len(self.ops)), args))
-
-        return hook
+    def enter(self, path: str, type_name: str, args) -> None:
+        """A call of the module at `path` begins (the pre hook)."""
+        self._stack.append((self.open_call(path, type_name, len(self.ops)), args))
 
     def open_call(self, path: str, type_name: str, first_op: int) -> ModuleCall:
         """Record a call of the module at `path` (its stack entry is the caller's to make)."""
@@ -813,16 +810,11 @@ class _TrainingRecorder(_Recorder):
             self._origin = origin
         return self._origin
 
-    def pre_hook(self, path: str, type_name: str):
-        forward_hook = super().pre_hook(path, type_name)
-
-        def hook(module, args):
-            if self._phase == "forward":
-                return forward_hook(module, args)
+    def enter(self, path: str, type_name: str, args) -> None:
+        if self._phase == "forward":
+            super().enter(path, type_name, args)
+        else:
             self._stack.append((self._recomputed_call(path, type_name), ()))
-            return None
-
-        return hook
 
     def post_hook(self, module, args, output):
         if self._phase == "forward":
