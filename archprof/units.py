@@ -4,6 +4,7 @@ everywhere else)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,12 +35,19 @@ def human_value(unit: str, value: int) -> str:
 
 def shape_text(dims: Sequence[int]) -> str:
     """(1, 3, 224, 224) -> '1x3x224x224'."""
-    return "x".join(map(str, dims))
+    return _tuple_text(tuple(dims))
 
 
 def shapes_text(shapes: Iterable[Sequence[int]]) -> str:
     """Several shapes, as archprof prints them: '1x3x32x32, 1x10'."""
-    return ", ".join(shape_text(shape) for shape in shapes)
+    return ", ".join([_tuple_text(tuple(shape)) for shape in shapes])
+
+
+@functools.lru_cache(maxsize=4096)
+def _tuple_text(dims: tuple[int, ...]) -> str:
+    # A report writes each of its few dozen shapes many times (each row's input and output
+    # shapes): joining them anew was a tenth of its passes.
+    return "x".join(map(str, dims))
 
 
 def human_bytes(value: int) -> str:
