@@ -58,12 +58,13 @@ def _batch_norm(ranks: tuple[int, ...]) -> Shortcut:
         mean, var = module.running_mean, module.running_var
         if module.training or mean is None or var is None or x.dim() not in ranks or x.numel() == 0:
             return None
+        weight, bias = module.weight, module.bias  # each read once: nn.Module's __getattr__ searches
         channels = x.shape[1]
-        for tensor in (mean, var, module.weight, module.bias):
+        for tensor in (mean, var, weight, bias):
             if tensor is not None and tensor.numel() != channels:
                 return None
         momentum = 0.0 if module.momentum is None else module.momentum
-        return aten.native_batch_norm.default, (x, module.weight, module.bias, mean, var, False, momentum, module.eps)
+        return aten.native_batch_norm.default, (x, weight, bias, mean, var, False, momentum, module.eps)
 
     return call
 

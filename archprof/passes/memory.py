@@ -316,6 +316,8 @@ def saved_activations(graph: Graph, live: Liveness | None = None) -> dict[int, i
     """Storage -> bytes of every activation autograd saved, each storage once however many
     views of it were saved. Parameters and buffers (and views of them, such as the
     transposed weight a linear layer saves) are left out: they are counted as parameters."""
+    if not graph.saved:  # inference: nothing saved, and no need to walk the ops for the model's state
+        return {}
     live = live or liveness(graph)
     state = model_state_storages(graph)
     return {t.storage: live.storage_bytes.get(t.storage, t.nbytes) for t in graph.saved if t.storage not in state}

@@ -85,13 +85,15 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
         "covers_input": [],
         "receptive_field_note": [],
     }
-    written: dict[State, tuple] = {}  # rows often share one state (an activation after a conv)
+    # Rows often share one state object (an activation after a conv): keyed by identity, as
+    # hashing a Field walks its maps every time. Every state is held by `fields` meanwhile.
+    written: dict[int, tuple] = {}
     with deep_maps():
         for group in groups:
             state = fields.get(group.outputs[0].id) if group.outputs else None
-            cells = written.get(state)
+            cells = written.get(id(state))
             if cells is None:
-                cells = written[state] = _cells(state, spatial)
+                cells = written[id(state)] = _cells(state, spatial)
             for column, value in zip(columns.values(), cells, strict=True):
                 column.append(value)
     return columns
