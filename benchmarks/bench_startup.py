@@ -17,11 +17,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from worktree import ROOT, worktree
+
 DEFAULT_BASE = "82d527d"  # main before issue 13 (one way through the house)
 COMMANDS = {
     "summary vgg16 -f csv": ["summary", "vgg16", "-f", "csv"],
@@ -89,15 +89,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "benchmark_startup.md")
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        base_tree = Path(scratch) / "base"
-        git = ["git", "-C", str(ROOT), "worktree"]
-        subprocess.run([*git, "add", "-q", "--detach", str(base_tree), options.base], check=True)
-        try:
-            trees = {"this checkout": ROOT, options.base: base_tree}
-            text = report(measure(trees, options.runs), trees, options.base, options.runs)
-        finally:
-            subprocess.run([*git, "remove", "--force", str(base_tree)], check=True)
+    with worktree(options.base) as base_tree:
+        trees = {"this checkout": ROOT, options.base: base_tree}
+        text = report(measure(trees, options.runs), trees, options.base, options.runs)
     print(text)
     options.report.write_text(text, encoding="utf-8")
     print(f"[bench] wrote {options.report}", file=sys.stderr)

@@ -1,0 +1,162 @@
+"""archprof's analysis time, this checkout against an earlier commit, run in lockstep.
+
+    python benchmarks/bench_revisions.py [--base REV] [--rounds N] [--models SPEC ...] [--report PATH]
+
+A machine shared with others changes speed from one second to the next (on the 2-core
+machines here, a plain Python loop by up to 70%), so two timings taken a minute apart say
+little about a 10% change. This starts one worker process per tree (this checkout, and REV
+as a temporary `git worktree`), each with every model loaded and analysed twice (warm);
+then, round after round, asks them in turn to analyse the same model once, the order
+swapped every round. Each pair of runs is a few milliseconds apart: a slow spell falls on
+both. Reported per model: the median time of each, the median of the paired ratios
+(REV's time over this checkout's: above 1, this checkout is faster) and the ratio of
+each tree's fastest run. Both use this
+checkout's virtual environment (the same torch). Writes reports/benchmark_revisions.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+from worktree import ROOT, worktree
+
+DEFAULT_BASE = "b69421d"  # main before this issue's last round of value records and caches
+DEFAULT_MODELS = (
+    "torchvision:resnet50",
+    "timm:mobilenetv3_large_100",
+    "torchvision:efficientnet_b0",
+    "torchvision:convnext_tiny",
+    "torchvision:vit_b_16",
+    "timm:regnety_016",
+    "resnet18",
+    "googlenet",
+    "densenet121",
+    "mobilenet_v2",
+    "lenet5",
+)
+
+
+def worker(tree: Path, specs: list[str]) -> None:
+    """Load the models with archprof from `tree`, then analyse model i for each line "i" on
+    stdin, printing the seconds it took."""
+    sys.path.insert(0, str(tree))
+    # torchvision's meta registrations clash with a CPU build of torch: archprof does without them.
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import archprof
+    from archprof.load import load_model
+
+    if not Path(archprof.__file__).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"archprof was imported from {archprof.__file__}, not from {tree}")
+    loaded = [load_model(spec) for spec in specs]
+    runs = [lambda model=model: archprof.analyze(model, input_size=model.default_inputs[0].shape) for model in loaded]
+    for run in runs:
+        run()
+        run()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        run = runs[int(line)]
+        start = time.perf_counter()
+        run()
+        print(time.perf_counter() - start, flush=True)
+
+
+class _Worker:
+    def __init__(self, tree: Path, specs: list[str]) -> None:
+        command = [sys.executable, __file__, "--worker", str(tree), "--models", *specs]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        if self._process.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the worker for {tree} did not start")
+
+    def analyse(self, index: int) -> float:
+        self._process.stdin.write(f"{index}\n")
+        self._process.stdin.flush()
+        return float(self._process.stdout.readline())
+
+    def close(self) -> None:
+        self._process.stdin.close()
+        self._process.wait()
+
+
+def measure(trees: dict[str, Path], specs: list[str], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Per model, each tree's times, run in pairs (the order swapped every round)."""
+    workers = {name: _Worker(tree, specs) for name, tree in trees.items()}
+    times: dict[str, dict[str, list[float]]] = {spec: {name: [] for name in trees} for spec in specs}
+    try:
+        for turn in range(rounds):
+            order = list(workers.items()) if turn % 2 == 0 else list(workers.items())[::-1]
+            for index, spec in enumerate(specs):
+                for name, work in order:
+                    times[spec][name].append(work.analyse(index))
+            print(f"[bench] round {turn + 1}/{rounds}", file=sys.stderr, flush=True)
+    finally:
+        for work in workers.values():
+            work.close()
+    return times
+
+
+def report(times: dict[str, dict[str, list[float]]], base: str, rounds: int) -> str:
+    this, earlier = "this checkout", base
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        "# archprof analysis time: this checkout against an earlier commit, in lockstep",
+        "",
+        f"`python benchmarks/bench_revisions.py --base {base} --rounds {rounds}`: each model analysed {rounds} times"
+        f" by each tree, the two runs of a pair back to back (the order swapped every round), after two warm-up"
+        f" analyses each. Load average at the end: {load:.2f} on {os.cpu_count()} CPUs; Python"
+        f" {sys.version.split()[0]}.",
+        "",
+        f"| model | {earlier} ms | {this} ms | {earlier} / {this}, median of pairs | middle half of the pairs"
+        " | fastest runs' ratio |",
+        "|:--|--:|--:|--:|:--|--:|",
+    ]
+    ratios_all = []
+    for spec, by_tree in times.items():
+        ratios = sorted(b / a for a, b in zip(by_tree[this], by_tree[earlier], strict=True))
+        ratios_all.append(statistics.median(ratios))
+        quarter = len(ratios) // 4
+        before_ms, now_ms = (statistics.median(by_tree[name]) * 1e3 for name in (earlier, this))
+        fastest = min(by_tree[earlier]) / min(by_tree[this])
+        lines.append(
+            f"| `{spec}` | {before_ms:.2f} | {now_ms:.2f} | {statistics.median(ratios):.2f}x"
+            f" | {ratios[quarter]:.2f} to {ratios[-1 - quarter]:.2f} | {fastest:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Median over the models: {statistics.median(ratios_all):.2f}x. The times are medians; a slow spell only adds"
+        " time, so the fastest runs' ratio is the other estimate of the change, and where the two disagree the"
+        " machine was too busy to tell.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default=DEFAULT_BASE, help="the commit to compare with")
+    parser.add_argument("--rounds", type=int, default=61)
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="specs or built-in names")
+    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "benchmark_revisions.md")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.worker is not None:
+        worker(options.worker, options.models)
+        return
+    with worktree(options.base) as base_tree:
+        text = report(
+            measure({"this checkout": ROOT, options.base: base_tree}, options.models, options.rounds),
+            options.base,
+            options.rounds,
+        )
+    print(text)
+    options.report.write_text(text, encoding="utf-8")
+    print(f"[bench] wrote {options.report}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
