@@ -49,6 +49,7 @@ from typing import Any
 import torch
 import torchinfo
 from fvcore.nn import FlopCountAnalysis
+from picked_models import HUB_MODELS
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -67,15 +68,7 @@ FULL_SIZES = (224, 1024)
 QUICK_SIZES = (224,)
 SLOW_SIZE = 1024  # at and above this size the slow peers get a single timed run
 
-# The models people pick today, analysed from their specs at 224x224 (--quick: the first two).
-HUB_MODELS = (
-    "torchvision:resnet50",
-    "timm:mobilenetv3_large_100",
-    "torchvision:efficientnet_b0",
-    "torchvision:convnext_tiny",
-    "torchvision:vit_b_16",
-    "timm:regnety_016",
-)
+# The models (picked_models.py), analysed from their specs at 224x224 (--quick: the first two).
 QUICK_HUB_MODELS = HUB_MODELS[:2]
 HUB_INPUT = (3, 224, 224)
 # Every built-in model, each at its usual input (--quick: three).

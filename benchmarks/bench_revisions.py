@@ -17,7 +17,6 @@ checkout's virtual environment (the same torch). Writes reports/benchmark_revisi
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -25,16 +24,12 @@ import time
 import types
 from pathlib import Path
 
-from worktree import ROOT, worktree
+from picked_models import HUB_MODELS
+from worktree import ROOT, machine_text, worktree
 
 DEFAULT_BASE = "b69421d"  # main before this issue's last round of value records and caches
 DEFAULT_MODELS = (
-    "torchvision:resnet50",
-    "timm:mobilenetv3_large_100",
-    "torchvision:efficientnet_b0",
-    "torchvision:convnext_tiny",
-    "torchvision:vit_b_16",
-    "timm:regnety_016",
+    *HUB_MODELS,
     "resnet18",
     "googlenet",
     "densenet121",
@@ -103,14 +98,12 @@ def measure(trees: dict[str, Path], specs: list[str], rounds: int) -> dict[str, 
 
 def report(times: dict[str, dict[str, list[float]]], base: str, rounds: int) -> str:
     this, earlier = "this checkout", base
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# archprof analysis time: this checkout against an earlier commit, in lockstep",
         "",
         f"`python benchmarks/bench_revisions.py --base {base} --rounds {rounds}`: each model analysed {rounds} times"
         f" by each tree, the two runs of a pair back to back (the order swapped every round), after two warm-up"
-        f" analyses each. Load average at the end: {load:.2f} on {os.cpu_count()} CPUs; Python"
-        f" {sys.version.split()[0]}.",
+        f" analyses each. {machine_text()}",
         "",
         f"| model | {earlier} ms | {this} ms | {earlier} / {this}, median of pairs | middle half of the pairs"
         " | fastest runs' ratio |",

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from worktree import ROOT, worktree
+from worktree import ROOT, machine_text, worktree
 
 DEFAULT_BASE = "82d527d"  # main before issue 13 (one way through the house)
 COMMANDS = {
@@ -61,13 +61,11 @@ def measure(trees: dict[str, Path], runs: int) -> dict[tuple[str, str], list[tup
 
 def report(results, trees: dict[str, Path], base: str, runs: int) -> str:
     names = list(trees)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# archprof CLI start-up: this checkout against an earlier commit",
         "",
         f"`python benchmarks/bench_startup.py --base {base} --runs {runs}`; {runs} alternating runs each after one"
-        f" warm-up; median wall time, largest peak RSS. Load average at the end: {load:.2f}"
-        f" on {os.cpu_count()} CPUs; Python {sys.version.split()[0]}.",
+        f" warm-up; median wall time, largest peak RSS. {machine_text()}",
         "",
         f"| command | {names[0]} ms | {names[1]} ms | ratio | {names[0]} MB | {names[1]} MB |",
         "|:--|--:|--:|--:|--:|--:|",

@@ -1,9 +1,12 @@
-"""An earlier commit of this repository checked out beside it, for the benchmarks that set
-this checkout's numbers beside an earlier one's (`bench_startup.py`, `bench_revisions.py`)."""
+"""An earlier commit of this repository checked out beside it, and the machine line of the
+report, for the benchmarks that set this checkout's numbers beside an earlier one's
+(`bench_startup.py`, `bench_revisions.py`)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,3 +26,9 @@ def worktree(revision: str) -> Iterator[Path]:
             yield tree
         finally:
             subprocess.run([*git, "remove", "--force", str(tree)], check=True)
+
+
+def machine_text() -> str:
+    """What the comparison ran on, for its report: the load at the end, the CPUs, Python."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"Load average at the end: {load:.2f} on {os.cpu_count()} CPUs; Python {sys.version.split()[0]}."
