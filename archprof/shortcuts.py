@@ -63,8 +63,9 @@ def _batch_norm(ranks: tuple[int, ...]) -> Shortcut:
         for tensor in (mean, var, weight, bias):
             if tensor is not None and tensor.numel() != channels:
                 return None
-        momentum = 0.0 if module.momentum is None else module.momentum
-        return aten.native_batch_norm.default, (x, weight, bias, mean, var, False, momentum, module.eps)
+        momentum = 0.0 if module.momentum is None else float(module.momentum)
+        # Floats, as the dispatcher hands them to the mode whatever number the module holds.
+        return aten.native_batch_norm.default, (x, weight, bias, mean, var, False, momentum, float(module.eps))
 
     return call
 

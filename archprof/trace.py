@@ -123,13 +123,14 @@ def trace(
     own_gradients = {p: p.grad for p in model.parameters()} if training and stand_ins is None else {}
     for parameter in own_gradients:
         parameter.grad = None
-    kernels = DeviceKernels()
+    # Module calls answered by `archprof.shortcuts`, and batch norms handed straight to the
+    # recorder: on meta tensors, in inference (a training step's autograd must see the
+    # forward's own torch calls).
+    shortcuts = not (real or training)
+    kernels = DeviceKernels(answer=recorder.answer_call if shortcuts else None)
     try:
         with ExitStack() as stack:
             if not by_parameters:
-                # Module calls answered by `archprof.shortcuts`: on meta tensors, in inference
-                # (a training step's autograd must see the forward's own torch calls).
-                shortcuts = not (real or training)
                 replays = None
                 if shortcuts and not tied:  # a copy renames a block's parameters: untied ones
                     own_forwards = {id(module) for _, module in modules if "forward" in module.__dict__}
@@ -627,10 +628,19 @@ class _Recorder(TorchDispatchMode):
         if call is None:
             return None
         func, args = call
-        with torch._C._DisableTorchDispatch():  # as inside a dispatch: its tensors made untraced
-            out = self.__torch_dispatch__(func, (), args, {})
+        out = self._dispatched(func, args)
         self.answered_directly += 1
         return out[0] if isinstance(out, tuple) else out
+
+    def answer_call(self, func, args: tuple):
+        """What `func(*args)` returns, recorded as the dispatcher would hand it to this mode,
+        without the round trip through it; None where the call may not skip the dispatcher
+        (as `may_shortcut` says of its first argument)."""
+        return self._dispatched(func, args) if may_shortcut(args[0]) else None
+
+    def _dispatched(self, func, args: tuple):
+        with torch._C._DisableTorchDispatch():  # as inside a dispatch: its tensors made untraced
+            return self.__torch_dispatch__(func, (), args, {})
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -230,3 +230,55 @@ def test_a_model_with_real_weights_is_answered_on_its_stand_ins(monkeypatch):
     assert repr(graph) == expected and calls == []
     assert {op.inputs[1].dtype for op in graph.ops if op.op == "aten.convolution"} == {torch.float16}
     assert all(not p.is_meta for p in model.parameters())
+
+
+class _FunctionalNorm(nn.BatchNorm2d):
+    """A batch norm of its own forward (as timm's BatchNormAct2d): no shortcut answers the
+    module; its F.batch_norm call is handed to the recorder by `DeviceKernels`."""
+
+    def __init__(self, channels, batch_statistics=False, running=True, momentum=0.1, eps=1e-5):
+        super().__init__(channels)
+        self.batch_statistics, self.running, self.options = batch_statistics, running, (momentum, eps)
+
+    def forward(self, x):
+        mean, var = (self.running_mean, self.running_var) if self.running else (None, None)
+        return F.relu(F.batch_norm(x, mean, var, self.weight, self.bias, self.batch_statistics, *self.options))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"batch_statistics": True},
+        {"batch_statistics": True, "running": False},
+        {"momentum": 0, "eps": 1},  # ints, as the dispatcher hands floats to the mode
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_functional_batch_norm_skips_the_dispatcher_and_records_the_same(options, dtype, monkeypatch):
+    """The oracle: the same trace with the recorder refusing the call, which then goes down
+    through the C++ dispatcher and back into the recorder."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), _FunctionalNorm(4, **options)).to("meta", dtype).eval()
+    answer_call = archprof.trace._Recorder.answer_call
+    monkeypatch.setattr(archprof.trace._Recorder, "answer_call", lambda *args: None)
+    expected = _traced(model, (2, 3, 6, 6))
+    answered = []
+
+    def spy(self, func, args):
+        out = answer_call(self, func, args)
+        answered.append(out is not None)
+        return out
+
+    monkeypatch.setattr(archprof.trace._Recorder, "answer_call", spy)
+    assert _traced(model, (2, 3, 6, 6)) == expected
+    assert answered == [True]
+    assert "aten.native_batch_norm" in expected
+
+
+def test_a_functional_batch_norm_goes_through_the_dispatcher_in_a_training_step(monkeypatch):
+    """Autograd must see the call: the recorder is not handed it."""
+    model = nn.Sequential(_FunctionalNorm(4, batch_statistics=True)).to("meta")
+    monkeypatch.setattr(archprof.trace._Recorder, "answer_call", lambda *a: pytest.fail("handed to the recorder"))
+    graph = trace(model, [(2, 4, 3, 3)], training=True)
+    assert "aten.native_batch_norm" in [op.op for op in graph.ops] and graph.backward_ops
