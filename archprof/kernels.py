@@ -75,7 +75,7 @@ class DeviceKernels:
     `answer`, where given, takes (operator, arguments) and returns what the dispatch mode
     would make of the call, or None where it cannot skip the dispatcher (the trace's
     recorder in an inference trace): a batch norm goes to it straight, not down through
-    the C++ dispatcher and back up into Python, a third of the call's cost."""
+    the C++ dispatcher and back up into Python, a quarter of the call's cost."""
 
     def __init__(self, answer: Callable[[Any, tuple], Any] | None = None) -> None:
         self.chosen: Counter[str] = Counter()
