@@ -411,9 +411,9 @@ def render_specs(rows: list[HubRow], repeat: int, title: str) -> str:
         " column); each peer on the model built on the CPU (build not counted); FlopCounterMode runs a real CPU"
         f" forward. Median of {repeat} timed runs after one warm-up call each, archprof's build, its analysis and"
         " the peers taking turns run by run (so that a slow spell of the machine slows them alike), all in this"
-        " one process. \"vs fastest peer\" is the median over the rounds of each round's ratio (the quickest"
+        ' one process. "vs fastest peer" is the median over the rounds of each round\'s ratio (the quickest'
         " peer's run over archprof's run in that round, named after the peer quickest by median), and"
-        " \"middle half\" the 25th to 75th percentile of those ratios: each compares runs made moments apart,"
+        ' "middle half" the 25th to 75th percentile of those ratios: each compares runs made moments apart,'
         " where a ratio of two medians would set runs of different moments against each other. The build"
         " verdict compares the build and the analysis round by round too.",
         "Per operator: archprof's analysis time over the operators it traced; the floor is a meta forward of the"

@@ -3,8 +3,9 @@ timm model, each built on meta and analysed twice, as archprof does and under a
 torch-function mode that passes every call through (with one active, no module call takes
 a shortcut, `archprof.shortcuts`, nor is copied from an earlier one, `archprof.replay`:
 every forward runs) and with the recorder refusing the calls `archprof.kernels` would hand
-it straight (a functional batch norm then goes through the dispatcher). The two graphs and reports must be equal, `repr` for `repr`, at
-batch 1 in the model's dtype and at batch 2 in float16. Writes reports/fast_paths_check.md.
+it straight (a functional batch norm then goes through the dispatcher). The two graphs and
+reports must be equal, `repr` for `repr`, at batch 1 in the model's dtype and at batch 2 in
+float16. Writes reports/fast_paths_check.md.
 
     python benchmarks/fast_paths_check.py --jobs 2            # all 1,451 models, about 6 minutes on 2 cores
     python benchmarks/fast_paths_check.py --sample 100        # a seeded sample
