@@ -108,7 +108,8 @@ def main() -> None:
         f"- torch {torch.__version__}",
         "",
         "Each model built on meta and analysed as archprof does, then under a torch-function mode that passes every"
-        " call through (no shortcut taken, no block copied: every forward runs); graph and report compared.",
+        " call through (no shortcut taken, no block copied: every forward runs) and with functional batch norms"
+        " sent through the dispatcher (not handed to the recorder by archprof.kernels); graph and report compared.",
         "",
         "| variant | same | different | failed |",
         "|:--|--:|--:|--:|",
