@@ -95,6 +95,30 @@ class _SkipFillsOnMeta(torch.overrides.TorchFunctionMode):
 _SKIPPABLE = _FILLS | _SCALAR_UPDATES
 _CONSTRUCTORS = _device_constructors()  # what DeviceContext sends to its device
 
+# Constructors whose only difference from `torch.empty`, on meta, is values it has none of:
+# their meta kernels are Python references (5 µs a call against empty's 1), and every
+# BatchNorm calls both for its running statistics. Called with these keywords at most
+# (`out`, `names`, `pin_memory`, a sparse layout: the constructor itself).
+_VALUES_ONLY = frozenset({torch.zeros, torch.ones})
+_EMPTY_KEYWORDS = frozenset({"dtype", "device", "layout", "requires_grad"})
+# `torch.tensor` of one Python number (BatchNorm's `num_batches_tracked`) makes a CPU
+# tensor and copies it to meta: its dtype, inferred as torch infers it, is all that is kept.
+_NUMBER_DTYPES = {bool: torch.bool, int: torch.int64}
+
+
+def _empty_in_place_of(func, args: tuple, kwargs: dict, device: torch.device) -> torch.Tensor | None:
+    """The meta tensor `func(*args, **kwargs)` would make on `device` (meta), made as an empty
+    one, where only its values would differ; None where the constructor must run."""
+    if func in _VALUES_ONLY:
+        if kwargs.keys() <= _EMPTY_KEYWORDS and kwargs.get("layout") in (None, torch.strided):
+            return torch.empty(*args, **{**kwargs, "device": device})
+    elif func is torch.tensor and len(args) == 1 and kwargs.keys() <= {"dtype", "device"}:
+        number_type = type(args[0])
+        if number_type in (bool, int, float):
+            dtype = kwargs.get("dtype") or _NUMBER_DTYPES.get(number_type) or torch.get_default_dtype()
+            return torch.empty((), dtype=dtype, device=device)
+    return None
+
 
 class _MetaDeviceSkippingFills(DeviceContext):
     """`torch.device("meta")` and `_SkipFillsOnMeta` in one mode: each torch call during a
@@ -111,6 +135,9 @@ class _MetaDeviceSkippingFills(DeviceContext):
             if skipped is not None:
                 return skipped
         elif func in _CONSTRUCTORS and kwargs.get("device") is None:
+            made = _empty_in_place_of(func, args, kwargs, self.device)
+            if made is not None:
+                return made
             kwargs["device"] = self.device
         return func(*args, **kwargs)
 
@@ -144,10 +171,43 @@ def _initialisers_return_meta_tensors() -> Iterator[None]:
             setattr(torch.nn.init, name, initialiser)
 
 
+# Values nn.Module.__setattr__ stores as plain attributes unless the name is a parameter,
+# buffer or submodule: none is a tensor or a module.
+_PLAIN_VALUES = frozenset({type(None), bool, int, float, str, tuple, list})
+
+
+@contextlib.contextmanager
+def _plain_attributes_set_directly() -> Iterator[None]:
+    """nn.Module.__setattr__, while active, stores a plain value (a channel count, a kernel
+    size) at once where torch's would too. Torch's asks first whether it is a Parameter or a
+    Buffer, each through a Python metaclass check: a convolution sets a dozen such values as
+    it is built, and they cost a tenth of building a ResNet. Any other value, or a name
+    that is a parameter, buffer or submodule, goes to torch's."""
+    module_setattr = torch.nn.Module.__setattr__
+
+    def setattr_plain_at_once(module, name, value):
+        if type(value) in _PLAIN_VALUES:
+            state = module.__dict__
+            if not (
+                name in state.get("_parameters", ())
+                or name in state.get("_buffers", ())
+                or name in state.get("_modules", ())
+            ):
+                object.__setattr__(module, name, value)
+                return
+        module_setattr(module, name, value)
+
+    torch.nn.Module.__setattr__ = setattr_plain_at_once
+    try:
+        yield
+    finally:
+        torch.nn.Module.__setattr__ = module_setattr
+
+
 @contextlib.contextmanager
 def on_meta() -> Iterator[None]:
     """Build on the meta device, weight initialisers skipped (their values are never read)."""
-    with _initialisers_return_meta_tensors(), _MetaDeviceSkippingFills():
+    with _initialisers_return_meta_tensors(), _plain_attributes_set_directly(), _MetaDeviceSkippingFills():
         yield
 
 
