@@ -171,43 +171,10 @@ def _initialisers_return_meta_tensors() -> Iterator[None]:
             setattr(torch.nn.init, name, initialiser)
 
 
-# Values nn.Module.__setattr__ stores as plain attributes unless the name is a parameter,
-# buffer or submodule: none is a tensor or a module.
-_PLAIN_VALUES = frozenset({type(None), bool, int, float, str, tuple, list})
-
-
-@contextlib.contextmanager
-def _plain_attributes_set_directly() -> Iterator[None]:
-    """nn.Module.__setattr__, while active, stores a plain value (a channel count, a kernel
-    size) at once where torch's would too. Torch's asks first whether it is a Parameter or a
-    Buffer, each through a Python metaclass check: a convolution sets a dozen such values as
-    it is built, and they cost a tenth of building a ResNet. Any other value, or a name
-    that is a parameter, buffer or submodule, goes to torch's."""
-    module_setattr = torch.nn.Module.__setattr__
-
-    def setattr_plain_at_once(module, name, value):
-        if type(value) in _PLAIN_VALUES:
-            state = module.__dict__
-            if not (
-                name in state.get("_parameters", ())
-                or name in state.get("_buffers", ())
-                or name in state.get("_modules", ())
-            ):
-                object.__setattr__(module, name, value)
-                return
-        module_setattr(module, name, value)
-
-    torch.nn.Module.__setattr__ = setattr_plain_at_once
-    try:
-        yield
-    finally:
-        torch.nn.Module.__setattr__ = module_setattr
-
-
 @contextlib.contextmanager
 def on_meta() -> Iterator[None]:
     """Build on the meta device, weight initialisers skipped (their values are never read)."""
-    with _initialisers_return_meta_tensors(), _plain_attributes_set_directly(), _MetaDeviceSkippingFills():
+    with _initialisers_return_meta_tensors(), _MetaDeviceSkippingFills():
         yield
 
 

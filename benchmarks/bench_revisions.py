@@ -1,6 +1,6 @@
 """archprof's analysis time, this checkout against an earlier commit, run in lockstep.
 
-    python benchmarks/bench_revisions.py [--base REV] [--rounds N] [--models SPEC ...] [--report PATH]
+    python benchmarks/bench_revisions.py [--base REV] [--rounds N] [--models SPEC ...] [--build] [--report PATH]
 
 A machine shared with others changes speed from one second to the next (on the 2-core
 machines here, a plain Python loop by up to 70%), so two timings taken a minute apart say
@@ -12,6 +12,8 @@ both. Reported per model: the median time of each, the median of the paired rati
 (REV's time over this checkout's: above 1, this checkout is faster) and the ratio of
 each tree's fastest run. Both use this
 checkout's virtual environment (the same torch). Writes reports/benchmark_revisions.md.
+With --build, the step timed is building the model from its spec on meta instead
+(reports/benchmark_revisions_build.md).
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ DEFAULT_MODELS = (
 )
 
 
-def worker(tree: Path, specs: list[str]) -> None:
-    """Load the models with archprof from `tree`, then analyse model i for each line "i" on
-    stdin, printing the seconds it took."""
+def worker(tree: Path, specs: list[str], step: str) -> None:
+    """Load the models with archprof from `tree`, then analyse (or, with `step` "build",
+    build) model i for each line "i" on stdin, printing the seconds it took."""
     sys.path.insert(0, str(tree))
     # torchvision's meta registrations clash with a CPU build of torch: archprof does without them.
     sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
@@ -50,7 +52,12 @@ def worker(tree: Path, specs: list[str]) -> None:
     if not Path(archprof.__file__).resolve().is_relative_to(tree.resolve()):
         raise SystemExit(f"archprof was imported from {archprof.__file__}, not from {tree}")
     loaded = [load_model(spec) for spec in specs]
-    runs = [lambda model=model: archprof.analyze(model, input_size=model.default_inputs[0].shape) for model in loaded]
+    if step == "build":
+        runs = [lambda spec=spec: load_model(spec) for spec in specs]
+    else:
+        runs = [
+            lambda model=model: archprof.analyze(model, input_size=model.default_inputs[0].shape) for model in loaded
+        ]
     for run in runs:
         run()
         run()
@@ -63,8 +70,8 @@ def worker(tree: Path, specs: list[str]) -> None:
 
 
 class _Worker:
-    def __init__(self, tree: Path, specs: list[str]) -> None:
-        command = [sys.executable, __file__, "--worker", str(tree), "--models", *specs]
+    def __init__(self, tree: Path, specs: list[str], step: str) -> None:
+        command = [sys.executable, __file__, "--worker", str(tree), "--step", step, "--models", *specs]
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         if self._process.stdout.readline().strip() != "ready":
             raise SystemExit(f"the worker for {tree} did not start")
@@ -79,9 +86,9 @@ class _Worker:
         self._process.wait()
 
 
-def measure(trees: dict[str, Path], specs: list[str], rounds: int) -> dict[str, dict[str, list[float]]]:
-    """Per model, each tree's times, run in pairs (the order swapped every round)."""
-    workers = {name: _Worker(tree, specs) for name, tree in trees.items()}
+def measure(trees: dict[str, Path], specs: list[str], rounds: int, step: str) -> dict[str, dict[str, list[float]]]:
+    """Per model, each tree's times of `step`, run in pairs (the order swapped every round)."""
+    workers = {name: _Worker(tree, specs, step) for name, tree in trees.items()}
     times: dict[str, dict[str, list[float]]] = {spec: {name: [] for name in trees} for spec in specs}
     try:
         for turn in range(rounds):
@@ -96,14 +103,15 @@ def measure(trees: dict[str, Path], specs: list[str], rounds: int) -> dict[str, 
     return times
 
 
-def report(times: dict[str, dict[str, list[float]]], base: str, rounds: int) -> str:
+def report(times: dict[str, dict[str, list[float]]], base: str, rounds: int, step: str) -> str:
     this, earlier = "this checkout", base
+    flag, done = (" --build", "built from its spec on meta") if step == "build" else ("", "analysed")
     lines = [
-        "# archprof analysis time: this checkout against an earlier commit, in lockstep",
+        f"# archprof {step} time: this checkout against an earlier commit, in lockstep",
         "",
-        f"`python benchmarks/bench_revisions.py --base {base} --rounds {rounds}`: each model analysed {rounds} times"
-        f" by each tree, the two runs of a pair back to back (the order swapped every round), after two warm-up"
-        f" analyses each. {machine_text()}",
+        f"`python benchmarks/bench_revisions.py --base {base} --rounds {rounds}{flag}`: each model {done} {rounds}"
+        f" times by each tree, the two runs of a pair back to back (the order swapped every round), after two"
+        f" warm-up analyses each. {machine_text()}",
         "",
         f"| model | {earlier} ms | {this} ms | {earlier} / {this}, median of pairs | middle half of the pairs"
         " | fastest runs' ratio |",
@@ -134,17 +142,25 @@ def main() -> None:
     parser.add_argument("--base", default=DEFAULT_BASE, help="the commit to compare with")
     parser.add_argument("--rounds", type=int, default=61)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="specs or built-in names")
-    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "benchmark_revisions.md")
+    parser.add_argument("--build", action="store_true", help="time building each model, not its analysis")
+    parser.add_argument("--report", type=Path, help="default: reports/benchmark_revisions[_build].md")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=("analysis", "build"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.worker is not None:
-        worker(options.worker, options.models)
+        worker(options.worker, options.models, options.step)
         return
+    step = "build" if options.build else "analysis"
+    if options.report is None:
+        options.report = (
+            ROOT / "reports" / ("benchmark_revisions_build.md" if options.build else "benchmark_revisions.md")
+        )
     with worktree(options.base) as base_tree:
         text = report(
-            measure({"this checkout": ROOT, options.base: base_tree}, options.models, options.rounds),
+            measure({"this checkout": ROOT, options.base: base_tree}, options.models, options.rounds, step),
             options.base,
             options.rounds,
+            step,
         )
     print(text)
     options.report.write_text(text, encoding="utf-8")

@@ -128,26 +128,3 @@ def test_a_batch_norm_is_built_on_meta_without_filling_a_tensor():
         norm = nn.BatchNorm2d(8)
     assert norm.running_var.is_meta and norm.num_batches_tracked.dtype == torch.int64
     assert operators.seen == {"empty"}
-
-
-def test_plain_attributes_are_set_as_torch_sets_them_while_building():
-    """A plain value set on a module goes straight into its __dict__, while the names of
-    parameters, buffers and submodules still take torch's way, with its errors."""
-    module_setattr = nn.Module.__setattr__
-    with on_meta():
-        assert nn.Module.__setattr__ is not module_setattr
-        conv = nn.Conv2d(3, 8, 3)
-        conv.groups = 1
-        conv.note = "plain"
-        assert conv.__dict__["note"] == "plain"
-        with pytest.raises(TypeError, match="cannot assign 'int' as parameter 'weight'"):
-            conv.weight = 3
-        conv.bias = None  # a parameter name: the parameter becomes None, as torch does it
-        assert "bias" in conv._parameters and conv._parameters["bias"] is None
-        block = nn.Sequential(nn.ReLU())
-        with pytest.raises(TypeError, match="cannot assign 'str' as child module '0'"):
-            setattr(block, "0", "relu")
-        norm = nn.BatchNorm1d(4)
-        norm.running_mean = None
-        assert norm._buffers["running_mean"] is None and "running_mean" not in norm.__dict__
-    assert nn.Module.__setattr__ is module_setattr
