@@ -156,8 +156,12 @@ def _initialisers_return_meta_tensors() -> Iterator[None]:
         @functools.wraps(initialiser)
         def initialise(*args, **kwargs):
             tensor = args[0] if args else kwargs.get("tensor")
-            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
-                return tensor
+            if isinstance(tensor, torch.Tensor):
+                # Reading `is_meta` with a mode active calls the mode: 1.2 µs against 0.2 without.
+                with torch._C.DisableTorchFunction():
+                    on_meta = tensor.is_meta
+                if on_meta:
+                    return tensor
             return initialiser(*args, **kwargs)
 
         return initialise
