@@ -4,8 +4,6 @@ analyses (profile, fit, compare, check, diff) build on it; nothing here imports 
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import operator
 import warnings
 from collections import Counter
@@ -16,6 +14,7 @@ from typing import Any
 
 import torch
 
+from archprof.collector import collector_paused
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.graph import Graph
 from archprof.load import (
@@ -180,7 +179,7 @@ def analysis(
     batch = batch if batch is not None else (loaded.batch or 1)
     traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
     check_static_shapes(loaded, [t.shape for t in traced])
-    with _collector_paused():
+    with collector_paused():
         graph, traced_on = trace_loaded(loaded, traced, dtype=dtype, training=training)
         folding = None
         if fold_bn:
@@ -188,21 +187,6 @@ def analysis(
         report = build_report(graph, loaded.name, optimizer=optimizer, traced_on=traced_on)
     report.batch_norm_folding = folding
     return Analysis(loaded, batch, traced, graph, report)
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """The cyclic garbage collector off while a model is analysed. A trace makes tens of
-    thousands of small objects, none of them garbage in a cycle; each time they pass the
-    collector's threshold it walks every object the process holds (all of torch and the
-    model): 5 to 10% of an analysis. It runs again, as it was, afterwards."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def folded_graph(graph: Graph) -> tuple[Graph, Folding]:

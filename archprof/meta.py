@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils._device import DeviceContext, _device_constructors
 
+from archprof.collector import collector_paused
+
 _INITIALISERS = (
     "uniform_",
     "normal_",
@@ -178,7 +180,7 @@ def _initialisers_return_meta_tensors() -> Iterator[None]:
 @contextlib.contextmanager
 def on_meta() -> Iterator[None]:
     """Build on the meta device, weight initialisers skipped (their values are never read)."""
-    with _initialisers_return_meta_tensors(), _MetaDeviceSkippingFills():
+    with collector_paused(), _initialisers_return_meta_tensors(), _MetaDeviceSkippingFills():
         yield
 
 

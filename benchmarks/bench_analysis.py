@@ -54,8 +54,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
-from archprof.analysis import _collector_paused, build_report
 from archprof.analysis import analysis as traced_analysis
+from archprof.analysis import build_report
+from archprof.collector import collector_paused
 from archprof.kernels import DeviceKernels
 from archprof.load import load_model
 from archprof.zoo import MODELS
@@ -398,7 +399,7 @@ def bench_spec(spec: str, repeat: int, size: tuple[int, ...] | None) -> HubRow:
 
 def passes_only(graph, name: str) -> None:
     """The report from a traced graph, the collector paused as `archprof.analyze` pauses it."""
-    with _collector_paused():
+    with collector_paused():
         build_report(graph, name)
 
 

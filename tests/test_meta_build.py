@@ -128,3 +128,22 @@ def test_a_batch_norm_is_built_on_meta_without_filling_a_tensor():
         norm = nn.BatchNorm2d(8)
     assert norm.running_var.is_meta and norm.num_batches_tracked.dtype == torch.int64
     assert operators.seen == {"empty"}
+
+
+def test_the_collector_is_held_off_during_a_build_and_then_as_it_was():
+    import gc
+
+    assert gc.isenabled()
+    with on_meta():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError, match="the factory failed"), on_meta():
+        raise RuntimeError("the factory failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with on_meta():
+            pass
+        assert not gc.isenabled()  # the caller's choice stands
+    finally:
+        gc.enable()
