@@ -1,13 +1,15 @@
 """archprof's fast paths change nothing: every torchvision classification model and every
-timm model, each built on meta and analysed twice, as archprof does and under a
-torch-function mode that passes every call through (with one active, no module call takes
-a shortcut, `archprof.shortcuts`, nor is copied from an earlier one, `archprof.replay`:
-every forward runs) and with the recorder refusing the calls `archprof.kernels` would hand
-it straight (a functional batch norm then goes through the dispatcher). The two graphs and
-reports must be equal, `repr` for `repr`, at batch 1 in the model's dtype and at batch 2 in
-float16. Writes reports/fast_paths_check.md.
+timm model, each built on meta and analysed twice. Once as archprof does; once built under
+torch's own `torch.device("meta")` (every constructor and initialiser runs as torch has it,
+not `archprof.meta.on_meta`'s), analysed under a torch-function mode that passes every
+call through (with one active, no module call takes a shortcut, `archprof.shortcuts`, nor
+is copied from an earlier one, `archprof.replay`: every forward runs) and with the
+recorder refusing the calls `archprof.kernels` would hand it straight (a functional batch
+norm then goes through the dispatcher). The two graphs and reports must be equal, `repr`
+for `repr`, at batch 1 in the model's dtype and at batch 2 in float16. Writes
+reports/fast_paths_check.md.
 
-    python benchmarks/fast_paths_check.py --jobs 2            # all 1,451 models, about 6 minutes on 2 cores
+    python benchmarks/fast_paths_check.py --jobs 2            # all 1,451 models, about 8 minutes on 2 cores
     python benchmarks/fast_paths_check.py --sample 100        # a seeded sample
 """
 
@@ -46,6 +48,19 @@ def _through_the_dispatcher():
         archprof.trace._Recorder.answer_call = answer_call
 
 
+@contextlib.contextmanager
+def _built_as_torch_builds():
+    """The loader's build on meta under torch's own device context instead of `on_meta`."""
+    import archprof.load.specs
+
+    on_meta = archprof.load.specs.on_meta
+    archprof.load.specs.on_meta = lambda: torch.device("meta")
+    try:
+        yield
+    finally:
+        archprof.load.specs.on_meta = on_meta
+
+
 def check_one(spec: str) -> tuple[str, dict[str, str], int]:
     """(spec, variant -> "same" / "DIFFERENT" / "failed: why", blocks copied at batch 1)."""
     import archprof.replay
@@ -71,8 +86,10 @@ def check_one(spec: str) -> tuple[str, dict[str, str], int]:
         try:
             fast = analysis(load_model(spec), None, **options)  # a fresh model each time: a forward may change it
             copies[name] = copied
+            with _built_as_torch_builds():
+                plain_model = load_model(spec)
             with _Passing(), _through_the_dispatcher():
-                plain = analysis(load_model(spec), None, **options)
+                plain = analysis(plain_model, None, **options)
         except Exception as exc:  # one row per model, whatever it raises
             outcome[name] = f"failed: {first_line(exc)}"
             continue
@@ -107,8 +124,9 @@ def main() -> None:
         f" --jobs {options.jobs}`; {len(models)} of {total} hub models; {wall:.0f} s",
         f"- torch {torch.__version__}",
         "",
-        "Each model built on meta and analysed as archprof does, then under a torch-function mode that passes every"
-        " call through (no shortcut taken, no block copied: every forward runs) and with functional batch norms"
+        'Each model built on meta and analysed as archprof does, then built under torch\'s own `torch.device("meta")`'
+        " (its constructors and initialisers as torch runs them) and analysed under a torch-function mode that passes"
+        " every call through (no shortcut taken, no block copied: every forward runs) and with functional batch norms"
         " sent through the dispatcher (not handed to the recorder by archprof.kernels); graph and report compared.",
         "",
         "| variant | same | different | failed |",
