@@ -1,10 +1,11 @@
 """Building a model on the meta device: no storage allocated, and weight initialisers
 skipped (a meta tensor has no values to fill). The loader and the zoo both build this way.
 
-`on_meta` puts every tensor the constructor makes on meta. A constructor that reads values
-it computes (torchvision's RegNets: `.tolist()` of a width schedule) fails there;
-`weights_on_meta` lets it compute on the CPU and moves only parameters and buffers to meta
-as they are registered, before any initialiser reaches them."""
+`on_meta` puts every tensor the constructor makes on meta (zeros, ones and a number's
+tensor made as the empty tensors they are there), with the garbage collector paused. A
+constructor that reads values it computes (torchvision's RegNets: `.tolist()` of a width
+schedule) fails there; `weights_on_meta` lets it compute on the CPU and moves only
+parameters and buffers to meta as they are registered, before any initialiser reaches them."""
 
 from __future__ import annotations
 
@@ -99,8 +100,8 @@ _CONSTRUCTORS = _device_constructors()  # what DeviceContext sends to its device
 
 # Constructors whose only difference from `torch.empty`, on meta, is values it has none of:
 # their meta kernels are Python references (5 µs a call against empty's 1), and every
-# BatchNorm calls both for its running statistics. Called with these keywords at most
-# (`out`, `names`, `pin_memory`, a sparse layout: the constructor itself).
+# BatchNorm calls both for its running statistics. With any keyword but these (`out`,
+# `names`, `pin_memory`) or a sparse layout, the constructor itself runs.
 _VALUES_ONLY = frozenset({torch.zeros, torch.ones})
 _EMPTY_KEYWORDS = frozenset({"dtype", "device", "layout", "requires_grad"})
 # `torch.tensor` of one Python number (BatchNorm's `num_batches_tracked`) makes a CPU
