@@ -111,7 +111,7 @@ def report(times: dict[str, dict[str, list[float]]], base: str, rounds: int, ste
         "",
         f"`python benchmarks/bench_revisions.py --base {base} --rounds {rounds}{flag}`: each model {done} {rounds}"
         f" times by each tree, the two runs of a pair back to back (the order swapped every round), after two"
-        f" warm-up analyses each. {machine_text()}",
+        f" warm-up runs each. {machine_text()}",
         "",
         f"| model | {earlier} ms | {this} ms | {earlier} / {this}, median of pairs | middle half of the pairs"
         " | fastest runs' ratio |",
