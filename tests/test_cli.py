@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archprof.cli import app
+from tests.cli import one_error_line
 
 runner = CliRunner()
 
@@ -92,6 +93,36 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "words", "hint"),
+    [
+        (("summary", "vgg16", "-f", "xml"), ("'--format'", "'xml'", "'csv'"), "archprof summary -h"),
+        (("summary", "vgg16", "--batch", "many"), ("'--batch'",), "archprof summary -h"),
+        (("compare", "vgg11", "vgg13", "--jobs", "0"), ("'--jobs'",), "archprof compare -h"),
+        (("summary",), ("missing argument", "MODEL"), "archprof summary -h"),
+        (("diff", "vgg11"), ("missing argument", "NEW"), "archprof diff -h"),
+        (("check", "--max-params"), ("'--max-params'", "requires an argument"), "archprof check -h"),
+        (("summary", "vgg16", "--no-such-option"), ("no such option", "--no-such-option"), "archprof summary -h"),
+        (("--no-such-option",), ("no such option",), "archprof -h"),
+        (("no-such-command",), ("no such command", "'no-such-command'"), "archprof -h"),
+    ],
+)
+def test_a_command_line_click_cannot_parse_is_one_line_and_exit_2(args, words, hint):
+    result = runner.invoke(app, list(args), prog_name="archprof")
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    for word in words:
+        assert word in line
+    assert line.endswith(f"({hint} for help)")
+    assert "Usage:" not in result.output and "╭" not in result.output
+
+
+def test_archprof_alone_still_prints_its_help():
+    result = runner.invoke(app, [], prog_name="archprof")
+    assert "Usage: archprof" in result.output and "summary" in result.output
+    assert "error:" not in result.output
 
 
 def test_failing_forward_names_the_module():

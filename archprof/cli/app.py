@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from archprof import __version__
-from archprof.cli.common import standard_output
+from archprof.cli.common import say, standard_output
 
 
 class _PlainArgument(TyperArgument):
@@ -61,11 +64,47 @@ class _PlainHelp:
         return _plain(option) if option is not None else None
 
 
-class PlainHelpCommand(_PlainHelp, TyperCommand):
+# The Click that parses the command line: Typer's own copy from Typer 0.2x, else click.
+_CLICK_ERRORS = sys.modules[typer.BadParameter.__module__]
+# `archprof` alone prints the help (Click 8.2 on raises this UsageError for it).
+_HELP_FOR_NO_ARGUMENTS = getattr(_CLICK_ERRORS, "NoArgsIsHelpError", ())
+
+
+@contextmanager
+def _usage_error_on_one_line(command: str) -> Iterator[None]:
+    """A command line Click cannot parse (an unknown option, a bad value, a missing
+    argument) as one line on stderr and exit 2, as archprof's own errors are: not Click's
+    usage, hint and boxed message over five lines. `command`: "archprof summary", for the hint."""
+    try:
+        yield
+    except _CLICK_ERRORS.UsageError as exc:
+        if isinstance(exc, _HELP_FOR_NO_ARGUMENTS):
+            raise
+        # Typer 0.29 words a bad value through pydantic ("Value error, 'xml' is not one of ...").
+        message = " ".join(exc.format_message().replace("Value error, ", "").split()).removesuffix(".")
+        message = message[:1].lower() + message[1:]
+        say(f"error: {message} ({command} -h for help)")
+        raise typer.Exit(2) from None
+
+
+class _OneLineUsageErrors:
+    """Parsing a command line (the app's, then a command's) under `_usage_error_on_one_line`."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        command = f"{parent.command_path} {info_name}" if parent is not None else info_name
+        with _usage_error_on_one_line(command):
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def resolve_command(self, ctx, args):  # a group's: "No such command"
+        with _usage_error_on_one_line(ctx.command_path):
+            return super().resolve_command(ctx, args)
+
+
+class PlainHelpCommand(_OneLineUsageErrors, _PlainHelp, TyperCommand):
     pass
 
 
-class PlainHelpGroup(_PlainHelp, TyperGroup):
+class PlainHelpGroup(_OneLineUsageErrors, _PlainHelp, TyperGroup):
     pass
 
 
