@@ -25,6 +25,7 @@ from archprof.load import (
     check_static_shapes,
     load_model,
     normalize_inputs,
+    parse_input_size,
 )
 from archprof.passes.backward import backward_columns
 from archprof.passes.flops import cost_columns
@@ -69,7 +70,7 @@ def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.d
 
 def analyze(
     model: ModelSpec,
-    input_size: Sequence[int] | None = None,
+    input_size: Sequence[int] | str | None = None,
     batch: int | None = None,
     dtype: torch.dtype | str | None = None,
     training: bool = False,
@@ -89,8 +90,8 @@ def analyze(
     weights are neither copied nor changed), a factory returning one (a function or class,
     called on the meta device with `args` as keyword arguments) or a LoadedModel.
 
-    Inputs: `input_size` is one sample's shape, e.g. (3, 224, 224), for a model with one
-    input. `inputs` gives several, or their dtypes, or keywords (not both):
+    Inputs: `input_size` is one sample's shape, e.g. (3, 224, 224) or "3x224x224", for a
+    model with one input. `inputs` gives several, or their dtypes, or keywords (not both):
 
         inputs=(3, 32, 32)                              one input, as input_size
         inputs=[(3, 224, 224), "10"]                    two positional inputs
@@ -163,7 +164,7 @@ class Analysis:
 
 def analysis(
     loaded: LoadedModel,
-    input_size: Sequence[int] | None,
+    input_size: Sequence[int] | str | None,
     batch: int | None,
     dtype: torch.dtype | None,
     training: bool = False,
@@ -206,7 +207,7 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
     if inputs is not None:
         specs = normalize_inputs(inputs)
     elif input_size is not None:
-        specs = (InputSpec(tuple(input_size)),)
+        specs = (InputSpec(_sample_shape(input_size)),)
     else:
         specs = loaded.default_inputs
         if specs is None:
@@ -222,6 +223,15 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
             f" (e.g. {shape_text(expected)})"
         )
     return specs
+
+
+def _sample_shape(input_size) -> tuple[int, ...]:
+    """`input_size` as a shape: a sequence of ints, or the CLI's text ("3x224x224")."""
+    if isinstance(input_size, str):
+        return parse_input_size(input_size)
+    if not isinstance(input_size, Sequence):
+        raise ArchprofError(f"input_size must be a shape such as (3, 224, 224) or '3x224x224', got {input_size!r}")
+    return tuple(input_size)
 
 
 def trace_loaded(

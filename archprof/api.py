@@ -25,7 +25,7 @@ __all__ = ["analyze", "profile"]
 
 def profile(
     model: ModelSpec,
-    input_size: Sequence[int] | None = None,
+    input_size: Sequence[int] | str | None = None,
     batch: int | None = None,
     dtype: torch.dtype | str | None = None,
     device: str | None = None,

@@ -128,7 +128,7 @@ def has_metric(report: Report, key: str) -> bool:
 
 def compare(
     models: Sequence[Any],
-    input_size: Sequence[int] | None = None,
+    input_size: Sequence[int] | str | None = None,
     batch: int | None = None,
     dtype: torch.dtype | str | None = None,
     profile: bool = False,

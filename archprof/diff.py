@@ -319,7 +319,7 @@ def _counts(cell: str) -> dict[str, int]:
     return counts
 
 
-def load_side(spec: str, input_size: Sequence[int] | None = None, **options: Any) -> Side:
+def load_side(spec: str, input_size: Sequence[int] | str | None = None, **options: Any) -> Side:
     """A CSV report (a path ending in .csv, or an existing file), else a model spec analysed
     here (`options`: the keywords of `archprof.analyze`)."""
     if spec.lower().endswith(".csv") or Path(spec).is_file():
@@ -330,7 +330,7 @@ def load_side(spec: str, input_size: Sequence[int] | None = None, **options: Any
 def diff(
     old: str | Report,
     new: str | Report,
-    input_size: Sequence[int] | None = None,
+    input_size: Sequence[int] | str | None = None,
     batch: int | None = None,
     dtype: torch.dtype | str | None = None,
     *,

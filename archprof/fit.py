@@ -45,7 +45,7 @@ class Fit:
 def fit_batch(
     model: Any,
     budget_bytes: int,
-    input_size: Sequence[int] | None = None,
+    input_size: Sequence[int] | str | None = None,
     dtype: torch.dtype | str | None = None,
     training: bool = False,
     optimizer: str = "sgd",

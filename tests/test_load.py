@@ -242,6 +242,16 @@ def test_input_forms():
         normalize_inputs(3)
 
 
+def test_input_size_as_the_cli_writes_it():
+    as_text = archprof.analyze("edge_conv", input_size="1x36x36", batch=2)
+    as_tuple = archprof.analyze("edge_conv", input_size=(1, 36, 36), batch=2)
+    assert as_text.input_shapes == ((2, 1, 36, 36),)
+    assert as_text.totals == as_tuple.totals
+    for bad, message in ((36, "must be a shape such as"), ("1x0x36", "at least 1"), ("36 by 36", "malformed input")):
+        with pytest.raises(ArchprofError, match=message):
+            archprof.analyze("edge_conv", input_size=bad)
+
+
 def test_two_inputs_and_keyword_inputs(tiny):
     report = archprof.analyze(tiny.TwoInputs(), inputs=[(3, 8, 8), (10,)], batch=2)
     assert report.input_shapes == ((2, 3, 8, 8), (2, 10))
