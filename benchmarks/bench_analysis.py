@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 import torchinfo
+from analysis_figure import ModelSpeed, speed_figure, svg
 from fvcore.nn import FlopCountAnalysis
 from picked_models import HUB_MODELS
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -410,10 +411,12 @@ def passes_only(graph, name: str) -> None:
         build_report(graph, name)
 
 
-def render_specs(rows: list[HubRow], repeat: int, title: str) -> str:
+def render_specs(rows: list[HubRow], repeat: int, title: str, figure: str = "") -> str:
+    """A section of models analysed beside the peers; `figure`, Markdown shown under its title."""
     out = [
         "",
         f"## {title}",
+        *([figure] if figure else []),
         "",
         "archprof: analysis only, of the model it built on meta (the build from the spec or name is its own"
         " column); each peer on the model built on the CPU (build not counted); FlopCounterMode runs a real CPU"
@@ -854,6 +857,39 @@ def others_cpu_share(start: tuple[float, float] | None, end: tuple[float, float]
     return max(others, 0.0) / (elapsed_s * (os.cpu_count() or 1))
 
 
+def model_speeds(rows: list[HubRow], group: str) -> list[ModelSpeed]:
+    return [
+        ModelSpeed(
+            name=row.spec,
+            group=group,
+            speedup=row.speedup,
+            middle=middle_half(row.speedups),
+            peer=row.fastest_peer[0],
+            archprof_us=row.archprof_us_per_op,
+            passes_us=row.passes_us_per_op,
+            floor_us=row.floor_us_per_op,
+            tenfold_us=row.tenfold_us_per_op,
+        )
+        for row in rows
+    ]
+
+
+def render_figure(models: list[ModelSpeed], path: Path) -> str:
+    """Write sections 4 and 5 as a picture (`analysis_figure`) beside the report, and the
+    Markdown that shows it; without matplotlib, a line saying how to get it."""
+    try:
+        figure = speed_figure(models)
+    except ImportError:
+        return "\n(The picture of sections 4 and 5 needs matplotlib: pip install -e '.[bench]'.)\n"
+    write_atomic(path, svg(figure))
+    return (
+        f"\n![archprof's speed-up over the fastest peer, and its time per operator, per model]({path.name})\n\n"
+        "Sections 4 and 5 at a glance. Left: the speed-up over the fastest peer, green where it reaches the"
+        " 10x goal. Right: archprof's microseconds per traced operator, its passes and the rest; the black"
+        " tick is the dispatch-mode floor, the red diamond what 10x the fastest peer leaves for everything.\n"
+    )
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -890,9 +926,15 @@ def main(argv: list[str] | None = None) -> int:
     memory = bench_memory(args.repeat)
     elapsed_s = time.perf_counter() - started
     share = others_cpu_share(cpu_start, _cpu_seconds(), elapsed_s)
+    models = model_speeds(hub_rows, "torchvision and timm") + model_speeds(built_in_rows, "built-in")
     text = (
         render(rows, build_ms, cli, memory, args, command, elapsed_s, share)
-        + render_specs(hub_rows, args.repeat, "4. Models from torchvision and timm (224x224, batch 1)")
+        + render_specs(
+            hub_rows,
+            args.repeat,
+            "4. Models from torchvision and timm (224x224, batch 1)",
+            render_figure(models, args.report.with_suffix(".svg")),
+        )
         + render_specs(built_in_rows, args.repeat, "5. Every built-in model (its usual input, batch 1)")
         + render_batches(batch_timings)
     )

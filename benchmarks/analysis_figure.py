@@ -1,0 +1,104 @@
+"""The picture of bench_analysis.py's sections 4 and 5: per model, archprof's speed-up over
+the fastest peer against the 10x goal, and its time per traced operator against what 10x
+leaves for everything and against the dispatch-mode floor.
+
+Drawn with matplotlib's object API (no pyplot state) and written as SVG with its text kept
+as text and no date, so that a rerun changes only what was measured."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+GOAL = 10.0  # the issue's target: at least 10x the fastest peer
+MET, NOT_MET = "tab:green", "tab:orange"
+PASSES, TRACE = "tab:blue", "tab:gray"
+
+
+@dataclass(frozen=True)
+class ModelSpeed:
+    """One model's bars: its speed-up (the median of paired ratios) with the middle half of
+    those ratios, and its microseconds per traced operator."""
+
+    name: str
+    group: str  # "torchvision and timm", "built-in"
+    speedup: float
+    middle: tuple[float, float]
+    peer: str  # the fastest peer
+    archprof_us: float
+    passes_us: float
+    floor_us: float
+    tenfold_us: float  # the fastest peer's time over ten, per operator
+
+
+def speed_figure(models: Sequence[ModelSpeed]):
+    """Two panels sharing the models as rows, groups apart: the speed-up (log scale, the
+    middle half as a whisker, the goal as a dashed line) and the time per operator (the
+    passes, then the trace and the rest, with the floor and what 10x leaves marked)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
+    rows, labels, previous = [], [], None
+    for model in models:
+        position = (rows[-1] + 1 if rows else 0) + (0.8 if previous not in (None, model.group) else 0)
+        rows.append(position)
+        labels.append(model.name)
+        previous = model.group
+
+    figure = Figure(figsize=(12, 0.32 * rows[-1] + 2.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    speed, time = figure.subplots(1, 2, sharey=True, width_ratios=(1, 1.1))
+    times = FuncFormatter(lambda value, _: f"{value:g}x")
+
+    colours = [MET if m.speedup >= GOAL else NOT_MET for m in models]
+    low = [m.speedup - m.middle[0] for m in models]
+    high = [m.middle[1] - m.speedup for m in models]
+    speed.barh(rows, [m.speedup for m in models], color=colours, xerr=[low, high], capsize=2, error_kw={"lw": 0.8})
+    speed.axvline(GOAL, color="black", linestyle="--", linewidth=1)
+    speed.text(GOAL, -1.1, " goal: 10x", fontsize=8, va="center")
+    for y, model in zip(rows, models, strict=True):
+        speed.text(model.middle[1] * 1.08, y, f"{model.speedup:.1f}x ({model.peer})", fontsize=7, va="center")
+    speed.set_xscale("log")
+    speed.xaxis.set_major_formatter(times)
+    speed.set_xlim(0.5, max(m.middle[1] for m in models) * 12)
+    speed.set_xlabel("archprof's speed-up over the fastest peer (median of paired runs; whisker: middle half)")
+
+    trace_us = [max(m.archprof_us - m.passes_us, 0.0) for m in models]
+    time.barh(rows, [m.passes_us for m in models], color=PASSES)
+    time.barh(rows, trace_us, left=[m.passes_us for m in models], color=TRACE)
+    time.scatter([m.floor_us for m in models], rows, marker="|", s=120, color="black", zorder=3)
+    time.scatter([m.tenfold_us for m in models], rows, marker="D", s=18, color="tab:red", zorder=3)
+    time.set_xscale("log")
+    time.set_xlim(left=1)  # a bar starts at 0, which a log axis cannot show
+    time.set_xlabel("microseconds per traced operator (analysis only)")
+    time.legend(
+        handles=[
+            Patch(color=PASSES, label="archprof's passes"),
+            Patch(color=TRACE, label="archprof's trace and the rest"),
+            Line2D([], [], marker="|", markersize=10, color="black", linestyle="", label="dispatch-mode floor"),
+            Line2D([], [], marker="D", markersize=5, color="tab:red", linestyle="", label="what 10x leaves"),
+        ],
+        fontsize=7,
+        loc="lower right",
+    )
+
+    speed.set_yticks(rows, labels, fontsize=8)
+    speed.invert_yaxis()
+    for axes in (speed, time):
+        axes.grid(axis="x", which="major", linewidth=0.4, alpha=0.5)
+    figure.suptitle("archprof.analyze against torchinfo, fvcore and FlopCounterMode", fontsize=11)
+    return figure
+
+
+def svg(figure) -> str:
+    """The figure as SVG text: its text kept as text, no date, fixed element ids."""
+    from matplotlib import rc_context
+
+    buffer = io.StringIO()
+    with rc_context({"svg.hashsalt": "benchmark_analysis", "svg.fonttype": "none"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
