@@ -78,25 +78,22 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
     dimension (None where undefined); `receptive_field_note` says why a cell is undefined.
     """
     fields, spatial = tensor_fields(graph)
-    columns: dict[str, list] = {
-        "receptive_field": [],
-        "effective_stride": [],
-        "receptive_field_start": [],
-        "covers_input": [],
-        "receptive_field_note": [],
-    }
     # Rows often share one state object (an activation after a conv): keyed by identity, as
     # hashing a Field walks its maps every time. Every state is held by `fields` meanwhile.
     written: dict[int, tuple] = {}
+    rows = []
     with deep_maps():
         for group in groups:
             state = fields.get(group.outputs[0].id) if group.outputs else None
             cells = written.get(id(state))
             if cells is None:
                 cells = written[id(state)] = _cells(state, spatial)
-            for column, value in zip(columns.values(), cells, strict=True):
-                column.append(value)
-    return columns
+            rows.append(cells)
+    columns = zip(*rows, strict=True) if rows else [()] * len(_COLUMNS)  # each row's cells: a 5-tuple
+    return {name: list(values) for name, values in zip(_COLUMNS, columns, strict=True)}
+
+
+_COLUMNS = ("receptive_field", "effective_stride", "receptive_field_start", "covers_input", "receptive_field_note")
 
 
 def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bool | None, str]:
@@ -108,18 +105,21 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
     if _flattened(state):  # docs/formulas.md: after a flatten the field is the whole input
         return FieldMark.INPUT, None, None, True, ""
-    sizes, starts, strides, notes = [], [], [], []
+    # Plain loops below, not generators: this runs for every distinct state of a row.
+    sizes, starts, strides = [], [], []
+    covers, first_note = True, ""
     for axis, extent in enumerate(spatial):
         first, stride, note = _first_unit(state, axis, extent)
         if first is None:
             return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, note
-        sizes.append(first[1] - first[0] + 1)
-        starts.append(first[0])
-        strides.append(stride)
-        notes.append(note)
-    stride_cell = FieldMark.UNDEFINED if None in strides else tuple(_number(j) for j in strides)
-    covers = all(s <= 0 and s + n - 1 >= extent - 1 for s, n, extent in zip(starts, sizes, spatial, strict=True))
-    return tuple(sizes), stride_cell, tuple(starts), covers, next((n for n in notes if n), "")
+        start, end = first
+        sizes.append(end - start + 1)
+        starts.append(start)
+        strides.append(stride if stride is None else _number(stride))
+        covers = covers and start <= 0 and end >= extent - 1
+        first_note = first_note or note
+    stride_cell = FieldMark.UNDEFINED if None in strides else tuple(strides)
+    return tuple(sizes), stride_cell, tuple(starts), covers, first_note
 
 
 def _flattened(field: Field) -> bool:

@@ -70,18 +70,27 @@ class AxisMap:
         self.axis, self.size, self.links = axis, size, links
         self._padded: dict[int, Interval] = {}
         self._exact: dict[int, Interval | None] = {}
-        self.note = next((link.why for link in links if link.ratio is None), "")
-        jumps = {
-            None if link.ratio is None or link.parent.jump is None else link.parent.jump * link.ratio for link in links
-        }
+        # Plain loops, not generators: a map is made per operator and axis.
+        why, jumps = None, set()  # why: the first link's without a ratio
+        for link in links:
+            if link.ratio is None:
+                why = link.why if why is None else why
+                jumps.add(None)
+            else:
+                jump = link.parent.jump
+                jumps.add(None if jump is None else jump * link.ratio)
+        note = why or ""
+        self.jump: Fraction | int | None
         if not links:
-            self.jump: Fraction | int | None = 1
+            self.jump = 1
         elif len(jumps) == 1:
             self.jump = jumps.pop()
-            self.note = self.note or next((link.parent.note for link in links if link.parent.note), "")
+            for link in links:
+                note = note or link.parent.note
         else:
             self.jump = None
-            self.note = self.note or "paths with different strides merged"
+            note = note or "paths with different strides merged"
+        self.note = note
         # The units whose padded fields may break the order or the period of the others:
         # () for most maps, a few near a reflection's borders; None where no order is known
         # (a flatten, a roll). Every other unit's field ends never decrease from unit to
@@ -107,10 +116,10 @@ class AxisMap:
             return 1
         if self.jump is None:
             return None
-        if self.irregular is None and any(link.breaks or link.parent.irregular for link in self.links):
-            return None  # a link's or a parent's period holds off their irregular units only
         period = 1
         for link in self.links:
+            if self.irregular is None and (link.breaks or link.parent.irregular):
+                return None  # a link's or a parent's period holds off their irregular units only
             parent_period = link.parent.period
             if link.period is None or parent_period is None:
                 return None
@@ -129,6 +138,8 @@ class AxisMap:
             return []
         zones: list[Interval] = []
         for link in self.links:
+            if link.monotone and not link.breaks and link.parent.irregular == ():
+                continue  # every unit in order: no candidate (most maps)
             parent = link.parent.irregular
             if not link.monotone or parent is None or (link.breaks and parent):
                 return None
@@ -138,6 +149,8 @@ class AxisMap:
                 if readers is None:
                     return None
                 zones.append(readers)
+        if not zones:
+            return []
         if sum(last - first + 1 for first, last in zones) > _MOST_IRREGULAR:
             return None
         return sorted({unit for first, last in zones for unit in range(first, last + 1)})

@@ -81,9 +81,16 @@ class Field:
 
     def places(self, axis: int) -> list[tuple[AxisMap, bool]]:
         """Every map along `axis`, with whether it is a tensor dimension of its own."""
-        found = [(e, True) for e in self.dims if isinstance(e, AxisMap) and e.axis == axis]
-        found += [(m, False) for e in self.dims if isinstance(e, Merged) for m in e.maps() if m.axis == axis]
-        return found + [(m, False) for m in self.loose if m.axis == axis]
+        own: list[tuple[AxisMap, bool]] = []
+        others: list[tuple[AxisMap, bool]] = []
+        for entry in self.dims:  # one loop, not three: a row's cells ask this per axis
+            if isinstance(entry, AxisMap):
+                if entry.axis == axis:
+                    own.append((entry, True))
+            elif isinstance(entry, Merged):
+                others += [(m, False) for m in entry.maps() if m.axis == axis]
+        others += [(m, False) for m in self.loose if m.axis == axis]
+        return own + others if others else own
 
 
 @value_record
@@ -194,26 +201,33 @@ class Walk:
             return None
         if len(fields) == 1 and fields[0][1] == out:
             return fields[0][0]
+        # Each output dimension's entries, with the size of the input there; one walk over
+        # the fields (a DenseNet block's concatenation has one per layer so far).
+        along: list[list[tuple[Dim, int]]] = [[] for _ in out]
+        whole: set[int] = set()
+        loose: dict[AxisMap, None] = {}
+        for field, shape in fields:
+            offset = len(out) - len(shape)  # broadcast: aligned on the last dimensions
+            for k, entry in enumerate(field.dims):
+                if entry is not None and k + offset >= 0:
+                    along[k + offset].append((entry, shape[k]))
+            if field.whole:
+                whole |= field.whole
+            if field.loose:
+                loose.update(dict.fromkeys(field.loose))
         dims: list[Dim] = []
-        for j, size in enumerate(out):
-            entries = []
-            for field, shape in fields:
-                k = j - (len(out) - len(shape))
-                if k >= 0 and field.dims[k] is not None:
-                    entries.append((field.dims[k], shape[k]))
+        for entries, size in zip(along, out, strict=True):
             entry = merge_entries(entries, size, self._unions)
             if isinstance(entry, str):
                 return self.undefined(op, entry)
             dims.append(entry)
-        whole = frozenset().union(*(f.whole for f, _ in fields))
-        loose = tuple(dict.fromkeys(m for f, _ in fields for m in f.loose))
         # An input that reads an outer map without its block position reads the whole block.
         outers = {w.outer for e in dims for w in entry_withins(e)}
         gone = set()
         for field, _ in fields if outers else ():  # no block positions (not windows): none gone
             kept = {w.outer for e in field.dims for w in entry_withins(e)}
             gone |= {m for e in field.dims for m in entry_maps(e) if m in outers and m not in kept}
-        return self.settled(drop_withins(Field(tuple(dims), whole, loose), gone))
+        return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), tuple(loose)), gone))
 
     def along(self, op: OpNode, state: State, axes: Sequence[int], change: Callable[[int, AxisMap], Dim], what: str):
         """Replace the map of each tensor dimension `axes[i]` by change(i, map); a flattened
@@ -262,14 +276,26 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     its analysis before). The fields are the same, a union's hull being the hull of its parts."""
     if not entries:
         return None
-    if all(e == entries[0][0] and n == size for e, n in entries):
-        return entries[0][0]
-    if any(isinstance(e, (Merged, Within)) for e, _ in entries):
+    # One loop for every question asked of the entries: a DenseNet block's concatenation
+    # has one per layer so far.
+    first = entries[0][0]
+    same = full = True
+    split = False
+    axes = set()
+    for entry, n in entries:
+        same = same and entry == first and n == size
+        full = full and n == size
+        if isinstance(entry, (Merged, Within)):
+            split = True
+        else:
+            axes.add(entry.axis)
+    if same:
+        return first
+    if split:
         return "it mixes a flattened or split dimension with another"
-    axes = {e.axis for e, _ in entries}
     if len(axes) > 1:
         return "it mixes two spatial dimensions in one"
-    if all(n == size for _, n in entries):
+    if full:
         key = (size, *dict.fromkeys(e for e, _ in entries))
         union = unions.get(key)
         if union is None:
