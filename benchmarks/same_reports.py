@@ -1,0 +1,141 @@
+"""Every hub model's report from this checkout against an earlier commit's: the same rows,
+columns and totals, or a list of what differs.
+
+    python benchmarks/same_reports.py --base REV [--sample N] [--seed S] [--report PATH]
+
+A change meant to make archprof faster and not different (a pass rewritten, a loop made
+plainer, a cache added) must leave every report as it was. The tests check figures against
+formulas and oracles on chosen models; this checks the change against the code before it,
+on every torchvision classification model and every timm model (`hub_sweep.hub_models`).
+
+One worker process per tree (this checkout, and REV as a temporary `git worktree`), the two
+side by side, analyses each model (`archprof.analyze` of the spec, at its usual input) and
+keeps a digest of its report: the SHA-256 of the repr of every column, of the per-row
+operator costs and of the totals; or the error, on one line. Then the digests are
+compared. Writes reports/same_reports.md: how many models are the same, and each that
+differs or fails on one side, with the columns that differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+from hub_sweep import hub_models
+from worktree import ROOT, machine_text, worktree
+
+DEFAULT_REPORT = ROOT / "reports" / "same_reports.md"
+
+
+def worker(tree: Path, specs: list[str], out: Path) -> None:
+    """Analyse each model with archprof from `tree`; write `out`, a JSON object: spec -> a
+    digest per column, "operator_costs" and "totals" ("error: ..." where the analysis
+    raised). A file, not stdout: a model may print."""
+    sys.path.insert(0, str(tree))
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import warnings
+
+    import archprof
+    from archprof.errors import first_line
+
+    if not Path(archprof.__file__).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"archprof was imported from {archprof.__file__}, not from {tree}")
+    warnings.simplefilter("ignore")
+    digests = {}
+    for spec in specs:
+        try:
+            report = archprof.analyze(spec)
+        except Exception as exc:  # a failure is a result to compare too
+            digests[spec] = f"error: {first_line(exc)}"
+            continue
+        parts = {**report.columns, "operator_costs": report.operator_costs, "totals": report.totals}
+        digests[spec] = {name: _digest(value) for name, value in parts.items()}
+    out.write_text(json.dumps(digests))
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
+
+
+def digests_of(trees: dict[str, Path], specs: list[str], scratch: Path) -> dict[str, dict[str, str]]:
+    """Each tree's digests, its worker running beside the other's."""
+    outs = {name: scratch / f"digests-{index}.json" for index, name in enumerate(trees)}
+    workers = {
+        name: subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(tree), "--out", str(outs[name]), "--models", *specs],
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        for name, tree in trees.items()
+    }
+    for name, process in workers.items():
+        if process.wait() != 0:
+            raise SystemExit(f"the worker for {name} failed (exit {process.returncode})")
+    return {name: json.loads(outs[name].read_text()) for name in trees}
+
+
+def render(digests: dict[str, dict[str, str]], base: str, command: str, seconds: float) -> str:
+    this, earlier = digests["this checkout"], digests[base]
+    same = [spec for spec in this if this[spec] == earlier[spec]]
+    failed_alike = [spec for spec in same if isinstance(this[spec], str)]
+    different = [spec for spec in this if this[spec] != earlier[spec]]
+    lines = [
+        f"# archprof's reports: this checkout against {base}",
+        "",
+        f"`{command}`: {len(this):,} models analysed by each tree, {seconds:.0f} s. {machine_text()}",
+        "",
+        f"- the same report: **{len(same) - len(failed_alike):,}**",
+        f"- the same error on both sides: {len(failed_alike):,}",
+        f"- different: **{len(different):,}**",
+    ]
+    if different:
+        lines += ["", "| model | what differs |", "|:--|:--|"]
+        lines += [f"| `{spec}` | {_what_differs(this[spec], earlier[spec])} |" for spec in different]
+    return "\n".join(lines) + "\n"
+
+
+def _what_differs(this: dict | str, earlier: dict | str) -> str:
+    """The columns whose digests differ, or the error of the side that failed."""
+    if isinstance(this, str) or isinstance(earlier, str):
+        return f"this checkout: {str(this)[:70]}; before: {str(earlier)[:70]}".replace("|", "/")
+    return ", ".join(name for name in {**earlier, **this} if this.get(name) != earlier.get(name))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", help="the commit to compare with (required)")
+    parser.add_argument("--sample", type=int, help="this many models drawn at random instead of all")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--models", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        worker(args.worker, args.models, args.out)
+        return
+    if args.base is None:
+        parser.error("--base is required: the commit to compare with")
+    specs = hub_models()
+    if args.sample is not None:
+        specs = sorted(random.Random(args.seed).sample(specs, min(args.sample, len(specs))))
+    command = " ".join(["python benchmarks/same_reports.py", *sys.argv[1:]])
+    started = time.perf_counter()
+    with worktree(args.base) as tree, tempfile.TemporaryDirectory() as scratch:
+        digests = digests_of({"this checkout": ROOT, args.base: tree}, specs, Path(scratch))
+    text = render(digests, args.base, command, time.perf_counter() - started)
+    print(text)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
