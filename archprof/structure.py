@@ -25,10 +25,15 @@ def tensors_in(structure) -> list[torch.Tensor]:
 def map_op_args(fn: Callable[[Any], Any], leaf: type, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """An operator's arguments with `fn` applied to every `leaf`-typed value, at the top
     level or inside a list (aten schemas nest no deeper)."""
-    return (
-        tuple([_applied(fn, leaf, value) for value in args]),
-        {key: _applied(fn, leaf, value) for key, value in kwargs.items()} if kwargs else {},
-    )
+    mapped = []
+    for value in args:  # a loop with the common cases inline: every operator of every pass comes here
+        if isinstance(value, leaf):
+            mapped.append(fn(value))
+        elif isinstance(value, (list, tuple)):
+            mapped.append(_applied(fn, leaf, value))
+        else:
+            mapped.append(value)
+    return tuple(mapped), {key: _applied(fn, leaf, value) for key, value in kwargs.items()} if kwargs else {}
 
 
 def _applied(fn: Callable[[Any], Any], leaf: type, value: Any) -> Any:
