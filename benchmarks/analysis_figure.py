@@ -14,6 +14,7 @@ from dataclasses import dataclass
 GOAL = 10.0  # the target: at least 10x the fastest peer
 MET, NOT_MET = "tab:green", "tab:orange"
 PASSES, TRACE = "tab:blue", "tab:gray"
+TIME_LIMIT = 160  # microseconds per operator shown
 
 
 @dataclass(frozen=True)
@@ -67,20 +68,33 @@ def speed_figure(models: Sequence[ModelSpeed]):
     speed.set_xlim(0.5, max(m.middle[1] for m in models) * 12)
     speed.set_xlabel("archprof's speed-up over the fastest peer (median of paired runs; whisker: middle half)")
 
-    trace_us = [max(m.archprof_us - m.passes_us, 0.0) for m in models]
-    time.barh(rows, [m.passes_us for m in models], color=PASSES)
-    time.barh(rows, trace_us, left=[m.passes_us for m in models], color=TRACE)
-    time.scatter([m.floor_us for m in models], rows, marker="|", s=120, color="black", zorder=3)
-    time.scatter([m.tenfold_us for m in models], rows, marker="D", s=18, color="tab:red", zorder=3)
-    time.set_xscale("log")
-    time.set_xlim(left=1)  # a bar starts at 0, which a log axis cannot show
+    # A linear axis (stacked bars on a log one would hide the trace's share), cut at
+    # TIME_LIMIT: a model of one or two operators costs far more per operator; what lies
+    # beyond is drawn at the edge, its bar's figure written out.
+    passes = [min(m.passes_us, TIME_LIMIT) for m in models]
+    rest = [min(m.archprof_us, TIME_LIMIT) - p for m, p in zip(models, passes, strict=True)]
+    time.barh(rows, passes, color=PASSES)
+    time.barh(rows, rest, left=passes, color=TRACE)
+    for y, model in zip(rows, models, strict=True):
+        figure_text = f"{model.archprof_us:,.0f}"
+        if model.archprof_us > TIME_LIMIT:  # inside the cut bar's end
+            time.text(TIME_LIMIT - 2, y, f"{figure_text} ›", fontsize=7, va="center", ha="right", color="white")
+        else:
+            time.text(model.archprof_us + 2, y, figure_text, fontsize=7, va="center")
+    time.scatter([min(m.floor_us, TIME_LIMIT) for m in models], rows, marker="|", s=120, color="black", zorder=3)
+    tenfold = [(m.tenfold_us, y) for m, y in zip(models, rows, strict=True)]
+    inside = [(x, y) for x, y in tenfold if x <= TIME_LIMIT]
+    beyond = [y for x, y in tenfold if x > TIME_LIMIT]
+    time.scatter([x for x, _ in inside], [y for _, y in inside], marker="D", s=18, color="tab:red", zorder=3)
+    time.scatter([TIME_LIMIT] * len(beyond), beyond, marker=">", s=24, color="tab:red", zorder=3, clip_on=False)
+    time.set_xlim(0, TIME_LIMIT)
     time.set_xlabel("microseconds per traced operator (analysis only)")
     time.legend(
         handles=[
             Patch(color=PASSES, label="archprof's passes"),
             Patch(color=TRACE, label="archprof's trace and the rest"),
             Line2D([], [], marker="|", markersize=10, color="black", linestyle="", label="dispatch-mode floor"),
-            Line2D([], [], marker="D", markersize=5, color="tab:red", linestyle="", label="what 10x leaves"),
+            Line2D([], [], marker="D", markersize=5, color="tab:red", linestyle="", label="what 10x leaves (>: more)"),
         ],
         fontsize=7,
         loc="lower right",
