@@ -650,9 +650,12 @@ class _Recorder(TorchDispatchMode):
         if info.name in _RUNTIME_CHECKS:
             return func(*args, **kwargs)
         tensors = info.slots.tensors(args, kwargs)
-        if info.same_dtype and len({t.dtype for t in tensors}) > 1:
-            dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
-            raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
+        if info.same_dtype and tensors:
+            dtype = tensors[0].dtype
+            for tensor in tensors:  # a loop, not a set: most operators of a trace come here
+                if tensor.dtype != dtype:
+                    dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
+                    raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
         out = None
         if info.shape is not None and not self._real:
             out = _answer_from_formula(func, info, args, kwargs, tensors)

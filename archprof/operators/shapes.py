@@ -118,15 +118,16 @@ def transposed_conv_output_size(size, kernel, stride, padding, dilation, output_
 
 
 def _checked(shape: Shape) -> list[Shape]:
-    if any(size <= 0 for size in shape):
-        raise RuntimeError(f"the input is too small: the output would be {shape_text(shape)}")
+    for size in shape:  # a loop, not any(): every convolution and pooling of a trace comes here
+        if size <= 0:
+            raise RuntimeError(f"the input is too small: the output would be {shape_text(shape)}")
     return [shape]
 
 
 def conv_shape(x: Shape, w: Shape, bias, stride, padding, dilation, transposed, output_padding, groups) -> list[Shape]:
     # x:[n, c_in, *in] w:[c_out, c_in/g, *k] -> [n, c_out, *out]; transposed w:[c_in, c_out/g, *k]
     dims = len(w) - 2
-    stride, padding, dilation = (expand(v, dims) for v in (stride, padding, dilation))
+    stride, padding, dilation = expand(stride, dims), expand(padding, dims), expand(dilation, dims)
     if len(x) != dims + 2:
         raise RuntimeError("unbatched or mismatched input")
     if transposed:
