@@ -218,3 +218,22 @@ def test_a_batch_norm_that_does_not_fit_its_input_is_refused_as_torch_refuses_it
     with pytest.raises(ArchprofError) as traced:
         archprof.analyze(Norm(), input_size=(3, 4, 4))
     assert str(real.value) in str(traced.value)
+
+
+class _MixedDtypes(nn.Module):
+    """A convolution of a float16 input with float32 weights: the CPU refuses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(4, 3, 3, 3))
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x.half(), self.weight)
+
+
+def test_an_operator_on_tensors_of_two_dtypes_is_refused_as_the_cpu_refuses_it():
+    with pytest.raises(RuntimeError):  # the oracle: a real forward on the CPU
+        _MixedDtypes()(torch.zeros(1, 3, 8, 8))
+    refusal = r"aten\.convolution expects its tensors in one dtype, got float16, float32"
+    with pytest.raises(ArchprofError, match=refusal):
+        archprof.analyze(_MixedDtypes(), input_size=(3, 8, 8))
