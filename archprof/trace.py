@@ -673,7 +673,7 @@ class _Recorder(TorchDispatchMode):
         if isinstance(out, torch.Tensor):
             outputs = (self.register(out, "activation", storage=storage),)
         else:
-            outputs = tuple(self.register(t, "activation", storage=storage) for t in tensors_in(out))
+            outputs = tuple([self.register(t, "activation", storage=storage) for t in tensors_in(out)])
         module = self._stack[-1][0] if self._stack else None
         if self._by_parameters is not None and module is not None and not module.path:
             module = self._owner_call(inputs, module)
