@@ -1,6 +1,7 @@
 """archprof's analysis time, this checkout against an earlier commit, run in lockstep.
 
-    python benchmarks/bench_revisions.py [--base REV] [--rounds N] [--models SPEC ...] [--build] [--report PATH]
+    python benchmarks/bench_revisions.py [--base REV] [--rounds N] [--models SPEC ...] [--build | --passes]
+                                         [--report PATH]
 
 A machine shared with others changes speed from one second to the next (on the 2-core
 machines here, a plain Python loop by up to 70%), so two timings taken a minute apart say
@@ -13,12 +14,15 @@ both. Reported per model: the median time of each, the median of the paired rati
 each tree's fastest run. Both use this
 checkout's virtual environment (the same torch). Writes reports/benchmark_revisions.md.
 With --build, the step timed is building the model from its spec on meta instead
-(reports/benchmark_revisions_build.md).
+(reports/benchmark_revisions_build.md); with --passes, the passes alone: the report built
+from a graph traced once beforehand, the cyclic collector paused as an analysis pauses it
+(reports/benchmark_revisions_passes.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import subprocess
 import sys
@@ -42,7 +46,8 @@ DEFAULT_MODELS = (
 
 def worker(tree: Path, specs: list[str], step: str) -> None:
     """Load the models with archprof from `tree`, then analyse (or, with `step` "build",
-    build) model i for each line "i" on stdin, printing the seconds it took."""
+    build; with "passes", build the report of a graph traced beforehand) model i for each
+    line "i" on stdin, printing the seconds it took."""
     sys.path.insert(0, str(tree))
     # torchvision's meta registrations clash with a CPU build of torch: archprof does without them.
     sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
@@ -54,6 +59,14 @@ def worker(tree: Path, specs: list[str], step: str) -> None:
     loaded = [load_model(spec) for spec in specs]
     if step == "build":
         runs = [lambda spec=spec: load_model(spec) for spec in specs]
+    elif step == "passes":
+        from archprof.analysis import analysis, build_report
+
+        graphs = [analysis(model, model.default_inputs[0].shape, None, None).graph for model in loaded]
+        runs = [
+            lambda graph=graph, spec=spec: _collector_paused(build_report, graph, spec)
+            for graph, spec in zip(graphs, specs, strict=True)
+        ]
     else:
         runs = [
             lambda model=model: archprof.analyze(model, input_size=model.default_inputs[0].shape) for model in loaded
@@ -67,6 +80,16 @@ def worker(tree: Path, specs: list[str], step: str) -> None:
         start = time.perf_counter()
         run()
         print(time.perf_counter() - start, flush=True)
+
+
+def _collector_paused(function, *args):
+    """`function(*args)` with the cyclic collector off, as `archprof.analyze` runs its passes
+    (here by hand: an earlier commit may have no `archprof.collector`)."""
+    gc.disable()
+    try:
+        return function(*args)
+    finally:
+        gc.enable()
 
 
 class _Worker:
@@ -105,7 +128,10 @@ def measure(trees: dict[str, Path], specs: list[str], rounds: int, step: str) ->
 
 def report(times: dict[str, dict[str, list[float]]], base: str, rounds: int, step: str) -> str:
     this, earlier = "this checkout", base
-    flag, done = (" --build", "built from its spec on meta") if step == "build" else ("", "analysed")
+    flag, done = {
+        "build": (" --build", "built from its spec on meta"),
+        "passes": (" --passes", "reported from a graph traced once (its passes alone)"),
+    }.get(step, ("", "analysed"))
     lines = [
         f"# archprof {step} time: this checkout against an earlier commit, in lockstep",
         "",
@@ -143,18 +169,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=61)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="specs or built-in names")
     parser.add_argument("--build", action="store_true", help="time building each model, not its analysis")
+    parser.add_argument("--passes", action="store_true", help="time the passes alone, on a graph traced once")
     parser.add_argument("--report", type=Path, help="default: reports/benchmark_revisions[_build].md")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--step", choices=("analysis", "build"), help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=("analysis", "build", "passes"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.worker is not None:
         worker(options.worker, options.models, options.step)
         return
-    step = "build" if options.build else "analysis"
+    if options.build and options.passes:
+        parser.error("--build and --passes time different steps: give one")
+    step = "build" if options.build else "passes" if options.passes else "analysis"
     if options.report is None:
-        options.report = (
-            ROOT / "reports" / ("benchmark_revisions_build.md" if options.build else "benchmark_revisions.md")
-        )
+        suffix = "" if step == "analysis" else f"_{step}"
+        options.report = ROOT / "reports" / f"benchmark_revisions{suffix}.md"
     with worktree(options.base) as base_tree:
         text = report(
             measure({"this checkout": ROOT, options.base: base_tree}, options.models, options.rounds, step),
