@@ -42,7 +42,7 @@ import tempfile
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,8 @@ def progress(message: str) -> None:
 class Row:
     model: str
     size: int
-    archprof: Timing
+    archprof: Timing  # its runs at every size, in turn with the peers' at the fast sizes
+    archprof_beside: Timing  # its runs in the peers' rounds (at SLOW_SIZE, its one run beside theirs)
     torchinfo: Timing
     fvcore: Timing
     forward: Timing
@@ -187,11 +188,12 @@ class Row:
 
     @property
     def speedup_torchinfo(self) -> float:
-        return self.torchinfo.median_s / self.archprof.median_s
+        """The median over the rounds of torchinfo's run over archprof's beside it."""
+        return statistics.median(paired_ratios([self.torchinfo], self.archprof_beside))
 
     @property
     def speedup_fvcore(self) -> float:
-        return self.fvcore.median_s / self.archprof.median_s
+        return statistics.median(paired_ratios([self.fvcore], self.archprof_beside))
 
 
 def fvcore_count(model: torch.nn.Module, x: torch.Tensor) -> FlopCountAnalysis:
@@ -206,6 +208,10 @@ def forward(model: torch.nn.Module, x: torch.Tensor) -> None:
 
 
 def bench_models(sizes: tuple[int, ...], repeat: int) -> tuple[list[Row], dict[str, float]]:
+    """Section 1: archprof from the model's name at every size, and the peers on the CPU model,
+    all taking turns run by run (`measure_side_by_side`), so that each speed-up is read from
+    runs made moments apart. Where the peers take seconds (SLOW_SIZE and up) they get one
+    round of their own, with an archprof run of that size beside them."""
     rows: list[Row] = []
     build_ms: dict[str, float] = {}
     for name in MODEL_NAMES:
@@ -213,42 +219,56 @@ def bench_models(sizes: tuple[int, ...], repeat: int) -> tuple[list[Row], dict[s
         start = time.perf_counter()
         model = MODELS[name].build().eval()
         build_ms[name] = (time.perf_counter() - start) * 1e3
-        # archprof at every size in turn, run by run: whether its time grows with the
-        # resolution is then read from runs made moments apart (a slow spell of the machine
-        # between two series would otherwise look like growth).
-        progress(f"{name}: archprof at {', '.join(map(str, sizes))} in turn")
-        archprof_runs = {
-            str(size): (lambda s=size, n=name: archprof.analyze(n, input_size=(3, s, s), batch=1)) for size in sizes
-        }
-        archprof_by_size = measure_side_by_side(archprof_runs, repeat)
+        inputs = {size: torch.randn(1, 3, size, size) for size in sizes}  # real-valued (no denormals), made here
+        archprof_runs = {_key("archprof", size): _archprof_run(name, size) for size in sizes}
+        fast = [size for size in sizes if size < SLOW_SIZE]
+        progress(f"{name}: archprof at {', '.join(map(str, sizes))}, the peers at {', '.join(map(str, fast))}")
+        runs = dict(archprof_runs)
+        for size in fast:
+            runs.update(_peer_runs(model, size, inputs[size]))
+        timings = measure_side_by_side(runs, repeat)
         for size in sizes:
-            peer_repeat = 1 if size >= SLOW_SIZE else repeat
-            x = torch.randn(1, 3, size, size)  # a real-valued input (no denormals), made outside the timings
-            ap = replace(archprof_by_size[str(size)], result=archprof_runs[str(size)]())
-            progress(f"{name} @ {size}: torchinfo")
-            ti = measure(lambda m=model, s=size: torchinfo.summary(m, input_size=(1, 3, s, s), verbose=0), peer_repeat)
-            progress(f"{name} @ {size}: fvcore")
-            fv = measure(lambda m=model, x=x: fvcore_count(m, x), peer_repeat)
-            progress(f"{name} @ {size}: forward")
-            fw = measure(lambda m=model, x=x: forward(m, x), peer_repeat)
-            analysis: FlopCountAnalysis = fv.result
+            beside = timings
+            if size >= SLOW_SIZE:
+                progress(f"{name} @ {size}: the peers, one run each, and archprof beside them")
+                slow = {_key("archprof", size): archprof_runs[_key("archprof", size)]}
+                beside = measure_side_by_side({**slow, **_peer_runs(model, size, inputs[size])}, 1)
+            analysis = fvcore_count(model, inputs[size])  # untimed: for the MAC check
+            report = archprof_runs[_key("archprof", size)]()
             rows.append(
                 Row(
                     model=name,
                     size=size,
-                    archprof=ap,
-                    torchinfo=ti,
-                    fvcore=fv,
-                    forward=fw,
-                    archprof_macs=ap.result.totals.macs,
+                    archprof=timings[_key("archprof", size)],
+                    archprof_beside=beside[_key("archprof", size)],
+                    torchinfo=beside[_key("torchinfo", size)],
+                    fvcore=beside[_key("fvcore", size)],
+                    forward=beside[_key("forward", size)],
+                    archprof_macs=report.totals.macs,
                     fvcore_total=int(analysis.total()),
                     fvcore_by_op={k: int(v) for k, v in analysis.by_operator().items()},
                 )
             )
-            del x, analysis
-        del model
+            del analysis, report
+        del model, inputs
         gc.collect()
     return rows, build_ms
+
+
+def _key(tool: str, size: int) -> str:
+    return f"{tool} @ {size}"
+
+
+def _archprof_run(name: str, size: int) -> Callable[[], Any]:
+    return lambda: archprof.analyze(name, input_size=(3, size, size), batch=1)
+
+
+def _peer_runs(model: torch.nn.Module, size: int, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    return {
+        _key("torchinfo", size): lambda: torchinfo.summary(model, input_size=(1, 3, size, size), verbose=0),
+        _key("fvcore", size): lambda: fvcore_count(model, x),
+        _key("forward", size): lambda: forward(model, x),
+    }
 
 
 # -- 4. models from torchvision and timm --------------------------------------------------
@@ -669,9 +689,12 @@ def render(
         "",
         "## 1. Analysis time per model and input",
         "",
-        "archprof time includes building the model on the meta device (the product's real cost); its runs at the"
-        " two sizes take turns, run by run. The peers use a CPU model built once beforehand; that build is not in"
-        " their times:",
+        "archprof time includes building the model on the meta device (the product's real cost). The peers use a"
+        " CPU model built once beforehand; that build is not in their times. archprof at both sizes and the peers"
+        f" at the sizes below {SLOW_SIZE} take turns, run by run; at {SLOW_SIZE} each peer's one run is set beside"
+        " an archprof run of that size made in the same round. A speed-up is the median over the rounds of the"
+        " peer's run over archprof's beside it, so that a slow spell of the machine, which lengthens both, does"
+        " not count:",
         "",
     ]
     out += [", ".join(f"build (CPU) {name}: {ms:,.0f} ms" for name, ms in build_ms.items()), ""]
