@@ -93,7 +93,6 @@ FVCORE_MAC_OPS = frozenset({"conv", "linear", "addmm", "matmul", "mm", "bmm", "e
 class Timing:
     median_s: float
     runs: int
-    result: Any = field(repr=False, default=None)
     series: tuple[float, ...] = field(repr=False, default=())  # each run's seconds, side by side: round by round
 
     @property
@@ -101,30 +100,21 @@ class Timing:
         return self.median_s * 1e3
 
 
-def measure(fn: Callable[[], Any], repeat: int, warmup: bool = True) -> Timing:
-    """Median wall time of `repeat` calls of `fn` after one untimed warm-up call.
-
-    The collector runs once before the series, not before each call: a full collection
-    leaves the processor's caches cold, which adds about 0.6 ms to whatever runs next (the
-    whole of a small model's analysis) and says nothing of the tool measured. The previous
-    call's result is freed before the clock starts, not inside the next timing."""
-    if warmup:
-        fn()
-    gc.collect()
-    times = []
-    result = None
-    for _ in range(repeat):
-        result = None
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return Timing(statistics.median(times), repeat, result)
+def measure(fn: Callable[[], Any], repeat: int) -> Timing:
+    """Median wall time of `repeat` calls of `fn` after one untimed warm-up call, back to back."""
+    return measure_side_by_side({"": fn}, repeat)[""]
 
 
 def measure_side_by_side(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, Timing]:
-    """`measure` for several tools in turn, round by round: run r of each tool lies within
-    moments of run r of the others, so that a slow spell of a shared machine (whole seconds
-    at half speed, seen here) slows every tool in it alike instead of one tool's series."""
+    """Median wall time of `repeat` calls of each of `fns` after one untimed warm-up call
+    each, the tools in turn, round by round: run r of each tool lies within moments of run
+    r of the others, so that a slow spell of a shared machine (whole seconds at half speed,
+    seen here) slows every tool in it alike instead of one tool's series.
+
+    The collector runs once before the rounds, not before each call: a full collection
+    leaves the processor's caches cold, which adds about 0.6 ms to whatever runs next (the
+    whole of a small model's analysis) and says nothing of the tool measured. A call's
+    result is freed after its clock stops, before the next one starts."""
     for fn in fns.values():
         fn()
     gc.collect()
@@ -134,7 +124,7 @@ def measure_side_by_side(fns: dict[str, Callable[[], Any]], repeat: int) -> dict
             start = time.perf_counter()
             result = fn()
             times[name].append(time.perf_counter() - start)
-            del result  # freed after its clock stops, before the next one starts
+            del result
     return {name: Timing(statistics.median(series), repeat, series=tuple(series)) for name, series in times.items()}
 
 
