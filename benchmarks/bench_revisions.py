@@ -27,11 +27,10 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 from picked_models import HUB_MODELS
-from worktree import ROOT, machine_text, worktree
+from worktree import ROOT, import_archprof_from, machine_text, worktree
 
 DEFAULT_BASE = "b69421d"  # main before this issue's last round of value records and caches
 DEFAULT_MODELS = (
@@ -48,14 +47,9 @@ def worker(tree: Path, specs: list[str], step: str) -> None:
     """Load the models with archprof from `tree`, then analyse (or, with `step` "build",
     build; with "passes", build the report of a graph traced beforehand) model i for each
     line "i" on stdin, printing the seconds it took."""
-    sys.path.insert(0, str(tree))
-    # torchvision's meta registrations clash with a CPU build of torch: archprof does without them.
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-    import archprof
+    archprof = import_archprof_from(tree)
     from archprof.load import load_model
 
-    if not Path(archprof.__file__).resolve().is_relative_to(tree.resolve()):
-        raise SystemExit(f"archprof was imported from {archprof.__file__}, not from {tree}")
     loaded = [load_model(spec) for spec in specs]
     if step == "build":
         runs = [lambda spec=spec: load_model(spec) for spec in specs]
@@ -170,7 +164,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="specs or built-in names")
     parser.add_argument("--build", action="store_true", help="time building each model, not its analysis")
     parser.add_argument("--passes", action="store_true", help="time the passes alone, on a graph traced once")
-    parser.add_argument("--report", type=Path, help="default: reports/benchmark_revisions[_build].md")
+    parser.add_argument("--report", type=Path, help="default: reports/benchmark_revisions[_build|_passes].md")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--step", choices=("analysis", "build", "passes"), help=argparse.SUPPRESS)
     options = parser.parse_args()

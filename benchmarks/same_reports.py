@@ -26,11 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 from hub_sweep import hub_models
-from worktree import ROOT, machine_text, worktree
+from worktree import ROOT, import_archprof_from, machine_text, worktree
 
 DEFAULT_REPORT = ROOT / "reports" / "same_reports.md"
 
@@ -39,15 +38,11 @@ def worker(tree: Path, specs: list[str], out: Path) -> None:
     """Analyse each model with archprof from `tree`; write `out`, a JSON object: spec -> a
     digest per column, "operator_costs" and "totals" ("error: ..." where the analysis
     raised). A file, not stdout: a model may print."""
-    sys.path.insert(0, str(tree))
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
     import warnings
 
-    import archprof
+    archprof = import_archprof_from(tree)
     from archprof.errors import first_line
 
-    if not Path(archprof.__file__).resolve().is_relative_to(tree.resolve()):
-        raise SystemExit(f"archprof was imported from {archprof.__file__}, not from {tree}")
     warnings.simplefilter("ignore")
     digests = {}
     for spec in specs:
