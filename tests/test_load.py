@@ -2,6 +2,7 @@
 exit 2). TorchScript, exported-program and pickle files are written into tmp_path here."""
 
 import json
+import pickle
 import sys
 import warnings
 import zipfile
@@ -482,6 +483,24 @@ def test_every_bad_spec_is_one_line_and_exit_2(tmp_path, monkeypatch, tiny, spec
     result = cli("summary", spec, *extra)
     assert result.exit_code == 2, result.output
     assert message in one_error_line(result)
+
+
+@pytest.mark.parametrize("option", [[], ["lenet5", "--weights"]])
+def test_a_file_torch_cannot_unpickle_is_named_by_the_unpicklers_reason(tmp_path, monkeypatch, option):
+    """torch.load(weights_only=True) words its refusal of a garbage file as advice to load it
+    with weights_only=False (which would run the file's code); the error gives the
+    unpickler's own reason instead, the one torch puts after "WeightsUnpickler error"."""
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model" * 10)
+    with pytest.raises(pickle.UnpicklingError) as refused:
+        torch.load(garbage, weights_only=True)
+    reason = str(refused.value).split("WeightsUnpickler error:")[1].strip().splitlines()[0]
+    monkeypatch.chdir(tmp_path)
+    result = cli("summary", *option, "garbage.pt") if option else cli("summary", "garbage.pt")
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert line == f"error: cannot read garbage.pt: corrupted or truncated? ({reason})"
+    assert "weights_only" not in line
 
 
 def test_load_errors_from_python_are_archprof_errors(tiny):

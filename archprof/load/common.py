@@ -99,7 +99,15 @@ def refuse_extras(spec: Any, name: str, args: Mapping[str, Any], weights: Any, w
 
 
 def unreadable(spec: str, exc: BaseException) -> ArchprofError:
-    return ArchprofError(f"cannot read {spec}: corrupted or truncated? ({first_line(exc, bare=True)})")
+    return ArchprofError(f"cannot read {spec}: corrupted or truncated? ({_load_failure(exc)})")
+
+
+def _load_failure(exc: BaseException) -> str:
+    """torch.load's reason, in one line. Where weights_only=True refused the file, the
+    unpickler's own words ("Unsupported operand 103"): the first line of torch's message is
+    advice to load it with weights_only=False, which would run whatever code the file holds."""
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+    return found.group(1).strip() if found else first_line(exc, bare=True)
 
 
 def needs_code(exc: BaseException) -> bool:
