@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,7 +127,7 @@ def has_metric(report: Report, key: str) -> bool:
 
 
 def compare(
-    models: Sequence[Any],
+    models: Iterable[Any],
     input_size: Sequence[int] | str | None = None,
     batch: int | None = None,
     dtype: torch.dtype | str | None = None,
@@ -146,7 +146,7 @@ def compare(
     """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
     column where a value passes int64), ratios against the first model (float64).
 
-    `models` are anything `analyze()` takes; `batch`, `dtype`, `inputs`, `args`, `weights`
+    `models` is a list (or any iterable, not one model alone) of what `analyze()` takes; `batch`, `dtype`, `inputs`, `args`, `weights`
     and `trust_pickle` as for `analyze()`, applied to every model. `input_size` (one sample,
     e.g. (3, 224, 224)) or `inputs` apply to every model; None takes each model's usual
     input. `profile=True` adds `latency_ms`: the median of at least `runs` CPU forward passes
@@ -169,6 +169,12 @@ def compare(
     process alone: timings taken side by side on shared cores would be skewed. `progress`
     is called as `progress("analysing", done, total)`."""
     batch, dtype = checked_batch_and_dtype(batch, dtype)
+    if isinstance(models, (str, Path, torch.nn.Module)) or not isinstance(models, Iterable):
+        # A string or a Sequential would be iterated: one model per character or layer.
+        raise ArchprofError(
+            f"compare takes a list of models, got one {type(models).__name__}: e.g. compare(['resnet18', 'resnet50'])"
+        )
+    models = list(models)
     if not models:
         raise ArchprofError("compare needs at least one model")
     if profile and fold_bn:

@@ -107,6 +107,12 @@ def test_compare_and_fit_batch_accept_a_dtype_name():
     assert fit_batch("lenet5", 10**7, dtype="float16").report.dtype == "float16"
 
 
+@pytest.mark.parametrize("empty", [(), []], ids=["tuple", "list"])
+def test_an_empty_input_size_is_shown_as_the_empty_shape(empty):
+    with pytest.raises(ArchprofError, match=r"^input \(\) has 0 dimensions; lenet5 takes 3 \(e\.g\. 1x32x32\)$"):
+        archprof.analyze("lenet5", input_size=empty)
+
+
 # -- 2. a forward that exits -----------------------------------------------------------------
 
 

@@ -98,6 +98,28 @@ def test_models_of_your_own_and_factory_specs(monkeypatch):
         archprof.compare([])
 
 
+@pytest.mark.parametrize(
+    ("models", "given"),
+    [("lenet5", "str"), (Path("net.pt"), type(Path()).__name__), (7, "int"), ("sequential", "Sequential")],
+    ids=["a spec", "a path", "a number", "a Sequential"],
+)
+def test_one_model_where_a_list_belongs_is_refused_not_taken_apart(models, given):
+    """A string or a Sequential is iterable: taken as the list, it would be one model per
+    character ("unknown model 'l'") or per layer."""
+    import torch
+
+    if models == "sequential":
+        models = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    with pytest.raises(ArchprofError, match=rf"^compare takes a list of models, got one {given}: e\.g\. compare\(\["):
+        archprof.compare(models)
+
+
+def test_any_iterable_of_models_is_a_list_of_them():
+    listed = archprof.compare(["lenet5", "edge_fc"])
+    generated = archprof.compare(name for name in ("lenet5", "edge_fc"))
+    assert generated.equals(listed)
+
+
 def test_profile_adds_a_measured_cpu_latency():
     frame = archprof.compare(["lenet5", "edge_conv"], profile=True, runs=2)
     assert frame["latency_ms"].dtype == "float64"
