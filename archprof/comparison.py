@@ -146,8 +146,9 @@ def compare(
     """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
     column where a value passes int64), ratios against the first model (float64).
 
-    `models` is a list (or any iterable, not one model alone) of what `analyze()` takes; `batch`, `dtype`, `inputs`, `args`, `weights`
-    and `trust_pickle` as for `analyze()`, applied to every model. `input_size` (one sample,
+    `models` is a list (or any iterable, not one model alone) of what `analyze()` takes;
+    `batch`, `dtype`, `inputs`, `args`, `weights` and `trust_pickle` as for `analyze()`,
+    applied to every model. `input_size` (one sample,
     e.g. (3, 224, 224)) or `inputs` apply to every model; None takes each model's usual
     input. `profile=True` adds `latency_ms`: the median of at least `runs` CPU forward passes
     of the real model with random weights, under `torch.no_grad()`. `training=True`
