@@ -4,6 +4,7 @@ the renderers both build on it."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from archprof.units import shape_text
@@ -43,5 +44,12 @@ def _visible(char: str) -> str:
 
 def markdown_cell(text: str) -> str:
     """`visible_text` for a cell of a Markdown table: backslashes and | escaped, so that the
-    row keeps its columns."""
-    return visible_text(text.replace("\\", "\\\\").replace("|", "\\|"))
+    row keeps its columns, and a < that would open HTML (a module named "<img src=x
+    onerror=...>"), so that the name shows as text and runs nothing where HTML is rendered."""
+    escaped = text.replace("\\", "\\\\").replace("|", "\\|")
+    return visible_text(_OPENS_HTML.sub(r"\\<", escaped))
+
+
+# A < that CommonMark reads as the start of a tag, a comment or an autolink: one followed by
+# a letter, /, ! or ?. Any other stays as it is, so that "<0.1%" reads plainly.
+_OPENS_HTML = re.compile(r"<(?=[A-Za-z/!?])")

@@ -18,3 +18,13 @@ def first_table(markdown: str) -> list[list[str]]:
         elif token.type == "tr_close":
             rows.append(row)
     return rows
+
+
+def html_in(markdown: str) -> list[str]:
+    """Whatever of `markdown` a renderer would take for HTML (a tag, a comment) or an
+    autolink rather than text, as CommonMark with GFM tables parses it."""
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(markdown)
+    found = [token.content for token in tokens if token.type == "html_block"]
+    for token in tokens:
+        found += [child.content for child in token.children or () if child.type in ("html_inline", "link_open")]
+    return found

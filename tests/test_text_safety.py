@@ -17,7 +17,8 @@ import archprof
 from archprof.cli import app
 from archprof.diff import diff, read_csv_report
 from archprof.errors import ArchprofError
-from tests.markdown_tables import first_table
+from archprof.text import markdown_cell
+from tests.markdown_tables import first_table, html_in
 
 runner = CliRunner()
 
@@ -156,6 +157,31 @@ def test_the_markdown_table_keeps_its_columns_and_shows_control_characters(tmp_p
     layer_rows = first_table(changed.stdout.split("unchanged.")[1])
     assert all(len(row) == 6 for row in layer_rows)
     assert [row[1] for row in layer_rows[1:]] == [*shown, PADDED]
+
+
+HTML_NAMES = ["<img src=x onerror=alert(1)>", "x</td><script>alert(2)</script>", "<!--c-->", "<mailto:a@b>", "a<b"]
+
+
+def test_markdown_tables_show_names_that_look_like_html_as_text(tmp_path):
+    """A renderer of Markdown (GitHub, an IDE's preview, a docs site) would take a module
+    named "<img ...>" for HTML: the name must show as the text it is, in every table."""
+    spec = model_file(tmp_path, HTML_NAMES)
+    summary = invoke("summary", spec, "--input", "3x8x8", "-f", "markdown")
+    assert summary.exit_code == 0, summary.output
+    assert html_in(summary.stdout) == []
+    assert [row[0] for row in first_table(summary.stdout)[1:]] == [*HTML_NAMES, PADDED]
+
+    report = tmp_path / "report.csv"
+    summary_csv(spec, report, "--input", "3x8x8")
+    changed = invoke("diff", str(report), spec, "--input", "3x16x16", "-f", "markdown")
+    assert changed.exit_code == 0, changed.output
+    assert html_in(changed.stdout) == []
+    assert [row[1] for row in first_table(changed.stdout.split("unchanged.")[1])[1:]] == [*HTML_NAMES, PADDED]
+
+
+def test_a_less_than_sign_that_opens_no_html_stays_as_it_is():
+    assert [markdown_cell(text) for text in ("<0.1%", "a < b", "<", "1<2")] == ["<0.1%", "a < b", "<", "1<2"]
+    assert html_in("| a |\n|---|\n| <b>x</b> |\n") == ["<b>", "</b>"]  # the oracle sees HTML where there is
 
 
 def test_terminal_tables_show_names_neither_as_markup_nor_as_escape_sequences(tmp_path):
