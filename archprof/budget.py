@@ -42,7 +42,8 @@ from archprof.load import DTYPES, ModelOptions, parse_dtype, parse_input_size
 from archprof.output import read_text
 from archprof.parallel import Progress, ordered_map
 from archprof.passes.memory import OPTIMIZER_STATE_COPIES, optimizer_state_copies
-from archprof.report import Report, markdown_code, visible_text
+from archprof.report import Report
+from archprof.text import markdown_code, visible_text
 from archprof.units import human_value, parse_count, parse_size, shape_text, shapes_text
 
 # -- limits ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from archprof.measure.device import materialise, random_inputs
 from archprof.parallel import Progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import Report, csv_cell
+from archprof.text import markdown_cell, markdown_code
 from archprof.trace import forward_exits_as_errors
 from archprof.units import human_bytes, human_count, shapes_text
 
@@ -347,8 +348,8 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
     baseline = frame.attrs.get("baseline")
     lines = []
     if baseline:
-        lines += [f"Ratios are against `{baseline}`.", ""]
+        lines += [f"Ratios are against {markdown_code(baseline, in_table=False)}.", ""]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"

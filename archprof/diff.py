@@ -26,9 +26,9 @@ from archprof.report import (
     csv_text,
     dims_text,
     layer_label,
-    markdown_code,
     visible_text,
 )
+from archprof.text import markdown_code
 from archprof.units import human_value
 
 if TYPE_CHECKING:

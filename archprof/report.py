@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -583,15 +582,6 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence], user_text: Sequenc
         has_return = any(isinstance(cell, str) and "\r" in cell for cell in cells)
         (quoted if has_return else plain).writerow(cells)
     return buffer.getvalue()
-
-
-def markdown_code(text: str) -> str:
-    """`text` as a code span in a Markdown table cell: shown verbatim but for | (escaped: GFM
-    splits cells before it sees code spans) and control characters (`visible_text`)."""
-    shown = visible_text(text).replace("|", "\\|")
-    fence = "`" * (max(map(len, re.findall("`+", shown)), default=0) + 1)  # longer than any run inside
-    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
-    return f"{fence}{pad}{shown}{pad}{fence}"
 
 
 def _fraction_text(value: Any) -> str:

@@ -50,6 +50,24 @@ def markdown_cell(text: str) -> str:
     return visible_text(_OPENS_HTML.sub(r"\\<", escaped))
 
 
+def markdown_paragraph(text: str) -> str:
+    """`text` as Markdown shows it literally: the characters that start emphasis, links,
+    code, headings or HTML escaped."""
+    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", visible_text(text))
+
+
+def markdown_code(text: str, in_table: bool = True) -> str:
+    """`text` as a Markdown code span, shown verbatim but for control characters
+    (`visible_text`) and, in a table cell, | (escaped: GFM splits cells before it sees code
+    spans). Nothing in a code span is HTML, emphasis or a link."""
+    shown = visible_text(text)
+    if in_table:
+        shown = shown.replace("|", "\\|")
+    fence = "`" * (max(map(len, re.findall("`+", shown)), default=0) + 1)  # longer than any run inside
+    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
+
+
 # A < that CommonMark reads as the start of a tag, a comment or an autolink: one followed by
 # a letter, /, ! or ?. Any other stays as it is, so that "<0.1%" reads plainly.
 _OPENS_HTML = re.compile(r"<(?=[A-Za-z/!?])")

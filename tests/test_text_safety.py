@@ -8,6 +8,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import markdown_it
 import pandas as pd
 import pytest
 from torch import nn
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 import archprof
 from archprof.cli import app
+from archprof.comparison import comparison_markdown
 from archprof.diff import diff, read_csv_report
 from archprof.errors import ArchprofError
 from archprof.text import markdown_cell
@@ -177,6 +179,23 @@ def test_markdown_tables_show_names_that_look_like_html_as_text(tmp_path):
     assert changed.exit_code == 0, changed.output
     assert html_in(changed.stdout) == []
     assert [row[1] for row in first_table(changed.stdout.split("unchanged.")[1])[1:]] == [*HTML_NAMES, PADDED]
+
+
+def test_compare_markdown_shows_model_names_as_text_in_their_columns():
+    """The model's name is the user's text too (a class name, a file name): in compare's
+    table it keeps the row's columns and opens no HTML; in the sentence naming the baseline
+    it is one code span, whatever backticks it holds."""
+    name = "<b>x|y`z"
+    hostile = type(name, (nn.Sequential,), {})
+    frame = archprof.compare([hostile(nn.Conv2d(1, 4, 3)), "lenet5"], input_size=(1, 32, 32))
+    text = comparison_markdown(frame)
+    assert html_in(text) == []
+    rows = first_table(text)
+    assert all(len(row) == len(rows[0]) for row in rows)
+    assert [row[0] for row in rows[1:]] == [name, "lenet5"]
+    tokens = markdown_it.MarkdownIt("commonmark").parse(text.split("\n\n")[0])
+    spans = [child.content for token in tokens for child in token.children or () if child.type == "code_inline"]
+    assert spans == [name]
 
 
 def test_a_less_than_sign_that_opens_no_html_stays_as_it_is():

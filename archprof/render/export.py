@@ -5,14 +5,13 @@ terminal shows it (units, totals tables, notes), whatever the width."""
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.text import markdown_cell, visible_text
+from archprof.text import markdown_cell, markdown_paragraph, visible_text
 
 NBSP = "\u00a0"
 _CONSOLE = Console(color_system=None)  # resolves a cell's styles into runs; prints nothing
@@ -34,15 +33,15 @@ def markdown_text(renderable) -> str:
     blocks = []
     for part in _parts(renderable):
         if isinstance(part, str):
-            blocks.append(_markdown_paragraph(part))
+            blocks.append(markdown_paragraph(part))
             continue
-        lines = [f"**{_markdown_paragraph(part.title)}**", ""] if part.title else []
+        lines = [f"**{markdown_paragraph(part.title)}**", ""] if part.title else []
         headers = part.headers if part.show_header else [""] * len(part.headers)
         lines.append("| " + " | ".join(markdown_cell(h) for h in headers) + " |")
         lines.append("|" + "|".join("---:" if right else "---" for right in part.right) + "|")
         lines += ["| " + " | ".join(_markdown_cell(cell.plain) for cell in row) + " |" for row in part.rows]
         if part.caption:
-            lines += ["", *(_markdown_paragraph(line) + "  " for line in part.caption.splitlines())]
+            lines += ["", *(markdown_paragraph(line) + "  " for line in part.caption.splitlines())]
         blocks.append("\n".join(lines).rstrip())
     return "\n\n".join(blocks) + "\n"
 
@@ -120,9 +119,3 @@ def _html_cell(cell: Text) -> str:
 def _markdown_cell(cell: str) -> str:
     text = cell.lstrip(NBSP)
     return MARKDOWN_NBSP * (len(cell) - len(text)) + markdown_cell(text)
-
-
-def _markdown_paragraph(text: str) -> str:
-    """`text` as Markdown shows it literally: the characters that start emphasis, links,
-    code, headings or HTML escaped."""
-    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", visible_text(text))
