@@ -192,6 +192,23 @@ def test_the_memory_plot_of_a_training_report_draws_the_training_estimate():
     assert expected in _texts(memory_figure(report))
 
 
+def test_the_layer_axes_tick_whole_layers_only():
+    """Rows and steps are whole: a two-layer model's axis reads 0 and 1, not 0.0, 0.2, ..."""
+    pytest.importorskip("matplotlib")
+    from torch import nn
+
+    from archprof.render.memory_plot import memory_figure
+    from archprof.render.rf_plot import fields_figure
+
+    report = archprof.analyze(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), input_size=(3, 8, 8))
+    for figure in (memory_figure(report), fields_figure(report)):
+        figure.canvas.draw()
+        axes = figure.axes[-1]  # the receptive-field figure's x axis is shared, labelled below
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert ticks == [0, 1], ticks
+
+
 def test_memory_plot_command_writes_an_image(tmp_path):
     pytest.importorskip("matplotlib")
     target = tmp_path / "memory.png"

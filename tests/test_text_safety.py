@@ -19,6 +19,7 @@ from archprof.cli import app
 from archprof.comparison import comparison_markdown
 from archprof.diff import diff, read_csv_report
 from archprof.errors import ArchprofError
+from archprof.render.html import report_html
 from archprof.text import markdown_cell
 from tests.markdown_tables import first_table, html_in
 
@@ -196,6 +197,41 @@ def test_compare_markdown_shows_model_names_as_text_in_their_columns():
     tokens = markdown_it.MarkdownIt("commonmark").parse(text.split("\n\n")[0])
     spans = [child.content for token in tokens for child in token.children or () if child.type == "code_inline"]
     assert spans == [name]
+
+
+MATH_NAMES = ["a$\\foo{x}$b", "c$^_$"]  # mathtext matplotlib cannot parse: the figure would not draw
+
+
+def test_figures_show_names_with_dollar_signs_as_text_and_still_draw():
+    """matplotlib reads text between two $ as mathematics: a module named "c$^_$" stopped
+    the memory plot and the HTML report with a traceback. Each figure now draws, and its
+    SVG (text kept as text) holds the names as they are."""
+    pytest.importorskip("matplotlib")
+    from matplotlib import rc_context
+
+    from archprof.render.memory_plot import memory_figure
+    from archprof.render.rf_plot import fields_figure
+    from archprof.render.roofline import roofline_figure
+
+    model_class = type("Net$x^$", (nn.Sequential,), {})
+    model = model_class()
+    for name in MATH_NAMES:
+        model.add_module(name, nn.Conv2d(3, 3, 3))
+    report = archprof.profile(model, input_size=(3, 16, 16), device="cpu", repeat=1, warmup=0, peak_flops="50G")
+
+    def svg(figure) -> str:
+        buffer = io.StringIO()
+        with rc_context({"svg.fonttype": "none"}):
+            figure.savefig(buffer, format="svg")
+        return buffer.getvalue()
+
+    memory = svg(memory_figure(report))
+    assert report.totals.peak_layer in MATH_NAMES
+    assert "of Net$x^$, input" in memory and f"at {report.totals.peak_layer}</text>" in memory
+    assert "Net$x^$: receptive field" in svg(fields_figure(report))
+    roofline = svg(roofline_figure(report))
+    assert "Roofline of Net$x^$" in roofline and all(f">{name}</text>" in roofline for name in MATH_NAMES)
+    assert "Net$x^$" in report_html(report)
 
 
 def test_a_less_than_sign_that_opens_no_html_stays_as_it_is():

@@ -1,5 +1,6 @@
-"""What every figure shares: matplotlib checked for before any work, a plot's target
-checked and written atomically, and a figure as inline SVG for the HTML report."""
+"""What every figure shares: matplotlib checked for before any work, the user's text made
+plain, a plot's target checked and written atomically, and a figure as inline SVG for the
+HTML report."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ from typing import TYPE_CHECKING
 
 from archprof.errors import ArchprofError
 from archprof.output import open_output
+from archprof.text import visible_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+
+def figure_text(text: str) -> str:
+    """Text from the user's model (a model or layer name) as a figure shows it: on one line
+    (`visible_text`), each $ escaped, so that matplotlib does not read it as mathematics (a
+    module named "c$^_$" would stop the figure from drawing)."""
+    return visible_text(text).replace("$", r"\$")
 
 
 def require_matplotlib(what: str) -> None:

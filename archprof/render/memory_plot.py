@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 
+from archprof.render.figures import check_plot_target, figure_text, save_figure
 from archprof.report import Report, layer_label
 from archprof.units import human_bytes
 
 
 def plot_memory(report: Report, path: str | os.PathLike, budget: int | None = None) -> None:
     """Draw `memory_figure` and save it to `path` (format from its suffix), atomically."""
-    from archprof.render.figures import check_plot_target, save_figure
-
     target = check_plot_target(path)
     save_figure(memory_figure(report, budget), target)
 
@@ -25,7 +24,7 @@ def memory_figure(report: Report, budget: int | None = None):
     `budget` (--fit) draws the limit. A matplotlib Figure, made with the object API."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     totals = report.totals
     state = totals.param_bytes + totals.buffer_bytes
@@ -45,7 +44,7 @@ def memory_figure(report: Report, budget: int | None = None):
     if during:
         top = max(steps, key=during.__getitem__)
         index = called[top]
-        name = layer_label(report.columns["layer"][index], report.columns["call"][index])
+        name = figure_text(layer_label(report.columns["layer"][index], report.columns["call"][index]))
         axes.plot([top], [during[top]], "v", color="tab:red", markersize=8)
         axes.annotate(
             f"peak {human_bytes(during[top])} at {name}",
@@ -67,7 +66,7 @@ def memory_figure(report: Report, budget: int | None = None):
             fontsize=8,
         )
     if totals.training_peak_bytes is not None:
-        at = layer_label(totals.training_peak_layer, 0)
+        at = figure_text(layer_label(totals.training_peak_layer, 0))
         axes.axhline(totals.training_peak_bytes, color="tab:purple", lw=1)
         axes.annotate(
             f"training step peak {human_bytes(totals.training_peak_bytes)} at {at}, {totals.training_peak_phase}",
@@ -92,9 +91,10 @@ def memory_figure(report: Report, budget: int | None = None):
     axes.set_ylim(0, max(highest) * 1.15)
     axes.yaxis.set_major_formatter(EngFormatter(unit="B", places=0))
     axes.set_xlabel(f"layer, in execution order ({len(steps)} calls)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no tick at layer 0.5
     axes.set_ylabel("memory held (decimal units)")
     axes.set_title(
-        f"Memory over the forward of {report.model}, input {report.input_text}, {report.dtype}"
+        f"Memory over the forward of {figure_text(report.model)}, input {report.input_text}, {report.dtype}"
         + (", training" if report.training else ""),
         fontsize=10,
     )

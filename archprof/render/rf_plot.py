@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from archprof.render.figures import check_plot_target, save_figure
+from archprof.render.figures import check_plot_target, figure_text, save_figure
 from archprof.report import Report
 
 
@@ -24,6 +24,7 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
     column). A matplotlib Figure, made with the object API."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     spatial = report.input_shapes[0][2:] if report.input_shapes else ()
     figure = Figure(figsize=(9, 6), layout="constrained")
@@ -47,10 +48,11 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
     sizes_axes.set_yscale("log")
     sizes_axes.set_ylabel(f"field size ({'centre unit' if spreads is not None else 'unit 0'}, pixels)")
     sizes_axes.legend(fontsize=8)
-    sizes_axes.set_title(f"{report.model}: receptive field against depth", fontsize=10)
+    sizes_axes.set_title(f"{figure_text(report.model)}: receptive field against depth", fontsize=10)
     strides_axes.set_yscale("log")
     strides_axes.set_ylabel("effective stride (pixels)")
     strides_axes.set_xlabel("layer (in execution order)")
+    strides_axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # rows are whole: no tick at layer 0.5
     for axes in (sizes_axes, strides_axes):
         axes.grid(True, which="both", alpha=0.3)
     return figure

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from archprof.errors import ArchprofError
-from archprof.render.figures import check_plot_target, save_figure
+from archprof.render.figures import check_plot_target, figure_text, save_figure
 from archprof.report import Report, layer_label
 
 BOUND_COLOURS = {"compute": "tab:orange", "memory": "tab:blue"}
@@ -116,7 +116,8 @@ def roofline_figure(report: Report, label_top: int = 6):
     axes.set_xlabel("arithmetic intensity (FLOPs per byte moved; FLOPs = flops + elementwise_flops)")
     axes.set_ylabel("achieved FLOP/s")
     axes.set_title(
-        f"Roofline of {report.model} on {measured.device_name} ({report.dtype}), batch {measured.batch}", fontsize=10
+        f"Roofline of {figure_text(report.model)} on {measured.device_name} ({report.dtype}), batch {measured.batch}",
+        fontsize=10,
     )
     axes.grid(True, which="both", alpha=0.3)
     sizes = [
@@ -181,7 +182,7 @@ def _label_slowest(figure, axes, rows: list, count: int) -> None:
     offsets = ((6, 6, "left"), (6, -12, "left"), (-6, 6, "right"), (-6, -12, "right"), (6, 16, "left"))
     for row in sorted(rows, key=lambda r: -r["time_ms"])[:count]:
         point = (row["arithmetic_intensity"], row["achieved_flops_per_s"])
-        name = layer_label(row["layer"], row["call"])
+        name = figure_text(layer_label(row["layer"], row["call"]))
         for dx, dy, align in offsets:
             label = axes.annotate(
                 name, point, xytext=(dx, dy), textcoords="offset points", fontsize=7, ha=align, va="bottom"
