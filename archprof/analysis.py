@@ -219,7 +219,7 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
     if usual is not None and len(specs) == 1 == len(usual) and len(specs[0].shape) != len(usual[0].shape):
         size, expected = specs[0].shape, usual[0].shape
         raise ArchprofError(
-            f"input {shape_text(size) or '()'} has {len(size)} dimensions; {loaded.name} takes {len(expected)}"
+            f"input {shape_text(size)} has {len(size)} dimensions; {loaded.name} takes {len(expected)}"
             f" (e.g. {shape_text(expected)})"
         )
     return specs

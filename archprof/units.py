@@ -34,7 +34,7 @@ def human_value(unit: str, value: int) -> str:
 
 
 def shape_text(dims: Sequence[int]) -> str:
-    """(1, 3, 224, 224) -> '1x3x224x224'."""
+    """(1, 3, 224, 224) -> '1x3x224x224'; a scalar's () -> '()'."""
     return _tuple_text(tuple(dims))
 
 
@@ -47,7 +47,7 @@ def shapes_text(shapes: Iterable[Sequence[int]]) -> str:
 def _tuple_text(dims: tuple[int, ...]) -> str:
     # A report writes each of its few dozen shapes many times (each row's input and output
     # shapes): joining them anew was a tenth of its passes.
-    return "x".join(map(str, dims))
+    return "x".join(map(str, dims)) if dims else "()"  # a scalar (a loss, a sum): not an empty cell
 
 
 def human_bytes(value: int) -> str:

@@ -97,3 +97,17 @@ def test_input_shape_and_kernel_of_each_layer_are_what_a_real_forward_shows():
         size = getattr(module, "kernel_size", None)
         expected = "x".join(map(str, (size, size) if isinstance(size, int) else size)) if size is not None else ""
         assert row["kernel"] == expected, layer
+
+
+def test_a_scalar_output_shows_as_an_empty_shape_not_an_empty_cell():
+    """A forward ending in a sum (a loss) returns a 0-d tensor: its row says (), as a tuple
+    of no dimensions, where an empty cell would read as "no output"."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    summed = type("Summed", (torch.nn.Module,), {"forward": lambda self, x: model(x).sum()})()
+    summed.model = model
+    assert summed(torch.randn(1, 3, 8, 8)).dim() == 0  # the real forward: a scalar
+    report = archprof.analyze(summed, input_size=(3, 8, 8))
+    last = report.rows()[-1]
+    assert (last["layer"], last["output_shape"]) == ("", "()")
+    assert report.to_csv().splitlines()[-1].split(",")[5] == "()"
+    assert report.layers["output_shape"].iloc[-1] == "()"
