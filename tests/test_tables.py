@@ -97,6 +97,31 @@ def test_a_narrow_table_names_the_columns_it_left_out(command):
     assert left_out_note(wide.stdout) == [] and all(heading in header_line(wide.stdout) for heading in left_out)
 
 
+@pytest.mark.parametrize("name", ["x" * 120, "卷积" * 40], ids=["long", "wide characters"])
+def test_a_name_too_long_for_the_terminal_is_cut_and_the_figures_beside_it_are_not(tmp_path, name):
+    """With its columns down to the fewest kept, a table still too wide for the terminal
+    cuts the long layer name (with an ellipsis), never a shape or a count."""
+    source = tmp_path / "long_names.py"
+    source.write_text(
+        "from torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        f"        self.add_module({name!r}, nn.Conv2d(3, 4, 3))\n\n"
+        "    def forward(self, x):\n"
+        f"        return getattr(self, {name!r})(x)\n",
+        encoding="utf-8",
+    )
+    result = at_width(60, "summary", f"{source}:Net", "--input", "3x16x16")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if line.lstrip().startswith(name[:5]))
+    assert "…" in row and name not in row  # the name, cut
+    macs = human_count(4 * 3 * 3 * 3 * 14 * 14)  # C_out C_in K K H_out W_out
+    assert re.search(rf"  1x4x14x14\s+112\s+{re.escape(macs)}$", row.rstrip()), row  # the figures, whole
+    assert "…" not in header_line(result.stdout)
+    assert all(Console().measure(line).maximum <= 60 for line in result.stdout.splitlines())
+
+
 def test_columns_chooses_the_columns_in_the_order_given():
     result = at_width(200, "summary", "lenet5", "--columns", "% macs, Output shape")
     assert result.exit_code == 0, result.output

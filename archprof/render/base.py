@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -51,19 +52,31 @@ def fitted_table(
     `rules[i]` draws a rule above row i. Text cells and the title are shown as they are, never
     read as Rich markup (a module may be named "[/x]")."""
     order = [h for h in priority if h in columns] + [h for h in columns if h not in priority]
+    label_width = None  # the label column's, where even the columns kept do not fit
     if layout.columns:
         shown = chosen_columns(order, layout.columns, labels)
     else:
-        fitting = _fitting(columns, order, layout.width, keep)
+        widths = _widths(columns)
+        fitting = _fitting(widths, order, layout.width, keep)
         shown = [heading for heading in columns if heading in fitting]  # the table's own order
         left_out = [heading for heading in order if heading not in fitting]
         if left_out:
             notes = (_left_out_note(left_out, layout.width), options.get("caption"))
             options.update(caption="\n".join(filter(None, notes)), caption_justify="left")
+        over = sum(widths[h] + 3 for h in shown) - layout.width if layout.width is not None else 0
+        if over > 0 and order:
+            # A long name is cut, not the figures beside it (Rich would shrink every column).
+            label_width = max(widths[order[0]] - over, _SHORTEST_LABEL)
     title = Text(title) if isinstance(title, str) else title
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)
     for heading in shown:
-        table.add_column(heading, justify="left" if heading in left else "right", no_wrap=True, overflow="ellipsis")
+        table.add_column(
+            heading,
+            justify="left" if heading in left else "right",
+            no_wrap=True,
+            overflow="ellipsis",
+            max_width=label_width if order and heading == order[0] else None,
+        )
     for index in range(len(next(iter(columns.values()), []))):
         if index < len(rules) and rules[index]:
             table.add_section()
@@ -71,18 +84,25 @@ def fitted_table(
     return table
 
 
-def _fitting(columns: dict[str, list], order: list[str], width: int | None, keep: int) -> list[str]:
+# The fewest characters a cut label column keeps (its ellipsis included).
+_SHORTEST_LABEL = 12
+
+
+def _widths(columns: dict[str, list]) -> dict[str, int]:
+    return {heading: max(len(heading), *(_cell_width(cell) for cell in cells)) for heading, cells in columns.items()}
+
+
+def _fitting(widths: dict[str, int], order: list[str], width: int | None, keep: int) -> list[str]:
     shown = list(order)
     if width is None:
         return shown
-    widths = {heading: max(len(heading), *(_cell_width(cell) for cell in cells)) for heading, cells in columns.items()}
     while len(shown) > keep and sum(widths[h] + 3 for h in shown) > width:  # padding and divider
         shown.pop()
     return shown
 
 
 def _cell_width(cell) -> int:
-    return cell.cell_len if isinstance(cell, Text) else len(str(cell))
+    return cell.cell_len if isinstance(cell, Text) else cell_len(str(cell))  # 卷 takes two cells
 
 
 def _left_out_note(left_out: list[str], width: int | None) -> str:
