@@ -219,8 +219,12 @@ def _put_back(tables: list[tuple[dict, dict]]) -> None:
     back once: the caller's model would keep a stand-in."""
     for table, held in tables:
         if table.keys() != held.keys() or any(table[name] is not tensor for name, tensor in held.items()):
-            table.clear()
-            table.update(held)
+            if isinstance(table, dict):
+                table.clear()
+                table.update(held)
+            else:  # a TorchScript submodule's table: its names are fixed, and it has no clear()
+                for name, tensor in held.items():
+                    table[name] = tensor
 
 
 def _set_mode(model: torch.nn.Module, modes: dict[torch.nn.Module, bool], training: bool) -> None:

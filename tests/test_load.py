@@ -570,3 +570,35 @@ def test_torch_initialisers_hand_meta_tensors_straight_back_while_building():
             real = torch.nn.init.ones_(torch.zeros(3, device="cpu"))
             assert real.tolist() == [1.0, 1.0, 1.0]
         assert {name: getattr(nn.init, name) for name in originals} == originals
+
+
+def _conv_bn_relu() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+
+
+@pytest.mark.parametrize("given", ["module", "factory"])
+def test_a_data_parallel_model_is_analysed_as_the_network_inside(given):
+    """A model wrapped for training on several devices (nn.DataParallel) is the network it
+    holds: the stateless call of the trace refuses the wrapper, and its rows would all be
+    named "module....". The oracle: the same network given unwrapped."""
+    inner = _conv_bn_relu()
+    wrapped = nn.DataParallel(inner)
+    report = archprof.analyze(wrapped if given == "module" else (lambda: wrapped), input_size=(3, 16, 16))
+    plain = archprof.analyze(inner, input_size=(3, 16, 16))
+    assert report.totals.param_count == sum(p.numel() for p in wrapped.parameters()) == 240
+    assert report.rows() == plain.rows()
+
+
+def test_a_torchscript_submodule_is_traced_and_left_as_it_was():
+    """A scripted layer inside a Python model: its parameter table is TorchScript's own (no
+    clear()), which the trace must still put back as it found it."""
+    conv = torch.jit.script(nn.Conv2d(3, 8, 3))
+    model = nn.Sequential(conv, nn.ReLU())
+    held = dict(model.state_dict(keep_vars=True))
+    report = archprof.analyze(model, input_size=(3, 16, 16))
+    assert report.traced_on == "meta"
+    assert report.totals.param_count == 8 * 3 * 3 * 3 + 8
+    assert report.totals.macs == 8 * 14 * 14 * 3 * 3 * 3  # C_out H_out W_out C_in K K
+    after = model.state_dict(keep_vars=True)
+    assert after.keys() == held.keys() and all(after[name] is tensor for name, tensor in held.items())
+    assert all(not t.is_meta for t in after.values())

@@ -75,7 +75,8 @@ def load_model(
     base = Path(base_dir) if base_dir is not None else None
     if isinstance(spec, torch.nn.Module):
         refuse_extras(spec, type(spec).__name__, args, weights, "a module you pass")
-        return LoadedModel(spec, type(spec).__name__, None, kind="module")
+        module = _without_data_parallel(spec)
+        return LoadedModel(module, type(module).__name__, None, kind="module")
     if isinstance(spec, str):
         loaded = _load_spec(spec.strip(), args, trust_pickle, base)
     elif callable(spec):
@@ -322,9 +323,21 @@ def _builder(fn: Callable[..., Any], args: Mapping[str, Any], name: str) -> Call
     def build(device: torch.device) -> torch.nn.Module:
         with _user_code(f"model factory '{name}' failed on {device}"), torch.device(device):
             module = fn(**args)
-        return module.to(device)
+        return _without_data_parallel(module).to(device)
 
     return build
+
+
+# The wrappers that spread a batch over devices: the network analysed is the one inside,
+# named as itself (the trace's stateless calls refuse DataParallel, and every row would
+# start with "module."), as a checkpoint saved from one is read (`archprof.load.weights`).
+_DATA_PARALLEL = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+
+
+def _without_data_parallel(module: torch.nn.Module) -> torch.nn.Module:
+    while isinstance(module, _DATA_PARALLEL):
+        module = module.module
+    return module
 
 
 def _built_on_meta(fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
@@ -364,4 +377,5 @@ def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], ki
         )
     if not isinstance(module, torch.nn.Module):
         raise ArchprofError(f"model factory '{name}' returned {type(module).__name__}, not a torch.nn.Module")
+    module = _without_data_parallel(module)
     return LoadedModel(module, name, None, kind=kind, owned=True, build=_builder(fn, args, name))
