@@ -83,6 +83,10 @@ def trace(
     A TorchScript module runs no Python hooks: its ops are attributed to the module whose
     parameters they read (convolutions, linear and norm layers), the others to the model
     itself; so is a module marked `_archprof_attribution = "parameters"`.
+
+    Lazy layers not yet called (nn.LazyLinear, ...) are first given their shapes by one
+    forward on the inputs, unrecorded (`_lazy_layers_initialised`): on a meta copy, never on
+    the caller's model.
     """
     by_parameters = isinstance(model, torch.jit.ScriptModule) or (
         getattr(model, "_archprof_attribution", "hooks") == "parameters"
@@ -94,12 +98,15 @@ def trace(
             raise MetaUnsupported(
                 f"cannot move the TorchScript module onto the meta device: {_reason(exc)}", _reason(exc)
             ) from exc
+    specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
     modules = list(model.named_modules())
+    if any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in modules):
+        model = _lazy_layers_initialised(model, specs, real)
+        modules = list(model.named_modules())
     module_types = {path: _type_name(module) for path, module in modules}
     # One walk of the model's tensors for every question asked of them below.
     named, tied = _named_tensors(modules)
     tensors = [t for _, t, _ in named]
-    specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
     shapes = [s.shape for s in specs]
     recorder_type = _TrainingRecorder if training else _Recorder
     recorder = recorder_type(real=real, module_types=module_types if by_parameters else None)
@@ -110,10 +117,8 @@ def trace(
         stand_ins, parameters = _stand_ins(named, dtype, recorder, requires_grad=training)
     input_dtype = dtype or _first_floating_dtype(tensors)
     device = torch.device("meta") if not real else (tensors[0].device if tensors else torch.device("cpu"))
-    inputs = [_input(s.shape, s.dtype or input_dtype, device, real) for s in specs]
+    inputs, args, kwargs = _inputs(specs, input_dtype, device, real)
     input_metas = [recorder.register(x, "input") for x in inputs]
-    args = tuple(x for s, x in zip(specs, inputs, strict=True) if s.name is None)
-    kwargs = {s.name: x for s, x in zip(specs, inputs, strict=True) if s.name is not None}
 
     training_modes = {module: module.training for _, module in modules}
     if any(mode != training for mode in training_modes.values()):
@@ -186,6 +191,51 @@ def trace(
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
     )
+
+
+_LazyModule = torch.nn.modules.lazy.LazyModuleMixin
+_Uninitialised = torch.nn.parameter.UninitializedTensorMixin
+
+
+def _lazy_layers_initialised(model: torch.nn.Module, specs: list[TraceInput], real: bool) -> torch.nn.Module:
+    """The model with its lazy layers (nn.LazyLinear, nn.LazyConv2d, ...) initialised as on
+    their first call, by one forward on the inputs without recording. On meta, that is a copy
+    whose tensors are all empty meta ones (the caller's model stays as it is, and no weight
+    is allocated); for a real trace, the module itself (the CPU fallback's own copy)."""
+    if not real:
+        model = _meta_copy(model)
+    tensors = [*model.parameters(), *model.buffers()]
+    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
+    device = torch.device("meta") if not real else (tensors[0].device if tensors else torch.device("cpu"))
+    _, args, kwargs = _inputs(specs, dtype, device, real)
+    try:
+        with torch.no_grad(), forward_exits_as_errors(_type_name(model)):
+            model(*args, **kwargs)
+    except ArchprofError:
+        raise
+    except Exception as exc:
+        reason = _reason(exc)
+        shapes = _shapes_text([s.shape for s in specs])
+        message = f"initialising the lazy layers by a forward on input {shapes} failed: {reason}"
+        if not real and is_meta_limitation(exc):
+            raise MetaUnsupported(message, reason) from exc
+        raise ArchprofError(message) from exc
+    return model
+
+
+def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of `model` with every parameter and buffer an empty meta tensor of its
+    kind, shape and dtype (a lazy one stays uninitialised, on meta): no data is copied."""
+    memo: dict[int, Any] = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        if isinstance(tensor, _Uninitialised):
+            kind = type(tensor)
+            memo[id(tensor)] = kind(requires_grad=tensor.requires_grad, device="meta", dtype=tensor.dtype)
+        elif isinstance(tensor, torch.nn.Parameter):
+            memo[id(tensor)] = type(tensor)(torch.empty_like(tensor, device="meta"), tensor.requires_grad)
+        else:
+            memo[id(tensor)] = torch.empty_like(tensor, device="meta")
+    return copy.deepcopy(model, memo)
 
 
 def _named_tensors(modules: list[tuple[str, torch.nn.Module]]) -> tuple[list[tuple[str, torch.Tensor, bool]], bool]:
@@ -311,6 +361,15 @@ def _type_name(module: torch.nn.Module) -> str:
     return type(module).__name__
 
 
+def _inputs(specs: list[TraceInput], dtype: torch.dtype, device: torch.device, real: bool):
+    """The forward's inputs (each in its spec's dtype, else `dtype`), and them as the call's
+    positional and keyword arguments."""
+    inputs = [_input(s.shape, s.dtype or dtype, device, real) for s in specs]
+    args = tuple(x for s, x in zip(specs, inputs, strict=True) if s.name is None)
+    kwargs = {s.name: x for s, x in zip(specs, inputs, strict=True) if s.name is not None}
+    return inputs, args, kwargs
+
+
 def _input(shape, dtype: torch.dtype, device: torch.device, real: bool) -> torch.Tensor:
     if not real:
         return torch.empty(shape, dtype=dtype, device=device)
@@ -345,7 +404,7 @@ def _stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) -
     creating and swapping 320 tensors, a fifth of the trace)."""
     return all(
         tensor.is_meta
-        and not isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
+        and not isinstance(tensor, _Uninitialised)
         and (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype)
         for tensor in tensors
     )
@@ -393,7 +452,7 @@ def _stand_ins(
     stand_ins: dict[str, torch.Tensor] = {}
     parameters: list[ParameterInfo] = []
     for name, tensor, is_buffer in named:
-        if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
+        if isinstance(tensor, _Uninitialised):
             raise ArchprofError(f"'{name}' is a lazy parameter not yet initialised: run one forward pass first")
         target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
         stand_in = torch.empty(tensor.shape, dtype=target, device="meta")

@@ -237,3 +237,71 @@ def test_an_operator_on_tensors_of_two_dtypes_is_refused_as_the_cpu_refuses_it()
     refusal = r"aten\.convolution expects its tensors in one dtype, got float16, float32"
     with pytest.raises(ArchprofError, match=refusal):
         archprof.analyze(_MixedDtypes(), input_size=(3, 8, 8))
+
+
+# -- lazy layers ---------------------------------------------------------------------------
+
+
+def _lazy_net() -> nn.Module:
+    return nn.Sequential(nn.LazyConv2d(8, 3), nn.LazyBatchNorm2d(), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+
+
+def _initialised_by_torch(make, shape=(1, 3, 16, 16)) -> nn.Module:
+    """The oracle: the same model after torch's own first forward, on the CPU."""
+    model = make().eval()
+    with torch.no_grad():
+        model(torch.randn(shape))
+    return model
+
+
+@pytest.mark.parametrize("given", ["factory", "module"])
+def test_lazy_layers_take_their_shapes_from_the_input_as_on_a_first_call(given):
+    """A lazy layer has no shape until its first call: archprof makes that call itself, on
+    meta, where "run one forward pass first" is not up to the user (a factory on the CLI)."""
+    oracle = _initialised_by_torch(_lazy_net)
+    model = _lazy_net()
+    report = archprof.analyze(_lazy_net if given == "factory" else model, input_size=(3, 16, 16))
+    assert report.traced_on == "meta"
+    assert report.totals.param_count == sum(p.numel() for p in oracle.parameters()) == 224 + 16 + 1568 * 10 + 10
+    assert report.totals.macs == 8 * 14 * 14 * 3 * 3 * 3 + 1568 * 10  # the conv's C_out H W C_in K K, then the linear
+    assert [row["output_shape"] for row in report.rows()] == ["1x8x14x14"] * 3 + ["1x1568", "1x10"]
+    assert [report.module_types[str(i)] for i in (0, 1, 4)] == [type(oracle[i]).__name__ for i in (0, 1, 4)]
+    if given == "module":  # the caller's model is left as it was: still lazy, nothing allocated
+        assert all(isinstance(p, nn.parameter.UninitializedParameter) for p in (model[0].weight, model[4].weight))
+        assert type(model[4]) is nn.LazyLinear
+
+
+def test_lazy_layers_in_a_training_step_and_in_the_cpu_fallback():
+    class ReadsValues(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _lazy_net()
+
+        def forward(self, x):
+            if x.sum().item() > 1e9:  # data-dependent: no meta trace
+                x = x * 2
+            return self.body(x)
+
+    expected = sum(p.numel() for p in _initialised_by_torch(_lazy_net).parameters())
+    assert archprof.analyze(_lazy_net, input_size=(3, 16, 16), training=True).totals.param_count == expected
+    with pytest.warns(ArchprofWarning, match="cannot run on the meta device"):
+        report = archprof.analyze(ReadsValues, input_size=(3, 16, 16))
+    assert (report.traced_on, report.totals.param_count) == ("cpu", expected)
+
+
+def test_a_lazy_layer_whose_first_call_fails_is_one_error():
+    model = nn.Sequential(nn.LazyLinear(4), nn.Linear(5, 2))  # 4 features out, 5 expected next
+    with pytest.raises(ArchprofError, match=r"^initialising the lazy layers by a forward on input 1x7 failed: "):
+        archprof.analyze(model, input_size=(7,))
+
+
+def test_a_checkpoint_fits_a_lazy_model_whatever_shapes_its_lazy_layers_will_take(tmp_path):
+    """The lazy layers' tensors have no shape to check a checkpoint against (reading theirs
+    raised before): names are checked, and torch's load_state_dict gives them the file's."""
+    checkpoint = tmp_path / "lazy.pt"
+    torch.save(_initialised_by_torch(_lazy_net).state_dict(), checkpoint)
+    report = archprof.analyze(_lazy_net, input_size=(3, 16, 16), weights=checkpoint)
+    assert report.totals.param_count == 224 + 16 + 1568 * 10 + 10
+    torch.save({"0.weight": torch.zeros(8, 3, 3, 3)}, checkpoint)
+    with pytest.raises(ArchprofError, match=r"do not fit model '_lazy_net': missing 0\.bias"):
+        archprof.analyze(_lazy_net, input_size=(3, 16, 16), weights=checkpoint)

@@ -57,10 +57,15 @@ def load_state_dict(
 
 
 def check_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], name: str, path: Any) -> None:
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    # A lazy layer's tensors have no shape before its first call: any shape fits them (loading
+    # the checkpoint gives them its own, as torch's load_state_dict does).
+    expected = {
+        k: None if isinstance(v, torch.nn.parameter.UninitializedTensorMixin) else tuple(v.shape)
+        for k, v in module.state_dict().items()
+    }
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    wrong = [k for k, shape in expected.items() if k in state and shape is not None and tuple(state[k].shape) != shape]
     problems = []
     if missing:
         problems.append(f"missing {_some(missing)}")
