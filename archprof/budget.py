@@ -437,7 +437,7 @@ def junit_xml(verdicts: Sequence[Verdict]) -> str:
 
 
 def plan_check(
-    model: str | None,
+    models: Sequence[str],
     limits: dict[str, Any],
     config: Path | None = None,
     options: ModelOptions | None = None,
@@ -446,10 +446,11 @@ def plan_check(
 ) -> list[BudgetEntry]:
     """The entries `archprof check` judges.
 
-    MODEL with limits: those limits. MODEL alone: its entries in the budget file. Neither:
-    every entry of the budget file (`config`, else archprof.toml or [tool.archprof] in
-    pyproject.toml in `directory`). The `options` given (inputs, batch, dtype) and the
-    optimizer replace the file's; factory arguments, weights and trust apply to every entry."""
+    MODELs with limits: those limits, for each. MODELs alone: their entries in the budget
+    file. Neither: every entry of the budget file (`config`, else archprof.toml or
+    [tool.archprof] in pyproject.toml in `directory`). The `options` given (inputs, batch,
+    dtype) and the optimizer replace the file's; factory arguments, weights and trust apply
+    to every entry."""
     options = options or ModelOptions()
     dtype = str(options.dtype).removeprefix("torch.") if options.dtype is not None else None
     given = {key: value for key, value in limits.items() if value is not None}
@@ -457,7 +458,7 @@ def plan_check(
         optimizer_state_copies(optimizer)
         optimizer = optimizer.lower()
     if given:
-        if model is None:
+        if not models:
             raise ArchprofError(
                 "limits on the command line need a model, e.g. archprof check resnet50 --max-params 30M"
             )
@@ -469,7 +470,8 @@ def plan_check(
                 parsed.append(parse_limit(key, value))
             except ArchprofError as exc:
                 raise ArchprofError(f"--{exc}") from None
-        return [BudgetEntry(model, tuple(parsed), None, options.batch or 1, dtype, optimizer or "sgd", options=options)]
+        batch, optimizer = options.batch or 1, optimizer or "sgd"
+        return [BudgetEntry(model, tuple(parsed), None, batch, dtype, optimizer, options=options) for model in models]
     path = config or find_budget_file(directory)
     if path is None:
         raise ArchprofError(
@@ -477,10 +479,12 @@ def plan_check(
             " archprof.toml or [tool.archprof] in pyproject.toml here, or --config PATH"
         )
     entries = load_budget_file(path)
-    if model is not None:
-        entries = [entry for entry in entries if entry.model == model]
-        if not entries:
-            raise ArchprofError(f"{path} has no entry for '{model}': give limits, e.g. --max-params 30M")
+    if models:
+        listed = {entry.model for entry in entries}
+        missing = [model for model in models if model not in listed]
+        if missing:
+            raise ArchprofError(f"{path} has no entry for '{missing[0]}': give limits, e.g. --max-params 30M")
+        entries = [entry for entry in entries if entry.model in models]
     overrides = {"batch": options.batch, "dtype": dtype, "optimizer": optimizer}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     overrides["options"] = options

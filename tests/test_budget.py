@@ -245,6 +245,28 @@ def test_a_model_named_alone_takes_its_entries_from_the_file(tmp_path, monkeypat
     assert result.exit_code == 2 and "no entry for 'vgg16'" in one_error_line(result)
 
 
+def test_several_models_on_the_command_line_are_each_held_to_the_limits(tmp_path):
+    """resnet50 has 25,557,032 parameters, lenet5 61,706: a 1M limit holds for one only."""
+    junit = tmp_path / "out.xml"
+    result = invoke("check", "lenet5", "resnet50", "--max-params", "1M", "--jobs", "2", "--junit", str(junit))
+    assert result.exit_code == 1, result.output
+    suites = ET.parse(junit).getroot().findall("testsuite")
+    failed = {suite.get("name"): suite.find("testcase/failure") is not None for suite in suites}
+    assert failed == {"lenet5 (1x1x32x32)": False, "resnet50 (1x3x224x224)": True}
+    assert invoke("check", "lenet5", "resnet50", "--max-params", "30M").exit_code == 0
+
+
+def test_several_models_named_alone_take_their_entries_from_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "archprof.toml", BUDGET + '\n[[models]]\nname = "lenet5"\nmax-params = "1"\n')
+    result = invoke("check", "mobilenet_v2", "resnet50")
+    assert result.exit_code == 0, result.output
+    assert "mobilenet_v2" in result.output and "resnet50" in result.output and "lenet5" not in result.output
+    assert invoke("check", "mobilenet_v2", "lenet5").exit_code == 1  # lenet5's entry of the file fails
+    result = invoke("check", "mobilenet_v2", "vgg16")
+    assert result.exit_code == 2 and "no entry for 'vgg16'" in one_error_line(result)
+
+
 def test_pyproject_tool_archprof_and_config_option(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pyproject = write(

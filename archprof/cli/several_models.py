@@ -116,10 +116,11 @@ def compare(
 @user_errors
 @with_model_options
 def check(
-    model: Annotated[
-        Optional[str],
+    models: Annotated[
+        Optional[list[str]],
         typer.Argument(
-            help="A model in any form summary takes",
+            metavar="MODEL",
+            help="Models in any form summary takes; each is held to the limits given",
             show_default="every model in the budget file",
         ),
     ] = None,
@@ -167,6 +168,7 @@ def check(
     Examples:
 
     archprof check resnet50 --max-params 30M --max-macs 5G
+    archprof check resnet18 mobilenet_v2 --max-params 12M
     archprof check --config examples/archprof.toml --junit budget.xml"""
 
     from archprof import budget
@@ -183,7 +185,7 @@ def check(
         "max-training-flops": max_training_flops,
     }
     entries = budget.plan_check(
-        model,
+        models or (),
         limits,
         config=config,
         options=options,
