@@ -104,8 +104,49 @@ def test_whole_model_figures(lenet):
     assert m.hooked_median_ms > 0 and m.roofline_ms == pytest.approx(lenet.layers["roofline_time_ms"].sum())
     assert m.bytes_moved == lenet.layers["bytes_moved"].sum()
     assert m.predicted_peak_memory_bytes == lenet.totals.peak_memory_bytes
-    assert m.measured_peak_memory_bytes is None  # the CPU has no allocator peak: said, not faked
-    assert "not measured on the CPU" in m.memory_note
+    # Measured from the CPU allocator's own events: at least what the model and input hold.
+    held = lenet.totals.param_bytes + lenet.totals.buffer_bytes + 32 * 32 * 4
+    assert m.measured_peak_memory_bytes > held and "CPU allocator" in m.memory_note
+    (memory,) = [check for check in m.checks if check.name == "peak memory"]
+    assert memory.status == "ok", memory.summary
+
+
+def test_the_cpu_peak_is_the_highest_running_sum_of_the_allocators_events():
+    """Known allocations as the oracle: 4,000 and 2,000 bytes held together; then 4,000
+    freed before 2,000 are taken (the peak stays 4,000); nothing held before counts."""
+    from archprof.measure.peak_memory import cpu_allocation_peak
+
+    held_before = torch.empty(10_000)
+
+    def together():
+        a, b = torch.empty(1000), torch.empty(500)
+        return a, b
+
+    def one_after_the_other():
+        a = torch.empty(1000)
+        del a
+        return torch.empty(500)
+
+    assert cpu_allocation_peak(together) == 6000
+    assert cpu_allocation_peak(one_after_the_other) == 4000
+    assert held_before.numel() == 10_000
+
+
+def test_measuring_the_cpu_peak_writes_nothing_to_stderr(capfd):
+    """The profiler's native code logs its start and stop on file descriptor 2."""
+    from archprof.measure.peak_memory import cpu_allocation_peak
+
+    cpu_allocation_peak(lambda: torch.empty(10))
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_the_predicted_peak_agrees_with_the_cpu_allocator(name):
+    """The profile's cross-check on the CPU: measured / predicted inside its bounds."""
+    report = archprof.profile(name, device="cpu", warmup=1, repeat=1, **CEILINGS)
+    measured, predicted = report.measured.measured_peak_memory_bytes, report.totals.peak_memory_bytes
+    low, high = crosscheck.MEMORY_RATIO_BOUNDS
+    assert low <= measured / predicted <= high, (measured, predicted)
 
 
 def test_unreliable_timings_are_flagged():
@@ -160,7 +201,7 @@ def test_the_cross_check_passes_on_zoo_models(name, size):
     checks = {check.name: check for check in report.measured.checks}
     assert report.measured.passed, report.measured.mismatches
     assert checks["output shapes"].status == "ok" and checks["FLOPs"].status == "ok"
-    assert checks["peak memory"].status == "skipped"  # CPU
+    assert checks["peak memory"].status == "ok"  # the CPU allocator's events
     assert f"{report.totals.flops:,} FLOPs" in checks["FLOPs"].summary
 
 
@@ -231,11 +272,14 @@ def test_mismatches_are_printed_in_the_table_and_on_stderr():
 
 
 def test_memory_check_bounds():
-    cuda = torch.device("cuda")
-    assert crosscheck.check_memory(1000, 1100, cuda).status == "ok"
-    assert crosscheck.check_memory(1000, 2000, cuda).status == "mismatch"
-    assert crosscheck.check_memory(1000, 500, cuda).mismatches
-    assert crosscheck.check_memory(1000, None, torch.device("cpu")).status == "skipped"
+    cuda, mb = torch.device("cuda"), 10**6
+    assert crosscheck.check_memory(mb, 1.1 * mb, cuda).status == "ok"
+    assert crosscheck.check_memory(mb, 2 * mb, cuda).status == "mismatch"
+    assert crosscheck.check_memory(mb, mb // 2, cuda).mismatches
+    # A few kB apart is within the slack, whatever the ratio (a tiny model's kernel scratch).
+    assert crosscheck.check_memory(4_000, 13_000, cuda).status == "ok"
+    assert crosscheck.check_memory(4_000, 4_000 + crosscheck.MEMORY_SLACK_BYTES + 1, cuda).status == "mismatch"
+    assert crosscheck.check_memory(1000, None, torch.device("mps")).status == "skipped"
 
 
 class Scaled(nn.Module):

@@ -64,14 +64,6 @@ def measure_cuda(
     return Measured(torch.cuda.get_device_name(device), inference, trained)
 
 
-def measured_peak(run: Callable[[], Any], device: torch.device, state_bytes: int) -> int | None:
-    """CUDA: max_memory_allocated over one call of `run`, counted from `state_bytes` (what
-    was allocated before the model was built). CPU: None (torch keeps no such counter)."""
-    if device.type != "cuda":
-        return None
-    return peak_bytes(device, state_bytes, run)
-
-
 def peak_bytes(device: torch.device, before: int, run: Callable[[], Any]) -> int:
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)

@@ -37,8 +37,8 @@ from archprof.measure.clock import (
     time_model,
 )
 from archprof.measure.crosscheck import Check, check_flops, check_memory, check_run, check_shapes, memory_note
-from archprof.measure.cuda_memory import measured_peak
 from archprof.measure.device import device_name, leaf_paths, materialise, random_inputs, resolve_device
+from archprof.measure.peak_memory import held_bytes, measured_peak
 from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
 from archprof.report import MEASURED_COLUMNS, Report
@@ -69,7 +69,7 @@ class Measurement:
     bytes_moved: int  # sum of the rows' bytes_moved
     roofline_ms: float  # sum of the rows' roofline_time_ms: the floor the ceilings allow
     predicted_peak_memory_bytes: int
-    measured_peak_memory_bytes: int | None  # CUDA: max_memory_allocated; None on the CPU
+    measured_peak_memory_bytes: int | None  # CUDA: max_memory_allocated; CPU: the allocator's events; else None
     memory_note: str
     ceilings: Ceilings
     checks: tuple[Check, ...]
@@ -157,7 +157,8 @@ def profile_analysis(
         with forward_exits_as_errors(loaded.name), torch.no_grad():
             timing = time_model(module, real_inputs, target, leaves, warmup, repeat, progress)
             real = check_run(module, real_inputs, leaves)
-            peak = measured_peak(lambda: real_inputs(module), target, state_bytes)
+            held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
+            peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
     except torch.cuda.OutOfMemoryError as exc:
         raise ArchprofError(
             f"the GPU ran out of memory running {loaded.name} at batch {batch}: {first_line(exc, bare=True)}"
