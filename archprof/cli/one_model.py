@@ -214,7 +214,9 @@ def memory(
     measure: Annotated[
         bool,
         typer.Option(
-            "--measure", help="Also run the model on CUDA: max_memory_allocated for inference and one training step."
+            "--measure",
+            help="Also run the model for real (on CUDA, else the CPU) and measure the peak of inference and of one"
+            " training step.",
         ),
     ] = False,
     plot: Annotated[
@@ -249,7 +251,7 @@ def memory(
     from archprof.analysis import analyze
     from archprof.errors import ArchprofError
     from archprof.fit import fit_batch
-    from archprof.measure.cuda_memory import predicted_and_measured, require_cuda
+    from archprof.measure.peak_memory import predicted_and_measured
     from archprof.passes.memory import optimizer_state_copies
     from archprof.render import memory_table
     from archprof.units import human_bytes, parse_size
@@ -263,8 +265,6 @@ def memory(
     budget = parse_size(fit) if fit is not None else None
     if budget is not None and options.batch is not None:
         raise ArchprofError("--fit finds the batch itself: drop --batch")
-    if measure:
-        require_cuda()  # before any analysis: fail fast
 
     loaded = options.load(model)  # once, for every analysis
     found = None

@@ -6,7 +6,8 @@
 - `ceilings`: the device's peak FLOP/s and bandwidth, measured once and cached;
 - `crosscheck`: shapes, FLOPs and peak memory of the real run against the analysis;
 - `profile`: the profile itself, joined to the Report's rows;
-- `cuda_memory`: the CUDA allocator's peak over an inference forward and a training step.
+- `peak_memory`: the peak memory of an inference forward and a training step, measured on
+  CUDA (the allocator's counter) or the CPU (the allocator's events, through torch.profiler).
 """
 
 # Passes of `archprof profile`: untimed first, then timed (the median is reported). Here,

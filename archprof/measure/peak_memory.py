@@ -1,8 +1,15 @@
-"""The peak memory of one real forward, on its device: CUDA's allocator counter
-(`torch.cuda.max_memory_allocated`), or on the CPU, which keeps no such counter, the CPU
-allocator's own events as torch.profiler records them (`profile_memory=True`): every
-allocation and free, in order, whose running sum at its highest is the most the forward
-held beyond what was held before it (the model's parameters and buffers, the inputs)."""
+"""Memory measured on a real run, beside the analysis's prediction: the peak of one
+inference forward (`archprof profile`'s cross-check) and of one training step
+(`archprof memory --measure`).
+
+On CUDA, the allocator's own counter (`torch.cuda.max_memory_allocated`). The CPU keeps no
+such counter; its allocator's events do, as torch.profiler records them
+(`profile_memory=True`): every allocation and free, in order, whose running sum at its
+highest is the most a call held beyond what was held before it (the model's parameters and
+buffers, the inputs, an optimizer's state). A block allocated before the recording started
+is freed unseen there: a training step's old gradients, dropped by `zero_grad` as it
+begins, are therefore not counted as held.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +17,35 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from archprof.measure.cuda_memory import peak_bytes
+from archprof.analysis import Analysis, analysis
+from archprof.errors import ArchprofError, first_line
+from archprof.load import InputsLike, LoadedModel
+from archprof.measure.device import ForwardInputs, device_name, random_inputs
+from archprof.passes.memory import optimizer_state_copies
 from archprof.structure import tensors_in
+from archprof.trace import forward_exits_as_errors
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The peak bytes of one inference forward and one training step (its second: the
+    optimizer's state already exists, as it does from then on), the model's own tensors and
+    the inputs included."""
+
+    device: str
+    inference_peak_bytes: int
+    training_peak_bytes: int | None
 
 
 def measured_peak(run: Callable[[], Any], device: torch.device, before: int, held: int) -> int | None:
     """The peak bytes of one call of `run`. CUDA: max_memory_allocated, less `before` (what
-    was allocated before the model was built). CPU: `held` (its parameters, buffers and
-    inputs) plus the most the call allocated beyond them. Another device: None."""
+    was allocated before the model was built). CPU: `held` (what is held before the call)
+    plus the most the call allocated beyond it. Another device: None."""
     if device.type == "cuda":
         return peak_bytes(device, before, run)
     if device.type == "cpu":
@@ -29,10 +53,54 @@ def measured_peak(run: Callable[[], Any], device: torch.device, before: int, hel
     return None
 
 
-def held_bytes(module: torch.nn.Module, inputs: Any) -> int:
-    """The bytes of the module's parameters and buffers (each once) and of the input tensors."""
-    tensors = {id(t): t for t in (*module.parameters(), *module.buffers(), *tensors_in(inputs))}
+def measure_memory(
+    analysed: Analysis, dtype: torch.dtype | None = None, training: bool = True, optimizer: str = "sgd"
+) -> Measured:
+    """Build the analysed model for real, on the GPU where there is one and else on the CPU
+    (a module the caller gave is copied, never changed), run it on random inputs of the
+    analysed shapes, dtypes and keywords, and read its peak."""
+    optimizer_state_copies(optimizer)
+    name = analysed.loaded.name
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    before = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated(device)
+    module = analysed.loaded.materialize(device, dtype, copy_module=True)
+    inputs = random_inputs(analysed, device)
+    arguments = (inputs.args, inputs.kwargs)
+    try:
+        with forward_exits_as_errors(name):
+            inference = measured_peak(
+                lambda: _inference_step(module, inputs), device, before, held_bytes(module, arguments)
+            )
+            trained = None
+            if training:
+                step, state = _training_step(module, inputs, optimizer)
+                step()  # the first step creates the optimizer's state
+                held = held_bytes(module, arguments, state())
+                trained = measured_peak(step, device, before, held)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise ArchprofError(
+            f"the GPU ran out of memory measuring {name} at batch {analysed.batch}: {first_line(exc, bare=True)}"
+        ) from None
+    return Measured(device_name(device), inference, trained)
+
+
+def held_bytes(module: torch.nn.Module, *held: Any) -> int:
+    """The bytes of the module's parameters and buffers and of the tensors in `held` (inputs,
+    an optimizer's state), each tensor once."""
+    tensors = {id(t): t for t in (*module.parameters(), *module.buffers(), *tensors_in(list(held)))}
     return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def peak_bytes(device: torch.device, before: int, run: Callable[[], Any]) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
 
 
 def cpu_allocation_peak(run: Callable[[], Any]) -> int:
@@ -57,8 +125,9 @@ def cpu_allocation_peak(run: Callable[[], Any]) -> int:
 
 @contextlib.contextmanager
 def _native_stderr_silenced() -> Iterator[None]:
-    """The profiler's native code writes its start and stop to the process's stderr (file
-    descriptor 2, "USDT: ... profiler_start"): not a line for the user."""
+    """The profiler's native code writes to the process's stderr (file descriptor 2): its
+    start and stop ("USDT: ... profiler_start"), and a warning for each block freed that was
+    allocated before it started. Not lines for the user."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -68,3 +137,51 @@ def _native_stderr_silenced() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _inference_step(module: torch.nn.Module, inputs: ForwardInputs) -> None:
+    module.eval()
+    with torch.no_grad():
+        inputs(module)
+
+
+_OPTIMIZERS = {
+    "sgd": lambda params: torch.optim.SGD(params, lr=1e-3),
+    "momentum": lambda params: torch.optim.SGD(params, lr=1e-3, momentum=0.9),
+    "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
+    "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3),
+}
+
+
+def _training_step(
+    module: torch.nn.Module, inputs: ForwardInputs, optimizer: str
+) -> tuple[Callable[[], None], Callable[[], list]]:
+    """One training step, and what the optimizer's state holds (its tensors) when asked."""
+    module.train()
+    opt = _OPTIMIZERS[optimizer.lower()]([p for p in module.parameters() if p.requires_grad])
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = sum(t.float().sum() for t in tensors_in(inputs(module)) if t.is_floating_point())
+        loss.backward()
+        opt.step()
+
+    def state() -> list:
+        return [value for values in opt.state.values() for value in values.values()]
+
+    return step, state
+
+
+def predicted_and_measured(
+    loaded: LoadedModel, inputs: InputsLike | None, batch: int, dtype: torch.dtype | None, optimizer: str
+) -> tuple[str, list[tuple[str, int, int | None]]]:
+    """(the device's name, rows of (what, predicted bytes, measured bytes)) for the inference
+    peak and one training step with `optimizer`: both analyses and both measurements."""
+    inference = analysis(loaded, None, batch, dtype, inputs=inputs, optimizer=optimizer)
+    training = analysis(loaded, None, batch, dtype, training=True, inputs=inputs, optimizer=optimizer)
+    measured = measure_memory(training, dtype, training=True, optimizer=optimizer)
+    rows = [
+        ("Inference peak", inference.report.totals.peak_memory_bytes, measured.inference_peak_bytes),
+        (f"Training step ({optimizer})", training.report.totals.training_peak_bytes, measured.training_peak_bytes),
+    ]
+    return measured.device, rows

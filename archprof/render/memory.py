@@ -90,7 +90,7 @@ def memory_totals_table(report, fit=None) -> Table:
 
 
 def measured_table(device: str, rows: list[tuple[str, int, int]]) -> Table:
-    """Predicted memory beside what was measured (torch.cuda.max_memory_allocated)."""
+    """Predicted memory beside what was measured (`archprof.measure.peak_memory`)."""
     table = Table(title=f"Measured on {device}", title_justify="left")
     table.add_column("")
     for heading in ("Predicted", "Measured", "Measured / predicted"):
@@ -98,5 +98,5 @@ def measured_table(device: str, rows: list[tuple[str, int, int]]) -> Table:
     for label, predicted, value in rows:
         ratio = f"{value / predicted:.3f}" if predicted else "-"
         table.add_row(label, human_bytes(predicted), human_bytes(value), ratio)
-    table.caption = "max_memory_allocated counts the kernels' workspace (cuDNN) and allocator rounding too"
+    table.caption = "measured: what the allocator held at its highest, kernels' workspace (cuDNN, oneDNN) included"
     return table
