@@ -59,7 +59,7 @@ def test_help_shows_plain_metavars_never_python_types(pages):
         assert "{" not in usage, usage
     assert "Usage: archprof summary [OPTIONS] MODEL" in pages["summary"]
     assert "Usage: archprof compare [OPTIONS] MODELS..." in pages["compare"]
-    assert "Usage: archprof check [OPTIONS] [MODEL]" in pages["check"]
+    assert "Usage: archprof check [OPTIONS] [MODEL...]" in pages["check"]
     for metavar in ("--input         -i      SHAPE", "--arg           -a      KEY=VALUE", "-o      FILE"):
         assert metavar in pages["summary"]
 
