@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from archprof.errors import ArchprofError
 from archprof.output import write_atomically
 from archprof.passes.flops import OperatorCost, merged_costs
-from archprof.passes.memory import optimizer_state_copies, training_timeline
+from archprof.passes.memory import optimizer_state_copies, optimizer_step_temporaries, training_timeline
 from archprof.text import dims_text, visible_text
 from archprof.text import layer_label as layer_label  # where diff, render and measure import it from
 from archprof.units import shape_text
@@ -194,8 +194,9 @@ class Totals:
     training_memory_bytes: int | None
     # The training step's peak (`passes.memory.training_timeline`): params + buffers +
     # optimizer state + the activations and gradients held at the step's busiest op, the
-    # layer it belongs to and its phase (forward, backward, recompute). None in a rolled-up
-    # report (no graph to follow through the backward pass).
+    # layer it belongs to and its phase (forward, backward, recompute); or, where higher,
+    # at the optimizer's update ("optimizer step", layer "": Adam's temporaries on top of
+    # the gradients). None in a rolled-up report (no graph to follow through the backward pass).
     training_peak_bytes: int | None
     training_peak_layer: str | None
     training_peak_phase: str | None
@@ -325,11 +326,20 @@ class Report:
             if self.graph is not None:
                 timeline = training_timeline(self.graph)
                 at = timeline.steps[timeline.peak_step] if timeline.steps else None
-                totals.update(
-                    training_peak_bytes=model_bytes + state + timeline.peak_bytes,
-                    training_peak_layer=at.module.path if at is not None and at.module is not None else "",
-                    training_peak_phase=at.phase if at is not None else "forward",
-                )
+                trainable = [p.nbytes for p in self.graph.parameters if p.trainable and not p.is_buffer]
+                step = timeline.end + optimizer_step_temporaries(self.optimizer, trainable)
+                if step > timeline.peak_bytes:  # Adam's update of a large layer, after the backward pass
+                    totals.update(
+                        training_peak_bytes=model_bytes + state + step,
+                        training_peak_layer="",
+                        training_peak_phase="optimizer step",
+                    )
+                else:
+                    totals.update(
+                        training_peak_bytes=model_bytes + state + timeline.peak_bytes,
+                        training_peak_layer=at.module.path if at is not None and at.module is not None else "",
+                        training_peak_phase=at.phase if at is not None else "forward",
+                    )
         return totals
 
     @cached_property

@@ -42,13 +42,47 @@ def test_a_chain_worked_by_hand():
     assert timeline.peak_bytes == 456
     assert timeline.steps[timeline.peak_step].op == "aten.threshold_backward"
     assert timeline.held[-1] == 280
-    totals = archprof.analyze(chain(), input_size=(4,), batch=3, training=True, optimizer="adam").totals
     parameters = (8 * 4 + 8 + 2 * 8 + 2) * 4
-    assert totals.training_peak_bytes == parameters + 2 * parameters + 456  # Adam: two moments
-    assert (totals.training_peak_layer, totals.training_peak_phase) == ("1", "backward")
+    sgd = archprof.analyze(chain(), input_size=(4,), batch=3, training=True, optimizer="sgd").totals
+    assert sgd.training_peak_bytes == parameters + 456
+    assert (sgd.training_peak_layer, sgd.training_peak_phase) == ("1", "backward")
+    # Adam then updates from the 280 B the backward pass left, beside its two moments: fc1's
+    # weight first, its denominator sqrt(v) / c two new tensors of 128 B (no earlier one
+    # held yet): 536 B, above the backward's 456.
+    totals = archprof.analyze(chain(), input_size=(4,), batch=3, training=True, optimizer="adam").totals
+    assert totals.training_peak_bytes == parameters + 2 * parameters + 280 + 2 * 128
+    assert (totals.training_peak_layer, totals.training_peak_phase) == ("", "optimizer step")
     # The sum of the parts (every saved activation and gradient at once) misses the gradients
     # of the activations: 1,072 B here.
     assert totals.training_memory_bytes == 3 * parameters + 48 + 96 + parameters < totals.training_peak_bytes
+
+
+def test_adams_update_of_a_large_layer_against_a_real_cpu_step():
+    """The oracle: torch.profiler's allocations over a real step, Adam's update included,
+    counted from what was held before it (the parameters, both moments, the input). The
+    analysis lets the caller's input go after its last reader and leaves out Adam's step
+    counters (4 B a parameter): at most that much below the measurement."""
+    from tests.memory_oracle import allocation_peaks
+
+    def mlp():
+        return nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10))
+
+    model, x = mlp(), torch.randn(2, 256)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)  # on the CPU: one parameter at a time
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)  # the last step's gradients go, unseen by the profiler
+        output = model(x)
+        output.backward(torch.ones_like(output))
+        optimizer.step()
+
+    step()  # makes the moments
+    everything, _ = allocation_peaks(step)
+    held = sum(t.nbytes for t in model.parameters()) + x.nbytes
+    held += sum(v.nbytes for state in optimizer.state.values() for v in state.values())
+    totals = archprof.analyze(mlp, input_size=(256,), batch=2, training=True, optimizer="adam").totals
+    assert totals.training_peak_phase == "optimizer step"
+    assert 0 <= held + everything - totals.training_peak_bytes <= x.nbytes + 4 * 4
 
 
 def frozen_first_layer():

@@ -39,8 +39,9 @@ on a 10 x 32 sequence 57,216 (14,720 before).
 A training step's peak (`training_timeline`) follows the same storages on through the
 backward pass as the autograd engine runs it: saved tensors and incoming gradients released
 once the autograd node that reads them has run, parameters' gradients kept in `.grad`, the
-optimizer state (`OPTIMIZER_STATE_COPIES`) held throughout, the optimizer step's own
-temporaries not counted. Against torch.profiler on a real CPU step (allocations that outlive
+optimizer state (`OPTIMIZER_STATE_COPIES`) held throughout; then the optimizer's step,
+from what the backward pass left (`TrainingTimeline.end`) plus its own temporaries
+(`optimizer_step_temporaries`). Against torch.profiler on a real CPU step (allocations that outlive
 the aten op that made them, the input held by the caller): equal to the byte for ResNet-18
 (64 x 64, batch 2: 49,062,944 B), a residual block, conv and MLP stacks with and without a
 frozen first layer, an attention block and an LSTM; a checkpointed block also holds two CPU
@@ -59,6 +60,23 @@ from archprof.passes.layers import LayerGroup
 # plain SGD none, SGD with momentum its momentum buffer, Adam(W) two moment estimates.
 # (Adam's per-parameter `step` counter, a scalar on the CPU by default, is left out.)
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
+
+
+def optimizer_step_temporaries(optimizer: str, parameter_bytes: list[int]) -> int:
+    """The most the optimizer's step allocates beyond its state, its parameters (in the
+    optimizer's order: the model's) each of `parameter_bytes`. Adam and AdamW update one
+    parameter at a time on the CPU (PyTorch's single-tensor code, its default there); each
+    computes its denominator as sqrt(v) / c, two new tensors of the parameter's size, the
+    first freed once the second exists, while the previous parameter's denominator is still
+    held. SGD, with momentum or not, updates in place. (CUDA's default, one update over all
+    parameters at once, holds one temporary the size of all of them instead.)"""
+    if optimizer.lower() not in ("adam", "adamw"):
+        return 0
+    most = previous = 0
+    for nbytes in parameter_bytes:
+        most = max(most, previous + 2 * nbytes)
+        previous = nbytes
+    return most
 
 
 def optimizer_state_copies(optimizer: str) -> int:
@@ -166,6 +184,7 @@ class TrainingTimeline:
     steps: list[OpNode]  # Graph.ops then Graph.backward_ops (recomputed forward ops among them)
     held: list[int]  # while step i runs: everything live before it, plus its outputs
     parameter_gradients: dict[int, int]  # storage -> bytes of each gradient left in a `.grad`
+    end: int  # held once the backward pass is over (the gradients, the outputs): the optimizer step's start
 
     @property
     def peak_step(self) -> int:
@@ -213,7 +232,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
     live = _liveness(steps, graph.inputs, kept, state, moved, release)
     gradients = {moved.get(s, s) for s in copies}
-    return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients})
+    return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end)
 
 
 def _final(moved: dict[int, int], storage: int) -> int:
