@@ -21,6 +21,14 @@ def layer_label(layer: str, call: int) -> str:
     return name
 
 
+def training_peak_place(layer: str, phase: str) -> str:
+    """Where a training step's peak is, as the memory tables say it: "at layer1.0.conv1,
+    backward" ("(model)" for the model's own operations), or "in the optimizer step"."""
+    if phase == "optimizer step":
+        return "in the optimizer step"
+    return f"at {layer_label(layer, 0)}, {phase}"
+
+
 def dims_text(value: tuple[int, ...] | str | None) -> str:
     """A field, stride or start as the CSV writes it: '212x212', 'input' or 'undefined' (a
     `FieldMark`, a str), '' for None."""

@@ -252,6 +252,17 @@ def test_memory_train_shows_the_step_peak_where_it_happens():
     assert document["totals"]["training_peak_bytes"] > document["totals"]["peak_memory_bytes"]
 
 
+def test_memory_train_says_when_the_peak_is_adams_update():
+    """lenet5's fc1 weight (192,000 B) makes Adam's update the step's peak: the backward
+    pass's gradients, both moments, and that weight's denominator twice over."""
+    totals = archprof.analyze("lenet5", training=True, optimizer="adam").totals
+    assert totals.training_peak_phase == "optimizer step"
+    result = runner.invoke(app, ["memory", "lenet5", "--train", "--optimizer", "adam"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "Training step peak (in the optimizer step)" in result.stdout
+    assert f"{totals.training_peak_bytes:,} B" in result.stdout
+
+
 def test_fit_train_fits_the_step_peak():
     budget = 3_000_000
     found = fit_batch("lenet5", budget, training=True, optimizer="adam")

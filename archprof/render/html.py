@@ -16,6 +16,7 @@ from html import escape
 from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
 from archprof.report import Report, dims_text, layer_label, visible_text
+from archprof.text import training_peak_place
 from archprof.units import human_bytes, human_count
 
 _POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
@@ -100,8 +101,8 @@ def _totals(report: Report) -> str:
     if totals.training_peak_bytes is not None:
         rows.append(
             (
-                f"Training step peak ({totals.optimizer}; at {visible_text(totals.training_peak_layer)},"
-                f" {totals.training_peak_phase})",
+                f"Training step peak ({totals.optimizer}; "
+                f"{training_peak_place(visible_text(totals.training_peak_layer), totals.training_peak_phase)})",
                 human_bytes(totals.training_peak_bytes),
                 f"{totals.training_peak_bytes:,} B",
             )

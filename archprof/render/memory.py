@@ -9,7 +9,7 @@ from rich.text import Text
 
 from archprof.render.base import Layout, bytes_cell, fitted_table, subtotal_cell, tree_label
 from archprof.render.tree import tree_rows
-from archprof.text import visible_text
+from archprof.text import training_peak_place, visible_text
 from archprof.units import human_bytes
 
 # Columns of the memory table, most important first (the last go on a narrow terminal).
@@ -73,8 +73,8 @@ def memory_totals_table(report, fit=None) -> Table:
         add("Saved activations (for backward)", totals.saved_activation_bytes)
         add(f"Forward peak (at {peak_at})", totals.peak_memory_bytes)
         if totals.training_peak_bytes is not None:
-            step_at = visible_text(totals.training_peak_layer) or "(model)"
-            add(f"Training step peak (at {step_at}, {totals.training_peak_phase})", totals.training_peak_bytes, "bold")
+            place = training_peak_place(visible_text(totals.training_peak_layer), totals.training_peak_phase)
+            add(f"Training step peak ({place})", totals.training_peak_bytes, "bold")
     else:
         add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
         add("Peak memory (inference)", totals.peak_memory_bytes, "bold")

@@ -7,6 +7,7 @@ import os
 
 from archprof.render.figures import check_plot_target, figure_text, save_figure
 from archprof.report import Report, layer_label
+from archprof.text import training_peak_place
 from archprof.units import human_bytes
 
 
@@ -66,10 +67,10 @@ def memory_figure(report: Report, budget: int | None = None):
             fontsize=8,
         )
     if totals.training_peak_bytes is not None:
-        at = figure_text(layer_label(totals.training_peak_layer, 0))
+        place = figure_text(training_peak_place(totals.training_peak_layer, totals.training_peak_phase))
         axes.axhline(totals.training_peak_bytes, color="tab:purple", lw=1)
         axes.annotate(
-            f"training step peak {human_bytes(totals.training_peak_bytes)} at {at}, {totals.training_peak_phase}",
+            f"training step peak {human_bytes(totals.training_peak_bytes)} {place}",
             (len(steps) - 1 if steps else 0, totals.training_peak_bytes),
             xytext=(-2, 3),
             textcoords="offset points",
