@@ -13,48 +13,18 @@ from torch.utils._pytree import tree_leaves
 def allocation_peaks(run: Callable[[], None]) -> tuple[int, int]:
     """(peak of all CPU allocations, peak of those that outlive the outermost aten op that
     made them) while `run()` runs under torch.profiler(profile_memory=True), counted from
-    what was held when it started.
+    what was held when it started: `archprof.measure.peak_memory.cpu_allocation_peaks`, the
+    measurement `archprof profile` and `memory --measure` make on the CPU. It reads the CPU
+    allocator's events, nothing of the analysis: an oracle for the predictions.
 
     An allocation freed before the outermost aten op that made it returns is that op's
     workspace: oneDNN convolutions compute into an output-sized buffer in a blocked layout
     and reorder their weights on every call (a weight-sized buffer), BatchNorm frees the
     per-channel statistics it computes. The graph has no workspace, so the second figure is
-    the one to compare; the first is bounded by it plus the largest workspace. (In a
-    backward pass the ops run inside the autograd engine's calls, which free the gradients
-    they pass on: those are no op's workspace.)"""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
+    the one to compare; the first is bounded by it plus the largest workspace."""
+    from archprof.measure.peak_memory import cpu_allocation_peaks
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    events = []  # (time, bytes, address, top-level call)
-
-    def walk(nodes, top):
-        for node in nodes:
-            if node.tag == _EventType.Allocation:
-                fields = node.extra_fields
-                events.append((node.start_time_ns, fields.alloc_size, fields.ptr, top))
-            walk(node.children, top if top is not None or not node.name.startswith("aten::") else id(node))
-
-    walk(prof.profiler.kineto_results.experimental_event_tree(), None)
-    events.sort(key=lambda event: event[0])
-    made_in: dict[int, tuple[int, int]] = {}
-    workspace: set[int] = set()
-    for index, (_, size, address, top) in enumerate(events):
-        if size > 0:
-            made_in[address] = (top, index)
-        elif address in made_in:
-            op, made = made_in.pop(address)
-            if top is not None and op == top:
-                workspace.update((made, index))
-    everything = lasting = peak_everything = peak_lasting = 0
-    for index, (_, size, _, _) in enumerate(events):
-        everything += size
-        peak_everything = max(peak_everything, everything)
-        if index not in workspace:
-            lasting += size
-            peak_lasting = max(peak_lasting, lasting)
-    return peak_everything, peak_lasting
+    return cpu_allocation_peaks(run)
 
 
 def profiled_peaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:

@@ -114,7 +114,7 @@ def test_whole_model_figures(lenet):
 def test_the_cpu_peak_is_the_highest_running_sum_of_the_allocators_events():
     """Known allocations as the oracle: 4,000 and 2,000 bytes held together; then 4,000
     freed before 2,000 are taken (the peak stays 4,000); nothing held before counts."""
-    from archprof.measure.peak_memory import cpu_allocation_peak
+    from archprof.measure.peak_memory import cpu_allocation_peaks
 
     held_before = torch.empty(10_000)
 
@@ -127,23 +127,25 @@ def test_the_cpu_peak_is_the_highest_running_sum_of_the_allocators_events():
         del a
         return torch.empty(500)
 
-    assert cpu_allocation_peak(together) == 6000
-    assert cpu_allocation_peak(one_after_the_other) == 4000
+    assert cpu_allocation_peaks(together) == (6000, 6000)  # freed outside the op that made them: no workspace
+    assert cpu_allocation_peaks(one_after_the_other) == (4000, 4000)
     assert held_before.numel() == 10_000
 
 
 def test_measuring_the_cpu_peak_writes_nothing_to_stderr(capfd):
     """The profiler's native code logs its start and stop on file descriptor 2."""
-    from archprof.measure.peak_memory import cpu_allocation_peak
+    from archprof.measure.peak_memory import cpu_allocation_peaks
 
-    cpu_allocation_peak(lambda: torch.empty(10))
+    cpu_allocation_peaks(lambda: torch.empty(10))
     assert capfd.readouterr().err == ""
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
-def test_the_predicted_peak_agrees_with_the_cpu_allocator(name):
-    """The profile's cross-check on the CPU: measured / predicted inside its bounds."""
-    report = archprof.profile(name, device="cpu", warmup=1, repeat=1, **CEILINGS)
+@pytest.mark.parametrize(("name", "batch"), [("resnet18", 1), ("mobilenet_v2", 1), ("lenet5", 32)])
+def test_the_predicted_peak_agrees_with_the_cpu_allocator(name, batch):
+    """The profile's cross-check on the CPU: measured / predicted inside its bounds. The
+    operators' workspace is left out, as the analysis has none: lenet5 at batch 32 reads
+    1.09x without it, 1.78x with oneDNN's output-sized convolution buffers."""
+    report = archprof.profile(name, batch=batch, device="cpu", warmup=1, repeat=1, **CEILINGS)
     measured, predicted = report.measured.measured_peak_memory_bytes, report.totals.peak_memory_bytes
     low, high = crosscheck.MEMORY_RATIO_BOUNDS
     assert low <= measured / predicted <= high, (measured, predicted)

@@ -61,7 +61,8 @@ def test_adams_update_of_a_large_layer_against_a_real_cpu_step():
     """The oracle: torch.profiler's allocations over a real step, Adam's update included,
     counted from what was held before it (the parameters, both moments, the input). The
     analysis lets the caller's input go after its last reader and leaves out Adam's step
-    counters (4 B a parameter): at most that much below the measurement."""
+    counters (4 B a parameter); the output and the gradient of ones it starts from (80 B
+    each) may still be held or gone when the update runs: at most that much apart."""
     from tests.memory_oracle import allocation_peaks
 
     def mlp():
@@ -82,7 +83,8 @@ def test_adams_update_of_a_large_layer_against_a_real_cpu_step():
     held += sum(v.nbytes for state in optimizer.state.values() for v in state.values())
     totals = archprof.analyze(mlp, input_size=(256,), batch=2, training=True, optimizer="adam").totals
     assert totals.training_peak_phase == "optimizer step"
-    assert 0 <= held + everything - totals.training_peak_bytes <= x.nbytes + 4 * 4
+    slack = x.nbytes + 4 * 4 + 2 * 2 * 10 * 4
+    assert -slack <= held + everything - totals.training_peak_bytes <= slack
 
 
 def frozen_first_layer():

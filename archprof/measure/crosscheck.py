@@ -165,5 +165,5 @@ def memory_note(device) -> str:
     if device.type == "cuda":
         return "torch.cuda.max_memory_allocated over one forward (kernel workspace and allocator rounding included)"
     if device.type == "cpu":
-        return "the CPU allocator's allocations and frees over one forward (torch.profiler), kernel scratch included"
+        return "the CPU allocator's events over one forward (torch.profiler), operators' workspace left out"
     return f"not measured on {device.type}: archprof reads the peak on CUDA and the CPU only"

@@ -2,13 +2,17 @@
 inference forward (`archprof profile`'s cross-check) and of one training step
 (`archprof memory --measure`).
 
-On CUDA, the allocator's own counter (`torch.cuda.max_memory_allocated`). The CPU keeps no
-such counter; its allocator's events do, as torch.profiler records them
-(`profile_memory=True`): every allocation and free, in order, whose running sum at its
-highest is the most a call held beyond what was held before it (the model's parameters and
-buffers, the inputs, an optimizer's state). A block allocated before the recording started
-is freed unseen there: a training step's old gradients, dropped by `zero_grad` as it
-begins, are therefore not counted as held.
+On CUDA, the allocator's own counter (`torch.cuda.max_memory_allocated`), kernel workspace
+included. The CPU keeps no such counter; its allocator's events do, as torch.profiler
+records them (`profile_memory=True`): every allocation and free, in order, whose running
+sum at its highest is the most a call held beyond what was held before it (the model's
+parameters and buffers, the inputs, an optimizer's state). There an allocation can be told
+apart from an operator's workspace, which the analysis has none of: one freed before the
+outermost aten operator that made it returns (oneDNN convolutions compute into an
+output-sized buffer in a blocked layout and reorder their weights on every call; BatchNorm
+frees the statistics it computes). The figure compared is the peak without workspace.
+A block allocated before the recording started is freed unseen: a training step's old
+gradients, dropped by `zero_grad` as it begins, are therefore not counted as held.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def measured_peak(run: Callable[[], Any], device: torch.device, before: int, hel
     if device.type == "cuda":
         return peak_bytes(device, before, run)
     if device.type == "cpu":
-        return held + cpu_allocation_peak(run)
+        return held + cpu_allocation_peaks(run)[1]
     return None
 
 
@@ -103,24 +107,45 @@ def peak_bytes(device: torch.device, before: int, run: Callable[[], Any]) -> int
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def cpu_allocation_peak(run: Callable[[], Any]) -> int:
-    """The highest running sum of the CPU allocator's allocations and frees during `run`."""
-    from torch.autograd import DeviceType
+def cpu_allocation_peaks(run: Callable[[], Any]) -> tuple[int, int]:
+    """(the highest running sum of the CPU allocator's allocations and frees during `run`,
+    the same of those that outlive the outermost aten operator that made them: without
+    workspace). In a backward pass the operators run inside the autograd engine's calls,
+    which free the gradients they pass on: those are no operator's workspace."""
+    from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
     with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded:
         run()
-    events = [
-        event
-        for event in recorded.profiler.kineto_results.events()
-        if event.name() == "[memory]" and event.device_type() == DeviceType.CPU
-    ]
-    events.sort(key=lambda event: event.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()  # negative for a free
-        peak = max(peak, live)
-    return peak
+    events = []  # (time, bytes, address, the outermost aten operator it ran in)
+
+    def walk(nodes, top):
+        for node in nodes:
+            if node.tag == _EventType.Allocation:
+                fields = node.extra_fields
+                if fields.device.type == "cpu":
+                    events.append((node.start_time_ns, fields.alloc_size, fields.ptr, top))
+            walk(node.children, top if top is not None or not node.name.startswith("aten::") else id(node))
+
+    walk(recorded.profiler.kineto_results.experimental_event_tree(), None)
+    events.sort(key=lambda event: event[0])
+    made_in: dict[int, tuple[int, int]] = {}
+    workspace: set[int] = set()
+    for index, (_, size, address, top) in enumerate(events):
+        if size > 0:
+            made_in[address] = (top, index)
+        elif address in made_in:
+            made_top, made = made_in.pop(address)
+            if top is not None and made_top == top:
+                workspace.update((made, index))
+    everything = lasting = peak_everything = peak_lasting = 0
+    for index, (_, size, _, _) in enumerate(events):
+        everything += size  # negative for a free
+        peak_everything = max(peak_everything, everything)
+        if index not in workspace:
+            lasting += size
+            peak_lasting = max(peak_lasting, lasting)
+    return peak_everything, peak_lasting
 
 
 @contextlib.contextmanager
