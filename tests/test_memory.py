@@ -408,6 +408,27 @@ def test_measure_on_the_cpu_agrees_with_the_prediction(name):
     assert "Measured on" in result.stdout and "Training step (sgd)" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3).requires_grad_(False)),  # nothing to train
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(0), nn.Softmax(0)).requires_grad_(False),
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyLinear(2)),  # a lazy layer, made by the forward
+    ],
+    ids=["frozen", "no gradient out", "lazy"],
+)
+def test_measure_runs_the_steps_a_model_has(make):
+    """A step with nothing to train has no update (the optimizer refused an empty parameter
+    list), one whose outputs need no gradient no backward pass; a lazy layer holds nothing
+    before its first call (reading its size raised)."""
+    from archprof.analysis import analysis
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import measure_memory
+
+    measured = measure_memory(analysis(load_model(make), (3, 8, 8), 1, None))
+    assert measured.inference_peak_bytes > 0 and measured.training_peak_bytes >= measured.inference_peak_bytes // 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_measure_reports_cuda_memory_beside_the_prediction():
     from archprof.analysis import analysis

@@ -101,9 +101,12 @@ def measure_memory(
 
 def held_bytes(module: torch.nn.Module, *held: Any) -> int:
     """The bytes of the module's parameters and buffers and of the tensors in `held` (inputs,
-    an optimizer's state), each tensor once."""
+    an optimizer's state), each tensor once; a lazy layer's, not made yet, hold none."""
     tensors = {id(t): t for t in (*module.parameters(), *module.buffers(), *tensors_in(list(held)))}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    return sum(t.numel() * t.element_size() for t in tensors.values() if not isinstance(t, _Uninitialised))
+
+
+_Uninitialised = torch.nn.parameter.UninitializedTensorMixin
 
 
 def peak_bytes(device: torch.device, before: int, run: Callable[[], Any]) -> int:
@@ -215,18 +218,25 @@ _OPTIMIZERS = {
 def _training_step(
     module: torch.nn.Module, inputs: ForwardInputs, optimizer: str
 ) -> tuple[Callable[[], None], Callable[[], list]]:
-    """One training step, and what the optimizer's state holds (its tensors) when asked."""
+    """One training step, as archprof traces it: the forward, the backward pass from
+    gradients of ones on the floating outputs that need one (none: no backward pass), the
+    optimizer's update of the trainable parameters (none: no update); and what the
+    optimizer's state holds (its tensors) when asked."""
     module.train()
-    opt = _OPTIMIZERS[optimizer.lower()]([p for p in module.parameters() if p.requires_grad])
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    opt = _OPTIMIZERS[optimizer.lower()](trainable) if trainable else None
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = sum(t.float().sum() for t in tensors_in(inputs(module)) if t.is_floating_point())
-        loss.backward()
-        opt.step()
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        roots = [t for t in tensors_in(inputs(module)) if t.is_floating_point() and t.requires_grad]
+        if roots:
+            torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
+        if opt is not None:
+            opt.step()
 
     def state() -> list:
-        return [value for values in opt.state.values() for value in values.values()]
+        return [value for values in opt.state.values() for value in values.values()] if opt is not None else []
 
     return step, state
 
