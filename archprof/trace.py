@@ -116,8 +116,7 @@ def trace(
     else:
         stand_ins, parameters = _stand_ins(named, dtype, recorder, requires_grad=training)
     input_dtype = dtype or _first_floating_dtype(tensors)
-    device = torch.device("meta") if not real else (tensors[0].device if tensors else torch.device("cpu"))
-    inputs, args, kwargs = _inputs(specs, input_dtype, device, real)
+    inputs, args, kwargs = _inputs(specs, input_dtype, _input_device(tensors, real), real)
     input_metas = [recorder.register(x, "input") for x in inputs]
 
     training_modes = {module: module.training for _, module in modules}
@@ -205,9 +204,7 @@ def _lazy_layers_initialised(model: torch.nn.Module, specs: list[TraceInput], re
     if not real:
         model = _meta_copy(model)
     tensors = [*model.parameters(), *model.buffers()]
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
-    device = torch.device("meta") if not real else (tensors[0].device if tensors else torch.device("cpu"))
-    _, args, kwargs = _inputs(specs, dtype, device, real)
+    _, args, kwargs = _inputs(specs, _first_floating_dtype(tensors), _input_device(tensors, real), real)
     try:
         with torch.no_grad(), forward_exits_as_errors(_type_name(model)):
             model(*args, **kwargs)
@@ -359,6 +356,11 @@ def _type_name(module: torch.nn.Module) -> str:
         with suppress(Exception):
             return module.original_name
     return type(module).__name__
+
+
+def _input_device(tensors: list[torch.Tensor], real: bool) -> torch.device:
+    """Where the inputs go: meta, or for a real forward the device of the model's tensors."""
+    return torch.device("meta") if not real else (tensors[0].device if tensors else torch.device("cpu"))
 
 
 def _inputs(specs: list[TraceInput], dtype: torch.dtype, device: torch.device, real: bool):

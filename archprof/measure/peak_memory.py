@@ -99,14 +99,14 @@ def measure_memory(
     return Measured(device_name(device), inference, trained)
 
 
+_Uninitialised = torch.nn.parameter.UninitializedTensorMixin  # a lazy layer's, before its first call
+
+
 def held_bytes(module: torch.nn.Module, *held: Any) -> int:
     """The bytes of the module's parameters and buffers and of the tensors in `held` (inputs,
     an optimizer's state), each tensor once; a lazy layer's, not made yet, hold none."""
     tensors = {id(t): t for t in (*module.parameters(), *module.buffers(), *tensors_in(list(held)))}
     return sum(t.numel() * t.element_size() for t in tensors.values() if not isinstance(t, _Uninitialised))
-
-
-_Uninitialised = torch.nn.parameter.UninitializedTensorMixin
 
 
 def peak_bytes(device: torch.device, before: int, run: Callable[[], Any]) -> int:
