@@ -24,3 +24,10 @@ def first_line(exc: BaseException, bare: bool = False) -> str:
     if bare:
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def short_reason(exc: BaseException) -> str:
+    """`first_line(exc, bare=True)`, cut to its first sentence where it is long (torch's
+    explanation for nonzero runs to 300 characters)."""
+    line = first_line(exc, bare=True)
+    return line.split(". ")[0] if len(line) > 120 else line

@@ -38,14 +38,14 @@ class _Passing(TorchFunctionMode):
 
 @contextlib.contextmanager
 def _through_the_dispatcher():
-    import archprof.trace
+    import archprof.recorder
 
-    answer_call = archprof.trace._Recorder.answer_call
-    archprof.trace._Recorder.answer_call = lambda self, func, args: None
+    answer_call = archprof.recorder.Recorder.answer_call
+    archprof.recorder.Recorder.answer_call = lambda self, func, args: None
     try:
         yield
     finally:
-        archprof.trace._Recorder.answer_call = answer_call
+        archprof.recorder.Recorder.answer_call = answer_call
 
 
 @contextlib.contextmanager

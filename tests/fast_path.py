@@ -3,7 +3,7 @@
 import torch
 from torch._prims_common import check_significant_strides
 
-from archprof.trace import _Recorder
+from archprof.recorder import Recorder
 
 
 class _Outputs(torch.utils._python_dispatch.TorchDispatchMode):
@@ -33,7 +33,7 @@ def check_answers_match_the_meta_kernel(call) -> None:
     with expected:
         call()
     answered = _Outputs()
-    with _Recorder(), answered:
+    with Recorder(), answered:
         call()
     assert [func for func, _ in answered.seen] == [func for func, _ in expected.seen]
     for (func, want), (_, got), inputs in zip(expected.seen, answered.seen, expected.layouts, strict=True):

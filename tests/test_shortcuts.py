@@ -13,6 +13,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import archprof
+import archprof.recorder
 from archprof.errors import ArchprofError
 from archprof.trace import trace
 
@@ -260,8 +261,8 @@ def test_a_functional_batch_norm_skips_the_dispatcher_and_records_the_same(optio
     """The oracle: the same trace with the recorder refusing the call, which then goes down
     through the C++ dispatcher and back into the recorder."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), _FunctionalNorm(4, **options)).to("meta", dtype).eval()
-    answer_call = archprof.trace._Recorder.answer_call
-    monkeypatch.setattr(archprof.trace._Recorder, "answer_call", lambda *args: None)
+    answer_call = archprof.recorder.Recorder.answer_call
+    monkeypatch.setattr(archprof.recorder.Recorder, "answer_call", lambda *args: None)
     expected = _traced(model, (2, 3, 6, 6))
     answered = []
 
@@ -270,7 +271,7 @@ def test_a_functional_batch_norm_skips_the_dispatcher_and_records_the_same(optio
         answered.append(out is not None)
         return out
 
-    monkeypatch.setattr(archprof.trace._Recorder, "answer_call", spy)
+    monkeypatch.setattr(archprof.recorder.Recorder, "answer_call", spy)
     assert _traced(model, (2, 3, 6, 6)) == expected
     assert answered == [True]
     assert "aten.native_batch_norm" in expected
@@ -279,6 +280,6 @@ def test_a_functional_batch_norm_skips_the_dispatcher_and_records_the_same(optio
 def test_a_functional_batch_norm_goes_through_the_dispatcher_in_a_training_step(monkeypatch):
     """Autograd must see the call: the recorder is not handed it."""
     model = nn.Sequential(_FunctionalNorm(4, batch_statistics=True)).to("meta")
-    monkeypatch.setattr(archprof.trace._Recorder, "answer_call", lambda *a: pytest.fail("handed to the recorder"))
+    monkeypatch.setattr(archprof.recorder.Recorder, "answer_call", lambda *a: pytest.fail("handed to the recorder"))
     graph = trace(model, [(2, 4, 3, 3)], training=True)
     assert "aten.native_batch_norm" in [op.op for op in graph.ops] and graph.backward_ops

@@ -1,0 +1,384 @@
+"""The dispatch mode that records a traced forward: every aten operator, the module call
+it ran in, and a TensorMeta for every tensor it read and made.
+
+Where the operator catalogue has an operator's shape formula, the recorder answers the
+operator itself with empty meta tensors of the shapes it gives (`_answer_from_formula`):
+PyTorch's meta kernels for batch norm, ReLU, add and others are Python decompositions
+costing far more. Module calls reach it through the wrappers `archprof.trace` puts around
+every module's forward (`enter`, `post_hook`), and calls that `archprof.shortcuts`
+answers without their forward running through `answer_directly`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from archprof.errors import short_reason
+from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta
+from archprof.operators import Family, Layout, find_operator
+from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
+from archprof.shortcuts import Shortcut, may_shortcut
+from archprof.structure import TensorSlots, tensors_in
+from archprof.units import shapes_text
+
+# Operators returning views of their input whose schemas carry no alias annotation.
+_UNANNOTATED_VIEWS = frozenset({"aten.unsafe_split", "aten.unsafe_split_with_sizes", "aten.unsafe_chunk"})
+# Assertions an exported program makes about its inputs: no data, no arithmetic, not a layer.
+_RUNTIME_CHECKS = frozenset(
+    {"aten._assert_tensor_metadata", "aten._assert_async", "aten._assert_scalar", "aten.sym_constrain_range_for_size"}
+)
+
+
+def input_shapes_text(shapes) -> str:
+    """The shapes a forward was given, for an error: "1x3x224x224", "(no tensor)"."""
+    return shapes_text(shapes) or "(no tensor)"
+
+
+class Recorder(TorchDispatchMode):
+    """Records every aten op; answers the ops it has a shape formula for itself."""
+
+    def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.ops: list[OpNode] = []
+        self.calls: list[ModuleCall] = []
+        self.call_outputs: dict[int, tuple[TensorMeta, ...]] = {}
+        # The module calls running now, each with its arguments (their shapes, for errors).
+        self._stack: list[tuple[ModuleCall, Any]] = []
+        self._call_counts: dict[str, int] = {}
+        self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
+        self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
+        self.answered_directly = 0  # module calls recorded through `archprof.shortcuts`
+        self._alive: list[torch.Tensor] = []  # keeps ids unique; meta tensors cost nothing
+        self._next_storage = 0
+        self._count = 0  # TensorMeta ids
+        self.saved: list[TensorMeta] = []  # what autograd saved (training traces)
+        self._real = real  # real tensors (the CPU fallback): no fast path, not kept alive
+        # Without hooks (TorchScript): every module's type, ops attributed by parameters.
+        self._by_parameters = module_types
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Otherwise torch wraps __torch_dispatch__ in dynamo.disable, whose first call
+        # imports torch._dynamo: 1.1 s of the CLI's start-up for nothing (no compilation
+        # ever happens inside the trace).
+        return False
+
+    # -- tensors -------------------------------------------------------------------------
+
+    def register(self, tensor: torch.Tensor, kind: TensorKind, name: str = "", storage: int | None = None):
+        if storage is None:
+            storage = self.new_storage()
+        meta = TensorMeta(self._count, tuple(tensor.shape), tensor.dtype, storage, kind, name)
+        self._count += 1
+        if name:
+            self._named[name] = meta
+        self.bind(tensor, meta)
+        return meta
+
+    def bind(self, tensor: torch.Tensor, meta: TensorMeta) -> None:
+        """`meta` is now what the recorder knows `tensor` as (its latest version)."""
+        key = id(tensor)
+        self._metas[key] = meta
+        if self._real:
+            # Keeping real tensors alive would hold every activation of the forward at once:
+            # an id leaves the table when its tensor dies instead, before Python reuses it.
+            weakref.finalize(tensor, self._forget, key, meta)
+        else:
+            self._alive.append(tensor)
+
+    def new_storage(self) -> int:
+        self._next_storage += 1
+        return self._next_storage - 1
+
+    def new_activation(self, shape: tuple[int, ...], dtype: torch.dtype, storage: int) -> TensorMeta:
+        """A TensorMeta for an output made without a tensor (`archprof.replay`'s copies)."""
+        meta = TensorMeta(self._count, shape, dtype, storage, "activation")
+        self._count += 1
+        return meta
+
+    def made_so_far(self) -> tuple[int, int]:
+        """The next TensorMeta id and storage id."""
+        return self._count, self._next_storage
+
+    def meta_of(self, tensor: torch.Tensor) -> TensorMeta | None:
+        return self._metas.get(id(tensor))
+
+    def named(self, name: str) -> TensorMeta | None:
+        """The parameter or buffer registered under `name`."""
+        return self._named.get(name)
+
+    def _forget(self, key: int, meta: TensorMeta) -> None:
+        if self._metas.get(key) is meta:
+            del self._metas[key]
+
+    def lookup(self, tensor: torch.Tensor) -> TensorMeta:
+        meta = self._metas.get(id(tensor))
+        # A tensor made outside the trace (a plain tensor attribute of a module).
+        return meta if meta is not None else self.register(tensor, "constant")
+
+    # -- modules -------------------------------------------------------------------------
+
+    def enter(self, path: str, type_name: str, args) -> None:
+        """A call of the module at `path` begins (the pre hook)."""
+        self._stack.append((self.open_call(path, type_name, len(self.ops)), args))
+
+    def open_call(self, path: str, type_name: str, first_op: int) -> ModuleCall:
+        """Record a call of the module at `path` (its stack entry is the caller's to make)."""
+        count = self._call_counts.get(path, 0)
+        self._call_counts[path] = count + 1
+        call = ModuleCall(path, type_name, count, len(self.calls), first_op)
+        self.calls.append(call)
+        return call
+
+    def start_root(self, type_name: str, args) -> None:
+        """Without hooks: the model's call (of class `type_name`), for errors; its ops get calls of their own."""
+        call = ModuleCall("", type_name, 0, -1, 0)
+        self._stack.append((call, args))
+
+    def post_hook(self, module, args, output):
+        call, _ = self._stack.pop()
+        if isinstance(output, torch.Tensor):
+            self.call_outputs[call.index] = (self.lookup(output),)
+        else:
+            self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
+
+    def describe_failure(self, exc: Exception, input_shapes) -> str:
+        reason = short_reason(exc)
+        if not self._stack:
+            return f"the model's forward failed on input {input_shapes_text(input_shapes)}: {reason}"
+        call, args = self._stack[-1]
+        shapes = tuple(tuple(a.shape) for a in tensors_in(args))
+        where = self.inner_module() or f"the model ({call.type})"
+        return f"the forward pass failed in {where} on input {input_shapes_text(shapes)}: {reason}"
+
+    def inner_module(self) -> str:
+        """The submodule call running now, "module 'layer1.0' (BasicBlock)"; "" in the model's own code."""
+        call = self._stack[-1][0] if self._stack else None
+        return f"module '{call.path}' ({call.type})" if call is not None and call.path else ""
+
+    # -- operators -----------------------------------------------------------------------
+
+    def answer_directly(self, module: torch.nn.Module, x, shortcut: Shortcut) -> torch.Tensor | None:
+        """The module's output, its operator recorded as its forward would have reached it;
+        None where the shortcut does not know the call (the forward runs instead)."""
+        if not may_shortcut(x):
+            return None
+        call = shortcut(module, x)
+        if call is None:
+            return None
+        func, args = call
+        out = self._dispatched(func, args)
+        self.answered_directly += 1
+        return out[0] if isinstance(out, tuple) else out
+
+    def answer_call(self, func, args: tuple):
+        """What `func(*args)` returns, recorded as the dispatcher would hand it to this mode,
+        without the round trip through it; None where the call may not skip the dispatcher
+        (as `may_shortcut` says of its first argument)."""
+        return self._dispatched(func, args) if may_shortcut(args[0]) else None
+
+    def _dispatched(self, func, args: tuple):
+        with torch._C._DisableTorchDispatch():  # as inside a dispatch: its tensors made untraced
+            return self.__torch_dispatch__(func, (), args, {})
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        info = _OP_INFO.get(func)
+        if info is None:
+            info = _OP_INFO[func] = OpInfo.of(func)
+        if info.name in _RUNTIME_CHECKS:
+            return func(*args, **kwargs)
+        tensors = info.slots.tensors(args, kwargs)
+        if info.same_dtype and tensors:
+            dtype = tensors[0].dtype
+            for tensor in tensors:  # a loop, not a set: most operators of a trace come here
+                if tensor.dtype != dtype:
+                    dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
+                    raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
+        out = None
+        if info.shape is not None and not self._real:
+            out = _answer_from_formula(func, info, args, kwargs, tensors)
+        if out is None:
+            out = func(*args, **kwargs)
+        self._record(info, args, kwargs, tensors, out)
+        return out
+
+    def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
+        inputs = tuple(map(self.lookup, tensors))
+        # Before the outputs: an in-place op's output is a new version of its input tensor.
+        node_args, node_kwargs = info.slots.map(self.lookup, args, kwargs)
+        # In-place ops and views live in their first input's storage.
+        storage = inputs[0].storage if (info.writes_input or info.is_view) and inputs else None
+        if isinstance(out, torch.Tensor):
+            outputs = (self.register(out, "activation", storage=storage),)
+        else:
+            outputs = tuple([self.register(t, "activation", storage=storage) for t in tensors_in(out)])
+        module = self._stack[-1][0] if self._stack else None
+        if self._by_parameters is not None and module is not None and not module.path:
+            module = self._owner_call(inputs, module)
+        self.ops.append(
+            OpNode(
+                len(self.ops),
+                info.name,
+                node_args,
+                node_kwargs,
+                inputs,
+                outputs,
+                module,
+                info.writes_input,
+                info.is_view,
+            )
+        )
+
+    def _owner_call(self, inputs: tuple[TensorMeta, ...], root: ModuleCall) -> ModuleCall:
+        """Without hooks: the module whose parameter or buffer the op reads first (one call
+        for a run of its ops); else the model itself, one row per op (its output counted, as
+        nothing says which ops a parameter-free module such as ReLU grouped)."""
+        owner = next((t.name.rpartition(".")[0] for t in inputs if t.kind in ("parameter", "buffer")), "")
+        last = self.ops[-1].module if self.ops else None
+        if owner and last is not None and last.path == owner:
+            return last
+        count = self._call_counts.get(owner, 0) if owner else 0
+        if owner:
+            self._call_counts[owner] = count + 1
+        kind = self._by_parameters.get(owner, "") if owner else root.type
+        call = ModuleCall(owner, kind, count, len(self.calls), len(self.ops))
+        self.calls.append(call)
+        return call
+
+
+def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor]) -> Any:
+    """Answer an op with empty meta tensors of the shapes its formula gives.
+
+    PyTorch's meta kernels for batch norm, ReLU, add and others are Python decompositions
+    costing 0.4-5 ms a call; this answers them in microseconds, with what the kernel's
+    output carries: a new contiguous tensor, or the input itself for an in-place op.
+    Returns None (use the real kernel) whenever the answer could differ from it: an input
+    off the meta device, mixed dtypes, non-float input, an input that is not contiguous where
+    the kernel's output follows its layout (channels last, a transposed or expanded view, or
+    a contiguous tensor whose strides say channels last too, as (N, 1, H, W) made channels
+    last does; a matrix product's output is contiguous whatever its inputs, an elementwise
+    op's laid out by TensorIterator's rule), or an in-place op whose result would not fit its
+    destination. A formula's Refused is final: the real kernel refuses the call even where
+    the meta kernel would answer it."""
+    # Plain loops below, not any() and all() over generators: this runs for every operator.
+    if not tensors or not tensors[0].is_floating_point():
+        return None
+    first = tensors[0]
+    dtype = first.dtype
+    contiguous = True
+    for tensor in tensors:
+        if tensor.dtype != dtype or not tensor.is_meta:
+            return None  # a CPU tensor the forward made itself (a position table) is computed for real
+        contiguous = contiguous and tensor.is_contiguous()
+    as_input = not info.writes_input and info.layout is Layout.AS_INPUT
+    follows_layout = as_input and not contiguous
+    if as_input and not info.elementwise:
+        if follows_layout:
+            return None
+        for tensor in tensors:
+            if _taken_for_channels_last(tensor):
+                return None
+    if follows_layout and dtype in _HALF:
+        # Half-precision meta kernels lay a non-contiguous elementwise output out by a rule of
+        # their own (an expanded times a transposed 2x2: (2, 1); TensorIterator, float32's
+        # meta kernel and the CPU say (1, 2)): the trace records what the meta kernel says.
+        return None
+    shape_args, shape_kwargs = info.slots.map(_shape, args, kwargs)
+    try:
+        shapes = info.shape(*shape_args, **shape_kwargs)
+    except Refused:
+        raise
+    except RuntimeError as refused:
+        refusal = refused
+    else:
+        refusal = None
+    if refusal is not None:
+        # The meta kernel decides (the formula may be stricter than it); if it refuses too,
+        # the formula's message says why in the user's terms (raised outside the handler,
+        # so that the meta kernel's error is not taken for a limitation of the meta device).
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError:
+            pass
+        raise refusal
+    if info.writes_input:
+        return args[0] if shapes[0] == tuple(args[0].shape) else None
+    if follows_layout:  # an elementwise op lays its output out as its inputs are
+        strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in tensors])
+        return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
+    outputs = [_empty(shape, dtype) for shape in shapes]
+    if info.layout is Layout.SUGGESTED and _taken_for_channels_last(first):
+        outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
+    return outputs[0] if info.returns == 1 else tuple(outputs)
+
+
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    return tuple(tensor.shape)
+
+
+def _taken_for_channels_last(tensor: torch.Tensor) -> bool:
+    """`suggests_channels_last`, at once False for a contiguous tensor without a dimension of one."""
+    shape = tensor.shape
+    if len(shape) not in (4, 5) or (1 not in shape[1:] and tensor.is_contiguous()):
+        return False
+    return suggests_channels_last(tuple(shape), tensor.stride())
+
+
+@dataclass(frozen=True, slots=True)
+class OpInfo:
+    """What the recorder needs of an operator's schema, read once per operator."""
+
+    name: str  # "aten.convolution"
+    slots: TensorSlots
+    returns: int
+    writes_input: bool  # in place: returns its first input, written over
+    is_view: bool  # returns an alias of an input without writing it
+    # From the operator catalogue: its output-shape formula (the fast path) and whether
+    # its real kernels refuse mixed dtypes.
+    shape: Callable[..., Any] | None
+    same_dtype: bool
+    layout: Layout
+    elementwise: bool  # pointwise: its output laid out as its inputs are
+
+    @staticmethod
+    def of(func) -> OpInfo:
+        returns = func._schema.returns
+        alias = returns[0].alias_info if len(returns) == 1 else None
+        operator = find_operator(func.overloadpacket)
+        return OpInfo(
+            name=str(func.overloadpacket),
+            slots=TensorSlots.of(func._schema),
+            returns=len(returns),
+            writes_input=alias is not None and alias.is_write,
+            is_view=(alias is not None and not alias.is_write) or str(func.overloadpacket) in _UNANNOTATED_VIEWS,
+            shape=operator.shape if operator is not None else None,
+            same_dtype=operator is not None and operator.same_dtype,
+            layout=operator.layout if operator is not None else Layout.AS_INPUT,
+            elementwise=operator is not None and operator.family is Family.POINTWISE,
+        )
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+# Per operator overload, read once per process: the schema and the catalogue do not change.
+_OP_INFO: dict[Any, OpInfo] = {}
+
+
+def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
+    """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`, the dtype maybe COMPUTATION)."""
+    if len(shape) == 2 and not isinstance(shape[1], int):
+        shape, dtype = shape[0], output_dtype(shape[1], dtype)
+    return torch.empty(shape, dtype=dtype, device=_META)
+
+
+_META = torch.device("meta")

@@ -1,0 +1,171 @@
+"""The recorder of a training step: the forward as `archprof.recorder.Recorder` records
+it, then the backward pass, each of its operators attributed to a forward operator."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import AbstractContextManager
+
+import torch
+
+from archprof.errors import short_reason
+from archprof.graph import ModuleCall, OpNode
+from archprof.recorder import OpInfo, Recorder
+from archprof.structure import tensors_in
+
+# The key of autograd node metadata naming the forward op (its index) that made the node.
+_ORIGIN = "archprof_origin"
+
+
+class TrainingRecorder(Recorder):
+    """The recorder of a training step: the forward as `Recorder` records it, then the
+    backward pass (`run_backward`) into `backward_ops`, each op attributed to a forward op.
+
+    The autograd node an op creates exists only once the op has returned through the
+    autograd layer, above this dispatch mode: so each op's outputs are tagged with its index
+    (their `grad_fn.metadata`) when the next op is recorded. In the backward pass, an op
+    belongs to the forward op of the autograd node running it
+    (`torch._C._current_autograd_node`); an op of a node no forward op made (AccumulateGrad,
+    which moves a gradient into `.grad`) to the forward op of the op before it.
+
+    Activation checkpointing runs forward ops again inside the backward, with grad enabled
+    (backward ops run without): those are recorded as "recompute". Their module calls
+    fire the forward hooks again: each is taken for the same module's forward call (its
+    first, then its next on a module recomputed again), and its ops, in order, for that
+    call's own ops, in order (the same code runs again). Their outputs are tagged as the
+    forward's are: reentrant checkpointing runs a backward pass through them."""
+
+    def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
+        super().__init__(real, module_types)
+        self.backward_ops: list[OpNode] = []
+        self._phase = "forward"
+        self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
+        self._forward_ops: list[OpNode] = []
+        self._origin = -1  # the forward op of the backward op recorded last
+        self._own_ops: dict[int, list[OpNode]] = {}  # forward call index -> the ops it ran itself
+        self._replayed: dict[int, int] = {}  # recomputed call index -> its ops recorded so far
+        self._calls_of: dict[str, list[ModuleCall]] = {}  # module path -> its forward calls
+        self._recomputed_calls: dict[str, int] = {}  # module path -> its calls recomputed so far
+
+    def run_backward(self, output) -> None:
+        """The backward pass from the floating outputs that require grad, with gradients of ones."""
+        self._tag_last_made()
+        self._forward_ops = self.ops
+        self.ops = self.backward_ops  # _record appends to self.ops
+        self._phase = "backward"
+        self._by_parameters = None  # backward ops are attributed through their forward op
+        self._origin = len(self._forward_ops) - 1
+        for op in self._forward_ops:
+            self._own_ops.setdefault(op.module.index, []).append(op)
+        for call in self.calls:
+            self._calls_of.setdefault(call.path, []).append(call)
+        roots = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+        if roots:
+            with torch.no_grad():  # not a recomputed forward op
+                seeds = [torch.ones_like(t) for t in roots]
+            torch.autograd.backward(roots, seeds)
+        self.ops = self._forward_ops
+
+    def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
+        if self._phase == "forward":
+            self._tag_last_made()
+            super()._record(info, args, kwargs, tensors, out)
+            self._last_made = (tensors_in(out), len(self.ops) - 1)
+            return
+        self._tag_last_made()  # before reading the node running: it may be the one just tagged
+        phase, origin = self._backward_origin()
+        super()._record(info, args, kwargs, tensors, out)
+        module = self._forward_ops[origin].module if origin >= 0 else None
+        self.ops[-1] = dataclasses.replace(self.ops[-1], module=module, phase=phase, origin=origin)
+        if phase == "recompute":  # reentrant checkpointing runs a backward through these
+            self._last_made = (tensors_in(out), origin)
+
+    def _tag_last_made(self) -> None:
+        made, index = self._last_made
+        for tensor in made:
+            node = tensor.grad_fn
+            if node is not None and _ORIGIN not in node.metadata:
+                node.metadata[_ORIGIN] = index
+        self._last_made = ([], -1)
+
+    def _backward_origin(self) -> tuple[str, int]:
+        """The phase of the backward-pass op being recorded, and its forward op."""
+        if torch.is_grad_enabled():  # a checkpointed forward op run again
+            if self._stack:
+                call = self._stack[-1][0]
+                done = self._replayed.get(call.index, 0)
+                self._replayed[call.index] = done + 1
+                own = self._own_ops.get(call.index)
+                if own:
+                    return "recompute", own[min(done, len(own) - 1)].index
+            return "recompute", self._node_origin()
+        return "backward", self._node_origin()
+
+    def _node_origin(self) -> int:
+        node = torch._C._current_autograd_node()
+        origin = node.metadata.get(_ORIGIN) if node is not None else None
+        if origin is not None:
+            self._origin = origin
+        return self._origin
+
+    def enter(self, path: str, type_name: str, args) -> None:
+        if self._phase == "forward":
+            super().enter(path, type_name, args)
+        else:
+            self._stack.append((self._recomputed_call(path, type_name), ()))
+
+    def post_hook(self, module, args, output):
+        if self._phase == "forward":
+            return super().post_hook(module, args, output)
+        self._stack.pop()
+        return None
+
+    def _recomputed_call(self, path: str, type_name: str) -> ModuleCall:
+        calls = self._calls_of.get(path)
+        if not calls:  # not called by the forward: its ops go by their autograd node
+            return ModuleCall(path, type_name, -1, -1, 0)
+        count = self._recomputed_calls.get(path, 0)
+        self._recomputed_calls[path] = count + 1
+        call = calls[count % len(calls)]
+        self._replayed[call.index] = 0
+        return call
+
+    def describe_failure(self, exc: Exception, input_shapes) -> str:
+        if self._phase == "forward":
+            return super().describe_failure(exc, input_shapes)
+        call = self._forward_ops[self._origin].module if self._origin >= 0 else None
+        where = f" in the gradient of module '{call.path}' ({call.type})" if call is not None and call.path else ""
+        return f"the backward pass failed{where}: {short_reason(exc)}"
+
+    def pack_saved(self, tensor: torch.Tensor) -> torch.Tensor:
+        """saved_tensors_hooks' pack hook: note what autograd keeps for the backward pass."""
+        meta = self._metas.get(id(tensor))
+        if meta is None:  # not seen by the recorder: a view made above the dispatch mode?
+            base = self._metas.get(id(tensor._base)) if tensor._base is not None else None
+            meta = self.register(tensor, "constant", storage=base.storage if base is not None else None)
+        self.saved.append(meta)
+        return tensor
+
+    def saved_tensors_hooks(self) -> AbstractContextManager:
+        """While active, every tensor autograd saves for the backward pass is noted (`pack_saved`)."""
+        return torch.autograd.graph.saved_tensors_hooks(self.pack_saved, _unpack_saved)
+
+
+class ForwardThenBackward(torch.nn.Module):
+    """The model's forward, then the backward pass from its output, in one call: a block
+    that activation checkpointing recomputes in the backward must still run on the
+    stand-ins that `functional_call` puts in place for the call only."""
+
+    def __init__(self, model: torch.nn.Module, recorder: TrainingRecorder) -> None:
+        super().__init__()
+        self.model = model
+        self.recorder = recorder
+
+    def forward(self, *args, **kwargs):
+        output = self.model(*args, **kwargs)
+        self.recorder.run_backward(output)
+        return output
+
+
+def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
