@@ -87,7 +87,8 @@ def analyze(
     `model` is a built-in name (`archprof zoo`), a spec string (`'torchvision:resnet50'`,
     `'timm:convnext_tiny'`, `'package.module:factory'`, `'path/to/file.py:factory'`, a
     TorchScript file `'model.pt'`, an exported program `'model.pt2'`), a module (its
-    weights are neither copied nor changed), a factory returning one (a function or class,
+    weights are not copied, and it is left as it was: what its forward sets on its modules,
+    a counter or a cache, is put back), a factory returning one (a function or class,
     called on the meta device with `args` as keyword arguments) or a LoadedModel.
 
     Inputs: `input_size` is one sample's shape, e.g. (3, 224, 224) or "3x224x224", for a
@@ -241,7 +242,7 @@ def trace_loaded(
     the CPU (or the device of the caller's module) instead. Returns the graph and where it
     was traced: "meta", "cpu", ..."""
     try:
-        return trace(loaded.module, inputs, dtype=dtype, training=training), "meta"
+        return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
     except MetaUnsupported as exc:
         reason = exc.reason
     try:
@@ -260,7 +261,7 @@ def trace_loaded(
     else:
         weights = "random weights"
     try:
-        graph = trace(module, inputs, dtype=dtype, training=training, real=True)
+        graph = trace(module, inputs, dtype=dtype, training=training, real=True, owned=True)  # a copy
     except ArchprofError as exc:
         raise ArchprofError(
             f"the forward of {loaded.name} cannot run on the meta device ({reason}), nor on {device}: {exc}"

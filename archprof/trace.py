@@ -55,6 +55,7 @@ def trace(
     dtype: torch.dtype | None = None,
     training: bool = False,
     real: bool = False,
+    owned: bool = False,
 ) -> Graph:
     """Trace `model` in eval mode on meta inputs of the given full shapes (batch included).
 
@@ -77,6 +78,12 @@ def trace(
     are recorded the same way, from real tensors. A forward that fails on meta for want of
     data (`.item()`, an op without a meta kernel) raises MetaUnsupported.
 
+    The caller's model is as it was afterwards: its weights, buffers, modes and gradients,
+    and, unless `owned` says the model is archprof's own (built by it, or a copy), what its
+    forward changed of the modules' plain attributes (`_Attributes`: a call counter, a
+    cache filled on the first call, now holding a meta tensor; a list appended to; a
+    submodule made on the first call).
+
     A TorchScript module runs no Python hooks: its ops are attributed to the module whose
     parameters they read (convolutions, linear and norm layers), the others to the model
     itself; so is a module marked `_archprof_attribution = "parameters"`.
@@ -96,10 +103,13 @@ def trace(
                 f"cannot move the TorchScript module onto the meta device: {short_reason(exc)}", short_reason(exc)
             ) from exc
     specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
+    original = model
     modules = list(model.named_modules())
     if any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in modules):
         model = _lazy_layers_initialised(model, specs, real)
         modules = list(model.named_modules())
+    # After any lazy initialisation, which works on a meta copy (archprof's own).
+    attributes = _Attributes.of(modules) if not owned and model is original else None
     module_types = {path: _type_name(module) for path, module in modules}
     # One walk of the model's tensors for every question asked of them below.
     named, tied = _named_tensors(modules)
@@ -172,6 +182,8 @@ def trace(
                 _set_flag(module, was_training)
         for parameter, gradient in own_gradients.items():
             parameter.grad = gradient
+        if attributes is not None:
+            attributes.put_back()
 
     outputs = [recorder.lookup(t) for t in tensors_in(output)]
     return Graph(
@@ -269,6 +281,77 @@ def _put_back(tables: list[tuple[dict, dict]]) -> None:
             else:  # a TorchScript submodule's table: its names are fixed, and it has no clear()
                 for name, tensor in held.items():
                     table[name] = tensor
+
+
+# What every nn.Module holds of its own (its registries, hooks and mode) and the trace's
+# wrapper: the trace's own steps put back what it changes of them.
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module())) | {"forward"}
+_CONTAINERS = (list, dict, set)
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _Attributes:
+    """Each module's attributes, its submodules, and the contents of its own list, dict and
+    set attributes, as they were before a forward, to put back after it: a forward may
+    count its calls, fill a cache (with a meta tensor, which would break the caller's next
+    real forward), append to a list or make a submodule on its first call. What it changes
+    inside another object (an attribute's attribute, a global) is not seen. The contents
+    of a torch.nn class's own lists and dicts are not copied: its forward adds to none
+    (an RNN's rebinds its list of weights, which is put back as any attribute is)."""
+
+    held: list[tuple[torch.nn.Module, dict[str, Any], dict[str, torch.nn.Module], dict[str, Any]]]
+
+    @staticmethod
+    def of(modules: list[tuple[str, torch.nn.Module]]) -> _Attributes:
+        held = []
+        for _, module in modules:
+            if isinstance(module, torch.jit.ScriptModule):  # its attributes live in C++
+                continue
+            attributes = vars(module).copy()
+            contents = {}
+            if not type(module).__module__.startswith("torch.nn."):
+                contents = {
+                    name: copy.copy(value)
+                    for name, value in attributes.items()
+                    if type(value) in _CONTAINERS and name not in _MODULE_INTERNALS
+                }
+            held.append((module, attributes, dict(module._modules), contents))
+        return _Attributes(held)
+
+    def put_back(self) -> None:
+        for module, attributes, submodules, contents in self.held:
+            state = vars(module)
+            if not _same_objects(state, attributes):
+                for name in [name for name in state if name not in attributes and name not in _MODULE_INTERNALS]:
+                    del state[name]
+                for name, value in attributes.items():
+                    if name not in _MODULE_INTERNALS and state.get(name, _MISSING) is not value:
+                        state[name] = value
+            if not _same_objects(module._modules, submodules):
+                module._modules.clear()
+                module._modules.update(submodules)
+            for name, held in contents.items():
+                _refill(attributes[name], held)
+
+
+def _same_objects(now: dict, before: dict) -> bool:
+    """Whether two dicts hold the same objects under the same names: a dict comparison,
+    which takes an object as equal to itself without asking it (C speed for the modules a
+    forward left alone); one that asks (a tensor, which may refuse) is taken as changed."""
+    try:
+        return bool(now == before)
+    except Exception:  # an object's own __eq__ or __bool__ refused: compared name by name then
+        return False
+
+
+def _refill(container: list | dict | set, held: list | dict | set) -> None:
+    """`container` holding what `held` holds, in place (the caller may hold it too)."""
+    if isinstance(container, list):
+        container[:] = held
+    else:
+        container.clear()
+        container.update(held)
 
 
 def _set_mode(model: torch.nn.Module, modes: dict[torch.nn.Module, bool], training: bool) -> None:

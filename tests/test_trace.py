@@ -66,6 +66,55 @@ def test_callers_model_is_never_touched(training):
     assert all(m.training is training for m in model.modules())
 
 
+class _Stateful(nn.Module):
+    """A forward that changes its module: it counts its calls, keeps the shapes it saw,
+    caches a position table for its input length (made on the input's device, over the
+    one it was built with) and makes a submodule on its first call."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.linear = nn.Linear(16, 16)
+        self.calls = 0
+        self.seen = []
+        self.cache = torch.zeros(8, 16)
+        self.by_length = {}
+        self.fail = fail
+
+    def forward(self, x):
+        self.calls += 1
+        self.seen.append(tuple(x.shape))
+        if not hasattr(self, "made"):
+            self.made = nn.Identity()
+        self.cache = torch.arange(x.shape[1], dtype=x.dtype, device=x.device)[:, None].expand(-1, 16)
+        self.by_length[x.shape[1]] = self.cache
+        if self.fail:
+            raise ValueError("no more")
+        return self.made(self.linear(x)) + self.cache
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_what_a_forward_changes_of_the_callers_model_is_put_back(training, device):
+    model = _Stateful().to(device)
+    seen, by_length, cache = model.seen, model.by_length, model.cache
+    report = archprof.analyze(model, input_size=(8, 16), training=training)
+    assert report.totals.macs == 8 * 16 * 16  # it did run
+    assert (model.calls, "made" in vars(model), list(model._modules)) == (0, False, ["linear"])
+    assert model.cache is cache and model.seen is seen and seen == [] and model.by_length is by_length
+    assert by_length == {}
+    if device == "cpu":  # the next real forward works: no meta tensor left in a cache
+        assert model(torch.rand(1, 8, 16)).device.type == "cpu" and model.calls == 1
+
+
+def test_a_forward_that_fails_leaves_the_callers_model_as_it_was():
+    model = _Stateful(fail=True)
+    cache = model.cache
+    with pytest.raises(ArchprofError, match="no more"):
+        archprof.analyze(model, input_size=(8, 16))
+    assert (model.calls, model.seen, model.by_length, "made" in vars(model)) == (0, [], {}, False)
+    assert model.cache is cache
+
+
 class FrozenNorm(nn.Sequential):
     """Its own `train` keeps the BatchNorm in eval mode, as detection backbones do."""
 
