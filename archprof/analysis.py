@@ -34,6 +34,7 @@ from archprof.passes.layers import group_layers, interface_columns
 from archprof.passes.memory import memory_columns, optimizer_state_copies
 from archprof.passes.params import parameter_columns
 from archprof.passes.receptive_field import receptive_field_columns
+from archprof.random_state import random_state_kept
 from archprof.report import COLUMNS, TRAINING_COLUMNS, Report, layer_label
 from archprof.trace import MetaUnsupported, TraceInput, trace
 from archprof.units import shape_text, shapes_text
@@ -245,13 +246,27 @@ def trace_loaded(
         return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
     except MetaUnsupported as exc:
         reason = exc.reason
+    with random_state_kept(_device_of(loaded.module)):  # random weights, inputs, dropout
+        return _real_trace(loaded, inputs, dtype, training, reason)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    """Where a real run of the module goes: its tensors' device, the CPU for meta or none."""
+    device = next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
+    return device if device.type != "meta" else torch.device("cpu")
+
+
+def _real_trace(
+    loaded: LoadedModel, inputs: Sequence[TraceInput], dtype: torch.dtype | None, training: bool, reason: str
+) -> tuple[Graph, str]:
+    """The CPU fallback of `trace_loaded`: a real forward, of a copy of the model."""
     try:
         # A copy of the caller's module: a real forward may write its buffers (BatchNorm
         # statistics in training, a counter or a running statistic of its own in any mode).
         module = loaded.materialize(dtype=dtype, copy_module=True)
     except ArchprofError as exc:
         raise ArchprofError(f"the forward of {loaded.name} cannot run on the meta device ({reason}): {exc}") from None
-    device = next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
+    device = _device_of(module)
     if not loaded.owned:
         weights = "its own weights"
     elif loaded.state_dict is not None:
@@ -270,7 +285,7 @@ def trace_loaded(
         f"the forward of {loaded.name} cannot run on the meta device ({reason}): traced with a real forward on"
         f" {device} instead ({weights})",
         ArchprofWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of archprof.analyze
     )
     return graph, str(device)
 

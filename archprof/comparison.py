@@ -24,6 +24,7 @@ from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs
 from archprof.parallel import Progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
+from archprof.random_state import random_state_kept
 from archprof.report import Report, csv_cell
 from archprof.text import markdown_cell, markdown_code
 from archprof.trace import forward_exits_as_errors
@@ -263,10 +264,11 @@ def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: 
     if runs < 1:
         raise ArchprofError(f"runs must be at least 1, got {runs}")
     cpu = torch.device("cpu")
-    module = materialise(analysed.loaded, cpu, dtype)
-    inputs = random_inputs(analysed, cpu)
-    with forward_exits_as_errors(analysed.loaded.name), torch.no_grad():
-        return statistics.median(latency_ms(lambda: inputs(module), cpu, runs))
+    with random_state_kept(cpu):  # the caller's generator as it was
+        module = materialise(analysed.loaded, cpu, dtype)
+        inputs = random_inputs(analysed, cpu)
+        with forward_exits_as_errors(analysed.loaded.name), torch.no_grad():
+            return statistics.median(latency_ms(lambda: inputs(module), cpu, runs))
 
 
 # -- plain-data forms of a comparison (CSV, JSON, Markdown) ---------------------------------

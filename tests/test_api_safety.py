@@ -2,6 +2,7 @@
 is an error and not the end of the caller's process, the caller's module left as it was,
 and numbers past int64 answered exactly or refused in one line."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from archprof.comparison import compare, comparison_json, measure_latency
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.fit import fit_batch
 from archprof.load import load_model
+from archprof.measure.peak_memory import measure_memory
 
 runner = CliRunner()
 INT64_MAX = 2**63 - 1
@@ -244,8 +246,9 @@ def test_the_real_process_exits_2_not_3(tmp_path):
 
 
 class Stateful(nn.Module):
-    """A forward that writes its own buffers (a call counter, a running mean of its input),
-    with a submodule under two names and, with `reads_values`, needs the CPU fallback (.item())."""
+    """A forward that writes its own buffers (a call counter, a running mean of its input)
+    and plain attributes (a counter, a list), with a submodule under two names and, with
+    `reads_values`, needs the CPU fallback (.item())."""
 
     def __init__(self, reads_values: bool) -> None:
         super().__init__()
@@ -258,8 +261,12 @@ class Stateful(nn.Module):
         self.head_again = self.head
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
         self.register_buffer("input_mean", torch.zeros(3))
+        self.forward_calls = 0
+        self.shapes = []
 
     def forward(self, x):
+        self.forward_calls += 1
+        self.shapes.append(tuple(x.shape))
         self.calls += 1
         self.input_mean.mul_(0.9).add_(0.1 * x.mean((0, 2, 3)))
         y = self.bn(self.conv(x)).mean((2, 3))
@@ -293,8 +300,17 @@ HOOK_DICTS = (
 )
 
 
+_MODULE_OWN = frozenset(vars(nn.Module()))
+
+
 def _snapshot(model: nn.Module) -> dict:
     return {
+        "attributes": [
+            (name, {k: copy.copy(v) for k, v in vars(m).items() if k not in _MODULE_OWN}, list(m._modules.items()))
+            for name, m in model.named_modules()
+        ],
+        # The caller's seeded generator: a real run's random weights and inputs come from a fork of it.
+        "random": torch.random.get_rng_state(),
         "values": {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()},
         "identity": [(name, id(t)) for name, t in (*model.named_parameters(), *model.named_buffers())],
         "training": [(name, m.training) for name, m in model.named_modules()],
@@ -309,8 +325,9 @@ def _assert_unchanged(model: nn.Module, before: dict) -> None:
     assert after["values"].keys() == before["values"].keys()
     for name, value in before["values"].items():
         assert torch.equal(after["values"][name], value), name
-    for key in ("identity", "training", "requires_grad", "hooks", "no_grads"):
+    for key in ("identity", "training", "requires_grad", "hooks", "no_grads", "attributes"):
         assert after[key] == before[key], key
+    assert torch.equal(after["random"], before["random"])
 
 
 def test_the_snapshot_sees_what_a_forward_changes():
@@ -341,6 +358,7 @@ PATHS = {
     "fit_batch": lambda m, tmp_path, mp: fit_batch(m, 10**6, input_size=(3, 8, 8)),
     "fit_batch training": lambda m, tmp_path, mp: fit_batch(m, 10**6, input_size=(3, 8, 8), training=True),
     "compare": lambda m, tmp_path, mp: compare([m], input_size=(3, 8, 8), profile=True, runs=1),
+    "memory measure": lambda m, tmp_path, mp: measure_memory(analysis(load_model(m), (3, 8, 8), 2, None)),
 }
 
 

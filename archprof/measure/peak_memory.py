@@ -32,6 +32,7 @@ from archprof.errors import ArchprofError, first_line
 from archprof.load import InputsLike, LoadedModel
 from archprof.measure.device import ForwardInputs, device_name, random_inputs
 from archprof.passes.memory import optimizer_state_copies
+from archprof.random_state import random_state_kept
 from archprof.structure import tensors_in
 from archprof.trace import forward_exits_as_errors
 
@@ -66,7 +67,8 @@ def measure_memory(
 ) -> Measured:
     """Build the analysed model for real, on the GPU where there is one and else on the CPU
     (a module the caller gave is copied, never changed), run it on random inputs of the
-    analysed shapes, dtypes and keywords, and read its peak."""
+    analysed shapes, dtypes and keywords, and read its peak. The caller's random generators
+    are left as they were."""
     optimizer_state_copies(optimizer)
     name = analysed.loaded.name
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -75,27 +77,28 @@ def measure_memory(
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         before = torch.cuda.memory_allocated(device)
-    module = analysed.loaded.materialize(device, dtype, copy_module=True)
-    inputs = random_inputs(analysed, device)
-    arguments = (inputs.args, inputs.kwargs)
-    try:
-        with forward_exits_as_errors(name):
-            inference = measured_peak(
-                lambda: _inference_step(module, inputs), device, before, held_bytes(module, arguments)
-            )
-            trained = None
-            if training:
-                step, state = _training_step(module, inputs, optimizer)
-                step()  # the first step creates the optimizer's state
-                held = held_bytes(module, arguments, state())
-                # With workspace, from every memory event: the event tree the workspace rule
-                # reads leaves out some of a backward pass's allocations (mobilenet_v2's step
-                # read 0.86x the prediction from it, 1.01x from the events).
-                trained = measured_peak(step, device, before, held, workspace=True)
-    except torch.cuda.OutOfMemoryError as exc:
-        raise ArchprofError(
-            f"the GPU ran out of memory measuring {name} at batch {analysed.batch}: {first_line(exc, bare=True)}"
-        ) from None
+    with random_state_kept(device):  # random weights and inputs, dropout in the training step
+        module = analysed.loaded.materialize(device, dtype, copy_module=True)
+        inputs = random_inputs(analysed, device)
+        arguments = (inputs.args, inputs.kwargs)
+        try:
+            with forward_exits_as_errors(name):
+                inference = measured_peak(
+                    lambda: _inference_step(module, inputs), device, before, held_bytes(module, arguments)
+                )
+                trained = None
+                if training:
+                    step, state = _training_step(module, inputs, optimizer)
+                    step()  # the first step creates the optimizer's state
+                    held = held_bytes(module, arguments, state())
+                    # With workspace, from every memory event: the event tree the workspace rule
+                    # reads leaves out some of a backward pass's allocations (mobilenet_v2's step
+                    # read 0.86x the prediction from it, 1.01x from the events).
+                    trained = measured_peak(step, device, before, held, workspace=True)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise ArchprofError(
+                f"the GPU ran out of memory measuring {name} at batch {analysed.batch}: {first_line(exc, bare=True)}"
+            ) from None
     return Measured(device_name(device), inference, trained)
 
 

@@ -41,6 +41,7 @@ from archprof.measure.device import device_name, leaf_paths, materialise, random
 from archprof.measure.peak_memory import held_bytes, measured_peak
 from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
+from archprof.random_state import random_state_kept
 from archprof.report import MEASURED_COLUMNS, Report
 from archprof.trace import forward_exits_as_errors
 from archprof.units import parse_bandwidth, parse_flops_rate
@@ -129,13 +130,27 @@ def profile_analysis(
     """Run the analysed model for real on `device` and join the measurements to the rows.
 
     See `archprof.profile` for the arguments; returns the analytic Report with the measured
-    columns and `measured` filled in."""
+    columns and `measured` filled in. The caller's random generators are left as they were."""
     for name, passes, least in (("warmup", warmup, 0), ("repeat", repeat, 1)):
         if passes < least:
             raise ArchprofError(f"{name} must be at least {least}, got {passes}")
         if passes > MAX_PASSES:
             raise ArchprofError(f"{name} must be at most {MAX_PASSES:,}, got {passes}")
     target = resolve_device(device)
+    with random_state_kept(target):  # random weights and inputs, the ceilings' random matrices
+        return _profiled(analysed, dtype, target, warmup, repeat, peak_flops, bandwidth, progress)
+
+
+def _profiled(
+    analysed: Analysis,
+    dtype: torch.dtype | None,
+    target: torch.device,
+    warmup: int,
+    repeat: int,
+    peak_flops: float | str | None,
+    bandwidth: float | str | None,
+    progress: ProgressFn,
+) -> Report:
     given_flops = parse_flops_rate(peak_flops) if peak_flops is not None else None
     given_bandwidth = parse_bandwidth(bandwidth) if bandwidth is not None else None
     loaded, graph, report, batch = analysed.loaded, analysed.graph, analysed.report, analysed.batch
