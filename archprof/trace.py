@@ -158,12 +158,15 @@ def trace(
             if by_parameters:
                 recorder.start_root(_type_name(model), args)
             step = ForwardThenBackward(model, recorder) if training else model
+            if stand_ins is not None or attributes is not None:
+                # The parameter and buffer tables as they were: stand-ins swapped back, a
+                # buffer the caller's forward registered on its first call gone.
+                stack.callback(_put_back, _tensor_tables(modules))
             if stand_ins is None:
                 output = step(*args, **kwargs)
             else:
                 if training:
                     stand_ins = {f"model.{name}": tensor for name, tensor in stand_ins.items()}
-                stack.callback(_put_back, _tensor_tables(modules))
                 output = torch.func.functional_call(step, stand_ins, args, kwargs, tie_weights=True, strict=False)
     except ArchprofError:
         raise

@@ -69,7 +69,7 @@ def test_callers_model_is_never_touched(training):
 class _Stateful(nn.Module):
     """A forward that changes its module: it counts its calls, keeps the shapes it saw,
     caches a position table for its input length (made on the input's device, over the
-    one it was built with) and makes a submodule on its first call."""
+    one it was built with) and makes a submodule and a buffer on its first call."""
 
     def __init__(self, fail: bool = False):
         super().__init__()
@@ -85,6 +85,7 @@ class _Stateful(nn.Module):
         self.seen.append(tuple(x.shape))
         if not hasattr(self, "made"):
             self.made = nn.Identity()
+            self.register_buffer("table", torch.ones(16, device=x.device))
         self.cache = torch.arange(x.shape[1], dtype=x.dtype, device=x.device)[:, None].expand(-1, 16)
         self.by_length[x.shape[1]] = self.cache
         if self.fail:
@@ -100,6 +101,7 @@ def test_what_a_forward_changes_of_the_callers_model_is_put_back(training, devic
     report = archprof.analyze(model, input_size=(8, 16), training=training)
     assert report.totals.macs == 8 * 16 * 16  # it did run
     assert (model.calls, "made" in vars(model), list(model._modules)) == (0, False, ["linear"])
+    assert list(model._buffers) == []
     assert model.cache is cache and model.seen is seen and seen == [] and model.by_length is by_length
     assert by_length == {}
     if device == "cpu":  # the next real forward works: no meta tensor left in a cache
