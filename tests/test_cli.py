@@ -172,3 +172,33 @@ def test_rf_and_memory_take_several_inputs_and_factory_arguments():
     big = json.loads(invoke("memory", *tokens, "--arg", "vocab=4000").stdout)["totals"]
     assert big["param_bytes"] > small["param_bytes"]  # the factory argument reached the model
     assert small["input_shapes"] == [[1, 77]]
+
+
+NOISY_FACTORY = """
+import torch
+
+
+class Noisy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        print("building Noisy")
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        print("forward got", tuple(x.shape))
+        return self.conv(x)
+"""
+
+
+@pytest.mark.parametrize("command", [["summary"], ["memory"], ["rf"], ["compare", "lenet5"]])
+def test_what_the_model_prints_goes_to_stderr_and_the_report_alone_to_stdout(tmp_path, command):
+    (tmp_path / "noisy.py").write_text(NOISY_FACTORY)
+    model = f"{tmp_path / 'noisy.py'}:Noisy"
+    args = [*command[:1], model, *command[1:], "--input", "3x8x8", "-f", "json"]
+    if command[0] == "compare":  # lenet5 takes a 1x32x32 input: both at the one given
+        args[args.index("3x8x8")] = "1x32x32"
+        (tmp_path / "noisy.py").write_text(NOISY_FACTORY.replace("Conv2d(3,", "Conv2d(1,"))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    json.loads(result.stdout)  # the report, and nothing else
+    assert "building Noisy" in result.stderr and "forward got" in result.stderr

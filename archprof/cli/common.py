@@ -7,7 +7,7 @@ import errno
 import inspect
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from enum import Enum
 from functools import wraps
@@ -270,7 +270,7 @@ def user_errors(command):
                 shown(message, category, filename, lineno, file, line)
 
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _model_prints_to_stderr():
                 warnings.simplefilter("once", ArchprofWarning)
                 warnings.showwarning = show
                 return command(*args, **kwargs)
@@ -279,6 +279,23 @@ def user_errors(command):
             raise typer.Exit(2) from None
 
     return run
+
+
+# The standard output each running command found: its report goes there, and nothing else.
+_report_streams: list = []
+
+
+@contextmanager
+def _model_prints_to_stderr():
+    """While a command runs, what the model's own code prints (a line in its constructor or
+    forward) goes to standard error: standard output carries the report alone, so that
+    `archprof summary MODEL -f json | jq` reads JSON. `standard_output` writes the report."""
+    _report_streams.append(sys.stdout)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout = _report_streams.pop()  # os.devnull where `standard_output` found it gone
 
 
 def say(text: str, **style) -> None:
@@ -297,11 +314,15 @@ def standard_output():
     with one line and exit 2, a reader that has gone (`| head -1`) quietly with 141 (as
     a process killed by SIGPIPE), never a traceback. Standard output then points at
     os.devnull, so that the interpreter's own flush at exit has nothing left to fail on."""
+    stream = _report_streams[-1] if _report_streams else sys.stdout
     try:
-        yield
-        sys.stdout.flush()
+        with redirect_stdout(stream):
+            yield
+            stream.flush()
     except OSError as exc:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open until exit)
+        if _report_streams:
+            _report_streams[-1] = sys.stdout
         if exc.errno == errno.EPIPE:
             raise typer.Exit(141) from None
         say(f"error: cannot write to standard output: {exc.strerror or exc}")
@@ -501,6 +522,8 @@ def _html(report) -> str:
 
 
 def stdout_console(width: int | None = None):
+    """A Rich console on the report's standard output (its terminal, its width), for use
+    inside `standard_output`."""
     from rich.console import Console
 
-    return Console(width=width)
+    return Console(file=_report_streams[-1] if _report_streams else sys.stdout, width=width)

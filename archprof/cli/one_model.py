@@ -22,6 +22,7 @@ from archprof.cli.common import (
     say,
     user_errors,
     with_model_options,
+    write_text,
 )
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 
@@ -381,7 +382,7 @@ def rf(
     report = found.report
     states, spatial = row_states(found.graph, group_layers(found.graph))
     if unit is not None:
-        typer.echo(unit_box_text(report, states, spatial, layer, unit))
+        write_text(unit_box_text(report, states, spatial, layer, unit) + "\n", None)
         return
     spread = [spreads(state, len(spatial)) for state in states]
     emit_report(report, chosen, output, table=partial(receptive_field_table, spreads=spread), choice=choice)
