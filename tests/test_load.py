@@ -576,17 +576,35 @@ def _conv_bn_relu() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
 
 
+WRAPPERS = {
+    "DataParallel": nn.DataParallel,
+    "torch.compile": torch.compile,
+    "compiled DataParallel": lambda inner: torch.compile(nn.DataParallel(inner)),
+}
+
+
 @pytest.mark.parametrize("given", ["module", "factory"])
-def test_a_data_parallel_model_is_analysed_as_the_network_inside(given):
-    """A model wrapped for training on several devices (nn.DataParallel) is the network it
-    holds: the stateless call of the trace refuses the wrapper, and its rows would all be
-    named "module....". The oracle: the same network given unwrapped."""
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_a_wrapped_model_is_analysed_as_the_network_inside(given, wrapper):
+    """A model wrapped for training on several devices (nn.DataParallel) or by torch.compile
+    is the network it holds: the stateless call of the trace refuses DataParallel, a call of
+    the compiled one would compile, and its rows would all be named "module...." or
+    "_orig_mod....". The oracle: the same network given unwrapped."""
     inner = _conv_bn_relu()
-    wrapped = nn.DataParallel(inner)
+    wrapped = WRAPPERS[wrapper](inner)
     report = archprof.analyze(wrapped if given == "module" else (lambda: wrapped), input_size=(3, 16, 16))
     plain = archprof.analyze(inner, input_size=(3, 16, 16))
     assert report.totals.param_count == sum(p.numel() for p in wrapped.parameters()) == 240
     assert report.rows() == plain.rows()
+
+
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_a_checkpoint_saved_from_a_wrapped_model_fits_the_network(wrapper, tmp_path):
+    wrapped = WRAPPERS[wrapper](_conv_bn_relu())
+    torch.save(wrapped.state_dict(), tmp_path / "wrapped.pt")
+    assert any(name.startswith(("module.", "_orig_mod.")) for name in wrapped.state_dict())  # as saved
+    report = archprof.analyze(_conv_bn_relu, input_size=(3, 16, 16), weights=tmp_path / "wrapped.pt")
+    assert report.totals.param_count == 240
 
 
 def test_a_torchscript_submodule_is_traced_and_left_as_it_was():

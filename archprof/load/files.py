@@ -137,11 +137,17 @@ def torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str, mma
         raise ArchprofError(f"cannot unpickle {spec}: {first_line(exc)}") from None
 
 
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
 def state_dict_in(value: Mapping) -> dict[str, torch.Tensor] | None:
     if value and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
         state = dict(value)
-        if all(k.startswith("module.") for k in state):
-            state = {k.removeprefix("module."): v for k, v in state.items()}
+        # Saved from a wrapped model (DataParallel's "module.", torch.compile's "_orig_mod."):
+        # named as the network inside, which is what archprof analyses.
+        for prefix in _WRAPPER_PREFIXES * 2:  # twice: a compiled DataParallel, and the other way round
+            if all(k.startswith(prefix) for k in state):
+                state = {k.removeprefix(prefix): v for k, v in state.items()}
         return state
     for key in ("state_dict", "model_state_dict", "model", "module", "net", "weights"):
         inner = value.get(key)

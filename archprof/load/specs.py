@@ -75,7 +75,7 @@ def load_model(
     base = Path(base_dir) if base_dir is not None else None
     if isinstance(spec, torch.nn.Module):
         refuse_extras(spec, type(spec).__name__, args, weights, "a module you pass")
-        module = _without_data_parallel(spec)
+        module = _unwrapped(spec)
         return LoadedModel(module, type(module).__name__, None, kind="module")
     if isinstance(spec, str):
         loaded = _load_spec(spec.strip(), args, trust_pickle, base)
@@ -323,7 +323,7 @@ def _builder(fn: Callable[..., Any], args: Mapping[str, Any], name: str) -> Call
     def build(device: torch.device) -> torch.nn.Module:
         with _user_code(f"model factory '{name}' failed on {device}"), torch.device(device):
             module = fn(**args)
-        return _without_data_parallel(module).to(device)
+        return _unwrapped(module).to(device)
 
     return build
 
@@ -334,10 +334,23 @@ def _builder(fn: Callable[..., Any], args: Mapping[str, Any], name: str) -> Call
 _DATA_PARALLEL = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
 
 
-def _without_data_parallel(module: torch.nn.Module) -> torch.nn.Module:
-    while isinstance(module, _DATA_PARALLEL):
-        module = module.module
-    return module
+def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:
+    """The network inside DataParallel, DistributedDataParallel and torch.compile's wrapper
+    (whose rows would all start with "_orig_mod.", and whose call would compile)."""
+    while True:
+        if isinstance(module, _DATA_PARALLEL):
+            module = module.module
+        elif _compiled(module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def _compiled(module: torch.nn.Module) -> bool:
+    """Whether `module` is torch.compile's OptimizedModule; torch._dynamo, which makes them,
+    is not imported here (a second of start-up) where nothing has imported it."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
 
 
 def _built_on_meta(fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
@@ -377,5 +390,5 @@ def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], ki
         )
     if not isinstance(module, torch.nn.Module):
         raise ArchprofError(f"model factory '{name}' returned {type(module).__name__}, not a torch.nn.Module")
-    module = _without_data_parallel(module)
+    module = _unwrapped(module)
     return LoadedModel(module, name, None, kind=kind, owned=True, build=_builder(fn, args, name))

@@ -22,9 +22,10 @@ def load_state_dict(
 ) -> dict[str, torch.Tensor]:
     """A state dict from a checkpoint (torch.save, weights_only=True; .safetensors with the
     safetensors package): CPU tensors, memory-mapped where the format allows. A checkpoint
-    that wraps it ({'state_dict': ...}, {'model': ...}) is unwrapped and a DataParallel
-    'module.' prefix dropped. `device="meta"`: names and shapes only, nothing read or
-    allocated (a checkpoint may claim storage far beyond its size)."""
+    that wraps it ({'state_dict': ...}, {'model': ...}) is unwrapped, and the prefix of a
+    wrapped model's names dropped (DataParallel's 'module.', torch.compile's '_orig_mod.').
+    `device="meta"`: names and shapes only, nothing read or allocated (a checkpoint may
+    claim storage far beyond its size)."""
     spec = str(path)
     resolved = resolve_path(spec, Path(base_dir) if base_dir is not None else None)
     found = lookup_path(resolved, spec)
