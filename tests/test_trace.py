@@ -356,3 +356,21 @@ def test_a_checkpoint_fits_a_lazy_model_whatever_shapes_its_lazy_layers_will_tak
     torch.save({"0.weight": torch.zeros(8, 3, 3, 3)}, checkpoint)
     with pytest.raises(ArchprofError, match=r"do not fit model '_lazy_net': missing 0\.bias"):
         archprof.analyze(_lazy_net, input_size=(3, 16, 16), weights=checkpoint)
+
+
+def test_packed_quantized_weights_are_named_as_not_counted():
+    """torch.ao's dynamically quantized Linear keeps its weights packed in a TorchScript
+    object, no parameter: a real trace (quantized ops have no meta kernel) cannot count
+    them, and says so rather than report the model's parameters short in silence."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization's notice
+        model = torch.ao.quantization.quantize_dynamic(
+            nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)), {nn.Linear}, dtype=torch.qint8
+        )
+    assert model[2].weight().shape == (10, 288)  # the packed weight the counts leave out
+    with pytest.warns(ArchprofWarning) as caught:
+        report = archprof.analyze(model, input_size=(3, 8, 8))
+    packed = [str(w.message) for w in caught if "packed weights" in str(w.message)]
+    assert len(packed) == 1 and "'2._packed_params' (LinearPackedParams)" in packed[0]
+    assert report.totals.param_count == 8 * 3 * 3 * 3 + 8  # the convolution's alone
+    assert any(name.startswith("quantized.") for name in report.totals.not_counted)
