@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -14,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
 from archprof.meta import on_meta
+from archprof.passes.flops import op_cost
 from archprof.report import TRAINING_COLUMNS
 from archprof.trace import trace
 from archprof.zoo import MODELS
@@ -328,3 +330,50 @@ def test_a_training_trace_leaves_the_models_own_gradients_as_they_were():
     model[3].bias.grad = marker
     assert backward_ops() == fresh  # a step from no gradient, not one added into the caller's
     assert model[3].bias.grad is marker and model[0].weight.grad is None
+
+
+class _Resampling(nn.Module):
+    """A 1x1 convolution (a weight to train), then reflection padding, a bilinear upsampling
+    and a sliding-window unfold: the backward pass runs each one's gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+
+    def forward(self, x):
+        x = F.pad(self.conv(x), (1, 1, 1, 1), mode="reflect")  # 1x1x4x4 -> 1x1x6x6
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)  # -> 1x1x12x12
+        return x.unfold(3, 4, 4)  # -> 1x1x12x3x4: windows of 4 along the width, no overlap
+
+
+def test_padding_resampling_and_unfold_gradients_are_counted_by_hand():
+    """Their gradients, as docs/formulas.md states them: a gather's (reflection padding,
+    unfold) adds each output gradient into the input it was read from, 1 FLOP per output
+    gradient element; a bilinear interpolation's spreads each over its 4 taps, a multiply
+    and an addition each, 8."""
+    report = archprof.analyze(_Resampling(), input_size=(1, 4, 4), training=True)
+    assert report.totals.not_counted == {}
+    costs = {c.operator: c.elementwise_flops for row in report.operator_costs for c in row}
+    assert costs["aten.reflection_pad2d"] == 0 and costs["aten.upsample_bilinear2d"] == 7 * 12 * 12
+    backward = report.graph.backward_ops
+    names = [op.op for op in backward]
+    assert "aten.reflection_pad2d_backward" in names and "aten.upsample_bilinear2d_backward" in names
+    assert "aten.unfold_backward" in names
+    by_name = {}
+    for op in backward:
+        cost = op_cost(op)
+        by_name[op.op] = by_name.get(op.op, 0) + cost.elementwise_flops
+    assert by_name["aten.unfold_backward"] == 12 * 3 * 4  # the unfolded gradient, 1x1x12x3x4
+    assert by_name["aten.upsample_bilinear2d_backward"] == 8 * 12 * 12  # 4 taps of the 12x12 gradient
+    assert by_name["aten.reflection_pad2d_backward"] == 6 * 6  # the padded 6x6 gradient
+
+
+def test_scatter_writes_are_free_and_a_scatter_add_adds_each_source_element():
+    class Scatters(nn.Module):
+        def forward(self, x):
+            index = torch.zeros(1, 3, dtype=torch.int64, device=x.device)
+            return x.scatter(1, index, x[:, :3]) + x.scatter_add(1, index, x[:, :3])
+
+    report = archprof.analyze(Scatters(), input_size=(5,))
+    costs = {c.operator: c.elementwise_flops for row in report.operator_costs for c in row}
+    assert costs["aten.scatter"] == 0 and costs["aten.scatter_add"] == 3 and report.totals.not_counted == {}

@@ -111,7 +111,7 @@ _add(Family.DATA_MOVEMENT, "cat", shape=shapes.cat_shape)
 _add(
     Family.DATA_MOVEMENT,
     "clone _to_copy copy lift_fresh lift_fresh_copy stack repeat roll flip pixel_shuffle pixel_unshuffle"
-    " index index_select gather embedding constant_pad_nd"
+    " index index_select gather scatter embedding constant_pad_nd"
     " reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d"
     " im2col",
 )
@@ -244,11 +244,23 @@ _add(Family.WINDOW, "_adaptive_avg_pool2d_backward", costs.adaptive_avg_pool_bac
 _add(Family.WINDOW, "_adaptive_avg_pool3d_backward", costs.adaptive_avg_pool_backward_cost(3))
 _add(
     Family.WINDOW,
-    "embedding_dense_backward upsample_nearest1d_backward upsample_nearest2d_backward upsample_nearest3d_backward",
+    "embedding_dense_backward upsample_nearest1d_backward upsample_nearest2d_backward upsample_nearest3d_backward"
+    " reflection_pad1d_backward reflection_pad2d_backward reflection_pad3d_backward replication_pad1d_backward"
+    " replication_pad2d_backward replication_pad3d_backward unfold_backward",
     costs.scatter_backward_cost,
 )
+for _name, _taps in (
+    ("upsample_linear1d_backward", 2),
+    ("upsample_bilinear2d_backward", 4),
+    ("upsample_trilinear3d_backward", 8),
+    ("upsample_bicubic2d_backward", 16),
+    ("_upsample_bilinear2d_aa_backward", 4),
+    ("_upsample_bicubic2d_aa_backward", 16),
+):
+    _add(Family.WINDOW, _name, costs.spread_backward_cost(_taps))
 # The gradient of a view (select, slice) written into zeros of its base's shape.
 _add(Family.DATA_MOVEMENT, "select_backward slice_backward")
+_add(Family.DATA_MOVEMENT, "scatter_add scatter_reduce", costs.scatter_add_cost)
 # Also the gradient of advanced indexing (x[idx]): index_put with accumulate.
 _add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)
 

@@ -306,6 +306,22 @@ def scatter_backward_cost(grad_output: Shape, *args, out: Shape, **kwargs) -> Co
     return Cost(elementwise_flops=prod(grad_output))
 
 
+def spread_backward_cost(taps: int) -> Callable[..., Cost]:
+    """The backward of an interpolation over `taps` inputs: each output gradient, times each
+    tap's weight, added into that input's gradient: 2 * taps FLOPs per output gradient."""
+
+    def spread(grad_output: Shape, *args, out: Shape, **kwargs) -> Cost:
+        return Cost(elementwise_flops=2 * taps * prod(grad_output))
+
+    spread.__doc__ = f"{2 * taps} FLOPs per output gradient element ({taps} taps)."
+    return spread
+
+
+def scatter_add_cost(x: Shape, dim, index: Shape, src: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`src` added (or reduced) into `x` at `index`: one FLOP per element of `src`."""
+    return Cost(elementwise_flops=prod(src))
+
+
 def index_put_cost(x: Shape, indices, values: Shape, accumulate: bool = False, *, out: Shape) -> Cost:
     """Writing `values` at indices: a copy (free), or with `accumulate` one addition per value."""
     return Cost(elementwise_flops=prod(values) if accumulate else 0)
