@@ -171,7 +171,7 @@ def trace(
     except ArchprofError:
         raise
     except Exception as exc:  # the user's forward failed: say where and on what
-        message = recorder.describe_failure(exc, shapes)
+        message = recorder.describe_failure(exc, shapes) + _one_value_per_channel_hint(exc, training)
         if not real and is_meta_limitation(exc):
             raise MetaUnsupported(message, short_reason(exc)) from exc
         raise ArchprofError(message) from exc
@@ -402,6 +402,14 @@ def is_meta_limitation(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _one_value_per_channel_hint(exc: Exception, training: bool) -> str:
+    """What fixes a training BatchNorm that sees one value per channel (batch 1, and a 1x1
+    map or a vector: squeeze-excitation blocks, a BatchNorm1d head), which PyTorch refuses."""
+    if training and "Expected more than 1 value per channel" in str(exc):
+        return "; a training step needs a batch of at least 2 here (--batch 2; batch=2 from Python)"
+    return ""
 
 
 def forward_exit_error(name: str, exc: BaseException, where: str = "") -> ArchprofError:

@@ -377,3 +377,12 @@ def test_scatter_writes_are_free_and_a_scatter_add_adds_each_source_element():
     report = archprof.analyze(Scatters(), input_size=(5,))
     costs = {c.operator: c.elementwise_flops for row in report.operator_costs for c in row}
     assert costs["aten.scatter"] == 0 and costs["aten.scatter_add"] == 3 and report.totals.not_counted == {}
+
+
+def test_a_batch_norm_that_trains_on_one_value_per_channel_says_to_raise_the_batch():
+    # PyTorch refuses it in training (the variance of one value); archprof says what fixes it.
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    with pytest.raises(archprof.ArchprofError, match=r"1 value per channel.*batch of at least 2 here \(--batch 2"):
+        archprof.analyze(model, input_size=(4,), training=True)
+    assert archprof.analyze(model, input_size=(4,), training=True, batch=2).totals.training_flops > 0
+    assert archprof.analyze(model, input_size=(4,)).totals.macs == 16  # inference at batch 1 is fine
