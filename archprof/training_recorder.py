@@ -151,21 +151,5 @@ class TrainingRecorder(Recorder):
         return torch.autograd.graph.saved_tensors_hooks(self.pack_saved, _unpack_saved)
 
 
-class ForwardThenBackward(torch.nn.Module):
-    """The model's forward, then the backward pass from its output, in one call: a block
-    that activation checkpointing recomputes in the backward must still run on the
-    stand-ins that `functional_call` puts in place for the call only."""
-
-    def __init__(self, model: torch.nn.Module, recorder: TrainingRecorder) -> None:
-        super().__init__()
-        self.model = model
-        self.recorder = recorder
-
-    def forward(self, *args, **kwargs):
-        output = self.model(*args, **kwargs)
-        self.recorder.run_backward(output)
-        return output
-
-
 def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
