@@ -333,8 +333,8 @@ def test_a_training_trace_leaves_the_models_own_gradients_as_they_were():
 
 
 class _Resampling(nn.Module):
-    """A 1x1 convolution (a weight to train), then reflection padding, a bilinear upsampling
-    and a sliding-window unfold: the backward pass runs each one's gradient."""
+    """A 1x1 convolution (a weight to train), then reflection padding, a bilinear upsampling,
+    a sliding-window unfold and an adaptive max-pool: the backward pass runs each one's gradient."""
 
     def __init__(self):
         super().__init__()
@@ -343,7 +343,8 @@ class _Resampling(nn.Module):
     def forward(self, x):
         x = F.pad(self.conv(x), (1, 1, 1, 1), mode="reflect")  # 1x1x4x4 -> 1x1x6x6
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)  # -> 1x1x12x12
-        return x.unfold(3, 4, 4)  # -> 1x1x12x3x4: windows of 4 along the width, no overlap
+        pooled = F.adaptive_max_pool2d(x, 3)  # -> 1x1x3x3
+        return x.unfold(3, 4, 4), pooled  # -> 1x1x12x3x4: windows of 4 along the width, no overlap
 
 
 def test_padding_resampling_and_unfold_gradients_are_counted_by_hand():
@@ -366,6 +367,7 @@ def test_padding_resampling_and_unfold_gradients_are_counted_by_hand():
     assert by_name["aten.unfold_backward"] == 12 * 3 * 4  # the unfolded gradient, 1x1x12x3x4
     assert by_name["aten.upsample_bilinear2d_backward"] == 8 * 12 * 12  # 4 taps of the 12x12 gradient
     assert by_name["aten.reflection_pad2d_backward"] == 6 * 6  # the padded 6x6 gradient
+    assert by_name["aten.adaptive_max_pool2d_backward"] == 3 * 3  # each into its window's maximum
 
 
 def test_scatter_writes_are_free_and_a_scatter_add_adds_each_source_element():

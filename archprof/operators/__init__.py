@@ -238,7 +238,12 @@ _add(
 )
 # y * (g - sum(g * y)) and g - exp(y) * sum(g): 4 FLOPs per element.
 _add(Family.NORMALISATION, "_softmax_backward_data _log_softmax_backward_data", costs.per_output_element(4))
-_add(Family.WINDOW, "max_pool2d_with_indices_backward max_pool3d_with_indices_backward", costs.max_pool_backward_cost)
+_add(
+    Family.WINDOW,
+    "max_pool2d_with_indices_backward max_pool3d_with_indices_backward"
+    " adaptive_max_pool2d_backward adaptive_max_pool3d_backward",
+    costs.max_pool_backward_cost,
+)
 _add(Family.WINDOW, "avg_pool2d_backward avg_pool3d_backward", costs.avg_pool_backward_cost)
 _add(Family.WINDOW, "_adaptive_avg_pool2d_backward", costs.adaptive_avg_pool_backward_cost(2))
 _add(Family.WINDOW, "_adaptive_avg_pool3d_backward", costs.adaptive_avg_pool_backward_cost(3))
