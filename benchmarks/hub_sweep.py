@@ -1,7 +1,7 @@
 """Every torchvision classification model and every timm model, analysed by archprof and
 checked against PyTorch's FlopCounterMode on meta tensors.
 
-    python benchmarks/hub_sweep.py [--sample N] [--jobs N] [--seed S] [--report PATH]
+    python benchmarks/hub_sweep.py [--sample N] [--jobs N] [--seed S] [--train] [--report PATH]
 
 Per model: archprof's build from its spec (`torchvision:NAME`, `timm:NAME`) and analysis,
 each timed; then, on the same module on the meta device at the same input, the reference
@@ -11,6 +11,17 @@ built on the CPU and run there). A model is exact when all three equal archprof'
 parameter total, MACs, and the shapes of the graph's outputs), wrong when one differs,
 failed when archprof raised. A model whose build fails on meta is left out ("does not
 build on meta"), and counted.
+
+`--train` analyses one training step instead (batch 2: a BatchNorm in training refuses
+one value per channel, which squeeze-excitation blocks meet at batch 1) and compares its
+`training_flops` with FlopCounterMode's count of the same forward and backward on meta
+(train mode, gradients of ones from the floating outputs, as archprof's trace runs it);
+writes reports/hub_sweep_training.md and .csv. Two adjustments make the two comparable:
+FlopCounterMode's convolution gradient ignores groups (a depthwise convolution's weight
+gradient counted as a dense one's, C times over), so the reference counts each gradient
+of a convolution as its forward, by FlopCounterMode's own forward formula; and attention
+runs as its math decomposition in both (the CPU's flash kernel, which archprof models and
+FlopCounterMode on meta cannot run, turned off for the sweep).
 
 `--sample N` analyses N models drawn at random (seeded) instead of all of them (1,451:
 13 minutes on one core). The models go through `archprof.parallel.ordered_map` (`--jobs`,
@@ -22,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import functools
 import gc
 import os
 import random
@@ -46,6 +58,8 @@ FIELDS = (
     "reference_params",
     "macs",
     "reference_macs",
+    "training_flops",
+    "reference_training_flops",
     "output_shape",
     "reference_output_shape",
     "not_counted",
@@ -67,8 +81,15 @@ def _hubs():
     return torchvision, timm
 
 
-def sweep_one(spec: str) -> dict:
-    """One model's row (FIELDS); every exception ends up in `why`, on one line."""
+# A training step's batch: a BatchNorm in training refuses one value per channel.
+TRAINING_BATCH = 2
+
+
+def sweep_one(spec: str, training: bool = False) -> dict:
+    """One model's row (FIELDS), of its inference or (`training`) of one training step;
+    every exception ends up in `why`, on one line."""
+    import torch
+
     import archprof
     from archprof.errors import first_line
     from archprof.load import load_model
@@ -87,9 +108,12 @@ def sweep_one(spec: str) -> dict:
         # The worker's garbage from earlier models is collected before the untimed first
         # analysis, not right before the timed one, whose caches it would leave cold.
         gc.collect()
-        archprof.analyze(loaded)  # the first pays once-per-process costs (imports, operators first seen)
+        # The math decomposition of attention, which FlopCounterMode's reference runs on meta.
+        torch.backends.cuda.enable_flash_sdp(not training)
+        step = {"training": True, "batch": TRAINING_BATCH} if training else {}
+        archprof.analyze(loaded, **step)  # the first pays once-per-process costs (imports, operators first seen)
         again = time.perf_counter()
-        report = archprof.analyze(loaded)
+        report = archprof.analyze(loaded, **step)
     except Exception as exc:
         return {**row, "status": "failed", "why": first_line(exc)}
     analysed = time.perf_counter()
@@ -101,15 +125,16 @@ def sweep_one(spec: str) -> dict:
         traced_on=report.traced_on,
         params=report.totals.param_count,
         macs=report.totals.macs,
+        training_flops=report.totals.training_flops if training else "",
         output_shape=shapes_text(t.shape for t in report.graph.outputs),
         not_counted=" ".join(f"{op}={n}" for op, n in sorted(report.totals.not_counted.items())),
     )
     try:
-        row.update(_reference(loaded.module, report.input_shapes, "meta"))
+        row.update(_reference(loaded.module, report.input_shapes, "meta", training))
     except Exception as on_meta:
         # Some forwards make a CPU tensor of their own (torchvision's regnets): count a real CPU forward.
         try:
-            row.update(_reference(loaded.materialize("cpu"), report.input_shapes, "cpu"))
+            row.update(_reference(loaded.materialize("cpu"), report.input_shapes, "cpu", training))
         except Exception as on_cpu:
             why = f"FlopCounterMode: on meta {first_line(on_meta)}; on the CPU {first_line(on_cpu)}"
             return {**row, "status": "no reference", "why": why}
@@ -118,6 +143,7 @@ def sweep_one(spec: str) -> dict:
         for what, ours, theirs in (
             ("params", row["params"], row["reference_params"]),
             ("MACs", row["macs"], row["reference_macs"]),
+            ("training FLOPs", row["training_flops"], row["reference_training_flops"]),
             ("output shape", row["output_shape"], row["reference_output_shape"]),
         )
         if ours != theirs
@@ -125,28 +151,63 @@ def sweep_one(spec: str) -> dict:
     return {**row, "status": "wrong" if differ else "exact", "why": ", ".join(differ)}
 
 
-def _reference(module, input_shapes, device: str) -> dict:
-    """Parameters, FlopCounterMode's MACs and the output shape of `module` run on `device`."""
+def _reference(module, input_shapes, device: str, training: bool = False) -> dict:
+    """Parameters, FlopCounterMode's MACs and the output shape of `module` run on `device`;
+    with `training`, in train mode, and FlopCounterMode's count of that forward and of the
+    backward pass from its floating outputs (gradients of ones) as the training FLOPs."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from archprof.structure import tensors_in
     from archprof.units import shapes_text
 
-    module = module.eval()
+    module = module.train(training)
     inputs = [torch.zeros(shape, device=device) for shape in input_shapes]
-    with FlopCounterMode(display=False) as counter:  # with grad: its module hooks assert on a backward node
+    mapping = {torch.ops.aten.convolution_backward: _convolution_gradients_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:  # with grad: its hooks need a backward node
         output = module(*inputs)
-    return {
+        forward_flops = counter.get_total_flops()
+        if training:
+            roots = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+            if roots:
+                torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
+    figures = {
         "reference_params": sum(p.numel() for p in module.parameters()),
-        "reference_macs": counter.get_total_flops() // 2,
+        "reference_macs": forward_flops // 2,
         "reference_output_shape": shapes_text(t.shape for t in tensors_in(output)),
     }
+    if training:
+        figures["reference_training_flops"] = counter.get_total_flops()
+    return figures
+
+
+def _convolution_gradients_flops(
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    _bias,
+    _stride,
+    _padding,
+    _dilation,
+    transposed,
+    _output_padding,
+    _groups,
+    output_mask,
+    out_shape=None,
+    **kwargs,
+) -> int:
+    """Each gradient of a convolution (its input's, its weight's) costs what its forward
+    costs, by FlopCounterMode's own forward formula, which counts a group's channels only
+    (its convolution_backward formula counts every channel pair, whatever the groups)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (bool(output_mask[0]) + bool(output_mask[1]))
 
 
 # What each status but "exact" means, said under its table.
 MEANINGS = {
-    "wrong": "archprof's parameters, MACs or output shape differ from the reference's: a bug.",
+    "wrong": "archprof's parameters, MACs, training FLOPs or output shape differ from the reference's: a bug.",
     "failed": "archprof raised: a bug, or a limit its message names.",
     "no reference": "archprof analysed the model (its figures are in the CSV), but the reference could not:"
     " FlopCounterMode's own forward raised, on the meta device and on the CPU. A limit of the reference, not of"
@@ -160,24 +221,37 @@ def _us_per_operator(row: dict) -> float:
     return float(row["analysis_ms"]) * 1e3 / max(int(row["operators"]), 1)
 
 
-def markdown(rows: list[dict], total: int, sample: int | None, jobs: int, wall_s: float, load: float) -> str:
+def markdown(
+    rows: list[dict], total: int, sample: int | None, jobs: int, wall_s: float, load: float, training: bool = False
+) -> str:
     statuses = Counter(row["status"] for row in rows)
     scope = (
         f"a **sample** of {len(rows)} of the {total} models (drawn at random, seeded), not the whole hub"
         if sample
         else f"all {total} models"
     )
+    step = (
+        f" One training step at batch {TRAINING_BATCH} each: its `training_flops` against FlopCounterMode's count of"
+        " the same train-mode forward and of the backward pass from its floating outputs (gradients of ones),"
+        " each gradient of a convolution counted as its forward by FlopCounterMode's own forward formula (its"
+        " convolution_backward formula ignores groups: a depthwise weight gradient C times over), and attention"
+        " as its math decomposition in both (the CPU's flash kernel, which archprof models, turned off: on meta"
+        " FlopCounterMode runs the math one)."
+        if training
+        else ""
+    )
     lines = [
-        "# Hub sweep: torchvision and timm against FlopCounterMode",
+        "# Hub sweep: torchvision and timm against FlopCounterMode" + (", one training step" if training else ""),
         "",
         f"{dt.date.today()}, {scope}; `python benchmarks/hub_sweep.py"
         + (f" --sample {sample}" if sample else "")
+        + (" --train" if training else "")
         + f" --jobs {jobs}`, {wall_s:.0f} s wall; load average {load:.1f} on {os.cpu_count()} cores at the"
         " start (other work on the machine slows every time below).",
         "",
         "Reference: the same module on the meta device, parameters as the sum of `numel()`, MACs as"
         " FlopCounterMode's count / 2, the shapes of every tensor the forward returns, in order."
-        " Where that forward raises on meta, the model built on the CPU and run there for real.",
+        " Where that forward raises on meta, the model built on the CPU and run there for real." + step,
         "",
         "| exact | wrong | failed | no reference | does not build on meta |",
         "|---:|---:|---:|---:|---:|",
@@ -242,8 +316,10 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=None, help="analyse N models drawn at random")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=default_jobs())
-    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "hub_sweep.md")
+    parser.add_argument("--train", action="store_true", help="analyse one training step (batch 2) instead")
+    parser.add_argument("--report", type=Path, default=None, help="default: reports/hub_sweep[_training].md")
     options = parser.parse_args()
+    report = options.report or ROOT / "reports" / ("hub_sweep_training.md" if options.train else "hub_sweep.md")
     models = hub_models()
     chosen = sorted(random.Random(options.seed).sample(models, options.sample)) if options.sample else models
     load = os.getloadavg()[0]
@@ -252,12 +328,13 @@ def main() -> None:
     def progress(phase: str, done: int, total: int) -> None:
         print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
 
-    rows = ordered_map(sweep_one, chosen, jobs=options.jobs, progress=progress)
+    sweep = functools.partial(sweep_one, training=options.train)
+    rows = ordered_map(sweep, chosen, jobs=options.jobs, progress=progress)
     wall_s = time.perf_counter() - start
     print(file=sys.stderr)
-    text = markdown(rows, len(models), options.sample, options.jobs, wall_s, load)
-    options.report.write_text(text)
-    with options.report.with_suffix(".csv").open("w", newline="") as file:
+    text = markdown(rows, len(models), options.sample, options.jobs, wall_s, load, options.train)
+    report.write_text(text)
+    with report.with_suffix(".csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
