@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -119,8 +120,11 @@ def _pickles(function: Callable, item: Any) -> bool:
 
 
 def _quiet() -> None:
-    """Workers ignore Ctrl-C: this process ends them, without a traceback from each."""
+    """Workers ignore Ctrl-C: this process ends them, without a traceback from each. What a
+    model prints in a worker goes to standard error, as in this process under the CLI:
+    standard output carries the report alone (a worker's results come back pickled)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stdout = sys.stderr
 
 
 def _recorded(function: Callable[[T], R], item: T) -> tuple[R, list[tuple[str, type[Warning]]]]:

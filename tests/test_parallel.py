@@ -2,6 +2,8 @@
 errors and warnings; a module or a callable stays in this process."""
 
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -79,3 +81,20 @@ def test_workers_take_items_from_the_first_while_this_process_takes_the_last():
     pids = ordered_map(process_id, list(range(8)), jobs=2)
     assert pids[-1] == os.getpid() and pids[0] != os.getpid()
     assert set(ordered_map(process_id, list(range(8)), jobs=1)) == {os.getpid()}
+
+
+def test_what_a_worker_prints_goes_to_stderr_and_standard_output_stays_clean():
+    """A process pool's workers print on the process's real standard output, which the CLI
+    keeps for the report alone: theirs goes to standard error, as the CLI's own does."""
+    script = (
+        "from archprof import parallel\n"
+        "from tests.fixtures.tiny_models import printed_square\n"
+        "parallel.WORKER_START_S = 0.0\n"
+        "import sys\n"
+        "sys.stdout = sys.stderr  # this process's own prints, as under the CLI\n"
+        "assert parallel.ordered_map(printed_square, list(range(8)), jobs=2) == [x * x for x in range(8)]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("working on") == 8
