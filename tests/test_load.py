@@ -359,9 +359,13 @@ def test_a_factory_that_reads_values_it_computes_gets_its_weights_on_meta(tiny):
 
 
 def test_a_factory_that_reads_its_own_weights_is_built_on_the_cpu(tiny):
+    torch.manual_seed(0)
+    expected = torch.rand(3)  # what a seeded script draws next
+    torch.manual_seed(0)
     with pytest.warns(ArchprofWarning, match="cannot be built on the meta device"):
         report = archprof.analyze("tiny_models:reads_its_weights", input_size=(4,))
     assert report.totals.param_count == (4 * 4 + 4) + (4 * 8 + 8) and report.traced_on == "meta"
+    assert torch.equal(torch.rand(3), expected)  # its random weights came from a fork of the generator
 
 
 # -- weights and pickles -------------------------------------------------------------------

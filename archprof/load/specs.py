@@ -50,6 +50,7 @@ from archprof.load.files import load_file
 from archprof.load.model import LoadedModel
 from archprof.load.weights import check_weights, load_state_dict
 from archprof.meta import on_meta, weights_on_meta
+from archprof.random_state import random_state_kept
 from archprof.trace import is_meta_limitation
 from archprof.zoo import MODELS
 
@@ -372,7 +373,8 @@ def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], ki
     build it on the CPU instead, saying so once."""
 
     meta_failure = None
-    with _user_code(f"model factory '{name}' failed"):
+    # A build on the CPU initialises its weights at random: from a fork of the caller's generators.
+    with _user_code(f"model factory '{name}' failed"), random_state_kept(torch.device("cpu")):
         try:
             module = _built_on_meta(fn, args)
         except ArchprofError:
