@@ -263,3 +263,22 @@ def test_suggests_channels_last_as_pytorch_does(shape, layout):
     pytorch = suggest_memory_format(tensor) in (torch.channels_last, torch.channels_last_3d)
     if tensor.is_contiguous():
         assert suggests_channels_last(tuple(tensor.shape), tensor.stride()) == pytorch
+
+
+def test_weight_and_spectral_normalisation_are_costed():
+    """nn.utils.parametrizations: a weight-normalised convolution makes its weight at every
+    call, w = v * (g / |v|) per output channel (the norm 2 per element of v and a root per
+    channel, a division per channel and a multiply per element); a spectrally normalised
+    linear layer divides its weight by sigma = u . (W v), a matrix-vector product and a dot
+    product (MACs)."""
+    from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+    conv = weight_norm(torch.nn.Conv2d(3, 8, 3, bias=False))  # v: 8x3x3x3 = 216 elements, g: 8
+    totals = archprof.analyze(conv, input_size=(3, 5, 5)).totals
+    assert totals.not_counted == {}
+    assert totals.elementwise_flops == 3 * 216 + 2 * 8 and totals.macs == 8 * 3 * 3 * 3 * 3 * 3
+
+    linear = spectral_norm(torch.nn.Linear(48, 10, bias=False)).eval()  # W: 10x48
+    totals = archprof.analyze(linear, input_size=(48,)).totals
+    assert totals.not_counted == {}
+    assert totals.macs == 48 * 10 + 10 * 48 + 10  # the layer, W v, u . (W v)

@@ -173,6 +173,9 @@ _add(Family.REDUCTION, "cumsum", costs.reduction_cost)  # a running sum: one add
 
 # --- normalisation ------------------------------------------------------------------------
 
+# A weight-normalised layer's weight, made from its direction and magnitude at every call.
+_add(Family.NORMALISATION, "_weight_norm_interface", costs.weight_norm_cost)
+
 _add(
     Family.NORMALISATION,
     "native_batch_norm _native_batch_norm_legit_no_training",
@@ -219,7 +222,7 @@ _add(Family.MATRIX_PRODUCT, "bmm", costs.bmm_cost, shapes.bmm_shape, same_dtype=
 _add(Family.MATRIX_PRODUCT, "baddbmm", costs.baddbmm_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "mv", costs.mv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "addmv", costs.addmv_cost, same_dtype=True)
-_add(Family.MATRIX_PRODUCT, "dot", costs.dot_cost, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "dot vdot", costs.dot_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "_trilinear", costs.trilinear_cost)
 
 # --- backward -----------------------------------------------------------------------------

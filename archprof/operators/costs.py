@@ -192,6 +192,12 @@ def vector_norm_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     return Cost(elementwise_flops=2 * prod(x) + prod(out))
 
 
+def weight_norm_cost(v: Shape, g: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """w = v * (g / |v|), |v| per slice along `dim` (nn.utils.weight_norm): the norm 2 per
+    element of v and a root per slice, a division per slice and a multiply per element."""
+    return Cost(elementwise_flops=3 * prod(v) + 2 * prod(g))
+
+
 def logsumexp_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     """exp and accumulate, 2 per input element; the log, 1 per output."""
     return Cost(elementwise_flops=2 * prod(x) + prod(out))
