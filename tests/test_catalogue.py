@@ -282,3 +282,44 @@ def test_weight_and_spectral_normalisation_are_costed():
     totals = archprof.analyze(linear, input_size=(48,)).totals
     assert totals.not_counted == {}
     assert totals.macs == 48 * 10 + 10 * 48 + 10  # the layer, W v, u . (W v)
+
+
+def test_shuffles_unpooling_and_a_spatial_transformer_are_costed():
+    """A channel shuffle and max-unpooling move values (free; a shuffle keeps each spatial
+    unit's field); a spatial transformer's grid is a matrix product per location (its 3
+    homogeneous coordinates times theta^T, 2 x 3: 6 MACs) and each output is sampled from it
+    as a bilinear interpolation is (7 FLOPs)."""
+
+    class Transformer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.shuffle = torch.nn.ChannelShuffle(2)
+
+        def forward(self, x):  # x: [2, 4, 8, 8]
+            y = self.shuffle(self.conv(x))
+            pooled, indices = torch.nn.functional.max_pool2d(y, 2, return_indices=True)
+            y = torch.nn.functional.max_unpool2d(pooled, indices, 2)
+            theta = torch.eye(2, 3, device=x.device).expand(2, 2, 3)
+            grid = torch.nn.functional.affine_grid(theta, [2, 4, 8, 8], align_corners=False)
+            return torch.nn.functional.grid_sample(y, grid, align_corners=False)
+
+    report = archprof.analyze(Transformer(), input_size=(4, 8, 8), batch=2)
+    assert report.totals.not_counted == {}
+    costs = {c.operator: c for row in report.operator_costs for c in row}
+    assert costs["aten.channel_shuffle"].elementwise_flops == costs["aten.max_unpool2d"].elementwise_flops == 0
+    assert costs["aten.affine_grid_generator"].macs == 2 * 8 * 8 * 3 * 2
+    assert costs["aten.grid_sampler_2d"].elementwise_flops == 7 * 2 * 4 * 8 * 8
+    fields = dict(zip(report.columns["layer"], report.columns["receptive_field"], strict=True))
+    assert fields["shuffle"] == fields["conv"] == (3, 3)
+
+
+def test_the_gradients_of_more_activations_are_pointwise():
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 1), torch.nn.PReLU(), torch.nn.LogSigmoid(), torch.nn.GLU(dim=1),
+        torch.nn.Hardshrink(), torch.nn.Softshrink(),
+    )  # fmt: skip
+    report = archprof.analyze(model, input_size=(3, 4, 4), batch=2, training=True)
+    assert report.totals.not_counted == {}
+    backward = {op.op for op in report.graph.backward_ops}
+    assert {"aten._prelu_kernel_backward", "aten.log_sigmoid_backward", "aten.glu_backward"} <= backward

@@ -113,7 +113,7 @@ _add(
     "clone _to_copy copy lift_fresh lift_fresh_copy stack repeat roll flip pixel_shuffle pixel_unshuffle"
     " index index_select gather scatter embedding constant_pad_nd"
     " reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d"
-    " im2col",
+    " im2col channel_shuffle max_unpool2d max_unpool3d",
 )
 # nearest-neighbour resampling copies one input per output
 for _dims in (1, 2, 3):
@@ -157,6 +157,10 @@ for _name, _inputs, _dims in (
     )
 _add(Family.WINDOW, "_upsample_bilinear2d_aa", costs.interpolation_cost(4))
 _add(Family.WINDOW, "_upsample_bicubic2d_aa", costs.interpolation_cost(16))
+# A spatial transformer: the sampling grid, a matrix product per location (F.affine_grid),
+# then each output sampled from it as an interpolation is (F.grid_sample).
+_add(Family.WINDOW, "affine_grid_generator", costs.affine_grid_cost)
+_add(Family.WINDOW, "grid_sampler_2d grid_sampler_3d", costs.grid_sample_cost)
 # F.fold: sliding windows added back into a map, one addition per window element.
 _add(Family.WINDOW, "col2im", costs.fold_cost)
 
@@ -237,7 +241,8 @@ _add(
 )
 _add(
     Family.POINTWISE,
-    "hardtanh_backward hardswish_backward hardsigmoid_backward leaky_relu_backward elu_backward softplus_backward",
+    "hardtanh_backward hardswish_backward hardsigmoid_backward leaky_relu_backward elu_backward softplus_backward"
+    " _prelu_kernel_backward log_sigmoid_backward glu_backward hardshrink_backward softshrink_backward",
 )
 # y * (g - sum(g * y)) and g - exp(y) * sum(g): 4 FLOPs per element.
 _add(Family.NORMALISATION, "_softmax_backward_data _log_softmax_backward_data", costs.per_output_element(4))

@@ -237,6 +237,24 @@ def adaptive_max_pool_cost(x: Shape, output_size, *, out: Shape) -> Cost:
     return Cost(elementwise_flops=_adaptive_window_sum(x, out, len(output_size)) - prod(out))
 
 
+def affine_grid_cost(theta: Shape, size, align_corners, *, out: Shape) -> Cost:
+    """Each output location's homogeneous coordinates (d + 1 of them) times theta^T, d x (d + 1)."""
+    dims = len(size) - 2
+    return Cost(macs=size[0] * prod(size[2:]) * (dims + 1) * dims)
+
+
+# grid_sampler's interpolation_mode -> the inputs one output reads: bilinear (trilinear in
+# 3-d), nearest (a copy), bicubic.
+_GRID_SAMPLE_TAPS = {0: 4, 1: 1, 2: 16}
+
+
+def grid_sample_cost(x: Shape, grid: Shape, interpolation_mode: int, *args, out: Shape) -> Cost:
+    """Each output element interpolated from the input at its grid location, as an
+    interpolation over T inputs: 2T - 1 (bilinear 7, bicubic 31, trilinear 15); nearest copies."""
+    taps = _GRID_SAMPLE_TAPS[interpolation_mode] * (2 if len(x) == 5 and interpolation_mode == 0 else 1)
+    return Cost(elementwise_flops=(2 * taps - 1) * prod(out) if taps > 1 else 0)
+
+
 def interpolation_cost(taps: int) -> Callable[..., Cost]:
     """A weighted sum of `taps` inputs per output: taps multiplies and taps - 1 additions."""
     return per_output_element(2 * taps - 1)

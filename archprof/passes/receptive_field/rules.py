@@ -94,6 +94,8 @@ def _pointwise(walk: Walk, op: OpNode) -> State:
 _FAMILY_RULES[Family.POINTWISE] = _pointwise
 # Copies keep every unit where it was.
 _rule("alias", "detach", "clone", "_to_copy", "lift_fresh", "lift_fresh_copy")(_pointwise)
+# A channel shuffle moves channels, each spatial unit where it was.
+_rule("channel_shuffle")(_pointwise)
 
 
 @_rule("native_dropout")
