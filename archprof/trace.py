@@ -119,7 +119,7 @@ def trace(
     recorder_type = TrainingRecorder if training else Recorder
     recorder = recorder_type(real=real, module_types=module_types if by_parameters else None)
     if real or isinstance(model, torch.jit.ScriptModule) or _stands_for_itself(tensors, dtype):
-        # Its own tensors (on meta already for a ScriptModule: stateless calls refuse it).
+        # Its own tensors: on meta already (a ScriptModule's put there by `_script_on_meta`), or real ones.
         stand_ins, parameters = _own_tensors(named, recorder)
     else:
         stand_ins, parameters = _stand_ins(named, dtype, recorder, requires_grad=training)
