@@ -287,29 +287,7 @@ def _real_trace(
         ArchprofWarning,
         stacklevel=4,  # attributed to archprof.analyze
     )
-    packed = _packed_weights(module)
-    if packed:
-        named = ", ".join(f"'{path}' ({kind})" for path, kind in packed[:3])
-        more = f" and {len(packed) - 3} more" if len(packed) > 3 else ""
-        warnings.warn(
-            f"{len(packed)} module(s) of {loaded.name} hold packed weights that archprof cannot read (quantized"
-            f" layers): they are not in the parameter counts, and their operators are listed as not counted:"
-            f" {named}{more}",
-            ArchprofWarning,
-            stacklevel=4,
-        )
     return graph, str(device)
-
-
-def _packed_weights(module: torch.nn.Module) -> list[tuple[str, str]]:
-    """The modules (path, class) holding a TorchScript class object: packed weights, as
-    torch.ao's quantized linear and convolution layers keep theirs, which no parameter or
-    buffer shows. Such layers have no meta kernels: only a real trace meets them."""
-    return [
-        (path or "(model)", type(held).__name__)
-        for path, held in module.named_modules()
-        if any(isinstance(value, torch.ScriptObject) for value in vars(held).values())
-    ]
 
 
 def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_on: str = "meta") -> Report:

@@ -123,6 +123,8 @@ def trace(
         stand_ins, parameters = _own_tensors(named, recorder)
     else:
         stand_ins, parameters = _stand_ins(named, dtype, recorder, requires_grad=training)
+    if real:  # quantized layers, which only a real trace can run
+        parameters += _packed_parameters(modules)
     input_dtype = dtype or _first_floating_dtype(tensors)
     inputs, args, kwargs = _inputs(specs, input_dtype, _input_device(tensors, real), real)
     input_metas = [recorder.register(x, "input") for x in inputs]
@@ -534,6 +536,24 @@ def _parameter_info(meta: TensorMeta, tensor: torch.Tensor, is_buffer: bool) -> 
         not is_buffer and tensor.requires_grad,
         is_buffer,
     )
+
+
+def _packed_parameters(modules: list[tuple[str, torch.nn.Module]]) -> list[ParameterInfo]:
+    """The weights and biases packed into TorchScript objects, as torch.ao's quantized
+    linear and convolution layers keep theirs (`unpack()` gives them back): parameters that
+    no table lists, counted as their module's, in their quantized dtype, not trained."""
+    found = []
+    for path, module in modules:
+        if isinstance(module, torch.jit.ScriptModule):
+            continue
+        for attribute, value in vars(module).items():
+            if not isinstance(value, torch.ScriptObject) or not hasattr(value, "unpack"):
+                continue
+            for role, tensor in zip(("weight", "bias"), value.unpack(), strict=False):
+                if isinstance(tensor, torch.Tensor):
+                    name = ".".join(part for part in (path, attribute, role) if part)
+                    found.append(ParameterInfo(name, path, tuple(tensor.shape), tensor.dtype, False, False))
+    return found
 
 
 def _first_floating_dtype(tensors: list[torch.Tensor]) -> torch.dtype:

@@ -358,19 +358,44 @@ def test_a_checkpoint_fits_a_lazy_model_whatever_shapes_its_lazy_layers_will_tak
         archprof.analyze(_lazy_net, input_size=(3, 16, 16), weights=checkpoint)
 
 
-def test_packed_quantized_weights_are_named_as_not_counted():
+def test_packed_quantized_weights_are_counted_as_parameters():
     """torch.ao's dynamically quantized Linear keeps its weights packed in a TorchScript
-    object, no parameter: a real trace (quantized ops have no meta kernel) cannot count
-    them, and says so rather than report the model's parameters short in silence."""
+    object, no parameter: a real trace (quantized ops have no meta kernel) counts them from
+    their `unpack()`, in their own dtype (int8 weights, a float bias), and lists the
+    quantized operator as not counted rather than costing it nothing in silence."""
+    float_model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization's notice
-        model = torch.ao.quantization.quantize_dynamic(
-            nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)), {nn.Linear}, dtype=torch.qint8
-        )
-    assert model[2].weight().shape == (10, 288)  # the packed weight the counts leave out
-    with pytest.warns(ArchprofWarning) as caught:
+        model = torch.ao.quantization.quantize_dynamic(float_model, {nn.Linear}, dtype=torch.qint8)
+    assert sum(p.numel() for p in model.parameters()) == 8 * 3 * 3 * 3 + 8  # what the tables list
+    with pytest.warns(ArchprofWarning, match="cannot run on the meta device"):
         report = archprof.analyze(model, input_size=(3, 8, 8))
-    packed = [str(w.message) for w in caught if "packed weights" in str(w.message)]
-    assert len(packed) == 1 and "'2._packed_params' (LinearPackedParams)" in packed[0]
-    assert report.totals.param_count == 8 * 3 * 3 * 3 + 8  # the convolution's alone
+    assert report.totals.param_count == sum(p.numel() for p in float_model.parameters()) == 224 + 2890
+    assert report.totals.param_bytes == 224 * 4 + 2880 * 1 + 10 * 4  # float32 conv, int8 weight, float32 bias
+    assert report.totals.trainable_param_count == 224
+    assert set(report.totals.not_counted) == {"quantized.linear_dynamic"}
+
+
+class _StaticQuantized(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.conv(self.quant(x)))
+
+
+def test_a_statically_quantized_convolution_counts_its_packed_weights():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        model = _StaticQuantized().eval()
+        model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+        prepared = torch.ao.quantization.prepare(model)
+        prepared(torch.randn(2, 3, 8, 8))  # calibration
+        quantized = torch.ao.quantization.convert(prepared)
+        report = archprof.analyze(quantized, input_size=(3, 8, 8))
+    assert report.totals.param_count == 8 * 3 * 3 * 3 + 8
+    assert report.totals.param_bytes == 216 * 1 + 8 * 4  # int8 weight, float32 bias
     assert any(name.startswith("quantized.") for name in report.totals.not_counted)
