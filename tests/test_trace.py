@@ -361,8 +361,8 @@ def test_a_checkpoint_fits_a_lazy_model_whatever_shapes_its_lazy_layers_will_tak
 def test_packed_quantized_weights_are_counted_as_parameters():
     """torch.ao's dynamically quantized Linear keeps its weights packed in a TorchScript
     object, no parameter: a real trace (quantized ops have no meta kernel) counts them from
-    their `unpack()`, in their own dtype (int8 weights, a float bias), and lists the
-    quantized operator as not counted rather than costing it nothing in silence."""
+    their `unpack()`, in their own dtype (int8 weights, a float bias), and the quantized
+    product's MACs from their shape: those of the float model."""
     float_model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization's notice
@@ -373,7 +373,8 @@ def test_packed_quantized_weights_are_counted_as_parameters():
     assert report.totals.param_count == sum(p.numel() for p in float_model.parameters()) == 224 + 2890
     assert report.totals.param_bytes == 224 * 4 + 2880 * 1 + 10 * 4  # float32 conv, int8 weight, float32 bias
     assert report.totals.trainable_param_count == 224
-    assert set(report.totals.not_counted) == {"quantized.linear_dynamic"}
+    assert report.totals.not_counted == {}
+    assert report.totals.macs == archprof.analyze(float_model, input_size=(3, 8, 8)).totals.macs == 7776 + 2880
 
 
 class _StaticQuantized(nn.Module):
@@ -381,21 +382,29 @@ class _StaticQuantized(nn.Module):
         super().__init__()
         self.quant = torch.ao.quantization.QuantStub()
         self.conv = nn.Conv2d(3, 8, 3)
+        self.pool = nn.MaxPool2d(2)
+        self.linear = nn.Linear(8 * 3 * 3, 10)
         self.dequant = torch.ao.quantization.DeQuantStub()
 
     def forward(self, x):
-        return self.dequant(self.conv(self.quant(x)))
+        return self.dequant(self.linear(self.pool(self.conv(self.quant(x))).flatten(1)))
 
 
-def test_a_statically_quantized_convolution_counts_its_packed_weights():
+def test_a_statically_quantized_network_counts_as_its_float_one():
+    """Quantized convolution, max-pool and linear layers: the float model's parameters (int8
+    weight bytes) and MACs; quantizing the input and dequantizing the output scale each
+    element (1 FLOP)."""
+    float_model = _StaticQuantized().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
-        model = _StaticQuantized().eval()
-        model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
-        prepared = torch.ao.quantization.prepare(model)
+        float_model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+        prepared = torch.ao.quantization.prepare(copy.deepcopy(float_model))
         prepared(torch.randn(2, 3, 8, 8))  # calibration
         quantized = torch.ao.quantization.convert(prepared)
         report = archprof.analyze(quantized, input_size=(3, 8, 8))
-    assert report.totals.param_count == 8 * 3 * 3 * 3 + 8
-    assert report.totals.param_bytes == 216 * 1 + 8 * 4  # int8 weight, float32 bias
-    assert any(name.startswith("quantized.") for name in report.totals.not_counted)
+    plain = archprof.analyze(float_model, input_size=(3, 8, 8)).totals
+    assert report.totals.not_counted == {}
+    assert report.totals.param_count == plain.param_count == (216 + 8) + (720 + 10)
+    assert report.totals.param_bytes == (216 + 720) * 1 + (8 + 10) * 4  # int8 weights, float32 biases
+    assert report.totals.macs == plain.macs == 8 * 6 * 6 * 27 + 72 * 10
+    assert report.totals.elementwise_flops == plain.elementwise_flops + 3 * 8 * 8 + 10  # quantize in, dequantize out

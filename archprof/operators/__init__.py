@@ -71,14 +71,23 @@ OPERATORS: dict[Packet, Operator] = {}
 
 
 def _add(
-    family: Family, names: str, cost=None, shape=None, same_dtype: bool = False, layout: Layout = Layout.AS_INPUT
+    family: Family,
+    names: str,
+    cost=None,
+    shape=None,
+    same_dtype: bool = False,
+    layout: Layout = Layout.AS_INPUT,
+    namespace=aten,
 ) -> None:
-    """Catalogue the aten operators `names` (separated by spaces) in `family`."""
+    """Catalogue the operators `names` (separated by spaces) of `namespace` in `family`; one
+    outside aten that this build of torch lacks is left out."""
     cost = cost or _DEFAULT_COSTS.get(family)
     if cost is None:
         raise ValueError(f"the {family.value} family has no default cost: give one for {names}")
     for name in names.split():
-        packet = getattr(aten, name)
+        packet = getattr(aten, name) if namespace is aten else getattr(namespace, name, None)
+        if packet is None:
+            continue
         if packet in OPERATORS:
             raise ValueError(f"{packet} catalogued twice")
         OPERATORS[packet] = Operator(str(packet), family, cost, shape, same_dtype, layout)
@@ -297,6 +306,27 @@ _add(
     costs.flash_attention_backward_cost,
 )
 _add(Family.MATRIX_PRODUCT, "mkldnn_rnn_layer_backward", costs.onednn_lstm_layer_backward_cost)
+
+# --- quantized layers (torch.ao) -----------------------------------------------------------
+# Their weights are packed into TorchScript objects, which the formulas unpack for shapes.
+# Quantizing and dequantizing scale each element (1 FLOP); reading a scale out (`.item()`) is free.
+
+_QUANTIZED = torch.ops.quantized
+_add(Family.POINTWISE, "quantize_per_tensor quantize_per_channel dequantize")
+_add(Family.DATA_MOVEMENT, "_local_scalar_dense")
+_add(Family.WINDOW, "quantized_max_pool1d quantized_max_pool2d quantized_max_pool3d", costs.max_pool_cost)
+_add(
+    Family.MATRIX_PRODUCT,
+    "conv1d conv2d conv3d conv1d_relu conv2d_relu conv3d_relu",
+    costs.quantized_conv_cost,
+    namespace=_QUANTIZED,
+)
+_add(
+    Family.MATRIX_PRODUCT,
+    "linear linear_relu linear_dynamic linear_relu_dynamic",
+    costs.quantized_linear_cost,
+    namespace=_QUANTIZED,
+)
 
 
 # --- lookup -------------------------------------------------------------------------------

@@ -108,6 +108,18 @@ def addmv_cost(bias: Shape, a: Shape, v: Shape, *rest, out: Shape, **kwargs) -> 
     return mv_cost(a, v, out=out)
 
 
+def quantized_conv_cost(x: Shape, packed, *args, out: Shape, **kwargs) -> Cost:
+    """A quantized convolution (torch.ao): as `conv_cost`, its weight's shape unpacked."""
+    weight = tuple(packed.unpack()[0].shape)
+    return Cost(macs=prod(out) * prod(weight[1:]))
+
+
+def quantized_linear_cost(x: Shape, packed, *args, out: Shape, **kwargs) -> Cost:
+    """A quantized linear layer (torch.ao, static or dynamic): in * out MACs per row."""
+    out_features, in_features = packed.unpack()[0].shape
+    return Cost(macs=prod(x[:-1]) * in_features * out_features)
+
+
 def dot_cost(a: Shape, b: Shape, *, out: Shape) -> Cost:
     """MACs = n for [n] . [n]."""
     return Cost(macs=a[0])
