@@ -23,6 +23,7 @@ from archprof.load import (
     InputSpec,
     LoadedModel,
     check_static_shapes,
+    device_of,
     load_model,
     normalize_inputs,
     parse_input_size,
@@ -246,14 +247,9 @@ def trace_loaded(
         return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
     except MetaUnsupported as exc:
         reason = exc.reason
-    with random_state_kept(_device_of(loaded.module)):  # random weights, inputs, dropout
+    # Random weights, inputs, dropout: on the caller's module's GPU, else the CPU (meta too).
+    with random_state_kept(device_of(loaded.module)):
         return _real_trace(loaded, inputs, dtype, training, reason)
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    """Where a real run of the module goes: its tensors' device, the CPU for meta or none."""
-    device = next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
-    return device if device.type != "meta" else torch.device("cpu")
 
 
 def _real_trace(
@@ -266,7 +262,7 @@ def _real_trace(
         module = loaded.materialize(dtype=dtype, copy_module=True)
     except ArchprofError as exc:
         raise ArchprofError(f"the forward of {loaded.name} cannot run on the meta device ({reason}): {exc}") from None
-    device = _device_of(module)
+    device = device_of(module)
     if not loaded.owned:
         weights = "its own weights"
     elif loaded.state_dict is not None:

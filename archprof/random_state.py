@@ -12,8 +12,9 @@ import torch
 @contextmanager
 def random_state_kept(device: torch.device) -> Iterator[None]:
     """`torch.random.fork_rng` for a run on `device`: the CPU's generator, and a GPU's where
-    `device` is one, are put back as they were when the block ends, so that a script that
-    seeds torch draws the same numbers after an archprof run as without it."""
+    `device` is one (the CPU's alone for any other, meta included), are put back as they
+    were when the block ends, so that a script that seeds torch draws the same numbers after
+    an archprof run as without it."""
     gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=gpus):
         yield

@@ -13,7 +13,7 @@ from archprof.load.inputs import (
     parse_input_size,
     parse_input_spec,
 )
-from archprof.load.model import LoadedModel, check_static_shapes
+from archprof.load.model import LoadedModel, check_static_shapes, device_of
 from archprof.load.options import ModelOptions, parse_arg_value, parse_args
 from archprof.load.specs import PythonFactory, load_model, python_factory
 from archprof.load.weights import load_state_dict
@@ -29,6 +29,7 @@ __all__ = [
     "ModelOptions",
     "PythonFactory",
     "check_static_shapes",
+    "device_of",
     "load_model",
     "load_state_dict",
     "normalize_inputs",

@@ -67,7 +67,7 @@ class LoadedModel:
                 load_weights_into(module, self.state_dict, self.name)
         else:
             module = self.module
-            current = _device_of(module)
+            current = device_of(module)
             target = torch.device(device) if device is not None else current
             if current.type == "meta":
                 module = copy.deepcopy(module).to_empty(device=target if target.type != "meta" else "cpu")
@@ -80,7 +80,8 @@ class LoadedModel:
         return module
 
 
-def _device_of(module: torch.nn.Module) -> torch.device:
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device of the module's first parameter or buffer; the CPU where it has none."""
     for tensor in (*module.parameters(), *module.buffers()):
         return tensor.device
     return torch.device("cpu")
