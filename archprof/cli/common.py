@@ -298,6 +298,11 @@ def _model_prints_to_stderr():
         sys.stdout = _report_streams.pop()  # os.devnull where `standard_output` found it gone
 
 
+def _report_stream():
+    """Where the report goes: the standard output the running command found."""
+    return _report_streams[-1] if _report_streams else sys.stdout
+
+
 def say(text: str, **style) -> None:
     """`text` as one line on stderr, whatever it holds: a newline, a carriage return, a
     line separator (U+2028), any other unprintable character or a lone surrogate (a
@@ -314,7 +319,7 @@ def standard_output():
     with one line and exit 2, a reader that has gone (`| head -1`) quietly with 141 (as
     a process killed by SIGPIPE), never a traceback. Standard output then points at
     os.devnull, so that the interpreter's own flush at exit has nothing left to fail on."""
-    stream = _report_streams[-1] if _report_streams else sys.stdout
+    stream = _report_stream()
     try:
         with redirect_stdout(stream):
             yield
@@ -526,4 +531,4 @@ def stdout_console(width: int | None = None):
     inside `standard_output`."""
     from rich.console import Console
 
-    return Console(file=_report_streams[-1] if _report_streams else sys.stdout, width=width)
+    return Console(file=_report_stream(), width=width)
