@@ -329,17 +329,14 @@ class Report:
                 trainable = [p.nbytes for p in self.graph.parameters if p.trainable and not p.is_buffer]
                 step = timeline.end + optimizer_step_temporaries(self.optimizer, trainable)
                 if step > timeline.peak_bytes:  # Adam's update of a large layer, after the backward pass
-                    totals.update(
-                        training_peak_bytes=model_bytes + state + step,
-                        training_peak_layer="",
-                        training_peak_phase="optimizer step",
-                    )
+                    peak, layer, phase = step, "", "optimizer step"
                 else:
-                    totals.update(
-                        training_peak_bytes=model_bytes + state + timeline.peak_bytes,
-                        training_peak_layer=at.module.path if at is not None and at.module is not None else "",
-                        training_peak_phase=at.phase if at is not None else "forward",
-                    )
+                    peak = timeline.peak_bytes
+                    layer = at.module.path if at is not None and at.module is not None else ""
+                    phase = at.phase if at is not None else "forward"
+                totals.update(
+                    training_peak_bytes=model_bytes + state + peak, training_peak_layer=layer, training_peak_phase=phase
+                )
         return totals
 
     @cached_property
