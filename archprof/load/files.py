@@ -143,11 +143,10 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 def state_dict_in(value: Mapping) -> dict[str, torch.Tensor] | None:
     if value and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
         state = dict(value)
-        # Saved from a wrapped model (DataParallel's "module.", torch.compile's "_orig_mod."):
-        # named as the network inside, which is what archprof analyses.
-        for prefix in _WRAPPER_PREFIXES * 2:  # twice: a compiled DataParallel, and the other way round
-            if all(k.startswith(prefix) for k in state):
-                state = {k.removeprefix(prefix): v for k, v in state.items()}
+        # Saved from a wrapped model (DataParallel's "module.", torch.compile's "_orig_mod.",
+        # one inside the other): named as the network inside, which is what archprof analyses.
+        while prefix := next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
         return state
     for key in ("state_dict", "model_state_dict", "model", "module", "net", "weights"):
         inner = value.get(key)
