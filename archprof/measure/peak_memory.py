@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,11 +132,7 @@ def cpu_allocation_peak(run: Callable[[], Any]) -> int:
         if event.name() == "[memory]" and event.device_type() == DeviceType.CPU
     ]
     events.sort(key=lambda event: event.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()  # negative for a free
-        peak = max(peak, live)
-    return peak
+    return _highest_running_sum(event.nbytes() for event in events)
 
 
 def cpu_allocation_peaks(run: Callable[[], Any]) -> tuple[int, int]:
@@ -169,14 +165,19 @@ def cpu_allocation_peaks(run: Callable[[], Any]) -> tuple[int, int]:
             made_top, made = made_in.pop(address)
             if top is not None and made_top == top:
                 workspace.update((made, index))
-    everything = lasting = peak_everything = peak_lasting = 0
-    for index, (_, size, _, _) in enumerate(events):
-        everything += size  # negative for a free
-        peak_everything = max(peak_everything, everything)
-        if index not in workspace:
-            lasting += size
-            peak_lasting = max(peak_lasting, lasting)
-    return peak_everything, peak_lasting
+    sizes = [size for _, size, _, _ in events]
+    lasting = (size for index, size in enumerate(sizes) if index not in workspace)
+    return _highest_running_sum(sizes), _highest_running_sum(lasting)
+
+
+def _highest_running_sum(sizes: Iterable[int]) -> int:
+    """The most held at once: the highest running sum of allocations (positive sizes) and
+    frees (negative), from nothing."""
+    live = peak = 0
+    for size in sizes:
+        live += size
+        peak = max(peak, live)
+    return peak
 
 
 def _recorded(run: Callable[[], Any]):
