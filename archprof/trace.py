@@ -161,9 +161,9 @@ def trace(
             if by_parameters:
                 recorder.start_root(_type_name(model), args)
             if stand_ins is not None or attributes is not None:
-                # The parameter and buffer tables as they were: stand-ins swapped back, a
-                # buffer the caller's forward registered on its first call gone.
-                stack.callback(_put_back, _tensor_tables(modules))
+                # The parameter, buffer and submodule tables as they were: stand-ins swapped
+                # back, a buffer or a submodule the caller's forward made on its first call gone.
+                stack.callback(_put_back, _tables(modules))
             if stand_ins is not None:
                 _swap_in(modules, stand_ins)
             output = model(*args, **kwargs)
@@ -268,9 +268,13 @@ def _named_tensors(modules: list[tuple[str, torch.nn.Module]]) -> tuple[list[tup
     return named, tied
 
 
-def _tensor_tables(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[dict, dict]]:
-    """Each module's parameter and buffer tables, with a copy of what they hold now."""
-    return [(table, dict(table)) for _, module in modules for table in (module._parameters, module._buffers)]
+def _tables(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[dict, dict]]:
+    """Each module's parameter, buffer and submodule tables, with a copy of what they hold now."""
+    return [
+        (table, dict(table))
+        for _, module in modules
+        for table in (module._parameters, module._buffers, module._modules)
+    ]
 
 
 def _swap_in(modules: list[tuple[str, torch.nn.Module]], stand_ins: dict[int, torch.Tensor]) -> None:
@@ -288,16 +292,17 @@ def _swap_in(modules: list[tuple[str, torch.nn.Module]], stand_ins: dict[int, to
 
 def _put_back(tables: list[tuple[dict, dict]]) -> None:
     """The tables as they were: the model's own tensors back in place of the stand-ins, and
-    no tensor the forward registered (a TorchScript submodule's table, whose names are
-    fixed, gets its own tensors back)."""
+    no tensor or submodule the forward registered (a TorchScript submodule's table, whose
+    names are fixed, gets its own back)."""
     for table, held in tables:
-        if table.keys() != held.keys() or any(table[name] is not tensor for name, tensor in held.items()):
+        # list(): a TorchScript table's keys() is a list, never equal to a dict's keys view.
+        if list(table.keys()) != list(held) or any(table[name] is not value for name, value in held.items()):
             if isinstance(table, dict):
                 table.clear()
                 table.update(held)
             else:  # a TorchScript submodule's table: its names are fixed, and it has no clear()
-                for name, tensor in held.items():
-                    table[name] = tensor
+                for name, value in held.items():
+                    table[name] = value
 
 
 # What every nn.Module holds of its own (its registries, hooks and mode) and the trace's
@@ -309,15 +314,15 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class _Attributes:
-    """Each module's attributes, its submodules, and the contents of its own list, dict and
-    set attributes, as they were before a forward, to put back after it: a forward may
-    count its calls, fill a cache (with a meta tensor, which would break the caller's next
-    real forward), append to a list or make a submodule on its first call. What it changes
+    """Each module's attributes and the contents of its own list, dict and set attributes,
+    as they were before a forward, to put back after it: a forward may count its calls, fill
+    a cache (with a meta tensor, which would break the caller's next real forward) or append
+    to a list on its first call (a submodule it makes is `_put_back`'s). What it changes
     inside another object (an attribute's attribute, a global) is not seen. The contents
     of a torch.nn class's own lists and dicts are not copied: its forward adds to none
     (an RNN's rebinds its list of weights, which is put back as any attribute is)."""
 
-    held: list[tuple[torch.nn.Module, dict[str, Any], dict[str, torch.nn.Module], dict[str, Any]]]
+    held: list[tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]]
 
     @staticmethod
     def of(modules: list[tuple[str, torch.nn.Module]]) -> _Attributes:
@@ -333,11 +338,11 @@ class _Attributes:
                     for name, value in attributes.items()
                     if type(value) in _CONTAINERS and name not in _MODULE_INTERNALS
                 }
-            held.append((module, attributes, dict(module._modules), contents))
+            held.append((module, attributes, contents))
         return _Attributes(held)
 
     def put_back(self) -> None:
-        for module, attributes, submodules, contents in self.held:
+        for module, attributes, contents in self.held:
             state = vars(module)
             if not _same_objects(state, attributes):
                 for name in [name for name in state if name not in attributes and name not in _MODULE_INTERNALS]:
@@ -345,9 +350,6 @@ class _Attributes:
                 for name, value in attributes.items():
                     if name not in _MODULE_INTERNALS and state.get(name, _MISSING) is not value:
                         state[name] = value
-            if not _same_objects(module._modules, submodules):
-                module._modules.clear()
-                module._modules.update(submodules)
             for name, held in contents.items():
                 _refill(attributes[name], held)
 
