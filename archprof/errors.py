@@ -1,4 +1,7 @@
-"""The one error type a user can cause, its warning, and how an exception reads on one line."""
+"""The one error type a user can cause, its warning, how an exception reads on one line, and
+whether it says the meta device lacks what a real one has."""
+
+import re
 
 
 class ArchprofError(Exception):
@@ -31,3 +34,20 @@ def short_reason(exc: BaseException) -> str:
     explanation for nonzero runs to 300 characters)."""
     line = first_line(exc, bare=True)
     return line.split(". ")[0] if len(line) > 120 else line
+
+
+_META_LIMITATION = re.compile(r"\bmeta\b|data.dependent|no data|cannot copy out", re.IGNORECASE)
+
+
+def is_meta_limitation(exc: BaseException) -> bool:
+    """Whether an exception says the meta device lacks what a real device has (data, a
+    kernel), rather than that the model is wrong: then a real forward may work."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, NotImplementedError) or "DataDependent" in type(exc).__name__:
+            return True
+        if _META_LIMITATION.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

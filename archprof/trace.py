@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
-import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, short_reason
+from archprof.errors import ArchprofError, is_meta_limitation, short_reason
 from archprof.graph import Graph, OpNode, ParameterInfo, TensorMeta
 from archprof.kernels import DeviceKernels
 from archprof.recorder import Recorder, input_shapes_text
@@ -401,23 +400,6 @@ def _creations_join_their_consumer(ops: list[OpNode]) -> list[OpNode]:
         if not op.inputs and op.module is not after.module:
             joined[index] = dataclasses.replace(op, module=after.module)
     return joined
-
-
-_META_LIMITATION = re.compile(r"\bmeta\b|data.dependent|no data|cannot copy out", re.IGNORECASE)
-
-
-def is_meta_limitation(exc: BaseException) -> bool:
-    """Whether an exception says the meta device lacks what a real device has (data, a
-    kernel), rather than that the model is wrong: then a real forward may work."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, NotImplementedError) or "DataDependent" in type(exc).__name__:
-            return True
-        if _META_LIMITATION.search(str(exc)):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _one_value_per_channel_hint(exc: Exception, training: bool) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, ArchprofWarning, first_line
+from archprof.errors import ArchprofError, ArchprofWarning, first_line, is_meta_limitation
 from archprof.load.common import (
     HUBS,
     MODEL_FILE_SUFFIXES,
@@ -51,7 +51,6 @@ from archprof.load.model import LoadedModel
 from archprof.load.weights import check_weights, load_state_dict
 from archprof.meta import on_meta, weights_on_meta
 from archprof.random_state import random_state_kept
-from archprof.trace import is_meta_limitation
 from archprof.zoo import MODELS
 
 
