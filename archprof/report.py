@@ -526,12 +526,17 @@ class Report:
         from archprof.units import human_bytes, human_count
 
         totals = self.totals
-        mode = "training" if self.training else "inference"
+        if totals.training_peak_bytes is not None:
+            peak = f"training step peak {human_bytes(totals.training_peak_bytes)}"
+        elif self.training:
+            peak = f"forward peak {human_bytes(totals.peak_memory_bytes)}"
+        else:
+            peak = f"peak memory (inference) {human_bytes(totals.peak_memory_bytes)}"
         return (
             f"<archprof Report of {visible_text(self.model)}: input {self.input_text} {self.dtype},"
             f" {len(self)} rows>\n"
             f"  params {human_count(totals.param_count)} ({totals.param_count:,}), MACs {human_count(totals.macs)},"
-            f" FLOPs {human_count(totals.flops)}, peak memory ({mode}) {human_bytes(totals.peak_memory_bytes)}\n"
+            f" FLOPs {human_count(totals.flops)}, {peak}\n"
             "  .table() to print it, .layers for the DataFrame, .by_module() / .by_operator() to query it"
         )
 

@@ -21,6 +21,20 @@ def layer_label(layer: str, call: int) -> str:
     return name
 
 
+def peak_rows(totals) -> list[tuple[str, int]]:
+    """The peaks a report's totals show, each with its label: the inference peak; in a
+    training report, the forward's (what autograd saved held to its end) and, where the
+    report has its graph, the whole step's."""
+    at = visible_text(totals.peak_layer) or "(model)"
+    if not totals.training:
+        return [(f"Peak inference memory (at {at})", totals.peak_memory_bytes)]
+    rows = [(f"Forward peak, saved activations held (at {at})", totals.peak_memory_bytes)]
+    if totals.training_peak_bytes is not None:
+        place = training_peak_place(visible_text(totals.training_peak_layer), totals.training_peak_phase)
+        rows.append((f"Training step peak ({totals.optimizer}; {place})", totals.training_peak_bytes))
+    return rows
+
+
 def training_peak_place(layer: str, phase: str) -> str:
     """Where a training step's peak is, as the memory tables say it: "at layer1.0.conv1,
     backward" ("(model)" for the model's own operations), or "in the optimizer step"."""

@@ -16,6 +16,7 @@ from archprof.cli import app
 from archprof.fit import fit_batch
 from archprof.passes.memory import training_timeline
 from archprof.trace import trace
+from archprof.units import human_bytes
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_training_peaks
 from tests.models import Checkpointed, Residual
@@ -263,6 +264,31 @@ def test_memory_train_says_when_the_peak_is_adams_update():
     assert result.exit_code == 0, result.output
     assert "Training step peak (in the optimizer step)" in result.stdout
     assert f"{totals.training_peak_bytes:,} B" in result.stdout
+
+
+def test_a_training_summary_names_its_peaks_for_what_they_are(tmp_path):
+    """In a training report the forward's peak holds what autograd saved: it is not the
+    inference peak, and the step's own peak (backward included) stands beside it, in the
+    terminal table, the HTML page and the report's repr alike."""
+    inference = archprof.analyze("lenet5").totals
+    totals = archprof.analyze("lenet5", training=True).totals
+    assert totals.peak_memory_bytes != inference.peak_memory_bytes  # the saved activations
+    step = (
+        f"Training step peak (sgd; at {totals.training_peak_layer}, {totals.training_peak_phase})",
+        f"{totals.training_peak_bytes:,} B",
+    )
+    forward = (f"Forward peak, saved activations held (at {totals.peak_layer})", f"{totals.peak_memory_bytes:,} B")
+    page = tmp_path / "lenet5.html"
+    result = runner.invoke(app, ["summary", "lenet5", "--train", "--wide"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    written = runner.invoke(app, ["summary", "lenet5", "--train", "-o", str(page)])
+    assert written.exit_code == 0, written.output
+    for shown in (result.stdout, page.read_text()):
+        assert "Peak inference memory" not in shown
+        assert all(text in shown for text in (*step, *forward))
+    assert f"training step peak {human_bytes(totals.training_peak_bytes)}" in repr(
+        archprof.analyze("lenet5", training=True)
+    )
 
 
 def test_fit_train_fits_the_step_peak():

@@ -16,7 +16,7 @@ from html import escape
 from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
 from archprof.report import Report, dims_text, layer_label, visible_text
-from archprof.text import training_peak_place
+from archprof.text import peak_rows
 from archprof.units import human_bytes, human_count
 
 _POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
@@ -92,21 +92,8 @@ def _totals(report: Report) -> str:
         ("Elementwise FLOPs", human_count(totals.elementwise_flops), f"{totals.elementwise_flops:,}"),
         ("Parameter memory", human_bytes(totals.param_bytes), f"{totals.param_bytes:,} B"),
         ("Buffer memory", human_bytes(totals.buffer_bytes), f"{totals.buffer_bytes:,} B"),
-        (
-            f"Peak inference memory (at {visible_text(totals.peak_layer) or '(model)'})",
-            human_bytes(totals.peak_memory_bytes),
-            f"{totals.peak_memory_bytes:,} B",
-        ),
+        *((label, human_bytes(value), f"{value:,} B") for label, value in peak_rows(totals)),
     ]
-    if totals.training_peak_bytes is not None:
-        rows.append(
-            (
-                f"Training step peak ({totals.optimizer}; "
-                f"{training_peak_place(visible_text(totals.training_peak_layer), totals.training_peak_phase)})",
-                human_bytes(totals.training_peak_bytes),
-                f"{totals.training_peak_bytes:,} B",
-            )
-        )
     body = "".join(
         f'<tr><th scope="row">{escape(label)}</th><td>{escape(value)}</td><td class="exact">{escape(exact)}</td></tr>'
         for label, value, exact in rows

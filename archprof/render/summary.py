@@ -20,7 +20,7 @@ from archprof.render.base import (
     tree_label,
 )
 from archprof.render.tree import tree_rows
-from archprof.text import dims_text, visible_text
+from archprof.text import dims_text, peak_rows, visible_text
 from archprof.units import human_bytes, human_count, shape_text
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def totals_table(report) -> Table:
         ("Parameter memory", totals.param_bytes),
         ("Buffer memory", totals.buffer_bytes),
         ("Activation memory (sum of layer outputs)", totals.activation_bytes),
-        (f"Peak inference memory (at {visible_text(totals.peak_layer) or '(model)'})", totals.peak_memory_bytes),
+        *peak_rows(totals),
     )
     for label, value in sizes:
         table.add_row(Text(label), human_bytes(value), f"{value:,} B")  # Text: the layer's name is no markup
