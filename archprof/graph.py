@@ -115,3 +115,7 @@ class Graph:
     # Training only: the backward pass run on the forward's outputs (gradients of ones), in
     # execution order, recomputed forward ops included; indices count from 0 in this list.
     backward_ops: list[OpNode] = field(default_factory=list)
+    # Inference: activation storage -> the number of ops that had run when the forward let
+    # go of its last tensor object (a local variable rebound, a function returned). Eager
+    # PyTorch frees it then, not at its last reader; storages held to the end are absent.
+    released: dict[int, int] = field(default_factory=dict)

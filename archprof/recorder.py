@@ -35,6 +35,10 @@ _RUNTIME_CHECKS = frozenset(
 )
 
 
+# Tensors the trace itself holds from start to end: never watched for their release.
+_HELD_THROUGHOUT = frozenset({"parameter", "buffer", "input"})
+
+
 def input_shapes_text(shapes) -> str:
     """The shapes a forward was given, for an error: "1x3x224x224", "(no tensor)"."""
     return shapes_text(shapes) or "(no tensor)"
@@ -54,11 +58,19 @@ class Recorder(TorchDispatchMode):
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
         self.answered_directly = 0  # module calls recorded through `archprof.shortcuts`
-        self._alive: list[torch.Tensor] = []  # keeps ids unique; meta tensors cost nothing
+        # Each storage's tensor objects still alive, and the storages the forward let go of:
+        # storage -> the number of ops recorded when its last tensor object died.
+        self._holders: dict[int, int] = {}
+        self.released: dict[int, int] = {}
+        # id(weak reference) -> (the reference, id of its tensor, its storage)
+        self._watched: dict[int, tuple[weakref.ref, int, int]] = {}
+        # Where not None, every tensor is kept instead of watched (a training trace on meta,
+        # whose memory is followed through autograd's saved tensors instead).
+        self._kept: list[torch.Tensor] | None = None
         self._next_storage = 0
         self._count = 0  # TensorMeta ids
         self.saved: list[TensorMeta] = []  # what autograd saved (training traces)
-        self._real = real  # real tensors (the CPU fallback): no fast path, not kept alive
+        self._real = real  # real tensors (the CPU fallback): no fast path
         # Without hooks (TorchScript): every module's type, ops attributed by parameters.
         self._by_parameters = module_types
 
@@ -78,19 +90,25 @@ class Recorder(TorchDispatchMode):
         self._count += 1
         if name:
             self._named[name] = meta
-        self.bind(tensor, meta)
+        if kind in _HELD_THROUGHOUT:  # a holder never let go of: its views' deaths free nothing
+            self._metas[id(tensor)] = meta
+            self._holders[storage] = self._holders.get(storage, 0) + 1
+        else:
+            self.bind(tensor, meta)
         return meta
 
     def bind(self, tensor: torch.Tensor, meta: TensorMeta) -> None:
         """`meta` is now what the recorder knows `tensor` as (its latest version)."""
         key = id(tensor)
+        if key not in self._metas and self._kept is not None:
+            self._kept.append(tensor)  # its id stays unique
+        elif key not in self._metas:  # a tensor object new to the trace, not an in-place result
+            # Its id leaves the table when it dies, before Python can reuse it; and once the
+            # last object of its storage has died, the forward has let go of the memory.
+            reference = weakref.ref(tensor, self._died)
+            self._watched[id(reference)] = (reference, key, meta.storage)
+            self._holders[meta.storage] = self._holders.get(meta.storage, 0) + 1
         self._metas[key] = meta
-        if self._real:
-            # Keeping real tensors alive would hold every activation of the forward at once:
-            # an id leaves the table when its tensor dies instead, before Python reuses it.
-            weakref.finalize(tensor, self._forget, key, meta)
-        else:
-            self._alive.append(tensor)
 
     def new_storage(self) -> int:
         self._next_storage += 1
@@ -113,9 +131,13 @@ class Recorder(TorchDispatchMode):
         """The parameter or buffer registered under `name`."""
         return self._named.get(name)
 
-    def _forget(self, key: int, meta: TensorMeta) -> None:
-        if self._metas.get(key) is meta:
-            del self._metas[key]
+    def _died(self, reference: weakref.ref) -> None:
+        _, key, storage = self._watched.pop(id(reference))
+        del self._metas[key]
+        left = self._holders[storage] - 1
+        self._holders[storage] = left
+        if not left:
+            self.released[storage] = len(self.ops)
 
     def lookup(self, tensor: torch.Tensor) -> TensorMeta:
         meta = self._metas.get(id(tensor))

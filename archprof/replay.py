@@ -200,6 +200,7 @@ class _Start:
     first_storage: int  # the next storage id
     answered_directly: int  # the module calls answered by shortcuts so far
     kernels: dict[str, int]  # the kernel choices made so far
+    first_released: int  # the storages the forward had let go of so far (`Recorder.released`)
 
 
 @dataclass(slots=True)
@@ -217,6 +218,8 @@ class _Recording:
     returned_as: type | None  # tuple or list; None: one tensor
     arguments_after: tuple[TensorMeta, ...]  # each argument's meta when the call returned
     kernels: Counter  # the kernel choices (`archprof.kernels`) the call made
+    # The storages the call let go of before it returned: (storage, ops it had run by then).
+    released: list[tuple[int, int]]
     copyable: bool | None = None  # None: not read yet
     # What it read of the module's parameters and buffers: TensorMeta.id -> (name below the module, storage).
     parameters: dict[int, tuple[str, int]] = field(default_factory=dict)
@@ -283,6 +286,7 @@ class Replays:
             storage,
             recorder.answered_directly,
             dict(self._kernels),
+            len(recorder.released),
         )
         return None, (recordings, start)
 
@@ -335,6 +339,7 @@ def _recorded(start: _Start, recorder, args: tuple, output: Any, kernels: Counte
     # The calls under the module's have all returned, the last of the trace to return.
     call_outputs = list(itertools.islice(reversed(recorder.call_outputs.items()), len(calls) - 1))[::-1]
     chosen = Counter(kernels) - Counter(start.kernels) if kernels != start.kernels else Counter()
+    released = itertools.islice(recorder.released.items(), start.first_released, None)
     return _Recording(
         start,
         calls,
@@ -343,6 +348,7 @@ def _recorded(start: _Start, recorder, args: tuple, output: Any, kernels: Counte
         *returned,
         tuple(map(recorder.meta_of, args)),
         chosen,
+        [(storage, steps - start.first_op) for storage, steps in released],
     )
 
 
@@ -380,6 +386,8 @@ def _read(recording: _Recording, recorder) -> bool:
                 return False
     if not all(index > calls[0].index and all(map(known, metas)) for index, metas in recording.call_outputs):
         return False
+    if any(storage < start.first_storage for storage, _ in recording.released):
+        return False  # it let go of a tensor from outside the block
     return all(map(known, recording.arguments_after)) and all(
         map(known, (meta for meta in recording.returns if not isinstance(meta, int)))
     )
@@ -453,7 +461,8 @@ def _copy(recording: _Recording, recorder, path: str, args: tuple, kernels: Coun
         storages[old.storage] = new.storage
 
     own, *under = recording.calls
-    shift = len(recorder.ops) - own.first_op
+    first_op = len(recorder.ops)
+    shift = first_op - own.first_op
     cut = len(recording.start.path)
     calls = {own.index: recorder.calls[-1]}
     for call in under:
@@ -486,6 +495,8 @@ def _copy(recording: _Recording, recorder, path: str, args: tuple, kernels: Coun
         )
     for index, outputs in recording.call_outputs:
         recorder.call_outputs[calls[index].index] = tuple(map(renamed, outputs))
+    for storage, steps in recording.released:  # the block's tensors, let go of as the forward would
+        recorder.released[storages[storage]] = first_op + steps
     for x, after in zip(args, recording.arguments_after, strict=True):
         recorder.bind(x, metas[after.id])
     made: dict[int, torch.Tensor] = {}

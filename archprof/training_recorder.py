@@ -37,6 +37,8 @@ class TrainingRecorder(Recorder):
 
     def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
         super().__init__(real, module_types)
+        if not real:
+            self._kept = []
         self.backward_ops: list[OpNode] = []
         self._phase = "forward"
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag

@@ -3,6 +3,7 @@
 
 import csv
 import io
+import itertools
 import json
 import warnings
 
@@ -92,6 +93,25 @@ def test_a_convolution_gains_a_bias_and_the_norm_goes():
     assert report.columns["layer"] == ["0", "2"]
     assert report.batch_norm_folding.folded[0].norm == "1"
     assert report.batch_norm_folding.folded[0].into == "0"
+
+
+def test_folded_memory_is_that_of_the_model_fused_by_hand():
+    """Each tensor's release (when the forward let go of it) is carried into the folded
+    graph: its peak and live bytes are those of the same network written without norms."""
+    widths = (3, 8, 16, 4)
+    model = nn.Sequential(
+        *(
+            layer
+            for c_in, c_out in itertools.pairwise(widths)
+            for layer in (nn.Conv2d(c_in, c_out, 3), nn.BatchNorm2d(c_out))
+        ),
+        nn.Flatten(),
+    )
+    by_hand = nn.Sequential(*(nn.Conv2d(c_in, c_out, 3) for c_in, c_out in itertools.pairwise(widths)), nn.Flatten())
+    folded, plain = _folded(model, 3, 16, 16), archprof.analyze(by_hand, input_size=(3, 16, 16))
+    assert folded.totals.peak_memory_bytes == plain.totals.peak_memory_bytes
+    live = dict(zip(folded.columns["layer"], folded.columns["live_bytes"], strict=True))
+    assert [live[layer] for layer in ("0", "2", "4", "6")] == plain.columns["live_bytes"]
 
 
 def test_a_linear_layer_without_bias_folds_into_one_with_a_bias():

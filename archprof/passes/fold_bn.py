@@ -260,7 +260,18 @@ def _folded(graph: Graph, pairs: dict[int, OpNode], producer: dict[int, OpNode])
         },
         outputs=[substitute(t) for t in graph.outputs],
         parameters=parameters,
+        released=_released(graph.released, storages, kept_before),
     )
+
+
+def _released(released: dict[int, int], storages: dict[int, int], kept_before: list[int]) -> dict[int, int]:
+    """`Graph.released` of the folded graph: counted in the ops kept, a norm's output
+    storage taken into its layer's (let go of when the later of the two is)."""
+    folded: dict[int, int] = {}
+    for storage, steps_run in released.items():
+        storage = storages.get(storage, storage)
+        folded[storage] = max(folded.get(storage, 0), kept_before[steps_run])
+    return dict(sorted(folded.items()))
 
 
 def _scratch_before(ops: list[OpNode], norm_index: int) -> set[int]:

@@ -3,9 +3,11 @@ saves for the backward pass, and the size of the gradients of the row's paramete
 
 Liveness works on storages, not tensors: a view or an in-place result shares its base's
 `TensorMeta.storage` and allocates nothing. A storage is live from the op that makes it
-until its last reader has run [docs/formulas.md, Memory]:
+until its last reader has run or, in inference where later, until the forward let go of
+its last tensor object (`Graph.released`: the trace watches each die) [docs/formulas.md, Memory]:
 
-- the network inputs are live from the start (until their last reader, like any tensor);
+- the network inputs are live from the start to the end (in inference: the caller holds
+  them; in a training trace until their last reader);
 - the network outputs stay live until the end;
 - in a training trace, what autograd saved stays live until the end of the forward (the
   backward pass reads it);
@@ -18,12 +20,14 @@ While an op runs, its inputs and its outputs are all live; right after it, the s
 was the last reader of are freed. Bytes are counted per tensor in its own dtype, so a half
 model with float32 BatchNorm statistics is counted exactly.
 
-This is what an execution that frees every tensor promptly needs. Measured against
-torch.profiler on the CPU (allocations that outlive the op that made them, batch 1, the
-input held by the caller): ResNet-18, GoogLeNet, LeNet-5 within 0.01%. Eager Python can
-hold more, which a dispatch trace cannot see: a module's caller keeps its argument until
-the module returns and a local variable keeps a tensor until its function returns
-(MobileNet-v2 +7.8%, DenseNet-121 +17.7%). A max-pool's argmax indices are counted, as the
+Eager Python holds a tensor longer than its last reader: a module's caller keeps its
+argument until the module returns and a local variable keeps a tensor until its function
+returns. The trace runs the same Python on meta tensors, so it sees when each tensor object
+dies (`Recorder.released`); an inference peak holds each storage until then. Measured
+against torch.profiler on the CPU (allocations that outlive the op that made them, batch 1,
+the input held by the caller): ResNet-18, GoogLeNet, LeNet-5, MobileNet-v2, DenseNet-121 and
+a small U-Net within 0.01% (the last reader alone read MobileNet-v2 7.8% low, DenseNet-121
+17.7%, the U-Net 42%). A max-pool's argmax indices are counted, as the
 meta and CUDA kernels make them; oneDNN on the CPU skips them for larger inputs (VGG-11
 -28%, AlexNet -19%). Kernel workspace (cuDNN, oneDNN scratch buffers) is no activation and
 is not counted, except where a kernel returns it for the backward pass.
@@ -114,7 +118,9 @@ def liveness(graph: Graph) -> Liveness:
     kept = {t.storage for t in graph.outputs}
     if graph.training:
         kept.update(t.storage for t in graph.saved)
-    return _liveness(graph.ops, graph.inputs, kept, model_state_storages(graph))
+    else:
+        kept.update(t.storage for t in graph.inputs)
+    return _liveness(graph.ops, graph.inputs, kept, model_state_storages(graph), held=graph.released)
 
 
 def _liveness(
@@ -124,6 +130,7 @@ def _liveness(
     state: set[int],
     same: dict[int, int] | None = None,
     release: list[int] | None = None,
+    held: dict[int, int] | None = None,
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -151,6 +158,10 @@ def _liveness(
             last[storage] = index
 
     count = len(steps)
+    if held:  # the forward let go of these only after some later steps had run
+        for storage, steps_run in held.items():
+            if storage in last and storage not in held_from_start:
+                last[storage] = max(last[storage], min(steps_run, count) - 1)
     for storage in kept:
         storage = same.get(storage, storage)
         if storage in size:
