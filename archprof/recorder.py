@@ -58,14 +58,16 @@ class Recorder(TorchDispatchMode):
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
         self.answered_directly = 0  # module calls recorded through `archprof.shortcuts`
-        # Each storage's tensor objects still alive, and the storages the forward let go of:
-        # storage -> the number of ops recorded when its last tensor object died.
+        # Each storage's tensor objects still alive; and the storages the forward let go of,
+        # in the order it did: (storage, the number of ops recorded when its last object died).
         self._holders: dict[int, int] = {}
-        self.released: dict[int, int] = {}
+        self.released: list[tuple[int, int]] = []
         # id(weak reference) -> (the reference, id of its tensor, its storage)
         self._watched: dict[int, tuple[weakref.ref, int, int]] = {}
-        # Where not None, every tensor is kept instead of watched (a training trace on meta,
-        # whose memory is followed through autograd's saved tensors instead).
+        # Where not None, every tensor is kept instead of watched: a training trace on meta,
+        # whose timeline (`passes.memory.training_timeline`) reads the backward pass autograd
+        # runs while the recorder holds each gradient (AccumulateGrad then copies a gradient
+        # into `.grad`, where a real step takes it over), and needs no releases.
         self._kept: list[torch.Tensor] | None = None
         self._next_storage = 0
         self._count = 0  # TensorMeta ids
@@ -137,7 +139,7 @@ class Recorder(TorchDispatchMode):
         left = self._holders[storage] - 1
         self._holders[storage] = left
         if not left:
-            self.released[storage] = len(self.ops)
+            self.released.append((storage, len(self.ops)))
 
     def lookup(self, tensor: torch.Tensor) -> TensorMeta:
         meta = self._metas.get(id(tensor))

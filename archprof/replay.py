@@ -339,7 +339,6 @@ def _recorded(start: _Start, recorder, args: tuple, output: Any, kernels: Counte
     # The calls under the module's have all returned, the last of the trace to return.
     call_outputs = list(itertools.islice(reversed(recorder.call_outputs.items()), len(calls) - 1))[::-1]
     chosen = Counter(kernels) - Counter(start.kernels) if kernels != start.kernels else Counter()
-    released = itertools.islice(recorder.released.items(), start.first_released, None)
     return _Recording(
         start,
         calls,
@@ -348,7 +347,7 @@ def _recorded(start: _Start, recorder, args: tuple, output: Any, kernels: Counte
         *returned,
         tuple(map(recorder.meta_of, args)),
         chosen,
-        [(storage, steps - start.first_op) for storage, steps in released],
+        [(storage, steps - start.first_op) for storage, steps in recorder.released[start.first_released :]],
     )
 
 
@@ -496,7 +495,7 @@ def _copy(recording: _Recording, recorder, path: str, args: tuple, kernels: Coun
     for index, outputs in recording.call_outputs:
         recorder.call_outputs[calls[index].index] = tuple(map(renamed, outputs))
     for storage, steps in recording.released:  # the block's tensors, let go of as the forward would
-        recorder.released[storages[storage]] = first_op + steps
+        recorder.released.append((storages[storage], first_op + steps))
     for x, after in zip(args, recording.arguments_after, strict=True):
         recorder.bind(x, metas[after.id])
     made: dict[int, torch.Tensor] = {}

@@ -201,9 +201,9 @@ def trace(
         saved=recorder.saved,
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
-        # A copy (tensors die after the trace too), in storage order (the order of deaths
+        # Read now (tensors die after the trace too), in storage order (the order of deaths
         # differs between a block run and a block copied by `archprof.replay`).
-        released={} if training else dict(sorted(recorder.released.items())),
+        released={} if training else dict(sorted(recorder.released)),
     )
 
 
