@@ -1,0 +1,146 @@
+"""The inference peak archprof predicts against the one a real CPU forward reaches, on the
+built-in models and a sample of torchvision and timm.
+
+    python benchmarks/memory_sweep.py [--sample N] [--seed S] [--max-bytes N] [--jobs N] [--report PATH]
+
+Per model, at its default input and batch 1: archprof's predicted inference peak
+(`totals.peak_memory_bytes`: each activation held until the forward lets go of it); the
+same graph's peak with every activation freed at its last reader instead (the rule before
+the trace watched tensors die), for contrast; and the measured peak, from the CPU
+allocator's events under torch.profiler (`archprof.measure.peak_memory.measure_memory`,
+the measurement of `archprof memory --measure`: parameters, buffers and inputs, plus the
+most the forward allocated beyond them that outlived the operator that made it, operators'
+workspace left out). Models whose predicted peak is above `--max-bytes` (default 2 GB) are
+analysed but not run: this machine's memory is shared. Writes reports/memory_sweep.md and .csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime as dt
+import functools
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from hub_sweep import _hubs, hub_models
+
+ROOT = Path(__file__).resolve().parent.parent
+FIELDS = ("model", "status", "why", "params", "predicted", "last_reader", "measured")
+WITHIN = 0.01  # a prediction within 1% of the measurement counts as agreeing
+
+
+def measure_one(spec: str, max_bytes: int) -> dict:
+    """One model's row (FIELDS); every exception ends up in `why`, on one line."""
+    import torch
+
+    from archprof.analysis import analysis, build_report
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import measure_memory
+
+    _hubs()  # torchvision importable here too (a worker process)
+    torch.set_num_threads(1)  # the workers share the machine's cores
+    row = dict.fromkeys(FIELDS, "")
+    row["model"] = spec
+    try:
+        analysed = analysis(load_model(spec), None, 1, None)
+        totals = analysed.report.totals
+        last_reader = build_report(dataclasses.replace(analysed.graph, released={}), spec).totals
+        row.update(params=totals.param_count, predicted=totals.peak_memory_bytes)
+        row["last_reader"] = last_reader.peak_memory_bytes
+        if totals.peak_memory_bytes > max_bytes:
+            row.update(status="not run", why=f"a predicted peak over {max_bytes:,} B")
+            return row
+        row["measured"] = measure_memory(analysed, training=False).inference_peak_bytes
+        row["status"] = "measured"
+    except Exception as exc:  # a model that fails is a row, not the end of the sweep
+        row.update(status="failed", why=" ".join(str(exc).split())[:200])
+    return row
+
+
+def _ratio(row: dict, column: str) -> float:
+    return row["measured"] / row[column]
+
+
+def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes: int) -> str:
+    measured = [row for row in rows if row["status"] == "measured"]
+    agree = [row for row in measured if abs(_ratio(row, "predicted") - 1) <= WITHIN]
+    agree_before = [row for row in measured if abs(_ratio(row, "last_reader") - 1) <= WITHIN]
+    ratios = [_ratio(row, "predicted") for row in measured]
+    before = [_ratio(row, "last_reader") for row in measured]
+    lines = [
+        "# archprof benchmark: the predicted inference peak against a real CPU forward",
+        "",
+        f"- Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
+        f"- Command: `python benchmarks/memory_sweep.py --sample {sampled}` ({jobs} worker(s), {wall_s:.0f} s)",
+        "- Models: the built-in models and a seeded sample of torchvision and timm, each at its",
+        "  default input, batch 1, float32. Measured: the CPU allocator's events under torch.profiler",
+        "  (what `archprof memory --measure` reads), workspace left out. Predicted: the report's",
+        "  inference peak; last reader: the same graph with every activation freed at its last reader.",
+        "",
+        f"Measured: {len(measured)} of {len(rows)} models "
+        f"({sum(row['status'] == 'not run' for row in rows)} with a predicted peak over {max_bytes:,} B not run, "
+        f"{sum(row['status'] == 'failed' for row in rows)} failed).",
+        "",
+        "| | predicted | last reader alone |",
+        "|:--|--:|--:|",
+        f"| within 1% of the measurement | **{len(agree)} of {len(measured)}** "
+        f"| {len(agree_before)} of {len(measured)} |",
+    ]
+    if measured:
+        lines += [
+            f"| measured / predicted, median | {statistics.median(ratios):.4f} | {statistics.median(before):.4f} |",
+            f"| lowest | {min(ratios):.4f} | {min(before):.4f} |",
+            f"| highest | {max(ratios):.4f} | {max(before):.4f} |",
+        ]
+    lines += ["", "## The models furthest from their measurement", ""]
+    lines += ["| model | parameters | predicted B | measured B | measured / predicted | last reader alone |"]
+    lines += ["|:--|--:|--:|--:|--:|--:|"]
+    for row in sorted(measured, key=lambda row: -abs(_ratio(row, "predicted") - 1))[:15]:
+        lines.append(
+            f"| `{row['model']}` | {row['params']:,} | {row['predicted']:,} | {row['measured']:,} "
+            f"| {_ratio(row, 'predicted'):.4f} | {_ratio(row, 'last_reader'):.4f} |"
+        )
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:
+        lines += ["", "## Failed", "", *(f"- `{row['model']}`: {row['why']}" for row in failed)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    from archprof.parallel import ordered_map
+    from archprof.zoo import MODELS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", type=int, default=60, help="torchvision and timm models drawn at random")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-bytes", type=int, default=2_000_000_000, help="do not run models predicted to need more")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (each runs its forwards on one thread)")
+    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "memory_sweep.md")
+    options = parser.parse_args()
+    chosen = [*MODELS, *sorted(random.Random(options.seed).sample(hub_models(), options.sample))]
+    start = time.perf_counter()
+
+    def progress(phase: str, done: int, total: int) -> None:
+        print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+
+    measure = functools.partial(measure_one, max_bytes=options.max_bytes)
+    rows = ordered_map(measure, chosen, jobs=options.jobs, progress=progress)
+    print(file=sys.stderr)
+    text = markdown(rows, options.sample, options.jobs, time.perf_counter() - start, options.max_bytes)
+    options.report.write_text(text)
+    with options.report.with_suffix(".csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    print(text)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
