@@ -116,6 +116,7 @@ class Graph:
     # execution order, recomputed forward ops included; indices count from 0 in this list.
     backward_ops: list[OpNode] = field(default_factory=list)
     # Inference: activation storage -> the number of ops that had run when the forward let
-    # go of its last tensor object (a local variable rebound, a function returned). Eager
-    # PyTorch frees it then, not at its last reader; storages held to the end are absent.
+    # go of its last tensor object (a local variable rebound, a function returned; all of
+    # them for one the model still holds, a cache for its next call). Eager PyTorch frees
+    # it then, not at its last reader.
     released: dict[int, int] = field(default_factory=dict)

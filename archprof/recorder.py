@@ -141,6 +141,18 @@ class Recorder(TorchDispatchMode):
         if not left:
             self.released.append((storage, len(self.ops)))
 
+    def releases(self) -> dict[int, int]:
+        """Storage -> the number of ops recorded when the forward let go of it, in storage
+        order (deaths come in another order in a block copied by `archprof.replay`). A
+        storage still held now (an output, a cache the model keeps for its next call) is
+        held to the end."""
+        released = dict(self.released)
+        end = len(self.ops)
+        for storage, holders in self._holders.items():
+            if holders:
+                released[storage] = end
+        return dict(sorted(released.items()))
+
     def lookup(self, tensor: torch.Tensor) -> TensorMeta:
         meta = self._metas.get(id(tensor))
         # A tensor made outside the trace (a plain tensor attribute of a module).

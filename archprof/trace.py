@@ -201,9 +201,7 @@ def trace(
         saved=recorder.saved,
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
-        # Read now (tensors die after the trace too), in storage order (the order of deaths
-        # differs between a block run and a block copied by `archprof.replay`).
-        released={} if training else dict(sorted(recorder.released)),
+        released={} if training else recorder.releases(),  # read now: tensors die after the trace too
     )
 
 

@@ -314,6 +314,35 @@ def test_the_inference_peak_matches_the_profiler(name):
     assert everything + x.nbytes >= predicted
 
 
+class CachesOnItsFirstCall(nn.Module):
+    """Keeps a tensor its first call computes, for its next calls (timm's LeViT and TinyViT
+    cache their attention biases so)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(64, 256))
+        self.fc1, self.fc2 = nn.Linear(256, 256), nn.Linear(256, 256)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def forward(self, x):
+        if "bias" not in self.cache:
+            self.cache["bias"] = self.table.repeat(4, 1)  # 256 x 256, read once, then held
+        return self.fc2(torch.relu(self.fc1(x + self.cache["bias"])))
+
+
+def test_a_tensor_the_model_keeps_after_its_forward_is_held_to_the_end():
+    """The oracle: the CPU allocator's events over the model's first real forward (the one
+    that fills the cache), the input held by the caller as before."""
+    from tests.memory_oracle import allocation_peaks
+
+    x = torch.randn(256, 256)
+    model = CachesOnItsFirstCall().eval()
+    with torch.no_grad():
+        _, lasting = allocation_peaks(lambda: model(x))
+    graph = trace(CachesOnItsFirstCall().to("meta").eval(), [x.shape], owned=True)  # as archprof keeps its own
+    assert build_report(graph, "cache").totals.peak_activation_bytes == lasting + x.nbytes
+
+
 # --- the largest batch that fits ------------------------------------------------------------
 
 
