@@ -27,8 +27,11 @@ from archprof.shortcuts import Shortcut, may_shortcut
 from archprof.structure import TensorSlots, tensors_in
 from archprof.units import shapes_text
 
-# Operators returning views of their input whose schemas carry no alias annotation.
-_UNANNOTATED_VIEWS = frozenset({"aten.unsafe_split", "aten.unsafe_split_with_sizes", "aten.unsafe_chunk"})
+# Operators returning views of their input whose schemas carry no alias annotation
+# (`_unsafe_view`: what `reshape` returns after its copy, and matmul's batch folds).
+_UNANNOTATED_VIEWS = frozenset(
+    {"aten.unsafe_split", "aten.unsafe_split_with_sizes", "aten.unsafe_chunk", "aten._unsafe_view"}
+)
 # Assertions an exported program makes about its inputs: no data, no arithmetic, not a layer.
 _RUNTIME_CHECKS = frozenset(
     {"aten._assert_tensor_metadata", "aten._assert_async", "aten._assert_scalar", "aten.sym_constrain_range_for_size"}

@@ -266,6 +266,18 @@ class SkipsHeldInLocals(nn.Module):
         return self.head(y)
 
 
+class CopiedByReshape(nn.Module):
+    """`reshape` of a transposed tensor copies it (`clone`), then `_unsafe_view`s the copy:
+    a view whose schema does not say so, which allocates nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(32 * 32, 16)
+
+    def forward(self, x):  # x: batch x 32 x 32
+        return self.fc(x.transpose(1, 2).reshape(x.shape[0], -1))
+
+
 PROFILED_MODELS = {
     "conv-bn-relu-pool-linear": (
         lambda: nn.Sequential(
@@ -282,6 +294,7 @@ PROFILED_MODELS = {
     "residual": (lambda: Residual(8), (8, 16, 16), 4),
     "resnet18": (MODELS["resnet18"].build, (3, 64, 64), 2),
     "skips held in locals": (SkipsHeldInLocals, (3, 32, 32), 2),
+    "a reshape that copies": (CopiedByReshape, (32, 32), 64),
     "mobilenet_v2": (MODELS["mobilenet_v2"].build, (3, 64, 64), 1),
     "densenet121": (MODELS["densenet121"].build, (3, 64, 64), 1),
 }
