@@ -132,6 +132,22 @@ def test_the_cpu_peak_is_the_highest_running_sum_of_the_allocators_events():
     assert held_before.numel() == 10_000
 
 
+def test_a_block_made_before_the_recording_does_not_lower_the_peak_when_freed():
+    """An earlier recording saw the 4 MB block made, so the profiler reports its free in a
+    later one, as a training step's old gradients freed by zero_grad are: left out, the
+    later step's peak is the 1 MB it made, not what a -4 MB start would leave of it."""
+    from archprof.measure.peak_memory import cpu_allocation_peaks
+
+    kept = []
+    cpu_allocation_peaks(lambda: kept.append(torch.empty(1_000_000)))
+
+    def step():
+        kept.clear()
+        torch.empty(250_000)
+
+    assert cpu_allocation_peaks(step) == (1_000_000, 1_000_000)
+
+
 def test_measuring_the_cpu_peak_writes_nothing_to_stderr(capfd):
     """The profiler's native code logs its start and stop on file descriptor 2."""
     from archprof.measure.peak_memory import cpu_allocation_peaks

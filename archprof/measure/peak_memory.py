@@ -10,10 +10,11 @@ parameters and buffers, the inputs, an optimizer's state). There an allocation c
 apart from an operator's workspace, which the analysis has none of: one freed before the
 outermost aten operator that made it returns (oneDNN convolutions compute into an
 output-sized buffer in a blocked layout and reorder their weights on every call; BatchNorm
-frees the statistics it computes). A forward's peak is compared without workspace; a
-training step's with it (see `measure_memory`).
+frees the statistics it computes). Both peaks are compared without workspace.
 A block allocated before the recording started is freed unseen: a training step's old
-gradients, dropped by `zero_grad` as it begins, are therefore not counted as held.
+gradients, dropped by `zero_grad` as it begins, are therefore not counted as held. (The
+profiler does report such a free where an earlier recording in the process saw a block at
+that address; `cpu_allocation_peaks` leaves those out.)
 """
 
 from __future__ import annotations
@@ -48,17 +49,15 @@ class Measured:
     training_peak_bytes: int | None
 
 
-def measured_peak(
-    run: Callable[[], Any], device: torch.device, before: int, held: int, workspace: bool = False
-) -> int | None:
+def measured_peak(run: Callable[[], Any], device: torch.device, before: int, held: int) -> int | None:
     """The peak bytes of one call of `run`. CUDA: max_memory_allocated, less `before` (what
     was allocated before the model was built). CPU: `held` (what is held before the call)
-    plus the most the call allocated beyond it, operators' workspace left out unless
-    `workspace`. Another device: None."""
+    plus the most the call allocated beyond it, operators' workspace left out. Another
+    device: None."""
     if device.type == "cuda":
         return peak_bytes(device, before, run)
     if device.type == "cpu":
-        return held + (cpu_allocation_peak(run) if workspace else cpu_allocation_peaks(run)[1])
+        return held + cpu_allocation_peaks(run)[1]
     return None
 
 
@@ -91,10 +90,7 @@ def measure_memory(
                     step, state = _training_step(module, inputs, optimizer)
                     step()  # the first step creates the optimizer's state
                     held = held_bytes(module, arguments, state())
-                    # With workspace, from every memory event: the event tree the workspace rule
-                    # reads leaves out some of a backward pass's allocations (mobilenet_v2's step
-                    # read 0.86x the prediction from it, 1.01x from the events).
-                    trained = measured_peak(step, device, before, held, workspace=True)
+                    trained = measured_peak(step, device, before, held)
         except torch.cuda.OutOfMemoryError as exc:
             raise ArchprofError(
                 f"the GPU ran out of memory measuring {name} at batch {analysed.batch}: {first_line(exc, bare=True)}"
@@ -120,27 +116,18 @@ def peak_bytes(device: torch.device, before: int, run: Callable[[], Any]) -> int
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def cpu_allocation_peak(run: Callable[[], Any]) -> int:
-    """The highest running sum of every CPU allocation and free during `run`, from the
-    profiler's memory events (workspace included). A training step is read so: the event
-    tree `cpu_allocation_peaks` walks leaves out some of a backward pass's allocations."""
-    from torch.autograd import DeviceType
-
-    events = [
-        event
-        for event in _recorded(run).profiler.kineto_results.events()
-        if event.name() == "[memory]" and event.device_type() == DeviceType.CPU
-    ]
-    events.sort(key=lambda event: event.start_ns())
-    return _highest_running_sum(event.nbytes() for event in events)
-
-
 def cpu_allocation_peaks(run: Callable[[], Any]) -> tuple[int, int]:
     """(the highest running sum of the CPU allocator's allocations and frees during `run`,
     the same of those that outlive the outermost aten operator that made them: without
     workspace), from the profiler's event tree. In a backward pass the operators run inside
     the autograd engine's calls, which free the gradients they pass on: those are no
-    operator's workspace."""
+    operator's workspace.
+
+    A free counts only where the recording saw its block allocated. The profiler reports
+    the free of an older block too where an earlier recording in the process saw an
+    allocation at its address (malloc reuses addresses), with that allocation's size: a
+    training step's old gradients, freed by `zero_grad` as it begins, read so from 0 to
+    their whole size below the step's true peak, by the process's history."""
     from torch._C._profiler import _EventType
 
     recorded = _recorded(run)
@@ -158,14 +145,17 @@ def cpu_allocation_peaks(run: Callable[[], Any]) -> tuple[int, int]:
     events.sort(key=lambda event: event[0])
     made_in: dict[int, tuple[int, int]] = {}
     workspace: set[int] = set()
-    for index, (_, size, address, top) in enumerate(events):
+    sizes = []
+    for _, size, address, top in events:
         if size > 0:
-            made_in[address] = (top, index)
+            made_in[address] = (top, len(sizes))
         elif address in made_in:
             made_top, made = made_in.pop(address)
             if top is not None and made_top == top:
-                workspace.update((made, index))
-    sizes = [size for _, size, _, _ in events]
+                workspace.update((made, len(sizes)))
+        else:
+            continue  # a block allocated before the recording
+        sizes.append(size)
     lasting = (size for index, size in enumerate(sizes) if index not in workspace)
     return _highest_running_sum(sizes), _highest_running_sum(lasting)
 
