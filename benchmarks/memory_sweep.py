@@ -1,7 +1,7 @@
 """The inference peak archprof predicts against the one a real CPU forward reaches, on the
 built-in models and a sample of torchvision and timm.
 
-    python benchmarks/memory_sweep.py [--sample N] [--seed S] [--max-bytes N] [--jobs N] [--report PATH]
+    python benchmarks/memory_sweep.py [--sample N] [--seed S] [--max-bytes N] [--jobs N] [--train] [--report PATH]
 
 Per model, at its default input and batch 1: archprof's predicted inference peak
 (`totals.peak_memory_bytes`: each activation held until the forward lets go of it); the
@@ -16,6 +16,11 @@ the truth for the analysis: an attention that runs as its math decomposition ins
 L x L matrices operators of their own to the analysis. Models whose predicted peak is
 above `--max-bytes` (default 2 GB) are analysed but not run: this machine's memory is
 shared. Writes reports/memory_sweep.md and .csv.
+
+`--train` sets one SGD training step's predicted peak (`totals.training_peak_bytes`, batch 2)
+beside the measured one (`measure_memory`, as `memory --measure` runs it: the second step
+of the real model, from the allocator's events, workspace left out), into
+reports/memory_sweep_training.md and .csv.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from hub_sweep import _hubs, hub_models
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("model", "status", "why", "params", "predicted", "last_reader", "measured", "measured_with_workspace")
+TRAINING_FIELDS = ("model", "status", "why", "params", "predicted", "measured")
+TRAINING_BATCH = 2  # a BatchNorm in training refuses one value per channel
 WITHIN = 0.01  # a prediction within 1% of the measurement counts as agreeing
 
 
@@ -74,6 +81,31 @@ def measure_one(spec: str, max_bytes: int) -> dict:
     return row
 
 
+def measure_step_one(spec: str, max_bytes: int) -> dict:
+    """One model's row (TRAINING_FIELDS) for one SGD training step at batch 2."""
+    import torch
+
+    from archprof.analysis import analysis
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import measure_memory
+
+    _hubs()
+    torch.set_num_threads(1)
+    row = dict.fromkeys(TRAINING_FIELDS, "")
+    row["model"] = spec
+    try:
+        analysed = analysis(load_model(spec), None, TRAINING_BATCH, None, training=True)
+        totals = analysed.report.totals
+        row.update(params=totals.param_count, predicted=totals.training_peak_bytes)
+        if totals.training_peak_bytes > max_bytes:
+            row.update(status="not run", why=f"a predicted peak over {max_bytes:,} B")
+            return row
+        row.update(status="measured", measured=measure_memory(analysed, training=True).training_peak_bytes)
+    except Exception as exc:  # a model that fails is a row, not the end of the sweep
+        row.update(status="failed", why=" ".join(str(exc).split())[:200])
+    return row
+
+
 def _ratio(row: dict, column: str) -> float:
     return row["measured"] / row[column]
 
@@ -100,9 +132,7 @@ def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes
         "  (what `archprof memory --measure` reads), workspace left out. Predicted: the report's",
         "  inference peak; last reader: the same graph with every activation freed at its last reader.",
         "",
-        f"Measured: {len(measured)} of {len(rows)} models "
-        f"({sum(row['status'] == 'not run' for row in rows)} with a predicted peak over {max_bytes:,} B not run, "
-        f"{sum(row['status'] == 'failed' for row in rows)} failed).",
+        _measured_line(rows, max_bytes),
         "",
         "| | predicted | last reader alone |",
         "|:--|--:|--:|",
@@ -118,7 +148,63 @@ def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes
             f"| lowest | {min(ratios):.4f} | {min(before):.4f} |",
             f"| highest | {max(ratios):.4f} | {max(before):.4f} |",
         ]
+    lines += _furthest_and_failed(rows)
+    return "\n".join(lines) + "\n"
+
+
+def training_markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes: int) -> str:
+    measured = [row for row in rows if row["status"] == "measured"]
+    ratios = [_ratio(row, "predicted") for row in measured]
+    lines = [
+        "# archprof benchmark: the predicted training step's peak against a real CPU step",
+        "",
+        f"- Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
+        f"- Command: `python benchmarks/memory_sweep.py --train --sample {sampled}` ({jobs} worker(s), {wall_s:.0f} s)",
+        "- Models: the built-in models and a seeded sample of torchvision and timm, each at its",
+        f"  default input, batch {TRAINING_BATCH}, float32, SGD. Measured: `archprof memory --measure`'s",
+        "  figure, the second real step's peak from the CPU allocator's events, workspace left out.",
+        "",
+        _measured_line(rows, max_bytes),
+        "",
+        "| | predicted |",
+        "|:--|--:|",
+        f"| equal to the byte | **{sum(row['measured'] == row['predicted'] for row in measured)}"
+        f" of {len(measured)}** |",
+        f"| within 1% of the measurement | **{sum(abs(r - 1) <= WITHIN for r in ratios)} of {len(measured)}** |",
+    ]
+    if measured:
+        lines += [
+            f"| measured / predicted, median | {statistics.median(ratios):.4f} |",
+            f"| lowest | {min(ratios):.4f} |",
+            f"| highest | {max(ratios):.4f} |",
+        ]
     lines += ["", "## The models furthest from their measurement", ""]
+    lines += ["| model | parameters | predicted B | measured B | measured / predicted |", "|:--|--:|--:|--:|--:|"]
+    for row in sorted(measured, key=lambda row: -abs(_ratio(row, "predicted") - 1))[:15]:
+        lines.append(
+            f"| `{row['model']}` | {row['params']:,} | {row['predicted']:,} | {row['measured']:,} "
+            f"| {_ratio(row, 'predicted'):.4f} |"
+        )
+    lines += _failed(rows)
+    return "\n".join(lines) + "\n"
+
+
+def _measured_line(rows: list[dict], max_bytes: int) -> str:
+    return (
+        f"Measured: {sum(row['status'] == 'measured' for row in rows)} of {len(rows)} models "
+        f"({sum(row['status'] == 'not run' for row in rows)} with a predicted peak over {max_bytes:,} B not run, "
+        f"{sum(row['status'] == 'failed' for row in rows)} failed)."
+    )
+
+
+def _failed(rows: list[dict]) -> list[str]:
+    failed = [row for row in rows if row["status"] == "failed"]
+    return ["", "## Failed", "", *(f"- `{row['model']}`: {row['why']}" for row in failed)] if failed else []
+
+
+def _furthest_and_failed(rows: list[dict]) -> list[str]:
+    measured = [row for row in rows if row["status"] == "measured"]
+    lines = ["", "## The models furthest from their measurement", ""]
     lines += [
         "| model | parameters | predicted B | measured B | with workspace B | measured / predicted "
         "| last reader alone | between the two |",
@@ -130,10 +216,7 @@ def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes
             f"| {row['measured_with_workspace']:,} | {_ratio(row, 'predicted'):.4f} "
             f"| {_ratio(row, 'last_reader'):.4f} | {'yes' if _bracketed(row) else 'no'} |"
         )
-    failed = [row for row in rows if row["status"] == "failed"]
-    if failed:
-        lines += ["", "## Failed", "", *(f"- `{row['model']}`: {row['why']}" for row in failed)]
-    return "\n".join(lines) + "\n"
+    return lines + _failed(rows)
 
 
 def main() -> None:
@@ -145,21 +228,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-bytes", type=int, default=2_000_000_000, help="do not run models predicted to need more")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (each runs its forwards on one thread)")
-    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "memory_sweep.md")
+    parser.add_argument("--train", action="store_true", help="one SGD training step (batch 2) instead")
+    parser.add_argument("--report", type=Path, default=None, help="default: reports/memory_sweep[_training].md")
     options = parser.parse_args()
+    report = options.report or ROOT / "reports" / ("memory_sweep_training.md" if options.train else "memory_sweep.md")
     chosen = [*MODELS, *sorted(random.Random(options.seed).sample(hub_models(), options.sample))]
     start = time.perf_counter()
 
     def progress(phase: str, done: int, total: int) -> None:
         print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
 
-    measure = functools.partial(measure_one, max_bytes=options.max_bytes)
-    rows = ordered_map(measure, chosen, jobs=options.jobs, progress=progress)
+    if options.train:
+        one, write, fields = measure_step_one, training_markdown, TRAINING_FIELDS
+    else:
+        one, write, fields = measure_one, markdown, FIELDS
+    rows = ordered_map(
+        functools.partial(one, max_bytes=options.max_bytes), chosen, jobs=options.jobs, progress=progress
+    )
     print(file=sys.stderr)
-    text = markdown(rows, options.sample, options.jobs, time.perf_counter() - start, options.max_bytes)
-    options.report.write_text(text)
-    with options.report.with_suffix(".csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, FIELDS, lineterminator="\n")
+    text = write(rows, options.sample, options.jobs, time.perf_counter() - start, options.max_bytes)
+    report.write_text(text)
+    with report.with_suffix(".csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     print(text)
