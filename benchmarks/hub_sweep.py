@@ -333,12 +333,17 @@ def main() -> None:
     wall_s = time.perf_counter() - start
     print(file=sys.stderr)
     text = markdown(rows, len(models), options.sample, options.jobs, wall_s, load, options.train)
+    write_reports(report, text, FIELDS, rows)
+    print(text)
+
+
+def write_reports(report: Path, text: str, fields: tuple[str, ...], rows: list[dict]) -> None:
+    """The Markdown report at `report`, and its rows as CSV beside it (.csv)."""
     report.write_text(text)
     with report.with_suffix(".csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(file, fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ reports/memory_sweep_training.md and .csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime as dt
 import functools
@@ -37,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from hub_sweep import _hubs, hub_models
+from hub_sweep import _hubs, hub_models, write_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("model", "status", "why", "params", "predicted", "last_reader", "measured", "measured_with_workspace")
@@ -123,11 +122,7 @@ def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes
     ratios = [_ratio(row, "predicted") for row in measured]
     before = [_ratio(row, "last_reader") for row in measured]
     lines = [
-        "# archprof benchmark: the predicted inference peak against a real CPU forward",
-        "",
-        f"- Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
-        f"- Command: `python benchmarks/memory_sweep.py --sample {sampled}` ({jobs} worker(s), {wall_s:.0f} s)",
-        "- Models: the built-in models and a seeded sample of torchvision and timm, each at its",
+        *_header("inference peak against a real CPU forward", f"--sample {sampled}", jobs, wall_s),
         "  default input, batch 1, float32. Measured: the CPU allocator's events under torch.profiler",
         "  (what `archprof memory --measure` reads), workspace left out. Predicted: the report's",
         "  inference peak; last reader: the same graph with every activation freed at its last reader.",
@@ -156,11 +151,7 @@ def training_markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, 
     measured = [row for row in rows if row["status"] == "measured"]
     ratios = [_ratio(row, "predicted") for row in measured]
     lines = [
-        "# archprof benchmark: the predicted training step's peak against a real CPU step",
-        "",
-        f"- Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
-        f"- Command: `python benchmarks/memory_sweep.py --train --sample {sampled}` ({jobs} worker(s), {wall_s:.0f} s)",
-        "- Models: the built-in models and a seeded sample of torchvision and timm, each at its",
+        *_header("training step's peak against a real CPU step", f"--train --sample {sampled}", jobs, wall_s),
         f"  default input, batch {TRAINING_BATCH}, float32, SGD. Measured: `archprof memory --measure`'s",
         "  figure, the second real step's peak from the CPU allocator's events, workspace left out.",
         "",
@@ -187,6 +178,16 @@ def training_markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, 
         )
     lines += _failed(rows)
     return "\n".join(lines) + "\n"
+
+
+def _header(what: str, options: str, jobs: int, wall_s: float) -> list[str]:
+    return [
+        f"# archprof benchmark: the predicted {what}",
+        "",
+        f"- Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
+        f"- Command: `python benchmarks/memory_sweep.py {options}` ({jobs} worker(s), {wall_s:.0f} s)",
+        "- Models: the built-in models and a seeded sample of torchvision and timm, each at its",
+    ]
 
 
 def _measured_line(rows: list[dict], max_bytes: int) -> str:
@@ -247,11 +248,7 @@ def main() -> None:
     )
     print(file=sys.stderr)
     text = write(rows, options.sample, options.jobs, time.perf_counter() - start, options.max_bytes)
-    report.write_text(text)
-    with report.with_suffix(".csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_reports(report, text, fields, rows)
     print(text)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}", file=sys.stderr)
 
