@@ -67,6 +67,7 @@ class Recorder(TorchDispatchMode):
         self.released: list[tuple[int, int]] = []
         # id(weak reference) -> (the reference, id of its tensor, its storage)
         self._watched: dict[int, tuple[weakref.ref, int, int]] = {}
+        self._on_death = self._died  # one bound method for every reference
         # Where not None, every tensor is kept instead of watched: a training trace on meta,
         # whose timeline (`passes.memory.training_timeline`) reads the backward pass autograd
         # runs while the recorder holds each gradient (AccumulateGrad then copies a gradient
@@ -105,14 +106,15 @@ class Recorder(TorchDispatchMode):
     def bind(self, tensor: torch.Tensor, meta: TensorMeta) -> None:
         """`meta` is now what the recorder knows `tensor` as (its latest version)."""
         key = id(tensor)
-        if key not in self._metas and self._kept is not None:
-            self._kept.append(tensor)  # its id stays unique
-        elif key not in self._metas:  # a tensor object new to the trace, not an in-place result
-            # Its id leaves the table when it dies, before Python can reuse it; and once the
-            # last object of its storage has died, the forward has let go of the memory.
-            reference = weakref.ref(tensor, self._died)
-            self._watched[id(reference)] = (reference, key, meta.storage)
-            self._holders[meta.storage] = self._holders.get(meta.storage, 0) + 1
+        if key not in self._metas:  # a tensor object new to the trace, not an in-place result
+            if self._kept is None:
+                # Its id leaves the table when it dies, before Python can reuse it; and once
+                # the last object of its storage has died, the forward has let go of the memory.
+                reference = weakref.ref(tensor, self._on_death)
+                self._watched[id(reference)] = (reference, key, meta.storage)
+                self._holders[meta.storage] = self._holders.get(meta.storage, 0) + 1
+            else:
+                self._kept.append(tensor)  # its id stays unique
         self._metas[key] = meta
 
     def new_storage(self) -> int:
@@ -151,9 +153,8 @@ class Recorder(TorchDispatchMode):
         held to the end."""
         released = dict(self.released)
         end = len(self.ops)
-        for storage, holders in self._holders.items():
-            if holders:
-                released[storage] = end
+        for _, _, storage in self._watched.values():  # tensors still alive
+            released[storage] = end
         return dict(sorted(released.items()))
 
     def lookup(self, tensor: torch.Tensor) -> TensorMeta:
