@@ -98,5 +98,5 @@ def measured_table(device: str, rows: list[tuple[str, int, int]]) -> Table:
     for label, predicted, value in rows:
         ratio = f"{value / predicted:.3f}" if predicted else "-"
         table.add_row(label, human_bytes(predicted), human_bytes(value), ratio)
-    table.caption = "measured: the allocator's most held (a CPU forward's without operators' workspace)"
+    table.caption = "measured: the allocator's most held (on the CPU, operators' workspace left out)"
     return table
