@@ -12,7 +12,7 @@ answers without their forward running through `answer_directly`.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,14 +146,18 @@ class Recorder(TorchDispatchMode):
         if not left:
             self.released.append((storage, len(self.ops)))
 
-    def releases(self) -> dict[int, int]:
+    def still_alive(self) -> list[tuple[torch.Tensor, int]]:
+        """The watched tensors alive now, each with its storage."""
+        alive = ((reference(), storage) for reference, _, storage in self._watched.values())
+        return [(tensor, storage) for tensor, storage in alive if tensor is not None]
+
+    def releases(self, held: Iterable[int] = ()) -> dict[int, int]:
         """Storage -> the number of ops recorded when the forward let go of it, in storage
-        order (deaths come in another order in a block copied by `archprof.replay`). A
-        storage still held now (an output, a cache the model keeps for its next call) is
-        held to the end."""
+        order (deaths come in another order in a block copied by `archprof.replay`); the
+        storages in `held` (a cache the model keeps for its next call) held to the end."""
         released = dict(self.released)
         end = len(self.ops)
-        for _, _, storage in self._watched.values():  # tensors still alive
+        for storage in held:
             released[storage] = end
         return dict(sorted(released.items()))
 

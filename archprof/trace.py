@@ -201,7 +201,7 @@ def trace(
         saved=recorder.saved,
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
-        released={} if training else recorder.releases(),  # read now: tensors die after the trace too
+        released={} if training else recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),
     )
 
 
@@ -390,6 +390,31 @@ def _set_flag(module: torch.nn.Module, training: bool) -> None:
         module.__dict__["training"] = training
     else:
         module.training = training
+
+
+def _kept_by_the_model(
+    modules: list[tuple[str, torch.nn.Module]], alive: list[tuple[torch.Tensor, int]], output
+) -> set[int]:
+    """The storages of the tensors alive after the forward that a module keeps in an
+    attribute, or in a dict, list or tuple there (a cache for its next call: timm's LeViT
+    and TinyViT attention biases). A tensor alive for another reason is not held to the
+    end: the model's output, or one in the frames that torch's first import of dynamo, in
+    the first call of some meta decompositions, keeps for the rest of the process."""
+    returned = {id(tensor) for tensor in tensors_in(output)}
+    storages = {id(tensor): storage for tensor, storage in alive if id(tensor) not in returned}
+    if not storages:  # nearly always: nothing but the output outlives the forward
+        return set()
+    kept = set()
+    for _, module in modules:
+        for value in vars(module).values():
+            if isinstance(value, dict):
+                items = value.values()
+            elif isinstance(value, (list, tuple)):
+                items = value
+            else:
+                items = (value,)
+            kept.update(storages[id(item)] for item in items if id(item) in storages)
+    return kept
 
 
 def _creations_join_their_consumer(ops: list[OpNode]) -> list[OpNode]:
