@@ -109,9 +109,9 @@ def _ratio(row: dict, column: str) -> float:
     return row["measured"] / row[column]
 
 
-def _bracketed(row: dict) -> bool:
-    """Between the measurement without workspace and the one with it (1% either side)."""
-    return row["measured"] * (1 - WITHIN) <= row["predicted"] <= row["measured_with_workspace"] * (1 + WITHIN)
+def _bracketed(row: dict, column: str = "predicted") -> bool:
+    """The row's `column` between the measurement without workspace and the one with it (1% either side)."""
+    return row["measured"] * (1 - WITHIN) <= row[column] <= row["measured_with_workspace"] * (1 + WITHIN)
 
 
 def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes: int) -> str:
@@ -134,7 +134,7 @@ def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes
         f"| within 1% of the measurement | **{len(agree)} of {len(measured)}** "
         f"| {len(agree_before)} of {len(measured)} |",
         f"| between the measurements without and with workspace (1% either side) | **{len(bracketed)}"
-        f" of {len(measured)}** | {sum(_bracketed({**row, 'predicted': row['last_reader']}) for row in measured)}"
+        f" of {len(measured)}** | {sum(_bracketed(row, 'last_reader') for row in measured)}"
         f" of {len(measured)} |",
     ]
     if measured:

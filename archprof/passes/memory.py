@@ -120,7 +120,7 @@ def liveness(graph: Graph) -> Liveness:
         kept.update(t.storage for t in graph.saved)
     else:
         kept.update(t.storage for t in graph.inputs)
-    return _liveness(graph.ops, graph.inputs, kept, model_state_storages(graph), held=graph.released)
+    return _liveness(graph.ops, graph.inputs, kept, model_state_storages(graph), released=graph.released)
 
 
 def _liveness(
@@ -130,12 +130,13 @@ def _liveness(
     state: set[int],
     same: dict[int, int] | None = None,
     release: list[int] | None = None,
-    held: dict[int, int] | None = None,
+    released: dict[int, int] | None = None,
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
-    counted as the storage it maps to (a copy or sum that takes over its source's memory), and
-    what step i read last is freed right after step `release[i]` (default: i)."""
+    counted as the storage it maps to (a copy or sum that takes over its source's memory),
+    what step i read last is freed right after step `release[i]` (default: i), and a storage
+    in `released` not before the forward let go of it (`Graph.released`: the steps run by then)."""
     same = same or {}
     size: dict[int, int] = {}
     first: dict[int, int] = {}  # storage -> the first step that makes, reads or writes it
@@ -158,8 +159,8 @@ def _liveness(
             last[storage] = index
 
     count = len(steps)
-    if held:  # the forward let go of these only after some later steps had run
-        for storage, steps_run in held.items():
+    if released:  # the forward let go of these only after some later steps had run
+        for storage, steps_run in released.items():
             if storage in last and storage not in held_from_start:
                 last[storage] = max(last[storage], min(steps_run, count) - 1)
     for storage in kept:
