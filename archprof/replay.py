@@ -53,9 +53,11 @@ from archprof.graph import ModuleCall, OpNode, TensorMeta
 from archprof.shortcuts import may_shortcut
 from archprof.structure import map_op_args
 
-# Attributes every module has (its registries and hooks, read apart); "training" is
-# compared with the module's own attributes, "forward" (the trace's wrapper) is not.
-_MODULE_INTERNALS = frozenset(vars(nn.Module())) - {"training"} | {"forward"}
+# What every nn.Module holds of its own (its registries, hooks and mode) and the trace's
+# wrapper "forward". `archprof.trace` leaves them to its own steps; here the registries
+# and hooks are read apart and "training" is compared as the module's own attributes are.
+MODULE_INTERNALS = frozenset(vars(nn.Module())) | {"forward"}
+_READ_APART = MODULE_INTERNALS - {"training"}
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.memory_format})
 _MISSING = object()
 # Operators that the forward's own Python reaches (not through `archprof.shortcuts`) per
@@ -143,7 +145,7 @@ class _Modules:
         if len(state_a) != len(state_b) or _hooked(state_a) or _hooked(state_b):
             return None
         for key, value in state_a.items():
-            if key in _MODULE_INTERNALS:
+            if key in _READ_APART:
                 continue
             other = state_b.get(key, _MISSING)
             if not (value is other and type(value) in _PLAIN) and not _same_value(value, other):

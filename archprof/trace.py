@@ -23,7 +23,7 @@ from archprof.errors import ArchprofError, is_meta_limitation, short_reason
 from archprof.graph import Graph, OpNode, ParameterInfo, TensorMeta
 from archprof.kernels import DeviceKernels
 from archprof.recorder import Recorder, input_shapes_text
-from archprof.replay import Replays
+from archprof.replay import MODULE_INTERNALS, Replays
 from archprof.shortcuts import Shortcut, shortcut_for
 from archprof.structure import tensors_in
 from archprof.training_recorder import TrainingRecorder
@@ -305,9 +305,8 @@ def _put_back(tables: list[tuple[dict, dict]]) -> None:
                     table[name] = value
 
 
-# What every nn.Module holds of its own (its registries, hooks and mode) and the trace's
-# wrapper: the trace's own steps put back what it changes of them.
-_MODULE_INTERNALS = frozenset(vars(torch.nn.Module())) | {"forward"}
+# An nn.Module's own registries, hooks and mode (MODULE_INTERNALS) are not put back here:
+# the trace's own steps put back what it changes of them.
 _CONTAINERS = (list, dict, set)
 _MISSING = object()
 
@@ -336,7 +335,7 @@ class _Attributes:
                 contents = {
                     name: copy.copy(value)
                     for name, value in attributes.items()
-                    if type(value) in _CONTAINERS and name not in _MODULE_INTERNALS
+                    if type(value) in _CONTAINERS and name not in MODULE_INTERNALS
                 }
             held.append((module, attributes, contents))
         return _Attributes(held)
@@ -345,10 +344,10 @@ class _Attributes:
         for module, attributes, contents in self.held:
             state = vars(module)
             if not _same_objects(state, attributes):
-                for name in [name for name in state if name not in attributes and name not in _MODULE_INTERNALS]:
+                for name in [name for name in state if name not in attributes and name not in MODULE_INTERNALS]:
                     del state[name]
                 for name, value in attributes.items():
-                    if name not in _MODULE_INTERNALS and state.get(name, _MISSING) is not value:
+                    if name not in MODULE_INTERNALS and state.get(name, _MISSING) is not value:
                         state[name] = value
             for name, held in contents.items():
                 _refill(attributes[name], held)

@@ -248,7 +248,7 @@ def test_memory_train_shows_the_step_peak_where_it_happens():
     totals = archprof.analyze("lenet5", training=True, optimizer="momentum").totals
     result = runner.invoke(app, ["memory", "lenet5", "--train", "--optimizer", "momentum"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    label = f"Training step peak (at {totals.training_peak_layer}, {totals.training_peak_phase})"
+    label = f"Training step peak (momentum; at {totals.training_peak_layer}, {totals.training_peak_phase})"
     assert label in result.stdout and f"{totals.training_peak_bytes:,} B" in result.stdout
     document = json.loads(runner.invoke(app, ["memory", "lenet5", "--train", "-f", "json"]).stdout)
     assert document["totals"]["training_peak_phase"] == "backward"
@@ -262,7 +262,7 @@ def test_memory_train_says_when_the_peak_is_adams_update():
     assert totals.training_peak_phase == "optimizer step"
     result = runner.invoke(app, ["memory", "lenet5", "--train", "--optimizer", "adam"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "Training step peak (in the optimizer step)" in result.stdout
+    assert "Training step peak (adam; in the optimizer step)" in result.stdout
     assert f"{totals.training_peak_bytes:,} B" in result.stdout
 
 

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from archprof.render.base import Layout, bytes_cell, fitted_table, subtotal_cell, tree_label
 from archprof.render.tree import tree_rows
-from archprof.text import training_peak_place, visible_text
+from archprof.text import peak_rows, visible_text
 from archprof.units import human_bytes
 
 # Columns of the memory table, most important first (the last go on a narrow terminal).
@@ -62,7 +62,6 @@ def memory_totals_table(report, fit=None) -> Table:
     def add(label: str, value: int, style: str | None = None) -> None:
         table.add_row(Text(label, style=style or ""), human_bytes(value), f"{value:,} B")
 
-    peak_at = visible_text(totals.peak_layer) or "(model)"
     add("Parameters", totals.param_bytes)
     add("Buffers", totals.buffer_bytes)
     if report.training:
@@ -71,11 +70,12 @@ def memory_totals_table(report, fit=None) -> Table:
         add("Gradients", totals.gradient_bytes)
         add(f"Optimizer state ({totals.optimizer}: {copies} {plural})", totals.optimizer_state_bytes)
         add("Saved activations (for backward)", totals.saved_activation_bytes)
-        add(f"Forward peak (at {peak_at})", totals.peak_memory_bytes)
-        if totals.training_peak_bytes is not None:
-            place = training_peak_place(visible_text(totals.training_peak_layer), totals.training_peak_phase)
-            add(f"Training step peak ({place})", totals.training_peak_bytes, "bold")
+        forward_peak, *step_peak = peak_rows(totals)  # labelled as the summary's totals label them
+        add(*forward_peak)
+        for label, value in step_peak:
+            add(label, value, "bold")
     else:
+        peak_at = visible_text(totals.peak_layer) or "(model)"
         add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
         add("Peak memory (inference)", totals.peak_memory_bytes, "bold")
     table.add_row("Input", report.input_text, f"model in {totals.dtype}")
