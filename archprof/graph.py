@@ -115,8 +115,9 @@ class Graph:
     # Training only: the backward pass run on the forward's outputs (gradients of ones), in
     # execution order, recomputed forward ops included; indices count from 0 in this list.
     backward_ops: list[OpNode] = field(default_factory=list)
-    # Inference: activation storage -> the number of ops that had run when the forward let
-    # go of its last tensor object (a local variable rebound, a function returned; all of
-    # them for one the model still holds, a cache for its next call). Eager PyTorch frees
-    # it then, not at its last reader.
+    # Activation storage -> the number of forward ops that had run when the forward let go
+    # of its last tensor object (a local variable rebound, a function returned; all of them
+    # for one the model still holds, a cache for its next call). Eager PyTorch frees it
+    # then, not at its last reader. In a training step, what autograd saved is not let go of
+    # in the forward: the backward pass's nodes free it (`passes.memory.training_timeline`).
     released: dict[int, int] = field(default_factory=dict)

@@ -68,11 +68,11 @@ class Recorder(TorchDispatchMode):
         # id(weak reference) -> (the reference, id of its tensor, its storage)
         self._watched: dict[int, tuple[weakref.ref, int, int]] = {}
         self._on_death = self._died  # one bound method for every reference
-        # Where not None, every tensor is kept instead of watched: a training trace on meta,
-        # whose timeline (`passes.memory.training_timeline`) reads the backward pass autograd
-        # runs while the recorder holds each gradient (AccumulateGrad then copies a gradient
-        # into `.grad`, where a real step takes it over), and needs no releases.
+        # Where not None, every tensor is kept instead of watched (a training trace's backward
+        # pass on meta: `archprof.training_recorder`); where False, deaths free no memory the
+        # timeline counts by them (autograd letting go of what it saved).
         self._kept: list[torch.Tensor] | None = None
+        self._noting_releases = True
         self._next_storage = 0
         self._count = 0  # TensorMeta ids
         self.saved: list[TensorMeta] = []  # what autograd saved (training traces)
@@ -143,7 +143,7 @@ class Recorder(TorchDispatchMode):
         del self._metas[key]
         left = self._holders[storage] - 1
         self._holders[storage] = left
-        if not left:
+        if not left and self._noting_releases:
             self.released.append((storage, len(self.ops)))
 
     def still_alive(self) -> list[tuple[torch.Tensor, int]]:

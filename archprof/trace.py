@@ -201,7 +201,7 @@ def trace(
         saved=recorder.saved,
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
-        released={} if training else recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),
+        released=recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),
     )
 
 

@@ -37,8 +37,6 @@ class TrainingRecorder(Recorder):
 
     def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
         super().__init__(real, module_types)
-        if not real:
-            self._kept = []
         self.backward_ops: list[OpNode] = []
         self._phase = "forward"
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
@@ -52,6 +50,14 @@ class TrainingRecorder(Recorder):
     def run_backward(self, output) -> None:
         """The backward pass from the floating outputs that require grad, with gradients of ones."""
         self._tag_last_made()
+        # The forward's releases are all noted: from here a tensor dies when autograd lets go
+        # of what it saved, which the timeline times by the nodes that read it. On meta every
+        # tensor is kept from here: the timeline (`passes.memory.training_timeline`) reads the
+        # backward pass autograd runs while the recorder holds each gradient (AccumulateGrad
+        # then copies a gradient into `.grad`, where a real step takes it over).
+        self._noting_releases = False
+        if not self._real:
+            self._kept = [tensor for tensor, _ in self.still_alive()]
         self._forward_ops = self.ops
         self.ops = self.backward_ops  # _record appends to self.ops
         self._phase = "backward"

@@ -27,15 +27,17 @@ def allocation_peaks(run: Callable[[], None]) -> tuple[int, int]:
     return cpu_allocation_peaks(run)
 
 
-def profiled_peaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """`allocation_peaks` of one inference forward (after a warm-up one: one-time allocations)."""
-    model.eval()
+def profiled_peaks(model: nn.Module, x: torch.Tensor, training: bool = False) -> tuple[int, int]:
+    """`allocation_peaks` of one forward (after a warm-up one: one-time allocations): in
+    inference, or, with `training`, as a training step's forward runs, in train mode with
+    autograd saving what its backward pass would read."""
+    model.train(training)
 
     def forward():
         output = model(x)
         del output
 
-    with torch.no_grad():
+    with torch.set_grad_enabled(training):
         forward()
         return allocation_peaks(forward)
 

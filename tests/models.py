@@ -71,3 +71,44 @@ class Checkpointed(nn.Module):
 
     def forward(self, x):
         return self.head(checkpoint(self.block, self.stem(x), use_reentrant=False))
+
+
+class SkipsHeldInLocals(nn.Module):
+    """A small U-Net: each level's output kept in a local variable for the way up, where the
+    forward holds it until it returns, long after its last reader (the concatenation)."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.down1, self.down2 = nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.middle = nn.Conv2d(2 * width, 2 * width, 3, padding=2, dilation=2)
+        self.up2 = nn.ConvTranspose2d(2 * width, 2 * width, 2, stride=2)
+        self.merge2 = nn.Conv2d(4 * width, width, 3, padding=1)
+        self.up1 = nn.Upsample(scale_factor=2, mode="bilinear")
+        self.merge1 = nn.Conv2d(2 * width, width, 3, padding=1)
+        self.head = nn.Conv2d(width, 2, 1)
+
+    def forward(self, x):
+        a = torch.relu(self.down1(x))
+        b = torch.relu(self.down2(nn.functional.max_pool2d(a, 2)))
+        m = self.middle(nn.functional.avg_pool2d(b, 2))
+        y = self.merge2(torch.cat([self.up2(m), b], 1))
+        y = self.merge1(torch.cat([self.up1(y), a], 1))
+        return self.head(y)
+
+
+class UpdatesHeldInLocals(nn.Module):
+    """Three streams, each updated by an MLP, every update computed before any is added (as
+    CoaT's parallel blocks do): the forward holds each update in its list until it returns,
+    though its last reader, an add, saves nothing for the backward pass."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(3))
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)) for _ in range(3)
+        )
+
+    def forward(self, x):
+        streams = [norm(x) for norm in self.norms]
+        updates = [mlp(stream) for mlp, stream in zip(self.mlps, streams, strict=True)]
+        return [stream + update for stream, update in zip(streams, updates, strict=True)]

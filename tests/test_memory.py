@@ -20,7 +20,7 @@ from archprof.passes.memory import model_state_storages, saved_activations
 from archprof.trace import trace
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks
-from tests.models import FunctionalOps, Residual
+from tests.models import FunctionalOps, Residual, SkipsHeldInLocals
 
 runner = CliRunner()
 
@@ -264,29 +264,6 @@ def test_an_unknown_optimizer_is_an_error():
 
 
 # --- the inference peak against torch.profiler ----------------------------------------------
-
-
-class SkipsHeldInLocals(nn.Module):
-    """A small U-Net: each level's output kept in a local variable for the way up, where the
-    forward holds it until it returns, long after its last reader (the concatenation)."""
-
-    def __init__(self, width: int = 8) -> None:
-        super().__init__()
-        self.down1, self.down2 = nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, 2 * width, 3, padding=1)
-        self.middle = nn.Conv2d(2 * width, 2 * width, 3, padding=2, dilation=2)
-        self.up2 = nn.ConvTranspose2d(2 * width, 2 * width, 2, stride=2)
-        self.merge2 = nn.Conv2d(4 * width, width, 3, padding=1)
-        self.up1 = nn.Upsample(scale_factor=2, mode="bilinear")
-        self.merge1 = nn.Conv2d(2 * width, width, 3, padding=1)
-        self.head = nn.Conv2d(width, 2, 1)
-
-    def forward(self, x):
-        a = torch.relu(self.down1(x))
-        b = torch.relu(self.down2(nn.functional.max_pool2d(a, 2)))
-        m = self.middle(nn.functional.avg_pool2d(b, 2))
-        y = self.merge2(torch.cat([self.up2(m), b], 1))
-        y = self.merge1(torch.cat([self.up1(y), a], 1))
-        return self.head(y)
 
 
 class CopiedByReshape(nn.Module):
