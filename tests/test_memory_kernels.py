@@ -3,8 +3,6 @@ LSTM against what autograd saves in a real CPU forward (saved-tensor hooks) and 
 torch.profiler; the kernel choice against PyTorch's own; MACs as before; unsafe_split's
 outputs as views."""
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,14 +73,9 @@ def test_the_attention_inference_peak_matches_the_profiler():
     model = AttentionBlock()
     x = torch.randn(1, 1, 2048, 64)
     graph = trace(model, [x.shape])
-    held = build_report(_inputs_held(graph), "block").totals.peak_activation_bytes
+    held = build_report(graph, "block").totals.peak_activation_bytes
     _, lasting = profiled_peaks(model, x)
     assert held == lasting + x.nbytes + 2048 * 4
-
-
-def _inputs_held(graph):
-    """The graph with its inputs held to the end, as eager PyTorch's caller holds them."""
-    return dataclasses.replace(graph, outputs=graph.outputs + graph.inputs)
 
 
 def test_attention_macs_are_those_of_the_math_decomposition():
@@ -258,7 +251,7 @@ def test_the_lstm_inference_peak_matches_the_profiler():
     model = nn.LSTM(32, 48, batch_first=True).eval()
     x = torch.randn(4, 10, 32)
     graph = trace(model, [x.shape])
-    predicted = build_report(_inputs_held(graph), "lstm").totals.peak_activation_bytes
+    predicted = build_report(graph, "lstm").totals.peak_activation_bytes
     measured = _peak_without_onednn_scratch(model, x) + x.nbytes
     assert predicted <= measured <= predicted + x.nbytes
 
