@@ -115,6 +115,11 @@ class Graph:
     # Training only: the backward pass run on the forward's outputs (gradients of ones), in
     # execution order, recomputed forward ops included; indices count from 0 in this list.
     backward_ops: list[OpNode] = field(default_factory=list)
+    # Training only: the storages of gradients the backward pass copied into a layout of
+    # other strides (AccumulateGrad, into its parameter's: a convolution's weight gradient
+    # is channels last where its input is). A CPU step copies these too, where it takes a
+    # gradient of the parameter's own layout over as its `.grad`.
+    relaid_gradients: set[int] = field(default_factory=set)
     # Activation storage -> the number of forward ops that had run when the forward let go
     # of its last tensor object (a local variable rebound, a function returned; all of them
     # for one the model still holds, a cache for its next call). Eager PyTorch frees it

@@ -201,6 +201,7 @@ def trace(
         saved=recorder.saved,
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
+        relaid_gradients=recorder.relaid_gradients if training else set(),
         released=recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),
     )
 

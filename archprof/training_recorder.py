@@ -38,6 +38,7 @@ class TrainingRecorder(Recorder):
     def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
         super().__init__(real, module_types)
         self.backward_ops: list[OpNode] = []
+        self.relaid_gradients: set[int] = set()  # `Graph.relaid_gradients`
         self._phase = "forward"
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
         self._forward_ops: list[OpNode] = []
@@ -83,6 +84,8 @@ class TrainingRecorder(Recorder):
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
         phase, origin = self._backward_origin()
         super()._record(info, args, kwargs, tensors, out)
+        if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
+            self.relaid_gradients.add(self.ops[-1].inputs[0].storage)
         module = self._forward_ops[origin].module if origin >= 0 else None
         self.ops[-1] = dataclasses.replace(self.ops[-1], module=module, phase=phase, origin=origin)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
@@ -161,3 +164,12 @@ class TrainingRecorder(Recorder):
 
 def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
+
+
+def _same_layout(tensor: torch.Tensor, sizes, strides) -> bool:
+    """Whether `tensor` has `sizes` and is laid out with `strides` (a dimension of size 1
+    has any stride): autograd's layout contract, under which AccumulateGrad takes a
+    gradient over."""
+    if tuple(tensor.shape) != tuple(sizes):
+        return False
+    return all(n == 1 or mine == other for n, mine, other in zip(sizes, tensor.stride(), strides, strict=True))

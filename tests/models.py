@@ -112,3 +112,17 @@ class UpdatesHeldInLocals(nn.Module):
         streams = [norm(x) for norm in self.norms]
         updates = [mlp(stream) for mlp, stream in zip(self.mlps, streams, strict=True)]
         return [stream + update for stream, update in zip(streams, updates, strict=True)]
+
+
+class ConvOfAChannelsLastMap(nn.Module):
+    """A layer norm over the channels, moved last and back (as ConvFormer's downsamplers do),
+    before a convolution: its input is laid out channels last, and so is its weight's
+    gradient, which AccumulateGrad then copies into the weight's own layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(64)
+        self.conv = nn.Conv2d(64, 128, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))

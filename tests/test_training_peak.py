@@ -18,7 +18,13 @@ from archprof.trace import trace
 from archprof.units import human_bytes
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks, profiled_training_peaks
-from tests.models import Checkpointed, Residual, SkipsHeldInLocals, UpdatesHeldInLocals
+from tests.models import (
+    Checkpointed,
+    ConvOfAChannelsLastMap,
+    Residual,
+    SkipsHeldInLocals,
+    UpdatesHeldInLocals,
+)
 from tests.test_memory_kernels import AttentionBlock
 
 
@@ -205,6 +211,7 @@ PROFILED_STEPS = {
     "skips held in locals": (SkipsHeldInLocals, (2, 3, 32, 32)),
     "updates held in locals": (UpdatesHeldInLocals, (2, 64, 16)),
     "padded before its convolution": (lambda: nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(3, 8, 3)), (4, 3, 32, 32)),
+    "a convolution of a channels-last map": (ConvOfAChannelsLastMap, (2, 64, 8, 8)),
 }
 # Bytes a step holds that no aten op of the model makes: checkpoint keeps the CPU RNG state
 # (torch.get_rng_state(), 5,056 B) to replay the block, and a second one while replaying it;

@@ -53,7 +53,9 @@ forward returns (by the last-reader rule, its forward peak read 6% low); a check
 also holds two CPU RNG states (5,056 B each), made by no aten op. timm's CoaT-Tiny at batch
 2 with SGD: 414,300,672 B predicted against 414,300,880 measured (1.011x before its forward
 held its MLPs' updates as it does); tf_efficientnet_lite2, whose "same" padding reads the
-input and saves nothing, equal (1.0048x before the input was held to the end)."""
+input and saves nothing, equal (1.0048x before the input was held to the end);
+convformer_m36, whose downsampling convolutions read channels-last maps, equal (1.0013x
+before their weight gradients were copied into the weights' layout, as AccumulateGrad does)."""
 
 from __future__ import annotations
 
@@ -226,7 +228,9 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     AccumulateGrad takes a fresh gradient over as the parameter's `.grad` without copying it
     (when no one else holds it and its strides match the parameter's); on meta it copies (the
     trace holds a reference), recorded as new_empty_strided + copy_. Such a copy is counted
-    as the memory of its source, as a CPU step allocates it."""
+    as the memory of its source, as a CPU step allocates it, unless the strides differ
+    (`Graph.relaid_gradients`: a convolution's weight gradient is channels last where its
+    input is), where a CPU step copies too."""
     backward = graph.backward_ops
     state = model_state_storages(graph)
     copies = _accumulated(backward)
@@ -236,7 +240,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     # holds that one (a seed): then it allocates the sum.
     moved = {backward[i].outputs[0].storage: backward[i].inputs[0].storage for i in adds}
     moved = {made: into for made, into in moved.items() if into not in seeds}
-    moved.update(_taken_over(backward, copies, state))
+    moved.update(_taken_over(backward, copies, state, graph.relaid_gradients))
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
     unread_saved = {t.storage for t in graph.saved} - read_in_backward
@@ -312,15 +316,17 @@ def _accumulated(backward: list[OpNode]) -> dict[int, int]:
     return copies
 
 
-def _taken_over(backward: list[OpNode], copies: dict[int, int], state: set[int]) -> dict[int, int]:
+def _taken_over(backward: list[OpNode], copies: dict[int, int], state: set[int], relaid: set[int]) -> dict[int, int]:
     """Of AccumulateGrad's copies (.grad -> gradient), those a CPU step takes over from their
-    source instead (read by nothing after the copy). A step starts with every `.grad` None
-    (zero_grad's default), so an add_ into a `.grad` left by an earlier trace counts as the
-    gradient taken over too."""
+    source instead (read by nothing after the copy, and in the parameter's layout: not
+    `relaid`). A step starts with every `.grad` None (zero_grad's default), so an add_ into
+    a `.grad` left by an earlier trace counts as the gradient taken over too."""
     last_read = {t.storage: index for index, op in enumerate(backward) for t in op.inputs}
     copied_at = {op.inputs[0].storage: index for index, op in enumerate(backward) if op.op in _ACCUMULATES}
     return {
-        copy: source for copy, source in copies.items() if last_read[source] == copied_at[copy] and source not in state
+        copy: source
+        for copy, source in copies.items()
+        if last_read[source] == copied_at[copy] and source not in state and source not in relaid
     }
 
 
