@@ -69,9 +69,10 @@ class Recorder(TorchDispatchMode):
         self._watched: dict[int, tuple[weakref.ref, int, int]] = {}
         self._on_death = self._died  # one bound method for every reference
         # Where not None, every tensor is kept instead of watched (a training trace's backward
-        # pass on meta: `archprof.training_recorder`); where False, deaths free no memory the
-        # timeline counts by them (autograd letting go of what it saved).
+        # pass: `archprof.training_recorder`).
         self._kept: list[torch.Tensor] | None = None
+        # Whether a storage whose last object dies is one the forward let go of (not one
+        # autograd lets go of in a backward pass, which the timeline times by its nodes).
         self._noting_releases = True
         self._next_storage = 0
         self._count = 0  # TensorMeta ids

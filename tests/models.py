@@ -126,3 +126,16 @@ class ConvOfAChannelsLastMap(nn.Module):
 
     def forward(self, x):
         return self.conv(self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+
+
+class ReadsItsValues(nn.Module):
+    """A forward that reads a value (`.item()`), which no meta tensor has: archprof traces
+    it on the CPU instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        return self.b(y) if y.mean().item() > -1e9 else y

@@ -226,7 +226,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       `torch.autograd.backward`; a scalar loss's is one element).
 
     AccumulateGrad takes a fresh gradient over as the parameter's `.grad` without copying it
-    (when no one else holds it and its strides match the parameter's); on meta it copies (the
+    (when no one else holds it and its strides match the parameter's); in the trace it copies (the
     trace holds a reference), recorded as new_empty_strided + copy_. Such a copy is counted
     as the memory of its source, as a CPU step allocates it, unless the strides differ
     (`Graph.relaid_gradients`: a convolution's weight gradient is channels last where its
@@ -298,7 +298,7 @@ _ACCUMULATES = frozenset({"aten.copy_", "aten.add_"})
 
 
 def _accumulated(backward: list[OpNode]) -> dict[int, int]:
-    """What AccumulateGrad does with each parameter's gradient on meta, as `.grad` storage ->
+    """What AccumulateGrad does with each parameter's gradient in the trace, as `.grad` storage ->
     the gradient's storage: a copy (an empty tensor made from the gradient, then copy_ from
     it), or, where the traced parameter already had a `.grad` (a model traced before), an
     add_ into that storage, which no op of the step made."""
