@@ -53,12 +53,12 @@ class TrainingRecorder(Recorder):
         self._tag_last_made()
         # The forward's releases are all noted: from here a tensor dies when autograd lets go
         # of what it saved, which the timeline times by the nodes that read it. Every tensor
-        # is kept from here, real ones too (the CPU fallback): the timeline
+        # the backward pass makes is kept, real ones too (the CPU fallback): the timeline
         # (`passes.memory.training_timeline`) reads the backward pass autograd runs while the
         # recorder holds each gradient (AccumulateGrad then copies a gradient into `.grad`,
         # recorded, where a step of the user's takes it over).
         self._noting_releases = False
-        self._kept = [tensor for tensor, _ in self.still_alive()]
+        self._kept = []
         self._forward_ops = self.ops
         self.ops = self.backward_ops  # _record appends to self.ops
         self._phase = "backward"

@@ -121,10 +121,15 @@ def model_state_storages(graph: Graph) -> set[int]:
 
 def liveness(graph: Graph) -> Liveness:
     """Live bytes over the forward (`Graph.ops`)."""
-    kept = {t.storage for t in (*graph.outputs, *graph.inputs)}
+    kept = _held_by_the_caller(graph)
     if graph.training:
         kept.update(t.storage for t in graph.saved)
     return _liveness(graph.ops, graph.inputs, kept, model_state_storages(graph), released=graph.released)
+
+
+def _held_by_the_caller(graph: Graph) -> set[int]:
+    """The storages of the network's inputs and outputs: its caller holds them to the end."""
+    return {t.storage for t in (*graph.inputs, *graph.outputs)}
 
 
 def _liveness(
@@ -244,7 +249,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
     unread_saved = {t.storage for t in graph.saved} - read_in_backward
-    kept = {t.storage for t in (*graph.outputs, *graph.inputs)} | set(copies) | unread_saved | seeds
+    kept = _held_by_the_caller(graph) | set(copies) | unread_saved | seeds
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
