@@ -120,6 +120,11 @@ class Graph:
     # is channels last where its input is). A CPU step copies these too, where it takes a
     # gradient of the parameter's own layout over as its `.grad`.
     relaid_gradients: set[int] = field(default_factory=set)
+    # Training only: the storages of the backward pass's adds whose first gradient is not
+    # one dense block of memory (a slice of a larger gradient: RexNet's shortcut into its
+    # first channels). Where two gradients of one tensor meet, the autograd engine adds the
+    # second into the first in place only if the first is dense; else it allocates the sum.
+    gapped_sums: set[int] = field(default_factory=set)
     # Activation storage -> the number of forward ops that had run when the forward let go
     # of its last tensor object (a local variable rebound, a function returned; all of them
     # for one the model still holds, a cache for its next call). Eager PyTorch frees it

@@ -39,6 +39,7 @@ class TrainingRecorder(Recorder):
         super().__init__(real, module_types)
         self.backward_ops: list[OpNode] = []
         self.relaid_gradients: set[int] = set()  # `Graph.relaid_gradients`
+        self.gapped_sums: set[int] = set()  # `Graph.gapped_sums`
         self._phase = "forward"
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
         self._forward_ops: list[OpNode] = []
@@ -86,6 +87,8 @@ class TrainingRecorder(Recorder):
         super()._record(info, args, kwargs, tensors, out)
         if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
             self.relaid_gradients.add(self.ops[-1].inputs[0].storage)
+        elif info.name == "aten.add" and len(tensors) == 2 and not _dense(tensors[0]):
+            self.gapped_sums.add(self.ops[-1].outputs[0].storage)
         module = self._forward_ops[origin].module if origin >= 0 else None
         self.ops[-1] = dataclasses.replace(self.ops[-1], module=module, phase=phase, origin=origin)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
@@ -173,3 +176,17 @@ def _same_layout(tensor: torch.Tensor, sizes, strides) -> bool:
     if tuple(tensor.shape) != tuple(sizes):
         return False
     return all(n == 1 or mine == other for n, mine, other in zip(sizes, tensor.stride(), strides, strict=True))
+
+
+def _dense(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` fills one block of memory, each element once, in some order of its
+    dimensions (c10's is_non_overlapping_and_dense): a channel slice of a batch of maps does
+    not, a batch slice or a permuted tensor does."""
+    expected = 1
+    for stride, size in sorted(
+        (stride, size) for size, stride in zip(tensor.shape, tensor.stride(), strict=True) if size > 1
+    ):
+        if stride != expected:
+            return False
+        expected *= size
+    return True

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from torch import nn
+from torch._prims_common import is_non_overlapping_and_dense_or_false
 from typer.testing import CliRunner
 
 import archprof
@@ -16,12 +17,14 @@ from archprof.errors import ArchprofWarning
 from archprof.fit import fit_batch
 from archprof.passes.memory import liveness, training_timeline
 from archprof.trace import trace
+from archprof.training_recorder import _dense
 from archprof.units import human_bytes
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks, profiled_training_peaks
 from tests.models import (
     Checkpointed,
     ConvOfAChannelsLastMap,
+    PartialShortcut,
     ReadsItsValues,
     Residual,
     SkipsHeldInLocals,
@@ -214,6 +217,7 @@ PROFILED_STEPS = {
     "updates held in locals": (UpdatesHeldInLocals, (2, 64, 16)),
     "padded before its convolution": (lambda: nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(3, 8, 3)), (4, 3, 32, 32)),
     "a convolution of a channels-last map": (ConvOfAChannelsLastMap, (2, 64, 8, 8)),
+    "a shortcut into the first channels": (PartialShortcut, (2, 3, 16, 16)),
 }
 # Bytes a step holds that no aten op of the model makes: checkpoint keeps the CPU RNG state
 # (torch.get_rng_state(), 5,056 B) to replay the block, and a second one while replaying it;
@@ -241,7 +245,8 @@ def test_the_training_peak_matches_the_profiler(name):
     being during the replay). A looser bound would hide the engine's ways the timeline
     follows: without the seed held by the caller the residual block is 14% short (32,768 B),
     without releasing a node's tensors only once it has run the MLP is 2,048 B short, and
-    without the engine adding two gradients in place ResNet-18 is 65,536 B over."""
+    without the engine adding two gradients in place ResNet-18 is 65,536 B over, and with it
+    adding into a slice of a gradient too the shortcut into the first channels is 8,192 B over."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
@@ -251,6 +256,30 @@ def test_the_training_peak_matches_the_profiler(name):
     measured = lasting + x.nbytes
     assert measured - HELD_OUTSIDE_ATEN_OPS.get(name, 0) <= predicted <= measured
     assert predicted <= everything + x.nbytes
+
+
+MAPS = torch.empty(2, 12, 5, 7, device="meta")
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        MAPS,
+        MAPS[:, :8],  # a channel slice: gaps between the samples
+        MAPS[:1],  # a batch slice: one block
+        MAPS.permute(0, 2, 3, 1),
+        MAPS[:, :, ::2],
+        MAPS[:, :1],
+        MAPS.expand(3, -1, -1, -1, -1),  # each element read three times
+        MAPS.transpose(2, 3)[..., :3],
+        torch.empty(6, device="meta")[::2],
+        torch.empty(1, 5, 1, device="meta"),
+    ],
+)
+def test_a_gradient_is_dense_where_torch_says_so(tensor):
+    """The engine adds into a waiting gradient in place only where it is non-overlapping
+    and dense: the recorder's test of that, against torch's own."""
+    assert _dense(tensor) == is_non_overlapping_and_dense_or_false(tensor)
 
 
 # --- the command and --fit ---------------------------------------------------------------------

@@ -55,7 +55,9 @@ also holds two CPU RNG states (5,056 B each), made by no aten op. timm's CoaT-Ti
 held its MLPs' updates as it does); tf_efficientnet_lite2, whose "same" padding reads the
 input and saves nothing, equal (1.0048x before the input was held to the end);
 convformer_m36, whose downsampling convolutions read channels-last maps, equal (1.0013x
-before their weight gradients were copied into the weights' layout, as AccumulateGrad does)."""
+before their weight gradients were copied into the weights' layout, as AccumulateGrad does);
+rexnet_150, whose blocks add their input to their first channels only, equal (6,664 B over
+before the engine's sum into a channel slice of a gradient was counted as a new tensor)."""
 
 from __future__ import annotations
 
@@ -226,6 +228,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     - a gradient is allocated by the backward op that computes it and freed once the node
       (or the engine's add where two gradients meet) that reads it last has run, except a
       parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy);
+    - where two gradients meet, the engine adds the second into the first in place, unless
+      the caller holds the first (a seed) or it is not dense (`Graph.gapped_sums`);
     - the network inputs and outputs stay live to the end (the caller holds them), and so do the
       gradients of ones the backward pass starts from (held by whoever passed them to
       `torch.autograd.backward`; a scalar loss's is one element).
@@ -242,9 +246,9 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     seeds = _seeds(backward)
     adds = _engine_adds(backward)
     # The engine adds a gradient into the one already waiting, in place, unless the caller
-    # holds that one (a seed): then it allocates the sum.
+    # holds that one (a seed) or it is not dense (`Graph.gapped_sums`): then it allocates the sum.
     moved = {backward[i].outputs[0].storage: backward[i].inputs[0].storage for i in adds}
-    moved = {made: into for made, into in moved.items() if into not in seeds}
+    moved = {made: into for made, into in moved.items() if into not in seeds and made not in graph.gapped_sums}
     moved.update(_taken_over(backward, copies, state, graph.relaid_gradients))
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
