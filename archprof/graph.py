@@ -125,6 +125,12 @@ class Graph:
     # first channels). Where two gradients of one tensor meet, the autograd engine adds the
     # second into the first in place only if the first is dense; else it allocates the sum.
     gapped_sums: set[int] = field(default_factory=set)
+    # Training only: the numbers autograd keeps as tensors of their own, as (forward op index,
+    # bytes). A Python number multiplying or dividing a tensor that requires grad (`x * 0.5`)
+    # is wrapped by PyTorch's argument parser into a 0-dim CPU tensor (float64 or int64: 8 B),
+    # which the op's autograd node keeps for the backward pass. No aten op makes it, the
+    # dispatch mode sees the number, and saved-tensor hooks never see it.
+    saved_numbers: list[tuple[int, int]] = field(default_factory=list)
     # Activation storage -> the number of forward ops that had run when the forward let go
     # of its last tensor object (a local variable rebound, a function returned; all of them
     # for one the model still holds, a cache for its next call). Eager PyTorch frees it

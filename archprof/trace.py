@@ -203,6 +203,7 @@ def trace(
         backward_ops=recorder.backward_ops if training else [],
         relaid_gradients=recorder.relaid_gradients if training else set(),
         gapped_sums=recorder.gapped_sums if training else set(),
+        saved_numbers=recorder.saved_numbers if training else [],
         released=recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),
     )
 

@@ -15,6 +15,11 @@ from archprof.structure import tensors_in
 
 # The key of autograd node metadata naming the forward op (its index) that made the node.
 _ORIGIN = "archprof_origin"
+# Operators whose autograd node keeps their second operand for the first's gradient
+# (derivatives.yaml: `self: mul_tensor_backward(grad, other, ...)`, `div_tensor_self_backward`):
+# a Python number there is a tensor the argument parser made (`Graph.saved_numbers`).
+_aten = torch.ops.aten
+_KEEPS_ITS_NUMBER = frozenset({_aten.mul.Tensor, _aten.mul_.Tensor, _aten.div.Tensor, _aten.div_.Tensor})
 
 
 class TrainingRecorder(Recorder):
@@ -40,6 +45,7 @@ class TrainingRecorder(Recorder):
         self.backward_ops: list[OpNode] = []
         self.relaid_gradients: set[int] = set()  # `Graph.relaid_gradients`
         self.gapped_sums: set[int] = set()  # `Graph.gapped_sums`
+        self.saved_numbers: list[tuple[int, int]] = []  # `Graph.saved_numbers`
         self._phase = "forward"
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
         self._forward_ops: list[OpNode] = []
@@ -75,6 +81,14 @@ class TrainingRecorder(Recorder):
                 seeds = [torch.ones_like(t) for t in roots]
             torch.autograd.backward(roots, seeds)
         self.ops = self._forward_ops
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        if func in _KEEPS_ITS_NUMBER and self._phase == "forward" and torch.is_grad_enabled():
+            number = args[1] if len(args) > 1 else (kwargs or {}).get("other")
+            if args[0].requires_grad and not isinstance(number, torch.Tensor):
+                self.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
+        return out
 
     def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
         if self._phase == "forward":
@@ -190,3 +204,11 @@ def _dense(tensor: torch.Tensor) -> bool:
             return False
         expected *= size
     return True
+
+
+def _wrapped_bytes(number) -> int:
+    """The bytes of the 0-dim tensor PyTorch wraps a Python number in: bool, int64, float64
+    or complex128."""
+    if isinstance(number, bool):
+        return 1
+    return 16 if isinstance(number, complex) else 8

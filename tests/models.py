@@ -159,3 +159,19 @@ class PartialShortcut(nn.Module):
         x = self.stem(self.wide(x))
         y = self.expand(x)
         return self.head(torch.cat([y[:, :8] + x, y[:, 8:]], dim=1))
+
+
+class ScaledByNumbers(nn.Module):
+    """Activations and a gain scaled by Python numbers, as NFNet's layers are (`gain * scale`,
+    `act(x).mul_(gamma)`, `out * alpha`): each number that multiplies or divides a tensor
+    requiring grad becomes a 0-dim tensor of its own (8 B) that the op's autograd node keeps
+    until it has run in the backward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+        self.gain = nn.Parameter(torch.ones(8, 1, 1))
+
+    def forward(self, x):
+        y = torch.relu((self.a(x) * 0.5 + 1).mul_(1.7))
+        return self.b(y) / 3 * (self.gain * 2)

@@ -27,6 +27,7 @@ from tests.models import (
     PartialShortcut,
     ReadsItsValues,
     Residual,
+    ScaledByNumbers,
     SkipsHeldInLocals,
     UpdatesHeldInLocals,
 )
@@ -218,11 +219,12 @@ PROFILED_STEPS = {
     "padded before its convolution": (lambda: nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(3, 8, 3)), (4, 3, 32, 32)),
     "a convolution of a channels-last map": (ConvOfAChannelsLastMap, (2, 64, 8, 8)),
     "a shortcut into the first channels": (PartialShortcut, (2, 3, 16, 16)),
+    "scaled by Python numbers": (ScaledByNumbers, (2, 3, 16, 16)),
 }
-# Bytes a step holds that no aten op of the model makes: checkpoint keeps the CPU RNG state
-# (torch.get_rng_state(), 5,056 B) to replay the block, and a second one while replaying it;
-# `y * 2`'s autograd node saves the 2 as the 0-dim int64 tensor Python's argument parsing made.
-HELD_OUTSIDE_ATEN_OPS = {"checkpointed block": 2 * torch.get_rng_state().nbytes, "three readers of one tensor": 8}
+# Bytes a step holds that no aten op of the model makes and the trace does not see: checkpoint
+# keeps the CPU RNG state (torch.get_rng_state(), 5,056 B) to replay the block, and a second
+# one while replaying it.
+HELD_OUTSIDE_ATEN_OPS = {"checkpointed block": 2 * torch.get_rng_state().nbytes}
 
 
 @pytest.mark.parametrize("name", PROFILED_STEPS)
@@ -246,7 +248,10 @@ def test_the_training_peak_matches_the_profiler(name):
     follows: without the seed held by the caller the residual block is 14% short (32,768 B),
     without releasing a node's tensors only once it has run the MLP is 2,048 B short, and
     without the engine adding two gradients in place ResNet-18 is 65,536 B over, and with it
-    adding into a slice of a gradient too the shortcut into the first channels is 8,192 B over."""
+    adding into a slice of a gradient too the shortcut into the first channels is 8,192 B over.
+    The numbers a model multiplies and divides by are tensors autograd keeps (8 B each): without
+    them the model scaled by numbers is 16 B short (its forward 32 B, four numbers), and the
+    forward of the three readers of one tensor (`y * 2`) 8 B."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

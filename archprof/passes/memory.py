@@ -57,7 +57,9 @@ input and saves nothing, equal (1.0048x before the input was held to the end);
 convformer_m36, whose downsampling convolutions read channels-last maps, equal (1.0013x
 before their weight gradients were copied into the weights' layout, as AccumulateGrad does);
 rexnet_150, whose blocks add their input to their first channels only, equal (6,664 B over
-before the engine's sum into a channel slice of a gradient was counted as a new tensor)."""
+before the engine's sum into a channel slice of a gradient was counted as a new tensor);
+eca_nfnet_l0, whose layers multiply by Python numbers, equal (744 B short before the 8-byte
+tensor autograd keeps for each such number was counted: `Graph.saved_numbers`)."""
 
 from __future__ import annotations
 
@@ -126,7 +128,10 @@ def liveness(graph: Graph) -> Liveness:
     kept = _held_by_the_caller(graph)
     if graph.training:
         kept.update(t.storage for t in graph.saved)
-    return _liveness(graph.ops, graph.inputs, kept, model_state_storages(graph), released=graph.released)
+    numbers = [(op, len(graph.ops), nbytes) for op, nbytes in graph.saved_numbers]  # held for the backward pass
+    return _liveness(
+        graph.ops, graph.inputs, kept, model_state_storages(graph), released=graph.released, numbers=numbers
+    )
 
 
 def _held_by_the_caller(graph: Graph) -> set[int]:
@@ -142,12 +147,15 @@ def _liveness(
     same: dict[int, int] | None = None,
     release: list[int] | None = None,
     released: dict[int, int] | None = None,
+    numbers: list[tuple[int, int, int]] = (),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
     counted as the storage it maps to (a copy or sum that takes over its source's memory),
     what step i read last is freed right after step `release[i]` (default: i), and a storage
-    in `released` not before the forward let go of it (`Graph.released`: the steps run by then)."""
+    in `released` not before the forward let go of it (`Graph.released`: the steps run by then);
+    `numbers` are tensors no step reads or makes (`Graph.saved_numbers`), each as (the step
+    that makes it, the step that reads it last or `len(steps)`: to the end, its bytes)."""
     same = same or {}
     size: dict[int, int] = {}
     first: dict[int, int] = {}  # storage -> the first step that makes, reads or writes it
@@ -190,6 +198,10 @@ def _liveness(
             made[first[storage]] += nbytes
         if 0 <= last[storage] < count:
             freed[release[last[storage]] if release else last[storage]] += nbytes
+    for made_at, last_read, nbytes in numbers:
+        made[made_at] += nbytes
+        if last_read < count:
+            freed[release[last_read] if release else last_read] += nbytes
     during, after = [], []
     for index in range(count):
         live += made[index]
@@ -230,6 +242,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy);
     - where two gradients meet, the engine adds the second into the first in place, unless
       the caller holds the first (a seed) or it is not dense (`Graph.gapped_sums`);
+    - a Python number a tensor requiring grad was multiplied or divided by is a tensor of its
+      own, kept by the op's node until it has run (`Graph.saved_numbers`);
     - the network inputs and outputs stay live to the end (the caller holds them), and so do the
       gradients of ones the backward pass starts from (held by whoever passed them to
       `torch.autograd.backward`; a scalar loss's is one element).
@@ -257,9 +271,22 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
-    live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released)
+    live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, _numbers_read(graph))
     gradients = {moved.get(s, s) for s in copies}
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end)
+
+
+def _numbers_read(graph: Graph) -> list[tuple[int, int, int]]:
+    """Each number autograd kept (`Graph.saved_numbers`) as `_liveness` takes it: from its
+    forward op until the backward node of that op has run (its last op in the step), or to
+    the end where the node ran no op."""
+    forward = len(graph.ops)
+    node_last: dict[int, int] = {}
+    for index, op in enumerate(graph.backward_ops):
+        if op.phase == "backward":
+            node_last[op.origin] = forward + index
+    end = forward + len(graph.backward_ops)
+    return [(op, node_last.get(op, end), nbytes) for op, nbytes in graph.saved_numbers]
 
 
 def _final(moved: dict[int, int], storage: int) -> int:
