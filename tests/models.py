@@ -175,3 +175,21 @@ class ScaledByNumbers(nn.Module):
     def forward(self, x):
         y = torch.relu((self.a(x) * 0.5 + 1).mul_(1.7))
         return self.b(y) / 3 * (self.gain * 2)
+
+
+class ResponseNorm(nn.Module):
+    """ConvNeXt-V2's global response normalisation after a convolution: the backward pass of
+    its `addcmul` multiplies the gradient by the normalised map for the weight's gradient, a
+    temporary of the map's size that it sums to one value per channel and frees at once,
+    inside the one autograd node."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 4, 1)
+        self.weight, self.bias = nn.Parameter(torch.zeros(1, 32, 1, 1)), nn.Parameter(torch.zeros(1, 32, 1, 1))
+
+    def forward(self, x):
+        x = self.conv(x)
+        norms = x.norm(p=2, dim=(2, 3), keepdim=True)
+        scaled = norms / (norms.mean(dim=1, keepdim=True) + 1e-6)
+        return self.head(x + torch.addcmul(self.bias, self.weight, x * scaled))
