@@ -65,6 +65,7 @@ norms' backward makes, were freed at their last reader)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -149,7 +150,7 @@ def _liveness(
     same: dict[int, int] | None = None,
     release: list[int] | None = None,
     released: dict[int, int] | None = None,
-    numbers: list[tuple[int, int, int]] = (),
+    numbers: Iterable[tuple[int, int, int]] = (),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
