@@ -120,6 +120,10 @@ class Graph:
     # is channels last where its input is). A CPU step copies these too, where it takes a
     # gradient of the parameter's own layout over as its `.grad`.
     relaid_gradients: set[int] = field(default_factory=set)
+    # Training only: the storages AccumulateGrad wrote, the parameters' `.grad`: each a copy it
+    # made of a gradient (new_empty_strided, then copy_) or a `.grad` it added into. Other nodes
+    # copy with the same ops (CopySlices clones the gradient of an in-place op on a view).
+    grad_storages: set[int] = field(default_factory=set)
     # Training only: the storages of the backward pass's adds whose first gradient is not
     # one dense block of memory (a slice of a larger gradient: RexNet's shortcut into its
     # first channels). Where two gradients of one tensor meet, the autograd engine adds the

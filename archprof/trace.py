@@ -202,6 +202,7 @@ def trace(
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
         relaid_gradients=recorder.relaid_gradients if training else set(),
+        grad_storages=recorder.grad_storages if training else set(),
         gapped_sums=recorder.gapped_sums if training else set(),
         saved_numbers=recorder.saved_numbers if training else [],
         released=recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),

@@ -19,6 +19,8 @@ _ORIGIN = "archprof_origin"
 # (derivatives.yaml: `self: mul_tensor_backward(grad, other, ...)`, `div_tensor_self_backward`):
 # a Python number there is a tensor the argument parser made (`Graph.saved_numbers`).
 _aten = torch.ops.aten
+# The autograd node that moves a gradient into its parameter's `.grad` (`Node.name()`).
+_ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
 _KEEPS_ITS_NUMBER = frozenset({_aten.mul.Tensor, _aten.mul_.Tensor, _aten.div.Tensor, _aten.div_.Tensor})
 
 
@@ -44,6 +46,7 @@ class TrainingRecorder(Recorder):
         super().__init__(real, module_types)
         self.backward_ops: list[OpNode] = []
         self.relaid_gradients: set[int] = set()  # `Graph.relaid_gradients`
+        self.grad_storages: set[int] = set()  # `Graph.grad_storages`
         self.gapped_sums: set[int] = set()  # `Graph.gapped_sums`
         self.saved_numbers: list[tuple[int, int]] = []  # `Graph.saved_numbers`
         self._phase = "forward"
@@ -99,8 +102,11 @@ class TrainingRecorder(Recorder):
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
         phase, origin = self._backward_origin()
         super()._record(info, args, kwargs, tensors, out)
-        if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
-            self.relaid_gradients.add(self.ops[-1].inputs[0].storage)
+        node = torch._C._current_autograd_node()
+        if node is not None and node.name() == _ACCUMULATE_GRAD:
+            self.grad_storages.update(t.storage for t in self.ops[-1].outputs)
+            if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
+                self.relaid_gradients.add(self.ops[-1].inputs[0].storage)
         elif info.name == "aten.add" and len(tensors) == 2 and not _dense(tensors[0]):
             self.gapped_sums.add(self.ops[-1].outputs[0].storage)
         module = self._forward_ops[origin].module if origin >= 0 else None

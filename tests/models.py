@@ -193,3 +193,16 @@ class ResponseNorm(nn.Module):
         norms = x.norm(p=2, dim=(2, 3), keepdim=True)
         scaled = norms / (norms.mean(dim=1, keepdim=True) + 1e-6)
         return self.head(x + torch.addcmul(self.bias, self.weight, x * scaled))
+
+
+def dropout_in_place_on_a_view() -> nn.Module:
+    """torchvision's EfficientNet head: an in-place dropout on the flattened pooled map (a view
+    of it). Its backward (CopySlices) clones the gradient with the very ops AccumulateGrad
+    copies a parameter's gradient with (new_empty_strided, copy_): no `.grad`, freed once used."""
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2, inplace=True),
+        nn.Linear(32, 10),
+    )
