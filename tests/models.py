@@ -206,3 +206,24 @@ def dropout_in_place_on_a_view() -> nn.Module:
         nn.Dropout(0.2, inplace=True),
         nn.Linear(32, 10),
     )
+
+
+class ConcatenatedBias(nn.Module):
+    """A projection whose bias is concatenated from parameters and a buffer of zeros (the query,
+    key and value biases of Swin-V2's and BEiT's attention). The bias's gradient is split into
+    slices of one tensor; AccumulateGrad takes each slice over as its parameter's `.grad`
+    (nothing else holds that slice), which holds the whole tensor. The wide layers before it
+    put the step's peak after those `.grad`s are made."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.wide = nn.Sequential(nn.Linear(width, 16 * width), nn.Linear(16 * width, width))
+        self.weight = nn.Parameter(torch.randn(3 * width, width) / width)
+        self.q_bias, self.v_bias = nn.Parameter(torch.zeros(width)), nn.Parameter(torch.zeros(width))
+        self.register_buffer("k_bias", torch.zeros(width), persistent=False)
+        self.head = nn.Linear(3 * width, width)
+
+    def forward(self, x):
+        x = self.wide(x)
+        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))  # made after: its backward runs before theirs
+        return self.head(torch.nn.functional.linear(x, self.weight, bias))

@@ -23,6 +23,7 @@ from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks, profiled_training_peaks
 from tests.models import (
     Checkpointed,
+    ConcatenatedBias,
     ConvOfAChannelsLastMap,
     PartialShortcut,
     ReadsItsValues,
@@ -224,6 +225,7 @@ PROFILED_STEPS = {
     "scaled by Python numbers": (ScaledByNumbers, (2, 3, 16, 16)),
     "a global response norm": (ResponseNorm, (2, 3, 16, 16)),
     "an in-place dropout on a view": (dropout_in_place_on_a_view, (2, 3, 16, 16)),
+    "a bias concatenated from parts": (ConcatenatedBias, (8, 64)),
 }
 # Bytes a step holds that no aten op of the model makes and the trace does not see: checkpoint
 # keeps the CPU RNG state (torch.get_rng_state(), 5,056 B) to replay the block, and a second
@@ -257,7 +259,8 @@ def test_the_training_peak_matches_the_profiler(name):
     them the model scaled by numbers is 16 B short (its forward 32 B, four numbers), and the
     forward of the three readers of one tensor (`y * 2`) 8 B. Without freeing a temporary of a
     node at its last reader, the global response norm is 19% over (65,408 B); taking every
-    new_empty_strided + copy_ for AccumulateGrad's, the in-place dropout on a view 256 B."""
+    new_empty_strided + copy_ for AccumulateGrad's, the in-place dropout on a view 256 B; and
+    judging a gradient taken over by its storage, not its tensor, the concatenated bias 256 B."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

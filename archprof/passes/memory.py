@@ -63,7 +63,9 @@ tensor autograd keeps for each such number was counted: `Graph.saved_numbers`);
 convnextv2_pico equal (0.77% over before a node's temporaries, which its global response
 norms' backward makes, were freed at their last reader); torchvision's efficientnet_b0 equal
 (10,240 B over before the copies AccumulateGrad makes were told from CopySlices' clone, for
-its in-place dropout on a view: `Graph.grad_storages`). A temporary is freed at its last
+its in-place dropout on a view: `Graph.grad_storages`); swinv2_tiny_window8_256 equal (6,144 B
+over before a slice of its concatenated query-key-value bias's gradient was taken over as a
+`.grad`, as AccumulateGrad does, though other slices of it are read later). A temporary is freed at its last
 reader where C++ frees it at the end of its expression: timm's resnetv2_50d_frn, whose
 TLU's backward (`where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`) holds a mask
 and a quotient a little longer, reads 401,408 B (0.08%) short."""
@@ -374,15 +376,20 @@ def _accumulated(backward: list[OpNode], grad_storages: set[int]) -> dict[int, i
 
 def _taken_over(backward: list[OpNode], copies: dict[int, int], state: set[int], relaid: set[int]) -> dict[int, int]:
     """Of AccumulateGrad's copies (.grad -> gradient), those a CPU step takes over from their
-    source instead (read by nothing after the copy, and in the parameter's layout: not
-    `relaid`). A step starts with every `.grad` None (zero_grad's default), so an add_ into
-    a `.grad` left by an earlier trace counts as the gradient taken over too."""
-    last_read = {t.storage: index for index, op in enumerate(backward) for t in op.inputs}
+    source instead: the gradient tensor read by nothing after the copy (AccumulateGrad counts
+    the references to the tensor, not to its storage: a slice of a larger gradient, as a
+    concatenated bias's part, is taken over and holds the whole storage), and in the
+    parameter's layout (not `relaid`). A step starts with every `.grad` None (zero_grad's
+    default), so an add_ into a `.grad` left by an earlier trace counts as the gradient taken
+    over too."""
+    last_read = {t.id: index for index, op in enumerate(backward) for t in op.inputs}
     copied_at = {op.inputs[0].storage: index for index, op in enumerate(backward) if op.op in _ACCUMULATES}
     return {
         copy: source
         for copy, source in copies.items()
-        if last_read[source] == copied_at[copy] and source not in state and source not in relaid
+        if last_read[backward[copied_at[copy]].inputs[1].id] == copied_at[copy]
+        and source not in state
+        and source not in relaid
     }
 
 
