@@ -97,6 +97,34 @@ class ParameterInfo(_Sized):
 
 
 @dataclass(slots=True)
+class EngineNotes:
+    """What the autograd engine does in a training step that the recorded ops do not say by
+    themselves: noted by the training recorder (`archprof.training_recorder`) as the step
+    runs, read by the step's memory timeline (`passes.memory.training_timeline`)."""
+
+    # The storages of gradients the backward pass copied into a layout of other strides
+    # (AccumulateGrad, into its parameter's: a convolution's weight gradient is channels last
+    # where its input is). A CPU step copies these too, where it takes a gradient of the
+    # parameter's own layout over as its `.grad`.
+    relaid_gradients: set[int] = field(default_factory=set)
+    # The storages AccumulateGrad wrote, the parameters' `.grad`: each a copy it made of a
+    # gradient (new_empty_strided, then copy_) or a `.grad` it added into. Other nodes copy
+    # with the same ops (CopySlices clones the gradient of an in-place op on a view).
+    grad_storages: set[int] = field(default_factory=set)
+    # The storages of the backward pass's adds whose first gradient is not one dense block of
+    # memory (a slice of a larger gradient: RexNet's shortcut into its first channels). Where
+    # two gradients of one tensor meet, the autograd engine adds the second into the first in
+    # place only if the first is dense; else it allocates the sum.
+    gapped_sums: set[int] = field(default_factory=set)
+    # The numbers autograd keeps as tensors of their own, as (forward op index, bytes). A
+    # Python number multiplying or dividing a tensor that requires grad (`x * 0.5`) is wrapped
+    # by PyTorch's argument parser into a 0-dim CPU tensor (float64 or int64: 8 B), which the
+    # op's autograd node keeps for the backward pass. No aten op makes it, the dispatch mode
+    # sees the number, and saved-tensor hooks never see it.
+    saved_numbers: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Graph:
     ops: list[OpNode]
     module_calls: list[ModuleCall]  # in the order the calls started
@@ -115,26 +143,8 @@ class Graph:
     # Training only: the backward pass run on the forward's outputs (gradients of ones), in
     # execution order, recomputed forward ops included; indices count from 0 in this list.
     backward_ops: list[OpNode] = field(default_factory=list)
-    # Training only: the storages of gradients the backward pass copied into a layout of
-    # other strides (AccumulateGrad, into its parameter's: a convolution's weight gradient
-    # is channels last where its input is). A CPU step copies these too, where it takes a
-    # gradient of the parameter's own layout over as its `.grad`.
-    relaid_gradients: set[int] = field(default_factory=set)
-    # Training only: the storages AccumulateGrad wrote, the parameters' `.grad`: each a copy it
-    # made of a gradient (new_empty_strided, then copy_) or a `.grad` it added into. Other nodes
-    # copy with the same ops (CopySlices clones the gradient of an in-place op on a view).
-    grad_storages: set[int] = field(default_factory=set)
-    # Training only: the storages of the backward pass's adds whose first gradient is not
-    # one dense block of memory (a slice of a larger gradient: RexNet's shortcut into its
-    # first channels). Where two gradients of one tensor meet, the autograd engine adds the
-    # second into the first in place only if the first is dense; else it allocates the sum.
-    gapped_sums: set[int] = field(default_factory=set)
-    # Training only: the numbers autograd keeps as tensors of their own, as (forward op index,
-    # bytes). A Python number multiplying or dividing a tensor that requires grad (`x * 0.5`)
-    # is wrapped by PyTorch's argument parser into a 0-dim CPU tensor (float64 or int64: 8 B),
-    # which the op's autograd node keeps for the backward pass. No aten op makes it, the
-    # dispatch mode sees the number, and saved-tensor hooks never see it.
-    saved_numbers: list[tuple[int, int]] = field(default_factory=list)
+    # Training only: what the autograd engine did that the backward pass's ops do not say.
+    engine: EngineNotes = field(default_factory=EngineNotes)
     # Activation storage -> the number of forward ops that had run when the forward let go
     # of its last tensor object (a local variable rebound, a function returned; all of them
     # for one the model still holds, a cache for its next call). Eager PyTorch frees it

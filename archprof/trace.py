@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from archprof.errors import ArchprofError, is_meta_limitation, short_reason
-from archprof.graph import Graph, OpNode, ParameterInfo, TensorMeta
+from archprof.graph import EngineNotes, Graph, OpNode, ParameterInfo, TensorMeta
 from archprof.kernels import DeviceKernels
 from archprof.recorder import Recorder, input_shapes_text
 from archprof.replay import MODULE_INTERNALS, Replays
@@ -201,10 +201,7 @@ def trace(
         saved=recorder.saved,
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
-        relaid_gradients=recorder.relaid_gradients if training else set(),
-        grad_storages=recorder.grad_storages if training else set(),
-        gapped_sums=recorder.gapped_sums if training else set(),
-        saved_numbers=recorder.saved_numbers if training else [],
+        engine=recorder.engine if training else EngineNotes(),
         released=recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),
     )
 

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 import torch
 
 from archprof.errors import short_reason
-from archprof.graph import ModuleCall, OpNode
+from archprof.graph import EngineNotes, ModuleCall, OpNode
 from archprof.recorder import OpInfo, Recorder
 from archprof.structure import tensors_in
 
@@ -17,7 +17,7 @@ from archprof.structure import tensors_in
 _ORIGIN = "archprof_origin"
 # Operators whose autograd node keeps their second operand for the first's gradient
 # (derivatives.yaml: `self: mul_tensor_backward(grad, other, ...)`, `div_tensor_self_backward`):
-# a Python number there is a tensor the argument parser made (`Graph.saved_numbers`).
+# a Python number there is a tensor the argument parser made (`EngineNotes.saved_numbers`).
 _aten = torch.ops.aten
 # The autograd node that moves a gradient into its parameter's `.grad` (`Node.name()`).
 _ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
@@ -45,10 +45,7 @@ class TrainingRecorder(Recorder):
     def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
         super().__init__(real, module_types)
         self.backward_ops: list[OpNode] = []
-        self.relaid_gradients: set[int] = set()  # `Graph.relaid_gradients`
-        self.grad_storages: set[int] = set()  # `Graph.grad_storages`
-        self.gapped_sums: set[int] = set()  # `Graph.gapped_sums`
-        self.saved_numbers: list[tuple[int, int]] = []  # `Graph.saved_numbers`
+        self.engine = EngineNotes()  # `Graph.engine`
         self._phase = "forward"
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
         self._forward_ops: list[OpNode] = []
@@ -90,7 +87,7 @@ class TrainingRecorder(Recorder):
         if func in _KEEPS_ITS_NUMBER and self._phase == "forward" and torch.is_grad_enabled():
             number = args[1] if len(args) > 1 else (kwargs or {}).get("other")
             if args[0].requires_grad and not isinstance(number, torch.Tensor):
-                self.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
+                self.engine.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
         return out
 
     def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
@@ -104,11 +101,11 @@ class TrainingRecorder(Recorder):
         super()._record(info, args, kwargs, tensors, out)
         node = torch._C._current_autograd_node()
         if node is not None and node.name() == _ACCUMULATE_GRAD:
-            self.grad_storages.update(t.storage for t in self.ops[-1].outputs)
+            self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
-                self.relaid_gradients.add(self.ops[-1].inputs[0].storage)
+                self.engine.relaid_gradients.add(self.ops[-1].inputs[0].storage)
         elif info.name == "aten.add" and len(tensors) == 2 and not _dense(tensors[0]):
-            self.gapped_sums.add(self.ops[-1].outputs[0].storage)
+            self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
         module = self._forward_ops[origin].module if origin >= 0 else None
         self.ops[-1] = dataclasses.replace(self.ops[-1], module=module, phase=phase, origin=origin)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these

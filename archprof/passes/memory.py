@@ -59,11 +59,11 @@ before their weight gradients were copied into the weights' layout, as Accumulat
 rexnet_150, whose blocks add their input to their first channels only, equal (6,664 B over
 before the engine's sum into a channel slice of a gradient was counted as a new tensor);
 eca_nfnet_l0, whose layers multiply by Python numbers, equal (744 B short before the 8-byte
-tensor autograd keeps for each such number was counted: `Graph.saved_numbers`);
+tensor autograd keeps for each such number was counted: `EngineNotes.saved_numbers`);
 convnextv2_pico equal (0.77% over before a node's temporaries, which its global response
 norms' backward makes, were freed at their last reader); torchvision's efficientnet_b0 equal
 (10,240 B over before the copies AccumulateGrad makes were told from CopySlices' clone, for
-its in-place dropout on a view: `Graph.grad_storages`); swinv2_tiny_window8_256 equal (6,144 B
+its in-place dropout on a view: `EngineNotes.grad_storages`); swinv2_tiny_window8_256 equal (6,144 B
 over before a slice of its concatenated query-key-value bias's gradient was taken over as a
 `.grad`, as AccumulateGrad does, though other slices of it are read later). A temporary is freed at its last
 reader where C++ frees it at the end of its expression: timm's resnetv2_50d_frn, whose
@@ -138,7 +138,7 @@ def liveness(graph: Graph) -> Liveness:
     kept = _held_by_the_caller(graph)
     if graph.training:
         kept.update(t.storage for t in graph.saved)
-    numbers = [(op, len(graph.ops), nbytes) for op, nbytes in graph.saved_numbers]  # held for the backward pass
+    numbers = [(op, len(graph.ops), nbytes) for op, nbytes in graph.engine.saved_numbers]  # held for the backward pass
     return _liveness(
         graph.ops, graph.inputs, kept, model_state_storages(graph), released=graph.released, numbers=numbers
     )
@@ -164,7 +164,7 @@ def _liveness(
     counted as the storage it maps to (a copy or sum that takes over its source's memory),
     what step i read last is freed right after step `release[i]` (default: i), and a storage
     in `released` not before the forward let go of it (`Graph.released`: the steps run by then);
-    `numbers` are tensors no step reads or makes (`Graph.saved_numbers`), each as (the step
+    `numbers` are tensors no step reads or makes (`EngineNotes.saved_numbers`), each as (the step
     that makes it, the step that reads it last or `len(steps)`: to the end, its bytes)."""
     same = same or {}
     size: dict[int, int] = {}
@@ -263,9 +263,9 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       (or the engine's add where two gradients meet) that reads it last has run, except a
       parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy);
     - where two gradients meet, the engine adds the second into the first in place, unless
-      the caller holds the first (a seed) or it is not dense (`Graph.gapped_sums`);
+      the caller holds the first (a seed) or it is not dense (`EngineNotes.gapped_sums`);
     - a Python number a tensor requiring grad was multiplied or divided by is a tensor of its
-      own, kept by the op's node until it has run (`Graph.saved_numbers`);
+      own, kept by the op's node until it has run (`EngineNotes.saved_numbers`);
     - the network inputs and outputs stay live to the end (the caller holds them), and so do the
       gradients of ones the backward pass starts from (held by whoever passed them to
       `torch.autograd.backward`; a scalar loss's is one element).
@@ -274,18 +274,18 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     (when no one else holds it and its strides match the parameter's); in the trace it copies (the
     trace holds a reference), recorded as new_empty_strided + copy_. Such a copy is counted
     as the memory of its source, as a CPU step allocates it, unless the strides differ
-    (`Graph.relaid_gradients`: a convolution's weight gradient is channels last where its
+    (`EngineNotes.relaid_gradients`: a convolution's weight gradient is channels last where its
     input is), where a CPU step copies too."""
     backward = graph.backward_ops
     state = model_state_storages(graph)
-    copies = _accumulated(backward, graph.grad_storages)
+    copies = _accumulated(backward, graph.engine.grad_storages)
     seeds = _seeds(backward)
     adds = _engine_adds(backward)
     # The engine adds a gradient into the one already waiting, in place, unless the caller
-    # holds that one (a seed) or it is not dense (`Graph.gapped_sums`): then it allocates the sum.
+    # holds that one (a seed) or it is not dense (`EngineNotes.gapped_sums`): then it allocates the sum.
     moved = {backward[i].outputs[0].storage: backward[i].inputs[0].storage for i in adds}
-    moved = {made: into for made, into in moved.items() if into not in seeds and made not in graph.gapped_sums}
-    moved.update(_taken_over(backward, copies, state, graph.relaid_gradients))
+    moved = {made: into for made, into in moved.items() if into not in seeds and made not in graph.engine.gapped_sums}
+    moved.update(_taken_over(backward, copies, state, graph.engine.relaid_gradients))
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
     unread_saved = {t.storage for t in graph.saved} - read_in_backward
@@ -299,7 +299,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
 
 
 def _numbers_read(graph: Graph) -> list[tuple[int, int, int]]:
-    """Each number autograd kept (`Graph.saved_numbers`) as `_liveness` takes it: from its
+    """Each number autograd kept (`EngineNotes.saved_numbers`) as `_liveness` takes it: from its
     forward op until the backward node of that op has run (its last op in the step), or to
     the end where the node ran no op."""
     forward = len(graph.ops)
@@ -308,7 +308,7 @@ def _numbers_read(graph: Graph) -> list[tuple[int, int, int]]:
         if op.phase == "backward":
             node_last[op.origin] = forward + index
     end = forward + len(graph.backward_ops)
-    return [(op, node_last.get(op, end), nbytes) for op, nbytes in graph.saved_numbers]
+    return [(op, node_last.get(op, end), nbytes) for op, nbytes in graph.engine.saved_numbers]
 
 
 def _final(moved: dict[int, int], storage: int) -> int:
