@@ -10,17 +10,18 @@ import torch
 
 from archprof.errors import short_reason
 from archprof.graph import EngineNotes, ModuleCall, OpNode
+from archprof.operators.shapes import is_dense
 from archprof.recorder import OpInfo, Recorder
 from archprof.structure import tensors_in
 
 # The key of autograd node metadata naming the forward op (its index) that made the node.
 _ORIGIN = "archprof_origin"
+# The autograd node that moves a gradient into its parameter's `.grad` (`Node.name()`).
+_ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
 # Operators whose autograd node keeps their second operand for the first's gradient
 # (derivatives.yaml: `self: mul_tensor_backward(grad, other, ...)`, `div_tensor_self_backward`):
 # a Python number there is a tensor the argument parser made (`EngineNotes.saved_numbers`).
 _aten = torch.ops.aten
-# The autograd node that moves a gradient into its parameter's `.grad` (`Node.name()`).
-_ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
 _KEEPS_ITS_NUMBER = frozenset({_aten.mul.Tensor, _aten.mul_.Tensor, _aten.div.Tensor, _aten.div_.Tensor})
 
 
@@ -97,14 +98,16 @@ class TrainingRecorder(Recorder):
             self._last_made = (tensors_in(out), len(self.ops) - 1)
             return
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
-        phase, origin = self._backward_origin()
+        node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
+        phase, origin = self._backward_origin(node)
         super()._record(info, args, kwargs, tensors, out)
-        node = torch._C._current_autograd_node()
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
                 self.engine.relaid_gradients.add(self.ops[-1].inputs[0].storage)
-        elif info.name == "aten.add" and len(tensors) == 2 and not _dense(tensors[0]):
+        elif (
+            info.name == "aten.add" and len(tensors) == 2 and not is_dense(tuple(tensors[0].shape), tensors[0].stride())
+        ):
             self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
         module = self._forward_ops[origin].module if origin >= 0 else None
         self.ops[-1] = dataclasses.replace(self.ops[-1], module=module, phase=phase, origin=origin)
@@ -119,8 +122,9 @@ class TrainingRecorder(Recorder):
                 node.metadata[_ORIGIN] = index
         self._last_made = ([], -1)
 
-    def _backward_origin(self) -> tuple[str, int]:
-        """The phase of the backward-pass op being recorded, and its forward op."""
+    def _backward_origin(self, node) -> tuple[str, int]:
+        """The phase of the backward-pass op being recorded, and its forward op (`node`: the
+        autograd node running it)."""
         if torch.is_grad_enabled():  # a checkpointed forward op run again
             if self._stack:
                 call = self._stack[-1][0]
@@ -129,11 +133,10 @@ class TrainingRecorder(Recorder):
                 own = self._own_ops.get(call.index)
                 if own:
                     return "recompute", own[min(done, len(own) - 1)].index
-            return "recompute", self._node_origin()
-        return "backward", self._node_origin()
+            return "recompute", self._node_origin(node)
+        return "backward", self._node_origin(node)
 
-    def _node_origin(self) -> int:
-        node = torch._C._current_autograd_node()
+    def _node_origin(self, node) -> int:
         origin = node.metadata.get(_ORIGIN) if node is not None else None
         if origin is not None:
             self._origin = origin
@@ -193,20 +196,6 @@ def _same_layout(tensor: torch.Tensor, sizes, strides) -> bool:
     if tuple(tensor.shape) != tuple(sizes):
         return False
     return all(n == 1 or mine == other for n, mine, other in zip(sizes, tensor.stride(), strides, strict=True))
-
-
-def _dense(tensor: torch.Tensor) -> bool:
-    """Whether `tensor` fills one block of memory, each element once, in some order of its
-    dimensions (c10's is_non_overlapping_and_dense): a channel slice of a batch of maps does
-    not, a batch slice or a permuted tensor does."""
-    expected = 1
-    for stride, size in sorted(
-        (stride, size) for size, stride in zip(tensor.shape, tensor.stride(), strict=True) if size > 1
-    ):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def _wrapped_bytes(number) -> int:

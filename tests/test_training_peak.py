@@ -15,9 +15,9 @@ from archprof.analysis import analysis, load
 from archprof.cli import app
 from archprof.errors import ArchprofWarning
 from archprof.fit import fit_batch
+from archprof.operators.shapes import is_dense
 from archprof.passes.memory import liveness, training_timeline
 from archprof.trace import trace
-from archprof.training_recorder import _dense
 from archprof.units import human_bytes
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks, profiled_training_peaks
@@ -293,7 +293,7 @@ MAPS = torch.empty(2, 12, 5, 7, device="meta")
 def test_a_gradient_is_dense_where_torch_says_so(tensor):
     """The engine adds into a waiting gradient in place only where it is non-overlapping
     and dense: the recorder's test of that, against torch's own."""
-    assert _dense(tensor) == is_non_overlapping_and_dense_or_false(tensor)
+    assert is_dense(tuple(tensor.shape), tensor.stride()) == is_non_overlapping_and_dense_or_false(tensor)
 
 
 # --- the command and --fit ---------------------------------------------------------------------

@@ -298,6 +298,15 @@ def _broadcast_strides(shape: Shape, operand_shape: Shape, operand_strides: tupl
     return tuple(strides)
 
 
+def is_dense(shape: Shape, strides: tuple[int, ...]) -> bool:
+    """Whether a tensor of `shape` laid out with `strides` fills one block of memory, each
+    element once, in some order of its dimensions (c10's is_non_overlapping_and_dense): a
+    channel slice of a batch of maps does not, a batch slice or a permuted tensor does.
+    Dimensions of fewer than two units take no part, as in c10."""
+    order = sorted((d for d in range(len(shape)) if shape[d] > 1), key=strides.__getitem__, reverse=True)
+    return _dense_in_order(shape, strides, order)
+
+
 def _dense_in_order(shape: Shape, strides: tuple[int, ...], order) -> bool:
     """Whether `strides` are those of a dense tensor with dimensions `order` outermost first
     (dimensions of size 1 may have any stride)."""
