@@ -195,6 +195,20 @@ class ResponseNorm(nn.Module):
         return self.head(x + torch.addcmul(self.bias, self.weight, x * scaled))
 
 
+class ThresholdedLinearUnit(nn.Module):
+    """Filter response normalisation's TLU after a convolution, `maximum(x, tau)`: its backward
+    computes `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)` in one C++ statement,
+    whose mask and quotient live until masked_fill_ has run, not only until `where` read them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 4, 1)
+        self.tau = nn.Parameter(torch.zeros(1, 32, 1, 1))
+
+    def forward(self, x):
+        return self.head(torch.maximum(self.conv(x), self.tau))
+
+
 def dropout_in_place_on_a_view() -> nn.Module:
     """torchvision's EfficientNet head: an in-place dropout on the flattened pooled map (a view
     of it). Its backward (CopySlices) clones the gradient with the very ops AccumulateGrad

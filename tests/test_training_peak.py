@@ -31,6 +31,7 @@ from tests.models import (
     ResponseNorm,
     ScaledByNumbers,
     SkipsHeldInLocals,
+    ThresholdedLinearUnit,
     UpdatesHeldInLocals,
     dropout_in_place_on_a_view,
 )
@@ -226,6 +227,7 @@ PROFILED_STEPS = {
     "a global response norm": (ResponseNorm, (2, 3, 16, 16)),
     "an in-place dropout on a view": (dropout_in_place_on_a_view, (2, 3, 16, 16)),
     "a bias concatenated from parts": (ConcatenatedBias, (8, 64)),
+    "a thresholded linear unit": (ThresholdedLinearUnit, (2, 3, 16, 16)),
 }
 # Bytes a step holds that no aten op of the model makes and the trace does not see: checkpoint
 # keeps the CPU RNG state (torch.get_rng_state(), 5,056 B) to replay the block, and a second
@@ -260,7 +262,9 @@ def test_the_training_peak_matches_the_profiler(name):
     forward of the three readers of one tensor (`y * 2`) 8 B. Without freeing a temporary of a
     node at its last reader, the global response norm is 19% over (65,408 B); taking every
     new_empty_strided + copy_ for AccumulateGrad's, the in-place dropout on a view 256 B; and
-    judging a gradient taken over by its storage, not its tensor, the concatenated bias 256 B."""
+    judging a gradient taken over by its storage, not its tensor, the concatenated bias 256 B;
+    freeing a temporary at its last reader rather than at the end of its C++ statement, the
+    thresholded linear unit 16,384 B short."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

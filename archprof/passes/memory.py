@@ -65,10 +65,10 @@ norms' backward makes, were freed at their last reader); torchvision's efficient
 (10,240 B over before the copies AccumulateGrad makes were told from CopySlices' clone, for
 its in-place dropout on a view: `EngineNotes.grad_storages`); swinv2_tiny_window8_256 equal (6,144 B
 over before a slice of its concatenated query-key-value bias's gradient was taken over as a
-`.grad`, as AccumulateGrad does, though other slices of it are read later). A temporary is freed at its last
-reader where C++ frees it at the end of its expression: timm's resnetv2_50d_frn, whose
-TLU's backward (`where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`) holds a mask
-and a quotient a little longer, reads 401,408 B (0.08%) short."""
+`.grad`, as AccumulateGrad does, though other slices of it are read later); timm's
+resnetv2_50d_frn equal (401,408 B, 0.08%, short before a node's temporaries were held to the
+end of their C++ statement: its TLU's backward, `where(x == tau, grad / 2, grad).masked_fill_(x
+< tau, 0)`, holds a mask and a quotient until masked_fill_ has run)."""
 
 from __future__ import annotations
 
@@ -199,6 +199,7 @@ def _liveness(
 
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
+    statement_ends = _statement_ends(steps, release) if release is not None else None
     start = live = sum(size[s] for s in held_from_start)
     for storage, nbytes in size.items():
         if storage in held_from_start:
@@ -207,11 +208,11 @@ def _liveness(
         else:
             made[first[storage]] += nbytes
         if 0 <= last[storage] < count:
-            freed[_freed_after(first[storage], last[storage], release)] += nbytes
+            freed[_freed_after(first[storage], last[storage], release, statement_ends)] += nbytes
     for made_at, last_read, nbytes in numbers:
         made[made_at] += nbytes
         if last_read < count:
-            freed[_freed_after(made_at, last_read, release)] += nbytes
+            freed[_freed_after(made_at, last_read, release, statement_ends)] += nbytes
     during, after = [], []
     for index in range(count):
         live += made[index]
@@ -221,14 +222,36 @@ def _liveness(
     return Liveness(start, during, after, live, size, first)
 
 
-def _freed_after(first: int, last: int, release: list[int] | None) -> int:
+def _freed_after(first: int, last: int, release: list[int] | None, statement_ends: list[int] | None) -> int:
     """The step after which a storage made (or first read) at step `first` and read last at
     step `last` is freed: `release[last]`, the end of the autograd node that read it last;
     but a temporary, made and read again inside one node (the product that AddcmulBackward
-    sums into a weight's gradient), at its last reader, where C++ drops it."""
-    if release is None or (0 <= first < last and release[first] == release[last]):
+    sums into a weight's gradient), at the end of the C++ statement that read it last
+    (`_statement_ends`), where C++ drops it."""
+    if release is None or statement_ends is None:
         return last
+    if 0 <= first < last and release[first] == release[last]:
+        return statement_ends[last]
     return release[last]
+
+
+def _statement_ends(steps: list[OpNode], release: list[int]) -> list[int]:
+    """For each step, the last step of the C++ statement it belongs to, as far as the ops
+    show it: a step whose result is written in place later in the same autograd node ends
+    its statement with the last such write, as in TLU's backward
+    `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`, whose mask and quotient live
+    until masked_fill_ has run; any other step ends its own."""
+    ends = list(range(len(steps)))
+    made_by: dict[int, int] = {}  # storage -> the step that made it
+    for index, op in enumerate(steps):
+        if op.writes_input:
+            maker = made_by.get(op.inputs[0].storage) if op.inputs else None
+            if maker is not None and release[maker] == release[index]:
+                ends[maker] = index
+        else:
+            for tensor in op.outputs:
+                made_by[tensor.storage] = index
+    return ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +281,9 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     - what autograd saved stays live until the autograd node that reads it last has run (a
       saved storage no backward op reads, until the end of the step);
     - a temporary of a node (made by one of its ops and read again only inside it: the
-      product AddcmulBackward sums into a weight's gradient) is freed at its last reader;
+      product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
+      statement that read it last: its last reader, or the last in-place write into that
+      reader's result in the node (`_statement_ends`);
     - a gradient is allocated by the backward op that computes it and freed once the node
       (or the engine's add where two gradients meet) that reads it last has run, except a
       parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy);
