@@ -209,6 +209,35 @@ class ThresholdedLinearUnit(nn.Module):
         return self.head(torch.maximum(self.conv(x), self.tau))
 
 
+class DividedByItsSum(nn.Module):
+    """A map divided by its sum along a dimension, as EfficientViT's linear attention divides
+    by its normaliser: the divisor's gradient, `-grad * ((y / s) / s)`, is one C++ statement,
+    which holds both quotients and the negated gradient until their product is made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head(y / (y.sum(dim=-1, keepdim=True) + 1.0))
+
+
+class IgnoredPool(nn.Module):
+    """A max pool whose result nothing reads, as DLA's trees pass a pooled map to a block
+    that ignores it: its autograd node dies with the result, and with it the indices it
+    saved for a backward pass that never comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        nn.functional.max_pool2d(y, 2)
+        return self.head(y)
+
+
 def dropout_in_place_on_a_view() -> nn.Module:
     """torchvision's EfficientNet head: an in-place dropout on the flattened pooled map (a view
     of it). Its backward (CopySlices) clones the gradient with the very ops AccumulateGrad

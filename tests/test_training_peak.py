@@ -25,6 +25,8 @@ from tests.models import (
     Checkpointed,
     ConcatenatedBias,
     ConvOfAChannelsLastMap,
+    DividedByItsSum,
+    IgnoredPool,
     PartialShortcut,
     ReadsItsValues,
     Residual,
@@ -228,6 +230,8 @@ PROFILED_STEPS = {
     "an in-place dropout on a view": (dropout_in_place_on_a_view, (2, 3, 16, 16)),
     "a bias concatenated from parts": (ConcatenatedBias, (8, 64)),
     "a thresholded linear unit": (ThresholdedLinearUnit, (2, 3, 16, 16)),
+    "divided by its sum": (DividedByItsSum, (2, 3, 16, 16)),
+    "a pooled map nothing reads": (IgnoredPool, (2, 3, 16, 16)),
 }
 # Bytes a step holds that no aten op of the model makes and the trace does not see: checkpoint
 # keeps the CPU RNG state (torch.get_rng_state(), 5,056 B) to replay the block, and a second
@@ -264,7 +268,9 @@ def test_the_training_peak_matches_the_profiler(name):
     new_empty_strided + copy_ for AccumulateGrad's, the in-place dropout on a view 256 B; and
     judging a gradient taken over by its storage, not its tensor, the concatenated bias 256 B;
     freeing a temporary at its last reader rather than at the end of its C++ statement, the
-    thresholded linear unit 16,384 B short."""
+    thresholded linear unit 16,384 B short and the map divided by its sum 65,536 B (16%);
+    holding what autograd saved to the end of the forward even where its node died with a
+    result nothing read, the pooled map nothing reads 32,768 B over (its indices)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

@@ -68,7 +68,11 @@ over before a slice of its concatenated query-key-value bias's gradient was take
 `.grad`, as AccumulateGrad does, though other slices of it are read later); timm's
 resnetv2_50d_frn equal (401,408 B, 0.08%, short before a node's temporaries were held to the
 end of their C++ statement: its TLU's backward, `where(x == tau, grad / 2, grad).masked_fill_(x
-< tau, 0)`, holds a mask and a quotient until masked_fill_ has run)."""
+< tau, 0)`, holds a mask and a quotient until masked_fill_ has run), and efficientvit_b2 too
+(149,568 B short: its attention divides by a normaliser, whose gradient
+`-grad * ((v / s) / s)` holds both quotients and the negation until the product is made);
+dla60x equal (802,816 B over before what a dead node saved was let go of with it: one of its
+trees max-pools a map it then ignores, whose indices autograd saved)."""
 
 from __future__ import annotations
 
@@ -137,11 +141,19 @@ def liveness(graph: Graph) -> Liveness:
     """Live bytes over the forward (`Graph.ops`)."""
     kept = _held_by_the_caller(graph)
     if graph.training:
-        kept.update(t.storage for t in graph.saved)
+        kept.update(_held_for_backward(graph))
     numbers = [(op, len(graph.ops), nbytes) for op, nbytes in graph.engine.saved_numbers]  # held for the backward pass
     return _liveness(
         graph.ops, graph.inputs, kept, model_state_storages(graph), released=graph.released, numbers=numbers
     )
+
+
+def _held_for_backward(graph: Graph) -> set[int]:
+    """The storages autograd saved that it still holds when the forward ends. A node whose
+    results nothing on the way to the outputs reads dies with its results, and what it saved
+    with it: the trace saw them die (`Graph.released`), as DLA's unused max pool (its result
+    ignored by the block it is passed to) lets go of its indices at once."""
+    return {t.storage for t in graph.saved if t.storage not in graph.released}
 
 
 def _held_by_the_caller(graph: Graph) -> set[int]:
@@ -237,20 +249,29 @@ def _freed_after(first: int, last: int, release: list[int] | None, statement_end
 
 def _statement_ends(steps: list[OpNode], release: list[int]) -> list[int]:
     """For each step, the last step of the C++ statement it belongs to, as far as the ops
-    show it: a step whose result is written in place later in the same autograd node ends
-    its statement with the last such write, as in TLU's backward
-    `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`, whose mask and quotient live
-    until masked_fill_ has run; any other step ends its own."""
+    show it: a statement is a run of consecutive steps of one autograd node, each making a
+    new tensor that a later one in the run reads, up to a step whose result the run does not
+    read (its root). A view or an in-place write ends a run, as it does when C++ works on a
+    named tensor (CopySlices' copy of the gradient, written in place and viewed in several
+    statements). C++ frees the temporaries of an expression when the statement ends: DivBackward's
+    `-grad * ((self / other) / other)` holds both quotients and the negation until the product
+    is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)` its masks and
+    quotient until masked_fill_ has run. A step that nothing after it in the run reads (the
+    engine's sum of a broadcast gradient, another output's formula) ends a statement of its own."""
     ends = list(range(len(steps)))
-    made_by: dict[int, int] = {}  # storage -> the step that made it
-    for index, op in enumerate(steps):
-        if op.writes_input:
-            maker = made_by.get(op.inputs[0].storage) if op.inputs else None
-            if maker is not None and release[maker] == release[index]:
-                ends[maker] = index
-        else:
-            for tensor in op.outputs:
-                made_by[tensor.storage] = index
+    root, read_in_run = -1, set()
+    for index in range(len(steps) - 1, -1, -1):
+        op = steps[index]
+        joins = (
+            root >= 0
+            and release[index] == release[root]
+            and not (op.writes_input or op.is_view)  # a named tensor's, as CopySlices' result
+            and any(tensor.storage in read_in_run for tensor in op.outputs)
+        )
+        if not joins:
+            root, read_in_run = index, set()
+        ends[index] = root
+        read_in_run.update(tensor.storage for tensor in op.inputs)
     return ends
 
 
@@ -279,11 +300,12 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     through the backward pass:
 
     - what autograd saved stays live until the autograd node that reads it last has run (a
-      saved storage no backward op reads, until the end of the step);
+      saved storage no backward op reads, until the end of the step; one the forward let go
+      of, as a node whose result nothing read dies, from then: `_held_for_backward`);
     - a temporary of a node (made by one of its ops and read again only inside it: the
       product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
-      statement that read it last: its last reader, or the last in-place write into that
-      reader's result in the node (`_statement_ends`);
+      statement that read it last (`_statement_ends`: the run of the node's ops that each
+      make what a later one reads, up to the op whose result the run does not read);
     - a gradient is allocated by the backward op that computes it and freed once the node
       (or the engine's add where two gradients meet) that reads it last has run, except a
       parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy);
@@ -313,7 +335,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     moved.update(_taken_over(backward, copies, state, graph.engine.relaid_gradients))
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
-    unread_saved = {t.storage for t in graph.saved} - read_in_backward
+    unread_saved = _held_for_backward(graph) - read_in_backward
     kept = _held_by_the_caller(graph) | set(copies) | unread_saved | seeds
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
