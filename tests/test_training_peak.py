@@ -263,8 +263,8 @@ def test_the_training_peak_matches_the_profiler(name):
     adding into a slice of a gradient too the shortcut into the first channels is 8,192 B over.
     The numbers a model multiplies and divides by are tensors autograd keeps (8 B each): without
     them the model scaled by numbers is 16 B short (its forward 32 B, four numbers), and the
-    forward of the three readers of one tensor (`y * 2`) 8 B. Without freeing a temporary of a
-    node at its last reader, the global response norm is 19% over (65,408 B); taking every
+    forward of the three readers of one tensor (`y * 2`) 8 B. Freeing a temporary of a node
+    only when the node ends, the global response norm is 19% over (65,408 B); taking every
     new_empty_strided + copy_ for AccumulateGrad's, the in-place dropout on a view 256 B; and
     judging a gradient taken over by its storage, not its tensor, the concatenated bias 256 B;
     freeing a temporary at its last reader rather than at the end of its C++ statement, the
