@@ -322,7 +322,7 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
         if tensor.dtype != dtype or not tensor.is_meta:
             return None  # a CPU tensor the forward made itself (a position table) is computed for real
         contiguous = contiguous and tensor.is_contiguous()
-    as_input = not info.writes_input and info.layout is Layout.AS_INPUT
+    as_input = not info.writes_input and info.layout in (Layout.AS_INPUT, Layout.OWN_RULE)
     follows_layout = as_input and not contiguous
     if as_input and not info.elementwise:
         if follows_layout:
@@ -358,7 +358,7 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     if follows_layout:  # an elementwise op lays its output out as its inputs are
         strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in tensors])
         return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
-    outputs = [_empty(shape, dtype) for shape in shapes]
+    outputs = [None if shape is None else _empty(shape, dtype) for shape in shapes]  # None: not asked for
     if info.layout is Layout.SUGGESTED and _taken_for_channels_last(first):
         outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
     return outputs[0] if info.returns == 1 else tuple(outputs)
@@ -393,7 +393,7 @@ class OpInfo:
     shape: Callable[..., Any] | None
     same_dtype: bool
     layout: Layout
-    elementwise: bool  # pointwise: its output laid out as its inputs are
+    elementwise: bool  # pointwise, its output laid out as its inputs are (TensorIterator's rule)
 
     @staticmethod
     def of(func) -> OpInfo:
@@ -409,7 +409,9 @@ class OpInfo:
             shape=operator.shape if operator is not None else None,
             same_dtype=operator is not None and operator.same_dtype,
             layout=operator.layout if operator is not None else Layout.AS_INPUT,
-            elementwise=operator is not None and operator.family is Family.POINTWISE,
+            elementwise=operator is not None
+            and operator.family is Family.POINTWISE
+            and operator.layout is Layout.AS_INPUT,
         )
 
 

@@ -1,7 +1,7 @@
 """archprof's analysis time, this checkout against an earlier commit, run in lockstep.
 
-    python benchmarks/bench_revisions.py [--base REV] [--rounds N] [--models SPEC ...] [--build | --passes]
-                                         [--report PATH]
+    python benchmarks/bench_revisions.py [--base REV] [--rounds N] [--models SPEC ...]
+                                         [--build | --passes | --train] [--report PATH]
 
 A machine shared with others changes speed from one second to the next (on the 2-core
 machines here, a plain Python loop by up to 70%), so two timings taken a minute apart say
@@ -16,7 +16,8 @@ checkout's virtual environment (the same torch). Writes reports/benchmark_revisi
 With --build, the step timed is building the model from its spec on meta instead
 (reports/benchmark_revisions_build.md); with --passes, the passes alone: the report built
 from a graph traced once beforehand, the cyclic collector paused as an analysis pauses it
-(reports/benchmark_revisions_passes.md).
+(reports/benchmark_revisions_passes.md); with --train, the analysis of a training step at
+batch 2, its backward pass traced too (reports/benchmark_revisions_training.md).
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def worker(tree: Path, specs: list[str], step: str) -> None:
         runs = [
             lambda graph=graph, spec=spec: _collector_paused(build_report, graph, spec)
             for graph, spec in zip(graphs, specs, strict=True)
+        ]
+    elif step == "training":
+        runs = [
+            lambda model=model: archprof.analyze(
+                model, input_size=model.default_inputs[0].shape, batch=2, training=True
+            )
+            for model in loaded
         ]
     else:
         runs = [
@@ -125,6 +133,7 @@ def report(times: dict[str, dict[str, list[float]]], base: str, rounds: int, ste
     flag, done = {
         "build": (" --build", "built from its spec on meta"),
         "passes": (" --passes", "reported from a graph traced once (its passes alone)"),
+        "training": (" --train", "analysed as a training step at batch 2"),
     }.get(step, ("", "analysed"))
     lines = [
         f"# archprof {step} time: this checkout against an earlier commit, in lockstep",
@@ -164,16 +173,17 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="specs or built-in names")
     parser.add_argument("--build", action="store_true", help="time building each model, not its analysis")
     parser.add_argument("--passes", action="store_true", help="time the passes alone, on a graph traced once")
-    parser.add_argument("--report", type=Path, help="default: reports/benchmark_revisions[_build|_passes].md")
+    parser.add_argument("--train", action="store_true", help="time the analysis of a training step (batch 2)")
+    parser.add_argument("--report", type=Path, help="default: reports/benchmark_revisions[_build|_passes|_training].md")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--step", choices=("analysis", "build", "passes"), help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=("analysis", "build", "passes", "training"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.worker is not None:
         worker(options.worker, options.models, options.step)
         return
-    if options.build and options.passes:
-        parser.error("--build and --passes time different steps: give one")
-    step = "build" if options.build else "passes" if options.passes else "analysis"
+    if options.build + options.passes + options.train > 1:
+        parser.error("--build, --passes and --train time different steps: give one")
+    step = "build" if options.build else "passes" if options.passes else "training" if options.train else "analysis"
     if options.report is None:
         suffix = "" if step == "analysis" else f"_{step}"
         options.report = ROOT / "reports" / f"benchmark_revisions{suffix}.md"

@@ -1,7 +1,7 @@
 """Every hub model's report from this checkout against an earlier commit's: the same rows,
 columns and totals, or a list of what differs.
 
-    python benchmarks/same_reports.py --base REV [--sample N] [--seed S] [--report PATH]
+    python benchmarks/same_reports.py --base REV [--sample N] [--seed S] [--train] [--report PATH]
 
 A change meant to make archprof faster and not different (a pass rewritten, a loop made
 plainer, a cache added) must leave every report as it was. The tests check figures against
@@ -14,6 +14,11 @@ keeps a digest of its report: the SHA-256 of the repr of every column, of the pe
 operator costs and of the totals; or the error, on one line. Then the digests are
 compared. Writes reports/same_reports.md: how many models are the same, and each that
 differs or fails on one side, with the columns that differ.
+
+With --train, each model's training step at batch 2 instead (reports/same_reports_training.md),
+its digests with the graph's forward and backward operators too (each operator, its
+arguments and the tensors it reads and makes): a change to the backward pass's trace
+must leave the graph as it was, not only the figures drawn from it.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from hub_sweep import hub_models
 from worktree import ROOT, import_archprof_from, machine_text, worktree
 
 DEFAULT_REPORT = ROOT / "reports" / "same_reports.md"
+TRAINING_REPORT = ROOT / "reports" / "same_reports_training.md"
 
 
-def worker(tree: Path, specs: list[str], out: Path) -> None:
-    """Analyse each model with archprof from `tree`; write `out`, a JSON object: spec -> a
-    digest per column, "operator_costs" and "totals" ("error: ..." where the analysis
-    raised). A file, not stdout: a model may print."""
+def worker(tree: Path, specs: list[str], out: Path, training: bool) -> None:
+    """Analyse each model with archprof from `tree` (with `training`, its training step at
+    batch 2); write `out`, a JSON object: spec -> a digest per column, "operator_costs" and
+    "totals", and with `training` "forward_ops" and "backward_ops" ("error: ..." where the
+    analysis raised). A file, not stdout: a model may print."""
     import warnings
 
     archprof = import_archprof_from(tree)
@@ -47,11 +54,13 @@ def worker(tree: Path, specs: list[str], out: Path) -> None:
     digests = {}
     for spec in specs:
         try:
-            report = archprof.analyze(spec)
+            report = archprof.analyze(spec, batch=2, training=True) if training else archprof.analyze(spec)
         except Exception as exc:  # a failure is a result to compare too
             digests[spec] = f"error: {first_line(exc)}"
             continue
         parts = {**report.columns, "operator_costs": report.operator_costs, "totals": report.totals}
+        if training:
+            parts.update(forward_ops=report.graph.ops, backward_ops=report.graph.backward_ops)
         digests[spec] = {name: _digest(value) for name, value in parts.items()}
     out.write_text(json.dumps(digests))
 
@@ -60,12 +69,22 @@ def _digest(value) -> str:
     return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
 
 
-def digests_of(trees: dict[str, Path], specs: list[str], scratch: Path) -> dict[str, dict[str, str]]:
+def digests_of(trees: dict[str, Path], specs: list[str], scratch: Path, training: bool) -> dict[str, dict[str, str]]:
     """Each tree's digests, its worker running beside the other's."""
     outs = {name: scratch / f"digests-{index}.json" for index, name in enumerate(trees)}
     workers = {
         name: subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(tree), "--out", str(outs[name]), "--models", *specs],
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                str(tree),
+                "--out",
+                str(outs[name]),
+                *(["--train"] if training else []),
+                "--models",
+                *specs,
+            ],
             stdout=subprocess.DEVNULL,
             cwd=ROOT,
         )
@@ -109,13 +128,14 @@ def main() -> None:
     parser.add_argument("--base", help="the commit to compare with (required)")
     parser.add_argument("--sample", type=int, help="this many models drawn at random instead of all")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT)
+    parser.add_argument("--train", action="store_true", help="each model's training step (batch 2) instead")
+    parser.add_argument("--report", type=Path, help="default: reports/same_reports[_training].md")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--models", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        worker(args.worker, args.models, args.out)
+        worker(args.worker, args.models, args.out, args.train)
         return
     if args.base is None:
         parser.error("--base is required: the commit to compare with")
@@ -125,11 +145,12 @@ def main() -> None:
     command = " ".join(["python benchmarks/same_reports.py", *sys.argv[1:]])
     started = time.perf_counter()
     with worktree(args.base) as tree, tempfile.TemporaryDirectory() as scratch:
-        digests = digests_of({"this checkout": ROOT, args.base: tree}, specs, Path(scratch))
+        digests = digests_of({"this checkout": ROOT, args.base: tree}, specs, Path(scratch), args.train)
     text = render(digests, args.base, command, time.perf_counter() - started)
     print(text)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
+    report = args.report or (TRAINING_REPORT if args.train else DEFAULT_REPORT)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from tests.fast_path import check_answers_match_the_meta_kernel
 
 aten = torch.ops.aten
 
+
 # One model per architecture of torchvision.models where the variants share their code
 # (resnet18 stands for resnet34-152 and wide_resnet; efficientnet_b0 for b1-b7; swin_t and
 # swin_v2_t for their larger variants), traced at small inputs where the architecture allows.
@@ -205,6 +206,12 @@ def _calls(draw):
     a, b = _layouts(draw, (h, w)), _layouts(draw, (w, c))
     batched_a, batched_b = _layouts(draw, (n, h, w)), _layouts(draw, (n, w, c))
     volume = _layouts(draw, (n, c, 2, h, w))
+    grad = _layouts(draw, (n, c, h, w))  # a gradient of x's shape, laid out on its own
+    per_channel, stats = torch.ones(c, device="meta"), torch.ones(n, 1, device="meta")
+    mask = draw(st.lists(st.booleans(), min_size=3, max_size=3))
+    affine = draw(st.booleans())
+    dim = draw(st.integers(-4, 3))
+    rows = torch.ones(n, c, h, 1, device="meta")  # a layer norm's statistics over the last dimension
     calls = [
         lambda: torch.relu(x),
         lambda: torch.nn.functional.gelu(x),
@@ -230,6 +237,40 @@ def _calls(draw):
         lambda: a @ b,
         lambda: torch.addmm(torch.empty(c, device="meta"), a, b),
         lambda: torch.bmm(batched_a, batched_b),
+        # gradients, as a training trace's backward pass runs them
+        lambda: aten.threshold_backward(grad, x, 0.0),
+        lambda: aten.gelu_backward(grad, x),
+        lambda: aten.sigmoid_backward(grad, x),
+        lambda: aten.hardswish_backward(grad, x),
+        lambda: aten.hardtanh_backward(grad, x, 0.0, 6.0),
+        lambda: aten.leaky_relu_backward(grad, x, 0.1, False),
+        lambda: aten.native_batch_norm_backward(
+            grad,
+            x,
+            per_channel if affine else None,
+            per_channel,
+            per_channel,
+            per_channel,
+            per_channel,
+            True,
+            1e-5,
+            mask,
+        ),
+        lambda: aten.native_layer_norm_backward(
+            grad,
+            x,
+            [w],
+            rows,
+            rows,
+            torch.ones(w, device="meta") if affine else None,
+            torch.ones(w, device="meta") if affine else None,
+            mask,
+        ),
+        lambda: aten.native_group_norm_backward(
+            grad, x, stats, stats, per_channel if affine else None, n, c, h * w, 1, mask
+        ),
+        lambda: aten._softmax_backward_data(grad, x, dim, torch.float32),
+        lambda: aten._log_softmax_backward_data(grad, x, 1, torch.float32),
     ]
     return draw(st.sampled_from(calls))
 

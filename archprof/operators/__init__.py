@@ -52,6 +52,10 @@ class Layout(Enum):
     AS_INPUT = "as its input"  # answered for plain contiguous inputs only (pointwise: TensorIterator's rule)
     CONTIGUOUS = "contiguous"  # a new contiguous tensor whatever its inputs (matrix products, layer norm)
     SUGGESTED = "suggested"  # dense, channels last where the input's strides suggest it (resampling, group norm)
+    # As its input, answered for plain contiguous inputs only, pointwise or not: its meta
+    # kernel lays other inputs out by its decomposition's own steps (a gradient's `where`
+    # over the input, not TensorIterator's rule over the gradient and the input).
+    OWN_RULE = "its own rule"
 
 
 @dataclass(slots=True)
@@ -243,18 +247,29 @@ _add(Family.MATRIX_PRODUCT, "_trilinear", costs.trilinear_cost)
 # convolution's gradient products with `costs.convolution_backward_parts`.
 
 _add(Family.MATRIX_PRODUCT, "convolution_backward", costs.convolution_backward_cost)
-_add(
-    Family.NORMALISATION,
-    "native_batch_norm_backward native_layer_norm_backward native_group_norm_backward",
-    costs.norm_backward_cost,
-)
+# The meta kernels of the norms', the softmax's and most activations' gradients are Python
+# decompositions of 1 to 17 ms a call (a training trace of ResNet-50x4: two thirds of its
+# time): the fast path answers them from their shapes.
+_add(Family.NORMALISATION, "native_batch_norm_backward", costs.norm_backward_cost, shapes.batch_norm_backward_shape)
+_add(Family.NORMALISATION, "native_layer_norm_backward", costs.norm_backward_cost, shapes.layer_norm_backward_shape)
+_add(Family.NORMALISATION, "native_group_norm_backward", costs.norm_backward_cost, shapes.group_norm_backward_shape)
+# Gradients of the form f(grad, input or output, constants...): the two tensors broadcast.
 _add(
     Family.POINTWISE,
-    "hardtanh_backward hardswish_backward hardsigmoid_backward leaky_relu_backward elu_backward softplus_backward"
-    " _prelu_kernel_backward log_sigmoid_backward glu_backward hardshrink_backward softshrink_backward",
+    "threshold_backward gelu_backward sigmoid_backward tanh_backward silu_backward hardtanh_backward"
+    " hardswish_backward hardsigmoid_backward leaky_relu_backward softplus_backward log_sigmoid_backward"
+    " hardshrink_backward softshrink_backward",
+    shape=shapes.broadcast_shape,
+    layout=Layout.OWN_RULE,
 )
+_add(Family.POINTWISE, "elu_backward _prelu_kernel_backward glu_backward")
 # y * (g - sum(g * y)) and g - exp(y) * sum(g): 4 FLOPs per element.
-_add(Family.NORMALISATION, "_softmax_backward_data _log_softmax_backward_data", costs.per_output_element(4))
+_add(
+    Family.NORMALISATION,
+    "_softmax_backward_data _log_softmax_backward_data",
+    costs.per_output_element(4),
+    shapes.softmax_backward_shape,
+)
 _add(
     Family.WINDOW,
     "max_pool2d_with_indices_backward max_pool3d_with_indices_backward"

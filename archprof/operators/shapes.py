@@ -78,6 +78,44 @@ def softmax_shape(x: Shape, dim: int, half_to_float: bool | None = None, dtype=N
     return [x]
 
 
+def batch_norm_backward_shape(grad: Shape, x: Shape, *args) -> list[Shape | None]:
+    # -> (grad_input, grad_weight, grad_bias): the input's gradient whatever the output mask
+    # says (PyTorch's decomposition always computes it), the others one value per channel
+    # where the mask asks for them (args: weight, 4 statistics, train, eps, output_mask)
+    mask = args[-1]
+    if grad != x or len(x) < 2:
+        raise RuntimeError("the gradient and the input of a batch norm differ in shape")
+    return [x, (x[1],) if mask[1] else None, (x[1],) if mask[2] else None]
+
+
+def layer_norm_backward_shape(grad: Shape, x: Shape, normalized, mean, rstd, weight, bias, mask) -> list:
+    # -> (grad_input, grad_weight, grad_bias), each where the mask asks for it; a parameter's
+    # only where the layer has that parameter
+    normalized = tuple(normalized)
+    if grad != x or len(normalized) > len(x) or tuple(x[len(x) - len(normalized) :]) != normalized:
+        raise RuntimeError("the gradient, input and normalized shape of a layer norm do not agree")
+    return [
+        x if mask[0] else None,
+        normalized if mask[1] and weight is not None else None,
+        normalized if mask[2] and bias is not None else None,
+    ]
+
+
+def group_norm_backward_shape(grad: Shape, x: Shape, mean, rstd, weight, n, c, hxw, group, mask) -> list:
+    # -> (grad_input, grad_weight, grad_bias), each where the mask asks for it, the
+    # parameters' one value per channel (with or without a weight)
+    if grad != x or len(x) < 2 or x[1] != c:
+        raise RuntimeError("the gradient and the input of a group norm differ in shape")
+    return [x if mask[0] else None, (c,) if mask[1] else None, (c,) if mask[2] else None]
+
+
+def softmax_backward_shape(grad: Shape, output: Shape, dim: int, input_dtype) -> list:
+    # -> the gradient of the softmax's input, in the dtype of that input
+    if grad != output or not -max(len(output), 1) <= dim < max(len(output), 1):
+        raise RuntimeError("the gradient and the output of a softmax differ in shape")
+    return [(output, input_dtype)]
+
+
 def mm_shape(a: Shape, b: Shape, **kwargs) -> list[Shape]:
     # a:[n, k] @ b:[k, m] -> [n, m]
     if a[1] != b[0]:
