@@ -78,6 +78,7 @@ class Recorder(TorchDispatchMode):
         self._count = 0  # TensorMeta ids
         self.saved: list[TensorMeta] = []  # what autograd saved (training traces)
         self._real = real  # real tensors (the CPU fallback): no fast path
+        self._meta_answers = _MetaAnswers()
         # Without hooks (TorchScript): every module's type, ops attributed by parameters.
         self._by_parameters = module_types
 
@@ -249,6 +250,8 @@ class Recorder(TorchDispatchMode):
         out = None
         if info.shape is not None and not self._real:
             out = _answer_from_formula(func, info, args, kwargs, tensors)
+            if out is None and not (info.writes_input or info.is_view):
+                out = self._meta_answers.answer(func, info, args, kwargs, tensors)
         if out is None:
             out = func(*args, **kwargs)
         self._record(info, args, kwargs, tensors, out)
@@ -365,6 +368,58 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+class _MetaAnswers:
+    """The meta kernel's answers to the calls the fast path declined, kept per trace by what
+    they depend on: the operator, its arguments, and its tensors' shapes, strides and
+    dtypes. Only for operators with a shape formula, whose meta kernels are the slow Python
+    decompositions: where their output's layout follows a rule the fast path does not model
+    (a layer norm's gradient on ConvNeXt's channels-last view, 3 ms a call), each repeat of
+    a block's call is answered from the first. An answer is fresh tensors laid out as the
+    kernel's were; a call whose kernel raised, or answered off the meta device, is not kept."""
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple, tuple] = {}
+
+    def answer(self, func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor]) -> Any:
+        for tensor in tensors:
+            if not tensor.is_meta:
+                return None
+        mapped_args, mapped_kwargs = info.slots.map(_layout_of, args, kwargs)
+        key = (func, _frozen(mapped_args), _frozen(tuple(sorted(mapped_kwargs.items()))))
+        try:
+            layouts = self._answers.get(key)
+        except TypeError:  # an argument that cannot be a key: the kernel answers every time
+            return None
+        if layouts is None:
+            out = func(*args, **kwargs)
+            made = out if isinstance(out, tuple) else (out,)
+            layouts = tuple(
+                None if t is None else (tuple(t.shape), t.stride(), t.dtype)
+                for t in made
+                if t is None or (isinstance(t, torch.Tensor) and t.is_meta)
+            )
+            if len(layouts) == len(made):  # every output a meta tensor (or None)
+                self._answers[key] = (isinstance(out, tuple), layouts)
+            return out
+        is_tuple, layouts = layouts
+        made = tuple(
+            None if layout is None else torch.empty_strided(layout[0], layout[1], dtype=layout[2], device=_META)
+            for layout in layouts
+        )
+        return made if is_tuple else made[0]
+
+
+def _layout_of(tensor: torch.Tensor) -> tuple:
+    return tuple(tensor.shape), tensor.stride(), tensor.dtype
+
+
+def _frozen(value: Any) -> Any:
+    """`value` with its lists made tuples, to be part of a key."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    return value
 
 
 def _shape(tensor: torch.Tensor) -> tuple[int, ...]:

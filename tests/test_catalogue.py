@@ -12,6 +12,7 @@ import archprof
 from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.rules import rule_for
+from archprof.recorder import Recorder
 from archprof.trace import trace
 from archprof.zoo import MODELS
 from tests.fast_path import check_answers_match_the_meta_kernel
@@ -281,6 +282,35 @@ def test_fast_path_answers_carry_the_meta_kernels_strides(call):
     """Each answered output has the shape, dtype and significant strides (those of
     dimensions longer than 1) of the meta kernel's output for the same call."""
     check_answers_match_the_meta_kernel(call)
+
+
+@settings(max_examples=60, deadline=None)
+@given(call=_calls())
+def test_a_call_made_again_is_answered_as_the_meta_kernel_answered_it(call):
+    """A call the fast path declines (a layout it does not model) is answered by the meta
+    kernel once per trace and layout; made again, from that answer: fresh tensors of the
+    same shapes, dtypes and significant strides."""
+    check_answers_match_the_meta_kernel(lambda: (call(), call()))
+
+
+def test_a_layer_norms_gradient_on_a_channels_last_view_runs_its_meta_kernel_once_per_layout():
+    """ConvNeXt's LayerNorm2d normalises a (N, H, W, C) view of an (N, C, H, W) map: its
+    gradient's layout is the decomposition's to say, 2 to 3 ms a call. Three blocks alike
+    ask it once; a map of another size once more."""
+
+    def gradient(n, h):
+        x = torch.empty(n, 8, h, h, device="meta").permute(0, 2, 3, 1)
+        grad = torch.empty(n, 8, h, h, device="meta").permute(0, 2, 3, 1)
+        stats = torch.empty(n, h, h, 1, device="meta")
+        weight = torch.empty(8, device="meta")
+        return aten.native_layer_norm_backward(grad, x, [8], stats, stats, weight, weight, [True, True, True])
+
+    check_answers_match_the_meta_kernel(lambda: [gradient(2, 5) for _ in range(3)] + [gradient(2, 3)])
+    with Recorder() as recorder:
+        for _ in range(3):
+            gradient(2, 5)
+        gradient(2, 3)
+    assert len(recorder._meta_answers._answers) == 2
 
 
 @settings(max_examples=200, deadline=None)
