@@ -212,6 +212,7 @@ def _calls(draw):
     mask = draw(st.lists(st.booleans(), min_size=3, max_size=3))
     affine = draw(st.booleans())
     dim = draw(st.integers(-4, 3))
+    grouped = draw(st.sampled_from([torch.contiguous_format, torch.channels_last]))
     rows = torch.ones(n, c, h, 1, device="meta")  # a layer norm's statistics over the last dimension
     calls = [
         lambda: torch.relu(x),
@@ -267,8 +268,18 @@ def _calls(draw):
             torch.ones(w, device="meta") if affine else None,
             mask,
         ),
+        # (its decomposition views the maps as (N, C, H W): contiguous or channels last only)
         lambda: aten.native_group_norm_backward(
-            grad, x, stats, stats, per_channel if affine else None, n, c, h * w, 1, mask
+            grad.contiguous(memory_format=grouped),
+            x.contiguous(memory_format=grouped),
+            stats,
+            stats,
+            per_channel if affine else None,
+            n,
+            c,
+            h * w,
+            1,
+            mask,
         ),
         lambda: aten._softmax_backward_data(grad, x, dim, torch.float32),
         lambda: aten._log_softmax_backward_data(grad, x, 1, torch.float32),
