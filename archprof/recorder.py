@@ -257,7 +257,12 @@ class Recorder(TorchDispatchMode):
         self._record(info, args, kwargs, tensors, out)
         return out
 
-    def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
+    def _record(
+        self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out, attributed: tuple | None = None
+    ) -> None:
+        """Append the op's node. `attributed`: its (module call, phase, origin) where the
+        caller knows them (a backward op's, from its forward op); else the module call
+        running now, in the forward."""
         inputs = tuple(map(self.lookup, tensors))
         # Before the outputs: an in-place op's output is a new version of its input tensor.
         node_args, node_kwargs = info.slots.map(self.lookup, args, kwargs)
@@ -267,9 +272,12 @@ class Recorder(TorchDispatchMode):
             outputs = (self.register(out, "activation", storage=storage),)
         else:
             outputs = tuple([self.register(t, "activation", storage=storage) for t in tensors_in(out)])
-        module = self._stack[-1][0] if self._stack else None
-        if self._by_parameters is not None and module is not None and not module.path:
-            module = self._owner_call(inputs, module)
+        if attributed is None:
+            module = self._stack[-1][0] if self._stack else None
+            if self._by_parameters is not None and module is not None and not module.path:
+                module = self._owner_call(inputs, module)
+            attributed = (module, "forward", -1)
+        module, phase, origin = attributed
         self.ops.append(
             OpNode(
                 len(self.ops),
@@ -281,6 +289,8 @@ class Recorder(TorchDispatchMode):
                 module,
                 info.writes_input,
                 info.is_view,
+                phase,
+                origin,
             )
         )
 

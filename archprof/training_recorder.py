@@ -3,7 +3,6 @@ it, then the backward pass, each of its operators attributed to a forward operat
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import AbstractContextManager
 
 import torch
@@ -100,7 +99,8 @@ class TrainingRecorder(Recorder):
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
         phase, origin = self._backward_origin(node)
-        super()._record(info, args, kwargs, tensors, out)
+        module = self._forward_ops[origin].module if origin >= 0 else None
+        super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
@@ -109,8 +109,6 @@ class TrainingRecorder(Recorder):
             info.name == "aten.add" and len(tensors) == 2 and not is_dense(tuple(tensors[0].shape), tensors[0].stride())
         ):
             self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
-        module = self._forward_ops[origin].module if origin >= 0 else None
-        self.ops[-1] = dataclasses.replace(self.ops[-1], module=module, phase=phase, origin=origin)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._last_made = (tensors_in(out), origin)
 
