@@ -56,6 +56,9 @@ class Layout(Enum):
     # kernel lays other inputs out by its decomposition's own steps (a gradient's `where`
     # over the input, not TensorIterator's rule over the gradient and the input).
     OWN_RULE = "its own rule"
+    # Contiguous where its first input, the incoming gradient, is, whatever the layout of
+    # the rest (a layer norm's gradient on ConvNeXt's channels-last view of its maps).
+    AS_GRADIENT = "as its gradient"
 
 
 @dataclass(slots=True)
@@ -251,7 +254,13 @@ _add(Family.MATRIX_PRODUCT, "convolution_backward", costs.convolution_backward_c
 # decompositions of 1 to 17 ms a call (a training trace of ResNet-50x4: two thirds of its
 # time): the fast path answers them from their shapes.
 _add(Family.NORMALISATION, "native_batch_norm_backward", costs.norm_backward_cost, shapes.batch_norm_backward_shape)
-_add(Family.NORMALISATION, "native_layer_norm_backward", costs.norm_backward_cost, shapes.layer_norm_backward_shape)
+_add(
+    Family.NORMALISATION,
+    "native_layer_norm_backward",
+    costs.norm_backward_cost,
+    shapes.layer_norm_backward_shape,
+    layout=Layout.AS_GRADIENT,
+)
 _add(Family.NORMALISATION, "native_group_norm_backward", costs.norm_backward_cost, shapes.group_norm_backward_shape)
 # Gradients of the form f(grad, input or output, constants...): the two tensors broadcast.
 _add(
