@@ -284,6 +284,8 @@ def _calls(draw):
         ),
         lambda: aten._softmax_backward_data(grad, x, dim, torch.float32),
         lambda: aten._log_softmax_backward_data(grad, x, 1, torch.float32),
+        lambda: aten.select_backward(x, [n, c, 3, h, w], 2, 1),
+        lambda: aten.slice_backward(x, [n, c, h, 2 * w + 1], 3, 1, 2 * w + 1, 2),
     ]
     return draw(st.sampled_from(calls))
 

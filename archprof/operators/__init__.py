@@ -305,7 +305,13 @@ for _name, _taps in (
 ):
     _add(Family.WINDOW, _name, costs.spread_backward_cost(_taps))
 # The gradient of a view (select, slice) written into zeros of its base's shape.
-_add(Family.DATA_MOVEMENT, "select_backward slice_backward")
+# A new zeroed tensor of the input's sizes, the gradient written into it: contiguous.
+_add(
+    Family.DATA_MOVEMENT,
+    "select_backward slice_backward",
+    shape=shapes.scattered_gradient_shape,
+    layout=Layout.CONTIGUOUS,
+)
 _add(Family.DATA_MOVEMENT, "scatter_add scatter_reduce", costs.scatter_add_cost)
 # Also the gradient of advanced indexing (x[idx]): index_put with accumulate.
 _add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)

@@ -116,6 +116,14 @@ def softmax_backward_shape(grad: Shape, output: Shape, dim: int, input_dtype) ->
     return [(output, input_dtype)]
 
 
+def scattered_gradient_shape(grad: Shape, input_sizes, dim: int, *args) -> list[Shape]:
+    # select_backward / slice_backward: the gradient written into zeros of the input's sizes
+    sizes = tuple(input_sizes)
+    if len(sizes) not in (len(grad), len(grad) + 1) or not -len(sizes) <= dim < len(sizes):
+        raise RuntimeError(f"a gradient of shape {grad} does not come from an input of sizes {list(sizes)}")
+    return [sizes]
+
+
 def mm_shape(a: Shape, b: Shape, **kwargs) -> list[Shape]:
     # a:[n, k] @ b:[k, m] -> [n, m]
     if a[1] != b[0]:
