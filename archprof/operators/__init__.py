@@ -304,8 +304,8 @@ for _name, _taps in (
     ("_upsample_bicubic2d_aa_backward", 16),
 ):
     _add(Family.WINDOW, _name, costs.spread_backward_cost(_taps))
-# The gradient of a view (select, slice) written into zeros of its base's shape.
-# A new zeroed tensor of the input's sizes, the gradient written into it: contiguous.
+# The gradient of a view (select, slice) written into zeros of its base's shape: a new
+# contiguous tensor whatever the gradient's layout.
 _add(
     Family.DATA_MOVEMENT,
     "select_backward slice_backward",

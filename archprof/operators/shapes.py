@@ -1,9 +1,11 @@
 """Output-shape formulas for the trace's fast path: the shapes an operator's outputs will
 have, computed without running its meta kernel. Arguments as for cost formulas (tensors
 replaced by their shapes); a formula returns one shape per output (or `(shape, dtype)`
-where that output's dtype is not the input's) and raises RuntimeError where the real
-kernel would refuse the call: the meta kernel then decides, unless the formula raises
-Refused (it knows the real kernel refuses, whatever the meta kernel would answer).
+where that output's dtype is not the input's, or None for an output the kernel leaves
+out, as a norm's gradient leaves out the weight's where its mask says so) and raises
+RuntimeError where the real kernel would refuse the call: the meta kernel then decides,
+unless the formula raises Refused (it knows the real kernel refuses, whatever the meta
+kernel would answer).
 """
 
 from __future__ import annotations
