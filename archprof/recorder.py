@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from archprof.errors import short_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta
 from archprof.operators import Family, Layout, find_operator
+from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
 from archprof.shortcuts import Shortcut, may_shortcut
 from archprof.structure import TensorSlots, tensors_in
@@ -323,8 +324,9 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     a contiguous tensor whose strides say channels last too, as (N, 1, H, W) made channels
     last does; a matrix product's output is contiguous whatever its inputs, an elementwise
     op's laid out by TensorIterator's rule), or an in-place op whose result would not fit its
-    destination. A formula's Refused is final: the real kernel refuses the call even where
-    the meta kernel would answer it."""
+    destination. A convolution is laid out as a CPU's kernel lays it out, where its meta
+    kernel would answer contiguous (`cpu_convolution`). A formula's Refused is final: the
+    real kernel refuses the call even where the meta kernel would answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.
     if not tensors or not tensors[0].is_floating_point():
         return None
@@ -376,6 +378,10 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     outputs = [None if shape is None else _empty(shape, dtype) for shape in shapes]  # None: not asked for
     if info.layout is Layout.SUGGESTED and _taken_for_channels_last(first):
         outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
+    elif info.layout is Layout.CPU_CONVOLUTION and (
+        _taken_for_channels_last(first) or _taken_for_channels_last(tensors[1])
+    ):
+        outputs[0] = outputs[0].contiguous(memory_format=cpu_convolution_format(*args))
     return outputs[0] if info.returns == 1 else tuple(outputs)
 
 

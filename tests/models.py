@@ -128,6 +128,25 @@ class ConvOfAChannelsLastMap(nn.Module):
         return self.conv(self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
 
 
+class ConvAfterAChannelsLastConv(nn.Module):
+    """GCViT's downsampler: a layer norm over the channels, moved last and back, then a
+    depthwise convolution, GELU and a strided convolution. A CPU writes the depthwise
+    convolution's output channels last, as its input is, so the strided convolution's input
+    and its weight's gradient are channels last too (AccumulateGrad copies that gradient
+    into the weight's own layout); the meta kernel would write it contiguous."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(32)
+        self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.act = nn.GELU()
+        self.reduction = nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False)
+
+    def forward(self, x):
+        x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.reduction(self.act(self.depthwise(x)))
+
+
 class ReadsItsValues(nn.Module):
     """A forward that reads a value (`.item()`), which no meta tensor has: archprof traces
     it on the CPU instead."""

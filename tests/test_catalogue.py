@@ -182,19 +182,25 @@ def test_pointwise_is_seeded_from_the_pointwise_tag():
 # --- the fast path answers as the meta kernel would ---------------------------------------
 
 
+_LAYOUTS = ["contiguous", "channels_last", "transposed", "sliced", "expanded"]
+
+
 def _layouts(draw, shape):
     """A meta tensor of `shape`: contiguous, channels last, transposed, sliced or expanded."""
-    kind = draw(st.sampled_from(["contiguous", "channels_last", "transposed", "sliced", "expanded"]))
+    return _laid_out(shape, draw(st.sampled_from(_LAYOUTS)), "meta")
+
+
+def _laid_out(shape, kind: str, device: str) -> torch.Tensor:
     if kind == "channels_last" and len(shape) in (4, 5):
         channels_last = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
-        return torch.empty(shape, device="meta").to(memory_format=channels_last)
+        return torch.empty(shape, device=device).to(memory_format=channels_last)
     if kind == "transposed":
-        return torch.empty(shape[::-1], device="meta").permute(*range(len(shape) - 1, -1, -1))
+        return torch.empty(shape[::-1], device=device).permute(*range(len(shape) - 1, -1, -1))
     if kind == "sliced":
-        return torch.empty((*shape[:-1], 2 * shape[-1]), device="meta")[..., ::2]
+        return torch.empty((*shape[:-1], 2 * shape[-1]), device=device)[..., ::2]
     if kind == "expanded" and shape[0] > 1:
-        return torch.empty((1, *shape[1:]), device="meta").expand(shape)
-    return torch.empty(shape, device="meta")
+        return torch.empty((1, *shape[1:]), device=device).expand(shape)
+    return torch.empty(shape, device=device)
 
 
 @st.composite
@@ -203,7 +209,6 @@ def _calls(draw):
     n, c, h, w = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(4, 7)), draw(st.integers(4, 7)))
     x = _layouts(draw, (n, c, h, w))
     other = _layouts(draw, draw(st.sampled_from([(n, c, h, w), (1, c, 1, 1), (w,)])))
-    weight = _layouts(draw, (3, c, 3, 3))
     a, b = _layouts(draw, (h, w)), _layouts(draw, (w, c))
     batched_a, batched_b = _layouts(draw, (n, h, w)), _layouts(draw, (n, w, c))
     volume = _layouts(draw, (n, c, 2, h, w))
@@ -220,7 +225,6 @@ def _calls(draw):
         lambda: torch.nn.functional.gelu(x),
         lambda: x + other,
         lambda: x * other,
-        lambda: torch.nn.functional.conv2d(x, weight, padding=1),
         lambda: torch.nn.functional.max_pool2d(x, 2),
         lambda: torch.nn.functional.avg_pool2d(x, 2),
         lambda: torch.nn.functional.adaptive_avg_pool2d(x, 2),
@@ -326,6 +330,57 @@ def test_a_layer_norms_gradient_on_a_channels_last_view_runs_its_meta_kernel_onc
             gradient(2, 5)
         gradient(2, 3)
     assert len(recorder._meta_answers._answers) == 2
+
+
+@st.composite
+def _convolutions(draw):
+    """A convolution's arguments: 2-d or 3-d, plain, grouped, depthwise or transposed,
+    strided or not, with or without a bias, its input and weight in random layouts (as
+    `_laid_out` kinds, to be made on either device)."""
+    dims = draw(st.sampled_from([2, 3]))
+    groups = draw(st.sampled_from([1, 2, 4]))
+    n, per_group = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    depthwise = draw(st.booleans())
+    channels, out_channels = groups * per_group, groups * (1 if depthwise else draw(st.integers(1, 3)))
+    kernel, stride, transposed = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.booleans())
+    spatial = tuple(draw(st.integers(3, 6)) for _ in range(dims))
+    if transposed:
+        weight = (channels, out_channels // groups, *(kernel,) * dims)
+    else:
+        weight = (out_channels, per_group, *(kernel,) * dims)
+    return {
+        "input": ((n, channels, *spatial), draw(st.sampled_from(_LAYOUTS))),
+        "weight": (weight, draw(st.sampled_from(["contiguous", "channels_last", "transposed"]))),
+        "bias": out_channels if draw(st.booleans()) else None,
+        "stride": [stride] * dims,
+        "padding": [draw(st.integers(0, kernel - 1))] * dims,
+        "dilation": [1] * dims,
+        "transposed": transposed,
+        "output_padding": [stride - 1 if transposed else 0] * dims,
+        "groups": groups,
+    }
+
+
+def _convolution_on(device: str, arguments: dict) -> tuple:
+    (x_shape, x_kind), (w_shape, w_kind) = arguments["input"], arguments["weight"]
+    bias = torch.empty(arguments["bias"], device=device) if arguments["bias"] is not None else None
+    rest = [arguments[key] for key in ("stride", "padding", "dilation", "transposed", "output_padding", "groups")]
+    return (_laid_out(x_shape, x_kind, device), _laid_out(w_shape, w_kind, device), bias, *rest)
+
+
+@settings(max_examples=150, deadline=None)
+@given(arguments=_convolutions())
+def test_a_convolution_is_laid_out_as_a_cpu_lays_it_out(arguments):
+    """The fast path answers a convolution with the layout the CPU kernel gives it, channels
+    last where its input or weight is (the meta kernel answers contiguous always): the
+    same shape and significant strides as the real CPU output for the same call."""
+    from torch._prims_common import check_significant_strides
+
+    cpu = aten.convolution.default(*_convolution_on("cpu", arguments))
+    with Recorder():
+        answered = aten.convolution.default(*_convolution_on("meta", arguments))
+    assert answered.shape == cpu.shape
+    assert check_significant_strides(answered, cpu, only_cuda=False)[0], (answered.stride(), cpu.stride())
 
 
 @settings(max_examples=200, deadline=None)

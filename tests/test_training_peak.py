@@ -24,6 +24,7 @@ from tests.memory_oracle import profiled_peaks, profiled_training_peaks
 from tests.models import (
     Checkpointed,
     ConcatenatedBias,
+    ConvAfterAChannelsLastConv,
     ConvOfAChannelsLastMap,
     DividedByItsSum,
     IgnoredPool,
@@ -224,6 +225,7 @@ PROFILED_STEPS = {
     "updates held in locals": (UpdatesHeldInLocals, (2, 64, 16)),
     "padded before its convolution": (lambda: nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(3, 8, 3)), (4, 3, 32, 32)),
     "a convolution of a channels-last map": (ConvOfAChannelsLastMap, (2, 64, 8, 8)),
+    "a convolution after a channels-last convolution": (ConvAfterAChannelsLastConv, (2, 32, 16, 16)),
     "a shortcut into the first channels": (PartialShortcut, (2, 3, 16, 16)),
     "scaled by Python numbers": (ScaledByNumbers, (2, 3, 16, 16)),
     "a global response norm": (ResponseNorm, (2, 3, 16, 16)),
@@ -270,7 +272,9 @@ def test_the_training_peak_matches_the_profiler(name):
     freeing a temporary at its last reader rather than at the end of its C++ statement, the
     thresholded linear unit 16,384 B short and the map divided by its sum 65,536 B (16%);
     holding what autograd saved to the end of the forward even where its node died with a
-    result nothing read, the pooled map nothing reads 32,768 B over (its indices)."""
+    result nothing read, the pooled map nothing reads 32,768 B over (its indices); laying a
+    convolution of a channels-last map out contiguous (the meta kernel's answer, not the CPU's),
+    the convolution after a channels-last convolution 8,192 B short (its weight gradient's copy)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

@@ -59,6 +59,10 @@ class Layout(Enum):
     # Contiguous where its first input, the incoming gradient, is, whatever the layout of
     # the rest (a layer norm's gradient on ConvNeXt's channels-last view of its maps).
     AS_GRADIENT = "as its gradient"
+    # As a CPU's convolution backend writes it, whatever the input's layout: channels last
+    # where the input or weight suggests it (`cpu_convolution.cpu_convolution_format`),
+    # which the meta kernel, contiguous always, does not know.
+    CPU_CONVOLUTION = "as a CPU's convolution"
 
 
 @dataclass(slots=True)
@@ -233,7 +237,14 @@ _add(
 
 # --- matrix products and convolution ------------------------------------------------------
 
-_add(Family.MATRIX_PRODUCT, "convolution", costs.conv_cost, shapes.conv_shape, same_dtype=True)
+_add(
+    Family.MATRIX_PRODUCT,
+    "convolution",
+    costs.conv_cost,
+    shapes.conv_shape,
+    same_dtype=True,
+    layout=Layout.CPU_CONVOLUTION,
+)
 _add(Family.MATRIX_PRODUCT, "_convolution cudnn_convolution convolution_overrideable", costs.conv_cost)
 _add(Family.MATRIX_PRODUCT, "mm", costs.mm_cost, shapes.mm_shape, same_dtype=True, layout=Layout.CONTIGUOUS)
 _add(Family.MATRIX_PRODUCT, "addmm", costs.addmm_cost, shapes.addmm_shape, same_dtype=True, layout=Layout.CONTIGUOUS)
