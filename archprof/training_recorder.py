@@ -94,7 +94,7 @@ class TrainingRecorder(Recorder):
         if self._phase == "forward":
             self._tag_last_made()
             super()._record(info, args, kwargs, tensors, out)
-            self._last_made = (tensors_in(out), len(self.ops) - 1)
+            self._last_made = (_made(info, out), len(self.ops) - 1)
             return
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
@@ -110,7 +110,7 @@ class TrainingRecorder(Recorder):
         ):
             self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
-            self._last_made = (tensors_in(out), origin)
+            self._last_made = (_made(info, out), origin)
 
     def _tag_last_made(self) -> None:
         made, index = self._last_made
@@ -181,6 +181,17 @@ class TrainingRecorder(Recorder):
     def saved_tensors_hooks(self) -> AbstractContextManager:
         """While active, every tensor autograd saves for the backward pass is noted (`pack_saved`)."""
         return torch.autograd.graph.saved_tensors_hooks(self.pack_saved, _unpack_saved)
+
+
+def _made(info: OpInfo, out) -> list[torch.Tensor]:
+    """The tensors whose autograd nodes an op makes: its outputs; for an op writing in place
+    into a view (`attn[:, :, 1:, 1:] = ...`, MViTv2), the view's base too, whose new node
+    (CopySlices) runs the op's gradient. Untagged, that node's ops would be taken for the
+    node before it, whose saved tensors would seem held until they end."""
+    made = tensors_in(out)
+    if info.writes_input:
+        made += [tensor._base for tensor in made if tensor._base is not None]
+    return made
 
 
 def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:

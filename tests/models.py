@@ -147,6 +147,23 @@ class ConvAfterAChannelsLastConv(nn.Module):
         return self.reduction(self.act(self.depthwise(x)))
 
 
+class SliceAssignedBeforeSoftmax(nn.Module):
+    """MViTv2's relative positions: attention scores written in place into a slice of
+    themselves (`attn[:, 1:, 1:] = ...`), then a softmax. The write makes the scores' node a
+    CopySlices, which runs the write's gradient after the softmax's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Linear(16, 16)
+        self.bias = nn.Parameter(torch.zeros(32, 32))
+
+    def forward(self, x):  # x: (N, 33, 16)
+        q = self.q(x)
+        attn = q @ q.transpose(-2, -1)
+        attn[:, 1:, 1:] = attn[:, 1:, 1:] + self.bias
+        return attn.softmax(dim=-1) @ q
+
+
 class ReadsItsValues(nn.Module):
     """A forward that reads a value (`.item()`), which no meta tensor has: archprof traces
     it on the CPU instead."""
