@@ -39,20 +39,14 @@ def cpu_convolution_format(
     backend then writes; 1-d convolutions (3-d inputs) are answered contiguous too."""
     if input.dim() not in (4, 5) or not (_channels_last(input) or _channels_last(weight)):
         return torch.contiguous_format
-    shells = [_Shell.of(t) if t is not None else None for t in (input, weight, bias)]
-    backend = torch._C._select_conv_backend(
-        shells[0],
-        shells[1],
-        bias=shells[2],
-        stride=list(stride),
-        padding=list(padding),
-        dilation=list(dilation),
-        transposed=transposed,
-        output_padding=list(output_padding),
-        groups=groups,
-        bias_sizes=None,
-    )
-    return torch._C._conv_determine_backend_memory_format(shells[0], shells[1], backend)
+    if _DETERMINE_FORMAT is None:  # a torch without it: the meta kernel's answer
+        return torch.contiguous_format
+    x, w, b = (_Shell.of(t) if t is not None else None for t in (input, weight, bias))
+    parameters = (list(stride), list(padding), list(dilation), transposed, list(output_padding), groups)
+    return _DETERMINE_FORMAT(x, w, torch._C._select_conv_backend(x, w, b, *parameters))
+
+
+_DETERMINE_FORMAT = getattr(torch._C, "_conv_determine_backend_memory_format", None)
 
 
 def _channels_last(tensor: torch.Tensor) -> bool:
