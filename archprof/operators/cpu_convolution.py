@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import torch
 
-from archprof.operators.shapes import suggests_channels_last
-
 
 def cpu_convolution_format(
     input: torch.Tensor,
@@ -34,12 +32,12 @@ def cpu_convolution_format(
     groups: int,
 ) -> torch.memory_format:
     """The memory format of a CPU's `aten.convolution` output for these arguments (their
-    sizes, strides, dtypes; the process's threads and oneDNN flags). Contiguous without
-    asking where neither the input nor the weight suggests channels last, which no CPU
-    backend then writes; 1-d convolutions (3-d inputs) are answered contiguous too."""
-    if input.dim() not in (4, 5) or not (_channels_last(input) or _channels_last(weight)):
-        return torch.contiguous_format
-    if _DETERMINE_FORMAT is None:  # a torch without it: the meta kernel's answer
+    sizes, strides, dtypes; the process's threads and oneDNN flags), for 2-d and 3-d
+    convolutions; 1-d convolutions (3-d inputs) are answered contiguous, as the meta kernel
+    answers. No CPU backend writes channels last where neither the input nor the weight
+    suggests it: the trace asks only where one does."""
+    # A torch without the format function keeps the meta kernel's answer too.
+    if input.dim() not in (4, 5) or _DETERMINE_FORMAT is None:
         return torch.contiguous_format
     x, w, b = (_Shell.of(t) if t is not None else None for t in (input, weight, bias))
     parameters = (list(stride), list(padding), list(dilation), transposed, list(output_padding), groups)
@@ -47,10 +45,6 @@ def cpu_convolution_format(
 
 
 _DETERMINE_FORMAT = getattr(torch._C, "_conv_determine_backend_memory_format", None)
-
-
-def _channels_last(tensor: torch.Tensor) -> bool:
-    return suggests_channels_last(tuple(tensor.shape), tensor.stride())
 
 
 class _Shell(torch.Tensor):
