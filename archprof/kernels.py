@@ -13,8 +13,9 @@ unchanged.
 
 It replaces, while active, the names through which models reach these functions:
 `torch.nn.functional.scaled_dot_product_attention` (what `F.scaled_dot_product_attention`
-and `nn.MultiheadAttention` call), `torch._VF.lstm` (what `nn.LSTM` calls) and
-`torch.batch_norm` (what `F.batch_norm` calls). A
+and `nn.MultiheadAttention` call), `torch._VF.lstm` (what `nn.LSTM` calls),
+`torch.batch_norm` (what `F.batch_norm` calls) and `torch.group_norm` (what
+`F.group_norm` calls). A
 TorchFunctionMode would see every call however made, but costs every torch call of every
 model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
 (`torch._C._nn.scaled_dot_product_attention`, a name imported before the trace) keeps the
@@ -37,6 +38,14 @@ Modelled (PyTorch 2.x, CPU):
   time. An empty input keeps the composite road (it returns early, without the kernel), as
   does any other device (CUDA picks cuDNN there). In an inference trace on meta the call
   is handed to the recorder at once (`DeviceKernels`' `answer`).
+- group norm: on a CPU the composite keeps a channels-last input as it is and hands it to
+  `native_group_norm`, which writes its output channels last too; anywhere else it makes
+  the input contiguous first (group_norm.cpp: `input.device().is_cpu() ?
+  input.contiguous(memory_format) : input.contiguous()`). On meta that is a copy a CPU
+  never makes, which a training step keeps for the backward (PoolFormerV2's GroupNorm
+  after a LayerNorm over permuted channels). A channels-last input on meta goes straight to
+  `native_group_norm`, after the composite's checks; any other call keeps the composite
+  road, where the CPU's takes the same ops.
 - recurrent layers: `nn.LSTM` in float32 with oneDNN enabled runs `mkldnn_rnn_layer` per
   layer and direction (RNN.cpp's `use_mkldnn`); its workspace is sized by
   `onednn_lstm_workspace_bytes`. GRU and plain RNN layers run the cell loop on the CPU too
@@ -52,6 +61,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 ATTENTION = "scaled_dot_product_attention"
 LSTM = "lstm"
@@ -63,14 +73,15 @@ CELL_LOOP = "cell loop (addmm per step)"
 _FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _ONEDNN_LSTM_MODE = 2  # ideep::rnn_kind::LSTM
 _NATIVE_BATCH_NORM = torch.ops.aten.native_batch_norm.default
+_NATIVE_GROUP_NORM = torch.ops.aten.native_group_norm.default
 
 
 class DeviceKernels:
-    """Routes attention, LSTM and batch-norm calls to the kernels a CPU would run, while
-    active (a context manager); counts each attention and LSTM choice in `chosen`
-    ("scaled_dot_product_attention: CPU flash attention (...)" -> calls). Attention and
-    LSTM calls on tensors off the meta device, and batch norms off meta and the CPU, go on
-    unchanged.
+    """Routes attention, LSTM, batch-norm and group-norm calls to the kernels a CPU would
+    run, while active (a context manager); counts each attention and LSTM choice in `chosen`
+    ("scaled_dot_product_attention: CPU flash attention (...)" -> calls). Attention, LSTM
+    and group-norm calls on tensors off the meta device, and batch norms off meta and the
+    CPU, go on unchanged.
 
     `answer`, where given, takes (operator, arguments) and returns what the dispatch mode
     would make of the call, or None where it cannot skip the dispatcher (the trace's
@@ -82,19 +93,23 @@ class DeviceKernels:
         self._answer = answer
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
         self._batch_norm_function = torch.batch_norm
+        self._group_norm_function = torch.group_norm
 
     def __enter__(self) -> DeviceKernels:
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
         self._batch_norm_function = torch.batch_norm
+        self._group_norm_function = torch.group_norm
         torch.nn.functional.scaled_dot_product_attention = self._routed_attention
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
         torch.batch_norm = self._routed_batch_norm
+        torch.group_norm = self._routed_group_norm
         return self
 
     def __exit__(self, *exc) -> None:
         torch.nn.functional.scaled_dot_product_attention = self._attention_function
         del torch._VF.lstm
         torch.batch_norm = self._batch_norm_function
+        torch.group_norm = self._group_norm_function
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
         if input.device.type not in ("meta", "cpu") or input.numel() == 0:
@@ -105,6 +120,27 @@ class DeviceKernels:
         args = (input, weight, bias, running_mean, running_var, bool(training), float(momentum), float(eps))
         answered = self._answer(_NATIVE_BATCH_NORM, args) if self._answer is not None else None
         output, _, _ = answered if answered is not None else _NATIVE_BATCH_NORM(*args)
+        return output
+
+    def _routed_group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=True):
+        memory_format = suggest_memory_format(input)  # group_norm.cpp's, on a CPU
+        if (
+            input.device.type != "meta"
+            or memory_format == torch.contiguous_format
+            or not _group_norm_fits(input, num_groups, weight, bias)
+        ):
+            return self._group_norm_function(input, num_groups, weight, bias, eps, cudnn_enabled)
+        batch, channels, *spatial = input.shape
+        output, _, _ = _NATIVE_GROUP_NORM(
+            input.contiguous(memory_format=memory_format),
+            None if weight is None else weight.contiguous(),
+            None if bias is None else bias.contiguous(),
+            batch,
+            channels,
+            math.prod(spatial),
+            num_groups,
+            float(eps),
+        )
         return output
 
     def _routed_attention(self, query, *args, **kwargs):
@@ -155,6 +191,15 @@ def _check_batch_norm_features(input, weight, bias, running_mean, running_var, t
     for name, tensor in named:
         if tensor is not None and tensor.numel() != features:
             raise RuntimeError(f"{name} should contain {features} elements not {tensor.numel()}")
+
+
+def _group_norm_fits(input, num_groups: int, weight, bias) -> bool:
+    """The composite's checks (check_group_norm_inputs) pass, and no mixed dtypes: where
+    they do not, the composite raises its own error or takes its own road."""
+    channels = input.size(1)
+    if num_groups <= 0 or channels % num_groups != 0:
+        return False
+    return all(t is None or (t.dim() == 1 and t.numel() == channels and t.dtype == input.dtype) for t in (weight, bias))
 
 
 def flash_attention_kernel(query, key, value, attn_mask, dropout_p: float, enable_gqa: bool) -> bool:

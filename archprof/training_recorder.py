@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 from archprof.errors import short_reason
 from archprof.graph import EngineNotes, ModuleCall, OpNode
@@ -22,6 +23,10 @@ _ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
 # a Python number there is a tensor the argument parser made (`EngineNotes.saved_numbers`).
 _aten = torch.ops.aten
 _KEEPS_ITS_NUMBER = frozenset({_aten.mul.Tensor, _aten.mul_.Tensor, _aten.div.Tensor, _aten.div_.Tensor})
+# The node of group norm's gradient, whose formula (derivatives.yaml, native_group_norm) makes
+# the gradient and the saved input contiguous in the layout the input suggests on a CPU and
+# plainly contiguous anywhere else: on meta, a copy of each channels-last one a CPU never makes.
+_GROUP_NORM_NODE = "NativeGroupNormBackward0"
 
 
 class TrainingRecorder(Recorder):
@@ -83,6 +88,12 @@ class TrainingRecorder(Recorder):
         self.ops = self._forward_ops
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is _aten.clone.default and self._phase == "backward" and _group_norm_gradient_running():
+            tensor = args[0]
+            memory_format = suggest_memory_format(tensor)  # the CPU's `contiguous(memory_format)`
+            if tensor.is_contiguous(memory_format=memory_format):
+                return tensor  # no op at all
+            args, kwargs = (tensor,), {"memory_format": memory_format}
         out = super().__torch_dispatch__(func, types, args, kwargs)
         if func in _KEEPS_ITS_NUMBER and self._phase == "forward" and torch.is_grad_enabled():
             number = args[1] if len(args) > 1 else (kwargs or {}).get("other")
@@ -192,6 +203,11 @@ def _made(info: OpInfo, out) -> list[torch.Tensor]:
     if info.writes_input:
         made += [tensor._base for tensor in made if tensor._base is not None]
     return made
+
+
+def _group_norm_gradient_running() -> bool:
+    node = torch._C._current_autograd_node()
+    return node is not None and node.name() == _GROUP_NORM_NODE
 
 
 def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:

@@ -147,6 +147,25 @@ class ConvAfterAChannelsLastConv(nn.Module):
         return self.reduction(self.act(self.depthwise(x)))
 
 
+class GroupNormAfterAChannelsLastNorm(nn.Module):
+    """PoolFormerV2's stem and first mixer: a layer norm over the channels, moved last and
+    back (a channels-last map), a group norm of one group, a pooling subtracted, added back.
+    A CPU's group norm keeps the channels-last input as it is and saves it for the backward;
+    on meta the composite would copy it contiguous first, a copy the step would keep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.norm = nn.LayerNorm(16)
+        self.group_norm = nn.GroupNorm(1, 16)
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+
+    def forward(self, x):
+        x = self.norm(self.stem(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        y = self.group_norm(x)
+        return x + self.pool(y) - y
+
+
 class SliceAssignedBeforeSoftmax(nn.Module):
     """MViTv2's relative positions: attention scores written in place into a slice of
     themselves (`attn[:, 1:, 1:] = ...`), then a softmax. The write makes the scores' node a

@@ -1,17 +1,19 @@
 """Memory of the kernels a CPU really runs (archprof.kernels): fused attention and oneDNN's
 LSTM against what autograd saves in a real CPU forward (saved-tensor hooks) and against
-torch.profiler; the kernel choice against PyTorch's own; MACs as before; unsafe_split's
-outputs as views."""
+torch.profiler; the kernel choice against PyTorch's own; MACs as before; a group norm's
+copies as a CPU makes them; unsafe_split's outputs as views."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
 from archprof.analysis import build_report
+from archprof.errors import ArchprofError
 from archprof.fit import fit_batch
 from archprof.kernels import (
     ATTENTION,
@@ -314,6 +316,87 @@ def test_lstms_the_cpu_runs_as_a_cell_loop_are_traced_as_one():
     projected = trace(nn.LSTM(8, 12, proj_size=4), [(4, 2, 8)])
     assert "aten.mkldnn_rnn_layer" not in op_names(projected)
     assert trace(nn.LSTM(8, 12), [(4, 2, 8)]).kernels == {f"{LSTM}: {ONEDNN_LSTM}": 1}
+
+
+# --- group norm -------------------------------------------------------------------------------
+
+
+class _OperatorNames(TorchDispatchMode):
+    """The aten operators a real run calls, by the trace's names ("aten.clone")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(f"aten.{func.overloadpacket.__name__}")
+        return func(*args, **(kwargs or {}))
+
+
+class LaidOutGroupNorm(nn.Module):
+    """A group norm of a map laid out as `lay_out` leaves it, the map scaled by a parameter
+    first, so that the step computes its gradient (a CPU's channels-last group norm backward
+    crashes, PyTorch 2.13, where only the norm's weight and bias want one)."""
+
+    def __init__(self, lay_out, channels: int = 4, groups: int = 2) -> None:
+        super().__init__()
+        self.lay_out = lay_out
+        self.scale = nn.Parameter(torch.tensor(2.0))
+        self.norm = nn.GroupNorm(groups, channels)
+
+    def forward(self, x):
+        return self.norm(self.lay_out(x * self.scale))
+
+
+GROUP_NORM_OPERATORS = {"aten.clone", "aten.native_group_norm", "aten.native_group_norm_backward"}
+
+
+@pytest.mark.parametrize(
+    "lay_out, shape",
+    [
+        (lambda x: x.contiguous(memory_format=torch.channels_last), (2, 4, 5, 5)),
+        (lambda x: x.contiguous(memory_format=torch.channels_last_3d), (2, 4, 3, 3, 3)),
+        (lambda x: x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), (2, 4, 5, 6)),  # a LayerNorm2d's
+        (lambda x: x, (2, 4, 5, 5)),
+        (lambda x: x.transpose(2, 3), (2, 4, 5, 6)),  # neither layout: copied contiguous on a CPU too
+        (lambda x: x, (3, 4, 7)),
+    ],
+    ids=["channels last", "channels last 3d", "permuted back", "contiguous", "transposed", "3-d"],
+)
+def test_a_group_norm_makes_the_copies_a_cpu_makes(lay_out, shape):
+    """The oracle: the operators of a real CPU training step. On a channels-last map a CPU
+    copies nothing, forward or backward; the meta device's composite and gradient formula
+    would copy the map, its gradient and the saved map contiguous."""
+    model = LaidOutGroupNorm(lay_out)
+    cpu = _OperatorNames()
+    with cpu:
+        output = model(torch.randn(*shape))
+        output.backward(torch.ones_like(output))
+    graph = trace(model, [shape], training=True)
+
+    def watched(ops):
+        return [op.op for op in ops if op.op in GROUP_NORM_OPERATORS]
+
+    assert watched(graph.ops) + watched(graph.backward_ops) == [n for n in cpu.names if n in GROUP_NORM_OPERATORS]
+    assert watched(trace(model, [shape]).ops) == watched(graph.ops)
+
+
+@pytest.mark.parametrize(
+    "call, reason",
+    [
+        (lambda x: F.group_norm(x, 3), "divisible by num_groups"),
+        (lambda x: F.group_norm(x, 2, torch.ones(3, device=x.device)), "weight to be a vector of size equal"),
+    ],
+)
+def test_a_channels_last_group_norm_the_cpu_refuses_is_refused_in_its_words(call, reason):
+    class Refused(nn.Module):
+        def forward(self, x):
+            return call(x.contiguous(memory_format=torch.channels_last))
+
+    with pytest.raises(RuntimeError, match=reason):
+        Refused()(torch.randn(2, 4, 5, 5))
+    with pytest.raises(ArchprofError, match=reason):
+        trace(Refused(), [(2, 4, 5, 5)])
 
 
 # --- unsafe_split and unsafe_chunk return views -----------------------------------------------

@@ -27,6 +27,7 @@ from tests.models import (
     ConvAfterAChannelsLastConv,
     ConvOfAChannelsLastMap,
     DividedByItsSum,
+    GroupNormAfterAChannelsLastNorm,
     IgnoredPool,
     PartialShortcut,
     ReadsItsValues,
@@ -228,6 +229,7 @@ PROFILED_STEPS = {
     "a convolution of a channels-last map": (ConvOfAChannelsLastMap, (2, 64, 8, 8)),
     "a convolution after a channels-last convolution": (ConvAfterAChannelsLastConv, (2, 32, 16, 16)),
     "a slice assigned before a softmax": (SliceAssignedBeforeSoftmax, (4, 33, 16)),
+    "a group norm of a channels-last map": (GroupNormAfterAChannelsLastNorm, (2, 3, 16, 16)),
     "a shortcut into the first channels": (PartialShortcut, (2, 3, 16, 16)),
     "scaled by Python numbers": (ScaledByNumbers, (2, 3, 16, 16)),
     "a global response norm": (ResponseNorm, (2, 3, 16, 16)),
@@ -278,7 +280,9 @@ def test_the_training_peak_matches_the_profiler(name):
     convolution of a channels-last map out contiguous (the meta kernel's answer, not the CPU's),
     the convolution after a channels-last convolution 8,192 B short (its weight gradient's copy);
     taking the ops of the node a write into a slice makes (CopySlices) for the softmax's before
-    it, the slice assigned before a softmax 17,424 B over (one attention matrix held on)."""
+    it, the slice assigned before a softmax 17,424 B over (one attention matrix held on); copying
+    a channels-last map contiguous for its group norm and the norm's gradient (the meta device's
+    road, not the CPU's), the group norm of a channels-last map 128 B over (its forward 32,768 B)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
