@@ -337,8 +337,6 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
         if tensor.dtype != dtype or not tensor.is_meta:
             return None  # a CPU tensor the forward made itself (a position table) is computed for real
         contiguous = contiguous and tensor.is_contiguous()
-    if info.layout is Layout.AS_GRADIENT and not first.is_contiguous():
-        return None
     as_input = not info.writes_input and info.layout in (Layout.AS_INPUT, Layout.OWN_RULE)
     follows_layout = as_input and not contiguous
     if as_input and not info.elementwise:

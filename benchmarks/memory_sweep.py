@@ -114,7 +114,7 @@ def _bracketed(row: dict, column: str = "predicted") -> bool:
     return row["measured"] * (1 - WITHIN) <= row[column] <= row["measured_with_workspace"] * (1 + WITHIN)
 
 
-def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes: int) -> str:
+def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes: int) -> str:
     measured = [row for row in rows if row["status"] == "measured"]
     agree = [row for row in measured if abs(_ratio(row, "predicted") - 1) <= WITHIN]
     agree_before = [row for row in measured if abs(_ratio(row, "last_reader") - 1) <= WITHIN]
@@ -122,7 +122,7 @@ def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes
     ratios = [_ratio(row, "predicted") for row in measured]
     before = [_ratio(row, "last_reader") for row in measured]
     lines = [
-        *_header("inference peak against a real CPU forward", f"--sample {sampled}", jobs, wall_s),
+        *_header("inference peak against a real CPU forward", command, jobs, wall_s),
         "  default input, batch 1, float32. Measured: the CPU allocator's events under torch.profiler",
         "  (what `archprof memory --measure` reads), workspace left out. Predicted: the report's",
         "  inference peak; last reader: the same graph with every activation freed at its last reader.",
@@ -147,11 +147,11 @@ def markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes
     return "\n".join(lines) + "\n"
 
 
-def training_markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, max_bytes: int) -> str:
+def training_markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes: int) -> str:
     measured = [row for row in rows if row["status"] == "measured"]
     ratios = [_ratio(row, "predicted") for row in measured]
     lines = [
-        *_header("training step's peak against a real CPU step", f"--train --sample {sampled}", jobs, wall_s),
+        *_header("training step's peak against a real CPU step", command, jobs, wall_s),
         f"  default input, batch {TRAINING_BATCH}, float32, SGD. Measured: `archprof memory --measure`'s",
         "  figure, the second real step's peak from the CPU allocator's events, workspace left out.",
         "",
@@ -180,12 +180,12 @@ def training_markdown(rows: list[dict], sampled: int, jobs: int, wall_s: float, 
     return "\n".join(lines) + "\n"
 
 
-def _header(what: str, options: str, jobs: int, wall_s: float) -> list[str]:
+def _header(what: str, command: str, jobs: int, wall_s: float) -> list[str]:
     return [
         f"# archprof benchmark: the predicted {what}",
         "",
         f"- Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
-        f"- Command: `python benchmarks/memory_sweep.py {options}` ({jobs} worker(s), {wall_s:.0f} s)",
+        f"- Command: `python benchmarks/memory_sweep.py {command}` ({jobs} worker(s), {wall_s:.0f} s)",
         "- Models: the built-in models and a seeded sample of torchvision and timm, each at its",
     ]
 
@@ -247,7 +247,10 @@ def main() -> None:
         functools.partial(one, max_bytes=options.max_bytes), chosen, jobs=options.jobs, progress=progress
     )
     print(file=sys.stderr)
-    text = write(rows, options.sample, options.jobs, time.perf_counter() - start, options.max_bytes)
+    # What draws the same models and runs them as this run did (--jobs and --report aside).
+    command = f"{'--train ' if options.train else ''}--sample {options.sample} --seed {options.seed}"
+    command += f" --max-bytes {options.max_bytes}"
+    text = write(rows, command, options.jobs, time.perf_counter() - start, options.max_bytes)
     write_reports(report, text, fields, rows)
     print(text)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}", file=sys.stderr)

@@ -166,6 +166,28 @@ class GroupNormAfterAChannelsLastNorm(nn.Module):
         return x + self.pool(y) - y
 
 
+class NormedTokensPooledAsAMap(nn.Module):
+    """PVT-v2's last stage: tokens (B, H W, C) embedded, through a residual MLP and a layer norm, laid
+    back out as a (B, C, H, W) map, then averaged over space. The mean's gradient reaches the
+    layer norm through the permutation, not contiguous: a CPU's layer-norm gradient is
+    contiguous whatever it reads, so the MLP's last layer takes it as a matrix for free; the
+    meta kernel's follows the permutation, and that would be copied, held while the product
+    that reads it makes the hidden layer's gradient and the shortcut holds the original."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Linear(channels, channels)
+        self.mlp = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x):
+        batch, tokens, channels = x.shape
+        side = int(tokens**0.5)
+        x = self.embed(x)
+        x = self.norm(x + self.mlp(x)).reshape(batch, side, side, channels).permute(0, 3, 1, 2).contiguous()
+        return x.mean((2, 3))
+
+
 class SliceAssignedBeforeSoftmax(nn.Module):
     """MViTv2's relative positions: attention scores written in place into a slice of
     themselves (`attn[:, 1:, 1:] = ...`), then a softmax. The write makes the scores' node a

@@ -29,6 +29,7 @@ from tests.models import (
     DividedByItsSum,
     GroupNormAfterAChannelsLastNorm,
     IgnoredPool,
+    NormedTokensPooledAsAMap,
     PartialShortcut,
     ReadsItsValues,
     Residual,
@@ -230,6 +231,7 @@ PROFILED_STEPS = {
     "a convolution after a channels-last convolution": (ConvAfterAChannelsLastConv, (2, 32, 16, 16)),
     "a slice assigned before a softmax": (SliceAssignedBeforeSoftmax, (4, 33, 16)),
     "a group norm of a channels-last map": (GroupNormAfterAChannelsLastNorm, (2, 3, 16, 16)),
+    "normed tokens pooled as a map": (NormedTokensPooledAsAMap, (2, 64, 16)),
     "a shortcut into the first channels": (PartialShortcut, (2, 3, 16, 16)),
     "scaled by Python numbers": (ScaledByNumbers, (2, 3, 16, 16)),
     "a global response norm": (ResponseNorm, (2, 3, 16, 16)),
@@ -282,7 +284,10 @@ def test_the_training_peak_matches_the_profiler(name):
     taking the ops of the node a write into a slice makes (CopySlices) for the softmax's before
     it, the slice assigned before a softmax 17,424 B over (one attention matrix held on); copying
     a channels-last map contiguous for its group norm and the norm's gradient (the meta device's
-    road, not the CPU's), the group norm of a channels-last map 128 B over (its forward 32,768 B)."""
+    road, not the CPU's), the group norm of a channels-last map 128 B over (its forward 32,768 B);
+    laying a layer norm's gradient out as its meta kernel does, after the incoming gradient's
+    permutation (a CPU writes it contiguous), the normed tokens pooled as a map 8,192 B over (a
+    copy of that gradient for the matrix product after it)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

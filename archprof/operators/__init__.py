@@ -50,15 +50,15 @@ class Layout(Enum):
     """How an operator lays its first output out, which the trace's fast path must match."""
 
     AS_INPUT = "as its input"  # answered for plain contiguous inputs only (pointwise: TensorIterator's rule)
-    CONTIGUOUS = "contiguous"  # a new contiguous tensor whatever its inputs (matrix products, layer norm)
+    # A new contiguous tensor whatever its inputs: matrix products, layer norm, and a layer
+    # norm's gradient (the CPU kernel's is; the meta kernel's follows a non-contiguous
+    # incoming gradient, ConvNeXt's or PVT's channels-last view of a map).
+    CONTIGUOUS = "contiguous"
     SUGGESTED = "suggested"  # dense, channels last where the input's strides suggest it (resampling, group norm)
     # As its input, answered for plain contiguous inputs only, pointwise or not: its meta
     # kernel lays other inputs out by its decomposition's own steps (a gradient's `where`
     # over the input, not TensorIterator's rule over the gradient and the input).
     OWN_RULE = "its own rule"
-    # Contiguous where its first input, the incoming gradient, is, whatever the layout of
-    # the rest (a layer norm's gradient on ConvNeXt's channels-last view of its maps).
-    AS_GRADIENT = "as its gradient"
     # As a CPU's convolution backend writes it, whatever the input's layout: channels last
     # where the input or weight suggests it (`cpu_convolution.cpu_convolution_format`),
     # which the meta kernel, contiguous always, does not know.
@@ -270,7 +270,7 @@ _add(
     "native_layer_norm_backward",
     costs.norm_backward_cost,
     shapes.layer_norm_backward_shape,
-    layout=Layout.AS_GRADIENT,
+    layout=Layout.CONTIGUOUS,
 )
 _add(Family.NORMALISATION, "native_group_norm_backward", costs.norm_backward_cost, shapes.group_norm_backward_shape)
 # Gradients of the form f(grad, input or output, constants...): the two tensors broadcast.
