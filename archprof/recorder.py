@@ -324,9 +324,11 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     a contiguous tensor whose strides say channels last too, as (N, 1, H, W) made channels
     last does; a matrix product's output is contiguous whatever its inputs, an elementwise
     op's laid out by TensorIterator's rule), or an in-place op whose result would not fit its
-    destination. A convolution is laid out as a CPU's kernel lays it out, where its meta
-    kernel would answer contiguous (`cpu_convolution`). A formula's Refused is final: the
-    real kernel refuses the call even where the meta kernel would answer it."""
+    destination. Where a CPU's kernel lays its output out otherwise than the meta kernel, the
+    answer is the CPU's (`Layout`): a convolution (`cpu_convolution`), a layer norm's and a
+    batch norm's gradient, padding, rolls and shuffles of a channels-last map. A formula's
+    Refused is final: the real kernel refuses the call even where the meta kernel would
+    answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.
     if not tensors or not tensors[0].is_floating_point():
         return None
@@ -374,7 +376,8 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
         strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in tensors])
         return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
     outputs = [None if shape is None else _empty(shape, dtype) for shape in shapes]  # None: not asked for
-    if info.layout is Layout.SUGGESTED and _taken_for_channels_last(first):
+    deciding = _DECIDING_OPERAND.get(info.layout)
+    if deciding is not None and outputs[0] is not None and _taken_for_channels_last(tensors[deciding]):
         outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
     elif info.layout is Layout.CPU_CONVOLUTION and (
         _taken_for_channels_last(first) or _taken_for_channels_last(tensors[1])
@@ -384,6 +387,8 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+# The operand whose strides decide a suggested layout: the input, or a gradient's forward input.
+_DECIDING_OPERAND = {Layout.SUGGESTED: 0, Layout.SUGGESTED_BY_INPUT: 1}
 
 
 class _MetaAnswers:

@@ -1,4 +1,5 @@
-"""The oracle for the trace's fast path: its answers against the meta kernels'."""
+"""The oracles for the trace's fast path: its answers against the meta kernels', and, where a
+CPU lays an output out otherwise, against the CPU kernels'."""
 
 import torch
 from torch._prims_common import check_significant_strides
@@ -40,3 +41,20 @@ def check_answers_match_the_meta_kernel(call) -> None:
         for w, g in zip(_tensors_of(want), _tensors_of(got), strict=True):
             assert (g.shape, g.dtype) == (w.shape, w.dtype), (func, inputs)
             assert check_significant_strides(g, w, only_cuda=False)[0], (func, inputs, g.stride(), w.stride())
+
+
+def check_laid_out_as_the_cpu(call) -> None:
+    """`call(device)` on meta under the recorder makes outputs of the shapes and significant
+    strides of its outputs on the CPU (None where the CPU's is None)."""
+    cpu = call("cpu")
+    with Recorder():
+        answered = call("meta")
+    for got, want in zip(_tensors_or_none(answered), _tensors_or_none(cpu), strict=True):
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert got.shape == want.shape
+            assert check_significant_strides(got, want, only_cuda=False)[0], (got.stride(), want.stride())
+
+
+def _tensors_or_none(value) -> list:
+    return [value] if isinstance(value, torch.Tensor) else list(value)

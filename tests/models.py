@@ -188,6 +188,22 @@ class NormedTokensPooledAsAMap(nn.Module):
         return x.mean((2, 3))
 
 
+class PaddedChannelsLastMap(nn.Module):
+    """A channels-last map (a layer norm over the channels, moved last and back), reflection
+    padded, then convolved. A CPU pads it into a channels-last map, so the convolution's
+    output and its weight's gradient are channels last too (AccumulateGrad copies that
+    gradient into the weight's own layout); the meta kernel would pad it contiguous."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(16)
+        self.conv = nn.Conv2d(16, 32, 3)
+
+    def forward(self, x):
+        x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
+
+
 class SliceAssignedBeforeSoftmax(nn.Module):
     """MViTv2's relative positions: attention scores written in place into a slice of
     themselves (`attn[:, 1:, 1:] = ...`), then a softmax. The write makes the scores' node a

@@ -5,6 +5,7 @@ carry the real meta kernel's strides."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,10 +13,9 @@ import archprof
 from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.rules import rule_for
-from archprof.recorder import Recorder
 from archprof.trace import trace
 from archprof.zoo import MODELS
-from tests.fast_path import check_answers_match_the_meta_kernel
+from tests.fast_path import check_answers_match_the_meta_kernel, check_laid_out_as_the_cpu
 
 aten = torch.ops.aten
 
@@ -251,18 +251,6 @@ def _calls(draw):
         lambda: aten.hardswish_backward(grad, x),
         lambda: aten.hardtanh_backward(grad, x, 0.0, 6.0),
         lambda: aten.leaky_relu_backward(grad, x, 0.1, False),
-        lambda: aten.native_batch_norm_backward(
-            grad,
-            x,
-            per_channel if affine else None,
-            per_channel,
-            per_channel,
-            per_channel,
-            per_channel,
-            True,
-            1e-5,
-            mask,
-        ),
         # (its decomposition views the maps as (N, C, H W): contiguous or channels last only)
         lambda: aten.native_group_norm_backward(
             grad.contiguous(memory_format=grouped),
@@ -316,7 +304,6 @@ def test_a_layer_norms_gradient_is_laid_out_as_a_cpu_lays_it_out(shape, grad_kin
     non-contiguous gradient: ConvNeXt's and PVT's normalise a (N, H, W, C) view of an
     (N, C, H, W) map, "permuted" here): the same shapes and significant strides as the real
     CPU outputs for the same call."""
-    from torch._prims_common import check_significant_strides
 
     def call(device):
         normalized = shape[-dims:]
@@ -333,14 +320,58 @@ def test_a_layer_norms_gradient_is_laid_out_as_a_cpu_lays_it_out(shape, grad_kin
             [mask[0], affine and mask[1], affine and mask[2]],  # no weight, no gradient of one (as autograd asks)
         )
 
-    cpu = call("cpu")
-    with Recorder():
-        answered = call("meta")
-    for got, want in zip(answered, cpu, strict=True):
-        assert (got is None) == (want is None)
-        if want is not None:
-            assert got.shape == want.shape
-            assert check_significant_strides(got, want, only_cuda=False)[0], (got.stride(), want.stride())
+    check_laid_out_as_the_cpu(call)
+
+
+@st.composite
+def _calls_laid_out_by_the_cpu(draw):
+    """A call whose CPU kernel lays its output out otherwise than its meta kernel on some
+    layout: a function of the device, on inputs of random shapes and layouts (the
+    "permuted" kind is a ConvNeXt-style channels-last view)."""
+    n, c, h, w = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(2, 4)), draw(st.integers(2, 4)))
+    kinds = [*_LAYOUTS, "permuted"]
+    x_kind, other_kind = draw(st.sampled_from(kinds)), draw(st.sampled_from(kinds))
+    shape = (n, 4 * c, 2 * h, 2 * w)  # whole pixel (un)shuffles by 2, two channel groups
+    volume = (n, c, 2, h, w)
+    train, affine = draw(st.booleans()), draw(st.booleans())
+    mask = draw(st.lists(st.booleans(), min_size=3, max_size=3))
+    calls = [
+        lambda d: F.pixel_shuffle(_laid_out(shape, x_kind, d), 2),
+        lambda d: F.pixel_unshuffle(_laid_out(shape, x_kind, d), 2),
+        lambda d: F.channel_shuffle(_laid_out(shape, x_kind, d), 2),
+        lambda d: torch.roll(_laid_out(shape, x_kind, d), 1, 2),
+        lambda d: torch.roll(_laid_out(shape, x_kind, d), (1, -1), (2, 3)),
+        lambda d: torch.roll(_laid_out(shape, x_kind, d), 3),  # flattened
+        lambda d: F.pad(_laid_out(shape, x_kind, d), (1, 1, 0, 1), mode="reflect"),
+        lambda d: F.pad(_laid_out(shape, x_kind, d), (2, 0, 1, 1), mode="replicate"),
+        lambda d: F.pad(_laid_out(volume, x_kind, d), (1, 1, 1, 0, 1, 1), mode="reflect"),
+        lambda d: F.pad(_laid_out(volume, x_kind, d), (1, 1, 1, 0, 0, 2), mode="replicate"),
+        lambda d: aten.native_batch_norm_backward(
+            _laid_out(shape, other_kind, d),  # the incoming gradient
+            _laid_out(shape, x_kind, d),
+            torch.ones(4 * c, device=d) if affine else None,
+            torch.ones(4 * c, device=d),
+            torch.ones(4 * c, device=d),
+            torch.ones(4 * c, device=d),
+            torch.ones(4 * c, device=d),
+            train,
+            1e-5,
+            [mask[0], affine and mask[1], affine and mask[2]],  # no weight, no gradient of one (as autograd asks)
+        ),
+    ]
+    return draw(st.sampled_from(calls))
+
+
+@settings(max_examples=150, deadline=None)
+@given(call=_calls_laid_out_by_the_cpu())
+def test_copies_and_a_batch_norms_gradient_are_laid_out_as_a_cpu_lays_them_out(call):
+    """The fast path answers as the CPU kernel lays the output out, channels last wherever
+    the input (a batch norm gradient's: its forward input) suggests it, where the meta
+    kernel answers contiguous (padding, rolls, shuffles) or follows the incoming gradient
+    (batch norm): the same shapes and significant strides as the real CPU outputs, and the
+    same outputs left out (a batch norm's input gradient where its mask does not ask for it,
+    which the meta kernel makes anyway)."""
+    check_laid_out_as_the_cpu(call)
 
 
 @st.composite
@@ -385,13 +416,7 @@ def test_a_convolution_is_laid_out_as_a_cpu_lays_it_out(arguments):
     """The fast path answers a convolution with the layout the CPU kernel gives it, channels
     last where its input or weight is (the meta kernel answers contiguous always): the
     same shape and significant strides as the real CPU output for the same call."""
-    from torch._prims_common import check_significant_strides
-
-    cpu = aten.convolution.default(*_convolution_on("cpu", arguments))
-    with Recorder():
-        answered = aten.convolution.default(*_convolution_on("meta", arguments))
-    assert answered.shape == cpu.shape
-    assert check_significant_strides(answered, cpu, only_cuda=False)[0], (answered.stride(), cpu.stride())
+    check_laid_out_as_the_cpu(lambda device: aten.convolution.default(*_convolution_on(device, arguments)))
 
 
 @settings(max_examples=200, deadline=None)

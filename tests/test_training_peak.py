@@ -30,6 +30,7 @@ from tests.models import (
     GroupNormAfterAChannelsLastNorm,
     IgnoredPool,
     NormedTokensPooledAsAMap,
+    PaddedChannelsLastMap,
     PartialShortcut,
     ReadsItsValues,
     Residual,
@@ -232,6 +233,8 @@ PROFILED_STEPS = {
     "a slice assigned before a softmax": (SliceAssignedBeforeSoftmax, (4, 33, 16)),
     "a group norm of a channels-last map": (GroupNormAfterAChannelsLastNorm, (2, 3, 16, 16)),
     "normed tokens pooled as a map": (NormedTokensPooledAsAMap, (2, 64, 16)),
+    "a padded channels-last map": (PaddedChannelsLastMap, (2, 16, 8, 8)),
+    "a batch norm of the input": (lambda: nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 8, 3)), (4, 3, 16, 16)),
     "a shortcut into the first channels": (PartialShortcut, (2, 3, 16, 16)),
     "scaled by Python numbers": (ScaledByNumbers, (2, 3, 16, 16)),
     "a global response norm": (ResponseNorm, (2, 3, 16, 16)),
@@ -287,7 +290,10 @@ def test_the_training_peak_matches_the_profiler(name):
     road, not the CPU's), the group norm of a channels-last map 128 B over (its forward 32,768 B);
     laying a layer norm's gradient out as its meta kernel does, after the incoming gradient's
     permutation (a CPU writes it contiguous), the normed tokens pooled as a map 8,192 B over (a
-    copy of that gradient for the matrix product after it)."""
+    copy of that gradient for the matrix product after it); padding a channels-last map contiguous
+    (the meta kernel's layout; a CPU pads it channels last), the padded channels-last map 5,632 B
+    short; making a batch norm's input gradient where its mask does not ask for one (as the meta
+    kernel does, not the CPU's), the batch norm of the input 24 B over."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

@@ -59,6 +59,10 @@ class Layout(Enum):
     # kernel lays other inputs out by its decomposition's own steps (a gradient's `where`
     # over the input, not TensorIterator's rule over the gradient and the input).
     OWN_RULE = "its own rule"
+    # Channels last where its second operand, the forward's input, suggests it, else
+    # contiguous, whatever the incoming gradient's layout: batch norm's gradient as a CPU
+    # writes it (its meta kernel follows the gradient instead).
+    SUGGESTED_BY_INPUT = "suggested by its forward input"
     # As a CPU's convolution backend writes it, whatever the input's layout: channels last
     # where the input or weight suggests it (`cpu_convolution.cpu_convolution_format`),
     # which the meta kernel, contiguous always, does not know.
@@ -130,11 +134,29 @@ _add(Family.DATA_MOVEMENT, "cat", shape=shapes.cat_shape)
 # copies, indexing and padding
 _add(
     Family.DATA_MOVEMENT,
-    "clone _to_copy copy lift_fresh lift_fresh_copy stack repeat roll flip pixel_shuffle pixel_unshuffle"
-    " index index_select gather scatter embedding constant_pad_nd"
-    " reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d"
-    " im2col channel_shuffle max_unpool2d max_unpool3d",
+    "clone _to_copy copy lift_fresh lift_fresh_copy stack repeat flip index index_select gather scatter embedding"
+    " constant_pad_nd reflection_pad1d replication_pad1d im2col max_unpool2d max_unpool3d",
 )
+# Copies a CPU writes channels last wherever the input suggests it (its kernels size the
+# output in the input's suggested memory format), which their meta kernels do not: a
+# ConvNeXt-style channels-last map stays channels last through them.
+_add(Family.DATA_MOVEMENT, "pixel_shuffle", shape=shapes.pixel_shuffle_shape, layout=Layout.SUGGESTED)
+_add(Family.DATA_MOVEMENT, "pixel_unshuffle", shape=shapes.pixel_unshuffle_shape, layout=Layout.SUGGESTED)
+_add(Family.DATA_MOVEMENT, "channel_shuffle", shape=shapes.same_shape, layout=Layout.SUGGESTED)
+_add(Family.DATA_MOVEMENT, "roll", shape=shapes.rolled_shape, layout=Layout.SUGGESTED)
+for _dims in (2, 3):
+    _add(
+        Family.DATA_MOVEMENT,
+        f"reflection_pad{_dims}d",
+        shape=shapes.padded_shape(_dims, reflect=True),
+        layout=Layout.SUGGESTED,
+    )
+    _add(
+        Family.DATA_MOVEMENT,
+        f"replication_pad{_dims}d",
+        shape=shapes.padded_shape(_dims, reflect=False),
+        layout=Layout.SUGGESTED,
+    )
 # nearest-neighbour resampling copies one input per output
 for _dims in (1, 2, 3):
     _add(
@@ -264,7 +286,13 @@ _add(Family.MATRIX_PRODUCT, "convolution_backward", costs.convolution_backward_c
 # The meta kernels of the norms', the softmax's and most activations' gradients are Python
 # decompositions of 1 to 17 ms a call (a training trace of ResNet-50x4: two thirds of its
 # time): the fast path answers them from their shapes.
-_add(Family.NORMALISATION, "native_batch_norm_backward", costs.norm_backward_cost, shapes.batch_norm_backward_shape)
+_add(
+    Family.NORMALISATION,
+    "native_batch_norm_backward",
+    costs.norm_backward_cost,
+    shapes.batch_norm_backward_shape,
+    layout=Layout.SUGGESTED_BY_INPUT,
+)
 _add(
     Family.NORMALISATION,
     "native_layer_norm_backward",

@@ -81,13 +81,14 @@ def softmax_shape(x: Shape, dim: int, half_to_float: bool | None = None, dtype=N
 
 
 def batch_norm_backward_shape(grad: Shape, x: Shape, *args) -> list[Shape | None]:
-    # -> (grad_input, grad_weight, grad_bias): the input's gradient whatever the output mask
-    # says (PyTorch's decomposition always computes it), the others one value per channel
-    # where the mask asks for them (args: weight, 4 statistics, train, eps, output_mask)
+    # -> (grad_input, grad_weight, grad_bias), each where the output mask asks for it, as the
+    # CPU kernel makes them (the meta kernel, PyTorch's decomposition, makes the input's
+    # whatever the mask says), the parameters' one value per channel (args: weight, 4
+    # statistics, train, eps, output_mask)
     mask = args[-1]
     if grad != x or len(x) < 2:
         raise RuntimeError("the gradient and the input of a batch norm differ in shape")
-    return [x, (x[1],) if mask[1] else None, (x[1],) if mask[2] else None]
+    return [x if mask[0] else None, (x[1],) if mask[1] else None, (x[1],) if mask[2] else None]
 
 
 def layer_norm_backward_shape(grad: Shape, x: Shape, normalized, mean, rstd, weight, bias, mask) -> list:
@@ -268,6 +269,47 @@ def group_norm_shape(x: Shape, weight, bias, n: int, c: int, hxw: int, group: in
     if len(x) < 2 or x[0] != n or x[1] != c or c % group:
         raise RuntimeError(f"group norm of {shape_text(x)} in {group} groups")
     return [x, (n, group), (n, group)]
+
+
+def pixel_shuffle_shape(x: Shape, factor: int) -> list[Shape]:
+    """(..., C, H, W) -> (..., C / r^2, H r, W r)."""
+    if len(x) < 3 or factor <= 0 or x[-3] % (factor * factor):
+        raise RuntimeError(f"pixel shuffle of {shape_text(x)} by {factor}")
+    return [(*x[:-3], x[-3] // (factor * factor), x[-2] * factor, x[-1] * factor)]
+
+
+def pixel_unshuffle_shape(x: Shape, factor: int) -> list[Shape]:
+    """(..., C, H, W) -> (..., C r^2, H / r, W / r)."""
+    if len(x) < 3 or factor <= 0 or x[-2] % factor or x[-1] % factor:
+        raise RuntimeError(f"pixel unshuffle of {shape_text(x)} by {factor}")
+    return [(*x[:-3], x[-3] * factor * factor, x[-2] // factor, x[-1] // factor)]
+
+
+def rolled_shape(x: Shape, shifts, dims=()) -> list[Shape]:
+    """roll along `dims`; without dims, the CPU rolls a flattened copy (contiguous whatever
+    the input's layout): left to the meta kernel, which answers so."""
+    if not dims:
+        raise RuntimeError("a roll of the flattened tensor")
+    return [x]
+
+
+def padded_shape(dims: int, reflect: bool):
+    """reflection_padNd / replication_padNd(input, padding): the last `dims` dimensions grow by
+    their pads, (left, right) of the last first; a reflection pad shorter than its dimension."""
+
+    def shape(x: Shape, padding) -> list[Shape]:
+        if len(padding) != 2 * dims or len(x) not in (dims + 1, dims + 2):
+            raise RuntimeError(f"padding {list(padding)} of {shape_text(x)}")
+        sizes = list(x)
+        for d in range(dims):
+            before, after = padding[2 * d], padding[2 * d + 1]
+            size = x[-1 - d]
+            if before < 0 or after < 0 or (reflect and max(before, after) >= size) or size == 0:
+                raise RuntimeError(f"padding {list(padding)} of {shape_text(x)}")
+            sizes[-1 - d] = size + before + after
+        return [tuple(sizes)]
+
+    return shape
 
 
 def cat_shape(tensors, dim=0) -> list[Shape]:
