@@ -1,5 +1,5 @@
 """The kernels a CPU would run where a composite PyTorch function takes another road on
-the meta device.
+the meta device, or under the trace's dispatch mode.
 
 A composite function picks its kernel above the dispatcher, from the device of its inputs:
 on meta, `F.scaled_dot_product_attention` falls to its math decomposition (bmm, softmax,
@@ -14,8 +14,8 @@ unchanged.
 It replaces, while active, the names through which models reach these functions:
 `torch.nn.functional.scaled_dot_product_attention` (what `F.scaled_dot_product_attention`
 and `nn.MultiheadAttention` call), `torch._VF.lstm` (what `nn.LSTM` calls),
-`torch.batch_norm` (what `F.batch_norm` calls) and `torch.group_norm` (what
-`F.group_norm` calls). A
+`torch.batch_norm` (what `F.batch_norm` calls), `torch.group_norm` (what
+`F.group_norm` calls) and `torch.nn.functional.linear` (what `nn.Linear` calls). A
 TorchFunctionMode would see every call however made, but costs every torch call of every
 model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
 (`torch._C._nn.scaled_dot_product_attention`, a name imported before the trace) keeps the
@@ -46,6 +46,11 @@ Modelled (PyTorch 2.x, CPU):
   after a LayerNorm over permuted channels). A channels-last input on meta goes straight to
   `native_group_norm`, after the composite's checks; any other call keeps the composite
   road, where the CPU's takes the same ops.
+- linear layers: on an input of other than two dimensions that is not contiguous, the
+  composite multiplies (matmul) and then adds the bias in place (linear.cpp), but out of
+  place for a tensor that looks like a subclass, as every tensor does under a dispatch
+  mode: a copy of the output that a real run never makes. Such a call on meta is run as
+  the real one runs; any other keeps the composite road, the same there as anywhere.
 - recurrent layers: `nn.LSTM` in float32 with oneDNN enabled runs `mkldnn_rnn_layer` per
   layer and direction (RNN.cpp's `use_mkldnn`); its workspace is sized by
   `onednn_lstm_workspace_bytes`. GRU and plain RNN layers run the cell loop on the CPU too
@@ -94,15 +99,18 @@ class DeviceKernels:
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
         self._batch_norm_function = torch.batch_norm
         self._group_norm_function = torch.group_norm
+        self._linear_function = torch.nn.functional.linear
 
     def __enter__(self) -> DeviceKernels:
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
         self._batch_norm_function = torch.batch_norm
         self._group_norm_function = torch.group_norm
+        self._linear_function = torch.nn.functional.linear
         torch.nn.functional.scaled_dot_product_attention = self._routed_attention
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
         torch.batch_norm = self._routed_batch_norm
         torch.group_norm = self._routed_group_norm
+        torch.nn.functional.linear = self._routed_linear
         return self
 
     def __exit__(self, *exc) -> None:
@@ -110,6 +118,7 @@ class DeviceKernels:
         del torch._VF.lstm
         torch.batch_norm = self._batch_norm_function
         torch.group_norm = self._group_norm_function
+        torch.nn.functional.linear = self._linear_function
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
         if input.device.type not in ("meta", "cpu") or input.numel() == 0:
@@ -142,6 +151,11 @@ class DeviceKernels:
             float(eps),
         )
         return output
+
+    def _routed_linear(self, input, weight, bias=None):
+        if bias is None or input.device.type != "meta" or input.dim() == 2 or _flattened_by_linear(input, bias):
+            return self._linear_function(input, weight, bias)
+        return torch.matmul(input, weight.t()).add_(bias)
 
     def _routed_attention(self, query, *args, **kwargs):
         if query.device.type != "meta":
@@ -191,6 +205,12 @@ def _check_batch_norm_features(input, weight, bias, running_mean, running_var, t
     for name, tensor in named:
         if tensor is not None and tensor.numel() != features:
             raise RuntimeError(f"{name} should contain {features} elements not {tensor.numel()}")
+
+
+def _flattened_by_linear(input, bias) -> bool:
+    """Whether linear.cpp flattens the input into one matrix product with the bias (addmm):
+    a contiguous input of three dimensions, or of any number with a one-dimensional bias."""
+    return input.is_contiguous() and (input.dim() == 3 or bias.dim() == 1)
 
 
 def _group_norm_fits(input, num_groups: int, weight, bias) -> bool:

@@ -339,7 +339,7 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
         if tensor.dtype != dtype or not tensor.is_meta:
             return None  # a CPU tensor the forward made itself (a position table) is computed for real
         contiguous = contiguous and tensor.is_contiguous()
-    as_input = not info.writes_input and info.layout in (Layout.AS_INPUT, Layout.OWN_RULE)
+    as_input = not info.writes_input and info.layout in _ELEMENTWISE
     follows_layout = as_input and not contiguous
     if as_input and not info.elementwise:
         if follows_layout:
@@ -373,7 +373,8 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     if info.writes_input:
         return args[0] if shapes[0] == tuple(args[0].shape) else None
     if follows_layout:  # an elementwise op lays its output out as its inputs are
-        strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in tensors])
+        operands = tensors if info.layout is Layout.AS_INPUT else tensors[::-1]  # INPUT_FIRST: (x, grad)
+        strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in operands])
         return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
     outputs = [None if shape is None else _empty(shape, dtype) for shape in shapes]  # None: not asked for
     deciding = _DECIDING_OPERAND.get(info.layout)
@@ -487,11 +488,12 @@ class OpInfo:
             layout=operator.layout if operator is not None else Layout.AS_INPUT,
             elementwise=operator is not None
             and operator.family is Family.POINTWISE
-            and operator.layout is Layout.AS_INPUT,
+            and operator.layout in _ELEMENTWISE,
         )
 
 
 _HALF = (torch.float16, torch.bfloat16)
+_ELEMENTWISE = (Layout.AS_INPUT, Layout.INPUT_FIRST)  # laid out as their inputs are
 
 # Per operator overload, read once per process: the schema and the catalogue do not change.
 _OP_INFO: dict[Any, OpInfo] = {}

@@ -204,6 +204,21 @@ class PaddedChannelsLastMap(nn.Module):
         return self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
 
 
+class TransposedTokensBatchNormed(nn.Module):
+    """Tokens (B, L, C) normalised by a BatchNorm1d over their channels, transposed to
+    (B, C, L) and back, then a linear layer. A CPU's batch norm writes its output
+    contiguous, so the tokens come back transposed and the linear layer copies them into a
+    matrix; the meta kernel keeps the transposed layout, which would make the copy free."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(channels)
+        self.fc = nn.Linear(channels, channels)
+
+    def forward(self, x):
+        return self.fc(self.norm(x.transpose(1, 2)).transpose(1, 2))
+
+
 class SliceAssignedBeforeSoftmax(nn.Module):
     """MViTv2's relative positions: attention scores written in place into a slice of
     themselves (`attn[:, 1:, 1:] = ...`), then a softmax. The write makes the scores' node a

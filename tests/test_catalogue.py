@@ -228,7 +228,6 @@ def _calls(draw):
         lambda: torch.nn.functional.max_pool2d(x, 2),
         lambda: torch.nn.functional.avg_pool2d(x, 2),
         lambda: torch.nn.functional.adaptive_avg_pool2d(x, 2),
-        lambda: torch.nn.functional.batch_norm(x, torch.zeros(c, device="meta"), torch.ones(c, device="meta")),
         lambda: x.mean(dim=(2, 3), keepdim=True),
         lambda: torch.cat([x, x], dim=1),
         lambda: torch.cat([x, x[:1]], dim=0),
@@ -245,12 +244,6 @@ def _calls(draw):
         lambda: torch.addmm(torch.empty(c, device="meta"), a, b),
         lambda: torch.bmm(batched_a, batched_b),
         # gradients, as a training trace's backward pass runs them
-        lambda: aten.threshold_backward(grad, x, 0.0),
-        lambda: aten.gelu_backward(grad, x),
-        lambda: aten.sigmoid_backward(grad, x),
-        lambda: aten.hardswish_backward(grad, x),
-        lambda: aten.hardtanh_backward(grad, x, 0.0, 6.0),
-        lambda: aten.leaky_relu_backward(grad, x, 0.1, False),
         # (its decomposition views the maps as (N, C, H W): contiguous or channels last only)
         lambda: aten.native_group_norm_backward(
             grad.contiguous(memory_format=grouped),
@@ -326,7 +319,7 @@ def test_a_layer_norms_gradient_is_laid_out_as_a_cpu_lays_it_out(shape, grad_kin
 @st.composite
 def _calls_laid_out_by_the_cpu(draw):
     """A call whose CPU kernel lays its output out otherwise than its meta kernel on some
-    layout: a function of the device, on inputs of random shapes and layouts (the
+    layouts: a function of the device, on inputs of random shapes and layouts (the
     "permuted" kind is a ConvNeXt-style channels-last view)."""
     n, c, h, w = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(2, 4)), draw(st.integers(2, 4)))
     kinds = [*_LAYOUTS, "permuted"]
@@ -346,6 +339,28 @@ def _calls_laid_out_by_the_cpu(draw):
         lambda d: F.pad(_laid_out(shape, x_kind, d), (2, 0, 1, 1), mode="replicate"),
         lambda d: F.pad(_laid_out(volume, x_kind, d), (1, 1, 1, 0, 1, 1), mode="reflect"),
         lambda d: F.pad(_laid_out(volume, x_kind, d), (1, 1, 1, 0, 0, 2), mode="replicate"),
+        lambda d: F.batch_norm(_laid_out(shape, x_kind, d), torch.zeros(4 * c, device=d), torch.ones(4 * c, device=d)),
+        lambda d: aten.native_batch_norm(
+            _laid_out(shape, x_kind, d),
+            None,
+            None,
+            torch.zeros(4 * c, device=d),
+            torch.ones(4 * c, device=d),
+            train,
+            0.1,
+            1e-5,
+        ),
+        lambda d: F.batch_norm(  # BatchNorm1d after a transpose, (B, C, L)
+            _laid_out((n, c, 2 * h), x_kind, d), torch.zeros(c, device=d), torch.ones(c, device=d), training=train
+        ),
+        # activations' gradients, the incoming gradient and the input laid out apart
+        lambda d: aten.threshold_backward(_laid_out(shape, other_kind, d), _laid_out(shape, x_kind, d), 0.0),
+        lambda d: aten.leaky_relu_backward(_laid_out(shape, other_kind, d), _laid_out(shape, x_kind, d), 0.1, False),
+        lambda d: aten.gelu_backward(_laid_out(shape, other_kind, d), _laid_out(shape, x_kind, d)),
+        lambda d: aten.sigmoid_backward(_laid_out(shape, other_kind, d), _laid_out(shape, x_kind, d)),
+        lambda d: aten.hardswish_backward(_laid_out(shape, other_kind, d), _laid_out(shape, x_kind, d)),
+        lambda d: aten.hardtanh_backward(_laid_out(shape, other_kind, d), _laid_out(shape, x_kind, d), 0.0, 6.0),
+        lambda d: aten.softplus_backward(_laid_out(shape, other_kind, d), _laid_out(shape, x_kind, d), 1.0, 20.0),
         lambda d: aten.native_batch_norm_backward(
             _laid_out(shape, other_kind, d),  # the incoming gradient
             _laid_out(shape, x_kind, d),
@@ -364,13 +379,16 @@ def _calls_laid_out_by_the_cpu(draw):
 
 @settings(max_examples=150, deadline=None)
 @given(call=_calls_laid_out_by_the_cpu())
-def test_copies_and_a_batch_norms_gradient_are_laid_out_as_a_cpu_lays_them_out(call):
-    """The fast path answers as the CPU kernel lays the output out, channels last wherever
-    the input (a batch norm gradient's: its forward input) suggests it, where the meta
-    kernel answers contiguous (padding, rolls, shuffles) or follows the incoming gradient
-    (batch norm): the same shapes and significant strides as the real CPU outputs, and the
-    same outputs left out (a batch norm's input gradient where its mask does not ask for it,
-    which the meta kernel makes anyway)."""
+def test_copies_and_gradients_are_laid_out_as_a_cpu_lays_them_out(call):
+    """The fast path answers as the CPU kernel lays the output out, where the meta kernel
+    may not: dense, channels last wherever the input (a batch norm gradient's: its forward
+    input) suggests it, else contiguous, where the meta kernel answers contiguous (padding,
+    rolls, shuffles) or follows the input (batch norm of a transposed map) or the incoming
+    gradient (batch norm's gradient); an activation's gradient by TensorIterator's
+    rule over the incoming gradient and the input in the CPU kernel's order (the meta
+    kernels of hardswish's, hardtanh's and softplus's follow the input). The same shapes and
+    significant strides as the real CPU outputs, and the same outputs left out (a batch
+    norm's input gradient where its mask does not ask for it, which the meta kernel makes)."""
     check_laid_out_as_the_cpu(call)
 
 

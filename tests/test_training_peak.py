@@ -39,6 +39,7 @@ from tests.models import (
     SkipsHeldInLocals,
     SliceAssignedBeforeSoftmax,
     ThresholdedLinearUnit,
+    TransposedTokensBatchNormed,
     UpdatesHeldInLocals,
     dropout_in_place_on_a_view,
 )
@@ -234,6 +235,7 @@ PROFILED_STEPS = {
     "a group norm of a channels-last map": (GroupNormAfterAChannelsLastNorm, (2, 3, 16, 16)),
     "normed tokens pooled as a map": (NormedTokensPooledAsAMap, (2, 64, 16)),
     "a padded channels-last map": (PaddedChannelsLastMap, (2, 16, 8, 8)),
+    "a batch norm of transposed tokens": (TransposedTokensBatchNormed, (4, 32, 16)),
     "a batch norm of the input": (lambda: nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 8, 3)), (4, 3, 16, 16)),
     "a shortcut into the first channels": (PartialShortcut, (2, 3, 16, 16)),
     "scaled by Python numbers": (ScaledByNumbers, (2, 3, 16, 16)),

@@ -54,11 +54,11 @@ class Layout(Enum):
     # norm's gradient (the CPU kernel's is; the meta kernel's follows a non-contiguous
     # incoming gradient, ConvNeXt's or PVT's channels-last view of a map).
     CONTIGUOUS = "contiguous"
-    SUGGESTED = "suggested"  # dense, channels last where the input's strides suggest it (resampling, group norm)
-    # As its input, answered for plain contiguous inputs only, pointwise or not: its meta
-    # kernel lays other inputs out by its decomposition's own steps (a gradient's `where`
-    # over the input, not TensorIterator's rule over the gradient and the input).
-    OWN_RULE = "its own rule"
+    SUGGESTED = "suggested"  # dense, channels last where the input's strides suggest it (resampling, norms)
+    # Pointwise, laid out by TensorIterator's rule over its operands in the order its CPU
+    # kernel iterates them: the forward's input before the incoming gradient (ReLU's and
+    # leaky ReLU's gradients; other gradients put the incoming gradient first, AS_INPUT).
+    INPUT_FIRST = "as its inputs, the forward's input first"
     # Channels last where its second operand, the forward's input, suggests it, else
     # contiguous, whatever the incoming gradient's layout: batch norm's gradient as a CPU
     # writes it (its meta kernel follows the gradient instead).
@@ -222,11 +222,14 @@ _add(Family.REDUCTION, "cumsum", costs.reduction_cost)  # a running sum: one add
 # A weight-normalised layer's weight, made from its direction and magnitude at every call.
 _add(Family.NORMALISATION, "_weight_norm_interface", costs.weight_norm_cost)
 
+# Dense, channels last where the input suggests it, else contiguous, as a CPU writes it
+# (the meta kernel keeps a transposed input's layout: a BatchNorm1d after a transpose).
 _add(
     Family.NORMALISATION,
     "native_batch_norm _native_batch_norm_legit_no_training",
     costs.batch_norm_cost,
     shapes.batch_norm_shape,
+    layout=Layout.SUGGESTED,
 )
 _add(
     Family.NORMALISATION,
@@ -301,16 +304,22 @@ _add(
     layout=Layout.CONTIGUOUS,
 )
 _add(Family.NORMALISATION, "native_group_norm_backward", costs.norm_backward_cost, shapes.group_norm_backward_shape)
-# Gradients of the form f(grad, input or output, constants...): the two tensors broadcast.
+# Gradients of the form f(grad, input or output, constants...): the two tensors broadcast,
+# the output laid out as a CPU's TensorIterator lays it out (their meta kernels, Python
+# decompositions, may lay it out otherwise where the two differ in layout: hardswish's
+# follows the input, the CPU's the gradient).
 _add(
     Family.POINTWISE,
-    "threshold_backward gelu_backward sigmoid_backward tanh_backward silu_backward hardtanh_backward"
-    " hardswish_backward hardsigmoid_backward leaky_relu_backward softplus_backward log_sigmoid_backward"
-    " hardshrink_backward softshrink_backward",
+    "gelu_backward sigmoid_backward tanh_backward silu_backward hardtanh_backward hardswish_backward"
+    " hardsigmoid_backward softplus_backward hardshrink_backward softshrink_backward",
     shape=shapes.broadcast_shape,
-    layout=Layout.OWN_RULE,
 )
-_add(Family.POINTWISE, "elu_backward _prelu_kernel_backward glu_backward")
+_add(
+    Family.POINTWISE, "threshold_backward leaky_relu_backward", shape=shapes.broadcast_shape, layout=Layout.INPUT_FIRST
+)
+# log_sigmoid's CPU gradient is laid out as its incoming gradient (empty_like), not by
+# TensorIterator's rule: its meta kernel answers.
+_add(Family.POINTWISE, "elu_backward _prelu_kernel_backward glu_backward log_sigmoid_backward")
 # y * (g - sum(g * y)) and g - exp(y) * sum(g): 4 FLOPs per element.
 _add(
     Family.NORMALISATION,

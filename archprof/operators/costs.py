@@ -147,11 +147,11 @@ def _unsqueezed(shape: Shape, dims) -> list[int]:
 def batch_norm_cost(x: Shape, weight, bias, running_mean, running_var, *rest, out: Shape, **kwargs) -> Cost:
     """Inference: a fixed per-channel affine map, 2 FLOPs per element; training computes
     the batch statistics too, 5 per element."""
-    training = _batch_norm_training(rest, kwargs)
+    training = batch_norm_training(rest, kwargs)
     return Cost(elementwise_flops=(5 if training else 2) * prod(x))
 
 
-def _batch_norm_training(rest: tuple, kwargs: dict) -> bool:
+def batch_norm_training(rest: tuple, kwargs: dict) -> bool:
     if "training" in kwargs:
         return bool(kwargs["training"])
     # native_batch_norm(..., training, momentum, eps); the *_no_training variant has

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from archprof.operators.costs import Shape, expand
+from archprof.operators.costs import Shape, batch_norm_training, expand
 from archprof.units import shape_text
 
 # An output dtype meaning "the precision the kernel accumulates in": float32 for a half or
@@ -53,9 +53,12 @@ def broadcast(a: Shape, b: Shape) -> Shape:
     return tuple(reversed(result))
 
 
-def batch_norm_shape(x: Shape, *args, **kwargs) -> list[Shape]:
-    # -> (out, save_mean, save_invstd), the saved statistics one value per channel
-    return [x, (x[1],), (x[1],)]
+def batch_norm_shape(x: Shape, weight, bias, running_mean, running_var, *rest, **kwargs) -> list[Shape]:
+    # -> (out, save_mean, save_invstd): the saved statistics one value per channel in
+    # training; empty in evaluation, as the CPU kernel returns them (the meta kernel's are
+    # one value per channel either way)
+    statistics = (x[1],) if batch_norm_training(rest, kwargs) else (0,)
+    return [x, statistics, statistics]
 
 
 def layer_norm_shape(x: Shape, normalized_shape, weight=None, bias=None, eps=None) -> list:
