@@ -131,6 +131,8 @@ def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes
         "",
         "| | predicted | last reader alone |",
         "|:--|--:|--:|",
+        f"| equal to the byte | **{sum(row['measured'] == row['predicted'] for row in measured)} of {len(measured)}** "
+        f"| {sum(row['measured'] == row['last_reader'] for row in measured)} of {len(measured)} |",
         f"| within 1% of the measurement | **{len(agree)} of {len(measured)}** "
         f"| {len(agree_before)} of {len(measured)} |",
         f"| between the measurements without and with workspace (1% either side) | **{len(bracketed)}"
