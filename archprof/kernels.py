@@ -82,11 +82,11 @@ _NATIVE_GROUP_NORM = torch.ops.aten.native_group_norm.default
 
 
 class DeviceKernels:
-    """Routes attention, LSTM, batch-norm and group-norm calls to the kernels a CPU would
-    run, while active (a context manager); counts each attention and LSTM choice in `chosen`
-    ("scaled_dot_product_attention: CPU flash attention (...)" -> calls). Attention, LSTM
-    and group-norm calls on tensors off the meta device, and batch norms off meta and the
-    CPU, go on unchanged.
+    """Routes attention, LSTM, batch-norm, group-norm and linear calls to the kernels a CPU
+    would run, while active (a context manager); counts each attention and LSTM choice in
+    `chosen` ("scaled_dot_product_attention: CPU flash attention (...)" -> calls).
+    Attention, LSTM, group-norm and linear calls on tensors off the meta device, and batch
+    norms off meta and the CPU, go on unchanged.
 
     `answer`, where given, takes (operator, arguments) and returns what the dispatch mode
     would make of the call, or None where it cannot skip the dispatcher (the trace's
