@@ -39,6 +39,24 @@ class _Sized:
         return prod(self.shape) * self.dtype.itemsize  # not self.numel: a property call fewer, per row and pass
 
 
+class WrappedFloat(float):
+    """A Python float an operator took where its schema has a tensor (`x * 0.5` calls
+    aten.mul.Tensor): PyTorch's argument parser wraps it in a 0-dim CPU tensor of its own
+    (float64) for the call, which the dispatch mode sees as the number. An OpNode's argument
+    so marked is that tensor: `WRAPPED_NUMBER_BYTES` live while the op runs."""
+
+    __slots__ = ()
+
+
+class WrappedInt(int):
+    """A Python int an operator took where its schema has a tensor (int64): as WrappedFloat."""
+
+    __slots__ = ()
+
+
+WRAPPED_NUMBER_BYTES = 8  # float64 or int64
+
+
 @value_record
 class TensorMeta(_Sized):
     """One tensor seen during the trace (no data: shape, dtype and identity only)."""

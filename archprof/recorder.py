@@ -20,7 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from archprof.errors import short_reason
-from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta
+from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.operators import Family, Layout, find_operator
 from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
@@ -267,6 +267,9 @@ class Recorder(TorchDispatchMode):
         inputs = tuple(map(self.lookup, tensors))
         # Before the outputs: an in-place op's output is a new version of its input tensor.
         node_args, node_kwargs = info.slots.map(self.lookup, args, kwargs)
+        for i in info.slots.single:  # a number where a tensor goes: the parser wrapped it
+            if i < len(node_args) and type(node_args[i]) in _WRAPPED:
+                node_args = (*node_args[:i], _WRAPPED[type(node_args[i])](node_args[i]), *node_args[i + 1 :])
         # In-place ops and views live in their first input's storage.
         storage = inputs[0].storage if (info.writes_input or info.is_view) and inputs else None
         if isinstance(out, torch.Tensor):
@@ -493,6 +496,7 @@ class OpInfo:
 
 
 _HALF = (torch.float16, torch.bfloat16)
+_WRAPPED = {float: WrappedFloat, int: WrappedInt}  # bool and complex ones (1 and 16 B): not marked
 _ELEMENTWISE = (Layout.AS_INPUT, Layout.INPUT_FIRST)  # laid out as their inputs are
 
 # Per operator overload, read once per process: the schema and the catalogue do not change.

@@ -58,12 +58,17 @@ class TensorSlots:
 
     positions: tuple[tuple[int, bool], ...]  # (index, holds a list)
     names: frozenset[str]
+    single: tuple[int, ...]  # the positions of one tensor each (not a list)
 
     @staticmethod
     def of(schema) -> TensorSlots:
         typed = [(i, argument.name, str(argument.type)) for i, argument in enumerate(schema.arguments)]
         slots = [(i, name, kind.startswith("List")) for i, name, kind in typed if "Tensor" in kind]
-        return TensorSlots(tuple((i, listed) for i, _, listed in slots), frozenset(name for _, name, _ in slots))
+        return TensorSlots(
+            tuple((i, listed) for i, _, listed in slots),
+            frozenset(name for _, name, _ in slots),
+            tuple(i for i, _, listed in slots if not listed),
+        )
 
     def tensors(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         """The tensors of the arguments, in order (aten schemas nest no deeper than a list)."""

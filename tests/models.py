@@ -285,6 +285,18 @@ class ScaledByNumbers(nn.Module):
         return self.b(y) / 3 * (self.gain * 2)
 
 
+class ScaledMap(nn.Module):
+    """A convolution's map times a Python number (NFNet's `out * alpha`): the inference peak
+    is the product, beside the map and the 8-byte tensor the number becomes for the call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) * 0.2
+
+
 class ResponseNorm(nn.Module):
     """ConvNeXt-V2's global response normalisation after a convolution: the backward pass of
     its `addcmul` multiplies the gradient by the normalised map for the weight's gradient, a

@@ -81,7 +81,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from archprof.errors import ArchprofError
-from archprof.graph import Graph, OpNode, TensorMeta
+from archprof.graph import WRAPPED_NUMBER_BYTES, Graph, OpNode, TensorMeta, WrappedFloat, WrappedInt
 from archprof.passes.layers import LayerGroup
 
 # Copies of the trainable parameters an optimizer keeps as state [docs/formulas.md, Memory]:
@@ -143,9 +143,26 @@ def liveness(graph: Graph) -> Liveness:
     if graph.training:
         kept.update(_held_for_backward(graph))
     numbers = [(op, len(graph.ops), nbytes) for op, nbytes in graph.engine.saved_numbers]  # held for the backward pass
+    numbers += _wrapped_numbers(graph)
     return _liveness(
         graph.ops, graph.inputs, kept, model_state_storages(graph), released=graph.released, numbers=numbers
     )
+
+
+def _wrapped_numbers(graph: Graph) -> list[tuple[int, int, int]]:
+    """Each number a forward op took where a tensor goes (`x * 0.5`, marked `WrappedFloat`
+    or `WrappedInt` in its arguments), as `_liveness` takes it: a tensor of its own while
+    that op runs; unless autograd keeps it for the backward pass (`EngineNotes.saved_numbers`,
+    held longer). NFNets multiply by such numbers: an inference peak 8 B short without them."""
+    kept = {op for op, _ in graph.engine.saved_numbers}
+    return [
+        (index, index, WRAPPED_NUMBER_BYTES)
+        for index, op in enumerate(graph.ops)
+        if len(op.args) > 1 and isinstance(op.args[1], _WRAPPED_NUMBERS) and index not in kept
+    ]
+
+
+_WRAPPED_NUMBERS = (WrappedFloat, WrappedInt)
 
 
 def _held_for_backward(graph: Graph) -> set[int]:
@@ -340,7 +357,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
-    live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, _numbers_read(graph))
+    numbers = _numbers_read(graph) + _wrapped_numbers(graph)
+    live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, numbers)
     gradients = {moved.get(s, s) for s in copies}
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end)
 
