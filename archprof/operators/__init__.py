@@ -60,8 +60,8 @@ class Layout(Enum):
     # leaky ReLU's gradients; other gradients put the incoming gradient first, AS_INPUT).
     INPUT_FIRST = "as its inputs, the forward's input first"
     # Channels last where its second operand, the forward's input, suggests it, else
-    # contiguous, whatever the incoming gradient's layout: batch norm's gradient as a CPU
-    # writes it (its meta kernel follows the gradient instead).
+    # contiguous, whatever the incoming gradient's layout: batch norm's and group norm's
+    # gradients as a CPU writes them (batch norm's meta kernel follows the gradient instead).
     SUGGESTED_BY_INPUT = "suggested by its forward input"
     # As a CPU's convolution backend writes it, whatever the input's layout: channels last
     # where the input or weight suggests it (`cpu_convolution.cpu_convolution_format`),
@@ -303,7 +303,15 @@ _add(
     shapes.layer_norm_backward_shape,
     layout=Layout.CONTIGUOUS,
 )
-_add(Family.NORMALISATION, "native_group_norm_backward", costs.norm_backward_cost, shapes.group_norm_backward_shape)
+# On a CPU its gradient and input come in the layout the input suggests (`kernels`: a
+# channels-last map stays so), and it writes its input's gradient so too.
+_add(
+    Family.NORMALISATION,
+    "native_group_norm_backward",
+    costs.norm_backward_cost,
+    shapes.group_norm_backward_shape,
+    layout=Layout.SUGGESTED_BY_INPUT,
+)
 # Gradients of the form f(grad, input or output, constants...): the two tensors broadcast,
 # the output laid out as a CPU's TensorIterator lays it out (their meta kernels, Python
 # decompositions, may lay it out otherwise where the two differ in layout: hardswish's
