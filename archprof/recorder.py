@@ -328,8 +328,9 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     last does; a matrix product's output is contiguous whatever its inputs, an elementwise
     op's laid out by TensorIterator's rule), or an in-place op whose result would not fit its
     destination. Where a CPU's kernel lays its output out otherwise than the meta kernel, the
-    answer is the CPU's (`Layout`): a convolution (`cpu_convolution`), a layer norm's and a
-    batch norm's gradient, padding, rolls and shuffles of a channels-last map. A formula's
+    answer is the CPU's (`Layout`): a convolution (`cpu_convolution`), a batch norm, the
+    norms' gradients, the activations' gradients (TensorIterator's rule over the operands in
+    the CPU kernel's order), padding, rolls and shuffles of a channels-last map. A formula's
     Refused is final: the real kernel refuses the call even where the meta kernel would
     answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.

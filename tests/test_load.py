@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.load import InputSpec, load_model, normalize_inputs, parse_args, parse_input_spec
 from tests.cli import cli, one_error_line
+from tests.operator_names import OperatorNames
 
 # torch.jit.save and torch.jit.trace warn that they are deprecated: the files are still what users have.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -527,21 +527,12 @@ def test_initialisers_on_meta_are_skipped_and_other_updates_still_checked(hub_pa
 
     from archprof.meta import on_meta
 
-    class Count(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.seen.append(str(func.overloadpacket))
-            return func(*args, **(kwargs or {}))
-
     with on_meta():
         weight = torch.empty(64, 32)
-        with Count() as count:
+        with OperatorNames() as count:
             trunc_normal_(weight, std=0.02)
             weight.mul_(2.0).add_(1.0).clamp_(min=-1.0, max=1.0)
-        assert count.seen == [] and weight.shape == (64, 32) and weight.is_meta
+        assert count.names == [] and weight.shape == (64, 32) and weight.is_meta
         with pytest.raises(RuntimeError):
             weight.mul_(torch.empty(3, 3))
 

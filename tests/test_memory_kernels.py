@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
@@ -29,6 +28,7 @@ from archprof.passes.flops import op_cost
 from archprof.passes.memory import saved_activations
 from archprof.trace import trace
 from tests.memory_oracle import profiled_peaks
+from tests.operator_names import OperatorNames
 from tests.test_memory import real_saved_bytes
 
 
@@ -321,18 +321,6 @@ def test_lstms_the_cpu_runs_as_a_cell_loop_are_traced_as_one():
 # --- group norm -------------------------------------------------------------------------------
 
 
-class _OperatorNames(TorchDispatchMode):
-    """The aten operators a real run calls, by the trace's names ("aten.clone")."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(f"aten.{func.overloadpacket.__name__}")
-        return func(*args, **(kwargs or {}))
-
-
 class LaidOutGroupNorm(nn.Module):
     """A group norm of a map laid out as `lay_out` leaves it, the map scaled by a parameter
     first, so that the step computes its gradient (a CPU's channels-last group norm backward
@@ -368,7 +356,7 @@ def test_a_group_norm_makes_the_copies_a_cpu_makes(lay_out, shape):
     copies nothing, forward or backward; the meta device's composite and gradient formula
     would copy the map, its gradient and the saved map contiguous."""
     model = LaidOutGroupNorm(lay_out)
-    cpu = _OperatorNames()
+    cpu = OperatorNames()
     with cpu:
         output = model(torch.randn(*shape))
         output.backward(torch.ones_like(output))
