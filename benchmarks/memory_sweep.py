@@ -99,7 +99,7 @@ def measure_step_one(spec: str, max_bytes: int) -> dict:
         if totals.training_peak_bytes > max_bytes:
             row.update(status="not run", why=f"a predicted peak over {max_bytes:,} B")
             return row
-        row.update(status="measured", measured=measure_memory(analysed, training=True).training_peak_bytes)
+        row.update(status="measured", measured=measure_memory(analysed, training=True).training.bytes)
     except Exception as exc:  # a model that fails is a row, not the end of the sweep
         row.update(status="failed", why=" ".join(str(exc).split())[:200])
     return row

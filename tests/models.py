@@ -297,6 +297,21 @@ class ScaledMap(nn.Module):
         return self.conv(x) * 0.2
 
 
+class MixedByEinsum(nn.Module):
+    """A convolution's map mixed across channels by an einsum (a lambda layer's content
+    term): PyTorch runs the einsum as a permuted copy of the map and a batched product, the
+    copy freed before the einsum returns. The trace records both as operators; the CPU
+    allocator counts the copy as the einsum's workspace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.mix = nn.Parameter(torch.ones(16, 24))
+
+    def forward(self, x):
+        return torch.einsum("bchw,cd->bdhw", self.conv(x), self.mix)
+
+
 class ResponseNorm(nn.Module):
     """ConvNeXt-V2's global response normalisation after a convolution: the backward pass of
     its `addcmul` multiplies the gradient by the normalised map for the weight's gradient, a

@@ -39,25 +39,46 @@ from archprof.trace import forward_exits_as_errors
 
 
 @dataclass(frozen=True)
+class Peak:
+    """The most one call held, in bytes. `bytes`: on the CPU, operators' workspace left out
+    (the figure the analysis is compared with); on CUDA, the allocator's counter, workspace
+    included. `with_workspace`: on the CPU, every allocation counted; None on CUDA, whose
+    counter cannot tell workspace apart. Where PyTorch runs one operator as several (einsum's
+    copies and batched product, attention's math decomposition), the analysis records each
+    as an operator of its own, while the allocator's events count their buffers as the
+    outer operator's workspace: the prediction then lies between the two figures."""
+
+    bytes: int
+    with_workspace: int | None = None
+
+
+def measured_text(peak: Peak) -> str:
+    """The peak in a line of text: "measured 61,712,168 B (65,881,896 B with workspace)"."""
+    extra = f" ({peak.with_workspace:,} B with workspace)" if peak.with_workspace is not None else ""
+    return f"measured {peak.bytes:,} B{extra}"
+
+
+@dataclass(frozen=True)
 class Measured:
-    """The peak bytes of one inference forward and one training step (its second: the
+    """The peaks of one inference forward and one training step (its second: the
     optimizer's state already exists, as it does from then on), the model's own tensors and
     the inputs included."""
 
     device: str
-    inference_peak_bytes: int
-    training_peak_bytes: int | None
+    inference: Peak
+    training: Peak | None
 
 
-def measured_peak(run: Callable[[], Any], device: torch.device, before: int, held: int) -> int | None:
-    """The peak bytes of one call of `run`. CUDA: max_memory_allocated, less `before` (what
-    was allocated before the model was built). CPU: `held` (what is held before the call)
-    plus the most the call allocated beyond it, operators' workspace left out. Another
+def measured_peak(run: Callable[[], Any], device: torch.device, before: int, held: int) -> Peak | None:
+    """The peak of one call of `run`. CUDA: max_memory_allocated, less `before` (what was
+    allocated before the model was built). CPU: `held` (what is held before the call) plus
+    the most the call allocated beyond it, with and without operators' workspace. Another
     device: None."""
     if device.type == "cuda":
-        return peak_bytes(device, before, run)
+        return Peak(peak_bytes(device, before, run))
     if device.type == "cpu":
-        return held + cpu_allocation_peaks(run)[1]
+        with_workspace, without = cpu_allocation_peaks(run)
+        return Peak(held + without, held + with_workspace)
     return None
 
 
@@ -237,14 +258,14 @@ def _training_step(
 
 def predicted_and_measured(
     loaded: LoadedModel, inputs: InputsLike | None, batch: int, dtype: torch.dtype | None, optimizer: str
-) -> tuple[str, list[tuple[str, int, int | None]]]:
-    """(the device's name, rows of (what, predicted bytes, measured bytes)) for the inference
+) -> tuple[str, list[tuple[str, int, Peak]]]:
+    """(the device's name, rows of (what, predicted bytes, measured peak)) for the inference
     peak and one training step with `optimizer`: both analyses and both measurements."""
     inference = analysis(loaded, None, batch, dtype, inputs=inputs, optimizer=optimizer)
     training = analysis(loaded, None, batch, dtype, training=True, inputs=inputs, optimizer=optimizer)
     measured = measure_memory(training, dtype, training=True, optimizer=optimizer)
     rows = [
-        ("Inference peak", inference.report.totals.peak_memory_bytes, measured.inference_peak_bytes),
-        (f"Training step ({optimizer})", training.report.totals.training_peak_bytes, measured.training_peak_bytes),
+        ("Inference peak", inference.report.totals.peak_memory_bytes, measured.inference),
+        (f"Training step ({optimizer})", training.report.totals.training_peak_bytes, measured.training),
     ]
     return measured.device, rows

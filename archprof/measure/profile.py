@@ -174,6 +174,7 @@ def _profiled(
             real = check_run(module, real_inputs, leaves)
             held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
             peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
+            measured_bytes = peak.bytes if peak is not None else None  # on the CPU, workspace left out
     except torch.cuda.OutOfMemoryError as exc:
         raise ArchprofError(
             f"the GPU ran out of memory running {loaded.name} at batch {batch}: {first_line(exc, bare=True)}"
@@ -199,7 +200,7 @@ def _profiled(
     checks = (
         check_shapes(report, real, leaves, graph),
         check_flops(report, real, leaves),
-        check_memory(report.totals.peak_memory_bytes, peak, target),
+        check_memory(report.totals.peak_memory_bytes, measured_bytes, target),
     )
     median = statistics.median(timing.whole_ms)
     work = report.totals.flops + report.totals.elementwise_flops
@@ -222,7 +223,7 @@ def _profiled(
         ceilings=ceilings,
         checks=checks,
         predicted_peak_memory_bytes=report.totals.peak_memory_bytes,
-        measured_peak_memory_bytes=peak,
+        measured_peak_memory_bytes=measured_bytes,
         memory_note=memory_note(target),
         notes=notes,
         **figures,

@@ -3,6 +3,8 @@ training breakdown and the training step's peak, and measured against predicted.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -11,6 +13,9 @@ from archprof.render.base import Layout, bytes_cell, fitted_table, subtotal_cell
 from archprof.render.tree import tree_rows
 from archprof.text import peak_rows, visible_text
 from archprof.units import human_bytes
+
+if TYPE_CHECKING:
+    from archprof.measure.peak_memory import Peak
 
 # Columns of the memory table, most important first (the last go on a narrow terminal).
 _MEMORY_COLUMNS = ("Layer", "Peak in layer", "Live after", "Activations", "Saved for backward", "Output shape", "Type")
@@ -89,14 +94,24 @@ def memory_totals_table(report, fit=None) -> Table:
     return table
 
 
-def measured_table(device: str, rows: list[tuple[str, int, int]]) -> Table:
-    """Predicted memory beside what was measured (`archprof.measure.peak_memory`)."""
+def measured_table(device: str, rows: list[tuple[str, int, Peak]]) -> Table:
+    """Predicted memory beside what was measured (`archprof.measure.peak_memory`): on the
+    CPU with operators' workspace and without, the two figures a prediction lies between."""
+    with_workspace = all(peak.with_workspace is not None for _, _, peak in rows)  # the CPU's
     table = Table(title=f"Measured on {device}", title_justify="left")
     table.add_column("")
-    for heading in ("Predicted", "Measured", "Measured / predicted"):
+    for heading in ("Predicted", "Measured", *(("With workspace",) if with_workspace else ()), "Measured / predicted"):
         table.add_column(heading, justify="right")
-    for label, predicted, value in rows:
-        ratio = f"{value / predicted:.3f}" if predicted else "-"
-        table.add_row(label, human_bytes(predicted), human_bytes(value), ratio)
-    table.caption = "measured: the allocator's most held (on the CPU, operators' workspace left out)"
+    for label, predicted, peak in rows:
+        cells = [label, human_bytes(predicted), human_bytes(peak.bytes)]
+        if with_workspace:
+            cells.append(human_bytes(peak.with_workspace))
+        table.add_row(*cells, f"{peak.bytes / predicted:.3f}" if predicted else "-")
+    table.caption = (
+        "measured: the allocator's most held, operators' workspace left out. An operator PyTorch runs as several"
+        " (einsum, attention's math) is several to the analysis: there the prediction lies between the two"
+        if with_workspace
+        else "measured: the allocator's most held, kernel workspace included"
+    )
+    table.caption_justify = "left"
     return table
