@@ -71,6 +71,7 @@ class Measurement:
     roofline_ms: float  # sum of the rows' roofline_time_ms: the floor the ceilings allow
     predicted_peak_memory_bytes: int
     measured_peak_memory_bytes: int | None  # CUDA: max_memory_allocated; CPU: the allocator's events; else None
+    measured_peak_memory_with_workspace_bytes: int | None  # CPU: operators' workspace counted too; else None
     memory_note: str
     ceilings: Ceilings
     checks: tuple[Check, ...]
@@ -109,6 +110,7 @@ class Measurement:
             "roofline_ms": self.roofline_ms,
             "predicted_peak_memory_bytes": self.predicted_peak_memory_bytes,
             "measured_peak_memory_bytes": self.measured_peak_memory_bytes,
+            "measured_peak_memory_with_workspace_bytes": self.measured_peak_memory_with_workspace_bytes,
             "peak_flops_per_s": f"{self.ceilings.peak_flops_per_s} ({self.ceilings.origin('peak_flops')})",
             "bandwidth_bytes_per_s": f"{self.ceilings.bandwidth_bytes_per_s} ({self.ceilings.origin('bandwidth')})",
         }
@@ -174,7 +176,6 @@ def _profiled(
             real = check_run(module, real_inputs, leaves)
             held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
             peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
-            measured_bytes = peak.bytes if peak is not None else None  # on the CPU, workspace left out
     except torch.cuda.OutOfMemoryError as exc:
         raise ArchprofError(
             f"the GPU ran out of memory running {loaded.name} at batch {batch}: {first_line(exc, bare=True)}"
@@ -200,7 +201,7 @@ def _profiled(
     checks = (
         check_shapes(report, real, leaves, graph),
         check_flops(report, real, leaves),
-        check_memory(report.totals.peak_memory_bytes, measured_bytes, target),
+        check_memory(report.totals.peak_memory_bytes, peak, target),
     )
     median = statistics.median(timing.whole_ms)
     work = report.totals.flops + report.totals.elementwise_flops
@@ -223,7 +224,8 @@ def _profiled(
         ceilings=ceilings,
         checks=checks,
         predicted_peak_memory_bytes=report.totals.peak_memory_bytes,
-        measured_peak_memory_bytes=measured_bytes,
+        measured_peak_memory_bytes=peak.bytes if peak is not None else None,
+        measured_peak_memory_with_workspace_bytes=peak.with_workspace if peak is not None else None,
         memory_note=memory_note(target),
         notes=notes,
         **figures,

@@ -101,6 +101,12 @@ def whole_model_table(measured) -> Table:
         table.add_row("Peak memory, measured", Text("unavailable", style="yellow"), measured.memory_note)
     else:
         table.add_row("Peak memory, measured", human_bytes(measured.measured_peak_memory_bytes), measured.memory_note)
+    if measured.measured_peak_memory_with_workspace_bytes is not None:
+        table.add_row(
+            "Peak memory, with workspace",
+            human_bytes(measured.measured_peak_memory_with_workspace_bytes),
+            "every allocation: an operator PyTorch runs as several is several to the analysis",
+        )
     return table
 
 
