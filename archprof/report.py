@@ -240,6 +240,9 @@ class Report:
     # The graph the rows were computed from (`explain` reads its operators' arguments); None
     # for a rolled-up report.
     graph: Any = field(default=None, repr=False, compare=False)
+    # `memory --measure`'s: an archprof.measure.peak_memory.MeasuredMemory, each step's peak
+    # measured beside the prediction; written to the JSON.
+    measured_memory: Any = field(default=None, repr=False)
     # Analysed with fold_bn: an archprof.passes.fold_bn.Folding, the BatchNorms that folded
     # into the layer before them and those that stayed, with the reason; None otherwise.
     batch_norm_folding: Any = field(default=None, repr=False)
@@ -499,6 +502,8 @@ class Report:
         }
         if self.measured is not None:
             document["measured"] = self.measured.as_dict()
+        if self.measured_memory is not None:
+            document["measured_memory"] = self.measured_memory.as_dict()
         return _write(json.dumps(document, indent=2, default=_fraction_text) + "\n", path)
 
     def to_markdown(self, path=None) -> str:

@@ -477,11 +477,11 @@ def test_measure_on_the_cpu_agrees_with_the_prediction(name):
     from archprof.load import load_model
     from archprof.measure.peak_memory import predicted_and_measured
 
-    device, rows = predicted_and_measured(load_model(name), [(3, 64, 64)], 2, None, "sgd")
-    assert "threads" in device  # the CPU, by name
-    (_, predicted_forward, measured_forward), (_, predicted_step, measured_step) = rows
-    assert measured_step.bytes == predicted_step
-    assert 0 <= predicted_forward - measured_forward.bytes <= 1024
+    measured = predicted_and_measured(load_model(name), [(3, 64, 64)], 2, None, "sgd")
+    assert "threads" in measured.device  # the CPU, by name
+    forward, step = measured.steps
+    assert step.measured.bytes == step.predicted_bytes
+    assert 0 <= forward.predicted_bytes - forward.measured.bytes <= 1024
     result = invoke("lenet5", "--measure")
     assert result.exit_code == 0, result.output
     assert "Measured on" in result.stdout and "Training step (sgd)" in result.stdout
@@ -492,14 +492,13 @@ def test_measure_on_the_cpu_brackets_the_steps_of_one_operator():
     """An einsum's permuted copy is an operator of its own to the analysis and the einsum's
     workspace to the CPU allocator (torch.profiler's events, the oracle): the predicted
     inference peak is the measurement with workspace, above the one without. The table
-    shows both figures; so does each note line of a run written to a file."""
+    shows both figures, as do the note lines of a run written to a file and its JSON."""
     from archprof.load import load_model
     from archprof.measure.peak_memory import predicted_and_measured
 
-    _, rows = predicted_and_measured(load_model(MixedByEinsum), [(3, 16, 16)], 2, None, "sgd")
-    (_, predicted, forward), (_, predicted_step, step) = rows
-    assert forward.bytes < predicted == forward.with_workspace
-    assert step.bytes == predicted_step <= step.with_workspace
+    forward, step = predicted_and_measured(load_model(MixedByEinsum), [(3, 16, 16)], 2, None, "sgd").steps
+    assert forward.measured.bytes < forward.predicted_bytes == forward.measured.with_workspace
+    assert step.measured.bytes == step.predicted_bytes <= step.measured.with_workspace
     result = invoke("lenet5", "--measure")
     assert result.exit_code == 0, result.output
     shown = " ".join(result.stdout.split())
@@ -508,6 +507,13 @@ def test_measure_on_the_cpu_brackets_the_steps_of_one_operator():
     assert result.exit_code == 0, result.output
     note = r"Inference peak: predicted [\d,]+ B, measured [\d,]+ B \([\d,]+ B with workspace\)"
     assert re.search(note, result.output)
+    result = invoke("lenet5", "--measure", "--format", "json")  # the figures in the document too
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    forward, step = document["measured_memory"]["steps"]
+    assert forward["predicted_bytes"] == document["totals"]["peak_memory_bytes"]
+    assert forward["measured_bytes"] <= forward["measured_with_workspace_bytes"]
+    assert step["what"] == "Training step (sgd)" and step["measured_bytes"] == step["predicted_bytes"]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -217,7 +218,7 @@ def memory(
         typer.Option(
             "--measure",
             help="Also run the model for real (on CUDA, else the CPU) and measure the peak of inference and of one"
-            " training step.",
+            " training step (on the CPU with operators' workspace and without; in the JSON as measured_memory).",
         ),
     ] = False,
     plot: Annotated[
@@ -252,7 +253,7 @@ def memory(
     from archprof.analysis import analyze
     from archprof.errors import ArchprofError
     from archprof.fit import fit_batch
-    from archprof.measure.peak_memory import measured_text, predicted_and_measured
+    from archprof.measure.peak_memory import predicted_and_measured
     from archprof.passes.memory import optimizer_state_copies
     from archprof.render import memory_table
     from archprof.units import human_bytes, parse_size
@@ -300,7 +301,8 @@ def memory(
         predicted_and_measured(loaded, inputs, report.input_shapes[0][0], torch_dtype, optimizer) if measure else None
     )
     if measured is not None:
-        notes += [f"{label}: predicted {p:,} B, {measured_text(m)} on {measured[0]}" for label, p, m in measured[1]]
+        notes += [step.text(measured.device) for step in measured.steps]
+        report = replace(report, measured_memory=measured)  # in the JSON too
     emit_report(report, chosen, output, table=partial(memory_table, fit=found, measured=measured), choice=choice)
     if plot is not None:
         from archprof.render.memory_plot import plot_memory

@@ -256,16 +256,51 @@ def _training_step(
     return step, state
 
 
+@dataclass(frozen=True)
+class MeasuredStep:
+    """One step's predicted peak beside its measured one."""
+
+    what: str  # "Inference peak", "Training step (sgd)"
+    predicted_bytes: int
+    measured: Peak
+
+    def text(self, device: str) -> str:
+        """The line of text: "Inference peak: predicted 288,552 B, measured 288,552 B (...) on <device>"."""
+        return f"{self.what}: predicted {self.predicted_bytes:,} B, {measured_text(self.measured)} on {device}"
+
+
+@dataclass(frozen=True)
+class MeasuredMemory:
+    """`memory --measure`'s figures: the device, and each step's peak predicted and measured."""
+
+    device: str
+    steps: tuple[MeasuredStep, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "steps": [
+                {
+                    "what": step.what,
+                    "predicted_bytes": step.predicted_bytes,
+                    "measured_bytes": step.measured.bytes,
+                    "measured_with_workspace_bytes": step.measured.with_workspace,
+                }
+                for step in self.steps
+            ],
+        }
+
+
 def predicted_and_measured(
     loaded: LoadedModel, inputs: InputsLike | None, batch: int, dtype: torch.dtype | None, optimizer: str
-) -> tuple[str, list[tuple[str, int, Peak]]]:
-    """(the device's name, rows of (what, predicted bytes, measured peak)) for the inference
-    peak and one training step with `optimizer`: both analyses and both measurements."""
+) -> MeasuredMemory:
+    """The inference peak and one training step with `optimizer`, each predicted beside
+    measured: both analyses and both measurements."""
     inference = analysis(loaded, None, batch, dtype, inputs=inputs, optimizer=optimizer)
     training = analysis(loaded, None, batch, dtype, training=True, inputs=inputs, optimizer=optimizer)
     measured = measure_memory(training, dtype, training=True, optimizer=optimizer)
-    rows = [
-        ("Inference peak", inference.report.totals.peak_memory_bytes, measured.inference),
-        (f"Training step ({optimizer})", training.report.totals.training_peak_bytes, measured.training),
-    ]
-    return measured.device, rows
+    steps = (
+        MeasuredStep("Inference peak", inference.report.totals.peak_memory_bytes, measured.inference),
+        MeasuredStep(f"Training step ({optimizer})", training.report.totals.training_peak_bytes, measured.training),
+    )
+    return MeasuredMemory(measured.device, steps)

@@ -15,7 +15,7 @@ from archprof.text import peak_rows, visible_text
 from archprof.units import human_bytes
 
 if TYPE_CHECKING:
-    from archprof.measure.peak_memory import Peak
+    from archprof.measure.peak_memory import MeasuredMemory
 
 # Columns of the memory table, most important first (the last go on a narrow terminal).
 _MEMORY_COLUMNS = ("Layer", "Peak in layer", "Live after", "Activations", "Saved for backward", "Output shape", "Type")
@@ -25,8 +25,8 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
     """Per layer of a Report, as a tree (`render.tree`): output bytes, activation bytes live
     right after it and at its peak (and, training, what autograd saves from it), then the
     memory breakdown. A module's row holds its subtree's sums and peak in dim parentheses.
-    `fit` (an archprof.fit.Fit) adds the budget's lines; `measured`, `(device, rows)` with
-    rows of `(label, predicted_bytes, measured_bytes)`, a table of measured against predicted."""
+    `fit` (an archprof.fit.Fit) adds the budget's lines; `measured` (an
+    archprof.measure.peak_memory.MeasuredMemory), a table of measured against predicted."""
     totals = report.totals
     peaks = report.columns["peak_live_bytes"]
     peak_row = next((i for i, value in enumerate(peaks) if value == totals.peak_activation_bytes), None)
@@ -51,7 +51,7 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
     table = fitted_table(title, cells, _MEMORY_COLUMNS, layout)
     parts: list = [table, memory_totals_table(report, fit)]
     if measured is not None:
-        parts.append(measured_table(*measured))
+        parts.append(measured_table(measured))
     return Group(*parts)
 
 
@@ -94,16 +94,17 @@ def memory_totals_table(report, fit=None) -> Table:
     return table
 
 
-def measured_table(device: str, rows: list[tuple[str, int, Peak]]) -> Table:
+def measured_table(measured: MeasuredMemory) -> Table:
     """Predicted memory beside what was measured (`archprof.measure.peak_memory`): on the
     CPU with operators' workspace and without, the two figures a prediction lies between."""
-    with_workspace = all(peak.with_workspace is not None for _, _, peak in rows)  # the CPU's
-    table = Table(title=f"Measured on {device}", title_justify="left")
+    with_workspace = all(step.measured.with_workspace is not None for step in measured.steps)  # the CPU's
+    table = Table(title=f"Measured on {measured.device}", title_justify="left")
     table.add_column("")
     for heading in ("Predicted", "Measured", *(("With workspace",) if with_workspace else ()), "Measured / predicted"):
         table.add_column(heading, justify="right")
-    for label, predicted, peak in rows:
-        cells = [label, human_bytes(predicted), human_bytes(peak.bytes)]
+    for step in measured.steps:
+        predicted, peak = step.predicted_bytes, step.measured
+        cells = [step.what, human_bytes(predicted), human_bytes(peak.bytes)]
         if with_workspace:
             cells.append(human_bytes(peak.with_workspace))
         table.add_row(*cells, f"{peak.bytes / predicted:.3f}" if predicted else "-")
