@@ -87,6 +87,24 @@ def test_a_profiled_page_adds_the_roofline_and_the_timings():
     assert '<th data-kind="number">Time</th>' in text and '<th data-kind="text">Bound</th>' in text
 
 
+def test_a_measured_memory_page_sets_each_peak_beside_its_prediction():
+    """`memory --measure -o page.html`: each step's figures, exact in the cell's title, and
+    the workspace column only where the measurement has it (the CPU's, not CUDA's)."""
+    from dataclasses import replace
+
+    from archprof.measure.peak_memory import MeasuredMemory, MeasuredStep, Peak
+
+    report = archprof.analyze("lenet5")
+    cpu = MeasuredMemory("a CPU", (MeasuredStep("Inference peak", 1_000_000, Peak(900_000, 1_000_000)),))
+    text = report_html(replace(report, measured_memory=cpu))
+    assert "<h2>Measured on a CPU</h2>" in text and "With workspace" in text
+    assert all(f'title="{value} B"' in text for value in ("1,000,000", "900,000")) and "<td>0.900</td>" in text
+    cuda = MeasuredMemory("a GPU", (MeasuredStep("Inference peak", 1_000_000, Peak(1_100_000)),))
+    text = report_html(replace(report, measured_memory=cuda))
+    assert "<td>1.100</td>" in text and "With workspace" not in text and "kernel workspace included" in text
+    assert "Measured on" not in report_html(report)
+
+
 def test_names_from_the_model_are_text_not_markup():
     text = report_html(archprof.analyze(_Named(), input_size=(3, 8, 8)))
     assert "<script>alert(1)</script>" not in text

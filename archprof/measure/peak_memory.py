@@ -276,6 +276,22 @@ class MeasuredMemory:
     device: str
     steps: tuple[MeasuredStep, ...]
 
+    @property
+    def with_workspace(self) -> bool:
+        """Whether each step's peak was read with operators' workspace too (the CPU's)."""
+        return all(step.measured.with_workspace is not None for step in self.steps)
+
+    @property
+    def note(self) -> str:
+        """What the figures are, for a table's caption."""
+        if not self.with_workspace:
+            return "Measured: the allocator's most held, kernel workspace included."
+        return (
+            "Measured: the allocator's most held, operators' workspace left out. An operator PyTorch runs as"
+            " several (einsum, attention's math) is several to the analysis: there the prediction lies between"
+            " the two."
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "device": self.device,

@@ -74,6 +74,7 @@ def report_html(report: Report) -> str:
         "</head><body>",
         f"<h1>{escape(title)}</h1>",
         _totals(report),
+        _measured_memory(report),
         _charts(report),
         _layer_table(report),
         f"<script>{SCRIPT}</script>",
@@ -103,6 +104,28 @@ def _totals(report: Report) -> str:
         listed = ", ".join(f"{escape(op)} ×{count}" for op, count in sorted(totals.not_counted.items()))
         not_counted = f'<p class="note">Operators without a formula (not counted): {listed}</p>'
     return f'<section><h2>Totals</h2><table id="totals">{body}</table>{not_counted}</section>'
+
+
+def _measured_memory(report: Report) -> str:
+    """`memory --measure`'s figures: each step's peak predicted beside measured ("" without)."""
+    measured = report.measured_memory
+    if measured is None:
+        return ""
+    extra = ("With workspace",) if measured.with_workspace else ()
+    head = "".join(
+        f"<th>{escape(heading)}</th>" for heading in ("", "Predicted", "Measured", *extra, "Measured / predicted")
+    )
+    rows = []
+    for step in measured.steps:
+        peak = step.measured
+        figures = (step.predicted_bytes, peak.bytes, *((peak.with_workspace,) if extra else ()))
+        cells = "".join(f'<td title="{value:,} B">{escape(human_bytes(value))}</td>' for value in figures)
+        ratio = f"{peak.bytes / step.predicted_bytes:.3f}" if step.predicted_bytes else "-"
+        rows.append(f'<tr><th scope="row">{escape(step.what)}</th>{cells}<td>{ratio}</td></tr>')
+    return (
+        f'<section><h2>Measured on {escape(measured.device)}</h2><table id="measured-memory"><tr>{head}</tr>'
+        f'{"".join(rows)}</table><p class="note">{escape(measured.note)}</p></section>'
+    )
 
 
 def _charts(report: Report) -> str:

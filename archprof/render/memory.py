@@ -97,22 +97,15 @@ def memory_totals_table(report, fit=None) -> Table:
 def measured_table(measured: MeasuredMemory) -> Table:
     """Predicted memory beside what was measured (`archprof.measure.peak_memory`): on the
     CPU with operators' workspace and without, the two figures a prediction lies between."""
-    with_workspace = all(step.measured.with_workspace is not None for step in measured.steps)  # the CPU's
     table = Table(title=f"Measured on {measured.device}", title_justify="left")
     table.add_column("")
-    for heading in ("Predicted", "Measured", *(("With workspace",) if with_workspace else ()), "Measured / predicted"):
+    extra = ("With workspace",) if measured.with_workspace else ()
+    for heading in ("Predicted", "Measured", *extra, "Measured / predicted"):
         table.add_column(heading, justify="right")
     for step in measured.steps:
         predicted, peak = step.predicted_bytes, step.measured
-        cells = [step.what, human_bytes(predicted), human_bytes(peak.bytes)]
-        if with_workspace:
-            cells.append(human_bytes(peak.with_workspace))
-        table.add_row(*cells, f"{peak.bytes / predicted:.3f}" if predicted else "-")
-    table.caption = (
-        "measured: the allocator's most held, operators' workspace left out. An operator PyTorch runs as several"
-        " (einsum, attention's math) is several to the analysis: there the prediction lies between the two"
-        if with_workspace
-        else "measured: the allocator's most held, kernel workspace included"
-    )
+        figures = (predicted, peak.bytes, *((peak.with_workspace,) if extra else ()))
+        table.add_row(step.what, *map(human_bytes, figures), f"{peak.bytes / predicted:.3f}" if predicted else "-")
+    table.caption = measured.note
     table.caption_justify = "left"
     return table
