@@ -476,6 +476,7 @@ class Report:
             self.optimizer,
             traced_on=self.traced_on,
             input_dtypes=self.input_dtypes,
+            measured_memory=self.measured_memory,  # whole-model peaks: true of any rows
         )
 
     # -- file formats --------------------------------------------------------------------
