@@ -264,6 +264,11 @@ class MeasuredStep:
     predicted_bytes: int
     measured: Peak
 
+    @property
+    def ratio_text(self) -> str:
+        """Measured over predicted, "0.937" ("-" where nothing was predicted)."""
+        return f"{self.measured.bytes / self.predicted_bytes:.3f}" if self.predicted_bytes else "-"
+
     def text(self, device: str) -> str:
         """The line of text: "Inference peak: predicted 288,552 B, measured 288,552 B (...) on <device>"."""
         return f"{self.what}: predicted {self.predicted_bytes:,} B, {measured_text(self.measured)} on {device}"
@@ -280,6 +285,16 @@ class MeasuredMemory:
     def with_workspace(self) -> bool:
         """Whether each step's peak was read with operators' workspace too (the CPU's)."""
         return all(step.measured.with_workspace is not None for step in self.steps)
+
+    @property
+    def headings(self) -> tuple[str, ...]:
+        """The columns of a table of the steps, after the step's name: its `figures`, then the ratio."""
+        return ("Predicted", "Measured", *(("With workspace",) if self.with_workspace else ()), "Measured / predicted")
+
+    def figures(self, step: MeasuredStep) -> tuple[int, ...]:
+        """A step's bytes in the table's columns: predicted, measured, and with workspace where read."""
+        peak = step.measured
+        return (step.predicted_bytes, peak.bytes, *((peak.with_workspace,) if self.with_workspace else ()))
 
     @property
     def note(self) -> str:

@@ -111,17 +111,12 @@ def _measured_memory(report: Report) -> str:
     measured = report.measured_memory
     if measured is None:
         return ""
-    extra = ("With workspace",) if measured.with_workspace else ()
-    head = "".join(
-        f"<th>{escape(heading)}</th>" for heading in ("", "Predicted", "Measured", *extra, "Measured / predicted")
-    )
+    head = "".join(f"<th>{escape(heading)}</th>" for heading in ("", *measured.headings))
     rows = []
     for step in measured.steps:
-        peak = step.measured
-        figures = (step.predicted_bytes, peak.bytes, *((peak.with_workspace,) if extra else ()))
+        figures = measured.figures(step)
         cells = "".join(f'<td title="{value:,} B">{escape(human_bytes(value))}</td>' for value in figures)
-        ratio = f"{peak.bytes / step.predicted_bytes:.3f}" if step.predicted_bytes else "-"
-        rows.append(f'<tr><th scope="row">{escape(step.what)}</th>{cells}<td>{ratio}</td></tr>')
+        rows.append(f'<tr><th scope="row">{escape(step.what)}</th>{cells}<td>{step.ratio_text}</td></tr>')
     return (
         f'<section><h2>Measured on {escape(measured.device)}</h2><table id="measured-memory"><tr>{head}</tr>'
         f'{"".join(rows)}</table><p class="note">{escape(measured.note)}</p></section>'

@@ -99,13 +99,10 @@ def measured_table(measured: MeasuredMemory) -> Table:
     CPU with operators' workspace and without, the two figures a prediction lies between."""
     table = Table(title=f"Measured on {measured.device}", title_justify="left")
     table.add_column("")
-    extra = ("With workspace",) if measured.with_workspace else ()
-    for heading in ("Predicted", "Measured", *extra, "Measured / predicted"):
+    for heading in measured.headings:
         table.add_column(heading, justify="right")
     for step in measured.steps:
-        predicted, peak = step.predicted_bytes, step.measured
-        figures = (predicted, peak.bytes, *((peak.with_workspace,) if extra else ()))
-        table.add_row(step.what, *map(human_bytes, figures), f"{peak.bytes / predicted:.3f}" if predicted else "-")
+        table.add_row(step.what, *map(human_bytes, measured.figures(step)), step.ratio_text)
     table.caption = measured.note
     table.caption_justify = "left"
     return table
