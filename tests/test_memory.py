@@ -487,6 +487,24 @@ def test_measure_on_the_cpu_agrees_with_the_prediction(name):
     assert "Measured on" in result.stdout and "Training step (sgd)" in result.stdout
 
 
+def test_the_measured_table_has_a_workspace_column_where_the_measurement_has_one():
+    """CUDA's counter holds workspace in its one figure: no second column, and the caption
+    says what the figure includes (drawn here without a GPU, from the figures alone)."""
+    from rich.console import Console
+
+    from archprof.measure.peak_memory import MeasuredMemory, MeasuredStep, Peak
+    from archprof.render import measured_table
+
+    def drawn(peak: Peak) -> str:
+        console = Console(width=200, record=True)
+        console.print(measured_table(MeasuredMemory("a device", (MeasuredStep("Inference peak", 2_000_000, peak),))))
+        return console.export_text()
+
+    cpu, cuda = drawn(Peak(1_000_000, 2_000_000)), drawn(Peak(2_100_000))
+    assert "With workspace" in cpu and "2.00 MB" in cpu and "0.500" in cpu
+    assert "With workspace" not in cuda and "kernel workspace included" in cuda and "1.050" in cuda
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="measures on the CPU where there is no GPU")
 def test_measure_on_the_cpu_brackets_the_steps_of_one_operator():
     """An einsum's permuted copy is an operator of its own to the analysis and the einsum's
