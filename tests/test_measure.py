@@ -628,6 +628,7 @@ def test_profile_markdown_holds_the_whole_model_and_the_ceilings():
     assert result.exit_code == 0, result.output
     for text in ("**Whole model**", "| Latency, median (no hooks) |", "peak 100.00 GFLOP/s (given)", "Cross-check"):
         assert text in result.stdout
+    assert "| Peak memory, with workspace |" in result.stdout  # on the CPU, the second figure
 
 
 def test_bad_ceilings_fail_before_any_work():
