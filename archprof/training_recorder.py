@@ -96,10 +96,17 @@ class TrainingRecorder(Recorder):
             args, kwargs = (tensor,), {"memory_format": memory_format}
         out = super().__torch_dispatch__(func, types, args, kwargs)
         if func in _KEEPS_ITS_NUMBER and self._phase == "forward" and torch.is_grad_enabled():
-            number = args[1] if len(args) > 1 else (kwargs or {}).get("other")
-            if args[0].requires_grad and not isinstance(number, torch.Tensor):
-                self.engine.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
+            self._note_saved_number(args, kwargs or {})
         return out
+
+    def _note_saved_number(self, args: tuple, kwargs: dict) -> None:
+        """A product's or quotient's Python number, which autograd keeps where the tensor it
+        meets requires grad (`x * 0.5`, `torch.div(1.0, x)`: the gradient of each operand
+        reads the other)."""
+        operands = (*args, kwargs["other"]) if "other" in kwargs else args
+        number, tensor = (operands[1], operands[0]) if isinstance(operands[0], torch.Tensor) else operands[:2]
+        if not isinstance(number, torch.Tensor) and tensor.requires_grad:
+            self.engine.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
 
     def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
         if self._phase == "forward":

@@ -297,6 +297,20 @@ class ScaledMap(nn.Module):
         return self.conv(x) * 0.2
 
 
+class NumbersFirst(nn.Module):
+    """Python numbers in an operator's first place (`torch.sub(1.0, x)`, `torch.div(2.0, x)`):
+    each a 0-dim tensor of its own for the call, as where it comes second, kept by the
+    autograd node of a product or a quotient whose tensor requires grad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return torch.add(1, torch.mul(0.5, y)) * torch.div(2.0, torch.sub(3.0, y))
+
+
 class MixedByEinsum(nn.Module):
     """A convolution's map mixed across channels by an einsum (a lambda layer's content
     term): PyTorch runs the einsum as a permuted copy of the map and a batched product, the

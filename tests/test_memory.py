@@ -21,7 +21,15 @@ from archprof.passes.memory import model_state_storages, saved_activations
 from archprof.trace import trace
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks
-from tests.models import FunctionalOps, MixedByEinsum, Residual, ScaledByNumbers, ScaledMap, SkipsHeldInLocals
+from tests.models import (
+    FunctionalOps,
+    MixedByEinsum,
+    NumbersFirst,
+    Residual,
+    ScaledByNumbers,
+    ScaledMap,
+    SkipsHeldInLocals,
+)
 
 runner = CliRunner()
 
@@ -300,6 +308,7 @@ PROFILED_MODELS = {
     "densenet121": (MODELS["densenet121"].build, (3, 64, 64), 1),
     "scaled by Python numbers": (ScaledByNumbers, (3, 16, 16), 2),
     "a map times a Python number": (ScaledMap, (3, 16, 16), 2),
+    "Python numbers first": (NumbersFirst, (3, 16, 16), 2),
 }
 
 

@@ -35,9 +35,9 @@ def same_shape(x: Shape, *args, **kwargs) -> list[Shape]:
     return [x]
 
 
-def broadcast_shape(a: Shape, b, *args, **kwargs) -> list[Shape]:
-    """NumPy broadcasting; a Python number counts as a 0-d tensor."""
-    return [broadcast(a, b if isinstance(b, tuple) else ())]
+def broadcast_shape(a, b, *args, **kwargs) -> list[Shape]:
+    """NumPy broadcasting; a Python number counts as a 0-d tensor, first (`torch.sub(1.0, x)`) or second."""
+    return [broadcast(a if isinstance(a, tuple) else (), b if isinstance(b, tuple) else ())]
 
 
 def broadcast(a: Shape, b: Shape) -> Shape:

@@ -150,15 +150,18 @@ def liveness(graph: Graph) -> Liveness:
 
 
 def _wrapped_numbers(graph: Graph) -> list[tuple[int, int, int]]:
-    """Each number a forward op took where a tensor goes (`x * 0.5`, marked `WrappedFloat`
-    or `WrappedInt` in its arguments), as `_liveness` takes it: a tensor of its own while
-    that op runs; unless autograd keeps it for the backward pass (`EngineNotes.saved_numbers`,
-    held longer). NFNets multiply by such numbers: an inference peak 8 B short without them."""
+    """Each number a forward op took where a tensor goes (`x * 0.5`, `torch.sub(1.0, x)`,
+    marked `WrappedFloat` or `WrappedInt` in its arguments), as `_liveness` takes it: a
+    tensor of its own while that op runs; unless autograd keeps it for the backward pass
+    (`EngineNotes.saved_numbers`, held longer). NFNets multiply by such numbers: an
+    inference peak 8 B short without them."""
     kept = {op for op, _ in graph.engine.saved_numbers}
     return [
         (index, index, WRAPPED_NUMBER_BYTES)
         for index, op in enumerate(graph.ops)
-        if len(op.args) > 1 and isinstance(op.args[1], _WRAPPED_NUMBERS) and index not in kept
+        if index not in kept
+        for argument in op.args
+        if isinstance(argument, _WRAPPED_NUMBERS)
     ]
 
 
