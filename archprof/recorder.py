@@ -264,6 +264,11 @@ class Recorder(TorchDispatchMode):
         """Append the op's node. `attributed`: its (module call, phase, origin) where the
         caller knows them (a backward op's, from its forward op); else the module call
         running now, in the forward."""
+        written = None
+        if info.out_names:  # an out= call does not read the tensors it writes: recorded as the plain call
+            written = [kwargs[name] for name in info.out_names]
+            kwargs = {name: value for name, value in kwargs.items() if name not in info.out_names}
+            tensors = info.slots.tensors(args, kwargs)
         inputs = tuple(map(self.lookup, tensors))
         # Before the outputs: an in-place op's output is a new version of its input tensor.
         node_args, node_kwargs = info.slots.map(self.lookup, args, kwargs)
@@ -272,7 +277,9 @@ class Recorder(TorchDispatchMode):
                 node_args = (*node_args[:i], _WRAPPED[type(node_args[i])](node_args[i]), *node_args[i + 1 :])
         # In-place ops and views live in their first input's storage.
         storage = inputs[0].storage if (info.writes_input or info.is_view) and inputs else None
-        if isinstance(out, torch.Tensor):
+        if written is not None:
+            outputs = self._filled(written, out)
+        elif isinstance(out, torch.Tensor):
             outputs = (self.register(out, "activation", storage=storage),)
         else:
             outputs = tuple([self.register(t, "activation", storage=storage) for t in tensors_in(out)])
@@ -297,6 +304,16 @@ class Recorder(TorchDispatchMode):
                 origin,
             )
         )
+
+    def _filled(self, written: list[torch.Tensor], out) -> tuple[TensorMeta, ...]:
+        """The results of an out= call, each in the storage of the tensor it was written into
+        (`written`); in a new one where the call grew that tensor (resizing allocates anew)."""
+        metas = []
+        for destination, tensor in zip(written, tensors_in(out), strict=True):
+            before = self.lookup(destination)
+            grown = tensor.numel() * tensor.element_size() > before.nbytes
+            metas.append(self.register(tensor, "activation", storage=None if grown else before.storage))
+        return tuple(metas)
 
     def _owner_call(self, inputs: tuple[TensorMeta, ...], root: ModuleCall) -> ModuleCall:
         """Without hooks: the module whose parameter or buffer the op reads first (one call
@@ -334,8 +351,8 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     Refused is final: the real kernel refuses the call even where the meta kernel would
     answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.
-    if not tensors or not tensors[0].is_floating_point():
-        return None
+    if not tensors or not tensors[0].is_floating_point() or complex in map(type, args):
+        return None  # a complex number (`x * 1j`) makes the result complex: the formulas keep the input's dtype
     first = tensors[0]
     dtype = first.dtype
     contiguous = True
@@ -468,6 +485,9 @@ class OpInfo:
     slots: TensorSlots
     returns: int
     writes_input: bool  # in place: returns its first input, written over
+    # An out= overload's keyword arguments that it writes its results into (`torch.add(x, 1,
+    # out=z)`: "out"), in the order of its results; () for any other.
+    out_names: tuple[str, ...]
     is_view: bool  # returns an alias of an input without writing it
     # From the operator catalogue: its output-shape formula (the fast path) and whether
     # its real kernels refuse mixed dtypes.
@@ -481,11 +501,19 @@ class OpInfo:
         returns = func._schema.returns
         alias = returns[0].alias_info if len(returns) == 1 else None
         operator = find_operator(func.overloadpacket)
+        out_names = tuple(
+            argument.name
+            for argument in func._schema.arguments
+            if argument.kwarg_only and argument.alias_info is not None and argument.alias_info.is_write
+        )
+        if out_names:  # the meta kernel sizes the results and resizes `out` as the real one does
+            operator = None
         return OpInfo(
             name=str(func.overloadpacket),
             slots=TensorSlots.of(func._schema),
             returns=len(returns),
-            writes_input=alias is not None and alias.is_write,
+            writes_input=alias is not None and alias.is_write and not out_names,
+            out_names=out_names,
             is_view=(alias is not None and not alias.is_write) or str(func.overloadpacket) in _UNANNOTATED_VIEWS,
             shape=operator.shape if operator is not None else None,
             same_dtype=operator is not None and operator.same_dtype,

@@ -311,6 +311,21 @@ class NumbersFirst(nn.Module):
         return torch.add(1, torch.mul(0.5, y)) * torch.div(2.0, torch.sub(3.0, y))
 
 
+class WrittenOut(nn.Module):
+    """Results written into tensors the forward made (`out=`): one of the result's size, and
+    empty ones that the call grows (resizing allocates anew)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = torch.mul(y, 2, out=torch.empty_like(y))
+        joined = torch.cat([y, x], 1, out=x.new_empty(0))
+        return torch.add(joined, 1, out=x.new_empty(0))
+
+
 class MixedByEinsum(nn.Module):
     """A convolution's map mixed across channels by an einsum (a lambda layer's content
     term): PyTorch runs the einsum as a permuted copy of the map and a batched product, the

@@ -29,6 +29,7 @@ from tests.models import (
     ScaledByNumbers,
     ScaledMap,
     SkipsHeldInLocals,
+    WrittenOut,
 )
 
 runner = CliRunner()
@@ -309,6 +310,7 @@ PROFILED_MODELS = {
     "scaled by Python numbers": (ScaledByNumbers, (3, 16, 16), 2),
     "a map times a Python number": (ScaledMap, (3, 16, 16), 2),
     "Python numbers first": (NumbersFirst, (3, 16, 16), 2),
+    "results written out=": (WrittenOut, (3, 16, 16), 2),
 }
 
 

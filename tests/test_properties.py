@@ -261,6 +261,11 @@ def fast_path_calls(draw):
         lambda: x * other,
         lambda: other + x,
         lambda: x * 0.5,
+        lambda: torch.sub(1.0, other),  # a number first
+        lambda: x * 1j,  # a complex number: a complex result
+        lambda: torch.clamp(other, min=x),  # a tensor bound, broadcast
+        lambda: torch.clamp_min(other, x),
+        lambda: x.sum().sum(dim % 2 - 1),  # a 0-dim tensor's dimension 0 or -1
         lambda: torch.nn.functional.gelu(x),
         lambda: torch.relu(x),
     ]

@@ -290,6 +290,55 @@ def test_an_operator_on_tensors_of_two_dtypes_is_refused_as_the_cpu_refuses_it()
         archprof.analyze(_MixedDtypes(), input_size=(3, 8, 8))
 
 
+class _Calls(nn.Module):
+    def __init__(self, call) -> None:
+        super().__init__()
+        self.call = call
+
+    def forward(self, x):
+        return self.call(x)
+
+
+# Legal calls a forward may make that the operator formulas must not get wrong.
+UNUSUAL_CALLS = {
+    "a number first": lambda x: torch.sub(1.0, x) * torch.div(2.0, x),
+    "a complex number": lambda x: x * 1j,
+    "a tensor bound broadcast": lambda x: torch.clamp(x[:, :1], min=x),
+    "clamp_min of a broadcast bound": lambda x: torch.clamp_min(x[:, :, :1], x[:, :, :, :1]),
+    "a 0-dim tensor reduced over dimension 0": lambda x: x.sum().sum(0),
+    "and over -1, kept": lambda x: x.mean().mean(-1, keepdim=True),
+    "empty 1-d tensors concatenated": lambda x: torch.cat([x.new_empty(0), x.new_empty(0)]),
+    "out= an empty tensor": lambda x: torch.add(x, 1, out=x.new_empty(0)),
+    "out= a tensor of the result's size": lambda x: torch.exp(x, out=torch.empty_like(x)),
+    "a reduction out=": lambda x: torch.sum(x, 1, out=x.new_empty(0)),
+    "a concatenation out=": lambda x: torch.cat([x, x], 1, out=x.new_empty(0)),
+    "two results out=": lambda x: torch.max(x, 1, out=(x.new_empty(0), x.new_empty(0, dtype=torch.long)))[1],
+}
+
+
+@pytest.mark.parametrize("name", UNUSUAL_CALLS)
+def test_unusual_calls_give_what_a_real_forward_gives(name):
+    """The oracle: the same call on the CPU. Shapes and dtypes of the result, and the
+    elementwise FLOPs of the ones with one result per output element."""
+    call = UNUSUAL_CALLS[name]
+    real = call(torch.randn(2, 3, 4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArchprofWarning)  # traced on meta, not with a real forward
+        report = archprof.analyze(_Calls(call), input_size=(3, 4, 4), batch=2)
+    [output] = report.graph.outputs
+    assert (output.shape, output.dtype) == (tuple(real.shape), real.dtype)
+
+
+def test_a_result_written_out_is_counted_once_where_it_is_written():
+    """`torch.add(x, 1, out=z)`: one addition per element, its cost as without out=, and
+    the result in z's memory (tests/test_memory.py measures the peak)."""
+    plain = archprof.analyze(_Calls(lambda x: torch.add(x, 1)), input_size=(3, 4, 4)).totals
+    written = archprof.analyze(_Calls(lambda x: torch.add(x, 1, out=torch.empty_like(x))), input_size=(3, 4, 4))
+    assert written.totals.elementwise_flops == plain.elementwise_flops == 3 * 4 * 4
+    [add] = [op for op in written.graph.ops if op.op == "aten.add"]
+    assert "out" not in add.kwargs and [t.shape for t in add.inputs] == [(1, 3, 4, 4)]
+
+
 # -- lazy layers ---------------------------------------------------------------------------
 
 

@@ -112,10 +112,10 @@ def _add(
 
 _add(
     Family.POINTWISE,
-    "relu hardtanh leaky_relu elu gelu silu sigmoid tanh hardswish hardsigmoid clamp clamp_min mish softplus"
-    " exp sqrt rsqrt neg",
+    "relu hardtanh leaky_relu elu gelu silu sigmoid tanh hardswish hardsigmoid mish softplus exp sqrt rsqrt neg",
     shape=shapes.same_shape,
 )
+_add(Family.POINTWISE, "clamp clamp_min", shape=shapes.bounded_shape)
 _add(Family.POINTWISE, "add sub mul div", shape=shapes.broadcast_shape)
 _add(Family.POINTWISE, "floor_divide glu")
 # Not tagged pointwise by PyTorch, pointwise all the same; dropout in training multiplies

@@ -40,6 +40,16 @@ def broadcast_shape(a, b, *args, **kwargs) -> list[Shape]:
     return [broadcast(a if isinstance(a, tuple) else (), b if isinstance(b, tuple) else ())]
 
 
+def bounded_shape(x: Shape, *bounds, **named_bounds) -> list[Shape]:
+    """clamp, clamp_min: the input's shape, broadcast with any bound that is a tensor
+    (`torch.clamp(x[:, :1], min=x)` has the shape of x)."""
+    shape = x
+    for bound in (*bounds, *named_bounds.values()):
+        if isinstance(bound, tuple):
+            shape = broadcast(shape, bound)
+    return [shape]
+
+
 def broadcast(a: Shape, b: Shape) -> Shape:
     """NumPy broadcasting of two shapes (torch.broadcast_shapes imports the symbolic-shape
     machinery on first use: 0.4 s)."""
@@ -317,6 +327,8 @@ def padded_shape(dims: int, reflect: bool):
 
 def cat_shape(tensors, dim=0) -> list[Shape]:
     shapes = [t for t in tensors if t != (0,)]  # legacy: 1-d empty tensors are skipped
+    if not shapes:  # all of them: an empty result, whatever the dimension
+        return [(0,)]
     dim = dim % len(shapes[0])
     first = shapes[0]
     if any(len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :] for s in shapes):
@@ -329,7 +341,7 @@ def reduction_shape(x: Shape, dims=None, keepdim=False, *rest, **kwargs) -> list
         raise RuntimeError("a dtype-changing reduction: leave it to the meta kernel")
     if not dims:  # reduce everything
         return [tuple(1 for _ in x) if keepdim else ()]
-    reduced = {d % len(x) for d in dims}
+    reduced = {d % max(len(x), 1) for d in dims}  # a 0-dim tensor takes dimension 0 or -1
     return [tuple(1 if i in reduced else size for i, size in enumerate(x) if keepdim or i not in reduced)]
 
 
