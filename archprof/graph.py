@@ -140,6 +140,9 @@ class EngineNotes:
     # op's autograd node keeps for the backward pass. No aten op makes it, the dispatch mode
     # sees the number, and saved-tensor hooks never see it.
     saved_numbers: list[tuple[int, int]] = field(default_factory=list)
+    # The storages of the gradients of ones the backward pass starts from, one per floating
+    # output requiring grad: whoever passes them to `torch.autograd.backward` holds them to the end.
+    seeds: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

@@ -84,6 +84,7 @@ class TrainingRecorder(Recorder):
         if roots:
             with torch.no_grad():  # not a recomputed forward op
                 seeds = [torch.ones_like(t) for t in roots]
+            self.engine.seeds = {self.lookup(seed).storage for seed in seeds}
             torch.autograd.backward(roots, seeds)
         self.ops = self._forward_ops
 

@@ -326,6 +326,31 @@ class WrittenOut(nn.Module):
         return torch.add(joined, 1, out=x.new_empty(0))
 
 
+class TwoHeads(nn.Module):
+    """Two outputs (a classifier and an auxiliary head, as GoogLeNet trains): the backward
+    pass starts from a gradient of ones for each, both held by the caller to the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y, torch.relu(y)
+
+
+class TwoLosses(nn.Module):
+    """Two scalar losses, as a model with a main and an auxiliary loss returns them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y.mean(), torch.sigmoid(y).sum()
+
+
 class MixedByEinsum(nn.Module):
     """A convolution's map mixed across channels by an einsum (a lambda layer's content
     term): PyTorch runs the einsum as a permuted copy of the map and a batched product, the

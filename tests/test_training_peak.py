@@ -41,6 +41,8 @@ from tests.models import (
     SliceAssignedBeforeSoftmax,
     ThresholdedLinearUnit,
     TransposedTokensBatchNormed,
+    TwoHeads,
+    TwoLosses,
     UpdatesHeldInLocals,
     dropout_in_place_on_a_view,
 )
@@ -241,6 +243,8 @@ PROFILED_STEPS = {
     "a shortcut into the first channels": (PartialShortcut, (2, 3, 16, 16)),
     "scaled by Python numbers": (ScaledByNumbers, (2, 3, 16, 16)),
     "Python numbers first": (NumbersFirst, (2, 3, 16, 16)),
+    "two heads": (TwoHeads, (8, 64)),
+    "two losses": (TwoLosses, (8, 64)),
     "a global response norm": (ResponseNorm, (2, 3, 16, 16)),
     "an in-place dropout on a view": (dropout_in_place_on_a_view, (2, 3, 16, 16)),
     "a bias concatenated from parts": (ConcatenatedBias, (8, 64)),

@@ -345,7 +345,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     backward = graph.backward_ops
     state = model_state_storages(graph)
     copies = _accumulated(backward, graph.engine.grad_storages)
-    seeds = _seeds(backward)
+    seeds = graph.engine.seeds
     adds = _engine_adds(backward)
     # The engine adds a gradient into the one already waiting, in place, unless the caller
     # holds that one (a seed) or it is not dense (`EngineNotes.gapped_sums`): then it allocates the sum.
@@ -407,16 +407,6 @@ def _node_ends(backward: list[OpNode], between: set[int]) -> list[int]:
         if backward[index].origin == backward[index + 1].origin and index not in between and index + 1 not in between:
             ends[index] = ends[index + 1]
     return ends
-
-
-def _seeds(backward: list[OpNode]) -> set[int]:
-    """The gradients of ones made before the backward pass starts (its first ops)."""
-    seeds = set()
-    for op in backward:
-        if op.op != "aten.ones_like":
-            break
-        seeds.add(op.outputs[0].storage)
-    return seeds
 
 
 _ACCUMULATES = frozenset({"aten.copy_", "aten.add_"})
