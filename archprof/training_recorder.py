@@ -4,6 +4,7 @@ it, then the backward pass, each of its operators attributed to a forward operat
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
 import torch
 from torch._prims_common import suggest_memory_format
@@ -27,6 +28,12 @@ _KEEPS_ITS_NUMBER = frozenset({_aten.mul.Tensor, _aten.mul_.Tensor, _aten.div.Te
 # the gradient and the saved input contiguous in the layout the input suggests on a CPU and
 # plainly contiguous anywhere else: on meta, a copy of each channels-last one a CPU never makes.
 _GROUP_NORM_NODE = "NativeGroupNormBackward0"
+# Gradient formulas that fill a tensor of zeros in place on a CPU or GPU (index_select's,
+# indexing's, gather's, max(dim)'s, sort's, cummax's: `zeros.index_add_(...)`), but out of
+# place for a tensor that looks like a subclass, as every tensor does under a dispatch mode
+# (FunctionsManual.cpp's isTensorSubclassLike branches): a second tensor a real step never makes.
+_ZEROS = frozenset({"aten.new_zeros", "aten.zeros", "aten.zeros_like"})
+_FILLS_ZEROS = frozenset({"aten.index_add", "aten.index_put", "aten.scatter", "aten.scatter_add"})
 
 
 class TrainingRecorder(Recorder):
@@ -119,6 +126,8 @@ class TrainingRecorder(Recorder):
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
         phase, origin = self._backward_origin(node)
         module = self._forward_ops[origin].module if origin >= 0 else None
+        if info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors):
+            info = replace(info, writes_input=True)  # as the real step runs it
         super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
@@ -130,6 +139,11 @@ class TrainingRecorder(Recorder):
             self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._last_made = (_made(info, out), origin)
+
+    def _fills_the_zeros_just_made(self, tensors: list[torch.Tensor]) -> bool:
+        """Whether the op's first tensor is the tensor of zeros the op before it made."""
+        last = self.ops[-1] if self.ops else None
+        return last is not None and last.op in _ZEROS and bool(tensors) and self.meta_of(tensors[0]) is last.outputs[0]
 
     def _tag_last_made(self) -> None:
         made, index = self._last_made

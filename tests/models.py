@@ -1,5 +1,8 @@
 """Tiny models for the tests: each exercises one thing the engine must get right."""
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -349,6 +352,31 @@ class TwoLosses(nn.Module):
     def forward(self, x):
         y = self.fc(x)
         return y.mean(), torch.sigmoid(y).sum()
+
+
+class PickedByIndex(nn.Module):
+    """Channels picked by index (`how`: index_select, advanced indexing, gather) or the
+    values of max(dim), sort or cummax: each gradient formula fills a tensor of zeros in place
+    on the CPU (`zeros.index_add_`, `scatter_`, `scatter_add_`), out of place under a dispatch
+    mode."""
+
+    PICKS: ClassVar[dict[str, Callable]] = {
+        "index_select": lambda y, order: y.index_select(1, order),
+        "indexing": lambda y, order: y[:, order],
+        "gather": lambda y, order: y.gather(1, order.view(1, -1, 1, 1).expand(y.shape)),
+        "max": lambda y, order: y.max(1, keepdim=True)[0] + y,
+        "sort": lambda y, order: y.sort(1)[0],
+        "cummax": lambda y, order: y.cummax(1)[0],
+    }
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+        self.register_buffer("order", torch.tensor([1, 0, 3, 2, 5, 4, 7, 6]))
+        self.pick = self.PICKS[how]
+
+    def forward(self, x):
+        return self.b(self.pick(self.a(x), self.order))
 
 
 class MixedByEinsum(nn.Module):

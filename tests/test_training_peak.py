@@ -3,6 +3,7 @@ gradients left in `.grad`, the peak against torch.profiler on a real CPU trainin
 `memory --train` and `--fit --train`."""
 
 import json
+from functools import partial
 
 import pytest
 import torch
@@ -33,6 +34,7 @@ from tests.models import (
     NumbersFirst,
     PaddedChannelsLastMap,
     PartialShortcut,
+    PickedByIndex,
     ReadsItsValues,
     Residual,
     ResponseNorm,
@@ -245,6 +247,7 @@ PROFILED_STEPS = {
     "Python numbers first": (NumbersFirst, (2, 3, 16, 16)),
     "two heads": (TwoHeads, (8, 64)),
     "two losses": (TwoLosses, (8, 64)),
+    **{f"picked by {how}": (partial(PickedByIndex, how), (2, 3, 16, 16)) for how in PickedByIndex.PICKS},
     "a global response norm": (ResponseNorm, (2, 3, 16, 16)),
     "an in-place dropout on a view": (dropout_in_place_on_a_view, (2, 3, 16, 16)),
     "a bias concatenated from parts": (ConcatenatedBias, (8, 64)),
