@@ -379,6 +379,19 @@ class PickedByIndex(nn.Module):
         return self.b(self.pick(self.a(x), self.order))
 
 
+class TiedTransposed(nn.Module):
+    """One weight used as itself (an encoder) and transposed (a tied decoder): its two
+    gradients meet in the engine, the first to arrive a view (of a view of a product), which
+    shares its base's storage, so the engine allocates their sum instead of adding in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(64, 128)
+
+    def forward(self, x):
+        return F.linear(torch.tanh(self.encoder(x)), self.encoder.weight.t())
+
+
 class MixedByEinsum(nn.Module):
     """A convolution's map mixed across channels by an einsum (a lambda layer's content
     term): PyTorch runs the einsum as a permuted copy of the map and a batched product, the

@@ -348,8 +348,14 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     seeds = graph.engine.seeds
     adds = _engine_adds(backward)
     # The engine adds a gradient into the one already waiting, in place, unless the caller
-    # holds that one (a seed) or it is not dense (`EngineNotes.gapped_sums`): then it allocates the sum.
-    moved = {backward[i].outputs[0].storage: backward[i].inputs[0].storage for i in adds}
+    # holds that one (a seed), it is not dense (`EngineNotes.gapped_sums`) or it is a view, whose
+    # base shares its storage (a tied weight's gradient through `t()`): then it allocates the sum.
+    viewed = _views(backward)
+    moved = {
+        backward[i].outputs[0].storage: backward[i].inputs[0].storage
+        for i in adds
+        if backward[i].inputs[0].id not in viewed
+    }
     moved = {made: into for made, into in moved.items() if into not in seeds and made not in graph.engine.gapped_sums}
     moved.update(_taken_over(backward, copies, state, graph.engine.relaid_gradients))
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
@@ -395,6 +401,12 @@ def _engine_adds(backward: list[OpNode]) -> list[int]:
         if not op.writes_input:
             made.update(t.storage for t in op.outputs)
     return adds
+
+
+def _views(backward: list[OpNode]) -> set[int]:
+    """The ids of the tensors the backward pass made as views of another (not `detach`'s, which
+    keeps no reference to its source): each holds its base, and so shares its storage."""
+    return {t.id for op in backward if op.is_view and op.op != "aten.detach" for t in op.outputs}
 
 
 def _node_ends(backward: list[OpNode], between: set[int]) -> list[int]:
