@@ -457,12 +457,17 @@ def _cat(walk: Walk, op: OpNode) -> State:
 
 @_rule("stack")
 def _stack(walk: Walk, op: OpNode) -> State:
+    """Along the new dimension, the union of the paths; where they hold different positions
+    of a spatial dimension (rows picked by `unbind`, stacked back), unit i reads its own
+    path's, which archprof does not place."""
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
     out = op.outputs[0].shape
     axis = _arg(op, 1, "dim", 0) % len(out)
+    states = [walk.state(t) for t in tensors]
+    if len({s.loose for s in states if isinstance(s, Field)}) > 1:
+        return walk.undefined(op, "it stacks positions picked along a spatial dimension")
     items = []
-    for t in tensors:
-        s = walk.state(t)
+    for t, s in zip(tensors, states, strict=True):
         if isinstance(s, Field):
             s = s.with_dims((*s.dims[:axis], None, *s.dims[axis:]))
         items.append((s, (*t.shape[:axis], 1, *t.shape[axis:])))
