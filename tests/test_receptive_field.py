@@ -421,6 +421,32 @@ def _tuple(value, nd: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * nd
 
 
+class ChannelsAndRowsJoined(nn.Module):
+    """Channels and rows joined into one dimension and split back (`x.reshape(N, C * H, W)`),
+    with a linear layer over the columns between (what `nn.Linear` does to an NCHW map)."""
+
+    def __init__(self, mix: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.mix = nn.Linear(10, 10) if mix else nn.Identity()
+        self.after = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        joined = y.reshape(y.shape[0], -1, y.shape[3])
+        return self.after(self.mix(joined).reshape(y.shape))
+
+
+@pytest.mark.parametrize("mix", [False, True], ids=["reshaped-back", "linear-over-columns"])
+def test_channels_and_rows_joined_and_split_back_keep_the_rows_field(mix):
+    """Each row keeps its own field through the round trip: the oracle is the gradient."""
+    model = positive(ChannelsAndRowsJoined(mix))
+    report = archprof.analyze(model, input_size=(2, 12, 10))
+    # Columns read whole (the linear layer) have no stride that carries unit 0's span to the last unit.
+    for unit in ("first",) if mix else ("first", "last"):
+        assert gradient_box(model, (2, 12, 10), unit) == clipped(field_of(report, unit=unit), (12, 10))
+
+
 # -- resampling and transposed convolution ---------------------------------------------------
 
 

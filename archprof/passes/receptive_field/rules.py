@@ -275,8 +275,6 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim:
         inner, size = math.prod(n for _, n in run[k + 1 :]), math.prod(n for _, n in run)
         if k == 0:
             return parent.derive(size, lambda u: ((u // inner,) * 2,), Fraction(1, inner))
-        n = parent.size
-        return parent.derive(size, lambda u: (((u // inner) % n,) * 2,), None, monotone=False, why="flattened")
     return Merged(tuple(run))
 
 
