@@ -347,7 +347,9 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     destination. Where a CPU's kernel lays its output out otherwise than the meta kernel, the
     answer is the CPU's (`Layout`): a convolution (`cpu_convolution`), a batch norm, the
     norms' gradients, the activations' gradients (TensorIterator's rule over the operands in
-    the CPU kernel's order), padding, rolls and shuffles of a channels-last map. A formula's
+    the CPU kernel's order), padding, rolls and shuffles of a channels-last map, and an
+    elementwise op in half precision on operands not contiguous (whose meta kernels follow a
+    rule of their own; the CPU and CUDA follow TensorIterator's, as in float32). A formula's
     Refused is final: the real kernel refuses the call even where the meta kernel would
     answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.
@@ -368,11 +370,6 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
         for tensor in tensors:
             if _taken_for_channels_last(tensor):
                 return None
-    if follows_layout and dtype in _HALF:
-        # Half-precision meta kernels lay a non-contiguous elementwise output out by a rule of
-        # their own (an expanded times a transposed 2x2: (2, 1); TensorIterator, float32's
-        # meta kernel and the CPU say (1, 2)): the trace records what the meta kernel says.
-        return None
     shape_args, shape_kwargs = info.slots.map(_shape, args, kwargs)
     try:
         shapes = info.shape(*shape_args, **shape_kwargs)
@@ -524,7 +521,6 @@ class OpInfo:
         )
 
 
-_HALF = (torch.float16, torch.bfloat16)
 _WRAPPED = {float: WrappedFloat, int: WrappedInt}  # bool and complex ones (1 and 16 B): not marked
 _ELEMENTWISE = (Layout.AS_INPUT, Layout.INPUT_FIRST)  # laid out as their inputs are
 
