@@ -244,6 +244,23 @@ def test_junit_onto_the_budget_file_is_refused(tmp_path):
     assert "budget file" in refused_unchanged(config, "check", "--config", config, "--junit", config)
 
 
+@pytest.mark.parametrize("command", ["rf", "memory", "profile"])
+def test_a_plot_and_a_report_into_one_file_are_refused_before_any_work(tmp_path, command):
+    """Else the plot, written second, replaces the report; the same file however named."""
+    target = tmp_path / "both.png"
+    line = error_line(invoke(command, "no_such_model", "-f", "csv", "-o", target, "--plot", target))
+    assert "are one file" in line and not target.exists()
+    existing = tmp_path / "kept.png"
+    existing.write_bytes(b"an earlier report")
+    refused_unchanged(existing, command, "lenet5", "-f", "csv", "-o", existing, "--plot", tmp_path / "." / "kept.png")
+
+
+def test_junit_to_standard_output_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no file named "-" may appear here
+    assert "give a file name" in error_line(invoke("check", "lenet5", "--max-params", "1M", "--junit", "-"))
+    assert not (tmp_path / "-").exists()
+
+
 def test_diff_output_onto_its_own_input_is_refused(tmp_path):
     old = tmp_path / "old.csv"
     old.write_text("layer,macs\n")

@@ -471,6 +471,10 @@ def one_model_targets(
 
         check_output(plot, "--plot", *read)
         check_plot_target(plot)
+        if output is not None and (same_file(plot, output) or plot.resolve() == output.resolve()):
+            from archprof.errors import ArchprofError
+
+            raise ArchprofError(f"--plot {plot} and --output {output} are one file: give each its own name")
     return chosen, choice
 
 

@@ -192,6 +192,10 @@ def check(
         optimizer=optimizer,
     )
     if junit is not None:
+        if str(junit) == "-":  # the table goes there
+            from archprof.errors import ArchprofError
+
+            raise ArchprofError("--junit - : give a file name (the table goes to standard output)")
         budget_file = config or budget.find_budget_file()
         model_files = [found for entry in entries for found in input_files(entry.model, base=entry.search_dir)]
         check_output(
