@@ -402,6 +402,26 @@ def test_weights_are_loaded_checked_and_exposed(tmp_path, tiny):
     assert result.exit_code == 2 and "do not fit model 'lenet5': missing" in one_error_line(result)
 
 
+def test_safetensors_weights_are_read_from_their_header_and_checked(tmp_path, tiny):
+    """The analysis reads names, shapes and dtypes (on meta: no data); the real model gets the values."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    weights = tmp_path / "small.safetensors"
+    original = tiny.small_cnn(num_classes=5).state_dict()
+    safetensors_torch.save_file(original, weights)
+    loaded = load_model("tiny_models:small_cnn", args={"num_classes": 5}, weights=weights)
+    assert {k: (tuple(v.shape), v.dtype) for k, v in loaded.state_dict.items()} == {
+        k: (tuple(v.shape), v.dtype) for k, v in original.items()
+    }
+    real = loaded.materialize()
+    assert all(torch.equal(real.state_dict()[k], v) for k, v in original.items())
+    with pytest.raises(ArchprofError, match=r"do not fit model.*0.weight is 8x3x3x3 in the file, 4x3x3x3"):
+        load_model("tiny_models:small_cnn", args={"num_classes": 5, "width": 4}, weights=weights)
+    result = cli(
+        "summary", "tiny_models:small_cnn", "--weights", weights, "--input", "3x16x16", "--arg", "num_classes=5"
+    )
+    assert result.exit_code == 0, result.output
+
+
 def test_a_pickle_that_needs_code_is_refused_unless_trusted(tmp_path, tiny):
     marker = tmp_path / "ran.txt"
     evil = tmp_path / "evil.pt"

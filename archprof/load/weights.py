@@ -36,16 +36,7 @@ def load_state_dict(
     if resolved.suffix.lower() == ".py":
         raise ArchprofError(f"weights file {spec} is a Python file: give a checkpoint saved with torch.save")
     if resolved.suffix.lower() == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ArchprofError(
-                f"reading {spec} needs safetensors, which is not installed: pip install safetensors"
-            ) from None
-        try:
-            loaded: Any = load_file(str(resolved), device=device)
-        except Exception as exc:
-            raise unreadable(spec, exc) from None
+        loaded: Any = _safetensors(resolved, spec, device)
     else:
         if zipfile.is_zipfile(resolved) and archive_kind(resolved) in ("torchscript", "exported"):
             raise ArchprofError(f"{spec} is a whole model (TorchScript or exported), not weights: analyse it directly")
@@ -55,6 +46,48 @@ def load_state_dict(
     if state is None:
         raise ArchprofError(f"{spec} holds no state dict (name -> tensor) but a {type(loaded).__name__}")
     return state
+
+
+# safetensors' dtype names (its format's header)
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _safetensors(path: Path, spec: str, device: str) -> dict[str, torch.Tensor]:
+    """A .safetensors file's tensors; on meta, from its header alone (names, shapes, dtypes):
+    safetensors loads onto real devices only."""
+    try:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ArchprofError(
+            f"reading {spec} needs safetensors, which is not installed: pip install safetensors"
+        ) from None
+    try:
+        if device != "meta":
+            return load_file(str(path), device=device)
+        with safe_open(str(path), framework="pt") as handle:
+            slices = {name: handle.get_slice(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
+            kinds = {name: (part.get_shape(), part.get_dtype()) for name, part in slices.items()}
+    except Exception as exc:
+        raise unreadable(spec, exc) from None
+    unknown = sorted({kind for _, kind in kinds.values() if kind not in _SAFETENSORS_DTYPES})
+    if unknown:
+        raise ArchprofError(f"{spec} holds tensors of a dtype archprof does not read: {', '.join(unknown)}")
+    return {
+        name: torch.empty(shape, dtype=_SAFETENSORS_DTYPES[kind], device="meta")
+        for name, (shape, kind) in kinds.items()
+    }
 
 
 def check_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], name: str, path: Any) -> None:
