@@ -2,6 +2,8 @@
 whether it says the meta device lacks what a real one has."""
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class ArchprofError(Exception):
@@ -51,3 +53,21 @@ def is_meta_limitation(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+_NO_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)
+
+
+@contextmanager
+def memory_for(what: str) -> Iterator[None]:
+    """A real tensor the block allocates that does not fit in its device's memory (the CPU
+    allocator's RuntimeError, a GPU's out of memory, Python's MemoryError) as one
+    ArchprofError naming `what` (an input of the size asked: `--batch 100000000000`)."""
+    try:
+        yield
+    except MemoryError:
+        raise ArchprofError(f"{what} does not fit in memory") from None
+    except RuntimeError as exc:
+        if not _NO_MEMORY.search(str(exc)):
+            raise
+        raise ArchprofError(f"{what} does not fit in memory") from None

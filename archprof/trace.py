@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, is_meta_limitation, short_reason
+from archprof.errors import ArchprofError, is_meta_limitation, memory_for, short_reason
 from archprof.graph import EngineNotes, Graph, OpNode, ParameterInfo, TensorMeta
 from archprof.kernels import DeviceKernels
 from archprof.recorder import Recorder, input_shapes_text
@@ -27,6 +27,7 @@ from archprof.replay import MODULE_INTERNALS, Replays
 from archprof.shortcuts import Shortcut, shortcut_for
 from archprof.structure import tensors_in
 from archprof.training_recorder import TrainingRecorder
+from archprof.units import tensor_text
 
 
 @dataclass(frozen=True)
@@ -484,9 +485,10 @@ def _inputs(specs: list[TraceInput], dtype: torch.dtype, device: torch.device, r
 def _input(shape, dtype: torch.dtype, device: torch.device, real: bool) -> torch.Tensor:
     if not real:
         return torch.empty(shape, dtype=dtype, device=device)
-    if dtype.is_floating_point or dtype.is_complex:
-        return torch.randn(shape, dtype=dtype, device=device)
-    return torch.zeros(shape, dtype=dtype, device=device)  # token ids, masks: 0 is always valid
+    with memory_for(f"the input {tensor_text(shape, dtype)} on {device}"):
+        if dtype.is_floating_point or dtype.is_complex:
+            return torch.randn(shape, dtype=dtype, device=device)
+        return torch.zeros(shape, dtype=dtype, device=device)  # token ids, masks: 0 is always valid
 
 
 def _script_on_meta(model: torch.jit.ScriptModule, dtype: torch.dtype | None) -> torch.jit.ScriptModule:

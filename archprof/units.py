@@ -38,6 +38,11 @@ def shape_text(dims: Sequence[int]) -> str:
     return _tuple_text(tuple(dims))
 
 
+def tensor_text(shape: Sequence[int], dtype) -> str:
+    """A tensor of `shape` and `dtype` in words: "1x3x224x224 float32"."""
+    return f"{shape_text(shape)} {str(dtype).removeprefix('torch.')}"
+
+
 def shapes_text(shapes: Iterable[Sequence[int]]) -> str:
     """Several shapes, as archprof prints them: '1x3x32x32, 1x10'."""
     return ", ".join([_tuple_text(tuple(shape)) for shape in shapes])

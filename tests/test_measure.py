@@ -610,6 +610,23 @@ def test_profile_on_cuda_without_cuda_is_a_one_line_error():
     ]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["profile", "lenet5", "--batch", "100000000000", "--repeat", "1"],
+        ["memory", "lenet5", "--batch", "100000000000", "--measure"],
+        ["compare", "edge_conv", "lenet5", "--batch", "100000000000", "--profile"],
+    ],
+    ids=["profile", "memory --measure", "compare --profile"],
+)
+def test_an_input_too_large_to_run_is_a_one_line_error(command):
+    """The analysis of a batch of 10**11 is fine; its real input (400 TB) cannot be allocated."""
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: the input 100000000000x") and line.endswith(" float32 on cpu does not fit in memory")
+
+
 def test_profile_command_writes_csv_and_json(tmp_path):
     options = ["--device", "cpu", "--repeat", "2", "--warmup", "0", "--peak-flops", "1T", "--bandwidth", "50GB/s"]
     result = runner.invoke(app, ["profile", "lenet5", *options, "--format", "csv"])

@@ -339,6 +339,23 @@ def test_a_result_written_out_is_counted_once_where_it_is_written():
     assert "out" not in add.kwargs and [t.shape for t in add.inputs] == [(1, 3, 4, 4)]
 
 
+class _ReadsItsOutput(nn.Module):
+    """A forward that reads a value (`.item()`): traced with a real forward on the CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y * 2 if y.sum().item() > 0 else y
+
+
+def test_a_real_forward_whose_input_does_not_fit_in_memory_says_so():
+    with pytest.raises(ArchprofError, match=r"nor on cpu: the input 1x3x200000x200000 float32 on cpu does not fit"):
+        archprof.analyze(_ReadsItsOutput(), input_size=(3, 200000, 200000))
+
+
 # -- lazy layers ---------------------------------------------------------------------------
 
 

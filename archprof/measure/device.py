@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, memory_for
+from archprof.units import tensor_text
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -70,9 +71,10 @@ class ForwardInputs:
 
 
 def random_input(shape, dtype, device) -> torch.Tensor:
-    if dtype.is_floating_point or dtype.is_complex:
-        return torch.randn(shape, dtype=dtype, device=device)
-    return torch.randint(0, 2, shape, device=device).to(dtype)  # token ids, masks: small, valid
+    with memory_for(f"the input {tensor_text(shape, dtype)} on {device}"):
+        if dtype.is_floating_point or dtype.is_complex:
+            return torch.randn(shape, dtype=dtype, device=device)
+        return torch.randint(0, 2, shape, device=device).to(dtype)  # token ids, masks: small, valid
 
 
 def leaf_paths(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
