@@ -277,19 +277,31 @@ def run_archprof(*args, stdout, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
+# What writes to standard output: a report in each kind of output, the help (Typer's, through Rich).
+PRINTING = {
+    "csv": ["summary", "lenet5", "-f", "csv"],
+    "table": ["summary", "lenet5", "-f", "table"],
+    "budget table": ["check", "lenet5", "--max-params", "100M"],
+    "help": ["summary", "-h"],
+    "the app's help": [],
+}
+
+
 @needs_dev_full
-@pytest.mark.parametrize("format", ["csv", "table"])
-def test_standard_output_on_a_full_disk_is_one_line_and_exit_2(format):
+@pytest.mark.parametrize("printing", PRINTING)
+def test_standard_output_on_a_full_disk_is_one_line_and_exit_2(printing):
     with open("/dev/full", "w") as full:
-        done = run_archprof("summary", "lenet5", "-f", format, stdout=full)
+        done = run_archprof(*PRINTING[printing], stdout=full)
     stderr = done.stderr.decode()
     assert done.returncode == 2, stderr
     assert stderr == "error: cannot write to standard output: No space left on device\n"
 
 
-def test_a_closed_pipe_ends_quietly_with_141():
+@pytest.mark.parametrize("printing", PRINTING)
+def test_a_closed_pipe_ends_quietly_with_141(printing):
+    """As a process killed by SIGPIPE: a passing budget check too (1 would read as over budget)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "archprof", "summary", "lenet5", "-f", "csv"],
+        [sys.executable, "-m", "archprof", *PRINTING[printing]],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -298,6 +310,21 @@ def test_a_closed_pipe_ends_quietly_with_141():
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=300) == 141, stderr
     assert stderr == ""
+
+
+@pytest.mark.parametrize("printing", ["csv", "budget table", "help"])
+def test_a_closed_standard_output_is_one_line_and_exit_2(printing):
+    """Started with standard output closed (`>&-`); a report written to a file still works."""
+    done = run_archprof(*PRINTING[printing], stdout=None, preexec_fn=lambda: os.close(1))
+    assert done.returncode == 2, done.stderr.decode()
+    assert done.stderr.decode() == "error: cannot write to standard output: it is closed\n"
+
+
+def test_a_report_written_to_a_file_needs_no_standard_output(tmp_path):
+    target = tmp_path / "report.csv"
+    done = run_archprof("summary", "lenet5", "-o", target, stdout=None, preexec_fn=lambda: os.close(1))
+    assert done.returncode == 0, done.stderr.decode()
+    assert target.read_text().startswith("layer,")
 
 
 # -- error lines ---------------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
+import rich.console
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
@@ -145,5 +149,30 @@ def main_options(
     Example: archprof summary resnet50; archprof COMMAND -h for a command's options and an example."""
 
 
+class _ClosedOutput(io.TextIOBase):
+    """Standard output when the process started without one (`archprof zoo >&-`): writing
+    to it fails as writing to a closed descriptor does, which `standard_output` reports."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+
+def _broken_pipe(console) -> None:
+    """As Rich's own, which exits 1 (as a failed budget check does), but with 141, as a
+    process killed by SIGPIPE: what is left to write goes nowhere."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(141)
+
+
 def main() -> None:
-    app()
+    if sys.stdout is None:
+        sys.stdout = _ClosedOutput()
+    rich.console.Console.on_broken_pipe = _broken_pipe  # the tables', and Typer's help
+    try:
+        with standard_output():  # the help too: `archprof -h > /dev/full`, `archprof -h | true`
+            try:
+                app()
+            finally:  # what is left in the buffer fails here, not in the interpreter's exit
+                sys.stdout.flush()
+    except typer.Exit as exc:  # standard_output's verdict, outside the app that would take it
+        sys.exit(exc.exit_code)
