@@ -41,6 +41,15 @@ class Fit:
     bytes_at_next: int  # predicted at `batch + 1` (> budget)
     traces: int  # analyses run to find it
 
+    def as_dict(self) -> dict[str, int]:
+        """The answer, as `memory --fit`'s JSON holds it."""
+        return {
+            "budget_bytes": self.budget_bytes,
+            "batch": self.batch,
+            "bytes_at_batch": self.bytes_at_batch,
+            "bytes_at_next_batch": self.bytes_at_next,
+        }
+
 
 def fit_batch(
     model: Any,

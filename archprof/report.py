@@ -243,6 +243,9 @@ class Report:
     # `memory --measure`'s: an archprof.measure.peak_memory.MeasuredMemory, each step's peak
     # measured beside the prediction; written to the JSON.
     measured_memory: Any = field(default=None, repr=False)
+    # `memory --fit`'s answer (`archprof.fit.Fit.as_dict`: the budget, the largest batch that
+    # fits it, the bytes at that batch and at the next); written to the JSON.
+    batch_fit: dict[str, int] | None = field(default=None, repr=False)
     # Analysed with fold_bn: an archprof.passes.fold_bn.Folding, the BatchNorms that folded
     # into the layer before them and those that stayed, with the reason; None otherwise.
     batch_norm_folding: Any = field(default=None, repr=False)
@@ -477,6 +480,7 @@ class Report:
             traced_on=self.traced_on,
             input_dtypes=self.input_dtypes,
             measured_memory=self.measured_memory,  # whole-model peaks: true of any rows
+            batch_fit=self.batch_fit,
         )
 
     # -- file formats --------------------------------------------------------------------
@@ -505,6 +509,8 @@ class Report:
             document["measured"] = self.measured.as_dict()
         if self.measured_memory is not None:
             document["measured_memory"] = self.measured_memory.as_dict()
+        if self.batch_fit is not None:
+            document["batch_fit"] = self.batch_fit
         return _write(json.dumps(document, indent=2, default=_fraction_text) + "\n", path)
 
     def to_markdown(self, path=None) -> str:

@@ -449,10 +449,18 @@ def test_memory_fit_answers_a_batch_that_fits_and_one_more_that_does_not(train):
     kwargs = {"training": True, "optimizer": "adam"} if train else {}
     result = invoke("lenet5", "--fit", "3MB", "-f", "json", *mode)
     assert result.exit_code == 0, result.output
-    batch = json.loads(result.stdout)["totals"]["input_shapes"][0][0]
+    document = json.loads(result.stdout)
+    batch = document["totals"]["input_shapes"][0][0]
     assert f"fits in 3.00 MB: {batch} " in result.stderr
-    assert predicted_bytes(archprof.analyze("lenet5", batch=batch, **kwargs)) <= 3_000_000
-    assert predicted_bytes(archprof.analyze("lenet5", batch=batch + 1, **kwargs)) > 3_000_000
+    fits = predicted_bytes(archprof.analyze("lenet5", batch=batch, **kwargs))
+    needs = predicted_bytes(archprof.analyze("lenet5", batch=batch + 1, **kwargs))
+    assert fits <= 3_000_000 < needs
+    assert document["batch_fit"] == {
+        "budget_bytes": 3_000_000,
+        "batch": batch,
+        "bytes_at_batch": fits,
+        "bytes_at_next_batch": needs,
+    }
     table = invoke("lenet5", "--fit", "3MB", *mode)
     assert "Largest batch that fits" in table.stdout and f"{batch + 1} needs" in table.stdout
 

@@ -280,7 +280,7 @@ def memory(
             optimizer=optimizer,
             fold_bn=options.fold_bn,
         )
-        report = found.report
+        report = replace(found.report, batch_fit=found.as_dict())  # in the JSON too
     else:
         report = analyze(
             loaded,
