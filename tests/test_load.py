@@ -195,6 +195,13 @@ def test_exported_program_with_its_example_inputs(tmp_path, tiny):
     assert report.totals.not_counted == {}
     with pytest.raises(ArchprofError, match=r"exported for input 1 of shape 2x3x8x8.*cannot be analysed at 1x3x8x8"):
         archprof.analyze(str(path), batch=1)
+    # Another dtype casts the input in the model's own dtype with the parameters, as for a module.
+    half = archprof.analyze(str(path), dtype="float16")
+    assert half.input_dtypes == ("float16",) and half.totals.param_bytes == python.totals.param_bytes // 2
+    assert (
+        half.totals.activation_bytes
+        == archprof.analyze(model, (3, 8, 8), batch=2, dtype="float16").totals.activation_bytes
+    )
 
 
 def test_exported_program_with_two_inputs_dynamic_batch_and_keywords(tmp_path, tiny):

@@ -38,7 +38,8 @@ def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
             ) from None
         raise unreadable(spec, exc) from None
     module = _exported_module(program)
-    inputs, batch, static = _exported_inputs(program, spec)
+    own = next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
+    inputs, batch, static = _exported_inputs(program, spec, own)
 
     def build(device: torch.device) -> torch.nn.Module:
         return copy.deepcopy(module).to(device)
@@ -206,10 +207,12 @@ def _exported_module(program) -> torch.nn.Module:
     return module
 
 
-def _exported_inputs(program, spec: str):
+def _exported_inputs(program, spec: str, own_dtype: torch.dtype | None):
     """Default inputs from the program's example inputs (or its input placeholders): per
-    input, one sample's shape and dtype (keyword inputs by name), the batch (the shared first
-    dimension, when there is one) and which dimensions the program was specialised to."""
+    input, one sample's shape and dtype (keyword inputs by name; none for an input in the
+    model's own floating dtype, `own_dtype`, which follows the analysis's dtype as the
+    parameters do), the batch (the shared first dimension, when there is one) and which
+    dimensions the program was specialised to."""
     from torch.utils import _pytree as pytree
 
     signature = program.graph_signature
@@ -235,7 +238,7 @@ def _exported_inputs(program, spec: str):
     leading = {shape[0] for shape in shapes if shape}
     batched = len(leading) == 1 and all(shapes)
     inputs = tuple(
-        InputSpec(shape[1:] if batched else shape, v.dtype, name, batched)
+        InputSpec(shape[1:] if batched else shape, None if v.dtype == own_dtype else v.dtype, name, batched)
         for (name, v), shape in zip(named, shapes, strict=True)
     )
     return inputs, (leading.pop() if batched else None), (static if len(static) == len(inputs) else None)
