@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from archprof.units import shape_text
+from archprof.units import human_bytes, human_count, shape_text
 
 
 def layer_label(layer: str, call: int) -> str:
@@ -33,6 +33,36 @@ def peak_rows(totals) -> list[tuple[str, int]]:
         place = training_peak_place(visible_text(totals.training_peak_layer), totals.training_peak_phase)
         rows.append((f"Training step peak ({totals.optimizer}; {place})", totals.training_peak_bytes))
     return rows
+
+
+def totals_rows(totals) -> list[tuple[str, str, str]]:
+    """Every figure of a report's totals as the summary shows it, each (label, human form,
+    exact form): the terminal's and the HTML page's totals tables."""
+    counts = [
+        ("Total parameters", totals.param_count),
+        ("Trainable parameters", totals.trainable_param_count),
+        ("Non-trainable parameters", totals.non_trainable_param_count),
+        ("MACs (multiply-accumulates)", totals.macs),
+        ("FLOPs (2 x MACs)", totals.flops),
+        ("Elementwise FLOPs", totals.elementwise_flops),
+    ]
+    if totals.training_flops is not None:
+        counts += [
+            ("Backward MACs, input gradients", totals.backward_input_macs),
+            ("Backward MACs, weight gradients", totals.backward_weight_macs),
+            ("Recomputed MACs (checkpointing)", totals.recomputed_macs),
+            ("Backward elementwise FLOPs", totals.backward_elementwise_flops),
+            ("Training step FLOPs (2 x all MACs)", totals.training_flops),
+        ]
+    sizes = [
+        ("Parameter memory", totals.param_bytes),
+        ("Buffer memory", totals.buffer_bytes),
+        ("Activation memory (sum of layer outputs)", totals.activation_bytes),
+        *peak_rows(totals),
+    ]
+    return [(label, human_count(value), f"{value:,}") for label, value in counts] + [
+        (label, human_bytes(value), f"{value:,} B") for label, value in sizes
+    ]
 
 
 def training_peak_place(layer: str, phase: str) -> str:

@@ -76,6 +76,20 @@ def test_the_page_holds_the_totals_and_fetches_nothing():
     assert len(page.script_texts) == 1
 
 
+def test_the_pages_totals_are_the_summarys():
+    """Every total the terminal's summary shows, the page shows, in the same words: a frozen
+    layer's parameters, the sum of the layer outputs, a training step's backward MACs."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    model[0].requires_grad_(False)
+    report = archprof.analyze(model, input_size=(3, 16, 16), training=True)
+    totals = re.search(r'<table id="totals">(.*?)</table>', report_html(report)).group(1)
+    shown = re.findall(r'<th scope="row">(.*?)</th><td>.*?</td><td class="exact">(.*?)</td>', totals)
+    assert ("Non-trainable parameters", f"{8 * 3 * 9 + 8:,}") in shown  # the frozen convolution's
+    outputs = 2 * 8 * 14 * 14 * 4 + 4 * 12 * 12 * 4  # conv and ReLU, conv: float32
+    assert ("Activation memory (sum of layer outputs)", f"{outputs:,} B") in shown
+    assert ("Backward MACs, weight gradients", f"{4 * 12 * 12 * 8 * 9:,}") in shown  # the second's only
+
+
 def test_a_profiled_page_adds_the_roofline_and_the_timings():
     report = archprof.profile("lenet5", device="cpu", repeat=1, warmup=0, peak_flops="50G", bandwidth="20GB/s")
     text = report_html(report)

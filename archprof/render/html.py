@@ -16,7 +16,7 @@ from html import escape
 from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
 from archprof.report import Report, dims_text, layer_label, visible_text
-from archprof.text import peak_rows
+from archprof.text import totals_rows
 from archprof.units import human_bytes, human_count
 
 _POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
@@ -85,16 +85,7 @@ def report_html(report: Report) -> str:
 
 def _totals(report: Report) -> str:
     totals = report.totals
-    rows = [
-        ("Total parameters", human_count(totals.param_count), f"{totals.param_count:,}"),
-        ("Trainable parameters", human_count(totals.trainable_param_count), f"{totals.trainable_param_count:,}"),
-        ("MACs (multiply-accumulates)", human_count(totals.macs), f"{totals.macs:,}"),
-        ("FLOPs (2 x MACs)", human_count(totals.flops), f"{totals.flops:,}"),
-        ("Elementwise FLOPs", human_count(totals.elementwise_flops), f"{totals.elementwise_flops:,}"),
-        ("Parameter memory", human_bytes(totals.param_bytes), f"{totals.param_bytes:,} B"),
-        ("Buffer memory", human_bytes(totals.buffer_bytes), f"{totals.buffer_bytes:,} B"),
-        *((label, human_bytes(value), f"{value:,} B") for label, value in peak_rows(totals)),
-    ]
+    rows = totals_rows(totals)
     body = "".join(
         f'<tr><th scope="row">{escape(label)}</th><td>{escape(value)}</td><td class="exact">{escape(exact)}</td></tr>'
         for label, value, exact in rows

@@ -20,8 +20,8 @@ from archprof.render.base import (
     tree_label,
 )
 from archprof.render.tree import tree_rows
-from archprof.text import dims_text, peak_rows, visible_text
-from archprof.units import human_bytes, human_count, shape_text
+from archprof.text import dims_text, totals_rows, visible_text
+from archprof.units import human_count, shape_text
 
 if TYPE_CHECKING:
     from archprof.zoo import ZooModel
@@ -96,32 +96,8 @@ def totals_table(report) -> Table:
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_column("exact", justify="right", style="dim")
-    counts = (
-        ("Total parameters", totals.param_count),
-        ("Trainable parameters", totals.trainable_param_count),
-        ("Non-trainable parameters", totals.non_trainable_param_count),
-        ("MACs (multiply-accumulates)", totals.macs),
-        ("FLOPs (2 x MACs)", totals.flops),
-        ("Elementwise FLOPs", totals.elementwise_flops),
-    )
-    if totals.training_flops is not None:
-        counts += (
-            ("Backward MACs, input gradients", totals.backward_input_macs),
-            ("Backward MACs, weight gradients", totals.backward_weight_macs),
-            ("Recomputed MACs (checkpointing)", totals.recomputed_macs),
-            ("Backward elementwise FLOPs", totals.backward_elementwise_flops),
-            ("Training step FLOPs (2 x all MACs)", totals.training_flops),
-        )
-    for label, value in counts:
-        table.add_row(label, human_count(value), f"{value:,}")
-    sizes = (
-        ("Parameter memory", totals.param_bytes),
-        ("Buffer memory", totals.buffer_bytes),
-        ("Activation memory (sum of layer outputs)", totals.activation_bytes),
-        *peak_rows(totals),
-    )
-    for label, value in sizes:
-        table.add_row(Text(label), human_bytes(value), f"{value:,} B")  # Text: the layer's name is no markup
+    for label, value, exact in totals_rows(totals):
+        table.add_row(Text(label), value, exact)  # Text: a layer's name in a label is no markup
     table.add_row("Input", report.input_text, f"model in {totals.dtype}")
     return table
 
