@@ -79,6 +79,20 @@ EXITS = {
 }
 
 
+def test_a_warnings_echo_of_its_source_line_is_not_what_the_code_printed():
+    from archprof.load.specs import _printed_lines
+
+    text = (
+        "loading weights\n"
+        "/x/torch/nn/init.py:412: UserWarning: Initializing zero-element tensors is a no-op\n"
+        "  return func(*args, **kwargs)\n"
+    )
+    assert _printed_lines(text) == [
+        "loading weights",
+        "/x/torch/nn/init.py:412: UserWarning: Initializing zero-element tensors is a no-op",
+    ]
+
+
 @pytest.mark.parametrize("exit_kind", EXITS, ids=list(EXITS))
 def test_a_module_that_exits_while_imported_is_one_error(tmp_path, monkeypatch, exit_kind):
     body, says = EXITS[exit_kind]

@@ -282,10 +282,28 @@ def _user_code(failure: str) -> Iterator[None]:
         sys.stderr.write(held.getvalue())
         raise
     except BaseException as exc:
-        printed = [line.strip() for line in held.getvalue().splitlines() if line.strip()]
+        printed = _printed_lines(held.getvalue())
         said = f" (it printed: {printed[-1]})" if printed else ""
         raise ArchprofError(f"{failure}: {first_line(exc)}{said}") from None
     sys.stderr.write(held.getvalue())
+
+
+# A warning as Python prints it: "file.py:12: UserWarning: text", then its source line, indented.
+_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")
+
+
+def _printed_lines(text: str) -> list[str]:
+    """The lines of what user code wrote to stderr, a warning's echo of its source line left
+    out (the warning's own line says what it was)."""
+    lines, after_warning = [], False
+    for line in text.splitlines():
+        if after_warning and line.startswith(" "):
+            after_warning = False
+            continue
+        after_warning = bool(_WARNING.match(line))
+        if line.strip():
+            lines.append(line.strip())
+    return lines
 
 
 def _import_module(name: str, spec: str, base: Path | None):
