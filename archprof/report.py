@@ -246,6 +246,9 @@ class Report:
     # `memory --fit`'s answer (`archprof.fit.Fit.as_dict`: the budget, the largest batch that
     # fits it, the bytes at that batch and at the next); written to the JSON.
     batch_fit: dict[str, int] | None = field(default=None, repr=False)
+    # A rolled-up training report's step peak (bytes, layer, phase), from the graph of the
+    # report it was rolled up from (it has none of its own to follow the step through).
+    step_peak: tuple[int, str, str] | None = field(default=None, repr=False)
     # Analysed with fold_bn: an archprof.passes.fold_bn.Folding, the BatchNorms that folded
     # into the layer before them and those that stayed, with the reason; None otherwise.
     batch_norm_folding: Any = field(default=None, repr=False)
@@ -329,7 +332,10 @@ class Report:
                 saved_activation_bytes=saved,
                 training_memory_bytes=model_bytes + sums["gradient_bytes"] + state + saved,
             )
-            if self.graph is not None:
+            if self.step_peak is not None:
+                peak_bytes, layer, phase = self.step_peak
+                totals.update(training_peak_bytes=peak_bytes, training_peak_layer=layer, training_peak_phase=phase)
+            elif self.graph is not None:
                 timeline = training_timeline(self.graph)
                 at = timeline.steps[timeline.peak_step] if timeline.steps else None
                 trainable = [p.nbytes for p in self.graph.parameters if p.trainable and not p.is_buffer]
@@ -456,14 +462,20 @@ class Report:
         return merged
 
     def rollup(self, depth: int) -> Report:
-        """Merge every row below module depth `depth` into its ancestor at that depth."""
+        """Merge every row below module depth `depth` into its ancestor at that depth. A row
+        at that depth or above stays one row per call (a module called twice, two rows); the
+        rows below a module called more than once join its first call's row (the rows do not
+        say which call ran them). Whole-model figures stay: the training step's peak (its
+        layer named by its ancestor), the measured memory, the BatchNorm folding."""
         _check_depth(depth, "rollup")
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str, int], list[int]] = {}
         for index, path in enumerate(self.columns["layer"]):
-            groups.setdefault(".".join(path.split(".")[:depth]) if path else "", []).append(index)
+            parts = path.split(".") if path else []
+            call = self.columns["call"][index] if len(parts) <= depth else 0
+            groups.setdefault((".".join(parts[:depth]), call), []).append(index)
         columns: dict[str, list] = {c.name: [] for c in self._analytic_specs}
         operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for indices in groups.values()]
-        for path, indices in groups.items():
+        for (path, _), indices in groups.items():
             # One row stays as it is (a profiled report rolls up to an analytic one).
             merged = self.merged_row(path, indices) if len(indices) > 1 else self.row(indices[0])
             for name, values in columns.items():
@@ -481,7 +493,17 @@ class Report:
             input_dtypes=self.input_dtypes,
             measured_memory=self.measured_memory,  # whole-model peaks: true of any rows
             batch_fit=self.batch_fit,
+            batch_norm_folding=self.batch_norm_folding,
+            step_peak=self._step_peak_at(depth),
         )
+
+    def _step_peak_at(self, depth: int) -> tuple[int, str, str] | None:
+        """The training step's peak (bytes, layer, phase), its layer as a rollup to `depth` names it."""
+        totals = self.totals
+        if totals.training_peak_bytes is None:
+            return None
+        layer = ".".join((totals.training_peak_layer or "").split(".")[:depth])
+        return totals.training_peak_bytes, layer, totals.training_peak_phase
 
     # -- file formats --------------------------------------------------------------------
 

@@ -26,6 +26,45 @@ def test_rollup_keeps_every_total():
     assert report.rollup(1).layers["layer"].tolist() == ["features", "", "classifier"]
 
 
+class _CalledTwice(torch.nn.Module):
+    """One convolution called before and after a pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(2)
+
+    def forward(self, x):
+        return self.conv(self.pool(self.conv(x)))
+
+
+def test_a_rollup_keeps_each_call_of_a_module_at_its_depth_or_above():
+    """The oracle: each call's input and output shapes, from hooks on a real forward."""
+    model = _CalledTwice()
+    seen = []
+    model.conv.register_forward_hook(lambda m, args, out: seen.append((args[0].shape, out.shape)))
+    model(torch.zeros(1, 8, 32, 32))
+    expected = [(call, "x".join(map(str, i)), "x".join(map(str, o))) for call, (i, o) in enumerate(seen)]
+    report = archprof.analyze(model, input_size=(8, 32, 32))  # runs the hook too (on meta tensors)
+    for depth in (1, 5):
+        rows = [r for r in report.rollup(depth).rows() if r["layer"] == "conv"]
+        assert [(r["call"], r["input_shape"], r["output_shape"]) for r in rows] == expected
+    resnet = archprof.analyze("resnet18")
+    deepest = max(resnet.columns["depth"])
+    assert resnet.rollup(deepest).rows() == resnet.rows()  # every row is at that depth or above: none merged
+
+
+def test_a_rollup_keeps_the_whole_models_figures():
+    training = archprof.analyze("resnet18", training=True)
+    peak = training.totals
+    for depth in (0, 1, 2):
+        rolled = training.rollup(depth).totals
+        assert rolled.training_peak_bytes == peak.training_peak_bytes
+        assert rolled.training_peak_layer == ".".join(peak.training_peak_layer.split(".")[:depth])
+    folded = archprof.analyze("resnet18", fold_bn=True)
+    assert folded.rollup(1).batch_norm_folding == folded.batch_norm_folding
+
+
 def test_a_merged_subtree_holds_the_sums_by_module_finds():
     """Every container row of the tree (`Report.merged_row` over its subtree) against
     `by_module`, which sums by module path on its own."""
