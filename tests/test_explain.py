@@ -47,6 +47,10 @@ def _recurrence(name: str, worked: str) -> int:
     return formula(*map(int, re.fullmatch(pattern, worked).groups()))
 
 
+def _without_ones(shape: str) -> list[str]:
+    return [size for size in shape.split("x") if size != "1"]
+
+
 def _check_rows_against_report(report) -> None:
     """Every row's printed figures are the report's."""
     for index in range(len(report)):
@@ -67,8 +71,8 @@ def _check_rows_against_report(report) -> None:
             continue
         # The row's one counted operator: its own figures are the row's.
         figures = blocks[operators[0]]
-        if "output shape" in figures:
-            assert figures["output shape"] == report.columns["output_shape"][index], operators
+        if "output shape" in figures:  # a 1-d pooling's operator has its input unsqueezed: a dimension of 1 more
+            assert _without_ones(figures["output shape"]) == _without_ones(report.columns["output_shape"][index])
         for figure, column in (("MACs", "macs"), ("parameters", "param_count")):
             if figure in figures:
                 assert _number(figures[figure]) == report.columns[column][index], operators
@@ -136,6 +140,10 @@ LAYER_TYPES = {
     "functional": (_Residual(), (4, 8, 8)),
     "mixing": (_Mixing(), (4, 6, 6)),
     "upsampling": (nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 3, 1), nn.Tanh()), (3, 5, 5)),
+    # torch runs a 1-d pooling as a 2-d one on its input unsqueezed: a window of one more dimension
+    "pooling 1d": (nn.Sequential(nn.Conv1d(2, 4, 3), nn.MaxPool1d(2), nn.AvgPool1d(2)), (2, 16)),
+    # the last window would start in the right padding: torch drops it
+    "ceil mode": (nn.Sequential(nn.MaxPool2d(2, stride=3, padding=1, ceil_mode=True)), (1, 4, 4)),
 }
 
 
@@ -169,6 +177,21 @@ def test_vgg16_first_layer_verbatim():
         "  H_out = floor((H_in + 2P - D (K - 1) - 1) / S) + 1 = floor((224 + 2 · 1 - 1 · (3 - 1) - 1) / 1) + 1 = 224"
         in text
     )
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_a_poolings_output_size_is_its_worked_arithmetic(ceil_mode):
+    """torch's size (the oracle: a real forward), and the printed arithmetic evaluates to it,
+    a last window that would start in the right padding dropped included."""
+    import math
+
+    model = nn.Sequential(nn.MaxPool2d(2, stride=3, padding=1, ceil_mode=ceil_mode))
+    expected = model(torch.zeros(1, 1, 4, 4)).shape[-1]
+    text = archprof.analyze(model, input_size=(1, 4, 4)).explain("0")
+    line = next(line.strip() for line in text.splitlines() if line.strip().startswith("H_out"))
+    _, _, worked, result = line.split(" = ")
+    arithmetic = worked.replace("·", "*").replace("ceil", "math.ceil").replace("floor", "math.floor")
+    assert eval(arithmetic, {"math": math}) == int(result) == expected  # the text archprof printed, arithmetic only
 
 
 def test_receptive_field_steps_are_the_recurrence():

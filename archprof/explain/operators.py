@@ -233,14 +233,12 @@ def _pool(op: OpNode, fields: Fields) -> Section:
         size_in, k, s, p, dl = x.shape[-dims + d], kernel[d], stride[d], padding[d], dilation[d]
         size = pool_output_size(size_in, k, s, p, dl, ceil_mode)
         rounding = "ceil" if ceil_mode else "floor"
-        steps.append(
-            Step(
-                f"{name}_out",
-                f"{rounding}(({name}_in + 2P - D (K - 1) - 1) / S) + 1",
-                f"{rounding}(({size_in} + 2 · {p} - {dl} · ({k} - 1) - 1) / {s}) + 1",
-                size,
-            )
-        )
+        formula = f"{rounding}(({name}_in + 2P - D (K - 1) - 1) / S) + 1"
+        worked = f"{rounding}(({size_in} + 2 · {p} - {dl} · ({k} - 1) - 1) / {s}) + 1"
+        if ceil_mode and size != -(-(size_in + 2 * p - dl * (k - 1) - 1) // s) + 1:
+            # torch drops a last window that would start in the right padding
+            formula, worked = f"{formula} - 1 (a last window starting in the padding dropped)", f"{worked} - 1"
+        steps.append(Step(f"{name}_out", formula, worked, size))
         sizes.append(size)
     out = (*x.shape[:-dims], *sizes)
     steps.append(
@@ -333,11 +331,16 @@ def _window_field(fields: Fields, op: OpNode, x: TensorMeta, kernel, stride, pad
     transposed = op.args[6:7] == (True,)
     if before is None or after is None or not before.windowed() or not after.windowed() or transposed:
         return [Step("receptive field", "", "", field_note(fields, op.outputs[0]))]
+    # A 1-d pooling runs as a 2-d one on its input unsqueezed before the length: the window's
+    # first dimension is that one of size 1, the fields' dimensions are its last ones.
+    lead = len(kernel) - len(before.field)
+    if lead < 0:
+        return [Step("receptive field", "", "", field_note(fields, op.outputs[0]))]
     steps = []
-    names = _spatial_names(len(kernel))
-    for d, name in enumerate(names):
+    for d, name in enumerate(_spatial_names(len(before.field))):
         tag = f"_{name.lower()}"
-        k, s, p, dl, j = kernel[d], stride[d], padding[d], dilation[d], before.stride[d]
+        w = lead + d
+        k, s, p, dl, j = kernel[w], stride[w], padding[w], dilation[w], before.stride[d]
         size, start = before.field[d], before.start[d]
         steps.append(Step(f"r{tag}", "r_prev + D (K - 1) j_prev", f"{size} + {dl} · ({k} - 1) · {j}", after.field[d]))
         steps.append(Step(f"j{tag}", "j_prev · S", f"{j} · {s}", str(after.stride[d])))
