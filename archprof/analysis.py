@@ -179,6 +179,9 @@ def analysis(
     """Trace a loaded model at its inputs (as `analyze` describes) and build the report;
     with `fold_bn`, of the graph with its BatchNorms folded (`Analysis.graph` is that one)."""
     batch, dtype = checked_batch_and_dtype(batch, dtype)
+    for name, flag in (("training", training), ("fold_bn", fold_bn)):
+        if not isinstance(flag, bool):  # "false" is true
+            raise ArchprofError(f"{name} must be True or False, got {flag!r} ({type(flag).__name__})")
     specs = _input_specs(loaded, input_size, inputs)
     batch = batch if batch is not None else (loaded.batch or 1)
     traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
@@ -229,10 +232,11 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
 
 
 def _sample_shape(input_size) -> tuple[int, ...]:
-    """`input_size` as a shape: a sequence of ints, or the CLI's text ("3x224x224")."""
+    """`input_size` as a shape: a sequence of ints (a NumPy array of them too), or the CLI's
+    text ("3x224x224")."""
     if isinstance(input_size, str):
         return parse_input_size(input_size)
-    if not isinstance(input_size, Sequence):
+    if isinstance(input_size, (Mapping, bytes)) or not hasattr(input_size, "__iter__"):
         raise ArchprofError(f"input_size must be a shape such as (3, 224, 224) or '3x224x224', got {input_size!r}")
     return tuple(input_size)
 

@@ -5,8 +5,9 @@ from `archprof.passes.memory`."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,6 +62,10 @@ def fit_batch(
     *,
     inputs: Any = None,
     fold_bn: bool = False,
+    args: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+    trust_pickle: bool = False,
+    batch: None = None,
 ) -> Fit:
     """The largest batch whose predicted memory (inference peak, or the training step's
     peak with `training`) is at most `budget_bytes`.
@@ -69,15 +74,19 @@ def fit_batch(
     proportional), so two analyses (batch 1 and 2) give the line and a third and fourth
     check the answer N (fits) and N + 1 (does not). Should a model not be affine, a
     bisection between the fitting and failing batches seen so far finishes the search, in
-    at most MAX_FIT_TRACES analyses. `inputs` and `fold_bn` as for `archprof.analyze`.
+    at most MAX_FIT_TRACES analyses. `inputs`, `fold_bn`, `args`, `weights` and
+    `trust_pickle` as for `archprof.analyze`; `batch` only None (the search finds it), so
+    that `ModelOptions(...).keywords()` may be passed.
 
     The search stops where the input's bytes or the predicted memory would pass int64
     (2**63 - 1 bytes): a budget beyond that raises ArchprofError."""
     _, dtype = checked_batch_and_dtype(None, dtype)
     if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
         raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {budget_bytes!r}")
+    if batch is not None:
+        raise ArchprofError(f"fit_batch finds the batch itself: drop batch={batch!r}")
     optimizer_state_copies(optimizer)
-    loaded = load(model)  # once: a factory or a built-in is built a single time
+    loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)  # once: built a single time
     reports: dict[int, Report] = {}
     input_bytes: dict[int, int] = {}
 

@@ -351,11 +351,16 @@ class Report:
                 )
         return totals
 
-    @cached_property
+    @property
     def layers(self) -> pd.DataFrame:
         """One row per layer; columns and dtypes as documented in `COLUMNS`, except that an
         integer column whose values or sum do not fit in int64 holds exact Python integers
-        (dtype object), so that no cell and no `.sum()` wraps around."""
+        (dtype object), so that no cell and no `.sum()` wraps around. A copy of its own at
+        each access: changing it (adding a column) leaves the report as it is."""
+        return self._layers.copy()
+
+    @cached_property
+    def _layers(self) -> pd.DataFrame:
         import pandas as pd
 
         return pd.DataFrame({c.name: pd.Series(self.columns[c.name], dtype=self._dtype(c)) for c in self.column_specs})

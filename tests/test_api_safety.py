@@ -100,6 +100,36 @@ def test_floating_dtypes_and_their_names_are_accepted(dtype, expected):
 def test_numpy_integers_are_whole_numbers_too():
     report = archprof.analyze("lenet5", batch=np.int64(3))
     assert report.input_shapes == ((3, 1, 32, 32),)
+    for size in ((np.int64(1), 32, 32), np.array([1, 32, 32]), torch.Size([1, 32, 32])):
+        assert archprof.analyze("lenet5", input_size=size).input_shapes == ((1, 1, 32, 32),)
+
+
+@pytest.mark.parametrize("flag", ["training", "fold_bn"])
+@pytest.mark.parametrize("value", ["false", 0, 1, None], ids=repr)
+def test_a_flag_that_is_not_a_bool_is_refused(flag, value):
+    with pytest.raises(ArchprofError, match=rf"^{flag} must be True or False, got"):
+        archprof.analyze("lenet5", **{flag: value})
+
+
+def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
+    from archprof.load import ModelOptions
+
+    weights = tmp_path / "lenet5.pt"
+    torch.save(load_model("lenet5").materialize().state_dict(), weights)
+    assert fit_batch("lenet5", 10**7, weights=weights).batch == fit_batch("lenet5", 10**7).batch
+    assert fit_batch("lenet5", 10**7, **ModelOptions().keywords()).batch == fit_batch("lenet5", 10**7).batch
+    with pytest.raises(ArchprofError, match="finds the batch itself"):
+        fit_batch("lenet5", 10**7, batch=4)
+
+
+def test_the_layers_frame_is_the_callers_to_change():
+    report = archprof.analyze("lenet5")
+    layers = report.layers
+    layers["macs"] = 0
+    layers["mine"] = 1
+    lenet5_macs = 6 * 28 * 28 * 25 + 16 * 10 * 10 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10  # by hand
+    assert report.layers["macs"].sum() == report.totals.macs == lenet5_macs
+    assert "mine" not in report.layers
 
 
 def test_compare_and_fit_batch_accept_a_dtype_name():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,9 +34,7 @@ class InputSpec:
     batched: bool = True
 
     def __post_init__(self) -> None:
-        shape = tuple(self.shape)
-        if any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in shape):
-            raise ArchprofError(f"malformed input shape {shape!r}: every size must be a whole number of at least 1")
+        shape = tuple(_whole_size(size, self.shape) for size in self.shape)
         object.__setattr__(self, "shape", shape)
         if self.dtype is not None and not isinstance(self.dtype, torch.dtype):
             object.__setattr__(self, "dtype", parse_input_dtype(str(self.dtype)))
@@ -80,6 +79,21 @@ _SIZE = re.compile(r"\d+(x\d+)*")
 
 
 @printable_errors
+def _whole_size(size: Any, shape: Any) -> int:
+    """One size of `shape` as an int: any integer type (NumPy's too, as `operator.index`
+    takes it), at least 1; not a bool, a float or a string."""
+    try:
+        if isinstance(size, bool):
+            raise TypeError
+        whole = operator.index(size)
+    except TypeError:
+        whole = 0
+    if whole < 1:
+        shown = tuple(shape) if not isinstance(shape, str) else shape
+        raise ArchprofError(f"malformed input shape {shown!r}: every size must be a whole number of at least 1")
+    return whole
+
+
 def parse_input_size(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224): the per-sample input, without the batch."""
     size = _sizes(text)
