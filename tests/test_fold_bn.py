@@ -15,6 +15,7 @@ from torch.fx.experimental.optimization import fuse
 import archprof
 from archprof.diff import diff
 from archprof.errors import ArchprofWarning
+from archprof.passes.fold_bn import Folding
 from archprof.meta import on_meta
 from archprof.zoo import MODELS
 from tests.cli import cli, one_error_line
@@ -159,6 +160,17 @@ def test_a_norm_without_running_statistics_does_not_fold():
         report = archprof.analyze(model, input_size=(3, 8, 8), fold_bn=True)
     assert [k.norm for k in report.batch_norm_folding.kept] == ["1"]
     assert report.totals.param_count == 4 * 3 * 3 * 3 + 4 + 2 * 4
+
+
+@pytest.mark.parametrize("statistics", [False, True], ids=["batch statistics", "running statistics"])
+def test_an_instance_norm_is_no_batch_norm_to_fold_or_warn_about(statistics):
+    """nn.InstanceNorm runs a batch norm over its input reshaped to one sample."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8, affine=True, track_running_stats=statistics))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArchprofWarning)
+        report = archprof.analyze(model.eval(), input_size=(3, 16, 16), fold_bn=True)
+    assert report.batch_norm_folding == Folding((), ())
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
 
 
 def test_a_layer_output_read_twice_or_a_weight_shared_does_not_fold():

@@ -63,7 +63,8 @@ class Folding:
 def fold_batch_norms(graph: Graph) -> tuple[Graph, Folding]:
     """The graph with every BatchNorm that can fold folded into the layer before it, and
     which norms folded and which stayed (with the reason)."""
-    norms = [op for op in graph.ops if op.op in BATCH_NORMS]
+    # An InstanceNorm runs a batch norm over its input reshaped to one sample: no BatchNorm to fold.
+    norms = [op for op in graph.ops if op.op in BATCH_NORMS and not op.module.type.startswith("InstanceNorm")]
     if not norms:
         return graph, Folding((), ())
     producer = {t.id: op for op in graph.ops for t in op.outputs}
