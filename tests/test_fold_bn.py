@@ -15,8 +15,8 @@ from torch.fx.experimental.optimization import fuse
 import archprof
 from archprof.diff import diff
 from archprof.errors import ArchprofWarning
-from archprof.passes.fold_bn import Folding
 from archprof.meta import on_meta
+from archprof.passes.fold_bn import Folding
 from archprof.zoo import MODELS
 from tests.cli import cli, one_error_line
 
