@@ -319,12 +319,14 @@ def _counts(cell: str) -> dict[str, int]:
     return counts
 
 
-def load_side(spec: str, input_size: Sequence[int] | str | None = None, **options: Any) -> Side:
-    """A CSV report (a path ending in .csv, or an existing file), else a model spec analysed
-    here (`options`: the keywords of `archprof.analyze`)."""
-    if spec.lower().endswith(".csv") or Path(spec).is_file():
+def load_side(spec: Any, input_size: Sequence[int] | str | None = None, **options: Any) -> Side:
+    """A CSV report (a path ending in .csv, or an existing file), else a model in any form
+    `archprof.analyze` takes (a spec, a module, a factory), analysed here (`options`: the
+    keywords of `archprof.analyze`)."""
+    if isinstance(spec, str) and (spec.lower().endswith(".csv") or Path(spec).is_file()):
         return read_csv_report(spec)
-    return side_from_report(analyze(spec, input_size, **options), spec)
+    report = analyze(spec, input_size, **options)
+    return side_from_report(report, spec if isinstance(spec, str) else report.model)
 
 
 def diff(
@@ -340,13 +342,13 @@ def diff(
     trust_pickle: bool = False,
     fold_bn: bool = False,
 ) -> ReportDiff:
-    """Diff two reports, CSV paths or model specs; the other arguments, as for
-    `archprof.analyze`, apply to the specs."""
+    """Diff two reports, CSV paths or models (any form `archprof.analyze` takes); the other
+    arguments, as for `archprof.analyze`, apply to the models."""
     options = {"batch": batch, "dtype": dtype, "inputs": inputs, "args": args, "weights": weights, "fold_bn": fold_bn}
     sides = [
-        load_side(side, input_size, trust_pickle=trust_pickle, **options)
-        if isinstance(side, str)
-        else side_from_report(side)
+        side_from_report(side)
+        if isinstance(side, Report)
+        else load_side(side, input_size, trust_pickle=trust_pickle, **options)
         for side in (old, new)
     ]
     return diff_reports(*sides)

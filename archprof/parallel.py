@@ -54,8 +54,8 @@ def ordered_map(
     function; an item that `local` picks, or that does not pickle, runs here, and so does
     everything with jobs=1, in order. The error raised is the one of the first failing item
     in the order given; warnings a worker raised are raised again here, in that order."""
-    if jobs is not None and jobs < 1:
-        raise ArchprofError(f"jobs must be at least 1, got {jobs}")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ArchprofError(f"jobs must be a whole number of at least 1 (or None: every core), got {jobs!r}")
     jobs = jobs or default_jobs()
     report = progress or (lambda phase, done, total: None)
     sendable = [i for i, item in enumerate(items) if jobs > 1 and not local(item) and _pickles(function, item)]

@@ -541,7 +541,7 @@ def test_load_errors_from_python_are_archprof_errors(tiny):
         archprof.analyze(load_model("lenet5"), args={"a": 1})
     with pytest.raises(ArchprofError, match="--arg/args apply to a factory"):
         load_model(nn.Linear(2, 2), args={"a": 1})
-    with pytest.raises(ArchprofError, match="cannot analyse a int"):
+    with pytest.raises(ArchprofError, match=r"cannot analyse 3 \(of type int\)"):
         load_model(3)
 
 

@@ -71,6 +71,8 @@ def load_model(
         if args or weights is not None:
             raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
         return spec
+    if args is not None and not isinstance(args, Mapping):
+        raise ArchprofError(f"args must map keyword names to values (a dict), got a {type(args).__name__}")
     args = dict(args or {})
     base = Path(base_dir) if base_dir is not None else None
     if isinstance(spec, torch.nn.Module):
@@ -85,8 +87,8 @@ def load_model(
         loaded = _from_factory(target, name, args, kind="factory")
     else:
         raise ArchprofError(
-            f"cannot analyse a {type(spec).__name__}: give a model name, a spec such as 'my_models.py:net', "
-            "a torch.nn.Module or a factory"
+            f"cannot analyse {spec!r} (of type {type(spec).__name__}): give a model name, a spec such as"
+            " 'my_models.py:net', a torch.nn.Module or a factory"
         )
     if weights is not None:
         if loaded.kind not in ("builtin", "hub", "factory"):

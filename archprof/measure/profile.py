@@ -134,6 +134,8 @@ def profile_analysis(
     See `archprof.profile` for the arguments; returns the analytic Report with the measured
     columns and `measured` filled in. The caller's random generators are left as they were."""
     for name, passes, least in (("warmup", warmup, 0), ("repeat", repeat, 1)):
+        if isinstance(passes, bool) or not isinstance(passes, int):
+            raise ArchprofError(f"{name} must be a whole number, got {passes!r}")
         if passes < least:
             raise ArchprofError(f"{name} must be at least {least}, got {passes}")
         if passes > MAX_PASSES:
