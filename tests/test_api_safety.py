@@ -18,6 +18,7 @@ import archprof
 from archprof.analysis import analysis
 from archprof.cli import app
 from archprof.comparison import compare, comparison_json, measure_latency
+from archprof.diff import diff
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.fit import fit_batch
 from archprof.load import load_model
@@ -120,6 +121,28 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
     assert fit_batch("lenet5", 10**7, **ModelOptions().keywords()).batch == fit_batch("lenet5", 10**7).batch
     with pytest.raises(ArchprofError, match="finds the batch itself"):
         fit_batch("lenet5", 10**7, batch=4)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: archprof.analyze("lenet5", args=[1, 2]), "args must map keyword names to values"),
+        (lambda: compare(["lenet5"], jobs="2"), "jobs must be a whole number"),
+        (lambda: compare(["lenet5"], jobs=True), "jobs must be a whole number"),
+        (lambda: archprof.profile("lenet5", device="cpu", repeat="3"), "repeat must be a whole number"),
+        (lambda: diff(42, "lenet5"), r"cannot analyse 42 \(of type int\)"),
+    ],
+    ids=["args a list", "jobs a string", "jobs a bool", "repeat a string", "diff of a number"],
+)
+def test_an_argument_of_the_wrong_type_is_one_error_not_a_python_one(call, message):
+    with pytest.raises(ArchprofError, match=message):
+        call()
+
+
+def test_diff_takes_a_module_as_it_takes_a_spec():
+    net = nn.Sequential(nn.Conv2d(1, 6, 5))
+    changes = {t.metric: (t.old, t.new) for t in diff(net, "lenet5", input_size=(1, 32, 32)).totals}
+    assert changes["param_count"] == (6 * 25 + 6, sum(p.numel() for p in load_model("lenet5").module.parameters()))
 
 
 def test_the_layers_frame_is_the_callers_to_change():
