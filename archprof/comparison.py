@@ -155,13 +155,16 @@ def compare(
     input. `profile=True` adds `latency_ms`: the median of at least `runs` CPU forward passes
     of the real model with random weights, under `torch.no_grad()`. `training=True`
     analyses one training step of each model and adds `training_flops` (forward and
-    backward, `Report.totals.training_flops`). `fold_bn=True` compares the inference views,
+    backward, `Report.totals.training_flops`) and `training_peak_bytes` (the step's peak,
+    optimizer state included); `peak_memory_bytes` is then the forward's peak, what autograd
+    saved held. `fold_bn=True` compares the inference views,
     BatchNorms folded (as `analyze`); `profile=True` refuses it, as it times the models as
     they are.
 
     Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
-    <NA> without a spatial layer)], [training_flops], param_ratio, macs_ratio, [latency_ms].
+    <NA> without a spatial layer)], [training_flops, training_peak_bytes], param_ratio,
+    macs_ratio, [latency_ms].
 
     `jobs` (default 1: everything in this process, as a notebook or a script fed on stdin
     needs) analyses models given as specs (strings, paths) in up to that many worker
@@ -231,6 +234,7 @@ def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | Non
         data["receptive_field"] = pd.Series([_optional(METRICS["receptive-field"], r) for r in reports], dtype="Int64")
     if all(r.training for r in reports):
         data["training_flops"] = _exact_integers([METRICS["training-flops"].read(r) for r in reports])
+        data["training_peak_bytes"] = _exact_integers([METRICS["training-memory"].read(r) for r in reports])
     for name, column in (("param_ratio", "param_count"), ("macs_ratio", "macs")):
         baseline = int(data[column].iloc[0])
         data[name] = data[column].astype("float64") / baseline if baseline else float("nan")
@@ -335,6 +339,7 @@ def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("Training FLOPs", "training_flops", human_count),
         ("Activations", "activation_bytes", human_bytes),
         ("Peak memory", "peak_memory_bytes", human_bytes),
+        ("Training step peak", "training_peak_bytes", human_bytes),
         ("Receptive field", "receptive_field", lambda v: f"{v} px"),
         ("Latency (CPU)", "latency_ms", lambda v: f"{v:.1f} ms"),
     ]

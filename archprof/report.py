@@ -196,7 +196,7 @@ class Totals:
     # optimizer state + the activations and gradients held at the step's busiest op, the
     # layer it belongs to and its phase (forward, backward, recompute); or, where higher,
     # at the optimizer's update ("optimizer step", layer "": Adam's temporaries on top of
-    # the gradients). None in a rolled-up report (no graph to follow through the backward pass).
+    # the gradients). A rolled-up report keeps its own (its layer named by the ancestor at the depth).
     training_peak_bytes: int | None
     training_peak_layer: str | None
     training_peak_phase: str | None

@@ -163,10 +163,12 @@ def test_a_model_traced_again_has_the_same_peak():
     assert again.training_peak_layer == first.training_peak_layer
 
 
-def test_a_rolled_up_report_has_no_step_to_follow():
+def test_a_rolled_up_report_keeps_the_steps_peak():
+    """A whole-model figure: true of any rows (its layer named by its ancestor at the depth)."""
     report = archprof.analyze(chain(), input_size=(4,), training=True)
     assert report.totals.training_peak_bytes is not None
-    assert report.rollup(0).totals.training_peak_bytes is None
+    assert report.rollup(0).totals.training_peak_bytes == report.totals.training_peak_bytes
+    assert report.rollup(0).totals.training_peak_layer == ""
     assert archprof.analyze(chain(), input_size=(4,)).totals.training_peak_bytes is None  # inference
 
 
@@ -431,3 +433,15 @@ def test_fit_train_fits_the_step_peak():
     beyond = archprof.analyze("lenet5", batch=found.batch + 1, training=True, optimizer="adam").totals
     assert found.bytes_at_batch == at.training_peak_bytes <= budget < beyond.training_peak_bytes
     assert found.bytes_at_next == beyond.training_peak_bytes
+
+
+def test_compare_sets_each_training_step_peak_beside_the_forward_peak():
+    """compare(training=True): the step's peak against a real CPU step (the profiler), and
+    peak_memory_bytes the forward's, as the report's totals give it."""
+    model = TwoHeads()
+    x = torch.randn(8, 64)
+    frame = archprof.compare([model], input_size=(64,), batch=8, training=True)
+    totals = archprof.analyze(model, input_size=(64,), batch=8, training=True).totals
+    _, lasting = profiled_training_peaks(model, x)
+    assert frame["training_peak_bytes"].iloc[0] == totals.param_bytes + lasting + x.nbytes
+    assert frame["peak_memory_bytes"].iloc[0] == totals.peak_memory_bytes
