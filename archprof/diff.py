@@ -20,6 +20,7 @@ from archprof.output import read_text
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import (
     COLUMNS,
+    TRAINING_COLUMNS,
     Report,
     counts_text,
     csv_cell_text,
@@ -225,7 +226,8 @@ def read_csv_report(path: str | Path) -> Side:
 
 
 def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
-    """Every row of a CSV report with every column of `archprof.report.COLUMNS` it has, read
+    """Every row of a CSV report with every column of `archprof.report.COLUMNS` (and, from a
+    training report, `TRAINING_COLUMNS`) it has, read
     back into the values `Report.rows()` holds: ints, (212, 212) for '212x212', FieldMark for
     'input' / 'undefined', None for '', {'aten.cumsum': 1} for 'aten.cumsum x1', True / False /
     None for covers_input. A file that is not a report, or a cell a report cannot hold, raises
@@ -233,7 +235,7 @@ def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
 
     path = Path(path)
     header = next(csv.reader(io.StringIO(read_text(path, "report"), newline="")), [])
-    names = [c.name for c in COLUMNS if c.name in header or c.name in _REQUIRED]
+    names = [c.name for c in (*COLUMNS, *TRAINING_COLUMNS) if c.name in header or c.name in _REQUIRED]
     return [row for _, row in _read_rows(path, names)]
 
 
@@ -247,7 +249,7 @@ def _read_rows(path: Path, names: Sequence[str]) -> list[tuple[int, dict[str, An
         raise ArchprofError(
             f"{path} is not an archprof CSV report (from `archprof summary -f csv`): no column {', '.join(missing)}"
         )
-    columns = {c.name: c for c in COLUMNS}
+    columns = {c.name: c for c in (*COLUMNS, *TRAINING_COLUMNS)}
     readers = {name: _cell_reader(columns[name]) for name in names}
     rows = []
     for raw in reader:
