@@ -635,6 +635,19 @@ def test_what_archprof_cannot_place_is_undefined_and_says_why(op):
     assert r["receptive_field_note"]
 
 
+def test_fields_too_irregular_to_follow_are_undefined_in_bounded_time():
+    """Resamplings by 1.5 between strided pools, 60 times: maps without a period whose padded
+    fields widen geometrically (all 60 followed would take hours and all memory). The rows
+    past the budget are undefined, saying why; the first are as the gradient gives them."""
+    blocks = [nn.Sequential(nn.Conv1d(1, 1, 3, padding=1), nn.Upsample(scale_factor=1.5), nn.AvgPool1d(3, 2, 1))]
+    model = nn.Sequential(*(blocks * 60))  # one block, called 60 times
+    report = archprof.analyze(model, input_size=(1, 64))
+    last = report.rows()[-1]
+    assert last["receptive_field"] == "undefined" and "too irregular to follow" in last["receptive_field_note"]
+    first = report.rows()[0]
+    assert first["receptive_field"] == (3,) and first["receptive_field_start"] == (-1,)
+
+
 @pytest.mark.parametrize(
     "op,field,stride,start",
     [

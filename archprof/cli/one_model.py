@@ -386,7 +386,7 @@ def rf(
     if unit is not None:
         write_text(unit_box_text(report, states, spatial, layer, unit) + "\n", None)
         return
-    spread = [spreads(state, len(spatial)) for state in states]
+    spread = spreads(states, len(spatial))
     emit_report(report, chosen, output, table=partial(receptive_field_table, spreads=spread), choice=choice)
     if plot is not None:
         plot_fields(report, spread, plot)

@@ -46,7 +46,7 @@ from fractions import Fraction
 from archprof.errors import ArchprofError
 from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
-from archprof.passes.receptive_field.maps import AxisMap, Interval, deep_maps, hull
+from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Interval, deep_maps, hull
 from archprof.passes.receptive_field.rules import rule_for
 from archprof.passes.receptive_field.walk import WHOLE, Extent, Field, Merged, State, Undefined, Walk
 from archprof.units import shape_text
@@ -137,8 +137,11 @@ def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, 
         return (0, extent - 1), None, f"every unit reads the whole of input dimension {axis + 1}"
     places = field.places(axis)
     box = None
-    for axis_map, _ in places:
-        box = hull(box, axis_map.field(0))
+    try:
+        for axis_map, _ in places:
+            box = hull(box, axis_map.field(0))
+    except FieldsTooIrregular:
+        return None, None, TOO_IRREGULAR
     if box is None:
         return None, None, f"output unit 0 reads no pixel along input dimension {axis + 1}"
     if len(places) == 1 and places[0][1]:
@@ -172,15 +175,23 @@ def row_states(graph: Graph, groups: list[LayerGroup]) -> tuple[list[State], tup
     return [fields.get(g.outputs[0].id) if g.outputs else None for g in groups], spatial
 
 
-def spreads(state: State, nd: int) -> tuple[Spread | None, ...] | None:
-    """Per spatial dimension, the field sizes over the units of a row's output (None: the
-    row has no numeric field)."""
+def spreads(states: list[State], nd: int) -> list[tuple[Spread | None, ...] | None]:
+    """For each row's state, per spatial dimension, the field sizes over the units of its
+    output (None: the row has no numeric field, or one too irregular to follow: all rows
+    share one budget of fields, `maps.FIELD_BUDGET`)."""
+    with deep_maps():
+        return [_spreads(state, nd) for state in states]
+
+
+def _spreads(state: State, nd: int) -> tuple[Spread | None, ...] | None:
     if isinstance(state, Extent) or (isinstance(state, Field) and _flattened(state)):
         return (None,) * nd
     if not isinstance(state, Field):
         return None
-    with deep_maps():
+    try:
         return tuple(_spread(state, axis) for axis in range(nd))
+    except FieldsTooIrregular:
+        return None
 
 
 def _spread(field: Field, axis: int) -> Spread | None:
@@ -220,24 +231,31 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
         raise ArchprofError(f"this layer {what}: no unit box to give")
     if isinstance(state, Undefined):
         raise ArchprofError(f"this layer's field is undefined: {state.reason}")
-    boxes: list[Interval | None] = []
     with deep_maps():
-        for axis, (index, extent) in enumerate(zip(unit, spatial, strict=True)):
-            if axis in state.whole:
-                boxes.append((0, extent - 1))
-                continue
-            places = state.places(axis)
-            if not any(own for _, own in places):  # kept at one position: unit 0
-                boxes.append(_kept_box(state, axis, index))
-                continue
-            if len(places) != 1:
-                raise ArchprofError(f"this layer's output runs along input dimension {axis + 1} twice: no unit box")
-            axis_map: AxisMap = places[0][0]
-            if not 0 <= index < axis_map.size:
-                raise ArchprofError(
-                    f"--unit {index} is outside the layer's {axis_map.size} units along dimension {axis + 1}"
-                )
-            boxes.append(axis_map.field(index, exact=True))
+        try:
+            return _unit_boxes(state, spatial, unit)
+        except FieldsTooIrregular:
+            raise ArchprofError(f"this layer's field is undefined: {TOO_IRREGULAR}") from None
+
+
+def _unit_boxes(state: Field, spatial: tuple[int, ...], unit: tuple[int, ...]) -> list[Interval | None]:
+    boxes: list[Interval | None] = []
+    for axis, (index, extent) in enumerate(zip(unit, spatial, strict=True)):
+        if axis in state.whole:
+            boxes.append((0, extent - 1))
+            continue
+        places = state.places(axis)
+        if not any(own for _, own in places):  # kept at one position: unit 0
+            boxes.append(_kept_box(state, axis, index))
+            continue
+        if len(places) != 1:
+            raise ArchprofError(f"this layer's output runs along input dimension {axis + 1} twice: no unit box")
+        axis_map: AxisMap = places[0][0]
+        if not 0 <= index < axis_map.size:
+            raise ArchprofError(
+                f"--unit {index} is outside the layer's {axis_map.size} units along dimension {axis + 1}"
+            )
+        boxes.append(axis_map.field(index, exact=True))
     return boxes
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from archprof.graph import Graph, OpNode, TensorMeta, value_record
-from archprof.passes.receptive_field.maps import AxisMap, Link
+from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Link
 
 
 @value_record
@@ -142,6 +142,8 @@ class Walk:
                 result = rule(self, op)
         except (IndexError, TypeError, ValueError, ZeroDivisionError, KeyError):  # arguments not foreseen
             result = self.undefined(op, "its arguments were not understood")
+        except FieldsTooIrregular:
+            result = self.undefined(op, TOO_IRREGULAR)
         results = result if isinstance(result, list) else [result] * len(op.outputs)
         if len(results) != len(op.outputs):  # an overload with other outputs than foreseen
             results = [self.undefined(op, "its outputs were not understood")] * len(op.outputs)
