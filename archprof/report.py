@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -548,6 +549,14 @@ class Report:
 
         return _write(markdown_text(self.table()), path)
 
+    def to_html(self, path=None) -> str:
+        """A self-contained HTML page, as `archprof summary -o report.html` writes it: the
+        totals, a sortable and filterable layer table, memory and receptive-field charts
+        (with matplotlib installed), nothing fetched from anywhere."""
+        from archprof.render.html import report_html
+
+        return _write(report_html(self), path)
+
     # -- notebooks -----------------------------------------------------------------------
 
     def table(self):
@@ -643,6 +652,9 @@ def _fraction_text(value: Any) -> str:
 
 
 def _write(text: str, path) -> str:
+    """`text`, written to `path` (a str or os.PathLike) where given."""
     if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise ArchprofError(f"path must be a file name (a str or a Path), got {path!r} ({type(path).__name__})")
         write_atomically(path, text)
     return text
