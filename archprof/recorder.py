@@ -353,8 +353,12 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     Refused is final: the real kernel refuses the call even where the meta kernel would
     answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.
-    if not tensors or not tensors[0].is_floating_point() or complex in map(type, args):
-        return None  # a complex number (`x * 1j`) makes the result complex: the formulas keep the input's dtype
+    if not tensors or not tensors[0].is_floating_point():
+        return None
+    if info.elementwise:
+        for argument in args:  # `is`, not `complex in map(type, args)`: == on torch's classes runs Python
+            if type(argument) is complex:
+                return None  # a complex number (`x * 1j`) makes the result complex: the formulas keep the input's dtype
     first = tensors[0]
     dtype = first.dtype
     contiguous = True
