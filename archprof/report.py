@@ -549,14 +549,6 @@ class Report:
 
         return _write(markdown_text(self.table()), path)
 
-    def to_html(self, path=None) -> str:
-        """A self-contained HTML page, as `archprof summary -o report.html` writes it: the
-        totals, a sortable and filterable layer table, memory and receptive-field charts
-        (with matplotlib installed), nothing fetched from anywhere."""
-        from archprof.render.html import report_html
-
-        return _write(report_html(self), path)
-
     # -- notebooks -----------------------------------------------------------------------
 
     def table(self):

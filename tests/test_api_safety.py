@@ -145,6 +145,13 @@ def test_diff_takes_a_module_as_it_takes_a_spec():
     assert changes["param_count"] == (6 * 25 + 6, sum(p.numel() for p in load_model("lenet5").module.parameters()))
 
 
+def test_a_report_written_to_what_is_not_a_file_name_is_one_error():
+    report = archprof.analyze("lenet5")
+    for write in (report.to_csv, report.to_json, report.to_markdown):
+        with pytest.raises(ArchprofError, match="path must be a file name"):
+            write(123)
+
+
 def test_the_layers_frame_is_the_callers_to_change():
     report = archprof.analyze("lenet5")
     layers = report.layers

@@ -90,17 +90,6 @@ def test_the_pages_totals_are_the_summarys():
     assert ("Backward MACs, weight gradients", f"{4 * 12 * 12 * 8 * 9:,}") in shown  # the second's only
 
 
-def test_report_to_html_writes_the_page_the_cli_writes(tmp_path):
-    report = archprof.analyze("lenet5")
-    target = tmp_path / "lenet5.html"
-    text = report.to_html(target)
-    assert target.read_text() == text
-    assert cli("summary", "lenet5", "-o", tmp_path / "cli.html").exit_code == 0
-    assert (tmp_path / "cli.html").read_text() == text
-    with pytest.raises(archprof.ArchprofError, match="path must be a file name"):
-        report.to_html(123)
-
-
 def test_a_profiled_page_adds_the_roofline_and_the_timings():
     report = archprof.profile("lenet5", device="cpu", repeat=1, warmup=0, peak_flops="50G", bandwidth="20GB/s")
     text = report_html(report)
