@@ -4,7 +4,6 @@ analyses (profile, fit, compare, check, diff) build on it; nothing here imports 
 
 from __future__ import annotations
 
-import operator
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,7 @@ from archprof.passes.receptive_field import receptive_field_columns
 from archprof.random_state import random_state_kept
 from archprof.report import COLUMNS, TRAINING_COLUMNS, Report, layer_label
 from archprof.trace import MetaUnsupported, TraceInput, trace
-from archprof.units import shape_text, shapes_text
+from archprof.units import shape_text, shapes_text, whole_number
 
 ModelSpec = str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
 
@@ -51,14 +50,12 @@ def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.d
     batch None or an int of at least 1 (not a bool, a float or a string), dtype None, a
     floating torch.dtype of MODEL_DTYPES or its name ("float16", "torch.float16")."""
     if batch is not None:
-        try:
-            if isinstance(batch, bool):
-                raise TypeError
-            batch = operator.index(batch)
-        except TypeError:
+        whole = whole_number(batch)
+        if whole is None:
             raise ArchprofError(
                 f"batch must be a whole number (an int) of at least 1, got {batch!r} ({type(batch).__name__})"
-            ) from None
+            )
+        batch = whole
         if batch < 1:
             raise ArchprofError(f"batch must be at least 1, got {batch}")
     if dtype is None or (isinstance(dtype, torch.dtype) and dtype in MODEL_DTYPES.values()):

@@ -5,6 +5,7 @@ everywhere else)."""
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,17 @@ def human_value(unit: str, value: int) -> str:
 def shape_text(dims: Sequence[int]) -> str:
     """(1, 3, 224, 224) -> '1x3x224x224'; a scalar's () -> '()'."""
     return _tuple_text(tuple(dims))
+
+
+def whole_number(value: object) -> int | None:
+    """`value` as an int where it is one of any integer type (NumPy's too, as
+    `operator.index` takes it); None for a bool, a float, a string or anything else."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def tensor_text(shape: Sequence[int], dtype) -> str:

@@ -174,6 +174,15 @@ def test_a_spec_with_a_lone_surrogate_is_a_printable_error(spec):
     assert spec.encode("utf-8", "backslashreplace").decode() in message
 
 
+def test_an_input_size_with_a_lone_surrogate_is_a_printable_error():
+    from archprof.load.inputs import parse_input_size
+
+    with pytest.raises(ArchprofError) as raised:
+        parse_input_size("3x\udcff")
+    str(raised.value).encode("utf-8")  # printable
+    assert r"3x\udcff" in str(raised.value)
+
+
 # -- shapes past int64 ---------------------------------------------------------------------
 
 INT64_MAX = 9_223_372_036_854_775_807  # torch.iinfo(torch.int64).max, written out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import torch
 
 from archprof.errors import ArchprofError
 from archprof.load.common import DTYPES, INPUT_DTYPES, INT64_MAX, printable_errors, shorten
+from archprof.units import whole_number
 
 # -- inputs --------------------------------------------------------------------------------
 
@@ -78,22 +78,16 @@ def _shown_shape(shape: Sequence[int]) -> str:
 _SIZE = re.compile(r"\d+(x\d+)*")
 
 
-@printable_errors
 def _whole_size(size: Any, shape: Any) -> int:
-    """One size of `shape` as an int: any integer type (NumPy's too, as `operator.index`
-    takes it), at least 1; not a bool, a float or a string."""
-    try:
-        if isinstance(size, bool):
-            raise TypeError
-        whole = operator.index(size)
-    except TypeError:
-        whole = 0
-    if whole < 1:
+    """One size of `shape` as an int (`whole_number`), at least 1."""
+    whole = whole_number(size)
+    if whole is None or whole < 1:
         shown = tuple(shape) if not isinstance(shape, str) else shape
         raise ArchprofError(f"malformed input shape {shown!r}: every size must be a whole number of at least 1")
     return whole
 
 
+@printable_errors
 def parse_input_size(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224): the per-sample input, without the batch."""
     size = _sizes(text)

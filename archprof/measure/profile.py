@@ -44,7 +44,7 @@ from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
 from archprof.report import MEASURED_COLUMNS, Report
 from archprof.trace import forward_exits_as_errors
-from archprof.units import parse_bandwidth, parse_flops_rate
+from archprof.units import parse_bandwidth, parse_flops_rate, whole_number
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def profile_analysis(
     See `archprof.profile` for the arguments; returns the analytic Report with the measured
     columns and `measured` filled in. The caller's random generators are left as they were."""
     for name, passes, least in (("warmup", warmup, 0), ("repeat", repeat, 1)):
-        if isinstance(passes, bool) or not isinstance(passes, int):
+        if whole_number(passes) is None:
             raise ArchprofError(f"{name} must be a whole number, got {passes!r}")
         if passes < least:
             raise ArchprofError(f"{name} must be at least {least}, got {passes}")
