@@ -270,11 +270,12 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim:
         return None
     if len(run) == 2 and isinstance(run[1][0], Within) and run[1][0].outer is run[0][0]:
         return run[1][0].whole  # blocks and positions in them: the dimension they were split from
-    if len(spatial) == 1 and isinstance(spatial[0][1], AxisMap):  # the others do not move the field
-        k, parent = spatial[0]
-        inner, size = math.prod(n for _, n in run[k + 1 :]), math.prod(n for _, n in run)
-        if k == 0:
-            return parent.derive(size, lambda u: ((u // inner,) * 2,), Fraction(1, inner))
+    if len(spatial) == 1 and spatial[0][0] == 0 and isinstance(spatial[0][1], AxisMap):
+        # A spatial dimension first, the others inside it: unit u reads unit u // inner.
+        # Spatial later (channels, then rows) stays flattened, which a reshape splits back.
+        parent = spatial[0][1]
+        inner, size = math.prod(n for _, n in run[1:]), math.prod(n for _, n in run)
+        return parent.derive(size, lambda u: ((u // inner,) * 2,), Fraction(1, inner))
     return Merged(tuple(run))
 
 
