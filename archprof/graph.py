@@ -143,6 +143,10 @@ class EngineNotes:
     # The storages of the gradients of ones the backward pass starts from, one per floating
     # output requiring grad: whoever passes them to `torch.autograd.backward` holds them to the end.
     seeds: set[int] = field(default_factory=set)
+    # The names of the trainable parameters the backward pass gave a gradient (`.grad`). One
+    # it never reached (a layer not called, or called only under no_grad) keeps `.grad` None,
+    # and PyTorch's optimizers skip it: no gradient, no state, no update.
+    given_gradients: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from archprof.errors import ArchprofError
 from archprof.output import write_atomically
 from archprof.passes.flops import OperatorCost, merged_costs
-from archprof.passes.memory import optimizer_state_copies, optimizer_step_temporaries, training_timeline
+from archprof.passes.memory import TrainingStep, training_step
 from archprof.text import dims_text, visible_text
 from archprof.text import layer_label as layer_label  # where diff, render and measure import it from
 from archprof.units import shape_text
@@ -63,7 +63,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("trainable_param_count", "int64", "of which require a gradient", summable=True),
     Column("param_bytes", "int64", "bytes of those parameters", summable=True),
     Column("buffer_bytes", "int64", "bytes of buffers (BatchNorm running statistics, ...)", summable=True),
-    Column("gradient_bytes", "int64", "bytes of the gradients of the trainable ones (training)", summable=True),
+    Column(
+        "gradient_bytes",
+        "int64",
+        "bytes of the gradients of the trainable ones the backward pass reaches (training)",
+        summable=True,
+    ),
     Column("macs", "int64", "multiply-accumulates (convolution, linear, matmul)", summable=True),
     Column("flops", "int64", "floating-point operations of the MACs: 2 x macs", summable=True),
     Column(
@@ -186,7 +191,7 @@ class Totals:
     peak_memory_bytes: int  # param_bytes + buffer_bytes + peak_activation_bytes
     peak_layer: str  # the layer of the (first) row where that peak happens
     training: bool
-    gradient_bytes: int  # one gradient per trainable parameter, in its dtype
+    gradient_bytes: int  # one gradient per trainable parameter the backward pass reaches, in its dtype
     # Training reports only (None otherwise):
     optimizer: str | None  # sgd, momentum, adam
     optimizer_state_bytes: int | None  # copies of the trainable parameters the optimizer keeps
@@ -247,9 +252,9 @@ class Report:
     # `memory --fit`'s answer (`archprof.fit.Fit.as_dict`: the budget, the largest batch that
     # fits it, the bytes at that batch and at the next); written to the JSON.
     batch_fit: dict[str, int] | None = field(default=None, repr=False)
-    # A rolled-up training report's step peak (bytes, layer, phase), from the graph of the
-    # report it was rolled up from (it has none of its own to follow the step through).
-    step_peak: tuple[int, str, str] | None = field(default=None, repr=False)
+    # A rolled-up training report's step totals, from the graph of the report it was rolled
+    # up from (it has none of its own to follow the step through).
+    step: TrainingStep | None = field(default=None, repr=False)
     # Analysed with fold_bn: an archprof.passes.fold_bn.Folding, the BatchNorms that folded
     # into the layer before them and those that stayed, with the reason; None otherwise.
     batch_norm_folding: Any = field(default=None, repr=False)
@@ -325,30 +330,20 @@ class Report:
             "training_peak_phase": None,
         }
         if self.training:
-            state = optimizer_state_copies(self.optimizer) * sums["gradient_bytes"]
+            step = self._training_step
+            state = step.optimizer_state_bytes if step is not None else None
             saved = sums["saved_activation_bytes"]
             totals.update(
                 optimizer=self.optimizer,
                 optimizer_state_bytes=state,
                 saved_activation_bytes=saved,
-                training_memory_bytes=model_bytes + sums["gradient_bytes"] + state + saved,
+                training_memory_bytes=model_bytes + sums["gradient_bytes"] + (state or 0) + saved,
             )
-            if self.step_peak is not None:
-                peak_bytes, layer, phase = self.step_peak
-                totals.update(training_peak_bytes=peak_bytes, training_peak_layer=layer, training_peak_phase=phase)
-            elif self.graph is not None:
-                timeline = training_timeline(self.graph)
-                at = timeline.steps[timeline.peak_step] if timeline.steps else None
-                trainable = [p.nbytes for p in self.graph.parameters if p.trainable and not p.is_buffer]
-                step = timeline.end + optimizer_step_temporaries(self.optimizer, trainable)
-                if step > timeline.peak_bytes:  # Adam's update of a large layer, after the backward pass
-                    peak, layer, phase = step, "", "optimizer step"
-                else:
-                    peak = timeline.peak_bytes
-                    layer = at.module.path if at is not None and at.module is not None else ""
-                    phase = at.phase if at is not None else "forward"
+            if step is not None:
                 totals.update(
-                    training_peak_bytes=model_bytes + state + peak, training_peak_layer=layer, training_peak_phase=phase
+                    training_peak_bytes=model_bytes + step.optimizer_state_bytes + step.peak_bytes,
+                    training_peak_layer=step.peak_layer,
+                    training_peak_phase=step.peak_phase,
                 )
         return totals
 
@@ -500,16 +495,22 @@ class Report:
             measured_memory=self.measured_memory,  # whole-model peaks: true of any rows
             batch_fit=self.batch_fit,
             batch_norm_folding=self.batch_norm_folding,
-            step_peak=self._step_peak_at(depth),
+            step=self._step_at(depth),
         )
 
-    def _step_peak_at(self, depth: int) -> tuple[int, str, str] | None:
-        """The training step's peak (bytes, layer, phase), its layer as a rollup to `depth` names it."""
-        totals = self.totals
-        if totals.training_peak_bytes is None:
+    @cached_property
+    def _training_step(self) -> TrainingStep | None:
+        """A training report's step totals: its own graph's, or those it was rolled up with."""
+        if not self.training or (self.step is None and self.graph is None):
+            return self.step
+        return self.step or training_step(self.graph, self.optimizer)
+
+    def _step_at(self, depth: int) -> TrainingStep | None:
+        """The training step's totals, its peak's layer as a rollup to `depth` names it."""
+        step = self._training_step
+        if step is None:
             return None
-        layer = ".".join((totals.training_peak_layer or "").split(".")[:depth])
-        return totals.training_peak_bytes, layer, totals.training_peak_phase
+        return replace(step, peak_layer=".".join(step.peak_layer.split(".")[:depth]))
 
     # -- file formats --------------------------------------------------------------------
 

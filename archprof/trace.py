@@ -169,6 +169,7 @@ def trace(
             output = model(*args, **kwargs)
             if training:  # the stand-ins still in place: checkpointing recomputes blocks on them
                 recorder.run_backward(output)
+                recorder.engine.given_gradients = _given_gradients(named, stand_ins)
     except ArchprofError:
         raise
     except Exception as exc:  # the user's forward failed: say where and on what
@@ -535,6 +536,17 @@ def _own_tensors(named: list[tuple[str, torch.Tensor, bool]], recorder: Recorder
         meta = recorder.register(tensor, "buffer" if is_buffer else "parameter", name)
         parameters.append(_parameter_info(meta, tensor, is_buffer))
     return None, parameters
+
+
+def _given_gradients(
+    named: list[tuple[str, torch.Tensor, bool]], stand_ins: dict[int, torch.Tensor] | None
+) -> set[str]:
+    """The names of the parameters whose `.grad` the backward pass wrote (`EngineNotes.given_gradients`),
+    each read from the tensor the trace ran on: its stand-in, or the model's own."""
+    traced = (
+        (name, stand_ins.get(id(t), t) if stand_ins is not None else t, is_buffer) for name, t, is_buffer in named
+    )
+    return {name for name, tensor, is_buffer in traced if not is_buffer and tensor.grad is not None}
 
 
 def _parameter_info(meta: TensorMeta, tensor: torch.Tensor, is_buffer: bool) -> ParameterInfo:

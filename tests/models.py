@@ -500,3 +500,32 @@ class ConcatenatedBias(nn.Module):
         x = self.wide(x)
         bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))  # made after: its backward runs before theirs
         return self.head(torch.nn.functional.linear(x, self.weight, bias))
+
+
+class UnusedAndGatedLayers(nn.Module):
+    """A layer the forward never calls and a gate it calls only under no_grad: neither gets a
+    `.grad`, so an optimizer keeps no state for them and updates neither."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.head = nn.Linear(32, 64), nn.Linear(64, 8)
+        self.unused, self.gate = nn.Linear(64, 64), nn.Linear(64, 64)
+
+    def forward(self, x):
+        y = torch.relu(self.body(x))
+        with torch.no_grad():
+            weight = torch.sigmoid(self.gate(y))
+        return self.head(y * weight)
+
+
+class WithAnIndexOutput(nn.Module):
+    """Two outputs, the second an argmax (int64, no gradient): the caller holds both through
+    the step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y[:, 0].sum(), y.argmax(1)

@@ -255,13 +255,19 @@ def test_saved_views_of_one_storage_count_once_and_weights_are_not_activations()
 def test_the_training_estimate_adds_gradients_optimizer_state_and_saved_activations():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
     model[0].weight.requires_grad_(False)  # frozen: no gradient, no optimizer state
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) * 4
-    for optimizer, copies in (("sgd", 0), ("momentum", 1), ("adam", 2)):
+    trained = [p for p in model.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in trained) * 4
+    # Adam's state also holds a 4 B step counter per parameter it updates.
+    for optimizer, copies, counters in (("sgd", 0, 0), ("momentum", 1, 0), ("adam", 2, 4 * len(trained))):
         totals = archprof.analyze(model, input_size=(3, 6, 6), batch=2, training=True, optimizer=optimizer).totals
         assert totals.gradient_bytes == trainable
-        assert totals.optimizer_state_bytes == copies * trainable
+        assert totals.optimizer_state_bytes == copies * trainable + counters
         assert totals.training_memory_bytes == (
-            totals.param_bytes + totals.buffer_bytes + trainable * (1 + copies) + totals.saved_activation_bytes
+            totals.param_bytes
+            + totals.buffer_bytes
+            + trainable * (1 + copies)
+            + counters
+            + totals.saved_activation_bytes
         )
     inference = archprof.analyze(model, input_size=(3, 6, 6), batch=2).totals
     assert inference.training_memory_bytes is None and inference.saved_activation_bytes is None
@@ -572,6 +578,37 @@ def test_measure_runs_the_steps_a_model_has(make):
 
     measured = measure_memory(analysis(load_model(make), (3, 8, 8), 1, None))
     assert measured.inference.bytes > 0 and measured.training.bytes >= measured.inference.bytes // 2
+
+
+def _lazy_net() -> nn.Module:
+    return nn.Sequential(
+        nn.LazyConv2d(8, 3, padding=1), nn.LazyBatchNorm2d(), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10)
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="measures on the CPU where there is no GPU")
+def test_measure_reads_a_lazy_model_after_the_call_that_makes_its_weights():
+    """The oracle: torch.profiler over a forward after a first one (which made the lazy
+    layers' weights), from the weights and the input held: equal to the prediction. The
+    first call alone would read low, its weights not yet made at its peak."""
+    from archprof.analysis import analysis
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import measure_memory
+
+    analysed = analysis(load_model(_lazy_net), (3, 16, 16), 2, None)
+    measured = measure_memory(analysed, training=False)
+    model, x = _lazy_net(), torch.randn(2, 3, 16, 16)
+    _, lasting = profiled_peaks(model, x)  # after a first forward
+    held = sum(t.nbytes for t in (*model.parameters(), *model.buffers())) + x.nbytes
+    assert measured.inference.bytes == held + lasting == analysed.report.totals.peak_memory_bytes
+
+
+def test_a_callers_lazy_module_is_profiled_on_a_copy():
+    """Its weights, not yet made, cannot be copied: the copy's first call makes its own."""
+    model = _lazy_net()
+    report = archprof.profile(model, input_size=(3, 16, 16), warmup=1, repeat=1)
+    assert report.totals.param_count == 8 * 3 * 9 + 8 + 16 + 8 * 16 * 16 * 10 + 10
+    assert isinstance(model[0].weight, nn.parameter.UninitializedParameter)  # the caller's, left lazy
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

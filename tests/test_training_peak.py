@@ -46,7 +46,9 @@ from tests.models import (
     TransposedTokensBatchNormed,
     TwoHeads,
     TwoLosses,
+    UnusedAndGatedLayers,
     UpdatesHeldInLocals,
+    WithAnIndexOutput,
     dropout_in_place_on_a_view,
 )
 from tests.test_memory_kernels import AttentionBlock
@@ -77,23 +79,26 @@ def test_a_chain_worked_by_hand():
     sgd = archprof.analyze(chain(), input_size=(4,), batch=3, training=True, optimizer="sgd").totals
     assert sgd.training_peak_bytes == parameters + 456
     assert (sgd.training_peak_layer, sgd.training_peak_phase) == ("1", "backward")
-    # Adam then updates from the 328 B the backward pass left, beside its two moments: fc1's
-    # weight first, its denominator sqrt(v) / c two new tensors of 128 B (no earlier one
-    # held yet): 584 B, above the backward's 456.
+    # Adam then updates from the 328 B the backward pass left but the 24 B seed (the
+    # caller's gradient of ones, gone once backward returns), beside its two moments and a
+    # 4 B step counter per parameter: fc1's weight first, its denominator sqrt(v) / c two
+    # new tensors of 128 B (no earlier one held yet) while c is a tensor too (8 B): 568 B,
+    # above the backward's 456.
+    state = 2 * parameters + 4 * 4
     totals = archprof.analyze(chain(), input_size=(4,), batch=3, training=True, optimizer="adam").totals
-    assert totals.training_peak_bytes == parameters + 2 * parameters + 328 + 2 * 128
+    assert totals.optimizer_state_bytes == state
+    assert totals.training_peak_bytes == parameters + state + (328 - 24) + 2 * 128 + 8
     assert (totals.training_peak_layer, totals.training_peak_phase) == ("", "optimizer step")
     # The sum of the parts (every saved activation and gradient at once) misses the gradients
-    # of the activations: 1,072 B here.
-    assert totals.training_memory_bytes == 3 * parameters + 48 + 96 + parameters < totals.training_peak_bytes
+    # of the activations: 1,088 B here.
+    assert totals.training_memory_bytes == parameters + state + 48 + 96 + parameters < totals.training_peak_bytes
 
 
 def test_adams_update_of_a_large_layer_against_a_real_cpu_step():
     """The oracle: torch.profiler's allocations over a real step, Adam's update included,
-    counted from what was held before it (the parameters, both moments, the input). The
-    analysis lets the caller's input go after its last reader and leaves out Adam's step
-    counters (4 B a parameter); the output and the gradient of ones it starts from (80 B
-    each) may still be held or gone when the update runs: at most that much apart."""
+    counted from what was held before it (the parameters, the optimizer's state, its step
+    counters too, and the input): those that outlive the aten op that made them, equal to
+    the byte (the output is still held when the update runs, the gradient of ones is gone)."""
     from tests.memory_oracle import allocation_peaks
 
     def mlp():
@@ -109,13 +114,54 @@ def test_adams_update_of_a_large_layer_against_a_real_cpu_step():
         optimizer.step()
 
     step()  # makes the moments
-    everything, _ = allocation_peaks(step)
+    _, lasting = allocation_peaks(step)
     held = sum(t.nbytes for t in model.parameters()) + x.nbytes
     held += sum(v.nbytes for state in optimizer.state.values() for v in state.values())
     totals = archprof.analyze(mlp, input_size=(256,), batch=2, training=True, optimizer="adam").totals
     assert totals.training_peak_phase == "optimizer step"
-    slack = x.nbytes + 4 * 4 + 2 * 2 * 10 * 4
-    assert -slack <= held + everything - totals.training_peak_bytes <= slack
+    assert totals.training_peak_bytes == held + lasting
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_parameters_without_a_gradient_get_no_state_and_no_update(optimizer):
+    """The oracle: a real CPU step with torch.optim. A layer never called and one called only
+    under no_grad keep `.grad` None; the optimizer skips both (no state, no update). The
+    gradients, the state and the step's peak (allocations that outlive their aten op, from
+    what was held before it) are each equal to the byte."""
+    from tests.memory_oracle import allocation_peaks
+
+    model, x = UnusedAndGatedLayers(), torch.randn(2, 32)
+    real = {"momentum": partial(torch.optim.SGD, lr=1e-3, momentum=0.9), "adam": torch.optim.Adam}[optimizer]
+    step_optimizer = real(model.parameters(), lr=1e-3)
+
+    def step():
+        step_optimizer.zero_grad(set_to_none=True)
+        output = model(x)
+        output.backward(torch.ones_like(output))
+        step_optimizer.step()
+
+    step()  # makes the state
+    gradients = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
+    state = sum(v.nbytes for values in step_optimizer.state.values() for v in values.values())
+    _, lasting = allocation_peaks(step)
+    params = sum(p.nbytes for p in model.parameters())
+    totals = archprof.analyze(model, input_size=(32,), batch=2, training=True, optimizer=optimizer).totals
+    assert gradients < totals.trainable_param_count * 4  # the oracle's premise
+    assert (totals.gradient_bytes, totals.optimizer_state_bytes) == (gradients, state)
+    assert totals.training_peak_bytes == params + state + x.nbytes + lasting
+
+
+def test_measure_holds_every_output_through_the_step():
+    """`memory --measure`'s real step holds every output, an int64 one too, as the analysis
+    does and as the tests' own oracle step does (`profiled_training_peaks`)."""
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import predicted_and_measured
+
+    _, step = predicted_and_measured(load_model(WithAnIndexOutput), [(3, 16, 16)], 3, None, "sgd").steps
+    model, x = WithAnIndexOutput(), torch.randn(3, 3, 16, 16)
+    _, lasting = profiled_training_peaks(model, x)
+    oracle = sum(p.nbytes for p in model.parameters()) + x.nbytes + lasting
+    assert step.measured.bytes == step.predicted_bytes == oracle
 
 
 def frozen_first_layer():

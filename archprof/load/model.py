@@ -70,14 +70,28 @@ class LoadedModel:
             current = device_of(module)
             target = torch.device(device) if device is not None else current
             if current.type == "meta":
-                module = copy.deepcopy(module).to_empty(device=target if target.type != "meta" else "cpu")
+                module = _copy(module).to_empty(device=target if target.type != "meta" else "cpu")
                 _initialise(module)
             elif copy_module or target != current or _needs_cast(module, dtype):
-                module = copy.deepcopy(module).to(target)
+                module = _copy(module).to(target)
         if dtype is not None and _needs_cast(module, dtype):
             with quiet():
                 module = module.to(dtype)
         return module
+
+
+_Uninitialised = torch.nn.parameter.UninitializedTensorMixin
+
+
+def _copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy, a lazy layer's parameters and buffers not yet made staying so (they
+    cannot be copied): its first forward makes them."""
+    memo = {
+        id(t): type(t)(requires_grad=t.requires_grad, device=t.device, dtype=t.dtype)
+        for t in (*module.parameters(), *module.buffers())
+        if isinstance(t, _Uninitialised)
+    }
+    return copy.deepcopy(module, memo)
 
 
 def device_of(module: torch.nn.Module) -> torch.device:

@@ -103,6 +103,8 @@ def measure_memory(
         arguments = (inputs.args, inputs.kwargs)
         try:
             with forward_exits_as_errors(name):
+                if any(isinstance(t, _Uninitialised) for t in (*module.parameters(), *module.buffers())):
+                    _inference_step(module, inputs)  # lazy layers make their tensors: measure the calls after
                 inference = measured_peak(
                     lambda: _inference_step(module, inputs), device, before, held_bytes(module, arguments)
                 )
@@ -244,7 +246,8 @@ def _training_step(
     def step() -> None:
         if opt is not None:
             opt.zero_grad(set_to_none=True)
-        roots = [t for t in tensors_in(inputs(module)) if t.is_floating_point() and t.requires_grad]
+        outputs = tensors_in(inputs(module))  # all held through the step, as the caller of a forward holds them
+        roots = [t for t in outputs if t.is_floating_point() and t.requires_grad]
         if roots:
             torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
         if opt is not None:

@@ -44,7 +44,8 @@ A training step's peak (`training_timeline`) follows the same storages on throug
 backward pass as the autograd engine runs it: saved tensors and incoming gradients released
 once the autograd node that reads them has run, parameters' gradients kept in `.grad`, the
 optimizer state (`OPTIMIZER_STATE_COPIES`) held throughout; then the optimizer's step,
-from what the backward pass left (`TrainingTimeline.end`) plus its own temporaries
+from what the backward pass left (`TrainingTimeline.end`, the gradients of ones it started from
+gone) plus its own temporaries
 (`optimizer_step_temporaries`). Against torch.profiler on a real CPU step (allocations that outlive
 the aten op that made them, the input held by the caller): equal to the byte for ResNet-18
 (64 x 64, batch 2: 49,062,944 B), a residual block, conv and MLP stacks with and without a
@@ -81,13 +82,14 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from archprof.errors import ArchprofError
-from archprof.graph import WRAPPED_NUMBER_BYTES, Graph, OpNode, TensorMeta, WrappedFloat, WrappedInt
+from archprof.graph import WRAPPED_NUMBER_BYTES, Graph, OpNode, ParameterInfo, TensorMeta, WrappedFloat, WrappedInt
 from archprof.passes.layers import LayerGroup
 
 # Copies of the trainable parameters an optimizer keeps as state [docs/formulas.md, Memory]:
 # plain SGD none, SGD with momentum its momentum buffer, Adam(W) two moment estimates.
-# (Adam's per-parameter `step` counter, a scalar on the CPU by default, is left out.)
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
+# Adam's and AdamW's `state["step"]`, one per parameter: torch.tensor(0.0), float32.
+ADAM_STEP_BYTES = 4
 
 
 def optimizer_step_temporaries(optimizer: str, parameter_bytes: list[int]) -> int:
@@ -96,15 +98,25 @@ def optimizer_step_temporaries(optimizer: str, parameter_bytes: list[int]) -> in
     parameter at a time on the CPU (PyTorch's single-tensor code, its default there); each
     computes its denominator as sqrt(v) / c, two new tensors of the parameter's size, the
     first freed once the second exists, while the previous parameter's denominator is still
-    held. SGD, with momentum or not, updates in place. (CUDA's default, one update over all
+    held; the Python number c is a tensor too while the division runs (8 B, as PyTorch's
+    argument parser wraps it). SGD, with momentum or not, updates in place. (CUDA's default, one update over all
     parameters at once, holds one temporary the size of all of them instead.)"""
     if optimizer.lower() not in ("adam", "adamw"):
         return 0
     most = previous = 0
     for nbytes in parameter_bytes:
-        most = max(most, previous + 2 * nbytes)
+        most = max(most, previous + 2 * nbytes + WRAPPED_NUMBER_BYTES)
         previous = nbytes
     return most
+
+
+def optimizer_state_bytes(optimizer: str, parameter_bytes: list[int]) -> int:
+    """The state the optimizer keeps for the parameters it updates, each of `parameter_bytes`:
+    `OPTIMIZER_STATE_COPIES` copies of each, and Adam's and AdamW's step counter per
+    parameter, a 0-dim float32 tensor (PyTorch's default: on the CPU, neither fused nor
+    capturable)."""
+    counters = ADAM_STEP_BYTES * len(parameter_bytes) if optimizer.lower() in ("adam", "adamw") else 0
+    return optimizer_state_copies(optimizer) * sum(parameter_bytes) + counters
 
 
 def optimizer_state_copies(optimizer: str) -> int:
@@ -302,7 +314,8 @@ class TrainingTimeline:
     steps: list[OpNode]  # Graph.ops then Graph.backward_ops (recomputed forward ops among them)
     held: list[int]  # while step i runs: everything live before it, plus its outputs
     parameter_gradients: dict[int, int]  # storage -> bytes of each gradient left in a `.grad`
-    end: int  # held once the backward pass is over (the gradients, the outputs): the optimizer step's start
+    end: int  # held once the backward pass is over (the gradients, the outputs, the seeds)
+    seed_bytes: int  # of that, the gradients of ones the backward pass started from
 
     @property
     def peak_step(self) -> int:
@@ -368,7 +381,34 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     numbers = _numbers_read(graph) + _wrapped_numbers(graph)
     live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, numbers)
     gradients = {moved.get(s, s) for s in copies}
-    return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end)
+    seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
+    return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingStep:
+    """A training step's totals that follow the step through (`Totals.training_peak_*`)."""
+
+    optimizer_state_bytes: int  # held throughout the step
+    peak_bytes: int  # activations and gradients at the step's peak (parameters and state apart)
+    peak_layer: str  # the layer of the op at the peak ("" at the optimizer's update)
+    peak_phase: str  # forward, backward, recompute or "optimizer step"
+
+
+def training_step(graph: Graph, optimizer: str) -> TrainingStep:
+    """The step's optimizer state and its peak: the busiest op of `training_timeline`, or,
+    where higher, the optimizer's update (Adam's temporaries on top of the gradients), from
+    what the backward pass left but the gradients of ones it started from (the caller's
+    list of them is gone once `backward` returns)."""
+    timeline = training_timeline(graph)
+    updated = [p.nbytes for p in parameters_given_gradients(graph)]
+    state = optimizer_state_bytes(optimizer, updated)
+    update = timeline.end - timeline.seed_bytes + optimizer_step_temporaries(optimizer, updated)
+    if update > timeline.peak_bytes:
+        return TrainingStep(state, update, "", "optimizer step")
+    at = timeline.steps[timeline.peak_step] if timeline.steps else None
+    layer = at.module.path if at is not None and at.module is not None else ""
+    return TrainingStep(state, timeline.peak_bytes, layer, at.phase if at is not None else "forward")
 
 
 def _numbers_read(graph: Graph) -> list[tuple[int, int, int]]:
@@ -505,10 +545,20 @@ def _saved_per_row(graph: Graph, groups: list[LayerGroup], live: Liveness) -> li
     return column
 
 
+def parameters_given_gradients(graph: Graph) -> list[ParameterInfo]:
+    """The trainable parameters that get a gradient, in the model's order: in a training
+    step's trace, those the backward pass reached (`EngineNotes.given_gradients`); an
+    optimizer holds state for these and updates only these. Otherwise every trainable one."""
+    trainable = [p for p in graph.parameters if p.trainable and not p.is_buffer]
+    if not graph.training:
+        return trainable
+    return [p for p in trainable if p.name in graph.engine.given_gradients]
+
+
 def _gradients_per_row(graph: Graph, groups: list[LayerGroup]) -> list[int]:
-    """Bytes of the gradients of trainable parameters, one per parameter in its dtype, on
-    the row `param_count` puts the parameter on (the row that reads it first, else its
-    module's first row or its nearest ancestor's)."""
+    """Bytes of the gradients of the parameters that get one (`parameters_given_gradients`),
+    one per parameter in its dtype, on the row `param_count` puts the parameter on (the row
+    that reads it first, else its module's first row or its nearest ancestor's)."""
     owner: dict[str, int] = {}
     first_row_of: dict[str, int] = {}
     for row, group in enumerate(groups):
@@ -518,9 +568,7 @@ def _gradients_per_row(graph: Graph, groups: list[LayerGroup]) -> list[int]:
                 if tensor.kind == "parameter":
                     owner.setdefault(tensor.name, row)
     column = [0] * len(groups)
-    for parameter in graph.parameters:
-        if not parameter.trainable:
-            continue
+    for parameter in parameters_given_gradients(graph):
         row = owner.get(parameter.name)
         if row is None:
             path = parameter.module_path
