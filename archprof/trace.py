@@ -156,6 +156,8 @@ def trace(
                 stack.enter_context(recorder.saved_tensors_hooks())
             else:
                 stack.enter_context(torch.no_grad())
+            if real:
+                stack.enter_context(_native_attention_off())
             stack.enter_context(recorder)
             stack.enter_context(kernels)  # on meta, composite calls would not pick the CPU's kernels
             if by_parameters:
@@ -210,6 +212,20 @@ def trace(
 
 _LazyModule = torch.nn.modules.lazy.LazyModuleMixin
 _Uninitialised = torch.nn.parameter.UninitializedTensorMixin
+
+
+@contextmanager
+def _native_attention_off() -> Iterator[None]:
+    """nn.MultiheadAttention and nn.TransformerEncoderLayer without their inference fast
+    path: on real CPU tensors without grad, each would be one fused operator
+    (`_native_multi_head_attention`, `_transformer_encoder_layer_fwd`) of no formula. Its
+    operators are then the ones a meta trace records."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
 
 
 def _lazy_layers_initialised(model: torch.nn.Module, specs: list[TraceInput], real: bool) -> torch.nn.Module:

@@ -123,6 +123,25 @@ def test_elementwise_flop_conventions():
     assert adaptive.elementwise_flops == 7 * 7
 
 
+@pytest.mark.parametrize(
+    ("pool", "shape", "window", "per_window"),
+    [
+        (nn.MaxPool2d([3], stride=[1]), (2, 7, 7), 9, -1),  # K - 1 comparisons
+        (nn.AvgPool2d([3], stride=[1]), (2, 7, 7), 9, 0),  # K - 1 adds and a division
+        (nn.MaxPool3d([2], stride=[1]), (2, 4, 4, 4), 8, -1),
+        (nn.AvgPool3d([2], stride=[1]), (2, 4, 4, 4), 8, 0),
+    ],
+    ids=["max2d", "avg2d", "max3d", "avg3d"],
+)
+def test_a_one_element_kernel_on_an_unbatched_input_is_the_whole_window(pool, shape, window, per_window):
+    """A one-element kernel_size is that size along each of the pool's spatial dimensions,
+    however many dimensions come before them; the output's size from a real forward."""
+    out = pool(torch.randn(shape))
+    row = archprof.analyze(pool, inputs=[archprof.InputSpec(shape, batched=False)]).rows()[0]
+    assert row["elementwise_flops"] == (window + per_window) * out.numel()
+    assert row["kernel"] == "x".join([str(pool.kernel_size[0])] * (len(shape) - 1))
+
+
 class _HalfThenFloat(nn.Module):
     def __init__(self):
         super().__init__()

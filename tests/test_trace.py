@@ -356,6 +356,44 @@ def test_a_real_forward_whose_input_does_not_fit_in_memory_says_so():
         archprof.analyze(_ReadsItsOutput(), input_size=(3, 200000, 200000))
 
 
+class _AttendsAfterReading(nn.Module):
+    """Attention after a forward that reads a value: traced on the CPU, in eval, without grad."""
+
+    def __init__(self, attention: nn.Module) -> None:
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, x):
+        return self.attention(x) if x.sum().item() > -1e9 else x
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.attention(x, x, x)[0]
+
+
+@pytest.mark.parametrize("make", [_SelfAttention, lambda: nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)])
+def test_attention_traced_on_the_cpu_is_counted_whole(make):
+    """On real CPU tensors without grad, attention modules would take PyTorch's fused
+    inference path, one operator of no formula. The oracle: FlopCounterMode over a real
+    forward with grad (no fused path) and math attention, one MAC per two of its FLOPs."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    attention = make().eval()
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        attention(torch.randn(2, 5, 8))
+    report = archprof.analyze(_AttendsAfterReading(attention), input_size=(5, 8), batch=2)
+    assert report.traced_on == "cpu" and not report.totals.not_counted
+    assert report.totals.macs == counter.get_total_flops() // 2
+    assert torch.backends.mha.get_fastpath_enabled()  # as it was
+
+
 # -- lazy layers ---------------------------------------------------------------------------
 
 

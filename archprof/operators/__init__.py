@@ -174,11 +174,11 @@ _add(
 
 # --- windows: pooling and interpolation ---------------------------------------------------
 
-_add(Family.WINDOW, "max_pool2d_with_indices", costs.max_pool_cost, shapes.max_pool_shape(2))
-_add(Family.WINDOW, "max_pool3d_with_indices", costs.max_pool_cost, shapes.max_pool_shape(3))
-_add(Family.WINDOW, "avg_pool2d", costs.avg_pool_cost, shapes.avg_pool2d_shape)
+_add(Family.WINDOW, "max_pool2d_with_indices", costs.max_pool_cost(2), shapes.max_pool_shape(2))
+_add(Family.WINDOW, "max_pool3d_with_indices", costs.max_pool_cost(3), shapes.max_pool_shape(3))
+_add(Family.WINDOW, "avg_pool2d", costs.avg_pool_cost(2), shapes.avg_pool2d_shape)
 # avg_pool3d's kernel also refuses inputs smaller than the kernel: left to the meta kernel.
-_add(Family.WINDOW, "avg_pool3d", costs.avg_pool_cost)
+_add(Family.WINDOW, "avg_pool3d", costs.avg_pool_cost(3))
 _add(
     Family.WINDOW, "_adaptive_avg_pool2d _adaptive_avg_pool3d", costs.adaptive_avg_pool_cost, shapes.adaptive_pool_shape
 )
@@ -341,7 +341,8 @@ _add(
     " adaptive_max_pool2d_backward adaptive_max_pool3d_backward",
     costs.max_pool_backward_cost,
 )
-_add(Family.WINDOW, "avg_pool2d_backward avg_pool3d_backward", costs.avg_pool_backward_cost)
+_add(Family.WINDOW, "avg_pool2d_backward", costs.avg_pool_backward_cost(2))
+_add(Family.WINDOW, "avg_pool3d_backward", costs.avg_pool_backward_cost(3))
 _add(Family.WINDOW, "_adaptive_avg_pool2d_backward", costs.adaptive_avg_pool_backward_cost(2))
 _add(Family.WINDOW, "_adaptive_avg_pool3d_backward", costs.adaptive_avg_pool_backward_cost(3))
 _add(
@@ -400,7 +401,9 @@ _add(Family.MATRIX_PRODUCT, "mkldnn_rnn_layer_backward", costs.onednn_lstm_layer
 _QUANTIZED = torch.ops.quantized
 _add(Family.POINTWISE, "quantize_per_tensor quantize_per_channel dequantize")
 _add(Family.DATA_MOVEMENT, "_local_scalar_dense")
-_add(Family.WINDOW, "quantized_max_pool1d quantized_max_pool2d quantized_max_pool3d", costs.max_pool_cost)
+_add(Family.WINDOW, "quantized_max_pool1d", costs.max_pool_cost(1))
+_add(Family.WINDOW, "quantized_max_pool2d", costs.max_pool_cost(2))
+_add(Family.WINDOW, "quantized_max_pool3d", costs.max_pool_cost(3))
 _add(
     Family.MATRIX_PRODUCT,
     "conv1d conv2d conv3d conv1d_relu conv2d_relu conv3d_relu",

@@ -218,16 +218,25 @@ def logsumexp_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
 # --- Pooling and interpolation ------------------------------------------------------------
 
 
-def max_pool_cost(x: Shape, kernel_size, *args, out: Shape, **kwargs) -> Cost:
-    """`K - 1` comparisons per output element for a window of K elements."""
-    window = prod(expand(kernel_size, len(x) - 2))
-    return Cost(elementwise_flops=(window - 1) * prod(out))
+def max_pool_cost(spatial: int) -> Callable[..., Cost]:
+    """`K - 1` comparisons per output element for a window of K elements, over the pool's
+    `spatial` dimensions (a one-element `kernel_size` along each: an unbatched input has
+    one dimension fewer in front, not one fewer window dimension)."""
+
+    def cost(x: Shape, kernel_size, *args, out: Shape, **kwargs) -> Cost:
+        return Cost(elementwise_flops=(prod(expand(kernel_size, spatial)) - 1) * prod(out))
+
+    return cost
 
 
-def avg_pool_cost(x: Shape, kernel_size, *args, out: Shape, **kwargs) -> Cost:
-    """`K` FLOPs per output element: K - 1 additions and one division."""
-    window = prod(expand(kernel_size, len(x) - 2))
-    return Cost(elementwise_flops=window * prod(out))
+def avg_pool_cost(spatial: int) -> Callable[..., Cost]:
+    """`K` FLOPs per output element: K - 1 additions and one division (K over `spatial`
+    dimensions, as for `max_pool_cost`)."""
+
+    def cost(x: Shape, kernel_size, *args, out: Shape, **kwargs) -> Cost:
+        return Cost(elementwise_flops=prod(expand(kernel_size, spatial)) * prod(out))
+
+    return cost
 
 
 def _adaptive_window_sum(x: Shape, out: Shape, spatial: int) -> int:
@@ -321,10 +330,13 @@ def max_pool_backward_cost(grad_output: Shape, *args, out: Shape) -> Cost:
     return Cost(elementwise_flops=prod(grad_output))
 
 
-def avg_pool_backward_cost(grad_output: Shape, x: Shape, kernel_size, *args, out: Shape) -> Cost:
+def avg_pool_backward_cost(spatial: int) -> Callable[..., Cost]:
     """Each output gradient is divided by its window's size once and added into its K inputs."""
-    window = prod(expand(kernel_size, len(x) - 2))
-    return Cost(elementwise_flops=(window + 1) * prod(grad_output))
+
+    def cost(grad_output: Shape, x: Shape, kernel_size, *args, out: Shape) -> Cost:
+        return Cost(elementwise_flops=(prod(expand(kernel_size, spatial)) + 1) * prod(grad_output))
+
+    return cost
 
 
 def adaptive_avg_pool_backward_cost(spatial: int) -> Callable[..., Cost]:

@@ -8,6 +8,7 @@ still gets a row, as does a module that owns parameters but was never called."""
 from __future__ import annotations
 
 from archprof.graph import Graph, ModuleCall, OpNode, TensorMeta, value_record
+from archprof.operators.costs import expand
 from archprof.units import shape_text, shapes_text
 
 
@@ -65,12 +66,14 @@ def _leaf_paths(module_types: dict[str, str]) -> frozenset[str]:
 
 
 # Operators with a window, and where its size is: a convolution's weight, a pool's argument.
+# The window's size: a convolution's from its weight, a pooling's from its kernel_size
+# argument, over its number of spatial dimensions (a one-element kernel_size along each).
 _WINDOWED = {
     "aten.convolution": "weight",
-    "aten.max_pool2d_with_indices": "argument",
-    "aten.max_pool3d_with_indices": "argument",
-    "aten.avg_pool2d": "argument",
-    "aten.avg_pool3d": "argument",
+    "aten.max_pool2d_with_indices": 2,
+    "aten.max_pool3d_with_indices": 3,
+    "aten.avg_pool2d": 2,
+    "aten.avg_pool3d": 3,
 }
 
 
@@ -97,6 +100,4 @@ def _window(op: OpNode) -> tuple[int, ...] | None:
         return None
     if where == "weight":
         return op.inputs[1].shape[2:]
-    size = tuple(op.args[1])
-    spatial = len(op.inputs[0].shape) - 2 if op.inputs else len(size)
-    return size * spatial if len(size) == 1 else size
+    return expand(op.args[1], where)
