@@ -9,6 +9,17 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
+class Calls(nn.Module):
+    """A model whose forward is one call (a lambda): the operators of that call alone."""
+
+    def __init__(self, call: Callable) -> None:
+        super().__init__()
+        self.call = call
+
+    def forward(self, x):
+        return self.call(x)
+
+
 class FunctionalOps(nn.Module):
     """Functional calls no hook-based counter sees: F.relu, a residual +, torch.cat,
     torch.flatten and @."""

@@ -6,6 +6,7 @@ from torch import nn
 
 import archprof
 from archprof.operators.shapes import conv_output_size, pool_output_size, transposed_conv_output_size
+from tests.models import Calls
 
 
 @pytest.mark.parametrize(
@@ -140,6 +141,31 @@ def test_a_one_element_kernel_on_an_unbatched_input_is_the_whole_window(pool, sh
     row = archprof.analyze(pool, inputs=[archprof.InputSpec(shape, batched=False)]).rows()[0]
     assert row["elementwise_flops"] == (window + per_window) * out.numel()
     assert row["kernel"] == "x".join([str(pool.kernel_size[0])] * (len(shape) - 1))
+
+
+class _LessCommonProducts(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(3, 5))
+
+    def forward(self, a, b):
+        return torch.addbmm(self.bias, a, b), torch.addr(self.bias, a[0, :, 0], b[0, 0])
+
+
+def test_less_common_products_norms_and_copies_have_their_documented_costs():
+    """addbmm is a batch of products summed (batch n k m MACs); addr a multiply and an add
+    per output element; a p-norm 2 per input element and a root per output; triangles,
+    diagonals and random tensors are data movement and creation. None is left uncounted."""
+    products = archprof.analyze(_LessCommonProducts(), inputs=[(3, 4), (4, 5)], batch=2)
+    assert products.totals.macs == 2 * 3 * 4 * 5
+    assert products.totals.elementwise_flops == 2 * 3 * 5
+    distance = archprof.analyze(Calls(lambda x: nn.functional.pairwise_distance(x[:, 0], x[:, 1])), input_size=(2, 6))
+    # |a - b + eps| (the subtraction and the eps: 2 per element), then the norm over 6 elements.
+    assert distance.totals.elementwise_flops == 2 * 6 + (2 * 6 + 1)
+    copies = Calls(lambda x: x.triu() + x.tril() + torch.rand_like(x) + torch.diagonal(x, dim1=1, dim2=2).sum())
+    copied = archprof.analyze(copies, input_size=(4, 4))
+    for report in (products, distance, copied):
+        assert not report.totals.not_counted
 
 
 class _HalfThenFloat(nn.Module):

@@ -7,7 +7,7 @@ from torch import nn
 
 import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
-from tests.models import FunctionalOps, Residual, Uncounted, WithUnusedHead
+from tests.models import Calls, FunctionalOps, Residual, Uncounted, WithUnusedHead
 
 
 def test_functional_ops_are_captured_and_attributed():
@@ -290,15 +290,6 @@ def test_an_operator_on_tensors_of_two_dtypes_is_refused_as_the_cpu_refuses_it()
         archprof.analyze(_MixedDtypes(), input_size=(3, 8, 8))
 
 
-class _Calls(nn.Module):
-    def __init__(self, call) -> None:
-        super().__init__()
-        self.call = call
-
-    def forward(self, x):
-        return self.call(x)
-
-
 # Legal calls a forward may make that the operator formulas must not get wrong.
 UNUSUAL_CALLS = {
     "a number first": lambda x: torch.sub(1.0, x) * torch.div(2.0, x),
@@ -324,7 +315,7 @@ def test_unusual_calls_give_what_a_real_forward_gives(name):
     real = call(torch.randn(2, 3, 4, 4))
     with warnings.catch_warnings():
         warnings.simplefilter("error", ArchprofWarning)  # traced on meta, not with a real forward
-        report = archprof.analyze(_Calls(call), input_size=(3, 4, 4), batch=2)
+        report = archprof.analyze(Calls(call), input_size=(3, 4, 4), batch=2)
     [output] = report.graph.outputs
     assert (output.shape, output.dtype) == (tuple(real.shape), real.dtype)
 
@@ -332,8 +323,8 @@ def test_unusual_calls_give_what_a_real_forward_gives(name):
 def test_a_result_written_out_is_counted_once_where_it_is_written():
     """`torch.add(x, 1, out=z)`: one addition per element, its cost as without out=, and
     the result in z's memory (tests/test_memory.py measures the peak)."""
-    plain = archprof.analyze(_Calls(lambda x: torch.add(x, 1)), input_size=(3, 4, 4)).totals
-    written = archprof.analyze(_Calls(lambda x: torch.add(x, 1, out=torch.empty_like(x))), input_size=(3, 4, 4))
+    plain = archprof.analyze(Calls(lambda x: torch.add(x, 1)), input_size=(3, 4, 4)).totals
+    written = archprof.analyze(Calls(lambda x: torch.add(x, 1, out=torch.empty_like(x))), input_size=(3, 4, 4))
     assert written.totals.elementwise_flops == plain.elementwise_flops == 3 * 4 * 4
     [add] = [op for op in written.graph.ops if op.op == "aten.add"]
     assert "out" not in add.kwargs and [t.shape for t in add.inputs] == [(1, 3, 4, 4)]

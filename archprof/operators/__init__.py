@@ -118,6 +118,7 @@ _add(
 _add(Family.POINTWISE, "clamp clamp_min", shape=shapes.bounded_shape)
 _add(Family.POINTWISE, "add sub mul div", shape=shapes.broadcast_shape)
 _add(Family.POINTWISE, "floor_divide glu")
+_add(Family.POINTWISE, "addr", costs.addr_cost)
 # Not tagged pointwise by PyTorch, pointwise all the same; dropout in training multiplies
 # by a mask (and scales), the mask its second output.
 _add(Family.POINTWISE, "_prelu_kernel rrelu_with_noise log_sigmoid_forward native_dropout")
@@ -128,14 +129,14 @@ _add(Family.POINTWISE, "_prelu_kernel rrelu_with_noise log_sigmoid_forward nativ
 _add(
     Family.DATA_MOVEMENT,
     "view _unsafe_view _reshape_alias t transpose permute expand squeeze unsqueeze alias detach slice select"
-    " split split_with_sizes unsafe_split unsafe_split_with_sizes unbind as_strided unfold",
+    " split split_with_sizes unsafe_split unsafe_split_with_sizes unbind as_strided unfold diagonal",
 )
 _add(Family.DATA_MOVEMENT, "cat", shape=shapes.cat_shape)
 # copies, indexing and padding
 _add(
     Family.DATA_MOVEMENT,
     "clone _to_copy copy lift_fresh lift_fresh_copy stack repeat flip index index_select gather scatter embedding"
-    " constant_pad_nd reflection_pad1d replication_pad1d im2col max_unpool2d max_unpool3d",
+    " constant_pad_nd reflection_pad1d replication_pad1d im2col max_unpool2d max_unpool3d triu tril",
 )
 # Copies a CPU writes channels last wherever the input suggests it (its kernels size the
 # output in the input's suggested memory format), which their meta kernels do not: a
@@ -169,7 +170,7 @@ _add(
     Family.CREATION,
     "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like fill zero scalar_tensor"
     " arange linspace eye new_empty new_empty_strided new_zeros new_ones new_full"
-    " rand_like randn_like randint_like bernoulli uniform normal random",
+    " rand randn randint randperm rand_like randn_like randint_like bernoulli uniform normal random",
 )
 
 # --- windows: pooling and interpolation ---------------------------------------------------
@@ -213,7 +214,7 @@ _add(Family.REDUCTION, "nansum prod any all", costs.reduction_cost)
 _add(Family.REDUCTION, "amax amin max min argmax argmin", costs.extremum_cost)
 _add(Family.REDUCTION, "var var_mean", costs.variance_cost)
 _add(Family.REDUCTION, "std std_mean", costs.standard_deviation_cost)
-_add(Family.REDUCTION, "linalg_vector_norm", costs.vector_norm_cost)
+_add(Family.REDUCTION, "linalg_vector_norm norm", costs.vector_norm_cost)
 _add(Family.REDUCTION, "logsumexp", costs.logsumexp_cost)
 _add(Family.REDUCTION, "cumsum", costs.reduction_cost)  # a running sum: one addition per element
 
@@ -275,7 +276,7 @@ _add(Family.MATRIX_PRODUCT, "mm", costs.mm_cost, shapes.mm_shape, same_dtype=Tru
 _add(Family.MATRIX_PRODUCT, "addmm", costs.addmm_cost, shapes.addmm_shape, same_dtype=True, layout=Layout.CONTIGUOUS)
 _add(Family.MATRIX_PRODUCT, "_addmm_activation", costs.addmm_activation_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "bmm", costs.bmm_cost, shapes.bmm_shape, same_dtype=True, layout=Layout.CONTIGUOUS)
-_add(Family.MATRIX_PRODUCT, "baddbmm", costs.baddbmm_cost, same_dtype=True)
+_add(Family.MATRIX_PRODUCT, "baddbmm addbmm", costs.baddbmm_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "mv", costs.mv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "addmv", costs.addmv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "dot vdot", costs.dot_cost, same_dtype=True)

@@ -96,7 +96,14 @@ def bmm_cost(a: Shape, b: Shape, *, out: Shape) -> Cost:
 
 
 def baddbmm_cost(bias: Shape, a: Shape, b: Shape, *rest, out: Shape, **kwargs) -> Cost:
+    """baddbmm, and addbmm, which sums the batch's products too: batch * n * k * m MACs."""
     return bmm_cost(a, b, out=out)
+
+
+def addr_cost(bias: Shape, u: Shape, v: Shape, *rest, out: Shape, **kwargs) -> Cost:
+    """`self + outer(u, v)`: an outer product sums nothing (torch.outer is a broadcast
+    multiply, pointwise), so a multiply and an add per output element, elementwise."""
+    return Cost(elementwise_flops=2 * prod(out))
 
 
 def mv_cost(a: Shape, v: Shape, *, out: Shape) -> Cost:
