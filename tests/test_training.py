@@ -388,3 +388,24 @@ def test_a_batch_norm_that_trains_on_one_value_per_channel_says_to_raise_the_bat
         archprof.analyze(model, input_size=(4,), training=True)
     assert archprof.analyze(model, input_size=(4,), training=True, batch=2).totals.training_flops > 0
     assert archprof.analyze(model, input_size=(4,)).totals.macs == 16  # inference at batch 1 is fine
+
+
+class _Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(5, 3, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+def test_the_fused_lstm_gradient_splits_into_input_and_weight_gradients():
+    """oneDNN's LSTM gradient is one operator making every gradient; its weights' part is one
+    forward's products, steps x batch x 4H (I + H), as the weight gradients of the cell loop
+    (float64, one product per step) add up to."""
+    steps, batch, features, hidden = 4, 2, 5, 3
+    weights = steps * batch * 4 * hidden * (features + hidden)
+    fused = archprof.analyze(_Recurrent(), input_size=(steps, features), batch=batch, training=True).totals
+    loop = archprof.analyze(_Recurrent(), input_size=(steps, features), batch=batch, training=True, dtype=torch.float64)
+    assert fused.backward_weight_macs == loop.totals.backward_weight_macs == weights
+    assert fused.backward_input_macs == weights  # the kernel's other half: input and hidden states

@@ -19,6 +19,10 @@ from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup
 from archprof.structure import map_op_args
 
+# oneDNN's LSTM layer gradient (`costs.onednn_lstm_layer_backward_cost`): one operator whose
+# first output is the input's gradient, though it computes the weights' too.
+_LSTM_LAYER_BACKWARD = "aten.mkldnn_rnn_layer_backward"
+
 # The columns this pass fills, in report order (None per row in a report with no backward pass).
 BACKWARD_COLUMNS = (
     "backward_input_macs",
@@ -52,6 +56,11 @@ def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list
             for_input, for_weight, _ = _convolution_parts(op)
             input_macs[row] += for_input
             weight_macs[row] += for_weight
+        elif op.op == _LSTM_LAYER_BACKWARD:
+            # One kernel makes every gradient, each of its two halves one forward's products:
+            # the input's and the hidden states' (`mkldnn_rnn_layer_backward`'s first outputs), both weights'.
+            input_macs[row] += cost.macs // 2
+            weight_macs[row] += cost.macs - cost.macs // 2
         elif cost.macs and _is_weight_gradient(op, graph.ops[op.origin], parameters):
             weight_macs[row] += cost.macs
         else:
