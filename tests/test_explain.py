@@ -114,6 +114,18 @@ class _Mixing(nn.Module):
         return self.prelu(scores.var(dim=-1))
 
 
+class _Gram(nn.Module):
+    """A linear layer, then its output times its own transpose: a product with no weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 5)
+
+    def forward(self, x):
+        y = self.proj(x)
+        return torch.mm(y, y.t())
+
+
 LAYER_TYPES = {
     "conv1d": (nn.Sequential(nn.Conv1d(3, 8, 5, stride=2, padding=1, dilation=2), nn.ReLU()), (3, 40)),
     "conv2d grouped": (nn.Sequential(nn.Conv2d(4, 8, 3, groups=2, bias=False), nn.GELU()), (4, 12, 12)),
@@ -139,6 +151,7 @@ LAYER_TYPES = {
     ),
     "functional": (_Residual(), (4, 8, 8)),
     "mixing": (_Mixing(), (4, 6, 6)),
+    "product of activations": (_Gram(), (6,)),
     "upsampling": (nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 3, 1), nn.Tanh()), (3, 5, 5)),
     # torch runs a 1-d pooling as a 2-d one on its input unsqueezed: a window of one more dimension
     "pooling 1d": (nn.Sequential(nn.Conv1d(2, 4, 3), nn.MaxPool1d(2), nn.AvgPool1d(2)), (2, 16)),

@@ -67,12 +67,13 @@ def field_note(fields: Fields, tensor: TensorMeta | None) -> str:
     return f"field {dims_text(cells.field)}, jump {dims_text(cells.stride)}, start {dims_text(cells.start)}"
 
 
-def operator_section(op: OpNode, fields: Fields) -> Section | None:
-    """The operator's own formulas, or None for a free one (data movement, creation)."""
+def operator_section(op: OpNode, fields: Fields, state: set[int]) -> Section | None:
+    """The operator's own formulas, or None for a free one (data movement, creation);
+    `state`: the storages of the model's parameters and buffers (`model_state_storages`)."""
     if op.op in ("aten.convolution", "aten._convolution"):
         return _convolution(op, fields)
     if op.op in ("aten.addmm", "aten.mm", "aten._addmm_activation"):
-        return _matrix_product(op, fields)
+        return _matrix_product(op, state)
     if op.op in BATCH_NORMS:
         return _batch_norm(op, fields)
     if op.op in (
@@ -153,19 +154,23 @@ def _convolution(op: OpNode, fields: Fields) -> Section:
     return Section(f"{op.op}: a {kind}; {setting}", tuple(steps))
 
 
-def _matrix_product(op: OpNode, fields: Fields) -> Section:
+def _matrix_product(op: OpNode, state: set[int]) -> Section:
+    """A linear layer where the second operand is a weight (a view of a parameter's storage),
+    else a product of activations: no parameters of its own."""
     has_bias = op.op != "aten.mm"
     bias = op.args[0] if has_bias else None
     a, b = op.args[1:3] if has_bias else op.args[0:2]
     n, k, m = a.shape[0], a.shape[1], b.shape[1]
     cost = op_cost(op)
-    steps = [
-        Step("output shape", "rows x out", f"{n} x {m}", tuple(op.outputs[0].shape)),
-        Step("weights", "in · out", f"{k} · {m}", k * m),
-    ]
-    bias_count = bias.numel if isinstance(bias, TensorMeta) else 0
-    steps.append(Step("bias", "out" if bias_count else "none", "", bias_count))
-    steps.append(Step("parameters", "weights + bias", f"{k * m:,} + {bias_count:,}", k * m + bias_count))
+    steps = [Step("output shape", "rows x out", f"{n} x {m}", tuple(op.outputs[0].shape))]
+    bias_count = bias.numel if isinstance(bias, TensorMeta) and bias.storage in state else 0
+    if b.storage in state:
+        title = f"{op.op}: a matrix product [{n}, {k}] @ [{k}, {m}], a linear layer {k} -> {m} over {n} row(s)"
+        steps.append(Step("weights", "in · out", f"{k} · {m}", k * m))
+        steps.append(Step("bias", "out" if bias_count else "none", "", bias_count))
+        steps.append(Step("parameters", "weights + bias", f"{k * m:,} + {bias_count:,}", k * m + bias_count))
+    else:
+        title = f"{op.op}: a matrix product [{n}, {k}] @ [{k}, {m}] of activations (no weights)"
     steps.append(Step("MACs", "rows · in · out", f"{n} · {k} · {m}", cost.macs))
     steps.append(Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs))
     if cost.elementwise_flops:
@@ -177,7 +182,6 @@ def _matrix_product(op: OpNode, fields: Fields) -> Section:
                 cost.elementwise_flops,
             )
         )
-    title = f"{op.op}: a matrix product [{n}, {k}] @ [{k}, {m}], a linear layer {k} -> {m} over {n} row(s)"
     notes = ("the bias addition is not counted, as in PyTorch's FlopCounterMode",) if bias_count else ()
     return Section(title, tuple(steps), notes)
 
