@@ -385,6 +385,27 @@ def test_attention_traced_on_the_cpu_is_counted_whole(make):
     assert torch.backends.mha.get_fastpath_enabled()  # as it was
 
 
+class _SequenceFirstAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(8, 2)  # (length, batch, features); out_proj never called
+
+    def forward(self, x):
+        return self.attention(x, x, x)
+
+
+def test_a_module_calling_no_child_shows_what_it_returned():
+    """A container whose row is its own operations shows, where they made it, what it returned:
+    MultiheadAttention its output and averaged weights (the last operation's result, the
+    weights, alone before). The oracle: the shapes a real forward returns."""
+    model = _SequenceFirstAttention()
+    output, weights = model(torch.randn(3, 1, 8))
+    report = archprof.analyze(model, inputs=[archprof.InputSpec((3, 1, 8), batched=False)])
+    [row] = [r for r in report.rows() if r["layer"] == "attention"]
+    assert row["output_shape"] == "x".join(map(str, output.shape)) + ", " + "x".join(map(str, weights.shape))
+    assert row["activation_bytes"] == output.nbytes + weights.nbytes
+
+
 # -- lazy layers ---------------------------------------------------------------------------
 
 

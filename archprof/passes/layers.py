@@ -54,9 +54,16 @@ def group_layers(graph: Graph) -> list[LayerGroup]:
 
 
 def _op_run(graph: Graph, run: list[OpNode], leaves: frozenset[str]) -> tuple[tuple[int, int, int], LayerGroup]:
+    """A run of one module call's own ops, its outputs what the call returned (a leaf's; a
+    container's where this run made them: MultiheadAttention, whose out_proj is never
+    called, returns its output and the averaged weights, the last op's), else the last op's."""
     call: ModuleCall = run[0].module
-    leaf_output = graph.call_outputs.get(call.index) if call.path in leaves else None
-    outputs = leaf_output if leaf_output is not None else run[-1].outputs[:1]
+    returned = graph.call_outputs.get(call.index)
+    if call.path in leaves and returned is not None:
+        outputs = returned
+    else:
+        made = {t.id for op in run for t in op.outputs}
+        outputs = tuple(t for t in returned or () if t.id in made) or run[-1].outputs[:1]
     return (run[0].index, 1, 0), LayerGroup(call.path, call.type, call.call, tuple(run), outputs)
 
 
@@ -65,7 +72,6 @@ def _leaf_paths(module_types: dict[str, str]) -> frozenset[str]:
     return frozenset(path for path in module_types if path not in parents)
 
 
-# Operators with a window, and where its size is: a convolution's weight, a pool's argument.
 # The window's size: a convolution's from its weight, a pooling's from its kernel_size
 # argument, over its number of spatial dimensions (a one-element kernel_size along each).
 _WINDOWED = {
