@@ -1,7 +1,8 @@
 """The inference peak archprof predicts against the one a real CPU forward reaches, on the
 built-in models and a sample of torchvision and timm.
 
-    python benchmarks/memory_sweep.py [--sample N] [--seed S] [--max-bytes N] [--jobs N] [--train] [--report PATH]
+    python benchmarks/memory_sweep.py [--sample N] [--seed S] [--max-bytes N] [--jobs N] [--train [--optimizer O]]
+                                      [--report PATH]
 
 Per model, at its default input and batch 1: archprof's predicted inference peak
 (`totals.peak_memory_bytes`: each activation held until the forward lets go of it); the
@@ -20,7 +21,9 @@ shared. Writes reports/memory_sweep.md and .csv.
 `--train` sets one SGD training step's predicted peak (`totals.training_peak_bytes`, batch 2)
 beside the measured one (`measure_memory`, as `memory --measure` runs it: the second step
 of the real model, from the allocator's events, workspace left out), into
-reports/memory_sweep_training.md and .csv.
+reports/memory_sweep_training.md and .csv; `--optimizer adam` (momentum, adamw) steps with
+that optimizer instead, its state and update in both figures, into
+reports/memory_sweep_training_adam.md and .csv.
 """
 
 from __future__ import annotations
@@ -80,8 +83,8 @@ def measure_one(spec: str, max_bytes: int) -> dict:
     return row
 
 
-def measure_step_one(spec: str, max_bytes: int) -> dict:
-    """One model's row (TRAINING_FIELDS) for one SGD training step at batch 2."""
+def measure_step_one(spec: str, max_bytes: int, optimizer: str = "sgd") -> dict:
+    """One model's row (TRAINING_FIELDS) for one training step at batch 2."""
     import torch
 
     from archprof.analysis import analysis
@@ -93,13 +96,14 @@ def measure_step_one(spec: str, max_bytes: int) -> dict:
     row = dict.fromkeys(TRAINING_FIELDS, "")
     row["model"] = spec
     try:
-        analysed = analysis(load_model(spec), None, TRAINING_BATCH, None, training=True)
+        analysed = analysis(load_model(spec), None, TRAINING_BATCH, None, training=True, optimizer=optimizer)
         totals = analysed.report.totals
         row.update(params=totals.param_count, predicted=totals.training_peak_bytes)
         if totals.training_peak_bytes > max_bytes:
             row.update(status="not run", why=f"a predicted peak over {max_bytes:,} B")
             return row
-        row.update(status="measured", measured=measure_memory(analysed, training=True).training.bytes)
+        measured = measure_memory(analysed, training=True, optimizer=optimizer)
+        row.update(status="measured", measured=measured.training.bytes)
     except Exception as exc:  # a model that fails is a row, not the end of the sweep
         row.update(status="failed", why=" ".join(str(exc).split())[:200])
     return row
@@ -149,12 +153,14 @@ def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes
     return "\n".join(lines) + "\n"
 
 
-def training_markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes: int) -> str:
+def training_markdown(
+    rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes: int, optimizer: str = "sgd"
+) -> str:
     measured = [row for row in rows if row["status"] == "measured"]
     ratios = [_ratio(row, "predicted") for row in measured]
     lines = [
         *_header("training step's peak against a real CPU step", command, jobs, wall_s),
-        f"  default input, batch {TRAINING_BATCH}, float32, SGD. Measured: `archprof memory --measure`'s",
+        f"  default input, batch {TRAINING_BATCH}, float32, {optimizer}. Measured: `archprof memory --measure`'s",
         "  figure, the second real step's peak from the CPU allocator's events, workspace left out.",
         "",
         _measured_line(rows, max_bytes),
@@ -231,10 +237,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-bytes", type=int, default=2_000_000_000, help="do not run models predicted to need more")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (each runs its forwards on one thread)")
-    parser.add_argument("--train", action="store_true", help="one SGD training step (batch 2) instead")
+    parser.add_argument("--train", action="store_true", help="one training step (batch 2) instead")
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam", "adamw"], help="with --train")
     parser.add_argument("--report", type=Path, default=None, help="default: reports/memory_sweep[_training].md")
     options = parser.parse_args()
-    report = options.report or ROOT / "reports" / ("memory_sweep_training.md" if options.train else "memory_sweep.md")
+    name = "memory_sweep_training" if options.train else "memory_sweep"
+    if options.train and options.optimizer != "sgd":
+        name += f"_{options.optimizer}"
+    report = options.report or ROOT / "reports" / f"{name}.md"
     chosen = [*MODELS, *sorted(random.Random(options.seed).sample(hub_models(), options.sample))]
     start = time.perf_counter()
 
@@ -242,7 +252,9 @@ def main() -> None:
         print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
 
     if options.train:
-        one, write, fields = measure_step_one, training_markdown, TRAINING_FIELDS
+        one = functools.partial(measure_step_one, optimizer=options.optimizer)
+        write = functools.partial(training_markdown, optimizer=options.optimizer)
+        fields = TRAINING_FIELDS
     else:
         one, write, fields = measure_one, markdown, FIELDS
     rows = ordered_map(
@@ -251,6 +263,8 @@ def main() -> None:
     print(file=sys.stderr)
     # What draws the same models and runs them as this run did (--jobs and --report aside).
     command = f"{'--train ' if options.train else ''}--sample {options.sample} --seed {options.seed}"
+    if options.train and options.optimizer != "sgd":
+        command += f" --optimizer {options.optimizer}"
     command += f" --max-bytes {options.max_bytes}"
     text = write(rows, command, options.jobs, time.perf_counter() - start, options.max_bytes)
     write_reports(report, text, fields, rows)
