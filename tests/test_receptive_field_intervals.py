@@ -20,6 +20,7 @@ import archprof
 from archprof.analysis import analysis, load
 from archprof.passes.layers import group_layers
 from archprof.passes.receptive_field import row_states, spreads, tensor_fields, unit_box
+from archprof.passes.receptive_field.maps import deep_maps
 from archprof.passes.receptive_field.walk import WHOLE
 from tests.cli import cli, one_error_line
 
@@ -456,6 +457,29 @@ def test_resampling_follows_the_arithmetic_of_pytorchs_kernels(mode, factor, dty
     # factor 2.2, output 33 copies input floor(33 * float32(1 / 2.2)) = 15, not 14.
     model = nn.Sequential(nn.Conv2d(1, 1, 1), Interpolate(scale_factor=factor, mode=mode))
     check_units(model, (1, 10, 17), every_unit(model, (1, 10, 17)), dtype)
+
+
+@pytest.mark.parametrize(
+    "resample",
+    [Interpolate(scale_factor=3, mode="bicubic"), Interpolate(size=(17, 17), mode="bicubic", align_corners=True)],
+    ids=["x3", "9-to-17-align-corners"],
+)
+def test_a_window_after_bicubic_resampling_reads_every_unit_of_its_span(resample):
+    """A unit whose source coordinate is a whole number reads one input, its neighbours four
+    around it: a window's padded field is the hull of all its units', not of its end units'
+    (the report said 1x1 for a 2x2 window after an upsampling by 3). Without padding, every
+    unit's padded field is its gradient footprint."""
+    model = positive(nn.Sequential(nn.Conv2d(1, 1, 1), resample, nn.Conv2d(1, 1, 2)))
+    state, _ = output_state(model, (1, 9, 9), torch.float64)
+    units = every_unit(model, (1, 9, 9))
+    with deep_maps():
+        padded = [[state.dims[2 + axis].field(index) for axis, index in enumerate(unit)] for unit in units]
+    expected = footprints(model, torch.rand(1, 1, 9, 9, dtype=torch.float64) + 0.5, units)
+    for unit, got, box in zip(units, padded, expected, strict=True):
+        assert got == box, (unit, got, box)
+    first = archprof.analyze(model, input_size=(1, 9, 9)).rows()[-1]
+    assert first["receptive_field"] == tuple(last - start + 1 for start, last in expected[0])
+    assert first["receptive_field_start"] == tuple(start for start, _ in expected[0])
 
 
 @pytest.mark.parametrize("mode", ["linear", "cubic"])

@@ -815,7 +815,8 @@ def _linear(walk: Walk, op: OpNode) -> State:
 @_rule("upsample_bicubic2d")
 def _cubic(walk: Walk, op: OpNode) -> State:
     """Output o reads inputs i - 1 .. i + 2 (clamped to the map) around its source coordinate
-    x (i = floor(x)); input i alone when x is a whole number (the other weights are 0)."""
+    x (i = floor(x)); input i alone when x is a whole number (the other weights are 0), so
+    that its neighbours read past it on both sides: the reads are not in order."""
     align_corners = bool(_arg(op, 2, "align_corners", False))
     dtype = op.outputs[0].dtype
 
@@ -832,7 +833,7 @@ def _cubic(walk: Walk, op: OpNode) -> State:
                 return ((i, i),)
             return ((min(max(i - 1, 0), n - 1), min(i + 2, n - 1)),)
 
-        return parent.derive(o, reads, ratio)
+        return parent.derive(o, reads, ratio, monotone=False)
 
     return _resampled(walk, op, 2, 3, make)
 
