@@ -448,6 +448,35 @@ def test_each_operator_every_unit(module):
     check_units(model, input_size, every_unit(model, input_size))
 
 
+class Folded(nn.Module):
+    """Two paths of different fields concatenated along channels, mixed by a 1x1 convolution
+    (every channel then reads both) and folded into W."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 1, 1), nn.Conv2d(1, 1, (1, 5), padding=(0, 2))
+        self.mix = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        y = self.mix(torch.cat([self.a(x), self.b(x)], 1))
+        return y.permute(0, 2, 3, 1).reshape(y.shape[0], 1, y.shape[2], -1)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4, 4, 3, padding=1), nn.PixelShuffle(2)),
+        nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.PixelUnshuffle(2), nn.Conv2d(4, 8, 1), nn.PixelShuffle(2)),
+        Folded(),
+    ],
+    ids=["unshuffle-conv-shuffle", "unshuffle-1x1-shuffle", "concatenated-mixed-folded"],
+)
+def test_channels_mixed_by_a_convolution_read_alike_and_fold_exactly(model):
+    """Channels that read different fields (a pixel unshuffle's, concatenated paths) read
+    alike once a convolution mixes them: folded into a spatial dimension, exact."""
+    check_units(model, (1, 8, 8), every_unit(model, (1, 8, 8)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("mode,factor", [("bilinear", 1.8), ("bicubic", 1.8), ("nearest", 2.2), ("nearest-exact", 2.2)])
 def test_resampling_follows_the_arithmetic_of_pytorchs_kernels(mode, factor, dtype):
