@@ -190,7 +190,7 @@ class Walk:
             for tensor in (*earlier.inputs, *earlier.outputs):
                 members.setdefault(tensor.storage, []).append(tensor)
         self._indexed = max(self._indexed, op.index)
-        undefined = Undefined("written in place through another view of its storage")
+        undefined = self.undefined(op, "it writes in place through another view of this tensor's storage")
         for tensor in members.get(before.storage, ()):
             if tensor.id not in (before.id, after.id):
                 self.fields[tensor.id] = undefined
