@@ -635,6 +635,55 @@ def test_what_archprof_cannot_place_is_undefined_and_says_why(op):
     assert r["receptive_field_note"]
 
 
+class Interleaved(nn.Module):
+    """Two paths of different fields interleaved along W (out[..., 2k] = a[..., k],
+    out[..., 2k + 1] = b[..., k]), by a stack or by channels folded into W."""
+
+    def __init__(self, by: str):
+        super().__init__()
+        self.by = by
+        self.a = nn.Conv2d(1, 1, 1)
+        self.b = nn.Conv2d(1, 1, (1, 5), padding=(0, 2))
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        n, c, h, w = a.shape
+        if self.by == "stack":
+            return torch.stack([a, b], -1).reshape(n, c, h, 2 * w)
+        return torch.cat([a, b], 1).permute(0, 2, 3, 1).reshape(n, 1, h, 2 * w)
+
+
+@pytest.mark.parametrize(
+    "model,op",
+    [
+        (Interleaved("stack"), "aten.view"),
+        (Interleaved("channels"), "aten._unsafe_view"),
+        (nn.Sequential(nn.Conv2d(1, 1, 1), nn.PixelUnshuffle(2), nn.PixelShuffle(2)), "aten.pixel_shuffle"),
+        (
+            nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.PixelShuffle(2)),
+            "aten.pixel_shuffle",
+        ),
+    ],
+    ids=["stacked-into-w", "channels-into-w", "unshuffle-shuffle", "unshuffle-depthwise-shuffle"],
+)
+def test_indices_of_different_fields_folded_into_a_spatial_dimension_are_undefined(model, op):
+    """Units 0 and 1 along W read different boxes (their own path's, their own pixel), where
+    one unit of the map before read the union of both. Undefined, naming the op."""
+    model = positive(model)
+    assert _box_of_unit(model, (1, 8, 8), (0, 0))[1] != _box_of_unit(model, (1, 8, 8), (0, 1))[1]
+    r = row(archprof.analyze(model, input_size=(1, 8, 8)))
+    assert r["receptive_field"] == "undefined"
+    assert r["receptive_field_note"].startswith(op) and "different fields" in r["receptive_field_note"]
+
+
+def _box_of_unit(module: nn.Module, input_size: tuple[int, ...], unit: tuple[int, int]) -> list[tuple[int, int]]:
+    """The gradient box (H, W) of one output unit of a 2-d map."""
+    x = (torch.rand(1, *input_size, dtype=torch.float64) + 0.5).requires_grad_()
+    module(x)[(0, slice(None), *unit)].sum().backward()
+    reached = x.grad[0].abs().sum(0) > 0
+    return [tuple(int(i) for i in torch.nonzero(reached.any(dim=1 - axis)).flatten()[[0, -1]]) for axis in range(2)]
+
+
 def test_fields_too_irregular_to_follow_are_undefined_in_bounded_time():
     """Resamplings by 1.5 between strided pools, 60 times: maps without a period whose padded
     fields widen geometrically (all 60 followed would take hours and all memory). The rows

@@ -20,6 +20,7 @@ import archprof
 from archprof.analysis import analysis, load
 from archprof.passes.layers import group_layers
 from archprof.passes.receptive_field import row_states, spreads, tensor_fields, unit_box
+from archprof.passes.receptive_field.maps import deep_maps
 from archprof.passes.receptive_field.walk import WHOLE
 from tests.cli import cli, one_error_line
 
@@ -447,6 +448,35 @@ def test_each_operator_every_unit(module):
     check_units(model, input_size, every_unit(model, input_size))
 
 
+class Folded(nn.Module):
+    """Two paths of different fields concatenated along channels, mixed by a 1x1 convolution
+    (every channel then reads both) and folded into W."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 1, 1), nn.Conv2d(1, 1, (1, 5), padding=(0, 2))
+        self.mix = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        y = self.mix(torch.cat([self.a(x), self.b(x)], 1))
+        return y.permute(0, 2, 3, 1).reshape(y.shape[0], 1, y.shape[2], -1)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4, 4, 3, padding=1), nn.PixelShuffle(2)),
+        nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.PixelUnshuffle(2), nn.Conv2d(4, 8, 1), nn.PixelShuffle(2)),
+        Folded(),
+    ],
+    ids=["unshuffle-conv-shuffle", "unshuffle-1x1-shuffle", "concatenated-mixed-folded"],
+)
+def test_channels_mixed_by_a_convolution_read_alike_and_fold_exactly(model):
+    """Channels that read different fields (a pixel unshuffle's, concatenated paths) read
+    alike once a convolution mixes them: folded into a spatial dimension, exact."""
+    check_units(model, (1, 8, 8), every_unit(model, (1, 8, 8)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("mode,factor", [("bilinear", 1.8), ("bicubic", 1.8), ("nearest", 2.2), ("nearest-exact", 2.2)])
 def test_resampling_follows_the_arithmetic_of_pytorchs_kernels(mode, factor, dtype):
@@ -456,6 +486,29 @@ def test_resampling_follows_the_arithmetic_of_pytorchs_kernels(mode, factor, dty
     # factor 2.2, output 33 copies input floor(33 * float32(1 / 2.2)) = 15, not 14.
     model = nn.Sequential(nn.Conv2d(1, 1, 1), Interpolate(scale_factor=factor, mode=mode))
     check_units(model, (1, 10, 17), every_unit(model, (1, 10, 17)), dtype)
+
+
+@pytest.mark.parametrize(
+    "resample",
+    [Interpolate(scale_factor=3, mode="bicubic"), Interpolate(size=(17, 17), mode="bicubic", align_corners=True)],
+    ids=["x3", "9-to-17-align-corners"],
+)
+def test_a_window_after_bicubic_resampling_reads_every_unit_of_its_span(resample):
+    """A unit whose source coordinate is a whole number reads one input, its neighbours four
+    around it: a window's padded field is the hull of all its units', not of its end units'
+    (the report said 1x1 for a 2x2 window after an upsampling by 3). Without padding, every
+    unit's padded field is its gradient footprint."""
+    model = positive(nn.Sequential(nn.Conv2d(1, 1, 1), resample, nn.Conv2d(1, 1, 2)))
+    state, _ = output_state(model, (1, 9, 9), torch.float64)
+    units = every_unit(model, (1, 9, 9))
+    with deep_maps():
+        padded = [[state.dims[2 + axis].field(index) for axis, index in enumerate(unit)] for unit in units]
+    expected = footprints(model, torch.rand(1, 1, 9, 9, dtype=torch.float64) + 0.5, units)
+    for unit, got, box in zip(units, padded, expected, strict=True):
+        assert got == box, (unit, got, box)
+    first = archprof.analyze(model, input_size=(1, 9, 9)).rows()[-1]
+    assert first["receptive_field"] == tuple(last - start + 1 for start, last in expected[0])
+    assert first["receptive_field_start"] == tuple(start for start, _ in expected[0])
 
 
 @pytest.mark.parametrize("mode", ["linear", "cubic"])

@@ -330,7 +330,12 @@ def rf(
     ] = None,
     unit: Annotated[
         Optional[str],
-        typer.Option("--unit", help="Print the exact input box of this unit of --layer, e.g. 3,4.", show_default=False),
+        typer.Option(
+            "--unit",
+            help="Print the exact input box of this unit of --layer: its index along each spatial dimension of "
+            "the input, in the input's order, e.g. 3,4.",
+            show_default=False,
+        ),
     ] = None,
     layer: Annotated[
         Optional[str],
@@ -355,8 +360,11 @@ def rf(
     whole input. CSV, JSON and Markdown write the full report, whose receptive_field* columns
     hold unit 0's numbers.
 
-    --unit 3,4 --layer L prints the exact input box of unit (3, 4) of layer L's output: the
+    --unit 3,4 --layer L prints the exact input box of one unit of layer L's output: the
     first and last input pixel, per spatial dimension, that can reach it (padding excluded).
+    Its coordinates follow the input's spatial dimensions, in the input's order: 3 along the
+    input's first (H), 4 along its second (W), whichever tensor dimension of L's output runs
+    along each (after a transpose of H and W, 3,4 is the output's unit [..., 4, 3]).
 
     Examples:
 

@@ -17,6 +17,7 @@ from archprof.graph import OpNode, TensorMeta
 from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
 from archprof.passes.receptive_field.walk import (
+    UNEVEN,
     WHOLE,
     Dim,
     Field,
@@ -25,6 +26,7 @@ from archprof.passes.receptive_field.walk import (
     State,
     Walk,
     Within,
+    along_no_axis,
     drop_withins,
     entry_maps,
     entry_withins,
@@ -242,7 +244,10 @@ def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | st
                 p += 1
             if product != size:
                 return "it regroups dimensions across their borders"
-            entries[targets[t]] = _joined(run)
+            joined = _joined(run)
+            if isinstance(joined, str):
+                return joined
+            entries[targets[t]] = joined
             t += 1
             continue
         split, product = [], 1  # one part split over several output dimensions
@@ -261,18 +266,25 @@ def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | st
     return entries
 
 
-def _joined(run: list[tuple[Dim, int]]) -> Dim:
-    """One output dimension made of the row-major dimensions `run`."""
+def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
+    """One output dimension made of the row-major dimensions `run` (a str: why it cannot be
+    followed)."""
     if len(run) == 1:
         return run[0][0]
-    spatial = [(k, entry) for k, (entry, _) in enumerate(run) if entry is not None]
+    spatial = [(k, entry) for k, (entry, _) in enumerate(run) if not along_no_axis(entry)]
     if not spatial:
-        return None
+        return UNEVEN if any(entry is UNEVEN for entry, _ in run) else None
     if len(run) == 2 and isinstance(run[1][0], Within) and run[1][0].outer is run[0][0]:
         return run[1][0].whole  # blocks and positions in them: the dimension they were split from
     if len(spatial) == 1 and spatial[0][0] == 0 and isinstance(spatial[0][1], AxisMap):
-        # A spatial dimension first, the others inside it: unit u reads unit u // inner.
-        # Spatial later (channels, then rows) stays flattened, which a reshape splits back.
+        # A spatial dimension first, the others inside it: unit u reads unit u // inner, as
+        # long as every index inside reads alike. Spatial later (channels, then rows) stays
+        # flattened, which a reshape splits back.
+        if any(entry is UNEVEN for entry, _ in run):
+            return (
+                "it folds indices that read different fields (paths stacked or concatenated, a pixel unshuffle's "
+                "positions) into a spatial dimension"
+            )
         parent = spatial[0][1]
         inner, size = math.prod(n for _, n in run[1:]), math.prod(n for _, n in run)
         return parent.derive(size, lambda u: ((u // inner,) * 2,), Fraction(1, inner))
@@ -280,8 +292,8 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim:
 
 
 def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
-    if entry is None:
-        return [None] * len(sizes)
+    if along_no_axis(entry):
+        return [entry] * len(sizes)  # each part of an uneven dimension may be uneven
     if not isinstance(entry, AxisMap) or len(sizes) != 2:
         return "it splits a spatial dimension into more than blocks and positions"
     blocks, size = sizes
@@ -385,7 +397,7 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
     if isinstance(entry, (Merged, Within)):
         return walk.undefined(op, "it picks positions of a flattened or split dimension")
     dims = state.dims[:axis] + state.dims[axis + 1 :]
-    if entry is None:
+    if along_no_axis(entry):
         return state.with_dims(dims)
     return Field(dims, state.whole, (*state.loose, _shifted(entry, 1, index)))
 
@@ -411,9 +423,22 @@ def _index_select(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     axis = _arg(op, 1, "dim", 0) % len(x.shape)
     state = walk.state(x)
-    if isinstance(state, Field) and state.dims[axis] is not None:
+    if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it picks positions along a spatial dimension by value")
     return state
+
+
+def _paths_side_by_side(walk: Walk, op: OpNode, states: list[State], shapes: list[tuple[int, ...]], axis: int) -> State:
+    """Paths placed side by side along output dimension `axis`, which runs along no input
+    axis (channels): each unit reads the union of the paths; the indices along `axis` read
+    alike only where the paths do."""
+    entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
+    items = [(s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s) for s in states]
+    merged = walk.merge(op, list(zip(items, shapes, strict=True)), op.outputs[0].shape)
+    alike = all(e is None for e in entries) and all(s == states[0] for s in states)
+    if alike or not isinstance(merged, Field):
+        return merged
+    return merged.with_dims((*merged.dims[:axis], UNEVEN, *merged.dims[axis + 1 :]))
 
 
 @_rule("cat")
@@ -425,9 +450,12 @@ def _cat(walk: Walk, op: OpNode) -> State:
     axis = _arg(op, 1, "dim", 0) % len(out)
     states = [walk.state(t) for t in tensors]
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
-    if all(e is None for e in entries):
-        return walk.merge(op, list(zip(states, (t.shape for t in tensors), strict=True)), out)
-    if any(isinstance(e, (Merged, Within)) for e in entries) or len({e.axis for e in entries if e is not None}) > 1:
+    if all(along_no_axis(e) for e in entries):
+        return _paths_side_by_side(walk, op, states, [t.shape for t in tensors], axis)
+    if (
+        any(isinstance(e, (Merged, Within)) or e is UNEVEN for e in entries)
+        or len({e.axis for e in entries if e is not None}) > 1
+    ):
         return walk.undefined(op, "it concatenates flattened or different spatial dimensions")
     items = [(s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s) for s in states]
     merged = walk.merge(
@@ -460,17 +488,12 @@ def _stack(walk: Walk, op: OpNode) -> State:
     of a spatial dimension (rows picked by `unbind`, stacked back), unit i reads its own
     path's, which archprof does not place."""
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
-    out = op.outputs[0].shape
-    axis = _arg(op, 1, "dim", 0) % len(out)
+    axis = _arg(op, 1, "dim", 0) % len(op.outputs[0].shape)
     states = [walk.state(t) for t in tensors]
     if len({s.loose for s in states if isinstance(s, Field)}) > 1:
         return walk.undefined(op, "it stacks positions picked along a spatial dimension")
-    items = []
-    for t, s in zip(tensors, states, strict=True):
-        if isinstance(s, Field):
-            s = s.with_dims((*s.dims[:axis], None, *s.dims[axis:]))
-        items.append((s, (*t.shape[:axis], 1, *t.shape[axis:])))
-    return walk.merge(op, items, out)
+    placed = [s.with_dims((*s.dims[:axis], None, *s.dims[axis:])) if isinstance(s, Field) else s for s in states]
+    return _paths_side_by_side(walk, op, placed, [(*t.shape[:axis], 1, *t.shape[axis:]) for t in tensors], axis)
 
 
 # -- padding, rolling, flipping ------------------------------------------------------------
@@ -488,7 +511,12 @@ def _constant_pad(walk: Walk, op: OpNode) -> State:
     x, out = op.args[0], op.outputs[0].shape
     pads = _pads(op.args[1], len(x.shape))
     axes = [a for a in pads if pads[a] != (0, 0)]
-    return walk.along(op, walk.state(x), axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
+    state = walk.along(op, walk.state(x), axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
+    if not isinstance(state, Field):
+        return state
+    # Indices added along a dimension along no input axis (channels) read nothing, the others read.
+    grown = {a for a in axes if state.dims[a] is None and max(pads[a]) > 0}
+    return state.with_dims([UNEVEN if a in grown else e for a, e in enumerate(state.dims)]) if grown else state
 
 
 def _border_pad(kind: str) -> Rule:
@@ -535,7 +563,7 @@ def _roll(walk: Walk, op: OpNode) -> State:
     shifts, dims = _expand(op.args[1], 1), _expand(_arg(op, 2, "dims", ()), 1)
     state = walk.state(x)
     if not dims:
-        flat = isinstance(state, Field) and any(e is not None for e in state.dims)
+        flat = isinstance(state, Field) and not all(along_no_axis(e) for e in state.dims)
         return walk.undefined(op, "it rolls the flattened tensor") if flat else state
     axes = [d % len(x.shape) for d in dims]
 
@@ -560,19 +588,28 @@ def _flip(walk: Walk, op: OpNode) -> State:
 
 @_rule("pixel_shuffle", "pixel_unshuffle")
 def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
-    """pixel_shuffle(r): unit h reads unit h // r (channels become positions); unshuffle:
-    unit h reads units h r .. h r + r - 1."""
+    """pixel_shuffle(r): unit h reads unit h // r (channels become positions), exact where
+    every channel reads alike; unshuffle: unit h reads units h r .. h r + r - 1, each
+    channel one of them (its channels read unevenly)."""
     x, out = op.args[0], op.outputs[0].shape
     r = op.args[1]
     state = walk.state(x)
-    if isinstance(state, Field) and state.dims[-3] is not None:
+    channels = state.dims[-3] if isinstance(state, Field) else None
+    unshuffle = "unshuffle" in op.op
+    if not along_no_axis(channels):
         return walk.undefined(op, "it moves a spatial dimension into positions")
+    if channels is UNEVEN and not unshuffle:
+        why = "it makes positions of channels that read different fields (concatenated paths, a pixel unshuffle's)"
+        return walk.undefined(op, why)
     axes = list(_tail(x, 2))
-    if "unshuffle" in op.op:
+    if unshuffle:
         change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), r, period=1)  # noqa: E731
     else:
         change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u // r,) * 2,), Fraction(1, r), period=r)  # noqa: E731
-    return walk.along(op, state, axes, change, "pixel shuffle")
+    state = walk.along(op, state, axes, change, "pixel shuffle")
+    if unshuffle and r > 1 and isinstance(state, Field):
+        return state.with_dims((*state.dims[:-3], UNEVEN, *state.dims[-2:]))
+    return state
 
 
 # -- convolution and pooling ---------------------------------------------------------------
@@ -618,8 +655,11 @@ def _convolution(walk: Walk, op: OpNode) -> State:
         if state is not None:
             return walk.undefined(op, "its weights are computed from the input")
     state = walk.state(x)
-    if isinstance(state, Field) and state.dims[1] is not None:
+    channels = state.dims[1] if isinstance(state, Field) else None
+    if not along_no_axis(channels):
         return walk.undefined(op, "it convolves across a spatial dimension (channels)")
+    if channels is UNEVEN and _arg(op, 8, "groups", 1) == 1:
+        state = state.with_dims((state.dims[0], None, *state.dims[2:]))  # every output channel reads every input one
     m = len(weight.shape) - 2
     kernel = weight.shape[2:]
     stride, padding, dilation = (_expand(v, m) for v in (stride, padding, dilation))
@@ -815,7 +855,8 @@ def _linear(walk: Walk, op: OpNode) -> State:
 @_rule("upsample_bicubic2d")
 def _cubic(walk: Walk, op: OpNode) -> State:
     """Output o reads inputs i - 1 .. i + 2 (clamped to the map) around its source coordinate
-    x (i = floor(x)); input i alone when x is a whole number (the other weights are 0)."""
+    x (i = floor(x)); input i alone when x is a whole number (the other weights are 0), so
+    that its neighbours read past it on both sides: the reads are not in order."""
     align_corners = bool(_arg(op, 2, "align_corners", False))
     dtype = op.outputs[0].dtype
 
@@ -832,7 +873,7 @@ def _cubic(walk: Walk, op: OpNode) -> State:
                 return ((i, i),)
             return ((min(max(i - 1, 0), n - 1), min(i + 2, n - 1)),)
 
-        return parent.derive(o, reads, ratio)
+        return parent.derive(o, reads, ratio, monotone=False)
 
     return _resampled(walk, op, 2, 3, make)
 
@@ -872,7 +913,7 @@ def _running_sum(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     axis = _arg(op, 1, "dim", 0) % max(len(x.shape), 1)
     state = walk.state(x)
-    if isinstance(state, Field) and state.dims[axis] is not None:
+    if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it sums along a spatial dimension")
     return state
 
@@ -883,7 +924,7 @@ def _glu(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     axis = _arg(op, 1, "dim", -1) % len(x.shape)
     state = walk.state(x)
-    if isinstance(state, Field) and state.dims[axis] is not None:
+    if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it pairs units half a dimension apart")
     return state
 

@@ -1,4 +1,4 @@
-"""The walk's state and toolbox: a field per tensor (`Field`, `Merged`, `WHOLE`, `Undefined`),
+"""The walk's state and toolbox: a field per tensor (`Field`, `Merged`, `Uneven`, `WHOLE`, `Undefined`),
 and `Walk`, which steps through the graph's ops applying each op's rule and offers the rules
 what they share (merging paths, windows along dimensions, reductions)."""
 
@@ -35,11 +35,32 @@ class Within:
     size: int
 
 
-Dim = AxisMap | Merged | Within | None  # a tensor dimension: along an input axis, flattened axes, or none
+class Uneven:
+    """A dimension along no input axis whose indices read different fields: channels
+    concatenated from paths of different fields, a stack of such paths, the positions a
+    pixel unshuffle moved into channels. Units read the union over its indices, as over
+    any channels; mixing its indices (a convolution over them, a reduction) makes them
+    alike again, and folding them into a spatial dimension, which would need each index's
+    own field, is undefined."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNEVEN"
+
+
+UNEVEN = Uneven()
+# A tensor dimension: along an input axis, flattened axes, none (each index reads alike) or
+# none with indices that read differently.
+Dim = AxisMap | Merged | Within | Uneven | None
+
+
+def along_no_axis(entry: Dim) -> bool:
+    return entry is None or entry is UNEVEN
 
 
 def entry_maps(entry: Dim) -> list[AxisMap]:
-    if entry is None or isinstance(entry, Within):
+    if along_no_axis(entry) or isinstance(entry, Within):
         return []
     return entry.maps() if isinstance(entry, Merged) else [entry]
 
@@ -169,7 +190,7 @@ class Walk:
             for tensor in (*earlier.inputs, *earlier.outputs):
                 members.setdefault(tensor.storage, []).append(tensor)
         self._indexed = max(self._indexed, op.index)
-        undefined = Undefined("written in place through another view of its storage")
+        undefined = self.undefined(op, "it writes in place through another view of this tensor's storage")
         for tensor in members.get(before.storage, ()):
             if tensor.id not in (before.id, after.id):
                 self.fields[tensor.id] = undefined
@@ -282,17 +303,21 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     # has one per layer so far.
     first = entries[0][0]
     same = full = True
-    split = False
+    split = uneven = False
     axes = set()
     for entry, n in entries:
         same = same and entry == first and n == size
         full = full and n == size
         if isinstance(entry, (Merged, Within)):
             split = True
+        elif entry is UNEVEN:
+            uneven = True
         else:
             axes.add(entry.axis)
     if same:
         return first
+    if uneven:
+        return "it mixes a dimension whose indices read different fields with a spatial one"
     if split:
         return "it mixes a flattened or split dimension with another"
     if len(axes) > 1:
