@@ -147,6 +147,17 @@ class EngineNotes:
     # it never reached (a layer not called, or called only under no_grad) keeps `.grad` None,
     # and PyTorch's optimizers skip it: no gradient, no state, no update.
     given_gradients: set[str] = field(default_factory=set)
+    # Storage -> the number of backward ops recorded when the last object of a tensor a
+    # Python backward made (a custom torch.autograd.Function's: x_sigmoid, `1 - x_sigmoid`)
+    # died: Python frees it then, an unnamed one right after the op that read it, a local
+    # variable when the function returns; the number of all of them for one still held when
+    # the backward pass ends. The gradients such a backward returns are not among them: the
+    # engine passes them on, and frees them as it frees every node's.
+    python_releases: dict[int, int] = field(default_factory=dict)
+    # The indices (in `Graph.backward_ops`) of the ops a Python backward ran. A number such an
+    # op takes where a tensor goes (`1 + t`) is wrapped by PyTorch's argument parser into a
+    # tensor of its own for the call, as in the forward.
+    python_ops: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

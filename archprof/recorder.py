@@ -111,14 +111,21 @@ class Recorder(TorchDispatchMode):
         key = id(tensor)
         if key not in self._metas:  # a tensor object new to the trace, not an in-place result
             if self._kept is None:
-                # Its id leaves the table when it dies, before Python can reuse it; and once
-                # the last object of its storage has died, the forward has let go of the memory.
-                reference = weakref.ref(tensor, self._on_death)
-                self._watched[id(reference)] = (reference, key, meta.storage)
-                self._holders[meta.storage] = self._holders.get(meta.storage, 0) + 1
+                self.watch(tensor, meta.storage, self._on_death)
             else:
                 self._kept.append(tensor)  # its id stays unique
         self._metas[key] = meta
+
+    def watch(self, tensor: torch.Tensor, storage: int, on_death: Callable[[weakref.ref], None]) -> weakref.ref:
+        """Watch `tensor`, an object of `storage`, die: its id leaves the table when it dies,
+        before Python can reuse it; and once the last object of its storage has died, the
+        memory is let go of (in the forward, or in a Python backward: `TrainingRecorder`).
+        `on_death`, called with the reference when the tensor dies, is `_died` or a function
+        that calls it."""
+        reference = weakref.ref(tensor, on_death)
+        self._watched[id(reference)] = (reference, id(tensor), storage)
+        self._holders[storage] = self._holders.get(storage, 0) + 1
+        return reference
 
     def new_storage(self) -> int:
         self._next_storage += 1

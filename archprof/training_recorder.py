@@ -3,11 +3,15 @@ it, then the backward pass, each of its operators attributed to a forward operat
 
 from __future__ import annotations
 
+import gc
+import sys
+import weakref
 from contextlib import AbstractContextManager
 from dataclasses import replace
 
 import torch
 from torch._prims_common import suggest_memory_format
+from torch.autograd.function import BackwardCFunction
 
 from archprof.errors import short_reason
 from archprof.graph import EngineNotes, ModuleCall, OpNode
@@ -17,6 +21,9 @@ from archprof.structure import tensors_in
 
 # The key of autograd node metadata naming the forward op (its index) that made the node.
 _ORIGIN = "archprof_origin"
+# The key of the metadata of a Python backward's node (a custom torch.autograd.Function's)
+# whose returned gradients the recorder keeps (`TrainingRecorder._python_backward_returned`).
+_RETURNS_KEPT = "archprof_returns_kept"
 # The autograd node that moves a gradient into its parameter's `.grad` (`Node.name()`).
 _ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
 # Operators whose autograd node keeps their second operand for the first's gradient
@@ -52,7 +59,15 @@ class TrainingRecorder(Recorder):
     fire the forward hooks again: each is taken for the same module's forward call (its
     first, then its next on a module recomputed again), and its ops, in order, for that
     call's own ops, in order (the same code runs again). Their outputs are tagged as the
-    forward's are: reentrant checkpointing runs a backward pass through them."""
+    forward's are: reentrant checkpointing runs a backward pass through them.
+
+    Every tensor the backward pass makes is kept alive (see `run_backward`), but those a
+    Python backward makes (a custom torch.autograd.Function's `backward`): each is watched
+    die, as in the forward, and its storage's death noted (`EngineNotes.python_releases`).
+    Python frees such a temporary when its last reference goes (an unnamed one right after
+    the op that read it, a local variable when the function returns), not at the end of a
+    C++ statement. The gradients the function returns are kept from then on (a post hook on
+    its node, registered when the forward tags it), as every other node's are."""
 
     def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
         super().__init__(real, module_types)
@@ -66,6 +81,9 @@ class TrainingRecorder(Recorder):
         self._replayed: dict[int, int] = {}  # recomputed call index -> its ops recorded so far
         self._calls_of: dict[str, list[ModuleCall]] = {}  # module path -> its forward calls
         self._recomputed_calls: dict[str, int] = {}  # module path -> its calls recomputed so far
+        self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
+        self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
+        self._modules_imported = 0  # len(sys.modules) when a Python backward's op was last recorded
 
     def run_backward(self, output) -> None:
         """The backward pass from the floating outputs that require grad, with gradients of ones."""
@@ -82,6 +100,7 @@ class TrainingRecorder(Recorder):
         self.ops = self.backward_ops  # _record appends to self.ops
         self._phase = "backward"
         self._by_parameters = None  # backward ops are attributed through their forward op
+        self._modules_imported = len(sys.modules)
         self._origin = len(self._forward_ops) - 1
         for op in self._forward_ops:
             self._own_ops.setdefault(op.module.index, []).append(op)
@@ -93,6 +112,10 @@ class TrainingRecorder(Recorder):
                 seeds = [torch.ones_like(t) for t in roots]
             self.engine.seeds = {self.lookup(seed).storage for seed in seeds}
             torch.autograd.backward(roots, seeds)
+        for storage in self._python_made:  # still held somewhere (a Python backward stashed it): to the end
+            if self._holders[storage]:
+                self.engine.python_releases[storage] = len(self.ops)
+        self._python_made = set()
         self.ops = self._forward_ops
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -128,7 +151,14 @@ class TrainingRecorder(Recorder):
         module = self._forward_ops[origin].module if origin >= 0 else None
         if info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors):
             info = replace(info, writes_input=True)  # as the real step runs it
-        super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
+        if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
+            kept, storages = len(self._kept), self._next_storage
+            super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
+            self._watch_python_temporaries(kept, storages)
+            self.engine.python_ops.add(len(self.ops) - 1)
+            self._collect_after_an_import()
+        else:
+            super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
@@ -139,6 +169,46 @@ class TrainingRecorder(Recorder):
             self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._last_made = (_made(info, out), origin)
+
+    def _watch_python_temporaries(self, kept: int, storages: int) -> None:
+        """The tensor objects the op just recorded made in a Python backward (those kept from
+        index `kept` on, their new storages numbered from `storages`), watched instead of kept."""
+        for tensor in self._kept[kept:]:
+            storage = self._metas[id(tensor)].storage
+            self._python_watched[id(tensor)] = self.watch(tensor, storage, self._python_tensor_died)
+            if storage >= storages:
+                self._python_made.add(storage)
+        del self._kept[kept:]
+
+    def _collect_after_an_import(self) -> None:
+        """Where a module was imported for the first time since the last op of a Python
+        backward (torch imports dynamo the first time some meta decompositions run: rsub's, for
+        `1 - x_sigmoid`), the cyclic collector runs: torch.fx's `wrap`, run by that import,
+        leaves its frames in a reference cycle whose `f_back` holds the backward's frame, and
+        with it every tensor named there, until a collection (held off during an analysis).
+        A real step, with no such import, frees them as the function returns."""
+        if len(sys.modules) != self._modules_imported:
+            self._modules_imported = len(sys.modules)
+            gc.collect()
+
+    def _python_tensor_died(self, reference: weakref.ref) -> None:
+        _, key, storage = self._watched[id(reference)]
+        del self._python_watched[key]
+        self._died(reference)
+        if not self._holders[storage] and storage in self._python_made:
+            self.engine.python_releases[storage] = len(self.ops)
+            self._python_made.discard(storage)
+
+    def _python_backward_returned(self, gradients: tuple, _incoming: tuple) -> None:
+        """A Python backward's node has run (its post hook): the gradients it returned go on to
+        the nodes that read them, kept as every other node's are; its temporaries have died."""
+        for tensor in gradients:
+            reference = self._python_watched.pop(id(tensor), None) if tensor is not None else None
+            if reference is not None:
+                _, _, storage = self._watched.pop(id(reference))
+                self._holders[storage] -= 1
+                self._python_made.discard(storage)
+                self._kept.append(tensor)
 
     def _fills_the_zeros_just_made(self, tensors: list[torch.Tensor]) -> bool:
         """Whether the op's first tensor is the tensor of zeros the op before it made."""
@@ -151,6 +221,9 @@ class TrainingRecorder(Recorder):
             node = tensor.grad_fn
             if node is not None and _ORIGIN not in node.metadata:
                 node.metadata[_ORIGIN] = index
+                if isinstance(node, BackwardCFunction):  # a Python backward
+                    node.register_hook(self._python_backward_returned)
+                    node.metadata[_RETURNS_KEPT] = True
         self._last_made = ([], -1)
 
     def _backward_origin(self, node) -> tuple[str, int]:

@@ -540,3 +540,79 @@ class WithAnIndexOutput(nn.Module):
     def forward(self, x):
         y = self.conv(x)
         return y[:, 0].sum(), y.argmax(1)
+
+
+class SwishFunction(torch.autograd.Function):
+    """timm's memory-efficient Swish (`activations_me.SwishAutoFn`): x * sigmoid(x), saving
+    only x. Its Python backward is one expression: Python frees each unnamed temporary once
+    the op after it has read it, and the local x_sigmoid when the function returns."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.mul(torch.sigmoid(x))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x = ctx.saved_tensors[0]
+        x_sigmoid = torch.sigmoid(x)
+        return grad_output * (x_sigmoid * (1 + x * (1 - x_sigmoid)))
+
+
+class SwishOnItsContext(torch.autograd.Function):
+    """The same Swish keeping its input as an attribute of its context, not saved through
+    `save_for_backward` (no saved-tensor hook sees it)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.x = x
+        return x.mul(torch.sigmoid(x))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x_sigmoid = torch.sigmoid(ctx.x)
+        return grad_output * (x_sigmoid * (1 + ctx.x * (1 - x_sigmoid)))
+
+
+class MishFunction(torch.autograd.Function):
+    """timm's memory-efficient Mish (`activations_me.MishAutoFn`): its backward names two
+    temporaries and reads them across several ops; x_sigmoid, read last by the second op
+    after it, is held until the function returns."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.mul(torch.tanh(F.softplus(x)))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x = ctx.saved_tensors[0]
+        x_sigmoid = torch.sigmoid(x)
+        x_tanh_sp = F.softplus(x).tanh()
+        return grad_output.mul(x_tanh_sp + x * x_sigmoid * (1 - x_tanh_sp * x_tanh_sp))
+
+
+class WithACustomActivation(nn.Module):
+    """Two convolutions with a custom autograd Function (`SwishFunction` and its kin) between
+    them: the step's peak is in that Function's Python backward."""
+
+    def __init__(self, function: type[torch.autograd.Function] = SwishFunction) -> None:
+        super().__init__()
+        self.function = function
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(self.function.apply(self.a(x))).relu()
+
+
+class WithACustomFunctionOfAWeight(nn.Module):
+    """A weight passed through `SwishFunction`: the gradient its Python backward returns goes
+    straight to AccumulateGrad, which takes it over as the `.grad` where nothing else holds it."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4 * width, width) / width)
+        self.head = nn.Linear(4 * width, 8)
+
+    def forward(self, x):
+        return self.head(F.linear(x, SwishFunction.apply(self.weight)))

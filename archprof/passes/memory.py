@@ -42,8 +42,11 @@ on a 10 x 32 sequence 57,216 (14,720 before).
 
 A training step's peak (`training_timeline`) follows the same storages on through the
 backward pass as the autograd engine runs it: saved tensors and incoming gradients released
-once the autograd node that reads them has run, parameters' gradients kept in `.grad`, the
-optimizer state (`OPTIMIZER_STATE_COPIES`) held throughout; then the optimizer's step,
+once the autograd node that reads them has run, a node's own temporaries at the end of the
+C++ statement that read them last, but a Python backward's (a custom torch.autograd.Function's)
+when the trace saw their last object die, as Python frees them (an unnamed one right after the
+op that read it, a local variable when the function returns), parameters' gradients kept in
+`.grad`, the optimizer state (`OPTIMIZER_STATE_COPIES`) held throughout; then the optimizer's step,
 from what the backward pass left (`TrainingTimeline.end`, the gradients of ones it started from
 gone) plus its own temporaries
 (`optimizer_step_temporaries`). Against torch.profiler on a real CPU step (allocations that outlive
@@ -73,7 +76,12 @@ end of their C++ statement: its TLU's backward, `where(x == tau, grad / 2, grad)
 (149,568 B short: its attention divides by a normaliser, whose gradient
 `-grad * ((v / s) / s)` holds both quotients and the negation until the product is made);
 dla60x equal (802,816 B over before what a dead node saved was let go of with it: one of its
-trees max-pools a map it then ignores, whose indices autograd saved)."""
+trees max-pools a map it then ignores, whose indices autograd saved); timm's memory-efficient
+Swish (`SwishAutoFn`) between two convolutions equal at batch 8 (488,904 B with its weights;
+three maps, 196,600 B, over before a Python backward's temporaries were freed as Python frees
+them: its `grad * (s * (1 + x * (1 - s)))` held all six of its maps to the node's end), and
+its Mish too, whose x_sigmoid, read last two ops before the return, would be a map short if
+freed at its last reader."""
 
 from __future__ import annotations
 
@@ -179,6 +187,19 @@ def _wrapped_numbers(graph: Graph) -> list[tuple[int, int, int]]:
 _WRAPPED_NUMBERS = frozenset({WrappedFloat, WrappedInt})
 
 
+def _wrapped_in_python(graph: Graph) -> list[tuple[int, int, int]]:
+    """Each number an op of a Python backward took where a tensor goes (`1 + t` in timm's
+    Swish backward), as `_liveness` takes it: a tensor of its own while that op runs, as
+    `_wrapped_numbers` takes the forward's."""
+    forward = len(graph.ops)
+    return [
+        (forward + index, forward + index, WRAPPED_NUMBER_BYTES)
+        for index in sorted(graph.engine.python_ops)
+        for argument in graph.backward_ops[index].args
+        if type(argument) in _WRAPPED_NUMBERS
+    ]
+
+
 def _held_for_backward(graph: Graph) -> set[int]:
     """The storages autograd saved that it still holds when the forward ends. A node whose
     results nothing on the way to the outputs reads dies with its results, and what it saved
@@ -201,6 +222,7 @@ def _liveness(
     release: list[int] | None = None,
     released: dict[int, int] | None = None,
     numbers: Iterable[tuple[int, int, int]] = (),
+    died: dict[int, int] | None = None,
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -208,8 +230,11 @@ def _liveness(
     what step i read last is freed right after step `release[i]` (default: i), and a storage
     in `released` not before the forward let go of it (`Graph.released`: the steps run by then);
     `numbers` are tensors no step reads or makes (`EngineNotes.saved_numbers`), each as (the step
-    that makes it, the step that reads it last or `len(steps)`: to the end, its bytes)."""
+    that makes it, the step that reads it last or `len(steps)`: to the end, its bytes); a
+    storage in `died` is freed once that many steps have run, and not by `release` (a Python
+    backward's temporary, freed when its last object dies: `EngineNotes.python_releases`)."""
     same = same or {}
+    died = died or {}
     size: dict[int, int] = {}
     first: dict[int, int] = {}  # storage -> the first step that makes, reads or writes it
     last: dict[int, int] = {}  # storage -> the last step that reads or writes it
@@ -251,7 +276,11 @@ def _liveness(
         else:
             made[first[storage]] += nbytes
         if 0 <= last[storage] < count:
-            freed[_freed_after(first[storage], last[storage], release, statement_ends)] += nbytes
+            steps_run = died.get(storage)
+            if steps_run is None:
+                freed[_freed_after(first[storage], last[storage], release, statement_ends)] += nbytes
+            else:
+                freed[max(last[storage], steps_run - 1)] += nbytes
     for made_at, last_read, nbytes in numbers:
         made[made_at] += nbytes
         if last_read < count:
@@ -338,6 +367,11 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
       statement that read it last (`_statement_ends`: the run of the node's ops that each
       make what a later one reads, up to the op whose result the run does not read);
+    - but a tensor a Python backward makes (a custom torch.autograd.Function's: timm's
+      memory-efficient Swish), when its last object dies (`EngineNotes.python_releases`, as
+      the trace saw it): an unnamed temporary once the op after it has read it, a local
+      variable when the function returns; the gradients it returns go on as any node's, and
+      a number its ops take where a tensor goes is a tensor of its own while the op runs;
     - a gradient is allocated by the backward op that computes it and freed once the node
       (or the engine's add where two gradients meet) that reads it last has run, except a
       parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy);
@@ -378,8 +412,10 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
-    numbers = _numbers_read(graph) + _wrapped_numbers(graph)
-    live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, numbers)
+    numbers = _numbers_read(graph) + _wrapped_numbers(graph) + _wrapped_in_python(graph)
+    forward = len(graph.ops)
+    died = {storage: forward + steps_run for storage, steps_run in graph.engine.python_releases.items()}
+    live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, numbers, died)
     gradients = {moved.get(s, s) for s in copies}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
