@@ -294,6 +294,10 @@ def test_cli_explain(tmp_path):
     [
         (("explain", "vgg16", "nowhere"), "no layer 'nowhere'"),
         (("explain", "vgg16", "-f", "csv"), "explain writes text or markdown"),
+        (("explain", "vgg16", "²"), "no layer '²'"),  # str.isdigit's digit, which int() refuses
+        (("explain", "vgg16", "#²"), "no layer '#²'"),
+        (("explain", "vgg16", "#" + "9" * 5000), "no layer '#999"),  # past int()'s 4,300 digits
+        (("explain", "vgg16", "#99"), "row 99 does not exist"),
     ],
 )
 def test_cli_explain_refuses_on_one_line(args, message):
