@@ -26,7 +26,7 @@ from archprof.parallel import Progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.random_state import random_state_kept
 from archprof.report import Report, csv_cell
-from archprof.text import markdown_cell, markdown_code
+from archprof.text import markdown_code, markdown_literal
 from archprof.trace import forward_exits_as_errors
 from archprof.units import human_bytes, human_count, shapes_text
 
@@ -358,5 +358,5 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
         lines += [f"Ratios are against {markdown_code(baseline, in_table=False)}.", ""]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|")
-    lines += ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(map(markdown_literal, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"

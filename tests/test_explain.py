@@ -11,7 +11,7 @@ from torch import nn
 import archprof
 from archprof.errors import ArchprofError
 from archprof.explain import explanation
-from archprof.text import dims_text
+from archprof.text import dims_text, markdown_literal
 from tests.cli import cli, one_error_line
 
 
@@ -259,7 +259,7 @@ def test_markdown_holds_the_same_figures():
     assert markdown.startswith("### features.0 (Conv2d)")
     assert "| parameters | weights + bias | 1,728 + 64 | 1,792 |" in markdown
     formula, worked = "N · C_out · H_out · W_out · (C_in / G) · K_h · K_w", "1 · 64 · 224 · 224 · (3 / 1) · 3 · 3"
-    assert f"| MACs | {formula} | {worked} | 86,704,128 |" in markdown
+    assert f"| MACs | {markdown_literal(formula)} | {worked} | 86,704,128 |" in markdown
 
 
 def test_layers_are_found_by_label_number_or_container_and_refused_otherwise():
