@@ -27,9 +27,8 @@ from archprof.report import (
     csv_text,
     dims_text,
     layer_label,
-    visible_text,
 )
-from archprof.text import markdown_code
+from archprof.text import markdown_code, markdown_literal
 from archprof.units import human_value
 
 if TYPE_CHECKING:
@@ -148,7 +147,7 @@ class ReportDiff:
 
     def to_markdown(self) -> str:
 
-        lines = [f"# {visible_text(self.old)} → {visible_text(self.new)}", ""]
+        lines = [f"# {markdown_literal(self.old)} → {markdown_literal(self.new)}", ""]
         lines += ["| Total | Old | New | Change | % |", "|---|---:|---:|---:|---:|"]
         for total in self.totals:
             lines.append(

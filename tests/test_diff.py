@@ -4,6 +4,7 @@ import csv
 import io
 import json
 
+import markdown_it
 import pytest
 from typer.testing import CliRunner
 
@@ -122,6 +123,18 @@ def test_bad_reports_exit_2(tmp_path, content, message):
     result = invoke("diff", str(good), str(bad))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_markdown_title_shows_the_names_as_text(tmp_path):
+    """A CSV report's name is its file's: "<img src=x onerror=...>" was written as HTML."""
+    name = "<img src=x onerror=alert(1)> *[a](b)"
+    report = tmp_path / f"{name}.csv"
+    archprof.analyze("lenet5").to_csv(report)
+    result = invoke("diff", str(report), "lenet5", "-f", "markdown")
+    assert result.exit_code == 0, result.output
+    (heading,) = [t for t in markdown_it.MarkdownIt("commonmark").parse(result.stdout) if t.type == "inline"][:1]
+    assert [child.type for child in heading.children] == ["text"] and heading.content.startswith("\\<img")
+    assert heading.children[0].content == f"{name} → lenet5"
 
 
 def test_an_unknown_model_exits_2():
