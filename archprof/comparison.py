@@ -22,6 +22,7 @@ from archprof.errors import ArchprofError
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs
+from archprof.output import json_text
 from archprof.parallel import Progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.random_state import random_state_kept
@@ -302,11 +303,9 @@ def comparison_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def comparison_json(frame: pd.DataFrame) -> str:
-    import json
-
     records = comparison_records(frame)
     baseline = frame.attrs.get("baseline", records[0]["model"] if records else None)
-    return json.dumps({"baseline": baseline, "models": records}, indent=2) + "\n"
+    return json_text({"baseline": baseline, "models": records})
 
 
 def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:

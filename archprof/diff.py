@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from archprof.analysis import analyze
 from archprof.comparison import METRICS as COMPARED_METRICS
 from archprof.errors import ArchprofError
-from archprof.output import read_text
+from archprof.output import json_text, read_text
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import (
     COLUMNS,
@@ -122,8 +122,6 @@ class ReportDiff:
         return row
 
     def to_json(self) -> str:
-        import json
-
         document = {
             "old": self.old,
             "new": self.new,
@@ -144,7 +142,7 @@ class ReportDiff:
             ],
             "unchanged_layers": self.unchanged,
         }
-        return json.dumps(document, indent=2) + "\n"
+        return json_text(document)
 
     def to_markdown(self) -> str:
 
