@@ -81,6 +81,15 @@ def state_dict_of_conv(directory: Path) -> str:
     return str(path)
 
 
+def deeply_nested_model(directory: Path) -> str:
+    """A model nested 1,000 modules deep: torch's named_modules() recurses once a level."""
+    source = (
+        "from torch import nn\n\n\ndef net():\n    inner = nn.ReLU()\n    for _ in range(1000):\n"
+        "        inner = nn.Sequential(inner)\n    return nn.Sequential(nn.Conv2d(3, 4, 3), inner)\n"
+    )
+    return _write(directory / "deep.py", source) + ":net"
+
+
 def budget_file(directory: Path, entry: str) -> str:
     return _write(directory / "archprof.toml", f'[[models]]\nname = "lenet5"\n{entry}\n')
 
@@ -169,6 +178,12 @@ CASES = [
         lambda d: ["compare", "vgg16", "resnet18", "--input", "3x16384x16384", "--batch", "100000"],
         "",
         exit_code=0,  # exact answers past int64, not a refusal
+    ),
+    # Models too large to walk
+    Case(
+        "a model nested past the recursion limit",
+        lambda d: ["summary", deeply_nested_model(d), "-i", "3x8x8"],
+        "nests its modules too deeply",
     ),
     # Names the file system refuses
     Case("a 300-character model name", lambda d: ["summary", "m" * 300], "m" * 20),
