@@ -196,7 +196,7 @@ def find_budget_file(directory: Path | None = None) -> Path | None:
     if pyproject.is_file():
         try:
             document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+        except (tomllib.TOMLDecodeError, RecursionError, OSError, UnicodeDecodeError):
             return pyproject  # load_budget_file reports what is wrong with it
         if "archprof" in document.get("tool", {}):
             return pyproject
@@ -213,6 +213,8 @@ def load_budget_file(path: str | Path) -> list[BudgetEntry]:
         where = re.search(r"\(at line (\d+), column \d+\)$", str(exc))
         line = f", line {where.group(1)}" if where else ""
         raise ArchprofError(f"{path}{line}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses arrays and inline tables by recursion
+        raise ArchprofError(f"{path}: not valid TOML: nested too deeply to read") from None
     budget = _BudgetText(path, text)
     tool = document.get("tool")
     in_tool = isinstance(tool, dict) and "archprof" in tool
@@ -284,7 +286,7 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
     dtype = None
     if "dtype" in values:
         dtype = values["dtype"][1]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             fail("dtype", f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     optimizer = "sgd"
     if "optimizer" in values:

@@ -22,11 +22,12 @@ from archprof.errors import ArchprofError
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs
+from archprof.output import json_text
 from archprof.parallel import Progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.random_state import random_state_kept
 from archprof.report import Report, csv_cell
-from archprof.text import markdown_cell, markdown_code
+from archprof.text import markdown_code, markdown_literal
 from archprof.trace import forward_exits_as_errors
 from archprof.units import human_bytes, human_count, shapes_text
 
@@ -302,11 +303,9 @@ def comparison_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def comparison_json(frame: pd.DataFrame) -> str:
-    import json
-
     records = comparison_records(frame)
     baseline = frame.attrs.get("baseline", records[0]["model"] if records else None)
-    return json.dumps({"baseline": baseline, "models": records}, indent=2) + "\n"
+    return json_text({"baseline": baseline, "models": records})
 
 
 def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -358,5 +357,5 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
         lines += [f"Ratios are against {markdown_code(baseline, in_table=False)}.", ""]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|")
-    lines += ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(map(markdown_literal, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from archprof.analysis import analyze
 from archprof.comparison import METRICS as COMPARED_METRICS
 from archprof.errors import ArchprofError
-from archprof.output import read_text
+from archprof.output import json_text, read_text
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import (
     COLUMNS,
@@ -27,9 +28,8 @@ from archprof.report import (
     csv_text,
     dims_text,
     layer_label,
-    visible_text,
 )
-from archprof.text import markdown_code
+from archprof.text import markdown_code, markdown_literal
 from archprof.units import human_value
 
 if TYPE_CHECKING:
@@ -122,8 +122,6 @@ class ReportDiff:
         return row
 
     def to_json(self) -> str:
-        import json
-
         document = {
             "old": self.old,
             "new": self.new,
@@ -144,11 +142,11 @@ class ReportDiff:
             ],
             "unchanged_layers": self.unchanged,
         }
-        return json.dumps(document, indent=2) + "\n"
+        return json_text(document)
 
     def to_markdown(self) -> str:
 
-        lines = [f"# {visible_text(self.old)} → {visible_text(self.new)}", ""]
+        lines = [f"# {markdown_literal(self.old)} → {markdown_literal(self.new)}", ""]
         lines += ["| Total | Old | New | Change | % |", "|---|---:|---:|---:|---:|"]
         for total in self.totals:
             lines.append(
@@ -233,35 +231,49 @@ def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
     None for covers_input. A file that is not a report, or a cell a report cannot hold, raises
     ArchprofError naming the column and line."""
 
-    path = Path(path)
-    header = next(csv.reader(io.StringIO(read_text(path, "report"), newline="")), [])
-    names = [c.name for c in (*COLUMNS, *TRAINING_COLUMNS) if c.name in header or c.name in _REQUIRED]
-    return [row for _, row in _read_rows(path, names)]
+    return [row for _, row in _read_rows(Path(path))]
 
 
-def _read_rows(path: Path, names: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
-    """(line, the columns `names`) of every row, each cell read by its column's reader; the
-    line is the row's last physical one (a quoted cell may span several)."""
+def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """(line, the columns `names`, default every report column the file has) of every row,
+    each cell read by its column's reader; the line is the row's last physical one (a quoted
+    cell may span several)."""
 
-    reader = csv.DictReader(io.StringIO(read_text(path, "report"), newline=""))
-    missing = [name for name in _REQUIRED if name not in (reader.fieldnames or [])]
-    if missing:
-        raise ArchprofError(
-            f"{path} is not an archprof CSV report (from `archprof summary -f csv`): no column {', '.join(missing)}"
-        )
-    columns = {c.name: c for c in (*COLUMNS, *TRAINING_COLUMNS)}
-    readers = {name: _cell_reader(columns[name]) for name in names}
-    rows = []
-    for raw in reader:
-        line = reader.line_num
-        row: dict[str, Any] = {}
-        for name, read in readers.items():
-            try:
-                row[name] = read(raw[name] or "")
-            except ValueError as exc:
-                raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, {exc}") from None
-        rows.append((line, row))
+    text = read_text(path, "report")
+    with _fields_up_to(len(text)):
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        missing = [name for name in _REQUIRED if name not in header]
+        if missing:
+            raise ArchprofError(
+                f"{path} is not an archprof CSV report (from `archprof summary -f csv`): no column {', '.join(missing)}"
+            )
+        columns = {c.name: c for c in (*COLUMNS, *TRAINING_COLUMNS)}
+        names = [name for name in columns if name in header] if names is None else names
+        readers = {name: _cell_reader(columns[name]) for name in names}
+        rows = []
+        for raw in reader:
+            line = reader.line_num
+            row: dict[str, Any] = {}
+            for name, read in readers.items():
+                try:
+                    row[name] = read(raw[name] or "")
+                except ValueError as exc:
+                    raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, {exc}") from None
+            rows.append((line, row))
     return rows
+
+
+@contextmanager
+def _fields_up_to(length: int) -> Iterator[None]:
+    """The csv module's limit on a cell's length (131,072 characters) raised to `length` for
+    the block: a report holds a module's name whole, however long."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, length))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(limit)
 
 
 # -- reading cells back: the inverse of Report.to_csv's text, the one place text becomes values
@@ -282,11 +294,20 @@ def _cell_reader(column) -> Callable[[str], Any]:
     return str
 
 
+# No model's count or size comes near 10**60 (a batch of 2**62 samples, each as large as
+# int64 allows, through a layer as large: about 10**40). A longer number is no report's, and
+# the human units and percentages a diff shows, floats, could not hold it.
+_LARGEST = 10**60
+
+
 def _whole_number(cell: str) -> int:
     try:
-        return int(cell)
+        number = int(cell)
     except ValueError:
         raise ValueError("not a whole number") from None
+    if abs(number) >= _LARGEST:
+        raise ValueError("larger than any model's figure")
+    return number
 
 
 def _boolean(cell: str) -> bool | None:
@@ -322,10 +343,10 @@ def _counts(cell: str) -> dict[str, int]:
 
 
 def load_side(spec: Any, input_size: Sequence[int] | str | None = None, **options: Any) -> Side:
-    """A CSV report (a path ending in .csv, or an existing file), else a model in any form
-    `archprof.analyze` takes (a spec, a module, a factory), analysed here (`options`: the
-    keywords of `archprof.analyze`)."""
-    if isinstance(spec, str) and (spec.lower().endswith(".csv") or Path(spec).is_file()):
+    """A CSV report (a path ending in .csv), else a model in any form `archprof.analyze` takes
+    (a spec, a model file, a module, a factory), analysed here (`options`: the keywords of
+    `archprof.analyze`)."""
+    if isinstance(spec, str) and spec.lower().endswith(".csv"):
         return read_csv_report(spec)
     report = analyze(spec, input_size, **options)
     return side_from_report(report, spec if isinstance(spec, str) else report.model)

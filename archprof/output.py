@@ -1,15 +1,17 @@
 """The user's files: reports written atomically (a failed run never leaves half a file),
-and text files read with one clear error."""
+strict JSON, and text files read with one clear error."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from archprof.errors import ArchprofError
 
@@ -25,6 +27,22 @@ def read_text(path: str | os.PathLike, what: str) -> str:
         raise ArchprofError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ArchprofError(f"cannot read {what} {path}: {exc}") from None
+
+
+def json_text(document: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """`document` as indented JSON, every float that is not finite written null: json.dumps
+    would write NaN and Infinity, which JSON has not (jq and JSON.parse refuse the file)."""
+    return json.dumps(_finite(document), indent=2, default=default, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:

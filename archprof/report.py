@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +18,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from archprof.errors import ArchprofError
-from archprof.output import write_atomically
+from archprof.output import json_text, write_atomically
 from archprof.passes.flops import OperatorCost, merged_costs
 from archprof.passes.memory import TrainingStep, training_step
 from archprof.text import dims_text, visible_text
@@ -540,7 +539,7 @@ class Report:
             document["measured_memory"] = self.measured_memory.as_dict()
         if self.batch_fit is not None:
             document["batch_fit"] = self.batch_fit
-        return _write(json.dumps(document, indent=2, default=_fraction_text) + "\n", path)
+        return _write(json_text(document, default=_fraction_text), path)
 
     def to_markdown(self, path=None) -> str:
         """Markdown: the summary table as the terminal shows it (`table()`: every column,

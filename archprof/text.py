@@ -94,18 +94,13 @@ def _visible(char: str) -> str:
     return char
 
 
-def markdown_cell(text: str) -> str:
-    """`visible_text` for a cell of a Markdown table: backslashes and | escaped, so that the
-    row keeps its columns, and a < that would open HTML (a module named "<img src=x
-    onerror=...>"), so that the name shows as text and runs nothing where HTML is rendered."""
-    escaped = text.replace("\\", "\\\\").replace("|", "\\|")
-    return visible_text(_OPENS_HTML.sub(r"\\<", escaped))
-
-
-def markdown_paragraph(text: str) -> str:
-    """`text` as Markdown shows it literally: the characters that start emphasis, links,
-    code, headings or HTML escaped."""
-    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", visible_text(text))
+def markdown_literal(text: str) -> str:
+    """`text` as Markdown shows it literally, in a paragraph, a heading or a table cell: on
+    one line (`visible_text`), with the characters that start emphasis, links and images
+    (a module named "![x](http://...)" would fetch the image wherever the file is viewed),
+    code, headings, quotes and strikethrough escaped, | (the row keeps its columns), and a <
+    that would open HTML (a module named "<img src=x onerror=...>")."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", visible_text(text))
 
 
 def markdown_code(text: str, in_table: bool = True) -> str:
@@ -120,6 +115,7 @@ def markdown_code(text: str, in_table: bool = True) -> str:
     return f"{fence}{pad}{shown}{pad}{fence}"
 
 
-# A < that CommonMark reads as the start of a tag, a comment or an autolink: one followed by
-# a letter, /, ! or ?. Any other stays as it is, so that "<0.1%" reads plainly.
-_OPENS_HTML = re.compile(r"<(?=[A-Za-z/!?])")
+# Markdown's own characters, and a < that CommonMark reads as the start of a tag, a comment
+# or an autolink: one followed by a letter, /, ! or ?. Any other < stays as it is, so that
+# "<0.1%" reads plainly.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]#>|~]|<(?=[A-Za-z/!?])")

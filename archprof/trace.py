@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -105,10 +106,10 @@ def trace(
             ) from exc
     specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
     original = model
-    modules = list(model.named_modules())
+    modules = _named_modules(model)
     if any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in modules):
         model = _lazy_layers_initialised(model, specs, real)
-        modules = list(model.named_modules())
+        modules = _named_modules(model)
     # After any lazy initialisation, which works on a meta copy (archprof's own).
     attributes = _Attributes.of(modules) if not owned and model is original else None
     module_types = {path: _type_name(module) for path, module in modules}
@@ -212,6 +213,18 @@ def trace(
 
 _LazyModule = torch.nn.modules.lazy.LazyModuleMixin
 _Uninitialised = torch.nn.parameter.UninitializedTensorMixin
+
+
+def _named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """`model.named_modules()`, which recurses once a level: a model nested past Python's
+    recursion limit is refused in one line."""
+    try:
+        return list(model.named_modules())
+    except RecursionError:
+        raise ArchprofError(
+            f"the model nests its modules too deeply to walk (past Python's recursion limit, {sys.getrecursionlimit()}"
+            " levels)"
+        ) from None
 
 
 @contextmanager

@@ -148,8 +148,8 @@ def parse_size(value: object) -> int:
 
 def _positive_rate(value: object, kind: _Kind) -> float:
     rate = float(_quantity(value, kind))
-    if rate <= 0:
-        raise ArchprofError(f"the {kind.name} '{value}' must be more than 0")
+    if rate < 1:  # no device is slower; a rate near 0 makes every roofline time infinite
+        raise ArchprofError(f"the {kind.name} '{value}' must be at least 1 per second")
     return rate
 
 

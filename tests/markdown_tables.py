@@ -21,10 +21,11 @@ def first_table(markdown: str) -> list[list[str]]:
 
 
 def html_in(markdown: str) -> list[str]:
-    """Whatever of `markdown` a renderer would take for HTML (a tag, a comment) or an
-    autolink rather than text, as CommonMark with GFM tables parses it."""
+    """Whatever of `markdown` a renderer would take for HTML (a tag, a comment), a link or an
+    image rather than text, as CommonMark with GFM tables parses it."""
     tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(markdown)
     found = [token.content for token in tokens if token.type == "html_block"]
+    live = ("html_inline", "link_open", "image")
     for token in tokens:
-        found += [child.content for child in token.children or () if child.type in ("html_inline", "link_open")]
+        found += [child.content for child in token.children or () if child.type in live]
     return found

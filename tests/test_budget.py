@@ -355,6 +355,9 @@ def test_a_factory_spec_loads_from_the_budget_files_folder(tmp_path, monkeypatch
         ('max-params = "30M"\n', ["line 1", "unknown key 'max-params'"]),
         ("", ["no models to check"]),
         ('[[models]]\nname = "resnet50"\ndtype = "float64"\nmax-params = "1M"\n', ["line 3", "dtype"]),
+        ('[[models]]\nname = "resnet50"\ndtype = [1]\nmax-params = "1M"\n', ["line 3", "unknown dtype [1]"]),
+        ('[[models]]\nname = "resnet50"\ndtype = {a = 1}\nmax-params = "1M"\n', ["line 3", "unknown dtype {'a': 1}"]),
+        ('[[models]]\nname = "lenet5"\nmax-params = ' + "[" * 2000 + "]" * 2000 + "\n", ["not valid TOML", "nested"]),
     ],
 )
 def test_a_malformed_budget_file_names_the_line_and_key(tmp_path, monkeypatch, text, messages):
@@ -366,6 +369,15 @@ def test_a_malformed_budget_file_names_the_line_and_key(tmp_path, monkeypatch, t
     assert "archprof.toml" in error
     for message in messages:
         assert message in error, (message, error)
+
+
+def test_a_pyproject_nested_too_deeply_is_found_and_refused_in_one_line(tmp_path, monkeypatch):
+    """tomllib reads nested arrays by recursion: 2,000 deep raised RecursionError, a traceback."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "pyproject.toml", "[tool.archprof]\nx = " + "[" * 2000 + "]" * 2000 + "\n")
+    result = invoke("check")
+    assert result.exit_code == 2, result.output
+    assert "pyproject.toml: not valid TOML: nested too deeply" in one_error_line(result)
 
 
 def test_a_pyproject_without_tool_archprof_is_an_error(tmp_path):

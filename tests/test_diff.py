@@ -4,12 +4,16 @@ import csv
 import io
 import json
 
+import markdown_it
 import pytest
+import torch
+from torch import nn
 from typer.testing import CliRunner
 
 import archprof
 from archprof.cli import app
-from archprof.diff import diff, read_csv_report
+from archprof.diff import diff, read_csv_layers, read_csv_report
+from tests.cli import cli, one_error_line
 
 runner = CliRunner()
 TOTALS = ("param_count", "macs", "flops", "activation_bytes")
@@ -122,6 +126,62 @@ def test_bad_reports_exit_2(tmp_path, content, message):
     result = invoke("diff", str(good), str(bad))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_markdown_title_shows_the_names_as_text(tmp_path):
+    """A CSV report's name is its file's: "<img src=x onerror=...>" was written as HTML."""
+    name = "<img src=x onerror=alert(1)> *[a](b)"
+    report = tmp_path / f"{name}.csv"
+    archprof.analyze("lenet5").to_csv(report)
+    result = invoke("diff", str(report), "lenet5", "-f", "markdown")
+    assert result.exit_code == 0, result.output
+    (heading,) = [t for t in markdown_it.MarkdownIt("commonmark").parse(result.stdout) if t.type == "inline"][:1]
+    assert [child.type for child in heading.children] == ["text"] and heading.content.startswith("\\<img")
+    assert heading.children[0].content == f"{name} → lenet5"
+
+
+def test_a_figure_no_model_has_is_refused_in_one_line(tmp_path):
+    """A 400-digit count, which int() reads, overflowed the floats of the human units and of
+    the percentages: a traceback."""
+    report = tmp_path / "big.csv"
+    archprof.analyze("lenet5").to_csv(report)
+    rows = list(csv.reader(io.StringIO(report.read_text(), newline="")))
+    rows[1][rows[0].index("macs")] = "9" * 400
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    report.write_text(buffer.getvalue())
+    for format in ("table", "json", "csv"):
+        result = cli("diff", "lenet5", report, "-f", format)
+        assert result.exit_code == 2, result.output
+        error = one_error_line(result)
+        assert "big.csv, line 2: macs is '999" in error and "larger than any model's figure" in error
+
+
+def test_a_report_reads_back_a_name_longer_than_a_csv_field_may_be(tmp_path):
+    """csv reads cells up to 131,072 characters; archprof writes a module's name whole."""
+    name = "A" * 200_000
+    model = nn.Sequential()
+    model.add_module(name, nn.Conv2d(3, 4, 3))
+    report = tmp_path / "long.csv"
+    archprof.analyze(model, (3, 8, 8)).to_csv(report)
+    limit = csv.field_size_limit()
+    result = cli("diff", report, report, "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["unchanged_layers"] == 1
+    assert [row["layer"] for row in read_csv_layers(report)] == [name]
+    assert csv.field_size_limit() == limit  # raised for the reading only
+
+
+def test_model_files_are_models_to_diff(tmp_path):
+    """A .pt or .pt2 file is a model, as for summary, not a CSV report to read."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    torch.jit.save(torch.jit.script(model), str(tmp_path / "model.pt"))
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 16, 16),)), str(tmp_path / "model.pt2"))
+    for old, new in (("model.pt", "model.pt2"), ("model.pt2", "model.pt2")):
+        result = cli("diff", tmp_path / old, tmp_path / new, "-i", "3x16x16", "-f", "json")
+        assert result.exit_code == 0, result.output
+        params = next(t for t in json.loads(result.stdout)["totals"] if t["metric"] == "param_count")
+        assert params["old"] == params["new"] == 4 * 3 * 3 * 3 + 4
 
 
 def test_an_unknown_model_exits_2():

@@ -11,7 +11,7 @@ from torch import nn
 import archprof
 from archprof.errors import ArchprofError
 from archprof.explain import explanation
-from archprof.text import dims_text
+from archprof.text import dims_text, markdown_literal
 from tests.cli import cli, one_error_line
 
 
@@ -272,7 +272,7 @@ def test_markdown_holds_the_same_figures():
     assert markdown.startswith("### features.0 (Conv2d)")
     assert "| parameters | weights + bias | 1,728 + 64 | 1,792 |" in markdown
     formula, worked = "N · C_out · H_out · W_out · (C_in / G) · K_h · K_w", "1 · 64 · 224 · 224 · (3 / 1) · 3 · 3"
-    assert f"| MACs | {formula} | {worked} | 86,704,128 |" in markdown
+    assert f"| MACs | {markdown_literal(formula)} | {worked} | 86,704,128 |" in markdown
 
 
 def test_layers_are_found_by_label_number_or_container_and_refused_otherwise():
@@ -307,6 +307,10 @@ def test_cli_explain(tmp_path):
     [
         (("explain", "vgg16", "nowhere"), "no layer 'nowhere'"),
         (("explain", "vgg16", "-f", "csv"), "explain writes text or markdown"),
+        (("explain", "vgg16", "²"), "no layer '²'"),  # str.isdigit's digit, which int() refuses
+        (("explain", "vgg16", "#²"), "no layer '#²'"),
+        (("explain", "vgg16", "#" + "9" * 5000), "no layer '#999"),  # past int()'s 4,300 digits
+        (("explain", "vgg16", "#99"), "row 99 does not exist"),
     ],
 )
 def test_cli_explain_refuses_on_one_line(args, message):

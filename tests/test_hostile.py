@@ -81,6 +81,28 @@ def state_dict_of_conv(directory: Path) -> str:
     return str(path)
 
 
+def deeply_nested_model(directory: Path) -> str:
+    """A model nested 1,000 modules deep: torch's named_modules() recurses once a level."""
+    source = (
+        "from torch import nn\n\n\ndef net():\n    inner = nn.ReLU()\n    for _ in range(1000):\n"
+        "        inner = nn.Sequential(inner)\n    return nn.Sequential(nn.Conv2d(3, 4, 3), inner)\n"
+    )
+    return _write(directory / "deep.py", source) + ":net"
+
+
+def importable_module(directory: Path, name: str) -> str:
+    """`name` (dotted: a package too) importable from `directory`, with a factory `net`: its spec."""
+    *packages, module = name.split(".")
+    for depth in range(1, len(packages) + 1):
+        directory.joinpath(*packages[:depth]).mkdir()
+        _write(directory.joinpath(*packages[:depth], "__init__.py"), "")
+    _write(
+        directory.joinpath(*packages, f"{module}.py"),
+        "from torch import nn\n\n\ndef net():\n    return nn.Conv2d(3, 4, 3)\n",
+    )
+    return f"{name}:net"
+
+
 def budget_file(directory: Path, entry: str) -> str:
     return _write(directory / "archprof.toml", f'[[models]]\nname = "lenet5"\n{entry}\n')
 
@@ -170,6 +192,12 @@ CASES = [
         "",
         exit_code=0,  # exact answers past int64, not a refusal
     ),
+    # Models too large to walk
+    Case(
+        "a model nested past the recursion limit",
+        lambda d: ["summary", deeply_nested_model(d), "-i", "3x8x8"],
+        "nests its modules too deeply",
+    ),
     # Names the file system refuses
     Case("a 300-character model name", lambda d: ["summary", "m" * 300], "m" * 20),
     Case("a 300-character .pt name", lambda d: ["summary", "m" * 300 + ".pt"], "m" * 20),
@@ -193,6 +221,26 @@ CASES = [
             str(d / "conv.pt"),
         ],
         "conv.pt",
+    ),
+    Case(
+        "-o naming the source of module:factory",
+        lambda d: ["summary", importable_module(d, "mymod"), "-i", "3x8x8", "-f", "csv", "-o", "mymod.py"],
+        "would overwrite the model file",
+    ),
+    Case(
+        "-o naming the source of package.module:factory",
+        lambda d: ["explain", importable_module(d, "pkg.mm"), "-i", "3x8x8", "-f", "markdown", "-o", "pkg/mm.py"],
+        "would overwrite the model file",
+    ),
+    Case(
+        "--plot naming the source of module:factory",
+        lambda d: ["profile", importable_module(d, "mymod"), "-i", "3x8x8", "--plot", "mymod.py"],
+        "would overwrite the model file",
+    ),
+    Case(
+        "--junit naming the source of module:factory",
+        lambda d: ["check", importable_module(d, "mymod"), "-i", "3x8x8", "--max-params", "1M", "--junit", "mymod.py"],
+        "would overwrite the model file",
     ),
     # Text that leaves archprof
     Case(

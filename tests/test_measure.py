@@ -520,11 +520,28 @@ def test_hand_given_ceilings_override_the_cache_and_are_not_cached(fake_benchmar
     assert len(calls) == 2
 
 
-def test_a_corrupt_cache_is_measured_again(fake_benchmarks, tmp_path):
+@pytest.mark.parametrize(
+    "cached",
+    [
+        "{not json",
+        "[" * 100_000 + "]" * 100_000,  # json's recursion: RecursionError
+        {"peak_flops": 10**400},  # past a float: OverflowError
+        {"peak_flops": 1e-300},  # roofline times past a float
+        {"peak_flops_measured_at": [1]},
+    ],
+    ids=["not json", "nested", "huge int", "tiny rate", "a list"],
+)
+def test_a_corrupt_cache_is_measured_again(fake_benchmarks, tmp_path, cached):
     path = tmp_path / "cache" / "ceilings.json"
     path.parent.mkdir(parents=True)
-    path.write_text("{not json")
-    assert ceilings.device_ceilings(torch.device("cpu"), "float32").flops_source == "measured"
+    if isinstance(cached, dict):  # an entry for the device, edited
+        entry = {"peak_flops": 9e10, "peak_flops_measured_at": 1.7e9, "bandwidth": 2e10, "bandwidth_measured_at": 1.7e9}
+        key = ceilings.cache_key(torch.device("cpu"), "float32")
+        cached = json.dumps({"version": ceilings.CACHE_VERSION, "entries": {key: {**entry, **cached}}})
+    path.write_text(cached)
+    found = ceilings.device_ceilings(torch.device("cpu"), "float32")
+    assert (found.flops_source, found.peak_flops_per_s) == ("measured", 5e10)
+    assert found.bandwidth_source == ("measured" if "entries" not in cached else "cached")
     assert json.loads(path.read_text())["version"] == ceilings.CACHE_VERSION
 
 

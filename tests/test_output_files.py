@@ -5,6 +5,7 @@ standard output on a full disk or a closed pipe; one-line errors; numbers too la
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from archprof.cli import app
 from archprof.errors import ArchprofError
-from archprof.output import open_output, write_atomically
+from archprof.output import json_text, open_output, write_atomically
 
 runner = CliRunner()
 ROOT = Path(__file__).parent.parent
@@ -372,6 +373,9 @@ HUGE = "99999999999999999999"  # more than int64 holds
         (("profile", "lenet5", "--warmup", HUGE), "--warmup must be at most 1,000,000"),
         (("profile", "lenet5", "--repeat", "0"), "--repeat must be at least 1"),
         (("profile", "lenet5", "--warmup", "-1"), "--warmup must be at least 0"),
+        # A rate near 0 made every roofline time infinite: Infinity in the JSON, which is no JSON.
+        (("profile", "lenet5", "--peak-flops", "5e-324"), "FLOP rate '5e-324' must be at least 1 per second"),
+        (("profile", "lenet5", "--bandwidth", "0.5B/s"), "bandwidth '0.5B/s' must be at least 1 per second"),
     ],
 )
 def test_a_count_beyond_its_bound_is_one_line(args, says):
@@ -388,6 +392,38 @@ def test_a_count_beyond_its_bound_is_one_line(args, says):
 )
 def test_sizes_within_the_bounds_but_beyond_int64_are_one_line(args):
     error_line(invoke(*args))
+
+
+def test_json_is_strict_json_whatever_the_floats():
+    """json.dumps writes NaN and Infinity, which jq and JSON.parse refuse: written null."""
+    document = {"a": [float("inf"), float("nan"), (1.5, -float("inf"))], "b": {"c": 1, "d": "x"}}
+    strict = json.loads(json_text(document), parse_constant=lambda token: pytest.fail(f"JSON holds {token}"))
+    assert strict == {"a": [None, None, [1.5, None]], "b": {"c": 1, "d": "x"}}
+
+
+def test_a_profile_at_the_slowest_rates_writes_strict_json(tmp_path):
+    target = tmp_path / "profile.json"
+    result = invoke(
+        "profile",
+        "lenet5",
+        "--device",
+        "cpu",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "-q",
+        "--peak-flops",
+        "1",
+        "--bandwidth",
+        "1",
+        "-o",
+        str(target),
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(target.read_text(), parse_constant=lambda token: pytest.fail(f"JSON holds {token}"))
+    times = [row["roofline_time_ms"] for row in document["layers"] if row["roofline_time_ms"] is not None]
+    assert times and max(times) > 1e6
 
 
 def test_a_huge_depth_is_every_row():

@@ -20,7 +20,7 @@ from archprof.comparison import comparison_markdown
 from archprof.diff import diff, read_csv_report
 from archprof.errors import ArchprofError
 from archprof.render.html import report_html
-from archprof.text import markdown_cell
+from archprof.text import markdown_literal
 from tests.markdown_tables import first_table, html_in
 
 runner = CliRunner()
@@ -182,6 +182,26 @@ def test_markdown_tables_show_names_that_look_like_html_as_text(tmp_path):
     assert [row[1] for row in first_table(changed.stdout.split("unchanged.")[1])[1:]] == [*HTML_NAMES, PADDED]
 
 
+# Markdown's own syntax: an image is fetched wherever the file is viewed (a pull request, a
+# job summary), a link is live; emphasis, code and strikethrough would change the name shown.
+MARKDOWN_NAMES = ["![x](http://2130706433/track)", "[click](http://2130706433/p)", "*em*", "__b__", "~~s~~", "`c`"]
+
+
+def test_markdown_shows_names_written_in_markdown_as_text(tmp_path):
+    """In the summary's table and totals, and in explain's heading and tables."""
+    spec = model_file(tmp_path, MARKDOWN_NAMES)
+    summary = invoke("summary", spec, "--input", "3x8x8", "-f", "markdown")
+    assert summary.exit_code == 0, summary.output
+    assert html_in(summary.stdout) == []
+    assert [row[0] for row in first_table(summary.stdout)[1:]] == [*MARKDOWN_NAMES, PADDED]
+    for name in MARKDOWN_NAMES:
+        explained = invoke("explain", spec, name, "--input", "3x8x8", "-f", "markdown")
+        assert explained.exit_code == 0, explained.output
+        assert html_in(explained.stdout) == []
+        heading = markdown_it.MarkdownIt("commonmark").parse(explained.stdout)[1]
+        assert heading.content.startswith(markdown_literal(name)) and heading.children[0].content.startswith(name)
+
+
 def test_compare_markdown_shows_model_names_as_text_in_their_columns():
     """The model's name is the user's text too (a class name, a file name): in compare's
     table it keeps the row's columns and opens no HTML; in the sentence naming the baseline
@@ -235,7 +255,7 @@ def test_figures_show_names_with_dollar_signs_as_text_and_still_draw():
 
 
 def test_a_less_than_sign_that_opens_no_html_stays_as_it_is():
-    assert [markdown_cell(text) for text in ("<0.1%", "a < b", "<", "1<2")] == ["<0.1%", "a < b", "<", "1<2"]
+    assert [markdown_literal(text) for text in ("<0.1%", "a < b", "<", "1<2")] == ["<0.1%", "a < b", "<", "1<2"]
     assert html_in("| a |\n|---|\n| <b>x</b> |\n") == ["<b>", "</b>"]  # the oracle sees HTML where there is
 
 

@@ -97,7 +97,7 @@ def test_rates():
     assert parse_bandwidth("3.35TB") == 3.35e12
     assert parse_bandwidth("100 GiB/s") == 100 * 2**30
     assert parse_bandwidth("1_000GB/s") == 1e12
-    for bad in ("fast", "-3T", "0", "1GiFLOP/s"):
+    for bad in ("fast", "-3T", "0", "0.5", "5e-324", "1GiFLOP/s"):
         with pytest.raises(ArchprofError):
             parse_flops_rate(bad)
     with pytest.raises(ArchprofError, match="cannot read the bandwidth"):

@@ -481,12 +481,15 @@ def one_model_targets(
 def input_files(spec: str, what: str = "the model file", base: Path | None = None) -> list[tuple[str, Path]]:
     """The files a model spec may read, as `check_output` takes them: the spec itself (a .pt,
     .pt2 or CSV file), the Python file of path/to/file.py:factory; also in `base`, where
-    a budget file's specs are looked up first."""
+    a budget file's specs are looked up first; and the source of package.module:factory."""
+    from archprof.load import module_source
+
     location = spec.rpartition(":")[0]
     paths = [Path(spec)] + ([Path(location)] if location.lower().endswith(".py") else [])
     if base is not None:
         paths += [base / path for path in paths]
-    return [(what, path) for path in paths]
+    source = module_source(location, base) if location and not location.lower().endswith(".py") else None
+    return [(what, path) for path in paths + ([source] if source else [])]
 
 
 def same_file(a: Path, b: str | Path) -> bool:

@@ -225,7 +225,12 @@ def check(
 @with_model_options
 def diff(
     old: Annotated[
-        str, typer.Argument(help="A CSV report (archprof summary -f csv) or a model spec.", show_default=False)
+        str,
+        typer.Argument(
+            help="A CSV report (a .csv file, as archprof summary -f csv writes it) or a model in any form summary"
+            " takes (a name, a .pt, .pt2 or .py:factory file, module:factory).",
+            show_default=False,
+        ),
     ],
     new: Annotated[str, typer.Argument(help="The same, to compare with OLD.", show_default=False)],
     options=None,  # with_model_options: the shared options, read

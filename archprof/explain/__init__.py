@@ -15,6 +15,7 @@ each stage's share of the parameters and MACs)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,10 @@ from archprof.passes.memory import model_state_storages
 from archprof.passes.params import parameter_columns
 from archprof.text import dims_text, layer_label, visible_text
 from archprof.units import shape_text
+
+# A row number: ASCII digits only (str.isdigit takes '²', which int() refuses), and few of
+# them (int() refuses past 4,300 digits; no report has a billion rows).
+_ROW_NUMBER = re.compile(r"[0-9]{1,9}")
 
 # -- entry points --------------------------------------------------------------------------
 
@@ -82,7 +87,7 @@ class _Context:
         if isinstance(layer, int) and not isinstance(layer, bool):
             return [self._row_number(layer)], None
         text = str(layer).strip()
-        if text.startswith("#") and text[1:].isdigit():
+        if text.startswith("#") and _ROW_NUMBER.fullmatch(text[1:]):
             return [self._row_number(int(text[1:]))], None
         children = [p for p in self.graph.module_types if p.startswith(f"{text}.")] if text else []
         if children and text in self.graph.module_types:
@@ -90,7 +95,7 @@ class _Context:
         rows = [index for index, label in enumerate(self.labels) if label == text]
         if rows:
             return rows, None
-        if text.isdigit():
+        if _ROW_NUMBER.fullmatch(text):
             return [self._row_number(int(text))], None
         raise ArchprofError(
             f"no layer '{visible_text(text)}' in {visible_text(self.report.model)}: give a layer as the summary"

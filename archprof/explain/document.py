@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archprof.text import markdown_cell, visible_text
+from archprof.text import markdown_literal, visible_text
 from archprof.units import shape_text
 
 # -- what an explanation is ------------------------------------------------------------------
@@ -56,22 +56,22 @@ class Explanation:
         return "\n".join(lines).rstrip("\n") + "\n"
 
     def markdown(self) -> str:
-        lines = [f"### {markdown_cell(self.title)}", ""]
+        lines = [f"### {markdown_literal(self.title)}", ""]
         for section in self.sections:
-            lines += [f"**{markdown_cell(section.title)}**", ""]
+            lines += [f"**{markdown_literal(section.title)}**", ""]
             if section.steps:
                 lines += ["| figure | formula | with this layer's values | result |", "|---|---|---|---|"]
                 for step in section.steps:
                     cells = (step.name, step.formula, step.worked, step.result)
-                    lines.append("| " + " | ".join(markdown_cell(cell) for cell in cells) + " |")
+                    lines.append("| " + " | ".join(markdown_literal(cell) for cell in cells) + " |")
                 lines.append("")
-            lines += [f"- {markdown_cell(note)}" for note in section.notes]
+            lines += [f"- {markdown_literal(note)}" for note in section.notes]
             if section.notes:
                 lines.append("")
             if section.table:
                 header, *rows = section.table
-                lines += ["| " + " | ".join(map(markdown_cell, header)) + " |", "|" + "---|" * len(header)]
-                lines += ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows]
+                lines += ["| " + " | ".join(map(markdown_literal, header)) + " |", "|" + "---|" * len(header)]
+                lines += ["| " + " | ".join(map(markdown_literal, row)) + " |" for row in rows]
                 lines.append("")
         return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -15,7 +15,7 @@ from archprof.load.inputs import (
 )
 from archprof.load.model import LoadedModel, check_static_shapes, device_of
 from archprof.load.options import ModelOptions, parse_arg_value, parse_args
-from archprof.load.specs import PythonFactory, load_model, python_factory
+from archprof.load.specs import PythonFactory, load_model, module_source, python_factory
 from archprof.load.weights import load_state_dict
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "device_of",
     "load_model",
     "load_state_dict",
+    "module_source",
     "normalize_inputs",
     "parse_arg_value",
     "parse_args",

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import difflib
 import importlib
+import importlib.machinery
 import importlib.util
 import io
 import re
@@ -314,6 +315,25 @@ def _import_module(name: str, spec: str, base: Path | None):
             return importlib.import_module(name)
         except ImportError as exc:
             raise ArchprofError(f"cannot import '{name}' for model '{spec}': {first_line(exc, bare=True)}") from None
+
+
+def module_source(name: str, base: Path | None = None) -> Path | None:
+    """The file `import name` runs for a `package.module:factory` spec, looked up where
+    `python_factory` imports from (`base`, the current directory, sys.path), without running
+    any of it (a package's __init__ included); None where there is none to find."""
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+        return None
+    if name in sys.modules:
+        source = getattr(sys.modules[name], "__file__", None)
+        return Path(source) if source else None
+    where: list[str] | None = [str(Path(d).resolve()) for d in (base, Path.cwd()) if d is not None] + sys.path
+    parts = name.split(".")
+    for depth in range(1, len(parts) + 1):
+        found = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), where) if where else None
+        if found is None:
+            return None
+        where = found.submodule_search_locations  # None for a module: nothing below it
+    return Path(found.origin) if found.has_location and found.origin else None
 
 
 def _import_file(location: str, spec: str, base: Path | None):

@@ -107,7 +107,7 @@ def read_cache(path: Path | None = None) -> dict[str, Any]:
     path = path or cache_path()
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # json reads nested arrays by recursion
         return {}
     if not isinstance(document, dict) or document.get("version") != CACHE_VERSION:
         return {}
@@ -161,7 +161,7 @@ def device_ceilings(
         cached, at = entry.get(figure), entry.get(f"{figure}_measured_at")
         if given is not None:
             found[figure] = (float(given), "given", None)
-        elif figure not in remeasure and _positive(cached) and _positive(at):
+        elif figure not in remeasure and _usable(cached) and _usable(at):
             found[figure] = (float(cached), "cached", float(at))
         else:
             what, benchmark = benchmarks[figure]
@@ -195,8 +195,15 @@ def precision_label(device: torch.device, dtype: str) -> str:
     return dtype
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+def _usable(value: Any) -> bool:
+    """Whether a cached rate or time is a number of at least 1 that a float holds, as a rate
+    given by hand must be (a cache edited by hand may hold 10**400, 1e-300, text or a list)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and value >= 1
+    except OverflowError:  # an int past a float's range
+        return False
 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype, max_size: int | None = None) -> float:

@@ -11,7 +11,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.text import markdown_cell, markdown_paragraph, visible_text
+from archprof.text import markdown_literal, visible_text
 
 NBSP = "\u00a0"
 _CONSOLE = Console(color_system=None)  # resolves a cell's styles into runs; prints nothing
@@ -33,15 +33,15 @@ def markdown_text(renderable) -> str:
     blocks = []
     for part in _parts(renderable):
         if isinstance(part, str):
-            blocks.append(markdown_paragraph(part))
+            blocks.append(markdown_literal(part))
             continue
-        lines = [f"**{markdown_paragraph(part.title)}**", ""] if part.title else []
+        lines = [f"**{markdown_literal(part.title)}**", ""] if part.title else []
         headers = part.headers if part.show_header else [""] * len(part.headers)
-        lines.append("| " + " | ".join(markdown_cell(h) for h in headers) + " |")
+        lines.append("| " + " | ".join(markdown_literal(h) for h in headers) + " |")
         lines.append("|" + "|".join("---:" if right else "---" for right in part.right) + "|")
         lines += ["| " + " | ".join(_markdown_cell(cell.plain) for cell in row) + " |" for row in part.rows]
         if part.caption:
-            lines += ["", *(markdown_paragraph(line) + "  " for line in part.caption.splitlines())]
+            lines += ["", *(markdown_literal(line) + "  " for line in part.caption.splitlines())]
         blocks.append("\n".join(lines).rstrip())
     return "\n\n".join(blocks) + "\n"
 
@@ -118,4 +118,4 @@ def _html_cell(cell: Text) -> str:
 
 def _markdown_cell(cell: str) -> str:
     text = cell.lstrip(NBSP)
-    return MARKDOWN_NBSP * (len(cell) - len(text)) + markdown_cell(text)
+    return MARKDOWN_NBSP * (len(cell) - len(text)) + markdown_literal(text)
