@@ -409,3 +409,30 @@ def test_the_fused_lstm_gradient_splits_into_input_and_weight_gradients():
     loop = archprof.analyze(_Recurrent(), input_size=(steps, features), batch=batch, training=True, dtype=torch.float64)
     assert fused.backward_weight_macs == loop.totals.backward_weight_macs == weights
     assert fused.backward_input_macs == weights  # the kernel's other half: input and hidden states
+
+
+def _square_middle(frozen: bool) -> nn.Module:
+    middle = nn.Linear(8, 8).requires_grad_(not frozen)
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), middle, nn.ReLU(), nn.Linear(8, 4))
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_a_square_layer_s_gradients_are_told_apart_by_what_they_read(frozen):
+    """At batch 8 a Linear(8, 8)'s input gradient has its weight's shape. Autograd's facts
+    are the oracle: its input needs a gradient (one forward's products), its weight gets one
+    only when it trains (`.grad` None when frozen)."""
+    model, x = _square_middle(frozen), torch.randn(8, 8)
+    model(x).sum().backward()
+    row = archprof.analyze(_square_middle(frozen), input_size=(8,), batch=8, training=True).rows()[2]
+    assert row["backward_input_macs"] == row["macs"] == 8 * 8 * 8
+    assert row["backward_weight_macs"] == (0 if model[2].weight.grad is None else row["macs"])
+
+
+def test_a_weight_made_from_parameters_gets_a_weight_gradient():
+    """weight_norm's w = g v / |v| is no parameter, but what autograd computes for it goes
+    to g and v (their `.grad`): a weight gradient, as a convolution's output mask says."""
+    model = nn.Sequential(nn.Linear(3, 5), nn.utils.parametrizations.weight_norm(nn.Linear(5, 4)))
+    model(torch.randn(2, 3)).sum().backward()
+    assert all(p.grad is not None for p in model[1].parametrizations.weight.parameters())
+    row = archprof.analyze(model, input_size=(3,), batch=2, training=True).rows()[-1]
+    assert row["backward_input_macs"] == row["backward_weight_macs"] == 2 * 5 * 4

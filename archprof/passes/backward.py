@@ -4,9 +4,10 @@ the training step's FLOPs. Costs come from the operator catalogue, as for the fo
 
 A backward op counts in the row of the forward op it belongs to (`OpNode.origin`). A
 matrix product's gradient is a weight gradient when it is the gradient of a trainable
-parameter (a convolution_backward says so in its output mask; an mm or bmm when its result
-has the shape of a forward input that is a parameter or a view of one), else an input
-gradient: the gradient flowing back to the layer before. Nothing is a multiple of the
+parameter (a convolution_backward says so in its output mask; an mm or bmm when the forward
+operand it computes the gradient of, the one it does not read, is a weight: a parameter, a
+view of one or a tensor made of parameters alone), else an input gradient: the gradient
+flowing back to the layer before. Nothing is a multiple of the
 forward: a first layer computes no input gradient, a frozen layer no weight gradient."""
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list
     """The BACKWARD_COLUMNS per row, and `backward_not_counted` (operator -> calls without a
     formula) per row; `forward_flops` is the rows' `flops` column."""
     row_of = {op.index: row for row, group in enumerate(groups) for op in group.ops}
-    parameters = {t.storage for op in graph.ops for t in op.inputs if t.kind == "parameter"}
+    weights = _weights(graph)
     rows = len(groups)
     input_macs, weight_macs, recomputed = [0] * rows, [0] * rows, [0] * rows
     elementwise = [0] * rows
@@ -61,7 +62,7 @@ def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list
             # the input's and the hidden states' (`mkldnn_rnn_layer_backward`'s first outputs), both weights'.
             input_macs[row] += cost.macs // 2
             weight_macs[row] += cost.macs - cost.macs // 2
-        elif cost.macs and _is_weight_gradient(op, graph.ops[op.origin], parameters):
+        elif cost.macs and _is_weight_gradient(op, graph.ops[op.origin], weights):
             weight_macs[row] += cost.macs
         else:
             input_macs[row] += cost.macs
@@ -82,11 +83,32 @@ def _convolution_parts(op: OpNode) -> tuple[int, int, int]:
     return convolution_backward_parts(*args[:-1], output_mask=args[-1])
 
 
-def _is_weight_gradient(op: OpNode, forward: OpNode, parameters: set[int]) -> bool:
-    """Whether a gradient product computes a parameter's gradient: its result has the shape
-    (or, for a matrix, the transposed shape: PyTorch may compute W^T's gradient as W's) of
-    a forward input living in a parameter's storage. An input gradient has its activation's
-    shape; where both shapes agree, both products cost the same."""
+def _weights(graph: Graph) -> set[int]:
+    """The storages of the forward's weights: the parameters', and those of the tensors no
+    network input reaches, made of parameters, buffers and constants alone (a transposed
+    weight, a weight-normalised layer's g v / |v|, a relative-position bias an MLP computes
+    from fixed coordinates): their gradients go to parameters only, none on to an input."""
+    weights: set[int] = set()
+    for op in graph.ops:
+        weights.update(t.storage for t in op.inputs if t.kind == "parameter")
+        if op.inputs and all(t.storage in weights or t.kind in _FIXED for t in op.inputs):
+            weights.update(t.storage for t in op.outputs)
+    return weights
+
+
+_FIXED = ("buffer", "constant")  # tensors a weight may be made with that hold no activation
+
+
+def _is_weight_gradient(op: OpNode, forward: OpNode, weights: set[int]) -> bool:
+    """Whether a gradient product computes a weight's gradient. A product computes the
+    gradient of a forward operand it does not read (the gradient of x in x @ W reads W, W's
+    reads x): of those with its result's shape (or, for a matrix, the transposed shape:
+    PyTorch may compute W^T's gradient as W's), a weight. Where it reads none of the forward's
+    operands (a copy of them), by shape alone: an input gradient has its activation's shape,
+    and where both shapes agree both products cost the same."""
     shape = op.outputs[0].shape
     shapes = {shape, shape[::-1]} if len(shape) == 2 else {shape}
-    return any(t.storage in parameters and t.shape in shapes for t in forward.inputs)
+    read = {t.storage for t in op.inputs}
+    operands = [t for t in forward.inputs if t.shape in shapes]
+    unread = [t for t in operands if t.storage not in read]
+    return any(t.storage in weights for t in (unread if len(unread) < len(operands) else operands))
