@@ -437,8 +437,8 @@ class Report:
     def merged_row(self, path: str, indices: Sequence[int]) -> dict[str, Any]:
         """Rows `indices` (in the order they ran) as one row of module `path`, as `rollup`
         merges them: the sums of the summable columns, live bytes after the last, the peak
-        over all, the input of the first (no kernel: the rows have theirs), and the output
-        and field of the last (the module's output)."""
+        over all, the input of the first (no kernel where there are several: the rows have
+        theirs), and the output and field of the last (the module's output)."""
         merged: dict[str, Any] = {
             "layer": path,
             "module_type": self.module_types.get(path, ""),
@@ -447,7 +447,7 @@ class Report:
             "operators": " ".join(dict.fromkeys(op for i in indices for op in self.columns["operators"][i].split())),
             "output_shape": self.columns["output_shape"][indices[-1]],
             "input_shape": self.columns["input_shape"][indices[0]],
-            "kernel": "",  # several rows, several windows
+            "kernel": self.columns["kernel"][indices[0]] if len(indices) == 1 else "",  # several rows, several windows
             "live_bytes": self.columns["live_bytes"][indices[-1]],
             "peak_live_bytes": max(self.columns["peak_live_bytes"][i] for i in indices),
         }
@@ -476,8 +476,10 @@ class Report:
         columns: dict[str, list] = {c.name: [] for c in self._analytic_specs}
         operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for indices in groups.values()]
         for (path, _), indices in groups.items():
-            # One row stays as it is (a profiled report rolls up to an analytic one).
-            merged = self.merged_row(path, indices) if len(indices) > 1 else self.row(indices[0])
+            # A row of that module itself stays as it is (a profiled report rolls up to an
+            # analytic one); a deeper one alone is its ancestor's row all the same.
+            alone = len(indices) == 1 and self.columns["layer"][indices[0]] == path
+            merged = self.row(indices[0]) if alone else self.merged_row(path, indices)
             for name, values in columns.items():
                 values.append(merged[name])
         return Report(

@@ -26,6 +26,26 @@ def test_rollup_keeps_every_total():
     assert report.rollup(1).layers["layer"].tolist() == ["features", "", "classifier"]
 
 
+def test_a_rollup_names_every_row_by_its_module_at_that_depth():
+    """A module whose subtree ran one row deeper than the depth is still rolled into its own
+    row at the depth (README: every row below depth N rolled into its ancestor): the ReLU
+    under the last Sequential was left as it was, '2.0' at depth 2 in a rollup to depth 1."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10)),
+        torch.nn.Sequential(torch.nn.ReLU()),
+    )
+    report = archprof.analyze(model, input_size=(3, 8, 8))
+    rows = report.rollup(1).rows()
+    assert [(r["layer"], r["module_type"], r["depth"]) for r in rows] == [
+        ("0", "Conv2d", 1),
+        ("1", "Sequential", 1),
+        ("2", "Sequential", 1),
+    ]
+    assert rows[0]["kernel"] == "3x3"  # a row that stays keeps its window
+    assert rows[2]["elementwise_flops"] == 10  # the ReLU's, one per output element
+
+
 class _CalledTwice(torch.nn.Module):
     """One convolution called before and after a pooling."""
 
