@@ -80,6 +80,9 @@ class Recorder(TorchDispatchMode):
         self.saved: list[TensorMeta] = []  # what autograd saved (training traces)
         self._real = real  # real tensors (the CPU fallback): no fast path
         self._meta_answers = _MetaAnswers()
+        # The last exception an operator raised: what a TorchScript forward failed on, which
+        # its interpreter hands on as a RuntimeError without its message or its type.
+        self.failure: Exception | None = None
         # Without hooks (TorchScript): every module's type, ops attributed by parameters.
         self._by_parameters = module_types
 
@@ -242,28 +245,32 @@ class Recorder(TorchDispatchMode):
             return self.__torch_dispatch__(func, (), args, {})
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        info = _OP_INFO.get(func)
-        if info is None:
-            info = _OP_INFO[func] = OpInfo.of(func)
-        if info.name in _RUNTIME_CHECKS:
-            return func(*args, **kwargs)
-        tensors = info.slots.tensors(args, kwargs)
-        if info.same_dtype and tensors:
-            dtype = tensors[0].dtype
-            for tensor in tensors:  # a loop, not a set: most operators of a trace come here
-                if tensor.dtype != dtype:
-                    dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
-                    raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
-        out = None
-        if info.shape is not None and not self._real:
-            out = _answer_from_formula(func, info, args, kwargs, tensors)
-            if out is None and not (info.writes_input or info.is_view):
-                out = self._meta_answers.answer(func, info, args, kwargs, tensors)
-        if out is None:
-            out = func(*args, **kwargs)
-        self._record(info, args, kwargs, tensors, out)
-        return out
+        try:
+            kwargs = kwargs or {}
+            info = _OP_INFO.get(func)
+            if info is None:
+                info = _OP_INFO[func] = OpInfo.of(func)
+            if info.name in _RUNTIME_CHECKS:
+                return func(*args, **kwargs)
+            tensors = info.slots.tensors(args, kwargs)
+            if info.same_dtype and tensors:
+                dtype = tensors[0].dtype
+                for tensor in tensors:  # a loop, not a set: most operators of a trace come here
+                    if tensor.dtype != dtype:
+                        dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
+                        raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
+            out = None
+            if info.shape is not None and not self._real:
+                out = _answer_from_formula(func, info, args, kwargs, tensors)
+                if out is None and not (info.writes_input or info.is_view):
+                    out = self._meta_answers.answer(func, info, args, kwargs, tensors)
+            if out is None:
+                out = func(*args, **kwargs)
+            self._record(info, args, kwargs, tensors, out)
+            return out
+        except Exception as exc:  # TorchScript's interpreter passes it on as a bare RuntimeError
+            self.failure = exc
+            raise
 
     def _record(
         self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out, attributed: tuple | None = None

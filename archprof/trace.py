@@ -175,7 +175,11 @@ def trace(
                 recorder.engine.given_gradients = _given_gradients(named, stand_ins)
     except ArchprofError:
         raise
-    except Exception as exc:  # the user's forward failed: say where and on what
+    except Exception as raised:  # the user's forward failed: say where and on what
+        # A ScriptModule's interpreter (which has no try/except to catch one with) hands an
+        # operator's exception on bare: the one the recorder saw is the reason.
+        script_failure = isinstance(model, torch.jit.ScriptModule) and recorder.failure is not None
+        exc = recorder.failure if script_failure else raised
         message = recorder.describe_failure(exc, shapes) + _one_value_per_channel_hint(exc, training)
         if not real and is_meta_limitation(exc):
             raise MetaUnsupported(message, short_reason(exc)) from exc

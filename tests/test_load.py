@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
@@ -181,6 +182,60 @@ def test_torchscript_traced_module_and_training(tmp_path, tiny):
         training = archprof.analyze(str(path), input_size=(3, 8, 8), training=True)
     assert report.totals.macs == archprof.analyze(model, input_size=(3, 8, 8)).totals.macs
     assert training.totals.training_memory_bytes > 0
+
+
+class _ReadsAValue(torch.nn.Module):
+    """A forward that reads a value (a branch on a sum), which no meta tensor has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if bool(y.sum() > -1e30):
+            y = y * 2
+        return self.fc(y.mean((2, 3)))
+
+
+class _PicksByAConstant(torch.nn.Module):
+    """torch.jit.trace keeps the index tensor as a constant, which needs its data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.fc(x.flatten(2).mean(2)[:, torch.tensor([0, 2, 1])])
+
+
+@pytest.mark.parametrize(
+    ("make", "how"), [(_ReadsAValue, "script"), (_ReadsAValue, "trace"), (_PicksByAConstant, "trace")]
+)
+def test_a_torchscript_file_that_needs_data_is_traced_on_the_cpu(tmp_path, make, how):
+    """As the Python model is (README): the interpreter hands the meta device's refusal on as
+    a bare RuntimeError, which read as the model's own failure, without a reason."""
+    model, x = make().eval(), torch.randn(2, 3, 8, 8)
+    scripted = torch.jit.script(model) if how == "script" else torch.jit.trace(model, x, check_trace=False)
+    path = tmp_path / f"{how}.pt"
+    torch.jit.save(scripted, str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)
+        report = archprof.analyze(str(path), input_size=(3, 8, 8), batch=2)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    assert report.traced_on == "cpu"
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+    assert report.totals.macs == counter.get_total_flops() // 2
+
+
+def test_a_torchscript_forward_that_fails_says_why(tmp_path):
+    path = tmp_path / "cnn.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())), str(path))
+    result = cli("summary", str(path), "--input", "5x16x16")
+    assert result.exit_code == 2
+    assert one_error_line(result).endswith("the weight 8x3x3x3 (groups=1) expects 3 input channels, got 5")
 
 
 def test_exported_program_with_its_example_inputs(tmp_path, tiny):
