@@ -684,6 +684,27 @@ def test_a_checkpoint_saved_from_a_wrapped_model_fits_the_network(wrapper, tmp_p
     assert report.totals.param_count == 240
 
 
+class _HoldsAModule(nn.Module):
+    """A model whose one child is called `module`: its own names start with 'module.'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.module = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.module(x)
+
+
+def test_a_checkpoint_named_as_the_model_is_read_as_it_is(tmp_path):
+    """Its 'module.' is the model's own, not DataParallel's: torch's own load_state_dict (the
+    oracle) takes the file as it is, and so does --weights."""
+    model = _HoldsAModule()
+    torch.save(model.state_dict(), tmp_path / "own.pt")
+    _HoldsAModule().load_state_dict(torch.load(tmp_path / "own.pt"))
+    report = archprof.analyze(_HoldsAModule, input_size=(3, 8, 8), weights=tmp_path / "own.pt")
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+
+
 def test_a_torchscript_submodule_is_traced_and_left_as_it_was():
     """A scripted layer inside a Python model: its parameter table is TorchScript's own (no
     clear()), which the trace must still put back as it found it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,18 +140,22 @@ def torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str, mma
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def state_dict_in(value: Mapping) -> dict[str, torch.Tensor] | None:
+def state_dict_in(value: Mapping, names: Collection[str] | None = None) -> dict[str, torch.Tensor] | None:
+    """The state dict a checkpoint holds, unwrapped. Saved from a wrapped model (DataParallel's
+    "module.", torch.compile's "_orig_mod.", one inside the other), its names are made the
+    network's inside, which is what archprof analyses; but not where they are the `names` of
+    the model's own state dict already (a model whose one child is called `module`)."""
     if value and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
         state = dict(value)
-        # Saved from a wrapped model (DataParallel's "module.", torch.compile's "_orig_mod.",
-        # one inside the other): named as the network inside, which is what archprof analyses.
-        while prefix := next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None):
+        while not (names is not None and state.keys() <= set(names)) and (
+            prefix := next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        ):
             state = {k.removeprefix(prefix): v for k, v in state.items()}
         return state
     for key in ("state_dict", "model_state_dict", "model", "module", "net", "weights"):
         inner = value.get(key)
         if isinstance(inner, Mapping):
-            found = state_dict_in(inner)
+            found = state_dict_in(inner, names)
             if found is not None:
                 return found
     return None

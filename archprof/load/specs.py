@@ -96,9 +96,11 @@ def load_model(
             raise ArchprofError(
                 f"--weights applies to a built-in model or a factory; '{loaded.name}' already holds its weights"
             )
-        shapes = load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base, device="meta")
-        check_weights(loaded.module, shapes, loaded.name, weights)
-        loaded = _replace(loaded, state_dict=load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base))
+        model = loaded.module
+        shapes = load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base, device="meta", module=model)
+        check_weights(model, shapes, loaded.name, weights)
+        state = load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base, module=model)
+        loaded = _replace(loaded, state_dict=state)
     return loaded
 
 

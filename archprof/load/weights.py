@@ -18,12 +18,17 @@ from archprof.load.files import archive_kind, state_dict_in, torch_load
 
 @printable_errors
 def load_state_dict(
-    path: str | Path, trust_pickle: bool = False, base_dir: str | Path | None = None, device: str = "cpu"
+    path: str | Path,
+    trust_pickle: bool = False,
+    base_dir: str | Path | None = None,
+    device: str = "cpu",
+    module: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """A state dict from a checkpoint (torch.save, weights_only=True; .safetensors with the
     safetensors package): CPU tensors, memory-mapped where the format allows. A checkpoint
     that wraps it ({'state_dict': ...}, {'model': ...}) is unwrapped, and the prefix of a
-    wrapped model's names dropped (DataParallel's 'module.', torch.compile's '_orig_mod.').
+    wrapped model's names dropped (DataParallel's 'module.', torch.compile's '_orig_mod.'),
+    unless they are the names of `module`'s own state dict.
     `device="meta"`: names and shapes only, nothing read or allocated (a checkpoint may
     claim storage far beyond its size)."""
     spec = str(path)
@@ -42,7 +47,8 @@ def load_state_dict(
             raise ArchprofError(f"{spec} is a whole model (TorchScript or exported), not weights: analyse it directly")
         mmap = device != "meta" and zipfile.is_zipfile(resolved)  # torch.save's legacy format cannot be mapped
         loaded = torch_load(resolved, spec, trust_pickle, map_location=device, mmap=mmap)
-    state = state_dict_in(loaded) if isinstance(loaded, Mapping) else None
+    names = module.state_dict().keys() if module is not None else None
+    state = state_dict_in(loaded, names) if isinstance(loaded, Mapping) else None
     if state is None:
         raise ArchprofError(f"{spec} holds no state dict (name -> tensor) but a {type(loaded).__name__}")
     return state
