@@ -180,9 +180,14 @@ def analysis(
         if not isinstance(flag, bool):  # "false" is true
             raise ArchprofError(f"{name} must be True or False, got {flag!r} ({type(flag).__name__})")
     specs = _input_specs(loaded, input_size, inputs)
+    if batch not in (None, 1) and not any(spec.batched for spec in specs):
+        raise ArchprofError(
+            f"batch {batch} applies to no input of {loaded.name}: each is taken whole (batched=False; an exported"
+            " program's inputs that share no first size), so give the full shapes instead"
+        )
     batch = batch if batch is not None else (loaded.batch or 1)
     traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
-    check_static_shapes(loaded, [t.shape for t in traced])
+    check_static_shapes(loaded, traced)
     with collector_paused():
         graph, traced_on = trace_loaded(loaded, traced, dtype=dtype, training=training)
         folding = None

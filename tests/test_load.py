@@ -259,6 +259,45 @@ def test_exported_program_with_its_example_inputs(tmp_path, tiny):
     )
 
 
+class _TwoKeywords(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide, self.narrow = nn.Linear(7, 4), nn.Linear(3, 4)
+
+    def forward(self, wide, narrow):
+        return self.wide(wide) + self.narrow(narrow)
+
+
+def test_an_exported_program_takes_its_keyword_inputs_in_any_order(tmp_path):
+    """As the Python module does (the oracle): a keyword input is matched by its name."""
+    model = _TwoKeywords().eval()
+    program = torch.export.export(model, (), {"wide": torch.randn(2, 7), "narrow": torch.randn(2, 3)})
+    torch.export.save(program, str(tmp_path / "two.pt2"))
+    python = archprof.analyze(model, inputs={"narrow": "3", "wide": "7"}, batch=2).totals.macs
+    assert (
+        archprof.analyze(str(tmp_path / "two.pt2"), inputs={"narrow": "3", "wide": "7"}, batch=2).totals.macs == python
+    )
+
+
+class _TwoSizes(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(10, 4), nn.Linear(7, 4)
+
+    def forward(self, a, b):
+        return self.first(a).sum() + self.second(b).sum()
+
+
+def test_a_batch_no_input_takes_is_refused(tmp_path):
+    """Inputs of an exported program that share no first size are each taken whole: a batch
+    asked for would have been ignored, the figures those of the program's own shapes."""
+    program = torch.export.export(_TwoSizes().eval(), (torch.randn(2, 10), torch.randn(5, 7)))
+    torch.export.save(program, str(tmp_path / "sizes.pt2"))
+    assert archprof.analyze(str(tmp_path / "sizes.pt2")).input_shapes == ((2, 10), (5, 7))
+    with pytest.raises(ArchprofError, match="batch 4 applies to no input of"):
+        archprof.analyze(str(tmp_path / "sizes.pt2"), batch=4)
+
+
 def test_exported_program_with_two_inputs_dynamic_batch_and_keywords(tmp_path, tiny):
     batch = torch.export.Dim("batch")
     two = tmp_path / "two.pt2"

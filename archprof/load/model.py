@@ -7,6 +7,7 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -125,12 +126,19 @@ def _initialise(module: torch.nn.Module) -> None:
                 reset()
 
 
-def check_static_shapes(loaded: LoadedModel, shapes: Sequence[tuple[int, ...]]) -> None:
+def check_static_shapes(loaded: LoadedModel, inputs: Sequence[Any]) -> None:
     """An exported program specialised to some sizes cannot be analysed at others: its
-    graph holds those sizes as constants, so the figures would be wrong."""
+    graph holds those sizes as constants, so the figures would be wrong. `inputs` (each with
+    its full `shape` and its keyword `name`, None for a positional one) are matched to the
+    program's by keyword, in any order, else by position."""
     if loaded.static_shapes is None:
         return
-    for index, (expected, shape) in enumerate(zip(loaded.static_shapes, shapes, strict=False)):
+    names = [spec.name for spec in loaded.default_inputs or ()]
+    for position, given in enumerate(inputs):
+        index = names.index(given.name) if given.name is not None and given.name in names else position
+        if index >= len(loaded.static_shapes):
+            continue
+        expected, shape = loaded.static_shapes[index], given.shape
         if len(expected) != len(shape) or any(e is not None and e != s for e, s in zip(expected, shape, strict=True)):
             wanted = "x".join("*" if e is None else str(e) for e in expected)
             got = "x".join(map(str, shape))
