@@ -11,9 +11,10 @@ answers without their forward running through `answer_directly`.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -83,8 +84,14 @@ class Recorder(TorchDispatchMode):
         # The last exception an operator raised: what a TorchScript forward failed on, which
         # its interpreter hands on as a RuntimeError without its message or its type.
         self.failure: Exception | None = None
-        # Without hooks (TorchScript): every module's type, ops attributed by parameters.
+        # Without hooks (TorchScript): every module's type, ops attributed by parameters
+        # (`_owner_call`): each parameter's and buffer's storage -> the submodules holding it,
+        # the module call its ops go to now, the owner last chosen among a tied tensor's.
         self._by_parameters = module_types
+        self._owners: dict[int, tuple[str, ...]] = {}
+        self._open: _OwnerCall | None = None
+        self._chosen: dict[tuple[str, ...], str] = {}
+        self._versions: dict[int, int] = {}  # id of an in-place result -> id of the tensor it is a version of
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -193,10 +200,12 @@ class Recorder(TorchDispatchMode):
         self.calls.append(call)
         return call
 
-    def start_root(self, type_name: str, args) -> None:
-        """Without hooks: the model's call (of class `type_name`), for errors; its ops get calls of their own."""
+    def start_root(self, type_name: str, args, owners: dict[int, tuple[str, ...]]) -> None:
+        """Without hooks: the model's call (of class `type_name`), for errors; its ops get calls
+        of their own. `owners`: each parameter's and buffer's storage -> the submodules holding it."""
         call = ModuleCall("", type_name, 0, -1, 0)
         self._stack.append((call, args))
+        self._owners = owners
 
     def post_hook(self, module, args, output):
         call, _ = self._stack.pop()
@@ -300,7 +309,7 @@ class Recorder(TorchDispatchMode):
         if attributed is None:
             module = self._stack[-1][0] if self._stack else None
             if self._by_parameters is not None and module is not None and not module.path:
-                module = self._owner_call(inputs, module)
+                module = self._owner_call(info, inputs, outputs, module)
             attributed = (module, "forward", -1)
         module, phase, origin = attributed
         self.ops.append(
@@ -329,21 +338,82 @@ class Recorder(TorchDispatchMode):
             metas.append(self.register(tensor, "activation", storage=None if grown else before.storage))
         return tuple(metas)
 
-    def _owner_call(self, inputs: tuple[TensorMeta, ...], root: ModuleCall) -> ModuleCall:
-        """Without hooks: the module whose parameter or buffer the op reads first (one call
-        for a run of its ops); else the model itself, one row per op (its output counted, as
-        nothing says which ops a parameter-free module such as ReLU grouped)."""
-        owner = next((t.name.rpartition(".")[0] for t in inputs if t.kind in ("parameter", "buffer")), "")
-        last = self.ops[-1].module if self.ops else None
-        if owner and last is not None and last.path == owner:
-            return last
-        count = self._call_counts.get(owner, 0) if owner else 0
-        if owner:
-            self._call_counts[owner] = count + 1
-        kind = self._by_parameters.get(owner, "") if owner else root.type
-        call = ModuleCall(owner, kind, count, len(self.calls), len(self.ops))
+    def _owner_call(
+        self, info: OpInfo, inputs: tuple[TensorMeta, ...], outputs: tuple[TensorMeta, ...], root: ModuleCall
+    ) -> ModuleCall:
+        """Without hooks: the call of the submodule whose parameters or buffers (or views of
+        them: a linear layer's transposed weight) the op reads; else the model itself, one row
+        per op (its output counted, as nothing says which ops a parameter-free module such as
+        ReLU grouped).
+
+        An op of the module now open continues its call unless it reads again a tensor the call
+        has read (any version of it), or writes again one it has written: a module called twice
+        in a row reads its weight twice, where one call of any layer reads each of its tensors
+        once (a batch norm in training writes its batch count, then reads its weights and
+        statistics). The model's own ops between two ops of one call are that call's (a linear
+        layer's view of its input before its product); so is `_unsafe_view` of the call's last
+        output, which only a composite's reshape of its own product makes (matmul's, linear's).
+        A new call of a tied tensor goes to its next holder after the one chosen last, in the
+        model's order: an Embedding's lookup, then the Linear head's product."""
+        owned = [t for t in inputs if t.storage in self._owners]
+        opened = self._open
+        if not owned:
+            last = self.ops[-1] if self.ops else None
+            if (
+                info.name == "aten._unsafe_view"
+                and opened is not None
+                and last is not None
+                and last.module is opened.call
+                and inputs
+                and inputs[0] in last.outputs
+            ):
+                opened.last = len(self.ops)
+                return opened.call
+            call = ModuleCall("", root.type, 0, len(self.calls), len(self.ops))
+            self.calls.append(call)
+            return call
+        written = None
+        if info.writes_input and inputs[0] is owned[0]:
+            written = self._versions.get(owned[0].id, owned[0].id)
+            self._versions[outputs[0].id] = written
+        read = {self._versions.get(t.id, t.id) for t in owned} - {written}
+        if (
+            opened is not None
+            and any(opened.call.path in self._owners[t.storage] for t in owned)
+            and not read & opened.read
+            and written not in opened.written
+        ):
+            for index in range(opened.last + 1, len(self.ops)):
+                self.ops[index] = dataclasses.replace(self.ops[index], module=opened.call)
+        else:
+            opened = self._open = _OwnerCall(self._new_owner_call(self._owners[owned[0].storage]))
+        opened.read |= read
+        if written is not None:
+            opened.written.add(written)
+        opened.last = len(self.ops)
+        return opened.call
+
+    def _new_owner_call(self, owners: tuple[str, ...]) -> ModuleCall:
+        """A new call of the holder of a tensor held by `owners` (one, or a tied tensor's several)."""
+        last = self._chosen.get(owners)
+        path = owners[(owners.index(last) + 1) % len(owners)] if last is not None else owners[0]
+        self._chosen[owners] = path
+        count = self._call_counts.get(path, 0)
+        self._call_counts[path] = count + 1
+        call = ModuleCall(path, self._by_parameters[path], count, len(self.calls), len(self.ops))
         self.calls.append(call)
         return call
+
+
+@dataclass(slots=True)
+class _OwnerCall:
+    """The submodule call that ops reading parameters go to now (`Recorder._owner_call`):
+    the tensors it has read and written (by the id of their first version), its last op."""
+
+    call: ModuleCall
+    read: set[int] = field(default_factory=set)
+    written: set[int] = field(default_factory=set)
+    last: int = -1
 
 
 def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor]) -> Any:

@@ -162,7 +162,7 @@ def trace(
             stack.enter_context(recorder)
             stack.enter_context(kernels)  # on meta, composite calls would not pick the CPU's kernels
             if by_parameters:
-                recorder.start_root(_type_name(model), args)
+                recorder.start_root(_type_name(model), args, _owners(modules, stand_ins, recorder))
             if stand_ins is not None or attributes is not None:
                 # The parameter, buffer and submodule tables as they were: stand-ins swapped
                 # back, a buffer or a submodule the caller's forward made on its first call gone.
@@ -302,6 +302,33 @@ def _named_tensors(modules: list[tuple[str, torch.nn.Module]]) -> tuple[list[tup
                     seen.add(id(tensor))
                     named.append((f"{path}.{name}" if path else name, tensor, is_buffer))
     return named, tied
+
+
+def _owners(
+    modules: list[tuple[str, torch.nn.Module]], stand_ins: dict[int, torch.Tensor] | None, recorder: Recorder
+) -> dict[int, tuple[str, ...]]:
+    """Each parameter's and buffer's storage (the recorder's) -> the paths of the submodules
+    that hold it, in the model's order: a tied weight has several (an Embedding's and a
+    Linear's), which `named_parameters()` names after the first only. A submodule of the
+    same class as an earlier one, holding all of its tensors under the same names, is that
+    module under a second name: torch.jit.script gives a module called twice
+    (`Sequential(conv, conv)`) an entry per attribute. NB: so are two modules whose tensors
+    were all tied by hand, which nothing in a ScriptModule tells apart from one."""
+    owners: dict[int, list[str]] = {}
+    seen: set[tuple] = set()
+    for path, module in modules:
+        tables = [(name, tensor) for t in (module._parameters, module._buffers) for name, tensor in t.items()]
+        held = [(name, tensor) for name, tensor in tables if tensor is not None]
+        alike = (_type_name(module), tuple((name, id(tensor)) for name, tensor in held))
+        if not path or not held or alike in seen:  # the model's own tensors: its own rows
+            continue
+        seen.add(alike)
+        for _, tensor in held:
+            own = stand_ins.get(id(tensor), tensor) if stand_ins is not None else tensor
+            paths = owners.setdefault(recorder.lookup(own).storage, [])
+            if path not in paths:
+                paths.append(path)
+    return {storage: tuple(paths) for storage, paths in owners.items()}
 
 
 def _tables(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[dict, dict]]:

@@ -174,6 +174,47 @@ def test_torchscript_of_a_sequential_gives_the_python_rows(tmp_path, tiny):
     assert table(scripted, "layer", "module_type")[2] == ("", "Sequential")  # ReLU: the model's own op
 
 
+def _rows_of_both(tmp_path, model, training=False, **inputs):
+    """The rows of `model` and of its TorchScript file: layer, call, type, MACs, activation bytes."""
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(model.eval()), str(path))
+    columns = ("layer", "call", "module_type", "macs", "activation_bytes")
+    scripted = archprof.analyze(str(path), batch=2, training=training, **inputs)
+    python = archprof.analyze(model, batch=2, training=training, **inputs)
+    assert scripted.totals.activation_bytes == python.totals.activation_bytes
+    return table(scripted, *columns), table(python, *columns)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_torchscript_of_a_module_called_twice_in_a_row_gives_its_two_calls(tmp_path, training):
+    """Both calls read the same weight: one call each, not one row of twice the MACs."""
+    conv, linear = nn.Conv2d(4, 4, 3, padding=1), nn.Linear(8, 8)
+    scripted, python = _rows_of_both(tmp_path, nn.Sequential(conv, conv), training, input_size=(4, 8, 8))
+    assert scripted == python == [("0", 0, "Conv2d", 18432, 2048), ("0", 1, "Conv2d", 18432, 2048)]
+    scripted, python = _rows_of_both(tmp_path, nn.Sequential(linear, linear), training, input_size=(8,))
+    assert scripted == python == [("0", 0, "Linear", 128, 64), ("0", 1, "Linear", 128, 64)]
+
+
+def test_a_torchscript_batch_norm_in_training_is_one_call(tmp_path):
+    """In training it counts its batch (num_batches_tracked.add_) before it normalises: one
+    call, not that count's 8 bytes as a call of its own."""
+    bn = nn.BatchNorm2d(4)
+    scripted, python = _rows_of_both(tmp_path, nn.Sequential(nn.Conv2d(3, 4, 3), bn), True, input_size=(3, 8, 8))
+    assert scripted == python == [("0", 0, "Conv2d", 7776, 1152), ("1", 0, "BatchNorm2d", 0, 1152)]
+    scripted, python = _rows_of_both(tmp_path, nn.Sequential(nn.Conv2d(3, 4, 3), bn, bn), True, input_size=(3, 8, 8))
+    assert scripted == python
+    assert [row[:3] for row in scripted][1:] == [("1", 0, "BatchNorm2d"), ("1", 1, "BatchNorm2d")]
+
+
+def test_torchscript_of_tied_weights_gives_each_holder_its_call(tmp_path):
+    """A Linear head sharing an Embedding's table: the lookup is the Embedding's, the product
+    (through the transposed table, and the linear layer's reshapes) the Linear's."""
+    embedding, head = nn.Embedding(50, 8), nn.Linear(8, 50, bias=False)
+    head.weight = embedding.weight
+    scripted, python = _rows_of_both(tmp_path, nn.Sequential(embedding, head), inputs=["5:int64"])
+    assert scripted == python == [("0", 0, "Embedding", 0, 320), ("1", 0, "Linear", 4000, 2000)]
+
+
 def test_torchscript_traced_module_and_training(tmp_path, tiny):
     model, path = _scripted(tmp_path, tiny, how="trace")
     with warnings.catch_warnings():
