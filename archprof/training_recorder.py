@@ -7,7 +7,7 @@ import gc
 import sys
 import weakref
 from contextlib import AbstractContextManager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch._prims_common import suggest_memory_format
@@ -55,11 +55,16 @@ class TrainingRecorder(Recorder):
     which moves a gradient into `.grad`) to the forward op of the op before it.
 
     Activation checkpointing runs forward ops again inside the backward, with grad enabled
-    (backward ops run without): those are recorded as "recompute". Their module calls
-    fire the forward hooks again: each is taken for the same module's forward call (its
-    first, then its next on a module recomputed again), and its ops, in order, for that
-    call's own ops, in order (the same code runs again). Their outputs are tagged as the
-    forward's are: reentrant checkpointing runs a backward pass through them.
+    (backward ops run without): those are recorded as "recompute", each attributed to the
+    forward op it runs again (`_Replay`): a checkpointed region runs the same code again, so
+    its ops are, in order, a run of consecutive forward ops, the same operators making the
+    same shapes in the same modules (the module calls that fire again say which). That run
+    starts at or before the forward op of the autograd node that asked for the
+    recomputation (an op of the region; reentrant checkpointing's node belongs to its last
+    op), at the latest such start: the backward pass recomputes the last region first. Where
+    a later op rules that start out (a repeated block), the run's ops are attributed anew.
+    Their outputs are tagged as the forward's are: reentrant checkpointing runs a backward
+    pass through them.
 
     Every tensor the backward pass makes is kept alive (see `run_backward`), but those a
     Python backward makes (a custom torch.autograd.Function's `backward`): each is watched
@@ -77,10 +82,9 @@ class TrainingRecorder(Recorder):
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
         self._forward_ops: list[OpNode] = []
         self._origin = -1  # the forward op of the backward op recorded last
-        self._own_ops: dict[int, list[OpNode]] = {}  # forward call index -> the ops it ran itself
-        self._replayed: dict[int, int] = {}  # recomputed call index -> its ops recorded so far
-        self._calls_of: dict[str, list[ModuleCall]] = {}  # module path -> its forward calls
-        self._recomputed_calls: dict[str, int] = {}  # module path -> its calls recomputed so far
+        self._positions: dict[tuple, list[int]] = {}  # `_replay_key` of a forward op -> its indices
+        self._replay: _Replay | None = None  # the recomputation being recorded
+        self._tagging_for: tuple[_Replay, int] | None = None  # the replay and step of `_last_made`'s op
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
         self._modules_imported = 0  # len(sys.modules) when a Python backward's op was last recorded
@@ -103,9 +107,7 @@ class TrainingRecorder(Recorder):
         self._modules_imported = len(sys.modules)
         self._origin = len(self._forward_ops) - 1
         for op in self._forward_ops:
-            self._own_ops.setdefault(op.module.index, []).append(op)
-        for call in self.calls:
-            self._calls_of.setdefault(call.path, []).append(call)
+            self._positions.setdefault(_replay_key(op), []).append(op.index)
         roots = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
         if roots:
             with torch.no_grad():  # not a recomputed forward op
@@ -116,6 +118,7 @@ class TrainingRecorder(Recorder):
             if self._holders[storage]:
                 self.engine.python_releases[storage] = len(self.ops)
         self._python_made = set()
+        self._replay = None
         self.ops = self._forward_ops
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -168,7 +171,8 @@ class TrainingRecorder(Recorder):
         ):
             self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
-            self._last_made = (_made(info, out), origin)
+            self._tagging_for = self._replayed(node)
+            self._last_made = (_made(info, out), self.ops[-1].origin)
 
     def _watch_python_temporaries(self, kept: int, storages: int) -> None:
         """The tensor objects the op just recorded made in a Python backward (those kept from
@@ -221,24 +225,19 @@ class TrainingRecorder(Recorder):
             node = tensor.grad_fn
             if node is not None and _ORIGIN not in node.metadata:
                 node.metadata[_ORIGIN] = index
+                if self._tagging_for is not None:  # a recomputed op's: tagged anew if attributed anew
+                    replay, step = self._tagging_for
+                    replay.nodes.append((step, node))
                 if isinstance(node, BackwardCFunction):  # a Python backward
                     node.register_hook(self._python_backward_returned)
                     node.metadata[_RETURNS_KEPT] = True
-        self._last_made = ([], -1)
+        self._last_made, self._tagging_for = ([], -1), None
 
     def _backward_origin(self, node) -> tuple[str, int]:
         """The phase of the backward-pass op being recorded, and its forward op (`node`: the
-        autograd node running it)."""
-        if torch.is_grad_enabled():  # a checkpointed forward op run again
-            if self._stack:
-                call = self._stack[-1][0]
-                done = self._replayed.get(call.index, 0)
-                self._replayed[call.index] = done + 1
-                own = self._own_ops.get(call.index)
-                if own:
-                    return "recompute", own[min(done, len(own) - 1)].index
-            return "recompute", self._node_origin(node)
-        return "backward", self._node_origin(node)
+        autograd node running it); for a recomputed op, the forward op of the node that asked
+        for the recomputation, until `_replayed` finds the op it runs again."""
+        return "recompute" if torch.is_grad_enabled() else "backward", self._node_origin(node)
 
     def _node_origin(self, node) -> int:
         origin = node.metadata.get(_ORIGIN) if node is not None else None
@@ -246,27 +245,64 @@ class TrainingRecorder(Recorder):
             self._origin = origin
         return self._origin
 
+    def _replayed(self, node) -> tuple[_Replay, int] | None:
+        """Attribute the recomputed op just recorded to the forward op it runs again (see the
+        class docstring), and the ops of its recomputation before it anew where it rules out
+        the start they were attributed by. Its recomputation and its step in it; None where
+        no forward op is alike (it stays with the node that asked for the recomputation)."""
+        index = len(self.ops) - 1
+        key, path = _replay_key(self.ops[index]), self._recomputed_path(node)
+        forward, replay = self._forward_ops, self._replay
+        if replay is not None and replay.node is node:
+            step = len(replay.ops)
+            starts = [s for s in replay.starts if s + step < len(forward) and _fits(forward[s + step], key, path)]
+            if starts:
+                replay.starts = starts
+                replay.ops.append(index)
+                if starts[-1] != replay.start:
+                    self._attribute(replay, starts[-1])
+                else:
+                    self._attribute_op(index, replay.start + step)
+                return replay, step
+        latest = self.ops[index].origin  # the forward op of the node asking for the recomputation
+        starts = [s for s in self._positions.get(key, ()) if s <= latest and _fits(forward[s], key, path)]
+        if not starts:
+            self._replay = None
+            return None
+        self._replay = _Replay(node, starts, starts[-1], [index], [])
+        self._attribute_op(index, starts[-1])
+        return self._replay, 0
+
+    def _recomputed_path(self, node) -> str | None:
+        """The module call running the recomputation `node` asked for, None outside any. A
+        recomputation that stops early (non-reentrant checkpointing's, once it has what the
+        backward pass needs) leaves the calls it was in on the stack: those are passed over."""
+        for call, asker in reversed(self._stack):
+            if asker is node:
+                return call.path
+        return None
+
+    def _attribute(self, replay: _Replay, start: int) -> None:
+        replay.start = start
+        for step, index in enumerate(replay.ops):
+            self._attribute_op(index, start + step)
+        for step, node in replay.nodes:
+            node.metadata[_ORIGIN] = start + step
+
+    def _attribute_op(self, index: int, origin: int) -> None:
+        self.ops[index] = replace(self.ops[index], module=self._forward_ops[origin].module, origin=origin)
+
     def enter(self, path: str, type_name: str, args) -> None:
         if self._phase == "forward":
             super().enter(path, type_name, args)
-        else:
-            self._stack.append((self._recomputed_call(path, type_name), ()))
+        else:  # a recomputed call, with the node that asked for it: its path narrows the forward ops it runs again
+            self._stack.append((ModuleCall(path, type_name, -1, -1, 0), torch._C._current_autograd_node()))
 
     def post_hook(self, module, args, output):
         if self._phase == "forward":
             return super().post_hook(module, args, output)
         self._stack.pop()
         return None
-
-    def _recomputed_call(self, path: str, type_name: str) -> ModuleCall:
-        calls = self._calls_of.get(path)
-        if not calls:  # not called by the forward: its ops go by their autograd node
-            return ModuleCall(path, type_name, -1, -1, 0)
-        count = self._recomputed_calls.get(path, 0)
-        self._recomputed_calls[path] = count + 1
-        call = calls[count % len(calls)]
-        self._replayed[call.index] = 0
-        return call
 
     def describe_failure(self, exc: Exception, input_shapes) -> str:
         if self._phase == "forward":
@@ -287,6 +323,31 @@ class TrainingRecorder(Recorder):
     def saved_tensors_hooks(self) -> AbstractContextManager:
         """While active, every tensor autograd saves for the backward pass is noted (`pack_saved`)."""
         return torch.autograd.graph.saved_tensors_hooks(self.pack_saved, _unpack_saved)
+
+
+@dataclass
+class _Replay:
+    """One recomputation of a checkpointed region, as recorded so far."""
+
+    node: object  # the autograd node that asked for it
+    starts: list[int]  # the forward ops its ops may run again from, each fitting them all
+    start: int  # the one they are attributed by: the latest
+    ops: list[int]  # its ops (indices in `TrainingRecorder.backward_ops`)
+    nodes: list[tuple[int, object]]  # (its op, an autograd node that op made, tagged by it)
+
+
+def _replay_key(op: OpNode) -> tuple:
+    """What a recomputed op shares with the forward op it runs again: the operator and the
+    shapes it makes."""
+    return op.op, tuple(t.shape for t in op.outputs)
+
+
+def _fits(forward: OpNode, key: tuple, path: str | None) -> bool:
+    """Whether a recomputed op (its `_replay_key`; `path`: the module call running it, None
+    outside any) may run `forward` again."""
+    if _replay_key(forward) != key:
+        return False
+    return path is None or (forward.module is not None and forward.module.path == path)
 
 
 def _made(info: OpInfo, out) -> list[torch.Tensor]:

@@ -128,6 +128,118 @@ def test_reentrant_checkpointing_recomputes_the_whole_block_and_attributes_its_g
     assert report.totals.training_flops == expected
 
 
+class HeadAtTwoSizes(nn.Module):
+    """One head called on an 8x8 map, then on a 4x4 one, each call checkpointed."""
+
+    def __init__(self, reentrant: bool):
+        super().__init__()
+        self.stem, self.down = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 2, stride=2)
+        self.head = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+        self.reentrant = reentrant
+
+    def forward(self, x):
+        a = self.stem(x)
+        b = self.down(a)
+        return torch.cat(
+            [checkpoint(self.head, t, use_reentrant=self.reentrant).flatten(1) for t in (a, b)],
+            dim=1,
+        )
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_each_call_of_a_block_checkpointed_twice_recomputes_its_own_row(reentrant):
+    # The backward pass recomputes the last checkpointed call first: its ops are the 4x4
+    # call's, not the head's first call's.
+    model = HeadAtTwoSizes(reentrant)
+    report = training_report(model, (3, 8, 8))
+    columns = report.columns
+    by_call = {
+        (layer, call): (macs, recomputed, inputs, weights, elementwise)
+        for layer, call, macs, recomputed, inputs, weights, elementwise in zip(
+            columns["layer"],
+            columns["call"],
+            columns["macs"],
+            columns["recomputed_macs"],
+            columns["backward_input_macs"],
+            columns["backward_weight_macs"],
+            columns["backward_elementwise_flops"],
+            strict=True,
+        )
+    }
+    # Batch 2, 4 -> 4 channels, 3x3: 2 x 4 x 8 x 8 x 4 x 9 MACs on the 8x8 map, 2 x 4 x 4 x 4 x 4 x 9 on the 4x4.
+    large, small = 2 * 4 * 8 * 8 * 4 * 9, 2 * 4 * 4 * 4 * 4 * 9
+    assert (large, small) == (18_432, 4_608)
+    # head.0 runs again in either checkpointing, head.2 (whose output nothing saved needs)
+    # only in the reentrant one, which runs the whole block; each gradient as large as its forward.
+    for call, conv in ((0, large), (1, small)):
+        assert by_call[("head.0", call)][:4] == (conv, conv, conv, conv)
+        assert by_call[("head.2", call)][:4] == (conv, conv if reentrant else 0, conv, conv)
+    # The ReLU's gradient one per element (2 x 4 x 8 x 8, then 2 x 4 x 4 x 4), and as many for
+    # its recomputation.
+    assert by_call[("head.1", 0)][4] == 2 * 512
+    assert by_call[("head.1", 1)][4] == 2 * 128
+    expected = counted_training_flops(copy.deepcopy(model), torch.randn(2, 3, 8, 8)).get_total_flops()
+    assert report.totals.training_flops == expected
+
+
+class CheckpointedFunction(nn.Module):
+    """A function checkpointed: a product with a parameter and a tanh in the model's own code,
+    then a layer; `nested`, inside a function checkpointed too, with a layer after it."""
+
+    def __init__(self, reentrant: bool, nested: bool = False):
+        super().__init__()
+        self.a, self.d = nn.Linear(6, 6), nn.Linear(6, 3)
+        self.w = nn.Parameter(torch.randn(6, 6))
+        self.reentrant, self.nested = reentrant, nested
+        if nested:
+            self.e = nn.Linear(3, 3)
+
+    def f(self, t):
+        return self.d(torch.tanh(t @ self.w))
+
+    def outer(self, t):
+        return self.e(checkpoint(self.f, t, use_reentrant=self.reentrant))
+
+    def forward(self, x):
+        return checkpoint(self.outer if self.nested else self.f, self.a(x), use_reentrant=self.reentrant)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_ops_a_checkpointed_function_runs_itself_are_recomputed_on_its_row(reentrant):
+    # `t @ w` ([2, 6] @ [6, 6], 72 MACs) and the tanh (12 elements) run in the model's own
+    # forward: their recomputation is the model's row's, not d's (whose node asks for it).
+    model = CheckpointedFunction(reentrant)
+    report = training_report(model, (6,))
+    columns = report.columns
+    assert columns["layer"] == ["a", "", "d"]
+    assert columns["macs"] == [72, 72, 36]
+    # d ([2, 6] @ [6, 3], 36 MACs) runs again only in the reentrant checkpointing (the whole
+    # function); the non-reentrant one stops once it has what d's gradient reads.
+    assert columns["recomputed_macs"] == [0, 72, 36 if reentrant else 0]
+    # t @ w's gradients (72 MACs each) stay on its row too, in either checkpointing.
+    assert columns["backward_input_macs"] == [0, 72, 36]
+    assert columns["backward_weight_macs"] == [72, 72, 36]
+    # The tanh's gradient and its recomputation (12 each); d's bias gradient sums [2, 3].
+    assert columns["backward_elementwise_flops"] == [12, 24, 6]
+    expected = counted_training_flops(copy.deepcopy(model), torch.randn(2, 6)).get_total_flops()
+    assert report.totals.training_flops == expected
+
+
+def test_ops_of_a_nested_checkpoint_are_recomputed_on_their_own_row():
+    # Non-reentrant: e's gradient asks for the outer recomputation, which runs the inner
+    # function again (t @ w, the tanh, d) and stops at e's product, whose operand it needs;
+    # d's gradient then asks for the inner one, which runs t @ w and the tanh again and stops
+    # at d's product: t @ w (72 MACs) is recomputed twice, on the model's row; d's product
+    # (36) once, on d's; e's never.
+    model = CheckpointedFunction(reentrant=False, nested=True)
+    report = training_report(model, (6,))
+    columns = report.columns
+    assert columns["layer"] == ["a", "", "d", "e"]
+    assert columns["recomputed_macs"] == [0, 2 * 72, 36, 0]
+    expected = counted_training_flops(copy.deepcopy(model), torch.randn(2, 6)).get_total_flops()
+    assert report.totals.training_flops == expected
+
+
 def test_checkpointing_saves_less_for_the_backward():
     class Plain(Checkpointed):
         def forward(self, x):
