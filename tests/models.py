@@ -20,6 +20,28 @@ class Calls(nn.Module):
         return self.call(x)
 
 
+class SplitBlock(nn.Module):
+    """ShuffleNet-V2's block: half the channels pass as they are, half go through a branch,
+    concatenated: its own operations are two rows, around its branch's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.branch = nn.Conv2d(2, 2, 5, padding=2)
+
+    def forward(self, x):
+        kept, changed = x.chunk(2, dim=1)
+        return torch.cat([kept, self.branch(changed)], 1)
+
+
+class ShuffledHalves(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.block = nn.Conv2d(1, 4, 3, padding=1), SplitBlock()
+
+    def forward(self, x):
+        return self.block(self.stem(x))
+
+
 class FunctionalOps(nn.Module):
     """Functional calls no hook-based counter sees: F.relu, a residual +, torch.cat,
     torch.flatten and @."""

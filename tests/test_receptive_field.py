@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import archprof
+from tests.cli import cli
+from tests.models import ShuffledHalves
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -775,6 +777,45 @@ def test_covers_input_once_unit_0_spans_the_image():
     # fields 3, 5, 7, 9, 11 starting at -1 .. -5: unit 0 reaches pixel 5 from the 5th conv on
     assert [row(report, str(i))["covers_input"] for i in range(5)] == [False, False, False, False, True]
     assert report.layers["covers_input"].dtype == "boolean"
+
+
+def test_a_unit_of_a_module_is_its_outputs():
+    """`rf --unit` on a module whose own operations are two rows gives the box of what the
+    module returns (the gradient of that unit is the oracle), not of its first row's."""
+    model = positive(ShuffledHalves())
+    x = (torch.rand(1, 1, 16, 16, dtype=torch.float64) + 0.5).requires_grad_()
+    model(x)[0, :, 5, 6].sum().backward()
+    rows, cols = (torch.nonzero((x.grad[0, 0] != 0).any(dim=1 - axis)).flatten() for axis in range(2))
+    expected = f"{int(rows.min())}..{int(rows.max())} x {int(cols.min())}..{int(cols.max())}"
+    result = cli("rf", "tests/models.py:ShuffledHalves", "--input", "1x16x16", "--layer", "block", "--unit", "5,6")
+    assert result.exit_code == 0, result.output
+    assert f"reads input pixels {expected} (of 16x16)" in result.stdout
+
+
+class _TwoBranches(nn.Module):
+    """A downsampling ShuffleNet block's shape: two branches read one map, a 3x3 one first,
+    then a 1x1 one, whose field is its input's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide, self.narrow = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return torch.cat([self.wide(x), self.narrow(x)], 1)
+
+
+def test_the_verdict_names_where_every_later_layer_covers_the_input():
+    """The field covers the input 'from layer X on' only where every later layer's does: a
+    branch beside a covering one may not (unit 0's fields 3, 5, 7 on a 5x5 input: pixels
+    up to 1, 2, 3; then 9 for the 3x3 branch, to pixel 4, and still 7 for the 1x1 one)."""
+    from archprof.render import to_text
+    from archprof.render.fields import receptive_field_table
+
+    model = nn.Sequential(*(nn.Conv2d(4, 4, 3, padding=1) for _ in range(3)), _TwoBranches())
+    report = archprof.analyze(model, input_size=(4, 5, 5))
+    assert [r["covers_input"] for r in report.rows()] == [False, False, False, True, False, True]
+    text = " ".join(to_text(receptive_field_table(report)).split())
+    assert "at layer 3.wide, but not at every layer after it (not at 3.narrow); from layer 3 on it does" in text
 
 
 # -- the built-in models -------------------------------------------------------------------

@@ -35,7 +35,7 @@ def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Se
     size_text = shape_text(spatial)
     headings = ("Layer", "Type", "Output shape", "Field", "Stride", "Centred", "Coverage")
     cells: dict[str, list] = {heading: [] for heading in headings}
-    covered_from = None
+    covered_from = first_covering = last_short = None  # every later row covers from the first
     notes: dict[str, str] = {}
     for row in report.rows():
         name = layer_name(row)
@@ -48,8 +48,11 @@ def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Se
         cells["Stride"].append(dims_text(stride) or dash())
         cells["Centred"].append(centred)
         cells["Coverage"].append(coverage)
-        if covered_from is None and row["covers_input"] is True:
-            covered_from = name
+        if row["covers_input"] is True:
+            covered_from = covered_from or name
+            first_covering = first_covering or name
+        elif row["covers_input"] is False:  # a branch beside a covering one (ShuffleNet's halves)
+            covered_from, last_short = None, name if first_covering else last_short
         if row["receptive_field_note"]:
             notes.setdefault(row["receptive_field_note"], name)
 
@@ -58,8 +61,13 @@ def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Se
 
     if not spatial:
         verdict = "the input has no spatial dimensions: no receptive field"
-    elif covered_from is not None:
+    elif covered_from is not None and covered_from == first_covering:
         verdict = f"the field covers the whole {size_text} input from layer {covered_from} on"
+    elif first_covering is not None:
+        verdict = (
+            f"the field first covers the whole {size_text} input at layer {first_covering}, but not at every layer"
+            f" after it (not at {last_short})" + (f"; from layer {covered_from} on it does" if covered_from else "")
+        )
     else:
         verdict = f"the field never covers the whole {size_text} input"
     parts: list = [table, Text(verdict)]
@@ -121,6 +129,8 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
     rows = [index for index, (name, call) in enumerate(calls) if name == layer and call == 0]
     if not rows:
         raise ArchprofError(f"no layer {visible_text(layer)!r} in the model: `archprof rf MODEL` lists them")
-    boxes = unit_box(states[rows[0]], spatial, coordinates)
+    # The layer's last row of its first call: a module's own operations after its children
+    # (ShuffleNet's concatenation after its branch), whose result is the module's output.
+    boxes = unit_box(states[rows[-1]], spatial, coordinates)
     where = " x ".join("no pixel" if box is None else f"{box[0]}..{box[1]}" for box in boxes)
     return f"layer {visible_text(layer)}, unit {unit} reads input pixels {where} (of {shape_text(spatial)})"
