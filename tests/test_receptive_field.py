@@ -792,6 +792,34 @@ def test_a_unit_of_a_module_is_its_outputs():
     assert f"reads input pixels {expected} (of 16x16)" in result.stdout
 
 
+class _AddedToInPlace(nn.Module):
+    """As torchvision's FusedMBConv adds its input: a normalised map, scaled in place (as its
+    activation is), then a wider path added to it in place, which widens the storage's field."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2)
+        self.wide = nn.Conv2d(2, 2, 5, padding=2)
+
+    def forward(self, x):
+        result = self.norm(self.conv(x)).mul_(2.0)
+        result += self.wide(x)
+        return result
+
+
+def test_a_map_added_to_in_place_keeps_the_field_its_row_made():
+    """An in-place write makes other views of a storage unplaceable, but not the written
+    tensor's own earlier versions: the norm's row keeps its field (the gradient of the norm's
+    output, the same modules up to it, is the oracle), and the sum takes the union."""
+    model = positive(_AddedToInPlace())
+    report = archprof.analyze(model, input_size=(2, 9, 9))
+    assert row(report, "norm")["receptive_field_note"] == ""
+    truncated = nn.Sequential(model.conv, model.norm)
+    for unit in ("first", "last"):
+        assert clipped(field_of(report, "norm", unit), (9, 9)) == gradient_box(truncated, (2, 9, 9), unit)
+        assert clipped(field_of(report, None, unit), (9, 9)) == gradient_box(model, (2, 9, 9), unit)
+
+
 class _TwoBranches(nn.Module):
     """A downsampling ShuffleNet block's shape: two branches read one map, a 3x3 one first,
     then a 1x1 one, whose field is its input's."""

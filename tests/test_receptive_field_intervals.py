@@ -788,3 +788,16 @@ def test_cli_unit_box_and_plot(tmp_path):
     done = cli("rf", "resnet18", "--plot", tmp_path / "rf.unknown")
     assert done.exit_code == 2 and "cannot tell the image format" in one_error_line(done)
     assert not (tmp_path / "rf.unknown").exists()
+
+
+def test_every_unit_of_an_upsampled_single_position_reads_it():
+    """A 1x1 map through a reshape (a channels-last linear layer) keeps its one position per
+    dimension; upsampled to 2x2, each of the four units reads it (the gradient, the oracle,
+    of every unit). Found by the random networks above: unit (1, 1) was refused."""
+    model = nn.Sequential(
+        nn.ConvTranspose2d(2, 2, 4, padding=3),  # 4x4 -> 1x1
+        ChannelsLast(2, 2),
+        Interpolate(size=(2, 2), mode="nearest"),
+        nn.Conv2d(2, 2, 1),
+    )
+    check_units(model, (2, 4, 4), [(0, 0), (1, 1), (0, 1), (1, 0)])

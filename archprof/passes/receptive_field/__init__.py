@@ -247,7 +247,7 @@ def _unit_boxes(state: Field, spatial: tuple[int, ...], unit: tuple[int, ...]) -
             continue
         places = state.places(axis)
         if not any(own for _, own in places):  # kept at one position: unit 0
-            boxes.append(_kept_box(state, axis, index))
+            boxes.append(_kept_box(state, axis))
             continue
         if len(places) != 1:
             raise ArchprofError(f"this layer's output runs along input dimension {axis + 1} twice: no unit box")
@@ -260,11 +260,12 @@ def _unit_boxes(state: Field, spatial: tuple[int, ...], unit: tuple[int, ...]) -
     return boxes
 
 
-def _kept_box(field: Field, axis: int, index: int) -> Interval | None:
+def _kept_box(field: Field, axis: int) -> Interval | None:
+    """The box along an input dimension no output dimension runs along: the positions the
+    field kept of it (a row picked by index; a 1x1 map through a reshape), which every unit
+    reads, whatever its index (a 1x1 map upsampled to 2x2 has two units along it)."""
     if any(axis in (m.axis for m in entry.maps()) for entry in field.dims if isinstance(entry, Merged)):
         raise ArchprofError(f"this layer's output is flattened along input dimension {axis + 1}: no unit box")
-    if index != 0:
-        raise ArchprofError(f"--unit {index}: the layer keeps one position along dimension {axis + 1} (give 0)")
     box = None
     for axis_map in field.loose:
         if axis_map.axis == axis:

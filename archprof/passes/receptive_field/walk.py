@@ -138,6 +138,8 @@ class Walk:
         # storage -> tensors seen in it, built only when an in-place write needs it
         self._members: dict[int, list[TensorMeta]] = {}
         self._indexed = -1  # ops indexed so far (-1: not even the inputs)
+        # an in-place result's id -> the id of the version it replaced (same tensor object)
+        self._replaced: dict[int, int] = {}
         # (size, parents) -> the map reading each parent unit for unit: see `merge_entries`
         self._unions: dict[tuple, AxisMap] = {}
 
@@ -178,7 +180,10 @@ class Walk:
 
     def _written(self, op: OpNode, before: TensorMeta, after: TensorMeta) -> None:
         """An in-place write changed what a storage holds: any other view of it now holds
-        data archprof cannot place (it knows shapes, not offsets)."""
+        data archprof cannot place (it knows shapes, not offsets). The tensor's own earlier
+        versions are no views: what they held when their rows made them stays their field
+        (a block's normalised map, added to in place by its residual: `result += input`)."""
+        self._replaced[after.id] = before.id
         if self.fields.get(before.id) == self.fields.get(after.id):
             return
         members = self._members
@@ -191,8 +196,13 @@ class Walk:
                 members.setdefault(tensor.storage, []).append(tensor)
         self._indexed = max(self._indexed, op.index)
         undefined = self.undefined(op, "it writes in place through another view of this tensor's storage")
+        versions = {after.id}
+        version: int | None = before.id
+        while version is not None:
+            versions.add(version)
+            version = self._replaced.get(version)
         for tensor in members.get(before.storage, ()):
-            if tensor.id not in (before.id, after.id):
+            if tensor.id not in versions:
                 self.fields[tensor.id] = undefined
 
     def undefined(self, op: OpNode, why: str) -> Undefined:
