@@ -1,8 +1,15 @@
+import os
 import sys
 import types
 
 import pytest
 import torch
+from hypothesis import settings
+
+# CI (`.ci/run`) draws the same examples every run, so that a landing never hangs on a draw;
+# a run anywhere else draws new ones (and keeps any that fail in .hypothesis/ to replay).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
