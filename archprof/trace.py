@@ -324,8 +324,7 @@ def _owners(
             continue
         seen.add(alike)
         for _, tensor in held:
-            own = stand_ins.get(id(tensor), tensor) if stand_ins is not None else tensor
-            paths = owners.setdefault(recorder.lookup(own).storage, [])
+            paths = owners.setdefault(recorder.lookup(_traced(tensor, stand_ins)).storage, [])
             if path not in paths:
                 paths.append(path)
     return {storage: tuple(paths) for storage, paths in owners.items()}
@@ -602,11 +601,13 @@ def _given_gradients(
     named: list[tuple[str, torch.Tensor, bool]], stand_ins: dict[int, torch.Tensor] | None
 ) -> set[str]:
     """The names of the parameters whose `.grad` the backward pass wrote (`EngineNotes.given_gradients`),
-    each read from the tensor the trace ran on: its stand-in, or the model's own."""
-    traced = (
-        (name, stand_ins.get(id(t), t) if stand_ins is not None else t, is_buffer) for name, t, is_buffer in named
-    )
-    return {name for name, tensor, is_buffer in traced if not is_buffer and tensor.grad is not None}
+    each read from the tensor the trace ran on."""
+    return {name for name, t, is_buffer in named if not is_buffer and _traced(t, stand_ins).grad is not None}
+
+
+def _traced(tensor: torch.Tensor, stand_ins: dict[int, torch.Tensor] | None) -> torch.Tensor:
+    """The tensor the trace ran on for one of the model's: its stand-in, or itself."""
+    return stand_ins.get(id(tensor), tensor) if stand_ins is not None else tensor
 
 
 def _parameter_info(meta: TensorMeta, tensor: torch.Tensor, is_buffer: bool) -> ParameterInfo:

@@ -154,14 +154,12 @@ class TrainingRecorder(Recorder):
         module = self._forward_ops[origin].module if origin >= 0 else None
         if info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors):
             info = replace(info, writes_input=True)  # as the real step runs it
+        kept, storages = len(self._kept), self._next_storage
+        super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
-            kept, storages = len(self._kept), self._next_storage
-            super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)
             self._collect_after_an_import()
-        else:
-            super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):

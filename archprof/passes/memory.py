@@ -107,9 +107,10 @@ def optimizer_step_temporaries(optimizer: str, parameter_bytes: list[int]) -> in
     computes its denominator as sqrt(v) / c, two new tensors of the parameter's size, the
     first freed once the second exists, while the previous parameter's denominator is still
     held; the Python number c is a tensor too while the division runs (8 B, as PyTorch's
-    argument parser wraps it). SGD, with momentum or not, updates in place. (CUDA's default, one update over all
-    parameters at once, holds one temporary the size of all of them instead.)"""
-    if optimizer.lower() not in ("adam", "adamw"):
+    argument parser wraps it). SGD, with momentum or not, updates in place. (CUDA's default,
+    one update over all parameters at once, holds one temporary the size of all of them
+    instead.)"""
+    if not _is_adam(optimizer):
         return 0
     most = previous = 0
     for nbytes in parameter_bytes:
@@ -123,8 +124,12 @@ def optimizer_state_bytes(optimizer: str, parameter_bytes: list[int]) -> int:
     `OPTIMIZER_STATE_COPIES` copies of each, and Adam's and AdamW's step counter per
     parameter, a 0-dim float32 tensor (PyTorch's default: on the CPU, neither fused nor
     capturable)."""
-    counters = ADAM_STEP_BYTES * len(parameter_bytes) if optimizer.lower() in ("adam", "adamw") else 0
+    counters = ADAM_STEP_BYTES * len(parameter_bytes) if _is_adam(optimizer) else 0
     return optimizer_state_copies(optimizer) * sum(parameter_bytes) + counters
+
+
+def _is_adam(optimizer: str) -> bool:
+    return optimizer.lower() in ("adam", "adamw")
 
 
 def optimizer_state_copies(optimizer: str) -> int:
@@ -176,28 +181,28 @@ def _wrapped_numbers(graph: Graph) -> list[tuple[int, int, int]]:
     (`EngineNotes.saved_numbers`, held longer). NFNets multiply by such numbers: an
     inference peak 8 B short without them."""
     kept = {op for op, _ in graph.engine.saved_numbers}
-    return [
-        (index, index, WRAPPED_NUMBER_BYTES)
-        for index, op in enumerate(graph.ops)
-        for argument in op.args
-        if type(argument) in _WRAPPED_NUMBERS and index not in kept  # type(): twice isinstance's speed here
-    ]
-
-
-_WRAPPED_NUMBERS = frozenset({WrappedFloat, WrappedInt})
+    return _numbers_wrapped((index, op) for index, op in enumerate(graph.ops) if index not in kept)
 
 
 def _wrapped_in_python(graph: Graph) -> list[tuple[int, int, int]]:
     """Each number an op of a Python backward took where a tensor goes (`1 + t` in timm's
-    Swish backward), as `_liveness` takes it: a tensor of its own while that op runs, as
-    `_wrapped_numbers` takes the forward's."""
+    Swish backward), as `_wrapped_numbers` takes the forward's."""
     forward = len(graph.ops)
+    return _numbers_wrapped((forward + i, graph.backward_ops[i]) for i in sorted(graph.engine.python_ops))
+
+
+def _numbers_wrapped(steps: Iterable[tuple[int, OpNode]]) -> list[tuple[int, int, int]]:
+    """Per number among the arguments of the ops (each with its step), as `_liveness` takes
+    it: a tensor of its own while its op runs."""
     return [
-        (forward + index, forward + index, WRAPPED_NUMBER_BYTES)
-        for index in sorted(graph.engine.python_ops)
-        for argument in graph.backward_ops[index].args
-        if type(argument) in _WRAPPED_NUMBERS
+        (step, step, WRAPPED_NUMBER_BYTES)
+        for step, op in steps
+        for argument in op.args
+        if type(argument) in _WRAPPED_NUMBERS  # type(): twice isinstance's speed here
     ]
+
+
+_WRAPPED_NUMBERS = frozenset({WrappedFloat, WrappedInt})
 
 
 def _held_for_backward(graph: Graph) -> set[int]:
