@@ -220,7 +220,7 @@ def read_csv_report(path: str | Path) -> Side:
     Names come back exactly as the model had them (`archprof.report.csv_cell` undone, line
     breaks inside quoted cells kept). A byte-order mark (Excel's "CSV UTF-8") is skipped."""
     path = Path(path)
-    return Side(path.stem, [row for _, row in _read_rows(path, _REQUIRED)])
+    return Side(path.stem, _read_rows(path, _REQUIRED))
 
 
 def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
@@ -231,12 +231,12 @@ def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
     None for covers_input. A file that is not a report, or a cell a report cannot hold, raises
     ArchprofError naming the column and line."""
 
-    return [row for _, row in _read_rows(Path(path))]
+    return _read_rows(Path(path))
 
 
-def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[tuple[int, dict[str, Any]]]:
-    """(line, the columns `names`, default every report column the file has) of every row,
-    each cell read by its column's reader; the line is the row's last physical one (a quoted
+def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The columns `names` (default every report column the file has) of every row, each
+    cell read by its column's reader; an error names the row's last physical line (a quoted
     cell may span several)."""
 
     text = read_text(path, "report")
@@ -260,7 +260,7 @@ def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[tuple[int
                     row[name] = read(raw[name] or "")
                 except ValueError as exc:
                     raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, {exc}") from None
-            rows.append((line, row))
+            rows.append(row)
     return rows
 
 
