@@ -185,7 +185,10 @@ def on_meta() -> Iterator[None]:
         yield
 
 
-_LAZY = torch.nn.parameter.UninitializedTensorMixin  # a lazy module's: no shape to move yet
+def is_uninitialised(tensor: torch.Tensor) -> bool:
+    """A lazy layer's parameter or buffer before its first call: no shape, nothing to copy,
+    move or count yet."""
+    return isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
 
 
 @contextlib.contextmanager
@@ -197,12 +200,12 @@ def weights_on_meta() -> Iterator[None]:
     register_buffer = torch.nn.Module.register_buffer
 
     def register_meta_parameter(module, name, param):
-        if param is not None and not param.is_meta and not isinstance(param, _LAZY):
+        if param is not None and not param.is_meta and not is_uninitialised(param):
             param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
         register_parameter(module, name, param)
 
     def register_meta_buffer(module, name, tensor, persistent=True):
-        if tensor is not None and not isinstance(tensor, _LAZY):
+        if tensor is not None and not is_uninitialised(tensor):
             tensor = tensor.to("meta")
         register_buffer(module, name, tensor, persistent=persistent)
 

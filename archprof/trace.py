@@ -23,6 +23,7 @@ import torch
 from archprof.errors import ArchprofError, is_meta_limitation, memory_for, short_reason
 from archprof.graph import EngineNotes, Graph, OpNode, ParameterInfo, TensorMeta
 from archprof.kernels import DeviceKernels
+from archprof.meta import is_uninitialised
 from archprof.recorder import Recorder, input_shapes_text
 from archprof.replay import MODULE_INTERNALS, Replays
 from archprof.shortcuts import Shortcut, shortcut_for
@@ -216,7 +217,6 @@ def trace(
 
 
 _LazyModule = torch.nn.modules.lazy.LazyModuleMixin
-_Uninitialised = torch.nn.parameter.UninitializedTensorMixin
 
 
 def _named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -274,7 +274,7 @@ def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
     kind, shape and dtype (a lazy one stays uninitialised, on meta): no data is copied."""
     memo: dict[int, Any] = {}
     for tensor in (*model.parameters(), *model.buffers()):
-        if isinstance(tensor, _Uninitialised):
+        if is_uninitialised(tensor):
             kind = type(tensor)
             memo[id(tensor)] = kind(requires_grad=tensor.requires_grad, device="meta", dtype=tensor.dtype)
         elif isinstance(tensor, torch.nn.Parameter):
@@ -577,7 +577,7 @@ def _stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) -
     creating and swapping 320 tensors, a fifth of the trace)."""
     return all(
         tensor.is_meta
-        and not isinstance(tensor, _Uninitialised)
+        and not is_uninitialised(tensor)
         and (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype)
         for tensor in tensors
     )
@@ -657,7 +657,7 @@ def _stand_ins(
     stand_ins: dict[int, torch.Tensor] = {}
     parameters: list[ParameterInfo] = []
     for name, tensor, is_buffer in named:
-        if isinstance(tensor, _Uninitialised):
+        if is_uninitialised(tensor):
             raise ArchprofError(f"'{name}' is a lazy parameter not yet initialised: run one forward pass first")
         target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
         stand_in = torch.empty(tensor.shape, dtype=target, device="meta")

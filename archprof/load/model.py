@@ -14,6 +14,7 @@ import torch
 from archprof.errors import ArchprofError, first_line
 from archprof.load.common import quiet
 from archprof.load.inputs import InputSpec
+from archprof.meta import is_uninitialised
 
 # -- the loaded model ----------------------------------------------------------------------
 
@@ -81,16 +82,13 @@ class LoadedModel:
         return module
 
 
-_Uninitialised = torch.nn.parameter.UninitializedTensorMixin
-
-
 def _copy(module: torch.nn.Module) -> torch.nn.Module:
     """A deep copy, a lazy layer's parameters and buffers not yet made staying so (they
     cannot be copied): its first forward makes them."""
     memo = {
         id(t): type(t)(requires_grad=t.requires_grad, device=t.device, dtype=t.dtype)
         for t in (*module.parameters(), *module.buffers())
-        if isinstance(t, _Uninitialised)
+        if is_uninitialised(t)
     }
     return copy.deepcopy(module, memo)
 

@@ -12,6 +12,7 @@ import torch
 from archprof.errors import ArchprofError
 from archprof.load.common import lookup_path, printable_errors, resolve_path, unreadable
 from archprof.load.files import archive_kind, state_dict_in, torch_load
+from archprof.meta import is_uninitialised
 
 # -- weights -------------------------------------------------------------------------------
 
@@ -99,10 +100,7 @@ def _safetensors(path: Path, spec: str, device: str) -> dict[str, torch.Tensor]:
 def check_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], name: str, path: Any) -> None:
     # A lazy layer's tensors have no shape before its first call: any shape fits them (loading
     # the checkpoint gives them its own, as torch's load_state_dict does).
-    expected = {
-        k: None if isinstance(v, torch.nn.parameter.UninitializedTensorMixin) else tuple(v.shape)
-        for k, v in module.state_dict().items()
-    }
+    expected = {k: None if is_uninitialised(v) else tuple(v.shape) for k, v in module.state_dict().items()}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k, shape in expected.items() if k in state and shape is not None and tuple(state[k].shape) != shape]

@@ -32,6 +32,7 @@ from archprof.analysis import Analysis, analysis
 from archprof.errors import ArchprofError, first_line
 from archprof.load import InputsLike, LoadedModel
 from archprof.measure.device import ForwardInputs, device_name, random_inputs
+from archprof.meta import is_uninitialised
 from archprof.passes.memory import optimizer_state_copies
 from archprof.random_state import random_state_kept
 from archprof.structure import tensors_in
@@ -103,7 +104,7 @@ def measure_memory(
         arguments = (inputs.args, inputs.kwargs)
         try:
             with forward_exits_as_errors(name):
-                if any(isinstance(t, _Uninitialised) for t in (*module.parameters(), *module.buffers())):
+                if any(is_uninitialised(t) for t in (*module.parameters(), *module.buffers())):
                     _inference_step(module, inputs)  # lazy layers make their tensors: measure the calls after
                 inference = measured_peak(
                     lambda: _inference_step(module, inputs), device, before, held_bytes(module, arguments)
@@ -121,14 +122,11 @@ def measure_memory(
     return Measured(device_name(device), inference, trained)
 
 
-_Uninitialised = torch.nn.parameter.UninitializedTensorMixin  # a lazy layer's, before its first call
-
-
 def held_bytes(module: torch.nn.Module, *held: Any) -> int:
     """The bytes of the module's parameters and buffers and of the tensors in `held` (inputs,
     an optimizer's state), each tensor once; a lazy layer's, not made yet, hold none."""
     tensors = {id(t): t for t in (*module.parameters(), *module.buffers(), *tensors_in(list(held)))}
-    return sum(t.numel() * t.element_size() for t in tensors.values() if not isinstance(t, _Uninitialised))
+    return sum(t.numel() * t.element_size() for t in tensors.values() if not is_uninitialised(t))
 
 
 def peak_bytes(device: torch.device, before: int, run: Callable[[], Any]) -> int:
