@@ -12,6 +12,8 @@ answers without their forward running through `answer_directly`.
 from __future__ import annotations
 
 import dataclasses
+import gc
+import sys
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -269,12 +271,20 @@ class Recorder(TorchDispatchMode):
                         dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
                         raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
             out = None
+            imported = len(sys.modules)
             if info.shape is not None and not self._real:
                 out = _answer_from_formula(func, info, args, kwargs, tensors)
                 if out is None and not (info.writes_input or info.is_view):
                     out = self._meta_answers.answer(func, info, args, kwargs, tensors)
             if out is None:
                 out = func(*args, **kwargs)
+            if len(sys.modules) != imported:
+                # A decomposition's first call imported a module (torch._dynamo, by
+                # torch._compile's wrapper): the import's frames, left in reference cycles,
+                # hold the frames below them, the model's forward with its locals, until the
+                # collector runs, which it does not in a trace (`collector_paused`). Eager
+                # PyTorch frees those locals as the forward returns (a kernel imports nothing).
+                gc.collect()
             self._record(info, args, kwargs, tensors, out)
             return out
         except Exception as exc:  # TorchScript's interpreter passes it on as a bare RuntimeError

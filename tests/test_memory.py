@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,6 +153,37 @@ def test_the_first_analysis_in_a_process_holds_what_the_later_ones_hold():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["976", "976"]
+
+
+def test_the_first_analysis_in_a_process_holds_the_forwards_locals():
+    """A bool map's sum runs PyTorch's Python decomposition on meta, whose first call imports
+    torch._dynamo; the import's frames, in reference cycles, held the forward's frame and its
+    locals past its return while the collector was paused, so the first analysis in a
+    process (every CLI call) freed them at their last reader: 311,304 B where the profiler
+    measures 475,144 (the second analysis said so). Run in a fresh process, the oracle after."""
+    script = (
+        "import sys, torch, archprof\n"
+        "from torch import nn\n"
+        "from tests.memory_oracle import profiled_peaks\n"
+        "class Masked(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.c, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1)\n"
+        "    def forward(self, x):\n"
+        "        y = self.c(x)\n"
+        "        t = y > 0\n"
+        "        w = t.sum()\n"
+        "        return self.c2(y) * w\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "print(archprof.analyze(Masked().eval(), input_size=(3, 64, 64)).totals.peak_activation_bytes)\n"
+        "x = torch.randn(1, 3, 64, 64)\n"
+        "print(profiled_peaks(Masked().eval(), x)[1] + x.nbytes)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    )
+    predicted, measured = done.stdout.split()[-2:]
+    assert predicted == measured
 
 
 def test_rollup_keeps_the_peak_and_names_the_ancestor():
