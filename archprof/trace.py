@@ -357,13 +357,13 @@ def _put_back(tables: list[tuple[dict, dict]]) -> None:
     no tensor or submodule the forward registered (a TorchScript submodule's table, whose
     names are fixed, gets its own back)."""
     for table, held in tables:
-        # list(): a TorchScript table's keys() is a list, never equal to a dict's keys view.
-        if list(table.keys()) != list(held) or any(table[name] is not value for name, value in held.items()):
-            if isinstance(table, dict):
+        if isinstance(table, dict):
+            if table or held:  # refilled unasked: cheaper than asking whether it changed
                 table.clear()
                 table.update(held)
-            else:  # a TorchScript submodule's table: its names are fixed, and it has no clear()
-                for name, value in held.items():
+        else:  # a TorchScript submodule's table: its names are fixed, and it has no clear()
+            for name, value in held.items():
+                if table[name] is not value:
                     table[name] = value
 
 
