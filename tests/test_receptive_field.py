@@ -940,3 +940,23 @@ def test_cli_rf_prints_the_table_and_where_the_field_covers_the_input(tmp_path):
     done = runner.invoke(app, ["rf", "alexnet", "-o", str(tmp_path / "rf.txt")])
     assert done.exit_code == 0 and "195x195" in (tmp_path / "rf.txt").read_text()
     assert runner.invoke(app, ["rf", "no_such_model"]).exit_code == 2
+
+
+class _StatisticsByHand(nn.Module):
+    """An instance norm written as the reductions it computes."""
+
+    def forward(self, x):
+        mean, var = x.mean((2, 3), keepdim=True), x.var((2, 3), keepdim=True, unbiased=False)
+        return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+@pytest.mark.parametrize("norm", [nn.GroupNorm(2, 4), nn.InstanceNorm2d(4), nn.LayerNorm((4, 7, 8)), nn.BatchNorm2d(4)])
+def test_a_normalisation_is_pointwise_by_convention(norm):
+    """Its statistics are not part of the field (README, formulas.md): after a 3x3
+    convolution the field stays 3x3, in evaluation and in a training trace; the same
+    statistics written as reductions read every position."""
+    for training in (False, True):
+        report = archprof.analyze(nn.Sequential(nn.Conv2d(1, 4, 3), norm), input_size=(1, 9, 10), training=training)
+        assert row(report)["receptive_field"] == (3, 3)
+    by_hand = archprof.analyze(nn.Sequential(nn.Conv2d(1, 4, 3), _StatisticsByHand()), input_size=(1, 9, 10))
+    assert row(by_hand)["receptive_field"] == "input"
