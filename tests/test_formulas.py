@@ -6,6 +6,7 @@ from torch import nn
 
 import archprof
 from archprof.operators.shapes import conv_output_size, pool_output_size, transposed_conv_output_size
+from archprof.passes.flops import op_cost
 from tests.models import Calls
 
 
@@ -190,3 +191,73 @@ def test_mixed_dtypes_that_a_real_forward_refuses_are_refused():
         model(torch.randn(1, 4))
     with pytest.raises(archprof.ArchprofError, match="one dtype"):
         archprof.analyze(model, input_size=(4,))
+
+
+class _Antialiased(nn.Module):
+    """F.interpolate with antialias=True to `size`, the input's gradient not asked for (so a
+    training step runs the interpolation's backward only through `scale`)."""
+
+    def __init__(self, mode: str, size: tuple[int, int]):
+        super().__init__()
+        self.mode, self.size = mode, size
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return nn.functional.interpolate(x * self.scale, size=self.size, mode=self.mode, antialias=True)
+
+
+def _taps_per_output(mode: str, size_in: tuple[int, int], size_out: tuple[int, int]) -> torch.Tensor:
+    """The oracle: how many inputs each output reads, the nonzero entries of its row of the
+    Jacobian (float64, inputs away from zero, two draws united against a chance zero)."""
+    rows = []
+    for seed in (0, 1):
+        x = torch.rand(1, 1, *size_in, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) + 0.5
+
+        def resample(t):
+            return nn.functional.interpolate(t, size=size_out, mode=mode, antialias=True).flatten()
+
+        rows.append(torch.autograd.functional.jacobian(resample, x).reshape(size_out[0] * size_out[1], -1) != 0)
+    return (rows[0] | rows[1]).sum(1)
+
+
+ANTIALIASED = [
+    ("bilinear", (32, 32), (8, 8)),  # downsampling by 4: windows of 8 inputs, 6 at the borders
+    ("bicubic", (32, 32), (8, 8)),  # 16 wide, 10 at the borders
+    ("bilinear", (30, 30), (7, 7)),  # a scale of 30/7: windows of different widths
+    ("bicubic", (30, 30), (7, 7)),
+    ("bilinear", (30, 32), (7, 8)),  # each axis its own scale
+    ("bicubic", (8, 8), (16, 16)),  # upsampling: the plain kernel's window, clipped at the borders
+    ("bilinear", (8, 8), (16, 16)),
+]
+
+
+@pytest.mark.parametrize(("mode", "size_in", "size_out"), ANTIALIASED)
+def test_an_antialiased_interpolation_costs_2t_minus_1_over_the_inputs_each_output_reads(mode, size_in, size_out):
+    """docs/formulas.md: an interpolation over T inputs costs 2T - 1 per output; with antialias
+    T widens with a downsampling's scale (a bilinear 32 -> 8 reads 56 inputs per output on
+    average, where the plain kernel's 4 were counted), for each channel and batch element."""
+    taps = _taps_per_output(mode, size_in, size_out)
+    per_channel = int((2 * taps - 1).sum())
+    report = archprof.analyze(_Antialiased(mode, size_out), input_size=(3, *size_in), batch=2)
+    assert report.totals.elementwise_flops == 2 * 3 * per_channel + 2 * 3 * size_in[0] * size_in[1]  # x * scale
+
+
+@pytest.mark.parametrize(("mode", "size_in", "size_out"), ANTIALIASED)
+def test_an_antialiased_interpolations_gradient_costs_2t_per_output_gradient(mode, size_in, size_out):
+    """The gradient spreads each output gradient over its T inputs: 2T per element."""
+    taps = _taps_per_output(mode, size_in, size_out)
+    report = archprof.analyze(_Antialiased(mode, size_out), input_size=(1, *size_in), training=True)
+    interpolation = [op for op in report.graph.backward_ops if op.op.endswith("_aa_backward")]
+    assert len(interpolation) == 1
+    assert op_cost(interpolation[0]).elementwise_flops == int((2 * taps).sum())
+
+
+def test_an_antialiased_interpolation_to_the_same_size_is_a_copy():
+    """PyTorch's kernel copies the input when no size changes (each output reads one input,
+    with weight 1): free, as any copy; an axis whose size does not change is copied too."""
+    same = archprof.analyze(_Antialiased("bicubic", (9, 9)), input_size=(1, 9, 9))
+    assert same.totals.elementwise_flops == 81  # x * scale only
+    taps = _taps_per_output("bicubic", (9, 12), (9, 5))
+    assert bool((taps == taps.reshape(9, 5)[0].repeat(9)).all())  # rows: one input each
+    one_axis = archprof.analyze(_Antialiased("bicubic", (9, 5)), input_size=(1, 9, 12))
+    assert one_axis.totals.elementwise_flops == 9 * 12 + int((2 * taps - 1).sum())

@@ -383,6 +383,10 @@ def _elementwise_step(op: OpNode, formula, flops: int, out: Sequence[int]) -> St
     if "adaptive" in op.op:
         counted = "the sum of every output's window size"
         return Step("elementwise FLOPs", counted + (" - numel(out)" if "max" in op.op else ""), "", flops)
+    if op.op.endswith(("_aa", "_aa_backward")):
+        # T varies from output to output (the antialias filter's window, clipped at the
+        # borders): no one figure per element to multiply out
+        return Step("elementwise FLOPs", doc.rstrip("."), "", flops)
     if doc.endswith("per output element.") and prod(out):
         per = flops // prod(out)
         worked = f"{per} · {product_text(out)}"

@@ -198,8 +198,10 @@ for _name, _inputs, _dims in (
         shapes.resampled_shape(_dims),
         layout=Layout.SUGGESTED,
     )
-_add(Family.WINDOW, "_upsample_bilinear2d_aa", costs.interpolation_cost(4))
-_add(Family.WINDOW, "_upsample_bicubic2d_aa", costs.interpolation_cost(16))
+# antialias=True: the filter's window, per axis 2 (bilinear) or 4 (bicubic) taps wide,
+# widens with a downsampling's scale
+_add(Family.WINDOW, "_upsample_bilinear2d_aa", costs.antialiased_cost(2))
+_add(Family.WINDOW, "_upsample_bicubic2d_aa", costs.antialiased_cost(4))
 # A spatial transformer: the sampling grid, a matrix product per location (F.affine_grid),
 # then each output sampled from it as an interpolation is (F.grid_sample).
 _add(Family.WINDOW, "affine_grid_generator", costs.affine_grid_cost)
@@ -358,10 +360,10 @@ for _name, _taps in (
     ("upsample_bilinear2d_backward", 4),
     ("upsample_trilinear3d_backward", 8),
     ("upsample_bicubic2d_backward", 16),
-    ("_upsample_bilinear2d_aa_backward", 4),
-    ("_upsample_bicubic2d_aa_backward", 16),
 ):
     _add(Family.WINDOW, _name, costs.spread_backward_cost(_taps))
+_add(Family.WINDOW, "_upsample_bilinear2d_aa_backward", costs.antialiased_backward_cost(2))
+_add(Family.WINDOW, "_upsample_bicubic2d_aa_backward", costs.antialiased_backward_cost(4))
 # The gradient of a view (select, slice) written into zeros of its base's shape: a new
 # contiguous tensor whatever the gradient's layout.
 _add(

@@ -22,14 +22,19 @@ Conventions (documented in README.md):
     output; a vector norm 2 per input element (power and accumulate) and a root per output;
   - interpolation: a weighted sum of `T` taps, `2T - 1` per output (T multiplies, T - 1
     additions): linear 3, bilinear 7 (4 multiplies + 3 adds), trilinear 15, bicubic 31;
-    nearest-neighbour resampling copies (free).
+    with antialias, T is the product of the filter's windows along H and W, which
+    downsampling widens (`antialiased_windows`); nearest-neighbour resampling copies (free).
 - Data movement (views, copies, concatenation, indexing, padding) and creation cost nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import struct
+from collections.abc import Callable, Sequence
 from math import prod
+
+import torch
 
 from archprof.graph import value_record
 
@@ -48,6 +53,13 @@ FREE = Cost()
 def free(*args, out: Shape, **kwargs) -> Cost:
     """Data movement and creation: no arithmetic."""
     return FREE
+
+
+def reads_dtype(cost: Callable[..., Cost]) -> Callable[..., Cost]:
+    """Marks a formula whose count depends on the op's floating-point arithmetic (where a
+    rounded coordinate falls): `op_cost` passes it the op's output dtype as `dtype`."""
+    cost.reads_dtype = True
+    return cost
 
 
 def per_output_element(flops_per_element: int) -> Callable[..., Cost]:
@@ -286,6 +298,106 @@ def grid_sample_cost(x: Shape, grid: Shape, interpolation_mode: int, *args, out:
 def interpolation_cost(taps: int) -> Callable[..., Cost]:
     """A weighted sum of `taps` inputs per output: taps multiplies and taps - 1 additions."""
     return per_output_element(2 * taps - 1)
+
+
+# --- Anti-aliased interpolation (F.interpolate(..., antialias=True)) ----------------------
+# PyTorch's CPU kernel (UpSampleKernel.cpp, `_compute_indices_min_size_weights_aa`) reads,
+# for output i along an axis, the inputs xmin .. xmin + xsize - 1 around its centre
+# scale * (i + 0.5), where scale = inputs per output: a filter of `filter_taps / 2` input
+# units either side (the plain kernel's 2 or 4 taps), widened by the scale when downsampling
+# so that every input is seen, clipped at the borders. Each output is a weighted sum over
+# the rows' and columns' windows: T = xsize * ysize inputs.
+
+
+def antialiased_cost(filter_taps: int) -> Callable[..., Cost]:
+    """`_upsample_bilinear2d_aa` (filter_taps 2) and `_upsample_bicubic2d_aa` (4)."""
+
+    def cost(x: Shape, output_size, align_corners, *scales, out: Shape, dtype=torch.float32, **kwargs) -> Cost:
+        if tuple(x[-2:]) == tuple(out[-2:]):
+            return FREE  # the kernel copies its input
+        # An axis whose size does not change the forward kernel copies, not filters: one
+        # input per output along it.
+        reads = _total_reads(x, out, filter_taps, _scale_factors(scales, kwargs), align_corners, dtype, True)
+        return Cost(elementwise_flops=2 * reads - prod(out))
+
+    cost.__doc__ = (
+        f"2T - 1 summed over the outputs, T = the antialias filter's rows x columns ({filter_taps} taps each way,"
+        " widened by a downsampling)."
+    )
+    return reads_dtype(cost)
+
+
+def antialiased_backward_cost(filter_taps: int) -> Callable[..., Cost]:
+    """The gradient of an anti-aliased interpolation: each output gradient, times each of
+    its T inputs' weights, added into their gradients."""
+
+    def cost(grad: Shape, output_size, input_size, align_corners, *scales, out: Shape, dtype=torch.float32, **kwargs):
+        # the backward kernel filters every axis, even one whose size does not change
+        reads = _total_reads(input_size, grad, filter_taps, _scale_factors(scales, kwargs), align_corners, dtype, False)
+        return Cost(elementwise_flops=2 * reads)
+
+    cost.__doc__ = (
+        f"2T summed over the output gradient's elements, T = the antialias filter's rows x columns"
+        f" ({filter_taps} taps each way, widened by a downsampling)."
+    )
+    return reads_dtype(cost)
+
+
+def _total_reads(x: Shape, out: Shape, filter_taps: int, factors, align_corners, dtype, copies_unchanged: bool) -> int:
+    """The sum over all outputs of T = rows x columns read: separable, the product of the
+    sums along H and along W, for every batch element and channel."""
+    total = prod(out[:-2])
+    for size_in, size_out, factor in zip(x[-2:], out[-2:], factors, strict=True):
+        if copies_unchanged and size_in == size_out:
+            total *= size_out
+        else:
+            total *= sum(antialiased_windows(size_in, size_out, filter_taps, factor, align_corners, dtype))
+    return total
+
+
+def antialiased_windows(
+    size_in: int, size_out: int, filter_taps: int, factor: float | None, align_corners: bool, dtype: torch.dtype
+) -> list[int]:
+    """How many inputs each output reads along one axis (xsize), as PyTorch computes it, in
+    its arithmetic: float64 for a float64 tensor, float32 otherwise (a centre that lands on
+    a whole number after rounding moves a window's edge)."""
+    real = float if dtype == torch.float64 else _as_float32
+    scale = _inputs_per_output(size_in, size_out, factor, align_corners, real)
+    support = real(filter_taps / 2 * scale) if scale >= 1 else filter_taps / 2
+    widest = math.ceil(support) * 2 + 1
+    sizes = []
+    for i in range(size_out):
+        centre = real(scale * (i + 0.5))
+        # int() truncates toward zero, as the kernel's static_cast<int64_t> does
+        first = max(int(real(centre - support) + 0.5), 0)
+        end = min(int(real(centre + support) + 0.5), size_in)
+        sizes.append(min(max(end - first, 0), widest))
+    return sizes
+
+
+def _inputs_per_output(size_in: int, size_out: int, factor: float | None, align_corners: bool, real) -> float:
+    """PyTorch's `area_pixel_compute_scale`: (n - 1) / (o - 1) with align_corners, else
+    1 / the user's scale factor, else n / o."""
+    if align_corners:
+        return real((size_in - 1) / (size_out - 1)) if size_out > 1 else 0.0
+    if factor is not None and factor > 0:
+        return real(1.0 / factor)
+    return real(size_in / size_out)
+
+
+def _scale_factors(scales: Sequence, kwargs: dict) -> tuple[float | None, float | None]:
+    """The user's (H, W) scale factors, None where the sizes decide: positional
+    (scales_h, scales_w), keywords, or the .vec overload's one list."""
+    if scales and isinstance(scales[0], (list, tuple)):
+        return tuple(scales[0])
+    if "scale_factors" in kwargs and kwargs["scale_factors"] is not None:
+        return tuple(kwargs["scale_factors"])
+    positional = [*scales[:2], None, None][:2]
+    return kwargs.get("scales_h", positional[0]), kwargs.get("scales_w", positional[1])
+
+
+def _as_float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def expand(value, dims: int) -> tuple[int, ...]:
