@@ -361,7 +361,7 @@ def antialiased_windows(
     """How many inputs each output reads along one axis (xsize), as PyTorch computes it, in
     its arithmetic: float64 for a float64 tensor, float32 otherwise (a centre that lands on
     a whole number after rounding moves a window's edge)."""
-    real = float if dtype == torch.float64 else _as_float32
+    real = float if dtype == torch.float64 else float32_rounded
     scale = _inputs_per_output(size_in, size_out, factor, align_corners, real)
     support = real(filter_taps / 2 * scale) if scale >= 1 else filter_taps / 2
     widest = math.ceil(support) * 2 + 1
@@ -396,7 +396,9 @@ def _scale_factors(scales: Sequence, kwargs: dict) -> tuple[float | None, float 
     return kwargs.get("scales_h", positional[0]), kwargs.get("scales_w", positional[1])
 
 
-def _as_float32(value: float) -> float:
+def float32_rounded(value: float) -> float:
+    """`value` rounded to float32 (a product or quotient of float32 numbers rounded once to
+    double, then to float32, is the float32 result): a CPU kernel's arithmetic in float."""
     return struct.unpack("f", struct.pack("f", value))[0]
 
 

@@ -6,7 +6,6 @@ axis, which units of its input unit u reads (an `AxisMap` derived from the input
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from functools import cache
@@ -15,6 +14,7 @@ import torch
 
 from archprof.graph import OpNode, TensorMeta
 from archprof.operators import OPERATORS, Family, operator_named
+from archprof.operators.costs import float32_rounded
 from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
 from archprof.passes.receptive_field.walk import (
     UNEVEN,
@@ -773,17 +773,17 @@ def _nearest(walk: Walk, op: OpNode) -> State:
         if n == o and not exact:
             return parent
         ratio = _ratio(n, o, factor)
-        scale = _f32(1.0 / factor) if factor is not None and factor > 0 else _f32(n / o)
+        scale = float32_rounded(1.0 / factor) if factor is not None and factor > 0 else float32_rounded(n / o)
 
         def reads(u: int) -> tuple[Interval]:
             if not 0 <= u < o:  # past the border: the formula, continued
                 i = math.floor((u + Fraction(1, 2) if exact else u) * ratio)
             elif exact:
-                i = min(math.floor(_f32((u + 0.5) * scale)), n - 1)
+                i = min(math.floor(float32_rounded((u + 0.5) * scale)), n - 1)
             elif o == 2 * n:
                 i = u >> 1
             else:
-                i = min(math.floor(_f32(u * scale)), n - 1)
+                i = min(math.floor(float32_rounded(u * scale)), n - 1)
             return ((i, i),)
 
         return parent.derive(o, reads, ratio, period=_nearest_period(ratio, scale))
@@ -802,16 +802,10 @@ def _nearest_period(ratio: Fraction, scale: float) -> int | None:
     return k if exact else None
 
 
-def _f32(value: float) -> float:
-    """`value` rounded to float32 (a product or quotient of float32 numbers rounded once to
-    double, then to float32, is the float32 result)."""
-    return struct.unpack("f", struct.pack("f", value))[0]
-
-
 def _source(u: int, n: int, o: int, factor: float | None, align_corners: bool, dtype: torch.dtype, cubic: bool):
     """PyTorch's source coordinate of output u (area_pixel_compute_source_index), in the
     arithmetic of the op's dtype (double for float64, float otherwise)."""
-    real = float if dtype == torch.float64 else _f32
+    real = float if dtype == torch.float64 else float32_rounded
     if align_corners:
         scale = real((n - 1) / (o - 1)) if o > 1 else 0.0
         return real(scale * u)
@@ -824,7 +818,7 @@ def _source_index(x: float, n: int) -> int:
     """The input index below source coordinate x, as guard_index_and_lambda takes it: floorf,
     so in float32 even for a double x (15.999999999999998 is 16: 49 * 32/98, align_corners
     from 33 to 99), clamped to the map; the weight x - i of the next input is clamped at 0."""
-    return min(math.floor(_f32(x)), n - 1)
+    return min(math.floor(float32_rounded(x)), n - 1)
 
 
 @_rule("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d")
