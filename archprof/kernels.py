@@ -13,7 +13,8 @@ unchanged.
 
 It replaces, while active, the names through which models reach these functions:
 `torch.nn.functional.scaled_dot_product_attention` (what `F.scaled_dot_product_attention`
-and `nn.MultiheadAttention` call), `torch._VF.lstm` (what `nn.LSTM` calls),
+and `nn.MultiheadAttention` call), `torch._VF.lstm`, `gru`, `rnn_tanh` and `rnn_relu` (what
+`nn.LSTM`, `nn.GRU` and `nn.RNN` call),
 `torch.batch_norm` (what `F.batch_norm` calls), `torch.group_norm` (what
 `F.group_norm` calls) and `torch.nn.functional.linear` (what `nn.Linear` calls). A
 TorchFunctionMode would see every call however made, but costs every torch call of every
@@ -51,15 +52,20 @@ Modelled (PyTorch 2.x, CPU):
   place for a tensor that looks like a subclass, as every tensor does under a dispatch
   mode: a copy of the output that a real run never makes. Such a call on meta is run as
   the real one runs; any other keeps the composite road, the same there as anywhere.
-- recurrent layers: `nn.LSTM` in float32 with oneDNN enabled runs `mkldnn_rnn_layer` per
-  layer and direction (RNN.cpp's `use_mkldnn`); its workspace is sized by
-  `onednn_lstm_workspace_bytes`. GRU and plain RNN layers run the cell loop on the CPU too
-  (no oneDNN path), as do bfloat16 and float16 LSTMs (oneDNN's choice depends on the
-  processor's instructions there), LSTMs with projections and packed sequences.
+- recurrent layers: `nn.LSTM` runs `mkldnn_rnn_layer` per layer and direction where
+  RNN.cpp's `use_mkldnn` takes it (oneDNN enabled; float32, bfloat16 where the processor
+  has oneDNN's bfloat16 instructions, float16 likewise and only without autograd; no
+  projection); its workspace is sized by `onednn_lstm_workspace_bytes`. Every other LSTM,
+  and GRU and plain RNN layers (`torch._VF.gru`, `rnn_tanh`, `rnn_relu`), run RNN.cpp's own
+  layers, which on a CPU project the whole sequence's input in one product and then run
+  the cell per step on the hidden state alone; on meta they project each step apart, so
+  they are run here as the CPU runs them (`_cpu_lstm`, `_cpu_one_hidden_rnn`). Packed
+  sequences keep the composite road (a projection per step).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -67,6 +73,7 @@ from typing import Any
 
 import torch
 from torch._prims_common import suggest_memory_format
+from torch.utils._python_dispatch import _disable_current_modes
 
 ATTENTION = "scaled_dot_product_attention"
 LSTM = "lstm"
@@ -82,7 +89,7 @@ _NATIVE_GROUP_NORM = torch.ops.aten.native_group_norm.default
 
 
 class DeviceKernels:
-    """Routes attention, LSTM, batch-norm, group-norm and linear calls to the kernels a CPU
+    """Routes attention, recurrent, batch-norm, group-norm and linear calls to the kernels a CPU
     would run, while active (a context manager); counts each attention and LSTM choice in
     `chosen` ("scaled_dot_product_attention: CPU flash attention (...)" -> calls).
     Attention, LSTM, group-norm and linear calls on tensors off the meta device, and batch
@@ -108,6 +115,8 @@ class DeviceKernels:
         self._linear_function = torch.nn.functional.linear
         torch.nn.functional.scaled_dot_product_attention = self._routed_attention
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
+        for name, cell in _ONE_HIDDEN_CELLS.items():
+            setattr(torch._VF, name, functools.partial(_routed_one_hidden_rnn, name, cell))
         torch.batch_norm = self._routed_batch_norm
         torch.group_norm = self._routed_group_norm
         torch.nn.functional.linear = self._routed_linear
@@ -115,7 +124,8 @@ class DeviceKernels:
 
     def __exit__(self, *exc) -> None:
         torch.nn.functional.scaled_dot_product_attention = self._attention_function
-        del torch._VF.lstm
+        for name in (LSTM, *_ONE_HIDDEN_CELLS):
+            delattr(torch._VF, name)
         torch.batch_norm = self._batch_norm_function
         torch.group_norm = self._group_norm_function
         torch.nn.functional.linear = self._linear_function
@@ -153,9 +163,9 @@ class DeviceKernels:
         return output
 
     def _routed_linear(self, input, weight, bias=None):
-        if bias is None or input.device.type != "meta" or input.dim() == 2 or _flattened_by_linear(input, bias):
+        if input.device.type != "meta":
             return self._linear_function(input, weight, bias)
-        return torch.matmul(input, weight.t()).add_(bias)
+        return _cpu_linear(input, weight, bias)
 
     def _routed_attention(self, query, *args, **kwargs):
         if query.device.type != "meta":
@@ -187,9 +197,11 @@ class DeviceKernels:
         return output
 
     def _lstm(self, input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
-        if not onednn_lstm_kernel(input, hx, params, has_biases, num_layers, bidirectional):
+        if not onednn_lstm_kernel(input, hx):
             self.chosen[f"{LSTM}: {CELL_LOOP}"] += 1
-            return torch.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+            if not _has_steps(input, batch_first):  # the composite refuses it, as on a CPU
+                return torch.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+            return _cpu_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
         self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
         return _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
 
@@ -205,6 +217,15 @@ def _check_batch_norm_features(input, weight, bias, running_mean, running_var, t
     for name, tensor in named:
         if tensor is not None and tensor.numel() != features:
             raise RuntimeError(f"{name} should contain {features} elements not {tensor.numel()}")
+
+
+def _cpu_linear(input, weight, bias=None):
+    """at::linear as a real CPU run computes it: where it neither flattens the input into one
+    addmm nor takes a matrix, a product and the bias added in place (out of place under a
+    dispatch mode, for tensors that look like subclasses there)."""
+    if bias is None or input.dim() == 2 or _flattened_by_linear(input, bias):
+        return torch._C._nn.linear(input, weight, bias)
+    return torch.matmul(input, weight.t()).add_(bias)
 
 
 def _flattened_by_linear(input, bias) -> bool:
@@ -271,18 +292,34 @@ def _is_lstm_on_input(args) -> bool:
     return len(args) == 9 and isinstance(args[1], (list, tuple))
 
 
-def onednn_lstm_kernel(input, hx, params, has_biases: bool, num_layers: int, bidirectional: bool) -> bool:
-    """Whether a CPU runs this LSTM with oneDNN (RNN.cpp's use_mkldnn, float32 only, and
-    no projection: four or two weights per layer and direction)."""
-    directions = 2 if bidirectional else 1
-    per_layer = 4 if has_biases else 2
+def onednn_lstm_kernel(input, hx) -> bool:
+    """Whether a CPU runs this LSTM with oneDNN: RNN.cpp's use_mkldnn (float32; bfloat16
+    where the processor has oneDNN's bfloat16 instructions; float16 likewise, and only
+    without autograd) and no projection (hidden and cell states of one size)."""
+    h0, c0 = hx
     return (
         torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
-        and input.dtype == torch.float32
+        and _onednn_takes_dtype(input.dtype)
         and input.numel() != 0
-        and len(params) == num_layers * directions * per_layer
+        and h0.size(-1) == c0.size(-1)
     )
+
+
+def _onednn_takes_dtype(dtype: torch.dtype) -> bool:
+    if dtype == torch.bfloat16:
+        return _processor_supports(torch.ops.mkldnn._is_mkldnn_bf16_supported)
+    if dtype == torch.float16:
+        return not torch.is_grad_enabled() and _processor_supports(torch.ops.mkldnn._is_mkldnn_fp16_supported)
+    return dtype == torch.float32
+
+
+@functools.cache
+def _processor_supports(check) -> bool:
+    """One of oneDNN's processor checks, asked once, outside the trace's dispatch mode (where
+    the operator would be recorded)."""
+    with _disable_current_modes():
+        return bool(check())
 
 
 def _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
@@ -291,8 +328,8 @@ def _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidi
     layers in training, the final states stacked."""
     h0, c0 = hx
     directions = 2 if bidirectional else 1
-    per_layer = 4 if has_biases else 2
     hidden_size = h0.size(2)
+    weights = _cell_weights(params, has_biases, projected=False)
     layer_input = (input.transpose(0, 1) if batch_first else input).contiguous()
     h0, c0 = h0.contiguous(), c0.contiguous()
     last_h, last_c = [], []
@@ -300,14 +337,12 @@ def _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidi
         outputs = []
         for direction in range(directions):
             index = layer * directions + direction
-            weights = params[index * per_layer : (index + 1) * per_layer]
-            if has_biases:
-                bias_ih, bias_hh = weights[2], weights[3]
-            else:  # RNN.cpp passes zeros the shapes of the weights as biases
-                bias_hh = torch.zeros(weights[1].shape, dtype=weights[1].dtype, device=weights[1].device)
-                bias_ih = torch.zeros(weights[0].shape, dtype=weights[0].dtype, device=weights[0].device)
+            w_ih, w_hh, bias_ih, bias_hh, _ = weights[index]
+            if not has_biases:  # RNN.cpp passes zeros the shapes of the weights as biases
+                bias_hh = torch.zeros(w_hh.shape, dtype=w_hh.dtype, device=w_hh.device)
+                bias_ih = torch.zeros(w_ih.shape, dtype=w_ih.dtype, device=w_ih.device)
             output, hy, cy, _ = torch.ops.aten.mkldnn_rnn_layer(
-                layer_input, weights[0], weights[1], bias_ih, bias_hh, h0[index], c0[index], direction > 0, [],
+                layer_input, w_ih, w_hh, bias_ih, bias_hh, h0[index], c0[index], direction > 0, [],
                 _ONEDNN_LSTM_MODE, hidden_size, num_layers, has_biases, bidirectional, batch_first, train,
             )  # fmt: skip
             outputs.append(output)
@@ -320,19 +355,190 @@ def _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidi
     return output, torch.stack(last_h, 0), torch.stack(last_c, 0)
 
 
-def onednn_lstm_workspace_bytes(steps: int, batch: int, input_size: int, hidden_size: int) -> int:
-    """Bytes of the workspace oneDNN's float32 LSTM returns for one layer and direction
-    (oneDNN's rnn_utils set_workspace_sizes / set_offsets): gates, hidden states, three
-    copies of the layer states (the iteration states are registered twice), the cell states
-    and their gradient, each region starting on a 4 KiB page. Measured on the CPU kernel
-    over a grid of sizes (tests/test_memory_kernels.py)."""
-    size = 4  # float32
-    states_ld = _good_leading_dimension(max(input_size, hidden_size))
+# --- RNN.cpp's own layers, as a CPU runs them ---------------------------------------------------
+# On a CPU, FullLayer and FullBidirectionalLayer project the whole sequence's input at once
+# (one product over steps x batch rows, `if (input.device().is_cpu())`), then run the cell
+# per step on the hidden product alone; anywhere else, the meta device included, each step
+# projects its own input. The functions below take the CPU's branch on meta tensors, issuing
+# its aten ops in its order, in place where it writes in place.
+
+
+def _routed_one_hidden_rnn(name: str, cell, *args, **kwargs):
+    """torch._VF.gru, rnn_tanh and rnn_relu while DeviceKernels is active."""
+    if (
+        kwargs
+        or not _is_one_hidden_rnn_on_input(args)
+        or args[0].device.type != "meta"
+        or not _has_steps(args[0], batch_first=args[8])
+    ):
+        return getattr(torch._C._VariableFunctions, name)(*args, **kwargs)
+    return _cpu_one_hidden_rnn(cell, *args)
+
+
+def _is_one_hidden_rnn_on_input(args) -> bool:
+    """The form for padded input, (input, hx, params, ...); not the packed one, (data,
+    batch_sizes, hx, params, ...), which keeps the composite road."""
+    return len(args) == 9 and isinstance(args[2], (list, tuple))
+
+
+def _has_steps(input, batch_first: bool) -> bool:
+    return input.size(1 if batch_first else 0) > 0
+
+
+def _cpu_one_hidden_rnn(cell, input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    """RNN.cpp's ONE_HIDDEN_RNN (gru, rnn_tanh, rnn_relu) on a CPU."""
+    time_major = input.transpose(0, 1) if batch_first else input
+    weights = _cell_weights(params, has_biases, projected=False)
+    output, last = _cpu_layer_stack(cell, time_major, hx.unbind(0), weights, num_layers, dropout, train, bidirectional)
+    last = torch.stack(last, 0)  # by _rnn_impl_with_concat, before the transposition
+    if batch_first:
+        output.transpose_(0, 1)
+    return output, last
+
+
+def _cpu_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    """RNN.cpp's lstm where it takes neither cuDNN nor oneDNN, on a CPU."""
+    h0, c0 = hx
+    time_major = input.transpose(0, 1) if batch_first else input
+    weights = _cell_weights(params, has_biases, projected=h0.size(2) != c0.size(2))
+    hiddens = list(zip(h0.unbind(0), c0.unbind(0), strict=True))
+    output, last = _cpu_layer_stack(_lstm_cell, time_major, hiddens, weights, num_layers, dropout, train, bidirectional)
+    last_h, last_c = zip(*last, strict=True)
+    last_c = torch.stack(last_c, 0)  # make_tuple's arguments, evaluated last first
+    last_h = torch.stack(last_h, 0)
+    return (output.transpose(0, 1) if batch_first else output), last_h, last_c
+
+
+def _cell_weights(params, has_biases: bool, projected: bool) -> list[tuple]:
+    """RNN.cpp's gather_params: per layer and direction, (w_ih, w_hh, b_ih, b_hh, w_hr),
+    None for the biases and projection a layer does not have."""
+    per_cell = 2 + 2 * has_biases + projected
+    cells = [params[start : start + per_cell] for start in range(0, len(params), per_cell)]
+    return [
+        (w[0], w[1], w[2] if has_biases else None, w[3] if has_biases else None, w[-1] if projected else None)
+        for w in cells
+    ]
+
+
+def _cpu_layer_stack(cell, input, hiddens, weights, num_layers, dropout, train, bidirectional):
+    """apply_layer_stack: each layer's output the next one's input, dropout between them in
+    training; returns the last output and every cell's final hidden state."""
+    layer_input, last = input, []
+    for layer in range(num_layers):
+        if bidirectional:
+            cells = slice(2 * layer, 2 * layer + 2)
+            layer_input, hidden = _full_bidirectional_layer(cell, layer_input, hiddens[cells], weights[cells])
+            last.extend(hidden)
+        else:
+            layer_input, hidden = _full_layer(cell, layer_input, hiddens[layer], weights[layer])
+            last.append(hidden)
+        if dropout != 0 and train and layer < num_layers - 1:
+            layer_input = torch.dropout(layer_input, dropout, True)
+    return layer_input, last
+
+
+def _full_layer(cell, input, hidden, weights):
+    """FullLayer on a CPU: the input projected for every step at once, then the cell step by
+    step, the outputs stacked."""
+    steps = _projected_steps(input, weights)
+    outputs, hidden = _cell_loop(cell, steps, hidden, weights)
+    return torch.stack(outputs, 0), hidden
+
+
+def _full_bidirectional_layer(cell, input, hiddens, weights):
+    """FullBidirectionalLayer on a CPU: a FullLayer forward, then one backward from the last
+    step, the two outputs concatenated. Its locals hold the forward's step outputs and the
+    backward's projection to the end, and the forward's projection until the backward's is
+    made: so are they held here, for an inference's peak."""
+    forward_steps = _projected_steps(input, weights[0])
+    forward_outputs, forward_hidden = _cell_loop(cell, forward_steps, hiddens[0], weights[0])
+    forward_output = torch.stack(forward_outputs, 0)
+    backward_steps = _projected_steps(input, weights[1])
+    del forward_steps  # C++'s step_inputs, given the backward's steps
+    backward_outputs, backward_hidden = _cell_loop(cell, backward_steps[::-1], hiddens[1], weights[1])
+    backward_output = torch.stack(backward_outputs[::-1], 0)
+    output = torch.cat([forward_output, backward_output], forward_output.dim() - 1)
+    return output, (forward_hidden, backward_hidden)
+
+
+def _projected_steps(input, weights):
+    """The input's projection for every step at once (one product over steps x batch rows), one view a step."""
+    w_ih, _, b_ih, _, _ = weights
+    return _cpu_linear(input, w_ih, b_ih).unbind(0)
+
+
+def _cell_loop(cell, steps, hidden, weights):
+    """The cell over the projected steps in turn: each step's output (an LSTM's hidden
+    state, not its cell state) and the last hidden state."""
+    outputs = []
+    for step in steps:
+        hidden = cell(step, hidden, weights)
+        outputs.append(hidden[0] if isinstance(hidden, tuple) else hidden)
+    return outputs, hidden
+
+
+def _lstm_cell(step, hidden, weights):
+    """LSTMCell on a CPU, its input already projected."""
+    hx, cx = hidden
+    _, w_hh, _, b_hh, w_hr = weights
+    gates = _cpu_linear(hx, w_hh, b_hh).add_(step)
+    in_gate, forget_gate, cell_gate, out_gate = gates.unsafe_chunk(4, 1)
+    in_gate = in_gate.sigmoid_()
+    forget_gate = forget_gate.sigmoid_()
+    cell_gate = cell_gate.tanh_()
+    out_gate = out_gate.sigmoid_()
+    cy = (forget_gate * cx).add_(in_gate * cell_gate)
+    hy = out_gate * cy.tanh()
+    if w_hr is not None:
+        hy = torch.matmul(hy, w_hr.t())
+    return hy, cy
+
+
+def _gru_cell(step, hidden, weights):
+    """GRUCell on a CPU, its input already projected."""
+    _, w_hh, _, b_hh, _ = weights
+    input_gates = step.unsafe_chunk(3, 1)
+    hidden_gates = _cpu_linear(hidden, w_hh, b_hh).unsafe_chunk(3, 1)
+    reset_gate = hidden_gates[0].add_(input_gates[0]).sigmoid_()
+    update_gate = hidden_gates[1].add_(input_gates[1]).sigmoid_()
+    new_gate = input_gates[2].add(hidden_gates[2].mul_(reset_gate)).tanh_()
+    return (hidden - new_gate).mul_(update_gate).add_(new_gate)
+
+
+def _tanh_cell(step, hidden, weights):
+    """SimpleCell<tanh_f> on a CPU, its input already projected."""
+    _, w_hh, _, b_hh, _ = weights
+    return torch.tanh(_cpu_linear(hidden, w_hh, b_hh).add_(step))
+
+
+def _relu_cell(step, hidden, weights):
+    """SimpleCell<relu_f> on a CPU, its input already projected."""
+    _, w_hh, _, b_hh, _ = weights
+    return torch.relu(_cpu_linear(hidden, w_hh, b_hh).add_(step))
+
+
+_ONE_HIDDEN_CELLS = {"gru": _gru_cell, "rnn_tanh": _tanh_cell, "rnn_relu": _relu_cell}
+
+
+def onednn_lstm_workspace_bytes(
+    steps: int, batch: int, input_size: int, hidden_size: int, dtype: torch.dtype = torch.float32
+) -> int:
+    """Bytes of the workspace oneDNN's LSTM returns for one layer and direction (oneDNN's
+    rnn_utils set_workspace_sizes / set_offsets): gates, hidden states, the layer states and
+    the cell states in the data type; two regions the size of the layer states and the cell
+    states' gradient in float32, oneDNN's accumulation type; each region starting on a 4 KiB
+    page. Measured on the CPU kernel over a grid of sizes, in float32 and bfloat16
+    (tests/test_memory_kernels.py)."""
+    size, accumulated = dtype.itemsize, torch.float32.itemsize
+    states = 2 * (steps + 1) * batch
+    widest = max(input_size, hidden_size)
     regions = (
-        steps * batch * _good_leading_dimension(4 * hidden_size) * size,  # gates
-        steps * batch * _good_leading_dimension(hidden_size) * size,  # hidden states
-        *[2 * (steps + 1) * batch * states_ld * size] * 3,  # layer and iteration states
-        *[2 * (steps + 1) * batch * hidden_size * size] * 2,  # cell states and their gradient
+        steps * batch * _good_leading_dimension(4 * hidden_size, size) * size,  # gates
+        steps * batch * _good_leading_dimension(hidden_size, size) * size,  # hidden states
+        states * _good_leading_dimension(widest, size) * size,  # layer states
+        *[states * _good_leading_dimension(widest, accumulated) * accumulated] * 2,
+        states * hidden_size * size,  # cell states
+        states * hidden_size * accumulated,  # their gradient
     )
     offset = 0
     for region in regions:
@@ -343,22 +549,28 @@ def onednn_lstm_workspace_bytes(steps: int, batch: int, input_size: int, hidden_
 _PAGE = 4096
 
 
-def _good_leading_dimension(dim: int) -> int:
-    """oneDNN's get_good_ld for float32: a multiple of 64 bytes, never of 1 KiB (4K aliasing)."""
-    ld = _round_up(dim, 16)
-    return ld + 16 if ld % 256 == 0 else ld
+def _good_leading_dimension(dim: int, size: int) -> int:
+    """oneDNN's get_good_ld for elements of `size` bytes: a multiple of 64 bytes, never of
+    256 elements (4K aliasing)."""
+    multiple = 64 // size
+    ld = _round_up(dim, multiple)
+    return ld + multiple if ld % 256 == 0 else ld
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def onednn_lstm_layer_shapes(input, w0, w1, w2, w3, hx, cx, reverse, batch_sizes, mode, hidden_size, *rest):
-    """Output shapes of aten.mkldnn_rnn_layer (time-major input, as mkldnn_rnn passes it):
-    output, last hidden and cell states, and the uint8 workspace its meta kernel leaves
-    empty. The CPU kernel returns a workspace only while autograd records (grad enabled,
-    whatever its `train` flag); without, its scratch buffers live inside the call and are
-    not counted, like every kernel's."""
+def onednn_lstm_layer_shapes(
+    input, w0, w1, w2, w3, hx, cx, reverse, batch_sizes, mode, hidden_size, *rest, dtype: torch.dtype
+):
+    """Output shapes of aten.mkldnn_rnn_layer (time-major input, as mkldnn_rnn passes it,
+    of `dtype`): output, last hidden and cell states, and the uint8 workspace its meta
+    kernel leaves empty. The CPU kernel returns a workspace only while autograd records
+    (grad enabled, whatever its `train` flag); without, its scratch buffers live inside the
+    call and are not counted, like every kernel's."""
     steps, batch, input_size = input
-    workspace = onednn_lstm_workspace_bytes(steps, batch, input_size, hidden_size) if torch.is_grad_enabled() else 0
+    workspace = (
+        onednn_lstm_workspace_bytes(steps, batch, input_size, hidden_size, dtype) if torch.is_grad_enabled() else 0
+    )
     return [(steps, batch, hidden_size), hx, cx, ((workspace,), torch.uint8)]

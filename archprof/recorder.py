@@ -469,6 +469,8 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
             if _taken_for_channels_last(tensor):
                 return None
     shape_args, shape_kwargs = info.slots.map(_shape, args, kwargs)
+    if info.shape_by_dtype:
+        shape_kwargs["dtype"] = dtype
     try:
         shapes = info.shape(*shape_args, **shape_kwargs)
     except Refused:
@@ -589,6 +591,7 @@ class OpInfo:
     shape: Callable[..., Any] | None
     same_dtype: bool
     layout: Layout
+    shape_by_dtype: bool
     elementwise: bool  # pointwise, its output laid out as its inputs are (TensorIterator's rule)
 
     @staticmethod
@@ -613,6 +616,7 @@ class OpInfo:
             shape=operator.shape if operator is not None else None,
             same_dtype=operator is not None and operator.same_dtype,
             layout=operator.layout if operator is not None else Layout.AS_INPUT,
+            shape_by_dtype=operator is not None and operator.shape_by_dtype,
             elementwise=operator is not None
             and operator.family is Family.POINTWISE
             and operator.layout in _ELEMENTWISE,

@@ -80,6 +80,9 @@ class Operator:
     same_dtype: bool = False
     # How its first output is laid out: the fast path answers any input strides unless AS_INPUT.
     layout: Layout = Layout.AS_INPUT
+    # The shape formula takes the inputs' dtype (keyword `dtype`): a size in bytes that
+    # depends on the element size (oneDNN's LSTM workspace).
+    shape_by_dtype: bool = False
 
 
 OPERATORS: dict[Packet, Operator] = {}
@@ -93,6 +96,7 @@ def _add(
     same_dtype: bool = False,
     layout: Layout = Layout.AS_INPUT,
     namespace=aten,
+    shape_by_dtype: bool = False,
 ) -> None:
     """Catalogue the operators `names` (separated by spaces) of `namespace` in `family`; one
     outside aten that this build of torch lacks is left out."""
@@ -105,7 +109,7 @@ def _add(
             continue
         if packet in OPERATORS:
             raise ValueError(f"{packet} catalogued twice")
-        OPERATORS[packet] = Operator(str(packet), family, cost, shape, same_dtype, layout)
+        OPERATORS[packet] = Operator(str(packet), family, cost, shape, same_dtype, layout, shape_by_dtype)
 
 
 # --- pointwise ----------------------------------------------------------------------------
@@ -389,6 +393,7 @@ _add(
     costs.onednn_lstm_layer_cost,
     onednn_lstm_layer_shapes,
     layout=Layout.CONTIGUOUS,
+    shape_by_dtype=True,
 )
 _add(
     Family.MATRIX_PRODUCT,
