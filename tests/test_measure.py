@@ -190,6 +190,108 @@ def test_default_passes_are_the_documented_ones():
     assert parameters["repeat"].default == measure.DEFAULT_REPEAT
 
 
+# --- attribution: each call's own time, nested calls counted once --------------------------
+# Sleeps are the oracle: a call that sleeps S ms takes at least S ms, and rarely 10 ms more
+# even on a loaded machine, so the bounds below tell own time from time with a child's in it.
+
+
+class Sleeps(nn.Module):
+    def __init__(self, ms):
+        super().__init__()
+        self.seconds = ms / 1e3
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return x.relu()
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: a batch norm of its own, and an activation child."""
+
+    def __init__(self, channels, act_ms):
+        super().__init__(channels)
+        self.act = Sleeps(act_ms)
+
+    def forward(self, x):
+        time.sleep(0.020)
+        return self.act(super().forward(x))
+
+
+class NormActThenAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 8, 3, padding=1))
+        self.bn = BatchNormAct(8, act_ms=60)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        tokens = x.flatten(2).transpose(1, 2)
+        return self.attn(tokens, tokens, tokens)[0]
+
+
+def test_a_module_with_operators_of_its_own_and_children_is_timed_without_them():
+    report = archprof.profile(NormActThenAttention(), input_size=(3, 8, 8), **FAST)
+    times = {row["layer"]: row["time_ms"] for row in report.rows() if row["call"] >= 0}
+    assert 15 <= times["bn"] < 50  # its own 20 ms, not its child's 60
+    assert times["bn.act"] >= 55
+    # MultiheadAttention's own operators (its out_proj is never called) and a weight-normed
+    # convolution (whose weight a parametrization child computes) have times too.
+    assert times["attn"] > 0 and times["conv"] > 0
+    assert 0 <= report.measured.unattributed_ms < 15  # the 20 ms are bn's, not between hooks
+
+
+class CallsAnother(nn.Module):
+    """A leaf (no children) whose forward calls a module of the model held in a list."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self._inner = [inner]
+
+    def forward(self, x):
+        time.sleep(0.020)
+        return self._inner[0](x) * 2
+
+
+class LeafCallsLeaf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = Sleeps(60)
+        self.wrap = CallsAnother(self.inner)
+
+    def forward(self, x):
+        return self.wrap(x)
+
+
+def test_a_leaf_calling_another_module_is_timed_without_it_and_the_rows_add_up():
+    report = archprof.profile(LeafCallsLeaf(), input_size=(4,), **FAST)
+    times = {row["layer"]: row["time_ms"] for row in report.rows()}
+    assert 15 <= times["wrap"] < 50 and times["inner"] >= 55
+    measured = report.measured
+    assert measured.unattributed_ms >= 0
+    assert report.layers["time_share"].sum() <= 1.05  # 1.8 when the inner call counted twice
+    assert measured.layer_sum_ms <= measured.hooked_median_ms * 1.05
+
+
+class OwnOpsAroundAChild(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        time.sleep(0.020)
+        x = self.linear(x * 2)
+        return x + 1
+
+
+def test_a_call_whose_own_operators_fall_in_two_rows_is_timed_once_on_the_first():
+    model = nn.Sequential(OwnOpsAroundAChild())
+    report = archprof.profile(model, input_size=(4,), **FAST)
+    own = [row["time_ms"] for row in report.rows() if row["layer"] == "0"]
+    assert len(own) == 2  # x * 2 before the child, x + 1 after it
+    assert own[0] >= 15 and own[1] is None
+
+
 # --- bytes moved, by hand ------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import torch
 
 from archprof.analysis import Analysis
 from archprof.errors import ArchprofError, memory_for
+from archprof.report import Report
 from archprof.units import tensor_text
 
 
@@ -85,6 +86,20 @@ def leaf_paths(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
     named = dict(module.named_modules())
     parents = {path.rpartition(".")[0] for path in named if path}
     return {path: m for path, m in named.items() if path not in parents}
+
+
+def timed_paths(module: torch.nn.Module, report: Report) -> dict[str, torch.nn.Module]:
+    """The modules `archprof profile` times, by path: every leaf, and every other module
+    whose call has a row, i.e. ran operators of its own (a BatchNorm with an activation
+    child, MultiheadAttention, a ResNet block's add). Not the model itself when it has
+    children: its own operations are the remainder between hooks. None for TorchScript."""
+    leaves = leaf_paths(module)
+    if not leaves:
+        return {}
+    named = dict(module.named_modules())
+    calls = zip(report.columns["layer"], report.columns["call"], strict=True)
+    with_rows = {layer for layer, call in calls if call >= 0}
+    return {**leaves, **{path: named[path] for path in with_rows if path and path in named}}
 
 
 def random_inputs(analysed: Analysis, device: torch.device) -> ForwardInputs:
