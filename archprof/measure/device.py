@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError, memory_for
+from archprof.errors import ArchprofError, first_line, memory_for
 from archprof.report import Report
+from archprof.trace import forward_exits_as_errors
 from archprof.units import tensor_text
 
 
@@ -58,6 +61,24 @@ def materialise(loaded, device: torch.device, dtype: torch.dtype | None) -> torc
     is untouched), with random ones if they were on the meta device. Random, never
     uninitialised: garbage memory can hold NaNs and denormals, which run at other speeds."""
     return loaded.materialize(device, dtype, copy_module=True).eval()
+
+
+@contextmanager
+def real_run_errors(name: str, device: torch.device, batch: int, run: str = "forward") -> Iterator[None]:
+    """Run the model for real (`run`: what the block does, "forward" or "training step"), its
+    failures each one ArchprofError: the GPU out of memory, the model's own code failing on
+    real data (a kernel the device lacks: cdist in float16 on the CPU), a SystemExit."""
+    try:
+        with forward_exits_as_errors(name):
+            yield
+    except torch.cuda.OutOfMemoryError as exc:
+        raise ArchprofError(
+            f"the GPU ran out of memory running {name} at batch {batch}: {first_line(exc, bare=True)}"
+        ) from None
+    except ArchprofError:
+        raise
+    except Exception as exc:
+        raise ArchprofError(f"the real {run} of {name} failed on {device}: {first_line(exc, bare=True)}") from None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError, first_line
+from archprof.errors import ArchprofError
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 from archprof.measure.ceilings import Ceilings, bandwidth_text, device_ceilings, flops_rate_text
 from archprof.measure.clock import (
@@ -38,13 +38,20 @@ from archprof.measure.clock import (
     time_model,
 )
 from archprof.measure.crosscheck import Check, check_flops, check_memory, check_run, check_shapes, memory_note
-from archprof.measure.device import device_name, leaf_paths, materialise, random_inputs, resolve_device, timed_paths
+from archprof.measure.device import (
+    device_name,
+    leaf_paths,
+    materialise,
+    random_inputs,
+    real_run_errors,
+    resolve_device,
+    timed_paths,
+)
 from archprof.measure.peak_memory import held_bytes, measured_peak
 from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
 from archprof.report import MEASURED_COLUMNS, Report
-from archprof.trace import forward_exits_as_errors
 from archprof.units import parse_bandwidth, parse_flops_rate, whole_number
 
 
@@ -174,22 +181,11 @@ def _profiled(
     real_inputs = random_inputs(analysed, target)
     leaves = leaf_paths(module)  # what the cross-check compares
     timed = timed_paths(module, report)
-    try:
-        with forward_exits_as_errors(loaded.name), torch.no_grad():
-            timing = time_model(module, real_inputs, target, timed, warmup, repeat, progress)
-            real = check_run(module, real_inputs, leaves)
-            held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
-            peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
-    except torch.cuda.OutOfMemoryError as exc:
-        raise ArchprofError(
-            f"the GPU ran out of memory running {loaded.name} at batch {batch}: {first_line(exc, bare=True)}"
-        ) from None
-    except ArchprofError:
-        raise
-    except Exception as exc:  # the model's own code failed on real data
-        raise ArchprofError(
-            f"the real forward of {loaded.name} failed on {target}: {first_line(exc, bare=True)}"
-        ) from None
+    with real_run_errors(loaded.name, target, batch), torch.no_grad():
+        timing = time_model(module, real_inputs, target, timed, warmup, repeat, progress)
+        real = check_run(module, real_inputs, leaves)
+        held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
+        peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
 
     columns, figures = measured_columns(report, moved, timing, ceilings, timed)
     # A ceiling that a layer beats is not a ceiling: a cached one is measured again.
