@@ -353,6 +353,58 @@ def test_a_planted_flop_mismatch_is_reported_at_its_layer():
     assert "total: analytic 256, FlopCounterMode 384" in flops.mismatches
 
 
+class Attends(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x, x)[0]
+
+
+class Recurrent(nn.Module):
+    def __init__(self, inputs, hidden):
+        super().__init__()
+        self.lstm = nn.LSTM(inputs, hidden, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+def _flops_check(report):
+    return next(c for c in report.measured.checks if c.name == "FLOPs")
+
+
+def test_flops_of_an_operator_flopcountermode_has_no_formula_for_are_named_not_a_mismatch():
+    """oneDNN's LSTM layer: FlopCounterMode counts 0, the analysis the hand formula."""
+    steps, batch, inputs, hidden = 10, 3, 32, 48
+    report = archprof.profile(Recurrent(inputs, hidden), input_size=(steps, inputs), batch=batch, **FAST)
+    by_hand = 2 * steps * batch * 4 * (inputs * hidden + hidden * hidden)
+    assert report.totals.flops == by_hand
+    flops = _flops_check(report)
+    assert flops.status == "ok", flops.mismatches
+    assert f"{by_hand:,} FLOPs of aten.mkldnn_rnn_layer (in lstm)" in flops.summary
+
+
+def test_attention_in_eval_is_compared_through_the_operators_the_analysis_counted():
+    """MultiheadAttention's inference fast path is one fused operator FlopCounterMode cannot
+    count; the cross-check runs the operators the analysis counted, and they agree with the
+    hand formula: the in-projection, two products of the tokens, the out-projection."""
+    tokens, width = 5, 8
+    report = archprof.profile(Attends(width), input_size=(tokens, width), **FAST)
+    by_hand = 2 * tokens * width * 3 * width + 2 * 2 * tokens * tokens * width + 2 * tokens * width * width
+    assert report.totals.flops == by_hand
+    flops = _flops_check(report)
+    assert flops.status == "ok" and "not compared" not in flops.summary, flops
+
+
+def test_a_real_flop_mismatch_beside_an_uncountable_operator_is_still_reported():
+    model = nn.Sequential(Recurrent(8, 8), SneakyMatmul())
+    flops = _flops_check(archprof.profile(model, input_size=(4, 8), **FAST))
+    assert flops.status == "mismatch" and "aten.mkldnn_rnn_layer" in flops.summary
+    assert "1: analytic 512, FlopCounterMode 1,024" in flops.mismatches
+
+
 def test_a_planted_formula_error_is_reported(monkeypatch):
     real = OPERATORS[torch.ops.aten.convolution].cost
 
