@@ -232,3 +232,11 @@ def test_a_real_forward_that_fails_is_one_line_and_exit_2(tmp_path, command):
     assert result.exit_code == 2, result.output
     line = one_error_line(result)
     assert "the real forward of" in line and "failed on cpu: no kernel for this on the device" in line
+
+
+def test_memory_measure_refuses_fold_bn_as_profile_does():
+    """It would measure the model unfolded and set that beside the folded prediction."""
+    for command in (["memory", "lenet5", "--measure"], ["profile", "lenet5"]):
+        result = invoke(*command, "--fold-bn")
+        assert result.exit_code == 2, result.output
+        assert "drop --fold-bn" in one_error_line(result)
