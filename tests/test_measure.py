@@ -542,6 +542,14 @@ def test_progress_is_reported_per_phase():
     assert seen["measuring the device's peak FLOP/s"] == (1, 1)  # an empty cache: measured
 
 
+def test_numpy_pass_counts_are_taken_and_the_report_still_writes_its_json():
+    import numpy as np
+
+    report = archprof.profile("lenet5", device="cpu", warmup=np.int64(1), repeat=np.int64(2), **CEILINGS)
+    measured = json.loads(report.to_json())["measured"]
+    assert (measured["warmup"], measured["repeat"]) == (1, 2) and len(measured["latencies_ms"]) == 2
+
+
 def test_bad_arguments_are_user_errors():
     with pytest.raises(ArchprofError, match="unknown device 'gpu'"):
         archprof.profile("lenet5", device="gpu")

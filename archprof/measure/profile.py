@@ -141,16 +141,22 @@ def profile_analysis(
 
     See `archprof.profile` for the arguments; returns the analytic Report with the measured
     columns and `measured` filled in. The caller's random generators are left as they were."""
-    for name, passes, least in (("warmup", warmup, 0), ("repeat", repeat, 1)):
-        if whole_number(passes) is None:
-            raise ArchprofError(f"{name} must be a whole number, got {passes!r}")
-        if passes < least:
-            raise ArchprofError(f"{name} must be at least {least}, got {passes}")
-        if passes > MAX_PASSES:
-            raise ArchprofError(f"{name} must be at most {MAX_PASSES:,}, got {passes}")
+    warmup, repeat = _pass_count("warmup", warmup, 0), _pass_count("repeat", repeat, 1)
     target = resolve_device(device)
     with random_state_kept(target):  # random weights and inputs, the ceilings' random matrices
         return _profiled(analysed, dtype, target, warmup, repeat, peak_flops, bandwidth, progress)
+
+
+def _pass_count(name: str, passes: Any, least: int) -> int:
+    """`passes` checked, as a Python int: a NumPy integer would reach the JSON, which has none."""
+    count = whole_number(passes)
+    if count is None:
+        raise ArchprofError(f"{name} must be a whole number, got {passes!r}")
+    if count < least:
+        raise ArchprofError(f"{name} must be at least {least}, got {count}")
+    if count > MAX_PASSES:
+        raise ArchprofError(f"{name} must be at most {MAX_PASSES:,}, got {count}")
+    return count
 
 
 def _profiled(
