@@ -61,10 +61,14 @@ def profile_table(report: Report, layout: Layout = Layout()) -> Group:
         "Share": _share(measured.unattributed_share),
     }
     table.add_row(*(remainder.get(name, "") for name in order))
+    return Group(table, measured_summary(measured))
+
+
+def measured_summary(measured) -> Group:
+    """What a profile measured of the whole model: latency, throughput, memory, the
+    ceilings, the notes and the cross-check (under the profile table; on the HTML page)."""
     notes = [Text(note, style="yellow") for note in measured.notes]
-    return Group(
-        table, whole_model_table(measured), ceilings_text(measured.ceilings), *notes, cross_check_table(measured)
-    )
+    return Group(whole_model_table(measured), ceilings_text(measured.ceilings), *notes, cross_check_table(measured))
 
 
 def whole_model_table(measured) -> Table:
