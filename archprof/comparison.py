@@ -21,14 +21,13 @@ from archprof.analysis import Analysis, analysis, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
-from archprof.measure.device import materialise, random_inputs
+from archprof.measure.device import materialise, random_inputs, real_run_errors
 from archprof.output import json_text
 from archprof.parallel import Progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.random_state import random_state_kept
 from archprof.report import Report, csv_cell
 from archprof.text import markdown_code, markdown_literal
-from archprof.trace import forward_exits_as_errors
 from archprof.units import human_bytes, human_count, shapes_text
 
 if TYPE_CHECKING:
@@ -272,7 +271,7 @@ def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: 
     with random_state_kept(cpu):  # the caller's generator as it was
         module = materialise(analysed.loaded, cpu, dtype)
         inputs = random_inputs(analysed, cpu)
-        with forward_exits_as_errors(analysed.loaded.name), torch.no_grad():
+        with real_run_errors(analysed.loaded.name, cpu, analysed.batch), torch.no_grad():
             return statistics.median(latency_ms(lambda: inputs(module), cpu, runs))
 
 

@@ -160,7 +160,12 @@ _INT64 = range(-(2**63), 2**63)
 # Appended to the columns of a profiled Report (`archprof.profile`), one value per row:
 # empty (NaN, "" in CSV) where a row has none. Times are medians over the timed passes.
 MEASURED_COLUMNS: tuple[Column, ...] = (
-    Column("time_ms", "float64", "median time of the row's leaf-module call (empty: not a leaf call, not timed)"),
+    Column(
+        "time_ms",
+        "float64",
+        "median time of the row's module call, less the timed calls inside it (empty: the model's own ops, "
+        "a later row of the same call, not timed)",
+    ),
     Column("time_share", "float64", "the row's share of the forward timed with hooks (median over the passes)"),
     Column("achieved_flops_per_s", "float64", "(flops + elementwise_flops) / time_ms, per second"),
     Column("bytes_moved", "int64", "fewest bytes the row moves: what it reads from outside once, outputs once"),

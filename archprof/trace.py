@@ -159,7 +159,7 @@ def trace(
             else:
                 stack.enter_context(torch.no_grad())
             if real:
-                stack.enter_context(_native_attention_off())
+                stack.enter_context(native_attention_off())
             stack.enter_context(recorder)
             stack.enter_context(kernels)  # on meta, composite calls would not pick the CPU's kernels
             if by_parameters:
@@ -232,7 +232,7 @@ def _named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 
 
 @contextmanager
-def _native_attention_off() -> Iterator[None]:
+def native_attention_off() -> Iterator[None]:
     """nn.MultiheadAttention and nn.TransformerEncoderLayer without their inference fast
     path: on real CPU tensors without grad, each would be one fused operator
     (`_native_multi_head_attention`, `_transformer_encoder_layer_fwd`) of no formula. Its

@@ -202,3 +202,41 @@ def test_what_the_model_prints_goes_to_stderr_and_the_report_alone_to_stdout(tmp
     assert result.exit_code == 0, result.output
     json.loads(result.stdout)  # the report, and nothing else
     assert "building Noisy" in result.stderr and "forward got" in result.stderr
+
+
+FAILS_FOR_REAL = """
+import torch
+
+
+class FailsForReal(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        if not x.is_meta:  # as a kernel the device lacks: cdist in float16 on the CPU
+            raise NotImplementedError("no kernel for this on the device")
+        return self.conv(x)
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["profile", "--peak-flops", "1G", "--bandwidth", "1GB/s", "--repeat", "1"], ["memory", "--measure"], ["compare"]],
+)
+def test_a_real_forward_that_fails_is_one_line_and_exit_2(tmp_path, command):
+    (tmp_path / "fails.py").write_text(FAILS_FOR_REAL)
+    model = f"{tmp_path / 'fails.py'}:FailsForReal"
+    models = [model, model, "--profile"] if command == ["compare"] else [model]
+    result = runner.invoke(app, [command[0], *models, *command[1:], "--input", "3x8x8"])
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert "the real forward of" in line and "failed on cpu: no kernel for this on the device" in line
+
+
+def test_memory_measure_refuses_fold_bn_as_profile_does():
+    """It would measure the model unfolded and set that beside the folded prediction."""
+    for command in (["memory", "lenet5", "--measure"], ["profile", "lenet5"]):
+        result = invoke(*command, "--fold-bn")
+        assert result.exit_code == 2, result.output
+        assert "drop --fold-bn" in one_error_line(result)

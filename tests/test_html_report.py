@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 import archprof
@@ -90,6 +91,9 @@ def test_the_pages_totals_are_the_summarys():
     assert ("Backward MACs, weight gradients", f"{4 * 12 * 12 * 8 * 9:,}") in shown  # the second's only
 
 
+_CEILINGS = {"peak_flops": "50G", "bandwidth": "20GB/s"}
+
+
 def test_a_profiled_page_adds_the_roofline_and_the_timings():
     report = archprof.profile("lenet5", device="cpu", repeat=1, warmup=0, peak_flops="50G", bandwidth="20GB/s")
     text = report_html(report)
@@ -99,6 +103,36 @@ def test_a_profiled_page_adds_the_roofline_and_the_timings():
     timed = [value for value in report.columns["time_ms"] if value == value]
     assert timed and all(value > 0 for value in timed)
     assert '<th data-kind="number">Time</th>' in text and '<th data-kind="text">Bound</th>' in text
+
+
+class _ExtraProduct(nn.Module):
+    """Its real forward does a second matrix product the meta trace never sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x):
+        y = x @ self.weight
+        return y if x.is_meta else y + 0 * (x @ self.weight)
+
+
+def test_a_profiled_page_holds_the_whole_model_figures_and_the_cross_check():
+    """As the table and Markdown do: latency, p90, throughput, the measured peak, the
+    cross-check's verdict and each mismatch (here a planted one: 128 FLOPs predicted, 256 run)."""
+    report = archprof.profile(
+        nn.Sequential(_ExtraProduct()), input_size=(8,), device="cpu", repeat=2, warmup=0, **_CEILINGS
+    )
+    text = report_html(report)
+    measured = report.measured
+    assert _parsed(text).fetching == []
+    assert f"Measured on cpu ({measured.device_name})" in text
+    for figure in (f"{measured.median_ms:,.3f} ms", f"p90 {measured.p90_ms:,.3f} ms"):
+        assert figure in text
+    assert f"{measured.throughput_per_s:,.1f} samples/s" in text and "Achieved FLOP/s" in text
+    assert f"measured {measured.measured_peak_memory_bytes:,} B" in text
+    assert "Cross-check: 1 MISMATCH" in text and "0: analytic 128, FlopCounterMode 256" in text
+    assert "Measured on" not in report_html(archprof.analyze("lenet5"))
 
 
 def test_a_measured_memory_page_sets_each_peak_beside_its_prediction():

@@ -190,6 +190,108 @@ def test_default_passes_are_the_documented_ones():
     assert parameters["repeat"].default == measure.DEFAULT_REPEAT
 
 
+# --- attribution: each call's own time, nested calls counted once --------------------------
+# Sleeps are the oracle: a call that sleeps S ms takes at least S ms, and rarely 10 ms more
+# even on a loaded machine, so the bounds below tell own time from time with a child's in it.
+
+
+class Sleeps(nn.Module):
+    def __init__(self, ms):
+        super().__init__()
+        self.seconds = ms / 1e3
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return x.relu()
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: a batch norm of its own, and an activation child."""
+
+    def __init__(self, channels, act_ms):
+        super().__init__(channels)
+        self.act = Sleeps(act_ms)
+
+    def forward(self, x):
+        time.sleep(0.020)
+        return self.act(super().forward(x))
+
+
+class NormActThenAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 8, 3, padding=1))
+        self.bn = BatchNormAct(8, act_ms=60)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        tokens = x.flatten(2).transpose(1, 2)
+        return self.attn(tokens, tokens, tokens)[0]
+
+
+def test_a_module_with_operators_of_its_own_and_children_is_timed_without_them():
+    report = archprof.profile(NormActThenAttention(), input_size=(3, 8, 8), **FAST)
+    times = {row["layer"]: row["time_ms"] for row in report.rows() if row["call"] >= 0}
+    assert 15 <= times["bn"] < 50  # its own 20 ms, not its child's 60
+    assert times["bn.act"] >= 55
+    # MultiheadAttention's own operators (its out_proj is never called) and a weight-normed
+    # convolution (whose weight a parametrization child computes) have times too.
+    assert times["attn"] > 0 and times["conv"] > 0
+    assert 0 <= report.measured.unattributed_ms < 15  # the 20 ms are bn's, not between hooks
+
+
+class CallsAnother(nn.Module):
+    """A leaf (no children) whose forward calls a module of the model held in a list."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self._inner = [inner]
+
+    def forward(self, x):
+        time.sleep(0.020)
+        return self._inner[0](x) * 2
+
+
+class LeafCallsLeaf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = Sleeps(60)
+        self.wrap = CallsAnother(self.inner)
+
+    def forward(self, x):
+        return self.wrap(x)
+
+
+def test_a_leaf_calling_another_module_is_timed_without_it_and_the_rows_add_up():
+    report = archprof.profile(LeafCallsLeaf(), input_size=(4,), **FAST)
+    times = {row["layer"]: row["time_ms"] for row in report.rows()}
+    assert 15 <= times["wrap"] < 50 and times["inner"] >= 55
+    measured = report.measured
+    assert measured.unattributed_ms >= 0
+    assert report.layers["time_share"].sum() <= 1.05  # 1.8 when the inner call counted twice
+    assert measured.layer_sum_ms <= measured.hooked_median_ms * 1.05
+
+
+class OwnOpsAroundAChild(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        time.sleep(0.020)
+        x = self.linear(x * 2)
+        return x + 1
+
+
+def test_a_call_whose_own_operators_fall_in_two_rows_is_timed_once_on_the_first():
+    model = nn.Sequential(OwnOpsAroundAChild())
+    report = archprof.profile(model, input_size=(4,), **FAST)
+    own = [row["time_ms"] for row in report.rows() if row["layer"] == "0"]
+    assert len(own) == 2  # x * 2 before the child, x + 1 after it
+    assert own[0] >= 15 and own[1] is None
+
+
 # --- bytes moved, by hand ------------------------------------------------------------------
 
 
@@ -249,6 +351,58 @@ def test_a_planted_flop_mismatch_is_reported_at_its_layer():
     assert not report.measured.passed and flops.status == "mismatch"
     assert "1: analytic 128, FlopCounterMode 256" in flops.mismatches
     assert "total: analytic 256, FlopCounterMode 384" in flops.mismatches
+
+
+class Attends(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x, x)[0]
+
+
+class Recurrent(nn.Module):
+    def __init__(self, inputs, hidden):
+        super().__init__()
+        self.lstm = nn.LSTM(inputs, hidden, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+def _flops_check(report):
+    return next(c for c in report.measured.checks if c.name == "FLOPs")
+
+
+def test_flops_of_an_operator_flopcountermode_has_no_formula_for_are_named_not_a_mismatch():
+    """oneDNN's LSTM layer: FlopCounterMode counts 0, the analysis the hand formula."""
+    steps, batch, inputs, hidden = 10, 3, 32, 48
+    report = archprof.profile(Recurrent(inputs, hidden), input_size=(steps, inputs), batch=batch, **FAST)
+    by_hand = 2 * steps * batch * 4 * (inputs * hidden + hidden * hidden)
+    assert report.totals.flops == by_hand
+    flops = _flops_check(report)
+    assert flops.status == "ok", flops.mismatches
+    assert f"{by_hand:,} FLOPs of aten.mkldnn_rnn_layer (in lstm)" in flops.summary
+
+
+def test_attention_in_eval_is_compared_through_the_operators_the_analysis_counted():
+    """MultiheadAttention's inference fast path is one fused operator FlopCounterMode cannot
+    count; the cross-check runs the operators the analysis counted, and they agree with the
+    hand formula: the in-projection, two products of the tokens, the out-projection."""
+    tokens, width = 5, 8
+    report = archprof.profile(Attends(width), input_size=(tokens, width), **FAST)
+    by_hand = 2 * tokens * width * 3 * width + 2 * 2 * tokens * tokens * width + 2 * tokens * width * width
+    assert report.totals.flops == by_hand
+    flops = _flops_check(report)
+    assert flops.status == "ok" and "not compared" not in flops.summary, flops
+
+
+def test_a_real_flop_mismatch_beside_an_uncountable_operator_is_still_reported():
+    model = nn.Sequential(Recurrent(8, 8), SneakyMatmul())
+    flops = _flops_check(archprof.profile(model, input_size=(4, 8), **FAST))
+    assert flops.status == "mismatch" and "aten.mkldnn_rnn_layer" in flops.summary
+    assert "1: analytic 512, FlopCounterMode 1,024" in flops.mismatches
 
 
 def test_a_planted_formula_error_is_reported(monkeypatch):
@@ -386,6 +540,14 @@ def test_progress_is_reported_per_phase():
     assert seen["warm-up"] == (2, 2)
     assert seen["timing the whole model"] == (3, 3) and seen["timing each layer"] == (3, 3)
     assert seen["measuring the device's peak FLOP/s"] == (1, 1)  # an empty cache: measured
+
+
+def test_numpy_pass_counts_are_taken_and_the_report_still_writes_its_json():
+    import numpy as np
+
+    report = archprof.profile("lenet5", device="cpu", warmup=np.int64(1), repeat=np.int64(2), **CEILINGS)
+    measured = json.loads(report.to_json())["measured"]
+    assert (measured["warmup"], measured["repeat"]) == (1, 2) and len(measured["latencies_ms"]) == 2
 
 
 def test_bad_arguments_are_user_errors():

@@ -262,6 +262,8 @@ def memory(
     inputs, torch_dtype = options.inputs, options.dtype
     if optimizer is not None and not (train or measure):
         raise ArchprofError("--optimizer applies to training memory: add --train")
+    if measure and options.fold_bn:  # it would set the unfolded model's peak beside the folded prediction
+        raise ArchprofError("--measure runs the model as it is, BatchNorms unfolded, and trains it: drop --fold-bn")
     optimizer = optimizer or "sgd"
     optimizer_state_copies(optimizer)
     budget = parse_size(fit) if fit is not None else None

@@ -1,14 +1,17 @@
 """The one timing harness: timestamps on the CPU or a GPU, warm-up, timed passes of the
-whole model, and passes with a pre- and a post-hook on every leaf module.
+whole model, and passes with a pre- and a post-hook on every timed module.
 
 How the time is taken (see `time_model`):
 
 - warm-up passes first (one-time allocations, kernel selection, cuDNN/oneDNN set-up), then
   `repeat` passes of the whole model *without any hook*: the latency figures;
-- then `repeat` passes with a pre- and a post-hook on every leaf module, each taking a
+- then `repeat` passes with a pre- and a post-hook on every timed module, each taking a
   timestamp: `time.perf_counter_ns` on the CPU (CPU kernels return when done), CUDA events
   on a GPU (recorded on the stream; the host synchronises once, when all repeats are
-  queued, and only then reads them). A row's `time_ms` is the median over the repeats.
+  queued, and only then reads them). A call's time is its own: from its pre- to its
+  post-hook, less the timed calls made inside it (a BatchNorm's activation child, a module
+  a leaf calls), so that nested calls are counted once. A row's `time_ms` is the median
+  over the repeats.
 - The hooks perturb the run (Python work per call; on a GPU, when the host is the
   bottleneck, idle gaps between kernels land inside the events): the whole-model median
   with hooks is reported beside the one without.
@@ -61,7 +64,7 @@ class Clock:
 class Timing:
     whole_ms: list[float]  # each timed pass without hooks
     hooked_ms: list[float]  # each timed pass with the per-layer hooks
-    layer_ms: dict[tuple[str, int], list[float]]  # (leaf path, call) -> each pass's time
+    layer_ms: dict[tuple[str, int], list[float]]  # (module path, call) -> each pass's own time
     # per pass: (hooked total, {(path, call): ms}) to split attributed from unattributed time
     passes: list[tuple[float, dict[tuple[str, int], float]]]
 
@@ -101,47 +104,48 @@ def time_model(
     module: torch.nn.Module,
     inputs: Callable[[torch.nn.Module], Any],
     device: torch.device,
-    leaves: dict[str, torch.nn.Module],
+    timed: dict[str, torch.nn.Module],
     warmup: int,
     repeat: int,
     tell: ProgressFn = no_progress,
 ) -> Timing:
-    """Warm-up, `repeat` whole passes without hooks, `repeat` passes with every leaf timed."""
+    """Warm-up, `repeat` whole passes without hooks, `repeat` passes with every module of
+    `timed` (by path) between a pre- and a post-hook."""
     clock = Clock(device)
     warm_up(lambda: inputs(module), clock, warmup, tell)
     whole = whole_passes_ms(lambda: inputs(module), clock, repeat, tell)  # the latency figures
 
-    # Every leaf module between a pre- and a post-hook.
-    records: list[tuple[str, int, Any, Any]] = []
-    stack: list[tuple[str, int, Any]] = []
+    calls: list[_Call] = []
+    under_way: list[_Call] = []  # the timed calls entered and not yet left, innermost last
     counts: dict[str, int] = {}
 
     def pre_hook(path):
         def hook(_module, _args):
             call = counts.get(path, 0)
             counts[path] = call + 1
-            stack.append((path, call, clock.mark()))
+            entered = _Call(path, call, under_way[-1] if under_way else None)
+            calls.append(entered)
+            under_way.append(entered)
+            entered.start = clock.mark()  # last: the hook's own work stays outside the call
 
         return hook
 
     def post_hook(_module, _args, _output):
-        end = clock.mark()
-        path, call, start = stack.pop()
-        records.append((path, call, start, end))
+        under_way.pop().end = clock.mark()
 
     handles = []
-    for path, leaf in leaves.items():
-        handles.append(leaf.register_forward_pre_hook(pre_hook(path)))
-        handles.append(leaf.register_forward_hook(post_hook))
+    for path, timed_module in timed.items():
+        handles.append(timed_module.register_forward_pre_hook(pre_hook(path)))
+        handles.append(timed_module.register_forward_hook(post_hook))
     runs = []
     try:
         for i in range(repeat):
             counts.clear()
-            records = []
+            calls = []
             start = clock.mark()
             inputs(module)
             end = clock.mark()
-            runs.append((start, end, records))
+            runs.append((start, end, calls))
             tell("timing each layer", i + 1, repeat)
         clock.sync()
     finally:
@@ -149,14 +153,34 @@ def time_model(
             handle.remove()
     hooked, passes = [], []
     layer_ms: dict[tuple[str, int], list[float]] = {}
-    for start, end, run_records in runs:
-        per_layer = {}
-        for path, call, s, e in run_records:
-            per_layer[(path, call)] = clock.ms(s, e)
-            layer_ms.setdefault((path, call), []).append(per_layer[(path, call)])
+    for start, end, run_calls in runs:
+        per_layer = own_ms(clock, run_calls)
+        for key, ms in per_layer.items():
+            layer_ms.setdefault(key, []).append(ms)
         hooked.append(clock.ms(start, end))
         passes.append((hooked[-1], per_layer))
     return Timing(whole, hooked, layer_ms, passes)
+
+
+@dataclass(eq=False)
+class _Call:
+    """One timed module call of a pass; its timestamps are read after the pass (CUDA events)."""
+
+    path: str
+    call: int
+    caller: _Call | None  # the timed call it ran inside
+    start: Any = None
+    end: Any = None
+
+
+def own_ms(clock: Clock, calls: list[_Call]) -> dict[tuple[str, int], float]:
+    """Each call's own time: its span less the spans of the timed calls directly inside it
+    (theirs already excludes what ran inside them), so the times of one pass add up."""
+    own = {id(call): clock.ms(call.start, call.end) for call in calls}
+    for call in calls:
+        if call.caller is not None:
+            own[id(call.caller)] -= clock.ms(call.start, call.end)
+    return {(call.path, call.call): own[id(call)] for call in calls}
 
 
 def best_seconds(clock: Clock, work, runs: int) -> float:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError, memory_for
+from archprof.errors import ArchprofError, first_line, memory_for
+from archprof.report import Report
+from archprof.trace import forward_exits_as_errors
 from archprof.units import tensor_text
 
 
@@ -59,6 +63,24 @@ def materialise(loaded, device: torch.device, dtype: torch.dtype | None) -> torc
     return loaded.materialize(device, dtype, copy_module=True).eval()
 
 
+@contextmanager
+def real_run_errors(name: str, device: torch.device, batch: int, run: str = "forward") -> Iterator[None]:
+    """Run the model for real (`run`: what the block does, "forward" or "training step"), its
+    failures each one ArchprofError: the GPU out of memory, the model's own code failing on
+    real data (a kernel the device lacks: cdist in float16 on the CPU), a SystemExit."""
+    try:
+        with forward_exits_as_errors(name):
+            yield
+    except torch.cuda.OutOfMemoryError as exc:
+        raise ArchprofError(
+            f"the GPU ran out of memory running {name} at batch {batch}: {first_line(exc, bare=True)}"
+        ) from None
+    except ArchprofError:
+        raise
+    except Exception as exc:
+        raise ArchprofError(f"the real {run} of {name} failed on {device}: {first_line(exc, bare=True)}") from None
+
+
 @dataclass(frozen=True)
 class ForwardInputs:
     """The real inputs: positional, then by keyword, as the trace passed them."""
@@ -85,6 +107,20 @@ def leaf_paths(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
     named = dict(module.named_modules())
     parents = {path.rpartition(".")[0] for path in named if path}
     return {path: m for path, m in named.items() if path not in parents}
+
+
+def timed_paths(module: torch.nn.Module, report: Report) -> dict[str, torch.nn.Module]:
+    """The modules `archprof profile` times, by path: every leaf, and every other module
+    whose call has a row, i.e. ran operators of its own (a BatchNorm with an activation
+    child, MultiheadAttention, a ResNet block's add). Not the model itself when it has
+    children: its own operations are the remainder between hooks. None for TorchScript."""
+    leaves = leaf_paths(module)
+    if not leaves:
+        return {}
+    named = dict(module.named_modules())
+    calls = zip(report.columns["layer"], report.columns["call"], strict=True)
+    with_rows = {layer for layer, call in calls if call >= 0}
+    return {**leaves, **{path: named[path] for path in with_rows if path and path in named}}
 
 
 def random_inputs(analysed: Analysis, device: torch.device) -> ForwardInputs:

@@ -29,14 +29,12 @@ from typing import Any
 import torch
 
 from archprof.analysis import Analysis, analysis
-from archprof.errors import ArchprofError, first_line
 from archprof.load import InputsLike, LoadedModel
-from archprof.measure.device import ForwardInputs, device_name, random_inputs
+from archprof.measure.device import ForwardInputs, device_name, random_inputs, real_run_errors
 from archprof.meta import is_uninitialised
 from archprof.passes.memory import optimizer_state_copies
 from archprof.random_state import random_state_kept
 from archprof.structure import tensors_in
-from archprof.trace import forward_exits_as_errors
 
 
 @dataclass(frozen=True)
@@ -102,23 +100,19 @@ def measure_memory(
         module = analysed.loaded.materialize(device, dtype, copy_module=True)
         inputs = random_inputs(analysed, device)
         arguments = (inputs.args, inputs.kwargs)
-        try:
-            with forward_exits_as_errors(name):
-                if any(is_uninitialised(t) for t in (*module.parameters(), *module.buffers())):
-                    _inference_step(module, inputs)  # lazy layers make their tensors: measure the calls after
-                inference = measured_peak(
-                    lambda: _inference_step(module, inputs), device, before, held_bytes(module, arguments)
-                )
-                trained = None
-                if training:
-                    step, state = _training_step(module, inputs, optimizer)
-                    step()  # the first step creates the optimizer's state
-                    held = held_bytes(module, arguments, state())
-                    trained = measured_peak(step, device, before, held)
-        except torch.cuda.OutOfMemoryError as exc:
-            raise ArchprofError(
-                f"the GPU ran out of memory measuring {name} at batch {analysed.batch}: {first_line(exc, bare=True)}"
-            ) from None
+        with real_run_errors(name, device, analysed.batch):
+            if any(is_uninitialised(t) for t in (*module.parameters(), *module.buffers())):
+                _inference_step(module, inputs)  # lazy layers make their tensors: measure the calls after
+            inference = measured_peak(
+                lambda: _inference_step(module, inputs), device, before, held_bytes(module, arguments)
+            )
+        trained = None
+        if training:
+            with real_run_errors(name, device, analysed.batch, run="training step"):
+                step, state = _training_step(module, inputs, optimizer)
+                step()  # the first step creates the optimizer's state
+                held = held_bytes(module, arguments, state())
+                trained = measured_peak(step, device, before, held)
     return Measured(device_name(device), inference, trained)
 
 

@@ -10,10 +10,11 @@ real on a device with random weights, feeds it random inputs and times it
 - `Report.measured`, a `Measurement`: whole-model latency (median, p90), throughput,
   achieved FLOP/s, measured peak memory, the device's ceilings and the cross-check.
 
-Work outside leaf modules (a container's own functional ops: ResNet's residual `+`,
-DenseNet's `cat`, a `flatten` in `forward`) and the hooks' own cost fall between hooks:
-reported as the unattributed remainder (hooked forward minus the sum of its layer times),
-never spread over the layers. Everything here is inference: eval mode, `torch.no_grad()`.
+Every module call that has a row is timed, less the timed calls inside it
+(`archprof.measure.clock`). The model's own functional ops (a `flatten` in its `forward`)
+and the hooks' own cost fall between hooks: reported as the unattributed remainder (hooked
+forward minus the sum of its row times), never spread over the layers. Everything here is
+inference: eval mode, `torch.no_grad()`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError, first_line
+from archprof.errors import ArchprofError
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 from archprof.measure.ceilings import Ceilings, bandwidth_text, device_ceilings, flops_rate_text
 from archprof.measure.clock import (
@@ -37,13 +38,20 @@ from archprof.measure.clock import (
     time_model,
 )
 from archprof.measure.crosscheck import Check, check_flops, check_memory, check_run, check_shapes, memory_note
-from archprof.measure.device import device_name, leaf_paths, materialise, random_inputs, resolve_device
+from archprof.measure.device import (
+    device_name,
+    leaf_paths,
+    materialise,
+    random_inputs,
+    real_run_errors,
+    resolve_device,
+    timed_paths,
+)
 from archprof.measure.peak_memory import held_bytes, measured_peak
 from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
 from archprof.report import MEASURED_COLUMNS, Report
-from archprof.trace import forward_exits_as_errors
 from archprof.units import parse_bandwidth, parse_flops_rate, whole_number
 
 
@@ -133,16 +141,22 @@ def profile_analysis(
 
     See `archprof.profile` for the arguments; returns the analytic Report with the measured
     columns and `measured` filled in. The caller's random generators are left as they were."""
-    for name, passes, least in (("warmup", warmup, 0), ("repeat", repeat, 1)):
-        if whole_number(passes) is None:
-            raise ArchprofError(f"{name} must be a whole number, got {passes!r}")
-        if passes < least:
-            raise ArchprofError(f"{name} must be at least {least}, got {passes}")
-        if passes > MAX_PASSES:
-            raise ArchprofError(f"{name} must be at most {MAX_PASSES:,}, got {passes}")
+    warmup, repeat = _pass_count("warmup", warmup, 0), _pass_count("repeat", repeat, 1)
     target = resolve_device(device)
     with random_state_kept(target):  # random weights and inputs, the ceilings' random matrices
         return _profiled(analysed, dtype, target, warmup, repeat, peak_flops, bandwidth, progress)
+
+
+def _pass_count(name: str, passes: Any, least: int) -> int:
+    """`passes` checked, as a Python int: a NumPy integer would reach the JSON, which has none."""
+    count = whole_number(passes)
+    if count is None:
+        raise ArchprofError(f"{name} must be a whole number, got {passes!r}")
+    if count < least:
+        raise ArchprofError(f"{name} must be at least {least}, got {count}")
+    if count > MAX_PASSES:
+        raise ArchprofError(f"{name} must be at most {MAX_PASSES:,}, got {count}")
+    return count
 
 
 def _profiled(
@@ -171,25 +185,15 @@ def _profiled(
         state_bytes = torch.cuda.memory_allocated(target)
     module = materialise(loaded, target, dtype)
     real_inputs = random_inputs(analysed, target)
-    leaves = leaf_paths(module)
-    try:
-        with forward_exits_as_errors(loaded.name), torch.no_grad():
-            timing = time_model(module, real_inputs, target, leaves, warmup, repeat, progress)
-            real = check_run(module, real_inputs, leaves)
-            held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
-            peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
-    except torch.cuda.OutOfMemoryError as exc:
-        raise ArchprofError(
-            f"the GPU ran out of memory running {loaded.name} at batch {batch}: {first_line(exc, bare=True)}"
-        ) from None
-    except ArchprofError:
-        raise
-    except Exception as exc:  # the model's own code failed on real data
-        raise ArchprofError(
-            f"the real forward of {loaded.name} failed on {target}: {first_line(exc, bare=True)}"
-        ) from None
+    leaves = leaf_paths(module)  # what the cross-check compares
+    timed = timed_paths(module, report)
+    with real_run_errors(loaded.name, target, batch), torch.no_grad():
+        timing = time_model(module, real_inputs, target, timed, warmup, repeat, progress)
+        real = check_run(module, real_inputs, leaves)
+        held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
+        peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
 
-    columns, figures = measured_columns(report, moved, timing, ceilings, leaves)
+    columns, figures = measured_columns(report, moved, timing, ceilings, timed)
     # A ceiling that a layer beats is not a ceiling: a cached one is measured again.
     stale = {figure for figure in beaten_ceilings(columns, ceilings) if ceilings.source(figure) == "cached"}
     remeasured = ()
@@ -198,7 +202,7 @@ def _profiled(
         ceilings = device_ceilings(
             target, report.dtype, given_flops, given_bandwidth, progress=progress, remeasure=stale
         )
-        columns, figures = measured_columns(report, moved, timing, ceilings, leaves)
+        columns, figures = measured_columns(report, moved, timing, ceilings, timed)
         remeasured = remeasured_notes(cached, ceilings, stale)
     checks = (
         check_shapes(report, real, leaves, graph),
@@ -235,8 +239,11 @@ def _profiled(
     return replace(report, columns={**report.columns, **columns}, measured=measurement)
 
 
-def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, leaves) -> tuple[dict, dict]:
-    """The measured columns (lists, None where a row has no value) and the whole-model sums."""
+def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, timed) -> tuple[dict, dict]:
+    """The measured columns (lists, None where a row has no value) and the whole-model sums.
+
+    A call's time goes on its first row: a container whose own operations fall between two
+    child calls has a row for each run of them, and one time for all of them."""
     hooked_median = statistics.median(timing.hooked_ms)
     rows = list(
         zip(
@@ -248,7 +255,10 @@ def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, 
             strict=True,
         )
     )
-    timed_keys = {(layer, call) for layer, call, *_ in rows if layer in leaves and call >= 0}
+    first_rows: dict[tuple[str, int], int] = {}  # (layer, call) of each timed call -> the row its time goes on
+    for i, (layer, call, *_) in enumerate(rows):
+        if layer in timed and call >= 0:
+            first_rows.setdefault((layer, call), i)
     # Shares are taken within each pass, then the median: a pass slowed down as a whole
     # (another process on the machine) moves every time, not the shares.
     shares: dict[tuple[str, int], list[float]] = {}
@@ -256,16 +266,16 @@ def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, 
     for total, per_layer in timing.passes:
         attributed = 0.0
         for key, ms in per_layer.items():
-            if key in timed_keys:
+            if key in first_rows:
                 attributed += ms
                 shares.setdefault(key, []).append(ms / total if total > 0 else 0.0)
         unattributed.append(total - attributed)
         unattributed_shares.append((total - attributed) / total if total > 0 else 0.0)
     columns: dict[str, list] = {c.name: [] for c in MEASURED_COLUMNS}
-    for layer, call, flops, elementwise, nbytes in rows:
+    for i, (layer, call, flops, elementwise, nbytes) in enumerate(rows):
         work = flops + elementwise
         key = (layer, call)
-        times = timing.layer_ms.get(key) if key in timed_keys else None
+        times = timing.layer_ms.get(key) if first_rows.get(key) == i else None
         ms = statistics.median(times) if times else None
         columns["time_ms"].append(ms)
         columns["time_share"].append(statistics.median(shares[key]) if ms is not None and shares.get(key) else None)

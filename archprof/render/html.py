@@ -1,6 +1,6 @@
-"""One Report as a self-contained HTML page: the totals, a sortable and filterable layer
-table with the module tree, and charts as inline SVG (memory over time, receptive-field
-growth, the roofline when profiled).
+"""One Report as a self-contained HTML page: the totals, a profile's whole-model figures and
+cross-check, a sortable and filterable layer table with the module tree, and charts as
+inline SVG (memory over time, receptive-field growth, the roofline when profiled).
 
 Everything the page needs is in the file: no script, style, font or image is fetched,
 and its Content-Security-Policy forbids any request, so it opens offline and leaks
@@ -74,6 +74,7 @@ def report_html(report: Report) -> str:
         "</head><body>",
         f"<h1>{escape(title)}</h1>",
         _totals(report),
+        _measured(report),
         _measured_memory(report),
         _charts(report),
         _layer_table(report),
@@ -95,6 +96,19 @@ def _totals(report: Report) -> str:
         listed = ", ".join(f"{escape(op)} ×{count}" for op, count in sorted(totals.not_counted.items()))
         not_counted = f'<p class="note">Operators without a formula (not counted): {listed}</p>'
     return f'<section><h2>Totals</h2><table id="totals">{body}</table>{not_counted}</section>'
+
+
+def _measured(report: Report) -> str:
+    """A profile's whole-model figures and cross-check, the tables the terminal and Markdown
+    show ("" for a report not profiled)."""
+    measured = report.measured
+    if measured is None:
+        return ""
+    from archprof.render.export import html_text
+    from archprof.render.profile import measured_summary
+
+    heading = f"Measured on {measured.device} ({measured.device_name})"
+    return f'<section id="measured"><h2>{escape(heading)}</h2>{html_text(measured_summary(measured))}</section>'
 
 
 def _measured_memory(report: Report) -> str:

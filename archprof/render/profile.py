@@ -47,9 +47,10 @@ def profile_table(report: Report, layout: Layout = Layout()) -> Group:
         cells,
         _PROFILE_COLUMNS,
         layout,
-        caption="Time: each leaf-module call between forward hooks; (between hooks): container ops such as a "
-        "residual add, and the hooks' own cost. Roofline: max(FLOPs / peak, bytes moved / bandwidth). Achieved "
-        "and Intensity count flops + elementwise_flops; ▲: above the roofline (see the notes).",
+        caption="Time: each module call between forward hooks, less the timed calls inside it; (between hooks): "
+        "the model's own ops, such as a flatten in its forward, and the hooks' own cost. "
+        "Roofline: max(FLOPs / peak, bytes moved / bandwidth). Achieved and Intensity count flops + "
+        "elementwise_flops; ▲: above the roofline (see the notes).",
         caption_justify="left",
     )
     order = [column.header for column in table.columns]
@@ -60,10 +61,14 @@ def profile_table(report: Report, layout: Layout = Layout()) -> Group:
         "Share": _share(measured.unattributed_share),
     }
     table.add_row(*(remainder.get(name, "") for name in order))
+    return Group(table, measured_summary(measured))
+
+
+def measured_summary(measured) -> Group:
+    """What a profile measured of the whole model: latency, throughput, memory, the
+    ceilings, the notes and the cross-check (under the profile table; on the HTML page)."""
     notes = [Text(note, style="yellow") for note in measured.notes]
-    return Group(
-        table, whole_model_table(measured), ceilings_text(measured.ceilings), *notes, cross_check_table(measured)
-    )
+    return Group(whole_model_table(measured), ceilings_text(measured.ceilings), *notes, cross_check_table(measured))
 
 
 def whole_model_table(measured) -> Table:
@@ -86,7 +91,7 @@ def whole_model_table(measured) -> Table:
             f"{100 * measured.achieved_flops_per_s / peak:.1f}% of peak",
         ),
         ("Forward with per-layer hooks, median", _ms(measured.hooked_median_ms), f"{100 * hooked_extra:+.1f}% (hooks)"),
-        ("Sum of per-layer medians", _ms(measured.layer_sum_ms), "leaf-module calls"),
+        ("Sum of per-layer medians", _ms(measured.layer_sum_ms), "module calls, less the calls inside them"),
         (
             "Unattributed (between hooks)",
             _ms(measured.unattributed_ms),
