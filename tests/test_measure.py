@@ -932,3 +932,14 @@ def test_profile_on_cuda_measures_memory_and_agrees_with_the_analysis():
     assert (report.layers["time_ms"].dropna() > 0).all()
     assert m.ceilings.peak_flops_per_s > 1e12 and m.ceilings.bandwidth_bytes_per_s > 1e11
     assert math.isfinite(m.achieved_flops_per_s)
+
+
+def test_the_cpu_is_named_with_its_threads_in_good_english():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert device.device_name(torch.device("cpu")).endswith(", 1 thread")
+        torch.set_num_threads(2)
+        assert device.device_name(torch.device("cpu")).endswith(", 2 threads")
+    finally:
+        torch.set_num_threads(threads)

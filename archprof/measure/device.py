@@ -49,7 +49,8 @@ def device_name(device: torch.device) -> str:
         pass
     if not model:
         model = platform.processor() or platform.machine() or "unknown CPU"
-    return f"{model}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{model}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def materialise(loaded, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
