@@ -243,12 +243,19 @@ def _sample_shape(input_size) -> tuple[int, ...]:
     return tuple(input_size)
 
 
+@torch.inference_mode(False)
 def trace_loaded(
     loaded: LoadedModel, inputs: Sequence[TraceInput], dtype: torch.dtype | None = None, training: bool = False
 ) -> tuple[Graph, str]:
     """Trace on the meta device; should the forward need real data, trace a real forward on
     the CPU (or the device of the caller's module) instead. Returns the graph and where it
-    was traced: "meta", "cpu", ..."""
+    was traced: "meta", "cpu", ...
+
+    Out of the caller's inference mode, if it is in one: a training step is then analysed
+    as anywhere else (as under `torch.no_grad()`, which the trace leaves too), and the
+    stand-ins, inputs and copies are plain tensors that autograd may save; the forward's own
+    `inference_mode` regions still apply (the recorder decomposes the composite operators
+    that reach it whole there)."""
     try:
         return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
     except MetaUnsupported as exc:

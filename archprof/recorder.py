@@ -261,6 +261,12 @@ class Recorder(TorchDispatchMode):
             info = _OP_INFO.get(func)
             if info is None:
                 info = _OP_INFO[func] = OpInfo.of(func)
+            if info.composite:
+                # Reached whole only where the Autograd keys, whose kernel decomposes it, were
+                # skipped (inference mode): decomposed here, as eager PyTorch's device kernel is
+                # the same composite one.
+                with self:
+                    return func._op_dk(_COMPOSITE, *args, **kwargs)
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
@@ -590,6 +596,11 @@ class OpInfo:
     same_dtype: bool
     layout: Layout
     elementwise: bool  # pointwise, its output laid out as its inputs are (TensorIterator's rule)
+    # Runs as the operators it calls on any device (aten.linear, aten.flatten): a C++
+    # CompositeImplicitAutograd kernel (not a Python decomposition, which native_batch_norm
+    # has too) and no meta or CPU kernel of its own (silu_backward's composite serves other
+    # devices).
+    composite: bool
 
     @staticmethod
     def of(func) -> OpInfo:
@@ -616,7 +627,17 @@ class OpInfo:
             elementwise=operator is not None
             and operator.family is Family.POINTWISE
             and operator.layout in _ELEMENTWISE,
+            composite=_runs_as_composite(func.name()),
         )
+
+
+_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
+_OWN_KERNELS = (torch._C.DispatchKey.Meta, torch._C.DispatchKey.CPU)
+
+
+def _runs_as_composite(name: str) -> bool:
+    has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
+    return has_kernel(name, _COMPOSITE) and not any(has_kernel(name, key) for key in _OWN_KERNELS)
 
 
 _WRAPPED = {float: WrappedFloat, int: WrappedInt}  # bool and complex ones (1 and 16 B): not marked

@@ -574,9 +574,12 @@ def _script_on_meta(model: torch.jit.ScriptModule, dtype: torch.dtype | None) ->
 def _stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> bool:
     """Whether the model's own tensors can be traced as they are: all on meta already (a
     model archprof built) and none to cast. Stand-ins would only cost time (ResNet-50:
-    creating and swapping 320 tensors, a fifth of the trace)."""
+    creating and swapping 320 tensors, a fifth of the trace). Not one made in inference
+    mode (a model built inside `torch.inference_mode()`), which autograd may not save and
+    nothing may write in place outside it."""
     return all(
         tensor.is_meta
+        and not tensor.is_inference()
         and not is_uninitialised(tensor)
         and (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype)
         for tensor in tensors

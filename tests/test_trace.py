@@ -524,3 +524,48 @@ def test_a_statically_quantized_network_counts_as_its_float_one():
     assert report.totals.param_bytes == (216 + 720) * 1 + (8 + 10) * 4  # int8 weights, float32 biases
     assert report.totals.macs == plain.macs == 8 * 6 * 6 * 27 + 72 * 10
     assert report.totals.elementwise_flops == plain.elementwise_flops + 3 * 8 * 8 + 10  # quantize in, dequantize out
+
+
+# -- inference mode ------------------------------------------------------------------------
+
+
+class _PartlyInInferenceMode(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        with torch.inference_mode():
+            z = self.b(x)
+        return self.a(x) + z
+
+
+def _forward_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """The oracle: FlopCounterMode over a real forward, one MAC per two of its FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def test_layers_run_in_inference_mode_inside_the_forward_are_counted():
+    """Inference mode skips the Autograd keys whose kernels split composite operators
+    (aten.linear) into the ones they call: each reaches the trace whole, and is split there."""
+    model = _PartlyInInferenceMode()
+    report = archprof.analyze(model, input_size=(4,))
+    assert not report.totals.not_counted
+    assert report.totals.macs == _forward_macs(model, torch.randn(1, 4)) == 32
+
+
+def test_a_model_analysed_inside_inference_mode_gives_the_figures_it_gives_outside():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 10)).eval()
+    outside = archprof.analyze(model, input_size=(3, 8, 8))
+    with torch.inference_mode():
+        inside = archprof.analyze(model, input_size=(3, 8, 8))
+        assert torch.is_inference_mode_enabled()  # the caller's mode, as it was
+    assert not inside.totals.not_counted
+    assert inside.totals.macs == _forward_macs(model, torch.randn(1, 3, 8, 8)) == 10_656
+    assert inside.rows() == outside.rows()
+    assert inside.totals.peak_memory_bytes == outside.totals.peak_memory_bytes
