@@ -569,3 +569,41 @@ def test_a_model_analysed_inside_inference_mode_gives_the_figures_it_gives_outsi
     assert inside.totals.macs == _forward_macs(model, torch.randn(1, 3, 8, 8)) == 10_656
     assert inside.rows() == outside.rows()
     assert inside.totals.peak_memory_bytes == outside.totals.peak_memory_bytes
+
+
+# -- a forward that grows the model --------------------------------------------------------
+
+
+class _HeadMadeOnTheFirstCall(nn.Module):
+    """A head and a scale made on the first call, on the CPU (a meta trace cannot run it:
+    the CPU fallback) or on the input's device (meta)."""
+
+    def __init__(self, on_the_inputs_device: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.on_the_inputs_device = on_the_inputs_device
+
+    def forward(self, x):
+        y = self.conv(x).mean((2, 3))
+        device = y.device if self.on_the_inputs_device else None
+        if not hasattr(self, "head"):
+            self.head = nn.Linear(8, 4, device=device)
+            self.scale = nn.Parameter(torch.ones(4, device=device))
+        return self.head(y) * self.scale
+
+
+@pytest.mark.parametrize("on_the_inputs_device", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_a_head_made_on_the_first_call_is_counted_as_after_a_real_first_call(on_the_inputs_device, training):
+    """The oracle: the model's parameters after a real forward, and FlopCounterMode's MACs."""
+    model = _HeadMadeOnTheFirstCall(on_the_inputs_device)
+    report = archprof.analyze(model, input_size=(3, 8, 8), batch=2, training=training)
+    assert not hasattr(model, "head") and not hasattr(model, "scale")  # the caller's model as it was
+    assert report.traced_on == ("meta" if on_the_inputs_device else "cpu")
+    grown = _HeadMadeOnTheFirstCall(on_the_inputs_device)
+    x = torch.randn(2, 3, 8, 8)
+    grown(x)
+    assert report.totals.param_count == sum(p.numel() for p in grown.parameters()) == 224 + 36 + 4
+    [head] = [row for row in report.rows() if row["layer"] == "head"]
+    assert head["param_count"] == 36 and head["macs"] == 2 * 8 * 4
+    assert report.totals.macs == _forward_macs(grown, x)
