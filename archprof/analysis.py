@@ -243,7 +243,6 @@ def _sample_shape(input_size) -> tuple[int, ...]:
     return tuple(input_size)
 
 
-@torch.inference_mode(False)
 def trace_loaded(
     loaded: LoadedModel, inputs: Sequence[TraceInput], dtype: torch.dtype | None = None, training: bool = False
 ) -> tuple[Graph, str]:
@@ -256,13 +255,14 @@ def trace_loaded(
     stand-ins, inputs and copies are plain tensors that autograd may save; the forward's own
     `inference_mode` regions still apply (the recorder decomposes the composite operators
     that reach it whole there)."""
-    try:
-        return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
-    except MetaUnsupported as exc:
-        reason = exc.reason
-    # Random weights, inputs, dropout: on the caller's module's GPU, else the CPU (meta too).
-    with random_state_kept(device_of(loaded.module)):
-        return _real_trace(loaded, inputs, dtype, training, reason)
+    with torch.inference_mode(False):  # not a decorator: a frame more would move the warnings' stacklevel
+        try:
+            return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
+        except MetaUnsupported as exc:
+            reason = exc.reason
+        # Random weights, inputs, dropout: on the caller's module's GPU, else the CPU (meta too).
+        with random_state_kept(device_of(loaded.module)):
+            return _real_trace(loaded, inputs, dtype, training, reason)
 
 
 def _real_trace(

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, is_meta_limitation, memory_for, short_reason
+from archprof.errors import ArchprofError, ArchprofWarning, is_meta_limitation, memory_for, short_reason
 from archprof.graph import EngineNotes, Graph, OpNode, ParameterInfo, TensorMeta
 from archprof.kernels import DeviceKernels
 from archprof.meta import is_uninitialised
@@ -243,7 +243,22 @@ def _traced_once(
         engine=recorder.engine if training else EngineNotes(),
         released=recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),
     )
+    if recorder.ignored_autocast is not None:
+        _warn_autocast_ignored(*recorder.ignored_autocast)
     return graph, _any_of(registered_on, modules)
+
+
+def _warn_autocast_ignored(device: str, dtype: torch.dtype) -> None:
+    """Say that an autocast region of the forward was traced in the model's dtype (autocast
+    acts on a device's own tensors, never on meta ones): its convolutions and matrix
+    products, and the activation memory after them, are not the region's."""
+    warnings.warn(
+        f'the forward runs in torch.autocast("{device}", dtype={dtype}), which the meta device ignores: that region'
+        f" was traced in the model's own dtype (its activations and peak memory there are those of that dtype, not"
+        f" {str(dtype).removeprefix('torch.')}'s)",
+        ArchprofWarning,
+        stacklevel=6,  # attributed to archprof.analyze
+    )
 
 
 _LazyModule = torch.nn.modules.lazy.LazyModuleMixin

@@ -607,3 +607,57 @@ def test_a_head_made_on_the_first_call_is_counted_as_after_a_real_first_call(on_
     [head] = [row for row in report.rows() if row["layer"] == "head"]
     assert head["param_count"] == 36 and head["macs"] == 2 * 8 * 4
     assert report.totals.macs == _forward_macs(grown, x)
+
+
+# -- autocast ------------------------------------------------------------------------------
+
+
+class _Autocast(nn.Module):
+    def __init__(self, reads_values: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(288, 10)
+        self.reads_values = reads_values  # a meta trace cannot run it: the CPU fallback
+
+    def forward(self, x):
+        if self.reads_values and x.sum().item() > 1e30:
+            x = x * 2
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.fc(self.conv(x).flatten(1))
+
+
+def _real_output_bytes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[torch.dtype, int]]:
+    """The oracle: each module's output dtype and bytes in a real CPU forward."""
+    outputs = {}
+    for name, module in model.named_children():
+        module.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, (o.dtype, o.nbytes)))
+    with torch.no_grad():
+        model(x)
+    return outputs
+
+
+def test_an_autocast_region_traced_on_meta_in_the_models_dtype_is_said_so():
+    """Autocast acts on a device's own tensors, not on meta ones: the region's convolution and
+    linear layer are traced in float32, twice the bytes of the bfloat16 a CPU computes."""
+    real = _real_output_bytes(_Autocast(), torch.randn(1, 3, 8, 8))
+    with pytest.warns(ArchprofWarning, match=r'torch.autocast\("cpu", dtype=torch.bfloat16\).*not bfloat16'):
+        report = archprof.analyze(_Autocast(), input_size=(3, 8, 8))
+    rows = {row["layer"]: row for row in report.rows()}
+    for layer in ("conv", "fc"):
+        assert real[layer][0] == torch.bfloat16
+        assert rows[layer]["activation_bytes"] == 2 * real[layer][1]
+
+
+@pytest.mark.parametrize("case", ["no autocast", "bfloat16 model", "cpu fallback"])
+def test_an_autocast_region_that_changes_nothing_or_is_run_for_real_is_not_warned_of(case):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3)) if case == "no autocast" else _Autocast(case == "cpu fallback")
+    dtype = torch.bfloat16 if case == "bfloat16 model" else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = archprof.analyze(model, input_size=(3, 8, 8), dtype=dtype)
+    assert not [w for w in caught if "autocast" in str(w.message)]
+    if case == "cpu fallback":  # a real CPU forward: autocast applies
+        real = _real_output_bytes(model, torch.randn(1, 3, 8, 8))
+        assert {row["layer"]: row["activation_bytes"] for row in report.rows() if row["layer"]} == {
+            layer: nbytes for layer, (_, nbytes) in real.items()
+        }
