@@ -248,14 +248,21 @@ def trace_loaded(
 ) -> tuple[Graph, str]:
     """Trace on the meta device; should the forward need real data, trace a real forward on
     the CPU (or the device of the caller's module) instead. Returns the graph and where it
-    was traced: "meta", "cpu", ..."""
-    try:
-        return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
-    except MetaUnsupported as exc:
-        reason = exc.reason
-    # Random weights, inputs, dropout: on the caller's module's GPU, else the CPU (meta too).
-    with random_state_kept(device_of(loaded.module)):
-        return _real_trace(loaded, inputs, dtype, training, reason)
+    was traced: "meta", "cpu", ...
+
+    Out of the caller's inference mode, if it is in one: a training step is then analysed
+    as anywhere else (as under `torch.no_grad()`, which the trace leaves too), and the
+    stand-ins, inputs and copies are plain tensors that autograd may save; the forward's own
+    `inference_mode` regions still apply (the recorder decomposes the composite operators
+    that reach it whole there)."""
+    with torch.inference_mode(False):  # not a decorator: a frame more would move the warnings' stacklevel
+        try:
+            return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
+        except MetaUnsupported as exc:
+            reason = exc.reason
+        # Random weights, inputs, dropout: on the caller's module's GPU, else the CPU (meta too).
+        with random_state_kept(device_of(loaded.module)):
+            return _real_trace(loaded, inputs, dtype, training, reason)
 
 
 def _real_trace(

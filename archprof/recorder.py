@@ -94,6 +94,9 @@ class Recorder(TorchDispatchMode):
         self._open: _OwnerCall | None = None
         self._chosen: dict[tuple[str, ...], str] = {}
         self._versions: dict[int, int] = {}  # id of an in-place result -> id of the tensor it is a version of
+        # The device and dtype of the first autocast region (torch.autocast) in which a meta
+        # trace ran a matrix product in its inputs' dtype instead (`_note_autocast`).
+        self.ignored_autocast: tuple[str, torch.dtype] | None = None
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -261,9 +264,17 @@ class Recorder(TorchDispatchMode):
             info = _OP_INFO.get(func)
             if info is None:
                 info = _OP_INFO[func] = OpInfo.of(func)
+            if info.composite:
+                # Reached whole only where the Autograd keys, whose kernel decomposes it, were
+                # skipped (inference mode): decomposed here, as eager PyTorch's device kernel is
+                # the same composite one.
+                with self:
+                    return func._op_dk(_COMPOSITE, *args, **kwargs)
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
+            if info.matrix_product and not self._real and torch._C._is_any_autocast_enabled():
+                self._note_autocast(tensors)
             if info.same_dtype and tensors:
                 dtype = tensors[0].dtype
                 for tensor in tensors:  # a loop, not a set: most operators of a trace come here
@@ -290,6 +301,19 @@ class Recorder(TorchDispatchMode):
         except Exception as exc:  # TorchScript's interpreter passes it on as a bare RuntimeError
             self.failure = exc
             raise
+
+    def _note_autocast(self, tensors: list[torch.Tensor]) -> None:
+        """A matrix product ran in an autocast region, which acts on a device's own tensors
+        only: on meta ones it runs in its inputs' dtype, where autocast would have cast any
+        floating one but a float64 to the region's."""
+        if self.ignored_autocast is not None:
+            return
+        for device in _AUTOCAST_DEVICES:
+            if torch.is_autocast_enabled(device):
+                dtype = torch.get_autocast_dtype(device)
+                if any(t.is_floating_point() and t.dtype not in (dtype, torch.float64) for t in tensors):
+                    self.ignored_autocast = (device, dtype)
+                return
 
     def _record(
         self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out, attributed: tuple | None = None
@@ -593,6 +617,12 @@ class OpInfo:
     layout: Layout
     shape_by_dtype: bool
     elementwise: bool  # pointwise, its output laid out as its inputs are (TensorIterator's rule)
+    matrix_product: bool  # a convolution or matrix product: what autocast casts to lower precision
+    # Runs as the operators it calls on any device (aten.linear, aten.flatten): a C++
+    # CompositeImplicitAutograd kernel (not a Python decomposition, which native_batch_norm
+    # has too) and no meta or CPU kernel of its own (silu_backward's composite serves other
+    # devices).
+    composite: bool
 
     @staticmethod
     def of(func) -> OpInfo:
@@ -620,7 +650,19 @@ class OpInfo:
             elementwise=operator is not None
             and operator.family is Family.POINTWISE
             and operator.layout in _ELEMENTWISE,
+            matrix_product=operator is not None and operator.family is Family.MATRIX_PRODUCT,
+            composite=_runs_as_composite(func.name()),
         )
+
+
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
+_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
+_OWN_KERNELS = (torch._C.DispatchKey.Meta, torch._C.DispatchKey.CPU)
+
+
+def _runs_as_composite(name: str) -> bool:
+    has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
+    return has_kernel(name, _COMPOSITE) and not any(has_kernel(name, key) for key in _OWN_KERNELS)
 
 
 _WRAPPED = {float: WrappedFloat, int: WrappedInt}  # bool and complex ones (1 and 16 B): not marked

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, is_meta_limitation, memory_for, short_reason
+from archprof.errors import ArchprofError, ArchprofWarning, is_meta_limitation, memory_for, short_reason
 from archprof.graph import EngineNotes, Graph, OpNode, ParameterInfo, TensorMeta
 from archprof.kernels import DeviceKernels
 from archprof.meta import is_uninitialised
@@ -94,7 +94,35 @@ def trace(
     Lazy layers not yet called (nn.LazyLinear, ...) are first given their shapes by one
     forward on the inputs, unrecorded (`_lazy_layers_initialised`): on a meta copy, never on
     the caller's model.
+
+    A forward that registers a submodule or a parameter on the model (a head made on its
+    first call: `if not hasattr(self, "head"): self.head = nn.Linear(...)`) is traced again
+    at its second call, as a lazy model is: on a copy that one forward has grown (the model
+    itself for a real trace), whose new parameters are then counted and whose new module
+    gets its rows, as after a real first call.
     """
+    graph, grew = _traced_once(model, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
+    if grew:  # once: a forward that registers something on every call is taken as it is then
+        grown = _lazy_layers_initialised(model, _trace_inputs(input_shapes), real)
+        graph, _ = _traced_once(grown, input_shapes, dtype=dtype, training=training, real=real, owned=owned or not real)
+    return graph
+
+
+def _trace_inputs(input_shapes: Sequence[tuple[int, ...] | TraceInput]) -> list[TraceInput]:
+    return [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
+
+
+def _traced_once(
+    model: torch.nn.Module,
+    input_shapes: Sequence[tuple[int, ...] | TraceInput],
+    *,
+    dtype: torch.dtype | None,
+    training: bool,
+    real: bool,
+    owned: bool,
+) -> tuple[Graph, bool]:
+    """`trace`'s graph of one forward, and whether that forward registered a submodule or a
+    parameter on one of the model's modules."""
     by_parameters = isinstance(model, torch.jit.ScriptModule) or (
         getattr(model, "_archprof_attribution", "hooks") == "parameters"
     )
@@ -105,7 +133,7 @@ def trace(
             raise MetaUnsupported(
                 f"cannot move the TorchScript module onto the meta device: {short_reason(exc)}", short_reason(exc)
             ) from exc
-    specs = [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
+    specs = _trace_inputs(input_shapes)
     original = model
     modules = _named_modules(model)
     if any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in modules):
@@ -153,6 +181,7 @@ def trace(
                     replays = Replays(modules, own_forwards, recorder, kernels.chosen)
                 for handle in _attach_hooks(modules, module_types, recorder, shortcuts, replays):
                     stack.callback(handle.remove)
+            registered_on = stack.enter_context(_registrations_noted())
             if training:
                 stack.enter_context(torch.enable_grad())
                 stack.enter_context(recorder.saved_tensors_hooks())
@@ -199,7 +228,7 @@ def trace(
             attributes.put_back()
 
     outputs = [recorder.lookup(t) for t in tensors_in(output)]
-    return Graph(
+    graph = Graph(
         ops=_creations_join_their_consumer(recorder.ops) if by_parameters else recorder.ops,
         module_calls=recorder.calls,
         call_outputs=recorder.call_outputs,
@@ -214,9 +243,56 @@ def trace(
         engine=recorder.engine if training else EngineNotes(),
         released=recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),
     )
+    if recorder.ignored_autocast is not None:
+        _warn_autocast_ignored(*recorder.ignored_autocast)
+    return graph, _any_of(registered_on, modules)
+
+
+def _warn_autocast_ignored(device: str, dtype: torch.dtype) -> None:
+    """Say that an autocast region of the forward was traced in the model's dtype (autocast
+    acts on a device's own tensors, never on meta ones): its convolutions and matrix
+    products, and the activation memory after them, are not the region's."""
+    warnings.warn(
+        f'the forward runs in torch.autocast("{device}", dtype={dtype}), which the meta device ignores: that region'
+        f" was traced in the model's own dtype (its activations and peak memory there are those of that dtype, not"
+        f" {str(dtype).removeprefix('torch.')}'s)",
+        ArchprofWarning,
+        stacklevel=6,  # attributed to archprof.analyze
+    )
 
 
 _LazyModule = torch.nn.modules.lazy.LazyModuleMixin
+
+
+@contextmanager
+def _registrations_noted() -> Iterator[list[torch.nn.Module]]:
+    """The modules that a submodule or a parameter is registered on while active, through
+    torch's global registration hooks, which only `nn.Module.__setattr__` and `register_*`
+    call: nothing on a forward's common path (the trace swaps tensors in the tables directly)."""
+    registered_on: list[torch.nn.Module] = []
+
+    def note(module: torch.nn.Module, name: str, value) -> None:
+        registered_on.append(module)
+
+    handles = [register(note) for register in (_module_registration_hook, _parameter_registration_hook)]
+    try:
+        yield registered_on
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+_module_registration_hook = torch.nn.modules.module.register_module_module_registration_hook
+_parameter_registration_hook = torch.nn.modules.module.register_module_parameter_registration_hook
+
+
+def _any_of(found: list[torch.nn.Module], modules: list[tuple[str, torch.nn.Module]]) -> bool:
+    """Whether a module of `found` is one of `modules` (not a module the forward made and
+    filled itself, an nn.Linear's own weight or a Sequential built for one call)."""
+    if not found:
+        return False
+    ours = {id(module) for _, module in modules}
+    return any(id(module) in ours for module in found)
 
 
 def _named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -574,9 +650,12 @@ def _script_on_meta(model: torch.jit.ScriptModule, dtype: torch.dtype | None) ->
 def _stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> bool:
     """Whether the model's own tensors can be traced as they are: all on meta already (a
     model archprof built) and none to cast. Stand-ins would only cost time (ResNet-50:
-    creating and swapping 320 tensors, a fifth of the trace)."""
+    creating and swapping 320 tensors, a fifth of the trace). Not one made in inference
+    mode (a model built inside `torch.inference_mode()`), which autograd may not save and
+    nothing may write in place outside it."""
     return all(
         tensor.is_meta
+        and not tensor.is_inference()
         and not is_uninitialised(tensor)
         and (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype)
         for tensor in tensors

@@ -524,3 +524,140 @@ def test_a_statically_quantized_network_counts_as_its_float_one():
     assert report.totals.param_bytes == (216 + 720) * 1 + (8 + 10) * 4  # int8 weights, float32 biases
     assert report.totals.macs == plain.macs == 8 * 6 * 6 * 27 + 72 * 10
     assert report.totals.elementwise_flops == plain.elementwise_flops + 3 * 8 * 8 + 10  # quantize in, dequantize out
+
+
+# -- inference mode ------------------------------------------------------------------------
+
+
+class _PartlyInInferenceMode(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        with torch.inference_mode():
+            z = self.b(x)
+        return self.a(x) + z
+
+
+def _forward_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """The oracle: FlopCounterMode over a real forward, one MAC per two of its FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def test_layers_run_in_inference_mode_inside_the_forward_are_counted():
+    """Inference mode skips the Autograd keys whose kernels split composite operators
+    (aten.linear) into the ones they call: each reaches the trace whole, and is split there."""
+    model = _PartlyInInferenceMode()
+    report = archprof.analyze(model, input_size=(4,))
+    assert not report.totals.not_counted
+    assert report.totals.macs == _forward_macs(model, torch.randn(1, 4)) == 32
+
+
+def test_a_model_analysed_inside_inference_mode_gives_the_figures_it_gives_outside():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(288, 10)).eval()
+    outside = archprof.analyze(model, input_size=(3, 8, 8))
+    with torch.inference_mode():
+        inside = archprof.analyze(model, input_size=(3, 8, 8))
+        assert torch.is_inference_mode_enabled()  # the caller's mode, as it was
+    assert not inside.totals.not_counted
+    assert inside.totals.macs == _forward_macs(model, torch.randn(1, 3, 8, 8)) == 10_656
+    assert inside.rows() == outside.rows()
+    assert inside.totals.peak_memory_bytes == outside.totals.peak_memory_bytes
+
+
+# -- a forward that grows the model --------------------------------------------------------
+
+
+class _HeadMadeOnTheFirstCall(nn.Module):
+    """A head and a scale made on the first call, on the CPU (a meta trace cannot run it:
+    the CPU fallback) or on the input's device (meta)."""
+
+    def __init__(self, on_the_inputs_device: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.on_the_inputs_device = on_the_inputs_device
+
+    def forward(self, x):
+        y = self.conv(x).mean((2, 3))
+        device = y.device if self.on_the_inputs_device else None
+        if not hasattr(self, "head"):
+            self.head = nn.Linear(8, 4, device=device)
+            self.scale = nn.Parameter(torch.ones(4, device=device))
+        return self.head(y) * self.scale
+
+
+@pytest.mark.parametrize("on_the_inputs_device", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_a_head_made_on_the_first_call_is_counted_as_after_a_real_first_call(on_the_inputs_device, training):
+    """The oracle: the model's parameters after a real forward, and FlopCounterMode's MACs."""
+    model = _HeadMadeOnTheFirstCall(on_the_inputs_device)
+    report = archprof.analyze(model, input_size=(3, 8, 8), batch=2, training=training)
+    assert not hasattr(model, "head") and not hasattr(model, "scale")  # the caller's model as it was
+    assert report.traced_on == ("meta" if on_the_inputs_device else "cpu")
+    grown = _HeadMadeOnTheFirstCall(on_the_inputs_device)
+    x = torch.randn(2, 3, 8, 8)
+    grown(x)
+    assert report.totals.param_count == sum(p.numel() for p in grown.parameters()) == 224 + 36 + 4
+    [head] = [row for row in report.rows() if row["layer"] == "head"]
+    assert head["param_count"] == 36 and head["macs"] == 2 * 8 * 4
+    assert report.totals.macs == _forward_macs(grown, x)
+
+
+# -- autocast ------------------------------------------------------------------------------
+
+
+class _Autocast(nn.Module):
+    def __init__(self, reads_values: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(288, 10)
+        self.reads_values = reads_values  # a meta trace cannot run it: the CPU fallback
+
+    def forward(self, x):
+        if self.reads_values and x.sum().item() > 1e30:
+            x = x * 2
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.fc(self.conv(x).flatten(1))
+
+
+def _real_output_bytes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[torch.dtype, int]]:
+    """The oracle: each module's output dtype and bytes in a real CPU forward."""
+    outputs = {}
+    for name, module in model.named_children():
+        module.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, (o.dtype, o.nbytes)))
+    with torch.no_grad():
+        model(x)
+    return outputs
+
+
+def test_an_autocast_region_traced_on_meta_in_the_models_dtype_is_said_so():
+    """Autocast acts on a device's own tensors, not on meta ones: the region's convolution and
+    linear layer are traced in float32, twice the bytes of the bfloat16 a CPU computes."""
+    real = _real_output_bytes(_Autocast(), torch.randn(1, 3, 8, 8))
+    with pytest.warns(ArchprofWarning, match=r'torch.autocast\("cpu", dtype=torch.bfloat16\).*not bfloat16'):
+        report = archprof.analyze(_Autocast(), input_size=(3, 8, 8))
+    rows = {row["layer"]: row for row in report.rows()}
+    for layer in ("conv", "fc"):
+        assert real[layer][0] == torch.bfloat16
+        assert rows[layer]["activation_bytes"] == 2 * real[layer][1]
+
+
+@pytest.mark.parametrize("case", ["no autocast", "bfloat16 model", "cpu fallback"])
+def test_an_autocast_region_that_changes_nothing_or_is_run_for_real_is_not_warned_of(case):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3)) if case == "no autocast" else _Autocast(case == "cpu fallback")
+    dtype = torch.bfloat16 if case == "bfloat16 model" else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = archprof.analyze(model, input_size=(3, 8, 8), dtype=dtype)
+    assert not [w for w in caught if "autocast" in str(w.message)]
+    if case == "cpu fallback":  # a real CPU forward: autocast applies
+        real = _real_output_bytes(model, torch.randn(1, 3, 8, 8))
+        assert {row["layer"]: row["activation_bytes"] for row in report.rows() if row["layer"]} == {
+            layer: nbytes for layer, (_, nbytes) in real.items()
+        }

@@ -548,3 +548,20 @@ def test_a_weight_made_from_parameters_gets_a_weight_gradient():
     assert all(p.grad is not None for p in model[1].parametrizations.weight.parameters())
     row = archprof.analyze(model, input_size=(3,), batch=2, training=True).rows()[-1]
     assert row["backward_input_macs"] == row["backward_weight_macs"] == 2 * 5 * 4
+
+
+@pytest.mark.parametrize("given", ["module", "name"])
+def test_a_training_step_analysed_inside_inference_mode_is_the_step_outside_it(given):
+    """No step runs inside inference mode (its tensors record no graph: backward raises), and
+    none is run here: the step analysed is the one outside it, as under torch.no_grad(). A
+    model archprof builds there (from a name) has inference tensors, which autograd may not
+    save: stand-ins of its own take their place."""
+    model = MODELS["lenet5"].build() if given == "module" else "lenet5"
+    with torch.inference_mode():
+        inside = training_report(model, (1, 32, 32))
+        assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()  # as it was
+    outside = training_report(model, (1, 32, 32))
+    counter = counted_training_flops(MODELS["lenet5"].build(), torch.randn(2, 1, 32, 32))
+    assert inside.totals.training_flops == counter.get_total_flops() > 0
+    assert inside.totals.gradient_bytes == outside.totals.gradient_bytes > 0
+    assert inside.rows() == outside.rows()
