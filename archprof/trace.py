@@ -160,7 +160,7 @@ def _traced_once(
     input_metas = [recorder.register(x, "input") for x in inputs]
 
     training_modes = {module: module.training for _, module in modules}
-    if any(mode != training for mode in training_modes.values()):
+    if model.training != training:  # as `in_traced_mode`, each flag written directly
         _set_mode(model, training_modes, training)
     # A training step on the model's own tensors writes their .grad: the caller's are put
     # back afterwards (and a later trace starts from none, as a step after zero_grad does).
@@ -508,6 +508,16 @@ def _refill(container: list | dict | set, held: list | dict | set) -> None:
     else:
         container.clear()
         container.update(held)
+
+
+def in_traced_mode(model: torch.nn.Module, training: bool) -> torch.nn.Module:
+    """The model in the mode a trace runs it in, for a real run to match: `model.train(training)`,
+    unless the model is in that mode already; then its modules keep their own (train() then a
+    BatchNorm frozen by its own eval(), or eval() then Monte Carlo dropout's train()), as
+    the user's own step or forward has them."""
+    if model.training != training:
+        model.train(training)
+    return model
 
 
 def _set_mode(model: torch.nn.Module, modes: dict[torch.nn.Module, bool], training: bool) -> None:

@@ -24,7 +24,7 @@ from archprof.passes.memory import liveness, training_timeline
 from archprof.trace import trace
 from archprof.units import human_bytes
 from archprof.zoo import MODELS
-from tests.memory_oracle import profiled_peaks, profiled_training_peaks
+from tests.memory_oracle import allocation_peaks, profiled_peaks, profiled_training_peaks
 from tests.models import (
     Checkpointed,
     ConcatenatedBias,
@@ -547,3 +547,45 @@ def test_compare_sets_each_training_step_peak_beside_the_forward_peak():
     _, lasting = profiled_training_peaks(model, x)
     assert frame["training_peak_bytes"].iloc[0] == totals.param_bytes + lasting + x.nbytes
     assert frame["peak_memory_bytes"].iloc[0] == totals.peak_memory_bytes
+
+
+def test_a_model_already_in_the_mode_asked_keeps_its_modules_own():
+    """train() then a BatchNorm frozen by its own eval(): the step is traced with that norm
+    in evaluation (2 FLOPs an element, formulas.md, not 5; no statistics computed), and
+    its peak is the real step's with the norm frozen; the modes are put back after."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    model.train()
+    model[1].eval()
+    x = torch.randn(2, 3, 8, 8)
+    report = archprof.analyze(model, input_size=(3, 8, 8), batch=2, training=True)
+    norm = next(r for r in report.rows() if r["layer"] == "1")
+    assert norm["elementwise_flops"] == 2 * 2 * 8 * 6 * 6
+    predicted = training_timeline(trace(model, [x.shape], training=True)).peak_bytes
+
+    def step():
+        output = model(x)
+        output.backward(torch.ones_like(output))
+        del output
+
+    step()
+    model.zero_grad(set_to_none=True)
+    _, lasting = allocation_peaks(step)
+    assert predicted == lasting + x.nbytes
+    assert model.training and not model[1].training
+    # memory --measure's real step (after its inference forward) has the norm frozen too
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import predicted_and_measured
+
+    _, measured = predicted_and_measured(load_model(model), [(3, 8, 8)], 2, None, "sgd").steps
+    held = sum(t.nbytes for t in (*model.parameters(), *model.buffers())) + x.nbytes
+    assert measured.measured.bytes == held + lasting
+
+
+def test_monte_carlo_dropout_in_an_inference_analysis_is_kept():
+    """eval() then a Dropout's own train(): the inference forward draws its mask, as the
+    real one does (its output and mask in memory)."""
+    model = nn.Sequential(nn.Linear(16, 16), nn.Dropout(0.5))
+    model.eval()
+    model[1].train()
+    report = archprof.analyze(model, input_size=(16,))
+    assert "bernoulli_" in next(r for r in report.rows() if r["layer"] == "1")["operators"]

@@ -13,7 +13,7 @@ import torch
 from archprof.analysis import Analysis
 from archprof.errors import ArchprofError, first_line, memory_for
 from archprof.report import Report
-from archprof.trace import forward_exits_as_errors
+from archprof.trace import forward_exits_as_errors, in_traced_mode
 from archprof.units import tensor_text
 
 
@@ -61,7 +61,7 @@ def materialise(loaded, device: torch.device, dtype: torch.dtype | None) -> torc
     into it; a module the caller gave is copied there with its own weights (the caller's
     is untouched), with random ones if they were on the meta device. Random, never
     uninitialised: garbage memory can hold NaNs and denormals, which run at other speeds."""
-    return loaded.materialize(device, dtype, copy_module=True).eval()
+    return in_traced_mode(loaded.materialize(device, dtype, copy_module=True), training=False)
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from archprof.meta import is_uninitialised
 from archprof.passes.memory import optimizer_state_copies
 from archprof.random_state import random_state_kept
 from archprof.structure import tensors_in
+from archprof.trace import in_traced_mode
 
 
 @dataclass(frozen=True)
@@ -211,9 +212,16 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 
 def _inference_step(module: torch.nn.Module, inputs: ForwardInputs) -> None:
-    module.eval()
-    with torch.no_grad():
-        inputs(module)
+    """A forward in the mode the analysis traced, each module's mode as it was after it (the
+    training step that follows starts from the modes the model came with)."""
+    modes = [(m, m.training) for m in module.modules()]
+    in_traced_mode(module, training=False)
+    try:
+        with torch.no_grad():
+            inputs(module)
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 _OPTIMIZERS = {
@@ -231,7 +239,7 @@ def _training_step(
     gradients of ones on the floating outputs that need one (none: no backward pass), the
     optimizer's update of the trainable parameters (none: no update); and what the
     optimizer's state holds (its tensors) when asked."""
-    module.train()
+    in_traced_mode(module, training=True)
     trainable = [p for p in module.parameters() if p.requires_grad]
     opt = _OPTIMIZERS[optimizer.lower()](trainable) if trainable else None
 
