@@ -297,14 +297,25 @@ def _any_of(found: list[torch.nn.Module], modules: list[tuple[str, torch.nn.Modu
 
 def _named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """`model.named_modules()`, which recurses once a level: a model nested past Python's
-    recursion limit is refused in one line."""
+    recursion limit is refused in one line, and so is a submodule whose name holds a '.'
+    (set through `_modules`: `add_module` refuses it), whose path would read as a module
+    nested in another (a direct child 'a.b' and the child 'b' of 'a' would be one row)."""
     try:
-        return list(model.named_modules())
+        modules = list(model.named_modules())
     except RecursionError:
         raise ArchprofError(
             f"the model nests its modules too deeply to walk (past Python's recursion limit, {sys.getrecursionlimit()}"
             " levels)"
         ) from None
+    for path, module in modules:
+        dotted = next((name for name, child in module._modules.items() if "." in name and child is not None), None)
+        if dotted is not None:
+            where = f"module '{path}'" if path else "the model"
+            raise ArchprofError(
+                f"{where} holds a submodule named {dotted!r}: a name with '.' reads as a path to a module nested in"
+                " another, which archprof cannot tell apart (torch's add_module refuses such names)"
+            )
+    return modules
 
 
 @contextmanager

@@ -272,6 +272,30 @@ def test_ops_outside_the_model_forward_are_the_model_own(make, hooks):
     assert outside and all(r["call"] == 0 for r in outside)  # the model was called once
 
 
+class _DottedName(nn.Module):
+    """A direct child named 'a.b' (through `_modules`) beside the child 'b' of 'a'."""
+
+    def __init__(self):
+        super().__init__()
+        self._modules["a.b"] = nn.Conv2d(3, 8, 3)
+        self.a = nn.Sequential()
+        self.a._modules["b"] = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self._modules["a.b"](x).sum() + self.a.b(x).sum()
+
+
+def test_a_submodule_name_with_a_dot_is_refused_in_one_line():
+    """Two modules whose paths read the same cannot be two rows of their own: refused, where
+    they were one layer called twice. The oracle: `named_modules`, which names both 'a.b'."""
+    model = _DottedName()
+    model(torch.rand(1, 3, 8, 8))  # PyTorch runs it
+    assert [path for path, _ in model.named_modules()].count("a.b") == 2
+    with pytest.raises(ArchprofError, match=r"submodule named 'a\.b'") as raised:
+        archprof.analyze(model, input_size=(3, 8, 8))
+    assert "\n" not in str(raised.value)
+
+
 def test_a_failing_forward_leaves_no_recorded_forward_behind():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 2))
     with pytest.raises(ArchprofError, match="'1' \\(Linear\\)"):
