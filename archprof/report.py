@@ -441,25 +441,27 @@ class Report:
 
     def merged_row(self, path: str, indices: Sequence[int]) -> dict[str, Any]:
         """Rows `indices` (in the order they ran) as one row of module `path`, as `rollup`
-        merges them: the sums of the summable columns, live bytes after the last, the peak
-        over all, the input of the first (no kernel where there are several: the rows have
-        theirs), and the output and field of the last (the module's output)."""
+        merges them: the sums of the summable columns, and, of the rows that ran (a module
+        never called, an unused head, adds its parameters only), live bytes after the last,
+        the peak over all, the input of the first (no kernel where there are several: the
+        rows have theirs), and the output and field of the last (the module's output)."""
+        ran = [i for i in indices if self.columns["call"][i] >= 0] or list(indices)
         merged: dict[str, Any] = {
             "layer": path,
             "module_type": self.module_types.get(path, ""),
-            "call": min(self.columns["call"][i] for i in indices),
+            "call": min(self.columns["call"][i] for i in ran),
             "depth": 0 if not path else path.count(".") + 1,
-            "operators": " ".join(dict.fromkeys(op for i in indices for op in self.columns["operators"][i].split())),
-            "output_shape": self.columns["output_shape"][indices[-1]],
-            "input_shape": self.columns["input_shape"][indices[0]],
-            "kernel": self.columns["kernel"][indices[0]] if len(indices) == 1 else "",  # several rows, several windows
-            "live_bytes": self.columns["live_bytes"][indices[-1]],
-            "peak_live_bytes": max(self.columns["peak_live_bytes"][i] for i in indices),
+            "operators": " ".join(dict.fromkeys(op for i in ran for op in self.columns["operators"][i].split())),
+            "output_shape": self.columns["output_shape"][ran[-1]],
+            "input_shape": self.columns["input_shape"][ran[0]],
+            "kernel": self.columns["kernel"][ran[0]] if len(ran) == 1 else "",  # several rows, several windows
+            "live_bytes": self.columns["live_bytes"][ran[-1]],
+            "peak_live_bytes": max(self.columns["peak_live_bytes"][i] for i in ran),
         }
         for name in self._summable:
             merged[name] = sum(self.columns[name][i] for i in indices)
         for name in LAST_ROW_COLUMNS:
-            merged[name] = self.columns[name][indices[-1]]
+            merged[name] = self.columns[name][ran[-1]]
         not_counted: Counter[str] = Counter()
         for i in indices:
             not_counted.update(self.columns["not_counted"][i])
@@ -470,14 +472,21 @@ class Report:
         """Merge every row below module depth `depth` into its ancestor at that depth. A row
         at that depth or above stays one row per call (a module called twice, two rows); the
         rows below a module called more than once join its first call's row (the rows do not
-        say which call ran them). Whole-model figures stay: the training step's peak (its
-        layer named by its ancestor), the measured memory, the BatchNorm folding."""
+        say which call ran them), and so do the rows of modules never called (an unused
+        head, MultiheadAttention's out_proj), parameters alone, where anything of that
+        ancestor ran. Whole-model figures stay: the training step's peak (its layer named by
+        its ancestor), the measured memory, the BatchNorm folding."""
         _check_depth(depth, "rollup")
+        calls = self.columns["call"]
+        ancestors = [".".join(path.split(".")[:depth]) for path in self.columns["layer"]]
+        ran = {ancestor for ancestor, call in zip(ancestors, calls, strict=True) if call >= 0}
         groups: dict[tuple[str, int], list[int]] = {}
-        for index, path in enumerate(self.columns["layer"]):
-            parts = path.split(".") if path else []
-            call = self.columns["call"][index] if len(parts) <= depth else 0
-            groups.setdefault((".".join(parts[:depth]), call), []).append(index)
+        for index, (path, ancestor) in enumerate(zip(self.columns["layer"], ancestors, strict=True)):
+            # A deeper row joins its ancestor's first call; so does a never-called row (its
+            # parameters alone) where anything of its ancestor ran, else its one row never called.
+            joined = 0 if ancestor in ran else -1
+            call = calls[index] if path == ancestor and calls[index] >= 0 else joined
+            groups.setdefault((ancestor, call), []).append(index)
         columns: dict[str, list] = {c.name: [] for c in self._analytic_specs}
         operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for indices in groups.values()]
         for (path, _), indices in groups.items():

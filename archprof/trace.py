@@ -199,7 +199,7 @@ def _traced_once(
                 stack.callback(_put_back, _tables(modules))
             if stand_ins is not None:
                 _swap_in(modules, stand_ins)
-            output = model(*args, **kwargs)
+            output = _model_called(model, args, kwargs, recorder, by_parameters)
             if training:  # the stand-ins still in place: checkpointing recomputes blocks on them
                 recorder.run_backward(output)
                 recorder.engine.given_gradients = _given_gradients(named, stand_ins)
@@ -297,14 +297,25 @@ def _any_of(found: list[torch.nn.Module], modules: list[tuple[str, torch.nn.Modu
 
 def _named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """`model.named_modules()`, which recurses once a level: a model nested past Python's
-    recursion limit is refused in one line."""
+    recursion limit is refused in one line, and so is a submodule whose name holds a '.'
+    (set through `_modules`: `add_module` refuses it), whose path would read as a module
+    nested in another (a direct child 'a.b' and the child 'b' of 'a' would be one row)."""
     try:
-        return list(model.named_modules())
+        modules = list(model.named_modules())
     except RecursionError:
         raise ArchprofError(
             f"the model nests its modules too deeply to walk (past Python's recursion limit, {sys.getrecursionlimit()}"
             " levels)"
         ) from None
+    for path, module in modules:
+        dotted = next((name for name, child in module._modules.items() if "." in name and child is not None), None)
+        if dotted is not None:
+            where = f"module '{path}'" if path else "the model"
+            raise ArchprofError(
+                f"{where} holds a submodule named {dotted!r}: a name with '.' reads as a path to a module nested in"
+                " another, which archprof cannot tell apart (torch's add_module refuses such names)"
+            )
+    return modules
 
 
 @contextmanager
@@ -765,7 +776,7 @@ def _attach_hooks(
     shortcuts: bool,
     replays: Replays | None,
 ):
-    """Run the recorder's `enter` and `post_hook` around every module's forward, until the
+    """Run the recorder's `enter` and `post_hook` around every submodule's forward, until the
     handles returned are removed. Not as nn.Module hooks: a module with any hook takes the
     slow road through `Module._call_impl` (RegNetY-016's 709 calls: a sixth of its trace,
     and registering 1,418 hooks another tenth); an instance attribute `forward` that calls
@@ -778,18 +789,32 @@ def _attach_hooks(
     for the error to say where it failed."""
     originals, handles = [], []
     for path, module in modules:
+        if not path:  # the model's own call is recorded around its whole call (`_model_called`)
+            continue
         originals.append((module, module.__dict__.get("forward")))
         post_hook = recorder.post_hook
         if module._forward_hooks:
             handles.append(module.register_forward_hook(post_hook))
             post_hook = None
         shortcut = shortcut_for(module) if shortcuts else None
-        # The model's own call is never repeated; a lone layer is as quick to run as to copy.
-        watched = replays if path and module._modules else None
+        # A lone layer is as quick to run as to copy.
+        watched = replays if module._modules else None
         module.__dict__["forward"] = _recorded(
             module, path, module_types[path], module.forward, post_hook, recorder, shortcut, watched
         )
     return [_Restore(originals), *handles]
+
+
+def _model_called(model: torch.nn.Module, args, kwargs, recorder: Recorder, by_parameters: bool):
+    """`model(*args, **kwargs)`, recorded as the model's own call (unless `by_parameters`, where
+    `Recorder.start_root` opened it) from its first hook to its last: ops its pre-hooks, the
+    global module hooks or a `__call__` of its own run outside its forward are the model's too."""
+    if by_parameters:
+        return model(*args, **kwargs)
+    recorder.enter("", _type_name(model), args)
+    output = model(*args, **kwargs)
+    recorder.post_hook(model, args, output)
+    return output
 
 
 def _recorded(

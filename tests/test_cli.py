@@ -190,6 +190,29 @@ class Noisy(torch.nn.Module):
 """
 
 
+DOTTED_FACTORY = """
+import torch
+
+
+class Dotted(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self._modules["a.b"] = torch.nn.Conv2d(3, 8, 3)
+        self.a = torch.nn.Sequential()
+        self.a._modules["b"] = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self._modules["a.b"](x).sum() + self.a.b(x).sum()
+"""
+
+
+def test_a_submodule_name_with_a_dot_is_one_error_line_and_exit_2(tmp_path):
+    (tmp_path / "dotted.py").write_text(DOTTED_FACTORY)
+    result = invoke("summary", f"{tmp_path / 'dotted.py'}:Dotted", "--input", "3x8x8")
+    assert result.exit_code == 2, result.output
+    assert "'a.b'" in one_error_line(result) and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("command", [["summary"], ["memory"], ["rf"], ["compare", "lenet5"]])
 def test_what_the_model_prints_goes_to_stderr_and_the_report_alone_to_stdout(tmp_path, command):
     (tmp_path / "noisy.py").write_text(NOISY_FACTORY)

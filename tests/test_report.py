@@ -26,6 +26,62 @@ def test_rollup_keeps_every_total():
     assert report.rollup(1).layers["layer"].tolist() == ["features", "", "classifier"]
 
 
+class _Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.aux = torch.nn.Conv2d(8, 4, 1)  # an auxiliary head, not called in eval
+
+    def forward(self, x):
+        return self.conv(x).relu()
+
+
+class _WithAuxHeads(torch.nn.Module):
+    """A block holding a head it never calls, and heads of the model's own never called, one
+    with a parameter of its own beside its layer's."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = _Block()
+        self.head = torch.nn.Conv2d(8, 8, 3)
+        self.aux = torch.nn.Linear(8, 2)
+        self.scaled_aux = torch.nn.Module()
+        self.scaled_aux.scale = torch.nn.Parameter(torch.ones(2))
+        self.scaled_aux.linear = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
+def test_a_rollup_row_describes_the_calls_that_ran_beside_modules_never_called():
+    """A module rolled up with a module below it that was never called is still the module
+    that ran: its call, its output; the other adds its parameters. The oracle: a real
+    forward's hooks (which modules ran, and what each returned) and `parameters()`."""
+    model = _WithAuxHeads().eval()
+    returned: dict[str, tuple[int, ...]] = {}
+
+    def watch(path):
+        def hook(module, args, output):
+            returned.setdefault(path, tuple(output.shape))
+
+        return hook
+
+    handles = [module.register_forward_hook(watch(path)) for path, module in model.named_modules()]
+    model(torch.rand(1, 3, 16, 16))
+    for handle in handles:
+        handle.remove()
+    report = archprof.analyze(model, input_size=(3, 16, 16))
+    modules = dict(model.named_modules())
+    for depth in (0, 1, 2):
+        for row in report.rollup(depth).rows():
+            path = row["layer"]
+            assert (row["call"] >= 0) == (path in returned), (depth, path)
+            if path in returned:
+                assert row["output_shape"] == "x".join(map(str, returned[path])), (depth, path)
+            if depth == row["depth"] and path:  # the module's whole subtree
+                assert row["param_count"] == sum(p.numel() for p in modules[path].parameters()), (depth, path)
+
+
 def test_a_rollup_names_every_row_by_its_module_at_that_depth():
     """A module whose subtree ran one row deeper than the depth is still rolled into its own
     row at the depth (README: every row below depth N rolled into its ancestor): the ReLU

@@ -1,3 +1,4 @@
+import contextlib
 import copy
 import warnings
 
@@ -217,6 +218,82 @@ def test_module_calls_are_recorded_and_the_model_left_as_it_was():
     assert model.scaled.__dict__["forward"] is own_forward
     assert all("forward" not in module.__dict__ for module in (model, model.conv))
     assert model(torch.rand(1, 3, 6, 6)).shape == (1, 4)
+
+
+class _CallOverride(nn.Module):
+    """A model whose own `__call__` runs an operator outside its forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def __call__(self, x):
+        return self.conv(x) * 2
+
+
+def _root_pre_hooked() -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    model.register_forward_pre_hook(lambda module, args: ((args[0] - 0.5) / 0.25,))
+    return model
+
+
+@contextlib.contextmanager
+def _global_forward_hook():
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, output: output * 2)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("make", "hooks"),
+    [
+        (_root_pre_hooked, contextlib.nullcontext),
+        (lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3)), _global_forward_hook),
+        (_CallOverride, contextlib.nullcontext),
+    ],
+    ids=["root pre-hook", "global forward hook", "root __call__"],
+)
+def test_ops_outside_the_model_forward_are_the_model_own(make, hooks):
+    """Ops that run outside every module's forward (the model's pre-hook, a global module hook
+    on the model, a `__call__` of its own) are the model's own operations, as a real forward
+    runs them. The oracle: FlopCounterMode over a real forward, and that forward's output."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with hooks():
+        model = make()
+        with FlopCounterMode(display=False) as counter:
+            output = model(torch.rand(1, 3, 16, 16))
+        report = archprof.analyze(model, input_size=(3, 16, 16))
+    assert report.totals.macs == counter.get_total_flops() // 2
+    assert report.rows()[-1]["output_shape"] == "x".join(map(str, output.shape))
+    outside = [r for r in report.rows() if r["layer"] == ""]
+    assert outside and all(r["call"] == 0 for r in outside)  # the model was called once
+
+
+class _DottedName(nn.Module):
+    """A direct child named 'a.b' (through `_modules`) beside the child 'b' of 'a'."""
+
+    def __init__(self):
+        super().__init__()
+        self._modules["a.b"] = nn.Conv2d(3, 8, 3)
+        self.a = nn.Sequential()
+        self.a._modules["b"] = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self._modules["a.b"](x).sum() + self.a.b(x).sum()
+
+
+def test_a_submodule_name_with_a_dot_is_refused_in_one_line():
+    """Two modules whose paths read the same cannot be two rows of their own: refused, where
+    they were one layer called twice. The oracle: `named_modules`, which names both 'a.b'."""
+    model = _DottedName()
+    model(torch.rand(1, 3, 8, 8))  # PyTorch runs it
+    assert [path for path, _ in model.named_modules()].count("a.b") == 2
+    with pytest.raises(ArchprofError, match=r"submodule named 'a\.b'") as raised:
+        archprof.analyze(model, input_size=(3, 8, 8))
+    assert "\n" not in str(raised.value)
 
 
 def test_a_failing_forward_leaves_no_recorded_forward_behind():
