@@ -291,10 +291,11 @@ class Recorder(TorchDispatchMode):
                 out = func(*args, **kwargs)
             if len(sys.modules) != imported:
                 # A decomposition's first call imported a module (torch._dynamo, by
-                # torch._compile's wrapper): the import's frames, left in reference cycles,
-                # hold the frames below them, the model's forward with its locals, until the
-                # collector runs, which it does not in a trace (`collector_paused`). Eager
-                # PyTorch frees those locals as the forward returns (a kernel imports nothing).
+                # torch._compile's wrapper: a bool map's sum, rsub's `1 - x`): torch.fx's `wrap`,
+                # run by that import, leaves frames in reference cycles whose `f_back` holds
+                # the frames below, the model's forward or a Python backward with their locals,
+                # until the collector runs, which it does not in a trace (`collector_paused`).
+                # Eager PyTorch frees those locals as the function returns (a kernel imports nothing).
                 gc.collect()
             self._record(info, args, kwargs, tensors, out)
             return out

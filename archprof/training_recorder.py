@@ -3,8 +3,6 @@ it, then the backward pass, each of its operators attributed to a forward operat
 
 from __future__ import annotations
 
-import gc
-import sys
 import weakref
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -87,7 +85,6 @@ class TrainingRecorder(Recorder):
         self._tagging_for: tuple[_Replay, int] | None = None  # the replay and step of `_last_made`'s op
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
-        self._modules_imported = 0  # len(sys.modules) when a Python backward's op was last recorded
 
     def run_backward(self, output) -> None:
         """The backward pass from the floating outputs that require grad, with gradients of ones."""
@@ -104,7 +101,6 @@ class TrainingRecorder(Recorder):
         self.ops = self.backward_ops  # _record appends to self.ops
         self._phase = "backward"
         self._by_parameters = None  # backward ops are attributed through their forward op
-        self._modules_imported = len(sys.modules)
         self._origin = len(self._forward_ops) - 1
         for op in self._forward_ops:
             self._positions.setdefault(_replay_key(op), []).append(op.index)
@@ -159,7 +155,6 @@ class TrainingRecorder(Recorder):
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)
-            self._collect_after_an_import()
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
@@ -181,17 +176,6 @@ class TrainingRecorder(Recorder):
             if storage >= storages:
                 self._python_made.add(storage)
         del self._kept[kept:]
-
-    def _collect_after_an_import(self) -> None:
-        """Where a module was imported for the first time since the last op of a Python
-        backward (torch imports dynamo the first time some meta decompositions run: rsub's, for
-        `1 - x_sigmoid`), the cyclic collector runs: torch.fx's `wrap`, run by that import,
-        leaves its frames in a reference cycle whose `f_back` holds the backward's frame, and
-        with it every tensor named there, until a collection (held off during an analysis).
-        A real step, with no such import, frees them as the function returns."""
-        if len(sys.modules) != self._modules_imported:
-            self._modules_imported = len(sys.modules)
-            gc.collect()
 
     def _python_tensor_died(self, reference: weakref.ref) -> None:
         _, key, storage = self._watched[id(reference)]
