@@ -161,6 +161,7 @@ class TrainingRecorder(Recorder):
             self.engine.python_ops.add(len(self.ops) - 1)
             self._collect_after_an_import()
         if node is not None and node.name() == _ACCUMULATE_GRAD:
+            _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
                 self.engine.relaid_gradients.add(self.ops[-1].inputs[0].storage)
@@ -390,6 +391,18 @@ def _made(info: OpInfo, out) -> list[torch.Tensor]:
 def _group_norm_gradient_running() -> bool:
     node = torch._C._current_autograd_node()
     return node is not None and node.name() == _GROUP_NORM_NODE
+
+
+def _refuse_a_sparse_gradient(tensors: list[torch.Tensor], module: ModuleCall | None) -> None:
+    """Refuse a parameter's gradient that is sparse (`nn.Embedding(sparse=True)`'s: the indices
+    and values of the rows looked up): the memory passes size every gradient, and the optimizer
+    state that follows it, dense, and a real step's have no steady size (SGD's momentum buffer
+    gains the rows of each step's gradient; Adam refuses sparse gradients)."""
+    if any(tensor.layout != torch.strided for tensor in tensors):
+        raise ArchprofError(
+            f"{_call_text(module)} makes a sparse gradient (sparse=True), whose memory a training analysis cannot"
+            " size (archprof counts every gradient and its optimizer state dense): analyse it with sparse=False"
+        )
 
 
 def _first_writer(ops: list[OpNode], start: int, storage: int) -> OpNode | None:

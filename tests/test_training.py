@@ -653,3 +653,32 @@ def test_an_in_place_dropout_over_a_relu_names_both_layers_and_the_cli_exits_2(t
     assert result.exit_code == 2, result.output
     assert one_error_line(result).startswith("error: the training step cannot run: ReluBackward0")
     assert cli("summary", f"{tmp_path / 'dropout.py'}:build", "--input", "3x16x16").exit_code == 0
+
+
+class _Lookup(nn.Module):
+    def __init__(self, table: nn.Module) -> None:
+        super().__init__()
+        self.table, self.head = table, nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.head(self.table(ids).reshape(-1, 8))
+
+
+@pytest.mark.parametrize("bag", [False, True])
+def test_a_sparse_gradient_is_refused_in_one_line_where_a_dense_one_is_analysed(bag):
+    """A sparse embedding's weight gradient holds the rows looked up (a real step's `.grad` is
+    sparse COO), its momentum buffer grows each step and Adam refuses it: archprof, which sizes
+    gradients and optimizer state dense, refuses the step rather than size it dense."""
+
+    def model(sparse: bool) -> nn.Module:
+        table = nn.EmbeddingBag(100, 8, sparse=sparse) if bag else nn.Embedding(100, 8, sparse=sparse)
+        return _Lookup(table)
+
+    real = model(sparse=True)
+    real(torch.randint(0, 100, (2, 4))).sum().backward()
+    assert real.table.weight.grad.layout == torch.sparse_coo
+    with pytest.raises(archprof.ArchprofError, match=r"module 'table' \(Embedding(Bag)?\) makes a sparse gradient"):
+        archprof.analyze(model(sparse=True), inputs=["4:int64"], batch=2, training=True)
+    dense = archprof.analyze(model(sparse=False), inputs=["4:int64"], batch=2, training=True).totals
+    assert dense.gradient_bytes == (100 * 8 + 2 * 8 + 2) * 4
+    assert archprof.analyze(model(sparse=True), inputs=["4:int64"], batch=2).totals.macs > 0  # inference is unaffected
