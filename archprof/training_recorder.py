@@ -11,8 +11,8 @@ import torch
 from torch._prims_common import suggest_memory_format
 from torch.autograd.function import BackwardCFunction
 
-from archprof.errors import short_reason
-from archprof.graph import EngineNotes, ModuleCall, OpNode
+from archprof.errors import ArchprofError, short_reason
+from archprof.graph import EngineNotes, ModuleCall, OpNode, TensorMeta
 from archprof.operators.shapes import is_dense
 from archprof.recorder import OpInfo, Recorder
 from archprof.structure import tensors_in
@@ -156,6 +156,7 @@ class TrainingRecorder(Recorder):
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
+            _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
                 self.engine.relaid_gradients.add(self.ops[-1].inputs[0].storage)
@@ -300,11 +301,39 @@ class TrainingRecorder(Recorder):
             base = self._metas.get(id(tensor._base)) if tensor._base is not None else None
             meta = self.register(tensor, "constant", storage=base.storage if base is not None else None)
         self.saved.append(meta)
+        # Autograd checks a saved tensor's version when it is unpacked only where no hooks pack
+        # it (SavedVariable::unpack): the version goes with it, for `unpack_saved` to check, and
+        # the op that saved it (the last recorded), for the error to find what wrote over it.
+        return tensor, tensor._version, meta, self.ops[-1] if self.ops else None
+
+    def unpack_saved(self, packed: tuple[torch.Tensor, int, TensorMeta, OpNode | None]) -> torch.Tensor:
+        """saved_tensors_hooks' unpack hook: the tensor saved, refused as autograd refuses it
+        where it has been written over in place since (a real step cannot run its backward)."""
+        tensor, version, meta, saver = packed
+        if tensor._version != version:
+            raise ArchprofError(self._overwritten_saved_tensor(meta, saver))
         return tensor
+
+    def _overwritten_saved_tensor(self, meta: TensorMeta, saver: OpNode | None) -> str:
+        """What cannot run: the gradient reading a saved tensor, and the in-place op that wrote
+        over it after it was saved (the first writing into its storage)."""
+        node = torch._C._current_autograd_node()
+        origin = node.metadata.get(_ORIGIN, -1) if node is not None else -1
+        reader = node.name() if node is not None else "a gradient"
+        if origin >= 0:
+            reader += f", the gradient of {_call_text(self._forward_ops[origin].module)},"
+        ops = self.backward_ops if saver is not None and saver.phase == "recompute" else self._forward_ops
+        writer = _first_writer(ops, saver.index + 1 if saver is not None else 0, meta.storage)
+        written = f"{writer.op} in {_call_text(writer.module)} then wrote" if writer is not None else "was then written"
+        return (
+            f"the training step cannot run: {reader} reads a tensor it saved that {written} over in place, as a real"
+            " backward says (one of the variables needed for gradient computation has been modified by an inplace"
+            " operation)"
+        )
 
     def saved_tensors_hooks(self) -> AbstractContextManager:
         """While active, every tensor autograd saves for the backward pass is noted (`pack_saved`)."""
-        return torch.autograd.graph.saved_tensors_hooks(self.pack_saved, _unpack_saved)
+        return torch.autograd.graph.saved_tensors_hooks(self.pack_saved, self.unpack_saved)
 
 
 @dataclass
@@ -348,8 +377,28 @@ def _group_norm_gradient_running() -> bool:
     return node is not None and node.name() == _GROUP_NORM_NODE
 
 
-def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
+def _refuse_a_sparse_gradient(tensors: list[torch.Tensor], module: ModuleCall | None) -> None:
+    """Refuse a parameter's gradient that is sparse (`nn.Embedding(sparse=True)`'s: the indices
+    and values of the rows looked up): the memory passes size every gradient, and the optimizer
+    state that follows it, dense, and a real step's have no steady size (SGD's momentum buffer
+    gains the rows of each step's gradient; Adam refuses sparse gradients)."""
+    if any(tensor.layout != torch.strided for tensor in tensors):
+        raise ArchprofError(
+            f"{_call_text(module)} makes a sparse gradient (sparse=True), whose memory a training analysis cannot"
+            " size (archprof counts every gradient and its optimizer state dense): analyse it with sparse=False"
+        )
+
+
+def _first_writer(ops: list[OpNode], start: int, storage: int) -> OpNode | None:
+    """The first op from `start` on that writes in place into `storage`."""
+    return next((op for op in ops[start:] if op.writes_input and op.outputs[0].storage == storage), None)
+
+
+def _call_text(call: ModuleCall | None) -> str:
+    """A module call in words: "module 'layer1.0' (BasicBlock)", "the model (ResNet)" for its own."""
+    if call is None:
+        return "the model"
+    return f"module '{call.path}' ({call.type})" if call.path else f"the model ({call.type})"
 
 
 def _same_layout(tensor: torch.Tensor, sizes, strides) -> bool:

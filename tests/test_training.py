@@ -19,7 +19,7 @@ from archprof.passes.flops import op_cost
 from archprof.report import TRAINING_COLUMNS
 from archprof.trace import trace
 from archprof.zoo import MODELS
-from tests.cli import cli
+from tests.cli import cli, one_error_line
 from tests.models import Checkpointed
 
 
@@ -565,3 +565,120 @@ def test_a_training_step_analysed_inside_inference_mode_is_the_step_outside_it(g
     assert inside.totals.training_flops == counter.get_total_flops() > 0
     assert inside.totals.gradient_bytes == outside.totals.gradient_bytes > 0
     assert inside.rows() == outside.rows()
+
+
+# --- a step whose backward cannot run ------------------------------------------------------
+
+
+class _InPlaceAfter(nn.Module):
+    """A convolution, an op, then an in-place op on its result; `saved_input` also multiplies
+    the convolution's output by itself (MulBackward saves it) before adding into it in place."""
+
+    def __init__(self, case: str) -> None:
+        super().__init__()
+        self.conv, self.case = nn.Conv2d(3, 4, 3, padding=1), case
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.case == "relu_after_conv":  # the convolution saves its input, not its output
+            return torch.relu_(y)
+        if self.case == "relu_after_sigmoid":  # sigmoid saves its output
+            return torch.relu_(torch.sigmoid(y))
+        if self.case == "dropout_after_relu":  # ReLU saves its output
+            return F.dropout(torch.relu(y), 0.3, training=True, inplace=True)
+        if self.case == "add_into_saved_input":
+            square = y * y
+            return square + y.add_(1)
+        if self.case == "write_into_a_view_of_saved_output":  # a view shares its base's version
+            s = torch.sigmoid(y)
+            s[:, :1].mul_(2)
+            return s
+        if self.case == "relu_after_scaling":  # y * 2 saves the number 2, not y
+            return torch.relu_(y * 2)
+        raise AssertionError(self.case)
+
+
+def _real_step_error(model: nn.Module, x: torch.Tensor) -> str | None:
+    """The error a real CPU training step raises (forward, then backward from ones), None if it runs."""
+    model.train()
+    try:
+        output = model(x)
+        output.backward(torch.ones_like(output))
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "relu_after_conv",
+        "relu_after_sigmoid",
+        "dropout_after_relu",
+        "add_into_saved_input",
+        "write_into_a_view_of_saved_output",
+        "relu_after_scaling",
+    ],
+)
+def test_a_step_whose_backward_reads_a_tensor_written_over_in_place_is_refused_as_a_real_one_fails(case):
+    """Autograd refuses to unpack a saved tensor whose version has changed since it was saved
+    (SavedVariable::unpack), except where saved-tensor hooks pack it, as archprof's do: the
+    trace checks it itself. A real CPU step is the oracle of which steps cannot run."""
+    real_error = _real_step_error(_InPlaceAfter(case), torch.randn(2, 3, 8, 8))
+    assert real_error is None or "modified by an inplace operation" in real_error
+    if real_error is None:
+        assert training_report(_InPlaceAfter(case), (3, 8, 8)).totals.training_flops > 0
+    else:
+        with pytest.raises(archprof.ArchprofError, match=r"the training step cannot run: .* wrote over in place"):
+            training_report(_InPlaceAfter(case), (3, 8, 8))
+    assert archprof.analyze(_InPlaceAfter(case), input_size=(3, 8, 8)).totals.macs > 0  # inference is unaffected
+
+
+def _dropout_over_relu() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.3, inplace=True), nn.Conv2d(8, 8, 3))
+
+
+def test_an_in_place_dropout_over_a_relu_names_both_layers_and_the_cli_exits_2(tmp_path):
+    assert "modified by an inplace operation" in _real_step_error(_dropout_over_relu(), torch.randn(2, 3, 16, 16))
+    with pytest.raises(archprof.ArchprofError) as raised:
+        training_report(_dropout_over_relu(), (3, 16, 16))
+    message = str(raised.value)
+    assert "ReluBackward0, the gradient of module '1' (ReLU)" in message
+    assert "aten.mul_ in module '2' (Dropout) then wrote over in place" in message
+    (tmp_path / "dropout.py").write_text(
+        "from torch import nn\n\n\ndef build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.3, inplace=True))\n"
+    )
+    result = cli("summary", f"{tmp_path / 'dropout.py'}:build", "--input", "3x16x16", "--train")
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result).startswith("error: the training step cannot run: ReluBackward0")
+    assert cli("summary", f"{tmp_path / 'dropout.py'}:build", "--input", "3x16x16").exit_code == 0
+
+
+class _Lookup(nn.Module):
+    def __init__(self, table: nn.Module) -> None:
+        super().__init__()
+        self.table, self.head = table, nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.head(self.table(ids).reshape(-1, 8))
+
+
+@pytest.mark.parametrize("bag", [False, True])
+def test_a_sparse_gradient_is_refused_in_one_line_where_a_dense_one_is_analysed(bag):
+    """A sparse embedding's weight gradient holds the rows looked up (a real step's `.grad` is
+    sparse COO), its momentum buffer grows each step and Adam refuses it: archprof, which sizes
+    gradients and optimizer state dense, refuses the step rather than size it dense."""
+
+    def model(sparse: bool) -> nn.Module:
+        table = nn.EmbeddingBag(100, 8, sparse=sparse) if bag else nn.Embedding(100, 8, sparse=sparse)
+        return _Lookup(table)
+
+    real = model(sparse=True)
+    real(torch.randint(0, 100, (2, 4))).sum().backward()
+    assert real.table.weight.grad.layout == torch.sparse_coo
+    with pytest.raises(archprof.ArchprofError, match=r"module 'table' \(Embedding(Bag)?\) makes a sparse gradient"):
+        archprof.analyze(model(sparse=True), inputs=["4:int64"], batch=2, training=True)
+    dense = archprof.analyze(model(sparse=False), inputs=["4:int64"], batch=2, training=True).totals
+    assert dense.gradient_bytes == (100 * 8 + 2 * 8 + 2) * 4
+    assert archprof.analyze(model(sparse=True), inputs=["4:int64"], batch=2).totals.macs > 0  # inference is unaffected
