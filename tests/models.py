@@ -564,6 +564,20 @@ class WithAnIndexOutput(nn.Module):
         return y[:, 0].sum(), y.argmax(1)
 
 
+class ReturnsAParameter(nn.Module):
+    """A learnt scale returned beside the logits (CLIP's logit scale), as it is or as a view:
+    the backward pass starts from a gradient of ones for it too, which goes straight to its
+    AccumulateGrad (through the view's node, viewed)."""
+
+    def __init__(self, viewed: bool = False) -> None:
+        super().__init__()
+        self.linear, self.scale = nn.Linear(32, 32), nn.Parameter(torch.randn(100_000))
+        self.viewed = viewed
+
+    def forward(self, x):
+        return self.linear(x), self.scale.view(100, 1000) if self.viewed else self.scale
+
+
 class SwishFunction(torch.autograd.Function):
     """timm's memory-efficient Swish (`activations_me.SwishAutoFn`): x * sigmoid(x), saving
     only x. Its Python backward is one expression: Python frees each unnamed temporary once

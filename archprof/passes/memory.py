@@ -156,9 +156,11 @@ class Liveness:
 
 
 def model_state_storages(graph: Graph) -> set[int]:
-    """Storages of parameters and buffers (views of them and in-place results included)."""
+    """Storages of parameters and buffers (views of them and in-place results included), and
+    of one the model returns as it is, which no forward op may read (a learnt scale returned
+    beside the logits: the backward pass reads it to make its gradient of ones)."""
     state = {t.storage for op in graph.ops for t in op.inputs if t.kind in _STATE}
-    state.update(t.storage for t in graph.saved if t.kind in _STATE)
+    state.update(t.storage for t in (*graph.saved, *graph.outputs) if t.kind in _STATE)
     return state
 
 
@@ -409,7 +411,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         if backward[i].inputs[0].id not in viewed
     }
     moved = {made: into for made, into in moved.items() if into not in seeds and made not in graph.engine.gapped_sums}
-    moved.update(_taken_over(backward, copies, state, graph.engine.relaid_gradients))
+    seed_tensors = {t.id for op in backward for t in op.outputs if t.storage in seeds and t.id not in viewed}
+    moved.update(_taken_over(backward, copies, state, graph.engine.relaid_gradients, seed_tensors))
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
     unread_saved = _held_for_backward(graph) - read_in_backward
@@ -524,20 +527,26 @@ def _accumulated(backward: list[OpNode], grad_storages: set[int]) -> dict[int, i
     return copies
 
 
-def _taken_over(backward: list[OpNode], copies: dict[int, int], state: set[int], relaid: set[int]) -> dict[int, int]:
+def _taken_over(
+    backward: list[OpNode], copies: dict[int, int], state: set[int], relaid: set[int], seed_tensors: set[int]
+) -> dict[int, int]:
     """Of AccumulateGrad's copies (.grad -> gradient), those a CPU step takes over from their
     source instead: the gradient tensor read by nothing after the copy (AccumulateGrad counts
     the references to the tensor, not to its storage: a slice of a larger gradient, as a
     concatenated bias's part, is taken over and holds the whole storage), and in the
-    parameter's layout (not `relaid`). A step starts with every `.grad` None (zero_grad's
-    default), so an add_ into a `.grad` left by an earlier trace counts as the gradient taken
-    over too."""
+    parameter's layout (not `relaid`). A seed itself (`seed_tensors`: a parameter returned as
+    it is gets the gradient of ones) is held by the caller too, so it is copied; a view a node
+    made of one (a parameter returned viewed) is a tensor of its own, taken over. A step starts
+    with every `.grad` None (zero_grad's default), so an add_ into a `.grad` left by an earlier
+    trace counts as the gradient taken over too."""
     last_read = {t.id: index for index, op in enumerate(backward) for t in op.inputs}
     copied_at = {op.inputs[0].storage: index for index, op in enumerate(backward) if op.op in _ACCUMULATES}
+    copied = {copy: backward[copied_at[copy]].inputs[1].id for copy in copies}
     return {
         copy: source
         for copy, source in copies.items()
-        if last_read[backward[copied_at[copy]].inputs[1].id] == copied_at[copy]
+        if last_read[copied[copy]] == copied_at[copy]
+        and copied[copy] not in seed_tensors
         and source not in state
         and source not in relaid
     }
