@@ -89,6 +89,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
+import torch
+
 from archprof.errors import ArchprofError
 from archprof.graph import WRAPPED_NUMBER_BYTES, Graph, OpNode, ParameterInfo, TensorMeta, WrappedFloat, WrappedInt
 from archprof.passes.layers import LayerGroup
@@ -96,8 +98,6 @@ from archprof.passes.layers import LayerGroup
 # Copies of the trainable parameters an optimizer keeps as state [docs/formulas.md, Memory]:
 # plain SGD none, SGD with momentum its momentum buffer, Adam(W) two moment estimates.
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
-# Adam's and AdamW's `state["step"]`, one per parameter: torch.tensor(0.0), float32.
-ADAM_STEP_BYTES = 4
 
 
 def optimizer_step_temporaries(optimizer: str, parameter_bytes: list[int]) -> int:
@@ -122,10 +122,16 @@ def optimizer_step_temporaries(optimizer: str, parameter_bytes: list[int]) -> in
 def optimizer_state_bytes(optimizer: str, parameter_bytes: list[int]) -> int:
     """The state the optimizer keeps for the parameters it updates, each of `parameter_bytes`:
     `OPTIMIZER_STATE_COPIES` copies of each, and Adam's and AdamW's step counter per
-    parameter, a 0-dim float32 tensor (PyTorch's default: on the CPU, neither fused nor
-    capturable)."""
-    counters = ADAM_STEP_BYTES * len(parameter_bytes) if _is_adam(optimizer) else 0
+    parameter (`adam_step_counter_bytes`)."""
+    counters = adam_step_counter_bytes() * len(parameter_bytes) if _is_adam(optimizer) else 0
     return optimizer_state_copies(optimizer) * sum(parameter_bytes) + counters
+
+
+def adam_step_counter_bytes() -> int:
+    """Adam's and AdamW's `state["step"]`: on the CPU (neither fused nor capturable, PyTorch's
+    default there) a 0-dim tensor of torch.optim's scalar dtype (`_get_scalar_dtype()`), float64
+    where the default dtype is float64, else float32, whatever the parameters' dtype."""
+    return 8 if torch.get_default_dtype() == torch.float64 else 4
 
 
 def _is_adam(optimizer: str) -> bool:
