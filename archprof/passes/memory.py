@@ -54,7 +54,8 @@ the aten op that made them, the input held by the caller): equal to the byte for
 (64 x 64, batch 2: 49,062,944 B), a residual block, conv and MLP stacks with and without a
 frozen first layer, an attention block, an LSTM and MLP updates held in a list until the
 forward returns (by the last-reader rule, its forward peak read 6% low); a checkpointed block
-also holds two CPU RNG states (5,056 B each), made by no aten op. timm's CoaT-Tiny at batch
+also holds CPU RNG states (5,056 B each), made by no aten op: one per block, and one more while
+a block is replayed. timm's CoaT-Tiny at batch
 2 with SGD: 414,300,672 B predicted against 414,300,880 measured (1.011x before its forward
 held its MLPs' updates as it does); tf_efficientnet_lite2, whose "same" padding reads the
 input and saves nothing, equal (1.0048x before the input was held to the end);
@@ -385,6 +386,10 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       the trace saw it): an unnamed temporary once the op after it has read it, a local
       variable when the function returns; the gradients it returns go on as any node's, and
       a number its ops take where a tensor goes is a tensor of its own while the op runs;
+    - a forward op that activation checkpointing runs again is a node of its own: what the
+      re-run makes and nothing saved is freed after its last reader (the last convolution's
+      output of a block ending in a ReLU), not held with the node whose unpacking asked for
+      the re-run;
     - a gradient is allocated by the backward op that computes it and freed once the node
       (or the engine's add where two gradients meet) that reads it last has run, except a
       parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy);
@@ -503,10 +508,15 @@ def _node_ends(backward: list[OpNode], between: set[int]) -> list[int]:
     """For each backward op, the last op of its autograd node (a run of consecutive ops of
     one forward op): the engine releases a node's saved tensors and incoming gradients once
     the whole node has run, not after the op that last read them. The engine's own ops
-    (`between`) run between nodes, each alone."""
+    (`between`) run between nodes, each alone, and so does a recomputed forward op: checkpoint
+    re-runs the block when a node first unpacks what it saved, before that node's own ops,
+    and frees what the re-run made and saved nothing of when the re-run ends (the last
+    convolution's output, read by the ReLU that ends the block and whose node asked for it)."""
     ends = list(range(len(backward)))
     for index in range(len(backward) - 2, -1, -1):
-        if backward[index].origin == backward[index + 1].origin and index not in between and index + 1 not in between:
+        op, after = backward[index], backward[index + 1]
+        one_node = op.origin == after.origin and op.phase == after.phase == "backward"
+        if one_node and index not in between and index + 1 not in between:
             ends[index] = ends[index + 1]
     return ends
 
