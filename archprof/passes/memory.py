@@ -54,8 +54,8 @@ the aten op that made them, the input held by the caller): equal to the byte for
 (64 x 64, batch 2: 49,062,944 B), a residual block, conv and MLP stacks with and without a
 frozen first layer, an attention block, an LSTM and MLP updates held in a list until the
 forward returns (by the last-reader rule, its forward peak read 6% low); a checkpointed block
-also holds CPU RNG states (5,056 B each), made by no aten op: one per block, and one more while
-a block is replayed. timm's CoaT-Tiny at batch
+also holds CPU RNG states (5,056 B each), made by no aten op: one per block (a reentrant one's
+until the caller lets go of the output), and one more while a block is replayed. timm's CoaT-Tiny at batch
 2 with SGD: 414,300,672 B predicted against 414,300,880 measured (1.011x before its forward
 held its MLPs' updates as it does); tf_efficientnet_lite2, whose "same" padding reads the
 input and saves nothing, equal (1.0048x before the input was held to the end);
@@ -386,13 +386,17 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       the trace saw it): an unnamed temporary once the op after it has read it, a local
       variable when the function returns; the gradients it returns go on as any node's, and
       a number its ops take where a tensor goes is a tensor of its own while the op runs;
+      what it had from before it started (its incoming gradients, what its node saved) is
+      held until it returns (`_held_through_python_backwards`: reentrant checkpointing's runs a
+      backward pass of its own in between);
     - a forward op that activation checkpointing runs again is a node of its own: what the
       re-run makes and nothing saved is freed after its last reader (the last convolution's
       output of a block ending in a ReLU), not held with the node whose unpacking asked for
       the re-run;
     - a gradient is allocated by the backward op that computes it and freed once the node
       (or the engine's add where two gradients meet) that reads it last has run, except a
-      parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy);
+      parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy), unlike a
+      detached input's, which reentrant checkpointing takes from its `.grad` and returns;
     - where two gradients meet, the engine adds the second into the first in place, unless
       the caller holds the first (a seed) or it is not dense (`EngineNotes.gapped_sums`);
     - a Python number a tensor requiring grad was multiplied or divided by is a tensor of its
@@ -427,17 +431,72 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
     unread_saved = _held_for_backward(graph) - read_in_backward
-    kept = _held_by_the_caller(graph) | set(copies) | unread_saved | seeds
+    returned = _leaf_gradients_read_on(backward, copies)
+    kept = _held_by_the_caller(graph) | (set(copies) - returned) | unread_saved | seeds
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
     numbers = _numbers_read(graph) + _wrapped_numbers(graph) + _wrapped_in_python(graph)
     forward = len(graph.ops)
     died = {storage: forward + steps_run for storage, steps_run in graph.engine.python_releases.items()}
+    for storage, steps_run in _held_through_python_backwards(graph).items():
+        storage = moved.get(storage, storage)  # a gradient passed in as the `.grad` it was taken over as
+        died[storage] = max(died.get(storage, 0), forward + steps_run)
     live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, numbers, died)
-    gradients = {moved.get(s, s) for s in copies}
+    gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
+
+
+def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> set[int]:
+    """Of the `.grad` storages AccumulateGrad wrote (`copies`), those a later backward op reads:
+    not a parameter's but a detached input's, whose gradient reentrant checkpointing's backward
+    takes from its `.grad` and returns to the engine, which frees it once the node it goes to
+    has run. A parameter's stays in `.grad` to the end."""
+    written_at = {op.inputs[0].storage: index for index, op in enumerate(backward) if op.op in _ACCUMULATES}
+    return {
+        t.storage
+        for index, op in enumerate(backward)
+        for t in op.inputs
+        if t.storage in copies and index > written_at[t.storage]
+    }
+
+
+def _held_through_python_backwards(graph: Graph) -> dict[int, int]:
+    """Storage -> the number of backward ops run when the Python backward (a custom
+    torch.autograd.Function's) that had it from before it started returns: its arguments (the
+    incoming gradients) and what its node saved, which Python and the node hold until then,
+    however early their last reader. Reentrant checkpointing's backward runs a backward pass
+    of its own from its incoming gradients, whose first node is their last reader, and returns
+    only once that pass is over. It returns when the last tensor it made dies, as its local
+    variables do then (`EngineNotes.python_releases`), or after its last op."""
+    backward, releases = graph.backward_ops, graph.engine.python_releases
+    held: dict[int, int] = {}
+    for first, last in _runs(sorted(graph.engine.python_ops)):
+        its_own = _storages_made(backward[first : last + 1])
+        returns = max((releases[storage] for storage in its_own if storage in releases), default=last + 1)
+        made = _storages_made(backward[first:returns])
+        for op in backward[first:returns]:
+            for tensor in op.inputs:
+                if tensor.storage not in made:
+                    held[tensor.storage] = max(held.get(tensor.storage, 0), returns)
+    return held
+
+
+def _storages_made(ops: list[OpNode]) -> set[int]:
+    """The storages `ops` allocate (not a view's or an in-place result's: their input's)."""
+    return {t.storage for op in ops if not (op.is_view or op.writes_input) for t in op.outputs}
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive numbers among sorted `indices`."""
+    runs: list[tuple[int, int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index - 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
 
 
 @dataclass(frozen=True, slots=True)
