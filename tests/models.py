@@ -109,6 +109,32 @@ class Checkpointed(nn.Module):
         return self.head(checkpoint(self.block, self.stem(x), use_reentrant=False))
 
 
+class CheckpointedBlocks(nn.Module):
+    """Convolution blocks (conv, [batch norm], ReLU, conv, [ReLU]) each run under activation
+    checkpointing: the backward runs each block's forward again, non-reentrant (saved-tensor
+    hooks replay it as far as its last saved tensor when a node first unpacks one) or
+    reentrant (the block's node replays it whole and runs a backward pass of its own)."""
+
+    def __init__(self, blocks=1, reentrant=False, batch_norm=False, ends_in_relu=True) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.blocks = nn.ModuleList(self._block(batch_norm, ends_in_relu) for _ in range(blocks))
+        self.head = nn.Linear(16, 10)
+        self.reentrant = reentrant
+
+    @staticmethod
+    def _block(batch_norm: bool, ends_in_relu: bool) -> nn.Sequential:
+        norm = [nn.BatchNorm2d(16)] if batch_norm else []
+        last = [nn.ReLU()] if ends_in_relu else []
+        return nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), *norm, nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), *last)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=self.reentrant)
+        return self.head(x.mean((2, 3)))
+
+
 class SkipsHeldInLocals(nn.Module):
     """A small U-Net: each level's output kept in a local variable for the way up, where the
     forward holds it until it returns, long after its last reader (the concatenation)."""
@@ -562,6 +588,20 @@ class WithAnIndexOutput(nn.Module):
     def forward(self, x):
         y = self.conv(x)
         return y[:, 0].sum(), y.argmax(1)
+
+
+class ReturnsAParameter(nn.Module):
+    """A learnt scale returned beside the logits (CLIP's logit scale), as it is or as a view:
+    the backward pass starts from a gradient of ones for it too, which goes straight to its
+    AccumulateGrad (through the view's node, viewed)."""
+
+    def __init__(self, viewed: bool = False) -> None:
+        super().__init__()
+        self.linear, self.scale = nn.Linear(32, 32), nn.Parameter(torch.randn(100_000))
+        self.viewed = viewed
+
+    def forward(self, x):
+        return self.linear(x), self.scale.view(100, 1000) if self.viewed else self.scale
 
 
 class SwishFunction(torch.autograd.Function):

@@ -54,7 +54,8 @@ the aten op that made them, the input held by the caller): equal to the byte for
 (64 x 64, batch 2: 49,062,944 B), a residual block, conv and MLP stacks with and without a
 frozen first layer, an attention block, an LSTM and MLP updates held in a list until the
 forward returns (by the last-reader rule, its forward peak read 6% low); a checkpointed block
-also holds two CPU RNG states (5,056 B each), made by no aten op. timm's CoaT-Tiny at batch
+also holds CPU RNG states (5,056 B each), made by no aten op: one per block (a reentrant one's
+until the caller lets go of the output), and one more while a block is replayed. timm's CoaT-Tiny at batch
 2 with SGD: 414,300,672 B predicted against 414,300,880 measured (1.011x before its forward
 held its MLPs' updates as it does); tf_efficientnet_lite2, whose "same" padding reads the
 input and saves nothing, equal (1.0048x before the input was held to the end);
@@ -89,6 +90,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
+import torch
+
 from archprof.errors import ArchprofError
 from archprof.graph import WRAPPED_NUMBER_BYTES, Graph, OpNode, ParameterInfo, TensorMeta, WrappedFloat, WrappedInt
 from archprof.passes.layers import LayerGroup
@@ -96,8 +99,6 @@ from archprof.passes.layers import LayerGroup
 # Copies of the trainable parameters an optimizer keeps as state [docs/formulas.md, Memory]:
 # plain SGD none, SGD with momentum its momentum buffer, Adam(W) two moment estimates.
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
-# Adam's and AdamW's `state["step"]`, one per parameter: torch.tensor(0.0), float32.
-ADAM_STEP_BYTES = 4
 
 
 def optimizer_step_temporaries(optimizer: str, parameter_bytes: list[int]) -> int:
@@ -122,10 +123,16 @@ def optimizer_step_temporaries(optimizer: str, parameter_bytes: list[int]) -> in
 def optimizer_state_bytes(optimizer: str, parameter_bytes: list[int]) -> int:
     """The state the optimizer keeps for the parameters it updates, each of `parameter_bytes`:
     `OPTIMIZER_STATE_COPIES` copies of each, and Adam's and AdamW's step counter per
-    parameter, a 0-dim float32 tensor (PyTorch's default: on the CPU, neither fused nor
-    capturable)."""
-    counters = ADAM_STEP_BYTES * len(parameter_bytes) if _is_adam(optimizer) else 0
+    parameter (`adam_step_counter_bytes`)."""
+    counters = adam_step_counter_bytes() * len(parameter_bytes) if _is_adam(optimizer) else 0
     return optimizer_state_copies(optimizer) * sum(parameter_bytes) + counters
+
+
+def adam_step_counter_bytes() -> int:
+    """Adam's and AdamW's `state["step"]`: on the CPU (neither fused nor capturable, PyTorch's
+    default there) a 0-dim tensor of torch.optim's scalar dtype (`_get_scalar_dtype()`), float64
+    where the default dtype is float64, else float32, whatever the parameters' dtype."""
+    return 8 if torch.get_default_dtype() == torch.float64 else 4
 
 
 def _is_adam(optimizer: str) -> bool:
@@ -156,9 +163,11 @@ class Liveness:
 
 
 def model_state_storages(graph: Graph) -> set[int]:
-    """Storages of parameters and buffers (views of them and in-place results included)."""
+    """Storages of parameters and buffers (views of them and in-place results included), and
+    of one the model returns as it is, which no forward op may read (a learnt scale returned
+    beside the logits: the backward pass reads it to make its gradient of ones)."""
     state = {t.storage for op in graph.ops for t in op.inputs if t.kind in _STATE}
-    state.update(t.storage for t in graph.saved if t.kind in _STATE)
+    state.update(t.storage for t in (*graph.saved, *graph.outputs) if t.kind in _STATE)
     return state
 
 
@@ -377,9 +386,17 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       the trace saw it): an unnamed temporary once the op after it has read it, a local
       variable when the function returns; the gradients it returns go on as any node's, and
       a number its ops take where a tensor goes is a tensor of its own while the op runs;
+      what it had from before it started (its incoming gradients, what its node saved) is
+      held until it returns (`_held_through_python_backwards`: reentrant checkpointing's runs a
+      backward pass of its own in between);
+    - a forward op that activation checkpointing runs again is a node of its own: what the
+      re-run makes and nothing saved is freed after its last reader (the last convolution's
+      output of a block ending in a ReLU), not held with the node whose unpacking asked for
+      the re-run;
     - a gradient is allocated by the backward op that computes it and freed once the node
       (or the engine's add where two gradients meet) that reads it last has run, except a
-      parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy);
+      parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy), unlike a
+      detached input's, which reentrant checkpointing takes from its `.grad` and returns;
     - where two gradients meet, the engine adds the second into the first in place, unless
       the caller holds the first (a seed) or it is not dense (`EngineNotes.gapped_sums`);
     - a Python number a tensor requiring grad was multiplied or divided by is a tensor of its
@@ -409,21 +426,77 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         if backward[i].inputs[0].id not in viewed
     }
     moved = {made: into for made, into in moved.items() if into not in seeds and made not in graph.engine.gapped_sums}
-    moved.update(_taken_over(backward, copies, state, graph.engine.relaid_gradients))
+    seed_tensors = {t.id for op in backward for t in op.outputs if t.storage in seeds and t.id not in viewed}
+    moved.update(_taken_over(backward, copies, state, graph.engine.relaid_gradients, seed_tensors))
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
     unread_saved = _held_for_backward(graph) - read_in_backward
-    kept = _held_by_the_caller(graph) | set(copies) | unread_saved | seeds
+    returned = _leaf_gradients_read_on(backward, copies)
+    kept = _held_by_the_caller(graph) | (set(copies) - returned) | unread_saved | seeds
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
     numbers = _numbers_read(graph) + _wrapped_numbers(graph) + _wrapped_in_python(graph)
     forward = len(graph.ops)
     died = {storage: forward + steps_run for storage, steps_run in graph.engine.python_releases.items()}
+    for storage, steps_run in _held_through_python_backwards(graph).items():
+        storage = moved.get(storage, storage)  # a gradient passed in as the `.grad` it was taken over as
+        died[storage] = max(died.get(storage, 0), forward + steps_run)
     live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, numbers, died)
-    gradients = {moved.get(s, s) for s in copies}
+    gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
+
+
+def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> set[int]:
+    """Of the `.grad` storages AccumulateGrad wrote (`copies`), those a later backward op reads:
+    not a parameter's but a detached input's, whose gradient reentrant checkpointing's backward
+    takes from its `.grad` and returns to the engine, which frees it once the node it goes to
+    has run. A parameter's stays in `.grad` to the end."""
+    written_at = {op.inputs[0].storage: index for index, op in enumerate(backward) if op.op in _ACCUMULATES}
+    return {
+        t.storage
+        for index, op in enumerate(backward)
+        for t in op.inputs
+        if t.storage in copies and index > written_at[t.storage]
+    }
+
+
+def _held_through_python_backwards(graph: Graph) -> dict[int, int]:
+    """Storage -> the number of backward ops run when the Python backward (a custom
+    torch.autograd.Function's) that had it from before it started returns: its arguments (the
+    incoming gradients) and what its node saved, which Python and the node hold until then,
+    however early their last reader. Reentrant checkpointing's backward runs a backward pass
+    of its own from its incoming gradients, whose first node is their last reader, and returns
+    only once that pass is over. It returns when the last tensor it made dies, as its local
+    variables do then (`EngineNotes.python_releases`), or after its last op."""
+    backward, releases = graph.backward_ops, graph.engine.python_releases
+    held: dict[int, int] = {}
+    for first, last in _runs(sorted(graph.engine.python_ops)):
+        its_own = _storages_made(backward[first : last + 1])
+        returns = max((releases[storage] for storage in its_own if storage in releases), default=last + 1)
+        made = _storages_made(backward[first:returns])
+        for op in backward[first:returns]:
+            for tensor in op.inputs:
+                if tensor.storage not in made:
+                    held[tensor.storage] = max(held.get(tensor.storage, 0), returns)
+    return held
+
+
+def _storages_made(ops: list[OpNode]) -> set[int]:
+    """The storages `ops` allocate (not a view's or an in-place result's: their input's)."""
+    return {t.storage for op in ops if not (op.is_view or op.writes_input) for t in op.outputs}
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive numbers among sorted `indices`."""
+    runs: list[tuple[int, int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index - 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,10 +567,15 @@ def _node_ends(backward: list[OpNode], between: set[int]) -> list[int]:
     """For each backward op, the last op of its autograd node (a run of consecutive ops of
     one forward op): the engine releases a node's saved tensors and incoming gradients once
     the whole node has run, not after the op that last read them. The engine's own ops
-    (`between`) run between nodes, each alone."""
+    (`between`) run between nodes, each alone, and so does a recomputed forward op: checkpoint
+    re-runs the block when a node first unpacks what it saved, before that node's own ops,
+    and frees what the re-run made and saved nothing of when the re-run ends (the last
+    convolution's output, read by the ReLU that ends the block and whose node asked for it)."""
     ends = list(range(len(backward)))
     for index in range(len(backward) - 2, -1, -1):
-        if backward[index].origin == backward[index + 1].origin and index not in between and index + 1 not in between:
+        op, after = backward[index], backward[index + 1]
+        one_node = op.origin == after.origin and op.phase == after.phase == "backward"
+        if one_node and index not in between and index + 1 not in between:
             ends[index] = ends[index + 1]
     return ends
 
@@ -524,20 +602,26 @@ def _accumulated(backward: list[OpNode], grad_storages: set[int]) -> dict[int, i
     return copies
 
 
-def _taken_over(backward: list[OpNode], copies: dict[int, int], state: set[int], relaid: set[int]) -> dict[int, int]:
+def _taken_over(
+    backward: list[OpNode], copies: dict[int, int], state: set[int], relaid: set[int], seed_tensors: set[int]
+) -> dict[int, int]:
     """Of AccumulateGrad's copies (.grad -> gradient), those a CPU step takes over from their
     source instead: the gradient tensor read by nothing after the copy (AccumulateGrad counts
     the references to the tensor, not to its storage: a slice of a larger gradient, as a
     concatenated bias's part, is taken over and holds the whole storage), and in the
-    parameter's layout (not `relaid`). A step starts with every `.grad` None (zero_grad's
-    default), so an add_ into a `.grad` left by an earlier trace counts as the gradient taken
-    over too."""
+    parameter's layout (not `relaid`). A seed itself (`seed_tensors`: a parameter returned as
+    it is gets the gradient of ones) is held by the caller too, so it is copied; a view a node
+    made of one (a parameter returned viewed) is a tensor of its own, taken over. A step starts
+    with every `.grad` None (zero_grad's default), so an add_ into a `.grad` left by an earlier
+    trace counts as the gradient taken over too."""
     last_read = {t.id: index for index, op in enumerate(backward) for t in op.inputs}
     copied_at = {op.inputs[0].storage: index for index, op in enumerate(backward) if op.op in _ACCUMULATES}
+    copied = {copy: backward[copied_at[copy]].inputs[1].id for copy in copies}
     return {
         copy: source
         for copy, source in copies.items()
-        if last_read[backward[copied_at[copy]].inputs[1].id] == copied_at[copy]
+        if last_read[copied[copy]] == copied_at[copy]
+        and copied[copy] not in seed_tensors
         and source not in state
         and source not in relaid
     }
