@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import archprof
-from tests.cli import cli
-from tests.models import ShuffledHalves
+from tests.cli import cli, one_error_line
+from tests.models import PooledBlock, ShuffledHalves
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -779,17 +779,35 @@ def test_covers_input_once_unit_0_spans_the_image():
     assert report.layers["covers_input"].dtype == "boolean"
 
 
-def test_a_unit_of_a_module_is_its_outputs():
-    """`rf --unit` on a module whose own operations are two rows gives the box of what the
-    module returns (the gradient of that unit is the oracle), not of its first row's."""
-    model = positive(ShuffledHalves())
+@pytest.mark.parametrize(
+    "model,unit",
+    [(ShuffledHalves, (5, 6)), (PooledBlock, (7, 7))],
+    ids=["own-ops-after-its-children", "own-ops-before-its-last-child"],
+)
+def test_a_unit_of_a_module_is_its_outputs(model, unit):
+    """`rf --unit` on a module whose own operations are rows of their own gives the box of
+    what the module returns (the gradient of that unit is the oracle), not of its first row's
+    (ShuffleNet's concatenation after its branch) nor of its last's (NesT's ConvPool: its
+    own permutes before its pooling child, whose output it returns: 6..8 was given for
+    13..15)."""
+    module = positive(model())
+    returned = {}
+    module.block.register_forward_hook(lambda _, args, output: returned.update(output=output))
     x = (torch.rand(1, 1, 16, 16, dtype=torch.float64) + 0.5).requires_grad_()
-    model(x)[0, :, 5, 6].sum().backward()
+    module(x)
+    returned["output"][(0, slice(None), *unit)].sum().backward()
     rows, cols = (torch.nonzero((x.grad[0, 0] != 0).any(dim=1 - axis)).flatten() for axis in range(2))
     expected = f"{int(rows.min())}..{int(rows.max())} x {int(cols.min())}..{int(cols.max())}"
-    result = cli("rf", "tests/models.py:ShuffledHalves", "--input", "1x16x16", "--layer", "block", "--unit", "5,6")
+    spec, where = f"tests/models.py:{model.__name__}", ",".join(map(str, unit))
+    result = cli("rf", spec, "--input", "1x16x16", "--layer", "block", "--unit", where)
     assert result.exit_code == 0, result.output
     assert f"reads input pixels {expected} (of 16x16)" in result.stdout
+
+
+def test_a_unit_past_a_modules_output_is_refused():
+    """The block returns an 8x8 map (its pooling child's), which has no unit 12."""
+    result = cli("rf", "tests/models.py:PooledBlock", "--input", "1x16x16", "--layer", "block", "--unit", "12,12")
+    assert result.exit_code == 2 and "outside the layer's 8 units" in one_error_line(result)
 
 
 class _AddedToInPlace(nn.Module):
