@@ -609,6 +609,67 @@ def test_attention_over_positions_sees_the_whole_input():
     assert row(report)["receptive_field"] == "input"
 
 
+def _band(n: int) -> torch.Tensor:
+    """Keys within one position of the query: True where a key is kept."""
+    i = torch.arange(n)
+    return (i[:, None] - i[None, :]).abs() <= 1
+
+
+class MaskedRowAttention(nn.Module):
+    """Attention along W within each row, its scores masked by `mask`: keys a mask sets to
+    -inf (or below exp's range) get weight 0, so a query reads fewer than the whole row; a
+    finite mask (Swin's -100) leaves every key a weight."""
+
+    def __init__(self, mask: str):
+        super().__init__()
+        self.mask = mask
+        self.out = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        t = x.permute(0, 2, 3, 1).reshape(n * h, w, c)
+        if self.mask.startswith("sdpa"):
+            band = _band(w).to(x.device)
+            causal = self.mask == "sdpa-causal"
+            y = F.scaled_dot_product_attention(t, t, t, attn_mask=None if causal else band, is_causal=causal)
+        else:
+            y = torch.softmax(self._masked(t @ t.transpose(1, 2)), -1) @ t
+        return self.out(y.reshape(n, h, w, c).permute(0, 3, 1, 2))
+
+    def _masked(self, scores):
+        band = _band(scores.shape[-1]).to(scores.device)
+        if self.mask == "masked-fill":
+            return scores.masked_fill(~band, float("-inf"))
+        if self.mask == "finfo-min":
+            return scores.masked_fill(~band, torch.finfo(scores.dtype).min)
+        if self.mask == "additive-triu":
+            return scores + torch.full(scores.shape[-2:], float("-inf"), device=scores.device).triu(1)
+        if self.mask == "index-put":
+            literal = torch.zeros(scores.shape[-2:], dtype=scores.dtype, device=scores.device)
+            literal[~band] = float("-inf")
+            return scores + literal
+        return scores.masked_fill(~band, -100.0)  # "finite"
+
+
+@pytest.mark.parametrize("mask", ["sdpa-band", "sdpa-causal", "masked-fill", "finfo-min", "additive-triu", "index-put"])
+def test_attention_masked_by_minus_infinity_is_undefined(mask):
+    """The gradient of unit (0, 0) reaches pixels 0..1 (a band) or 0 (causal) along W, not
+    the whole row archprof gave: which keys a mask drops is in its values, which a meta
+    trace does not have. Undefined, naming the softmax."""
+    model = MaskedRowAttention(mask)
+    box = gradient_box(positive(model), (2, 3, 8))
+    assert box[1] == ((0, 0) if mask in ("sdpa-causal", "additive-triu") else (0, 1))
+    r = row(archprof.analyze(model, input_size=(2, 3, 8)))
+    assert r["receptive_field"] == "undefined"
+    assert "softmax" in r["receptive_field_note"] and "masked" in r["receptive_field_note"]
+
+
+def test_attention_with_a_finite_mask_reads_the_whole_row():
+    """Swin's -100 leaves a masked key a small weight: every unit reads its whole row."""
+    report = check_against_gradients(MaskedRowAttention("finite"), (2, 3, 8), units=("first",))
+    assert row(report)["receptive_field"] == (1, 8)
+
+
 class Unknown(nn.Module):
     def __init__(self, op):
         super().__init__()

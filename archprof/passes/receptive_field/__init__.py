@@ -30,7 +30,8 @@ A tensor's state is one of:
 - `Undefined(reason)`: an operator archprof has no rule for consumed a tensor with a field, or
   its rule cannot follow it (a flattened map cut and read back as an image, an in-place
   write through a view: circular padding, channels that read different fields folded into
-  a spatial dimension: `walk.Uneven`); the reason says which and where.
+  a spatial dimension: `walk.Uneven`, attention over scores a mask may set to -inf:
+  `Walk.masked`); the reason says which and where.
 
 Conventions: normalisation layers count as pointwise (their statistics are not part of the
 field, as in Araujo et al., "Computing Receptive Fields of CNNs", Distill 2019); a dilated

@@ -24,6 +24,7 @@ from archprof.passes.receptive_field.walk import (
     Merged,
     Rule,
     State,
+    Undefined,
     Walk,
     Within,
     along_no_axis,
@@ -895,10 +896,19 @@ _FAMILY_RULES[Family.REDUCTION] = _reduction
 
 @_rule("_softmax", "_log_softmax", "_safe_softmax")
 def _softmax(walk: Walk, op: OpNode) -> State:
-    """Each output reads every unit along one axis (the normaliser)."""
+    """Each output reads every unit along one axis (the normaliser), unless a mask may weigh
+    some of them 0 (`_MASKED`)."""
     x = op.args[0]
+    if x.id in walk.masked:
+        return walk.undefined(op, _MASKED)
     ndim = len(x.shape)
     return walk.reduce(op, walk.state(x), ndim, {_arg(op, 1, "dim", -1) % ndim})
+
+
+# A key masked by -inf gets weight 0: each query reads the keys the mask's values keep,
+# which the trace does not hold (on meta there are none).
+_MASKED = "its scores may be masked (-inf, a causal mask): the keys each unit reads are in the mask's values"
+_MASKED_WEIGHTS = "it contracts weights a mask may have set to 0: the units each output reads are in the mask's values"
 
 
 @_rule("cumsum")
@@ -946,6 +956,10 @@ def _matmul(walk: Walk, op: OpNode) -> State:
     has_bias = name in ("addmm", "baddbmm", "_addmm_activation", "addmv")
     bias = op.args[0] if has_bias else None
     a, b = op.args[1:3] if has_bias else op.args[0:2]
+    for operand in (a, b):
+        if operand.id in walk.masked:  # undefined: the softmax's reason first, where it made the weights
+            state = walk.state(operand)
+            return state if isinstance(state, Undefined) else walk.undefined(op, _MASKED_WEIGHTS)
     out = op.outputs[0].shape
     batched = len(a.shape) == 3
     lead = [0] if batched else []

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+
+import torch
 
 from archprof.graph import Graph, OpNode, TensorMeta, value_record
+from archprof.operators import Family, operator_named
 from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Link
 
 
@@ -142,11 +146,17 @@ class Walk:
         self._replaced: dict[int, int] = {}
         # (size, parents) -> the map reading each parent unit for unit: see `merge_entries`
         self._unions: dict[tuple, AxisMap] = {}
+        # The tensors a mask may have reached: an attention mask (-inf where a causal or
+        # banded mask drops a key), the scores it was added or filled into, and the softmax's
+        # weights, exactly 0 there: a softmax or a product over them reads fewer units than
+        # its axis (`_reads_mask`).
+        self.masked: set[int] = set()
 
     def state(self, value) -> State:
         return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
 
     def step(self, op: OpNode, rule: Rule | None) -> None:
+        masking = self._reads_mask(op)
         fields = self.fields
         read_any, read_whole_only = False, True  # a loop, not all() twice: every op comes here
         for tensor in op.inputs:
@@ -155,6 +165,8 @@ class Walk:
                 read_any = True
                 read_whole_only = read_whole_only and state is WHOLE
         if not read_any or not op.outputs:
+            if masking:  # a mask in the making, whatever the op
+                self.masked.update(t.id for t in op.outputs)
             return  # computed from parameters and constants only (or nothing): no field
         try:
             if read_whole_only:
@@ -175,8 +187,24 @@ class Walk:
                 state = self.undefined(op, "its output's dimensions were not understood")
             if state is not None:
                 self.fields[tensor.id] = state
+        if masking and _carries_mask(op.op):
+            self.masked.update(t.id for t in op.outputs)
         if op.writes_input and op.inputs:
             self._written(op, op.inputs[0], op.outputs[0])
+
+    def _reads_mask(self, op: OpNode) -> bool:
+        """Whether `op` reads a value a softmax weighs exactly 0: a scalar argument below
+        `_NO_WEIGHT` (-inf, finfo.min, -1e9: the causal mask SDPA builds, masked_fill's), a
+        tensor that may hold one, or a tensor literal of the forward, whose values the trace
+        does not keep (`m[band] = -inf`). A buffer's values it does not see either: they are
+        taken as finite, as Swin's -100 mask and relative position indices are."""
+        for tensor in op.inputs:
+            if tensor.id in self.masked or (tensor.kind == "constant" and tensor.dtype != torch.bool):
+                return True
+        for value in (*op.args, *op.kwargs.values()):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < _NO_WEIGHT:
+                return True
+        return False
 
     def _written(self, op: OpNode, before: TensorMeta, after: TensorMeta) -> None:
         """An in-place write changed what a storage holds: any other view of it now holds
@@ -296,6 +324,23 @@ class Walk:
         if len(dims) != out_ndim:
             return self.undefined(op, "its output's dimensions were not understood")
         return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), state.loose), mixed))
+
+
+# Below this, a score's weight exp(score) is exactly 0 in float64: a masking value (-inf, -1e4,
+# finfo.min), where Swin's -100 leaves the masked keys a weight, and so a field.
+_NO_WEIGHT = -746.0
+
+
+@cache
+def _carries_mask(name: str) -> bool:
+    """Whether an operator's outputs keep a mask's mark: its values moved or combined
+    elementwise (scores a mask was added or filled into), or normalised (a softmax's weights,
+    0 where the mask was -inf); a product or a reduction's are sums that no longer hold it."""
+    operator = operator_named(name)
+    return operator is not None and operator.family in _CARRYING
+
+
+_CARRYING = (Family.POINTWISE, Family.DATA_MOVEMENT, Family.CREATION, Family.NORMALISATION)
 
 
 def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple, AxisMap]) -> Dim | str:
