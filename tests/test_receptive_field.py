@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import archprof
+from archprof.passes.receptive_field import tensor_fields, unit_box
 from tests.cli import cli, one_error_line
 from tests.models import PooledBlock, ShuffledHalves
 
@@ -82,6 +83,12 @@ def gradient_box(module: nn.Module, input_size: tuple[int, ...], unit: str = "fi
         assert len(where), "the unit reads no input pixel"
         box.append((int(where.min()), int(where.max())))
     return box
+
+
+def output_unit_box(report, unit: tuple[int, ...]) -> list[tuple[int, int] | None]:
+    """archprof's exact input box of one unit of the model's output."""
+    fields, spatial = tensor_fields(report.graph)
+    return unit_box(fields.get(report.graph.outputs[0].id), spatial, unit)
 
 
 def check_against_gradients(module: nn.Module, input_size: tuple[int, ...], units=("first", "last")):
@@ -668,6 +675,80 @@ def test_attention_with_a_finite_mask_reads_the_whole_row():
     """Swin's -100 leaves a masked key a small weight: every unit reads its whole row."""
     report = check_against_gradients(MaskedRowAttention("finite"), (2, 3, 8), units=("first",))
     assert row(report)["receptive_field"] == (1, 8)
+
+
+class WindowAttention(nn.Module):
+    """Attention within 2x2 windows (Swin's, unshifted) or, with `window` None, over every
+    position, through F.scaled_dot_product_attention on (windows, heads, positions, C): the
+    fused CPU kernel, as a CPU runs it. `mask`: keys within one position of the query
+    ("band"), or causal."""
+
+    def __init__(self, window: int | None = 2, mask: str | None = None):
+        super().__init__()
+        self.window, self.mask = window, mask
+        self.out = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        s = self.window or h
+        t = x.view(n, c, h // s, s, w // s, s).permute(0, 2, 4, 3, 5, 1).reshape(-1, 1, s * s, c).contiguous()
+        band = _band(s * s).to(x.device) if self.mask == "band" else None
+        y = F.scaled_dot_product_attention(t, t, t, attn_mask=band, is_causal=self.mask == "causal")
+        y = y.reshape(n, h // s, w // s, s, s, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, h, w)
+        return self.out(y)
+
+
+def _fused(report) -> bool:
+    return any(op.op == "aten._scaled_dot_product_flash_attention_for_cpu" for op in report.graph.ops)
+
+
+def test_fused_attention_within_windows_reads_each_window():
+    """Each unit reads its own 2x2 window, as the gradient says (the fused kernel had no rule)."""
+    model = positive(WindowAttention())
+    report = archprof.analyze(model, input_size=(2, 8, 8))
+    assert _fused(report) and row(report)["receptive_field"] == (2, 2)
+    for unit in [(0, 0), (3, 4), (7, 7), (5, 2)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (2, 8, 8), unit), unit
+
+
+def test_fused_attention_over_every_position_is_global():
+    model = WindowAttention(window=None)
+    report = archprof.analyze(model, input_size=(2, 4, 4))
+    assert _fused(report) and row(report)["receptive_field"] == "input"
+    assert gradient_box(positive(model), (2, 4, 4)) == [(0, 3), (0, 3)]
+
+
+@pytest.mark.parametrize("mask", ["band", "causal"])
+def test_fused_attention_with_a_mask_is_undefined(mask):
+    """Unit (0, 0) of attention over the 16 positions reads pixel (0, 0) only (causal) or
+    (0, 0) and (0, 1) (the band), not every position: the fused kernel's rule leaves the keys
+    a mask keeps, which are in its values, undefined."""
+    model = WindowAttention(window=None, mask=mask)
+    assert gradient_box(positive(model), (2, 4, 4)) == [(0, 0), (0, 0) if mask == "causal" else (0, 1)]
+    report = archprof.analyze(model, input_size=(2, 4, 4))
+    r = row(report)
+    assert _fused(report) and r["receptive_field"] == "undefined"
+    assert r["receptive_field_note"].startswith("aten._scaled_dot_product_flash_attention_for_cpu")
+
+
+def test_multihead_attention_over_positions_is_global():
+    """nn.MultiheadAttention over the flattened map, through the fused kernel."""
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention, self.out = nn.MultiheadAttention(4, 2, batch_first=True), nn.Conv2d(4, 1, 1)
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            t = x.flatten(2).transpose(1, 2)
+            y = self.attention(t, t, t, need_weights=False)[0]
+            return self.out(y.transpose(1, 2).reshape(n, c, h, w))
+
+    model = Tokens()
+    report = archprof.analyze(model, input_size=(4, 4, 4))
+    assert _fused(report) and row(report, "out")["receptive_field"] == "input"
+    assert gradient_box(positive(model), (4, 4, 4)) == [(0, 3), (0, 3)]
 
 
 class Unknown(nn.Module):

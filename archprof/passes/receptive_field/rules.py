@@ -969,11 +969,36 @@ def _matmul(walk: Walk, op: OpNode) -> State:
     else:
         keep_a, keep_b = [*lead, len(a.shape) - 2, None], [*lead, None, len(b.shape) - 1]
         contracted_b = len(b.shape) - 2
-    items = [
-        (_contracted(walk.state(a), keep_a, [len(a.shape) - 1]), out),
-        (_contracted(walk.state(b), keep_b, [contracted_b]), out),
+    operands = [(a, keep_a, [len(a.shape) - 1]), (b, keep_b, [contracted_b])]
+    added = [(walk.state(bias), bias.shape)] if isinstance(bias, TensorMeta) else []
+    return _contracted_merge(walk, op, operands, out, added)
+
+
+@_rule("_scaled_dot_product_flash_attention_for_cpu")
+def _fused_attention(walk: Walk, op: OpNode) -> list[State]:
+    """softmax(q k^T + mask) v in one kernel, q (N, heads, L, E), k (N, heads, S, E), v (N,
+    heads, S, Ev): query position l reads q's row l and every key and value (its bmm,
+    softmax and bmm, as `_matmul` and `_softmax` take them); the second output, each query's
+    log-sum-exp (N, heads, L), reads q's row and every key. A mask that may drop keys
+    (`_MASKED`, is_causal) leaves the keys each query reads in its values."""
+    q, k, v = op.args[:3]
+    mask = op.kwargs.get("attn_mask")
+    if _arg(op, 4, "is_causal", False) or (isinstance(mask, TensorMeta) and mask.id in walk.masked):
+        return [walk.undefined(op, _MASKED)] * 2
+    if walk.state(mask) is not None:
+        return [walk.undefined(op, "its mask is computed from the input")] * 2
+    output, log_sum_exp = (o.shape for o in op.outputs)
+    scores = [(q, [0, 1, 2], [3]), (k, [0, 1, None], [2, 3])]  # per query: its row, every key
+    values = (v, [0, 1, None, 3], [2])
+    return [
+        _contracted_merge(walk, op, [(t, [*keep, None], c) for t, keep, c in scores] + [values], output),
+        _contracted_merge(walk, op, scores, log_sum_exp),
     ]
-    if isinstance(bias, TensorMeta):
-        items.append((walk.state(bias), bias.shape))
-    items = [(walk.settled(s) if isinstance(s, Field) else s, shape) for s, shape in items]
-    return walk.merge(op, items, out)
+
+
+def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ...], added: Sequence = ()) -> State:
+    """The union of matrix-product operands (tensor, keep, contracted: as `_contracted`) in
+    an output of shape `out`, and of the `added` (state, shape) items (a bias)."""
+    items = [(_contracted(walk.state(t), keep, contracted), out) for t, keep, contracted in operands]
+    items += added
+    return walk.merge(op, [(walk.settled(s) if isinstance(s, Field) else s, shape) for s, shape in items], out)
