@@ -820,6 +820,64 @@ def test_indices_of_different_fields_folded_into_a_spatial_dimension_are_undefin
     assert r["receptive_field_note"].startswith(op) and "different fields" in r["receptive_field_note"]
 
 
+class SpaceToDepth(nn.Module):
+    """2x2 blocks moved into channels by view, permute and view (timm's SpaceToDepth in
+    TResNet's stem, YOLOv2's reorg: `order` "blocks-first"; a pixel unshuffle's channel order:
+    "channels-first")."""
+
+    def __init__(self, order: str):
+        super().__init__()
+        self.order = order
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        blocks = x.view(n, c, h // 2, 2, w // 2, 2)
+        moved = blocks.permute(0, 3, 5, 1, 2, 4) if self.order == "blocks-first" else blocks.permute(0, 1, 3, 5, 2, 4)
+        return moved.reshape(n, 4 * c, h // 2, w // 2)
+
+
+@pytest.mark.parametrize("order", ["blocks-first", "channels-first"])
+def test_space_to_depth_then_a_convolution_reads_whole_blocks(order):
+    """A convolution mixing every channel reads every position of each block it reaches, as
+    after nn.PixelUnshuffle: unit (3, 5) reads pixels 4..9 x 8..13 (it was undefined)."""
+    model = positive(nn.Sequential(SpaceToDepth(order), nn.Conv2d(12, 4, 3, padding=1), nn.Conv2d(4, 2, 1)))
+    report = check_against_gradients(model, (3, 16, 16))
+    assert row(report)["receptive_field"] == (6, 6) and row(report)["effective_stride"] == (2, 2)
+    for unit in [(0, 0), (3, 5), (7, 7), (6, 1)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (3, 16, 16), unit), unit
+    unshuffled = archprof.analyze(
+        nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 4, 3, padding=1)), input_size=(3, 16, 16)
+    )
+    assert output_unit_box(unshuffled, (3, 5)) == output_unit_box(report, (3, 5)) == [(4, 9), (8, 13)]
+
+
+def test_a_convolution_over_channels_holding_a_folded_dimension_reads_all_of_it():
+    """W folded into channels, then a Conv1d along H mixing every channel: each unit reads
+    its rows' whole width, as the gradient says."""
+
+    class FoldedWidth(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(2 * 6, 2, 3, padding=1)
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            y = self.conv(x.permute(0, 1, 3, 2).reshape(n, c * w, h))  # (N, C W, H)
+            return y.unsqueeze(-1)
+
+    model = positive(FoldedWidth())
+    report = check_against_gradients(model, (2, 8, 6), units=("first",))
+    assert row(report)["receptive_field"] == (3, 6)
+
+
+def test_a_grouped_convolution_over_folded_positions_is_undefined():
+    """A depthwise convolution after a space-to-depth: each channel reads its own position
+    in the blocks, which archprof does not place."""
+    model = nn.Sequential(SpaceToDepth("blocks-first"), nn.Conv2d(4, 4, 3, padding=1, groups=4))
+    r = row(archprof.analyze(model, input_size=(1, 8, 8)))
+    assert r["receptive_field"] == "undefined" and "in groups" in r["receptive_field_note"]
+
+
 def _box_of_unit(module: nn.Module, input_size: tuple[int, ...], unit: tuple[int, int]) -> list[tuple[int, int]]:
     """The gradient box (H, W) of one output unit of a 2-d map."""
     x = (torch.rand(1, *input_size, dtype=torch.float64) + 0.5).requires_grad_()

@@ -656,11 +656,14 @@ def _convolution(walk: Walk, op: OpNode) -> State:
         if state is not None:
             return walk.undefined(op, "its weights are computed from the input")
     state = walk.state(x)
-    channels = state.dims[1] if isinstance(state, Field) else None
-    if not along_no_axis(channels):
-        return walk.undefined(op, "it convolves across a spatial dimension (channels)")
-    if channels is UNEVEN and _arg(op, 8, "groups", 1) == 1:
-        state = state.with_dims((state.dims[0], None, *state.dims[2:]))  # every output channel reads every input one
+    if isinstance(state, Field) and _arg(op, 8, "groups", 1) == 1:
+        # Every output channel reads every input channel, whatever each reads: channels of
+        # different fields, positions folded into them (a space-to-depth by view and
+        # permute, as a pixel unshuffle's), read whole, like a matrix product's.
+        state = walk.settled(_contracted(state, [0, None, *range(2, len(state.dims))], [1]))
+    elif isinstance(state, Field) and not along_no_axis(state.dims[1]):
+        # Each output channel reads its group's positions only, which archprof does not place.
+        return walk.undefined(op, "it convolves across a spatial dimension (channels) in groups")
     m = len(weight.shape) - 2
     kernel = weight.shape[2:]
     stride, padding, dilation = (_expand(v, m) for v in (stride, padding, dilation))
