@@ -751,6 +751,44 @@ def test_multihead_attention_over_positions_is_global():
     assert gradient_box(positive(model), (4, 4, 4)) == [(0, 3), (0, 3)]
 
 
+class ClassToken(nn.Module):
+    """ViT's patches, flattened, with a class token in front; then attention over all the
+    tokens (`attend`), or the class token set aside and the patches read back as a map and
+    convolved (CoaT's convolutional position encoding)."""
+
+    def __init__(self, attend: bool):
+        super().__init__()
+        self.attend = attend
+        self.patch = nn.Conv2d(2, 4, 4, stride=4)
+        self.token = nn.Parameter(torch.zeros(1, 1, 4))
+        self.out = nn.Conv2d(4, 2, 3, padding=1)
+        self.attention = nn.Linear(4, 4) if attend else None
+
+    def forward(self, x):
+        y = self.patch(x)
+        n, c, h, w = y.shape
+        tokens = torch.cat([self.token.expand(n, -1, -1), y.flatten(2).transpose(1, 2)], 1)
+        if self.attend:
+            tokens = torch.softmax(tokens @ tokens.transpose(1, 2), -1) @ self.attention(tokens)
+        return self.out(tokens[:, 1:].transpose(1, 2).reshape(n, c, h, w))
+
+
+def test_a_class_token_beside_the_patches_then_attention_sees_the_whole_input():
+    """The class token reads no pixel: attention over it and the patches reads every patch
+    (the concatenation was undefined, and so every row after it)."""
+    model = ClassToken(attend=True)
+    report = archprof.analyze(model, input_size=(2, 16, 16))
+    assert [r["receptive_field"] for r in report.rows()[1:]] == ["input"] * (len(report.rows()) - 1)
+    assert gradient_box(positive(model), (2, 16, 16)) == [(0, 15), (0, 15)]
+
+
+def test_patches_with_the_class_token_set_aside_keep_their_field():
+    """Cut back out of the tokens, the patches are the map they were: a 3x3 convolution on
+    4x4 patches reads 12 pixels, unit for unit as the gradient says."""
+    report = check_against_gradients(ClassToken(attend=False), (2, 16, 16))
+    assert row(report, "out")["receptive_field"] == (12, 12)
+
+
 class Unknown(nn.Module):
     def __init__(self, op):
         super().__init__()

@@ -17,6 +17,7 @@ from archprof.operators import OPERATORS, Family, operator_named
 from archprof.operators.costs import float32_rounded
 from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
 from archprof.passes.receptive_field.walk import (
+    FLAT,
     UNEVEN,
     WHOLE,
     Dim,
@@ -24,6 +25,7 @@ from archprof.passes.receptive_field.walk import (
     Merged,
     Rule,
     State,
+    Tokens,
     Undefined,
     Walk,
     Within,
@@ -358,7 +360,12 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
     sizes = [out.shape[axis] for out in op.outputs]
     results: list[State] = []
     for offset, size in zip(offsets, sizes, strict=True):
-        if isinstance(state, Field) and isinstance(state.dims[axis], (Merged, Within)) and size != x.shape[axis]:
+        entry = state.dims[axis] if isinstance(state, Field) else None
+        placed, kept = entry.cut(offset, size, step) if isinstance(entry, Tokens) else (False, None)
+        if placed:  # the patch tokens, or the class token, set aside
+            results.append(state.with_dims((*state.dims[:axis], kept, *state.dims[axis + 1 :])))
+            continue
+        if isinstance(entry, (*FLAT, Within)) and size != x.shape[axis]:
             results.append(walk.undefined(op, "it cuts a flattened or split dimension"))
             continue
         results.append(
@@ -395,7 +402,7 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
     if not isinstance(state, Field):
         return state
     entry = state.dims[axis]
-    if isinstance(entry, (Merged, Within)):
+    if isinstance(entry, (*FLAT, Within)):
         return walk.undefined(op, "it picks positions of a flattened or split dimension")
     dims = state.dims[:axis] + state.dims[axis + 1 :]
     if along_no_axis(entry):
@@ -453,8 +460,11 @@ def _cat(walk: Walk, op: OpNode) -> State:
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
     if all(along_no_axis(e) for e in entries):
         return _paths_side_by_side(walk, op, states, [t.shape for t in tensors], axis)
-    if (
-        any(isinstance(e, (Merged, Within)) or e is UNEVEN for e in entries)
+    flat = [e for e in entries if isinstance(e, FLAT)]
+    tokens = len(flat) == 1 and all(e is None or e is flat[0] for e in entries)  # a class token and patches
+    if not tokens and (
+        flat
+        or any(isinstance(e, Within) or e is UNEVEN for e in entries)
         or len({e.axis for e in entries if e is not None}) > 1
     ):
         return walk.undefined(op, "it concatenates flattened or different spatial dimensions")
@@ -464,6 +474,12 @@ def _cat(walk: Walk, op: OpNode) -> State:
     )
     if not isinstance(merged, Field):
         return merged
+    if tokens:
+        at = entries.index(flat[0])
+        first = sum(t.shape[axis] for t in tensors[:at])
+        if isinstance(flat[0], Tokens):  # more tokens before a class token and patches
+            first, flat[0] = first + flat[0].first, flat[0].positions
+        return merged.with_dims((*merged.dims[:axis], Tokens(flat[0], first), *merged.dims[axis + 1 :]))
     pieces, start = [], 0
     for entry, tensor in zip(entries, tensors, strict=True):
         pieces.append((entry, start, tensor.shape[axis]))

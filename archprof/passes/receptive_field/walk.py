@@ -4,6 +4,7 @@ what they share (merging paths, windows along dimensions, reductions)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +25,34 @@ class Merged:
 
     def maps(self) -> list[AxisMap]:
         return [m for part, _ in self.parts for m in entry_maps(part)]
+
+
+@value_record
+class Tokens:
+    """Flattened positions (`positions`, from unit `first` on) beside units that read none:
+    ViT's class token concatenated to its patch tokens. Each unit reads one position or
+    nothing; a product or a reduction over the dimension (attention, pooling) reads every
+    position, and cutting the positions out gives them back (CoaT's class token set aside);
+    nothing else follows them (a window, a reshape back into a map is undefined)."""
+
+    positions: Merged
+    first: int
+
+    def cut(self, offset: int, size: int, step: int) -> tuple[bool, Merged | None]:
+        """Whether a slice's units are placed, and their entry: the positions where it takes
+        exactly them, None where it takes none of them (the class token)."""
+        count = math.prod(n for _, n in self.positions.parts)
+        if offset == self.first and step == 1 and size == count:
+            return True, self.positions
+        last = offset + (size - 1) * step
+        return last < self.first or offset >= self.first + count, None
+
+    def maps(self) -> list[AxisMap]:
+        return self.positions.maps()
+
+
+# Dimensions that hold spatial positions flattened: units read them only whole.
+FLAT = (Merged, Tokens)
 
 
 @dataclass(slots=True, eq=False)
@@ -56,7 +85,7 @@ class Uneven:
 UNEVEN = Uneven()
 # A tensor dimension: along an input axis, flattened axes, none (each index reads alike) or
 # none with indices that read differently.
-Dim = AxisMap | Merged | Within | Uneven | None
+Dim = AxisMap | Merged | Tokens | Within | Uneven | None
 
 
 def along_no_axis(entry: Dim) -> bool:
@@ -66,7 +95,7 @@ def along_no_axis(entry: Dim) -> bool:
 def entry_maps(entry: Dim) -> list[AxisMap]:
     if along_no_axis(entry) or isinstance(entry, Within):
         return []
-    return entry.maps() if isinstance(entry, Merged) else [entry]
+    return entry.maps() if isinstance(entry, FLAT) else [entry]
 
 
 def entry_withins(entry: Dim) -> list[Within]:
@@ -112,7 +141,7 @@ class Field:
             if isinstance(entry, AxisMap):
                 if entry.axis == axis:
                     own.append((entry, True))
-            elif isinstance(entry, Merged):
+            elif isinstance(entry, FLAT):
                 others += [(m, False) for m in entry.maps() if m.axis == axis]
         others += [(m, False) for m in self.loose if m.axis == axis]
         return own + others if others else own
@@ -298,7 +327,7 @@ class Walk:
         dims = list(state.dims)
         for i, axis in enumerate(axes):
             entry = dims[axis]
-            if isinstance(entry, (Merged, Within)):
+            if isinstance(entry, (*FLAT, Within)):
                 return self.undefined(op, f"{what} along a flattened or split dimension")
             if isinstance(entry, AxisMap):
                 changed = change(i, entry)
@@ -363,7 +392,7 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     for entry, n in entries:
         same = same and entry == first and n == size
         full = full and n == size
-        if isinstance(entry, (Merged, Within)):
+        if isinstance(entry, (*FLAT, Within)):
             split = True
         elif entry is UNEVEN:
             uneven = True
