@@ -42,6 +42,27 @@ class ShuffledHalves(nn.Module):
         return self.block(self.stem(x))
 
 
+class OwnOpsBeforeAPool(nn.Module):
+    """As timm NesT's ConvPool: a convolution, the block's own permutes (its channels-last
+    norm), then a pooling child, whose output (half the size) the block returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(2)
+
+    def forward(self, x):
+        return self.pool(self.conv(x).permute(0, 2, 3, 1).permute(0, 3, 1, 2))
+
+
+class PooledBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block, self.head = OwnOpsBeforeAPool(), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
 class FunctionalOps(nn.Module):
     """Functional calls no hook-based counter sees: F.relu, a residual +, torch.cat,
     torch.flatten and @."""

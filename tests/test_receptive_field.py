@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import archprof
-from tests.cli import cli
-from tests.models import ShuffledHalves
+from archprof.passes.receptive_field import tensor_fields, unit_box
+from tests.cli import cli, one_error_line
+from tests.models import PooledBlock, ShuffledHalves
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -82,6 +83,12 @@ def gradient_box(module: nn.Module, input_size: tuple[int, ...], unit: str = "fi
         assert len(where), "the unit reads no input pixel"
         box.append((int(where.min()), int(where.max())))
     return box
+
+
+def output_unit_box(report, unit: tuple[int, ...]) -> list[tuple[int, int] | None]:
+    """archprof's exact input box of one unit of the model's output."""
+    fields, spatial = tensor_fields(report.graph)
+    return unit_box(fields.get(report.graph.outputs[0].id), spatial, unit)
 
 
 def check_against_gradients(module: nn.Module, input_size: tuple[int, ...], units=("first", "last")):
@@ -609,6 +616,179 @@ def test_attention_over_positions_sees_the_whole_input():
     assert row(report)["receptive_field"] == "input"
 
 
+def _band(n: int) -> torch.Tensor:
+    """Keys within one position of the query: True where a key is kept."""
+    i = torch.arange(n)
+    return (i[:, None] - i[None, :]).abs() <= 1
+
+
+class MaskedRowAttention(nn.Module):
+    """Attention along W within each row, its scores masked by `mask`: keys a mask sets to
+    -inf (or below exp's range) get weight 0, so a query reads fewer than the whole row; a
+    finite mask (Swin's -100) leaves every key a weight."""
+
+    def __init__(self, mask: str):
+        super().__init__()
+        self.mask = mask
+        self.out = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        t = x.permute(0, 2, 3, 1).reshape(n * h, w, c)
+        if self.mask.startswith("sdpa"):
+            band = _band(w).to(x.device)
+            causal = self.mask == "sdpa-causal"
+            y = F.scaled_dot_product_attention(t, t, t, attn_mask=None if causal else band, is_causal=causal)
+        else:
+            y = torch.softmax(self._masked(t @ t.transpose(1, 2)), -1) @ t
+        return self.out(y.reshape(n, h, w, c).permute(0, 3, 1, 2))
+
+    def _masked(self, scores):
+        band = _band(scores.shape[-1]).to(scores.device)
+        if self.mask == "masked-fill":
+            return scores.masked_fill(~band, float("-inf"))
+        if self.mask == "finfo-min":
+            return scores.masked_fill(~band, torch.finfo(scores.dtype).min)
+        if self.mask == "additive-triu":
+            return scores + torch.full(scores.shape[-2:], float("-inf"), device=scores.device).triu(1)
+        if self.mask == "index-put":
+            literal = torch.zeros(scores.shape[-2:], dtype=scores.dtype, device=scores.device)
+            literal[~band] = float("-inf")
+            return scores + literal
+        return scores.masked_fill(~band, -100.0)  # "finite"
+
+
+@pytest.mark.parametrize("mask", ["sdpa-band", "sdpa-causal", "masked-fill", "finfo-min", "additive-triu", "index-put"])
+def test_attention_masked_by_minus_infinity_is_undefined(mask):
+    """The gradient of unit (0, 0) reaches pixels 0..1 (a band) or 0 (causal) along W, not
+    the whole row archprof gave: which keys a mask drops is in its values, which a meta
+    trace does not have. Undefined, naming the softmax."""
+    model = MaskedRowAttention(mask)
+    box = gradient_box(positive(model), (2, 3, 8))
+    assert box[1] == ((0, 0) if mask in ("sdpa-causal", "additive-triu") else (0, 1))
+    r = row(archprof.analyze(model, input_size=(2, 3, 8)))
+    assert r["receptive_field"] == "undefined"
+    assert "softmax" in r["receptive_field_note"] and "masked" in r["receptive_field_note"]
+
+
+def test_attention_with_a_finite_mask_reads_the_whole_row():
+    """Swin's -100 leaves a masked key a small weight: every unit reads its whole row."""
+    report = check_against_gradients(MaskedRowAttention("finite"), (2, 3, 8), units=("first",))
+    assert row(report)["receptive_field"] == (1, 8)
+
+
+class WindowAttention(nn.Module):
+    """Attention within 2x2 windows (Swin's, unshifted) or, with `window` None, over every
+    position, through F.scaled_dot_product_attention on (windows, heads, positions, C): the
+    fused CPU kernel, as a CPU runs it. `mask`: keys within one position of the query
+    ("band"), or causal."""
+
+    def __init__(self, window: int | None = 2, mask: str | None = None):
+        super().__init__()
+        self.window, self.mask = window, mask
+        self.out = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        s = self.window or h
+        t = x.view(n, c, h // s, s, w // s, s).permute(0, 2, 4, 3, 5, 1).reshape(-1, 1, s * s, c).contiguous()
+        band = _band(s * s).to(x.device) if self.mask == "band" else None
+        y = F.scaled_dot_product_attention(t, t, t, attn_mask=band, is_causal=self.mask == "causal")
+        y = y.reshape(n, h // s, w // s, s, s, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, h, w)
+        return self.out(y)
+
+
+def _fused(report) -> bool:
+    return any(op.op == "aten._scaled_dot_product_flash_attention_for_cpu" for op in report.graph.ops)
+
+
+def test_fused_attention_within_windows_reads_each_window():
+    """Each unit reads its own 2x2 window, as the gradient says (the fused kernel had no rule)."""
+    model = positive(WindowAttention())
+    report = archprof.analyze(model, input_size=(2, 8, 8))
+    assert _fused(report) and row(report)["receptive_field"] == (2, 2)
+    for unit in [(0, 0), (3, 4), (7, 7), (5, 2)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (2, 8, 8), unit), unit
+
+
+def test_fused_attention_over_every_position_is_global():
+    model = WindowAttention(window=None)
+    report = archprof.analyze(model, input_size=(2, 4, 4))
+    assert _fused(report) and row(report)["receptive_field"] == "input"
+    assert gradient_box(positive(model), (2, 4, 4)) == [(0, 3), (0, 3)]
+
+
+@pytest.mark.parametrize("mask", ["band", "causal"])
+def test_fused_attention_with_a_mask_is_undefined(mask):
+    """Unit (0, 0) of attention over the 16 positions reads pixel (0, 0) only (causal) or
+    (0, 0) and (0, 1) (the band), not every position: the fused kernel's rule leaves the keys
+    a mask keeps, which are in its values, undefined."""
+    model = WindowAttention(window=None, mask=mask)
+    assert gradient_box(positive(model), (2, 4, 4)) == [(0, 0), (0, 0) if mask == "causal" else (0, 1)]
+    report = archprof.analyze(model, input_size=(2, 4, 4))
+    r = row(report)
+    assert _fused(report) and r["receptive_field"] == "undefined"
+    assert r["receptive_field_note"].startswith("aten._scaled_dot_product_flash_attention_for_cpu")
+
+
+def test_multihead_attention_over_positions_is_global():
+    """nn.MultiheadAttention over the flattened map, through the fused kernel."""
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention, self.out = nn.MultiheadAttention(4, 2, batch_first=True), nn.Conv2d(4, 1, 1)
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            t = x.flatten(2).transpose(1, 2)
+            y = self.attention(t, t, t, need_weights=False)[0]
+            return self.out(y.transpose(1, 2).reshape(n, c, h, w))
+
+    model = Tokens()
+    report = archprof.analyze(model, input_size=(4, 4, 4))
+    assert _fused(report) and row(report, "out")["receptive_field"] == "input"
+    assert gradient_box(positive(model), (4, 4, 4)) == [(0, 3), (0, 3)]
+
+
+class ClassToken(nn.Module):
+    """ViT's patches, flattened, with a class token in front; then attention over all the
+    tokens (`attend`), or the class token set aside and the patches read back as a map and
+    convolved (CoaT's convolutional position encoding)."""
+
+    def __init__(self, attend: bool):
+        super().__init__()
+        self.attend = attend
+        self.patch = nn.Conv2d(2, 4, 4, stride=4)
+        self.token = nn.Parameter(torch.zeros(1, 1, 4))
+        self.out = nn.Conv2d(4, 2, 3, padding=1)
+        self.attention = nn.Linear(4, 4) if attend else None
+
+    def forward(self, x):
+        y = self.patch(x)
+        n, c, h, w = y.shape
+        tokens = torch.cat([self.token.expand(n, -1, -1), y.flatten(2).transpose(1, 2)], 1)
+        if self.attend:
+            tokens = torch.softmax(tokens @ tokens.transpose(1, 2), -1) @ self.attention(tokens)
+        return self.out(tokens[:, 1:].transpose(1, 2).reshape(n, c, h, w))
+
+
+def test_a_class_token_beside_the_patches_then_attention_sees_the_whole_input():
+    """The class token reads no pixel: attention over it and the patches reads every patch
+    (the concatenation was undefined, and so every row after it)."""
+    model = ClassToken(attend=True)
+    report = archprof.analyze(model, input_size=(2, 16, 16))
+    assert [r["receptive_field"] for r in report.rows()[1:]] == ["input"] * (len(report.rows()) - 1)
+    assert gradient_box(positive(model), (2, 16, 16)) == [(0, 15), (0, 15)]
+
+
+def test_patches_with_the_class_token_set_aside_keep_their_field():
+    """Cut back out of the tokens, the patches are the map they were: a 3x3 convolution on
+    4x4 patches reads 12 pixels, unit for unit as the gradient says."""
+    report = check_against_gradients(ClassToken(attend=False), (2, 16, 16))
+    assert row(report, "out")["receptive_field"] == (12, 12)
+
+
 class Unknown(nn.Module):
     def __init__(self, op):
         super().__init__()
@@ -676,6 +856,64 @@ def test_indices_of_different_fields_folded_into_a_spatial_dimension_are_undefin
     r = row(archprof.analyze(model, input_size=(1, 8, 8)))
     assert r["receptive_field"] == "undefined"
     assert r["receptive_field_note"].startswith(op) and "different fields" in r["receptive_field_note"]
+
+
+class SpaceToDepth(nn.Module):
+    """2x2 blocks moved into channels by view, permute and view (timm's SpaceToDepth in
+    TResNet's stem, YOLOv2's reorg: `order` "blocks-first"; a pixel unshuffle's channel order:
+    "channels-first")."""
+
+    def __init__(self, order: str):
+        super().__init__()
+        self.order = order
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        blocks = x.view(n, c, h // 2, 2, w // 2, 2)
+        moved = blocks.permute(0, 3, 5, 1, 2, 4) if self.order == "blocks-first" else blocks.permute(0, 1, 3, 5, 2, 4)
+        return moved.reshape(n, 4 * c, h // 2, w // 2)
+
+
+@pytest.mark.parametrize("order", ["blocks-first", "channels-first"])
+def test_space_to_depth_then_a_convolution_reads_whole_blocks(order):
+    """A convolution mixing every channel reads every position of each block it reaches, as
+    after nn.PixelUnshuffle: unit (3, 5) reads pixels 4..9 x 8..13 (it was undefined)."""
+    model = positive(nn.Sequential(SpaceToDepth(order), nn.Conv2d(12, 4, 3, padding=1), nn.Conv2d(4, 2, 1)))
+    report = check_against_gradients(model, (3, 16, 16))
+    assert row(report)["receptive_field"] == (6, 6) and row(report)["effective_stride"] == (2, 2)
+    for unit in [(0, 0), (3, 5), (7, 7), (6, 1)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (3, 16, 16), unit), unit
+    unshuffled = archprof.analyze(
+        nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 4, 3, padding=1)), input_size=(3, 16, 16)
+    )
+    assert output_unit_box(unshuffled, (3, 5)) == output_unit_box(report, (3, 5)) == [(4, 9), (8, 13)]
+
+
+def test_a_convolution_over_channels_holding_a_folded_dimension_reads_all_of_it():
+    """W folded into channels, then a Conv1d along H mixing every channel: each unit reads
+    its rows' whole width, as the gradient says."""
+
+    class FoldedWidth(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(2 * 6, 2, 3, padding=1)
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            y = self.conv(x.permute(0, 1, 3, 2).reshape(n, c * w, h))  # (N, C W, H)
+            return y.unsqueeze(-1)
+
+    model = positive(FoldedWidth())
+    report = check_against_gradients(model, (2, 8, 6), units=("first",))
+    assert row(report)["receptive_field"] == (3, 6)
+
+
+def test_a_grouped_convolution_over_folded_positions_is_undefined():
+    """A depthwise convolution after a space-to-depth: each channel reads its own position
+    in the blocks, which archprof does not place."""
+    model = nn.Sequential(SpaceToDepth("blocks-first"), nn.Conv2d(4, 4, 3, padding=1, groups=4))
+    r = row(archprof.analyze(model, input_size=(1, 8, 8)))
+    assert r["receptive_field"] == "undefined" and "in groups" in r["receptive_field_note"]
 
 
 def _box_of_unit(module: nn.Module, input_size: tuple[int, ...], unit: tuple[int, int]) -> list[tuple[int, int]]:
@@ -779,17 +1017,35 @@ def test_covers_input_once_unit_0_spans_the_image():
     assert report.layers["covers_input"].dtype == "boolean"
 
 
-def test_a_unit_of_a_module_is_its_outputs():
-    """`rf --unit` on a module whose own operations are two rows gives the box of what the
-    module returns (the gradient of that unit is the oracle), not of its first row's."""
-    model = positive(ShuffledHalves())
+@pytest.mark.parametrize(
+    "model,unit",
+    [(ShuffledHalves, (5, 6)), (PooledBlock, (7, 7))],
+    ids=["own-ops-after-its-children", "own-ops-before-its-last-child"],
+)
+def test_a_unit_of_a_module_is_its_outputs(model, unit):
+    """`rf --unit` on a module whose own operations are rows of their own gives the box of
+    what the module returns (the gradient of that unit is the oracle), not of its first row's
+    (ShuffleNet's concatenation after its branch) nor of its last's (NesT's ConvPool: its
+    own permutes before its pooling child, whose output it returns: 6..8 was given for
+    13..15)."""
+    module = positive(model())
+    returned = {}
+    module.block.register_forward_hook(lambda _, args, output: returned.update(output=output))
     x = (torch.rand(1, 1, 16, 16, dtype=torch.float64) + 0.5).requires_grad_()
-    model(x)[0, :, 5, 6].sum().backward()
+    module(x)
+    returned["output"][(0, slice(None), *unit)].sum().backward()
     rows, cols = (torch.nonzero((x.grad[0, 0] != 0).any(dim=1 - axis)).flatten() for axis in range(2))
     expected = f"{int(rows.min())}..{int(rows.max())} x {int(cols.min())}..{int(cols.max())}"
-    result = cli("rf", "tests/models.py:ShuffledHalves", "--input", "1x16x16", "--layer", "block", "--unit", "5,6")
+    spec, where = f"tests/models.py:{model.__name__}", ",".join(map(str, unit))
+    result = cli("rf", spec, "--input", "1x16x16", "--layer", "block", "--unit", where)
     assert result.exit_code == 0, result.output
     assert f"reads input pixels {expected} (of 16x16)" in result.stdout
+
+
+def test_a_unit_past_a_modules_output_is_refused():
+    """The block returns an 8x8 map (its pooling child's), which has no unit 12."""
+    result = cli("rf", "tests/models.py:PooledBlock", "--input", "1x16x16", "--layer", "block", "--unit", "12,12")
+    assert result.exit_code == 2 and "outside the layer's 8 units" in one_error_line(result)
 
 
 class _AddedToInPlace(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.text import Text
@@ -11,6 +12,9 @@ from archprof.errors import ArchprofError
 from archprof.render.base import Layout, dash, fitted_table, indented_layer_name, layer_name
 from archprof.report import Report, dims_text, visible_text
 from archprof.units import shape_text
+
+if TYPE_CHECKING:
+    from archprof.passes.receptive_field.walk import State
 
 # Columns of the receptive-field table, most important first (the last go on a narrow terminal).
 _RF_COLUMNS = ("Layer", "Field", "Stride", "Coverage", "Centred", "Output shape", "Type")
@@ -129,8 +133,23 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
     rows = [index for index, (name, call) in enumerate(calls) if name == layer and call == 0]
     if not rows:
         raise ArchprofError(f"no layer {visible_text(layer)!r} in the model: `archprof rf MODEL` lists them")
-    # The layer's last row of its first call: a module's own operations after its children
-    # (ShuffleNet's concatenation after its branch), whose result is the module's output.
-    boxes = unit_box(states[rows[-1]], spatial, coordinates)
+    boxes = unit_box(_returned_state(report, layer, states[rows[-1]]), spatial, coordinates)
     where = " x ".join("no pixel" if box is None else f"{box[0]}..{box[1]}" for box in boxes)
     return f"layer {visible_text(layer)}, unit {unit} reads input pixels {where} (of {shape_text(spatial)})"
+
+
+def _returned_state(report: Report, layer: str, last_row_state: State) -> State:
+    """The field of the first tensor the layer's first call returns: its last row may be one
+    of its own operations before a child's (timm NesT's ConvPool: a convolution, its own
+    permutes, then a pooling child, whose output the module returns). A trace that records
+    no call's output (a TorchScript model's, by parameters) has the layer's last row of its
+    first call, `last_row_state`, instead."""
+    from archprof.passes.receptive_field import tensor_fields
+
+    graph = report.graph
+    call = next((c for c in graph.module_calls if c.path == layer and c.call == 0), None) if graph else None
+    returned = graph.call_outputs.get(call.index) if call is not None else None
+    if not returned:
+        return last_row_state
+    fields, _ = tensor_fields(graph)
+    return fields.get(returned[0].id)

@@ -21,8 +21,9 @@ inputs); `unit_box` the exact input box of any unit (real pixels only).
 A tensor's state is one of:
 
 - no field (None): parameters, buffers, constants and whatever is computed from them only;
-- `Field`: the maps of its dimensions, the input dimensions read whole (`whole`: pooled or
-  attended over) and those kept at one unit (`loose`: a select);
+- `Field`: the maps of its dimensions (flattened: `walk.Merged`; with a class token beside
+  them: `walk.Tokens`), the input dimensions read whole (`whole`: pooled or attended over)
+  and those kept at one unit (`loose`: a select);
 - `WHOLE`: every unit sees the whole input ("global": global pooling, attention over all
   positions, a linear layer over a flattened map). A tensor whose spatial dimensions are
   flattened into one is reported as the whole input too (docs/formulas.md's convention), but
@@ -30,7 +31,8 @@ A tensor's state is one of:
 - `Undefined(reason)`: an operator archprof has no rule for consumed a tensor with a field, or
   its rule cannot follow it (a flattened map cut and read back as an image, an in-place
   write through a view: circular padding, channels that read different fields folded into
-  a spatial dimension: `walk.Uneven`); the reason says which and where.
+  a spatial dimension: `walk.Uneven`, attention over scores a mask may set to -inf:
+  `Walk.masked`); the reason says which and where.
 
 Conventions: normalisation layers count as pointwise (their statistics are not part of the
 field, as in Araujo et al., "Computing Receptive Fields of CNNs", Distill 2019); a dilated
@@ -49,7 +51,7 @@ from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
 from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Interval, deep_maps, hull
 from archprof.passes.receptive_field.rules import rule_for
-from archprof.passes.receptive_field.walk import WHOLE, Extent, Field, Merged, State, Undefined, Walk
+from archprof.passes.receptive_field.walk import FLAT, WHOLE, Extent, Field, State, Undefined, Walk
 from archprof.units import shape_text
 
 # -- columns -------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
 
 def _flattened(field: Field) -> bool:
     """Whether spatial dimensions were flattened into one (a flatten, tokens)."""
-    return any(isinstance(entry, Merged) and entry.maps() for entry in field.dims)
+    return any(isinstance(entry, FLAT) and entry.maps() for entry in field.dims)
 
 
 def _number(value: Fraction) -> Stride:
@@ -264,7 +266,7 @@ def _kept_box(field: Field, axis: int) -> Interval | None:
     """The box along an input dimension no output dimension runs along: the positions the
     field kept of it (a row picked by index; a 1x1 map through a reshape), which every unit
     reads, whatever its index (a 1x1 map upsampled to 2x2 has two units along it)."""
-    if any(axis in (m.axis for m in entry.maps()) for entry in field.dims if isinstance(entry, Merged)):
+    if any(axis in (m.axis for m in entry.maps()) for entry in field.dims if isinstance(entry, FLAT)):
         raise ArchprofError(f"this layer's output is flattened along input dimension {axis + 1}: no unit box")
     box = None
     for axis_map in field.loose:

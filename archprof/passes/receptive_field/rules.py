@@ -17,6 +17,7 @@ from archprof.operators import OPERATORS, Family, operator_named
 from archprof.operators.costs import float32_rounded
 from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
 from archprof.passes.receptive_field.walk import (
+    FLAT,
     UNEVEN,
     WHOLE,
     Dim,
@@ -24,6 +25,8 @@ from archprof.passes.receptive_field.walk import (
     Merged,
     Rule,
     State,
+    Tokens,
+    Undefined,
     Walk,
     Within,
     along_no_axis,
@@ -357,7 +360,12 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
     sizes = [out.shape[axis] for out in op.outputs]
     results: list[State] = []
     for offset, size in zip(offsets, sizes, strict=True):
-        if isinstance(state, Field) and isinstance(state.dims[axis], (Merged, Within)) and size != x.shape[axis]:
+        entry = state.dims[axis] if isinstance(state, Field) else None
+        placed, kept = entry.cut(offset, size, step) if isinstance(entry, Tokens) else (False, None)
+        if placed:  # the patch tokens, or the class token, set aside
+            results.append(state.with_dims((*state.dims[:axis], kept, *state.dims[axis + 1 :])))
+            continue
+        if isinstance(entry, (*FLAT, Within)) and size != x.shape[axis]:
             results.append(walk.undefined(op, "it cuts a flattened or split dimension"))
             continue
         results.append(
@@ -394,7 +402,7 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
     if not isinstance(state, Field):
         return state
     entry = state.dims[axis]
-    if isinstance(entry, (Merged, Within)):
+    if isinstance(entry, (*FLAT, Within)):
         return walk.undefined(op, "it picks positions of a flattened or split dimension")
     dims = state.dims[:axis] + state.dims[axis + 1 :]
     if along_no_axis(entry):
@@ -452,8 +460,11 @@ def _cat(walk: Walk, op: OpNode) -> State:
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
     if all(along_no_axis(e) for e in entries):
         return _paths_side_by_side(walk, op, states, [t.shape for t in tensors], axis)
-    if (
-        any(isinstance(e, (Merged, Within)) or e is UNEVEN for e in entries)
+    flat = [e for e in entries if isinstance(e, FLAT)]
+    tokens = len(flat) == 1 and all(e is None or e is flat[0] for e in entries)  # a class token and patches
+    if not tokens and (
+        flat
+        or any(isinstance(e, Within) or e is UNEVEN for e in entries)
         or len({e.axis for e in entries if e is not None}) > 1
     ):
         return walk.undefined(op, "it concatenates flattened or different spatial dimensions")
@@ -463,6 +474,12 @@ def _cat(walk: Walk, op: OpNode) -> State:
     )
     if not isinstance(merged, Field):
         return merged
+    if tokens:
+        at = entries.index(flat[0])
+        first = sum(t.shape[axis] for t in tensors[:at])
+        if isinstance(flat[0], Tokens):  # more tokens before a class token and patches
+            first, flat[0] = first + flat[0].first, flat[0].positions
+        return merged.with_dims((*merged.dims[:axis], Tokens(flat[0], first), *merged.dims[axis + 1 :]))
     pieces, start = [], 0
     for entry, tensor in zip(entries, tensors, strict=True):
         pieces.append((entry, start, tensor.shape[axis]))
@@ -655,11 +672,14 @@ def _convolution(walk: Walk, op: OpNode) -> State:
         if state is not None:
             return walk.undefined(op, "its weights are computed from the input")
     state = walk.state(x)
-    channels = state.dims[1] if isinstance(state, Field) else None
-    if not along_no_axis(channels):
-        return walk.undefined(op, "it convolves across a spatial dimension (channels)")
-    if channels is UNEVEN and _arg(op, 8, "groups", 1) == 1:
-        state = state.with_dims((state.dims[0], None, *state.dims[2:]))  # every output channel reads every input one
+    if isinstance(state, Field) and _arg(op, 8, "groups", 1) == 1:
+        # Every output channel reads every input channel, whatever each reads: channels of
+        # different fields, positions folded into them (a space-to-depth by view and
+        # permute, as a pixel unshuffle's), read whole, like a matrix product's.
+        state = walk.settled(_contracted(state, [0, None, *range(2, len(state.dims))], [1]))
+    elif isinstance(state, Field) and not along_no_axis(state.dims[1]):
+        # Each output channel reads its group's positions only, which archprof does not place.
+        return walk.undefined(op, "it convolves across a spatial dimension (channels) in groups")
     m = len(weight.shape) - 2
     kernel = weight.shape[2:]
     stride, padding, dilation = (_expand(v, m) for v in (stride, padding, dilation))
@@ -895,10 +915,19 @@ _FAMILY_RULES[Family.REDUCTION] = _reduction
 
 @_rule("_softmax", "_log_softmax", "_safe_softmax")
 def _softmax(walk: Walk, op: OpNode) -> State:
-    """Each output reads every unit along one axis (the normaliser)."""
+    """Each output reads every unit along one axis (the normaliser), unless a mask may weigh
+    some of them 0 (`_MASKED`)."""
     x = op.args[0]
+    if x.id in walk.masked:
+        return walk.undefined(op, _MASKED)
     ndim = len(x.shape)
     return walk.reduce(op, walk.state(x), ndim, {_arg(op, 1, "dim", -1) % ndim})
+
+
+# A key masked by -inf gets weight 0: each query reads the keys the mask's values keep,
+# which the trace does not hold (on meta there are none).
+_MASKED = "its scores may be masked (-inf, a causal mask): the keys each unit reads are in the mask's values"
+_MASKED_WEIGHTS = "it contracts weights a mask may have set to 0: the units each output reads are in the mask's values"
 
 
 @_rule("cumsum")
@@ -946,6 +975,10 @@ def _matmul(walk: Walk, op: OpNode) -> State:
     has_bias = name in ("addmm", "baddbmm", "_addmm_activation", "addmv")
     bias = op.args[0] if has_bias else None
     a, b = op.args[1:3] if has_bias else op.args[0:2]
+    for operand in (a, b):
+        if operand.id in walk.masked:  # undefined: the softmax's reason first, where it made the weights
+            state = walk.state(operand)
+            return state if isinstance(state, Undefined) else walk.undefined(op, _MASKED_WEIGHTS)
     out = op.outputs[0].shape
     batched = len(a.shape) == 3
     lead = [0] if batched else []
@@ -955,11 +988,36 @@ def _matmul(walk: Walk, op: OpNode) -> State:
     else:
         keep_a, keep_b = [*lead, len(a.shape) - 2, None], [*lead, None, len(b.shape) - 1]
         contracted_b = len(b.shape) - 2
-    items = [
-        (_contracted(walk.state(a), keep_a, [len(a.shape) - 1]), out),
-        (_contracted(walk.state(b), keep_b, [contracted_b]), out),
+    operands = [(a, keep_a, [len(a.shape) - 1]), (b, keep_b, [contracted_b])]
+    added = [(walk.state(bias), bias.shape)] if isinstance(bias, TensorMeta) else []
+    return _contracted_merge(walk, op, operands, out, added)
+
+
+@_rule("_scaled_dot_product_flash_attention_for_cpu")
+def _fused_attention(walk: Walk, op: OpNode) -> list[State]:
+    """softmax(q k^T + mask) v in one kernel, q (N, heads, L, E), k (N, heads, S, E), v (N,
+    heads, S, Ev): query position l reads q's row l and every key and value (its bmm,
+    softmax and bmm, as `_matmul` and `_softmax` take them); the second output, each query's
+    log-sum-exp (N, heads, L), reads q's row and every key. A mask that may drop keys
+    (`_MASKED`, is_causal) leaves the keys each query reads in its values."""
+    q, k, v = op.args[:3]
+    mask = op.kwargs.get("attn_mask")
+    if _arg(op, 4, "is_causal", False) or (isinstance(mask, TensorMeta) and mask.id in walk.masked):
+        return [walk.undefined(op, _MASKED)] * 2
+    if walk.state(mask) is not None:
+        return [walk.undefined(op, "its mask is computed from the input")] * 2
+    output, log_sum_exp = (o.shape for o in op.outputs)
+    scores = [(q, [0, 1, 2], [3]), (k, [0, 1, None], [2, 3])]  # per query: its row, every key
+    values = (v, [0, 1, None, 3], [2])
+    return [
+        _contracted_merge(walk, op, [(t, [*keep, None], c) for t, keep, c in scores] + [values], output),
+        _contracted_merge(walk, op, scores, log_sum_exp),
     ]
-    if isinstance(bias, TensorMeta):
-        items.append((walk.state(bias), bias.shape))
-    items = [(walk.settled(s) if isinstance(s, Field) else s, shape) for s, shape in items]
-    return walk.merge(op, items, out)
+
+
+def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ...], added: Sequence = ()) -> State:
+    """The union of matrix-product operands (tensor, keep, contracted: as `_contracted`) in
+    an output of shape `out`, and of the `added` (state, shape) items (a bias)."""
+    items = [(_contracted(walk.state(t), keep, contracted), out) for t, keep, contracted in operands]
+    items += added
+    return walk.merge(op, [(walk.settled(s) if isinstance(s, Field) else s, shape) for s, shape in items], out)

@@ -4,10 +4,15 @@ what they share (merging paths, windows along dimensions, reductions)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+
+import torch
 
 from archprof.graph import Graph, OpNode, TensorMeta, value_record
+from archprof.operators import Family, operator_named
 from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Link
 
 
@@ -20,6 +25,34 @@ class Merged:
 
     def maps(self) -> list[AxisMap]:
         return [m for part, _ in self.parts for m in entry_maps(part)]
+
+
+@value_record
+class Tokens:
+    """Flattened positions (`positions`, from unit `first` on) beside units that read none:
+    ViT's class token concatenated to its patch tokens. Each unit reads one position or
+    nothing; a product or a reduction over the dimension (attention, pooling) reads every
+    position, and cutting the positions out gives them back (CoaT's class token set aside);
+    nothing else follows them (a window, a reshape back into a map is undefined)."""
+
+    positions: Merged
+    first: int
+
+    def cut(self, offset: int, size: int, step: int) -> tuple[bool, Merged | None]:
+        """Whether a slice's units are placed, and their entry: the positions where it takes
+        exactly them, None where it takes none of them (the class token)."""
+        count = math.prod(n for _, n in self.positions.parts)
+        if offset == self.first and step == 1 and size == count:
+            return True, self.positions
+        last = offset + (size - 1) * step
+        return last < self.first or offset >= self.first + count, None
+
+    def maps(self) -> list[AxisMap]:
+        return self.positions.maps()
+
+
+# Dimensions that hold spatial positions flattened: units read them only whole.
+FLAT = (Merged, Tokens)
 
 
 @dataclass(slots=True, eq=False)
@@ -52,7 +85,7 @@ class Uneven:
 UNEVEN = Uneven()
 # A tensor dimension: along an input axis, flattened axes, none (each index reads alike) or
 # none with indices that read differently.
-Dim = AxisMap | Merged | Within | Uneven | None
+Dim = AxisMap | Merged | Tokens | Within | Uneven | None
 
 
 def along_no_axis(entry: Dim) -> bool:
@@ -62,7 +95,7 @@ def along_no_axis(entry: Dim) -> bool:
 def entry_maps(entry: Dim) -> list[AxisMap]:
     if along_no_axis(entry) or isinstance(entry, Within):
         return []
-    return entry.maps() if isinstance(entry, Merged) else [entry]
+    return entry.maps() if isinstance(entry, FLAT) else [entry]
 
 
 def entry_withins(entry: Dim) -> list[Within]:
@@ -108,7 +141,7 @@ class Field:
             if isinstance(entry, AxisMap):
                 if entry.axis == axis:
                     own.append((entry, True))
-            elif isinstance(entry, Merged):
+            elif isinstance(entry, FLAT):
                 others += [(m, False) for m in entry.maps() if m.axis == axis]
         others += [(m, False) for m in self.loose if m.axis == axis]
         return own + others if others else own
@@ -142,11 +175,17 @@ class Walk:
         self._replaced: dict[int, int] = {}
         # (size, parents) -> the map reading each parent unit for unit: see `merge_entries`
         self._unions: dict[tuple, AxisMap] = {}
+        # The tensors a mask may have reached: an attention mask (-inf where a causal or
+        # banded mask drops a key), the scores it was added or filled into, and the softmax's
+        # weights, exactly 0 there: a softmax or a product over them reads fewer units than
+        # its axis (`_reads_mask`).
+        self.masked: set[int] = set()
 
     def state(self, value) -> State:
         return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
 
     def step(self, op: OpNode, rule: Rule | None) -> None:
+        masking = self._reads_mask(op)
         fields = self.fields
         read_any, read_whole_only = False, True  # a loop, not all() twice: every op comes here
         for tensor in op.inputs:
@@ -155,6 +194,8 @@ class Walk:
                 read_any = True
                 read_whole_only = read_whole_only and state is WHOLE
         if not read_any or not op.outputs:
+            if masking:  # a mask in the making, whatever the op
+                self.masked.update(t.id for t in op.outputs)
             return  # computed from parameters and constants only (or nothing): no field
         try:
             if read_whole_only:
@@ -175,8 +216,24 @@ class Walk:
                 state = self.undefined(op, "its output's dimensions were not understood")
             if state is not None:
                 self.fields[tensor.id] = state
+        if masking and _carries_mask(op.op):
+            self.masked.update(t.id for t in op.outputs)
         if op.writes_input and op.inputs:
             self._written(op, op.inputs[0], op.outputs[0])
+
+    def _reads_mask(self, op: OpNode) -> bool:
+        """Whether `op` reads a value a softmax weighs exactly 0: a scalar argument below
+        `_NO_WEIGHT` (-inf, finfo.min, -1e9: the causal mask SDPA builds, masked_fill's), a
+        tensor that may hold one, or a tensor literal of the forward, whose values the trace
+        does not keep (`m[band] = -inf`). A buffer's values it does not see either: they are
+        taken as finite, as Swin's -100 mask and relative position indices are."""
+        for tensor in op.inputs:
+            if tensor.id in self.masked or (tensor.kind == "constant" and tensor.dtype != torch.bool):
+                return True
+        for value in (*op.args, *op.kwargs.values()):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < _NO_WEIGHT:
+                return True
+        return False
 
     def _written(self, op: OpNode, before: TensorMeta, after: TensorMeta) -> None:
         """An in-place write changed what a storage holds: any other view of it now holds
@@ -270,7 +327,7 @@ class Walk:
         dims = list(state.dims)
         for i, axis in enumerate(axes):
             entry = dims[axis]
-            if isinstance(entry, (Merged, Within)):
+            if isinstance(entry, (*FLAT, Within)):
                 return self.undefined(op, f"{what} along a flattened or split dimension")
             if isinstance(entry, AxisMap):
                 changed = change(i, entry)
@@ -298,6 +355,23 @@ class Walk:
         return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), state.loose), mixed))
 
 
+# Below this, a score's weight exp(score) is exactly 0 in float64: a masking value (-inf, -1e4,
+# finfo.min), where Swin's -100 leaves the masked keys a weight, and so a field.
+_NO_WEIGHT = -746.0
+
+
+@cache
+def _carries_mask(name: str) -> bool:
+    """Whether an operator's outputs keep a mask's mark: its values moved or combined
+    elementwise (scores a mask was added or filled into), or normalised (a softmax's weights,
+    0 where the mask was -inf); a product or a reduction's are sums that no longer hold it."""
+    operator = operator_named(name)
+    return operator is not None and operator.family in _CARRYING
+
+
+_CARRYING = (Family.POINTWISE, Family.DATA_MOVEMENT, Family.CREATION, Family.NORMALISATION)
+
+
 def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple, AxisMap]) -> Dim | str:
     """One output dimension of `size` units from the inputs' entries along it (each with the
     input's size there: 1 means broadcast); a str says why it cannot be placed.
@@ -318,7 +392,7 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     for entry, n in entries:
         same = same and entry == first and n == size
         full = full and n == size
-        if isinstance(entry, (Merged, Within)):
+        if isinstance(entry, (*FLAT, Within)):
             split = True
         elif entry is UNEVEN:
             uneven = True
