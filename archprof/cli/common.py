@@ -325,6 +325,7 @@ def standard_output():
             yield
             stream.flush()
     except OSError as exc:
+        discard_written_to(stream)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open until exit)
         if _report_streams:
             _report_streams[-1] = sys.stdout
@@ -332,6 +333,18 @@ def standard_output():
             raise typer.Exit(141) from None
         say(f"error: cannot write to standard output: {exc.strerror or exc}")
         raise typer.Exit(2) from None
+
+
+def discard_written_to(stream) -> None:
+    """After a failed write (a broken pipe, a full disk), as Python's documentation advises:
+    os.devnull on `stream`'s file descriptor, so that what is left in its buffer (flushed
+    again at exit) goes nowhere instead of failing a second time. A stream with no
+    descriptor (a test's, a closed standard output) is left as it is."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
 
 
 class progress_display:
