@@ -63,6 +63,18 @@ def test_piped_output_has_every_column(command, headings):
     assert "…" not in result.stdout and "Left out" not in result.stdout
 
 
+def test_columns_fits_a_piped_table_but_not_a_file_and_the_help_says_so(tmp_path):
+    """COLUMNS is a width off a terminal too; --output always has every column; --wide's help
+    says both (it said "off a terminal: always")."""
+    assert "FLOPs" in left_out_note(at_width(60, "summary", "lenet5").stdout)
+    target = tmp_path / "lenet5.txt"
+    assert at_width(60, "summary", "lenet5", "-o", target).exit_code == 0
+    assert all(heading in header_line(target.read_text()) for heading in SUMMARY_COLUMNS)
+    help_text = " ".join(piped("summary", "-h").stdout.replace("│", " ").split())
+    wide_help = help_text[help_text.index("--wide") : help_text.index("--help")]
+    assert "COLUMNS" in wide_help and "--output" in wide_help
+
+
 def test_piped_diff_and_compare_have_every_column():
     diff = piped("diff", "resnet18", "resnet34")
     assert diff.exit_code == 0, diff.output

@@ -156,7 +156,11 @@ ColumnsOpt = Annotated[
 
 WideOpt = Annotated[
     bool,
-    typer.Option("--wide", help="Every column of the table, however wide the terminal (off a terminal: always)."),
+    typer.Option(
+        "--wide",
+        help="Every column of the table, however wide the terminal (or COLUMNS). Piped without COLUMNS set, and"
+        " with --output: always.",
+    ),
 ]
 
 
@@ -403,6 +407,8 @@ def emit(format: Format, output: Path | None, table, writers, choice: ColumnChoi
 
         if output is None:
             console = stdout_console()
+            # COLUMNS names a width off a terminal too (Rich reads it as the console's width): how
+            # a script, or a test through CliRunner, asks for a narrow table.
             fitted = not choice.wide and (console.is_terminal or "COLUMNS" in os.environ)
             renderable = table(Layout(console.width if fitted else None, choice.columns))
             if not fitted:
