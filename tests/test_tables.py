@@ -94,6 +94,37 @@ def test_memory_marks_the_peak_where_the_totals_put_it():
     assert marked.rstrip().endswith(peak), (marked, peak)
 
 
+LONG_NAME = "a_really_long_module_name_that_goes_on_" * 3
+
+LONG_NAMES = f"""
+from torch import nn
+
+
+def net():
+    model = nn.Sequential()
+    model.add_module("{LONG_NAME}", nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    return model
+"""
+
+
+@pytest.mark.parametrize("width", [60, 45])
+def test_long_names_on_a_narrow_terminal_stay_apart_and_keep_the_peak_mark(tmp_path, width):
+    """Cut at the end, `<long>.0` and `<long>.1` read the same and the ◀ peak after the name went."""
+    (tmp_path / "long_names.py").write_text(LONG_NAMES)
+    result = at_width(width, "memory", f"{tmp_path / 'long_names.py'}:net", "--input", "3x16x16")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    children = [line.split()[0] for line in lines if re.match(r"\s+\S+\.[01]\b", line)]
+    assert len(children) == 2 and children[0] != children[1], children
+    assert [child[-2:] for child in children] == [".0", ".1"]
+    assert sum("◀ peak" in line for line in lines) == 1
+    assert all(len(line) <= width for line in lines)
+    # The totals name the peak's layer whole, over as many lines as it takes.
+    totals = "".join(line.split("│")[1].strip() for line in lines if line.count("│") == 4)
+    assert f"{LONG_NAME}.1" in totals
+
+
 @pytest.mark.parametrize("command", ["summary", "memory", "rf", "diff"])
 def test_a_narrow_table_names_the_columns_it_left_out(command):
     args = (command, "resnet18", "resnet34") if command == "diff" else (command, "resnet18")
