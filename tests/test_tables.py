@@ -94,6 +94,28 @@ def test_memory_marks_the_peak_where_the_totals_put_it():
     assert marked.rstrip().endswith(peak), (marked, peak)
 
 
+# Each command with a table, as the test runs it cheaply.
+TABLE_COMMANDS = {
+    "summary": ["summary", "lenet5"],
+    "memory": ["memory", "lenet5"],
+    "rf": ["rf", "lenet5"],
+    "profile": ["profile", "lenet5", "--device", "cpu", "--warmup", "0", "--repeat", "1", "-q"],
+    "compare": ["compare", "lenet5", "alexnet", "-j", "1"],
+    "diff": ["diff", "lenet5", "alexnet"],
+}
+TABLE_COMMANDS["profile"] += ["--peak-flops", "1T", "--bandwidth", "100GB/s"]
+
+
+@pytest.mark.parametrize("command", TABLE_COMMANDS)
+def test_the_columns_example_in_each_help_works_on_that_table(command):
+    help_text = " ".join(at_width(400, command, "-h").stdout.replace("│", " ").split())
+    example = re.search(r"--columns HEADINGS .*? e\.g\. '([^']+)'", help_text).group(1)
+    result = piped(*TABLE_COMMANDS[command], "--columns", example)
+    assert result.exit_code == 0, result.output
+    header = header_line(result.stdout)
+    assert all(heading in header for heading in example.split(",")), (example, header)
+
+
 LONG_NAME = "a_really_long_module_name_that_goes_on_" * 3
 
 LONG_NAMES = f"""

@@ -142,16 +142,18 @@ FoldBnOpt = Annotated[
 ]
 
 
-ColumnsOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--columns",
-        metavar="HEADINGS",
-        help="The table's columns, by heading, comma-separated, e.g. 'Output shape,MACs,% MACs' (the layer's"
-        " name always shows)",
-        show_default="every column that fits the terminal",
-    ),
-]
+def columns_option(example: str, always: str = "the layer's name always shows"):
+    """--columns, its example headings of the command's own table (the tables differ, and
+    importing them from `archprof.render` would load torch before the help shows)."""
+    return Annotated[
+        Optional[str],
+        typer.Option(
+            "--columns",
+            metavar="HEADINGS",
+            help=f"The table's columns, by heading, comma-separated, e.g. '{example}' ({always})",
+            show_default="every column that fits the terminal",
+        ),
+    ]
 
 
 WideOpt = Annotated[
@@ -178,7 +180,7 @@ def column_choice(columns: str | None, wide: bool, format: Format) -> ColumnChoi
 
     names = tuple(name.strip() for name in columns.split(",") if name.strip()) if columns is not None else ()
     if columns is not None and not names:
-        raise ArchprofError("--columns needs column headings, e.g. --columns 'Output shape,MACs'")
+        raise ArchprofError("--columns needs column headings, comma-separated (-h shows an example)")
     if names and wide:
         raise ArchprofError("--wide shows every column and --columns chooses some: give one of them")
     if (names or wide) and format not in (Format.table, Format.markdown):

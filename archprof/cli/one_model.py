@@ -10,12 +10,12 @@ import typer
 
 from archprof.cli.app import app
 from archprof.cli.common import (
-    ColumnsOpt,
     Format,
     FormatOpt,
     ModelArg,
     OutputOpt,
     WideOpt,
+    columns_option,
     count_option,
     emit_report,
     one_model_targets,
@@ -48,7 +48,7 @@ def summary(
     ] = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Output shape,MACs,% MACs") = None,
     wide: WideOpt = False,
 ) -> None:
     """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals.
@@ -121,7 +121,7 @@ def profile(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Time,Share,Bound") = None,
     wide: WideOpt = False,
 ) -> None:
     """Run the model for real, timed per layer, and set the measurements beside the analysis.
@@ -232,7 +232,7 @@ def memory(
     ] = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Peak in layer,Live after") = None,
     wide: WideOpt = False,
 ) -> None:
     """Memory per layer and in total: the inference peak, the training step's peak, what batch fits.
@@ -345,7 +345,7 @@ def rf(
     ] = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Field,Stride,Coverage") = None,
     wide: WideOpt = False,
 ) -> None:
     """Receptive field of every layer: the input pixels that can reach its output units.

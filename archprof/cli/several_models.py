@@ -10,7 +10,6 @@ import typer
 
 from archprof.cli.app import app
 from archprof.cli.common import (
-    ColumnsOpt,
     Format,
     FormatOpt,
     JobsOpt,
@@ -19,6 +18,7 @@ from archprof.cli.common import (
     check_output,
     choose_format,
     column_choice,
+    columns_option,
     emit,
     input_files,
     limit_option,
@@ -65,7 +65,7 @@ def compare(
     jobs: JobsOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Params,MACs,Peak memory", always="the model's name always shows") = None,
     wide: WideOpt = False,
 ) -> None:
     """Models side by side: parameters, MACs, FLOPs, memory, receptive field, and ratios to the first.
@@ -236,7 +236,7 @@ def diff(
     options=None,  # with_model_options: the shared options, read
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Params,MACs", always="the change and the layer's name always show") = None,
     wide: WideOpt = False,
 ) -> None:
     """What changed between two reports or models: layers added, removed or changed, and the totals.
