@@ -30,6 +30,21 @@ from archprof.cli.common import (
     with_model_options,
 )
 
+# What --sort takes: the keys `archprof.comparison.sort_comparison` accepts (a test holds the
+# two equal). Named here because importing archprof.comparison loads torch before the help shows.
+SORT_KEYS = (
+    "params",
+    "macs",
+    "flops",
+    "activation",
+    "peak-memory",
+    "receptive-field",
+    "training-memory",
+    "training-flops",
+    "latency",
+    "model",
+)
+
 
 @app.command()
 @user_errors
@@ -49,8 +64,7 @@ def compare(
         typer.Option(
             "--sort",
             "-s",
-            help="Sort ascending by params, macs, flops, activation, peak-memory, receptive-field, training-flops"
-            " (with --train), latency or model.",
+            help=f"Sort ascending by {', '.join(SORT_KEYS)} (training-*: with --train; latency: with --profile).",
             show_default=False,
         ),
     ] = None,
