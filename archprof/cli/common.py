@@ -100,10 +100,22 @@ TrustPickleOpt = Annotated[
 ]
 
 
-FormatOpt = Annotated[
-    Optional[Format],
-    typer.Option("--format", "-f", help="Output format", show_default="from --output's suffix, else table"),
-]
+def format_option(*formats: Format):
+    """--format, showing the formats given (default: every one). Any format still parses, so that
+    a command that takes some refuses the others in its own words."""
+    return Annotated[
+        Optional[Format],
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="|".join(format.value for format in formats) if formats else None,
+            help="Output format",
+            show_default="from --output's suffix, else table",
+        ),
+    ]
+
+
+FormatOpt = format_option()
 
 
 OutputOpt = Annotated[
