@@ -3,6 +3,7 @@ standard output that fails cleanly, the output format and file checks, and one e
 
 from __future__ import annotations
 
+import copy
 import errno
 import inspect
 import os
@@ -10,9 +11,9 @@ import sys
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from enum import Enum
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 
@@ -232,10 +233,14 @@ MODEL_OPTIONS = tuple(
 )
 
 
-def with_model_options(command):
+def with_model_options(command=None, *, hidden: tuple[str, ...] = ()):
     """Give a command the options every model command takes (--input, --batch, --dtype,
     --arg, --weights, --trust-pickle, --fold-bn), after its arguments; it receives them read once, as
-    `options` (an `archprof.load.ModelOptions`)."""
+    `options` (an `archprof.load.ModelOptions`). Those named in `hidden` ("fold_bn") are left out
+    of its help but still parsed, for a command that refuses them in its own words."""
+    if command is None:  # @with_model_options(hidden=...)
+        return partial(with_model_options, hidden=hidden)
+    shared = [_hidden(parameter) if parameter.name in hidden else parameter for parameter in MODEL_OPTIONS]
     own = inspect.signature(command, eval_str=True).parameters.values()
     own = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own if parameter.name != "options"]
     arguments = [p for p in own if any(isinstance(m, typer.models.ArgumentInfo) for m in _metadata(p))]
@@ -246,8 +251,16 @@ def with_model_options(command):
         shared = {parameter.name: values.pop(parameter.name) for parameter in MODEL_OPTIONS}
         return command(**values, options=model_options(**shared))
 
-    run.__signature__ = inspect.Signature([*arguments, *MODEL_OPTIONS, *rest])
+    run.__signature__ = inspect.Signature([*arguments, *shared, *rest])
     return run
+
+
+def _hidden(parameter: inspect.Parameter) -> inspect.Parameter:
+    """A shared option (Annotated[type, typer.Option(...)]) parsed as it is, left out of the help."""
+    base, option = get_args(parameter.annotation)
+    option = copy.copy(option)
+    option.hidden = True
+    return parameter.replace(annotation=Annotated[base, option])
 
 
 def _metadata(parameter: inspect.Parameter) -> tuple:

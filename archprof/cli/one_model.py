@@ -73,7 +73,7 @@ def summary(
 
 @app.command()
 @user_errors
-@with_model_options
+@with_model_options(hidden=("fold_bn",))  # refused: profile times the model as it is
 def profile(
     model: ModelArg,
     options=None,  # with_model_options: the shared options, read
@@ -218,7 +218,8 @@ def memory(
         typer.Option(
             "--measure",
             help="Also run the model for real (on CUDA, else the CPU) and measure the peak of inference and of one"
-            " training step (on the CPU with operators' workspace and without; in the JSON as measured_memory).",
+            " training step (on the CPU with operators' workspace and without; in the JSON as measured_memory)."
+            " Not with --fold-bn: the run is of the model as it is.",
         ),
     ] = False,
     plot: Annotated[
