@@ -413,3 +413,9 @@ def test_repr_html_dims_subtotals_and_escapes_names():
     parser.close()
     assert parser.open == [] and "<b>x</b>" in "".join(parser.text) and "<b>x</b>" not in html
     assert '128 <span style="opacity:0.6">(640)</span>' in html  # own MACs, then the subtree's, dimmed
+
+
+@pytest.mark.parametrize("command", ["rf", "memory", "profile"])
+def test_every_plot_option_takes_a_file(command):
+    help_text = " ".join(at_width(400, command, "-h").stdout.replace("│", " ").split())
+    assert re.search(r"--plot (\S+)", help_text).group(1) == "FILE"

@@ -327,6 +327,7 @@ def rf(
         Optional[Path],
         typer.Option(
             "--plot",
+            metavar="FILE",
             help="Draw field size and effective stride against depth into this PNG/SVG/PDF (needs matplotlib).",
             show_default=False,
         ),
