@@ -418,4 +418,4 @@ def test_repr_html_dims_subtotals_and_escapes_names():
 @pytest.mark.parametrize("command", ["rf", "memory", "profile"])
 def test_every_plot_option_takes_a_file(command):
     help_text = " ".join(at_width(400, command, "-h").stdout.replace("│", " ").split())
-    assert re.search(r"--plot (\S+)", help_text).group(1) == "FILE"
+    assert re.search(r"--plot (\S+) Draw", help_text).group(1) == "FILE"
