@@ -263,3 +263,35 @@ def test_memory_measure_refuses_fold_bn_as_profile_does():
         result = invoke(*command, "--fold-bn")
         assert result.exit_code == 2, result.output
         assert "drop --fold-bn" in one_error_line(result)
+
+
+def test_memory_measure_refuses_a_batch_the_device_cannot_hold(monkeypatch):
+    """`--fit 16GB --measure` on a smaller machine was killed (exit 137, no word): refused first."""
+    from archprof.cli import one_model
+    from archprof.errors import ArchprofError
+
+    def measuring(*args, **kwargs):
+        raise ArchprofError("measuring")
+
+    monkeypatch.setattr("archprof.measure.peak_memory.measure_memory", measuring)
+    monkeypatch.setattr(one_model, "available_memory", lambda: ("the cpu", 100_000))
+    for args in (["--measure"], ["--fit", "1MB", "--measure"], ["--train", "--batch", "64", "--measure"]):
+        result = invoke("memory", "lenet5", *args)
+        assert result.exit_code == 2, (args, result.output)
+        line = one_error_line(result)
+        assert "--measure" in line and "free" in line and "measuring" not in line
+    monkeypatch.setattr(one_model, "available_memory", lambda: ("the cpu", 10**12))
+    assert one_error_line(invoke("memory", "lenet5", "--measure")) == "error: measuring"
+    monkeypatch.setattr(one_model, "available_memory", lambda: ("the cpu", None))  # cannot tell: measure
+    assert one_error_line(invoke("memory", "lenet5", "--measure")) == "error: measuring"
+
+
+def test_available_memory_is_the_devices_free_memory(monkeypatch):
+    from archprof.cli.one_model import available_memory
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    device, free = available_memory()
+    assert device == "the cpu" and free > 0
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.mem_get_info", lambda *device: (123_456, 1_000_000))
+    assert available_memory() == ("cuda", 123_456)

@@ -4,6 +4,7 @@
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,24 @@ def test_the_example_script_runs(tmp_path):
         assert "chart skipped" in completed.stdout
     else:
         assert chart.stat().st_size > 0
+
+
+def test_the_sort_help_lists_every_key_compare_takes_and_each_works():
+    """The help left out training-memory, which sorts; the keys come from the refusal of a bad one."""
+    help_text = " ".join(runner.invoke(app, ["compare", "-h"], env={"COLUMNS": "400"}).stdout.replace("│", " ").split())
+    listed = re.search(r"Sort ascending by (.*?) \(", help_text).group(1).split(", ")
+    refusal = invoke("compare", "lenet5", "alexnet", "-j", "1", "--sort", "bogus").stderr
+    accepted = re.search(r"choose one of (.*)", refusal).group(1).strip().split(", ")
+    assert sorted(listed) == sorted(accepted)
+    for key in sorted(set(listed) - {"latency"}):  # latency needs --profile, which times the models: slow
+        result = invoke("compare", "lenet5", "edge_fc", "-j", "1", "--train", "--sort", key, "-f", "csv")
+        assert result.exit_code == 0, (key, result.output)
+
+
+def test_the_readme_shows_the_compare_markdown_as_the_tool_writes_it():
+    """The README showed `mobilenet_v2` where the tool writes `mobilenet\\_v2`."""
+    readme = (Path(archprof.__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    command = "archprof compare vgg16 resnet50 mobilenet_v2 densenet121 --sort macs --format markdown"
+    assert command in readme
+    written = invoke(*command.split()[1:], "-j", "1").stdout
+    assert written.strip() in readme

@@ -136,8 +136,28 @@ def test_the_markdown_title_shows_the_names_as_text(tmp_path):
     result = invoke("diff", str(report), "lenet5", "-f", "markdown")
     assert result.exit_code == 0, result.output
     (heading,) = [t for t in markdown_it.MarkdownIt("commonmark").parse(result.stdout) if t.type == "inline"][:1]
-    assert [child.type for child in heading.children] == ["text"] and heading.content.startswith("\\<img")
-    assert heading.children[0].content == f"{name} → lenet5"
+    shown = [child for child in heading.children if child.content or child.type != "text"]
+    assert [child.type for child in shown] == ["strong_open", "text", "strong_close"]
+    assert heading.content.startswith("**\\<img") and shown[1].content == f"{name} → lenet5"
+
+
+def test_diff_markdown_has_the_tables_columns_and_writes_names_as_summary_does(tmp_path):
+    """The Markdown had no Type column and put names in backticks, where summary's escapes them."""
+    old, new = tmp_path / "old.py", tmp_path / "new.py"
+    old.write_text("from torch import nn\n\ndef net():\n    return nn.Sequential(nn.Conv2d(1, 4, 3))\n")
+    new.write_text(
+        "from torch import nn\n\ndef net():\n    model = nn.Sequential(nn.Conv2d(1, 4, 3))\n"
+        "    model.add_module('odd_name*x', nn.ReLU())\n    return model\n"
+    )
+    args = ("diff", f"{old}:net", f"{new}:net", "--input", "1x8x8")
+    table_header = next(line for line in invoke(*args).stdout.splitlines() if " Layer " in line)
+    markdown = invoke(*args, "-f", "markdown").stdout
+    header = next(line for line in markdown.splitlines() if "| Layer |" in line)
+    assert " ".join(header.replace("|", " ").split()) == " ".join(table_header.split())
+    summary = invoke("summary", f"{new}:net", "--input", "1x8x8", "-f", "markdown").stdout
+    summary_name = next(cell.strip() for line in summary.splitlines() for cell in line.split("|") if "odd" in cell)
+    diff_cell = next(cell.strip() for line in markdown.splitlines() for cell in line.split("|") if "odd" in cell)
+    assert diff_cell == summary_name
 
 
 def test_a_figure_no_model_has_is_refused_in_one_line(tmp_path):

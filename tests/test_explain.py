@@ -332,3 +332,20 @@ def test_a_layer_says_which_batch_norm_folded_into_it():
     assert "BatchNorm bn1 folded in (--fold-bn)" in text
     assert "bias = C_out = 64" in text  # the bias the convolution gained
     assert "folded in" not in archprof.analyze("resnet18").explain("conv1")
+
+
+def help_formats(command: str) -> list[str]:
+    help_text = " ".join(cli(command, "-h").stdout.replace("│", " ").split())
+    return re.search(r"--format -f (\S+)", help_text).group(1).split("|")
+
+
+def test_explain_help_shows_the_formats_it_writes_and_refuses_the_others_itself():
+    """The help listed csv, json and html; html was refused in words about other commands."""
+    shown = help_formats("explain")
+    for format in shown:
+        assert cli("explain", "lenet5", "-f", format).exit_code == 0, format
+    others = set(help_formats("summary")) - set(shown)
+    assert others
+    for format in others:
+        result = cli("explain", "lenet5", "-f", format)
+        assert result.exit_code == 2 and one_error_line(result).startswith("error: explain "), format

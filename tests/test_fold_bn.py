@@ -234,6 +234,15 @@ def test_profile_refuses_fold_bn_on_one_line():
     assert "--fold-bn" in one_error_line(result)
 
 
+def test_profile_help_does_not_offer_fold_bn_and_memory_help_says_measure_refuses_it():
+    """profile always refuses --fold-bn, yet its help described it; memory --measure refuses it too."""
+    assert "--fold-bn" not in cli("profile", "-h").stdout
+    assert "--fold-bn" in cli("summary", "-h").stdout
+    memory_help = " ".join(cli("memory", "-h").stdout.replace("│", " ").split())
+    measure_help = memory_help.split("--measure ", 1)[1].split(" --plot ", 1)[0]
+    assert "--fold-bn" in measure_help
+
+
 def _fused_params(name: str) -> int:
     with on_meta():
         return _parameters(fuse(MODELS[name].build().eval()))

@@ -313,6 +313,24 @@ def test_a_closed_pipe_ends_quietly_with_141(printing):
     assert stderr == ""
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+@pytest.mark.parametrize("format", ["json", "table"])
+def test_a_reader_leaving_mid_report_ends_with_141(format, unbuffered):
+    """A report larger than the pipe's buffer, its reader gone after the first bytes (as
+    `| head -1`): exit 141, not a report cut short with exit 0 (PYTHONUNBUFFERED did that)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "archprof", "summary", "resnet152", "-f", format],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": unbuffered},
+    )
+    process.stdout.read(10)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141, stderr
+    assert stderr == ""
+
+
 @pytest.mark.parametrize("printing", ["csv", "budget table", "help"])
 def test_a_closed_standard_output_is_one_line_and_exit_2(printing):
     """Started with standard output closed (`>&-`); a report written to a file still works."""

@@ -63,6 +63,18 @@ def test_piped_output_has_every_column(command, headings):
     assert "…" not in result.stdout and "Left out" not in result.stdout
 
 
+def test_columns_fits_a_piped_table_but_not_a_file_and_the_help_says_so(tmp_path):
+    """COLUMNS is a width off a terminal too; --output always has every column; --wide's help
+    says both (it said "off a terminal: always")."""
+    assert "FLOPs" in left_out_note(at_width(60, "summary", "lenet5").stdout)
+    target = tmp_path / "lenet5.txt"
+    assert at_width(60, "summary", "lenet5", "-o", target).exit_code == 0
+    assert all(heading in header_line(target.read_text()) for heading in SUMMARY_COLUMNS)
+    help_text = " ".join(piped("summary", "-h").stdout.replace("│", " ").split())
+    wide_help = help_text[help_text.index("--wide") : help_text.index("--help")]
+    assert "COLUMNS" in wide_help and "--output" in wide_help
+
+
 def test_piped_diff_and_compare_have_every_column():
     diff = piped("diff", "resnet18", "resnet34")
     assert diff.exit_code == 0, diff.output
@@ -80,6 +92,59 @@ def test_memory_marks_the_peak_where_the_totals_put_it():
     peak_line = next(line for line in result.stdout.splitlines() if "Peak live activations" in line)
     peak = re.search(r"│\s+([\d.]+ [kMG]?B)\s+│", peak_line).group(1)
     assert marked.rstrip().endswith(peak), (marked, peak)
+
+
+# Each command with a table, as the test runs it cheaply.
+TABLE_COMMANDS = {
+    "summary": ["summary", "lenet5"],
+    "memory": ["memory", "lenet5"],
+    "rf": ["rf", "lenet5"],
+    "profile": ["profile", "lenet5", "--device", "cpu", "--warmup", "0", "--repeat", "1", "-q"],
+    "compare": ["compare", "lenet5", "alexnet", "-j", "1"],
+    "diff": ["diff", "lenet5", "alexnet"],
+}
+TABLE_COMMANDS["profile"] += ["--peak-flops", "1T", "--bandwidth", "100GB/s"]
+
+
+@pytest.mark.parametrize("command", TABLE_COMMANDS)
+def test_the_columns_example_in_each_help_works_on_that_table(command):
+    help_text = " ".join(at_width(400, command, "-h").stdout.replace("│", " ").split())
+    example = re.search(r"--columns HEADINGS .*? e\.g\. '([^']+)'", help_text).group(1)
+    result = piped(*TABLE_COMMANDS[command], "--columns", example)
+    assert result.exit_code == 0, result.output
+    header = header_line(result.stdout)
+    assert all(heading in header for heading in example.split(",")), (example, header)
+
+
+LONG_NAME = "a_really_long_module_name_that_goes_on_" * 3
+
+LONG_NAMES = f"""
+from torch import nn
+
+
+def net():
+    model = nn.Sequential()
+    model.add_module("{LONG_NAME}", nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    return model
+"""
+
+
+@pytest.mark.parametrize("width", [60, 45])
+def test_long_names_on_a_narrow_terminal_stay_apart_and_keep_the_peak_mark(tmp_path, width):
+    """Cut at the end, `<long>.0` and `<long>.1` read the same and the ◀ peak after the name went."""
+    (tmp_path / "long_names.py").write_text(LONG_NAMES)
+    result = at_width(width, "memory", f"{tmp_path / 'long_names.py'}:net", "--input", "3x16x16")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    children = [line.split()[0] for line in lines if re.match(r"\s+\S+\.[01]\b", line)]
+    assert len(children) == 2 and children[0] != children[1], children
+    assert [child[-2:] for child in children] == [".0", ".1"]
+    assert sum("◀ peak" in line for line in lines) == 1
+    assert all(len(line) <= width for line in lines)
+    # The totals name the peak's layer whole, over as many lines as it takes.
+    totals = "".join(line.split("│")[1].strip() for line in lines if line.count("│") == 4)
+    assert f"{LONG_NAME}.1" in totals
 
 
 @pytest.mark.parametrize("command", ["summary", "memory", "rf", "diff"])
@@ -348,3 +413,9 @@ def test_repr_html_dims_subtotals_and_escapes_names():
     parser.close()
     assert parser.open == [] and "<b>x</b>" in "".join(parser.text) and "<b>x</b>" not in html
     assert '128 <span style="opacity:0.6">(640)</span>' in html  # own MACs, then the subtree's, dimmed
+
+
+@pytest.mark.parametrize("command", ["rf", "memory", "profile"])
+def test_every_plot_option_takes_a_file(command):
+    help_text = " ".join(at_width(400, command, "-h").stdout.replace("│", " ").split())
+    assert re.search(r"--plot (\S+) Draw", help_text).group(1) == "FILE"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from archprof import __version__
-from archprof.cli.common import say, standard_output
+from archprof.cli.common import discard_written_to, say, standard_output
 
 
 class _PlainArgument(TyperArgument):
@@ -160,13 +159,28 @@ class _ClosedOutput(io.TextIOBase):
 def _broken_pipe(console) -> None:
     """As Rich's own, which exits 1 (as a failed budget check does), but with 141, as a
     process killed by SIGPIPE: what is left to write goes nowhere."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    discard_written_to(console.file)
     raise SystemExit(141)
 
 
+def _writing_every_byte(stream):
+    """`stream`, standard output, given a buffer where it has none (PYTHONUNBUFFERED, python -u).
+    Without one, its text layer writes to the file descriptor once and ignores how much went:
+    a reader that leaves mid-report (`| head -1`) cuts it short with no error, and exit 0. A
+    BufferedWriter writes on until every byte has gone or the write fails (EPIPE: exit 141)."""
+    if not isinstance(getattr(stream, "buffer", None), io.RawIOBase):
+        return stream
+    return io.TextIOWrapper(
+        io.BufferedWriter(stream.buffer),
+        encoding=stream.encoding,
+        errors=stream.errors,
+        line_buffering=stream.line_buffering,
+        write_through=True,  # unbuffered as asked, but for the BufferedWriter, flushed after each report
+    )
+
+
 def main() -> None:
-    if sys.stdout is None:
-        sys.stdout = _ClosedOutput()
+    sys.stdout = _ClosedOutput() if sys.stdout is None else _writing_every_byte(sys.stdout)
     rich.console.Console.on_broken_pipe = _broken_pipe  # the tables', and Typer's help
     try:
         with standard_output():  # the help too: `archprof -h > /dev/full`, `archprof -h | true`

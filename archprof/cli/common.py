@@ -3,6 +3,7 @@ standard output that fails cleanly, the output format and file checks, and one e
 
 from __future__ import annotations
 
+import copy
 import errno
 import inspect
 import os
@@ -10,9 +11,9 @@ import sys
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from enum import Enum
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 
@@ -100,10 +101,22 @@ TrustPickleOpt = Annotated[
 ]
 
 
-FormatOpt = Annotated[
-    Optional[Format],
-    typer.Option("--format", "-f", help="Output format", show_default="from --output's suffix, else table"),
-]
+def format_option(*formats: Format):
+    """--format, showing the formats given (default: every one). Any format still parses, so that
+    a command that takes some refuses the others in its own words."""
+    return Annotated[
+        Optional[Format],
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="|".join(format.value for format in formats) if formats else None,
+            help="Output format",
+            show_default="from --output's suffix, else table",
+        ),
+    ]
+
+
+FormatOpt = format_option()
 
 
 OutputOpt = Annotated[
@@ -142,21 +155,27 @@ FoldBnOpt = Annotated[
 ]
 
 
-ColumnsOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--columns",
-        metavar="HEADINGS",
-        help="The table's columns, by heading, comma-separated, e.g. 'Output shape,MACs,% MACs' (the layer's"
-        " name always shows)",
-        show_default="every column that fits the terminal",
-    ),
-]
+def columns_option(example: str, always: str = "the layer's name always shows"):
+    """--columns, its example headings of the command's own table (the tables differ, and
+    importing them from `archprof.render` would load torch before the help shows)."""
+    return Annotated[
+        Optional[str],
+        typer.Option(
+            "--columns",
+            metavar="HEADINGS",
+            help=f"The table's columns, by heading, comma-separated, e.g. '{example}' ({always})",
+            show_default="every column that fits the terminal",
+        ),
+    ]
 
 
 WideOpt = Annotated[
     bool,
-    typer.Option("--wide", help="Every column of the table, however wide the terminal (off a terminal: always)."),
+    typer.Option(
+        "--wide",
+        help="Every column of the table, however wide the terminal (or COLUMNS). Piped without COLUMNS set, and"
+        " with --output: always.",
+    ),
 ]
 
 
@@ -174,7 +193,7 @@ def column_choice(columns: str | None, wide: bool, format: Format) -> ColumnChoi
 
     names = tuple(name.strip() for name in columns.split(",") if name.strip()) if columns is not None else ()
     if columns is not None and not names:
-        raise ArchprofError("--columns needs column headings, e.g. --columns 'Output shape,MACs'")
+        raise ArchprofError("--columns needs column headings, comma-separated (-h shows an example)")
     if names and wide:
         raise ArchprofError("--wide shows every column and --columns chooses some: give one of them")
     if (names or wide) and format not in (Format.table, Format.markdown):
@@ -214,10 +233,14 @@ MODEL_OPTIONS = tuple(
 )
 
 
-def with_model_options(command):
+def with_model_options(command=None, *, hidden: tuple[str, ...] = ()):
     """Give a command the options every model command takes (--input, --batch, --dtype,
     --arg, --weights, --trust-pickle, --fold-bn), after its arguments; it receives them read once, as
-    `options` (an `archprof.load.ModelOptions`)."""
+    `options` (an `archprof.load.ModelOptions`). Those named in `hidden` ("fold_bn") are left out
+    of its help but still parsed, for a command that refuses them in its own words."""
+    if command is None:  # @with_model_options(hidden=...)
+        return partial(with_model_options, hidden=hidden)
+    shared = [_hidden(parameter) if parameter.name in hidden else parameter for parameter in MODEL_OPTIONS]
     own = inspect.signature(command, eval_str=True).parameters.values()
     own = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in own if parameter.name != "options"]
     arguments = [p for p in own if any(isinstance(m, typer.models.ArgumentInfo) for m in _metadata(p))]
@@ -228,8 +251,16 @@ def with_model_options(command):
         shared = {parameter.name: values.pop(parameter.name) for parameter in MODEL_OPTIONS}
         return command(**values, options=model_options(**shared))
 
-    run.__signature__ = inspect.Signature([*arguments, *MODEL_OPTIONS, *rest])
+    run.__signature__ = inspect.Signature([*arguments, *shared, *rest])
     return run
+
+
+def _hidden(parameter: inspect.Parameter) -> inspect.Parameter:
+    """A shared option (Annotated[type, typer.Option(...)]) parsed as it is, left out of the help."""
+    base, option = get_args(parameter.annotation)
+    option = copy.copy(option)
+    option.hidden = True
+    return parameter.replace(annotation=Annotated[base, option])
 
 
 def _metadata(parameter: inspect.Parameter) -> tuple:
@@ -325,6 +356,7 @@ def standard_output():
             yield
             stream.flush()
     except OSError as exc:
+        discard_written_to(stream)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open until exit)
         if _report_streams:
             _report_streams[-1] = sys.stdout
@@ -332,6 +364,18 @@ def standard_output():
             raise typer.Exit(141) from None
         say(f"error: cannot write to standard output: {exc.strerror or exc}")
         raise typer.Exit(2) from None
+
+
+def discard_written_to(stream) -> None:
+    """After a failed write (a broken pipe, a full disk), as Python's documentation advises:
+    os.devnull on `stream`'s file descriptor, so that what is left in its buffer (flushed
+    again at exit) goes nowhere instead of failing a second time. A stream with no
+    descriptor (a test's, a closed standard output) is left as it is."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
 
 
 class progress_display:
@@ -390,6 +434,8 @@ def emit(format: Format, output: Path | None, table, writers, choice: ColumnChoi
 
         if output is None:
             console = stdout_console()
+            # COLUMNS names a width off a terminal too (Rich reads it as the console's width): how
+            # a script, or a test through CliRunner, asks for a narrow table.
             fitted = not choice.wide and (console.is_terminal or "COLUMNS" in os.environ)
             renderable = table(Layout(console.width if fitted else None, choice.columns))
             if not fitted:

@@ -10,16 +10,19 @@ import typer
 from archprof.cli.app import app
 from archprof.cli.common import (
     Format,
-    FormatOpt,
     ModelArg,
     OutputOpt,
     check_output,
     choose_format,
+    format_option,
     input_files,
     user_errors,
     with_model_options,
     write_text,
 )
+
+# What explain writes: text (the table format) or Markdown.
+EXPLAIN_FORMATS = (Format.table, Format.markdown)
 
 
 @app.command()
@@ -36,7 +39,7 @@ def explain(
         ),
     ] = None,
     options=None,  # with_model_options: the shared options, read
-    format: FormatOpt = None,
+    format: format_option(*EXPLAIN_FORMATS) = None,
     output: OutputOpt = None,
 ) -> None:
     """Every figure of a layer worked out: each formula with the layer's own values and its result.
@@ -55,8 +58,8 @@ def explain(
     from archprof.analysis import analyze
     from archprof.errors import ArchprofError
 
-    chosen = choose_format(format, output, html=False)
-    if chosen not in (Format.table, Format.markdown):
+    chosen = choose_format(format, output)  # HTML too: explain's own refusal below says what it writes
+    if chosen not in EXPLAIN_FORMATS:
         raise ArchprofError(f"explain writes text or markdown, not {chosen.value}: give --format table or markdown")
     check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
     report = analyze(model, **options.keywords())

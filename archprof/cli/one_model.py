@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,12 +11,12 @@ import typer
 
 from archprof.cli.app import app
 from archprof.cli.common import (
-    ColumnsOpt,
     Format,
     FormatOpt,
     ModelArg,
     OutputOpt,
     WideOpt,
+    columns_option,
     count_option,
     emit_report,
     one_model_targets,
@@ -48,7 +49,7 @@ def summary(
     ] = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Output shape,MACs,% MACs") = None,
     wide: WideOpt = False,
 ) -> None:
     """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals.
@@ -73,7 +74,7 @@ def summary(
 
 @app.command()
 @user_errors
-@with_model_options
+@with_model_options(hidden=("fold_bn",))  # refused: profile times the model as it is
 def profile(
     model: ModelArg,
     options=None,  # with_model_options: the shared options, read
@@ -121,7 +122,7 @@ def profile(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Time,Share,Bound") = None,
     wide: WideOpt = False,
 ) -> None:
     """Run the model for real, timed per layer, and set the measurements beside the analysis.
@@ -218,7 +219,8 @@ def memory(
         typer.Option(
             "--measure",
             help="Also run the model for real (on CUDA, else the CPU) and measure the peak of inference and of one"
-            " training step (on the CPU with operators' workspace and without; in the JSON as measured_memory).",
+            " training step (on the CPU with operators' workspace and without; in the JSON as measured_memory)."
+            " Not with --fold-bn: the run is of the model as it is.",
         ),
     ] = False,
     plot: Annotated[
@@ -232,7 +234,7 @@ def memory(
     ] = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Peak in layer,Live after") = None,
     wide: WideOpt = False,
 ) -> None:
     """Memory per layer and in total: the inference peak, the training step's peak, what batch fits.
@@ -299,9 +301,11 @@ def memory(
             f"largest batch that fits in {human_bytes(found.budget_bytes)}: {found.batch} "
             f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {human_bytes(found.bytes_at_next)})"
         )
-    measured = (
-        predicted_and_measured(loaded, inputs, report.input_shapes[0][0], torch_dtype, optimizer) if measure else None
-    )
+    measured = None
+    if measure:
+        batch = report.input_shapes[0][0]
+        _refuse_a_run_that_cannot_fit(_measured_peak(loaded, report, inputs, batch, torch_dtype, optimizer), batch)
+        measured = predicted_and_measured(loaded, inputs, batch, torch_dtype, optimizer)
     if measured is not None:
         notes += [step.text(measured.device) for step in measured.steps]
         report = replace(report, measured_memory=measured)  # in the JSON too
@@ -316,6 +320,57 @@ def memory(
             say(note)
 
 
+# Room on top of the predicted peak for what the analysis does not count (operators'
+# workspace, the allocator's rounding): a run near the limit is refused in one line rather
+# than killed by the system's out-of-memory killer with no word (exit 137).
+_WORKSPACE_MARGIN = 1.5
+
+
+def _measured_peak(loaded, report, inputs, batch: int, dtype, optimizer: str) -> int:
+    """The most `memory --measure` will hold, predicted: it runs inference and a training step."""
+    from archprof.analysis import analyze
+
+    if not report.training:
+        report = analyze(loaded, inputs=inputs, batch=batch, dtype=dtype, training=True, optimizer=optimizer)
+    return max(report.totals.peak_memory_bytes, report.totals.training_peak_bytes)
+
+
+def _refuse_a_run_that_cannot_fit(predicted: int, batch: int) -> None:
+    """Refuse, before any real run, one whose predicted peak (with a margin) exceeds the memory
+    the device it runs on has free: CUDA's, else the CPU's."""
+    from archprof.errors import ArchprofError
+    from archprof.units import human_bytes
+
+    device, free = available_memory()
+    if free is not None and predicted * _WORKSPACE_MARGIN > free:
+        raise ArchprofError(
+            f"--measure would run batch {batch}, predicted to need {human_bytes(predicted)} (and operators'"
+            f" workspace), but {device} has {human_bytes(free)} free: give a smaller --batch or --fit"
+        )
+
+
+def available_memory() -> tuple[str, int | None]:
+    """The device a measurement runs on (as `archprof.measure.peak_memory` picks it) and its free
+    bytes: CUDA's free memory, or the system's available memory (None where it cannot tell)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.cuda.mem_get_info()[0]
+    return "the cpu", _cpu_available_memory()
+
+
+def _cpu_available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:  # MemAvailable: free memory and what can be reclaimed
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):  # no /proc (macOS): the free pages, a lower bound
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return None
+
+
 @app.command()
 @user_errors
 @with_model_options
@@ -326,6 +381,7 @@ def rf(
         Optional[Path],
         typer.Option(
             "--plot",
+            metavar="FILE",
             help="Draw field size and effective stride against depth into this PNG/SVG/PDF (needs matplotlib).",
             show_default=False,
         ),
@@ -345,7 +401,7 @@ def rf(
     ] = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Field,Stride,Coverage") = None,
     wide: WideOpt = False,
 ) -> None:
     """Receptive field of every layer: the input pixels that can reach its output units.

@@ -10,7 +10,6 @@ import typer
 
 from archprof.cli.app import app
 from archprof.cli.common import (
-    ColumnsOpt,
     Format,
     FormatOpt,
     JobsOpt,
@@ -19,6 +18,7 @@ from archprof.cli.common import (
     check_output,
     choose_format,
     column_choice,
+    columns_option,
     emit,
     input_files,
     limit_option,
@@ -28,6 +28,21 @@ from archprof.cli.common import (
     stdout_console,
     user_errors,
     with_model_options,
+)
+
+# What --sort takes: the keys `archprof.comparison.sort_comparison` accepts (a test holds the
+# two equal). Named here because importing archprof.comparison loads torch before the help shows.
+SORT_KEYS = (
+    "params",
+    "macs",
+    "flops",
+    "activation",
+    "peak-memory",
+    "receptive-field",
+    "training-memory",
+    "training-flops",
+    "latency",
+    "model",
 )
 
 
@@ -49,8 +64,7 @@ def compare(
         typer.Option(
             "--sort",
             "-s",
-            help="Sort ascending by params, macs, flops, activation, peak-memory, receptive-field, training-flops"
-            " (with --train), latency or model.",
+            help=f"Sort ascending by {', '.join(SORT_KEYS)} (training-*: with --train; latency: with --profile).",
             show_default=False,
         ),
     ] = None,
@@ -65,7 +79,7 @@ def compare(
     jobs: JobsOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Params,MACs,Peak memory", always="the model's name always shows") = None,
     wide: WideOpt = False,
 ) -> None:
     """Models side by side: parameters, MACs, FLOPs, memory, receptive field, and ratios to the first.
@@ -236,7 +250,7 @@ def diff(
     options=None,  # with_model_options: the shared options, read
     format: FormatOpt = None,
     output: OutputOpt = None,
-    columns: ColumnsOpt = None,
+    columns: columns_option("Params,MACs", always="the change and the layer's name always show") = None,
     wide: WideOpt = False,
 ) -> None:
     """What changed between two reports or models: layers added, removed or changed, and the totals.
@@ -258,13 +272,8 @@ def diff(
 
         return diff_tables(result, layout)
 
-    emit(
-        chosen,
-        output,
-        table,
-        {Format.csv: result.to_csv, Format.json: result.to_json, Format.markdown: result.to_markdown},
-        choice,
-    )
+    # Markdown is the table's (emit's): its columns, its names written as every Markdown table writes them.
+    emit(chosen, output, table, {Format.csv: result.to_csv, Format.json: result.to_json}, choice)
 
 
 @app.command()

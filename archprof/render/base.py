@@ -6,6 +6,7 @@ import io
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 
 from rich import box
 from rich.cells import cell_len
@@ -42,16 +43,23 @@ def fitted_table(
     labels: int = 1,
     rules: Sequence[bool] = (),
     left: Collection[str] = TEXT_COLUMNS,
+    marks: Sequence[Text | None] = (),
     **options,
 ) -> Table:
     """`columns` (heading -> cells, in display order) as a table laid out by `layout`.
 
     Given a width, the columns last in `priority` (and those not in it) are left out, down to
     `keep`, rather than cutting cells short, and the caption names them and how to show
-    them. Given names, the first `labels` of `priority` and those columns, in that order.
-    `rules[i]` draws a rule above row i. Text cells and the title are shown as they are, never
-    read as Rich markup (a module may be named "[/x]")."""
+    them; where even those do not fit, the labels (the first column of `priority`) are cut
+    in the middle. `marks[i]` follows row i's label, never cut ("◀ peak"). Given names, the
+    first `labels` of `priority` and those columns, in that order. `rules[i]` draws a rule
+    above row i. Text cells and the title are shown as they are, never read as Rich markup
+    (a module may be named "[/x]")."""
     order = [h for h in priority if h in columns] + [h for h in columns if h not in priority]
+    label = order[0] if order else None
+    unmarked = columns[label] if label is not None else []
+    if label is not None and marks:
+        columns = {**columns, label: [_marked(cell, mark) for cell, mark in zip_longest(unmarked, marks)]}
     label_width = None  # the label column's, where even the columns kept do not fit
     if layout.columns:
         shown = chosen_columns(order, layout.columns, labels)
@@ -64,9 +72,10 @@ def fitted_table(
             notes = (_left_out_note(left_out, layout.width), options.get("caption"))
             options.update(caption="\n".join(filter(None, notes)), caption_justify="left")
         over = sum(widths[h] + 3 for h in shown) - layout.width if layout.width is not None else 0
-        if over > 0 and order:
+        if over > 0 and label is not None:
             # A long name is cut, not the figures beside it (Rich would shrink every column).
-            label_width = max(widths[order[0]] - over, _SHORTEST_LABEL)
+            label_width = max(widths[label] - over, _SHORTEST_LABEL)
+            columns = {**columns, label: _cut_labels(unmarked, marks, label_width)}
     title = Text(title) if isinstance(title, str) else title
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)
     for heading in shown:
@@ -75,7 +84,7 @@ def fitted_table(
             justify="left" if heading in left else "right",
             no_wrap=True,
             overflow="ellipsis",
-            max_width=label_width if order and heading == order[0] else None,
+            max_width=label_width if heading == label else None,
         )
     for index in range(len(next(iter(columns.values()), []))):
         if index < len(rules) and rules[index]:
@@ -86,6 +95,40 @@ def fitted_table(
 
 # The fewest characters a cut label column keeps (its ellipsis included).
 _SHORTEST_LABEL = 12
+
+
+def _marked(cell, mark: Text | None):
+    return Text.assemble(_no_markup(cell), mark) if mark is not None else cell
+
+
+def _cut_labels(labels: list, marks: Sequence[Text | None], width: int) -> list:
+    """Each label cut in the middle to fit `width` with its mark after it, whole."""
+    cut = []
+    for cell, mark in zip_longest(labels, marks):
+        room = width - (mark.cell_len if mark is not None else 0)
+        cut.append(_marked(_cut_in_the_middle(_no_markup(cell), room), mark))
+    return cut
+
+
+def _cut_in_the_middle(text: Text, width: int) -> Text:
+    """`text` in `width` cells, its middle replaced by "…": the start (the indentation) and the
+    end stay, where the index is that tells `blocks.0` from `blocks.1`."""
+    if text.cell_len <= width:
+        return text
+    plain = text.plain
+    tail = _characters_within(plain[::-1], width // 2)
+    head = _characters_within(plain, width - 1 - cell_len(plain[len(plain) - tail :]))
+    return Text.assemble(text[:head], "…", text[len(plain) - tail :], style=text.style)
+
+
+def _characters_within(text: str, width: int) -> int:
+    """How many of `text`'s first characters fit in `width` cells."""
+    used = 0
+    for count, character in enumerate(text):
+        used += cell_len(character)
+        if used > width:
+            return count
+    return len(text)
 
 
 def _widths(columns: dict[str, list]) -> dict[str, int]:

@@ -32,12 +32,11 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
     peak_row = next((i for i, value in enumerate(peaks) if value == totals.peak_activation_bytes), None)
     headings = ("Layer", "Type", "Output shape", "Activations", "Live after", "Peak in layer", "Saved for backward")
     cells: dict[str, list] = {h: [] for h in headings if report.training or h != "Saved for backward"}
+    marks = []  # after the layer's name, never cut with it
     for node in tree_rows(report):
         row = node.row
-        label = tree_label(node)
-        if peak_row in node.indices:
-            label.append("  ◀ peak", style="bold")
-        cells["Layer"].append(label)
+        marks.append(Text("  ◀ peak", style="bold") if peak_row in node.indices else None)
+        cells["Layer"].append(tree_label(node))
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
         cells["Activations"].append(subtotal_cell(node, "activation_bytes", bytes_cell))
@@ -48,7 +47,7 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
             cells["Saved for backward"].append(subtotal_cell(node, "saved_activation_bytes", bytes_cell))
     mode = "training forward" if report.training else "inference"
     title = f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}  ·  {mode}"
-    table = fitted_table(title, cells, _MEMORY_COLUMNS, layout)
+    table = fitted_table(title, cells, _MEMORY_COLUMNS, layout, marks=marks)
     parts: list = [table, memory_totals_table(report, fit)]
     if measured is not None:
         parts.append(measured_table(measured))
@@ -60,7 +59,7 @@ def memory_totals_table(report, fit=None) -> Table:
     saved activations, the forward's peak and the training step's (backward included)."""
     totals = report.totals
     table = Table(title="Memory", title_justify="left", show_header=False)
-    table.add_column("what")
+    table.add_column("what", overflow="fold")  # a long layer name wraps whole, never cut
     table.add_column("value", justify="right")
     table.add_column("exact", justify="right", style="dim")
 

@@ -93,7 +93,7 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
 def totals_table(report) -> Table:
     totals = report.totals
     table = Table(title="Totals", title_justify="left", show_header=False)
-    table.add_column("what")
+    table.add_column("what", overflow="fold")  # a long layer name wraps whole, never cut
     table.add_column("value", justify="right")
     table.add_column("exact", justify="right", style="dim")
     for label, value, exact in totals_rows(totals):
