@@ -27,9 +27,7 @@ from archprof.report import (
     csv_cell_text,
     csv_text,
     dims_text,
-    layer_label,
 )
-from archprof.text import markdown_code, markdown_literal
 from archprof.units import human_value
 
 if TYPE_CHECKING:
@@ -143,28 +141,6 @@ class ReportDiff:
             "unchanged_layers": self.unchanged,
         }
         return json_text(document)
-
-    def to_markdown(self) -> str:
-
-        lines = [f"# {markdown_literal(self.old)} → {markdown_literal(self.new)}", ""]
-        lines += ["| Total | Old | New | Change | % |", "|---|---:|---:|---:|---:|"]
-        for total in self.totals:
-            lines.append(
-                f"| {total.label} | {human_value(total.unit, total.old)} | {human_value(total.unit, total.new)}"
-                f" | {format_change(total.unit, total.change)} | {format_percent(total.percent)} |"
-            )
-        lines += ["", f"{len(self.layers)} layers changed, {self.unchanged} unchanged.", ""]
-        if self.layers:
-            lines += ["| Status | Layer | Output shape | Params | MACs | Activations |", "|---|---|---|---:|---:|---:|"]
-            for change in self.layers:
-                label = markdown_code(layer_label(change.layer, change.call))
-                lines.append(
-                    f"| {change.status} | {label} | {shape_change(change)}"
-                    f" | {format_change('count', change.delta('param_count'))}"
-                    f" | {format_change('count', change.delta('macs'))}"
-                    f" | {format_change('bytes', change.delta('activation_bytes'))} |"
-                )
-        return "\n".join(lines) + "\n"
 
 
 def diff_reports(old: Side, new: Side) -> ReportDiff:
