@@ -672,12 +672,13 @@ def _convolution(walk: Walk, op: OpNode) -> State:
         if state is not None:
             return walk.undefined(op, "its weights are computed from the input")
     state = walk.state(x)
-    if isinstance(state, Field) and _arg(op, 8, "groups", 1) == 1:
+    channels = state.dims[1] if isinstance(state, Field) else None  # None: plain channels, nearly always
+    if channels is not None and _arg(op, 8, "groups", 1) == 1:
         # Every output channel reads every input channel, whatever each reads: channels of
         # different fields, positions folded into them (a space-to-depth by view and
         # permute, as a pixel unshuffle's), read whole, like a matrix product's.
         state = walk.settled(_contracted(state, [0, None, *range(2, len(state.dims))], [1]))
-    elif isinstance(state, Field) and not along_no_axis(state.dims[1]):
+    elif not along_no_axis(channels):
         # Each output channel reads its group's positions only, which archprof does not place.
         return walk.undefined(op, "it convolves across a spatial dimension (channels) in groups")
     m = len(weight.shape) - 2

@@ -11,7 +11,7 @@ from functools import cache
 
 import torch
 
-from archprof.graph import Graph, OpNode, TensorMeta, value_record
+from archprof.graph import Graph, OpNode, TensorMeta, WrappedFloat, WrappedInt, value_record
 from archprof.operators import Family, operator_named
 from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Link
 
@@ -227,13 +227,11 @@ class Walk:
         tensor that may hold one, or a tensor literal of the forward, whose values the trace
         does not keep (`m[band] = -inf`). A buffer's values it does not see either: they are
         taken as finite, as Swin's -100 mask and relative position indices are."""
+        masked = self.masked
         for tensor in op.inputs:
-            if tensor.id in self.masked or (tensor.kind == "constant" and tensor.dtype != torch.bool):
+            if tensor.id in masked or (tensor.kind == "constant" and tensor.dtype is not torch.bool):
                 return True
-        for value in (*op.args, *op.kwargs.values()):
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < _NO_WEIGHT:
-                return True
-        return False
+        return _a_masking_number(op.args) or (bool(op.kwargs) and _a_masking_number(op.kwargs.values()))
 
     def _written(self, op: OpNode, before: TensorMeta, after: TensorMeta) -> None:
         """An in-place write changed what a storage holds: any other view of it now holds
@@ -353,6 +351,19 @@ class Walk:
         if len(dims) != out_ndim:
             return self.undefined(op, "its output's dimensions were not understood")
         return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), state.loose), mixed))
+
+
+def _a_masking_number(values) -> bool:
+    """Whether a number among `values` is below `_NO_WEIGHT` (types looked up, not isinstance:
+    every op of a walk comes here; a bool is no number here, and a number the argument
+    parser wrapped, `graph.WrappedFloat`, is one)."""
+    for value in values:  # noqa: SIM110 (a loop: any() of a generator costs more, on every op)
+        if type(value) in _NUMBERS and value < _NO_WEIGHT:
+            return True
+    return False
+
+
+_NUMBERS = frozenset({int, float, WrappedFloat, WrappedInt})
 
 
 # Below this, a score's weight exp(score) is exactly 0 in float64: a masking value (-inf, -1e4,
