@@ -56,6 +56,27 @@ def test_depth_rolls_rows_up():
     assert layers == ["features", "avgpool", "", "classifier"]
 
 
+def test_memory_rolls_rows_up_too_keeping_the_peak():
+    """--depth on memory: the rows of the modules down to that depth (resnet18's top-level
+    children, from named_modules), each its subtree's highest peak; the totals unchanged."""
+    import torch
+
+    from archprof.zoo import MODELS
+
+    with torch.device("meta"):
+        children = [name for name, _ in MODELS["resnet18"].build().named_children()]
+    flat = json.loads(invoke("memory", "resnet18", "--format", "json").stdout)
+    rolled = json.loads(invoke("memory", "resnet18", "--depth", "1", "--format", "json").stdout)
+    assert [r["layer"] for r in rolled["layers"] if r["layer"]] == children
+    assert rolled["totals"]["peak_memory_bytes"] == flat["totals"]["peak_memory_bytes"]
+    for row in rolled["layers"]:
+        if row["layer"]:
+            subtree = [
+                r for r in flat["layers"] if r["layer"] == row["layer"] or r["layer"].startswith(row["layer"] + ".")
+            ]
+            assert row["peak_live_bytes"] == max(r["peak_live_bytes"] for r in subtree)
+
+
 def test_batch_and_dtype_options():
     result = invoke("summary", "lenet5", "--batch", "8", "--dtype", "float16", "--format", "json")
     totals = json.loads(result.stdout)["totals"]

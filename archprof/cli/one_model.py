@@ -28,6 +28,11 @@ from archprof.cli.common import (
 )
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 
+DepthOpt = Annotated[
+    Optional[int],
+    typer.Option("--depth", "-d", min=0, metavar="N", help="Roll rows up below this module depth.", show_default=False),
+]
+
 
 @app.command()
 @user_errors
@@ -35,12 +40,7 @@ from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 def summary(
     model: ModelArg,
     options=None,  # with_model_options: the shared options, read
-    depth: Annotated[
-        Optional[int],
-        typer.Option(
-            "--depth", "-d", min=0, metavar="N", help="Roll rows up below this module depth.", show_default=False
-        ),
-    ] = None,
+    depth: DepthOpt = None,
     train: Annotated[
         bool,
         typer.Option(
@@ -189,6 +189,7 @@ def profile(
 def memory(
     model: ModelArg,
     options=None,  # with_model_options: the shared options, read
+    depth: DepthOpt = None,
     train: Annotated[
         bool,
         typer.Option(
@@ -249,6 +250,7 @@ def memory(
     Examples:
 
     archprof memory resnet50 --plot memory.png
+    archprof memory resnet50 --depth 1
     archprof memory resnet50 --train --optimizer adamw --fit 16GB"""
     from functools import partial
 
@@ -309,6 +311,8 @@ def memory(
     if measured is not None:
         notes += [step.text(measured.device) for step in measured.steps]
         report = replace(report, measured_memory=measured)  # in the JSON too
+    if depth is not None:
+        report = report.rollup(depth)  # each row its subtree's highest peak
     emit_report(report, chosen, output, table=partial(memory_table, fit=found, measured=measured), choice=choice)
     if plot is not None:
         from archprof.render.memory_plot import plot_memory
