@@ -294,3 +294,16 @@ def test_rf_writes_the_folded_report():
     assert result.exit_code == 0, result.output
     params = sum(int(row["param_count"]) for row in csv.DictReader(io.StringIO(result.stdout)))
     assert params == _fused_params("resnet18")
+
+
+def test_explaining_a_folded_norm_names_the_layer_it_folded_into():
+    """Its row is gone: the error says where its scale and shift went (torch's own fusion
+    folds the same pair), where it said there was no such layer."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    fused = [type(m) for m in fuse(model).modules()]
+    assert nn.BatchNorm2d not in fused and nn.Conv2d in fused
+    report = archprof.analyze(model, input_size=(3, 8, 8), fold_bn=True)
+    with pytest.raises(archprof.ArchprofError, match="'1' is folded into '0'"):
+        report.explain("1")
+    with pytest.raises(archprof.ArchprofError, match="no layer"):
+        report.explain("9x")

@@ -95,6 +95,13 @@ class _Context:
         rows = [index for index, label in enumerate(self.labels) if label == text]
         if rows:
             return rows, None
+        folding = self.report.batch_norm_folding
+        into = next((f.into for f in folding.folded if f.norm == text), None) if folding is not None else None
+        if into is not None:  # its row is gone: its scale and shift are the layer's weights now
+            raise ArchprofError(
+                f"'{visible_text(text)}' is folded into '{visible_text(into)}' (--fold-bn): explain"
+                f" '{visible_text(into)}', or drop --fold-bn"
+            )
         if _ROW_NUMBER.fullmatch(text):
             return [self._row_number(int(text))], None
         raise ArchprofError(
