@@ -349,3 +349,18 @@ def test_explain_help_shows_the_formats_it_writes_and_refuses_the_others_itself(
     for format in others:
         result = cli("explain", "lenet5", "-f", format)
         assert result.exit_code == 2 and one_error_line(result).startswith("error: explain "), format
+
+
+class _ScatterAdds(nn.Module):
+    def forward(self, x):
+        index = torch.zeros(2, 8, dtype=torch.long)
+        return torch.zeros(3, 8).scatter_add(0, index, x)
+
+
+def test_a_scatter_add_is_worked_out_not_called_free():
+    """A data-movement operator that adds (formulas.md: a scatter_add one FLOP per source
+    element, 2 x 8 here) gets its section, where explain listed it as free with no arithmetic."""
+    text = archprof.analyze(_ScatterAdds(), input_size=(8,), batch=2).explain(1)
+    section = text[text.index("aten.scatter_add:") :]
+    assert re.search(r"elementwise FLOPs\b.*= 16\b", section)
+    assert not re.search(r"scatter_add[^\n]*no arithmetic", text)

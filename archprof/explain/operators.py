@@ -13,7 +13,7 @@ from typing import Any
 from archprof.explain.document import Section, Step
 from archprof.graph import Graph, OpNode, TensorMeta
 from archprof.operators import Family, operator_named
-from archprof.operators.costs import expand
+from archprof.operators.costs import FREE, expand
 from archprof.operators.shapes import conv_output_size, pool_output_size, transposed_conv_output_size
 from archprof.passes.flops import op_cost
 from archprof.passes.fold_bn import BATCH_NORMS
@@ -294,9 +294,9 @@ def _by_catalogue(op: OpNode, fields: Fields) -> Section | None:
     operator = operator_named(op.op)
     if operator is None:
         return Section(f"{op.op}: not in the catalogue", notes=("not counted: archprof has no formula for it",))
-    if operator.family in (Family.DATA_MOVEMENT, Family.CREATION):
-        return None
     cost = op_cost(op)
+    if operator.family in (Family.DATA_MOVEMENT, Family.CREATION) and cost == FREE:
+        return None  # a scatter_add or an accumulating index_put moves data and adds: worked out below
     out = op.outputs[0].shape if op.outputs else ()
     steps = []
     if cost.macs:
@@ -398,8 +398,10 @@ def _elementwise_step(op: OpNode, formula, flops: int, out: Sequence[int]) -> St
 
 
 def _formula_of(cost) -> str:
-    """The first line of a cost formula's docstring: the catalogue's words for it."""
-    return (cost.__doc__ or "the catalogue's formula").strip().splitlines()[0]
+    """The first sentence of a cost formula's docstring (its lines joined): the catalogue's
+    words for it."""
+    text = " ".join((cost.__doc__ or "the catalogue's formula").split())
+    return text.split(". ", 1)[0]
 
 
 def kernel_and_stride(op: OpNode) -> tuple[str, str] | None:
