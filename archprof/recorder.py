@@ -196,6 +196,9 @@ class Recorder(TorchDispatchMode):
     def enter(self, path: str, type_name: str, args) -> None:
         """A call of the module at `path` begins (the pre hook)."""
         self._stack.append((self.open_call(path, type_name, len(self.ops)), args))
+        # Here, not in __torch_dispatch__, where the dispatcher has autocast off.
+        if not self._real and torch._C._is_any_autocast_enabled():
+            self._note_autocast(tensors_in(args))
 
     def open_call(self, path: str, type_name: str, first_op: int) -> ModuleCall:
         """Record a call of the module at `path` (its stack entry is the caller's to make)."""
@@ -273,8 +276,6 @@ class Recorder(TorchDispatchMode):
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
-            if info.matrix_product and not self._real and torch._C._is_any_autocast_enabled():
-                self._note_autocast(tensors)
             if info.same_dtype and tensors:
                 dtype = tensors[0].dtype
                 for tensor in tensors:  # a loop, not a set: most operators of a trace come here
@@ -304,9 +305,9 @@ class Recorder(TorchDispatchMode):
             raise
 
     def _note_autocast(self, tensors: list[torch.Tensor]) -> None:
-        """A matrix product ran in an autocast region, which acts on a device's own tensors
-        only: on meta ones it runs in its inputs' dtype, where autocast would have cast any
-        floating one but a float64 to the region's."""
+        """A module is called in an autocast region, which acts on a device's own tensors
+        only: on meta ones its convolutions and matrix products run in their inputs' dtype,
+        where autocast would have cast any floating one but a float64 to the region's."""
         if self.ignored_autocast is not None:
             return
         for device in _AUTOCAST_DEVICES:
@@ -618,7 +619,6 @@ class OpInfo:
     layout: Layout
     shape_by_dtype: bool
     elementwise: bool  # pointwise, its output laid out as its inputs are (TensorIterator's rule)
-    matrix_product: bool  # a convolution or matrix product: what autocast casts to lower precision
     # Runs as the operators it calls on any device (aten.linear, aten.flatten): a C++
     # CompositeImplicitAutograd kernel (not a Python decomposition, which native_batch_norm
     # has too) and no meta or CPU kernel of its own (silu_backward's composite serves other
@@ -651,7 +651,6 @@ class OpInfo:
             elementwise=operator is not None
             and operator.family is Family.POINTWISE
             and operator.layout in _ELEMENTWISE,
-            matrix_product=operator is not None and operator.family is Family.MATRIX_PRODUCT,
             composite=_runs_as_composite(func.name()),
         )
 

@@ -713,16 +713,33 @@ def _real_output_bytes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[tor
     return outputs
 
 
-def test_an_autocast_region_traced_on_meta_in_the_models_dtype_is_said_so():
+@pytest.mark.parametrize("training", [False, True])
+def test_an_autocast_region_traced_on_meta_in_the_models_dtype_is_said_so(training):
     """Autocast acts on a device's own tensors, not on meta ones: the region's convolution and
-    linear layer are traced in float32, twice the bytes of the bfloat16 a CPU computes."""
+    linear layer are traced in float32, twice the bytes of the bfloat16 a CPU computes; said
+    in a training analysis too, whose layers no shortcut answers."""
     real = _real_output_bytes(_Autocast(), torch.randn(1, 3, 8, 8))
     with pytest.warns(ArchprofWarning, match=r'torch.autocast\("cpu", dtype=torch.bfloat16\).*not bfloat16'):
-        report = archprof.analyze(_Autocast(), input_size=(3, 8, 8))
+        report = archprof.analyze(_Autocast(), input_size=(3, 8, 8), training=training)
     rows = {row["layer"]: row for row in report.rows()}
     for layer in ("conv", "fc"):
         assert real[layer][0] == torch.bfloat16
         assert rows[layer]["activation_bytes"] == 2 * real[layer][1]
+
+
+def test_a_linear_layer_alone_in_an_autocast_region_is_said_so():
+    """A linear layer reaches the dispatch mode as its parts (t, addmm), where the dispatcher
+    has autocast off: the region is noted as the module is called."""
+    model = nn.Sequential(nn.Linear(8, 8))
+    model.forward = lambda x: _in_autocast(model[0], x)
+    assert _in_autocast(model[0], torch.randn(1, 8)).dtype == torch.bfloat16  # the real region's
+    with pytest.warns(ArchprofWarning, match="autocast"):
+        archprof.analyze(model, input_size=(8,))
+
+
+def _in_autocast(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return module(x)
 
 
 @pytest.mark.parametrize("case", ["no autocast", "bfloat16 model", "cpu fallback"])
