@@ -103,7 +103,9 @@ def trace(
     """
     graph, grew = _traced_once(model, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
     if grew:  # once: a forward that registers something on every call is taken as it is then
-        grown = _lazy_layers_initialised(model, _trace_inputs(input_shapes), real)
+        # A real trace runs on archprof's own copy, which its first call has grown already;
+        # on meta, the caller's model was put back: a meta copy is grown by one forward.
+        grown = model if real else _lazy_layers_initialised(model, _trace_inputs(input_shapes), real)
         graph, _ = _traced_once(grown, input_shapes, dtype=dtype, training=training, real=real, owned=owned or not real)
     return graph
 

@@ -686,6 +686,36 @@ def test_a_head_made_on_the_first_call_is_counted_as_after_a_real_first_call(on_
     assert report.totals.macs == _forward_macs(grown, x)
 
 
+class _LayerMadeOnEveryCall(nn.Module):
+    """A linear layer more on every call, made on the CPU (the CPU fallback) or on the input's device."""
+
+    def __init__(self, on_the_inputs_device: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.layers = 0
+        self.on_the_inputs_device = on_the_inputs_device
+
+    def forward(self, x):
+        y = self.conv(x).mean((2, 3))
+        self.layers += 1
+        self.add_module(f"extra{self.layers}", nn.Linear(8, 8, device=y.device if self.on_the_inputs_device else None))
+        for i in range(1, self.layers + 1):
+            y = getattr(self, f"extra{i}")(y)
+        return y
+
+
+@pytest.mark.parametrize("on_the_inputs_device", [False, True])
+def test_a_model_growing_on_every_call_is_counted_as_its_second_call(on_the_inputs_device):
+    """As documented: traced again once, at its second call (two linear layers), on the CPU
+    fallback too, where the trace's own copy had grown by its first call already and an
+    extra forward made the trace its third (three layers)."""
+    report = archprof.analyze(_LayerMadeOnEveryCall(on_the_inputs_device), input_size=(3, 8, 8))
+    grown = _LayerMadeOnEveryCall(on_the_inputs_device)
+    x = torch.randn(1, 3, 8, 8)
+    grown(x)
+    assert report.totals.macs == _forward_macs(grown, x)
+
+
 # -- autocast ------------------------------------------------------------------------------
 
 
