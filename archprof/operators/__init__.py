@@ -83,6 +83,9 @@ class Operator:
     # The shape formula takes the inputs' dtype (keyword `dtype`): a size in bytes that
     # depends on the element size (oneDNN's LSTM workspace).
     shape_by_dtype: bool = False
+    # The cost formula takes the output's dtype (keyword `dtype`): a count that depends on
+    # the kernel's floating-point arithmetic (where a rounded coordinate falls).
+    cost_by_dtype: bool = False
 
 
 OPERATORS: dict[Packet, Operator] = {}
@@ -97,6 +100,7 @@ def _add(
     layout: Layout = Layout.AS_INPUT,
     namespace=aten,
     shape_by_dtype: bool = False,
+    cost_by_dtype: bool = False,
 ) -> None:
     """Catalogue the operators `names` (separated by spaces) of `namespace` in `family`; one
     outside aten that this build of torch lacks is left out."""
@@ -109,7 +113,9 @@ def _add(
             continue
         if packet in OPERATORS:
             raise ValueError(f"{packet} catalogued twice")
-        OPERATORS[packet] = Operator(str(packet), family, cost, shape, same_dtype, layout, shape_by_dtype)
+        OPERATORS[packet] = Operator(
+            str(packet), family, cost, shape, same_dtype, layout, shape_by_dtype, cost_by_dtype
+        )
 
 
 # --- pointwise ----------------------------------------------------------------------------
@@ -204,8 +210,8 @@ for _name, _inputs, _dims in (
     )
 # antialias=True: the filter's window, per axis 2 (bilinear) or 4 (bicubic) taps wide,
 # widens with a downsampling's scale
-_add(Family.WINDOW, "_upsample_bilinear2d_aa", costs.antialiased_cost(2))
-_add(Family.WINDOW, "_upsample_bicubic2d_aa", costs.antialiased_cost(4))
+_add(Family.WINDOW, "_upsample_bilinear2d_aa", costs.antialiased_cost(2), cost_by_dtype=True)
+_add(Family.WINDOW, "_upsample_bicubic2d_aa", costs.antialiased_cost(4), cost_by_dtype=True)
 # A spatial transformer: the sampling grid, a matrix product per location (F.affine_grid),
 # then each output sampled from it as an interpolation is (F.grid_sample).
 _add(Family.WINDOW, "affine_grid_generator", costs.affine_grid_cost)
@@ -366,8 +372,8 @@ for _name, _taps in (
     ("upsample_bicubic2d_backward", 16),
 ):
     _add(Family.WINDOW, _name, costs.spread_backward_cost(_taps))
-_add(Family.WINDOW, "_upsample_bilinear2d_aa_backward", costs.antialiased_backward_cost(2))
-_add(Family.WINDOW, "_upsample_bicubic2d_aa_backward", costs.antialiased_backward_cost(4))
+_add(Family.WINDOW, "_upsample_bilinear2d_aa_backward", costs.antialiased_backward_cost(2), cost_by_dtype=True)
+_add(Family.WINDOW, "_upsample_bicubic2d_aa_backward", costs.antialiased_backward_cost(4), cost_by_dtype=True)
 # The gradient of a view (select, slice) written into zeros of its base's shape: a new
 # contiguous tensor whatever the gradient's layout.
 _add(

@@ -55,13 +55,6 @@ def free(*args, out: Shape, **kwargs) -> Cost:
     return FREE
 
 
-def reads_dtype(cost: Callable[..., Cost]) -> Callable[..., Cost]:
-    """Marks a formula whose count depends on the op's floating-point arithmetic (where a
-    rounded coordinate falls): `op_cost` passes it the op's output dtype as `dtype`."""
-    cost.reads_dtype = True
-    return cost
-
-
 def per_output_element(flops_per_element: int) -> Callable[..., Cost]:
     def per_element(*args, out: Shape, **kwargs) -> Cost:
         return Cost(elementwise_flops=flops_per_element * prod(out))
@@ -324,7 +317,7 @@ def antialiased_cost(filter_taps: int) -> Callable[..., Cost]:
         f"2T - 1 summed over the outputs, T = the antialias filter's rows x columns ({filter_taps} taps each way,"
         " widened by a downsampling)."
     )
-    return reads_dtype(cost)
+    return cost
 
 
 def antialiased_backward_cost(filter_taps: int) -> Callable[..., Cost]:
@@ -340,7 +333,7 @@ def antialiased_backward_cost(filter_taps: int) -> Callable[..., Cost]:
         f"2T summed over the output gradient's elements, T = the antialias filter's rows x columns"
         f" ({filter_taps} taps each way, widened by a downsampling)."
     )
-    return reads_dtype(cost)
+    return cost
 
 
 def _total_reads(x: Shape, out: Shape, filter_taps: int, factors, align_corners, dtype, copies_unchanged: bool) -> int:

@@ -53,7 +53,7 @@ def op_cost(op: OpNode) -> Cost | None:
     if operator.cost is free:  # data movement and creation: no argument to read
         return FREE
     args, kwargs = map_op_args(_shape_of, TensorMeta, op.args, op.kwargs)
-    if getattr(operator.cost, "reads_dtype", False) and op.outputs:
+    if operator.cost_by_dtype and op.outputs:
         kwargs["dtype"] = op.outputs[0].dtype
     return operator.cost(*args, out=op.outputs[0].shape if op.outputs else (), **kwargs)
 
