@@ -364,3 +364,24 @@ def test_a_scatter_add_is_worked_out_not_called_free():
     section = text[text.index("aten.scatter_add:") :]
     assert re.search(r"elementwise FLOPs\b.*= 16\b", section)
     assert not re.search(r"scatter_add[^\n]*no arithmetic", text)
+
+
+class _Interleaved(nn.Module):
+    """The model calls its block's two layers with another layer between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))
+        self.between = nn.ReLU()
+
+    def forward(self, x):
+        return self.block[1](self.between(self.block[0](x)))
+
+
+def test_a_container_whose_rows_are_apart_names_them():
+    """Its title lists its rows as they are (1 and 3 here), where it said "rows 1 to 3"."""
+    report = archprof.analyze(_Interleaved(), input_size=(3, 8, 8))
+    layers = [row["layer"] for row in report.rows()]
+    mine = [i + 1 for i, layer in enumerate(layers) if layer.startswith("block.")]
+    assert mine == [1, 3] and layers[1] == "between"
+    assert report.explain("block").splitlines()[0] == "block (Sequential), a container of rows 1, 3"

@@ -228,9 +228,7 @@ class _Context:
                 explained = operator_section(op, self.fields, self.state)
                 if explained is not None:
                     sections.append(explained)
-        return Explanation(
-            f"{path} ({module_type}), a container of rows {inside[0] + 1} to {inside[-1] + 1}", tuple(sections)
-        )
+        return Explanation(f"{path} ({module_type}), a container of rows {_row_runs(inside)}", tuple(sections))
 
     # -- the network ---------------------------------------------------------------------------
 
@@ -314,3 +312,15 @@ def _child_name(child: str, path: str) -> str:
 
 def _share(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _row_runs(indices: list[int]) -> str:
+    """Row numbers (from 1) as runs: "1 to 4", or "1, 4 to 6" where other rows come between
+    (a layer its container's forward calls between the container's own children)."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return ", ".join(f"{run[0] + 1}" if len(run) == 1 else f"{run[0] + 1} to {run[-1] + 1}" for run in runs)
