@@ -174,6 +174,7 @@ def _traced_once(
     # forward's own torch calls).
     shortcuts = not (real or training)
     kernels = DeviceKernels(answer=recorder.answer_call if shortcuts else None)
+    backward_ran = True  # no backward pass asked for, or one that ran
     try:
         with ExitStack() as stack:
             if not by_parameters:
@@ -203,7 +204,7 @@ def _traced_once(
                 _swap_in(modules, stand_ins)
             output = _model_called(model, args, kwargs, recorder, by_parameters)
             if training:  # the stand-ins still in place: checkpointing recomputes blocks on them
-                recorder.run_backward(output)
+                backward_ran = recorder.run_backward(output)
                 recorder.engine.given_gradients = _given_gradients(named, stand_ins)
     except ArchprofError:
         raise
@@ -247,6 +248,13 @@ def _traced_once(
     )
     if recorder.ignored_autocast is not None:
         _warn_autocast_ignored(*recorder.ignored_autocast)
+    if training and not backward_ran:
+        warnings.warn(
+            "no output of the forward requires grad (none is computed from a trainable parameter, or all are under"
+            " no_grad or inference_mode): the training step has no backward pass, where a real loss.backward() raises",
+            ArchprofWarning,
+            stacklevel=6,  # attributed to archprof.analyze
+        )
     return graph, _any_of(registered_on, modules)
 
 

@@ -86,8 +86,9 @@ class TrainingRecorder(Recorder):
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
 
-    def run_backward(self, output) -> None:
-        """The backward pass from the floating outputs that require grad, with gradients of ones."""
+    def run_backward(self, output) -> bool:
+        """The backward pass from the floating outputs that require grad, with gradients of
+        ones; False where no output requires grad (no backward pass to run)."""
         self._tag_last_made()
         # The forward's releases are all noted: from here a tensor dies when autograd lets go
         # of what it saved, which the timeline times by the nodes that read it. Every tensor
@@ -116,6 +117,7 @@ class TrainingRecorder(Recorder):
         self._python_made = set()
         self._replay = None
         self.ops = self._forward_ops
+        return bool(roots)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is _aten.clone.default and self._phase == "backward" and _group_norm_gradient_running():

@@ -14,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
+from archprof.errors import ArchprofWarning
 from archprof.meta import on_meta
 from archprof.passes.flops import op_cost
 from archprof.report import TRAINING_COLUMNS
@@ -682,3 +683,23 @@ def test_a_sparse_gradient_is_refused_in_one_line_where_a_dense_one_is_analysed(
     dense = archprof.analyze(model(sparse=False), inputs=["4:int64"], batch=2, training=True).totals
     assert dense.gradient_bytes == (100 * 8 + 2 * 8 + 2) * 4
     assert archprof.analyze(model(sparse=True), inputs=["4:int64"], batch=2).totals.macs > 0  # inference is unaffected
+
+
+class _NothingToDifferentiate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).argmax(1)  # an int64 map: no gradient flows from it
+
+
+def test_a_step_with_no_output_to_differentiate_is_said_so():
+    """A real loss.backward() raises there (the oracle); the analysis says, in a warning, that
+    its step has no backward pass, where it said nothing."""
+    model = _NothingToDifferentiate()
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        model(torch.randn(1, 3, 8, 8)).float().sum().backward()
+    with pytest.warns(ArchprofWarning, match="no backward pass"):
+        totals = archprof.analyze(model, input_size=(3, 8, 8), training=True).totals
+    assert totals.training_flops == totals.flops  # the forward alone
