@@ -46,6 +46,13 @@ _RUNTIME_CHECKS = frozenset(
 _HELD_THROUGHOUT = frozenset({"parameter", "buffer", "input"})
 
 
+def call_text(call: ModuleCall | None) -> str:
+    """A module call in words: "module 'layer1.0' (BasicBlock)", "the model (ResNet)" for its own."""
+    if call is None:
+        return "the model"
+    return f"module '{call.path}' ({call.type})" if call.path else f"the model ({call.type})"
+
+
 def input_shapes_text(shapes) -> str:
     """The shapes a forward was given, for an error: "1x3x224x224", "(no tensor)"."""
     return shapes_text(shapes) or "(no tensor)"
@@ -228,13 +235,12 @@ class Recorder(TorchDispatchMode):
             return f"the model's forward failed on input {input_shapes_text(input_shapes)}: {reason}"
         call, args = self._stack[-1]
         shapes = tuple(tuple(a.shape) for a in tensors_in(args))
-        where = self.inner_module() or f"the model ({call.type})"
-        return f"the forward pass failed in {where} on input {input_shapes_text(shapes)}: {reason}"
+        return f"the forward pass failed in {call_text(call)} on input {input_shapes_text(shapes)}: {reason}"
 
     def inner_module(self) -> str:
         """The submodule call running now, "module 'layer1.0' (BasicBlock)"; "" in the model's own code."""
         call = self._stack[-1][0] if self._stack else None
-        return f"module '{call.path}' ({call.type})" if call is not None and call.path else ""
+        return call_text(call) if call is not None and call.path else ""
 
     # -- operators -----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from torch.autograd.function import BackwardCFunction
 from archprof.errors import ArchprofError, short_reason
 from archprof.graph import EngineNotes, ModuleCall, OpNode, TensorMeta
 from archprof.operators.shapes import is_dense
-from archprof.recorder import OpInfo, Recorder
+from archprof.recorder import OpInfo, Recorder, call_text
 from archprof.structure import tensors_in
 
 # The key of autograd node metadata naming the forward op (its index) that made the node.
@@ -323,10 +323,10 @@ class TrainingRecorder(Recorder):
         origin = node.metadata.get(_ORIGIN, -1) if node is not None else -1
         reader = node.name() if node is not None else "a gradient"
         if origin >= 0:
-            reader += f", the gradient of {_call_text(self._forward_ops[origin].module)},"
+            reader += f", the gradient of {call_text(self._forward_ops[origin].module)},"
         ops = self.backward_ops if saver is not None and saver.phase == "recompute" else self._forward_ops
         writer = _first_writer(ops, saver.index + 1 if saver is not None else 0, meta.storage)
-        written = f"{writer.op} in {_call_text(writer.module)} then wrote" if writer is not None else "was then written"
+        written = f"{writer.op} in {call_text(writer.module)} then wrote" if writer is not None else "was then written"
         return (
             f"the training step cannot run: {reader} reads a tensor it saved that {written} over in place, as a real"
             " backward says (one of the variables needed for gradient computation has been modified by an inplace"
@@ -386,7 +386,7 @@ def _refuse_a_sparse_gradient(tensors: list[torch.Tensor], module: ModuleCall | 
     gains the rows of each step's gradient; Adam refuses sparse gradients)."""
     if any(tensor.layout != torch.strided for tensor in tensors):
         raise ArchprofError(
-            f"{_call_text(module)} makes a sparse gradient (sparse=True), whose memory a training analysis cannot"
+            f"{call_text(module)} makes a sparse gradient (sparse=True), whose memory a training analysis cannot"
             " size (archprof counts every gradient and its optimizer state dense): analyse it with sparse=False"
         )
 
@@ -394,13 +394,6 @@ def _refuse_a_sparse_gradient(tensors: list[torch.Tensor], module: ModuleCall | 
 def _first_writer(ops: list[OpNode], start: int, storage: int) -> OpNode | None:
     """The first op from `start` on that writes in place into `storage`."""
     return next((op for op in ops[start:] if op.writes_input and op.outputs[0].storage == storage), None)
-
-
-def _call_text(call: ModuleCall | None) -> str:
-    """A module call in words: "module 'layer1.0' (BasicBlock)", "the model (ResNet)" for its own."""
-    if call is None:
-        return "the model"
-    return f"module '{call.path}' ({call.type})" if call.path else f"the model ({call.type})"
 
 
 def _same_layout(tensor: torch.Tensor, sizes, strides) -> bool:

@@ -26,6 +26,7 @@ from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup, group_layers
 from archprof.passes.memory import model_state_storages
 from archprof.passes.params import parameter_columns
+from archprof.passes.receptive_field.maps import consecutive_runs
 from archprof.text import dims_text, layer_label, visible_text
 from archprof.units import shape_text
 
@@ -317,10 +318,6 @@ def _share(part: int, whole: int) -> str:
 def _row_runs(indices: list[int]) -> str:
     """Row numbers (from 1) as runs: "1 to 4", or "1, 4 to 6" where other rows come between
     (a layer its container's forward calls between the container's own children)."""
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and index == runs[-1][-1] + 1:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    return ", ".join(f"{run[0] + 1}" if len(run) == 1 else f"{run[0] + 1} to {run[-1] + 1}" for run in runs)
+    return ", ".join(
+        f"{run[0] + 1}" if len(run) == 1 else f"{run[0] + 1} to {run[-1] + 1}" for run in consecutive_runs(indices)
+    )

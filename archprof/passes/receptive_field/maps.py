@@ -162,13 +162,7 @@ class AxisMap:
         one after its run (componentwise) is in order with every regular unit and becomes
         the last regular unit; the others stay irregular."""
         kept: list[int] = []
-        runs: list[list[int]] = []
-        for unit in candidates:
-            if runs and unit == runs[-1][-1] + 1:
-                runs[-1].append(unit)
-            else:
-                runs.append([unit])
-        for run in runs:
+        for run in consecutive_runs(candidates):
             before, after = self.field(run[0] - 1), self.field(run[-1] + 1)
             for unit in run:
                 field = self.field(unit)
@@ -357,3 +351,14 @@ def deep_maps() -> Iterator[None]:
         sys.setrecursionlimit(before)
         if outermost:
             _fields_left[0] = None
+
+
+def consecutive_runs(values: Sequence[int]) -> list[list[int]]:
+    """Ascending integers cut into runs of consecutive ones: [1, 2, 4] -> [[1, 2], [4]]."""
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return runs
