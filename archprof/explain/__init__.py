@@ -23,10 +23,9 @@ from archprof.errors import ArchprofError
 from archprof.explain.document import Explanation, Section, Step
 from archprof.explain.operators import field_cells, field_note, kernel_and_stride, operator_section, product_text
 from archprof.passes.flops import op_cost
-from archprof.passes.layers import LayerGroup, group_layers
+from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers
 from archprof.passes.memory import model_state_storages
 from archprof.passes.params import parameter_columns
-from archprof.passes.receptive_field.maps import consecutive_runs
 from archprof.text import dims_text, layer_label, visible_text
 from archprof.units import shape_text
 

@@ -7,6 +7,8 @@ still gets a row, as does a module that owns parameters but was never called."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from archprof.graph import Graph, ModuleCall, OpNode, TensorMeta, value_record
 from archprof.operators.costs import expand
 from archprof.units import shape_text, shapes_text
@@ -107,3 +109,14 @@ def _window(op: OpNode) -> tuple[int, ...] | None:
     if where == "weight":
         return op.inputs[1].shape[2:]
     return expand(op.args[1], where)
+
+
+def consecutive_runs(values: Sequence[int]) -> list[list[int]]:
+    """Ascending integers cut into runs of consecutive ones: [1, 2, 4] -> [[1, 2], [4]]."""
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return runs

@@ -94,7 +94,7 @@ import torch
 
 from archprof.errors import ArchprofError
 from archprof.graph import WRAPPED_NUMBER_BYTES, Graph, OpNode, ParameterInfo, TensorMeta, WrappedFloat, WrappedInt
-from archprof.passes.layers import LayerGroup
+from archprof.passes.layers import LayerGroup, consecutive_runs
 
 # Copies of the trainable parameters an optimizer keeps as state [docs/formulas.md, Memory]:
 # plain SGD none, SGD with momentum its momentum buffer, Adam(W) two moment estimates.
@@ -472,7 +472,8 @@ def _held_through_python_backwards(graph: Graph) -> dict[int, int]:
     variables do then (`EngineNotes.python_releases`), or after its last op."""
     backward, releases = graph.backward_ops, graph.engine.python_releases
     held: dict[int, int] = {}
-    for first, last in _runs(sorted(graph.engine.python_ops)):
+    for run in consecutive_runs(sorted(graph.engine.python_ops)):
+        first, last = run[0], run[-1]
         its_own = _storages_made(backward[first : last + 1])
         returns = max((releases[storage] for storage in its_own if storage in releases), default=last + 1)
         made = _storages_made(backward[first:returns])
@@ -486,17 +487,6 @@ def _held_through_python_backwards(graph: Graph) -> dict[int, int]:
 def _storages_made(ops: list[OpNode]) -> set[int]:
     """The storages `ops` allocate (not a view's or an in-place result's: their input's)."""
     return {t.storage for op in ops if not (op.is_view or op.writes_input) for t in op.outputs}
-
-
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """(first, last) of each run of consecutive numbers among sorted `indices`."""
-    runs: list[tuple[int, int]] = []
-    for index in indices:
-        if runs and runs[-1][1] == index - 1:
-            runs[-1] = (runs[-1][0], index)
-        else:
-            runs.append((index, index))
-    return runs
 
 
 @dataclass(frozen=True, slots=True)

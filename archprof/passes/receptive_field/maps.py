@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from fractions import Fraction
 
 from archprof.graph import value_record
+from archprof.passes.layers import consecutive_runs
 
 Interval = tuple[int, int]  # both ends included
 Reads = Callable[[int], Sequence[Interval]]  # unit -> the ranges of parent units it reads
@@ -351,14 +352,3 @@ def deep_maps() -> Iterator[None]:
         sys.setrecursionlimit(before)
         if outermost:
             _fields_left[0] = None
-
-
-def consecutive_runs(values: Sequence[int]) -> list[list[int]]:
-    """Ascending integers cut into runs of consecutive ones: [1, 2, 4] -> [[1, 2], [4]]."""
-    runs: list[list[int]] = []
-    for value in values:
-        if runs and value == runs[-1][-1] + 1:
-            runs[-1].append(value)
-        else:
-            runs.append([value])
-    return runs
