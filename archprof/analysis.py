@@ -41,14 +41,11 @@ from archprof.units import shape_text, shapes_text, whole_number
 
 ModelSpec = str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
 
-# What a model may be cast to: the CLI's --dtype choices, and float64 from Python.
-MODEL_DTYPES = {**DTYPES, "float64": torch.float64}
-
 
 def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.dtype | None]:
     """The `batch` and `dtype` a public entry point was given, checked before any work:
     batch None or an int of at least 1 (not a bool, a float or a string), dtype None, a
-    floating torch.dtype of MODEL_DTYPES or its name ("float16", "torch.float16")."""
+    floating torch.dtype of DTYPES or its name ("float16", "torch.float16")."""
     if batch is not None:
         whole = whole_number(batch)
         if whole is None:
@@ -58,13 +55,13 @@ def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.d
         batch = whole
         if batch < 1:
             raise ArchprofError(f"batch must be at least 1, got {batch}")
-    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in MODEL_DTYPES.values()):
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in DTYPES.values()):
         return batch, dtype
     name = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None
-    if name not in MODEL_DTYPES:
-        choices = ", ".join(MODEL_DTYPES)
+    if name not in DTYPES:
+        choices = ", ".join(DTYPES)
         raise ArchprofError(f"dtype must be one of {choices} (a torch.dtype or its name), got {dtype!r}")
-    return batch, MODEL_DTYPES[name]
+    return batch, DTYPES[name]
 
 
 def analyze(

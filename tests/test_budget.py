@@ -354,7 +354,7 @@ def test_a_factory_spec_loads_from_the_budget_files_folder(tmp_path, monkeypatch
         ('[[models]]\nname = "resnet50"\n', ["line 1", "sets no limit"]),
         ('max-params = "30M"\n', ["line 1", "unknown key 'max-params'"]),
         ("", ["no models to check"]),
-        ('[[models]]\nname = "resnet50"\ndtype = "float64"\nmax-params = "1M"\n', ["line 3", "dtype"]),
+        ('[[models]]\nname = "resnet50"\ndtype = "float8"\nmax-params = "1M"\n', ["line 3", "unknown dtype 'float8'"]),
         ('[[models]]\nname = "resnet50"\ndtype = [1]\nmax-params = "1M"\n', ["line 3", "unknown dtype [1]"]),
         ('[[models]]\nname = "resnet50"\ndtype = {a = 1}\nmax-params = "1M"\n', ["line 3", "unknown dtype {'a': 1}"]),
         ('[[models]]\nname = "lenet5"\nmax-params = ' + "[" * 2000 + "]" * 2000 + "\n", ["not valid TOML", "nested"]),

@@ -84,6 +84,15 @@ def test_batch_and_dtype_options():
     assert totals["param_bytes"] == 61_706 * 2
 
 
+def test_dtype_float64_from_the_cli_as_from_python():
+    """--dtype took float32, float16 and bfloat16 only, where analyze(dtype=...) takes float64 too."""
+    result = invoke("summary", "lenet5", "--dtype", "float64", "--format", "json")
+    assert result.exit_code == 0, result.output
+    totals = json.loads(result.stdout)["totals"]
+    assert totals["param_bytes"] == 61_706 * 8
+    assert totals["dtype"] == "float64"
+
+
 def test_zoo_lists_every_model():
     from archprof.zoo import MODELS
 

@@ -15,11 +15,11 @@ import torch
 
 from archprof.errors import ArchprofError, first_line
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# What an input may be: the model dtypes above plus integers (token ids), bool and float64.
+# What a model may be cast to (the CLI's --dtype, a budget file's dtype, analyze's dtype).
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+# What an input may be: the model dtypes above plus integers (token ids) and bool.
 INPUT_DTYPES = {
     **DTYPES,
-    "float64": torch.float64,
     "int64": torch.int64,
     "int32": torch.int32,
     "int16": torch.int16,

@@ -128,7 +128,7 @@ def parse_input_spec(text: str) -> InputSpec:
 
 
 def parse_dtype(text: str) -> torch.dtype:
-    """A model dtype: float32, float16 or bfloat16."""
+    """A model dtype: float32, float16, bfloat16 or float64."""
     try:
         return DTYPES[text]
     except KeyError:
