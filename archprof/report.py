@@ -445,7 +445,7 @@ class Report:
         never called, an unused head, adds its parameters only), live bytes after the last,
         the peak over all, the input of the first (no kernel where there are several: the
         rows have theirs), and the output and field of the last (the module's output)."""
-        ran = [i for i in indices if self.columns["call"][i] >= 0] or list(indices)
+        ran = self._ran(indices)
         merged: dict[str, Any] = {
             "layer": path,
             "module_type": self.module_types.get(path, ""),
@@ -468,14 +468,18 @@ class Report:
         merged["not_counted"] = dict(not_counted)
         return merged
 
-    def rollup(self, depth: int) -> Report:
-        """Merge every row below module depth `depth` into its ancestor at that depth. A row
-        at that depth or above stays one row per call (a module called twice, two rows); the
-        rows below a module called more than once join its first call's row (the rows do not
-        say which call ran them), and so do the rows of modules never called (an unused
-        head, MultiheadAttention's out_proj), parameters alone, where anything of that
-        ancestor ran. Whole-model figures stay: the training step's peak (its layer named by
-        its ancestor), the measured memory, the BatchNorm folding."""
+    def _ran(self, indices: Sequence[int]) -> list[int]:
+        """Of rows `indices`, those that ran (all of them where none did: parameters alone)."""
+        return [i for i in indices if self.columns["call"][i] >= 0] or list(indices)
+
+    def output_row(self, indices: Sequence[int]) -> int:
+        """Of rows `indices` merged into one, the row whose output and field the merged row
+        takes: the last that ran."""
+        return self._ran(indices)[-1]
+
+    def rollup_groups(self, depth: int) -> list[tuple[str, list[int]]]:
+        """The rows of `rollup(depth)`, in order: each its module's path and the indices of
+        the rows merged into it."""
         _check_depth(depth, "rollup")
         calls = self.columns["call"]
         ancestors = [".".join(path.split(".")[:depth]) for path in self.columns["layer"]]
@@ -487,9 +491,20 @@ class Report:
             joined = 0 if ancestor in ran else -1
             call = calls[index] if path == ancestor and calls[index] >= 0 else joined
             groups.setdefault((ancestor, call), []).append(index)
+        return [(path, indices) for (path, _), indices in groups.items()]
+
+    def rollup(self, depth: int) -> Report:
+        """Merge every row below module depth `depth` into its ancestor at that depth. A row
+        at that depth or above stays one row per call (a module called twice, two rows); the
+        rows below a module called more than once join its first call's row (the rows do not
+        say which call ran them), and so do the rows of modules never called (an unused
+        head, MultiheadAttention's out_proj), parameters alone, where anything of that
+        ancestor ran. Whole-model figures stay: the training step's peak (its layer named by
+        its ancestor), the measured memory, the BatchNorm folding."""
+        groups = self.rollup_groups(depth)
         columns: dict[str, list] = {c.name: [] for c in self._analytic_specs}
-        operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for indices in groups.values()]
-        for (path, _), indices in groups.items():
+        operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for _, indices in groups]
+        for path, indices in groups:
             # A row of that module itself stays as it is (a profiled report rolls up to an
             # analytic one); a deeper one alone is its ancestor's row all the same.
             alone = len(indices) == 1 and self.columns["layer"][indices[0]] == path

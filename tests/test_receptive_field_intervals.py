@@ -790,6 +790,36 @@ def test_cli_unit_box_and_plot(tmp_path):
     assert not (tmp_path / "rf.unknown").exists()
 
 
+def resnet18_avgpool() -> nn.Module:
+    """The built-in resnet18 with an average pool for its max pool: the same window, so the
+    same fields, but a gradient that reaches all of each window, not only its maximum."""
+    from archprof.zoo import MODELS
+
+    model = MODELS["resnet18"].build()
+    model.maxpool = nn.AvgPool2d(3, stride=2, padding=1)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("depth", "layer", "unit"), [(1, "layer1", (3, 4)), (2, "layer2.0", (3, 4)), (1, "layer4", (1, 0))]
+)
+def test_cli_rolled_up_rows_give_the_box_of_the_modules_output(depth, layer, unit):
+    """`rf --depth N` gives a module one row, whose unit box is that of the module's output:
+    the gradient footprint of the module's output unit (a forward hook keeps it)."""
+    model = positive(resnet18_avgpool())
+    kept = []
+    model.get_submodule(layer).register_forward_hook(lambda module, args, output: kept.append(output))
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64).requires_grad_()
+    model(x)
+    rows, columns = _box(torch.autograd.grad(kept[0][(0, slice(None), *unit)].sum(), x)[0])
+    where = ",".join(map(str, unit))
+    spec = "tests/test_receptive_field_intervals.py:resnet18_avgpool"
+    done = cli("rf", spec, "--input", "3x64x64", "--depth", depth, "--layer", layer, "--unit", where)
+    assert done.exit_code == 0, done.output
+    box = f"{rows[0]}..{rows[1]} x {columns[0]}..{columns[1]}"
+    assert done.stdout == f"layer {layer}, unit {where} reads input pixels {box} (of 64x64)\n"
+
+
 def test_every_unit_of_an_upsampled_single_position_reads_it():
     """A 1x1 map through a reshape (a channels-last linear layer) keeps its one position per
     dimension; upsampled to 2x2, each of the four units reads it (the gradient, the oracle,

@@ -403,6 +403,7 @@ def rf(
         Optional[str],
         typer.Option("--layer", help="The layer whose --unit to give, e.g. features.10.", show_default=False),
     ] = None,
+    depth: DepthOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
     columns: columns_option("Field,Stride,Coverage") = None,
@@ -420,7 +421,8 @@ def rf(
     (start + end) / 2 is that point in every dimension. Coverage: the share of the input's
     pixels unit 0's field reaches. The last line names the first layer whose field covers the
     whole input. CSV, JSON and Markdown write the full report, whose receptive_field* columns
-    hold unit 0's numbers.
+    hold unit 0's numbers. --depth N gives a module at depth N one row: the field of its
+    output (its last layer's).
 
     --unit 3,4 --layer L prints the exact input box of one unit of layer L's output: the
     first and last input pixel, per spatial dimension, that can reach it (padding excluded).
@@ -432,6 +434,7 @@ def rf(
 
     archprof rf vgg16
     archprof rf resnet18 --unit 3,4 --layer layer2.0.conv1
+    archprof rf resnet50 --depth 2
     """
     from functools import partial
 
@@ -453,6 +456,9 @@ def rf(
     )
     report = found.report
     states, spatial = row_states(found.graph, group_layers(found.graph))
+    if depth is not None:
+        states = [states[report.output_row(indices)] for _, indices in report.rollup_groups(depth)]
+        report = report.rollup(depth)
     if unit is not None:
         write_text(unit_box_text(report, states, spatial, layer, unit) + "\n", None)
         return
