@@ -173,6 +173,20 @@ MEASURED_COLUMNS: tuple[Column, ...] = (
     Column("bound", "string", "'compute' or 'memory': intensity against the device's ridge (peak / bandwidth)"),
     Column("roofline_time_ms", "float64", "max(work / peak FLOP/s, bytes_moved / bandwidth): the roofline's floor"),
 )
+# The measured columns a rollup sums over the rows it merges (None where none has a value).
+_SUMMED_MEASURED = ("time_ms", "time_share", "bytes_moved", "roofline_time_ms")
+
+
+def measured_rates(work: int, ms: float | None, nbytes: int, ridge: float) -> dict[str, Any]:
+    """A row's achieved FLOP/s, arithmetic intensity and roofline bound, from its work
+    (flops + elementwise_flops), its time and the bytes it moves; None where there is no
+    time or no bytes."""
+    intensity = work / nbytes if nbytes else None
+    return {
+        "achieved_flops_per_s": work / (ms / 1e3) if ms else None,
+        "arithmetic_intensity": intensity,
+        "bound": "" if intensity is None else ("compute" if intensity >= ridge else "memory"),
+    }
 
 
 @dataclass(frozen=True)
@@ -500,15 +514,19 @@ class Report:
         say which call ran them), and so do the rows of modules never called (an unused
         head, MultiheadAttention's out_proj), parameters alone, where anything of that
         ancestor ran. Whole-model figures stay: the training step's peak (its layer named by
-        its ancestor), the measured memory, the BatchNorm folding."""
+        its ancestor), the measured memory, the BatchNorm folding. A profiled report keeps its
+        measurement and its measured columns: a merged row's time, share, bytes moved and
+        roofline time the sums of its rows', its rates worked out from those sums."""
         groups = self.rollup_groups(depth)
-        columns: dict[str, list] = {c.name: [] for c in self._analytic_specs}
+        columns: dict[str, list] = {c.name: [] for c in self.column_specs}
         operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for _, indices in groups]
         for path, indices in groups:
-            # A row of that module itself stays as it is (a profiled report rolls up to an
-            # analytic one); a deeper one alone is its ancestor's row all the same.
+            # A row of that module itself stays as it is; a deeper one alone is its
+            # ancestor's row all the same.
             alone = len(indices) == 1 and self.columns["layer"][indices[0]] == path
             merged = self.row(indices[0]) if alone else self.merged_row(path, indices)
+            if self.measured is not None and not alone:
+                merged.update(self._merged_measurements(merged, indices))
             for name, values in columns.items():
                 values.append(merged[name])
         return Report(
@@ -522,11 +540,21 @@ class Report:
             self.optimizer,
             traced_on=self.traced_on,
             input_dtypes=self.input_dtypes,
-            measured_memory=self.measured_memory,  # whole-model peaks: true of any rows
+            measured=self.measured,  # whole-model figures: true of any rows
+            measured_memory=self.measured_memory,
             batch_fit=self.batch_fit,
             batch_norm_folding=self.batch_norm_folding,
             step=self._step_at(depth),
         )
+
+    def _merged_measurements(self, merged: dict[str, Any], indices: Sequence[int]) -> dict[str, Any]:
+        """The measured columns of rows `indices` merged into row `merged`."""
+        sums: dict[str, Any] = {}
+        for name in _SUMMED_MEASURED:
+            values = [self.columns[name][i] for i in indices if self.columns[name][i] is not None]
+            sums[name] = sum(values) if values else None
+        work = merged["flops"] + merged["elementwise_flops"]
+        return {**sums, **measured_rates(work, sums["time_ms"], sums["bytes_moved"], self.measured.ceilings.ridge)}
 
     @cached_property
     def _training_step(self) -> TrainingStep | None:

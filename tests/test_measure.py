@@ -6,6 +6,8 @@ Timing runs single-threaded here: on a shared two-core CI machine, a parallel CP
 waits for a descheduled thread (tens of ms for LeNet's 0.2 ms), which is noise, not what
 these tests check."""
 
+import csv
+import io
 import json
 import math
 import sys
@@ -528,10 +530,33 @@ def test_a_profiled_report_writes_its_measured_columns_and_rolls_up():
     assert header[-len(MEASURED_COLUMNS) :] == [c.name for c in MEASURED_COLUMNS]
     document = json.loads(report.to_json())
     assert document["measured"]["passed"] is True and document["measured"]["ceilings"]["ridge_flops_per_byte"] == 10
-    rolled = report.rollup(0)
-    assert rolled.measured is None and "time_ms" not in rolled.columns
     # An analytic report is unchanged: no measured column anywhere.
     assert "time_ms" not in archprof.analyze("lenet5").to_csv()
+
+
+def test_a_profiled_report_rolls_up_with_its_measurements(lenet):
+    """A merged row's time, share, bytes moved and roofline time are its rows' sums, and its
+    rates follow from those as a row's do (it lost them all: a rolled profile was analytic)."""
+    rolled = lenet.rollup(1)
+    assert rolled.measured is lenet.measured
+    assert [c.name for c in rolled.column_specs[-len(MEASURED_COLUMNS) :]] == [c.name for c in MEASURED_COLUMNS]
+    fine = lenet.rows()
+    for row in rolled.rows():
+        below = [r for r in fine if r["layer"] == row["layer"] or r["layer"].startswith(row["layer"] + ".")]
+        times = [r["time_ms"] for r in below if r["time_ms"] is not None]
+        assert row["time_ms"] == pytest.approx(sum(times)), row["layer"]
+        assert row["time_share"] == pytest.approx(sum(r["time_share"] for r in below if r["time_share"] is not None))
+        assert row["bytes_moved"] == sum(r["bytes_moved"] for r in below)
+        assert row["roofline_time_ms"] == pytest.approx(sum(r["roofline_time_ms"] for r in below))
+        work = sum(r["flops"] + r["elementwise_flops"] for r in below)
+        assert row["achieved_flops_per_s"] == pytest.approx(work / (row["time_ms"] / 1e3))
+        if row["bytes_moved"]:
+            assert row["arithmetic_intensity"] == pytest.approx(work / row["bytes_moved"])
+            assert row["bound"] == ("compute" if work / row["bytes_moved"] >= 10.0 else "memory")
+        else:  # a view (flatten) moves nothing
+            assert row["arithmetic_intensity"] is None and row["bound"] == ""
+    assert len(rolled) < len(lenet)
+    assert sum(rolled.columns["time_ms"]) == pytest.approx(sum(t for t in lenet.columns["time_ms"] if t is not None))
 
 
 def test_progress_is_reported_per_phase():
@@ -764,6 +789,16 @@ def test_profile_command_on_the_cpu(tmp_path):
     for text in ("features.0", "Conv2d", "(between hooks)", "Latency, median (no hooks)", "Cross-check", "FLOPs"):
         assert text in result.output
     assert (tmp_path / "cache" / "ceilings.json").is_file()  # the ceilings were measured and cached
+    ceilings = ["--peak-flops", "100G", "--bandwidth", "10GB/s"]
+    rolled = runner.invoke(
+        app, ["profile", "lenet5", "--device", "cpu", "--repeat", "3", "-d", "1", "-f", "csv", *ceilings]
+    )
+    assert rolled.exit_code == 0, rolled.output
+    rows = list(csv.DictReader(io.StringIO(rolled.stdout)))
+    from archprof.zoo import MODELS
+
+    assert [row["layer"] for row in rows] == [name for name, _ in MODELS["lenet5"].build().named_children()]
+    assert all(float(row["time_ms"]) > 0 for row in rows)
 
 
 def test_profile_prints_where_the_ceilings_came_from_and_remeasure_measures_them_again(fake_benchmarks):

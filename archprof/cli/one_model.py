@@ -120,6 +120,7 @@ def profile(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    depth: DepthOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
     columns: columns_option("Time,Share,Bound") = None,
@@ -141,10 +142,14 @@ def profile(
     ceiling that a layer beats is measured again; --remeasure measures both again;
     --peak-flops and --bandwidth give them by hand.
 
+    --depth N gives a module at depth N one row: the sums of its rows' times, shares, bytes
+    moved and roofline times, its rates worked out from those.
+
     Examples:
 
     archprof profile resnet18 --input 3x64x64 --device cpu --repeat 5
-    archprof profile resnet18 --input 3x64x64 --remeasure --plot roofline.png"""
+    archprof profile resnet18 --input 3x64x64 --remeasure --plot roofline.png
+    archprof profile resnet50 --depth 1"""
     from archprof.api import profile as profile_model
     from archprof.measure.device import resolve_device
     from archprof.render import profile_table
@@ -172,6 +177,8 @@ def profile(
             progress=progress,
             **options.keywords(),
         )
+    if depth is not None:
+        report = report.rollup(depth)
     emit_report(report, chosen, output, table=profile_table, choice=choice)
     if plot is not None:
         from archprof.render.roofline import plot_roofline

@@ -51,7 +51,7 @@ from archprof.measure.peak_memory import held_bytes, measured_peak
 from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
-from archprof.report import MEASURED_COLUMNS, Report
+from archprof.report import MEASURED_COLUMNS, Report, measured_rates
 from archprof.units import parse_bandwidth, parse_flops_rate, whole_number
 
 
@@ -279,11 +279,9 @@ def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, 
         ms = statistics.median(times) if times else None
         columns["time_ms"].append(ms)
         columns["time_share"].append(statistics.median(shares[key]) if ms is not None and shares.get(key) else None)
-        columns["achieved_flops_per_s"].append(work / (ms / 1e3) if ms else None)
         columns["bytes_moved"].append(nbytes)
-        intensity = work / nbytes if nbytes else None
-        columns["arithmetic_intensity"].append(intensity)
-        columns["bound"].append("" if intensity is None else ("compute" if intensity >= ceilings.ridge else "memory"))
+        for name, value in measured_rates(work, ms, nbytes, ceilings.ridge).items():
+            columns[name].append(value)
         columns["roofline_time_ms"].append(roofline_ms(work, nbytes, ceilings))
     figures = {
         "hooked_median_ms": hooked_median,
