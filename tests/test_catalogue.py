@@ -518,3 +518,20 @@ def test_the_gradients_of_more_activations_are_pointwise():
     assert report.totals.not_counted == {}
     backward = {op.op for op in report.graph.backward_ops}
     assert {"aten._prelu_kernel_backward", "aten.log_sigmoid_backward", "aten.glu_backward"} <= backward
+
+
+def test_complex_views_conjugation_and_window_functions_are_catalogued():
+    """Viewing a complex tensor as real pairs and back, and a lazy conjugate, are views;
+    torch.complex interleaves two tensors (a copy); a window function is a new tensor: all
+    free. torch.polar makes each output from its magnitude and angle: pointwise, 1 per
+    output element (a complex one), as `angle` and `abs` are. None is left uncounted."""
+
+    class Complex(torch.nn.Module):
+        def forward(self, x):  # x: [2, 8, 2]
+            z = torch.view_as_complex(x) * torch.hann_window(8, device=x.device)  # 16 complex outputs
+            z = z.conj() + torch.complex(x[..., 0], x[..., 1])  # 16
+            return torch.view_as_real(torch.polar(x[..., 0], x[..., 1]) + z).real  # 16 + 16
+
+    totals = archprof.analyze(Complex(), input_size=(8, 2), batch=2).totals
+    assert totals.not_counted == {}
+    assert totals.elementwise_flops == 4 * 2 * 8

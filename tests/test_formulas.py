@@ -261,3 +261,71 @@ def test_an_antialiased_interpolation_to_the_same_size_is_a_copy():
     assert bool((taps == taps.reshape(9, 5)[0].repeat(9)).all())  # rows: one input each
     one_axis = archprof.analyze(_Antialiased("bicubic", (9, 5)), input_size=(1, 9, 12))
     assert one_axis.totals.elementwise_flops == 9 * 12 + int((2 * taps - 1).sum())
+
+
+@pytest.mark.parametrize(
+    ("pool", "shape", "window"),
+    [
+        (nn.FractionalMaxPool2d(3, output_size=(4, 5)), (3, 9, 10), 9),
+        (nn.FractionalMaxPool3d(2, output_size=3), (2, 5, 6, 7), 8),
+    ],
+    ids=["2d", "3d"],
+)
+def test_a_fractional_max_pool_compares_its_window_as_a_max_pool_does(pool, shape, window):
+    """K - 1 comparisons per output for a window of K elements, the output's size from a real
+    forward; its window is the row's kernel."""
+    out = pool(torch.randn(2, *shape))
+    report = archprof.analyze(pool, input_size=shape, batch=2)
+    assert report.totals.not_counted == {}
+    assert report.totals.elementwise_flops == (window - 1) * out.numel()
+    assert report.rows()[0]["kernel"] == "x".join(map(str, pool.kernel_size))
+
+
+class _Called(nn.Module):
+    """A forward of several inputs that is one call, around `layer` (registered for its parameters)."""
+
+    def __init__(self, call, layer: nn.Module | None = None):
+        super().__init__()
+        self.call, self.layer = call, layer
+
+    def forward(self, *inputs):
+        return self.call(*inputs)
+
+
+@pytest.mark.parametrize("rows", [(5, 6), (30, 4)], ids=["direct", "matrix product"])
+def test_cdist_counts_each_pairs_difference_and_norm_or_its_matrix_product(rows):
+    """torch.cdist with p = 2 on inputs of at most 25 rows takes each pair's difference and
+    its norm (1 + 2 per term of the sum, a root per distance); beyond 25 rows, the matrix
+    product |a|^2 - 2 a.b + |b|^2 (PyTorch's _euclidean_dist: the squares and sums of both
+    inputs, -2 a, a product over m + 2 columns, a clamp and a root per distance)."""
+    (r1, r2), m, batch = rows, 3, 2
+    report = archprof.analyze(_Called(torch.cdist), inputs=[(r1, m), (r2, m)], batch=batch)
+    assert report.totals.not_counted == {}
+    distances = batch * r1 * r2
+    if max(r1, r2) <= 25:
+        assert (report.totals.macs, report.totals.elementwise_flops) == (0, 3 * distances * m + distances)
+    else:
+        assert report.totals.macs == distances * (m + 2)
+        assert report.totals.elementwise_flops == 3 * batch * r1 * m + 2 * batch * r2 * m + 2 * distances
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_an_embedding_bag_reduces_the_rows_it_looks_up(mode):
+    """A bag is a reduction over the rows its indices look up: a sum or a mean one FLOP per
+    element looked up, a maximum one comparison per element beyond each bag's first; weights
+    per index (sum only) one multiply more per element."""
+    bags, per_bag, dim = 3, 4, 5
+    bag = nn.EmbeddingBag(10, dim, mode=mode)
+    totals = archprof.analyze(bag, inputs=["4:int64"], batch=bags).totals
+    assert totals.not_counted == {}
+    looked_up = bags * per_bag * dim
+    assert totals.elementwise_flops == looked_up - (bags * dim if mode == "max" else 0)
+    assert totals.activation_bytes == bag(torch.zeros(bags, per_bag, dtype=torch.long)).nbytes
+
+
+def test_an_embedding_bag_weighted_per_index_multiplies_each_row():
+    bag = nn.EmbeddingBag(10, 5, mode="sum")
+    model = _Called(lambda ids, weights: bag(ids, per_sample_weights=weights), bag)
+    totals = archprof.analyze(model, inputs=["4:int64", (4,)], batch=3).totals
+    assert totals.not_counted == {}
+    assert totals.elementwise_flops == 2 * 3 * 4 * 5

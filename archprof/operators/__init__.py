@@ -127,7 +127,7 @@ _add(
 )
 _add(Family.POINTWISE, "clamp clamp_min", shape=shapes.bounded_shape)
 _add(Family.POINTWISE, "add sub mul div", shape=shapes.broadcast_shape)
-_add(Family.POINTWISE, "floor_divide glu")
+_add(Family.POINTWISE, "floor_divide glu polar")
 _add(Family.POINTWISE, "addr", costs.addr_cost)
 # Not tagged pointwise by PyTorch, pointwise all the same; dropout in training multiplies
 # by a mask (and scales), the mask its second output.
@@ -139,15 +139,18 @@ _add(Family.POINTWISE, "_prelu_kernel rrelu_with_noise log_sigmoid_forward nativ
 _add(
     Family.DATA_MOVEMENT,
     "view _unsafe_view _reshape_alias t transpose permute expand squeeze unsqueeze alias detach slice select"
-    " split split_with_sizes unsafe_split unsafe_split_with_sizes unbind as_strided unfold diagonal",
+    " split split_with_sizes unsafe_split unsafe_split_with_sizes unbind as_strided unfold diagonal"
+    " view_as_real view_as_complex _conj _neg_view",
 )
 _add(Family.DATA_MOVEMENT, "cat", shape=shapes.cat_shape)
 # copies, indexing and padding
 _add(
     Family.DATA_MOVEMENT,
     "clone _to_copy copy lift_fresh lift_fresh_copy stack repeat flip index index_select gather scatter embedding"
-    " constant_pad_nd reflection_pad1d replication_pad1d im2col max_unpool2d max_unpool3d triu tril",
+    " constant_pad_nd reflection_pad1d replication_pad1d im2col max_unpool2d max_unpool3d triu tril complex",
 )
+# nn.EmbeddingBag: a lookup, as an embedding is, and the rows looked up reduced per bag.
+_add(Family.DATA_MOVEMENT, "_embedding_bag _embedding_bag_forward_only", costs.embedding_bag_cost)
 # Copies a CPU writes channels last wherever the input suggests it (its kernels size the
 # output in the input's suggested memory format), which their meta kernels do not: a
 # ConvNeXt-style channels-last map stays channels last through them.
@@ -180,13 +183,17 @@ _add(
     Family.CREATION,
     "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like fill zero scalar_tensor"
     " arange linspace eye new_empty new_empty_strided new_zeros new_ones new_full"
-    " rand randn randint randperm rand_like randn_like randint_like bernoulli uniform normal random",
+    " rand randn randint randperm rand_like randn_like randint_like bernoulli uniform normal random"
+    " hann_window hamming_window blackman_window bartlett_window kaiser_window",
 )
 
 # --- windows: pooling and interpolation ---------------------------------------------------
 
 _add(Family.WINDOW, "max_pool2d_with_indices", costs.max_pool_cost(2), shapes.max_pool_shape(2))
 _add(Family.WINDOW, "max_pool3d_with_indices", costs.max_pool_cost(3), shapes.max_pool_shape(3))
+# windows of a fixed size at pseudo-random positions
+_add(Family.WINDOW, "fractional_max_pool2d", costs.max_pool_cost(2))
+_add(Family.WINDOW, "fractional_max_pool3d", costs.max_pool_cost(3))
 _add(Family.WINDOW, "avg_pool2d", costs.avg_pool_cost(2), shapes.avg_pool2d_shape)
 # avg_pool3d's kernel also refuses inputs smaller than the kernel: left to the meta kernel.
 _add(Family.WINDOW, "avg_pool3d", costs.avg_pool_cost(3))
@@ -293,6 +300,10 @@ _add(Family.MATRIX_PRODUCT, "mv", costs.mv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "addmv", costs.addmv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "dot vdot", costs.dot_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "_trilinear", costs.trilinear_cost)
+# torch.cdist, every row of one input against every row of the other: pair by pair, or for
+# p = 2 and more than 25 rows a matrix product (_euclidean_dist).
+_add(Family.MATRIX_PRODUCT, "_cdist_forward", costs.cdist_cost)
+_add(Family.MATRIX_PRODUCT, "_euclidean_dist", costs.euclidean_dist_cost)
 
 # --- backward -----------------------------------------------------------------------------
 # Run by the backward pass of a training trace (`Graph.backward_ops`); the passes split a

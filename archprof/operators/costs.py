@@ -227,6 +227,42 @@ def logsumexp_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     return Cost(elementwise_flops=2 * prod(x) + prod(out))
 
 
+def embedding_bag_cost(
+    weight: Shape,
+    indices: Shape,
+    offsets,
+    scale_grad_by_freq=False,
+    mode=0,
+    sparse=False,
+    per_sample_weights=None,
+    *args,
+    out: Shape,
+    **kwargs,
+) -> Cost:
+    """nn.EmbeddingBag: each bag reduces the rows its indices look up, a sum or a mean (mode 0,
+    1) one FLOP per element looked up, a maximum (mode 2) one comparison per element beyond
+    each bag's first; weights per index (sum only) multiply each element, 1 more."""
+    looked_up = prod(indices) * weight[-1]
+    reduced = looked_up - prod(out) if mode == 2 else looked_up
+    return Cost(elementwise_flops=reduced + (looked_up if per_sample_weights is not None else 0))
+
+
+def cdist_cost(x1: Shape, x2: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """3 FLOPs per term of each distance's sum and 1 per distance: torch.cdist pair by pair,
+    per term a difference (1) and the p-norm's power and accumulation (2), then its root."""
+    distances = prod(out)
+    return Cost(elementwise_flops=3 * distances * x1[-1] + distances)
+
+
+def euclidean_dist_cost(x1: Shape, x2: Shape, *, out: Shape) -> Cost:
+    """MACs = B * r1 * r2 * (m + 2) for [B, r1, m] against [B, r2, m]: torch.cdist with p = 2
+    as PyTorch's _euclidean_dist computes it, [-2 a, |a|^2, 1] times [b, 1, |b|^2]^T; and
+    elementwise, the squares and their sums 2 per element of both inputs, -2 a 1 per
+    element of a, a clamp at zero and a root per distance."""
+    distances = prod(out)
+    return Cost(macs=distances * (x1[-1] + 2), elementwise_flops=3 * prod(x1) + 2 * prod(x2) + 2 * distances)
+
+
 # --- Pooling and interpolation ------------------------------------------------------------
 
 

@@ -82,6 +82,8 @@ _WINDOWED = {
     "aten.max_pool3d_with_indices": 3,
     "aten.avg_pool2d": 2,
     "aten.avg_pool3d": 3,
+    "aten.fractional_max_pool2d": 2,
+    "aten.fractional_max_pool3d": 3,
 }
 
 
