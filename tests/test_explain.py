@@ -385,3 +385,47 @@ def test_a_container_whose_rows_are_apart_names_them():
     mine = [i + 1 for i, layer in enumerate(layers) if layer.startswith("block.")]
     assert mine == [1, 3] and layers[1] == "between"
     assert report.explain("block").splitlines()[0] == "block (Sequential), a container of rows 1, 3"
+
+
+class _BorrowedWeights(nn.Module):
+    """Functional layers whose weights are not their own: another layer's parameters, a
+    buffer, a weight computed in the forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.other = nn.Conv2d(3, 3, 3, padding=1)
+        self.register_buffer("kernel", torch.ones(3, 3, 3, 3))
+        self.proj = nn.Linear(4, 4)
+        self.register_buffer("mixing", torch.ones(4, 4))
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = nn.functional.conv2d(x, self.conv.weight, self.other.bias, padding=1)  # the weight is row 1's
+        x = nn.functional.conv2d(x, self.kernel, padding=1)  # a buffer
+        x = self.proj(x)
+        x = nn.functional.linear(x, self.mixing)  # a buffer
+        return nn.functional.linear(x, self.proj.weight * 2, self.proj.bias)  # computed; the bias is proj's
+
+
+def test_weights_a_layer_does_not_own_are_not_its_parameters():
+    """The summary counts a parameter on the first row that reads it and a buffer never:
+    explain called every convolution's or linear layer's weight its parameters (81 + 3 for
+    the first functional convolution, whose row counts 3)."""
+    model = _BorrowedWeights()
+    report = archprof.analyze(model, input_size=(3, 4, 4), batch=2)
+    functional = [i for i, layer in enumerate(report.columns["layer"]) if layer == ""]
+    # What each functional row reads first: other's bias; then nothing (proj read its own weight and bias)
+    first_reads = [model.other.bias.numel(), 0]
+    assert [report.columns["param_count"][i] for i in functional] == first_reads
+    texts = [report.explain(f"#{index + 1}") for index in functional]
+    for index, text in zip(functional, texts, strict=True):
+        sections = [figures for title, figures in _blocks(text).items() if title.startswith("aten.")]
+        own = sum(_number(figures.get("parameters", "0")) for figures in sections)
+        assert own == report.columns["param_count"][index], text
+    convolutions, products = texts
+    assert "  parameters = bias = 3\n" in convolutions
+    assert "weights: the parameter conv.weight, counted on row 1 (conv), the first to use it" in convolutions
+    assert "weights: the buffer kernel, model state counted in buffer bytes, not a parameter" in convolutions
+    assert "weights: the buffer mixing, model state counted in buffer bytes, not a parameter" in products
+    assert "bias: the parameter proj.bias, counted on row 3 (proj), the first to use it" in products
