@@ -16,7 +16,7 @@ from archprof.operators import Family, operator_named
 from archprof.operators.costs import FREE, expand
 from archprof.operators.shapes import conv_output_size, pool_output_size, transposed_conv_output_size
 from archprof.passes.flops import op_cost
-from archprof.passes.fold_bn import BATCH_NORMS
+from archprof.passes.fold_bn import BATCH_NORMS, runs_instance_norm
 from archprof.passes.layers import LayerGroup
 from archprof.passes.receptive_field import FieldMark, receptive_field_columns
 from archprof.text import dims_text
@@ -235,7 +235,7 @@ def _own_parameters(
             continue
         note = sources.not_counted_here(op, name, tensor)
         if note is None:
-            own.append((name, tensor.numel))
+            own.append((name, sources.origin(tensor).numel))
         else:
             notes.append(note)
     return own, tuple(notes)
@@ -255,11 +255,13 @@ def _layer_parameters(op: OpNode, sources: Sources, weight: TensorMeta, bias: An
 
 def _batch_norm(op: OpNode, sources: Sources) -> Section:
     x = op.args[0]
-    channels = x.shape[1]
+    sample = _instance_norm_input(op, sources)
+    shape = sample.shape if sample is not None else x.shape  # an InstanceNorm's: N x C x ...
+    channels = shape[1]
     cost = op_cost(op)
     per_element = cost.elementwise_flops // x.numel if x.numel else 0
     state = [t for t in op.args[1:5] if isinstance(t, TensorMeta)]
-    statistics = sum(t.numel for t in op.args[3:5] if isinstance(t, TensorMeta))
+    statistics = sum(sources.origin(t).numel for t in op.args[3:5] if isinstance(t, TensorMeta))
     why = "scale and shift" if per_element == 2 else "mean 1, variance 2, normalise and affine 2"
     parameters, notes = _norm_parameters(op, sources, channels)
     steps = [
@@ -273,14 +275,24 @@ def _batch_norm(op: OpNode, sources: Sources) -> Section:
         Step(
             "elementwise FLOPs",
             f"{per_element} ({why}) · numel",
-            f"{per_element} · {product_text(x.shape)}",
+            f"{per_element} · {product_text(shape)}",
             cost.elementwise_flops,
         ),
     ]
     if not state:
         notes += ("computed scale and statistics",)
-    mode = "inference: a fixed per-channel affine map" if per_element == 2 else "computing its batch statistics"
-    return Section(f"{op.op}: BatchNorm over {channels} channels, {mode}", tuple(steps), notes)
+    inference = per_element == 2
+    if sample is None:
+        mode = "inference: a fixed per-channel affine map" if inference else "computing its batch statistics"
+        return Section(f"{op.op}: BatchNorm over {channels} channels, {mode}", tuple(steps), notes)
+    mode = "inference: a fixed per-channel affine map" if inference else "computing each sample's own statistics"
+    repeated = ", its scale, shift and statistics repeated N times" if state else ""
+    notes += (
+        f"run as a batch norm over its input reshaped to {shape_text(x.shape)}: N · C = {shape[0]} · {channels}"
+        f" channels of one sample{repeated}",
+    )
+    title = f"{op.op}: InstanceNorm over {channels} channels of each of {shape[0]} samples, {mode}"
+    return Section(title, tuple(steps), notes)
 
 
 def _norm_parameters(op: OpNode, sources: Sources, channels: int) -> tuple[Step, tuple[str, ...]]:
@@ -292,6 +304,23 @@ def _norm_parameters(op: OpNode, sources: Sources, channels: int) -> tuple[Step,
     count = f"{len(own)}C" if len(own) > 1 else "C"
     worked = f"{len(own)} · {channels}" if len(own) > 1 else str(channels)
     return Step("parameters", f"{count} ({names})", worked, sum(size for _, size in own)), notes
+
+
+_RESHAPES = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape"})
+
+
+def _instance_norm_input(op: OpNode, sources: Sources) -> TensorMeta | None:
+    """The N x C x ... input of the InstanceNorm a batch norm runs (aten's instance_norm
+    reshapes it to 1 x (N·C) x ..., one sample of N·C channels), or None for a batch norm:
+    at N = 1 the reshape changes nothing, and only the module called says which it is."""
+    x = op.args[0]
+    reshape = sources.made_by.get(x.id)
+    if reshape is None or reshape.op not in _RESHAPES:
+        return None
+    sample = reshape.inputs[0]
+    if len(sample.shape) != len(x.shape) or x.shape != (1, sample.shape[0] * sample.shape[1], *sample.shape[2:]):
+        return None
+    return sample if sample.shape[0] > 1 or runs_instance_norm(op) else None
 
 
 def _pool(op: OpNode, fields: Fields) -> Section:
