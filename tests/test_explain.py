@@ -481,3 +481,29 @@ def test_weights_a_layer_does_not_own_are_not_its_parameters():
     assert "weights: the buffer kernel, model state counted in buffer bytes, not a parameter" in convolutions
     assert "weights: the buffer mixing, model state counted in buffer bytes, not a parameter" in products
     assert "bias: the parameter proj.bias, counted on row 3 (proj), the first to use it" in products
+
+
+class _FoldedBatch(nn.Module):
+    """A BatchNorm1d(6) run on 2 x 3 x L folded into 1 x 6 x L: a batch norm by the module called."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(6)
+
+    def forward(self, x):
+        return self.norm(x.reshape(1, 6, -1))
+
+
+def test_a_batch_norm_module_on_a_folded_batch_stays_a_batch_norm():
+    report = archprof.analyze(_FoldedBatch(), input_size=(3, 5), batch=2)
+    title, figures = _norm_section(report.explain("norm"))
+    assert "BatchNorm over 6 channels" in title
+    assert (
+        _number(figures["parameters"]) == 2 * 6 == report.columns["param_count"][report.columns["layer"].index("norm")]
+    )
+
+
+def test_pooling_titles_take_their_article():
+    report = archprof.analyze(nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(2)), input_size=(1, 8, 8))
+    assert ": a max-pool of 1x1x8x8;" in report.explain("0")
+    assert ": an average-pool of 1x1x4x4;" in report.explain("1")  # it read "a average-pool"

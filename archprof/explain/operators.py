@@ -311,8 +311,11 @@ _RESHAPES = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape"})
 
 def _instance_norm_input(op: OpNode, sources: Sources) -> TensorMeta | None:
     """The N x C x ... input of the InstanceNorm a batch norm runs (aten's instance_norm
-    reshapes it to 1 x (N·C) x ..., one sample of N·C channels), or None for a batch norm:
-    at N = 1 the reshape changes nothing, and only the module called says which it is."""
+    reshapes it to 1 x (N·C) x ..., one sample of N·C channels), or None for a batch norm.
+    The module called says which it is; a functional one is an InstanceNorm where the
+    reshape folds a batch of N > 1 into channels (at N = 1 it changes nothing)."""
+    if "BatchNorm" in op.module.type:
+        return None
     x = op.args[0]
     reshape = sources.made_by.get(x.id)
     if reshape is None or reshape.op not in _RESHAPES:
@@ -372,9 +375,9 @@ def _pool(op: OpNode, fields: Fields) -> Section:
             )
         )
     steps += _window_field(fields, op, x, kernel, stride, padding, dilation)
-    kind = "max-pool" if maximum else "average-pool"
+    kind = "a max-pool" if maximum else "an average-pool"
     setting = f"kernel {shape_text(kernel)}, stride {shape_text(stride)}, padding {shape_text(padding)}"
-    return Section(f"{op.op}: a {kind} of {shape_text(x.shape)}; {setting}", tuple(steps))
+    return Section(f"{op.op}: {kind} of {shape_text(x.shape)}; {setting}", tuple(steps))
 
 
 def _cat(op: OpNode, fields: Fields) -> Section:
