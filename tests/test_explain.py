@@ -157,6 +157,8 @@ LAYER_TYPES = {
     "pooling 1d": (nn.Sequential(nn.Conv1d(2, 4, 3), nn.MaxPool1d(2), nn.AvgPool1d(2)), (2, 16)),
     # the last window would start in the right padding: torch drops it
     "ceil mode": (nn.Sequential(nn.MaxPool2d(2, stride=3, padding=1, ceil_mode=True)), (1, 4, 4)),
+    # aten runs it as a batch norm over its input reshaped to 1 x (N·C) x ...
+    "instance norm": (nn.Sequential(nn.Conv2d(2, 4, 3), nn.InstanceNorm2d(4, affine=True)), (2, 6, 6)),
 }
 
 
@@ -385,3 +387,123 @@ def test_a_container_whose_rows_are_apart_names_them():
     mine = [i + 1 for i, layer in enumerate(layers) if layer.startswith("block.")]
     assert mine == [1, 3] and layers[1] == "between"
     assert report.explain("block").splitlines()[0] == "block (Sequential), a container of rows 1, 3"
+
+
+def _norm_section(text: str) -> tuple[str, dict[str, str]]:
+    return next(
+        (title, figures)
+        for title, figures in _blocks(text).items()
+        if title.startswith("aten.") and "batch_norm" in title
+    )
+
+
+@pytest.mark.parametrize(
+    ("affine", "running_statistics", "per_element"),
+    [(True, False, 5), (False, False, 5), (True, True, 2)],  # formulas.md: statistics 5, a fixed affine map 2
+)
+def test_an_instance_norm_is_explained_per_sample_and_channel(affine, running_statistics, per_element):
+    """aten runs an InstanceNorm as a batch norm over its input reshaped to 1 x (N·C) x ...:
+    explain called it a BatchNorm over N·C = 6 channels with 2 · 6 parameters, where the
+    module has C = 3 channels and 2 · 3 parameters (the summary row's count)."""
+    norm = nn.InstanceNorm2d(3, affine=affine, track_running_stats=running_statistics).eval()
+    report = archprof.analyze(nn.Sequential(norm), input_size=(3, 5, 5), batch=2)
+    title, figures = _norm_section(report.explain("0"))
+    assert "InstanceNorm over 3 channels of each of 2 samples" in title
+    assert "BatchNorm" not in title
+    assert (
+        _number(figures["parameters"]) == sum(p.numel() for p in norm.parameters()) == report.columns["param_count"][0]
+    )
+    statistics = sum(b.numel() for name, b in norm.named_buffers() if name.startswith("running_"))
+    assert _number(figures["running statistics (buffers)"]) == statistics
+    numel = norm(torch.zeros(2, 3, 5, 5)).numel()
+    assert _number(figures["elementwise FLOPs"]) == per_element * numel == report.columns["elementwise_flops"][0]
+    assert f"{per_element} · 2·3·5·5 = " in report.explain("0")  # numel of the module's own input, not 1·6·5·5
+
+
+class _FunctionalInstanceNorm(nn.Module):
+    def forward(self, x):
+        return nn.functional.instance_norm(x)
+
+
+def test_a_functional_instance_norm_is_one_too():
+    report = archprof.analyze(_FunctionalInstanceNorm(), input_size=(4, 6), batch=3)
+    title, figures = _norm_section(report.explain("(model)"))
+    assert "InstanceNorm over 4 channels of each of 3 samples" in title
+    assert figures["parameters"] == "0"
+
+
+def test_a_batch_norm_at_batch_one_stays_a_batch_norm():
+    report = archprof.analyze(nn.Sequential(nn.BatchNorm2d(3).eval()), input_size=(3, 5, 5), batch=1)
+    title, figures = _norm_section(report.explain("0"))
+    assert "BatchNorm over 3 channels" in title
+    assert _number(figures["parameters"]) == 6
+
+
+class _BorrowedWeights(nn.Module):
+    """Functional layers whose weights are not their own: another layer's parameters, a
+    buffer, a weight computed in the forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.other = nn.Conv2d(3, 3, 3, padding=1)
+        self.register_buffer("kernel", torch.ones(3, 3, 3, 3))
+        self.proj = nn.Linear(4, 4)
+        self.register_buffer("mixing", torch.ones(4, 4))
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = nn.functional.conv2d(x, self.conv.weight, self.other.bias, padding=1)  # the weight is row 1's
+        x = nn.functional.conv2d(x, self.kernel, padding=1)  # a buffer
+        x = self.proj(x)
+        x = nn.functional.linear(x, self.mixing)  # a buffer
+        return nn.functional.linear(x, self.proj.weight * 2, self.proj.bias)  # computed; the bias is proj's
+
+
+def test_weights_a_layer_does_not_own_are_not_its_parameters():
+    """The summary counts a parameter on the first row that reads it and a buffer never:
+    explain called every convolution's or linear layer's weight its parameters (81 + 3 for
+    the first functional convolution, whose row counts 3)."""
+    model = _BorrowedWeights()
+    report = archprof.analyze(model, input_size=(3, 4, 4), batch=2)
+    functional = [i for i, layer in enumerate(report.columns["layer"]) if layer == ""]
+    # What each functional row reads first: other's bias; then nothing (proj read its own weight and bias)
+    first_reads = [model.other.bias.numel(), 0]
+    assert [report.columns["param_count"][i] for i in functional] == first_reads
+    texts = [report.explain(f"#{index + 1}") for index in functional]
+    for index, text in zip(functional, texts, strict=True):
+        sections = [figures for title, figures in _blocks(text).items() if title.startswith("aten.")]
+        own = sum(_number(figures.get("parameters", "0")) for figures in sections)
+        assert own == report.columns["param_count"][index], text
+    convolutions, products = texts
+    assert "  parameters = bias = 3\n" in convolutions
+    assert "weights: the parameter conv.weight, counted on row 1 (conv), the first to use it" in convolutions
+    assert "weights: the buffer kernel, model state counted in buffer bytes, not a parameter" in convolutions
+    assert "weights: the buffer mixing, model state counted in buffer bytes, not a parameter" in products
+    assert "bias: the parameter proj.bias, counted on row 3 (proj), the first to use it" in products
+
+
+class _FoldedBatch(nn.Module):
+    """A BatchNorm1d(6) run on 2 x 3 x L folded into 1 x 6 x L: a batch norm by the module called."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(6)
+
+    def forward(self, x):
+        return self.norm(x.reshape(1, 6, -1))
+
+
+def test_a_batch_norm_module_on_a_folded_batch_stays_a_batch_norm():
+    report = archprof.analyze(_FoldedBatch(), input_size=(3, 5), batch=2)
+    title, figures = _norm_section(report.explain("norm"))
+    assert "BatchNorm over 6 channels" in title
+    assert (
+        _number(figures["parameters"]) == 2 * 6 == report.columns["param_count"][report.columns["layer"].index("norm")]
+    )
+
+
+def test_pooling_titles_take_their_article():
+    report = archprof.analyze(nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(2)), input_size=(1, 8, 8))
+    assert ": a max-pool of 1x1x8x8;" in report.explain("0")
+    assert ": an average-pool of 1x1x4x4;" in report.explain("1")  # it read "a average-pool"

@@ -21,10 +21,16 @@ from typing import Any
 
 from archprof.errors import ArchprofError
 from archprof.explain.document import Explanation, Section, Step
-from archprof.explain.operators import field_cells, field_note, kernel_and_stride, operator_section, product_text
+from archprof.explain.operators import (
+    Sources,
+    field_cells,
+    field_note,
+    kernel_and_stride,
+    operator_section,
+    product_text,
+)
 from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers
-from archprof.passes.memory import model_state_storages
 from archprof.passes.params import parameter_columns
 from archprof.text import dims_text, layer_label, visible_text
 from archprof.units import shape_text
@@ -72,13 +78,18 @@ class _Context:
         self.labels = [layer_label(g.path, g.call) for g in groups]
         self.params = parameter_columns(graph, groups)
         self.fields = field_cells(graph)
-        self.state = model_state_storages(graph)
         self.parameter_row: dict[str, int] = {}  # parameter name -> the row that counts it
         for index, group in enumerate(groups):
             for op in group.ops:
                 for tensor in op.inputs:
                     if tensor.kind == "parameter":
                         self.parameter_row.setdefault(tensor.name, index)
+        self.sources = Sources(
+            made_by={t.id: op for op in graph.ops for t in op.outputs},
+            row_of={op.index: index for index, group in enumerate(groups) for op in group.ops},
+            counted_on=self.parameter_row,
+            labels=self.labels,
+        )
 
     # -- finding the layer -----------------------------------------------------------------
 
@@ -124,7 +135,7 @@ class _Context:
                 sections.append(Section(f"row {index + 1}: {self._operators(group)}"))
             free = []
             for op in group.ops:
-                explained = operator_section(op, self.fields, self.state)
+                explained = operator_section(op, self.fields, self.sources)
                 if explained is None:
                     free.append(op.op)
                 else:
@@ -225,7 +236,7 @@ class _Context:
         sections = [Section("totals: the sum of its children and its own operations", tuple(steps), tuple(notes))]
         for index in own:
             for op in self.groups[index].ops:
-                explained = operator_section(op, self.fields, self.state)
+                explained = operator_section(op, self.fields, self.sources)
                 if explained is not None:
                     sections.append(explained)
         return Explanation(f"{path} ({module_type}), a container of rows {_row_runs(inside)}", tuple(sections))

@@ -16,7 +16,7 @@ from archprof.operators import Family, operator_named
 from archprof.operators.costs import FREE, expand
 from archprof.operators.shapes import conv_output_size, pool_output_size, transposed_conv_output_size
 from archprof.passes.flops import op_cost
-from archprof.passes.fold_bn import BATCH_NORMS
+from archprof.passes.fold_bn import BATCH_NORMS, runs_instance_norm
 from archprof.passes.layers import LayerGroup
 from archprof.passes.receptive_field import FieldMark, receptive_field_columns
 from archprof.text import dims_text
@@ -67,15 +67,48 @@ def field_note(fields: Fields, tensor: TensorMeta | None) -> str:
     return f"field {dims_text(cells.field)}, jump {dims_text(cells.stride)}, start {dims_text(cells.start)}"
 
 
-def operator_section(op: OpNode, fields: Fields, state: set[int]) -> Section | None:
-    """The operator's own formulas, or None for a free one (data movement, creation);
-    `state`: the storages of the model's parameters and buffers (`model_state_storages`)."""
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """Where the tensors an operator reads come from, for the words on its weights: the op
+    that made each tensor, the row of each op, and the row whose parameter count holds each
+    parameter (the first row that reads it, as the parameters pass counts)."""
+
+    made_by: dict[int, OpNode]  # TensorMeta.id -> the op that wrote it
+    row_of: dict[int, int]  # OpNode.index -> its row
+    counted_on: dict[str, int]  # parameter name -> the row that counts it
+    labels: Sequence[str]  # the rows' labels
+
+    def origin(self, tensor: TensorMeta) -> TensorMeta:
+        """The tensor `tensor` was read from: back through views, copies and repeats (free
+        operators of one tensor) to a parameter, a buffer or the output of a computation."""
+        while (maker := self.made_by.get(tensor.id)) is not None and len(maker.inputs) == 1 and _free(maker):
+            tensor = maker.inputs[0]
+        return tensor
+
+    def not_counted_here(self, op: OpNode, name: str, tensor: TensorMeta) -> str | None:
+        """None where `tensor` is a parameter that `op`'s row counts; else why its `name`
+        (weights, bias, scale) is not among the row's parameters."""
+        source = self.origin(tensor)
+        if source.kind == "parameter":
+            row = self.counted_on[source.name]
+            if row == self.row_of[op.index]:
+                return None
+            label = self.labels[row]
+            return f"{name}: the parameter {source.name}, counted on row {row + 1} ({label}), the first to use it"
+        if source.kind == "buffer":
+            return f"{name}: the buffer {source.name}, model state counted in buffer bytes, not a parameter"
+        made = "an input of the model" if source.kind == "input" else "computed in the forward pass"
+        return f"{name}: {made}, not a parameter"
+
+
+def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | None:
+    """The operator's own formulas, or None for a free one (data movement, creation)."""
     if op.op in ("aten.convolution", "aten._convolution"):
-        return _convolution(op, fields)
+        return _convolution(op, fields, sources)
     if op.op in ("aten.addmm", "aten.mm", "aten._addmm_activation"):
-        return _matrix_product(op, state)
+        return _matrix_product(op, sources)
     if op.op in BATCH_NORMS:
-        return _batch_norm(op, fields)
+        return _batch_norm(op, sources)
     if op.op in (
         "aten.max_pool2d_with_indices",
         "aten.max_pool3d_with_indices",
@@ -88,7 +121,7 @@ def operator_section(op: OpNode, fields: Fields, state: set[int]) -> Section | N
     return _by_catalogue(op, fields)
 
 
-def _convolution(op: OpNode, fields: Fields) -> Section:
+def _convolution(op: OpNode, fields: Fields, sources: Sources) -> Section:
     x, w, bias = op.args[0], op.args[1], op.args[2]
     stride, padding, dilation, transposed, output_padding, groups = op.args[3:9]
     dims = len(w.shape) - 2
@@ -133,7 +166,8 @@ def _convolution(op: OpNode, fields: Fields) -> Section:
     steps.append(Step("weights", weight_formula, weight_worked, w.numel))
     bias_count = bias.numel if isinstance(bias, TensorMeta) else 0
     steps.append(Step("bias", "C_out" if bias_count else "none", "", bias_count))
-    steps.append(Step("parameters", "weights + bias", f"{w.numel:,} + {bias_count:,}", w.numel + bias_count))
+    parameters, notes = _layer_parameters(op, sources, w, bias)
+    steps.append(parameters)
     macs = op_cost(op).macs
     if transposed:
         in_letters = " · ".join(f"{n}_in" for n in names)
@@ -151,26 +185,29 @@ def _convolution(op: OpNode, fields: Fields) -> Section:
         f" groups {groups}"
     )
     steps += _window_field(fields, op, x, kernel, stride, padding, dilation)
-    return Section(f"{op.op}: a {kind}; {setting}", tuple(steps))
+    return Section(f"{op.op}: a {kind}; {setting}", tuple(steps), notes)
 
 
-def _matrix_product(op: OpNode, state: set[int]) -> Section:
-    """A linear layer where the second operand is a weight (a view of a parameter's storage),
-    else a product of activations: no parameters of its own."""
+def _matrix_product(op: OpNode, sources: Sources) -> Section:
+    """A linear layer where the second operand is a weight (read from a parameter or a
+    buffer), else a product of activations: no weights."""
     has_bias = op.op != "aten.mm"
     bias = op.args[0] if has_bias else None
     a, b = op.args[1:3] if has_bias else op.args[0:2]
     n, k, m = a.shape[0], a.shape[1], b.shape[1]
     cost = op_cost(op)
     steps = [Step("output shape", "rows x out", f"{n} x {m}", tuple(op.outputs[0].shape))]
-    bias_count = bias.numel if isinstance(bias, TensorMeta) and bias.storage in state else 0
-    if b.storage in state:
+    bias_count = bias.numel if isinstance(bias, TensorMeta) else 0
+    if sources.origin(b).kind in ("parameter", "buffer"):
         title = f"{op.op}: a matrix product [{n}, {k}] @ [{k}, {m}], a linear layer {k} -> {m} over {n} row(s)"
         steps.append(Step("weights", "in · out", f"{k} · {m}", k * m))
         steps.append(Step("bias", "out" if bias_count else "none", "", bias_count))
-        steps.append(Step("parameters", "weights + bias", f"{k * m:,} + {bias_count:,}", k * m + bias_count))
+        parameters, notes = _layer_parameters(op, sources, b, bias)
+        steps.append(parameters)
     else:
         title = f"{op.op}: a matrix product [{n}, {k}] @ [{k}, {m}] of activations (no weights)"
+        own, notes = _own_parameters(op, sources, (("bias", bias),))
+        steps += [Step("parameters", "bias", f"{size:,}", size) for _, size in own]
     steps.append(Step("MACs", "rows · in · out", f"{n} · {k} · {m}", cost.macs))
     steps.append(Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs))
     if cost.elementwise_flops:
@@ -182,26 +219,53 @@ def _matrix_product(op: OpNode, state: set[int]) -> Section:
                 cost.elementwise_flops,
             )
         )
-    notes = ("the bias addition is not counted, as in PyTorch's FlopCounterMode",) if bias_count else ()
+    if bias_count:
+        notes += ("the bias addition is not counted, as in PyTorch's FlopCounterMode",)
     return Section(title, tuple(steps), notes)
 
 
-def _batch_norm(op: OpNode, fields: Fields) -> Section:
+def _own_parameters(
+    op: OpNode, sources: Sources, operands: Sequence[tuple[str, Any]]
+) -> tuple[list[tuple[str, int]], tuple[str, ...]]:
+    """Of a layer's weight operands (a name, the argument: a tensor or None), those its row
+    counts as parameters (the name, the parameter's size), and why each other one is not."""
+    own, notes = [], []
+    for name, tensor in operands:
+        if not isinstance(tensor, TensorMeta):
+            continue
+        note = sources.not_counted_here(op, name, tensor)
+        if note is None:
+            own.append((name, sources.origin(tensor).numel))
+        else:
+            notes.append(note)
+    return own, tuple(notes)
+
+
+def _layer_parameters(op: OpNode, sources: Sources, weight: TensorMeta, bias: Any) -> tuple[Step, tuple[str, ...]]:
+    """`parameters = weights + bias` of a convolution or a linear layer, of the operands its
+    row counts as parameters (a missing bias adds 0), and why each other one is not."""
+    own, notes = _own_parameters(op, sources, (("weights", weight), ("bias", bias)))
+    if not isinstance(bias, TensorMeta):
+        own.append(("bias", 0))
+    if notes and not any(size for _, size in own):
+        return Step("parameters", "none counted on this row", "", 0), notes
+    names, sizes = " + ".join(name for name, _ in own), " + ".join(f"{size:,}" for _, size in own)
+    return Step("parameters", names, sizes, sum(size for _, size in own)), notes
+
+
+def _batch_norm(op: OpNode, sources: Sources) -> Section:
     x = op.args[0]
-    channels = x.shape[1]
+    sample = _instance_norm_input(op, sources)
+    shape = sample.shape if sample is not None else x.shape  # an InstanceNorm's: N x C x ...
+    channels = shape[1]
     cost = op_cost(op)
     per_element = cost.elementwise_flops // x.numel if x.numel else 0
     state = [t for t in op.args[1:5] if isinstance(t, TensorMeta)]
-    scale_shift = sum(t.numel for t in op.args[1:3] if isinstance(t, TensorMeta))
-    statistics = sum(t.numel for t in op.args[3:5] if isinstance(t, TensorMeta))
+    statistics = sum(sources.origin(t).numel for t in op.args[3:5] if isinstance(t, TensorMeta))
     why = "scale and shift" if per_element == 2 else "mean 1, variance 2, normalise and affine 2"
+    parameters, notes = _norm_parameters(op, sources, channels)
     steps = [
-        Step(
-            "parameters",
-            "2C (scale and shift)" if scale_shift else "none (affine=False)",
-            f"2 · {channels}" if scale_shift else "",
-            scale_shift,
-        ),
+        parameters,
         Step(
             "running statistics (buffers)",
             "2C (mean and variance)" if statistics else "none",
@@ -211,13 +275,55 @@ def _batch_norm(op: OpNode, fields: Fields) -> Section:
         Step(
             "elementwise FLOPs",
             f"{per_element} ({why}) · numel",
-            f"{per_element} · {product_text(x.shape)}",
+            f"{per_element} · {product_text(shape)}",
             cost.elementwise_flops,
         ),
     ]
-    mode = "inference: a fixed per-channel affine map" if per_element == 2 else "computing its batch statistics"
-    notes = () if state else ("computed scale and statistics",)
-    return Section(f"{op.op}: BatchNorm over {channels} channels, {mode}", tuple(steps), notes)
+    if not state:
+        notes += ("computed scale and statistics",)
+    inference = per_element == 2
+    if sample is None:
+        mode = "inference: a fixed per-channel affine map" if inference else "computing its batch statistics"
+        return Section(f"{op.op}: BatchNorm over {channels} channels, {mode}", tuple(steps), notes)
+    mode = "inference: a fixed per-channel affine map" if inference else "computing each sample's own statistics"
+    repeated = ", its scale, shift and statistics repeated N times" if state else ""
+    notes += (
+        f"run as a batch norm over its input reshaped to {shape_text(x.shape)}: N · C = {shape[0]} · {channels}"
+        f" channels of one sample{repeated}",
+    )
+    title = f"{op.op}: InstanceNorm over {channels} channels of each of {shape[0]} samples, {mode}"
+    return Section(title, tuple(steps), notes)
+
+
+def _norm_parameters(op: OpNode, sources: Sources, channels: int) -> tuple[Step, tuple[str, ...]]:
+    """A norm's parameters, `2C (scale and shift)`, of those its row counts as parameters."""
+    own, notes = _own_parameters(op, sources, (("scale", op.args[1]), ("shift", op.args[2])))
+    if not own:
+        return Step("parameters", "none counted on this row" if notes else "none (affine=False)", "", 0), notes
+    names = " and ".join(name for name, _ in own)
+    count = f"{len(own)}C" if len(own) > 1 else "C"
+    worked = f"{len(own)} · {channels}" if len(own) > 1 else str(channels)
+    return Step("parameters", f"{count} ({names})", worked, sum(size for _, size in own)), notes
+
+
+_RESHAPES = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape"})
+
+
+def _instance_norm_input(op: OpNode, sources: Sources) -> TensorMeta | None:
+    """The N x C x ... input of the InstanceNorm a batch norm runs (aten's instance_norm
+    reshapes it to 1 x (N·C) x ..., one sample of N·C channels), or None for a batch norm.
+    The module called says which it is; a functional one is an InstanceNorm where the
+    reshape folds a batch of N > 1 into channels (at N = 1 it changes nothing)."""
+    if "BatchNorm" in op.module.type:
+        return None
+    x = op.args[0]
+    reshape = sources.made_by.get(x.id)
+    if reshape is None or reshape.op not in _RESHAPES:
+        return None
+    sample = reshape.inputs[0]
+    if len(sample.shape) != len(x.shape) or x.shape != (1, sample.shape[0] * sample.shape[1], *sample.shape[2:]):
+        return None
+    return sample if sample.shape[0] > 1 or runs_instance_norm(op) else None
 
 
 def _pool(op: OpNode, fields: Fields) -> Section:
@@ -269,9 +375,9 @@ def _pool(op: OpNode, fields: Fields) -> Section:
             )
         )
     steps += _window_field(fields, op, x, kernel, stride, padding, dilation)
-    kind = "max-pool" if maximum else "average-pool"
+    kind = "a max-pool" if maximum else "an average-pool"
     setting = f"kernel {shape_text(kernel)}, stride {shape_text(stride)}, padding {shape_text(padding)}"
-    return Section(f"{op.op}: a {kind} of {shape_text(x.shape)}; {setting}", tuple(steps))
+    return Section(f"{op.op}: {kind} of {shape_text(x.shape)}; {setting}", tuple(steps))
 
 
 def _cat(op: OpNode, fields: Fields) -> Section:
@@ -295,7 +401,7 @@ def _by_catalogue(op: OpNode, fields: Fields) -> Section | None:
     if operator is None:
         return Section(f"{op.op}: not in the catalogue", notes=("not counted: archprof has no formula for it",))
     cost = op_cost(op)
-    if operator.family in (Family.DATA_MOVEMENT, Family.CREATION) and cost == FREE:
+    if _free(op):
         return None  # a scatter_add or an accumulating index_put moves data and adds: worked out below
     out = op.outputs[0].shape if op.outputs else ()
     steps = []
@@ -315,6 +421,12 @@ def _by_catalogue(op: OpNode, fields: Fields) -> Section | None:
     if operator.family is Family.POINTWISE:
         notes += _merge_note(fields, op)
     return Section(f"{op.op}: {what}", tuple(steps), tuple(notes))
+
+
+def _free(op: OpNode) -> bool:
+    """Whether the operator moves or makes data with no arithmetic (a view, a copy, a repeat)."""
+    operator = operator_named(op.op)
+    return operator is not None and operator.family in (Family.DATA_MOVEMENT, Family.CREATION) and op_cost(op) == FREE
 
 
 def _batched_product(op: OpNode) -> str:

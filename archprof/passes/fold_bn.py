@@ -63,8 +63,7 @@ class Folding:
 def fold_batch_norms(graph: Graph) -> tuple[Graph, Folding]:
     """The graph with every BatchNorm that can fold folded into the layer before it, and
     which norms folded and which stayed (with the reason)."""
-    # An InstanceNorm runs a batch norm over its input reshaped to one sample: no BatchNorm to fold.
-    norms = [op for op in graph.ops if op.op in BATCH_NORMS and not op.module.type.startswith("InstanceNorm")]
+    norms = [op for op in graph.ops if op.op in BATCH_NORMS and not runs_instance_norm(op)]
     if not norms:
         return graph, Folding((), ())
     producer = {t.id: op for op in graph.ops for t in op.outputs}
@@ -95,6 +94,12 @@ def fold_batch_norms(graph: Graph) -> tuple[Graph, Folding]:
         tuple(KeptNorm(norm.module.path, norm.module.call, reason) for norm, reason in sorted(kept, key=_op_index)),
     )
     return (_folded(graph, pairs, producer) if pairs else graph), folding
+
+
+def runs_instance_norm(op: OpNode) -> bool:
+    """Whether a batch norm is the one an InstanceNorm module runs, over its input reshaped to
+    one sample of N·C channels: no BatchNorm, nothing to fold."""
+    return op.module.type.startswith("InstanceNorm")
 
 
 def _op_index(item: tuple[OpNode, str]) -> int:
