@@ -156,7 +156,7 @@ def compare(
     of the real model with random weights, under `torch.no_grad()`. `training=True`
     analyses one training step of each model and adds `training_flops` (forward and
     backward, `Report.totals.training_flops`) and `training_peak_bytes` (the step's peak,
-    optimizer state included); `peak_memory_bytes` is then the forward's peak, what autograd
+    with plain SGD, which keeps no optimizer state); `peak_memory_bytes` is then the forward's peak, what autograd
     saved held. `fold_bn=True` compares the inference views,
     BatchNorms folded (as `analyze`); `profile=True` refuses it, as it times the models as
     they are.

@@ -206,6 +206,8 @@ def _traced_once(
             if training:  # the stand-ins still in place: checkpointing recomputes blocks on them
                 backward_ran = recorder.run_backward(output)
                 recorder.engine.given_gradients = _given_gradients(named, stand_ins)
+            # Before the caller's attributes are put back, which lets go of what the forward kept there.
+            kept = _kept_by_the_model(modules, recorder.still_alive(), output)
     except ArchprofError:
         raise
     except Exception as raised:  # the user's forward failed: say where and on what
@@ -244,7 +246,8 @@ def _traced_once(
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
         engine=recorder.engine if training else EngineNotes(),
-        released=recorder.releases(_kept_by_the_model(modules, recorder.still_alive(), output)),
+        released=recorder.releases(kept),
+        kept_by_the_model=kept,
     )
     if recorder.ignored_autocast is not None:
         _warn_autocast_ignored(*recorder.ignored_autocast)

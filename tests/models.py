@@ -1,5 +1,6 @@
 """Tiny models for the tests: each exercises one thing the engine must get right."""
 
+import warnings
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -699,3 +700,29 @@ class WithACustomFunctionOfAWeight(nn.Module):
 
     def forward(self, x):
         return self.head(F.linear(x, SwishFunction.apply(self.weight)))
+
+
+class KeepsItsMap(nn.Module):
+    """Keeps a map of its forward in an attribute (as a model keeps its attention maps to be
+    looked at), detached or with its graph: the model holds it from that forward on, through
+    the backward pass and the optimizer's update, until its next forward replaces it."""
+
+    def __init__(self, detached: bool = True) -> None:
+        super().__init__()
+        self.body, self.head = nn.Linear(64, 256), nn.Linear(256, 8)
+        self.detached = detached
+        self.kept = None
+
+    def forward(self, x):
+        y = torch.relu(self.body(x))
+        self.kept = y.detach() * 2 if self.detached else y * 2
+        return self.head(y)
+
+
+def weight_normed_layer() -> nn.Module:
+    """`nn.utils.weight_norm` (deprecated, still common in vocoders): a forward pre-hook sets
+    the layer's `weight` attribute to g * v / |v|, which the layer then keeps until its next
+    forward: a tensor of the weight's size that the backward pass reads and that outlives it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return nn.Sequential(nn.utils.weight_norm(nn.Linear(32, 64)), nn.ReLU(), nn.Linear(64, 4))

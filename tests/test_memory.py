@@ -471,6 +471,29 @@ def test_memory_command_prints_layers_and_the_breakdown():
     assert f"{peak:,} B" in result.stdout
 
 
+def test_the_breakdown_counts_the_optimizers_copies_whatever_the_parameters_size():
+    """The oracle: a real torch.optim.Adam's state after a step holds two tensors the size of
+    each parameter (its moments) and a step counter. Of four 1 x 1 linear layers (32 B of
+    gradients, 96 B of state with the counters) the breakdown said "3 copies", dividing the
+    state by the gradients."""
+    from rich.console import Console
+
+    from archprof.render.memory import memory_totals_table
+
+    def tiny():
+        return nn.Sequential(*(nn.Linear(1, 1) for _ in range(4)))
+
+    model = tiny()
+    adam = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 1)).sum().backward()
+    adam.step()
+    copies = {sum(v.shape == p.shape for v in adam.state[p].values()) for p in model.parameters()}
+    assert copies == {2}
+    console = Console(width=200, record=True)
+    console.print(memory_totals_table(archprof.analyze(tiny, input_size=(1,), training=True, optimizer="adam")))
+    assert "Optimizer state (adam: 2 copies)" in console.export_text()
+
+
 def test_memory_command_writes_every_format(tmp_path):
     document = json.loads(invoke("lenet5", "--train", "-f", "json").stdout)
     totals = document["totals"]

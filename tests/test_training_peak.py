@@ -36,6 +36,7 @@ from tests.models import (
     DividedByItsSum,
     GroupNormAfterAChannelsLastNorm,
     IgnoredPool,
+    KeepsItsMap,
     MishFunction,
     NormedTokensPooledAsAMap,
     NumbersFirst,
@@ -62,6 +63,7 @@ from tests.models import (
     WithACustomFunctionOfAWeight,
     WithAnIndexOutput,
     dropout_in_place_on_a_view,
+    weight_normed_layer,
 )
 from tests.test_memory_kernels import AttentionBlock
 
@@ -194,6 +196,25 @@ def test_adams_step_counters_take_the_default_dtype(optimizer, float64_by_defaul
     real = real_optimizer_step(model, x, optimizer)
     totals = archprof.analyze(model, input_size=(64,), batch=2, training=True, optimizer=optimizer).totals
     assert (totals.optimizer_state_bytes, totals.training_peak_bytes) == (real.state_bytes, real.peak_bytes)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize(
+    "build, shape",
+    [(KeepsItsMap, (16, 64)), (partial(KeepsItsMap, detached=False), (16, 64)), (weight_normed_layer, (4, 32))],
+    ids=["a detached map", "a map with its graph", "weight_norm's weight"],
+)
+def test_a_tensor_the_model_keeps_is_held_through_the_step(build, shape, optimizer):
+    """The oracle: a real CPU step with torch.optim (its second: what the first step's forward
+    kept is freed when the forward replaces it, a block the recording never saw allocated,
+    and so not counted). A tensor a module keeps in an attribute is held until its next
+    forward, past the backward pass and the update; freed at the end of the forward, or after
+    the backward node that read it last (weight_norm's weight), the step's peak was one such
+    tensor short: 16,384 B for the map (16 x 256 floats), 8,192 B for the weight (64 x 32)."""
+    model = build()
+    real = real_optimizer_step(model, torch.randn(*shape), optimizer)
+    totals = archprof.analyze(model, input_size=shape[1:], batch=shape[0], training=True, optimizer=optimizer).totals
+    assert totals.training_peak_bytes == real.peak_bytes
 
 
 @dataclass(frozen=True)

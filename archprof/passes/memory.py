@@ -403,7 +403,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       own, kept by the op's node until it has run (`EngineNotes.saved_numbers`);
     - the network inputs and outputs stay live to the end (the caller holds them), and so do the
       gradients of ones the backward pass starts from (held by whoever passed them to
-      `torch.autograd.backward`; a scalar loss's is one element).
+      `torch.autograd.backward`; a scalar loss's is one element) and what a module keeps in an
+      attribute (`Graph.kept_by_the_model`: until its next forward replaces it).
 
     AccumulateGrad takes a fresh gradient over as the parameter's `.grad` without copying it
     (when no one else holds it and its strides match the parameter's); in the trace it copies (the
@@ -432,7 +433,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
     unread_saved = _held_for_backward(graph) - read_in_backward
     returned = _leaf_gradients_read_on(backward, copies)
-    kept = _held_by_the_caller(graph) | (set(copies) - returned) | unread_saved | seeds
+    kept = _held_by_the_caller(graph) | graph.kept_by_the_model | (set(copies) - returned) | unread_saved | seeds
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]

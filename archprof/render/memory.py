@@ -9,6 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from archprof.passes.memory import optimizer_state_copies
 from archprof.render.base import Layout, bytes_cell, fitted_table, subtotal_cell, tree_label
 from archprof.render.tree import tree_rows
 from archprof.text import peak_rows, visible_text
@@ -69,7 +70,7 @@ def memory_totals_table(report, fit=None) -> Table:
     add("Parameters", totals.param_bytes)
     add("Buffers", totals.buffer_bytes)
     if report.training:
-        copies = totals.optimizer_state_bytes // totals.gradient_bytes if totals.gradient_bytes else 0
+        copies = optimizer_state_copies(totals.optimizer)
         plural = "copy" if copies == 1 else "copies"
         add("Gradients", totals.gradient_bytes)
         add(f"Optimizer state ({totals.optimizer}: {copies} {plural})", totals.optimizer_state_bytes)
