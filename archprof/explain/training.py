@@ -185,7 +185,10 @@ def _operator(op: OpNode, forward: OpNode, share: BackwardShare, forward_section
         ) + tuple(s for s in section.steps if s.name not in ("MACs", "FLOPs"))
         operands = " @ ".join(shape_text(t.shape) for t in op.inputs)
         return Section(f"{op.op}: the {kind} of {forward.op}, {operands}", steps, section.notes)
-    return Section(f"{section.title}, in the gradient of {forward.op}", section.steps, section.notes)
+    title = f"{section.title}, in the gradient of {forward.op}"
+    if op.op in ("aten.add", "aten.add_") and len(op.inputs) == 2:  # not the forward's residual merge
+        title = f"{op.op}: two gradients of one tensor summed (it fed two operators), in the gradient of {forward.op}"
+    return Section(title, section.steps, section.notes)
 
 
 _NORM_GRADIENTS = frozenset(
