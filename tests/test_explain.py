@@ -4,6 +4,7 @@ the recurrence worked by hand."""
 
 import copy
 import re
+import warnings
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.explain import explanation
 from archprof.text import dims_text, markdown_literal
 from tests.cli import cli, one_error_line
@@ -602,6 +603,17 @@ def _saved_by_module(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
         module = maker.get(pointer, packed_in)
         by_module[module] = by_module.get(module, 0) + nbytes
     return by_module
+
+
+@pytest.mark.parametrize("name", list(LAYER_TYPES))
+def test_every_training_figure_is_the_report_s_on_every_layer_type(name):
+    # transposed, grouped and 3-d convolutions, norms, pooling, resampling, products of
+    # activations: every backward operator of each row explained, its figures the columns'
+    model, shape = LAYER_TYPES[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)  # a model with no parameter has no backward pass
+        report = archprof.analyze(model, input_size=shape, batch=2, training=True)
+    _training_rows(report)
 
 
 class _ConvStack(nn.Module):

@@ -160,7 +160,7 @@ def _readers(graph: Graph, storage: int, groups: Sequence[LayerGroup], labels: S
     """The backward ops with arithmetic that read `storage`, and the rows they count on."""
     row_of = {op.index: row for row, group in enumerate(groups) for op in group.ops}
     readers = [
-        f"{op.op} ({labels[row_of[op.origin]]})"
+        f"{op.op} in {labels[row_of[op.origin]]}"
         for op in graph.backward_ops
         if any(t.storage == storage for t in op.inputs) and not is_free(op)
     ]
