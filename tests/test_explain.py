@@ -2,17 +2,21 @@
 worked examples of docs/formulas.md come out verbatim, and the receptive-field steps are
 the recurrence worked by hand."""
 
+import copy
 import re
+import warnings
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.explain import explanation
 from archprof.text import dims_text, markdown_literal
 from tests.cli import cli, one_error_line
+from tests.models import Checkpointed
 
 
 def _blocks(text: str) -> dict[str, dict[str, str]]:
@@ -507,3 +511,201 @@ def test_pooling_titles_take_their_article():
     report = archprof.analyze(nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(2)), input_size=(1, 8, 8))
     assert ": a max-pool of 1x1x8x8;" in report.explain("0")
     assert ": an average-pool of 1x1x4x4;" in report.explain("1")  # it read "a average-pool"
+
+
+# --- a training report: the backward pass worked out ----------------------------------------
+
+TRAINING = "this row's training step, as the report counts it"
+SAVED = "saved for the backward pass"
+_TRAINING_FIGURES = {  # a printed figure -> the summary --train column it must equal
+    "backward input MACs": "backward_input_macs",
+    "backward weight MACs": "backward_weight_macs",
+    "recomputed MACs": "recomputed_macs",
+    "backward FLOPs": "backward_flops",
+    "backward elementwise FLOPs": "backward_elementwise_flops",
+    "training FLOPs": "training_flops",
+    "gradient bytes": "gradient_bytes",
+}
+
+
+def _training_rows(report) -> list[dict[str, int]]:
+    """Each row's printed training figures (asserted equal to the report's columns), by name."""
+    rows = []
+    for index in range(len(report)):
+        blocks = _blocks(report.explain(f"#{index + 1}"))
+        figures = {name: _number(blocks[TRAINING][name]) for name in _TRAINING_FIGURES}
+        figures["saved activation bytes"] = _number(blocks[SAVED]["saved activation bytes"])
+        for name, column in (*_TRAINING_FIGURES.items(), ("saved activation bytes", "saved_activation_bytes")):
+            assert figures[name] == report.columns[column][index], (report.columns["layer"][index], name)
+        rows.append(figures)
+    return rows
+
+
+def _step_flops(module: nn.Module, x: torch.Tensor) -> int:
+    """FlopCounterMode around a real CPU forward and backward (from ones) of `module`."""
+    with FlopCounterMode(display=False) as counter:
+        out = module(x)
+        out.backward(torch.ones_like(out))
+    return counter.get_total_flops()
+
+
+def _gradient_flops(layer: nn.Module, x: torch.Tensor, to_input: bool, to_weights: bool) -> int:
+    """FlopCounterMode's backward FLOPs of one layer run alone on a real input of its shape:
+    the gradient of its input where `to_input`, of its parameters where `to_weights`."""
+    if not (to_input or to_weights):
+        return 0  # no backward pass
+    layer = copy.deepcopy(layer)
+    for parameter in layer.parameters():
+        parameter.requires_grad_(to_weights)
+    x = x.detach().clone().requires_grad_(to_input)
+    with torch.no_grad(), FlopCounterMode(display=False) as forward:
+        layer(x)
+    return _step_flops(layer, x) - forward.get_total_flops()
+
+
+def _saved_by_module(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Bytes autograd saves in a real CPU training forward (saved_tensors_hooks), each storage
+    once, parameters and buffers left out, per module that made the storage (the model's
+    input: the first module to read it; a tensor made inside a module, a norm's statistics:
+    the module running when it was saved)."""
+    state = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    maker, running, kept, saved = {}, [], [], {}
+
+    def before(name):
+        def hook(module, args):
+            running.append(name)
+            for arg in args:
+                maker.setdefault(arg.untyped_storage().data_ptr(), name)
+
+        return hook
+
+    def after(name):
+        def hook(module, args, out):
+            running.pop()
+            kept.append(out)  # alive to the end: no storage address is reused
+            maker.setdefault(out.untyped_storage().data_ptr(), name)
+
+        return hook
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in state:
+            saved.setdefault(storage.data_ptr(), (storage.nbytes(), running[-1]))
+        return tensor
+
+    for name, module in model.named_children():
+        module.register_forward_pre_hook(before(name))
+        module.register_forward_hook(after(name))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(x)
+    by_module: dict[str, int] = {}
+    for pointer, (nbytes, packed_in) in saved.items():
+        module = maker.get(pointer, packed_in)
+        by_module[module] = by_module.get(module, 0) + nbytes
+    return by_module
+
+
+@pytest.mark.parametrize("name", list(LAYER_TYPES))
+def test_every_training_figure_is_the_report_s_on_every_layer_type(name):
+    # transposed, grouped and 3-d convolutions, norms, pooling, resampling, products of
+    # activations: every backward operator of each row explained, its figures the columns'
+    model, shape = LAYER_TYPES[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)  # a model with no parameter has no backward pass
+        report = archprof.analyze(model, input_size=shape, batch=2, training=True)
+    _training_rows(report)
+
+
+class _ConvStack(nn.Module):
+    """A convolution, batch norm and ReLU, a second convolution (no bias), a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 4, 3, stride=2, bias=False)
+        self.fc = nn.Linear(4 * 3 * 3, 5)
+
+    def forward(self, x):
+        return self.fc(self.conv2(self.relu(self.bn(self.conv(x)))).flatten(1))
+
+
+def test_a_training_row_works_out_its_gradients_as_a_real_backward_counts_them():
+    model = _ConvStack()
+    report = archprof.analyze(model, input_size=(3, 8, 8), batch=2, training=True)
+    rows = dict(zip(report.columns["layer"], _training_rows(report), strict=True))
+    # Hand (FORMULAS.md): MACs = N · C_out · H_out · W_out · (C_in / G) · K_h · K_w, each
+    # gradient product the forward's. conv: 2 · 8 · 8 · 8 · 3 · 9; conv2 (8x8 -> 3x3, stride
+    # 2): 2 · 4 · 3 · 3 · 8 · 9; fc: N · in · out = 2 · 36 · 5.
+    conv, conv2, fc = 2 * 8 * 8 * 8 * 3 * 9, 2 * 4 * 3 * 3 * 8 * 9, 2 * 36 * 5
+    assert (rows["conv"]["backward input MACs"], rows["conv"]["backward weight MACs"]) == (0, conv)  # the first layer
+    assert (rows["conv2"]["backward input MACs"], rows["conv2"]["backward weight MACs"]) == (conv2, conv2)
+    assert (rows["fc"]["backward input MACs"], rows["fc"]["backward weight MACs"]) == (fc, fc)
+    assert rows["fc"]["training FLOPs"] == 2 * fc + 2 * (fc + fc)
+    # FlopCounterMode around each layer alone, on a real input of its shape: its gradients.
+    x = torch.randn(2, 3, 8, 8)
+    inputs = {"conv": (x, False), "conv2": (torch.randn(2, 8, 8, 8), True), "fc": (torch.randn(2, 36), True)}
+    for name, (sample, needs_gradient) in inputs.items():
+        layer = getattr(model, name)
+        figures = rows[name]
+        assert 2 * figures["backward input MACs"] == _gradient_flops(layer, sample, needs_gradient, False)
+        assert 2 * figures["backward weight MACs"] == _gradient_flops(layer, sample, False, True)
+        assert figures["backward FLOPs"] == _gradient_flops(layer, sample, needs_gradient, True)
+    # Elementwise (README): a ReLU's gradient 1 per element; a bias gradient sums the output
+    # gradient, 1 per element (conv: 2 · 8 · 8 · 8; fc: 2 · 5).
+    assert rows["relu"]["backward elementwise FLOPs"] == 2 * 8 * 8 * 8
+    assert rows["conv"]["backward elementwise FLOPs"] == 2 * 8 * 8 * 8
+    assert rows["fc"]["backward elementwise FLOPs"] == 2 * 5
+    # The whole step: FlopCounterMode around a real forward and backward of the model.
+    assert sum(row["training FLOPs"] for row in rows.values()) == _step_flops(copy.deepcopy(model).train(), x)
+    # What autograd saved, per module that made it, and each parameter's gradient bytes.
+    saved = _saved_by_module(copy.deepcopy(model).train(), x)
+    assert {name: row["saved activation bytes"] for name, row in rows.items() if row["saved activation bytes"]} == saved
+    real = copy.deepcopy(model).train()
+    out = real(x)
+    out.backward(torch.ones_like(out))
+    for name, module in real.named_children():
+        assert rows[name]["gradient bytes"] == sum(p.grad.nbytes for p in module.parameters())
+
+
+def test_the_first_layer_and_a_frozen_one_say_which_gradient_they_do_not_compute():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    for parameter in (*model[0].parameters(), *model[4].parameters()):
+        parameter.requires_grad_(False)
+    report = archprof.analyze(model, input_size=(3, 10, 10), batch=1, training=True)
+    rows = dict(zip(report.columns["layer"], _training_rows(report), strict=True))
+    # Hand: conv 2: 1 · 8 · 6 · 6 · 8 · 9 = 20,736 MACs; conv 4: 1 · 4 · 4 · 4 · 8 · 9 = 4,608.
+    assert (rows["0"]["backward input MACs"], rows["0"]["backward weight MACs"]) == (0, 0)
+    assert (rows["2"]["backward input MACs"], rows["2"]["backward weight MACs"]) == (0, 20_736)
+    assert (rows["4"]["backward input MACs"], rows["4"]["backward weight MACs"]) == (4_608, 0)
+    assert rows["0"]["gradient bytes"] == rows["4"]["gradient bytes"] == 0
+    assert rows["2"]["gradient bytes"] == (8 * 8 * 9 + 8) * 4
+    last = report.explain("4")
+    assert "weight gradient MACs = none: the weights are frozen (requires_grad False) = 0" in last
+    assert "4.weight: frozen (requires_grad False), no gradient" in last
+    assert "no input gradient: nothing before this layer needs a gradient" in report.explain("2")
+    total = _step_flops(copy.deepcopy(model), torch.randn(1, 3, 10, 10))
+    assert sum(row["training FLOPs"] for row in rows.values()) == total
+
+
+def test_a_checkpointed_layer_shows_its_forward_run_again():
+    report = archprof.analyze(Checkpointed(), input_size=(3, 6, 6), batch=2, training=True)
+    rows = dict(zip(report.columns["layer"], _training_rows(report), strict=True))
+    conv = 2 * 8 * 6 * 6 * 8 * 9  # hand: N · C_out · H_out · W_out · C_in · K_h · K_w
+    assert rows["block.0"]["recomputed MACs"] == conv
+    assert rows["block.0"]["backward FLOPs"] == 2 * (conv + conv + conv)
+    text = report.explain("block.0")
+    assert "aten.convolution: run again in the backward pass (activation checkpointing)" in text
+    total = _step_flops(Checkpointed(), torch.randn(2, 3, 6, 6))
+    assert sum(row["training FLOPs"] for row in rows.values()) == total
+
+
+def test_an_inference_report_explains_no_backward_pass_and_the_cli_takes_train():
+    assert TRAINING not in archprof.analyze(_ConvStack(), input_size=(3, 8, 8)).explain("conv")
+    result = cli("explain", "lenet5", "#1", "--train")
+    assert result.exit_code == 0, result.output
+    assert TRAINING in result.output and "aten.convolution_backward" in result.output
+    assert TRAINING not in cli("explain", "lenet5", "#1").output
+    markdown = cli("explain", "lenet5", "#1", "--train", "--format", "markdown")
+    assert markdown.exit_code == 0 and f"**{markdown_literal(TRAINING)}**" in markdown.output

@@ -39,6 +39,14 @@ def explain(
         ),
     ] = None,
     options=None,  # with_model_options: the shared options, read
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train",
+            help="One training step: a layer's backward operators too (input and weight gradients, recomputation),"
+            " its training FLOPs, what autograd saved for it and its gradients' bytes.",
+        ),
+    ] = False,
     format: format_option(*EXPLAIN_FORMATS) = None,
     output: OutputOpt = None,
 ) -> None:
@@ -49,12 +57,17 @@ def explain(
     before. For a container: its children's totals and how they add up, and its own
     operations. Without a layer: the receptive field down the network (kernel, stride,
     field, jump, start) and each stage's share of the parameters and MACs. Text, or
-    --format markdown for a pull request or a course page.
+    --format markdown for a pull request or a course page. --train traces a training step,
+    as summary --train: a layer's backward operators are worked out too (a convolution's
+    input and weight gradients, each the forward's MACs; a first layer's missing input
+    gradient, a frozen one's missing weight gradient), then its backward and training FLOPs,
+    the tensors autograd saved for it and its parameters' gradient bytes.
 
     Examples:
 
     archprof explain vgg16 features.0
-    archprof explain resnet18 layer1.0 --format markdown -o layer1.md"""
+    archprof explain resnet18 layer1.0 --format markdown -o layer1.md
+    archprof explain resnet18 layer1.0.conv1 --train"""
     from archprof.analysis import analyze
     from archprof.errors import ArchprofError
 
@@ -62,5 +75,5 @@ def explain(
     if chosen not in EXPLAIN_FORMATS:
         raise ArchprofError(f"explain writes text or markdown, not {chosen.value}: give --format table or markdown")
     check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
-    report = analyze(model, **options.keywords())
+    report = analyze(model, training=train, **options.keywords())
     write_text(report.explain(layer, markdown=chosen is Format.markdown), output)

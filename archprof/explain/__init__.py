@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from archprof.errors import ArchprofError
-from archprof.explain.document import Explanation, Section, Step
+from archprof.explain.document import Explanation, Section, Step, sum_step
 from archprof.explain.operators import (
     Sources,
     field_cells,
@@ -29,6 +29,8 @@ from archprof.explain.operators import (
     operator_section,
     product_text,
 )
+from archprof.explain.training import Training
+from archprof.graph import OpNode
 from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers
 from archprof.passes.params import parameter_columns
@@ -90,6 +92,8 @@ class _Context:
             counted_on=self.parameter_row,
             labels=self.labels,
         )
+        # A training report's rows: their backward pass too (`explain.training`).
+        self.training = Training.of(graph, groups, self.labels) if report.training else None
 
     # -- finding the layer -----------------------------------------------------------------
 
@@ -147,6 +151,8 @@ class _Context:
                 )
             sections += self._folded_into(group)
             sections.append(self._row_figures(index))
+            if self.training is not None:
+                sections += self.training.sections(index, self._operator_section, self.report.columns)
         first = indices[0]
         group = self.groups[first]
         rows = ", ".join(str(i + 1) for i in indices)
@@ -155,6 +161,9 @@ class _Context:
         if len(indices) == 1:
             title += f": {self._operators(group)}"
         return Explanation(title, tuple(sections))
+
+    def _operator_section(self, op: OpNode) -> Section | None:
+        return operator_section(op, self.fields, self.sources)
 
     def _folded_into(self, group: LayerGroup) -> list[Section]:
         """What --fold-bn folded into this layer: its weights and bias are those of both."""
@@ -183,14 +192,12 @@ class _Context:
             t for op in group.ops for t in op.inputs if t.kind == "parameter" and self.parameter_row[t.name] == index
         ]
         parameters = list(dict.fromkeys(parameters))
-        steps.append(
-            _sum_step("parameters", [(t.name, t.numel) for t in parameters], self.params["param_count"][index])
-        )
+        steps.append(sum_step("parameters", [(t.name, t.numel) for t in parameters], self.params["param_count"][index]))
         macs = sum(cost.macs for _, cost in costs)
-        steps.append(_sum_step("MACs", [(op.op, cost.macs) for op, cost in costs if cost.macs], macs))
+        steps.append(sum_step("MACs", [(op.op, cost.macs) for op, cost in costs if cost.macs], macs))
         steps.append(Step("FLOPs", "2 · MACs", f"2 · {macs:,}", 2 * macs))
         elementwise = [(op.op, cost.elementwise_flops) for op, cost in costs if cost.elementwise_flops]
-        steps.append(_sum_step("elementwise FLOPs", elementwise, sum(cost.elementwise_flops for _, cost in costs)))
+        steps.append(sum_step("elementwise FLOPs", elementwise, sum(cost.elementwise_flops for _, cost in costs)))
         outputs = [t for t in group.outputs]
         worked = " + ".join(f"{product_text(t.shape)} · {t.dtype.itemsize}" for t in outputs)
         steps.append(
@@ -228,7 +235,7 @@ class _Context:
         ):
             values = self.report.columns[column]
             terms = [(_child_name(child, path), sum(values[i] for i in indices)) for child, indices in parts.items()]
-            steps.append(_sum_step(name, terms, sum(values[i] for i in inside)))
+            steps.append(sum_step(name, terms, sum(values[i] for i in inside)))
         module_type = self.graph.module_types.get(path, "")
         children = [c for c in parts if c != path]
         own = [i for i in inside if rows[i] == path]
@@ -307,14 +314,6 @@ class _Context:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def _sum_step(name: str, terms: list[tuple[str, int]], total: int) -> Step:
-    """`name = a + b + ... = total`, each term named."""
-    if not terms:
-        return Step(name, "", "", total)
-    worked = " + ".join(f"{value:,} ({label})" for label, value in terms)
-    return Step(name, "", worked if len(terms) > 1 else f"{terms[0][1]:,} ({terms[0][0]})", total)
 
 
 def _child_name(child: str, path: str) -> str:

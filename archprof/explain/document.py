@@ -76,6 +76,11 @@ class Explanation:
         return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def sum_step(name: str, terms: list[tuple[str, int]], total: int) -> Step:
+    """`name = a (label) + b (label) + ... = total`: each term named."""
+    return Step(name, "", " + ".join(f"{value:,} ({label})" for label, value in terms), total)
+
+
 def value_text(value: Value) -> str:
     """12845056 -> '12,845,056'; (1, 64, 224, 224) -> '1x64x224x224'."""
     if isinstance(value, tuple):

@@ -81,7 +81,7 @@ class Sources:
     def origin(self, tensor: TensorMeta) -> TensorMeta:
         """The tensor `tensor` was read from: back through views, copies and repeats (free
         operators of one tensor) to a parameter, a buffer or the output of a computation."""
-        while (maker := self.made_by.get(tensor.id)) is not None and len(maker.inputs) == 1 and _free(maker):
+        while (maker := self.made_by.get(tensor.id)) is not None and len(maker.inputs) == 1 and is_free(maker):
             tensor = maker.inputs[0]
         return tensor
 
@@ -118,7 +118,7 @@ def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | 
         return _pool(op, fields)
     if op.op == "aten.cat":
         return _cat(op, fields)
-    return _by_catalogue(op, fields)
+    return catalogue_section(op, fields)
 
 
 def _convolution(op: OpNode, fields: Fields, sources: Sources) -> Section:
@@ -396,12 +396,12 @@ def _cat(op: OpNode, fields: Fields) -> Section:
     )
 
 
-def _by_catalogue(op: OpNode, fields: Fields) -> Section | None:
+def catalogue_section(op: OpNode, fields: Fields) -> Section | None:
     operator = operator_named(op.op)
     if operator is None:
         return Section(f"{op.op}: not in the catalogue", notes=("not counted: archprof has no formula for it",))
     cost = op_cost(op)
-    if _free(op):
+    if is_free(op):
         return None  # a scatter_add or an accumulating index_put moves data and adds: worked out below
     out = op.outputs[0].shape if op.outputs else ()
     steps = []
@@ -423,14 +423,18 @@ def _by_catalogue(op: OpNode, fields: Fields) -> Section | None:
     return Section(f"{op.op}: {what}", tuple(steps), tuple(notes))
 
 
-def _free(op: OpNode) -> bool:
+def is_free(op: OpNode) -> bool:
     """Whether the operator moves or makes data with no arithmetic (a view, a copy, a repeat)."""
     operator = operator_named(op.op)
     return operator is not None and operator.family in (Family.DATA_MOVEMENT, Family.CREATION) and op_cost(op) == FREE
 
 
 def _batched_product(op: OpNode) -> str:
-    """batch · n · k · m of a batched matrix product [batch, n, k] @ [batch, k, m]; "" for others."""
+    """n · k · m of a matrix product [n, k] @ [k, m] (a gradient's: a forward mm is a linear
+    layer's, explained as such), batch · n · k · m of a batched one; "" for others."""
+    if op.op == "aten.mm":
+        a, b = op.args[:2]
+        return " · ".join(map(str, (*a.shape, b.shape[1])))
     if op.op not in ("aten.bmm", "aten.baddbmm"):
         return ""
     a, b = op.args[-2:] if op.op == "aten.bmm" else op.args[1:3]

@@ -13,6 +13,7 @@ forward: a first layer computes no input gradient, a frozen layer no weight grad
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 from archprof.graph import Graph, OpNode, TensorMeta
 from archprof.operators.costs import convolution_backward_parts
@@ -35,37 +36,57 @@ BACKWARD_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class BackwardShare:
+    """What one backward-pass op adds to its row's columns."""
+
+    input_macs: int = 0
+    weight_macs: int = 0
+    recomputed_macs: int = 0
+    elementwise_flops: int = 0
+
+
+def backward_share(op: OpNode, forward: OpNode, weights: set[int]) -> BackwardShare | None:
+    """The op's MACs (an input gradient's, a weight gradient's or a recomputed forward op's)
+    and elementwise FLOPs; None where the catalogue has no formula for it. `forward`: the
+    forward op it belongs to (`OpNode.origin`); `weights`: `weight_storages(graph)`."""
+    cost = op_cost(op)
+    if cost is None:
+        return None
+    elementwise = cost.elementwise_flops
+    if op.phase == "recompute":
+        return BackwardShare(recomputed_macs=cost.macs, elementwise_flops=elementwise)
+    if op.op == "aten.convolution_backward":
+        for_input, for_weight, _ = _convolution_parts(op)
+        return BackwardShare(for_input, for_weight, elementwise_flops=elementwise)
+    if op.op == _LSTM_LAYER_BACKWARD:
+        # One kernel makes every gradient, each of its two halves one forward's products:
+        # the input's and the hidden states' (`mkldnn_rnn_layer_backward`'s first outputs), both weights'.
+        return BackwardShare(cost.macs // 2, cost.macs - cost.macs // 2, elementwise_flops=elementwise)
+    if cost.macs and _is_weight_gradient(op, forward, weights):
+        return BackwardShare(weight_macs=cost.macs, elementwise_flops=elementwise)
+    return BackwardShare(input_macs=cost.macs, elementwise_flops=elementwise)
+
+
 def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list[int]) -> dict[str, list]:
     """The BACKWARD_COLUMNS per row, and `backward_not_counted` (operator -> calls without a
     formula) per row; `forward_flops` is the rows' `flops` column."""
     row_of = {op.index: row for row, group in enumerate(groups) for op in group.ops}
-    weights = _weights(graph)
+    weights = weight_storages(graph)
     rows = len(groups)
     input_macs, weight_macs, recomputed = [0] * rows, [0] * rows, [0] * rows
     elementwise = [0] * rows
     missing = [Counter() for _ in range(rows)]
     for op in graph.backward_ops:
         row = row_of[op.origin]
-        cost = op_cost(op)
-        if cost is None:
+        share = backward_share(op, graph.ops[op.origin], weights)
+        if share is None:
             missing[row][op.op] += 1
             continue
-        elementwise[row] += cost.elementwise_flops
-        if op.phase == "recompute":
-            recomputed[row] += cost.macs
-        elif op.op == "aten.convolution_backward":
-            for_input, for_weight, _ = _convolution_parts(op)
-            input_macs[row] += for_input
-            weight_macs[row] += for_weight
-        elif op.op == _LSTM_LAYER_BACKWARD:
-            # One kernel makes every gradient, each of its two halves one forward's products:
-            # the input's and the hidden states' (`mkldnn_rnn_layer_backward`'s first outputs), both weights'.
-            input_macs[row] += cost.macs // 2
-            weight_macs[row] += cost.macs - cost.macs // 2
-        elif cost.macs and _is_weight_gradient(op, graph.ops[op.origin], weights):
-            weight_macs[row] += cost.macs
-        else:
-            input_macs[row] += cost.macs
+        input_macs[row] += share.input_macs
+        weight_macs[row] += share.weight_macs
+        recomputed[row] += share.recomputed_macs
+        elementwise[row] += share.elementwise_flops
     backward_flops = [2 * sum(macs) for macs in zip(input_macs, weight_macs, recomputed, strict=True)]
     return {
         "backward_input_macs": input_macs,
@@ -83,7 +104,7 @@ def _convolution_parts(op: OpNode) -> tuple[int, int, int]:
     return convolution_backward_parts(*args[:-1], output_mask=args[-1])
 
 
-def _weights(graph: Graph) -> set[int]:
+def weight_storages(graph: Graph) -> set[int]:
     """The storages of the forward's weights: the parameters', and those of the tensors no
     network input reaches, made of parameters, buffers and constants alone (a transposed
     weight, a weight-normalised layer's g v / |v|, a relative-position bias an MLP computes

@@ -650,14 +650,33 @@ def saved_activations(graph: Graph, live: Liveness | None = None) -> dict[int, i
     return {t.storage: live.storage_bytes.get(t.storage, t.nbytes) for t in graph.saved if t.storage not in state}
 
 
-def _saved_per_row(graph: Graph, groups: list[LayerGroup], live: Liveness) -> list[int]:
-    """A saved storage is charged to the row whose op made it (a network input: the row that
+@dataclass(frozen=True, slots=True)
+class SavedStorage:
+    """An activation storage autograd saved, as `saved_activation_bytes` counts it."""
+
+    nbytes: int
+    op: int  # the forward op that made it (a network input: the first that read it); -1: none
+    row: int  # the row it is charged to: that op's
+
+
+def saved_rows(graph: Graph, groups: list[LayerGroup], live: Liveness | None = None) -> dict[int, SavedStorage]:
+    """Storage -> `SavedStorage` of every activation autograd saved (`saved_activations`). A
+    saved storage is charged to the row whose op made it (a network input: the row that
     first read it). Autograd saves an op's inputs before the op runs and its outputs after,
     so "the op running when it was saved" would be ambiguous; the maker is not."""
+    live = live or liveness(graph)
     row_of_op = {op.index: row for row, group in enumerate(groups) for op in group.ops}
-    column = [0] * len(groups)
+    saved = {}
     for storage, nbytes in saved_activations(graph, live).items():
-        column[row_of_op.get(live.first_op.get(storage, -1), 0)] += nbytes
+        op = live.first_op.get(storage, -1)
+        saved[storage] = SavedStorage(nbytes, op, row_of_op.get(op, 0))
+    return saved
+
+
+def _saved_per_row(graph: Graph, groups: list[LayerGroup], live: Liveness) -> list[int]:
+    column = [0] * len(groups)
+    for saved in saved_rows(graph, groups, live).values():
+        column[saved.row] += saved.nbytes
     return column
 
 
@@ -671,10 +690,10 @@ def parameters_given_gradients(graph: Graph) -> list[ParameterInfo]:
     return [p for p in trainable if p.name in graph.engine.given_gradients]
 
 
-def _gradients_per_row(graph: Graph, groups: list[LayerGroup]) -> list[int]:
-    """Bytes of the gradients of the parameters that get one (`parameters_given_gradients`),
-    one per parameter in its dtype, on the row `param_count` puts the parameter on (the row
-    that reads it first, else its module's first row or its nearest ancestor's)."""
+def gradient_rows(graph: Graph, groups: list[LayerGroup]) -> list[tuple[ParameterInfo, int]]:
+    """Each parameter that gets a gradient (`parameters_given_gradients`) and the row
+    `param_count` puts it on (the row that reads it first, else its module's first row or
+    its nearest ancestor's)."""
     owner: dict[str, int] = {}
     first_row_of: dict[str, int] = {}
     for row, group in enumerate(groups):
@@ -683,7 +702,7 @@ def _gradients_per_row(graph: Graph, groups: list[LayerGroup]) -> list[int]:
             for tensor in op.inputs:
                 if tensor.kind == "parameter":
                     owner.setdefault(tensor.name, row)
-    column = [0] * len(groups)
+    rows = []
     for parameter in parameters_given_gradients(graph):
         row = owner.get(parameter.name)
         if row is None:
@@ -691,5 +710,14 @@ def _gradients_per_row(graph: Graph, groups: list[LayerGroup]) -> list[int]:
             while path not in first_row_of and path:
                 path = path.rpartition(".")[0]
             row = first_row_of.get(path, 0)
+        rows.append((parameter, row))
+    return rows
+
+
+def _gradients_per_row(graph: Graph, groups: list[LayerGroup]) -> list[int]:
+    """Bytes of the gradients of the parameters that get one, one per parameter in its
+    dtype, on its row (`gradient_rows`)."""
+    column = [0] * len(groups)
+    for parameter, row in gradient_rows(graph, groups):
         column[row] += parameter.nbytes
     return column
