@@ -3,6 +3,8 @@ classification, segmentation and video models run is known to it (costed or decl
 free), it holds no operator a dispatch trace never sees, and the trace's fast-path answers
 carry the real meta kernel's strides."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 import archprof
 from archprof.operators import OPERATORS, Family, operator_named
+from archprof.passes.flops import op_cost
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.rules import rule_for
 from archprof.trace import trace
@@ -535,3 +538,78 @@ def test_complex_views_conjugation_and_window_functions_are_catalogued():
     totals = archprof.analyze(Complex(), input_size=(8, 2), batch=2).totals
     assert totals.not_counted == {}
     assert totals.elementwise_flops == 4 * 2 * 8
+
+
+def _operator_costs(report) -> dict[str, list]:
+    """operator -> the costs of its calls, forward and backward, in order."""
+    calls: dict[str, list] = {}
+    for op in [*report.graph.ops, *report.graph.backward_ops]:
+        calls.setdefault(op.op, []).append(op_cost(op))
+    return calls
+
+
+def test_fourier_transforms_count_5_n_log2_n_per_complex_transform():
+    """torch.fft: 5 N log2 N real FLOPs per complex transform of length N, half that for a
+    real signal, per transformed dimension (log2 rounded up: 12 points take 4 levels); an
+    inverse's 1/N scales each output (1 more per element)."""
+
+    class Spectral(torch.nn.Module):
+        def forward(self, x):  # x: [2, 3, 8, 12]
+            half = torch.fft.rfft(x)  # 2*3*8 real transforms of 12 points
+            full = torch.fft.fft2(half)  # complex, over the 8 x 7 map
+            back = torch.fft.irfft(half, n=12)  # real output of 12 points, scaled by 1/12
+            return full.abs(), back
+
+    report = archprof.analyze(Spectral(), input_size=(3, 8, 12), batch=2)
+    assert report.totals.not_counted == {}
+    costs = _operator_costs(report)
+    lines = 2 * 3 * 8
+    log2 = lambda n: math.ceil(math.log2(n))  # noqa: E731
+    assert costs["aten._fft_r2c"][0].elementwise_flops == lines * 5 * 12 * log2(12) // 2
+    assert costs["aten._fft_c2c"][0].elementwise_flops == 5 * (2 * 3 * 8 * 7) * (log2(8) + log2(7))
+    assert costs["aten._fft_c2r"][0].elementwise_flops == lines * 5 * 12 * log2(12) // 2 + lines * 12
+    assert costs["aten._fft_c2r"][0].macs == 0
+
+
+def test_sorting_counts_comparisons():
+    """sort (and argsort): N ceil(log2 N) comparisons per row; topk: N - 1 (a maximum) plus
+    N ceil(log2 k) to keep the k best in a heap."""
+
+    class Ranked(torch.nn.Module):
+        def forward(self, x):  # x: [2, 4, 10]
+            values, _ = x.sort(dim=1)  # 2*10 rows of 4
+            order = x.argsort(dim=-1, descending=True)  # 2*4 rows of 10
+            best = x.topk(3).values  # 2*4 rows of 10, k = 3
+            return values, order, best
+
+    report = archprof.analyze(Ranked(), input_size=(4, 10), batch=2)
+    assert report.totals.not_counted == {}
+    costs = _operator_costs(report)
+    assert [c.elementwise_flops for c in costs["aten.sort"]] == [2 * 10 * 4 * 2, 2 * 4 * 10 * 4]
+    assert costs["aten.topk"][0].elementwise_flops == 2 * 4 * (10 - 1 + 10 * math.ceil(math.log2(3)))
+
+
+@pytest.mark.parametrize(
+    "along_width",
+    [
+        lambda y: y.sort(dim=3).values,
+        lambda y: y.argsort(dim=-1),
+        lambda y: y.topk(2, dim=3).indices,
+        lambda y: torch.fft.rfft(y).abs(),
+        lambda y: torch.fft.ifft(torch.fft.fft(y)).abs(),
+    ],
+    ids=["sort", "argsort", "topk", "rfft", "fft-ifft"],
+)
+def test_sorting_and_transforms_read_the_whole_axis(along_width):
+    """After a 3 x 3 convolution, an op along the width reads every column: 3 x 8 on 8 x 8."""
+
+    class AlongWidth(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return along_width(self.conv(x))
+
+    report = archprof.analyze(AlongWidth(), input_size=(1, 8, 8))
+    assert report.columns["receptive_field"] == [(3, 3), (3, 8)]

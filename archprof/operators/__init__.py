@@ -236,6 +236,13 @@ _add(Family.REDUCTION, "std std_mean", costs.standard_deviation_cost)
 _add(Family.REDUCTION, "linalg_vector_norm norm", costs.vector_norm_cost)
 _add(Family.REDUCTION, "logsumexp", costs.logsumexp_cost)
 _add(Family.REDUCTION, "cumsum", costs.reduction_cost)  # a running sum: one addition per element
+# torch.fft: every output reads every unit along the transformed dimensions.
+_add(Family.REDUCTION, "_fft_c2c", costs.fft_cost(complex_input=True, complex_output=True))
+_add(Family.REDUCTION, "_fft_r2c", costs.fft_cost(complex_input=False, complex_output=True))
+_add(Family.REDUCTION, "_fft_c2r", costs.fft_cost(complex_input=True, complex_output=False))
+# comparison sorts along one dimension (argsort, torch.quantile and msort sort too)
+_add(Family.REDUCTION, "sort", costs.sort_cost)
+_add(Family.REDUCTION, "topk", costs.topk_cost)
 
 # --- normalisation ------------------------------------------------------------------------
 

@@ -571,3 +571,41 @@ def onednn_lstm_layer_backward_cost(x: Shape, w_ih: Shape, w_hh: Shape, *args, o
     convention, as many elementwise FLOPs as the forward cell (13 per hidden unit and step)."""
     forward = onednn_lstm_layer_cost(x, w_ih, w_hh, out=out)
     return Cost(macs=2 * forward.macs, elementwise_flops=forward.elementwise_flops)
+
+
+# --- Transforms, sorting and running products ---------------------------------------------
+
+
+def _levels(n: int) -> int:
+    """ceil(log2 n): the halvings of a radix-2 transform or a merge sort of n elements (0 for 1)."""
+    return max(n - 1, 0).bit_length()
+
+
+def fft_cost(complex_input: bool, complex_output: bool) -> Callable[..., Cost]:
+    """A fast Fourier transform (`_fft_c2c`, `_fft_r2c`, `_fft_c2r`) over the dimensions
+    `dim`: 5 N ceil(log2 N) real FLOPs per complex transform of length N (the radix-2
+    Cooley-Tukey count, FFTW's convention), half that where the signal is real (r2c, c2r),
+    applied per transformed dimension to every line along it; a normalised transform
+    (`normalization` 1 or 2) scales each output, 1 more per output element."""
+
+    def cost(x: Shape, dim, normalization, *args, out: Shape, **kwargs) -> Cost:
+        signal = out if complex_input and not complex_output else x  # the real side, or either
+        per_level = 5 * prod(signal) * sum(_levels(signal[d]) for d in dim)
+        transform = per_level if complex_input and complex_output else per_level // 2
+        return Cost(elementwise_flops=transform + (prod(out) if normalization else 0))
+
+    return cost
+
+
+def sort_cost(x: Shape, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
+    """N ceil(log2 N) comparisons per row of N elements sorted along `dim` (a merge sort's
+    bound, in whole levels)."""
+    return Cost(elementwise_flops=prod(x) * _levels(x[dim] if x else 1))
+
+
+def topk_cost(x: Shape, k: int, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
+    """N - 1 + N ceil(log2 k) comparisons per row of N elements: a maximum's N - 1 for k = 1,
+    and for every element ceil(log2 k) more to keep the k best in a heap (a partial sort)."""
+    n = x[dim] if x else 1
+    rows = prod(x) // n if n else 0
+    return Cost(elementwise_flops=rows * (n - 1 + n * _levels(k)))

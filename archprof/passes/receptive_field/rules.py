@@ -931,6 +931,15 @@ _MASKED = "its scores may be masked (-inf, a causal mask): the keys each unit re
 _MASKED_WEIGHTS = "it contracts weights a mask may have set to 0: the units each output reads are in the mask's values"
 
 
+@_rule("sort", "topk")
+def _sorted(walk: Walk, op: OpNode) -> State:
+    """Values and indices ordered along one axis: each output reads every unit along it."""
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = _arg(op, 2 if op.op == "aten.topk" else 1, "dim", -1)
+    return walk.reduce(op, walk.state(x), ndim, {axis % ndim} if ndim else None)
+
+
 @_rule("cumsum")
 def _running_sum(walk: Walk, op: OpNode) -> State:
     """Unit i of the summed axis reads units 0 to i: pointwise unless that axis is spatial."""
