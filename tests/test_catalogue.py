@@ -613,3 +613,24 @@ def test_sorting_and_transforms_read_the_whole_axis(along_width):
 
     report = archprof.analyze(AlongWidth(), input_size=(1, 8, 8))
     assert report.columns["receptive_field"] == [(3, 3), (3, 8)]
+
+
+def test_running_products_extrema_and_random_fills_are_costed():
+    """cumprod, cummax and cummin count as cumsum does, 1 per element; logcumsumexp 3 per
+    element (exp, accumulate, log); count_nonzero 1 per input element; gumbel_softmax draws
+    its noise with exponential_ (a random fill, free as rand is) before -log, add, divide
+    and a softmax."""
+
+    class Running(torch.nn.Module):
+        def forward(self, x):  # x: [2, 5, 6], 60 elements
+            y = x.cumprod(1) + x.cummax(2).values + x.cummin(0).values  # 3 * 60, then 2 * 60
+            z = x.logcumsumexp(-1) + x.count_nonzero(-1).unsqueeze(-1)  # 3 * 60 + 60, then 60
+            return y, z, F.gumbel_softmax(x, tau=2.0)  # log, neg, add, divide 4 * 60, softmax 3 * 60
+
+    report = archprof.analyze(Running(), input_size=(5, 6), batch=2)
+    assert report.totals.not_counted == {}
+    assert "aten.exponential_" in {op.op for op in report.graph.ops}
+    n = 2 * 5 * 6
+    assert report.totals.elementwise_flops == 3 * n + 2 * n + 3 * n + n + n + 4 * n + 3 * n
+    training = archprof.analyze(torch.nn.Sequential(torch.nn.Linear(6, 6), Running()), input_size=(5, 6), training=True)
+    assert training.totals.not_counted == {}

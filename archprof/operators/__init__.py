@@ -184,6 +184,7 @@ _add(
     "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like fill zero scalar_tensor"
     " arange linspace eye new_empty new_empty_strided new_zeros new_ones new_full"
     " rand randn randint randperm rand_like randn_like randint_like bernoulli uniform normal random"
+    " exponential geometric cauchy log_normal _efficientzerotensor"
     " hann_window hamming_window blackman_window bartlett_window kaiser_window",
 )
 
@@ -235,7 +236,11 @@ _add(Family.REDUCTION, "var var_mean", costs.variance_cost)
 _add(Family.REDUCTION, "std std_mean", costs.standard_deviation_cost)
 _add(Family.REDUCTION, "linalg_vector_norm norm", costs.vector_norm_cost)
 _add(Family.REDUCTION, "logsumexp", costs.logsumexp_cost)
-_add(Family.REDUCTION, "cumsum", costs.reduction_cost)  # a running sum: one addition per element
+# running sums, products, maxima and minima: one addition, multiply or comparison per element
+_add(Family.REDUCTION, "cumsum cumprod cummax cummin", costs.reduction_cost)
+# log(exp(running) + exp(x)) per element: exp, accumulate and log, 3 per element (logsumexp's 2 and its log)
+_add(Family.REDUCTION, "logcumsumexp", costs.per_output_element(3))
+_add(Family.REDUCTION, "count_nonzero", costs.reduction_cost)  # a comparison and a count per input element
 # torch.fft: every output reads every unit along the transformed dimensions.
 _add(Family.REDUCTION, "_fft_c2c", costs.fft_cost(complex_input=True, complex_output=True))
 _add(Family.REDUCTION, "_fft_r2c", costs.fft_cost(complex_input=False, complex_output=True))

@@ -940,9 +940,10 @@ def _sorted(walk: Walk, op: OpNode) -> State:
     return walk.reduce(op, walk.state(x), ndim, {axis % ndim} if ndim else None)
 
 
-@_rule("cumsum")
+@_rule("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp")
 def _running_sum(walk: Walk, op: OpNode) -> State:
-    """Unit i of the summed axis reads units 0 to i: pointwise unless that axis is spatial."""
+    """Unit i of the summed axis reads units 0 to i (a running sum, product, maximum or
+    minimum): pointwise unless that axis is spatial."""
     x = op.args[0]
     axis = _arg(op, 1, "dim", 0) % max(len(x.shape), 1)
     state = walk.state(x)
