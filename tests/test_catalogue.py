@@ -634,3 +634,105 @@ def test_running_products_extrema_and_random_fills_are_costed():
     assert report.totals.elementwise_flops == 3 * n + 2 * n + 3 * n + n + n + 4 * n + 3 * n
     training = archprof.analyze(torch.nn.Sequential(torch.nn.Linear(6, 6), Running()), input_size=(5, 6), training=True)
     assert training.totals.not_counted == {}
+
+
+class _Losses(torch.nn.Module):
+    """Every loss of the catalogue over a [4, 6] batch of scores (24 elements) and, for the
+    2-d cross entropy, a [2, 6, 3, 3] map (18 targets)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 6)
+
+    def forward(self, x):
+        x = self.linear(x)
+        y = torch.zeros_like(x)
+        p = torch.sigmoid(x)
+        labels = torch.zeros(4, dtype=torch.long, device=x.device)
+        weight = torch.ones(6, device=x.device)
+        return (
+            F.mse_loss(x, y),
+            F.smooth_l1_loss(x, y, reduction="none", beta=0.5),
+            F.huber_loss(x, y, reduction="sum"),
+            F.binary_cross_entropy(p, y, weight=weight),
+            F.binary_cross_entropy_with_logits(x, y, pos_weight=weight),
+            F.cross_entropy(x, labels),
+            F.cross_entropy(x, labels, weight=weight, reduction="sum"),
+            F.cross_entropy(x.reshape(2, 6, 2), labels.reshape(2, 2), reduction="none"),
+            F.nll_loss(x.reshape(2, 6, 2, 1).expand(2, 6, 2, 9).reshape(2, 6, 3, 6)[..., :3],
+                       torch.zeros(2, 3, 3, dtype=torch.long, device=x.device)),
+        )  # fmt: skip
+
+
+def test_losses_count_their_kernels_elementwise_work_then_their_reduction():
+    """mse (x - y)^2: 2 per element; smooth L1 |x - y|, a comparison and the quadratic branch
+    0.5 z z / beta: 6; Huber 5 (its quadratic branch 0.5 z z); BCE (y - 1) max(log1p(-x), -100)
+    - y max(log x, -100): 9, a weight 1 more; BCE with logits (1 - y) x - log_sigmoid(x): 4,
+    pos_weight 3 more per element and 1 per weight; a reduction 1 per element. nll_loss (a
+    cross entropy after its log-softmax): per target the pick and negation 1, a class weight
+    1, reduced an accumulation 1 (a weighted mean also sums the weights, 1), a mean's division 1."""
+    report = archprof.analyze(_Losses(), input_size=(6,), batch=4)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    n = 4 * 6
+    assert costs["aten.mse_loss"] == [(2 + 1) * n]
+    assert costs["aten.smooth_l1_loss"] == [6 * n]  # reduction="none"
+    assert costs["aten.huber_loss"] == [(5 + 1) * n]
+    assert costs["aten.binary_cross_entropy"] == [(9 + 1 + 1) * n]
+    assert costs["aten.binary_cross_entropy_with_logits"] == [(4 + 3 + 1) * n + 6]
+    assert costs["aten.nll_loss_forward"] == [(1 + 1) * 4 + 1, (1 + 1 + 1) * 4]
+    # a 3-d input goes to the 2-d kernel as [2, 6, 1, 2]
+    assert costs["aten.nll_loss2d_forward"] == [1 * 2 * 2, (1 + 1) * 2 * 3 * 3 + 1]
+
+
+def test_the_gradients_of_the_losses_are_costed():
+    """A training step through every loss: mse's gradient (x - y) norm grad, 3 per element;
+    BCE's grad (x - y) / max((1 - x) x, eps), 6, a weight and a mean's division 1 each; smooth
+    L1's 6 and Huber's 5 (a difference, two comparisons, a branch's products); a cross
+    entropy's gradient written at each target's class, 1 per target, a class weight 1 more, a
+    mean's division once."""
+    report = archprof.analyze(_Losses(), input_size=(6,), batch=4, training=True)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    n = 4 * 6
+    assert costs["aten.mse_loss_backward"] == [3 * n]
+    assert costs["aten.smooth_l1_loss_backward"] == [6 * n]
+    assert costs["aten.huber_loss_backward"] == [5 * n]
+    assert costs["aten.binary_cross_entropy_backward"] == [(6 + 1 + 1) * n]
+    assert sorted(costs["aten.nll_loss_backward"]) == sorted([4 + 1, 2 * 4])
+    assert sorted(costs["aten.nll_loss2d_backward"]) == sorted([2 * 3 * 3 + 1, 2 * 2])
+
+
+def test_a_loss_reads_every_unit_unless_unreduced():
+    class Scored(torch.nn.Module):
+        def __init__(self, reduction):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.reduction = reduction
+
+        def forward(self, x):
+            y = self.conv(x)
+            labels = torch.zeros(1, 8, 8, dtype=torch.long, device=x.device)
+            return F.mse_loss(y, torch.zeros_like(y), reduction=self.reduction), F.cross_entropy(
+                y, labels, reduction=self.reduction
+            )
+
+    fields = archprof.analyze(Scored("none"), input_size=(3, 8, 8)).columns["receptive_field"]
+    assert fields == [(3, 3), (3, 3)]
+    fields = archprof.analyze(Scored("mean"), input_size=(3, 8, 8)).columns["receptive_field"]
+    assert fields == [(3, 3), FieldMark.INPUT]
+
+
+def test_an_embedding_with_max_norm_renormalises_the_rows_it_looks_up():
+    """Per index, every one taken as a distinct row over max_norm (on meta the values are
+    unknown): the indices sorted, I ceil(log2 I), then the row's 2-norm 2D and a root, a
+    comparison, the scale's division and D multiplies: 3D + 3."""
+    embedding = torch.nn.Embedding(10, 8, max_norm=1.0)
+    report = archprof.analyze(embedding, inputs=["5:int64"], batch=2)
+    assert report.totals.not_counted == {}
+    indices = 2 * 5
+    assert _operator_costs(report)["aten.embedding_renorm_"][0].elementwise_flops == (
+        indices * math.ceil(math.log2(indices)) + indices * (3 * 8 + 3)
+    )
+    training = archprof.analyze(embedding, inputs=["5:int64"], batch=2, training=True)
+    assert training.totals.not_counted == {}

@@ -249,8 +249,22 @@ _add(Family.REDUCTION, "_fft_c2r", costs.fft_cost(complex_input=True, complex_ou
 _add(Family.REDUCTION, "sort", costs.sort_cost)
 _add(Family.REDUCTION, "topk", costs.topk_cost)
 
+# --- losses -------------------------------------------------------------------------------
+# Elementwise over input and target, then a mean or a sum (reduction="none": per element).
+# F.l1_loss and F.kl_div reach the trace decomposed (sub, abs, mean; mul, log, sum), and a
+# cross entropy as _log_softmax then nll_loss_forward.
+
+_add(Family.REDUCTION, "mse_loss", costs.mse_loss_cost)
+_add(Family.REDUCTION, "smooth_l1_loss", costs.smooth_l1_loss_cost)
+_add(Family.REDUCTION, "huber_loss", costs.huber_loss_cost)
+_add(Family.REDUCTION, "binary_cross_entropy", costs.binary_cross_entropy_cost)
+_add(Family.REDUCTION, "binary_cross_entropy_with_logits", costs.binary_cross_entropy_with_logits_cost)
+_add(Family.REDUCTION, "nll_loss_forward nll_loss2d_forward", costs.nll_loss_cost)
+
 # --- normalisation ------------------------------------------------------------------------
 
+# nn.Embedding(max_norm=...): the rows looked up rescaled in place before each lookup.
+_add(Family.NORMALISATION, "embedding_renorm", costs.embedding_renorm_cost)
 # A weight-normalised layer's weight, made from its direction and magnitude at every call.
 _add(Family.NORMALISATION, "_weight_norm_interface", costs.weight_norm_cost)
 
@@ -406,6 +420,15 @@ _add(
     layout=Layout.CONTIGUOUS,
 )
 _add(Family.DATA_MOVEMENT, "scatter_add scatter_reduce", costs.scatter_add_cost)
+# The losses' gradients: elementwise over the input, and a cross entropy's written into
+# zeros at each target's class.
+_add(Family.POINTWISE, "mse_loss_backward", costs.mse_loss_backward_cost)
+_add(Family.POINTWISE, "binary_cross_entropy_backward", costs.binary_cross_entropy_backward_cost)
+# d = x - y; d <= -beta, d >= beta: +-norm grad, else norm d grad / beta: the difference, two
+# comparisons and the middle branch's 3 (smooth L1); Huber's branches multiply twice.
+_add(Family.POINTWISE, "smooth_l1_loss_backward", costs.per_output_element(6))
+_add(Family.POINTWISE, "huber_loss_backward", costs.per_output_element(5))
+_add(Family.DATA_MOVEMENT, "nll_loss_backward nll_loss2d_backward", costs.nll_loss_backward_cost)
 # Also the gradient of advanced indexing (x[idx]): index_put with accumulate.
 _add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)
 

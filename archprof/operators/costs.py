@@ -609,3 +609,84 @@ def topk_cost(x: Shape, k: int, dim: int = -1, *args, out: Shape, **kwargs) -> C
     n = x[dim] if x else 1
     rows = prod(x) // n if n else 0
     return Cost(elementwise_flops=rows * (n - 1 + n * _levels(k)))
+
+
+# --- Losses -------------------------------------------------------------------------------
+# A loss counts the pointwise operations its CPU kernel runs per element, then its reduction
+# (`reduction` 1 mean, 2 sum: one FLOP per element, as `mean` and `sum` count; 0 none).
+
+
+def loss_cost(per_element: int) -> Callable[..., Cost]:
+    """`per_element` FLOPs per element of the input, 1 more where the loss is reduced."""
+
+    def cost(x: Shape, target: Shape, reduction: int = 1, *args, out: Shape, **kwargs) -> Cost:
+        return Cost(elementwise_flops=(per_element + (reduction != 0)) * prod(x))
+
+    cost.__doc__ = f"{per_element} FLOPs per element, 1 more where reduced (mean or sum)."
+    return cost
+
+
+# (x - y)^2: a difference and a square
+mse_loss_cost = loss_cost(2)
+# z = |x - y|, z < beta ? 0.5 z z / beta : z - 0.5 beta; the quadratic branch counted for every
+# element (which one an element takes depends on its value)
+smooth_l1_loss_cost = loss_cost(6)
+# z = |x - y|, z < delta ? 0.5 z z : delta (z - 0.5 delta)
+huber_loss_cost = loss_cost(5)
+
+
+def binary_cross_entropy_cost(x: Shape, target: Shape, weight=None, reduction: int = 1, *, out: Shape) -> Cost:
+    """(y - 1) max(log1p(-x), -100) - y max(log x, -100), as the CPU kernel computes it: 9
+    per element; a weight multiplies each, 1 more; reduced, 1 more."""
+    return Cost(elementwise_flops=(9 + (weight is not None) + (reduction != 0)) * prod(x))
+
+
+def binary_cross_entropy_with_logits_cost(
+    x: Shape, target: Shape, weight=None, pos_weight=None, reduction: int = 1, *, out: Shape
+) -> Cost:
+    """(1 - y) x - log_sigmoid(x): 4 per element; with `pos_weight` the log-sigmoid scaled by
+    (pos_weight - 1) y + 1, 3 more per element and 1 per element of pos_weight; a weight 1
+    more; reduced, 1 more."""
+    per_element = 4 + 3 * (pos_weight is not None) + (weight is not None) + (reduction != 0)
+    return Cost(elementwise_flops=per_element * prod(x) + (prod(pos_weight) if pos_weight is not None else 0))
+
+
+def nll_loss_cost(x: Shape, target: Shape, weight, reduction: int, *args, out: Shape, **kwargs) -> Cost:
+    """Per target element, the log-probability of its class picked and negated (1), times its
+    class's weight (1); reduced, accumulated (1), a weighted mean summing the weights too (1),
+    and a mean's one division."""
+    weighted = weight is not None
+    per_target = 1 + weighted + (reduction != 0) + (weighted and reduction == 1)
+    return Cost(elementwise_flops=per_target * prod(target) + (reduction == 1))
+
+
+def nll_loss_backward_cost(
+    grad: Shape, x: Shape, target: Shape, weight, reduction: int, *args, out: Shape, **kwargs
+) -> Cost:
+    """The gradient, negated, written into zeros at each target's class: 1 per target
+    element, times its class's weight 1 more; a mean's gradient divided by the total weight
+    once, 1."""
+    return Cost(elementwise_flops=(1 + (weight is not None)) * prod(target) + (reduction == 1))
+
+
+def mse_loss_backward_cost(grad: Shape, x: Shape, target: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """(x - y) * norm * grad, norm 2 (2 / N for a mean): 3 per element."""
+    return Cost(elementwise_flops=3 * prod(out))
+
+
+def binary_cross_entropy_backward_cost(
+    grad: Shape, x: Shape, target: Shape, weight=None, reduction: int = 1, *, out: Shape
+) -> Cost:
+    """grad (x - y) / max((1 - x) x, eps): 6 per element; a weight 1 more, a mean's division 1 more."""
+    return Cost(elementwise_flops=(6 + (weight is not None) + (reduction == 1)) * prod(out))
+
+
+def embedding_renorm_cost(weight: Shape, indices: Shape, max_norm, norm_type, *, out: Shape) -> Cost:
+    """nn.Embedding(max_norm=...) renormalises, before each lookup, the rows its indices name:
+    the indices sorted (I ceil(log2 I) comparisons, to visit each row once), then per row its
+    p-norm (2 per element and a root), a comparison with max_norm, and where above it a scale
+    (a division, and a multiply per element). On the meta device the indices' values are
+    unknown: every index counts as a distinct row over max_norm, 3D + 3 per index, a bound
+    reached when no index repeats and every row named is too long."""
+    count = prod(indices)
+    return Cost(elementwise_flops=count * _levels(count) + count * (3 * weight[-1] + 3))

@@ -952,6 +952,34 @@ def _running_sum(walk: Walk, op: OpNode) -> State:
     return state
 
 
+@_rule("mse_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits")
+def _loss(walk: Walk, op: OpNode) -> State:
+    """Elementwise over input, target and weights, then (unless reduction="none") a mean or
+    a sum of every element."""
+    x = op.args[0]
+    index = {"aten.binary_cross_entropy": 3, "aten.binary_cross_entropy_with_logits": 4}.get(op.op, 2)
+    per_element = walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], x.shape)
+    return per_element if _arg(op, index, "reduction", 1) == 0 else walk.reduce(op, per_element, 0, None)
+
+
+@_rule("nll_loss_forward", "nll_loss2d_forward")
+def _nll_loss(walk: Walk, op: OpNode) -> list[State]:
+    """Each target reads its unit's class scores (the class axis whole) and itself; reduced,
+    every one. The total weight counts targets and weights: no field of the input."""
+    x, target = op.args[0], op.args[1]
+    picked = walk.reduce(op, walk.state(x), len(x.shape) - 1, {1 if len(x.shape) > 1 else 0})
+    per_target = walk.merge(op, [(picked, target.shape), (walk.state(target), target.shape)], target.shape)
+    reduced = per_target if _arg(op, 3, "reduction", 1) == 0 else walk.reduce(op, per_target, 0, None)
+    return [reduced, None]
+
+
+@_rule("embedding_renorm")
+def _embedding_renorm(walk: Walk, op: OpNode) -> State:
+    """Rescales in place the rows the indices name: the row a lookup then reads was named by
+    that lookup's own index, so each output still reads its own index alone."""
+    return walk.state(op.args[0])
+
+
 @_rule("glu")
 def _glu(walk: Walk, op: OpNode) -> State:
     """a * sigmoid(b) for the two halves along one axis: pointwise unless that axis is spatial."""
