@@ -736,3 +736,49 @@ def test_an_embedding_with_max_norm_renormalises_the_rows_it_looks_up():
     )
     training = archprof.analyze(embedding, inputs=["5:int64"], batch=2, training=True)
     assert training.totals.not_counted == {}
+
+
+def test_one_hot_runs_as_on_a_cpu():
+    """F.one_hot on a CPU checks its indices' minimum and maximum (aminmax, read back with
+    item()) and scatters a 1 per index into zeros: 2 (N - 1) comparisons, where the meta
+    device's road compares every index with every class (N x C). The trace records the CPU's
+    operators, but the item() reads, which meta cannot make (no values)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Logged(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    class Encoded(torch.nn.Module):
+        def forward(self, labels):  # labels: [2, 5]
+            return F.one_hot(labels, 7)
+
+    labels = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 0, 1, 2]])
+    with Logged() as cpu:
+        Encoded()(labels)
+    report = archprof.analyze(Encoded(), inputs=["5:int64"], batch=2)
+    assert [op.op for op in report.graph.ops] == [op for op in cpu.ops if op != "aten._local_scalar_dense"]
+    assert report.totals.not_counted == {}
+    assert report.totals.elementwise_flops == 2 * (2 * 5 - 1)
+
+
+def test_one_hot_of_a_maps_classes_keeps_its_field():
+    """A segmentation map's classes one-hot encoded: each output reads its own position's
+    label (scatter along the new class axis), the field of the convolution before it."""
+
+    class Encoded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return F.one_hot(self.conv(x).argmax(1), 4).permute(0, 3, 1, 2).float()
+
+    report = archprof.analyze(Encoded(), input_size=(3, 8, 8))
+    assert report.columns["receptive_field"] == [(3, 3), (3, 3)]
+    assert "aten.scatter_" in {op.op for op in report.graph.ops}

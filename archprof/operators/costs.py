@@ -201,6 +201,11 @@ def extremum_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     return Cost(elementwise_flops=prod(x) - prod(out))
 
 
+def minimum_and_maximum_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """aminmax: a minimum and a maximum, each K - 1 comparisons per output over K elements."""
+    return Cost(elementwise_flops=2 * (prod(x) - prod(out)))
+
+
 def variance_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     """Mean 1 + centre and square 2 per input element."""
     return Cost(elementwise_flops=3 * prod(x))

@@ -973,6 +973,27 @@ def _nll_loss(walk: Walk, op: OpNode) -> list[State]:
     return [reduced, None]
 
 
+@_rule("scatter")
+def _scatter(walk: Walk, op: OpNode) -> State:
+    """scatter(self, dim, index, src or value): a unit of the output reads its unit of self
+    and, where index (and src) match the output's shape but along `dim`, the whole line of
+    index and src along `dim` at its position (F.one_hot's 1 per index, scattered into
+    zeros); a smaller index leaves the positions written in its values."""
+    x, dim, index = op.args[0], op.args[1], op.args[2]
+    ndim = len(x.shape)
+    axis = dim % ndim
+    items = [(walk.state(x), x.shape)]
+    line = (*x.shape[:axis], 1, *x.shape[axis + 1 :])  # the output's shape, one unit along `dim`
+    for operand in (index, *op.args[3:4]):
+        if not isinstance(operand, TensorMeta):
+            continue
+        shape = (*operand.shape[:axis], 1, *operand.shape[axis + 1 :])
+        if shape != line:
+            return walk.undefined(op, "its index is smaller than its output: the positions written are in its values")
+        items.append((walk.reduce(op, walk.state(operand), ndim, {axis}), shape))
+    return walk.merge(op, items, op.outputs[0].shape)
+
+
 @_rule("embedding_renorm")
 def _embedding_renorm(walk: Walk, op: OpNode) -> State:
     """Rescales in place the rows the indices name: the row a lookup then reads was named by
