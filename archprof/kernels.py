@@ -16,7 +16,8 @@ It replaces, while active, the names through which models reach these functions:
 and `nn.MultiheadAttention` call), `torch._VF.lstm`, `gru`, `rnn_tanh` and `rnn_relu` (what
 `nn.LSTM`, `nn.GRU` and `nn.RNN` call),
 `torch.batch_norm` (what `F.batch_norm` calls), `torch.group_norm` (what
-`F.group_norm` calls) and `torch.nn.functional.linear` (what `nn.Linear` calls). A
+`F.group_norm` calls), `torch.nn.functional.linear` (what `nn.Linear` calls) and
+`torch.nn.functional.one_hot` (`F.one_hot`). A
 TorchFunctionMode would see every call however made, but costs every torch call of every
 model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
 (`torch._C._nn.scaled_dot_product_attention`, a name imported before the trace) keeps the
@@ -52,6 +53,13 @@ Modelled (PyTorch 2.x, CPU):
   place for a tensor that looks like a subclass, as every tensor does under a dispatch
   mode: a copy of the output that a real run never makes. Such a call on meta is run as
   the real one runs; any other keeps the composite road, the same there as anywhere.
+- one-hot encoding: on meta (and under fake tensors) `F.one_hot` compares its indices with
+  `arange(num_classes)` (`eq`, then a copy to int64: N x C comparisons and a boolean N x C
+  tensor); a CPU checks the indices' minimum and maximum (`aminmax`, read back with
+  `item()`), then scatters a 1 per index into zeros (Onehot.cpp): no arithmetic but the
+  check's. A call on meta with `num_classes` given is run as the CPU runs it, the `item()`
+  reads and the checks on their values left out (meta holds no values); without
+  `num_classes` the class count is a value, and the composite road raises on meta.
 - recurrent layers: `nn.LSTM` runs `mkldnn_rnn_layer` per layer and direction where
   RNN.cpp's `use_mkldnn` takes it (oneDNN enabled; float32, bfloat16 where the processor
   has oneDNN's bfloat16 instructions, float16 likewise and only without autograd; no
@@ -107,12 +115,14 @@ class DeviceKernels:
         self._batch_norm_function = torch.batch_norm
         self._group_norm_function = torch.group_norm
         self._linear_function = torch.nn.functional.linear
+        self._one_hot_function = torch.nn.functional.one_hot
 
     def __enter__(self) -> DeviceKernels:
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
         self._batch_norm_function = torch.batch_norm
         self._group_norm_function = torch.group_norm
         self._linear_function = torch.nn.functional.linear
+        self._one_hot_function = torch.nn.functional.one_hot
         torch.nn.functional.scaled_dot_product_attention = self._routed_attention
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
         for name, cell in _ONE_HIDDEN_CELLS.items():
@@ -120,6 +130,7 @@ class DeviceKernels:
         torch.batch_norm = self._routed_batch_norm
         torch.group_norm = self._routed_group_norm
         torch.nn.functional.linear = self._routed_linear
+        torch.nn.functional.one_hot = self._routed_one_hot
         return self
 
     def __exit__(self, *exc) -> None:
@@ -129,6 +140,7 @@ class DeviceKernels:
         torch.batch_norm = self._batch_norm_function
         torch.group_norm = self._group_norm_function
         torch.nn.functional.linear = self._linear_function
+        torch.nn.functional.one_hot = self._one_hot_function
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
         if input.device.type not in ("meta", "cpu") or input.numel() == 0:
@@ -166,6 +178,11 @@ class DeviceKernels:
         if input.device.type != "meta":
             return self._linear_function(input, weight, bias)
         return _cpu_linear(input, weight, bias)
+
+    def _routed_one_hot(self, input, num_classes=-1):
+        if input.device.type != "meta" or num_classes < 0 or input.dtype != torch.long or input.numel() == 0:
+            return self._one_hot_function(input, num_classes)
+        return _cpu_one_hot(input, num_classes)
 
     def _routed_attention(self, query, *args, **kwargs):
         if query.device.type != "meta":
@@ -226,6 +243,15 @@ def _cpu_linear(input, weight, bias=None):
     if bias is None or input.dim() == 2 or _flattened_by_linear(input, bias):
         return torch._C._nn.linear(input, weight, bias)
     return torch.matmul(input, weight.t()).add_(bias)
+
+
+def _cpu_one_hot(input, num_classes: int):
+    """F.one_hot as a CPU computes it (Onehot.cpp): the indices' minimum and maximum for its
+    checks (their values, which meta does not hold, not read), then a 1 scattered at each
+    index into zeros."""
+    input.aminmax()
+    output = torch.zeros((*input.shape, num_classes), dtype=input.dtype, device=input.device)
+    return output.scatter_(-1, input.unsqueeze(-1), 1)
 
 
 def _flattened_by_linear(input, bias) -> bool:

@@ -3,6 +3,8 @@ classification, segmentation and video models run is known to it (costed or decl
 free), it holds no operator a dispatch trace never sees, and the trace's fast-path answers
 carry the real meta kernel's strides."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 import archprof
 from archprof.operators import OPERATORS, Family, operator_named
+from archprof.passes.flops import op_cost
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.rules import rule_for
 from archprof.trace import trace
@@ -535,3 +538,247 @@ def test_complex_views_conjugation_and_window_functions_are_catalogued():
     totals = archprof.analyze(Complex(), input_size=(8, 2), batch=2).totals
     assert totals.not_counted == {}
     assert totals.elementwise_flops == 4 * 2 * 8
+
+
+def _operator_costs(report) -> dict[str, list]:
+    """operator -> the costs of its calls, forward and backward, in order."""
+    calls: dict[str, list] = {}
+    for op in [*report.graph.ops, *report.graph.backward_ops]:
+        calls.setdefault(op.op, []).append(op_cost(op))
+    return calls
+
+
+def test_fourier_transforms_count_5_n_log2_n_per_complex_transform():
+    """torch.fft: 5 N log2 N real FLOPs per complex transform of length N, half that for a
+    real signal, per transformed dimension (log2 rounded up: 12 points take 4 levels); an
+    inverse's 1/N scales each output (1 more per element)."""
+
+    class Spectral(torch.nn.Module):
+        def forward(self, x):  # x: [2, 3, 8, 12]
+            half = torch.fft.rfft(x)  # 2*3*8 real transforms of 12 points
+            full = torch.fft.fft2(half)  # complex, over the 8 x 7 map
+            back = torch.fft.irfft(half, n=12)  # real output of 12 points, scaled by 1/12
+            return full.abs(), back
+
+    report = archprof.analyze(Spectral(), input_size=(3, 8, 12), batch=2)
+    assert report.totals.not_counted == {}
+    costs = _operator_costs(report)
+    lines = 2 * 3 * 8
+    log2 = lambda n: math.ceil(math.log2(n))  # noqa: E731
+    assert costs["aten._fft_r2c"][0].elementwise_flops == lines * 5 * 12 * log2(12) // 2
+    assert costs["aten._fft_c2c"][0].elementwise_flops == 5 * (2 * 3 * 8 * 7) * (log2(8) + log2(7))
+    assert costs["aten._fft_c2r"][0].elementwise_flops == lines * 5 * 12 * log2(12) // 2 + lines * 12
+    assert costs["aten._fft_c2r"][0].macs == 0
+
+
+def test_sorting_counts_comparisons():
+    """sort (and argsort): N ceil(log2 N) comparisons per row; topk: N - 1 (a maximum) plus
+    N ceil(log2 k) to keep the k best in a heap."""
+
+    class Ranked(torch.nn.Module):
+        def forward(self, x):  # x: [2, 4, 10]
+            values, _ = x.sort(dim=1)  # 2*10 rows of 4
+            order = x.argsort(dim=-1, descending=True)  # 2*4 rows of 10
+            best = x.topk(3).values  # 2*4 rows of 10, k = 3
+            return values, order, best
+
+    report = archprof.analyze(Ranked(), input_size=(4, 10), batch=2)
+    assert report.totals.not_counted == {}
+    costs = _operator_costs(report)
+    assert [c.elementwise_flops for c in costs["aten.sort"]] == [2 * 10 * 4 * 2, 2 * 4 * 10 * 4]
+    assert costs["aten.topk"][0].elementwise_flops == 2 * 4 * (10 - 1 + 10 * math.ceil(math.log2(3)))
+
+
+@pytest.mark.parametrize(
+    "along_width",
+    [
+        lambda y: y.sort(dim=3).values,
+        lambda y: y.argsort(dim=-1),
+        lambda y: y.topk(2, dim=3).indices,
+        lambda y: torch.fft.rfft(y).abs(),
+        lambda y: torch.fft.ifft(torch.fft.fft(y)).abs(),
+    ],
+    ids=["sort", "argsort", "topk", "rfft", "fft-ifft"],
+)
+def test_sorting_and_transforms_read_the_whole_axis(along_width):
+    """After a 3 x 3 convolution, an op along the width reads every column: 3 x 8 on 8 x 8."""
+
+    class AlongWidth(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return along_width(self.conv(x))
+
+    report = archprof.analyze(AlongWidth(), input_size=(1, 8, 8))
+    assert report.columns["receptive_field"] == [(3, 3), (3, 8)]
+
+
+def test_running_products_extrema_and_random_fills_are_costed():
+    """cumprod, cummax and cummin count as cumsum does, 1 per element; logcumsumexp 3 per
+    element (exp, accumulate, log); count_nonzero 1 per input element; gumbel_softmax draws
+    its noise with exponential_ (a random fill, free as rand is) before -log, add, divide
+    and a softmax."""
+
+    class Running(torch.nn.Module):
+        def forward(self, x):  # x: [2, 5, 6], 60 elements
+            y = x.cumprod(1) + x.cummax(2).values + x.cummin(0).values  # 3 * 60, then 2 * 60
+            z = x.logcumsumexp(-1) + x.count_nonzero(-1).unsqueeze(-1)  # 3 * 60 + 60, then 60
+            return y, z, F.gumbel_softmax(x, tau=2.0)  # log, neg, add, divide 4 * 60, softmax 3 * 60
+
+    report = archprof.analyze(Running(), input_size=(5, 6), batch=2)
+    assert report.totals.not_counted == {}
+    assert "aten.exponential_" in {op.op for op in report.graph.ops}
+    n = 2 * 5 * 6
+    assert report.totals.elementwise_flops == 3 * n + 2 * n + 3 * n + n + n + 4 * n + 3 * n
+    training = archprof.analyze(torch.nn.Sequential(torch.nn.Linear(6, 6), Running()), input_size=(5, 6), training=True)
+    assert training.totals.not_counted == {}
+
+
+class _Losses(torch.nn.Module):
+    """Every loss of the catalogue over a [4, 6] batch of scores (24 elements) and, for the
+    2-d cross entropy, a [2, 6, 3, 3] map (18 targets)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 6)
+
+    def forward(self, x):
+        x = self.linear(x)
+        y = torch.zeros_like(x)
+        p = torch.sigmoid(x)
+        labels = torch.zeros(4, dtype=torch.long, device=x.device)
+        weight = torch.ones(6, device=x.device)
+        return (
+            F.mse_loss(x, y),
+            F.smooth_l1_loss(x, y, reduction="none", beta=0.5),
+            F.huber_loss(x, y, reduction="sum"),
+            F.binary_cross_entropy(p, y, weight=weight),
+            F.binary_cross_entropy_with_logits(x, y, pos_weight=weight),
+            F.cross_entropy(x, labels),
+            F.cross_entropy(x, labels, weight=weight, reduction="sum"),
+            F.cross_entropy(x.reshape(2, 6, 2), labels.reshape(2, 2), reduction="none"),
+            F.nll_loss(x.reshape(2, 6, 2, 1).expand(2, 6, 2, 9).reshape(2, 6, 3, 6)[..., :3],
+                       torch.zeros(2, 3, 3, dtype=torch.long, device=x.device)),
+        )  # fmt: skip
+
+
+def test_losses_count_their_kernels_elementwise_work_then_their_reduction():
+    """mse (x - y)^2: 2 per element; smooth L1 |x - y|, a comparison and the quadratic branch
+    0.5 z z / beta: 6; Huber 5 (its quadratic branch 0.5 z z); BCE (y - 1) max(log1p(-x), -100)
+    - y max(log x, -100): 9, a weight 1 more; BCE with logits (1 - y) x - log_sigmoid(x): 4,
+    pos_weight 3 more per element and 1 per weight; a reduction 1 per element. nll_loss (a
+    cross entropy after its log-softmax): per target the pick and negation 1, a class weight
+    1, reduced an accumulation 1 (a weighted mean also sums the weights, 1), a mean's division 1."""
+    report = archprof.analyze(_Losses(), input_size=(6,), batch=4)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    n = 4 * 6
+    assert costs["aten.mse_loss"] == [(2 + 1) * n]
+    assert costs["aten.smooth_l1_loss"] == [6 * n]  # reduction="none"
+    assert costs["aten.huber_loss"] == [(5 + 1) * n]
+    assert costs["aten.binary_cross_entropy"] == [(9 + 1 + 1) * n]
+    assert costs["aten.binary_cross_entropy_with_logits"] == [(4 + 3 + 1) * n + 6]
+    assert costs["aten.nll_loss_forward"] == [(1 + 1) * 4 + 1, (1 + 1 + 1) * 4]
+    # a 3-d input goes to the 2-d kernel as [2, 6, 1, 2]
+    assert costs["aten.nll_loss2d_forward"] == [1 * 2 * 2, (1 + 1) * 2 * 3 * 3 + 1]
+
+
+def test_the_gradients_of_the_losses_are_costed():
+    """A training step through every loss: mse's gradient (x - y) norm grad, 3 per element;
+    BCE's grad (x - y) / max((1 - x) x, eps), 6, a weight and a mean's division 1 each; smooth
+    L1's 6 and Huber's 5 (a difference, two comparisons, a branch's products); a cross
+    entropy's gradient written at each target's class, 1 per target, a class weight 1 more, a
+    mean's division once."""
+    report = archprof.analyze(_Losses(), input_size=(6,), batch=4, training=True)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    n = 4 * 6
+    assert costs["aten.mse_loss_backward"] == [3 * n]
+    assert costs["aten.smooth_l1_loss_backward"] == [6 * n]
+    assert costs["aten.huber_loss_backward"] == [5 * n]
+    assert costs["aten.binary_cross_entropy_backward"] == [(6 + 1 + 1) * n]
+    assert sorted(costs["aten.nll_loss_backward"]) == sorted([4 + 1, 2 * 4])
+    assert sorted(costs["aten.nll_loss2d_backward"]) == sorted([2 * 3 * 3 + 1, 2 * 2])
+
+
+def test_a_loss_reads_every_unit_unless_unreduced():
+    class Scored(torch.nn.Module):
+        def __init__(self, reduction):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.reduction = reduction
+
+        def forward(self, x):
+            y = self.conv(x)
+            labels = torch.zeros(1, 8, 8, dtype=torch.long, device=x.device)
+            return F.mse_loss(y, torch.zeros_like(y), reduction=self.reduction), F.cross_entropy(
+                y, labels, reduction=self.reduction
+            )
+
+    fields = archprof.analyze(Scored("none"), input_size=(3, 8, 8)).columns["receptive_field"]
+    assert fields == [(3, 3), (3, 3)]
+    fields = archprof.analyze(Scored("mean"), input_size=(3, 8, 8)).columns["receptive_field"]
+    assert fields == [(3, 3), FieldMark.INPUT]
+
+
+def test_an_embedding_with_max_norm_renormalises_the_rows_it_looks_up():
+    """Per index, every one taken as a distinct row over max_norm (on meta the values are
+    unknown): the indices sorted, I ceil(log2 I), then the row's 2-norm 2D and a root, a
+    comparison, the scale's division and D multiplies: 3D + 3."""
+    embedding = torch.nn.Embedding(10, 8, max_norm=1.0)
+    report = archprof.analyze(embedding, inputs=["5:int64"], batch=2)
+    assert report.totals.not_counted == {}
+    indices = 2 * 5
+    assert _operator_costs(report)["aten.embedding_renorm_"][0].elementwise_flops == (
+        indices * math.ceil(math.log2(indices)) + indices * (3 * 8 + 3)
+    )
+    training = archprof.analyze(embedding, inputs=["5:int64"], batch=2, training=True)
+    assert training.totals.not_counted == {}
+
+
+def test_one_hot_runs_as_on_a_cpu():
+    """F.one_hot on a CPU checks its indices' minimum and maximum (aminmax, read back with
+    item()) and scatters a 1 per index into zeros: 2 (N - 1) comparisons, where the meta
+    device's road compares every index with every class (N x C). The trace records the CPU's
+    operators, but the item() reads, which meta cannot make (no values)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Logged(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    class Encoded(torch.nn.Module):
+        def forward(self, labels):  # labels: [2, 5]
+            return F.one_hot(labels, 7)
+
+    labels = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 0, 1, 2]])
+    with Logged() as cpu:
+        Encoded()(labels)
+    report = archprof.analyze(Encoded(), inputs=["5:int64"], batch=2)
+    assert [op.op for op in report.graph.ops] == [op for op in cpu.ops if op != "aten._local_scalar_dense"]
+    assert report.totals.not_counted == {}
+    assert report.totals.elementwise_flops == 2 * (2 * 5 - 1)
+
+
+def test_one_hot_of_a_maps_classes_keeps_its_field():
+    """A segmentation map's classes one-hot encoded: each output reads its own position's
+    label (scatter along the new class axis), the field of the convolution before it."""
+
+    class Encoded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return F.one_hot(self.conv(x).argmax(1), 4).permute(0, 3, 1, 2).float()
+
+    report = archprof.analyze(Encoded(), input_size=(3, 8, 8))
+    assert report.columns["receptive_field"] == [(3, 3), (3, 3)]
+    assert "aten.scatter_" in {op.op for op in report.graph.ops}

@@ -184,6 +184,7 @@ _add(
     "empty empty_like empty_strided zeros zeros_like ones ones_like full full_like fill zero scalar_tensor"
     " arange linspace eye new_empty new_empty_strided new_zeros new_ones new_full"
     " rand randn randint randperm rand_like randn_like randint_like bernoulli uniform normal random"
+    " exponential geometric cauchy log_normal _efficientzerotensor"
     " hann_window hamming_window blackman_window bartlett_window kaiser_window",
 )
 
@@ -231,14 +232,40 @@ _add(Family.WINDOW, "col2im", costs.fold_cost)
 _add(Family.REDUCTION, "mean sum", costs.reduction_cost, shapes.reduction_shape)
 _add(Family.REDUCTION, "nansum prod any all", costs.reduction_cost)
 _add(Family.REDUCTION, "amax amin max min argmax argmin", costs.extremum_cost)
+_add(Family.REDUCTION, "aminmax", costs.minimum_and_maximum_cost)
 _add(Family.REDUCTION, "var var_mean", costs.variance_cost)
 _add(Family.REDUCTION, "std std_mean", costs.standard_deviation_cost)
 _add(Family.REDUCTION, "linalg_vector_norm norm", costs.vector_norm_cost)
 _add(Family.REDUCTION, "logsumexp", costs.logsumexp_cost)
-_add(Family.REDUCTION, "cumsum", costs.reduction_cost)  # a running sum: one addition per element
+# running sums, products, maxima and minima: one addition, multiply or comparison per element
+_add(Family.REDUCTION, "cumsum cumprod cummax cummin", costs.reduction_cost)
+# log(exp(running) + exp(x)) per element: exp, accumulate and log, 3 per element (logsumexp's 2 and its log)
+_add(Family.REDUCTION, "logcumsumexp", costs.per_output_element(3))
+_add(Family.REDUCTION, "count_nonzero", costs.reduction_cost)  # a comparison and a count per input element
+# torch.fft: every output reads every unit along the transformed dimensions.
+_add(Family.REDUCTION, "_fft_c2c", costs.fft_cost(complex_input=True, complex_output=True))
+_add(Family.REDUCTION, "_fft_r2c", costs.fft_cost(complex_input=False, complex_output=True))
+_add(Family.REDUCTION, "_fft_c2r", costs.fft_cost(complex_input=True, complex_output=False))
+# comparison sorts along one dimension (argsort, torch.quantile and msort sort too)
+_add(Family.REDUCTION, "sort", costs.sort_cost)
+_add(Family.REDUCTION, "topk", costs.topk_cost)
+
+# --- losses -------------------------------------------------------------------------------
+# Elementwise over input and target, then a mean or a sum (reduction="none": per element).
+# F.l1_loss and F.kl_div reach the trace decomposed (sub, abs, mean; mul, log, sum), and a
+# cross entropy as _log_softmax then nll_loss_forward.
+
+_add(Family.REDUCTION, "mse_loss", costs.mse_loss_cost)
+_add(Family.REDUCTION, "smooth_l1_loss", costs.smooth_l1_loss_cost)
+_add(Family.REDUCTION, "huber_loss", costs.huber_loss_cost)
+_add(Family.REDUCTION, "binary_cross_entropy", costs.binary_cross_entropy_cost)
+_add(Family.REDUCTION, "binary_cross_entropy_with_logits", costs.binary_cross_entropy_with_logits_cost)
+_add(Family.REDUCTION, "nll_loss_forward nll_loss2d_forward", costs.nll_loss_cost)
 
 # --- normalisation ------------------------------------------------------------------------
 
+# nn.Embedding(max_norm=...): the rows looked up rescaled in place before each lookup.
+_add(Family.NORMALISATION, "embedding_renorm", costs.embedding_renorm_cost)
 # A weight-normalised layer's weight, made from its direction and magnitude at every call.
 _add(Family.NORMALISATION, "_weight_norm_interface", costs.weight_norm_cost)
 
@@ -394,6 +421,15 @@ _add(
     layout=Layout.CONTIGUOUS,
 )
 _add(Family.DATA_MOVEMENT, "scatter_add scatter_reduce", costs.scatter_add_cost)
+# The losses' gradients: elementwise over the input, and a cross entropy's written into
+# zeros at each target's class.
+_add(Family.POINTWISE, "mse_loss_backward", costs.mse_loss_backward_cost)
+_add(Family.POINTWISE, "binary_cross_entropy_backward", costs.binary_cross_entropy_backward_cost)
+# d = x - y; d <= -beta, d >= beta: +-norm grad, else norm d grad / beta: the difference, two
+# comparisons and the middle branch's 3 (smooth L1); Huber's branches multiply twice.
+_add(Family.POINTWISE, "smooth_l1_loss_backward", costs.per_output_element(6))
+_add(Family.POINTWISE, "huber_loss_backward", costs.per_output_element(5))
+_add(Family.DATA_MOVEMENT, "nll_loss_backward nll_loss2d_backward", costs.nll_loss_backward_cost)
 # Also the gradient of advanced indexing (x[idx]): index_put with accumulate.
 _add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)
 

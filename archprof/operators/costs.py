@@ -201,6 +201,11 @@ def extremum_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     return Cost(elementwise_flops=prod(x) - prod(out))
 
 
+def minimum_and_maximum_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """aminmax: a minimum and a maximum, each K - 1 comparisons per output over K elements."""
+    return Cost(elementwise_flops=2 * (prod(x) - prod(out)))
+
+
 def variance_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     """Mean 1 + centre and square 2 per input element."""
     return Cost(elementwise_flops=3 * prod(x))
@@ -571,3 +576,122 @@ def onednn_lstm_layer_backward_cost(x: Shape, w_ih: Shape, w_hh: Shape, *args, o
     convention, as many elementwise FLOPs as the forward cell (13 per hidden unit and step)."""
     forward = onednn_lstm_layer_cost(x, w_ih, w_hh, out=out)
     return Cost(macs=2 * forward.macs, elementwise_flops=forward.elementwise_flops)
+
+
+# --- Transforms, sorting and running products ---------------------------------------------
+
+
+def _levels(n: int) -> int:
+    """ceil(log2 n): the halvings of a radix-2 transform or a merge sort of n elements (0 for 1)."""
+    return max(n - 1, 0).bit_length()
+
+
+def fft_cost(complex_input: bool, complex_output: bool) -> Callable[..., Cost]:
+    """A fast Fourier transform (`_fft_c2c`, `_fft_r2c`, `_fft_c2r`) over the dimensions
+    `dim`: 5 N ceil(log2 N) real FLOPs per complex transform of length N (the radix-2
+    Cooley-Tukey count, FFTW's convention), half that where the signal is real (r2c, c2r),
+    applied per transformed dimension to every line along it; a normalised transform
+    (`normalization` 1 or 2) scales each output, 1 more per output element."""
+
+    def cost(x: Shape, dim, normalization, *args, out: Shape, **kwargs) -> Cost:
+        signal = out if complex_input and not complex_output else x  # the real side, or either
+        per_level = 5 * prod(signal) * sum(_levels(signal[d]) for d in dim)
+        transform = per_level if complex_input and complex_output else per_level // 2
+        return Cost(elementwise_flops=transform + (prod(out) if normalization else 0))
+
+    return cost
+
+
+def sort_cost(x: Shape, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
+    """N ceil(log2 N) comparisons per row of N elements sorted along `dim` (a merge sort's
+    bound, in whole levels)."""
+    return Cost(elementwise_flops=prod(x) * _levels(x[dim] if x else 1))
+
+
+def topk_cost(x: Shape, k: int, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
+    """N - 1 + N ceil(log2 k) comparisons per row of N elements: a maximum's N - 1 for k = 1,
+    and for every element ceil(log2 k) more to keep the k best in a heap (a partial sort)."""
+    n = x[dim] if x else 1
+    rows = prod(x) // n if n else 0
+    return Cost(elementwise_flops=rows * (n - 1 + n * _levels(k)))
+
+
+# --- Losses -------------------------------------------------------------------------------
+# A loss counts the pointwise operations its CPU kernel runs per element, then its reduction
+# (`reduction` 1 mean, 2 sum: one FLOP per element, as `mean` and `sum` count; 0 none).
+
+
+def loss_cost(per_element: int) -> Callable[..., Cost]:
+    """`per_element` FLOPs per element of the input, 1 more where the loss is reduced."""
+
+    def cost(x: Shape, target: Shape, reduction: int = 1, *args, out: Shape, **kwargs) -> Cost:
+        return Cost(elementwise_flops=(per_element + (reduction != 0)) * prod(x))
+
+    cost.__doc__ = f"{per_element} FLOPs per element, 1 more where reduced (mean or sum)."
+    return cost
+
+
+# (x - y)^2: a difference and a square
+mse_loss_cost = loss_cost(2)
+# z = |x - y|, z < beta ? 0.5 z z / beta : z - 0.5 beta; the quadratic branch counted for every
+# element (which one an element takes depends on its value)
+smooth_l1_loss_cost = loss_cost(6)
+# z = |x - y|, z < delta ? 0.5 z z : delta (z - 0.5 delta)
+huber_loss_cost = loss_cost(5)
+
+
+def binary_cross_entropy_cost(x: Shape, target: Shape, weight=None, reduction: int = 1, *, out: Shape) -> Cost:
+    """(y - 1) max(log1p(-x), -100) - y max(log x, -100), as the CPU kernel computes it: 9
+    per element; a weight multiplies each, 1 more; reduced, 1 more."""
+    return Cost(elementwise_flops=(9 + (weight is not None) + (reduction != 0)) * prod(x))
+
+
+def binary_cross_entropy_with_logits_cost(
+    x: Shape, target: Shape, weight=None, pos_weight=None, reduction: int = 1, *, out: Shape
+) -> Cost:
+    """(1 - y) x - log_sigmoid(x): 4 per element; with `pos_weight` the log-sigmoid scaled by
+    (pos_weight - 1) y + 1, 3 more per element and 1 per element of pos_weight; a weight 1
+    more; reduced, 1 more."""
+    per_element = 4 + 3 * (pos_weight is not None) + (weight is not None) + (reduction != 0)
+    return Cost(elementwise_flops=per_element * prod(x) + (prod(pos_weight) if pos_weight is not None else 0))
+
+
+def nll_loss_cost(x: Shape, target: Shape, weight, reduction: int, *args, out: Shape, **kwargs) -> Cost:
+    """Per target element, the log-probability of its class picked and negated (1), times its
+    class's weight (1); reduced, accumulated (1), a weighted mean summing the weights too (1),
+    and a mean's one division."""
+    weighted = weight is not None
+    per_target = 1 + weighted + (reduction != 0) + (weighted and reduction == 1)
+    return Cost(elementwise_flops=per_target * prod(target) + (reduction == 1))
+
+
+def nll_loss_backward_cost(
+    grad: Shape, x: Shape, target: Shape, weight, reduction: int, *args, out: Shape, **kwargs
+) -> Cost:
+    """The gradient, negated, written into zeros at each target's class: 1 per target
+    element, times its class's weight 1 more; a mean's gradient divided by the total weight
+    once, 1."""
+    return Cost(elementwise_flops=(1 + (weight is not None)) * prod(target) + (reduction == 1))
+
+
+def mse_loss_backward_cost(grad: Shape, x: Shape, target: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """(x - y) * norm * grad, norm 2 (2 / N for a mean): 3 per element."""
+    return Cost(elementwise_flops=3 * prod(out))
+
+
+def binary_cross_entropy_backward_cost(
+    grad: Shape, x: Shape, target: Shape, weight=None, reduction: int = 1, *, out: Shape
+) -> Cost:
+    """grad (x - y) / max((1 - x) x, eps): 6 per element; a weight 1 more, a mean's division 1 more."""
+    return Cost(elementwise_flops=(6 + (weight is not None) + (reduction == 1)) * prod(out))
+
+
+def embedding_renorm_cost(weight: Shape, indices: Shape, max_norm, norm_type, *, out: Shape) -> Cost:
+    """nn.Embedding(max_norm=...) renormalises, before each lookup, the rows its indices name:
+    the indices sorted (I ceil(log2 I) comparisons, to visit each row once), then per row its
+    p-norm (2 per element and a root), a comparison with max_norm, and where above it a scale
+    (a division, and a multiply per element). On the meta device the indices' values are
+    unknown: every index counts as a distinct row over max_norm, 3D + 3 per index, a bound
+    reached when no index repeats and every row named is too long."""
+    count = prod(indices)
+    return Cost(elementwise_flops=count * _levels(count) + count * (3 * weight[-1] + 3))

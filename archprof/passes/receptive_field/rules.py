@@ -931,15 +931,74 @@ _MASKED = "its scores may be masked (-inf, a causal mask): the keys each unit re
 _MASKED_WEIGHTS = "it contracts weights a mask may have set to 0: the units each output reads are in the mask's values"
 
 
-@_rule("cumsum")
+@_rule("sort", "topk")
+def _sorted(walk: Walk, op: OpNode) -> State:
+    """Values and indices ordered along one axis: each output reads every unit along it."""
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = _arg(op, 2 if op.op == "aten.topk" else 1, "dim", -1)
+    return walk.reduce(op, walk.state(x), ndim, {axis % ndim} if ndim else None)
+
+
+@_rule("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp")
 def _running_sum(walk: Walk, op: OpNode) -> State:
-    """Unit i of the summed axis reads units 0 to i: pointwise unless that axis is spatial."""
+    """Unit i of the summed axis reads units 0 to i (a running sum, product, maximum or
+    minimum): pointwise unless that axis is spatial."""
     x = op.args[0]
     axis = _arg(op, 1, "dim", 0) % max(len(x.shape), 1)
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it sums along a spatial dimension")
     return state
+
+
+@_rule("mse_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits")
+def _loss(walk: Walk, op: OpNode) -> State:
+    """Elementwise over input, target and weights, then (unless reduction="none") a mean or
+    a sum of every element."""
+    x = op.args[0]
+    index = {"aten.binary_cross_entropy": 3, "aten.binary_cross_entropy_with_logits": 4}.get(op.op, 2)
+    per_element = walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], x.shape)
+    return per_element if _arg(op, index, "reduction", 1) == 0 else walk.reduce(op, per_element, 0, None)
+
+
+@_rule("nll_loss_forward", "nll_loss2d_forward")
+def _nll_loss(walk: Walk, op: OpNode) -> list[State]:
+    """Each target reads its unit's class scores (the class axis whole) and itself; reduced,
+    every one. The total weight counts targets and weights: no field of the input."""
+    x, target = op.args[0], op.args[1]
+    picked = walk.reduce(op, walk.state(x), len(x.shape) - 1, {1 if len(x.shape) > 1 else 0})
+    per_target = walk.merge(op, [(picked, target.shape), (walk.state(target), target.shape)], target.shape)
+    reduced = per_target if _arg(op, 3, "reduction", 1) == 0 else walk.reduce(op, per_target, 0, None)
+    return [reduced, None]
+
+
+@_rule("scatter")
+def _scatter(walk: Walk, op: OpNode) -> State:
+    """scatter(self, dim, index, src or value): a unit of the output reads its unit of self
+    and, where index (and src) match the output's shape but along `dim`, the whole line of
+    index and src along `dim` at its position (F.one_hot's 1 per index, scattered into
+    zeros); a smaller index leaves the positions written in its values."""
+    x, dim, index = op.args[0], op.args[1], op.args[2]
+    ndim = len(x.shape)
+    axis = dim % ndim
+    items = [(walk.state(x), x.shape)]
+    line = (*x.shape[:axis], 1, *x.shape[axis + 1 :])  # the output's shape, one unit along `dim`
+    for operand in (index, *op.args[3:4]):
+        if not isinstance(operand, TensorMeta):
+            continue
+        shape = (*operand.shape[:axis], 1, *operand.shape[axis + 1 :])
+        if shape != line:
+            return walk.undefined(op, "its index is smaller than its output: the positions written are in its values")
+        items.append((walk.reduce(op, walk.state(operand), ndim, {axis}), shape))
+    return walk.merge(op, items, op.outputs[0].shape)
+
+
+@_rule("embedding_renorm")
+def _embedding_renorm(walk: Walk, op: OpNode) -> State:
+    """Rescales in place the rows the indices name: the row a lookup then reads was named by
+    that lookup's own index, so each output still reads its own index alone."""
+    return walk.state(op.args[0])
 
 
 @_rule("glu")
