@@ -16,7 +16,7 @@ from a budget file: `archprof.toml`, or `[tool.archprof]` in `pyproject.toml`:
     max-peak-memory = "1GB"      # inference: parameters, buffers and the largest live activations
     min-receptive-field = 200    # pixels: the field of the last spatial layer
     max-training-memory = "8GB"  # one training step's peak, backward included (optimizer state too)
-    optimizer = "adam"           # for max-training-memory: sgd (default), momentum, adam, adamw
+    optimizer = "adam"           # for max-training-memory: sgd (default), momentum, adam, ... (archprof.optimizers)
     max-training-flops = "30G"   # one training step: forward and backward (the backward traced on meta)
 
 (In pyproject.toml the table is `[[tool.archprof.models]]`.) Anything wrong in a file is an
@@ -39,9 +39,10 @@ from archprof.analysis import analyze
 from archprof.comparison import METRICS, Metric
 from archprof.errors import ArchprofError
 from archprof.load import DTYPES, ModelOptions, parse_dtype, parse_input_size
+from archprof.optimizers import OPTIMIZERS
 from archprof.output import read_text
 from archprof.parallel import Progress, ordered_map
-from archprof.passes.memory import OPTIMIZER_STATE_COPIES, optimizer_state_copies
+from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
 from archprof.text import markdown_code, visible_text
 from archprof.units import human_value, parse_count, parse_size, shape_text, shapes_text
@@ -127,7 +128,7 @@ class BudgetEntry:
     input_size: tuple[int, ...] | None = None
     batch: int = 1
     dtype: str | None = None
-    optimizer: str = "sgd"  # for max-training-memory: sgd, momentum, adam, adamw
+    optimizer: str = "sgd"  # for max-training-memory: a name in archprof.optimizers.OPTIMIZERS
     source: str = ""  # "archprof.toml, line 3": where the entry was defined, for errors
     search_dir: Path | None = field(default=None, compare=False)  # where "module:factory" modules live
     # From the command line: inputs (replacing input_size), factory arguments, weights, trust.
@@ -291,8 +292,8 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
     optimizer = "sgd"
     if "optimizer" in values:
         optimizer = values["optimizer"][1]
-        if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZER_STATE_COPIES:
-            fail("optimizer", f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_STATE_COPIES)}")
+        if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+            fail("optimizer", f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         optimizer = optimizer.lower()
     limits = []
     for key in LIMIT_KEYS:

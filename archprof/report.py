@@ -211,15 +211,15 @@ class Totals:
     training: bool
     gradient_bytes: int  # one gradient per trainable parameter the backward pass reaches, in its dtype
     # Training reports only (None otherwise):
-    optimizer: str | None  # sgd, momentum, adam
-    optimizer_state_bytes: int | None  # copies of the trainable parameters the optimizer keeps
+    optimizer: str | None  # a name in archprof.optimizers.OPTIMIZERS: sgd, momentum, adam, ...
+    optimizer_state_bytes: int | None  # copies of the trainable parameters the optimizer keeps, and its 0-dim scalars
     saved_activation_bytes: int | None  # what autograd saves for backward, each storage once
     # params + buffers + gradients + optimizer state + saved, all at once: a sum, no timeline
     training_memory_bytes: int | None
     # The training step's peak (`passes.memory.training_timeline`): params + buffers +
     # optimizer state + the activations and gradients held at the step's busiest op, the
     # layer it belongs to and its phase (forward, backward, recompute); or, where higher,
-    # at the optimizer's update ("optimizer step", layer "": Adam's temporaries on top of
+    # at the optimizer's update ("optimizer step", layer "": its temporaries on top of
     # the gradients). A rolled-up report keeps its own (its layer named by the ancestor at the depth).
     training_peak_bytes: int | None
     training_peak_layer: str | None
@@ -252,7 +252,7 @@ class Report:
     operator_costs: list[tuple[OperatorCost, ...]] = field(repr=False, default_factory=list)
     module_types: dict[str, str] = field(repr=False, default_factory=dict)
     training: bool = False  # rows from a training forward (saved_activation_bytes filled in)
-    optimizer: str = "sgd"  # for the training estimate: sgd, momentum or adam
+    optimizer: str = "sgd"  # for the training estimate: a name in archprof.optimizers.OPTIMIZERS
     # A profiled report (archprof.profile): an archprof.measure.Measurement (whole-model
     # figures, ceilings, cross-check), and the MEASURED_COLUMNS in `columns`.
     measured: Any = field(default=None, repr=False)

@@ -21,7 +21,7 @@ shared. Writes reports/memory_sweep.md and .csv.
 `--train` sets one SGD training step's predicted peak (`totals.training_peak_bytes`, batch 2)
 beside the measured one (`measure_memory`, as `memory --measure` runs it: the second step
 of the real model, from the allocator's events, workspace left out), into
-reports/memory_sweep_training.md and .csv; `--optimizer adam` (momentum, adamw) steps with
+reports/memory_sweep_training.md and .csv; `--optimizer adam` (or any name of archprof.optimizers) steps with
 that optimizer instead, its state and update in both figures, into
 reports/memory_sweep_training_adam.md and .csv.
 """
@@ -229,6 +229,7 @@ def _furthest_and_failed(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
+    from archprof.optimizers import OPTIMIZERS
     from archprof.parallel import ordered_map
     from archprof.zoo import MODELS
 
@@ -238,7 +239,7 @@ def main() -> None:
     parser.add_argument("--max-bytes", type=int, default=2_000_000_000, help="do not run models predicted to need more")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (each runs its forwards on one thread)")
     parser.add_argument("--train", action="store_true", help="one training step (batch 2) instead")
-    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam", "adamw"], help="with --train")
+    parser.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS), help="with --train")
     parser.add_argument("--report", type=Path, default=None, help="default: reports/memory_sweep[_training].md")
     options = parser.parse_args()
     name = "memory_sweep_training" if options.train else "memory_sweep"

@@ -94,6 +94,23 @@ def test_training_memory_budget():
     assert invoke("check", "mobilenet_v2", "--max-training-memory", "1GB", "--optimizer", "lion").exit_code == 2
 
 
+def test_a_budget_file_takes_any_optimizer_archprof_names(tmp_path, monkeypatch):
+    """lenet5's step with RAdam (two moments, its update five temporaries of fc1's weight) needs
+    more than with SGD: a limit between the two holds for one only."""
+    sgd = archprof.analyze("lenet5", training=True).totals.training_peak_bytes
+    radam = archprof.analyze("lenet5", training=True, optimizer="radam").totals.training_peak_bytes
+    assert sgd < radam
+    monkeypatch.chdir(tmp_path)
+    entry = f'[[models]]\nname = "lenet5"\nmax-training-memory = "{sgd}"\n'
+    write(tmp_path / "archprof.toml", entry)
+    assert invoke("check").exit_code == 0
+    write(tmp_path / "archprof.toml", entry + 'optimizer = "RAdam"\n')
+    assert invoke("check").exit_code == 1
+    write(tmp_path / "archprof.toml", entry + 'optimizer = "lion"\n')
+    result = invoke("check")
+    assert result.exit_code == 2 and "unknown optimizer 'lion'; choose one of sgd, momentum, nesterov" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

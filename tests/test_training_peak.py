@@ -22,6 +22,7 @@ from archprof.cli import app
 from archprof.errors import ArchprofWarning
 from archprof.fit import fit_batch
 from archprof.operators.shapes import is_dense
+from archprof.optimizers import OPTIMIZERS
 from archprof.passes.memory import liveness, training_timeline
 from archprof.trace import trace
 from archprof.units import human_bytes
@@ -221,20 +222,39 @@ def test_a_tensor_the_model_keeps_is_held_through_the_step(build, shape, optimiz
 class RealStep:
     gradient_bytes: int  # in `.grad` after the step
     state_bytes: int  # the optimizer's
-    peak_bytes: int  # what was held before the step (parameters, state, input) + its allocations' peak
+    peak_bytes: int  # what was held before the step (parameters, buffers, state, input) + its allocations' peak
 
 
-def real_optimizer_step(model: nn.Module, x: torch.Tensor, optimizer: str) -> RealStep:
-    """A real CPU step with torch.optim (the second: the state exists), from gradients of ones on
-    the floating outputs requiring grad, every `.grad` None before it, under torch.profiler:
-    allocations that outlive the aten op that made them (`allocation_peaks`)."""
-    real = {
-        "sgd": torch.optim.SGD,
-        "momentum": partial(torch.optim.SGD, momentum=0.9),
-        "adam": torch.optim.Adam,
-        "adamw": torch.optim.AdamW,
-    }[optimizer]
-    step_optimizer = real(model.parameters(), lr=1e-3)
+# The oracle's own optimizers: what each of archprof's names means in torch.optim, written
+# here, not taken from archprof.optimizers (which must name the same ones).
+REAL_OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "momentum": partial(torch.optim.SGD, momentum=0.9),
+    "nesterov": partial(torch.optim.SGD, momentum=0.9, nesterov=True),
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adam-amsgrad": partial(torch.optim.Adam, amsgrad=True),
+    "adamw-amsgrad": partial(torch.optim.AdamW, amsgrad=True),
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+    "adamax": torch.optim.Adamax,
+    "adagrad": torch.optim.Adagrad,
+    "adadelta": torch.optim.Adadelta,
+    "rmsprop": torch.optim.RMSprop,
+    "rmsprop-momentum": partial(torch.optim.RMSprop, momentum=0.9),
+    "rmsprop-centered": partial(torch.optim.RMSprop, centered=True),
+    "rmsprop-centered-momentum": partial(torch.optim.RMSprop, momentum=0.9, centered=True),
+}
+# RAdam rectifies its variance once rho_t > 5: from its 6th step on with the default betas
+# (rho_6 = 5.994), a heavier update than its first five. The oracle measures a step from then on.
+RECTIFIED_FROM = 6
+
+
+def real_optimizer_step(model: nn.Module, x: torch.Tensor, optimizer: str, steps_before: int = 1) -> RealStep:
+    """A real CPU step with torch.optim (after `steps_before`: the first makes the state), from
+    gradients of ones on the floating outputs requiring grad, every `.grad` None before it, under
+    torch.profiler: allocations that outlive the aten op that made them (`allocation_peaks`)."""
+    step_optimizer = REAL_OPTIMIZERS[optimizer](model.parameters(), lr=1e-3)
 
     def step():
         step_optimizer.zero_grad(set_to_none=True)  # the last step's gradients go, unseen by the profiler
@@ -243,12 +263,132 @@ def real_optimizer_step(model: nn.Module, x: torch.Tensor, optimizer: str) -> Re
         torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
         step_optimizer.step()
 
-    step()  # makes the state
+    for _ in range(steps_before):
+        step()  # the first makes the state
     gradients = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
     state = sum(v.nbytes for values in step_optimizer.state.values() for v in values.values())
     _, lasting = allocation_peaks(step)
-    held = sum(p.nbytes for p in model.parameters()) + state + x.nbytes
+    held = sum(t.nbytes for t in (*model.parameters(), *model.buffers())) + state + x.nbytes
     return RealStep(gradients, state, held + lasting)
+
+
+def wide_mlp():
+    return nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10))
+
+
+def conv_net_with_batchnorm():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+
+
+def steps_before(optimizer: str) -> int:
+    """The oracle's steps before the one it measures: one (it makes the state), RAdam five."""
+    return RECTIFIED_FROM - 1 if optimizer == "radam" else 1
+
+
+def test_every_optimizer_archprof_names_is_one_the_oracle_runs():
+    assert list(OPTIMIZERS) == list(REAL_OPTIMIZERS)
+    for name, model in OPTIMIZERS.items():  # the same torch.optim class and options as the oracle's
+        real = REAL_OPTIMIZERS[name]
+        built = model.build([nn.Parameter(torch.zeros(1))])
+        assert type(built) is (real.func if isinstance(real, partial) else real), name
+        assert all(built.defaults[key] == value for key, value in getattr(real, "keywords", {}).items()), name
+
+
+@pytest.mark.parametrize("optimizer", list(REAL_OPTIMIZERS))
+@pytest.mark.parametrize(
+    "build, shape", [(wide_mlp, (2, 256)), (conv_net_with_batchnorm, (2, 3, 16, 16))], ids=["mlp", "conv-bn"]
+)
+def test_each_optimizers_state_and_step_peak_against_a_real_cpu_step(optimizer, build, shape):
+    """The oracle: a real CPU step with torch.optim, float32 (RAdam's sixth, rectified). Its
+    state, the sum of the tensors in `optimizer.state` (each parameter's copies and 0-dim
+    scalars), and the step's peak (torch.profiler: allocations that outlive their aten op,
+    from what was held before the step), each equal to the byte."""
+    model = build()
+    real = real_optimizer_step(model, torch.randn(*shape), optimizer, steps_before(optimizer))
+    totals = archprof.analyze(model, input_size=shape[1:], batch=shape[0], training=True, optimizer=optimizer).totals
+    assert (totals.optimizer_state_bytes, totals.training_peak_bytes) == (real.state_bytes, real.peak_bytes)
+
+
+@pytest.mark.parametrize("optimizer", [name for name in REAL_OPTIMIZERS if name not in ("sgd", "momentum")])
+def test_each_optimizers_update_of_a_large_layer_is_the_peak(optimizer):
+    """The oracle: a real CPU step with torch.optim. A 1024 x 512 first layer (2 MiB) at batch
+    2: every optimizer whose update makes a temporary of a parameter's size peaks in its update,
+    the first layer's, equal to the byte; Adagrad's, RMSprop's and Adadelta's while the last
+    layer's temporaries are still held too."""
+
+    def mlp():
+        return nn.Sequential(nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10))
+
+    model = mlp()
+    real = real_optimizer_step(model, torch.randn(2, 1024), optimizer, steps_before(optimizer))
+    totals = archprof.analyze(mlp, input_size=(1024,), batch=2, training=True, optimizer=optimizer).totals
+    assert totals.training_peak_phase == "optimizer step"
+    assert (totals.optimizer_state_bytes, totals.training_peak_bytes) == (real.state_bytes, real.peak_bytes)
+
+
+@pytest.mark.parametrize("optimizer", [name for name in REAL_OPTIMIZERS if name not in ("sgd", "momentum", "adam")])
+def test_each_optimizer_in_float64_by_default(optimizer, float64_by_default):
+    """The oracle: a real CPU step with torch.optim where the default dtype is float64: the
+    parameters are float64 and so are the optimizer's 0-dim scalars (its step counter, NAdam's
+    mu_product too: 8 B each)."""
+    model, x = conv_net_with_batchnorm(), torch.randn(2, 3, 16, 16)
+    real = real_optimizer_step(model, x, optimizer, steps_before(optimizer))
+    totals = archprof.analyze(model, input_size=(3, 16, 16), batch=2, training=True, optimizer=optimizer).totals
+    assert (totals.optimizer_state_bytes, totals.training_peak_bytes) == (real.state_bytes, real.peak_bytes)
+
+
+@pytest.mark.parametrize("optimizer", [name for name in REAL_OPTIMIZERS if name != "sgd"])
+def test_each_optimizer_on_a_bfloat16_model(optimizer):
+    """The oracle: a real CPU step with torch.optim on a bfloat16 model: the state's copies
+    are bfloat16, its 0-dim scalars float32 (torch.optim's scalar dtype, not the parameters'),
+    and the numbers its update wraps as tensors 8 B whatever the parameters' dtype."""
+    model, x = wide_mlp().to(torch.bfloat16), torch.randn(2, 256, dtype=torch.bfloat16)
+    real = real_optimizer_step(model, x, optimizer, steps_before(optimizer))
+    totals = archprof.analyze(
+        model, input_size=(256,), batch=2, dtype=torch.bfloat16, training=True, optimizer=optimizer
+    ).totals
+    assert (totals.optimizer_state_bytes, totals.training_peak_bytes) == (real.state_bytes, real.peak_bytes)
+
+
+def test_radam_is_modelled_rectified_its_heaviest_step():
+    """The oracle: RAdam's real CPU steps. Its first five (default betas) make one temporary
+    of a parameter's size less than four: the 2nd step peaks lower than predicted, the 6th
+    (rectified, as every later one) equal."""
+    model, x = wide_mlp(), torch.randn(2, 256)
+    early = real_optimizer_step(model, x, "radam", steps_before=1)
+    rectified = real_optimizer_step(wide_mlp(), x, "radam", steps_before=RECTIFIED_FROM - 1)
+    totals = archprof.analyze(wide_mlp, input_size=(256,), batch=2, training=True, optimizer="radam").totals
+    assert early.peak_bytes < totals.training_peak_bytes == rectified.peak_bytes
+
+
+def test_adagrad_keeps_state_for_every_parameter_it_is_given():
+    """The oracle: a real CPU step with torch.optim.Adagrad, which makes its state when built,
+    for every parameter given (a layer never called, one called under no_grad), while it
+    updates only those with a gradient. State and peak equal to the byte."""
+    model, x = UnusedAndGatedLayers(), torch.randn(2, 32)
+    real = real_optimizer_step(model, x, "adagrad")
+    totals = archprof.analyze(model, input_size=(32,), batch=2, training=True, optimizer="adagrad").totals
+    assert real.state_bytes == sum(p.nbytes + 4 for p in model.parameters())  # the oracle's premise
+    assert (totals.optimizer_state_bytes, totals.training_peak_bytes) == (real.state_bytes, real.peak_bytes)
+
+
+def test_measure_runs_radam_to_its_rectified_step():
+    """`memory --measure` measures the step the analysis models: RAdam's sixth, equal."""
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import predicted_and_measured
+
+    _, step = predicted_and_measured(load_model(wide_mlp), [(256,)], 2, None, "radam").steps
+    assert step.measured.bytes == step.predicted_bytes
 
 
 def test_measure_holds_every_output_through_the_step():

@@ -27,6 +27,7 @@ from archprof.cli.common import (
     write_text,
 )
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
+from archprof.optimizers import optimizer_names
 
 DepthOpt = Annotated[
     Optional[int],
@@ -209,7 +210,8 @@ def memory(
         typer.Option(
             "--optimizer",
             metavar="NAME",
-            help="Optimizer whose state training memory holds: sgd, momentum, adam or adamw.",
+            help=f"Optimizer whose state and update training memory holds, as torch.optim runs it on the CPU:"
+            f" {optimizer_names()} (docs/formulas.md: the options each name means).",
             show_default="sgd",
         ),
     ] = None,

@@ -29,6 +29,7 @@ from archprof.cli.common import (
     user_errors,
     with_model_options,
 )
+from archprof.optimizers import optimizer_names
 
 # What --sort takes: the keys `archprof.comparison.sort_comparison` accepts (a test holds the
 # two equal). Named here because importing archprof.comparison loads torch before the help shows.
@@ -151,7 +152,7 @@ def check(
         typer.Option(
             "--optimizer",
             metavar="NAME",
-            help="For --max-training-memory: sgd, momentum, adam or adamw.",
+            help=f"For --max-training-memory: {optimizer_names()}.",
             show_default="sgd",
         ),
     ] = None,

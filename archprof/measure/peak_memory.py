@@ -32,7 +32,7 @@ from archprof.analysis import Analysis, analysis
 from archprof.load import InputsLike, LoadedModel
 from archprof.measure.device import ForwardInputs, device_name, random_inputs, real_run_errors
 from archprof.meta import is_uninitialised
-from archprof.passes.memory import optimizer_state_copies
+from archprof.optimizers import optimizer_model
 from archprof.random_state import random_state_kept
 from archprof.structure import tensors_in
 from archprof.trace import in_traced_mode
@@ -87,9 +87,10 @@ def measure_memory(
 ) -> Measured:
     """Build the analysed model for real, on the GPU where there is one and else on the CPU
     (a module the caller gave is copied, never changed), run it on random inputs of the
-    analysed shapes, dtypes and keywords, and read its peak. The caller's random generators
-    are left as they were."""
-    optimizer_state_copies(optimizer)
+    analysed shapes, dtypes and keywords, and read its peak: of a training step, the first
+    whose update is the one modelled (`OptimizerModel.steady_from`: the second, RAdam's
+    sixth). The caller's random generators are left as they were."""
+    steps_before = optimizer_model(optimizer).steady_from - 1
     name = analysed.loaded.name
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     before = 0
@@ -111,7 +112,8 @@ def measure_memory(
         if training:
             with real_run_errors(name, device, analysed.batch, run="training step"):
                 step, state = _training_step(module, inputs, optimizer)
-                step()  # the first step creates the optimizer's state
+                for _ in range(steps_before):
+                    step()  # the first creates the optimizer's state; RAdam's 6th on rectifies its variance
                 held = held_bytes(module, arguments, state())
                 trained = measured_peak(step, device, before, held)
     return Measured(device_name(device), inference, trained)
@@ -224,14 +226,6 @@ def _inference_step(module: torch.nn.Module, inputs: ForwardInputs) -> None:
             m.training = training
 
 
-_OPTIMIZERS = {
-    "sgd": lambda params: torch.optim.SGD(params, lr=1e-3),
-    "momentum": lambda params: torch.optim.SGD(params, lr=1e-3, momentum=0.9),
-    "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
-    "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3),
-}
-
-
 def _training_step(
     module: torch.nn.Module, inputs: ForwardInputs, optimizer: str
 ) -> tuple[Callable[[], None], Callable[[], list]]:
@@ -241,7 +235,7 @@ def _training_step(
     optimizer's state holds (its tensors) when asked."""
     in_traced_mode(module, training=True)
     trainable = [p for p in module.parameters() if p.requires_grad]
-    opt = _OPTIMIZERS[optimizer.lower()](trainable) if trainable else None
+    opt = optimizer_model(optimizer).build(trainable) if trainable else None
 
     def step() -> None:
         if opt is not None:

@@ -92,59 +92,47 @@ from itertools import pairwise
 
 import torch
 
-from archprof.errors import ArchprofError
 from archprof.graph import WRAPPED_NUMBER_BYTES, Graph, OpNode, ParameterInfo, TensorMeta, WrappedFloat, WrappedInt
+from archprof.optimizers import OPTIMIZERS, optimizer_model
 from archprof.passes.layers import LayerGroup, consecutive_runs
 
-# Copies of the trainable parameters an optimizer keeps as state [docs/formulas.md, Memory]:
-# plain SGD none, SGD with momentum its momentum buffer, Adam(W) two moment estimates.
-OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
+# Copies of the trainable parameters each optimizer keeps as state [docs/formulas.md, Memory]:
+# plain SGD none, SGD with momentum its momentum buffer, Adam(W) two moment estimates, ...
+# (`archprof.optimizers.OPTIMIZERS`, where each optimizer is described).
+OPTIMIZER_STATE_COPIES = {name: model.copies for name, model in OPTIMIZERS.items()}
 
 
 def optimizer_step_temporaries(optimizer: str, parameter_bytes: list[int]) -> int:
     """The most the optimizer's step allocates beyond its state, its parameters (in the
-    optimizer's order: the model's) each of `parameter_bytes`. Adam and AdamW update one
-    parameter at a time on the CPU (PyTorch's single-tensor code, its default there); each
-    computes its denominator as sqrt(v) / c, two new tensors of the parameter's size, the
-    first freed once the second exists, while the previous parameter's denominator is still
-    held; the Python number c is a tensor too while the division runs (8 B, as PyTorch's
-    argument parser wraps it). SGD, with momentum or not, updates in place. (CUDA's default,
-    one update over all parameters at once, holds one temporary the size of all of them
-    instead.)"""
-    if not _is_adam(optimizer):
-        return 0
-    most = previous = 0
-    for nbytes in parameter_bytes:
-        most = max(most, previous + 2 * nbytes + WRAPPED_NUMBER_BYTES)
-        previous = nbytes
-    return most
+    optimizer's order: the model's) each of `parameter_bytes`: on the CPU, PyTorch's default
+    updates one parameter at a time, and each optimizer's `UpdatePhase`s say what one
+    parameter's update holds at once (Adam: its denominator sqrt(v) / c, two new tensors of
+    the parameter's size, the first freed once the second exists, while the previous
+    parameter's denominator is still held, and the Python number c a tensor too, 8 B, while
+    the division runs). Plain SGD updates in place. (CUDA's default, one update over all
+    parameters at once, holds temporaries the size of all of them instead.)"""
+    return optimizer_model(optimizer).step_temporaries(parameter_bytes)
 
 
 def optimizer_state_bytes(optimizer: str, parameter_bytes: list[int]) -> int:
-    """The state the optimizer keeps for the parameters it updates, each of `parameter_bytes`:
-    `OPTIMIZER_STATE_COPIES` copies of each, and Adam's and AdamW's step counter per
-    parameter (`adam_step_counter_bytes`)."""
-    counters = adam_step_counter_bytes() * len(parameter_bytes) if _is_adam(optimizer) else 0
-    return optimizer_state_copies(optimizer) * sum(parameter_bytes) + counters
+    """The state the optimizer keeps for the parameters it holds state for, each of
+    `parameter_bytes`: `OptimizerModel.copies` copies of each, and its 0-dim scalars per parameter
+    (Adam's step counter, NAdam's and its mu_product: `optimizer_scalar_bytes` each)."""
+    model = optimizer_model(optimizer)
+    return model.copies * sum(parameter_bytes) + len(model.scalars) * optimizer_scalar_bytes() * len(parameter_bytes)
 
 
-def adam_step_counter_bytes() -> int:
-    """Adam's and AdamW's `state["step"]`: on the CPU (neither fused nor capturable, PyTorch's
-    default there) a 0-dim tensor of torch.optim's scalar dtype (`_get_scalar_dtype()`), float64
-    where the default dtype is float64, else float32, whatever the parameters' dtype."""
+def optimizer_scalar_bytes() -> int:
+    """One 0-dim scalar of an optimizer's state (Adam's `state["step"]`): on the CPU (neither
+    fused nor capturable, PyTorch's default there) a tensor of torch.optim's scalar dtype
+    (`_get_scalar_dtype()`), float64 where the default dtype is float64, else float32,
+    whatever the parameters' dtype."""
     return 8 if torch.get_default_dtype() == torch.float64 else 4
 
 
-def _is_adam(optimizer: str) -> bool:
-    return optimizer.lower() in ("adam", "adamw")
-
-
 def optimizer_state_copies(optimizer: str) -> int:
-    try:
-        return OPTIMIZER_STATE_COPIES[optimizer.lower()]
-    except (KeyError, AttributeError):
-        choices = ", ".join(OPTIMIZER_STATE_COPIES)
-        raise ArchprofError(f"unknown optimizer '{optimizer}'; choose one of {choices}") from None
+    """Copies of the parameters the optimizer's state holds; an unknown name is an ArchprofError."""
+    return optimizer_model(optimizer).copies
 
 
 _STATE = ("parameter", "buffer")
@@ -502,12 +490,13 @@ class TrainingStep:
 
 def training_step(graph: Graph, optimizer: str) -> TrainingStep:
     """The step's optimizer state and its peak: the busiest op of `training_timeline`, or,
-    where higher, the optimizer's update (Adam's temporaries on top of the gradients), from
+    where higher, the optimizer's update (its temporaries on top of the gradients), from
     what the backward pass left but the gradients of ones it started from (the caller's
     list of them is gone once `backward` returns)."""
     timeline = training_timeline(graph)
     updated = [p.nbytes for p in parameters_given_gradients(graph)]
-    state = optimizer_state_bytes(optimizer, updated)
+    held = [p.nbytes for p in trainable_parameters(graph)] if optimizer_model(optimizer).eager else updated
+    state = optimizer_state_bytes(optimizer, held)
     update = timeline.end - timeline.seed_bytes + optimizer_step_temporaries(optimizer, updated)
     if update > timeline.peak_bytes:
         return TrainingStep(state, update, "", "optimizer step")
@@ -684,10 +673,16 @@ def parameters_given_gradients(graph: Graph) -> list[ParameterInfo]:
     """The trainable parameters that get a gradient, in the model's order: in a training
     step's trace, those the backward pass reached (`EngineNotes.given_gradients`); an
     optimizer holds state for these and updates only these. Otherwise every trainable one."""
-    trainable = [p for p in graph.parameters if p.trainable and not p.is_buffer]
+    trainable = trainable_parameters(graph)
     if not graph.training:
         return trainable
     return [p for p in trainable if p.name in graph.engine.given_gradients]
+
+
+def trainable_parameters(graph: Graph) -> list[ParameterInfo]:
+    """Every trainable parameter, in the model's order, reached by the backward pass or not: an
+    optimizer given them all that makes its state when built (Adagrad) holds state for each."""
+    return [p for p in graph.parameters if p.trainable and not p.is_buffer]
 
 
 def gradient_rows(graph: Graph, groups: list[LayerGroup]) -> list[tuple[ParameterInfo, int]]:
