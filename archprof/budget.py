@@ -196,7 +196,7 @@ def find_budget_file(directory: Path | None = None) -> Path | None:
     if pyproject.is_file():
         try:
             document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, RecursionError, OSError, UnicodeDecodeError):
+        except (ValueError, RecursionError, OSError):  # ValueError: TOMLDecodeError, UnicodeDecodeError, int()'s limit
             return pyproject  # load_budget_file reports what is wrong with it
         if "archprof" in document.get("tool", {}):
             return pyproject
@@ -215,6 +215,8 @@ def load_budget_file(path: str | Path) -> list[BudgetEntry]:
         raise ArchprofError(f"{path}{line}: not valid TOML: {exc}") from None
     except RecursionError:  # tomllib parses arrays and inline tables by recursion
         raise ArchprofError(f"{path}: not valid TOML: nested too deeply to read") from None
+    except ValueError:  # int() refuses more than 4,300 digits (sys.get_int_max_str_digits)
+        raise ArchprofError(f"{path}: not valid TOML: a number with too many digits to read") from None
     budget = _BudgetText(path, text)
     tool = document.get("tool")
     in_tool = isinstance(tool, dict) and "archprof" in tool
