@@ -391,6 +391,15 @@ def test_an_integer_longer_than_python_reads_is_refused_in_one_line(tmp_path, mo
     assert f"{name}: not valid TOML" in one_error_line(result)
 
 
+@pytest.mark.parametrize("tool", ["5", '"archprof"', '["archprof"]'])
+def test_a_pyproject_whose_tool_is_not_a_table_has_no_budget(tmp_path, monkeypatch, tool):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "pyproject.toml", f"tool = {tool}\n")
+    result = invoke("check")
+    assert result.exit_code == 2, result.output
+    assert "nothing to check" in one_error_line(result)
+
+
 def test_a_pyproject_without_tool_archprof_is_an_error(tmp_path):
     path = write(tmp_path / "pyproject.toml", '[project]\nname = "x"\n')
     with pytest.raises(ArchprofError, match=r"no \[tool.archprof\] table"):
