@@ -232,8 +232,11 @@ def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str,
             line = reader.line_num
             row: dict[str, Any] = {}
             for name, read in readers.items():
+                if raw[name] is None:  # DictReader's filler for the cells a short row lacks
+                    ends = f"the row ends before its {name} cell"
+                    raise ArchprofError(f"{path}, line {line}: {ends}: is the file cut short?")
                 try:
-                    row[name] = read(raw[name] or "")
+                    row[name] = read(raw[name])
                 except ValueError as exc:
                     raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, {exc}") from None
             rows.append(row)

@@ -177,6 +177,17 @@ def test_a_figure_no_model_has_is_refused_in_one_line(tmp_path):
         assert "big.csv, line 2: macs is '999" in error and "larger than any model's figure" in error
 
 
+def test_a_report_cut_short_says_its_row_ends_early(tmp_path):
+    """The missing cells read as None: "line 3: call is None, not a whole number"."""
+    report = tmp_path / "cut.csv"
+    archprof.analyze("lenet5").to_csv(report)
+    lines = report.read_text().splitlines()
+    report.write_text("\n".join([*lines[:2], "features.1,Tanh"]) + "\n")
+    result = cli("diff", report, "lenet5")
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result).endswith("cut.csv, line 3: the row ends before its call cell: is the file cut short?")
+
+
 def test_a_report_reads_back_a_name_longer_than_a_csv_field_may_be(tmp_path):
     """csv reads cells up to 131,072 characters; archprof writes a module's name whole."""
     name = "A" * 200_000
