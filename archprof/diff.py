@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -283,6 +284,8 @@ def _whole_number(cell: str) -> int:
     try:
         number = int(cell)
     except ValueError:
+        if re.fullmatch(r"\s*[+-]?\d+\s*", cell):  # digits past int()'s limit (sys.get_int_max_str_digits)
+            raise ValueError("larger than any model's figure") from None
         raise ValueError("not a whole number") from None
     if abs(number) >= _LARGEST:
         raise ValueError("larger than any model's figure")

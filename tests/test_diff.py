@@ -160,13 +160,14 @@ def test_diff_markdown_has_the_tables_columns_and_writes_names_as_summary_does(t
     assert diff_cell == summary_name
 
 
-def test_a_figure_no_model_has_is_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("digits", [400, 5000])
+def test_a_figure_no_model_has_is_refused_in_one_line(tmp_path, digits):
     """A 400-digit count, which int() reads, overflowed the floats of the human units and of
-    the percentages: a traceback."""
+    the percentages: a traceback. int() refuses 5,000 digits: that was 'not a whole number'."""
     report = tmp_path / "big.csv"
     archprof.analyze("lenet5").to_csv(report)
     rows = list(csv.reader(io.StringIO(report.read_text(), newline="")))
-    rows[1][rows[0].index("macs")] = "9" * 400
+    rows[1][rows[0].index("macs")] = "9" * digits
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     report.write_text(buffer.getvalue())
