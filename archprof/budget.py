@@ -197,11 +197,17 @@ def find_budget_file(directory: Path | None = None) -> Path | None:
     if pyproject.is_file():
         try:
             document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, RecursionError, OSError, UnicodeDecodeError):
+        except (ValueError, RecursionError, OSError):  # ValueError: TOMLDecodeError, UnicodeDecodeError, int()'s limit
             return pyproject  # load_budget_file reports what is wrong with it
-        if "archprof" in document.get("tool", {}):
+        if _has_tool_table(document):
             return pyproject
     return None
+
+
+def _has_tool_table(document: dict[str, Any]) -> bool:
+    """Whether a TOML document has a [tool.archprof] table (`tool` may be anything in a hostile file)."""
+    tool = document.get("tool")
+    return isinstance(tool, dict) and "archprof" in tool
 
 
 def load_budget_file(path: str | Path) -> list[BudgetEntry]:
@@ -216,13 +222,14 @@ def load_budget_file(path: str | Path) -> list[BudgetEntry]:
         raise ArchprofError(f"{path}{line}: not valid TOML: {exc}") from None
     except RecursionError:  # tomllib parses arrays and inline tables by recursion
         raise ArchprofError(f"{path}: not valid TOML: nested too deeply to read") from None
+    except ValueError:  # int() refuses more than 4,300 digits (sys.get_int_max_str_digits)
+        raise ArchprofError(f"{path}: not valid TOML: a number with too many digits to read") from None
     budget = _BudgetText(path, text)
-    tool = document.get("tool")
-    in_tool = isinstance(tool, dict) and "archprof" in tool
+    in_tool = _has_tool_table(document)
     if path.name == "pyproject.toml" or (in_tool and "models" not in document):
         if not in_tool:
             raise ArchprofError(f"{path} has no [tool.archprof] table: add [[tool.archprof.models]] entries")
-        table, table_name = tool["archprof"], "[tool.archprof]"
+        table, table_name = document["tool"]["archprof"], "[tool.archprof]"
     else:
         table, table_name = document, "the budget file"
     if not isinstance(table, dict):

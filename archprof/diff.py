@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -232,8 +233,11 @@ def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str,
             line = reader.line_num
             row: dict[str, Any] = {}
             for name, read in readers.items():
+                if raw[name] is None:  # DictReader's filler for the cells a short row lacks
+                    ends = f"the row ends before its {name} cell"
+                    raise ArchprofError(f"{path}, line {line}: {ends}: is the file cut short?")
                 try:
-                    row[name] = read(raw[name] or "")
+                    row[name] = read(raw[name])
                 except ValueError as exc:
                     raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, {exc}") from None
             rows.append(row)
@@ -280,6 +284,8 @@ def _whole_number(cell: str) -> int:
     try:
         number = int(cell)
     except ValueError:
+        if re.fullmatch(r"\s*[+-]?\d+\s*", cell):  # digits past int()'s limit (sys.get_int_max_str_digits)
+            raise ValueError("larger than any model's figure") from None
         raise ValueError("not a whole number") from None
     if abs(number) >= _LARGEST:
         raise ValueError("larger than any model's figure")

@@ -9,7 +9,7 @@ import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
 
 from archprof.errors import ArchprofError
 
@@ -82,10 +82,14 @@ def human_bytes(value: int) -> str:
 # and bandwidths optionally binary (KiB, MiB, ...: powers of 1024), then the kind's unit.
 
 _QUANTITY = re.compile(
-    r"(?P<number>(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*(?P<prefix>[kmgtpe]?)(?P<binary>i?)(?P<unit>\S*)",
+    r"(?P<number>(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:e(?P<exponent>[+-]?\d+))?)\s*(?P<prefix>[kmgtpe]?)(?P<binary>i?)(?P<unit>\S*)",
     re.IGNORECASE,
 )
 _PREFIXES = "kmgtpe"
+# Arithmetic as exact as the text, however many digits and however small (Decimal's default
+# rounds to 28 digits: a 31-digit count changed, 1.0000000000000000000000000001 became whole;
+# and 1e-9999999 underflowed to 0).
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _LARGEST_EXPONENT = 60  # nothing archprof measures comes near 10**60; bigger text is a typo
 
 
@@ -116,16 +120,20 @@ def _quantity(value: object, kind: _Kind) -> Decimal:
         or (match["binary"] and not (kind.binary and match["prefix"]))
     ):
         raise unreadable
-    number = Decimal(match["number"].replace("_", ""))  # the pattern admits only valid decimals
     power = _PREFIXES.index(match["prefix"].lower()) + 1 if match["prefix"] else 0
+    try:
+        number = Decimal(match["number"].replace("_", ""))  # the pattern admits only valid decimals
+    except InvalidOperation:  # an exponent past Decimal's own range (1e99999999999999999999), either way
+        size = "small" if match["exponent"].startswith("-") else "large"
+        raise ArchprofError(f"the {kind.name} '{value}' is too {size}") from None
     if number and number.adjusted() + 3 * power > _LARGEST_EXPONENT:
         raise ArchprofError(f"the {kind.name} '{value}' is too large")
-    return number * (1024 if match["binary"] else 1000) ** power
+    return _EXACT.multiply(number, (1024 if match["binary"] else 1000) ** power)
 
 
 def _whole(number: Decimal, value: object, kind: _Kind, unit: str) -> int:
     if number != number.to_integral_value():
-        raise ArchprofError(f"the {kind.name} '{value}' is not a whole number{unit} ({number.normalize():f})")
+        raise ArchprofError(f"the {kind.name} '{value}' is not a whole number{unit} ({number.normalize(_EXACT)})")
     return int(number)
 
 

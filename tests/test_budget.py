@@ -397,6 +397,26 @@ def test_a_pyproject_nested_too_deeply_is_found_and_refused_in_one_line(tmp_path
     assert "pyproject.toml: not valid TOML: nested too deeply" in one_error_line(result)
 
 
+@pytest.mark.parametrize("name", ["archprof.toml", "pyproject.toml"])
+def test_an_integer_longer_than_python_reads_is_refused_in_one_line(tmp_path, monkeypatch, name):
+    """tomllib raises ValueError (Python's 4,300-digit limit on int()), not TOMLDecodeError: a traceback."""
+    monkeypatch.chdir(tmp_path)
+    table = "[[tool.archprof.models]]" if name == "pyproject.toml" else "[[models]]"
+    write(tmp_path / name, f'{table}\nname = "lenet5"\nmax-params = {"9" * 5000}\n')
+    result = invoke("check")
+    assert result.exit_code == 2, result.output
+    assert f"{name}: not valid TOML" in one_error_line(result)
+
+
+@pytest.mark.parametrize("tool", ["5", '"archprof"', '["archprof"]'])
+def test_a_pyproject_whose_tool_is_not_a_table_has_no_budget(tmp_path, monkeypatch, tool):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "pyproject.toml", f"tool = {tool}\n")
+    result = invoke("check")
+    assert result.exit_code == 2, result.output
+    assert "nothing to check" in one_error_line(result)
+
+
 def test_a_pyproject_without_tool_archprof_is_an_error(tmp_path):
     path = write(tmp_path / "pyproject.toml", '[project]\nname = "x"\n')
     with pytest.raises(ArchprofError, match=r"no \[tool.archprof\] table"):

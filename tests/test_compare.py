@@ -153,6 +153,17 @@ def test_compare_command_table():
     assert [line.split()[0] for line in lines] == ["mobilenet_v2", "densenet121", "resnet50", "vgg16"]
 
 
+def test_the_table_shows_control_characters_in_a_model_name_as_escapes(tmp_path):
+    """As summary, check and diff do: the table and its title wrote the ESC and newline of a
+    file's name to the terminal."""
+    path = tmp_path / "a\x1b[31m\nb.py"
+    path.write_text("from torch import nn\n\ndef net():\n    return nn.Sequential(nn.Conv2d(1, 4, 3))\n")
+    result = invoke("compare", f"{path}:net", "lenet5", "--input", "1x32x32")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "a\\x1b[31m\\nb.py:net" in result.output
+    assert result.output.count("\\x1b") == 2  # the title's baseline and the row
+
+
 def test_a_narrow_terminal_leaves_columns_out_but_never_cuts_numbers():
     result = runner.invoke(app, ["compare", *MODELS], env={"COLUMNS": "60"})
     assert result.exit_code == 0

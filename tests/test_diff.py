@@ -160,13 +160,14 @@ def test_diff_markdown_has_the_tables_columns_and_writes_names_as_summary_does(t
     assert diff_cell == summary_name
 
 
-def test_a_figure_no_model_has_is_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("digits", [400, 5000])
+def test_a_figure_no_model_has_is_refused_in_one_line(tmp_path, digits):
     """A 400-digit count, which int() reads, overflowed the floats of the human units and of
-    the percentages: a traceback."""
+    the percentages: a traceback. int() refuses 5,000 digits: that was 'not a whole number'."""
     report = tmp_path / "big.csv"
     archprof.analyze("lenet5").to_csv(report)
     rows = list(csv.reader(io.StringIO(report.read_text(), newline="")))
-    rows[1][rows[0].index("macs")] = "9" * 400
+    rows[1][rows[0].index("macs")] = "9" * digits
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     report.write_text(buffer.getvalue())
@@ -175,6 +176,17 @@ def test_a_figure_no_model_has_is_refused_in_one_line(tmp_path):
         assert result.exit_code == 2, result.output
         error = one_error_line(result)
         assert "big.csv, line 2: macs is '999" in error and "larger than any model's figure" in error
+
+
+def test_a_report_cut_short_says_its_row_ends_early(tmp_path):
+    """The missing cells read as None: "line 3: call is None, not a whole number"."""
+    report = tmp_path / "cut.csv"
+    archprof.analyze("lenet5").to_csv(report)
+    lines = report.read_text().splitlines()
+    report.write_text("\n".join([*lines[:2], "features.1,Tanh"]) + "\n")
+    result = cli("diff", report, "lenet5")
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result).endswith("cut.csv, line 3: the row ends before its call cell: is the file cut short?")
 
 
 def test_a_report_reads_back_a_name_longer_than_a_csv_field_may_be(tmp_path):

@@ -24,6 +24,7 @@ from archprof.units import parse_bandwidth, parse_count, parse_flops_rate, parse
         (30_000_000, 30_000_000),  # from a TOML file or Python
         (1.5e9, 1_500_000_000),
         (0, 0),
+        ("1234567890123456789012345678901", 1234567890123456789012345678901),  # past Decimal's default 28 digits
     ],
 )
 def test_counts(text, value):
@@ -31,11 +32,31 @@ def test_counts(text, value):
 
 
 @pytest.mark.parametrize(
-    "text", ["30Q", "-5M", "", "  ", "M", "1.5.5G", "1.2345K", "30MB", "1KiB", "1e3x", True, -3, None, "1e999"]
+    "text",
+    [
+        *("30Q", "-5M", "", "  ", "M", "1.5.5G", "1.2345K", "30MB", "1KiB", "1e3x", True, -3, None, "1e999"),
+        "1.0000000000000000000000000001",  # whole once rounded to Decimal's default 28 digits
+    ],
 )
 def test_unreadable_counts(text):
     with pytest.raises(ArchprofError):
         parse_count(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1e99999999999999999999", "too large"),  # an exponent past Decimal's own: InvalidOperation, a traceback
+        ("1e-99999999999999999999", "too small"),
+        ("1e-9999999", r"not a whole number.*\(1E-9999999\)|at least 1"),  # underflowed to 0: the limit 0
+        ("1e-999999", r"not a whole number.*\(1E-999999\)|at least 1"),  # the value had a million zeros
+    ],
+)
+def test_tiny_and_huge_numbers_are_refused_in_a_short_line(text, message):
+    for parse in (parse_count, parse_size, parse_flops_rate, parse_bandwidth):
+        with pytest.raises(ArchprofError, match=message) as raised:
+            parse(text)
+        assert len(str(raised.value)) < 200
 
 
 @pytest.mark.parametrize(
@@ -80,6 +101,7 @@ def test_sizes(text, value):
         ("0.5", "whole number of bytes"),
         ("1.0000001kB", "whole number of bytes"),
         ("1e70", "too large"),
+        ("1.0000000000000000000000000001KiB", r"whole number of bytes \(1024.0000000000000000000000001024\)"),
     ],
 )
 def test_unreadable_sizes(text, message):

@@ -34,13 +34,14 @@ def comparison_table(
 ) -> Table:
     """Models side by side (cells from `archprof.comparison.comparison_cells`)."""
     columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
+    columns["Model"] = [visible_text(model) for model in columns["Model"]]
     title = "Comparison"
     inputs = set(columns.get("Input", []))
     if len(inputs) == 1:  # the same input for every model: say it once
         title += f"  ·  input {inputs.pop()}"
         del columns["Input"]
     if baseline:
-        title += f"  ·  ratios against {baseline}"
+        title += f"  ·  ratios against {visible_text(baseline)}"
     return fitted_table(title, columns, _COMPARISON_PRIORITY, layout)
 
 
