@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, ArchprofWarning, first_line, is_meta_limitation
+from archprof.errors import ArchprofError, ArchprofWarning, check_flag, first_line, is_meta_limitation
 from archprof.load.common import (
     HUBS,
     MODEL_FILE_SUFFIXES,
@@ -72,6 +72,7 @@ def load_model(
         if args or weights is not None:
             raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
         return spec
+    check_flag("trust_pickle", trust_pickle)
     if args is not None and not isinstance(args, Mapping):
         raise ArchprofError(f"args must map keyword names to values (a dict), got a {type(args).__name__}")
     args = dict(args or {})
