@@ -544,6 +544,19 @@ def test_weights_are_loaded_checked_and_exposed(tmp_path, tiny):
     assert result.exit_code == 2 and "do not fit model 'lenet5': missing" in one_error_line(result)
 
 
+def test_weights_that_fit_but_do_not_load_say_which_tensor_and_why(tmp_path, tiny):
+    """torch's load_state_dict error starts with a line that only says it failed: the reason
+    is on the lines after it, one per tensor."""
+    state = tiny.small_cnn(num_classes=5).state_dict()
+    sparse, no_data = tmp_path / "sparse.pt", tmp_path / "meta.pt"
+    torch.save({**state, "5.weight": state["5.weight"].to_sparse()}, sparse)
+    torch.save({name: tensor.to("meta") for name, tensor in state.items()}, no_data)
+    for weights, reason in ((sparse, "5.weight: copy_.. between dense and sparse"), (no_data, "0.weight: Cannot copy")):
+        loaded = load_model("tiny_models:small_cnn", args={"num_classes": 5}, weights=weights)
+        with pytest.raises(ArchprofError, match=rf"loading the weights into 'tiny_models:small_cnn' failed: {reason}"):
+            loaded.materialize()
+
+
 def test_safetensors_weights_are_read_from_their_header_and_checked(tmp_path, tiny):
     """The analysis reads names, shapes and dtypes (on meta: no data); the real model gets the values."""
     safetensors_torch = pytest.importorskip("safetensors.torch")
