@@ -383,6 +383,9 @@ def test_input_forms():
         normalize_inputs([InputSpec((1,), name="a"), InputSpec((2,), name="a")])
     with pytest.raises(ArchprofError, match="cannot read inputs"):
         normalize_inputs(3)
+    for shape in (5, None, 2.0):
+        with pytest.raises(ArchprofError, match=rf"input shape must be a sequence of sizes.*, got {shape}"):
+            InputSpec(shape)
 
 
 def test_input_size_as_the_cli_writes_it():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,8 @@ class InputSpec:
     batched: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.shape, Iterable):
+            raise ArchprofError(f"input shape must be a sequence of sizes such as (3, 224, 224), got {self.shape!r}")
         shape = tuple(_whole_size(size, self.shape) for size in self.shape)
         object.__setattr__(self, "shape", shape)
         if self.dtype is not None and not isinstance(self.dtype, torch.dtype):
