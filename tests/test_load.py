@@ -633,6 +633,7 @@ def _truncated(tmp_path, tiny):
     [
         ("missing.pt", [], "file missing.pt does not exist"),
         ("models/missing.py:net", [], "file models/missing.py does not exist"),
+        ("folder.py:net", [], "folder.py is not a file (model 'folder.py:net')"),
         ("model.onnx", [], "cannot load 'model.onnx' (suffix '.onnx')"),
         ("weights.safetensors", [], "holds weights, not an architecture"),
         (f"{TINY}", [], "is a Python file: name the factory in it"),
@@ -661,6 +662,7 @@ def test_every_bad_spec_is_one_line_and_exit_2(tmp_path, monkeypatch, tiny, spec
     torch.export.save(torch.export.export(tiny.TinyNet(), (torch.randn(2, 3, 8, 8),)), str(full))
     (tmp_path / "cut.pt2").write_bytes(full.read_bytes()[:-200])
     (tmp_path / "weights.safetensors").write_bytes(b"")
+    (tmp_path / "folder.py").mkdir()
     monkeypatch.chdir(tmp_path)
     result = cli("summary", spec, *extra)
     assert result.exit_code == 2, result.output

@@ -341,8 +341,11 @@ def module_source(name: str, base: Path | None = None) -> Path | None:
 
 def _import_file(location: str, spec: str, base: Path | None):
     path = resolve_path(location, base)
-    if lookup_path(path, location) != "file":
+    found = lookup_path(path, location)
+    if found == "missing":
         raise ArchprofError(f"file {location} does not exist (model '{spec}')")
+    if found != "file":
+        raise ArchprofError(f"{location} is not a file (model '{spec}')")
     resolved = path.resolve()
     # One module per file, named after its path so that two files called models.py differ.
     name = "archprof_user_" + re.sub(r"\W", "_", str(resolved))
