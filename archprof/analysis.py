@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from archprof.collector import collector_paused
-from archprof.errors import ArchprofError, ArchprofWarning
+from archprof.errors import ArchprofError, ArchprofWarning, check_flag
 from archprof.graph import Graph
 from archprof.load import (
     DTYPES,
@@ -173,9 +173,8 @@ def analysis(
     """Trace a loaded model at its inputs (as `analyze` describes) and build the report;
     with `fold_bn`, of the graph with its BatchNorms folded (`Analysis.graph` is that one)."""
     batch, dtype = checked_batch_and_dtype(batch, dtype)
-    for name, flag in (("training", training), ("fold_bn", fold_bn)):
-        if not isinstance(flag, bool):  # "false" is true
-            raise ArchprofError(f"{name} must be True or False, got {flag!r} ({type(flag).__name__})")
+    check_flag("training", training)
+    check_flag("fold_bn", fold_bn)
     specs = _input_specs(loaded, input_size, inputs)
     if batch not in (None, 1) and not any(spec.batched for spec in specs):
         raise ArchprofError(

@@ -18,6 +18,13 @@ class ArchprofWarning(UserWarning):
     a forward that cannot run on the meta device). The CLI prints it as one line on stderr."""
 
 
+def check_flag(name: str, value: object) -> None:
+    """A True-or-False keyword of the API given anything else is refused: a string "false" is
+    true, and `trust_pickle="false"` would run the code in a pickle."""
+    if not isinstance(value, bool):
+        raise ArchprofError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
 def first_line(exc: BaseException, bare: bool = False) -> str:
     """An exception as one line: its type and the first line of its message (`bare`: the
     message only, or the type when there is none). A TorchScript interpreter error's first

@@ -23,6 +23,7 @@ import torch
 from archprof.errors import ArchprofError, ArchprofWarning, is_meta_limitation, memory_for, short_reason
 from archprof.graph import EngineNotes, Graph, OpNode, ParameterInfo, TensorMeta
 from archprof.kernels import DeviceKernels
+from archprof.load.inputs import check_fits
 from archprof.meta import is_uninitialised
 from archprof.recorder import Recorder, input_shapes_text
 from archprof.replay import MODULE_INTERNALS, Replays
@@ -653,6 +654,7 @@ def _inputs(specs: list[TraceInput], dtype: torch.dtype, device: torch.device, r
 
 
 def _input(shape, dtype: torch.dtype, device: torch.device, real: bool) -> torch.Tensor:
+    check_fits(shape, dtype, f"input {tensor_text(shape, dtype)}")
     if not real:
         return torch.empty(shape, dtype=dtype, device=device)
     with memory_for(f"the input {tensor_text(shape, dtype)} on {device}"):

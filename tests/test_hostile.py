@@ -342,6 +342,12 @@ API_CASES = [
         for kind, (craft, _) in HOSTILE_ARCHIVES.items()
     ),
     ("a pickled module", lambda d: archprof.analyze(pickled_module(d)), "trust"),
+    ('trust_pickle="false"', lambda d: archprof.analyze(pickled_module(d), trust_pickle="false"), "trust_pickle"),
+    (
+        "trust_pickle=1 with weights",
+        lambda d: archprof.analyze("lenet5", weights=checkpoint_with_payload(d), trust_pickle=1),
+        "trust_pickle",
+    ),
     (
         "SystemExit in a factory",
         lambda d: archprof.analyze(factory_file(d, "sys.exit(3)") + ":net", (3, 8, 8)),

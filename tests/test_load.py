@@ -383,6 +383,9 @@ def test_input_forms():
         normalize_inputs([InputSpec((1,), name="a"), InputSpec((2,), name="a")])
     with pytest.raises(ArchprofError, match="cannot read inputs"):
         normalize_inputs(3)
+    for shape in (5, None, 2.0):
+        with pytest.raises(ArchprofError, match=rf"input shape must be a sequence of sizes.*, got {shape}"):
+            InputSpec(shape)
 
 
 def test_input_size_as_the_cli_writes_it():
@@ -544,6 +547,19 @@ def test_weights_are_loaded_checked_and_exposed(tmp_path, tiny):
     assert result.exit_code == 2 and "do not fit model 'lenet5': missing" in one_error_line(result)
 
 
+def test_weights_that_fit_but_do_not_load_say_which_tensor_and_why(tmp_path, tiny):
+    """torch's load_state_dict error starts with a line that only says it failed: the reason
+    is on the lines after it, one per tensor."""
+    state = tiny.small_cnn(num_classes=5).state_dict()
+    sparse, no_data = tmp_path / "sparse.pt", tmp_path / "meta.pt"
+    torch.save({**state, "5.weight": state["5.weight"].to_sparse()}, sparse)
+    torch.save({name: tensor.to("meta") for name, tensor in state.items()}, no_data)
+    for weights, reason in ((sparse, "5.weight: copy_.. between dense and sparse"), (no_data, "0.weight: Cannot copy")):
+        loaded = load_model("tiny_models:small_cnn", args={"num_classes": 5}, weights=weights)
+        with pytest.raises(ArchprofError, match=rf"loading the weights into 'tiny_models:small_cnn' failed: {reason}"):
+            loaded.materialize()
+
+
 def test_safetensors_weights_are_read_from_their_header_and_checked(tmp_path, tiny):
     """The analysis reads names, shapes and dtypes (on meta: no data); the real model gets the values."""
     safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -617,6 +633,7 @@ def _truncated(tmp_path, tiny):
     [
         ("missing.pt", [], "file missing.pt does not exist"),
         ("models/missing.py:net", [], "file models/missing.py does not exist"),
+        ("folder.py:net", [], "folder.py is not a file (model 'folder.py:net')"),
         ("model.onnx", [], "cannot load 'model.onnx' (suffix '.onnx')"),
         ("weights.safetensors", [], "holds weights, not an architecture"),
         (f"{TINY}", [], "is a Python file: name the factory in it"),
@@ -645,6 +662,7 @@ def test_every_bad_spec_is_one_line_and_exit_2(tmp_path, monkeypatch, tiny, spec
     torch.export.save(torch.export.export(tiny.TinyNet(), (torch.randn(2, 3, 8, 8),)), str(full))
     (tmp_path / "cut.pt2").write_bytes(full.read_bytes()[:-200])
     (tmp_path / "weights.safetensors").write_bytes(b"")
+    (tmp_path / "folder.py").mkdir()
     monkeypatch.chdir(tmp_path)
     result = cli("summary", spec, *extra)
     assert result.exit_code == 2, result.output

@@ -223,6 +223,20 @@ def test_sizes_past_int64_through_the_cli(extra, says):
         assert result.exit_code == 2 and says in one_error_line(result) and "too large" in one_error_line(result)
 
 
+def test_sizes_past_int64_in_the_models_own_float64_are_refused(tmp_path):
+    """An input without a dtype of its own takes the model's floating one: float64's 8-byte
+    elements pass 2**63 - 1 bytes at half the sizes float32's do."""
+    too_large = r"input 1x1152921504606846976x1 float64 is too large"
+    with pytest.raises(ArchprofError, match=too_large):
+        archprof.analyze(torch.nn.Linear(1, 1, dtype=torch.float64), inputs=(2**60, 1))
+    with pytest.raises(ArchprofError, match=r"input 1x1x1073741824x1073741824 float64 is too large"):
+        archprof.analyze("lenet5", inputs=(1, 2**30, 2**30), dtype=torch.float64)
+    source = tmp_path / "double.py"
+    source.write_text("import torch\n\n\ndef net():\n    return torch.nn.Linear(1, 1, dtype=torch.float64)\n")
+    result = cli("summary", f"{source}:net", "--input", f"{2**60}x1")
+    assert result.exit_code == 2 and "float64 is too large" in one_error_line(result)
+
+
 def test_a_batch_past_int64_through_the_api():
     too_large = r"input 99999999999999999999x1x32x32 \(batch 99999999999999999999\) is too large"
     with pytest.raises(ArchprofError, match=too_large):

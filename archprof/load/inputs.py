@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,18 +34,20 @@ class InputSpec:
     batched: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.shape, Iterable):
+            raise ArchprofError(f"input shape must be a sequence of sizes such as (3, 224, 224), got {self.shape!r}")
         shape = tuple(_whole_size(size, self.shape) for size in self.shape)
         object.__setattr__(self, "shape", shape)
         if self.dtype is not None and not isinstance(self.dtype, torch.dtype):
             object.__setattr__(self, "dtype", parse_input_dtype(str(self.dtype)))
-        _check_fits(shape, self.dtype, f"input shape {_shown_shape(shape)}")
+        check_fits(shape, self.dtype, f"input shape {_shown_shape(shape)}")
         if self.name is not None and not str(self.name).isidentifier():
             raise ArchprofError(f"input name '{self.name}' is not a Python identifier (a keyword of forward)")
 
     def full_shape(self, batch: int) -> tuple[int, ...]:
         shape = (batch, *self.shape) if self.batched else self.shape
         batch_shown = f" (batch {_shown_shape(shape[:1])})" if self.batched else ""
-        _check_fits(shape, self.dtype, f"input {_shown_shape(shape)}{batch_shown}")
+        check_fits(shape, self.dtype, f"input {_shown_shape(shape)}{batch_shown}")
         return shape
 
     def __str__(self) -> str:
@@ -58,10 +60,11 @@ class InputSpec:
 InputsLike = Any  # see normalize_inputs
 
 
-def _check_fits(shape: tuple[int, ...], dtype: torch.dtype | None, what: str) -> None:
+def check_fits(shape: tuple[int, ...], dtype: torch.dtype | None, what: str) -> None:
     """Every size, the element count and the byte size of a tensor must fit in int64 (each
-    size is at least 1, so the byte size bounds the rest). dtype None: the model's, at most
-    float32's 4 bytes."""
+    size is at least 1, so the byte size bounds the rest). dtype None: the model's, taken as
+    float32's 4 bytes here; the trace checks each input again in the dtype it makes it in
+    (a float64 model's)."""
     itemsize = dtype.itemsize if dtype is not None else 4
     if math.prod(shape) * itemsize > INT64_MAX:
         raise ArchprofError(
@@ -91,7 +94,7 @@ def _whole_size(size: Any, shape: Any) -> int:
 def parse_input_size(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224): the per-sample input, without the batch."""
     size = _sizes(text)
-    _check_fits(size, None, f"input size '{text}'")
+    check_fits(size, None, f"input size '{text}'")
     return size
 
 

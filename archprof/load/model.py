@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,4 +152,21 @@ def load_weights_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor]
     try:
         module.load_state_dict(state)
     except Exception as exc:
-        raise ArchprofError(f"loading the weights into '{name}' failed: {first_line(exc)}") from None
+        raise ArchprofError(f"loading the weights into '{name}' failed: {_state_dict_failure(exc)}") from None
+
+
+# One tensor load_state_dict could not copy: `While copying the parameter named "0.weight", whose
+# dimensions ... an exception occurred : ('Cannot copy out of meta tensor; no data!',).`
+_COPY_FAILED = re.compile(
+    r"While copying the parameter named \"(?P<name>.*?)\".*an exception occurred : \((?P<q>['\"])(?P<why>.*)(?P=q),\)"
+)
+
+
+def _state_dict_failure(exc: Exception) -> str:
+    """Why load_state_dict failed, in one line: its first line only says that it did (`Error(s)
+    in loading state_dict for Sequential:`), the next names the first tensor and the reason."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) < 2 or not lines[0].startswith("Error(s) in loading state_dict"):
+        return first_line(exc)
+    copying = _COPY_FAILED.match(lines[1])
+    return f"{copying['name']}: {copying['why']}" if copying else lines[1]

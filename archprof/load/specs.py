@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, ArchprofWarning, first_line, is_meta_limitation
+from archprof.errors import ArchprofError, ArchprofWarning, check_flag, first_line, is_meta_limitation
 from archprof.load.common import (
     HUBS,
     MODEL_FILE_SUFFIXES,
@@ -72,6 +72,7 @@ def load_model(
         if args or weights is not None:
             raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
         return spec
+    check_flag("trust_pickle", trust_pickle)
     if args is not None and not isinstance(args, Mapping):
         raise ArchprofError(f"args must map keyword names to values (a dict), got a {type(args).__name__}")
     args = dict(args or {})
@@ -340,8 +341,11 @@ def module_source(name: str, base: Path | None = None) -> Path | None:
 
 def _import_file(location: str, spec: str, base: Path | None):
     path = resolve_path(location, base)
-    if lookup_path(path, location) != "file":
+    found = lookup_path(path, location)
+    if found == "missing":
         raise ArchprofError(f"file {location} does not exist (model '{spec}')")
+    if found != "file":
+        raise ArchprofError(f"{location} is not a file (model '{spec}')")
     resolved = path.resolve()
     # One module per file, named after its path so that two files called models.py differ.
     name = "archprof_user_" + re.sub(r"\W", "_", str(resolved))
