@@ -112,6 +112,29 @@ def test_a_flag_that_is_not_a_bool_is_refused(flag, value):
         archprof.analyze("lenet5", **{flag: value})
 
 
+@pytest.mark.parametrize("value", ["false", "no", 0, 1, None], ids=repr)
+def test_trust_pickle_that_is_not_a_bool_is_refused_at_every_entry_before_the_file_is_read(value, tmp_path):
+    # "false" is true: a pickled module would run its code, as with trust_pickle=True.
+    path = tmp_path / "whole.pt"
+    torch.save(nn.Sequential(nn.Linear(4, 2)), path)
+    spec, options = str(path), {"input_size": (4,), "trust_pickle": value}
+    for call in (
+        lambda: archprof.analyze(spec, **options),
+        lambda: compare([spec], **options),
+        lambda: diff(spec, spec, **options),
+        lambda: fit_batch(spec, 10**6, **options),
+        lambda: load_model(spec, trust_pickle=value),
+    ):
+        with pytest.raises(ArchprofError, match=r"^trust_pickle must be True or False, got"):
+            call()
+
+
+@pytest.mark.parametrize("value", ["false", 0, None], ids=repr)
+def test_an_input_spec_whose_batched_is_not_a_bool_is_refused(value):
+    with pytest.raises(ArchprofError, match=r"^batched must be True or False, got"):
+        archprof.InputSpec((3, 8, 8), batched=value)
+
+
 def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
     from archprof.load import ModelOptions
 

@@ -34,6 +34,8 @@ class InputSpec:
     batched: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.batched, bool):  # "false" is true
+            raise ArchprofError(f"batched must be True or False, got {self.batched!r} ({type(self.batched).__name__})")
         shape = tuple(_whole_size(size, self.shape) for size in self.shape)
         object.__setattr__(self, "shape", shape)
         if self.dtype is not None and not isinstance(self.dtype, torch.dtype):

@@ -68,6 +68,8 @@ def load_model(
     factory (called on meta with `args`). `weights`: a state-dict file for a built-in or a
     factory. `base_dir`: where relative file paths and modules are looked for first (a
     budget file's folder); the current directory otherwise."""
+    if not isinstance(trust_pickle, bool):  # "false" is true: it would run a pickle's code
+        raise ArchprofError(f"trust_pickle must be True or False, got {trust_pickle!r} ({type(trust_pickle).__name__})")
     if isinstance(spec, LoadedModel):
         if args or weights is not None:
             raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
