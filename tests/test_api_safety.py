@@ -154,8 +154,24 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
         (lambda: compare(["lenet5"], jobs=True), "jobs must be a whole number"),
         (lambda: archprof.profile("lenet5", device="cpu", repeat="3"), "repeat must be a whole number"),
         (lambda: diff(42, "lenet5"), r"cannot analyse 42 \(of type int\)"),
+        (lambda: compare(["no-such-model"], profile="false"), "profile must be True or False"),
+        (lambda: compare(["no-such-model"], profile=True, runs="2"), "runs must be a whole number"),
+        (lambda: compare(["no-such-model"], profile=True, runs=0), "runs must be a whole number of at least 1"),
+        (lambda: compare(["lenet5", "lenet5"], progress=3), "progress must be a function"),
+        (lambda: archprof.profile("no-such-model", device="cpu", progress=3), "progress must be a function"),
     ],
-    ids=["args a list", "jobs a string", "jobs a bool", "repeat a string", "diff of a number"],
+    ids=[
+        "args a list",
+        "jobs a string",
+        "jobs a bool",
+        "repeat a string",
+        "diff of a number",
+        "compare's profile a string",
+        "compare's runs a string",
+        "compare's runs 0",
+        "compare's progress a number",
+        "profile's progress a number",
+    ],
 )
 def test_an_argument_of_the_wrong_type_is_one_error_not_a_python_one(call, message):
     with pytest.raises(ArchprofError, match=message):
