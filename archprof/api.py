@@ -18,6 +18,7 @@ from archprof.load import InputsLike
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
 from archprof.measure.clock import no_progress
 from archprof.measure.profile import profile_analysis
+from archprof.parallel import checked_progress
 from archprof.report import Report
 
 __all__ = ["analyze", "profile"]
@@ -61,6 +62,7 @@ def profile(
     the cross-check would set it against a folded analysis."""
     if fold_bn:
         raise ArchprofError("profile times the model as it is: drop --fold-bn (fold_bn=True), or use summary")
+    checked_progress(progress)
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)
     analysed = analysis(loaded, input_size, batch, dtype, inputs=inputs)

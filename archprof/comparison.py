@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from archprof.analysis import Analysis, analysis, checked_batch_and_dtype, load
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, check_flag
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs, real_run_errors
 from archprof.output import json_text
-from archprof.parallel import Progress, ordered_map
+from archprof.parallel import Progress, checked_progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.random_state import random_state_kept
 from archprof.report import Report, csv_cell
 from archprof.text import markdown_code, markdown_literal
-from archprof.units import human_bytes, human_count, shapes_text
+from archprof.units import human_bytes, human_count, shapes_text, whole_number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,8 +183,11 @@ def compare(
     models = list(models)
     if not models:
         raise ArchprofError("compare needs at least one model")
+    check_flag("profile", profile)
     if profile and fold_bn:
         raise ArchprofError("--profile times the models as they are: drop --fold-bn (fold_bn=True)")
+    runs = checked_runs(runs)
+    checked_progress(progress)
     options = {
         "input_size": input_size,
         "batch": batch,
@@ -260,13 +263,20 @@ def _optional(metric: Metric, report: Report) -> int | None:
         return None
 
 
+def checked_runs(runs: Any) -> int:
+    """`runs` as a Python int of at least 1 (a NumPy integer too)."""
+    count = whole_number(runs)
+    if count is None or count < 1:
+        raise ArchprofError(f"runs must be a whole number of at least 1, got {runs!r}")
+    return count
+
+
 def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: int = 5) -> float:
     """Median milliseconds of CPU forward passes of the analysed model at its analysed inputs
     (`archprof.measure.clock.latency_ms`: after warm-up, at least `runs`, more for a fast
     model). Built for real with random weights, as `archprof profile` builds it: a module
     you pass is copied, so that neither its weights nor its mode change."""
-    if runs < 1:
-        raise ArchprofError(f"runs must be at least 1, got {runs}")
+    runs = checked_runs(runs)
     cpu = torch.device("cpu")
     with random_state_kept(cpu):  # the caller's generator as it was
         module = materialise(analysed.loaded, cpu, dtype)

@@ -37,6 +37,14 @@ def default_jobs() -> int:
     return os.cpu_count() or 1
 
 
+def checked_progress(progress: Any) -> None:
+    """A public entry point's `progress`, checked before any work: None or a function."""
+    if progress is not None and not callable(progress):
+        raise ArchprofError(
+            f"progress must be a function called as progress(phase, done, total), or None; got {progress!r}"
+        )
+
+
 def ordered_map(
     function: Callable[[T], R],
     items: Sequence[T],

@@ -112,6 +112,29 @@ def test_a_flag_that_is_not_a_bool_is_refused(flag, value):
         archprof.analyze("lenet5", **{flag: value})
 
 
+@pytest.mark.parametrize("value", ["false", "no", 0, 1, None], ids=repr)
+def test_trust_pickle_that_is_not_a_bool_is_refused_at_every_entry_before_the_file_is_read(value, tmp_path):
+    # "false" is true: a pickled module would run its code, as with trust_pickle=True.
+    path = tmp_path / "whole.pt"
+    torch.save(nn.Sequential(nn.Linear(4, 2)), path)
+    spec, options = str(path), {"input_size": (4,), "trust_pickle": value}
+    for call in (
+        lambda: archprof.analyze(spec, **options),
+        lambda: compare([spec], **options),
+        lambda: diff(spec, spec, **options),
+        lambda: fit_batch(spec, 10**6, **options),
+        lambda: load_model(spec, trust_pickle=value),
+    ):
+        with pytest.raises(ArchprofError, match=r"^trust_pickle must be True or False, got"):
+            call()
+
+
+@pytest.mark.parametrize("value", ["false", 0, None], ids=repr)
+def test_an_input_spec_whose_batched_is_not_a_bool_is_refused(value):
+    with pytest.raises(ArchprofError, match=r"^batched must be True or False, got"):
+        archprof.InputSpec((3, 8, 8), batched=value)
+
+
 def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
     from archprof.load import ModelOptions
 
@@ -131,8 +154,24 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
         (lambda: compare(["lenet5"], jobs=True), "jobs must be a whole number"),
         (lambda: archprof.profile("lenet5", device="cpu", repeat="3"), "repeat must be a whole number"),
         (lambda: diff(42, "lenet5"), r"cannot analyse 42 \(of type int\)"),
+        (lambda: compare(["no-such-model"], profile="false"), "profile must be True or False"),
+        (lambda: compare(["no-such-model"], profile=True, runs="2"), "runs must be a whole number"),
+        (lambda: compare(["no-such-model"], profile=True, runs=0), "runs must be a whole number of at least 1"),
+        (lambda: compare(["lenet5", "lenet5"], progress=3), "progress must be a function"),
+        (lambda: archprof.profile("no-such-model", device="cpu", progress=3), "progress must be a function"),
     ],
-    ids=["args a list", "jobs a string", "jobs a bool", "repeat a string", "diff of a number"],
+    ids=[
+        "args a list",
+        "jobs a string",
+        "jobs a bool",
+        "repeat a string",
+        "diff of a number",
+        "compare's profile a string",
+        "compare's runs a string",
+        "compare's runs 0",
+        "compare's progress a number",
+        "profile's progress a number",
+    ],
 )
 def test_an_argument_of_the_wrong_type_is_one_error_not_a_python_one(call, message):
     with pytest.raises(ArchprofError, match=message):

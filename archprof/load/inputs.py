@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, check_flag
 from archprof.load.common import DTYPES, INPUT_DTYPES, INT64_MAX, printable_errors, shorten
 from archprof.units import whole_number
 
@@ -36,6 +36,7 @@ class InputSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.shape, Iterable):
             raise ArchprofError(f"input shape must be a sequence of sizes such as (3, 224, 224), got {self.shape!r}")
+        check_flag("batched", self.batched)
         shape = tuple(_whole_size(size, self.shape) for size in self.shape)
         object.__setattr__(self, "shape", shape)
         if self.dtype is not None and not isinstance(self.dtype, torch.dtype):
