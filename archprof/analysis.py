@@ -4,6 +4,7 @@ analyses (profile, fit, compare, check, diff) build on it; nothing here imports 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ from archprof.report import COLUMNS, TRAINING_COLUMNS, Report, layer_label
 from archprof.trace import MetaUnsupported, TraceInput, trace
 from archprof.units import shape_text, shapes_text, whole_number
 
-ModelSpec = str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
+ModelSpec = str | os.PathLike | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
 
 
 def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.dtype | None]:

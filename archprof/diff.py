@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -325,13 +326,14 @@ def _counts(cell: str) -> dict[str, int]:
 
 
 def load_side(spec: Any, input_size: Sequence[int] | str | None = None, **options: Any) -> Side:
-    """A CSV report (a path ending in .csv), else a model in any form `archprof.analyze` takes
-    (a spec, a model file, a module, a factory), analysed here (`options`: the keywords of
-    `archprof.analyze`)."""
-    if isinstance(spec, str) and spec.lower().endswith(".csv"):
-        return read_csv_report(spec)
+    """A CSV report (a path ending in .csv, a string or a `pathlib.Path`), else a model in any
+    form `archprof.analyze` takes (a spec, a model file, a module, a factory), analysed here
+    (`options`: the keywords of `archprof.analyze`)."""
+    named = isinstance(spec, str | os.PathLike)
+    if named and os.fspath(spec).lower().endswith(".csv"):
+        return read_csv_report(os.fspath(spec))
     report = analyze(spec, input_size, **options)
-    return side_from_report(report, spec if isinstance(spec, str) else report.model)
+    return side_from_report(report, os.fspath(spec) if named else report.model)
 
 
 def diff(

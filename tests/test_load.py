@@ -816,3 +816,27 @@ def test_a_torchscript_submodule_is_traced_and_left_as_it_was():
     after = model.state_dict(keep_vars=True)
     assert after.keys() == held.keys() and all(after[name] is tensor for name, tensor in held.items())
     assert all(not t.is_meta for t in after.values())
+
+
+def test_a_path_object_is_a_model_file_everywhere(tmp_path, monkeypatch):
+    """A pathlib.Path was refused ('cannot analyse PosixPath(...)') by analyze, compare and
+    diff, whose docstrings take paths; it names a file, never a built-in model."""
+    from pathlib import Path
+
+    from archprof.diff import diff
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(model.eval()), str(path))
+    report = archprof.analyze(path, input_size=(3, 8, 8))
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+    assert report.model == str(path)
+    frame = archprof.compare([path, str(path)], input_size=(3, 8, 8))
+    assert list(frame["param_count"]) == [4 * 3 * 9 + 4] * 2
+    csv_path = tmp_path / "net.csv"
+    csv_path.write_text(report.to_csv())
+    same = diff(csv_path, path, input_size=(3, 8, 8))  # a CSV report against a model file
+    assert same.layers == [] and all(t.change == 0 for t in same.totals)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ArchprofError, match="cannot load 'vgg16' \\(no suffix\\)"):
+        archprof.analyze(Path("vgg16"))

@@ -27,6 +27,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import io
+import os
 import re
 import sys
 import warnings
@@ -57,17 +58,18 @@ from archprof.zoo import MODELS
 
 @printable_errors
 def load_model(
-    spec: str | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel,
+    spec: str | os.PathLike | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel,
     *,
     args: Mapping[str, Any] | None = None,
     weights: str | Path | None = None,
     trust_pickle: bool = False,
     base_dir: str | Path | None = None,
 ) -> LoadedModel:
-    """A model spec (see the module's docstring), a module (used as it is, never copied) or a
-    factory (called on meta with `args`). `weights`: a state-dict file for a built-in or a
-    factory. `base_dir`: where relative file paths and modules are looked for first (a
-    budget file's folder); the current directory otherwise."""
+    """A model spec (see the module's docstring), a path to a model file (`pathlib.Path`), a
+    module (used as it is, never copied) or a factory (called on meta with `args`).
+    `weights`: a state-dict file for a built-in or a factory. `base_dir`: where relative file
+    paths and modules are looked for first (a budget file's folder); the current directory
+    otherwise."""
     if isinstance(spec, LoadedModel):
         if args or weights is not None:
             raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
@@ -83,6 +85,8 @@ def load_model(
         return LoadedModel(module, type(module).__name__, None, kind="module")
     if isinstance(spec, str):
         loaded = _load_spec(spec.strip(), args, trust_pickle, base)
+    elif isinstance(spec, os.PathLike):  # a path is a file, never a built-in name or module:factory
+        loaded = load_file(os.fspath(spec), args, trust_pickle, base)
     elif callable(spec):
         target = spec.target if isinstance(spec, PythonFactory) else spec
         name = getattr(spec, "__name__", type(spec).__name__)
@@ -90,7 +94,7 @@ def load_model(
     else:
         raise ArchprofError(
             f"cannot analyse {spec!r} (of type {type(spec).__name__}): give a model name, a spec such as"
-            " 'my_models.py:net', a torch.nn.Module or a factory"
+            " 'my_models.py:net', a model file's path, a torch.nn.Module or a factory"
         )
     if weights is not None:
         if loaded.kind not in ("builtin", "hub", "factory"):
