@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from archprof.analysis import analyze
 from archprof.comparison import METRICS as COMPARED_METRICS
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, first_line
+from archprof.load.common import shorten
 from archprof.output import json_text, read_text
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import (
@@ -242,7 +244,44 @@ def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str,
                 except ValueError as exc:
                     raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, {exc}") from None
             rows.append(row)
+    if not rows:
+        raise ArchprofError(f"{path} has no rows: a report has one per layer; is the file cut short?")
     return rows
+
+
+def read_json_report(path: str | Path) -> Side:
+    """Rows of a JSON report (`archprof summary -f json`): its "layers", each checked to
+    hold the columns a diff compares, of the types a report writes them in; a file that is
+    not one raises ArchprofError naming the problem (and the layer's index)."""
+    path = Path(path)
+    try:
+        document = json.loads(read_text(path, "report"))
+    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int()'s digit limit
+        raise ArchprofError(f"{path} is not valid JSON: {first_line(exc, bare=True)}") from None
+    layers = document.get("layers") if isinstance(document, dict) else None
+    if not isinstance(layers, list) or not layers:
+        raise ArchprofError(f"{path} is not an archprof JSON report (from `archprof summary -f json`): no layers")
+    return Side(path.stem, [_json_row(path, index, layer) for index, layer in enumerate(layers)])
+
+
+def _json_row(path: Path, index: int, layer: Any) -> dict[str, Any]:
+    """The columns a diff compares of one layer of a JSON report, checked."""
+    if not isinstance(layer, dict):
+        raise ArchprofError(f"{path}, layer {index}: not an object")
+    for name in _REQUIRED:
+        if name not in layer:
+            raise ArchprofError(f"{path}, layer {index}: no {name}")
+        if not _as_written(name, layer[name]):
+            raise ArchprofError(f"{path}, layer {index}: {name} is {shorten(json.dumps(layer[name]))}, not a report's")
+    return {name: layer[name] for name in _REQUIRED}
+
+
+def _as_written(name: str, value: Any) -> bool:
+    """Whether a JSON report's cell of column `name` is what a report writes there: text,
+    or (call and the metrics) a whole number a report can hold."""
+    if name in ("layer", *_TEXT):
+        return isinstance(value, str)
+    return type(value) is int and abs(value) < _LARGEST
 
 
 @contextmanager
@@ -325,13 +364,17 @@ def _counts(cell: str) -> dict[str, int]:
     return counts
 
 
+_REPORT_READERS = {"csv": read_csv_report, "json": read_json_report}
+
+
 def load_side(spec: Any, input_size: Sequence[int] | str | None = None, **options: Any) -> Side:
-    """A CSV report (a path ending in .csv, a string or a `pathlib.Path`), else a model in any
-    form `archprof.analyze` takes (a spec, a model file, a module, a factory), analysed here
+    """A CSV or JSON report (a path ending in .csv or .json, a string or a `pathlib.Path`),
+    else a model in any form `archprof.analyze` takes (a spec, a model file, a module, a factory), analysed here
     (`options`: the keywords of `archprof.analyze`)."""
     named = isinstance(spec, str | os.PathLike)
-    if named and os.fspath(spec).lower().endswith(".csv"):
-        return read_csv_report(os.fspath(spec))
+    suffix = os.fspath(spec).lower().rpartition(".")[2] if named else ""
+    if suffix in _REPORT_READERS:
+        return _REPORT_READERS[suffix](os.fspath(spec))
     report = analyze(spec, input_size, **options)
     return side_from_report(report, os.fspath(spec) if named else report.model)
 

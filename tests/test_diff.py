@@ -189,6 +189,59 @@ def test_a_report_cut_short_says_its_row_ends_early(tmp_path):
     assert one_error_line(result).endswith("cut.csv, line 3: the row ends before its call cell: is the file cut short?")
 
 
+def test_a_report_of_its_header_alone_is_refused(tmp_path):
+    """It read as a report of no layers: every layer of the other side 'removed', exit 0."""
+    report = tmp_path / "header.csv"
+    archprof.analyze("lenet5").to_csv(report)
+    report.write_text(report.read_text().splitlines()[0] + "\n")
+    result = cli("diff", "lenet5", report)
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result).endswith("header.csv has no rows: a report has one per layer; is the file cut short?")
+
+
+def test_json_reports_diff_as_their_csv_and_their_models_do(tmp_path):
+    """`summary -f json` writes a report diff could not read ('cannot load r.json')."""
+    for name in ("resnet18", "resnet34"):
+        assert invoke("summary", name, "-i", "3x64x64", "-o", str(tmp_path / f"{name}.json")).exit_code == 0
+        assert invoke("summary", name, "-i", "3x64x64", "-o", str(tmp_path / f"{name}.csv")).exit_code == 0
+    from_json = diff(tmp_path / "resnet18.json", str(tmp_path / "resnet34.json"))
+    from_csv = diff(str(tmp_path / "resnet18.csv"), tmp_path / "resnet34.csv")
+    assert from_json.layers == from_csv.layers and from_json.totals == from_csv.totals
+    params = next(t for t in from_json.totals if t.metric == "param_count")
+    from archprof.zoo import MODELS
+
+    built = {name: sum(p.numel() for p in MODELS[name].build().parameters()) for name in ("resnet18", "resnet34")}
+    assert (params.old, params.new) == (built["resnet18"], built["resnet34"])
+    same = cli("diff", tmp_path / "resnet18.json", "resnet18", "-i", "3x64x64")
+    assert same.exit_code == 0 and "0 layers changed" in same.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[[", "bad.json is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "bad.json is not valid JSON"),
+        ('{"layers": 5}', "not an archprof JSON report"),
+        ('{"layers": []}', "not an archprof JSON report"),
+        ('{"layers": [3]}', "bad.json, layer 0: not an object"),
+        ('{"layers": [{"layer": "a"}]}', "bad.json, layer 0: no call"),
+        ("LAYER", """bad.json, layer 1: macs is '"many"', not a report's"""),
+        ("BOOL", "bad.json, layer 1: call is 'true', not a report's"),
+        ('{"layers": [{"macs": 1' + "0" * 5000 + "}]}", "bad.json is not valid JSON"),
+    ],
+)
+def test_a_bad_json_report_is_one_line(tmp_path, text, message):
+    bad = tmp_path / "bad.json"
+    if text in ("LAYER", "BOOL"):
+        document = json.loads(archprof.analyze("lenet5").to_json())
+        document["layers"][1]["macs" if text == "LAYER" else "call"] = "many" if text == "LAYER" else True
+        text = json.dumps(document)
+    bad.write_text(text)
+    result = cli("diff", bad, "lenet5")
+    assert result.exit_code == 2, result.output
+    assert message in one_error_line(result)
+
+
 def test_a_report_reads_back_a_name_longer_than_a_csv_field_may_be(tmp_path):
     """csv reads cells up to 131,072 characters; archprof writes a module's name whole."""
     name = "A" * 200_000

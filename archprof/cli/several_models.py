@@ -242,8 +242,8 @@ def diff(
     old: Annotated[
         str,
         typer.Argument(
-            help="A CSV report (a .csv file, as archprof summary -f csv writes it) or a model in any form summary"
-            " takes (a name, a .pt, .pt2 or .py:factory file, module:factory).",
+            help="A report (a .csv or .json file, as archprof summary -f csv or -f json writes it) or a model in"
+            " any form summary takes (a name, a .pt, .pt2 or .py:factory file, module:factory).",
             show_default=False,
         ),
     ],
@@ -259,7 +259,7 @@ def diff(
     Examples:
 
     archprof diff before.csv after.csv
-    archprof diff before.csv resnet18 --input 3x160x160 --format json"""
+    archprof diff before.json resnet18 --input 3x160x160 --format json"""
     from archprof import diff as diffing
 
     chosen = choose_format(format, output, html=False)
