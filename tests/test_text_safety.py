@@ -272,6 +272,48 @@ def test_terminal_tables_show_names_neither_as_markup_nor_as_escape_sequences(tm
         assert "\x1b" not in result.output
 
 
+CONTROL_IN_A_NAME = "o\x1b[31mred"  # an ANSI colour: the ESC of an OSC 8 hyperlink, too
+CUT_FIELD = f"""\
+from torch import nn
+
+
+class Cut(nn.Module):
+    def forward(self, x):
+        return x.flatten(2)[..., 1:5]  # a slice of a flattened dimension: the field is undefined
+
+
+def net():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3))
+    model.add_module({CONTROL_IN_A_NAME!r}, Cut())
+    return model
+"""
+
+
+def test_compare_rf_notes_and_diff_show_control_characters_as_escapes(tmp_path, monkeypatch):
+    """Beside the layer tables: compare's model names (a file's name), rf's note on an undefined
+    field (it names the layer) and the output shapes diff reads from a CSV."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / f"{CONTROL_IN_A_NAME}.py").write_text(CUT_FIELD, encoding="utf-8")
+    spec = f"{CONTROL_IN_A_NAME}.py:net"
+    shown = "o\\x1b[31mred"
+
+    compared = invoke("compare", spec, "lenet5", "--input", "1x32x32")
+    assert compared.exit_code == 0, compared.output
+    assert "\x1b" not in compared.output and f"{shown}.py:net" in compared.output
+
+    fields = invoke("rf", spec, "--input", "1x8x8")
+    assert fields.exit_code == 0, fields.output
+    assert "\x1b" not in fields.output and f"aten.slice in {shown}: it cuts" in fields.output
+
+    report = tmp_path / "report.csv"
+    summary_csv(spec, report, "--input", "1x8x8")
+    edited = tmp_path / "edited.csv"
+    edited.write_text(report.read_text(encoding="utf-8").replace("1x4x6x6", "1x4\x1b[31m6x6"), encoding="utf-8")
+    changed = invoke("diff", str(report), str(edited))
+    assert changed.exit_code == 0, changed.output
+    assert "\x1b" not in changed.output and "1x4x6x6 → 1x4\\x1b[31m6x6" in changed.output
+
+
 def test_junit_and_step_summary_of_a_model_with_control_characters(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nets\x01\u2028.py").write_text(
