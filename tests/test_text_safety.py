@@ -314,6 +314,18 @@ def test_compare_rf_notes_and_diff_show_control_characters_as_escapes(tmp_path, 
     assert "\x1b" not in changed.output and "1x4x6x6 → 1x4\\x1b[31m6x6" in changed.output
 
 
+def test_the_diff_csv_neutralises_output_shapes_read_from_a_csv(tmp_path):
+    """A CSV from elsewhere can hold anything as an output shape; diff's CSV copies it."""
+    report = tmp_path / "report.csv"
+    rows = summary_csv("lenet5", report)
+    edited = tmp_path / "edited.csv"
+    edited.write_text(report.read_text(encoding="utf-8").replace(rows[0]["output_shape"], "=1+1", 1), encoding="utf-8")
+    result = invoke("diff", str(report), str(edited), "-f", "csv")
+    assert result.exit_code == 0, result.output
+    (row,) = csv.DictReader(io.StringIO(result.stdout, newline=""))
+    assert (row["old_output_shape"], row["new_output_shape"]) == (rows[0]["output_shape"], "'=1+1")
+
+
 def test_junit_and_step_summary_of_a_model_with_control_characters(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nets\x01\u2028.py").write_text(
