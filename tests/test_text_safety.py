@@ -457,3 +457,15 @@ def test_compare_neutralises_a_model_name_that_reads_as_a_formula(tmp_path, monk
     assert result.exit_code == 0, result.output
     (row,) = csv.DictReader(io.StringIO(result.stdout))
     assert row["model"] == "'=cmd.py:net"
+
+
+def test_compare_csv_keeps_a_model_name_with_a_carriage_return_in_its_row(tmp_path, monkeypatch):
+    """The csv module quotes a cell holding a newline but not one holding only a carriage
+    return, which a reader takes for the end of the row."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a\rb.py").write_text("from torch import nn\n\n\ndef net():\n    return nn.Conv2d(1, 4, 3)\n")
+    result = invoke("compare", "a\rb.py:net", "lenet5", "--input", "1x32x32", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout, newline="")))
+    assert [row["model"] for row in rows] == ["a\rb.py:net", "lenet5"]
+    assert list(pd.read_csv(io.StringIO(result.stdout, newline=""))["model"]) == ["a\rb.py:net", "lenet5"]
