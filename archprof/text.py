@@ -98,8 +98,9 @@ def markdown_literal(text: str) -> str:
     """`text` as Markdown shows it literally, in a paragraph, a heading or a table cell: on
     one line (`visible_text`), with the characters that start emphasis, links and images
     (a module named "![x](http://...)" would fetch the image wherever the file is viewed),
-    code, headings, quotes and strikethrough escaped, | (the row keeps its columns), and a <
-    that would open HTML (a module named "<img src=x onerror=...>")."""
+    code, headings, quotes and strikethrough escaped, | (the row keeps its columns), a <
+    that would open HTML (a module named "<img src=x onerror=...>"), and an & that would start
+    a character reference (a module named "&lt;b&gt;" would show as "<b>")."""
     return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", visible_text(text))
 
 
@@ -115,7 +116,7 @@ def markdown_code(text: str, in_table: bool = True) -> str:
     return f"{fence}{pad}{shown}{pad}{fence}"
 
 
-# Markdown's own characters, and a < that CommonMark reads as the start of a tag, a comment
-# or an autolink: one followed by a letter, /, ! or ?. Any other < stays as it is, so that
-# "<0.1%" reads plainly.
-_MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]#>|~]|<(?=[A-Za-z/!?])")
+# Markdown's own characters, a < that CommonMark reads as the start of a tag, a comment or an
+# autolink (one followed by a letter, /, ! or ?) and an & that may start a character reference
+# ("&lt;", "&#60;", "&#x3C;"). Any other < or & stays as it is, so that "<0.1%" reads plainly.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]#>|~]|<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")

@@ -187,6 +187,8 @@ def test_markdown_tables_show_names_that_look_like_html_as_text(tmp_path):
 # Markdown's own syntax: an image is fetched wherever the file is viewed (a pull request, a
 # job summary), a link is live; emphasis, code and strikethrough would change the name shown.
 MARKDOWN_NAMES = ["![x](http://2130706433/track)", "[click](http://2130706433/p)", "*em*", "__b__", "~~s~~", "`c`"]
+# A character reference would show as the character it names: "&lt;b&gt;" as "<b>".
+MARKDOWN_NAMES += ["&lt;b&gt;", "&#60;i", "&#x3C;u"]
 
 
 def test_markdown_shows_names_written_in_markdown_as_text(tmp_path):
