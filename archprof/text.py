@@ -84,12 +84,14 @@ def dims_text(value: tuple[int, ...] | str | None) -> str:
 def visible_text(text: str) -> str:
     """`text` on one line, with every control character, line or paragraph separator shown
     as its escape (a newline as \\n, U+2028 as \\u2028): safe in a Markdown table, a
-    terminal and XML 1.0."""
+    terminal and XML 1.0. So is every format character: a bidirectional override or isolate
+    (U+202E would show the rest of its line reversed, the figures after a name too) and the
+    invisible ones (a zero-width space, U+200B, makes two names look the same)."""
     return "".join(_visible(char) for char in text)
 
 
 def _visible(char: str) -> str:
-    if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in "\ufffe\uffff":
+    if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") or char in "\ufffe\uffff":
         return char.encode("unicode_escape", "backslashreplace").decode("ascii")
     return char
 

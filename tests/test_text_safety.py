@@ -274,6 +274,28 @@ def test_terminal_tables_show_names_neither_as_markup_nor_as_escape_sequences(tm
         assert "\x1b" not in result.output
 
 
+# Unicode's format characters: a right-to-left override shows the rest of its line reversed (the
+# figures after a name: "1x3x8x8" as "8x8x3x1"), an isolate likewise; a zero-width space or joiner
+# makes two names look the same.
+FORMAT_NAMES = ["a\u202eb", "c\u2067d", "e\u200bf", "g\u200dh", "i\ufeffj"]
+FORMAT_SHOWN = ["a\\u202eb", "c\\u2067d", "e\\u200bf", "g\\u200dh", "i\\ufeffj"]
+
+
+def test_format_characters_in_names_show_as_escapes_and_the_data_keeps_them(tmp_path):
+    spec = model_file(tmp_path, FORMAT_NAMES)
+    for command in ("summary", "memory", "rf"):
+        result = invoke(command, spec, "--input", "3x8x8")
+        assert result.exit_code == 0, (command, result.output)
+        assert all(shown in result.output for shown in FORMAT_SHOWN), command
+        assert not any(char in result.output for char in "\u202e\u2067\u200b\u200d\ufeff"), command
+    markdown = invoke("summary", spec, "--input", "3x8x8", "-f", "markdown")
+    assert [row[0] for row in first_table(markdown.stdout)[1:]] == [*FORMAT_SHOWN, PADDED]
+    page = report_html(archprof.analyze(spec, input_size=(3, 8, 8)))
+    assert all(f">{shown}</td>" in page for shown in FORMAT_SHOWN)
+    rows = summary_csv(spec, tmp_path / "report.csv", "--input", "3x8x8")  # the data: the names as they are
+    assert [row["layer"] for row in rows] == [*FORMAT_NAMES, PADDED]
+
+
 CONTROL_IN_A_NAME = "o\x1b[31mred"  # an ANSI colour: the ESC of an OSC 8 hyperlink, too
 CUT_FIELD = f"""\
 from torch import nn
