@@ -26,7 +26,7 @@ from archprof.output import json_text
 from archprof.parallel import Progress, checked_progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.random_state import random_state_kept
-from archprof.report import Report, csv_cell
+from archprof.report import Report, csv_text
 from archprof.text import markdown_code, markdown_literal
 from archprof.units import human_bytes, human_count, shapes_text, whole_number
 
@@ -289,8 +289,11 @@ def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: 
 
 
 def comparison_csv(frame: pd.DataFrame) -> str:
-    """CSV; model names neutralised against formula injection as in `Report.to_csv`."""
-    return frame.assign(model=frame["model"].map(csv_cell)).to_csv(index=False, lineterminator="\n")
+    """CSV written as `Report.to_csv` writes it (`csv_text`): model names neutralised against
+    formula injection, a row holding a carriage return quoted."""
+    header = list(frame.columns)
+    rows = ([record[name] for name in header] for record in comparison_records(frame))
+    return csv_text(header, rows, [name == "model" for name in header])
 
 
 def comparison_records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -45,7 +45,9 @@ METRICS: tuple[tuple[str, str, str], ...] = tuple(
     for metric in (COMPARED_METRICS[key] for key in ("params", "macs", "flops", "activation"))
 )
 _TEXT = ("module_type", "output_shape")  # also compared per layer
-_USER_TEXT = ("layer", "module_type")  # neutralised against formula injection in CSV
+# Neutralised against formula injection in diff's CSV: names from the model, and output shapes,
+# which a CSV read from elsewhere may hold any text in.
+_USER_TEXT = ("layer", "module_type", "output_shape")
 _REQUIRED = ("layer", "call", *_TEXT, *(name for name, _, _ in METRICS))
 
 
@@ -104,13 +106,14 @@ class ReportDiff:
 
     def to_csv(self) -> str:
         """One line per changed layer: status, layer, call, old/new shape, old/new/change per metric.
-        Names from the model are neutralised against formula injection as in `Report.to_csv`."""
+        Names from the model and output shapes (`_USER_TEXT`) are neutralised against formula
+        injection as in `Report.to_csv`."""
 
         header = ["status", "layer", "call", "old_module_type", "new_module_type", "old_output_shape"]
         header.append("new_output_shape")
         for name, _, _ in METRICS:
             header += [f"old_{name}", f"new_{name}", f"{name}_change"]
-        user_text = [name in ("layer", "old_module_type", "new_module_type") for name in header]
+        user_text = [name.removeprefix("old_").removeprefix("new_") in _USER_TEXT for name in header]
         return csv_text(header, map(self._csv_row, self.layers), user_text)
 
     @staticmethod

@@ -84,12 +84,14 @@ def dims_text(value: tuple[int, ...] | str | None) -> str:
 def visible_text(text: str) -> str:
     """`text` on one line, with every control character, line or paragraph separator shown
     as its escape (a newline as \\n, U+2028 as \\u2028): safe in a Markdown table, a
-    terminal and XML 1.0."""
+    terminal and XML 1.0. So is every format character: a bidirectional override or isolate
+    (U+202E would show the rest of its line reversed, the figures after a name too) and the
+    invisible ones (a zero-width space, U+200B, makes two names look the same)."""
     return "".join(_visible(char) for char in text)
 
 
 def _visible(char: str) -> str:
-    if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in "\ufffe\uffff":
+    if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") or char in "\ufffe\uffff":
         return char.encode("unicode_escape", "backslashreplace").decode("ascii")
     return char
 
@@ -98,8 +100,9 @@ def markdown_literal(text: str) -> str:
     """`text` as Markdown shows it literally, in a paragraph, a heading or a table cell: on
     one line (`visible_text`), with the characters that start emphasis, links and images
     (a module named "![x](http://...)" would fetch the image wherever the file is viewed),
-    code, headings, quotes and strikethrough escaped, | (the row keeps its columns), and a <
-    that would open HTML (a module named "<img src=x onerror=...>")."""
+    code, headings, quotes and strikethrough escaped, | (the row keeps its columns), a <
+    that would open HTML (a module named "<img src=x onerror=...>"), and an & that would start
+    a character reference (a module named "&lt;b&gt;" would show as "<b>")."""
     return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", visible_text(text))
 
 
@@ -115,7 +118,7 @@ def markdown_code(text: str, in_table: bool = True) -> str:
     return f"{fence}{pad}{shown}{pad}{fence}"
 
 
-# Markdown's own characters, and a < that CommonMark reads as the start of a tag, a comment
-# or an autolink: one followed by a letter, /, ! or ?. Any other < stays as it is, so that
-# "<0.1%" reads plainly.
-_MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]#>|~]|<(?=[A-Za-z/!?])")
+# Markdown's own characters, a < that CommonMark reads as the start of a tag, a comment or an
+# autolink (one followed by a letter, /, ! or ?) and an & that may start a character reference
+# ("&lt;", "&#60;", "&#x3C;"). Any other < or & stays as it is, so that "<0.1%" reads plainly.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]#>|~]|<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")

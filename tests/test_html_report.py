@@ -160,6 +160,15 @@ def test_names_from_the_model_are_text_not_markup():
     assert len(_parsed(text).script_texts) == 1  # only the page's own
 
 
+def test_a_right_to_left_override_in_a_name_leaves_the_heading_in_order():
+    """U+202E in the model's name showed the rest of the heading reversed: "input 1x3x8x8 ·
+    float32" as "23taolf · 8x8x3x1 tupni"; it shows as its escape."""
+    named = type("Net\u202e", (nn.Sequential,), {})
+    text = report_html(archprof.analyze(named(nn.Conv2d(3, 4, 3)), input_size=(3, 8, 8)))
+    assert "\u202e" not in text
+    assert "<h1>Net\\u202e · input 1x3x8x8 · float32</h1>" in text
+
+
 def test_summary_writes_html_by_suffix_and_format(tmp_path):
     target = tmp_path / "model.html"
     result = cli("summary", "resnet18", "--input", "3x64x64", "-o", target)
@@ -247,4 +256,41 @@ def test_in_a_browser_it_shows_sorts_filters_and_fetches_nothing(browser, tmp_pa
     ARTEFACTS.mkdir(exist_ok=True)
     page.fill("#filter", "")
     page.screenshot(path=str(ARTEFACTS / "html_report.png"), full_page=True)
+    page.close()
+
+
+# Each would run script, fetch something or end the page's markup early, if shown as HTML.
+HOSTILE_NAMES = [
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(2)>',
+    "</style><script>alert(3)</script>",
+    "</title><svg onload=alert(4)>",
+    "<!--",
+    "]]>",
+    "a\u202eb",
+]
+HOSTILE_CLASS = "<img src=y onerror=alert(5)>"
+
+
+def test_in_a_browser_hostile_names_run_nothing_fetch_nothing_and_show_as_written(browser, tmp_path):
+    model = nn.Sequential()
+    for name in HOSTILE_NAMES:
+        model.add_module(name, type(HOSTILE_CLASS, (nn.Conv2d,), {})(3, 3, 1))
+    target = tmp_path / "hostile.html"
+    target.write_text(report_html(archprof.analyze(model, input_size=(3, 8, 8))), encoding="utf-8")
+
+    page = browser.new_page()
+    requests, dialogs, errors = [], [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(target.as_uri())
+    assert requests == [target.as_uri()] and dialogs == [] and errors == []
+    assert page.locator("script").count() == 1 and page.locator("img, svg image").count() == 0
+    rows = page.eval_on_selector_all(
+        "#layers tbody tr", "rows => rows.map(row => [row.cells[1].textContent.trim(), row.cells[2].textContent])"
+    )
+    assert rows == [[name.replace("\u202e", "\\u202e"), HOSTILE_CLASS] for name in HOSTILE_NAMES]
+    page.fill("#filter", "onerror=alert(2)")
+    assert page.locator("#shown").inner_text() == f"1 of {len(HOSTILE_NAMES)} rows"
     page.close()

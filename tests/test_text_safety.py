@@ -187,6 +187,8 @@ def test_markdown_tables_show_names_that_look_like_html_as_text(tmp_path):
 # Markdown's own syntax: an image is fetched wherever the file is viewed (a pull request, a
 # job summary), a link is live; emphasis, code and strikethrough would change the name shown.
 MARKDOWN_NAMES = ["![x](http://2130706433/track)", "[click](http://2130706433/p)", "*em*", "__b__", "~~s~~", "`c`"]
+# A character reference would show as the character it names: "&lt;b&gt;" as "<b>".
+MARKDOWN_NAMES += ["&lt;b&gt;", "&#60;i", "&#x3C;u"]
 
 
 def test_markdown_shows_names_written_in_markdown_as_text(tmp_path):
@@ -270,6 +272,82 @@ def test_terminal_tables_show_names_neither_as_markup_nor_as_escape_sequences(tm
         for text in ("[/x]", "[bold]b", "o\\x1b[31mred", "c\\nd"):
             assert text in result.output, (command, text)
         assert "\x1b" not in result.output
+
+
+# Unicode's format characters: a right-to-left override shows the rest of its line reversed (the
+# figures after a name: "1x3x8x8" as "8x8x3x1"), an isolate likewise; a zero-width space or joiner
+# makes two names look the same.
+FORMAT_NAMES = ["a\u202eb", "c\u2067d", "e\u200bf", "g\u200dh", "i\ufeffj"]
+FORMAT_SHOWN = ["a\\u202eb", "c\\u2067d", "e\\u200bf", "g\\u200dh", "i\\ufeffj"]
+
+
+def test_format_characters_in_names_show_as_escapes_and_the_data_keeps_them(tmp_path):
+    spec = model_file(tmp_path, FORMAT_NAMES)
+    for command in ("summary", "memory", "rf"):
+        result = invoke(command, spec, "--input", "3x8x8")
+        assert result.exit_code == 0, (command, result.output)
+        assert all(shown in result.output for shown in FORMAT_SHOWN), command
+        assert not any(char in result.output for char in "\u202e\u2067\u200b\u200d\ufeff"), command
+    markdown = invoke("summary", spec, "--input", "3x8x8", "-f", "markdown")
+    assert [row[0] for row in first_table(markdown.stdout)[1:]] == [*FORMAT_SHOWN, PADDED]
+    page = report_html(archprof.analyze(spec, input_size=(3, 8, 8)))
+    assert all(f">{shown}</td>" in page for shown in FORMAT_SHOWN)
+    rows = summary_csv(spec, tmp_path / "report.csv", "--input", "3x8x8")  # the data: the names as they are
+    assert [row["layer"] for row in rows] == [*FORMAT_NAMES, PADDED]
+
+
+CONTROL_IN_A_NAME = "o\x1b[31mred"  # an ANSI colour: the ESC of an OSC 8 hyperlink, too
+CUT_FIELD = f"""\
+from torch import nn
+
+
+class Cut(nn.Module):
+    def forward(self, x):
+        return x.flatten(2)[..., 1:5]  # a slice of a flattened dimension: the field is undefined
+
+
+def net():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3))
+    model.add_module({CONTROL_IN_A_NAME!r}, Cut())
+    return model
+"""
+
+
+def test_compare_rf_notes_and_diff_show_control_characters_as_escapes(tmp_path, monkeypatch):
+    """Beside the layer tables: compare's model names (a file's name), rf's note on an undefined
+    field (it names the layer) and the output shapes diff reads from a CSV."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / f"{CONTROL_IN_A_NAME}.py").write_text(CUT_FIELD, encoding="utf-8")
+    spec = f"{CONTROL_IN_A_NAME}.py:net"
+    shown = "o\\x1b[31mred"
+
+    compared = invoke("compare", spec, "lenet5", "--input", "1x32x32")
+    assert compared.exit_code == 0, compared.output
+    assert "\x1b" not in compared.output and f"{shown}.py:net" in compared.output
+
+    fields = invoke("rf", spec, "--input", "1x8x8")
+    assert fields.exit_code == 0, fields.output
+    assert "\x1b" not in fields.output and f"aten.slice in {shown}: it cuts" in fields.output
+
+    report = tmp_path / "report.csv"
+    summary_csv(spec, report, "--input", "1x8x8")
+    edited = tmp_path / "edited.csv"
+    edited.write_text(report.read_text(encoding="utf-8").replace("1x4x6x6", "1x4\x1b[31m6x6"), encoding="utf-8")
+    changed = invoke("diff", str(report), str(edited))
+    assert changed.exit_code == 0, changed.output
+    assert "\x1b" not in changed.output and "1x4x6x6 → 1x4\\x1b[31m6x6" in changed.output
+
+
+def test_the_diff_csv_neutralises_output_shapes_read_from_a_csv(tmp_path):
+    """A CSV from elsewhere can hold anything as an output shape; diff's CSV copies it."""
+    report = tmp_path / "report.csv"
+    rows = summary_csv("lenet5", report)
+    edited = tmp_path / "edited.csv"
+    edited.write_text(report.read_text(encoding="utf-8").replace(rows[0]["output_shape"], "=1+1", 1), encoding="utf-8")
+    result = invoke("diff", str(report), str(edited), "-f", "csv")
+    assert result.exit_code == 0, result.output
+    (row,) = csv.DictReader(io.StringIO(result.stdout, newline=""))
+    assert (row["old_output_shape"], row["new_output_shape"]) == (rows[0]["output_shape"], "'=1+1")
 
 
 def test_junit_and_step_summary_of_a_model_with_control_characters(tmp_path, monkeypatch):
@@ -403,3 +481,15 @@ def test_compare_neutralises_a_model_name_that_reads_as_a_formula(tmp_path, monk
     assert result.exit_code == 0, result.output
     (row,) = csv.DictReader(io.StringIO(result.stdout))
     assert row["model"] == "'=cmd.py:net"
+
+
+def test_compare_csv_keeps_a_model_name_with_a_carriage_return_in_its_row(tmp_path, monkeypatch):
+    """The csv module quotes a cell holding a newline but not one holding only a carriage
+    return, which a reader takes for the end of the row."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a\rb.py").write_text("from torch import nn\n\n\ndef net():\n    return nn.Conv2d(1, 4, 3)\n")
+    result = invoke("compare", "a\rb.py:net", "lenet5", "--input", "1x32x32", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout, newline="")))
+    assert [row["model"] for row in rows] == ["a\rb.py:net", "lenet5"]
+    assert list(pd.read_csv(io.StringIO(result.stdout, newline=""))["model"]) == ["a\rb.py:net", "lenet5"]

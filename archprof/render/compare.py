@@ -32,7 +32,8 @@ _COMPARISON_PRIORITY = (
 def comparison_table(
     headers: list[str], rows: list[list[str]], baseline: str | None = None, layout: Layout = Layout()
 ) -> Table:
-    """Models side by side (cells from `archprof.comparison.comparison_cells`)."""
+    """Models side by side (cells from `archprof.comparison.comparison_cells`); a model's name
+    shown on one line, its control characters as escapes (`visible_text`)."""
     columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
     columns["Model"] = [visible_text(model) for model in columns["Model"]]
     title = "Comparison"
@@ -105,7 +106,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
         columns[""].append(Text(change.status, style=styles[change.status]))
         columns["Layer"].append(visible_text(layer_label(change.layer, change.call)))
         columns["Type"].append(visible_text(change.value("module_type")))
-        columns["Output shape"].append(shape_change(change))
+        columns["Output shape"].append(visible_text(shape_change(change)))  # a CSV's cell: any text
         columns["Params"].append(format_change("count", change.delta("param_count")))
         columns["MACs"].append(format_change("count", change.delta("macs")))
         columns["Activations"].append(format_change("bytes", change.delta("activation_bytes")))

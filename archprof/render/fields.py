@@ -78,7 +78,7 @@ def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Se
     if spreads and any(_varies(s) for s in spreads):
         parts.append(Text("Field: the centre unit's; (a..b): the range over the layer's units"))
     for note, layer in notes.items():
-        parts.append(Text(f"{layer}: {note}", style="yellow"))
+        parts.append(Text(f"{layer}: {visible_text(note)}", style="yellow"))  # a note names its layer
     return Group(*parts)
 
 
