@@ -372,6 +372,37 @@ def test_a_scatter_add_is_worked_out_not_called_free():
     assert not re.search(r"scatter_add[^\n]*no arithmetic", text)
 
 
+class _Attention(nn.Module):
+    """Scaled dot-product attention of 2 heads of 8 over a sequence, masked or not: the CPU's
+    fused flash attention (`kernels.flash_attention_kernel`)."""
+
+    def __init__(self, masked: bool) -> None:
+        super().__init__()
+        self.masked = masked
+
+    def forward(self, q, k, v):
+        mask = torch.zeros(q.shape[-2], k.shape[-2], device=q.device) if self.masked else None
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_attention_is_worked_out_with_the_layer_s_values(masked):
+    """Its section printed the cost function's docstring as the formula, no value put in."""
+    batch, heads, length, keys, width, value_width = 2, 2, 5, 7, 8, 8  # flash: one head width
+    shapes = [(heads, length, width), (heads, keys, width), (heads, keys, value_width)]
+    report = archprof.analyze(_Attention(masked), inputs=shapes, batch=batch)
+    row = next(i for i, ops in enumerate(report.columns["operators"]) if "flash_attention" in ops)
+    found = explanation(report, row + 1)
+    scores = batch * heads * length * keys  # FORMULAS.md: Q K^T, then softmax(...) V
+    macs = scores * width + scores * value_width
+    elementwise = batch * heads * length * width + batch * heads * keys * width + (4 if masked else 3) * scores
+    assert found.steps("scores")[0].value == scores
+    macs_step = found.steps("MACs")[0]
+    assert macs_step.value == macs and macs_step.worked == f"{scores:,} · ({width} + {value_width})"
+    assert found.steps("elementwise FLOPs")[0].value == elementwise
+    assert "Fused attention, counted" not in found.text()  # the docstring is not the formula
+
+
 class _Interleaved(nn.Module):
     """The model calls its block's two layers with another layer between them."""
 

@@ -118,7 +118,43 @@ def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | 
         return _pool(op, fields)
     if op.op == "aten.cat":
         return _cat(op, fields)
+    if op.op == "aten._scaled_dot_product_flash_attention_for_cpu":
+        return _fused_attention(op)
     return catalogue_section(op, fields)
+
+
+def _fused_attention(op: OpNode) -> Section:
+    """The CPU's fused attention, counted as the math it replaces (`flash_attention_cost`):
+    softmax(Q K^T · scale + mask) V over B batches of Hq heads, L queries and S keys."""
+    q, k, v = op.args[:3]
+    batch, heads, length, width = q.shape
+    keys, value_width = k.shape[-2], v.shape[-1]
+    masked = isinstance(op.kwargs.get("attn_mask"), TensorMeta)
+    cost = op_cost(op)
+    scores = batch * heads * length * keys
+    per_score = 3 + masked
+    steps = (
+        Step("scores", "B · Hq · L · S", f"{batch} · {heads} · {length} · {keys}", scores),
+        Step(
+            "MACs",
+            "scores · (E + Ev): Q K^T, then the probabilities times V",
+            f"{scores:,} · ({width} + {value_width})",
+            cost.macs,
+        ),
+        Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs),
+        Step(
+            "elementwise FLOPs",
+            f"numel(Q) + numel(K) (each scaled) + {per_score} · scores (softmax 3{', mask 1' if masked else ''})",
+            f"{product_text(q.shape)} + {product_text(k.shape)} + {per_score} · {scores:,}",
+            cost.elementwise_flops,
+        ),
+    )
+    notes = (
+        "one fused kernel (flash attention on the CPU): the L x S scores are never stored whole,"
+        " but their arithmetic is counted as the math decomposition's",
+    )
+    title = f"{op.op}: attention of {length} queries over {keys} keys, {heads} heads of {width}"
+    return Section(title, steps, notes)
 
 
 def _convolution(op: OpNode, fields: Fields, sources: Sources) -> Section:
