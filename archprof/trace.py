@@ -155,7 +155,7 @@ def _traced_once(
         # Its own tensors: on meta already (a ScriptModule's put there by `_script_on_meta`), or real ones.
         stand_ins, parameters = _own_tensors(named, recorder)
     else:
-        stand_ins, parameters = _stand_ins(named, dtype, recorder, requires_grad=training)
+        stand_ins, parameters = _stand_ins(named, dtype, recorder)
     if real:  # quantized layers, which only a real trace can run
         parameters += _packed_parameters(modules)
     input_dtype = dtype or _first_floating_dtype(tensors)
@@ -763,12 +763,12 @@ def _first_floating_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def _stand_ins(
-    named: list[tuple[str, torch.Tensor, bool]], dtype: torch.dtype | None, recorder: Recorder, requires_grad=False
-):
+def _stand_ins(named: list[tuple[str, torch.Tensor, bool]], dtype: torch.dtype | None, recorder: Recorder):
     """Empty meta tensors, one per parameter and buffer of `named` (tied ones once), keyed by
-    the id of the tensor each stands in for; with `requires_grad`, those of trainable
-    parameters require grad, as in training."""
+    the id of the tensor each stands in for; those of trainable parameters require grad, in
+    inference too: a composite picks its kernels by it under no_grad as well (matmul of a
+    non-contiguous batch by a weight that requires grad copies the batch and takes one mm,
+    where it would otherwise expand the weight for a bmm)."""
     stand_ins: dict[int, torch.Tensor] = {}
     parameters: list[ParameterInfo] = []
     for name, tensor, is_buffer in named:
@@ -776,7 +776,7 @@ def _stand_ins(
             raise ArchprofError(f"'{name}' is a lazy parameter not yet initialised: run one forward pass first")
         target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
         stand_in = torch.empty(tensor.shape, dtype=target, device="meta")
-        if requires_grad and not is_buffer and tensor.requires_grad and stand_in.is_floating_point():
+        if not is_buffer and tensor.requires_grad and stand_in.is_floating_point():
             stand_in.requires_grad_(True)
         stand_ins[id(tensor)] = stand_in
         meta = recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)

@@ -420,14 +420,14 @@ def test_a_recurrent_layers_training_step_peak_and_saved_bytes_are_the_cpus(name
     assert sum(saved_activations(graph).values()) == real_saved_bytes(model, x)
 
 
-@pytest.mark.parametrize("name", [name for name in CPU_RECURRENT_LAYERS if "batch first" not in name])
+@pytest.mark.parametrize("name", CPU_RECURRENT_LAYERS)
 def test_a_recurrent_layers_inference_peak_is_the_cpus(name):
     """The whole layer runs inside one aten operator (aten.gru, rnn_tanh, lstm), so the raw
     peak is the one to compare: the other figure takes its intermediates for its workspace.
     Projecting each step's input apart, the two-layer bidirectional GRU read 1,344 B under the
-    CPU's peak. Batch-first inputs are left out: the inference trace's parameters require no
-    gradient, and a CPU's matmul then batches the transposed input where, with parameters that
-    do, it folds it into one product (a copy)."""
+    CPU's peak. Batch-first inputs are in: their transposed input, multiplied by weights that
+    require grad, is folded into one product (a copy) as on the CPU, since the inference
+    trace's parameters require grad too."""
     model, x = _cpu_recurrent_layer(name)
     graph = trace(model, [x.shape], dtype=x.dtype)
     everything, _ = profiled_peaks(model, x)
@@ -523,3 +523,34 @@ def test_unsafe_split_and_chunk_outputs_share_their_input_storage():
     for op in graph.ops:
         if op.op in ("aten.unsafe_split", "aten.unsafe_chunk"):
             assert op.is_view and {t.storage for t in op.outputs} == {op.inputs[0].storage}
+
+
+class LinearOnTransposed(nn.Module):
+    """A linear layer on a non-contiguous batch of sequences (a (B, L, E) map seen as (L, B, E))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 48)
+
+    def forward(self, x):
+        return self.fc(x.transpose(0, 1))
+
+
+def test_a_module_passed_in_runs_matmul_as_its_weights_requiring_grad_make_it():
+    """matmul folds a non-contiguous batch into one mm (a copy of it) where the weight
+    requires grad, under no_grad too; the stand-ins of a module passed in did not require
+    grad in inference, so its trace expanded the weight for a bmm instead: no copy, a peak
+    under the real one's."""
+    model = LinearOnTransposed().eval()
+    x = torch.randn(3, 50, 64)
+    with torch.no_grad(), OperatorNames() as real:
+        model(x)
+    traced = trace(model, [x.shape])
+    assert [op.op for op in traced.ops if op.module.path == "fc"][:4] == real.names[1:5]  # after the transpose
+    held = build_report(traced, "model").totals.peak_activation_bytes
+    everything, _ = profiled_peaks(model, x)  # the copy lives inside aten.linear: its "workspace"
+    assert held == everything + x.nbytes
+    assert (
+        archprof.analyze(model, input_size=(50, 64), batch=3).totals
+        == archprof.analyze("tests/test_memory_kernels.py:LinearOnTransposed", input_size=(50, 64), batch=3).totals
+    )

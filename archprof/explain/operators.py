@@ -6,7 +6,7 @@ catalogue's and the receptive-field pass's; only the layout is this module's."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 from typing import Any
 
@@ -120,7 +120,30 @@ def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | 
         return _cat(op, fields)
     if op.op == "aten._scaled_dot_product_flash_attention_for_cpu":
         return _fused_attention(op)
-    return catalogue_section(op, fields)
+    section = catalogue_section(op, fields)
+    if section is not None and op.op in ("aten.add", "aten.add_"):
+        return _with_added_parameters(op, section, sources)
+    return section
+
+
+def _with_added_parameters(op: OpNode, section: Section, sources: Sources) -> Section:
+    """An add whose operand is a parameter its row counts (a linear layer's bias, added as an
+    operator of its own after a matmul of a non-contiguous input) names it among the
+    section's parameters."""
+    added = [
+        sources.origin(t)
+        for t in op.args[:2]
+        if isinstance(t, TensorMeta)
+        and sources.origin(t).kind == "parameter"
+        and sources.not_counted_here(op, "", t) is None
+    ]
+    if not added:
+        return section
+    sizes = [t.numel for t in added]
+    step = Step("parameters", "the parameters added", " + ".join(f"{n:,}" for n in sizes), sum(sizes))
+    names = ", ".join(t.name for t in added)
+    note = f"adds {names}: 1 FLOP per element, as any add is counted (a bias a kernel adds itself is not)"
+    return replace(section, steps=(*section.steps, step), notes=(*section.notes, note))
 
 
 def _fused_attention(op: OpNode) -> Section:
