@@ -407,6 +407,29 @@ def test_a_real_flop_mismatch_beside_an_uncountable_operator_is_still_reported()
     assert "1: analytic 512, FlopCounterMode 1,024" in flops.mismatches
 
 
+class ClassToken(nn.Module):
+    """A parameter's view handed to a child module, as timm's CaiT hands its class token to
+    each class-attention block: made under no_grad, the view requires grad but has no grad_fn."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, width))
+        self.block = nn.Linear(width, width)
+
+    def forward(self, x):
+        token = self.block(self.token.expand(x.shape[0], -1, -1))
+        return torch.cat([token, x], dim=1)
+
+
+def test_a_view_of_a_parameter_passed_to_a_module_is_cross_checked():
+    """FlopCounterMode's module tracker hooks the backward of every argument that requires
+    grad, and fails on such a view ("Expected gradient function to be set"): the real
+    forward failed."""
+    report = archprof.profile(ClassToken(8), input_size=(3, 8), batch=2, **FAST)
+    assert report.measured.passed, report.measured.mismatches
+    assert f"{2 * 2 * 8 * 8:,} FLOPs" in _flops_check(report).summary
+
+
 def test_a_planted_formula_error_is_reported(monkeypatch):
     real = OPERATORS[torch.ops.aten.convolution].cost
 

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
+from torch.utils.module_tracker import ModuleTracker
 
 from archprof.graph import Graph
 from archprof.measure.peak_memory import Peak, measured_text
@@ -68,6 +69,7 @@ def check_run(module, inputs, leaves) -> RealRun:
 
     handles = [leaf.register_forward_hook(post_hook(path)) for path, leaf in leaves.items()]
     counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _ForwardTracker()
     try:
         with native_attention_off(), counter:
             output = inputs(module)
@@ -82,6 +84,19 @@ def check_run(module, inputs, leaves) -> RealRun:
         by_module,
         type(module).__name__,
     )
+
+
+class _ForwardTracker(ModuleTracker):
+    """FlopCounterMode's module tracker without its backward hooks: the check's forward runs
+    under no_grad, with no backward to track. Registering them fails on an argument that
+    requires grad but has no grad_fn, a parameter's view made under no_grad (timm's CaiT
+    hands its class token, expanded, to each class-attention block)."""
+
+    def _fw_pre_hook(self, mod, input) -> None:
+        self._get_append_fn(self._get_mod_name(mod), False)()
+
+    def _fw_post_hook(self, mod, input, output) -> None:
+        self._get_pop_fn(self._get_mod_name(mod), False)()
 
 
 def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
