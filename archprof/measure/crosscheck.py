@@ -216,7 +216,7 @@ def check_memory(predicted: int, measured: Peak | None, device) -> Check:
 
 def memory_note(device) -> str:
     if device.type == "cuda":
-        return "torch.cuda.max_memory_allocated over one forward (kernel workspace and allocator rounding included)"
+        return "torch.cuda.max_memory_allocated over the first forward (kernel workspace, allocator rounding included)"
     if device.type == "cpu":
-        return "the CPU allocator's events over one forward (torch.profiler), operators' workspace left out"
+        return "the CPU allocator's events over the first forward (torch.profiler), operators' workspace left out"
     return f"not measured on {device.type}: archprof reads the peak on CUDA and the CPU only"
