@@ -400,6 +400,45 @@ def test_attention_in_eval_is_compared_through_the_operators_the_analysis_counte
     assert flops.status == "ok" and "not compared" not in flops.summary, flops
 
 
+class FlashAttends(nn.Module):
+    """Attention through F.scaled_dot_product_attention, as timm's ViTs call it: PyTorch's
+    CPU flash attention kernel."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x):
+        batch, tokens, width = x.shape
+        q = x.view(batch, tokens, self.heads, width // self.heads).transpose(1, 2)
+        return nn.functional.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(batch, tokens, width)
+
+
+def test_the_cpus_flash_attention_is_compared_as_pytorch_counts_fused_attention():
+    """FlopCounterMode has no formula for the CPU's flash attention, but one for fused
+    attention on a GPU (`sdpa_flop`), which the check lends it: every ViT's attention was
+    left out of the comparison, an error in its formula unseen."""
+    tokens, width, heads = 6, 8, 2
+    report = archprof.profile(FlashAttends(heads), input_size=(tokens, width), batch=2, **FAST)
+    by_hand = 2 * 2 * 2 * tokens * tokens * width
+    assert report.totals.flops == by_hand
+    flops = _flops_check(report)
+    assert flops.status == "ok" and "not compared" not in flops.summary, flops
+
+
+def test_a_planted_attention_formula_error_is_reported(monkeypatch):
+    flash = OPERATORS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu]
+    real = flash.cost
+
+    def doubled(*args, **kwargs):
+        cost = real(*args, **kwargs)
+        return Cost(2 * cost.macs, cost.elementwise_flops)
+
+    monkeypatch.setattr(flash, "cost", doubled)
+    flops = _flops_check(archprof.profile(FlashAttends(2), input_size=(6, 8), **FAST))
+    assert flops.status == "mismatch" and "total: analytic 2,304, FlopCounterMode 1,152" in flops.mismatches
+
+
 def test_a_real_flop_mismatch_beside_an_uncountable_operator_is_still_reported():
     model = nn.Sequential(Recurrent(8, 8), SneakyMatmul())
     flops = _flops_check(archprof.profile(model, input_size=(4, 8), **FAST))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
+import torch
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
 from torch.utils.module_tracker import ModuleTracker
 
 from archprof.graph import Graph
@@ -40,6 +41,16 @@ class Check:
         return self.status != "mismatch"
 
 
+def _cpu_flash_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """The CPU's flash attention as FlopCounterMode counts fused attention on a GPU: the
+    products Q K^T and P V."""
+    return sdpa_flop_count(query, key, value)
+
+
+# Formulas lent to FlopCounterMode for operators it has none for, from its own.
+_LENT_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+
+
 @dataclass
 class RealRun:
     """What one real forward showed: leaf output shapes, model outputs, counted FLOPs."""
@@ -68,7 +79,7 @@ def check_run(module, inputs, leaves) -> RealRun:
         return hook
 
     handles = [leaf.register_forward_hook(post_hook(path)) for path, leaf in leaves.items()]
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_LENT_FORMULAS)
     counter.mod_tracker = _ForwardTracker()
     try:
         with native_attention_off(), counter:
@@ -133,8 +144,9 @@ def _call_order(*maps):
     return lambda key: order.get(key, 0)
 
 
-# What FlopCounterMode counts: the operators it has a formula for ("aten.mm", ...).
-_COUNTABLE = frozenset(str(packet) for packet in flop_registry)
+# What FlopCounterMode counts: the operators it has a formula for ("aten.mm", ...), and
+# those the check lends it one for.
+_COUNTABLE = frozenset(str(packet) for packet in (*flop_registry, *_LENT_FORMULAS))
 
 
 def check_flops(report: Report, real: RealRun, leaves) -> Check:
