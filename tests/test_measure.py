@@ -400,11 +400,101 @@ def test_attention_in_eval_is_compared_through_the_operators_the_analysis_counte
     assert flops.status == "ok" and "not compared" not in flops.summary, flops
 
 
+class FlashAttends(nn.Module):
+    """Attention through F.scaled_dot_product_attention, as timm's ViTs call it: PyTorch's
+    CPU flash attention kernel."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x):
+        batch, tokens, width = x.shape
+        q = x.view(batch, tokens, self.heads, width // self.heads).transpose(1, 2)
+        return nn.functional.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(batch, tokens, width)
+
+
+def test_the_cpus_flash_attention_is_compared_as_pytorch_counts_fused_attention():
+    """FlopCounterMode has no formula for the CPU's flash attention, but one for fused
+    attention on a GPU (`sdpa_flop`), which the check lends it: every ViT's attention was
+    left out of the comparison, an error in its formula unseen."""
+    tokens, width, heads = 6, 8, 2
+    report = archprof.profile(FlashAttends(heads), input_size=(tokens, width), batch=2, **FAST)
+    by_hand = 2 * 2 * 2 * tokens * tokens * width
+    assert report.totals.flops == by_hand
+    flops = _flops_check(report)
+    assert flops.status == "ok" and "not compared" not in flops.summary, flops
+
+
+def test_a_planted_attention_formula_error_is_reported(monkeypatch):
+    flash = OPERATORS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu]
+    real = flash.cost
+
+    def doubled(*args, **kwargs):
+        cost = real(*args, **kwargs)
+        return Cost(2 * cost.macs, cost.elementwise_flops)
+
+    monkeypatch.setattr(flash, "cost", doubled)
+    flops = _flops_check(archprof.profile(FlashAttends(2), input_size=(6, 8), **FAST))
+    assert flops.status == "mismatch" and "total: analytic 2,304, FlopCounterMode 1,152" in flops.mismatches
+
+
 def test_a_real_flop_mismatch_beside_an_uncountable_operator_is_still_reported():
     model = nn.Sequential(Recurrent(8, 8), SneakyMatmul())
     flops = _flops_check(archprof.profile(model, input_size=(4, 8), **FAST))
     assert flops.status == "mismatch" and "aten.mkldnn_rnn_layer" in flops.summary
     assert "1: analytic 512, FlopCounterMode 1,024" in flops.mismatches
+
+
+class ClassToken(nn.Module):
+    """A parameter's view handed to a child module, as timm's CaiT hands its class token to
+    each class-attention block: made under no_grad, the view requires grad but has no grad_fn."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, width))
+        self.block = nn.Linear(width, width)
+
+    def forward(self, x):
+        token = self.block(self.token.expand(x.shape[0], -1, -1))
+        return torch.cat([token, x], dim=1)
+
+
+def test_a_view_of_a_parameter_passed_to_a_module_is_cross_checked():
+    """FlopCounterMode's module tracker hooks the backward of every argument that requires
+    grad, and fails on such a view ("Expected gradient function to be set"): the real
+    forward failed."""
+    report = archprof.profile(ClassToken(8), input_size=(3, 8), batch=2, **FAST)
+    assert report.measured.passed, report.measured.mismatches
+    assert f"{2 * 2 * 8 * 8:,} FLOPs" in _flops_check(report).summary
+
+
+class CachedScale(nn.Module):
+    """Keeps a tensor made from its parameter between calls in eval, as timm's LeViT keeps
+    its attention biases (`attention_bias_cache`): the first forward makes it, later ones
+    read it."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(width, width))
+        self.cache = {}
+
+    def forward(self, x):
+        if self.training:
+            return x * self.weight.exp()
+        if x.device.type not in self.cache:
+            self.cache[x.device.type] = self.weight.exp()
+        return x * self.cache[x.device.type]
+
+
+def test_the_measured_peak_is_the_first_forwards_as_the_analysis_traces_it():
+    """The analysis traces a first forward, which makes the cache; the timed passes before
+    the measurement had made it, held outside the parameters and inputs counted: it read
+    the cache (a quarter of the prediction) short."""
+    width = 256
+    report = archprof.profile(CachedScale(width), input_size=(width,), batch=width, **FAST)
+    assert report.measured.passed, report.measured.mismatches
+    assert report.measured.measured_peak_memory_bytes == report.totals.peak_memory_bytes == 4 * width * width * 4
 
 
 def test_a_planted_formula_error_is_reported(monkeypatch):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
+import torch
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
+from torch.utils.module_tracker import ModuleTracker
 
 from archprof.graph import Graph
 from archprof.measure.peak_memory import Peak, measured_text
@@ -39,6 +41,16 @@ class Check:
         return self.status != "mismatch"
 
 
+def _cpu_flash_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """The CPU's flash attention as FlopCounterMode counts fused attention on a GPU: the
+    products Q K^T and P V."""
+    return sdpa_flop_count(query, key, value)
+
+
+# Formulas lent to FlopCounterMode for operators it has none for, from its own.
+_LENT_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+
+
 @dataclass
 class RealRun:
     """What one real forward showed: leaf output shapes, model outputs, counted FLOPs."""
@@ -67,7 +79,8 @@ def check_run(module, inputs, leaves) -> RealRun:
         return hook
 
     handles = [leaf.register_forward_hook(post_hook(path)) for path, leaf in leaves.items()]
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_LENT_FORMULAS)
+    counter.mod_tracker = _ForwardTracker()
     try:
         with native_attention_off(), counter:
             output = inputs(module)
@@ -82,6 +95,19 @@ def check_run(module, inputs, leaves) -> RealRun:
         by_module,
         type(module).__name__,
     )
+
+
+class _ForwardTracker(ModuleTracker):
+    """FlopCounterMode's module tracker without its backward hooks: the check's forward runs
+    under no_grad, with no backward to track. Registering them fails on an argument that
+    requires grad but has no grad_fn, a parameter's view made under no_grad (timm's CaiT
+    hands its class token, expanded, to each class-attention block)."""
+
+    def _fw_pre_hook(self, mod, input) -> None:
+        self._get_append_fn(self._get_mod_name(mod), False)()
+
+    def _fw_post_hook(self, mod, input, output) -> None:
+        self._get_pop_fn(self._get_mod_name(mod), False)()
 
 
 def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
@@ -118,8 +144,9 @@ def _call_order(*maps):
     return lambda key: order.get(key, 0)
 
 
-# What FlopCounterMode counts: the operators it has a formula for ("aten.mm", ...).
-_COUNTABLE = frozenset(str(packet) for packet in flop_registry)
+# What FlopCounterMode counts: the operators it has a formula for ("aten.mm", ...), and
+# those the check lends it one for.
+_COUNTABLE = frozenset(str(packet) for packet in (*flop_registry, *_LENT_FORMULAS))
 
 
 def check_flops(report: Report, real: RealRun, leaves) -> Check:
@@ -201,7 +228,7 @@ def check_memory(predicted: int, measured: Peak | None, device) -> Check:
 
 def memory_note(device) -> str:
     if device.type == "cuda":
-        return "torch.cuda.max_memory_allocated over one forward (kernel workspace and allocator rounding included)"
+        return "torch.cuda.max_memory_allocated over the first forward (kernel workspace, allocator rounding included)"
     if device.type == "cpu":
-        return "the CPU allocator's events over one forward (torch.profiler), operators' workspace left out"
+        return "the CPU allocator's events over the first forward (torch.profiler), operators' workspace left out"
     return f"not measured on {device.type}: archprof reads the peak on CUDA and the CPU only"
