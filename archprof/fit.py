@@ -16,6 +16,7 @@ from archprof.analysis import analysis, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
+from archprof.trace import NeedsTwoSamples
 from archprof.units import human_bytes
 
 # --fit: traces allowed before giving up on a model whose memory is not affine in the batch.
@@ -71,7 +72,8 @@ def fit_batch(
     peak with `training`) is at most `budget_bytes`.
 
     Memory is affine in the batch for these models (parameters fixed, activations
-    proportional), so two analyses (batch 1 and 2) give the line and a third and fourth
+    proportional), so two analyses (batch 1 and 2; 2 and 3 where a training step refuses
+    batch 1, a BatchNorm seeing one value per channel) give the line and a third and fourth
     check the answer N (fits) and N + 1 (does not). Should a model not be affine, a
     bisection between the fitting and failing batches seen so far finishes the search, in
     at most MAX_FIT_TRACES analyses. `inputs`, `fold_bn`, `args`, `weights` and
@@ -102,18 +104,23 @@ def fit_batch(
         return predicted_bytes(reports[batch])
 
     what = "training" if training else "inference"
-    one = need(1)
+    first, why = 1, ""
+    try:
+        one = need(first)
+    except NeedsTwoSamples:  # a BatchNorm sees one value per channel: a training step needs batch 2
+        first, why = 2, " (a training step needs a batch of at least 2 here)"
+        one = need(first)
     if one > budget_bytes:
         raise ArchprofError(
-            f"not even batch 1 fits in {human_bytes(budget_bytes)}: {loaded.name} needs {human_bytes(one)} "
-            f"({one:,} B) for {what} at batch 1"
+            f"not even batch {first} fits in {human_bytes(budget_bytes)}: {loaded.name} needs {human_bytes(one)} "
+            f"({one:,} B) for {what} at batch {first}{why}"
         )
-    slope = need(2) - one
+    slope = need(first + 1) - one
     if slope <= 0:
         raise ArchprofError(f"the predicted {what} memory of {loaded.name} does not grow with the batch")
     largest = min(
-        _last_batch_within_int64(one, slope),
-        _last_batch_within_int64(input_bytes[1], input_bytes[2] - input_bytes[1]),
+        _last_batch_within_int64(first, one, slope),
+        _last_batch_within_int64(first, input_bytes[first], input_bytes[first + 1] - input_bytes[first]),
     )
 
     def beyond_int64() -> ArchprofError:
@@ -123,7 +130,7 @@ def fit_batch(
             " would pass 2**63 - 1 bytes)"
         )
 
-    guess = 1 + (budget_bytes - one) // slope  # the affine answer, checked below
+    guess = first + (budget_bytes - one) // slope  # the affine answer, checked below
     if guess >= largest:
         raise beyond_int64()
     need(guess)
@@ -139,9 +146,9 @@ def fit_batch(
     return Fit(fits, budget_bytes, reports[fits], need(fits), need(fits + 1), len(reports))
 
 
-def _last_batch_within_int64(bytes_at_one: int, bytes_per_sample: int) -> int | float:
-    """The largest batch at which bytes_at_one + (batch - 1) * bytes_per_sample stays within
-    int64 (at least 1; infinite for bytes that do not grow with the batch)."""
+def _last_batch_within_int64(first: int, bytes_at_first: int, bytes_per_sample: int) -> int | float:
+    """The largest batch at which bytes_at_first + (batch - first) * bytes_per_sample stays
+    within int64 (at least `first`; infinite for bytes that do not grow with the batch)."""
     if bytes_per_sample <= 0:
         return math.inf
-    return max(1, 1 + (INT64_MAX - bytes_at_one) // bytes_per_sample)
+    return max(first, first + (INT64_MAX - bytes_at_first) // bytes_per_sample)

@@ -439,6 +439,32 @@ def test_fit_bisects_when_memory_is_not_affine_in_the_batch():
     assert found.traces <= MAX_FIT_TRACES
 
 
+def batch_norm_head():
+    return nn.Sequential(nn.Linear(64, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def test_fit_train_starts_at_batch_2_where_a_training_step_needs_two_samples():
+    """A BatchNorm1d head sees one value per channel at batch 1, which a training step
+    refuses: --fit --train searched from batch 1 and stopped there ("needs a batch of at
+    least 2 (--batch 2)", which --fit refuses). The oracle: the real CPU step's peak
+    (torch.profiler) at the batch found fits, one more does not."""
+    from tests.memory_oracle import profiled_training_peaks
+
+    budget = 200_000
+    found = fit_batch(batch_norm_head, budget, input_size=(64,), training=True)
+
+    def measured(batch):
+        torch.manual_seed(0)
+        model, x = batch_norm_head(), torch.randn(batch, 64)
+        held = sum(t.nbytes for t in (*model.parameters(), *model.buffers())) + x.nbytes
+        return held + profiled_training_peaks(model, x)[1]
+
+    assert found.batch > 2
+    assert found.bytes_at_batch == measured(found.batch) <= budget < measured(found.batch + 1) == found.bytes_at_next
+    with pytest.raises(ArchprofError, match=r"not even batch 2 fits in 100\.00 kB: .* at batch 2 \(a training step"):
+        fit_batch(batch_norm_head, 100_000, input_size=(64,), training=True)
+
+
 def test_fit_errors():
     with pytest.raises(ArchprofError, match=r"not even batch 1 fits in 1\.00 kB"):
         fit_batch("lenet5", 1000)
