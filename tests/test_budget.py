@@ -284,6 +284,57 @@ def test_several_models_named_alone_take_their_entries_from_the_file(tmp_path, m
     assert result.exit_code == 2 and "no entry for 'vgg16'" in one_error_line(result)
 
 
+def test_a_model_whose_forward_fails_is_named_among_several(tmp_path):
+    """lenet5 refuses a 3x64x64 input: with several models on the command line, the error
+    said why but not whose forward it was."""
+    result = invoke("check", "resnet18", "lenet5", "-i", "3x64x64", "--max-params", "30M")
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith("error: lenet5: ")
+
+
+def test_a_model_that_cannot_be_checked_exits_2_without_hiding_the_others(tmp_path, monkeypatch):
+    """One broken entry of three: the others' verdicts are still shown and written (table,
+    JUnit, step summary; lenet5's exceeded limit among them), the broken one is named in an
+    error line, in the JUnit as an <error> and in the summary, and the exit status is 2. It
+    was one error line alone: every other verdict hidden."""
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "archprof.toml",
+        """\
+        [[models]]
+        name = "lenet5"
+        max-params = "61705"
+
+        [[models]]
+        name = "no<such>&model"
+        max-params = "1M"
+
+        [[models]]
+        name = "lenet5"
+        batch = 2
+        max-macs = "1G"
+        """,
+    )
+    summary = tmp_path / "summary.md"
+    outputs = []
+    for jobs in ("1", "2"):
+        junit = tmp_path / f"budget{jobs}.xml"
+        result = invoke("check", "--junit", str(junit), "--jobs", jobs, env={"GITHUB_STEP_SUMMARY": str(summary)})
+        assert result.exit_code == 2, result.output
+        error = one_error_line(result)
+        assert error.startswith("error: archprof.toml, line 6: unknown model 'no<such>&model'")
+        assert "1x1x32x32" in result.stdout and "2x1x32x32" in result.stdout and "FAIL" in result.stdout
+        root = ET.parse(junit).getroot()
+        assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("3", "1", "1")
+        suites = {suite.get("name"): suite for suite in root.findall("testsuite")}
+        assert list(suites) == ["lenet5 (1x1x32x32)", "no<such>&model", "lenet5 (2x1x32x32)"]
+        assert "unknown model" in suites["no<such>&model"].find("testcase/error").get("message")
+        outputs.append((result.stdout, junit.read_text()))
+    assert outputs[0] == outputs[1]
+    text = summary.read_text()
+    assert text.count("could not be checked") == 2 and "`no<such>&model`" in text and "**FAIL**" in text
+
+
 def test_pyproject_tool_archprof_and_config_option(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pyproject = write(
