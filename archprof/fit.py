@@ -76,7 +76,10 @@ def fit_batch(
     batch 1, a BatchNorm seeing one value per channel) give the line and a third and fourth
     check the answer N (fits) and N + 1 (does not). Should a model not be affine, a
     bisection between the fitting and failing batches seen so far finishes the search, in
-    at most MAX_FIT_TRACES analyses. `inputs`, `fold_bn`, `args`, `weights` and
+    at most MAX_FIT_TRACES analyses (where batch 2 needs no more than batch 1, a batch-1 path
+    of the model's own, doubling from batch 2 finds a failing batch first). N and N + 1 are
+    always analysed; batches past N + 1 are not all: a model whose memory falls at a larger
+    batch (a branch on the batch size) may fit one of those too. `inputs`, `fold_bn`, `args`, `weights` and
     `trust_pickle` as for `archprof.analyze`; `batch` only None (the search finds it), so
     that `ModelOptions(...).keywords()` may be passed.
 
@@ -116,12 +119,12 @@ def fit_batch(
             f"({one:,} B) for {what} at batch {first}{why}"
         )
     slope = need(first + 1) - one
-    if slope <= 0:
-        raise ArchprofError(f"the predicted {what} memory of {loaded.name} does not grow with the batch")
     largest = min(
         _last_batch_within_int64(first, one, slope),
         _last_batch_within_int64(first, input_bytes[first], input_bytes[first + 1] - input_bytes[first]),
     )
+    if largest == math.inf:
+        raise ArchprofError(f"the predicted {what} memory of {loaded.name} does not grow with the batch")
 
     def beyond_int64() -> ArchprofError:
         return ArchprofError(
@@ -130,11 +133,12 @@ def fit_batch(
             " would pass 2**63 - 1 bytes)"
         )
 
-    guess = first + (budget_bytes - one) // slope  # the affine answer, checked below
-    if guess >= largest:
-        raise beyond_int64()
-    need(guess)
-    need(guess + 1)
+    if slope > 0:  # else (a batch-1 path of its own needing more than batch 2): no line, search from batch 2
+        guess = first + (budget_bytes - one) // slope  # the affine answer, checked below
+        if guess >= largest:
+            raise beyond_int64()
+        need(guess)
+        need(guess + 1)
     while True:  # bracket [fits, fails) from every batch analysed; bisect if the line was off
         fails = min((b for b in reports if predicted_bytes(reports[b]) > budget_bytes), default=None)
         fits = max(b for b in reports if predicted_bytes(reports[b]) <= budget_bytes and (fails is None or b < fails))

@@ -439,6 +439,38 @@ def test_fit_bisects_when_memory_is_not_affine_in_the_batch():
     assert found.traces <= MAX_FIT_TRACES
 
 
+class CostlyAtBatchOne(nn.Module):
+    """At batch 1 the forward takes a path that holds a large temporary: batch 2 needs less."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(256, 4)
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            x = x + torch.zeros(1, 100_000, device=x.device)[:, :256]
+        return self.linear(x)
+
+
+def test_fit_searches_on_where_batch_2_needs_less_than_batch_1():
+    """fit refused the model ("does not grow with the batch") where batch 2 needed less than
+    batch 1, though it grows from there. The oracle: a real CPU forward's peak
+    (torch.profiler) at the batch found fits the budget, at one more it does not."""
+    from tests.memory_oracle import allocation_peaks
+
+    def measured(batch):
+        model, x = CostlyAtBatchOne().eval(), torch.randn(batch, 256)
+        held = sum(p.nbytes for p in model.parameters()) + x.nbytes
+        with torch.no_grad():
+            return held + allocation_peaks(lambda: model(x))[1]
+
+    assert measured(2) < measured(1)
+    budget = 500_000
+    found = fit_batch(CostlyAtBatchOne(), budget, input_size=(256,))
+    assert found.bytes_at_batch == measured(found.batch) <= budget < measured(found.batch + 1) == found.bytes_at_next
+    assert found.traces <= MAX_FIT_TRACES
+
+
 def batch_norm_head():
     return nn.Sequential(nn.Linear(64, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 10))
 
