@@ -584,6 +584,18 @@ def test_memory_fit_answers_a_batch_that_fits_and_one_more_that_does_not(train):
     assert "Largest batch that fits" in table.stdout and f"{batch + 1} needs" in table.stdout
 
 
+def test_memory_fit_never_shows_the_next_batch_needing_the_budget_itself():
+    """resnet18 in 16GiB: batch 2439 needs 17,179,893,568 B, over the 17,179,869,184 B
+    budget, and both read "17.18 GB": "fits in 17.18 GB ... batch 2439 needs 17.18 GB"
+    read as if it fitted. Where the two read the same, the bytes are given."""
+    found = fit_batch("resnet18", 16 * 2**30)
+    table = invoke("resnet18", "--fit", "16GiB")
+    assert table.exit_code == 0, table.output
+    assert f"{found.batch + 1} needs {found.bytes_at_next:,} B" in table.stdout
+    result = invoke("resnet18", "--fit", "16GiB", "-f", "json")
+    assert f"batch {found.batch + 1} needs {found.bytes_at_next:,} B)" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

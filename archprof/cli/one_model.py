@@ -310,7 +310,7 @@ def memory(
     if found is not None:
         notes.append(
             f"largest batch that fits in {human_bytes(found.budget_bytes)}: {found.batch} "
-            f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {human_bytes(found.bytes_at_next)})"
+            f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {found.next_text})"
         )
     measured = None
     if measure:
