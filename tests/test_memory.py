@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import archprof
 from archprof.analysis import build_report
 from archprof.cli import app
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.fit import MAX_FIT_TRACES, fit_batch, predicted_bytes
 from archprof.passes.memory import model_state_storages, saved_activations
 from archprof.trace import trace
@@ -469,6 +469,33 @@ def test_fit_searches_on_where_batch_2_needs_less_than_batch_1():
     found = fit_batch(CostlyAtBatchOne(), budget, input_size=(256,))
     assert found.bytes_at_batch == measured(found.batch) <= budget < measured(found.batch + 1) == found.bytes_at_next
     assert found.traces <= MAX_FIT_TRACES
+
+
+class ReadsAValue(nn.Module):
+    """Its forward reads a value: traced by a real forward on the CPU, not on meta."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(1024, 1024)
+
+    def forward(self, x):
+        y = self.linear(x)
+        return y * 2 if y.sum().item() > 0 else y
+
+
+def test_fit_refuses_before_running_for_real_batches_that_cannot_fit_in_memory(monkeypatch):
+    """A model traced by real CPU forwards: --fit 40GB ran batch 3,254,866 for real (a 13 GB
+    input, then the forward) on a machine with 22 GB free, out of memory. It is refused in
+    one line, before the run, where the budget (with half again for workspace) passes the
+    memory available; within it, fit answers as ever."""
+    import archprof.fit
+
+    monkeypatch.setattr(archprof.fit, "cpu_available_memory", lambda: 100_000_000)
+    with pytest.warns(ArchprofWarning, match="cannot run on the meta device"):
+        with pytest.raises(ArchprofError, match=r"runs on the CPU for real.* 100\.00 MB of memory available"):
+            fit_batch(ReadsAValue(), 40 * 10**9, input_size=(1024,))
+        found = fit_batch(ReadsAValue(), 10_000_000, input_size=(1024,))
+    assert found.bytes_at_batch <= 10_000_000 < found.bytes_at_next
 
 
 def batch_norm_head():
