@@ -92,10 +92,16 @@ class Verdict:
     input_shape: str  # batch included, e.g. "1x3x224x224"
     limit: Limit
     value: int
+    optimizer: str = ""  # of a max-training-memory limit: the optimizer whose step it was
 
     @property
     def margin(self) -> int:
         return self.limit.margin(self.value)
+
+    @property
+    def limit_text(self) -> str:
+        """The limit as written, e.g. "max-params 30M", "max-training-memory 8GB (adam)"."""
+        return f"{self.limit.key} {self.limit.text}" + (f" ({self.optimizer})" if self.optimizer else "")
 
     @property
     def passed(self) -> bool:
@@ -112,7 +118,8 @@ def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) 
             value = limit.metric.read(report)
         except ArchprofError as exc:
             raise ArchprofError(f"{limit.key}: {exc}") from None
-        verdicts.append(Verdict(model or report.model, shape, limit, value))
+        optimizer = (report.totals.optimizer or "") if limit.key == "max-training-memory" else ""
+        verdicts.append(Verdict(model or report.model, shape, limit, value, optimizer))
     return verdicts
 
 
@@ -402,7 +409,7 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
         {
             "model": v.model,
             "input": v.input_shape,
-            "limit": f"{v.limit.key} {v.limit.text}",
+            "limit": v.limit_text,
             "value": human_value(v.limit.metric.unit, v.value),
             "margin": format_margin(v),
             "verdict": "pass" if v.passed else "FAIL",
@@ -480,10 +487,11 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
             skipped="0",
         )
         for verdict in group:
-            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit.key)
+            name = verdict.limit.key + (f" ({verdict.optimizer})" if verdict.optimizer else "")
+            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=name)
             value = human_value(verdict.limit.metric.unit, verdict.value)
             detail = f"{verdict.limit.metric.label} {value} ({verdict.value:,}) at input {shape}"
-            limit = f"{verdict.limit.key} {visible_text(verdict.limit.text)}"
+            limit = visible_text(verdict.limit_text)
             if verdict.passed:
                 ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"
             else:

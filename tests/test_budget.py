@@ -111,6 +111,28 @@ def test_a_budget_file_takes_any_optimizer_archprof_names(tmp_path, monkeypatch)
     assert result.exit_code == 2 and "unknown optimizer 'lion'; choose one of sgd, momentum, nesterov" in result.output
 
 
+def test_a_training_memory_verdict_names_its_optimizer(tmp_path, monkeypatch):
+    """Two entries of one model and input, one limit each, sgd and adam: the rows read the
+    same, "max-training-memory 1MB", one passing and one failing, and nothing said which
+    optimizer failed (table, JUnit, step summary)."""
+    monkeypatch.chdir(tmp_path)
+    adam = archprof.analyze("lenet5", training=True, optimizer="adam").totals.training_peak_bytes
+    entries = "".join(
+        f'[[models]]\nname = "lenet5"\noptimizer = "{name}"\nmax-training-memory = "{adam - 1}"\n\n'
+        for name in ("sgd", "adam")
+    )
+    write(tmp_path / "archprof.toml", entries)
+    summary, junit = tmp_path / "summary.md", tmp_path / "budget.xml"
+    result = invoke("check", "--junit", str(junit), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 1, result.output
+    rows = [line.split() for line in result.stdout.splitlines() if "max-training-memory" in line]
+    assert [(row[2], row[-1]) for row in rows] == [("(sgd)", "pass"), ("(adam)", "FAIL")]
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    assert [case.get("name") for case in cases] == ["max-training-memory (sgd)", "max-training-memory (adam)"]
+    assert "(adam)" in cases[1].find("failure").get("message")
+    assert f"`max-training-memory {adam - 1} (adam)` |" in summary.read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
