@@ -399,7 +399,8 @@ def format_margin(verdict: Verdict) -> str:
     sign = "-" if margin < 0 else "+"
     shown = human_value(verdict.limit.metric.unit, abs(margin))
     if verdict.limit.threshold:
-        return f"{sign}{shown} ({sign}{abs(margin) / verdict.limit.threshold:.1%})"
+        share = abs(margin) / verdict.limit.threshold
+        return f"{sign}{shown} ({sign}{share:.1%})" if share >= 0.0005 or not margin else f"{sign}{shown} ({sign}<0.1%)"
     return f"{sign}{shown}"
 
 

@@ -111,6 +111,15 @@ def test_a_budget_file_takes_any_optimizer_archprof_names(tmp_path, monkeypatch)
     assert result.exit_code == 2 and "unknown optimizer 'lion'; choose one of sgd, momentum, nesterov" in result.output
 
 
+def test_a_margin_under_a_tenth_of_a_percent_is_not_shown_as_zero():
+    """lenet5 (61,706 parameters) over max-params 61705 by one: the margin read "-1 (-0.0%)"
+    beside FAIL; exactly at the limit it is "+0 (+0.0%)"."""
+    over = invoke("check", "lenet5", "--max-params", "61705")
+    assert over.exit_code == 1 and "-1 (-<0.1%)" in over.stdout and "0.0%" not in over.stdout
+    at = invoke("check", "lenet5", "--max-params", "61706")
+    assert at.exit_code == 0 and "+0 (+0.0%)" in at.stdout
+
+
 def test_a_training_memory_verdict_names_its_optimizer(tmp_path, monkeypatch):
     """Two entries of one model and input, one limit each, sgd and adam: the rows read the
     same, "max-training-memory 1MB", one passing and one failing, and nothing said which
