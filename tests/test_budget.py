@@ -12,6 +12,7 @@ import archprof
 from archprof.budget import evaluate, load_budget_file, parse_limit
 from archprof.cli import app
 from archprof.errors import ArchprofError
+from tests.markdown_tables import first_table, html_in
 
 runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -364,6 +365,9 @@ def test_a_model_that_cannot_be_checked_exits_2_without_hiding_the_others(tmp_pa
     assert outputs[0] == outputs[1]
     text = summary.read_text()
     assert text.count("could not be checked") == 2 and "`no<such>&model`" in text and "**FAIL**" in text
+    rows = first_table(text)
+    assert [len(row) for row in rows] == [6] * 4 and not html_in(text)
+    assert rows[2][0] == "no<such>&model" and "unknown model 'no<such>&model'" in rows[2][2]
 
 
 def test_pyproject_tool_archprof_and_config_option(tmp_path, monkeypatch):
