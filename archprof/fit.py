@@ -95,7 +95,9 @@ def fit_batch(
     that `ModelOptions(...).keywords()` may be passed.
 
     The search stops where the input's bytes or the predicted memory would pass int64
-    (2**63 - 1 bytes): a budget beyond that raises ArchprofError."""
+    (2**63 - 1 bytes): a budget beyond that raises ArchprofError. A batch tried whose
+    tensors torch cannot size (a batch x batch product past int64) fits no budget: the
+    search bisects below it."""
     _, dtype = checked_batch_and_dtype(None, dtype)
     if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
         raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {budget_bytes!r}")
@@ -104,18 +106,26 @@ def fit_batch(
     optimizer_state_copies(optimizer)
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)  # once: built a single time
     reports: dict[int, Report] = {}
+    needs: dict[int, int | float] = {}  # each batch analysed: its bytes; infinite where torch cannot size its tensors
     input_bytes: dict[int, int] = {}
 
-    def need(batch: int) -> int:
-        if batch not in reports:
-            if len(reports) >= MAX_FIT_TRACES:
+    def need(batch: int) -> int | float:
+        if batch not in needs:
+            if len(needs) >= MAX_FIT_TRACES:
                 raise ArchprofError(f"no answer after {MAX_FIT_TRACES} analyses: memory is not affine in the batch")
-            analysed = analysis(
-                loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer, fold_bn=fold_bn
-            )
+            try:
+                analysed = analysis(
+                    loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer, fold_bn=fold_bn
+                )
+            except ArchprofError as exc:
+                if batch <= first + 1 or not _sized_past_int64(exc):
+                    raise
+                needs[batch] = math.inf  # a tensor of more than 2**63 - 1 bytes: more than any budget
+                return needs[batch]
             reports[batch] = analysed.report
+            needs[batch] = predicted_bytes(analysed.report)
             input_bytes[batch] = sum(t.nbytes for t in analysed.graph.inputs)
-        return predicted_bytes(reports[batch])
+        return needs[batch]
 
     what = "training" if training else "inference"
     first, why = 1, ""
@@ -159,14 +169,30 @@ def fit_batch(
         need(guess)
         need(guess + 1)
     while True:  # bracket [fits, fails) from every batch analysed; bisect if the line was off
-        fails = min((b for b in reports if predicted_bytes(reports[b]) > budget_bytes), default=None)
-        fits = max(b for b in reports if predicted_bytes(reports[b]) <= budget_bytes and (fails is None or b < fails))
+        fails = min((b for b in needs if needs[b] > budget_bytes), default=None)
+        fits = max(b for b in needs if needs[b] <= budget_bytes and (fails is None or b < fails))
         if fails == fits + 1:
+            if needs[fails] == math.inf:  # the budget lies past what torch can size
+                raise beyond_int64()
             break
         if fails is None and fits >= largest:
             raise beyond_int64()
-        need(min(2 * fits, largest) if fails is None else (fits + fails) // 2)
-    return Fit(fits, budget_bytes, reports[fits], need(fits), need(fits + 1), len(reports))
+        if fails is None:
+            need(min(2 * fits, largest))
+        else:  # halving the ratio while it is large (a line's guess orders of magnitude off), then the gap
+            middle = math.isqrt(fits * fails) if fails > 2 * fits else (fits + fails) // 2
+            need(min(max(middle, fits + 1), fails - 1))
+    return Fit(fits, budget_bytes, reports[fits], needs[fits], needs[fits + 1], len(needs))
+
+
+def _sized_past_int64(exc: BaseException) -> bool:
+    """Whether an analysis failed because torch cannot size a tensor of the batch (its bytes
+    past int64: "Storage size calculation overflowed")."""
+    while exc is not None:
+        if "overflow" in str(exc).lower():
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _last_batch_within_int64(first: int, bytes_at_first: int, bytes_per_sample: int) -> int | float:

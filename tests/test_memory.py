@@ -439,6 +439,22 @@ def test_fit_bisects_when_memory_is_not_affine_in_the_batch():
     assert found.traces <= MAX_FIT_TRACES
 
 
+def test_fit_bisects_below_a_batch_whose_tensors_would_pass_int64():
+    """Gram in 1PB: the line from batches 1 and 2 guessed batch 22,727,272,727,272, whose
+    batch x batch product torch cannot size ("Storage size calculation overflowed"): fit
+    stopped there with that error. Such a batch needs more than any budget: the search
+    bisects below it (by halving the ratio while it is large: a linear bisection took more
+    than MAX_FIT_TRACES analyses). The oracle: the product's 4 b^2 B and the input's 32 b B."""
+    budget = 10**15
+    found = fit_batch(Gram(), budget, input_size=(8,))
+    assert (found.bytes_at_batch, found.bytes_at_next) == (
+        4 * found.batch**2 + 32 * found.batch,
+        4 * (found.batch + 1) ** 2 + 32 * (found.batch + 1),
+    )
+    assert found.bytes_at_batch <= budget < found.bytes_at_next
+    assert found.traces <= MAX_FIT_TRACES
+
+
 class CostlyAtBatchOne(nn.Module):
     """At batch 1 the forward takes a path that holds a large temporary: batch 2 needs less."""
 
