@@ -44,7 +44,7 @@ from archprof.output import read_text
 from archprof.parallel import Progress, ordered_map
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
-from archprof.text import markdown_code, visible_text
+from archprof.text import markdown_code, markdown_literal, visible_text
 from archprof.units import human_value, parse_count, parse_size, shape_text, shapes_text
 
 # -- limits ------------------------------------------------------------------------------
@@ -92,10 +92,16 @@ class Verdict:
     input_shape: str  # batch included, e.g. "1x3x224x224"
     limit: Limit
     value: int
+    optimizer: str = ""  # of a max-training-memory limit: the optimizer whose step it was
 
     @property
     def margin(self) -> int:
         return self.limit.margin(self.value)
+
+    @property
+    def limit_text(self) -> str:
+        """The limit as written, e.g. "max-params 30M", "max-training-memory 8GB (adam)"."""
+        return f"{self.limit.key} {self.limit.text}" + (f" ({self.optimizer})" if self.optimizer else "")
 
     @property
     def passed(self) -> bool:
@@ -112,7 +118,8 @@ def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) 
             value = limit.metric.read(report)
         except ArchprofError as exc:
             raise ArchprofError(f"{limit.key}: {exc}") from None
-        verdicts.append(Verdict(model or report.model, shape, limit, value))
+        optimizer = (report.totals.optimizer or "") if limit.key == "max-training-memory" else ""
+        verdicts.append(Verdict(model or report.model, shape, limit, value, optimizer))
     return verdicts
 
 
@@ -165,19 +172,47 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
             )
             verdicts.update(zip(limits, evaluate(report, limits, model=entry.model), strict=True))
         return [verdicts[limit] for limit in entry.limits]
+    except ArchprofError as exc:  # which entry: its line in the budget file, else its model
+        raise ArchprofError(f"{entry.where() or f'{entry.model}: '}{exc}") from None
+
+
+@dataclass(frozen=True)
+class EntryError:
+    """An entry that could not be checked (a model that does not load, a forward that
+    fails): its model and the error, which names the entry's line or model."""
+
+    model: str
+    message: str
+
+
+def _checked(entry: BudgetEntry) -> list[Verdict] | EntryError:
+    try:
+        return check_entry(entry)
     except ArchprofError as exc:
-        if entry.source:
-            raise ArchprofError(f"{entry.where()}{exc}") from None
-        raise
+        return EntryError(entry.model, str(exc))
+
+
+def check_all(
+    entries: Sequence[BudgetEntry], jobs: int | None = None, progress: Progress | None = None
+) -> list[Verdict | EntryError]:
+    """Every entry's verdicts, in order, an entry that could not be checked as its
+    EntryError (the others are checked all the same); the entries analysed in `jobs` worker
+    processes (None: one per core, 1: in this process), as `archprof.parallel.ordered_map`
+    runs them."""
+    per_entry = ordered_map(_checked, entries, jobs=jobs, progress=progress, phase="checking")
+    return [item for result in per_entry for item in ([result] if isinstance(result, EntryError) else result)]
 
 
 def check_entries(
     entries: Sequence[BudgetEntry], jobs: int | None = None, progress: Progress | None = None
 ) -> list[Verdict]:
-    """Every entry's verdicts, in order; the entries analysed in `jobs` worker processes
-    (None: one per core, 1: in this process), as `archprof.parallel.ordered_map` runs them."""
-    per_entry = ordered_map(check_entry, entries, jobs=jobs, progress=progress, phase="checking")
-    return [verdict for verdicts in per_entry for verdict in verdicts]
+    """Every entry's verdicts, in order (`check_all`); an entry that could not be checked
+    raises its ArchprofError, the first in order."""
+    results = check_all(entries, jobs=jobs, progress=progress)
+    for result in results:
+        if isinstance(result, EntryError):
+            raise ArchprofError(result.message)
+    return results
 
 
 # -- budget files ------------------------------------------------------------------------
@@ -364,7 +399,8 @@ def format_margin(verdict: Verdict) -> str:
     sign = "-" if margin < 0 else "+"
     shown = human_value(verdict.limit.metric.unit, abs(margin))
     if verdict.limit.threshold:
-        return f"{sign}{shown} ({sign}{abs(margin) / verdict.limit.threshold:.1%})"
+        share = abs(margin) / verdict.limit.threshold
+        return f"{sign}{shown} ({sign}{share:.1%})" if share >= 0.0005 or not margin else f"{sign}{shown} ({sign}<0.1%)"
     return f"{sign}{shown}"
 
 
@@ -374,7 +410,7 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
         {
             "model": v.model,
             "input": v.input_shape,
-            "limit": f"{v.limit.key} {v.limit.text}",
+            "limit": v.limit_text,
             "value": human_value(v.limit.metric.unit, v.value),
             "margin": format_margin(v),
             "verdict": "pass" if v.passed else "FAIL",
@@ -383,38 +419,64 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
     ]
 
 
-def markdown_summary(verdicts: Sequence[Verdict]) -> str:
-    """The verdict as GitHub-flavoured Markdown (for $GITHUB_STEP_SUMMARY)."""
+def unchecked_text(count: int) -> str:
+    """ "1 model could not be checked", "2 models ...": what a verdict says of EntryErrors."""
+    return f"{count} model{'s' * (count != 1)} could not be checked"
 
+
+def markdown_summary(results: Sequence[Verdict | EntryError]) -> str:
+    """The verdict as GitHub-flavoured Markdown (for $GITHUB_STEP_SUMMARY); an entry that
+    could not be checked is a row with its error."""
+
+    verdicts = [v for v in results if isinstance(v, Verdict)]
+    errors = len(results) - len(verdicts)
     failed = sum(not v.passed for v in verdicts)
     models = len(dict.fromkeys((v.model, v.input_shape) for v in verdicts))
-    if failed:
+    if errors:
+        exceeded = f", {failed} of {len(verdicts)} limits exceeded" if failed else ""
+        title = f"### ⚠️ archprof budget: {unchecked_text(errors)}{exceeded}"
+    elif failed:
         title = f"### ❌ archprof budget: {failed} of {len(verdicts)} limits exceeded"
     else:
         title = f"### ✅ archprof budget: all {len(verdicts)} limits hold ({models} model{'s' * (models != 1)})"
     lines = [title, "", "| Model | Input | Limit | Value | Margin | Verdict |", "|---|---|---|---:|---:|---|"]
-    for row in verdict_rows(verdicts):
-        verdict = "✅ pass" if row["verdict"] == "pass" else "❌ **FAIL**"
-        cells = [markdown_code(row["model"]), row["input"], markdown_code(row["limit"]), row["value"], row["margin"]]
-        cells.append(verdict)
+    for result in results:
+        if isinstance(result, EntryError):
+            cells = [markdown_code(result.model), "", markdown_literal(result.message), "", "", "⚠️ **ERROR**"]
+        else:
+            row = verdict_rows([result])[0]
+            verdict = "✅ pass" if row["verdict"] == "pass" else "❌ **FAIL**"
+            cells = [markdown_code(row["model"]), row["input"], markdown_code(row["limit"]), row["value"]]
+            cells += [row["margin"], verdict]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n"
 
 
-def append_step_summary(verdicts: Sequence[Verdict], path: str | Path) -> None:
+def append_step_summary(results: Sequence[Verdict | EntryError], path: str | Path) -> None:
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(markdown_summary(verdicts))
+        handle.write(markdown_summary(results))
 
 
-def junit_xml(verdicts: Sequence[Verdict]) -> str:
-    """JUnit XML: one testsuite per model and input, one testcase per limit, <failure> when exceeded.
+def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
+    """JUnit XML: one testsuite per model and input, one testcase per limit, <failure> when exceeded;
+    an entry that could not be checked, a testsuite of the model with one testcase, its <error>.
     The model's name and the limits as written are given with control characters shown as
     escapes (`visible_text`): XML 1.0 has no way to hold most of them."""
     suites = ET.Element("testsuites", name="archprof budget")
-    by_model: dict[tuple[str, str], list[Verdict]] = {}
-    for verdict in verdicts:
-        by_model.setdefault((verdict.model, verdict.input_shape), []).append(verdict)
-    for (name, shape), group in by_model.items():
+    by_model: dict[tuple[str, str] | int, list[Verdict] | EntryError] = {}
+    for index, result in enumerate(results):
+        if isinstance(result, EntryError):
+            by_model[index] = result
+        else:
+            by_model.setdefault((result.model, result.input_shape), []).append(result)
+    for group in by_model.values():
+        if isinstance(group, EntryError):
+            model, message = visible_text(group.model), visible_text(group.message)
+            suite = ET.SubElement(suites, "testsuite", name=model, tests="1", failures="0", errors="1", skipped="0")
+            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name="check")
+            ET.SubElement(case, "error", message=message, type="ArchprofError").text = message
+            continue
+        name, shape = group[0].model, group[0].input_shape
         model = visible_text(name)
         suite = ET.SubElement(
             suites,
@@ -426,19 +488,21 @@ def junit_xml(verdicts: Sequence[Verdict]) -> str:
             skipped="0",
         )
         for verdict in group:
-            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit.key)
+            name = verdict.limit.key + (f" ({verdict.optimizer})" if verdict.optimizer else "")
+            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=name)
             value = human_value(verdict.limit.metric.unit, verdict.value)
             detail = f"{verdict.limit.metric.label} {value} ({verdict.value:,}) at input {shape}"
-            limit = f"{verdict.limit.key} {visible_text(verdict.limit.text)}"
+            limit = visible_text(verdict.limit_text)
             if verdict.passed:
                 ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"
             else:
                 bound = "over" if verdict.limit.bound == "max" else "under"
                 message = f"{detail} is {bound} {limit} ({format_margin(verdict)})"
                 ET.SubElement(case, "failure", message=message, type="BudgetExceeded").text = message
-    suites.set("tests", str(len(verdicts)))
+    verdicts = [v for v in results if isinstance(v, Verdict)]
+    suites.set("tests", str(len(results)))
     suites.set("failures", str(sum(not v.passed for v in verdicts)))
-    suites.set("errors", "0")
+    suites.set("errors", str(len(results) - len(verdicts)))
     ET.indent(suites)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

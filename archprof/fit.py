@@ -14,12 +14,17 @@ import torch
 
 from archprof.analysis import analysis, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError
+from archprof.measure.device import cpu_available_memory
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
+from archprof.trace import NeedsTwoSamples
 from archprof.units import human_bytes
 
 # --fit: traces allowed before giving up on a model whose memory is not affine in the batch.
 MAX_FIT_TRACES = 40
+# A model traced by real CPU forwards: the budget, with half again for operators' workspace,
+# must fit in the memory available, as for `memory --measure`.
+REAL_RUN_MARGIN = 1.5
 # No tensor's bytes can pass int64 (torch counts sizes in it): nor can a batch --fit analyses.
 INT64_MAX = 2**63 - 1
 
@@ -41,6 +46,13 @@ class Fit:
     bytes_at_batch: int  # predicted at `batch` (<= budget)
     bytes_at_next: int  # predicted at `batch + 1` (> budget)
     traces: int  # analyses run to find it
+
+    @property
+    def next_text(self) -> str:
+        """What batch + 1 needs, as `human_bytes`; in bytes where that reads as the budget
+        itself ("17.18 GB" of a 17,179,869,184 B budget and of 17,179,893,568 B)."""
+        shown = human_bytes(self.bytes_at_next)
+        return f"{self.bytes_at_next:,} B" if shown == human_bytes(self.budget_bytes) else shown
 
     def as_dict(self) -> dict[str, int]:
         """The answer, as `memory --fit`'s JSON holds it."""
@@ -71,15 +83,21 @@ def fit_batch(
     peak with `training`) is at most `budget_bytes`.
 
     Memory is affine in the batch for these models (parameters fixed, activations
-    proportional), so two analyses (batch 1 and 2) give the line and a third and fourth
+    proportional), so two analyses (batch 1 and 2; 2 and 3 where a training step refuses
+    batch 1, a BatchNorm seeing one value per channel) give the line and a third and fourth
     check the answer N (fits) and N + 1 (does not). Should a model not be affine, a
     bisection between the fitting and failing batches seen so far finishes the search, in
-    at most MAX_FIT_TRACES analyses. `inputs`, `fold_bn`, `args`, `weights` and
+    at most MAX_FIT_TRACES analyses (where batch 2 needs no more than batch 1, a batch-1 path
+    of the model's own, doubling from batch 2 finds a failing batch first). N and N + 1 are
+    always analysed; batches past N + 1 are not all: a model whose memory falls at a larger
+    batch (a branch on the batch size) may fit one of those too. `inputs`, `fold_bn`, `args`, `weights` and
     `trust_pickle` as for `archprof.analyze`; `batch` only None (the search finds it), so
     that `ModelOptions(...).keywords()` may be passed.
 
     The search stops where the input's bytes or the predicted memory would pass int64
-    (2**63 - 1 bytes): a budget beyond that raises ArchprofError."""
+    (2**63 - 1 bytes): a budget beyond that raises ArchprofError. A batch tried whose
+    tensors torch cannot size (a batch x batch product past int64) fits no budget: the
+    search bisects below it."""
     _, dtype = checked_batch_and_dtype(None, dtype)
     if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
         raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {budget_bytes!r}")
@@ -88,33 +106,54 @@ def fit_batch(
     optimizer_state_copies(optimizer)
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)  # once: built a single time
     reports: dict[int, Report] = {}
+    needs: dict[int, int | float] = {}  # each batch analysed: its bytes; infinite where torch cannot size its tensors
     input_bytes: dict[int, int] = {}
 
-    def need(batch: int) -> int:
-        if batch not in reports:
-            if len(reports) >= MAX_FIT_TRACES:
+    def need(batch: int) -> int | float:
+        if batch not in needs:
+            if len(needs) >= MAX_FIT_TRACES:
                 raise ArchprofError(f"no answer after {MAX_FIT_TRACES} analyses: memory is not affine in the batch")
-            analysed = analysis(
-                loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer, fold_bn=fold_bn
-            )
+            try:
+                analysed = analysis(
+                    loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer, fold_bn=fold_bn
+                )
+            except ArchprofError as exc:
+                if batch <= first + 1 or not _sized_past_int64(exc):
+                    raise
+                needs[batch] = math.inf  # a tensor of more than 2**63 - 1 bytes: more than any budget
+                return needs[batch]
             reports[batch] = analysed.report
+            needs[batch] = predicted_bytes(analysed.report)
             input_bytes[batch] = sum(t.nbytes for t in analysed.graph.inputs)
-        return predicted_bytes(reports[batch])
+        return needs[batch]
 
     what = "training" if training else "inference"
-    one = need(1)
+    first, why = 1, ""
+    try:
+        one = need(first)
+    except NeedsTwoSamples:  # a BatchNorm sees one value per channel: a training step needs batch 2
+        first, why = 2, " (a training step needs a batch of at least 2 here)"
+        one = need(first)
+    if reports[first].traced_on == "cpu":  # each batch tried is a real forward: refused before it runs out of memory
+        free = cpu_available_memory()
+        if free is not None and budget_bytes * REAL_RUN_MARGIN > free:
+            raise ArchprofError(
+                f"cannot fit a batch to {human_bytes(budget_bytes)} here: the forward of {loaded.name} cannot run on"
+                " the meta device, so each batch tried runs on the CPU for real, and those near the budget would"
+                f" need more than the {human_bytes(free)} of memory available"
+            )
     if one > budget_bytes:
         raise ArchprofError(
-            f"not even batch 1 fits in {human_bytes(budget_bytes)}: {loaded.name} needs {human_bytes(one)} "
-            f"({one:,} B) for {what} at batch 1"
+            f"not even batch {first} fits in {human_bytes(budget_bytes)}: {loaded.name} needs {human_bytes(one)} "
+            f"({one:,} B) for {what} at batch {first}{why}"
         )
-    slope = need(2) - one
-    if slope <= 0:
-        raise ArchprofError(f"the predicted {what} memory of {loaded.name} does not grow with the batch")
+    slope = need(first + 1) - one
     largest = min(
-        _last_batch_within_int64(one, slope),
-        _last_batch_within_int64(input_bytes[1], input_bytes[2] - input_bytes[1]),
+        _last_batch_within_int64(first, one, slope),
+        _last_batch_within_int64(first, input_bytes[first], input_bytes[first + 1] - input_bytes[first]),
     )
+    if largest == math.inf:
+        raise ArchprofError(f"the predicted {what} memory of {loaded.name} does not grow with the batch")
 
     def beyond_int64() -> ArchprofError:
         return ArchprofError(
@@ -123,25 +162,42 @@ def fit_batch(
             " would pass 2**63 - 1 bytes)"
         )
 
-    guess = 1 + (budget_bytes - one) // slope  # the affine answer, checked below
-    if guess >= largest:
-        raise beyond_int64()
-    need(guess)
-    need(guess + 1)
+    if slope > 0:  # else (a batch-1 path of its own needing more than batch 2): no line, search from batch 2
+        guess = first + (budget_bytes - one) // slope  # the affine answer, checked below
+        if guess >= largest:
+            raise beyond_int64()
+        need(guess)
+        need(guess + 1)
     while True:  # bracket [fits, fails) from every batch analysed; bisect if the line was off
-        fails = min((b for b in reports if predicted_bytes(reports[b]) > budget_bytes), default=None)
-        fits = max(b for b in reports if predicted_bytes(reports[b]) <= budget_bytes and (fails is None or b < fails))
+        fails = min((b for b in needs if needs[b] > budget_bytes), default=None)
+        fits = max(b for b in needs if needs[b] <= budget_bytes and (fails is None or b < fails))
         if fails == fits + 1:
+            if needs[fails] == math.inf:  # the budget lies past what torch can size
+                raise beyond_int64()
             break
         if fails is None and fits >= largest:
             raise beyond_int64()
-        need(min(2 * fits, largest) if fails is None else (fits + fails) // 2)
-    return Fit(fits, budget_bytes, reports[fits], need(fits), need(fits + 1), len(reports))
+        if fails is None:
+            need(min(2 * fits, largest))
+        else:  # halving the ratio while it is large (a line's guess orders of magnitude off), then the gap
+            middle = math.isqrt(fits * fails) if fails > 2 * fits else (fits + fails) // 2
+            need(min(max(middle, fits + 1), fails - 1))
+    return Fit(fits, budget_bytes, reports[fits], needs[fits], needs[fits + 1], len(needs))
 
 
-def _last_batch_within_int64(bytes_at_one: int, bytes_per_sample: int) -> int | float:
-    """The largest batch at which bytes_at_one + (batch - 1) * bytes_per_sample stays within
-    int64 (at least 1; infinite for bytes that do not grow with the batch)."""
+def _sized_past_int64(exc: BaseException) -> bool:
+    """Whether an analysis failed because torch cannot size a tensor of the batch (its bytes
+    past int64: "Storage size calculation overflowed")."""
+    while exc is not None:
+        if "overflow" in str(exc).lower():
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _last_batch_within_int64(first: int, bytes_at_first: int, bytes_per_sample: int) -> int | float:
+    """The largest batch at which bytes_at_first + (batch - first) * bytes_per_sample stays
+    within int64 (at least `first`; infinite for bytes that do not grow with the batch)."""
     if bytes_per_sample <= 0:
         return math.inf
-    return max(1, 1 + (INT64_MAX - bytes_at_one) // bytes_per_sample)
+    return max(first, first + (INT64_MAX - bytes_at_first) // bytes_per_sample)

@@ -43,6 +43,11 @@ class TraceInput:
     name: str | None = None
 
 
+class NeedsTwoSamples(ArchprofError):
+    """A training step refuses this batch: a BatchNorm sees one value per channel (batch 1,
+    and a 1x1 map or a vector), as PyTorch refuses it. Batch 2 on may train."""
+
+
 class MetaUnsupported(ArchprofError):
     """The forward cannot run on the meta device (it reads tensor values, calls an op
     without a meta kernel, mixes in a real tensor): a real forward may still work."""
@@ -216,10 +221,11 @@ def _traced_once(
         # operator's exception on bare: the one the recorder saw is the reason.
         script_failure = isinstance(model, torch.jit.ScriptModule) and recorder.failure is not None
         exc = recorder.failure if script_failure else raised
-        message = recorder.describe_failure(exc, shapes) + _one_value_per_channel_hint(exc, training)
+        hint = _one_value_per_channel_hint(exc, training)
+        message = recorder.describe_failure(exc, shapes) + hint
         if not real and is_meta_limitation(exc):
             raise MetaUnsupported(message, short_reason(exc)) from exc
-        raise ArchprofError(message) from exc
+        raise (NeedsTwoSamples if hint else ArchprofError)(message) from exc
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SystemExit and kin: the caller's process must go on

@@ -12,6 +12,7 @@ import archprof
 from archprof.budget import evaluate, load_budget_file, parse_limit
 from archprof.cli import app
 from archprof.errors import ArchprofError
+from tests.markdown_tables import first_table, html_in
 
 runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -109,6 +110,37 @@ def test_a_budget_file_takes_any_optimizer_archprof_names(tmp_path, monkeypatch)
     write(tmp_path / "archprof.toml", entry + 'optimizer = "lion"\n')
     result = invoke("check")
     assert result.exit_code == 2 and "unknown optimizer 'lion'; choose one of sgd, momentum, nesterov" in result.output
+
+
+def test_a_margin_under_a_tenth_of_a_percent_is_not_shown_as_zero():
+    """lenet5 (61,706 parameters) over max-params 61705 by one: the margin read "-1 (-0.0%)"
+    beside FAIL; exactly at the limit it is "+0 (+0.0%)"."""
+    over = invoke("check", "lenet5", "--max-params", "61705")
+    assert over.exit_code == 1 and "-1 (-<0.1%)" in over.stdout and "0.0%" not in over.stdout
+    at = invoke("check", "lenet5", "--max-params", "61706")
+    assert at.exit_code == 0 and "+0 (+0.0%)" in at.stdout
+
+
+def test_a_training_memory_verdict_names_its_optimizer(tmp_path, monkeypatch):
+    """Two entries of one model and input, one limit each, sgd and adam: the rows read the
+    same, "max-training-memory 1MB", one passing and one failing, and nothing said which
+    optimizer failed (table, JUnit, step summary)."""
+    monkeypatch.chdir(tmp_path)
+    adam = archprof.analyze("lenet5", training=True, optimizer="adam").totals.training_peak_bytes
+    entries = "".join(
+        f'[[models]]\nname = "lenet5"\noptimizer = "{name}"\nmax-training-memory = "{adam - 1}"\n\n'
+        for name in ("sgd", "adam")
+    )
+    write(tmp_path / "archprof.toml", entries)
+    summary, junit = tmp_path / "summary.md", tmp_path / "budget.xml"
+    result = invoke("check", "--junit", str(junit), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 1, result.output
+    rows = [line.split() for line in result.stdout.splitlines() if "max-training-memory" in line]
+    assert [(row[2], row[-1]) for row in rows] == [("(sgd)", "pass"), ("(adam)", "FAIL")]
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    assert [case.get("name") for case in cases] == ["max-training-memory (sgd)", "max-training-memory (adam)"]
+    assert "(adam)" in cases[1].find("failure").get("message")
+    assert f"`max-training-memory {adam - 1} (adam)` |" in summary.read_text()
 
 
 @pytest.mark.parametrize(
@@ -282,6 +314,60 @@ def test_several_models_named_alone_take_their_entries_from_the_file(tmp_path, m
     assert invoke("check", "mobilenet_v2", "lenet5").exit_code == 1  # lenet5's entry of the file fails
     result = invoke("check", "mobilenet_v2", "vgg16")
     assert result.exit_code == 2 and "no entry for 'vgg16'" in one_error_line(result)
+
+
+def test_a_model_whose_forward_fails_is_named_among_several(tmp_path):
+    """lenet5 refuses a 3x64x64 input: with several models on the command line, the error
+    said why but not whose forward it was."""
+    result = invoke("check", "resnet18", "lenet5", "-i", "3x64x64", "--max-params", "30M")
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith("error: lenet5: ")
+
+
+def test_a_model_that_cannot_be_checked_exits_2_without_hiding_the_others(tmp_path, monkeypatch):
+    """One broken entry of three: the others' verdicts are still shown and written (table,
+    JUnit, step summary; lenet5's exceeded limit among them), the broken one is named in an
+    error line, in the JUnit as an <error> and in the summary, and the exit status is 2. It
+    was one error line alone: every other verdict hidden."""
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "archprof.toml",
+        """\
+        [[models]]
+        name = "lenet5"
+        max-params = "61705"
+
+        [[models]]
+        name = "no<such>&model"
+        max-params = "1M"
+
+        [[models]]
+        name = "lenet5"
+        batch = 2
+        max-macs = "1G"
+        """,
+    )
+    summary = tmp_path / "summary.md"
+    outputs = []
+    for jobs in ("1", "2"):
+        junit = tmp_path / f"budget{jobs}.xml"
+        result = invoke("check", "--junit", str(junit), "--jobs", jobs, env={"GITHUB_STEP_SUMMARY": str(summary)})
+        assert result.exit_code == 2, result.output
+        error = one_error_line(result)
+        assert error.startswith("error: archprof.toml, line 6: unknown model 'no<such>&model'")
+        assert "1x1x32x32" in result.stdout and "2x1x32x32" in result.stdout and "FAIL" in result.stdout
+        root = ET.parse(junit).getroot()
+        assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("3", "1", "1")
+        suites = {suite.get("name"): suite for suite in root.findall("testsuite")}
+        assert list(suites) == ["lenet5 (1x1x32x32)", "no<such>&model", "lenet5 (2x1x32x32)"]
+        assert "unknown model" in suites["no<such>&model"].find("testcase/error").get("message")
+        outputs.append((result.stdout, junit.read_text()))
+    assert outputs[0] == outputs[1]
+    text = summary.read_text()
+    assert text.count("could not be checked") == 2 and "`no<such>&model`" in text and "**FAIL**" in text
+    rows = first_table(text)
+    assert [len(row) for row in rows] == [6] * 4 and not html_in(text)
+    assert rows[2][0] == "no<such>&model" and "unknown model 'no<such>&model'" in rows[2][2]
 
 
 def test_pyproject_tool_archprof_and_config_option(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import archprof
 from archprof.analysis import build_report
 from archprof.cli import app
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.fit import MAX_FIT_TRACES, fit_batch, predicted_bytes
 from archprof.passes.memory import model_state_storages, saved_activations
 from archprof.trace import trace
@@ -439,6 +439,107 @@ def test_fit_bisects_when_memory_is_not_affine_in_the_batch():
     assert found.traces <= MAX_FIT_TRACES
 
 
+def test_fit_bisects_below_a_batch_whose_tensors_would_pass_int64():
+    """Gram in 1PB: the line from batches 1 and 2 guessed batch 22,727,272,727,272, whose
+    batch x batch product torch cannot size ("Storage size calculation overflowed"): fit
+    stopped there with that error. Such a batch needs more than any budget: the search
+    bisects below it (by halving the ratio while it is large: a linear bisection took more
+    than MAX_FIT_TRACES analyses). The oracle: the product's 4 b^2 B and the input's 32 b B."""
+    budget = 10**15
+    found = fit_batch(Gram(), budget, input_size=(8,))
+    assert (found.bytes_at_batch, found.bytes_at_next) == (
+        4 * found.batch**2 + 32 * found.batch,
+        4 * (found.batch + 1) ** 2 + 32 * (found.batch + 1),
+    )
+    assert found.bytes_at_batch <= budget < found.bytes_at_next
+    assert found.traces <= MAX_FIT_TRACES
+
+
+class CostlyAtBatchOne(nn.Module):
+    """At batch 1 the forward takes a path that holds a large temporary: batch 2 needs less."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(256, 4)
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            x = x + torch.zeros(1, 100_000, device=x.device)[:, :256]
+        return self.linear(x)
+
+
+def test_fit_searches_on_where_batch_2_needs_less_than_batch_1():
+    """fit refused the model ("does not grow with the batch") where batch 2 needed less than
+    batch 1, though it grows from there. The oracle: a real CPU forward's peak
+    (torch.profiler) at the batch found fits the budget, at one more it does not."""
+    from tests.memory_oracle import allocation_peaks
+
+    def measured(batch):
+        model, x = CostlyAtBatchOne().eval(), torch.randn(batch, 256)
+        held = sum(p.nbytes for p in model.parameters()) + x.nbytes
+        with torch.no_grad():
+            return held + allocation_peaks(lambda: model(x))[1]
+
+    assert measured(2) < measured(1)
+    budget = 500_000
+    found = fit_batch(CostlyAtBatchOne(), budget, input_size=(256,))
+    assert found.bytes_at_batch == measured(found.batch) <= budget < measured(found.batch + 1) == found.bytes_at_next
+    assert found.traces <= MAX_FIT_TRACES
+
+
+class ReadsAValue(nn.Module):
+    """Its forward reads a value: traced by a real forward on the CPU, not on meta."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(1024, 1024)
+
+    def forward(self, x):
+        y = self.linear(x)
+        return y * 2 if y.sum().item() > 0 else y
+
+
+def test_fit_refuses_before_running_for_real_batches_that_cannot_fit_in_memory(monkeypatch):
+    """A model traced by real CPU forwards: --fit 40GB ran batch 3,254,866 for real (a 13 GB
+    input, then the forward) on a machine with 22 GB free, out of memory. It is refused in
+    one line, before the run, where the budget (with half again for workspace) passes the
+    memory available; within it, fit answers as ever."""
+    import archprof.fit
+
+    monkeypatch.setattr(archprof.fit, "cpu_available_memory", lambda: 100_000_000)
+    with pytest.warns(ArchprofWarning, match="cannot run on the meta device"):
+        with pytest.raises(ArchprofError, match=r"runs on the CPU for real.* 100\.00 MB of memory available"):
+            fit_batch(ReadsAValue(), 40 * 10**9, input_size=(1024,))
+        found = fit_batch(ReadsAValue(), 10_000_000, input_size=(1024,))
+    assert found.bytes_at_batch <= 10_000_000 < found.bytes_at_next
+
+
+def batch_norm_head():
+    return nn.Sequential(nn.Linear(64, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def test_fit_train_starts_at_batch_2_where_a_training_step_needs_two_samples():
+    """A BatchNorm1d head sees one value per channel at batch 1, which a training step
+    refuses: --fit --train searched from batch 1 and stopped there ("needs a batch of at
+    least 2 (--batch 2)", which --fit refuses). The oracle: the real CPU step's peak
+    (torch.profiler) at the batch found fits, one more does not."""
+    from tests.memory_oracle import profiled_training_peaks
+
+    budget = 200_000
+    found = fit_batch(batch_norm_head, budget, input_size=(64,), training=True)
+
+    def measured(batch):
+        torch.manual_seed(0)
+        model, x = batch_norm_head(), torch.randn(batch, 64)
+        held = sum(t.nbytes for t in (*model.parameters(), *model.buffers())) + x.nbytes
+        return held + profiled_training_peaks(model, x)[1]
+
+    assert found.batch > 2
+    assert found.bytes_at_batch == measured(found.batch) <= budget < measured(found.batch + 1) == found.bytes_at_next
+    with pytest.raises(ArchprofError, match=r"not even batch 2 fits in 100\.00 kB: .* at batch 2 \(a training step"):
+        fit_batch(batch_norm_head, 100_000, input_size=(64,), training=True)
+
+
 def test_fit_errors():
     with pytest.raises(ArchprofError, match=r"not even batch 1 fits in 1\.00 kB"):
         fit_batch("lenet5", 1000)
@@ -524,6 +625,18 @@ def test_memory_fit_answers_a_batch_that_fits_and_one_more_that_does_not(train):
     }
     table = invoke("lenet5", "--fit", "3MB", *mode)
     assert "Largest batch that fits" in table.stdout and f"{batch + 1} needs" in table.stdout
+
+
+def test_memory_fit_never_shows_the_next_batch_needing_the_budget_itself():
+    """resnet18 in 16GiB: batch 2439 needs 17,179,893,568 B, over the 17,179,869,184 B
+    budget, and both read "17.18 GB": "fits in 17.18 GB ... batch 2439 needs 17.18 GB"
+    read as if it fitted. Where the two read the same, the bytes are given."""
+    found = fit_batch("resnet18", 16 * 2**30)
+    table = invoke("resnet18", "--fit", "16GiB")
+    assert table.exit_code == 0, table.output
+    assert f"{found.batch + 1} needs {found.bytes_at_next:,} B" in table.stdout
+    result = invoke("resnet18", "--fit", "16GiB", "-f", "json")
+    assert f"batch {found.batch + 1} needs {found.bytes_at_next:,} B)" in result.stderr
 
 
 @pytest.mark.parametrize(

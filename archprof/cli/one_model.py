@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -310,7 +309,7 @@ def memory(
     if found is not None:
         notes.append(
             f"largest batch that fits in {human_bytes(found.budget_bytes)}: {found.batch} "
-            f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {human_bytes(found.bytes_at_next)})"
+            f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {found.next_text})"
         )
     measured = None
     if measure:
@@ -369,19 +368,9 @@ def available_memory() -> tuple[str, int | None]:
 
     if torch.cuda.is_available():
         return "cuda", torch.cuda.mem_get_info()[0]
-    return "the cpu", _cpu_available_memory()
+    from archprof.measure.device import cpu_available_memory
 
-
-def _cpu_available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as meminfo:  # MemAvailable: free memory and what can be reclaimed
-            fields = dict(line.split(":", 1) for line in meminfo)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):  # no /proc (macOS): the free pages, a lower bound
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            return None
+    return "the cpu", cpu_available_memory()
 
 
 @app.command()

@@ -217,20 +217,28 @@ def check(
             junit, "--junit", ("the budget file", budget_file), ("the --weights file", options.weights), *model_files
         )
     with progress_display(quiet=False) as progress:
-        verdicts = budget.check_entries(entries, jobs=jobs, progress=progress)
-    with standard_output():
-        stdout_console().print(budget_table(budget.verdict_rows(verdicts)))
+        # A model that cannot be checked (exit 2) does not hide the others' verdicts.
+        results = budget.check_all(entries, jobs=jobs, progress=progress)
+    verdicts = [result for result in results if isinstance(result, budget.Verdict)]
+    errors = [result for result in results if isinstance(result, budget.EntryError)]
+    if verdicts:
+        with standard_output():
+            stdout_console().print(budget_table(budget.verdict_rows(verdicts), unchecked=len(errors)))
     if junit is not None:
         from archprof.output import write_atomically
 
-        write_atomically(junit, budget.junit_xml(verdicts))
+        write_atomically(junit, budget.junit_xml(results))
         say(f"wrote {junit}")
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         try:
-            budget.append_step_summary(verdicts, step_summary)
+            budget.append_step_summary(results, step_summary)
         except OSError as exc:
             say(f"warning: cannot append to GITHUB_STEP_SUMMARY ({step_summary}): {exc.strerror}")
+    for error in errors:
+        say(f"error: {error.message}")
+    if errors:
+        raise typer.Exit(2)
     if not all(verdict.passed for verdict in verdicts):
         raise typer.Exit(1)
 

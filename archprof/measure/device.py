@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from collections.abc import Iterator
@@ -35,6 +36,19 @@ def resolve_device(device: str | None) -> torch.device:
         if target.index is None:
             target = torch.device("cuda", torch.cuda.current_device())
     return target
+
+
+def cpu_available_memory() -> int | None:
+    """The system's available memory in bytes (None where it cannot tell)."""
+    try:
+        with open("/proc/meminfo") as meminfo:  # MemAvailable: free memory and what can be reclaimed
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):  # no /proc (macOS): the free pages, a lower bound
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return None
 
 
 def device_name(device: torch.device) -> str:

@@ -46,9 +46,9 @@ def comparison_table(
     return fitted_table(title, columns, _COMPARISON_PRIORITY, layout)
 
 
-def budget_table(rows: list[dict[str, str]]) -> Group:
+def budget_table(rows: list[dict[str, str]], unchecked: int = 0) -> Group:
     """One table per model and input, one row per limit (cells from `archprof.budget.verdict_rows`),
-    then the overall verdict."""
+    then the overall verdict: first, how many models could not be checked (`unchecked`), if any."""
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault((row["model"], row["input"]), []).append(row)
@@ -72,6 +72,10 @@ def budget_table(rows: list[dict[str, str]]) -> Group:
             )
         parts.append(table)
     failed = sum(row["verdict"] != "pass" for row in rows)
+    if unchecked:
+        from archprof.budget import unchecked_text
+
+        parts.append(Text(f"ERROR: {unchecked_text(unchecked)} (on standard error)", style="bold red"))
     if failed:
         parts.append(Text(f"FAIL: {failed} of {len(rows)} limits exceeded", style="bold red"))
     else:

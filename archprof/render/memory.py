@@ -89,7 +89,7 @@ def memory_totals_table(report, fit=None) -> Table:
         table.add_row(
             Text("Largest batch that fits", style="bold"),
             str(fit.batch),
-            f"{fit.batch + 1} needs {human_bytes(fit.bytes_at_next)}",
+            f"{fit.batch + 1} needs {fit.next_text}",
         )
     return table
 
