@@ -284,7 +284,8 @@ def model_options(input, batch, dtype, arg, weights, trust_pickle, fold_bn):
 
 
 def user_errors(command):
-    """Print an ArchprofError on one line (`say`) and exit 2, without a traceback."""
+    """Print an ArchprofError on one line (`say`) and exit 2, without a traceback; Ctrl-C
+    says so on one line and exits 130, as a shell reports a process SIGINT ended."""
 
     @wraps(command)
     def run(*args, **kwargs):
@@ -309,6 +310,9 @@ def user_errors(command):
         except ArchprofError as exc:
             say(f"error: {exc}")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # Typer would exit 130 without a word
+            say("interrupted (Ctrl-C)")
+            raise typer.Exit(130) from None
 
     return run
 
