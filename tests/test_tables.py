@@ -419,3 +419,16 @@ def test_repr_html_dims_subtotals_and_escapes_names():
 def test_every_plot_option_takes_a_file(command):
     help_text = " ".join(at_width(400, command, "-h").stdout.replace("│", " ").split())
     assert re.search(r"--plot (\S+) Draw", help_text).group(1) == "FILE"
+
+
+def test_a_share_that_is_neither_none_nor_all_never_reads_as_either():
+    """% MACs and % Params of a layer holding 99.95% of the model's: '>99.9%', not '100.0%';
+    the other's 0.05%... 0.0001%: '<0.1%', as in explain's stage shares (which said 0.0%)."""
+    report = archprof.analyze(nn.Sequential(nn.Linear(2000, 2000, bias=False), nn.Linear(2000, 1, bias=False)), (2000,))
+    console = Console(width=300, record=True, file=io.StringIO())
+    console.print(report.table())
+    rows = {line.split()[0]: line.split() for line in console.export_text().splitlines() if line[:3] in (" 0 ", " 1 ")}
+    assert rows["0"].count(">99.9%") == 2 and "100.0%" not in rows["0"], rows
+    assert rows["1"].count("<0.1%") == 2, rows
+    stages = {line.split()[0]: line.split() for line in report.explain().splitlines() if line[:4] in ("  0 ", "  1 ")}
+    assert stages["0"][3::2] == [">99.9%", ">99.9%"] and stages["1"][3::2] == ["<0.1%", "<0.1%"], stages

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from archprof.errors import ArchprofError
 from archprof.text import layer_label, visible_text
-from archprof.units import human_bytes, human_count
+from archprof.units import human_bytes, human_count, share_text
 
 TEXT_COLUMNS = frozenset({"", "Layer", "Type", "Input shape", "Kernel", "Output shape", "Model", "Input", "Bound"})
 
@@ -208,10 +208,7 @@ def share_cell(total: int) -> Callable[[int], Text | str]:
     """A cell writer: a value as a percentage of `total`."""
 
     def cell(value: int) -> Text | str:
-        if not value or not total:
-            return dash()
-        share = 100 * value / total
-        return f"{share:.1f}%" if share >= 0.05 else "<0.1%"
+        return share_text(value / total) if value and total else dash()
 
     return cell
 

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from archprof.render.base import Layout, dash, fitted_table, indented_layer_name
 from archprof.report import Report, visible_text
-from archprof.units import human_bytes, human_count
+from archprof.units import human_bytes, human_count, share_text
 
 # Columns of the profile table, most important first (the last go on a narrow terminal).
 _PROFILE_COLUMNS = ("Layer", "Time", "Share", "Roofline", "Achieved", "Bound", "Intensity", "Bytes moved", "Type")
@@ -178,4 +178,4 @@ def _ms(value) -> Text | str:
 
 
 def _share(value) -> Text | str:
-    return dash() if value is None or value != value else f"{100 * value:.1f}%"
+    return dash() if value is None or value != value else share_text(value)
