@@ -432,3 +432,24 @@ def test_a_share_that_is_neither_none_nor_all_never_reads_as_either():
     assert rows["1"].count("<0.1%") == 2, rows
     stages = {line.split()[0]: line.split() for line in report.explain().splitlines() if line[:4] in ("  0 ", "  1 ")}
     assert stages["0"][3::2] == [">99.9%", ">99.9%"] and stages["1"][3::2] == ["<0.1%", "<0.1%"], stages
+
+
+@pytest.mark.parametrize(
+    "args", [("summary", "resnet18"), ("memory", "resnet18"), ("rf", "resnet18"), ("compare", "resnet18", "resnet50")]
+)
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_a_fitted_table_leaves_out_only_the_columns_that_do_not_fit(args, width):
+    """A column too wide for the room left is left out, not every narrower one after it: at
+    100 columns summary used 80 and left out % Params (11 wide), which fitted."""
+
+    def table_width(*extra):
+        output = at_width(1000, *args, *extra).stdout
+        return len(next(line for line in output.splitlines() if line.lstrip().startswith("─")).rstrip())
+
+    result = at_width(width, *args)
+    assert result.exit_code == 0, result.output
+    used = len(next(line for line in result.stdout.splitlines() if line.lstrip().startswith("─")).rstrip())
+    alone = table_width("--columns", "Layer" if args[0] != "compare" else "Model")
+    for heading in left_out_note(result.stdout):
+        needs = table_width("--columns", heading) - alone
+        assert used + needs > width, f"{heading} ({needs} wide) fits in {width - used} columns"

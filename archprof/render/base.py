@@ -48,9 +48,9 @@ def fitted_table(
 ) -> Table:
     """`columns` (heading -> cells, in display order) as a table laid out by `layout`.
 
-    Given a width, the columns last in `priority` (and those not in it) are left out, down to
-    `keep`, rather than cutting cells short, and the caption names them and how to show
-    them; where even those do not fit, the labels (the first column of `priority`) are cut
+    Given a width, the columns first in `priority` that fit are shown (at least `keep`), the
+    others (and those not in it) left out rather than cutting cells short, and the caption
+    names them and how to show them; where even those do not fit, the labels (the first column of `priority`) are cut
     in the middle. `marks[i]` follows row i's label, never cut ("◀ peak"). Given names, the
     first `labels` of `priority` and those columns, in that order. `rules[i]` draws a rule
     above row i. Text cells and the title are shown as they are, never read as Rich markup
@@ -136,11 +136,16 @@ def _widths(columns: dict[str, list]) -> dict[str, int]:
 
 
 def _fitting(widths: dict[str, int], order: list[str], width: int | None, keep: int) -> list[str]:
-    shown = list(order)
+    """The first `keep` columns of `order`, then each that still fits, in order: one too wide
+    is left out, not the narrower ones after it (% Params beside a left-out Activations)."""
     if width is None:
-        return shown
-    while len(shown) > keep and sum(widths[h] + 3 for h in shown) > width:  # padding and divider
-        shown.pop()
+        return list(order)
+    shown = order[:keep]
+    used = sum(widths[h] + 3 for h in shown)  # padding and divider
+    for heading in order[keep:]:
+        if used + widths[heading] + 3 <= width:
+            shown.append(heading)
+            used += widths[heading] + 3
     return shown
 
 
