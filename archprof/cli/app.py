@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import io
 import sys
 from collections.abc import Iterator
@@ -54,6 +55,16 @@ def _plain(parameter):
     return parameter
 
 
+def _flowing(text: str) -> str:
+    """A docstring's paragraphs each on one line, for Rich to wrap to the terminal: Typer
+    keeps the line breaks made for 88 columns, which on 80 broke every line twice, one
+    word on the second. An example (a line `archprof ...`) stays on its own line."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        paragraph if paragraph.startswith("archprof ") else " ".join(paragraph.split("\n")) for paragraph in paragraphs
+    )
+
+
 class _PlainHelp:
     """Help with plain metavars (`_PlainArgument`, `_PlainOption`), for a command or the group."""
 
@@ -61,6 +72,8 @@ class _PlainHelp:
         super().__init__(*args, **kwargs)
         for parameter in self.params:
             _plain(parameter)
+        if self.help:
+            self.help = _flowing(self.help)
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)

@@ -215,7 +215,12 @@ ModelBatchOpt = Annotated[
 
 ModelDTypeOpt = Annotated[
     Optional[DType],
-    typer.Option("--dtype", help="Data type of parameters and activations", show_default="the model's own"),
+    typer.Option(
+        "--dtype",
+        metavar="DTYPE",  # the choices in the help: a metavar of all four was cut mid-word ("bfloa", "t16")
+        help="Data type of parameters and activations: float32, float16, bfloat16 or float64",
+        show_default="the model's own",
+    ),
 ]
 
 

@@ -88,7 +88,7 @@ def compare(
     Examples:
 
     archprof compare resnet18 resnet50 mobilenet_v2 --sort macs
-    archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o comparison.csv"""
+    archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o compare.csv"""
     from archprof.comparison import compare as compare_models
     from archprof.comparison import (
         comparison_cells,
