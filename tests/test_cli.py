@@ -325,3 +325,13 @@ def test_available_memory_is_the_devices_free_memory(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.mem_get_info", lambda *device: (123_456, 1_000_000))
     assert available_memory() == ("cuda", 123_456)
+
+
+@pytest.mark.parametrize(
+    "args", [["profile", "lenet5", "--repeat", "1", "--warmup", "0"], ["compare", "lenet5"], ["check", "lenet5"]]
+)
+def test_every_command_with_a_progress_display_takes_quiet(args):
+    """profile took --quiet/-q and compare and check, which show progress too, refused it."""
+    result = invoke(*args, "-q", *(["--max-params", "1M"] if args[0] == "check" else []))
+    assert result.exit_code == 0, result.output
+    assert "--quiet" in " ".join(invoke(args[0], "-h").stdout.split())

@@ -133,6 +133,11 @@ OutputOpt = Annotated[
 ]
 
 
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress display (there is none where stderr is not a terminal).")
+]
+
+
 JobsOpt = Annotated[
     Optional[int],
     typer.Option(

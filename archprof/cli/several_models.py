@@ -14,6 +14,7 @@ from archprof.cli.common import (
     FormatOpt,
     JobsOpt,
     OutputOpt,
+    QuietOpt,
     WideOpt,
     check_output,
     choose_format,
@@ -78,6 +79,7 @@ def compare(
         typer.Option("--profile", help="Also time each model on the CPU (median of at least 5 runs, random weights)."),
     ] = False,
     jobs: JobsOpt = None,
+    quiet: QuietOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
     columns: columns_option("Params,MACs,Peak memory", always="the model's name always shows") = None,
@@ -102,7 +104,7 @@ def compare(
     choice = column_choice(columns, wide, chosen)
     read = [found for spec in models for found in input_files(spec)]
     check_output(output, "--output", *read, ("the --weights file", options.weights))
-    with progress_display(quiet=False) as progress:
+    with progress_display(quiet) as progress:
         frame = compare_models(
             models, profile=profile, training=train, jobs=jobs, progress=progress, **options.keywords()
         )
@@ -174,6 +176,7 @@ def check(
         ),
     ] = None,
     jobs: JobsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fail (exit 1) when a model exceeds its budget: limits from the options or a budget file.
 
@@ -216,7 +219,7 @@ def check(
         check_output(
             junit, "--junit", ("the budget file", budget_file), ("the --weights file", options.weights), *model_files
         )
-    with progress_display(quiet=False) as progress:
+    with progress_display(quiet) as progress:
         verdicts = budget.check_entries(entries, jobs=jobs, progress=progress)
     with standard_output():
         stdout_console().print(budget_table(budget.verdict_rows(verdicts)))
