@@ -9,7 +9,7 @@ from rich.text import Text
 
 from archprof.diff import format_change, format_percent, shape_change
 from archprof.render.base import Layout, fitted_table
-from archprof.text import layer_label, visible_text
+from archprof.text import layer_label, limits_verdict, visible_text
 from archprof.units import human_value
 
 # Columns of a comparison kept on a narrow terminal, most important first (the rest are
@@ -73,9 +73,9 @@ def budget_table(rows: list[dict[str, str]]) -> Group:
         parts.append(table)
     failed = sum(row["verdict"] != "pass" for row in rows)
     if failed:
-        parts.append(Text(f"FAIL: {failed} of {len(rows)} limits exceeded", style="bold red"))
+        parts.append(Text(f"FAIL: {limits_verdict(failed, len(rows))}", style="bold red"))
     else:
-        parts.append(Text(f"pass: all {len(rows)} limits hold", style="bold green"))
+        parts.append(Text(f"pass: {limits_verdict(0, len(rows))}", style="bold green"))
     return Group(*parts)
 
 
