@@ -453,3 +453,22 @@ def test_a_fitted_table_leaves_out_only_the_columns_that_do_not_fit(args, width)
     for heading in left_out_note(result.stdout):
         needs = table_width("--columns", heading) - alone
         assert used + needs > width, f"{heading} ({needs} wide) fits in {width - used} columns"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("check", "resnet50", "--max-params", "20M", "--max-macs", "5G", "--max-peak-memory", "1GB"),
+        ("diff", "resnet18", "resnet34"),
+    ],
+)
+def test_a_check_or_diff_totals_on_60_columns_wraps_its_labels_never_a_figure(args):
+    """check's table and diff's totals on 60 columns cut figures ('113.48…', '+101.9…',
+    'Ver…'): their labels wrap instead, and every figure shows whole."""
+    result = at_width(60, *args)
+    first_table = result.stdout.split("\n\n\n")[0] if args[0] == "check" else result.stdout.split("layers changed")[0]
+    assert "…" not in first_table, first_table
+    wide = at_width(200, *args).stdout
+    figures = re.findall(r"[-+]?\d[\d.]* (?:[KMG]B?|kB|px)(?: \([-+][\d.]+%\))?|[-+][\d.]+%", wide.split("layers")[0])
+    assert figures and all(figure in first_table for figure in figures), figures
+    assert all(len(line) <= 60 for line in first_table.splitlines())

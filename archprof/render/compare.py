@@ -58,7 +58,7 @@ def budget_table(rows: list[dict[str, str]]) -> Group:
         verdict = Text(f"{failed} exceeded", style="bold red") if failed else Text("within budget", style="green")
         title = Text.assemble(f"{visible_text(model)}  ·  input {shape}  ·  ", verdict)
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        table.add_column("Limit", no_wrap=True)
+        table.add_column("Limit", overflow="fold")  # on a narrow terminal the limit wraps, not the figures
         table.add_column("Value", justify="right", no_wrap=True)
         table.add_column("Margin", justify="right", no_wrap=True)
         table.add_column("Verdict", no_wrap=True)
@@ -85,7 +85,9 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
     title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
     totals = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("Total", "Old", "New", "Change", "%"):
-        totals.add_column(header, justify="left" if header == "Total" else "right", no_wrap=True)
+        # On a narrow terminal the label wraps, never the figures (Rich cut them: "+101.9…").
+        label = header == "Total"
+        totals.add_column(header, justify="left" if label else "right", no_wrap=not label, overflow="fold")
     for total in diff.totals:
         totals.add_row(
             total.label,
