@@ -985,3 +985,10 @@ def test_the_cpu_is_named_with_its_threads_in_good_english():
         assert device.device_name(torch.device("cpu")).endswith(", 2 threads")
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_tiny_share_of_the_peak_is_not_read_as_none():
+    """lenet5 against a 1 PFLOP/s peak: '<0.1% of peak', as every share reads (it said 0.0%)."""
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops="1000T", bandwidth="10GB/s")
+    text = " ".join(to_text(profile_table(report, Layout(width=200))).split())
+    assert "<0.1% of peak" in text and "0.0% of peak" not in text

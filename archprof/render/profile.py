@@ -88,7 +88,7 @@ def whole_model_table(measured) -> Table:
             "Achieved FLOP/s",
             flops_rate_text(measured.achieved_flops_per_s),
             f"(flops + elementwise_flops) / median: {human_count(measured.work_flops)} FLOPs, "
-            f"{100 * measured.achieved_flops_per_s / peak:.1f}% of peak",
+            f"{share_text(measured.achieved_flops_per_s / peak)} of peak",
         ),
         ("Forward with per-layer hooks, median", _ms(measured.hooked_median_ms), f"{100 * hooked_extra:+.1f}% (hooks)"),
         ("Sum of per-layer medians", _ms(measured.layer_sum_ms), "module calls, less the calls inside them"),
