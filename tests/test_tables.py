@@ -472,3 +472,10 @@ def test_a_check_or_diff_totals_on_60_columns_wraps_its_labels_never_a_figure(ar
     figures = re.findall(r"[-+]?\d[\d.]* (?:[KMG]B?|kB|px)(?: \([-+][\d.]+%\))?|[-+][\d.]+%", wide.split("layers")[0])
     assert figures and all(figure in first_table for figure in figures), figures
     assert all(len(line) <= 60 for line in first_table.splitlines())
+
+
+def test_a_training_summary_says_so_in_its_title():
+    """summary --train's table was titled as the inference one (memory's says which it shows)."""
+    result = at_width(120, "summary", "lenet5", "--train")
+    assert result.stdout.splitlines()[0].rstrip().endswith("float32  ·  training step"), result.stdout
+    assert "training" not in at_width(120, "summary", "lenet5").stdout.splitlines()[0]
