@@ -479,3 +479,28 @@ def test_a_training_summary_says_so_in_its_title():
     result = at_width(120, "summary", "lenet5", "--train")
     assert result.stdout.splitlines()[0].rstrip().endswith("float32  ·  training step"), result.stdout
     assert "training" not in at_width(120, "summary", "lenet5").stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("summary", "lenet5"),
+        ("memory", "lenet5"),
+        ("rf", "lenet5"),
+        ("compare", "lenet5", "alexnet"),
+        ("check", "lenet5", "--max-params", "1M"),
+        ("diff", "lenet5", "lenet5"),
+        ("explain", "lenet5"),
+        ("zoo",),
+    ],
+)
+def test_a_table_piped_or_written_has_no_trailing_spaces(args, tmp_path):
+    """Off a terminal every line ended in the spaces Rich pads it with to the table's width
+    (171 on a blank line): noise in a file, a diff or a pull request."""
+    for result in (piped(*args), at_width(80, *args)):
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() and not re.search(r" \n", result.stdout), result.stdout
+    if args[0] in ("summary", "memory", "rf", "compare", "diff"):
+        target = tmp_path / "table.txt"
+        assert piped(*args, "-o", target).exit_code == 0
+        assert not re.search(r" \n", target.read_text())

@@ -7,6 +7,7 @@ import copy
 import errno
 import inspect
 import os
+import re
 import sys
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -596,7 +597,28 @@ def _html(report) -> str:
 
 def stdout_console(width: int | None = None):
     """A Rich console on the report's standard output (its terminal, its width), for use
-    inside `standard_output`."""
+    inside `standard_output`. Off a terminal (a pipe, a file) its lines end without the
+    spaces Rich pads them with, as `to_text` writes them."""
     from rich.console import Console
 
-    return Console(file=_report_stream(), width=width)
+    stream = _report_stream()
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        terminal = False
+    return Console(file=stream if terminal else _TrimmedLines(stream), width=width)
+
+
+class _TrimmedLines:
+    """A stream whose lines lose their trailing spaces (a table's padding, every line of it
+    and the blank ones: noise in a file, a diff or a pull request); all else is the stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(re.sub(r" +(?=\n)", "", text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)

@@ -239,4 +239,4 @@ def to_text(renderable, width: int | None = None) -> str:
     (None: as wide as the renderable needs)."""
     console = Console(width=width or UNLIMITED_WIDTH, record=True, file=io.StringIO(), color_system=None)
     console.print(renderable)
-    return console.export_text()
+    return re.sub(r" +(?=\n)", "", console.export_text())  # Rich pads each line to the table's width
