@@ -82,7 +82,7 @@ def memory_totals_table(report, fit=None) -> Table:
     else:
         peak_at = visible_text(totals.peak_layer) or "(model)"
         add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
-        add("Peak memory (inference)", totals.peak_memory_bytes, "bold")
+        add("Peak inference memory", totals.peak_memory_bytes, "bold")  # as summary's totals name it
     table.add_row("Input", report.input_text, f"model in {totals.dtype}")
     if fit is not None:
         add("Budget", fit.budget_bytes)
