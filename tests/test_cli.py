@@ -335,3 +335,17 @@ def test_every_command_with_a_progress_display_takes_quiet(args):
     result = invoke(*args, "-q", *(["--max-params", "1M"] if args[0] == "check" else []))
     assert result.exit_code == 0, result.output
     assert "--quiet" in " ".join(invoke(args[0], "-h").stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["summary", "lenet5", "--depth", "-1"], "'--depth' / '-d': must be at least 0"),
+        (["compare", "lenet5", "--jobs", "0"], "'--jobs' / '-j': must be at least 1"),
+        (["summary", "lenet5", "--batch", "x"], "'--batch' / '-b': must be a whole number"),
+    ],
+)
+def test_a_bad_number_is_worded_as_archprof_words_it(args, said):
+    """Not pydantic's 'Input should be greater than or equal to 0', which read as about --input."""
+    line = one_error_line(invoke(*args))
+    assert said in line and "Input should" not in line, line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import inspect
 import io
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,6 +87,14 @@ _CLICK_ERRORS = sys.modules[typer.BadParameter.__module__]
 _HELP_FOR_NO_ARGUMENTS = getattr(_CLICK_ERRORS, "NoArgsIsHelpError", ())
 
 
+# Pydantic's words for a bad number, as archprof's own errors put it (--warmup must be at least 0).
+_PYDANTIC_WORDING = (
+    (r"Input should be greater than or equal to (\S+)", r"must be at least \1"),
+    (r"Input should be a valid integer, unable to parse string as an integer", "must be a whole number"),
+    (r"Input should be", "the value should be"),
+)
+
+
 @contextmanager
 def _usage_error_on_one_line(command: str) -> Iterator[None]:
     """A command line Click cannot parse (an unknown option, a bad value, a missing
@@ -96,8 +105,11 @@ def _usage_error_on_one_line(command: str) -> Iterator[None]:
     except _CLICK_ERRORS.UsageError as exc:
         if isinstance(exc, _HELP_FOR_NO_ARGUMENTS):
             raise
-        # Typer 0.29 words a bad value through pydantic ("Value error, 'xml' is not one of ...").
+        # Typer 0.29 words a bad value through pydantic ("Value error, 'xml' is not one of ...",
+        # "Input should be greater than or equal to 1": not --input, the value).
         message = " ".join(exc.format_message().replace("Value error, ", "").split()).removesuffix(".")
+        for pydantic, plain in _PYDANTIC_WORDING:
+            message = re.sub(pydantic, plain, message)
         message = message[:1].lower() + message[1:]
         say(f"error: {message} ({command} -h for help)")
         raise typer.Exit(2) from None
