@@ -165,7 +165,16 @@ def _one_unit(values: list, steps) -> list:
     they compare at a glance: '0.404 ms' above '0.008 ms', never above '8.14 µs'."""
     largest = max((abs(v) for v in values if v is not None and v == v), default=0)
     size, unit, decimals = next((step for step in steps if largest >= step[0]), steps[-1])
-    return [dash() if v is None or v != v else f"{v / size:,.{decimals}f} {unit}" for v in values]
+    least = 10**-decimals
+
+    def cell(value) -> Text | str:
+        if value is None or value != value:
+            return dash()
+        if 0 < value < least * size / 2:  # above zero, yet it would read "0.00 GFLOP/s"
+            return f"<{least:.{decimals}f} {unit}"
+        return f"{value / size:,.{decimals}f} {unit}"
+
+    return [cell(value) for value in values]
 
 
 def _above_roof(row, ceilings) -> bool:
