@@ -98,6 +98,7 @@ def compare(
         comparison_json,
         comparison_markdown,
         sort_comparison,
+        sorted_heading,
     )
 
     chosen = choose_format(format, output, html=False)
@@ -114,7 +115,8 @@ def compare(
     def table(layout):
         from archprof.render import comparison_table
 
-        return comparison_table(*comparison_cells(frame), baseline=frame.attrs.get("baseline"), layout=layout)
+        baseline, sorted_by = frame.attrs.get("baseline"), sorted_heading(frame)
+        return comparison_table(*comparison_cells(frame), baseline=baseline, layout=layout, sorted_by=sorted_by)
 
     emit(
         chosen,

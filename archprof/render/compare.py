@@ -19,6 +19,8 @@ _COMPARISON_PRIORITY = (
     "Params",
     "MACs",
     "Latency (CPU)",
+    "Training FLOPs",  # asked for (--train, --profile): before the columns every comparison has
+    "Training step peak",
     "x Params",
     "x MACs",
     "Peak memory",
@@ -30,10 +32,15 @@ _COMPARISON_PRIORITY = (
 
 
 def comparison_table(
-    headers: list[str], rows: list[list[str]], baseline: str | None = None, layout: Layout = Layout()
+    headers: list[str],
+    rows: list[list[str]],
+    baseline: str | None = None,
+    layout: Layout = Layout(),
+    sorted_by: str | None = None,
 ) -> Table:
     """Models side by side (cells from `archprof.comparison.comparison_cells`); a model's name
-    shown on one line, its control characters as escapes (`visible_text`)."""
+    shown on one line, its control characters as escapes (`visible_text`). The column the rows
+    are `sorted_by` (a heading) is kept on a narrow terminal, after the model's name."""
     columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
     columns["Model"] = [visible_text(model) for model in columns["Model"]]
     title = "Comparison"
@@ -43,7 +50,10 @@ def comparison_table(
         del columns["Input"]
     if baseline:
         title += f"  ·  ratios against {visible_text(baseline)}"
-    return fitted_table(title, columns, _COMPARISON_PRIORITY, layout)
+    priority = [heading for heading in _COMPARISON_PRIORITY if heading != sorted_by]
+    if sorted_by in columns:
+        priority.insert(1, sorted_by)
+    return fitted_table(title, columns, priority, layout)
 
 
 def budget_table(rows: list[dict[str, str]]) -> Group:
