@@ -504,3 +504,16 @@ def test_a_table_piped_or_written_has_no_trailing_spaces(args, tmp_path):
         target = tmp_path / "table.txt"
         assert piped(*args, "-o", target).exit_code == 0
         assert not re.search(r" \n", target.read_text())
+
+
+def test_rf_coverage_keeps_two_figures_and_never_reads_all_for_less(tmp_path):
+    """Coverage below 1% in two significant figures (resnet18's 0.20% above 0.39%; it said
+    0.2%), and a field of 2000 of 2001 pixels '>99.9%', not '100%' (the whole input's)."""
+    result = at_width(200, "rf", "resnet18", "--columns", "Coverage")
+    rows = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines() if line.startswith("   ")}
+    assert rows["layer1.0.conv1"] == "0.20%" and rows["layer1.0.conv2"] == "0.39%", rows
+    source = tmp_path / "wide_kernel.py"
+    source.write_text("from torch import nn\n\ndef net():\n    return nn.Conv2d(1, 1, (1, 2000))\n")
+    result = at_width(200, "rf", f"{source}:net", "--input", "1x1x2001", "--columns", "Coverage")
+    assert result.exit_code == 0, result.output
+    assert "(model)" in result.stdout and ">99.9%" in result.stdout and "100%" not in result.stdout, result.stdout

@@ -114,7 +114,7 @@ def _centred_and_coverage(field, stride, start, spatial) -> tuple[Text | str, Te
     elif percent >= 1 or percent == 0:
         coverage = f"{percent:.1f}%".replace(".0%", "%")
     else:
-        coverage = f"{percent:.2g}%"
+        coverage = f"{percent:#.2g}%"  # two figures: 0.20%, not 0.2% above 0.39%
     if not isinstance(stride, tuple):  # the stride is undefined: so is the unit's centre
         return dash(), coverage
     # centre of [first, first + size - 1] == (jump - 1) / 2, doubled to stay in integers
