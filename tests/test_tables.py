@@ -517,3 +517,11 @@ def test_rf_coverage_keeps_two_figures_and_never_reads_all_for_less(tmp_path):
     result = at_width(200, "rf", f"{source}:net", "--input", "1x1x2001", "--columns", "Coverage")
     assert result.exit_code == 0, result.output
     assert "(model)" in result.stdout and ">99.9%" in result.stdout and "100%" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("width", [None, 80])
+def test_a_table_made_narrow_by_columns_keeps_its_title_on_one_line(width):
+    """rf lenet5 --columns Coverage wrapped its title to the table: 'lenet5  ·' over three lines."""
+    args = ("rf", "lenet5", "--columns", "Coverage")
+    result = piped(*args) if width is None else at_width(width, *args)
+    assert result.stdout.splitlines()[0] == "lenet5  ·  receptive fields on a 32x32 input", result.stdout
