@@ -525,3 +525,13 @@ def test_a_table_made_narrow_by_columns_keeps_its_title_on_one_line(width):
     args = ("rf", "lenet5", "--columns", "Coverage")
     result = piped(*args) if width is None else at_width(width, *args)
     assert result.stdout.splitlines()[0] == "lenet5  ·  receptive fields on a 32x32 input", result.stdout
+
+
+@pytest.mark.parametrize("command", ["summary", "memory"])
+def test_a_folded_report_says_so_in_its_title(command):
+    """--fold-bn's table (11,684,712 parameters for resnet18) read as the model's own (11,689,512)."""
+    folded = at_width(200, command, "resnet18", "--fold-bn").stdout.splitlines()[0]
+    assert folded.endswith("  ·  BatchNorms folded"), folded
+    assert "folded" not in at_width(200, command, "resnet18").stdout.splitlines()[0]
+    markdown = at_width(200, command, "resnet18", "--fold-bn", "-f", "markdown").stdout
+    assert "BatchNorms folded" in markdown.splitlines()[0]

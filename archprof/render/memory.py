@@ -48,6 +48,8 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
             cells["Saved for backward"].append(subtotal_cell(node, "saved_activation_bytes", bytes_cell))
     mode = "training forward" if report.training else "inference"
     title = f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}  ·  {mode}"
+    if report.batch_norm_folding is not None:  # --fold-bn, as summary's title says it
+        title += "  ·  BatchNorms folded"
     table = fitted_table(title, cells, _MEMORY_COLUMNS, layout, marks=marks)
     parts: list = [table, memory_totals_table(report, fit)]
     if measured is not None:
