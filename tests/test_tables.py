@@ -466,7 +466,7 @@ def test_a_check_or_diff_totals_on_60_columns_wraps_its_labels_never_a_figure(ar
     """check's table and diff's totals on 60 columns cut figures ('113.48…', '+101.9…',
     'Ver…'): their labels wrap instead, and every figure shows whole."""
     result = at_width(60, *args)
-    first_table = result.stdout.split("\n\n\n")[0] if args[0] == "check" else result.stdout.split("layers changed")[0]
+    first_table = result.stdout.split("\n\n\n")[0] if args[0] == "check" else result.stdout.split("layers: ")[0]
     assert "…" not in first_table, first_table
     wide = at_width(200, *args).stdout
     figures = re.findall(r"[-+]?\d[\d.]* (?:[KMG]B?|kB|px)(?: \([-+][\d.]+%\))?|[-+][\d.]+%", wide.split("layers")[0])

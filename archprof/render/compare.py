@@ -107,7 +107,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
             format_percent(total.percent),
         )
     parts: list = [totals]
-    summary = f"{len(diff.layers)} layers changed, {diff.unchanged} unchanged"
+    summary = layers_changed_text(diff)
     if not diff.layers:
         parts.append(Text(summary))
         return Group(*parts)
@@ -128,6 +128,17 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
     layers = fitted_table(summary, columns, priority, layout, labels=2)
     parts.append(layers)
     return Group(*parts)
+
+
+def layers_changed_text(diff) -> str:
+    """'layers: 56 added, 69 unchanged' (it said '56 layers changed' of 56 rows all 'added');
+    'layers: none added, removed or changed, 12 unchanged'."""
+    counts = [(sum(change.status == status for change in diff.layers), status) for status in _STATUSES]
+    changes = ", ".join(f"{count} {status}" for count, status in counts if count) or "none added, removed or changed"
+    return f"layers: {changes}, {diff.unchanged} unchanged"
+
+
+_STATUSES = ("added", "removed", "changed")
 
 
 # The diff's columns, most important first, and the report column each shows.
