@@ -535,3 +535,10 @@ def test_a_folded_report_says_so_in_its_title(command):
     assert "folded" not in at_width(200, command, "resnet18").stdout.splitlines()[0]
     markdown = at_width(200, command, "resnet18", "--fold-bn", "-f", "markdown").stdout
     assert "BatchNorms folded" in markdown.splitlines()[0]
+
+
+def test_a_title_longer_than_the_terminal_wraps_to_the_terminal_not_to_the_table():
+    """On 40 columns rf lenet5 --columns Coverage (a table 26 wide) took three lines for its title."""
+    lines = at_width(40, "rf", "lenet5", "--columns", "Coverage").stdout.splitlines()
+    assert lines[:2] == ["lenet5  ·  receptive fields on a 32x32", "input"], lines
+    assert all(len(line) <= 40 for line in lines)

@@ -77,10 +77,11 @@ def fitted_table(
             label_width = max(widths[label] - over, _SHORTEST_LABEL)
             columns = {**columns, label: _cut_labels(unmarked, marks, label_width)}
     title = Text(title) if isinstance(title, str) else title.copy()
-    if layout.width is None or title.cell_len <= layout.width:
-        # On one line where the width allows, not wrapped to a table its columns made narrow
-        # (rf --columns Coverage gave "lenet5  ·" over three lines).
-        title.no_wrap, title.overflow = True, "ignore"
+    if layout.width is not None and title.cell_len > layout.width:
+        title = Text("\n").join(title.wrap(Console(width=layout.width), layout.width))
+    # Wrapped to the width it has, not to a table its columns made narrow (rf --columns
+    # Coverage gave "lenet5  ·" over three lines; profile's on 80 columns took four).
+    title.no_wrap, title.overflow = True, "ignore"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)
     for heading in shown:
         table.add_column(
