@@ -44,7 +44,7 @@ from archprof.output import read_text
 from archprof.parallel import Progress, ordered_map
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
-from archprof.text import markdown_code, markdown_literal, visible_text
+from archprof.text import limits_verdict, markdown_code, markdown_literal, visible_text
 from archprof.units import human_value, parse_count, parse_size, shape_text, shapes_text
 
 # -- limits ------------------------------------------------------------------------------
@@ -433,12 +433,12 @@ def markdown_summary(results: Sequence[Verdict | EntryError]) -> str:
     failed = sum(not v.passed for v in verdicts)
     models = len(dict.fromkeys((v.model, v.input_shape) for v in verdicts))
     if errors:
-        exceeded = f", {failed} of {len(verdicts)} limits exceeded" if failed else ""
+        exceeded = f", {limits_verdict(failed, len(verdicts))}" if failed else ""
         title = f"### ⚠️ archprof budget: {unchecked_text(errors)}{exceeded}"
     elif failed:
-        title = f"### ❌ archprof budget: {failed} of {len(verdicts)} limits exceeded"
+        title = f"### ❌ archprof budget: {limits_verdict(failed, len(verdicts))}"
     else:
-        title = f"### ✅ archprof budget: all {len(verdicts)} limits hold ({models} model{'s' * (models != 1)})"
+        title = f"### ✅ archprof budget: {limits_verdict(0, len(verdicts))} ({models} model{'s' * (models != 1)})"
     lines = [title, "", "| Model | Input | Limit | Value | Margin | Verdict |", "|---|---|---|---:|---:|---|"]
     for result in results:
         if isinstance(result, EntryError):

@@ -330,31 +330,42 @@ def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:
         raise ArchprofError(f"cannot sort by '{key}': choose one of {', '.join(columns)}")
     if column not in frame.columns:
         raise ArchprofError(f"cannot sort by '{key}': {column} is not in this comparison")
-    return frame.sort_values(column, kind="stable", na_position="last").reset_index(drop=True)
+    frame = frame.sort_values(column, kind="stable", na_position="last").reset_index(drop=True)
+    frame.attrs["sorted_by"] = column  # a narrow table keeps it (`sorted_heading`)
+    return frame
+
+
+def _ratio(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}x"
+
+
+# A comparison's columns as tables and Markdown show them: heading, frame column, cell.
+_CELLS = (
+    ("Model", "model", str),
+    ("Input", "input_shape", str),
+    ("Params", "param_count", human_count),
+    ("x Params", "param_ratio", _ratio),
+    ("MACs", "macs", human_count),
+    ("x MACs", "macs_ratio", _ratio),
+    ("FLOPs", "flops", human_count),
+    ("Training FLOPs", "training_flops", human_count),
+    ("Activations", "activation_bytes", human_bytes),
+    ("Peak memory", "peak_memory_bytes", human_bytes),
+    ("Training step peak", "training_peak_bytes", human_bytes),
+    ("Receptive field", "receptive_field", lambda v: f"{v} px"),
+    ("Latency (CPU)", "latency_ms", lambda v: f"{v:.1f} ms"),
+)
+
+
+def sorted_heading(frame: pd.DataFrame) -> str | None:
+    """The heading of the column `sort_comparison` sorted `frame` by (None: unsorted)."""
+    column = frame.attrs.get("sorted_by")
+    return next((header for header, name, _ in _CELLS if name == column), None)
 
 
 def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and human-readable cells of a comparison (for tables and Markdown)."""
-
-    def ratio(value: float) -> str:
-        return "-" if value != value else f"{value:.2f}x"
-
-    spec = [
-        ("Model", "model", str),
-        ("Input", "input_shape", str),
-        ("Params", "param_count", human_count),
-        ("x Params", "param_ratio", ratio),
-        ("MACs", "macs", human_count),
-        ("x MACs", "macs_ratio", ratio),
-        ("FLOPs", "flops", human_count),
-        ("Training FLOPs", "training_flops", human_count),
-        ("Activations", "activation_bytes", human_bytes),
-        ("Peak memory", "peak_memory_bytes", human_bytes),
-        ("Training step peak", "training_peak_bytes", human_bytes),
-        ("Receptive field", "receptive_field", lambda v: f"{v} px"),
-        ("Latency (CPU)", "latency_ms", lambda v: f"{v:.1f} ms"),
-    ]
-    present = [(header, column, show) for header, column, show in spec if column in frame.columns]
+    present = [(header, column, show) for header, column, show in _CELLS if column in frame.columns]
     rows = []
     for record in comparison_records(frame):
         rows.append([("-" if record[column] is None else show(record[column])) for _, column, show in present])

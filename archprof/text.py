@@ -73,6 +73,15 @@ def training_peak_place(layer: str, phase: str) -> str:
     return f"at {layer_label(layer, 0)}, {phase}"
 
 
+def limits_verdict(failed: int, total: int) -> str:
+    """A budget check's verdict on its limits: '1 of 3 limits exceeded', 'all 3 limits hold';
+    of one limit, 'the 1 limit holds', '1 of 1 limit exceeded' (not 'all 1 limits hold')."""
+    limits = "limit" if total == 1 else "limits"
+    if failed:
+        return f"{failed} of {total} {limits} exceeded"
+    return f"all {total} limits hold" if total != 1 else "the 1 limit holds"
+
+
 def dims_text(value: tuple[int, ...] | str | None) -> str:
     """A field, stride or start as the CSV writes it: '212x212', 'input' or 'undefined' (a
     `FieldMark`, a str), '' for None."""

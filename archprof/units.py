@@ -25,6 +25,16 @@ def human_count(value: int) -> str:
     return str(value)
 
 
+def share_text(share: float) -> str:
+    """A fraction as a percentage to 0.1%: 0.255 -> '25.5%'; a share that is neither none nor
+    all never reads as either: '<0.1%' (not 0.0%), '>99.9%' (not 100.0%)."""
+    if 0 < share < 0.0005:
+        return "<0.1%"
+    if 0.9995 <= share < 1:
+        return ">99.9%"
+    return f"{100 * share:.1f}%"
+
+
 def human_value(unit: str, value: int) -> str:
     """A count, bytes or pixels as a person reads them: '25.56 M', '6.12 MB', '212 px'."""
     if unit == "bytes":

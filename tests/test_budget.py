@@ -240,7 +240,7 @@ def test_github_step_summary_is_appended(tmp_path):
     assert invoke("check", "resnet50", "--max-params", "20M", env=env).exit_code == 1
     text = summary.read_text()
     assert text.startswith("# earlier step\n")
-    assert "all 1 limits hold" in text and "1 of 1 limits exceeded" in text
+    assert "the 1 limit holds" in text and "1 of 1 limit exceeded" in text  # not "all 1 limits hold"
     assert "| `resnet50` | 1x3x224x224 | `max-params 30M` | 25.56 M |" in text
     assert "**FAIL**" in text
 
@@ -522,3 +522,13 @@ def test_underscored_keys_and_array_inputs_are_accepted(tmp_path):
         ("max-params", 100_000),
         ("max-peak-memory", 2**20),
     ]
+
+
+def test_the_verdict_line_counts_its_limits_in_words():
+    """One limit: 'the 1 limit holds', '1 of 1 limit exceeded' (it said 'all 1 limits hold')."""
+    one = invoke("check", "lenet5", "--max-params", "1M")
+    assert one.exit_code == 0 and one.stdout.splitlines()[-1].strip() == "pass: the 1 limit holds", one.stdout
+    over = invoke("check", "lenet5", "--max-params", "1K")
+    assert over.exit_code == 1 and over.stdout.splitlines()[-1].strip() == "FAIL: 1 of 1 limit exceeded"
+    two = invoke("check", "lenet5", "--max-params", "1M", "--max-macs", "1G")
+    assert two.stdout.splitlines()[-1].strip() == "pass: all 2 limits hold"

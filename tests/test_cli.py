@@ -325,3 +325,27 @@ def test_available_memory_is_the_devices_free_memory(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.mem_get_info", lambda *device: (123_456, 1_000_000))
     assert available_memory() == ("cuda", 123_456)
+
+
+@pytest.mark.parametrize(
+    "args", [["profile", "lenet5", "--repeat", "1", "--warmup", "0"], ["compare", "lenet5"], ["check", "lenet5"]]
+)
+def test_every_command_with_a_progress_display_takes_quiet(args):
+    """profile took --quiet/-q and compare and check, which show progress too, refused it."""
+    result = invoke(*args, "-q", *(["--max-params", "1M"] if args[0] == "check" else []))
+    assert result.exit_code == 0, result.output
+    assert "--quiet" in " ".join(invoke(args[0], "-h").stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["summary", "lenet5", "--depth", "-1"], "'--depth' / '-d': must be at least 0"),
+        (["compare", "lenet5", "--jobs", "0"], "'--jobs' / '-j': must be at least 1"),
+        (["summary", "lenet5", "--batch", "x"], "'--batch' / '-b': must be a whole number"),
+    ],
+)
+def test_a_bad_number_is_worded_as_archprof_words_it(args, said):
+    """Not pydantic's 'Input should be greater than or equal to 0', which read as about --input."""
+    line = one_error_line(invoke(*args))
+    assert said in line and "Input should" not in line, line

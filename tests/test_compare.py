@@ -247,3 +247,21 @@ def test_the_readme_shows_the_compare_markdown_as_the_tool_writes_it():
     assert command in readme
     written = invoke(*command.split()[1:], "-j", "1").stdout
     assert written.strip() in readme
+
+
+@pytest.mark.parametrize(
+    ("extra", "kept"),
+    [
+        (["--sort", "receptive-field"], ["Receptive field"]),
+        (["--sort", "flops"], ["FLOPs"]),
+        (["--train", "--sort", "training-flops"], ["Training FLOPs", "Training step peak"]),
+    ],
+)
+def test_a_narrow_comparison_keeps_the_column_it_is_sorted_by_and_what_was_asked_for(extra, kept):
+    """On 80 columns the rows sorted by training FLOPs (or the receptive field) showed
+    neither that column nor any training figure: --train's columns came last."""
+    result = runner.invoke(app, ["compare", "lenet5", "alexnet", *extra], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("Model"))
+    assert all(heading in header for heading in kept), result.stdout
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())

@@ -20,7 +20,7 @@ import archprof
 from archprof.cli import app
 from archprof.passes.memory import OPTIMIZER_STATE_COPIES
 from archprof.units import human_bytes
-from tests.cli import cli
+from tests.cli import cli, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = [command.name or command.callback.__name__ for command in app.registered_commands]
@@ -303,3 +303,22 @@ def test_an_input_is_shown_in_the_dtype_it_was_given(tmp_path):
     assert re.search(r"Input\s*│\s*1x77:int64\s*│\s*model in float32", result.stdout)
     report = archprof.analyze(f"{tmp_path / 'tokens.py'}:model", inputs=["77:int64"])
     assert report.input_dtypes == ("int64",) and "1x77:int64" in repr(report)
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_a_help_page_on_80_columns_keeps_examples_whole_and_fills_its_lines(command, pages):
+    """On a terminal 80 columns wide: each example on one line, as on a wide one (a long one
+    went on over two, to be pasted as two commands); prose paragraphs wrapped once, to the
+    width (the docstring's own breaks, made for 88 columns, left a word alone on every other
+    line); --dtype's four choices whole (its metavar was cut: 'bfloa', 't16')."""
+    result = runner.invoke(app, [*([command] if command else []), "-h"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    page = result.stdout
+    for example in _examples(pages[command], command) if command in DOCUMENTED else []:
+        assert f"archprof {command} {shlex.join(example)}".strip() in [line.strip() for line in page.splitlines()]
+    prose = page[: page.find("╭")].split("Example")[0]
+    for paragraph in re.split(r"\n\s*\n", prose):
+        lines = [line.rstrip() for line in paragraph.splitlines() if line.strip()]
+        assert all(len(line) > 60 for line in lines[:-1]), lines
+    if "--dtype" in page:
+        assert all(dtype in " ".join(page.split()) for dtype in ("float32", "float16", "bfloat16", "float64"))

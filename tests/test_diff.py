@@ -213,7 +213,7 @@ def test_json_reports_diff_as_their_csv_and_their_models_do(tmp_path):
     built = {name: sum(p.numel() for p in MODELS[name].build().parameters()) for name in ("resnet18", "resnet34")}
     assert (params.old, params.new) == (built["resnet18"], built["resnet34"])
     same = cli("diff", tmp_path / "resnet18.json", "resnet18", "-i", "3x64x64")
-    assert same.exit_code == 0 and "0 layers changed" in same.stdout
+    assert same.exit_code == 0 and "layers: none added, removed or changed, 69 unchanged" in same.stdout
 
 
 @pytest.mark.parametrize(
@@ -281,3 +281,11 @@ def test_read_csv_report_types(tmp_path):
     side = read_csv_report(path)
     assert side.total("param_count") == 138_357_544
     assert all(isinstance(row["call"], int) for row in side.rows)
+
+
+def test_the_layer_count_line_says_what_happened_to_them():
+    """resnet18 → resnet34 added 56 layers and changed none: it said '56 layers changed'."""
+    result = cli("diff", "resnet18", "resnet34")
+    assert result.exit_code == 0, result.output
+    assert "layers: 56 added, 69 unchanged" in result.stdout
+    assert "**layers: 56 added, 69 unchanged**" in cli("diff", "resnet18", "resnet34", "-f", "markdown").stdout

@@ -1075,3 +1075,23 @@ def test_the_cpu_is_named_with_its_threads_in_good_english():
         assert device.device_name(torch.device("cpu")).endswith(", 2 threads")
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_tiny_share_of_the_peak_is_not_read_as_none():
+    """lenet5 against a 1 PFLOP/s peak: '<0.1% of peak', as every share reads (it said 0.0%)."""
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops="1000T", bandwidth="10GB/s")
+    text = " ".join(to_text(profile_table(report, Layout(width=200))).split())
+    assert "<0.1% of peak" in text and "0.0% of peak" not in text
+
+
+def test_a_measured_cell_above_zero_never_reads_zero():
+    """A column is in one unit: a row far below the others' (1 FLOP/s among GFLOP/s) reads
+    '<0.01 GFLOP/s', not '0.00 GFLOP/s' (as a share reads '<0.1%')."""
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, **CEILINGS)
+    rates = report.columns["achieved_flops_per_s"]
+    slow = next(index for index, rate in enumerate(rates) if rate)
+    rates[slow] = 1.0
+    rates[next(index for index, rate in enumerate(rates) if rate and index != slow)] = 5e9  # GFLOP/s
+    text = to_text(profile_table(report, Layout(width=300)))
+    row = next(line for line in text.splitlines() if line.split()[:1] == [report.columns["layer"][slow]])
+    assert "<0.01 GFLOP/s" in row and "0.00 GFLOP/s" not in row, row

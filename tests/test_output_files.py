@@ -449,3 +449,31 @@ def test_a_huge_depth_is_every_row():
     plain = invoke("summary", "lenet5", "-f", "csv")
     assert deep.exit_code == 0, deep.output
     assert deep.stdout == plain.stdout
+
+
+@pytest.mark.parametrize("command", ["summary", "compare", "check"])
+def test_ctrl_c_is_one_line_and_exit_130_with_no_file(command, tmp_path):
+    """Ctrl-C mid-analysis (here in the model's forward): one line saying so (Typer's own
+    exit 130 said nothing), and no report file, not even a partial one."""
+    from typer.testing import CliRunner
+
+    from archprof.cli import app
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "net.py").write_text(
+        "import torch\n\nclass Net(torch.nn.Linear):\n    def forward(self, x):\n        raise KeyboardInterrupt\n"
+        "\ndef net():\n    return Net(4, 4)\n"
+    )
+    spec = f"{models / 'net.py'}:net"
+    target = tmp_path / "out" / "report.csv"
+    target.parent.mkdir()
+    options = {
+        "summary": [spec, "-o", target],
+        "compare": [spec, spec, "--jobs", "1", "-o", target],
+        "check": [spec, "--max-params", "1M", "--junit", target],
+    }[command]
+    result = CliRunner().invoke(app, [command, *map(str, options), "--input", "4"])
+    assert result.exit_code == 130, result.output
+    assert result.stderr == "interrupted (Ctrl-C)\n"
+    assert list(target.parent.iterdir()) == []

@@ -419,3 +419,126 @@ def test_repr_html_dims_subtotals_and_escapes_names():
 def test_every_plot_option_takes_a_file(command):
     help_text = " ".join(at_width(400, command, "-h").stdout.replace("│", " ").split())
     assert re.search(r"--plot (\S+) Draw", help_text).group(1) == "FILE"
+
+
+def test_a_share_that_is_neither_none_nor_all_never_reads_as_either():
+    """% MACs and % Params of a layer holding 99.95% of the model's: '>99.9%', not '100.0%';
+    the other's 0.05%... 0.0001%: '<0.1%', as in explain's stage shares (which said 0.0%)."""
+    report = archprof.analyze(nn.Sequential(nn.Linear(2000, 2000, bias=False), nn.Linear(2000, 1, bias=False)), (2000,))
+    console = Console(width=300, record=True, file=io.StringIO())
+    console.print(report.table())
+    rows = {line.split()[0]: line.split() for line in console.export_text().splitlines() if line[:3] in (" 0 ", " 1 ")}
+    assert rows["0"].count(">99.9%") == 2 and "100.0%" not in rows["0"], rows
+    assert rows["1"].count("<0.1%") == 2, rows
+    stages = {line.split()[0]: line.split() for line in report.explain().splitlines() if line[:4] in ("  0 ", "  1 ")}
+    assert stages["0"][3::2] == [">99.9%", ">99.9%"] and stages["1"][3::2] == ["<0.1%", "<0.1%"], stages
+
+
+@pytest.mark.parametrize(
+    "args", [("summary", "resnet18"), ("memory", "resnet18"), ("rf", "resnet18"), ("compare", "resnet18", "resnet50")]
+)
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_a_fitted_table_leaves_out_only_the_columns_that_do_not_fit(args, width):
+    """A column too wide for the room left is left out, not every narrower one after it: at
+    100 columns summary used 80 and left out % Params (11 wide), which fitted."""
+
+    def table_width(*extra):
+        output = at_width(1000, *args, *extra).stdout
+        return len(next(line for line in output.splitlines() if line.lstrip().startswith("─")).rstrip())
+
+    result = at_width(width, *args)
+    assert result.exit_code == 0, result.output
+    used = len(next(line for line in result.stdout.splitlines() if line.lstrip().startswith("─")).rstrip())
+    alone = table_width("--columns", "Layer" if args[0] != "compare" else "Model")
+    for heading in left_out_note(result.stdout):
+        needs = table_width("--columns", heading) - alone
+        assert used + needs > width, f"{heading} ({needs} wide) fits in {width - used} columns"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("check", "resnet50", "--max-params", "20M", "--max-macs", "5G", "--max-peak-memory", "1GB"),
+        ("diff", "resnet18", "resnet34"),
+    ],
+)
+def test_a_check_or_diff_totals_on_60_columns_wraps_its_labels_never_a_figure(args):
+    """check's table and diff's totals on 60 columns cut figures ('113.48…', '+101.9…',
+    'Ver…'): their labels wrap instead, and every figure shows whole."""
+    result = at_width(60, *args)
+    first_table = result.stdout.split("\n\n\n")[0] if args[0] == "check" else result.stdout.split("layers: ")[0]
+    assert "…" not in first_table, first_table
+    wide = at_width(200, *args).stdout
+    figures = re.findall(r"[-+]?\d[\d.]* (?:[KMG]B?|kB|px)(?: \([-+][\d.]+%\))?|[-+][\d.]+%", wide.split("layers")[0])
+    assert figures and all(figure in first_table for figure in figures), figures
+    assert all(len(line) <= 60 for line in first_table.splitlines())
+
+
+def test_a_training_summary_says_so_in_its_title():
+    """summary --train's table was titled as the inference one (memory's says which it shows)."""
+    result = at_width(120, "summary", "lenet5", "--train")
+    assert result.stdout.splitlines()[0].rstrip().endswith("float32  ·  training step"), result.stdout
+    assert "training" not in at_width(120, "summary", "lenet5").stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("summary", "lenet5"),
+        ("memory", "lenet5"),
+        ("rf", "lenet5"),
+        ("compare", "lenet5", "alexnet"),
+        ("check", "lenet5", "--max-params", "1M"),
+        ("diff", "lenet5", "lenet5"),
+        ("explain", "lenet5"),
+        ("zoo",),
+    ],
+)
+def test_a_table_piped_or_written_has_no_trailing_spaces(args, tmp_path):
+    """Off a terminal every line ended in the spaces Rich pads it with to the table's width
+    (171 on a blank line): noise in a file, a diff or a pull request."""
+    for result in (piped(*args), at_width(80, *args)):
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() and not re.search(r" \n", result.stdout), result.stdout
+    if args[0] in ("summary", "memory", "rf", "compare", "diff"):
+        target = tmp_path / "table.txt"
+        assert piped(*args, "-o", target).exit_code == 0
+        assert not re.search(r" \n", target.read_text())
+
+
+def test_rf_coverage_keeps_two_figures_and_never_reads_all_for_less(tmp_path):
+    """Coverage below 1% in two significant figures (resnet18's 0.20% above 0.39%; it said
+    0.2%), and a field of 2000 of 2001 pixels '>99.9%', not '100%' (the whole input's)."""
+    result = at_width(200, "rf", "resnet18", "--columns", "Coverage")
+    rows = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines() if line.startswith("   ")}
+    assert rows["layer1.0.conv1"] == "0.20%" and rows["layer1.0.conv2"] == "0.39%", rows
+    source = tmp_path / "wide_kernel.py"
+    source.write_text("from torch import nn\n\ndef net():\n    return nn.Conv2d(1, 1, (1, 2000))\n")
+    result = at_width(200, "rf", f"{source}:net", "--input", "1x1x2001", "--columns", "Coverage")
+    assert result.exit_code == 0, result.output
+    assert "(model)" in result.stdout and ">99.9%" in result.stdout and "100%" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("width", [None, 80])
+def test_a_table_made_narrow_by_columns_keeps_its_title_on_one_line(width):
+    """rf lenet5 --columns Coverage wrapped its title to the table: 'lenet5  ·' over three lines."""
+    args = ("rf", "lenet5", "--columns", "Coverage")
+    result = piped(*args) if width is None else at_width(width, *args)
+    assert result.stdout.splitlines()[0] == "lenet5  ·  receptive fields on a 32x32 input", result.stdout
+
+
+@pytest.mark.parametrize("command", ["summary", "memory"])
+def test_a_folded_report_says_so_in_its_title(command):
+    """--fold-bn's table (11,684,712 parameters for resnet18) read as the model's own (11,689,512)."""
+    folded = at_width(200, command, "resnet18", "--fold-bn").stdout.splitlines()[0]
+    assert folded.endswith("  ·  BatchNorms folded"), folded
+    assert "folded" not in at_width(200, command, "resnet18").stdout.splitlines()[0]
+    markdown = at_width(200, command, "resnet18", "--fold-bn", "-f", "markdown").stdout
+    assert "BatchNorms folded" in markdown.splitlines()[0]
+
+
+def test_a_title_longer_than_the_terminal_wraps_to_the_terminal_not_to_the_table():
+    """On 40 columns rf lenet5 --columns Coverage (a table 26 wide) took three lines for its title."""
+    lines = at_width(40, "rf", "lenet5", "--columns", "Coverage").stdout.splitlines()
+    assert lines[:2] == ["lenet5  ·  receptive fields on a 32x32", "input"], lines
+    assert all(len(line) <= 40 for line in lines)

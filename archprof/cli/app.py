@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import io
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +56,16 @@ def _plain(parameter):
     return parameter
 
 
+def _flowing(text: str) -> str:
+    """A docstring's paragraphs each on one line, for Rich to wrap to the terminal: Typer
+    keeps the line breaks made for 88 columns, which on 80 broke every line twice, one
+    word on the second. An example (a line `archprof ...`) stays on its own line."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        paragraph if paragraph.startswith("archprof ") else " ".join(paragraph.split("\n")) for paragraph in paragraphs
+    )
+
+
 class _PlainHelp:
     """Help with plain metavars (`_PlainArgument`, `_PlainOption`), for a command or the group."""
 
@@ -61,6 +73,8 @@ class _PlainHelp:
         super().__init__(*args, **kwargs)
         for parameter in self.params:
             _plain(parameter)
+        if self.help:
+            self.help = _flowing(self.help)
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -73,6 +87,14 @@ _CLICK_ERRORS = sys.modules[typer.BadParameter.__module__]
 _HELP_FOR_NO_ARGUMENTS = getattr(_CLICK_ERRORS, "NoArgsIsHelpError", ())
 
 
+# Pydantic's words for a bad number, as archprof's own errors put it (--warmup must be at least 0).
+_PYDANTIC_WORDING = (
+    (r"Input should be greater than or equal to (\S+)", r"must be at least \1"),
+    (r"Input should be a valid integer, unable to parse string as an integer", "must be a whole number"),
+    (r"Input should be", "the value should be"),
+)
+
+
 @contextmanager
 def _usage_error_on_one_line(command: str) -> Iterator[None]:
     """A command line Click cannot parse (an unknown option, a bad value, a missing
@@ -83,8 +105,11 @@ def _usage_error_on_one_line(command: str) -> Iterator[None]:
     except _CLICK_ERRORS.UsageError as exc:
         if isinstance(exc, _HELP_FOR_NO_ARGUMENTS):
             raise
-        # Typer 0.29 words a bad value through pydantic ("Value error, 'xml' is not one of ...").
+        # Typer 0.29 words a bad value through pydantic ("Value error, 'xml' is not one of ...",
+        # "Input should be greater than or equal to 1": not --input, the value).
         message = " ".join(exc.format_message().replace("Value error, ", "").split()).removesuffix(".")
+        for pydantic, plain in _PYDANTIC_WORDING:
+            message = re.sub(pydantic, plain, message)
         message = message[:1].lower() + message[1:]
         say(f"error: {message} ({command} -h for help)")
         raise typer.Exit(2) from None

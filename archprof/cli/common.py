@@ -7,6 +7,7 @@ import copy
 import errno
 import inspect
 import os
+import re
 import sys
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -133,6 +134,11 @@ OutputOpt = Annotated[
 ]
 
 
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress display (there is none where stderr is not a terminal).")
+]
+
+
 JobsOpt = Annotated[
     Optional[int],
     typer.Option(
@@ -215,7 +221,12 @@ ModelBatchOpt = Annotated[
 
 ModelDTypeOpt = Annotated[
     Optional[DType],
-    typer.Option("--dtype", help="Data type of parameters and activations", show_default="the model's own"),
+    typer.Option(
+        "--dtype",
+        metavar="DTYPE",  # the choices in the help: a metavar of all four was cut mid-word ("bfloa", "t16")
+        help="Data type of parameters and activations: float32, float16, bfloat16 or float64",
+        show_default="the model's own",
+    ),
 ]
 
 
@@ -284,7 +295,8 @@ def model_options(input, batch, dtype, arg, weights, trust_pickle, fold_bn):
 
 
 def user_errors(command):
-    """Print an ArchprofError on one line (`say`) and exit 2, without a traceback."""
+    """Print an ArchprofError on one line (`say`) and exit 2, without a traceback; Ctrl-C
+    says so on one line and exits 130, as a shell reports a process SIGINT ended."""
 
     @wraps(command)
     def run(*args, **kwargs):
@@ -309,6 +321,9 @@ def user_errors(command):
         except ArchprofError as exc:
             say(f"error: {exc}")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # Typer would exit 130 without a word
+            say("interrupted (Ctrl-C)")
+            raise typer.Exit(130) from None
 
     return run
 
@@ -582,7 +597,28 @@ def _html(report) -> str:
 
 def stdout_console(width: int | None = None):
     """A Rich console on the report's standard output (its terminal, its width), for use
-    inside `standard_output`."""
+    inside `standard_output`. Off a terminal (a pipe, a file) its lines end without the
+    spaces Rich pads them with, as `to_text` writes them."""
     from rich.console import Console
 
-    return Console(file=_report_stream(), width=width)
+    stream = _report_stream()
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        terminal = False
+    return Console(file=stream if terminal else _TrimmedLines(stream), width=width)
+
+
+class _TrimmedLines:
+    """A stream whose lines lose their trailing spaces (a table's padding, every line of it
+    and the blank ones: noise in a file, a diff or a pull request); all else is the stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(re.sub(r" +(?=\n)", "", text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)

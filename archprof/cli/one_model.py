@@ -14,6 +14,7 @@ from archprof.cli.common import (
     FormatOpt,
     ModelArg,
     OutputOpt,
+    QuietOpt,
     WideOpt,
     columns_option,
     count_option,
@@ -62,7 +63,8 @@ def summary(
     Examples:
 
     archprof summary resnet50
-    archprof summary examples/my_models.py:small_cnn --input 3x64x64 --arg num_classes=100 -o small_cnn.csv"""
+    archprof summary resnet50 --depth 2 -o resnet50.csv
+    archprof summary examples/my_models.py:small_cnn -i 3x64x64 -a num_classes=100"""
     from archprof.analysis import analyze
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide)
@@ -119,7 +121,7 @@ def profile(
             show_default=False,
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: QuietOpt = False,
     depth: DepthOpt = None,
     format: FormatOpt = None,
     output: OutputOpt = None,

@@ -14,6 +14,7 @@ from archprof.cli.common import (
     FormatOpt,
     JobsOpt,
     OutputOpt,
+    QuietOpt,
     WideOpt,
     check_output,
     choose_format,
@@ -78,6 +79,7 @@ def compare(
         typer.Option("--profile", help="Also time each model on the CPU (median of at least 5 runs, random weights)."),
     ] = False,
     jobs: JobsOpt = None,
+    quiet: QuietOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
     columns: columns_option("Params,MACs,Peak memory", always="the model's name always shows") = None,
@@ -88,7 +90,7 @@ def compare(
     Examples:
 
     archprof compare resnet18 resnet50 mobilenet_v2 --sort macs
-    archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o comparison.csv"""
+    archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o compare.csv"""
     from archprof.comparison import compare as compare_models
     from archprof.comparison import (
         comparison_cells,
@@ -96,13 +98,14 @@ def compare(
         comparison_json,
         comparison_markdown,
         sort_comparison,
+        sorted_heading,
     )
 
     chosen = choose_format(format, output, html=False)
     choice = column_choice(columns, wide, chosen)
     read = [found for spec in models for found in input_files(spec)]
     check_output(output, "--output", *read, ("the --weights file", options.weights))
-    with progress_display(quiet=False) as progress:
+    with progress_display(quiet) as progress:
         frame = compare_models(
             models, profile=profile, training=train, jobs=jobs, progress=progress, **options.keywords()
         )
@@ -112,7 +115,8 @@ def compare(
     def table(layout):
         from archprof.render import comparison_table
 
-        return comparison_table(*comparison_cells(frame), baseline=frame.attrs.get("baseline"), layout=layout)
+        baseline, sorted_by = frame.attrs.get("baseline"), sorted_heading(frame)
+        return comparison_table(*comparison_cells(frame), baseline=baseline, layout=layout, sorted_by=sorted_by)
 
     emit(
         chosen,
@@ -174,6 +178,7 @@ def check(
         ),
     ] = None,
     jobs: JobsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fail (exit 1) when a model exceeds its budget: limits from the options or a budget file.
 
@@ -216,7 +221,7 @@ def check(
         check_output(
             junit, "--junit", ("the budget file", budget_file), ("the --weights file", options.weights), *model_files
         )
-    with progress_display(quiet=False) as progress:
+    with progress_display(quiet) as progress:
         # A model that cannot be checked (exit 2) does not hide the others' verdicts.
         results = budget.check_all(entries, jobs=jobs, progress=progress)
     verdicts = [result for result in results if isinstance(result, budget.Verdict)]

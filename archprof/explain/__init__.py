@@ -35,7 +35,7 @@ from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers
 from archprof.passes.params import parameter_columns
 from archprof.text import dims_text, layer_label, visible_text
-from archprof.units import shape_text
+from archprof.units import shape_text, share_text
 
 # A row number: ASCII digits only (str.isdigit takes '²', which int() refuses), and few of
 # them (int() refuses past 4,300 digits; no report has a billion rows).
@@ -321,7 +321,7 @@ def _child_name(child: str, path: str) -> str:
 
 
 def _share(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
+    return share_text(part / whole) if whole else "-"
 
 
 def _row_runs(indices: list[int]) -> str:

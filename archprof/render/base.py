@@ -16,7 +16,7 @@ from rich.text import Text
 
 from archprof.errors import ArchprofError
 from archprof.text import layer_label, visible_text
-from archprof.units import human_bytes, human_count
+from archprof.units import human_bytes, human_count, share_text
 
 TEXT_COLUMNS = frozenset({"", "Layer", "Type", "Input shape", "Kernel", "Output shape", "Model", "Input", "Bound"})
 
@@ -48,9 +48,9 @@ def fitted_table(
 ) -> Table:
     """`columns` (heading -> cells, in display order) as a table laid out by `layout`.
 
-    Given a width, the columns last in `priority` (and those not in it) are left out, down to
-    `keep`, rather than cutting cells short, and the caption names them and how to show
-    them; where even those do not fit, the labels (the first column of `priority`) are cut
+    Given a width, the columns first in `priority` that fit are shown (at least `keep`), the
+    others (and those not in it) left out rather than cutting cells short, and the caption
+    names them and how to show them; where even those do not fit, the labels (the first column of `priority`) are cut
     in the middle. `marks[i]` follows row i's label, never cut ("◀ peak"). Given names, the
     first `labels` of `priority` and those columns, in that order. `rules[i]` draws a rule
     above row i. Text cells and the title are shown as they are, never read as Rich markup
@@ -76,7 +76,12 @@ def fitted_table(
             # A long name is cut, not the figures beside it (Rich would shrink every column).
             label_width = max(widths[label] - over, _SHORTEST_LABEL)
             columns = {**columns, label: _cut_labels(unmarked, marks, label_width)}
-    title = Text(title) if isinstance(title, str) else title
+    title = Text(title) if isinstance(title, str) else title.copy()
+    if layout.width is not None and title.cell_len > layout.width:
+        title = Text("\n").join(title.wrap(Console(width=layout.width), layout.width))
+    # Wrapped to the width it has, not to a table its columns made narrow (rf --columns
+    # Coverage gave "lenet5  ·" over three lines; profile's on 80 columns took four).
+    title.no_wrap, title.overflow = True, "ignore"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)
     for heading in shown:
         table.add_column(
@@ -136,11 +141,16 @@ def _widths(columns: dict[str, list]) -> dict[str, int]:
 
 
 def _fitting(widths: dict[str, int], order: list[str], width: int | None, keep: int) -> list[str]:
-    shown = list(order)
+    """The first `keep` columns of `order`, then each that still fits, in order: one too wide
+    is left out, not the narrower ones after it (% Params beside a left-out Activations)."""
     if width is None:
-        return shown
-    while len(shown) > keep and sum(widths[h] + 3 for h in shown) > width:  # padding and divider
-        shown.pop()
+        return list(order)
+    shown = order[:keep]
+    used = sum(widths[h] + 3 for h in shown)  # padding and divider
+    for heading in order[keep:]:
+        if used + widths[heading] + 3 <= width:
+            shown.append(heading)
+            used += widths[heading] + 3
     return shown
 
 
@@ -208,10 +218,7 @@ def share_cell(total: int) -> Callable[[int], Text | str]:
     """A cell writer: a value as a percentage of `total`."""
 
     def cell(value: int) -> Text | str:
-        if not value or not total:
-            return dash()
-        share = 100 * value / total
-        return f"{share:.1f}%" if share >= 0.05 else "<0.1%"
+        return share_text(value / total) if value and total else dash()
 
     return cell
 
@@ -237,4 +244,4 @@ def to_text(renderable, width: int | None = None) -> str:
     (None: as wide as the renderable needs)."""
     console = Console(width=width or UNLIMITED_WIDTH, record=True, file=io.StringIO(), color_system=None)
     console.print(renderable)
-    return console.export_text()
+    return re.sub(r" +(?=\n)", "", console.export_text())  # Rich pads each line to the table's width

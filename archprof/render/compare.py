@@ -9,7 +9,7 @@ from rich.text import Text
 
 from archprof.diff import format_change, format_percent, shape_change
 from archprof.render.base import Layout, fitted_table
-from archprof.text import layer_label, visible_text
+from archprof.text import layer_label, limits_verdict, visible_text
 from archprof.units import human_value
 
 # Columns of a comparison kept on a narrow terminal, most important first (the rest are
@@ -19,6 +19,8 @@ _COMPARISON_PRIORITY = (
     "Params",
     "MACs",
     "Latency (CPU)",
+    "Training FLOPs",  # asked for (--train, --profile): before the columns every comparison has
+    "Training step peak",
     "x Params",
     "x MACs",
     "Peak memory",
@@ -30,10 +32,15 @@ _COMPARISON_PRIORITY = (
 
 
 def comparison_table(
-    headers: list[str], rows: list[list[str]], baseline: str | None = None, layout: Layout = Layout()
+    headers: list[str],
+    rows: list[list[str]],
+    baseline: str | None = None,
+    layout: Layout = Layout(),
+    sorted_by: str | None = None,
 ) -> Table:
     """Models side by side (cells from `archprof.comparison.comparison_cells`); a model's name
-    shown on one line, its control characters as escapes (`visible_text`)."""
+    shown on one line, its control characters as escapes (`visible_text`). The column the rows
+    are `sorted_by` (a heading) is kept on a narrow terminal, after the model's name."""
     columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
     columns["Model"] = [visible_text(model) for model in columns["Model"]]
     title = "Comparison"
@@ -43,7 +50,10 @@ def comparison_table(
         del columns["Input"]
     if baseline:
         title += f"  ·  ratios against {visible_text(baseline)}"
-    return fitted_table(title, columns, _COMPARISON_PRIORITY, layout)
+    priority = [heading for heading in _COMPARISON_PRIORITY if heading != sorted_by]
+    if sorted_by in columns:
+        priority.insert(1, sorted_by)
+    return fitted_table(title, columns, priority, layout)
 
 
 def budget_table(rows: list[dict[str, str]], unchecked: int = 0) -> Group:
@@ -58,7 +68,7 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0) -> Group:
         verdict = Text(f"{failed} exceeded", style="bold red") if failed else Text("within budget", style="green")
         title = Text.assemble(f"{visible_text(model)}  ·  input {shape}  ·  ", verdict)
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        table.add_column("Limit", no_wrap=True)
+        table.add_column("Limit", overflow="fold")  # on a narrow terminal the limit wraps, not the figures
         table.add_column("Value", justify="right", no_wrap=True)
         table.add_column("Margin", justify="right", no_wrap=True)
         table.add_column("Verdict", no_wrap=True)
@@ -77,9 +87,9 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0) -> Group:
 
         parts.append(Text(f"ERROR: {unchecked_text(unchecked)} (on standard error)", style="bold red"))
     if failed:
-        parts.append(Text(f"FAIL: {failed} of {len(rows)} limits exceeded", style="bold red"))
+        parts.append(Text(f"FAIL: {limits_verdict(failed, len(rows))}", style="bold red"))
     else:
-        parts.append(Text(f"pass: all {len(rows)} limits hold", style="bold green"))
+        parts.append(Text(f"pass: {limits_verdict(0, len(rows))}", style="bold green"))
     return Group(*parts)
 
 
@@ -89,7 +99,9 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
     title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
     totals = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("Total", "Old", "New", "Change", "%"):
-        totals.add_column(header, justify="left" if header == "Total" else "right", no_wrap=True)
+        # On a narrow terminal the label wraps, never the figures (Rich cut them: "+101.9…").
+        label = header == "Total"
+        totals.add_column(header, justify="left" if label else "right", no_wrap=not label, overflow="fold")
     for total in diff.totals:
         totals.add_row(
             total.label,
@@ -99,7 +111,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
             format_percent(total.percent),
         )
     parts: list = [totals]
-    summary = f"{len(diff.layers)} layers changed, {diff.unchanged} unchanged"
+    summary = layers_changed_text(diff)
     if not diff.layers:
         parts.append(Text(summary))
         return Group(*parts)
@@ -120,6 +132,17 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
     layers = fitted_table(summary, columns, priority, layout, labels=2)
     parts.append(layers)
     return Group(*parts)
+
+
+def layers_changed_text(diff) -> str:
+    """'layers: 56 added, 69 unchanged' (it said '56 layers changed' of 56 rows all 'added');
+    'layers: none added, removed or changed, 12 unchanged'."""
+    counts = [(sum(change.status == status for change in diff.layers), status) for status in _STATUSES]
+    changes = ", ".join(f"{count} {status}" for count, status in counts if count) or "none added, removed or changed"
+    return f"layers: {changes}, {diff.unchanged} unchanged"
+
+
+_STATUSES = ("added", "removed", "changed")
 
 
 # The diff's columns, most important first, and the report column each shows.

@@ -109,7 +109,12 @@ def _centred_and_coverage(field, stride, start, spatial) -> tuple[Text | str, Te
         inside = min(first + size - 1, extent - 1) - max(first, 0) + 1
         share *= max(inside, 0) / extent
     percent = 100 * share
-    coverage = f"{percent:.1f}%".replace(".0%", "%") if percent >= 1 or percent == 0 else f"{percent:.2g}%"
+    if 99.95 <= percent < 100:  # not all of it: never "100%"
+        coverage = ">99.9%"
+    elif percent >= 1 or percent == 0:
+        coverage = f"{percent:.1f}%".replace(".0%", "%")
+    else:
+        coverage = f"{percent:#.2g}%"  # two figures: 0.20%, not 0.2% above 0.39%
     if not isinstance(stride, tuple):  # the stride is undefined: so is the unit's centre
         return dash(), coverage
     # centre of [first, first + size - 1] == (jump - 1) / 2, doubled to stay in integers

@@ -17,7 +17,7 @@ from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
 from archprof.report import Report, dims_text, layer_label, visible_text
 from archprof.text import totals_rows
-from archprof.units import human_bytes, human_count
+from archprof.units import human_bytes, human_count, share_text
 
 _POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
@@ -47,7 +47,7 @@ _CELLS = (
     _Cell("Output shape", "output_shape", str, numeric=False),
     _Cell("Params", "param_count", _count),
     _Cell("MACs", "macs", _count),
-    _Cell("Share of MACs", "macs_share", lambda v: f"{v:.1%}" if v else "-"),
+    _Cell("Share of MACs", "macs_share", lambda v: share_text(v) if v else "-"),
     _Cell("FLOPs", "flops", _count),
     _Cell("Elementwise FLOPs", "elementwise_flops", _count),
     _Cell("Activations", "activation_bytes", _bytes),

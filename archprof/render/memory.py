@@ -48,6 +48,8 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
             cells["Saved for backward"].append(subtotal_cell(node, "saved_activation_bytes", bytes_cell))
     mode = "training forward" if report.training else "inference"
     title = f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}  ·  {mode}"
+    if report.batch_norm_folding is not None:  # --fold-bn, as summary's title says it
+        title += "  ·  BatchNorms folded"
     table = fitted_table(title, cells, _MEMORY_COLUMNS, layout, marks=marks)
     parts: list = [table, memory_totals_table(report, fit)]
     if measured is not None:
@@ -82,7 +84,7 @@ def memory_totals_table(report, fit=None) -> Table:
     else:
         peak_at = visible_text(totals.peak_layer) or "(model)"
         add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
-        add("Peak memory (inference)", totals.peak_memory_bytes, "bold")
+        add("Peak inference memory", totals.peak_memory_bytes, "bold")  # as summary's totals name it
     table.add_row("Input", report.input_text, f"model in {totals.dtype}")
     if fit is not None:
         add("Budget", fit.budget_bytes)

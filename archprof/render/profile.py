@@ -10,7 +10,7 @@ from rich.text import Text
 
 from archprof.render.base import Layout, dash, fitted_table, indented_layer_name
 from archprof.report import Report, visible_text
-from archprof.units import human_bytes, human_count
+from archprof.units import human_bytes, human_count, share_text
 
 # Columns of the profile table, most important first (the last go on a narrow terminal).
 _PROFILE_COLUMNS = ("Layer", "Time", "Share", "Roofline", "Achieved", "Bound", "Intensity", "Bytes moved", "Type")
@@ -88,7 +88,7 @@ def whole_model_table(measured) -> Table:
             "Achieved FLOP/s",
             flops_rate_text(measured.achieved_flops_per_s),
             f"(flops + elementwise_flops) / median: {human_count(measured.work_flops)} FLOPs, "
-            f"{100 * measured.achieved_flops_per_s / peak:.1f}% of peak",
+            f"{share_text(measured.achieved_flops_per_s / peak)} of peak",
         ),
         ("Forward with per-layer hooks, median", _ms(measured.hooked_median_ms), f"{100 * hooked_extra:+.1f}% (hooks)"),
         ("Sum of per-layer medians", _ms(measured.layer_sum_ms), "module calls, less the calls inside them"),
@@ -165,7 +165,16 @@ def _one_unit(values: list, steps) -> list:
     they compare at a glance: '0.404 ms' above '0.008 ms', never above '8.14 µs'."""
     largest = max((abs(v) for v in values if v is not None and v == v), default=0)
     size, unit, decimals = next((step for step in steps if largest >= step[0]), steps[-1])
-    return [dash() if v is None or v != v else f"{v / size:,.{decimals}f} {unit}" for v in values]
+    least = 10**-decimals
+
+    def cell(value) -> Text | str:
+        if value is None or value != value:
+            return dash()
+        if 0 < value < least * size / 2:  # above zero, yet it would read "0.00 GFLOP/s"
+            return f"<{least:.{decimals}f} {unit}"
+        return f"{value / size:,.{decimals}f} {unit}"
+
+    return [cell(value) for value in values]
 
 
 def _above_roof(row, ceilings) -> bool:
@@ -178,4 +187,4 @@ def _ms(value) -> Text | str:
 
 
 def _share(value) -> Text | str:
-    return dash() if value is None or value != value else f"{100 * value:.1f}%"
+    return dash() if value is None or value != value else share_text(value)

@@ -79,6 +79,10 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
         cells["Live after"].append(bytes_cell(row["live_bytes"]))
         cells["Receptive field"].append(dims_text(row["receptive_field"]) or dash())
     title = f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}"
+    if report.training:  # as memory's title says which pass it shows
+        title += "  ·  training step"
+    if report.batch_norm_folding is not None:  # --fold-bn: not the model's own figures
+        title += "  ·  BatchNorms folded"
     if report.traced_on != "meta":
         title += f"  ·  traced by a real forward on the {report.traced_on}"
     at = _SUMMARY_PRIORITY.index("% MACs") + 1
