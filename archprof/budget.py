@@ -45,7 +45,7 @@ from archprof.parallel import Progress, ordered_map
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
 from archprof.text import limits_verdict, markdown_code, markdown_literal, visible_text
-from archprof.units import human_value, parse_count, parse_size, shape_text, shapes_text
+from archprof.units import human_value, parse_count, parse_pixels, parse_size, shape_text, shapes_text
 
 # -- limits ------------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ LIMIT_KEYS: dict[str, tuple[str, str]] = {
 def parse_limit(key: str, value: Any) -> Limit:
     metric_key, bound = LIMIT_KEYS[key]
     metric = METRICS[metric_key]
-    parse = parse_size if metric.unit == "bytes" else parse_count
+    parse = {"bytes": parse_size, "pixels": parse_pixels}.get(metric.unit, parse_count)
     try:
         threshold = parse(value)
     except ArchprofError as exc:

@@ -112,6 +112,7 @@ class _Kind:
 
 
 _COUNT = _Kind("count", ("",), False, "30M, 1.5G, 1e9 or 25_557_032")
+_PIXELS = _Kind("pixel count", ("",), False, "200 or 200px")
 _SIZE = _Kind("size", ("", "b"), True, "16GB, 16GiB, 512MB, 1.5GB, 1e9 or 1000000 (bytes)")
 _FLOPS = _Kind("FLOP rate", ("", "flop/s", "flops", "flop"), False, "989T, 67.5TFLOP/s or 5e13")
 _BANDWIDTH = _Kind("bandwidth", ("", "b", "b/s", "/s", "bps"), True, "3.35TB/s, 900GB/s or 100GiB/s")
@@ -151,6 +152,19 @@ def parse_count(value: object) -> int:
     """A count: '30M' = 30,000,000, '1.5G', '1e9', '25_557_032' (K, M, G, T, P, E decimal).
     ArchprofError for anything else, a negative count or one that is not whole."""
     return _whole(_quantity(value, _COUNT), value, _COUNT, "")
+
+
+def parse_pixels(value: object) -> int:
+    """A count of pixels, as tables show a receptive field: '200', '200px', '200 px' (the
+    unit taken off first: its 'p' would read as the prefix peta)."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text[-2:].lower() == "px":
+        text = text[:-2]
+    try:
+        number = _quantity(text, _PIXELS)
+    except ArchprofError:
+        raise ArchprofError(f"cannot read the pixel count {value!r}: expected e.g. {_PIXELS.examples}") from None
+    return _whole(number, value, _PIXELS, "")
 
 
 def parse_size(value: object) -> int:

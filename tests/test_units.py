@@ -4,7 +4,7 @@ sizes (--fit, --max-peak-memory, budget files) and rates (--peak-flops, --bandwi
 import pytest
 
 from archprof.errors import ArchprofError
-from archprof.units import parse_bandwidth, parse_count, parse_flops_rate, parse_size
+from archprof.units import parse_bandwidth, parse_count, parse_flops_rate, parse_pixels, parse_size
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,18 @@ from archprof.units import parse_bandwidth, parse_count, parse_flops_rate, parse
 )
 def test_counts(text, value):
     assert parse_count(text) == value
+
+
+@pytest.mark.parametrize(("text", "value"), [("200", 200), ("200px", 200), ("200 px", 200), (" 16PX ", 16), (200, 200)])
+def test_pixels_read_as_tables_write_them(text, value):
+    """A receptive-field limit as the table shows it, '16 px', was 'cannot read the count'."""
+    assert parse_pixels(text) == value
+
+
+@pytest.mark.parametrize("text", ["px", "-3px", "1.5px", "2pxx", True])
+def test_unreadable_pixels(text):
+    with pytest.raises(ArchprofError, match="pixel count"):
+        parse_pixels(text)
 
 
 @pytest.mark.parametrize(
