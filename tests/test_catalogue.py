@@ -782,3 +782,227 @@ def test_one_hot_of_a_maps_classes_keeps_its_field():
     report = archprof.analyze(Encoded(), input_size=(3, 8, 8))
     assert report.columns["receptive_field"] == [(3, 3), (3, 3)]
     assert "aten.scatter_" in {op.op for op in report.graph.ops}
+
+
+def test_selections_count_one_comparison_per_element_and_mode_sorts():
+    """kthvalue and median select (a quickselect, std::nth_element on the CPU): N comparisons
+    per row of N; nanmedian counts each row's NaNs first, N more; mode sorts each row
+    (N ceil(log2 N)) then scans it for its longest run (N)."""
+
+    class Selected(torch.nn.Module):
+        def forward(self, x):  # x: [2, 4, 10]
+            return (
+                x.kthvalue(3).values,  # 2*4 rows of 10
+                x.median(dim=1).values,  # 2*10 rows of 4
+                x.median(),  # one row of 80
+                x.nanmedian(dim=-1).values,  # 2*4 rows of 10
+                x.nanmedian(),
+                x.mode(dim=1).values,  # 2*10 rows of 4
+            )
+
+    report = archprof.analyze(Selected(), input_size=(4, 10), batch=2)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    n = 2 * 4 * 10
+    assert costs["aten.kthvalue"] == [n]
+    assert costs["aten.median"] == [n, n]
+    assert costs["aten.nanmedian"] == [2 * n, 2 * n]
+    assert costs["aten.mode"] == [2 * 10 * (4 * math.ceil(math.log2(4)) + 4)]
+    training = archprof.analyze(
+        torch.nn.Sequential(torch.nn.Linear(10, 10), Selected()), input_size=(4, 10), training=True
+    )
+    assert training.totals.not_counted == {}
+
+
+def test_searchsorted_and_bucketize_count_a_binary_search_per_value():
+    """A binary search among N sorted boundaries: ceil(log2 (N + 1)) comparisons per value in
+    the worst case (floor(log2 N) + 1 halvings)."""
+
+    class Searched(torch.nn.Module):
+        def forward(self, x):  # x: [2, 4, 10]
+            edges = torch.linspace(-1, 1, 5, device=x.device)
+            rows = torch.linspace(-1, 1, 8, device=x.device).expand(2, 4, 8).contiguous()
+            return torch.searchsorted(edges, x), torch.bucketize(x, edges, right=True), torch.searchsorted(rows, x)
+
+    report = archprof.analyze(Searched(), input_size=(4, 10), batch=2)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    values = 2 * 4 * 10
+    log2 = lambda n: math.ceil(math.log2(n))  # noqa: E731
+    assert costs["aten.searchsorted"] == [values * log2(5 + 1), values * log2(8 + 1)]
+    assert costs["aten.bucketize"] == [values * log2(5 + 1)]
+
+
+def test_index_add_adds_each_source_element_and_index_copies_and_fills_are_free():
+    """index_add: one addition per element of its source (as scatter_add); index_copy,
+    index_fill, masked_scatter (and its gradient) and diag_embed only move data."""
+
+    class Indexed(torch.nn.Module):
+        def forward(self, x):  # x: [2, 4, 10]
+            index = torch.tensor([0, 2], device=x.device)
+            source = x[:, :2] * 2  # [2, 2, 10]
+            return (
+                x.index_add(1, index, source, alpha=0.5),
+                x.clone().index_add_(2, index, x[..., :2]),
+                x.index_copy(1, index, source),
+                x.index_fill(1, index, 0.0),
+                x.masked_scatter(x > 0, source.repeat(1, 2, 1)),
+                torch.diag_embed(x),
+            )
+
+    report = archprof.analyze(Indexed(), input_size=(4, 10), batch=2)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    assert costs["aten.index_add"] == [2 * 2 * 10]
+    assert costs["aten.index_add_"] == [2 * 4 * 2]
+    for name in ("aten.index_copy", "aten.index_fill", "aten.masked_scatter", "aten.diag_embed"):
+        assert costs[name] == [0], name
+    training = archprof.analyze(
+        torch.nn.Sequential(torch.nn.Linear(10, 10), Indexed()), input_size=(4, 10), training=True
+    )
+    assert training.totals.not_counted == {}
+    assert "aten.masked_scatter_backward" in {op.op for op in training.graph.backward_ops}
+
+
+def test_soft_margin_loss_and_its_gradient_are_costed():
+    """log(1 + exp(-x y)): neg, mul, exp, log1p, 4 per element, a reduction 1 more; its
+    gradient -norm y z / (1 + z) grad with z = exp(-y x), 8 per element."""
+
+    class Margin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(6, 6)
+
+        def forward(self, x):
+            x = self.linear(x)
+            y = torch.ones_like(x)
+            return F.soft_margin_loss(x, y), F.soft_margin_loss(x, y, reduction="none")
+
+    report = archprof.analyze(Margin(), input_size=(6,), batch=4, training=True)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    n = 4 * 6
+    assert costs["aten.soft_margin_loss"] == [(4 + 1) * n, 4 * n]
+    assert costs["aten.soft_margin_loss_backward"] == [8 * n, 8 * n]
+
+
+def test_norms_distances_traces_and_cross_products_are_costed():
+    """renorm: per slice along dim its p-norm (2 per element, a root), the factor norm >
+    maxnorm ? maxnorm / (norm + 1e-7) : 1 (3), a multiply per element: 3 per element + 4 per
+    slice; dist: a difference and the norm's 2 per broadcast element, and a root; pdist: 3
+    per term of each of the N (N - 1) / 2 distances and a root each; trace: one addition per
+    diagonal element; a cross product 3 per output element (a b - c d)."""
+
+    class Measured(torch.nn.Module):
+        def forward(self, x):  # x: [2, 3, 10]
+            return (
+                torch.renorm(x, 2, 1, 1.0),  # 3 slices along dim 1
+                torch.dist(x, x[0, 0]),  # x against a [10] row, broadcast
+                F.pdist(x.reshape(5, 12)),  # 5 rows of 12: 10 distances
+                torch.trace(x.reshape(6, 10)),  # 6 diagonal elements
+                torch.linalg.cross(x, x.flip(0), dim=1),  # 2*10 vectors of 3
+            )
+
+    report = archprof.analyze(Measured(), input_size=(3, 10), batch=2)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    n = 2 * 3 * 10
+    assert costs["aten.renorm"] == [3 * n + 4 * 3]
+    assert costs["aten.dist"] == [3 * n + 1]
+    pairs = 5 * 4 // 2
+    assert costs["aten._pdist_forward"] == [3 * pairs * 12 + pairs]
+    assert costs["aten.trace"] == [min(6, 10)]
+    assert costs["aten.linalg_cross"] == [3 * n]
+
+
+@pytest.mark.parametrize(
+    ("after_conv", "field"),
+    [
+        (lambda y: y.kthvalue(2, dim=3).values, (3, 8)),
+        (lambda y: y.median(dim=-1).values, (3, 8)),
+        (lambda y: y.nanmedian(dim=3).values, (3, 8)),
+        (lambda y: y.mode().values, (3, 8)),
+        (lambda y: y.median(dim=1).values, (3, 3)),
+        (lambda y: y.median(), FieldMark.INPUT),
+        (lambda y: torch.searchsorted(torch.linspace(-1, 1, 5, device=y.device), y), (3, 3)),
+        (lambda y: torch.bucketize(y, torch.linspace(-1, 1, 5, device=y.device)), (3, 3)),
+        (lambda y: y.index_add(1, torch.tensor([0], device=y.device), y[:, :1]), (3, 3)),
+        (lambda y: y.index_add(3, torch.tensor([0], device=y.device), y[..., :1]), FieldMark.UNDEFINED),
+        (lambda y: y.index_copy(1, torch.tensor([0], device=y.device), y[:, :1]), (3, 3)),
+        (lambda y: y.index_fill(3, torch.tensor([0], device=y.device), 0.0), (3, 3)),
+        (lambda y: y.masked_scatter(y > 0, torch.ones_like(y)), (3, 3)),
+        (lambda y: y.masked_scatter(y > 0, y * 2), FieldMark.UNDEFINED),
+        (lambda y: F.soft_margin_loss(y, torch.ones_like(y), reduction="none"), (3, 3)),
+        (lambda y: F.soft_margin_loss(y, torch.ones_like(y)), FieldMark.INPUT),
+        (lambda y: torch.renorm(y, 2, 1, 1.0), FieldMark.INPUT),
+        (lambda y: torch.dist(y, torch.zeros_like(y)), FieldMark.INPUT),
+        (lambda y: torch.linalg.cross(y, y * 2, dim=1), (3, 3)),
+        (lambda y: torch.diag_embed(y.permute(0, 2, 3, 1)), (3, 3)),
+        (lambda y: torch.diag_embed(y), FieldMark.UNDEFINED),
+    ],
+    ids=[
+        "kthvalue",
+        "median-width",
+        "nanmedian",
+        "mode",
+        "median-channels",
+        "median-all",
+        "searchsorted",
+        "bucketize",
+        "index_add-channels",
+        "index_add-width",
+        "index_copy",
+        "index_fill",
+        "masked_scatter-constant",
+        "masked_scatter-source",
+        "soft_margin-none",
+        "soft_margin-mean",
+        "renorm-channels",
+        "dist",
+        "cross",
+        "diag_embed-channels",
+        "diag_embed-width",
+    ],
+)
+def test_selections_searches_and_index_writes_have_fields(after_conv, field):
+    """After a 3 x 3 convolution on 8 x 8 (3 channels): along the width, the whole row (3 x 8);
+    along channels, or per unit, the convolution's 3 x 3; written at positions along a
+    spatial axis that values name, undefined."""
+
+    class AfterConv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return after_conv(self.conv(x))
+
+    report = archprof.analyze(AfterConv(), input_size=(3, 8, 8))
+    assert report.columns["receptive_field"] == [(3, 3), field]
+
+
+@pytest.mark.parametrize(
+    "complex_view",
+    [
+        lambda y: torch.fft.fft(y).real,
+        lambda y: torch.fft.fft(y).imag,
+        lambda y: torch.view_as_real(torch.fft.fft(y)),
+        lambda y: torch.view_as_complex(torch.stack([y, y], -1)).abs().sum(-1, keepdim=True).expand(-1, -1, -1, 8),
+    ],
+    ids=["real", "imag", "view_as_real", "view_as_complex"],
+)
+def test_complex_views_keep_the_field(complex_view):
+    """view_as_real adds a trailing axis of size 2 (real, imaginary) and view_as_complex takes
+    it away: each unit stays where it was, so a transform along the width then .real reads the
+    whole row, 3 x 8 on 8 x 8, as the transform does."""
+
+    class AlongWidth(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return complex_view(self.conv(x))
+
+    report = archprof.analyze(AlongWidth(), input_size=(1, 8, 8))
+    assert report.columns["receptive_field"] == [(3, 3), (3, 8)]

@@ -149,6 +149,9 @@ _add(
     "clone _to_copy copy lift_fresh lift_fresh_copy stack repeat flip index index_select gather scatter embedding"
     " constant_pad_nd reflection_pad1d replication_pad1d im2col max_unpool2d max_unpool3d triu tril complex",
 )
+# Written at positions an index or a mask names: copies and fills (free); index_add adds.
+_add(Family.DATA_MOVEMENT, "index_copy index_fill masked_scatter masked_scatter_backward diag_embed")
+_add(Family.DATA_MOVEMENT, "index_add", costs.index_add_cost)
 # nn.EmbeddingBag: a lookup, as an embedding is, and the rows looked up reduced per bag.
 _add(Family.DATA_MOVEMENT, "_embedding_bag _embedding_bag_forward_only", costs.embedding_bag_cost)
 # Copies a CPU writes channels last wherever the input suggests it (its kernels size the
@@ -249,6 +252,20 @@ _add(Family.REDUCTION, "_fft_c2r", costs.fft_cost(complex_input=True, complex_ou
 # comparison sorts along one dimension (argsort, torch.quantile and msort sort too)
 _add(Family.REDUCTION, "sort", costs.sort_cost)
 _add(Family.REDUCTION, "topk", costs.topk_cost)
+# selections along one dimension (or over every element: median, nanmedian without dim)
+_add(Family.REDUCTION, "kthvalue", costs.kth_value_cost)
+_add(Family.REDUCTION, "median", costs.selection_cost)
+_add(Family.REDUCTION, "nanmedian", costs.nan_selection_cost)
+_add(Family.REDUCTION, "mode", costs.mode_cost)
+# binary searches among sorted boundaries, per value
+_add(Family.REDUCTION, "searchsorted", costs.searchsorted_cost)
+_add(Family.REDUCTION, "bucketize", costs.bucketize_cost)
+# a slice's p-norm, then the slice rescaled where it exceeds maxnorm
+_add(Family.REDUCTION, "renorm", costs.renorm_cost)
+_add(Family.REDUCTION, "dist", costs.dist_cost)
+_add(Family.REDUCTION, "_pdist_forward", costs.pdist_cost)
+_add(Family.REDUCTION, "trace", costs.trace_cost)
+_add(Family.REDUCTION, "linalg_cross", costs.cross_product_cost)
 
 # --- losses -------------------------------------------------------------------------------
 # Elementwise over input and target, then a mean or a sum (reduction="none": per element).
@@ -261,6 +278,7 @@ _add(Family.REDUCTION, "huber_loss", costs.huber_loss_cost)
 _add(Family.REDUCTION, "binary_cross_entropy", costs.binary_cross_entropy_cost)
 _add(Family.REDUCTION, "binary_cross_entropy_with_logits", costs.binary_cross_entropy_with_logits_cost)
 _add(Family.REDUCTION, "nll_loss_forward nll_loss2d_forward", costs.nll_loss_cost)
+_add(Family.REDUCTION, "soft_margin_loss", costs.soft_margin_loss_cost)
 
 # --- normalisation ------------------------------------------------------------------------
 
@@ -429,6 +447,8 @@ _add(Family.POINTWISE, "binary_cross_entropy_backward", costs.binary_cross_entro
 # comparisons and the middle branch's 3 (smooth L1); Huber's branches multiply twice.
 _add(Family.POINTWISE, "smooth_l1_loss_backward", costs.per_output_element(6))
 _add(Family.POINTWISE, "huber_loss_backward", costs.per_output_element(5))
+# z = exp(-y x); -norm y z / (1 + z) grad: 8 per element
+_add(Family.POINTWISE, "soft_margin_loss_backward", costs.soft_margin_loss_backward_cost)
 _add(Family.DATA_MOVEMENT, "nll_loss_backward nll_loss2d_backward", costs.nll_loss_backward_cost)
 # Also the gradient of advanced indexing (x[idx]): index_put with accumulate.
 _add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)

@@ -695,3 +695,110 @@ def embedding_renorm_cost(weight: Shape, indices: Shape, max_norm, norm_type, *,
     reached when no index repeats and every row named is too long."""
     count = prod(indices)
     return Cost(elementwise_flops=count * _levels(count) + count * (3 * weight[-1] + 3))
+
+
+# --- Selection, search and more reductions ------------------------------------------------
+
+
+def _rows(x: Shape, dim) -> tuple[int, int]:
+    """(rows, N): the lines of N elements along `dim` (None: the whole tensor, one row)."""
+    if dim is None or not x:
+        return 1, prod(x)
+    n = x[dim]
+    return (prod(x) // n if n else 0), n
+
+
+def selection_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`median` (over every element, or along `dim`): a selection, N comparisons per row of N
+    (the pass of a partition around a pivot, each element compared once; PyTorch's CPU
+    kernel runs std::nth_element, a selection in linear expected time)."""
+    dim = args[0] if args else kwargs.get("dim")
+    rows, n = _rows(x, dim if isinstance(dim, int) else None)
+    return Cost(elementwise_flops=rows * n)
+
+
+def kth_value_cost(x: Shape, k: int, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
+    """`kthvalue`: a selection (a quickselect on the CPU), N comparisons per row of N."""
+    rows, n = _rows(x, dim)
+    return Cost(elementwise_flops=rows * n)
+
+
+def nan_selection_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`nanmedian`: the NaNs of each row counted (1 per element), then a selection among
+    the rest (N, as `median`): 2N per row of N."""
+    return Cost(elementwise_flops=2 * selection_cost(x, *args, out=out).elementwise_flops)
+
+
+def mode_cost(x: Shape, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
+    """`mode`: each row sorted (N ceil(log2 N), as `sort`), then scanned for its longest run
+    of equal values, one comparison per element: N ceil(log2 N) + N per row of N."""
+    rows, n = _rows(x, dim)
+    return Cost(elementwise_flops=rows * (n * _levels(n) + n))
+
+
+def _binary_search(boundaries: int) -> int:
+    """ceil(log2 (N + 1)): the comparisons of a binary search (lower or upper bound) among N
+    sorted boundaries in the worst case, floor(log2 N) + 1 halvings (0 for none)."""
+    return boundaries.bit_length()
+
+
+def searchsorted_cost(sorted_sequence: Shape, values, *args, out: Shape, **kwargs) -> Cost:
+    """`searchsorted`: a binary search per value among the N boundaries of its row, ceil(log2
+    (N + 1)) comparisons each (a `sorter` only reorders where it looks)."""
+    queries = prod(values) if isinstance(values, tuple) else 1
+    return Cost(elementwise_flops=queries * _binary_search(sorted_sequence[-1] if sorted_sequence else 1))
+
+
+def bucketize_cost(values, boundaries: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`bucketize`: `searchsorted` with its arguments swapped (1-d boundaries)."""
+    return searchsorted_cost(boundaries, values, out=out)
+
+
+def index_add_cost(x: Shape, dim: int, index: Shape, source: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`index_add`: `source` added into `x` at `index` along `dim`, one FLOP per element of
+    `source` (as `scatter_add`; `alpha` scales in that addition, as `add`'s does)."""
+    return Cost(elementwise_flops=prod(source))
+
+
+def soft_margin_loss_cost(x: Shape, target: Shape, reduction: int = 1, *args, out: Shape, **kwargs) -> Cost:
+    """log(1 + exp(-x y)), as the CPU kernel computes it (neg, mul, exp, log1p): 4 per
+    element; reduced, 1 more."""
+    return Cost(elementwise_flops=(4 + (reduction != 0)) * prod(x))
+
+
+def soft_margin_loss_backward_cost(grad: Shape, x: Shape, target: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """z = exp(-y x); -norm y z / (1 + z) grad: 8 per element (neg, mul, exp, mul, the norm's
+    mul, add, div, the gradient's mul)."""
+    return Cost(elementwise_flops=8 * prod(out))
+
+
+def renorm_cost(x: Shape, p, dim: int, maxnorm, *, out: Shape) -> Cost:
+    """`renorm`: each of the S slices along `dim` rescaled where its p-norm exceeds `maxnorm`:
+    the norm (2 per element and a root per slice, as `linalg_vector_norm`), the factor
+    norm > maxnorm ? maxnorm / (norm + 1e-7) : 1 (3 per slice), a multiply per element:
+    3 per element and 4 per slice."""
+    return Cost(elementwise_flops=3 * prod(x) + 4 * x[dim])
+
+
+def dist_cost(x: Shape, other: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`torch.dist`: ||x - y||_p over the broadcast of both, a difference (1) and the norm's
+    power and accumulation (2) per element, and one root: 3 per element + 1."""
+    broadcast = torch.broadcast_shapes(x, other)
+    return Cost(elementwise_flops=3 * prod(broadcast) + 1)
+
+
+def pdist_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`F.pdist` (`_pdist_forward`), the N (N - 1) / 2 distances between the rows of an
+    [N, M] input: as `torch.cdist` pair by pair, 3 per term and 1 per distance."""
+    distances = prod(out)
+    return Cost(elementwise_flops=3 * distances * x[-1] + distances)
+
+
+def trace_cost(x: Shape, *, out: Shape) -> Cost:
+    """`trace`: the sum of the diagonal of an [n, m] matrix, one FLOP per diagonal element
+    (min(n, m)), as a sum counts its inputs."""
+    return Cost(elementwise_flops=min(x))
+
+
+# `linalg_cross`: each component a product difference, a_i b_j - a_j b_i: 3 per output element
+cross_product_cost = per_output_element(3)

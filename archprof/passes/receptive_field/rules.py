@@ -436,6 +436,60 @@ def _index_select(walk: Walk, op: OpNode) -> State:
     return state
 
 
+@_rule("index_add", "index_copy")
+def _index_written(walk: Walk, op: OpNode) -> State:
+    """source written (or added) into self at positions along `dim` that an index's values
+    name: fine along any dimension but a spatial one, where a unit reads its unit of self
+    and the source's line along `dim` at its position."""
+    x, dim, index, source = op.args[0], op.args[1], op.args[2], op.args[3]
+    ndim = len(x.shape)
+    axis = dim % ndim if ndim else 0
+    states = [walk.state(x), walk.state(source)]
+    if ndim and any(isinstance(s, Field) and not along_no_axis(s.dims[axis]) for s in states):
+        return walk.undefined(op, "it writes positions along a spatial dimension by value")
+    line = (*source.shape[:axis], 1, *source.shape[axis + 1 :]) if ndim else ()
+    items = [(states[0], x.shape), (walk.reduce(op, states[1], len(line), {axis} if ndim else None), line)]
+    items.append((walk.reduce(op, walk.state(index), 0, None), ()))
+    return walk.merge(op, items, op.outputs[0].shape)
+
+
+@_rule("index_fill")
+def _index_fill(walk: Walk, op: OpNode) -> State:
+    """Units an index names set to a value, the others kept: a unit reads its own unit of
+    self (or the value), and the index."""
+    x, index, value = op.args[0], op.args[2], _arg(op, 3, "value")
+    items = [(walk.state(x), x.shape), (walk.reduce(op, walk.state(index), 0, None), ())]
+    if isinstance(value, TensorMeta):
+        items.append((walk.state(value), value.shape))
+    return walk.merge(op, items, op.outputs[0].shape)
+
+
+@_rule("masked_scatter")
+def _masked_scatter(walk: Walk, op: OpNode) -> State:
+    """Where the mask is set, the next unit of source in order: which one, the mask's values
+    before it say. Defined only for a source without a field (a unit reads self and mask)."""
+    x, mask, source = op.args[0], op.args[1], op.args[2]
+    if isinstance(walk.state(source), (Field, Undefined)) or walk.state(source) is WHOLE:
+        return walk.undefined(op, "the unit of source each unit reads is counted from the mask's values")
+    return walk.merge(op, [(walk.state(x), x.shape), (walk.state(mask), mask.shape)], op.outputs[0].shape)
+
+
+@_rule("diag_embed")
+def _diag_embed(walk: Walk, op: OpNode) -> State:
+    """The last axis laid along a diagonal of two new trailing axes: defined where that axis
+    runs along no input axis (the others keep their units)."""
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if not isinstance(state, Field):
+        return state
+    ndim = len(out)
+    if {_arg(op, 2, "dim1", -2) % ndim, _arg(op, 3, "dim2", -1) % ndim} != {ndim - 2, ndim - 1}:
+        return walk.undefined(op, "it places its diagonal on other dimensions than the last two")
+    if state.dims and not along_no_axis(state.dims[-1]):
+        return walk.undefined(op, "it spreads a spatial dimension over a diagonal")
+    return state.with_dims([*state.dims[:-1], None, None])
+
+
 def _paths_side_by_side(walk: Walk, op: OpNode, states: list[State], shapes: list[tuple[int, ...]], axis: int) -> State:
     """Paths placed side by side along output dimension `axis`, which runs along no input
     axis (channels): each unit reads the union of the paths; the indices along `axis` read
@@ -940,6 +994,93 @@ def _sorted(walk: Walk, op: OpNode) -> State:
     return walk.reduce(op, walk.state(x), ndim, {axis % ndim} if ndim else None)
 
 
+@_rule("kthvalue", "mode")
+def _selected(walk: Walk, op: OpNode) -> State:
+    """A k-th value or a mode along one axis (its default the last): each output reads every
+    unit along it."""
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = _arg(op, 2 if op.op == "aten.kthvalue" else 1, "dim", -1)
+    return walk.reduce(op, walk.state(x), len(op.outputs[0].shape), {axis % ndim} if ndim else None)
+
+
+@_rule("searchsorted", "bucketize")
+def _searched(walk: Walk, op: OpNode) -> State:
+    """Each value's position among the boundaries of its row: it reads its own unit and every
+    boundary of that row."""
+    boundaries, values = op.args[0], op.args[1]
+    if op.op == "aten.bucketize":
+        boundaries, values = values, boundaries
+    items = []
+    if isinstance(values, TensorMeta):
+        items.append((walk.state(values), values.shape))
+    if isinstance(boundaries, TensorMeta) and boundaries.shape:
+        row = (*boundaries.shape[:-1], 1) if len(boundaries.shape) > 1 else ()
+        searched = walk.reduce(op, walk.state(boundaries), len(row), {len(boundaries.shape) - 1})
+        items.append((searched, row))
+    return walk.merge(op, items, op.outputs[0].shape)
+
+
+@_rule("renorm")
+def _renorm(walk: Walk, op: OpNode) -> State:
+    """Each slice along `dim` scaled by its own norm: a unit reads its whole slice, every
+    unit along every other axis."""
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = _arg(op, 2, "dim", 0) % ndim
+    return walk.reduce(op, walk.state(x), ndim, set(range(ndim)) - {axis})
+
+
+@_rule("_pdist_forward")
+def _pdist(walk: Walk, op: OpNode) -> State:
+    """Each distance reads two rows; the pairs index no input axis: every unit of the input."""
+    x = op.args[0]
+    reduced = walk.reduce(op, walk.state(x), len(x.shape), None)
+    return reduced.with_dims([None]) if isinstance(reduced, Field) else reduced
+
+
+@_rule("dist")
+def _dist(walk: Walk, op: OpNode) -> State:
+    """The norm of a difference: every unit of both inputs."""
+    merged = walk.merge(
+        op, [(walk.state(t), t.shape) for t in op.inputs], torch.broadcast_shapes(*(t.shape for t in op.inputs))
+    )
+    return walk.reduce(op, merged, 0, None)
+
+
+@_rule("linalg_cross")
+def _cross(walk: Walk, op: OpNode) -> State:
+    """Each component reads the other two of its vector (the whole size-3 axis) in both
+    inputs, broadcast."""
+    out = op.outputs[0].shape
+    axis = _arg(op, 2, "dim", -1) % len(out)
+    items = []
+    for t in op.inputs:
+        offset = len(out) - len(t.shape)
+        axes = {axis - offset} if axis >= offset else set()
+        items.append((walk.reduce(op, walk.state(t), len(t.shape), axes), t.shape))
+    return walk.merge(op, items, out)
+
+
+@_rule("view_as_real")
+def _as_real(walk: Walk, op: OpNode) -> State:
+    """A complex tensor seen as real pairs: a trailing axis of size 2 (real, imaginary), each
+    unit where it was."""
+    state = walk.state(op.args[0])
+    return state.with_dims([*state.dims, None]) if isinstance(state, Field) else state
+
+
+@_rule("view_as_complex")
+def _as_complex(walk: Walk, op: OpNode) -> State:
+    """Real pairs seen as complex numbers: the trailing axis of size 2 gone, each unit where
+    it was."""
+    state = walk.state(op.args[0])
+    if not isinstance(state, Field):
+        return state
+    loose = tuple(entry_maps(state.dims[-1]))
+    return Field(state.dims[:-1], state.whole, state.loose + loose)
+
+
 @_rule("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp")
 def _running_sum(walk: Walk, op: OpNode) -> State:
     """Unit i of the summed axis reads units 0 to i (a running sum, product, maximum or
@@ -952,7 +1093,14 @@ def _running_sum(walk: Walk, op: OpNode) -> State:
     return state
 
 
-@_rule("mse_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits")
+@_rule(
+    "mse_loss",
+    "smooth_l1_loss",
+    "huber_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "soft_margin_loss",
+)
 def _loss(walk: Walk, op: OpNode) -> State:
     """Elementwise over input, target and weights, then (unless reduction="none") a mean or
     a sum of every element."""
