@@ -304,6 +304,8 @@ def _fields_up_to(length: int) -> Iterator[None]:
 
 def _cell_reader(column) -> Callable[[str], Any]:
 
+    if column.text is counts_text:  # before user_text: its cell is both
+        return _counts
     if column.user_text:
         return csv_cell_text
     if column.dtype == "int64":
@@ -312,8 +314,6 @@ def _cell_reader(column) -> Callable[[str], Any]:
         return _boolean
     if column.text is dims_text:
         return _dims
-    if column.text is counts_text:
-        return _counts
     return str
 
 
@@ -357,9 +357,9 @@ def _dims(cell: str):
 
 
 def _counts(cell: str) -> dict[str, int]:
-    """'aten.cumsum x1; aten.sort x2' -> {'aten.cumsum': 1, 'aten.sort': 2}."""
+    """'aten.cumsum x1; aten.sort x2' -> {'aten.cumsum': 1, 'aten.sort': 2}; `csv_cell` undone."""
     counts = {}
-    for item in filter(None, cell.split("; ")):
+    for item in filter(None, csv_cell_text(cell).split("; ")):
         operator, _, calls = item.rpartition(" x")
         if not operator:
             raise ValueError("not operator counts ('aten.cumsum x1; ...')")

@@ -667,8 +667,13 @@ _OWN_KERNELS = (torch._C.DispatchKey.Meta, torch._C.DispatchKey.CPU)
 
 
 def _runs_as_composite(name: str) -> bool:
-    has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key
-    return has_kernel(name, _COMPOSITE) and not any(has_kernel(name, key) for key in _OWN_KERNELS)
+    def has_kernel(key) -> bool:
+        try:
+            return torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
+        except RuntimeError:  # a namespace its name parser refuses (a library "=cmd|' /C calc'!A0"): the key's list
+            return name in torch._C._dispatch_get_registrations_for_dispatch_key(key.name)
+
+    return has_kernel(_COMPOSITE) and not any(has_kernel(key) for key in _OWN_KERNELS)
 
 
 _WRAPPED = {float: WrappedFloat, int: WrappedInt}  # bool and complex ones (1 and 16 B): not marked

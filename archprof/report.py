@@ -40,7 +40,9 @@ class Column:
     dtype: str  # pandas dtype
     description: str
     summable: bool = False
-    user_text: bool = False  # text from the user's model: neutralised in CSV (`csv_cell`)
+    # Text from the user's model, neutralised in CSV (`csv_cell`): its names, and its operators'
+    # (a custom operator's namespace may be any text: "=cmd|' /C calc'!A0").
+    user_text: bool = False
     text: Callable[[Any], str] | None = None  # how CSV and Markdown write a value that is not text or a number
 
 
@@ -50,7 +52,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("module_type", "string", "class name of the module, e.g. 'Conv2d'", user_text=True),
     Column("call", "int64", "which call of the module this is (0 = first; -1 = never called)"),
     Column("depth", "int64", "nesting depth of the module (0 = the model)"),
-    Column("operators", "string", "aten operators the row ran, in order, repeats merged"),
+    Column("operators", "string", "aten operators the row ran, in order, repeats merged", user_text=True),
     Column("output_shape", "string", "shape of the row's output, batch included, e.g. '1x64x112x112'"),
     Column(
         "input_shape",
@@ -104,12 +106,13 @@ COLUMNS: tuple[Column, ...] = (
         text=dims_text,
     ),
     Column("covers_input", "boolean", "output unit 0's field spans the whole input in every dim (NA if undefined)"),
-    Column("receptive_field_note", "string", "why the field (or its stride) is undefined"),
+    Column("receptive_field_note", "string", "why the field (or its stride) is undefined", user_text=True),
     Column(
         "not_counted",
         "object",
         "operators without a formula -> how often the row ran them, a dict ({'aten.cumsum': 2}; CSV"
         " 'aten.cumsum x2; ...')",
+        user_text=True,
         text=counts_text,
     ),
 )

@@ -107,6 +107,29 @@ class Uncounted(nn.Module):
         return torch.linalg.matrix_exp(self.fc(x).unflatten(-1, (2, 3))[..., :2])
 
 
+# A custom operator's library namespace may be any text the dispatcher's name parser refuses:
+# a spreadsheet formula, a space, an ANSI escape, Rich markup.
+HOSTILE_NAMESPACE = "=cmd|' /C calc'!A0 \x1b[31m[bold]x"
+_HOSTILE_LIBRARIES: list[torch.library.Library] = []  # defined once per process, kept alive
+
+
+class HostileNamespace(nn.Module):
+    """A convolution, then HOSTILE_NAMESPACE's operator f (a copy), which archprof has no formula for."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        if not _HOSTILE_LIBRARIES:
+            library = torch.library.Library(HOSTILE_NAMESPACE, "DEF")
+            library.define("f(Tensor x) -> Tensor")
+            # Not "Meta": torch.library.Library.impl parses the name for that key and refuses it.
+            library.impl("f", torch.clone, "CompositeExplicitAutograd")
+            _HOSTILE_LIBRARIES.append(library)
+
+    def forward(self, x):
+        return getattr(torch.ops, HOSTILE_NAMESPACE).f(self.conv(x))
+
+
 class WithUnusedHead(nn.Module):
     def __init__(self):
         super().__init__()

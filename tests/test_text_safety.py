@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import xml.etree.ElementTree as ET
+from html import escape
 from pathlib import Path
 
 import markdown_it
@@ -17,11 +18,12 @@ from typer.testing import CliRunner
 import archprof
 from archprof.cli import app
 from archprof.comparison import comparison_markdown
-from archprof.diff import diff, read_csv_report
+from archprof.diff import diff, read_csv_layers, read_csv_report
 from archprof.errors import ArchprofError
 from archprof.render.html import report_html
 from archprof.text import markdown_literal
 from tests.markdown_tables import first_table, html_in
+from tests.models import HOSTILE_NAMESPACE, HostileNamespace
 
 runner = CliRunner()
 
@@ -493,3 +495,45 @@ def test_compare_csv_keeps_a_model_name_with_a_carriage_return_in_its_row(tmp_pa
     rows = list(csv.DictReader(io.StringIO(result.stdout, newline="")))
     assert [row["model"] for row in rows] == ["a\rb.py:net", "lenet5"]
     assert list(pd.read_csv(io.StringIO(result.stdout, newline=""))["model"]) == ["a\rb.py:net", "lenet5"]
+
+
+HOSTILE_OP = f"{HOSTILE_NAMESPACE}.f"  # as archprof names it: the overload packet
+
+
+def test_a_custom_operator_with_a_hostile_namespace_is_not_counted_and_shown_as_text(tmp_path):
+    """A library namespace the dispatcher's name parser refuses ("=cmd|' /C calc'!A0", with a
+    space, an ESC and Rich markup): the operator is listed as not counted, as any unknown one,
+    its name neutralised in the CSV and read back exactly, escaped everywhere it is shown."""
+    spec = "tests.models:HostileNamespace"
+    report = archprof.analyze(HostileNamespace(), input_size=(3, 8, 8))
+    assert report.totals.not_counted == {HOSTILE_OP: 1}
+    model_row = report.rows()[-1]
+    assert model_row["operators"] == HOSTILE_OP and model_row["not_counted"] == {HOSTILE_OP: 1}
+    assert model_row["receptive_field_note"].startswith(HOSTILE_OP)
+    shown = "=cmd|' /C calc'!A0 \\x1b[31m[bold]x.f"  # the ESC as its escape, [bold] as text
+
+    for args in (["summary", spec], ["rf", spec], ["explain", spec, "2"]):
+        result = invoke(*args, "--input", "3x8x8")
+        assert result.exit_code == 0, (args, result.output)
+        assert shown in result.output and "\x1b" not in result.output, args
+    markdown = invoke("summary", spec, "--input", "3x8x8", "-f", "markdown")
+    assert markdown_literal(HOSTILE_OP) in markdown.stdout and "\x1b" not in markdown.stdout
+    assert html_in(markdown.stdout) == []
+    explained = invoke("explain", spec, "2", "--input", "3x8x8", "-f", "markdown")
+    assert markdown_literal(HOSTILE_OP) in explained.stdout and "\x1b" not in explained.stdout
+    page = report_html(report)
+    assert f"(not counted): {escape(shown)} ×1" in page and "\x1b" not in page
+
+    document = json.loads(report.to_json())  # the data: the name as it is
+    assert document["totals"]["not_counted"] == {HOSTILE_OP: 1}
+    assert document["layers"][-1]["not_counted"] == {HOSTILE_OP: 1}
+
+    path = tmp_path / "report.csv"
+    cells = summary_csv(spec, path, "--input", "3x8x8")[-1]
+    assert cells["operators"] == "'" + HOSTILE_OP
+    assert cells["not_counted"] == f"'{HOSTILE_OP} x1"
+    assert cells["receptive_field_note"].startswith("'" + HOSTILE_OP)
+    back = read_csv_layers(path)
+    assert back == [{name: row[name] for name in back[0]} for row in report.rows()]
+    itself = json_diff(str(path), str(path))
+    assert itself["layers"] == [] and itself["unchanged_layers"] == 2

@@ -93,7 +93,7 @@ def _totals(report: Report) -> str:
     )
     not_counted = ""
     if totals.not_counted:
-        listed = ", ".join(f"{escape(op)} ×{count}" for op, count in sorted(totals.not_counted.items()))
+        listed = ", ".join(f"{escape(visible_text(op))} ×{count}" for op, count in sorted(totals.not_counted.items()))
         not_counted = f'<p class="note">Operators without a formula (not counted): {listed}</p>'
     return f'<section><h2>Totals</h2><table id="totals">{body}</table>{not_counted}</section>'
 

@@ -111,7 +111,7 @@ def not_counted_table(not_counted: dict[str, int]) -> Table:
     table.add_column("Operator")
     table.add_column("Calls", justify="right")
     for op, count in sorted(not_counted.items(), key=lambda item: -item[1]):
-        table.add_row(op, str(count))
+        table.add_row(Text(visible_text(op)), str(count))  # a custom operator's namespace is the user's text
     return table
 
 
