@@ -209,6 +209,24 @@ def test_the_layer_axes_tick_whole_layers_only():
         assert ticks == [0, 1], ticks
 
 
+def test_the_receptive_field_plot_reads_plainly_on_its_log_axes():
+    """Strides and field sizes tick as plain numbers (2, 4, 8, not 2 x 10^0), both axes say they
+    are logarithmic, and square inputs list their size once in the legend, not once per dimension."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.rf_plot import fields_figure
+
+    figure = fields_figure(archprof.analyze("lenet5"))
+    figure.canvas.draw()
+    sizes_axes, strides_axes = figure.axes
+    for axes in (sizes_axes, strides_axes):
+        assert "log scale" in axes.get_ylabel()
+        labels = [label.get_text() for label in axes.get_yticklabels() if label.get_text()]
+        assert labels and not any("times" in label or "^" in label for label in labels), labels
+    assert {"1", "2", "4"} <= {label.get_text() for label in strides_axes.get_yticklabels()}
+    legend = [text.get_text() for text in sizes_axes.get_legend().get_texts()]
+    assert len(legend) == len(set(legend)) and "input size 32" in legend, legend
+
+
 def test_memory_plot_command_writes_an_image(tmp_path):
     pytest.importorskip("matplotlib")
     target = tmp_path / "memory.png"
