@@ -192,6 +192,26 @@ def test_the_memory_plot_of_a_training_report_draws_the_training_estimate():
     assert expected in _texts(memory_figure(report))
 
 
+def test_the_training_lines_labels_are_not_struck_through_by_the_other_line():
+    """ResNet-18 with Adam: the training estimate (209 MB) and the step's peak (207 MB) lie a few
+    pixels apart; each label sits on the side of its line away from the other, crossed by neither."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.memory_plot import memory_figure
+
+    report = archprof.analyze("resnet18", training=True, optimizer="adam")
+    totals = report.totals
+    figure = memory_figure(report)
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    heights = [axes.transData.transform((0, y))[1] for y in (totals.training_memory_bytes, totals.training_peak_bytes)]
+    labels = [text for text in axes.texts if text.get_text().startswith(("training estimate", "training step peak"))]
+    assert len(labels) == 2
+    for label in labels:
+        box = label.get_window_extent(renderer)
+        assert not any(box.y0 < height < box.y1 for height in heights), (label.get_text(), box, heights)
+
+
 def test_the_layer_axes_tick_whole_layers_only():
     """Rows and steps are whole: a two-layer model's axis reads 0 and 1, not 0.0, 0.2, ..."""
     pytest.importorskip("matplotlib")

@@ -56,25 +56,36 @@ def memory_figure(report: Report, budget: int | None = None):
             color="tab:red",
             fontsize=8,
         )
+    # The two training lines can lie a few pixels apart: the higher one's label goes above it, the
+    # lower one's below it, so that neither label is struck through by the other line.
+    estimate_lower = (
+        report.training
+        and totals.training_memory_bytes is not None
+        and totals.training_peak_bytes is not None
+        and totals.training_memory_bytes < totals.training_peak_bytes
+    )
     if report.training and totals.training_memory_bytes is not None:
         axes.axhline(totals.training_memory_bytes, color="tab:purple", ls="--", lw=1)
         axes.annotate(
             f"training estimate {human_bytes(totals.training_memory_bytes)} ({report.optimizer})",
             (0, totals.training_memory_bytes),
-            xytext=(2, 3),
+            xytext=(2, -3) if estimate_lower else (2, 3),
             textcoords="offset points",
+            va="top" if estimate_lower else "bottom",
             color="tab:purple",
             fontsize=8,
         )
     if totals.training_peak_bytes is not None:
         place = figure_text(training_peak_place(totals.training_peak_layer, totals.training_peak_phase))
+        peak_lower = report.training and totals.training_memory_bytes is not None and not estimate_lower
         axes.axhline(totals.training_peak_bytes, color="tab:purple", lw=1)
         axes.annotate(
             f"training step peak {human_bytes(totals.training_peak_bytes)} {place}",
             (len(steps) - 1 if steps else 0, totals.training_peak_bytes),
-            xytext=(-2, 3),
+            xytext=(-2, -3) if peak_lower else (-2, 3),
             textcoords="offset points",
             ha="right",
+            va="top" if peak_lower else "bottom",
             color="tab:purple",
             fontsize=8,
         )
