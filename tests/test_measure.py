@@ -996,6 +996,7 @@ def test_the_roofline_figure_labels_its_roofs_colours_its_bounds_and_names_the_s
     assert not any("above the roof" in text for text in texts)
     assert axes.yaxis.get_major_formatter()(1e9) == "1 GFLOP/s"  # SI prefixes, never 1e+09
     assert "lenet5" in axes.get_title() and "e+" not in axes.get_title()
+    assert "log scale" in axes.get_xlabel() and "log scale" in axes.get_ylabel()  # log-log: said so
     timed = [row for row in report.rows() if row["arithmetic_intensity"] and row["achieved_flops_per_s"]]
     compute = [row for row in timed if row["arithmetic_intensity"] >= 5]
     memory = [row for row in timed if row["arithmetic_intensity"] < 5]

@@ -113,8 +113,8 @@ def roofline_figure(report: Report, label_top: int = 6):
     axes.margins(x=0.05, y=0.2)
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.yaxis.set_major_formatter(EngFormatter(unit="FLOP/s", places=0))
-    axes.set_xlabel("arithmetic intensity (FLOPs per byte moved; FLOPs = flops + elementwise_flops)")
-    axes.set_ylabel("achieved FLOP/s")
+    axes.set_xlabel("arithmetic intensity (FLOPs per byte moved; FLOPs = flops + elementwise_flops; log scale)")
+    axes.set_ylabel("achieved FLOP/s (log scale)")
     axes.set_title(
         f"Roofline of {figure_text(report.model)} on {measured.device_name} ({report.dtype}), batch {measured.batch}",
         fontsize=10,
