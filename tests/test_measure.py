@@ -1016,6 +1016,20 @@ def test_the_roofline_figure_labels_its_roofs_colours_its_bounds_and_names_the_s
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     legend = [text.get_text() for text in axes.get_legend().get_texts()]
     assert {"roofline", "25% of the time", "5% of the time"} <= set(legend)
+    # A marker's size is its share of the time: the colour key's two markers are one size, not the
+    # size of whichever layer each colour drew first (LeNet's convolutions are far slower than its activations).
+    handles = dict(zip(legend, _legend_handles(axes.get_legend()), strict=True))
+    areas = {_marker_area(handles[label]) for label in ("compute-bound layers", "memory-bound layers")}
+    assert len(areas) == 1 and areas.pop() < _marker_area(handles["5% of the time"]), areas
+
+
+def _legend_handles(legend) -> list:
+    return getattr(legend, "legend_handles", None) or legend.legendHandles  # matplotlib < 3.7: legendHandles
+
+
+def _marker_area(handle) -> float:
+    """A legend marker's area in points², from a proxy line or a scatter's own handle."""
+    return handle.get_markersize() ** 2 if hasattr(handle, "get_markersize") else float(handle.get_sizes()[0])
 
 
 def test_rows_above_the_roof_are_ringed_and_explained_on_the_plot():

@@ -13,6 +13,7 @@ ABOVE_COLOUR = "tab:red"
 # Marker area (points²) of a row that takes the whole forward; a row's area is its share of it.
 FULL_AREA = 600
 MIN_AREA = 12
+KEY_MARKER_SIZE = 5  # points: the colour key's markers, under the size key's 5% (sqrt(600 x 0.05) = 5.5)
 
 
 def plot_roofline(report: Report, path: str | os.PathLike, label_top: int = 6) -> None:
@@ -125,6 +126,7 @@ def roofline_figure(report: Report, label_top: int = 6):
         for share, text in ((0.25, "25% of the time"), (0.05, "5% of the time"))
     ]
     handles, _ = axes.get_legend_handles_labels()
+    handles = [_key_marker(handle) for handle in handles]
     axes.legend(handles=[*handles, *sizes], loc="lower right", fontsize=7, labelspacing=1.2, borderpad=1)
     if above:
         axes.text(
@@ -144,6 +146,29 @@ def roofline_figure(report: Report, label_top: int = 6):
     slope_label.set_rotation(_slope_degrees(axes, ceilings, slope_x))
     _label_slowest(figure, axes, rows, label_top)
     return figure
+
+
+def _key_marker(handle):
+    """A scatter's legend entry as a marker of one fixed size: in the legend a colour says the bound
+    (or a red ring, above the roof) and only the size key says a share of the time; left to itself,
+    the legend would draw each colour at the size of one of its layers."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.lines import Line2D
+
+    if not isinstance(handle, PathCollection):
+        return handle
+    rings = handle.get_label() == "above the roof"
+    return Line2D(
+        [],
+        [],
+        ls="",
+        marker="o",
+        markersize=KEY_MARKER_SIZE * (1.4 if rings else 1),
+        markerfacecolor="none" if rings else handle.get_facecolor()[0],
+        markeredgecolor=handle.get_edgecolor()[0],
+        markeredgewidth=handle.get_linewidths()[0],
+        label=handle.get_label(),
+    )
 
 
 def roofline_caption(count: int, above: list, ceilings) -> str:
