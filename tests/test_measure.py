@@ -1032,6 +1032,15 @@ def _marker_area(handle) -> float:
     return handle.get_markersize() ** 2 if hasattr(handle, "get_markersize") else float(handle.get_sizes()[0])
 
 
+def test_a_ridge_under_one_flop_a_byte_is_not_printed_as_zero():
+    pytest.importorskip("matplotlib")
+    from archprof.render.roofline import roofline_figure
+
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops="1G", bandwidth="70GB/s")
+    texts = _texts(roofline_figure(report))
+    assert any(text.startswith("ridge 0.014 FLOPs/byte") for text in texts), texts
+
+
 def test_rows_above_the_roof_are_ringed_and_explained_on_the_plot():
     pytest.importorskip("matplotlib")
     from archprof.render.roofline import roofline_figure
