@@ -439,16 +439,17 @@ class Report:
             {name: pd.Series(values, dtype=_exact_dtype(dtype, values)) for name, (dtype, values) in columns.items()}
         )
 
-    def explain(self, layer: str | int | None = None, markdown: bool = False) -> str:
+    def explain(self, layer: str | int | None = None, markdown: bool = False, width: int | None = None) -> str:
         """Every figure of one layer worked out with the layer's own numbers, by the formulas
         that computed them (`archprof.explain`): `layer` is a row's name as the summary shows
         it ('features.0', 'relu (call 2)'), its number (1 = the first row; '#3' always a
         number) or a container ('layer1.0': its children's totals and its own operations).
-        None: the receptive-field table down the network and each stage's share. Text, or
-        Markdown with `markdown=True`. Needs the report `analyze` returned (not rolled up)."""
+        None: the receptive-field table down the network and each stage's share. Text (each
+        figure on one line, or wrapped at spaces to `width`), or Markdown with `markdown=True`.
+        Needs the report `analyze` returned (not rolled up)."""
         from archprof.explain import explain
 
-        return explain(self, layer, markdown=markdown)
+        return explain(self, layer, markdown=markdown, width=width)
 
     def rows(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, values, strict=True)) for values in zip(*self.columns.values(), strict=True)]

@@ -14,8 +14,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.explain import explanation
+from archprof.explain.document import Explanation, Section, Step
 from archprof.text import dims_text, markdown_literal
-from tests.cli import cli, one_error_line
+from tests.cli import cli, one_error_line, runner
 from tests.models import Checkpointed
 
 
@@ -306,6 +307,50 @@ def test_cli_explain(tmp_path):
     assert written.exit_code == 0 and target.read_text().startswith("### features.0 (Conv2d)")
     network = cli("explain", "resnet18", "--fold-bn")
     assert network.exit_code == 0 and "receptive field down the network" in network.stdout
+
+
+_WIDE = [("resnet18", "layer1.0.conv1", "--train"), ("vgg16", "features.0"), ("vgg16",), ("resnet18", "layer1.0")]
+
+
+def _explain_cli(args, columns):
+    from archprof.cli import app
+
+    return runner.invoke(app, ["explain", *args], env={"COLUMNS": columns})  # None: COLUMNS unset
+
+
+@pytest.mark.parametrize("args", _WIDE)
+def test_cli_explain_fits_the_terminal_width(args):
+    """At COLUMNS=80 (a terminal's width) no line is wider, and only spaces changed: no
+    number or formula cut, every result whole after its `=`."""
+    model, *rest = args
+    report = archprof.analyze(model, training="--train" in rest)
+    layer = next((arg for arg in rest if arg != "--train"), None)
+    one_line = report.explain(layer)
+    assert max(map(len, one_line.splitlines())) > 100  # worth wrapping
+    result = _explain_cli(args, "80")
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.stdout.splitlines())) <= 80, result.stdout
+    assert result.stdout.split() == one_line.split()
+    for section in explanation(report, layer).sections:
+        for step in section.steps:
+            assert f"= {step.result}" in result.stdout or step.formula == step.worked == "", step
+
+
+def test_cli_explain_piped_or_markdown_is_not_wrapped():
+    """Piped without COLUMNS (or written to a file) the text is as before, a figure a line;
+    Markdown is never wrapped."""
+    report = archprof.analyze("resnet18", training=True)
+    piped = _explain_cli(("resnet18", "layer1.0.conv1", "--train"), None)
+    assert piped.exit_code == 0 and piped.stdout == report.explain("layer1.0.conv1")
+    assert "  MACs = N · C_out · H_out · W_out · (C_in / G) · K_h · K_w = 1 · 64 · 56 · 56" in piped.stdout
+    markdown = _explain_cli(("vgg16", "features.0", "--format", "markdown"), "80")
+    assert markdown.stdout == archprof.analyze("vgg16").explain("features.0", markdown=True)
+
+
+def test_a_word_wider_than_the_line_is_left_whole():
+    token = "1·" * 50 + "1"
+    text = Explanation("t", (Section("s", (Step("numel", "a · b", token, 1),), ("note " + token,)),)).text(40)
+    assert text.splitlines()[3:] == ["  numel = a · b", f"          = {token}", "        = 1", "  note", f"    {token}"]
 
 
 @pytest.mark.parametrize(

@@ -450,11 +450,9 @@ def emit(format: Format, output: Path | None, table, writers, choice: ColumnChoi
 
         if output is None:
             console = stdout_console()
-            # COLUMNS names a width off a terminal too (Rich reads it as the console's width): how
-            # a script, or a test through CliRunner, asks for a narrow table.
-            fitted = not choice.wide and (console.is_terminal or "COLUMNS" in os.environ)
-            renderable = table(Layout(console.width if fitted else None, choice.columns))
-            if not fitted:
+            width = None if choice.wide else fitted_width(console)
+            renderable = table(Layout(width, choice.columns))
+            if width is None:
                 console = stdout_console(UNLIMITED_WIDTH)
             with standard_output():
                 console.print(renderable)
@@ -607,6 +605,14 @@ def stdout_console(width: int | None = None):
     except (AttributeError, OSError, ValueError):
         terminal = False
     return Console(file=stream if terminal else _TrimmedLines(stream), width=width)
+
+
+def fitted_width(console=None) -> int | None:
+    """The width output on standard output fits (`console`, or `stdout_console()`): its
+    terminal's, or COLUMNS's off a terminal too (Rich reads it as the console's width: how a
+    script, or a test through CliRunner, asks for narrow output); None for a pipe or a file."""
+    console = console or stdout_console()
+    return console.width if console.is_terminal or "COLUMNS" in os.environ else None
 
 
 class _TrimmedLines:

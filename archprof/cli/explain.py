@@ -14,6 +14,7 @@ from archprof.cli.common import (
     OutputOpt,
     check_output,
     choose_format,
+    fitted_width,
     format_option,
     input_files,
     user_errors,
@@ -76,4 +77,7 @@ def explain(
         raise ArchprofError(f"explain writes text or markdown, not {chosen.value}: give --format table or markdown")
     check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
     report = analyze(model, training=train, **options.keywords())
-    write_text(report.explain(layer, markdown=chosen is Format.markdown), output)
+    markdown = chosen is Format.markdown
+    # Text on standard output fits its width as a table does; Markdown and a file are never wrapped.
+    width = fitted_width() if output is None and not markdown else None
+    write_text(report.explain(layer, markdown=markdown, width=width), output)

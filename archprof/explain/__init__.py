@@ -44,10 +44,10 @@ _ROW_NUMBER = re.compile(r"[0-9]{1,9}")
 # -- entry points --------------------------------------------------------------------------
 
 
-def explain(report: Any, layer: str | int | None = None, markdown: bool = False) -> str:
-    """`explanation(report, layer)` as text, or as Markdown."""
+def explain(report: Any, layer: str | int | None = None, markdown: bool = False, width: int | None = None) -> str:
+    """`explanation(report, layer)` as text (wrapped to `width`, a terminal's), or as Markdown."""
     found = explanation(report, layer)
-    return found.markdown() if markdown else found.text()
+    return found.markdown() if markdown else found.text(width)
 
 
 def explanation(report: Any, layer: str | int | None = None) -> Explanation:

@@ -3,6 +3,7 @@ for a terminal, Markdown for a pull request or a course page."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 from archprof.text import markdown_literal, visible_text
@@ -45,14 +46,20 @@ class Explanation:
         """Every step named `name`, in order (tests read the figures back this way)."""
         return [step for section in self.sections for step in section.steps if step.name == name]
 
-    def text(self) -> str:
-        lines = [visible_text(self.title), ""]
+    def text(self, width: int | None = None) -> str:
+        """Each figure on one line, or wrapped at spaces to `width` (a terminal's): a figure's
+        `= formula`, `= worked` and `= result` each go under its first `=`; a note's and a
+        table row's further lines hang two spaces in. A word, a number or a formula
+        without spaces (1·64·224·224) is never split, even where it alone is wider."""
+        lines = _wrapped(visible_text(self.title), width)
         for section in self.sections:
-            lines.append(visible_text(section.title))
-            lines += [f"  {_step_line(step)}" for step in section.steps]
-            lines += [f"  {visible_text(note)}" for note in section.notes]
-            lines += [f"  {row}" for row in _aligned(section.table)]
-            lines.append("")
+            lines += ["", *_wrapped(visible_text(section.title), width)]
+            for step in section.steps:
+                lines += _step_lines(step, width)
+            for note in section.notes:
+                lines += _wrapped(visible_text(note), width, "  ", "    ")
+            for row in _aligned(section.table):
+                lines += _wrapped(row, width, "  ", "    ")
         return "\n".join(lines).rstrip("\n") + "\n"
 
     def markdown(self) -> str:
@@ -88,13 +95,35 @@ def value_text(value: Value) -> str:
     return f"{value:,}" if isinstance(value, int) else value
 
 
-def _step_line(step: Step) -> str:
+def _step_lines(step: Step, width: int | None) -> list[str]:
+    """`name = formula = worked = result` on one line, or, where it is wider than `width`,
+    each `= part` that does not fit on the line before on a line of its own under the first
+    `=` (a part too long for any line wraps where it is)."""
     parts = [step.name]
     for part in (step.formula, step.worked):
         if part and part != parts[-1] and part != step.result:
             parts.append(part)
-    parts.append(step.result)
-    return visible_text(" = ".join(parts))
+    name, *parts = (visible_text(part) for part in (*parts, step.result))
+    lines = [f"  {name}"]
+    hang = " " * (len(lines[0]) + 1)
+    for part in parts:
+        if width is None or len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += f" = {part}"
+        elif len(hang) + 2 + len(part) <= width:
+            lines.append(f"{hang}= {part}")
+        else:  # "\0" keeps the `=` with the word after it: never last on a line
+            wrapped = _wrapped(f"{lines[-1]} =\0{part}", width, "", hang + "  ")
+            lines[-1:] = [line.replace("\0", " ") for line in wrapped]
+    return lines
+
+
+def _wrapped(text: str, width: int | None, indent: str = "", hang: str = "") -> list[str]:
+    """`text` after `indent`, wrapped at spaces to `width` with `hang` before each line after
+    the first (None: one line); a word wider than the line is left whole."""
+    if width is None:
+        return [indent + text]
+    options = dict(initial_indent=indent, subsequent_indent=hang, break_long_words=False, break_on_hyphens=False)
+    return textwrap.wrap(text, width, **options) or [indent + text]
 
 
 def _aligned(table: tuple[tuple[str, ...], ...]) -> list[str]:
