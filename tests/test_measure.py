@@ -1039,6 +1039,8 @@ def test_a_ridge_under_one_flop_a_byte_is_not_printed_as_zero():
     report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops="1G", bandwidth="70GB/s")
     texts = _texts(roofline_figure(report))
     assert any(text.startswith("ridge 0.014 FLOPs/byte") for text in texts), texts
+    table = " ".join(to_text(profile_table(report, Layout(width=300))).split())
+    assert "ridge 0.014 FLOPs/byte" in table  # the table's ceilings line said "ridge 0.0" too
 
 
 def test_rows_above_the_roof_are_ringed_and_explained_on_the_plot():

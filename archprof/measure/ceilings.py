@@ -84,6 +84,12 @@ def bandwidth_text(value: float) -> str:
     return f"{human_bytes(round(value))}/s"
 
 
+def ridge_text(ridge: float) -> str:
+    """The ridge (FLOPs per byte) to one decimal (5.0), or to two significant digits under 1
+    (0.014, never 0.0)."""
+    return f"{ridge:.1f}" if ridge >= 1 else f"{ridge:.2g}"
+
+
 def cache_path() -> Path:
     """ceilings.json in $ARCHPROF_CACHE_DIR, else $XDG_CACHE_HOME/archprof, else ~/.cache/archprof."""
     directory = os.environ.get("ARCHPROF_CACHE_DIR")

@@ -116,13 +116,13 @@ def whole_model_table(measured) -> Table:
 
 
 def ceilings_text(ceilings) -> Text:
-    from archprof.measure.ceilings import bandwidth_text, flops_rate_text
+    from archprof.measure.ceilings import bandwidth_text, flops_rate_text, ridge_text
 
     return Text(
         f"Ceilings of {ceilings.device} ({ceilings.dtype}): peak {flops_rate_text(ceilings.peak_flops_per_s)} "
         f"({ceilings.origin('peak_flops')}), bandwidth {bandwidth_text(ceilings.bandwidth_bytes_per_s)} "
-        f"({ceilings.origin('bandwidth')}); ridge {ceilings.ridge:.1f} FLOPs/byte. archprof profile --remeasure "
-        "measures them again."
+        f"({ceilings.origin('bandwidth')}); ridge {ridge_text(ceilings.ridge)} FLOPs/byte. "
+        "archprof profile --remeasure measures them again."
     )
 
 

@@ -35,7 +35,7 @@ def roofline_figure(report: Report, label_top: int = 6):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import EngFormatter, FuncFormatter
 
-    from archprof.measure.ceilings import bandwidth_text, flops_rate_text
+    from archprof.measure.ceilings import bandwidth_text, flops_rate_text, ridge_text
 
     measured = report.measured
     if measured is None:
@@ -75,7 +75,7 @@ def roofline_figure(report: Report, label_top: int = 6):
     axes.text(
         ceilings.ridge,
         0.01,
-        f"ridge {_ridge_text(ceilings.ridge)} FLOPs/byte\n← memory-bound | compute-bound →",
+        f"ridge {ridge_text(ceilings.ridge)} FLOPs/byte\n← memory-bound | compute-bound →",
         transform=axes.get_xaxis_transform(),  # x in data, y in axes units: at the bottom, under the points
         ha="center",
         va="bottom",
@@ -146,11 +146,6 @@ def roofline_figure(report: Report, label_top: int = 6):
     slope_label.set_rotation(_slope_degrees(axes, ceilings, slope_x))
     _label_slowest(figure, axes, rows, label_top)
     return figure
-
-
-def _ridge_text(ridge: float) -> str:
-    """The ridge to one decimal (5.0), or to two significant digits under 1 (0.014, never 0.0)."""
-    return f"{ridge:.1f}" if ridge >= 1 else f"{ridge:.2g}"
 
 
 def _key_marker(handle):
