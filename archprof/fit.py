@@ -14,7 +14,7 @@ import torch
 
 from archprof.analysis import analysis, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError
-from archprof.measure.device import cpu_available_memory
+from archprof.measure.device import beyond_free_memory, cpu_available_memory
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
 from archprof.trace import NeedsTwoSamples
@@ -22,9 +22,6 @@ from archprof.units import human_bytes
 
 # --fit: traces allowed before giving up on a model whose memory is not affine in the batch.
 MAX_FIT_TRACES = 40
-# A model traced by real CPU forwards: the budget, with half again for operators' workspace,
-# must fit in the memory available, as for `memory --measure`.
-REAL_RUN_MARGIN = 1.5
 # No tensor's bytes can pass int64 (torch counts sizes in it): nor can a batch --fit analyses.
 INT64_MAX = 2**63 - 1
 
@@ -135,8 +132,8 @@ def fit_batch(
         first, why = 2, " (a training step needs a batch of at least 2 here)"
         one = need(first)
     if reports[first].traced_on == "cpu":  # each batch tried is a real forward: refused before it runs out of memory
-        free = cpu_available_memory()
-        if free is not None and budget_bytes * REAL_RUN_MARGIN > free:
+        free = cpu_available_memory()  # the budget, with room for workspace, as for `memory --measure`
+        if beyond_free_memory(budget_bytes, free):
             raise ArchprofError(
                 f"cannot fit a batch to {human_bytes(budget_bytes)} here: the forward of {loaded.name} cannot run on"
                 " the meta device, so each batch tried runs on the CPU for real, and those near the budget would"

@@ -191,6 +191,12 @@ def is_uninitialised(tensor: torch.Tensor) -> bool:
     return isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
 
 
+def has_uninitialised(module: torch.nn.Module) -> bool:
+    """Whether a lazy layer of `module` has not made its parameters or buffers yet: its first
+    forward makes them, so a measurement is of the call after."""
+    return any(is_uninitialised(t) for t in (*module.parameters(), *module.buffers()))
+
+
 @contextlib.contextmanager
 def weights_on_meta() -> Iterator[None]:
     """Build with the constructor's own computations on the CPU, each parameter and buffer

@@ -334,12 +334,6 @@ def memory(
             say(note)
 
 
-# Room on top of the predicted peak for what the analysis does not count (operators'
-# workspace, the allocator's rounding): a run near the limit is refused in one line rather
-# than killed by the system's out-of-memory killer with no word (exit 137).
-_WORKSPACE_MARGIN = 1.5
-
-
 def _measured_peak(loaded, report, inputs, batch: int, dtype, optimizer: str) -> int:
     """The most `memory --measure` will hold, predicted: it runs inference and a training step."""
     from archprof.analysis import analyze
@@ -353,10 +347,11 @@ def _refuse_a_run_that_cannot_fit(predicted: int, batch: int) -> None:
     """Refuse, before any real run, one whose predicted peak (with a margin) exceeds the memory
     the device it runs on has free: CUDA's, else the CPU's."""
     from archprof.errors import ArchprofError
+    from archprof.measure.device import beyond_free_memory
     from archprof.units import human_bytes
 
     device, free = available_memory()
-    if free is not None and predicted * _WORKSPACE_MARGIN > free:
+    if beyond_free_memory(predicted, free):
         raise ArchprofError(
             f"--measure would run batch {batch}, predicted to need {human_bytes(predicted)} (and operators'"
             f" workspace), but {device} has {human_bytes(free)} free: give a smaller --batch or --fit"

@@ -38,6 +38,18 @@ def resolve_device(device: str | None) -> torch.device:
     return target
 
 
+# Room on top of a predicted peak for what the analysis does not count (operators'
+# workspace, the allocator's rounding): a real run near the limit is refused in one line
+# rather than killed by the system's out-of-memory killer with no word (exit 137).
+REAL_RUN_MARGIN = 1.5
+
+
+def beyond_free_memory(predicted: int, free: int | None) -> bool:
+    """Whether a real run predicted to need `predicted` bytes, with REAL_RUN_MARGIN on top,
+    would pass the `free` bytes of its device (None: cannot tell, so never)."""
+    return free is not None and predicted * REAL_RUN_MARGIN > free
+
+
 def cpu_available_memory() -> int | None:
     """The system's available memory in bytes (None where it cannot tell)."""
     try:

@@ -31,7 +31,7 @@ import torch
 from archprof.analysis import Analysis, analysis
 from archprof.load import InputsLike, LoadedModel
 from archprof.measure.device import ForwardInputs, device_name, random_inputs, real_run_errors
-from archprof.meta import is_uninitialised
+from archprof.meta import has_uninitialised, is_uninitialised
 from archprof.optimizers import optimizer_model
 from archprof.random_state import random_state_kept
 from archprof.structure import tensors_in
@@ -103,7 +103,7 @@ def measure_memory(
         inputs = random_inputs(analysed, device)
         arguments = (inputs.args, inputs.kwargs)
         with real_run_errors(name, device, analysed.batch):
-            if any(is_uninitialised(t) for t in (*module.parameters(), *module.buffers())):
+            if has_uninitialised(module):
                 _inference_step(module, inputs)  # lazy layers make their tensors: measure the calls after
             inference = measured_peak(
                 lambda: _inference_step(module, inputs), device, before, held_bytes(module, arguments)

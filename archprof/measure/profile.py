@@ -48,7 +48,7 @@ from archprof.measure.device import (
     timed_paths,
 )
 from archprof.measure.peak_memory import held_bytes, measured_peak
-from archprof.meta import is_uninitialised
+from archprof.meta import has_uninitialised
 from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
@@ -192,7 +192,7 @@ def _profiled(
         # The peak of the first forward, as the analysis traces it: a module that keeps what
         # it makes between calls (LeViT's attention biases) holds it, uncounted, after it. A
         # lazy layer's weights are made by a first call: then the call after.
-        if any(is_uninitialised(t) for t in (*module.parameters(), *module.buffers())):
+        if has_uninitialised(module):
             real_inputs(module)
         held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
         peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
