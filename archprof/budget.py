@@ -101,7 +101,16 @@ class Verdict:
     @property
     def limit_text(self) -> str:
         """The limit as written, e.g. "max-params 30M", "max-training-memory 8GB (adam)"."""
-        return f"{self.limit.key} {self.limit.text}" + (f" ({self.optimizer})" if self.optimizer else "")
+        return f"{self.limit.key} {self.limit.text}{self._optimizer_suffix}"
+
+    @property
+    def limit_name(self) -> str:
+        """The limit's key, with the optimizer it was checked for: "max-training-memory (adam)"."""
+        return f"{self.limit.key}{self._optimizer_suffix}"
+
+    @property
+    def _optimizer_suffix(self) -> str:
+        return f" ({self.optimizer})" if self.optimizer else ""
 
     @property
     def passed(self) -> bool:
@@ -488,8 +497,7 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
             skipped="0",
         )
         for verdict in group:
-            name = verdict.limit.key + (f" ({verdict.optimizer})" if verdict.optimizer else "")
-            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=name)
+            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit_name)
             value = human_value(verdict.limit.metric.unit, verdict.value)
             detail = f"{verdict.limit.metric.label} {value} ({verdict.value:,}) at input {shape}"
             limit = visible_text(verdict.limit_text)
