@@ -38,7 +38,7 @@ from archprof.passes.receptive_field import receptive_field_columns
 from archprof.random_state import random_state_kept
 from archprof.report import COLUMNS, TRAINING_COLUMNS, Report, layer_label
 from archprof.trace import MetaUnsupported, TraceInput, trace
-from archprof.units import shape_text, shapes_text, whole_number
+from archprof.units import checked_count, shape_text, shapes_text
 
 ModelSpec = str | os.PathLike | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
 
@@ -48,14 +48,7 @@ def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.d
     batch None or an int of at least 1 (not a bool, a float or a string), dtype None, a
     floating torch.dtype of DTYPES or its name ("float16", "torch.float16")."""
     if batch is not None:
-        whole = whole_number(batch)
-        if whole is None:
-            raise ArchprofError(
-                f"batch must be a whole number (an int) of at least 1, got {batch!r} ({type(batch).__name__})"
-            )
-        batch = whole
-        if batch < 1:
-            raise ArchprofError(f"batch must be at least 1, got {batch}")
+        batch = checked_count("batch", batch, 1)
     if dtype is None or (isinstance(dtype, torch.dtype) and dtype in DTYPES.values()):
         return batch, dtype
     name = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None

@@ -28,7 +28,7 @@ from archprof.passes.receptive_field import FieldMark
 from archprof.random_state import random_state_kept
 from archprof.report import Report, csv_text
 from archprof.text import markdown_code, markdown_literal
-from archprof.units import human_bytes, human_count, shapes_text, whole_number
+from archprof.units import checked_count, human_bytes, human_count, shapes_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -265,10 +265,7 @@ def _optional(metric: Metric, report: Report) -> int | None:
 
 def checked_runs(runs: Any) -> int:
     """`runs` as a Python int of at least 1 (a NumPy integer too)."""
-    count = whole_number(runs)
-    if count is None or count < 1:
-        raise ArchprofError(f"runs must be a whole number of at least 1, got {runs!r}")
-    return count
+    return checked_count("runs", runs, 1)
 
 
 def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: int = 5) -> float:

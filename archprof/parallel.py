@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from archprof.errors import ArchprofError
-from archprof.units import whole_number
+from archprof.units import checked_count
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -63,9 +63,7 @@ def ordered_map(
     function; an item that `local` picks, or that does not pickle, runs here, and so does
     everything with jobs=1, in order. The error raised is the one of the first failing item
     in the order given; warnings a worker raised are raised again here, in that order."""
-    if jobs is not None and (whole_number(jobs) is None or jobs < 1):
-        raise ArchprofError(f"jobs must be a whole number of at least 1 (or None: every core), got {jobs!r}")
-    jobs = jobs or default_jobs()
+    jobs = default_jobs() if jobs is None else checked_count("jobs", jobs, 1, note="or None: every core")
     report = progress or (lambda phase, done, total: None)
     sendable = [i for i, item in enumerate(items) if jobs > 1 and not local(item) and _pickles(function, item)]
     if len(sendable) < 2:

@@ -23,7 +23,7 @@ from archprof.passes.flops import OperatorCost, merged_costs
 from archprof.passes.memory import TrainingStep, training_step
 from archprof.text import dims_text, visible_text
 from archprof.text import layer_label as layer_label  # where diff, render and measure import it from
-from archprof.units import shape_text
+from archprof.units import checked_count, shape_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -650,8 +650,7 @@ class Report:
 
 
 def _check_depth(depth, what: str) -> None:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise ArchprofError(f"{what} depth must be a whole number >= 0 (0 = the whole model), got {depth!r}")
+    checked_count(f"{what} depth", depth, 0, note="0 = the whole model")
 
 
 def _exact_dtype(dtype: str, values: list) -> str:

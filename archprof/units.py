@@ -60,6 +60,20 @@ def whole_number(value: object) -> int | None:
         return None
 
 
+def checked_count(name: str, value: object, least: int, most: int | None = None, note: str = "") -> int:
+    """`value` as a Python int from `least` to `most` (no upper end where None), refused on one
+    line naming `name` otherwise; `note` says what a value means ("0 = the whole model")."""
+    count = whole_number(value)
+    meaning = f" ({note})" if note else ""
+    if count is None:
+        raise ArchprofError(f"{name} must be a whole number{meaning}, got {value!r}")
+    if count < least:
+        raise ArchprofError(f"{name} must be at least {least}{meaning}, got {count}")
+    if most is not None and count > most:
+        raise ArchprofError(f"{name} must be at most {most:,}, got {count}")
+    return count
+
+
 def tensor_text(shape: Sequence[int], dtype) -> str:
     """A tensor of `shape` and `dtype` in words: "1x3x224x224 float32"."""
     return f"{shape_text(shape)} {str(dtype).removeprefix('torch.')}"

@@ -156,7 +156,7 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
         (lambda: diff(42, "lenet5"), r"cannot analyse 42 \(of type int\)"),
         (lambda: compare(["no-such-model"], profile="false"), "profile must be True or False"),
         (lambda: compare(["no-such-model"], profile=True, runs="2"), "runs must be a whole number"),
-        (lambda: compare(["no-such-model"], profile=True, runs=0), "runs must be a whole number of at least 1"),
+        (lambda: compare(["no-such-model"], profile=True, runs=0), "runs must be at least 1, got 0"),
         (lambda: compare(["lenet5", "lenet5"], progress=3), "progress must be a function"),
         (lambda: archprof.profile("no-such-model", device="cpu", progress=3), "progress must be a function"),
     ],

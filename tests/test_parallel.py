@@ -69,7 +69,7 @@ def test_ordered_map_keeps_the_order_and_runs_here_what_does_not_pickle():
         "4",
         "5",
     ]  # a lambda does not pickle
-    with pytest.raises(ArchprofError, match="jobs must be a whole number of at least 1"):
+    with pytest.raises(ArchprofError, match=r"jobs must be at least 1 \(or None: every core\), got 0"):
         ordered_map(abs, [1, 2], jobs=0)
 
 

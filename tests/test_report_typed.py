@@ -166,5 +166,5 @@ def test_by_module_depth_keeps_the_shallow_modules(resnet18):
     every = resnet18.by_module()
     assert shallow.equals(every[every["depth"] <= 1].reset_index(drop=True))
     assert shallow["module"].tolist()[:3] == ["", "conv1", "bn1"]
-    with pytest.raises(ArchprofError, match="depth must be a whole number >= 0"):
+    with pytest.raises(ArchprofError, match=r"depth must be at least 0 \(0 = the whole model\), got -1"):
         resnet18.by_module(depth=-1)

@@ -565,13 +565,9 @@ def checked_batch(batch: int) -> int:
 
 def count_option(option: str, value: int, low: int, high: int) -> int:
     """`value`, refused on one line outside [low, high] (typer takes any integer, 10**20 too)."""
-    from archprof.errors import ArchprofError
+    from archprof.units import checked_count
 
-    if value < low:
-        raise ArchprofError(f"{option} must be at least {low}, got {value}")
-    if value > high:
-        raise ArchprofError(f"{option} must be at most {high:,}, got {value}")
-    return value
+    return checked_count(option, value, low, high)
 
 
 def emit_report(report, format: Format, output: Path | None, table=None, choice: ColumnChoice = ColumnChoice()) -> None:

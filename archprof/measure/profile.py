@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 from archprof.measure.ceilings import Ceilings, bandwidth_text, device_ceilings, flops_rate_text
 from archprof.measure.clock import (
@@ -53,7 +52,7 @@ from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
 from archprof.report import MEASURED_COLUMNS, Report, measured_rates
-from archprof.units import parse_bandwidth, parse_flops_rate, whole_number
+from archprof.units import checked_count, parse_bandwidth, parse_flops_rate
 
 
 @dataclass(frozen=True)
@@ -150,14 +149,7 @@ def profile_analysis(
 
 def _pass_count(name: str, passes: Any, least: int) -> int:
     """`passes` checked, as a Python int: a NumPy integer would reach the JSON, which has none."""
-    count = whole_number(passes)
-    if count is None:
-        raise ArchprofError(f"{name} must be a whole number, got {passes!r}")
-    if count < least:
-        raise ArchprofError(f"{name} must be at least {least}, got {count}")
-    if count > MAX_PASSES:
-        raise ArchprofError(f"{name} must be at most {MAX_PASSES:,}, got {count}")
-    return count
+    return checked_count(name, passes, least, MAX_PASSES)
 
 
 def _profiled(
