@@ -45,7 +45,7 @@ from archprof.parallel import Progress, ordered_map
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
 from archprof.text import limits_verdict, markdown_code, markdown_literal, visible_text
-from archprof.units import human_value, parse_count, parse_pixels, parse_size, shape_text, shapes_text
+from archprof.units import human_value, parse_count, parse_pixels, parse_size, shape_text, shapes_text, share_text
 
 # -- limits ------------------------------------------------------------------------------
 
@@ -408,8 +408,7 @@ def format_margin(verdict: Verdict) -> str:
     sign = "-" if margin < 0 else "+"
     shown = human_value(verdict.limit.metric.unit, abs(margin))
     if verdict.limit.threshold:
-        share = abs(margin) / verdict.limit.threshold
-        return f"{sign}{shown} ({sign}{share:.1%})" if share >= 0.0005 or not margin else f"{sign}{shown} ({sign}<0.1%)"
+        return f"{sign}{shown} ({sign}{share_text(abs(margin) / verdict.limit.threshold)})"
     return f"{sign}{shown}"
 
 

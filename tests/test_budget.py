@@ -121,6 +121,13 @@ def test_a_margin_under_a_tenth_of_a_percent_is_not_shown_as_zero():
     assert at.exit_code == 0 and "+0 (+0.0%)" in at.stdout
 
 
+def test_a_margin_of_nearly_the_whole_limit_is_not_shown_as_all_of_it():
+    """lenet5's 61,706 parameters under max-params 200M leave 199,938,294 of 200,000,000:
+    99.969%, which read "100.0%", as if the model had no parameters."""
+    result = invoke("check", "lenet5", "--max-params", "200M")
+    assert result.exit_code == 0 and "(+>99.9%)" in result.stdout and "100.0%" not in result.stdout
+
+
 def test_a_training_memory_verdict_names_its_optimizer(tmp_path, monkeypatch):
     """Two entries of one model and input, one limit each, sgd and adam: the rows read the
     same, "max-training-memory 1MB", one passing and one failing, and nothing said which
