@@ -1006,3 +1006,22 @@ def test_complex_views_keep_the_field(complex_view):
 
     report = archprof.analyze(AlongWidth(), input_size=(1, 8, 8))
     assert report.columns["receptive_field"] == [(3, 3), (3, 8)]
+
+
+def test_the_gradient_of_pdist_counts_5_per_term():
+    """F.pdist's gradient, as its CPU kernel runs it, per pair and feature: the difference,
+    grad * diff / dist (p = 2) and the two accumulations into the rows' gradients."""
+
+    class Distances(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(12, 12)
+
+        def forward(self, x):  # x: [5, 12]
+            return F.pdist(self.linear(x))
+
+    report = archprof.analyze(Distances(), input_size=(12,), batch=5, training=True)
+    assert report.totals.not_counted == {}
+    pairs = 5 * 4 // 2
+    costs = _operator_costs(report)
+    assert [c.elementwise_flops for c in costs["aten._pdist_backward"]] == [5 * pairs * 12]

@@ -450,6 +450,8 @@ _add(Family.POINTWISE, "huber_loss_backward", costs.per_output_element(5))
 # z = exp(-y x); -norm y z / (1 + z) grad: 8 per element
 _add(Family.POINTWISE, "soft_margin_loss_backward", costs.soft_margin_loss_backward_cost)
 _add(Family.DATA_MOVEMENT, "nll_loss_backward nll_loss2d_backward", costs.nll_loss_backward_cost)
+# F.pdist's gradient, pair by pair as its forward
+_add(Family.REDUCTION, "_pdist_backward", costs.pdist_backward_cost)
 # Also the gradient of advanced indexing (x[idx]): index_put with accumulate.
 _add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)
 

@@ -802,3 +802,11 @@ def trace_cost(x: Shape, *, out: Shape) -> Cost:
 
 # `linalg_cross`: each component a product difference, a_i b_j - a_j b_i: 3 per output element
 cross_product_cost = per_output_element(3)
+
+
+def pdist_backward_cost(grad: Shape, x: Shape, p: float, *args, out: Shape, **kwargs) -> Cost:
+    """`_pdist_backward`, F.pdist's gradient, as its CPU kernel runs it: per pair and per
+    feature the difference again (1), the norm's gradient of it, grad * diff / dist for
+    p = 2 (2), added into one row's gradient and taken from the other's (2): 5 per term of
+    each of the N (N - 1) / 2 distances; p = 0's gradient is zero (a fill)."""
+    return Cost(elementwise_flops=5 * prod(grad) * x[-1] if p != 0 else 0)

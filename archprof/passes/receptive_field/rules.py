@@ -1039,6 +1039,14 @@ def _pdist(walk: Walk, op: OpNode) -> State:
     return reduced.with_dims([None]) if isinstance(reduced, Field) else reduced
 
 
+@_rule("_pdist_backward")
+def _pdist_gradient(walk: Walk, op: OpNode) -> State:
+    """Each row's gradient reads every distance's gradient and every row (the pairs index no
+    input axis)."""
+    merged = walk.merge(op, [(walk.reduce(op, walk.state(t), 0, None), ()) for t in op.inputs], ())
+    return merged.with_dims([None] * len(op.outputs[0].shape)) if isinstance(merged, Field) else merged
+
+
 @_rule("dist")
 def _dist(walk: Walk, op: OpNode) -> State:
     """The norm of a difference: every unit of both inputs."""
