@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import archprof
 from archprof.operators import OPERATORS, Family, operator_named
@@ -1006,3 +1007,170 @@ def test_complex_views_keep_the_field(complex_view):
 
     report = archprof.analyze(AlongWidth(), input_size=(1, 8, 8))
     assert report.columns["receptive_field"] == [(3, 3), (3, 8)]
+
+
+# torch.linalg on a batch of 3: s, 8 x 8 symmetric positive definite; t, 8 x 5; r, 8 x 2
+# right-hand sides. Each call, the aten operators a CPU dispatches for it (the oracle checks
+# archprof's trace records those), and the FLOPs Golub & Van Loan count for the one that
+# computes (Matrix Computations, 4th ed.), per matrix, rounded down, times 3.
+LU_8 = math.floor(2 * 8**3 / 3)  # Gaussian elimination: 2n^3/3
+QR_8_5 = math.floor(2 * 8 * 5**2 - 2 * 5**3 / 3)  # Householder QR's R (and its thin Q): 2mn^2 - 2n^3/3
+LINEAR_ALGEBRA = {
+    "inv": (lambda s, t, r: torch.linalg.inv(s), "linalg_inv_ex", LU_8 + 2 * 8**3),  # LU, then A X = I
+    "solve": (lambda s, t, r: torch.linalg.solve(s, r), "_linalg_solve_ex", LU_8 + 2 * 8**2 * 2),
+    "solve-vector": (lambda s, t, r: torch.linalg.solve(s, r[..., 0]), "_linalg_solve_ex", LU_8 + 2 * 8**2),
+    "lu_factor": (lambda s, t, r: torch.linalg.lu_factor(s), "linalg_lu_factor_ex", LU_8),
+    "lu": (lambda s, t, r: torch.linalg.lu(s), "linalg_lu", LU_8),
+    "lu_solve": (lambda s, t, r: torch.linalg.lu_solve(*torch.linalg.lu_factor(s), r), "linalg_lu_solve", 2 * 8**2 * 2),
+    "det": (lambda s, t, r: torch.linalg.det(s), "_linalg_det", LU_8),
+    "slogdet": (lambda s, t, r: torch.linalg.slogdet(s), "_linalg_slogdet", LU_8),
+    "cholesky": (lambda s, t, r: torch.linalg.cholesky(s), "linalg_cholesky_ex", math.floor(8**3 / 3)),
+    "ldl_factor": (lambda s, t, r: torch.linalg.ldl_factor(s), "linalg_ldl_factor_ex", math.floor(8**3 / 3)),
+    "cholesky_solve": (lambda s, t, r: torch.cholesky_solve(r, s), "cholesky_solve", 2 * 8**2 * 2),
+    "cholesky_inverse": (lambda s, t, r: torch.cholesky_inverse(s), "cholesky_inverse", math.floor(2 * 8**3 / 3)),
+    "solve_triangular": (
+        lambda s, t, r: torch.linalg.solve_triangular(s, r, upper=True),
+        "linalg_solve_triangular",
+        8**2 * 2,  # n^2 per right-hand side
+    ),
+    "solve_triangular-right": (
+        lambda s, t, r: torch.linalg.solve_triangular(s, r.mT, upper=False, left=False),
+        "linalg_solve_triangular",
+        8**2 * 2,
+    ),
+    "triangular_solve": (lambda s, t, r: torch.triangular_solve(r, s), "triangular_solve", 8**2 * 2),
+    "qr": (lambda s, t, r: torch.linalg.qr(t), "linalg_qr", 2 * QR_8_5),
+    "qr-r": (lambda s, t, r: torch.linalg.qr(t, mode="r"), "linalg_qr", QR_8_5),
+    # the full Q: 4(m^2 n - m n^2 + n^3/3)
+    "qr-complete": (
+        lambda s, t, r: torch.linalg.qr(t, mode="complete"),
+        "linalg_qr",
+        QR_8_5 + math.floor(4 * (8**2 * 5 - 8 * 5**2 + 5**3 / 3)),
+    ),
+    "householder_product": (
+        lambda s, t, r: torch.linalg.householder_product(t, t[:, 0]),
+        "linalg_householder_product",
+        QR_8_5,
+    ),
+    "svd": (lambda s, t, r: torch.linalg.svd(t, full_matrices=False), "_linalg_svd", 14 * 8 * 5**2 + 8 * 5**3),
+    "svd-full": (lambda s, t, r: torch.linalg.svd(t), "_linalg_svd", 4 * 8**2 * 5 + 8 * 8 * 5**2 + 9 * 5**3),
+    # svdvals, eigvalsh and eigvals without autograd, as a CPU runs them outside a dispatch mode
+    "svd-values": (
+        lambda s, t, r: aten._linalg_svd(t, False, False),
+        "_linalg_svd",
+        math.floor(4 * 8 * 5**2 - 4 * 5**3 / 3),
+    ),
+    "svd-wide": (lambda s, t, r: torch.linalg.svd(t.mT, full_matrices=False), "_linalg_svd", 14 * 8 * 5**2 + 8 * 5**3),
+    "eigh": (lambda s, t, r: torch.linalg.eigh(s), "_linalg_eigh", 9 * 8**3),
+    "eigh-values": (lambda s, t, r: aten._linalg_eigh(s, "L", False), "_linalg_eigh", math.floor(4 * 8**3 / 3)),
+    "eig": (lambda s, t, r: torch.linalg.eig(s), "linalg_eig", 25 * 8**3),
+    "eigvals": (lambda s, t, r: aten._linalg_eigvals(s), "_linalg_eigvals", 10 * 8**3),
+    # the degree-18 Taylor approximant: 5 products of 2n^3
+    "matrix_exp": (lambda s, t, r: torch.linalg.matrix_exp(s / 100), "linalg_matrix_exp", 5 * 2 * 8**3),
+    # the thin SVD, then V diag(1/s) U^H: 2 m n min(m, n)
+    "pinv": (lambda s, t, r: torch.linalg.pinv(t), "linalg_pinv", 14 * 8 * 5**2 + 8 * 5**3 + 2 * 8 * 5 * 5),
+    "pinv-hermitian": (lambda s, t, r: torch.linalg.pinv(s, hermitian=True), "linalg_pinv", 9 * 8**3 + 2 * 8**3),
+    # QR, then per right-hand side Q^H b (4mn - 2n^2) and a back substitution (n^2)
+    "lstsq": (lambda s, t, r: torch.linalg.lstsq(t, r), "linalg_lstsq", QR_8_5 + 2 * (4 * 8 * 5 - 5**2)),
+    "logdet": (lambda s, t, r: torch.logdet(s), "_linalg_slogdet", LU_8),
+}
+
+
+class _LinearAlgebra(torch.nn.Module):
+    def __init__(self, call):
+        super().__init__()
+        self.call = call
+
+    def forward(self, x):  # x: [3, 8, 8]
+        s = x @ x.mT + 8 * torch.eye(8, device=x.device)
+        return self.call(s, x[..., :5], x[..., :2])
+
+
+class _Dispatched(TorchDispatchMode):
+    """The aten operators a call dispatches, with their outputs' shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        outputs = result if isinstance(result, (tuple, list)) else (result,)
+        self.calls.append((str(func.overloadpacket), [tuple(o.shape) for o in outputs if isinstance(o, torch.Tensor)]))
+        return result
+
+
+def _cpu_dispatch(call) -> list:
+    x = torch.randn(3, 8, 8)
+    s, t, r = x @ x.mT + 8 * torch.eye(8), x[..., :5], x[..., :2]
+    with _Dispatched() as dispatched:
+        call(s, t, r)
+    return dispatched.calls
+
+
+@pytest.mark.parametrize("case", LINEAR_ALGEBRA)
+def test_linear_algebra_counts_golub_and_van_loans_flops_for_what_a_cpu_dispatches(case):
+    """The operators archprof traces for a torch.linalg call, and their output shapes, are
+    those a real CPU dispatches (after those that make s, t and r), none left uncounted, and
+    the one that computes costs GVL's FLOPs, elementwise."""
+    call, operator, flops = LINEAR_ALGEBRA[case]
+    inputs = archprof.analyze(_LinearAlgebra(lambda s, t, r: (s, t, r)), input_size=(8, 8), batch=3).graph.ops
+    report = archprof.analyze(_LinearAlgebra(call), input_size=(8, 8), batch=3)
+    traced = [(op.op, [o.shape for o in op.outputs]) for op in report.graph.ops[len(inputs) :]]
+    assert traced == _cpu_dispatch(call)
+    assert report.totals.not_counted == {}
+    costs = _operator_costs(report)
+    assert [(c.macs, c.elementwise_flops) for c in costs[f"aten.{operator}"]] == [(0, 3 * flops)]
+
+
+def _per_pixel(y):
+    """A 2 x 2 matrix of a 4-channel map's channels at each pixel: [1, 8, 8, 2, 2]."""
+    return y.permute(0, 2, 3, 1).reshape(*y.shape[:1], *y.shape[2:], 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("after_conv", "field"),
+    [
+        (lambda y: torch.linalg.det(_per_pixel(y)), (3, 3)),
+        (lambda y: torch.linalg.eigvalsh(_per_pixel(y)), (3, 3)),
+        (lambda y: torch.linalg.solve(_per_pixel(y), y.permute(0, 2, 3, 1)[..., :2]), (3, 3)),
+        (lambda y: torch.linalg.det(y), FieldMark.INPUT),
+        (lambda y: torch.linalg.inv(y), FieldMark.INPUT),
+        (lambda y: torch.linalg.svd(y[..., :5]).U, FieldMark.INPUT),
+    ],
+    ids=["det-per-pixel", "eigvalsh-per-pixel", "solve-per-pixel", "det-of-the-map", "inv-of-the-map", "svd"],
+)
+def test_linear_algebra_reads_whole_matrices_and_keeps_the_batch(after_conv, field):
+    """After a 3 x 3 convolution on 8 x 8 (4 channels): a 2 x 2 matrix of channels per pixel
+    keeps each pixel's 3 x 3; a matrix over the map's rows and columns reads all of it."""
+
+    class AfterConv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return after_conv(self.conv(x))
+
+    report = archprof.analyze(AfterConv(), input_size=(3, 8, 8))
+    assert report.columns["receptive_field"][0] == (3, 3)
+    assert report.columns["receptive_field"][-1] == field
+
+
+def test_the_gradient_of_pdist_counts_5_per_term():
+    """F.pdist's gradient, as its CPU kernel runs it, per pair and feature: the difference,
+    grad * diff / dist (p = 2) and the two accumulations into the rows' gradients."""
+
+    class Distances(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(12, 12)
+
+        def forward(self, x):  # x: [5, 12]
+            return F.pdist(self.linear(x))
+
+    report = archprof.analyze(Distances(), input_size=(12,), batch=5, training=True)
+    assert report.totals.not_counted == {}
+    pairs = 5 * 4 // 2
+    costs = _operator_costs(report)
+    assert [c.elementwise_flops for c in costs["aten._pdist_backward"]] == [5 * pairs * 12]

@@ -17,11 +17,12 @@ from archprof.errors import ArchprofError
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import SUMMABLE
 from archprof.zoo import MODELS
+from tests.models import uncosted
 
 
 class Mixed(nn.Module):
     """Every kind of cell: a field, a fractional stride (a stride-2 transposed conv: 1/2),
-    an undefined field (reflection padding), an operator without a formula (linalg.matrix_exp), the
+    an undefined field (reflection padding), an operator without a formula (`uncosted`), the
     whole input (a mean), and a module that never runs (no field at all)."""
 
     def __init__(self):
@@ -33,7 +34,7 @@ class Mixed(nn.Module):
 
     def forward(self, x):
         y = self.conv(x)
-        return self.pad(torch.linalg.matrix_exp(self.up(y))), y.mean()
+        return self.pad(uncosted(self.up(y))), y.mean()
 
 
 def by_operators(report) -> dict[str, dict]:
@@ -53,15 +54,15 @@ def test_cells_are_typed_values(mixed):
     assert conv["receptive_field_start"] == (-1, -1)  # padding 1: unit 0 starts one pixel out
     # stride 2 transposed, padding 0: unit 0 reads input unit 0 only (tap 0); 3 -> 3 + 1 = 4
     assert up["receptive_field"] == (4, 4) and up["effective_stride"] == (Fraction(1, 2), Fraction(1, 2))
-    matrix_exp = rows["linalg_matrix_exp"]
-    assert matrix_exp["receptive_field"] is matrix_exp["effective_stride"] is FieldMark.UNDEFINED
-    assert "aten.linalg_matrix_exp" in matrix_exp["receptive_field_note"]
-    assert matrix_exp["not_counted"] == {"aten.linalg_matrix_exp": 1} and conv["not_counted"] == {}
+    uncounted = rows["archprof_tests.uncosted"]
+    assert uncounted["receptive_field"] is uncounted["effective_stride"] is FieldMark.UNDEFINED
+    assert "archprof_tests.uncosted" in uncounted["receptive_field_note"]
+    assert uncounted["not_counted"] == {"archprof_tests.uncosted": 1} and conv["not_counted"] == {}
     assert rows["reflection_pad2d"]["receptive_field"] is FieldMark.UNDEFINED
     assert rows["mean"]["receptive_field"] is FieldMark.INPUT and rows["mean"]["effective_stride"] is None
     assert rows[""]["layer"] == "spare" and rows[""]["receptive_field"] is None  # never ran
     assert FieldMark.INPUT == "input" and FieldMark.UNDEFINED == "undefined"
-    assert mixed.totals.not_counted == {"aten.linalg_matrix_exp": 1}
+    assert mixed.totals.not_counted == {"archprof_tests.uncosted": 1}
     layers = mixed.layers
     assert layers["receptive_field"].iloc[0] == (3, 3)
     assert (layers["receptive_field"] == "input").sum() == 1
@@ -75,9 +76,9 @@ def test_csv_writes_the_documented_text(mixed):
     assert next(row for row in rows if row["layer"] == "pad")["receptive_field"] == "undefined"
     assert next(row for row in rows if row["layer"] == "spare")["receptive_field"] == ""
     assert next(row for row in rows if row["operators"] == "mean")["receptive_field"] == "input"
-    assert [row["not_counted"] for row in rows if row["not_counted"]] == ["aten.linalg_matrix_exp x1"]
+    assert [row["not_counted"] for row in rows if row["not_counted"]] == ["archprof_tests.uncosted x1"]
     markdown = mixed.to_markdown()
-    assert "| 3x3 |" in markdown and "| aten.linalg\\_matrix\\_exp | 1 |" in markdown  # markdown escapes _
+    assert "| 3x3 |" in markdown and "| archprof\\_tests.uncosted | 1 |" in markdown  # markdown escapes _
 
 
 @pytest.mark.parametrize("model", ["mixed", "googlenet", "resnet18 training"])
@@ -115,7 +116,7 @@ def test_json_writes_lists_strings_nulls_and_objects(mixed):
     assert next(row for row in layers if row["layer"] == "spare")["receptive_field"] is None
     mean = next(row for row in layers if row["operators"] == "mean")
     assert mean["receptive_field"] == "input" and mean["effective_stride"] is None
-    assert [row["not_counted"] for row in layers if row["not_counted"]] == [{"aten.linalg_matrix_exp": 1}]
+    assert [row["not_counted"] for row in layers if row["not_counted"]] == [{"archprof_tests.uncosted": 1}]
 
 
 @pytest.fixture(scope="module")

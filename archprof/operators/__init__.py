@@ -266,6 +266,28 @@ _add(Family.REDUCTION, "dist", costs.dist_cost)
 _add(Family.REDUCTION, "_pdist_forward", costs.pdist_cost)
 _add(Family.REDUCTION, "trace", costs.trace_cost)
 _add(Family.REDUCTION, "linalg_cross", costs.cross_product_cost)
+# torch.linalg as it reaches aten: factorisations, solves, eigenvalues, each output reading
+# every unit of its matrices (docs/formulas.md: Golub & Van Loan's counts, FLOPs).
+_add(Family.REDUCTION, "linalg_lu_factor_ex linalg_lu _linalg_det _linalg_slogdet", costs.lu_factor_cost)
+_add(Family.REDUCTION, "_linalg_solve_ex", costs.solve_cost)
+_add(Family.REDUCTION, "linalg_inv_ex", costs.inverse_cost)
+_add(Family.REDUCTION, "linalg_lu_solve", costs.lu_solve_cost)
+_add(Family.REDUCTION, "linalg_cholesky_ex linalg_ldl_factor_ex", costs.cholesky_cost)
+_add(Family.REDUCTION, "cholesky_solve", costs.cholesky_solve_cost)
+_add(Family.REDUCTION, "cholesky_inverse", costs.cholesky_inverse_cost)
+_add(Family.REDUCTION, "linalg_solve_triangular", costs.triangular_solve_cost)
+_add(Family.REDUCTION, "triangular_solve", costs.legacy_triangular_solve_cost)
+_add(Family.REDUCTION, "linalg_qr", costs.qr_cost)
+_add(Family.REDUCTION, "linalg_householder_product", costs.householder_product_cost)
+_add(Family.REDUCTION, "_linalg_svd", costs.svd_cost)
+_add(Family.REDUCTION, "_linalg_eigh", costs.symmetric_eigen_cost)
+_add(Family.REDUCTION, "linalg_eig", costs.eigen_cost)
+_add(Family.REDUCTION, "_linalg_eigvals", costs.eigenvalues_cost)
+_add(Family.REDUCTION, "linalg_matrix_exp", costs.matrix_exp_cost)
+_add(Family.REDUCTION, "linalg_pinv", costs.pinv_cost)
+_add(Family.REDUCTION, "linalg_lstsq", costs.lstsq_cost)
+# The checks after a factorisation read its `info` and raise: no arithmetic.
+_add(Family.DATA_MOVEMENT, "_linalg_check_errors")
 
 # --- losses -------------------------------------------------------------------------------
 # Elementwise over input and target, then a mean or a sum (reduction="none": per element).
@@ -450,6 +472,11 @@ _add(Family.POINTWISE, "huber_loss_backward", costs.per_output_element(5))
 # z = exp(-y x); -norm y z / (1 + z) grad: 8 per element
 _add(Family.POINTWISE, "soft_margin_loss_backward", costs.soft_margin_loss_backward_cost)
 _add(Family.DATA_MOVEMENT, "nll_loss_backward nll_loss2d_backward", costs.nll_loss_backward_cost)
+# F.pdist's gradient, pair by pair as its forward
+_add(Family.REDUCTION, "_pdist_backward", costs.pdist_backward_cost)
+# The gradients of torch.linalg: an LU unpacked into P, L and U, a diagonal written into a
+# matrix; copies (free).
+_add(Family.DATA_MOVEMENT, "lu_unpack diagonal_scatter")
 # Also the gradient of advanced indexing (x[idx]): index_put with accumulate.
 _add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)
 

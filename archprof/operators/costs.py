@@ -802,3 +802,188 @@ def trace_cost(x: Shape, *, out: Shape) -> Cost:
 
 # `linalg_cross`: each component a product difference, a_i b_j - a_j b_i: 3 per output element
 cross_product_cost = per_output_element(3)
+
+
+def pdist_backward_cost(grad: Shape, x: Shape, p: float, *args, out: Shape, **kwargs) -> Cost:
+    """`_pdist_backward`, F.pdist's gradient, as its CPU kernel runs it: per pair and per
+    feature the difference again (1), the norm's gradient of it, grad * diff / dist for
+    p = 2 (2), added into one row's gradient and taken from the other's (2): 5 per term of
+    each of the N (N - 1) / 2 distances; p = 0's gradient is zero (a fill)."""
+    return Cost(elementwise_flops=5 * prod(grad) * x[-1] if p != 0 else 0)
+
+
+# --- Linear algebra (torch.linalg) --------------------------------------------------------
+# Golub & Van Loan's leading-order FLOP counts (Matrix Computations, 4th ed.) per matrix,
+# rounded down to a whole FLOP, times the matrices of the (broadcast) batch; n^2 and lower
+# terms (divisions, roots, pivot searches) left out, as they leave them. Iterative methods
+# (eigenvalues, SVD) count as their convention does: the iterations depend on the values.
+# FLOPs, not MACs (as a Fourier transform's): `elementwise_flops`.
+
+
+def _matrices(*batches: Shape) -> int:
+    """How many matrices a batched call works on: its inputs' batch dimensions, broadcast."""
+    return prod(torch.broadcast_shapes(*batches))
+
+
+def _is_vector(a: Shape, b: Shape) -> bool:
+    """Whether torch.linalg takes B as one vector per matrix of A: 1-d, or A's shape without
+    its last dimension (a batch of vectors)."""
+    return len(b) == 1 or b == a[:-1]
+
+
+def _rhs_columns(a: Shape, b: Shape, left: bool = True) -> int:
+    """The right-hand sides of A X = B (X A = B where not `left`): B's columns (rows), one
+    where B is a vector."""
+    if _is_vector(a, b):
+        return 1
+    return b[-1] if left else b[-2]
+
+
+def _rhs_batch(a: Shape, b: Shape) -> Shape:
+    return b[:-1] if _is_vector(a, b) else b[:-2]
+
+
+def _lu_flops(m: int, n: int) -> int:
+    """Gaussian elimination with partial pivoting of an m x n matrix: 2n^3/3 square, mn^2 -
+    n^3/3 for m >= n."""
+    long, short = max(m, n), min(m, n)
+    return (3 * long * short * short - short**3) // 3
+
+
+def _reflector_flops(m: int, columns: int, reflectors: int) -> int:
+    """`reflectors` Householder reflections of length up to m applied to `columns` columns,
+    each shorter by one than the last: 4 m q k - 2 (m + q) k^2 + 4 k^3 / 3, the sum GVL
+    counts (QR's R: q = n, k = n, 2mn^2 - 2n^3/3; its full Q: q = m)."""
+    q, k = columns, reflectors
+    return (12 * m * q * k - 6 * (m + q) * k * k + 4 * k**3) // 3
+
+
+def lu_factor_cost(a: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`linalg_lu_factor_ex`, `linalg_lu`, and a determinant (`_linalg_det`,
+    `_linalg_slogdet`: the LU, then the product of its diagonal): 2n^3/3 per matrix."""
+    return Cost(elementwise_flops=prod(a[:-2]) * _lu_flops(a[-2], a[-1]))
+
+
+def solve_cost(a: Shape, b: Shape, *args, out: Shape, left: bool = True, **kwargs) -> Cost:
+    """`_linalg_solve_ex`: A = PLU (2n^3/3), then a forward and a back substitution per
+    right-hand side (2n^2 each)."""
+    n, k = a[-1], _rhs_columns(a, b, left)
+    return Cost(elementwise_flops=_matrices(a[:-2], _rhs_batch(a, b)) * (_lu_flops(n, n) + 2 * n * n * k))
+
+
+def inverse_cost(a: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`linalg_inv_ex`, as PyTorch computes it: A X = I solved (`linalg_solve_ex` against
+    the identity, n right-hand sides), 2n^3/3 + 2n^3."""
+    n = a[-1]
+    return Cost(elementwise_flops=prod(a[:-2]) * (_lu_flops(n, n) + 2 * n**3))
+
+
+def lu_solve_cost(lu: Shape, pivots: Shape, b: Shape, *args, out: Shape, left: bool = True, **kwargs) -> Cost:
+    """`linalg_lu_solve`: a forward and a back substitution per right-hand side, 2n^2."""
+    n, k = lu[-1], _rhs_columns(lu, b, left)
+    return Cost(elementwise_flops=_matrices(lu[:-2], _rhs_batch(lu, b)) * 2 * n * n * k)
+
+
+def cholesky_cost(a: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`linalg_cholesky_ex`, and `linalg_ldl_factor_ex` (symmetric indefinite, Bunch-Kaufman):
+    n^3/3 per matrix."""
+    return Cost(elementwise_flops=prod(a[:-2]) * (a[-1] ** 3 // 3))
+
+
+def cholesky_solve_cost(b: Shape, factor: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`cholesky_solve(B, L)`: L and L^H substitutions per right-hand side, 2n^2."""
+    n = factor[-1]
+    return Cost(elementwise_flops=_matrices(b[:-2], factor[:-2]) * 2 * n * n * b[-1])
+
+
+def cholesky_inverse_cost(factor: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`cholesky_inverse(L)`: L inverted (n^3/3), then L^-H L^-1 (n^3/3), LAPACK's potri."""
+    return Cost(elementwise_flops=prod(factor[:-2]) * (2 * factor[-1] ** 3 // 3))
+
+
+def triangular_solve_cost(a: Shape, b: Shape, *args, out: Shape, left: bool = True, **kwargs) -> Cost:
+    """`linalg_solve_triangular(A, B)`: a substitution per right-hand side, n^2."""
+    n, k = a[-1], _rhs_columns(a, b, left)
+    return Cost(elementwise_flops=_matrices(a[:-2], _rhs_batch(a, b)) * n * n * k)
+
+
+def legacy_triangular_solve_cost(b: Shape, a: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`triangular_solve(B, A)`, the right-hand sides first: as `linalg_solve_triangular`."""
+    return triangular_solve_cost(a, b, out=out)
+
+
+def qr_cost(a: Shape, mode: str = "reduced", *, out: Shape) -> Cost:
+    """`linalg_qr`, Householder QR: R, 2mn^2 - 2n^3/3 for m >= n; then Q
+    accumulated from its min(m, n) reflectors, the first min(m, n) columns ("reduced",
+    as much again) or all m ("complete", 4(m^2 n - m n^2 + n^3/3)); "r": none."""
+    m, n = a[-2], a[-1]
+    k = min(m, n)
+    q_columns = {"reduced": k, "complete": m}.get(mode)
+    q_flops = _reflector_flops(m, q_columns, k) if q_columns else 0
+    return Cost(elementwise_flops=prod(a[:-2]) * (_reflector_flops(m, n, k) + q_flops))
+
+
+def householder_product_cost(a: Shape, tau: Shape, *, out: Shape) -> Cost:
+    """`linalg_householder_product`: the m x n Q of k reflectors, accumulated as `linalg_qr`'s."""
+    return Cost(elementwise_flops=prod(a[:-2]) * _reflector_flops(a[-2], a[-1], tau[-1]))
+
+
+def _svd_flops(m: int, n: int, full_matrices: bool, compute_uv: bool) -> int:
+    """The Golub-Reinsch SVD of an m x n matrix, m >= n (else of its transpose), GVL's
+    table: singular values only 4mn^2 - 4n^3/3; with the thin U and V 14mn^2 + 8n^3; with
+    the full U and V 4m^2 n + 8mn^2 + 9n^3."""
+    m, n = max(m, n), min(m, n)
+    if not compute_uv:
+        return (12 * m * n * n - 4 * n**3) // 3
+    return 4 * m * m * n + 8 * m * n * n + 9 * n**3 if full_matrices else 14 * m * n * n + 8 * n**3
+
+
+def svd_cost(a: Shape, full_matrices: bool = False, compute_uv: bool = True, *, out: Shape, **kwargs) -> Cost:
+    """`_linalg_svd` (torch.linalg.svd, svdvals, matrix_norm's nuclear and 2-norms)."""
+    return Cost(elementwise_flops=prod(a[:-2]) * _svd_flops(a[-2], a[-1], full_matrices, compute_uv))
+
+
+def symmetric_eigen_cost(a: Shape, uplo: str = "L", compute_v: bool = True, *, out: Shape) -> Cost:
+    """`_linalg_eigh`, the symmetric QR algorithm: eigenvalues 4n^3/3, with the
+    eigenvectors 9n^3."""
+    n = a[-1]
+    return Cost(elementwise_flops=prod(a[:-2]) * (9 * n**3 if compute_v else 4 * n**3 // 3))
+
+
+def eigen_cost(a: Shape, *, out: Shape) -> Cost:
+    """`linalg_eig`: Francis's QR algorithm for the Schur form T and its vectors Q (GVL),
+    25n^3, which the eigenvectors come from."""
+    return Cost(elementwise_flops=prod(a[:-2]) * 25 * a[-1] ** 3)
+
+
+def eigenvalues_cost(a: Shape, *, out: Shape) -> Cost:
+    """`_linalg_eigvals`: the same algorithm for T alone, 10n^3."""
+    return Cost(elementwise_flops=prod(a[:-2]) * 10 * a[-1] ** 3)
+
+
+def matrix_exp_cost(a: Shape, *, out: Shape) -> Cost:
+    """`linalg_matrix_exp`: the degree-18 Taylor approximant PyTorch's kernel evaluates in 5
+    matrix products (Bader, Blanes and Casas 2019), 2n^3 each: 10n^3. By convention: a
+    smaller norm takes a lower degree (fewer products) and a larger one 2^-s scaling and s
+    squarings, both set by the norm, a value the meta device does not hold."""
+    return Cost(elementwise_flops=prod(a[:-2]) * 10 * a[-1] ** 3)
+
+
+def pinv_cost(a: Shape, *args, out: Shape, hermitian: bool = False, **kwargs) -> Cost:
+    """`linalg_pinv`: the thin SVD (`svd_cost`) then V diag(1/s) U^H, 2mn min(m, n); with
+    `hermitian`, A = Q diag(w) Q^H (`symmetric_eigen_cost`, 9n^3) then Q diag(1/w) Q^H, 2n^3."""
+    hermitian = args[1] if len(args) > 1 else hermitian  # (rcond, hermitian) positionally
+    m, n = a[-2], a[-1]
+    per_matrix = 11 * n**3 if hermitian else _svd_flops(m, n, False, True) + 2 * m * n * min(m, n)
+    return Cost(elementwise_flops=prod(a[:-2]) * per_matrix)
+
+
+def lstsq_cost(a: Shape, b: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`linalg_lstsq`, a Householder least-squares solution: A's QR, 2mn^2 -
+    2n^3/3 (m >= n; else of the transpose), then per right-hand side Q^H b (4mn - 2n^2) and
+    a back substitution (n^2). A convention: the CPU's default driver, gelsy, pivots its
+    columns too."""
+    m, n = max(a[-2], a[-1]), min(a[-2], a[-1])
+    k = _rhs_columns(a, b)
+    per_matrix = _reflector_flops(m, n, n) + k * (4 * m * n - n * n)
+    return Cost(elementwise_flops=_matrices(a[:-2], _rhs_batch(a, b)) * per_matrix)

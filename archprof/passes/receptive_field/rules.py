@@ -1039,6 +1039,14 @@ def _pdist(walk: Walk, op: OpNode) -> State:
     return reduced.with_dims([None]) if isinstance(reduced, Field) else reduced
 
 
+@_rule("_pdist_backward")
+def _pdist_gradient(walk: Walk, op: OpNode) -> State:
+    """Each row's gradient reads every distance's gradient and every row (the pairs index no
+    input axis)."""
+    merged = walk.merge(op, [(walk.reduce(op, walk.state(t), 0, None), ()) for t in op.inputs], ())
+    return merged.with_dims([None] * len(op.outputs[0].shape)) if isinstance(merged, Field) else merged
+
+
 @_rule("dist")
 def _dist(walk: Walk, op: OpNode) -> State:
     """The norm of a difference: every unit of both inputs."""
@@ -1060,6 +1068,63 @@ def _cross(walk: Walk, op: OpNode) -> State:
         axes = {axis - offset} if axis >= offset else set()
         items.append((walk.reduce(op, walk.state(t), len(t.shape), axes), t.shape))
     return walk.merge(op, items, out)
+
+
+@_rule(
+    "linalg_lu_factor_ex",
+    "linalg_lu",
+    "_linalg_det",
+    "_linalg_slogdet",
+    "_linalg_solve_ex",
+    "linalg_inv_ex",
+    "linalg_lu_solve",
+    "linalg_cholesky_ex",
+    "linalg_ldl_factor_ex",
+    "cholesky_solve",
+    "cholesky_inverse",
+    "linalg_solve_triangular",
+    "triangular_solve",
+    "linalg_qr",
+    "linalg_householder_product",
+    "_linalg_svd",
+    "_linalg_eigh",
+    "linalg_eig",
+    "_linalg_eigvals",
+    "linalg_matrix_exp",
+    "linalg_pinv",
+    "linalg_lstsq",
+)
+def _linear_algebra(walk: Walk, op: OpNode) -> list[State]:
+    """A factorisation, solve or decomposition of each matrix of a batch (its first input's
+    last two axes): each output unit of a batch element reads every unit of that element's
+    matrices and vectors (pivots, right-hand sides); the batch axes carry through."""
+    first = op.inputs[0].shape
+    items = []
+    for t in op.inputs:
+        # a vector per matrix as torch.linalg tells one (pivots too); any other input (a
+        # Householder product's scales) is read whole by every matrix
+        vector = len(t.shape) == 1 or t.shape == first[:-1]
+        core = min(len(t.shape), 1 if vector else 2)
+        batch = t.shape[: len(t.shape) - core]
+        items.append((walk.reduce(op, walk.state(t), len(batch), set(range(len(batch), len(t.shape)))), batch))
+    try:
+        batch = torch.broadcast_shapes(*(shape for _, shape in items))
+    except RuntimeError:
+        return [walk.undefined(op, "its batch dimensions were not understood")] * len(op.outputs)
+    merged = walk.merge(op, items, batch)
+    return [_batched_output(walk, op, merged, batch, out.shape) for out in op.outputs]
+
+
+def _batched_output(walk: Walk, op: OpNode, merged: State, batch: tuple[int, ...], out: tuple[int, ...]) -> State:
+    """An output of `_linear_algebra`: the batch axes' fields, its own matrix axes none (each
+    reads the whole matrix); an output without the batch in front (an empty placeholder,
+    `linalg_qr`'s Q in mode "r") reads everything."""
+    if not isinstance(merged, Field):
+        return merged
+    if out[: len(batch)] == batch:
+        return merged.with_dims([*merged.dims, *[None] * (len(out) - len(batch))])
+    everything = walk.reduce(op, merged, 0, None)
+    return everything.with_dims([None] * len(out)) if isinstance(everything, Field) else everything
 
 
 @_rule("view_as_real")
