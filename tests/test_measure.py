@@ -1043,6 +1043,29 @@ def test_a_ridge_under_one_flop_a_byte_is_not_printed_as_zero():
     assert "ridge 0.014 FLOPs/byte" in table  # the table's ceilings line said "ridge 0.0" too
 
 
+@pytest.mark.parametrize(
+    ("peak", "bandwidth"),
+    [
+        ("10G", "1EB/s"),  # ridge 1e-8 FLOPs/byte: a roof short and steep at the left; rotated, out the top
+        ("1P", "1kB/s"),  # ridge 1e12: at the right edge, its label ran on into the peak's and out the side
+    ],
+)
+def test_the_bandwidth_label_stays_inside_the_axes_clear_of_the_peak_label(peak, bandwidth):
+    pytest.importorskip("matplotlib")
+    from archprof.render.roofline import roofline_figure
+
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops=peak, bandwidth=bandwidth)
+    figure = roofline_figure(report)
+    figure.draw_without_rendering()  # as saved: laid out again, with every label
+    axes = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    (label,) = [text for text in axes.texts if text.get_text().startswith("bandwidth ")]
+    (peak_label,) = [text for text in axes.texts if text.get_text().startswith("peak ")]
+    box, frame = label.get_window_extent(renderer), axes.get_window_extent(renderer)
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, (box, frame)
+    assert not box.overlaps(peak_label.get_window_extent(renderer))
+
+
 def test_rows_above_the_roof_are_ringed_and_explained_on_the_plot():
     pytest.importorskip("matplotlib")
     from archprof.render.roofline import roofline_figure

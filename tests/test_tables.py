@@ -162,6 +162,24 @@ def test_a_narrow_table_names_the_columns_it_left_out(command):
     assert left_out_note(wide.stdout) == [] and all(heading in header_line(wide.stdout) for heading in left_out)
 
 
+@pytest.mark.parametrize("width", [40, 50])
+@pytest.mark.parametrize("args", [("summary",), ("memory", "--train"), ("rf",)], ids=["summary", "memory", "rf"])
+def test_on_a_very_narrow_terminal_figures_and_headings_are_left_out_never_cut(args, width):
+    """Where even the columns a table keeps do not fit (summary's four on 40 columns), the last
+    are left out and named, down to the label and one figure: Rich cut every cell ('118.01…',
+    '(147.…') and heading ('Live aft…'). Only a layer's name may be cut (in its middle)."""
+    result = at_width(width, args[0], "resnet18", *args[1:])
+    assert result.exit_code == 0, result.output
+    header = header_line(result.stdout)
+    figures_from = [match.start() for match in re.finditer(r"\S+(?: \S+)*", header)][1]  # the second heading's
+    table = result.stdout[: result.stdout.index("Left out to fit")].splitlines()
+    rows = table[table.index(header) + 2 :]
+    assert "…" not in header and rows
+    assert all("…" not in row[figures_from:] for row in rows), rows
+    assert all(len(line) <= width for line in result.stdout.splitlines())
+    assert left_out_note(result.stdout)
+
+
 @pytest.mark.parametrize("name", ["x" * 120, "卷积" * 40], ids=["long", "wide characters"])
 def test_a_name_too_long_for_the_terminal_is_cut_and_the_figures_beside_it_are_not(tmp_path, name):
     """With its columns down to the fewest kept, a table still too wide for the terminal

@@ -17,6 +17,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from archprof import __version__
 from archprof.cli.common import discard_written_to, say, standard_output
+from archprof.cli.help_panels import names_kept_whole
 
 
 class _PlainArgument(TyperArgument):
@@ -67,7 +68,8 @@ def _flowing(text: str) -> str:
 
 
 class _PlainHelp:
-    """Help with plain metavars (`_PlainArgument`, `_PlainOption`), for a command or the group."""
+    """Help with plain metavars (`_PlainArgument`, `_PlainOption`), for a command or the group,
+    whose option names and metavars a narrow terminal does not cut (`help_panels`)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -79,6 +81,10 @@ class _PlainHelp:
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         return _plain(option) if option is not None else None
+
+    def format_help(self, ctx, formatter) -> None:
+        with names_kept_whole():
+            super().format_help(ctx, formatter)
 
 
 # The Click that parses the command line: Typer's own copy from Typer 0.2x, else click.

@@ -142,10 +142,16 @@ def _widths(columns: dict[str, list]) -> dict[str, int]:
 
 def _fitting(widths: dict[str, int], order: list[str], width: int | None, keep: int) -> list[str]:
     """The first `keep` columns of `order`, then each that still fits, in order: one too wide
-    is left out, not the narrower ones after it (% Params beside a left-out Activations)."""
+    is left out, not the narrower ones after it (% Params beside a left-out Activations).
+    Where even the first `keep`, the label cut to its shortest, are too wide, the last of
+    them are left out too, down to the label and one figure: Rich would cut every cell and
+    heading ('118.01…', 'Live aft…' on 40 columns)."""
     if width is None:
         return list(order)
     shown = order[:keep]
+    label_cut = max(widths[order[0]] - _SHORTEST_LABEL, 0) if order else 0
+    while len(shown) > 2 and sum(widths[h] + 3 for h in shown) - label_cut > width:
+        shown.pop()
     used = sum(widths[h] + 3 for h in shown)  # padding and divider
     for heading in order[keep:]:
         if used + widths[heading] + 3 <= width:

@@ -62,16 +62,14 @@ def roofline_figure(report: Report, label_top: int = 6):
         va="bottom",
         fontsize=8,
     )
-    slope_x = max(ceilings.ridge / 30, low * 1.2)
-    slope_label = axes.text(
-        slope_x,
-        ceilings.roof(slope_x) * 1.2,
+    bandwidth_label = axes.text(
+        ceilings.ridge,
+        ceilings.peak_flops_per_s,
         f"bandwidth {bandwidth_text(ceilings.bandwidth_bytes_per_s)} ({ceilings.origin('bandwidth')})",
-        ha="left",
-        va="bottom",
         fontsize=8,
         rotation_mode="anchor",
     )
+    bandwidth_label.set_in_layout(False)  # placed inside the axes once they are laid out
     axes.text(
         ceilings.ridge,
         0.01,
@@ -143,7 +141,7 @@ def roofline_figure(report: Report, label_top: int = 6):
     notes.axis("off")
     notes.text(0, 1, roofline_caption(len(rows), above, ceilings), fontsize=7, ha="left", va="top", wrap=True)
     figure.draw_without_rendering()  # lays the figure out: where the labels land is known
-    slope_label.set_rotation(_slope_degrees(axes, ceilings, slope_x))
+    _place_bandwidth_label(figure, axes, bandwidth_label, ceilings, low)
     _label_slowest(figure, axes, rows, label_top)
     return figure
 
@@ -197,6 +195,43 @@ def _slope_degrees(axes, ceilings, x: float) -> float:
 
     (x0, y0), (x1, y1) = axes.transData.transform([(x, ceilings.roof(x)), (x * 1.5, ceilings.roof(x * 1.5))])
     return math.degrees(math.atan2(y1 - y0, x1 - x0))
+
+
+def _place_bandwidth_label(figure, axes, label, ceilings, low: float) -> None:
+    """The memory roof's label at the first of `_bandwidth_label_places` that lies inside the
+    axes and overlaps no other text (the peak's, the ridge's): on a roof short and steep on
+    the page, one rotated along it went out through the top, and past a ridge at the right
+    edge, out through the side."""
+    renderer = figure.canvas.get_renderer()
+    frame = axes.get_window_extent(renderer)
+    others = [text.get_window_extent(renderer) for text in axes.texts if text is not label]
+    label.set_rotation(0)
+    width = label.get_window_extent(renderer).width
+    for x, y, rotation, ha, va in _bandwidth_label_places(axes, ceilings, low, width):
+        label.set(x=x, y=y, rotation=rotation, ha=ha, va=va)
+        box = label.get_window_extent(renderer)
+        if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) and not any(map(box.overlaps, others)):
+            return
+
+
+def _bandwidth_label_places(axes, ceilings, low: float, width: float):
+    """Where the memory roof's label may go, best first, as (x, y, rotation, ha, va): along
+    the roof, rotated to its slope and ending before the ridge, then half a label further
+    down the roof each time, while the roof is drawn there; else level, left of the ridge
+    over the roof's top, then right of it, over the compute roof and under it."""
+    import math
+
+    ridge, peak = ceilings.ridge, ceilings.peak_flops_per_s
+    angle = _slope_degrees(axes, ceilings, ridge / 1.5)
+    decade_on_page = axes.transData.transform((ridge, peak))[0] - axes.transData.transform((ridge / 10, peak))[0]
+    decades = width * math.cos(math.radians(angle)) / decade_on_page  # what the rotated label spans along x
+    start = min(max(ridge / 30, low * 1.2), ridge / 10**decades)
+    while start >= low * 1.2:
+        yield start, ceilings.roof(start) * 1.2, angle, "left", "bottom"
+        start /= 10 ** (decades / 2)
+    yield ridge, peak * 1.08, 0, "right", "bottom"
+    yield ridge * 1.1, peak * 1.08, 0, "left", "bottom"
+    yield ridge * 1.1, peak / 1.08, 0, "left", "top"
 
 
 def _label_slowest(figure, axes, rows: list, count: int) -> None:
