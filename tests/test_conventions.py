@@ -394,3 +394,18 @@ def test_a_narrow_help_page_shows_every_option_name_and_metavar_whole(command, w
         assert named, (names, result.stdout)
         assert any(_whole(metavar, line) for index in named for line in lines[index : index + 2]), (metavar, names)
     assert "…" not in result.stdout
+
+
+def test_a_typer_whose_internals_moved_still_prints_its_help(monkeypatch):
+    """The whole-names panel reads Typer's internals, and pyproject allows Typer from 0.12,
+    whose parameters have no `display_type_rich`: there a help page is Typer's own panel, not
+    an AttributeError."""
+    from archprof.cli import help_panels
+
+    def moved(*args, **kwargs):
+        raise AttributeError("'TyperOption' object has no attribute 'display_type_rich'")
+
+    monkeypatch.setattr(help_panels, "_row", moved)
+    result = runner.invoke(app, ["summary", "-h"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "--input" in result.stdout and "--weights" in result.stdout

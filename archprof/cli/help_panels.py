@@ -124,9 +124,21 @@ def print_options_panel(*, name, params, ctx, markup_mode, console) -> None:
 @contextmanager
 def names_kept_whole():
     """Typer's help formatter with `print_options_panel` for its panels, for one help page:
-    Typer offers no hook for the panel, and other apps in the process keep Typer's own."""
-    typer_panel = rich_utils._print_options_panel
-    rich_utils._print_options_panel = print_options_panel
+    Typer offers no hook for the panel, and other apps in the process keep Typer's own.
+    The panel reads Typer's internals (pyproject allows Typer from 0.12): a Typer without
+    them prints its own panel, names cut on a narrow terminal, rather than no help."""
+    typer_panel = getattr(rich_utils, "_print_options_panel", None)
+    if typer_panel is None:
+        yield
+        return
+
+    def panel(**arguments) -> None:
+        try:
+            print_options_panel(**arguments)
+        except (AttributeError, TypeError):  # internals this Typer names otherwise
+            typer_panel(**arguments)
+
+    rich_utils._print_options_panel = panel
     try:
         yield
     finally:
