@@ -339,14 +339,17 @@ class FirstOutput(nn.Module):
 def test_a_bfloat16_lstm_runs_as_onednn_where_the_cpu_does():
     """RNN.cpp's use_mkldnn takes bfloat16 where the processor has oneDNN's instructions for
     it: traced as the cell loop, the step's peak read 18,576 B against the CPU's 128,136 B.
-    What is left, 192 B over, is not yet explained (float32 the same layer is exact)."""
+    Then 192 B over, by two errors: the meta kernel of its gradient returns one tensor as both
+    biases' (a CPU makes two, each cast to bfloat16 and freed on its own), and the gradients of
+    the initial states, which want none, were held to the node's end, where the CPU drops them
+    as the op returns, before the engine casts the others (in float32 no cast follows)."""
     model = FirstOutput(nn.LSTM(10, 12, num_layers=2, bidirectional=True, batch_first=True)).to(torch.bfloat16)
     x = torch.randn(2, 5, 10, dtype=torch.bfloat16)
     graph = trace(model, [x.shape], dtype=x.dtype, training=True)
     assert graph.kernels == {f"{LSTM}: {ONEDNN_LSTM}": 1}
     assert sum(saved_activations(graph).values()) == real_saved_bytes(model, x)
     _, lasting = profiled_training_peaks(model, x)
-    assert 0 <= training_timeline(graph).peak_bytes - (lasting + x.nbytes) <= 192
+    assert training_timeline(graph).peak_bytes == lasting + x.nbytes
 
 
 # Layers a CPU runs through RNN.cpp's own layers: the input projected for the whole sequence

@@ -369,6 +369,10 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
       statement that read it last (`_statement_ends`: the run of the node's ops that each
       make what a later one reads, up to the op whose result the run does not read);
+    - a result of a node's op that nothing reads (a gradient of an input that wants none, made
+      with the others at once: oneDNN LSTM's initial states') as soon as the op returns
+      (`_dropped_at_once`), before the engine casts the node's other gradients to their
+      inputs' dtype;
     - but a tensor a Python backward makes (a custom torch.autograd.Function's: timm's
       memory-efficient Swish), when its last object dies (`EngineNotes.python_releases`, as
       the trace saw it): an unnamed temporary once the op after it has read it, a local
@@ -427,7 +431,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
     numbers = _numbers_read(graph) + _wrapped_numbers(graph) + _wrapped_in_python(graph)
     forward = len(graph.ops)
-    died = {storage: forward + steps_run for storage, steps_run in graph.engine.python_releases.items()}
+    died = _dropped_at_once(backward, moved, read_in_backward | kept) | graph.engine.python_releases
+    died = {storage: forward + steps_run for storage, steps_run in died.items()}
     for storage, steps_run in _held_through_python_backwards(graph).items():
         storage = moved.get(storage, storage)  # a gradient passed in as the `.grad` it was taken over as
         died[storage] = max(died.get(storage, 0), forward + steps_run)
@@ -448,6 +453,22 @@ def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> s
         for index, op in enumerate(backward)
         for t in op.inputs
         if t.storage in copies and index > written_at[t.storage]
+    }
+
+
+def _dropped_at_once(backward: list[OpNode], moved: dict[int, int], held: set[int]) -> dict[int, int]:
+    """Storage -> the backward ops run when it is freed, for each result of a node's op (not a
+    recomputation's) that no op reads and no one holds (`held`): a gradient, computed with
+    others at once, of an input that wants none (oneDNN LSTM's `mkldnn_rnn_layer_backward`
+    returns its initial states' too). The node's C++ drops it as soon as the op returns, with
+    the tuple it came in, before the engine casts the gradients the node passes on to their
+    inputs' dtype (a bfloat16 LSTM's `_to_copy`s, each made before its float32 source is freed)."""
+    return {
+        storage: index + 1
+        for index, op in enumerate(backward)
+        if op.phase == "backward" and not (op.is_view or op.writes_input)
+        for storage in (moved.get(t.storage, t.storage) for t in op.outputs)
+        if storage not in held
     }
 
 
