@@ -403,23 +403,19 @@ def test_a_recurrent_layer_records_the_ops_a_cpu_runs(name):
     assert comparable(traced) == comparable(real.ops)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="the step's peak reads 256 B over, unexplained"))
-        if name == "LSTM with a projection, two layers, both directions"
-        else name
-        for name in CPU_RECURRENT_LAYERS
-    ],
-)
+@pytest.mark.parametrize("name", CPU_RECURRENT_LAYERS)
 def test_a_recurrent_layers_training_step_peak_and_saved_bytes_are_the_cpus(name):
     """Recording a projection per step, as the meta device's road does, the LSTM with a
     projection read 3,632 B over the CPU's step peak (10,048 B against 6,416), the GRU 896 B
-    over, the two-layer RNN 448 B over and 400 B short of its saved bytes."""
+    over, the two-layer RNN 448 B over and 400 B short of its saved bytes. The forward runs
+    inside one aten operator, as in inference, and these kernels allocate nothing the trace does
+    not record: the raw peak is the one to compare. The two-layer bidirectional LSTM with a
+    projection peaks there, at its last layer's concatenation, both directions' stacked outputs
+    held: the other figure, which takes them for the operator's workspace, reads 256 B under it."""
     model, x = _cpu_recurrent_layer(name)
     graph = trace(model, [x.shape], dtype=x.dtype, training=True)
-    _, lasting = profiled_training_peaks(model, x)
-    assert training_timeline(graph).peak_bytes == lasting + x.nbytes
+    everything, _ = profiled_training_peaks(model, x)
+    assert training_timeline(graph).peak_bytes == everything + x.nbytes
     assert sum(saved_activations(graph).values()) == real_saved_bytes(model, x)
 
 
