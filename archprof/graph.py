@@ -158,6 +158,15 @@ class EngineNotes:
     # op takes where a tensor goes (`1 + t`) is wrapped by PyTorch's argument parser into a
     # tensor of its own for the call, as in the forward.
     python_ops: set[int] = field(default_factory=set)
+    # The CPU random-number states taken while the step ran (torch.get_rng_state(): a uint8
+    # tensor, 5,056 B on a CPU), as (steps run when it was taken, steps run when it died, or
+    # None where it outlived the backward pass, its bytes), the forward's and the backward's ops
+    # counted together. Activation checkpointing keeps one per block to replay it with the
+    # forward's random numbers (preserve_rng_state, its default), a non-reentrant block's until
+    # its last node that saved a tensor has run, a reentrant one's with its node (as long as the
+    # caller holds the output), and forks one more while it replays a block. No aten op makes
+    # them.
+    random_states: list[tuple[int, int | None, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

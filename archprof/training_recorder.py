@@ -4,10 +4,12 @@ it, then the backward pass, each of its operators attributed to a forward operat
 from __future__ import annotations
 
 import weakref
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 
 import torch
+import torch.utils.checkpoint as checkpointing
 from torch._prims_common import suggest_memory_format
 from torch.autograd.function import BackwardCFunction
 
@@ -85,6 +87,7 @@ class TrainingRecorder(Recorder):
         self._tagging_for: tuple[_Replay, int] | None = None  # the replay and step of `_last_made`'s op
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
+        self._random_states: list[weakref.finalize] = []  # watching each of `engine.random_states` die
 
     def run_backward(self, output) -> bool:
         """The backward pass from the floating outputs that require grad, with gradients of
@@ -116,6 +119,8 @@ class TrainingRecorder(Recorder):
                 self.engine.python_releases[storage] = len(self.ops)
         self._python_made = set()
         self._replay = None
+        for watching in self._random_states:  # a reentrant block's, held by its node: to the end
+            watching.detach()
         self.ops = self._forward_ops
         return bool(roots)
 
@@ -332,6 +337,38 @@ class TrainingRecorder(Recorder):
             " backward says (one of the variables needed for gradient computation has been modified by an inplace"
             " operation)"
         )
+
+    @contextmanager
+    def random_states_noted(self) -> Iterator[None]:
+        """While active, each CPU random-number state taken (torch.get_rng_state) is noted, with
+        when it was taken and when it dies (`EngineNotes.random_states`); and checkpointing a
+        block of meta tensors forks the states while replaying it as for a CPU's, where
+        torch.random.fork_rng does nothing for the meta device."""
+        take_state, device_type_of = torch.get_rng_state, checkpointing._infer_device_type
+
+        def noted_state() -> torch.Tensor:
+            state = take_state()
+            self.engine.random_states.append((self._steps_run(), None, state.nbytes))
+            self._random_states.append(weakref.finalize(state, self._random_state_died, len(self._random_states)))
+            return state
+
+        def as_on_a_cpu(*args) -> str:
+            device_type = device_type_of(*args)
+            return checkpointing.DefaultDeviceType.get_device_type() if device_type == "meta" else device_type
+
+        torch.get_rng_state, checkpointing._infer_device_type = noted_state, as_on_a_cpu
+        try:
+            yield
+        finally:
+            torch.get_rng_state, checkpointing._infer_device_type = take_state, device_type_of
+
+    def _random_state_died(self, index: int) -> None:
+        taken, _, nbytes = self.engine.random_states[index]
+        self.engine.random_states[index] = (taken, self._steps_run(), nbytes)
+
+    def _steps_run(self) -> int:
+        """The ops recorded so far, the forward's and the backward's together."""
+        return len(self.ops) + (len(self._forward_ops) if self._phase == "backward" else 0)
 
     def saved_tensors_hooks(self) -> AbstractContextManager:
         """While active, every tensor autograd saves for the backward pass is noted (`pack_saved`)."""

@@ -53,9 +53,11 @@ gone) plus its own temporaries
 the aten op that made them, the input held by the caller): equal to the byte for ResNet-18
 (64 x 64, batch 2: 49,062,944 B), a residual block, conv and MLP stacks with and without a
 frozen first layer, an attention block, an LSTM and MLP updates held in a list until the
-forward returns (by the last-reader rule, its forward peak read 6% low); a checkpointed block
-also holds CPU RNG states (5,056 B each), made by no aten op: one per block (a reentrant one's
-until the caller lets go of the output), and one more while a block is replayed. timm's CoaT-Tiny at batch
+forward returns (by the last-reader rule, its forward peak read 6% low), and checkpointed blocks,
+reentrant or not, with the CPU random-number states checkpoint keeps (5,056 B each), made by no
+aten op (`EngineNotes.random_states`): one per block (a non-reentrant one's until its last node
+that saved a tensor has run, a reentrant one's until the caller lets go of the output), and one
+more while a block is replayed (up to two states, 10,112 B, short before). timm's CoaT-Tiny at batch
 2 with SGD: 414,300,672 B predicted against 414,300,880 measured (1.011x before its forward
 held its MLPs' updates as it does); tf_efficientnet_lite2, whose "same" padding reads the
 input and saves nothing, equal (1.0048x before the input was held to the end);
@@ -167,7 +169,13 @@ def liveness(graph: Graph) -> Liveness:
     numbers = [(op, len(graph.ops), nbytes) for op, nbytes in graph.engine.saved_numbers]  # held for the backward pass
     numbers += _wrapped_numbers(graph)
     return _liveness(
-        graph.ops, graph.inputs, kept, model_state_storages(graph), released=graph.released, numbers=numbers
+        graph.ops,
+        graph.inputs,
+        kept,
+        model_state_storages(graph),
+        released=graph.released,
+        numbers=numbers,
+        held_between=graph.engine.random_states,
     )
 
 
@@ -225,6 +233,7 @@ def _liveness(
     released: dict[int, int] | None = None,
     numbers: Iterable[tuple[int, int, int]] = (),
     died: dict[int, int] | None = None,
+    held_between: Iterable[tuple[int, int | None, int]] = (),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -234,7 +243,9 @@ def _liveness(
     `numbers` are tensors no step reads or makes (`EngineNotes.saved_numbers`), each as (the step
     that makes it, the step that reads it last or `len(steps)`: to the end, its bytes); a
     storage in `died` is freed once that many steps have run, and not by `release` (a Python
-    backward's temporary, freed when its last object dies: `EngineNotes.python_releases`)."""
+    backward's temporary, freed when its last object dies: `EngineNotes.python_releases`);
+    `held_between` are tensors no step reads or makes either, each as (the steps run when it
+    was made, those run when it died or None: to the end, its bytes: `EngineNotes.random_states`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -287,6 +298,11 @@ def _liveness(
         made[made_at] += nbytes
         if last_read < count:
             freed[_freed_after(made_at, last_read, release, statement_ends)] += nbytes
+    for taken, died_after, nbytes in held_between:
+        if taken < count and (died_after is None or died_after > taken):
+            made[taken] += nbytes
+            if died_after is not None and died_after <= count:
+                freed[died_after - 1] += nbytes
     during, after = [], []
     for index in range(count):
         live += made[index]
@@ -436,7 +452,9 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     for storage, steps_run in _held_through_python_backwards(graph).items():
         storage = moved.get(storage, storage)  # a gradient passed in as the `.grad` it was taken over as
         died[storage] = max(died.get(storage, 0), forward + steps_run)
-    live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, numbers, died)
+    live = _liveness(
+        steps, graph.inputs, kept, state, moved, release, graph.released, numbers, died, graph.engine.random_states
+    )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
