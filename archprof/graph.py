@@ -140,6 +140,11 @@ class EngineNotes:
     # op's autograd node keeps for the backward pass. No aten op makes it, the dispatch mode
     # sees the number, and saved-tensor hooks never see it.
     saved_numbers: list[tuple[int, int]] = field(default_factory=list)
+    # Of those, forward op index -> the ops run (the forward's and the backward's together) when
+    # the op's autograd node died, and its number with it, where it died while the step ran: a
+    # node whose result nothing on the way to the outputs reads dies in the forward (`y.mean() *
+    # 0.5` let go of). Every other keeps its number until it has run in the backward pass.
+    number_releases: dict[int, int] = field(default_factory=dict)
     # The storages of the gradients of ones the backward pass starts from, one per floating
     # output requiring grad: whoever passes them to `torch.autograd.backward` holds them to the end.
     seeds: set[int] = field(default_factory=set)

@@ -574,6 +574,21 @@ class IgnoredPool(nn.Module):
         return self.head(y)
 
 
+class IgnoredScaledMean(nn.Module):
+    """A map's mean scaled by a Python number, let go of at once: the product's autograd node
+    dies with it, and with it the 8-byte tensor it kept for the number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        scaled = y.mean((2, 3), keepdim=True) * 0.5
+        del scaled
+        return self.head(y)
+
+
 def dropout_in_place_on_a_view() -> nn.Module:
     """torchvision's EfficientNet head: an in-place dropout on the flattened pooled map (a view
     of it). Its backward (CopySlices) clones the gradient with the very ops AccumulateGrad

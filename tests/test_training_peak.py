@@ -37,6 +37,7 @@ from tests.models import (
     DividedByItsSum,
     GroupNormAfterAChannelsLastNorm,
     IgnoredPool,
+    IgnoredScaledMean,
     KeepsItsMap,
     MishFunction,
     NormedTokensPooledAsAMap,
@@ -562,6 +563,7 @@ PROFILED_STEPS = {
     "a thresholded linear unit": (ThresholdedLinearUnit, (2, 3, 16, 16)),
     "divided by its sum": (DividedByItsSum, (2, 3, 16, 16)),
     "a pooled map nothing reads": (IgnoredPool, (2, 3, 16, 16)),
+    "a scaled mean nothing reads": (IgnoredScaledMean, (2, 3, 16, 16)),
 }
 
 
@@ -605,7 +607,9 @@ def test_the_training_peak_matches_the_profiler(name):
     freeing a temporary at its last reader rather than at the end of its C++ statement, the
     thresholded linear unit 16,384 B short and the map divided by its sum 65,536 B (16%);
     holding what autograd saved to the end of the forward even where its node died with a
-    result nothing read, the pooled map nothing reads 32,768 B over (its indices); laying a
+    result nothing read, the pooled map nothing reads 32,768 B over (its indices), and holding
+    the number a product kept to the step's end though its node died so, the scaled mean nothing
+    reads 8 B over (its forward too); laying a
     convolution of a channels-last map out contiguous (the meta kernel's answer, not the CPU's),
     the convolution after a channels-last convolution 8,192 B short (its weight gradient's copy);
     taking the ops of the node a write into a slice makes (CopySlices) for the softmax's before

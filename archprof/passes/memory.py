@@ -166,7 +166,7 @@ def liveness(graph: Graph) -> Liveness:
     kept = _held_by_the_caller(graph)
     if graph.training:
         kept.update(_held_for_backward(graph))
-    numbers = [(op, len(graph.ops), nbytes) for op, nbytes in graph.engine.saved_numbers]  # held for the backward pass
+    numbers = _numbers_kept(graph, len(graph.ops))  # held for the backward pass
     numbers += _wrapped_numbers(graph)
     return _liveness(
         graph.ops,
@@ -408,7 +408,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     - where two gradients meet, the engine adds the second into the first in place, unless
       the caller holds the first (a seed) or it is not dense (`EngineNotes.gapped_sums`);
     - a Python number a tensor requiring grad was multiplied or divided by is a tensor of its
-      own, kept by the op's node until it has run (`EngineNotes.saved_numbers`);
+      own, kept by the op's node until it has run (`EngineNotes.saved_numbers`), or until it
+      died, where nothing read its result (`EngineNotes.number_releases`);
     - the network inputs and outputs stay live to the end (the caller holds them), and so do the
       gradients of ones the backward pass starts from (held by whoever passed them to
       `torch.autograd.backward`; a scalar loss's is one element) and what a module keeps in an
@@ -545,16 +546,28 @@ def training_step(graph: Graph, optimizer: str) -> TrainingStep:
 
 
 def _numbers_read(graph: Graph) -> list[tuple[int, int, int]]:
-    """Each number autograd kept (`EngineNotes.saved_numbers`) as `_liveness` takes it: from its
-    forward op until the backward node of that op has run (its last op in the step), or to
-    the end where the node ran no op."""
+    """Each number autograd kept (`EngineNotes.saved_numbers`) as `_liveness` takes it over the
+    step: from its forward op until the backward node of that op has run (its last op in the
+    step), or died (`_numbers_kept`)."""
     forward = len(graph.ops)
     node_last: dict[int, int] = {}
     for index, op in enumerate(graph.backward_ops):
         if op.phase == "backward":
             node_last[op.origin] = forward + index
     end = forward + len(graph.backward_ops)
-    return [(op, node_last.get(op, end), nbytes) for op, nbytes in graph.engine.saved_numbers]
+    return _numbers_kept(graph, end, node_last)
+
+
+def _numbers_kept(graph: Graph, end: int, node_last: dict[int, int] | None = None) -> list[tuple[int, int, int]]:
+    """Each number autograd kept as `_liveness` takes it, over `end` steps: from its forward op
+    until its node died (`EngineNotes.number_releases`: one whose result nothing read, in the
+    forward), else until the node's last op (`node_last`), else to the end."""
+    node_last = node_last or {}
+    deaths = graph.engine.number_releases
+    return [
+        (op, deaths[op] - 1 if op in deaths and deaths[op] <= end else node_last.get(op, end), nbytes)
+        for op, nbytes in graph.engine.saved_numbers
+    ]
 
 
 def _final(moved: dict[int, int], storage: int) -> int:
