@@ -140,6 +140,11 @@ class EngineNotes:
     # op's autograd node keeps for the backward pass. No aten op makes it, the dispatch mode
     # sees the number, and saved-tensor hooks never see it.
     saved_numbers: list[tuple[int, int]] = field(default_factory=list)
+    # Of those, forward op index -> the ops run (the forward's and the backward's together) when
+    # the op's autograd node died, and its number with it, where it died while the step ran: a
+    # node whose result nothing on the way to the outputs reads dies in the forward (`y.mean() *
+    # 0.5` let go of). Every other keeps its number until it has run in the backward pass.
+    number_releases: dict[int, int] = field(default_factory=dict)
     # The storages of the gradients of ones the backward pass starts from, one per floating
     # output requiring grad: whoever passes them to `torch.autograd.backward` holds them to the end.
     seeds: set[int] = field(default_factory=set)
@@ -158,6 +163,15 @@ class EngineNotes:
     # op takes where a tensor goes (`1 + t`) is wrapped by PyTorch's argument parser into a
     # tensor of its own for the call, as in the forward.
     python_ops: set[int] = field(default_factory=set)
+    # The CPU random-number states taken while the step ran (torch.get_rng_state(): a uint8
+    # tensor, 5,056 B on a CPU), as (steps run when it was taken, steps run when it died, or
+    # None where it outlived the backward pass, its bytes), the forward's and the backward's ops
+    # counted together. Activation checkpointing keeps one per block to replay it with the
+    # forward's random numbers (preserve_rng_state, its default), a non-reentrant block's until
+    # its last node that saved a tensor has run, a reentrant one's with its node (as long as the
+    # caller holds the output), and forks one more while it replays a block. No aten op makes
+    # them.
+    random_states: list[tuple[int, int | None, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

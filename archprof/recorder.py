@@ -296,6 +296,8 @@ class Recorder(TorchDispatchMode):
                     out = self._meta_answers.answer(func, info, args, kwargs, tensors)
             if out is None:
                 out = func(*args, **kwargs)
+                if info.name in _ONE_TENSOR_TWICE_ON_META:
+                    out = _each_its_own(out)
             if len(sys.modules) != imported:
                 # A decomposition's first call imported a module (torch._dynamo, by
                 # torch._compile's wrapper: a bool map's sum, rsub's `1 - x`): torch.fx's `wrap`,
@@ -663,6 +665,25 @@ class OpInfo:
 
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
 _COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
+# Operators whose meta kernel returns one tensor object as two of its results where a CPU's
+# kernel makes one tensor each: oneDNN LSTM's gradient gives both biases the same `diff_b`
+# (torch/_meta_registrations.py); the CPU allocates two, each cast and freed on its own.
+_ONE_TENSOR_TWICE_ON_META = frozenset({"aten.mkldnn_rnn_layer_backward"})
+
+
+def _each_its_own(out: tuple) -> tuple:
+    """`out`, each tensor object returned again after its first place replaced by a new
+    tensor like it."""
+    seen: set[int] = set()
+    results = []
+    for result in out:
+        if isinstance(result, torch.Tensor) and result.is_meta and id(result) in seen:
+            result = torch.empty_like(result)
+        seen.add(id(result))
+        results.append(result)
+    return tuple(results)
+
+
 _OWN_KERNELS = (torch._C.DispatchKey.Meta, torch._C.DispatchKey.CPU)
 
 

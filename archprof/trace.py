@@ -194,6 +194,7 @@ def _traced_once(
             if training:
                 stack.enter_context(torch.enable_grad())
                 stack.enter_context(recorder.saved_tensors_hooks())
+                stack.enter_context(recorder.random_states_noted())
             else:
                 stack.enter_context(torch.no_grad())
             if real:

@@ -4,10 +4,12 @@ it, then the backward pass, each of its operators attributed to a forward operat
 from __future__ import annotations
 
 import weakref
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 
 import torch
+import torch.utils.checkpoint as checkpointing
 from torch._prims_common import suggest_memory_format
 from torch.autograd.function import BackwardCFunction
 
@@ -22,6 +24,8 @@ _ORIGIN = "archprof_origin"
 # The key of the metadata of a Python backward's node (a custom torch.autograd.Function's)
 # whose returned gradients the recorder keeps (`TrainingRecorder._python_backward_returned`).
 _RETURNS_KEPT = "archprof_returns_kept"
+# The key of the metadata of a node whose death the recorder watches (`_HeldByTheNode`).
+_DEATH_WATCH = "archprof_death_watch"
 # The autograd node that moves a gradient into its parameter's `.grad` (`Node.name()`).
 _ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
 # Operators whose autograd node keeps their second operand for the first's gradient
@@ -85,6 +89,9 @@ class TrainingRecorder(Recorder):
         self._tagging_for: tuple[_Replay, int] | None = None  # the replay and step of `_last_made`'s op
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
+        self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
+        # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
+        self._watching: list[weakref.finalize] = []
 
     def run_backward(self, output) -> bool:
         """The backward pass from the floating outputs that require grad, with gradients of
@@ -116,6 +123,8 @@ class TrainingRecorder(Recorder):
                 self.engine.python_releases[storage] = len(self.ops)
         self._python_made = set()
         self._replay = None
+        for watching in self._watching:  # a reentrant block's state, a node that ran: held to the end
+            watching.detach()
         self.ops = self._forward_ops
         return bool(roots)
 
@@ -139,6 +148,7 @@ class TrainingRecorder(Recorder):
         number, tensor = (operands[1], operands[0]) if isinstance(operands[0], torch.Tensor) else operands[:2]
         if not isinstance(number, torch.Tensor) and tensor.requires_grad:
             self.engine.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
+            self._numbered.add(len(self.ops) - 1)
 
     def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
         if self._phase == "forward":
@@ -216,7 +226,20 @@ class TrainingRecorder(Recorder):
                 if isinstance(node, BackwardCFunction):  # a Python backward
                     node.register_hook(self._python_backward_returned)
                     node.metadata[_RETURNS_KEPT] = True
+                if index in self._numbered and self._phase == "forward":
+                    self._watch_node_die(node, index)
         self._last_made, self._tagging_for = ([], -1), None
+
+    def _watch_node_die(self, node, index: int) -> None:
+        """Note when `node`, the autograd node of forward op `index`, dies, and the number it
+        keeps with it (`EngineNotes.number_releases`): through an object in its metadata, which
+        only the node holds."""
+        held_by_the_node = _HeldByTheNode()
+        node.metadata[_DEATH_WATCH] = held_by_the_node
+        self._watching.append(weakref.finalize(held_by_the_node, self._node_died, index))
+
+    def _node_died(self, index: int) -> None:
+        self.engine.number_releases[index] = self._steps_run()
 
     def _backward_origin(self, node) -> tuple[str, int]:
         """The phase of the backward-pass op being recorded, and its forward op (`node`: the
@@ -333,9 +356,46 @@ class TrainingRecorder(Recorder):
             " operation)"
         )
 
+    @contextmanager
+    def random_states_noted(self) -> Iterator[None]:
+        """While active, each CPU random-number state taken (torch.get_rng_state) is noted, with
+        when it was taken and when it dies (`EngineNotes.random_states`); and checkpointing a
+        block of meta tensors forks the states while replaying it as for a CPU's, where
+        torch.random.fork_rng does nothing for the meta device."""
+        take_state, device_type_of = torch.get_rng_state, checkpointing._infer_device_type
+
+        def noted_state() -> torch.Tensor:
+            state = take_state()
+            self.engine.random_states.append((self._steps_run(), None, state.nbytes))
+            index = len(self.engine.random_states) - 1
+            self._watching.append(weakref.finalize(state, self._random_state_died, index))
+            return state
+
+        def as_on_a_cpu(*args) -> str:
+            device_type = device_type_of(*args)
+            return checkpointing.DefaultDeviceType.get_device_type() if device_type == "meta" else device_type
+
+        torch.get_rng_state, checkpointing._infer_device_type = noted_state, as_on_a_cpu
+        try:
+            yield
+        finally:
+            torch.get_rng_state, checkpointing._infer_device_type = take_state, device_type_of
+
+    def _random_state_died(self, index: int) -> None:
+        taken, _, nbytes = self.engine.random_states[index]
+        self.engine.random_states[index] = (taken, self._steps_run(), nbytes)
+
+    def _steps_run(self) -> int:
+        """The ops recorded so far, the forward's and the backward's together."""
+        return len(self.ops) + (len(self._forward_ops) if self._phase == "backward" else 0)
+
     def saved_tensors_hooks(self) -> AbstractContextManager:
         """While active, every tensor autograd saves for the backward pass is noted (`pack_saved`)."""
         return torch.autograd.graph.saved_tensors_hooks(self.pack_saved, self.unpack_saved)
+
+
+class _HeldByTheNode:
+    """An object an autograd node alone holds, in its metadata: it dies with the node."""
 
 
 @dataclass

@@ -171,10 +171,12 @@ class CheckpointedBlocks(nn.Module):
     """Convolution blocks (conv, [batch norm], ReLU, conv, [ReLU]) each run under activation
     checkpointing: the backward runs each block's forward again, non-reentrant (saved-tensor
     hooks replay it as far as its last saved tensor when a node first unpacks one) or
-    reentrant (the block's node replays it whole and runs a backward pass of its own)."""
+    reentrant (the block's node replays it whole and runs a backward pass of its own), keeping
+    the CPU's random-number state to replay each with, or not (`preserve_rng_state`)."""
 
-    def __init__(self, blocks=1, reentrant=False, batch_norm=False, ends_in_relu=True) -> None:
+    def __init__(self, blocks=1, reentrant=False, batch_norm=False, ends_in_relu=True, preserve_rng_state=True) -> None:
         super().__init__()
+        self.preserve_rng_state = preserve_rng_state
         self.stem = nn.Conv2d(3, 16, 3, padding=1)
         self.blocks = nn.ModuleList(self._block(batch_norm, ends_in_relu) for _ in range(blocks))
         self.head = nn.Linear(16, 10)
@@ -189,7 +191,7 @@ class CheckpointedBlocks(nn.Module):
     def forward(self, x):
         x = self.stem(x)
         for block in self.blocks:
-            x = checkpoint(block, x, use_reentrant=self.reentrant)
+            x = checkpoint(block, x, use_reentrant=self.reentrant, preserve_rng_state=self.preserve_rng_state)
         return self.head(x.mean((2, 3)))
 
 
@@ -582,6 +584,21 @@ class IgnoredPool(nn.Module):
     def forward(self, x):
         y = self.conv(x)
         nn.functional.max_pool2d(y, 2)
+        return self.head(y)
+
+
+class IgnoredScaledMean(nn.Module):
+    """A map's mean scaled by a Python number, let go of at once: the product's autograd node
+    dies with it, and with it the 8-byte tensor it kept for the number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        scaled = y.mean((2, 3), keepdim=True) * 0.5
+        del scaled
         return self.head(y)
 
 

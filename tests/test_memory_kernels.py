@@ -339,14 +339,17 @@ class FirstOutput(nn.Module):
 def test_a_bfloat16_lstm_runs_as_onednn_where_the_cpu_does():
     """RNN.cpp's use_mkldnn takes bfloat16 where the processor has oneDNN's instructions for
     it: traced as the cell loop, the step's peak read 18,576 B against the CPU's 128,136 B.
-    What is left, 192 B over, is not yet explained (float32 the same layer is exact)."""
+    Then 192 B over, by two errors: the meta kernel of its gradient returns one tensor as both
+    biases' (a CPU makes two, each cast to bfloat16 and freed on its own), and the gradients of
+    the initial states, which want none, were held to the node's end, where the CPU drops them
+    as the op returns, before the engine casts the others (in float32 no cast follows)."""
     model = FirstOutput(nn.LSTM(10, 12, num_layers=2, bidirectional=True, batch_first=True)).to(torch.bfloat16)
     x = torch.randn(2, 5, 10, dtype=torch.bfloat16)
     graph = trace(model, [x.shape], dtype=x.dtype, training=True)
     assert graph.kernels == {f"{LSTM}: {ONEDNN_LSTM}": 1}
     assert sum(saved_activations(graph).values()) == real_saved_bytes(model, x)
     _, lasting = profiled_training_peaks(model, x)
-    assert 0 <= training_timeline(graph).peak_bytes - (lasting + x.nbytes) <= 192
+    assert training_timeline(graph).peak_bytes == lasting + x.nbytes
 
 
 # Layers a CPU runs through RNN.cpp's own layers: the input projected for the whole sequence
@@ -400,23 +403,19 @@ def test_a_recurrent_layer_records_the_ops_a_cpu_runs(name):
     assert comparable(traced) == comparable(real.ops)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="the step's peak reads 256 B over, unexplained"))
-        if name == "LSTM with a projection, two layers, both directions"
-        else name
-        for name in CPU_RECURRENT_LAYERS
-    ],
-)
+@pytest.mark.parametrize("name", CPU_RECURRENT_LAYERS)
 def test_a_recurrent_layers_training_step_peak_and_saved_bytes_are_the_cpus(name):
     """Recording a projection per step, as the meta device's road does, the LSTM with a
     projection read 3,632 B over the CPU's step peak (10,048 B against 6,416), the GRU 896 B
-    over, the two-layer RNN 448 B over and 400 B short of its saved bytes."""
+    over, the two-layer RNN 448 B over and 400 B short of its saved bytes. The forward runs
+    inside one aten operator, as in inference, and these kernels allocate nothing the trace does
+    not record: the raw peak is the one to compare. The two-layer bidirectional LSTM with a
+    projection peaks there, at its last layer's concatenation, both directions' stacked outputs
+    held: the other figure, which takes them for the operator's workspace, reads 256 B under it."""
     model, x = _cpu_recurrent_layer(name)
     graph = trace(model, [x.shape], dtype=x.dtype, training=True)
-    _, lasting = profiled_training_peaks(model, x)
-    assert training_timeline(graph).peak_bytes == lasting + x.nbytes
+    everything, _ = profiled_training_peaks(model, x)
+    assert training_timeline(graph).peak_bytes == everything + x.nbytes
     assert sum(saved_activations(graph).values()) == real_saved_bytes(model, x)
 
 

@@ -53,9 +53,11 @@ gone) plus its own temporaries
 the aten op that made them, the input held by the caller): equal to the byte for ResNet-18
 (64 x 64, batch 2: 49,062,944 B), a residual block, conv and MLP stacks with and without a
 frozen first layer, an attention block, an LSTM and MLP updates held in a list until the
-forward returns (by the last-reader rule, its forward peak read 6% low); a checkpointed block
-also holds CPU RNG states (5,056 B each), made by no aten op: one per block (a reentrant one's
-until the caller lets go of the output), and one more while a block is replayed. timm's CoaT-Tiny at batch
+forward returns (by the last-reader rule, its forward peak read 6% low), and checkpointed blocks,
+reentrant or not, with the CPU random-number states checkpoint keeps (5,056 B each), made by no
+aten op (`EngineNotes.random_states`): one per block (a non-reentrant one's until its last node
+that saved a tensor has run, a reentrant one's until the caller lets go of the output), and one
+more while a block is replayed (up to two states, 10,112 B, short before). timm's CoaT-Tiny at batch
 2 with SGD: 414,300,672 B predicted against 414,300,880 measured (1.011x before its forward
 held its MLPs' updates as it does); tf_efficientnet_lite2, whose "same" padding reads the
 input and saves nothing, equal (1.0048x before the input was held to the end);
@@ -164,10 +166,16 @@ def liveness(graph: Graph) -> Liveness:
     kept = _held_by_the_caller(graph)
     if graph.training:
         kept.update(_held_for_backward(graph))
-    numbers = [(op, len(graph.ops), nbytes) for op, nbytes in graph.engine.saved_numbers]  # held for the backward pass
+    numbers = _numbers_kept(graph, len(graph.ops))  # held for the backward pass
     numbers += _wrapped_numbers(graph)
     return _liveness(
-        graph.ops, graph.inputs, kept, model_state_storages(graph), released=graph.released, numbers=numbers
+        graph.ops,
+        graph.inputs,
+        kept,
+        model_state_storages(graph),
+        released=graph.released,
+        numbers=numbers,
+        held_between=graph.engine.random_states,
     )
 
 
@@ -225,6 +233,7 @@ def _liveness(
     released: dict[int, int] | None = None,
     numbers: Iterable[tuple[int, int, int]] = (),
     died: dict[int, int] | None = None,
+    held_between: Iterable[tuple[int, int | None, int]] = (),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -234,7 +243,9 @@ def _liveness(
     `numbers` are tensors no step reads or makes (`EngineNotes.saved_numbers`), each as (the step
     that makes it, the step that reads it last or `len(steps)`: to the end, its bytes); a
     storage in `died` is freed once that many steps have run, and not by `release` (a Python
-    backward's temporary, freed when its last object dies: `EngineNotes.python_releases`)."""
+    backward's temporary, freed when its last object dies: `EngineNotes.python_releases`);
+    `held_between` are tensors no step reads or makes either, each as (the steps run when it
+    was made, those run when it died or None: to the end, its bytes: `EngineNotes.random_states`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -287,6 +298,11 @@ def _liveness(
         made[made_at] += nbytes
         if last_read < count:
             freed[_freed_after(made_at, last_read, release, statement_ends)] += nbytes
+    for taken, died_after, nbytes in held_between:
+        if taken < count and (died_after is None or died_after > taken):
+            made[taken] += nbytes
+            if died_after is not None and died_after <= count:
+                freed[died_after - 1] += nbytes
     during, after = [], []
     for index in range(count):
         live += made[index]
@@ -369,6 +385,10 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
       statement that read it last (`_statement_ends`: the run of the node's ops that each
       make what a later one reads, up to the op whose result the run does not read);
+    - a result of a node's op that nothing reads (a gradient of an input that wants none, made
+      with the others at once: oneDNN LSTM's initial states') as soon as the op returns
+      (`_dropped_at_once`), before the engine casts the node's other gradients to their
+      inputs' dtype;
     - but a tensor a Python backward makes (a custom torch.autograd.Function's: timm's
       memory-efficient Swish), when its last object dies (`EngineNotes.python_releases`, as
       the trace saw it): an unnamed temporary once the op after it has read it, a local
@@ -388,7 +408,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     - where two gradients meet, the engine adds the second into the first in place, unless
       the caller holds the first (a seed) or it is not dense (`EngineNotes.gapped_sums`);
     - a Python number a tensor requiring grad was multiplied or divided by is a tensor of its
-      own, kept by the op's node until it has run (`EngineNotes.saved_numbers`);
+      own, kept by the op's node until it has run (`EngineNotes.saved_numbers`), or until it
+      died, where nothing read its result (`EngineNotes.number_releases`);
     - the network inputs and outputs stay live to the end (the caller holds them), and so do the
       gradients of ones the backward pass starts from (held by whoever passed them to
       `torch.autograd.backward`; a scalar loss's is one element) and what a module keeps in an
@@ -427,11 +448,14 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
     numbers = _numbers_read(graph) + _wrapped_numbers(graph) + _wrapped_in_python(graph)
     forward = len(graph.ops)
-    died = {storage: forward + steps_run for storage, steps_run in graph.engine.python_releases.items()}
+    died = _dropped_at_once(backward, moved, read_in_backward | kept) | graph.engine.python_releases
+    died = {storage: forward + steps_run for storage, steps_run in died.items()}
     for storage, steps_run in _held_through_python_backwards(graph).items():
         storage = moved.get(storage, storage)  # a gradient passed in as the `.grad` it was taken over as
         died[storage] = max(died.get(storage, 0), forward + steps_run)
-    live = _liveness(steps, graph.inputs, kept, state, moved, release, graph.released, numbers, died)
+    live = _liveness(
+        steps, graph.inputs, kept, state, moved, release, graph.released, numbers, died, graph.engine.random_states
+    )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
@@ -448,6 +472,22 @@ def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> s
         for index, op in enumerate(backward)
         for t in op.inputs
         if t.storage in copies and index > written_at[t.storage]
+    }
+
+
+def _dropped_at_once(backward: list[OpNode], moved: dict[int, int], held: set[int]) -> dict[int, int]:
+    """Storage -> the backward ops run when it is freed, for each result of a node's op (not a
+    recomputation's) that no op reads and no one holds (`held`): a gradient, computed with
+    others at once, of an input that wants none (oneDNN LSTM's `mkldnn_rnn_layer_backward`
+    returns its initial states' too). The node's C++ drops it as soon as the op returns, with
+    the tuple it came in, before the engine casts the gradients the node passes on to their
+    inputs' dtype (a bfloat16 LSTM's `_to_copy`s, each made before its float32 source is freed)."""
+    return {
+        storage: index + 1
+        for index, op in enumerate(backward)
+        if op.phase == "backward" and not (op.is_view or op.writes_input)
+        for storage in (moved.get(t.storage, t.storage) for t in op.outputs)
+        if storage not in held
     }
 
 
@@ -506,16 +546,28 @@ def training_step(graph: Graph, optimizer: str) -> TrainingStep:
 
 
 def _numbers_read(graph: Graph) -> list[tuple[int, int, int]]:
-    """Each number autograd kept (`EngineNotes.saved_numbers`) as `_liveness` takes it: from its
-    forward op until the backward node of that op has run (its last op in the step), or to
-    the end where the node ran no op."""
+    """Each number autograd kept (`EngineNotes.saved_numbers`) as `_liveness` takes it over the
+    step: from its forward op until the backward node of that op has run (its last op in the
+    step), or died (`_numbers_kept`)."""
     forward = len(graph.ops)
     node_last: dict[int, int] = {}
     for index, op in enumerate(graph.backward_ops):
         if op.phase == "backward":
             node_last[op.origin] = forward + index
     end = forward + len(graph.backward_ops)
-    return [(op, node_last.get(op, end), nbytes) for op, nbytes in graph.engine.saved_numbers]
+    return _numbers_kept(graph, end, node_last)
+
+
+def _numbers_kept(graph: Graph, end: int, node_last: dict[int, int] | None = None) -> list[tuple[int, int, int]]:
+    """Each number autograd kept as `_liveness` takes it, over `end` steps: from its forward op
+    until its node died (`EngineNotes.number_releases`: one whose result nothing read, in the
+    forward), else until the node's last op (`node_last`), else to the end."""
+    node_last = node_last or {}
+    deaths = graph.engine.number_releases
+    return [
+        (op, deaths[op] - 1 if op in deaths and deaths[op] <= end else node_last.get(op, end), nbytes)
+        for op, nbytes in graph.engine.saved_numbers
+    ]
 
 
 def _final(moved: dict[int, int], storage: int) -> int:
