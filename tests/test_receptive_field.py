@@ -908,12 +908,19 @@ def test_a_convolution_over_channels_holding_a_folded_dimension_reads_all_of_it(
     assert row(report)["receptive_field"] == (3, 6)
 
 
-def test_a_grouped_convolution_over_folded_positions_is_undefined():
-    """A depthwise convolution after a space-to-depth: each channel reads its own position
-    in the blocks, which archprof does not place."""
-    model = nn.Sequential(SpaceToDepth("blocks-first"), nn.Conv2d(4, 4, 3, padding=1, groups=4))
-    r = row(archprof.analyze(model, input_size=(1, 8, 8)))
-    assert r["receptive_field"] == "undefined" and "in groups" in r["receptive_field_note"]
+@pytest.mark.parametrize("groups", [4, 2])
+def test_a_grouped_convolution_over_folded_positions_reads_the_union_of_its_channels(groups):
+    """A depthwise (or grouped) convolution after a space-to-depth: each channel reads its
+    own positions of the blocks, and a unit, over all its channels, every position of the
+    blocks its window reaches, as the gradient says (it was undefined). Folded back into a
+    spatial dimension, its channels' different fields are undefined."""
+    model = positive(nn.Sequential(SpaceToDepth("blocks-first"), nn.Conv2d(4, 4, 3, padding=1, groups=groups)))
+    report = check_against_gradients(model, (1, 8, 8))
+    assert row(report)["receptive_field"] == (6, 6) and row(report)["effective_stride"] == (2, 2)
+    for unit in [(0, 0), (1, 2), (3, 3), (2, 0)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (1, 8, 8), unit), unit
+    folded_back = nn.Sequential(*model, nn.PixelShuffle(2))
+    assert row(archprof.analyze(folded_back, input_size=(1, 8, 8)))["receptive_field"] == "undefined"
 
 
 def _box_of_unit(module: nn.Module, input_size: tuple[int, ...], unit: tuple[int, int]) -> list[tuple[int, int]]:

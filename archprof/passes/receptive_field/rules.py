@@ -727,14 +727,15 @@ def _convolution(walk: Walk, op: OpNode) -> State:
             return walk.undefined(op, "its weights are computed from the input")
     state = walk.state(x)
     channels = state.dims[1] if isinstance(state, Field) else None  # None: plain channels, nearly always
-    if channels is not None and _arg(op, 8, "groups", 1) == 1:
-        # Every output channel reads every input channel, whatever each reads: channels of
-        # different fields, positions folded into them (a space-to-depth by view and
-        # permute, as a pixel unshuffle's), read whole, like a matrix product's.
+    if channels is not None:
+        # Every output channel reads every input channel, whatever each reads (channels of
+        # different fields, positions folded into them: a space-to-depth by view and permute,
+        # as a pixel unshuffle's), read whole, like a matrix product's. In groups, each reads
+        # its group's only, but every input channel is some group's: a unit's field, the union
+        # over its channels, is the same, and its channels now read differently.
         state = walk.settled(_contracted(state, [0, None, *range(2, len(state.dims))], [1]))
-    elif not along_no_axis(channels):
-        # Each output channel reads its group's positions only, which archprof does not place.
-        return walk.undefined(op, "it convolves across a spatial dimension (channels) in groups")
+        if _arg(op, 8, "groups", 1) > 1 and isinstance(state, Field):
+            state = state.with_dims((state.dims[0], UNEVEN, *state.dims[2:]))
     m = len(weight.shape) - 2
     kernel = weight.shape[2:]
     stride, padding, dilation = (_expand(v, m) for v in (stride, padding, dilation))
