@@ -231,6 +231,65 @@ def test_a_residual_sum_takes_the_union_per_dimension():
     assert row(report)["effective_stride"] == (2, 2)
 
 
+class PickedChannels(nn.Module):
+    """Two paths of different fields, 1x1 and 5x5 (2 channels each), side by side along the
+    channels, then some channels picked back out: `pick` names how."""
+
+    def __init__(self, pick: str):
+        super().__init__()
+        self.pick = pick
+        self.near, self.far = nn.Conv2d(1, 2, 1), nn.Conv2d(1, 2, 5, padding=2)
+        self.norm = nn.BatchNorm2d(4)
+        self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)  # each group within one path
+
+    def forward(self, x):
+        near, far = self.near(x), self.far(x)
+        if self.pick == "stacked":
+            return torch.stack([near, far], 1)[:, 0]
+        y = torch.cat([near, far], 1)
+        picks = {
+            "slice-first": lambda: y[:, :2],
+            "slice-second": lambda: y[:, 2:],
+            "select": lambda: y[:, 1:2] * y.select(1, 0).unsqueeze(1),
+            "normalised-chunk": lambda: torch.relu(self.norm(y)).chunk(2, 1)[0],
+            "split-across": lambda: y.split([1, 3], 1)[1][:, :2],
+            "grouped": lambda: self.grouped(y)[:, :2],
+            "channel-mean-added": lambda: (y + y.mean(1, keepdim=True))[:, :2],
+            "depthwise-then-slice": lambda: F.avg_pool2d(y, 3, 1, 1)[:, :2],
+        }
+        return picks[self.pick]()
+
+
+@pytest.mark.parametrize(
+    "pick,field",
+    [
+        ("slice-first", (1, 1)),
+        ("slice-second", (5, 5)),
+        ("select", (1, 1)),
+        ("normalised-chunk", (1, 1)),
+        ("split-across", (5, 5)),  # channels 1 (near) and 2 (far)
+        ("grouped", (3, 3)),
+        ("stacked", (1, 1)),
+        ("channel-mean-added", (5, 5)),  # the mean reads both paths
+        ("depthwise-then-slice", (3, 3)),
+    ],
+)
+def test_channels_picked_from_a_concatenation_read_their_own_paths_field(pick, field):
+    """Channels sliced, selected or chunked out of a concatenation (after pointwise ops and a
+    normalisation, or a convolution whose groups each lie within one path) read the field of
+    the path they came from, unit for unit as the gradient says (they read the union of all
+    the paths). Where a later op mixes the channels (a mean added), every path's. A pooling
+    in between is a bound: the union (3x3 pooling of the 5x5 path is 7)."""
+    model = positive(PickedChannels(pick))
+    report = archprof.analyze(model, input_size=(1, 10, 10))
+    if pick == "depthwise-then-slice":
+        assert row(report, "")["receptive_field"] == (7, 7)  # a bound: the union of the paths
+        return
+    assert row(report, "")["receptive_field"] == field
+    for unit in [(0, 0), (3, 7), (9, 9), (5, 5)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (1, 10, 10), unit), unit
+
+
 # -- the empirical check on random networks --------------------------------------------------
 
 

@@ -18,15 +18,18 @@ from archprof.operators.costs import float32_rounded
 from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
 from archprof.passes.receptive_field.walk import (
     FLAT,
+    KNOW_PARTS,
     UNEVEN,
     WHOLE,
     Dim,
     Field,
     Merged,
+    Parts,
     Rule,
     State,
     Tokens,
     Undefined,
+    Uneven,
     Walk,
     Within,
     along_no_axis,
@@ -99,8 +102,12 @@ def _pointwise(walk: Walk, op: OpNode) -> State:
 _FAMILY_RULES[Family.POINTWISE] = _pointwise
 # Copies keep every unit where it was.
 _rule("alias", "detach", "clone", "_to_copy", "lift_fresh", "lift_fresh_copy")(_pointwise)
-# A channel shuffle moves channels, each spatial unit where it was.
-_rule("channel_shuffle")(_pointwise)
+
+
+@_rule("channel_shuffle")
+def _channel_shuffle(walk: Walk, op: OpNode) -> State:
+    """Moves channels, each spatial unit where it was (concatenated parts, interleaved, read as one)."""
+    return _pointwise(walk, op)
 
 
 @_rule("native_dropout")
@@ -276,14 +283,14 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
         return run[0][0]
     spatial = [(k, entry) for k, (entry, _) in enumerate(run) if not along_no_axis(entry)]
     if not spatial:
-        return UNEVEN if any(entry is UNEVEN for entry, _ in run) else None
+        return UNEVEN if any(isinstance(entry, Uneven) for entry, _ in run) else None
     if len(run) == 2 and isinstance(run[1][0], Within) and run[1][0].outer is run[0][0]:
         return run[1][0].whole  # blocks and positions in them: the dimension they were split from
     if len(spatial) == 1 and spatial[0][0] == 0 and isinstance(spatial[0][1], AxisMap):
         # A spatial dimension first, the others inside it: unit u reads unit u // inner, as
         # long as every index inside reads alike. Spatial later (channels, then rows) stays
         # flattened, which a reshape splits back.
-        if any(entry is UNEVEN for entry, _ in run):
+        if any(isinstance(entry, Uneven) for entry, _ in run):
             return (
                 "it folds indices that read different fields (paths stacked or concatenated, a pixel unshuffle's "
                 "positions) into a spatial dimension"
@@ -296,7 +303,7 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
 
 def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
     if along_no_axis(entry):
-        return [entry] * len(sizes)  # each part of an uneven dimension may be uneven
+        return [None if entry is None else UNEVEN] * len(sizes)  # each part of an uneven dimension may be uneven
     if not isinstance(entry, AxisMap) or len(sizes) != 2:
         return "it splits a spatial dimension into more than blocks and positions"
     blocks, size = sizes
@@ -359,8 +366,11 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
     state = walk.state(x)
     sizes = [out.shape[axis] for out in op.outputs]
     results: list[State] = []
-    for offset, size in zip(offsets, sizes, strict=True):
+    for offset, size, output in zip(offsets, sizes, op.outputs, strict=True):
         entry = state.dims[axis] if isinstance(state, Field) else None
+        if isinstance(entry, Parts):  # channels of concatenated paths: the paths they are in
+            results.append(_cut(walk, op, state, axis, output.shape, offset, step))
+            continue
         placed, kept = entry.cut(offset, size, step) if isinstance(entry, Tokens) else (False, None)
         if placed:  # the patch tokens, or the class token, set aside
             results.append(state.with_dims((*state.dims[:axis], kept, *state.dims[axis + 1 :])))
@@ -404,6 +414,11 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
     entry = state.dims[axis]
     if isinstance(entry, (*FLAT, Within)):
         return walk.undefined(op, "it picks positions of a flattened or split dimension")
+    if isinstance(entry, Parts) and entry.holds(state, axis):  # the path the index is in
+        for size, part in zip(entry.sizes, entry.states, strict=True):
+            if index < size:
+                return _picked(walk, op, part, axis, index)
+            index -= size
     dims = state.dims[:axis] + state.dims[axis + 1 :]
     if along_no_axis(entry):
         return state.with_dims(dims)
@@ -490,17 +505,49 @@ def _diag_embed(walk: Walk, op: OpNode) -> State:
     return state.with_dims([*state.dims[:-1], None, None])
 
 
-def _paths_side_by_side(walk: Walk, op: OpNode, states: list[State], shapes: list[tuple[int, ...]], axis: int) -> State:
-    """Paths placed side by side along output dimension `axis`, which runs along no input
-    axis (channels): each unit reads the union of the paths; the indices along `axis` read
-    alike only where the paths do."""
+def _paths_side_by_side(
+    walk: Walk, op: OpNode, states: list[State], shapes: list[tuple[int, ...]], axis: int, out: tuple[int, ...]
+) -> State:
+    """Paths placed side by side along dimension `axis` of an output of shape `out`, which
+    runs along no input axis (channels): each unit reads the union of the paths; the indices
+    along `axis` read alike only where the paths do, else each its own path's (`Parts`)."""
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
     items = [(s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s) for s in states]
-    merged = walk.merge(op, list(zip(items, shapes, strict=True)), op.outputs[0].shape)
+    merged = walk.merge(op, list(zip(items, shapes, strict=True)), out)
     alike = all(e is None for e in entries) and all(s == states[0] for s in states)
     if alike or not isinstance(merged, Field):
         return merged
-    return merged.with_dims((*merged.dims[:axis], UNEVEN, *merged.dims[axis + 1 :]))
+    parts = Parts(tuple(shape[axis] for shape in shapes), tuple(states), axis, merged)
+    return merged.with_dims((*merged.dims[:axis], parts, *merged.dims[axis + 1 :]))
+
+
+def _cut_parts(walk: Walk, op: OpNode, parts: Parts, out: tuple[int, ...], offset: int, step: int) -> State:
+    """Indices offset, offset + step, ... (`out[parts.axis]` of them) of concatenated parts:
+    what the parts they are in read, side by side."""
+    axis, count = parts.axis, out[parts.axis]
+    pieces, shapes, begin = [], [], 0
+    for size, state in zip(parts.sizes, parts.states, strict=True):
+        first = max(0, -(-(begin - offset) // step))  # the first index taken at or past `begin`
+        last = min(count - 1, (begin + size - 1 - offset) // step)
+        if first <= last:
+            shape = (*out[:axis], last - first + 1, *out[axis + 1 :])
+            pieces.append(_cut(walk, op, state, axis, shape, offset + first * step - begin, step))
+            shapes.append(shape)
+        begin += size
+    if len(pieces) == 1:
+        return pieces[0]
+    return _paths_side_by_side(walk, op, pieces, shapes, axis, out)
+
+
+def _cut(walk: Walk, op: OpNode, state: State, axis: int, out: tuple[int, ...], offset: int, step: int) -> State:
+    """A part's indices offset, offset + step, ... along `axis`, which runs along no input
+    axis: the parts within it where it has them, else what it reads."""
+    entry = state.dims[axis] if isinstance(state, Field) else None
+    if not isinstance(entry, Parts) or not entry.holds(state, axis):
+        return state
+    if offset == 0 and step == 1 and out[axis] == sum(entry.sizes):
+        return state  # all of it
+    return _cut_parts(walk, op, entry, out, offset, step)
 
 
 @_rule("cat")
@@ -513,12 +560,12 @@ def _cat(walk: Walk, op: OpNode) -> State:
     states = [walk.state(t) for t in tensors]
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
     if all(along_no_axis(e) for e in entries):
-        return _paths_side_by_side(walk, op, states, [t.shape for t in tensors], axis)
+        return _paths_side_by_side(walk, op, states, [t.shape for t in tensors], axis, out)
     flat = [e for e in entries if isinstance(e, FLAT)]
     tokens = len(flat) == 1 and all(e is None or e is flat[0] for e in entries)  # a class token and patches
     if not tokens and (
         flat
-        or any(isinstance(e, Within) or e is UNEVEN for e in entries)
+        or any(isinstance(e, (Within, Uneven)) for e in entries)
         or len({e.axis for e in entries if e is not None}) > 1
     ):
         return walk.undefined(op, "it concatenates flattened or different spatial dimensions")
@@ -564,7 +611,8 @@ def _stack(walk: Walk, op: OpNode) -> State:
     if len({s.loose for s in states if isinstance(s, Field)}) > 1:
         return walk.undefined(op, "it stacks positions picked along a spatial dimension")
     placed = [s.with_dims((*s.dims[:axis], None, *s.dims[axis:])) if isinstance(s, Field) else s for s in states]
-    return _paths_side_by_side(walk, op, placed, [(*t.shape[:axis], 1, *t.shape[axis:]) for t in tensors], axis)
+    shapes = [(*t.shape[:axis], 1, *t.shape[axis:]) for t in tensors]
+    return _paths_side_by_side(walk, op, placed, shapes, axis, op.outputs[0].shape)
 
 
 # -- padding, rolling, flipping ------------------------------------------------------------
@@ -669,7 +717,7 @@ def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
     unshuffle = "unshuffle" in op.op
     if not along_no_axis(channels):
         return walk.undefined(op, "it moves a spatial dimension into positions")
-    if channels is UNEVEN and not unshuffle:
+    if isinstance(channels, Uneven) and not unshuffle:
         why = "it makes positions of channels that read different fields (concatenated paths, a pixel unshuffle's)"
         return walk.undefined(op, why)
     axes = list(_tail(x, 2))
@@ -718,7 +766,6 @@ def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> A
 def _convolution(walk: Walk, op: OpNode) -> State:
     x, weight = op.args[0], op.args[1]
     bias = _arg(op, 2, "bias")
-    stride, padding, dilation, transposed = op.args[3:7]
     for extra in (weight, bias):
         state = walk.state(extra)
         if state is WHOLE:
@@ -726,7 +773,19 @@ def _convolution(walk: Walk, op: OpNode) -> State:
         if state is not None:
             return walk.undefined(op, "its weights are computed from the input")
     state = walk.state(x)
+    groups = _arg(op, 8, "groups", 1)
     channels = state.dims[1] if isinstance(state, Field) else None  # None: plain channels, nearly always
+    if groups > 1 and isinstance(channels, Parts) and channels.holds(state, 1):
+        per_group = x.shape[1] // groups
+        if all(size % per_group == 0 for size in channels.sizes):
+            return _convolved_parts(walk, op, channels, per_group)
+    return _convolved(walk, op, state)
+
+
+def _convolved(walk: Walk, op: OpNode, state: State) -> State:
+    """The convolution `op` of a tensor of field `state`."""
+    weight, (stride, padding, dilation, transposed) = op.args[1], op.args[3:7]
+    channels = state.dims[1] if isinstance(state, Field) else None
     if channels is not None:
         # Every output channel reads every input channel, whatever each reads (channels of
         # different fields, positions folded into them: a space-to-depth by view and permute,
@@ -740,13 +799,23 @@ def _convolution(walk: Walk, op: OpNode) -> State:
     kernel = weight.shape[2:]
     stride, padding, dilation = (_expand(v, m) for v in (stride, padding, dilation))
     out = op.outputs[0].shape
-    axes = list(_tail(x, m))
+    axes = list(range(len(out) - m, len(out)))
     make = _transposed if transposed else _window
 
     def change(j: int, parent: AxisMap) -> AxisMap:
         return make(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
 
     return walk.along(op, state, axes, change, "transposed convolution" if transposed else "convolution")
+
+
+def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> State:
+    """A convolution in groups of `per_group` input channels over concatenated paths, each
+    group within one path: each path convolved alone, its output channels side by side."""
+    out = op.outputs[0].shape
+    out_per_group = out[1] // (sum(parts.sizes) // per_group)
+    shapes = [(out[0], size // per_group * out_per_group, *out[2:]) for size in parts.sizes]
+    states = [_convolved(walk, op, state) for state in parts.states]
+    return _paths_side_by_side(walk, op, states, shapes, 1, out)
 
 
 @_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
@@ -1230,3 +1299,10 @@ def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ..
     items = [(_contracted(walk.state(t), keep, contracted), out) for t, keep, contracted in operands]
     items += added
     return walk.merge(op, [(walk.settled(s) if isinstance(s, Field) else s, shape) for s, shape in items], out)
+
+
+# The rules that move no index of a dimension of concatenated paths without saying so:
+# their outputs keep its `Parts` (every other rule's read the union of the paths).
+KNOW_PARTS.update(
+    {_pointwise, _normalisation, _native_dropout, _slice, _split, _select, _unbind, _cat, _stack, _convolution}
+)
