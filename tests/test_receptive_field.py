@@ -690,6 +690,9 @@ class MaskedRowAttention(nn.Module):
         super().__init__()
         self.mask = mask
         self.out = nn.Conv2d(2, 1, 1)
+        if mask.startswith("buffer"):  # Swin's way: an additive mask made once, held in a buffer (W = 8)
+            value = {"buffer-inf": float("-inf"), "buffer-1e9": -1e9, "buffer-finite": -100.0}[mask]
+            self.register_buffer("additive", torch.zeros(8, 8).masked_fill(~_band(8), value))
 
     def forward(self, x):
         n, c, h, w = x.shape
@@ -710,6 +713,8 @@ class MaskedRowAttention(nn.Module):
             return scores.masked_fill(~band, torch.finfo(scores.dtype).min)
         if self.mask == "additive-triu":
             return scores + torch.full(scores.shape[-2:], float("-inf"), device=scores.device).triu(1)
+        if self.mask.startswith("buffer"):
+            return scores + self.additive
         if self.mask == "index-put":
             literal = torch.zeros(scores.shape[-2:], dtype=scores.dtype, device=scores.device)
             literal[~band] = float("-inf")
@@ -717,11 +722,15 @@ class MaskedRowAttention(nn.Module):
         return scores.masked_fill(~band, -100.0)  # "finite"
 
 
-@pytest.mark.parametrize("mask", ["sdpa-band", "sdpa-causal", "masked-fill", "finfo-min", "additive-triu", "index-put"])
+@pytest.mark.parametrize(
+    "mask",
+    ["sdpa-band", "sdpa-causal", "masked-fill", "finfo-min", "additive-triu", "index-put", "buffer-inf", "buffer-1e9"],
+)
 def test_attention_masked_by_minus_infinity_is_undefined(mask):
     """The gradient of unit (0, 0) reaches pixels 0..1 (a band) or 0 (causal) along W, not
     the whole row archprof gave: which keys a mask drops is in its values, which a meta
-    trace does not have. Undefined, naming the softmax."""
+    trace does not have (a buffer's smallest value it notes: it gave the whole row for one
+    of -inf). Undefined, naming the softmax."""
     model = MaskedRowAttention(mask)
     box = gradient_box(positive(model), (2, 3, 8))
     assert box[1] == ((0, 0) if mask in ("sdpa-causal", "additive-triu") else (0, 1))
@@ -730,9 +739,10 @@ def test_attention_masked_by_minus_infinity_is_undefined(mask):
     assert "softmax" in r["receptive_field_note"] and "masked" in r["receptive_field_note"]
 
 
-def test_attention_with_a_finite_mask_reads_the_whole_row():
+@pytest.mark.parametrize("mask", ["finite", "buffer-finite"])
+def test_attention_with_a_finite_mask_reads_the_whole_row(mask):
     """Swin's -100 leaves a masked key a small weight: every unit reads its whole row."""
-    report = check_against_gradients(MaskedRowAttention("finite"), (2, 3, 8), units=("first",))
+    report = check_against_gradients(MaskedRowAttention(mask), (2, 3, 8), units=("first",))
     assert row(report)["receptive_field"] == (1, 8)
 
 

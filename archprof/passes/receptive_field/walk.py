@@ -216,8 +216,8 @@ class Walk:
         # The tensors a mask may have reached: an attention mask (-inf where a causal or
         # banded mask drops a key), the scores it was added or filled into, and the softmax's
         # weights, exactly 0 there: a softmax or a product over them reads fewer units than
-        # its axis (`_reads_mask`).
-        self.masked: set[int] = set()
+        # its axis (`_reads_mask`). A buffer that holds such a value is one from the start.
+        self.masked: set[int] = {tensor for tensor, low in graph.buffer_minima.items() if low < _NO_WEIGHT}
 
     def state(self, value) -> State:
         return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
@@ -265,8 +265,9 @@ class Walk:
         """Whether `op` reads a value a softmax weighs exactly 0: a scalar argument below
         `_NO_WEIGHT` (-inf, finfo.min, -1e9: the causal mask SDPA builds, masked_fill's), a
         tensor that may hold one, or a tensor literal of the forward, whose values the trace
-        does not keep (`m[band] = -inf`). A buffer's values it does not see either: they are
-        taken as finite, as Swin's -100 mask and relative position indices are."""
+        does not keep (`m[band] = -inf`). A buffer does where its smallest value, which the
+        trace notes (`Graph.buffer_minima`), is one; Swin's -100 mask is finite. The buffers of
+        a model on meta hold no values: they are taken as finite."""
         masked = self.masked
         for tensor in op.inputs:
             if tensor.id in masked or (tensor.kind == "constant" and tensor.dtype is not torch.bool):
