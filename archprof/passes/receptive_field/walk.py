@@ -488,6 +488,6 @@ def _first(unit: int) -> tuple[tuple[int, int]]:
 
 # A rule: an op's output state(s) from its inputs' (archprof.passes.receptive_field.rules).
 Rule = Callable[[Walk, OpNode], State | list[State]]
-# The rules whose outputs keep the `Parts` of their inputs (rules.py adds them): every other
-# rule's are read as the union of their paths.
+# The rules whose outputs keep the `Parts` of their inputs (rules.py and windows.py add
+# them): every other rule's are read as the union of their paths.
 KNOW_PARTS: set[Rule] = set()
