@@ -205,3 +205,7 @@ class Graph:
     # cache for its next call, an attention map kept to be looked at, weight_norm's weight):
     # a training step holds them to its end, past the backward pass and the update.
     kept_by_the_model: set[int] = field(default_factory=set)
+    # The smallest value of each floating buffer the model held for real (TensorMeta id ->
+    # value), which a meta trace does not see: an attention mask of -inf in a buffer
+    # (`passes.receptive_field`). None listed for a model on meta.
+    buffer_minima: dict[int, float] = field(default_factory=dict)

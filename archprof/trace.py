@@ -256,6 +256,7 @@ def _traced_once(
         engine=recorder.engine if training else EngineNotes(),
         released=recorder.releases(kept),
         kept_by_the_model=kept,
+        buffer_minima=_buffer_minima(named, recorder),
     )
     if recorder.ignored_autocast is not None:
         _warn_autocast_ignored(*recorder.ignored_autocast)
@@ -717,6 +718,18 @@ def _own_tensors(named: list[tuple[str, torch.Tensor, bool]], recorder: Recorder
         meta = recorder.register(tensor, "buffer" if is_buffer else "parameter", name)
         parameters.append(_parameter_info(meta, tensor, is_buffer))
     return None, parameters
+
+
+def _buffer_minima(named: list[tuple[str, torch.Tensor, bool]], recorder: Recorder) -> dict[int, float]:
+    """The smallest value of each floating buffer the model holds for real, by the id of its
+    TensorMeta (`Graph.buffer_minima`)."""
+    minima: dict[int, float] = {}
+    with torch.no_grad():
+        for name, tensor, is_buffer in named:
+            meta = recorder.named(name) if is_buffer else None
+            if meta is not None and tensor.is_floating_point() and tensor.numel() and tensor.device.type != "meta":
+                minima[meta.id] = float(tensor.min())
+    return minima
 
 
 def _given_gradients(

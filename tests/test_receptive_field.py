@@ -231,6 +231,65 @@ def test_a_residual_sum_takes_the_union_per_dimension():
     assert row(report)["effective_stride"] == (2, 2)
 
 
+class PickedChannels(nn.Module):
+    """Two paths of different fields, 1x1 and 5x5 (2 channels each), side by side along the
+    channels, then some channels picked back out: `pick` names how."""
+
+    def __init__(self, pick: str):
+        super().__init__()
+        self.pick = pick
+        self.near, self.far = nn.Conv2d(1, 2, 1), nn.Conv2d(1, 2, 5, padding=2)
+        self.norm = nn.BatchNorm2d(4)
+        self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)  # each group within one path
+
+    def forward(self, x):
+        near, far = self.near(x), self.far(x)
+        if self.pick == "stacked":
+            return torch.stack([near, far], 1)[:, 0]
+        y = torch.cat([near, far], 1)
+        picks = {
+            "slice-first": lambda: y[:, :2],
+            "slice-second": lambda: y[:, 2:],
+            "select": lambda: y[:, 1:2] * y.select(1, 0).unsqueeze(1),
+            "normalised-chunk": lambda: torch.relu(self.norm(y)).chunk(2, 1)[0],
+            "split-across": lambda: y.split([1, 3], 1)[1][:, :2],
+            "grouped": lambda: self.grouped(y)[:, :2],
+            "channel-mean-added": lambda: (y + y.mean(1, keepdim=True))[:, :2],
+            "depthwise-then-slice": lambda: F.avg_pool2d(y, 3, 1, 1)[:, :2],
+        }
+        return picks[self.pick]()
+
+
+@pytest.mark.parametrize(
+    "pick,field",
+    [
+        ("slice-first", (1, 1)),
+        ("slice-second", (5, 5)),
+        ("select", (1, 1)),
+        ("normalised-chunk", (1, 1)),
+        ("split-across", (5, 5)),  # channels 1 (near) and 2 (far)
+        ("grouped", (3, 3)),
+        ("stacked", (1, 1)),
+        ("channel-mean-added", (5, 5)),  # the mean reads both paths
+        ("depthwise-then-slice", (3, 3)),
+    ],
+)
+def test_channels_picked_from_a_concatenation_read_their_own_paths_field(pick, field):
+    """Channels sliced, selected or chunked out of a concatenation (after pointwise ops and a
+    normalisation, or a convolution whose groups each lie within one path) read the field of
+    the path they came from, unit for unit as the gradient says (they read the union of all
+    the paths). Where a later op mixes the channels (a mean added), every path's. A pooling
+    in between is a bound: the union (3x3 pooling of the 5x5 path is 7)."""
+    model = positive(PickedChannels(pick))
+    report = archprof.analyze(model, input_size=(1, 10, 10))
+    if pick == "depthwise-then-slice":
+        assert row(report, "")["receptive_field"] == (7, 7)  # a bound: the union of the paths
+        return
+    assert row(report, "")["receptive_field"] == field
+    for unit in [(0, 0), (3, 7), (9, 9), (5, 5)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (1, 10, 10), unit), unit
+
+
 # -- the empirical check on random networks --------------------------------------------------
 
 
@@ -631,6 +690,9 @@ class MaskedRowAttention(nn.Module):
         super().__init__()
         self.mask = mask
         self.out = nn.Conv2d(2, 1, 1)
+        if mask.startswith("buffer"):  # Swin's way: an additive mask made once, held in a buffer (W = 8)
+            value = {"buffer-inf": float("-inf"), "buffer-1e9": -1e9, "buffer-finite": -100.0}[mask]
+            self.register_buffer("additive", torch.zeros(8, 8).masked_fill(~_band(8), value))
 
     def forward(self, x):
         n, c, h, w = x.shape
@@ -651,6 +713,8 @@ class MaskedRowAttention(nn.Module):
             return scores.masked_fill(~band, torch.finfo(scores.dtype).min)
         if self.mask == "additive-triu":
             return scores + torch.full(scores.shape[-2:], float("-inf"), device=scores.device).triu(1)
+        if self.mask.startswith("buffer"):
+            return scores + self.additive
         if self.mask == "index-put":
             literal = torch.zeros(scores.shape[-2:], dtype=scores.dtype, device=scores.device)
             literal[~band] = float("-inf")
@@ -658,11 +722,15 @@ class MaskedRowAttention(nn.Module):
         return scores.masked_fill(~band, -100.0)  # "finite"
 
 
-@pytest.mark.parametrize("mask", ["sdpa-band", "sdpa-causal", "masked-fill", "finfo-min", "additive-triu", "index-put"])
+@pytest.mark.parametrize(
+    "mask",
+    ["sdpa-band", "sdpa-causal", "masked-fill", "finfo-min", "additive-triu", "index-put", "buffer-inf", "buffer-1e9"],
+)
 def test_attention_masked_by_minus_infinity_is_undefined(mask):
     """The gradient of unit (0, 0) reaches pixels 0..1 (a band) or 0 (causal) along W, not
     the whole row archprof gave: which keys a mask drops is in its values, which a meta
-    trace does not have. Undefined, naming the softmax."""
+    trace does not have (a buffer's smallest value it notes: it gave the whole row for one
+    of -inf). Undefined, naming the softmax."""
     model = MaskedRowAttention(mask)
     box = gradient_box(positive(model), (2, 3, 8))
     assert box[1] == ((0, 0) if mask in ("sdpa-causal", "additive-triu") else (0, 1))
@@ -671,9 +739,10 @@ def test_attention_masked_by_minus_infinity_is_undefined(mask):
     assert "softmax" in r["receptive_field_note"] and "masked" in r["receptive_field_note"]
 
 
-def test_attention_with_a_finite_mask_reads_the_whole_row():
+@pytest.mark.parametrize("mask", ["finite", "buffer-finite"])
+def test_attention_with_a_finite_mask_reads_the_whole_row(mask):
     """Swin's -100 leaves a masked key a small weight: every unit reads its whole row."""
-    report = check_against_gradients(MaskedRowAttention("finite"), (2, 3, 8), units=("first",))
+    report = check_against_gradients(MaskedRowAttention(mask), (2, 3, 8), units=("first",))
     assert row(report)["receptive_field"] == (1, 8)
 
 
@@ -908,12 +977,19 @@ def test_a_convolution_over_channels_holding_a_folded_dimension_reads_all_of_it(
     assert row(report)["receptive_field"] == (3, 6)
 
 
-def test_a_grouped_convolution_over_folded_positions_is_undefined():
-    """A depthwise convolution after a space-to-depth: each channel reads its own position
-    in the blocks, which archprof does not place."""
-    model = nn.Sequential(SpaceToDepth("blocks-first"), nn.Conv2d(4, 4, 3, padding=1, groups=4))
-    r = row(archprof.analyze(model, input_size=(1, 8, 8)))
-    assert r["receptive_field"] == "undefined" and "in groups" in r["receptive_field_note"]
+@pytest.mark.parametrize("groups", [4, 2])
+def test_a_grouped_convolution_over_folded_positions_reads_the_union_of_its_channels(groups):
+    """A depthwise (or grouped) convolution after a space-to-depth: each channel reads its
+    own positions of the blocks, and a unit, over all its channels, every position of the
+    blocks its window reaches, as the gradient says (it was undefined). Folded back into a
+    spatial dimension, its channels' different fields are undefined."""
+    model = positive(nn.Sequential(SpaceToDepth("blocks-first"), nn.Conv2d(4, 4, 3, padding=1, groups=groups)))
+    report = check_against_gradients(model, (1, 8, 8))
+    assert row(report)["receptive_field"] == (6, 6) and row(report)["effective_stride"] == (2, 2)
+    for unit in [(0, 0), (1, 2), (3, 3), (2, 0)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (1, 8, 8), unit), unit
+    folded_back = nn.Sequential(*model, nn.PixelShuffle(2))
+    assert row(archprof.analyze(folded_back, input_size=(1, 8, 8)))["receptive_field"] == "undefined"
 
 
 def _box_of_unit(module: nn.Module, input_size: tuple[int, ...], unit: tuple[int, int]) -> list[tuple[int, int]]:

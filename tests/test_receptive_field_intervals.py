@@ -78,8 +78,6 @@ def check_units(module: nn.Module, input_size: tuple[int, ...], units, dtype: to
     x = torch.rand(1, *input_size, dtype=dtype) + 0.5
     for unit, expected in zip(units, footprints(module, x, units), strict=True):
         got = unit_box(state, spatial, unit)
-        if None in got:  # no pixel along one dimension: none at all
-            got = [None] * len(got)
         assert got == expected, (unit, got, expected)
 
 
@@ -116,6 +114,14 @@ class Pad(nn.Module):
 
     def forward(self, x):
         return F.pad(x, self.pad, mode=self.mode)
+
+
+class CroppedThenPadded(nn.Module):
+    """A map cropped, then zero-padded back (a U-Net's skip cropped, padded to size): the
+    padded units read no pixel, the others their own unit's field."""
+
+    def forward(self, x):
+        return F.pad(x[..., 1:-2, 2:], (1, 2, 2, 1))
 
 
 class ChannelsLast(nn.Module):
@@ -439,6 +445,7 @@ def every_unit(module: nn.Module, input_size) -> list[tuple[int, ...]]:
         Pad((2, 1, 3, 0), "reflect"),
         Pad((2, 1, 3, 0), "replicate"),
         Roll((2, -3)),
+        CroppedThenPadded(),
     ],
     ids=lambda m: repr(m)[:40],
 )
@@ -762,6 +769,23 @@ def test_convnext_features_1_is_a_76_pixel_field_with_stride_4(hub_packages):
 
 
 # -- the CLI -------------------------------------------------------------------------------
+
+
+def cropped_then_padded() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), CroppedThenPadded())
+
+
+def test_cli_a_padding_unit_reads_no_pixel():
+    """Unit (0, 3) of a map cropped and padded back is padding along H: it reads no pixel at
+    all (it read none along H and 3..5 along W); unit (3, 3) its conv unit (2, 4)'s field."""
+    spec = "tests/test_receptive_field_intervals.py:cropped_then_padded"
+    model = positive(cropped_then_padded())
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64) + 0.5
+    assert footprints(model, x, [(0, 3), (3, 3)]) == [[None, None], [(1, 3), (3, 5)]]
+    for unit, reads in [("0,3", "no input pixel"), ("3,3", "input pixels 1..3 x 3..5")]:
+        done = cli("rf", spec, "--input", "1x8x8", "--layer", "1", "--unit", unit)
+        assert done.exit_code == 0, done.output
+        assert done.stdout == f"layer 1, unit {unit} reads {reads} (of 8x8)\n"
 
 
 def test_cli_unit_box_and_plot(tmp_path):

@@ -139,8 +139,8 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
     if not rows:
         raise ArchprofError(f"no layer {visible_text(layer)!r} in the model: `archprof rf MODEL` lists them")
     boxes = unit_box(_returned_state(report, layer, states[rows[-1]]), spatial, coordinates)
-    where = " x ".join("no pixel" if box is None else f"{box[0]}..{box[1]}" for box in boxes)
-    return f"layer {visible_text(layer)}, unit {unit} reads input pixels {where} (of {shape_text(spatial)})"
+    where = "no input pixel" if None in boxes else "input pixels " + " x ".join(f"{a}..{b}" for a, b in boxes)
+    return f"layer {visible_text(layer)}, unit {unit} reads {where} (of {shape_text(spatial)})"
 
 
 def _returned_state(report: Report, layer: str, last_row_state: State) -> State:

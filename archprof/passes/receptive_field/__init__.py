@@ -49,6 +49,7 @@ from fractions import Fraction
 from archprof.errors import ArchprofError
 from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
+from archprof.passes.receptive_field import windows  # noqa: F401 (its rules register on import)
 from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Interval, deep_maps, hull
 from archprof.passes.receptive_field.rules import rule_for
 from archprof.passes.receptive_field.walk import FLAT, WHOLE, Extent, Field, State, Undefined, Walk
@@ -224,7 +225,8 @@ def _size(interval: Interval | None) -> int:
 
 def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> list[Interval | None]:
     """The exact input box of one output unit, per spatial dimension: the first and last real
-    input pixel that can reach it (None: none can). `unit` gives the unit's index along each
+    input pixel that can reach it (None in every dimension where none can: a unit of zero
+    padding, also one that continues a cropped map). `unit` gives the unit's index along each
     of the row's spatial dimensions, in the input's order. Raises ArchprofError when the row
     has no such unit."""
     if len(unit) != len(spatial):
@@ -236,9 +238,12 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
         raise ArchprofError(f"this layer's field is undefined: {state.reason}")
     with deep_maps():
         try:
-            return _unit_boxes(state, spatial, unit)
+            boxes = _unit_boxes(state, spatial, unit)
         except FieldsTooIrregular:
             raise ArchprofError(f"this layer's field is undefined: {TOO_IRREGULAR}") from None
+    # A unit no pixel reaches along one dimension (a padding unit) is reached by none at all,
+    # whatever its box along the others.
+    return [None] * len(boxes) if None in boxes else boxes
 
 
 def _unit_boxes(state: Field, spatial: tuple[int, ...], unit: tuple[int, ...]) -> list[Interval | None]:

@@ -1,12 +1,13 @@
 """The receptive-field rule of every operator of the catalogue: by family (pointwise,
-normalisation, reduction, creation) and by operator (layout, convolution and pooling,
-resampling, mixing along whole axes). A rule says, for each tensor dimension along an input
-axis, which units of its input unit u reads (an `AxisMap` derived from the input's)."""
+normalisation, reduction, creation) and by operator (layout, mixing along whole axes; the
+window rules, convolution, pooling and resampling, are in windows.py). A rule says, for
+each tensor dimension along an input axis, which units of its input unit u reads (an
+`AxisMap` derived from the input's)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import cache
 
@@ -14,19 +15,21 @@ import torch
 
 from archprof.graph import OpNode, TensorMeta
 from archprof.operators import OPERATORS, Family, operator_named
-from archprof.operators.costs import float32_rounded
 from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
 from archprof.passes.receptive_field.walk import (
     FLAT,
+    KNOW_PARTS,
     UNEVEN,
     WHOLE,
     Dim,
     Field,
     Merged,
+    Parts,
     Rule,
     State,
     Tokens,
     Undefined,
+    Uneven,
     Walk,
     Within,
     along_no_axis,
@@ -39,7 +42,9 @@ from archprof.passes.receptive_field.walk import (
 @cache
 def rule_for(name: str) -> Rule | None:
     """The rule of an operator of the catalogue: its own, else its family's (in-place forms
-    share their operator's); None for an operator the catalogue does not know."""
+    share their operator's); None for an operator the catalogue does not know. The window
+    rules are windows.py's, which the package imports, registering them, before this module
+    is used."""
     operator = operator_named(name)
     if operator is None:
         return None
@@ -52,7 +57,7 @@ _FAMILY_RULES: dict[Family, Rule] = {}
 _OPERATOR_RULES: dict[str, Rule] = {}  # "aten.cat" -> its rule, over its family's
 
 
-def _rule(*names: str):
+def operator_rule(*names: str):
     """The rule of the catalogue's aten operators `names` (refused if it does not know one)."""
 
     def register(fn: Rule) -> Rule:
@@ -66,20 +71,20 @@ def _rule(*names: str):
     return register
 
 
-def _arg(op: OpNode, index: int, name: str, default=None):
+def argument(op: OpNode, index: int, name: str, default=None):
     if len(op.args) > index:
         return op.args[index]
     return op.kwargs.get(name, default)
 
 
-def _expand(value, m: int) -> tuple[int, ...]:
+def per_dimension(value, m: int) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * m
     value = tuple(value)
     return value * m if len(value) == 1 else value
 
 
-def _dims_of(name: str) -> int:
+def dims_of(name: str) -> int:
     """1, 2 or 3: how many trailing dimensions a pooling / resampling op works on."""
     for m in (1, 2, 3):
         if f"{m}d" in name:
@@ -87,7 +92,7 @@ def _dims_of(name: str) -> int:
     raise ValueError(name)
 
 
-def _tail(x: TensorMeta, m: int) -> range:
+def last_dims(x: TensorMeta, m: int) -> range:
     return range(len(x.shape) - m, len(x.shape))
 
 
@@ -98,17 +103,21 @@ def _pointwise(walk: Walk, op: OpNode) -> State:
 
 _FAMILY_RULES[Family.POINTWISE] = _pointwise
 # Copies keep every unit where it was.
-_rule("alias", "detach", "clone", "_to_copy", "lift_fresh", "lift_fresh_copy")(_pointwise)
-# A channel shuffle moves channels, each spatial unit where it was.
-_rule("channel_shuffle")(_pointwise)
+operator_rule("alias", "detach", "clone", "_to_copy", "lift_fresh", "lift_fresh_copy")(_pointwise)
 
 
-@_rule("native_dropout")
+@operator_rule("channel_shuffle")
+def _channel_shuffle(walk: Walk, op: OpNode) -> State:
+    """Moves channels, each spatial unit where it was (concatenated parts, interleaved, read as one)."""
+    return _pointwise(walk, op)
+
+
+@operator_rule("native_dropout")
 def _native_dropout(walk: Walk, op: OpNode) -> list[State]:
     return [walk.state(op.args[0]), None]  # (output, random mask)
 
 
-@_rule("copy")
+@operator_rule("copy")
 def _copy(walk: Walk, op: OpNode) -> State:
     """copy_(dst, src): dst's old contents are overwritten by src, broadcast."""
     src = op.args[1]
@@ -150,7 +159,7 @@ def _permutation(op: OpNode, ndim: int) -> list[int]:
     return perm
 
 
-@_rule("permute", "transpose", "t")
+@operator_rule("permute", "transpose", "t")
 def _permute(walk: Walk, op: OpNode) -> State:
     """Channels-last and back: each dimension keeps its map, in its new place."""
     x = op.args[0]
@@ -203,7 +212,7 @@ def _flattened(entries: Sequence[tuple[Dim, int]]) -> tuple[tuple[Dim, int], ...
     return tuple(parts)
 
 
-@_rule("view", "_unsafe_view", "_reshape_alias")
+@operator_rule("view", "_unsafe_view", "_reshape_alias")
 def _reshape(walk: Walk, op: OpNode) -> State:
     """Row-major reshapes: dimensions kept keep their maps; dimensions merged into one become
     a flattened dimension (`Merged`), which a later reshape may split back exactly; a spatial
@@ -276,14 +285,14 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
         return run[0][0]
     spatial = [(k, entry) for k, (entry, _) in enumerate(run) if not along_no_axis(entry)]
     if not spatial:
-        return UNEVEN if any(entry is UNEVEN for entry, _ in run) else None
+        return UNEVEN if any(isinstance(entry, Uneven) for entry, _ in run) else None
     if len(run) == 2 and isinstance(run[1][0], Within) and run[1][0].outer is run[0][0]:
         return run[1][0].whole  # blocks and positions in them: the dimension they were split from
     if len(spatial) == 1 and spatial[0][0] == 0 and isinstance(spatial[0][1], AxisMap):
         # A spatial dimension first, the others inside it: unit u reads unit u // inner, as
         # long as every index inside reads alike. Spatial later (channels, then rows) stays
         # flattened, which a reshape splits back.
-        if any(entry is UNEVEN for entry, _ in run):
+        if any(isinstance(entry, Uneven) for entry, _ in run):
             return (
                 "it folds indices that read different fields (paths stacked or concatenated, a pixel unshuffle's "
                 "positions) into a spatial dimension"
@@ -296,7 +305,7 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
 
 def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
     if along_no_axis(entry):
-        return [entry] * len(sizes)  # each part of an uneven dimension may be uneven
+        return [None if entry is None else UNEVEN] * len(sizes)  # each part of an uneven dimension may be uneven
     if not isinstance(entry, AxisMap) or len(sizes) != 2:
         return "it splits a spatial dimension into more than blocks and positions"
     blocks, size = sizes
@@ -304,7 +313,7 @@ def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
     return [outer, Within(entry, outer, size)]
 
 
-@_rule("squeeze", "unsqueeze")
+@operator_rule("squeeze", "unsqueeze")
 def _squeeze(walk: Walk, op: OpNode) -> State:
     x, out = op.args[0], op.outputs[0].shape
     state = walk.state(x)
@@ -314,7 +323,7 @@ def _squeeze(walk: Walk, op: OpNode) -> State:
     if op.op.removeprefix("aten.").startswith("unsqueeze"):
         at = op.args[1] % (ndim + 1)
         return state.with_dims([*state.dims[:at], None, *state.dims[at:]])
-    dims = _arg(op, 1, "dim", None)
+    dims = argument(op, 1, "dim", None)
     chosen = range(ndim) if dims is None else [dims] if isinstance(dims, int) else dims
     gone = {d % ndim for d in chosen if x.shape[d % ndim] == 1}
     if len(out) != ndim - len(gone):
@@ -323,13 +332,13 @@ def _squeeze(walk: Walk, op: OpNode) -> State:
     return Field(tuple(e for d, e in enumerate(state.dims) if d not in gone), state.whole, state.loose + loose)
 
 
-@_rule("expand")
+@operator_rule("expand")
 def _expand_rule(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     return walk.merge(op, [(walk.state(x), x.shape)], op.outputs[0].shape)
 
 
-@_rule("repeat")
+@operator_rule("repeat")
 def _repeat(walk: Walk, op: OpNode) -> State:
     """Tiles: unit u of a repeated spatial dimension reads unit u mod n."""
     x, out = op.args[0], op.outputs[0].shape
@@ -359,8 +368,11 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
     state = walk.state(x)
     sizes = [out.shape[axis] for out in op.outputs]
     results: list[State] = []
-    for offset, size in zip(offsets, sizes, strict=True):
+    for offset, size, output in zip(offsets, sizes, op.outputs, strict=True):
         entry = state.dims[axis] if isinstance(state, Field) else None
+        if isinstance(entry, Parts):  # channels of concatenated paths: the paths they are in
+            results.append(_cut(walk, op, state, axis, output.shape, offset, step))
+            continue
         placed, kept = entry.cut(offset, size, step) if isinstance(entry, Tokens) else (False, None)
         if placed:  # the patch tokens, or the class token, set aside
             results.append(state.with_dims((*state.dims[:axis], kept, *state.dims[axis + 1 :])))
@@ -374,22 +386,22 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
     return results
 
 
-@_rule("slice")
+@operator_rule("slice")
 def _slice(walk: Walk, op: OpNode) -> list[State]:
     x = op.args[0]
     ndim = len(x.shape)
-    axis = _arg(op, 1, "dim", 0) % ndim
+    axis = argument(op, 1, "dim", 0) % ndim
     size = x.shape[axis]
-    start = _arg(op, 2, "start", None)
+    start = argument(op, 2, "start", None)
     start = 0 if start is None else start
     start = min(max(start + size if start < 0 else start, 0), size)
-    return _offsets(walk, op, x, axis, [start], _arg(op, 4, "step", 1))
+    return _offsets(walk, op, x, axis, [start], argument(op, 4, "step", 1))
 
 
-@_rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes")
+@operator_rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes")
 def _split(walk: Walk, op: OpNode) -> list[State]:
     x = op.args[0]
-    axis = _arg(op, 2, "dim", 0) % len(x.shape)
+    axis = argument(op, 2, "dim", 0) % len(x.shape)
     offsets, position = [], 0
     for out in op.outputs:
         offsets.append(position)
@@ -404,39 +416,44 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
     entry = state.dims[axis]
     if isinstance(entry, (*FLAT, Within)):
         return walk.undefined(op, "it picks positions of a flattened or split dimension")
+    if isinstance(entry, Parts) and entry.holds(state, axis):  # the path the index is in
+        for size, part in zip(entry.sizes, entry.states, strict=True):
+            if index < size:
+                return _picked(walk, op, part, axis, index)
+            index -= size
     dims = state.dims[:axis] + state.dims[axis + 1 :]
     if along_no_axis(entry):
         return state.with_dims(dims)
     return Field(dims, state.whole, (*state.loose, _shifted(entry, 1, index)))
 
 
-@_rule("select")
+@operator_rule("select")
 def _select(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
-    axis = _arg(op, 1, "dim", 0) % len(x.shape)
-    index = _arg(op, 2, "index", 0)
+    axis = argument(op, 1, "dim", 0) % len(x.shape)
+    index = argument(op, 2, "index", 0)
     return _picked(walk, op, walk.state(x), axis, index % x.shape[axis])
 
 
-@_rule("unbind")
+@operator_rule("unbind")
 def _unbind(walk: Walk, op: OpNode) -> list[State]:
     x = op.args[0]
-    axis = _arg(op, 1, "dim", 0) % len(x.shape)
+    axis = argument(op, 1, "dim", 0) % len(x.shape)
     return [_picked(walk, op, walk.state(x), axis, i) for i in range(len(op.outputs))]
 
 
-@_rule("index_select")
+@operator_rule("index_select")
 def _index_select(walk: Walk, op: OpNode) -> State:
     """Positions chosen by a tensor's values: fine along any dimension but a spatial one."""
     x = op.args[0]
-    axis = _arg(op, 1, "dim", 0) % len(x.shape)
+    axis = argument(op, 1, "dim", 0) % len(x.shape)
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it picks positions along a spatial dimension by value")
     return state
 
 
-@_rule("index_add", "index_copy")
+@operator_rule("index_add", "index_copy")
 def _index_written(walk: Walk, op: OpNode) -> State:
     """source written (or added) into self at positions along `dim` that an index's values
     name: fine along any dimension but a spatial one, where a unit reads its unit of self
@@ -453,18 +470,18 @@ def _index_written(walk: Walk, op: OpNode) -> State:
     return walk.merge(op, items, op.outputs[0].shape)
 
 
-@_rule("index_fill")
+@operator_rule("index_fill")
 def _index_fill(walk: Walk, op: OpNode) -> State:
     """Units an index names set to a value, the others kept: a unit reads its own unit of
     self (or the value), and the index."""
-    x, index, value = op.args[0], op.args[2], _arg(op, 3, "value")
+    x, index, value = op.args[0], op.args[2], argument(op, 3, "value")
     items = [(walk.state(x), x.shape), (walk.reduce(op, walk.state(index), 0, None), ())]
     if isinstance(value, TensorMeta):
         items.append((walk.state(value), value.shape))
     return walk.merge(op, items, op.outputs[0].shape)
 
 
-@_rule("masked_scatter")
+@operator_rule("masked_scatter")
 def _masked_scatter(walk: Walk, op: OpNode) -> State:
     """Where the mask is set, the next unit of source in order: which one, the mask's values
     before it say. Defined only for a source without a field (a unit reads self and mask)."""
@@ -474,7 +491,7 @@ def _masked_scatter(walk: Walk, op: OpNode) -> State:
     return walk.merge(op, [(walk.state(x), x.shape), (walk.state(mask), mask.shape)], op.outputs[0].shape)
 
 
-@_rule("diag_embed")
+@operator_rule("diag_embed")
 def _diag_embed(walk: Walk, op: OpNode) -> State:
     """The last axis laid along a diagonal of two new trailing axes: defined where that axis
     runs along no input axis (the others keep their units)."""
@@ -483,42 +500,74 @@ def _diag_embed(walk: Walk, op: OpNode) -> State:
     if not isinstance(state, Field):
         return state
     ndim = len(out)
-    if {_arg(op, 2, "dim1", -2) % ndim, _arg(op, 3, "dim2", -1) % ndim} != {ndim - 2, ndim - 1}:
+    if {argument(op, 2, "dim1", -2) % ndim, argument(op, 3, "dim2", -1) % ndim} != {ndim - 2, ndim - 1}:
         return walk.undefined(op, "it places its diagonal on other dimensions than the last two")
     if state.dims and not along_no_axis(state.dims[-1]):
         return walk.undefined(op, "it spreads a spatial dimension over a diagonal")
     return state.with_dims([*state.dims[:-1], None, None])
 
 
-def _paths_side_by_side(walk: Walk, op: OpNode, states: list[State], shapes: list[tuple[int, ...]], axis: int) -> State:
-    """Paths placed side by side along output dimension `axis`, which runs along no input
-    axis (channels): each unit reads the union of the paths; the indices along `axis` read
-    alike only where the paths do."""
+def paths_side_by_side(
+    walk: Walk, op: OpNode, states: list[State], shapes: list[tuple[int, ...]], axis: int, out: tuple[int, ...]
+) -> State:
+    """Paths placed side by side along dimension `axis` of an output of shape `out`, which
+    runs along no input axis (channels): each unit reads the union of the paths; the indices
+    along `axis` read alike only where the paths do, else each its own path's (`Parts`)."""
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
     items = [(s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s) for s in states]
-    merged = walk.merge(op, list(zip(items, shapes, strict=True)), op.outputs[0].shape)
+    merged = walk.merge(op, list(zip(items, shapes, strict=True)), out)
     alike = all(e is None for e in entries) and all(s == states[0] for s in states)
     if alike or not isinstance(merged, Field):
         return merged
-    return merged.with_dims((*merged.dims[:axis], UNEVEN, *merged.dims[axis + 1 :]))
+    parts = Parts(tuple(shape[axis] for shape in shapes), tuple(states), axis, merged)
+    return merged.with_dims((*merged.dims[:axis], parts, *merged.dims[axis + 1 :]))
 
 
-@_rule("cat")
+def _cut_parts(walk: Walk, op: OpNode, parts: Parts, out: tuple[int, ...], offset: int, step: int) -> State:
+    """Indices offset, offset + step, ... (`out[parts.axis]` of them) of concatenated parts:
+    what the parts they are in read, side by side."""
+    axis, count = parts.axis, out[parts.axis]
+    pieces, shapes, begin = [], [], 0
+    for size, state in zip(parts.sizes, parts.states, strict=True):
+        first = max(0, -(-(begin - offset) // step))  # the first index taken at or past `begin`
+        last = min(count - 1, (begin + size - 1 - offset) // step)
+        if first <= last:
+            shape = (*out[:axis], last - first + 1, *out[axis + 1 :])
+            pieces.append(_cut(walk, op, state, axis, shape, offset + first * step - begin, step))
+            shapes.append(shape)
+        begin += size
+    if len(pieces) == 1:
+        return pieces[0]
+    return paths_side_by_side(walk, op, pieces, shapes, axis, out)
+
+
+def _cut(walk: Walk, op: OpNode, state: State, axis: int, out: tuple[int, ...], offset: int, step: int) -> State:
+    """A part's indices offset, offset + step, ... along `axis`, which runs along no input
+    axis: the parts within it where it has them, else what it reads."""
+    entry = state.dims[axis] if isinstance(state, Field) else None
+    if not isinstance(entry, Parts) or not entry.holds(state, axis):
+        return state
+    if offset == 0 and step == 1 and out[axis] == sum(entry.sizes):
+        return state  # all of it
+    return _cut_parts(walk, op, entry, out, offset, step)
+
+
+@operator_rule("cat")
 def _cat(walk: Walk, op: OpNode) -> State:
     """Along channels: the union of the paths. Along a spatial dimension: unit u reads the
     input it was copied from."""
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta) and t.shape != (0,)]
     out = op.outputs[0].shape
-    axis = _arg(op, 1, "dim", 0) % len(out)
+    axis = argument(op, 1, "dim", 0) % len(out)
     states = [walk.state(t) for t in tensors]
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
     if all(along_no_axis(e) for e in entries):
-        return _paths_side_by_side(walk, op, states, [t.shape for t in tensors], axis)
+        return paths_side_by_side(walk, op, states, [t.shape for t in tensors], axis, out)
     flat = [e for e in entries if isinstance(e, FLAT)]
     tokens = len(flat) == 1 and all(e is None or e is flat[0] for e in entries)  # a class token and patches
     if not tokens and (
         flat
-        or any(isinstance(e, Within) or e is UNEVEN for e in entries)
+        or any(isinstance(e, (Within, Uneven)) for e in entries)
         or len({e.axis for e in entries if e is not None}) > 1
     ):
         return walk.undefined(op, "it concatenates flattened or different spatial dimensions")
@@ -553,18 +602,19 @@ def _cat(walk: Walk, op: OpNode) -> State:
     return merged.with_dims(dims)
 
 
-@_rule("stack")
+@operator_rule("stack")
 def _stack(walk: Walk, op: OpNode) -> State:
     """Along the new dimension, the union of the paths; where they hold different positions
     of a spatial dimension (rows picked by `unbind`, stacked back), unit i reads its own
     path's, which archprof does not place."""
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
-    axis = _arg(op, 1, "dim", 0) % len(op.outputs[0].shape)
+    axis = argument(op, 1, "dim", 0) % len(op.outputs[0].shape)
     states = [walk.state(t) for t in tensors]
     if len({s.loose for s in states if isinstance(s, Field)}) > 1:
         return walk.undefined(op, "it stacks positions picked along a spatial dimension")
     placed = [s.with_dims((*s.dims[:axis], None, *s.dims[axis:])) if isinstance(s, Field) else s for s in states]
-    return _paths_side_by_side(walk, op, placed, [(*t.shape[:axis], 1, *t.shape[axis:]) for t in tensors], axis)
+    shapes = [(*t.shape[:axis], 1, *t.shape[axis:]) for t in tensors]
+    return paths_side_by_side(walk, op, placed, shapes, axis, op.outputs[0].shape)
 
 
 # -- padding, rolling, flipping ------------------------------------------------------------
@@ -575,7 +625,7 @@ def _pads(pad: Sequence[int], ndim: int) -> dict[int, tuple[int, int]]:
     return {ndim - 1 - k: (pad[2 * k], pad[2 * k + 1]) for k in range(len(pad) // 2)}
 
 
-@_rule("constant_pad_nd")
+@operator_rule("constant_pad_nd")
 def _constant_pad(walk: Walk, op: OpNode) -> State:
     """Unit u reads unit u - before (units in the padding read nothing real; negative
     padding crops)."""
@@ -595,9 +645,9 @@ def _border_pad(kind: str) -> Rule:
 
     def rule(walk: Walk, op: OpNode) -> State:
         x, out = op.args[0], op.outputs[0].shape
-        m = _dims_of(op.op)
+        m = dims_of(op.op)
         pads = _pads(op.args[1], len(x.shape))
-        axes = list(_tail(x, m))
+        axes = list(last_dims(x, m))
 
         def padded(i: int, parent: AxisMap) -> AxisMap:
             before, n = pads[axes[i]][0], parent.size
@@ -623,15 +673,15 @@ def _border_pad(kind: str) -> Rule:
     return rule
 
 
-_rule("reflection_pad1d", "reflection_pad2d", "reflection_pad3d")(_border_pad("reflection"))
-_rule("replication_pad1d", "replication_pad2d", "replication_pad3d")(_border_pad("replication"))
+operator_rule("reflection_pad1d", "reflection_pad2d", "reflection_pad3d")(_border_pad("reflection"))
+operator_rule("replication_pad1d", "replication_pad2d", "replication_pad3d")(_border_pad("replication"))
 
 
-@_rule("roll")
+@operator_rule("roll")
 def _roll(walk: Walk, op: OpNode) -> State:
     """Unit u reads unit (u - shift) mod n."""
     x = op.args[0]
-    shifts, dims = _expand(op.args[1], 1), _expand(_arg(op, 2, "dims", ()), 1)
+    shifts, dims = per_dimension(op.args[1], 1), per_dimension(argument(op, 2, "dims", ()), 1)
     state = walk.state(x)
     if not dims:
         flat = isinstance(state, Field) and not all(along_no_axis(e) for e in state.dims)
@@ -645,7 +695,7 @@ def _roll(walk: Walk, op: OpNode) -> State:
     return walk.along(op, state, axes, rolled, "roll")
 
 
-@_rule("flip")
+@operator_rule("flip")
 def _flip(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     axes = [d % len(x.shape) for d in op.args[1]]
@@ -657,7 +707,7 @@ def _flip(walk: Walk, op: OpNode) -> State:
     return walk.along(op, walk.state(x), axes, flipped, "flip")
 
 
-@_rule("pixel_shuffle", "pixel_unshuffle")
+@operator_rule("pixel_shuffle", "pixel_unshuffle")
 def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
     """pixel_shuffle(r): unit h reads unit h // r (channels become positions), exact where
     every channel reads alike; unshuffle: unit h reads units h r .. h r + r - 1, each
@@ -669,10 +719,10 @@ def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
     unshuffle = "unshuffle" in op.op
     if not along_no_axis(channels):
         return walk.undefined(op, "it moves a spatial dimension into positions")
-    if channels is UNEVEN and not unshuffle:
+    if isinstance(channels, Uneven) and not unshuffle:
         why = "it makes positions of channels that read different fields (concatenated paths, a pixel unshuffle's)"
         return walk.undefined(op, why)
-    axes = list(_tail(x, 2))
+    axes = list(last_dims(x, 2))
     if unshuffle:
         change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), r, period=1)  # noqa: E731
     else:
@@ -683,277 +733,13 @@ def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
     return state
 
 
-# -- convolution and pooling ---------------------------------------------------------------
-
-
-def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
-    """Unit u reads units u S - P + t D, t = 0 .. K - 1."""
-    if k == 1 and s == 1 and p == 0 and size == parent.size:
-        return parent
-
-    def reads(u: int) -> Sequence[Interval]:
-        base = u * s - p
-        if d == 1:
-            return ((base, base + k - 1),)
-        return [(base + t * d,) * 2 for t in range(k)]
-
-    return parent.derive(size, reads, s, period=1)
-
-
-def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
-    """Output o receives input i through tap t when o = i S - P + t D: o reads the inputs
-    (o + P - t D) / S that are whole numbers."""
-    if s == 1:
-        return _window(parent, size, k, 1, d * (k - 1) - p, d)  # a convolution with the kernel flipped
-
-    def reads(u: int) -> list[Interval]:
-        return [((u + p - t * d) // s,) * 2 for t in range(k) if (u + p - t * d) % s == 0]
-
-    # Undilated, the taps of o read inputs ending at (o + P) // S: never earlier for a later o.
-    # Dilated, they interleave (S 3, D 2: outputs 0, 1, 2 read inputs 0, -1, 0).
-    return parent.derive(size, reads, Fraction(1, s), monotone=d == 1)
-
-
-@_rule("convolution", "_convolution", "convolution_overrideable")
-def _convolution(walk: Walk, op: OpNode) -> State:
-    x, weight = op.args[0], op.args[1]
-    bias = _arg(op, 2, "bias")
-    stride, padding, dilation, transposed = op.args[3:7]
-    for extra in (weight, bias):
-        state = walk.state(extra)
-        if state is WHOLE:
-            return WHOLE
-        if state is not None:
-            return walk.undefined(op, "its weights are computed from the input")
-    state = walk.state(x)
-    channels = state.dims[1] if isinstance(state, Field) else None  # None: plain channels, nearly always
-    if channels is not None and _arg(op, 8, "groups", 1) == 1:
-        # Every output channel reads every input channel, whatever each reads: channels of
-        # different fields, positions folded into them (a space-to-depth by view and
-        # permute, as a pixel unshuffle's), read whole, like a matrix product's.
-        state = walk.settled(_contracted(state, [0, None, *range(2, len(state.dims))], [1]))
-    elif not along_no_axis(channels):
-        # Each output channel reads its group's positions only, which archprof does not place.
-        return walk.undefined(op, "it convolves across a spatial dimension (channels) in groups")
-    m = len(weight.shape) - 2
-    kernel = weight.shape[2:]
-    stride, padding, dilation = (_expand(v, m) for v in (stride, padding, dilation))
-    out = op.outputs[0].shape
-    axes = list(_tail(x, m))
-    make = _transposed if transposed else _window
-
-    def change(j: int, parent: AxisMap) -> AxisMap:
-        return make(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
-
-    return walk.along(op, state, axes, change, "transposed convolution" if transposed else "convolution")
-
-
-@_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
-def _pool(walk: Walk, op: OpNode) -> State:
-    x, out = op.args[0], op.outputs[0].shape
-    name = op.op.removeprefix("aten.")
-    m = _dims_of(name)
-    kernel = _expand(_arg(op, 1, "kernel_size"), m)
-    stride = _arg(op, 2, "stride", ())
-    stride = _expand(stride, m) if stride else kernel
-    padding = _expand(_arg(op, 3, "padding", 0), m)
-    dilation = _expand(_arg(op, 4, "dilation", 1), m) if name.startswith("max") else (1,) * m
-    axes = list(_tail(x, m))
-    # ceil_mode only adds units at the far end, whose windows the exact reading clips.
-
-    def change(j: int, parent: AxisMap) -> AxisMap:
-        return _window(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
-
-    return walk.along(op, walk.state(x), axes, change, "pooling")
-
-
-@_rule("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool3d")
-def _adaptive_pool(walk: Walk, op: OpNode) -> State:
-    """Output i pools inputs floor(i n / o) .. ceil((i + 1) n / o) - 1; pooling a dimension
-    of several units down to one is global along it."""
-    x, out = op.args[0], op.outputs[0].shape
-    m = _dims_of(op.op)
-    axes = list(_tail(x, m))
-    state = walk.state(x)
-    if not isinstance(state, Field):
-        return state
-    pooled = [a for a in axes if out[a] == 1 and x.shape[a] > 1]
-    state = walk.reduce(op, state, len(out), set(pooled)) if pooled else state
-    rest = [a for a in axes if a not in pooled]
-
-    def change(j: int, parent: AxisMap) -> AxisMap:
-        n, o = x.shape[rest[j]], out[rest[j]]
-        if n == o:
-            return parent
-        # Unit i + o/g reads n/g units further (g = gcd(n, o)): the period.
-        reads = lambda i: ((i * n // o, -(-(i + 1) * n // o) - 1),)  # noqa: E731
-        return parent.derive(o, reads, Fraction(n, o), period=o // math.gcd(n, o))
-
-    return walk.along(op, state, rest, change, "adaptive pooling")
-
-
-# -- resampling ----------------------------------------------------------------------------
-
-
-def _scales(op: OpNode, m: int, first: int) -> list[float | None]:
-    """The user's scale factors (None: from the sizes), from either overload."""
-    rest = op.args[first:]
-    if rest and isinstance(rest[0], (list, tuple)):  # the .vec overload: scale_factors
-        return [float(s) for s in rest[0]]
-    if rest and rest[0] is None and len(rest) == 1:
-        return [None] * m
-    values = list(rest[:m]) + [None] * (m - len(rest[:m]))
-    for key, index in (("scales", 0), ("scales_d", 0), ("scales_h", m - 2), ("scales_w", m - 1)):
-        if key in op.kwargs and 0 <= index < m:
-            values[index] = op.kwargs[key]
-    if "scale_factors" in op.kwargs and op.kwargs["scale_factors"] is not None:
-        values = list(op.kwargs["scale_factors"])
-    return [None if v is None else float(v) for v in values]
-
-
-def _ratio(n: int, o: int, factor: float | None) -> Fraction:
-    """Input units per output unit: 1 / the user's factor, else n / o."""
-    if factor is not None and factor > 0:
-        return 1 / Fraction(factor).limit_denominator(10_000)
-    return Fraction(n, o)
-
-
-def _resampled(walk: Walk, op: OpNode, m: int, scales_at: int, make: Callable) -> State:
-    """Apply make(parent, n, o, factor) along the op's m trailing dimensions."""
-    x, out = op.args[0], op.outputs[0].shape
-    axes = list(_tail(x, m))
-    scales = _scales(op, m, scales_at)
-
-    def change(j: int, parent: AxisMap) -> AxisMap:
-        factor = scales[j] if j < len(scales) else None
-        return make(parent, x.shape[axes[j]], out[axes[j]], factor)
-
-    return walk.along(op, walk.state(x), axes, change, "resampling")
-
-
-@_rule(
-    "upsample_nearest1d",
-    "upsample_nearest2d",
-    "upsample_nearest3d",
-    "_upsample_nearest_exact1d",
-    "_upsample_nearest_exact2d",
-    "_upsample_nearest_exact3d",
-)
-def _nearest(walk: Walk, op: OpNode) -> State:
-    """Output o copies input floor(o s) ('nearest') or floor((o + 0.5) s) ('nearest-exact'),
-    s = 1 / factor or n / o, in float32 arithmetic as PyTorch's kernels compute it."""
-    exact = "exact" in op.op
-
-    def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
-        if n == o and not exact:
-            return parent
-        ratio = _ratio(n, o, factor)
-        scale = float32_rounded(1.0 / factor) if factor is not None and factor > 0 else float32_rounded(n / o)
-
-        def reads(u: int) -> tuple[Interval]:
-            if not 0 <= u < o:  # past the border: the formula, continued
-                i = math.floor((u + Fraction(1, 2) if exact else u) * ratio)
-            elif exact:
-                i = min(math.floor(float32_rounded((u + 0.5) * scale)), n - 1)
-            elif o == 2 * n:
-                i = u >> 1
-            else:
-                i = min(math.floor(float32_rounded(u * scale)), n - 1)
-            return ((i, i),)
-
-        return parent.derive(o, reads, ratio, period=_nearest_period(ratio, scale))
-
-    return _resampled(walk, op, _dims_of(op.op), 2, make)
-
-
-def _nearest_period(ratio: Fraction, scale: float) -> int | None:
-    """1 when each unit advances a whole number of input units; k for an upsampling by a
-    power of two k, whose float32 arithmetic is exact (unit u copies u // k in both modes);
-    None otherwise (float32 rounding may break the pattern)."""
-    if ratio.denominator == 1:
-        return 1
-    k = ratio.denominator
-    exact = ratio.numerator == 1 and k & (k - 1) == 0 and scale * k == 1.0
-    return k if exact else None
-
-
-def _source(u: int, n: int, o: int, factor: float | None, align_corners: bool, dtype: torch.dtype, cubic: bool):
-    """PyTorch's source coordinate of output u (area_pixel_compute_source_index), in the
-    arithmetic of the op's dtype (double for float64, float otherwise)."""
-    real = float if dtype == torch.float64 else float32_rounded
-    if align_corners:
-        scale = real((n - 1) / (o - 1)) if o > 1 else 0.0
-        return real(scale * u)
-    scale = real(1.0 / factor) if factor is not None and factor > 0 else real(n / o)
-    source = real(real(scale * (u + 0.5)) - 0.5)
-    return source if cubic or source >= 0 else 0.0
-
-
-def _source_index(x: float, n: int) -> int:
-    """The input index below source coordinate x, as guard_index_and_lambda takes it: floorf,
-    so in float32 even for a double x (15.999999999999998 is 16: 49 * 32/98, align_corners
-    from 33 to 99), clamped to the map; the weight x - i of the next input is clamped at 0."""
-    return min(math.floor(float32_rounded(x)), n - 1)
-
-
-@_rule("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d")
-def _linear(walk: Walk, op: OpNode) -> State:
-    """Output o reads inputs i and i + 1 around its source coordinate x (i = floor(x)), the
-    second only when its weight x - i is not zero."""
-    align_corners = bool(_arg(op, 2, "align_corners", False))
-    dtype = op.outputs[0].dtype
-
-    def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
-        if n == o:
-            return parent
-        ratio = Fraction(n - 1, o - 1) if align_corners and o > 1 else _ratio(n, o, factor)
-
-        def reads(u: int) -> tuple[Interval]:
-            if not 0 <= u < o:
-                x = (u * ratio) if align_corners else (u + Fraction(1, 2)) * ratio - Fraction(1, 2)
-                return ((math.floor(x), math.ceil(x)),)
-            x = _source(u, n, o, factor, align_corners, dtype, cubic=False)
-            i = _source_index(x, n)
-            return ((i, i + 1),) if x - i > 0 and i < n - 1 else ((i, i),)
-
-        return parent.derive(o, reads, ratio, period=1 if ratio.denominator == 1 else None)
-
-    return _resampled(walk, op, _dims_of(op.op), 3, make)
-
-
-@_rule("upsample_bicubic2d")
-def _cubic(walk: Walk, op: OpNode) -> State:
-    """Output o reads inputs i - 1 .. i + 2 (clamped to the map) around its source coordinate
-    x (i = floor(x)); input i alone when x is a whole number (the other weights are 0), so
-    that its neighbours read past it on both sides: the reads are not in order."""
-    align_corners = bool(_arg(op, 2, "align_corners", False))
-    dtype = op.outputs[0].dtype
-
-    def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
-        ratio = Fraction(n - 1, o - 1) if align_corners and o > 1 else _ratio(n, o, factor)
-
-        def reads(u: int) -> tuple[Interval]:
-            if not 0 <= u < o:
-                x = (u * ratio) if align_corners else (u + Fraction(1, 2)) * ratio - Fraction(1, 2)
-                return ((math.floor(x) - 1, math.floor(x) + 2),)
-            x = _source(u, n, o, factor, align_corners, dtype, cubic=True)
-            i = _source_index(x, n)
-            if x - i <= 0:
-                return ((i, i),)
-            return ((min(max(i - 1, 0), n - 1), min(i + 2, n - 1)),)
-
-        return parent.derive(o, reads, ratio, monotone=False)
-
-    return _resampled(walk, op, 2, 3, make)
-
-
 # -- mixing along whole axes ---------------------------------------------------------------
 
 
 def _reduction(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     ndim = len(x.shape)
-    dims = _arg(op, 2 if op.op == "aten.linalg_vector_norm" else 1, "dim", None)
+    dims = argument(op, 2 if op.op == "aten.linalg_vector_norm" else 1, "dim", None)
     if isinstance(dims, TensorMeta):  # max(a, b), min(a, b): elementwise
         return _pointwise(walk, op)
     if isinstance(dims, int) and not isinstance(dims, bool):
@@ -968,7 +754,7 @@ def _reduction(walk: Walk, op: OpNode) -> State:
 _FAMILY_RULES[Family.REDUCTION] = _reduction
 
 
-@_rule("_softmax", "_log_softmax", "_safe_softmax")
+@operator_rule("_softmax", "_log_softmax", "_safe_softmax")
 def _softmax(walk: Walk, op: OpNode) -> State:
     """Each output reads every unit along one axis (the normaliser), unless a mask may weigh
     some of them 0 (`_MASKED`)."""
@@ -976,7 +762,7 @@ def _softmax(walk: Walk, op: OpNode) -> State:
     if x.id in walk.masked:
         return walk.undefined(op, _MASKED)
     ndim = len(x.shape)
-    return walk.reduce(op, walk.state(x), ndim, {_arg(op, 1, "dim", -1) % ndim})
+    return walk.reduce(op, walk.state(x), ndim, {argument(op, 1, "dim", -1) % ndim})
 
 
 # A key masked by -inf gets weight 0: each query reads the keys the mask's values keep,
@@ -985,26 +771,26 @@ _MASKED = "its scores may be masked (-inf, a causal mask): the keys each unit re
 _MASKED_WEIGHTS = "it contracts weights a mask may have set to 0: the units each output reads are in the mask's values"
 
 
-@_rule("sort", "topk")
+@operator_rule("sort", "topk")
 def _sorted(walk: Walk, op: OpNode) -> State:
     """Values and indices ordered along one axis: each output reads every unit along it."""
     x = op.args[0]
     ndim = len(x.shape)
-    axis = _arg(op, 2 if op.op == "aten.topk" else 1, "dim", -1)
+    axis = argument(op, 2 if op.op == "aten.topk" else 1, "dim", -1)
     return walk.reduce(op, walk.state(x), ndim, {axis % ndim} if ndim else None)
 
 
-@_rule("kthvalue", "mode")
+@operator_rule("kthvalue", "mode")
 def _selected(walk: Walk, op: OpNode) -> State:
     """A k-th value or a mode along one axis (its default the last): each output reads every
     unit along it."""
     x = op.args[0]
     ndim = len(x.shape)
-    axis = _arg(op, 2 if op.op == "aten.kthvalue" else 1, "dim", -1)
+    axis = argument(op, 2 if op.op == "aten.kthvalue" else 1, "dim", -1)
     return walk.reduce(op, walk.state(x), len(op.outputs[0].shape), {axis % ndim} if ndim else None)
 
 
-@_rule("searchsorted", "bucketize")
+@operator_rule("searchsorted", "bucketize")
 def _searched(walk: Walk, op: OpNode) -> State:
     """Each value's position among the boundaries of its row: it reads its own unit and every
     boundary of that row."""
@@ -1021,17 +807,17 @@ def _searched(walk: Walk, op: OpNode) -> State:
     return walk.merge(op, items, op.outputs[0].shape)
 
 
-@_rule("renorm")
+@operator_rule("renorm")
 def _renorm(walk: Walk, op: OpNode) -> State:
     """Each slice along `dim` scaled by its own norm: a unit reads its whole slice, every
     unit along every other axis."""
     x = op.args[0]
     ndim = len(x.shape)
-    axis = _arg(op, 2, "dim", 0) % ndim
+    axis = argument(op, 2, "dim", 0) % ndim
     return walk.reduce(op, walk.state(x), ndim, set(range(ndim)) - {axis})
 
 
-@_rule("_pdist_forward")
+@operator_rule("_pdist_forward")
 def _pdist(walk: Walk, op: OpNode) -> State:
     """Each distance reads two rows; the pairs index no input axis: every unit of the input."""
     x = op.args[0]
@@ -1039,7 +825,7 @@ def _pdist(walk: Walk, op: OpNode) -> State:
     return reduced.with_dims([None]) if isinstance(reduced, Field) else reduced
 
 
-@_rule("_pdist_backward")
+@operator_rule("_pdist_backward")
 def _pdist_gradient(walk: Walk, op: OpNode) -> State:
     """Each row's gradient reads every distance's gradient and every row (the pairs index no
     input axis)."""
@@ -1047,7 +833,7 @@ def _pdist_gradient(walk: Walk, op: OpNode) -> State:
     return merged.with_dims([None] * len(op.outputs[0].shape)) if isinstance(merged, Field) else merged
 
 
-@_rule("dist")
+@operator_rule("dist")
 def _dist(walk: Walk, op: OpNode) -> State:
     """The norm of a difference: every unit of both inputs."""
     merged = walk.merge(
@@ -1056,12 +842,12 @@ def _dist(walk: Walk, op: OpNode) -> State:
     return walk.reduce(op, merged, 0, None)
 
 
-@_rule("linalg_cross")
+@operator_rule("linalg_cross")
 def _cross(walk: Walk, op: OpNode) -> State:
     """Each component reads the other two of its vector (the whole size-3 axis) in both
     inputs, broadcast."""
     out = op.outputs[0].shape
-    axis = _arg(op, 2, "dim", -1) % len(out)
+    axis = argument(op, 2, "dim", -1) % len(out)
     items = []
     for t in op.inputs:
         offset = len(out) - len(t.shape)
@@ -1070,7 +856,7 @@ def _cross(walk: Walk, op: OpNode) -> State:
     return walk.merge(op, items, out)
 
 
-@_rule(
+@operator_rule(
     "linalg_lu_factor_ex",
     "linalg_lu",
     "_linalg_det",
@@ -1127,7 +913,7 @@ def _batched_output(walk: Walk, op: OpNode, merged: State, batch: tuple[int, ...
     return everything.with_dims([None] * len(out)) if isinstance(everything, Field) else everything
 
 
-@_rule("view_as_real")
+@operator_rule("view_as_real")
 def _as_real(walk: Walk, op: OpNode) -> State:
     """A complex tensor seen as real pairs: a trailing axis of size 2 (real, imaginary), each
     unit where it was."""
@@ -1135,7 +921,7 @@ def _as_real(walk: Walk, op: OpNode) -> State:
     return state.with_dims([*state.dims, None]) if isinstance(state, Field) else state
 
 
-@_rule("view_as_complex")
+@operator_rule("view_as_complex")
 def _as_complex(walk: Walk, op: OpNode) -> State:
     """Real pairs seen as complex numbers: the trailing axis of size 2 gone, each unit where
     it was."""
@@ -1146,19 +932,19 @@ def _as_complex(walk: Walk, op: OpNode) -> State:
     return Field(state.dims[:-1], state.whole, state.loose + loose)
 
 
-@_rule("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp")
+@operator_rule("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp")
 def _running_sum(walk: Walk, op: OpNode) -> State:
     """Unit i of the summed axis reads units 0 to i (a running sum, product, maximum or
     minimum): pointwise unless that axis is spatial."""
     x = op.args[0]
-    axis = _arg(op, 1, "dim", 0) % max(len(x.shape), 1)
+    axis = argument(op, 1, "dim", 0) % max(len(x.shape), 1)
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it sums along a spatial dimension")
     return state
 
 
-@_rule(
+@operator_rule(
     "mse_loss",
     "smooth_l1_loss",
     "huber_loss",
@@ -1172,21 +958,21 @@ def _loss(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     index = {"aten.binary_cross_entropy": 3, "aten.binary_cross_entropy_with_logits": 4}.get(op.op, 2)
     per_element = walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], x.shape)
-    return per_element if _arg(op, index, "reduction", 1) == 0 else walk.reduce(op, per_element, 0, None)
+    return per_element if argument(op, index, "reduction", 1) == 0 else walk.reduce(op, per_element, 0, None)
 
 
-@_rule("nll_loss_forward", "nll_loss2d_forward")
+@operator_rule("nll_loss_forward", "nll_loss2d_forward")
 def _nll_loss(walk: Walk, op: OpNode) -> list[State]:
     """Each target reads its unit's class scores (the class axis whole) and itself; reduced,
     every one. The total weight counts targets and weights: no field of the input."""
     x, target = op.args[0], op.args[1]
     picked = walk.reduce(op, walk.state(x), len(x.shape) - 1, {1 if len(x.shape) > 1 else 0})
     per_target = walk.merge(op, [(picked, target.shape), (walk.state(target), target.shape)], target.shape)
-    reduced = per_target if _arg(op, 3, "reduction", 1) == 0 else walk.reduce(op, per_target, 0, None)
+    reduced = per_target if argument(op, 3, "reduction", 1) == 0 else walk.reduce(op, per_target, 0, None)
     return [reduced, None]
 
 
-@_rule("scatter")
+@operator_rule("scatter")
 def _scatter(walk: Walk, op: OpNode) -> State:
     """scatter(self, dim, index, src or value): a unit of the output reads its unit of self
     and, where index (and src) match the output's shape but along `dim`, the whole line of
@@ -1207,25 +993,25 @@ def _scatter(walk: Walk, op: OpNode) -> State:
     return walk.merge(op, items, op.outputs[0].shape)
 
 
-@_rule("embedding_renorm")
+@operator_rule("embedding_renorm")
 def _embedding_renorm(walk: Walk, op: OpNode) -> State:
     """Rescales in place the rows the indices name: the row a lookup then reads was named by
     that lookup's own index, so each output still reads its own index alone."""
     return walk.state(op.args[0])
 
 
-@_rule("glu")
+@operator_rule("glu")
 def _glu(walk: Walk, op: OpNode) -> State:
     """a * sigmoid(b) for the two halves along one axis: pointwise unless that axis is spatial."""
     x = op.args[0]
-    axis = _arg(op, 1, "dim", -1) % len(x.shape)
+    axis = argument(op, 1, "dim", -1) % len(x.shape)
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it pairs units half a dimension apart")
     return state
 
 
-def _contracted(state: State, keep: Sequence[int | None], contracted: Sequence[int]) -> State:
+def contracted_operand(state: State, keep: Sequence[int | None], contracted: Sequence[int]) -> State:
     """A matrix-product operand in the output's dimensions: keep[j] is the operand dimension
     output dimension j takes (None: none); the contracted dimensions are read whole."""
     if not isinstance(state, Field):
@@ -1239,7 +1025,7 @@ def _contracted(state: State, keep: Sequence[int | None], contracted: Sequence[i
     return drop_withins(Field(dims, frozenset(whole), state.loose), mixed)
 
 
-@_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "mv", "addmv", "dot")
+@operator_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "mv", "addmv", "dot")
 def _matmul(walk: Walk, op: OpNode) -> State:
     """a @ b contracts a's last dimension with b's first (of its matrix): units along a
     contracted dimension are all read (a linear layer over a flattened map, attention over
@@ -1266,7 +1052,7 @@ def _matmul(walk: Walk, op: OpNode) -> State:
     return _contracted_merge(walk, op, operands, out, added)
 
 
-@_rule("_scaled_dot_product_flash_attention_for_cpu")
+@operator_rule("_scaled_dot_product_flash_attention_for_cpu")
 def _fused_attention(walk: Walk, op: OpNode) -> list[State]:
     """softmax(q k^T + mask) v in one kernel, q (N, heads, L, E), k (N, heads, S, E), v (N,
     heads, S, Ev): query position l reads q's row l and every key and value (its bmm,
@@ -1275,7 +1061,7 @@ def _fused_attention(walk: Walk, op: OpNode) -> list[State]:
     (`_MASKED`, is_causal) leaves the keys each query reads in its values."""
     q, k, v = op.args[:3]
     mask = op.kwargs.get("attn_mask")
-    if _arg(op, 4, "is_causal", False) or (isinstance(mask, TensorMeta) and mask.id in walk.masked):
+    if argument(op, 4, "is_causal", False) or (isinstance(mask, TensorMeta) and mask.id in walk.masked):
         return [walk.undefined(op, _MASKED)] * 2
     if walk.state(mask) is not None:
         return [walk.undefined(op, "its mask is computed from the input")] * 2
@@ -1289,8 +1075,13 @@ def _fused_attention(walk: Walk, op: OpNode) -> list[State]:
 
 
 def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ...], added: Sequence = ()) -> State:
-    """The union of matrix-product operands (tensor, keep, contracted: as `_contracted`) in
+    """The union of matrix-product operands (tensor, keep, contracted: as `contracted_operand`) in
     an output of shape `out`, and of the `added` (state, shape) items (a bias)."""
-    items = [(_contracted(walk.state(t), keep, contracted), out) for t, keep, contracted in operands]
+    items = [(contracted_operand(walk.state(t), keep, contracted), out) for t, keep, contracted in operands]
     items += added
     return walk.merge(op, [(walk.settled(s) if isinstance(s, Field) else s, shape) for s, shape in items], out)
+
+
+# The rules that move no index of a dimension of concatenated paths without saying so:
+# their outputs keep its `Parts` (every other rule's read the union of the paths).
+KNOW_PARTS.update({_pointwise, _normalisation, _native_dropout, _slice, _split, _select, _unbind, _cat, _stack})

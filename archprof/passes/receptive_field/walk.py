@@ -83,13 +83,51 @@ class Uneven:
 
 
 UNEVEN = Uneven()
+
+
+class Parts(Uneven):
+    """Uneven indices that are paths concatenated (or stacked) side by side: each part's
+    `sizes` along the dimension and `states` as the concatenation took them. They stand for
+    the indices of a tensor only while its field is the one they made together (`holds`):
+    kept by pointwise ops and normalisations, which move no index, and only the rules that
+    know them keep them (`Walk.step`); picking indices then reads the parts they are in alone
+    (channels sliced back out of a concatenation), where any other uneven dimension reads
+    the union of all."""
+
+    __slots__ = ("axis", "loose", "others", "sizes", "states", "whole")
+
+    def __init__(self, sizes: tuple[int, ...], states: tuple[State, ...], axis: int, merged: Field) -> None:
+        self.sizes, self.states, self.axis = sizes, states, axis
+        self.others = merged.dims[:axis] + merged.dims[axis + 1 :]
+        self.whole, self.loose = merged.whole, merged.loose
+
+    def __repr__(self) -> str:
+        return f"Parts{self.sizes}"
+
+    def holds(self, field: Field, axis: int) -> bool:
+        """Whether `field`, with this entry at `axis`, is still the field the parts made."""
+        dims = field.dims
+        if axis != self.axis or len(dims) != len(self.others) + 1:
+            return False
+        if field.whole != self.whole or field.loose != self.loose:
+            return False
+        return all(a is b for a, b in zip(dims[:axis] + dims[axis + 1 :], self.others, strict=True))
+
+
 # A tensor dimension: along an input axis, flattened axes, none (each index reads alike) or
 # none with indices that read differently.
 Dim = AxisMap | Merged | Tokens | Within | Uneven | None
 
 
 def along_no_axis(entry: Dim) -> bool:
-    return entry is None or entry is UNEVEN
+    return entry is None or isinstance(entry, Uneven)
+
+
+def plain(state: State) -> State:
+    """`state` with its parts (`Parts`) read as the union of all, as any uneven dimension."""
+    if not isinstance(state, Field) or not any(isinstance(e, Parts) for e in state.dims):
+        return state
+    return state.with_dims([UNEVEN if isinstance(e, Parts) else e for e in state.dims])
 
 
 def entry_maps(entry: Dim) -> list[AxisMap]:
@@ -178,8 +216,8 @@ class Walk:
         # The tensors a mask may have reached: an attention mask (-inf where a causal or
         # banded mask drops a key), the scores it was added or filled into, and the softmax's
         # weights, exactly 0 there: a softmax or a product over them reads fewer units than
-        # its axis (`_reads_mask`).
-        self.masked: set[int] = set()
+        # its axis (`_reads_mask`). A buffer that holds such a value is one from the start.
+        self.masked: set[int] = {tensor for tensor, low in graph.buffer_minima.items() if low < _NO_WEIGHT}
 
     def state(self, value) -> State:
         return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
@@ -204,6 +242,8 @@ class Walk:
                 result = self.undefined(op, "archprof has no rule for it")
             else:
                 result = rule(self, op)
+                if rule not in KNOW_PARTS:  # it may move or mix the indices parts stand for
+                    result = [plain(s) for s in result] if isinstance(result, list) else plain(result)
         except (IndexError, TypeError, ValueError, ZeroDivisionError, KeyError):  # arguments not foreseen
             result = self.undefined(op, "its arguments were not understood")
         except FieldsTooIrregular:
@@ -225,8 +265,9 @@ class Walk:
         """Whether `op` reads a value a softmax weighs exactly 0: a scalar argument below
         `_NO_WEIGHT` (-inf, finfo.min, -1e9: the causal mask SDPA builds, masked_fill's), a
         tensor that may hold one, or a tensor literal of the forward, whose values the trace
-        does not keep (`m[band] = -inf`). A buffer's values it does not see either: they are
-        taken as finite, as Swin's -100 mask and relative position indices are."""
+        does not keep (`m[band] = -inf`). A buffer does where its smallest value, which the
+        trace notes (`Graph.buffer_minima`), is one; Swin's -100 mask is finite. The buffers of
+        a model on meta hold no values: they are taken as finite."""
         masked = self.masked
         for tensor in op.inputs:
             if tensor.id in masked or (tensor.kind == "constant" and tensor.dtype is not torch.bool):
@@ -308,7 +349,8 @@ class Walk:
             entry = merge_entries(entries, size, self._unions)
             if isinstance(entry, str):
                 return self.undefined(op, entry)
-            dims.append(entry)
+            # Parts no longer: another input (a mean over the channels) may read every path.
+            dims.append(UNEVEN if isinstance(entry, Parts) else entry)
         # An input that reads an outer map without its block position reads the whole block.
         outers = {w.outer for e in dims for w in entry_withins(e)}
         gone = set()
@@ -405,13 +447,15 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
         full = full and n == size
         if isinstance(entry, (*FLAT, Within)):
             split = True
-        elif entry is UNEVEN:
+        elif isinstance(entry, Uneven):
             uneven = True
         else:
             axes.add(entry.axis)
     if same:
         return first
     if uneven:
+        if not split and not axes:
+            return UNEVEN  # different concatenations of paths: the union of all
         return "it mixes a dimension whose indices read different fields with a spatial one"
     if split:
         return "it mixes a flattened or split dimension with another"
@@ -444,3 +488,6 @@ def _first(unit: int) -> tuple[tuple[int, int]]:
 
 # A rule: an op's output state(s) from its inputs' (archprof.passes.receptive_field.rules).
 Rule = Callable[[Walk, OpNode], State | list[State]]
+# The rules whose outputs keep the `Parts` of their inputs (rules.py and windows.py add
+# them): every other rule's are read as the union of their paths.
+KNOW_PARTS: set[Rule] = set()

@@ -1,0 +1,314 @@
+"""The receptive-field rules of the operators whose output unit u reads a window of input
+units along each spatial dimension: convolution (transposed too) and pooling, then
+resampling (nearest, linear and cubic, in the arithmetic of PyTorch's kernels). Registered
+in rules.py's tables (`rules.operator_rule`) when the package imports this module."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+
+import torch
+
+from archprof.graph import OpNode
+from archprof.operators.costs import float32_rounded
+from archprof.passes.receptive_field.maps import AxisMap, Interval
+from archprof.passes.receptive_field.rules import (
+    argument,
+    contracted_operand,
+    dims_of,
+    last_dims,
+    operator_rule,
+    paths_side_by_side,
+    per_dimension,
+)
+from archprof.passes.receptive_field.walk import KNOW_PARTS, UNEVEN, WHOLE, Field, Parts, State, Walk
+
+# -- convolution and pooling ---------------------------------------------------------------
+
+
+def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
+    """Unit u reads units u S - P + t D, t = 0 .. K - 1."""
+    if k == 1 and s == 1 and p == 0 and size == parent.size:
+        return parent
+
+    def reads(u: int) -> Sequence[Interval]:
+        base = u * s - p
+        if d == 1:
+            return ((base, base + k - 1),)
+        return [(base + t * d,) * 2 for t in range(k)]
+
+    return parent.derive(size, reads, s, period=1)
+
+
+def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
+    """Output o receives input i through tap t when o = i S - P + t D: o reads the inputs
+    (o + P - t D) / S that are whole numbers."""
+    if s == 1:
+        return _window(parent, size, k, 1, d * (k - 1) - p, d)  # a convolution with the kernel flipped
+
+    def reads(u: int) -> list[Interval]:
+        return [((u + p - t * d) // s,) * 2 for t in range(k) if (u + p - t * d) % s == 0]
+
+    # Undilated, the taps of o read inputs ending at (o + P) // S: never earlier for a later o.
+    # Dilated, they interleave (S 3, D 2: outputs 0, 1, 2 read inputs 0, -1, 0).
+    return parent.derive(size, reads, Fraction(1, s), monotone=d == 1)
+
+
+@operator_rule("convolution", "_convolution", "convolution_overrideable")
+def _convolution(walk: Walk, op: OpNode) -> State:
+    x, weight = op.args[0], op.args[1]
+    bias = argument(op, 2, "bias")
+    for extra in (weight, bias):
+        state = walk.state(extra)
+        if state is WHOLE:
+            return WHOLE
+        if state is not None:
+            return walk.undefined(op, "its weights are computed from the input")
+    state = walk.state(x)
+    groups = argument(op, 8, "groups", 1)
+    channels = state.dims[1] if isinstance(state, Field) else None  # None: plain channels, nearly always
+    if groups > 1 and isinstance(channels, Parts) and channels.holds(state, 1):
+        per_group = x.shape[1] // groups
+        if all(size % per_group == 0 for size in channels.sizes):
+            return _convolved_parts(walk, op, channels, per_group)
+    return _convolved(walk, op, state)
+
+
+def _convolved(walk: Walk, op: OpNode, state: State) -> State:
+    """The convolution `op` of a tensor of field `state`."""
+    weight, (stride, padding, dilation, transposed) = op.args[1], op.args[3:7]
+    channels = state.dims[1] if isinstance(state, Field) else None
+    if channels is not None:
+        # Every output channel reads every input channel, whatever each reads (channels of
+        # different fields, positions folded into them: a space-to-depth by view and permute,
+        # as a pixel unshuffle's), read whole, like a matrix product's. In groups, each reads
+        # its group's only, but every input channel is some group's: a unit's field, the union
+        # over its channels, is the same, and its channels now read differently.
+        state = walk.settled(contracted_operand(state, [0, None, *range(2, len(state.dims))], [1]))
+        if argument(op, 8, "groups", 1) > 1 and isinstance(state, Field):
+            state = state.with_dims((state.dims[0], UNEVEN, *state.dims[2:]))
+    m = len(weight.shape) - 2
+    kernel = weight.shape[2:]
+    stride, padding, dilation = (per_dimension(v, m) for v in (stride, padding, dilation))
+    out = op.outputs[0].shape
+    axes = list(range(len(out) - m, len(out)))
+    make = _transposed if transposed else _window
+
+    def change(j: int, parent: AxisMap) -> AxisMap:
+        return make(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
+
+    return walk.along(op, state, axes, change, "transposed convolution" if transposed else "convolution")
+
+
+def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> State:
+    """A convolution in groups of `per_group` input channels over concatenated paths, each
+    group within one path: each path convolved alone, its output channels side by side."""
+    out = op.outputs[0].shape
+    out_per_group = out[1] // (sum(parts.sizes) // per_group)
+    shapes = [(out[0], size // per_group * out_per_group, *out[2:]) for size in parts.sizes]
+    states = [_convolved(walk, op, state) for state in parts.states]
+    return paths_side_by_side(walk, op, states, shapes, 1, out)
+
+
+@operator_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
+def _pool(walk: Walk, op: OpNode) -> State:
+    x, out = op.args[0], op.outputs[0].shape
+    name = op.op.removeprefix("aten.")
+    m = dims_of(name)
+    kernel = per_dimension(argument(op, 1, "kernel_size"), m)
+    stride = argument(op, 2, "stride", ())
+    stride = per_dimension(stride, m) if stride else kernel
+    padding = per_dimension(argument(op, 3, "padding", 0), m)
+    dilation = per_dimension(argument(op, 4, "dilation", 1), m) if name.startswith("max") else (1,) * m
+    axes = list(last_dims(x, m))
+    # ceil_mode only adds units at the far end, whose windows the exact reading clips.
+
+    def change(j: int, parent: AxisMap) -> AxisMap:
+        return _window(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
+
+    return walk.along(op, walk.state(x), axes, change, "pooling")
+
+
+@operator_rule("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool3d")
+def _adaptive_pool(walk: Walk, op: OpNode) -> State:
+    """Output i pools inputs floor(i n / o) .. ceil((i + 1) n / o) - 1; pooling a dimension
+    of several units down to one is global along it."""
+    x, out = op.args[0], op.outputs[0].shape
+    m = dims_of(op.op)
+    axes = list(last_dims(x, m))
+    state = walk.state(x)
+    if not isinstance(state, Field):
+        return state
+    pooled = [a for a in axes if out[a] == 1 and x.shape[a] > 1]
+    state = walk.reduce(op, state, len(out), set(pooled)) if pooled else state
+    rest = [a for a in axes if a not in pooled]
+
+    def change(j: int, parent: AxisMap) -> AxisMap:
+        n, o = x.shape[rest[j]], out[rest[j]]
+        if n == o:
+            return parent
+        # Unit i + o/g reads n/g units further (g = gcd(n, o)): the period.
+        reads = lambda i: ((i * n // o, -(-(i + 1) * n // o) - 1),)  # noqa: E731
+        return parent.derive(o, reads, Fraction(n, o), period=o // math.gcd(n, o))
+
+    return walk.along(op, state, rest, change, "adaptive pooling")
+
+
+# -- resampling ----------------------------------------------------------------------------
+
+
+def _scales(op: OpNode, m: int, first: int) -> list[float | None]:
+    """The user's scale factors (None: from the sizes), from either overload."""
+    rest = op.args[first:]
+    if rest and isinstance(rest[0], (list, tuple)):  # the .vec overload: scale_factors
+        return [float(s) for s in rest[0]]
+    if rest and rest[0] is None and len(rest) == 1:
+        return [None] * m
+    values = list(rest[:m]) + [None] * (m - len(rest[:m]))
+    for key, index in (("scales", 0), ("scales_d", 0), ("scales_h", m - 2), ("scales_w", m - 1)):
+        if key in op.kwargs and 0 <= index < m:
+            values[index] = op.kwargs[key]
+    if "scale_factors" in op.kwargs and op.kwargs["scale_factors"] is not None:
+        values = list(op.kwargs["scale_factors"])
+    return [None if v is None else float(v) for v in values]
+
+
+def _ratio(n: int, o: int, factor: float | None) -> Fraction:
+    """Input units per output unit: 1 / the user's factor, else n / o."""
+    if factor is not None and factor > 0:
+        return 1 / Fraction(factor).limit_denominator(10_000)
+    return Fraction(n, o)
+
+
+def _resampled(walk: Walk, op: OpNode, m: int, scales_at: int, make: Callable) -> State:
+    """Apply make(parent, n, o, factor) along the op's m trailing dimensions."""
+    x, out = op.args[0], op.outputs[0].shape
+    axes = list(last_dims(x, m))
+    scales = _scales(op, m, scales_at)
+
+    def change(j: int, parent: AxisMap) -> AxisMap:
+        factor = scales[j] if j < len(scales) else None
+        return make(parent, x.shape[axes[j]], out[axes[j]], factor)
+
+    return walk.along(op, walk.state(x), axes, change, "resampling")
+
+
+@operator_rule(
+    "upsample_nearest1d",
+    "upsample_nearest2d",
+    "upsample_nearest3d",
+    "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact3d",
+)
+def _nearest(walk: Walk, op: OpNode) -> State:
+    """Output o copies input floor(o s) ('nearest') or floor((o + 0.5) s) ('nearest-exact'),
+    s = 1 / factor or n / o, in float32 arithmetic as PyTorch's kernels compute it."""
+    exact = "exact" in op.op
+
+    def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
+        if n == o and not exact:
+            return parent
+        ratio = _ratio(n, o, factor)
+        scale = float32_rounded(1.0 / factor) if factor is not None and factor > 0 else float32_rounded(n / o)
+
+        def reads(u: int) -> tuple[Interval]:
+            if not 0 <= u < o:  # past the border: the formula, continued
+                i = math.floor((u + Fraction(1, 2) if exact else u) * ratio)
+            elif exact:
+                i = min(math.floor(float32_rounded((u + 0.5) * scale)), n - 1)
+            elif o == 2 * n:
+                i = u >> 1
+            else:
+                i = min(math.floor(float32_rounded(u * scale)), n - 1)
+            return ((i, i),)
+
+        return parent.derive(o, reads, ratio, period=_nearest_period(ratio, scale))
+
+    return _resampled(walk, op, dims_of(op.op), 2, make)
+
+
+def _nearest_period(ratio: Fraction, scale: float) -> int | None:
+    """1 when each unit advances a whole number of input units; k for an upsampling by a
+    power of two k, whose float32 arithmetic is exact (unit u copies u // k in both modes);
+    None otherwise (float32 rounding may break the pattern)."""
+    if ratio.denominator == 1:
+        return 1
+    k = ratio.denominator
+    exact = ratio.numerator == 1 and k & (k - 1) == 0 and scale * k == 1.0
+    return k if exact else None
+
+
+def _source(u: int, n: int, o: int, factor: float | None, align_corners: bool, dtype: torch.dtype, cubic: bool):
+    """PyTorch's source coordinate of output u (area_pixel_compute_source_index), in the
+    arithmetic of the op's dtype (double for float64, float otherwise)."""
+    real = float if dtype == torch.float64 else float32_rounded
+    if align_corners:
+        scale = real((n - 1) / (o - 1)) if o > 1 else 0.0
+        return real(scale * u)
+    scale = real(1.0 / factor) if factor is not None and factor > 0 else real(n / o)
+    source = real(real(scale * (u + 0.5)) - 0.5)
+    return source if cubic or source >= 0 else 0.0
+
+
+def _source_index(x: float, n: int) -> int:
+    """The input index below source coordinate x, as guard_index_and_lambda takes it: floorf,
+    so in float32 even for a double x (15.999999999999998 is 16: 49 * 32/98, align_corners
+    from 33 to 99), clamped to the map; the weight x - i of the next input is clamped at 0."""
+    return min(math.floor(float32_rounded(x)), n - 1)
+
+
+@operator_rule("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d")
+def _linear(walk: Walk, op: OpNode) -> State:
+    """Output o reads inputs i and i + 1 around its source coordinate x (i = floor(x)), the
+    second only when its weight x - i is not zero."""
+    align_corners = bool(argument(op, 2, "align_corners", False))
+    dtype = op.outputs[0].dtype
+
+    def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
+        if n == o:
+            return parent
+        ratio = Fraction(n - 1, o - 1) if align_corners and o > 1 else _ratio(n, o, factor)
+
+        def reads(u: int) -> tuple[Interval]:
+            if not 0 <= u < o:
+                x = (u * ratio) if align_corners else (u + Fraction(1, 2)) * ratio - Fraction(1, 2)
+                return ((math.floor(x), math.ceil(x)),)
+            x = _source(u, n, o, factor, align_corners, dtype, cubic=False)
+            i = _source_index(x, n)
+            return ((i, i + 1),) if x - i > 0 and i < n - 1 else ((i, i),)
+
+        return parent.derive(o, reads, ratio, period=1 if ratio.denominator == 1 else None)
+
+    return _resampled(walk, op, dims_of(op.op), 3, make)
+
+
+@operator_rule("upsample_bicubic2d")
+def _cubic(walk: Walk, op: OpNode) -> State:
+    """Output o reads inputs i - 1 .. i + 2 (clamped to the map) around its source coordinate
+    x (i = floor(x)); input i alone when x is a whole number (the other weights are 0), so
+    that its neighbours read past it on both sides: the reads are not in order."""
+    align_corners = bool(argument(op, 2, "align_corners", False))
+    dtype = op.outputs[0].dtype
+
+    def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
+        ratio = Fraction(n - 1, o - 1) if align_corners and o > 1 else _ratio(n, o, factor)
+
+        def reads(u: int) -> tuple[Interval]:
+            if not 0 <= u < o:
+                x = (u * ratio) if align_corners else (u + Fraction(1, 2)) * ratio - Fraction(1, 2)
+                return ((math.floor(x) - 1, math.floor(x) + 2),)
+            x = _source(u, n, o, factor, align_corners, dtype, cubic=True)
+            i = _source_index(x, n)
+            if x - i <= 0:
+                return ((i, i),)
+            return ((min(max(i - 1, 0), n - 1), min(i + 2, n - 1)),)
+
+        return parent.derive(o, reads, ratio, monotone=False)
+
+    return _resampled(walk, op, 2, 3, make)
+
+
+KNOW_PARTS.add(_convolution)  # it keeps the parts of paths its groups each lie within
