@@ -31,6 +31,7 @@ from archprof.report import (
     csv_cell_text,
     csv_text,
     dims_text,
+    operators_text,
 )
 from archprof.units import human_value
 
@@ -304,16 +305,14 @@ def _fields_up_to(length: int) -> Iterator[None]:
 
 def _cell_reader(column) -> Callable[[str], Any]:
 
-    if column.text is counts_text:  # before user_text: its cell is both
-        return _counts
+    if column.text is not None:  # before user_text: operators' and not_counted's cells are both
+        return _TEXT_READERS[column.text]
     if column.user_text:
         return csv_cell_text
     if column.dtype == "int64":
         return _whole_number
     if column.dtype == "boolean":
         return _boolean
-    if column.text is dims_text:
-        return _dims
     return str
 
 
@@ -356,15 +355,59 @@ def _dims(cell: str):
         raise ValueError("not numbers joined by x ('212x212', '1/2x1/2'), 'input', 'undefined' or empty") from None
 
 
+def _named_items(cell: str, separator: str) -> Iterator[tuple[str | None, str]]:
+    """The items of a cell of operator names (`csv_cell` undone), parted by `separator`: each
+    a name written as a JSON string (`report.operator_text`) and the text after it up to the
+    separator, or None and the whole item."""
+    text = csv_cell_text(cell)
+    position = 0
+    while position < len(text):
+        quoted = None
+        if text.startswith('"', position):
+            try:
+                quoted, position = _JSON.raw_decode(text, position)
+            except ValueError:
+                raise ValueError("a name opened by '\"' is not a JSON string") from None
+        end = text.find(separator, position)
+        end = len(text) if end < 0 else end
+        yield quoted, text[position:end]
+        position = end + len(separator)
+
+
+_JSON = json.JSONDecoder()
+
+
+def _operators(cell: str) -> tuple[str, ...]:
+    """'convolution "my lib.f"' -> ('convolution', 'my lib.f'); `csv_cell` undone."""
+    names = []
+    for quoted, rest in _named_items(cell, " "):
+        if quoted is None and rest:
+            names.append(rest)
+        elif quoted is not None and not rest:
+            names.append(quoted)
+        else:
+            raise ValueError("not operator names ('convolution relu_', a name with a space as a JSON string)")
+    return tuple(names)
+
+
 def _counts(cell: str) -> dict[str, int]:
-    """'aten.cumsum x1; aten.sort x2' -> {'aten.cumsum': 1, 'aten.sort': 2}; `csv_cell` undone."""
+    """'aten.cumsum x1; "my lib.f" x2' -> {'aten.cumsum': 1, 'my lib.f': 2}; `csv_cell` undone."""
     counts = {}
-    for item in filter(None, csv_cell_text(cell).split("; ")):
-        operator, _, calls = item.rpartition(" x")
-        if not operator:
+    for quoted, rest in _named_items(cell, "; "):
+        bare, times, calls = rest.rpartition(" x")
+        operator = bare if quoted is None else quoted
+        if not times or not operator or (quoted is not None and bare):
             raise ValueError("not operator counts ('aten.cumsum x1; ...')")
         counts[operator] = _whole_number(calls)
     return counts
+
+
+# The reader of each `Column.text`'s cells.
+_TEXT_READERS: dict[Callable[[Any], str], Callable[[str], Any]] = {
+    counts_text: _counts,
+    operators_text: _operators,
+    dims_text: _dims,
+}
 
 
 _REPORT_READERS = {"csv": read_csv_report, "json": read_json_report}

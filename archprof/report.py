@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,9 +31,26 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+# An operator name written as it is in a cell of names: none of the separators (a space, "; "),
+# nor a double quote, which opens a name written as a JSON string.
+_BARE_NAME = re.compile(r'[^\s;"]+')
+
+
+def operator_text(name: str) -> str:
+    """An operator's name as a cell of names writes it: as it is ('aten.cumsum'), or, where it
+    holds a space, a ';' or a '"' (a custom library's namespace may be any text), as a JSON
+    string ('"my lib.f"'), so that `archprof.diff` reads every name back exactly."""
+    return name if _BARE_NAME.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+
+
+def operators_text(names: tuple[str, ...]) -> str:
+    """A row's operators as the CSV and JSON write them: 'convolution relu_'."""
+    return " ".join(map(operator_text, names))
+
+
 def counts_text(counts: dict[str, int]) -> str:
     """Operator counts as the CSV writes them: 'aten.cumsum x1; aten.sort x2'."""
-    return "; ".join(f"{op} x{n}" for op, n in counts.items())
+    return "; ".join(f"{operator_text(op)} x{n}" for op, n in counts.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +63,7 @@ class Column:
     # (a custom operator's namespace may be any text: "=cmd|' /C calc'!A0").
     user_text: bool = False
     text: Callable[[Any], str] | None = None  # how CSV and Markdown write a value that is not text or a number
+    text_in_json: bool = False  # JSON writes it as `text` too (as reports always have)
 
 
 # The documented columns of `Report.layers`, in order.
@@ -52,7 +72,15 @@ COLUMNS: tuple[Column, ...] = (
     Column("module_type", "string", "class name of the module, e.g. 'Conv2d'", user_text=True),
     Column("call", "int64", "which call of the module this is (0 = first; -1 = never called)"),
     Column("depth", "int64", "nesting depth of the module (0 = the model)"),
-    Column("operators", "string", "aten operators the row ran, in order, repeats merged", user_text=True),
+    # A tuple of names, ("convolution", "relu_"); CSV and JSON "convolution relu_" (`operators_text`).
+    Column(
+        "operators",
+        "object",
+        "aten operators the row ran, in order, repeats merged",
+        user_text=True,
+        text=operators_text,
+        text_in_json=True,
+    ),
     Column("output_shape", "string", "shape of the row's output, batch included, e.g. '1x64x112x112'"),
     Column(
         "input_shape",
@@ -469,7 +497,7 @@ class Report:
             "module_type": self.module_types.get(path, ""),
             "call": min(self.columns["call"][i] for i in ran),
             "depth": 0 if not path else path.count(".") + 1,
-            "operators": " ".join(dict.fromkeys(op for i in ran for op in self.columns["operators"][i].split())),
+            "operators": tuple(dict.fromkeys(op for i in ran for op in self.columns["operators"][i])),
             "output_shape": self.columns["output_shape"][ran[-1]],
             "input_shape": self.columns["input_shape"][ran[0]],
             "kernel": self.columns["kernel"][ran[0]] if len(ran) == 1 else "",  # several rows, several windows
@@ -594,7 +622,7 @@ class Report:
             "traced_on": self.traced_on,
             "totals": self.totals.as_dict(),
             "columns": {c.name: c.description for c in self.column_specs},
-            "layers": self.rows(),
+            "layers": self._json_rows(),
         }
         if self.measured is not None:
             document["measured"] = self.measured.as_dict()
@@ -642,6 +670,15 @@ class Report:
             f" FLOPs {human_count(totals.flops)}, {peak}\n"
             "  .table() to print it, .layers for the DataFrame, .by_module() / .by_operator() to query it"
         )
+
+    def _json_rows(self) -> list[dict[str, Any]]:
+        """`rows()`, with the columns JSON writes as text (`Column.text_in_json`) as text."""
+        texts = {c.name: c.text for c in self.column_specs if c.text_in_json}
+        rows = self.rows()
+        for row in rows:
+            for name, text in texts.items():
+                row[name] = text(row[name])
+        return rows
 
     def _cells(self, column: Column) -> list:
         """The column's values as CSV and Markdown write them."""

@@ -11,8 +11,9 @@ on every torchvision classification model and every timm model (`hub_sweep.hub_m
 One worker process per tree (this checkout, and REV as a temporary `git worktree`), the two
 side by side, analyses each model (`archprof.analyze` of the spec, at its usual input) and
 keeps a digest of its report: the SHA-256 of the repr of every column, of the per-row
-operator costs and of the totals; or the error, on one line. Then the digests are
-compared. Writes reports/same_reports.md: how many models are the same, and each that
+operator costs and of the totals, and of its CSV and JSON files (a column whose values
+change form, text to a tuple, must still write the same files); or the error, on one
+line. Then the digests are compared. Writes reports/same_reports.md: how many models are the same, and each that
 differs or fails on one side, with the columns that differ.
 
 With --train, each model's training step at batch 2 instead (reports/same_reports_training.md),
@@ -42,8 +43,8 @@ TRAINING_REPORT = ROOT / "reports" / "same_reports_training.md"
 
 def worker(tree: Path, specs: list[str], out: Path, training: bool) -> None:
     """Analyse each model with archprof from `tree` (with `training`, its training step at
-    batch 2); write `out`, a JSON object: spec -> a digest per column, "operator_costs" and
-    "totals", and with `training` "forward_ops" and "backward_ops" ("error: ..." where the
+    batch 2); write `out`, a JSON object: spec -> a digest per column, "operator_costs",
+    "totals", "csv" and "json", and with `training` "forward_ops" and "backward_ops" ("error: ..." where the
     analysis raised). A file, not stdout: a model may print."""
     import warnings
 
@@ -59,6 +60,7 @@ def worker(tree: Path, specs: list[str], out: Path, training: bool) -> None:
             digests[spec] = f"error: {first_line(exc)}"
             continue
         parts = {**report.columns, "operator_costs": report.operator_costs, "totals": report.totals}
+        parts.update(csv=report.to_csv(), json=report.to_json())
         if training:
             parts.update(forward_ops=report.graph.ops, backward_ops=report.graph.backward_ops)
         digests[spec] = {name: _digest(value) for name, value in parts.items()}

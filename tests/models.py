@@ -123,7 +123,20 @@ class Uncounted(nn.Module):
 # A custom operator's library namespace may be any text the dispatcher's name parser refuses:
 # a spreadsheet formula, a space, an ANSI escape, Rich markup.
 HOSTILE_NAMESPACE = "=cmd|' /C calc'!A0 \x1b[31m[bold]x"
-_HOSTILE_LIBRARIES: list[torch.library.Library] = []  # defined once per process, kept alive
+_CUSTOM_LIBRARIES: dict[str, torch.library.Library] = {}  # defined once per process, kept alive
+
+
+def custom_operator(namespace: str, name: str = "f"):
+    """Operator `name` ("f" or "g", each a copy) of a library `namespace` (any text the
+    dispatcher takes: a space, "; ", quotes, a line break), which archprof has no formula for."""
+    if namespace not in _CUSTOM_LIBRARIES:
+        library = torch.library.Library(namespace, "DEF")
+        for defined in ("f", "g"):
+            library.define(f"{defined}(Tensor x) -> Tensor")
+            # Not "Meta": torch.library.Library.impl parses the name for that key and refuses it.
+            library.impl(defined, torch.clone, "CompositeExplicitAutograd")
+        _CUSTOM_LIBRARIES[namespace] = library
+    return getattr(getattr(torch.ops, namespace), name)
 
 
 class HostileNamespace(nn.Module):
@@ -132,15 +145,22 @@ class HostileNamespace(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
-        if not _HOSTILE_LIBRARIES:
-            library = torch.library.Library(HOSTILE_NAMESPACE, "DEF")
-            library.define("f(Tensor x) -> Tensor")
-            # Not "Meta": torch.library.Library.impl parses the name for that key and refuses it.
-            library.impl("f", torch.clone, "CompositeExplicitAutograd")
-            _HOSTILE_LIBRARIES.append(library)
+        self.f = custom_operator(HOSTILE_NAMESPACE)
 
     def forward(self, x):
-        return getattr(torch.ops, HOSTILE_NAMESPACE).f(self.conv(x))
+        return self.f(self.conv(x))
+
+
+class CustomOperatorCalls(nn.Module):
+    """One child module per custom operator (namespace, name), in order, each calling its
+    operator (`custom_operator`) on what the one before returned."""
+
+    def __init__(self, operators: list[tuple[str, str]]):
+        super().__init__()
+        self.calls = nn.Sequential(*(Calls(custom_operator(*operator)) for operator in operators))
+
+    def forward(self, x):
+        return self.calls(x)
 
 
 class WithUnusedHead(nn.Module):

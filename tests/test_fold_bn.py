@@ -120,7 +120,7 @@ def test_a_linear_layer_without_bias_folds_into_one_with_a_bias():
     report = _folded(model, 3, 2, 2, batch=2)
     assert report.totals.param_count == 12 * 5 + 5
     assert report.totals.macs == 2 * 12 * 5
-    assert report.columns["operators"][-1] == "t addmm"
+    assert report.columns["operators"][-1] == ("t", "addmm")
 
 
 def test_norms_that_cannot_fold_stay_and_say_why():

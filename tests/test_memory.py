@@ -90,7 +90,7 @@ def test_an_in_place_relu_allocates_nothing():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 2))
     report = archprof.analyze(model, input_size=(4,))
     live, peak = columns(report, "live_bytes", "peak_live_bytes")
-    assert report.columns["operators"][1] == "relu_"
+    assert report.columns["operators"][1] == ("relu_",)
     # input 16 held throughout; relu_ writes fc0's output (32) over, which fc2's return lets go of
     assert peak == [16 + 32, 16 + 32, 16 + 32 + 8]  # the relu_ row adds nothing
     assert live == [16 + 32, 16 + 32, 16 + 8]

@@ -4,6 +4,7 @@ CSV reads back into the same values; by_operator and by_module sum to the totals
 import csv
 import io
 import json
+import re
 from fractions import Fraction
 
 import pytest
@@ -39,7 +40,7 @@ class Mixed(nn.Module):
 
 def by_operators(report) -> dict[str, dict]:
     """The rows of a report by the operators they ran (one row each in `Mixed`)."""
-    return {row["operators"]: row for row in report.rows()}
+    return {" ".join(row["operators"]): row for row in report.rows()}
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,7 @@ def test_cells_are_typed_values(mixed):
     assert layers["receptive_field"].iloc[0] == (3, 3)
     assert (layers["receptive_field"] == "input").sum() == 1
     assert layers["not_counted"].tolist() == [row["not_counted"] for row in mixed.rows()]
+    assert layers["operators"].iloc[0] == ("convolution",)  # a tuple of names, as in rows()
 
 
 def test_csv_writes_the_documented_text(mixed):
@@ -101,6 +103,26 @@ def test_csv_reader_names_a_bad_field_cell(tmp_path, mixed):
     path = tmp_path / "bad.csv"
     path.write_text(text)
     with pytest.raises(ArchprofError, match=r"line 2: receptive_field is '3by3', not numbers joined by x"):
+        read_csv_layers(path)
+
+
+@pytest.mark.parametrize(
+    ("column", "cell", "message"),
+    [
+        ("operators", '"my lib.f', "a name opened by '\"' is not a JSON string"),
+        ("operators", '"my lib.f"x', "not operator names"),
+        ("operators", "convolution  relu", "not operator names"),
+        ("not_counted", '"my lib.f" 1', "not operator counts"),
+        ("not_counted", "my.f x1; my.g", "not operator counts"),
+    ],
+)
+def test_csv_reader_names_a_bad_operator_names_cell(tmp_path, mixed, column, cell, message):
+    rows = list(csv.reader(io.StringIO(mixed.to_csv())))
+    rows[1][rows[0].index(column)] = cell
+    path = tmp_path / "bad.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+    with pytest.raises(ArchprofError, match=rf"line 2: {column} is .*{re.escape(message)}"):
         read_csv_layers(path)
 
 

@@ -23,7 +23,7 @@ from archprof.errors import ArchprofError
 from archprof.render.html import report_html
 from archprof.text import markdown_literal
 from tests.markdown_tables import first_table, html_in
-from tests.models import HOSTILE_NAMESPACE, HostileNamespace
+from tests.models import HOSTILE_NAMESPACE, CustomOperatorCalls, HostileNamespace
 
 runner = CliRunner()
 
@@ -508,7 +508,7 @@ def test_a_custom_operator_with_a_hostile_namespace_is_not_counted_and_shown_as_
     report = archprof.analyze(HostileNamespace(), input_size=(3, 8, 8))
     assert report.totals.not_counted == {HOSTILE_OP: 1}
     model_row = report.rows()[-1]
-    assert model_row["operators"] == HOSTILE_OP and model_row["not_counted"] == {HOSTILE_OP: 1}
+    assert model_row["operators"] == (HOSTILE_OP,) and model_row["not_counted"] == {HOSTILE_OP: 1}
     assert model_row["receptive_field_note"].startswith(HOSTILE_OP)
     shown = "=cmd|' /C calc'!A0 \\x1b[31m[bold]x.f"  # the ESC as its escape, [bold] as text
 
@@ -527,13 +527,48 @@ def test_a_custom_operator_with_a_hostile_namespace_is_not_counted_and_shown_as_
     document = json.loads(report.to_json())  # the data: the name as it is
     assert document["totals"]["not_counted"] == {HOSTILE_OP: 1}
     assert document["layers"][-1]["not_counted"] == {HOSTILE_OP: 1}
+    written = '"' + HOSTILE_OP.replace("\x1b", "\\u001b") + '"'  # a name with a space: a JSON string
+    assert document["layers"][-1]["operators"] == written
 
     path = tmp_path / "report.csv"
     cells = summary_csv(spec, path, "--input", "3x8x8")[-1]
-    assert cells["operators"] == "'" + HOSTILE_OP
-    assert cells["not_counted"] == f"'{HOSTILE_OP} x1"
+    assert cells["operators"] == written  # starts with '"': no formula
+    assert cells["not_counted"] == f"{written} x1"
     assert cells["receptive_field_note"].startswith("'" + HOSTILE_OP)
     back = read_csv_layers(path)
     assert back == [{name: row[name] for name in back[0]} for row in report.rows()]
     itself = json_diff(str(path), str(path))
     assert itself["layers"] == [] and itself["unchanged_layers"] == 2
+
+
+# Library namespaces holding what separates the names in a CSV cell ("; " in not_counted, a
+# space in operators), quotes, line breaks and tabs, and a formula's first characters.
+SEPARATOR_NAMESPACES = ["a; b", "my lib", 'say "hi"', "line\nbreak", "tab\tand;semicolon", "=cmd", "'q", "+1", "-x y"]
+
+
+def test_operator_names_holding_separators_round_trip_through_the_csv(tmp_path):
+    """Each row runs one custom operator (no formula): its names as defined come back exactly
+    from the CSV, as diff reads it, at every depth; no cell of them starts a formula."""
+    names = [f"{namespace}.f" for namespace in SEPARATOR_NAMESPACES]  # as archprof names an overload packet
+    report = archprof.analyze(CustomOperatorCalls([(ns, "f") for ns in SEPARATOR_NAMESPACES]), input_size=(2,))
+    assert [(row["operators"], row["not_counted"]) for row in report.rows()] == [((n,), {n: 1}) for n in names]
+    for depth, rows in ((2, len(names)), (1, 1)):
+        path = tmp_path / f"depth{depth}.csv"
+        rolled = report.rollup(depth)
+        rolled.to_csv(path)
+        back = read_csv_layers(path)
+        assert back == [{name: row[name] for name in back[0]} for row in rolled.rows()]
+        assert len(back) == rows and json_diff(str(path), str(path))["unchanged_layers"] == rows
+        with path.open(encoding="utf-8", newline="") as handle:
+            cells = [cell for row in csv.DictReader(handle) for cell in (row["operators"], row["not_counted"])]
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t")) for cell in cells), cells
+    assert rolled.rows()[0]["operators"] == tuple(names)
+    assert rolled.rows()[0]["not_counted"] == dict.fromkeys(names, 1)
+
+
+def test_a_rolled_up_row_keeps_operator_names_holding_a_space_whole():
+    """Two operators of a namespace with a space, f and g, in two modules merged into one row:
+    the row names the two, not "my lib.f lib.g" (the names split at their space)."""
+    report = archprof.analyze(CustomOperatorCalls([("my lib", "f"), ("my lib", "g")]), input_size=(2,))
+    assert report.rollup(0).rows()[0]["operators"] == ("my lib.f", "my lib.g")
+    assert report.rollup(0).totals.not_counted == {"my lib.f": 1, "my lib.g": 1}
