@@ -121,6 +121,21 @@ def test_torchvision_and_timm_models_are_built_on_meta(hub_packages):
         load_model("timm:vit")
 
 
+def test_torchvision_segmentation_and_detection_builders_download_no_backbone_weights(hub_packages, monkeypatch):
+    # Left to themselves they fetch ImageNet weights for the backbone (weights_backbone defaults
+    # to them): a download archprof's random-weight analysis never needs, and offline a failure.
+    torchvision, _ = hub_packages
+
+    def download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", download)
+    report = archprof.analyze("torchvision:lraspp_mobilenet_v3_large", input_size=(3, 64, 64))
+    model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+    assert report.input_shapes == ((1, 3, 64, 64),)
+
+
 @pytest.mark.parametrize("package", ["torchvision", "timm"])
 def test_torchvision_and_timm_when_missing_say_what_to_install(monkeypatch, package):
     monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed

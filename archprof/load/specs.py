@@ -26,6 +26,7 @@ import difflib
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import io
 import os
 import re
@@ -186,7 +187,7 @@ def _load_hub(hub: str, model_name: str, spec: str, args: dict[str, Any]) -> Loa
         classification = set(models.list_models(module=models)) if hasattr(models, "list_models") else set(names)
         input_size = (3, 299, 299) if model_name == "inception_v3" else (3, 224, 224)
         default = input_size if model_name in classification else None
-        loaded = _from_factory(builder, spec, args, kind="hub")
+        loaded = _from_factory(builder, spec, _without_backbone_download(builder, args), kind="hub")
         return _replace(loaded, input_size=default)
     timm = importlib.import_module("timm")
     if not timm.is_model(model_name):
@@ -200,6 +201,18 @@ def _load_hub(hub: str, model_name: str, spec: str, args: dict[str, Any]) -> Loa
     config = getattr(loaded.module, "pretrained_cfg", None) or getattr(loaded.module, "default_cfg", None) or {}
     size = config.get("input_size") if isinstance(config, Mapping) else None
     return _replace(loaded, input_size=tuple(size) if size else None)
+
+
+def _without_backbone_download(builder: Callable[..., Any], args: dict[str, Any]) -> dict[str, Any]:
+    """`args` with `weights_backbone=None` where the builder takes it and the caller left it
+    out: torchvision's segmentation and detection builders otherwise download ImageNet
+    backbone weights (about 100 MB; offline, the build fails), which random-weight analysis
+    never needs."""
+    try:
+        takes_backbone = "weights_backbone" in inspect.signature(builder).parameters
+    except (TypeError, ValueError):  # no signature to read
+        return args
+    return {"weights_backbone": None, **args} if takes_backbone else args
 
 
 def _closest(name: str, names: Sequence[str]) -> str:
