@@ -136,6 +136,29 @@ def test_torchvision_segmentation_and_detection_builders_download_no_backbone_we
     assert report.input_shapes == ((1, 3, 64, 64),)
 
 
+@pytest.mark.parametrize(
+    "name,args,input_size",
+    [
+        ("r3d_18", {}, (3, 16, 112, 112)),
+        ("s3d", {}, (3, 16, 224, 224)),
+        ("mvit_v2_s", {}, (3, 16, 224, 224)),
+        ("lraspp_mobilenet_v3_large", {}, (3, 520, 520)),
+        ("deeplabv3_mobilenet_v3_large", {"aux_loss": True}, (3, 520, 520)),  # its weights come with the aux head
+    ],
+)
+def test_torchvision_video_and_segmentation_models_default_to_the_input_torchvision_counted(
+    hub_packages, name, args, input_size
+):
+    # torchvision's weights publish each model's parameters and GMACs ("_ops", to 3 decimals) at
+    # that input: a 16-frame clip at the crop size, a segmentation image at the resize size.
+    torchvision, _ = hub_packages
+    published = torchvision.models.get_model_weights(name).DEFAULT.meta
+    report = archprof.analyze(f"torchvision:{name}", args=args)
+    assert report.input_shapes == ((1, *input_size),)
+    assert report.totals.param_count == published["num_params"]
+    assert round(report.totals.macs / 1e9, 3) == published["_ops"]
+
+
 @pytest.mark.parametrize("package", ["torchvision", "timm"])
 def test_torchvision_and_timm_when_missing_say_what_to_install(monkeypatch, package):
     monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed
