@@ -144,13 +144,15 @@ def test_torchvision_segmentation_and_detection_builders_download_no_backbone_we
         ("mvit_v2_s", {}, (3, 16, 224, 224)),
         ("lraspp_mobilenet_v3_large", {}, (3, 520, 520)),
         ("deeplabv3_mobilenet_v3_large", {"aux_loss": True}, (3, 520, 520)),  # its weights come with the aux head
+        ("quantized_inception_v3", {}, (3, 299, 299)),  # built unquantized: the float model
     ],
 )
-def test_torchvision_video_and_segmentation_models_default_to_the_input_torchvision_counted(
+def test_torchvision_video_segmentation_and_quantizable_models_default_to_the_input_torchvision_counted(
     hub_packages, name, args, input_size
 ):
     # torchvision's weights publish each model's parameters and GMACs ("_ops", to 3 decimals) at
-    # that input: a 16-frame clip at the crop size, a segmentation image at the resize size.
+    # that input: a 16-frame clip at the crop size, a segmentation image at the resize size,
+    # a quantizable classifier's image as its float twin's.
     torchvision, _ = hub_packages
     published = torchvision.models.get_model_weights(name).DEFAULT.meta
     report = archprof.analyze(f"torchvision:{name}", args=args)

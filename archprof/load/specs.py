@@ -206,13 +206,13 @@ VIDEO_FRAMES = 16
 
 def _torchvision_input_size(models: Any, name: str) -> tuple[int, ...] | None:
     """The per-sample input a torchvision model is made for: 3x224x224 (inception_v3 3x299x299)
-    for a classifier; for a video classifier a clip of VIDEO_FRAMES frames at its default
+    for a classifier, quantizable ones too; for a video classifier a clip of VIDEO_FRAMES frames at its default
     weights' crop size (3x16x112x112 for r3d_18); for a segmentation model a square image
     at its weights' resize size (3x520x520); None for the rest (detection, optical flow)."""
     if not hasattr(models, "list_models"):  # an old torchvision, with no registry of its families
         return None
-    if name in models.list_models(module=models):
-        return (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
+    if name in models.list_models(module=models) or name in models.list_models(module=models.quantization):
+        return (3, 299, 299) if name.endswith("inception_v3") else (3, 224, 224)
     family = next((f for f in ("video", "segmentation") if name in models.list_models(module=getattr(models, f))), None)
     if family is None:
         return None
