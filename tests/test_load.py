@@ -161,6 +161,14 @@ def test_torchvision_video_segmentation_and_quantizable_models_default_to_the_in
     assert round(report.totals.macs / 1e9, 3) == published["_ops"]
 
 
+def test_a_torchvision_video_model_given_an_image_says_it_takes_a_clip(hub_packages):
+    # Not the Conv3d's own complaint about channels (it reads a 3-D sample as an unbatched clip).
+    with pytest.raises(
+        ArchprofError, match=r"^input 3x224x224 has 3 dimensions; torchvision:r3d_18 takes 4 \(e\.g\. 3x16x112x112\)$"
+    ):
+        archprof.analyze("torchvision:r3d_18", input_size=(3, 224, 224))
+
+
 @pytest.mark.parametrize("package", ["torchvision", "timm"])
 def test_torchvision_and_timm_when_missing_say_what_to_install(monkeypatch, package):
     monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed
