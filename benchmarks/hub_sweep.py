@@ -2,6 +2,7 @@
 checked against PyTorch's FlopCounterMode on meta tensors.
 
     python benchmarks/hub_sweep.py [--sample N] [--jobs N] [--seed S] [--train] [--report PATH]
+                                   [--families segmentation,video,...]
 
 Per model: archprof's build from its spec (`torchvision:NAME`, `timm:NAME`) and analysis,
 each timed; then, on the same module on the meta device at the same input, the reference
@@ -22,6 +23,11 @@ gradient counted as a dense one's, C times over), so the reference counts each g
 of a convolution as its forward, by FlopCounterMode's own forward formula; and attention
 runs as its math decomposition in both (the CPU's flash kernel, which archprof models and
 FlopCounterMode on meta cannot run, turned off for the sweep).
+
+`--families` sweeps torchvision's other families instead (segmentation, video, optical_flow,
+detection, quantization; classification, the default, is torchvision's classifiers and all
+of timm), each model at its default input (FAMILY_INPUTS where torchvision names none);
+writes reports/hub_sweep_families.md and .csv.
 
 `--sample N` analyses N models drawn at random (seeded) instead of all of them (1,451:
 13 minutes on one core). The models go through `archprof.parallel.ordered_map` (`--jobs`,
@@ -66,10 +72,27 @@ FIELDS = (
 )
 
 
-def hub_models() -> list[str]:
+FAMILIES = ("classification", "segmentation", "video", "optical_flow", "detection", "quantization")
+# The families whose models have no default input: RAFT takes two frames (sides divisible by
+# 8), a detector one image (which its own transform resizes to 800 pixels or 320).
+FAMILY_INPUTS = {"optical_flow": [(3, 128, 128), (3, 128, 128)], "detection": [(3, 320, 320)]}
+
+
+def hub_models(families: tuple[str, ...] = ("classification",)) -> list[str]:
+    """The specs of every model of `families`: classification is torchvision's classifiers and timm."""
     torchvision, timm = _hubs()
-    names = [f"torchvision:{name}" for name in torchvision.models.list_models(module=torchvision.models)]
-    return names + [f"timm:{name}" for name in timm.list_models()]
+    names = []
+    for family in families:
+        where = torchvision.models if family == "classification" else getattr(torchvision.models, family)
+        names += [f"torchvision:{name}" for name in torchvision.models.list_models(module=where)]
+    return names + ([f"timm:{name}" for name in timm.list_models()] if "classification" in families else [])
+
+
+def family_inputs(families: tuple[str, ...]) -> dict[str, list]:
+    """Spec -> the inputs to analyse it at, for the models of `families` with no default."""
+    return {
+        spec: FAMILY_INPUTS[family] for family in families if family in FAMILY_INPUTS for spec in hub_models((family,))
+    }
 
 
 def _hubs():
@@ -85,9 +108,10 @@ def _hubs():
 TRAINING_BATCH = 2
 
 
-def sweep_one(spec: str, training: bool = False) -> dict:
-    """One model's row (FIELDS), of its inference or (`training`) of one training step;
-    every exception ends up in `why`, on one line."""
+def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None = None) -> dict:
+    """One model's row (FIELDS), of its inference or (`training`) of one training step, at
+    `inputs[spec]` where given (its default input otherwise); every exception ends up in
+    `why`, on one line."""
     import torch
 
     import archprof
@@ -111,6 +135,8 @@ def sweep_one(spec: str, training: bool = False) -> dict:
         # The math decomposition of attention, which FlopCounterMode's reference runs on meta.
         torch.backends.cuda.enable_flash_sdp(not training)
         step = {"training": True, "batch": TRAINING_BATCH} if training else {}
+        if inputs and spec in inputs:
+            step["inputs"] = inputs[spec]
         archprof.analyze(loaded, **step)  # the first pays once-per-process costs (imports, operators first seen)
         again = time.perf_counter()
         report = archprof.analyze(loaded, **step)
@@ -222,7 +248,14 @@ def _us_per_operator(row: dict) -> float:
 
 
 def markdown(
-    rows: list[dict], total: int, sample: int | None, jobs: int, wall_s: float, load: float, training: bool = False
+    rows: list[dict],
+    total: int,
+    sample: int | None,
+    jobs: int,
+    wall_s: float,
+    load: float,
+    training: bool = False,
+    families: tuple[str, ...] = ("classification",),
 ) -> str:
     statuses = Counter(row["status"] for row in rows)
     scope = (
@@ -240,12 +273,15 @@ def markdown(
         if training
         else ""
     )
+    classification = families == ("classification",)
+    hubs = "torchvision and timm" if classification else f"torchvision's {', '.join(families)} models"
     lines = [
-        "# Hub sweep: torchvision and timm against FlopCounterMode" + (", one training step" if training else ""),
+        f"# Hub sweep: {hubs} against FlopCounterMode" + (", one training step" if training else ""),
         "",
         f"{dt.date.today()}, {scope}; `python benchmarks/hub_sweep.py"
         + (f" --sample {sample}" if sample else "")
         + (" --train" if training else "")
+        + ("" if classification else f" --families {','.join(families)}")
         + f" --jobs {jobs}`, {wall_s:.0f} s wall; load average {load:.1f} on {os.cpu_count()} cores at the"
         " start (other work on the machine slows every time below).",
         "",
@@ -317,10 +353,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=default_jobs())
     parser.add_argument("--train", action="store_true", help="analyse one training step (batch 2) instead")
-    parser.add_argument("--report", type=Path, default=None, help="default: reports/hub_sweep[_training].md")
+    parser.add_argument("--families", type=_families, default=("classification",), help=", ".join(FAMILIES))
+    parser.add_argument("--report", type=Path, default=None, help="default: reports/hub_sweep[_families][_training].md")
     options = parser.parse_args()
-    report = options.report or ROOT / "reports" / ("hub_sweep_training.md" if options.train else "hub_sweep.md")
-    models = hub_models()
+    families = options.families
+    stem = "hub_sweep" if families == ("classification",) else "hub_sweep_families"
+    report = options.report or ROOT / "reports" / (stem + ("_training.md" if options.train else ".md"))
+    models = hub_models(families)
     chosen = sorted(random.Random(options.seed).sample(models, options.sample)) if options.sample else models
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -328,13 +367,21 @@ def main() -> None:
     def progress(phase: str, done: int, total: int) -> None:
         print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
 
-    sweep = functools.partial(sweep_one, training=options.train)
+    sweep = functools.partial(sweep_one, training=options.train, inputs=family_inputs(families))
     rows = ordered_map(sweep, chosen, jobs=options.jobs, progress=progress)
     wall_s = time.perf_counter() - start
     print(file=sys.stderr)
-    text = markdown(rows, len(models), options.sample, options.jobs, wall_s, load, options.train)
+    text = markdown(rows, len(models), options.sample, options.jobs, wall_s, load, options.train, families)
     write_reports(report, text, FIELDS, rows)
     print(text)
+
+
+def _families(text: str) -> tuple[str, ...]:
+    families = tuple(family.strip() for family in text.split(",") if family.strip())
+    unknown = [family for family in families if family not in FAMILIES]
+    if unknown or not families:
+        raise argparse.ArgumentTypeError(f"unknown families {unknown}: choose from {', '.join(FAMILIES)}")
+    return families
 
 
 def write_reports(report: Path, text: str, fields: tuple[str, ...], rows: list[dict]) -> None:

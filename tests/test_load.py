@@ -121,6 +121,54 @@ def test_torchvision_and_timm_models_are_built_on_meta(hub_packages):
         load_model("timm:vit")
 
 
+def test_torchvision_segmentation_and_detection_builders_download_no_backbone_weights(hub_packages, monkeypatch):
+    # Left to themselves they fetch ImageNet weights for the backbone (weights_backbone defaults
+    # to them): a download archprof's random-weight analysis never needs, and offline a failure.
+    torchvision, _ = hub_packages
+
+    def download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", download)
+    report = archprof.analyze("torchvision:lraspp_mobilenet_v3_large", input_size=(3, 64, 64))
+    model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+    assert report.input_shapes == ((1, 3, 64, 64),)
+
+
+@pytest.mark.parametrize(
+    "name,args,input_size",
+    [
+        ("r3d_18", {}, (3, 16, 112, 112)),
+        ("s3d", {}, (3, 16, 224, 224)),
+        ("mvit_v2_s", {}, (3, 16, 224, 224)),
+        ("lraspp_mobilenet_v3_large", {}, (3, 520, 520)),
+        ("deeplabv3_mobilenet_v3_large", {"aux_loss": True}, (3, 520, 520)),  # its weights come with the aux head
+        ("quantized_inception_v3", {}, (3, 299, 299)),  # built unquantized: the float model
+    ],
+)
+def test_torchvision_video_segmentation_and_quantizable_models_default_to_the_input_torchvision_counted(
+    hub_packages, name, args, input_size
+):
+    # torchvision's weights publish each model's parameters and GMACs ("_ops", to 3 decimals) at
+    # that input: a 16-frame clip at the crop size, a segmentation image at the resize size,
+    # a quantizable classifier's image as its float twin's.
+    torchvision, _ = hub_packages
+    published = torchvision.models.get_model_weights(name).DEFAULT.meta
+    report = archprof.analyze(f"torchvision:{name}", args=args)
+    assert report.input_shapes == ((1, *input_size),)
+    assert report.totals.param_count == published["num_params"]
+    assert round(report.totals.macs / 1e9, 3) == published["_ops"]
+
+
+def test_a_torchvision_video_model_given_an_image_says_it_takes_a_clip(hub_packages):
+    # Not the Conv3d's own complaint about channels (it reads a 3-D sample as an unbatched clip).
+    with pytest.raises(
+        ArchprofError, match=r"^input 3x224x224 has 3 dimensions; torchvision:r3d_18 takes 4 \(e\.g\. 3x16x112x112\)$"
+    ):
+        archprof.analyze("torchvision:r3d_18", input_size=(3, 224, 224))
+
+
 @pytest.mark.parametrize("package", ["torchvision", "timm"])
 def test_torchvision_and_timm_when_missing_say_what_to_install(monkeypatch, package):
     monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed

@@ -759,6 +759,31 @@ def test_global_layers_are_reached_by_every_pixel(hub_packages, name, part):
     assert footprints(model, x, [(0, 0), (3, 2)]) == [[(0, 31), (0, 31)]] * 2
 
 
+def max_pools_as_averages(module: nn.Module) -> nn.Module:
+    """A max pool's gradient reaches its window's winner only: its averaging twin's, the whole window."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.MaxPool3d):
+            setattr(module, name, nn.AvgPool3d(child.kernel_size, child.stride, child.padding))
+        else:
+            max_pools_as_averages(child)
+    return module
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        lambda video: nn.Sequential(*list(video.r3d_18().children())[:3]),  # 3x7x7 stem, 3x3x3 blocks
+        lambda video: nn.Sequential(*list(video.r2plus1d_18().children())[:3]),  # (2+1)D: 1x3x3 then 3x1x1
+        lambda video: max_pools_as_averages(video.s3d().features[:6]),  # separable 1x7x7 / 7x1x1, pools, inception
+    ],
+    ids=["r3d_18.layer2", "r2plus1d_18.layer2", "s3d.features.5"],
+)
+def test_video_networks_3d_fields_against_gradient_footprints(hub_packages, part):
+    torchvision, _ = hub_packages
+    model = part(torchvision.models.video)
+    check_units(model, (3, 6, 20, 20), corner_units(model, (3, 6, 20, 20), [(1, 2, 3)]))
+
+
 def test_convnext_features_1_is_a_76_pixel_field_with_stride_4(hub_packages):
     # stem 4x4/4: 4 pixels, stride 4; three blocks of a 7x7 depthwise conv: 4 + 3 * 6 * 4 = 76.
     torchvision, _ = hub_packages

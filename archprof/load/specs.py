@@ -26,6 +26,7 @@ import difflib
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import io
 import os
 import re
@@ -183,11 +184,8 @@ def _load_hub(hub: str, model_name: str, spec: str, args: dict[str, Any]) -> Loa
             raise ArchprofError(f"torchvision has no model '{model_name}'{_closest(model_name, names)}")
         builder = models.get_model_builder(model_name) if hasattr(models, "get_model_builder") else None
         builder = builder or getattr(models, model_name)
-        classification = set(models.list_models(module=models)) if hasattr(models, "list_models") else set(names)
-        input_size = (3, 299, 299) if model_name == "inception_v3" else (3, 224, 224)
-        default = input_size if model_name in classification else None
-        loaded = _from_factory(builder, spec, args, kind="hub")
-        return _replace(loaded, input_size=default)
+        loaded = _from_factory(builder, spec, _without_backbone_download(builder, args), kind="hub")
+        return _replace(loaded, input_size=_torchvision_input_size(models, model_name))
     timm = importlib.import_module("timm")
     if not timm.is_model(model_name):
         raise ArchprofError(f"timm has no model '{model_name}'{_closest(model_name, list(timm.list_models()))}")
@@ -200,6 +198,44 @@ def _load_hub(hub: str, model_name: str, spec: str, args: dict[str, Any]) -> Loa
     config = getattr(loaded.module, "pretrained_cfg", None) or getattr(loaded.module, "default_cfg", None) or {}
     size = config.get("input_size") if isinstance(config, Mapping) else None
     return _replace(loaded, input_size=tuple(size) if size else None)
+
+
+# torchvision's video reference trains and evaluates on clips of 16 frames; its weights record only a minimum.
+VIDEO_FRAMES = 16
+
+
+def _torchvision_input_size(models: Any, name: str) -> tuple[int, ...] | None:
+    """The per-sample input a torchvision model is made for: 3x224x224 (inception_v3 3x299x299)
+    for a classifier, quantizable ones too; for a video classifier a clip of VIDEO_FRAMES frames at its default
+    weights' crop size (3x16x112x112 for r3d_18); for a segmentation model a square image
+    at its weights' resize size (3x520x520); None for the rest (detection, optical flow)."""
+    if not hasattr(models, "list_models"):  # an old torchvision, with no registry of its families
+        return None
+    if name in models.list_models(module=models) or name in models.list_models(module=models.quantization):
+        return (3, 299, 299) if name.endswith("inception_v3") else (3, 224, 224)
+    family = next((f for f in ("video", "segmentation") if name in models.list_models(module=getattr(models, f))), None)
+    if family is None:
+        return None
+    weights = models.get_model_weights(name).DEFAULT
+    size = getattr(weights.transforms, "keywords", {}).get("crop_size" if family == "video" else "resize_size")
+    if family == "video" and isinstance(size, tuple) and len(size) == 2:
+        frames = max(VIDEO_FRAMES, weights.meta.get("min_temporal_size", 1))
+        return (3, frames, *size)
+    if family == "segmentation" and isinstance(size, int):
+        return (3, size, size)
+    return None
+
+
+def _without_backbone_download(builder: Callable[..., Any], args: dict[str, Any]) -> dict[str, Any]:
+    """`args` with `weights_backbone=None` where the builder takes it and the caller left it
+    out: torchvision's segmentation and detection builders otherwise download ImageNet
+    backbone weights (about 100 MB; offline, the build fails), which random-weight analysis
+    never needs."""
+    try:
+        takes_backbone = "weights_backbone" in inspect.signature(builder).parameters
+    except (TypeError, ValueError):  # no signature to read
+        return args
+    return {"weights_backbone": None, **args} if takes_backbone else args
 
 
 def _closest(name: str, names: Sequence[str]) -> str:
