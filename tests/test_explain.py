@@ -194,8 +194,8 @@ def test_vgg16_first_layer_verbatim():
     macs = "MACs = N · C_out · H_out · W_out · (C_in / G) · K_h · K_w = 1 · 64 · 224 · 224 · (3 / 1) · 3 · 3"
     assert f"  {macs} = 86,704,128\n" in text
     assert (
-        "  H_out = floor((H_in + 2P - D (K - 1) - 1) / S) + 1 = floor((224 + 2 · 1 - 1 · (3 - 1) - 1) / 1) + 1 = 224"
-        in text
+        "  H_out = floor((H_in + 2P_h - D_h (K_h - 1) - 1) / S_h) + 1 = floor((224 + 2 · 1 - 1 · (3 - 1) - 1) / 1) + 1"
+        " = 224" in text
     )
 
 
@@ -226,7 +226,7 @@ def test_receptive_field_steps_are_the_recurrence():
     assert (section["r_h"], section["j_h"], section["start_h"]) == ("7", "2", "-2")
     pool = next(f for t, f in _blocks(report.explain("2")).items() if t.startswith("aten.max_pool"))
     assert (pool["r_w"], pool["j_w"], pool["start_w"]) == ("9", "4", "-2")
-    assert "r_h = r_prev + D (K - 1) j_prev = 3 + 2 · (3 - 1) · 1 = 7" in report.explain("1")
+    assert "r_h = r_prev + D_h (K_h - 1) j_prev = 3 + 2 · (3 - 1) · 1 = 7" in report.explain("1")
 
 
 def test_grouped_and_depthwise_convolutions_say_so():
@@ -806,3 +806,238 @@ def test_an_inference_report_explains_no_backward_pass_and_the_cli_takes_train()
     assert TRAINING not in cli("explain", "lenet5", "#1").output
     markdown = cli("explain", "lenet5", "#1", "--train", "--format", "markdown")
     assert markdown.exit_code == 0 and f"**{markdown_literal(TRAINING)}**" in markdown.output
+
+
+# --- layer types beyond 2-d CNNs: each figure against an oracle, each formula evaluated --------
+
+# A symbol of a formula (C_out, K_h, dil_d, r_prev, numel(out)) or a number; and a value of
+# its worked line (a number, or a numel written 2·4·6 with no spaces: one value).
+_SYMBOL = re.compile(r"numel\([a-z]+\)|[A-ZΣ][A-Za-z]*(?:_[a-z]+)?|[a-z]+(?:_[a-z]+)+|\d+")
+_VALUE = re.compile(r"\d+(?:·\d+)*")
+_LABEL = re.compile(r" \([^()]*[A-Za-z_][^()]*\)")  # a sum's term named: "216 (0.weight)"
+
+
+def _evaluated(worked: str):
+    """The worked arithmetic of a figure evaluated (floor, ceil, ·, /), or None where it is
+    not arithmetic alone."""
+    import math
+
+    arithmetic = _LABEL.sub("", worked).replace(",", "").replace("·", "*")
+    if not arithmetic or not re.fullmatch(r"(floor|ceil|[\d\s*+\-/()])+", arithmetic):
+        return None
+    return eval(arithmetic, {"floor": math.floor, "ceil": math.ceil})  # archprof's text, digits and operators only
+
+
+def _check_formulas(found: Explanation) -> None:
+    """Each figure's worked arithmetic gives its printed result, each shape its dimensions;
+    and within a section no symbol stands for two values (a formula's symbols and numbers
+    paired with its worked line's values; `_prev`: the field before, per line)."""
+    for section in found.sections:
+        meaning: dict[str, int] = {}
+        for step in section.steps:
+            if isinstance(step.value, tuple):
+                assert step.worked == " x ".join(map(str, step.value)), step
+            elif isinstance(step.value, int) and (value := _evaluated(step.worked)) is not None:
+                assert value == step.value, step
+            symbols, values = _SYMBOL.findall(step.formula), _VALUE.findall(step.worked.replace(",", ""))
+            if not symbols or len(symbols) != len(values):
+                continue
+            for symbol, value in zip(symbols, values, strict=True):
+                value = eval(value.replace("·", "*"))
+                if symbol.isdigit():
+                    assert int(symbol) == value, step
+                elif not symbol.endswith("_prev"):
+                    assert meaning.setdefault(symbol, value) == value, (section.title, symbol, step)
+        # a letter bare and subscripted (D and D_in, K and K_h): two things, or one named two ways
+        bare = {symbol for symbol in meaning if "_" not in symbol}
+        assert not {s for s in meaning if s.split("_")[0] in bare and "_" in s}, (section.title, sorted(meaning))
+
+
+class _Embedded(nn.Module):
+    """An embedding of 50 words of 16, looked up at indices made from the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+
+    def forward(self, x):
+        return self.emb((x.abs() * 10).long().clamp(max=49))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x, x)[0]
+
+
+class _Recurrent(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.rnn = kind(8, 12, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+def _single(layer):
+    return nn.Sequential(layer), "0"
+
+
+# name -> (model, the row explained, input per sample, the row's figures by hand at batch 2:
+# docs/formulas.md's formulas with the layer's values, N = 2)
+BEYOND_2D = {
+    # L_out = floor((40 + 6 - 2 · 4 - 1) / 2) + 1 = 19; MACs = N · C_out · L_out · C_in · K
+    "conv1d dilated": (
+        *_single(nn.Conv1d(3, 8, 5, stride=2, padding=3, dilation=2)),
+        (3, 40),
+        {"macs": 2 * 8 * 19 * 3 * 5, "param_count": 8 * 3 * 5 + 8},
+    ),
+    # D_out = 8 + 2 - 2 · 2 - 1 + 1 = 6, H_out = floor((9 + 2 - 2 - 1) / 2) + 1 = 5, W_out = floor(7 / 2) + 1 = 4
+    "conv3d dilated in depth": (
+        *_single(nn.Conv3d(2, 4, 3, stride=(1, 2, 2), padding=(1, 1, 0), dilation=(2, 1, 1))),
+        (2, 8, 9, 10),
+        {"macs": 2 * 4 * 6 * 5 * 4 * 2 * 27, "param_count": 4 * 2 * 27 + 4},
+    ),
+    # L_out = (7 - 1) 2 - 2 + 2 · 2 + 1 + 1 = 16; MACs = N · C_in · L_in · (C_out / G) · K
+    "transposed 1d": (
+        *_single(nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1, output_padding=1, dilation=2, groups=2)),
+        (4, 7),
+        {"macs": 2 * 4 * 7 * 3 * 3, "param_count": 4 * 3 * 3 + 6},
+    ),
+    # H_out = (5 - 1) 2 - 2 + 2 + 1 + 1 = 10, W_out = (6 - 1) 3 + 2 · 1 + 2 + 1 = 20
+    "transposed 2d": (
+        *_single(
+            nn.ConvTranspose2d(
+                4, 6, (3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 2), groups=2
+            )
+        ),
+        (4, 5, 6),
+        {"macs": 2 * 4 * 5 * 6 * 3 * 3 * 2, "param_count": 4 * 3 * 3 * 2 + 6},
+    ),
+    "transposed 3d depthwise": (
+        *_single(nn.ConvTranspose3d(4, 4, 3, stride=2, output_padding=1, groups=4)),
+        (4, 3, 4, 5),
+        {"macs": 2 * 4 * 3 * 4 * 5 * 27, "param_count": 4 * 27 + 4},
+    ),
+    "depthwise dilated": (
+        *_single(nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=6)),
+        (6, 9, 9),
+        {"macs": 2 * 6 * 9 * 9 * 9, "param_count": 6 * 9 + 6},
+    ),
+    # H_out = floor((9 - 2 - 1) / 2) + 1 = 4; C_in / G = 2
+    "grouped": (
+        *_single(nn.Conv2d(6, 9, (3, 1), stride=(2, 1), groups=3)),
+        (6, 9, 5),
+        {"macs": 2 * 9 * 4 * 5 * 2 * 3, "param_count": 9 * 2 * 3 + 9},
+    ),
+    # ceil: D 4, H ceil(7 / 2) + 1 = 5, W 5; (27 - 1) comparisons per output
+    "max pool 3d ceil": (
+        *_single(nn.MaxPool3d(3, stride=2, padding=1, ceil_mode=True)),
+        (2, 7, 8, 9),
+        {"elementwise_flops": 26 * 2 * 2 * 4 * 5 * 5},
+    ),
+    # D 6, H 3, W 4; 12 per output (11 additions, a division)
+    "avg pool 3d no padding counted": (
+        *_single(nn.AvgPool3d((2, 3, 2), stride=(1, 2, 2), padding=1, count_include_pad=False)),
+        (2, 5, 6, 7),
+        {"elementwise_flops": 12 * 2 * 2 * 6 * 3 * 4},
+    ),
+    "avg pool ceil": (
+        *_single(nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+        (2, 7, 8),
+        {"elementwise_flops": 9 * 2 * 2 * 4 * 5},
+    ),
+    # windows: 5 -> 2: [0, 3) [2, 5); 7 -> 3: [0, 3) [2, 5) [4, 7); 8 -> 3: [0, 3) [2, 6) [5, 8)
+    "adaptive avg pool 3d": (
+        *_single(nn.AdaptiveAvgPool3d((2, 3, 3))),
+        (2, 5, 7, 8),
+        {"elementwise_flops": 2 * 2 * (3 + 3) * (3 + 3 + 3) * (3 + 4 + 3)},
+    ),
+    # 7 -> 3: 3 + 3 + 3; 9 -> 4: [0, 3) [2, 5) [4, 7) [6, 9); a maximum: window - 1 comparisons
+    "adaptive max pool 2d": (
+        *_single(nn.AdaptiveMaxPool2d((3, 4))),
+        (2, 7, 9),
+        {"elementwise_flops": 2 * 2 * 9 * 12 - 2 * 2 * 3 * 4},
+    ),
+    # 2T - 1 per output: bilinear 7, trilinear 15; nearest a copy
+    "bilinear align corners": (
+        *_single(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)),
+        (2, 5, 6),
+        {"elementwise_flops": 7 * 2 * 2 * 10 * 12},
+    ),
+    "nearest to a size": (*_single(nn.Upsample(size=(7, 9))), (2, 5, 6), {"elementwise_flops": 0}),
+    "trilinear": (
+        *_single(nn.Upsample(scale_factor=1.5, mode="trilinear")),
+        (2, 4, 4, 4),
+        {"elementwise_flops": 15 * 2 * 2 * 6 * 6 * 6},
+    ),
+    "pixel shuffle": (*_single(nn.PixelShuffle(2)), (8, 4, 4), {"elementwise_flops": 0, "macs": 0}),
+    "pixel unshuffle": (*_single(nn.PixelUnshuffle(2)), (2, 8, 8), {"elementwise_flops": 0, "macs": 0}),
+    # 5 FLOPs per element (mean 1, variance 2, normalise and affine 2), 2 parameters per element normalised
+    "layer norm": (
+        *_single(nn.LayerNorm([4, 5])),
+        (3, 4, 5),
+        {"elementwise_flops": 5 * 2 * 3 * 4 * 5, "param_count": 2 * 4 * 5},
+    ),
+    "group norm": (*_single(nn.GroupNorm(2, 4)), (4, 5, 5), {"elementwise_flops": 5 * 2 * 4 * 5 * 5, "param_count": 8}),
+    "instance norm 3d": (
+        *_single(nn.InstanceNorm3d(4, affine=True)),
+        (4, 3, 5, 5),
+        {"elementwise_flops": 5 * 2 * 4 * 3 * 5 * 5, "param_count": 8},
+    ),
+    "embedding": (_Embedded(), "emb", (7,), {"param_count": 50 * 16, "macs": 0, "elementwise_flops": 0}),
+    # projections N · L · E · 3E and N · L · E · E, scores and their use N · heads · L · L · E / heads each
+    "multi-head attention": (
+        _SelfAttention(),
+        "attn",
+        (5, 16),
+        {"macs": 2 * 5 * 16 * 48 + 2 * 2 * 4 * 5 * 5 * 4 + 2 * 5 * 16 * 16, "param_count": 4 * 16 * 16 + 4 * 16},
+    ),
+    # per step and sample 4H (I + H) MACs and 13 H FLOPs (FORMULAS.md), T = 5, B = 2
+    "lstm": (
+        _Recurrent(nn.LSTM),
+        "rnn",
+        (5, 8),
+        {"macs": 5 * 2 * 48 * (8 + 12), "elementwise_flops": 13 * 5 * 2 * 12, "param_count": 48 * 20 + 2 * 48},
+    ),
+    "gru": (_Recurrent(nn.GRU), "rnn", (5, 8), {"macs": 5 * 2 * 36 * (8 + 12), "param_count": 36 * 20 + 2 * 36}),
+    # N · L rows: 2 · 5 · 8 · 6
+    "linear on 3-d input": (*_single(nn.Linear(8, 6)), (5, 8), {"macs": 2 * 5 * 8 * 6, "param_count": 8 * 6 + 6}),
+}
+
+
+def _row_output_shape(report, index) -> str:
+    return report.columns["output_shape"][index].split(",")[0].strip()
+
+
+@pytest.mark.parametrize("name", list(BEYOND_2D))
+def test_every_figure_of_a_layer_beyond_2d_cnns_is_the_oracle_s(name):
+    """Each printed figure is the report's (`_check_rows_against_report`) and the hand
+    formula's; the output shape a real CPU forward's; MACs FlopCounterMode's where it counts
+    the operator; every worked line evaluates to its result, no symbol means two things."""
+    model, label, shape, hand = BEYOND_2D[name]
+    report = archprof.analyze(model, input_size=shape, batch=2)
+    _check_rows_against_report(report)
+    index = report.columns["layer"].index(label)
+    found = explanation(report, f"#{index + 1}")  # attn is a container too: its row by number
+    _check_formulas(found)
+    with FlopCounterMode(display=False) as counter:
+        out = copy.deepcopy(model).eval()(torch.randn(2, *shape))
+    assert _row_output_shape(report, index) == "x".join(map(str, out.shape))
+    shapes = found.steps("output shape")  # of one operator: the layer's (of several: each product's own)
+    if len(shapes) == 1 and not isinstance(model, _Recurrent):  # a recurrent layer's: one step's hidden state
+        assert shapes[0].value == tuple(out.shape), shapes[0]
+    if counter.get_total_flops():
+        assert 2 * report.columns["macs"][index] == counter.get_total_flops()
+    row = _blocks(found.text())[ROW]
+    for column, value in hand.items():
+        assert report.columns[column][index] == value, column
+        assert (
+            _number(
+                row[{"macs": "MACs", "elementwise_flops": "elementwise FLOPs", "param_count": "parameters"}[column]]
+            )
+            == value
+        )

@@ -196,21 +196,22 @@ def _convolution(op: OpNode, fields: Fields, sources: Sources) -> Section:
     sizes = []
     for d, name in enumerate(names):
         size_in, k, s, p, dl = x.shape[2 + d], kernel[d], stride[d], padding[d], dilation[d]
+        K, S, P, D = _window_symbols(names, d)
         if transposed:
             op_pad = expand(output_padding, dims)[d]
             size = transposed_conv_output_size(size_in, k, s, p, dl, op_pad)
-            formula = f"({name}_in - 1) S - 2P + D (K - 1) + output_padding + 1"
+            formula = f"({name}_in - 1) {S} - 2{P} + {D} ({K} - 1) + output_padding_{name.lower()} + 1"
             worked = f"({size_in} - 1) · {s} - 2 · {p} + {dl} · ({k} - 1) + {op_pad} + 1"
         else:
             size = conv_output_size(size_in, k, s, p, dl)
-            formula = f"floor(({name}_in + 2P - D (K - 1) - 1) / S) + 1"
+            formula = f"floor(({name}_in + 2{P} - {D} ({K} - 1) - 1) / {S}) + 1"
             worked = f"floor(({size_in} + 2 · {p} - {dl} · ({k} - 1) - 1) / {s}) + 1"
         steps.append(Step(f"{name}_out", formula, worked, size))
         sizes.append(size)
     spatial = " x ".join(f"{n}_out" for n in names)
     out = (x.shape[0], c_out, *sizes)
     steps.append(Step("output shape", f"N x C_out x {spatial}", " x ".join(map(str, out)), out))
-    k_letters = " · ".join(f"K_{n.lower()}" for n in names)
+    k_letters = " · ".join(_window_symbols(names, d)[0] for d in range(dims))
     k_values = " · ".join(map(str, kernel))
     if transposed:
         weight_formula, weight_worked = (
@@ -255,7 +256,14 @@ def _matrix_product(op: OpNode, sources: Sources) -> Section:
     a, b = op.args[1:3] if has_bias else op.args[0:2]
     n, k, m = a.shape[0], a.shape[1], b.shape[1]
     cost = op_cost(op)
-    steps = [Step("output shape", "rows x out", f"{n} x {m}", tuple(op.outputs[0].shape))]
+    leading = _flattened_leading(a, sources)
+    if leading:  # a linear layer on N x L x in: its rows are every position of every sample
+        steps = [
+            Step("rows", "the product of the leading dimensions", " · ".join(map(str, leading)), n),
+            Step("output shape", "leading dimensions x out", " x ".join(map(str, (*leading, m))), (*leading, m)),
+        ]
+    else:
+        steps = [Step("output shape", "rows x out", f"{n} x {m}", tuple(op.outputs[0].shape))]
     bias_count = bias.numel if isinstance(bias, TensorMeta) else 0
     if sources.origin(b).kind in ("parameter", "buffer"):
         title = f"{op.op}: a matrix product [{n}, {k}] @ [{k}, {m}], a linear layer {k} -> {m} over {n} row(s)"
@@ -281,6 +289,16 @@ def _matrix_product(op: OpNode, sources: Sources) -> Section:
     if bias_count:
         notes += ("the bias addition is not counted, as in PyTorch's FlopCounterMode",)
     return Section(title, tuple(steps), notes)
+
+
+def _flattened_leading(a: TensorMeta, sources: Sources) -> tuple[int, ...]:
+    """The leading dimensions (N, L, ...) a matrix product's rows were flattened from (a
+    linear layer on a 3-d or larger input: a view to [N · L, in]); () where none were."""
+    reshape = sources.made_by.get(a.id)
+    if reshape is None or reshape.op not in _RESHAPES or not reshape.inputs:
+        return ()
+    leading = tuple(reshape.inputs[0].shape[:-1])
+    return leading if len(leading) > 1 and prod(leading) == a.shape[0] else ()
 
 
 def _own_parameters(
@@ -402,7 +420,8 @@ def _pool(op: OpNode, fields: Fields) -> Section:
         size_in, k, s, p, dl = x.shape[-dims + d], kernel[d], stride[d], padding[d], dilation[d]
         size = pool_output_size(size_in, k, s, p, dl, ceil_mode)
         rounding = "ceil" if ceil_mode else "floor"
-        formula = f"{rounding}(({name}_in + 2P - D (K - 1) - 1) / S) + 1"
+        K, S, P, D = _window_symbols(names, d)
+        formula = f"{rounding}(({name}_in + 2{P} - {D} ({K} - 1) - 1) / {S}) + 1"
         worked = f"{rounding}(({size_in} + 2 · {p} - {dl} · ({k} - 1) - 1) / {s}) + 1"
         if ceil_mode and size != -(-(size_in + 2 * p - dl * (k - 1) - 1) // s) + 1:
             # torch drops a last window that would start in the right padding
@@ -413,30 +432,26 @@ def _pool(op: OpNode, fields: Fields) -> Section:
     steps.append(
         Step("output shape", "N x C x " + " x ".join(f"{n}_out" for n in names), " x ".join(map(str, out)), out)
     )
-    window = prod(kernel)
+    window = " · ".join(_window_symbols(names, d)[0] for d in range(dims))  # K_h · K_w: the window's size
+    window_worked = " · ".join(map(str, kernel))
     cost = op_cost(op)
     if maximum:
-        steps.append(
-            Step(
-                "elementwise FLOPs",
-                "(K - 1) comparisons · numel(out)",
-                f"({window} - 1) · {product_text(out)}",
-                cost.elementwise_flops,
-            )
-        )
+        formula, worked = f"({window} - 1) comparisons · numel(out)", f"({window_worked} - 1) · {product_text(out)}"
     else:
-        steps.append(
-            Step(
-                "elementwise FLOPs",
-                "K (K - 1 additions, a division) · numel(out)",
-                f"{window} · {product_text(out)}",
-                cost.elementwise_flops,
-            )
-        )
+        formula = f"{window} (the window's additions but one, a division) · numel(out)"
+        worked = f"{window_worked} · {product_text(out)}"
+    steps.append(Step("elementwise FLOPs", formula, worked, cost.elementwise_flops))
     steps += _window_field(fields, op, x, kernel, stride, padding, dilation)
     kind = "a max-pool" if maximum else "an average-pool"
     setting = f"kernel {shape_text(kernel)}, stride {shape_text(stride)}, padding {shape_text(padding)}"
-    return Section(f"{op.op}: {kind} of {shape_text(x.shape)}; {setting}", tuple(steps))
+    if maximum and any(d != 1 for d in dilation):
+        setting += f", dilation {shape_text(dilation)}"
+    notes = ()
+    if ceil_mode:
+        setting += ", ceil_mode"
+    if not maximum and not _arg(op, 5, "count_include_pad", True):
+        notes = ("count_include_pad False: a window over the padding is divided by its elements inside the input",)
+    return Section(f"{op.op}: {kind} of {shape_text(x.shape)}; {setting}", tuple(steps), notes)
 
 
 def _cat(op: OpNode, fields: Fields) -> Section:
@@ -516,14 +531,17 @@ def _window_field(fields: Fields, op: OpNode, x: TensorMeta, kernel, stride, pad
     if lead < 0:
         return [Step("receptive field", "", "", field_note(fields, op.outputs[0]))]
     steps = []
-    for d, name in enumerate(_spatial_names(len(before.field))):
+    names = _spatial_names(len(before.field))
+    for d, name in enumerate(names):
         tag = f"_{name.lower()}"
         w = lead + d
         k, s, p, dl, j = kernel[w], stride[w], padding[w], dilation[w], before.stride[d]
         size, start = before.field[d], before.start[d]
-        steps.append(Step(f"r{tag}", "r_prev + D (K - 1) j_prev", f"{size} + {dl} · ({k} - 1) · {j}", after.field[d]))
-        steps.append(Step(f"j{tag}", "j_prev · S", f"{j} · {s}", str(after.stride[d])))
-        steps.append(Step(f"start{tag}", "start_prev - P · j_prev", f"{start} - {p} · {j}", after.start[d]))
+        K, S, P, D = _window_symbols(names, d)
+        worked = f"{size} + {dl} · ({k} - 1) · {j}"
+        steps.append(Step(f"r{tag}", f"r_prev + {D} ({K} - 1) j_prev", worked, after.field[d]))
+        steps.append(Step(f"j{tag}", f"j_prev · {S}", f"{j} · {s}", str(after.stride[d])))
+        steps.append(Step(f"start{tag}", f"start_prev - {P} · j_prev", f"{start} - {p} · {j}", after.start[d]))
     return steps
 
 
@@ -540,6 +558,14 @@ def _arg(op: OpNode, index: int, name: str, default=None):
     if len(op.args) > index:
         return op.args[index]
     return op.kwargs.get(name, default)
+
+
+def _window_symbols(names: Sequence[str], d: int) -> tuple[str, str, str, str]:
+    """The kernel, stride, padding and dilation along spatial dimension `d` of `names`:
+    K_h, S_h, P_h, D_h; where D names the depth (a 3-d window), the dilation is dil_d."""
+    tag = names[d].lower()
+    dilation = "dil" if "D" in names else "D"
+    return f"K_{tag}", f"S_{tag}", f"P_{tag}", f"{dilation}_{tag}"
 
 
 def _spatial_names(dims: int) -> list[str]:
