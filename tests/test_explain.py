@@ -835,6 +835,8 @@ def _check_formulas(found: Explanation) -> None:
     for section in found.sections:
         meaning: dict[str, int] = {}
         for step in section.steps:
+            if step.name in ("MACs", "elementwise FLOPs") and step.value:  # worked out, not a formula's words
+                assert _evaluated(step.worked) == step.value, step
             if isinstance(step.value, tuple):
                 assert step.worked == " x ".join(map(str, step.value)), step
             elif isinstance(step.value, int) and (value := _evaluated(step.worked)) is not None:

@@ -116,6 +116,10 @@ def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | 
         "aten.avg_pool3d",
     ):
         return _pool(op, fields)
+    if op.op.startswith(("aten._adaptive_avg_pool", "aten.adaptive_max_pool")) and not op.op.endswith("_backward"):
+        return _adaptive_pool(op)
+    if op.op == "aten.mkldnn_rnn_layer":
+        return _lstm_layer(op)
     if op.op == "aten.cat":
         return _cat(op, fields)
     if op.op == "aten._scaled_dot_product_flash_attention_for_cpu":
@@ -452,6 +456,58 @@ def _pool(op: OpNode, fields: Fields) -> Section:
     if not maximum and not _arg(op, 5, "count_include_pad", True):
         notes = ("count_include_pad False: a window over the padding is divided by its elements inside the input",)
     return Section(f"{op.op}: {kind} of {shape_text(x.shape)}; {setting}", tuple(steps), notes)
+
+
+def _adaptive_pool(op: OpNode) -> Section:
+    """An adaptive pool: output i of a dimension pools input [floor(i In / Out), ceil((i + 1)
+    In / Out)), so the windows' sizes summed over the output are a product over dimensions."""
+    x, out = op.args[0], op.outputs[0].shape
+    dims = len(op.args[1])
+    names = _spatial_names(dims)
+    leading = out[:-dims]
+    steps = []
+    for name, size_in, size_out in zip(names, x.shape[-dims:], out[-dims:], strict=True):
+        windows = [-(-(i + 1) * size_in // size_out) - i * size_in // size_out for i in range(size_out)]
+        formula = f"the windows along {name}, ceil((i + 1) {name}_in / {name}_out) - floor(i {name}_in / {name}_out)"
+        steps.append(Step(f"Σ_{name.lower()}", formula, " + ".join(map(str, windows)), sum(windows)))
+    sums = " · ".join(f"Σ_{n.lower()}" for n in names)
+    worked = " · ".join(map(str, (*leading, *(step.value for step in steps))))
+    maximum = "max" in op.op
+    formula = f"N · C · {sums}" + (" - numel(out) (a window's comparisons: its size - 1)" if maximum else "")
+    worked += f" - {product_text(out)}" if maximum else ""
+    steps.append(
+        Step("output shape", "N x C x " + " x ".join(f"{n}_out" for n in names), " x ".join(map(str, out)), tuple(out))
+    )
+    steps.append(Step("elementwise FLOPs", formula, worked, op_cost(op).elementwise_flops))
+    kind = "an adaptive max-pool" if maximum else "an adaptive average-pool"
+    return Section(f"{op.op}: {kind} of {shape_text(x.shape)} to {shape_text(out[-dims:])}", tuple(steps))
+
+
+def _lstm_layer(op: OpNode) -> Section:
+    """oneDNN's LSTM layer (one layer, one direction), counted as the cell loop it replaces
+    (`costs.onednn_lstm_layer_cost`)."""
+    x, w_hh = op.args[0], op.args[2]
+    steps_in_time, batch, width = x.shape
+    hidden = w_hh.shape[1]
+    cost = op_cost(op)
+    steps = (
+        Step(
+            "MACs",
+            "T · B · 4H · (I + H)",
+            f"{steps_in_time} · {batch} · 4 · {hidden} · ({width} + {hidden})",
+            cost.macs,
+        ),
+        Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs),
+        Step(
+            "elementwise FLOPs", "13 · T · B · H", f"13 · {steps_in_time} · {batch} · {hidden}", cost.elementwise_flops
+        ),
+    )
+    notes = (
+        "per step and sequence: the 4 gates' products with the input and the hidden state; per hidden unit 13 FLOPs:"
+        " 5 additions (the two products' gates, the new cell state), 3 sigmoids, 3 multiplications, 2 tanh",
+    )
+    title = f"{op.op}: an LSTM layer of {hidden} hidden units over T = {steps_in_time} steps, B = {batch}, I = {width}"
+    return Section(title, steps, notes)
 
 
 def _cat(op: OpNode, fields: Fields) -> Section:
