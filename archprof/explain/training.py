@@ -201,13 +201,17 @@ def _norm_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> Section
     gradient, 5 for the parameter gradients (the input normalised again, times the output
     gradient, the two sums), each where the output mask asks for it."""
     grad, mask = op.args[0], op.args[-1]
-    wants_input = bool(mask[0])
-    parts = (4 if wants_input else 0, 5 if any(mask) else 0)
+    # only the parts the mask asks for, so that the formula's constants are the worked line's
+    parts = [
+        (n, words)
+        for n, words, wanted in ((4, "input gradient", mask[0]), (5, "statistics and parameter gradients", any(mask)))
+        if wanted
+    ]
     flags = ", ".join(f"{n} {'yes' if w else 'no'}" for n, w in zip(("input", "scale", "shift"), mask, strict=True))
     step = Step(
         "elementwise FLOPs",
-        "(4 input gradient + 5 statistics and parameter gradients) per element · numel(grad_out)",
-        f"({parts[0]} + {parts[1]}) · {product_text(grad.shape)}",
+        f"({' + '.join(f'{n} {words}' for n, words in parts)}) per element · numel(grad_out)",
+        f"({' + '.join(str(n) for n, _ in parts)}) · {product_text(grad.shape)}",
         share.elementwise_flops,
     )
     notes = ("input gradient: gamma / sigma · (grad - mean(grad) - x_hat · mean(grad · x_hat)) per channel",)
