@@ -56,9 +56,9 @@ def _without_ones(shape: str) -> list[str]:
     return [size for size in shape.split("x") if size != "1"]
 
 
-def _check_rows_against_report(report) -> None:
-    """Every row's printed figures are the report's."""
-    for index in range(len(report)):
+def _check_rows_against_report(report, rows=None) -> None:
+    """Every row's printed figures (or those of the `rows` numbered from 0) are the report's."""
+    for index in range(len(report)) if rows is None else rows:
         text = report.explain(f"#{index + 1}")
         for line in text.splitlines():  # every receptive-field step's arithmetic, redone
             if line.strip().startswith(("r_", "j_", "start_")):
@@ -1043,3 +1043,83 @@ def test_every_figure_of_a_layer_beyond_2d_cnns_is_the_oracle_s(name):
             )
             == value
         )
+
+
+def _layer_inputs(model: nn.Module, x_shape, names) -> dict[str, tuple[int, ...]]:
+    """The input shape of each named layer in a forward on the meta device (no arithmetic)."""
+    model = copy.deepcopy(model).to("meta")
+    shapes = {}
+
+    def keep(name):
+        def hook(module, args):
+            shapes.setdefault(name, tuple(args[0].shape))
+
+        return hook
+
+    for name in names:
+        model.get_submodule(name).register_forward_pre_hook(keep(name))
+    model.eval()(torch.empty(1, *x_shape, device="meta"))
+    return shapes
+
+
+def _check_hub_layers(model, x_shape, names, hand) -> None:
+    """Each named layer of a hub model: its printed figures the report's, its formulas
+    consistent; its output shape a real CPU forward's of the layer alone on its input shape,
+    its MACs FlopCounterMode's there (where it counts the op) and the hand formula's."""
+    report = archprof.analyze(model, input_size=x_shape)
+    inputs = _layer_inputs(model, x_shape, names)
+    for name in names:
+        index = report.columns["layer"].index(name)
+        _check_rows_against_report(report, [index])
+        _check_formulas(explanation(report, f"#{index + 1}"))
+        layer = copy.deepcopy(model.get_submodule(name)).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            out = layer(torch.randn(inputs[name]))
+        assert _row_output_shape(report, index) == "x".join(map(str, out.shape)), name
+        assert 2 * report.columns["macs"][index] == counter.get_total_flops(), name
+        for column, value in hand.get(name, {}).items():
+            assert report.columns[column][index] == value, (name, column)
+
+
+def test_a_video_model_s_3d_layers_are_explained_as_the_oracles_count_them(hub_packages):
+    torchvision, _ = hub_packages
+    model = torchvision.models.video.r3d_18(weights=None)
+    hand = {  # N · C_out · D_out · H_out · W_out · C_in · K_d · K_h · K_w
+        "stem.0": {"macs": 64 * 16 * 56 * 56 * 3 * 3 * 7 * 7},  # 3 x 7 x 7, stride 1 x 2 x 2, padding 1 x 3 x 3
+        "layer2.0.conv1.0": {"macs": 128 * 8 * 28 * 28 * 64 * 27},  # 3 x 3 x 3, stride 2: 16 x 56 x 56 -> 8 x 28 x 28
+        "layer2.0.downsample.0": {"macs": 128 * 8 * 28 * 28 * 64},
+        "fc": {"macs": 512 * 400},
+    }
+    _check_hub_layers(model, (3, 16, 112, 112), list(hand), hand)
+
+
+def test_a_segmentation_model_s_dilated_layers_are_explained_as_the_oracles_count_them(hub_packages):
+    torchvision, _ = hub_packages
+    model = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None)
+    dilated = [
+        name for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.dilation[0] > 1 and m.groups > 1
+    ]
+    names = [dilated[0], "classifier.0.convs.1.0", "classifier.0.project.0"]
+    # ASPP's 3 x 3 of dilation 12 on 960 x 14 x 14 (output stride 16 on 224): 256 · 14 · 14 · 960 · 9 MACs
+    hand = {"classifier.0.convs.1.0": {"macs": 256 * 14 * 14 * 960 * 9}}
+    _check_hub_layers(model, (3, 224, 224), names, hand)
+    report = archprof.analyze(model, input_size=(3, 224, 224))
+    # the pooled branch upsampled back (bilinear: 2T - 1 = 7 per output) and the logits to the input size
+    pooled, logits = report.columns["layer"].index("classifier.0.convs.4"), len(report) - 1
+    for index, numel in ((pooled, 256 * 14 * 14), (logits, 21 * 224 * 224)):
+        _check_rows_against_report(report, [index])
+        _check_formulas(explanation(report, f"#{index + 1}"))
+        assert report.columns["elementwise_flops"][index] == 7 * numel
+
+
+@pytest.mark.parametrize("name", ["conv3d dilated in depth", "linear on 3-d input", "layer norm", "group norm"])
+def test_the_backward_of_a_layer_beyond_2d_cnns_is_the_oracle_s(name):
+    """--train: every training figure printed is the report's column, every worked line
+    evaluates to its result, and the step's FLOPs are FlopCounterMode's around a real
+    forward and backward."""
+    model, label, shape, _ = BEYOND_2D[name]
+    report = archprof.analyze(model, input_size=shape, batch=2, training=True)
+    rows = _training_rows(report)
+    index = report.columns["layer"].index(label)
+    _check_formulas(explanation(report, f"#{index + 1}"))
+    assert sum(row["training FLOPs"] for row in rows) == _step_flops(copy.deepcopy(model), torch.randn(2, *shape))
