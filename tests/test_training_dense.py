@@ -1,12 +1,17 @@
 """Training dense-prediction networks: segmentation and detection losses, against a real CPU
 step (torch.profiler for the peaks, FlopCounterMode for the FLOPs)."""
 
+from math import prod
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import archprof
+from archprof.passes.flops import op_cost
+from archprof.trace import trace
+from tests.test_training import counted_training_flops
 from tests.test_training_peak import real_optimizer_step
 
 
@@ -85,3 +90,71 @@ def test_the_gradient_of_a_binary_cross_entropy_of_logits_is_made_in_place(name,
     real = real_optimizer_step(model, x, "sgd")
     totals = archprof.analyze(model, input_size=(3, 8, 8), batch=2, dtype=dtype, training=True).totals
     assert totals.training_peak_bytes == real.peak_bytes
+
+
+class SpatialTransformer(nn.Module):
+    """A map resampled at an affine grid a linear layer predicts (F.affine_grid, then
+    F.grid_sample): both the map and the grid need a gradient; `sample_the_input`, the
+    network's input is sampled (no gradient for it), the map only predicts the grid."""
+
+    def __init__(self, dims: int = 2, sample_the_input: bool = False, **sampling):
+        super().__init__()
+        convolution = nn.Conv2d if dims == 2 else nn.Conv3d
+        self.conv, self.locate = convolution(3, 4, 3, padding=1), nn.Linear(4, dims * (dims + 1))
+        self.dims, self.sample_the_input = dims, sample_the_input
+        self.sampling = {"align_corners": False, **sampling}
+
+    def forward(self, x):
+        features = self.conv(x)
+        theta = self.locate(features.mean(dim=tuple(range(2, 2 + self.dims)))).view(-1, self.dims, self.dims + 1)
+        sampled = x if self.sample_the_input else features
+        grid = F.affine_grid(theta, list(sampled.shape), align_corners=self.sampling["align_corners"])
+        return F.grid_sample(sampled, grid, **self.sampling)
+
+
+# (the transformer's arguments, input size, FLOPs per output-gradient element: the input's
+# gradient's, the grid's): T taps, d coordinates
+SAMPLERS = {
+    "bilinear, zeros": ({}, (3, 6, 6), 2 * 4, 2 * (2 * 4 + 1)),
+    "bilinear, border, aligned corners": (
+        {"padding_mode": "border", "align_corners": True},
+        (3, 6, 6),
+        2 * 4,
+        2 * (2 * 4 + 1),
+    ),
+    "nearest, reflection": ({"mode": "nearest", "padding_mode": "reflection"}, (3, 6, 6), 1, 0),
+    "bicubic": ({"mode": "bicubic"}, (3, 6, 6), 2 * 16, 2 * (2 * 16 + 1)),
+    "trilinear (3-d)": ({"dims": 3}, (3, 4, 4, 4), 2 * 8, 3 * (2 * 8 + 1)),
+    "the input sampled": ({"sample_the_input": True}, (3, 6, 6), 0, 2 * (2 * 4 + 1)),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_spatial_transformers_gradients_are_counted(name):
+    """grid_sample's gradient, by hand (docs/formulas.md): each output gradient times each of
+    its T taps' weights added into the input's gradient, 2T per output-gradient element (a
+    nearest sample adds it into the one input it read, 1); per coordinate of the grid, each
+    tap's value times its weight's derivative accumulated (2T) and times the output gradient
+    (1), then the coordinate's gradient scaled back from pixels once per grid element (1); a
+    nearest sample's grid gets no gradient. Batch 2: the output gradient has as many elements as
+    the output. FlopCounterMode counts the grid's gradient (the batched product affine_grid's
+    backward decomposes into), not affine_grid itself: its N x H x W x (d + 1) x d MACs by
+    hand; the rest against it. The peak against a real CPU step. Before, grid_sample's
+    gradient was not counted."""
+    arguments, shape, per_input_gradient, per_grid_gradient = SAMPLERS[name]
+    model = SpatialTransformer(**arguments)
+    dims = len(shape) - 1
+    graph = trace(model, [(2, *shape)], training=True)
+    sampled = [op for op in graph.backward_ops if op.op == f"aten.grid_sampler_{dims}d_backward"]
+    assert len(sampled) == 1
+    channels = shape[0] if model.sample_the_input else 4  # the sampled map's
+    outputs, grid_elements = 2 * channels * prod(shape[1:]), 2 * prod(shape[1:]) * dims
+    expected = outputs * (per_input_gradient + per_grid_gradient) + (grid_elements if per_grid_gradient else 0)
+    assert op_cost(sampled[0]).elementwise_flops == expected
+    report = archprof.analyze(model, input_size=shape, batch=2, training=True)
+    assert report.totals.not_counted == {}
+    affine_grid_macs = 2 * prod(shape[1:]) * (dims + 1) * dims
+    counted = counted_training_flops(model, torch.randn(2, *shape)).get_total_flops()
+    assert report.totals.training_flops == counted + 2 * affine_grid_macs
+    real = real_optimizer_step(model, torch.randn(2, *shape), "sgd")
+    assert report.totals.training_peak_bytes == real.peak_bytes

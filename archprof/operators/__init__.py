@@ -450,6 +450,7 @@ for _name, _taps in (
     ("upsample_bicubic2d_backward", 16),
 ):
     _add(Family.WINDOW, _name, costs.spread_backward_cost(_taps))
+_add(Family.WINDOW, "grid_sampler_2d_backward grid_sampler_3d_backward", costs.grid_sample_backward_cost)
 _add(Family.WINDOW, "_upsample_bilinear2d_aa_backward", costs.antialiased_backward_cost(2), cost_by_dtype=True)
 _add(Family.WINDOW, "_upsample_bicubic2d_aa_backward", costs.antialiased_backward_cost(4), cost_by_dtype=True)
 # The gradient of a view (select, slice) written into zeros of its base's shape: a new
