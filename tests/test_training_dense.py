@@ -158,3 +158,51 @@ def test_a_spatial_transformers_gradients_are_counted(name):
     assert report.totals.training_flops == counted + 2 * affine_grid_macs
     real = real_optimizer_step(model, torch.randn(2, *shape), "sgd")
     assert report.totals.training_peak_bytes == real.peak_bytes
+
+
+class Resampled(nn.Module):
+    """A 1x1 convolution (2 -> 3 channels), its map resampled by F.interpolate, then scaled."""
+
+    def __init__(self, dims: int, **interpolation):
+        super().__init__()
+        self.conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](2, 3, 1)
+        self.interpolation = interpolation
+
+    def forward(self, x):
+        return F.interpolate(self.conv(x), **self.interpolation) * 1.5
+
+
+# (dims, F.interpolate's arguments, the gradient's FLOPs per output-gradient element: T taps
+# each times its weight and added in, 2T; nearest adds each into the one input it read, 1)
+RESAMPLINGS = {
+    "nearest, scale": (2, {"scale_factor": 2, "mode": "nearest"}, 1),
+    "nearest, size": (2, {"size": (7, 9), "mode": "nearest"}, 1),
+    "nearest-exact 1-d": (1, {"scale_factor": 3, "mode": "nearest-exact"}, 1),
+    "nearest-exact 2-d": (2, {"size": (7, 9), "mode": "nearest-exact"}, 1),
+    "nearest-exact 3-d": (3, {"size": (3, 5, 7), "mode": "nearest-exact"}, 1),
+    "linear": (1, {"scale_factor": 2, "mode": "linear"}, 2 * 2),
+    "bilinear, aligned corners": (2, {"scale_factor": 2, "mode": "bilinear", "align_corners": True}, 2 * 4),
+    "bilinear, size": (2, {"size": (7, 9), "mode": "bilinear"}, 2 * 4),
+    "bilinear, down": (2, {"size": (3, 2), "mode": "bilinear"}, 2 * 4),
+    "bicubic": (2, {"scale_factor": 2, "mode": "bicubic"}, 2 * 16),
+    "bicubic, aligned corners, size": (2, {"size": (7, 9), "mode": "bicubic", "align_corners": True}, 2 * 16),
+    "trilinear": (3, {"scale_factor": 2, "mode": "trilinear"}, 2 * 8),
+}
+
+
+@pytest.mark.parametrize("name", RESAMPLINGS)
+def test_interpolations_train_with_every_gradient_counted(name):
+    """The gradient of F.interpolate by hand (docs/formulas.md), the MACs against
+    FlopCounterMode, the peak against a real CPU step (SGD). nearest-exact's gradient was not
+    counted."""
+    dims, interpolation, per_element = RESAMPLINGS[name]
+    shape = (2, *(5, 4, 3)[:dims])
+    model = Resampled(dims, **interpolation)
+    report = archprof.analyze(model, input_size=shape, batch=2, training=True)
+    assert report.totals.not_counted == {}
+    resampled = [op for op in report.graph.backward_ops if "upsample" in op.op]
+    assert len(resampled) == 1
+    assert op_cost(resampled[0]).elementwise_flops == per_element * resampled[0].inputs[0].numel
+    x = torch.randn(2, *shape)
+    assert report.totals.training_flops == counted_training_flops(model, x).get_total_flops()
+    assert report.totals.training_peak_bytes == real_optimizer_step(model, x, "sgd").peak_bytes

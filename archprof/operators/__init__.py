@@ -439,6 +439,7 @@ _add(Family.WINDOW, "_adaptive_avg_pool3d_backward", costs.adaptive_avg_pool_bac
 _add(
     Family.WINDOW,
     "embedding_dense_backward upsample_nearest1d_backward upsample_nearest2d_backward upsample_nearest3d_backward"
+    " _upsample_nearest_exact1d_backward _upsample_nearest_exact2d_backward _upsample_nearest_exact3d_backward"
     " reflection_pad1d_backward reflection_pad2d_backward reflection_pad3d_backward replication_pad1d_backward"
     " replication_pad2d_backward replication_pad3d_backward unfold_backward",
     costs.scatter_backward_cost,
