@@ -43,6 +43,12 @@ _GROUP_NORM_NODE = "NativeGroupNormBackward0"
 # (FunctionsManual.cpp's isTensorSubclassLike branches): a second tensor a real step never makes.
 _ZEROS = frozenset({"aten.new_zeros", "aten.zeros", "aten.zeros_like"})
 _FILLS_ZEROS = frozenset({"aten.index_add", "aten.index_put", "aten.scatter", "aten.scatter_add"})
+# The node of binary_cross_entropy_with_logits's gradient, whose formula works in place where
+# grad mode is off and nothing looks like a subclass, as in a real backward pass: each `sub`
+# and `mul` of a tensor it made (`t.add(1).sub_(y).mul_(x.sigmoid()).sub_(t).mul_(grad)`, or
+# `x.sigmoid().sub_(y).mul_(grad)`, then `.mul_(weight)`), out of place under a dispatch mode.
+_LOGITS_LOSS_NODE = "BinaryCrossEntropyWithLogitsBackward0"
+_IN_PLACE_IN_THE_LOGITS_LOSS = frozenset({"aten.sub", "aten.mul"})
 
 
 class TrainingRecorder(Recorder):
@@ -160,7 +166,12 @@ class TrainingRecorder(Recorder):
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
         phase, origin = self._backward_origin(node)
         module = self._forward_ops[origin].module if origin >= 0 else None
-        if info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors):
+        if (info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors)) or (
+            info.name in _IN_PLACE_IN_THE_LOGITS_LOSS
+            and node is not None
+            and node.name() == _LOGITS_LOSS_NODE
+            and self._made_by_the_node(tensors, origin)
+        ):
             info = replace(info, writes_input=True)  # as the real step runs it
         kept, storages = len(self._kept), self._next_storage
         super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
@@ -213,6 +224,17 @@ class TrainingRecorder(Recorder):
         """Whether the op's first tensor is the tensor of zeros the op before it made."""
         last = self.ops[-1] if self.ops else None
         return last is not None and last.op in _ZEROS and bool(tensors) and self.meta_of(tensors[0]) is last.outputs[0]
+
+    def _made_by_the_node(self, tensors: list[torch.Tensor], origin: int) -> bool:
+        """Whether the op's first tensor was made by an op of the node running (the run of
+        backward ops just recorded from the same forward op)."""
+        first = self.meta_of(tensors[0]) if tensors else None
+        for op in reversed(self.ops):
+            if op.origin != origin:
+                return False
+            if first in op.outputs:
+                return True
+        return False
 
     def _tag_last_made(self) -> None:
         made, index = self._last_made

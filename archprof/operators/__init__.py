@@ -439,6 +439,7 @@ _add(Family.WINDOW, "_adaptive_avg_pool3d_backward", costs.adaptive_avg_pool_bac
 _add(
     Family.WINDOW,
     "embedding_dense_backward upsample_nearest1d_backward upsample_nearest2d_backward upsample_nearest3d_backward"
+    " _upsample_nearest_exact1d_backward _upsample_nearest_exact2d_backward _upsample_nearest_exact3d_backward"
     " reflection_pad1d_backward reflection_pad2d_backward reflection_pad3d_backward replication_pad1d_backward"
     " replication_pad2d_backward replication_pad3d_backward unfold_backward",
     costs.scatter_backward_cost,
@@ -450,6 +451,7 @@ for _name, _taps in (
     ("upsample_bicubic2d_backward", 16),
 ):
     _add(Family.WINDOW, _name, costs.spread_backward_cost(_taps))
+_add(Family.WINDOW, "grid_sampler_2d_backward grid_sampler_3d_backward", costs.grid_sample_backward_cost)
 _add(Family.WINDOW, "_upsample_bilinear2d_aa_backward", costs.antialiased_backward_cost(2), cost_by_dtype=True)
 _add(Family.WINDOW, "_upsample_bicubic2d_aa_backward", costs.antialiased_backward_cost(4), cost_by_dtype=True)
 # The gradient of a view (select, slice) written into zeros of its base's shape: a new

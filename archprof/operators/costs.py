@@ -322,11 +322,34 @@ def affine_grid_cost(theta: Shape, size, align_corners, *, out: Shape) -> Cost:
 _GRID_SAMPLE_TAPS = {0: 4, 1: 1, 2: 16}
 
 
+def _grid_sample_taps(x: Shape, interpolation_mode: int) -> int:
+    return _GRID_SAMPLE_TAPS[interpolation_mode] * (2 if len(x) == 5 and interpolation_mode == 0 else 1)
+
+
 def grid_sample_cost(x: Shape, grid: Shape, interpolation_mode: int, *args, out: Shape) -> Cost:
     """Each output element interpolated from the input at its grid location, as an
     interpolation over T inputs: 2T - 1 (bilinear 7, bicubic 31, trilinear 15); nearest copies."""
-    taps = _GRID_SAMPLE_TAPS[interpolation_mode] * (2 if len(x) == 5 and interpolation_mode == 0 else 1)
+    taps = _grid_sample_taps(x, interpolation_mode)
     return Cost(elementwise_flops=(2 * taps - 1) * prod(out) if taps > 1 else 0)
+
+
+def grid_sample_backward_cost(
+    grad: Shape, x: Shape, grid: Shape, interpolation_mode: int, *args, out: Shape, **kwargs
+) -> Cost:
+    """Per output-gradient element: into the input's gradient, the gradient times each of
+    its T taps' weights, added in (2T; a nearest sample's added into the one input read, 1);
+    per coordinate of the grid (d), each tap's value times its weight's derivative,
+    accumulated (2T), times the gradient (1), and per grid element the coordinate's gradient
+    scaled back from pixels (1); a nearest sample's grid gets none. Each only where
+    `output_mask` asks for it."""
+    wants_input, wants_grid = args[-1] if args else kwargs["output_mask"]
+    taps = _grid_sample_taps(x, interpolation_mode)
+    nearest = taps == 1
+    coordinates = grid[-1]
+    per_element = (1 if nearest else 2 * taps) * wants_input + coordinates * (2 * taps + 1) * (
+        wants_grid and not nearest
+    )
+    return Cost(elementwise_flops=per_element * prod(grad) + prod(grid) * (wants_grid and not nearest))
 
 
 def interpolation_cost(taps: int) -> Callable[..., Cost]:

@@ -263,7 +263,7 @@ def _liveness(
             if storage in state:
                 continue
             if storage not in size:  # made by this step (or first seen as its argument)
-                size[storage] = tensor.nbytes
+                size[storage] = tensor.nbytes if op.op not in _RESIZED_LOSSES else _allocated_by_a_loss(op, tensor)
             if first.get(storage, -1) < 0:
                 first[storage] = index
             last[storage] = index
@@ -310,6 +310,22 @@ def _liveness(
         live -= freed[index]
         after.append(live)
     return Liveness(start, during, after, live, size, first)
+
+
+# Losses whose CPU kernel writes every element's loss into its output, then resizes that to
+# the reduced 0-dim result (mse_loss's and smooth_l1_loss's structured kernels, binary cross
+# entropy's, soft margin's): the output keeps the storage of the unreduced loss.
+_RESIZED_LOSSES = frozenset(
+    {"aten.mse_loss", "aten.smooth_l1_loss", "aten.binary_cross_entropy", "aten.soft_margin_loss"}
+)
+
+
+def _allocated_by_a_loss(op: OpNode, tensor: TensorMeta) -> int:
+    """The bytes of `tensor`'s storage, made or read by a loss `op`: its output's, that of a
+    loss per element of the input, whatever the reduction."""
+    if tensor is op.outputs[0]:
+        return op.inputs[0].numel * tensor.dtype.itemsize
+    return tensor.nbytes
 
 
 def _freed_after(first: int, last: int, release: list[int] | None, statement_ends: list[int] | None) -> int:
