@@ -1066,6 +1066,43 @@ def test_the_bandwidth_label_stays_inside_the_axes_clear_of_the_peak_label(peak,
     assert not box.overlaps(peak_label.get_window_extent(renderer))
 
 
+@pytest.mark.parametrize(
+    ("peak", "bandwidth", "ridge"),
+    [
+        ("1P", "200TB/s", 5.0),  # mid-plot: centred on the ridge, as it was
+        ("100G", "10GB/s", 10.0),  # right of the middle: centred, it lay under the legend (lower right)
+        ("1P", "1kB/s", 1e12),  # at the right edge: centred, it left the axes and lay under the legend
+        ("10G", "1EB/s", 1e-8),  # at the left edge: centred, it left the axes
+    ],
+)
+def test_the_ridge_label_stays_inside_the_axes_clear_of_the_legend_its_bar_on_the_ridge(peak, bandwidth, ridge):
+    """The ridge (peak / bandwidth, worked by hand above) is the dotted line; the label's "|" marks it,
+    memory-bound left of it and compute-bound right, wherever the label has to go."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.roofline import roofline_figure
+
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops=peak, bandwidth=bandwidth)
+    figure = roofline_figure(report)
+    figure.draw_without_rendering()  # as saved: laid out again, with every label
+    axes = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    (label,) = [text for text in axes.texts if text.get_text().startswith("ridge ")]
+    box, frame = label.get_window_extent(renderer), axes.get_window_extent(renderer)
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, (box, frame)
+    assert not box.overlaps(axes.get_legend().get_window_extent(renderer))
+    assert not any(box.overlaps(text.get_window_extent(renderer)) for text in axes.texts if text is not label)
+    ridge_x = axes.transData.transform((ridge, 1))[0]
+    (bar_line,) = [line for line in label.get_text().split("\n") if "|" in line]
+    left, right = bar_line.split("|")
+    assert "compute" not in left and "memory" not in right
+    if left.strip() and right.strip():  # "← memory-bound | compute-bound →", centred on the ridge
+        assert bar_line == "← memory-bound | compute-bound →" and abs((box.x0 + box.x1) / 2 - ridge_x) < 2
+    elif left.strip():  # "← memory-bound |", ending on the ridge
+        assert "compute-bound right of it" in label.get_text() and abs(box.x1 - ridge_x) < 2
+    else:  # "| compute-bound →", starting on it
+        assert "memory-bound left of it" in label.get_text() and abs(box.x0 - ridge_x) < 2
+
+
 def test_rows_above_the_roof_are_ringed_and_explained_on_the_plot():
     pytest.importorskip("matplotlib")
     from archprof.render.roofline import roofline_figure

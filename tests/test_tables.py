@@ -560,3 +560,102 @@ def test_a_title_longer_than_the_terminal_wraps_to_the_terminal_not_to_the_table
     lines = at_width(40, "rf", "lenet5", "--columns", "Coverage").stdout.splitlines()
     assert lines[:2] == ["lenet5  ·  receptive fields on a 32x32", "input"], lines
     assert all(len(line) <= 40 for line in lines)
+
+
+# -- what does not fit even with columns left out: one block per row, never a cut figure ------
+
+
+def param_count(name: str) -> int:
+    """Counted by torch on the model itself, built on the meta device (no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(parameter.numel() for parameter in MODELS[name].build().parameters())
+
+
+def every_line_fits(output: str, width: int) -> bool:
+    return all(len(line) <= width for line in output.splitlines())
+
+
+@pytest.mark.parametrize("width", [40, 50])
+def test_a_narrow_diff_stacks_its_totals_with_every_figure_whole(width):
+    """The four figures of a total side by side need ~44 characters: at 40 the totals' names
+    shrank to nothing and figures were cut ('+101.96' without '%'); each total a block."""
+    old, new = param_count("lenet5"), param_count("alexnet")
+    assert old == 156 + 2_416 + 48_120 + 10_164 + 850  # LeNet-5 by hand: (5*5*1+1)*6, (5*5*6+1)*16, ...
+    percent = (new - old) / old * 100
+    result = at_width(width, "diff", "lenet5", "alexnet")
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    block = lines[lines.index("Parameters") : lines.index("Parameters") + 5]
+    assert block == [
+        "Parameters",
+        f"Old      {human_count(old)}",
+        f"New      {human_count(new)}",
+        f"Change   +{human_count(new - old)}",
+        f"%        +{percent:.2f}%",
+    ]
+    assert all(name in lines for name in ("MACs", "FLOPs", "Activation memory"))
+    assert "…" not in result.stdout and every_line_fits(result.stdout, width)
+
+
+def test_a_diff_that_fits_keeps_its_totals_table():
+    result = at_width(120, "diff", "lenet5", "alexnet")
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("Parameters"))
+    assert row.split() == ["Parameters", "61.71", "K", "61.10", "M", "+61.04", "M", "+98919.28%"]
+    assert re.search(r"Total +Old +New +Change +%", result.stdout)
+    narrow = at_width(60, "diff", "lenet5", "alexnet")  # the table still fits: its names wrap
+    assert re.search(r"Total +Old +New +Change +%", narrow.stdout) and "…" not in narrow.stdout
+
+
+@pytest.mark.parametrize("width", [40, 50])
+def test_a_narrow_budget_check_shows_every_figure_and_every_verdict_whole(width):
+    """Value, Margin and Verdict side by side were wider than 40 columns: '11.69…', '(-1069.0…',
+    'Verdi…', and the limit's name gone. Margins worked from torch's parameter count."""
+    limit = 1_000_000
+    counts = {name: param_count(name) for name in ("lenet5", "resnet18")}
+    result = at_width(width, "check", "lenet5", "resnet18", "--max-params", "1M", "--max-training-memory", "16GB")
+    assert result.exit_code == 1, result.output
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    for name, count in counts.items():
+        margin = limit - count
+        block = lines[lines.index("max-params 1M", lines.index(next(t for t in lines if t.startswith(name)))) :][:4]
+        sign = "+" if margin > 0 else "-"
+        assert block == [
+            "max-params 1M",
+            f"Value     {human_count(count)}",
+            f"Margin    {sign}{human_count(abs(margin))} ({margin / limit * 100:+.1f}%)",
+            f"Verdict   {'pass' if margin >= 0 else 'FAIL'}",
+        ]
+    assert sum(line.startswith("Verdict") for line in lines) == 4  # a verdict for each limit of each model
+    assert "…" not in result.stdout and every_line_fits(result.stdout, width)
+
+
+def test_a_budget_check_that_fits_keeps_its_table():
+    result = at_width(120, "check", "resnet18", "--max-params", "1M")
+    assert re.search(r"Limit +Value +Margin +Verdict", result.stdout)
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("max-params"))
+    assert row.split() == ["max-params", "1M", "11.69", "M", "-10.69", "M", "(-1069.0%)", "FAIL"]
+
+
+@pytest.mark.parametrize("width", [40, 50, 80])
+def test_a_narrow_zoo_puts_each_description_under_its_model(width):
+    """Four columns on 40: headings cut ('Par…', 'Def… inp…') and each description a word a
+    line; now a line per model (name, parameters, input) and its description under it, whole."""
+    result = at_width(width, "zoo")
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout and every_line_fits(result.stdout, width)
+    text = " ".join(result.stdout.split())
+    assert "Name Params" in text and "Default" in text and "input" in text
+    for name in ("lenet5", "resnet18", "wide_resnet50_2"):
+        model = MODELS[name]
+        line = f"{name} {human_count(param_count(name))} {'x'.join(map(str, model.input_size))}"
+        assert f"{line} {model.description}" in text, name  # the description follows, in its words
+
+
+def test_a_zoo_that_fits_keeps_its_table():
+    result = at_width(120, "zoo")
+    assert re.search(r"┃ Name +┃ +Params ┃ Default input ┃ Description +┃", result.stdout)
+    row = next(line for line in result.stdout.splitlines() if "│ lenet5 " in line)
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells == ["lenet5", "61.71 K", "1x32x32", MODELS["lenet5"].description]

@@ -21,6 +21,7 @@ from archprof.cli.common import (
     column_choice,
     columns_option,
     emit,
+    fitted_width,
     input_files,
     limit_option,
     progress_display,
@@ -193,6 +194,7 @@ def check(
 
     from archprof import budget
     from archprof.render import budget_table
+    from archprof.render.base import Layout
 
     limits = {
         "max-params": max_params,
@@ -227,8 +229,10 @@ def check(
     verdicts = [result for result in results if isinstance(result, budget.Verdict)]
     errors = [result for result in results if isinstance(result, budget.EntryError)]
     if verdicts:
+        console = stdout_console()
+        table = budget_table(budget.verdict_rows(verdicts), len(errors), Layout(fitted_width(console)))
         with standard_output():
-            stdout_console().print(budget_table(budget.verdict_rows(verdicts), unchecked=len(errors)))
+            console.print(table)
     if junit is not None:
         from archprof.output import write_atomically
 
@@ -301,5 +305,7 @@ def zoo() -> None:
     from archprof.render import zoo_table
     from archprof.zoo import MODELS
 
+    console = stdout_console()
+    table = zoo_table(MODELS.values(), fitted_width(console))
     with standard_output():
-        stdout_console().print(zoo_table(MODELS.values()))
+        console.print(table)

@@ -10,7 +10,9 @@ from itertools import zip_longest
 
 from rich import box
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, Group
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -96,6 +98,42 @@ def fitted_table(
             table.add_section()
         table.add_row(*(_no_markup(columns[heading][index]) for heading in shown))
     return table
+
+
+def fits(table: Table, width: int | None, wrapping: bool = True) -> bool:
+    """Whether `table` fits in `width` characters (None: any) with no cell cut: each cell of a
+    column that wraps in its longest word's width, every other cell whole; with `wrapping`
+    False, no cell wrapped. (Rich's own minimum takes a word for a cell that may not wrap.)"""
+    if width is None:
+        return True
+    console = Console(width=UNLIMITED_WIDTH)
+
+    def measured(renderable) -> Measurement:
+        return Measurement.get(console, console.options, renderable)
+
+    spare = 0  # what wrapping saves on the table's widest layout
+    for column in table.columns:
+        cells = [measured(cell) for cell in (column.header, *column.cells)]
+        widest = max(cell.maximum for cell in cells)
+        spare += widest - max(cell.minimum for cell in cells) if wrapping and not column.no_wrap else 0
+    return measured(table).maximum - spare <= width
+
+
+def stacked_rows(title: Text, columns: dict[str, list]) -> Group:
+    """A table too wide for the terminal, its rows one under another: each row's first cell
+    on a line, then each other column's heading and cell on a line of their own, indented,
+    every figure whole (its heading says what it is, as the table's did)."""
+    label, *others = columns
+    blocks = []
+    for index, cell in enumerate(columns[label]):
+        cells = Table.grid(padding=(0, 3, 0, 0))
+        cells.add_column(no_wrap=True)
+        cells.add_column(overflow="fold")
+        for heading in others:
+            cells.add_row(heading, _no_markup(columns[heading][index]))
+        # Indented as a table's cells are (its edge is a space), the figures two further.
+        blocks += [Padding(Text.assemble(_no_markup(cell), style="bold"), (0, 0, 0, 1)), Padding(cells, (0, 0, 0, 3))]
+    return Group(title, Text(), *blocks, Text())  # blank lines around, as a table's edges
 
 
 # The fewest characters a cut label column keeps (its ellipsis included).

@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.diff import format_change, format_percent, shape_change
-from archprof.render.base import Layout, fitted_table
+from archprof.render.base import Layout, fits, fitted_table, stacked_rows
 from archprof.text import layer_label, limits_verdict, visible_text
 from archprof.units import human_value
 
@@ -56,9 +56,10 @@ def comparison_table(
     return fitted_table(title, columns, priority, layout)
 
 
-def budget_table(rows: list[dict[str, str]], unchecked: int = 0) -> Group:
+def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout = Layout()) -> Group:
     """One table per model and input, one row per limit (cells from `archprof.budget.verdict_rows`),
-    then the overall verdict: first, how many models could not be checked (`unchecked`), if any."""
+    then the overall verdict: first, how many models could not be checked (`unchecked`), if any.
+    Where a table's figures and verdicts side by side do not fit `layout.width`, one block per limit."""
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault((row["model"], row["input"]), []).append(row)
@@ -67,20 +68,15 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0) -> Group:
         failed = sum(row["verdict"] != "pass" for row in group)
         verdict = Text(f"{failed} exceeded", style="bold red") if failed else Text("within budget", style="green")
         title = Text.assemble(f"{visible_text(model)}  ·  input {shape}  ·  ", verdict)
+        cells = _limit_columns(group)
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("Limit", overflow="fold")  # on a narrow terminal the limit wraps, not the figures
         table.add_column("Value", justify="right", no_wrap=True)
         table.add_column("Margin", justify="right", no_wrap=True)
         table.add_column("Verdict", no_wrap=True)
-        for row in group:
-            passed = row["verdict"] == "pass"
-            table.add_row(
-                row["limit"],
-                row["value"],
-                Text(row["margin"], style="" if passed else "red"),
-                Text("pass", style="green") if passed else Text("FAIL", style="bold red"),
-            )
-        parts.append(table)
+        for row in zip(*cells.values(), strict=True):
+            table.add_row(*row)
+        parts.append(table if fits(table, layout.width) else stacked_rows(title, cells))
     failed = sum(row["verdict"] != "pass" for row in rows)
     if unchecked:
         from archprof.budget import unchecked_text
@@ -93,24 +89,25 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0) -> Group:
     return Group(*parts)
 
 
+def _limit_columns(rows: list[dict[str, str]]) -> dict[str, list]:
+    """A budget table's cells, by heading: each limit, the model's value, its margin, its verdict."""
+    passed = [row["verdict"] == "pass" for row in rows]
+    return {
+        "Limit": [row["limit"] for row in rows],
+        "Value": [row["value"] for row in rows],
+        "Margin": [Text(row["margin"], style="" if ok else "red") for row, ok in zip(rows, passed, strict=True)],
+        "Verdict": [Text("pass", style="green") if ok else Text("FAIL", style="bold red") for ok in passed],
+    }
+
+
 def diff_tables(diff, layout: Layout = Layout()) -> Group:
     """Totals (old, new, change, %) and the layers added, removed or changed (an `archprof.diff.ReportDiff`)."""
 
     title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
-    totals = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for header in ("Total", "Old", "New", "Change", "%"):
-        # On a narrow terminal the label wraps, never the figures (Rich cut them: "+101.9…").
-        label = header == "Total"
-        totals.add_column(header, justify="left" if label else "right", no_wrap=not label, overflow="fold")
-    for total in diff.totals:
-        totals.add_row(
-            total.label,
-            human_value(total.unit, total.old),
-            human_value(total.unit, total.new),
-            format_change(total.unit, total.change),
-            format_percent(total.percent),
-        )
-    parts: list = [totals]
+    cells = _totals_columns(diff)
+    totals = _totals_table(title, cells)
+    # Where even the figures side by side do not fit, one block per total (never a cut figure).
+    parts: list = [totals if fits(totals, layout.width) else stacked_rows(title, cells)]
     summary = layers_changed_text(diff)
     if not diff.layers:
         parts.append(Text(summary))
@@ -132,6 +129,28 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
     layers = fitted_table(summary, columns, priority, layout, labels=2)
     parts.append(layers)
     return Group(*parts)
+
+
+def _totals_columns(diff) -> dict[str, list[str]]:
+    """The totals' cells, by heading: each total's name, its old and new values, the change."""
+    return {
+        "Total": [total.label for total in diff.totals],
+        "Old": [human_value(total.unit, total.old) for total in diff.totals],
+        "New": [human_value(total.unit, total.new) for total in diff.totals],
+        "Change": [format_change(total.unit, total.change) for total in diff.totals],
+        "%": [format_percent(total.percent) for total in diff.totals],
+    }
+
+
+def _totals_table(title: Text, columns: dict[str, list[str]]) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for heading in columns:
+        # Where it does not fit, the name wraps, never the figures (Rich cut them: "+101.9…").
+        label = heading == "Total"
+        table.add_column(heading, justify="left" if label else "right", no_wrap=not label, overflow="fold")
+    for row in zip(*columns.values(), strict=True):
+        table.add_row(*row)
+    return table
 
 
 def layers_changed_text(diff) -> str:

@@ -35,7 +35,7 @@ def roofline_figure(report: Report, label_top: int = 6):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import EngFormatter, FuncFormatter
 
-    from archprof.measure.ceilings import bandwidth_text, flops_rate_text, ridge_text
+    from archprof.measure.ceilings import bandwidth_text, flops_rate_text
 
     measured = report.measured
     if measured is None:
@@ -70,17 +70,17 @@ def roofline_figure(report: Report, label_top: int = 6):
         rotation_mode="anchor",
     )
     bandwidth_label.set_in_layout(False)  # placed inside the axes once they are laid out
-    axes.text(
+    ridge_label = axes.text(
         ceilings.ridge,
         0.01,
-        f"ridge {ridge_text(ceilings.ridge)} FLOPs/byte\n← memory-bound | compute-bound →",
+        "",
         transform=axes.get_xaxis_transform(),  # x in data, y in axes units: at the bottom, under the points
-        ha="center",
         va="bottom",
         fontsize=7,
         color="dimgrey",
         backgroundcolor="white",
     )
+    ridge_label.set_in_layout(False)  # placed inside the axes once they are laid out
 
     total_ms = sum(row["time_ms"] for row in rows) or 1.0
     for bound, colour in BOUND_COLOURS.items():
@@ -141,6 +141,7 @@ def roofline_figure(report: Report, label_top: int = 6):
     notes.axis("off")
     notes.text(0, 1, roofline_caption(len(rows), above, ceilings), fontsize=7, ha="left", va="top", wrap=True)
     figure.draw_without_rendering()  # lays the figure out: where the labels land is known
+    _place_ridge_label(figure, axes, ridge_label, ceilings.ridge)
     _place_bandwidth_label(figure, axes, bandwidth_label, ceilings, low)
     _label_slowest(figure, axes, rows, label_top)
     return figure
@@ -187,6 +188,44 @@ def roofline_caption(count: int, above: list, ceilings) -> str:
             "rings: their data came from caches, faster than the device memory the bandwidth measures."
         )
     return "\n".join(lines)
+
+
+def _place_ridge_label(figure, axes, label, ridge: float) -> None:
+    """The ridge's label at the first of `_ridge_label_places` that lies inside the axes and
+    overlaps neither the legend nor another text: centred on a ridge near an edge it went out
+    of the axes, and on a ridge right of the middle it lay under the legend (lower right)."""
+    renderer = figure.canvas.get_renderer()
+    frame = axes.get_window_extent(renderer)
+    legend = axes.get_legend().get_window_extent(renderer)
+    others = [legend, *(text.get_window_extent(renderer) for text in axes.texts if text is not label)]
+    above_legend = axes.transAxes.inverted().transform((0, legend.y1))[1] + 0.01
+    for transform, x, y, ha, text in _ridge_label_places(axes, ridge, above_legend):
+        label.set(transform=transform, x=x, y=y, ha=ha, text=text)
+        box = label.get_window_extent(renderer)
+        if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) and not any(map(box.overlaps, others)):
+            return
+
+
+def _ridge_label_places(axes, ridge: float, above_legend: float):
+    """Where the ridge's label may go, best first, as (transform, x, y, ha, text), y in axes
+    units: on the ridge, its "|" on the dotted line, memory-bound left of it and compute-bound
+    right, centred or, near an edge, one side said in words; else at the left edge, all said in
+    words. Each at the bottom, under the points, then over the legend."""
+    from archprof.measure.ceilings import ridge_text
+
+    heading = f"ridge {ridge_text(ridge)} FLOPs/byte"
+    beside = (
+        ("center", f"{heading}\n← memory-bound | compute-bound →"),
+        ("right", f"{heading}, compute-bound right of it\n← memory-bound |"),
+        ("left", f"{heading}, memory-bound left of it\n| compute-bound →"),
+    )
+    on_ridge = axes.get_xaxis_transform()  # x in data: the ridge's
+    for y in (0.01, above_legend):
+        for ha, text in beside:
+            yield on_ridge, ridge, y, ha, text
+    words = f"{heading} (the dotted line):\nmemory-bound left of it, compute-bound right of it"
+    for y in (0.01, above_legend):
+        yield axes.transAxes, 0.01, y, "left", words
 
 
 def _slope_degrees(axes, ceilings, x: float) -> float:

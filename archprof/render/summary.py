@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -14,6 +16,7 @@ from archprof.render.base import (
     bytes_cell,
     count_cell,
     dash,
+    fits,
     fitted_table,
     share_cell,
     subtotal_cell,
@@ -115,12 +118,40 @@ def not_counted_table(not_counted: dict[str, int]) -> Table:
     return table
 
 
-def zoo_table(models: Iterable[ZooModel]) -> Table:
+def zoo_table(models: Iterable[ZooModel], width: int | None = None) -> Table:
+    """The built-in models, a row each; where the table does not fit `width` unwrapped (None:
+    any width), each model's description on the lines under its name, parameters and input,
+    not wrapped a word a line in a narrow column."""
+    rows = [
+        (model.name, human_count(model.param_count()), shape_text(model.input_size), model.description)
+        for model in models
+    ]
     table = Table(title="Built-in models", title_justify="left")
     table.add_column("Name", no_wrap=True)
-    table.add_column("Params", justify="right")
+    table.add_column("Params", justify="right", no_wrap=True)
     table.add_column("Default input")
     table.add_column("Description")
-    for model in models:
-        table.add_row(model.name, human_count(model.param_count()), shape_text(model.input_size), model.description)
+    for row in rows:
+        table.add_row(*row)
+    return table if fits(table, width, wrapping=False) else _zoo_list(rows, width)
+
+
+def _zoo_list(rows: list[tuple[str, str, str, str]], width: int) -> Table:
+    """The zoo with each description under its model's line (the names, figures and shapes,
+    ASCII all, aligned as a table's columns), a line's worth of room for it. The last heading
+    takes two lines where the headings do not fit on one, as a table's heading wraps."""
+    headings = ("Name", "Params", "Default input")
+    name, params, _ = (max(len(text) for text in column) for column in zip(headings, *rows, strict=False))
+
+    def line(cells) -> str:
+        return f"{cells[0]:<{name}}   {cells[1]:>{params}}   {cells[2]}"
+
+    heading = line(headings)
+    if len(heading) + 2 > width:  # the table's edges take a character each side
+        over, _, under = headings[2].partition(" ")
+        heading = line(("", "", over)) + "\n" + line((*headings[:2], under))
+    table = Table(title="Built-in models", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column(heading)
+    for row in rows:
+        table.add_row(Group(Text(line(row)), Padding(Text(row[3], style="dim"), (0, 0, 0, 2))))
     return table
