@@ -1181,3 +1181,16 @@ def test_a_measured_cell_above_zero_never_reads_zero():
     text = to_text(profile_table(report, Layout(width=300)))
     row = next(line for line in text.splitlines() if line.split()[:1] == [report.columns["layer"][slow]])
     assert "<0.01 GFLOP/s" in row and "0.00 GFLOP/s" not in row, row
+
+
+def test_a_ridge_of_many_flops_a_byte_reads_in_thousands_not_every_digit():
+    """1 PFLOP/s over 1 kB/s puts the ridge at 10**15 / 10**3 = 10**12 FLOPs a byte, which
+    read "ridge 1000000000000.0 FLOPs/byte"."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.roofline import roofline_figure
+
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops="1P", bandwidth="1kB/s")
+    texts = _texts(roofline_figure(report))
+    assert any(text.startswith("ridge 1.00 T FLOPs/byte") for text in texts), texts
+    table = " ".join(to_text(profile_table(report, Layout(width=300))).split())
+    assert "ridge 1.00 T FLOPs/byte" in table

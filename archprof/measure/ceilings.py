@@ -85,8 +85,10 @@ def bandwidth_text(value: float) -> str:
 
 
 def ridge_text(ridge: float) -> str:
-    """The ridge (FLOPs per byte) to one decimal (5.0), or to two significant digits under 1
-    (0.014, never 0.0)."""
+    """The ridge (FLOPs per byte) to one decimal (5.0), to two significant digits under 1
+    (0.014, never 0.0), from 10,000 as a count ("1.00 T", not every digit of 10**12)."""
+    if ridge >= 10_000:
+        return human_count(round(ridge))
     return f"{ridge:.1f}" if ridge >= 1 else f"{ridge:.2g}"
 
 
