@@ -43,17 +43,12 @@ _GROUP_NORM_NODE = "NativeGroupNormBackward0"
 # (FunctionsManual.cpp's isTensorSubclassLike branches): a second tensor a real step never makes.
 _ZEROS = frozenset({"aten.new_zeros", "aten.zeros", "aten.zeros_like"})
 _FILLS_ZEROS = frozenset({"aten.index_add", "aten.index_put", "aten.scatter", "aten.scatter_add"})
-# Gradient formulas (their nodes) that work in place on tensors they made themselves where grad
-# mode is off and nothing looks like a subclass, as in a real backward pass, out of place under
-# a dispatch mode: node name -> the operators each of whose calls on a tensor the node made is
-# in place. binary_cross_entropy_with_logits's (`t.add(1).sub_(y).mul_(x.sigmoid()).sub_(t)
-# .mul_(grad)`, or `x.sigmoid().sub_(y).mul_(grad)`, then `.mul_(weight)`; its target's
-# gradient alike); a clamp between tensors' (`(x >= min).logical_and_(x <= max)`, and for the
-# bounds' gradients `(x < min).logical_and_(min < max)`, `(x > max).logical_or_(max < min)`).
-_IN_PLACE_IN_THE_NODE = {
-    "BinaryCrossEntropyWithLogitsBackward0": frozenset({"aten.sub", "aten.mul"}),
-    "ClampBackward0": frozenset({"aten.logical_and", "aten.logical_or"}),
-}
+# The node of binary_cross_entropy_with_logits's gradient, whose formula works in place where
+# grad mode is off and nothing looks like a subclass, as in a real backward pass: each `sub`
+# and `mul` of a tensor it made (`t.add(1).sub_(y).mul_(x.sigmoid()).sub_(t).mul_(grad)`, or
+# `x.sigmoid().sub_(y).mul_(grad)`, then `.mul_(weight)`), out of place under a dispatch mode.
+_LOGITS_LOSS_NODE = "BinaryCrossEntropyWithLogitsBackward0"
+_IN_PLACE_IN_THE_LOGITS_LOSS = frozenset({"aten.sub", "aten.mul"})
 
 
 class TrainingRecorder(Recorder):
@@ -172,8 +167,9 @@ class TrainingRecorder(Recorder):
         phase, origin = self._backward_origin(node)
         module = self._forward_ops[origin].module if origin >= 0 else None
         if (info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors)) or (
-            node is not None
-            and info.name in _IN_PLACE_IN_THE_NODE.get(node.name(), ())
+            info.name in _IN_PLACE_IN_THE_LOGITS_LOSS
+            and node is not None
+            and node.name() == _LOGITS_LOSS_NODE
             and self._made_by_the_node(tensors, origin)
         ):
             info = replace(info, writes_input=True)  # as the real step runs it

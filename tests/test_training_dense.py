@@ -94,28 +94,6 @@ def test_the_gradient_of_a_binary_cross_entropy_of_logits_is_made_in_place(name,
     assert totals.training_peak_bytes == real.peak_bytes
 
 
-CLAMPS = {
-    "bounds requiring grad": lambda m, z: z.clamp(min=z.flip(1) - 0.5, max=z.flip(1) + 0.5),
-    "fixed bounds": lambda m, z: z.clamp(min=m.soft - 1, max=m.soft),
-}
-
-
-@pytest.mark.parametrize("name", CLAMPS)
-def test_a_clamp_between_tensors_combines_its_masks_in_place(name):
-    """The oracle: a real CPU training step (SGD) under torch.profiler. A clamp between two
-    tensors (ClampBackward0) combines its two masks in place where no tensor looks like a
-    subclass (FunctionsManual.cpp, clamp_backward and clamp_backward_min_max:
-    `(self >= min).logical_and_(self <= max)`, `(self < min).logical_and_(min < max)`,
-    `(self > max).logical_or_(max < min)`), out of place under a dispatch mode: with bounds
-    requiring grad, the peak was 512 B over (one boolean mask of 2 x 4 x 8 x 8). Recorded in
-    place but with the in-place write ending its C++ statement, it was 512 B short: both masks
-    are named locals, held until the `where` that reads the first has run."""
-    model, x = LossOfAMap(CLAMPS[name]), torch.randn(2, 3, 8, 8)
-    real = real_optimizer_step(model, x, "sgd")
-    totals = archprof.analyze(model, input_size=(3, 8, 8), batch=2, training=True).totals
-    assert totals.training_peak_bytes == real.peak_bytes
-
-
 class SpatialTransformer(nn.Module):
     """A map resampled at an affine grid a linear layer predicts (F.affine_grid, then
     F.grid_sample): both the map and the grid need a gradient; `sample_the_input`, the

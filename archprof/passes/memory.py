@@ -344,17 +344,14 @@ def _freed_after(first: int, last: int, release: list[int] | None, statement_end
 def _statement_ends(steps: list[OpNode], release: list[int]) -> list[int]:
     """For each step, the last step of the C++ statement it belongs to, as far as the ops
     show it: a statement is a run of consecutive steps of one autograd node, each making a
-    new tensor that a later one in the run reads, or writing in place into one, up to a step
-    whose result the run does not read (its root). A view ends a run, as it does when C++ works
-    on a named tensor (CopySlices' copy of the gradient, viewed in several statements); an
-    in-place write does not: a clamp between tensors' gradient holds both its masks, named
-    locals, until the `where` that reads the first, written over with both, has run
-    (`(x < min).logical_and_(min < max)`). C++ frees the temporaries of an expression when the
-    statement ends: DivBackward's `-grad * ((self / other) / other)` holds both quotients and
-    the negation until the product is made; TLU's `where(x == tau, grad / 2, grad)
-    .masked_fill_(x < tau, 0)` its masks and quotient until masked_fill_ has run. A step that
-    nothing after it in the run reads (the engine's sum of a broadcast gradient, another
-    output's formula) ends a statement of its own."""
+    new tensor that a later one in the run reads, up to a step whose result the run does not
+    read (its root). A view or an in-place write ends a run, as it does when C++ works on a
+    named tensor (CopySlices' copy of the gradient, written in place and viewed in several
+    statements). C++ frees the temporaries of an expression when the statement ends: DivBackward's
+    `-grad * ((self / other) / other)` holds both quotients and the negation until the product
+    is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)` its masks and
+    quotient until masked_fill_ has run. A step that nothing after it in the run reads (the
+    engine's sum of a broadcast gradient, another output's formula) ends a statement of its own."""
     ends = list(range(len(steps)))
     root, read_in_run = -1, set()
     for index in range(len(steps) - 1, -1, -1):
@@ -362,7 +359,7 @@ def _statement_ends(steps: list[OpNode], release: list[int]) -> list[int]:
         joins = (
             root >= 0
             and release[index] == release[root]
-            and not op.is_view  # a named tensor's, as CopySlices' result
+            and not (op.writes_input or op.is_view)  # a named tensor's, as CopySlices' result
             and any(tensor.storage in read_in_run for tensor in op.outputs)
         )
         if not joins:
