@@ -1080,7 +1080,7 @@ def test_rows_without_a_spatial_field_are_empty():
     report = archprof.analyze(Unused(), input_size=(1, 8, 8))
     spare = row(report, "spare")
     assert spare["receptive_field"] is spare["effective_stride"] is spare["receptive_field_start"] is None
-    assert spare["covers_input"] is False
+    assert spare["covers_input"] is None  # NA: it reads no input, covering or not
     flat = archprof.analyze(nn.Linear(6, 6), input_size=(6,))  # no spatial dimension at all
     assert row(flat)["receptive_field"] is None
 
@@ -1176,6 +1176,42 @@ def test_the_verdict_names_where_every_later_layer_covers_the_input():
     assert [r["covers_input"] for r in report.rows()] == [False, False, False, True, False, True]
     text = " ".join(to_text(receptive_field_table(report)).split())
     assert "at layer 3.wide, but not at every layer after it (not at 3.narrow); from layer 3 on it does" in text
+
+
+class _ConstantBranch(nn.Module):
+    """A map whose field covers the 8x8 input, then rows that read no input pixel: a grid
+    from arange and meshgrid through a convolution (RAFT's initial flow), a positional
+    embedding; the sum of all reads the map's field again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide, self.head = nn.Conv2d(1, 1, 17, padding=8), nn.Conv2d(2, 1, 1)
+        self.position = nn.Parameter(torch.zeros(1, 1, 8, 8))
+
+    def forward(self, x):
+        y = self.wide(x)
+        rows, cols = torch.meshgrid(*[torch.arange(8, dtype=x.dtype)] * 2, indexing="ij")
+        return y + self.head(torch.stack([rows, cols])[None]) + self.position
+
+
+def test_rows_reading_no_input_are_neither_covering_nor_not():
+    """The grid's row reads no input pixel (its gradient from the input is none: the grid
+    does not depend on x): its covers_input is NA, and the verdict, which passes over it, says
+    the field covers from the wide convolution on (it said "but not at every layer after it")."""
+    from archprof.render import to_text
+    from archprof.render.fields import receptive_field_table
+
+    model = positive(_ConstantBranch())
+    made = {}
+    model.head.register_forward_hook(lambda _, args, output: made.update(head=output))
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    model(x)
+    assert torch.autograd.grad(made["head"].sum(), x, allow_unused=True)[0] is None
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    assert row(report, "head")["receptive_field"] is None and row(report, "head")["covers_input"] is None
+    assert row(report, "wide")["covers_input"] is True and row(report)["covers_input"] is True
+    text = " ".join(to_text(receptive_field_table(report)).split())
+    assert "the field covers the whole 8x8 input from layer wide on" in text
 
 
 # -- the built-in models -------------------------------------------------------------------

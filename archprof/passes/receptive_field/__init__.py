@@ -79,7 +79,9 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
     after upsampling (Fraction(1, 2)); UNDEFINED where neighbouring units are not evenly
     spaced (paths of different strides merged, a dimension kept at one unit);
     `receptive_field_start` a tuple of ints. `covers_input` says whether unit 0's field spans the whole input in every
-    dimension (None where undefined); `receptive_field_note` says why a cell is undefined.
+    dimension: None where undefined, and where the row reads no input pixel at all (made from
+    parameters and constants only: RAFT's initial flow grid, a zero hidden state), which is
+    neither; `receptive_field_note` says why a cell is undefined.
     """
     fields, spatial = tensor_fields(graph)
     # Rows often share one state object (an activation after a conv): keyed by identity, as
@@ -102,7 +104,7 @@ _COLUMNS = ("receptive_field", "effective_stride", "receptive_field_start", "cov
 
 def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bool | None, str]:
     if state is None:
-        return None, None, None, False, ""
+        return None, None, None, None, ""
     if isinstance(state, Extent):
         return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
