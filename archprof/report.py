@@ -138,7 +138,12 @@ COLUMNS: tuple[Column, ...] = (
         "boolean",
         "output unit 0's field spans the whole input in every dim (NA if undefined, or if the row reads no input)",
     ),
-    Column("receptive_field_note", "string", "why the field (or its stride) is undefined", user_text=True),
+    Column(
+        "receptive_field_note",
+        "string",
+        "why the field (or its stride) is undefined, or that it is an upper bound",
+        user_text=True,
+    ),
     Column(
         "not_counted",
         "object",

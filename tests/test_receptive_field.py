@@ -17,7 +17,7 @@ from torch import nn
 import archprof
 from archprof.passes.receptive_field import tensor_fields, unit_box
 from tests.cli import cli, one_error_line
-from tests.models import PooledBlock, ShuffledHalves
+from tests.models import PooledBlock, ShuffledHalves, UnshuffledChannelPicked
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -284,10 +284,96 @@ def test_channels_picked_from_a_concatenation_read_their_own_paths_field(pick, f
     report = archprof.analyze(model, input_size=(1, 10, 10))
     if pick == "depthwise-then-slice":
         assert row(report, "")["receptive_field"] == (7, 7)  # a bound: the union of the paths
+        assert row(report, "")["receptive_field_note"].startswith("an upper bound: aten.slice in (model)")
         return
-    assert row(report, "")["receptive_field"] == field
+    assert row(report, "")["receptive_field"] == field and row(report, "")["receptive_field_note"] == ""
     for unit in [(0, 0), (3, 7), (9, 9), (5, 5)]:
         assert output_unit_box(report, unit) == _box_of_unit(model, (1, 10, 10), unit), unit
+
+
+class UnevenPicked(nn.Module):
+    """Channels that read different pixels, some picked out: `how` names which and how."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.mix = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        unshuffled = F.pixel_unshuffle(x, 2)  # channel 2 i + j reads pixel (2 h + i, 2 w + j)
+        padded = F.pad(self.conv(x), (0, 0, 0, 0, 2, 1))  # channels 0, 1 and 4 read nothing
+        picks = {
+            "unshuffle-slice": lambda: unshuffled[:, :1],
+            "unshuffle-select-conv": lambda: self.mix(unshuffled.select(1, 3).unsqueeze(1)),
+            "folded-grouped-slice": lambda: self.grouped(SpaceToDepth("blocks-first")(x))[:, 1:2],
+            "unshuffle-cropped": lambda: F.pad(unshuffled, (0, 0, 0, 0, -3, 0)),
+            "padded-channels-real": lambda: padded[:, 2:4],
+            "padded-channels-empty": lambda: padded[:, :2] + padded[:, 4:],
+            "unshuffle-mean-added": lambda: (unshuffled + unshuffled.mean(1, keepdim=True))[:, :1],
+        }
+        return picks[self.how]()
+
+
+def _contains(outer: list[tuple[int, int]], inner: list[tuple[int, int]]) -> bool:
+    return all(a <= c and d <= b for (a, b), (c, d) in zip(outer, inner, strict=True))
+
+
+@pytest.mark.parametrize(
+    "how", ["unshuffle-slice", "unshuffle-select-conv", "folded-grouped-slice", "unshuffle-cropped"]
+)
+def test_channels_picked_from_channels_that_read_unevenly_are_marked_an_upper_bound(how):
+    """Channels sliced or selected out of a pixel unshuffle's (each reads one pixel of every
+    2x2 block), or of a grouped convolution's over folded positions, get the union of all
+    the channels' fields: it holds every unit's gradient box (the oracle) but is larger
+    (pixel 2h, 2w alone for channel 0), so the note says it is an upper bound, on every row
+    computed from it too (the convolution after a select). It was given as exact."""
+    model = positive(UnevenPicked(how))
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    last = row(report, "mix" if how == "unshuffle-select-conv" else "")
+    assert last["receptive_field_note"].startswith("an upper bound: aten.")
+    assert "picks indices that read different fields" in last["receptive_field_note"]
+    boxes = [(output_unit_box(report, unit), _box_of_unit(model, (1, 8, 8), unit)) for unit in [(0, 0), (1, 2), (3, 3)]]
+    assert all(_contains(given, true) for given, true in boxes), boxes
+    if how != "unshuffle-cropped":  # channels 1..3 read the 2x2 block but its first pixel: the bound is tight there
+        assert any(given != true for given, true in boxes), boxes
+
+
+def test_cli_unit_box_of_a_bound_says_so():
+    """`rf --unit` on a field that is an upper bound gives the bound's box (it holds the unit's
+    true one, pixel 2 x 4 by the gradient) and says that it is one."""
+    model = positive(UnshuffledChannelPicked())
+    assert _box_of_unit(model, (1, 8, 8), (1, 2)) == [(2, 2), (4, 4)]
+    result = cli(
+        "rf", "tests/models.py:UnshuffledChannelPicked", "--input", "1x8x8", "--layer", "head", "--unit", "1,2"
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "reads input pixels 2..3 x 4..5 (of 8x8); an upper bound: aten.slice in (model)" in text
+
+
+@pytest.mark.parametrize("how,field", [("padded-channels-real", (3, 3)), ("unshuffle-mean-added", (2, 2))])
+def test_channels_picked_where_their_fields_are_known_are_exact(how, field):
+    """F.pad along the channels puts channels that read nothing beside the others: sliced back
+    out, the real ones read the convolution's field exactly. A pixel unshuffle's channels with
+    their mean added each read the whole 2x2 block: one sliced out too. As the gradient says,
+    with no note (they were a union presented as exact, then a bound)."""
+    model = positive(UnevenPicked(how))
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    assert row(report, "")["receptive_field"] == field and row(report, "")["receptive_field_note"] == ""
+    for unit in [(0, 0), (1, 2), (3, 3)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (1, 8, 8), unit), unit
+
+
+def test_channels_added_by_padding_read_no_input():
+    """The channels F.pad adds, sliced out, read no input pixel (their gradient is zero
+    everywhere): no field, covers_input NA (they were given the convolution's field)."""
+    empty = positive(UnevenPicked("padded-channels-empty"))
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert not torch.autograd.grad(empty(x).sum(), x)[0].any()
+    nothing = row(archprof.analyze(empty, input_size=(1, 8, 8)), "")
+    assert nothing["receptive_field"] is None and nothing["covers_input"] is None
 
 
 # -- the empirical check on random networks --------------------------------------------------

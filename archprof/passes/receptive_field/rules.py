@@ -370,8 +370,8 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
     results: list[State] = []
     for offset, size, output in zip(offsets, sizes, op.outputs, strict=True):
         entry = state.dims[axis] if isinstance(state, Field) else None
-        if isinstance(entry, Parts):  # channels of concatenated paths: the paths they are in
-            results.append(_cut(walk, op, state, axis, output.shape, offset, step))
+        if isinstance(entry, Uneven):  # channels of concatenated paths: the paths they are in (else a bound)
+            results.append(_cut(walk, op, state, axis, output.shape, offset, step, x.shape[axis]))
             continue
         placed, kept = entry.cut(offset, size, step) if isinstance(entry, Tokens) else (False, None)
         if placed:  # the patch tokens, or the class token, set aside
@@ -422,6 +422,8 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
                 return _picked(walk, op, part, axis, index)
             index -= size
     dims = state.dims[:axis] + state.dims[axis + 1 :]
+    if isinstance(entry, Uneven):
+        return walk.bounded(op, state.with_dims(dims))
     if along_no_axis(entry):
         return state.with_dims(dims)
     return Field(dims, state.whole, (*state.loose, _shifted(entry, 1, index)))
@@ -450,7 +452,7 @@ def _index_select(walk: Walk, op: OpNode) -> State:
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it picks positions along a spatial dimension by value")
-    return state
+    return walk.bounded(op, state) if isinstance(state, Field) and isinstance(state.dims[axis], Uneven) else state
 
 
 @operator_rule("index_add", "index_copy")
@@ -533,7 +535,7 @@ def _cut_parts(walk: Walk, op: OpNode, parts: Parts, out: tuple[int, ...], offse
         last = min(count - 1, (begin + size - 1 - offset) // step)
         if first <= last:
             shape = (*out[:axis], last - first + 1, *out[axis + 1 :])
-            pieces.append(_cut(walk, op, state, axis, shape, offset + first * step - begin, step))
+            pieces.append(_cut(walk, op, state, axis, shape, offset + first * step - begin, step, size))
             shapes.append(shape)
         begin += size
     if len(pieces) == 1:
@@ -541,15 +543,18 @@ def _cut_parts(walk: Walk, op: OpNode, parts: Parts, out: tuple[int, ...], offse
     return paths_side_by_side(walk, op, pieces, shapes, axis, out)
 
 
-def _cut(walk: Walk, op: OpNode, state: State, axis: int, out: tuple[int, ...], offset: int, step: int) -> State:
-    """A part's indices offset, offset + step, ... along `axis`, which runs along no input
-    axis: the parts within it where it has them, else what it reads."""
-    entry = state.dims[axis] if isinstance(state, Field) else None
-    if not isinstance(entry, Parts) or not entry.holds(state, axis):
-        return state
-    if offset == 0 and step == 1 and out[axis] == sum(entry.sizes):
+def _cut(
+    walk: Walk, op: OpNode, state: State, axis: int, out: tuple[int, ...], offset: int, step: int, size: int
+) -> State:
+    """Indices offset, offset + step, ... (`out[axis]` of them) of a dimension of `size`
+    along `axis`, which runs along no input axis: the parts within it where it has them;
+    else what it reads, an upper bound where its indices read different fields."""
+    if offset == 0 and step == 1 and out[axis] == size:
         return state  # all of it
-    return _cut_parts(walk, op, entry, out, offset, step)
+    entry = state.dims[axis] if isinstance(state, Field) else None
+    if isinstance(entry, Parts) and entry.holds(state, axis):
+        return _cut_parts(walk, op, entry, out, offset, step)
+    return walk.bounded(op, state) if isinstance(entry, Uneven) else state
 
 
 @operator_rule("cat")
@@ -633,11 +638,26 @@ def _constant_pad(walk: Walk, op: OpNode) -> State:
     pads = _pads(op.args[1], len(x.shape))
     axes = [a for a in pads if pads[a] != (0, 0)]
     state = walk.along(op, walk.state(x), axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
-    if not isinstance(state, Field):
+    shape = list(x.shape)
+    for axis in axes:
+        if isinstance(state, Field) and along_no_axis(state.dims[axis]):
+            state = _padded_channels(walk, op, state, axis, shape, pads[axis])
+    return state
+
+
+def _padded_channels(walk: Walk, op: OpNode, state: Field, axis: int, shape: list[int], pad: tuple[int, int]) -> State:
+    """Indices along `axis`, which runs along no input axis (channels), cropped by a negative
+    padding, then beside indices that read nothing (`shape`, the shape so far, updated):
+    concatenated paths, one of which reads nothing, whose indices a slice picks apart."""
+    (before, after), size = pad, shape[axis]
+    shape[axis] = size + min(before, 0) + min(after, 0)
+    state = _cut(walk, op, state, axis, tuple(shape), max(-before, 0), 1, size)
+    parts = [(n, part) for n, part in ((before, None), (shape[axis], state), (after, None)) if n > 0]
+    if len(parts) == 1 or state is None:
         return state
-    # Indices added along a dimension along no input axis (channels) read nothing, the others read.
-    grown = {a for a in axes if state.dims[a] is None and max(pads[a]) > 0}
-    return state.with_dims([UNEVEN if a in grown else e for a, e in enumerate(state.dims)]) if grown else state
+    shapes = [(*shape[:axis], n, *shape[axis + 1 :]) for n, _ in parts]
+    shape[axis] = sum(n for n, _ in parts)
+    return paths_side_by_side(walk, op, [part for _, part in parts], shapes, axis, tuple(shape))
 
 
 def _border_pad(kind: str) -> Rule:
@@ -1008,7 +1028,7 @@ def _glu(walk: Walk, op: OpNode) -> State:
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it pairs units half a dimension apart")
-    return state
+    return walk.bounded(op, state) if isinstance(state, Field) and isinstance(state.dims[axis], Uneven) else state
 
 
 def contracted_operand(state: State, keep: Sequence[int | None], contracted: Sequence[int]) -> State:
@@ -1084,4 +1104,6 @@ def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ..
 
 # The rules that move no index of a dimension of concatenated paths without saying so:
 # their outputs keep its `Parts` (every other rule's read the union of the paths).
-KNOW_PARTS.update({_pointwise, _normalisation, _native_dropout, _slice, _split, _select, _unbind, _cat, _stack})
+KNOW_PARTS.update(
+    {_pointwise, _normalisation, _native_dropout, _slice, _split, _select, _unbind, _cat, _stack, _constant_pad}
+)
