@@ -351,6 +351,8 @@ def test_cli_unit_box_of_a_bound_says_so():
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
     assert "reads input pixels 2..3 x 4..5 (of 8x8); an upper bound: aten.slice in (model)" in text
+    explained = " ".join(archprof.analyze(model, input_size=(1, 8, 8)).explain("head").split())
+    assert "field 2x2, jump 2x2, start 0x0 (an upper bound: aten.slice in (model)" in explained
 
 
 @pytest.mark.parametrize("how,field", [("padded-channels-real", (3, 3)), ("unshuffle-mean-added", (2, 2))])
