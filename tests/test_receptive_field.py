@@ -340,6 +340,38 @@ def test_channels_picked_from_channels_that_read_unevenly_are_marked_an_upper_bo
         assert any(given != true for given, true in boxes), boxes
 
 
+class ShuffledUnits(nn.Module):
+    """ShuffleNetV2's units: half the channels kept, half through a 3x3 convolution, side by
+    side, then shuffled (torchvision's channel_shuffle: a view, a transpose, a view)."""
+
+    def __init__(self, pick: str):
+        super().__init__()
+        self.pick = pick
+        self.branches = nn.ModuleList(nn.Conv2d(2, 2, 3, padding=1) for _ in range(3))
+
+    def forward(self, x):
+        for branch in self.branches:
+            kept, other = x.chunk(2, 1)
+            x = torch.cat([kept, branch(other)], 1)
+            n, c, h, w = x.shape  # torchvision's channel_shuffle(x, 2)
+            x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+        return {"kept": x[:, :1], "earlier": x[:, 2:3], "half": x.chunk(2, 1)[0]}[self.pick]
+
+
+@pytest.mark.parametrize("pick,field", [("kept", (1, 1)), ("earlier", (5, 5)), ("half", (7, 7))])
+def test_channels_shuffled_read_the_paths_they_came_from(pick, field):
+    """By hand, the channels after each unit: [c0, b1, c1, b1'] (b1: 3x3 over c2, c3), then
+    [c0, b2, b1, b2'] (b2: 3x3 over c1 and b1', 5x5), then [c0, b3, b2, b3'] (b3 over b1 and
+    b2', 7x7). Channel 0 is input channel 0, kept each time (pixel for pixel), channel 2 the
+    second unit's branch, the first half holds the last branch: as the gradient says, every
+    unit, with no note (each was the union of the paths, 7x7, marked a bound)."""
+    model = positive(ShuffledUnits(pick))
+    report = archprof.analyze(model, input_size=(4, 10, 10))
+    assert row(report, "")["receptive_field"] == field and row(report, "")["receptive_field_note"] == ""
+    for unit in [(0, 0), (3, 7), (9, 9), (5, 5)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (4, 10, 10), unit), unit
+
+
 def test_cli_unit_box_of_a_bound_says_so():
     """`rf --unit` on a field that is an upper bound gives the bound's box (it holds the unit's
     true one, pixel 2 x 4 by the gradient) and says that it is one."""

@@ -21,6 +21,7 @@ from archprof.passes.receptive_field.walk import (
     KNOW_PARTS,
     UNEVEN,
     WHOLE,
+    Block,
     Dim,
     Field,
     Merged,
@@ -227,15 +228,73 @@ def _reshape(walk: Walk, op: OpNode) -> State:
         return walk.undefined(op, "its sizes were not understood")
     dims: list[Dim] = [None] * len(out)
     loose = list(state.loose)
+    # Parts that no longer stand for their indices are the union of their paths.
+    held = [UNEVEN if isinstance(e, Parts) and not e.holds(state, d) else e for d, e in enumerate(state.dims)]
     for ins, outs in groups:
-        parts = _flattened([(state.dims[i], x.shape[i]) for i in ins])
+        parts = _flattened([(held[i], x.shape[i]) for i in ins])
         loose += [m for entry, n in parts if n == 1 for m in entry_maps(entry)]  # its unit 0
         entries = _regrouped([(e, n) for e, n in parts if n != 1], [out[j] for j in outs])
         if isinstance(entries, str):
             return walk.undefined(op, entries)
         for j, entry in zip(outs, entries, strict=True):
             dims[j] = entry
-    return Field(tuple(dims), state.whole, tuple(loose))
+    field = Field(tuple(dims), state.whole, tuple(loose))
+    for j, entry in enumerate(dims):
+        if isinstance(entry, _Rejoined):
+            field = _shuffled(walk, op, field, j, entry, out)
+    return field
+
+
+class _Rejoined(Uneven):
+    """The blocks of a `Block` merged back into one dimension, the index inside a block
+    first: index k count + i reads index i size + k of the paths (`_shuffled` places it)."""
+
+    __slots__ = ("block",)
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+
+
+def _shuffled(walk: Walk, op: OpNode, field: Field, axis: int, rejoined: _Rejoined, out: tuple[int, ...]) -> State:
+    """A channel shuffle's output: each index reads what its index in the paths read (runs
+    of indices of one path side by side), where the rest of the field is still the one the
+    paths made; else the union of the paths."""
+    parts, count, size = rejoined.block.parts, rejoined.block.count, rejoined.block.size
+    rest = field.dims[:axis] + field.dims[axis + 1 :]
+    intact = (
+        axis == parts.axis
+        and (field.whole, field.loose) == (parts.whole, parts.loose)
+        and len(rest) == len(parts.others)
+        and all(a is b for a, b in zip(rest, parts.others, strict=True))
+    )
+    if not intact:
+        return field.with_dims((*field.dims[:axis], UNEVEN, *field.dims[axis + 1 :]))
+    read = _index_states(walk, op, parts)
+    states: list[State] = []
+    counts: list[int] = []
+    for index in range(count * size):
+        piece = read[(index % count) * size + index // count]
+        if states and piece is states[-1]:  # the same path's as the index before: one run
+            counts[-1] += 1
+        else:
+            states.append(piece)
+            counts.append(1)
+    shapes = [(*out[:axis], n, *out[axis + 1 :]) for n in counts]
+    return paths_side_by_side(walk, op, states, shapes, axis, out)
+
+
+def _index_states(walk: Walk, op: OpNode, parts: Parts) -> list[State]:
+    """What each index of concatenated paths reads: its path's state, or, where that path is
+    made of paths itself, theirs (one list, not a cut per index: a shuffle of n channels
+    would cost n times n)."""
+    read: list[State] = []
+    for size, state in zip(parts.sizes, parts.states, strict=True):
+        entry = state.dims[parts.axis] if isinstance(state, Field) else None
+        if isinstance(entry, Parts) and entry.holds(state, parts.axis):
+            read += _index_states(walk, op, entry)
+        else:
+            read += [walk.bounded(op, state) if isinstance(entry, Uneven) and size > 1 else state] * size
+    return read
 
 
 def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | str:
@@ -283,6 +342,14 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
     followed)."""
     if len(run) == 1:
         return run[0][0]
+    blocks = [entry for entry, _ in run if isinstance(entry, Block)]
+    if len(blocks) == 2 and len(run) == 2 and blocks[0].parts is blocks[1].parts:
+        outer, inner = blocks if blocks[0].outer else blocks[::-1]
+        in_order = blocks[0] is outer
+        expected = (outer.count, outer.size) if in_order else (outer.size, outer.count)
+        if outer.outer and not inner.outer and (run[0][1], run[1][1]) == expected:
+            # merged back in their order: the paths as they were; the other way round: shuffled
+            return outer.parts if in_order else _Rejoined(outer)
     spatial = [(k, entry) for k, (entry, _) in enumerate(run) if not along_no_axis(entry)]
     if not spatial:
         return UNEVEN if any(isinstance(entry, Uneven) for entry, _ in run) else None
@@ -304,6 +371,8 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
 
 
 def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
+    if isinstance(entry, Parts) and len(sizes) == 2:  # concatenated paths in blocks (a channel shuffle's first view)
+        return [Block(entry, True, *sizes), Block(entry, False, *sizes)]
     if along_no_axis(entry):
         return [None if entry is None else UNEVEN] * len(sizes)  # each part of an uneven dimension may be uneven
     if not isinstance(entry, AxisMap) or len(sizes) != 2:
@@ -516,8 +585,14 @@ def paths_side_by_side(
     runs along no input axis (channels): each unit reads the union of the paths; the indices
     along `axis` read alike only where the paths do, else each its own path's (`Parts`)."""
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
-    items = [(s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s) for s in states]
-    merged = walk.merge(op, list(zip(items, shapes, strict=True)), out)
+    # Each path once (a channel shuffle's runs of one channel repeat a few paths hundreds of
+    # times); along `axis` no input axis runs, so its size there does not matter.
+    distinct = list({id(s): s for s in states}.values())
+    one = (*out[:axis], 1, *out[axis + 1 :])
+    items = [
+        (s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s, one) for s in distinct
+    ]
+    merged = walk.merge(op, items, out)
     alike = all(e is None for e in entries) and all(s == states[0] for s in states)
     if alike or not isinstance(merged, Field):
         return merged
@@ -1107,3 +1182,6 @@ def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ..
 KNOW_PARTS.update(
     {_pointwise, _normalisation, _native_dropout, _slice, _split, _select, _unbind, _cat, _stack, _constant_pad}
 )
+# A reshape and a permute keep the parts they do not move (`Parts.holds` checks the place) and
+# the blocks a reshape split them into (`Block`), which only a reshape reads.
+KNOW_PARTS.update({_reshape, _permute})

@@ -114,6 +114,22 @@ class Parts(Uneven):
         return all(a is b for a, b in zip(dims[:axis] + dims[axis + 1 :], self.others, strict=True))
 
 
+class Block(Uneven):
+    """One of the two dimensions a reshape split concatenated paths (`Parts`) into: the
+    blocks (`outer`: `count` of them, each `size` indices) or the index inside a block. A
+    reshape that merges the two back, the inner one first (a channel shuffle: a view, a
+    transpose, a view), finds the path each index reads (`rules._shuffled`); any other op
+    reads them as the union of the paths."""
+
+    __slots__ = ("count", "outer", "parts", "size")
+
+    def __init__(self, parts: Parts, outer: bool, count: int, size: int) -> None:
+        self.parts, self.outer, self.count, self.size = parts, outer, count, size
+
+    def __repr__(self) -> str:
+        return f"Block({'outer' if self.outer else 'inner'} of {self.parts!r})"
+
+
 # A tensor dimension: along an input axis, flattened axes, none (each index reads alike) or
 # none with indices that read differently.
 Dim = AxisMap | Merged | Tokens | Within | Uneven | None
@@ -124,10 +140,10 @@ def along_no_axis(entry: Dim) -> bool:
 
 
 def plain(state: State) -> State:
-    """`state` with its parts (`Parts`) read as the union of all, as any uneven dimension."""
-    if not isinstance(state, Field) or not any(isinstance(e, Parts) for e in state.dims):
+    """`state` with its parts (`Parts`, `Block`) read as the union of all, as any uneven dimension."""
+    if not isinstance(state, Field) or not any(isinstance(e, (Parts, Block)) for e in state.dims):
         return state
-    return state.with_dims([UNEVEN if isinstance(e, Parts) else e for e in state.dims])
+    return state.with_dims([UNEVEN if isinstance(e, (Parts, Block)) else e for e in state.dims])
 
 
 def entry_maps(entry: Dim) -> list[AxisMap]:
