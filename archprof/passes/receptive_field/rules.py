@@ -805,8 +805,9 @@ def _flip(walk: Walk, op: OpNode) -> State:
 @operator_rule("pixel_shuffle", "pixel_unshuffle")
 def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
     """pixel_shuffle(r): unit h reads unit h // r (channels become positions), exact where
-    every channel reads alike; unshuffle: unit h reads units h r .. h r + r - 1, each
-    channel one of them (its channels read unevenly)."""
+    every channel reads alike, else an upper bound (each position gets the union of its r x r
+    channels', as of all); unshuffle: unit h reads units h r .. h r + r - 1, each channel one
+    of them (its channels read unevenly)."""
     x, out = op.args[0], op.outputs[0].shape
     r = op.args[1]
     state = walk.state(x)
@@ -815,8 +816,7 @@ def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
     if not along_no_axis(channels):
         return walk.undefined(op, "it moves a spatial dimension into positions")
     if isinstance(channels, Uneven) and not unshuffle:
-        why = "it makes positions of channels that read different fields (concatenated paths, a pixel unshuffle's)"
-        return walk.undefined(op, why)
+        state = walk.bounded(op, state, "makes positions of channels that read different fields")
     axes = list(last_dims(x, 2))
     if unshuffle:
         change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), r, period=1)  # noqa: E731

@@ -329,14 +329,14 @@ class Walk:
     def undefined(self, op: OpNode, why: str) -> Undefined:
         return Undefined(f"{op.op} in {_where(op)}: {why}")
 
-    def bounded(self, op: OpNode, state: State) -> State:
+    def bounded(self, op: OpNode, state: State, what: str = "picks indices that read different fields") -> State:
         """`state`, the union over every index of a dimension whose indices read different
-        fields, given to the few of them `op` picks: an upper bound of their field."""
+        fields, given to the few of them `op` picks (or to each position it makes of them):
+        an upper bound of their field."""
         if not isinstance(state, Field) or state.bound:
             return state
         why = (
-            f"{UPPER_BOUND}: {op.op} in {_where(op)} picks indices that read different fields ({_UNEVEN_KINDS}),"
-            " and archprof gives them the union of all"
+            f"{UPPER_BOUND}: {op.op} in {_where(op)} {what} ({_UNEVEN_KINDS}), and archprof gives them the union of all"
         )
         return Field(state.dims, state.whole, state.loose, why)
 
