@@ -133,8 +133,17 @@ COLUMNS: tuple[Column, ...] = (
         "input coordinate of the field's first pixel per dim ((-90, -90); CSV '-90x-90'), UNDEFINED or None",
         text=dims_text,
     ),
-    Column("covers_input", "boolean", "output unit 0's field spans the whole input in every dim (NA if undefined)"),
-    Column("receptive_field_note", "string", "why the field (or its stride) is undefined", user_text=True),
+    Column(
+        "covers_input",
+        "boolean",
+        "output unit 0's field spans the whole input in every dim (NA if undefined, or if the row reads no input)",
+    ),
+    Column(
+        "receptive_field_note",
+        "string",
+        "why the field (or its stride) is undefined, or that it is an upper bound",
+        user_text=True,
+    ),
     Column(
         "not_counted",
         "object",

@@ -799,3 +799,15 @@ def weight_normed_layer() -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return nn.Sequential(nn.utils.weight_norm(nn.Linear(32, 64)), nn.ReLU(), nn.Linear(64, 4))
+
+
+class UnshuffledChannelPicked(nn.Module):
+    """One channel of a pixel unshuffle (it reads pixel 2h, 2w of each 2x2 block alone) through a
+    1x1 convolution: archprof gives it the union of the four channels', an upper bound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        return self.head(nn.functional.pixel_unshuffle(x, 2)[:, :1])

@@ -17,7 +17,7 @@ from torch import nn
 import archprof
 from archprof.passes.receptive_field import tensor_fields, unit_box
 from tests.cli import cli, one_error_line
-from tests.models import PooledBlock, ShuffledHalves
+from tests.models import PooledBlock, ShuffledHalves, UnshuffledChannelPicked
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -284,10 +284,130 @@ def test_channels_picked_from_a_concatenation_read_their_own_paths_field(pick, f
     report = archprof.analyze(model, input_size=(1, 10, 10))
     if pick == "depthwise-then-slice":
         assert row(report, "")["receptive_field"] == (7, 7)  # a bound: the union of the paths
+        assert row(report, "")["receptive_field_note"].startswith("an upper bound: aten.slice in (model)")
         return
-    assert row(report, "")["receptive_field"] == field
+    assert row(report, "")["receptive_field"] == field and row(report, "")["receptive_field_note"] == ""
     for unit in [(0, 0), (3, 7), (9, 9), (5, 5)]:
         assert output_unit_box(report, unit) == _box_of_unit(model, (1, 10, 10), unit), unit
+
+
+class UnevenPicked(nn.Module):
+    """Channels that read different pixels, some picked out: `how` names which and how."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.mix = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        unshuffled = F.pixel_unshuffle(x, 2)  # channel 2 i + j reads pixel (2 h + i, 2 w + j)
+        padded = F.pad(self.conv(x), (0, 0, 0, 0, 2, 1))  # channels 0, 1 and 4 read nothing
+        picks = {
+            "unshuffle-slice": lambda: unshuffled[:, :1],
+            "unshuffle-select-conv": lambda: self.mix(unshuffled.select(1, 3).unsqueeze(1)),
+            "folded-grouped-slice": lambda: self.grouped(SpaceToDepth("blocks-first")(x))[:, 1:2],
+            "unshuffle-cropped": lambda: F.pad(unshuffled, (0, 0, 0, 0, -3, 0)),
+            "padded-channels-real": lambda: padded[:, 2:4],
+            "padded-channels-empty": lambda: padded[:, :2] + padded[:, 4:],
+            "unshuffle-mean-added": lambda: (unshuffled + unshuffled.mean(1, keepdim=True))[:, :1],
+        }
+        return picks[self.how]()
+
+
+def _contains(outer: list[tuple[int, int]], inner: list[tuple[int, int]]) -> bool:
+    return all(a <= c and d <= b for (a, b), (c, d) in zip(outer, inner, strict=True))
+
+
+@pytest.mark.parametrize(
+    "how", ["unshuffle-slice", "unshuffle-select-conv", "folded-grouped-slice", "unshuffle-cropped"]
+)
+def test_channels_picked_from_channels_that_read_unevenly_are_marked_an_upper_bound(how):
+    """Channels sliced or selected out of a pixel unshuffle's (each reads one pixel of every
+    2x2 block), or of a grouped convolution's over folded positions, get the union of all
+    the channels' fields: it holds every unit's gradient box (the oracle) but is larger
+    (pixel 2h, 2w alone for channel 0), so the note says it is an upper bound, on every row
+    computed from it too (the convolution after a select). It was given as exact."""
+    model = positive(UnevenPicked(how))
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    last = row(report, "mix" if how == "unshuffle-select-conv" else "")
+    assert last["receptive_field_note"].startswith("an upper bound: aten.")
+    assert "picks indices that read different fields" in last["receptive_field_note"]
+    boxes = [(output_unit_box(report, unit), _box_of_unit(model, (1, 8, 8), unit)) for unit in [(0, 0), (1, 2), (3, 3)]]
+    assert all(_contains(given, true) for given, true in boxes), boxes
+    if how != "unshuffle-cropped":  # channels 1..3 read the 2x2 block but its first pixel: the bound is tight there
+        assert any(given != true for given, true in boxes), boxes
+
+
+class ShuffledUnits(nn.Module):
+    """ShuffleNetV2's units: half the channels kept, half through a 3x3 convolution, side by
+    side, then shuffled (torchvision's channel_shuffle: a view, a transpose, a view)."""
+
+    def __init__(self, pick: str):
+        super().__init__()
+        self.pick = pick
+        self.branches = nn.ModuleList(nn.Conv2d(2, 2, 3, padding=1) for _ in range(3))
+
+    def forward(self, x):
+        for branch in self.branches:
+            kept, other = x.chunk(2, 1)
+            x = torch.cat([kept, branch(other)], 1)
+            n, c, h, w = x.shape  # torchvision's channel_shuffle(x, 2)
+            x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+        return {"kept": x[:, :1], "earlier": x[:, 2:3], "half": x.chunk(2, 1)[0]}[self.pick]
+
+
+@pytest.mark.parametrize("pick,field", [("kept", (1, 1)), ("earlier", (5, 5)), ("half", (7, 7))])
+def test_channels_shuffled_read_the_paths_they_came_from(pick, field):
+    """By hand, the channels after each unit: [c0, b1, c1, b1'] (b1: 3x3 over c2, c3), then
+    [c0, b2, b1, b2'] (b2: 3x3 over c1 and b1', 5x5), then [c0, b3, b2, b3'] (b3 over b1 and
+    b2', 7x7). Channel 0 is input channel 0, kept each time (pixel for pixel), channel 2 the
+    second unit's branch, the first half holds the last branch: as the gradient says, every
+    unit, with no note (each was the union of the paths, 7x7, marked a bound)."""
+    model = positive(ShuffledUnits(pick))
+    report = archprof.analyze(model, input_size=(4, 10, 10))
+    assert row(report, "")["receptive_field"] == field and row(report, "")["receptive_field_note"] == ""
+    for unit in [(0, 0), (3, 7), (9, 9), (5, 5)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (4, 10, 10), unit), unit
+
+
+def test_cli_unit_box_of_a_bound_says_so():
+    """`rf --unit` on a field that is an upper bound gives the bound's box (it holds the unit's
+    true one, pixel 2 x 4 by the gradient) and says that it is one."""
+    model = positive(UnshuffledChannelPicked())
+    assert _box_of_unit(model, (1, 8, 8), (1, 2)) == [(2, 2), (4, 4)]
+    result = cli(
+        "rf", "tests/models.py:UnshuffledChannelPicked", "--input", "1x8x8", "--layer", "head", "--unit", "1,2"
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "reads input pixels 2..3 x 4..5 (of 8x8); an upper bound: aten.slice in (model)" in text
+    explained = " ".join(archprof.analyze(model, input_size=(1, 8, 8)).explain("head").split())
+    assert "field 2x2, jump 2x2, start 0x0 (an upper bound: aten.slice in (model)" in explained
+
+
+@pytest.mark.parametrize("how,field", [("padded-channels-real", (3, 3)), ("unshuffle-mean-added", (2, 2))])
+def test_channels_picked_where_their_fields_are_known_are_exact(how, field):
+    """F.pad along the channels puts channels that read nothing beside the others: sliced back
+    out, the real ones read the convolution's field exactly. A pixel unshuffle's channels with
+    their mean added each read the whole 2x2 block: one sliced out too. As the gradient says,
+    with no note (they were a union presented as exact, then a bound)."""
+    model = positive(UnevenPicked(how))
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    assert row(report, "")["receptive_field"] == field and row(report, "")["receptive_field_note"] == ""
+    for unit in [(0, 0), (1, 2), (3, 3)]:
+        assert output_unit_box(report, unit) == _box_of_unit(model, (1, 8, 8), unit), unit
+
+
+def test_channels_added_by_padding_read_no_input():
+    """The channels F.pad adds, sliced out, read no input pixel (their gradient is zero
+    everywhere): no field, covers_input NA (they were given the convolution's field)."""
+    empty = positive(UnevenPicked("padded-channels-empty"))
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert not torch.autograd.grad(empty(x).sum(), x)[0].any()
+    nothing = row(archprof.analyze(empty, input_size=(1, 8, 8)), "")
+    assert nothing["receptive_field"] is None and nothing["covers_input"] is None
 
 
 # -- the empirical check on random networks --------------------------------------------------
@@ -906,16 +1026,8 @@ class Interleaved(nn.Module):
 
 @pytest.mark.parametrize(
     "model,op",
-    [
-        (Interleaved("stack"), "aten.view"),
-        (Interleaved("channels"), "aten._unsafe_view"),
-        (nn.Sequential(nn.Conv2d(1, 1, 1), nn.PixelUnshuffle(2), nn.PixelShuffle(2)), "aten.pixel_shuffle"),
-        (
-            nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.PixelShuffle(2)),
-            "aten.pixel_shuffle",
-        ),
-    ],
-    ids=["stacked-into-w", "channels-into-w", "unshuffle-shuffle", "unshuffle-depthwise-shuffle"],
+    [(Interleaved("stack"), "aten.view"), (Interleaved("channels"), "aten._unsafe_view")],
+    ids=["stacked-into-w", "channels-into-w"],
 )
 def test_indices_of_different_fields_folded_into_a_spatial_dimension_are_undefined(model, op):
     """Units 0 and 1 along W read different boxes (their own path's, their own pixel), where
@@ -925,6 +1037,31 @@ def test_indices_of_different_fields_folded_into_a_spatial_dimension_are_undefin
     r = row(archprof.analyze(model, input_size=(1, 8, 8)))
     assert r["receptive_field"] == "undefined"
     assert r["receptive_field_note"].startswith(op) and "different fields" in r["receptive_field_note"]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        nn.Sequential(nn.Conv2d(1, 1, 1), nn.PixelUnshuffle(2), nn.PixelShuffle(2)),
+        nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.PixelShuffle(2)),
+        nn.Sequential(
+            nn.PixelUnshuffle(2), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.PixelShuffle(2), nn.Conv2d(1, 1, 3)
+        ),
+    ],
+    ids=["unshuffle-shuffle", "unshuffle-depthwise-shuffle", "then-a-convolution"],
+)
+def test_channels_of_different_fields_made_positions_are_a_marked_bound(model):
+    """A pixel shuffle of channels that read different pixels (a pixel unshuffle's, each
+    position of a 2x2 block): each position gets the union of its block's channels, which
+    holds its gradient box (the oracle) but is larger (pixel for pixel, the identity, gives
+    the whole block); the note says it is an upper bound, on the rows after it too. It was
+    undefined."""
+    model = positive(model)
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    assert row(report)["receptive_field_note"].startswith("an upper bound: aten.pixel_shuffle in ")
+    units = [(0, 0), (1, 2), (5, 5)]
+    boxes = [(output_unit_box(report, unit), _box_of_unit(model, (1, 8, 8), unit)) for unit in units]
+    assert all(_contains(given, true) for given, true in boxes) and any(g != t for g, t in boxes), boxes
 
 
 class SpaceToDepth(nn.Module):
@@ -982,14 +1119,15 @@ def test_a_grouped_convolution_over_folded_positions_reads_the_union_of_its_chan
     """A depthwise (or grouped) convolution after a space-to-depth: each channel reads its
     own positions of the blocks, and a unit, over all its channels, every position of the
     blocks its window reaches, as the gradient says (it was undefined). Folded back into a
-    spatial dimension, its channels' different fields are undefined."""
+    spatial dimension, its channels' different fields are an upper bound, marked."""
     model = positive(nn.Sequential(SpaceToDepth("blocks-first"), nn.Conv2d(4, 4, 3, padding=1, groups=groups)))
     report = check_against_gradients(model, (1, 8, 8))
     assert row(report)["receptive_field"] == (6, 6) and row(report)["effective_stride"] == (2, 2)
     for unit in [(0, 0), (1, 2), (3, 3), (2, 0)]:
         assert output_unit_box(report, unit) == _box_of_unit(model, (1, 8, 8), unit), unit
     folded_back = nn.Sequential(*model, nn.PixelShuffle(2))
-    assert row(archprof.analyze(folded_back, input_size=(1, 8, 8)))["receptive_field"] == "undefined"
+    note = row(archprof.analyze(folded_back, input_size=(1, 8, 8)))["receptive_field_note"]
+    assert note.startswith("an upper bound: aten.pixel_shuffle")
 
 
 def _box_of_unit(module: nn.Module, input_size: tuple[int, ...], unit: tuple[int, int]) -> list[tuple[int, int]]:
@@ -1080,7 +1218,7 @@ def test_rows_without_a_spatial_field_are_empty():
     report = archprof.analyze(Unused(), input_size=(1, 8, 8))
     spare = row(report, "spare")
     assert spare["receptive_field"] is spare["effective_stride"] is spare["receptive_field_start"] is None
-    assert spare["covers_input"] is False
+    assert spare["covers_input"] is None  # NA: it reads no input, covering or not
     flat = archprof.analyze(nn.Linear(6, 6), input_size=(6,))  # no spatial dimension at all
     assert row(flat)["receptive_field"] is None
 
@@ -1176,6 +1314,42 @@ def test_the_verdict_names_where_every_later_layer_covers_the_input():
     assert [r["covers_input"] for r in report.rows()] == [False, False, False, True, False, True]
     text = " ".join(to_text(receptive_field_table(report)).split())
     assert "at layer 3.wide, but not at every layer after it (not at 3.narrow); from layer 3 on it does" in text
+
+
+class _ConstantBranch(nn.Module):
+    """A map whose field covers the 8x8 input, then rows that read no input pixel: a grid
+    from arange and meshgrid through a convolution (RAFT's initial flow), a positional
+    embedding; the sum of all reads the map's field again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide, self.head = nn.Conv2d(1, 1, 17, padding=8), nn.Conv2d(2, 1, 1)
+        self.position = nn.Parameter(torch.zeros(1, 1, 8, 8))
+
+    def forward(self, x):
+        y = self.wide(x)
+        rows, cols = torch.meshgrid(*[torch.arange(8, dtype=x.dtype)] * 2, indexing="ij")
+        return y + self.head(torch.stack([rows, cols])[None]) + self.position
+
+
+def test_rows_reading_no_input_are_neither_covering_nor_not():
+    """The grid's row reads no input pixel (its gradient from the input is none: the grid
+    does not depend on x): its covers_input is NA, and the verdict, which passes over it, says
+    the field covers from the wide convolution on (it said "but not at every layer after it")."""
+    from archprof.render import to_text
+    from archprof.render.fields import receptive_field_table
+
+    model = positive(_ConstantBranch())
+    made = {}
+    model.head.register_forward_hook(lambda _, args, output: made.update(head=output))
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    model(x)
+    assert torch.autograd.grad(made["head"].sum(), x, allow_unused=True)[0] is None
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    assert row(report, "head")["receptive_field"] is None and row(report, "head")["covers_input"] is None
+    assert row(report, "wide")["covers_input"] is True and row(report)["covers_input"] is True
+    text = " ".join(to_text(receptive_field_table(report)).split())
+    assert "the field covers the whole 8x8 input from layer wide on" in text
 
 
 # -- the built-in models -------------------------------------------------------------------

@@ -696,6 +696,7 @@ TORCHVISION = {
         weights=None, weights_backbone=None
     ),
     "swin_t": lambda tv: tv.models.swin_t(),
+    "shufflenet_v2_x0_5": lambda tv: tv.models.shufflenet_v2_x0_5(),
 }
 
 
@@ -731,8 +732,10 @@ def test_every_layer_of_torchvision_models_gets_a_field(hub_packages, name):
     [
         ("convnext_tiny", lambda m: m.features[:2], [(0, 0), (3, 5), (7, 7)]),  # channels-last blocks
         ("fcn_resnet50", Output, [(0, 0), (13, 22), (31, 31)]),  # dilated backbone, bilinear x8
+        # channel shuffles: the halves a unit keeps and branches read their own channels' fields
+        ("shufflenet_v2_x0_5", lambda m: nn.Sequential(m.conv1, m.stage2, m.stage3), [(0, 0), (1, 2), (3, 3)]),
     ],
-    ids=["convnext_tiny.features.1", "fcn_resnet50"],
+    ids=["convnext_tiny.features.1", "fcn_resnet50", "shufflenet_v2_x0_5.stage3"],
 )
 def test_torchvision_units_against_gradient_footprints(hub_packages, name, part, units):
     torchvision, _ = hub_packages

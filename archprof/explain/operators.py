@@ -19,6 +19,7 @@ from archprof.passes.flops import op_cost
 from archprof.passes.fold_bn import BATCH_NORMS, runs_instance_norm
 from archprof.passes.layers import LayerGroup
 from archprof.passes.receptive_field import FieldMark, receptive_field_columns
+from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.text import dims_text
 from archprof.units import shape_text
 
@@ -64,7 +65,8 @@ def field_note(fields: Fields, tensor: TensorMeta | None) -> str:
         return "the whole input"
     if cells.field == FieldMark.UNDEFINED:
         return f"undefined ({cells.note})"
-    return f"field {dims_text(cells.field)}, jump {dims_text(cells.stride)}, start {dims_text(cells.start)}"
+    words = f"field {dims_text(cells.field)}, jump {dims_text(cells.stride)}, start {dims_text(cells.start)}"
+    return f"{words} ({cells.note})" if cells.note.startswith(UPPER_BOUND) else words
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,8 @@ def _centred_and_coverage(field, stride, start, spatial) -> tuple[Text | str, Te
 def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], layer: str, unit: str) -> str:
     """`archprof rf --unit 3,4 --layer L`: 'layer L, unit 3,4 reads input pixels 24..75 x
     40..91 (of 224x224)': per spatial dimension the first and last input pixel that can
-    reach the unit (`states`: each row's field state, `receptive_field.row_states`)."""
+    reach the unit (`states`: each row's field state, `receptive_field.row_states`), and,
+    where the layer's field is an upper bound, the note that says so."""
     from archprof.passes.receptive_field import unit_box
 
     try:
@@ -138,9 +139,12 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
     rows = [index for index, (name, call) in enumerate(calls) if name == layer and call == 0]
     if not rows:
         raise ArchprofError(f"no layer {visible_text(layer)!r} in the model: `archprof rf MODEL` lists them")
-    boxes = unit_box(_returned_state(report, layer, states[rows[-1]]), spatial, coordinates)
+    state = _returned_state(report, layer, states[rows[-1]])
+    boxes = unit_box(state, spatial, coordinates)
     where = "no input pixel" if None in boxes else "input pixels " + " x ".join(f"{a}..{b}" for a, b in boxes)
-    return f"layer {visible_text(layer)}, unit {unit} reads {where} (of {shape_text(spatial)})"
+    text = f"layer {visible_text(layer)}, unit {unit} reads {where} (of {shape_text(spatial)})"
+    bound = getattr(state, "bound", "")  # a Field's note that its box holds the unit's, which may be smaller
+    return f"{text}; {visible_text(bound)}" if bound else text
 
 
 def _returned_state(report: Report, layer: str, last_row_state: State) -> State:

@@ -23,7 +23,9 @@ A tensor's state is one of:
 - no field (None): parameters, buffers, constants and whatever is computed from them only;
 - `Field`: the maps of its dimensions (flattened: `walk.Merged`; with a class token beside
   them: `walk.Tokens`), the input dimensions read whole (`whole`: pooled or attended over)
-  and those kept at one unit (`loose`: a select);
+  and those kept at one unit (`loose`: a select); where some channels of a dimension whose
+  channels read different fields were picked (sliced after a pixel unshuffle), their field
+  is the union of all, an upper bound, which the field says (`bound`), and the note too;
 - `WHOLE`: every unit sees the whole input ("global": global pooling, attention over all
   positions, a linear layer over a flattened map). A tensor whose spatial dimensions are
   flattened into one is reported as the whole input too (docs/formulas.md's convention), but
@@ -79,7 +81,10 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
     after upsampling (Fraction(1, 2)); UNDEFINED where neighbouring units are not evenly
     spaced (paths of different strides merged, a dimension kept at one unit);
     `receptive_field_start` a tuple of ints. `covers_input` says whether unit 0's field spans the whole input in every
-    dimension (None where undefined); `receptive_field_note` says why a cell is undefined.
+    dimension: None where undefined, and where the row reads no input pixel at all (made from
+    parameters and constants only: RAFT's initial flow grid, a zero hidden state), which is
+    neither, and where a field that is only an upper bound covers it; `receptive_field_note`
+    says why a cell is undefined, or that the field is an upper bound ("an upper bound: ...").
     """
     fields, spatial = tensor_fields(graph)
     # Rows often share one state object (an activation after a conv): keyed by identity, as
@@ -102,7 +107,7 @@ _COLUMNS = ("receptive_field", "effective_stride", "receptive_field_start", "cov
 
 def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bool | None, str]:
     if state is None:
-        return None, None, None, False, ""
+        return None, None, None, None, ""
     if isinstance(state, Extent):
         return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
@@ -123,6 +128,8 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         covers = covers and start <= 0 and end >= extent - 1
         first_note = first_note or note
     stride_cell = FieldMark.UNDEFINED if None in strides else tuple(strides)
+    if state.bound:  # the field itself a bound: whether the true one covers is not known where this one does
+        return tuple(sizes), stride_cell, tuple(starts), None if covers else False, state.bound
     return tuple(sizes), stride_cell, tuple(starts), covers, first_note
 
 

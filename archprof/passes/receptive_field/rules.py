@@ -21,6 +21,7 @@ from archprof.passes.receptive_field.walk import (
     KNOW_PARTS,
     UNEVEN,
     WHOLE,
+    Block,
     Dim,
     Field,
     Merged,
@@ -227,15 +228,73 @@ def _reshape(walk: Walk, op: OpNode) -> State:
         return walk.undefined(op, "its sizes were not understood")
     dims: list[Dim] = [None] * len(out)
     loose = list(state.loose)
+    # Parts that no longer stand for their indices are the union of their paths.
+    held = [UNEVEN if isinstance(e, Parts) and not e.holds(state, d) else e for d, e in enumerate(state.dims)]
     for ins, outs in groups:
-        parts = _flattened([(state.dims[i], x.shape[i]) for i in ins])
+        parts = _flattened([(held[i], x.shape[i]) for i in ins])
         loose += [m for entry, n in parts if n == 1 for m in entry_maps(entry)]  # its unit 0
         entries = _regrouped([(e, n) for e, n in parts if n != 1], [out[j] for j in outs])
         if isinstance(entries, str):
             return walk.undefined(op, entries)
         for j, entry in zip(outs, entries, strict=True):
             dims[j] = entry
-    return Field(tuple(dims), state.whole, tuple(loose))
+    field = Field(tuple(dims), state.whole, tuple(loose))
+    for j, entry in enumerate(dims):
+        if isinstance(entry, _Rejoined):
+            field = _shuffled(walk, op, field, j, entry, out)
+    return field
+
+
+class _Rejoined(Uneven):
+    """The blocks of a `Block` merged back into one dimension, the index inside a block
+    first: index k count + i reads index i size + k of the paths (`_shuffled` places it)."""
+
+    __slots__ = ("block",)
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+
+
+def _shuffled(walk: Walk, op: OpNode, field: Field, axis: int, rejoined: _Rejoined, out: tuple[int, ...]) -> State:
+    """A channel shuffle's output: each index reads what its index in the paths read (runs
+    of indices of one path side by side), where the rest of the field is still the one the
+    paths made; else the union of the paths."""
+    parts, count, size = rejoined.block.parts, rejoined.block.count, rejoined.block.size
+    rest = field.dims[:axis] + field.dims[axis + 1 :]
+    intact = (
+        axis == parts.axis
+        and (field.whole, field.loose) == (parts.whole, parts.loose)
+        and len(rest) == len(parts.others)
+        and all(a is b for a, b in zip(rest, parts.others, strict=True))
+    )
+    if not intact:
+        return field.with_dims((*field.dims[:axis], UNEVEN, *field.dims[axis + 1 :]))
+    read = _index_states(walk, op, parts)
+    states: list[State] = []
+    counts: list[int] = []
+    for index in range(count * size):
+        piece = read[(index % count) * size + index // count]
+        if states and piece is states[-1]:  # the same path's as the index before: one run
+            counts[-1] += 1
+        else:
+            states.append(piece)
+            counts.append(1)
+    shapes = [(*out[:axis], n, *out[axis + 1 :]) for n in counts]
+    return paths_side_by_side(walk, op, states, shapes, axis, out)
+
+
+def _index_states(walk: Walk, op: OpNode, parts: Parts) -> list[State]:
+    """What each index of concatenated paths reads: its path's state, or, where that path is
+    made of paths itself, theirs (one list, not a cut per index: a shuffle of n channels
+    would cost n times n)."""
+    read: list[State] = []
+    for size, state in zip(parts.sizes, parts.states, strict=True):
+        entry = state.dims[parts.axis] if isinstance(state, Field) else None
+        if isinstance(entry, Parts) and entry.holds(state, parts.axis):
+            read += _index_states(walk, op, entry)
+        else:
+            read += [walk.bounded(op, state) if isinstance(entry, Uneven) and size > 1 else state] * size
+    return read
 
 
 def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | str:
@@ -283,6 +342,14 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
     followed)."""
     if len(run) == 1:
         return run[0][0]
+    blocks = [entry for entry, _ in run if isinstance(entry, Block)]
+    if len(blocks) == 2 and len(run) == 2 and blocks[0].parts is blocks[1].parts:
+        outer, inner = blocks if blocks[0].outer else blocks[::-1]
+        in_order = blocks[0] is outer
+        expected = (outer.count, outer.size) if in_order else (outer.size, outer.count)
+        if outer.outer and not inner.outer and (run[0][1], run[1][1]) == expected:
+            # merged back in their order: the paths as they were; the other way round: shuffled
+            return outer.parts if in_order else _Rejoined(outer)
     spatial = [(k, entry) for k, (entry, _) in enumerate(run) if not along_no_axis(entry)]
     if not spatial:
         return UNEVEN if any(isinstance(entry, Uneven) for entry, _ in run) else None
@@ -304,6 +371,8 @@ def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
 
 
 def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
+    if isinstance(entry, Parts) and len(sizes) == 2:  # concatenated paths in blocks (a channel shuffle's first view)
+        return [Block(entry, True, *sizes), Block(entry, False, *sizes)]
     if along_no_axis(entry):
         return [None if entry is None else UNEVEN] * len(sizes)  # each part of an uneven dimension may be uneven
     if not isinstance(entry, AxisMap) or len(sizes) != 2:
@@ -370,8 +439,8 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
     results: list[State] = []
     for offset, size, output in zip(offsets, sizes, op.outputs, strict=True):
         entry = state.dims[axis] if isinstance(state, Field) else None
-        if isinstance(entry, Parts):  # channels of concatenated paths: the paths they are in
-            results.append(_cut(walk, op, state, axis, output.shape, offset, step))
+        if isinstance(entry, Uneven):  # channels of concatenated paths: the paths they are in (else a bound)
+            results.append(_cut(walk, op, state, axis, output.shape, offset, step, x.shape[axis]))
             continue
         placed, kept = entry.cut(offset, size, step) if isinstance(entry, Tokens) else (False, None)
         if placed:  # the patch tokens, or the class token, set aside
@@ -422,6 +491,8 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
                 return _picked(walk, op, part, axis, index)
             index -= size
     dims = state.dims[:axis] + state.dims[axis + 1 :]
+    if isinstance(entry, Uneven):
+        return walk.bounded(op, state.with_dims(dims))
     if along_no_axis(entry):
         return state.with_dims(dims)
     return Field(dims, state.whole, (*state.loose, _shifted(entry, 1, index)))
@@ -450,7 +521,7 @@ def _index_select(walk: Walk, op: OpNode) -> State:
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it picks positions along a spatial dimension by value")
-    return state
+    return walk.bounded(op, state) if isinstance(state, Field) and isinstance(state.dims[axis], Uneven) else state
 
 
 @operator_rule("index_add", "index_copy")
@@ -514,8 +585,14 @@ def paths_side_by_side(
     runs along no input axis (channels): each unit reads the union of the paths; the indices
     along `axis` read alike only where the paths do, else each its own path's (`Parts`)."""
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
-    items = [(s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s) for s in states]
-    merged = walk.merge(op, list(zip(items, shapes, strict=True)), out)
+    # Each path once (a channel shuffle's runs of one channel repeat a few paths hundreds of
+    # times); along `axis` no input axis runs, so its size there does not matter.
+    distinct = list({id(s): s for s in states}.values())
+    one = (*out[:axis], 1, *out[axis + 1 :])
+    items = [
+        (s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s, one) for s in distinct
+    ]
+    merged = walk.merge(op, items, out)
     alike = all(e is None for e in entries) and all(s == states[0] for s in states)
     if alike or not isinstance(merged, Field):
         return merged
@@ -533,7 +610,7 @@ def _cut_parts(walk: Walk, op: OpNode, parts: Parts, out: tuple[int, ...], offse
         last = min(count - 1, (begin + size - 1 - offset) // step)
         if first <= last:
             shape = (*out[:axis], last - first + 1, *out[axis + 1 :])
-            pieces.append(_cut(walk, op, state, axis, shape, offset + first * step - begin, step))
+            pieces.append(_cut(walk, op, state, axis, shape, offset + first * step - begin, step, size))
             shapes.append(shape)
         begin += size
     if len(pieces) == 1:
@@ -541,15 +618,18 @@ def _cut_parts(walk: Walk, op: OpNode, parts: Parts, out: tuple[int, ...], offse
     return paths_side_by_side(walk, op, pieces, shapes, axis, out)
 
 
-def _cut(walk: Walk, op: OpNode, state: State, axis: int, out: tuple[int, ...], offset: int, step: int) -> State:
-    """A part's indices offset, offset + step, ... along `axis`, which runs along no input
-    axis: the parts within it where it has them, else what it reads."""
-    entry = state.dims[axis] if isinstance(state, Field) else None
-    if not isinstance(entry, Parts) or not entry.holds(state, axis):
-        return state
-    if offset == 0 and step == 1 and out[axis] == sum(entry.sizes):
+def _cut(
+    walk: Walk, op: OpNode, state: State, axis: int, out: tuple[int, ...], offset: int, step: int, size: int
+) -> State:
+    """Indices offset, offset + step, ... (`out[axis]` of them) of a dimension of `size`
+    along `axis`, which runs along no input axis: the parts within it where it has them;
+    else what it reads, an upper bound where its indices read different fields."""
+    if offset == 0 and step == 1 and out[axis] == size:
         return state  # all of it
-    return _cut_parts(walk, op, entry, out, offset, step)
+    entry = state.dims[axis] if isinstance(state, Field) else None
+    if isinstance(entry, Parts) and entry.holds(state, axis):
+        return _cut_parts(walk, op, entry, out, offset, step)
+    return walk.bounded(op, state) if isinstance(entry, Uneven) else state
 
 
 @operator_rule("cat")
@@ -633,11 +713,26 @@ def _constant_pad(walk: Walk, op: OpNode) -> State:
     pads = _pads(op.args[1], len(x.shape))
     axes = [a for a in pads if pads[a] != (0, 0)]
     state = walk.along(op, walk.state(x), axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
-    if not isinstance(state, Field):
+    shape = list(x.shape)
+    for axis in axes:
+        if isinstance(state, Field) and along_no_axis(state.dims[axis]):
+            state = _padded_channels(walk, op, state, axis, shape, pads[axis])
+    return state
+
+
+def _padded_channels(walk: Walk, op: OpNode, state: Field, axis: int, shape: list[int], pad: tuple[int, int]) -> State:
+    """Indices along `axis`, which runs along no input axis (channels), cropped by a negative
+    padding, then beside indices that read nothing (`shape`, the shape so far, updated):
+    concatenated paths, one of which reads nothing, whose indices a slice picks apart."""
+    (before, after), size = pad, shape[axis]
+    shape[axis] = size + min(before, 0) + min(after, 0)
+    state = _cut(walk, op, state, axis, tuple(shape), max(-before, 0), 1, size)
+    parts = [(n, part) for n, part in ((before, None), (shape[axis], state), (after, None)) if n > 0]
+    if len(parts) == 1 or state is None:
         return state
-    # Indices added along a dimension along no input axis (channels) read nothing, the others read.
-    grown = {a for a in axes if state.dims[a] is None and max(pads[a]) > 0}
-    return state.with_dims([UNEVEN if a in grown else e for a, e in enumerate(state.dims)]) if grown else state
+    shapes = [(*shape[:axis], n, *shape[axis + 1 :]) for n, _ in parts]
+    shape[axis] = sum(n for n, _ in parts)
+    return paths_side_by_side(walk, op, [part for _, part in parts], shapes, axis, tuple(shape))
 
 
 def _border_pad(kind: str) -> Rule:
@@ -710,8 +805,9 @@ def _flip(walk: Walk, op: OpNode) -> State:
 @operator_rule("pixel_shuffle", "pixel_unshuffle")
 def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
     """pixel_shuffle(r): unit h reads unit h // r (channels become positions), exact where
-    every channel reads alike; unshuffle: unit h reads units h r .. h r + r - 1, each
-    channel one of them (its channels read unevenly)."""
+    every channel reads alike, else an upper bound (each position gets the union of its r x r
+    channels', as of all); unshuffle: unit h reads units h r .. h r + r - 1, each channel one
+    of them (its channels read unevenly)."""
     x, out = op.args[0], op.outputs[0].shape
     r = op.args[1]
     state = walk.state(x)
@@ -720,8 +816,7 @@ def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
     if not along_no_axis(channels):
         return walk.undefined(op, "it moves a spatial dimension into positions")
     if isinstance(channels, Uneven) and not unshuffle:
-        why = "it makes positions of channels that read different fields (concatenated paths, a pixel unshuffle's)"
-        return walk.undefined(op, why)
+        state = walk.bounded(op, state, "makes positions of channels that read different fields")
     axes = list(last_dims(x, 2))
     if unshuffle:
         change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), r, period=1)  # noqa: E731
@@ -1008,7 +1103,7 @@ def _glu(walk: Walk, op: OpNode) -> State:
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it pairs units half a dimension apart")
-    return state
+    return walk.bounded(op, state) if isinstance(state, Field) and isinstance(state.dims[axis], Uneven) else state
 
 
 def contracted_operand(state: State, keep: Sequence[int | None], contracted: Sequence[int]) -> State:
@@ -1084,4 +1179,9 @@ def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ..
 
 # The rules that move no index of a dimension of concatenated paths without saying so:
 # their outputs keep its `Parts` (every other rule's read the union of the paths).
-KNOW_PARTS.update({_pointwise, _normalisation, _native_dropout, _slice, _split, _select, _unbind, _cat, _stack})
+KNOW_PARTS.update(
+    {_pointwise, _normalisation, _native_dropout, _slice, _split, _select, _unbind, _cat, _stack, _constant_pad}
+)
+# A reshape and a permute keep the parts they do not move (`Parts.holds` checks the place) and
+# the blocks a reshape split them into (`Block`), which only a reshape reads.
+KNOW_PARTS.update({_reshape, _permute})

@@ -114,6 +114,22 @@ class Parts(Uneven):
         return all(a is b for a, b in zip(dims[:axis] + dims[axis + 1 :], self.others, strict=True))
 
 
+class Block(Uneven):
+    """One of the two dimensions a reshape split concatenated paths (`Parts`) into: the
+    blocks (`outer`: `count` of them, each `size` indices) or the index inside a block. A
+    reshape that merges the two back, the inner one first (a channel shuffle: a view, a
+    transpose, a view), finds the path each index reads (`rules._shuffled`); any other op
+    reads them as the union of the paths."""
+
+    __slots__ = ("count", "outer", "parts", "size")
+
+    def __init__(self, parts: Parts, outer: bool, count: int, size: int) -> None:
+        self.parts, self.outer, self.count, self.size = parts, outer, count, size
+
+    def __repr__(self) -> str:
+        return f"Block({'outer' if self.outer else 'inner'} of {self.parts!r})"
+
+
 # A tensor dimension: along an input axis, flattened axes, none (each index reads alike) or
 # none with indices that read differently.
 Dim = AxisMap | Merged | Tokens | Within | Uneven | None
@@ -124,10 +140,10 @@ def along_no_axis(entry: Dim) -> bool:
 
 
 def plain(state: State) -> State:
-    """`state` with its parts (`Parts`) read as the union of all, as any uneven dimension."""
-    if not isinstance(state, Field) or not any(isinstance(e, Parts) for e in state.dims):
+    """`state` with its parts (`Parts`, `Block`) read as the union of all, as any uneven dimension."""
+    if not isinstance(state, Field) or not any(isinstance(e, (Parts, Block)) for e in state.dims):
         return state
-    return state.with_dims([UNEVEN if isinstance(e, Parts) else e for e in state.dims])
+    return state.with_dims([UNEVEN if isinstance(e, (Parts, Block)) else e for e in state.dims])
 
 
 def entry_maps(entry: Dim) -> list[AxisMap]:
@@ -162,14 +178,18 @@ def drop_withins(field: Field, outers: set[AxisMap]) -> Field:
 class Field:
     """Per tensor dimension, the input axis it runs along (an AxisMap) or none; `whole`: the
     input axes every unit reads all of (pooled over, attended over); `loose`: maps the tensor
-    keeps only one unit of (a select, a squeeze), read at unit 0."""
+    keeps only one unit of (a select, a squeeze), read at unit 0; `bound`: where not empty,
+    why the field is an upper bound only (some indices of a dimension whose indices read
+    different fields were picked, and archprof gave them the union of all: `Walk.bounded`),
+    which every field computed from it is too (`Walk.step`)."""
 
     dims: tuple[Dim, ...]
     whole: frozenset[int] = frozenset()
     loose: tuple[AxisMap, ...] = ()
+    bound: str = ""
 
     def with_dims(self, dims: Sequence[Dim]) -> Field:
-        return Field(tuple(dims), self.whole, self.loose)  # not dataclasses.replace: a few times slower
+        return Field(tuple(dims), self.whole, self.loose, self.bound)  # not dataclasses.replace: a few times slower
 
     def places(self, axis: int) -> list[tuple[AxisMap, bool]]:
         """Every map along `axis`, with whether it is a tensor dimension of its own."""
@@ -226,11 +246,14 @@ class Walk:
         masking = self._reads_mask(op)
         fields = self.fields
         read_any, read_whole_only = False, True  # a loop, not all() twice: every op comes here
+        bound = ""  # the first input's that is an upper bound only
         for tensor in op.inputs:
             state = fields.get(tensor.id)
             if state is not None:
                 read_any = True
                 read_whole_only = read_whole_only and state is WHOLE
+                if type(state) is Field and state.bound and not bound:
+                    bound = state.bound
         if not read_any or not op.outputs:
             if masking:  # a mask in the making, whatever the op
                 self.masked.update(t.id for t in op.outputs)
@@ -254,6 +277,8 @@ class Walk:
         for tensor, state in zip(op.outputs, results, strict=True):
             if isinstance(state, Field) and len(state.dims) != len(tensor.shape):
                 state = self.undefined(op, "its output's dimensions were not understood")
+            elif bound and isinstance(state, Field) and not state.bound:  # read from a bound: a bound
+                state = Field(state.dims, state.whole, state.loose, bound)
             if state is not None:
                 self.fields[tensor.id] = state
         if masking and _carries_mask(op.op):
@@ -302,8 +327,18 @@ class Walk:
                 self.fields[tensor.id] = undefined
 
     def undefined(self, op: OpNode, why: str) -> Undefined:
-        where = op.module.path if op.module is not None and op.module.path else "(model)"
-        return Undefined(f"{op.op} in {where}: {why}")
+        return Undefined(f"{op.op} in {_where(op)}: {why}")
+
+    def bounded(self, op: OpNode, state: State, what: str = "picks indices that read different fields") -> State:
+        """`state`, the union over every index of a dimension whose indices read different
+        fields, given to the few of them `op` picks (or to each position it makes of them):
+        an upper bound of their field."""
+        if not isinstance(state, Field) or state.bound:
+            return state
+        why = (
+            f"{UPPER_BOUND}: {op.op} in {_where(op)} {what} ({_UNEVEN_KINDS}), and archprof gives them the union of all"
+        )
+        return Field(state.dims, state.whole, state.loose, why)
 
     # -- shared pieces -------------------------------------------------------------------
 
@@ -351,6 +386,8 @@ class Walk:
                 return self.undefined(op, entry)
             # Parts no longer: another input (a mean over the channels) may read every path.
             dims.append(UNEVEN if isinstance(entry, Parts) else entry)
+        if len(fields) > 1 and any(isinstance(entry, Uneven) for entry in dims):
+            dims = _read_alike(fields, dims, whole, loose)
         # An input that reads an outer map without its block position reads the whole block.
         outers = {w.outer for e in dims for w in entry_withins(e)}
         gone = set()
@@ -393,6 +430,32 @@ class Walk:
         if len(dims) != out_ndim:
             return self.undefined(op, "its output's dimensions were not understood")
         return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), state.loose), mixed))
+
+
+def _read_alike(
+    fields: list[tuple[Field, tuple[int, ...]]], dims: list[Dim], whole: set[int], loose: dict[AxisMap, None]
+) -> list[Dim]:
+    """The merged `dims`, with the uneven dimensions whose every index reads all the merge
+    reads alike again: where one input, the same along them all, reads all of it (the same
+    maps elsewhere: a mean over the channels added back)."""
+    for field, _ in fields:
+        if len(field.dims) != len(dims) or field.whole != whole or set(field.loose) != set(loose):
+            continue
+        pairs = list(zip(field.dims, dims, strict=True))
+        alike = [e is None and isinstance(d, Uneven) for e, d in pairs]
+        if any(alike) and all(e is d or a for (e, d), a in zip(pairs, alike, strict=True)):
+            return [None if a else d for (_, d), a in zip(pairs, alike, strict=True)]
+    return dims
+
+
+def _where(op: OpNode) -> str:
+    return op.module.path if op.module is not None and op.module.path else "(model)"
+
+
+UPPER_BOUND = "an upper bound"  # how a bound field's note begins (`Walk.bounded`)
+# What makes a dimension's indices read different fields that archprof does not follow
+# apart (concatenated paths it follows while only pointwise ops come between: `Parts`).
+_UNEVEN_KINDS = "a pixel unshuffle's channels, a grouped convolution's after one, paths another op mixed"
 
 
 def _a_masking_number(values) -> bool:
