@@ -136,15 +136,17 @@ def test_long_names_on_a_narrow_terminal_stay_apart_and_keep_the_peak_mark(tmp_p
     (tmp_path / "long_names.py").write_text(LONG_NAMES)
     result = at_width(width, "memory", f"{tmp_path / 'long_names.py'}:net", "--input", "3x16x16")
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    children = [line.split()[0] for line in lines if re.match(r"\s+\S+\.[01]\b", line)]
+    layers, totals = (part.splitlines() for part in result.stdout.split("\nMemory\n"))
+    children = [line.split()[0] for line in layers if re.match(r"\s+\S+\.[01]\b", line)]
     assert len(children) == 2 and children[0] != children[1], children
     assert [child[-2:] for child in children] == [".0", ".1"]
-    assert sum("◀ peak" in line for line in lines) == 1
-    assert all(len(line) <= width for line in lines)
-    # The totals name the peak's layer whole, over as many lines as it takes.
-    totals = "".join(line.split("│")[1].strip() for line in lines if line.count("│") == 4)
-    assert f"{LONG_NAME}.1" in totals
+    assert sum("◀ peak" in line for line in layers) == 1
+    assert all(len(line) <= width for line in result.stdout.splitlines())
+    # The totals (a table, or each label over its figures) name the peak's layer whole, over as many lines as it takes.
+    labels = [line.split("│")[1].strip() if line.count("│") == 4 else line.strip() for line in totals]
+    assert f"{LONG_NAME}.1" in "".join(
+        label for line, label in zip(totals, labels, strict=True) if not line.startswith("   ")
+    )
 
 
 @pytest.mark.parametrize("command", ["summary", "memory", "rf", "diff"])
@@ -659,3 +661,132 @@ def test_a_zoo_that_fits_keeps_its_table():
     row = next(line for line in result.stdout.splitlines() if "│ lenet5 " in line)
     cells = [cell.strip() for cell in row.split("│")[1:-1]]
     assert cells == ["lenet5", "61.71 K", "1x32x32", MODELS["lenet5"].description]
+
+
+# -- profile and memory --measure on a narrow terminal -------------------------------------------
+
+GIVEN_CEILINGS = ("--peak-flops", "100G", "--bandwidth", "10GB/s")  # given, not measured: the ridge is 10 by hand
+
+
+def spied(monkeypatch, module, name: str) -> list:
+    """What `module.name` returns, each time the command calls it."""
+    real, returned = getattr(module, name), []
+
+    def spy(*args, **kwargs):
+        returned.append(real(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(module, name, spy)
+    return returned
+
+
+def profiled_at(monkeypatch, width):
+    """`archprof profile lenet5` at `width` columns, and the report it was given."""
+    import archprof.api
+
+    reports = spied(monkeypatch, archprof.api, "profile")
+    result = at_width(width, "profile", "lenet5", "--warmup", "0", "--repeat", "1", *GIVEN_CEILINGS)
+    assert result.exit_code == 0, result.output
+    return result.stdout, reports[0].measured
+
+
+def whole_model_figures(measured) -> dict[str, str]:
+    """Each whole-model label, its figure with its unit, written here from the measurement's values."""
+    from archprof.units import human_bytes
+
+    return {
+        "Latency, median (no hooks)": f"{measured.median_ms:,.3f} ms",
+        "Throughput": f"{measured.throughput_per_s:,.1f} samples/s",
+        "Achieved FLOP/s": f"{human_count(round(measured.achieved_flops_per_s))}FLOP/s",
+        "Forward with per-layer hooks, median": f"{measured.hooked_median_ms:,.3f} ms",
+        "Sum of per-layer medians": f"{measured.layer_sum_ms:,.3f} ms",
+        "Unattributed (between hooks)": f"{measured.unattributed_ms:,.3f} ms",
+        "Roofline floor (sum over rows)": f"{measured.roofline_ms:,.3f} ms",
+        "Peak memory, predicted": human_bytes(measured.predicted_peak_memory_bytes),
+        "Peak memory, measured": human_bytes(measured.measured_peak_memory_bytes),
+        "Peak memory, with workspace": human_bytes(measured.measured_peak_memory_with_workspace_bytes),
+    }
+
+
+@pytest.mark.parametrize("width", [40, 50])
+def test_a_narrow_profile_keeps_every_word_and_every_figure_with_its_unit(monkeypatch, width):
+    """At 40 and 50 columns the whole-model table cut words ('Unattribu…', '(torch.pr…') and put
+    '4.23' over 'MFLOP/s'; the ceilings line broke 'ridge 2.5' from 'FLOPs/byte' and the
+    cross-check '(319,912' from 'B'. Now each label is on a line, its figure under it, and no
+    figure is parted from its unit."""
+    from archprof.units import human_bytes
+
+    output, measured = profiled_at(monkeypatch, width)
+    lines = [line.strip() for line in output.splitlines()]
+    assert "…" not in output and every_line_fits(output, width)
+    for label, figure in whole_model_figures(measured).items():
+        assert lines[lines.index(label) + 1].startswith(figure), (label, figure)
+    figures = [
+        f"p90 {measured.p90_ms:,.3f} ms",
+        f"{human_count(measured.work_flops)} FLOPs",
+        human_bytes(measured.bytes_moved),
+        "100.00 GFLOP/s",
+        "10.00 GB/s",
+        "10.0 FLOPs/byte",  # 100 GFLOP/s over 10 GB/s
+        f"{measured.predicted_peak_memory_bytes:,} B",
+        f"{measured.measured_peak_memory_with_workspace_bytes:,} B",
+    ]
+    for figure in figures:
+        assert any(figure in line for line in lines), figure
+
+
+def test_a_profile_that_fits_keeps_its_whole_model_table(monkeypatch):
+    output, measured = profiled_at(monkeypatch, 120)
+    for label, figure in whole_model_figures(measured).items():
+        assert re.search(rf"│ {re.escape(label)} +│ +{re.escape(figure)} │", output), label
+    assert "ridge 10.0 FLOPs/byte" in " ".join(output.split())
+
+
+@pytest.mark.parametrize("width", [40, 50])
+def test_a_narrow_memory_measure_keeps_every_figure_whole(monkeypatch, width):
+    """The totals folded 'activation' from 's'; the measured table cut every heading and figure
+    ('Pred…', '288.…'). Now each step's figures go under it, each on a line with its heading.
+    Parameter bytes from torch's count (4 bytes a float32)."""
+    import archprof.measure.peak_memory
+    from archprof.units import human_bytes
+
+    measurements = spied(monkeypatch, archprof.measure.peak_memory, "predicted_and_measured")
+    result = at_width(width, "memory", "lenet5", "--measure")
+    assert result.exit_code == 0, result.output
+    shown = result.stdout[result.stdout.index("\nMemory") :]  # the per-layer table's names may be cut
+    lines = [line.strip() for line in shown.splitlines()]
+    assert "…" not in shown and every_line_fits(result.stdout, width)
+    param_bytes = 4 * param_count("lenet5")
+    assert any(human_bytes(param_bytes) in line and f"{param_bytes:,} B" in line for line in lines)
+    measured = measurements[0]
+    for step in measured.steps:
+        block = lines[lines.index(step.what) + 1 :][:4]
+        figures = [human_bytes(step.predicted_bytes), human_bytes(step.measured.bytes)]
+        figures.append(human_bytes(step.measured.with_workspace))
+        assert block == [
+            *(
+                f"{heading}{' ' * (23 - len(heading))}{figure}"
+                for heading, figure in zip(measured.headings, figures, strict=False)
+            ),
+            f"Measured / predicted   {step.measured.bytes / step.predicted_bytes:.3f}",
+        ]
+
+
+def test_prose_wraps_between_words_never_between_a_figure_and_its_unit():
+    from rich.console import Group
+    from rich.text import Text
+
+    from archprof.render import to_text
+    from archprof.render.base import Prose
+
+    line = "ceilings; ridge 2.5 FLOPs/byte, predicted 845.85 K FLOPs (319,912 B with workspace)"
+    assert to_text(Text(line), 20).splitlines()[0:2] == ["ceilings; ridge 2.5", "FLOPs/byte,"]  # as Rich wraps
+    assert to_text(Group(Prose(line)), 20).splitlines() == [
+        "ceilings; ridge",
+        "2.5 FLOPs/byte,",
+        "predicted",
+        "845.85 K FLOPs",
+        "(319,912 B with",
+        "workspace)",
+    ]
+    assert to_text(Group(Prose(line)), 200) == to_text(Text(line), 200)

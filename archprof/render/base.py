@@ -103,7 +103,8 @@ def fitted_table(
 def fits(table: Table, width: int | None, wrapping: bool = True) -> bool:
     """Whether `table` fits in `width` characters (None: any) with no cell cut: each cell of a
     column that wraps in its longest word's width, every other cell whole; with `wrapping`
-    False, no cell wrapped. (Rich's own minimum takes a word for a cell that may not wrap.)"""
+    False, no cell wrapped. (Rich's own minimum takes a word for a cell that may not wrap;
+    and Rich narrows the widest wrapping columns together, whatever their longest word.)"""
     if width is None:
         return True
     console = Console(width=UNLIMITED_WIDTH)
@@ -111,29 +112,79 @@ def fits(table: Table, width: int | None, wrapping: bool = True) -> bool:
     def measured(renderable) -> Measurement:
         return Measurement.get(console, console.options, renderable)
 
-    spare = 0  # what wrapping saves on the table's widest layout
+    room = width - measured(table).maximum  # what the table must give up (negative)
+    widest, shortest = [], []  # of each column that wraps
     for column in table.columns:
         cells = [measured(cell) for cell in (column.header, *column.cells)]
-        widest = max(cell.maximum for cell in cells)
-        spare += widest - max(cell.minimum for cell in cells) if wrapping and not column.no_wrap else 0
-    return measured(table).maximum - spare <= width
+        if wrapping and not column.no_wrap:
+            widest.append(max(cell.maximum for cell in cells))
+            shortest.append(max(cell.minimum for cell in cells))
+    if room >= 0 or not widest:
+        return room >= 0
+    level = _collapsed_width(widest, sum(widest) + room)
+    return all(min(most, level) >= least for most, least in zip(widest, shortest, strict=True))
 
 
-def stacked_rows(title: Text, columns: dict[str, list]) -> Group:
+def _collapsed_width(widths: list[int], room: int) -> int:
+    """The widest a column may stay when columns `widths` must fit `room` characters, the widest
+    narrowed first, down to the next widest, then together (as Rich's table collapses them)."""
+    level = max(widths)
+    while level > 0 and sum(min(width, level) for width in widths) > room:
+        level -= 1
+    return level
+
+
+def stacked_rows(title: Text, columns: dict[str, list], headed: bool = True, caption=None) -> Group:
     """A table too wide for the terminal, its rows one under another: each row's first cell
     on a line, then each other column's heading and cell on a line of their own, indented,
-    every figure whole (its heading says what it is, as the table's did)."""
+    every figure whole (its heading says what it is, as the table's did). Not `headed` (a
+    table without headings: a figure and its detail), the other cells on one line under the
+    first, side by side, the last wrapping. `caption` follows, as a table's would."""
     label, *others = columns
     blocks = []
     for index, cell in enumerate(columns[label]):
         cells = Table.grid(padding=(0, 3, 0, 0))
-        cells.add_column(no_wrap=True)
-        cells.add_column(overflow="fold")
-        for heading in others:
-            cells.add_row(heading, _no_markup(columns[heading][index]))
+        if headed:
+            cells.add_column(no_wrap=True)
+            cells.add_column(overflow="fold")
+            for heading in others:
+                cells.add_row(heading, _no_markup(columns[heading][index]))
+        else:
+            for heading in others:
+                cells.add_column(no_wrap=heading != others[-1], overflow="fold")
+            cells.add_row(*(_no_markup(columns[heading][index]) for heading in others))
         # Indented as a table's cells are (its edge is a space), the figures two further.
         blocks += [Padding(Text.assemble(_no_markup(cell), style="bold"), (0, 0, 0, 1)), Padding(cells, (0, 0, 0, 3))]
-    return Group(title, Text(), *blocks, Text())  # blank lines around, as a table's edges
+    end = [_no_markup(caption)] if caption else []
+    return Group(title, Text(), *blocks, Text(), *end)  # blank lines around, as a table's edges
+
+
+class Prose(Text):
+    """Text that wraps between words, never between a figure and its unit ("122.926 ms",
+    "845.85 K FLOPs", "(319,912 B"): a figure is read with its unit, not at the end of one line
+    and the start of the next. Where nothing would be split, it wraps as any Text. Print it in
+    a Group or a table: Console.print joins bare Texts into one plain Text."""
+
+    def wrap(self, console, width, **options):
+        lines = Text.wrap(self._joined(), console, width, **options)
+        for line in lines:
+            line.plain = line.plain.replace(_JOINER, " ")  # as long: the styles' spans stay
+        return lines
+
+    def __rich_measure__(self, console, options) -> Measurement:
+        return Text.__rich_measure__(self._joined(), console, options)
+
+    def _joined(self) -> Text:
+        """A copy whose spaces inside a figure-and-unit are `_JOINER`, a character Rich never breaks at."""
+        joined = self.copy()
+        joined.plain = _FIGURE_AND_UNIT.sub(lambda match: match[0].replace(" ", _JOINER), self.plain)
+        return joined
+
+
+# One cell wide, no space to Rich (a private-use character: none of archprof's own text has it).
+_JOINER = "\ue000"
+_UNIT = r"(?:[kKMGTP]?(?:B|FLOPs?|FLOP/s|MACs?)(?:/s|/byte)?|[mµn]?s|h|min|days|samples/s|CPUs?|[kKMGTP])"
+_FIGURE_AND_UNIT = re.compile(rf"(?<![\w.])[(<~+-]?\d[\d,]*(?:\.\d+)?(?: {_UNIT}(?![\w/]))+")
 
 
 # The fewest characters a cut label column keeps (its ellipsis included).

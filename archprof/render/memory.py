@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.passes.memory import optimizer_state_copies
-from archprof.render.base import Layout, bytes_cell, fitted_table, subtotal_cell, tree_label
+from archprof.render.base import Layout, Prose, bytes_cell, fits, fitted_table, stacked_rows, subtotal_cell, tree_label
 from archprof.render.tree import tree_rows
 from archprof.text import peak_rows, visible_text
 from archprof.units import human_bytes
@@ -51,23 +51,35 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
     if report.batch_norm_folding is not None:  # --fold-bn, as summary's title says it
         title += "  ·  BatchNorms folded"
     table = fitted_table(title, cells, _MEMORY_COLUMNS, layout, marks=marks)
-    parts: list = [table, memory_totals_table(report, fit)]
+    parts: list = [table, memory_totals_table(report, fit, layout.width)]
     if measured is not None:
-        parts.append(measured_table(measured))
+        parts.append(measured_table(measured, layout.width))
     return Group(*parts)
 
 
-def memory_totals_table(report, fit=None) -> Table:
+def memory_totals_table(report, fit=None, width: int | None = None) -> Table | Group:
     """The breakdown: parameters, buffers, peak; training adds gradients, optimizer state,
-    saved activations, the forward's peak and the training step's (backward included)."""
-    totals = report.totals
+    saved activations, the forward's peak and the training step's (backward included).
+    Where the table does not fit `width` (None: any), each figure under its label."""
+    rows = _totals_rows(report, fit)
     table = Table(title="Memory", title_justify="left", show_header=False)
     table.add_column("what", overflow="fold")  # a long layer name wraps whole, never cut
-    table.add_column("value", justify="right")
-    table.add_column("exact", justify="right", style="dim")
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("exact", justify="right")
+    for row in rows:
+        table.add_row(*row)
+    if fits(table, width):
+        return table
+    cells = dict(zip(("what", "value", "exact"), (list(cells) for cells in zip(*rows, strict=True)), strict=True))
+    return stacked_rows(Text("Memory"), cells, headed=False)
+
+
+def _totals_rows(report, fit) -> list[tuple[Text, str, Prose]]:
+    totals = report.totals
+    rows = []
 
     def add(label: str, value: int, style: str | None = None) -> None:
-        table.add_row(Text(label, style=style or ""), human_bytes(value), f"{value:,} B")
+        rows.append((Text(label, style=style or ""), human_bytes(value), Prose(f"{value:,} B", style="dim")))
 
     add("Parameters", totals.param_bytes)
     add("Buffers", totals.buffer_bytes)
@@ -85,26 +97,36 @@ def memory_totals_table(report, fit=None) -> Table:
         peak_at = visible_text(totals.peak_layer) or "(model)"
         add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
         add("Peak inference memory", totals.peak_memory_bytes, "bold")  # as summary's totals name it
-    table.add_row("Input", report.input_text, f"model in {totals.dtype}")
+    rows.append((Text("Input"), report.input_text, Prose(f"model in {totals.dtype}", style="dim")))
     if fit is not None:
         add("Budget", fit.budget_bytes)
-        table.add_row(
-            Text("Largest batch that fits", style="bold"),
-            str(fit.batch),
-            f"{fit.batch + 1} needs {fit.next_text}",
+        rows.append(
+            (
+                Text("Largest batch that fits", style="bold"),
+                str(fit.batch),
+                Prose(f"{fit.batch + 1} needs {fit.next_text}", style="dim"),
+            )
         )
-    return table
+    return rows
 
 
-def measured_table(measured: MeasuredMemory) -> Table:
+def measured_table(measured: MeasuredMemory, width: int | None = None) -> Table | Group:
     """Predicted memory beside what was measured (`archprof.measure.peak_memory`): on the
-    CPU with operators' workspace and without, the two figures a prediction lies between."""
-    table = Table(title=f"Measured on {measured.device}", title_justify="left")
+    CPU with operators' workspace and without, the two figures a prediction lies between.
+    Where the table does not fit `width` (None: any), each step's figures under it."""
+    title = f"Measured on {measured.device}"
+    # Prose: a heading wraps, never a figure ("288.55" over "kB")
+    rows = [
+        (step.what, *(Prose(human_bytes(f)) for f in measured.figures(step)), step.ratio_text)
+        for step in measured.steps
+    ]
+    table = Table(title=title, title_justify="left", caption=measured.note, caption_justify="left")
     table.add_column("")
     for heading in measured.headings:
         table.add_column(heading, justify="right")
-    for step in measured.steps:
-        table.add_row(step.what, *map(human_bytes, measured.figures(step)), step.ratio_text)
-    table.caption = measured.note
-    table.caption_justify = "left"
-    return table
+    for row in rows:
+        table.add_row(*row)
+    if fits(table, width):
+        return table
+    cells = dict(zip(("", *measured.headings), (list(cells) for cells in zip(*rows, strict=True)), strict=True))
+    return stacked_rows(Text(title), cells, caption=Prose(measured.note))

@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.render.base import Layout, dash, fitted_table, indented_layer_name
+from archprof.render.base import Layout, Prose, dash, fits, fitted_table, indented_layer_name, stacked_rows
 from archprof.report import Report, visible_text
 from archprof.units import human_bytes, human_count, share_text
 
@@ -61,27 +61,40 @@ def profile_table(report: Report, layout: Layout = Layout()) -> Group:
         "Share": _share(measured.unattributed_share),
     }
     table.add_row(*(remainder.get(name, "") for name in order))
-    return Group(table, measured_summary(measured))
+    return Group(table, measured_summary(measured, layout.width))
 
 
-def measured_summary(measured) -> Group:
+def measured_summary(measured, width: int | None = None) -> Group:
     """What a profile measured of the whole model: latency, throughput, memory, the
-    ceilings, the notes and the cross-check (under the profile table; on the HTML page)."""
-    notes = [Text(note, style="yellow") for note in measured.notes]
-    return Group(whole_model_table(measured), ceilings_text(measured.ceilings), *notes, cross_check_table(measured))
+    ceilings, the notes and the cross-check (under the profile table; on the HTML page),
+    fitted to `width` characters (None: any)."""
+    notes = [Prose(note, style="yellow") for note in measured.notes]
+    parts = (whole_model_table(measured, width), ceilings_text(measured.ceilings), *notes, cross_check_table(measured))
+    return Group(*parts)
 
 
-def whole_model_table(measured) -> Table:
-    """Latency, throughput, achieved FLOP/s, the hooks' cost, the roofline floor, memory."""
-    from archprof.measure.ceilings import flops_rate_text
-
+def whole_model_table(measured, width: int | None = None) -> Table | Group:
+    """Latency, throughput, achieved FLOP/s, the hooks' cost, the roofline floor, memory;
+    where the table does not fit `width`, each figure under its label."""
+    rows = _whole_model_rows(measured)
     table = Table(title="Whole model", title_justify="left", show_header=False)
     table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_column("detail", style="dim")
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("detail")
+    for row in rows:
+        table.add_row(*row)
+    if fits(table, width):
+        return table
+    cells = dict(zip(("what", "value", "detail"), (list(cells) for cells in zip(*rows, strict=True)), strict=True))
+    return stacked_rows(Text("Whole model"), cells, headed=False)
+
+
+def _whole_model_rows(measured) -> list[tuple[str, Text | str, Prose]]:
+    from archprof.measure.ceilings import flops_rate_text
+
     peak = measured.ceilings.peak_flops_per_s
     hooked_extra = measured.hooked_median_ms / measured.median_ms - 1 if measured.median_ms else 0.0
-    rows = (
+    rows = [
         ("Latency, median (no hooks)", _ms(measured.median_ms), f"p90 {_ms(measured.p90_ms)}"),
         ("Throughput", f"{measured.throughput_per_s:,.1f} samples/s", f"batch {measured.batch}"),
         (
@@ -99,26 +112,26 @@ def whole_model_table(measured) -> Table:
         ),
         ("Roofline floor (sum over rows)", _ms(measured.roofline_ms), f"{human_bytes(measured.bytes_moved)} moved"),
         ("Peak memory, predicted", human_bytes(measured.predicted_peak_memory_bytes), ""),
-    )
-    for row in rows:
-        table.add_row(*row)
+    ]
     if measured.measured_peak_memory_bytes is None:
-        table.add_row("Peak memory, measured", Text("unavailable", style="yellow"), measured.memory_note)
+        rows.append(("Peak memory, measured", Text("unavailable", style="yellow"), measured.memory_note))
     else:
-        table.add_row("Peak memory, measured", human_bytes(measured.measured_peak_memory_bytes), measured.memory_note)
+        rows.append(("Peak memory, measured", human_bytes(measured.measured_peak_memory_bytes), measured.memory_note))
     if measured.measured_peak_memory_with_workspace_bytes is not None:
-        table.add_row(
-            "Peak memory, with workspace",
-            human_bytes(measured.measured_peak_memory_with_workspace_bytes),
-            "every allocation: an operator PyTorch runs as several is several to the analysis",
+        rows.append(
+            (
+                "Peak memory, with workspace",
+                human_bytes(measured.measured_peak_memory_with_workspace_bytes),
+                "every allocation: an operator PyTorch runs as several is several to the analysis",
+            )
         )
-    return table
+    return [(what, value, Prose(detail, style="dim")) for what, value, detail in rows]
 
 
 def ceilings_text(ceilings) -> Text:
     from archprof.measure.ceilings import bandwidth_text, flops_rate_text, ridge_text
 
-    return Text(
+    return Prose(
         f"Ceilings of {ceilings.device} ({ceilings.dtype}): peak {flops_rate_text(ceilings.peak_flops_per_s)} "
         f"({ceilings.origin('peak_flops')}), bandwidth {bandwidth_text(ceilings.bandwidth_bytes_per_s)} "
         f"({ceilings.origin('bandwidth')}); ridge {ridge_text(ceilings.ridge)} FLOPs/byte. "
@@ -132,7 +145,7 @@ def cross_check_table(measured) -> Group:
     if failed:
         title = Text(f"Cross-check: {len(failed)} MISMATCH{'ES' if len(failed) > 1 else ''}", style="bold red")
     else:
-        title = Text("Cross-check: the real run agrees with the analysis", style="green")
+        title = Prose("Cross-check: the real run agrees with the analysis", style="green")
     table = Table(title=title, title_justify="left", show_header=False, box=box.SIMPLE, pad_edge=False)
     table.add_column("status", no_wrap=True)
     table.add_column("check", no_wrap=True)
@@ -140,10 +153,10 @@ def cross_check_table(measured) -> Group:
     styles = {"ok": ("ok", "green"), "mismatch": ("MISMATCH", "bold red"), "skipped": ("skipped", "yellow")}
     for check in measured.checks:
         label, style = styles.get(check.status, (check.status, ""))
-        table.add_row(Text(label, style=style), check.name, check.summary)
+        table.add_row(Text(label, style=style), check.name, Prose(check.summary))
     parts: list = [table]
     for line in measured.mismatches:
-        parts.append(Text(f"  MISMATCH {line}", style="bold red"))
+        parts.append(Prose(f"  MISMATCH {line}", style="bold red"))
     return Group(*parts)
 
 
