@@ -810,9 +810,10 @@ def test_an_inference_report_explains_no_backward_pass_and_the_cli_takes_train()
 
 # --- layer types beyond 2-d CNNs: each figure against an oracle, each formula evaluated --------
 
-# A symbol of a formula (C_out, K_h, dil_d, r_prev, numel(out)) or a number; and a value of
-# its worked line (a number, or a numel written 2·4·6 with no spaces: one value).
-_SYMBOL = re.compile(r"numel\([a-z]+\)|[A-ZΣ][A-Za-z]*(?:_[a-z]+)?|[a-z]+(?:_[a-z]+)+|\d+")
+# A symbol of a formula (C_out, K_h, dil_d, r_prev, numel(out), backward FLOPs: not the
+# forward's FLOPs) or a number; and a value of its worked line (a number, or a numel written
+# 2·4·6 with no spaces: one value).
+_SYMBOL = re.compile(r"numel\([a-z]+\)|(?:backward )?[A-ZΣ][A-Za-z]*(?:_[a-z]+)?|[a-z]+(?:_[a-z]+)+|\d+")
 _VALUE = re.compile(r"\d+(?:·\d+)*")
 _LABEL = re.compile(r" \([^()]*[A-Za-z_][^()]*\)")  # a sum's term named: "216 (0.weight)"
 
@@ -1123,3 +1124,30 @@ def test_the_backward_of_a_layer_beyond_2d_cnns_is_the_oracle_s(name):
     index = report.columns["layer"].index(label)
     _check_formulas(explanation(report, f"#{index + 1}"))
     assert sum(row["training FLOPs"] for row in rows) == _step_flops(copy.deepcopy(model), torch.randn(2, *shape))
+
+
+def test_an_lstm_layer_s_gradient_is_worked_out_product_by_product():
+    """oneDNN's LSTM gradient, one operator: each product with T, B, H, I put in, each result
+    the report's training columns and the hand formula's, and FlopCounterMode's count of a
+    real forward and backward of the layer run as its cell loop (oneDNN off: addmm and mm)."""
+    model = _Recurrent(nn.LSTM)  # I = 8, H = 12; batch-first 2 x 5 x 8: T = 5, B = 2
+    report = archprof.analyze(model, input_size=(5, 8), batch=2, training=True)
+    (row,) = _training_rows(report)
+    found = explanation(report, "rnn")
+    _check_formulas(found)
+    # Hand: the gates' gradient dG is T x B x 4H; dX = dG W_ih and dh_prev = dG W_hh (every
+    # step's, the first's too: the kernel returns the initial state's gradient), dW_ih = dG^T X
+    # and dW_hh = dG^T h_prev; the cell's 13 FLOPs per hidden unit and step again.
+    to_input, to_hidden = 5 * 2 * 48 * 8, 5 * 2 * 48 * 12
+    assert row["backward input MACs"] == found.steps("input and hidden-state gradient MACs")[0].value
+    assert row["backward input MACs"] == to_input + to_hidden
+    assert row["backward weight MACs"] == found.steps("weight gradient MACs")[0].value == 48 * 8 * 10 + 48 * 12 * 10
+    assert row["backward elementwise FLOPs"] == 13 * 5 * 2 * 12
+    text = report.explain("rnn")
+    assert "= 5 · 2 · 4 · 12 · 8 + 5 · 2 · 4 · 12 · 12 = 9,600" in text
+    assert "One LSTM layer" not in text  # the cost function's docstring is not the formula
+    # The cell loop's backward leaves out the initial hidden state's gradient (h0 = 0 needs
+    # none): B · 4H · H MACs fewer than the kernel's.
+    with torch.backends.mkldnn.flags(enabled=False):
+        loop = _gradient_flops(model, torch.randn(2, 5, 8), to_input=True, to_weights=True)
+    assert loop + 2 * 2 * 48 * 12 == 2 * (row["backward input MACs"] + row["backward weight MACs"])
