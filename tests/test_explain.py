@@ -1151,3 +1151,84 @@ def test_an_lstm_layer_s_gradient_is_worked_out_product_by_product():
     with torch.backends.mkldnn.flags(enabled=False):
         loop = _gradient_flops(model, torch.randn(2, 5, 8), to_input=True, to_weights=True)
     assert loop + 2 * 2 * 48 * 12 == 2 * (row["backward input MACs"] + row["backward weight MACs"])
+
+
+# mode, F.interpolate's arguments, input per sample, inputs per output T (docs/formulas.md:
+# linear 2 per axis, bicubic 4 per axis; 2T - 1 FLOPs per output, nearest a copy), the title's words
+_INTERPOLATIONS = {
+    "nearest to a size": ({"size": (7, 9)}, (2, 5, 6), 0, "nearest; 5x6 to 7x9, to a size"),
+    "nearest-exact by a scale": (
+        {"scale_factor": 1.5, "mode": "nearest-exact"},
+        (2, 5, 6),
+        0,
+        "nearest-exact; 5x6 to 7x9, scale factor 1.5 x 1.5",
+    ),
+    "linear": ({"scale_factor": 2.0, "mode": "linear"}, (2, 6), 2, "linear, align_corners=False; 6 to 12, scale"),
+    "bilinear align corners": (
+        {"scale_factor": 2.0, "mode": "bilinear", "align_corners": True},
+        (2, 5, 6),
+        4,
+        "bilinear, align_corners=True; 5x6 to 10x12, scale factor 2.0 x 2.0",
+    ),
+    "bicubic to a size": (
+        {"size": (7, 9), "mode": "bicubic"},
+        (2, 5, 6),
+        16,
+        "bicubic, align_corners=False; 5x6 to 7x9, to a size",
+    ),
+    "bilinear scale recomputed": (
+        {"scale_factor": 2.0, "mode": "bilinear", "recompute_scale_factor": True},
+        (2, 5, 6),
+        4,
+        "bilinear, align_corners=False; 5x6 to 10x12, to a size",
+    ),
+    "trilinear": (
+        {"scale_factor": 1.5, "mode": "trilinear"},
+        (2, 4, 4, 4),
+        8,
+        "trilinear, align_corners=False; 4x4x4 to 6x6x6, scale factor 1.5 x 1.5 x 1.5",
+    ),
+}
+
+
+class _Interpolated(nn.Module):
+    def __init__(self, **arguments):
+        super().__init__()
+        self.arguments = arguments
+
+    def forward(self, x):
+        return nn.functional.interpolate(x, **self.arguments)
+
+
+@pytest.mark.parametrize("name", list(_INTERPOLATIONS))
+def test_an_interpolation_names_its_mode_and_how_its_size_was_given(name):
+    arguments, shape, taps, words = _INTERPOLATIONS[name]
+    model = _Interpolated(**arguments)
+    report = archprof.analyze(model, input_size=shape, batch=2)
+    found = explanation(report, "#1")
+    _check_formulas(found)
+    (section,) = (s for s in found.sections if "upsample" in s.title)
+    assert words in section.title, section.title
+    with FlopCounterMode(display=False) as counter:
+        out = model(torch.randn(2, *shape))
+    assert counter.get_total_flops() == 0  # it counts no interpolation: the hand count is the oracle
+    flops = (2 * taps - 1) * out.numel() if taps else 0
+    assert found.steps("elementwise FLOPs")[0].value == flops == report.columns["elementwise_flops"][0]
+    sizes = [s.value for s in section.steps if s.name.endswith("_out")]
+    assert sizes == list(out.shape[2:])
+
+
+def test_an_antialiased_interpolation_sums_its_windows():
+    # Hand (UpSampleKernel.cpp's windows): 0.5 x 0.5 reads 2 inputs per output either side
+    # of centre 2 (i + 0.5), clipped: H 5 -> 2: [0, 3) [1, 5), 3 + 4; W 6 -> 3: [0, 3) [1, 5)
+    # [3, 6), 3 + 4 + 3. Each output 2T - 1 FLOPs over its T = rows x columns inputs.
+    model = _Interpolated(scale_factor=0.5, mode="bilinear", antialias=True)
+    report = archprof.analyze(model, input_size=(2, 5, 6), batch=2)
+    found = explanation(report, "#1")
+    _check_formulas(found)
+    (section,) = (s for s in found.sections if "upsample" in s.title)
+    assert "bilinear, align_corners=False, antialias=True; 5x6 to 2x3, scale factor 0.5 x 0.5" in section.title
+    steps = {step.name: step for step in section.steps}
+    assert (steps["ΣT_h"].worked, steps["ΣT_w"].worked) == ("3 + 4", "3 + 4 + 3")
+    assert steps["elementwise FLOPs"].value == 2 * (3 + 4) * (3 + 4 + 3) * 2 * 2 - 2 * 2 * 2 * 3
+    assert report.columns["elementwise_flops"][0] == steps["elementwise FLOPs"].value
