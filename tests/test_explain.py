@@ -1113,12 +1113,69 @@ def test_a_segmentation_model_s_dilated_layers_are_explained_as_the_oracles_coun
         assert report.columns["elementwise_flops"][index] == 7 * numel
 
 
-@pytest.mark.parametrize("name", ["conv3d dilated in depth", "linear on 3-d input", "layer norm", "group norm"])
+class _AfterAConvolution(nn.Module):
+    """A 1 x 1 convolution, then `layer`: the layer's input wants a gradient (a first layer's
+    does not, and its backward FLOPs would equal its forward's)."""
+
+    def __init__(self, channels: int, dims: int, layer: nn.Module):
+        super().__init__()
+        self.first = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](channels, channels, 1)
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(self.first(x))
+
+
+# name -> (model, the row explained, input per sample): layers whose input wants a gradient;
+# no grouped convolution: FlopCounterMode counts its weight gradient G times over (README)
+_AFTER_A_CONVOLUTION = {
+    "conv3d after a convolution": (
+        _AfterAConvolution(2, 3, nn.Conv3d(2, 4, 3, stride=(1, 2, 2), padding=(1, 1, 0), dilation=(2, 1, 1))),
+        "layer",
+        (2, 8, 9, 10),
+    ),
+    "transposed 2d after a convolution": (
+        _AfterAConvolution(
+            4,
+            2,
+            nn.ConvTranspose2d(4, 6, (3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 2)),
+        ),
+        "layer",
+        (4, 5, 6),
+    ),
+    "bilinear after a convolution": (
+        _AfterAConvolution(2, 2, nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)),
+        "layer",
+        (2, 5, 6),
+    ),
+    "trilinear after a convolution": (
+        _AfterAConvolution(2, 3, nn.Upsample(scale_factor=1.5, mode="trilinear")),
+        "layer",
+        (2, 4, 4, 4),
+    ),
+    "nearest after a convolution": (_AfterAConvolution(2, 2, nn.Upsample(size=(7, 9))), "layer", (2, 5, 6)),
+}
+_BACKWARD_CHECKED = {
+    **{
+        name: BEYOND_2D[name][:3]
+        for name in (
+            "conv3d dilated in depth",
+            "linear on 3-d input",
+            "layer norm",
+            "group norm",
+            "gru",
+        )
+    },
+    **_AFTER_A_CONVOLUTION,
+}
+
+
+@pytest.mark.parametrize("name", list(_BACKWARD_CHECKED))
 def test_the_backward_of_a_layer_beyond_2d_cnns_is_the_oracle_s(name):
     """--train: every training figure printed is the report's column, every worked line
     evaluates to its result, and the step's FLOPs are FlopCounterMode's around a real
     forward and backward."""
-    model, label, shape, _ = BEYOND_2D[name]
+    model, label, shape = _BACKWARD_CHECKED[name]
     report = archprof.analyze(model, input_size=shape, batch=2, training=True)
     rows = _training_rows(report)
     index = report.columns["layer"].index(label)
