@@ -1289,3 +1289,31 @@ def test_an_antialiased_interpolation_sums_its_windows():
     assert (steps["ΣT_h"].worked, steps["ΣT_w"].worked) == ("3 + 4", "3 + 4 + 3")
     assert steps["elementwise FLOPs"].value == 2 * (3 + 4) * (3 + 4 + 3) * 2 * 2 - 2 * 2 * 2 * 3
     assert report.columns["elementwise_flops"][0] == steps["elementwise FLOPs"].value
+
+
+# mode, dimensions, input per sample, inputs per output T (1 for a nearest copy)
+_INTERPOLATION_GRADIENTS = {
+    "nearest": ({"size": (7, 9)}, 2, (2, 5, 6), 1),
+    "nearest-exact": ({"scale_factor": 2.0, "mode": "nearest-exact"}, 2, (2, 5, 6), 1),
+    "linear": ({"scale_factor": 2.0, "mode": "linear"}, 1, (2, 6), 2),
+    "bilinear": ({"scale_factor": 0.5, "mode": "bilinear"}, 2, (2, 5, 6), 4),
+    "bicubic": ({"scale_factor": 2.0, "mode": "bicubic", "align_corners": True}, 2, (2, 5, 6), 16),
+    "trilinear": ({"scale_factor": 1.5, "mode": "trilinear"}, 3, (2, 4, 4, 4), 8),
+}
+
+
+@pytest.mark.parametrize("mode", list(_INTERPOLATION_GRADIENTS))
+def test_an_interpolation_s_gradient_names_its_mode_and_works_out_its_flops(mode):
+    # Hand (docs/formulas.md): each output gradient times each of its T inputs' weights,
+    # added in: 2T per output-gradient element; a nearest copy's gradient added into its one input: 1.
+    arguments, dims, shape, taps = _INTERPOLATION_GRADIENTS[mode]
+    model = _AfterAConvolution(2, dims, _Interpolated(**arguments))
+    report = archprof.analyze(model, input_size=shape, batch=2, training=True)
+    row = _training_rows(report)[1]  # the interpolation, after the convolution
+    found = explanation(report, "layer")
+    _check_formulas(found)
+    (section,) = (s for s in found.sections if s.title.split(":")[0].endswith("_backward"))
+    assert f"({mode}): each output gradient" in section.title, section.title
+    out = model(torch.randn(2, *shape))
+    per_element = 2 * taps if taps > 1 else 1
+    assert section.steps[0].value == row["backward elementwise FLOPs"] == per_element * out.numel()

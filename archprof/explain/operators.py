@@ -121,7 +121,7 @@ def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | 
         return _adaptive_pool(op)
     if op.op == "aten.mkldnn_rnn_layer":
         return _lstm_layer(op)
-    if _resampling_mode(op) is not None:
+    if resampling_mode(op) is not None:
         return _resampling(op)
     if op.op == "aten.cat":
         return _cat(op, fields)
@@ -526,7 +526,7 @@ _RESAMPLING_MODES = {
 }
 
 
-def _resampling_mode(op: OpNode) -> tuple[str, int | None] | None:
+def resampling_mode(op: OpNode) -> tuple[str, int | None] | None:
     """(mode, taps per axis) of a forward F.interpolate kernel; None for any other operator."""
     name = op.op.removeprefix("aten.")
     if name.endswith("_backward") or not name.endswith(("1d", "2d", "3d", "2d_aa")):
@@ -538,7 +538,7 @@ def _resampling(op: OpNode) -> Section:
     """F.interpolate: its mode, align_corners and whether it was given a scale factor or a
     size; each output size; the FLOPs per output element of docs/formulas.md (2T - 1 for a
     weighted sum of T inputs, a nearest copy none)."""
-    mode, taps = _resampling_mode(op)
+    mode, taps = resampling_mode(op)
     x, out = op.args[0], op.outputs[0].shape
     dims = len(_arg(op, 1, "output_size"))
     names = _spatial_names(dims)
@@ -582,7 +582,7 @@ def _resampling_flops(
         return [Step("elementwise FLOPs", "none: each output copies one input", "", 0)]
     if op.op.endswith("_aa"):
         return _antialiased_flops(op, names, taps, scales, align_corners, out)
-    window = " · ".join(f"T_{n.lower()}" for n in names)
+    window = taps_product(len(names))
     worked = " · ".join(str(taps) for _ in names)
     return [
         Step(
@@ -592,6 +592,11 @@ def _resampling_flops(
             op_cost(op).elementwise_flops,
         )
     ]
+
+
+def taps_product(dims: int) -> str:
+    """T_h · T_w: an interpolation's inputs per output, the taps along each axis multiplied."""
+    return " · ".join(f"T_{name.lower()}" for name in _spatial_names(dims))
 
 
 def _antialiased_flops(

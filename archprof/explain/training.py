@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from archprof.explain.document import Section, Step, sum_step
-from archprof.explain.operators import catalogue_section, is_free, product_text
+from archprof.explain.operators import catalogue_section, is_free, product_text, resampling_mode, taps_product
 from archprof.graph import Graph, OpNode, ParameterInfo
 from archprof.passes.backward import BackwardShare, backward_share, weight_storages
 from archprof.passes.layers import LayerGroup
@@ -179,6 +179,8 @@ def _operator(op: OpNode, forward: OpNode, share: BackwardShare, forward_section
         return _norm_gradient(op, forward, share)
     if op.op == "aten.mkldnn_rnn_layer_backward":
         return _lstm_layer_gradient(op, forward, share)
+    if op.op == f"{forward.op}_backward" and resampling_mode(forward) is not None and not forward.op.endswith("_aa"):
+        return _resampling_gradient(op, forward, share)
     section = catalogue_section(op, {})
     if share.input_macs or share.weight_macs:
         kind = "input gradient" if share.input_macs else "weight gradient"
@@ -262,6 +264,32 @@ def _lstm_layer_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> S
         f" T = {steps_in_time} steps, B = {batch}, I = {width}"
     )
     return Section(title, steps, notes)
+
+
+def _resampling_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> Section:
+    """An interpolation's gradient: each output gradient, times each of the T inputs' weights
+    it was read with, added into their gradients (2T per output-gradient element); a nearest
+    one adds it into the one input it copied (1)."""
+    mode, taps = resampling_mode(forward)
+    grad = op.args[0].shape
+    dims = len(forward.args[1])
+    if taps is None:
+        step = Step(
+            "elementwise FLOPs",
+            "1 per output-gradient element · numel(grad_out)",
+            f"1 · {product_text(grad)}",
+            share.elementwise_flops,
+        )
+        what = "each output gradient added into the one input it copied"
+    else:
+        step = Step(
+            "elementwise FLOPs",
+            f"2 · {taps_product(dims)} per output-gradient element · numel(grad_out)",
+            f"2 · {' · '.join([str(taps)] * dims)} · {product_text(grad)}",
+            share.elementwise_flops,
+        )
+        what = "each output gradient times each of its T inputs' weights, added into their gradients"
+    return Section(f"{op.op}: the gradient of {forward.op} ({mode}): {what}", (step,))
 
 
 def _forward_macs(forward: OpNode, forward_section: ForwardSection, value: int) -> tuple[str, str]:
