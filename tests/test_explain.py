@@ -810,9 +810,10 @@ def test_an_inference_report_explains_no_backward_pass_and_the_cli_takes_train()
 
 # --- layer types beyond 2-d CNNs: each figure against an oracle, each formula evaluated --------
 
-# A symbol of a formula (C_out, K_h, dil_d, r_prev, numel(out)) or a number; and a value of
-# its worked line (a number, or a numel written 2·4·6 with no spaces: one value).
-_SYMBOL = re.compile(r"numel\([a-z]+\)|[A-ZΣ][A-Za-z]*(?:_[a-z]+)?|[a-z]+(?:_[a-z]+)+|\d+")
+# A symbol of a formula (C_out, K_h, dil_d, r_prev, numel(out), backward FLOPs: not the
+# forward's FLOPs) or a number; and a value of its worked line (a number, or a numel written
+# 2·4·6 with no spaces: one value).
+_SYMBOL = re.compile(r"numel\([a-z]+\)|(?:backward )?[A-ZΣ][A-Za-z]*(?:_[a-z]+)?|[a-z]+(?:_[a-z]+)+|\d+")
 _VALUE = re.compile(r"\d+(?:·\d+)*")
 _LABEL = re.compile(r" \([^()]*[A-Za-z_][^()]*\)")  # a sum's term named: "216 (0.weight)"
 
@@ -1112,14 +1113,207 @@ def test_a_segmentation_model_s_dilated_layers_are_explained_as_the_oracles_coun
         assert report.columns["elementwise_flops"][index] == 7 * numel
 
 
-@pytest.mark.parametrize("name", ["conv3d dilated in depth", "linear on 3-d input", "layer norm", "group norm"])
+class _AfterAConvolution(nn.Module):
+    """A 1 x 1 convolution, then `layer`: the layer's input wants a gradient (a first layer's
+    does not, and its backward FLOPs would equal its forward's)."""
+
+    def __init__(self, channels: int, dims: int, layer: nn.Module):
+        super().__init__()
+        self.first = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1](channels, channels, 1)
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(self.first(x))
+
+
+# name -> (model, the row explained, input per sample): layers whose input wants a gradient;
+# no grouped convolution: FlopCounterMode counts its weight gradient G times over (README)
+_AFTER_A_CONVOLUTION = {
+    "conv3d after a convolution": (
+        _AfterAConvolution(2, 3, nn.Conv3d(2, 4, 3, stride=(1, 2, 2), padding=(1, 1, 0), dilation=(2, 1, 1))),
+        "layer",
+        (2, 8, 9, 10),
+    ),
+    "transposed 2d after a convolution": (
+        _AfterAConvolution(
+            4,
+            2,
+            nn.ConvTranspose2d(4, 6, (3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 2)),
+        ),
+        "layer",
+        (4, 5, 6),
+    ),
+    "bilinear after a convolution": (
+        _AfterAConvolution(2, 2, nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)),
+        "layer",
+        (2, 5, 6),
+    ),
+    "trilinear after a convolution": (
+        _AfterAConvolution(2, 3, nn.Upsample(scale_factor=1.5, mode="trilinear")),
+        "layer",
+        (2, 4, 4, 4),
+    ),
+    "nearest after a convolution": (_AfterAConvolution(2, 2, nn.Upsample(size=(7, 9))), "layer", (2, 5, 6)),
+}
+_BACKWARD_CHECKED = {
+    **{
+        name: BEYOND_2D[name][:3]
+        for name in (
+            "conv3d dilated in depth",
+            "linear on 3-d input",
+            "layer norm",
+            "group norm",
+            "gru",
+        )
+    },
+    **_AFTER_A_CONVOLUTION,
+}
+
+
+@pytest.mark.parametrize("name", list(_BACKWARD_CHECKED))
 def test_the_backward_of_a_layer_beyond_2d_cnns_is_the_oracle_s(name):
     """--train: every training figure printed is the report's column, every worked line
     evaluates to its result, and the step's FLOPs are FlopCounterMode's around a real
     forward and backward."""
-    model, label, shape, _ = BEYOND_2D[name]
+    model, label, shape = _BACKWARD_CHECKED[name]
     report = archprof.analyze(model, input_size=shape, batch=2, training=True)
     rows = _training_rows(report)
     index = report.columns["layer"].index(label)
     _check_formulas(explanation(report, f"#{index + 1}"))
     assert sum(row["training FLOPs"] for row in rows) == _step_flops(copy.deepcopy(model), torch.randn(2, *shape))
+
+
+def test_an_lstm_layer_s_gradient_is_worked_out_product_by_product():
+    """oneDNN's LSTM gradient, one operator: each product with T, B, H, I put in, each result
+    the report's training columns and the hand formula's, and FlopCounterMode's count of a
+    real forward and backward of the layer run as its cell loop (oneDNN off: addmm and mm)."""
+    model = _Recurrent(nn.LSTM)  # I = 8, H = 12; batch-first 2 x 5 x 8: T = 5, B = 2
+    report = archprof.analyze(model, input_size=(5, 8), batch=2, training=True)
+    (row,) = _training_rows(report)
+    found = explanation(report, "rnn")
+    _check_formulas(found)
+    # Hand: the gates' gradient dG is T x B x 4H; dX = dG W_ih and dh_prev = dG W_hh (every
+    # step's, the first's too: the kernel returns the initial state's gradient), dW_ih = dG^T X
+    # and dW_hh = dG^T h_prev; the cell's 13 FLOPs per hidden unit and step again.
+    to_input, to_hidden = 5 * 2 * 48 * 8, 5 * 2 * 48 * 12
+    assert row["backward input MACs"] == found.steps("input and hidden-state gradient MACs")[0].value
+    assert row["backward input MACs"] == to_input + to_hidden
+    assert row["backward weight MACs"] == found.steps("weight gradient MACs")[0].value == 48 * 8 * 10 + 48 * 12 * 10
+    assert row["backward elementwise FLOPs"] == 13 * 5 * 2 * 12
+    text = report.explain("rnn")
+    assert "= 5 · 2 · 4 · 12 · 8 + 5 · 2 · 4 · 12 · 12 = 9,600" in text
+    assert "One LSTM layer" not in text  # the cost function's docstring is not the formula
+    # The cell loop's backward leaves out the initial hidden state's gradient (h0 = 0 needs
+    # none): B · 4H · H MACs fewer than the kernel's.
+    with torch.backends.mkldnn.flags(enabled=False):
+        loop = _gradient_flops(model, torch.randn(2, 5, 8), to_input=True, to_weights=True)
+    assert loop + 2 * 2 * 48 * 12 == 2 * (row["backward input MACs"] + row["backward weight MACs"])
+
+
+# mode, F.interpolate's arguments, input per sample, inputs per output T (docs/formulas.md:
+# linear 2 per axis, bicubic 4 per axis; 2T - 1 FLOPs per output, nearest a copy), the title's words
+_INTERPOLATIONS = {
+    "nearest to a size": ({"size": (7, 9)}, (2, 5, 6), 0, "nearest; 5x6 to 7x9, to a size"),
+    "nearest-exact by a scale": (
+        {"scale_factor": 1.5, "mode": "nearest-exact"},
+        (2, 5, 6),
+        0,
+        "nearest-exact; 5x6 to 7x9, scale factor 1.5 x 1.5",
+    ),
+    "linear": ({"scale_factor": 2.0, "mode": "linear"}, (2, 6), 2, "linear, align_corners=False; 6 to 12, scale"),
+    "bilinear align corners": (
+        {"scale_factor": 2.0, "mode": "bilinear", "align_corners": True},
+        (2, 5, 6),
+        4,
+        "bilinear, align_corners=True; 5x6 to 10x12, scale factor 2.0 x 2.0",
+    ),
+    "bicubic to a size": (
+        {"size": (7, 9), "mode": "bicubic"},
+        (2, 5, 6),
+        16,
+        "bicubic, align_corners=False; 5x6 to 7x9, to a size",
+    ),
+    "bilinear scale recomputed": (
+        {"scale_factor": 2.0, "mode": "bilinear", "recompute_scale_factor": True},
+        (2, 5, 6),
+        4,
+        "bilinear, align_corners=False; 5x6 to 10x12, to a size",
+    ),
+    "trilinear": (
+        {"scale_factor": 1.5, "mode": "trilinear"},
+        (2, 4, 4, 4),
+        8,
+        "trilinear, align_corners=False; 4x4x4 to 6x6x6, scale factor 1.5 x 1.5 x 1.5",
+    ),
+}
+
+
+class _Interpolated(nn.Module):
+    def __init__(self, **arguments):
+        super().__init__()
+        self.arguments = arguments
+
+    def forward(self, x):
+        return nn.functional.interpolate(x, **self.arguments)
+
+
+@pytest.mark.parametrize("name", list(_INTERPOLATIONS))
+def test_an_interpolation_names_its_mode_and_how_its_size_was_given(name):
+    arguments, shape, taps, words = _INTERPOLATIONS[name]
+    model = _Interpolated(**arguments)
+    report = archprof.analyze(model, input_size=shape, batch=2)
+    found = explanation(report, "#1")
+    _check_formulas(found)
+    (section,) = (s for s in found.sections if "upsample" in s.title)
+    assert words in section.title, section.title
+    with FlopCounterMode(display=False) as counter:
+        out = model(torch.randn(2, *shape))
+    assert counter.get_total_flops() == 0  # it counts no interpolation: the hand count is the oracle
+    flops = (2 * taps - 1) * out.numel() if taps else 0
+    assert found.steps("elementwise FLOPs")[0].value == flops == report.columns["elementwise_flops"][0]
+    sizes = [s.value for s in section.steps if s.name.endswith("_out")]
+    assert sizes == list(out.shape[2:])
+
+
+def test_an_antialiased_interpolation_sums_its_windows():
+    # Hand (UpSampleKernel.cpp's windows): 0.5 x 0.5 reads 2 inputs per output either side
+    # of centre 2 (i + 0.5), clipped: H 5 -> 2: [0, 3) [1, 5), 3 + 4; W 6 -> 3: [0, 3) [1, 5)
+    # [3, 6), 3 + 4 + 3. Each output 2T - 1 FLOPs over its T = rows x columns inputs.
+    model = _Interpolated(scale_factor=0.5, mode="bilinear", antialias=True)
+    report = archprof.analyze(model, input_size=(2, 5, 6), batch=2)
+    found = explanation(report, "#1")
+    _check_formulas(found)
+    (section,) = (s for s in found.sections if "upsample" in s.title)
+    assert "bilinear, align_corners=False, antialias=True; 5x6 to 2x3, scale factor 0.5 x 0.5" in section.title
+    steps = {step.name: step for step in section.steps}
+    assert (steps["ΣT_h"].worked, steps["ΣT_w"].worked) == ("3 + 4", "3 + 4 + 3")
+    assert steps["elementwise FLOPs"].value == 2 * (3 + 4) * (3 + 4 + 3) * 2 * 2 - 2 * 2 * 2 * 3
+    assert report.columns["elementwise_flops"][0] == steps["elementwise FLOPs"].value
+
+
+# mode, dimensions, input per sample, inputs per output T (1 for a nearest copy)
+_INTERPOLATION_GRADIENTS = {
+    "nearest": ({"size": (7, 9)}, 2, (2, 5, 6), 1),
+    "nearest-exact": ({"scale_factor": 2.0, "mode": "nearest-exact"}, 2, (2, 5, 6), 1),
+    "linear": ({"scale_factor": 2.0, "mode": "linear"}, 1, (2, 6), 2),
+    "bilinear": ({"scale_factor": 0.5, "mode": "bilinear"}, 2, (2, 5, 6), 4),
+    "bicubic": ({"scale_factor": 2.0, "mode": "bicubic", "align_corners": True}, 2, (2, 5, 6), 16),
+    "trilinear": ({"scale_factor": 1.5, "mode": "trilinear"}, 3, (2, 4, 4, 4), 8),
+}
+
+
+@pytest.mark.parametrize("mode", list(_INTERPOLATION_GRADIENTS))
+def test_an_interpolation_s_gradient_names_its_mode_and_works_out_its_flops(mode):
+    # Hand (docs/formulas.md): each output gradient times each of its T inputs' weights,
+    # added in: 2T per output-gradient element; a nearest copy's gradient added into its one input: 1.
+    arguments, dims, shape, taps = _INTERPOLATION_GRADIENTS[mode]
+    model = _AfterAConvolution(2, dims, _Interpolated(**arguments))
+    report = archprof.analyze(model, input_size=shape, batch=2, training=True)
+    row = _training_rows(report)[1]  # the interpolation, after the convolution
+    found = explanation(report, "layer")
+    _check_formulas(found)
+    (section,) = (s for s in found.sections if s.title.split(":")[0].endswith("_backward"))
+    assert f"({mode}): each output gradient" in section.title, section.title
+    out = model(torch.randn(2, *shape))
+    per_element = 2 * taps if taps > 1 else 1
+    assert section.steps[0].value == row["backward elementwise FLOPs"] == per_element * out.numel()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from archprof.explain.document import Section, Step, sum_step
-from archprof.explain.operators import catalogue_section, is_free, product_text
+from archprof.explain.operators import catalogue_section, is_free, product_text, resampling_mode, taps_product
 from archprof.graph import Graph, OpNode, ParameterInfo
 from archprof.passes.backward import BackwardShare, backward_share, weight_storages
 from archprof.passes.layers import LayerGroup
@@ -177,6 +177,10 @@ def _operator(op: OpNode, forward: OpNode, share: BackwardShare, forward_section
         return _convolution_gradient(op, forward, share, forward_section)
     if op.op in _NORM_GRADIENTS:
         return _norm_gradient(op, forward, share)
+    if op.op == "aten.mkldnn_rnn_layer_backward":
+        return _lstm_layer_gradient(op, forward, share)
+    if op.op == f"{forward.op}_backward" and resampling_mode(forward) is not None and not forward.op.endswith("_aa"):
+        return _resampling_gradient(op, forward, share)
     section = catalogue_section(op, {})
     if share.input_macs or share.weight_macs:
         kind = "input gradient" if share.input_macs else "weight gradient"
@@ -216,6 +220,76 @@ def _norm_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> Section
     )
     notes = ("input gradient: gamma / sigma · (grad - mean(grad) - x_hat · mean(grad · x_hat)) per channel",)
     return Section(f"{op.op}: the gradient of {forward.op}; output mask: {flags}", (step,), notes)
+
+
+def _lstm_layer_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> Section:
+    """oneDNN's LSTM layer gradient (`costs.onednn_lstm_layer_backward_cost`), product by
+    product: the gates' gradients dG (T x B x 4H) times W_ih and W_hh give the input's and the
+    previous hidden state's gradients, dG's transpose times the inputs and the hidden states
+    the two weights'; `backward_share` counts the first two as input MACs, the others as
+    weight MACs."""
+    x, w_hh = op.args[0], op.args[2]
+    steps_in_time, batch, width = x.shape
+    hidden = w_hh.shape[1]
+    gates = f"{steps_in_time} · {batch} · 4 · {hidden}"
+    steps = (
+        Step(
+            "input and hidden-state gradient MACs",
+            "T · B · 4H · I + T · B · 4H · H",
+            f"{gates} · {width} + {gates} · {hidden}",
+            share.input_macs,
+        ),
+        Step(
+            "weight gradient MACs",
+            "4H · I · T · B + 4H · H · T · B",
+            f"4 · {hidden} · {width} · {steps_in_time} · {batch} + 4 · {hidden} · {hidden} · {steps_in_time} · {batch}",
+            share.weight_macs,
+        ),
+        Step(
+            "elementwise FLOPs",
+            "13 · T · B · H",
+            f"13 · {steps_in_time} · {batch} · {hidden}",
+            share.elementwise_flops,
+        ),
+    )
+    notes = (
+        "dX = dG · W_ih (T · B · 4H · I) and dh_prev = dG · W_hh (T · B · 4H · H, the first step's too: the kernel"
+        " returns the initial state's gradient) are the backward input MACs; dW_ih = dG^T · X (4H · I · T · B) and"
+        " dW_hh = dG^T · h_prev (4H · H · T · B) the backward weight MACs: twice the forward's products",
+        "the gates' gradients dG and the biases' (dG summed over T and B) counted, by convention, as the forward"
+        " cell's 13 FLOPs per hidden unit and step",
+    )
+    title = (
+        f"{op.op}: the gradients of {forward.op}, an LSTM layer of H = {hidden} hidden units over"
+        f" T = {steps_in_time} steps, B = {batch}, I = {width}"
+    )
+    return Section(title, steps, notes)
+
+
+def _resampling_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> Section:
+    """An interpolation's gradient: each output gradient, times each of the T inputs' weights
+    it was read with, added into their gradients (2T per output-gradient element); a nearest
+    one adds it into the one input it copied (1)."""
+    mode, taps = resampling_mode(forward)
+    grad = op.args[0].shape
+    dims = len(forward.args[1])
+    if taps is None:
+        step = Step(
+            "elementwise FLOPs",
+            "1 per output-gradient element · numel(grad_out)",
+            f"1 · {product_text(grad)}",
+            share.elementwise_flops,
+        )
+        what = "each output gradient added into the one input it copied"
+    else:
+        step = Step(
+            "elementwise FLOPs",
+            f"2 · {taps_product(dims)} per output-gradient element · numel(grad_out)",
+            f"2 · {' · '.join([str(taps)] * dims)} · {product_text(grad)}",
+            share.elementwise_flops,
+        )
+        what = "each output gradient times each of its T inputs' weights, added into their gradients"
+    return Section(f"{op.op}: the gradient of {forward.op} ({mode}): {what}", (step,))
 
 
 def _forward_macs(forward: OpNode, forward_section: ForwardSection, value: int) -> tuple[str, str]:
