@@ -228,6 +228,9 @@ def check_entries(
 
 ENTRY_KEYS = ("name", "input", "batch", "dtype", "optimizer", *LIMIT_KEYS)
 _MODELS_HEADER = re.compile(r"^[ \t]*\[\[\s*(?:tool\s*\.\s*archprof\s*\.\s*)?models\s*\]\]", re.MULTILINE)
+# The most of a budget file read (hand-written: a few hundred bytes a model); a larger file,
+# or one that never ends, is refused unread.
+BUDGET_BYTES = 16 * 2**20
 _TOOL_HEADER = re.compile(r"^[ \t]*\[\s*tool\s*\.\s*archprof\s*\]", re.MULTILINE)
 
 
@@ -240,8 +243,8 @@ def find_budget_file(directory: Path | None = None) -> Path | None:
     pyproject = directory / "pyproject.toml"
     if pyproject.is_file():
         try:
-            document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (ValueError, RecursionError, OSError):  # ValueError: TOMLDecodeError, UnicodeDecodeError, int()'s limit
+            document = tomllib.loads(read_text(pyproject, "budget file", BUDGET_BYTES))
+        except (ArchprofError, ValueError, RecursionError):  # ValueError: TOMLDecodeError, int()'s limit
             return pyproject  # load_budget_file reports what is wrong with it
         if _has_tool_table(document):
             return pyproject
@@ -257,7 +260,7 @@ def _has_tool_table(document: dict[str, Any]) -> bool:
 def load_budget_file(path: str | Path) -> list[BudgetEntry]:
     """The entries of a budget file; any mistake raises ArchprofError naming the line and key."""
     path = Path(path)
-    text = read_text(path, "budget file")
+    text = read_text(path, "budget file", BUDGET_BYTES)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

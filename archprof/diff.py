@@ -50,6 +50,9 @@ _TEXT = ("module_type", "output_shape")  # also compared per layer
 # which a CSV read from elsewhere may hold any text in.
 _USER_TEXT = ("layer", "module_type", "output_shape")
 _REQUIRED = ("layer", "call", *_TEXT, *(name for name, _, _ in METRICS))
+# The most of a report file read: a report has a row of a few hundred bytes per layer, so
+# this is a million layers with long names; a larger file (or /dev/zero) is refused unread.
+REPORT_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str,
     cell read by its column's reader; an error names the row's last physical line (a quoted
     cell may span several)."""
 
-    text = read_text(path, "report")
+    text = read_text(path, "report", REPORT_BYTES)
     with _fields_up_to(len(text)):
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = reader.fieldnames or []
@@ -259,7 +262,7 @@ def read_json_report(path: str | Path) -> Side:
     not one raises ArchprofError naming the problem (and the layer's index)."""
     path = Path(path)
     try:
-        document = json.loads(read_text(path, "report"))
+        document = json.loads(read_text(path, "report", REPORT_BYTES))
     except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int()'s digit limit
         raise ArchprofError(f"{path} is not valid JSON: {first_line(exc, bare=True)}") from None
     layers = document.get("layers") if isinstance(document, dict) else None

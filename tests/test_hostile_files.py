@@ -1,0 +1,119 @@
+"""Hostile files, a second round: reports, budget files and model files that would hang
+archprof, exhaust its memory, run code or cost time out of all proportion to their size.
+Each is refused with one line (exit 2) or read within bounds; none runs for long."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import archprof.diff
+from archprof.budget import load_budget_file
+from archprof.errors import ArchprofError
+from archprof.measure.ceilings import read_cache
+from tests.cli import cli, one_error_line
+
+needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+
+
+def within(seconds: float, call: Callable[[], Any]) -> Any:
+    """`call()`'s result or exception, failing the test if it has not finished in `seconds`
+    (the thread is a daemon: a test that fails never hangs the run)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # handed back to the test
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+# -- files that never end, or never start ----------------------------------------------------
+
+
+@needs_dev_zero
+@pytest.mark.parametrize("suffix", ["csv", "json"])
+def test_a_report_that_never_ends_is_refused_after_a_bounded_read(tmp_path, monkeypatch, suffix):
+    monkeypatch.setattr(archprof.diff, "REPORT_BYTES", 2**20)  # the read up to the limit is what is tested
+    endless = tmp_path / f"old.{suffix}"
+    endless.symlink_to("/dev/zero")
+    with pytest.raises(ArchprofError, match=r"over 1 MiB, too large for a report"):
+        within(10, lambda: archprof.diff.load_side(str(endless)))
+
+
+def test_a_report_larger_than_any_is_refused_unread(tmp_path):
+    huge = tmp_path / "old.csv"
+    with open(huge, "wb") as handle:
+        handle.truncate(2**40)  # a terabyte, sparse: no disk used
+    result = within(30, lambda: cli("diff", huge, huge))
+    assert "over 256 MiB, too large for a report" in one_error_line(result)
+
+
+def test_a_budget_file_larger_than_any_is_refused_unread(tmp_path):
+    huge = tmp_path / "archprof.toml"
+    with open(huge, "wb") as handle:
+        handle.truncate(64 * 2**20)  # sparse
+    with pytest.raises(ArchprofError, match=r"over 16 MiB, too large for a budget file"):
+        within(10, lambda: load_budget_file(huge))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "json"])
+def test_a_report_fifo_no_one_writes_to_is_an_error_not_a_wait(tmp_path, suffix):
+    fifo = tmp_path / f"old.{suffix}"
+    os.mkfifo(fifo)
+    with pytest.raises(ArchprofError, match="old"):
+        within(10, lambda: archprof.diff.load_side(str(fifo)))
+
+
+def test_a_budget_fifo_no_one_writes_to_is_an_error_not_a_wait(tmp_path):
+    fifo = tmp_path / "budget.toml"
+    os.mkfifo(fifo)
+    result = within(10, lambda: cli("check", "--config", fifo))
+    assert "no models to check" in one_error_line(result)
+
+
+def test_a_budget_read_from_a_pipe_is_waited_for(tmp_path):
+    """A FIFO with a writer (`--config <(generate)`) is read whole, as a file is."""
+    fifo = tmp_path / "budget.toml"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "w") as handle:
+            handle.write('[[models]]\nname = "lenet5"\nmax-params = "1M"\n')
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    entries = within(10, lambda: load_budget_file(fifo))
+    assert [entry.model for entry in entries] == ["lenet5"]
+
+
+def test_a_cache_file_no_one_writes_to_reads_as_empty(tmp_path):
+    fifo = tmp_path / "ceilings.json"
+    os.mkfifo(fifo)
+    assert within(10, lambda: read_cache(fifo)) == {}
+
+
+def test_a_report_that_is_not_utf8_says_where(tmp_path):
+    latin = tmp_path / "old.csv"
+    latin.write_bytes("layer\ncafé\n".encode("latin-1"))
+    with pytest.raises(ArchprofError, match=r"cannot read report .*old.csv: not UTF-8 text \(.* at byte 9\)"):
+        archprof.diff.load_side(str(latin))
+
+
+def test_a_report_that_is_a_directory_is_one_error(tmp_path):
+    folder = tmp_path / "old.csv"
+    folder.mkdir()
+    with pytest.raises(ArchprofError, match="Is a directory"):
+        archprof.diff.load_side(str(folder))
