@@ -375,13 +375,25 @@ def _hint(key: str, known: Sequence[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _line_numbers(text: str, offsets: Sequence[int]) -> list[int]:
+    """The line (from 0) of each of the ascending `offsets` in `text`, counting each stretch
+    once: counting from the start for each would take quadratic time in 100,000 entries."""
+    numbers, line, counted = [], 0, 0
+    for offset in offsets:
+        line += text.count("\n", counted, offset)
+        counted = offset
+        numbers.append(line)
+    return numbers
+
+
 class _BudgetText:
     """Finds the line of a key in a budget file (tomllib gives lines only for syntax errors)."""
 
     def __init__(self, path: Path, text: str):
         self.path = path
         self.lines = text.splitlines()
-        self.headers = [text.count("\n", 0, m.start()) for m in _MODELS_HEADER.finditer(text)]
+        starts = [m.start() for m in _MODELS_HEADER.finditer(text)]
+        self.headers = _line_numbers(text, starts)
         tool_table = _TOOL_HEADER.search(text)
         self.table_start = text.count("\n", 0, tool_table.start()) if tool_table else 0
 

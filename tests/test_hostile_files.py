@@ -10,9 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from torch import nn
+from typer.testing import CliRunner
 
+import archprof
 import archprof.diff
 from archprof.budget import load_budget_file
+from archprof.cli import app
 from archprof.errors import ArchprofError
 from archprof.measure.ceilings import read_cache
 from tests.cli import cli, one_error_line
@@ -117,3 +121,29 @@ def test_a_report_that_is_a_directory_is_one_error(tmp_path):
     folder.mkdir()
     with pytest.raises(ArchprofError, match="Is a directory"):
         archprof.diff.load_side(str(folder))
+
+
+# -- work out of all proportion to the file -------------------------------------------------
+
+
+def test_a_report_naming_a_layer_in_200000_characters_diffs_in_linear_time(tmp_path):
+    """The table pads every row to the longest name; trimming that padding took quadratic time
+    (a 50,000-character name: 40 s)."""
+    name = "x" * 200_000
+    wide = nn.Sequential()
+    wide.add_module(name, nn.Conv2d(3, 4, 3))
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_text(archprof.analyze(wide, "3x8x8").to_csv(), encoding="utf-8")
+    new.write_text(archprof.analyze(nn.Sequential(nn.Conv2d(3, 4, 3)), "3x8x8").to_csv(), encoding="utf-8")
+    # With no COLUMNS the table is as wide as its widest row, each padded to it.
+    result = within(60, lambda: CliRunner().invoke(app, ["diff", str(old), str(new)], env={"COLUMNS": None}))
+    assert result.exit_code == 0, result.output
+    assert "x" * 50_000 in result.stdout  # Rich cuts a cell at about 100,000 characters
+
+
+def test_a_budget_file_of_100000_models_is_read_in_linear_time(tmp_path):
+    """Each entry's line was counted from the start of the file: quadratic (40,000 entries: 22 s)."""
+    budget = tmp_path / "archprof.toml"
+    budget.write_text("".join(f'[[models]]\nname = "m{i}"\nmax-params = "1M"\n' for i in range(100_000)))
+    entries = within(60, lambda: load_budget_file(budget))
+    assert entries[-1].source == f"{budget}, line {3 * 99_999 + 2}"  # three lines an entry, its name second
