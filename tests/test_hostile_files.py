@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import torch
 from torch import nn
 from typer.testing import CliRunner
 
@@ -20,6 +21,7 @@ from archprof.cli import app
 from archprof.errors import ArchprofError
 from archprof.measure.ceilings import read_cache
 from tests.cli import cli, one_error_line
+from tests.fixtures.hostile_torchscript import HOSTILE_TORCHSCRIPT
 
 needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
 
@@ -147,3 +149,35 @@ def test_a_budget_file_of_100000_models_is_read_in_linear_time(tmp_path):
     budget.write_text("".join(f'[[models]]\nname = "m{i}"\nmax-params = "1M"\n' for i in range(100_000)))
     entries = within(60, lambda: load_budget_file(budget))
     assert entries[-1].source == f"{budget}, line {3 * 99_999 + 2}"  # three lines an entry, its name second
+
+
+# -- TorchScript code that writes files ------------------------------------------------------
+
+
+@pytest.mark.parametrize("craft", HOSTILE_TORCHSCRIPT, ids=list(HOSTILE_TORCHSCRIPT))
+def test_torchscript_that_writes_files_is_refused_before_it_loads(tmp_path, craft):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    path = HOSTILE_TORCHSCRIPT[craft](tmp_path, victim)
+    with pytest.raises(ArchprofError, match=r"refusing to load .*: its TorchScript code calls (save|from_file),"):
+        archprof.analyze(str(path), "3x8x8")
+    line = one_error_line(cli("summary", path, "-i", "3x8x8"))
+    assert "reads or writes files" in line and "--trust-pickle" in line
+    assert victim.read_bytes() == b"clean"
+
+
+def test_the_hostile_torchscript_writes_when_torch_loads_and_runs_it(tmp_path):
+    """The refusals above are of files that really write: loaded and run as torch does."""
+    for index, craft in enumerate(HOSTILE_TORCHSCRIPT.values()):
+        victim = tmp_path / f"victim{index}"
+        victim.write_bytes(b"clean")
+        torch.jit.load(str(craft(tmp_path, victim)))(torch.ones(1, 3, 8, 8))
+        assert victim.read_bytes() != b"clean"
+
+
+def test_trusted_torchscript_that_writes_files_is_analysed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    path = HOSTILE_TORCHSCRIPT["torch.from_file in forward"](tmp_path, victim)
+    report = archprof.analyze(str(path), "3x8x8", trust_pickle=True)
+    assert report.totals.param_count == 4 * 3 * 3 * 3 + 4  # the Conv2d(3, 4, 3) the module holds
