@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import threading
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ import archprof.diff
 from archprof.budget import load_budget_file
 from archprof.cli import app
 from archprof.errors import ArchprofError
+from archprof.load import load_state_dict
 from archprof.measure.ceilings import read_cache
 from tests.cli import cli, one_error_line
 from tests.fixtures.hostile_torchscript import HOSTILE_TORCHSCRIPT
@@ -181,3 +184,62 @@ def test_trusted_torchscript_that_writes_files_is_analysed(tmp_path):
     path = HOSTILE_TORCHSCRIPT["torch.from_file in forward"](tmp_path, victim)
     report = archprof.analyze(str(path), "3x8x8", trust_pickle=True)
     assert report.totals.param_count == 4 * 3 * 3 * 3 + 4  # the Conv2d(3, 4, 3) the module holds
+
+
+# -- zip bombs ---------------------------------------------------------------------------------
+
+
+def zip_bomb(directory: Path, member: str, size: int = 64 * 2**20) -> Path:
+    """A torch.save checkpoint of {"weight": zeros(2)} whose `member` (data.pkl: the
+    pickle, data/0: the tensor's bytes) is deflated and padded with `size` zero bytes:
+    a file of size / 1000 that torch inflates whole."""
+    plain = directory / "plain.pt"
+    torch.save({"weight": torch.zeros(2)}, plain)
+    bomb = directory / f"bomb_{member.replace('/', '_')}.pt"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(bomb, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith(f"/{member}"):
+                deflated = zipfile.ZipInfo(info.filename)
+                deflated.compress_type = zipfile.ZIP_DEFLATED
+                with target.open(deflated, "w", force_zip64=True) as handle:
+                    handle.write(data)
+                    for _ in range(size // 2**20):
+                        handle.write(bytes(2**20))
+            else:
+                target.writestr(info, data)
+    return bomb
+
+
+@pytest.mark.parametrize("member", ["data.pkl", "data/0"])
+def test_a_zip_bomb_is_refused_before_torch_inflates_it(tmp_path, member):
+    bomb = zip_bomb(tmp_path, member)
+    assert bomb.stat().st_size < 2**20  # 64 MiB inside
+    says = rf"member '.*{member}' would expand from [\d,]+ to 67,10\d,\d+ bytes \(a zip bomb\?\)"
+    with pytest.raises(ArchprofError, match=says):
+        archprof.analyze(str(bomb))
+    factory = tmp_path / "net.py"
+    factory.write_text("from torch import nn\n\n\nclass Net(nn.Module):\n    pass\n")
+    line = one_error_line(cli("summary", f"{factory}:Net", "-i", "2", "--weights", bomb))
+    assert "a zip bomb?" in line
+
+
+def test_the_pickle_bomb_is_what_torch_loads(tmp_path):
+    """torch reads the crafted file as the checkpoint it holds, inflating the whole pickle
+    (a padded data/0 it inflates too, then finds longer than the tensor)."""
+    loaded = torch.load(zip_bomb(tmp_path, "data.pkl", size=2**20), weights_only=True)
+    assert torch.equal(loaded["weight"], torch.zeros(2))
+
+
+def test_a_checkpoint_compressed_as_weights_compress_loads(tmp_path):
+    """A checkpoint zipped again with deflate (random weights shrink little) is no bomb."""
+    model = nn.Linear(512, 512)
+    plain, deflated = tmp_path / "plain.pt", tmp_path / "deflated.pt"
+    torch.save(model.state_dict(), plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info))
+    state = load_state_dict(deflated, device="meta")  # names and shapes: the check --weights makes first
+    assert {name: tensor.shape for name, tensor in state.items()} == {
+        name: tensor.shape for name, tensor in model.state_dict().items()
+    }

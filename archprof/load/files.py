@@ -19,6 +19,7 @@ from archprof.load.common import (
     quiet,
     refuse_extras,
     resolve_path,
+    shorten,
     unreadable,
     weights_only_reason,
 )
@@ -68,9 +69,11 @@ def archive_kind(path: Path) -> str:
         return "pickle"  # torch.save's legacy format, or not a PyTorch file: torch.load says which
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ArchprofError(f"cannot read {path}: corrupted or truncated ({first_line(exc, bare=True)})") from None
+    _refuse_zip_bombs(path, members)
+    names = [member.filename for member in members]
     tails = {name.split("/", 1)[1] if "/" in name else name for name in names}
     if "archive_format" in tails:
         return "exported" if any(t.startswith("models/") for t in tails) else "pt2-other"
@@ -103,6 +106,23 @@ def refuse_file_operators(path: Path, spec: str) -> None:
                     f"refusing to load {spec}: its TorchScript code calls {name}, which reads or writes files; if you"
                     " trust it, pass --trust-pickle (Python: trust_pickle=True)"
                 )
+
+
+# torch.save, torch.jit.save and torch.export.save store members uncompressed; torch inflates
+# a compressed one whole in memory, up to the size the zip's directory gives it. A member
+# that would grow over a hundredfold, past 1 MiB, is a zip bomb (a 1 MB file holding a
+# 1 GB pickle took torch 11 s and 2.3 GB), not weights: a float tensor hardly compresses.
+_MOST_EXPANSION = 100
+_SMALL_MEMBER = 2**20
+
+
+def _refuse_zip_bombs(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    for member in members:
+        if member.file_size > max(_SMALL_MEMBER, _MOST_EXPANSION * member.compress_size):
+            raise ArchprofError(
+                f"cannot read {path}: its member {shorten(member.filename)} would expand from"
+                f" {member.compress_size:,} to {member.file_size:,} bytes (a zip bomb?)"
+            )
 
 
 def _load_torchscript(path: Path, spec: str) -> LoadedModel:
