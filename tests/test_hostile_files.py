@@ -243,3 +243,44 @@ def test_a_checkpoint_compressed_as_weights_compress_loads(tmp_path):
     assert {name: tensor.shape for name, tensor in state.items()} == {
         name: tensor.shape for name, tensor in model.state_dict().items()
     }
+
+
+# -- errors quoting a megabyte ---------------------------------------------------------------
+
+
+def test_an_error_quoting_a_megabyte_value_is_one_readable_line(tmp_path):
+    budget = tmp_path / "archprof.toml"
+    budget.write_text('[[models]]\nname = "lenet5"\nmax-params = "' + "7" * 1_000_000 + '"\n')
+    line = one_error_line(cli("check", "--config", budget))
+    assert len(line) < 1100
+    assert line.startswith(f"error: {budget}, line 3: max-params: ")  # where, whole
+    assert "characters left out" in line and line.endswith("7" * 100 + "' is too large")
+
+
+def test_a_report_cell_of_100000_digits_is_quoted_short(tmp_path):
+    report = tmp_path / "old.csv"
+    lines = archprof.analyze("lenet5").to_csv().splitlines(keepends=True)
+    report.write_text(lines[0] + lines[1].replace(",156,", "," + "9" * 100_000 + ",", 1) + "".join(lines[2:]))
+    with pytest.raises(ArchprofError) as raised:
+        archprof.diff.load_side(str(report))
+    assert str(raised.value) == f"{report}, line 2: param_count is '{'9' * 57}...', larger than any model's figure"
+
+
+# -- reports that say one thing twice -------------------------------------------------------
+
+
+def test_a_csv_report_with_a_column_twice_is_refused(tmp_path):
+    lines = archprof.analyze("lenet5").to_csv().splitlines()
+    report = tmp_path / "old.csv"
+    report.write_text("\n".join([lines[0] + ",macs", *(line + ",0" for line in lines[1:])]) + "\n")
+    with pytest.raises(ArchprofError, match=r"old.csv, line 1: column 'macs' appears twice"):
+        archprof.diff.load_side(str(report))
+
+
+def test_a_json_report_with_a_key_twice_is_refused(tmp_path):
+    text = archprof.analyze("lenet5").to_json()
+    report = tmp_path / "old.json"
+    report.write_text(text.replace('"macs": 117600,', '"macs": 117600, "macs": 0,', 1))
+    assert report.read_text() != text
+    with pytest.raises(ArchprofError, match=r"old.json is not valid JSON: key 'macs' appears twice in an object"):
+        archprof.diff.load_side(str(report))

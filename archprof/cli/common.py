@@ -353,10 +353,19 @@ def say(text: str, **style) -> None:
     """`text` as one line on stderr, whatever it holds: a newline, a carriage return, a
     line separator (U+2028), any other unprintable character or a lone surrogate (a
     file name that is not UTF-8) is written as its escape (\\n, \\u2028, \\udcff); what
-    stderr's encoding lacks, as a backslash escape."""
+    stderr's encoding lacks, as a backslash escape. A line past `_LONGEST_LINE` characters
+    (an error quoting a value of a megabyte from a hostile file) keeps its start, which
+    says where, and its end, which says what to do."""
     printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    if len(printable) > _LONGEST_LINE:
+        half = _LONGEST_LINE // 2
+        cut = len(printable) - 2 * half
+        printable = f"{printable[:half]}... ({cut:,} characters left out) ...{printable[-half:]}"
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     typer.secho(printable.encode(encoding, "backslashreplace").decode(encoding), err=True, **style)
+
+
+_LONGEST_LINE = 1000
 
 
 @contextmanager
