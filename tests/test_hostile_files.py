@@ -284,3 +284,13 @@ def test_a_json_report_with_a_key_twice_is_refused(tmp_path):
     assert report.read_text() != text
     with pytest.raises(ArchprofError, match=r"old.json is not valid JSON: key 'macs' appears twice in an object"):
         archprof.diff.load_side(str(report))
+
+
+def test_a_file_of_zeros_is_not_told_to_load_without_weights_only(tmp_path):
+    """torch reads zeros as an empty legacy .tar checkpoint, and advises weights_only=False."""
+    zeros = tmp_path / "zeros.pt"
+    with open(zeros, "wb") as handle:
+        handle.truncate(2**30)  # sparse
+    line = one_error_line(cli("summary", zeros))
+    reason = "Cannot use ``weights_only=True`` with files saved in the legacy .tar format"
+    assert line == f"error: cannot read {zeros}: corrupted or truncated? ({reason})"
