@@ -228,10 +228,10 @@ def check_entries(
 
 ENTRY_KEYS = ("name", "input", "batch", "dtype", "optimizer", *LIMIT_KEYS)
 _MODELS_HEADER = re.compile(r"^[ \t]*\[\[\s*(?:tool\s*\.\s*archprof\s*\.\s*)?models\s*\]\]", re.MULTILINE)
+_TOOL_HEADER = re.compile(r"^[ \t]*\[\s*tool\s*\.\s*archprof\s*\]", re.MULTILINE)
 # The most of a budget file read (hand-written: a few hundred bytes a model); a larger file,
 # or one that never ends, is refused unread.
 BUDGET_BYTES = 16 * 2**20
-_TOOL_HEADER = re.compile(r"^[ \t]*\[\s*tool\s*\.\s*archprof\s*\]", re.MULTILINE)
 
 
 def find_budget_file(directory: Path | None = None) -> Path | None:

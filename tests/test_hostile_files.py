@@ -5,6 +5,7 @@ Each is refused with one line (exit 2) or read within bounds; none runs for long
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import zipfile
 from collections.abc import Callable
@@ -294,3 +295,16 @@ def test_a_file_of_zeros_is_not_told_to_load_without_weights_only(tmp_path):
     line = one_error_line(cli("summary", zeros))
     reason = "Cannot use ``weights_only=True`` with files saved in the legacy .tar format"
     assert line == f"error: cannot read {zeros}: corrupted or truncated? ({reason})"
+
+
+def test_torchscript_with_a_member_that_fails_its_checksum_is_one_error(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.jit.script(nn.Conv2d(3, 4, 3)).save(str(path))
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo("model/data.pkl")  # stored: its bytes are in the file as they are
+    name_length, extra_length = struct.unpack_from("<HH", data, member.header_offset + 26)  # local header
+    data[member.header_offset + 30 + name_length + extra_length] ^= 0xFF  # the CRC no longer matches
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchprofError, match=r"cannot read .*model.pt: corrupted or truncated\? \(Bad CRC-32"):
+        archprof.analyze(str(path), "3x8x8")

@@ -99,7 +99,10 @@ def refuse_file_operators(path: Path, spec: str) -> None:
         for member in archive.infolist():
             if _TENSOR_RECORD.search(member.filename):
                 continue
-            found = _FILE_OPERATORS.search(archive.read(member))
+            try:
+                found = _FILE_OPERATORS.search(archive.read(member))
+            except Exception as exc:  # a bad CRC, a deflate stream cut short, an encrypted or unknown method
+                raise unreadable(spec, exc) from None
             if found:
                 name = found.group().decode().lstrip(".").strip()
                 raise ArchprofError(
@@ -108,10 +111,11 @@ def refuse_file_operators(path: Path, spec: str) -> None:
                 )
 
 
-# torch.save, torch.jit.save and torch.export.save store members uncompressed; torch inflates
-# a compressed one whole in memory, up to the size the zip's directory gives it. A member
-# that would grow over a hundredfold, past 1 MiB, is a zip bomb (a 1 MB file holding a
-# 1 GB pickle took torch 11 s and 2.3 GB), not weights: a float tensor hardly compresses.
+# torch inflates a compressed member whole in memory, up to the size the zip's directory gives
+# it. torch.save and torch.export.save store every member uncompressed, torch.jit.save its
+# tensors (code it deflates, about fivefold). A member that would grow over a hundredfold,
+# past 1 MiB, is a zip bomb (a 1 MB file holding a 1 GB pickle took torch 11 s and 2.3 GB),
+# neither code nor weights: a float tensor hardly compresses.
 _MOST_EXPANSION = 100
 _SMALL_MEMBER = 2**20
 
