@@ -15,6 +15,8 @@ from typing import IO, Any
 
 from archprof.errors import ArchprofError
 
+_NO_WAIT = getattr(os, "O_NONBLOCK", 0)  # POSIX's; Windows has no FIFOs
+
 
 def read_text(path: str | os.PathLike, what: str, limit: int) -> str:
     """The text of a file the user named (`what` says which kind, for the error), as
@@ -23,14 +25,15 @@ def read_text(path: str | os.PathLike, what: str, limit: int) -> str:
     file, or one that never ends (/dev/zero), is refused rather than read into memory. A
     FIFO that no one writes to reads as empty rather than waiting for a writer forever."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open waits for a writer
+        descriptor = os.open(path, os.O_RDONLY | _NO_WAIT)  # a FIFO's open waits for a writer
     except FileNotFoundError:
         raise ArchprofError(f"{what} {path} does not exist") from None
     except (OSError, ValueError) as exc:
         raise ArchprofError(f"cannot read {what} {path}: {_reason(exc)}") from None
     try:
         with open(descriptor, "rb") as handle:
-            os.set_blocking(descriptor, True)  # a pipe's writer (`<(command)`) is waited for
+            if _NO_WAIT:
+                os.set_blocking(descriptor, True)  # a pipe's writer (`<(command)`) is waited for
             data = handle.read(limit + 1)
     except OSError as exc:
         raise ArchprofError(f"cannot read {what} {path}: {_reason(exc)}") from None
