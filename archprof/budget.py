@@ -229,6 +229,9 @@ def check_entries(
 ENTRY_KEYS = ("name", "input", "batch", "dtype", "optimizer", *LIMIT_KEYS)
 _MODELS_HEADER = re.compile(r"^[ \t]*\[\[\s*(?:tool\s*\.\s*archprof\s*\.\s*)?models\s*\]\]", re.MULTILINE)
 _TOOL_HEADER = re.compile(r"^[ \t]*\[\s*tool\s*\.\s*archprof\s*\]", re.MULTILINE)
+# The most of a budget file read (hand-written: a few hundred bytes a model); a larger file,
+# or one that never ends, is refused unread.
+BUDGET_BYTES = 16 * 2**20
 
 
 def find_budget_file(directory: Path | None = None) -> Path | None:
@@ -240,8 +243,8 @@ def find_budget_file(directory: Path | None = None) -> Path | None:
     pyproject = directory / "pyproject.toml"
     if pyproject.is_file():
         try:
-            document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (ValueError, RecursionError, OSError):  # ValueError: TOMLDecodeError, UnicodeDecodeError, int()'s limit
+            document = tomllib.loads(read_text(pyproject, "budget file", BUDGET_BYTES))
+        except (ArchprofError, ValueError, RecursionError):  # ValueError: TOMLDecodeError, int()'s limit
             return pyproject  # load_budget_file reports what is wrong with it
         if _has_tool_table(document):
             return pyproject
@@ -257,7 +260,7 @@ def _has_tool_table(document: dict[str, Any]) -> bool:
 def load_budget_file(path: str | Path) -> list[BudgetEntry]:
     """The entries of a budget file; any mistake raises ArchprofError naming the line and key."""
     path = Path(path)
-    text = read_text(path, "budget file")
+    text = read_text(path, "budget file", BUDGET_BYTES)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -372,13 +375,25 @@ def _hint(key: str, known: Sequence[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _line_numbers(text: str, offsets: Sequence[int]) -> list[int]:
+    """The line (from 0) of each of the ascending `offsets` in `text`, counting each stretch
+    once: counting from the start for each would take quadratic time in 100,000 entries."""
+    numbers, line, counted = [], 0, 0
+    for offset in offsets:
+        line += text.count("\n", counted, offset)
+        counted = offset
+        numbers.append(line)
+    return numbers
+
+
 class _BudgetText:
     """Finds the line of a key in a budget file (tomllib gives lines only for syntax errors)."""
 
     def __init__(self, path: Path, text: str):
         self.path = path
         self.lines = text.splitlines()
-        self.headers = [text.count("\n", 0, m.start()) for m in _MODELS_HEADER.finditer(text)]
+        starts = [m.start() for m in _MODELS_HEADER.finditer(text)]
+        self.headers = _line_numbers(text, starts)
         tool_table = _TOOL_HEADER.search(text)
         self.table_start = text.count("\n", 0, tool_table.start()) if tool_table else 0
 

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ _TEXT = ("module_type", "output_shape")  # also compared per layer
 # which a CSV read from elsewhere may hold any text in.
 _USER_TEXT = ("layer", "module_type", "output_shape")
 _REQUIRED = ("layer", "call", *_TEXT, *(name for name, _, _ in METRICS))
+# The most of a report file read: a report has a row of a few hundred bytes per layer, so
+# this is a million layers with long names; a larger file (or /dev/zero) is refused unread.
+REPORT_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -223,7 +227,7 @@ def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str,
     cell read by its column's reader; an error names the row's last physical line (a quoted
     cell may span several)."""
 
-    text = read_text(path, "report")
+    text = read_text(path, "report", REPORT_BYTES)
     with _fields_up_to(len(text)):
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = reader.fieldnames or []
@@ -232,6 +236,10 @@ def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str,
             raise ArchprofError(
                 f"{path} is not an archprof CSV report (from `archprof summary -f csv`): no column {', '.join(missing)}"
             )
+        # csv.DictReader would keep the last of two cells of one name, silently.
+        repeated = [name for name, count in Counter(header).items() if count > 1]
+        if repeated:
+            raise ArchprofError(f"{path}, line 1: column {shorten(repeated[0])} appears twice: which is the report's?")
         columns = {c.name: c for c in (*COLUMNS, *TRAINING_COLUMNS)}
         names = [name for name in columns if name in header] if names is None else names
         readers = {name: _cell_reader(columns[name]) for name in names}
@@ -246,7 +254,7 @@ def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str,
                 try:
                     row[name] = read(raw[name])
                 except ValueError as exc:
-                    raise ArchprofError(f"{path}, line {line}: {name} is {raw[name]!r}, {exc}") from None
+                    raise ArchprofError(f"{path}, line {line}: {name} is {shorten(raw[name])}, {exc}") from None
             rows.append(row)
     if not rows:
         raise ArchprofError(f"{path} has no rows: a report has one per layer; is the file cut short?")
@@ -259,13 +267,21 @@ def read_json_report(path: str | Path) -> Side:
     not one raises ArchprofError naming the problem (and the layer's index)."""
     path = Path(path)
     try:
-        document = json.loads(read_text(path, "report"))
+        document = json.loads(read_text(path, "report", REPORT_BYTES), object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int()'s digit limit
         raise ArchprofError(f"{path} is not valid JSON: {first_line(exc, bare=True)}") from None
     layers = document.get("layers") if isinstance(document, dict) else None
     if not isinstance(layers, list) or not layers:
         raise ArchprofError(f"{path} is not an archprof JSON report (from `archprof summary -f json`): no layers")
     return Side(path.stem, [_json_row(path, index, layer) for index, layer in enumerate(layers)])
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused where a key repeats: json.loads would keep the last, silently."""
+    repeated = [key for key, count in Counter(key for key, _ in pairs).items() if count > 1]
+    if repeated:
+        raise ValueError(f"key {shorten(repeated[0])} appears twice in an object")
+    return dict(pairs)
 
 
 def _json_row(path: Path, index: int, layer: Any) -> dict[str, Any]:

@@ -15,18 +15,38 @@ from typing import IO, Any
 
 from archprof.errors import ArchprofError
 
+_NO_WAIT = getattr(os, "O_NONBLOCK", 0)  # POSIX's; Windows has no FIFOs
 
-def read_text(path: str | os.PathLike, what: str) -> str:
+
+def read_text(path: str | os.PathLike, what: str, limit: int) -> str:
     """The text of a file the user named (`what` says which kind, for the error), as
     written: no newline translation (a quoted CSV cell may hold a carriage return), a UTF-8
-    byte-order mark (Excel's "CSV UTF-8") skipped."""
+    byte-order mark (Excel's "CSV UTF-8") skipped. At most `limit` bytes are read: a larger
+    file, or one that never ends (/dev/zero), is refused rather than read into memory. A
+    FIFO that no one writes to reads as empty rather than waiting for a writer forever."""
     try:
-        with Path(path).open(encoding="utf-8-sig", newline="") as handle:
-            return handle.read()
+        descriptor = os.open(path, os.O_RDONLY | _NO_WAIT)  # a FIFO's open waits for a writer
     except FileNotFoundError:
         raise ArchprofError(f"{what} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArchprofError(f"cannot read {what} {path}: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise ArchprofError(f"cannot read {what} {path}: {_reason(exc)}") from None
+    try:
+        with open(descriptor, "rb") as handle:
+            if _NO_WAIT:
+                os.set_blocking(descriptor, True)  # a pipe's writer (`<(command)`) is waited for
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ArchprofError(f"cannot read {what} {path}: {_reason(exc)}") from None
+    if len(data) > limit:
+        raise ArchprofError(f"{what} {path} is over {limit // 2**20} MiB, too large for a {what}: the right file?")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ArchprofError(f"cannot read {what} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def json_text(document: Any, default: Callable[[Any], Any] | None = None) -> str:

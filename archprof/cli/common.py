@@ -7,7 +7,6 @@ import copy
 import errno
 import inspect
 import os
-import re
 import sys
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -354,10 +353,19 @@ def say(text: str, **style) -> None:
     """`text` as one line on stderr, whatever it holds: a newline, a carriage return, a
     line separator (U+2028), any other unprintable character or a lone surrogate (a
     file name that is not UTF-8) is written as its escape (\\n, \\u2028, \\udcff); what
-    stderr's encoding lacks, as a backslash escape."""
+    stderr's encoding lacks, as a backslash escape. A line past `_LONGEST_LINE` characters
+    (an error quoting a value of a megabyte from a hostile file) keeps its start, which
+    says where, and its end, which says what to do."""
     printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    if len(printable) > _LONGEST_LINE:
+        half = _LONGEST_LINE // 2
+        cut = len(printable) - 2 * half
+        printable = f"{printable[:half]}... ({cut:,} characters left out) ...{printable[-half:]}"
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     typer.secho(printable.encode(encoding, "backslashreplace").decode(encoding), err=True, **style)
+
+
+_LONGEST_LINE = 1000
 
 
 @contextmanager
@@ -619,7 +627,11 @@ class _TrimmedLines:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(re.sub(r" +(?=\n)", "", text))
+        # Line by line: a regular expression for "spaces before a newline" backtracks over
+        # every run of spaces that ends otherwise, which takes quadratic time in a row padded
+        # to a name of 100,000 characters.
+        *lines, last = text.split("\n")
+        self._stream.write("".join(line.rstrip(" ") + "\n" for line in lines) + last)
         return len(text)
 
     def __getattr__(self, name: str):

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, first_line
+from archprof.errors import ArchprofError, first_line, short_reason
 
 # What a model may be cast to (the CLI's --dtype, a budget file's dtype, analyze's dtype).
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -105,9 +105,12 @@ def unreadable(spec: str, exc: BaseException) -> ArchprofError:
 def _load_failure(exc: BaseException) -> str:
     """torch.load's reason, in one line. Where weights_only=True refused the file, the
     unpickler's own words ("Unsupported operand 103"): the first line of torch's message is
-    advice to load it with weights_only=False, which would run whatever code the file holds."""
+    advice to load it with weights_only=False, which would run whatever code the file holds.
+    Else its first sentence: after it, torch may give the same advice ("Cannot use
+    weights_only=True with files saved in the legacy .tar format. ... Re-running torch.load
+    with weights_only set to False will likely succeed", of any file of zeros)."""
     found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
-    return found.group(1).strip() if found else first_line(exc, bare=True)
+    return found.group(1).strip() if found else short_reason(exc)
 
 
 def needs_code(exc: BaseException) -> bool:

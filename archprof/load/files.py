@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from archprof.load.common import (
     quiet,
     refuse_extras,
     resolve_path,
+    shorten,
     unreadable,
     weights_only_reason,
 )
@@ -53,6 +55,8 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
     if kind == "exported":
         return load_exported(path, spec, trust_pickle)
     if kind == "torchscript":
+        if not trust_pickle:
+            refuse_file_operators(path, spec)
         return _load_torchscript(path, spec)
     if kind == "pt2-other":
         raise ArchprofError(f"cannot read {spec}: a .pt2 archive without an exported program (AOTInductor package?)")
@@ -65,15 +69,64 @@ def archive_kind(path: Path) -> str:
         return "pickle"  # torch.save's legacy format, or not a PyTorch file: torch.load says which
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ArchprofError(f"cannot read {path}: corrupted or truncated ({first_line(exc, bare=True)})") from None
+    _refuse_zip_bombs(path, members)
+    names = [member.filename for member in members]
     tails = {name.split("/", 1)[1] if "/" in name else name for name in names}
     if "archive_format" in tails:
         return "exported" if any(t.startswith("models/") for t in tails) else "pt2-other"
     if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
         return "torchscript"
     return "pickle"
+
+
+# TorchScript operators that read or write a file by name: torch.from_file maps any file into
+# a tensor (shared: what is written to the tensor is written to the file), torch.save writes
+# one, torchvision's image.read_file / write_file and debugprims.load_tensor read or write
+# one. TorchScript code runs while the archive loads (__setstate__) and in the forward
+# archprof traces, so a model file calling one could overwrite any file the user can.
+# An operator is named in the code whole (`torch.from_file(`, `ops.image.write_file(`).
+_FILE_OPERATORS = re.compile(rb"\b(?:from_file|load_tensor|read_file|write_file)\b|\.\s*save\b")
+_TENSOR_RECORD = re.compile(r"(?:^|/)data/\d+$")  # a tensor's bytes, not code
+
+
+def refuse_file_operators(path: Path, spec: str) -> None:
+    """Refuse a TorchScript archive whose code (any member but tensor data: the code, its
+    debug copy, constants) names an operator that reads or writes a file, before it loads."""
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            if _TENSOR_RECORD.search(member.filename):
+                continue
+            try:
+                found = _FILE_OPERATORS.search(archive.read(member))
+            except Exception as exc:  # a bad CRC, a deflate stream cut short, an encrypted or unknown method
+                raise unreadable(spec, exc) from None
+            if found:
+                name = found.group().decode().lstrip(".").strip()
+                raise ArchprofError(
+                    f"refusing to load {spec}: its TorchScript code calls {name}, which reads or writes files; if you"
+                    " trust it, pass --trust-pickle (Python: trust_pickle=True)"
+                )
+
+
+# torch inflates a compressed member whole in memory, up to the size the zip's directory gives
+# it. torch.save and torch.export.save store every member uncompressed, torch.jit.save its
+# tensors (code it deflates, about fivefold). A member that would grow over a hundredfold,
+# past 1 MiB, is a zip bomb (a 1 MB file holding a 1 GB pickle took torch 11 s and 2.3 GB),
+# neither code nor weights: a float tensor hardly compresses.
+_MOST_EXPANSION = 100
+_SMALL_MEMBER = 2**20
+
+
+def _refuse_zip_bombs(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    for member in members:
+        if member.file_size > max(_SMALL_MEMBER, _MOST_EXPANSION * member.compress_size):
+            raise ArchprofError(
+                f"cannot read {path}: its member {shorten(member.filename)} would expand from"
+                f" {member.compress_size:,} to {member.file_size:,} bytes (a zip bomb?)"
+            )
 
 
 def _load_torchscript(path: Path, spec: str) -> LoadedModel:

@@ -21,7 +21,7 @@ import torch
 from archprof.errors import ArchprofError
 from archprof.measure.clock import Clock, ProgressFn, best_seconds, no_progress
 from archprof.measure.device import device_name
-from archprof.output import write_atomically
+from archprof.output import read_text, write_atomically
 from archprof.units import human_bytes, human_count
 
 CACHE_VERSION = 2  # 1 keyed the figures by device alone: read as empty, measured again
@@ -110,12 +110,15 @@ def _device_label(device: torch.device) -> str:
     return f"{device.type}: {device_name(device)}"
 
 
+_CACHE_BYTES = 2**20  # a few hundred bytes per device and precision
+
+
 def read_cache(path: Path | None = None) -> dict[str, Any]:
     """The cache's entries, by `cache_key` ({} when missing or unreadable: measured again)."""
     path = path or cache_path()
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):  # json reads nested arrays by recursion
+        document = json.loads(read_text(path, "cache", _CACHE_BYTES))  # a FIFO or /dev/zero never hangs
+    except (ArchprofError, ValueError, RecursionError):  # json reads nested arrays by recursion
         return {}
     if not isinstance(document, dict) or document.get("version") != CACHE_VERSION:
         return {}

@@ -1,0 +1,310 @@
+"""Hostile files, a second round: reports, budget files and model files that would hang
+archprof, exhaust its memory, run code or cost time out of all proportion to their size.
+Each is refused with one line (exit 2) or read within bounds; none runs for long."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import archprof
+import archprof.diff
+from archprof.budget import load_budget_file
+from archprof.cli import app
+from archprof.errors import ArchprofError
+from archprof.load import load_state_dict
+from archprof.measure.ceilings import read_cache
+from tests.cli import cli, one_error_line
+from tests.fixtures.hostile_torchscript import HOSTILE_TORCHSCRIPT
+
+needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+
+
+def within(seconds: float, call: Callable[[], Any]) -> Any:
+    """`call()`'s result or exception, failing the test if it has not finished in `seconds`
+    (the thread is a daemon: a test that fails never hangs the run)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # handed back to the test
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+# -- files that never end, or never start ----------------------------------------------------
+
+
+@needs_dev_zero
+@pytest.mark.parametrize("suffix", ["csv", "json"])
+def test_a_report_that_never_ends_is_refused_after_a_bounded_read(tmp_path, monkeypatch, suffix):
+    monkeypatch.setattr(archprof.diff, "REPORT_BYTES", 2**20)  # the read up to the limit is what is tested
+    endless = tmp_path / f"old.{suffix}"
+    endless.symlink_to("/dev/zero")
+    with pytest.raises(ArchprofError, match=r"over 1 MiB, too large for a report"):
+        within(10, lambda: archprof.diff.load_side(str(endless)))
+
+
+def test_a_report_larger_than_any_is_refused_unread(tmp_path):
+    huge = tmp_path / "old.csv"
+    with open(huge, "wb") as handle:
+        handle.truncate(2**40)  # a terabyte, sparse: no disk used
+    result = within(30, lambda: cli("diff", huge, huge))
+    assert "over 256 MiB, too large for a report" in one_error_line(result)
+
+
+def test_a_budget_file_larger_than_any_is_refused_unread(tmp_path):
+    huge = tmp_path / "archprof.toml"
+    with open(huge, "wb") as handle:
+        handle.truncate(64 * 2**20)  # sparse
+    with pytest.raises(ArchprofError, match=r"over 16 MiB, too large for a budget file"):
+        within(10, lambda: load_budget_file(huge))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "json"])
+def test_a_report_fifo_no_one_writes_to_is_an_error_not_a_wait(tmp_path, suffix):
+    fifo = tmp_path / f"old.{suffix}"
+    os.mkfifo(fifo)
+    with pytest.raises(ArchprofError, match="old"):
+        within(10, lambda: archprof.diff.load_side(str(fifo)))
+
+
+def test_a_budget_fifo_no_one_writes_to_is_an_error_not_a_wait(tmp_path):
+    fifo = tmp_path / "budget.toml"
+    os.mkfifo(fifo)
+    result = within(10, lambda: cli("check", "--config", fifo))
+    assert "no models to check" in one_error_line(result)
+
+
+def test_a_budget_read_from_a_pipe_is_waited_for(tmp_path):
+    """A FIFO with a writer (`--config <(generate)`) is read whole, as a file is."""
+    fifo = tmp_path / "budget.toml"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "w") as handle:
+            handle.write('[[models]]\nname = "lenet5"\nmax-params = "1M"\n')
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    entries = within(10, lambda: load_budget_file(fifo))
+    assert [entry.model for entry in entries] == ["lenet5"]
+
+
+def test_a_cache_file_no_one_writes_to_reads_as_empty(tmp_path):
+    fifo = tmp_path / "ceilings.json"
+    os.mkfifo(fifo)
+    assert within(10, lambda: read_cache(fifo)) == {}
+
+
+def test_a_report_that_is_not_utf8_says_where(tmp_path):
+    latin = tmp_path / "old.csv"
+    latin.write_bytes("layer\ncafé\n".encode("latin-1"))
+    with pytest.raises(ArchprofError, match=r"cannot read report .*old.csv: not UTF-8 text \(.* at byte 9\)"):
+        archprof.diff.load_side(str(latin))
+
+
+def test_a_report_that_is_a_directory_is_one_error(tmp_path):
+    folder = tmp_path / "old.csv"
+    folder.mkdir()
+    with pytest.raises(ArchprofError, match="Is a directory"):
+        archprof.diff.load_side(str(folder))
+
+
+# -- work out of all proportion to the file -------------------------------------------------
+
+
+def test_a_report_naming_a_layer_in_200000_characters_diffs_in_linear_time(tmp_path):
+    """The table pads every row to the longest name; trimming that padding took quadratic time
+    (a 50,000-character name: 40 s)."""
+    name = "x" * 200_000
+    wide = nn.Sequential()
+    wide.add_module(name, nn.Conv2d(3, 4, 3))
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_text(archprof.analyze(wide, "3x8x8").to_csv(), encoding="utf-8")
+    new.write_text(archprof.analyze(nn.Sequential(nn.Conv2d(3, 4, 3)), "3x8x8").to_csv(), encoding="utf-8")
+    # With no COLUMNS the table is as wide as its widest row, each padded to it.
+    result = within(60, lambda: CliRunner().invoke(app, ["diff", str(old), str(new)], env={"COLUMNS": None}))
+    assert result.exit_code == 0, result.output
+    assert "x" * 50_000 in result.stdout  # Rich cuts a cell at about 100,000 characters
+
+
+def test_a_budget_file_of_100000_models_is_read_in_linear_time(tmp_path):
+    """Each entry's line was counted from the start of the file: quadratic (40,000 entries: 22 s)."""
+    budget = tmp_path / "archprof.toml"
+    budget.write_text("".join(f'[[models]]\nname = "m{i}"\nmax-params = "1M"\n' for i in range(100_000)))
+    entries = within(60, lambda: load_budget_file(budget))
+    assert entries[-1].source == f"{budget}, line {3 * 99_999 + 2}"  # three lines an entry, its name second
+
+
+# -- TorchScript code that writes files ------------------------------------------------------
+
+
+@pytest.mark.parametrize("craft", HOSTILE_TORCHSCRIPT, ids=list(HOSTILE_TORCHSCRIPT))
+def test_torchscript_that_writes_files_is_refused_before_it_loads(tmp_path, craft):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    path = HOSTILE_TORCHSCRIPT[craft](tmp_path, victim)
+    with pytest.raises(ArchprofError, match=r"refusing to load .*: its TorchScript code calls (save|from_file),"):
+        archprof.analyze(str(path), "3x8x8")
+    line = one_error_line(cli("summary", path, "-i", "3x8x8"))
+    assert "reads or writes files" in line and "--trust-pickle" in line
+    assert victim.read_bytes() == b"clean"
+
+
+def test_the_hostile_torchscript_writes_when_torch_loads_and_runs_it(tmp_path):
+    """The refusals above are of files that really write: loaded and run as torch does."""
+    for index, craft in enumerate(HOSTILE_TORCHSCRIPT.values()):
+        victim = tmp_path / f"victim{index}"
+        victim.write_bytes(b"clean")
+        torch.jit.load(str(craft(tmp_path, victim)))(torch.ones(1, 3, 8, 8))
+        assert victim.read_bytes() != b"clean"
+
+
+def test_trusted_torchscript_that_writes_files_is_analysed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    path = HOSTILE_TORCHSCRIPT["torch.from_file in forward"](tmp_path, victim)
+    report = archprof.analyze(str(path), "3x8x8", trust_pickle=True)
+    assert report.totals.param_count == 4 * 3 * 3 * 3 + 4  # the Conv2d(3, 4, 3) the module holds
+
+
+# -- zip bombs ---------------------------------------------------------------------------------
+
+
+def zip_bomb(directory: Path, member: str, size: int = 64 * 2**20) -> Path:
+    """A torch.save checkpoint of {"weight": zeros(2)} whose `member` (data.pkl: the
+    pickle, data/0: the tensor's bytes) is deflated and padded with `size` zero bytes:
+    a file of size / 1000 that torch inflates whole."""
+    plain = directory / "plain.pt"
+    torch.save({"weight": torch.zeros(2)}, plain)
+    bomb = directory / f"bomb_{member.replace('/', '_')}.pt"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(bomb, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith(f"/{member}"):
+                deflated = zipfile.ZipInfo(info.filename)
+                deflated.compress_type = zipfile.ZIP_DEFLATED
+                with target.open(deflated, "w", force_zip64=True) as handle:
+                    handle.write(data)
+                    for _ in range(size // 2**20):
+                        handle.write(bytes(2**20))
+            else:
+                target.writestr(info, data)
+    return bomb
+
+
+@pytest.mark.parametrize("member", ["data.pkl", "data/0"])
+def test_a_zip_bomb_is_refused_before_torch_inflates_it(tmp_path, member):
+    bomb = zip_bomb(tmp_path, member)
+    assert bomb.stat().st_size < 2**20  # 64 MiB inside
+    says = rf"member '.*{member}' would expand from [\d,]+ to 67,10\d,\d+ bytes \(a zip bomb\?\)"
+    with pytest.raises(ArchprofError, match=says):
+        archprof.analyze(str(bomb))
+    factory = tmp_path / "net.py"
+    factory.write_text("from torch import nn\n\n\nclass Net(nn.Module):\n    pass\n")
+    line = one_error_line(cli("summary", f"{factory}:Net", "-i", "2", "--weights", bomb))
+    assert "a zip bomb?" in line
+
+
+def test_the_pickle_bomb_is_what_torch_loads(tmp_path):
+    """torch reads the crafted file as the checkpoint it holds, inflating the whole pickle
+    (a padded data/0 it inflates too, then finds longer than the tensor)."""
+    loaded = torch.load(zip_bomb(tmp_path, "data.pkl", size=2**20), weights_only=True)
+    assert torch.equal(loaded["weight"], torch.zeros(2))
+
+
+def test_a_checkpoint_compressed_as_weights_compress_loads(tmp_path):
+    """A checkpoint zipped again with deflate (random weights shrink little) is no bomb."""
+    model = nn.Linear(512, 512)
+    plain, deflated = tmp_path / "plain.pt", tmp_path / "deflated.pt"
+    torch.save(model.state_dict(), plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info))
+    state = load_state_dict(deflated, device="meta")  # names and shapes: the check --weights makes first
+    assert {name: tensor.shape for name, tensor in state.items()} == {
+        name: tensor.shape for name, tensor in model.state_dict().items()
+    }
+
+
+# -- errors quoting a megabyte ---------------------------------------------------------------
+
+
+def test_an_error_quoting_a_megabyte_value_is_one_readable_line(tmp_path):
+    budget = tmp_path / "archprof.toml"
+    budget.write_text('[[models]]\nname = "lenet5"\nmax-params = "' + "7" * 1_000_000 + '"\n')
+    line = one_error_line(cli("check", "--config", budget))
+    assert len(line) < 1100
+    assert line.startswith(f"error: {budget}, line 3: max-params: ")  # where, whole
+    assert "characters left out" in line and line.endswith("7" * 100 + "' is too large")
+
+
+def test_a_report_cell_of_100000_digits_is_quoted_short(tmp_path):
+    report = tmp_path / "old.csv"
+    lines = archprof.analyze("lenet5").to_csv().splitlines(keepends=True)
+    report.write_text(lines[0] + lines[1].replace(",156,", "," + "9" * 100_000 + ",", 1) + "".join(lines[2:]))
+    with pytest.raises(ArchprofError) as raised:
+        archprof.diff.load_side(str(report))
+    assert str(raised.value) == f"{report}, line 2: param_count is '{'9' * 57}...', larger than any model's figure"
+
+
+# -- reports that say one thing twice -------------------------------------------------------
+
+
+def test_a_csv_report_with_a_column_twice_is_refused(tmp_path):
+    lines = archprof.analyze("lenet5").to_csv().splitlines()
+    report = tmp_path / "old.csv"
+    report.write_text("\n".join([lines[0] + ",macs", *(line + ",0" for line in lines[1:])]) + "\n")
+    with pytest.raises(ArchprofError, match=r"old.csv, line 1: column 'macs' appears twice"):
+        archprof.diff.load_side(str(report))
+
+
+def test_a_json_report_with_a_key_twice_is_refused(tmp_path):
+    text = archprof.analyze("lenet5").to_json()
+    report = tmp_path / "old.json"
+    report.write_text(text.replace('"macs": 117600,', '"macs": 117600, "macs": 0,', 1))
+    assert report.read_text() != text
+    with pytest.raises(ArchprofError, match=r"old.json is not valid JSON: key 'macs' appears twice in an object"):
+        archprof.diff.load_side(str(report))
+
+
+def test_a_file_of_zeros_is_not_told_to_load_without_weights_only(tmp_path):
+    """torch reads zeros as an empty legacy .tar checkpoint, and advises weights_only=False."""
+    zeros = tmp_path / "zeros.pt"
+    with open(zeros, "wb") as handle:
+        handle.truncate(2**30)  # sparse
+    line = one_error_line(cli("summary", zeros))
+    reason = "Cannot use ``weights_only=True`` with files saved in the legacy .tar format"
+    assert line == f"error: cannot read {zeros}: corrupted or truncated? ({reason})"
+
+
+def test_torchscript_with_a_member_that_fails_its_checksum_is_one_error(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.jit.script(nn.Conv2d(3, 4, 3)).save(str(path))
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo("model/data.pkl")  # stored: its bytes are in the file as they are
+    name_length, extra_length = struct.unpack_from("<HH", data, member.header_offset + 26)  # local header
+    data[member.header_offset + 30 + name_length + extra_length] ^= 0xFF  # the CRC no longer matches
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchprofError, match=r"cannot read .*model.pt: corrupted or truncated\? \(Bad CRC-32"):
+        archprof.analyze(str(path), "3x8x8")
