@@ -263,7 +263,7 @@ def _liveness(
             if storage in state:
                 continue
             if storage not in size:  # made by this step (or first seen as its argument)
-                size[storage] = tensor.nbytes if op.op not in _RESIZED_LOSSES else _allocated_by_a_loss(op, tensor)
+                size[storage] = _allocated(op, tensor)
             if first.get(storage, -1) < 0:
                 first[storage] = index
             last[storage] = index
@@ -312,19 +312,22 @@ def _liveness(
     return Liveness(start, during, after, live, size, first)
 
 
-# Losses whose CPU kernel writes every element's loss into its output, then resizes that to
-# the reduced 0-dim result (mse_loss's and smooth_l1_loss's structured kernels, binary cross
-# entropy's, soft margin's): the output keeps the storage of the unreduced loss.
-_RESIZED_LOSSES = frozenset(
-    {"aten.mse_loss", "aten.smooth_l1_loss", "aten.binary_cross_entropy", "aten.soft_margin_loss"}
+# Ops whose CPU kernel makes its output like its first input, then resizes it to the result's
+# shape, which keeps the storage where the result is smaller: losses that write every element's
+# loss into their output, then resize that to the reduced 0-dim result (mse_loss's and
+# smooth_l1_loss's structured kernels, binary cross entropy's, soft margin's), and col2im
+# (F.fold, and F.unfold's gradient), whose output starts as `empty_like` its column input.
+_MADE_LIKE_THE_INPUT = frozenset(
+    {"aten.mse_loss", "aten.smooth_l1_loss", "aten.binary_cross_entropy", "aten.soft_margin_loss", "aten.col2im"}
 )
 
 
-def _allocated_by_a_loss(op: OpNode, tensor: TensorMeta) -> int:
-    """The bytes of `tensor`'s storage, made or read by a loss `op`: its output's, that of a
-    loss per element of the input, whatever the reduction."""
-    if tensor is op.outputs[0]:
-        return op.inputs[0].numel * tensor.dtype.itemsize
+def _allocated(op: OpNode, tensor: TensorMeta) -> int:
+    """The bytes of `tensor`'s storage, made or read by `op`: its own, but the first output of
+    an op of `_MADE_LIKE_THE_INPUT`, the larger of its first input's bytes and its own (a
+    resize only grows a storage)."""
+    if op.op in _MADE_LIKE_THE_INPUT and tensor is op.outputs[0]:
+        return max(op.inputs[0].numel * tensor.dtype.itemsize, tensor.nbytes)
     return tensor.nbytes
 
 
