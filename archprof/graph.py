@@ -163,6 +163,10 @@ class EngineNotes:
     # op takes where a tensor goes (`1 + t`) is wrapped by PyTorch's argument parser into a
     # tensor of its own for the call, as in the forward.
     python_ops: set[int] = field(default_factory=set)
+    # The indices (in `Graph.backward_ops`) of the ops of a node whose gradient formula makes all
+    # of its gradients in one C++ statement (`return {grad * other * recip, grad * -self * recip}`,
+    # atan2's): each temporary is held to the end of that statement, the node's last op.
+    one_statement_ops: set[int] = field(default_factory=set)
     # The CPU random-number states taken while the step ran (torch.get_rng_state(): a uint8
     # tensor, 5,056 B on a CPU), as (steps run when it was taken, steps run when it died, or
     # None where it outlived the backward pass, its bytes), the forward's and the backward's ops

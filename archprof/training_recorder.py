@@ -49,6 +49,10 @@ _FILLS_ZEROS = frozenset({"aten.index_add", "aten.index_put", "aten.scatter", "a
 # `x.sigmoid().sub_(y).mul_(grad)`, then `.mul_(weight)`), out of place under a dispatch mode.
 _LOGITS_LOSS_NODE = "BinaryCrossEntropyWithLogitsBackward0"
 _IN_PLACE_IN_THE_LOGITS_LOSS = frozenset({"aten.sub", "aten.mul"})
+# Nodes whose gradient formula returns all of its gradients from one C++ statement
+# (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
+# _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
+_ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
 
 
 class TrainingRecorder(Recorder):
@@ -178,6 +182,8 @@ class TrainingRecorder(Recorder):
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)
+        if node is not None and node.name() in _ONE_STATEMENT_NODES:
+            self.engine.one_statement_ops.add(len(self.ops) - 1)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)

@@ -234,6 +234,7 @@ def _liveness(
     numbers: Iterable[tuple[int, int, int]] = (),
     died: dict[int, int] | None = None,
     held_between: Iterable[tuple[int, int | None, int]] = (),
+    one_statement: set[int] = frozenset(),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -245,7 +246,9 @@ def _liveness(
     storage in `died` is freed once that many steps have run, and not by `release` (a Python
     backward's temporary, freed when its last object dies: `EngineNotes.python_releases`);
     `held_between` are tensors no step reads or makes either, each as (the steps run when it
-    was made, those run when it died or None: to the end, its bytes: `EngineNotes.random_states`)."""
+    was made, those run when it died or None: to the end, its bytes: `EngineNotes.random_states`);
+    a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
+    (`EngineNotes.one_statement_ops`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -263,7 +266,7 @@ def _liveness(
             if storage in state:
                 continue
             if storage not in size:  # made by this step (or first seen as its argument)
-                size[storage] = tensor.nbytes if op.op not in _RESIZED_LOSSES else _allocated_by_a_loss(op, tensor)
+                size[storage] = _allocated(op, tensor)
             if first.get(storage, -1) < 0:
                 first[storage] = index
             last[storage] = index
@@ -280,7 +283,7 @@ def _liveness(
 
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
-    statement_ends = _statement_ends(steps, release) if release is not None else None
+    statement_ends = _statement_ends(steps, release, one_statement) if release is not None else None
     start = live = sum(size[s] for s in held_from_start)
     for storage, nbytes in size.items():
         if storage in held_from_start:
@@ -312,19 +315,22 @@ def _liveness(
     return Liveness(start, during, after, live, size, first)
 
 
-# Losses whose CPU kernel writes every element's loss into its output, then resizes that to
-# the reduced 0-dim result (mse_loss's and smooth_l1_loss's structured kernels, binary cross
-# entropy's, soft margin's): the output keeps the storage of the unreduced loss.
-_RESIZED_LOSSES = frozenset(
-    {"aten.mse_loss", "aten.smooth_l1_loss", "aten.binary_cross_entropy", "aten.soft_margin_loss"}
+# Ops whose CPU kernel makes its output like its first input, then resizes it to the result's
+# shape, which keeps the storage where the result is smaller: losses that write every element's
+# loss into their output, then resize that to the reduced 0-dim result (mse_loss's and
+# smooth_l1_loss's structured kernels, binary cross entropy's, soft margin's), and col2im
+# (F.fold, and F.unfold's gradient), whose output starts as `empty_like` its column input.
+_MADE_LIKE_THE_INPUT = frozenset(
+    {"aten.mse_loss", "aten.smooth_l1_loss", "aten.binary_cross_entropy", "aten.soft_margin_loss", "aten.col2im"}
 )
 
 
-def _allocated_by_a_loss(op: OpNode, tensor: TensorMeta) -> int:
-    """The bytes of `tensor`'s storage, made or read by a loss `op`: its output's, that of a
-    loss per element of the input, whatever the reduction."""
-    if tensor is op.outputs[0]:
-        return op.inputs[0].numel * tensor.dtype.itemsize
+def _allocated(op: OpNode, tensor: TensorMeta) -> int:
+    """The bytes of `tensor`'s storage, made or read by `op`: its own, but the first output of
+    an op of `_MADE_LIKE_THE_INPUT`, the larger of its first input's bytes and its own (a
+    resize only grows a storage)."""
+    if op.op in _MADE_LIKE_THE_INPUT and tensor is op.outputs[0]:
+        return max(op.inputs[0].numel * tensor.dtype.itemsize, tensor.nbytes)
     return tensor.nbytes
 
 
@@ -341,7 +347,7 @@ def _freed_after(first: int, last: int, release: list[int] | None, statement_end
     return release[last]
 
 
-def _statement_ends(steps: list[OpNode], release: list[int]) -> list[int]:
+def _statement_ends(steps: list[OpNode], release: list[int], one_statement: set[int] = frozenset()) -> list[int]:
     """For each step, the last step of the C++ statement it belongs to, as far as the ops
     show it: a statement is a run of consecutive steps of one autograd node, each making a
     new tensor that a later one in the run reads, up to a step whose result the run does not
@@ -351,11 +357,17 @@ def _statement_ends(steps: list[OpNode], release: list[int]) -> list[int]:
     `-grad * ((self / other) / other)` holds both quotients and the negation until the product
     is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)` its masks and
     quotient until masked_fill_ has run. A step that nothing after it in the run reads (the
-    engine's sum of a broadcast gradient, another output's formula) ends a statement of its own."""
+    engine's sum of a broadcast gradient, another output's formula) ends a statement of its own;
+    but a step in `one_statement` ends with its node (`release`): atan2's and cdist's gradient
+    formulas make all their gradients in one statement."""
     ends = list(range(len(steps)))
+    returned = _returning_statements(steps, release, one_statement)
     root, read_in_run = -1, set()
     for index in range(len(steps) - 1, -1, -1):
         op = steps[index]
+        if index in returned:
+            ends[index], root, read_in_run = release[index], -1, set()
+            continue
         joins = (
             root >= 0
             and release[index] == release[root]
@@ -367,6 +379,30 @@ def _statement_ends(steps: list[OpNode], release: list[int]) -> list[int]:
         ends[index] = root
         read_in_run.update(tensor.storage for tensor in op.inputs)
     return ends
+
+
+def _returning_statements(steps: list[OpNode], release: list[int], one_statement: set[int]) -> set[int]:
+    """The steps of `one_statement` that run in their node's return statement, which makes all of
+    the node's gradients: those after the node's last step that makes or writes a tensor two later
+    steps of the node read, not as views (atan2's `recip`, cdist's `ratio`, named locals that both
+    gradients read: earlier statements made them)."""
+    nodes: dict[int, list[int]] = {}
+    for index in sorted(one_statement):
+        nodes.setdefault(release[index], []).append(index)
+    returned = set()
+    for indices in nodes.values():
+        reads: dict[int, int] = {}  # storage -> later non-view steps of the node that read it
+        start = indices[0]
+        for index in reversed(indices):
+            op = steps[index]
+            if not op.is_view and any(reads.get(tensor.storage, 0) >= 2 for tensor in op.outputs):
+                start = index + 1
+                break
+            if not op.is_view:
+                for storage in {tensor.storage for tensor in op.inputs}:
+                    reads[storage] = reads.get(storage, 0) + 1
+        returned.update(index for index in indices if index >= start)
+    return returned
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,7 +506,17 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         storage = moved.get(storage, storage)  # a gradient passed in as the `.grad` it was taken over as
         died[storage] = max(died.get(storage, 0), forward + steps_run)
     live = _liveness(
-        steps, graph.inputs, kept, state, moved, release, graph.released, numbers, died, graph.engine.random_states
+        steps,
+        graph.inputs,
+        kept,
+        state,
+        moved,
+        release,
+        graph.released,
+        numbers,
+        died,
+        graph.engine.random_states,
+        {forward + index for index in graph.engine.one_statement_ops},
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
