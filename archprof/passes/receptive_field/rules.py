@@ -279,8 +279,7 @@ def _shuffled(walk: Walk, op: OpNode, field: Field, axis: int, rejoined: _Rejoin
         else:
             states.append(piece)
             counts.append(1)
-    shapes = [(*out[:axis], n, *out[axis + 1 :]) for n in counts]
-    return paths_side_by_side(walk, op, states, shapes, axis, out)
+    return paths_side_by_side(walk, op, states, counts, axis, out)
 
 
 def _index_states(walk: Walk, op: OpNode, parts: Parts) -> list[State]:
@@ -579,12 +578,12 @@ def _diag_embed(walk: Walk, op: OpNode) -> State:
 
 
 def paths_side_by_side(
-    walk: Walk, op: OpNode, states: list[State], shapes: list[tuple[int, ...]], axis: int, out: tuple[int, ...]
+    walk: Walk, op: OpNode, states: list[State], sizes: list[int], axis: int, out: tuple[int, ...]
 ) -> State:
-    """Paths placed side by side along dimension `axis` of an output of shape `out`, which
-    runs along no input axis (channels): each unit reads the union of the paths; the indices
-    along `axis` read alike only where the paths do, else each its own path's (`Parts`)."""
-    entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
+    """Paths placed side by side, `sizes` indices each, along dimension `axis` of an output
+    of shape `out`, which runs along no input axis (channels): each unit reads the union of
+    the paths; the indices along `axis` read alike only where the paths do, else each its
+    own path's (`Parts`)."""
     # Each path once (a channel shuffle's runs of one channel repeat a few paths hundreds of
     # times); along `axis` no input axis runs, so its size there does not matter.
     distinct = list({id(s): s for s in states}.values())
@@ -593,10 +592,12 @@ def paths_side_by_side(
         (s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s, one) for s in distinct
     ]
     merged = walk.merge(op, items, out)
-    alike = all(e is None for e in entries) and all(s == states[0] for s in states)
+    alike = all(not isinstance(s, Field) or s.dims[axis] is None for s in distinct) and all(
+        s == distinct[0] for s in distinct
+    )
     if alike or not isinstance(merged, Field):
         return merged
-    parts = Parts(tuple(shape[axis] for shape in shapes), tuple(states), axis, merged)
+    parts = Parts(tuple(sizes), tuple(states), axis, merged)
     return merged.with_dims((*merged.dims[:axis], parts, *merged.dims[axis + 1 :]))
 
 
@@ -604,18 +605,25 @@ def _cut_parts(walk: Walk, op: OpNode, parts: Parts, out: tuple[int, ...], offse
     """Indices offset, offset + step, ... (`out[parts.axis]` of them) of concatenated parts:
     what the parts they are in read, side by side."""
     axis, count = parts.axis, out[parts.axis]
-    pieces, shapes, begin = [], [], 0
+    end = offset + (count - 1) * step  # the last index taken
+    pieces, sizes, begin = [], [], 0
     for size, state in zip(parts.sizes, parts.states, strict=True):
-        first = max(0, -(-(begin - offset) // step))  # the first index taken at or past `begin`
-        last = min(count - 1, (begin + size - 1 - offset) // step)
-        if first <= last:
-            shape = (*out[:axis], last - first + 1, *out[axis + 1 :])
-            pieces.append(_cut(walk, op, state, axis, shape, offset + first * step - begin, step, size))
-            shapes.append(shape)
+        if begin > end:
+            break
+        if step == 1 and offset <= begin and begin + size - 1 <= end:  # all of it: a shuffle's parts, a channel each
+            pieces.append(state)
+            sizes.append(size)
+        else:
+            first = max(0, -(-(begin - offset) // step))  # the first index taken at or past `begin`
+            last = min(count - 1, (begin + size - 1 - offset) // step)
+            if first <= last:
+                shape = (*out[:axis], last - first + 1, *out[axis + 1 :])
+                pieces.append(_cut(walk, op, state, axis, shape, offset + first * step - begin, step, size))
+                sizes.append(last - first + 1)
         begin += size
     if len(pieces) == 1:
         return pieces[0]
-    return paths_side_by_side(walk, op, pieces, shapes, axis, out)
+    return paths_side_by_side(walk, op, pieces, sizes, axis, out)
 
 
 def _cut(
@@ -642,7 +650,7 @@ def _cat(walk: Walk, op: OpNode) -> State:
     states = [walk.state(t) for t in tensors]
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
     if all(along_no_axis(e) for e in entries):
-        return paths_side_by_side(walk, op, states, [t.shape for t in tensors], axis, out)
+        return paths_side_by_side(walk, op, states, [t.shape[axis] for t in tensors], axis, out)
     flat = [e for e in entries if isinstance(e, FLAT)]
     tokens = len(flat) == 1 and all(e is None or e is flat[0] for e in entries)  # a class token and patches
     if not tokens and (
@@ -693,8 +701,7 @@ def _stack(walk: Walk, op: OpNode) -> State:
     if len({s.loose for s in states if isinstance(s, Field)}) > 1:
         return walk.undefined(op, "it stacks positions picked along a spatial dimension")
     placed = [s.with_dims((*s.dims[:axis], None, *s.dims[axis:])) if isinstance(s, Field) else s for s in states]
-    shapes = [(*t.shape[:axis], 1, *t.shape[axis:]) for t in tensors]
-    return paths_side_by_side(walk, op, placed, shapes, axis, op.outputs[0].shape)
+    return paths_side_by_side(walk, op, placed, [1] * len(tensors), axis, op.outputs[0].shape)
 
 
 # -- padding, rolling, flipping ------------------------------------------------------------
@@ -730,9 +737,8 @@ def _padded_channels(walk: Walk, op: OpNode, state: Field, axis: int, shape: lis
     parts = [(n, part) for n, part in ((before, None), (shape[axis], state), (after, None)) if n > 0]
     if len(parts) == 1 or state is None:
         return state
-    shapes = [(*shape[:axis], n, *shape[axis + 1 :]) for n, _ in parts]
     shape[axis] = sum(n for n, _ in parts)
-    return paths_side_by_side(walk, op, [part for _, part in parts], shapes, axis, tuple(shape))
+    return paths_side_by_side(walk, op, [part for _, part in parts], [n for n, _ in parts], axis, tuple(shape))
 
 
 def _border_pad(kind: str) -> Rule:

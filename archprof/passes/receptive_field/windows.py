@@ -107,10 +107,10 @@ def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> St
     group within one path: each path convolved alone, its output channels side by side."""
     out = op.outputs[0].shape
     out_per_group = out[1] // (sum(parts.sizes) // per_group)
-    shapes = [(out[0], size // per_group * out_per_group, *out[2:]) for size in parts.sizes]
+    sizes = [size // per_group * out_per_group for size in parts.sizes]
     distinct = {id(state): state for state in parts.states}  # each path once (a shuffle's repeat)
     convolved = {key: _convolved(walk, op, state) for key, state in distinct.items()}
-    return paths_side_by_side(walk, op, [convolved[id(state)] for state in parts.states], shapes, 1, out)
+    return paths_side_by_side(walk, op, [convolved[id(state)] for state in parts.states], sizes, 1, out)
 
 
 @operator_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
