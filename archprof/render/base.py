@@ -134,6 +134,23 @@ def _collapsed_width(widths: list[int], room: int) -> int:
     return level
 
 
+def label_value_table(
+    title: str, rows: Sequence[tuple], width: int | None, label_overflow=None, detail_justify="left"
+) -> Table | Group:
+    """A headless table of a label, a figure and its detail per row (a report's totals), or,
+    where it does not fit `width` (None: any), each figure and detail under its label."""
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("what", overflow=label_overflow)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("detail", justify=detail_justify)
+    for row in rows:
+        table.add_row(*row)
+    if fits(table, width):
+        return table
+    cells = dict(zip(("what", "value", "detail"), (list(cells) for cells in zip(*rows, strict=True)), strict=True))
+    return stacked_rows(Text(title), cells, headed=False)
+
+
 def stacked_rows(title: Text, columns: dict[str, list], headed: bool = True, caption=None) -> Group:
     """A table too wide for the terminal, its rows one under another: each row's first cell
     on a line, then each other column's heading and cell on a line of their own, indented,

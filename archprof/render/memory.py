@@ -10,7 +10,17 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.passes.memory import optimizer_state_copies
-from archprof.render.base import Layout, Prose, bytes_cell, fits, fitted_table, stacked_rows, subtotal_cell, tree_label
+from archprof.render.base import (
+    Layout,
+    Prose,
+    bytes_cell,
+    fits,
+    fitted_table,
+    label_value_table,
+    stacked_rows,
+    subtotal_cell,
+    tree_label,
+)
 from archprof.render.tree import tree_rows
 from archprof.text import peak_rows, visible_text
 from archprof.units import human_bytes
@@ -61,17 +71,8 @@ def memory_totals_table(report, fit=None, width: int | None = None) -> Table | G
     """The breakdown: parameters, buffers, peak; training adds gradients, optimizer state,
     saved activations, the forward's peak and the training step's (backward included).
     Where the table does not fit `width` (None: any), each figure under its label."""
-    rows = _totals_rows(report, fit)
-    table = Table(title="Memory", title_justify="left", show_header=False)
-    table.add_column("what", overflow="fold")  # a long layer name wraps whole, never cut
-    table.add_column("value", justify="right", no_wrap=True)
-    table.add_column("exact", justify="right")
-    for row in rows:
-        table.add_row(*row)
-    if fits(table, width):
-        return table
-    cells = dict(zip(("what", "value", "exact"), (list(cells) for cells in zip(*rows, strict=True)), strict=True))
-    return stacked_rows(Text("Memory"), cells, headed=False)
+    # a long layer name wraps whole, never cut; the exact bytes right-aligned
+    return label_value_table("Memory", _totals_rows(report, fit), width, label_overflow="fold", detail_justify="right")
 
 
 def _totals_rows(report, fit) -> list[tuple[Text, str, Prose]]:

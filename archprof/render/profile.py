@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.render.base import Layout, Prose, dash, fits, fitted_table, indented_layer_name, stacked_rows
+from archprof.render.base import Layout, Prose, dash, fitted_table, indented_layer_name, label_value_table
 from archprof.report import Report, visible_text
 from archprof.units import human_bytes, human_count, share_text
 
@@ -76,17 +76,7 @@ def measured_summary(measured, width: int | None = None) -> Group:
 def whole_model_table(measured, width: int | None = None) -> Table | Group:
     """Latency, throughput, achieved FLOP/s, the hooks' cost, the roofline floor, memory;
     where the table does not fit `width`, each figure under its label."""
-    rows = _whole_model_rows(measured)
-    table = Table(title="Whole model", title_justify="left", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right", no_wrap=True)
-    table.add_column("detail")
-    for row in rows:
-        table.add_row(*row)
-    if fits(table, width):
-        return table
-    cells = dict(zip(("what", "value", "detail"), (list(cells) for cells in zip(*rows, strict=True)), strict=True))
-    return stacked_rows(Text("Whole model"), cells, headed=False)
+    return label_value_table("Whole model", _whole_model_rows(measured), width)
 
 
 def _whole_model_rows(measured) -> list[tuple[str, Text | str, Prose]]:
