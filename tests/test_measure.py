@@ -1051,19 +1051,26 @@ def test_a_ridge_under_one_flop_a_byte_is_not_printed_as_zero():
     ],
 )
 def test_the_bandwidth_label_stays_inside_the_axes_clear_of_the_peak_label(peak, bandwidth):
+    label, axes, renderer = _drawn_roofline_label(peak, bandwidth, "bandwidth ")
+    (peak_label,) = [text for text in axes.texts if text.get_text().startswith("peak ")]
+    assert not label.get_window_extent(renderer).overlaps(peak_label.get_window_extent(renderer))
+
+
+def _drawn_roofline_label(peak: str, bandwidth: str, starts: str):
+    """lenet5's roofline under these ceilings, drawn as saved (laid out again, with every
+    label): the label starting `starts`, checked to lie inside the axes, its axes and renderer."""
     pytest.importorskip("matplotlib")
     from archprof.render.roofline import roofline_figure
 
     report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops=peak, bandwidth=bandwidth)
     figure = roofline_figure(report)
-    figure.draw_without_rendering()  # as saved: laid out again, with every label
+    figure.draw_without_rendering()
     axes = figure.axes[0]
     renderer = figure.canvas.get_renderer()
-    (label,) = [text for text in axes.texts if text.get_text().startswith("bandwidth ")]
-    (peak_label,) = [text for text in axes.texts if text.get_text().startswith("peak ")]
+    (label,) = [text for text in axes.texts if text.get_text().startswith(starts)]
     box, frame = label.get_window_extent(renderer), axes.get_window_extent(renderer)
     assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, (box, frame)
-    assert not box.overlaps(peak_label.get_window_extent(renderer))
+    return label, axes, renderer
 
 
 @pytest.mark.parametrize(
@@ -1078,17 +1085,8 @@ def test_the_bandwidth_label_stays_inside_the_axes_clear_of_the_peak_label(peak,
 def test_the_ridge_label_stays_inside_the_axes_clear_of_the_legend_its_bar_on_the_ridge(peak, bandwidth, ridge):
     """The ridge (peak / bandwidth, worked by hand above) is the dotted line; the label's "|" marks it,
     memory-bound left of it and compute-bound right, wherever the label has to go."""
-    pytest.importorskip("matplotlib")
-    from archprof.render.roofline import roofline_figure
-
-    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, peak_flops=peak, bandwidth=bandwidth)
-    figure = roofline_figure(report)
-    figure.draw_without_rendering()  # as saved: laid out again, with every label
-    axes = figure.axes[0]
-    renderer = figure.canvas.get_renderer()
-    (label,) = [text for text in axes.texts if text.get_text().startswith("ridge ")]
-    box, frame = label.get_window_extent(renderer), axes.get_window_extent(renderer)
-    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, (box, frame)
+    label, axes, renderer = _drawn_roofline_label(peak, bandwidth, "ridge ")
+    box = label.get_window_extent(renderer)
     assert not box.overlaps(axes.get_legend().get_window_extent(renderer))
     assert not any(box.overlaps(text.get_window_extent(renderer)) for text in axes.texts if text is not label)
     ridge_x = axes.transData.transform((ridge, 1))[0]
