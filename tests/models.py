@@ -173,6 +173,18 @@ class WithUnusedHead(nn.Module):
         return self.body(x)
 
 
+class LinearOnTransposed(nn.Module):
+    """A linear layer on a non-contiguous batch of sequences (a (B, L, E) map seen as (L, B, E)):
+    on the CPU, PyTorch's mm of a copy, then an add_ of the bias."""
+
+    def __init__(self, features: int = 64, out_features: int = 48) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, out_features)
+
+    def forward(self, x):
+        return self.fc(x.transpose(0, 1))
+
+
 class Checkpointed(nn.Module):
     """A convolution block run under activation checkpointing (non-reentrant): the backward
     runs its forward again."""

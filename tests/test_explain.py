@@ -17,7 +17,7 @@ from archprof.explain import explanation
 from archprof.explain.document import Explanation, Section, Step
 from archprof.text import dims_text, markdown_literal
 from tests.cli import cli, one_error_line, runner
-from tests.models import Checkpointed
+from tests.models import Checkpointed, LinearOnTransposed
 
 
 def _blocks(text: str) -> dict[str, dict[str, str]]:
@@ -448,20 +448,9 @@ def test_fused_attention_is_worked_out_with_the_layer_s_values(masked):
     assert "Fused attention, counted" not in found.text()  # the docstring is not the formula
 
 
-class _LinearOnTransposed(nn.Module):
-    """A linear layer on a non-contiguous 3-d input: PyTorch's mm, then an add_ of the bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(8, 6)
-
-    def forward(self, x):
-        return self.fc(x.transpose(0, 1))
-
-
 def test_a_bias_added_as_an_operator_of_its_own_is_among_the_parameters_worked_out():
     """The mm's section said parameters 48 and the add_'s named none, where the row counts 54."""
-    model = _LinearOnTransposed()
+    model = LinearOnTransposed(8, 6)  # PyTorch's mm, then an add_ of the bias
     found = explanation(archprof.analyze(model, input_size=(5, 8), batch=3), "fc")
     sections = [s for s in found.sections if s.title.startswith(("aten.mm", "aten.add_"))]
     worked = sum(step.value for section in sections for step in section.steps if step.name == "parameters")

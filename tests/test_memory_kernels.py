@@ -28,6 +28,7 @@ from archprof.passes.flops import op_cost
 from archprof.passes.memory import saved_activations, training_timeline
 from archprof.trace import trace
 from tests.memory_oracle import profiled_peaks, profiled_training_peaks
+from tests.models import LinearOnTransposed
 from tests.operator_names import OperatorNames
 from tests.test_memory import real_saved_bytes
 
@@ -522,17 +523,6 @@ def test_unsafe_split_and_chunk_outputs_share_their_input_storage():
     for op in graph.ops:
         if op.op in ("aten.unsafe_split", "aten.unsafe_chunk"):
             assert op.is_view and {t.storage for t in op.outputs} == {op.inputs[0].storage}
-
-
-class LinearOnTransposed(nn.Module):
-    """A linear layer on a non-contiguous batch of sequences (a (B, L, E) map seen as (L, B, E))."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(64, 48)
-
-    def forward(self, x):
-        return self.fc(x.transpose(0, 1))
 
 
 def test_a_module_passed_in_runs_matmul_as_its_weights_requiring_grad_make_it():
