@@ -16,8 +16,9 @@ It replaces, while active, the names through which models reach these functions:
 and `nn.MultiheadAttention` call), `torch._VF.lstm`, `gru`, `rnn_tanh` and `rnn_relu` (what
 `nn.LSTM`, `nn.GRU` and `nn.RNN` call),
 `torch.batch_norm` (what `F.batch_norm` calls), `torch.group_norm` (what
-`F.group_norm` calls), `torch.nn.functional.linear` (what `nn.Linear` calls) and
-`torch.nn.functional.one_hot` (`F.one_hot`). A
+`F.group_norm` calls), `torch.nn.functional.linear` (what `nn.Linear` calls),
+`torch.nn.functional.one_hot` (`F.one_hot`) and `torch.linalg.svdvals`, `eigvalsh` and
+`eigvals`. A
 TorchFunctionMode would see every call however made, but costs every torch call of every
 model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
 (`torch._C._nn.scaled_dot_product_attention`, a name imported before the trace) keeps the
@@ -69,6 +70,16 @@ Modelled (PyTorch 2.x, CPU):
   the cell per step on the hidden state alone; on meta they project each step apart, so
   they are run here as the CPU runs them (`_cpu_lstm`, `_cpu_one_hidden_rnn`). Packed
   sequences keep the composite road (a projection per step).
+- eigenvalues and singular values: `torch.linalg.svdvals`, `eigvalsh` and `eigvals` compute
+  the vectors too only where autograd may need them (linalg's `_may_require_fw_or_bw_grad`:
+  grad mode on and an input that requires grad), which under any dispatch mode they always
+  take for granted (every tensor looks like a subclass there): a full SVD or
+  eigendecomposition where a CPU computes the values alone. Each call, on any device, is run
+  as the composite runs it, the vectors asked for by that test alone: `_linalg_svd` with
+  `compute_uv`, `_linalg_eigh` with `compute_v`, `linalg_eig` or else `_linalg_eigvals`. (Forward-mode
+  AD's tangents, which the test counts too, are not looked at: a trace makes none.) Those
+  torch.linalg reaches from C++ (matrix_norm's nuclear and 2-norms, cond, matrix_rank) keep
+  the vectors.
 """
 
 from __future__ import annotations
@@ -94,6 +105,10 @@ _FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _ONEDNN_LSTM_MODE = 2  # ideep::rnn_kind::LSTM
 _NATIVE_BATCH_NORM = torch.ops.aten.native_batch_norm.default
 _NATIVE_GROUP_NORM = torch.ops.aten.native_group_norm.default
+_SVD = torch.ops.aten._linalg_svd.default
+_SYMMETRIC_EIGEN = torch.ops.aten._linalg_eigh.default
+_EIGEN = torch.ops.aten.linalg_eig.default
+_EIGENVALUES = torch.ops.aten._linalg_eigvals.default
 
 
 class DeviceKernels:
@@ -116,6 +131,7 @@ class DeviceKernels:
         self._group_norm_function = torch.group_norm
         self._linear_function = torch.nn.functional.linear
         self._one_hot_function = torch.nn.functional.one_hot
+        self._values_functions = _values_functions()
 
     def __enter__(self) -> DeviceKernels:
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
@@ -123,6 +139,7 @@ class DeviceKernels:
         self._group_norm_function = torch.group_norm
         self._linear_function = torch.nn.functional.linear
         self._one_hot_function = torch.nn.functional.one_hot
+        self._values_functions = _values_functions()
         torch.nn.functional.scaled_dot_product_attention = self._routed_attention
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
         for name, cell in _ONE_HIDDEN_CELLS.items():
@@ -131,6 +148,8 @@ class DeviceKernels:
         torch.group_norm = self._routed_group_norm
         torch.nn.functional.linear = self._routed_linear
         torch.nn.functional.one_hot = self._routed_one_hot
+        for name, routed in _VALUES_ONLY.items():
+            setattr(torch.linalg, name, functools.partial(routed, self._values_functions[name]))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -141,6 +160,8 @@ class DeviceKernels:
         torch.group_norm = self._group_norm_function
         torch.nn.functional.linear = self._linear_function
         torch.nn.functional.one_hot = self._one_hot_function
+        for name, function in self._values_functions.items():
+            setattr(torch.linalg, name, function)
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
         if input.device.type not in ("meta", "cpu") or input.numel() == 0:
@@ -221,6 +242,41 @@ class DeviceKernels:
             return _cpu_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
         self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
         return _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+def _gradient_wanted(tensor) -> bool:
+    """linalg's `_may_require_fw_or_bw_grad` outside a dispatch mode: autograd will need the
+    vectors (forward-mode tangents aside)."""
+    return torch.is_grad_enabled() and tensor.requires_grad
+
+
+def _svdvals(function, A, *, driver=None, out=None):
+    """torch.linalg.svdvals: the thin SVD's singular values, U and V^H only for autograd."""
+    if out is not None:
+        return function(A, driver=driver, out=out)
+    return _SVD(A, False, _gradient_wanted(A), driver=driver)[1]
+
+
+def _eigvalsh(function, A, UPLO="L", *, out=None):
+    """torch.linalg.eigvalsh: the symmetric eigenvalues, the eigenvectors only for autograd."""
+    if out is not None:
+        return function(A, UPLO, out=out)
+    return _SYMMETRIC_EIGEN(A, UPLO, _gradient_wanted(A))[0]
+
+
+def _eigvals(function, A, *, out=None):
+    """torch.linalg.eigvals: the eigenvalues alone, or of the whole eigendecomposition for autograd."""
+    if out is not None:
+        return function(A, out=out)
+    return _EIGEN(A)[0] if _gradient_wanted(A) else _EIGENVALUES(A)
+
+
+_VALUES_ONLY = {"svdvals": _svdvals, "eigvalsh": _eigvalsh, "eigvals": _eigvals}
+
+
+def _values_functions() -> dict[str, Callable]:
+    """torch.linalg's functions of values only, as they are now (put back after the trace)."""
+    return {name: getattr(torch.linalg, name) for name in _VALUES_ONLY}
 
 
 def _check_batch_norm_features(input, weight, bias, running_mean, running_var, training: bool) -> None:

@@ -1123,6 +1123,74 @@ def test_linear_algebra_counts_golub_and_van_loans_flops_for_what_a_cpu_dispatch
     assert [(c.macs, c.elementwise_flops) for c in costs[f"aten.{operator}"]] == [(0, 3 * flops)]
 
 
+# svdvals, eigvalsh and eigvals, each with Golub & Van Loan's FLOPs per matrix (8 x 5 for
+# the SVD, 8 x 8 for the eigenvalues) without and with the vectors.
+VALUES_ONLY = {
+    "svdvals": (
+        lambda s: torch.linalg.svdvals(s[..., :5]),
+        {False: math.floor(4 * 8 * 5**2 - 4 * 5**3 / 3), True: 14 * 8 * 5**2 + 8 * 5**3},
+    ),
+    "eigvalsh": (lambda s: torch.linalg.eigvalsh(s), {False: math.floor(4 * 8**3 / 3), True: 9 * 8**3}),
+    "eigvals": (lambda s: torch.linalg.eigvals(s).abs(), {False: 10 * 8**3, True: 25 * 8**3}),
+}
+# The operators that compute them, and where one takes its flag to compute the vectors.
+_VECTORS_FLAG = {"_linalg_svd": 2, "_linalg_eigh": 2}  # compute_uv, compute_v
+_ALWAYS_VECTORS = {"linalg_eig": True, "_linalg_eigvals": False}
+
+
+class _ValuesOf(torch.nn.Module):
+    def __init__(self, call):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+        self.call = call
+
+    def forward(self, x):  # x: [3, 8, 8]
+        y = self.linear(x)
+        return self.call(y @ y.mT + 8 * torch.eye(8, device=x.device))
+
+
+def _computes_vectors(name: str, args) -> bool:
+    if name in _ALWAYS_VECTORS:
+        return _ALWAYS_VECTORS[name]
+    flag = _VECTORS_FLAG[name]
+    if len(args) > flag:
+        return args[flag]
+    return getattr(torch.ops.aten, name).default._schema.arguments[flag].default_value  # left out: the default
+
+
+def _what_a_cpu_computes(call, grad: bool) -> list[tuple[str, bool]]:
+    """The operators a real CPU call runs, outside any dispatch mode (torch.profiler: its
+    outermost event of each operator), and whether each computes the vectors."""
+    with torch.set_grad_enabled(grad), torch.profiler.profile(record_shapes=True) as profiled:
+        _ValuesOf(call)(torch.randn(3, 8, 8))
+    names = {f"aten::{name}" for name in (*_VECTORS_FLAG, *_ALWAYS_VECTORS)}
+    return [
+        (e.name.removeprefix("aten::"), _computes_vectors(e.name.removeprefix("aten::"), e.concrete_inputs))
+        for e in profiled.events()
+        if e.name in names and (e.cpu_parent is None or e.cpu_parent.name != e.name)
+    ]
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("case", VALUES_ONLY)
+def test_eigenvalues_and_singular_values_count_the_vectors_only_where_autograd_needs_them(case, training):
+    """Under a dispatch mode torch.linalg computes the vectors always; a real CPU call only
+    where the input requires grad (a training step's activation): archprof traces what the
+    CPU computes, and counts GVL's FLOPs for it."""
+    call, flops = VALUES_ONLY[case]
+    report = archprof.analyze(_ValuesOf(call), input_size=(8, 8), batch=3, training=training)
+    computing = {*_VECTORS_FLAG, *_ALWAYS_VECTORS}
+    traced = [
+        (op.op.removeprefix("aten."), _computes_vectors(op.op.removeprefix("aten."), op.args))
+        for op in report.graph.ops
+        if op.op.removeprefix("aten.") in computing
+    ]
+    assert traced == _what_a_cpu_computes(call, grad=training)
+    ((name, vectors),) = traced
+    assert vectors is training  # the vectors for a training step's activation only
+    assert [(c.macs, c.elementwise_flops) for c in _operator_costs(report)[f"aten.{name}"]] == [(0, 3 * flops[vectors])]
+
+
 def _per_pixel(y):
     """A 2 x 2 matrix of a 4-channel map's channels at each pixel: [1, 8, 8, 2, 2]."""
     return y.permute(0, 2, 3, 1).reshape(*y.shape[:1], *y.shape[2:], 2, 2)
