@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch._prims_common import make_contiguous_strides_for
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from archprof.errors import short_reason
@@ -298,6 +299,8 @@ class Recorder(TorchDispatchMode):
                 out = func(*args, **kwargs)
                 if info.name in _ONE_TENSOR_TWICE_ON_META:
                     out = _each_its_own(out)
+                elif info.name in _COLUMN_MAJOR_ON_A_CPU:
+                    out = _column_major(out, _COLUMN_MAJOR_ON_A_CPU[info.name])
             if len(sys.modules) != imported:
                 # A decomposition's first call imported a module (torch._dynamo, by
                 # torch._compile's wrapper: a bool map's sum, rsub's `1 - x`): torch.fx's `wrap`,
@@ -681,6 +684,26 @@ def _each_its_own(out: tuple) -> tuple:
             result = torch.empty_like(result)
         seen.add(id(result))
         results.append(result)
+    return tuple(results)
+
+
+# Results LAPACK writes column by column, which a CPU returns so and the meta kernel row by
+# row (as cuSOLVER's, on CUDA): the SVD's V^H and the eigenvectors of a general matrix, by
+# their place among the results. Their layout decides what follows: a reshape copies them on
+# a CPU, a contiguous() too, and an elementwise op writes its output column by column.
+_COLUMN_MAJOR_ON_A_CPU = {"aten._linalg_svd": (2,), "aten.linalg_eig": (1,)}
+
+
+def _column_major(out: tuple, places: tuple[int, ...]) -> tuple:
+    """`out`, each meta matrix (or batch of them) at `places` made anew laid out column by
+    column, as LAPACK writes it (an empty one, where the vectors were not asked for, kept)."""
+    results = list(out)
+    for place in places:
+        result = results[place]
+        if result.is_meta and result.dim() >= 2:
+            shape = tuple(result.shape)
+            strides = make_contiguous_strides_for(shape, row_major=False)
+            results[place] = torch.empty_strided(shape, strides, dtype=result.dtype, device=_META)
     return tuple(results)
 
 

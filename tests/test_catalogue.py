@@ -1065,6 +1065,13 @@ LINEAR_ALGEBRA = {
     "eigh-values": (lambda s, t, r: aten._linalg_eigh(s, "L", False), "_linalg_eigh", math.floor(4 * 8**3 / 3)),
     "eig": (lambda s, t, r: torch.linalg.eig(s), "linalg_eig", 25 * 8**3),
     "eigvals": (lambda s, t, r: aten._linalg_eigvals(s), "_linalg_eigvals", 10 * 8**3),
+    # V^H and the eigenvectors as LAPACK writes them, column by column: flattening copies them
+    "svd-vh-flattened": (
+        lambda s, t, r: torch.linalg.svd(t, full_matrices=False).Vh.flatten(1),
+        "_linalg_svd",
+        14 * 8 * 5**2 + 8 * 5**3,
+    ),
+    "eig-vectors-flattened": (lambda s, t, r: torch.linalg.eig(s).eigenvectors.flatten(1), "linalg_eig", 25 * 8**3),
     # the degree-18 Taylor approximant: 5 products of 2n^3
     "matrix_exp": (lambda s, t, r: torch.linalg.matrix_exp(s / 100), "linalg_matrix_exp", 5 * 2 * 8**3),
     # the thin SVD, then V diag(1/s) U^H: 2 m n min(m, n)
