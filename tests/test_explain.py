@@ -1280,6 +1280,38 @@ def test_an_antialiased_interpolation_sums_its_windows():
     assert report.columns["elementwise_flops"][0] == steps["elementwise FLOPs"].value
 
 
+# antialias=True on 5 x 6: F.interpolate's other arguments, and each output's window along H
+# and along W by hand (UpSampleKernel.cpp: scale = in / out; centre c = scale (i + 0.5),
+# support s = taps / 2, times the scale where it downsamples; inputs int(c - s + 0.5) to
+# int(c + s + 0.5), clipped to the axis).
+_ANTIALIASED_GRADIENTS = {
+    # scale 2, s = 2: H c = 1, 3: [0, 3) [1, 5); W c = 1, 3, 5: [0, 3) [1, 5) [3, 6)
+    "bilinear": ({"scale_factor": 0.5, "mode": "bilinear"}, [3, 4], [3, 4, 3]),
+    # H 5 -> 5, which the forward copies and the gradient filters: scale 1, s = 2, c = i + 0.5:
+    # [0, 3) [0, 4) [1, 5) [2, 5) [3, 5); W scale 2, s = 4, c = 1, 3, 5: [0, 5) [0, 6) [1, 6)
+    "bicubic": ({"size": (5, 3), "mode": "bicubic"}, [3, 4, 4, 3, 2], [5, 6, 5]),
+}
+
+
+@pytest.mark.parametrize("mode", list(_ANTIALIASED_GRADIENTS))
+def test_an_antialiased_interpolation_s_gradient_sums_its_windows(mode):
+    # Hand: each output gradient times each of its T = rows x columns inputs' weights, added
+    # in: 2T per output-gradient element, summed over them (FlopCounterMode counts none).
+    arguments, rows, columns = _ANTIALIASED_GRADIENTS[mode]
+    model = _AfterAConvolution(2, 2, _Interpolated(antialias=True, **arguments))
+    report = archprof.analyze(model, input_size=(2, 5, 6), batch=2, training=True)
+    row = _training_rows(report)[1]  # the interpolation, after the convolution
+    found = explanation(report, "layer")
+    _check_formulas(found)
+    (section,) = (s for s in found.sections if s.title.split(":")[0].endswith("_aa_backward"))
+    assert f"({mode}, antialias=True): each output gradient" in section.title, section.title
+    steps = {step.name: step for step in section.steps}
+    assert steps["ΣT_h"].worked == " + ".join(map(str, rows))
+    assert steps["ΣT_w"].worked == " + ".join(map(str, columns))
+    flops = 2 * sum(rows) * sum(columns) * 2 * 2  # N = C = 2
+    assert steps["elementwise FLOPs"].value == row["backward elementwise FLOPs"] == flops
+
+
 # mode, dimensions, input per sample, inputs per output T (1 for a nearest copy)
 _INTERPOLATION_GRADIENTS = {
     "nearest": ({"size": (7, 9)}, 2, (2, 5, 6), 1),

@@ -583,7 +583,7 @@ def _resampling_flops(
     if taps is None:
         return [Step("elementwise FLOPs", "none: each output copies one input", "", 0)]
     if op.op.endswith("_aa"):
-        return _antialiased_flops(op, names, taps, scales, align_corners, out)
+        return _antialiased_flops(op, names, out)
     window = taps_product(len(names))
     worked = " · ".join(str(taps) for _ in names)
     return [
@@ -601,28 +601,13 @@ def taps_product(dims: int) -> str:
     return " · ".join(f"T_{name.lower()}" for name in _spatial_names(dims))
 
 
-def _antialiased_flops(
-    op: OpNode, names: Sequence[str], taps: int, scales: list, align_corners: bool, out: Sequence[int]
-) -> list[Step]:
-    """antialias=True: T varies from output to output (the filter's window, widened by a
-    downsampling, clipped at the borders), separable: the sum of T over the outputs is the
-    product of the windows' sums along each axis (an axis whose size does not change copied,
-    one input per output), times N · C."""
-    x = op.args[0]
+def _antialiased_flops(op: OpNode, names: Sequence[str], out: Sequence[int]) -> list[Step]:
+    """antialias=True: T varies from output to output, separable: the sum of T over the
+    outputs is the product of the windows' sums along each axis, times N · C."""
     cost = op_cost(op)
     if not cost.elementwise_flops:
         return [Step("elementwise FLOPs", "none: a resize to the same size copies its input", "", 0)]
-    steps = []
-    for d, name in enumerate(names):
-        size_in, size_out = x.shape[-2 + d], out[-2 + d]
-        windows = (
-            [1] * size_out
-            if size_in == size_out
-            else antialiased_windows(size_in, size_out, taps, scales[d], align_corners, x.dtype)
-        )
-        listed = " + ".join(map(str, windows)) if len(windows) <= 16 else ""
-        why = "one input per output (its size unchanged)" if size_in == size_out else "each output's window"
-        steps.append(Step(f"ΣT_{name.lower()}", f"the sum of {why} along {name}", listed, sum(windows)))
+    steps = antialiased_window_sums(op, copies_unchanged=True)
     sums = " · ".join(f"ΣT_{n.lower()}" for n in names)
     worked = " · ".join(str(step.value) for step in steps)
     batch, channels = out[0], out[1]
@@ -634,6 +619,30 @@ def _antialiased_flops(
             cost.elementwise_flops,
         )
     )
+    return steps
+
+
+def antialiased_window_sums(forward: OpNode, copies_unchanged: bool) -> list[Step]:
+    """ΣT along each axis of an anti-aliased interpolation `forward`: the sum over its outputs
+    of each one's window (the filter's taps, widened by a downsampling, clipped at the
+    borders). Where `copies_unchanged` (the forward kernel), an axis whose size does not
+    change reads one input per output; the gradient's kernel filters every axis."""
+    _, taps = resampling_mode(forward)
+    x, out = forward.args[0], forward.outputs[0].shape
+    align_corners = bool(_arg(forward, 2, "align_corners", False))
+    steps = []
+    for d, name in enumerate(_spatial_names(2)):
+        size_in, size_out = x.shape[-2 + d], out[-2 + d]
+        copied = copies_unchanged and size_in == size_out
+        scale = _arg(forward, 3 + d, f"scales_{name.lower()}")
+        windows = (
+            [1] * size_out if copied else antialiased_windows(size_in, size_out, taps, scale, align_corners, x.dtype)
+        )
+        listed = " + ".join(map(str, windows)) if len(windows) <= 16 else ""
+        why = "each output's window"
+        if size_in == size_out:
+            why = "one input per output (its size unchanged)" if copied else f"{why} (its size unchanged, filtered)"
+        steps.append(Step(f"ΣT_{name.lower()}", f"the sum of {why} along {name}", listed, sum(windows)))
     return steps
 
 

@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from archprof.explain.document import Section, Step, sum_step
-from archprof.explain.operators import catalogue_section, is_free, product_text, resampling_mode, taps_product
+from archprof.explain.operators import (
+    antialiased_window_sums,
+    catalogue_section,
+    is_free,
+    product_text,
+    resampling_mode,
+    taps_product,
+)
 from archprof.graph import Graph, OpNode, ParameterInfo
 from archprof.passes.backward import BackwardShare, backward_share, weight_storages
 from archprof.passes.layers import LayerGroup
@@ -179,7 +186,7 @@ def _operator(op: OpNode, forward: OpNode, share: BackwardShare, forward_section
         return _norm_gradient(op, forward, share)
     if op.op == "aten.mkldnn_rnn_layer_backward":
         return _lstm_layer_gradient(op, forward, share)
-    if op.op == f"{forward.op}_backward" and resampling_mode(forward) is not None and not forward.op.endswith("_aa"):
+    if op.op == f"{forward.op}_backward" and resampling_mode(forward) is not None:
         return _resampling_gradient(op, forward, share)
     section = catalogue_section(op, {})
     if share.input_macs or share.weight_macs:
@@ -273,6 +280,8 @@ def _resampling_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> S
     mode, taps = resampling_mode(forward)
     grad = op.args[0].shape
     dims = len(forward.args[1])
+    if forward.op.endswith("_aa"):
+        return _antialiased_gradient(op, forward, share, mode)
     if taps is None:
         step = Step(
             "elementwise FLOPs",
@@ -290,6 +299,26 @@ def _resampling_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> S
         )
         what = "each output gradient times each of its T inputs' weights, added into their gradients"
     return Section(f"{op.op}: the gradient of {forward.op} ({mode}): {what}", (step,))
+
+
+def _antialiased_gradient(op: OpNode, forward: OpNode, share: BackwardShare, mode: str) -> Section:
+    """An anti-aliased interpolation's gradient: T varies from output to output, so 2T is
+    summed over them: separable, 2 · ΣT_h · ΣT_w · N · C, the windows' sums those of the
+    forward's, but along an axis whose size does not change too, which its kernel filters
+    (the forward copies it)."""
+    steps = antialiased_window_sums(forward, copies_unchanged=False)
+    grad = op.args[0].shape
+    worked = " · ".join(str(step.value) for step in steps)
+    steps.append(
+        Step(
+            "elementwise FLOPs",
+            "2 · ΣT_h · ΣT_w · N · C",
+            f"2 · {worked} · {grad[0]} · {grad[1]}",
+            share.elementwise_flops,
+        )
+    )
+    what = "each output gradient times each of its T inputs' weights, added into their gradients"
+    return Section(f"{op.op}: the gradient of {forward.op} ({mode}, antialias=True): {what}", tuple(steps))
 
 
 def _forward_macs(forward: OpNode, forward_section: ForwardSection, value: int) -> tuple[str, str]:
