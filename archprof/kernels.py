@@ -92,6 +92,7 @@ from typing import Any
 
 import torch
 from torch._prims_common import suggest_memory_format
+from torch.overrides import has_torch_function
 from torch.utils._python_dispatch import _disable_current_modes
 
 ATTENTION = "scaled_dot_product_attention"
@@ -250,23 +251,29 @@ def _gradient_wanted(tensor) -> bool:
     return torch.is_grad_enabled() and tensor.requires_grad
 
 
+def _goes_on(A, out) -> bool:
+    """Whether a call keeps its own road: an out= call, or an argument that is not a plain
+    tensor (a subclass's __torch_function__ sees it; anything else is refused as before)."""
+    return out is not None or not isinstance(A, torch.Tensor) or has_torch_function((A,))
+
+
 def _svdvals(function, A, *, driver=None, out=None):
     """torch.linalg.svdvals: the thin SVD's singular values, U and V^H only for autograd."""
-    if out is not None:
+    if _goes_on(A, out):
         return function(A, driver=driver, out=out)
     return _SVD(A, False, _gradient_wanted(A), driver=driver)[1]
 
 
 def _eigvalsh(function, A, UPLO="L", *, out=None):
     """torch.linalg.eigvalsh: the symmetric eigenvalues, the eigenvectors only for autograd."""
-    if out is not None:
+    if _goes_on(A, out):
         return function(A, UPLO, out=out)
     return _SYMMETRIC_EIGEN(A, UPLO, _gradient_wanted(A))[0]
 
 
 def _eigvals(function, A, *, out=None):
     """torch.linalg.eigvals: the eigenvalues alone, or of the whole eigendecomposition for autograd."""
-    if out is not None:
+    if _goes_on(A, out):
         return function(A, out=out)
     return _EIGEN(A)[0] if _gradient_wanted(A) else _EIGENVALUES(A)
 

@@ -1198,6 +1198,18 @@ def test_eigenvalues_and_singular_values_count_the_vectors_only_where_autograd_n
     assert [(c.macs, c.elementwise_flops) for c in _operator_costs(report)[f"aten.{name}"]] == [(0, 3 * flops[vectors])]
 
 
+def test_eigenvalues_of_what_is_not_a_tensor_are_refused_as_pytorch_refuses_them():
+    class NotATensor(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.eigvalsh([[1.0]])
+
+    with pytest.raises(archprof.ArchprofError) as refused:
+        archprof.analyze(NotATensor(), input_size=(8,))
+    with pytest.raises(TypeError) as by_pytorch:
+        torch.linalg.eigvalsh([[1.0]])
+    assert str(by_pytorch.value) in str(refused.value)
+
+
 def _per_pixel(y):
     """A 2 x 2 matrix of a 4-channel map's channels at each pixel: [1, 8, 8, 2, 2]."""
     return y.permute(0, 2, 3, 1).reshape(*y.shape[:1], *y.shape[2:], 2, 2)
