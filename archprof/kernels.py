@@ -113,8 +113,8 @@ _EIGENVALUES = torch.ops.aten._linalg_eigvals.default
 
 
 class DeviceKernels:
-    """Routes attention, recurrent, batch-norm, group-norm and linear calls to the kernels a CPU
-    would run, while active (a context manager); counts each attention and LSTM choice in
+    """Routes attention, recurrent, batch-norm, group-norm, linear and eigenvalue calls to the
+    kernels a CPU would run, while active (a context manager); counts each attention and LSTM choice in
     `chosen` ("scaled_dot_product_attention: CPU flash attention (...)" -> calls).
     Attention, LSTM, group-norm and linear calls on tensors off the meta device, and batch
     norms off meta and the CPU, go on unchanged.
