@@ -127,8 +127,20 @@ def test_every_module_of_the_layer_table_exists():
         assert name.rstrip("/") in short_names or _path_exists(name), name
 
 
+def _anchor(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_within_the_page_finds_its_section():
+    anchors = {_anchor(heading) for heading in re.findall(r"^#+ (.+)$", TEXT, re.MULTILINE)}
+    links = re.findall(r"\]\(#([^)]+)\)", TEXT)
+    assert links and set(links) <= anchors, set(links) - anchors
+
+
 def test_the_filters_catch_a_stale_name():
     assert not _code_name_exists("shapes.no_such_formula") and not _code_name_exists("Graph.engine.no_such_note")
     assert not _path_exists("tests/test_no_such_file.py") and not _path_exists("no_such_package/")
     assert not _path_exists("../archprof/")
     assert _is_archprof_name("Graph.engine.seeds") and not _is_archprof_name("torch.get_rng_state")
+    assert _anchor("Pipeline, measuring and combining") == "pipeline-measuring-and-combining"
