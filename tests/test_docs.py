@@ -1,5 +1,6 @@
-"""docs/architecture.md cannot go stale silently: every module, file and code name it puts in
-backticks that belongs to archprof exists (the oracle: the filesystem and import)."""
+"""docs/ cannot go stale silently: every module, file and code name docs/architecture.md and
+docs/formulas.md put in backticks that belongs to archprof exists (the oracle: the filesystem
+and import), and every link within the architecture page finds its section."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "archprof"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
+FORMULAS = ROOT / "docs" / "formulas.md"
 # The repository's own folders a path in the doc may be written relative to.
 PATH_ROOTS = [ROOT, PACKAGE, PACKAGE / "passes", PACKAGE / "operators", PACKAGE / "passes" / "receptive_field"]
 
@@ -69,14 +71,22 @@ def _path_exists(path: str) -> bool:
     return any((root / candidate).exists() for root in PATH_ROOTS for candidate in candidates)
 
 
+def _resolves_in_package(parts: list[str]) -> bool:
+    """`archprof.kernels`, `archprof.compare`: the longest prefix that imports, then attributes."""
+    for end in range(len(parts), 0, -1):
+        try:
+            module = importlib.import_module(".".join(parts[:end]))
+        except ModuleNotFoundError:
+            continue
+        return _resolves(module, parts[end:])
+    return False
+
+
 def _code_name_exists(name: str) -> bool:
     """`shapes.Refused`, `Graph.engine.seeds`, `cli/common.user_errors`, `archprof.compare`."""
     head, *attributes = name.removesuffix("()").split(".")
-    if head == "archprof":
-        return _resolves(importlib.import_module("archprof"), attributes)
-    if "/" in head:
-        head = "archprof." + head.replace("/", ".")
-        return _resolves(importlib.import_module(head), attributes)
+    if head == "archprof" or "/" in head:
+        return _resolves_in_package(["archprof", *head.split("/")[head == "archprof" :], *attributes])
     modules = [importlib.import_module(dotted) for dotted in _modules_by_short_name().get(head, [])]
     classes = [getattr(importlib.import_module(dotted), head) for dotted in _classes_by_name().get(head, [])]
     return any(_resolves(owner, attributes) for owner in modules + classes)
@@ -84,7 +94,7 @@ def _code_name_exists(name: str) -> bool:
 
 def _is_archprof_name(span: str) -> bool:
     """A dotted name whose first part is an archprof module or class (not torch's, not Python's)."""
-    if not re.fullmatch(r"[\w/]+(\.\w+)+(\(\))?", span) or re.search(r"\.(py|md)$", span):
+    if not re.fullmatch(r"[\w/]+(\.\w+)+(\(\))?", span, re.ASCII) or re.search(r"\.(py|md)$", span):
         return False
     head = span.split(".")[0]
     return head == "archprof" or "/" in head or head in _modules_by_short_name() or head in _classes_by_name()
@@ -92,7 +102,7 @@ def _is_archprof_name(span: str) -> bool:
 
 def _is_path(span: str) -> bool:
     """A file or folder of the repository: `tests/test_replay.py`, `passes/`, `costs.py`."""
-    return re.fullmatch(r"[\w./]+", span) is not None and (span.endswith(("/", ".py", ".md")) or "/" in span)
+    return re.fullmatch(r"[\w./]+", span, re.ASCII) is not None and (span.endswith(("/", ".py", ".md")) or "/" in span)
 
 
 def _layer_table_modules(text: str) -> list[str]:
@@ -101,9 +111,10 @@ def _layer_table_modules(text: str) -> list[str]:
     return [name for row in rows for name in _spans(row.split("|")[2])]
 
 
-TEXT = ARCHITECTURE.read_text()
-CODE_NAMES = sorted({span for span in _spans(TEXT) if _is_archprof_name(span)})
-PATHS = sorted({span for span in _spans(TEXT) if _is_path(span) and not _is_archprof_name(span)})
+TEXT = ARCHITECTURE.read_text(encoding="utf-8")
+SPANS = {span for page in (TEXT, FORMULAS.read_text(encoding="utf-8")) for span in _spans(page)}
+CODE_NAMES = sorted(span for span in SPANS if _is_archprof_name(span))
+PATHS = sorted(span for span in SPANS if _is_path(span) and not _is_archprof_name(span))
 
 
 def test_the_doc_names_code_and_files():
@@ -113,12 +124,12 @@ def test_the_doc_names_code_and_files():
 
 @pytest.mark.parametrize("name", CODE_NAMES)
 def test_every_code_name_exists(name):
-    assert _code_name_exists(name), f"docs/architecture.md names `{name}`, which archprof does not define"
+    assert _code_name_exists(name), f"docs/ names `{name}`, which archprof does not define"
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_every_path_exists(path):
-    assert _path_exists(path), f"docs/architecture.md names `{path}`, which is not in the repository"
+    assert _path_exists(path), f"docs/ names `{path}`, which is not in the repository"
 
 
 def test_every_module_of_the_layer_table_exists():
@@ -140,6 +151,7 @@ def test_every_link_within_the_page_finds_its_section():
 
 def test_the_filters_catch_a_stale_name():
     assert not _code_name_exists("shapes.no_such_formula") and not _code_name_exists("Graph.engine.no_such_note")
+    assert _code_name_exists("archprof.kernels") and not _code_name_exists("archprof.no_such_module")
     assert not _path_exists("tests/test_no_such_file.py") and not _path_exists("no_such_package/")
     assert not _path_exists("../archprof/")
     assert _is_archprof_name("Graph.engine.seeds") and not _is_archprof_name("torch.get_rng_state")
