@@ -320,6 +320,46 @@ def test_scripted_and_traced_torchvision_models_load_without_trust(tmp_path, hub
     refuse_unsafe_torchscript(path, "googlenet")
 
 
+def test_quantized_torchscript_loads_unless_it_restores_itself_while_loading(tmp_path):
+    """torch.ao's dynamically quantized Linear keeps its weights in a C++ class of torch's
+    (`__torch__.torch.classes.quantized`): allowed. Its static quantized convolution
+    restores its packed weights in a scripted `__setstate__`, which runs inside
+    torch.jit.load: refused, as any code run while loading is, --trust-pickle loading it."""
+    import warnings
+
+    from archprof.load.torchscript import refuse_unsafe_torchscript
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        dynamic = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 5)), {nn.Linear}, torch.qint8)
+        prepared = torch.ao.quantization.prepare(_QuantizedConv().eval())
+        prepared(torch.randn(1, 3, 8, 8))
+        static = torch.ao.quantization.convert(prepared)
+    paths = _saved_scripts(tmp_path, dynamic=dynamic, static=static)
+    assert b"__torch__.torch.classes.quantized" in _code_of(paths["dynamic"])
+    refuse_unsafe_torchscript(paths["dynamic"], "dynamic")
+    with pytest.raises(ArchprofError, match=r"conv.py' defines Conv2d.__setstate__, code that runs while the file"):
+        refuse_unsafe_torchscript(paths["static"], "static")
+
+
+class _QuantizedConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.quant, self.conv = torch.ao.quantization.QuantStub(), nn.Conv2d(3, 4, 3)
+        self.dequant = torch.ao.quantization.DeQuantStub()
+        self.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+
+    def forward(self, x):
+        return self.dequant(self.conv(self.quant(x)))
+
+
+def _saved_scripts(directory: Path, **models: nn.Module) -> dict[str, Path]:
+    paths = {name: directory / f"{name}.pt" for name in models}
+    for name, model in models.items():
+        torch.jit.script(model).save(str(paths[name]))
+    return paths
+
+
 def _code_of(path: Path) -> bytes:
     with zipfile.ZipFile(path) as archive:
         return b"".join(archive.read(name) for name in archive.namelist() if name.endswith(".py"))
