@@ -25,7 +25,7 @@ from archprof.errors import ArchprofError
 from archprof.load import load_state_dict
 from archprof.measure.ceilings import read_cache
 from tests.cli import cli, one_error_line
-from tests.fixtures.hostile_torchscript import HOSTILE_TORCHSCRIPT
+from tests.fixtures.hostile_torchscript import HOSTILE_TORCHSCRIPT, with_forward_code
 
 needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
 
@@ -155,36 +155,214 @@ def test_a_budget_file_of_100000_models_is_read_in_linear_time(tmp_path):
     assert entries[-1].source == f"{budget}, line {3 * 99_999 + 2}"  # three lines an entry, its name second
 
 
-# -- TorchScript code that writes files ------------------------------------------------------
+# -- TorchScript: an allowlist of what its code calls --------------------------------------
 
 
 @pytest.mark.parametrize("craft", HOSTILE_TORCHSCRIPT, ids=list(HOSTILE_TORCHSCRIPT))
 def test_torchscript_that_writes_files_is_refused_before_it_loads(tmp_path, craft):
+    make, says = HOSTILE_TORCHSCRIPT[craft]
     victim = tmp_path / "victim"
     victim.write_bytes(b"clean")
-    path = HOSTILE_TORCHSCRIPT[craft](tmp_path, victim)
-    with pytest.raises(ArchprofError, match=r"refusing to load .*: its TorchScript code calls (save|from_file),"):
+    path = make(tmp_path, victim)
+    with pytest.raises(ArchprofError, match=r"^refusing to load .*: its TorchScript 'code/__torch__/") as raised:
         archprof.analyze(str(path), "3x8x8")
-    line = one_error_line(cli("summary", path, "-i", "3x8x8"))
-    assert "reads or writes files" in line and "--trust-pickle" in line
+    assert says in str(raised.value) and "--trust-pickle" in str(raised.value)
+    result = cli("summary", path, "-i", "3x8x8")
+    line = one_error_line(result)
+    assert result.exit_code == 2 and says in line and "--trust-pickle" in line
     assert victim.read_bytes() == b"clean"
 
 
 def test_the_hostile_torchscript_writes_when_torch_loads_and_runs_it(tmp_path):
     """The refusals above are of files that really write: loaded and run as torch does."""
-    for index, craft in enumerate(HOSTILE_TORCHSCRIPT.values()):
+    for index, (make, _) in enumerate(HOSTILE_TORCHSCRIPT.values()):
         victim = tmp_path / f"victim{index}"
         victim.write_bytes(b"clean")
-        torch.jit.load(str(craft(tmp_path, victim)))(torch.ones(1, 3, 8, 8))
+        torch.jit.load(str(make(tmp_path, victim)))(torch.ones(1, 3, 8, 8))
         assert victim.read_bytes() != b"clean"
 
 
 def test_trusted_torchscript_that_writes_files_is_analysed(tmp_path):
     victim = tmp_path / "victim"
     victim.write_bytes(b"clean")
-    path = HOSTILE_TORCHSCRIPT["torch.from_file in forward"](tmp_path, victim)
+    path = HOSTILE_TORCHSCRIPT["torch.from_file in forward"][0](tmp_path, victim)
     report = archprof.analyze(str(path), "3x8x8", trust_pickle=True)
     assert report.totals.param_count == 4 * 3 * 3 * 3 + 4  # the Conv2d(3, 4, 3) the module holds
+
+
+def _code_entry(scripted: type) -> str:
+    """The archive entry TorchScript saves the code of a class defined in Python in."""
+    return repr(f"code/__torch__/{scripted.__module__.replace('.', '/')}.py")
+
+
+class _RunsWhenLoaded(nn.Module):
+    """Its __setstate__ calls nothing but tensor operators, and raises: torch.jit.load runs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.ones(4, 3, 3, 3)
+
+    def forward(self, x):
+        return torch.conv2d(x, self.weight)
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, bool]:
+        return (self.weight, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+        self.weight, self.training = state
+        if bool(self.weight.sum() > 0):
+            raise RuntimeError("ran while loading")
+
+
+def test_torchscript_with_code_that_runs_while_it_loads_is_refused(tmp_path):
+    path = tmp_path / "setstate.pt"
+    torch.jit.script(_RunsWhenLoaded()).save(str(path))
+    with pytest.raises(Exception, match="ran while loading"):
+        torch.jit.load(str(path))
+    line = one_error_line(cli("summary", path, "-i", "3x8x8"))
+    says = "defines _RunsWhenLoaded.__setstate__, code that runs while the file loads"
+    assert f"{_code_entry(_RunsWhenLoaded)} {says}" in line
+
+
+class _Holds(nn.Module):
+    def forward(self, x):
+        return x + 1
+
+
+@pytest.mark.parametrize(
+    ("lines", "effect", "says"),
+    [
+        (['print("written by the model")'], "prints", "calls print, which writes to the terminal"),
+        (["torch.manual_seed(7)"], "seeds", "calls torch.manual_seed, which changes the process's random state"),
+    ],
+    ids=["print", "manual_seed"],
+)
+def test_torchscript_that_reaches_past_the_model_otherwise_is_refused(tmp_path, capfd, lines, effect, says):
+    path = with_forward_code(_Holds(), tmp_path / "reaches.pt", *lines)
+    torch.manual_seed(0)
+    torch.jit.load(str(path))(torch.ones(1))  # the oracle: what torch does with the file
+    assert "written by the model" in capfd.readouterr().out if effect == "prints" else torch.initial_seed() == 7
+    torch.manual_seed(0)
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2 and says in one_error_line(result) and "written by" not in result.output
+    assert torch.initial_seed() == 0
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        (["_p = ops.image.write_file"], "calls 'ops.image.write_file', an operator outside torch's own"),
+        (
+            ["_p = __torch__.torch.classes.dist_c10d.ProcessGroup"],
+            "uses '__torch__.torch.classes.dist_c10d.ProcessGroup', a class outside torch's own (quantized, rnn)",
+        ),
+        (["_p = torch.not_an_operator(x)"], "calls 'torch.not_an_operator', which is not one of torch's operators"),
+        (["_p = open(x)"], "calls 'open', which is neither TorchScript's builtin nor its own code"),
+        (["_p = torch.autograd.save(x)"], "uses 'torch.autograd.save', which names no one operator"),
+    ],
+    ids=["another namespace", "another C++ class", "an unknown operator", "an unknown builtin", "a longer name"],
+)
+def test_torchscript_naming_anything_outside_the_allowlist_is_refused(tmp_path, lines, says):
+    path = with_forward_code(_Holds(), tmp_path / "outside.pt", *lines)
+    line = one_error_line(cli("summary", path, "-i", "3"))
+    assert f"{_code_entry(_Holds)} {says}" in line and "--trust-pickle" in line
+
+
+@pytest.mark.parametrize(
+    ("global_name", "says"),
+    [
+        (b"posix\nsystem", "'posix.system', which is neither torch's nor its own code"),
+        (b"__torch__.torch.classes.dist_c10d\nProcessGroup", "'__torch__.torch.classes.dist_c10d.ProcessGroup'"),
+    ],
+    ids=["os.system", "another C++ class"],
+)
+def test_a_torchscript_pickle_naming_anything_outside_the_allowlist_is_refused(tmp_path, global_name, says):
+    """Read by its opcodes, never unpickled: the module's class in data.pkl renamed."""
+    plain, path = tmp_path / "plain.pt", tmp_path / "global.pt"
+    torch.jit.script(_Holds()).save(str(plain))
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.endswith("/data.pkl"):
+                own_class = f"c__torch__.{_Holds.__module__}\n_Holds\n".encode()
+                assert data.count(own_class) == 1
+                data = data.replace(own_class, b"c" + global_name + b"\n")
+            target.writestr(item, data)
+    line = one_error_line(cli("summary", path, "-i", "3"))
+    assert "its TorchScript 'data.pkl' pickles " + says in line and "--trust-pickle" in line
+
+
+def _scripted_and_traced(model: nn.Module, example: torch.Tensor, directory: Path) -> list[Path]:
+    paths = [directory / f"{type(model).__name__}_script.pt", directory / f"{type(model).__name__}_trace.pt"]
+    torch.jit.script(model).save(str(paths[0]))
+    torch.jit.trace(model, example, check_trace=False).save(str(paths[1]))
+    return paths
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_scripted_and_traced_torchvision_models_load_without_trust(tmp_path, hub_packages):
+    """The allowlist refuses nothing torch writes for ordinary networks: each file is analysed
+    and counts the parameters its Python model holds."""
+    torchvision, _ = hub_packages
+    small = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    for model, size in ((small.eval(), (3, 8, 8)), (torchvision.models.resnet18().eval(), (3, 32, 32))):
+        expected = sum(p.numel() for p in model.parameters())
+        for path in _scripted_and_traced(model, torch.randn(1, *size), tmp_path):
+            assert archprof.analyze(str(path), size).totals.param_count == expected, path.name
+    # Scripted code that warns (torch.warn), checked, not run.
+    from archprof.load.torchscript import refuse_unsafe_torchscript
+
+    path = tmp_path / "googlenet.pt"
+    torch.jit.script(torchvision.models.googlenet(aux_logits=False, init_weights=False).eval()).save(str(path))
+    assert b"torch.warn(" in _code_of(path)
+    refuse_unsafe_torchscript(path, "googlenet")
+
+
+def test_quantized_torchscript_loads_unless_it_restores_itself_while_loading(tmp_path):
+    """torch.ao's dynamically quantized Linear keeps its weights in a C++ class of torch's
+    (`__torch__.torch.classes.quantized`): allowed. Its static quantized convolution
+    restores its packed weights in a scripted `__setstate__`, which runs inside
+    torch.jit.load: refused, as any code run while loading is, --trust-pickle loading it."""
+    import warnings
+
+    from archprof.load.torchscript import refuse_unsafe_torchscript
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        dynamic = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 5)), {nn.Linear}, torch.qint8)
+        prepared = torch.ao.quantization.prepare(_QuantizedConv().eval())
+        prepared(torch.randn(1, 3, 8, 8))
+        static = torch.ao.quantization.convert(prepared)
+    paths = _saved_scripts(tmp_path, dynamic=dynamic, static=static)
+    assert b"__torch__.torch.classes.quantized" in _code_of(paths["dynamic"])
+    refuse_unsafe_torchscript(paths["dynamic"], "dynamic")
+    with pytest.raises(ArchprofError, match=r"conv.py' defines Conv2d.__setstate__, code that runs while the file"):
+        refuse_unsafe_torchscript(paths["static"], "static")
+
+
+class _QuantizedConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.quant, self.conv = torch.ao.quantization.QuantStub(), nn.Conv2d(3, 4, 3)
+        self.dequant = torch.ao.quantization.DeQuantStub()
+        self.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+
+    def forward(self, x):
+        return self.dequant(self.conv(self.quant(x)))
+
+
+def _saved_scripts(directory: Path, **models: nn.Module) -> dict[str, Path]:
+    paths = {name: directory / f"{name}.pt" for name in models}
+    for name, model in models.items():
+        torch.jit.script(model).save(str(paths[name]))
+    return paths
+
+
+def _code_of(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as archive:
+        return b"".join(archive.read(name) for name in archive.namelist() if name.endswith(".py"))
 
 
 # -- zip bombs ---------------------------------------------------------------------------------

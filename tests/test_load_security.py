@@ -21,7 +21,7 @@ import archprof
 from archprof.errors import ArchprofError
 from archprof.load import InputSpec, load_model, parse_input_size, parse_input_spec
 from tests.cli import cli, one_error_line
-from tests.fixtures.hostile_archives import HOSTILE_ARCHIVES, exported, rewritten
+from tests.fixtures.hostile_archives import HOSTILE_ARCHIVES, declaring_without_data, exported, rewritten
 
 # -- exported programs ---------------------------------------------------------------------
 
@@ -53,6 +53,34 @@ def test_the_hostile_archives_are_what_torch_loads(tmp_path):
         with contextlib.suppress(Exception):  # after the payload, torch fails in its own ways
             torch.export.load(str(path))
         assert marker.exists(), craft
+
+
+def test_an_exported_tensor_declared_without_its_data_is_refused_before_torch_makes_it(tmp_path):
+    """An empty entry for a weight declared 1 GiB (float32): torch.export.load fills that
+    many zeros, from a file of 10 kB (a 2 GiB one took it 4.5 GB and 45 s)."""
+    path = declaring_without_data(tmp_path, 2**28)
+    assert path.stat().st_size < 20_000
+    lines, peak_kib = _cli_and_its_peak("summary", path)
+    says = f"cannot read {path}: its tensor 'conv.weight' declares 268,435,456 elements but its entry"
+    assert lines == [f"error: {says} 'data/weights/weight_0' is empty"]
+    assert peak_kib < 700 * 1024  # torch and archprof take about 250 MB; the claim is 1024 MB
+    with pytest.raises(ArchprofError, match="declares 268,435,456 elements"):
+        archprof.analyze(str(path), trust_pickle=True)  # not code: trusting the file does not change it
+
+
+def test_an_empty_exported_tensor_still_loads(tmp_path):
+    class Empty(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("none", torch.zeros(0))
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x) + self.none.sum()
+
+    path = tmp_path / "empty.pt2"
+    torch.export.save(torch.export.export(Empty(), (torch.randn(2, 3, 8, 8),)), str(path))
+    assert archprof.analyze(str(path)).totals.param_count == 4 * 3 * 3 * 3 + 4
 
 
 def test_a_clean_exported_program_loads_whatever_the_environment_says(tmp_path, monkeypatch):
@@ -266,11 +294,10 @@ def _inflating_checkpoint(path: Path, name: str, numel: int) -> Path:
     return path
 
 
-def test_weights_are_checked_without_reading_what_a_checkpoint_claims(tmp_path):
-    path = _inflating_checkpoint(tmp_path / "inflating.pt", "features.0.weight", 2**28)  # 1 GiB of float32
-    assert path.stat().st_size < 2 * 2**20
-    # The process's own high-water mark (VmHWM, kB): ru_maxrss would carry over, through fork
-    # and exec, the size of the pytest process that started it, which grows over the suite.
+def _cli_and_its_peak(*args) -> tuple[list[str], int]:
+    """The archprof command run in a process of its own, which must exit 2: the lines it wrote
+    on stderr and its memory's high-water mark (VmHWM, kB; ru_maxrss would carry over, through
+    fork and exec, the size of the pytest process that started it, which grows over the suite)."""
     script = (
         "import re, sys\n"
         "from archprof.cli import main\n"
@@ -280,18 +307,26 @@ def test_weights_are_checked_without_reading_what_a_checkpoint_claims(tmp_path):
         "    print(re.search(r'VmHWM:\\s*(\\d+)', status).group(1), file=sys.stderr)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, "summary", "lenet5", "--weights", str(path)],
+        [sys.executable, "-c", script, *map(str, args)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
     )
     *lines, peak_kib = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert done.returncode == 2, done.stderr
+    return lines, int(peak_kib)
+
+
+def test_weights_are_checked_without_reading_what_a_checkpoint_claims(tmp_path):
+    path = _inflating_checkpoint(tmp_path / "inflating.pt", "features.0.weight", 2**28)  # 1 GiB of float32
+    assert path.stat().st_size < 2 * 2**20
+    lines, peak_kib = _cli_and_its_peak("summary", "lenet5", "--weights", path)
+    assert len(lines) == 1, lines
     assert (
         lines[0].startswith("error: weights ")
         and "features.0.weight is 7 in the file, 6x1x5x5 in the model" in lines[0]
     )
-    assert int(peak_kib) < 700 * 1024  # torch and archprof take about 250 MB; the claim is 1024 MB
+    assert peak_kib < 700 * 1024  # torch and archprof take about 250 MB; the claim is 1024 MB
 
 
 def test_sample_inputs_that_are_data_but_not_args_and_kwargs_are_one_error(tmp_path):

@@ -1,5 +1,5 @@
 """Resolve what the user names into objects, with one clear error for anything that does
-not resolve: model specs (`specs`), model files read as data (`files`, `exported`),
+not resolve: model specs (`specs`), model files read as data (`files`, `torchscript`, `exported`),
 checkpoints (`weights`), inputs (`inputs`) and factory arguments (`options`), into a
 `LoadedModel` (`model`)."""
 

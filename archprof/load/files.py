@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from archprof.load.common import (
 )
 from archprof.load.exported import load_exported
 from archprof.load.model import LoadedModel
+from archprof.load.torchscript import refuse_unsafe_torchscript
 
 # -- files ---------------------------------------------------------------------------------
 
@@ -56,7 +56,7 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
         return load_exported(path, spec, trust_pickle)
     if kind == "torchscript":
         if not trust_pickle:
-            refuse_file_operators(path, spec)
+            refuse_unsafe_torchscript(path, spec)
         return _load_torchscript(path, spec)
     if kind == "pt2-other":
         raise ArchprofError(f"cannot read {spec}: a .pt2 archive without an exported program (AOTInductor package?)")
@@ -80,35 +80,6 @@ def archive_kind(path: Path) -> str:
     if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
         return "torchscript"
     return "pickle"
-
-
-# TorchScript operators that read or write a file by name: torch.from_file maps any file into
-# a tensor (shared: what is written to the tensor is written to the file), torch.save writes
-# one, torchvision's image.read_file / write_file and debugprims.load_tensor read or write
-# one. TorchScript code runs while the archive loads (__setstate__) and in the forward
-# archprof traces, so a model file calling one could overwrite any file the user can.
-# An operator is named in the code whole (`torch.from_file(`, `ops.image.write_file(`).
-_FILE_OPERATORS = re.compile(rb"\b(?:from_file|load_tensor|read_file|write_file)\b|\.\s*save\b")
-_TENSOR_RECORD = re.compile(r"(?:^|/)data/\d+$")  # a tensor's bytes, not code
-
-
-def refuse_file_operators(path: Path, spec: str) -> None:
-    """Refuse a TorchScript archive whose code (any member but tensor data: the code, its
-    debug copy, constants) names an operator that reads or writes a file, before it loads."""
-    with zipfile.ZipFile(path) as archive:
-        for member in archive.infolist():
-            if _TENSOR_RECORD.search(member.filename):
-                continue
-            try:
-                found = _FILE_OPERATORS.search(archive.read(member))
-            except Exception as exc:  # a bad CRC, a deflate stream cut short, an encrypted or unknown method
-                raise unreadable(spec, exc) from None
-            if found:
-                name = found.group().decode().lstrip(".").strip()
-                raise ArchprofError(
-                    f"refusing to load {spec}: its TorchScript code calls {name}, which reads or writes files; if you"
-                    " trust it, pass --trust-pickle (Python: trust_pickle=True)"
-                )
 
 
 # torch inflates a compressed member whole in memory, up to the size the zip's directory gives

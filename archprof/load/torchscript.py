@@ -1,0 +1,222 @@
+"""TorchScript archives read before they load: an allowlist of what their code may call.
+
+torch.jit.load compiles the archive's code (`code/**/*.py`, Python syntax) and runs some of
+it at once: a scripted class's or module's `__setstate__`, for each object of it the
+pickled attributes (`data.pkl`) hold. archprof then runs `forward`. So the code is read here
+first, as text (Python's `ast`, nothing compiled or run), and the archive is refused unless
+every name it calls is one archprof's analysis needs: torch's own operators (`torch.X`,
+which TorchScript resolves to `aten::X`; `ops.aten`, `ops.prim`, `ops.quantized`) but those
+that reach outside the model, TorchScript's pure builtins, and the archive's own classes
+and functions (themselves read here). The pickles are read the same way (their opcodes,
+never unpickled): TorchScript's unpickler builds torch's tensors and containers and the
+archive's own classes, and torch's C++ classes, whose namespaces are allowed as above."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import io
+import pickletools
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from archprof.errors import ArchprofError
+from archprof.load.common import shorten, unreadable
+
+# Operators, named as TorchScript code names them, whose effect reaches past the model:
+# files (torch.from_file maps any file into a tensor, shared: what is written to the tensor is
+# written to the file; torch.save writes one), the terminal (a forward that prints could
+# corrupt a report archprof writes to stdout), other processes (RPC) and the process's own
+# random state.
+_REACHING_OUT = {
+    "aten::from_file": "reads or writes files",
+    "aten::save": "reads or writes files",
+    "aten::_print": "writes to the terminal",
+    "prim::Print": "writes to the terminal",
+    "prim::rpc_async": "calls other processes",
+    "prim::rpc_remote": "calls other processes",
+    "prim::rpc_sync": "calls other processes",
+    "aten::manual_seed": "changes the process's random state",
+    "aten::seed": "changes the process's random state",
+}
+_BARE_OPERATORS = {"print": "prim::Print"}  # TorchScript's builtins that are operators of these
+# Operator namespaces of torch's own whose operators are tensor operators (`quantized`: torch.ao's
+# quantized layers), and the namespaces of torch's C++ classes (`__torch__.torch.classes.NS.Name`)
+# those layers keep their packed weights in.
+_OPERATOR_NAMESPACES = ("aten", "prim", "quantized")
+_CLASS_NAMESPACES = ("quantized", "rnn")
+# The builtins TorchScript code may call by a bare name, other than `print`: casts, containers,
+# arithmetic and TorchScript's own special forms (annotate, unchecked_cast, uninitialized, fork).
+_BUILTINS = frozenset(
+    {
+        "abs", "all", "annotate", "any", "awaitable", "bin", "bool", "chr", "complex", "dict", "divmod", "enumerate",
+        "float", "fork", "getattr", "hasattr", "hex", "int", "isinstance", "iter", "len", "list", "max", "min", "oct",
+        "ord", "range", "round", "sorted", "str", "sum", "tuple", "unchecked_cast", "uninitialized", "zip",
+    }
+)  # fmt: skip
+# What TorchScript's unpickler builds (torch/csrc/jit/serialization/unpickler.cpp): tensors,
+# storages, quantization schemes, typed lists, an OrderedDict; and TorchScript classes (`__torch__.`).
+_PICKLE_MODULES = ("torch", "torch._utils", "torch.jit._pickle")
+_PICKLE_GLOBALS = frozenset(["collections OrderedDict"])
+
+
+def refuse_unsafe_torchscript(path: Path, spec: str) -> None:
+    """Refuse, before it loads, a TorchScript archive whose code or pickles name anything
+    outside the allowlist, with the entry and what it names."""
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            entry = member.filename.split("/", 1)[-1]  # without the archive's root folder
+            reader = _code_problem if _is_code(entry) else _pickle_problem if _is_pickle(entry) else None
+            if reader is None:  # tensor data, the format's version, extra files: never run
+                continue
+            try:
+                data = archive.read(member)
+            except Exception as exc:  # a bad CRC, a deflate stream cut short, an encrypted or unknown method
+                raise unreadable(spec, exc) from None
+            problem = reader(data)
+            if problem:
+                raise ArchprofError(
+                    f"refusing to load {spec}: its TorchScript {shorten(entry, 120)} {problem}; if you trust it, pass"
+                    " --trust-pickle (Python: trust_pickle=True)"
+                )
+
+
+def _is_code(entry: str) -> bool:
+    return entry.startswith("code/") and entry.endswith(".py")
+
+
+def _is_pickle(entry: str) -> bool:
+    return entry.endswith((".pkl", ".debug_pkl"))
+
+
+# -- code ----------------------------------------------------------------------------------
+
+
+def _code_problem(data: bytes) -> str | None:
+    try:
+        tree = ast.parse(data.decode("utf-8"))
+    except (UnicodeDecodeError, SyntaxError, ValueError, RecursionError):
+        return "holds code archprof cannot read"
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    for scope in _scopes(tree):
+        local = _local_names(scope)
+        for node in _own_nodes(scope):
+            problem = _node_problem(node, local, inner)
+            if problem:
+                return problem
+    return None
+
+
+def _scopes(tree: ast.Module) -> Iterator[ast.AST]:
+    """The module, then each function: a bare name is looked up in its own function."""
+    yield tree
+    yield from (node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef))
+
+
+def _own_nodes(scope: ast.AST) -> Iterator[ast.AST]:
+    """The nodes of `scope` outside the functions defined in it (each is a scope of its own)."""
+    for child in ast.iter_child_nodes(scope):
+        if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield child
+            yield from _own_nodes(child)
+
+
+def _node_problem(node: ast.AST, local: set[str], inner: set[int]) -> str | None:
+    """What is wrong with `node`, in a scope whose own names are `local`; `inner`: the nodes
+    that are the head of a longer dotted name, checked as part of it."""
+    if isinstance(node, ast.ClassDef):
+        setstate = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__setstate__"), None)
+        if setstate is not None:
+            return f"defines {node.name}.__setstate__, code that runs while the file loads"
+    if isinstance(node, ast.Attribute | ast.Name) and id(node) not in inner:
+        return _name_problem(node)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        called = node.func.id
+        if called in _BARE_OPERATORS:
+            return f"calls {called}, which {_REACHING_OUT[_BARE_OPERATORS[called]]}"
+        if called not in _BUILTINS and called not in local and called not in _ROOTS:
+            return f"calls {shorten(called)}, which is neither TorchScript's builtin nor its own code"
+    return None
+
+
+_ROOTS = ("torch", "ops", "__torch__")
+
+
+def _name_problem(node: ast.Attribute | ast.Name) -> str | None:
+    """A whole dotted name (`torch.conv2d`, `ops.quantized.linear`, `self.conv`): what it
+    resolves to where it starts with one of TorchScript's roots. Each must name one thing in
+    full: TorchScript lets a prefix (`ops.image`) be bound to a variable and called through."""
+    parts = _dotted(node)
+    if not parts or parts[0] not in _ROOTS:
+        return None
+    name = ".".join(parts)
+    if len(parts) == 1:  # `getattr(torch, "save")`, `t = torch`
+        return f"uses {shorten(name)} other than to name one operator or class"
+    if parts[0] == "torch":
+        return _operator_problem(name, "aten", parts[1:])
+    if parts[0] == "ops":
+        if len(parts) == 3 and parts[1] not in _OPERATOR_NAMESPACES:
+            return f"calls {shorten(name)}, an operator outside torch's own ({', '.join(_OPERATOR_NAMESPACES)})"
+        return _operator_problem(name, parts[1] if len(parts) == 3 else "", parts[2:])
+    if parts[1:3] == ["torch", "classes"] and (len(parts) < 5 or parts[3] not in _CLASS_NAMESPACES):
+        return f"uses {shorten(name)}, a class outside torch's own ({', '.join(_CLASS_NAMESPACES)})"
+    return None
+
+
+def _operator_problem(name: str, namespace: str, rest: list[str]) -> str | None:
+    if len(rest) != 1 or not namespace:
+        return f"uses {shorten(name)}, which names no one operator"
+    qualified = f"{namespace}::{rest[0]}"
+    if qualified in _REACHING_OUT:
+        return f"calls {name}, which {_REACHING_OUT[qualified]}"
+    if not _is_operator(qualified):
+        return f"calls {shorten(name)}, which is not one of torch's operators"
+    return None
+
+
+@functools.cache
+def _is_operator(qualified: str) -> bool:
+    return bool(torch._C._jit_get_schemas_for_operator(qualified))
+
+
+def _dotted(node: ast.AST) -> list[str] | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None
+
+
+def _local_names(scope: ast.AST) -> set[str]:
+    """A function's arguments and the names it assigns (a function value it calls, `_0(x)`)."""
+    names = {arg.arg for arg in ast.walk(scope.args) if isinstance(arg, ast.arg)} if hasattr(scope, "args") else set()
+    names.update(n.id for n in _own_nodes(scope) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    return names - set(_ROOTS)
+
+
+# -- pickles -------------------------------------------------------------------------------
+
+
+def _pickle_problem(data: bytes) -> str | None:
+    """The first global a pickle names that TorchScript's unpickler would build and the
+    allowlist does not hold. Read by its opcodes: nothing is unpickled."""
+    try:
+        for opcode, argument, _ in pickletools.genops(io.BytesIO(data)):
+            if opcode.name in ("STACK_GLOBAL", "INST"):  # TorchScript writes GLOBAL: a name to check
+                return f"pickles a {opcode.name} object, which torch does not write"
+            if opcode.name == "GLOBAL" and not _is_allowed_global(argument):
+                return f"pickles {shorten(argument.replace(' ', '.'))}, which is neither torch's nor its own code"
+    except Exception:  # a truncated or malformed pickle: torch would fail on it too
+        return "holds a pickle archprof cannot read"
+    return None
+
+
+def _is_allowed_global(name: str) -> bool:
+    module, _, attribute = name.partition(" ")
+    if module == "__torch__" or module.startswith("__torch__."):
+        parts = f"{module}.{attribute}".split(".")
+        return parts[1:3] != ["torch", "classes"] or (len(parts) >= 5 and parts[3] in _CLASS_NAMESPACES)
+    return module in _PICKLE_MODULES or name in _PICKLE_GLOBALS
