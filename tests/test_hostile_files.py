@@ -22,7 +22,7 @@ import archprof.diff
 from archprof.budget import load_budget_file
 from archprof.cli import app
 from archprof.errors import ArchprofError
-from archprof.load import load_state_dict
+from archprof.load import load_model, load_state_dict
 from archprof.measure.ceilings import read_cache
 from tests.cli import cli, one_error_line
 from tests.fixtures.hostile_torchscript import HOSTILE_TORCHSCRIPT, with_forward_code
@@ -188,6 +188,23 @@ def test_trusted_torchscript_that_writes_files_is_analysed(tmp_path):
     path = HOSTILE_TORCHSCRIPT["torch.from_file in forward"][0](tmp_path, victim)
     report = archprof.analyze(str(path), "3x8x8", trust_pickle=True)
     assert report.totals.param_count == 4 * 3 * 3 * 3 + 4  # the Conv2d(3, 4, 3) the module holds
+
+
+def test_torchscript_swapped_for_a_hostile_file_after_its_check_is_not_what_loads(tmp_path):
+    """The archive checked is the archive built later (a profile builds it again, on the
+    device): a file changed between the two is not read."""
+    path = tmp_path / "model.pt"
+    torch.jit.script(nn.Conv2d(3, 4, 3)).save(str(path))
+    loaded = load_model(str(path))
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    HOSTILE_TORCHSCRIPT["torch.from_file in __setstate__"][0](tmp_path, victim).replace(path)
+    torch.jit.load(str(tmp_path / "model.pt"), map_location="cpu")  # the swapped file writes when loaded
+    assert victim.read_bytes() != b"clean"
+    victim.write_bytes(b"clean")
+    built = loaded.build(torch.device("cpu"))
+    assert sum(p.numel() for p in built.parameters()) == 4 * 3 * 3 * 3 + 4
+    assert victim.read_bytes() == b"clean"
 
 
 def _code_entry(scripted: type) -> str:

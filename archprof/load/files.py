@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -55,9 +56,11 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
     if kind == "exported":
         return load_exported(path, spec, trust_pickle)
     if kind == "torchscript":
+        # Read once: the archive checked is the archive loaded, however the file changes after.
+        archive = path.read_bytes()
         if not trust_pickle:
-            refuse_unsafe_torchscript(path, spec)
-        return _load_torchscript(path, spec)
+            refuse_unsafe_torchscript(io.BytesIO(archive), spec)
+        return _load_torchscript(archive, path, spec)
     if kind == "pt2-other":
         raise ArchprofError(f"cannot read {spec}: a .pt2 archive without an exported program (AOTInductor package?)")
     return _load_pickle(path, spec, trust_pickle)
@@ -100,21 +103,21 @@ def _refuse_zip_bombs(path: Path, members: list[zipfile.ZipInfo]) -> None:
             )
 
 
-def _load_torchscript(path: Path, spec: str) -> LoadedModel:
-    """A TorchScript file, its weights loaded straight onto the meta device (nothing real is
-    allocated); should that not work, loaded on the CPU and moved."""
+def _load_torchscript(archive: bytes, path: Path, spec: str) -> LoadedModel:
+    """A TorchScript archive read from `path`, its weights loaded straight onto the meta
+    device (nothing real is allocated); should that not work, loaded on the CPU and moved."""
     try:
         with quiet():
-            module = torch.jit.load(str(path), map_location="meta")
+            module = torch.jit.load(io.BytesIO(archive), map_location="meta")
     except Exception:
         try:
             with quiet():
-                module = torch.jit.load(str(path), map_location="cpu")
+                module = torch.jit.load(io.BytesIO(archive), map_location="cpu")
         except Exception as exc:
             raise unreadable(spec, exc) from None
 
     def build(device: torch.device) -> torch.nn.Module:
-        return torch.jit.load(str(path), map_location=device)
+        return torch.jit.load(io.BytesIO(archive), map_location=device)
 
     return LoadedModel(module, spec, None, kind="torchscript", owned=True, source=path, build=build)
 

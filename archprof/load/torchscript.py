@@ -20,6 +20,7 @@ import pickletools
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -63,7 +64,7 @@ _PICKLE_MODULES = ("torch", "torch._utils", "torch.jit._pickle")
 _PICKLE_GLOBALS = frozenset(["collections OrderedDict"])
 
 
-def refuse_unsafe_torchscript(path: Path, spec: str) -> None:
+def refuse_unsafe_torchscript(path: Path | BinaryIO, spec: str) -> None:
     """Refuse, before it loads, a TorchScript archive whose code or pickles name anything
     outside the allowlist, with the entry and what it names."""
     with zipfile.ZipFile(path) as archive:
