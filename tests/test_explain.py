@@ -312,24 +312,37 @@ def test_cli_explain(tmp_path):
 _WIDE = [("resnet18", "layer1.0.conv1", "--train"), ("vgg16", "features.0"), ("vgg16",), ("resnet18", "layer1.0")]
 
 
+def test_cli_explain_on_30_columns_keeps_each_formula_within_the_width():
+    result = _explain_cli(("vgg16", "features.0"), "30")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 30, result.stdout
+    # N C_out H W of the conv's output (1x64x224x224) and its weight's name, each whole on a line
+    assert any(line.split() == ["=", "1·64·224·224"] for line in lines)
+    assert any("(features.0.weight)" in line.split() for line in lines)
+
+
 def _explain_cli(args, columns):
     from archprof.cli import app
 
     return runner.invoke(app, ["explain", *args], env={"COLUMNS": columns})  # None: COLUMNS unset
 
 
+@pytest.mark.parametrize("columns", [80, 40])
 @pytest.mark.parametrize("args", _WIDE)
-def test_cli_explain_fits_the_terminal_width(args):
+def test_cli_explain_fits_the_terminal_width(args, columns):
     """At COLUMNS=80 (a terminal's width) no line is wider, and only spaces changed: no
-    number or formula cut, every result whole after its `=`."""
+    number or formula cut, every result whole after its `=`. At 40 (and on 30 columns,
+    vgg16's features.0), a part's word that did not fit after its `=` ('(features.0.weight)',
+    '1·64·224·224') ran past the width: the part now hangs nearer the left."""
     model, *rest = args
     report = archprof.analyze(model, training="--train" in rest)
     layer = next((arg for arg in rest if arg != "--train"), None)
     one_line = report.explain(layer)
     assert max(map(len, one_line.splitlines())) > 100  # worth wrapping
-    result = _explain_cli(args, "80")
+    result = _explain_cli(args, str(columns))
     assert result.exit_code == 0, result.output
-    assert max(map(len, result.stdout.splitlines())) <= 80, result.stdout
+    assert max(map(len, result.stdout.splitlines())) <= columns, result.stdout
     assert result.stdout.split() == one_line.split()
     for section in explanation(report, layer).sections:
         for step in section.steps:

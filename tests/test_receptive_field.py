@@ -387,6 +387,23 @@ def test_cli_unit_box_of_a_bound_says_so():
     assert "field 2x2, jump 2x2, start 0x0 (an upper bound: aten.slice in (model)" in explained
 
 
+@pytest.mark.parametrize("width", [30, 40, 60])
+def test_cli_unit_box_fits_a_narrow_terminal(width):
+    """`rf --unit` wrote its one line whatever the width: a terminal of 40 columns broke it
+    where it ran out, inside '6..217'. Now it wraps between words to COLUMNS, the same words
+    as piped (where it stays one line)."""
+    from typer.testing import CliRunner
+
+    from archprof.cli import app
+
+    args = ["rf", "vgg16", "--unit", "3,4", "--layer", "features.30"]
+    piped, narrow = (CliRunner().invoke(app, args, env={"COLUMNS": columns}) for columns in (None, str(width)))
+    assert piped.exit_code == narrow.exit_code == 0, narrow.output
+    assert len(piped.stdout.splitlines()) == 1 and len(piped.stdout) > width
+    assert all(len(line) <= width for line in narrow.stdout.splitlines())
+    assert narrow.stdout.split() == piped.stdout.split()
+
+
 @pytest.mark.parametrize("how,field", [("padded-channels-real", (3, 3)), ("unshuffle-mean-added", (2, 2))])
 def test_channels_picked_where_their_fields_are_known_are_exact(how, field):
     """F.pad along the channels puts channels that read nothing beside the others: sliced back

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import archprof
 from archprof.cli import app
-from archprof.units import human_count
+from archprof.units import human_bytes, human_count
 from archprof.zoo import MODELS
 from tests.markdown_tables import first_table
 
@@ -152,7 +152,7 @@ def test_long_names_on_a_narrow_terminal_stay_apart_and_keep_the_peak_mark(tmp_p
 @pytest.mark.parametrize("command", ["summary", "memory", "rf", "diff"])
 def test_a_narrow_table_names_the_columns_it_left_out(command):
     args = (command, "resnet18", "resnet34") if command == "diff" else (command, "resnet18")
-    result = at_width(70, *args)
+    result = at_width(80, *args)
     assert result.exit_code == 0, result.output
     left_out = left_out_note(result.stdout)
     assert left_out, result.stdout
@@ -160,26 +160,69 @@ def test_a_narrow_table_names_the_columns_it_left_out(command):
     shown = {cell.strip() for cell in header if cell.strip()}
     assert not shown & set(left_out)
     assert "--columns" in " ".join(result.stdout.split())
-    wide = at_width(70, *args, "--wide")
+    wide = at_width(80, *args, "--wide")
     assert left_out_note(wide.stdout) == [] and all(heading in header_line(wide.stdout) for heading in left_out)
 
 
-@pytest.mark.parametrize("width", [40, 50])
-@pytest.mark.parametrize("args", [("summary",), ("memory", "--train"), ("rf",)], ids=["summary", "memory", "rf"])
-def test_on_a_very_narrow_terminal_figures_and_headings_are_left_out_never_cut(args, width):
-    """Where even the columns a table keeps do not fit (summary's four on 40 columns), the last
-    are left out and named, down to the label and one figure: Rich cut every cell ('118.01…',
-    '(147.…') and heading ('Live aft…'). Only a layer's name may be cut (in its middle)."""
+def leaf_names(name: str) -> set[str]:
+    """The names of the model's modules that hold no other, from torch (built on the meta device)."""
+    import torch
+
+    with torch.device("meta"):
+        modules = MODELS[name].build().named_modules()
+        return {module_name for module_name, module in modules if module_name and not list(module.children())}
+
+
+def lines_from(output: str, name: str, count: int) -> str:
+    """`count` lines from the first that shows layer `name` (a table's row, or a stacked row's block)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if name in line.split())
+    return "\n".join(lines[start : start + count])
+
+
+@pytest.mark.parametrize("width", [30, 40, 50, 60])
+@pytest.mark.parametrize(
+    "args", [("summary",), ("memory", "--train"), ("rf",), ("diff", "resnet34")], ids=lambda args: args[0]
+)
+def test_on_a_narrow_terminal_no_name_is_cut_where_the_rows_stacked_fit(args, width):
+    """memory resnet18 --train on 50 columns cut 17 names ('laye… (call 2)', 'la…nsample.0'),
+    summary on 60 ('lay….0.conv1'), diff on 30 ('add…'), though each name fits a line of its
+    own. Where the columns kept do not fit beside the names, each row's figures go under its
+    name, each beside its heading. Names from torch's modules; figures from torch's counts."""
     result = at_width(width, args[0], "resnet18", *args[1:])
     assert result.exit_code == 0, result.output
-    header = header_line(result.stdout)
-    figures_from = [match.start() for match in re.finditer(r"\S+(?: \S+)*", header)][1]  # the second heading's
-    table = result.stdout[: result.stdout.index("Left out to fit")].splitlines()
-    rows = table[table.index(header) + 2 :]
-    assert "…" not in header and rows
-    assert all("…" not in row[figures_from:] for row in rows), rows
-    assert all(len(line) <= width for line in result.stdout.splitlines())
-    assert left_out_note(result.stdout)
+    output = result.stdout
+    assert "…" not in output and every_line_fits(output, width)
+    assert left_out_note(output)
+    words = set(output.split())
+    names = leaf_names("resnet34") - leaf_names("resnet18") if args[0] == "diff" else leaf_names("resnet18")
+    assert names <= words, sorted(names - words)[:5]
+    params = param_count("resnet18")
+    if args[0] == "summary":
+        assert f"{params:,}" in words and human_count(params) in output  # Total parameters, whole
+    if args[0] == "memory":
+        assert f"{4 * params:,} B" in output  # float32 parameters and their gradients
+    if args[0] == "rf":
+        assert "7x7" in lines_from(output, "conv1", 3)  # its 7x7 kernel on the image
+    if args[0] == "diff":
+        assert f"+{human_count(64 * 64 * 3 * 3)}" in lines_from(output, "layer1.2.conv1", 2)  # a 3x3 conv, 64 to 64
+
+
+@pytest.mark.parametrize("width", [30, 40])
+def test_narrow_summary_totals_keep_every_figure_whole(width):
+    """Rich cut the totals' exact figures ('11,68…', '1,814…') and put '46.76' over 'MB'; now
+    each total's figures go under its name. Parameters from torch; MACs of lenet5 by hand."""
+    result = at_width(width, "summary", "lenet5")
+    assert result.exit_code == 0, result.output
+    totals = result.stdout[result.stdout.index("\nTotals") :]
+    assert "…" not in totals and every_line_fits(result.stdout, width)
+    lines = [line.strip() for line in totals.splitlines()]
+    params = param_count("lenet5")
+    # conv 6x(1x5x5) on 28x28, conv 16x(6x5x5) on 10x10, then 400x120, 120x84, 84x10 linears
+    macs = 6 * 25 * 28 * 28 + 16 * 6 * 25 * 10 * 10 + 400 * 120 + 120 * 84 + 84 * 10
+    assert lines[lines.index("Total parameters") + 1] == f"{human_count(params)}   {params:,}"
+    assert lines[lines.index("Parameter memory") + 1] == f"{human_bytes(4 * params)}   {4 * params:,} B"
+    assert lines[lines.index("MACs (multiply-accumulates)") + 1] == f"{human_count(macs)}   {macs:,}"
 
 
 @pytest.mark.parametrize("name", ["x" * 120, "卷积" * 40], ids=["long", "wide characters"])
@@ -655,6 +698,22 @@ def test_a_narrow_zoo_puts_each_description_under_its_model(width):
         assert f"{line} {model.description}" in text, name  # the description follows, in its words
 
 
+@pytest.mark.parametrize("width", [30, 35, 39])
+def test_a_zoo_narrower_than_a_models_line_puts_its_figures_under_its_name(width):
+    """Below 40 columns a model's line (name, parameters, input) did not fit: its input went
+    under its name and the heading 'Default input' was cut to '…'. Now each figure goes under
+    the model's name beside its heading, the description wrapping after it."""
+    result = at_width(width, "zoo")
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout and every_line_fits(result.stdout, width)
+    text = " ".join(result.stdout.split())
+    for name in ("lenet5", "resnet18", "wide_resnet50_2"):
+        model = MODELS[name]
+        shape = "x".join(map(str, model.input_size))
+        block = f"{name} Params {human_count(param_count(name))} Default input {shape} Description {model.description}"
+        assert block in text, name
+
+
 def test_a_zoo_that_fits_keeps_its_table():
     result = at_width(120, "zoo")
     assert re.search(r"┃ Name +┃ +Params ┃ Default input ┃ Description +┃", result.stdout)
@@ -692,8 +751,6 @@ def profiled_at(monkeypatch, width):
 
 def whole_model_figures(measured) -> dict[str, str]:
     """Each whole-model label, its figure with its unit, written here from the measurement's values."""
-    from archprof.units import human_bytes
-
     return {
         "Latency, median (no hooks)": f"{measured.median_ms:,.3f} ms",
         "Throughput": f"{measured.throughput_per_s:,.1f} samples/s",
@@ -714,8 +771,6 @@ def test_a_narrow_profile_keeps_every_word_and_every_figure_with_its_unit(monkey
     '4.23' over 'MFLOP/s'; the ceilings line broke 'ridge 2.5' from 'FLOPs/byte' and the
     cross-check '(319,912' from 'B'. Now each label is on a line, its figure under it, and no
     figure is parted from its unit."""
-    from archprof.units import human_bytes
-
     output, measured = profiled_at(monkeypatch, width)
     lines = [line.strip() for line in output.splitlines()]
     assert "…" not in output and every_line_fits(output, width)
@@ -735,6 +790,19 @@ def test_a_narrow_profile_keeps_every_word_and_every_figure_with_its_unit(monkey
         assert any(figure in line for line in lines), figure
 
 
+def test_a_profile_on_30_columns_keeps_its_cross_check_figures_whole(monkeypatch):
+    """On 30 columns the cross-check's summaries went a word a line and cut their figures
+    ('833,04…', '(319,9…'); now each summary goes under its verdict, wrapped between words."""
+    output, measured = profiled_at(monkeypatch, 30)
+    assert "…" not in output and every_line_fits(output, 30)
+    checks = " ".join(output[output.index("Cross-check") :].split())
+    assert "ok output shapes" in checks and "ok FLOPs" in checks and "ok peak memory" in checks
+    lines = output.splitlines()
+    predicted, with_workspace = measured.predicted_peak_memory_bytes, measured.measured_peak_memory_with_workspace_bytes
+    for figure in (f"{predicted:,} B", f"({with_workspace:,} B"):
+        assert any(figure in line for line in lines), figure
+
+
 def test_a_profile_that_fits_keeps_its_whole_model_table(monkeypatch):
     output, measured = profiled_at(monkeypatch, 120)
     for label, figure in whole_model_figures(measured).items():
@@ -748,7 +816,6 @@ def test_a_narrow_memory_measure_keeps_every_figure_whole(monkeypatch, width):
     ('Pred…', '288.…'). Now each step's figures go under it, each on a line with its heading.
     Parameter bytes from torch's count (4 bytes a float32)."""
     import archprof.measure.peak_memory
-    from archprof.units import human_bytes
 
     measurements = spied(monkeypatch, archprof.measure.peak_memory, "predicted_and_measured")
     result = at_width(width, "memory", "lenet5", "--measure")

@@ -19,6 +19,7 @@ from archprof.cli.common import (
     columns_option,
     count_option,
     emit_report,
+    fitted_width,
     one_model_targets,
     progress_display,
     say,
@@ -433,11 +434,14 @@ def rf(
     """
     from functools import partial
 
+    from rich.console import Group
+
     from archprof.analysis import analysis
     from archprof.errors import ArchprofError
     from archprof.passes.layers import group_layers
     from archprof.passes.receptive_field import row_states, spreads
-    from archprof.render import receptive_field_table
+    from archprof.render import receptive_field_table, to_text
+    from archprof.render.base import Prose
     from archprof.render.fields import unit_box_text
     from archprof.render.rf_plot import plot_fields
 
@@ -454,8 +458,8 @@ def rf(
     if depth is not None:
         states = [states[report.output_row(indices)] for _, indices in report.rollup_groups(depth)]
         report = report.rollup(depth)
-    if unit is not None:
-        write_text(unit_box_text(report, states, spatial, layer, unit) + "\n", None)
+    if unit is not None:  # wrapped to the width as a table is, not cut by the terminal mid-figure
+        write_text(to_text(Group(Prose(unit_box_text(report, states, spatial, layer, unit))), fitted_width()), None)
         return
     spread = spreads(states, len(spatial))
     emit_report(report, chosen, output, table=partial(receptive_field_table, spreads=spread), choice=choice)

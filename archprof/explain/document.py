@@ -105,7 +105,13 @@ def _step_lines(step: Step, width: int | None) -> list[str]:
             parts.append(part)
     name, *parts = (visible_text(part) for part in (*parts, step.result))
     lines = [f"  {name}"]
-    hang = " " * (len(lines[0]) + 1)
+    # Under the first `=`, or, where a part's longest word would not fit after it ("= " and a wrapped
+    # line's two more before it) but would nearer the left, there ("(features.0.weight)" on 30 columns).
+    longest = max((len(word) for part in parts for word in part.split()), default=0)
+    hang_width = len(lines[0]) + 1
+    if width is not None and hang_width + 4 + longest > width >= 8 + longest:
+        hang_width = width - 4 - longest
+    hang = " " * hang_width
     for part in parts:
         if width is None or len(lines[-1]) + 3 + len(part) <= width:
             lines[-1] += f" = {part}"

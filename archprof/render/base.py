@@ -47,14 +47,16 @@ def fitted_table(
     left: Collection[str] = TEXT_COLUMNS,
     marks: Sequence[Text | None] = (),
     **options,
-) -> Table:
+) -> Table | Group:
     """`columns` (heading -> cells, in display order) as a table laid out by `layout`.
 
     Given a width, the columns first in `priority` that fit are shown (at least `keep`), the
     others (and those not in it) left out rather than cutting cells short, and the caption
-    names them and how to show them; where even those do not fit, the labels (the first column of `priority`) are cut
-    in the middle. `marks[i]` follows row i's label, never cut ("◀ peak"). Given names, the
-    first `labels` of `priority` and those columns, in that order. `rules[i]` draws a rule
+    names them and how to show them; where even those do not fit, the rows one under another
+    (`stacked_rows`, the first `labels` cells on a line) if every name fits the width so, and
+    if not, the last resort, the labels (the first column of `priority`) cut in the middle.
+    `marks[i]` follows row i's label, never cut ("◀ peak"). Given names, the first `labels`
+    of `priority` and those columns, in that order. `rules[i]` draws a rule
     above row i. Text cells and the title are shown as they are, never read as Rich markup
     (a module may be named "[/x]")."""
     order = [h for h in priority if h in columns] + [h for h in columns if h not in priority]
@@ -63,22 +65,32 @@ def fitted_table(
     if label is not None and marks:
         columns = {**columns, label: [_marked(cell, mark) for cell, mark in zip_longest(unmarked, marks)]}
     label_width = None  # the label column's, where even the columns kept do not fit
+    title = Text(title) if isinstance(title, str) else title.copy()
     if layout.columns:
         shown = chosen_columns(order, layout.columns, labels)
     else:
         widths = _widths(columns)
         fitting = _fitting(widths, order, layout.width, keep)
+        too_wide = layout.width is not None and sum(widths[h] + 3 for h in fitting) > layout.width
+        # Where the columns kept do not fit side by side, the rows one under another, if every name fits so.
+        stack = too_wide and _stacked_rows_fit({h: columns[h] for h in fitting}, labels, layout.width)
+        if too_wide and not stack:
+            fitting = _fewest_columns(widths, fitting, layout.width)
         shown = [heading for heading in columns if heading in fitting]  # the table's own order
         left_out = [heading for heading in order if heading not in fitting]
         if left_out:
             notes = (_left_out_note(left_out, layout.width), options.get("caption"))
             options.update(caption="\n".join(filter(None, notes)), caption_justify="left")
+        if stack:
+            caption = options.get("caption")
+            kept = {heading: columns[heading] for heading in shown}
+            caption = Prose(caption) if caption else None
+            return stacked_rows(title, kept, labels=labels, caption=caption, width=layout.width)
         over = sum(widths[h] + 3 for h in shown) - layout.width if layout.width is not None else 0
         if over > 0 and label is not None:
-            # A long name is cut, not the figures beside it (Rich would shrink every column).
+            # The last resort: a long name is cut, not the figures beside it (Rich would shrink every column).
             label_width = max(widths[label] - over, _SHORTEST_LABEL)
             columns = {**columns, label: _cut_labels(unmarked, marks, label_width)}
-    title = Text(title) if isinstance(title, str) else title.copy()
     if layout.width is not None and title.cell_len > layout.width:
         title = Text("\n").join(title.wrap(Console(width=layout.width), layout.width))
     # Wrapped to the width it has, not to a table its columns made narrow (rf --columns
@@ -147,31 +159,44 @@ def label_value_table(
         table.add_row(*row)
     if fits(table, width):
         return table
-    cells = dict(zip(("what", "value", "detail"), (list(cells) for cells in zip(*rows, strict=True)), strict=True))
-    return stacked_rows(Text(title), cells, headed=False)
+    return stacked_rows(Text(title), columns_of(("what", "value", "detail"), rows), headed=False)
 
 
-def stacked_rows(title: Text, columns: dict[str, list], headed: bool = True, caption=None) -> Group:
-    """A table too wide for the terminal, its rows one under another: each row's first cell
-    on a line, then each other column's heading and cell on a line of their own, indented,
-    every figure whole (its heading says what it is, as the table's did). Not `headed` (a
-    table without headings: a figure and its detail), the other cells on one line under the
-    first, side by side, the last wrapping. `caption` follows, as a table's would."""
-    label, *others = columns
+def columns_of(headings: Sequence[str], rows: Sequence[tuple]) -> dict[str, list]:
+    """Rows of cells as columns, by heading (what `stacked_rows` takes)."""
+    return dict(zip(headings, (list(cells) for cells in zip(*rows, strict=True)), strict=True))
+
+
+def stacked_rows(
+    title: Text, columns: dict[str, list], headed: bool = True, caption=None, labels: int = 1, width: int | None = None
+) -> Group:
+    """A table too wide for the terminal, its rows one under another: each row's first `labels`
+    cells on a line, then each other column's heading and cell on a line of their own, indented
+    under the label's text as far as `width` allows (None: all the way), every figure whole (its
+    heading says what it is, as the table's did; an empty cell, none). Not `headed` (a table
+    without headings: a figure and its detail), the other cells on one line under the first,
+    side by side, the last wrapping. `caption` follows, as a table's would."""
+    names, others = list(columns)[:labels], list(columns)[labels:]
     blocks = []
-    for index, cell in enumerate(columns[label]):
+    for index in range(len(columns[names[0]])):
         cells = Table.grid(padding=(0, 3, 0, 0))
         if headed:
             cells.add_column(no_wrap=True)
             cells.add_column(overflow="fold")
             for heading in others:
-                cells.add_row(heading, _no_markup(columns[heading][index]))
+                if _cell_width(columns[heading][index]):
+                    cells.add_row(heading, _no_markup(columns[heading][index]))
         else:
             for heading in others:
                 cells.add_column(no_wrap=heading != others[-1], overflow="fold")
             cells.add_row(*(_no_markup(columns[heading][index]) for heading in others))
-        # Indented as a table's cells are (its edge is a space), the figures two further.
-        blocks += [Padding(Text.assemble(_no_markup(cell), style="bold"), (0, 0, 0, 1)), Padding(cells, (0, 0, 0, 3))]
+        label = Text("  ").join(_no_markup(columns[name][index]) for name in names)
+        indentation = _indentation(label)
+        if width is not None:  # a deep layer's figures, no further than fits
+            indentation = max(min(indentation, width - 3 - _natural_width(cells)), 0)
+        # Indented as a table's cells are (its edge is a space), the figures two further than the label's text.
+        figures = Padding(cells, (0, 0, 0, 3 + indentation))
+        blocks += [Padding(Text.assemble(label, style="bold"), (0, 0, 0, 1)), figures]
     end = [_no_markup(caption)] if caption else []
     return Group(title, Text(), *blocks, Text(), *end)  # blank lines around, as a table's edges
 
@@ -196,6 +221,31 @@ class Prose(Text):
         joined = self.copy()
         joined.plain = _FIGURE_AND_UNIT.sub(lambda match: match[0].replace(" ", _JOINER), self.plain)
         return joined
+
+
+def _stacked_rows_fit(columns: dict[str, list], labels: int, width: int) -> bool:
+    """Whether `stacked_rows(..., columns, labels=labels)` fits `width` with every cell whole:
+    each figure beside its heading, and each word of a label after its indentation (a label
+    wraps between words: a "◀ peak" after a deep layer's name may go under it)."""
+    names, others = list(columns)[:labels], list(columns)[labels:]
+    heading = max((len(heading) for heading in others), default=0)
+    figure = max((_cell_width(cell) for heading in others for cell in columns[heading]), default=0)
+    labels_of_rows = zip(*(columns[name] for name in names), strict=True)
+    label_line = max(
+        _indentation(label) + max(map(cell_len, label.plain.split()), default=0)
+        for label in (Text("  ").join(map(_no_markup, row)) for row in labels_of_rows)
+    )
+    return 1 + label_line <= width and 3 + heading + 3 + figure <= width
+
+
+def _natural_width(renderable) -> int:
+    console = Console(width=UNLIMITED_WIDTH)
+    return Measurement.get(console, console.options, renderable).maximum
+
+
+def _indentation(label: Text) -> int:
+    """The spaces before a label's text (a layer's depth in the tree)."""
+    return len(label.plain) - len(label.plain.lstrip(" "))
 
 
 # One cell wide, no space to Rich (a private-use character: none of archprof's own text has it).
@@ -248,21 +298,26 @@ def _widths(columns: dict[str, list]) -> dict[str, int]:
 
 def _fitting(widths: dict[str, int], order: list[str], width: int | None, keep: int) -> list[str]:
     """The first `keep` columns of `order`, then each that still fits, in order: one too wide
-    is left out, not the narrower ones after it (% Params beside a left-out Activations).
-    Where even the first `keep`, the label cut to its shortest, are too wide, the last of
-    them are left out too, down to the label and one figure: Rich would cut every cell and
-    heading ('118.01…', 'Live aft…' on 40 columns)."""
+    is left out, not the narrower ones after it (% Params beside a left-out Activations)."""
     if width is None:
         return list(order)
     shown = order[:keep]
-    label_cut = max(widths[order[0]] - _SHORTEST_LABEL, 0) if order else 0
-    while len(shown) > 2 and sum(widths[h] + 3 for h in shown) - label_cut > width:
-        shown.pop()
     used = sum(widths[h] + 3 for h in shown)  # padding and divider
     for heading in order[keep:]:
         if used + widths[heading] + 3 <= width:
             shown.append(heading)
             used += widths[heading] + 3
+    return shown
+
+
+def _fewest_columns(widths: dict[str, int], shown: list[str], width: int) -> list[str]:
+    """Where even the columns kept, the label cut to its shortest, are too wide, the last of
+    them left out too, down to the label and one figure: Rich would cut every cell and
+    heading ('118.01…', 'Live aft…' on 40 columns)."""
+    shown = list(shown)
+    label_cut = max(widths[shown[0]] - _SHORTEST_LABEL, 0)
+    while len(shown) > 2 and sum(widths[h] + 3 for h in shown) - label_cut > width:
+        shown.pop()
     return shown
 
 

@@ -14,6 +14,7 @@ from archprof.render.base import (
     Layout,
     Prose,
     bytes_cell,
+    columns_of,
     fits,
     fitted_table,
     label_value_table,
@@ -129,5 +130,4 @@ def measured_table(measured: MeasuredMemory, width: int | None = None) -> Table 
         table.add_row(*row)
     if fits(table, width):
         return table
-    cells = dict(zip(("", *measured.headings), (list(cells) for cells in zip(*rows, strict=True)), strict=True))
-    return stacked_rows(Text(title), cells, caption=Prose(measured.note))
+    return stacked_rows(Text(title), columns_of(("", *measured.headings), rows), caption=Prose(measured.note))

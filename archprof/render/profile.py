@@ -8,7 +8,17 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.render.base import Layout, Prose, dash, fitted_table, indented_layer_name, label_value_table
+from archprof.render.base import (
+    Layout,
+    Prose,
+    columns_of,
+    dash,
+    fits,
+    fitted_table,
+    indented_layer_name,
+    label_value_table,
+    stacked_rows,
+)
 from archprof.report import Report, visible_text
 from archprof.units import human_bytes, human_count, share_text
 
@@ -41,6 +51,10 @@ def profile_table(report: Report, layout: Layout = Layout()) -> Group:
     ]
     cells["Bytes moved"] = _one_unit([row["bytes_moved"] for row in rows], _BYTES)
     passes = f"median of {measured.repeat} passes after {measured.warmup} warm-up"
+    remainder = {"Layer": Text("(between hooks)", style="italic"), "Share": _share(measured.unattributed_share)}
+    remainder["Time"] = remainder_time
+    for heading, column in cells.items():  # the unattributed remainder, under a rule
+        column.append(remainder.get(heading, ""))
     table = fitted_table(
         f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}  ·  "
         f"{measured.device} ({measured.device_name})  ·  {passes}",
@@ -52,15 +66,8 @@ def profile_table(report: Report, layout: Layout = Layout()) -> Group:
         "Roofline: max(FLOPs / peak, bytes moved / bandwidth). Achieved and Intensity count flops + "
         "elementwise_flops; ▲: above the roofline (see the notes).",
         caption_justify="left",
+        rules=[index == len(rows) for index in range(len(rows) + 1)],
     )
-    order = [column.header for column in table.columns]
-    table.add_section()
-    remainder = {
-        "Layer": Text("(between hooks)", style="italic"),
-        "Time": remainder_time,
-        "Share": _share(measured.unattributed_share),
-    }
-    table.add_row(*(remainder.get(name, "") for name in order))
     return Group(table, measured_summary(measured, layout.width))
 
 
@@ -69,7 +76,8 @@ def measured_summary(measured, width: int | None = None) -> Group:
     ceilings, the notes and the cross-check (under the profile table; on the HTML page),
     fitted to `width` characters (None: any)."""
     notes = [Prose(note, style="yellow") for note in measured.notes]
-    parts = (whole_model_table(measured, width), ceilings_text(measured.ceilings), *notes, cross_check_table(measured))
+    checks = cross_check_table(measured, width)
+    parts = (whole_model_table(measured, width), ceilings_text(measured.ceilings), *notes, checks)
     return Group(*parts)
 
 
@@ -129,8 +137,9 @@ def ceilings_text(ceilings) -> Text:
     )
 
 
-def cross_check_table(measured) -> Group:
-    """Each check's verdict, then every mismatch on its own red line."""
+def cross_check_table(measured, width: int | None = None) -> Group:
+    """Each check's verdict, then every mismatch on its own red line; where the verdicts
+    do not fit `width` (None: any) beside their summaries, each summary under its verdict."""
     failed = [check for check in measured.checks if not check.ok]
     if failed:
         title = Text(f"Cross-check: {len(failed)} MISMATCH{'ES' if len(failed) > 1 else ''}", style="bold red")
@@ -141,10 +150,15 @@ def cross_check_table(measured) -> Group:
     table.add_column("check", no_wrap=True)
     table.add_column("summary")
     styles = {"ok": ("ok", "green"), "mismatch": ("MISMATCH", "bold red"), "skipped": ("skipped", "yellow")}
+    rows = []
     for check in measured.checks:
         label, style = styles.get(check.status, (check.status, ""))
-        table.add_row(Text(label, style=style), check.name, Prose(check.summary))
-    parts: list = [table]
+        rows.append((Text(label, style=style), check.name, Prose(check.summary)))
+        table.add_row(*rows[-1])
+    if fits(table, width):
+        parts: list = [table]
+    else:  # Rich cut the summaries' figures ("833,04…") and wrapped them a word a line
+        parts = [stacked_rows(title, columns_of(("status", "check", "summary"), rows), headed=False, labels=2)]
     for line in measured.mismatches:
         parts.append(Prose(f"  MISMATCH {line}", style="bold red"))
     return Group(*parts)

@@ -13,12 +13,15 @@ from rich.text import Text
 
 from archprof.render.base import (
     Layout,
+    Prose,
     bytes_cell,
     count_cell,
     dash,
     fits,
     fitted_table,
+    label_value_table,
     share_cell,
+    stacked_rows,
     subtotal_cell,
     tree_label,
 )
@@ -91,22 +94,20 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
     at = _SUMMARY_PRIORITY.index("% MACs") + 1
     priority = (*_SUMMARY_PRIORITY[:at], *training, *_SUMMARY_PRIORITY[at:])
     table = fitted_table(title, cells, priority, layout, keep=4, rules=rules)
-    parts = [table, totals_table(report)]
+    parts = [table, totals_table(report, layout.width)]
     if report.totals.not_counted:
         parts.append(not_counted_table(report.totals.not_counted))
     return Group(*parts)
 
 
-def totals_table(report) -> Table:
+def totals_table(report, width: int | None = None) -> Table | Group:
+    """Every total, its human and exact figures; where the table does not fit `width` (None:
+    any), each figure under its label (Rich cut them: '11,68…', '46.76' over 'MB')."""
     totals = report.totals
-    table = Table(title="Totals", title_justify="left", show_header=False)
-    table.add_column("what", overflow="fold")  # a long layer name wraps whole, never cut
-    table.add_column("value", justify="right")
-    table.add_column("exact", justify="right", style="dim")
-    for label, value, exact in totals_rows(totals):
-        table.add_row(Text(label), value, exact)  # Text: a layer's name in a label is no markup
-    table.add_row("Input", report.input_text, f"model in {totals.dtype}")
-    return table
+    rows = [(Text(label), value, Prose(exact, style="dim")) for label, value, exact in totals_rows(totals)]
+    rows.append((Text("Input"), report.input_text, Prose(f"model in {totals.dtype}", style="dim")))
+    # a long layer name wraps whole, never cut; the exact figures right-aligned
+    return label_value_table("Totals", rows, width, label_overflow="fold", detail_justify="right")
 
 
 def not_counted_table(not_counted: dict[str, int]) -> Table:
@@ -118,7 +119,7 @@ def not_counted_table(not_counted: dict[str, int]) -> Table:
     return table
 
 
-def zoo_table(models: Iterable[ZooModel], width: int | None = None) -> Table:
+def zoo_table(models: Iterable[ZooModel], width: int | None = None) -> Table | Group:
     """The built-in models, a row each; where the table does not fit `width` unwrapped (None:
     any width), each model's description on the lines under its name, parameters and input,
     not wrapped a word a line in a narrow column."""
@@ -133,15 +134,22 @@ def zoo_table(models: Iterable[ZooModel], width: int | None = None) -> Table:
     table.add_column("Description")
     for row in rows:
         table.add_row(*row)
-    return table if fits(table, width, wrapping=False) else _zoo_list(rows, width)
+    if fits(table, width, wrapping=False):
+        return table
+    headings = [column.header for column in table.columns]
+    name, params = (max(len(text) for text in column) for column in zip(headings[:2], *rows, strict=False))
+    if name + params + max(len(row[2]) for row in rows) + 6 + 2 <= width:  # a model's line and the table's edges
+        return _zoo_list(rows, width, name, params)
+    # Narrower still (its input wrapped under its name, "Default" cut to "…"): a model's figures under its name.
+    cells = dict(zip(headings, ([row[i] for row in rows] for i in range(len(headings))), strict=True))
+    return stacked_rows(Text("Built-in models"), cells, width=width)
 
 
-def _zoo_list(rows: list[tuple[str, str, str, str]], width: int) -> Table:
+def _zoo_list(rows: list[tuple[str, str, str, str]], width: int, name: int, params: int) -> Table:
     """The zoo with each description under its model's line (the names, figures and shapes,
-    ASCII all, aligned as a table's columns), a line's worth of room for it. The last heading
-    takes two lines where the headings do not fit on one, as a table's heading wraps."""
+    ASCII all, aligned as a table's columns, `name` and `params` wide), a line's worth of room
+    for it. The last heading takes two lines where the headings do not fit on one, as a table's heading wraps."""
     headings = ("Name", "Params", "Default input")
-    name, params, _ = (max(len(text) for text in column) for column in zip(headings, *rows, strict=False))
 
     def line(cells) -> str:
         return f"{cells[0]:<{name}}   {cells[1]:>{params}}   {cells[2]}"
