@@ -60,6 +60,14 @@ Modelled (PyTorch 2.x, CPU):
   check's. A call on meta with `num_classes` given is run as the CPU runs it, the `item()`
   reads and the checks on their values left out (meta holds no values); without
   `num_classes` the class count is a value, and the composite road raises on meta.
+- mish's gradient: a CPU runs `mish_backward` as one fused kernel, its gradient its only
+  tensor; the meta device has no kernel of its own for it, so autograd's key runs its
+  CompositeImplicitAutograd formula above the dispatch mode (softplus, tanh, sigmoid and six
+  more operators, four maps held at once: 65,536 B over a CPU step's peak for a mish of an
+  8-channel 16x16 map at batch 2). While active, mish_backward on meta is handed down whole
+  (an AutogradMeta kernel of the process's dispatcher, registered on entry and removed on
+  exit), and the catalogue's shape formula answers it as its CPU kernel lays it out; where
+  autograd records it (a double backward), the composite runs as on any device.
 - recurrent layers: `nn.LSTM` runs `mkldnn_rnn_layer` per layer and direction where
   RNN.cpp's `use_mkldnn` takes it (oneDNN enabled; float32, bfloat16 where the processor
   has oneDNN's bfloat16 instructions, float16 likewise and only without autograd; no
@@ -94,6 +102,9 @@ _FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _ONEDNN_LSTM_MODE = 2  # ideep::rnn_kind::LSTM
 _NATIVE_BATCH_NORM = torch.ops.aten.native_batch_norm.default
 _NATIVE_GROUP_NORM = torch.ops.aten.native_group_norm.default
+_MISH_BACKWARD = torch.ops.aten.mish_backward.default
+# Composite operators that reach the trace whole, as a CPU runs them: their own kernel there.
+HANDED_DOWN_WHOLE = frozenset({"aten.mish_backward"})
 
 
 class DeviceKernels:
@@ -116,6 +127,7 @@ class DeviceKernels:
         self._group_norm_function = torch.group_norm
         self._linear_function = torch.nn.functional.linear
         self._one_hot_function = torch.nn.functional.one_hot
+        self._library: torch.library.Library | None = None  # while active: mish_backward's kernel on meta
 
     def __enter__(self) -> DeviceKernels:
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
@@ -131,6 +143,8 @@ class DeviceKernels:
         torch.group_norm = self._routed_group_norm
         torch.nn.functional.linear = self._routed_linear
         torch.nn.functional.one_hot = self._routed_one_hot
+        self._library = torch.library.Library("aten", "IMPL")
+        self._library.impl("mish_backward", _whole_mish_backward, "AutogradMeta")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -141,6 +155,7 @@ class DeviceKernels:
         torch.group_norm = self._group_norm_function
         torch.nn.functional.linear = self._linear_function
         torch.nn.functional.one_hot = self._one_hot_function
+        self._library._destroy()  # mish_backward's AutogradMeta kernel gone with it
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
         if input.device.type not in ("meta", "cpu") or input.numel() == 0:
@@ -234,6 +249,17 @@ def _check_batch_norm_features(input, weight, bias, running_mean, running_var, t
     for name, tensor in named:
         if tensor is not None and tensor.numel() != features:
             raise RuntimeError(f"{name} should contain {features} elements not {tensor.numel()}")
+
+
+def _whole_mish_backward(grad_output, input):
+    """aten.mish_backward on meta as a CPU runs it: one operator, handed below autograd to the
+    dispatch mode (the trace's recorder) whole, not decomposed there by its composite formula;
+    where autograd would record the call (a gradient of the gradient), the composite formula,
+    as on any device."""
+    if torch.is_grad_enabled() and (grad_output.requires_grad or input.requires_grad):
+        return _MISH_BACKWARD.decompose(grad_output, input)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _MISH_BACKWARD(grad_output, input)
 
 
 def _cpu_linear(input, weight, bias=None):

@@ -564,6 +564,7 @@ PROFILED_STEPS = {
     "divided by its sum": (DividedByItsSum, (2, 3, 16, 16)),
     "a pooled map nothing reads": (IgnoredPool, (2, 3, 16, 16)),
     "a scaled mean nothing reads": (IgnoredScaledMean, (2, 3, 16, 16)),
+    "a mish after a convolution": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Mish()), (2, 3, 16, 16)),
 }
 
 
@@ -621,7 +622,9 @@ def test_the_training_peak_matches_the_profiler(name):
     copy of that gradient for the matrix product after it); padding a channels-last map contiguous
     (the meta kernel's layout; a CPU pads it channels last), the padded channels-last map 5,632 B
     short; making a batch norm's input gradient where its mask does not ask for one (as the meta
-    kernel does, not the CPU's), the batch norm of the input 24 B over."""
+    kernel does, not the CPU's), the batch norm of the input 24 B over; decomposing mish's
+    gradient into its composite formula on meta (the CPU runs one fused kernel), the mish after
+    a convolution 65,536 B over (four maps)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

@@ -410,7 +410,7 @@ _add(
 _add(
     Family.POINTWISE,
     "gelu_backward sigmoid_backward tanh_backward silu_backward hardtanh_backward hardswish_backward"
-    " hardsigmoid_backward softplus_backward hardshrink_backward softshrink_backward",
+    " hardsigmoid_backward softplus_backward hardshrink_backward softshrink_backward mish_backward",
     shape=shapes.broadcast_shape,
 )
 _add(
