@@ -637,6 +637,18 @@ class ClampedAroundItsMean(nn.Module):
         return y.clamp(mean - 0.1, mean + 0.1)
 
 
+class RunningProduct(nn.Module):
+    """A running product along the channels: its gradient, `cumprod_backward`, is a composite
+    operator that a CPU step runs as one operator (its temporaries workspace inside it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).cumprod(1)
+
+
 class IgnoredPool(nn.Module):
     """A max pool whose result nothing reads, as DLA's trees pass a pooled map to a block
     that ignores it: its autograd node dies with the result, and with it the indices it

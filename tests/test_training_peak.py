@@ -51,6 +51,7 @@ from tests.models import (
     Residual,
     ResponseNorm,
     ReturnsAParameter,
+    RunningProduct,
     ScaledByNumbers,
     SkipsHeldInLocals,
     SliceAssignedBeforeSoftmax,
@@ -569,6 +570,7 @@ PROFILED_STEPS = {
     "a mish after a convolution": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Mish()), (2, 3, 16, 16)),
     "each map's largest magnitude": (LargestMagnitudes, (2, 3, 16, 16)),
     "clamped around its mean": (ClampedAroundItsMean, (2, 3, 16, 16)),
+    "a running product": (RunningProduct, (2, 3, 16, 16)),
 }
 
 
@@ -635,7 +637,9 @@ def test_the_training_peak_matches_the_profiler(name):
     (`self_abs`, freed before the product after it); combining clamp's masks out of place (the
     road of a tensor that looks like a subclass), the map clamped around its mean 4,096 B over
     (a mask), and in place but ending the statement there, as in-place ops on a named tensor do,
-    4,096 B short (the mask it reads, freed before the `where`)."""
+    4,096 B short (the mask it reads, freed before the `where`); running cumprod's gradient as
+    its composite formula's operators on meta (the road of a tensor that looks like a subclass,
+    where a CPU runs one operator), the running product 155,648 B over."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
