@@ -410,13 +410,15 @@ def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
     readers: dict[int, int] = {}  # tensor id -> the steps of its maker's node that read it so far
     named = set()
     for index, op in enumerate(steps):
-        for tensor_id in {tensor.id for tensor in op.inputs}:
-            made = maker.get(tensor_id)
-            if made is not None and release[made[0]] == release[index]:
-                readers[tensor_id] = readers.get(tensor_id, 0) + 1
-                if readers[tensor_id] == 2:
-                    named.add(made[1])
-        if not (op.writes_input or op.is_view):
+        if maker:
+            for tensor_id in {tensor.id for tensor in op.inputs}:
+                made = maker.get(tensor_id)
+                if made is not None and release[made[0]] == release[index]:
+                    readers[tensor_id] = readers.get(tensor_id, 0) + 1
+                    if readers[tensor_id] == 2:
+                        named.add(made[1])
+        # A step its node ends with (a forward op, a one-op node) makes nothing its node reads again.
+        if release[index] != index and not (op.writes_input or op.is_view):
             for tensor in op.outputs:
                 maker[tensor.id] = (index, tensor.storage)
     return named
