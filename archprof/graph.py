@@ -167,6 +167,12 @@ class EngineNotes:
     # of its gradients in one C++ statement (`return {grad * other * recip, grad * -self * recip}`,
     # atan2's): each temporary is held to the end of that statement, the node's last op.
     one_statement_ops: set[int] = field(default_factory=set)
+    # The indices (in `Graph.backward_ops`) of the ops a CPU's gradient formula runs in place on
+    # a tensor it made, where the trace's ran them out of place (`TrainingRecorder`'s
+    # `_IN_PLACE_ON_A_CPU`): each goes on with the statement it writes into, as the C++ does
+    # (`t.add(1).sub_(y).mul_(s)`), its operands held to that statement's end (clamp's masks,
+    # named locals of a block that ends with the `where` reading their combination).
+    in_place_ops: set[int] = field(default_factory=set)
     # The CPU random-number states taken while the step ran (torch.get_rng_state(): a uint8
     # tensor, 5,056 B on a CPU), as (steps run when it was taken, steps run when it died, or
     # None where it outlived the backward pass, its bytes), the forward's and the backward's ops

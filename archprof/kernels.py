@@ -61,6 +61,21 @@ Modelled (PyTorch 2.x, CPU):
   check's. A call on meta with `num_classes` given is run as the CPU runs it, the `item()`
   reads and the checks on their values left out (meta holds no values); without
   `num_classes` the class count is a value, and the composite road raises on meta.
+- mish's gradient: a CPU runs `mish_backward` as one fused kernel, its gradient its only
+  tensor; the meta device has no kernel of its own for it, so autograd's key runs its
+  CompositeImplicitAutograd formula above the dispatch mode (softplus, tanh, sigmoid and six
+  more operators, four maps held at once: 65,536 B over a CPU step's peak for a mish of an
+  8-channel 16x16 map at batch 2). While active, mish_backward on meta is handed down whole
+  (an AutogradMeta kernel of the process's dispatcher, registered on entry and removed on
+  exit), and the catalogue's shape formula answers it as its CPU kernel lays it out; where
+  autograd records it (a double backward), the composite runs as on any device.
+- cumprod's gradient: `cumprod_backward` is a composite operator on every device, which a
+  CPU step runs as one operator of its own (its products, masks and running sums freed inside
+  it: workspace, whichever road the input's zeros take), and which on meta runs above the
+  dispatch mode, and down the road of a tensor that looks like a subclass (a product and a
+  cumprod per element along the dimension, 38 operators for 8 channels: 155,648 B over for
+  2 x 8 16x16 maps). Handed down whole as mish's, where it computes anything (more than one
+  element along the dimension, a real input; else the composite returns the gradient itself).
 - recurrent layers: `nn.LSTM` runs `mkldnn_rnn_layer` per layer and direction where
   RNN.cpp's `use_mkldnn` takes it (oneDNN enabled; float32, bfloat16 where the processor
   has oneDNN's bfloat16 instructions, float16 likewise and only without autograd; no
@@ -110,6 +125,8 @@ _SVD = torch.ops.aten._linalg_svd.default
 _SYMMETRIC_EIGEN = torch.ops.aten._linalg_eigh.default
 _EIGEN = torch.ops.aten.linalg_eig.default
 _EIGENVALUES = torch.ops.aten._linalg_eigvals.default
+_MISH_BACKWARD = torch.ops.aten.mish_backward.default
+_CUMPROD_BACKWARD = torch.ops.aten.cumprod_backward.default
 
 
 class DeviceKernels:
@@ -133,6 +150,7 @@ class DeviceKernels:
         self._linear_function = torch.nn.functional.linear
         self._one_hot_function = torch.nn.functional.one_hot
         self._values_functions = _values_functions()
+        self._library: torch.library.Library | None = None  # while active: `HANDED_DOWN_WHOLE`'s kernels
 
     def __enter__(self) -> DeviceKernels:
         self._attention_function = torch.nn.functional.scaled_dot_product_attention
@@ -151,6 +169,9 @@ class DeviceKernels:
         torch.nn.functional.one_hot = self._routed_one_hot
         for name, routed in _VALUES_ONLY.items():
             setattr(torch.linalg, name, functools.partial(routed, self._values_functions[name]))
+        self._library = torch.library.Library("aten", "IMPL")
+        for name, kernel in _WHOLE_ON_META.items():
+            self._library.impl(name.removeprefix("aten."), kernel, "AutogradMeta")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -163,6 +184,7 @@ class DeviceKernels:
         torch.nn.functional.one_hot = self._one_hot_function
         for name, function in self._values_functions.items():
             setattr(torch.linalg, name, function)
+        self._library._destroy()  # the AutogradMeta kernels gone with it
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
         if input.device.type not in ("meta", "cpu") or input.numel() == 0:
@@ -297,6 +319,36 @@ def _check_batch_norm_features(input, weight, bias, running_mean, running_var, t
     for name, tensor in named:
         if tensor is not None and tensor.numel() != features:
             raise RuntimeError(f"{name} should contain {features} elements not {tensor.numel()}")
+
+
+def _whole_mish_backward(grad_output, input):
+    """aten.mish_backward on meta as a CPU runs it: one operator, handed below autograd to the
+    dispatch mode (the trace's recorder) whole, not decomposed there by its composite formula;
+    where autograd would record the call (a gradient of the gradient), the composite formula,
+    as on any device."""
+    if _recorded_by_autograd(grad_output, input):
+        return _MISH_BACKWARD.decompose(grad_output, input)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _MISH_BACKWARD(grad_output, input)
+
+
+def _whole_cumprod_backward(grad, input, dim: int, output):
+    """aten.cumprod_backward on meta as a CPU runs it: one operator, as `_whole_mish_backward`;
+    the composite where it returns the gradient itself or works on complex numbers."""
+    if _recorded_by_autograd(grad, input, output) or input.is_complex() or input.numel() <= 1 or input.size(dim) == 1:
+        return _CUMPROD_BACKWARD.decompose(grad, input, dim, output)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _CUMPROD_BACKWARD(grad, input, dim, output)
+
+
+def _recorded_by_autograd(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
+
+
+# Composite operators handed down whole on meta while `DeviceKernels` is active, as a CPU
+# runs them (an operator of its own there): their AutogradMeta kernels.
+_WHOLE_ON_META = {"aten.mish_backward": _whole_mish_backward, "aten.cumprod_backward": _whole_cumprod_backward}
+HANDED_DOWN_WHOLE = frozenset(_WHOLE_ON_META)
 
 
 def _cpu_linear(input, weight, bias=None):

@@ -25,6 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from archprof.errors import short_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
+from archprof.kernels import HANDED_DOWN_WHOLE
 from archprof.operators import Family, Layout, find_operator
 from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
@@ -633,7 +634,7 @@ class OpInfo:
     # Runs as the operators it calls on any device (aten.linear, aten.flatten): a C++
     # CompositeImplicitAutograd kernel (not a Python decomposition, which native_batch_norm
     # has too) and no meta or CPU kernel of its own (silu_backward's composite serves other
-    # devices).
+    # devices), and not handed down whole as a CPU runs it (`kernels.HANDED_DOWN_WHOLE`).
     composite: bool
 
     @staticmethod
@@ -662,7 +663,7 @@ class OpInfo:
             elementwise=operator is not None
             and operator.family is Family.POINTWISE
             and operator.layout in _ELEMENTWISE,
-            composite=_runs_as_composite(func.name()),
+            composite=_runs_as_composite(func.name()) and str(func.overloadpacket) not in HANDED_DOWN_WHOLE,
         )
 
 

@@ -43,12 +43,16 @@ _GROUP_NORM_NODE = "NativeGroupNormBackward0"
 # (FunctionsManual.cpp's isTensorSubclassLike branches): a second tensor a real step never makes.
 _ZEROS = frozenset({"aten.new_zeros", "aten.zeros", "aten.zeros_like"})
 _FILLS_ZEROS = frozenset({"aten.index_add", "aten.index_put", "aten.scatter", "aten.scatter_add"})
-# The node of binary_cross_entropy_with_logits's gradient, whose formula works in place where
-# grad mode is off and nothing looks like a subclass, as in a real backward pass: each `sub`
-# and `mul` of a tensor it made (`t.add(1).sub_(y).mul_(x.sigmoid()).sub_(t).mul_(grad)`, or
-# `x.sigmoid().sub_(y).mul_(grad)`, then `.mul_(weight)`), out of place under a dispatch mode.
-_LOGITS_LOSS_NODE = "BinaryCrossEntropyWithLogitsBackward0"
-_IN_PLACE_IN_THE_LOGITS_LOSS = frozenset({"aten.sub", "aten.mul"})
+# Gradient formulas that work in place on a tensor they made where nothing looks like a
+# subclass (and grad mode is off), as in a real backward pass, but out of place under a dispatch
+# mode: the node -> the operators it runs so. binary_cross_entropy_with_logits's, each `sub` and
+# `mul` (`t.add(1).sub_(y).mul_(x.sigmoid()).sub_(t).mul_(grad)`, or `x.sigmoid().sub_(y).mul_(grad)`,
+# then `.mul_(weight)`); clamp's between tensor bounds, the masks it combines
+# (`self_ge_min.logical_and_(self_le_max)`, `self_gt_max.logical_or_(max_lt_min)`).
+_IN_PLACE_ON_A_CPU = {
+    "BinaryCrossEntropyWithLogitsBackward0": frozenset({"aten.sub", "aten.mul"}),
+    "ClampBackward0": frozenset({"aten.logical_and", "aten.logical_or"}),
+}
 # Nodes whose gradient formula returns all of its gradients from one C++ statement
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
@@ -170,15 +174,17 @@ class TrainingRecorder(Recorder):
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
         phase, origin = self._backward_origin(node)
         module = self._forward_ops[origin].module if origin >= 0 else None
-        if (info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors)) or (
-            info.name in _IN_PLACE_IN_THE_LOGITS_LOSS
-            and node is not None
-            and node.name() == _LOGITS_LOSS_NODE
+        in_place_on_a_cpu = (
+            node is not None
+            and info.name in _IN_PLACE_ON_A_CPU.get(node.name(), ())
             and self._made_by_the_node(tensors, origin)
-        ):
+        )
+        if in_place_on_a_cpu or (info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors)):
             info = replace(info, writes_input=True)  # as the real step runs it
         kept, storages = len(self._kept), self._next_storage
         super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
+        if in_place_on_a_cpu:
+            self.engine.in_place_ops.add(len(self.ops) - 1)
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)

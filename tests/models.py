@@ -604,6 +604,51 @@ class DividedByItsSum(nn.Module):
         return self.head(y / (y.sum(dim=-1, keepdim=True) + 1.0))
 
 
+class LargestMagnitudes(nn.Module):
+    """Each map's largest magnitude, `linalg.vector_norm(y, inf, dim=(2, 3))`: its gradient
+    names `self_abs` and `mask = self_abs.eq(norm).logical_or(self_abs.isnan())`, each read by
+    two later operators, which live until the formula returns, while the two masks `mask` is
+    made of are freed once it is made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return torch.linalg.vector_norm(self.conv(x), float("inf"), dim=(2, 3))
+
+
+class ClampedAroundItsMean(nn.Module):
+    """A map clamped between two tensors, its channel mean less and plus 0.1: clamp's gradient
+    combines its masks in place on a CPU (`self_ge_min.logical_and_(self_le_max)`), named locals
+    held until the `where` that reads them has run; out of place under a dispatch mode. With
+    `bounds_learn`, the bounds take gradients too, each of its own masks and `where`."""
+
+    def __init__(self, bounds_learn: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bounds_learn = bounds_learn
+
+    def forward(self, x):
+        y = self.conv(x)
+        mean = y.mean(1, keepdim=True)
+        if not self.bounds_learn:
+            mean = mean.detach()
+        return y.clamp(mean - 0.1, mean + 0.1)
+
+
+class RunningProduct(nn.Module):
+    """A running product along the channels: its gradient, `cumprod_backward`, is a composite
+    operator that a CPU step runs as one operator (its temporaries workspace inside it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).cumprod(1)
+
+
 class IgnoredPool(nn.Module):
     """A max pool whose result nothing reads, as DLA's trees pass a pooled map to a block
     that ignores it: its autograd node dies with the result, and with it the indices it

@@ -543,3 +543,32 @@ def test_a_module_passed_in_runs_matmul_as_its_weights_requiring_grad_make_it():
         archprof.analyze(model, input_size=(50, 64), batch=3).totals
         == archprof.analyze("tests/test_memory_kernels.py:LinearOnTransposed", input_size=(50, 64), batch=3).totals
     )
+
+
+# --- mish's gradient --------------------------------------------------------------------------------
+
+
+# A training trace's seed, the saved tensors' detaches and AccumulateGrad's copies into `.grad`.
+NOT_COMPUTING = {"aten.ones_like", "aten.detach", "aten.new_empty_strided", "aten.copy_"}
+
+
+def test_mishs_gradient_runs_as_the_cpus_one_kernel():
+    """The oracle: the operators of a real CPU training step, whose mish gradient is one fused
+    kernel (aten.mish_backward); on meta its composite formula ran in its place (softplus,
+    tanh, sigmoid and six more: four maps held at once). The process's dispatcher is left as
+    the trace found it: outside a trace, mish_backward on meta is its composite formula again."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Mish())
+    x = torch.randn(2, 3, 8, 8)
+    output = model(x)
+    seed = torch.ones_like(output)
+    with OperatorNames() as cpu:
+        output.backward(seed)
+    graph = trace(model, [x.shape], training=True)
+    computed = [op.op for op in graph.backward_ops if op.op not in NOT_COMPUTING]
+    assert computed == [name for name in cpu.names if name not in NOT_COMPUTING]
+    assert computed == ["aten.mish_backward", "aten.convolution_backward"]
+    assert not torch._C._dispatch_has_kernel_for_dispatch_key("aten::mish_backward", torch._C.DispatchKey.AutogradMeta)
+    meta = torch.empty(2, 3, device="meta")
+    with OperatorNames() as outside:
+        torch.ops.aten.mish_backward(meta, meta)
+    assert "aten.mish_backward" not in outside.names

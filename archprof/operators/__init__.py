@@ -244,6 +244,10 @@ _add(Family.REDUCTION, "logsumexp", costs.logsumexp_cost)
 _add(Family.REDUCTION, "cumsum cumprod cummax cummin", costs.reduction_cost)
 # log(exp(running) + exp(x)) per element: exp, accumulate and log, 3 per element (logsumexp's 2 and its log)
 _add(Family.REDUCTION, "logcumsumexp", costs.per_output_element(3))
+# cumprod's gradient, handed down whole as a CPU runs it (`kernels`): on an input without a
+# zero, a product, a running sum and a quotient per element (`reversed_cumsum(output * grad,
+# dim).div(input)`).
+_add(Family.REDUCTION, "cumprod_backward", costs.per_output_element(3), shapes.broadcast_shape)
 _add(Family.REDUCTION, "count_nonzero", costs.reduction_cost)  # a comparison and a count per input element
 # torch.fft: every output reads every unit along the transformed dimensions.
 _add(Family.REDUCTION, "_fft_c2c", costs.fft_cost(complex_input=True, complex_output=True))
@@ -410,7 +414,7 @@ _add(
 _add(
     Family.POINTWISE,
     "gelu_backward sigmoid_backward tanh_backward silu_backward hardtanh_backward hardswish_backward"
-    " hardsigmoid_backward softplus_backward hardshrink_backward softshrink_backward",
+    " hardsigmoid_backward softplus_backward hardshrink_backward softshrink_backward mish_backward",
     shape=shapes.broadcast_shape,
 )
 _add(

@@ -235,6 +235,7 @@ def _liveness(
     died: dict[int, int] | None = None,
     held_between: Iterable[tuple[int, int | None, int]] = (),
     one_statement: set[int] = frozenset(),
+    in_place: set[int] = frozenset(),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -248,7 +249,8 @@ def _liveness(
     `held_between` are tensors no step reads or makes either, each as (the steps run when it
     was made, those run when it died or None: to the end, its bytes: `EngineNotes.random_states`);
     a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
-    (`EngineNotes.one_statement_ops`)."""
+    (`EngineNotes.one_statement_ops`), and one in `in_place` writes in place and goes on with its
+    statement (`EngineNotes.in_place_ops`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -283,7 +285,8 @@ def _liveness(
 
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
-    statement_ends = _statement_ends(steps, release, one_statement) if release is not None else None
+    named = _named_locals(steps, release) if release is not None else set()
+    statement_ends = _statement_ends(steps, release, one_statement, named, in_place) if release is not None else None
     start = live = sum(size[s] for s in held_from_start)
     for storage, nbytes in size.items():
         if storage in held_from_start:
@@ -294,7 +297,7 @@ def _liveness(
         if 0 <= last[storage] < count:
             steps_run = died.get(storage)
             if steps_run is None:
-                freed[_freed_after(first[storage], last[storage], release, statement_ends)] += nbytes
+                freed[_freed_after(first[storage], last[storage], release, statement_ends, storage in named)] += nbytes
             else:
                 freed[max(last[storage], steps_run - 1)] += nbytes
     for made_at, last_read, nbytes in numbers:
@@ -334,32 +337,45 @@ def _allocated(op: OpNode, tensor: TensorMeta) -> int:
     return tensor.nbytes
 
 
-def _freed_after(first: int, last: int, release: list[int] | None, statement_ends: list[int] | None) -> int:
+def _freed_after(
+    first: int, last: int, release: list[int] | None, statement_ends: list[int] | None, named: bool = False
+) -> int:
     """The step after which a storage made (or first read) at step `first` and read last at
     step `last` is freed: `release[last]`, the end of the autograd node that read it last;
     but a temporary, made and read again inside one node (the product that AddcmulBackward
     sums into a weight's gradient), at the end of the C++ statement that read it last
-    (`_statement_ends`), where C++ drops it."""
+    (`_statement_ends`), where C++ drops it, unless it is `named` (`_named_locals`): a local
+    variable of the node's formula, dropped as the formula returns."""
     if release is None or statement_ends is None:
         return last
-    if 0 <= first < last and release[first] == release[last]:
+    if 0 <= first < last and release[first] == release[last] and not named:
         return statement_ends[last]
     return release[last]
 
 
-def _statement_ends(steps: list[OpNode], release: list[int], one_statement: set[int] = frozenset()) -> list[int]:
-    """For each step, the last step of the C++ statement it belongs to, as far as the ops
-    show it: a statement is a run of consecutive steps of one autograd node, each making a
-    new tensor that a later one in the run reads, up to a step whose result the run does not
-    read (its root). A view or an in-place write ends a run, as it does when C++ works on a
-    named tensor (CopySlices' copy of the gradient, written in place and viewed in several
-    statements). C++ frees the temporaries of an expression when the statement ends: DivBackward's
-    `-grad * ((self / other) / other)` holds both quotients and the negation until the product
-    is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)` its masks and
-    quotient until masked_fill_ has run. A step that nothing after it in the run reads (the
-    engine's sum of a broadcast gradient, another output's formula) ends a statement of its own;
-    but a step in `one_statement` ends with its node (`release`): atan2's and cdist's gradient
-    formulas make all their gradients in one statement."""
+def _statement_ends(
+    steps: list[OpNode],
+    release: list[int],
+    one_statement: set[int] = frozenset(),
+    named: set[int] = frozenset(),
+    in_place: set[int] = frozenset(),
+) -> list[int]:
+    """For each step, the last step of the C++ statement it belongs to, as far as the ops show
+    it: a statement is a run of consecutive steps of one autograd node, each making a new tensor
+    that a later one in the run reads, up to a step whose result the run does not read (its
+    root). A view or an in-place write ends a run, as it does when C++ works on a named tensor
+    (CopySlices' copy of the gradient, written in place and viewed in several statements), but a
+    write in `in_place`, which goes on with its statement (clamp's masks, combined in place and
+    read by the `where` after). C++ frees the temporaries of an expression when the statement
+    ends: DivBackward's `-grad * ((self / other) / other)` holds both quotients and the negation
+    until the product is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`
+    its masks and quotient until masked_fill_ has run. A step that nothing after it in the run
+    reads (the engine's sum of a broadcast gradient, another output's formula) ends a statement
+    of its own; but a step in `one_statement` ends with its node (`release`): atan2's and
+    cdist's gradient formulas make all their gradients in one statement. A step making a storage
+    in `named` (a local variable of the formula) ends its statement too: `mask =
+    self_abs.eq(norm).logical_or(self_abs.isnan())` frees its two masks once `mask` is made,
+    though later statements read it."""
     ends = list(range(len(steps)))
     returned = _returning_statements(steps, release, one_statement)
     root, read_in_run = -1, set()
@@ -371,14 +387,41 @@ def _statement_ends(steps: list[OpNode], release: list[int], one_statement: set[
         joins = (
             root >= 0
             and release[index] == release[root]
-            and not (op.writes_input or op.is_view)  # a named tensor's, as CopySlices' result
+            # a write into a named tensor (CopySlices' result), or a view of one
+            and not ((op.writes_input and index not in in_place) or op.is_view)
             and any(tensor.storage in read_in_run for tensor in op.outputs)
+            and not any(tensor.storage in named for tensor in op.outputs)
         )
         if not joins:
             root, read_in_run = index, set()
         ends[index] = root
         read_in_run.update(tensor.storage for tensor in op.inputs)
     return ends
+
+
+def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
+    """The storages of a node's tensors that are local variables of its C++ formula, as far as
+    the ops show them: those two or more later ops of the node read. An unnamed temporary is
+    read once, by the operator it is passed to; one read twice was given a name, and lives until
+    the formula returns (norm(p=inf)'s `self_abs` and `mask`, read by the statements after the
+    one that made them). A local read once looks like a temporary (logcumsumexp's
+    `log_grad_positive`, freed here at its reader's statement, though held to the return)."""
+    maker: dict[int, tuple[int, int]] = {}  # tensor id -> the step that made it, its storage
+    readers: dict[int, int] = {}  # tensor id -> the steps of its maker's node that read it so far
+    named = set()
+    for index, op in enumerate(steps):
+        if maker:
+            for tensor_id in {tensor.id for tensor in op.inputs}:
+                made = maker.get(tensor_id)
+                if made is not None and release[made[0]] == release[index]:
+                    readers[tensor_id] = readers.get(tensor_id, 0) + 1
+                    if readers[tensor_id] == 2:
+                        named.add(made[1])
+        # A step its node ends with (a forward op, a one-op node) makes nothing its node reads again.
+        if release[index] != index and not (op.writes_input or op.is_view):
+            for tensor in op.outputs:
+                maker[tensor.id] = (index, tensor.storage)
+    return named
 
 
 def _returning_statements(steps: list[OpNode], release: list[int], one_statement: set[int]) -> set[int]:
@@ -436,7 +479,9 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     - a temporary of a node (made by one of its ops and read again only inside it: the
       product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
       statement that read it last (`_statement_ends`: the run of the node's ops that each
-      make what a later one reads, up to the op whose result the run does not read);
+      make what a later one reads, up to the op whose result the run does not read); but one
+      two later ops of the node read, a local variable of its formula, when the node has run
+      (`_named_locals`);
     - a result of a node's op that nothing reads (a gradient of an input that wants none, made
       with the others at once: oneDNN LSTM's initial states') as soon as the op returns
       (`_dropped_at_once`), before the engine casts the node's other gradients to their
@@ -517,6 +562,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         died,
         graph.engine.random_states,
         {forward + index for index in graph.engine.one_statement_ops},
+        {forward + index for index in graph.engine.in_place_ops},
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
