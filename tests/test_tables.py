@@ -857,3 +857,19 @@ def test_prose_wraps_between_words_never_between_a_figure_and_its_unit():
         "workspace)",
     ]
     assert to_text(Group(Prose(line)), 200) == to_text(Text(line), 200)
+
+
+def test_a_table_a_few_characters_too_wide_keeps_a_row_a_layer():
+    """On 70 columns resnet18's summary is 5 characters too wide for its longest names: it keeps
+    one line a layer (stacked, each of its rows would take four), each name cut in the middle
+    keeping two thirds of itself at least. Names from torch's modules."""
+    output = at_width(70, "summary", "resnet18").stdout
+    assert every_line_fits(output, 70)
+    rows = [line.split()[0] for line in output.splitlines()[4:] if line.strip() and not line.startswith(" ─")]
+    names = leaf_names("resnet18")
+    whole = [row for row in rows if row in names]
+    cut = [row for row in rows if "…" in row]
+    assert cut and len(whole) + len(cut) >= len(names)
+    for row in cut:
+        start, end = row.split("…")
+        assert any(n.startswith(start) and n.endswith(end) and 3 * len(row) >= 2 * len(n) for n in names), row
