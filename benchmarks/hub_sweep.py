@@ -22,7 +22,12 @@ FlopCounterMode's convolution gradient ignores groups (a depthwise convolution's
 gradient counted as a dense one's, C times over), so the reference counts each gradient
 of a convolution as its forward, by FlopCounterMode's own forward formula; and attention
 runs as its math decomposition in both (the CPU's flash kernel, which archprof models and
-FlopCounterMode on meta cannot run, turned off for the sweep).
+FlopCounterMode on meta cannot run, turned off for the sweep). One difference is left, the
+reference's: an `nn.LSTM` (timm's sequencer2d_*) runs oneDNN's `mkldnn_rnn_layer` on a CPU,
+whose gradient computes every gradient at once (input, hidden states, both weights: twice
+the forward's products), as archprof counts it; FlopCounterMode on meta runs its per-step
+decomposition, whose backward skips the gradients nothing needs (the first step's hidden
+state, an input that requires none), so those models read "wrong" by that much.
 
 `--families` sweeps torchvision's other families instead (segmentation, video, optical_flow,
 detection, quantization; classification, the default, is torchvision's classifiers and all
@@ -269,7 +274,9 @@ def markdown(
         " each gradient of a convolution counted as its forward by FlopCounterMode's own forward formula (its"
         " convolution_backward formula ignores groups: a depthwise weight gradient C times over), and attention"
         " as its math decomposition in both (the CPU's flash kernel, which archprof models, turned off: on meta"
-        " FlopCounterMode runs the math one)."
+        " FlopCounterMode runs the math one). An LSTM's training FLOPs differ, the reference's limit: a CPU's"
+        " oneDNN LSTM gradient computes every gradient (archprof's count), the decomposition on meta skips those"
+        " nothing needs."
         if training
         else ""
     )
