@@ -1056,6 +1056,61 @@ def test_channels_of_different_fields_made_positions_are_a_marked_bound(model):
     assert all(_contains(given, true) for given, true in boxes) and any(g != t for g, t in boxes), boxes
 
 
+class PathsShuffled(nn.Module):
+    """Paths of `sizes` channels (a convolution of each of `kernels`, "same" padding) side by
+    side, pixel-shuffled by 2; then the one channel `pick`, or all."""
+
+    def __init__(self, sizes: tuple[int, ...], kernels: tuple[int, ...], pick: int | None = None):
+        super().__init__()
+        self.paths = nn.ModuleList(nn.Conv2d(1, n, k, padding=k // 2) for n, k in zip(sizes, kernels, strict=True))
+        self.pick = pick
+
+    def forward(self, x):
+        shuffled = F.pixel_shuffle(torch.cat([path(x) for path in self.paths], 1), 2)
+        return shuffled if self.pick is None else shuffled[:, self.pick : self.pick + 1]
+
+
+# Units of a 16x16 output at every position of their 2x2 blocks, inside and at the borders.
+SHUFFLED_UNITS = [(0, 0), (0, 1), (1, 0), (1, 1), (7, 8), (8, 7), (15, 15), (14, 3)]
+
+
+@pytest.mark.parametrize(
+    "sizes,kernels,pick,field",
+    [
+        ((4, 4), (3, 5), None, (5, 5)),  # each output channel one path's group of 4
+        ((4, 4), (3, 5), 0, (3, 3)),  # the first path's channel alone
+        ((4, 4, 4), (1, 3, 5), 1, (3, 3)),
+        ((6, 6), (3, 5), None, (5, 5)),  # groups across paths, but every position reads both
+    ],
+    ids=["whole-groups", "whole-groups-sliced", "three-paths-sliced", "groups-across-paths"],
+)
+def test_a_pixel_shuffle_of_paths_every_position_reads_is_exact(sizes, kernels, pick, field):
+    """Concatenated paths pixel-shuffled: where every position of a 2x2 block reads channels of
+    every path, the union of the paths is each unit's field, and paths of whole groups of 4
+    channels stay apart (output channel 0 of 4 + 4 is the first path's 3x3 alone), every unit
+    as the gradient says, with no note. They were marked an upper bound (5x5 for channel 0)."""
+    model = positive(PathsShuffled(sizes, kernels, pick))
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    assert row(report)["receptive_field"] == field and row(report)["receptive_field_note"] == ""
+    for unit in SHUFFLED_UNITS:
+        assert output_unit_box(report, unit) == unit_gradient_box(model, (1, 8, 8), unit), unit
+
+
+def test_a_pixel_shuffle_of_paths_some_positions_miss_is_a_bound_that_says_why():
+    """Paths of 2 (5x5) and 6 (1x1) channels shuffled by 2: the odd rows' positions read
+    channels 2, 3, 6, 7, the 1x1 path's alone (pixel for pixel, by the gradient), the even
+    rows' both; a box per dimension cannot hold that, so each unit gets the union, marked,
+    naming the paths and why."""
+    model = positive(PathsShuffled((2, 6), (5, 1)))
+    assert unit_gradient_box(model, (1, 8, 8), (1, 1)) == [(0, 0), (0, 0)]
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    note = row(report)["receptive_field_note"]
+    assert note.startswith("an upper bound: aten.pixel_shuffle in (model) makes positions of paths of 2+6 channels")
+    assert "not every path at every position of its 2x2 blocks" in note
+    boxes = [(output_unit_box(report, u), unit_gradient_box(model, (1, 8, 8), u)) for u in SHUFFLED_UNITS]
+    assert all(_contains(given, true) for given, true in boxes) and any(g != t for g, t in boxes), boxes
+
+
 class SpaceToDepth(nn.Module):
     """2x2 blocks moved into channels by view, permute and view (timm's SpaceToDepth in
     TResNet's stem, YOLOv2's reorg: `order` "blocks-first"; a pixel unshuffle's channel order:
