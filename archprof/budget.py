@@ -36,7 +36,7 @@ from typing import Any
 import tomllib
 
 from archprof.analysis import analyze
-from archprof.comparison import METRICS, Metric
+from archprof.comparison import METRICS, Metric, final_receptive_field_bound
 from archprof.errors import ArchprofError
 from archprof.load import DTYPES, ModelOptions, parse_dtype, parse_input_size
 from archprof.optimizers import OPTIMIZERS
@@ -93,6 +93,12 @@ class Verdict:
     limit: Limit
     value: int
     optimizer: str = ""  # of a max-training-memory limit: the optimizer whose step it was
+    bound: str = ""  # of a receptive-field limit: why the value is only an upper bound ("an upper bound: ...")
+
+    @property
+    def value_text(self) -> str:
+        """The value as tables show it: "≤2 px" where it is only an upper bound."""
+        return ("≤" if self.bound else "") + human_value(self.limit.metric.unit, self.value)
 
     @property
     def margin(self) -> int:
@@ -128,7 +134,8 @@ def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) 
         except ArchprofError as exc:
             raise ArchprofError(f"{limit.key}: {exc}") from None
         optimizer = (report.totals.optimizer or "") if limit.key == "max-training-memory" else ""
-        verdicts.append(Verdict(model or report.model, shape, limit, value, optimizer))
+        bound = final_receptive_field_bound(report) if limit.metric.key == "receptive-field" else ""
+        verdicts.append(Verdict(model or report.model, shape, limit, value, optimizer, bound))
     return verdicts
 
 
@@ -434,7 +441,7 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
             "model": v.model,
             "input": v.input_shape,
             "limit": v.limit_text,
-            "value": human_value(v.limit.metric.unit, v.value),
+            "value": v.value_text,
             "margin": format_margin(v),
             "verdict": "pass" if v.passed else "FAIL",
         }
@@ -512,8 +519,7 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
         )
         for verdict in group:
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit_name)
-            value = human_value(verdict.limit.metric.unit, verdict.value)
-            detail = f"{verdict.limit.metric.label} {value} ({verdict.value:,}) at input {shape}"
+            detail = f"{verdict.limit.metric.label} {verdict.value_text} ({verdict.value:,}) at input {shape}"
             limit = visible_text(verdict.limit_text)
             if verdict.passed:
                 ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"

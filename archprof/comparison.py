@@ -25,6 +25,7 @@ from archprof.measure.device import materialise, random_inputs, real_run_errors
 from archprof.output import json_text
 from archprof.parallel import Progress, checked_progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
+from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.random_state import random_state_kept
 from archprof.report import Report, csv_text
 from archprof.text import markdown_code, markdown_literal
@@ -71,8 +72,18 @@ def final_receptive_field(report: Report) -> int:
     Rows after global pooling or flattening see the whole input (FieldMark.INPUT) and rows
     without a spatial output have none (None): both are passed over. A field given per
     spatial dimension ((212, 212)) reads as its smallest side, what every dimension at least
-    sees."""
+    sees. `final_receptive_field_bound` says whether it is only an upper bound."""
+    return min(_final_field(report)[0])
 
+
+def final_receptive_field_bound(report: Report) -> str:
+    """Why the final receptive field is only an upper bound, as its row's note says it
+    ("an upper bound: ..."), or "" where it is exact. Raises as `final_receptive_field`."""
+    return _final_field(report)[1]
+
+
+def _final_field(report: Report) -> tuple[tuple[int, ...], str]:
+    """The last spatial row's field and, where that field is an upper bound, its note."""
     values = report.columns.get("receptive_field")
     if values is None:
         raise MetricUnavailable("receptive field is not available: this archprof has no receptive-field analysis")
@@ -82,7 +93,8 @@ def final_receptive_field(report: Report) -> int:
             why = f": {note}" if note else ""
             raise MetricUnavailable(f"the receptive field of {layer or '(model)'} in {report.model} is undefined{why}")
         if isinstance(value, tuple):
-            return min(value)
+            # A defined field's note is a bound's or the stride's (why it is undefined): only the first counts.
+            return value, note if note.startswith(UPPER_BOUND) else ""
     raise MetricUnavailable(f"model '{report.model}' has no layer with a spatial receptive field")
 
 
@@ -234,7 +246,9 @@ def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | Non
     if all(has_metric(r, "peak-memory") for r in reports):
         data["peak_memory_bytes"] = _exact_integers([METRICS["peak-memory"].read(r) for r in reports])
     if all(has_metric(r, "receptive-field") for r in reports):
-        data["receptive_field"] = pd.Series([_optional(METRICS["receptive-field"], r) for r in reports], dtype="Int64")
+        data["receptive_field"] = pd.Series([_optional(final_receptive_field, r) for r in reports], dtype="Int64")
+        notes = [_optional(final_receptive_field_bound, r) for r in reports]
+        data["receptive_field_note"] = pd.Series(notes, dtype="string")
     if all(r.training for r in reports):
         data["training_flops"] = _exact_integers([METRICS["training-flops"].read(r) for r in reports])
         data["training_peak_bytes"] = _exact_integers([METRICS["training-memory"].read(r) for r in reports])
@@ -256,9 +270,9 @@ def _exact_integers(values: list[int]) -> pd.Series:
     return pd.Series(values, dtype="int64" if fits else "object")
 
 
-def _optional(metric: Metric, report: Report) -> int | None:
+def _optional(read: Callable[[Report], Any], report: Report) -> Any:
     try:
-        return metric.read(report)
+        return read(report)
     except MetricUnavailable:
         return None
 
@@ -290,7 +304,10 @@ def comparison_csv(frame: pd.DataFrame) -> str:
     formula injection, a row holding a carriage return quoted."""
     header = list(frame.columns)
     rows = ([record[name] for name in header] for record in comparison_records(frame))
-    return csv_text(header, rows, [name == "model" for name in header])
+    return csv_text(header, rows, [name in _USER_TEXT for name in header])
+
+
+_USER_TEXT = ("model", "receptive_field_note")  # a note names the model's modules
 
 
 def comparison_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -365,8 +382,25 @@ def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     present = [(header, column, show) for header, column, show in _CELLS if column in frame.columns]
     rows = []
     for record in comparison_records(frame):
-        rows.append([("-" if record[column] is None else show(record[column])) for _, column, show in present])
+        rows.append([_cell(record, column, show) for _, column, show in present])
     return [header for header, _, _ in present], rows
+
+
+def _cell(record: dict[str, Any], column: str, show: Callable[[Any], str]) -> str:
+    value = record[column]
+    if value is None:
+        return "-"
+    # A receptive field that is only an upper bound reads "≤212 px"; `bound_notes` say why.
+    bound = column == "receptive_field" and record.get("receptive_field_note")
+    return ("≤" if bound else "") + show(value)
+
+
+def bound_notes(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(model, note) for each model whose receptive field is only an upper bound: the note
+    says why ("an upper bound: aten.slice in (model) picks ..."), as `archprof rf` does."""
+    if "receptive_field_note" not in frame.columns:
+        return []
+    return [(r["model"], r["receptive_field_note"]) for r in comparison_records(frame) if r["receptive_field_note"]]
 
 
 def comparison_markdown(frame: pd.DataFrame) -> str:
@@ -378,4 +412,9 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|")
     lines += ["| " + " | ".join(map(markdown_literal, row)) + " |" for row in rows]
+    notes = [
+        f"- {markdown_code(model, in_table=False)}: receptive field is {markdown_literal(note)}"
+        for model, note in bound_notes(frame)
+    ]
+    lines += ["", *notes] if notes else []
     return "\n".join(lines) + "\n"

@@ -233,6 +233,21 @@ def test_junit_has_one_testcase_per_limit_and_a_failure_per_exceeded_one(tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["budget.xml"]  # written atomically, nothing left over
 
 
+def test_a_receptive_field_that_is_an_upper_bound_is_marked_in_every_verdict(tmp_path):
+    """UnshuffledChannelPicked's unit reads 1 px (its gradient: tests/test_compare.py) where
+    archprof gives the 2 px of its block, an upper bound: the table, the step summary and the
+    JUnit XML show '≤2 px'; PooledBlock's exact 4 px is shown bare."""
+    summary, junit = tmp_path / "summary.md", tmp_path / "budget.xml"
+    models = ("tests/models.py:UnshuffledChannelPicked", "tests/models.py:PooledBlock")
+    args = ("--input", "1x8x8", "--min-receptive-field", "1", "--junit", str(junit))
+    result = invoke("check", *models, *args, env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 0, result.output
+    assert "≤2 px" in result.output and " 4 px" in result.output and result.output.count("≤") == 1
+    assert "| ≤2 px |" in summary.read_text() and "| 4 px |" in summary.read_text()
+    outs = [case.find("system-out").text for case in ET.parse(junit).getroot().iter("testcase")]
+    assert outs[0].startswith("Receptive field ≤2 px (2) at input") and outs[1].startswith("Receptive field 4 px (4)")
+
+
 def test_junit_into_a_missing_directory_exits_2(tmp_path):
     result = invoke("check", "lenet5", "--max-params", "1M", "--junit", str(tmp_path / "nope" / "x.xml"))
     assert result.exit_code == 2

@@ -17,6 +17,8 @@ import archprof
 from archprof.cli import app
 from archprof.comparison import MetricUnavailable, final_receptive_field, sort_comparison
 from archprof.errors import ArchprofError
+from tests.field_oracle import positive, unit_gradient_box
+from tests.models import PooledBlock, UnshuffledChannelPicked
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +141,53 @@ def test_a_model_without_a_spatial_field():
     with pytest.raises(MetricUnavailable, match="no layer with a spatial receptive field"):
         final_receptive_field(report)
     assert pd.isna(archprof.compare(["edge_fc", "lenet5"])["receptive_field"].iloc[0])
+
+
+# A field that is an upper bound (one channel of a pixel unshuffle, given the union of its
+# block's four) and an exact one, as `archprof compare` names them.
+BOUND, EXACT = "tests/models.py:UnshuffledChannelPicked", "tests/models.py:PooledBlock"
+
+
+def test_the_gradient_says_which_field_is_a_bound():
+    """The oracle for the tests below: unit (1, 1) of UnshuffledChannelPicked reads pixel
+    (2, 2) alone, 1 px where archprof gives the 2 px of its block; PooledBlock's unit (1, 1)
+    reads pixels 1..4, the 4 px archprof gives."""
+    assert unit_gradient_box(positive(UnshuffledChannelPicked()), (1, 8, 8), (1, 1)) == [(2, 2), (2, 2)]
+    assert unit_gradient_box(positive(PooledBlock()), (1, 8, 8), (1, 1)) == [(1, 4), (1, 4)]
+
+
+def test_a_receptive_field_that_is_an_upper_bound_says_so_in_the_dataframe():
+    """`receptive_field_note` holds the bound's note, as the report's column does, and is empty
+    for an exact field (the field was given as if exact)."""
+    frame = archprof.compare([UnshuffledChannelPicked(), PooledBlock()], input_size=(1, 8, 8))
+    assert list(frame["receptive_field"]) == [2, 4] and frame["receptive_field_note"].dtype == "string"
+    note, exact = frame["receptive_field_note"]
+    assert note.startswith("an upper bound: aten.slice in (model) picks indices") and exact == ""
+    assert pd.isna(archprof.compare(["edge_fc"])["receptive_field_note"].item())  # no field: no note either
+
+
+def test_compare_marks_a_bound_in_every_format():
+    """The table and Markdown show '≤2 px' and say why under it; CSV and JSON carry the note;
+    the exact field's cell has no mark, its model no note."""
+    table = invoke("compare", BOUND, EXACT, "--input", "1x8x8")
+    assert table.exit_code == 0, table.output
+    rows = {line.split()[0]: line.rstrip() for line in table.output.splitlines() if line.strip().startswith("tests/")}
+    assert rows[BOUND].endswith(" ≤2 px") and rows[EXACT].endswith(" 4 px") and table.output.count("≤") == 1
+    text = " ".join(table.output.split())
+    assert f"{BOUND}: receptive field is an upper bound: aten.slice in (model)" in text
+    assert f"{EXACT}: receptive field" not in text
+    markdown = invoke("compare", BOUND, EXACT, "--input", "1x8x8", "-f", "markdown").stdout
+    assert "| ≤2 px |" in markdown and "| 4 px |" in markdown
+    assert f"- `{BOUND}`: receptive field is an upper bound: aten.slice in (model)" in markdown
+    assert markdown.count("upper bound") == 1
+    rows = list(csv.DictReader(io.StringIO(invoke("compare", BOUND, EXACT, "--input", "1x8x8", "-f", "csv").stdout)))
+    assert [(r["receptive_field"], r["receptive_field_note"][:16]) for r in rows] == [
+        ("2", "an upper bound: "),
+        ("4", ""),
+    ]
+    document = json.loads(invoke("compare", BOUND, EXACT, "--input", "1x8x8", "-f", "json").stdout)
+    notes = [m["receptive_field_note"] for m in document["models"]]
+    assert notes[0].startswith("an upper bound: aten.slice") and notes[1] == ""
 
 
 # -- the command ---------------------------------------------------------------------------

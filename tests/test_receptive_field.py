@@ -17,6 +17,7 @@ from torch import nn
 import archprof
 from archprof.passes.receptive_field import tensor_fields, unit_box
 from tests.cli import cli, one_error_line
+from tests.field_oracle import positive, unit_gradient_box
 from tests.models import PooledBlock, ShuffledHalves, UnshuffledChannelPicked
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -55,16 +56,6 @@ def field_of(report, layer: str | None = None, unit: str = "first") -> list[tupl
 
 def clipped(spans, spatial) -> list[tuple[int, int]]:
     return [(max(s, 0), min(e, n - 1)) for (s, e), n in zip(spans, spatial, strict=True)]
-
-
-def positive(module: nn.Module) -> nn.Module:
-    """float64, eval mode, every weight and bias in [0.1, 1]: a gradient is non-zero exactly
-    where some path of non-zero weights reaches (no cancellation, no ReLU cut-off)."""
-    module = module.double().eval()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.uniform_(0.1, 1.0)
-    return module
 
 
 def gradient_box(module: nn.Module, input_size: tuple[int, ...], unit: str = "first") -> list[tuple[int, int]]:
@@ -288,7 +279,7 @@ def test_channels_picked_from_a_concatenation_read_their_own_paths_field(pick, f
         return
     assert row(report, "")["receptive_field"] == field and row(report, "")["receptive_field_note"] == ""
     for unit in [(0, 0), (3, 7), (9, 9), (5, 5)]:
-        assert output_unit_box(report, unit) == _box_of_unit(model, (1, 10, 10), unit), unit
+        assert output_unit_box(report, unit) == unit_gradient_box(model, (1, 10, 10), unit), unit
 
 
 class UnevenPicked(nn.Module):
@@ -334,7 +325,8 @@ def test_channels_picked_from_channels_that_read_unevenly_are_marked_an_upper_bo
     last = row(report, "mix" if how == "unshuffle-select-conv" else "")
     assert last["receptive_field_note"].startswith("an upper bound: aten.")
     assert "picks indices that read different fields" in last["receptive_field_note"]
-    boxes = [(output_unit_box(report, unit), _box_of_unit(model, (1, 8, 8), unit)) for unit in [(0, 0), (1, 2), (3, 3)]]
+    units = [(0, 0), (1, 2), (3, 3)]
+    boxes = [(output_unit_box(report, unit), unit_gradient_box(model, (1, 8, 8), unit)) for unit in units]
     assert all(_contains(given, true) for given, true in boxes), boxes
     if how != "unshuffle-cropped":  # channels 1..3 read the 2x2 block but its first pixel: the bound is tight there
         assert any(given != true for given, true in boxes), boxes
@@ -369,14 +361,14 @@ def test_channels_shuffled_read_the_paths_they_came_from(pick, field):
     report = archprof.analyze(model, input_size=(4, 10, 10))
     assert row(report, "")["receptive_field"] == field and row(report, "")["receptive_field_note"] == ""
     for unit in [(0, 0), (3, 7), (9, 9), (5, 5)]:
-        assert output_unit_box(report, unit) == _box_of_unit(model, (4, 10, 10), unit), unit
+        assert output_unit_box(report, unit) == unit_gradient_box(model, (4, 10, 10), unit), unit
 
 
 def test_cli_unit_box_of_a_bound_says_so():
     """`rf --unit` on a field that is an upper bound gives the bound's box (it holds the unit's
     true one, pixel 2 x 4 by the gradient) and says that it is one."""
     model = positive(UnshuffledChannelPicked())
-    assert _box_of_unit(model, (1, 8, 8), (1, 2)) == [(2, 2), (4, 4)]
+    assert unit_gradient_box(model, (1, 8, 8), (1, 2)) == [(2, 2), (4, 4)]
     result = cli(
         "rf", "tests/models.py:UnshuffledChannelPicked", "--input", "1x8x8", "--layer", "head", "--unit", "1,2"
     )
@@ -414,7 +406,7 @@ def test_channels_picked_where_their_fields_are_known_are_exact(how, field):
     report = archprof.analyze(model, input_size=(1, 8, 8))
     assert row(report, "")["receptive_field"] == field and row(report, "")["receptive_field_note"] == ""
     for unit in [(0, 0), (1, 2), (3, 3)]:
-        assert output_unit_box(report, unit) == _box_of_unit(model, (1, 8, 8), unit), unit
+        assert output_unit_box(report, unit) == unit_gradient_box(model, (1, 8, 8), unit), unit
 
 
 def test_channels_added_by_padding_read_no_input():
@@ -914,7 +906,7 @@ def test_fused_attention_within_windows_reads_each_window():
     report = archprof.analyze(model, input_size=(2, 8, 8))
     assert _fused(report) and row(report)["receptive_field"] == (2, 2)
     for unit in [(0, 0), (3, 4), (7, 7), (5, 2)]:
-        assert output_unit_box(report, unit) == _box_of_unit(model, (2, 8, 8), unit), unit
+        assert output_unit_box(report, unit) == unit_gradient_box(model, (2, 8, 8), unit), unit
 
 
 def test_fused_attention_over_every_position_is_global():
@@ -1050,7 +1042,7 @@ def test_indices_of_different_fields_folded_into_a_spatial_dimension_are_undefin
     """Units 0 and 1 along W read different boxes (their own path's, their own pixel), where
     one unit of the map before read the union of both. Undefined, naming the op."""
     model = positive(model)
-    assert _box_of_unit(model, (1, 8, 8), (0, 0))[1] != _box_of_unit(model, (1, 8, 8), (0, 1))[1]
+    assert unit_gradient_box(model, (1, 8, 8), (0, 0))[1] != unit_gradient_box(model, (1, 8, 8), (0, 1))[1]
     r = row(archprof.analyze(model, input_size=(1, 8, 8)))
     assert r["receptive_field"] == "undefined"
     assert r["receptive_field_note"].startswith(op) and "different fields" in r["receptive_field_note"]
@@ -1077,7 +1069,62 @@ def test_channels_of_different_fields_made_positions_are_a_marked_bound(model):
     report = archprof.analyze(model, input_size=(1, 8, 8))
     assert row(report)["receptive_field_note"].startswith("an upper bound: aten.pixel_shuffle in ")
     units = [(0, 0), (1, 2), (5, 5)]
-    boxes = [(output_unit_box(report, unit), _box_of_unit(model, (1, 8, 8), unit)) for unit in units]
+    boxes = [(output_unit_box(report, unit), unit_gradient_box(model, (1, 8, 8), unit)) for unit in units]
+    assert all(_contains(given, true) for given, true in boxes) and any(g != t for g, t in boxes), boxes
+
+
+class PathsShuffled(nn.Module):
+    """Paths of `sizes` channels (a convolution of each of `kernels`, "same" padding) side by
+    side, pixel-shuffled by 2; then the one channel `pick`, or all."""
+
+    def __init__(self, sizes: tuple[int, ...], kernels: tuple[int, ...], pick: int | None = None):
+        super().__init__()
+        self.paths = nn.ModuleList(nn.Conv2d(1, n, k, padding=k // 2) for n, k in zip(sizes, kernels, strict=True))
+        self.pick = pick
+
+    def forward(self, x):
+        shuffled = F.pixel_shuffle(torch.cat([path(x) for path in self.paths], 1), 2)
+        return shuffled if self.pick is None else shuffled[:, self.pick : self.pick + 1]
+
+
+# Units of a 16x16 output at every position of their 2x2 blocks, inside and at the borders.
+SHUFFLED_UNITS = [(0, 0), (0, 1), (1, 0), (1, 1), (7, 8), (8, 7), (15, 15), (14, 3)]
+
+
+@pytest.mark.parametrize(
+    "sizes,kernels,pick,field",
+    [
+        ((4, 4), (3, 5), None, (5, 5)),  # each output channel one path's group of 4
+        ((4, 4), (3, 5), 0, (3, 3)),  # the first path's channel alone
+        ((4, 4, 4), (1, 3, 5), 1, (3, 3)),
+        ((6, 6), (3, 5), None, (5, 5)),  # groups across paths, but every position reads both
+    ],
+    ids=["whole-groups", "whole-groups-sliced", "three-paths-sliced", "groups-across-paths"],
+)
+def test_a_pixel_shuffle_of_paths_every_position_reads_is_exact(sizes, kernels, pick, field):
+    """Concatenated paths pixel-shuffled: where every position of a 2x2 block reads channels of
+    every path, the union of the paths is each unit's field, and paths of whole groups of 4
+    channels stay apart (output channel 0 of 4 + 4 is the first path's 3x3 alone), every unit
+    as the gradient says, with no note. They were marked an upper bound (5x5 for channel 0)."""
+    model = positive(PathsShuffled(sizes, kernels, pick))
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    assert row(report)["receptive_field"] == field and row(report)["receptive_field_note"] == ""
+    for unit in SHUFFLED_UNITS:
+        assert output_unit_box(report, unit) == unit_gradient_box(model, (1, 8, 8), unit), unit
+
+
+def test_a_pixel_shuffle_of_paths_some_positions_miss_is_a_bound_that_says_why():
+    """Paths of 2 (5x5) and 6 (1x1) channels shuffled by 2: the odd rows' positions read
+    channels 2, 3, 6, 7, the 1x1 path's alone (pixel for pixel, by the gradient), the even
+    rows' both; a box per dimension cannot hold that, so each unit gets the union, marked,
+    naming the paths and why."""
+    model = positive(PathsShuffled((2, 6), (5, 1)))
+    assert unit_gradient_box(model, (1, 8, 8), (1, 1)) == [(0, 0), (0, 0)]
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    note = row(report)["receptive_field_note"]
+    assert note.startswith("an upper bound: aten.pixel_shuffle in (model) makes positions of paths of 2+6 channels")
+    assert "not every path at every position of its 2x2 blocks" in note
+    boxes = [(output_unit_box(report, u), unit_gradient_box(model, (1, 8, 8), u)) for u in SHUFFLED_UNITS]
     assert all(_contains(given, true) for given, true in boxes) and any(g != t for g, t in boxes), boxes
 
 
@@ -1105,7 +1152,7 @@ def test_space_to_depth_then_a_convolution_reads_whole_blocks(order):
     report = check_against_gradients(model, (3, 16, 16))
     assert row(report)["receptive_field"] == (6, 6) and row(report)["effective_stride"] == (2, 2)
     for unit in [(0, 0), (3, 5), (7, 7), (6, 1)]:
-        assert output_unit_box(report, unit) == _box_of_unit(model, (3, 16, 16), unit), unit
+        assert output_unit_box(report, unit) == unit_gradient_box(model, (3, 16, 16), unit), unit
     unshuffled = archprof.analyze(
         nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 4, 3, padding=1)), input_size=(3, 16, 16)
     )
@@ -1141,18 +1188,10 @@ def test_a_grouped_convolution_over_folded_positions_reads_the_union_of_its_chan
     report = check_against_gradients(model, (1, 8, 8))
     assert row(report)["receptive_field"] == (6, 6) and row(report)["effective_stride"] == (2, 2)
     for unit in [(0, 0), (1, 2), (3, 3), (2, 0)]:
-        assert output_unit_box(report, unit) == _box_of_unit(model, (1, 8, 8), unit), unit
+        assert output_unit_box(report, unit) == unit_gradient_box(model, (1, 8, 8), unit), unit
     folded_back = nn.Sequential(*model, nn.PixelShuffle(2))
     note = row(archprof.analyze(folded_back, input_size=(1, 8, 8)))["receptive_field_note"]
     assert note.startswith("an upper bound: aten.pixel_shuffle")
-
-
-def _box_of_unit(module: nn.Module, input_size: tuple[int, ...], unit: tuple[int, int]) -> list[tuple[int, int]]:
-    """The gradient box (H, W) of one output unit of a 2-d map."""
-    x = (torch.rand(1, *input_size, dtype=torch.float64) + 0.5).requires_grad_()
-    module(x)[(0, slice(None), *unit)].sum().backward()
-    reached = x.grad[0].abs().sum(0) > 0
-    return [tuple(int(i) for i in torch.nonzero(reached.any(dim=1 - axis)).flatten()[[0, -1]]) for axis in range(2)]
 
 
 def test_fields_too_irregular_to_follow_are_undefined_in_bounded_time():

@@ -92,8 +92,8 @@ def compare(
 
     archprof compare resnet18 resnet50 mobilenet_v2 --sort macs
     archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o compare.csv"""
-    from archprof.comparison import compare as compare_models
     from archprof.comparison import (
+        bound_notes,
         comparison_cells,
         comparison_csv,
         comparison_json,
@@ -101,6 +101,7 @@ def compare(
         sort_comparison,
         sorted_heading,
     )
+    from archprof.comparison import compare as compare_models
 
     chosen = choose_format(format, output, html=False)
     choice = column_choice(columns, wide, chosen)
@@ -117,7 +118,8 @@ def compare(
         from archprof.render import comparison_table
 
         baseline, sorted_by = frame.attrs.get("baseline"), sorted_heading(frame)
-        return comparison_table(*comparison_cells(frame), baseline=baseline, layout=layout, sorted_by=sorted_by)
+        cells = comparison_cells(frame)
+        return comparison_table(*cells, baseline=baseline, layout=layout, sorted_by=sorted_by, notes=bound_notes(frame))
 
     emit(
         chosen,

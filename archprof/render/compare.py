@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich import box
 from rich.console import Group
 from rich.table import Table
@@ -37,10 +39,12 @@ def comparison_table(
     baseline: str | None = None,
     layout: Layout = Layout(),
     sorted_by: str | None = None,
-) -> Table:
+    notes: Sequence[tuple[str, str]] = (),
+) -> Table | Group:
     """Models side by side (cells from `archprof.comparison.comparison_cells`); a model's name
     shown on one line, its control characters as escapes (`visible_text`). The column the rows
-    are `sorted_by` (a heading) is kept on a narrow terminal, after the model's name."""
+    are `sorted_by` (a heading) is kept on a narrow terminal, after the model's name. Under
+    it, `notes` (`archprof.comparison.bound_notes`): why a model's field is an upper bound."""
     columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
     columns["Model"] = [visible_text(model) for model in columns["Model"]]
     title = "Comparison"
@@ -53,7 +57,11 @@ def comparison_table(
     priority = [heading for heading in _COMPARISON_PRIORITY if heading != sorted_by]
     if sorted_by in columns:
         priority.insert(1, sorted_by)
-    return fitted_table(title, columns, priority, layout)
+    table = fitted_table(title, columns, priority, layout)
+    if not notes:
+        return table
+    lines = [f"{visible_text(model)}: receptive field is {visible_text(note)}" for model, note in notes]
+    return Group(table, *(Text(line, style="yellow") for line in lines))
 
 
 def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout = Layout()) -> Group:

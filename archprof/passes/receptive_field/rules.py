@@ -37,6 +37,7 @@ from archprof.passes.receptive_field.walk import (
     drop_withins,
     entry_maps,
     entry_withins,
+    plain,
 )
 
 
@@ -810,28 +811,69 @@ def _flip(walk: Walk, op: OpNode) -> State:
 
 @operator_rule("pixel_shuffle", "pixel_unshuffle")
 def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
-    """pixel_shuffle(r): unit h reads unit h // r (channels become positions), exact where
-    every channel reads alike, else an upper bound (each position gets the union of its r x r
-    channels', as of all); unshuffle: unit h reads units h r .. h r + r - 1, each channel one
-    of them (its channels read unevenly)."""
+    """pixel_shuffle(r): unit h reads unit h // r (channels become positions, `_pixel_shuffled`);
+    unshuffle: unit h reads units h r .. h r + r - 1, each channel one of them (its channels
+    read unevenly)."""
     x, out = op.args[0], op.outputs[0].shape
     r = op.args[1]
     state = walk.state(x)
     channels = state.dims[-3] if isinstance(state, Field) else None
-    unshuffle = "unshuffle" in op.op
     if not along_no_axis(channels):
         return walk.undefined(op, "it moves a spatial dimension into positions")
-    if isinstance(channels, Uneven) and not unshuffle:
-        state = walk.bounded(op, state, "makes positions of channels that read different fields")
-    axes = list(last_dims(x, 2))
-    if unshuffle:
-        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u * r, u * r + r - 1),), r, period=1)  # noqa: E731
-    else:
-        change = lambda i, m: m.derive(out[axes[i]], lambda u: ((u // r,) * 2,), Fraction(1, r), period=r)  # noqa: E731
-    state = walk.along(op, state, axes, change, "pixel shuffle")
-    if unshuffle and r > 1 and isinstance(state, Field):
+    if "unshuffle" not in op.op:
+        return _pixel_shuffled(walk, op, state, r, out)
+    change = lambda i, m: m.derive(out[-2 + i], lambda u: ((u * r, u * r + r - 1),), r, period=1)  # noqa: E731
+    state = walk.along(op, plain(state), (len(out) - 2, len(out) - 1), change, "pixel shuffle")
+    if r > 1 and isinstance(state, Field):
         return state.with_dims((*state.dims[:-3], UNEVEN, *state.dims[-2:]))
     return state
+
+
+def _pixel_shuffled(walk: Walk, op: OpNode, state: State, r: int, out: tuple[int, ...]) -> State:
+    """A pixel shuffle's output (shape `out`) of `state`: exact where every channel reads
+    alike, or where the channels are paths side by side (`Parts`) each of whose fields every
+    position reads (`_shuffled_parts`); else an upper bound (each position gets the union of
+    its r x r channels', as of all)."""
+    if not isinstance(state, Field):
+        return state
+    change = lambda i, m: m.derive(out[-2 + i], lambda u: ((u // r,) * 2,), Fraction(1, r), period=r)  # noqa: E731
+    union = walk.along(op, plain(state), (len(out) - 2, len(out) - 1), change, "pixel shuffle")
+    channels = state.dims[-3]
+    if isinstance(channels, Parts) and channels.holds(state, len(out) - 3):
+        return _shuffled_parts(walk, op, channels, union, r, out)
+    if isinstance(channels, Uneven):
+        return walk.bounded(op, union, "makes positions of channels that read different fields")
+    return union
+
+
+def _shuffled_parts(walk: Walk, op: OpNode, parts: Parts, union: State, r: int, out: tuple[int, ...]) -> State:
+    """Paths side by side shuffled into positions: position (i, j) of a block reads channels
+    i r + j, i r + j + r², ... The union of all is exact where each position reads every
+    path with a field whose channels read alike; then paths of whole groups of r² channels
+    stay apart (each output channel reads one path: sliced out, its own field). Where a
+    position misses some path (2 + 6 channels by 2: positions (1, 0) and (1, 1) read channels
+    2, 3, 6, 7, the second path's alone), a box per axis cannot hold what each position reads
+    (it depends on both): the union, marked."""
+    fielded = {i for i, s in enumerate(parts.states) if isinstance(s, Field)}
+    if any(parts.states[i].dims[-3] is not None for i in fielded):  # a path's own channels read unevenly
+        return walk.bounded(op, union, "makes positions of channels that read different fields")
+    group = r * r
+    owners = [index for index, size in enumerate(parts.sizes) for _ in range(size)]  # each channel's path
+    read = [{owners[k] for k in range(position, len(owners), group)} & fielded for position in range(group)]
+    if any(paths != fielded for paths in read):
+        what = (
+            f"makes positions of paths of {'+'.join(map(str, parts.sizes))} channels side by side, not every path"
+            f" at every position of its {r}x{r} blocks, which a box per spatial dimension cannot tell apart"
+        )
+        return walk.bounded(op, union, what, kinds=False)
+    if any(size % group for size in parts.sizes) or not isinstance(union, Field):
+        return union  # the union, exact; an output channel reads several paths
+    sizes = tuple(size // group for size in parts.sizes)
+    states = tuple(
+        _pixel_shuffled(walk, op, s, r, (*out[:-3], n, *out[-2:])) for s, n in zip(parts.states, sizes, strict=True)
+    )
+    shuffled = Parts(sizes, states, len(out) - 3, union)
+    return union.with_dims((*union.dims[:-3], shuffled, *union.dims[-2:]))
 
 
 # -- mixing along whole axes ---------------------------------------------------------------
@@ -1191,3 +1233,5 @@ KNOW_PARTS.update(
 # A reshape and a permute keep the parts they do not move (`Parts.holds` checks the place) and
 # the blocks a reshape split them into (`Block`), which only a reshape reads.
 KNOW_PARTS.update({_reshape, _permute})
+# A pixel shuffle keeps paths of whole groups of r x r channels apart (`_shuffled_parts`).
+KNOW_PARTS.add(_pixel_shuffle)

@@ -329,15 +329,16 @@ class Walk:
     def undefined(self, op: OpNode, why: str) -> Undefined:
         return Undefined(f"{op.op} in {_where(op)}: {why}")
 
-    def bounded(self, op: OpNode, state: State, what: str = "picks indices that read different fields") -> State:
+    def bounded(
+        self, op: OpNode, state: State, what: str = "picks indices that read different fields", kinds: bool = True
+    ) -> State:
         """`state`, the union over every index of a dimension whose indices read different
         fields, given to the few of them `op` picks (or to each position it makes of them):
-        an upper bound of their field."""
+        an upper bound of their field. `kinds`: `what` is followed by the kinds of such indices."""
         if not isinstance(state, Field) or state.bound:
             return state
-        why = (
-            f"{UPPER_BOUND}: {op.op} in {_where(op)} {what} ({_UNEVEN_KINDS}), and archprof gives them the union of all"
-        )
+        which = f" ({_UNEVEN_KINDS})" if kinds else ""
+        why = f"{UPPER_BOUND}: {op.op} in {_where(op)} {what}{which}, and archprof gives them the union of all"
         return Field(state.dims, state.whole, state.loose, why)
 
     # -- shared pieces -------------------------------------------------------------------
