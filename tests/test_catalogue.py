@@ -234,6 +234,13 @@ def _calls(draw):
         "align_corners": draw(st.booleans()),
     }
     volume_mode = sampling["mode"].replace("bicubic", "bilinear")  # no bicubic sampling in 3-d
+    spread = draw(st.integers(1, 2))
+    windows = {  # F.unfold's, each fitting in the input (at least 4 x 4): a dilation of 2 padded
+        "kernel_size": (draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+        "dilation": spread,
+        "padding": (spread - 1 + draw(st.integers(0, 1)), spread - 1 + draw(st.integers(0, 1))),
+        "stride": draw(st.integers(1, 3)),
+    }
     grouped = draw(st.sampled_from([torch.contiguous_format, torch.channels_last]))
     calls = [
         lambda: torch.relu(x),
@@ -254,6 +261,8 @@ def _calls(draw):
         lambda: torch.nn.functional.interpolate(volume, size=(3, 5, 5), mode="nearest"),
         lambda: F.grid_sample(x, grid, **sampling),
         lambda: F.grid_sample(volume, volume_grid, **{**sampling, "mode": volume_mode}),
+        lambda: F.unfold(x, **windows),
+        lambda: F.unfold(x[0], **windows),  # unbatched
         lambda: torch.nn.functional.group_norm(x, 1),
         lambda: torch.nn.functional.group_norm(volume, 1),
         lambda: torch.nn.functional.group_norm(x, c, torch.ones(c, device="meta"), torch.zeros(c, device="meta")),
@@ -353,7 +362,10 @@ def _calls_laid_out_by_the_cpu(draw):
         lambda d: torch.roll(_laid_out(shape, x_kind, d), (1, -1), (2, 3)),
         lambda d: torch.roll(_laid_out(shape, x_kind, d), 3),  # flattened
         # zeros, not empty, on the CPU: the grid's values are read (a transposed grid)
-        lambda d: F.grid_sample(_laid_out(shape, x_kind, d), torch.zeros(n, w, h, 2, device=d).transpose(1, 2)),
+        lambda d: F.grid_sample(
+            _laid_out(shape, x_kind, d), torch.zeros(n, w, h, 2, device=d).transpose(1, 2), align_corners=False
+        ),
+        lambda d: F.unfold(_laid_out(shape, x_kind, d), 3, padding=1),
         lambda d: F.pad(_laid_out(shape, x_kind, d), (1, 1, 0, 1), mode="reflect"),
         lambda d: F.pad(_laid_out(shape, x_kind, d), (2, 0, 1, 1), mode="replicate"),
         lambda d: F.pad(_laid_out(volume, x_kind, d), (1, 1, 1, 0, 1, 1), mode="reflect"),
@@ -528,18 +540,25 @@ def test_shuffles_unpooling_and_a_spatial_transformer_are_costed():
     assert fields["shuffle"] == fields["conv"] == (3, 3)
 
 
-def test_grid_sampling_is_answered_without_running_its_meta_kernel():
-    """The meta kernel of a 2-d grid sample is a Python decomposition, 9 ms a call, which
-    RAFT's correlation lookups (48 of them) made 90% of its analysis: the trace answers each
-    call from its shape formula, running no grid sampler's kernel however many calls it
-    records (counted beneath the recorder, where every kernel it runs dispatches)."""
+@pytest.mark.parametrize(
+    ("operator", "call"),
+    [
+        ("aten.grid_sampler_2d", lambda x, i: F.grid_sample(x, torch.empty(2, 4 + i % 3, 5, 2, device="meta"))),
+        ("aten.im2col", lambda x, i: F.unfold(x, 3, padding=i % 3)),
+    ],
+)
+def test_grid_sampling_and_unfolding_are_answered_without_running_their_meta_kernels(operator, call):
+    """The meta kernels of a 2-d grid sample and of F.unfold are Python decompositions (9 and
+    1.2 ms a call), which RAFT's correlation lookups (48) and flow upsamplings (12) made 90% of
+    its analysis: the trace answers each call from its shape formula, running no kernel of
+    the operator however many calls it records (counted beneath the recorder, where every
+    kernel it runs dispatches)."""
     x = torch.empty(2, 3, 16, 16, device="meta")
-    grids = [torch.empty(2, 4 + i % 3, 5, 2, device="meta") for i in range(12)]
     with _Dispatched() as ran, Recorder() as recorder:
-        for grid in grids:
-            F.grid_sample(x, grid, align_corners=False)
-    assert [op.op for op in recorder.ops].count("aten.grid_sampler_2d") == len(grids)
-    assert [name for name, _ in ran.calls if name.startswith("aten.grid_sampler")] == []
+        for i in range(12):
+            call(x, i)
+    assert [op.op for op in recorder.ops].count(operator) == 12
+    assert [name for name, _ in ran.calls if name == operator] == []
 
 
 def test_the_gradients_of_more_activations_are_pointwise():

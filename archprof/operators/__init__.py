@@ -147,8 +147,11 @@ _add(Family.DATA_MOVEMENT, "cat", shape=shapes.cat_shape)
 _add(
     Family.DATA_MOVEMENT,
     "clone _to_copy copy lift_fresh lift_fresh_copy stack repeat flip index index_select gather scatter embedding"
-    " constant_pad_nd reflection_pad1d replication_pad1d im2col max_unpool2d max_unpool3d triu tril complex",
+    " constant_pad_nd reflection_pad1d replication_pad1d max_unpool2d max_unpool3d triu tril complex",
 )
+# F.unfold's windows, copied out of a plainly contiguous input (others are the meta
+# kernel's, a Python decomposition: 1.2 ms a call; RAFT upsamples its flow with it).
+_add(Family.DATA_MOVEMENT, "im2col", shape=shapes.im2col_shape)
 # Written at positions an index or a mask names: copies and fills (free); index_add adds.
 _add(Family.DATA_MOVEMENT, "index_copy index_fill masked_scatter masked_scatter_backward diag_embed")
 _add(Family.DATA_MOVEMENT, "index_add", costs.index_add_cost)

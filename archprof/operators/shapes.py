@@ -276,6 +276,28 @@ def resampled_shape(dims: int):
     return shape
 
 
+def im2col_shape(x: Shape, kernel_size, dilation, padding, stride) -> list[Shape]:
+    """F.unfold: ([N,] C, H, W) -> ([N,] C K_h K_w, L), L the windows, as many as a
+    convolution's outputs. Arguments off that pattern (sizes not two each, a kernel, dilation
+    or stride under 1, a negative padding, an empty input) are the meta kernel's to decide,
+    and so are the windows whose meta answer is a strided view, not a contiguous copy."""
+    sizes = (kernel_size, dilation, padding, stride)
+    if len(x) not in (3, 4) or 0 in x or not all(isinstance(s, (list, tuple)) and len(s) == 2 for s in sizes):
+        raise RuntimeError(f"im2col of {shape_text(x)}")
+    if min(padding) < 0 or min(*kernel_size, *dilation, *stride) < 1:
+        raise RuntimeError(f"im2col of {shape_text(x)}")
+    rows, columns = (
+        conv_output_size(x[axis - 2], kernel_size[axis], stride[axis], padding[axis], dilation[axis])
+        for axis in range(2)
+    )
+    # The meta kernel gathers (N, C, K_h, rows, K_w, columns), permutes it to (N, C, K_h,
+    # K_w, rows, columns) and reshapes that: a copy, contiguous, only where neither pair of
+    # dimensions merges into a view (a CPU's kernel writes it contiguous always).
+    if not (kernel_size[1] > 1 and rows > 1 and (columns > 1 or kernel_size[0] > 1)):
+        raise RuntimeError(f"im2col of {shape_text(x)}: the meta kernel's answer may be a view")
+    return [(*x[:-3], x[-3] * kernel_size[0] * kernel_size[1], rows * columns)]
+
+
 def grid_sampled_shape(dims: int):
     """grid_sampler_{dims}d(input, grid, interpolation_mode, padding_mode, align_corners):
     (N, C, *spatial) sampled at a grid (N, *out, dims) -> (N, C, *out). A call off that
