@@ -292,9 +292,11 @@ class Recorder(TorchDispatchMode):
                         raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
             out = None
             imported = len(sys.modules)
-            if info.shape is not None and not self._real:
-                out = _answer_from_formula(func, info, args, kwargs, tensors)
-                if out is None and not (info.writes_input or info.is_view):
+            if not self._real:
+                if info.shape is not None:
+                    out = _answer_from_formula(func, info, args, kwargs, tensors)
+                kept = info.shape is not None or info.name in _META_ANSWERS_KEPT
+                if out is None and kept and not (info.writes_input or info.is_view):
                     out = self._meta_answers.answer(func, info, args, kwargs, tensors)
             if out is None:
                 out = func(*args, **kwargs)
@@ -548,12 +550,19 @@ _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 _DECIDING_OPERAND = {Layout.SUGGESTED: 0, Layout.SUGGESTED_BY_INPUT: 1}
 
 
+# Operators without a shape formula whose meta kernels are slow Python decompositions, their
+# answers kept all the same: a 2-d grid sample's (9 ms a call; RAFT's 48 correlation lookups
+# at 4 shapes) lays out an output dimension of size 1 by strides no formula here models.
+_META_ANSWERS_KEPT = frozenset({"aten.grid_sampler_2d"})
+
+
 class _MetaAnswers:
     """The meta kernel's answers to the calls the fast path declined, kept per trace by what
     they depend on: the operator, its arguments, and its tensors' shapes, strides and
     dtypes. Only for operators with a shape formula, whose meta kernels are the slow Python
-    decompositions: where their output's layout follows a rule the fast path does not model
-    (a layer norm's gradient on ConvNeXt's channels-last view, 3 ms a call), each repeat of
+    decompositions (and those of `_META_ANSWERS_KEPT`): where their output's layout follows
+    a rule the fast path does not model (a layer norm's gradient on ConvNeXt's
+    channels-last view, 3 ms a call), each repeat of
     a block's call is answered from the first. An answer is fresh tensors laid out as the
     kernel's were; a call whose kernel raised, or answered off the meta device, is not kept."""
 

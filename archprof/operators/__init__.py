@@ -229,16 +229,7 @@ _add(Family.WINDOW, "_upsample_bicubic2d_aa", costs.antialiased_cost(4), cost_by
 # A spatial transformer: the sampling grid, a matrix product per location (F.affine_grid),
 # then each output sampled from it as an interpolation is (F.grid_sample).
 _add(Family.WINDOW, "affine_grid_generator", costs.affine_grid_cost)
-# Contiguous whatever the input's and the grid's layouts, on a CPU as on meta, whose 2-d
-# kernel is a Python decomposition (9 ms a call: RAFT's correlation lookups, 48 of them).
-for _dims in (2, 3):
-    _add(
-        Family.WINDOW,
-        f"grid_sampler_{_dims}d",
-        costs.grid_sample_cost,
-        shapes.grid_sampled_shape(_dims),
-        layout=Layout.CONTIGUOUS,
-    )
+_add(Family.WINDOW, "grid_sampler_2d grid_sampler_3d", costs.grid_sample_cost)
 # F.fold: sliding windows added back into a map, one addition per window element.
 _add(Family.WINDOW, "col2im", costs.fold_cost)
 

@@ -298,30 +298,6 @@ def im2col_shape(x: Shape, kernel_size, dilation, padding, stride) -> list[Shape
     return [(*x[:-3], x[-3] * kernel_size[0] * kernel_size[1], rows * columns)]
 
 
-def grid_sampled_shape(dims: int):
-    """grid_sampler_{dims}d(input, grid, interpolation_mode, padding_mode, align_corners):
-    (N, C, *spatial) sampled at a grid (N, *out, dims) -> (N, C, *out). A call off that
-    pattern, an empty tensor, or a mode the kernel may not know (bicubic in 3-d) is the meta
-    kernel's to decide."""
-    modes = (0, 1, 2) if dims == 2 else (0, 1)  # bilinear, nearest, bicubic (2-d only)
-
-    def shape(x: Shape, grid: Shape, interpolation_mode, padding_mode, align_corners) -> list[Shape]:
-        if (
-            len(x) != dims + 2
-            or len(grid) != dims + 2
-            or grid[0] != x[0]
-            or grid[-1] != dims
-            or 0 in x
-            or 0 in grid
-            or interpolation_mode not in modes
-            or padding_mode not in (0, 1, 2)  # zeros, border, reflection
-        ):
-            raise RuntimeError(f"grid sampling of {shape_text(x)} at a grid {shape_text(grid)}")
-        return [(*x[:2], *grid[1:-1])]
-
-    return shape
-
-
 def group_norm_shape(x: Shape, weight, bias, n: int, c: int, hxw: int, group: int, eps=None) -> list:
     # -> (out, mean, rstd), the statistics one value per sample and group, in the input's
     # dtype (the CPU and meta kernels alike, half types included)
