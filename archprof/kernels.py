@@ -267,12 +267,6 @@ class DeviceKernels:
         return _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
 
 
-def _gradient_wanted(tensor) -> bool:
-    """linalg's `_may_require_fw_or_bw_grad` outside a dispatch mode: autograd will need the
-    vectors (forward-mode tangents aside)."""
-    return torch.is_grad_enabled() and tensor.requires_grad
-
-
 def _goes_on(A, out) -> bool:
     """Whether a call keeps its own road: an out= call, or an argument that is not a plain
     tensor (a subclass's __torch_function__ sees it; anything else is refused as before)."""
@@ -283,21 +277,21 @@ def _svdvals(function, A, *, driver=None, out=None):
     """torch.linalg.svdvals: the thin SVD's singular values, U and V^H only for autograd."""
     if _goes_on(A, out):
         return function(A, driver=driver, out=out)
-    return _SVD(A, False, _gradient_wanted(A), driver=driver)[1]
+    return _SVD(A, False, _recorded_by_autograd(A), driver=driver)[1]
 
 
 def _eigvalsh(function, A, UPLO="L", *, out=None):
     """torch.linalg.eigvalsh: the symmetric eigenvalues, the eigenvectors only for autograd."""
     if _goes_on(A, out):
         return function(A, UPLO, out=out)
-    return _SYMMETRIC_EIGEN(A, UPLO, _gradient_wanted(A))[0]
+    return _SYMMETRIC_EIGEN(A, UPLO, _recorded_by_autograd(A))[0]
 
 
 def _eigvals(function, A, *, out=None):
     """torch.linalg.eigvals: the eigenvalues alone, or of the whole eigendecomposition for autograd."""
     if _goes_on(A, out):
         return function(A, out=out)
-    return _EIGEN(A)[0] if _gradient_wanted(A) else _EIGENVALUES(A)
+    return _EIGEN(A)[0] if _recorded_by_autograd(A) else _EIGENVALUES(A)
 
 
 _VALUES_ONLY = {"svdvals": _svdvals, "eigvalsh": _eigvalsh, "eigvals": _eigvals}
@@ -342,6 +336,9 @@ def _whole_cumprod_backward(grad, input, dim: int, output):
 
 
 def _recorded_by_autograd(*tensors) -> bool:
+    """Whether autograd records a call on `tensors`, tested on the tensors themselves (under a
+    dispatch mode PyTorch takes every tensor for a subclass that may need gradients): linalg's
+    `_may_require_fw_or_bw_grad` outside a mode, forward-mode tangents aside."""
     return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
 
 
