@@ -216,6 +216,19 @@ def test_torchscript_swapped_for_a_hostile_file_after_its_check_is_not_what_load
     assert victim.read_bytes() == b"clean"
 
 
+def test_torchscript_that_cannot_be_read_after_its_first_look_is_one_error(tmp_path, monkeypatch):
+    """A file removed or locked between archprof's look at its zip directory and its read."""
+    path = tmp_path / "model.pt"
+    torch.jit.script(nn.Conv2d(3, 4, 3)).save(str(path))
+
+    def locked(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", locked)
+    line = one_error_line(cli("summary", path, "-i", "3x8x8"))
+    assert line == f"error: cannot read {path}: Permission denied"
+
+
 def _code_entry(scripted: type) -> str:
     """The archive entry TorchScript saves the code of a class defined in Python in."""
     return repr(f"code/__torch__/{scripted.__module__.replace('.', '/')}.py")

@@ -57,7 +57,10 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
         return load_exported(path, spec, trust_pickle)
     if kind == "torchscript":
         # Read once: the archive checked is the archive loaded, however the file changes after.
-        archive = path.read_bytes()
+        try:
+            archive = path.read_bytes()
+        except OSError as exc:  # gone or locked since it was first opened
+            raise ArchprofError(f"cannot read {spec}: {exc.strerror or exc}") from None
         if not trust_pickle:
             refuse_unsafe_torchscript(io.BytesIO(archive), spec)
         return _load_torchscript(archive, path, spec)
