@@ -88,14 +88,36 @@ def _final_field(report: Report) -> tuple[tuple[int, ...], str]:
     if values is None:
         raise MetricUnavailable("receptive field is not available: this archprof has no receptive-field analysis")
     notes = report.columns.get("receptive_field_note") or [""] * len(values)
-    for layer, value, note in zip(reversed(report.columns["layer"]), reversed(values), reversed(notes), strict=True):
-        if value == FieldMark.UNDEFINED:
-            why = f": {note}" if note else ""
-            raise MetricUnavailable(f"the receptive field of {layer or '(model)'} in {report.model} is undefined{why}")
-        if isinstance(value, tuple):
-            # A defined field's note is a bound's or the stride's (why it is undefined): only the first counts.
-            return value, note if note.startswith(UPPER_BOUND) else ""
-    raise MetricUnavailable(f"model '{report.model}' has no layer with a spatial receptive field")
+    rows = [
+        {"layer": layer, "receptive_field": value, "receptive_field_note": note}
+        for layer, value, note in zip(report.columns["layer"], values, notes, strict=True)
+    ]
+    row = final_field_row(rows)
+    if row is None:
+        raise MetricUnavailable(f"model '{report.model}' has no layer with a spatial receptive field")
+    layer, note = row["layer"] or "(model)", row["receptive_field_note"]
+    if row["receptive_field"] == FieldMark.UNDEFINED:
+        why = f": {note}" if note else ""
+        raise MetricUnavailable(f"the receptive field of {layer} in {report.model} is undefined{why}")
+    return row["receptive_field"], bound_note(note)
+
+
+def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The row whose field is the model's final one: the last with a spatial field (a tuple)
+    or an undefined one, passing over rows that see the whole input (FieldMark.INPUT) or
+    have no spatial field (None); None where no row has either. Rows as `Report.rows()`
+    has them, with at least layer and receptive_field."""
+    return next((row for row in reversed(rows) if _spatial_or_undefined(row["receptive_field"])), None)
+
+
+def _spatial_or_undefined(field: Any) -> bool:
+    return isinstance(field, tuple) or field == FieldMark.UNDEFINED
+
+
+def bound_note(note: str) -> str:
+    """A defined field's note where it says the field is an upper bound ("an upper bound:
+    ..."), else "": the note of a defined field may instead say why its stride is undefined."""
+    return note if note.startswith(UPPER_BOUND) else ""
 
 
 METRICS: dict[str, Metric] = {
