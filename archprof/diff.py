@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from archprof.analysis import analyze
 from archprof.comparison import METRICS as COMPARED_METRICS
+from archprof.comparison import bound_note, final_field_row
 from archprof.errors import ArchprofError, first_line
 from archprof.load.common import shorten
 from archprof.output import json_text, read_text
-from archprof.passes.receptive_field import FieldMark
+from archprof.passes.receptive_field import FieldMark, Stride
 from archprof.report import (
     COLUMNS,
     TRAINING_COLUMNS,
@@ -32,6 +33,7 @@ from archprof.report import (
     csv_cell_text,
     csv_text,
     dims_text,
+    json_fraction,
     operators_text,
 )
 from archprof.units import human_value
@@ -51,6 +53,9 @@ _TEXT = ("module_type", "output_shape")  # also compared per layer
 # which a CSV read from elsewhere may hold any text in.
 _USER_TEXT = ("layer", "module_type", "output_shape")
 _REQUIRED = ("layer", "call", *_TEXT, *(name for name, _, _ in METRICS))
+# The receptive-field columns a side has where its report recorded them (a report written
+# before archprof had them, or cut down by hand, has none: its field is "not recorded").
+_FIELDS = ("receptive_field", "effective_stride", "receptive_field_note")
 # The most of a report file read: a report has a row of a few hundred bytes per layer, so
 # this is a million layers with long names; a larger file (or /dev/zero) is refused unread.
 REPORT_BYTES = 256 * 2**20
@@ -65,6 +70,53 @@ class Side:
 
     def total(self, metric: str) -> int:
         return sum(row[metric] for row in self.rows)
+
+    @property
+    def has_fields(self) -> bool:
+        """Whether its report recorded receptive fields (one of no rows has nothing to miss)."""
+        return not self.rows or "receptive_field" in self.rows[0]
+
+
+@dataclass(frozen=True)
+class FinalField:
+    """A side's final receptive field, read as `archprof compare` reads it: that of its last
+    row with a spatial one (`comparison.final_field_row`), its smallest side in pixels, and
+    the effective stride there (smallest side; None where undefined). `bound`: why the field
+    is only an upper bound ("an upper bound: ..."), else "". Where there is no field,
+    `missing` says which case ("not recorded", "undefined", "none") and `note` why; a field
+    whose stride alone is undefined has its row's note there."""
+
+    layer: str | None = None
+    size: int | None = None
+    stride: Stride | None = None
+    bound: str = ""
+    missing: str = ""
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "receptive_field": self.size,
+            "effective_stride": self.stride,
+            "receptive_field_note": self.bound or self.note,
+        }
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """The final receptive field and effective stride of both sides."""
+
+    old: FinalField
+    new: FinalField
+
+    def change(self, figure: str) -> int | Fraction | None:
+        """new - old of "size" or "stride"; None where a side has none."""
+        old, new = getattr(self.old, figure), getattr(self.new, figure)
+        return None if old is None or new is None else new - old
+
+    def percent(self, figure: str) -> float | None:
+        change, old = self.change(figure), getattr(self.old, figure)
+        return None if change is None else float(100 * change / old)
 
 
 @dataclass(frozen=True)
@@ -108,6 +160,7 @@ class ReportDiff:
     totals: list[TotalChange]
     layers: list[LayerChange]  # in the new report's order, removed rows where they were
     unchanged: int  # rows present on both sides with nothing changed
+    fields: FieldChange
 
     def to_csv(self) -> str:
         """One line per changed layer: status, layer, call, old/new shape, old/new/change per metric.
@@ -118,6 +171,7 @@ class ReportDiff:
         header.append("new_output_shape")
         for name, _, _ in METRICS:
             header += [f"old_{name}", f"new_{name}", f"{name}_change"]
+        header += ["old_receptive_field", "new_receptive_field"]
         user_text = [name.removeprefix("old_").removeprefix("new_") in _USER_TEXT for name in header]
         return csv_text(header, map(self._csv_row, self.layers), user_text)
 
@@ -129,6 +183,8 @@ class ReportDiff:
         row += [old.get("output_shape", ""), new.get("output_shape", "")]
         for name, _, _ in METRICS:
             row += [old.get(name, ""), new.get(name, ""), change.delta(name)]
+        # '' where the layer has no spatial field, or its report recorded none
+        row += [dims_text(old.get("receptive_field")), dims_text(new.get("receptive_field"))]
         return row
 
     def to_json(self) -> str:
@@ -151,8 +207,14 @@ class ReportDiff:
                 for c in self.layers
             ],
             "unchanged_layers": self.unchanged,
+            "final_receptive_field": {
+                "old": self.fields.old.as_dict(),
+                "new": self.fields.new.as_dict(),
+                "receptive_field_change": self.fields.change("size"),
+                "effective_stride_change": self.fields.change("stride"),
+            },
         }
-        return json_text(document)
+        return json_text(document, default=json_fraction)
 
 
 def diff_reports(old: Side, new: Side) -> ReportDiff:
@@ -181,7 +243,24 @@ def diff_reports(old: Side, new: Side) -> ReportDiff:
             unchanged += 1
     changes += [LayerChange("removed", r["layer"], r["call"], r, None) for _, r in pending_removed]
     totals = [TotalChange(name, label, unit, old.total(name), new.total(name)) for name, label, unit in METRICS]
-    return ReportDiff(old.name, new.name, totals, changes, unchanged)
+    return ReportDiff(old.name, new.name, totals, changes, unchanged, FieldChange(final_field(old), final_field(new)))
+
+
+def final_field(side: Side) -> FinalField:
+    """The side's final receptive field (`FinalField`)."""
+    if not side.has_fields:
+        return FinalField(missing="not recorded", note="not recorded: the report has no receptive_field column")
+    row = final_field_row(side.rows)
+    if row is None:
+        return FinalField(missing="none", note="no layer with a spatial receptive field")
+    note = row.get("receptive_field_note", "")
+    if row["receptive_field"] == FieldMark.UNDEFINED:
+        return FinalField(row["layer"], missing="undefined", note=f"undefined: {note}" if note else "undefined")
+    stride = row.get("effective_stride")
+    smallest_stride = min(stride) if isinstance(stride, tuple) else None
+    bound = bound_note(note)
+    # A defined field's other note says why its stride is undefined.
+    return FinalField(row["layer"], min(row["receptive_field"]), smallest_stride, bound, note="" if bound else note)
 
 
 def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[str, Any]]]:
@@ -198,7 +277,8 @@ def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[
 
 
 def side_from_report(report: Report, name: str | None = None) -> Side:
-    rows = [{name: row[name] for name in _REQUIRED} for row in report.rows()]
+    kept = [*_REQUIRED, *(column for column in _FIELDS if column in report.columns)]
+    rows = [{name: row[name] for name in kept} for row in report.rows()]
     return Side(name or report.model, rows)
 
 
@@ -208,7 +288,7 @@ def read_csv_report(path: str | Path) -> Side:
     Names come back exactly as the model had them (`archprof.report.csv_cell` undone, line
     breaks inside quoted cells kept). A byte-order mark (Excel's "CSV UTF-8") is skipped."""
     path = Path(path)
-    return Side(path.stem, _read_rows(path, _REQUIRED))
+    return Side(path.stem, _read_rows(path, _REQUIRED, optional=_FIELDS))
 
 
 def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
@@ -222,10 +302,10 @@ def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
     return _read_rows(Path(path))
 
 
-def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """The columns `names` (default every report column the file has) of every row, each
-    cell read by its column's reader; an error names the row's last physical line (a quoted
-    cell may span several)."""
+def _read_rows(path: Path, names: Sequence[str] | None = None, optional: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The columns `names` (default every report column the file has), and those of
+    `optional` it has, of every row, each cell read by its column's reader; an error names
+    the row's last physical line (a quoted cell may span several)."""
 
     text = read_text(path, "report", REPORT_BYTES)
     with _fields_up_to(len(text)):
@@ -242,6 +322,7 @@ def _read_rows(path: Path, names: Sequence[str] | None = None) -> list[dict[str,
             raise ArchprofError(f"{path}, line 1: column {shorten(repeated[0])} appears twice: which is the report's?")
         columns = {c.name: c for c in (*COLUMNS, *TRAINING_COLUMNS)}
         names = [name for name in columns if name in header] if names is None else names
+        names = [*names, *(name for name in optional if name in header)]
         readers = {name: _cell_reader(columns[name]) for name in names}
         rows = []
         for raw in reader:
@@ -293,7 +374,43 @@ def _json_row(path: Path, index: int, layer: Any) -> dict[str, Any]:
             raise ArchprofError(f"{path}, layer {index}: no {name}")
         if not _as_written(name, layer[name]):
             raise ArchprofError(f"{path}, layer {index}: {name} is {shorten(json.dumps(layer[name]))}, not a report's")
-    return {name: layer[name] for name in _REQUIRED}
+    row = {name: layer[name] for name in _REQUIRED}
+    for name in (name for name in _FIELDS if name in layer):
+        try:
+            row[name] = _JSON_FIELD_READERS[name](layer[name])
+        except ValueError as exc:
+            raise ArchprofError(f"{path}, layer {index}: {name} is {shorten(json.dumps(layer[name]))}, {exc}") from None
+    return row
+
+
+def _json_dims(value: Any):
+    """A JSON report's field or stride ([212, 212], ["1/2", "1/2"], "input", null) as `_dims`
+    reads the CSV's text of it."""
+    if value is None:
+        return None
+    if isinstance(value, list) and value and all(type(part) is int or _fraction_part(part) for part in value):
+        return _dims("x".join(map(str, value)))
+    if value in tuple(FieldMark):
+        return FieldMark(value)
+    raise ValueError("not a list of numbers, 'input', 'undefined' or null")
+
+
+def _fraction_part(part: Any) -> bool:
+    """A fractional stride's entry as JSON writes it ("1/2"): one number, never joined ones."""
+    return isinstance(part, str) and "x" not in part
+
+
+def _json_note(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not text")
+    return value
+
+
+_JSON_FIELD_READERS = {
+    "receptive_field": _json_dims,
+    "effective_stride": _json_dims,
+    "receptive_field_note": _json_note,
+}
 
 
 def _as_written(name: str, value: Any) -> bool:
@@ -469,7 +586,10 @@ def diff(
 # -- text ----------------------------------------------------------------------------------
 
 
-def format_change(unit: str, change: int) -> str:
+def format_change(unit: str, change: int | Fraction | None) -> str:
+    """'+1.20 M', '-4 px', '0'; 'n/a' where a side has no figure (None)."""
+    if change is None:
+        return "n/a"
     if change == 0:
         return "0"
     return ("+" if change > 0 else "-") + human_value(unit, abs(change))
@@ -485,3 +605,31 @@ def shape_change(change: LayerChange) -> str:
     if change.old and change.new and old != new:
         return f"{old} → {new}"
     return new or old
+
+
+# The final field's figures as a diff shows them: (label, FinalField attribute).
+FIELD_FIGURES = (("Final receptive field", "size"), ("Final stride", "stride"))
+
+
+def final_field_text(final: FinalField, figure: str) -> str:
+    """'212 px'; '≤212 px' for a field that is only an upper bound, as `archprof compare`
+    marks it; 'not recorded', 'undefined', or '-' where the side has no spatial layer."""
+    if final.missing:
+        return "-" if final.missing == "none" else final.missing
+    value = getattr(final, figure)
+    if value is None:  # the stride alone undefined (the note says why)
+        return "undefined"
+    return ("≤" if final.bound and figure == "size" else "") + human_value("pixels", value)
+
+
+def final_field_notes(diff: ReportDiff) -> list[tuple[str, str]]:
+    """(side's name, sentence) where a side's final field is an upper bound, undefined or not
+    recorded, or its stride undefined: the lines under a diff's totals, a bound worded as
+    `archprof compare` words it ("receptive field is an upper bound: ...")."""
+    notes = []
+    for name, final in ((diff.old, diff.fields.old), (diff.new, diff.fields.new)):
+        if final.bound or (final.missing and final.missing != "none"):
+            notes.append((name, f"receptive field is {final.bound or final.note}"))
+        elif final.note and not final.missing:
+            notes.append((name, f"stride is undefined: {final.note}"))
+    return notes

@@ -639,7 +639,7 @@ class Report:
             document["measured_memory"] = self.measured_memory.as_dict()
         if self.batch_fit is not None:
             document["batch_fit"] = self.batch_fit
-        return _write(json_text(document, default=_fraction_text), path)
+        return _write(json_text(document, default=json_fraction), path)
 
     def to_markdown(self, path=None) -> str:
         """Markdown: the summary table as the terminal shows it (`table()`: every column,
@@ -744,7 +744,7 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence], user_text: Sequenc
     return buffer.getvalue()
 
 
-def _fraction_text(value: Any) -> str:
+def json_fraction(value: Any) -> str:
     """JSON for a fractional effective stride: '1/2', as the CSV writes it."""
     if isinstance(value, Fraction):
         return str(value)

@@ -9,7 +9,14 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.diff import format_change, format_percent, shape_change
+from archprof.diff import (
+    FIELD_FIGURES,
+    final_field_notes,
+    final_field_text,
+    format_change,
+    format_percent,
+    shape_change,
+)
 from archprof.render.base import Layout, fits, fitted_table, stacked_rows
 from archprof.text import layer_label, limits_verdict, visible_text
 from archprof.units import human_value
@@ -109,13 +116,17 @@ def _limit_columns(rows: list[dict[str, str]]) -> dict[str, list]:
 
 
 def diff_tables(diff, layout: Layout = Layout()) -> Group:
-    """Totals (old, new, change, %) and the layers added, removed or changed (an `archprof.diff.ReportDiff`)."""
+    """Totals and the final receptive field and stride (old, new, change, %), why a final
+    field is a bound, undefined or not recorded, and the layers added, removed or changed
+    (an `archprof.diff.ReportDiff`)."""
 
     title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
     cells = _totals_columns(diff)
     totals = _totals_table(title, cells)
     # Where even the figures side by side do not fit, one block per total (never a cut figure).
     parts: list = [totals if fits(totals, layout.width) else stacked_rows(title, cells)]
+    notes = final_field_notes(diff)
+    parts += [Text(f"{visible_text(name)}: {visible_text(note)}", style="yellow") for name, note in notes]
     summary = layers_changed_text(diff)
     if not diff.layers:
         parts.append(Text(summary))
@@ -140,14 +151,20 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
 
 
 def _totals_columns(diff) -> dict[str, list[str]]:
-    """The totals' cells, by heading: each total's name, its old and new values, the change."""
-    return {
-        "Total": [total.label for total in diff.totals],
-        "Old": [human_value(total.unit, total.old) for total in diff.totals],
-        "New": [human_value(total.unit, total.new) for total in diff.totals],
-        "Change": [format_change(total.unit, total.change) for total in diff.totals],
-        "%": [format_percent(total.percent) for total in diff.totals],
-    }
+    """The totals' cells, by heading: each total's name, its old and new values, the change;
+    then the final receptive field's and stride's."""
+    rows = [
+        (t.label, human_value(t.unit, t.old), human_value(t.unit, t.new), format_change(t.unit, t.change), t.percent)
+        for t in diff.totals
+    ]
+    fields = diff.fields
+    for label, figure in FIELD_FIGURES:
+        old, new = final_field_text(fields.old, figure), final_field_text(fields.new, figure)
+        rows.append((label, old, new, format_change("pixels", fields.change(figure)), fields.percent(figure)))
+    headings = ("Total", "Old", "New", "Change")
+    columns = {heading: [row[index] for row in rows] for index, heading in enumerate(headings)}
+    columns["%"] = [format_percent(row[-1]) for row in rows]
+    return columns
 
 
 def _totals_table(title: Text, columns: dict[str, list[str]]) -> Table:
