@@ -53,6 +53,7 @@ def ordered_map(
     local: Callable[[T], bool] = lambda item: False,
     progress: Progress | None = None,
     phase: str = "analysing",
+    each: Callable[[int, R], None] | None = None,
 ) -> list[R]:
     """`[function(item) for item in items]` over up to `jobs` processes (None: one per core).
 
@@ -62,14 +63,20 @@ def ordered_map(
     first. `function` must be a module-level
     function; an item that `local` picks, or that does not pickle, runs here, and so does
     everything with jobs=1, in order. The error raised is the one of the first failing item
-    in the order given; warnings a worker raised are raised again here, in that order."""
+    in the order given; warnings a worker raised are raised again here, in that order.
+
+    `each(index, result)` is called here as each item's result comes in (in the order they
+    finish, not the order given; an item that raised, none): what a long run has done so far
+    is saved as it goes (benchmarks/hub_sweep.py's CSV), not lost when it is stopped."""
     jobs = default_jobs() if jobs is None else checked_count("jobs", jobs, 1, note="or None: every core")
     report = progress or (lambda phase, done, total: None)
+    deliver = each or (lambda index, result: None)
     sendable = [i for i, item in enumerate(items) if jobs > 1 and not local(item) and _pickles(function, item)]
     if len(sendable) < 2:
         results = []
         for done, item in enumerate(items, 1):
             results.append(function(item))
+            deliver(done - 1, results[-1])
             report(phase, done, len(items))
         return results
     outcomes: list[Future] = [Future() for _ in items]
@@ -79,8 +86,13 @@ def ordered_map(
     executor = None
 
     reported = [0]
+    delivered: set[int] = set()
 
     def finished() -> None:
+        for index, outcome in enumerate(outcomes):
+            if index not in delivered and outcome.done() and not outcome.cancelled() and not outcome.exception():
+                delivered.add(index)
+                deliver(index, outcome.result()[0])
         done = sum(outcome.done() for outcome in outcomes)
         if done > reported[0]:
             reported[0] = done

@@ -2,7 +2,7 @@
 checked against PyTorch's FlopCounterMode on meta tensors.
 
     python benchmarks/hub_sweep.py [--sample N] [--jobs N] [--seed S] [--train] [--report PATH]
-                                   [--families segmentation,video,...]
+                                   [--families segmentation,video,...] [--resume]
 
 Per model: archprof's build from its spec (`torchvision:NAME`, `timm:NAME`) and analysis,
 each timed; then, on the same module on the meta device at the same input, the reference
@@ -37,6 +37,11 @@ writes reports/hub_sweep_families.md and .csv.
 `--sample N` analyses N models drawn at random (seeded) instead of all of them (1,451:
 13 minutes on one core). The models go through `archprof.parallel.ordered_map` (`--jobs`,
 default one per core). Writes reports/hub_sweep.md and reports/hub_sweep.csv.
+
+Each model's row is appended to the CSV as it comes in (one whole line a write), so a run
+stopped part way keeps what it has done; `--resume` (the same options again) sweeps only the
+models the CSV lacks, then writes the Markdown report from all its rows. At the end the CSV
+is written again, in the models' order.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import csv
 import datetime as dt
 import functools
 import gc
+import io
 import os
 import random
 import statistics
@@ -261,6 +267,7 @@ def markdown(
     load: float,
     training: bool = False,
     families: tuple[str, ...] = ("classification",),
+    resumed: int = 0,
 ) -> str:
     statuses = Counter(row["status"] for row in rows)
     scope = (
@@ -289,7 +296,9 @@ def markdown(
         + (f" --sample {sample}" if sample else "")
         + (" --train" if training else "")
         + ("" if classification else f" --families {','.join(families)}")
-        + f" --jobs {jobs}`, {wall_s:.0f} s wall; load average {load:.1f} on {os.cpu_count()} cores at the"
+        + f" --jobs {jobs}`, {wall_s:.0f} s wall"
+        + (f" (resuming a stopped run: {resumed} models from its CSV)" if resumed else "")
+        + "; load average {load:.1f} on {os.cpu_count()} cores at the"
         " start (other work on the machine slows every time below).",
         "",
         "Reference: the same module on the meta device, parameters as the sum of `numel()`, MACs as"
@@ -362,23 +371,41 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="analyse one training step (batch 2) instead")
     parser.add_argument("--families", type=_families, default=("classification",), help=", ".join(FAMILIES))
     parser.add_argument("--report", type=Path, default=None, help="default: reports/hub_sweep[_families][_training].md")
+    parser.add_argument("--resume", action="store_true", help="keep the CSV's rows, sweep the rest")
     options = parser.parse_args()
     families = options.families
     stem = "hub_sweep" if families == ("classification",) else "hub_sweep_families"
     report = options.report or ROOT / "reports" / (stem + ("_training.md" if options.train else ".md"))
     models = hub_models(families)
     chosen = sorted(random.Random(options.seed).sample(models, options.sample)) if options.sample else models
+    table = report.with_suffix(".csv")
+    try:
+        swept = {row["model"]: row for row in kept_rows(table, FIELDS)} if options.resume else {}
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    resumed = sum(spec in swept for spec in chosen)
+    left = [spec for spec in chosen if spec not in swept]
+    if options.resume:
+        print(f"{resumed} of {len(chosen)} models already in {table}", file=sys.stderr)
+    else:
+        write_csv(table, FIELDS, [])
     load = os.getloadavg()[0]
     start = time.perf_counter()
 
     def progress(phase: str, done: int, total: int) -> None:
         print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
 
+    def keep(index: int, row: dict) -> None:
+        append_row(table, FIELDS, row)
+        swept[row["model"]] = row
+
     sweep = functools.partial(sweep_one, training=options.train, inputs=family_inputs(families))
-    rows = ordered_map(sweep, chosen, jobs=options.jobs, progress=progress)
+    ordered_map(sweep, left, jobs=options.jobs, progress=progress, each=keep)
     wall_s = time.perf_counter() - start
     print(file=sys.stderr)
-    text = markdown(rows, len(models), options.sample, options.jobs, wall_s, load, options.train, families)
+    rows = [swept[spec] for spec in chosen]
+    text = markdown(rows, len(models), options.sample, options.jobs, wall_s, load, options.train, families, resumed)
     write_reports(report, text, FIELDS, rows)
     print(text)
 
@@ -394,10 +421,50 @@ def _families(text: str) -> tuple[str, ...]:
 def write_reports(report: Path, text: str, fields: tuple[str, ...], rows: list[dict]) -> None:
     """The Markdown report at `report`, and its rows as CSV beside it (.csv)."""
     report.write_text(text)
-    with report.with_suffix(".csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fields, lineterminator="\n")
+    write_csv(report.with_suffix(".csv"), fields, rows)
+
+
+def write_csv(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
+    """`rows` as CSV at `path`, in a file beside it renamed over it: a stop part way leaves
+    the file as it was, never half written."""
+    unfinished = path.with_name(path.name + ".partial")
+    unfinished.write_text(_csv_lines(fields, rows, header=True))
+    os.replace(unfinished, path)
+
+
+def append_row(path: Path, fields: tuple[str, ...], row: dict) -> None:
+    """`row` appended to the CSV at `path` as one whole line, in one write: a process stopped
+    between two rows leaves every row it wrote whole."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(descriptor, _csv_lines(fields, [row]).encode())
+    finally:
+        os.close(descriptor)
+
+
+def kept_rows(path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """The rows of the CSV at `path` (none where there is no file), its last line dropped
+    from the file where it is not whole (a stop mid-write: that model is swept again).
+    ValueError where its columns are not `fields`."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    whole = text[: text.rfind("\n") + 1]
+    if whole != text:
+        os.truncate(path, len(whole.encode()))
+    reader = csv.DictReader(io.StringIO(whole))
+    if tuple(reader.fieldnames or ()) != fields:
+        raise ValueError(f"{path} has columns {reader.fieldnames}, not this sweep's: sweep again without --resume")
+    return list(reader)
+
+
+def _csv_lines(fields: tuple[str, ...], rows: list[dict], header: bool = False) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fields, lineterminator="\n")
+    if header:
         writer.writeheader()
-        writer.writerows(rows)
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 if __name__ == "__main__":

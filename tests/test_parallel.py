@@ -98,3 +98,28 @@ def test_what_a_worker_prints_goes_to_stderr_and_standard_output_stays_clean():
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert done.stderr.count("working on") == 8
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_each_result_is_handed_over_once_with_its_index_as_it_comes_in(jobs):
+    handed: list[tuple[int, int]] = []
+    results = ordered_map(abs, [-3, 2, -1, 5, -8, 13, -21], jobs=jobs, each=lambda i, r: handed.append((i, r)))
+    assert sorted(handed) == list(enumerate(results)) == list(enumerate([3, 2, 1, 5, 8, 13, 21]))
+
+
+def test_in_one_process_each_result_is_handed_over_before_the_next_item_runs():
+    ran: list[int] = []
+    seen: list[list[int]] = []
+    ordered_map(ran.append, [1, 2, 3], jobs=1, each=lambda i, r: seen.append(list(ran)))
+    assert seen == [[1], [1, 2], [1, 2, 3]]
+
+
+def test_an_item_that_raised_is_not_handed_over():
+    handed: list[int] = []
+    with pytest.raises(ZeroDivisionError):
+        ordered_map(reciprocal, [1, 2, 0, 4], jobs=1, each=lambda i, r: handed.append(i))
+    assert handed == [0, 1]
+
+
+def reciprocal(item: int) -> float:
+    return 1 / item

@@ -4,6 +4,7 @@ Expected figures come from the models themselves (parameters counted with torch,
 by hand) or from the full report summed independently of the tree and the roll-up."""
 
 import io
+import itertools
 import re
 from html.parser import HTMLParser
 
@@ -132,14 +133,15 @@ def net():
 
 @pytest.mark.parametrize("width", [60, 45])
 def test_long_names_on_a_narrow_terminal_stay_apart_and_keep_the_peak_mark(tmp_path, width):
-    """Cut at the end, `<long>.0` and `<long>.1` read the same and the ◀ peak after the name went."""
+    """Cut at the end, `<long>.0` and `<long>.1` read the same and the ◀ peak after the name went;
+    longer than the line, each name is now folded over the lines it takes, whole."""
     (tmp_path / "long_names.py").write_text(LONG_NAMES)
     result = at_width(width, "memory", f"{tmp_path / 'long_names.py'}:net", "--input", "3x16x16")
     assert result.exit_code == 0, result.output
     layers, totals = (part.splitlines() for part in result.stdout.split("\nMemory\n"))
-    children = [line.split()[0] for line in layers if re.match(r"\s+\S+\.[01]\b", line)]
-    assert len(children) == 2 and children[0] != children[1], children
-    assert [child[-2:] for child in children] == [".0", ".1"]
+    unfolded = "".join("".join(layers).split())  # the names' folds and the indentation gone
+    assert f"{LONG_NAME}.0LiveAfter" in unfolded.replace("after", "After"), unfolded
+    assert f"{LONG_NAME}.1◀peak" in unfolded
     assert sum("◀ peak" in line for line in layers) == 1
     assert all(len(line) <= width for line in result.stdout.splitlines())
     # The totals (a table, or each label over its figures) name the peak's layer whole, over as many lines as it takes.
@@ -226,9 +228,10 @@ def test_narrow_summary_totals_keep_every_figure_whole(width):
 
 
 @pytest.mark.parametrize("name", ["x" * 120, "卷积" * 40], ids=["long", "wide characters"])
-def test_a_name_too_long_for_the_terminal_is_cut_and_the_figures_beside_it_are_not(tmp_path, name):
-    """With its columns down to the fewest kept, a table still too wide for the terminal
-    cuts the long layer name (with an ellipsis), never a shape or a count."""
+def test_a_name_too_long_for_the_terminal_is_folded_whole_and_its_figures_are_not(tmp_path, name):
+    """A layer name longer than the line was cut in the middle (an ellipsis where most of it
+    had been): the rows go one under another, the name folded over the lines it takes, every
+    figure whole under it beside its heading."""
     source = tmp_path / "long_names.py"
     source.write_text(
         "from torch import nn\n\n"
@@ -242,12 +245,15 @@ def test_a_name_too_long_for_the_terminal_is_cut_and_the_figures_beside_it_are_n
     )
     result = at_width(60, "summary", f"{source}:Net", "--input", "3x16x16")
     assert result.exit_code == 0, result.output
-    row = next(line for line in result.stdout.splitlines() if line.lstrip().startswith(name[:5]))
-    assert "…" in row and name not in row  # the name, cut
+    lines = result.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.lstrip().startswith(name[:5]))
+    folded = list(itertools.takewhile(lambda line: not line.startswith("   "), lines[first:]))
+    assert "".join(line.strip() for line in folded) == name and len(folded) > 1  # the name, whole
+    figures = dict(re.split(r"   +", line.strip()) for line in lines[first + len(folded) :][:3])
     macs = human_count(4 * 3 * 3 * 3 * 14 * 14)  # C_out C_in K K H_out W_out
-    assert re.search(rf"  1x4x14x14\s+112\s+{re.escape(macs)}$", row.rstrip()), row  # the figures, whole
-    assert "…" not in header_line(result.stdout)
-    assert all(Console().measure(line).maximum <= 60 for line in result.stdout.splitlines())
+    assert figures == {"Output shape": "1x4x14x14", "Params": "112", "MACs": macs}, figures
+    assert "…" not in result.stdout
+    assert all(Console().measure(line).maximum <= 60 for line in lines)
 
 
 def test_columns_chooses_the_columns_in_the_order_given():

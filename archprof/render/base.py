@@ -53,8 +53,9 @@ def fitted_table(
     Given a width, the columns first in `priority` that fit are shown (at least `keep`), the
     others (and those not in it) left out rather than cutting cells short, and the caption
     names them and how to show them; where even those do not fit, the rows one under another
-    (`stacked_rows`, the first `labels` cells on a line) if every name fits the width so, and
-    if not, the last resort, the labels (the first column of `priority`) cut in the middle.
+    (`stacked_rows`, the first `labels` cells on a line, a name longer than the line folded)
+    if every figure fits the width whole so, and if not, the last resort, the labels (the
+    first column of `priority`) cut in the middle.
     `marks[i]` follows row i's label, never cut ("◀ peak"). Given names, the first `labels`
     of `priority` and those columns, in that order. `rules[i]` draws a rule
     above row i. Text cells and the title are shown as they are, never read as Rich markup
@@ -73,7 +74,7 @@ def fitted_table(
         fitting = _fitting(widths, order, layout.width, keep)
         excess = sum(widths[h] + 3 for h in fitting) - layout.width if layout.width is not None else 0
         # Where the columns kept do not fit side by side, the rows one under another, if every
-        # name fits so; but a table a few characters too wide keeps its rows where no name
+        # figure fits so; but a table a few characters too wide keeps its rows where no name
         # loses over a third of itself (resnet18's summary on 70 columns: 6 names cut by 5
         # characters, where stacking would make each of its 60 rows four lines).
         too_wide = excess > 0 and (label is None or not _cut_slightly(unmarked, marks, widths[label] - excess))
@@ -177,32 +178,69 @@ def stacked_rows(
     """A table too wide for the terminal, its rows one under another: each row's first `labels`
     cells on a line, then each other column's heading and cell on a line of their own, indented
     under the label's text as far as `width` allows (None: all the way), every figure whole (its
-    heading says what it is, as the table's did; an empty cell, none). Not `headed` (a table
-    without headings: a figure and its detail), the other cells on one line under the first,
-    side by side, the last wrapping. `caption` follows, as a table's would."""
+    heading says what it is, as the table's did; an empty cell, none). A cell too wide to follow
+    its heading on the line (a model's description on 30 columns) goes on the lines under it,
+    across the whole width. Not `headed` (a table without headings: a figure and its detail),
+    the other cells on one line under the first, side by side, the last wrapping. A word longer
+    than its line is folded onto the next, never cut or past the edge. `caption` follows, as a
+    table's would."""
     names, others = list(columns)[:labels], list(columns)[labels:]
     blocks = []
     for index in range(len(columns[names[0]])):
-        cells = Table.grid(padding=(0, 3, 0, 0))
-        if headed:
-            cells.add_column(no_wrap=True)
-            cells.add_column(overflow="fold")
-            for heading in others:
-                if _cell_width(columns[heading][index]):
-                    cells.add_row(heading, _no_markup(columns[heading][index]))
-        else:
-            for heading in others:
-                cells.add_column(no_wrap=heading != others[-1], overflow="fold")
-            cells.add_row(*(_no_markup(columns[heading][index]) for heading in others))
         label = Text("  ").join(_no_markup(columns[name][index]) for name in names)
         indentation = _indentation(label)
-        if width is not None:  # a deep layer's figures, no further than fits
-            indentation = max(min(indentation, width - 3 - _natural_width(cells)), 0)
+        if headed:
+            cells = [(heading, _no_markup(columns[heading][index])) for heading in others]
+            figures, indentation = _headed_cells([(h, cell) for h, cell in cells if cell.cell_len], indentation, width)
+        else:
+            figures = Table.grid(padding=(0, 3, 0, 0))
+            for heading in others:
+                figures.add_column(no_wrap=heading != others[-1], overflow="fold")
+            figures.add_row(*(_no_markup(columns[heading][index]) for heading in others))
+            if width is not None:  # a deep layer's figures, no further than fits
+                indentation = max(min(indentation, width - 3 - _natural_width(figures)), 0)
         # Indented as a table's cells are (its edge is a space), the figures two further than the label's text.
-        figures = Padding(cells, (0, 0, 0, 3 + indentation))
-        blocks += [Padding(Text.assemble(label, style="bold"), (0, 0, 0, 1)), figures]
+        blocks += [_folded_label(label, width), Padding(figures, (0, 0, 0, 3 + indentation))]
     end = [_no_markup(caption)] if caption else []
     return Group(title, Text(), *blocks, Text(), *end)  # blank lines around, as a table's edges
+
+
+def _headed_cells(cells: list[tuple[str, Text]], indentation: int, width: int | None) -> tuple[Group, int]:
+    """Each (heading, cell) of a stacked row, in order: the cell beside its heading where it fits
+    there whole, on the lines under it otherwise; and the indentation the row's figures get (at
+    most `indentation`: a deep layer's figures no further than fits)."""
+    heading_width = max((len(heading) for heading, _ in cells), default=0)
+    beside = None if width is None else width - 3 - heading_width - 3  # the room after a heading, not indented
+    fits_beside = [beside is None or cell.cell_len <= beside for _, cell in cells]
+    widest = max((cell.cell_len for (_, cell), side in zip(cells, fits_beside, strict=True) if side), default=0)
+    if beside is not None:
+        indentation = max(min(indentation, beside - widest), 0)
+    parts: list = []
+    for (heading, cell), side in zip(cells, fits_beside, strict=True):
+        if side:
+            if not parts or not isinstance(parts[-1], Table):
+                parts.append(Table.grid(padding=(0, 3, 0, 0)))
+                parts[-1].add_column(no_wrap=True, min_width=heading_width)  # aligned as one grid
+                parts[-1].add_column(overflow="fold")  # wraps where `width` is not known
+            parts[-1].add_row(heading, cell)
+        else:
+            under = cell.copy()
+            under.overflow = "fold"
+            parts += [Text(heading), Padding(under, (0, 0, 0, 2))]
+    return Group(*parts), indentation
+
+
+def _folded_label(label: Text, width: int | None) -> Padding:
+    """A stacked row's label in bold, each line of it after its indentation where its longest
+    word fits so (nearer the left where not), a word longer than the line folded."""
+    indentation = _indentation(label)
+    text = label[indentation:]
+    text.stylize("bold")
+    text.overflow = "fold"
+    if width is not None:
+        longest = max(map(cell_len, text.plain.split()), default=0)
+        indentation = max(min(indentation, width - 1 - longest), 0)
+    return Padding(text, (0, 0, 0, 1 + indentation))
 
 
 class Prose(Text):
@@ -228,18 +266,12 @@ class Prose(Text):
 
 
 def _stacked_rows_fit(columns: dict[str, list], labels: int, width: int) -> bool:
-    """Whether `stacked_rows(..., columns, labels=labels)` fits `width` with every cell whole:
-    each figure beside its heading, and each word of a label after its indentation (a label
-    wraps between words: a "◀ peak" after a deep layer's name may go under it)."""
-    names, others = list(columns)[:labels], list(columns)[labels:]
-    heading = max((len(heading) for heading in others), default=0)
+    """Whether `stacked_rows(..., columns, labels=labels)` fits `width` with every figure whole:
+    each on one line, beside its heading or under it (a label's words wrap, and fold where
+    one is longer than the line: none is cut)."""
+    others = list(columns)[labels:]
     figure = max((_cell_width(cell) for heading in others for cell in columns[heading]), default=0)
-    labels_of_rows = zip(*(columns[name] for name in names), strict=True)
-    label_line = max(
-        _indentation(label) + max(map(cell_len, label.plain.split()), default=0)
-        for label in (Text("  ").join(map(_no_markup, row)) for row in labels_of_rows)
-    )
-    return 1 + label_line <= width and 3 + heading + 3 + figure <= width
+    return 3 + 2 + figure <= width
 
 
 def _natural_width(renderable) -> int:

@@ -1,0 +1,103 @@
+"""benchmarks/hub_sweep.py keeps each model's row as it comes in: a run killed part way,
+then resumed (--resume), gives the rows an uninterrupted run gives."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Built-in models, quick to analyse, standing in for the hub's 1,451.
+MODELS = ["edge_conv", "lenet5", "alexnet", "resnet18", "mobilenet_v2", "googlenet", "vgg11", "squeezed"]
+# The model a stopped run hangs on: the sweep is killed there, mid-run.
+HANGS_ON = "mobilenet_v2"
+TIMED = ("build_ms", "first_analysis_ms", "analysis_ms")
+
+# The sweep over MODELS instead of the hub; with HANG set, it never finishes HANGS_ON.
+SWEEP = f"""
+import os, sys, time
+sys.path.insert(0, "benchmarks")
+import hub_sweep
+hub_sweep.hub_models = lambda families=("classification",): {MODELS!r}
+if os.environ.get("HANG"):
+    real = hub_sweep.sweep_one
+    def sweep_one(spec, **options):
+        if spec == {HANGS_ON!r}:
+            time.sleep(600)
+        return real(spec, **options)
+    hub_sweep.sweep_one = sweep_one
+hub_sweep.main()
+"""
+
+
+def sweep(report: Path, *options: str, hang: bool = False) -> subprocess.Popen:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **({"HANG": "1"} if hang else {})}
+    command = [sys.executable, "-c", SWEEP, "--sample", "6", "--seed", "3", "--report", str(report), *options]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finished(process: subprocess.Popen) -> None:
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+
+
+def rows(table: Path) -> list[dict]:
+    """The CSV's rows, their timings left out (they differ run to run)."""
+    with table.open(newline="") as file:
+        return [{k: v for k, v in row.items() if k not in TIMED} for row in csv.DictReader(file)]
+
+
+def data_lines(table: Path) -> list[str]:
+    return table.read_text().splitlines()[1:] if table.exists() else []
+
+
+def test_a_killed_sweep_resumed_gives_the_rows_of_one_never_stopped(tmp_path):
+    whole = tmp_path / "whole.md"
+    finished(sweep(whole, "--jobs", "2"))
+    expected = rows(whole.with_suffix(".csv"))
+    assert len(expected) == 6 and len({row["model"] for row in expected}) == 6
+    assert HANGS_ON in {row["model"] for row in expected}  # the seed draws it: the stopped run hangs there
+
+    stopped = tmp_path / "stopped.md"
+    table = stopped.with_suffix(".csv")
+    process = sweep(stopped, "--jobs", "1", hang=True)
+    before = sorted(row["model"] for row in expected).index(HANGS_ON)  # one process sweeps in order
+    deadline = time.monotonic() + 120
+    while len(data_lines(table)) < before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert process.poll() is None, "the sweep ended before it was stopped"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not stopped.exists()  # the report is written at the end
+    kept = rows(table)
+    assert kept == expected[:before] and before > 0  # each row written as it came in, whole
+    # A stop in the middle of a line (a writer other than this one, the power cut): that line is swept again.
+    with table.open("a") as file:
+        file.write(f"{HANGS_ON},exa")
+
+    resumed = sweep(stopped, "--jobs", "1", "--resume")
+    finished(resumed)
+    assert rows(table) == expected
+    statuses = [row["status"] for row in expected]
+    counts = [statuses.count(s) for s in ("exact", "wrong", "failed", "no reference", "does not build on meta")]
+    assert "| " + " | ".join(map(str, counts)) + " |" in stopped.read_text().splitlines()
+    assert f"resuming a stopped run: {before} models from its CSV" in stopped.read_text()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_resume_refuses_a_csv_of_other_columns_in_one_line(tmp_path):
+    report = tmp_path / "other.md"
+    report.with_suffix(".csv").write_text("model,peak\nlenet5,3\n")
+    process = sweep(report, "--resume")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 2
+    assert err.strip().splitlines() == [
+        f"error: {report.with_suffix('.csv')} has columns ['model', 'peak'], not this sweep's:"
+        " sweep again without --resume"
+    ]
