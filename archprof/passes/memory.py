@@ -408,7 +408,7 @@ def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
     local does, so the view's readers count (not the view), and an in-place write goes on with
     the tensor it writes (cdist's `ratio.masked_fill_(res == 0, 0)`, then two sums of `ratio`), so
     it does not count as a reader of it. A local read once looks like a temporary
-    (logcumsumexp's `output_pos`, freed here at its reader's statement, though held to the return)."""
+    (renorm's `grad_norm`, its statement taken for part of the return's: docs/formulas.md)."""
     maker: dict[int, int] = {}  # storage -> the step that made it
     readers: dict[int, int] = {}  # storage -> the steps of its maker's node that read it so far
     named = set()
