@@ -5,6 +5,7 @@ gradients left in `.grad`, the peak against torch.profiler on a real CPU trainin
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,7 @@ from archprof.units import human_bytes
 from archprof.zoo import MODELS
 from tests.memory_oracle import allocation_peaks, profiled_peaks, profiled_training_peaks
 from tests.models import (
+    Calls,
     Checkpointed,
     CheckpointedBlocks,
     ClampedAroundItsMean,
@@ -888,6 +890,31 @@ def test_a_clamp_whose_bounds_learn_frees_their_shared_zero_with_its_block():
     its node read for a local of the whole formula, held until the node has run (`_named_locals`),
     as norm(p=inf)'s `self_abs` is. The ops do not show where a C++ block ends."""
     model, x = ClampedAroundItsMean(bounds_learn=True), torch.randn(2, 3, 16, 16)
+    predicted = training_timeline(trace(model, [x.shape], training=True)).peak_bytes
+    _, lasting = profiled_training_peaks(model, x)
+    assert predicted == lasting + x.nbytes
+
+
+def _left(call: Callable, reason: str):
+    return pytest.param(call, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
+
+
+GRADIENT_ROADS_LEFT = {
+    "logcumsumexp": _left(
+        lambda y: y.logcumsumexp(1), "locals read once look like temporaries; `+ self` like the engine's sum"
+    ),
+    "renorm": _left(lambda y: torch.renorm(y, 2, 1, 1.0), "grad_norm, a local read once, looks like a temporary"),
+    "prod": _left(lambda y: y.prod(1), "prod_backward's road depends on the input's zeros"),
+}
+
+
+@pytest.mark.parametrize("call", GRADIENT_ROADS_LEFT.values(), ids=GRADIENT_ROADS_LEFT.keys())
+def test_gradient_formulas_the_ops_do_not_show_whole(call):
+    """Known misses (docs/formulas.md, The backward pass), each for a convolution's 2 x 8 16x16
+    maps along the channels, against a real CPU step: logcumsumexp 16,384 B short, renorm
+    32,776 B over, prod 73,728 B over. Strict: an exact prediction fails here, to be moved into
+    PROFILED_STEPS."""
+    model, x = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), torch.randn(2, 3, 16, 16)
     predicted = training_timeline(trace(model, [x.shape], training=True)).peak_bytes
     _, lasting = profiled_training_peaks(model, x)
     assert predicted == lasting + x.nbytes

@@ -377,7 +377,7 @@ def _statement_ends(
     self_abs.eq(norm).logical_or(self_abs.isnan())` frees its two masks once `mask` is made,
     though later statements read it."""
     ends = list(range(len(steps)))
-    returned = _returning_statements(steps, release, one_statement)
+    returned = _returning_statements(steps, release, one_statement, named)
     root, read_in_run = -1, set()
     for index in range(len(steps) - 1, -1, -1):
         op = steps[index]
@@ -404,46 +404,43 @@ def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
     the ops show them: those two or more later ops of the node read. An unnamed temporary is
     read once, by the operator it is passed to; one read twice was given a name, and lives until
     the formula returns (norm(p=inf)'s `self_abs` and `mask`, read by the statements after the
-    one that made them). A local read once looks like a temporary (logcumsumexp's
-    `log_grad_positive`, freed here at its reader's statement, though held to the return)."""
-    maker: dict[int, tuple[int, int]] = {}  # tensor id -> the step that made it, its storage
-    readers: dict[int, int] = {}  # tensor id -> the steps of its maker's node that read it so far
+    one that made them). A storage is counted, not a tensor: a view of a local reads it as the
+    local does, so the view's readers count (not the view), and an in-place write goes on with
+    the tensor it writes (cdist's `ratio.masked_fill_(res == 0, 0)`, then two sums of `ratio`), so
+    it does not count as a reader of it. A local read once looks like a temporary
+    (renorm's `grad_norm`, its statement taken for part of the return's: docs/formulas.md)."""
+    maker: dict[int, int] = {}  # storage -> the step that made it
+    readers: dict[int, int] = {}  # storage -> the steps of its maker's node that read it so far
     named = set()
     for index, op in enumerate(steps):
-        if maker:
-            for tensor_id in {tensor.id for tensor in op.inputs}:
-                made = maker.get(tensor_id)
-                if made is not None and release[made[0]] == release[index]:
-                    readers[tensor_id] = readers.get(tensor_id, 0) + 1
-                    if readers[tensor_id] == 2:
-                        named.add(made[1])
+        if maker and not op.is_view:
+            written = {tensor.storage for tensor in op.outputs} if op.writes_input else set()
+            for storage in {tensor.storage for tensor in op.inputs} - written:
+                made = maker.get(storage)
+                if made is not None and release[made] == release[index]:
+                    readers[storage] = readers.get(storage, 0) + 1
+                    if readers[storage] == 2:
+                        named.add(storage)
         # A step its node ends with (a forward op, a one-op node) makes nothing its node reads again.
         if release[index] != index and not (op.writes_input or op.is_view):
             for tensor in op.outputs:
-                maker[tensor.id] = (index, tensor.storage)
+                maker[tensor.storage] = index
     return named
 
 
-def _returning_statements(steps: list[OpNode], release: list[int], one_statement: set[int]) -> set[int]:
+def _returning_statements(
+    steps: list[OpNode], release: list[int], one_statement: set[int], named: set[int]
+) -> set[int]:
     """The steps of `one_statement` that run in their node's return statement, which makes all of
-    the node's gradients: those after the node's last step that makes or writes a tensor two later
-    steps of the node read, not as views (atan2's `recip`, cdist's `ratio`, named locals that both
-    gradients read: earlier statements made them)."""
+    the node's gradients: those after the node's last step that makes or writes a `named` local
+    (atan2's `recip`, cdist's `ratio` and its masked_fill_: earlier statements made them)."""
     nodes: dict[int, list[int]] = {}
     for index in sorted(one_statement):
         nodes.setdefault(release[index], []).append(index)
     returned = set()
     for indices in nodes.values():
-        reads: dict[int, int] = {}  # storage -> later non-view steps of the node that read it
-        start = indices[0]
-        for index in reversed(indices):
-            op = steps[index]
-            if not op.is_view and any(reads.get(tensor.storage, 0) >= 2 for tensor in op.outputs):
-                start = index + 1
-                break
-            if not op.is_view:
-                for storage in {tensor.storage for tensor in op.inputs}:
-                    reads[storage] = reads.get(storage, 0) + 1
+        naming = [i for i in indices if not steps[i].is_view and any(t.storage in named for t in steps[i].outputs)]
+        start = naming[-1] + 1 if naming else indices[0]
         returned.update(index for index in indices if index >= start)
     return returned
 
