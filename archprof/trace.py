@@ -143,15 +143,13 @@ def _traced_once(
             ) from exc
     specs = _trace_inputs(input_shapes)
     original = model
-    modules = _named_modules(model)
-    if any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in modules):
+    tree = _walked(model)
+    if any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in tree.modules):
         model = _lazy_layers_initialised(model, specs, real)
-        modules = _named_modules(model)
+        tree = _walked(model)
+    modules, module_types, named = tree.modules, tree.types, tree.tensors
     # After any lazy initialisation, which works on a meta copy (archprof's own).
     attributes = _Attributes.of(modules) if not owned and model is original else None
-    module_types = {path: _type_name(module) for path, module in modules}
-    # One walk of the model's tensors for every question asked of them below.
-    named, tied = _named_tensors(modules)
     tensors = [t for _, t, _ in named]
     shapes = [s.shape for s in specs]
     recorder_type = TrainingRecorder if training else Recorder
@@ -167,7 +165,7 @@ def _traced_once(
     inputs, args, kwargs = _inputs(specs, input_dtype, _input_device(tensors, real), real)
     input_metas = [recorder.register(x, "input") for x in inputs]
 
-    training_modes = {module: module.training for _, module in modules}
+    training_modes = tree.modes
     if model.training != training:  # as `in_traced_mode`, each flag written directly
         _set_mode(model, training_modes, training)
     # A training step on the model's own tensors writes their .grad: the caller's are put
@@ -185,9 +183,8 @@ def _traced_once(
         with ExitStack() as stack:
             if not by_parameters:
                 replays = None
-                if shortcuts and not tied:  # a copy renames a block's parameters: untied ones
-                    own_forwards = {id(module) for _, module in modules if "forward" in module.__dict__}
-                    replays = Replays(modules, own_forwards, recorder, kernels.chosen)
+                if shortcuts and not tree.tied:  # a copy renames a block's parameters: untied ones
+                    replays = Replays(modules, tree.own_forwards, recorder, kernels.chosen)
                 for handle in _attach_hooks(modules, module_types, recorder, shortcuts, replays):
                     stack.callback(handle.remove)
             registered_on = stack.enter_context(_registrations_noted())
@@ -317,27 +314,98 @@ def _any_of(found: list[torch.nn.Module], modules: list[tuple[str, torch.nn.Modu
     return any(id(module) in ours for module in found)
 
 
-def _named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """`model.named_modules()`, which recurses once a level: a model nested past Python's
-    recursion limit is refused in one line, and so is a submodule whose name holds a '.'
-    (set through `_modules`: `add_module` refuses it), whose path would read as a module
-    nested in another (a direct child 'a.b' and the child 'b' of 'a' would be one row)."""
-    try:
-        modules = list(model.named_modules())
-    except RecursionError:
+@dataclass(frozen=True)
+class _ModuleTree:
+    """What the trace asks of the model's modules, from one walk of them (`_walked`)."""
+
+    modules: list[tuple[str, torch.nn.Module]]  # as `named_modules()`: each once, under its first path
+    types: dict[str, str]  # path -> `_type_name`
+    tensors: list[tuple[str, torch.Tensor, bool]]  # `named_parameters()`, `named_buffers()`: name, tensor, is a buffer
+    tied: bool  # a parameter or buffer met twice (tied weights)
+    own_forwards: set[int]  # the ids of the modules with a `forward` attribute of their own
+    modes: dict[torch.nn.Module, bool]  # each module's `training` flag
+
+
+def _walked(model: torch.nn.Module) -> _ModuleTree:
+    """The model's modules in `named_modules()` order, and their parameters and buffers in
+    `named_parameters()` and `named_buffers()` order, from one walk of the tree (from a
+    stack: `named_modules()` makes a generator per level, which every module found deeper
+    passes through). Refused in one line: a model nested past the depth at which
+    `named_modules()` would exceed Python's recursion limit (the forward, `train()` and
+    `parameters()` recurse once a level too), and a submodule whose name holds a '.' (set
+    through `_modules`: `add_module` refuses it), whose path would read as a module nested in
+    another (a direct child 'a.b' and the child 'b' of 'a' would be one row)."""
+    deepest = sys.getrecursionlimit() - _frames_below()
+    modules: list[tuple[str, torch.nn.Module]] = []
+    parameters: list[tuple[str, torch.Tensor, bool]] = []
+    buffers: list[tuple[str, torch.Tensor, bool]] = []
+    seen: set[torch.nn.Module] = set()
+    seen_parameters: set[int] = set()  # ids; apart from the buffers', as in their own walks
+    seen_buffers: set[int] = set()
+    tied = False
+    to_visit = [("", model, 1)]  # path, module, depth; the next to visit last
+    while to_visit:
+        path, module, depth = to_visit.pop()
+        if module in seen:  # `named_modules()`'s memo: a module reached under two names is listed once
+            continue
+        seen.add(module)
+        modules.append((path, module))
+        prefix = f"{path}." if path else ""
+        if module._parameters:
+            tied |= _listed(module._parameters, prefix, False, parameters, seen_parameters)
+        if module._buffers:
+            tied |= _listed(module._buffers, prefix, True, buffers, seen_buffers)
+        if module._modules:
+            children = [(name, child) for name, child in module._modules.items() if child is not None]
+            _check_children(path, children, depth, deepest)
+            to_visit += [(prefix + name, child, depth + 1) for name, child in reversed(children)]  # the first on top
+    return _ModuleTree(
+        modules,
+        {path: _type_name(module) for path, module in modules},
+        parameters + buffers,
+        tied,
+        {id(module) for _, module in modules if "forward" in module.__dict__},
+        {module: module.training for _, module in modules},
+    )
+
+
+def _listed(table: dict, prefix: str, is_buffer: bool, found: list, seen: set[int]) -> bool:
+    """Add to `found` the tensors of a module's parameter or buffer `table` not in `seen`
+    (ids), named after the module's `prefix`; whether one was (a tied tensor)."""
+    tied = False
+    for name, tensor in table.items():
+        if tensor is None:
+            continue
+        if id(tensor) in seen:
+            tied = True
+        else:
+            seen.add(id(tensor))
+            found.append((prefix + name, tensor, is_buffer))
+    return tied
+
+
+def _check_children(path: str, children: list[tuple[str, torch.nn.Module]], depth: int, deepest: int) -> None:
+    """Refuse the children of the module at `path` (`_walked`): past `deepest` levels, or named with a '.'."""
+    if depth >= deepest:
         raise ArchprofError(
             f"the model nests its modules too deeply to walk (past Python's recursion limit, {sys.getrecursionlimit()}"
             " levels)"
-        ) from None
-    for path, module in modules:
-        dotted = next((name for name, child in module._modules.items() if "." in name and child is not None), None)
-        if dotted is not None:
-            where = f"module '{path}'" if path else "the model"
-            raise ArchprofError(
-                f"{where} holds a submodule named {dotted!r}: a name with '.' reads as a path to a module nested in"
-                " another, which archprof cannot tell apart (torch's add_module refuses such names)"
-            )
-    return modules
+        )
+    dotted = next((name for name, _ in children if "." in name), None)
+    if dotted is not None:
+        where = f"module '{path}'" if path else "the model"
+        raise ArchprofError(
+            f"{where} holds a submodule named {dotted!r}: a name with '.' reads as a path to a module nested in"
+            " another, which archprof cannot tell apart (torch's add_module refuses such names)"
+        )
+
+
+def _frames_below() -> int:
+    """How many frames the stack holds under the caller's."""
+    frame, count = sys._getframe(1), 0
+    while frame is not None:
+        frame, count = frame.f_back, count + 1
+    return count
 
 
 @contextmanager
@@ -391,26 +459,6 @@ def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
         else:
             memo[id(tensor)] = torch.empty_like(tensor, device="meta")
     return copy.deepcopy(model, memo)
-
-
-def _named_tensors(modules: list[tuple[str, torch.nn.Module]]) -> tuple[list[tuple[str, torch.Tensor, bool]], bool]:
-    """`named_parameters()` then `named_buffers()` (name, tensor, is a buffer), from the
-    modules already listed: one walk instead of two more through `named_modules`; and
-    whether a tensor was met twice (tied weights)."""
-    named = []
-    tied = False
-    for is_buffer, attribute in ((False, "_parameters"), (True, "_buffers")):
-        seen: set[int] = set()
-        for path, module in modules:
-            for name, tensor in getattr(module, attribute).items():
-                if tensor is None:
-                    continue
-                if id(tensor) in seen:
-                    tied = True
-                else:
-                    seen.add(id(tensor))
-                    named.append((f"{path}.{name}" if path else name, tensor, is_buffer))
-    return named, tied
 
 
 def _owners(

@@ -1,5 +1,6 @@
 import contextlib
 import copy
+import sys
 import warnings
 
 import pytest
@@ -8,6 +9,7 @@ from torch import nn
 
 import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
+from archprof.trace import trace
 from tests.models import Calls, FunctionalOps, Residual, Uncounted, WithUnusedHead
 
 
@@ -301,6 +303,70 @@ def test_a_failing_forward_leaves_no_recorded_forward_behind():
     with pytest.raises(ArchprofError, match="'1' \\(Linear\\)"):
         archprof.analyze(model, input_size=(3, 6, 6))
     assert all("forward" not in module.__dict__ for module in model.modules())
+
+
+class _NotATree(nn.Module):
+    """Branches at three depths, a block reached under two names, a weight tied across two
+    layers, an empty submodule slot and an empty parameter slot, a buffer of the model's own."""
+
+    def __init__(self):
+        super().__init__()
+        shared = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+        self.a = nn.Sequential(nn.Linear(4, 4), shared, nn.Sequential(nn.BatchNorm1d(4), nn.Tanh()))
+        self.b = shared
+        self.c = nn.Linear(4, 4, bias=False)
+        self.c.weight = self.a[0].weight
+        self.register_module("gone", None)
+        self.register_parameter("nothing", None)
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x)))
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_modules_parameters_and_buffers_are_listed_as_torch_lists_them(device):
+    """Each module once, in `named_modules()` order; each tensor once, as `named_parameters()`
+    then `named_buffers()` name it. The oracle: those three."""
+    model = _NotATree().to(device).eval()
+    graph = trace(model, [(2, 4)])
+    assert list(graph.module_types) == [path for path, _ in model.named_modules()]
+    assert [p.name for p in graph.parameters] == [
+        *(name for name, _ in model.named_parameters()),
+        *(name for name, _ in model.named_buffers()),
+    ]
+
+
+class _HoldsAChain(nn.Module):
+    """A Linear model holding, uncalled, a chain of Sequentials nested `depth` levels."""
+
+    def __init__(self, depth: int):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        inner = nn.ReLU()
+        for _ in range(depth):
+            inner = nn.Sequential(inner)
+        self.unused = inner
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("levels", [0.5, 1.0])
+def test_modules_nested_deeper_than_torch_can_walk_are_refused_in_one_line(levels):
+    """The oracle: torch's `named_modules()`, which recurses once a level."""
+    model = _HoldsAChain(int(levels * sys.getrecursionlimit()))
+    try:
+        walkable = bool(list(model.named_modules()))
+    except RecursionError:
+        walkable = False
+    assert walkable == (levels < 1)
+    if walkable:
+        assert archprof.analyze(model, input_size=(4,)).totals.param_count == 4 * 4 + 4
+    else:
+        with pytest.raises(ArchprofError, match="nests its modules too deeply") as raised:
+            archprof.analyze(model, input_size=(4,))
+        assert "\n" not in str(raised.value)
 
 
 def test_a_table_the_forward_computes_on_the_cpu_is_computed_there():
