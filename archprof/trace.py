@@ -875,14 +875,13 @@ def _attach_hooks(
         if not path:  # the model's own call is recorded around its whole call (`_model_called`)
             continue
         originals.append((module, module.__dict__.get("forward")))
-        post_hook = recorder.post_hook
-        if module._forward_hooks:
-            handles.append(module.register_forward_hook(post_hook))
-            post_hook = None
+        post_hook = not module._forward_hooks
+        if not post_hook:
+            handles.append(module.register_forward_hook(recorder.post_hook))
         shortcut = shortcut_for(module) if shortcuts else None
         # A lone layer is as quick to run as to copy.
         watched = replays if module._modules else None
-        module.__dict__["forward"] = _recorded(
+        module.__dict__["forward"] = _RecordedForward(
             module, path, module_types[path], module.forward, post_hook, recorder, shortcut, watched
         )
     return [_Restore(originals), *handles]
@@ -900,33 +899,59 @@ def _model_called(model: torch.nn.Module, args, kwargs, recorder: Recorder, by_p
     return output
 
 
-def _recorded(
-    module: torch.nn.Module,
-    path: str,
-    type_name: str,
-    forward: Callable,
-    post_hook: Callable | None,
-    recorder: Recorder,
-    shortcut: Shortcut | None,
-    replays: Replays | None,
-) -> Callable:
-    def recorded_forward(*args, **kwargs):
-        recorder.enter(path, type_name, args)
+class _RecordedForward:
+    """The `forward` a submodule is given for the trace (`_attach_hooks`): the recorder's
+    `enter`, the call (answered by its `shortcut`, copied by `replays`, or `__wrapped__`,
+    the forward it had), then the post hook unless one of the module's own forward hooks
+    runs it. One object per module, not a closure: a closure of these eight values took
+    eleven objects to make and let go of on every trace (its cells, its tuple of them, the
+    function and the dict that holds its `__wrapped__`; regnety_016: 708 modules).
+    `inspect.signature(module.forward)` follows `__wrapped__` to the forward's own, as it
+    does a decorated function's; a copy of the module shares it, as it would a function."""
+
+    __slots__ = ("__wrapped__", "module", "path", "post_hook", "recorder", "replays", "shortcut", "type_name")
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        path: str,
+        type_name: str,
+        forward: Callable,
+        post_hook: bool,
+        recorder: Recorder,
+        shortcut: Shortcut | None,
+        replays: Replays | None,
+    ) -> None:
+        self.module = module
+        self.path = path
+        self.type_name = type_name
+        self.__wrapped__ = forward
+        self.post_hook = post_hook
+        self.recorder = recorder
+        self.shortcut = shortcut
+        self.replays = replays
+
+    def __call__(self, *args, **kwargs):
+        recorder = self.recorder
+        recorder.enter(self.path, self.type_name, args)
         output = start = None
-        if shortcut is not None and len(args) == 1 and not kwargs:
-            output = recorder.answer_directly(module, args[0], shortcut)
-        elif replays is not None:
-            output, start = replays.answer(module, path, args, kwargs)
+        if self.shortcut is not None and len(args) == 1 and not kwargs:
+            output = recorder.answer_directly(self.module, args[0], self.shortcut)
+        elif self.replays is not None:
+            output, start = self.replays.answer(self.module, self.path, args, kwargs)
         if output is None:
-            output = forward(*args, **kwargs)
+            output = self.__wrapped__(*args, **kwargs)
             if start is not None:
-                replays.learn(start, args, output)
-        if post_hook is not None:
-            post_hook(module, args, output)
+                self.replays.learn(start, args, output)
+        if self.post_hook:
+            recorder.post_hook(self.module, args, output)
         return output
 
-    recorded_forward.__wrapped__ = forward  # inspect.signature(module.forward) as before
-    return recorded_forward
+    def __copy__(self) -> _RecordedForward:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> _RecordedForward:
+        return self
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 import contextlib
 import copy
+import inspect
 import sys
 import warnings
 
@@ -302,6 +303,64 @@ def test_a_failing_forward_leaves_no_recorded_forward_behind():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 2))
     with pytest.raises(ArchprofError, match="'1' \\(Linear\\)"):
         archprof.analyze(model, input_size=(3, 6, 6))
+    assert all("forward" not in module.__dict__ for module in model.modules())
+
+
+class _Scaled(nn.Module):
+    def forward(self, x, scale=2.0):
+        return x * scale
+
+
+class _ReadsItsChildsSignature(nn.Module):
+    """Runs its head only where `inspect.signature` of its child's forward names `scale`, as
+    code that adapts its call to a layer's keywords does."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 8)
+        self.child = _Scaled()
+
+    def forward(self, x):
+        if "scale" in inspect.signature(self.child.forward).parameters:
+            x = self.head(x)
+        return self.child(x, scale=3.0)
+
+
+def test_a_forward_reading_its_childs_signature_reads_the_childs_own():
+    """The trace's forward wrapper lets `inspect.signature` see the forward it wraps. The
+    oracle: FlopCounterMode over a real forward, which runs the head."""
+    model = _ReadsItsChildsSignature()
+    expected = _forward_macs(model, torch.rand(2, 8))
+    assert expected == 2 * 8 * 8
+    assert archprof.analyze(model, input_size=(8,), batch=2).totals.macs == expected
+
+
+class _CopiesABlockInItsForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+
+    def forward(self, x):
+        twin = copy.deepcopy(self.block)
+        return twin(x) + self.block(x)
+
+
+def test_a_block_copied_inside_the_forward_runs_as_in_a_real_forward():
+    """A copy made inside the forward shares the trace's forward wrappers, as it shares the
+    module's hooks, and none is left behind. The oracles: FlopCounterMode over a real
+    forward (both blocks' products), and a forward hook on the block's Linear, which the
+    copy takes along: two calls."""
+    model = _CopiesABlockInItsForward()
+    calls = []
+    handle = model.block[0].register_forward_hook(lambda *_: calls.append(1))
+    expected = _forward_macs(model, torch.rand(1, 8))
+    handle.remove()
+    assert expected == 2 * 8 * 16 and len(calls) == 2
+    report = archprof.analyze(model, input_size=(8,))
+    assert report.totals.macs == expected
+    linear_rows = [row for row in report.rows() if row["layer"] == "block.0"]
+    assert [row["call"] for row in linear_rows] == [0, 1]
+    assert sum(row["macs"] for row in linear_rows) == expected
     assert all("forward" not in module.__dict__ for module in model.modules())
 
 
