@@ -253,7 +253,8 @@ def _traced_once(
         engine=recorder.engine if training else EngineNotes(),
         released=recorder.releases(kept),
         kept_by_the_model=kept,
-        buffer_minima=_buffer_minima(named, recorder),
+        # A trace on the model's own tensors without a real forward: all on meta, no values.
+        buffer_minima=_buffer_minima(named, recorder) if real or stand_ins is not None else {},
     )
     if recorder.ignored_autocast is not None:
         _warn_autocast_ignored(*recorder.ignored_autocast)
