@@ -170,7 +170,7 @@ def _traced_once(
         _set_mode(model, training_modes, training)
     # A training step on the model's own tensors writes their .grad: the caller's are put
     # back afterwards (and a later trace starts from none, as a step after zero_grad does).
-    own_gradients = {p: p.grad for p in model.parameters()} if training and stand_ins is None else {}
+    own_gradients = {t: t.grad for _, t, is_buffer in named if not is_buffer} if training and stand_ins is None else {}
     for parameter in own_gradients:
         parameter.grad = None
     # Module calls answered by `archprof.shortcuts`, and batch norms handed straight to the
