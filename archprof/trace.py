@@ -143,15 +143,13 @@ def _traced_once(
             ) from exc
     specs = _trace_inputs(input_shapes)
     original = model
-    modules = _named_modules(model)
-    if any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in modules):
+    tree = _walked(model)
+    if any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in tree.modules):
         model = _lazy_layers_initialised(model, specs, real)
-        modules = _named_modules(model)
+        tree = _walked(model)
+    modules, module_types, named = tree.modules, tree.types, tree.tensors
     # After any lazy initialisation, which works on a meta copy (archprof's own).
     attributes = _Attributes.of(modules) if not owned and model is original else None
-    module_types = {path: _type_name(module) for path, module in modules}
-    # One walk of the model's tensors for every question asked of them below.
-    named, tied = _named_tensors(modules)
     tensors = [t for _, t, _ in named]
     shapes = [s.shape for s in specs]
     recorder_type = TrainingRecorder if training else Recorder
@@ -167,12 +165,12 @@ def _traced_once(
     inputs, args, kwargs = _inputs(specs, input_dtype, _input_device(tensors, real), real)
     input_metas = [recorder.register(x, "input") for x in inputs]
 
-    training_modes = {module: module.training for _, module in modules}
+    training_modes = tree.modes
     if model.training != training:  # as `in_traced_mode`, each flag written directly
         _set_mode(model, training_modes, training)
     # A training step on the model's own tensors writes their .grad: the caller's are put
     # back afterwards (and a later trace starts from none, as a step after zero_grad does).
-    own_gradients = {p: p.grad for p in model.parameters()} if training and stand_ins is None else {}
+    own_gradients = {t: t.grad for _, t, is_buffer in named if not is_buffer} if training and stand_ins is None else {}
     for parameter in own_gradients:
         parameter.grad = None
     # Module calls answered by `archprof.shortcuts`, and batch norms handed straight to the
@@ -185,9 +183,8 @@ def _traced_once(
         with ExitStack() as stack:
             if not by_parameters:
                 replays = None
-                if shortcuts and not tied:  # a copy renames a block's parameters: untied ones
-                    own_forwards = {id(module) for _, module in modules if "forward" in module.__dict__}
-                    replays = Replays(modules, own_forwards, recorder, kernels.chosen)
+                if shortcuts and not tree.tied:  # a copy renames a block's parameters: untied ones
+                    replays = Replays(modules, tree.own_forwards, recorder, kernels.chosen)
                 for handle in _attach_hooks(modules, module_types, recorder, shortcuts, replays):
                     stack.callback(handle.remove)
             registered_on = stack.enter_context(_registrations_noted())
@@ -256,7 +253,8 @@ def _traced_once(
         engine=recorder.engine if training else EngineNotes(),
         released=recorder.releases(kept),
         kept_by_the_model=kept,
-        buffer_minima=_buffer_minima(named, recorder),
+        # A trace on the model's own tensors without a real forward: all on meta, no values.
+        buffer_minima=_buffer_minima(named, recorder) if real or stand_ins is not None else {},
     )
     if recorder.ignored_autocast is not None:
         _warn_autocast_ignored(*recorder.ignored_autocast)
@@ -317,27 +315,98 @@ def _any_of(found: list[torch.nn.Module], modules: list[tuple[str, torch.nn.Modu
     return any(id(module) in ours for module in found)
 
 
-def _named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """`model.named_modules()`, which recurses once a level: a model nested past Python's
-    recursion limit is refused in one line, and so is a submodule whose name holds a '.'
-    (set through `_modules`: `add_module` refuses it), whose path would read as a module
-    nested in another (a direct child 'a.b' and the child 'b' of 'a' would be one row)."""
-    try:
-        modules = list(model.named_modules())
-    except RecursionError:
+@dataclass(frozen=True)
+class _ModuleTree:
+    """What the trace asks of the model's modules, from one walk of them (`_walked`)."""
+
+    modules: list[tuple[str, torch.nn.Module]]  # as `named_modules()`: each once, under its first path
+    types: dict[str, str]  # path -> `_type_name`
+    tensors: list[tuple[str, torch.Tensor, bool]]  # `named_parameters()`, `named_buffers()`: name, tensor, is a buffer
+    tied: bool  # a parameter or buffer met twice (tied weights)
+    own_forwards: set[int]  # the ids of the modules with a `forward` attribute of their own
+    modes: dict[torch.nn.Module, bool]  # each module's `training` flag
+
+
+def _walked(model: torch.nn.Module) -> _ModuleTree:
+    """The model's modules in `named_modules()` order, and their parameters and buffers in
+    `named_parameters()` and `named_buffers()` order, from one walk of the tree (from a
+    stack: `named_modules()` makes a generator per level, which every module found deeper
+    passes through). Refused in one line: a model nested past the depth at which
+    `named_modules()` would exceed Python's recursion limit (the forward, `train()` and
+    `parameters()` recurse once a level too), and a submodule whose name holds a '.' (set
+    through `_modules`: `add_module` refuses it), whose path would read as a module nested in
+    another (a direct child 'a.b' and the child 'b' of 'a' would be one row)."""
+    deepest = sys.getrecursionlimit() - _frames_below()
+    modules: list[tuple[str, torch.nn.Module]] = []
+    parameters: list[tuple[str, torch.Tensor, bool]] = []
+    buffers: list[tuple[str, torch.Tensor, bool]] = []
+    seen: set[torch.nn.Module] = set()
+    seen_parameters: set[int] = set()  # ids; apart from the buffers', as in their own walks
+    seen_buffers: set[int] = set()
+    tied = False
+    to_visit = [("", model, 1)]  # path, module, depth; the next to visit last
+    while to_visit:
+        path, module, depth = to_visit.pop()
+        if module in seen:  # `named_modules()`'s memo: a module reached under two names is listed once
+            continue
+        seen.add(module)
+        modules.append((path, module))
+        prefix = f"{path}." if path else ""
+        if module._parameters:
+            tied |= _listed(module._parameters, prefix, False, parameters, seen_parameters)
+        if module._buffers:
+            tied |= _listed(module._buffers, prefix, True, buffers, seen_buffers)
+        if module._modules:
+            children = [(name, child) for name, child in module._modules.items() if child is not None]
+            _check_children(path, children, depth, deepest)
+            to_visit += [(prefix + name, child, depth + 1) for name, child in reversed(children)]  # the first on top
+    return _ModuleTree(
+        modules,
+        {path: _type_name(module) for path, module in modules},
+        parameters + buffers,
+        tied,
+        {id(module) for _, module in modules if "forward" in module.__dict__},
+        {module: module.training for _, module in modules},
+    )
+
+
+def _listed(table: dict, prefix: str, is_buffer: bool, found: list, seen: set[int]) -> bool:
+    """Add to `found` the tensors of a module's parameter or buffer `table` not in `seen`
+    (ids), named after the module's `prefix`; whether one was (a tied tensor)."""
+    tied = False
+    for name, tensor in table.items():
+        if tensor is None:
+            continue
+        if id(tensor) in seen:
+            tied = True
+        else:
+            seen.add(id(tensor))
+            found.append((prefix + name, tensor, is_buffer))
+    return tied
+
+
+def _check_children(path: str, children: list[tuple[str, torch.nn.Module]], depth: int, deepest: int) -> None:
+    """Refuse the children of the module at `path` (`_walked`): past `deepest` levels, or named with a '.'."""
+    if depth >= deepest:
         raise ArchprofError(
             f"the model nests its modules too deeply to walk (past Python's recursion limit, {sys.getrecursionlimit()}"
             " levels)"
-        ) from None
-    for path, module in modules:
-        dotted = next((name for name, child in module._modules.items() if "." in name and child is not None), None)
-        if dotted is not None:
-            where = f"module '{path}'" if path else "the model"
-            raise ArchprofError(
-                f"{where} holds a submodule named {dotted!r}: a name with '.' reads as a path to a module nested in"
-                " another, which archprof cannot tell apart (torch's add_module refuses such names)"
-            )
-    return modules
+        )
+    dotted = next((name for name, _ in children if "." in name), None)
+    if dotted is not None:
+        where = f"module '{path}'" if path else "the model"
+        raise ArchprofError(
+            f"{where} holds a submodule named {dotted!r}: a name with '.' reads as a path to a module nested in"
+            " another, which archprof cannot tell apart (torch's add_module refuses such names)"
+        )
+
+
+def _frames_below() -> int:
+    """How many frames the stack holds under the caller's."""
+    frame, count = sys._getframe(1), 0
+    while frame is not None:
+        frame, count = frame.f_back, count + 1
+    return count
 
 
 @contextmanager
@@ -391,26 +460,6 @@ def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
         else:
             memo[id(tensor)] = torch.empty_like(tensor, device="meta")
     return copy.deepcopy(model, memo)
-
-
-def _named_tensors(modules: list[tuple[str, torch.nn.Module]]) -> tuple[list[tuple[str, torch.Tensor, bool]], bool]:
-    """`named_parameters()` then `named_buffers()` (name, tensor, is a buffer), from the
-    modules already listed: one walk instead of two more through `named_modules`; and
-    whether a tensor was met twice (tied weights)."""
-    named = []
-    tied = False
-    for is_buffer, attribute in ((False, "_parameters"), (True, "_buffers")):
-        seen: set[int] = set()
-        for path, module in modules:
-            for name, tensor in getattr(module, attribute).items():
-                if tensor is None:
-                    continue
-                if id(tensor) in seen:
-                    tied = True
-                else:
-                    seen.add(id(tensor))
-                    named.append((f"{path}.{name}" if path else name, tensor, is_buffer))
-    return named, tied
 
 
 def _owners(
@@ -827,14 +876,13 @@ def _attach_hooks(
         if not path:  # the model's own call is recorded around its whole call (`_model_called`)
             continue
         originals.append((module, module.__dict__.get("forward")))
-        post_hook = recorder.post_hook
-        if module._forward_hooks:
-            handles.append(module.register_forward_hook(post_hook))
-            post_hook = None
+        post_hook = not module._forward_hooks
+        if not post_hook:
+            handles.append(module.register_forward_hook(recorder.post_hook))
         shortcut = shortcut_for(module) if shortcuts else None
         # A lone layer is as quick to run as to copy.
         watched = replays if module._modules else None
-        module.__dict__["forward"] = _recorded(
+        module.__dict__["forward"] = _RecordedForward(
             module, path, module_types[path], module.forward, post_hook, recorder, shortcut, watched
         )
     return [_Restore(originals), *handles]
@@ -852,33 +900,59 @@ def _model_called(model: torch.nn.Module, args, kwargs, recorder: Recorder, by_p
     return output
 
 
-def _recorded(
-    module: torch.nn.Module,
-    path: str,
-    type_name: str,
-    forward: Callable,
-    post_hook: Callable | None,
-    recorder: Recorder,
-    shortcut: Shortcut | None,
-    replays: Replays | None,
-) -> Callable:
-    def recorded_forward(*args, **kwargs):
-        recorder.enter(path, type_name, args)
+class _RecordedForward:
+    """The `forward` a submodule is given for the trace (`_attach_hooks`): the recorder's
+    `enter`, the call (answered by its `shortcut`, copied by `replays`, or `__wrapped__`,
+    the forward it had), then the post hook unless one of the module's own forward hooks
+    runs it. One object per module, not a closure: a closure of these eight values took
+    eleven objects to make and let go of on every trace (its cells, its tuple of them, the
+    function and the dict that holds its `__wrapped__`; regnety_016: 708 modules).
+    `inspect.signature(module.forward)` follows `__wrapped__` to the forward's own, as it
+    does a decorated function's; a copy of the module shares it, as it would a function."""
+
+    __slots__ = ("__wrapped__", "module", "path", "post_hook", "recorder", "replays", "shortcut", "type_name")
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        path: str,
+        type_name: str,
+        forward: Callable,
+        post_hook: bool,
+        recorder: Recorder,
+        shortcut: Shortcut | None,
+        replays: Replays | None,
+    ) -> None:
+        self.module = module
+        self.path = path
+        self.type_name = type_name
+        self.__wrapped__ = forward
+        self.post_hook = post_hook
+        self.recorder = recorder
+        self.shortcut = shortcut
+        self.replays = replays
+
+    def __call__(self, *args, **kwargs):
+        recorder = self.recorder
+        recorder.enter(self.path, self.type_name, args)
         output = start = None
-        if shortcut is not None and len(args) == 1 and not kwargs:
-            output = recorder.answer_directly(module, args[0], shortcut)
-        elif replays is not None:
-            output, start = replays.answer(module, path, args, kwargs)
+        if self.shortcut is not None and len(args) == 1 and not kwargs:
+            output = recorder.answer_directly(self.module, args[0], self.shortcut)
+        elif self.replays is not None:
+            output, start = self.replays.answer(self.module, self.path, args, kwargs)
         if output is None:
-            output = forward(*args, **kwargs)
+            output = self.__wrapped__(*args, **kwargs)
             if start is not None:
-                replays.learn(start, args, output)
-        if post_hook is not None:
-            post_hook(module, args, output)
+                self.replays.learn(start, args, output)
+        if self.post_hook:
+            recorder.post_hook(self.module, args, output)
         return output
 
-    recorded_forward.__wrapped__ = forward  # inspect.signature(module.forward) as before
-    return recorded_forward
+    def __copy__(self) -> _RecordedForward:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> _RecordedForward:
+        return self
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 import contextlib
 import copy
+import inspect
+import sys
 import warnings
 
 import pytest
@@ -8,6 +10,7 @@ from torch import nn
 
 import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
+from archprof.trace import trace
 from tests.models import Calls, FunctionalOps, Residual, Uncounted, WithUnusedHead
 
 
@@ -301,6 +304,128 @@ def test_a_failing_forward_leaves_no_recorded_forward_behind():
     with pytest.raises(ArchprofError, match="'1' \\(Linear\\)"):
         archprof.analyze(model, input_size=(3, 6, 6))
     assert all("forward" not in module.__dict__ for module in model.modules())
+
+
+class _Scaled(nn.Module):
+    def forward(self, x, scale=2.0):
+        return x * scale
+
+
+class _ReadsItsChildsSignature(nn.Module):
+    """Runs its head only where `inspect.signature` of its child's forward names `scale`, as
+    code that adapts its call to a layer's keywords does."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 8)
+        self.child = _Scaled()
+
+    def forward(self, x):
+        if "scale" in inspect.signature(self.child.forward).parameters:
+            x = self.head(x)
+        return self.child(x, scale=3.0)
+
+
+def test_a_forward_reading_its_childs_signature_reads_the_childs_own():
+    """The trace's forward wrapper lets `inspect.signature` see the forward it wraps. The
+    oracle: FlopCounterMode over a real forward, which runs the head."""
+    model = _ReadsItsChildsSignature()
+    expected = _forward_macs(model, torch.rand(2, 8))
+    assert expected == 2 * 8 * 8
+    assert archprof.analyze(model, input_size=(8,), batch=2).totals.macs == expected
+
+
+class _CopiesABlockInItsForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+
+    def forward(self, x):
+        twin = copy.deepcopy(self.block)
+        return twin(x) + self.block(x)
+
+
+def test_a_block_copied_inside_the_forward_runs_as_in_a_real_forward():
+    """A copy made inside the forward shares the trace's forward wrappers, as it shares the
+    module's hooks, and none is left behind. The oracles: FlopCounterMode over a real
+    forward (both blocks' products), and a forward hook on the block's Linear, which the
+    copy takes along: two calls."""
+    model = _CopiesABlockInItsForward()
+    calls = []
+    handle = model.block[0].register_forward_hook(lambda *_: calls.append(1))
+    expected = _forward_macs(model, torch.rand(1, 8))
+    handle.remove()
+    assert expected == 2 * 8 * 16 and len(calls) == 2
+    report = archprof.analyze(model, input_size=(8,))
+    assert report.totals.macs == expected
+    linear_rows = [row for row in report.rows() if row["layer"] == "block.0"]
+    assert [row["call"] for row in linear_rows] == [0, 1]
+    assert sum(row["macs"] for row in linear_rows) == expected
+    assert all("forward" not in module.__dict__ for module in model.modules())
+
+
+class _NotATree(nn.Module):
+    """Branches at three depths, a block reached under two names, a weight tied across two
+    layers, an empty submodule slot and an empty parameter slot, a buffer of the model's own."""
+
+    def __init__(self):
+        super().__init__()
+        shared = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+        self.a = nn.Sequential(nn.Linear(4, 4), shared, nn.Sequential(nn.BatchNorm1d(4), nn.Tanh()))
+        self.b = shared
+        self.c = nn.Linear(4, 4, bias=False)
+        self.c.weight = self.a[0].weight
+        self.register_module("gone", None)
+        self.register_parameter("nothing", None)
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x)))
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_modules_parameters_and_buffers_are_listed_as_torch_lists_them(device):
+    """Each module once, in `named_modules()` order; each tensor once, as `named_parameters()`
+    then `named_buffers()` name it. The oracle: those three."""
+    model = _NotATree().to(device).eval()
+    graph = trace(model, [(2, 4)])
+    assert list(graph.module_types) == [path for path, _ in model.named_modules()]
+    assert [p.name for p in graph.parameters] == [
+        *(name for name, _ in model.named_parameters()),
+        *(name for name, _ in model.named_buffers()),
+    ]
+
+
+class _HoldsAChain(nn.Module):
+    """A Linear model holding, uncalled, a chain of Sequentials nested `depth` levels."""
+
+    def __init__(self, depth: int):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        inner = nn.ReLU()
+        for _ in range(depth):
+            inner = nn.Sequential(inner)
+        self.unused = inner
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("levels", [0.5, 1.0])
+def test_modules_nested_deeper_than_torch_can_walk_are_refused_in_one_line(levels):
+    """The oracle: torch's `named_modules()`, which recurses once a level."""
+    model = _HoldsAChain(int(levels * sys.getrecursionlimit()))
+    try:
+        walkable = bool(list(model.named_modules()))
+    except RecursionError:
+        walkable = False
+    assert walkable == (levels < 1)
+    if walkable:
+        assert archprof.analyze(model, input_size=(4,)).totals.param_count == 4 * 4 + 4
+    else:
+        with pytest.raises(ArchprofError, match="nests its modules too deeply") as raised:
+            archprof.analyze(model, input_size=(4,))
+        assert "\n" not in str(raised.value)
 
 
 def test_a_table_the_forward_computes_on_the_cpu_is_computed_there():
