@@ -247,17 +247,22 @@ class Recorder(TorchDispatchMode):
     # -- operators -----------------------------------------------------------------------
 
     def answer_directly(self, module: torch.nn.Module, x, shortcut: Shortcut) -> torch.Tensor | None:
-        """The module's output, its operator recorded as its forward would have reached it;
-        None where the shortcut does not know the call (the forward runs instead)."""
+        """The module's output, its operator recorded as its forward would have reached it
+        (and the children the forward then calls, called on its output); None where the
+        shortcut does not know the call (the forward runs instead)."""
         if not may_shortcut(x):
             return None
         call = shortcut(module, x)
         if call is None:
             return None
-        func, args = call
-        out = self._dispatched(func, args)
+        func, args, *children = call
+        output = self._dispatched(func, args)
         self.answered_directly += 1
-        return out[0] if isinstance(out, tuple) else out
+        if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
+            output = output[0]
+        for child in children:  # called as the forward calls them: recorded as module calls
+            output = child(output)
+        return output
 
     def answer_call(self, func, args: tuple):
         """What `func(*args)` returns, recorded as the dispatcher would hand it to this mode,

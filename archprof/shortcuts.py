@@ -10,6 +10,12 @@ the operator and its arguments as the dispatcher would pass them (trailing defau
 out), and the recorder records that: the same graph (tests/test_shortcuts.py traces each
 one beside the forward it stands for).
 
+timm's `BatchNormAct2d` (a batch norm whose forward then calls its `drop` and `act`
+children) is answered as its batch norm, and its children are then called as the forward
+calls them: hooked, recorded and answered as any module call. archprof never imports timm:
+such a class is known by where it is defined (`_DEFINED_ELSEWHERE`), on the first module of
+it a trace meets, and only if its forward is the one defined there beside it.
+
 For a call outside what it knows the function returns None, and the forward runs: another
 input rank (an unbatched input, which the forward reshapes), a string padding or another
 padding mode, a batch norm in training or without running statistics, statistics of
@@ -19,6 +25,7 @@ forward's error says so), an empty input.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +34,9 @@ from torch import nn
 
 aten = torch.ops.aten
 
-# A module and its one input -> (operator, arguments), or None: run the forward.
-Shortcut = Callable[[nn.Module, torch.Tensor], tuple[Any, tuple] | None]
+# A module and its one input -> (operator, arguments, *the modules the forward then calls on
+# the operator's output, in turn), or None: run the forward.
+Shortcut = Callable[[nn.Module, torch.Tensor], tuple | None]
 
 
 def _convolution(dims: int) -> Shortcut:
@@ -66,6 +74,19 @@ def _batch_norm(ranks: tuple[int, ...]) -> Shortcut:
         momentum = 0.0 if module.momentum is None else float(module.momentum)
         # Floats, as the dispatcher hands them to the mode whatever number the module holds.
         return aten.native_batch_norm.default, (x, weight, bias, mean, var, False, momentum, float(module.eps))
+
+    return call
+
+
+def _then_children(shortcut: Shortcut, *names: str) -> Shortcut:
+    """`shortcut`'s operator, then the children `names` called in turn on its output."""
+
+    def call(module: nn.Module, x: torch.Tensor):
+        children = [module._modules.get(name) for name in names]
+        if None in children:  # one deleted or set to None: the forward's own error
+            return None
+        answer = shortcut(module, x)
+        return None if answer is None else (*answer, *children)
 
     return call
 
@@ -113,15 +134,38 @@ _SHORTCUTS: dict[type[nn.Module], Shortcut] = {
     nn.Sigmoid: _activation(aten.sigmoid.default),
     nn.GELU: _gelu,
 }
+# Classes of packages archprof does not import, by (module, class name): each is looked up
+# on the first module of it a trace meets.
+_DEFINED_ELSEWHERE: dict[tuple[str, str], Shortcut] = {
+    # Its forward copies nn.BatchNorm2d's (F.batch_norm on the same arguments, a 4-d input
+    # asserted), then calls self.drop and self.act.
+    ("timm.layers.norm_act", "BatchNormAct2d"): _then_children(_batch_norm((4,)), "drop", "act"),
+}
 # Each class's forward as archprof found it: a forward patched later is not the one known.
 _FORWARDS = {cls: cls.forward for cls in _SHORTCUTS}
+
+
+def _found_elsewhere(cls: type) -> Shortcut | None:
+    """The shortcut of a class of `_DEFINED_ELSEWHERE`, entered in `_SHORTCUTS` on first
+    sight: the class its module holds under that name, with the forward defined there."""
+    shortcut = _DEFINED_ELSEWHERE.get((cls.__module__, cls.__qualname__))
+    if shortcut is None or getattr(sys.modules.get(cls.__module__), cls.__qualname__, None) is not cls:
+        return None
+    forward = cls.forward
+    # A forward patched in before this first sight is defined elsewhere (a test's lambda).
+    where = (getattr(forward, "__module__", None), getattr(forward, "__qualname__", None))
+    if where != (cls.__module__, f"{cls.__qualname__}.forward"):
+        return None
+    _SHORTCUTS[cls] = shortcut
+    _FORWARDS[cls] = forward
+    return shortcut
 
 
 def shortcut_for(module: nn.Module) -> Shortcut | None:
     """The shortcut of the module's class, if it has one and the module runs its class's
     forward as archprof knows it."""
     cls = type(module)
-    shortcut = _SHORTCUTS.get(cls)
+    shortcut = _SHORTCUTS.get(cls) or _found_elsewhere(cls)
     if shortcut is None or cls.forward is not _FORWARDS[cls] or "forward" in module.__dict__:
         return None
     return shortcut

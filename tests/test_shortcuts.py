@@ -5,6 +5,9 @@ the functional call each forward makes says whether it ran."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -234,8 +237,8 @@ def test_a_model_with_real_weights_is_answered_on_its_stand_ins(monkeypatch):
 
 
 class _FunctionalNorm(nn.BatchNorm2d):
-    """A batch norm of its own forward (as timm's BatchNormAct2d): no shortcut answers the
-    module; its F.batch_norm call is handed to the recorder by `DeviceKernels`."""
+    """A batch norm of a forward of its own: no shortcut answers the module; its F.batch_norm
+    call is handed to the recorder by `DeviceKernels`."""
 
     def __init__(self, channels, batch_statistics=False, running=True, momentum=0.1, eps=1e-5):
         super().__init__(channels)
@@ -283,3 +286,122 @@ def test_a_functional_batch_norm_goes_through_the_dispatcher_in_a_training_step(
     monkeypatch.setattr(archprof.recorder.Recorder, "answer_call", lambda *a: pytest.fail("handed to the recorder"))
     graph = trace(model, [(2, 4, 3, 3)], training=True)
     assert "aten.native_batch_norm" in [op.op for op in graph.ops] and graph.backward_ops
+
+
+# timm's BatchNormAct2d, made from timm.layers: its batch norm answered, its drop and act then
+# called as module calls. Each case's input is (2, 4, 5, 5).
+TIMM_ANSWERED = {
+    "relu": lambda layers: layers.BatchNormAct2d(4),
+    "hardswish": lambda layers: layers.BatchNormAct2d(4, act_layer=nn.Hardswish, momentum=None, eps=1e-3),
+    "silu-not-in-place": lambda layers: layers.BatchNormAct2d(4, act_layer=nn.SiLU, inplace=False),
+    "no-act": lambda layers: layers.BatchNormAct2d(4, apply_act=False),
+    "no-affine": lambda layers: layers.BatchNormAct2d(4, affine=False),
+    "drop-block": lambda layers: layers.BatchNormAct2d(4, drop_layer=lambda: layers.DropBlock2d(0.1)),
+    "dropout": lambda layers: layers.BatchNormAct2d(4, drop_layer=lambda: nn.Dropout(0.2)),
+    # A drop that records an operator of its own, answered by its own shortcut.
+    "hardtanh-drop": lambda layers: layers.BatchNormAct2d(4, drop_layer=lambda: nn.Hardtanh(-2.0, 2.0)),
+}
+
+
+def _norm_act(layers, **options) -> nn.Module:
+    return _model(lambda: layers.BatchNormAct2d(4, **options))
+
+
+def _in_training(model):
+    model[0].train()  # the model itself in evaluation
+    return model
+
+
+def _act_deleted(model):
+    del model[0].act
+    return model
+
+
+def _own_forward(model):
+    model[0].forward = lambda x: F.relu(F.batch_norm(x, None, None, training=True))
+    return model
+
+
+# The forward runs: what the shortcut does not know, and what must fail as the forward fails.
+TIMM_FORWARD_RUNS = {
+    "training": (lambda layers: _in_training(_norm_act(layers)), (2, 4, 5, 5)),
+    "no-running-stats": (lambda layers: _norm_act(layers, track_running_stats=False), (2, 4, 5, 5)),
+    "3-d input": (_norm_act, (4, 5, 5)),  # the forward's assertion
+    "empty input": (_norm_act, (0, 4, 5, 5)),
+    "other channels": (_norm_act, (2, 3, 5, 5)),
+    "act deleted": (lambda layers: _act_deleted(_norm_act(layers)), (2, 4, 5, 5)),
+    "own forward": (lambda layers: _own_forward(_norm_act(layers)), (2, 4, 5, 5)),
+}
+
+
+@pytest.mark.parametrize("make", TIMM_ANSWERED.values(), ids=TIMM_ANSWERED)
+def test_timm_batch_norm_act_is_answered_and_records_what_its_forward_records(make, hub_packages, monkeypatch):
+    """The oracle: the same model traced with its forwards run (`Passing`), F.batch_norm
+    reached there and not here; the drop and act are still their own module calls."""
+    model = _model(lambda: make(hub_packages[1].layers))
+    calls = _spy(monkeypatch, F, "batch_norm")
+    expected = _forward_traced(model, (2, 4, 5, 5))
+    assert calls, "the oracle must run the forward"
+    calls.clear()
+    graph = trace(model, [(2, 4, 5, 5)])
+    assert repr(graph) == expected
+    assert calls == [], "the shortcut should have answered the call"
+    assert [call.path for call in graph.module_calls][1:4] == ["0", "0.drop", "0.act"]
+
+
+@pytest.mark.parametrize(("make", "shape"), TIMM_FORWARD_RUNS.values(), ids=TIMM_FORWARD_RUNS)
+def test_timm_batch_norm_act_the_shortcut_does_not_know_runs_its_forward(make, shape, hub_packages, monkeypatch):
+    model = make(hub_packages[1].layers)
+    calls = _spy(monkeypatch, F, "batch_norm")
+    expected = _forward_traced(model, shape)
+    calls.clear()
+    assert _traced(model, shape) == expected
+    assert calls or expected.startswith("refused: ")
+
+
+def test_timm_batch_norm_act_children_are_hooked_as_module_calls(hub_packages):
+    """A forward hook on the act replaces its output (doubled), as it does in the forward."""
+    norm = hub_packages[1].layers.BatchNormAct2d(4)
+    norm.act.register_forward_hook(lambda module, args, output: output * 2)
+    model = _model(lambda: norm)
+    ops = [op.op for op in trace(model, [(2, 4, 5, 5)]).ops]
+    assert ops == _forward_ops(model, (2, 4, 5, 5))
+    assert ops[:3] == ["aten.native_batch_norm", "aten.relu_", "aten.mul"]
+
+
+def test_timm_batch_norm_act_forward_patched_runs_the_patch(hub_packages, monkeypatch):
+    """A class forward replaced before archprof first meets the class, or after: the patch
+    runs (an addition after the batch norm), until it is taken back."""
+    import archprof.shortcuts as shortcuts
+
+    norm_act = hub_packages[1].layers.BatchNormAct2d
+    original = norm_act.forward
+    model = _model(lambda: norm_act(4))
+    calls = _spy(monkeypatch, F, "batch_norm")
+
+    def patched(self, x):
+        return original(self, x) + 1
+
+    for first_sight in (True, False):
+        if first_sight:
+            monkeypatch.delitem(shortcuts._SHORTCUTS, norm_act, raising=False)
+            monkeypatch.delitem(shortcuts._FORWARDS, norm_act, raising=False)
+        monkeypatch.setattr(norm_act, "forward", patched)
+        calls.clear()
+        assert [op.op for op in trace(model, [(2, 4, 5, 5)]).ops][-3:-1] == ["aten.relu_", "aten.add"]
+        assert calls == ["batch_norm"]
+        monkeypatch.setattr(norm_act, "forward", original)
+        calls.clear()
+        assert [op.op for op in trace(model, [(2, 4, 5, 5)]).ops][-2] == "aten.relu_"
+        assert calls == [], "the class's own forward is answered again"
+
+
+def test_archprof_does_not_import_timm():
+    """timm stays optional: a model of torch.nn alone is analysed without it."""
+    code = (
+        "import sys, torch, archprof\n"
+        "model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))\n"
+        "archprof.analyze(model, input_size=(3, 8, 8))\n"
+        "assert 'timm' not in sys.modules, 'archprof imported timm'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
