@@ -415,6 +415,7 @@ class Walk:
         if not isinstance(state, Field):
             return state
         dims = list(state.dims)
+        moved = False
         for i, axis in enumerate(axes):
             entry = dims[axis]
             if isinstance(entry, (*FLAT, Within)):
@@ -423,8 +424,11 @@ class Walk:
                 changed = change(i, entry)
                 if changed is None:
                     return self.undefined(op, f"{what}: no output unit reads an input unit")
+                moved = moved or changed is not entry
                 dims[axis] = changed
-        return state.with_dims(dims)
+        # Every map kept (a 1x1 convolution): the state itself, which the rows then share
+        # (`receptive_field_columns` writes a state's cells once), not an equal copy.
+        return state.with_dims(dims) if moved else state
 
     def reduce(self, op: OpNode, state: State, out_ndim: int, axes: set[int] | None) -> State:
         """An op that mixes every unit along the tensor dimensions `axes` (None: all), keeping
