@@ -4,6 +4,7 @@ analyses (profile, fit, compare, check, diff) build on it; nothing here imports 
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections import Counter
@@ -296,7 +297,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         "module_type": [g.module_type for g in groups],
         "call": [g.call for g in groups],
         "depth": [g.depth for g in groups],
-        "operators": [tuple(dict.fromkeys(op.op.removeprefix("aten.") for op in g.ops)) for g in groups],
+        "operators": [_operator_names(tuple([op.op for op in g.ops])) for g in groups],
         "output_shape": [shapes_text(t.shape for t in g.outputs) for g in groups],
     }
     columns.update(interface_columns(groups))
@@ -331,9 +332,16 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _operator_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """A row's operators, each once in the order first run, without "aten.". Rows repeat a
+    few sequences of operators (a convolution; a batch norm then a ReLU): each is named once."""
+    return tuple(dict.fromkeys(name.removeprefix("aten.") for name in names))
+
+
 def _report_dtype(graph: Graph) -> str:
     """The dtype the model computes in: its first floating input's (token ids are int64,
     the model is not), else its first floating parameter's, else its first input's."""
-    floating = [t.dtype for t in (*graph.inputs, *graph.parameters) if t.dtype.is_floating_point]
-    chosen = floating[0] if floating else (graph.inputs[0].dtype if graph.inputs else None)
+    floating = (t.dtype for t in (*graph.inputs, *graph.parameters) if t.dtype.is_floating_point)
+    chosen = next(floating, graph.inputs[0].dtype if graph.inputs else None)
     return str(chosen).removeprefix("torch.") if chosen is not None else ""

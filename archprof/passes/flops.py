@@ -65,10 +65,11 @@ def _shape_of(tensor: TensorMeta) -> tuple[int, ...]:
 def cost_columns(groups: list[LayerGroup]) -> dict[str, list]:
     """Per row: macs, flops, elementwise_flops, not_counted (operator -> calls without a
     formula) and operator_costs (one OperatorCost per operator with one, in order)."""
-    operator_costs, not_counted = [], []
+    operator_costs, not_counted, macs, elementwise_flops = [], [], [], []
     for group in groups:
         totals: dict[str, list[int]] = {}  # operator -> [calls, macs, elementwise_flops], in order
         missing: dict[str, int] = {}
+        row_macs = row_elementwise = 0  # summed here, not over the records after: a row per module call
         for op in group.ops:
             cost = op_cost(op)
             if cost is None:
@@ -78,13 +79,16 @@ def cost_columns(groups: list[LayerGroup]) -> dict[str, list]:
             total[0] += 1
             total[1] += cost.macs
             total[2] += cost.elementwise_flops
-        operator_costs.append(tuple(OperatorCost(name, *total) for name, total in totals.items()))
+            row_macs += cost.macs
+            row_elementwise += cost.elementwise_flops
+        operator_costs.append(tuple([OperatorCost(name, *total) for name, total in totals.items()]))
         not_counted.append(missing)
-    macs = [sum(cost.macs for cost in row) for row in operator_costs]
+        macs.append(row_macs)
+        elementwise_flops.append(row_elementwise)
     return {
         "macs": macs,
         "flops": [2 * m for m in macs],
-        "elementwise_flops": [sum(cost.elementwise_flops for cost in row) for row in operator_costs],
+        "elementwise_flops": elementwise_flops,
         "not_counted": not_counted,
         "operator_costs": operator_costs,
     }

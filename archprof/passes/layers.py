@@ -8,6 +8,7 @@ still gets a row, as does a module that owns parameters but was never called."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 from archprof.graph import Graph, ModuleCall, OpNode, TensorMeta, value_record
 from archprof.operators.costs import expand
@@ -51,7 +52,7 @@ def group_layers(graph: Graph) -> list[LayerGroup]:
     for path in sorted(owners - called, key=list(graph.module_types).index):
         group = LayerGroup(path, graph.module_types[path], -1, (), ())
         keyed.append(((len(graph.ops), 1, 0), group))
-    keyed.sort(key=lambda item: item[0])
+    keyed.sort(key=itemgetter(0))
     return [group for _, group in keyed]
 
 
@@ -61,11 +62,13 @@ def _op_run(graph: Graph, run: list[OpNode], leaves: frozenset[str]) -> tuple[tu
     called, returns its output and the averaged weights, the last op's), else the last op's."""
     call: ModuleCall = run[0].module
     returned = graph.call_outputs.get(call.index)
-    if call.path in leaves and returned is not None:
+    if returned is None:
+        outputs = run[-1].outputs[:1]
+    elif call.path in leaves:
         outputs = returned
     else:
         made = {t.id for op in run for t in op.outputs}
-        outputs = tuple(t for t in returned or () if t.id in made) or run[-1].outputs[:1]
+        outputs = tuple([t for t in returned if t.id in made]) or run[-1].outputs[:1]
     return (run[0].index, 1, 0), LayerGroup(call.path, call.type, call.call, tuple(run), outputs)
 
 
@@ -93,24 +96,36 @@ def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
     `kernel`, the window of its first convolution or pooling ('3x3'; '' without one)."""
     input_shapes, kernels = [], []
     for group in groups:
-        made_here = {t.id for op in group.ops for t in op.outputs}
-        read: dict[int, tuple[int, ...]] = {}
-        for op in group.ops:
-            for tensor in op.inputs:
-                if tensor.kind in ("activation", "input") and tensor.id not in made_here:
-                    read.setdefault(tensor.id, tensor.shape)
-        input_shapes.append(shapes_text(read.values()))
-        kernels.append(next((shape_text(window) for op in group.ops if (window := _window(op))), ""))
+        input_shapes.append(shapes_text(_read_from_outside(group.ops)))
+        kernels.append(_first_window(group.ops))
     return {"input_shape": input_shapes, "kernel": kernels}
 
 
-def _window(op: OpNode) -> tuple[int, ...] | None:
-    where = _WINDOWED.get(op.op)
-    if where is None:
-        return None
-    if where == "weight":
-        return op.inputs[1].shape[2:]
-    return expand(op.args[1], where)
+def _read_from_outside(ops: tuple[OpNode, ...]) -> list[tuple[int, ...]]:
+    """The shapes of the activations (and inputs) `ops` read that none of them made, in the
+    order first read. One walk: an op reads only tensors made before it, so a tensor made in
+    the run is made before any of its ops reads it."""
+    made: set[int] = set()
+    read: dict[int, tuple[int, ...]] = {}
+    for op in ops:
+        for tensor in op.inputs:
+            if tensor.kind in ("activation", "input") and tensor.id not in made:
+                read.setdefault(tensor.id, tensor.shape)
+        for tensor in op.outputs:
+            made.add(tensor.id)
+    return list(read.values())
+
+
+def _first_window(ops: tuple[OpNode, ...]) -> str:
+    """The window of the first convolution or pooling among `ops` ('3x3'), or ''."""
+    for op in ops:
+        where = _WINDOWED.get(op.op)
+        if where is None:
+            continue
+        window = op.inputs[1].shape[2:] if where == "weight" else expand(op.args[1], where)
+        if window:
+            return shape_text(window)
+    return ""
 
 
 def consecutive_runs(values: Sequence[int]) -> list[list[int]]:

@@ -12,30 +12,34 @@ from archprof.passes.layers import LayerGroup
 
 def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int]]:
     owner: dict[str, int] = {}
+    first_row_of: dict[str, int] = {}
     for index, group in enumerate(groups):
+        first_row_of.setdefault(group.path, index)
         for op in group.ops:
             for tensor in op.inputs:
                 if tensor.kind in ("parameter", "buffer"):
                     owner.setdefault(tensor.name, index)
 
-    first_row_of = {}
-    for index, group in enumerate(groups):
-        first_row_of.setdefault(group.path, index)
-
-    columns = {
-        name: [0] * len(groups) for name in ("param_count", "trainable_param_count", "param_bytes", "buffer_bytes")
-    }
+    # One list per column, filled through locals: a parameter per weight and bias of the model.
+    param_count, trainable_param_count, param_bytes, buffer_bytes = ([0] * len(groups) for _ in range(4))
     for parameter in graph.parameters:
         row = owner.get(parameter.name)
         if row is None:
             row = _nearest_row(parameter.module_path, first_row_of)
         if parameter.is_buffer:
-            columns["buffer_bytes"][row] += parameter.nbytes
+            buffer_bytes[row] += parameter.nbytes
             continue
-        columns["param_count"][row] += parameter.numel
-        columns["trainable_param_count"][row] += parameter.numel if parameter.trainable else 0
-        columns["param_bytes"][row] += parameter.nbytes
-    return columns
+        numel = parameter.numel
+        param_count[row] += numel
+        if parameter.trainable:
+            trainable_param_count[row] += numel
+        param_bytes[row] += parameter.nbytes
+    return {
+        "param_count": param_count,
+        "trainable_param_count": trainable_param_count,
+        "param_bytes": param_bytes,
+        "buffer_bytes": buffer_bytes,
+    }
 
 
 def _nearest_row(path: str, first_row_of: dict[str, int]) -> int:

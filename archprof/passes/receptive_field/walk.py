@@ -5,6 +5,7 @@ what they share (merging paths, windows along dimensions, reductions)."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -227,7 +228,7 @@ class Walk:
         self.graph = graph
         self.fields: dict[int, State] = {}
         # storage -> tensors seen in it, built only when an in-place write needs it
-        self._members: dict[int, list[TensorMeta]] = {}
+        self._members: defaultdict[int, list[TensorMeta]] = defaultdict(list)
         self._indexed = -1  # ops indexed so far (-1: not even the inputs)
         # an in-place result's id -> the id of the version it replaced (same tensor object)
         self._replaced: dict[int, int] = {}
@@ -243,7 +244,8 @@ class Walk:
         return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
 
     def step(self, op: OpNode, rule: Rule | None) -> None:
-        masking = self._reads_mask(op)
+        # Whether `op` reads a mask is asked only where the answer marks its outputs: no rule
+        # changes `masked`, and most ops (a convolution, a pooling) do not carry a mask on.
         fields = self.fields
         read_any, read_whole_only = False, True  # a loop, not all() twice: every op comes here
         bound = ""  # the first input's that is an upper bound only
@@ -255,7 +257,7 @@ class Walk:
                 if type(state) is Field and state.bound and not bound:
                     bound = state.bound
         if not read_any or not op.outputs:
-            if masking:  # a mask in the making, whatever the op
+            if op.outputs and self._reads_mask(op):  # a mask in the making, whatever the op
                 self.masked.update(t.id for t in op.outputs)
             return  # computed from parameters and constants only (or nothing): no field
         try:
@@ -281,7 +283,7 @@ class Walk:
                 state = Field(state.dims, state.whole, state.loose, bound)
             if state is not None:
                 self.fields[tensor.id] = state
-        if masking and _carries_mask(op.op):
+        if _carries_mask(op.op) and self._reads_mask(op):
             self.masked.update(t.id for t in op.outputs)
         if op.writes_input and op.inputs:
             self._written(op, op.inputs[0], op.outputs[0])
@@ -305,26 +307,36 @@ class Walk:
         versions are no views: what they held when their rows made them stays their field
         (a block's normalised map, added to in place by its residual: `result += input`)."""
         self._replaced[after.id] = before.id
-        if self.fields.get(before.id) == self.fields.get(after.id):
+        earlier, now = self.fields.get(before.id), self.fields.get(after.id)
+        if earlier is now or earlier == now:  # most often one object: a ReLU in place keeps its input's
             return
-        members = self._members
-        if self._indexed < 0:
-            for tensor in self.graph.inputs:
-                members.setdefault(tensor.storage, []).append(tensor)
-            self._indexed = 0
-        for earlier in self.graph.ops[self._indexed : op.index]:
-            for tensor in (*earlier.inputs, *earlier.outputs):
-                members.setdefault(tensor.storage, []).append(tensor)
-        self._indexed = max(self._indexed, op.index)
-        undefined = self.undefined(op, "it writes in place through another view of this tensor's storage")
         versions = {after.id}
         version: int | None = before.id
         while version is not None:
             versions.add(version)
             version = self._replaced.get(version)
-        for tensor in members.get(before.storage, ()):
+        undefined = None  # made for the first other view found: most storages have none
+        for tensor in self._storage_members(op.index).get(before.storage, ()):
             if tensor.id not in versions:
+                if undefined is None:
+                    undefined = self.undefined(op, "it writes in place through another view of this tensor's storage")
                 self.fields[tensor.id] = undefined
+
+    def _storage_members(self, upto: int) -> dict[int, list[TensorMeta]]:
+        """Storage -> the tensors seen in it among the graph's inputs and the ops before op
+        `upto`, indexed as far as asked, once."""
+        members = self._members
+        if self._indexed < 0:
+            for tensor in self.graph.inputs:
+                members[tensor.storage].append(tensor)
+            self._indexed = 0
+        for earlier in self.graph.ops[self._indexed : upto]:
+            for tensor in earlier.inputs:
+                members[tensor.storage].append(tensor)
+            for tensor in earlier.outputs:
+                members[tensor.storage].append(tensor)
+        self._indexed = max(self._indexed, upto)
+        return members
 
     def undefined(self, op: OpNode, why: str) -> Undefined:
         return Undefined(f"{op.op} in {_where(op)}: {why}")
@@ -403,6 +415,7 @@ class Walk:
         if not isinstance(state, Field):
             return state
         dims = list(state.dims)
+        moved = False
         for i, axis in enumerate(axes):
             entry = dims[axis]
             if isinstance(entry, (*FLAT, Within)):
@@ -411,8 +424,11 @@ class Walk:
                 changed = change(i, entry)
                 if changed is None:
                     return self.undefined(op, f"{what}: no output unit reads an input unit")
+                moved = moved or changed is not entry
                 dims[axis] = changed
-        return state.with_dims(dims)
+        # Every map kept (a 1x1 convolution): the state itself, which the rows then share
+        # (`receptive_field_columns` writes a state's cells once), not an equal copy.
+        return state.with_dims(dims) if moved else state
 
     def reduce(self, op: OpNode, state: State, out_ndim: int, axes: set[int] | None) -> State:
         """An op that mixes every unit along the tensor dimensions `axes` (None: all), keeping
