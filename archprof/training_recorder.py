@@ -190,7 +190,9 @@ class TrainingRecorder(Recorder):
         if in_place_on_a_cpu or (info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors)):
             info = replace(info, writes_input=True)  # as the real step runs it
         kept, storages = len(self._kept), self._next_storage
-        engines = self._formulas.engines_op(node)
+        # Outside the formula's bracket run the engine's adds, and a hook on the tensor whose
+        # gradient comes in (the engine calls those before the node's pre hooks): the user's.
+        engines = info.name == "aten.add" and len(tensors) == 2 and self._formulas.engines_op(node)
         super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
         if engines:
             self.engine.gradient_sums.add(len(self.ops) - 1)

@@ -714,11 +714,18 @@ ENGINE_ADDS = {
     "a map read by atan2 and its flip": (lambda y: torch.atan2(y, y.flip(1)), 1),  # not `self*self + other*other`
     "a logcumsumexp": (lambda y: y.logcumsumexp(1), 0),  # not `flip(...) + self`, twice
     "a map returned twice beside its relu": (lambda y: (y, y.relu(), y), 2),  # two seeds meet at once
+    "a map whose gradient a hook halves": (lambda y: _halve_its_gradient(y).sigmoid() * y, 1),  # not the hook's mul
     "a reentrant block reading its input twice": (
         lambda y: checkpoint(lambda z: z.relu() * z, y, use_reentrant=True),
         1,  # the block's own backward pass, whose first node (the product's) the recomputation made last
     ),
 }
+
+
+def _halve_its_gradient(y: torch.Tensor) -> torch.Tensor:
+    if y.requires_grad:  # the engine runs the hook before the pre hooks of the node it feeds
+        y.register_hook(lambda gradient: gradient * 0.5)
+    return y
 
 
 @pytest.mark.parametrize("name", ENGINE_ADDS)
