@@ -182,6 +182,11 @@ class EngineNotes:
     # caller holds the output), and forks one more while it replays a block. No aten op makes
     # them.
     random_states: list[tuple[int, int | None, int]] = field(default_factory=list)
+    # The indices (in `Graph.backward_ops`) of the adds the autograd engine ran where two
+    # gradients of one tensor meet (a tensor read twice): the ops it runs after a node's gradient
+    # formula has returned, with the node still running. An add inside a formula (atan2's `self *
+    # self + other * other`, a Python backward's `a + b`) adds tensors the backward made too.
+    gradient_sums: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

@@ -26,8 +26,15 @@ _ORIGIN = "archprof_origin"
 _RETURNS_KEPT = "archprof_returns_kept"
 # The key of the metadata of a node whose death the recorder watches (`_HeldByTheNode`).
 _DEATH_WATCH = "archprof_death_watch"
+# The key of the metadata of a node whose gradient formula the recorder brackets with hooks
+# (`_RunningFormulas.bracket`).
+_BRACKETED = "archprof_bracketed"
 # The autograd node that moves a gradient into its parameter's `.grad` (`Node.name()`).
 _ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
+# The node the engine starts a backward pass of several roots from: it passes their gradients on
+# as they are, so that every op run with it running is the engine's (an add of two seeds where
+# they meet: a model returning one tensor twice).
+_GRAPH_ROOT = "torch::autograd::GraphRoot"
 # Operators whose autograd node keeps their second operand for the first's gradient
 # (derivatives.yaml: `self: mul_tensor_backward(grad, other, ...)`, `div_tensor_self_backward`):
 # a Python number there is a tensor the argument parser made (`EngineNotes.saved_numbers`).
@@ -104,6 +111,7 @@ class TrainingRecorder(Recorder):
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
+        self._formulas = _RunningFormulas()
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
@@ -182,7 +190,12 @@ class TrainingRecorder(Recorder):
         if in_place_on_a_cpu or (info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors)):
             info = replace(info, writes_input=True)  # as the real step runs it
         kept, storages = len(self._kept), self._next_storage
+        # Outside the formula's bracket run the engine's adds, and a hook on the tensor whose
+        # gradient comes in (the engine calls those before the node's pre hooks): the user's.
+        engines = info.name == "aten.add" and len(tensors) == 2 and self._formulas.engines_op(node)
         super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
+        if engines:
+            self.engine.gradient_sums.add(len(self.ops) - 1)
         if in_place_on_a_cpu:
             self.engine.in_place_ops.add(len(self.ops) - 1)
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
@@ -195,9 +208,7 @@ class TrainingRecorder(Recorder):
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
                 self.engine.relaid_gradients.add(self.ops[-1].inputs[0].storage)
-        elif (
-            info.name == "aten.add" and len(tensors) == 2 and not is_dense(tuple(tensors[0].shape), tensors[0].stride())
-        ):
+        elif engines and not is_dense(tuple(tensors[0].shape), tensors[0].stride()):
             self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._tagging_for = self._replayed(node)
@@ -257,6 +268,7 @@ class TrainingRecorder(Recorder):
                 if self._tagging_for is not None:  # a recomputed op's: tagged anew if attributed anew
                     replay, step = self._tagging_for
                     replay.nodes.append((step, node))
+                self._formulas.bracket(node)
                 if isinstance(node, BackwardCFunction):  # a Python backward
                     node.register_hook(self._python_backward_returned)
                     node.metadata[_RETURNS_KEPT] = True
@@ -426,6 +438,45 @@ class TrainingRecorder(Recorder):
     def saved_tensors_hooks(self) -> AbstractContextManager:
         """While active, every tensor autograd saves for the backward pass is noted (`pack_saved`)."""
         return torch.autograd.graph.saved_tensors_hooks(self.pack_saved, self.unpack_saved)
+
+
+class _RunningFormulas:
+    """The autograd nodes whose gradient formula is running, innermost last (a reentrant
+    checkpoint's formula runs a backward pass of its own), known through hooks on each node
+    (`bracket`). It holds no recorder: the hooks stay on the nodes, which the traced tensors
+    hold, and through a recorder they would hold every tensor it kept."""
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+
+    def bracket(self, node) -> None:
+        """Hook `node`: the engine calls its pre hooks just before its formula and its post hooks
+        just after, then adds each gradient the formula returned to one already waiting for the
+        same input (a tensor read twice), with the node still running
+        (`torch._C._current_autograd_node`). A node tagged while it runs (one a reentrant
+        checkpoint's recomputation made last, whose backward pass starts with it) has passed its
+        pre hooks: its formula is running."""
+        node.metadata[_BRACKETED] = True
+        if node is torch._C._current_autograd_node():
+            self.nodes.append(node)
+        node.register_prehook(self._starts)
+        node.register_hook(self._ends)
+
+    def _starts(self, _incoming: tuple) -> None:
+        self.nodes.append(torch._C._current_autograd_node())
+
+    def _ends(self, _gradients: tuple, _incoming: tuple) -> None:
+        self.nodes.pop()
+
+    def engines_op(self, node) -> bool:
+        """Whether an op the backward pass runs with `node` running is the engine's own, run after
+        the node's formula returned: an add of two gradients of one tensor. Every op the node
+        that starts a pass of several roots runs is (it returns their gradients as they are)."""
+        if node is None:  # the seeds, made before the backward pass
+            return False
+        if node.name() == _GRAPH_ROOT:
+            return True
+        return _BRACKETED in node.metadata and not (self.nodes and self.nodes[-1] is node)
 
 
 class _HeldByTheNode:

@@ -806,6 +806,25 @@ class MishFunction(torch.autograd.Function):
         return grad_output.mul(x_tanh_sp + x * x_sigmoid * (1 - x_tanh_sp * x_tanh_sp))
 
 
+class SumOfThreeTerms(torch.autograd.Function):
+    """sin(x) - cos(x) + exp(x), whose Python backward names its three terms and returns their
+    sum: `a + b + c` adds two tensors the backward made, as the engine does where two gradients
+    of one tensor meet, but allocates each sum while a, b and c are held (until the return)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin() - x.cos() + x.exp()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x = ctx.saved_tensors[0]
+        a = grad_output * x.cos()
+        b = grad_output * x.sin()
+        c = grad_output * x.exp()
+        return a + b + c
+
+
 class WithACustomActivation(nn.Module):
     """Two convolutions with a custom autograd Function (`SwishFunction` and its kin) between
     them: the step's peak is in that Function's Python backward."""

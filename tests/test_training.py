@@ -3,6 +3,7 @@ around a real CPU forward and backward of the same model (matrix products and co
 all FlopCounterMode counts), and against gradients worked by hand."""
 
 import copy
+import gc
 
 import pytest
 import torch
@@ -19,9 +20,10 @@ from archprof.meta import on_meta
 from archprof.passes.flops import op_cost
 from archprof.report import TRAINING_COLUMNS
 from archprof.trace import trace
+from archprof.training_recorder import TrainingRecorder
 from archprof.zoo import MODELS
 from tests.cli import cli, one_error_line
-from tests.models import Checkpointed
+from tests.models import Calls, Checkpointed
 
 
 def counted_training_flops(model: nn.Module, *inputs: torch.Tensor) -> FlopCounterMode:
@@ -703,3 +705,47 @@ def test_a_step_with_no_output_to_differentiate_is_said_so():
     with pytest.warns(ArchprofWarning, match="no backward pass"):
         totals = archprof.analyze(model, input_size=(3, 8, 8), training=True).totals
     assert totals.training_flops == totals.flops  # the forward alone
+
+
+# Each case: the call after a convolution, and the sums of two gradients of one tensor its
+# backward pass needs, counted by hand: a tensor read k times (the caller's reads too, each
+# with a gradient of ones) gets k gradients, summed by the engine with k - 1 adds.
+ENGINE_ADDS = {
+    "a map read by atan2 and its flip": (lambda y: torch.atan2(y, y.flip(1)), 1),  # not `self*self + other*other`
+    "a logcumsumexp": (lambda y: y.logcumsumexp(1), 0),  # not `flip(...) + self`, twice
+    "a map returned twice beside its relu": (lambda y: (y, y.relu(), y), 2),  # two seeds meet at once
+    "a map whose gradient a hook halves": (lambda y: _halve_its_gradient(y).sigmoid() * y, 1),  # not the hook's mul
+    "a reentrant block reading its input twice": (
+        lambda y: checkpoint(lambda z: z.relu() * z, y, use_reentrant=True),
+        1,  # the block's own backward pass, whose first node (the product's) the recomputation made last
+    ),
+}
+
+
+def _halve_its_gradient(y: torch.Tensor) -> torch.Tensor:
+    if y.requires_grad:  # the engine runs the hook before the pre hooks of the node it feeds
+        y.register_hook(lambda gradient: gradient * 0.5)
+    return y
+
+
+@pytest.mark.parametrize("name", ENGINE_ADDS)
+def test_the_engines_adds_are_told_from_a_gradient_formulas_own(name):
+    """The trace notes as the engine's the adds it runs where two gradients of one tensor meet,
+    after a node's formula has returned, not an add inside a formula of two tensors it made."""
+    call, adds = ENGINE_ADDS[name]
+    graph = trace(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), [(2, 3, 16, 16)], training=True)
+    marked = [graph.backward_ops[index].op for index in sorted(graph.engine.gradient_sums)]
+    assert marked == ["aten.add"] * adds
+
+
+def test_a_training_trace_lets_go_of_its_recorder():
+    """The hooks the trace leaves on the autograd nodes (`_RunningFormulas`) hold no recorder:
+    through one, the nodes the traced tensors keep would keep every tensor it kept alive: one
+    more recorder each trace."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+    alive = []
+    for _ in range(3):
+        trace(model, [(2, 3, 16, 16)], training=True)
+        gc.collect()
+        alive.append(sum(isinstance(held, TrainingRecorder) for held in gc.get_objects()))
+    assert alive[1] == alive[2]

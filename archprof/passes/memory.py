@@ -499,7 +499,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       (or the engine's add where two gradients meet) that reads it last has run, except a
       parameter's gradient, which stays in `.grad` to the end (AccumulateGrad's copy), unlike a
       detached input's, which reentrant checkpointing takes from its `.grad` and returns;
-    - where two gradients meet, the engine adds the second into the first in place, unless
+    - where two gradients meet (the adds the engine runs between nodes' formulas,
+      `EngineNotes.gradient_sums`), the engine adds the second into the first in place, unless
       the caller holds the first (a seed) or it is not dense (`EngineNotes.gapped_sums`);
     - a Python number a tensor requiring grad was multiplied or divided by is a tensor of its
       own, kept by the op's node until it has run (`EngineNotes.saved_numbers`), or until it
@@ -519,7 +520,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     state = model_state_storages(graph)
     copies = _accumulated(backward, graph.engine.grad_storages)
     seeds = graph.engine.seeds
-    adds = _engine_adds(backward)
+    adds = sorted(graph.engine.gradient_sums)
     # The engine adds a gradient into the one already waiting, in place, unless the caller
     # holds that one (a seed), it is not dense (`EngineNotes.gapped_sums`) or it is a view, whose
     # base shares its storage (a tied weight's gradient through `t()`): then it allocates the sum.
@@ -679,19 +680,6 @@ def _final(moved: dict[int, int], storage: int) -> int:
     while storage in moved:
         storage = moved[storage]
     return storage
-
-
-def _engine_adds(backward: list[OpNode]) -> list[int]:
-    """The adds the autograd engine runs where two gradients of one tensor meet (a tensor
-    with several readers): an out-of-place add of two gradients the backward pass made."""
-    made: set[int] = set()
-    adds = []
-    for index, op in enumerate(backward):
-        if op.op == "aten.add" and len(op.inputs) == 2 and {t.storage for t in op.inputs} <= made:
-            adds.append(index)
-        if not op.writes_input:
-            made.update(t.storage for t in op.outputs)
-    return adds
 
 
 def _views(backward: list[OpNode]) -> set[int]:
