@@ -770,7 +770,14 @@ def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=4096)  # a trace's shapes repeat block after block
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return make_contiguous_strides_for(shape)
+    """c10's contiguous strides (a dimension of size 0 or 1 steps as one of size 1); not
+    torch's make_contiguous_strides_for, whose first call imports sympy (0.5 s of a CLI call)."""
+    strides = []
+    stride = 1
+    for size in reversed(shape):
+        strides.append(stride)
+        stride *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 _META = torch.device("meta")

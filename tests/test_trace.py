@@ -1,8 +1,10 @@
 import contextlib
 import copy
 import inspect
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.trace import trace
 from tests.models import Calls, FunctionalOps, Residual, Uncounted, WithUnusedHead
+
+ROOT = Path(__file__).parents[1]
 
 
 def test_functional_ops_are_captured_and_attributed():
@@ -925,3 +929,17 @@ def test_recorders_empty_outputs_are_torch_empty_ones(shape):
 
     expected = torch.empty(shape, dtype=torch.float16, device="meta")
     assert layout(_empty(shape, torch.float16)) == layout(expected)
+
+
+def test_a_trace_imports_no_sympy():
+    """torch imports sympy lazily (0.5 s of a CLI call); an analysis need not: torch's
+    make_contiguous_strides_for imports it on its first call, the recorder's own strides do not."""
+    script = (
+        "import sys, types\n"
+        "sys.modules['torchvision._meta_registrations'] = types.ModuleType('x')\n"
+        "import archprof\n"
+        "archprof.analyze('resnet18')\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.split()[-1] == "False"
