@@ -350,8 +350,8 @@ class Recorder(TorchDispatchMode):
             kwargs = {name: value for name, value in kwargs.items() if name not in info.out_names}
             tensors = info.slots.tensors(args, kwargs)
         # Before the outputs: an in-place op's output is a new version of its input tensor.
-        lookup = self.lookup
-        inputs = tuple([lookup(tensor) for tensor in tensors])
+        known = self._metas.get  # `lookup`, its common case inline: a tensor seen before
+        inputs = tuple([known(id(tensor)) or self.lookup(tensor) for tensor in tensors])
         # A number where a tensor goes: the parser wrapped it (`_WRAPPED`).
         node_args, node_kwargs = info.slots.substituted(args, kwargs, inputs, _WRAPPED)
         # In-place ops and views live in their first input's storage.
@@ -359,9 +359,9 @@ class Recorder(TorchDispatchMode):
         if written is not None:
             outputs = self._filled(written, out)
         elif isinstance(out, torch.Tensor):
-            outputs = (self.register(out, "activation", storage=storage),)
+            outputs = (self.register(out, "activation", "", storage),)
         else:
-            outputs = tuple([self.register(t, "activation", storage=storage) for t in tensors_in(out)])
+            outputs = tuple([self.register(t, "activation", "", storage) for t in tensors_in(out)])
         if attributed is None:
             module = self._stack[-1][0] if self._stack else None
             if self._by_parameters is not None and module is not None and not module.path:
@@ -494,7 +494,7 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     Refused is final: the real kernel refuses the call even where the meta kernel would
     answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.
-    if not tensors or not tensors[0].is_floating_point():
+    if not tensors or not tensors[0].dtype.is_floating_point:
         return None
     if info.elementwise:
         for argument in args:  # `is`, not `complex in map(type, args)`: == on torch's classes runs Python
@@ -503,10 +503,12 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     first = tensors[0]
     dtype = first.dtype
     contiguous = True
+    sizes = []  # the formula's arguments, read in the same pass
     for tensor in tensors:
         if tensor.dtype != dtype or not tensor.is_meta:
             return None  # a CPU tensor the forward made itself (a position table) is computed for real
         contiguous = contiguous and tensor.is_contiguous()
+        sizes.append(tuple(tensor.shape))
     as_input = info.laid_out_as_inputs
     follows_layout = as_input and not contiguous
     if as_input and not info.elementwise:
@@ -515,7 +517,7 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
         for tensor in tensors:
             if _taken_for_channels_last(tensor):
                 return None
-    shape_args, shape_kwargs = info.slots.substituted(args, kwargs, [tuple(tensor.shape) for tensor in tensors])
+    shape_args, shape_kwargs = info.slots.substituted(args, kwargs, sizes)
     if info.shape_by_dtype:
         shape_kwargs["dtype"] = dtype
     try:
@@ -536,7 +538,7 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
             pass
         raise refusal
     if info.writes_input:
-        return args[0] if shapes[0] == tuple(args[0].shape) else None
+        return args[0] if shapes[0] == sizes[0] else None  # args[0] is tensors[0]
     if follows_layout:  # an elementwise op lays its output out as its inputs are
         operands = tensors if info.layout is Layout.AS_INPUT else tensors[::-1]  # INPUT_FIRST: (x, grad)
         strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in operands])

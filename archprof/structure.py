@@ -16,7 +16,13 @@ def tensors_in(structure) -> list[torch.Tensor]:
     if isinstance(structure, torch.Tensor):
         return [structure]
     if isinstance(structure, (tuple, list)):
-        return [t for item in structure for t in tensors_in(item)]
+        found = []
+        for item in structure:  # its tensors taken here, not by a call each: every multi-output op comes here
+            if isinstance(item, torch.Tensor):
+                found.append(item)
+            elif item is not None:
+                found += tensors_in(item)
+        return found
     if isinstance(structure, dict):
         return [t for item in structure.values() for t in tensors_in(item)]
     return []
