@@ -292,19 +292,16 @@ class Recorder(TorchDispatchMode):
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
-            if info.same_dtype and tensors:
-                dtype = tensors[0].dtype
-                for tensor in tensors:  # a loop, not a set: most operators of a trace come here
-                    if tensor.dtype != dtype:
-                        dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
-                        raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
             out = None
             imported = len(sys.modules)
-            if not self._real:
-                if info.shape is not None:
-                    out = _answer_from_formula(func, info, args, kwargs, tensors)
-                if out is None and info.meta_answer_kept:
-                    out = self._meta_answers.answer(func, info, args, kwargs, tensors)
+            if not self._real and info.shape is not None:
+                out = _answer_from_formula(func, info, args, kwargs, tensors)
+            # An answer from the formula had its tensors in one dtype (it declines others): only
+            # a call it declined or was not asked may have mixed them.
+            if out is None and info.same_dtype:
+                _check_one_dtype(info, tensors)
+            if out is None and not self._real and info.meta_answer_kept:
+                out = self._meta_answers.answer(func, info, args, kwargs, tensors)
             if out is None:
                 out = func(*args, **kwargs)
                 if info.name in _ONE_TENSOR_TWICE_ON_META:
@@ -552,6 +549,17 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     ):
         outputs[0] = outputs[0].contiguous(memory_format=cpu_convolution_format(*args))
     return outputs[0] if info.returns == 1 else tuple(outputs)
+
+
+def _check_one_dtype(info: OpInfo, tensors: list[torch.Tensor]) -> None:
+    """Refuse mixed dtypes where the operator's real kernels do (the meta kernels of some let them pass)."""
+    if not tensors:
+        return
+    dtype = tensors[0].dtype
+    for tensor in tensors:  # a loop, not a set: most operators of a trace come here
+        if tensor.dtype != dtype:
+            dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
+            raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
