@@ -12,6 +12,7 @@ answers without their forward running through `answer_directly`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import sys
 import weakref
@@ -117,10 +118,12 @@ class Recorder(TorchDispatchMode):
     # -- tensors -------------------------------------------------------------------------
 
     def register(self, tensor: torch.Tensor, kind: TensorKind, name: str = "", storage: int | None = None):
-        if storage is None:
-            storage = self.new_storage()
-        meta = TensorMeta(self._count, tuple(tensor.shape), tensor.dtype, storage, kind, name)
-        self._count += 1
+        if storage is None:  # `new_storage`, inline: every tensor the trace makes comes here
+            storage = self._next_storage
+            self._next_storage = storage + 1
+        count = self._count
+        self._count = count + 1
+        meta = TensorMeta(count, tuple(tensor.shape), tensor.dtype, storage, kind, name)
         if name:
             self._named[name] = meta
         if kind in _HELD_THROUGHOUT:  # a holder never let go of: its views' deaths free nothing
@@ -289,20 +292,16 @@ class Recorder(TorchDispatchMode):
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
-            if info.same_dtype and tensors:
-                dtype = tensors[0].dtype
-                for tensor in tensors:  # a loop, not a set: most operators of a trace come here
-                    if tensor.dtype != dtype:
-                        dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
-                        raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
             out = None
             imported = len(sys.modules)
-            if not self._real:
-                if info.shape is not None:
-                    out = _answer_from_formula(func, info, args, kwargs, tensors)
-                kept = info.shape is not None or info.name in _META_ANSWERS_KEPT
-                if out is None and kept and not (info.writes_input or info.is_view):
-                    out = self._meta_answers.answer(func, info, args, kwargs, tensors)
+            if not self._real and info.shape is not None:
+                out = _answer_from_formula(func, info, args, kwargs, tensors)
+            # An answer from the formula had its tensors in one dtype (it declines others): only
+            # a call it declined or was not asked may have mixed them.
+            if out is None and info.same_dtype:
+                _check_one_dtype(info, tensors)
+            if out is None and not self._real and info.meta_answer_kept:
+                out = self._meta_answers.answer(func, info, args, kwargs, tensors)
             if out is None:
                 out = func(*args, **kwargs)
                 if info.name in _ONE_TENSOR_TWICE_ON_META:
@@ -347,26 +346,26 @@ class Recorder(TorchDispatchMode):
             written = [kwargs[name] for name in info.out_names]
             kwargs = {name: value for name, value in kwargs.items() if name not in info.out_names}
             tensors = info.slots.tensors(args, kwargs)
-        inputs = tuple(map(self.lookup, tensors))
         # Before the outputs: an in-place op's output is a new version of its input tensor.
-        node_args, node_kwargs = info.slots.map(self.lookup, args, kwargs)
-        for i in info.slots.single:  # a number where a tensor goes: the parser wrapped it
-            if i < len(node_args) and type(node_args[i]) in _WRAPPED:
-                node_args = (*node_args[:i], _WRAPPED[type(node_args[i])](node_args[i]), *node_args[i + 1 :])
+        known = self._metas.get  # `lookup`, its common case inline: a tensor seen before
+        inputs = tuple([known(id(tensor)) or self.lookup(tensor) for tensor in tensors])
+        # A number where a tensor goes: the parser wrapped it (`_WRAPPED`).
+        node_args, node_kwargs = info.slots.substituted(args, kwargs, inputs, _WRAPPED)
         # In-place ops and views live in their first input's storage.
         storage = inputs[0].storage if (info.writes_input or info.is_view) and inputs else None
         if written is not None:
             outputs = self._filled(written, out)
         elif isinstance(out, torch.Tensor):
-            outputs = (self.register(out, "activation", storage=storage),)
+            outputs = (self.register(out, "activation", "", storage),)
         else:
-            outputs = tuple([self.register(t, "activation", storage=storage) for t in tensors_in(out)])
+            outputs = tuple([self.register(t, "activation", "", storage) for t in tensors_in(out)])
         if attributed is None:
             module = self._stack[-1][0] if self._stack else None
             if self._by_parameters is not None and module is not None and not module.path:
                 module = self._owner_call(info, inputs, outputs, module)
-            attributed = (module, "forward", -1)
-        module, phase, origin = attributed
+            phase, origin = "forward", -1
+        else:
+            module, phase, origin = attributed
         self.ops.append(
             OpNode(
                 len(self.ops),
@@ -492,7 +491,7 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     Refused is final: the real kernel refuses the call even where the meta kernel would
     answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.
-    if not tensors or not tensors[0].is_floating_point():
+    if not tensors or not tensors[0].dtype.is_floating_point:
         return None
     if info.elementwise:
         for argument in args:  # `is`, not `complex in map(type, args)`: == on torch's classes runs Python
@@ -501,11 +500,13 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     first = tensors[0]
     dtype = first.dtype
     contiguous = True
+    sizes = []  # the formula's arguments, read in the same pass
     for tensor in tensors:
         if tensor.dtype != dtype or not tensor.is_meta:
             return None  # a CPU tensor the forward made itself (a position table) is computed for real
         contiguous = contiguous and tensor.is_contiguous()
-    as_input = not info.writes_input and info.layout in _ELEMENTWISE
+        sizes.append(tuple(tensor.shape))
+    as_input = info.laid_out_as_inputs
     follows_layout = as_input and not contiguous
     if as_input and not info.elementwise:
         if follows_layout:
@@ -513,7 +514,7 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
         for tensor in tensors:
             if _taken_for_channels_last(tensor):
                 return None
-    shape_args, shape_kwargs = info.slots.map(_shape, args, kwargs)
+    shape_args, shape_kwargs = info.slots.substituted(args, kwargs, sizes)
     if info.shape_by_dtype:
         shape_kwargs["dtype"] = dtype
     try:
@@ -534,13 +535,13 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
             pass
         raise refusal
     if info.writes_input:
-        return args[0] if shapes[0] == tuple(args[0].shape) else None
+        return args[0] if shapes[0] == sizes[0] else None  # args[0] is tensors[0]
     if follows_layout:  # an elementwise op lays its output out as its inputs are
         operands = tensors if info.layout is Layout.AS_INPUT else tensors[::-1]  # INPUT_FIRST: (x, grad)
         strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in operands])
         return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
     outputs = [None if shape is None else _empty(shape, dtype) for shape in shapes]  # None: not asked for
-    deciding = _DECIDING_OPERAND.get(info.layout)
+    deciding = info.deciding_operand
     if deciding is not None and outputs[0] is not None and _taken_for_channels_last(tensors[deciding]):
         outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
     elif info.layout is Layout.CPU_CONVOLUTION and (
@@ -548,6 +549,17 @@ def _answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.T
     ):
         outputs[0] = outputs[0].contiguous(memory_format=cpu_convolution_format(*args))
     return outputs[0] if info.returns == 1 else tuple(outputs)
+
+
+def _check_one_dtype(info: OpInfo, tensors: list[torch.Tensor]) -> None:
+    """Refuse mixed dtypes where the operator's real kernels do (the meta kernels of some let them pass)."""
+    if not tensors:
+        return
+    dtype = tensors[0].dtype
+    for tensor in tensors:  # a loop, not a set: most operators of a trace come here
+        if tensor.dtype != dtype:
+            dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
+            raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -578,7 +590,7 @@ class _MetaAnswers:
         for tensor in tensors:
             if not tensor.is_meta:
                 return None
-        mapped_args, mapped_kwargs = info.slots.map(_layout_of, args, kwargs)
+        mapped_args, mapped_kwargs = info.slots.substituted(args, kwargs, [_layout_of(tensor) for tensor in tensors])
         key = (func, _frozen(mapped_args), _frozen(tuple(sorted(mapped_kwargs.items()))))
         try:
             layouts = self._answers.get(key)
@@ -614,10 +626,6 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
-    return tuple(tensor.shape)
-
-
 def _taken_for_channels_last(tensor: torch.Tensor) -> bool:
     """`suggests_channels_last`, at once False for a contiguous tensor without a dimension of one."""
     shape = tensor.shape
@@ -650,6 +658,14 @@ class OpInfo:
     # has too) and no meta or CPU kernel of its own (silu_backward's composite serves other
     # devices), and not handed down whole as a CPU runs it (`kernels.HANDED_DOWN_WHOLE`).
     composite: bool
+    # Read from `layout` once (an Enum's hash and == run Python): an op laid out by
+    # TensorIterator's rule over its inputs, not in place; the operand whose strides decide
+    # a suggested layout (`_DECIDING_OPERAND`), None for other layouts.
+    laid_out_as_inputs: bool
+    deciding_operand: int | None
+    # The meta kernel's answers are kept (`_MetaAnswers`): where the fast path declines an
+    # operator with a formula, or one of `_META_ANSWERS_KEPT`; never an in-place op's or a view's.
+    meta_answer_kept: bool
 
     @staticmethod
     def of(func) -> OpInfo:
@@ -663,21 +679,29 @@ class OpInfo:
         )
         if out_names:  # the meta kernel sizes the results and resizes `out` as the real one does
             operator = None
+        name = str(func.overloadpacket)
+        writes_input = alias is not None and alias.is_write and not out_names
+        is_view = (alias is not None and not alias.is_write) or name in _UNANNOTATED_VIEWS
+        shape = operator.shape if operator is not None else None
+        layout = operator.layout if operator is not None else Layout.AS_INPUT
         return OpInfo(
-            name=str(func.overloadpacket),
+            name=name,
             slots=TensorSlots.of(func._schema),
             returns=len(returns),
-            writes_input=alias is not None and alias.is_write and not out_names,
+            writes_input=writes_input,
             out_names=out_names,
-            is_view=(alias is not None and not alias.is_write) or str(func.overloadpacket) in _UNANNOTATED_VIEWS,
-            shape=operator.shape if operator is not None else None,
+            is_view=is_view,
+            shape=shape,
             same_dtype=operator is not None and operator.same_dtype,
-            layout=operator.layout if operator is not None else Layout.AS_INPUT,
+            layout=layout,
             shape_by_dtype=operator is not None and operator.shape_by_dtype,
             elementwise=operator is not None
             and operator.family is Family.POINTWISE
             and operator.layout in _ELEMENTWISE,
-            composite=_runs_as_composite(func.name()) and str(func.overloadpacket) not in HANDED_DOWN_WHOLE,
+            composite=_runs_as_composite(func.name()) and name not in HANDED_DOWN_WHOLE,
+            laid_out_as_inputs=not writes_input and layout in _ELEMENTWISE,
+            deciding_operand=_DECIDING_OPERAND.get(layout),
+            meta_answer_kept=(shape is not None or name in _META_ANSWERS_KEPT) and not (writes_input or is_view),
         )
 
 
@@ -743,10 +767,27 @@ _OP_INFO: dict[Any, OpInfo] = {}
 
 
 def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
-    """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`, the dtype maybe COMPUTATION)."""
+    """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`, the dtype maybe COMPUTATION).
+
+    Made by empty_strided with the contiguous strides: the same tensor as torch.empty makes
+    (sizes, strides, storage size, contiguity flags), in two thirds of its time (1.5 against
+    2.8 us: one made per output of nearly every operator)."""
     if len(shape) == 2 and not isinstance(shape[1], int):
         shape, dtype = shape[0], output_dtype(shape[1], dtype)
-    return torch.empty(shape, dtype=dtype, device=_META)
+    shape = tuple(shape)
+    return torch.empty_strided(shape, _contiguous_strides(shape), dtype=dtype, device=_META)
+
+
+@functools.lru_cache(maxsize=4096)  # a trace's shapes repeat block after block
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """c10's contiguous strides (a dimension of size 0 or 1 steps as one of size 1); not
+    torch's make_contiguous_strides_for, whose first call imports sympy (0.5 s of a CLI call)."""
+    strides = []
+    stride = 1
+    for size in reversed(shape):
+        strides.append(stride)
+        stride *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 _META = torch.device("meta")

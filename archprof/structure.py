@@ -4,7 +4,7 @@ Hand-written: torch's pytree costs more than the rest of the trace together."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,13 @@ def tensors_in(structure) -> list[torch.Tensor]:
     if isinstance(structure, torch.Tensor):
         return [structure]
     if isinstance(structure, (tuple, list)):
-        return [t for item in structure for t in tensors_in(item)]
+        found = []
+        for item in structure:  # its tensors taken here, not by a call each: every multi-output op comes here
+            if isinstance(item, torch.Tensor):
+                found.append(item)
+            elif item is not None:
+                found += tensors_in(item)
+        return found
     if isinstance(structure, dict):
         return [t for item in structure.values() for t in tensors_in(item)]
     return []
@@ -56,19 +62,14 @@ class TensorSlots:
     position says whether it holds one tensor (or None) or a list of them: the recorder
     calls these for every operator, so neither asks a value what it is twice."""
 
-    positions: tuple[tuple[int, bool], ...]  # (index, holds a list)
+    positions: tuple[tuple[int, bool], ...]  # (index, holds a list), in order
     names: frozenset[str]
-    single: tuple[int, ...]  # the positions of one tensor each (not a list)
 
     @staticmethod
     def of(schema) -> TensorSlots:
         typed = [(i, argument.name, str(argument.type)) for i, argument in enumerate(schema.arguments)]
         slots = [(i, name, kind.startswith("List")) for i, name, kind in typed if "Tensor" in kind]
-        return TensorSlots(
-            tuple((i, listed) for i, _, listed in slots),
-            frozenset(name for _, name, _ in slots),
-            tuple(i for i, _, listed in slots if not listed),
-        )
+        return TensorSlots(tuple((i, listed) for i, _, listed in slots), frozenset(name for _, name, _ in slots))
 
     def tensors(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         """The tensors of the arguments, in order (aten schemas nest no deeper than a list)."""
@@ -87,20 +88,51 @@ class TensorSlots:
                     found.extend(tensors_in(value))
         return found
 
-    def map(self, fn: Callable[[torch.Tensor], Any], args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        """The arguments with `fn` applied to every tensor."""
+    def substituted(
+        self, args: tuple, kwargs: dict, values: Sequence[Any], numbers: dict[type, Callable[[Any], Any]] | None = None
+    ) -> tuple[tuple, dict]:
+        """The arguments with their tensors replaced by `values`, one for each tensor in the
+        order `tensors` finds them: the caller has looked at each tensor once already (the
+        recorder: its TensorMeta, its shape), and is not asked again per tensor. With
+        `numbers`, a Python number where one tensor goes is made `numbers[type(number)](number)`
+        (the recorder's WrappedFloat: the argument parser wrapped it in a tensor)."""
         mapped = list(args)
         count = len(mapped)
+        taken = 0
         for i, listed in self.positions:
-            if i < count:
-                value = mapped[i]
-                if isinstance(value, torch.Tensor):
-                    mapped[i] = fn(value)
-                elif listed and value is not None:
-                    items = [fn(item) if isinstance(item, torch.Tensor) else item for item in value]
-                    mapped[i] = items if isinstance(value, list) else type(value)(items)
+            if i >= count:
+                break
+            value = mapped[i]
+            if isinstance(value, torch.Tensor):
+                mapped[i] = values[taken]
+                taken += 1
+            elif listed:
+                if value is not None:
+                    mapped[i], taken = _items_substituted(value, values, taken)
+            elif numbers is not None:
+                wrap = numbers.get(type(value))
+                if wrap is not None:
+                    mapped[i] = wrap(value)
         if not kwargs:
             return tuple(mapped), {}
-        return tuple(mapped), {
-            key: _applied(fn, torch.Tensor, value) if key in self.names else value for key, value in kwargs.items()
-        }
+        mapped_kwargs = {}
+        for name, value in kwargs.items():
+            if name in self.names:
+                if isinstance(value, torch.Tensor):
+                    value = values[taken]
+                    taken += 1
+                elif isinstance(value, (list, tuple)):
+                    value, taken = _items_substituted(value, values, taken)
+            mapped_kwargs[name] = value
+        return tuple(mapped), mapped_kwargs
+
+
+def _items_substituted(items: list | tuple, values: Sequence[Any], taken: int) -> tuple[list | tuple, int]:
+    """`items` (a list or tuple, kept so) with its tensors replaced by `values` from `taken`
+    on; and the number of values taken after them."""
+    replaced = list(items)
+    for j, item in enumerate(replaced):
+        if isinstance(item, torch.Tensor):
+            replaced[j] = values[taken]
+            taken += 1
+    return (replaced if isinstance(items, list) else type(items)(replaced)), taken

@@ -1,5 +1,5 @@
 """TensorSlots, the recorder's reader of an operator's arguments, against a plain walk over
-every argument: the same tensors, in the same order, and `map` touching those only."""
+every argument: the same tensors, in the same order, and `substituted` replacing those only."""
 
 import pytest
 import torch
@@ -30,13 +30,13 @@ CALLS = {
 
 
 @pytest.mark.parametrize("name", CALLS)
-def test_slots_find_every_tensor_in_order_and_map_only_those(name):
+def test_slots_find_every_tensor_in_order_and_substitute_only_those(name):
     func, args, kwargs = CALLS[name]
     slots = TensorSlots.of(func._schema)
     expected = every_tensor(args, kwargs)
     assert [id(t) for t in slots.tensors(args, kwargs)] == [id(t) for t in expected]
 
-    mapped_args, mapped_kwargs = slots.map(lambda t: ("seen", id(t)), args, kwargs)
+    mapped_args, mapped_kwargs = slots.substituted(args, kwargs, [("seen", id(t)) for t in expected])
     assert every_tensor(mapped_args, mapped_kwargs) == []  # every tensor was mapped
     values = (*mapped_args, *mapped_kwargs.values())
     marks = [v for value in values for v in (value if isinstance(value, list) else [value])]
@@ -47,3 +47,14 @@ def test_slots_find_every_tensor_in_order_and_map_only_those(name):
             assert after == before
         if isinstance(before, list):
             assert type(after) is list and len(after) == len(before)
+
+
+def test_substituted_wraps_a_number_only_where_one_tensor_goes():
+    """`aten.add.Tensor(x, 2.0)`: the parser wrapped 2.0 in a tensor; a float elsewhere
+    (`alpha`, a convolution's list of strides) is an argument of its own."""
+    numbers = {float: lambda number: ("wrapped", number)}
+    slots = TensorSlots.of(aten.add.Tensor._schema)
+    assert slots.substituted((x, 2.0), {"alpha": 3.0}, ["x"], numbers) == (("x", ("wrapped", 2.0)), {"alpha": 3.0})
+    convolution = TensorSlots.of(aten.convolution.default._schema)
+    args = (x, y, None, [1], [0], [1], False, [0], 1)
+    assert convolution.substituted(args, {}, ["x", "y"], numbers) == (("x", "y", *args[2:]), {})

@@ -1,8 +1,10 @@
 import contextlib
 import copy
 import inspect
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.trace import trace
 from tests.models import Calls, FunctionalOps, Residual, Uncounted, WithUnusedHead
+
+ROOT = Path(__file__).parents[1]
 
 
 def test_functional_ops_are_captured_and_attributed():
@@ -910,3 +914,32 @@ def test_an_autocast_region_that_changes_nothing_or_is_run_for_real_is_not_warne
         assert {row["layer"]: row["activation_bytes"] for row in report.rows() if row["layer"]} == {
             layer: nbytes for layer, (_, nbytes) in real.items()
         }
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1, 64, 56, 56), (2, 1, 5, 1), (1, 1, 1, 1, 1), (7, 1)])
+def test_recorders_empty_outputs_are_torch_empty_ones(shape):
+    """The fast path's outputs (`_empty`, made by empty_strided for speed) are what torch.empty
+    makes: sizes, strides, storage size and every contiguity flag the kernels that follow read."""
+    from archprof.recorder import _empty
+
+    def layout(t):
+        formats = {4: [torch.channels_last], 5: [torch.channels_last_3d]}.get(t.dim(), [])
+        flags = [t.is_contiguous(memory_format=f) for f in formats]
+        return t.shape, t.stride(), t.dtype, t.device, t.untyped_storage().nbytes(), t.is_contiguous(), flags
+
+    expected = torch.empty(shape, dtype=torch.float16, device="meta")
+    assert layout(_empty(shape, torch.float16)) == layout(expected)
+
+
+def test_a_trace_imports_no_sympy():
+    """torch imports sympy lazily (0.5 s of a CLI call); an analysis need not: torch's
+    make_contiguous_strides_for imports it on its first call, the recorder's own strides do not."""
+    script = (
+        "import sys, types\n"
+        "sys.modules['torchvision._meta_registrations'] = types.ModuleType('x')\n"
+        "import archprof\n"
+        "archprof.analyze('resnet18')\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.split()[-1] == "False"
