@@ -164,7 +164,7 @@ def label_value_table(
         table.add_row(*row)
     if fits(table, width):
         return table
-    return stacked_rows(Text(title), columns_of(("what", "value", "detail"), rows), headed=False)
+    return stacked_rows(Text(title), columns_of(("what", "value", "detail"), rows), headed=False, width=width)
 
 
 def columns_of(headings: Sequence[str], rows: Sequence[tuple]) -> dict[str, list]:
