@@ -420,6 +420,13 @@ def test_cli_explain_on_30_columns_folds_an_operator_name_longer_than_the_line()
     assert _unspaced(result.stdout) == _unspaced(_analysis("resnet18", True).explain("layer1.0.bn1"))
 
 
+def test_a_figure_name_wider_than_the_line_wraps_and_its_parts_follow_its_last_line():
+    """A figure's name was never wrapped: 'backward elementwise FLOPs' ran past a 20-column line."""
+    text = Explanation("t", (Section("s", (Step("backward elementwise FLOPs", "a + b", "1 + 2", 3),)),)).text(20)
+    lines = ["  backward", "    elementwise", "    FLOPs = a + b", "          = 1 + 2", "          = 3"]
+    assert text.splitlines()[3:] == lines
+
+
 def test_a_word_wider_than_the_line_is_folded_onto_the_next():
     """A 101-character formula on 40 columns ran 61 past the edge; now folded, as a stacked
     table's name: its part and the note start at the left edge, 40 characters a line."""

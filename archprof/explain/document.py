@@ -106,11 +106,11 @@ def _step_lines(step: Step, width: int | None) -> list[str]:
         if part and part != parts[-1] and part != step.result:
             parts.append(part)
     name, *parts = (visible_text(part) for part in (*parts, step.result))
-    lines = [f"  {name}"]
+    lines = folded_lines(name, width, 2, 4)  # a name wider than the line wraps too ("backward input MACs")
     # Under the first `=`, or, where a part's longest word would not fit after it ("= " and a wrapped
     # line's two more before it), nearer the left ("(features.0.weight)" on 30 columns).
     longest = max((cell_len(word) for part in parts for word in part.split()), default=0)
-    hang = fitted_indentation(cell_len(lines[0]) + 1, 4 + longest, width)
+    hang = fitted_indentation(cell_len(lines[-1]) + 1, 4 + longest, width)
     for part in parts:
         if width is None or cell_len(lines[-1]) + 3 + cell_len(part) <= width:
             lines[-1] += f" = {part}"
