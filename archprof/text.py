@@ -8,8 +8,6 @@ import re
 import unicodedata
 from functools import cache
 
-from rich.cells import cell_len
-
 from archprof.units import human_bytes, human_count, shape_text
 
 
@@ -158,6 +156,8 @@ def folded_lines(text: str, width: int | None, indent: int = 0, hang: int = 0) -
     words either side of it on one line (the same word to the rule), printed as a space."""
     if width is None:
         return [" " * indent + text.replace(JOINER, " ")]
+    from rich.cells import cell_len  # here, as Rich's below: `import archprof` loads no Rich
+
     longest = max(map(cell_len, text.split()), default=0)
     indent, hang = (fitted_indentation(spaces, longest, width) for spaces in (indent, hang))
     first = _folded(text, width - indent)[0]
@@ -171,7 +171,7 @@ def folded_lines(text: str, width: int | None, indent: int = 0, hang: int = 0) -
 def _folded(text: str, width: int) -> list[str]:
     """`text` wrapped at spaces to `width` by Rich, a word longer than the line folded (each
     line a slice of `text`: they join back into it)."""
-    from rich.text import Text  # here: `import archprof` loads no Rich console
+    from rich.text import Text
 
     return [line.plain for line in Text(text, overflow="fold").wrap(_console(), max(width, 1))] or [""]
 
