@@ -1,11 +1,12 @@
 """Text shown to people: names from the user's model made visible on one line, layer
-labels, fields as '212x212', Markdown cells. No archprof imports but units: the Report and
-the renderers both build on it."""
+labels, fields as '212x212', Markdown cells, and how text folds on a narrow terminal. No
+archprof imports but units: the Report and the renderers both build on it."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from functools import cache
 
 from archprof.units import human_bytes, human_count, shape_text
 
@@ -131,3 +132,52 @@ def markdown_code(text: str, in_table: bool = True) -> str:
 # autolink (one followed by a letter, /, ! or ?) and an & that may start a character reference
 # ("&lt;", "&#60;", "&#x3C;"). Any other < or & stays as it is, so that "<0.1%" reads plainly.
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]#>|~]|<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")
+
+
+# One cell wide, no space to Rich (a private-use character: none of archprof's own text has it):
+# between two words, it keeps them on one line, and is printed as a space.
+JOINER = "\ue000"
+
+
+def fitted_indentation(indentation: int, longest: int, width: int | None) -> int:
+    """At most `indentation` spaces, fewer where a word `longest` cells wide would not fit after
+    them in `width` (None: any), down to none: a deep line's text moves nearer the left rather
+    than past the edge (where even none is too many, the word is folded)."""
+    if width is None:
+        return indentation
+    return max(min(indentation, width - longest), 0)
+
+
+def folded_lines(text: str, width: int | None, indent: int = 0, hang: int = 0) -> list[str]:
+    """`text` after `indent` spaces, wrapped at spaces to `width` (None: one line) with `hang`
+    spaces before each line after the first, as a stacked table row's text is (`render.base`):
+    each indentation nearer the left where the longest word would not fit after it, and a word
+    longer than the line folded onto the next, never cut or past the edge. A `JOINER` keeps the
+    words either side of it on one line (the same word to the rule), printed as a space."""
+    if width is None:
+        return [" " * indent + text.replace(JOINER, " ")]
+    from rich.cells import cell_len  # here, as Rich's below: `import archprof` loads no Rich
+
+    longest = max(map(cell_len, text.split()), default=0)
+    indent, hang = (fitted_indentation(spaces, longest, width) for spaces in (indent, hang))
+    first = _folded(text, width - indent)[0]
+    lines = [" " * indent + first.rstrip()]
+    rest = text[len(first) :].lstrip(" ")
+    if rest:
+        lines += [" " * hang + line.rstrip() for line in _folded(rest, width - hang)]
+    return [line.replace(JOINER, " ") for line in lines]
+
+
+def _folded(text: str, width: int) -> list[str]:
+    """`text` wrapped at spaces to `width` by Rich, a word longer than the line folded (each
+    line a slice of `text`: they join back into it)."""
+    from rich.text import Text
+
+    return [line.plain for line in Text(text, overflow="fold").wrap(_console(), max(width, 1))] or [""]
+
+
+@cache
+def _console():
+    from rich.console import Console
+
+    return Console()  # what Text.wrap asks for; it wraps by cells alone

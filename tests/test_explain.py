@@ -3,11 +3,13 @@ worked examples of docs/formulas.md come out verbatim, and the receptive-field s
 the recurrence worked by hand."""
 
 import copy
+import functools
 import re
 import warnings
 
 import pytest
 import torch
+from rich.cells import cell_len
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -360,10 +362,78 @@ def test_cli_explain_piped_or_markdown_is_not_wrapped():
     assert markdown.stdout == archprof.analyze("vgg16").explain("features.0", markdown=True)
 
 
-def test_a_word_wider_than_the_line_is_left_whole():
+# A BatchNorm's rows, in a training step and not; a convolution's; a container's; the network's.
+_NARROW = [
+    ("resnet18", "layer1.0.bn1", True),
+    ("resnet18", "layer1.0.bn1", False),
+    ("resnet18", "layer1.0.conv1", True),
+    ("resnet18", "layer1.0", True),
+    ("resnet18", None, False),
+]
+
+
+@functools.cache
+def _analysis(model: str, train: bool):
+    return archprof.analyze(model, training=train)
+
+
+def _unspaced(text: str) -> str:
+    return "".join(text.split())
+
+
+def _in_order(words: list[str], printed: list[str]) -> bool:
+    remaining = iter(printed)
+    return all(word in remaining for word in words)  # each found after the one before
+
+
+@pytest.mark.parametrize("width", [30, 40, 60, 100])
+@pytest.mark.parametrize(("model", "layer", "train"), _NARROW)
+def test_explain_on_a_narrow_terminal_loses_no_word_and_no_line_passes_the_width(model, layer, train, width):
+    """explain wrapped on its own, a word wider than its line left whole: on 30 columns
+    'aten.native_batch_norm_backward' (31 characters), and '(aten.native_batch_norm)' or
+    '= 1,806,336' hung under a deep `=`, ran past the edge (on 40 too). Now it follows a
+    stacked table's rule: an indentation nearer the left where a word would not fit after
+    it, a word longer than the line folded. Every character of the one-line text is there,
+    in order, and each word that fits a line (with its `= `) is printed whole."""
+    report = _analysis(model, train)
+    one_line = report.explain(layer)
+    text = report.explain(layer, width=width)
+    assert all(cell_len(line) <= width for line in text.splitlines()), text
+    assert _unspaced(text) == _unspaced(one_line)
+    assert _in_order([word for word in one_line.split() if cell_len(word) <= width - 2], text.split())
+
+
+def test_cli_explain_on_30_columns_folds_an_operator_name_longer_than_the_line():
+    """COLUMNS=30: the BatchNorm's backward operator, as torch names it, and its parameters,
+    as the model names them, all there, folded where longer than the line."""
+    from archprof.zoo import MODELS
+
+    result = _explain_cli(("resnet18", "layer1.0.bn1", "--train"), "30")
+    assert result.exit_code == 0, result.output
+    assert all(cell_len(line) <= 30 for line in result.stdout.splitlines()), result.stdout
+    backward = torch.ops.aten.native_batch_norm_backward.default.name().replace("::", ".")
+    with torch.device("meta"):
+        named = MODELS["resnet18"].build().named_parameters()
+        parameters = [name for name, _ in named if name.startswith("layer1.0.bn1.")]
+    assert len(backward) > 30 and parameters == ["layer1.0.bn1.weight", "layer1.0.bn1.bias"]
+    assert all(name in _unspaced(result.stdout) for name in (backward, *parameters))
+    assert _unspaced(result.stdout) == _unspaced(_analysis("resnet18", True).explain("layer1.0.bn1"))
+
+
+def test_a_figure_name_wider_than_the_line_wraps_and_its_parts_follow_its_last_line():
+    """A figure's name was never wrapped: 'backward elementwise FLOPs' ran past a 20-column line."""
+    text = Explanation("t", (Section("s", (Step("backward elementwise FLOPs", "a + b", "1 + 2", 3),)),)).text(20)
+    lines = ["  backward", "    elementwise", "    FLOPs = a + b", "          = 1 + 2", "          = 3"]
+    assert text.splitlines()[3:] == lines
+
+
+def test_a_word_wider_than_the_line_is_folded_onto_the_next():
+    """A 101-character formula on 40 columns ran 61 past the edge; now folded, as a stacked
+    table's name: its part and the note start at the left edge, 40 characters a line."""
     token = "1·" * 50 + "1"
     text = Explanation("t", (Section("s", (Step("numel", "a · b", token, 1),), ("note " + token,)),)).text(40)
-    assert text.splitlines()[3:] == ["  numel = a · b", f"          = {token}", "        = 1", "  note", f"    {token}"]
+    step = ["  numel = a · b", f"= {token[:38]}", token[38:78], f"{token[78:]} = 1"]
+    assert text.splitlines()[3:] == [*step, "note", token[:40], token[40:80], token[80:]]
 
 
 @pytest.mark.parametrize(

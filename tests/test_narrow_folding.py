@@ -1,6 +1,7 @@
 """Narrow terminals: a stacked row's long text across the whole width, a word longer than the
 line folded onto the next, never cut or past the edge; `archprof zoo` at 30, 40 and 60 columns."""
 
+import re
 import textwrap
 
 import pytest
@@ -86,3 +87,68 @@ def test_a_table_of_names_longer_than_the_line_stacks_them_whole(width, name):
     output = to_text(table, width)
     assert lines_fit(output, width) and "…" not in output
     assert unspaced(output) == unspaced(f"Not counted {names[0]} Calls 12 {names[1]} Calls 3")
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of each row of the first table in `text`, as printed wide: the rows under the
+    heading's rule, split at its dividers (a cell's own words are one space apart)."""
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.strip() and set(line.strip()) <= set("─━┡╇┩"))
+    rows = []
+    for line in lines[rule + 1 :]:
+        if not line.strip() or line.lstrip().startswith("└"):
+            break
+        rows.append([cell.strip() for cell in re.split(r"│| {2,}", line) if cell.strip()])
+    return rows
+
+
+def each_cell_whole_in_order(output: str, rows: list[list[str]]) -> bool:
+    """Whether every cell of `rows` is in `output`, in order, each figure whole on one line;
+    the rows' labels (their first cells) in order too, word by word (a table's label column
+    wraps, a label's last word printed under its row's figures)."""
+    labels = [word for label, *_ in rows for word in label.split()]
+    figures = [figure for _, *cells in rows for figure in cells]
+    return in_order(output, labels) and in_order(output, figures)
+
+
+def in_order(output: str, texts: list[str]) -> bool:
+    position = 0
+    for text in texts:
+        found = output.find(text, position)
+        if found < 0:
+            return False
+        position = found + len(text)
+    return True
+
+
+CHECK = ["check", "resnet18", "--max-params", "30M", "--max-macs", "5G", "--max-activation", "10MB"]
+
+
+@pytest.mark.parametrize("width", [30, 40, 60, 100])
+def test_check_on_a_narrow_terminal_keeps_each_figure_on_one_line(width):
+    """check's stacked limits had no width: on 30 columns the margin '-22.92 MB (-229.2%)' wrapped
+    in the 17 characters beside its heading; now it goes under it, whole, as in every stacked table."""
+    wide = runner.invoke(app, CHECK, env={"COLUMNS": "100"})
+    rows = table_rows(wide.stdout)
+    assert [row[0] for row in rows] == ["max-params 30M", "max-macs 5G", "max-activation 10MB"]
+    result = runner.invoke(app, CHECK, env={"COLUMNS": str(width)})
+    assert result.exit_code == 1, result.output  # resnet18's 32.92 MB of activations exceed 10MB
+    assert lines_fit(result.stdout, width) and "…" not in result.stdout
+    assert each_cell_whole_in_order(result.stdout, rows), result.stdout
+
+
+@pytest.mark.parametrize("width", [30, 40, 60, 100])
+def test_measured_memory_on_a_narrow_terminal_keeps_each_figure_on_one_line(width):
+    """memory --measure's stacked steps had no width: on 30 columns '288.55 kB' read '288.' '55 k'
+    'B' over three lines beside 'Measured / predicted'; now each figure goes under its heading."""
+    from archprof.measure.peak_memory import MeasuredMemory, MeasuredStep, Peak
+    from archprof.render import measured_table
+
+    steps = (MeasuredStep("Inference peak", 288_550, Peak(288_550, 319_912)),)
+    steps += (MeasuredStep("Training step (sgd)", 553_650, Peak(553_650, 577_990)),)
+    measured = MeasuredMemory("AMD EPYC, 2 threads", steps)
+    rows = table_rows(to_text(measured_table(measured, 100), 100))
+    assert rows[0] == ["Inference peak", "288.55 kB", "288.55 kB", "319.91 kB", "1.000"]  # 288,550 B is 288.55 kB
+    output = to_text(measured_table(measured, width), width)
+    assert lines_fit(output, width) and "…" not in output
+    assert each_cell_whole_in_order(output, rows), output

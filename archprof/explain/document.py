@@ -3,10 +3,11 @@ for a terminal, Markdown for a pull request or a course page."""
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass
 
-from archprof.text import markdown_literal, visible_text
+from rich.cells import cell_len
+
+from archprof.text import JOINER, fitted_indentation, folded_lines, markdown_literal, visible_text
 from archprof.units import shape_text
 
 # -- what an explanation is ------------------------------------------------------------------
@@ -49,17 +50,18 @@ class Explanation:
     def text(self, width: int | None = None) -> str:
         """Each figure on one line, or wrapped at spaces to `width` (a terminal's): a figure's
         `= formula`, `= worked` and `= result` each go under its first `=`; a note's and a
-        table row's further lines hang two spaces in. A word, a number or a formula
-        without spaces (1·64·224·224) is never split, even where it alone is wider."""
-        lines = _wrapped(visible_text(self.title), width)
+        table row's further lines hang two spaces in. A word, a number or a formula without
+        spaces (1·64·224·224) is split only where it alone is wider than the line: folded
+        onto the next, as a stacked table's name (`archprof.text.folded_lines`)."""
+        lines = folded_lines(visible_text(self.title), width)
         for section in self.sections:
-            lines += ["", *_wrapped(visible_text(section.title), width)]
+            lines += ["", *folded_lines(visible_text(section.title), width)]
             for step in section.steps:
                 lines += _step_lines(step, width)
             for note in section.notes:
-                lines += _wrapped(visible_text(note), width, "  ", "    ")
+                lines += folded_lines(visible_text(note), width, 2, 4)
             for row in _aligned(section.table):
-                lines += _wrapped(row, width, "  ", "    ")
+                lines += folded_lines(row, width, 2, 4)
         return "\n".join(lines).rstrip("\n") + "\n"
 
     def markdown(self) -> str:
@@ -98,38 +100,25 @@ def value_text(value: Value) -> str:
 def _step_lines(step: Step, width: int | None) -> list[str]:
     """`name = formula = worked = result` on one line, or, where it is wider than `width`,
     each `= part` that does not fit on the line before on a line of its own under the first
-    `=` (a part too long for any line wraps where it is)."""
+    `=` (a part too long for any line wraps where it is, a word longer than the line folded)."""
     parts = [step.name]
     for part in (step.formula, step.worked):
         if part and part != parts[-1] and part != step.result:
             parts.append(part)
     name, *parts = (visible_text(part) for part in (*parts, step.result))
-    lines = [f"  {name}"]
+    lines = folded_lines(name, width, 2, 4)  # a name wider than the line wraps too ("backward input MACs")
     # Under the first `=`, or, where a part's longest word would not fit after it ("= " and a wrapped
-    # line's two more before it) but would nearer the left, there ("(features.0.weight)" on 30 columns).
-    longest = max((len(word) for part in parts for word in part.split()), default=0)
-    hang_width = len(lines[0]) + 1
-    if width is not None and hang_width + 4 + longest > width >= 8 + longest:
-        hang_width = width - 4 - longest
-    hang = " " * hang_width
+    # line's two more before it), nearer the left ("(features.0.weight)" on 30 columns).
+    longest = max((cell_len(word) for part in parts for word in part.split()), default=0)
+    hang = fitted_indentation(cell_len(lines[-1]) + 1, 4 + longest, width)
     for part in parts:
-        if width is None or len(lines[-1]) + 3 + len(part) <= width:
+        if width is None or cell_len(lines[-1]) + 3 + cell_len(part) <= width:
             lines[-1] += f" = {part}"
-        elif len(hang) + 2 + len(part) <= width:
-            lines.append(f"{hang}= {part}")
-        else:  # "\0" keeps the `=` with the word after it: never last on a line
-            wrapped = _wrapped(f"{lines[-1]} =\0{part}", width, "", hang + "  ")
-            lines[-1:] = [line.replace("\0", " ") for line in wrapped]
+        elif hang + 2 + cell_len(part) <= width:
+            lines.append(f"{' ' * hang}= {part}")
+        else:  # the JOINER keeps the `=` with the word after it: never last on a line
+            lines[-1:] = folded_lines(f"{lines[-1]} ={JOINER}{part}", width, 0, hang + 2)
     return lines
-
-
-def _wrapped(text: str, width: int | None, indent: str = "", hang: str = "") -> list[str]:
-    """`text` after `indent`, wrapped at spaces to `width` with `hang` before each line after
-    the first (None: one line); a word wider than the line is left whole."""
-    if width is None:
-        return [indent + text]
-    options = dict(initial_indent=indent, subsequent_indent=hang, break_long_words=False, break_on_hyphens=False)
-    return textwrap.wrap(text, width, **options) or [indent + text]
 
 
 def _aligned(table: tuple[tuple[str, ...], ...]) -> list[str]:

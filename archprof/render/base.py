@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archprof.errors import ArchprofError
-from archprof.text import layer_label, visible_text
+from archprof.text import JOINER, fitted_indentation, layer_label, visible_text
 from archprof.units import human_bytes, human_count, share_text
 
 TEXT_COLUMNS = frozenset({"", "Layer", "Type", "Input shape", "Kernel", "Output shape", "Model", "Input", "Bound"})
@@ -164,7 +164,7 @@ def label_value_table(
         table.add_row(*row)
     if fits(table, width):
         return table
-    return stacked_rows(Text(title), columns_of(("what", "value", "detail"), rows), headed=False)
+    return stacked_rows(Text(title), columns_of(("what", "value", "detail"), rows), headed=False, width=width)
 
 
 def columns_of(headings: Sequence[str], rows: Sequence[tuple]) -> dict[str, list]:
@@ -198,7 +198,7 @@ def stacked_rows(
                 figures.add_column(no_wrap=heading != others[-1], overflow="fold")
             figures.add_row(*(_no_markup(columns[heading][index]) for heading in others))
             if width is not None:  # a deep layer's figures, no further than fits
-                indentation = max(min(indentation, width - 3 - _natural_width(figures)), 0)
+                indentation = fitted_indentation(indentation, 3 + _natural_width(figures), width)
         # Indented as a table's cells are (its edge is a space), the figures two further than the label's text.
         blocks += [_folded_label(label, width), Padding(figures, (0, 0, 0, 3 + indentation))]
     end = [_no_markup(caption)] if caption else []
@@ -213,8 +213,7 @@ def _headed_cells(cells: list[tuple[str, Text]], indentation: int, width: int | 
     beside = None if width is None else width - 3 - heading_width - 3  # the room after a heading, not indented
     fits_beside = [beside is None or cell.cell_len <= beside for _, cell in cells]
     widest = max((cell.cell_len for (_, cell), side in zip(cells, fits_beside, strict=True) if side), default=0)
-    if beside is not None:
-        indentation = max(min(indentation, beside - widest), 0)
+    indentation = fitted_indentation(indentation, widest, beside)
     parts: list = []
     for (heading, cell), side in zip(cells, fits_beside, strict=True):
         if side:
@@ -237,9 +236,8 @@ def _folded_label(label: Text, width: int | None) -> Padding:
     text = label[indentation:]
     text.stylize("bold")
     text.overflow = "fold"
-    if width is not None:
-        longest = max(map(cell_len, text.plain.split()), default=0)
-        indentation = max(min(indentation, width - 1 - longest), 0)
+    longest = max(map(cell_len, text.plain.split()), default=0)
+    indentation = fitted_indentation(indentation, 1 + longest, width)  # after the table's edge
     return Padding(text, (0, 0, 0, 1 + indentation))
 
 
@@ -252,16 +250,16 @@ class Prose(Text):
     def wrap(self, console, width, **options):
         lines = Text.wrap(self._joined(), console, width, **options)
         for line in lines:
-            line.plain = line.plain.replace(_JOINER, " ")  # as long: the styles' spans stay
+            line.plain = line.plain.replace(JOINER, " ")  # as long: the styles' spans stay
         return lines
 
     def __rich_measure__(self, console, options) -> Measurement:
         return Text.__rich_measure__(self._joined(), console, options)
 
     def _joined(self) -> Text:
-        """A copy whose spaces inside a figure-and-unit are `_JOINER`, a character Rich never breaks at."""
+        """A copy whose spaces inside a figure-and-unit are `JOINER`s, which Rich never breaks at."""
         joined = self.copy()
-        joined.plain = _FIGURE_AND_UNIT.sub(lambda match: match[0].replace(" ", _JOINER), self.plain)
+        joined.plain = _FIGURE_AND_UNIT.sub(lambda match: match[0].replace(" ", JOINER), self.plain)
         return joined
 
 
@@ -284,8 +282,6 @@ def _indentation(label: Text) -> int:
     return len(label.plain) - len(label.plain.lstrip(" "))
 
 
-# One cell wide, no space to Rich (a private-use character: none of archprof's own text has it).
-_JOINER = "\ue000"
 _UNIT = r"(?:[kKMGTP]?(?:B|FLOPs?|FLOP/s|MACs?)(?:/s|/byte)?|[mµn]?s|h|min|days|samples/s|CPUs?|[kKMGTP])"
 _FIGURE_AND_UNIT = re.compile(rf"(?<![\w.])[(<~+-]?\d[\d,]*(?:\.\d+)?(?: {_UNIT}(?![\w/]))+")
 

@@ -91,7 +91,7 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout 
         table.add_column("Verdict", no_wrap=True)
         for row in zip(*cells.values(), strict=True):
             table.add_row(*row)
-        parts.append(table if fits(table, layout.width) else stacked_rows(title, cells))
+        parts.append(table if fits(table, layout.width) else stacked_rows(title, cells, width=layout.width))
     failed = sum(row["verdict"] != "pass" for row in rows)
     if unchecked:
         from archprof.budget import unchecked_text
@@ -124,7 +124,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
     cells = _totals_columns(diff)
     totals = _totals_table(title, cells)
     # Where even the figures side by side do not fit, one block per total (never a cut figure).
-    parts: list = [totals if fits(totals, layout.width) else stacked_rows(title, cells)]
+    parts: list = [totals if fits(totals, layout.width) else stacked_rows(title, cells, width=layout.width)]
     notes = final_field_notes(diff)
     parts += [Text(f"{visible_text(name)}: {visible_text(note)}", style="yellow") for name, note in notes]
     summary = layers_changed_text(diff)

@@ -130,4 +130,6 @@ def measured_table(measured: MeasuredMemory, width: int | None = None) -> Table 
         table.add_row(*row)
     if fits(table, width):
         return table
-    return stacked_rows(Text(title), columns_of(("", *measured.headings), rows), caption=Prose(measured.note))
+    return stacked_rows(
+        Text(title), columns_of(("", *measured.headings), rows), caption=Prose(measured.note), width=width
+    )
