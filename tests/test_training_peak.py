@@ -574,6 +574,16 @@ PROFILED_STEPS = {
     "each map's largest magnitude": (LargestMagnitudes, (2, 3, 16, 16)),
     "clamped around its mean": (ClampedAroundItsMean, (2, 3, 16, 16)),
     "a running product": (RunningProduct, (2, 3, 16, 16)),
+    # norm_backward's `grad * (self / norm).masked_fill_(norm == 0, 0)`: the mask held until the product
+    "a 2-norm along the channels": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.linalg.vector_norm(y, 2, dim=1))),
+        (2, 3, 16, 16),
+    ),
+    # the same, from dist's `norm_backward(grad, self - other, p, result)`: `self - other` held through it
+    "the distance of a map to its flip": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.dist(y, y.flip(1)))),
+        (2, 3, 16, 16),
+    ),
 }
 
 
@@ -911,9 +921,7 @@ GRADIENT_ROADS_LEFT = {
     "renorm": _left(lambda y: torch.renorm(y, 2, 1, 1.0), "grad_norm, a local read once, looks like a temporary"),
     "prod": _left(lambda y: y.prod(1), "prod_backward's road depends on the input's zeros"),
     # Found with the engine's adds told apart (52271cd); their causes are not yet traced.
-    "dist": _left(lambda y: torch.dist(y, y.flip(1)), "16,384 B short, cause not traced"),
     "sinc": _left(torch.sinc, "20,484 B over, cause not traced"),
-    "vector_norm": _left(lambda y: torch.linalg.vector_norm(y, 2, dim=1), "512 B short, cause not traced"),
     "atan2_broadcast_other": _left(lambda y: torch.atan2(y, y[:1].flip(1)), "8,192 B over, cause not traced"),
     "atan2_broadcast_self": _left(lambda y: torch.atan2(y[:, :1], y), "2,048 B over, cause not traced"),
 }

@@ -366,9 +366,10 @@ def _statement_ends(
     root). A view or an in-place write ends a run, as it does when C++ works on a named tensor
     (CopySlices' copy of the gradient, written in place and viewed in several statements), but a
     write in `in_place`, which goes on with its statement (clamp's masks, combined in place and
-    read by the `where` after). C++ frees the temporaries of an expression when the statement
-    ends: DivBackward's `-grad * ((self / other) / other)` holds both quotients and the negation
-    until the product is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`
+    read by the `where` after), or into a temporary of its node (`_writes_into_temporaries`).
+    C++ frees the temporaries of an expression when the statement ends: DivBackward's
+    `-grad * ((self / other) / other)` holds both quotients and the negation until the product
+    is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`
     its masks and quotient until masked_fill_ has run. A step that nothing after it in the run
     reads (the engine's sum of a broadcast gradient, another output's formula) ends a statement
     of its own; but a step in `one_statement` ends with its node (`release`): atan2's and
@@ -378,6 +379,7 @@ def _statement_ends(
     though later statements read it."""
     ends = list(range(len(steps)))
     returned = _returning_statements(steps, release, one_statement, named)
+    in_place = in_place | _writes_into_temporaries(steps, release, named)
     root, read_in_run = -1, set()
     for index in range(len(steps) - 1, -1, -1):
         op = steps[index]
@@ -397,6 +399,25 @@ def _statement_ends(
         ends[index] = root
         read_in_run.update(tensor.storage for tensor in op.inputs)
     return ends
+
+
+def _writes_into_temporaries(steps: list[OpNode], release: list[int], named: set[int]) -> set[int]:
+    """The in-place writes into a temporary of their own node (made by an earlier op of it, not
+    a view or a write, and no `named` local), which go on with the statement that made it:
+    norm_backward's `grad * (self / norm).masked_fill_(norm == 0, 0)` holds the mask until the
+    product is made."""
+    made_at: dict[int, int] = {}  # storage -> the node (its `release`) of the op that made it
+    writes = set()
+    for index, op in enumerate(steps):
+        if op.is_view:
+            continue
+        if op.writes_input:
+            storage = op.outputs[0].storage if op.outputs else None
+            if storage not in named and made_at.get(storage) == release[index] != index:
+                writes.add(index)
+        else:
+            made_at.update((tensor.storage, release[index]) for tensor in op.outputs)
+    return writes
 
 
 def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
