@@ -298,7 +298,7 @@ def markdown(
         + ("" if classification else f" --families {','.join(families)}")
         + f" --jobs {jobs}`, {wall_s:.0f} s wall"
         + (f" (resuming a stopped run: {resumed} models from its CSV)" if resumed else "")
-        + "; load average {load:.1f} on {os.cpu_count()} cores at the"
+        + f"; load average {load:.1f} on {os.cpu_count()} cores at the"
         " start (other work on the machine slows every time below).",
         "",
         "Reference: the same module on the meta device, parameters as the sum of `numel()`, MACs as"

@@ -3,6 +3,7 @@ then resumed (--resume), gives the rows an uninterrupted run gives."""
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,6 +89,8 @@ def test_a_killed_sweep_resumed_gives_the_rows_of_one_never_stopped(tmp_path):
     counts = [statuses.count(s) for s in ("exact", "wrong", "failed", "no reference", "does not build on meta")]
     assert "| " + " | ".join(map(str, counts)) + " |" in stopped.read_text().splitlines()
     assert f"resuming a stopped run: {before} models from its CSV" in stopped.read_text()
+    # the load average as a figure, not the template
+    assert re.search(r"; load average \d+\.\d on \d+ cores at the start", stopped.read_text())
     assert not list(tmp_path.glob("*.partial"))
 
 
