@@ -49,13 +49,14 @@ METRICS: tuple[tuple[str, str, str], ...] = tuple(
     for metric in (COMPARED_METRICS[key] for key in ("params", "macs", "flops", "activation"))
 )
 _TEXT = ("module_type", "output_shape")  # also compared per layer
-# Neutralised against formula injection in diff's CSV: names from the model, and output shapes,
-# which a CSV read from elsewhere may hold any text in.
-_USER_TEXT = ("layer", "module_type", "output_shape")
+# Neutralised against formula injection in diff's CSV: names from the model, output shapes,
+# which a CSV read from elsewhere may hold any text in, and field notes, which name modules.
+_USER_TEXT = ("layer", "module_type", "output_shape", "receptive_field_note")
 _REQUIRED = ("layer", "call", *_TEXT, *(name for name, _, _ in METRICS))
 # The receptive-field columns a side has where its report recorded them (a report written
 # before archprof had them, or cut down by hand, has none: its field is "not recorded").
 _FIELDS = ("receptive_field", "effective_stride", "receptive_field_note")
+_SIZES = _FIELDS[:2]  # the field and the stride: one size per spatial dimension
 # The most of a report file read: a report has a row of a few hundred bytes per layer, so
 # this is a million layers with long names; a larger file (or /dev/zero) is refused unread.
 REPORT_BYTES = 256 * 2**20
@@ -93,12 +94,17 @@ class FinalField:
     missing: str = ""
     note: str = ""
 
+    @property
+    def reason(self) -> str:
+        """Why the field is a bound, undefined or not recorded, or its stride undefined; '' if none."""
+        return self.bound or self.note
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "layer": self.layer,
             "receptive_field": self.size,
             "effective_stride": self.stride,
-            "receptive_field_note": self.bound or self.note,
+            "receptive_field_note": self.reason,
         }
 
 
@@ -118,6 +124,17 @@ class FieldChange:
         change, old = self.change(figure), getattr(self.old, figure)
         return None if change is None else float(100 * change / old)
 
+    def ratio(self, figure: str) -> float | None:
+        """new / old of "size" or "stride"; None where a side has none."""
+        old, new = getattr(self.old, figure), getattr(self.new, figure)
+        return None if old is None or new is None else float(new / old)
+
+    def csv_cells(self, figure: str) -> list:
+        """Old, new ("212", "1/2", "undefined", "not recorded"; '' for no spatial layer) and
+        change ('' where a side has none) of "size" or "stride", as diff's CSV writes them."""
+        change = self.change(figure)
+        return [_final_cell(self.old, figure), _final_cell(self.new, figure), "" if change is None else str(change)]
+
 
 @dataclass(frozen=True)
 class TotalChange:
@@ -135,6 +152,11 @@ class TotalChange:
     def percent(self) -> float | None:
         """Relative change in percent; None when the old total is 0."""
         return 100 * self.change / self.old if self.old else None
+
+    @property
+    def ratio(self) -> float | None:
+        """new / old; None when the old total is 0."""
+        return self.new / self.old if self.old else None
 
 
 @dataclass(frozen=True)
@@ -163,17 +185,22 @@ class ReportDiff:
     fields: FieldChange
 
     def to_csv(self) -> str:
-        """One line per changed layer: status, layer, call, old/new shape, old/new/change per metric.
-        Names from the model and output shapes (`_USER_TEXT`) are neutralised against formula
-        injection as in `Report.to_csv`."""
+        """One line per changed layer: status, layer, call, old/new shape, old/new/change per
+        metric, old/new field, stride and note; then a line of status "final": each side's
+        final receptive field and stride (`FieldChange.csv_cells`), their changes and notes.
+        Names from the model, output shapes and notes (`_USER_TEXT`) are neutralised against
+        formula injection as in `Report.to_csv`."""
 
         header = ["status", "layer", "call", "old_module_type", "new_module_type", "old_output_shape"]
         header.append("new_output_shape")
         for name, _, _ in METRICS:
             header += [f"old_{name}", f"new_{name}", f"{name}_change"]
-        header += ["old_receptive_field", "new_receptive_field"]
+        for name in _SIZES:
+            header += [f"old_{name}", f"new_{name}", f"{name}_change"]
+        header += ["old_receptive_field_note", "new_receptive_field_note"]
         user_text = [name.removeprefix("old_").removeprefix("new_") in _USER_TEXT for name in header]
-        return csv_text(header, map(self._csv_row, self.layers), user_text)
+        rows = [*map(self._csv_row, self.layers), self._final_csv_row()]
+        return csv_text(header, rows, user_text)
 
     @staticmethod
     def _csv_row(change: LayerChange) -> list:
@@ -183,8 +210,20 @@ class ReportDiff:
         row += [old.get("output_shape", ""), new.get("output_shape", "")]
         for name, _, _ in METRICS:
             row += [old.get(name, ""), new.get(name, ""), change.delta(name)]
-        # '' where the layer has no spatial field, or its report recorded none
-        row += [dims_text(old.get("receptive_field")), dims_text(new.get("receptive_field"))]
+        # '' where the layer has no spatial field, or its report recorded none; no change: a
+        # layer's field has a size per dimension (the final row's is its smallest side).
+        for name in _SIZES:
+            row += [dims_text(old.get(name)), dims_text(new.get(name)), ""]
+        row += [old.get("receptive_field_note", ""), new.get("receptive_field_note", "")]
+        return row
+
+    def _final_csv_row(self) -> list:
+        """The "final" line: no layer, call or metrics (the layers each side's final field
+        is at are in the JSON), its fields as the totals give them."""
+        fields = self.fields
+        row = ["final", "", "", "", "", "", "", *[""] * (3 * len(METRICS))]
+        row += [*fields.csv_cells("size"), *fields.csv_cells("stride")]
+        row += [fields.old.reason, fields.new.reason]
         return row
 
     def to_json(self) -> str:
@@ -261,6 +300,15 @@ def final_field(side: Side) -> FinalField:
     bound = bound_note(note)
     # A defined field's other note says why its stride is undefined.
     return FinalField(row["layer"], min(row["receptive_field"]), smallest_stride, bound, note="" if bound else note)
+
+
+def _final_cell(final: FinalField, figure: str) -> str:
+    """A side's final "size" or "stride" in diff's CSV: '212', '1/2'; where it has none,
+    'not recorded', 'undefined' (the stride alone too), or '' (no spatial layer)."""
+    if final.missing:
+        return "" if final.missing == "none" else final.missing
+    value = getattr(final, figure)
+    return "undefined" if value is None else str(value)
 
 
 def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[str, Any]]]:
@@ -599,12 +647,19 @@ def format_percent(percent: float | None) -> str:
     return "n/a" if percent is None else f"{percent:+.2f}%"
 
 
-def shape_change(change: LayerChange) -> str:
-    old = change.old["output_shape"] if change.old else ""
-    new = change.new["output_shape"] if change.new else ""
+def value_change(change: LayerChange, name: str, text: Callable[[Any], str] = str) -> str:
+    """'1x64x112x112 → 1x64x80x80' where the sides' `name` (an output shape, a field as
+    `text` writes it) differs; else the one value ('' where neither side has one)."""
+    old = text(change.old.get(name)) if change.old else ""
+    new = text(change.new.get(name)) if change.new else ""
     if change.old and change.new and old != new:
         return f"{old} → {new}"
     return new or old
+
+
+def format_ratio(ratio: float | None) -> str:
+    """'×1.84' (new / old); 'n/a' where there is none (an old total of 0, a side without a field)."""
+    return "n/a" if ratio is None else f"×{ratio:.2f}"
 
 
 # The final field's figures as a diff shows them: (label, FinalField attribute).

@@ -87,8 +87,9 @@ def test_diff_command_on_models_and_csv(tmp_path, resnets):
     params = next(t for t in document["totals"] if t["metric"] == "param_count")
     assert params["change"] == new.totals.param_count - old.totals.param_count == 10_108_160
     rows = list(csv.DictReader(io.StringIO(invoke("diff", "resnet18", "resnet34", "-f", "csv").stdout)))
-    assert {r["status"] for r in rows} == {"added"}
-    assert sum(int(r["macs_change"]) for r in rows) == new.totals.macs - old.totals.macs
+    *layers, final = rows
+    assert {r["status"] for r in layers} == {"added"} and final["status"] == "final"
+    assert sum(int(r["macs_change"]) for r in layers) == new.totals.macs - old.totals.macs
     markdown = invoke("diff", "resnet18", "resnet34", "-f", "markdown").stdout
     assert "| Parameters | 11.69 M | 21.80 M | +10.11 M | +86.47% |" in markdown
 

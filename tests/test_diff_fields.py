@@ -77,13 +77,35 @@ def test_every_format_shows_the_final_field(nets):
     assert document["old"] == {"layer": "1", "receptive_field": 5, "effective_stride": 1, "receptive_field_note": ""}
     assert (document["new"]["receptive_field"], document["new"]["effective_stride"]) == (NEW_FIELD, NEW_STRIDE)
     assert (document["receptive_field_change"], document["effective_stride_change"]) == (6, 1)
-    # CSV has no totals: each layer it lists has its field on each side, as summary writes it.
-    rows = list(csv.DictReader(io.StringIO(cli(*args, "-f", "csv").stdout)))
-    # layer 0: 3x3 -> 3x3 either way; layer 1: 5x5 -> 11x11.
+    # CSV has no totals: each layer it lists has its field and stride on each side, as summary
+    # writes them, then a "final" row with the final figures (smallest side) and changes.
+    *rows, final = csv.DictReader(io.StringIO(cli(*args, "-f", "csv").stdout))
+    # layer 0: 3x3 -> 3x3, stride 1 -> 2; layer 1: 5x5 -> 11x11, stride 1 -> 2 (a dilated stride 1).
     assert [(r["layer"], r["old_receptive_field"], r["new_receptive_field"]) for r in rows] == [
         ("0", "3x3", "3x3"),
         ("1", "5x5", "11x11"),
     ]
+    assert [(r["old_effective_stride"], r["new_effective_stride"]) for r in rows] == [("1x1", "2x2")] * 2
+    figures = ("receptive_field", "effective_stride")
+    assert [final[f"{side}_{figure}"] for figure in figures for side in ("old", "new")] == ["5", "11", "1", "2"]
+    assert (final["status"], final["receptive_field_change"], final["effective_stride_change"]) == ("final", "6", "1")
+
+
+def test_the_csv_s_final_row_reads_in_pandas_and_filters_out(nets):
+    """A pandas reader keeps the layers by status and finds the final figures in their row:
+    the layers' MAC changes add up to the change of the totals, each total a sum of its rows."""
+    import pandas
+
+    old, new, _ = nets
+    table = pandas.read_csv(io.StringIO(cli("diff", old, new, "--input", "1x32x32", "-f", "csv").stdout))
+    layers, final = table[table.status != "final"], table[table.status == "final"]
+    assert len(final) == 1 and list(layers.layer) == [0, 1]
+    # OLD: 4 x 1 x 3 x 3 x 30 x 30 + 4 x 4 x 3 x 3 x 28 x 28; NEW: 4 x 9 x 15 x 15 + 4 x 4 x 9 x 11 x 11.
+    old_macs, new_macs = 4 * 9 * 30 * 30 + 16 * 9 * 28 * 28, 4 * 9 * 15 * 15 + 16 * 9 * 11 * 11
+    assert layers.macs_change.sum() == new_macs - old_macs
+    final = final.iloc[0]
+    assert (final.old_receptive_field, final.new_receptive_field, final.receptive_field_change) == ("5", "11", 6)
+    assert (final.old_effective_stride, final.new_effective_stride, final.effective_stride_change) == ("1", "2", 1)
 
 
 def test_the_hand_worked_fields_are_what_a_gradient_reaches(nets, tmp_path):
@@ -175,8 +197,14 @@ def test_a_report_saved_without_fields_says_not_recorded(tmp_path, suffix):
     assert document["old"]["receptive_field"] is None and document["receptive_field_change"] is None
     assert document["old"]["receptive_field_note"].startswith("not recorded")
     assert document["new"]["receptive_field"] == 16
-    rows = list(csv.DictReader(io.StringIO(cli("diff", before, "resnet18", "-f", "csv").stdout)))
-    assert rows and all(row["old_receptive_field"] == "" for row in rows)
+    *rows, final = csv.DictReader(io.StringIO(cli("diff", before, "resnet18", "-f", "csv").stdout))
+    assert rows and all(row["old_receptive_field"] == row["old_effective_stride"] == "" for row in rows)
+    assert (final["old_receptive_field"], final["new_receptive_field"], final["receptive_field_change"]) == (
+        "not recorded",
+        "435",
+        "",
+    )
+    assert final["old_receptive_field_note"].startswith("not recorded: the report has no receptive_field column")
 
 
 def test_a_json_report_s_fields_read_back_as_the_model_s(nets, tmp_path):

@@ -115,8 +115,8 @@ def test_the_diff_csv_neutralises_the_names_it_copies(tmp_path):
     summary_csv(spec, report, "--input", "3x8x8")
     result = invoke("diff", str(report), spec, "--input", "3x16x16", "-f", "csv")  # every output shape changes
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(io.StringIO(result.stdout, newline="")))
-    assert {row["status"] for row in rows} == {"changed"}
+    *rows, final = csv.DictReader(io.StringIO(result.stdout, newline=""))
+    assert {row["status"] for row in rows} == {"changed"} and final["status"] == "final"
     assert sorted(row["layer"] for row in rows) == sorted(["'" + name for name in FORMULA_NAMES] + [PADDED])
     padded = next(row for row in rows if row["layer"] == PADDED)
     assert padded["old_module_type"] == padded["new_module_type"] == "'" + FORMULA_CLASS
@@ -348,7 +348,8 @@ def test_the_diff_csv_neutralises_output_shapes_read_from_a_csv(tmp_path):
     edited.write_text(report.read_text(encoding="utf-8").replace(rows[0]["output_shape"], "=1+1", 1), encoding="utf-8")
     result = invoke("diff", str(report), str(edited), "-f", "csv")
     assert result.exit_code == 0, result.output
-    (row,) = csv.DictReader(io.StringIO(result.stdout, newline=""))
+    row, final = csv.DictReader(io.StringIO(result.stdout, newline=""))
+    assert final["status"] == "final"
     assert (row["old_output_shape"], row["new_output_shape"]) == (rows[0]["output_shape"], "'=1+1")
 
 

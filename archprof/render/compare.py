@@ -15,7 +15,7 @@ from archprof.diff import (
     final_field_text,
     format_change,
     format_percent,
-    shape_change,
+    value_change,
 )
 from archprof.render.base import Layout, fits, fitted_table, stacked_rows
 from archprof.text import layer_label, limits_verdict, visible_text
@@ -138,7 +138,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
         columns[""].append(Text(change.status, style=styles[change.status]))
         columns["Layer"].append(visible_text(layer_label(change.layer, change.call)))
         columns["Type"].append(visible_text(change.value("module_type")))
-        columns["Output shape"].append(visible_text(shape_change(change)))  # a CSV's cell: any text
+        columns["Output shape"].append(visible_text(value_change(change, "output_shape")))  # a CSV's cell: any text
         columns["Params"].append(format_change("count", change.delta("param_count")))
         columns["MACs"].append(format_change("count", change.delta("macs")))
         columns["Activations"].append(format_change("bytes", change.delta("activation_bytes")))
