@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -178,11 +179,51 @@ def test_summary_writes_html_by_suffix_and_format(tmp_path):
     assert result.exit_code == 0 and result.stdout.startswith("<!DOCTYPE html>")
 
 
-def test_commands_on_several_models_refuse_html(tmp_path):
-    result = cli("compare", "resnet18", "vgg11", "-o", tmp_path / "c.html")
-    assert result.exit_code == 2
-    assert "HTML is for one model's report" in one_error_line(result)
-    assert not (tmp_path / "c.html").exists()
+COMPARED = """from torch import nn
+
+
+def small():
+    return nn.Conv2d(3, 4, 3)
+
+
+def large():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3))
+"""
+
+
+def test_compare_writes_its_table_as_a_page(tmp_path):
+    """Each model's figures as the table shows them, here small enough to be exact: params
+    (torch's count) and MACs (C_out x C_in x 3 x 3 per output pixel, 6x6 then 4x4 on 3x8x8);
+    the models' names (file names: anything) escaped. Every column: --columns is refused."""
+    from torch import nn
+
+    path = tmp_path / "<b>nets.py"
+    path.write_text(COMPARED)
+    small, large = nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3))
+    params = [sum(p.numel() for p in model.parameters()) for model in (small, large)]
+    macs = [4 * 3 * 9 * 36, 8 * 3 * 9 * 36 + 8 * 8 * 9 * 16]  # 3,888 and 17,280: 3.89 K and 17.28 K
+    target = tmp_path / "compare.html"
+    result = cli("compare", f"{path}:small", f"{path}:large", "--input", "3x8x8", "-q", "-o", target)
+    assert result.exit_code == 0, result.output
+    text = target.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "default-src 'none'" in text
+    rows = re.findall(r"<tr>(.*?)</tr>", text)
+    cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row) for row in rows]
+    assert cells[0][:5] == ["Model", "Params", "x Params", "MACs", "x MACs"]
+    names = [f"{escape(str(path))}:{factory}" for factory in ("small", "large")]
+    assert [row[:5] for row in cells[1:]] == [
+        [names[0], str(params[0]), "1.00x", f"{macs[0] / 1000:.2f} K", "1.00x"],
+        [
+            names[1],
+            str(params[1]),
+            f"{params[1] / params[0]:.2f}x",
+            f"{macs[1] / 1000:.2f} K",
+            f"{macs[1] / macs[0]:.2f}x",
+        ],
+    ]
+    assert "<b>nets" not in text and len(_parsed(text).script_texts) == 0  # nothing to sort: no script
+    chosen = cli("compare", f"{path}:small", f"{path}:large", "-f", "html", "--columns", "MACs")
+    assert chosen.exit_code == 2 and "html has every column" in one_error_line(chosen)
 
 
 # -- in a real browser ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class Format(str, Enum):
     csv = "csv"
     json = "json"
     markdown = "markdown"
-    html = "html"  # one model's report only: a self-contained page
+    html = "html"  # a self-contained page
 
 
 class DType(str, Enum):
@@ -490,9 +490,8 @@ def _table_markdown(table, choice: ColumnChoice) -> str:
     return markdown_text(table(Layout(columns=choice.columns)))
 
 
-def choose_format(format: Format | None, output: Path | None, html: bool = True) -> Format:
-    """The format asked for, else the one `output`'s suffix names, else the table; `html`:
-    whether the command writes HTML (one model's report does)."""
+def choose_format(format: Format | None, output: Path | None) -> Format:
+    """The format asked for, else the one `output`'s suffix names, else the table."""
     from archprof.errors import ArchprofError
 
     chosen = format
@@ -506,8 +505,6 @@ def choose_format(format: Format | None, output: Path | None, html: bool = True)
             raise ArchprofError(
                 f"cannot tell the format of '{output}' from its suffix ({known}): give --format"
             ) from None
-    if chosen is Format.html and not html:
-        raise ArchprofError("HTML is for one model's report (summary, rf, memory, profile): choose another format")
     return chosen
 
 

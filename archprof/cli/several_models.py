@@ -103,7 +103,7 @@ def compare(
     )
     from archprof.comparison import compare as compare_models
 
-    chosen = choose_format(format, output, html=False)
+    chosen = choose_format(format, output)
     choice = column_choice(columns, wide, chosen)
     read = [found for spec in models for found in input_files(spec)]
     check_output(output, "--output", *read, ("the --weights file", options.weights))
@@ -129,9 +129,20 @@ def compare(
             Format.csv: lambda: comparison_csv(frame),
             Format.json: lambda: comparison_json(frame),
             Format.markdown: lambda: comparison_markdown(frame),
+            Format.html: lambda: _comparison_html(table, models),
         },
         choice,
     )
+
+
+def _comparison_html(table, models: list[str]) -> str:
+    """The comparison table, every column, as a page."""
+    from archprof.render.base import Layout
+    from archprof.render.html import tables_html
+    from archprof.text import visible_text
+
+    names = " vs ".join(visible_text(model) for model in models)
+    return tables_html(names, names, table(Layout()))
 
 
 @app.command()
@@ -281,7 +292,7 @@ def diff(
     archprof diff before.json resnet18 --input 3x160x160 --format json"""
     from archprof import diff as diffing
 
-    chosen = choose_format(format, output, html=False)
+    chosen = choose_format(format, output)
     choice = column_choice(columns, wide, chosen)
     read = (*input_files(old, "the input"), *input_files(new, "the input"), ("the --weights file", options.weights))
     check_output(output, "--output", *read)
@@ -293,7 +304,14 @@ def diff(
         return diff_tables(result, layout)
 
     # Markdown is the table's (emit's): its columns, its names written as every Markdown table writes them.
-    emit(chosen, output, table, {Format.csv: result.to_csv, Format.json: result.to_json}, choice)
+    writers = {Format.csv: result.to_csv, Format.json: result.to_json, Format.html: lambda: _diff_html(result)}
+    emit(chosen, output, table, writers, choice)
+
+
+def _diff_html(result) -> str:
+    from archprof.render.diff_html import diff_html
+
+    return diff_html(result)
 
 
 @app.command()

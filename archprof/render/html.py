@@ -9,7 +9,7 @@ nothing. Every text from the model (names, class names) is escaped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -63,22 +63,34 @@ _CELLS = (
 
 def report_html(report: Report) -> str:
     """The page for `report` (charts left out, with a note, where matplotlib is missing)."""
-    title = f"{visible_text(report.model)} · input {report.input_text} · {report.dtype}"
+    heading = f"{visible_text(report.model)} · input {report.input_text} · {report.dtype}"
+    sections = (_totals(report), _measured(report), _measured_memory(report), _charts(report), _layer_table(report))
+    return page_html(visible_text(report.model), heading, sections)
+
+
+def tables_html(title: str, heading: str, tables) -> str:
+    """A page of a command's tables and notes, a Rich renderable (as `render` draws them for
+    the terminal), cell for cell as `export.html_text` writes them."""
+    from archprof.render.export import html_text
+
+    return page_html(title, heading, [f"<section>{html_text(tables)}</section>"], sortable=False)
+
+
+def page_html(title: str, heading: str, sections: Sequence[str], sortable: bool = True) -> str:
+    """A self-contained page: `title` and `heading` (plain text, escaped here), then `sections`
+    (HTML); `sortable`: the page has a #layers table, #filter and #shown, which the script
+    sorts and filters (the script stops at the first of them missing)."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>archprof: {escape(visible_text(report.model))}</title>",
+        f"<title>archprof: {escape(title)}</title>",
         f"<style>{STYLE}</style>",
         "</head><body>",
-        f"<h1>{escape(title)}</h1>",
-        _totals(report),
-        _measured(report),
-        _measured_memory(report),
-        _charts(report),
-        _layer_table(report),
-        f"<script>{SCRIPT}</script>",
+        f"<h1>{escape(heading)}</h1>",
+        *sections,
+        *([f"<script>{SCRIPT}</script>"] if sortable else []),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -1,5 +1,5 @@
-"""The style and the script of the HTML report, inlined into every page (no file is
-fetched). The script sorts the layer table by a clicked heading (again: the other way;
+"""The style and the script of the HTML report and of `diff`'s page, inlined into every
+page (no file is fetched). The script sorts the layer table by a clicked heading (again: the other way;
 `#` restores the module tree's order) and filters its rows by name or type."""
 
 STYLE = """
@@ -21,6 +21,18 @@ td.exact { color: #6e6e73; font-variant-numeric: tabular-nums; }
 .note, #shown { color: #6e6e73; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
 figure.chart { margin: 0; flex: 1 1 560px; max-width: 900px; } figure.chart svg { max-width: 100%; height: auto; }
+#diff-totals th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }
+#diff-totals tr:first-child th { font-weight: 600; text-align: right; padding: 2px 0 2px 1.5em; }
+#diff-totals tr:first-child th:first-child { text-align: left; padding: 2px 1.5em 2px 0; }
+#diff-totals td { text-align: right; padding: 2px 0 2px 1.5em; font-variant-numeric: tabular-nums; }
+#layers td.text { text-align: left; }
+.archprof table { margin-bottom: 0.8em; font-variant-numeric: tabular-nums; }
+.archprof th, .archprof td { padding: 2px 8px; border-bottom: 1px solid #f0f0f2; white-space: nowrap; }
+.grew td:nth-child(n+4), td.grew { color: #b35900; } .shrank td:nth-child(n+4), td.shrank { color: #1f5fbf; }
+.grew td:nth-child(4)::before, td.grew::before { content: "▲ "; }
+.shrank td:nth-child(4)::before, td.shrank::before { content: "▼ "; }
+tr.added td:nth-child(4) { color: #1b6e3a; } tr.removed td:nth-child(4) { color: #b3261e; }
+tr.changed td:nth-child(4) { color: #a05a00; }
 """
 
 SCRIPT = """

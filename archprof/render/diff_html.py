@@ -1,0 +1,101 @@
+"""`archprof diff` as a self-contained HTML page, in the HTML report's frame (`html.page_html`):
+the totals and the final receptive field and stride with old, new, signed change, % and ratio,
+each change marked as grown (▲) or shrunk (▼); why a final field is a bound or undefined; and
+the layers added, removed or changed, a table that sorts and filters as the report's does.
+Every name is escaped."""
+
+from __future__ import annotations
+
+from html import escape
+
+from archprof.diff import (
+    FIELD_FIGURES,
+    METRICS,
+    LayerChange,
+    ReportDiff,
+    final_field_notes,
+    final_field_text,
+    format_change,
+    format_percent,
+    format_ratio,
+    value_change,
+)
+from archprof.render.html import page_html
+from archprof.text import dims_text, layer_label, visible_text
+from archprof.units import human_value
+
+
+def diff_html(diff: ReportDiff) -> str:
+    old, new = visible_text(diff.old), visible_text(diff.new)
+    sections = (_totals(diff), _layers(diff))
+    return page_html(f"{old} → {new}", f"What changed: {old} → {new}", sections, sortable=bool(diff.layers))
+
+
+def _totals(diff: ReportDiff) -> str:
+    head = "".join(f"<th>{heading}</th>" for heading in ("Total", "Old", "New", "Change", "%", "Ratio"))
+    rows = []
+    for t in diff.totals:
+        old, new = human_value(t.unit, t.old), human_value(t.unit, t.new)
+        rows.append(_total_row(t.label, old, new, t.change, t.unit, t.percent, t.ratio))
+    fields = diff.fields
+    for label, figure in FIELD_FIGURES:
+        old, new = final_field_text(fields.old, figure), final_field_text(fields.new, figure)
+        change, percent, ratio = fields.change(figure), fields.percent(figure), fields.ratio(figure)
+        rows.append(_total_row(label, old, new, change, "pixels", percent, ratio))
+    notes = "".join(
+        f'<p class="note">{escape(visible_text(name))}: {escape(visible_text(note))}</p>'
+        for name, note in final_field_notes(diff)
+    )
+    return f'<section><h2>Totals</h2><table id="diff-totals"><tr>{head}</tr>{"".join(rows)}</table>{notes}</section>'
+
+
+def _total_row(label: str, old: str, new: str, change, unit: str, percent, ratio) -> str:
+    """A total's row: old and new as the table shows them, the signed change, % and ratio."""
+    cells = (old, new, format_change(unit, change), format_percent(percent), format_ratio(ratio))
+    tds = "".join(f"<td>{escape(cell)}</td>" for cell in cells)
+    return f'<tr{_direction(change)}><th scope="row">{escape(label)}</th>{tds}</tr>'
+
+
+def _direction(change) -> str:
+    """The class of a row or cell whose figure grew or shrank ("" where it did neither, or a side has none)."""
+    if not change:
+        return ""
+    return ' class="grew"' if change > 0 else ' class="shrank"'
+
+
+def _layers(diff: ReportDiff) -> str:
+    from archprof.render.compare import layers_changed_text
+
+    summary = escape(layers_changed_text(diff))
+    if not diff.layers:
+        return f"<section><h2>Layers</h2><p>{summary}</p></section>"
+    # Type third: the script filters rows by the layer's name and that column's text.
+    head = ['<th data-kind="number" title="the new report\'s order">#</th>', '<th data-kind="text">Layer</th>']
+    head += [f'<th data-kind="text">{heading}</th>' for heading in ("Type", "Status", "Output shape")]
+    head += [f'<th data-kind="number">{escape(label)}</th>' for _, label, _ in METRICS]
+    head += ['<th data-kind="text">Receptive field</th>']
+    body = "\n".join(_layer_row(index, change) for index, change in enumerate(diff.layers))
+    return (
+        f'<section><h2>Layers</h2><p>{summary}</p><p class="controls"><input id="filter" type="search"'
+        ' placeholder="filter layers by name or type" aria-label="filter layers"> <span id="shown"></span> · click'
+        ' a heading to sort, # for the order</p><table id="layers"><thead><tr>'
+        + "".join(head)
+        + f"</tr></thead><tbody>{body}</tbody></table></section>"
+    )
+
+
+def _layer_row(index: int, change: LayerChange) -> str:
+    name = visible_text(layer_label(change.layer, change.call)) or "(model)"
+    texts = (
+        visible_text(change.value("module_type")),
+        change.status,
+        visible_text(value_change(change, "output_shape")),
+    )
+    tds = [f'<td data-v="{index}">{index}</td>', f'<td class="layer">{escape(name)}</td>']
+    tds += [f'<td class="text">{escape(text)}</td>' for text in texts]
+    for metric, _, unit in METRICS:
+        delta = change.delta(metric)
+        exact = f"{delta:+,}" if delta else "0"
+        tds.append(f'<td data-v="{delta}" title="{exact}"{_direction(delta)}>{escape(format_change(unit, delta))}</td>')
+    tds.append(f'<td class="text">{escape(visible_text(value_change(change, "receptive_field", dims_text)))}</td>')
+    return f'<tr class="{change.status}" data-path="{escape(name)}">{"".join(tds)}</tr>'
