@@ -887,3 +887,15 @@ class UnshuffledChannelPicked(nn.Module):
 
     def forward(self, x):
         return self.head(nn.functional.pixel_unshuffle(x, 2)[:, :1])
+
+
+class RunningProductAlongW(nn.Module):
+    """A 3x3 convolution, then a running product along W: unit (h, w) reads input columns
+    0 .. w + 2, a field that grows with w, so no one field is every unit's: archprof says undefined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3)
+
+    def forward(self, x):
+        return torch.cumprod(self.conv(x), dim=3)

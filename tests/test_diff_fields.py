@@ -14,7 +14,8 @@ from archprof.diff import FinalField, Side, diff, final_field
 from archprof.passes.receptive_field import FieldMark
 from tests.cli import cli, one_error_line
 from tests.field_oracle import positive, unit_gradient_box
-from tests.models import PooledBlock, UnshuffledChannelPicked
+from tests.models import PooledBlock, RunningProductAlongW, UnshuffledChannelPicked
+from tests.test_diff_html import tables, totals_by_label
 
 # OLD: two 3x3 convolutions, stride 1: r = 1 + 2 + 2 = 5, j = 1.
 # NEW: a 3x3 stride 2 (r = 3, j = 2), then a 3x3 dilated 2, which spans 2 (3 - 1) + 1 = 5
@@ -157,6 +158,68 @@ def test_a_bound_final_field_is_marked_as_compare_marks_it():
     assert document["new"]["receptive_field_note"] == ""
     backwards = cli("diff", EXACT, BOUND, "--input", "1x8x8")
     assert totals_rows(backwards.stdout)["Final receptive field"] == ["4", "px", "≤2", "px", "-2", "px", "-50.00%"]
+    # The CSV writes the bound's figure and says why in its note, as the JSON does.
+    final = list(csv.DictReader(io.StringIO(cli(*args, "-f", "csv").stdout)))[-1]
+    assert (final["old_receptive_field"], final["new_receptive_field"], final["receptive_field_change"]) == (
+        "2",
+        "4",
+        "2",
+    )
+    assert final["old_receptive_field_note"].startswith("an upper bound: aten.slice")
+    page = tables(cli(*args, "-f", "html").stdout)
+    field = totals_by_label(page)["Final receptive field"]
+    assert field["cells"][1:] == ["≤2 px", "4 px", "+2 px", "+100.00%", "×2.00"] and field["class"] == "grew"
+    assert [note.startswith(f"{BOUND}: receptive field is an upper bound: aten.slice") for note in page.notes] == [True]
+
+
+UNDEFINED = "tests/models.py:RunningProductAlongW"
+
+
+def test_an_undefined_final_field_in_every_format():
+    """RunningProductAlongW's running product along W: unit (0, 0) reads input columns 0..2, unit
+    (0, 3) columns 0..5 (the gradient): no one field is every unit's, so archprof says
+    undefined, and the diff has no change for it. PooledBlock beside it: 4 px, stride 2
+    (worked above). The other totals are the two reports' own."""
+    net = positive(RunningProductAlongW())
+    assert [unit_gradient_box(net, (1, 8, 8), (0, w))[1] for w in (0, 3)] == [(0, 2), (0, 5)]
+    old, new = (archprof.analyze(spec, (1, 8, 8)).totals for spec in (UNDEFINED, EXACT))
+    args = ("diff", UNDEFINED, EXACT, "--input", "1x8x8")
+    reason = "undefined: aten.cumprod in (model)"
+
+    table = cli(*args)
+    assert table.exit_code == 0, table.output
+    rows = totals_rows(table.stdout)
+    assert rows["Final receptive field"] == ["undefined", "4", "px", "n/a", "n/a"]
+    assert rows["Final stride"] == ["undefined", "2", "px", "n/a", "n/a"]
+    assert f"{UNDEFINED}: receptive field is {reason}" in " ".join(table.stdout.split())
+
+    markdown = cli(*args, "-f", "markdown").stdout
+    assert "| Final receptive field | undefined | 4 px | n/a | n/a |" in markdown
+    assert "| Final stride | undefined | 2 px | n/a | n/a |" in markdown
+    assert f"| Parameters | {old.param_count} | {new.param_count} | +{new.param_count - old.param_count} |" in markdown
+
+    document = json.loads(cli(*args, "-f", "json").stdout)
+    fields = document["final_receptive_field"]
+    assert (fields["old"]["receptive_field"], fields["old"]["effective_stride"]) == (None, None)
+    assert fields["old"]["receptive_field_note"].startswith(reason)
+    assert (fields["new"]["receptive_field"], fields["new"]["effective_stride"]) == (4, 2)
+    assert fields["receptive_field_change"] is None and fields["effective_stride_change"] is None
+    assert {t["metric"]: t["change"] for t in document["totals"]}["macs"] == new.macs - old.macs
+
+    *layers, final = csv.DictReader(io.StringIO(cli(*args, "-f", "csv").stdout))
+    assert [final[f"{side}_receptive_field"] for side in ("old", "new")] == ["undefined", "4"]
+    assert [final[f"{side}_effective_stride"] for side in ("old", "new")] == ["undefined", "2"]
+    assert final["receptive_field_change"] == final["effective_stride_change"] == ""
+    assert final["old_receptive_field_note"].startswith(reason) and final["new_receptive_field_note"] == ""
+    assert sum(int(row["activation_bytes_change"]) for row in layers) == new.activation_bytes - old.activation_bytes
+
+    page = tables(cli(*args, "-f", "html").stdout)
+    totals = totals_by_label(page)
+    assert totals["Final receptive field"]["cells"][1:] == ["undefined", "4 px", "n/a", "n/a", "n/a"]
+    assert totals["Final stride"]["cells"][1:] == ["undefined", "2 px", "n/a", "n/a", "n/a"]
+    assert totals["Final receptive field"]["class"] is None  # neither grown nor shrunk
+    assert totals["Parameters"]["cells"][5] == f"×{new.param_count / old.param_count:.2f}"
+    assert any(f"{UNDEFINED}: receptive field is {reason}" in note for note in page.notes)
 
 
 FIELD_COLUMNS = ("receptive_field", "effective_stride", "receptive_field_start", "covers_input", "receptive_field_note")

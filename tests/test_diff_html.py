@@ -33,17 +33,23 @@ OLD_PARAMS, NEW_PARAMS, OLD_MACS, NEW_MACS = 20, 30 + 28, 288, 432 + 108
 
 
 class _Tables(HTMLParser):
-    """Each table's rows by its id: the text of each cell, and each row's and cell's class."""
+    """Each table's rows by its id: the text of each cell, and each row's and cell's class;
+    the text of each paragraph of class "note"."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tables: dict[str, list[dict]] = {}
         self.scripts = 0
+        self.notes: list[str] = []
         self._table = self._cell = None
+        self._note = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.scripts += tag == "script"
+        if tag == "p" and attrs.get("class") == "note":
+            self._note = True
+            self.notes.append("")
         if tag == "table":
             self._table = self.tables.setdefault(attrs.get("id"), [])
         elif tag == "tr" and self._table is not None:
@@ -54,12 +60,16 @@ class _Tables(HTMLParser):
             self._cell = True
 
     def handle_endtag(self, tag):
-        if tag in ("td", "th"):
+        if tag == "p":
+            self._note = False
+        elif tag in ("td", "th"):
             self._cell = None
         elif tag == "table":
             self._table = None
 
     def handle_data(self, data):
+        if self._note:
+            self.notes[-1] += data
         if self._cell:
             self._table[-1]["cells"][-1] += data
 
