@@ -221,7 +221,8 @@ class ReportDiff:
         """The "final" line: no layer, call or metrics (the layers each side's final field
         is at are in the JSON), its fields as the totals give them."""
         fields = self.fields
-        row = ["final", "", "", "", "", "", "", *[""] * (3 * len(METRICS))]
+        # no layer, call, module types, output shapes or metrics
+        row = ["final", *[""] * (6 + 3 * len(METRICS))]
         row += [*fields.csv_cells("size"), *fields.csv_cells("stride")]
         row += [fields.old.reason, fields.new.reason]
         return row

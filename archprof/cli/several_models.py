@@ -91,7 +91,8 @@ def compare(
     Examples:
 
     archprof compare resnet18 resnet50 mobilenet_v2 --sort macs
-    archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o compare.csv"""
+    archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o compare.csv
+    archprof compare resnet18 mobilenet_v2 -o compare.html"""
     from archprof.comparison import (
         bound_notes,
         comparison_cells,
@@ -289,7 +290,8 @@ def diff(
     Examples:
 
     archprof diff before.csv after.csv
-    archprof diff before.json resnet18 --input 3x160x160 --format json"""
+    archprof diff before.json resnet18 --input 3x160x160 --format json
+    archprof diff resnet18 mobilenet_v2 -o diff.html"""
     from archprof import diff as diffing
 
     chosen = choose_format(format, output)

@@ -1,6 +1,7 @@
 """One Report as a self-contained HTML page: the totals, a profile's whole-model figures and
 cross-check, a sortable and filterable layer table with the module tree, and charts as
-inline SVG (memory over time, receptive-field growth, the roofline when profiled).
+inline SVG (memory over time, receptive-field growth, the roofline when profiled). Its frame,
+`page_html`, is every page's (`diff`'s, `compare`'s too).
 
 Everything the page needs is in the file: no script, style, font or image is fetched,
 and its Content-Security-Policy forbids any request, so it opens offline and leaks
@@ -77,9 +78,9 @@ def tables_html(title: str, heading: str, tables) -> str:
 
 
 def page_html(title: str, heading: str, sections: Sequence[str], sortable: bool = True) -> str:
-    """A self-contained page: `title` and `heading` (plain text, escaped here), then `sections`
-    (HTML); `sortable`: the page has a #layers table, #filter and #shown, which the script
-    sorts and filters (the script stops at the first of them missing)."""
+    """A self-contained page: `title` and `heading` (text, names in it already through
+    `visible_text`; escaped here), then `sections` (HTML); `sortable`: the page has a #layers
+    table, #filter and #shown, which the script sorts and filters (it fails without them)."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
