@@ -353,6 +353,27 @@ def test_the_diff_csv_neutralises_output_shapes_read_from_a_csv(tmp_path):
     assert (row["old_output_shape"], row["new_output_shape"]) == (rows[0]["output_shape"], "'=1+1")
 
 
+def test_the_diff_csv_neutralises_field_notes_read_from_a_csv(tmp_path):
+    """A note can hold any text in a CSV from elsewhere: diff's CSV copies a listed layer's
+    notes, and the final row a final field's (here lenet5's last layer's, which it reads
+    as why its stride is undefined)."""
+    report = tmp_path / "report.csv"
+    rows = summary_csv("lenet5", report)
+    rows[0]["output_shape"], rows[0]["receptive_field_note"] = "1x6x1x1", "=1+1"  # a layer changed
+    last = max(i for i, row in enumerate(rows) if "x" in row["receptive_field"])
+    rows[last]["receptive_field_note"] = "@SUM(A1)"
+    edited = tmp_path / "edited.csv"
+    with edited.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    result = invoke("diff", str(report), str(edited), "-f", "csv")
+    assert result.exit_code == 0, result.output
+    *layers, final = csv.DictReader(io.StringIO(result.stdout, newline=""))
+    assert [(row["old_receptive_field_note"], row["new_receptive_field_note"]) for row in layers] == [("", "'=1+1")]
+    assert (final["old_receptive_field_note"], final["new_receptive_field_note"]) == ("", "'@SUM(A1)")
+
+
 def test_junit_and_step_summary_of_a_model_with_control_characters(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nets\x01\u2028.py").write_text(
