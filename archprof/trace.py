@@ -13,7 +13,7 @@ import dataclasses
 import io
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -813,9 +813,7 @@ def _packed_parameters(modules: list[tuple[str, torch.nn.Module]]) -> list[Param
     no table lists, counted as their module's, in their quantized dtype, not trained."""
     found = []
     for path, module in modules:
-        if isinstance(module, torch.jit.ScriptModule):
-            continue
-        for attribute, value in vars(module).items():
+        for attribute, value in _attributes(module):
             if not isinstance(value, torch.ScriptObject) or not hasattr(value, "unpack"):
                 continue
             for role, tensor in zip(("weight", "bias"), value.unpack(), strict=False):
@@ -823,6 +821,14 @@ def _packed_parameters(modules: list[tuple[str, torch.nn.Module]]) -> list[Param
                     name = ".".join(part for part in (path, attribute, role) if part)
                     found.append(ParameterInfo(name, path, tuple(tensor.shape), tensor.dtype, False, False))
     return found
+
+
+def _attributes(module: torch.nn.Module) -> Iterable[tuple[str, Any]]:
+    """A module's own attributes: a ScriptModule (a TorchScript file's) keeps them in C++,
+    out of its `vars()`."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return torch._C._jit_debug_module_iterators(module._c)["named_attributes"]
+    return vars(module).items()
 
 
 def _first_floating_dtype(tensors: list[torch.Tensor]) -> torch.dtype:

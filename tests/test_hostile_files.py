@@ -4,10 +4,14 @@ Each is refused with one line (exit 2) or read within bounds; none runs for long
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
 import os
 import struct
 import threading
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +26,11 @@ import archprof
 import archprof.diff
 from archprof.budget import load_budget_file
 from archprof.cli import app
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.load import load_model, load_state_dict
 from archprof.measure.ceilings import read_cache
 from tests.cli import cli, one_error_line
+from tests.fixtures.hostile_archives import rewritten
 from tests.fixtures.hostile_torchscript import HOSTILE_TORCHSCRIPT, with_forward_code
 
 needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
@@ -255,14 +260,15 @@ class _RunsWhenLoaded(nn.Module):
             raise RuntimeError("ran while loading")
 
 
-def test_torchscript_with_code_that_runs_while_it_loads_is_refused(tmp_path):
+def test_a_straight_line_setstate_runs_while_loading_and_its_failure_is_one_error(tmp_path):
+    """Tensor operators and a raise, no loop, no call: accepted, so torch.jit.load runs it."""
     path = tmp_path / "setstate.pt"
     torch.jit.script(_RunsWhenLoaded()).save(str(path))
     with pytest.raises(Exception, match="ran while loading"):
         torch.jit.load(str(path))
-    line = one_error_line(cli("summary", path, "-i", "3x8x8"))
-    says = "defines _RunsWhenLoaded.__setstate__, code that runs while the file loads"
-    assert f"{_code_entry(_RunsWhenLoaded)} {says}" in line
+    result = cli("summary", path, "-i", "3x8x8")
+    assert result.exit_code == 2 and "ran while loading" in one_error_line(result)
+    assert "--trust-pickle" not in result.stderr
 
 
 class _Holds(nn.Module):
@@ -359,44 +365,197 @@ def test_scripted_and_traced_torchvision_models_load_without_trust(tmp_path, hub
     refuse_unsafe_torchscript(path, "googlenet")
 
 
-def test_quantized_torchscript_loads_unless_it_restores_itself_while_loading(tmp_path):
-    """torch.ao's dynamically quantized Linear keeps its weights in a C++ class of torch's
-    (`__torch__.torch.classes.quantized`): allowed. Its static quantized convolution
-    restores its packed weights in a scripted `__setstate__`, which runs inside
-    torch.jit.load: refused, as any code run while loading is, --trust-pickle loading it."""
-    import warnings
-
-    from archprof.load.torchscript import refuse_unsafe_torchscript
-
+def _quantized(kind: str) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+    """A float network, torch.ao's quantization of it (static: a convolution and a linear
+    layer calibrated on one batch; dynamic: two linear layers), and its input size."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
-        dynamic = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 5)), {nn.Linear}, torch.qint8)
-        prepared = torch.ao.quantization.prepare(_QuantizedConv().eval())
-        prepared(torch.randn(1, 3, 8, 8))
-        static = torch.ao.quantization.convert(prepared)
-    paths = _saved_scripts(tmp_path, dynamic=dynamic, static=static)
-    assert b"__torch__.torch.classes.quantized" in _code_of(paths["dynamic"])
-    refuse_unsafe_torchscript(paths["dynamic"], "dynamic")
-    with pytest.raises(ArchprofError, match=r"conv.py' defines Conv2d.__setstate__, code that runs while the file"):
-        refuse_unsafe_torchscript(paths["static"], "static")
+        if kind == "dynamic":
+            float_model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+            quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(float_model), {nn.Linear}, torch.qint8)
+            return float_model, quantized, (4,)
+        float_model = _QuantizedConv().eval()
+        prepared = torch.ao.quantization.prepare(copy.deepcopy(float_model))
+        prepared(torch.randn(2, 3, 8, 8))  # calibration
+        return float_model, torch.ao.quantization.convert(prepared), (3, 8, 8)
+
+
+def _saved_quantized(kind: str, save: str, directory: Path) -> tuple[Path, nn.Module, nn.Module, tuple[int, ...]]:
+    float_model, quantized, size = _quantized(kind)
+    path = directory / f"{kind}_{save}.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on quantized tensors
+        saved = torch.jit.script(quantized) if save == "script" else torch.jit.trace(quantized, torch.randn(1, *size))
+    saved.save(str(path))
+    return path, float_model, quantized, size
+
+
+@pytest.mark.parametrize("save", ["script", "trace"])
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_quantized_torchscript_loads_without_trust_and_reports_as_in_memory(tmp_path, kind, save):
+    """torch.ao's static quantized convolution repacks its weights in a `__setstate__` that
+    torch.jit.load runs: straight-line code, accepted. The report is the in-memory model's,
+    the weights packed in torch's C++ classes counted as the float model's parameters; only the
+    row the peak falls in differs (a TorchScript module's quantized op reads no tensor of its
+    layer's, so it is the model's own row)."""
+    path, float_model, quantized, size = _saved_quantized(kind, save, tmp_path)
+    assert (b"def __setstate__" in _code_of(path)) == (kind == "static")  # what is checked, where it is
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)  # quantized layers: a real trace, not on meta
+        from_file = archprof.analyze(str(path), size).totals
+        in_memory = archprof.analyze(quantized, size).totals
+    assert from_file.param_count == sum(p.numel() for p in float_model.parameters())
+    assert dataclasses.replace(from_file, peak_layer="") == dataclasses.replace(in_memory, peak_layer="")
+    result = cli("summary", path, "-i", "x".join(map(str, size)))
+    assert result.exit_code == 0, result.output
+
+
+def _setstate_edited(source: Path, target: Path, lines: list[str], elsewhere=None) -> Path:
+    """`source`, a scripted static quantized network, with `lines` of TorchScript written into
+    its Conv2d's `__setstate__`, and `elsewhere(code)` applied to the rest of that code entry."""
+
+    def edit(tail, data, root):
+        if tail.endswith("/quantized/modules/conv.py"):
+            anchor = "    self.padding_mode = (state)[9]\n"
+            code = data.decode()
+            assert code.count(anchor) == 1
+            code = code.replace(anchor, anchor + "".join(f"    {line}\n" for line in lines))
+            data = (elsewhere or (lambda text: text))(code).encode()
+        return [(root + tail, data)]
+
+    return rewritten(source, target, edit)
+
+
+_RAISES = 'ops.prim.RaiseException("ran while loading", "builtins.RuntimeError")'
+_CONV = "__torch__.torch.ao.nn.quantized.modules.conv"
+_SETSTATE = "defines Conv2d.__setstate__, which runs while the file loads, and "
+
+
+def _feeds_the_weight(name: str):
+    """The code edit that makes the repacked weight depend on `name`: TorchScript drops what
+    nothing uses."""
+    return lambda code: code.replace("set_weight_bias((state)[10]", f"set_weight_bias(torch.add((state)[10], {name})")
+
+
+# Each: the lines written into Conv2d.__setstate__, the edit of the rest of its code entry,
+# what the refusal says. Written with `victim`, the file the first and last write to; the others
+# raise "ran while loading" when torch.jit.load runs them.
+HOSTILE_SETSTATES = {
+    "a file operator": lambda victim: (
+        [f"_v = torch.from_file({json.dumps(str(victim))}, True, 5, dtype=0)", "_w = torch.fill_(_v, 80)"],
+        _feeds_the_weight("torch.select(_w, 0, 0), alpha=0"),
+        "calls torch.from_file, which reads or writes files",
+    ),
+    "a loop": lambda victim: (
+        ["for _i in range(2):", f"  {_RAISES}"],
+        None,
+        _SETSTATE + "loops (line ",
+    ),
+    "an unchecked function": lambda victim: (
+        [f"_r = {_CONV}._reverse_repeat_padding([1, 2])"],
+        lambda code: code.replace("  N = torch.len(padding)\n", f"  N = torch.len(padding)\n  {_RAISES}\n"),
+        _SETSTATE + f"calls '{_CONV}._reverse_rep...', which is not a method of its own class (line ",
+    ),
+    "its own method, which loops": lambda victim: (
+        [],
+        lambda code: code.replace(
+            "    padding_mode = self.padding_mode\n    if torch.eq(",
+            f"    for _i in range(2):\n      {_RAISES}\n    padding_mode = self.padding_mode\n    if torch.eq(",
+        ),
+        _SETSTATE + "calls 'self.set_weight_bias', which loops (line ",
+    ),
+    "a dunder TorchScript calls unnamed, which loops": lambda victim: (
+        ["_n = len(self)"],
+        lambda code: code.replace(
+            "  def __getstate__",
+            f"  def __len__(self: {_CONV}.Conv2d) -> int:\n    for _i in range(2):\n      {_RAISES}\n    return 1\n"
+            "  def __getstate__",
+        ),
+        "defines Conv2d.__len__, which TorchScript may call unnamed while the file loads, and loops (line ",
+    ),
+    "an operator outside torch's namespaces": lambda victim: (
+        [f"_t = ops.archprof_hostile.touch({json.dumps(str(victim))}, (state)[10])"],
+        _feeds_the_weight("_t, alpha=0"),
+        "calls 'ops.archprof_hostile.touch', an operator outside torch's own (aten, prim, quantized)",
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", HOSTILE_SETSTATES, ids=list(HOSTILE_SETSTATES))
+def test_a_quantized_setstate_doing_more_is_refused_before_it_loads(tmp_path, variant):
+    """A real static quantized archive whose Conv2d.__setstate__ is edited: torch.jit.load
+    runs each (writes the victim or raises); archprof refuses it in one line, exit 2, and
+    nothing runs."""
+    victim = tmp_path / "victim"
+    lines, elsewhere, says = HOSTILE_SETSTATES[variant](victim)
+    clean, *_ = _saved_quantized("static", "script", tmp_path)
+    path = _setstate_edited(clean, tmp_path / "hostile.pt", lines, elsewhere)
+    victim.write_bytes(b"clean")
+    try:
+        torch.jit.load(str(path))
+        raised = ""
+    except Exception as exc:  # the payloads that do not write raise
+        raised = str(exc)
+    assert victim.read_bytes() != b"clean" or "ran while loading" in raised, "the oracle: torch runs it"
+    victim.write_bytes(b"clean")
+    result = cli("summary", path, "-i", "3x8x8")
+    line = one_error_line(result)
+    assert result.exit_code == 2 and f"'code/__torch__/torch/ao/nn/quantized/modules/conv.py' {says}" in line
+    assert "--trust-pickle" in line and "ran while loading" not in result.output
+    assert victim.read_bytes() == b"clean"
+
+
+@torch.jit.script
+class _Scale:
+    """A scripted class, not a module, that restores itself: its `__setstate__` runs when
+    torch.jit.load unpickles the module holding it."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def __getstate__(self) -> float:
+        return self.factor
+
+    def __setstate__(self, state: float) -> None:
+        self.factor = state
+
+
+class _HoldsAScale(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = _Scale(2.0)
+
+    def forward(self, x):
+        return x * self.scale.factor
+
+
+def test_a_scripted_class_that_restores_itself_passes_the_same_test(tmp_path):
+    plain, looping = tmp_path / "plain.pt", tmp_path / "looping.pt"
+    torch.jit.script(_HoldsAScale()).save(str(plain))
+    assert archprof.analyze(str(plain), (3,)).totals.elementwise_flops == 3  # x * factor
+    anchor = "    self.factor = state\n"
+
+    def edit(tail, data, root):
+        if tail.endswith(".py") and anchor.encode() in data:
+            data = data.replace(anchor.encode(), f"{anchor}    for _i in range(2):\n      {_RAISES}\n".encode())
+        return [(root + tail, data)]
+
+    rewritten(plain, looping, edit)
+    with pytest.raises(Exception, match="ran while loading"):
+        torch.jit.load(str(looping))
+    line = one_error_line(cli("summary", looping, "-i", "3"))
+    assert "defines _Scale.__setstate__, which runs while the file loads, and loops (line " in line
 
 
 class _QuantizedConv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.quant, self.conv = torch.ao.quantization.QuantStub(), nn.Conv2d(3, 4, 3)
-        self.dequant = torch.ao.quantization.DeQuantStub()
-        self.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+        self.linear, self.dequant = nn.Linear(4, 5), torch.ao.quantization.DeQuantStub()
+        self.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")  # an engine of x86 CPUs
 
     def forward(self, x):
-        return self.dequant(self.conv(self.quant(x)))
-
-
-def _saved_scripts(directory: Path, **models: nn.Module) -> dict[str, Path]:
-    paths = {name: directory / f"{name}.pt" for name in models}
-    for name, model in models.items():
-        torch.jit.script(model).save(str(paths[name]))
-    return paths
+        return self.dequant(self.linear(self.conv(self.quant(x)).mean((2, 3))))
 
 
 def _code_of(path: Path) -> bytes:

@@ -699,6 +699,21 @@ def test_packed_quantized_weights_are_counted_as_parameters():
     assert report.totals.macs == archprof.analyze(float_model, input_size=(3, 8, 8)).totals.macs == 7776 + 2880
 
 
+def test_packed_quantized_weights_of_a_torchscript_module_are_counted(tmp_path):
+    """A ScriptModule (a TorchScript file's) keeps its attributes in C++, out of `vars()`: the
+    weights packed in its dynamically quantized Linear are counted as in the Python module."""
+    float_model = nn.Sequential(nn.Linear(72, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization's notice
+        model = torch.ao.quantization.quantize_dynamic(float_model, {nn.Linear}, dtype=torch.qint8)
+    path = tmp_path / "dynamic.pt"
+    torch.jit.script(model).save(str(path))
+    with pytest.warns(ArchprofWarning, match="cannot run on the meta device"):
+        report = archprof.analyze(str(path), input_size=(72,))
+    assert report.totals.param_count == 72 * 10 + 10
+    assert report.totals.param_bytes == 72 * 10 * 1 + 10 * 4  # int8 weight, float32 bias
+
+
 class _StaticQuantized(nn.Module):
     def __init__(self):
         super().__init__()

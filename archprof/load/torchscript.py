@@ -9,7 +9,10 @@ which TorchScript resolves to `aten::X`; `ops.aten`, `ops.prim`, `ops.quantized`
 that reach outside the model, TorchScript's pure builtins, and the archive's own classes
 and functions (themselves read here). The pickles are read the same way (their opcodes,
 never unpickled): TorchScript's unpickler builds torch's tensors and containers and the
-archive's own classes, and torch's C++ classes, whose namespaces are allowed as above."""
+archive's own classes, and torch's C++ classes, whose namespaces are allowed as above. What
+runs while the archive loads (a `__setstate__`, and the dunders TorchScript may call from it
+unnamed) must besides be straight-line: no loop, and no call but to operators, pure builtins
+and methods of its own class that are straight-line too (`_load_time_problems`)."""
 
 from __future__ import annotations
 
@@ -66,23 +69,34 @@ _PICKLE_GLOBALS = frozenset(["collections OrderedDict"])
 
 def refuse_unsafe_torchscript(path: Path | BinaryIO, spec: str) -> None:
     """Refuse, before it loads, a TorchScript archive whose code or pickles name anything
-    outside the allowlist, with the entry and what it names."""
+    outside the allowlist, or whose code run while it loads is more than straight-line, with
+    the entry and what it names."""
+    classes: list[tuple[str, ast.ClassDef]] = []
     with zipfile.ZipFile(path) as archive:
         for member in archive.infolist():
             entry = member.filename.split("/", 1)[-1]  # without the archive's root folder
-            reader = _code_problem if _is_code(entry) else _pickle_problem if _is_pickle(entry) else None
-            if reader is None:  # tensor data, the format's version, extra files: never run
+            if not (_is_code(entry) or _is_pickle(entry)):  # tensor data, the format's version, extra files: never run
                 continue
             try:
                 data = archive.read(member)
             except Exception as exc:  # a bad CRC, a deflate stream cut short, an encrypted or unknown method
                 raise unreadable(spec, exc) from None
-            problem = reader(data)
-            if problem:
-                raise ArchprofError(
-                    f"refusing to load {spec}: its TorchScript {shorten(entry, 120)} {problem}; if you trust it, pass"
-                    " --trust-pickle (Python: trust_pickle=True)"
-                )
+            if _is_pickle(entry):
+                _refuse(spec, entry, _pickle_problem(data))
+                continue
+            tree = _parsed(data)
+            _refuse(spec, entry, "holds code archprof cannot read" if tree is None else _code_problem(tree))
+            classes += [(entry, node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    for entry, problem in _load_time_problems(classes):
+        _refuse(spec, entry, problem)
+
+
+def _refuse(spec: str, entry: str, problem: str | None) -> None:
+    if problem:
+        raise ArchprofError(
+            f"refusing to load {spec}: its TorchScript {shorten(entry, 120)} {problem}; if you trust it, pass"
+            " --trust-pickle (Python: trust_pickle=True)"
+        )
 
 
 def _is_code(entry: str) -> bool:
@@ -96,11 +110,14 @@ def _is_pickle(entry: str) -> bool:
 # -- code ----------------------------------------------------------------------------------
 
 
-def _code_problem(data: bytes) -> str | None:
+def _parsed(data: bytes) -> ast.Module | None:
     try:
-        tree = ast.parse(data.decode("utf-8"))
+        return ast.parse(data.decode("utf-8"))
     except (UnicodeDecodeError, SyntaxError, ValueError, RecursionError):
-        return "holds code archprof cannot read"
+        return None
+
+
+def _code_problem(tree: ast.Module) -> str | None:
     inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     for scope in _scopes(tree):
         local = _local_names(scope)
@@ -128,10 +145,6 @@ def _own_nodes(scope: ast.AST) -> Iterator[ast.AST]:
 def _node_problem(node: ast.AST, local: set[str], inner: set[int]) -> str | None:
     """What is wrong with `node`, in a scope whose own names are `local`; `inner`: the nodes
     that are the head of a longer dotted name, checked as part of it."""
-    if isinstance(node, ast.ClassDef):
-        setstate = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__setstate__"), None)
-        if setstate is not None:
-            return f"defines {node.name}.__setstate__, code that runs while the file loads"
     if isinstance(node, ast.Attribute | ast.Name) and id(node) not in inner:
         return _name_problem(node)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -196,6 +209,94 @@ def _local_names(scope: ast.AST) -> set[str]:
     names = {arg.arg for arg in ast.walk(scope.args) if isinstance(arg, ast.arg)} if hasattr(scope, "args") else set()
     names.update(n.id for n in _own_nodes(scope) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
     return names - set(_ROOTS)
+
+
+# -- code that runs while the archive loads -----------------------------------------------
+#
+# torch.jit.load calls `__setstate__` on each object the pickles restore (torch.ao's static
+# quantized convolution repacks its weights in one). Its code passed the allowlist above like
+# all the archive's code, so it reaches nothing past the model; it is accepted when, besides,
+# it is straight-line: no loop (its time is bounded by its length), and nothing it runs is
+# code not checked the same way. What it calls is an operator, one of TorchScript's builtins
+# that takes no function, or a method of its own class, itself straight-line. TorchScript
+# also calls a class's dunder methods unnamed (`x[0]` is `x.__getitem__(0)`, `a + b`
+# `a.__add__(b)`) on whatever objects the pickles hold, so in an archive with a
+# `__setstate__` those must be straight-line too.
+
+# Loops and the statements that run other code (a `with` calls `__enter__`); comprehensions
+# loop as well.
+_LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_STRAIGHT_STATEMENTS = (
+    ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Expr, ast.If, ast.Return, ast.Pass, ast.Raise, ast.Assert, ast.Delete
+)  # fmt: skip
+_CALLS_A_FUNCTION = frozenset({"fork", "awaitable"})  # builtins that run the function they are given
+# Dunders TorchScript never calls unnamed while loading: __init__ only when code names the
+# class (refused in load-time code), __getstate__ when saving.
+_NOT_CALLED_UNNAMED = frozenset({"__init__", "__getstate__"})
+
+
+def _load_time_problems(classes: list[tuple[str, ast.ClassDef]]) -> Iterator[tuple[str, str]]:
+    """For each method that may run while the archive loads and is not straight-line, its
+    code entry and why: none where no class restores itself."""
+    if not any(_methods(node, "__setstate__") for _, node in classes):
+        return
+    for entry, node in classes:
+        for method in _methods(node):
+            if method.name == "__setstate__":
+                runs = "runs while the file loads"
+            elif _is_dunder(method.name) and method.name not in _NOT_CALLED_UNNAMED:
+                runs = "TorchScript may call unnamed while the file loads"
+            else:
+                continue
+            problem = _straight_line_problem(node, method, (method.name,))
+            if problem:
+                yield entry, f"defines {node.name}.{method.name}, which {runs}, and {problem}"
+
+
+def _methods(node: ast.ClassDef, name: str | None = None) -> list[ast.FunctionDef]:
+    """The class's methods, or those called `name` (every one: a name defined twice is checked twice)."""
+    return [n for n in node.body if isinstance(n, ast.FunctionDef) and name in (None, n.name)]
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def _straight_line_problem(owner: ast.ClassDef, method: ast.FunctionDef, calling: tuple[str, ...]) -> str | None:
+    """What makes `method` of `owner` more than straight-line code, if anything; `calling`:
+    the methods of `owner` whose calls led here, the last `method` itself."""
+    own = method.args.args[0].arg if method.args.args else None  # `self`, however it is named
+    for node in (n for statement in method.body for n in ast.walk(statement)):
+        if isinstance(node, _LOOPS):
+            return f"loops (line {node.lineno})"
+        if isinstance(node, ast.stmt) and not isinstance(node, _STRAIGHT_STATEMENTS):
+            return f"holds a {type(node).__name__.lower()} statement (line {node.lineno})"
+        if isinstance(node, ast.Call):
+            problem = _load_time_call_problem(owner, node, own, calling)
+            if problem:
+                return problem
+    return None
+
+
+def _load_time_call_problem(
+    owner: ast.ClassDef, call: ast.Call, own: str | None, calling: tuple[str, ...]
+) -> str | None:
+    """What is wrong with `call` in straight-line code of `owner` (the allowlist has passed it)."""
+    parts = _dotted(call.func) or []
+    if parts and parts[0] in ("torch", "ops"):  # an operator
+        return None
+    if len(parts) == 1 and parts[0] in _BUILTINS and parts[0] not in _CALLS_A_FUNCTION:
+        return None
+    called = ".".join(parts) if parts else ast.unparse(call.func)
+    if len(parts) != 2 or parts[0] != own or not _methods(owner, parts[1]):
+        return f"calls {shorten(called)}, which is not a method of its own class (line {call.lineno})"
+    if parts[1] in calling:
+        return f"calls {shorten(called)} again from inside it (line {call.lineno})"
+    for method in _methods(owner, parts[1]):
+        problem = _straight_line_problem(owner, method, (*calling, parts[1]))
+        if problem:
+            return f"calls {shorten(called)}, which {problem}"
+    return None
 
 
 # -- pickles -------------------------------------------------------------------------------
