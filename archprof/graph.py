@@ -187,6 +187,11 @@ class EngineNotes:
     # formula has returned, with the node still running. An add inside a formula (atan2's `self *
     # self + other * other`, a Python backward's `a + b`) adds tensors the backward made too.
     gradient_sums: set[int] = field(default_factory=set)
+    # The ids (`TensorMeta.id`) of the gradients the nodes' formulas returned to the engine, as
+    # the node's post hook saw them. A node runs one C++ call per gradient formula (clamp's
+    # `min, max: clamp_backward_min_max(...)`, then `self: clamp_backward(...)`), each ending
+    # with the statement that makes what it returns: its locals die there, not with the node.
+    formula_results: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

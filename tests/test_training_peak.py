@@ -573,6 +573,8 @@ PROFILED_STEPS = {
     "a mish after a convolution": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Mish()), (2, 3, 16, 16)),
     "each map's largest magnitude": (LargestMagnitudes, (2, 3, 16, 16)),
     "clamped around its mean": (ClampedAroundItsMean, (2, 3, 16, 16)),
+    # the bounds' gradients share a 0-dim zero, freed as their formula's call returns
+    "clamped around its mean, the bounds learning": (partial(ClampedAroundItsMean, bounds_learn=True), (2, 3, 16, 16)),
     "a running product": (RunningProduct, (2, 3, 16, 16)),
     # norm_backward's `grad * (self / norm).masked_fill_(norm == 0, 0)`: the mask held until the product
     "a 2-norm along the channels": (
@@ -652,7 +654,10 @@ def test_the_training_peak_matches_the_profiler(name):
     (a mask), and in place but ending the statement there, as in-place ops on a named tensor do,
     4,096 B short (the mask it reads, freed before the `where`); running cumprod's gradient as
     its composite formula's operators on meta (the road of a tensor that looks like a subclass,
-    where a CPU runs one operator), the running product 155,648 B over."""
+    where a CPU runs one operator), the running product 155,648 B over; and holding a named local
+    to its node's end, not to the end of its formula's C++ call (the node runs one per gradient
+    formula), the map clamped around its mean with its bounds learning 4 B over (the bounds'
+    zero)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
@@ -895,19 +900,6 @@ def test_monte_carlo_dropout_in_an_inference_analysis_is_kept():
     model[1].train()
     report = archprof.analyze(model, input_size=(16,))
     assert "bernoulli_" in next(r for r in report.rows() if r["layer"] == "1")["operators"]
-
-
-@pytest.mark.xfail(strict=True, reason="a local the formula names in a block is held to the node's end")
-def test_a_clamp_whose_bounds_learn_frees_their_shared_zero_with_its_block():
-    """A known miss, 4 B over: clamp's gradient makes one 0-dim zero for its two bounds'
-    gradients, read by both `where`s and freed as their block ends, before the input's gradient
-    is made (with a zero of its own, at the step's peak); the timeline takes a tensor two ops of
-    its node read for a local of the whole formula, held until the node has run (`_named_locals`),
-    as norm(p=inf)'s `self_abs` is. The ops do not show where a C++ block ends."""
-    model, x = ClampedAroundItsMean(bounds_learn=True), torch.randn(2, 3, 16, 16)
-    predicted = training_timeline(trace(model, [x.shape], training=True)).peak_bytes
-    _, lasting = profiled_training_peaks(model, x)
-    assert predicted == lasting + x.nbytes
 
 
 def _left(call: Callable, reason: str):

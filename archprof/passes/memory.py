@@ -236,6 +236,7 @@ def _liveness(
     held_between: Iterable[tuple[int, int | None, int]] = (),
     one_statement: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
+    results: set[int] = frozenset(),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -249,8 +250,9 @@ def _liveness(
     `held_between` are tensors no step reads or makes either, each as (the steps run when it
     was made, those run when it died or None: to the end, its bytes: `EngineNotes.random_states`);
     a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
-    (`EngineNotes.one_statement_ops`), and one in `in_place` writes in place and goes on with its
-    statement (`EngineNotes.in_place_ops`)."""
+    (`EngineNotes.one_statement_ops`), one in `in_place` writes in place and goes on with its
+    statement (`EngineNotes.in_place_ops`), and one in `results` makes a gradient its node's
+    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -287,6 +289,7 @@ def _liveness(
     made, freed = [0] * count, [0] * count
     named = _named_locals(steps, release) if release is not None else set()
     statement_ends = _statement_ends(steps, release, one_statement, named, in_place) if release is not None else None
+    call_ends = _call_ends(release, statement_ends, results) if release is not None else None
     start = live = sum(size[s] for s in held_from_start)
     for storage, nbytes in size.items():
         if storage in held_from_start:
@@ -297,7 +300,8 @@ def _liveness(
         if 0 <= last[storage] < count:
             steps_run = died.get(storage)
             if steps_run is None:
-                freed[_freed_after(first[storage], last[storage], release, statement_ends, storage in named)] += nbytes
+                local_ends = call_ends if storage in named else None
+                freed[_freed_after(first[storage], last[storage], release, statement_ends, local_ends)] += nbytes
             else:
                 freed[max(last[storage], steps_run - 1)] += nbytes
     for made_at, last_read, nbytes in numbers:
@@ -338,19 +342,43 @@ def _allocated(op: OpNode, tensor: TensorMeta) -> int:
 
 
 def _freed_after(
-    first: int, last: int, release: list[int] | None, statement_ends: list[int] | None, named: bool = False
+    first: int,
+    last: int,
+    release: list[int] | None,
+    statement_ends: list[int] | None,
+    local_ends: list[int] | None = None,
 ) -> int:
     """The step after which a storage made (or first read) at step `first` and read last at
     step `last` is freed: `release[last]`, the end of the autograd node that read it last;
     but a temporary, made and read again inside one node (the product that AddcmulBackward
     sums into a weight's gradient), at the end of the C++ statement that read it last
-    (`_statement_ends`), where C++ drops it, unless it is `named` (`_named_locals`): a local
-    variable of the node's formula, dropped as the formula returns."""
+    (`_statement_ends`), where C++ drops it, unless it is a named local (`_named_locals`,
+    `local_ends` given: `_call_ends`), a local variable of the formula's C++ call, dropped as
+    that call returns."""
     if release is None or statement_ends is None:
         return last
-    if 0 <= first < last and release[first] == release[last] and not named:
-        return statement_ends[last]
+    if 0 <= first < last and release[first] == release[last]:
+        return statement_ends[last] if local_ends is None else local_ends[last]
     return release[last]
+
+
+def _call_ends(release: list[int], statement_ends: list[int], results: set[int]) -> list[int]:
+    """For each step, the last step of the C++ call of its node's gradient formula it runs in,
+    as far as the ops show it: the end of the statement of the first step, at or after it in
+    its node, that makes a gradient the node returns (`results`); its node's end where none
+    does. A node runs one call per formula (derivatives.yaml's `min, max:
+    clamp_backward_min_max(...)`, then `self: clamp_backward(...)`): the 0-dim zero the bounds'
+    gradients share dies as their call returns, before the input's gradient is made."""
+    ends = list(release)
+    following = -1  # the end of the call of the nearest step making a result, scanning backward
+    for index in range(len(release) - 1, -1, -1):
+        if following >= 0 and release[following] != release[index]:
+            following = -1  # another node
+        if index in results:
+            following = statement_ends[index]
+        if following >= 0:
+            ends[index] = following
+    return ends
 
 
 def _statement_ends(
@@ -582,10 +610,35 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         graph.engine.random_states,
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
+        _formula_results(steps, release, graph.engine.formula_results),
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
+
+
+def _formula_results(steps: list[OpNode], release: list[int], returned: set[int]) -> set[int]:
+    """The steps that made a gradient their node's formula returned (`EngineNotes.formula_results`),
+    before the engine fitted it to its input (`_ENGINE_FITS`: a gradient of a broadcast operand
+    summed to its shape, clamp's bounds', made by the `where` before)."""
+    maker = {t.id: index for index, op in enumerate(steps) for t in op.outputs}
+    results = set()
+    for index, op in enumerate(steps):
+        if not any(t.id in returned for t in op.outputs):
+            continue
+        while op.op in _ENGINE_FITS and len(op.inputs) == 1:
+            made = maker.get(op.inputs[0].id, index)
+            if made >= index or release[made] != release[index]:
+                break
+            index, op = made, steps[made]
+        results.add(index)
+    return results
+
+
+# What the autograd engine runs on a gradient a formula returned, before the node's post hooks see
+# it (validate_outputs): `sum_to` the input's shape (a sum, then a view where it drops dimensions)
+# and a cast to its dtype.
+_ENGINE_FITS = frozenset({"aten.sum", "aten.view", "aten._to_copy"})
 
 
 def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> set[int]:
