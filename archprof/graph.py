@@ -167,6 +167,10 @@ class EngineNotes:
     # of its gradients in one C++ statement (`return {grad * other * recip, grad * -self * recip}`,
     # atan2's): each temporary is held to the end of that statement, the node's last op.
     one_statement_ops: set[int] = field(default_factory=set)
+    # The indices (in `Graph.backward_ops`) of the ops that read a local variable of their node's
+    # formula read once (`TrainingRecorder`'s `_READS_LOCALS_READ_ONCE`: renorm's `grad_norm.to()`):
+    # each tensor of the node they read was named, ending the statement that made it.
+    local_readers: set[int] = field(default_factory=set)
     # The indices (in `Graph.backward_ops`) of the ops a CPU's gradient formula runs in place on
     # a tensor it made, where the trace's ran them out of place (`TrainingRecorder`'s
     # `_IN_PLACE_ON_A_CPU`): each goes on with the statement it writes into, as the C++ does

@@ -64,6 +64,16 @@ _IN_PLACE_ON_A_CPU = {
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
 _ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
+# Gradient formulas that store a tensor they read once in a local variable (FunctionsManual.cpp),
+# which the ops cannot tell from a temporary, read once too, by the op it is passed to: the node ->
+# the operators that read such locals. renorm_backward's `grad_norm = maxnorm * invnorm * (grad -
+# invnorm * nb)`, read by `where(norm > maxnorm, grad_norm.to(grad.scalar_type()), grad)` (by the
+# `where` itself where the dtype stays: `.to()` of the same dtype returns `grad_norm`);
+# logcumsumexp_backward's `log_grad_positive`, `output_pos`, ..., each read by one `sub`.
+_READS_LOCALS_READ_ONCE = {
+    "RenormBackward0": frozenset({"aten._to_copy", "aten.where"}),
+    "LogcumsumexpBackward0": frozenset({"aten.sub"}),
+}
 
 
 class TrainingRecorder(Recorder):
@@ -203,6 +213,8 @@ class TrainingRecorder(Recorder):
             self.engine.python_ops.add(len(self.ops) - 1)
         if node is not None and node.name() in _ONE_STATEMENT_NODES:
             self.engine.one_statement_ops.add(len(self.ops) - 1)
+        if node is not None and info.name in _READS_LOCALS_READ_ONCE.get(node.name(), ()):
+            self.engine.local_readers.add(len(self.ops) - 1)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)

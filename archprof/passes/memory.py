@@ -237,6 +237,7 @@ def _liveness(
     one_statement: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
     results: set[int] = frozenset(),
+    local_readers: set[int] = frozenset(),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -252,7 +253,8 @@ def _liveness(
     a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
     (`EngineNotes.one_statement_ops`), one in `in_place` writes in place and goes on with its
     statement (`EngineNotes.in_place_ops`), and one in `results` makes a gradient its node's
-    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call."""
+    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; one in
+    `local_readers` reads locals of its node's formula (`EngineNotes.local_readers`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -287,7 +289,7 @@ def _liveness(
 
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
-    named = _named_locals(steps, release) if release is not None else set()
+    named = _named_locals(steps, release, local_readers) if release is not None else set()
     statement_ends = _statement_ends(steps, release, one_statement, named, in_place) if release is not None else None
     call_ends = _call_ends(release, statement_ends, results) if release is not None else None
     start = live = sum(size[s] for s in held_from_start)
@@ -448,7 +450,7 @@ def _writes_into_temporaries(steps: list[OpNode], release: list[int], named: set
     return writes
 
 
-def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
+def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[int] = frozenset()) -> set[int]:
     """The storages of a node's tensors that are local variables of its C++ formula, as far as
     the ops show them: those two or more later ops of the node read. An unnamed temporary is
     read once, by the operator it is passed to; one read twice was given a name, and lives until
@@ -456,8 +458,8 @@ def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
     one that made them). A storage is counted, not a tensor: a view of a local reads it as the
     local does, so the view's readers count (not the view), and an in-place write goes on with
     the tensor it writes (cdist's `ratio.masked_fill_(res == 0, 0)`, then two sums of `ratio`), so
-    it does not count as a reader of it. A local read once looks like a temporary
-    (renorm's `grad_norm`, its statement taken for part of the return's: docs/formulas.md)."""
+    it does not count as a reader of it. A local read once looks like a temporary: it is known
+    from the formula's text, by the step reading it (`local_readers`: renorm's `grad_norm.to()`)."""
     maker: dict[int, int] = {}  # storage -> the step that made it
     readers: dict[int, int] = {}  # storage -> the steps of its maker's node that read it so far
     named = set()
@@ -468,7 +470,7 @@ def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
                 made = maker.get(storage)
                 if made is not None and release[made] == release[index]:
                     readers[storage] = readers.get(storage, 0) + 1
-                    if readers[storage] == 2:
+                    if readers[storage] == 2 or index in local_readers:
                         named.add(storage)
         # A step its node ends with (a forward op, a one-op node) makes nothing its node reads again.
         if release[index] != index and not (op.writes_input or op.is_view):
@@ -611,6 +613,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
         _formula_results(steps, release, graph.engine.formula_results),
+        {forward + index for index in graph.engine.local_readers},
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
