@@ -171,6 +171,10 @@ class EngineNotes:
     # formula read once (`TrainingRecorder`'s `_READS_LOCALS_READ_ONCE`: renorm's `grad_norm.to()`):
     # each tensor of the node they read was named, ending the statement that made it.
     local_readers: set[int] = field(default_factory=set)
+    # The ops (indices in `Graph.backward_ops`) of a call of its own inside a formula's statement
+    # (`TrainingRecorder`'s `_NESTED_CALLS`: logcumsumexp's lambda), its last -> its first: the
+    # call's return statement frees its temporaries as it returns, inside the caller's statement.
+    nested_calls: dict[int, int] = field(default_factory=dict)
     # The indices (in `Graph.backward_ops`) of the ops a CPU's gradient formula runs in place on
     # a tensor it made, where the trace's ran them out of place (`TrainingRecorder`'s
     # `_IN_PLACE_ON_A_CPU`): each goes on with the statement it writes into, as the C++ does

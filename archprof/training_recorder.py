@@ -74,6 +74,12 @@ _READS_LOCALS_READ_ONCE = {
     "RenormBackward0": frozenset({"aten._to_copy", "aten.where"}),
     "LogcumsumexpBackward0": frozenset({"aten.sub"}),
 }
+# Gradient formulas that run part of a statement in a call of their own, whose return statement
+# frees its temporaries as it returns, inside the caller's statement: the node -> the operators the
+# call runs. logcumsumexp_backward's `reverse_logcumsumexp = [dim](auto x) { return
+# at::flip(at::logcumsumexp(at::flip(x, {dim}), dim), {dim}); }`, called on `log_grad_positive -
+# result` (an argument the caller's statement made, and frees).
+_NESTED_CALLS = {"LogcumsumexpBackward0": ("aten.flip", "aten.logcumsumexp", "aten.flip")}
 
 
 class TrainingRecorder(Recorder):
@@ -215,6 +221,8 @@ class TrainingRecorder(Recorder):
             self.engine.one_statement_ops.add(len(self.ops) - 1)
         if node is not None and info.name in _READS_LOCALS_READ_ONCE.get(node.name(), ()):
             self.engine.local_readers.add(len(self.ops) - 1)
+        if node is not None and node.name() in _NESTED_CALLS:
+            self._note_nested_call(_NESTED_CALLS[node.name()], origin)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
@@ -225,6 +233,13 @@ class TrainingRecorder(Recorder):
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._tagging_for = self._replayed(node)
             self._last_made = (_made(info, out), self.ops[-1].origin)
+
+    def _note_nested_call(self, called: tuple[str, ...], origin: int) -> None:
+        """Note the ops just recorded as a call of its own (`EngineNotes.nested_calls`) where they
+        are the operators it runs (`called`), in order, all of the node of forward op `origin`."""
+        last = self.ops[-len(called) :]
+        if tuple(op.op for op in last) == called and all(op.origin == origin for op in last):
+            self.engine.nested_calls[len(self.ops) - 1] = len(self.ops) - len(called)
 
     def _watch_python_temporaries(self, kept: int, storages: int) -> None:
         """The tensor objects the op just recorded made in a Python backward (those kept from

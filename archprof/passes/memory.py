@@ -238,6 +238,7 @@ def _liveness(
     in_place: set[int] = frozenset(),
     results: set[int] = frozenset(),
     local_readers: set[int] = frozenset(),
+    nested: dict[int, int] | None = None,
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -254,7 +255,9 @@ def _liveness(
     (`EngineNotes.one_statement_ops`), one in `in_place` writes in place and goes on with its
     statement (`EngineNotes.in_place_ops`), and one in `results` makes a gradient its node's
     formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; one in
-    `local_readers` reads locals of its node's formula (`EngineNotes.local_readers`)."""
+    `local_readers` reads locals of its node's formula (`EngineNotes.local_readers`); `nested`
+    maps the last step of a call of its own inside a formula's statement to its first
+    (`EngineNotes.nested_calls`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -290,7 +293,9 @@ def _liveness(
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
     named = _named_locals(steps, release, local_readers) if release is not None else set()
-    statement_ends = _statement_ends(steps, release, one_statement, named, in_place) if release is not None else None
+    statement_ends = (
+        _statement_ends(steps, release, one_statement, named, in_place, nested) if release is not None else None
+    )
     call_ends = _call_ends(release, statement_ends, results) if release is not None else None
     start = live = sum(size[s] for s in held_from_start)
     for storage, nbytes in size.items():
@@ -354,13 +359,18 @@ def _freed_after(
     step `last` is freed: `release[last]`, the end of the autograd node that read it last;
     but a temporary, made and read again inside one node (the product that AddcmulBackward
     sums into a weight's gradient), at the end of the C++ statement that read it last
-    (`_statement_ends`), where C++ drops it, unless it is a named local (`_named_locals`,
+    (`_statement_ends`), where C++ drops it (the end of the statement that made it, where a call
+    of its own read it last), unless it is a named local (`_named_locals`,
     `local_ends` given: `_call_ends`), a local variable of the formula's C++ call, dropped as
     that call returns."""
     if release is None or statement_ends is None:
         return last
     if 0 <= first < last and release[first] == release[last]:
-        return statement_ends[last] if local_ends is None else local_ends[last]
+        if local_ends is not None:
+            return local_ends[last]
+        # The statement that made it: the one that read it last, but where a call of its own did,
+        # inside that statement (a lambda's argument).
+        return max(statement_ends[first], statement_ends[last])
     return release[last]
 
 
@@ -389,6 +399,7 @@ def _statement_ends(
     one_statement: set[int] = frozenset(),
     named: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
+    nested: dict[int, int] | None = None,
 ) -> list[int]:
     """For each step, the last step of the C++ statement it belongs to, as far as the ops show
     it: a statement is a run of consecutive steps of one autograd node, each making a new tensor
@@ -406,15 +417,22 @@ def _statement_ends(
     cdist's gradient formulas make all their gradients in one statement. A step making a storage
     in `named` (a local variable of the formula) ends its statement too: `mask =
     self_abs.eq(norm).logical_or(self_abs.isnan())` frees its two masks once `mask` is made,
-    though later statements read it."""
+    though later statements read it. The ops of a call of its own inside a statement (`nested`:
+    its last step -> its first) are one step of that statement, and end with their call's return
+    statement: logcumsumexp's `reverse_logcumsumexp(log_grad_positive - result)` frees its two
+    temporaries as the lambda returns; the argument it made, the caller's, is freed at the end of
+    the caller's statement (`_freed_after`)."""
+    nested = nested or {}
     ends = list(range(len(steps)))
     returned = _returning_statements(steps, release, one_statement, named)
     in_place = in_place | _writes_into_temporaries(steps, release, named)
     root, read_in_run = -1, set()
-    for index in range(len(steps) - 1, -1, -1):
+    index = len(steps) - 1
+    while index >= 0:
         op = steps[index]
         if index in returned:
             ends[index], root, read_in_run = release[index], -1, set()
+            index -= 1
             continue
         joins = (
             root >= 0
@@ -426,8 +444,10 @@ def _statement_ends(
         )
         if not joins:
             root, read_in_run = index, set()
-        ends[index] = root
-        read_in_run.update(tensor.storage for tensor in op.inputs)
+        start = nested.get(index, index)  # a call's ops, one step of the statement that called it
+        ends[start : index + 1] = [root] if start == index else [index] * (index + 1 - start)
+        read_in_run.update(tensor.storage for step in steps[start : index + 1] for tensor in step.inputs)
+        index = start - 1
     return ends
 
 
@@ -614,6 +634,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         {forward + index for index in graph.engine.in_place_ops},
         _formula_results(steps, release, graph.engine.formula_results),
         {forward + index for index in graph.engine.local_readers},
+        {forward + end: forward + start for end, start in graph.engine.nested_calls.items()},
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
