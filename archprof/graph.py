@@ -167,6 +167,14 @@ class EngineNotes:
     # of its gradients in one C++ statement (`return {grad * other * recip, grad * -self * recip}`,
     # atan2's): each temporary is held to the end of that statement, the node's last op.
     one_statement_ops: set[int] = field(default_factory=set)
+    # The indices (in `Graph.backward_ops`) of the ops that read a local variable of their node's
+    # formula read once (`TrainingRecorder`'s `_READS_LOCALS_READ_ONCE`: renorm's `grad_norm.to()`):
+    # each tensor of the node they read was named, ending the statement that made it.
+    local_readers: set[int] = field(default_factory=set)
+    # The ops (indices in `Graph.backward_ops`) of a call of its own inside a formula's statement
+    # (`TrainingRecorder`'s `_NESTED_CALLS`: logcumsumexp's lambda), its last -> its first: the
+    # call's return statement frees its temporaries as it returns, inside the caller's statement.
+    nested_calls: dict[int, int] = field(default_factory=dict)
     # The indices (in `Graph.backward_ops`) of the ops a CPU's gradient formula runs in place on
     # a tensor it made, where the trace's ran them out of place (`TrainingRecorder`'s
     # `_IN_PLACE_ON_A_CPU`): each goes on with the statement it writes into, as the C++ does
@@ -187,6 +195,11 @@ class EngineNotes:
     # formula has returned, with the node still running. An add inside a formula (atan2's `self *
     # self + other * other`, a Python backward's `a + b`) adds tensors the backward made too.
     gradient_sums: set[int] = field(default_factory=set)
+    # The ids (`TensorMeta.id`) of the gradients the nodes' formulas returned to the engine, as
+    # the node's post hook saw them. A node runs one C++ call per gradient formula (clamp's
+    # `min, max: clamp_backward_min_max(...)`, then `self: clamp_backward(...)`), each ending
+    # with the statement that makes what it returns: its locals die there, not with the node.
+    formula_results: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

@@ -64,6 +64,22 @@ _IN_PLACE_ON_A_CPU = {
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
 _ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
+# Gradient formulas that store a tensor they read once in a local variable (FunctionsManual.cpp),
+# which the ops cannot tell from a temporary, read once too, by the op it is passed to: the node ->
+# the operators that read such locals. renorm_backward's `grad_norm = maxnorm * invnorm * (grad -
+# invnorm * nb)`, read by `where(norm > maxnorm, grad_norm.to(grad.scalar_type()), grad)` (by the
+# `where` itself where the dtype stays: `.to()` of the same dtype returns `grad_norm`);
+# logcumsumexp_backward's `log_grad_positive`, `output_pos`, ..., each read by one `sub`.
+_READS_LOCALS_READ_ONCE = {
+    "RenormBackward0": frozenset({"aten._to_copy", "aten.where"}),
+    "LogcumsumexpBackward0": frozenset({"aten.sub"}),
+}
+# Gradient formulas that run part of a statement in a call of their own, whose return statement
+# frees its temporaries as it returns, inside the caller's statement: the node -> the operators the
+# call runs. logcumsumexp_backward's `reverse_logcumsumexp = [dim](auto x) { return
+# at::flip(at::logcumsumexp(at::flip(x, {dim}), dim), {dim}); }`, called on `log_grad_positive -
+# result` (an argument the caller's statement made, and frees).
+_NESTED_CALLS = {"LogcumsumexpBackward0": ("aten.flip", "aten.logcumsumexp", "aten.flip")}
 
 
 class TrainingRecorder(Recorder):
@@ -111,7 +127,7 @@ class TrainingRecorder(Recorder):
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
-        self._formulas = _RunningFormulas()
+        self._formulas = _RunningFormulas(self._metas, self.engine.formula_results)
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
@@ -203,6 +219,10 @@ class TrainingRecorder(Recorder):
             self.engine.python_ops.add(len(self.ops) - 1)
         if node is not None and node.name() in _ONE_STATEMENT_NODES:
             self.engine.one_statement_ops.add(len(self.ops) - 1)
+        if node is not None and info.name in _READS_LOCALS_READ_ONCE.get(node.name(), ()):
+            self.engine.local_readers.add(len(self.ops) - 1)
+        if node is not None and node.name() in _NESTED_CALLS:
+            self._note_nested_call(_NESTED_CALLS[node.name()], origin)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
@@ -213,6 +233,13 @@ class TrainingRecorder(Recorder):
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._tagging_for = self._replayed(node)
             self._last_made = (_made(info, out), self.ops[-1].origin)
+
+    def _note_nested_call(self, called: tuple[str, ...], origin: int) -> None:
+        """Note the ops just recorded as a call of its own (`EngineNotes.nested_calls`) where they
+        are the operators it runs (`called`), in order, all of the node of forward op `origin`."""
+        last = self.ops[-len(called) :]
+        if tuple(op.op for op in last) == called and all(op.origin == origin for op in last):
+            self.engine.nested_calls[len(self.ops) - 1] = len(self.ops) - len(called)
 
     def _watch_python_temporaries(self, kept: int, storages: int) -> None:
         """The tensor objects the op just recorded made in a Python backward (those kept from
@@ -443,11 +470,15 @@ class TrainingRecorder(Recorder):
 class _RunningFormulas:
     """The autograd nodes whose gradient formula is running, innermost last (a reentrant
     checkpoint's formula runs a backward pass of its own), known through hooks on each node
-    (`bracket`). It holds no recorder: the hooks stay on the nodes, which the traced tensors
+    (`bracket`); and the gradients each returned, noted into `results`
+    (`EngineNotes.formula_results`) through `metas` (the recorder's: id(tensor) -> its latest
+    TensorMeta). It holds no recorder: the hooks stay on the nodes, which the traced tensors
     hold, and through a recorder they would hold every tensor it kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, metas: dict[int, TensorMeta], results: set[int]) -> None:
         self.nodes: list = []
+        self._metas = metas
+        self._results = results
 
     def bracket(self, node) -> None:
         """Hook `node`: the engine calls its pre hooks just before its formula and its post hooks
@@ -465,8 +496,10 @@ class _RunningFormulas:
     def _starts(self, _incoming: tuple) -> None:
         self.nodes.append(torch._C._current_autograd_node())
 
-    def _ends(self, _gradients: tuple, _incoming: tuple) -> None:
+    def _ends(self, gradients: tuple, _incoming: tuple) -> None:
         self.nodes.pop()
+        made = (self._metas.get(id(tensor)) for tensor in gradients if tensor is not None)
+        self._results.update(meta.id for meta in made if meta is not None)
 
     def engines_op(self, node) -> bool:
         """Whether an op the backward pass runs with `node` running is the engine's own, run after

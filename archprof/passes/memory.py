@@ -236,6 +236,9 @@ def _liveness(
     held_between: Iterable[tuple[int, int | None, int]] = (),
     one_statement: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
+    results: set[int] = frozenset(),
+    local_readers: set[int] = frozenset(),
+    nested: dict[int, int] | None = None,
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -249,8 +252,12 @@ def _liveness(
     `held_between` are tensors no step reads or makes either, each as (the steps run when it
     was made, those run when it died or None: to the end, its bytes: `EngineNotes.random_states`);
     a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
-    (`EngineNotes.one_statement_ops`), and one in `in_place` writes in place and goes on with its
-    statement (`EngineNotes.in_place_ops`)."""
+    (`EngineNotes.one_statement_ops`), one in `in_place` writes in place and goes on with its
+    statement (`EngineNotes.in_place_ops`), and one in `results` makes a gradient its node's
+    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; one in
+    `local_readers` reads locals of its node's formula (`EngineNotes.local_readers`); `nested`
+    maps the last step of a call of its own inside a formula's statement to its first
+    (`EngineNotes.nested_calls`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -285,8 +292,11 @@ def _liveness(
 
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
-    named = _named_locals(steps, release) if release is not None else set()
-    statement_ends = _statement_ends(steps, release, one_statement, named, in_place) if release is not None else None
+    named = _named_locals(steps, release, local_readers) if release is not None else set()
+    statement_ends = (
+        _statement_ends(steps, release, one_statement, named, in_place, nested) if release is not None else None
+    )
+    call_ends = _call_ends(release, statement_ends, results) if release is not None else None
     start = live = sum(size[s] for s in held_from_start)
     for storage, nbytes in size.items():
         if storage in held_from_start:
@@ -297,7 +307,8 @@ def _liveness(
         if 0 <= last[storage] < count:
             steps_run = died.get(storage)
             if steps_run is None:
-                freed[_freed_after(first[storage], last[storage], release, statement_ends, storage in named)] += nbytes
+                local_ends = call_ends if storage in named else None
+                freed[_freed_after(first[storage], last[storage], release, statement_ends, local_ends)] += nbytes
             else:
                 freed[max(last[storage], steps_run - 1)] += nbytes
     for made_at, last_read, nbytes in numbers:
@@ -338,19 +349,48 @@ def _allocated(op: OpNode, tensor: TensorMeta) -> int:
 
 
 def _freed_after(
-    first: int, last: int, release: list[int] | None, statement_ends: list[int] | None, named: bool = False
+    first: int,
+    last: int,
+    release: list[int] | None,
+    statement_ends: list[int] | None,
+    local_ends: list[int] | None = None,
 ) -> int:
     """The step after which a storage made (or first read) at step `first` and read last at
     step `last` is freed: `release[last]`, the end of the autograd node that read it last;
     but a temporary, made and read again inside one node (the product that AddcmulBackward
     sums into a weight's gradient), at the end of the C++ statement that read it last
-    (`_statement_ends`), where C++ drops it, unless it is `named` (`_named_locals`): a local
-    variable of the node's formula, dropped as the formula returns."""
+    (`_statement_ends`), where C++ drops it (the end of the statement that made it, where a call
+    of its own read it last), unless it is a named local (`_named_locals`,
+    `local_ends` given: `_call_ends`), a local variable of the formula's C++ call, dropped as
+    that call returns."""
     if release is None or statement_ends is None:
         return last
-    if 0 <= first < last and release[first] == release[last] and not named:
-        return statement_ends[last]
+    if 0 <= first < last and release[first] == release[last]:
+        if local_ends is not None:
+            return local_ends[last]
+        # The statement that made it: the one that read it last, but where a call of its own did,
+        # inside that statement (a lambda's argument).
+        return max(statement_ends[first], statement_ends[last])
     return release[last]
+
+
+def _call_ends(release: list[int], statement_ends: list[int], results: set[int]) -> list[int]:
+    """For each step, the last step of the C++ call of its node's gradient formula it runs in,
+    as far as the ops show it: the end of the statement of the first step, at or after it in
+    its node, that makes a gradient the node returns (`results`); its node's end where none
+    does. A node runs one call per formula (derivatives.yaml's `min, max:
+    clamp_backward_min_max(...)`, then `self: clamp_backward(...)`): the 0-dim zero the bounds'
+    gradients share dies as their call returns, before the input's gradient is made."""
+    ends = list(release)
+    following = -1  # the end of the call of the nearest step making a result, scanning backward
+    for index in range(len(release) - 1, -1, -1):
+        if following >= 0 and release[following] != release[index]:
+            following = -1  # another node
+        if index in results:
+            following = statement_ends[index]
+        if following >= 0:
+            ends[index] = following
+    return ends
 
 
 def _statement_ends(
@@ -359,6 +399,7 @@ def _statement_ends(
     one_statement: set[int] = frozenset(),
     named: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
+    nested: dict[int, int] | None = None,
 ) -> list[int]:
     """For each step, the last step of the C++ statement it belongs to, as far as the ops show
     it: a statement is a run of consecutive steps of one autograd node, each making a new tensor
@@ -376,15 +417,22 @@ def _statement_ends(
     cdist's gradient formulas make all their gradients in one statement. A step making a storage
     in `named` (a local variable of the formula) ends its statement too: `mask =
     self_abs.eq(norm).logical_or(self_abs.isnan())` frees its two masks once `mask` is made,
-    though later statements read it."""
+    though later statements read it. The ops of a call of its own inside a statement (`nested`:
+    its last step -> its first) are one step of that statement, and end with their call's return
+    statement: logcumsumexp's `reverse_logcumsumexp(log_grad_positive - result)` frees its two
+    temporaries as the lambda returns; the argument it made, the caller's, is freed at the end of
+    the caller's statement (`_freed_after`)."""
+    nested = nested or {}
     ends = list(range(len(steps)))
     returned = _returning_statements(steps, release, one_statement, named)
     in_place = in_place | _writes_into_temporaries(steps, release, named)
     root, read_in_run = -1, set()
-    for index in range(len(steps) - 1, -1, -1):
+    index = len(steps) - 1
+    while index >= 0:
         op = steps[index]
         if index in returned:
             ends[index], root, read_in_run = release[index], -1, set()
+            index -= 1
             continue
         joins = (
             root >= 0
@@ -396,8 +444,10 @@ def _statement_ends(
         )
         if not joins:
             root, read_in_run = index, set()
-        ends[index] = root
-        read_in_run.update(tensor.storage for tensor in op.inputs)
+        start = nested.get(index, index)  # a call's ops, one step of the statement that called it
+        ends[start : index + 1] = [root] if start == index else [index] * (index + 1 - start)
+        read_in_run.update(tensor.storage for step in steps[start : index + 1] for tensor in step.inputs)
+        index = start - 1
     return ends
 
 
@@ -420,7 +470,7 @@ def _writes_into_temporaries(steps: list[OpNode], release: list[int], named: set
     return writes
 
 
-def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
+def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[int] = frozenset()) -> set[int]:
     """The storages of a node's tensors that are local variables of its C++ formula, as far as
     the ops show them: those two or more later ops of the node read. An unnamed temporary is
     read once, by the operator it is passed to; one read twice was given a name, and lives until
@@ -428,8 +478,8 @@ def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
     one that made them). A storage is counted, not a tensor: a view of a local reads it as the
     local does, so the view's readers count (not the view), and an in-place write goes on with
     the tensor it writes (cdist's `ratio.masked_fill_(res == 0, 0)`, then two sums of `ratio`), so
-    it does not count as a reader of it. A local read once looks like a temporary
-    (renorm's `grad_norm`, its statement taken for part of the return's: docs/formulas.md)."""
+    it does not count as a reader of it. A local read once looks like a temporary: it is known
+    from the formula's text, by the step reading it (`local_readers`: renorm's `grad_norm.to()`)."""
     maker: dict[int, int] = {}  # storage -> the step that made it
     readers: dict[int, int] = {}  # storage -> the steps of its maker's node that read it so far
     named = set()
@@ -440,7 +490,7 @@ def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
                 made = maker.get(storage)
                 if made is not None and release[made] == release[index]:
                     readers[storage] = readers.get(storage, 0) + 1
-                    if readers[storage] == 2:
+                    if readers[storage] == 2 or index in local_readers:
                         named.add(storage)
         # A step its node ends with (a forward op, a one-op node) makes nothing its node reads again.
         if release[index] != index and not (op.writes_input or op.is_view):
@@ -582,10 +632,37 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         graph.engine.random_states,
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
+        _formula_results(steps, release, graph.engine.formula_results),
+        {forward + index for index in graph.engine.local_readers},
+        {forward + end: forward + start for end, start in graph.engine.nested_calls.items()},
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
+
+
+def _formula_results(steps: list[OpNode], release: list[int], returned: set[int]) -> set[int]:
+    """The steps that made a gradient their node's formula returned (`EngineNotes.formula_results`),
+    before the engine fitted it to its input (`_ENGINE_FITS`: a gradient of a broadcast operand
+    summed to its shape, clamp's bounds', made by the `where` before)."""
+    maker = {t.id: index for index, op in enumerate(steps) for t in op.outputs}
+    results = set()
+    for index, op in enumerate(steps):
+        if not any(t.id in returned for t in op.outputs):
+            continue
+        while op.op in _ENGINE_FITS and len(op.inputs) == 1:
+            made = maker.get(op.inputs[0].id, index)
+            if made >= index or release[made] != release[index]:
+                break
+            index, op = made, steps[made]
+        results.add(index)
+    return results
+
+
+# What the autograd engine runs on a gradient a formula returned, before the node's post hooks see
+# it (validate_outputs): `sum_to` the input's shape (a sum, then a view where it drops dimensions)
+# and a cast to its dtype.
+_ENGINE_FITS = frozenset({"aten.sum", "aten.view", "aten._to_copy"})
 
 
 def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> set[int]:
