@@ -17,8 +17,8 @@ and `nn.MultiheadAttention` call), `torch._VF.lstm`, `gru`, `rnn_tanh` and `rnn_
 `nn.LSTM`, `nn.GRU` and `nn.RNN` call),
 `torch.batch_norm` (what `F.batch_norm` calls), `torch.group_norm` (what
 `F.group_norm` calls), `torch.nn.functional.linear` (what `nn.Linear` calls),
-`torch.nn.functional.one_hot` (`F.one_hot`) and `torch.linalg.svdvals`, `eigvalsh` and
-`eigvals`. A
+`torch.nn.functional.one_hot` (`F.one_hot`); and, below every Python name, the kernels of
+the aten operators `linalg_svdvals`, `linalg_eigvalsh` and `linalg_eigvals`. A
 TorchFunctionMode would see every call however made, but costs every torch call of every
 model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
 (`torch._C._nn.scaled_dot_product_attention`, a name imported before the trace) keeps the
@@ -85,16 +85,21 @@ Modelled (PyTorch 2.x, CPU):
   the cell per step on the hidden state alone; on meta they project each step apart, so
   they are run here as the CPU runs them (`_cpu_lstm`, `_cpu_one_hidden_rnn`). Packed
   sequences keep the composite road (a projection per step).
-- eigenvalues and singular values: `torch.linalg.svdvals`, `eigvalsh` and `eigvals` compute
-  the vectors too only where autograd may need them (linalg's `_may_require_fw_or_bw_grad`:
-  grad mode on and an input that requires grad), which under any dispatch mode they always
-  take for granted (every tensor looks like a subclass there): a full SVD or
-  eigendecomposition where a CPU computes the values alone. Each call, on any device, is run
-  as the composite runs it, the vectors asked for by that test alone: `_linalg_svd` with
-  `compute_uv`, `_linalg_eigh` with `compute_v`, `linalg_eig` or else `_linalg_eigvals`. (Forward-mode
-  AD's tangents, which the test counts too, are not looked at: a trace makes none.) Those
-  torch.linalg reaches from C++ (matrix_norm's nuclear and 2-norms, cond, matrix_rank) keep
-  the vectors.
+- eigenvalues and singular values: `linalg_svdvals`, `linalg_eigvalsh` and `linalg_eigvals`
+  compute the vectors too only where autograd may need them (linalg's
+  `_may_require_fw_or_bw_grad`: grad mode on and an input that requires grad, or a tensor
+  that looks like a subclass), which under any dispatch mode they always take for granted
+  (every tensor looks like a subclass there, grad mode or not): a full SVD or
+  eigendecomposition where a CPU computes the values alone. While active, their autograd
+  kernels on meta and CPU tensors (AutogradMeta, AutogradCPU) are replaced by ones that run
+  the composite's operators, the vectors asked for by that test on the tensor itself:
+  `_linalg_svd` with `compute_uv`, `_linalg_eigh` with `compute_v`, `linalg_eig` or else
+  `_linalg_eigvals`; a tensor subclass of its own (a Python dispatch key) takes the
+  composite. That serves every road to them: `torch.linalg.svdvals`, `eigvalsh` and
+  `eigvals` under any name, and the C++ functions that call them (matrix_norm's 2, -2 and
+  nuclear norms, `linalg.norm`'s and `torch.norm`'s, `cond`'s 2-norms, `matrix_rank`). (Forward-mode
+  AD's tangents, which the test counts too, are not looked at: a trace makes none; an `out=`
+  call is another operator, whose composite computes the vectors.)
 """
 
 from __future__ import annotations
@@ -107,7 +112,6 @@ from typing import Any
 
 import torch
 from torch._prims_common import suggest_memory_format
-from torch.overrides import has_torch_function
 from torch.utils._python_dispatch import _disable_current_modes
 
 ATTENTION = "scaled_dot_product_attention"
@@ -125,6 +129,9 @@ _SVD = torch.ops.aten._linalg_svd.default
 _SYMMETRIC_EIGEN = torch.ops.aten._linalg_eigh.default
 _EIGEN = torch.ops.aten.linalg_eig.default
 _EIGENVALUES = torch.ops.aten._linalg_eigvals.default
+_SVDVALS = torch.ops.aten.linalg_svdvals.default
+_SYMMETRIC_EIGENVALUES = torch.ops.aten.linalg_eigvalsh.default
+_GENERAL_EIGENVALUES = torch.ops.aten.linalg_eigvals.default
 _MISH_BACKWARD = torch.ops.aten.mish_backward.default
 _CUMPROD_BACKWARD = torch.ops.aten.cumprod_backward.default
 
@@ -149,7 +156,6 @@ class DeviceKernels:
         self._group_norm_function = torch.group_norm
         self._linear_function = torch.nn.functional.linear
         self._one_hot_function = torch.nn.functional.one_hot
-        self._values_functions = _values_functions()
         self._library: torch.library.Library | None = None  # while active: `HANDED_DOWN_WHOLE`'s kernels
 
     def __enter__(self) -> DeviceKernels:
@@ -158,7 +164,6 @@ class DeviceKernels:
         self._group_norm_function = torch.group_norm
         self._linear_function = torch.nn.functional.linear
         self._one_hot_function = torch.nn.functional.one_hot
-        self._values_functions = _values_functions()
         torch.nn.functional.scaled_dot_product_attention = self._routed_attention
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
         for name, cell in _ONE_HIDDEN_CELLS.items():
@@ -167,11 +172,12 @@ class DeviceKernels:
         torch.group_norm = self._routed_group_norm
         torch.nn.functional.linear = self._routed_linear
         torch.nn.functional.one_hot = self._routed_one_hot
-        for name, routed in _VALUES_ONLY.items():
-            setattr(torch.linalg, name, functools.partial(routed, self._values_functions[name]))
         self._library = torch.library.Library("aten", "IMPL")
         for name, kernel in _WHOLE_ON_META.items():
             self._library.impl(name.removeprefix("aten."), kernel, "AutogradMeta")
+        for name, kernel in _VALUES_ONLY.items():
+            for key in ("AutogradMeta", "AutogradCPU"):
+                self._library.impl(name, kernel, key)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -182,8 +188,6 @@ class DeviceKernels:
         torch.group_norm = self._group_norm_function
         torch.nn.functional.linear = self._linear_function
         torch.nn.functional.one_hot = self._one_hot_function
-        for name, function in self._values_functions.items():
-            setattr(torch.linalg, name, function)
         self._library._destroy()  # the AutogradMeta kernels gone with it
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
@@ -267,39 +271,36 @@ class DeviceKernels:
         return _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
 
 
-def _goes_on(A, out) -> bool:
-    """Whether a call keeps its own road: an out= call, or an argument that is not a plain
-    tensor (a subclass's __torch_function__ sees it; anything else is refused as before)."""
-    return out is not None or not isinstance(A, torch.Tensor) or has_torch_function((A,))
-
-
-def _svdvals(function, A, *, driver=None, out=None):
-    """torch.linalg.svdvals: the thin SVD's singular values, U and V^H only for autograd."""
-    if _goes_on(A, out):
-        return function(A, driver=driver, out=out)
+def _svdvals(A, *, driver=None):
+    """aten.linalg_svdvals: the thin SVD's singular values, U and V^H only for autograd."""
+    if _subclass_like(A):
+        return _SVDVALS.decompose(A, driver=driver)
     return _SVD(A, False, _recorded_by_autograd(A), driver=driver)[1]
 
 
-def _eigvalsh(function, A, UPLO="L", *, out=None):
-    """torch.linalg.eigvalsh: the symmetric eigenvalues, the eigenvectors only for autograd."""
-    if _goes_on(A, out):
-        return function(A, UPLO, out=out)
+def _eigvalsh(A, UPLO="L"):
+    """aten.linalg_eigvalsh: the symmetric eigenvalues, the eigenvectors only for autograd."""
+    if _subclass_like(A):
+        return _SYMMETRIC_EIGENVALUES.decompose(A, UPLO)
     return _SYMMETRIC_EIGEN(A, UPLO, _recorded_by_autograd(A))[0]
 
 
-def _eigvals(function, A, *, out=None):
-    """torch.linalg.eigvals: the eigenvalues alone, or of the whole eigendecomposition for autograd."""
-    if _goes_on(A, out):
-        return function(A, out=out)
+def _eigvals(A):
+    """aten.linalg_eigvals: the eigenvalues alone, or of the whole eigendecomposition for autograd."""
+    if _subclass_like(A):
+        return _GENERAL_EIGENVALUES.decompose(A)
     return _EIGEN(A)[0] if _recorded_by_autograd(A) else _EIGENVALUES(A)
 
 
-_VALUES_ONLY = {"svdvals": _svdvals, "eigvalsh": _eigvalsh, "eigvals": _eigvals}
+def _subclass_like(A) -> bool:
+    """Whether a tensor is one PyTorch takes for a subclass itself (a Python dispatch key of its
+    own: a tensor subclass), where the composites compute the vectors on any device."""
+    return torch._C._dispatch_keys(A).has(torch._C.DispatchKey.Python)
 
 
-def _values_functions() -> dict[str, Callable]:
-    """torch.linalg's functions of values only, as they are now (put back after the trace)."""
-    return {name: getattr(torch.linalg, name) for name in _VALUES_ONLY}
+# The composite operators of values only, whose kernels `DeviceKernels` replaces while active,
+# on meta and CPU tensors, below every Python name torch.linalg reaches them by.
+_VALUES_ONLY = {"linalg_svdvals": _svdvals, "linalg_eigvalsh": _eigvalsh, "linalg_eigvals": _eigvals}
 
 
 def _check_batch_norm_features(input, weight, bias, running_mean, running_var, training: bool) -> None:

@@ -4,16 +4,18 @@ free), it holds no operator a dispatch trace never sees, and the trace's fast-pa
 carry the real meta kernel's strides."""
 
 import math
+from typing import ClassVar
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.testing._internal.two_tensor import TwoTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import archprof
-from archprof.kernels import HANDED_DOWN_WHOLE
+from archprof.kernels import HANDED_DOWN_WHOLE, DeviceKernels
 from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.flops import op_cost
 from archprof.passes.receptive_field import FieldMark
@@ -1180,14 +1182,24 @@ def test_linear_algebra_counts_golub_and_van_loans_flops_for_what_a_cpu_dispatch
 
 
 # svdvals, eigvalsh and eigvals, each with Golub & Van Loan's FLOPs per matrix (8 x 5 for
-# the SVD, 8 x 8 for the eigenvalues) without and with the vectors.
+# the SVD, 8 x 8 for the eigenvalues) without and with the vectors; and the functions that
+# reach them from C++ (matrix_norm's 2, -2 and nuclear norms, linalg.norm's, cond,
+# matrix_rank: an integer, added to a sum to be a loss).
+_SVDVALS_TAKEN_AT_IMPORT = torch.linalg.svdvals  # as `from torch.linalg import svdvals` in a model's module
+SVD_8_5 = {False: math.floor(4 * 8 * 5**2 - 4 * 5**3 / 3), True: 14 * 8 * 5**2 + 8 * 5**3}
+EIGH_8 = {False: math.floor(4 * 8**3 / 3), True: 9 * 8**3}
 VALUES_ONLY = {
-    "svdvals": (
-        lambda s: torch.linalg.svdvals(s[..., :5]),
-        {False: math.floor(4 * 8 * 5**2 - 4 * 5**3 / 3), True: 14 * 8 * 5**2 + 8 * 5**3},
-    ),
-    "eigvalsh": (lambda s: torch.linalg.eigvalsh(s), {False: math.floor(4 * 8**3 / 3), True: 9 * 8**3}),
+    "svdvals": (lambda s: torch.linalg.svdvals(s[..., :5]), SVD_8_5),
+    "eigvalsh": (lambda s: torch.linalg.eigvalsh(s), EIGH_8),
     "eigvals": (lambda s: torch.linalg.eigvals(s).abs(), {False: 10 * 8**3, True: 25 * 8**3}),
+    "matrix_norm-2": (lambda s: torch.linalg.matrix_norm(s[..., :5], 2), SVD_8_5),
+    "matrix_norm-minus-2": (lambda s: torch.linalg.matrix_norm(s[..., :5].mT, -2), SVD_8_5),
+    "matrix_norm-nuc": (lambda s: torch.linalg.matrix_norm(s[..., :5], "nuc"), SVD_8_5),
+    "norm-nuc": (lambda s: torch.linalg.norm(s[..., :5], "nuc", dim=(-2, -1)), SVD_8_5),
+    "cond": (lambda s: torch.linalg.cond(s[..., :5]), SVD_8_5),
+    "matrix_rank": (lambda s: torch.linalg.matrix_rank(s[..., :5]) + s.sum(), SVD_8_5),
+    "matrix_rank-hermitian": (lambda s: torch.linalg.matrix_rank(s, hermitian=True) + s.sum(), EIGH_8),
+    "svdvals-by-a-name-taken-before": (lambda s: _SVDVALS_TAKEN_AT_IMPORT(s[..., :5]), SVD_8_5),
 }
 # The operators that compute them, and where one takes its flag to compute the vectors.
 _VECTORS_FLAG = {"_linalg_svd": 2, "_linalg_eigh": 2}  # compute_uv, compute_v
@@ -1230,9 +1242,10 @@ def _what_a_cpu_computes(call, grad: bool) -> list[tuple[str, bool]]:
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("case", VALUES_ONLY)
 def test_eigenvalues_and_singular_values_count_the_vectors_only_where_autograd_needs_them(case, training):
-    """Under a dispatch mode torch.linalg computes the vectors always; a real CPU call only
-    where the input requires grad (a training step's activation): archprof traces what the
-    CPU computes, and counts GVL's FLOPs for it."""
+    """Under a dispatch mode torch.linalg computes the vectors always, called directly or from
+    C++ (matrix_norm, cond, matrix_rank); a real CPU call only where the input requires grad (a
+    training step's activation): archprof traces what the CPU computes, and counts GVL's FLOPs
+    for it."""
     call, flops = VALUES_ONLY[case]
     report = archprof.analyze(_ValuesOf(call), input_size=(8, 8), batch=3, training=training)
     computing = {*_VECTORS_FLAG, *_ALWAYS_VECTORS}
@@ -1245,6 +1258,36 @@ def test_eigenvalues_and_singular_values_count_the_vectors_only_where_autograd_n
     ((name, vectors),) = traced
     assert vectors is training  # the vectors for a training step's activation only
     assert [(c.macs, c.elementwise_flops) for c in _operator_costs(report)[f"aten.{name}"]] == [(0, 3 * flops[vectors])]
+
+
+class _LoggedPair(TwoTensor):
+    """A tensor subclass (a Python dispatch key of its own) that logs the operators it sees."""
+
+    calls: ClassVar[list[str]] = []
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args, kwargs):
+        cls.calls.append(str(func))
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def _values_of_a_subclass() -> list[str]:
+    _LoggedPair.calls = []
+    a = torch.randn(3, 8, 5)
+    s = a[..., :5, :5] + a[..., :5, :5].mT
+    torch.linalg.svdvals(_LoggedPair(a, a.clone()))
+    torch.linalg.eigvalsh(_LoggedPair(s, s.clone()))
+    torch.linalg.eigvals(_LoggedPair(s, s.clone()))
+    return _LoggedPair.calls
+
+
+def test_eigenvalues_of_a_tensor_subclass_take_pytorchs_road():
+    """PyTorch computes the vectors for a tensor subclass (it may need them for autograd), and
+    so do the trace's kernels of values only: the same operators with them active as without."""
+    plain = _values_of_a_subclass()
+    with DeviceKernels():
+        routed = _values_of_a_subclass()
+    assert routed == plain == ["aten._linalg_svd.default", "aten._linalg_eigh.default", "aten.linalg_eig.default"]
 
 
 def test_eigenvalues_of_what_is_not_a_tensor_are_refused_as_pytorch_refuses_them():
