@@ -97,6 +97,19 @@ def test_nms_counts_the_iou_tests_every_run_makes(hub_packages):
     assert report.totals.not_counted == {}
 
 
+class NonZero(torch.nn.Module):
+    def forward(self, x):
+        return torch.nonzero(x > 0)
+
+
+def test_nonzero_compares_each_input_element_once():
+    with pytest.warns(ArchprofWarning, match="traced with a real forward"):
+        report = archprof.analyze(NonZero(), inputs=[(3, 5)])
+    (row,) = report.by_operator().query("operator == 'aten.nonzero'").itertuples()
+    assert row.elementwise_flops == 3 * 5  # each element of the 1 x 3 x 5 mask tested against zero
+    assert report.totals.not_counted == {}
+
+
 def test_a_detector_counts_what_its_real_forward_runs(hub_packages):
     """Faster R-CNN on an image resized to 128 pixels: its region-proposal network (NMS),
     RoI pooling and box head (30 s on a busy 2-core machine; the sweep runs the others)."""
