@@ -110,6 +110,19 @@ def test_nonzero_compares_each_input_element_once():
     assert report.totals.not_counted == {}
 
 
+class Unique(torch.nn.Module):
+    def forward(self, x):
+        return torch.unique(x)
+
+
+def test_unique_sorts_then_compares_neighbours():
+    with pytest.warns(ArchprofWarning, match="traced with a real forward"):
+        report = archprof.analyze(Unique(), inputs=[(8,)])
+    (row,) = report.by_operator().query("operator == 'aten._unique2'").itertuples()
+    assert row.elementwise_flops == 8 * 3 + 7  # a sort of 8 (3 levels of 8 comparisons), 7 neighbours compared
+    assert report.totals.not_counted == {}
+
+
 def test_a_detector_counts_what_its_real_forward_runs(hub_packages):
     """Faster R-CNN on an image resized to 128 pixels: its region-proposal network (NMS),
     RoI pooling and box head (30 s on a busy 2-core machine; the sweep runs the others)."""

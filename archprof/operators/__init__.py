@@ -260,6 +260,8 @@ _add(Family.REDUCTION, "cumprod_backward", costs.per_output_element(3), shapes.b
 _add(Family.REDUCTION, "count_nonzero", costs.reduction_cost)  # a comparison and a count per input element
 # The indices of the elements not zero (a detector picks its boxes with it): a comparison per input element.
 _add(Family.DATA_MOVEMENT, "nonzero", costs.reduction_cost)
+# The distinct values (a detector's classes, each suppressed apart): see unique_cost.
+_add(Family.DATA_MOVEMENT, "_unique2", costs.unique_cost)
 # torch.fft: every output reads every unit along the transformed dimensions.
 _add(Family.REDUCTION, "_fft_c2c", costs.fft_cost(complex_input=True, complex_output=True))
 _add(Family.REDUCTION, "_fft_r2c", costs.fft_cost(complex_input=False, complex_output=True))

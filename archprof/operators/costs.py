@@ -631,6 +631,14 @@ def sort_cost(x: Shape, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
     return Cost(elementwise_flops=prod(x) * _levels(x[dim] if x else 1))
 
 
+def unique_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`torch.unique` over all N elements (`_unique2`): a CPU sorts them, whether or not a
+    sorted result is asked for (ATen's Unique.cpp: faster than a hash table), N ceil(log2 N),
+    then compares neighbours, N - 1."""
+    n = prod(x)
+    return Cost(elementwise_flops=n * _levels(n) + max(n - 1, 0))
+
+
 def topk_cost(x: Shape, k: int, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
     """N - 1 + N ceil(log2 k) comparisons per row of N elements: a maximum's N - 1 for k = 1,
     and for every element ceil(log2 k) more to keep the k best in a heap (a partial sort)."""
