@@ -281,9 +281,10 @@ def _real_trace(
         raise ArchprofError(
             f"the forward of {loaded.name} cannot run on the meta device ({reason}), nor on {device}: {exc}"
         ) from None
+    # Said as what was done, not as a failure: the figures are whole, the analysis slower.
     warnings.warn(
-        f"the forward of {loaded.name} cannot run on the meta device ({reason}): traced with a real forward on"
-        f" {device} instead ({weights})",
+        f"{loaded.name}: traced with a real forward on {device} instead ({weights}; slower than a meta trace):"
+        f" its forward cannot run on the meta device ({reason})",
         ArchprofWarning,
         stacklevel=4,  # attributed to archprof.analyze
     )

@@ -8,7 +8,8 @@ Per model: archprof's build from its spec (`torchvision:NAME`, `timm:NAME`) and 
 each timed; then, on the same module on the meta device at the same input, the reference
 figures: parameters as the sum of `numel()`, MACs as FlopCounterMode's count / 2, the
 shapes of every tensor the forward returns (where that forward raises on meta, the model
-built on the CPU and run there). A model is exact when all three equal archprof's (its
+built on the CPU and run there, its weights and inputs drawn from the seed archprof's CPU
+fallback drew them from: the same forward). A model is exact when all three equal archprof's (its
 parameter total, MACs, and the shapes of the graph's outputs), wrong when one differs,
 failed when archprof raised. A model whose build fails on meta is left out ("does not
 build on meta"), and counted.
@@ -57,9 +58,10 @@ import random
 import statistics
 import sys
 import time
-import types
 from collections import Counter
 from pathlib import Path
+
+from torchvision_ops import import_torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = (
@@ -107,12 +109,16 @@ def family_inputs(families: tuple[str, ...]) -> dict[str, list]:
 
 
 def _hubs():
-    # torchvision's meta registrations clash with this torch's own: archprof does without them.
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    torchvision = import_torchvision()  # before timm, which imports it
     import timm
-    import torchvision
 
     return torchvision, timm
+
+
+# archprof's CPU fallback draws its random weights (the model built again) and inputs from
+# torch's generator: seeded alike, the reference's CPU forward is the same forward, which
+# a detector's counts depend on (the boxes its proposals keep).
+SEED = 0
 
 
 # A training step's batch: a BatchNorm in training refuses one value per channel.
@@ -150,6 +156,7 @@ def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None 
             step["inputs"] = inputs[spec]
         archprof.analyze(loaded, **step)  # the first pays once-per-process costs (imports, operators first seen)
         again = time.perf_counter()
+        torch.manual_seed(SEED)
         report = archprof.analyze(loaded, **step)
     except Exception as exc:
         return {**row, "status": "failed", "why": first_line(exc)}
@@ -171,6 +178,7 @@ def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None 
     except Exception as on_meta:
         # Some forwards make a CPU tensor of their own (torchvision's regnets): count a real CPU forward.
         try:
+            torch.manual_seed(SEED)
             row.update(_reference(loaded.materialize("cpu"), report.input_shapes, "cpu", training))
         except Exception as on_cpu:
             why = f"FlopCounterMode: on meta {first_line(on_meta)}; on the CPU {first_line(on_cpu)}"
@@ -199,7 +207,7 @@ def _reference(module, input_shapes, device: str, training: bool = False) -> dic
     from archprof.units import shapes_text
 
     module = module.train(training)
-    inputs = [torch.zeros(shape, device=device) for shape in input_shapes]
+    inputs = [torch.randn(shape, device=device) for shape in input_shapes]  # as archprof's CPU fallback draws them
     mapping = {torch.ops.aten.convolution_backward: _convolution_gradients_flops}
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:  # with grad: its hooks need a backward node
         output = module(*inputs)
@@ -303,7 +311,9 @@ def markdown(
         "",
         "Reference: the same module on the meta device, parameters as the sum of `numel()`, MACs as"
         " FlopCounterMode's count / 2, the shapes of every tensor the forward returns, in order."
-        " Where that forward raises on meta, the model built on the CPU and run there for real." + step,
+        " Where that forward raises on meta, the model built on the CPU and run there for real, from the seed"
+        " archprof's own CPU fallback drew its weights and input from (the same forward, which a detector's"
+        " counts depend on)." + step,
         "",
         "| exact | wrong | failed | no reference | does not build on meta |",
         "|---:|---:|---:|---:|---:|",

@@ -1,10 +1,10 @@
 import os
-import sys
-import types
 
 import pytest
 import torch
 from hypothesis import settings
+
+from benchmarks.torchvision_ops import import_torchvision
 
 # CI (`.ci/run`) draws the same examples every run, so that a landing never hangs on a draw;
 # a run anywhere else draws new ones (and keeps any that fail in .hypothesis/ to replay).
@@ -22,10 +22,10 @@ def hub_packages():
     """torchvision and timm, imported for real: (torchvision, timm).
 
     torchvision's wheel here is a CUDA build whose C operators do not load beside the CPU
-    torch; its model code is pure Python. An empty stand-in for the module that registers
-    those operators' meta kernels lets it import. archprof itself imports both normally."""
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    torch; its model code is pure Python. `benchmarks/torchvision_ops.py` stands in for the
+    module that registers those operators' meta kernels, and for the operators a detector
+    calls where they did not load. archprof itself imports both normally."""
+    torchvision = import_torchvision()  # before timm, which imports it
     import timm
-    import torchvision
 
     return torchvision, timm

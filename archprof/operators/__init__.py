@@ -89,6 +89,9 @@ class Operator:
 
 
 OPERATORS: dict[Packet, Operator] = {}
+# The operators of a library that registers its own when it is imported (torchvision's C++
+# operators), perhaps after archprof: by name ("torchvision.nms"), found when a trace meets them.
+LOADED_LATER: dict[str, Operator] = {}
 
 
 def _add(
@@ -103,19 +106,22 @@ def _add(
     cost_by_dtype: bool = False,
 ) -> None:
     """Catalogue the operators `names` (separated by spaces) of `namespace` in `family`; one
-    outside aten that this build of torch lacks is left out."""
+    outside aten that this build of torch lacks is left out. A namespace given by its name
+    ("torchvision") is a library's that may load after archprof: catalogued by name."""
     cost = cost or _DEFAULT_COSTS.get(family)
     if cost is None:
         raise ValueError(f"the {family.value} family has no default cost: give one for {names}")
     for name in names.split():
-        packet = getattr(aten, name) if namespace is aten else getattr(namespace, name, None)
-        if packet is None:
-            continue
-        if packet in OPERATORS:
-            raise ValueError(f"{packet} catalogued twice")
-        OPERATORS[packet] = Operator(
-            str(packet), family, cost, shape, same_dtype, layout, shape_by_dtype, cost_by_dtype
-        )
+        if isinstance(namespace, str):
+            table, key = LOADED_LATER, f"{namespace}.{name}"
+        else:
+            packet = getattr(aten, name) if namespace is aten else getattr(namespace, name, None)
+            if packet is None:
+                continue
+            table, key = OPERATORS, packet
+        if key in table:
+            raise ValueError(f"{key} catalogued twice")
+        table[key] = Operator(str(key), family, cost, shape, same_dtype, layout, shape_by_dtype, cost_by_dtype)
 
 
 # --- pointwise ----------------------------------------------------------------------------
@@ -252,6 +258,10 @@ _add(Family.REDUCTION, "logcumsumexp", costs.per_output_element(3))
 # dim).div(input)`).
 _add(Family.REDUCTION, "cumprod_backward", costs.per_output_element(3), shapes.broadcast_shape)
 _add(Family.REDUCTION, "count_nonzero", costs.reduction_cost)  # a comparison and a count per input element
+# The indices of the elements not zero (a detector picks its boxes with it): a comparison per input element.
+_add(Family.DATA_MOVEMENT, "nonzero", costs.reduction_cost)
+# The distinct values (a detector's classes, each suppressed apart): see unique_cost.
+_add(Family.DATA_MOVEMENT, "_unique2", costs.unique_cost)
 # torch.fft: every output reads every unit along the transformed dimensions.
 _add(Family.REDUCTION, "_fft_c2c", costs.fft_cost(complex_input=True, complex_output=True))
 _add(Family.REDUCTION, "_fft_r2c", costs.fft_cost(complex_input=False, complex_output=True))
@@ -534,6 +544,13 @@ _add(
     namespace=_QUANTIZED,
 )
 
+# --- torchvision's detection operators -----------------------------------------------------
+# A detector's RoI pooling interpolates (window); its non-maximum suppression selects box
+# indices, its cost set by how many it keeps (a real trace's output size).
+
+_add(Family.WINDOW, "roi_align", costs.roi_align_cost, namespace="torchvision")
+_add(Family.DATA_MOVEMENT, "nms", costs.nms_cost, namespace="torchvision")
+
 
 # --- lookup -------------------------------------------------------------------------------
 
@@ -542,7 +559,7 @@ _add(
 def find_operator(packet: Packet) -> Operator | None:
     """The catalogue's entry for an operator (its out-of-place form's for an in-place one,
     a pointwise entry for one PyTorch tags pointwise), or None: not counted."""
-    known = OPERATORS.get(packet)
+    known = OPERATORS.get(packet) or LOADED_LATER.get(str(packet))
     if known is not None:
         return known
     base = _out_of_place(packet)

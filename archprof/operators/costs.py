@@ -631,12 +631,50 @@ def sort_cost(x: Shape, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
     return Cost(elementwise_flops=prod(x) * _levels(x[dim] if x else 1))
 
 
+def unique_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`torch.unique` over all N elements (`_unique2`): a CPU sorts them, whether or not a
+    sorted result is asked for (ATen's Unique.cpp: faster than a hash table), N ceil(log2 N),
+    then compares neighbours, N - 1."""
+    n = prod(x)
+    return Cost(elementwise_flops=n * _levels(n) + max(n - 1, 0))
+
+
 def topk_cost(x: Shape, k: int, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
     """N - 1 + N ceil(log2 k) comparisons per row of N elements: a maximum's N - 1 for k = 1,
     and for every element ceil(log2 k) more to keep the k best in a heap (a partial sort)."""
     n = x[dim] if x else 1
     rows = prod(x) // n if n else 0
     return Cost(elementwise_flops=rows * (n - 1 + n * _levels(k)))
+
+
+# --- torchvision's detection operators ------------------------------------------------------
+
+
+def roi_align_cost(
+    x: Shape, rois: Shape, spatial_scale, pooled_height, pooled_width, sampling_ratio: int, *args, out: Shape
+) -> Cost:
+    """Per output element (box, channel, bin): S = sampling_ratio² samples, each a bilinear
+    interpolation of 4 inputs accumulated into the bin (4 multiplies, 4 additions), and the
+    sum divided by S: 8S + 1. An adaptive grid (sampling_ratio <= 0) takes ceil(box side /
+    bins) samples along each side, the boxes' values: counted as its least, one sample."""
+    samples = sampling_ratio**2 if sampling_ratio > 0 else 1
+    return Cost(elementwise_flops=(8 * samples + 1) * prod(out))
+
+
+# One IoU test: the intersection's corners (4 max / min), sides (2 differences clamped at 0:
+# 4), area (1), the union (area + area - intersection: 2), the ratio (1), the threshold (1).
+_IOU_TEST_FLOPS = 13
+
+
+def nms_cost(boxes: Shape, scores: Shape, iou_threshold, *, out: Shape) -> Cost:
+    """Greedy non-maximum suppression of N boxes keeping K (torchvision's CPU kernel): each
+    box's area (3), the scores sorted (N ceil(log2 N), as `sort_cost`), then IoU tests, as
+    many as the boxes' overlaps make: counted are those every run makes, each pair of kept
+    boxes once (a kept box is tested against every box after it still standing) and each
+    suppressed box once at least: K (K - 1) / 2 + N - K."""
+    n, kept = boxes[0], out[0]
+    iou_tests = kept * (kept - 1) // 2 + n - kept
+    return Cost(elementwise_flops=3 * n + n * _levels(n) + _IOU_TEST_FLOPS * iou_tests)
 
 
 # --- Losses -------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""torchvision, importable and with its detection operators, for the tests and benchmarks.
+
+torchvision's wheel on the development machine is a CUDA build whose C++ operators
+(`torchvision::nms`, `torchvision::roi_align`, ...) do not load beside the CPU torch; its
+model code is pure Python. Two stand-ins make it usable here:
+- an empty `torchvision._meta_registrations`, the module that registers those operators'
+  meta kernels (it clashes with this torch's own registrations);
+- where the operators did not load, the two the detectors call, `nms` and `roi_align`,
+  defined under torchvision's own schemas with CPU kernels in plain PyTorch (and a meta
+  kernel for `roi_align`, whose output size is static), so that a detector's forward runs
+  and a dispatch trace sees one `torchvision.nms` or `torchvision.roi_align` call, as on a
+  machine where the real operators load. There (users' machines, the GPU machine) nothing
+  is replaced.
+
+Tests only: archprof itself imports torchvision as it is.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import torch
+
+# As torchvision's C++ library declares them (csrc/ops/nms.cpp, roi_align.cpp).
+_SCHEMAS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width,"
+    " int sampling_ratio, bool aligned) -> Tensor",
+)
+# Kept alive: the registrations last as long as their library object.
+_LIBRARIES: list[torch.library.Library] = []
+
+
+def import_torchvision() -> types.ModuleType:
+    """torchvision, imported with its meta registrations stubbed, and `nms` and `roi_align`
+    stood in for where its C++ operators did not load."""
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import torchvision
+
+    if not torchvision.extension._has_ops():
+        _stand_in_operators(torchvision)
+    return torchvision
+
+
+def _stand_in_operators(torchvision: types.ModuleType) -> None:
+    roi_align_module = sys.modules["torchvision.ops.roi_align"]
+    # Its pure-PyTorch reference, without the torch.compile its first call would wrap it in.
+    roi_align_reference = roi_align_module._roi_align.__wrapped__
+    library = torch.library.Library("torchvision", "DEF")
+    for schema in _SCHEMAS:
+        library.define(schema)
+    library.impl("nms", greedy_nms, "CPU")
+    library.impl("roi_align", roi_align_reference, "CPU")
+    library.impl("roi_align", _roi_align_shape, "Meta")
+    _LIBRARIES.append(library)
+    # torchvision asks `_has_ops` before calling its operators (roi_align imported the name itself).
+    torchvision.extension._has_ops = _has_ops
+    roi_align_module._has_ops = _has_ops
+
+
+def _has_ops() -> bool:
+    return True
+
+
+def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """torchvision's CPU kernel (nms_kernel.cpp) in plain PyTorch: boxes in decreasing score
+    order (a stable sort), each kept unless an earlier kept box overlaps it by an IoU over
+    `iou_threshold`; the indices kept, in that order."""
+    order = scores.sort(stable=True, descending=True).indices
+    ordered = boxes[order]
+    x1, y1, x2, y2 = ordered.unbind(1)
+    areas = (x2 - x1) * (y2 - y1)
+    width = (torch.minimum(x2[:, None], x2[None]) - torch.maximum(x1[:, None], x1[None])).clamp(min=0)
+    height = (torch.minimum(y2[:, None], y2[None]) - torch.maximum(y1[:, None], y1[None])).clamp(min=0)
+    intersection = width * height
+    overlaps = intersection / (areas[:, None] + areas[None] - intersection) > iou_threshold
+    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    kept = []
+    for i in range(len(order)):
+        if not suppressed[i]:
+            kept.append(i)
+            suppressed |= overlaps[i]
+    return order[torch.tensor(kept, dtype=torch.long)]
+
+
+def _roi_align_shape(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    # One pooled_height x pooled_width map per box and channel.
+    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))

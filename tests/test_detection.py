@@ -1,0 +1,156 @@
+"""torchvision's detectors and their operators (`torchvision::nms`, `torchvision::roi_align`).
+
+Their forward cannot run on the meta device (`torch.nonzero` picks the boxes): archprof
+traces a real CPU forward instead. The oracles: the sum of `numel()`, FlopCounterMode's
+MACs over the same real forward (the same weights, the same random input), and for
+torchvision's own operators, which FlopCounterMode does not count, formulas written here
+from their CPU kernels and handed to it as its own."""
+
+import warnings
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import archprof
+from archprof.errors import ArchprofWarning
+from archprof.structure import tensors_in
+from benchmarks.torchvision_ops import greedy_nms
+
+
+def _roi_align_flops(x, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, out_shape):
+    # torchvision's roi_align_kernel.cpp, per box, channel and bin: for each of the
+    # sampling_ratio x sampling_ratio points, w1 v1 + w2 v2 + w3 v3 + w4 v4 added to the bin's
+    # sum (4 multiplies, 4 additions), then the sum divided by the number of points.
+    points = sampling_ratio * sampling_ratio
+    boxes, channels, height, width = out_shape
+    return boxes * channels * height * width * (points * (4 + 4) + 1)
+
+
+def _nms_flops(boxes, scores, iou_threshold, out_shape):
+    # torchvision's nms_kernel.cpp: areas (x2 - x1) (y2 - y1), a sort of the scores
+    # (n ceil(log2 n) comparisons), then IoU tests of 13 operations (4 max / min for the
+    # intersection, 2 differences clamped at 0, a product, the union's sum and difference,
+    # the ratio, the threshold). Of those tests, the ones every run makes: each kept box
+    # against each later kept box, and each suppressed box against the box that suppressed it.
+    n, kept = boxes[0], out_shape[0]
+    levels = (n - 1).bit_length()
+    return 3 * n + n * levels + 13 * (kept * (kept - 1) // 2 + (n - kept))
+
+
+class RoIPooled(torch.nn.Module):
+    """Three boxes of one image pooled to 2 x 3 bins, 2 x 2 samples a bin."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("boxes", torch.tensor([[0, 0, 0, 4, 4], [0, 2, 2, 6, 6], [0, 1, 1, 7, 7.0]]))
+
+    def forward(self, x):
+        import torchvision
+
+        return torchvision.ops.roi_align(x, self.boxes, output_size=(2, 3), sampling_ratio=2)
+
+
+class Suppressed(torch.nn.Module):
+    """Non-maximum suppression of three boxes: B overlaps A (IoU 81 / 119), C stands apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("boxes", torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30.0]]))
+        self.register_buffer("scores", torch.tensor([0.9, 0.8, 0.7]))
+
+    def forward(self, x):
+        import torchvision
+
+        return x * torchvision.ops.nms(self.boxes, self.scores, 0.5).sum()
+
+
+def test_the_stand_in_nms_keeps_what_greedy_suppression_keeps(hub_packages):
+    boxes = torch.tensor([[1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10], [21, 21, 31, 31.0]])
+    scores = torch.tensor([0.8, 0.6, 0.9, 0.7])
+    # 2 (score 0.9) suppresses 0 (IoU 81 / 119); 3 (0.7) suppresses 1 (IoU 81 / 119).
+    assert greedy_nms(boxes, scores, 0.5).tolist() == [2, 3]
+    assert greedy_nms(boxes, scores, 0.7).tolist() == [2, 0, 3, 1]  # 0.68 is not over 0.7
+    assert hub_packages[0].ops.nms(boxes, scores, 0.5).tolist() == [2, 3]
+    assert greedy_nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
+
+
+def test_roi_align_costs_eight_per_sample_and_a_division_per_bin(hub_packages):
+    report = archprof.analyze(RoIPooled(), inputs=[(4, 8, 8)])
+    assert report.traced_on == "meta"  # its output size is static: the stand-in's meta kernel
+    (row,) = report.by_operator().query("operator == 'torchvision.roi_align'").itertuples()
+    # 3 boxes x 4 channels x 2 x 3 bins, each 2 x 2 points of 4 multiplies and 4 additions, and a division
+    assert row.elementwise_flops == 3 * 4 * 2 * 3 * (2 * 2 * (4 + 4) + 1) == 2376
+    assert row.macs == 0
+    assert report.totals.not_counted == {}
+
+
+def test_nms_counts_the_iou_tests_every_run_makes(hub_packages):
+    # Said as a fallback that worked, not as a failure.
+    fell_back = r"^Suppressed: traced with a real forward on cpu instead \(its own weights; slower than a meta trace\)"
+    with pytest.warns(ArchprofWarning, match=fell_back):
+        report = archprof.analyze(Suppressed(), inputs=[(2,)])
+    (row,) = report.by_operator().query("operator == 'torchvision.nms'").itertuples()
+    # 3 areas (2 differences and a product each), 3 scores sorted (3 x ceil(log2 3)), then
+    # A tested against B (suppressed) and C (kept): 2 IoU tests of 13
+    assert row.elementwise_flops == 3 * 3 + 3 * 2 + 2 * 13 == 41
+    assert report.totals.not_counted == {}
+
+
+class NonZero(torch.nn.Module):
+    def forward(self, x):
+        return torch.nonzero(x > 0)
+
+
+def test_nonzero_compares_each_input_element_once():
+    with pytest.warns(ArchprofWarning, match="traced with a real forward"):
+        report = archprof.analyze(NonZero(), inputs=[(3, 5)])
+    (row,) = report.by_operator().query("operator == 'aten.nonzero'").itertuples()
+    assert row.elementwise_flops == 3 * 5  # each element of the 1 x 3 x 5 mask tested against zero
+    assert report.totals.not_counted == {}
+
+
+class Unique(torch.nn.Module):
+    def forward(self, x):
+        return torch.unique(x)
+
+
+def test_unique_sorts_then_compares_neighbours():
+    with pytest.warns(ArchprofWarning, match="traced with a real forward"):
+        report = archprof.analyze(Unique(), inputs=[(8,)])
+    (row,) = report.by_operator().query("operator == 'aten._unique2'").itertuples()
+    assert row.elementwise_flops == 8 * 3 + 7  # a sort of 8 (3 levels of 8 comparisons), 7 neighbours compared
+    assert report.totals.not_counted == {}
+
+
+def test_a_detector_counts_what_its_real_forward_runs(hub_packages):
+    """Faster R-CNN on an image resized to 128 pixels: its region-proposal network (NMS),
+    RoI pooling and box head (30 s on a busy 2-core machine; the sweep runs the others)."""
+    torchvision = hub_packages[0]
+    torch.manual_seed(0)
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights_backbone=None, min_size=128, max_size=128
+    ).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)  # traced with a real forward
+        torch.manual_seed(1)
+        report = archprof.analyze(model, inputs=[(3, 128, 128)])
+    # The same forward: archprof's fallback draws its input first from the generator seeded alike.
+    torch.manual_seed(1)
+    image = torch.randn(1, 3, 128, 128)
+    mapping = {torch.ops.torchvision.roi_align: _roi_align_flops, torch.ops.torchvision.nms: _nms_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
+        output = model(image)
+    counts = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    ours = report.by_operator().set_index("operator")
+
+    assert report.traced_on == "cpu"
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+    assert [tuple(t.shape) for t in report.graph.outputs] == [tuple(t.shape) for t in tensors_in(output)]
+    torchvision_ops = {"torchvision.roi_align", "torchvision.nms"}
+    aten_flops = sum(n for op, n in counts.items() if op not in torchvision_ops)
+    assert report.totals.macs == aten_flops // 2
+    for op in torchvision_ops & counts.keys():
+        assert ours.loc[op, "elementwise_flops"] == counts[op]
+    assert "torchvision.nms" in counts  # the forward suppressed boxes
+    assert report.totals.not_counted == {}
