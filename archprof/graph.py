@@ -187,6 +187,11 @@ class EngineNotes:
     # formula has returned, with the node still running. An add inside a formula (atan2's `self *
     # self + other * other`, a Python backward's `a + b`) adds tensors the backward made too.
     gradient_sums: set[int] = field(default_factory=set)
+    # The indices (in `Graph.backward_ops`) of the sums the engine ran to reduce a gradient a
+    # formula returned in a broadcast shape to its input's (validate_outputs' sum_to: atan2's of
+    # an operand broadcast along the batch): run after the formula has returned, when its
+    # temporaries are gone, with the node still running.
+    reductions: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

@@ -201,7 +201,9 @@ class TrainingRecorder(Recorder):
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)
-        if node is not None and node.name() in _ONE_STATEMENT_NODES:
+        if info.name == "aten.sum" and node is not None and _reduces_to_an_input(node, args, kwargs or {}):
+            self.engine.reductions.add(len(self.ops) - 1)  # the engine's, after the formula
+        elif node is not None and node.name() in _ONE_STATEMENT_NODES:
             self.engine.one_statement_ops.add(len(self.ops) - 1)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
@@ -517,6 +519,28 @@ def _made(info: OpInfo, out) -> list[torch.Tensor]:
     if info.writes_input:
         made += [tensor._base for tensor in made if tensor._base is not None]
     return made
+
+
+def _reduces_to_an_input(node, args: tuple, kwargs: dict) -> bool:
+    """Whether a sum `node` runs is the engine's reduction of a gradient its formula returned in
+    another shape than the input it goes to (validate_outputs' sum_to: `grad.sum(dims, keepdim=True)`
+    over the leading dims that input lacks and those it has one element along), as the engine
+    runs it after the formula has returned. A formula's own sum_to reads the same (expand's, the
+    one op of its node), and ends its statement as the engine's does."""
+    tensor, dims = args[0], args[1] if len(args) > 1 else kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    if not keepdim or dims is None:
+        return False
+    sizes = tuple(tensor.shape)
+    for edge, number in node.next_functions:
+        shape = tuple(edge._input_metadata[number].shape) if edge is not None else None
+        if shape is None or shape == sizes or len(shape) > len(sizes):
+            continue
+        leading = len(sizes) - len(shape)
+        summed = [*range(leading), *(i for i in range(leading, len(sizes)) if shape[i - leading] == 1 != sizes[i])]
+        if sorted(d % len(sizes) for d in dims) == summed:
+            return True
+    return False
 
 
 def _group_norm_gradient_running() -> bool:

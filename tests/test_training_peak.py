@@ -584,6 +584,19 @@ PROFILED_STEPS = {
         lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.dist(y, y.flip(1)))),
         (2, 3, 16, 16),
     ),
+    # the engine's sum of a gradient to its broadcast operand's shape, once the formula has returned
+    **{
+        f"{name} of a map and {how}": (
+            lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)),
+            (2, 3, 16, 16),
+        )
+        for name, how, call in (
+            ("atan2", "its first flipped", lambda y: torch.atan2(y, y[:1].flip(1))),
+            ("atan2", "its first channel", lambda y: torch.atan2(y[:, :1], y)),
+            ("cdist", "its first flipped", lambda y: torch.cdist(y.flatten(2), y[:1].flip(1).flatten(2))),
+            ("lerp", "its flip, by its first channel", lambda y: torch.lerp(y, y.flip(1), y[:1, :1])),
+        )
+    },
 }
 
 
@@ -652,7 +665,10 @@ def test_the_training_peak_matches_the_profiler(name):
     (a mask), and in place but ending the statement there, as in-place ops on a named tensor do,
     4,096 B short (the mask it reads, freed before the `where`); running cumprod's gradient as
     its composite formula's operators on meta (the road of a tensor that looks like a subclass,
-    where a CPU runs one operator), the running product 155,648 B over."""
+    where a CPU runs one operator), the running product 155,648 B over; and taking the
+    engine's sum of a gradient to its broadcast operand's shape for part of the formula's last
+    statement, atan2 with its first map flipped 8,192 B over (with the first channel, 2,048 B),
+    held to the end of the formula's one statement, and cdist and lerp 1,024 B over."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
@@ -920,10 +936,8 @@ GRADIENT_ROADS_LEFT = {
     ),
     "renorm": _left(lambda y: torch.renorm(y, 2, 1, 1.0), "grad_norm, a local read once, looks like a temporary"),
     "prod": _left(lambda y: y.prod(1), "prod_backward's road depends on the input's zeros"),
-    # Found with the engine's adds told apart (52271cd); their causes are not yet traced.
+    # Found with the engine's adds told apart (52271cd); its cause is not yet traced.
     "sinc": _left(torch.sinc, "20,484 B over, cause not traced"),
-    "atan2_broadcast_other": _left(lambda y: torch.atan2(y, y[:1].flip(1)), "8,192 B over, cause not traced"),
-    "atan2_broadcast_self": _left(lambda y: torch.atan2(y[:, :1], y), "2,048 B over, cause not traced"),
 }
 
 

@@ -236,6 +236,7 @@ def _liveness(
     held_between: Iterable[tuple[int, int | None, int]] = (),
     one_statement: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
+    reductions: set[int] = frozenset(),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -249,8 +250,9 @@ def _liveness(
     `held_between` are tensors no step reads or makes either, each as (the steps run when it
     was made, those run when it died or None: to the end, its bytes: `EngineNotes.random_states`);
     a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
-    (`EngineNotes.one_statement_ops`), and one in `in_place` writes in place and goes on with its
-    statement (`EngineNotes.in_place_ops`)."""
+    (`EngineNotes.one_statement_ops`), one in `in_place` writes in place and goes on with its
+    statement (`EngineNotes.in_place_ops`), and one in `reductions` is the engine's sum of a
+    gradient to its input's shape, run after its node's formula (`EngineNotes.reductions`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -286,7 +288,9 @@ def _liveness(
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
     named = _named_locals(steps, release) if release is not None else set()
-    statement_ends = _statement_ends(steps, release, one_statement, named, in_place) if release is not None else None
+    statement_ends = (
+        _statement_ends(steps, release, one_statement, named, in_place, reductions) if release is not None else None
+    )
     start = live = sum(size[s] for s in held_from_start)
     for storage, nbytes in size.items():
         if storage in held_from_start:
@@ -359,6 +363,7 @@ def _statement_ends(
     one_statement: set[int] = frozenset(),
     named: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
+    reductions: set[int] = frozenset(),
 ) -> list[int]:
     """For each step, the last step of the C++ statement it belongs to, as far as the ops show
     it: a statement is a run of consecutive steps of one autograd node, each making a new tensor
@@ -372,8 +377,11 @@ def _statement_ends(
     is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`
     its masks and quotient until masked_fill_ has run. A step that nothing after it in the run
     reads (the engine's sum of a broadcast gradient, another output's formula) ends a statement
-    of its own; but a step in `one_statement` ends with its node (`release`): atan2's and
-    cdist's gradient formulas make all their gradients in one statement. A step making a storage
+    of its own; but a step in `one_statement` ends with its node's formula: atan2's and cdist's
+    make all their gradients in one statement. The engine's sum of a broadcast gradient to its
+    input's shape (`reductions`) runs once the formula has returned: every statement has ended
+    before it (atan2's temporaries are gone as it sums the gradient of an operand broadcast along
+    the batch), and it ends its own. A step making a storage
     in `named` (a local variable of the formula) ends its statement too: `mask =
     self_abs.eq(norm).logical_or(self_abs.isnan())` frees its two masks once `mask` is made,
     though later statements read it."""
@@ -383,8 +391,8 @@ def _statement_ends(
     root, read_in_run = -1, set()
     for index in range(len(steps) - 1, -1, -1):
         op = steps[index]
-        if index in returned:
-            ends[index], root, read_in_run = release[index], -1, set()
+        if index in returned or index in reductions:
+            ends[index], root, read_in_run = returned.get(index, index), -1, set()
             continue
         joins = (
             root >= 0
@@ -451,18 +459,20 @@ def _named_locals(steps: list[OpNode], release: list[int]) -> set[int]:
 
 def _returning_statements(
     steps: list[OpNode], release: list[int], one_statement: set[int], named: set[int]
-) -> set[int]:
+) -> dict[int, int]:
     """The steps of `one_statement` that run in their node's return statement, which makes all of
     the node's gradients: those after the node's last step that makes or writes a `named` local
-    (atan2's `recip`, cdist's `ratio` and its masked_fill_: earlier statements made them)."""
+    (atan2's `recip`, cdist's `ratio` and its masked_fill_: earlier statements made them), each
+    with that statement's last step (the node's last in `one_statement`: the engine's sums of
+    its gradients, after it, are no part of the formula)."""
     nodes: dict[int, list[int]] = {}
     for index in sorted(one_statement):
         nodes.setdefault(release[index], []).append(index)
-    returned = set()
+    returned = {}
     for indices in nodes.values():
         naming = [i for i in indices if not steps[i].is_view and any(t.storage in named for t in steps[i].outputs)]
         start = naming[-1] + 1 if naming else indices[0]
-        returned.update(index for index in indices if index >= start)
+        returned.update((index, indices[-1]) for index in indices if index >= start)
     return returned
 
 
@@ -497,9 +507,10 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     - a temporary of a node (made by one of its ops and read again only inside it: the
       product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
       statement that read it last (`_statement_ends`: the run of the node's ops that each
-      make what a later one reads, up to the op whose result the run does not read); but one
-      two later ops of the node read, a local variable of its formula, when the node has run
-      (`_named_locals`);
+      make what a later one reads, up to the op whose result the run does not read; the
+      engine's sum of a broadcast gradient to its input's shape runs after them all, a statement
+      of its own: `EngineNotes.reductions`); but one two later ops of the node read, a local
+      variable of its formula, when the node has run (`_named_locals`);
     - a result of a node's op that nothing reads (a gradient of an input that wants none, made
       with the others at once: oneDNN LSTM's initial states') as soon as the op returns
       (`_dropped_at_once`), before the engine casts the node's other gradients to their
@@ -582,6 +593,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         graph.engine.random_states,
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
+        {forward + index for index in graph.engine.reductions},
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
