@@ -192,6 +192,11 @@ class EngineNotes:
     # an operand broadcast along the batch): run after the formula has returned, when its
     # temporaries are gone, with the node still running.
     reductions: set[int] = field(default_factory=set)
+    # The storages of the tensors a gradient formula names though one op alone reads them (a
+    # local read once looks like a temporary: `_SINGLE_READ_LOCALS` in the training recorder):
+    # sinc_backward's `out`, read by the `where` it returns. Each is held until its node has run,
+    # and its statement ends where it is made.
+    named_locals: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

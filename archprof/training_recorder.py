@@ -64,6 +64,14 @@ _IN_PLACE_ON_A_CPU = {
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
 _ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
+# Nodes whose gradient formula names a tensor that one operator alone reads, which the ops cannot
+# tell from a temporary of that operator's statement: the node -> (that operator, the position of
+# the tensor among its arguments). sinc_backward's `out = grad * (...) / self_squared_pi`, read by
+# its `return at::where(self_squared_pi == 0.0, zeros, out)`: its temporaries are freed when `out`
+# is made. A formula with the same ops in one statement holds them to its end (pow_backward_self's
+# `at::where(exponent == 0.0, zeros, grad * (exponent * self.pow(exponent - 1)))`), so this is the
+# formula's, not the ops', to say.
+_SINGLE_READ_LOCALS = {"SincBackward0": ("aten.where", 2)}
 
 
 class TrainingRecorder(Recorder):
@@ -205,6 +213,11 @@ class TrainingRecorder(Recorder):
             self.engine.reductions.add(len(self.ops) - 1)  # the engine's, after the formula
         elif node is not None and node.name() in _ONE_STATEMENT_NODES:
             self.engine.one_statement_ops.add(len(self.ops) - 1)
+        read_once = _SINGLE_READ_LOCALS.get(node.name()) if node is not None else None
+        if read_once is not None and info.name == read_once[0]:
+            named = self.meta_of(args[read_once[1]]) if len(args) > read_once[1] else None
+            if named is not None:  # another torch's formula may pass it otherwise
+                self.engine.named_locals.add(named.storage)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)

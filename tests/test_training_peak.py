@@ -584,6 +584,13 @@ PROFILED_STEPS = {
         lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.dist(y, y.flip(1)))),
         (2, 3, 16, 16),
     ),
+    # sinc_backward's `out`, named, read once by the `where` it returns: its statement's five maps freed first
+    "a sinc": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sinc)), (2, 3, 16, 16)),
+    # the same ops in one statement (pow_backward_self's `where`): its temporaries held to the `where`
+    "a power of a tensor exponent": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.pow(y.abs() + 1, y.flip(1)))),
+        (2, 3, 16, 16),
+    ),
     # the engine's sum of a gradient to its broadcast operand's shape, once the formula has returned
     **{
         f"{name} of a map and {how}": (
@@ -665,7 +672,9 @@ def test_the_training_peak_matches_the_profiler(name):
     (a mask), and in place but ending the statement there, as in-place ops on a named tensor do,
     4,096 B short (the mask it reads, freed before the `where`); running cumprod's gradient as
     its composite formula's operators on meta (the road of a tensor that looks like a subclass,
-    where a CPU runs one operator), the running product 155,648 B over; and taking the
+    where a CPU runs one operator), the running product 155,648 B over; taking sinc's `out` (a
+    local its `where` alone reads) for a temporary of that `where`'s statement, the sinc 20,484 B
+    over (the five maps of its statement held until that `where`, made at the peak); and the
     engine's sum of a gradient to its broadcast operand's shape for part of the formula's last
     statement, atan2 with its first map flipped 8,192 B over (with the first channel, 2,048 B),
     held to the end of the formula's one statement, and cdist and lerp 1,024 B over."""
@@ -936,8 +945,6 @@ GRADIENT_ROADS_LEFT = {
     ),
     "renorm": _left(lambda y: torch.renorm(y, 2, 1, 1.0), "grad_norm, a local read once, looks like a temporary"),
     "prod": _left(lambda y: y.prod(1), "prod_backward's road depends on the input's zeros"),
-    # Found with the engine's adds told apart (52271cd); its cause is not yet traced.
-    "sinc": _left(torch.sinc, "20,484 B over, cause not traced"),
 }
 
 

@@ -237,6 +237,7 @@ def _liveness(
     one_statement: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
     reductions: set[int] = frozenset(),
+    named_locals: set[int] = frozenset(),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -252,7 +253,9 @@ def _liveness(
     a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
     (`EngineNotes.one_statement_ops`), one in `in_place` writes in place and goes on with its
     statement (`EngineNotes.in_place_ops`), and one in `reductions` is the engine's sum of a
-    gradient to its input's shape, run after its node's formula (`EngineNotes.reductions`)."""
+    gradient to its input's shape, run after its node's formula (`EngineNotes.reductions`); a
+    storage in `named_locals` is a local variable of its node's formula that one op alone reads
+    (`EngineNotes.named_locals`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -287,7 +290,7 @@ def _liveness(
 
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
-    named = _named_locals(steps, release) if release is not None else set()
+    named = _named_locals(steps, release) | named_locals if release is not None else set()
     statement_ends = (
         _statement_ends(steps, release, one_statement, named, in_place, reductions) if release is not None else None
     )
@@ -510,7 +513,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       make what a later one reads, up to the op whose result the run does not read; the
       engine's sum of a broadcast gradient to its input's shape runs after them all, a statement
       of its own: `EngineNotes.reductions`); but one two later ops of the node read, a local
-      variable of its formula, when the node has run (`_named_locals`);
+      variable of its formula, when the node has run (`_named_locals`), as one the formula names
+      though one op alone reads it (`EngineNotes.named_locals`: sinc's `out`);
     - a result of a node's op that nothing reads (a gradient of an input that wants none, made
       with the others at once: oneDNN LSTM's initial states') as soon as the op returns
       (`_dropped_at_once`), before the engine casts the node's other gradients to their
@@ -594,6 +598,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
         {forward + index for index in graph.engine.reductions},
+        graph.engine.named_locals,
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
