@@ -200,6 +200,16 @@ class EngineNotes:
     # `min, max: clamp_backward_min_max(...)`, then `self: clamp_backward(...)`), each ending
     # with the statement that makes what it returns: its locals die there, not with the node.
     formula_results: set[int] = field(default_factory=set)
+    # The indices (in `Graph.backward_ops`) of the sums the engine ran to reduce a gradient a
+    # formula returned in a broadcast shape to its input's (validate_outputs' sum_to: atan2's of
+    # an operand broadcast along the batch): run after the formula has returned, when its
+    # temporaries are gone, with the node still running.
+    reductions: set[int] = field(default_factory=set)
+    # The storages of the tensors a gradient formula names though one op alone reads them (a
+    # local read once looks like a temporary: `_SINGLE_READ_LOCALS` in the training recorder):
+    # sinc_backward's `out`, read by the `where` it returns. Each is held until its node has run,
+    # and its statement ends where it is made.
+    named_locals: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

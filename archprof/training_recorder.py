@@ -80,6 +80,14 @@ _READS_LOCALS_READ_ONCE = {
 # at::flip(at::logcumsumexp(at::flip(x, {dim}), dim), {dim}); }`, called on `log_grad_positive -
 # result` (an argument the caller's statement made, and frees).
 _NESTED_CALLS = {"LogcumsumexpBackward0": ("aten.flip", "aten.logcumsumexp", "aten.flip")}
+# Nodes whose gradient formula names a tensor that one operator alone reads, which the ops cannot
+# tell from a temporary of that operator's statement: the node -> (that operator, the position of
+# the tensor among its arguments). sinc_backward's `out = grad * (...) / self_squared_pi`, read by
+# its `return at::where(self_squared_pi == 0.0, zeros, out)`: its temporaries are freed when `out`
+# is made. A formula with the same ops in one statement holds them to its end (pow_backward_self's
+# `at::where(exponent == 0.0, zeros, grad * (exponent * self.pow(exponent - 1)))`), so this is the
+# formula's, not the ops', to say.
+_SINGLE_READ_LOCALS = {"SincBackward0": ("aten.where", 2)}
 
 
 class TrainingRecorder(Recorder):
@@ -217,12 +225,19 @@ class TrainingRecorder(Recorder):
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)
-        if node is not None and node.name() in _ONE_STATEMENT_NODES:
+        if info.name == "aten.sum" and node is not None and _reduces_to_an_input(node, args, kwargs or {}):
+            self.engine.reductions.add(len(self.ops) - 1)  # the engine's, after the formula
+        elif node is not None and node.name() in _ONE_STATEMENT_NODES:
             self.engine.one_statement_ops.add(len(self.ops) - 1)
         if node is not None and info.name in _READS_LOCALS_READ_ONCE.get(node.name(), ()):
             self.engine.local_readers.add(len(self.ops) - 1)
         if node is not None and node.name() in _NESTED_CALLS:
             self._note_nested_call(_NESTED_CALLS[node.name()], origin)
+        read_once = _SINGLE_READ_LOCALS.get(node.name()) if node is not None else None
+        if read_once is not None and info.name == read_once[0]:
+            named = self.meta_of(args[read_once[1]]) if len(args) > read_once[1] else None
+            if named is not None:  # another torch's formula may pass it otherwise
+                self.engine.named_locals.add(named.storage)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
@@ -550,6 +565,28 @@ def _made(info: OpInfo, out) -> list[torch.Tensor]:
     if info.writes_input:
         made += [tensor._base for tensor in made if tensor._base is not None]
     return made
+
+
+def _reduces_to_an_input(node, args: tuple, kwargs: dict) -> bool:
+    """Whether a sum `node` runs is the engine's reduction of a gradient its formula returned in
+    another shape than the input it goes to (validate_outputs' sum_to: `grad.sum(dims, keepdim=True)`
+    over the leading dims that input lacks and those it has one element along), as the engine
+    runs it after the formula has returned. A formula's own sum_to reads the same (expand's, the
+    one op of its node), and ends its statement as the engine's does."""
+    tensor, dims = args[0], args[1] if len(args) > 1 else kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    if not keepdim or dims is None:
+        return False
+    sizes = tuple(tensor.shape)
+    for edge, number in node.next_functions:
+        shape = tuple(edge._input_metadata[number].shape) if edge is not None else None
+        if shape is None or shape == sizes or len(shape) > len(sizes):
+            continue
+        leading = len(sizes) - len(shape)
+        summed = [*range(leading), *(i for i in range(leading, len(sizes)) if shape[i - leading] == 1 != sizes[i])]
+        if sorted(d % len(sizes) for d in dims) == summed:
+            return True
+    return False
 
 
 def _group_norm_gradient_running() -> bool:

@@ -239,6 +239,8 @@ def _liveness(
     results: set[int] = frozenset(),
     local_readers: set[int] = frozenset(),
     nested: dict[int, int] | None = None,
+    reductions: set[int] = frozenset(),
+    named_locals: set[int] = frozenset(),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -257,7 +259,10 @@ def _liveness(
     formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; one in
     `local_readers` reads locals of its node's formula (`EngineNotes.local_readers`); `nested`
     maps the last step of a call of its own inside a formula's statement to its first
-    (`EngineNotes.nested_calls`)."""
+    (`EngineNotes.nested_calls`); one in `reductions` is the engine's sum of a gradient to its
+    input's shape, run after its node's formula (`EngineNotes.reductions`); a storage in
+    `named_locals` is a local variable of its node's formula that one op alone reads
+    (`EngineNotes.named_locals`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -292,9 +297,11 @@ def _liveness(
 
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
-    named = _named_locals(steps, release, local_readers) if release is not None else set()
+    named = _named_locals(steps, release, local_readers) | named_locals if release is not None else set()
     statement_ends = (
-        _statement_ends(steps, release, one_statement, named, in_place, nested) if release is not None else None
+        _statement_ends(steps, release, one_statement, named, in_place, nested, reductions)
+        if release is not None
+        else None
     )
     call_ends = _call_ends(release, statement_ends, results) if release is not None else None
     start = live = sum(size[s] for s in held_from_start)
@@ -400,6 +407,7 @@ def _statement_ends(
     named: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
     nested: dict[int, int] | None = None,
+    reductions: set[int] = frozenset(),
 ) -> list[int]:
     """For each step, the last step of the C++ statement it belongs to, as far as the ops show
     it: a statement is a run of consecutive steps of one autograd node, each making a new tensor
@@ -413,8 +421,11 @@ def _statement_ends(
     is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`
     its masks and quotient until masked_fill_ has run. A step that nothing after it in the run
     reads (the engine's sum of a broadcast gradient, another output's formula) ends a statement
-    of its own; but a step in `one_statement` ends with its node (`release`): atan2's and
-    cdist's gradient formulas make all their gradients in one statement. A step making a storage
+    of its own; but a step in `one_statement` ends with its node's formula: atan2's and cdist's
+    make all their gradients in one statement. The engine's sum of a broadcast gradient to its
+    input's shape (`reductions`) runs once the formula has returned: every statement has ended
+    before it (atan2's temporaries are gone as it sums the gradient of an operand broadcast along
+    the batch), and it ends its own. A step making a storage
     in `named` (a local variable of the formula) ends its statement too: `mask =
     self_abs.eq(norm).logical_or(self_abs.isnan())` frees its two masks once `mask` is made,
     though later statements read it. The ops of a call of its own inside a statement (`nested`:
@@ -430,8 +441,8 @@ def _statement_ends(
     index = len(steps) - 1
     while index >= 0:
         op = steps[index]
-        if index in returned:
-            ends[index], root, read_in_run = release[index], -1, set()
+        if index in returned or index in reductions:
+            ends[index], root, read_in_run = returned.get(index, index), -1, set()
             index -= 1
             continue
         joins = (
@@ -501,18 +512,20 @@ def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[in
 
 def _returning_statements(
     steps: list[OpNode], release: list[int], one_statement: set[int], named: set[int]
-) -> set[int]:
+) -> dict[int, int]:
     """The steps of `one_statement` that run in their node's return statement, which makes all of
     the node's gradients: those after the node's last step that makes or writes a `named` local
-    (atan2's `recip`, cdist's `ratio` and its masked_fill_: earlier statements made them)."""
+    (atan2's `recip`, cdist's `ratio` and its masked_fill_: earlier statements made them), each
+    with that statement's last step (the node's last in `one_statement`: the engine's sums of
+    its gradients, after it, are no part of the formula)."""
     nodes: dict[int, list[int]] = {}
     for index in sorted(one_statement):
         nodes.setdefault(release[index], []).append(index)
-    returned = set()
+    returned = {}
     for indices in nodes.values():
         naming = [i for i in indices if not steps[i].is_view and any(t.storage in named for t in steps[i].outputs)]
         start = naming[-1] + 1 if naming else indices[0]
-        returned.update(index for index in indices if index >= start)
+        returned.update((index, indices[-1]) for index in indices if index >= start)
     return returned
 
 
@@ -547,9 +560,11 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     - a temporary of a node (made by one of its ops and read again only inside it: the
       product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
       statement that read it last (`_statement_ends`: the run of the node's ops that each
-      make what a later one reads, up to the op whose result the run does not read); but one
-      two later ops of the node read, a local variable of its formula, when the node has run
-      (`_named_locals`);
+      make what a later one reads, up to the op whose result the run does not read; the
+      engine's sum of a broadcast gradient to its input's shape runs after them all, a statement
+      of its own: `EngineNotes.reductions`); but one two later ops of the node read, a local
+      variable of its formula, when the node has run (`_named_locals`), as one the formula names
+      though one op alone reads it (`EngineNotes.named_locals`: sinc's `out`);
     - a result of a node's op that nothing reads (a gradient of an input that wants none, made
       with the others at once: oneDNN LSTM's initial states') as soon as the op returns
       (`_dropped_at_once`), before the engine casts the node's other gradients to their
@@ -635,6 +650,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         _formula_results(steps, release, graph.engine.formula_results),
         {forward + index for index in graph.engine.local_readers},
         {forward + end: forward + start for end, start in graph.engine.nested_calls.items()},
+        {forward + index for index in graph.engine.reductions},
+        graph.engine.named_locals,
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
