@@ -714,6 +714,43 @@ def test_the_training_peak_matches_the_profiler(name):
     assert predicted <= everything + x.nbytes
 
 
+def _last(operator: str) -> Callable:
+    return lambda ops: [next(op for op in reversed(ops) if op.op == operator)]
+
+
+# Locals a gradient formula reads once (FunctionsManual.cpp), each found from the formula's text
+# among its node's ops, as the ops that make them.
+LOCALS_READ_ONCE = {
+    # `grad_norm = maxnorm * invnorm * (grad - invnorm * nb)`, the formula's last product: not the
+    # mask `norm > maxnorm` its `where` reads too, nor the `.to()` copy of it (float32 maps)
+    "renorm": (lambda y: torch.renorm(y, 2, 1, 1.0), "aten.renorm", _last("aten.mul")),
+    "renorm of float64 maps": (lambda y: torch.renorm(y.double(), 2, 1, 1.0), "aten.renorm", _last("aten.mul")),
+    # `out = grad * (...)`, its last product: not the mask or the 0-dim zeros its `where` reads too
+    "sinc": (torch.sinc, "aten.sinc", _last("aten.mul")),
+    # `log_grad_positive` and `_negative` (the `where`s), `output_pos` and `_neg` (the `exp`s): not
+    # the `result` the forward made, which the formula subtracts from the first two
+    "logcumsumexp": (
+        lambda y: y.logcumsumexp(1),
+        "aten.logcumsumexp",
+        lambda ops: [op for op in ops if op.op in ("aten.where", "aten.exp")],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", LOCALS_READ_ONCE)
+def test_the_locals_a_formula_reads_once_are_those_its_text_names(name):
+    """The trace names a formula's locals read once (which its ops cannot tell from temporaries)
+    by the operator and the argument that reads each, through a `.to()` (renorm's
+    `grad_norm.to(grad.scalar_type())`): the tensors those ops make, and no other tensor the
+    same operator reads. Named by the operator alone, renorm's mask (and, for float32 maps, the
+    `.to()` copy) were taken for locals too."""
+    call, forward_operator, makers = LOCALS_READ_ONCE[name]
+    graph = trace(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), [(2, 3, 16, 16)], training=True)
+    origin = next(index for index, op in enumerate(graph.ops) if op.op == forward_operator)
+    formula = [op for op in graph.backward_ops if op.origin == origin]
+    assert graph.engine.named_locals == {tensor.storage for op in makers(formula) for tensor in op.outputs}
+
+
 PYTHON_BACKWARDS = {
     "swish": (partial(WithACustomActivation, SwishFunction), (3, 16, 16)),
     "swish keeping its input on its context": (partial(WithACustomActivation, SwishOnItsContext), (3, 16, 16)),

@@ -237,7 +237,6 @@ def _liveness(
     one_statement: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
     results: set[int] = frozenset(),
-    local_readers: set[int] = frozenset(),
     nested: dict[int, int] | None = None,
     reductions: set[int] = frozenset(),
     named_locals: set[int] = frozenset(),
@@ -256,13 +255,12 @@ def _liveness(
     a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
     (`EngineNotes.one_statement_ops`), one in `in_place` writes in place and goes on with its
     statement (`EngineNotes.in_place_ops`), and one in `results` makes a gradient its node's
-    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; one in
-    `local_readers` reads locals of its node's formula (`EngineNotes.local_readers`); `nested`
+    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; `nested`
     maps the last step of a call of its own inside a formula's statement to its first
     (`EngineNotes.nested_calls`); one in `reductions` is the engine's sum of a gradient to its
     input's shape, run after its node's formula (`EngineNotes.reductions`); a storage in
     `named_locals` is a local variable of its node's formula that one op alone reads
-    (`EngineNotes.named_locals`)."""
+    (`EngineNotes.named_locals`: renorm's `grad_norm`, sinc's `out`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -297,7 +295,7 @@ def _liveness(
 
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
-    named = _named_locals(steps, release, local_readers) | named_locals if release is not None else set()
+    named = _named_locals(steps, release, named_locals) if release is not None else set()
     statement_ends = (
         _statement_ends(steps, release, one_statement, named, in_place, nested, reductions)
         if release is not None
@@ -481,7 +479,7 @@ def _writes_into_temporaries(steps: list[OpNode], release: list[int], named: set
     return writes
 
 
-def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[int] = frozenset()) -> set[int]:
+def _named_locals(steps: list[OpNode], release: list[int], read_once: set[int] = frozenset()) -> set[int]:
     """The storages of a node's tensors that are local variables of its C++ formula, as far as
     the ops show them: those two or more later ops of the node read. An unnamed temporary is
     read once, by the operator it is passed to; one read twice was given a name, and lives until
@@ -490,7 +488,8 @@ def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[in
     local does, so the view's readers count (not the view), and an in-place write goes on with
     the tensor it writes (cdist's `ratio.masked_fill_(res == 0, 0)`, then two sums of `ratio`), so
     it does not count as a reader of it. A local read once looks like a temporary: it is known
-    from the formula's text, by the step reading it (`local_readers`: renorm's `grad_norm.to()`)."""
+    from the formula's text (`read_once`: `EngineNotes.named_locals`, sinc's `out`), and named
+    where its node made it."""
     maker: dict[int, int] = {}  # storage -> the step that made it
     readers: dict[int, int] = {}  # storage -> the steps of its maker's node that read it so far
     named = set()
@@ -501,7 +500,7 @@ def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[in
                 made = maker.get(storage)
                 if made is not None and release[made] == release[index]:
                     readers[storage] = readers.get(storage, 0) + 1
-                    if readers[storage] == 2 or index in local_readers:
+                    if readers[storage] == 2 or storage in read_once:
                         named.add(storage)
         # A step its node ends with (a forward op, a one-op node) makes nothing its node reads again.
         if release[index] != index and not (op.writes_input or op.is_view):
@@ -563,8 +562,9 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       make what a later one reads, up to the op whose result the run does not read; the
       engine's sum of a broadcast gradient to its input's shape runs after them all, a statement
       of its own: `EngineNotes.reductions`); but one two later ops of the node read, a local
-      variable of its formula, when the node has run (`_named_locals`), as one the formula names
-      though one op alone reads it (`EngineNotes.named_locals`: sinc's `out`);
+      variable of its formula, when the formula's C++ call returns (`_named_locals`,
+      `_call_ends`), as one the formula names though one op alone reads it
+      (`EngineNotes.named_locals`: sinc's `out`, renorm's `grad_norm`);
     - a result of a node's op that nothing reads (a gradient of an input that wants none, made
       with the others at once: oneDNN LSTM's initial states') as soon as the op returns
       (`_dropped_at_once`), before the engine casts the node's other gradients to their
@@ -648,7 +648,6 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
         _formula_results(steps, release, graph.engine.formula_results),
-        {forward + index for index in graph.engine.local_readers},
         {forward + end: forward + start for end, start in graph.engine.nested_calls.items()},
         {forward + index for index in graph.engine.reductions},
         graph.engine.named_locals,
