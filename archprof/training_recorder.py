@@ -585,17 +585,20 @@ def _made(info: OpInfo, out) -> list[torch.Tensor]:
 def _reduces_to_an_input(node, args: tuple, kwargs: dict) -> bool:
     """Whether a sum `node` runs is the engine's reduction of a gradient its formula returned in
     another shape than the input it goes to (validate_outputs' sum_to: `grad.sum(dims, keepdim=True)`
-    over the leading dims that input lacks and those it has one element along), as the engine
-    runs it after the formula has returned. A formula's own sum_to reads the same (expand's, the
-    one op of its node), and ends its statement as the engine's does."""
+    over the leading dims that input lacks and those it has one element along; `grad.sum()` for a
+    0-dim input), as the engine runs it after the formula has returned. A formula's own sum_to
+    reads the same (expand's, the one op of its node), and ends its statement as the engine's does."""
     tensor, dims = args[0], args[1] if len(args) > 1 else kwargs.get("dim")
     keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
-    if not keepdim or dims is None:
+    whole = dims is None and not keepdim  # all of it, to a 0-dim input (a 0-dim clamp bound)
+    if not whole and (not keepdim or dims is None):
         return False
     sizes = tuple(tensor.shape)
-    for edge, number in node.next_functions:
-        shape = tuple(edge._input_metadata[number].shape) if edge is not None else None
-        if shape is None or shape == sizes or len(shape) > len(sizes):
+    shapes = [tuple(edge._input_metadata[number].shape) for edge, number in node.next_functions if edge is not None]
+    if whole:
+        return bool(sizes) and () in shapes
+    for shape in shapes:
+        if shape == sizes or len(shape) > len(sizes):
             continue
         leading = len(sizes) - len(shape)
         summed = [*range(leading), *(i for i in range(leading, len(sizes)) if shape[i - leading] == 1 != sizes[i])]

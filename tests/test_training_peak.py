@@ -619,6 +619,11 @@ PROFILED_STEPS = {
             ("atan2", "its first channel", lambda y: torch.atan2(y[:, :1], y)),
             ("cdist", "its first flipped", lambda y: torch.cdist(y.flatten(2), y[:1].flip(1).flatten(2))),
             ("lerp", "its flip, by its first channel", lambda y: torch.lerp(y, y.flip(1), y[:1, :1])),
+            # to a 0-dim operand, `grad.sum()`
+            ("atan2", "its mean", lambda y: torch.atan2(y, y.mean())),
+            ("atan2", "its mean, swapped", lambda y: torch.atan2(y.mean(), y)),
+            # the bounds' `where`s make the gradients their call returns, before the engine's sums
+            ("clamp", "its mean as 0-dim bounds", lambda y: y.clamp(y.mean() - 0.1, y.mean() + 0.1)),
         )
     },
 }
@@ -702,7 +707,10 @@ def test_the_training_peak_matches_the_profiler(name):
     peak); and the engine's sum of a gradient to its broadcast operand's shape for part of the
     formula's last statement, atan2 with its first map flipped 8,192 B over (with the first
     channel, 2,048 B), held to the end of the formula's one statement, and cdist and lerp
-    1,024 B over."""
+    1,024 B over; not knowing the engine's `grad.sum()` to a 0-dim operand, atan2 with the map's
+    mean 4 B over either way round (the sum taken for part of the formula's one statement), and
+    the clamp between 0-dim bounds 4 B over where the bounds' call is taken to end with that sum
+    (the bounds' shared 0-dim zero held through it)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

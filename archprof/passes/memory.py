@@ -631,6 +631,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     forward = len(graph.ops)
     died = _dropped_at_once(backward, moved, read_in_backward | kept) | graph.engine.python_releases
     died = {storage: forward + steps_run for storage, steps_run in died.items()}
+    reductions = {forward + index for index in graph.engine.reductions}
     for storage, steps_run in _held_through_python_backwards(graph).items():
         storage = moved.get(storage, storage)  # a gradient passed in as the `.grad` it was taken over as
         died[storage] = max(died.get(storage, 0), forward + steps_run)
@@ -647,9 +648,9 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         graph.engine.random_states,
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
-        _formula_results(steps, release, graph.engine.formula_results),
+        _formula_results(steps, release, graph.engine.formula_results, reductions),
         {forward + end: forward + start for end, start in graph.engine.nested_calls.items()},
-        {forward + index for index in graph.engine.reductions},
+        reductions,
         graph.engine.named_locals,
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
@@ -657,28 +658,32 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
 
 
-def _formula_results(steps: list[OpNode], release: list[int], returned: set[int]) -> set[int]:
-    """The steps that made a gradient their node's formula returned (`EngineNotes.formula_results`),
-    before the engine fitted it to its input (`_ENGINE_FITS`: a gradient of a broadcast operand
-    summed to its shape, clamp's bounds', made by the `where` before)."""
+def _formula_results(steps: list[OpNode], release: list[int], returned: set[int], reductions: set[int]) -> set[int]:
+    """The steps that made a gradient their node's formula returned (`EngineNotes.formula_results`,
+    as the node's post hook saw it), before the engine fitted it to its input (validate_outputs):
+    `sum_to` its shape, the engine's sum of a broadcast gradient (`reductions`: clamp's bounds',
+    made by the `where` before) and, where the input lacks leading dimensions, a view of that
+    sum; then a cast to its dtype."""
     maker = {t.id: index for index, op in enumerate(steps) for t in op.outputs}
+
+    def source(index: int) -> int | None:
+        """The earlier step of the same node that made the one tensor step `index` reads."""
+        made = maker.get(steps[index].inputs[0].id, index) if len(steps[index].inputs) == 1 else index
+        return made if made < index and release[made] == release[index] else None
+
     results = set()
     for index, op in enumerate(steps):
         if not any(t.id in returned for t in op.outputs):
             continue
-        while op.op in _ENGINE_FITS and len(op.inputs) == 1:
-            made = maker.get(op.inputs[0].id, index)
-            if made >= index or release[made] != release[index]:
-                break
-            index, op = made, steps[made]
+        # Undone in the reverse of the engine's order: the cast, sum_to's view, its sum.
+        if op.op == "aten._to_copy" and source(index) is not None:
+            index = source(index)
+        if steps[index].op == "aten.view" and source(index) in reductions:
+            index = source(index)
+        if index in reductions and source(index) is not None:
+            index = source(index)
         results.add(index)
     return results
-
-
-# What the autograd engine runs on a gradient a formula returned, before the node's post hooks see
-# it (validate_outputs): `sum_to` the input's shape (a sum, then a view where it drops dimensions)
-# and a cast to its dtype.
-_ENGINE_FITS = frozenset({"aten.sum", "aten.view", "aten._to_copy"})
 
 
 def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> set[int]:
