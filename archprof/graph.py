@@ -167,10 +167,6 @@ class EngineNotes:
     # of its gradients in one C++ statement (`return {grad * other * recip, grad * -self * recip}`,
     # atan2's): each temporary is held to the end of that statement, the node's last op.
     one_statement_ops: set[int] = field(default_factory=set)
-    # The indices (in `Graph.backward_ops`) of the ops that read a local variable of their node's
-    # formula read once (`TrainingRecorder`'s `_READS_LOCALS_READ_ONCE`: renorm's `grad_norm.to()`):
-    # each tensor of the node they read was named, ending the statement that made it.
-    local_readers: set[int] = field(default_factory=set)
     # The ops (indices in `Graph.backward_ops`) of a call of its own inside a formula's statement
     # (`TrainingRecorder`'s `_NESTED_CALLS`: logcumsumexp's lambda), its last -> its first: the
     # call's return statement frees its temporaries as it returns, inside the caller's statement.
@@ -200,6 +196,18 @@ class EngineNotes:
     # `min, max: clamp_backward_min_max(...)`, then `self: clamp_backward(...)`), each ending
     # with the statement that makes what it returns: its locals die there, not with the node.
     formula_results: set[int] = field(default_factory=set)
+    # The indices (in `Graph.backward_ops`) of the sums the engine ran to reduce a gradient a
+    # formula returned in a broadcast shape to its input's (validate_outputs' sum_to: atan2's of
+    # an operand broadcast along the batch): run after the formula has returned, when its
+    # temporaries are gone, with the node still running.
+    reductions: set[int] = field(default_factory=set)
+    # The storages of the tensors a gradient formula stores in a local variable though one op
+    # alone reads them (a local read once looks like a temporary: `TrainingRecorder`'s
+    # `_LOCALS_READ_ONCE`, each read as (operator, argument position)): sinc_backward's `out`,
+    # read by the `where` it returns, renorm's `grad_norm`, logcumsumexp's `log_grad_positive`.
+    # Where its node made it, its statement ends where it is made, and it lives until its
+    # formula's call returns.
+    named_locals: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

@@ -64,22 +64,31 @@ _IN_PLACE_ON_A_CPU = {
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
 _ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
-# Gradient formulas that store a tensor they read once in a local variable (FunctionsManual.cpp),
-# which the ops cannot tell from a temporary, read once too, by the op it is passed to: the node ->
-# the operators that read such locals. renorm_backward's `grad_norm = maxnorm * invnorm * (grad -
-# invnorm * nb)`, read by `where(norm > maxnorm, grad_norm.to(grad.scalar_type()), grad)` (by the
-# `where` itself where the dtype stays: `.to()` of the same dtype returns `grad_norm`);
-# logcumsumexp_backward's `log_grad_positive`, `output_pos`, ..., each read by one `sub`.
-_READS_LOCALS_READ_ONCE = {
-    "RenormBackward0": frozenset({"aten._to_copy", "aten.where"}),
-    "LogcumsumexpBackward0": frozenset({"aten.sub"}),
-}
 # Gradient formulas that run part of a statement in a call of their own, whose return statement
 # frees its temporaries as it returns, inside the caller's statement: the node -> the operators the
 # call runs. logcumsumexp_backward's `reverse_logcumsumexp = [dim](auto x) { return
 # at::flip(at::logcumsumexp(at::flip(x, {dim}), dim), {dim}); }`, called on `log_grad_positive -
 # result` (an argument the caller's statement made, and frees).
 _NESTED_CALLS = {"LogcumsumexpBackward0": ("aten.flip", "aten.logcumsumexp", "aten.flip")}
+# Nodes whose gradient formula (FunctionsManual.cpp) stores in a local variable a tensor it reads
+# once, which the ops cannot tell from a temporary of the statement that reads it: the node -> the
+# reads, each (operator, position of the local among its arguments). An argument its node did not
+# make names nothing (logcumsumexp's `log_grad_positive - result`: `result`, the forward's). A
+# local passed as `local.to(dtype)` is read there through the cast, a copy where the dtype changes.
+# sinc_backward's `out = grad * (... / self_squared_pi)`, read by its `return
+# at::where(self_squared_pi == 0.0, zeros, out)`: its temporaries are freed when `out` is made; a
+# formula with the same ops in one statement holds them to its end (pow_backward_self's
+# `at::where(exponent == 0.0, zeros, grad * (exponent * self.pow(exponent - 1)))`), so this is the
+# formula's, not the ops', to say. renorm_backward's `grad_norm = maxnorm * invnorm * (grad -
+# invnorm * nb)`, read by `where(norm > maxnorm, grad_norm.to(grad.scalar_type()), grad)`;
+# logcumsumexp_backward's `log_grad_positive`, `log_grad_negative`, each read by a `sub` as its
+# first argument, and `output_pos - output_neg`. The masks and zeros the `where`s read are
+# temporaries.
+_LOCALS_READ_ONCE = {
+    "SincBackward0": frozenset({("aten.where", 2)}),
+    "RenormBackward0": frozenset({("aten.where", 1)}),
+    "LogcumsumexpBackward0": frozenset({("aten.sub", 0), ("aten.sub", 1)}),
+}
 
 
 class TrainingRecorder(Recorder):
@@ -217,10 +226,12 @@ class TrainingRecorder(Recorder):
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)
-        if node is not None and node.name() in _ONE_STATEMENT_NODES:
+        if info.name == "aten.sum" and node is not None and _reduces_to_an_input(node, args, kwargs or {}):
+            self.engine.reductions.add(len(self.ops) - 1)  # the engine's, after the formula
+        elif node is not None and node.name() in _ONE_STATEMENT_NODES:
             self.engine.one_statement_ops.add(len(self.ops) - 1)
-        if node is not None and info.name in _READS_LOCALS_READ_ONCE.get(node.name(), ()):
-            self.engine.local_readers.add(len(self.ops) - 1)
+        if node is not None and node.name() in _LOCALS_READ_ONCE:
+            self._note_locals_read_once(_LOCALS_READ_ONCE[node.name()], info.name, args, origin)
         if node is not None and node.name() in _NESTED_CALLS:
             self._note_nested_call(_NESTED_CALLS[node.name()], origin)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
@@ -233,6 +244,30 @@ class TrainingRecorder(Recorder):
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._tagging_for = self._replayed(node)
             self._last_made = (_made(info, out), self.ops[-1].origin)
+
+    def _note_locals_read_once(self, reads: frozenset, operator: str, args: tuple, origin: int) -> None:
+        """Note the storages of the locals read once (`EngineNotes.named_locals`) that the op just
+        recorded, `operator` of the node of forward op `origin`, reads: those at its positions
+        `reads` gives it, read through a cast, where the node made them."""
+        for name, position in reads:
+            read = self.meta_of(args[position]) if name == operator and position < len(args) else None
+            maker = self._maker_in_the_node(read, origin) if read is not None else None
+            if maker is not None and maker.op == "aten._to_copy":  # `local.to(dtype)`, a copy of the local
+                read, maker = maker.inputs[0], self._maker_in_the_node(maker.inputs[0], origin)
+            # Not the forward's `result` (a detached view of it, unpacked); another torch's
+            # formula may pass its arguments otherwise.
+            if maker is not None and not maker.is_view:
+                self.engine.named_locals.add(read.storage)
+
+    def _maker_in_the_node(self, tensor: TensorMeta, origin: int) -> OpNode | None:
+        """The op that made `tensor`, of the node running (the run of backward ops just recorded
+        from forward op `origin`); None where another made it."""
+        for op in reversed(self.ops):
+            if op.origin != origin:
+                return None
+            if tensor in op.outputs:
+                return op
+        return None
 
     def _note_nested_call(self, called: tuple[str, ...], origin: int) -> None:
         """Note the ops just recorded as a call of its own (`EngineNotes.nested_calls`) where they
@@ -279,12 +314,7 @@ class TrainingRecorder(Recorder):
         """Whether the op's first tensor was made by an op of the node running (the run of
         backward ops just recorded from the same forward op)."""
         first = self.meta_of(tensors[0]) if tensors else None
-        for op in reversed(self.ops):
-            if op.origin != origin:
-                return False
-            if first in op.outputs:
-                return True
-        return False
+        return first is not None and self._maker_in_the_node(first, origin) is not None
 
     def _tag_last_made(self) -> None:
         made, index = self._last_made
@@ -550,6 +580,31 @@ def _made(info: OpInfo, out) -> list[torch.Tensor]:
     if info.writes_input:
         made += [tensor._base for tensor in made if tensor._base is not None]
     return made
+
+
+def _reduces_to_an_input(node, args: tuple, kwargs: dict) -> bool:
+    """Whether a sum `node` runs is the engine's reduction of a gradient its formula returned in
+    another shape than the input it goes to (validate_outputs' sum_to: `grad.sum(dims, keepdim=True)`
+    over the leading dims that input lacks and those it has one element along; `grad.sum()` for a
+    0-dim input), as the engine runs it after the formula has returned. A formula's own sum_to
+    reads the same (expand's, the one op of its node), and ends its statement as the engine's does."""
+    tensor, dims = args[0], args[1] if len(args) > 1 else kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    whole = dims is None and not keepdim  # all of it, to a 0-dim input (a 0-dim clamp bound)
+    if not whole and (not keepdim or dims is None):
+        return False
+    sizes = tuple(tensor.shape)
+    shapes = [tuple(edge._input_metadata[number].shape) for edge, number in node.next_functions if edge is not None]
+    if whole:
+        return bool(sizes) and () in shapes
+    for shape in shapes:
+        if shape == sizes or len(shape) > len(sizes):
+            continue
+        leading = len(sizes) - len(shape)
+        summed = [*range(leading), *(i for i in range(leading, len(sizes)) if shape[i - leading] == 1 != sizes[i])]
+        if sorted(d % len(sizes) for d in dims) == summed:
+            return True
+    return False
 
 
 def _group_norm_gradient_running() -> bool:

@@ -601,6 +601,31 @@ PROFILED_STEPS = {
         lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.dist(y, y.flip(1)))),
         (2, 3, 16, 16),
     ),
+    # sinc_backward's `out`, named, read once by the `where` it returns: its statement's five maps freed first
+    "a sinc": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sinc)), (2, 3, 16, 16)),
+    # the same ops in one statement (pow_backward_self's `where`): its temporaries held to the `where`
+    "a power of a tensor exponent": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.pow(y.abs() + 1, y.flip(1)))),
+        (2, 3, 16, 16),
+    ),
+    # the engine's sum of a gradient to its broadcast operand's shape, once the formula has returned
+    **{
+        f"{name} of a map and {how}": (
+            lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)),
+            (2, 3, 16, 16),
+        )
+        for name, how, call in (
+            ("atan2", "its first flipped", lambda y: torch.atan2(y, y[:1].flip(1))),
+            ("atan2", "its first channel", lambda y: torch.atan2(y[:, :1], y)),
+            ("cdist", "its first flipped", lambda y: torch.cdist(y.flatten(2), y[:1].flip(1).flatten(2))),
+            ("lerp", "its flip, by its first channel", lambda y: torch.lerp(y, y.flip(1), y[:1, :1])),
+            # to a 0-dim operand, `grad.sum()`
+            ("atan2", "its mean", lambda y: torch.atan2(y, y.mean())),
+            ("atan2", "its mean, swapped", lambda y: torch.atan2(y.mean(), y)),
+            # the bounds' `where`s make the gradients their call returns, before the engine's sums
+            ("clamp", "its mean as 0-dim bounds", lambda y: y.clamp(y.mean() - 0.1, y.mean() + 0.1)),
+        )
+    },
 }
 
 
@@ -672,11 +697,20 @@ def test_the_training_peak_matches_the_profiler(name):
     where a CPU runs one operator), the running product 155,648 B over; holding a named local to
     its node's end, not to the end of its formula's C++ call (the node runs one per gradient
     formula), the map clamped around its mean with its bounds learning 4 B over (the bounds'
-    zero); and taking renorm's `grad_norm`, a local read once, for a temporary of the return
+    zero); taking renorm's `grad_norm`, a local read once, for a temporary of the return
     statement, each renorm 32,776 B over (its statement's temporaries held through the `where`);
-    and taking logcumsumexp's locals read once for temporaries, the running log-sum-exp 139,264 B
+    taking logcumsumexp's locals read once for temporaries, the running log-sum-exp 139,264 B
     over (its formula read as one statement), then, with its lambda's ops taken for its caller's
-    statement, 32,768 B over (the lambda's two temporaries held through the `exp`)."""
+    statement, 32,768 B over (the lambda's two temporaries held through the `exp`); taking
+    sinc's `out` (a local its `where` alone reads) for a temporary of that `where`'s statement,
+    the sinc 20,484 B over (the five maps of its statement held until that `where`, made at the
+    peak); and the engine's sum of a gradient to its broadcast operand's shape for part of the
+    formula's last statement, atan2 with its first map flipped 8,192 B over (with the first
+    channel, 2,048 B), held to the end of the formula's one statement, and cdist and lerp
+    1,024 B over; not knowing the engine's `grad.sum()` to a 0-dim operand, atan2 with the map's
+    mean 4 B over either way round (the sum taken for part of the formula's one statement), and
+    the clamp between 0-dim bounds 4 B over where the bounds' call is taken to end with that sum
+    (the bounds' shared 0-dim zero held through it)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
@@ -686,6 +720,43 @@ def test_the_training_peak_matches_the_profiler(name):
     measured = lasting + x.nbytes
     assert predicted == measured
     assert predicted <= everything + x.nbytes
+
+
+def _last(operator: str) -> Callable:
+    return lambda ops: [next(op for op in reversed(ops) if op.op == operator)]
+
+
+# Locals a gradient formula reads once (FunctionsManual.cpp), each found from the formula's text
+# among its node's ops, as the ops that make them.
+LOCALS_READ_ONCE = {
+    # `grad_norm = maxnorm * invnorm * (grad - invnorm * nb)`, the formula's last product: not the
+    # mask `norm > maxnorm` its `where` reads too, nor the `.to()` copy of it (float32 maps)
+    "renorm": (lambda y: torch.renorm(y, 2, 1, 1.0), "aten.renorm", _last("aten.mul")),
+    "renorm of float64 maps": (lambda y: torch.renorm(y.double(), 2, 1, 1.0), "aten.renorm", _last("aten.mul")),
+    # `out = grad * (...)`, its last product: not the mask or the 0-dim zeros its `where` reads too
+    "sinc": (torch.sinc, "aten.sinc", _last("aten.mul")),
+    # `log_grad_positive` and `_negative` (the `where`s), `output_pos` and `_neg` (the `exp`s): not
+    # the `result` the forward made, which the formula subtracts from the first two
+    "logcumsumexp": (
+        lambda y: y.logcumsumexp(1),
+        "aten.logcumsumexp",
+        lambda ops: [op for op in ops if op.op in ("aten.where", "aten.exp")],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", LOCALS_READ_ONCE)
+def test_the_locals_a_formula_reads_once_are_those_its_text_names(name):
+    """The trace names a formula's locals read once (which its ops cannot tell from temporaries)
+    by the operator and the argument that reads each, through a `.to()` (renorm's
+    `grad_norm.to(grad.scalar_type())`): the tensors those ops make, and no other tensor the
+    same operator reads. Named by the operator alone, renorm's mask (and, for float32 maps, the
+    `.to()` copy) were taken for locals too."""
+    call, forward_operator, makers = LOCALS_READ_ONCE[name]
+    graph = trace(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), [(2, 3, 16, 16)], training=True)
+    origin = next(index for index, op in enumerate(graph.ops) if op.op == forward_operator)
+    formula = [op for op in graph.backward_ops if op.origin == origin]
+    assert graph.engine.named_locals == {tensor.storage for op in makers(formula) for tensor in op.outputs}
 
 
 PYTHON_BACKWARDS = {
@@ -927,10 +998,6 @@ def _left(call: Callable, reason: str):
 
 GRADIENT_ROADS_LEFT = {
     "prod": _left(lambda y: y.prod(1), "prod_backward's road depends on the input's zeros"),
-    # Found with the engine's adds told apart (52271cd); their causes are not yet traced.
-    "sinc": _left(torch.sinc, "20,484 B over, cause not traced"),
-    "atan2_broadcast_other": _left(lambda y: torch.atan2(y, y[:1].flip(1)), "8,192 B over, cause not traced"),
-    "atan2_broadcast_self": _left(lambda y: torch.atan2(y[:, :1], y), "2,048 B over, cause not traced"),
 }
 
 

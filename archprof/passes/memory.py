@@ -237,8 +237,9 @@ def _liveness(
     one_statement: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
     results: set[int] = frozenset(),
-    local_readers: set[int] = frozenset(),
     nested: dict[int, int] | None = None,
+    reductions: set[int] = frozenset(),
+    named_locals: set[int] = frozenset(),
 ) -> Liveness:
     """Live bytes over `steps` run in order (indices are positions in `steps`): `kept`
     storages stay live to the end, `state` ones are not counted, a storage in `same` is
@@ -254,10 +255,12 @@ def _liveness(
     a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
     (`EngineNotes.one_statement_ops`), one in `in_place` writes in place and goes on with its
     statement (`EngineNotes.in_place_ops`), and one in `results` makes a gradient its node's
-    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; one in
-    `local_readers` reads locals of its node's formula (`EngineNotes.local_readers`); `nested`
+    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; `nested`
     maps the last step of a call of its own inside a formula's statement to its first
-    (`EngineNotes.nested_calls`)."""
+    (`EngineNotes.nested_calls`); one in `reductions` is the engine's sum of a gradient to its
+    input's shape, run after its node's formula (`EngineNotes.reductions`); a storage in
+    `named_locals` is a local variable of its node's formula that one op alone reads
+    (`EngineNotes.named_locals`: renorm's `grad_norm`, sinc's `out`)."""
     same = same or {}
     died = died or {}
     size: dict[int, int] = {}
@@ -292,9 +295,11 @@ def _liveness(
 
     # +bytes at the step that makes a storage, -bytes right after its last reader.
     made, freed = [0] * count, [0] * count
-    named = _named_locals(steps, release, local_readers) if release is not None else set()
+    named = _named_locals(steps, release, named_locals) if release is not None else set()
     statement_ends = (
-        _statement_ends(steps, release, one_statement, named, in_place, nested) if release is not None else None
+        _statement_ends(steps, release, one_statement, named, in_place, nested, reductions)
+        if release is not None
+        else None
     )
     call_ends = _call_ends(release, statement_ends, results) if release is not None else None
     start = live = sum(size[s] for s in held_from_start)
@@ -400,6 +405,7 @@ def _statement_ends(
     named: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
     nested: dict[int, int] | None = None,
+    reductions: set[int] = frozenset(),
 ) -> list[int]:
     """For each step, the last step of the C++ statement it belongs to, as far as the ops show
     it: a statement is a run of consecutive steps of one autograd node, each making a new tensor
@@ -413,8 +419,11 @@ def _statement_ends(
     is made; TLU's `where(x == tau, grad / 2, grad).masked_fill_(x < tau, 0)`
     its masks and quotient until masked_fill_ has run. A step that nothing after it in the run
     reads (the engine's sum of a broadcast gradient, another output's formula) ends a statement
-    of its own; but a step in `one_statement` ends with its node (`release`): atan2's and
-    cdist's gradient formulas make all their gradients in one statement. A step making a storage
+    of its own; but a step in `one_statement` ends with its node's formula: atan2's and cdist's
+    make all their gradients in one statement. The engine's sum of a broadcast gradient to its
+    input's shape (`reductions`) runs once the formula has returned: every statement has ended
+    before it (atan2's temporaries are gone as it sums the gradient of an operand broadcast along
+    the batch), and it ends its own. A step making a storage
     in `named` (a local variable of the formula) ends its statement too: `mask =
     self_abs.eq(norm).logical_or(self_abs.isnan())` frees its two masks once `mask` is made,
     though later statements read it. The ops of a call of its own inside a statement (`nested`:
@@ -430,8 +439,8 @@ def _statement_ends(
     index = len(steps) - 1
     while index >= 0:
         op = steps[index]
-        if index in returned:
-            ends[index], root, read_in_run = release[index], -1, set()
+        if index in returned or index in reductions:
+            ends[index], root, read_in_run = returned.get(index, index), -1, set()
             index -= 1
             continue
         joins = (
@@ -470,7 +479,7 @@ def _writes_into_temporaries(steps: list[OpNode], release: list[int], named: set
     return writes
 
 
-def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[int] = frozenset()) -> set[int]:
+def _named_locals(steps: list[OpNode], release: list[int], read_once: set[int] = frozenset()) -> set[int]:
     """The storages of a node's tensors that are local variables of its C++ formula, as far as
     the ops show them: those two or more later ops of the node read. An unnamed temporary is
     read once, by the operator it is passed to; one read twice was given a name, and lives until
@@ -479,7 +488,8 @@ def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[in
     local does, so the view's readers count (not the view), and an in-place write goes on with
     the tensor it writes (cdist's `ratio.masked_fill_(res == 0, 0)`, then two sums of `ratio`), so
     it does not count as a reader of it. A local read once looks like a temporary: it is known
-    from the formula's text, by the step reading it (`local_readers`: renorm's `grad_norm.to()`)."""
+    from the formula's text (`read_once`: `EngineNotes.named_locals`, sinc's `out`), and named
+    where its node made it."""
     maker: dict[int, int] = {}  # storage -> the step that made it
     readers: dict[int, int] = {}  # storage -> the steps of its maker's node that read it so far
     named = set()
@@ -490,7 +500,7 @@ def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[in
                 made = maker.get(storage)
                 if made is not None and release[made] == release[index]:
                     readers[storage] = readers.get(storage, 0) + 1
-                    if readers[storage] == 2 or index in local_readers:
+                    if readers[storage] == 2 or storage in read_once:
                         named.add(storage)
         # A step its node ends with (a forward op, a one-op node) makes nothing its node reads again.
         if release[index] != index and not (op.writes_input or op.is_view):
@@ -501,18 +511,20 @@ def _named_locals(steps: list[OpNode], release: list[int], local_readers: set[in
 
 def _returning_statements(
     steps: list[OpNode], release: list[int], one_statement: set[int], named: set[int]
-) -> set[int]:
+) -> dict[int, int]:
     """The steps of `one_statement` that run in their node's return statement, which makes all of
     the node's gradients: those after the node's last step that makes or writes a `named` local
-    (atan2's `recip`, cdist's `ratio` and its masked_fill_: earlier statements made them)."""
+    (atan2's `recip`, cdist's `ratio` and its masked_fill_: earlier statements made them), each
+    with that statement's last step (the node's last in `one_statement`: the engine's sums of
+    its gradients, after it, are no part of the formula)."""
     nodes: dict[int, list[int]] = {}
     for index in sorted(one_statement):
         nodes.setdefault(release[index], []).append(index)
-    returned = set()
+    returned = {}
     for indices in nodes.values():
         naming = [i for i in indices if not steps[i].is_view and any(t.storage in named for t in steps[i].outputs)]
         start = naming[-1] + 1 if naming else indices[0]
-        returned.update(index for index in indices if index >= start)
+        returned.update((index, indices[-1]) for index in indices if index >= start)
     return returned
 
 
@@ -547,9 +559,12 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     - a temporary of a node (made by one of its ops and read again only inside it: the
       product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
       statement that read it last (`_statement_ends`: the run of the node's ops that each
-      make what a later one reads, up to the op whose result the run does not read); but one
-      two later ops of the node read, a local variable of its formula, when the node has run
-      (`_named_locals`);
+      make what a later one reads, up to the op whose result the run does not read; the
+      engine's sum of a broadcast gradient to its input's shape runs after them all, a statement
+      of its own: `EngineNotes.reductions`); but one two later ops of the node read, a local
+      variable of its formula, when the formula's C++ call returns (`_named_locals`,
+      `_call_ends`), as one the formula names though one op alone reads it
+      (`EngineNotes.named_locals`: sinc's `out`, renorm's `grad_norm`);
     - a result of a node's op that nothing reads (a gradient of an input that wants none, made
       with the others at once: oneDNN LSTM's initial states') as soon as the op returns
       (`_dropped_at_once`), before the engine casts the node's other gradients to their
@@ -616,6 +631,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     forward = len(graph.ops)
     died = _dropped_at_once(backward, moved, read_in_backward | kept) | graph.engine.python_releases
     died = {storage: forward + steps_run for storage, steps_run in died.items()}
+    reductions = {forward + index for index in graph.engine.reductions}
     for storage, steps_run in _held_through_python_backwards(graph).items():
         storage = moved.get(storage, storage)  # a gradient passed in as the `.grad` it was taken over as
         died[storage] = max(died.get(storage, 0), forward + steps_run)
@@ -632,37 +648,42 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         graph.engine.random_states,
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
-        _formula_results(steps, release, graph.engine.formula_results),
-        {forward + index for index in graph.engine.local_readers},
+        _formula_results(steps, release, graph.engine.formula_results, reductions),
         {forward + end: forward + start for end, start in graph.engine.nested_calls.items()},
+        reductions,
+        graph.engine.named_locals,
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
 
 
-def _formula_results(steps: list[OpNode], release: list[int], returned: set[int]) -> set[int]:
-    """The steps that made a gradient their node's formula returned (`EngineNotes.formula_results`),
-    before the engine fitted it to its input (`_ENGINE_FITS`: a gradient of a broadcast operand
-    summed to its shape, clamp's bounds', made by the `where` before)."""
+def _formula_results(steps: list[OpNode], release: list[int], returned: set[int], reductions: set[int]) -> set[int]:
+    """The steps that made a gradient their node's formula returned (`EngineNotes.formula_results`,
+    as the node's post hook saw it), before the engine fitted it to its input (validate_outputs):
+    `sum_to` its shape, the engine's sum of a broadcast gradient (`reductions`: clamp's bounds',
+    made by the `where` before) and, where the input lacks leading dimensions, a view of that
+    sum; then a cast to its dtype."""
     maker = {t.id: index for index, op in enumerate(steps) for t in op.outputs}
+
+    def source(index: int) -> int | None:
+        """The earlier step of the same node that made the one tensor step `index` reads."""
+        made = maker.get(steps[index].inputs[0].id, index) if len(steps[index].inputs) == 1 else index
+        return made if made < index and release[made] == release[index] else None
+
     results = set()
     for index, op in enumerate(steps):
         if not any(t.id in returned for t in op.outputs):
             continue
-        while op.op in _ENGINE_FITS and len(op.inputs) == 1:
-            made = maker.get(op.inputs[0].id, index)
-            if made >= index or release[made] != release[index]:
-                break
-            index, op = made, steps[made]
+        # Undone in the reverse of the engine's order: the cast, sum_to's view, its sum.
+        if op.op == "aten._to_copy" and source(index) is not None:
+            index = source(index)
+        if steps[index].op == "aten.view" and source(index) in reductions:
+            index = source(index)
+        if index in reductions and source(index) is not None:
+            index = source(index)
         results.add(index)
     return results
-
-
-# What the autograd engine runs on a gradient a formula returned, before the node's post hooks see
-# it (validate_outputs): `sum_to` the input's shape (a sum, then a view where it drops dimensions)
-# and a cast to its dtype.
-_ENGINE_FITS = frozenset({"aten.sum", "aten.view", "aten._to_copy"})
 
 
 def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> set[int]:
