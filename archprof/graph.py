@@ -128,7 +128,7 @@ class FunctionCall:
     statement_start: int  # the statement's first op (making the function's argument)
     first: int  # the function's first op
     returning: int  # the op it returns with
-    statement_end: int  # the statement's last op (dist's negation of what the function returned)
+    statement_end: int  # the statement's last op (dist's negation of what it returned, logcumsumexp's exp)
 
 
 @dataclass(slots=True)
