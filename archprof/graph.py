@@ -114,6 +114,23 @@ class ParameterInfo(_Sized):
     is_buffer: bool
 
 
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """A function a gradient formula calls in the middle of a statement, as indices in
+    `Graph.backward_ops`: DistBackward0's `-norm_backward(grad, self - other, p, result)`,
+    logcumsumexp_backward's `(reverse_logcumsumexp(log_grad_positive - result) + self).exp()`
+    (a lambda, `flip(logcumsumexp(flip(x)))`). The function frees its temporaries and locals as
+    it returns (norm_backward's quotient and mask, before the negation; the lambda's two
+    temporaries, before the add); the statement's own (the argument it made: `self - other`,
+    which norm_backward reads twice, as a named argument; and what the function returned) are
+    freed as the statement ends."""
+
+    statement_start: int  # the statement's first op (making the function's argument)
+    first: int  # the function's first op
+    returning: int  # the op it returns with
+    statement_end: int  # the statement's last op (dist's negation of what it returned, logcumsumexp's exp)
+
+
 @dataclass(slots=True)
 class EngineNotes:
     """What the autograd engine does in a training step that the recorded ops do not say by
@@ -167,16 +184,15 @@ class EngineNotes:
     # of its gradients in one C++ statement (`return {grad * other * recip, grad * -self * recip}`,
     # atan2's): each temporary is held to the end of that statement, the node's last op.
     one_statement_ops: set[int] = field(default_factory=set)
-    # The ops (indices in `Graph.backward_ops`) of a call of its own inside a formula's statement
-    # (`TrainingRecorder`'s `_NESTED_CALLS`: logcumsumexp's lambda), its last -> its first: the
-    # call's return statement frees its temporaries as it returns, inside the caller's statement.
-    nested_calls: dict[int, int] = field(default_factory=dict)
     # The indices (in `Graph.backward_ops`) of the ops a CPU's gradient formula runs in place on
     # a tensor it made, where the trace's ran them out of place (`TrainingRecorder`'s
     # `_IN_PLACE_ON_A_CPU`): each goes on with the statement it writes into, as the C++ does
     # (`t.add(1).sub_(y).mul_(s)`), its operands held to that statement's end (clamp's masks,
     # named locals of a block that ends with the `where` reading their combination).
     in_place_ops: set[int] = field(default_factory=set)
+    # The functions a gradient formula calls in the middle of a statement (`FunctionCall`,
+    # `TrainingRecorder`'s `_CALLS_IN_A_STATEMENT`), whose return the ops do not show.
+    function_calls: list[FunctionCall] = field(default_factory=list)
     # The CPU random-number states taken while the step ran (torch.get_rng_state(): a uint8
     # tensor, 5,056 B on a CPU), as (steps run when it was taken, steps run when it died, or
     # None where it outlived the backward pass, its bytes), the forward's and the backward's ops

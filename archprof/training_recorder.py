@@ -14,7 +14,7 @@ from torch._prims_common import suggest_memory_format
 from torch.autograd.function import BackwardCFunction
 
 from archprof.errors import ArchprofError, short_reason
-from archprof.graph import EngineNotes, ModuleCall, OpNode, TensorMeta
+from archprof.graph import EngineNotes, FunctionCall, ModuleCall, OpNode, TensorMeta
 from archprof.operators.shapes import is_dense
 from archprof.recorder import OpInfo, Recorder, call_text
 from archprof.structure import tensors_in
@@ -64,12 +64,6 @@ _IN_PLACE_ON_A_CPU = {
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
 _ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
-# Gradient formulas that run part of a statement in a call of their own, whose return statement
-# frees its temporaries as it returns, inside the caller's statement: the node -> the operators the
-# call runs. logcumsumexp_backward's `reverse_logcumsumexp = [dim](auto x) { return
-# at::flip(at::logcumsumexp(at::flip(x, {dim}), dim), {dim}); }`, called on `log_grad_positive -
-# result` (an argument the caller's statement made, and frees).
-_NESTED_CALLS = {"LogcumsumexpBackward0": ("aten.flip", "aten.logcumsumexp", "aten.flip")}
 # Nodes whose gradient formula (FunctionsManual.cpp) stores in a local variable a tensor it reads
 # once, which the ops cannot tell from a temporary of the statement that reads it: the node -> the
 # reads, each (operator, position of the local among its arguments). An argument its node did not
@@ -88,6 +82,30 @@ _LOCALS_READ_ONCE = {
     "SincBackward0": frozenset({("aten.where", 2)}),
     "RenormBackward0": frozenset({("aten.where", 1)}),
     "LogcumsumexpBackward0": frozenset({("aten.sub", 0), ("aten.sub", 1)}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _CallInAStatement:
+    """How the ops of a function a gradient formula calls inside a statement are found: after
+    the last op making its argument (`argument`, the statement's first op), up to the ops the
+    statement runs on what the function returned (`after`, ending the statement)."""
+
+    argument: str
+    after: tuple[str, ...]
+
+
+# Gradient formulas that call a function (FunctionsManual.cpp's, or a lambda) inside a statement,
+# whose return the ops do not show: the node -> how the function's ops are found. It frees its
+# temporaries and locals as it returns; the statement its argument and what it returned as the
+# statement ends. DistBackward0's `-norm_backward(grad, self - other, p, result)`: norm_backward's
+# quotient and mask freed before the negation, `self - other` held through it.
+# logcumsumexp_backward's `(reverse_logcumsumexp(log_grad_positive - result) + self).exp()`, its
+# lambda `at::flip(at::logcumsumexp(at::flip(x, {dim}), dim), {dim})` freeing its two temporaries
+# before the add.
+_CALLS_IN_A_STATEMENT = {
+    "DistBackward0": _CallInAStatement("aten.sub", ("aten.neg",)),
+    "LogcumsumexpBackward0": _CallInAStatement("aten.sub", ("aten.add", "aten.exp")),
 }
 
 
@@ -232,8 +250,8 @@ class TrainingRecorder(Recorder):
             self.engine.one_statement_ops.add(len(self.ops) - 1)
         if node is not None and node.name() in _LOCALS_READ_ONCE:
             self._note_locals_read_once(_LOCALS_READ_ONCE[node.name()], info.name, args, origin)
-        if node is not None and node.name() in _NESTED_CALLS:
-            self._note_nested_call(_NESTED_CALLS[node.name()], origin)
+        if node is not None and node.name() in _CALLS_IN_A_STATEMENT:
+            self._note_function_call(_CALLS_IN_A_STATEMENT[node.name()], origin)
         if node is not None and node.name() == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
@@ -269,12 +287,23 @@ class TrainingRecorder(Recorder):
                 return op
         return None
 
-    def _note_nested_call(self, called: tuple[str, ...], origin: int) -> None:
-        """Note the ops just recorded as a call of its own (`EngineNotes.nested_calls`) where they
-        are the operators it runs (`called`), in order, all of the node of forward op `origin`."""
-        last = self.ops[-len(called) :]
-        if tuple(op.op for op in last) == called and all(op.origin == origin for op in last):
-            self.engine.nested_calls[len(self.ops) - 1] = len(self.ops) - len(called)
+    def _note_function_call(self, statement: _CallInAStatement, origin: int) -> None:
+        """Where the ops just recorded, all of the node of forward op `origin`, end a statement
+        that calls a function (`_CALLS_IN_A_STATEMENT`: `statement.after`), note the call
+        (`EngineNotes.function_calls`): its ops are the node's after the last op making its
+        argument (`statement.argument`), the statement's first, up to those."""
+        end = len(self.ops) - 1
+        returning = end - len(statement.after)
+        after = self.ops[returning + 1 :]
+        if tuple(op.op for op in after) != statement.after or any(op.origin != origin for op in after):
+            return
+        for index in range(returning, -1, -1):
+            if self.ops[index].origin != origin:
+                return
+            if self.ops[index].op == statement.argument:
+                if index < returning:
+                    self.engine.function_calls.append(FunctionCall(index, index + 1, returning, end))
+                return
 
     def _watch_python_temporaries(self, kept: int, storages: int) -> None:
         """The tensor objects the op just recorded made in a Python backward (those kept from

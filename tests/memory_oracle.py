@@ -42,11 +42,35 @@ def profiled_peaks(model: nn.Module, x: torch.Tensor, training: bool = False) ->
         return allocation_peaks(forward)
 
 
-def profiled_training_peaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """`allocation_peaks` of one training step's forward and backward, the backward from
-    gradients of ones on the floating outputs (as archprof traces it), with every `.grad`
-    None before it (zero_grad's default) and counted among the allocations; after a warm-up
-    step. The caller holds `x` throughout and the outputs until the backward has run."""
+def profiled_training_peak_operator(model: nn.Module, x: torch.Tensor) -> tuple[str, int]:
+    """The operator of a real CPU training step (as `profiled_training_peaks` runs it) at which
+    the allocations that outlive the operator that made them peak, as (its name without the
+    namespace, its count among the step's outermost operators of that name: 1 for the first),
+    from the allocator's events in torch.profiler's event tree."""
+    from archprof.measure.peak_memory import cpu_allocations
+
+    step = _training_step(model, x)
+    step()
+    model.zero_grad(set_to_none=True)
+    allocations = [a for a in cpu_allocations(step) if not a.workspace]
+    model.zero_grad(set_to_none=True)
+    live, peak, at = 0, 0, None
+    for allocation in allocations:
+        live += allocation.size
+        if live > peak:
+            peak, at = live, allocation.operator
+    operators = {}  # the outermost operators, in the order they started
+    for allocation in allocations:
+        if allocation.operator is not None:
+            operators.setdefault(id(allocation.operator), allocation.operator)
+    named_alike = [op for op in sorted(operators.values(), key=lambda op: op.start_time_ns) if op.name == at.name]
+    return at.name.removeprefix("aten::"), 1 + [id(op) for op in named_alike].index(id(at))
+
+
+def _training_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """One training step's forward and backward, the backward from gradients of ones on the
+    floating outputs, in train mode; the caller holds `x` throughout and the outputs until the
+    backward has run."""
     model.train()
 
     def step():
@@ -55,6 +79,15 @@ def profiled_training_peaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int
         torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
         del output, roots
 
+    return step
+
+
+def profiled_training_peaks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """`allocation_peaks` of one training step's forward and backward, the backward from
+    gradients of ones on the floating outputs (as archprof traces it), with every `.grad`
+    None before it (zero_grad's default) and counted among the allocations; after a warm-up
+    step. The caller holds `x` throughout and the outputs until the backward has run."""
+    step = _training_step(model, x)
     step()
     model.zero_grad(set_to_none=True)
     peaks = allocation_peaks(step)

@@ -3,6 +3,7 @@ gradients left in `.grad`, the peak against torch.profiler on a real CPU trainin
 `memory --train` and `--fit --train`."""
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,7 +29,12 @@ from archprof.passes.memory import liveness, training_timeline
 from archprof.trace import trace
 from archprof.units import human_bytes
 from archprof.zoo import MODELS
-from tests.memory_oracle import allocation_peaks, profiled_peaks, profiled_training_peaks
+from tests.memory_oracle import (
+    allocation_peaks,
+    profiled_peaks,
+    profiled_training_peak_operator,
+    profiled_training_peaks,
+)
 from tests.models import (
     Calls,
     Checkpointed,
@@ -626,6 +632,12 @@ PROFILED_STEPS = {
             ("clamp", "its mean as 0-dim bounds", lambda y: y.clamp(y.mean() - 0.1, y.mean() + 0.1)),
         )
     },
+    # norm_backward(p=inf)'s named `self_abs` and `mask`, freed as it returns, before the negation;
+    # `self - other`, which it reads twice, as the statement that passed it ends
+    "the largest difference of a map from its flip": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.dist(y, y.flip(1), math.inf))),
+        (2, 3, 16, 16),
+    ),
 }
 
 
@@ -757,6 +769,37 @@ def test_the_locals_a_formula_reads_once_are_those_its_text_names(name):
     origin = next(index for index, op in enumerate(graph.ops) if op.op == forward_operator)
     formula = [op for op in graph.backward_ops if op.origin == origin]
     assert graph.engine.named_locals == {tensor.storage for op in makers(formula) for tensor in op.outputs}
+
+
+# Steps whose peak op the profiler names alike (its outermost operators are the trace's here).
+PEAK_OPS = [
+    "conv stack",
+    "resnet18",
+    "divided by its sum",
+    "each map's largest magnitude",
+    "a 2-norm along the channels",
+    "the distance of a map to its flip",
+    "the largest difference of a map from its flip",
+    "a running log-sum-exp along the channels",
+]
+
+
+@pytest.mark.parametrize("name", PEAK_OPS)
+def test_the_training_peak_is_at_the_op_the_profiler_peaks_in(name):
+    """The op at which the step's timeline peaks (the one `memory --train` names) is the one in
+    which a real CPU step's allocations peak under torch.profiler: the same operator, as many
+    times run by then. dist's gradient `-norm_backward(grad, self - other, p, result)` frees
+    norm_backward's quotient and mask as the function returns, before the negation: held
+    through it, the negation tied the second gradient's product at the peak and came first
+    (p = inf's `self_abs` and `mask` alike). logcumsumexp's lambda frees its inner flip and
+    running log-sum-exp as it returns: held through the `exp`, that was the peak op."""
+    build, shape = PROFILED_STEPS[name]
+    model = build()
+    x = torch.randn(*shape)
+    timeline = training_timeline(trace(model, [x.shape], training=True))
+    at = timeline.steps[timeline.peak_step].op
+    runs = sum(step.op == at for step in timeline.steps[: timeline.peak_step + 1])
+    assert (at.removeprefix("aten."), runs) == profiled_training_peak_operator(model, x)
 
 
 PYTHON_BACKWARDS = {

@@ -137,9 +137,25 @@ def peak_bytes(device: torch.device, before: int, run: Callable[[], Any]) -> int
 def cpu_allocation_peaks(run: Callable[[], Any]) -> tuple[int, int]:
     """(the highest running sum of the CPU allocator's allocations and frees during `run`,
     the same of those that outlive the outermost aten operator that made them: without
-    workspace), from the profiler's event tree. In a backward pass the operators run inside
-    the autograd engine's calls, which free the gradients they pass on: those are no
-    operator's workspace.
+    workspace), from the profiler's event tree (`cpu_allocations`)."""
+    allocations = cpu_allocations(run)
+    lasting = (allocation.size for allocation in allocations if not allocation.workspace)
+    return _highest_running_sum(allocation.size for allocation in allocations), _highest_running_sum(lasting)
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """One of the CPU allocator's events: an allocation (`size` > 0) or a free (< 0)."""
+
+    size: int
+    operator: Any  # the outermost aten operator it happened in (a profiler event node), or None
+    workspace: bool  # allocated and freed inside that one operator
+
+
+def cpu_allocations(run: Callable[[], Any]) -> list[Allocation]:
+    """The CPU allocator's allocations and frees during `run`, in time order, from the
+    profiler's event tree. In a backward pass the operators run inside the autograd engine's
+    calls, which free the gradients they pass on: those are no operator's workspace.
 
     A free counts only where the recording saw its block allocated. The profiler reports
     the free of an older block too where an earlier recording in the process saw an
@@ -157,25 +173,24 @@ def cpu_allocation_peaks(run: Callable[[], Any]) -> tuple[int, int]:
                 fields = node.extra_fields
                 if fields.device.type == "cpu":
                     events.append((node.start_time_ns, fields.alloc_size, fields.ptr, top))
-            walk(node.children, top if top is not None or not node.name.startswith("aten::") else id(node))
+            walk(node.children, top if top is not None or not node.name.startswith("aten::") else node)
 
     walk(recorded.profiler.kineto_results.experimental_event_tree(), None)
     events.sort(key=lambda event: event[0])
-    made_in: dict[int, tuple[int, int]] = {}
+    made_in: dict[int, tuple[Any, int]] = {}
     workspace: set[int] = set()
-    sizes = []
+    counted = []  # (bytes, operator)
     for _, size, address, top in events:
         if size > 0:
-            made_in[address] = (top, len(sizes))
+            made_in[address] = (top, len(counted))
         elif address in made_in:
             made_top, made = made_in.pop(address)
-            if top is not None and made_top == top:
-                workspace.update((made, len(sizes)))
+            if top is not None and made_top is top:
+                workspace.update((made, len(counted)))
         else:
             continue  # a block allocated before the recording
-        sizes.append(size)
-    lasting = (size for index, size in enumerate(sizes) if index not in workspace)
-    return _highest_running_sum(sizes), _highest_running_sum(lasting)
+        counted.append((size, top))
+    return [Allocation(size, top, index in workspace) for index, (size, top) in enumerate(counted)]
 
 
 def _highest_running_sum(sizes: Iterable[int]) -> int:

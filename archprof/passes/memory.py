@@ -94,7 +94,16 @@ from itertools import pairwise
 
 import torch
 
-from archprof.graph import WRAPPED_NUMBER_BYTES, Graph, OpNode, ParameterInfo, TensorMeta, WrappedFloat, WrappedInt
+from archprof.graph import (
+    WRAPPED_NUMBER_BYTES,
+    FunctionCall,
+    Graph,
+    OpNode,
+    ParameterInfo,
+    TensorMeta,
+    WrappedFloat,
+    WrappedInt,
+)
 from archprof.optimizers import OPTIMIZERS, optimizer_model
 from archprof.passes.layers import LayerGroup, consecutive_runs
 
@@ -237,7 +246,7 @@ def _liveness(
     one_statement: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
     results: set[int] = frozenset(),
-    nested: dict[int, int] | None = None,
+    function_calls: Iterable[FunctionCall] = (),
     reductions: set[int] = frozenset(),
     named_locals: set[int] = frozenset(),
 ) -> Liveness:
@@ -255,9 +264,9 @@ def _liveness(
     a step in `one_statement` belongs to a node that runs all its ops in one C++ statement
     (`EngineNotes.one_statement_ops`), one in `in_place` writes in place and goes on with its
     statement (`EngineNotes.in_place_ops`), and one in `results` makes a gradient its node's
-    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; `nested`
-    maps the last step of a call of its own inside a formula's statement to its first
-    (`EngineNotes.nested_calls`); one in `reductions` is the engine's sum of a gradient to its
+    formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; `function_calls`
+    are the functions a formula calls inside a statement, at positions in `steps`
+    (`EngineNotes.function_calls`); one in `reductions` is the engine's sum of a gradient to its
     input's shape, run after its node's formula (`EngineNotes.reductions`); a storage in
     `named_locals` is a local variable of its node's formula that one op alone reads
     (`EngineNotes.named_locals`: renorm's `grad_norm`, sinc's `out`)."""
@@ -297,11 +306,10 @@ def _liveness(
     made, freed = [0] * count, [0] * count
     named = _named_locals(steps, release, named_locals) if release is not None else set()
     statement_ends = (
-        _statement_ends(steps, release, one_statement, named, in_place, nested, reductions)
-        if release is not None
-        else None
+        _statement_ends(steps, release, one_statement, named, in_place, reductions) if release is not None else None
     )
     call_ends = _call_ends(release, statement_ends, results) if release is not None else None
+    returns = _returns(function_calls)
     start = live = sum(size[s] for s in held_from_start)
     for storage, nbytes in size.items():
         if storage in held_from_start:
@@ -313,7 +321,8 @@ def _liveness(
             steps_run = died.get(storage)
             if steps_run is None:
                 local_ends = call_ends if storage in named else None
-                freed[_freed_after(first[storage], last[storage], release, statement_ends, local_ends)] += nbytes
+                after = _freed_after(first[storage], last[storage], release, statement_ends, local_ends)
+                freed[_by_the_return(first[storage], last[storage], after, returns)] += nbytes
             else:
                 freed[max(last[storage], steps_run - 1)] += nbytes
     for made_at, last_read, nbytes in numbers:
@@ -364,18 +373,13 @@ def _freed_after(
     step `last` is freed: `release[last]`, the end of the autograd node that read it last;
     but a temporary, made and read again inside one node (the product that AddcmulBackward
     sums into a weight's gradient), at the end of the C++ statement that read it last
-    (`_statement_ends`), where C++ drops it (the end of the statement that made it, where a call
-    of its own read it last), unless it is a named local (`_named_locals`,
+    (`_statement_ends`), where C++ drops it, unless it is a named local (`_named_locals`,
     `local_ends` given: `_call_ends`), a local variable of the formula's C++ call, dropped as
     that call returns."""
     if release is None or statement_ends is None:
         return last
     if 0 <= first < last and release[first] == release[last]:
-        if local_ends is not None:
-            return local_ends[last]
-        # The statement that made it: the one that read it last, but where a call of its own did,
-        # inside that statement (a lambda's argument).
-        return max(statement_ends[first], statement_ends[last])
+        return statement_ends[last] if local_ends is None else local_ends[last]
     return release[last]
 
 
@@ -398,13 +402,36 @@ def _call_ends(release: list[int], statement_ends: list[int], results: set[int])
     return ends
 
 
+def _returns(function_calls: Iterable[FunctionCall]) -> dict[int, int]:
+    """Step -> the step after which a storage it makes is freed at the latest, for the steps of
+    `function_calls`' statements: the function's return for a tensor the function made (not
+    what it returns, which goes on to the statement), the statement's end for the statement's."""
+    returns = {}
+    for call in function_calls:
+        returns.update((step, call.statement_end) for step in range(call.statement_start, call.statement_end + 1))
+        returns.update((step, call.returning) for step in range(call.first, call.returning))
+    return returns
+
+
+def _by_the_return(first: int, last: int, after: int, returns: dict[int, int]) -> int:
+    """`after`, or sooner, where a statement that calls a function made the storage (at `first`)
+    and read it last within it (`_returns`): the function frees its temporaries and locals as it
+    returns (norm_backward's quotient and mask, before dist's negation of its result;
+    logcumsumexp's lambda its inner flip and running log-sum-exp, before the add), and the
+    statement its own as it ends (its argument: `self - other`, which norm_backward reads twice,
+    as a named argument)."""
+    latest = returns.get(first)
+    if latest is None or last > latest:
+        return after
+    return min(after, latest)
+
+
 def _statement_ends(
     steps: list[OpNode],
     release: list[int],
     one_statement: set[int] = frozenset(),
     named: set[int] = frozenset(),
     in_place: set[int] = frozenset(),
-    nested: dict[int, int] | None = None,
     reductions: set[int] = frozenset(),
 ) -> list[int]:
     """For each step, the last step of the C++ statement it belongs to, as far as the ops show
@@ -426,22 +453,15 @@ def _statement_ends(
     the batch), and it ends its own. A step making a storage
     in `named` (a local variable of the formula) ends its statement too: `mask =
     self_abs.eq(norm).logical_or(self_abs.isnan())` frees its two masks once `mask` is made,
-    though later statements read it. The ops of a call of its own inside a statement (`nested`:
-    its last step -> its first) are one step of that statement, and end with their call's return
-    statement: logcumsumexp's `reverse_logcumsumexp(log_grad_positive - result)` frees its two
-    temporaries as the lambda returns; the argument it made, the caller's, is freed at the end of
-    the caller's statement (`_freed_after`)."""
-    nested = nested or {}
+    though later statements read it."""
     ends = list(range(len(steps)))
     returned = _returning_statements(steps, release, one_statement, named)
     in_place = in_place | _writes_into_temporaries(steps, release, named)
     root, read_in_run = -1, set()
-    index = len(steps) - 1
-    while index >= 0:
+    for index in range(len(steps) - 1, -1, -1):
         op = steps[index]
         if index in returned or index in reductions:
             ends[index], root, read_in_run = returned.get(index, index), -1, set()
-            index -= 1
             continue
         joins = (
             root >= 0
@@ -453,10 +473,8 @@ def _statement_ends(
         )
         if not joins:
             root, read_in_run = index, set()
-        start = nested.get(index, index)  # a call's ops, one step of the statement that called it
-        ends[start : index + 1] = [root] if start == index else [index] * (index + 1 - start)
-        read_in_run.update(tensor.storage for step in steps[start : index + 1] for tensor in step.inputs)
-        index = start - 1
+        ends[index] = root
+        read_in_run.update(tensor.storage for tensor in op.inputs)
     return ends
 
 
@@ -564,7 +582,10 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       of its own: `EngineNotes.reductions`); but one two later ops of the node read, a local
       variable of its formula, when the formula's C++ call returns (`_named_locals`,
       `_call_ends`), as one the formula names though one op alone reads it
-      (`EngineNotes.named_locals`: sinc's `out`, renorm's `grad_norm`);
+      (`EngineNotes.named_locals`: sinc's `out`, renorm's `grad_norm`); and one a function the
+      formula calls inside a statement made, when that function returns
+      (`EngineNotes.function_calls`: dist's norm_backward, before the negation of its result;
+      logcumsumexp's lambda), its argument at the statement's end (`_returns`);
     - a result of a node's op that nothing reads (a gradient of an input that wants none, made
       with the others at once: oneDNN LSTM's initial states') as soon as the op returns
       (`_dropped_at_once`), before the engine casts the node's other gradients to their
@@ -649,7 +670,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
         _formula_results(steps, release, graph.engine.formula_results, reductions),
-        {forward + end: forward + start for end, start in graph.engine.nested_calls.items()},
+        [_shifted(call, forward) for call in graph.engine.function_calls],
         reductions,
         graph.engine.named_locals,
     )
@@ -684,6 +705,13 @@ def _formula_results(steps: list[OpNode], release: list[int], returned: set[int]
             index = source(index)
         results.add(index)
     return results
+
+
+def _shifted(call: FunctionCall, steps: int) -> FunctionCall:
+    """`call`, its indices `steps` later (a backward op's index among the forward's and the backward's)."""
+    return FunctionCall(
+        call.statement_start + steps, call.first + steps, call.returning + steps, call.statement_end + steps
+    )
 
 
 def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> set[int]:
