@@ -208,6 +208,26 @@ def test_torchscript_file_counts_as_the_python_model(tmp_path, tiny):
     assert "relu" in {op for layer, ops in table(report, "layer", "operators") if layer == "" for op in ops}
 
 
+def test_a_frozen_torchscript_file_is_refused_in_one_line(tmp_path, tiny):
+    """torch.jit.freeze folds the weights into the code as constants: the module has no
+    parameters left (torch's own count), so its report would say 0 and pass any budget."""
+    frozen = torch.jit.freeze(torch.jit.script(tiny.TinyNet().eval()))
+    assert sum(p.numel() for p in frozen.parameters()) == 0
+    path = tmp_path / "frozen.pt"
+    torch.jit.save(frozen, str(path))
+    result = cli("summary", str(path), "--input", "3x8x8")
+    assert result.exit_code == 2 and "frozen TorchScript module" in one_error_line(result)
+
+
+@pytest.mark.parametrize("freeze", [torch.jit.freeze, torch.jit.optimize_for_inference])
+def test_a_frozen_torchscript_module_given_is_refused(tiny, freeze):
+    frozen = freeze(torch.jit.script(tiny.TinyNet().eval()))
+    assert sum(p.numel() for p in frozen.parameters()) == 0
+    for given in (frozen, lambda: frozen):  # a module, and a factory that returns one
+        with pytest.raises(ArchprofError, match="frozen TorchScript module"):
+            archprof.analyze(given, input_size=(3, 8, 8))
+
+
 def test_torchscript_of_a_sequential_gives_the_python_rows(tmp_path, tiny):
     model = tiny.small_cnn().eval()
     path = tmp_path / "cnn.pt"

@@ -98,6 +98,19 @@ def refuse_extras(spec: Any, name: str, args: Mapping[str, Any], weights: Any, w
         raise ArchprofError(f"--weights applies to a built-in model or a factory; {what} ('{name}') has its own")
 
 
+def refuse_frozen(module: torch.nn.Module, name: str) -> None:
+    """Refuse a frozen TorchScript module: torch.jit.freeze (and optimize_for_inference) folds
+    its weights into its code as constants and drops its submodules and `training` flag, so
+    nothing is left to count as a parameter or to attribute to a layer (a budget check would
+    pass on 0 parameters)."""
+    if isinstance(module, torch.jit.ScriptModule) and not module._c.hasattr("training"):
+        raise ArchprofError(
+            f"cannot analyse {name}: it is a frozen TorchScript module (torch.jit.freeze), its weights folded"
+            " into its code as constants, with no parameters or layers left to count; give the module saved"
+            " before freezing (torch.jit.script(model).save(...))"
+        )
+
+
 def unreadable(spec: str, exc: BaseException) -> ArchprofError:
     return ArchprofError(f"cannot read {spec}: corrupted or truncated? ({_load_failure(exc)})")
 

@@ -18,6 +18,7 @@ from archprof.load.common import (
     needs_code,
     quiet,
     refuse_extras,
+    refuse_frozen,
     resolve_path,
     shorten,
     unreadable,
@@ -118,6 +119,7 @@ def _load_torchscript(archive: bytes, path: Path, spec: str) -> LoadedModel:
                 module = torch.jit.load(io.BytesIO(archive), map_location="cpu")
         except Exception as exc:
             raise unreadable(spec, exc) from None
+    refuse_frozen(module, spec)
 
     def build(device: torch.device) -> torch.nn.Module:
         return torch.jit.load(io.BytesIO(archive), map_location=device)

@@ -47,6 +47,7 @@ from archprof.load.common import (
     lookup_path,
     printable_errors,
     refuse_extras,
+    refuse_frozen,
     resolve_path,
 )
 from archprof.load.files import load_file
@@ -83,6 +84,7 @@ def load_model(
     if isinstance(spec, torch.nn.Module):
         refuse_extras(spec, type(spec).__name__, args, weights, "a module you pass")
         module = _unwrapped(spec)
+        refuse_frozen(module, f"the {type(module).__name__} you pass")
         return LoadedModel(module, type(module).__name__, None, kind="module")
     if isinstance(spec, str):
         loaded = _load_spec(spec.strip(), args, trust_pickle, base)
@@ -478,4 +480,5 @@ def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], ki
     if not isinstance(module, torch.nn.Module):
         raise ArchprofError(f"model factory '{name}' returned {type(module).__name__}, not a torch.nn.Module")
     module = _unwrapped(module)
+    refuse_frozen(module, f"what the model factory '{name}' returned")
     return LoadedModel(module, name, None, kind=kind, owned=True, build=_builder(fn, args, name))
