@@ -223,12 +223,11 @@ class TrainingRecorder(Recorder):
             return
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
+        node_name = node.name() if node is not None else ""  # read once: torch builds the string each call
         phase, origin = self._backward_origin(node)
         module = self._forward_ops[origin].module if origin >= 0 else None
-        in_place_on_a_cpu = (
-            node is not None
-            and info.name in _IN_PLACE_ON_A_CPU.get(node.name(), ())
-            and self._made_by_the_node(tensors, origin)
+        in_place_on_a_cpu = info.name in _IN_PLACE_ON_A_CPU.get(node_name, ()) and self._made_by_the_node(
+            tensors, origin
         )
         if in_place_on_a_cpu or (info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors)):
             info = replace(info, writes_input=True)  # as the real step runs it
@@ -246,13 +245,13 @@ class TrainingRecorder(Recorder):
             self.engine.python_ops.add(len(self.ops) - 1)
         if info.name == "aten.sum" and node is not None and _reduces_to_an_input(node, args, kwargs or {}):
             self.engine.reductions.add(len(self.ops) - 1)  # the engine's, after the formula
-        elif node is not None and node.name() in _ONE_STATEMENT_NODES:
+        elif node_name in _ONE_STATEMENT_NODES:
             self.engine.one_statement_ops.add(len(self.ops) - 1)
-        if node is not None and node.name() in _LOCALS_READ_ONCE:
-            self._note_locals_read_once(_LOCALS_READ_ONCE[node.name()], info.name, args, origin)
-        if node is not None and node.name() in _CALLS_IN_A_STATEMENT:
-            self._note_function_call(_CALLS_IN_A_STATEMENT[node.name()], origin)
-        if node is not None and node.name() == _ACCUMULATE_GRAD:
+        if node_name in _LOCALS_READ_ONCE:
+            self._note_locals_read_once(_LOCALS_READ_ONCE[node_name], info.name, args, origin)
+        if node_name in _CALLS_IN_A_STATEMENT:
+            self._note_function_call(_CALLS_IN_A_STATEMENT[node_name], origin)
+        if node_name == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
             if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
