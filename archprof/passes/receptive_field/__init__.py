@@ -51,7 +51,7 @@ from fractions import Fraction
 from archprof.errors import ArchprofError
 from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
-from archprof.passes.receptive_field import windows  # noqa: F401 (its rules register on import)
+from archprof.passes.receptive_field import layout, windows  # noqa: F401 (their rules register on import)
 from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Interval, deep_maps, hull
 from archprof.passes.receptive_field.rules import rule_for
 from archprof.passes.receptive_field.walk import FLAT, WHOLE, Extent, Field, State, Undefined, Walk

@@ -119,7 +119,7 @@ class Block(Uneven):
     """One of the two dimensions a reshape split concatenated paths (`Parts`) into: the
     blocks (`outer`: `count` of them, each `size` indices) or the index inside a block. A
     reshape that merges the two back, the inner one first (a channel shuffle: a view, a
-    transpose, a view), finds the path each index reads (`rules._shuffled`); any other op
+    transpose, a view), finds the path each index reads (`layout._shuffled`); any other op
     reads them as the union of the paths."""
 
     __slots__ = ("count", "outer", "parts", "size")
@@ -566,8 +566,8 @@ def _first(unit: int) -> tuple[tuple[int, int]]:
     return ((0, 0),)
 
 
-# A rule: an op's output state(s) from its inputs' (archprof.passes.receptive_field.rules).
+# A rule: an op's output state(s) from its inputs' (rules.py, layout.py and windows.py).
 Rule = Callable[[Walk, OpNode], State | list[State]]
-# The rules whose outputs keep the `Parts` of their inputs (rules.py and windows.py add
+# The rules whose outputs keep the `Parts` of their inputs (rules.py, layout.py and windows.py add
 # them): every other rule's are read as the union of their paths.
 KNOW_PARTS: set[Rule] = set()

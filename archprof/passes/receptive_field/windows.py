@@ -13,6 +13,7 @@ import torch
 
 from archprof.graph import OpNode
 from archprof.operators.costs import float32_rounded
+from archprof.passes.receptive_field.layout import paths_side_by_side
 from archprof.passes.receptive_field.maps import AxisMap, Interval
 from archprof.passes.receptive_field.rules import (
     argument,
@@ -20,7 +21,6 @@ from archprof.passes.receptive_field.rules import (
     dims_of,
     last_dims,
     operator_rule,
-    paths_side_by_side,
     per_dimension,
 )
 from archprof.passes.receptive_field.walk import KNOW_PARTS, UNEVEN, WHOLE, Field, Parts, State, Walk

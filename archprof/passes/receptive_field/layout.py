@@ -1,0 +1,746 @@
+"""The receptive-field rules of the layout operators, which move units without mixing
+them: permutes and reshapes (dimensions merged into one, split back, split into windows),
+squeezes, expansions and tiling; slices, splits and picked positions; concatenation and
+stacking (paths side by side); padding, rolling, flipping, a pixel shuffle and complex
+numbers seen as real pairs. Registered in rules.py's tables (`rules.operator_rule`) when the
+package imports this module."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+
+from archprof.graph import OpNode, TensorMeta
+from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
+from archprof.passes.receptive_field.rules import argument, dims_of, last_dims, operator_rule, per_dimension
+from archprof.passes.receptive_field.walk import (
+    FLAT,
+    KNOW_PARTS,
+    UNEVEN,
+    Block,
+    Dim,
+    Field,
+    Merged,
+    Parts,
+    Rule,
+    State,
+    Tokens,
+    Uneven,
+    Walk,
+    Within,
+    along_no_axis,
+    entry_maps,
+    plain,
+)
+
+# -- layout: moving, merging and splitting dimensions --------------------------------------
+
+
+def _permutation(op: OpNode, ndim: int) -> list[int]:
+    """Output axis i takes input axis perm[i]."""
+    name = op.op.removeprefix("aten.").rstrip("_")
+    perm = list(range(ndim))
+    if name == "permute":
+        perm = [d % ndim for d in op.args[1]]
+    elif name == "transpose":
+        a, b = op.args[1] % ndim, op.args[2] % ndim
+        perm[a], perm[b] = perm[b], perm[a]
+    elif name == "t":
+        perm.reverse()
+    return perm
+
+
+@operator_rule("permute", "transpose", "t")
+def _permute(walk: Walk, op: OpNode) -> State:
+    """Channels-last and back: each dimension keeps its map, in its new place."""
+    x = op.args[0]
+    state = walk.state(x)
+    if not isinstance(state, Field):
+        return state
+    return state.with_dims([state.dims[axis] for axis in _permutation(op, len(x.shape))])
+
+
+def _groups(shape_in: Sequence[int], shape_out: Sequence[int]) -> list[tuple[list[int], list[int]]] | None:
+    """A row-major reshape as groups (input dims, output dims) of equal products; each size-1
+    dimension joins the group of the next larger one (or the last group). None if the sizes
+    do not line up."""
+    ins = [i for i, n in enumerate(shape_in) if n != 1]
+    outs = [j for j, n in enumerate(shape_out) if n != 1]
+    groups: list[tuple[list[int], list[int]]] = []
+    a = b = 0
+    while a < len(ins) or b < len(outs):
+        if a >= len(ins) or b >= len(outs):
+            return None
+        group = ([ins[a]], [outs[b]])
+        size_in, size_out = shape_in[ins[a]], shape_out[outs[b]]
+        a, b = a + 1, b + 1
+        while size_in != size_out:
+            if size_in < size_out and a < len(ins):
+                size_in *= shape_in[ins[a]]
+                group[0].append(ins[a])
+                a += 1
+            elif size_out < size_in and b < len(outs):
+                size_out *= shape_out[outs[b]]
+                group[1].append(outs[b])
+                b += 1
+            else:
+                return None
+        groups.append(group)
+    if not groups:
+        return [(list(range(len(shape_in))), list(range(len(shape_out))))]
+    for side, shape in ((0, shape_in), (1, shape_out)):
+        for d in (d for d, n in enumerate(shape) if n == 1):
+            target = next((g for g in groups if g[side][0] > d), groups[-1])
+            target[side].append(d)
+            target[side].sort()
+    return groups
+
+
+def _flattened(entries: Sequence[tuple[Dim, int]]) -> tuple[tuple[Dim, int], ...]:
+    parts: list[tuple[Dim, int]] = []
+    for entry, size in entries:
+        parts.extend(entry.parts if isinstance(entry, Merged) else [(entry, size)])
+    return tuple(parts)
+
+
+@operator_rule("view", "_unsafe_view", "_reshape_alias")
+def _reshape(walk: Walk, op: OpNode) -> State:
+    """Row-major reshapes: dimensions kept keep their maps; dimensions merged into one become
+    a flattened dimension (`Merged`), which a later reshape may split back exactly; a spatial
+    dimension split in two (into windows) becomes blocks and positions in them (`Within`),
+    which merge back into it."""
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if not isinstance(state, Field) or tuple(x.shape) == tuple(out):
+        return state
+    groups = _groups(x.shape, out)
+    if groups is None:
+        return walk.undefined(op, "its sizes were not understood")
+    dims: list[Dim] = [None] * len(out)
+    loose = list(state.loose)
+    # Parts that no longer stand for their indices are the union of their paths.
+    held = [UNEVEN if isinstance(e, Parts) and not e.holds(state, d) else e for d, e in enumerate(state.dims)]
+    for ins, outs in groups:
+        parts = _flattened([(held[i], x.shape[i]) for i in ins])
+        loose += [m for entry, n in parts if n == 1 for m in entry_maps(entry)]  # its unit 0
+        entries = _regrouped([(e, n) for e, n in parts if n != 1], [out[j] for j in outs])
+        if isinstance(entries, str):
+            return walk.undefined(op, entries)
+        for j, entry in zip(outs, entries, strict=True):
+            dims[j] = entry
+    field = Field(tuple(dims), state.whole, tuple(loose))
+    for j, entry in enumerate(dims):
+        if isinstance(entry, _Rejoined):
+            field = _shuffled(walk, op, field, j, entry, out)
+    return field
+
+
+class _Rejoined(Uneven):
+    """The blocks of a `Block` merged back into one dimension, the index inside a block
+    first: index k count + i reads index i size + k of the paths (`_shuffled` places it)."""
+
+    __slots__ = ("block",)
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+
+
+def _shuffled(walk: Walk, op: OpNode, field: Field, axis: int, rejoined: _Rejoined, out: tuple[int, ...]) -> State:
+    """A channel shuffle's output: each index reads what its index in the paths read (runs
+    of indices of one path side by side), where the rest of the field is still the one the
+    paths made; else the union of the paths."""
+    parts, count, size = rejoined.block.parts, rejoined.block.count, rejoined.block.size
+    rest = field.dims[:axis] + field.dims[axis + 1 :]
+    intact = (
+        axis == parts.axis
+        and (field.whole, field.loose) == (parts.whole, parts.loose)
+        and len(rest) == len(parts.others)
+        and all(a is b for a, b in zip(rest, parts.others, strict=True))
+    )
+    if not intact:
+        return field.with_dims((*field.dims[:axis], UNEVEN, *field.dims[axis + 1 :]))
+    read = _index_states(walk, op, parts)
+    states: list[State] = []
+    counts: list[int] = []
+    for index in range(count * size):
+        piece = read[(index % count) * size + index // count]
+        if states and piece is states[-1]:  # the same path's as the index before: one run
+            counts[-1] += 1
+        else:
+            states.append(piece)
+            counts.append(1)
+    return paths_side_by_side(walk, op, states, counts, axis, out)
+
+
+def _index_states(walk: Walk, op: OpNode, parts: Parts) -> list[State]:
+    """What each index of concatenated paths reads: its path's state, or, where that path is
+    made of paths itself, theirs (one list, not a cut per index: a shuffle of n channels
+    would cost n times n)."""
+    read: list[State] = []
+    for size, state in zip(parts.sizes, parts.states, strict=True):
+        entry = state.dims[parts.axis] if isinstance(state, Field) else None
+        if isinstance(entry, Parts) and entry.holds(state, parts.axis):
+            read += _index_states(walk, op, entry)
+        else:
+            read += [walk.bounded(op, state) if isinstance(entry, Uneven) and size > 1 else state] * size
+    return read
+
+
+def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | str:
+    """The entries of output dimensions of `sizes` from the row-major `parts` (no size 1
+    among them); a str says why they cannot be placed."""
+    entries: list[Dim] = [None] * len(sizes)
+    targets = [k for k, n in enumerate(sizes) if n != 1]
+    p = t = 0
+    while t < len(targets):
+        if p >= len(parts):
+            return "its sizes were not understood"
+        size = sizes[targets[t]]
+        if parts[p][1] <= size:  # parts merged into one output dimension
+            run, product = [], 1
+            while product < size and p < len(parts):
+                run.append(parts[p])
+                product *= parts[p][1]
+                p += 1
+            if product != size:
+                return "it regroups dimensions across their borders"
+            joined = _joined(run)
+            if isinstance(joined, str):
+                return joined
+            entries[targets[t]] = joined
+            t += 1
+            continue
+        split, product = [], 1  # one part split over several output dimensions
+        while product < parts[p][1] and t < len(targets):
+            split.append(targets[t])
+            product *= sizes[targets[t]]
+            t += 1
+        if product != parts[p][1]:
+            return "it regroups dimensions across their borders"
+        pieces = _blocks(parts[p][0], [sizes[k] for k in split])
+        if isinstance(pieces, str):
+            return pieces
+        for k, entry in zip(split, pieces, strict=True):
+            entries[k] = entry
+        p += 1
+    return entries
+
+
+def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
+    """One output dimension made of the row-major dimensions `run` (a str: why it cannot be
+    followed)."""
+    if len(run) == 1:
+        return run[0][0]
+    blocks = [entry for entry, _ in run if isinstance(entry, Block)]
+    if len(blocks) == 2 and len(run) == 2 and blocks[0].parts is blocks[1].parts:
+        outer, inner = blocks if blocks[0].outer else blocks[::-1]
+        in_order = blocks[0] is outer
+        expected = (outer.count, outer.size) if in_order else (outer.size, outer.count)
+        if outer.outer and not inner.outer and (run[0][1], run[1][1]) == expected:
+            # merged back in their order: the paths as they were; the other way round: shuffled
+            return outer.parts if in_order else _Rejoined(outer)
+    spatial = [(k, entry) for k, (entry, _) in enumerate(run) if not along_no_axis(entry)]
+    if not spatial:
+        return UNEVEN if any(isinstance(entry, Uneven) for entry, _ in run) else None
+    if len(run) == 2 and isinstance(run[1][0], Within) and run[1][0].outer is run[0][0]:
+        return run[1][0].whole  # blocks and positions in them: the dimension they were split from
+    if len(spatial) == 1 and spatial[0][0] == 0 and isinstance(spatial[0][1], AxisMap):
+        # A spatial dimension first, the others inside it: unit u reads unit u // inner, as
+        # long as every index inside reads alike. Spatial later (channels, then rows) stays
+        # flattened, which a reshape splits back.
+        if any(isinstance(entry, Uneven) for entry, _ in run):
+            return (
+                "it folds indices that read different fields (paths stacked or concatenated, a pixel unshuffle's "
+                "positions) into a spatial dimension"
+            )
+        parent = spatial[0][1]
+        inner, size = math.prod(n for _, n in run[1:]), math.prod(n for _, n in run)
+        return parent.derive(size, lambda u: ((u // inner,) * 2,), Fraction(1, inner))
+    return Merged(tuple(run))
+
+
+def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
+    if isinstance(entry, Parts) and len(sizes) == 2:  # concatenated paths in blocks (a channel shuffle's first view)
+        return [Block(entry, True, *sizes), Block(entry, False, *sizes)]
+    if along_no_axis(entry):
+        return [None if entry is None else UNEVEN] * len(sizes)  # each part of an uneven dimension may be uneven
+    if not isinstance(entry, AxisMap) or len(sizes) != 2:
+        return "it splits a spatial dimension into more than blocks and positions"
+    blocks, size = sizes
+    outer = entry.derive(blocks, lambda q: ((q * size, q * size + size - 1),), size, period=1)
+    return [outer, Within(entry, outer, size)]
+
+
+@operator_rule("squeeze", "unsqueeze")
+def _squeeze(walk: Walk, op: OpNode) -> State:
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if not isinstance(state, Field):
+        return state
+    ndim = len(x.shape)
+    if op.op.removeprefix("aten.").startswith("unsqueeze"):
+        at = op.args[1] % (ndim + 1)
+        return state.with_dims([*state.dims[:at], None, *state.dims[at:]])
+    dims = argument(op, 1, "dim", None)
+    chosen = range(ndim) if dims is None else [dims] if isinstance(dims, int) else dims
+    gone = {d % ndim for d in chosen if x.shape[d % ndim] == 1}
+    if len(out) != ndim - len(gone):
+        return walk.undefined(op, "its output's dimensions were not understood")
+    loose = tuple(m for d in sorted(gone) for m in entry_maps(state.dims[d]))
+    return Field(tuple(e for d, e in enumerate(state.dims) if d not in gone), state.whole, state.loose + loose)
+
+
+@operator_rule("expand")
+def _expand_rule(walk: Walk, op: OpNode) -> State:
+    x = op.args[0]
+    return walk.merge(op, [(walk.state(x), x.shape)], op.outputs[0].shape)
+
+
+@operator_rule("repeat")
+def _repeat(walk: Walk, op: OpNode) -> State:
+    """Tiles: unit u of a repeated spatial dimension reads unit u mod n."""
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if not isinstance(state, Field):
+        return state
+    lead = len(out) - len(x.shape)
+    placed = Field((None,) * lead + state.dims, state.whole, state.loose)
+
+    def tiled(i: int, parent: AxisMap) -> AxisMap:
+        n = parent.size
+        return parent.derive(out[i], lambda u: ((u % n, u % n),), None, monotone=False, why="tiled by repeat")
+
+    axes = [lead + d for d in range(len(x.shape)) if out[lead + d] != x.shape[d]]
+    return walk.along(op, placed, axes, lambda i, parent: tiled(axes[i], parent), "repeat")
+
+
+def _shifted(parent: AxisMap, size: int, offset: int, step: int = 1) -> AxisMap:
+    """Unit u reads unit offset + u * step (a slice, a zero padding with offset -left)."""
+    if offset == 0 and step == 1 and size == parent.size:
+        return parent
+    return parent.derive(size, lambda u: ((offset + u * step,) * 2,), step, period=1)
+
+
+def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int], step: int) -> list[State]:
+    """Outputs that start `offsets[i]` units along `axis` into x (slice, split)."""
+    state = walk.state(x)
+    sizes = [out.shape[axis] for out in op.outputs]
+    results: list[State] = []
+    for offset, size, output in zip(offsets, sizes, op.outputs, strict=True):
+        entry = state.dims[axis] if isinstance(state, Field) else None
+        if isinstance(entry, Uneven):  # channels of concatenated paths: the paths they are in (else a bound)
+            results.append(_cut(walk, op, state, axis, output.shape, offset, step, x.shape[axis]))
+            continue
+        placed, kept = entry.cut(offset, size, step) if isinstance(entry, Tokens) else (False, None)
+        if placed:  # the patch tokens, or the class token, set aside
+            results.append(state.with_dims((*state.dims[:axis], kept, *state.dims[axis + 1 :])))
+            continue
+        if isinstance(entry, (*FLAT, Within)) and size != x.shape[axis]:
+            results.append(walk.undefined(op, "it cuts a flattened or split dimension"))
+            continue
+        results.append(
+            walk.along(op, state, [axis], lambda i, parent, o=offset, n=size: _shifted(parent, n, o, step), "a slice")
+        )
+    return results
+
+
+@operator_rule("slice")
+def _slice(walk: Walk, op: OpNode) -> list[State]:
+    x = op.args[0]
+    ndim = len(x.shape)
+    axis = argument(op, 1, "dim", 0) % ndim
+    size = x.shape[axis]
+    start = argument(op, 2, "start", None)
+    start = 0 if start is None else start
+    start = min(max(start + size if start < 0 else start, 0), size)
+    return _offsets(walk, op, x, axis, [start], argument(op, 4, "step", 1))
+
+
+@operator_rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes")
+def _split(walk: Walk, op: OpNode) -> list[State]:
+    x = op.args[0]
+    axis = argument(op, 2, "dim", 0) % len(x.shape)
+    offsets, position = [], 0
+    for out in op.outputs:
+        offsets.append(position)
+        position += out.shape[axis]
+    return _offsets(walk, op, x, axis, offsets, 1)
+
+
+def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> State:
+    """One position along `axis`: a spatial dimension keeps that unit's field, loose."""
+    if not isinstance(state, Field):
+        return state
+    entry = state.dims[axis]
+    if isinstance(entry, (*FLAT, Within)):
+        return walk.undefined(op, "it picks positions of a flattened or split dimension")
+    if isinstance(entry, Parts) and entry.holds(state, axis):  # the path the index is in
+        for size, part in zip(entry.sizes, entry.states, strict=True):
+            if index < size:
+                return _picked(walk, op, part, axis, index)
+            index -= size
+    dims = state.dims[:axis] + state.dims[axis + 1 :]
+    if isinstance(entry, Uneven):
+        return walk.bounded(op, state.with_dims(dims))
+    if along_no_axis(entry):
+        return state.with_dims(dims)
+    return Field(dims, state.whole, (*state.loose, _shifted(entry, 1, index)))
+
+
+@operator_rule("select")
+def _select(walk: Walk, op: OpNode) -> State:
+    x = op.args[0]
+    axis = argument(op, 1, "dim", 0) % len(x.shape)
+    index = argument(op, 2, "index", 0)
+    return _picked(walk, op, walk.state(x), axis, index % x.shape[axis])
+
+
+@operator_rule("unbind")
+def _unbind(walk: Walk, op: OpNode) -> list[State]:
+    x = op.args[0]
+    axis = argument(op, 1, "dim", 0) % len(x.shape)
+    return [_picked(walk, op, walk.state(x), axis, i) for i in range(len(op.outputs))]
+
+
+@operator_rule("diag_embed")
+def _diag_embed(walk: Walk, op: OpNode) -> State:
+    """The last axis laid along a diagonal of two new trailing axes: defined where that axis
+    runs along no input axis (the others keep their units)."""
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if not isinstance(state, Field):
+        return state
+    ndim = len(out)
+    if {argument(op, 2, "dim1", -2) % ndim, argument(op, 3, "dim2", -1) % ndim} != {ndim - 2, ndim - 1}:
+        return walk.undefined(op, "it places its diagonal on other dimensions than the last two")
+    if state.dims and not along_no_axis(state.dims[-1]):
+        return walk.undefined(op, "it spreads a spatial dimension over a diagonal")
+    return state.with_dims([*state.dims[:-1], None, None])
+
+
+def paths_side_by_side(
+    walk: Walk, op: OpNode, states: list[State], sizes: list[int], axis: int, out: tuple[int, ...]
+) -> State:
+    """Paths placed side by side, `sizes` indices each, along dimension `axis` of an output
+    of shape `out`, which runs along no input axis (channels): each unit reads the union of
+    the paths; the indices along `axis` read alike only where the paths do, else each its
+    own path's (`Parts`)."""
+    # Each path once (a channel shuffle's runs of one channel repeat a few paths hundreds of
+    # times); along `axis` no input axis runs, so its size there does not matter.
+    distinct = list({id(s): s for s in states}.values())
+    one = (*out[:axis], 1, *out[axis + 1 :])
+    items = [
+        (s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s, one) for s in distinct
+    ]
+    merged = walk.merge(op, items, out)
+    alike = all(not isinstance(s, Field) or s.dims[axis] is None for s in distinct) and all(
+        s == distinct[0] for s in distinct
+    )
+    if alike or not isinstance(merged, Field):
+        return merged
+    parts = Parts(tuple(sizes), tuple(states), axis, merged)
+    return merged.with_dims((*merged.dims[:axis], parts, *merged.dims[axis + 1 :]))
+
+
+def _cut_parts(walk: Walk, op: OpNode, parts: Parts, out: tuple[int, ...], offset: int, step: int) -> State:
+    """Indices offset, offset + step, ... (`out[parts.axis]` of them) of concatenated parts:
+    what the parts they are in read, side by side."""
+    axis, count = parts.axis, out[parts.axis]
+    end = offset + (count - 1) * step  # the last index taken
+    pieces, sizes, begin = [], [], 0
+    for size, state in zip(parts.sizes, parts.states, strict=True):
+        if begin > end:
+            break
+        if step == 1 and offset <= begin and begin + size - 1 <= end:  # all of it: a shuffle's parts, a channel each
+            pieces.append(state)
+            sizes.append(size)
+        else:
+            first = max(0, -(-(begin - offset) // step))  # the first index taken at or past `begin`
+            last = min(count - 1, (begin + size - 1 - offset) // step)
+            if first <= last:
+                shape = (*out[:axis], last - first + 1, *out[axis + 1 :])
+                pieces.append(_cut(walk, op, state, axis, shape, offset + first * step - begin, step, size))
+                sizes.append(last - first + 1)
+        begin += size
+    if len(pieces) == 1:
+        return pieces[0]
+    return paths_side_by_side(walk, op, pieces, sizes, axis, out)
+
+
+def _cut(
+    walk: Walk, op: OpNode, state: State, axis: int, out: tuple[int, ...], offset: int, step: int, size: int
+) -> State:
+    """Indices offset, offset + step, ... (`out[axis]` of them) of a dimension of `size`
+    along `axis`, which runs along no input axis: the parts within it where it has them;
+    else what it reads, an upper bound where its indices read different fields."""
+    if offset == 0 and step == 1 and out[axis] == size:
+        return state  # all of it
+    entry = state.dims[axis] if isinstance(state, Field) else None
+    if isinstance(entry, Parts) and entry.holds(state, axis):
+        return _cut_parts(walk, op, entry, out, offset, step)
+    return walk.bounded(op, state) if isinstance(entry, Uneven) else state
+
+
+@operator_rule("cat")
+def _cat(walk: Walk, op: OpNode) -> State:
+    """Along channels: the union of the paths. Along a spatial dimension: unit u reads the
+    input it was copied from."""
+    tensors = [t for t in op.args[0] if isinstance(t, TensorMeta) and t.shape != (0,)]
+    out = op.outputs[0].shape
+    axis = argument(op, 1, "dim", 0) % len(out)
+    states = [walk.state(t) for t in tensors]
+    entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
+    if all(along_no_axis(e) for e in entries):
+        return paths_side_by_side(walk, op, states, [t.shape[axis] for t in tensors], axis, out)
+    flat = [e for e in entries if isinstance(e, FLAT)]
+    tokens = len(flat) == 1 and all(e is None or e is flat[0] for e in entries)  # a class token and patches
+    if not tokens and (
+        flat
+        or any(isinstance(e, (Within, Uneven)) for e in entries)
+        or len({e.axis for e in entries if e is not None}) > 1
+    ):
+        return walk.undefined(op, "it concatenates flattened or different spatial dimensions")
+    items = [(s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s) for s in states]
+    merged = walk.merge(
+        op, [(s, (*t.shape[:axis], 1, *t.shape[axis + 1 :])) for s, t in zip(items, tensors, strict=False)], out
+    )
+    if not isinstance(merged, Field):
+        return merged
+    if tokens:
+        at = entries.index(flat[0])
+        first = sum(t.shape[axis] for t in tensors[:at])
+        if isinstance(flat[0], Tokens):  # more tokens before a class token and patches
+            first, flat[0] = first + flat[0].first, flat[0].positions
+        return merged.with_dims((*merged.dims[:axis], Tokens(flat[0], first), *merged.dims[axis + 1 :]))
+    pieces, start = [], 0
+    for entry, tensor in zip(entries, tensors, strict=True):
+        pieces.append((entry, start, tensor.shape[axis]))
+        start += tensor.shape[axis]
+    links = []
+    for entry, begin, size in pieces:
+        if entry is None:
+            continue
+
+        def reads(u: int, begin=begin, size=size, first=begin == 0, last=begin + size == out[axis]) -> list[Interval]:
+            inside = begin <= u < begin + size or (first and u < begin) or (last and u >= begin + size)
+            return [(u - begin, u - begin)] if inside else []
+
+        links.append(Link(entry, reads, None, monotone=False, why="concatenated along a spatial dimension"))
+    dims = list(merged.dims)
+    dims[axis] = AxisMap(next(e.axis for e in entries if e is not None), out[axis], tuple(links))
+    return merged.with_dims(dims)
+
+
+@operator_rule("stack")
+def _stack(walk: Walk, op: OpNode) -> State:
+    """Along the new dimension, the union of the paths; where they hold different positions
+    of a spatial dimension (rows picked by `unbind`, stacked back), unit i reads its own
+    path's, which archprof does not place."""
+    tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
+    axis = argument(op, 1, "dim", 0) % len(op.outputs[0].shape)
+    states = [walk.state(t) for t in tensors]
+    if len({s.loose for s in states if isinstance(s, Field)}) > 1:
+        return walk.undefined(op, "it stacks positions picked along a spatial dimension")
+    placed = [s.with_dims((*s.dims[:axis], None, *s.dims[axis:])) if isinstance(s, Field) else s for s in states]
+    return paths_side_by_side(walk, op, placed, [1] * len(tensors), axis, op.outputs[0].shape)
+
+
+# -- padding, rolling, flipping ------------------------------------------------------------
+
+
+def _pads(pad: Sequence[int], ndim: int) -> dict[int, tuple[int, int]]:
+    """axis -> (before, after): pad lists (before, after) pairs from the last axis backwards."""
+    return {ndim - 1 - k: (pad[2 * k], pad[2 * k + 1]) for k in range(len(pad) // 2)}
+
+
+@operator_rule("constant_pad_nd")
+def _constant_pad(walk: Walk, op: OpNode) -> State:
+    """Unit u reads unit u - before (units in the padding read nothing real; negative
+    padding crops)."""
+    x, out = op.args[0], op.outputs[0].shape
+    pads = _pads(op.args[1], len(x.shape))
+    axes = [a for a in pads if pads[a] != (0, 0)]
+    state = walk.along(op, walk.state(x), axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
+    shape = list(x.shape)
+    for axis in axes:
+        if isinstance(state, Field) and along_no_axis(state.dims[axis]):
+            state = _padded_channels(walk, op, state, axis, shape, pads[axis])
+    return state
+
+
+def _padded_channels(walk: Walk, op: OpNode, state: Field, axis: int, shape: list[int], pad: tuple[int, int]) -> State:
+    """Indices along `axis`, which runs along no input axis (channels), cropped by a negative
+    padding, then beside indices that read nothing (`shape`, the shape so far, updated):
+    concatenated paths, one of which reads nothing, whose indices a slice picks apart."""
+    (before, after), size = pad, shape[axis]
+    shape[axis] = size + min(before, 0) + min(after, 0)
+    state = _cut(walk, op, state, axis, tuple(shape), max(-before, 0), 1, size)
+    parts = [(n, part) for n, part in ((before, None), (shape[axis], state), (after, None)) if n > 0]
+    if len(parts) == 1 or state is None:
+        return state
+    shape[axis] = sum(n for n, _ in parts)
+    return paths_side_by_side(walk, op, [part for _, part in parts], [n for n, _ in parts], axis, tuple(shape))
+
+
+def _border_pad(kind: str) -> Rule:
+    """Reflection (mirror without repeating the edge) or replication (repeat the edge)."""
+
+    def rule(walk: Walk, op: OpNode) -> State:
+        x, out = op.args[0], op.outputs[0].shape
+        m = dims_of(op.op)
+        pads = _pads(op.args[1], len(x.shape))
+        axes = list(last_dims(x, m))
+
+        def padded(i: int, parent: AxisMap) -> AxisMap:
+            before, n = pads[axes[i]][0], parent.size
+
+            def reads(u: int) -> tuple[Interval]:
+                j = u - before
+                if 0 <= u < out[axes[i]]:
+                    if kind == "reflection":
+                        j = -j if j < 0 else 2 * (n - 1) - j if j >= n else j
+                    else:
+                        j = min(max(j, 0), n - 1)
+                return ((j, j),)
+
+            if kind == "replication":
+                return parent.derive(out[axes[i]], reads, 1)
+            # Mirrored units (the first `before`, the last `after`) read back into the map;
+            # every other unit reads its own, in order.
+            mirrored = ((0, before - 1), (before + n, out[axes[i]] - 1))
+            return parent.derive(out[axes[i]], reads, 1, period=1, breaks=mirrored)
+
+        return walk.along(op, walk.state(x), axes, padded, f"{kind} padding")
+
+    return rule
+
+
+operator_rule("reflection_pad1d", "reflection_pad2d", "reflection_pad3d")(_border_pad("reflection"))
+operator_rule("replication_pad1d", "replication_pad2d", "replication_pad3d")(_border_pad("replication"))
+
+
+@operator_rule("roll")
+def _roll(walk: Walk, op: OpNode) -> State:
+    """Unit u reads unit (u - shift) mod n."""
+    x = op.args[0]
+    shifts, dims = per_dimension(op.args[1], 1), per_dimension(argument(op, 2, "dims", ()), 1)
+    state = walk.state(x)
+    if not dims:
+        flat = isinstance(state, Field) and not all(along_no_axis(e) for e in state.dims)
+        return walk.undefined(op, "it rolls the flattened tensor") if flat else state
+    axes = [d % len(x.shape) for d in dims]
+
+    def rolled(i: int, parent: AxisMap) -> AxisMap:
+        n, shift = parent.size, shifts[i]
+        return parent.derive(n, lambda u: (((u - shift) % n,) * 2,), 1, monotone=False)
+
+    return walk.along(op, state, axes, rolled, "roll")
+
+
+@operator_rule("flip")
+def _flip(walk: Walk, op: OpNode) -> State:
+    x = op.args[0]
+    axes = [d % len(x.shape) for d in op.args[1]]
+
+    def flipped(i: int, parent: AxisMap) -> AxisMap:
+        n = parent.size
+        return parent.derive(n, lambda u: ((n - 1 - u,) * 2,), -1, monotone=False)
+
+    return walk.along(op, walk.state(x), axes, flipped, "flip")
+
+
+@operator_rule("pixel_shuffle", "pixel_unshuffle")
+def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
+    """pixel_shuffle(r): unit h reads unit h // r (channels become positions, `_pixel_shuffled`);
+    unshuffle: unit h reads units h r .. h r + r - 1, each channel one of them (its channels
+    read unevenly)."""
+    x, out = op.args[0], op.outputs[0].shape
+    r = op.args[1]
+    state = walk.state(x)
+    channels = state.dims[-3] if isinstance(state, Field) else None
+    if not along_no_axis(channels):
+        return walk.undefined(op, "it moves a spatial dimension into positions")
+    if "unshuffle" not in op.op:
+        return _pixel_shuffled(walk, op, state, r, out)
+    change = lambda i, m: m.derive(out[-2 + i], lambda u: ((u * r, u * r + r - 1),), r, period=1)  # noqa: E731
+    state = walk.along(op, plain(state), (len(out) - 2, len(out) - 1), change, "pixel shuffle")
+    if r > 1 and isinstance(state, Field):
+        return state.with_dims((*state.dims[:-3], UNEVEN, *state.dims[-2:]))
+    return state
+
+
+def _pixel_shuffled(walk: Walk, op: OpNode, state: State, r: int, out: tuple[int, ...]) -> State:
+    """A pixel shuffle's output (shape `out`) of `state`: exact where every channel reads
+    alike, or where the channels are paths side by side (`Parts`) each of whose fields every
+    position reads (`_shuffled_parts`); else an upper bound (each position gets the union of
+    its r x r channels', as of all)."""
+    if not isinstance(state, Field):
+        return state
+    change = lambda i, m: m.derive(out[-2 + i], lambda u: ((u // r,) * 2,), Fraction(1, r), period=r)  # noqa: E731
+    union = walk.along(op, plain(state), (len(out) - 2, len(out) - 1), change, "pixel shuffle")
+    channels = state.dims[-3]
+    if isinstance(channels, Parts) and channels.holds(state, len(out) - 3):
+        return _shuffled_parts(walk, op, channels, union, r, out)
+    if isinstance(channels, Uneven):
+        return walk.bounded(op, union, "makes positions of channels that read different fields")
+    return union
+
+
+def _shuffled_parts(walk: Walk, op: OpNode, parts: Parts, union: State, r: int, out: tuple[int, ...]) -> State:
+    """Paths side by side shuffled into positions: position (i, j) of a block reads channels
+    i r + j, i r + j + r², ... The union of all is exact where each position reads every
+    path with a field whose channels read alike; then paths of whole groups of r² channels
+    stay apart (each output channel reads one path: sliced out, its own field). Where a
+    position misses some path (2 + 6 channels by 2: positions (1, 0) and (1, 1) read channels
+    2, 3, 6, 7, the second path's alone), a box per axis cannot hold what each position reads
+    (it depends on both): the union, marked."""
+    fielded = {i for i, s in enumerate(parts.states) if isinstance(s, Field)}
+    if any(parts.states[i].dims[-3] is not None for i in fielded):  # a path's own channels read unevenly
+        return walk.bounded(op, union, "makes positions of channels that read different fields")
+    group = r * r
+    owners = [index for index, size in enumerate(parts.sizes) for _ in range(size)]  # each channel's path
+    read = [{owners[k] for k in range(position, len(owners), group)} & fielded for position in range(group)]
+    if any(paths != fielded for paths in read):
+        what = (
+            f"makes positions of paths of {'+'.join(map(str, parts.sizes))} channels side by side, not every path"
+            f" at every position of its {r}x{r} blocks, which a box per spatial dimension cannot tell apart"
+        )
+        return walk.bounded(op, union, what, kinds=False)
+    if any(size % group for size in parts.sizes) or not isinstance(union, Field):
+        return union  # the union, exact; an output channel reads several paths
+    sizes = tuple(size // group for size in parts.sizes)
+    states = tuple(
+        _pixel_shuffled(walk, op, s, r, (*out[:-3], n, *out[-2:])) for s, n in zip(parts.states, sizes, strict=True)
+    )
+    shuffled = Parts(sizes, states, len(out) - 3, union)
+    return union.with_dims((*union.dims[:-3], shuffled, *union.dims[-2:]))
+
+
+@operator_rule("view_as_real")
+def _as_real(walk: Walk, op: OpNode) -> State:
+    """A complex tensor seen as real pairs: a trailing axis of size 2 (real, imaginary), each
+    unit where it was."""
+    state = walk.state(op.args[0])
+    return state.with_dims([*state.dims, None]) if isinstance(state, Field) else state
+
+
+@operator_rule("view_as_complex")
+def _as_complex(walk: Walk, op: OpNode) -> State:
+    """Real pairs seen as complex numbers: the trailing axis of size 2 gone, each unit where
+    it was."""
+    state = walk.state(op.args[0])
+    if not isinstance(state, Field):
+        return state
+    loose = tuple(entry_maps(state.dims[-1]))
+    return Field(state.dims[:-1], state.whole, state.loose + loose)
+
+
+# The layout rules that move no index of a dimension of concatenated paths without saying
+# so: their outputs keep its `Parts`.
+KNOW_PARTS.update({_slice, _split, _select, _unbind, _cat, _stack, _constant_pad})
+# A reshape and a permute keep the parts they do not move (`Parts.holds` checks the place) and
+# the blocks a reshape split them into (`Block`), which only a reshape reads.
+KNOW_PARTS.update({_reshape, _permute})
+# A pixel shuffle keeps paths of whole groups of r x r channels apart (`_shuffled_parts`).
+KNOW_PARTS.add(_pixel_shuffle)
