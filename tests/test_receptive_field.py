@@ -1522,3 +1522,31 @@ def test_a_normalisation_is_pointwise_by_convention(norm):
         assert row(report)["receptive_field"] == (3, 3)
     by_hand = archprof.analyze(nn.Sequential(nn.Conv2d(1, 4, 3), _StatisticsByHand()), input_size=(1, 9, 10))
     assert row(by_hand)["receptive_field"] == "input"
+
+
+class MixedStridedRows(nn.Module):
+    """A 3x3 convolution with stride 2 over 8 rows reads rows 0 to 6 (the stride's remainder,
+    row 7, none), then a mean over its rows; with `beside`, a 2x2 convolution with stride 3
+    (rows 3 i to 3 i + 1, row 7 the last's) added to it, the mean broadcast over its rows."""
+
+    def __init__(self, beside: bool):
+        super().__init__()
+        self.strided = nn.Conv2d(1, 2, 3, stride=2)
+        self.beside = nn.Conv2d(1, 2, 2, stride=3) if beside else None
+
+    def forward(self, x):
+        mixed = self.strided(x).mean(2, keepdim=True)
+        return mixed if self.beside is None else mixed + self.beside(x)
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["mixed", "mixed-beside-a-map"])
+def test_a_dimension_mixed_whole_reads_the_footprint_of_the_map_it_mixed(beside):
+    """Mixed whole, a dimension reads every row the mixed map's units read, not the whole
+    input: the unit box ends at row 6, as the gradient says, unless the map beside it reads
+    row 7 (it answered rows 0 to 7 for every unit)."""
+    model = positive(MixedStridedRows(beside))
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    units = [(0, 0), (0, 2)] + ([(1, 1), (2, 0), (2, 2)] if beside else [])
+    for unit in units:
+        assert output_unit_box(report, unit) == unit_gradient_box(model, (1, 8, 8), unit), unit
+    assert unit_gradient_box(model, (1, 8, 8), (0, 0))[0] == (0, 6)  # the oracle itself: row 7 unread

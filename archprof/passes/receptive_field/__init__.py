@@ -144,7 +144,7 @@ def _number(value: Fraction) -> Stride:
 
 def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, Fraction | int | None, str]:
     """Unit 0's padded interval along input dimension `axis`, the stride, and a note."""
-    if axis in field.whole:
+    if field.reads_whole(axis):
         return (0, extent - 1), None, f"every unit reads the whole of input dimension {axis + 1}"
     places = field.places(axis)
     box = None
@@ -206,7 +206,7 @@ def _spreads(state: State, nd: int) -> tuple[Spread | None, ...] | None:
 
 
 def _spread(field: Field, axis: int) -> Spread | None:
-    if axis in field.whole:
+    if field.reads_whole(axis):
         return None
     places = field.places(axis)
     if len(places) != 1 or not places[0][1]:  # kept at one position (or read twice): unit 0 only
@@ -245,7 +245,7 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
         raise ArchprofError(f"this layer's field is undefined: {state.reason}")
     with deep_maps():
         try:
-            boxes = _unit_boxes(state, spatial, unit)
+            boxes = _unit_boxes(state, unit)
         except FieldsTooIrregular:
             raise ArchprofError(f"this layer's field is undefined: {TOO_IRREGULAR}") from None
     # A unit no pixel reaches along one dimension (a padding unit) is reached by none at all,
@@ -253,25 +253,33 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
     return [None] * len(boxes) if None in boxes else boxes
 
 
-def _unit_boxes(state: Field, spatial: tuple[int, ...], unit: tuple[int, ...]) -> list[Interval | None]:
-    boxes: list[Interval | None] = []
-    for axis, (index, extent) in enumerate(zip(unit, spatial, strict=True)):
-        if axis in state.whole:
-            boxes.append((0, extent - 1))
-            continue
-        places = state.places(axis)
-        if not any(own for _, own in places):  # kept at one position: unit 0
-            boxes.append(_kept_box(state, axis))
-            continue
-        if len(places) != 1:
-            raise ArchprofError(f"this layer's output runs along input dimension {axis + 1} twice: no unit box")
-        axis_map: AxisMap = places[0][0]
-        if not 0 <= index < axis_map.size:
-            raise ArchprofError(
-                f"--unit {index} is outside the layer's {axis_map.size} units along dimension {axis + 1}"
-            )
-        boxes.append(axis_map.field(index, exact=True))
-    return boxes
+def _unit_boxes(state: Field, unit: tuple[int, ...]) -> list[Interval | None]:
+    return [hull(_mixed_box(state, axis), _own_box(state, axis, index)) for axis, index in enumerate(unit)]
+
+
+def _mixed_box(field: Field, axis: int) -> Interval | None:
+    """The pixels along `axis` that the maps mixed whole (`Field.whole`) read, every unit of
+    them: the whole input where their units reach all of it, less where a stride's remainder
+    is read by none."""
+    box = None
+    for axis_map in field.whole:
+        if axis_map.axis == axis:
+            box = hull(box, axis_map.span(0, axis_map.size - 1, exact=True))
+    return box
+
+
+def _own_box(field: Field, axis: int, index: int) -> Interval | None:
+    """The pixels along `axis` that unit `index` of the output dimension running along it
+    reads (the kept positions where none does)."""
+    places = field.places(axis)
+    if not any(own for _, own in places):  # kept at one position: unit 0
+        return _kept_box(field, axis)
+    if len(places) != 1:
+        raise ArchprofError(f"this layer's output runs along input dimension {axis + 1} twice: no unit box")
+    axis_map: AxisMap = places[0][0]
+    if not 0 <= index < axis_map.size:
+        raise ArchprofError(f"--unit {index} is outside the layer's {axis_map.size} units along dimension {axis + 1}")
+    return axis_map.field(index, exact=True)
 
 
 def _kept_box(field: Field, axis: int) -> Interval | None:

@@ -453,7 +453,7 @@ def contracted_operand(state: State, keep: Sequence[int | None], contracted: Seq
     whole = set(state.whole)
     mixed = set()
     for d in contracted:
-        whole.update(m.axis for m in entry_maps(state.dims[d]))
+        whole.update(entry_maps(state.dims[d]))
         mixed.update(w.outer for w in entry_withins(state.dims[d]))
     dims = tuple(None if d is None else state.dims[d] for d in keep)
     return drop_withins(Field(dims, frozenset(whole), state.loose), mixed)

@@ -178,19 +178,24 @@ def drop_withins(field: Field, outers: set[AxisMap]) -> Field:
 @value_record
 class Field:
     """Per tensor dimension, the input axis it runs along (an AxisMap) or none; `whole`: the
-    input axes every unit reads all of (pooled over, attended over); `loose`: maps the tensor
+    maps every unit reads all units of (pooled over, attended over: their input axes are read
+    whole, as far as those units reach, `reads_whole`); `loose`: maps the tensor
     keeps only one unit of (a select, a squeeze), read at unit 0; `bound`: where not empty,
     why the field is an upper bound only (some indices of a dimension whose indices read
     different fields were picked, and archprof gave them the union of all: `Walk.bounded`),
     which every field computed from it is too (`Walk.step`)."""
 
     dims: tuple[Dim, ...]
-    whole: frozenset[int] = frozenset()
+    whole: frozenset[AxisMap] = frozenset()
     loose: tuple[AxisMap, ...] = ()
     bound: str = ""
 
     def with_dims(self, dims: Sequence[Dim]) -> Field:
         return Field(tuple(dims), self.whole, self.loose, self.bound)  # not dataclasses.replace: a few times slower
+
+    def reads_whole(self, axis: int) -> bool:
+        """Whether every unit reads input axis `axis` whole (a map along it was mixed)."""
+        return any(m.axis == axis for m in self.whole)
 
     def places(self, axis: int) -> list[tuple[AxisMap, bool]]:
         """Every map along `axis`, with whether it is a tensor dimension of its own."""
@@ -357,7 +362,7 @@ class Walk:
 
     def settled(self, field: Field) -> State:
         """WHOLE once every input axis is read whole."""
-        return WHOLE if len(field.whole) >= self.nd else field
+        return WHOLE if len({m.axis for m in field.whole}) >= self.nd else field
 
     def merge(self, op: OpNode, items: Sequence[tuple[State, tuple[int, ...]]], out: tuple[int, ...]) -> State:
         """Union of the fields of several inputs of an op whose output has shape `out`
@@ -381,7 +386,7 @@ class Walk:
         # Each output dimension's entries, with the size of the input there; one walk over
         # the fields (a DenseNet block's concatenation has one per layer so far).
         along: list[list[tuple[Dim, int]]] = [[] for _ in out]
-        whole: set[int] = set()
+        whole: set[AxisMap] = set()
         loose: dict[AxisMap, None] = {}
         for field, shape in fields:
             offset = len(out) - len(shape)  # broadcast: aligned on the last dimensions
@@ -440,7 +445,7 @@ class Walk:
         whole = set(state.whole)
         mixed: set[AxisMap] = set()
         for axis in axes:
-            whole.update(m.axis for m in entry_maps(state.dims[axis]))
+            whole.update(entry_maps(state.dims[axis]))
             mixed.update(w.outer for w in entry_withins(state.dims[axis]))
         keep = out_ndim == ndim
         dims = [None if d in axes else e for d, e in enumerate(state.dims) if keep or d not in axes]
@@ -450,7 +455,7 @@ class Walk:
 
 
 def _read_alike(
-    fields: list[tuple[Field, tuple[int, ...]]], dims: list[Dim], whole: set[int], loose: dict[AxisMap, None]
+    fields: list[tuple[Field, tuple[int, ...]]], dims: list[Dim], whole: set[AxisMap], loose: dict[AxisMap, None]
 ) -> list[Dim]:
     """The merged `dims`, with the uneven dimensions whose every index reads all the merge
     reads alike again: where one input, the same along them all, reads all of it (the same
