@@ -25,9 +25,7 @@ from archprof.passes.receptive_field.walk import (
     Uneven,
     Walk,
     along_no_axis,
-    drop_withins,
-    entry_maps,
-    entry_withins,
+    read_whole,
 )
 
 
@@ -450,13 +448,7 @@ def contracted_operand(state: State, keep: Sequence[int | None], contracted: Seq
     output dimension j takes (None: none); the contracted dimensions are read whole."""
     if not isinstance(state, Field):
         return state
-    whole = set(state.whole)
-    mixed = set()
-    for d in contracted:
-        whole.update(entry_maps(state.dims[d]))
-        mixed.update(w.outer for w in entry_withins(state.dims[d]))
-    dims = tuple(None if d is None else state.dims[d] for d in keep)
-    return drop_withins(Field(dims, frozenset(whole), state.loose), mixed)
+    return read_whole(state, contracted, tuple(None if d is None else state.dims[d] for d in keep))
 
 
 @operator_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "mv", "addmv", "dot")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -173,6 +173,18 @@ def drop_withins(field: Field, outers: set[AxisMap]) -> Field:
     if not outers:
         return field
     return field.with_dims([without(e, outers) for e in field.dims])
+
+
+def read_whole(field: Field, axes: Iterable[int], dims: tuple[Dim, ...]) -> Field:
+    """`field` laid out as `dims`, every unit now reading all units along its dimensions
+    `axes` (a reduction over them, a matrix product's contracted dimension): their maps
+    join `whole`, and the block positions (`Within`) along them are mixed away."""
+    whole = set(field.whole)
+    mixed: set[AxisMap] = set()
+    for axis in axes:
+        whole.update(entry_maps(field.dims[axis]))
+        mixed.update(w.outer for w in entry_withins(field.dims[axis]))
+    return drop_withins(Field(dims, frozenset(whole), field.loose), mixed)
 
 
 @value_record
@@ -442,16 +454,11 @@ class Walk:
             return state
         ndim = len(state.dims)
         axes = set(range(ndim)) if axes is None else axes
-        whole = set(state.whole)
-        mixed: set[AxisMap] = set()
-        for axis in axes:
-            whole.update(entry_maps(state.dims[axis]))
-            mixed.update(w.outer for w in entry_withins(state.dims[axis]))
         keep = out_ndim == ndim
         dims = [None if d in axes else e for d, e in enumerate(state.dims) if keep or d not in axes]
         if len(dims) != out_ndim:
             return self.undefined(op, "its output's dimensions were not understood")
-        return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), state.loose), mixed))
+        return self.settled(read_whole(state, axes, tuple(dims)))
 
 
 def _read_alike(
