@@ -129,11 +129,15 @@ class FieldChange:
         old, new = getattr(self.old, figure), getattr(self.new, figure)
         return None if old is None or new is None else float(new / old)
 
+    def texts(self, figure: str, exact: bool = False) -> tuple[str, str]:
+        """Old and new "size" or "stride" as `final_field_text` writes them."""
+        return final_field_text(self.old, figure, exact), final_field_text(self.new, figure, exact)
+
     def csv_cells(self, figure: str) -> list:
         """Old, new ("212", "1/2", "undefined", "not recorded"; '' for no spatial layer) and
         change ('' where a side has none) of "size" or "stride", as diff's CSV writes them."""
         change = self.change(figure)
-        return [_final_cell(self.old, figure), _final_cell(self.new, figure), "" if change is None else str(change)]
+        return [*self.texts(figure, exact=True), "" if change is None else str(change)]
 
 
 @dataclass(frozen=True)
@@ -301,15 +305,6 @@ def final_field(side: Side) -> FinalField:
     bound = bound_note(note)
     # A defined field's other note says why its stride is undefined.
     return FinalField(row["layer"], min(row["receptive_field"]), smallest_stride, bound, note="" if bound else note)
-
-
-def _final_cell(final: FinalField, figure: str) -> str:
-    """A side's final "size" or "stride" in diff's CSV: '212', '1/2'; where it has none,
-    'not recorded', 'undefined' (the stride alone too), or '' (no spatial layer)."""
-    if final.missing:
-        return "" if final.missing == "none" else final.missing
-    value = getattr(final, figure)
-    return "undefined" if value is None else str(value)
 
 
 def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[str, Any]]]:
@@ -667,14 +662,20 @@ def format_ratio(ratio: float | None) -> str:
 FIELD_FIGURES = (("Final receptive field", "size"), ("Final stride", "stride"))
 
 
-def final_field_text(final: FinalField, figure: str) -> str:
-    """'212 px'; '≤212 px' for a field that is only an upper bound, as `archprof compare`
-    marks it; 'not recorded', 'undefined', or '-' where the side has no spatial layer."""
+def final_field_text(final: FinalField, figure: str, exact: bool = False) -> str:
+    """A side's final "size" or "stride" as the tables show it: '212 px'; '≤212 px' for a
+    field that is only an upper bound, as `archprof compare` marks it; 'not recorded',
+    'undefined' (the stride alone too), or '-' where the side has no spatial layer.
+    `exact`: as diff's CSV writes it, the bare number ('212', '1/2'), '' for no spatial layer."""
     if final.missing:
-        return "-" if final.missing == "none" else final.missing
+        if final.missing == "none":
+            return "" if exact else "-"
+        return final.missing
     value = getattr(final, figure)
     if value is None:  # the stride alone undefined (the note says why)
         return "undefined"
+    if exact:
+        return str(value)
     return ("≤" if final.bound and figure == "size" else "") + human_value("pixels", value)
 
 

@@ -14,7 +14,6 @@ from archprof.diff import (
     LayerChange,
     ReportDiff,
     final_field_notes,
-    final_field_text,
     format_change,
     format_percent,
     format_ratio,
@@ -39,7 +38,7 @@ def _totals(diff: ReportDiff) -> str:
         rows.append(_total_row(t.label, old, new, t.change, t.unit, t.percent, t.ratio))
     fields = diff.fields
     for label, figure in FIELD_FIGURES:
-        old, new = final_field_text(fields.old, figure), final_field_text(fields.new, figure)
+        old, new = fields.texts(figure)
         change, percent, ratio = fields.change(figure), fields.percent(figure), fields.ratio(figure)
         rows.append(_total_row(label, old, new, change, "pixels", percent, ratio))
     notes = "".join(
