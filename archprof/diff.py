@@ -126,8 +126,7 @@ class FieldChange:
 
     def ratio(self, figure: str) -> float | None:
         """new / old of "size" or "stride"; None where a side has none."""
-        old, new = getattr(self.old, figure), getattr(self.new, figure)
-        return None if old is None or new is None else float(new / old)
+        return ratio(getattr(self.old, figure), getattr(self.new, figure))
 
     def texts(self, figure: str, exact: bool = False) -> tuple[str, str]:
         """Old and new "size" or "stride" as `final_field_text` writes them."""
@@ -160,7 +159,7 @@ class TotalChange:
     @property
     def ratio(self) -> float | None:
         """new / old; None when the old total is 0."""
-        return self.new / self.old if self.old else None
+        return ratio(self.old, self.new)
 
 
 @dataclass(frozen=True)
@@ -178,6 +177,16 @@ class LayerChange:
         """The new value, or the old one for a removed row."""
         return (self.new or self.old or {}).get(name)
 
+    def ratio(self, metric: str) -> float | None:
+        """new / old; None for a layer added or removed, or whose old figure is 0."""
+        old, new = (side[metric] if side else None for side in (self.old, self.new))
+        return ratio(old, new)
+
+
+def ratio(old: int | Fraction | None, new: int | Fraction | None) -> float | None:
+    """new / old, the float nearest the exact quotient; None where a side has no figure or old is 0."""
+    return None if old is None or new is None or old == 0 else float(Fraction(new) / Fraction(old))
+
 
 @dataclass(frozen=True)
 class ReportDiff:
@@ -192,8 +201,11 @@ class ReportDiff:
         """One line per changed layer: status, layer, call, old/new shape, old/new/change per
         metric, old/new field, stride and note; then a line of status "final": each side's
         final receptive field and stride (`FieldChange.csv_cells`), their changes and notes.
-        Names from the model, output shapes and notes (`_USER_TEXT`) are neutralised against
-        formula injection as in `Report.to_csv`."""
+        Last (added after the others, so that a reader by position still reads them), the
+        ratio new / old of each metric (the layers') and of the final field and stride (the
+        final line's), empty where a side has none or old is 0. Names from the model, output
+        shapes and notes (`_USER_TEXT`) are neutralised against formula injection as in
+        `Report.to_csv`."""
 
         header = ["status", "layer", "call", "old_module_type", "new_module_type", "old_output_shape"]
         header.append("new_output_shape")
@@ -202,6 +214,7 @@ class ReportDiff:
         for name in _SIZES:
             header += [f"old_{name}", f"new_{name}", f"{name}_change"]
         header += ["old_receptive_field_note", "new_receptive_field_note"]
+        header += [f"{name}_ratio" for name, _, _ in METRICS] + [f"{name}_ratio" for name in _SIZES]
         user_text = [name.removeprefix("old_").removeprefix("new_") in _USER_TEXT for name in header]
         rows = [*map(self._csv_row, self.layers), self._final_csv_row()]
         return csv_text(header, rows, user_text)
@@ -219,7 +232,8 @@ class ReportDiff:
         for name in _SIZES:
             row += [dims_text(old.get(name)), dims_text(new.get(name)), ""]
         row += [old.get("receptive_field_note", ""), new.get("receptive_field_note", "")]
-        return row
+        row += [change.ratio(name) for name, _, _ in METRICS]
+        return [*row, "", ""]  # the fields' ratios: the final line's alone, as their changes
 
     def _final_csv_row(self) -> list:
         """The "final" line: no layer, call or metrics (the layers each side's final field
@@ -229,14 +243,21 @@ class ReportDiff:
         row = ["final", *[""] * (6 + 3 * len(METRICS))]
         row += [*fields.csv_cells("size"), *fields.csv_cells("stride")]
         row += [fields.old.reason, fields.new.reason]
-        return row
+        return row + [""] * len(METRICS) + [fields.ratio("size"), fields.ratio("stride")]
 
     def to_json(self) -> str:
         document = {
             "old": self.old,
             "new": self.new,
             "totals": [
-                {"metric": t.metric, "old": t.old, "new": t.new, "change": t.change, "percent": t.percent}
+                {
+                    "metric": t.metric,
+                    "old": t.old,
+                    "new": t.new,
+                    "change": t.change,
+                    "percent": t.percent,
+                    "ratio": t.ratio,
+                }
                 for t in self.totals
             ],
             "layers": [
@@ -247,6 +268,7 @@ class ReportDiff:
                     "old": c.old,
                     "new": c.new,
                     "change": {name: c.delta(name) for name, _, _ in METRICS},
+                    "ratio": {name: c.ratio(name) for name, _, _ in METRICS},
                 }
                 for c in self.layers
             ],
@@ -256,6 +278,8 @@ class ReportDiff:
                 "new": self.fields.new.as_dict(),
                 "receptive_field_change": self.fields.change("size"),
                 "effective_stride_change": self.fields.change("stride"),
+                "receptive_field_ratio": self.fields.ratio("size"),
+                "effective_stride_ratio": self.fields.ratio("stride"),
             },
         }
         return json_text(document, default=json_fraction)
