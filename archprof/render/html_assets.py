@@ -1,9 +1,10 @@
 """The style and the script of every page (the report's, `diff`'s, `compare`'s), inlined
 (no file is fetched). The script sorts each table of class "sortable" by a clicked heading
-(again: the other way; a number by its cell's exact `data-v`, not its rounded text; the
-first column, `#` where there is one, restores the order written) and filters its rows by
-the text of the columns whose heading has `data-filter`, as typed in its section's
-`input.filter`, counting the rows shown in its `.shown`."""
+(again: the other way). A number sorts by its cell's exact `data-v`, not its rounded text,
+largest first; text, and the first column, from the start (a first column `#` restores the
+order written). It filters the rows by the text of the columns whose heading has
+`data-filter`, as typed in the table's section's `input.filter`, and counts the rows shown
+in its `.shown`."""
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #1d1d1f; }
