@@ -399,13 +399,23 @@ def sorted_heading(frame: pd.DataFrame) -> str | None:
     return next((header for header, name, _ in _CELLS if name == column), None)
 
 
+def comparison_columns(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(heading, frame column) of each column a comparison's table shows, in order."""
+    return [(header, column) for header, column, _ in _present(frame)]
+
+
 def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Headers and human-readable cells of a comparison (for tables and Markdown)."""
-    present = [(header, column, show) for header, column, show in _CELLS if column in frame.columns]
+    """Headers and human-readable cells of a comparison (for tables, Markdown and HTML), the
+    columns of `comparison_columns`."""
+    present = _present(frame)
     rows = []
     for record in comparison_records(frame):
         rows.append([_cell(record, column, show) for _, column, show in present])
     return [header for header, _, _ in present], rows
+
+
+def _present(frame: pd.DataFrame) -> list[tuple[str, str, Callable[[Any], str]]]:
+    return [(header, column, show) for header, column, show in _CELLS if column in frame.columns]
 
 
 def _cell(record: dict[str, Any], column: str, show: Callable[[Any], str]) -> str:

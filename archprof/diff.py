@@ -126,14 +126,17 @@ class FieldChange:
 
     def ratio(self, figure: str) -> float | None:
         """new / old of "size" or "stride"; None where a side has none."""
-        old, new = getattr(self.old, figure), getattr(self.new, figure)
-        return None if old is None or new is None else float(new / old)
+        return ratio(getattr(self.old, figure), getattr(self.new, figure))
+
+    def texts(self, figure: str, exact: bool = False) -> tuple[str, str]:
+        """Old and new "size" or "stride" as `final_field_text` writes them."""
+        return final_field_text(self.old, figure, exact), final_field_text(self.new, figure, exact)
 
     def csv_cells(self, figure: str) -> list:
         """Old, new ("212", "1/2", "undefined", "not recorded"; '' for no spatial layer) and
         change ('' where a side has none) of "size" or "stride", as diff's CSV writes them."""
         change = self.change(figure)
-        return [_final_cell(self.old, figure), _final_cell(self.new, figure), "" if change is None else str(change)]
+        return [*self.texts(figure, exact=True), "" if change is None else str(change)]
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ class TotalChange:
     @property
     def ratio(self) -> float | None:
         """new / old; None when the old total is 0."""
-        return self.new / self.old if self.old else None
+        return ratio(self.old, self.new)
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,16 @@ class LayerChange:
         """The new value, or the old one for a removed row."""
         return (self.new or self.old or {}).get(name)
 
+    def ratio(self, metric: str) -> float | None:
+        """new / old; None for a layer added or removed, or whose old figure is 0."""
+        old, new = (side[metric] if side else None for side in (self.old, self.new))
+        return ratio(old, new)
+
+
+def ratio(old: int | Fraction | None, new: int | Fraction | None) -> float | None:
+    """new / old, the float nearest the exact quotient; None where a side has no figure or old is 0."""
+    return None if old is None or new is None or old == 0 else float(Fraction(new) / Fraction(old))
+
 
 @dataclass(frozen=True)
 class ReportDiff:
@@ -188,8 +201,11 @@ class ReportDiff:
         """One line per changed layer: status, layer, call, old/new shape, old/new/change per
         metric, old/new field, stride and note; then a line of status "final": each side's
         final receptive field and stride (`FieldChange.csv_cells`), their changes and notes.
-        Names from the model, output shapes and notes (`_USER_TEXT`) are neutralised against
-        formula injection as in `Report.to_csv`."""
+        Last (added after the others, so that a reader by position still reads them), the
+        ratio new / old of each metric (the layers') and of the final field and stride (the
+        final line's), empty where a side has none or old is 0. Names from the model, output
+        shapes and notes (`_USER_TEXT`) are neutralised against formula injection as in
+        `Report.to_csv`."""
 
         header = ["status", "layer", "call", "old_module_type", "new_module_type", "old_output_shape"]
         header.append("new_output_shape")
@@ -198,6 +214,7 @@ class ReportDiff:
         for name in _SIZES:
             header += [f"old_{name}", f"new_{name}", f"{name}_change"]
         header += ["old_receptive_field_note", "new_receptive_field_note"]
+        header += [f"{name}_ratio" for name, _, _ in METRICS] + [f"{name}_ratio" for name in _SIZES]
         user_text = [name.removeprefix("old_").removeprefix("new_") in _USER_TEXT for name in header]
         rows = [*map(self._csv_row, self.layers), self._final_csv_row()]
         return csv_text(header, rows, user_text)
@@ -215,7 +232,8 @@ class ReportDiff:
         for name in _SIZES:
             row += [dims_text(old.get(name)), dims_text(new.get(name)), ""]
         row += [old.get("receptive_field_note", ""), new.get("receptive_field_note", "")]
-        return row
+        row += [change.ratio(name) for name, _, _ in METRICS]
+        return [*row, "", ""]  # the fields' ratios: the final line's alone, as their changes
 
     def _final_csv_row(self) -> list:
         """The "final" line: no layer, call or metrics (the layers each side's final field
@@ -225,14 +243,21 @@ class ReportDiff:
         row = ["final", *[""] * (6 + 3 * len(METRICS))]
         row += [*fields.csv_cells("size"), *fields.csv_cells("stride")]
         row += [fields.old.reason, fields.new.reason]
-        return row
+        return row + [""] * len(METRICS) + [fields.ratio("size"), fields.ratio("stride")]
 
     def to_json(self) -> str:
         document = {
             "old": self.old,
             "new": self.new,
             "totals": [
-                {"metric": t.metric, "old": t.old, "new": t.new, "change": t.change, "percent": t.percent}
+                {
+                    "metric": t.metric,
+                    "old": t.old,
+                    "new": t.new,
+                    "change": t.change,
+                    "percent": t.percent,
+                    "ratio": t.ratio,
+                }
                 for t in self.totals
             ],
             "layers": [
@@ -243,6 +268,7 @@ class ReportDiff:
                     "old": c.old,
                     "new": c.new,
                     "change": {name: c.delta(name) for name, _, _ in METRICS},
+                    "ratio": {name: c.ratio(name) for name, _, _ in METRICS},
                 }
                 for c in self.layers
             ],
@@ -252,6 +278,8 @@ class ReportDiff:
                 "new": self.fields.new.as_dict(),
                 "receptive_field_change": self.fields.change("size"),
                 "effective_stride_change": self.fields.change("stride"),
+                "receptive_field_ratio": self.fields.ratio("size"),
+                "effective_stride_ratio": self.fields.ratio("stride"),
             },
         }
         return json_text(document, default=json_fraction)
@@ -301,15 +329,6 @@ def final_field(side: Side) -> FinalField:
     bound = bound_note(note)
     # A defined field's other note says why its stride is undefined.
     return FinalField(row["layer"], min(row["receptive_field"]), smallest_stride, bound, note="" if bound else note)
-
-
-def _final_cell(final: FinalField, figure: str) -> str:
-    """A side's final "size" or "stride" in diff's CSV: '212', '1/2'; where it has none,
-    'not recorded', 'undefined' (the stride alone too), or '' (no spatial layer)."""
-    if final.missing:
-        return "" if final.missing == "none" else final.missing
-    value = getattr(final, figure)
-    return "undefined" if value is None else str(value)
 
 
 def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[str, Any]]]:
@@ -667,14 +686,20 @@ def format_ratio(ratio: float | None) -> str:
 FIELD_FIGURES = (("Final receptive field", "size"), ("Final stride", "stride"))
 
 
-def final_field_text(final: FinalField, figure: str) -> str:
-    """'212 px'; '≤212 px' for a field that is only an upper bound, as `archprof compare`
-    marks it; 'not recorded', 'undefined', or '-' where the side has no spatial layer."""
+def final_field_text(final: FinalField, figure: str, exact: bool = False) -> str:
+    """A side's final "size" or "stride" as the tables show it: '212 px'; '≤212 px' for a
+    field that is only an upper bound, as `archprof compare` marks it; 'not recorded',
+    'undefined' (the stride alone too), or '-' where the side has no spatial layer.
+    `exact`: as diff's CSV writes it, the bare number ('212', '1/2'), '' for no spatial layer."""
     if final.missing:
-        return "-" if final.missing == "none" else final.missing
+        if final.missing == "none":
+            return "" if exact else "-"
+        return final.missing
     value = getattr(final, figure)
     if value is None:  # the stride alone undefined (the note says why)
         return "undefined"
+    if exact:
+        return str(value)
     return ("≤" if final.bound and figure == "size" else "") + human_value("pixels", value)
 
 

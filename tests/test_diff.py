@@ -290,3 +290,69 @@ def test_the_layer_count_line_says_what_happened_to_them():
     assert result.exit_code == 0, result.output
     assert "layers: 56 added, 69 unchanged" in result.stdout
     assert "**layers: 56 added, 69 unchanged**" in cli("diff", "resnet18", "resnet34", "-f", "markdown").stdout
+
+
+# OLD: conv 3 -> 4, 3x3 on 3x8x8 (out 4x6x6), a ReLU, a 2x2 max pool (4x3x3).
+# NEW: conv 3 -> 6, 5x5 (out 6x4x4), the ReLU, then a 1x1 conv 6 -> 1 (1x4x4); the pool removed.
+RATIO_NETS = """from collections import OrderedDict
+
+from torch import nn
+
+
+def old():
+    return nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3), act=nn.ReLU(), pool=nn.MaxPool2d(2)))
+
+
+def new():
+    return nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 6, 5), act=nn.ReLU(), head=nn.Conv2d(6, 1, 1)))
+"""
+
+
+def test_json_and_csv_carry_each_ratio_new_over_old(tmp_path):
+    """new / old as the float nearest the quotient: of each total and the final field and stride
+    (JSON) and of each changed layer's metrics (JSON and CSV, whose ratios come after every
+    column it had before); none (null, empty) for a layer added or removed or an old figure of 0.
+    Parameters are torch's count of the models; MACs C_out x C_in x k x k per output pixel;
+    activation bytes float32 outputs; fields by hand: old 3 px then the pool's 4 px at stride 2,
+    new 5 px at stride 1."""
+    import runpy
+
+    path = tmp_path / "nets.py"
+    path.write_text(RATIO_NETS)
+    built = runpy.run_path(str(path))
+    old_model, new_model = built["old"](), built["new"]()
+    params = [sum(p.numel() for p in model.parameters()) for model in (old_model, new_model)]
+    old_conv, new_conv = 4 * 3 * 9 * 36, 6 * 3 * 25 * 16
+    macs = [old_conv, new_conv + 1 * 6 * 16]
+    activations = [4 * (2 * 4 * 36 + 4 * 9), 4 * (2 * 6 * 16 + 16)]
+    args = ("diff", f"{path}:old", f"{path}:new", "--input", "3x8x8")
+
+    document = json.loads(cli(*args, "-f", "json").stdout)
+    totals = {total["metric"]: total["ratio"] for total in document["totals"]}
+    assert totals["param_count"] == params[1] / params[0]
+    assert totals["macs"] == totals["flops"] == macs[1] / macs[0]
+    assert totals["activation_bytes"] == activations[1] / activations[0]
+    final = document["final_receptive_field"]
+    assert (final["receptive_field_ratio"], final["effective_stride_ratio"]) == (5 / 4, 1 / 2)
+    layers = {layer["layer"]: layer["ratio"] for layer in document["layers"]}
+    conv_params = [sum(p.numel() for p in model.conv.parameters()) for model in (old_model, new_model)]
+    assert layers["conv"]["param_count"] == conv_params[1] / conv_params[0]
+    assert layers["conv"]["macs"] == new_conv / old_conv
+    assert layers["act"] == {"param_count": None, "macs": None, "flops": None, "activation_bytes": 384 / 576}
+    assert set(layers["head"].values()) == set(layers["pool"].values()) == {None}
+
+    text = cli(*args, "-f", "csv").stdout
+    header = text.splitlines()[0].split(",")
+    ratios = [f"{name}_ratio" for name in (*TOTALS, "receptive_field", "effective_stride")]
+    assert header[-len(ratios) :] == ratios and header.index("new_receptive_field_note") == len(header) - 7
+    rows = {row["layer"] or row["status"]: row for row in csv.DictReader(io.StringIO(text))}
+    assert float(rows["conv"]["param_count_ratio"]) == conv_params[1] / conv_params[0]
+    assert float(rows["conv"]["macs_ratio"]) == new_conv / old_conv
+    assert [rows["act"][name] for name in ratios[:3]] == ["", "", ""]  # a ReLU: no parameters, no MACs
+    assert float(rows["act"]["activation_bytes_ratio"]) == 384 / 576
+    assert all(rows[layer][name] == "" for layer in ("head", "pool") for name in ratios)
+    assert (
+        float(rows["final"]["receptive_field_ratio"]) == 5 / 4
+        and float(rows["final"]["effective_stride_ratio"]) == 1 / 2
+    )
+    assert [rows["final"][name] for name in ratios[:4]] == ["", "", "", ""]

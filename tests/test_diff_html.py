@@ -179,7 +179,7 @@ def test_in_a_browser_it_sorts_filters_and_fetches_nothing(browser, nets, tmp_pa
     assert page.eval_on_selector_all("#layers tbody tr", layers)[:2] == ["conv", SCRIPT_NAME]  # +144, +108
     page.locator("#layers thead th").first.click()
     assert page.eval_on_selector_all("#layers tbody tr", layers) == in_order
-    page.fill("#filter", "script")
+    page.fill(".filter", "script")
     assert page.locator("#layers tbody tr:visible").count() == 1
-    assert page.locator("#shown").inner_text() == f"1 of {len(in_order)} rows"
+    assert page.locator(".shown").inner_text() == f"1 of {len(in_order)} rows"
     page.close()

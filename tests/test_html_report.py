@@ -209,21 +209,45 @@ def test_compare_writes_its_table_as_a_page(tmp_path):
     assert text.startswith("<!DOCTYPE html>") and "default-src 'none'" in text
     rows = re.findall(r"<tr>(.*?)</tr>", text)
     cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row) for row in rows]
-    assert cells[0][:5] == ["Model", "Params", "x Params", "MACs", "x MACs"]
+    assert cells[0][:6] == ["Model", "Input", "Params", "x Params", "MACs", "x MACs"]
     names = [f"{escape(str(path))}:{factory}" for factory in ("small", "large")]
-    assert [row[:5] for row in cells[1:]] == [
-        [names[0], str(params[0]), "1.00x", f"{macs[0] / 1000:.2f} K", "1.00x"],
+    assert [row[:6] for row in cells[1:]] == [
+        [names[0], "1x3x8x8", str(params[0]), "1.00x", f"{macs[0] / 1000:.2f} K", "1.00x"],
         [
             names[1],
+            "1x3x8x8",
             str(params[1]),
             f"{params[1] / params[0]:.2f}x",
             f"{macs[1] / 1000:.2f} K",
             f"{macs[1] / macs[0]:.2f}x",
         ],
     ]
-    assert "<b>nets" not in text and len(_parsed(text).script_texts) == 0  # nothing to sort: no script
+    # Each figure's exact value, which the page's script sorts by (its one script: nothing fetched).
+    assert re.findall(r'<td data-v="([^"]*)">', rows[2])[:4] == [
+        repr(params[1]),
+        repr(params[1] / params[0]),
+        repr(macs[1]),
+        repr(macs[1] / macs[0]),
+    ]
+    assert "<b>nets" not in text and len(_parsed(text).script_texts) == 1
     chosen = cli("compare", f"{path}:small", f"{path}:large", "-f", "html", "--columns", "MACs")
     assert chosen.exit_code == 2 and "html has every column" in one_error_line(chosen)
+
+
+def test_compare_s_page_marks_a_bound_field_and_says_why_names_escaped():
+    """A field that is only an upper bound reads '≤' and its note follows the table, as in the
+    terminal; the model's name and the note are text. The field: a 3x3 conv's, 3 px."""
+    from archprof.render.compare_html import comparison_html
+
+    frame = archprof.compare([nn.Conv2d(3, 4, 3)], input_size=(3, 8, 8))
+    frame.loc[0, ["model", "receptive_field_note"]] = ["<b>net", "an upper bound: <i>picked</i>"]
+    frame.attrs["baseline"] = "<b>net"
+    text = comparison_html(frame)
+    assert "<b>" not in text and "<i>" not in text
+    assert '<td data-v="3">≤3 px</td>' in text
+    assert '<p class="note">&lt;b&gt;net: receptive field is an upper bound: &lt;i&gt;picked&lt;/i&gt;</p>' in text
+    page = _parsed(text)
+    assert len(page.script_texts) == 1 and page.fetching == []
 
 
 # -- in a real browser ------------------------------------------------------------------------
@@ -287,16 +311,73 @@ def test_in_a_browser_it_shows_sorts_filters_and_fetches_nothing(browser, tmp_pa
     page.locator("#layers thead th").first.click()  # back to the module tree's order
     assert _column(page, "#") == list(range(rows))
 
-    page.fill("#filter", "conv")
+    page.fill(".filter", "conv")
     names = zip(report.columns["layer"], report.columns["module_type"], strict=True)
     wanted = sum("conv" in f"{layer} {kind}".lower() for layer, kind in names)
     assert 0 < wanted < rows
     assert page.locator("#layers tbody tr:visible").count() == wanted
-    assert page.locator("#shown").inner_text() == f"{wanted} of {rows} rows"
+    assert page.locator(".shown").inner_text() == f"{wanted} of {rows} rows"
 
     ARTEFACTS.mkdir(exist_ok=True)
-    page.fill("#filter", "")
+    page.fill(".filter", "")
     page.screenshot(path=str(ARTEFACTS / "html_report.png"), full_page=True)
+    page.close()
+
+
+# Given in this order, "deep" (9,996 parameters) before "wide" (10,004), both shown as 10.00 K:
+# sorted by their text, or rounded, the two would keep this order either way round.
+SORTED = """from torch import nn
+
+
+def deep():
+    return nn.Conv2d(3, 357, 3, padding=1)
+
+
+def wide():
+    return nn.Conv2d(3, 2501, 1)
+
+
+def small():
+    return nn.Conv2d(3, 4, 3)
+"""
+
+
+def test_in_a_browser_compare_sorts_by_exact_figures_filters_by_name_and_fetches_nothing(browser, tmp_path):
+    import runpy
+
+    path = tmp_path / "nets.py"
+    path.write_text(SORTED)
+    factories = runpy.run_path(str(path))
+    given = ("deep", "wide", "small")
+    params = {name: sum(p.numel() for p in factories[name]().parameters()) for name in given}
+    target = tmp_path / "compare.html"
+    result = cli("compare", *(f"{path}:{name}" for name in given), "--input", "3x8x8", "-q", "-o", target)
+    assert result.exit_code == 0, result.output
+
+    page = browser.new_page()
+    requests, errors = [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(target.as_uri())
+    assert requests == [target.as_uri()] and errors == []
+
+    def models() -> list[str]:
+        shown = page.eval_on_selector_all("#models tbody tr", "rows => rows.map(row => row.cells[0].textContent)")
+        return [name.rpartition(":")[2] for name in shown]
+
+    assert models() == list(given)
+    heading = page.locator("#models thead th", has_text=re.compile("^Params$"))
+    heading.click()  # a number: largest first
+    assert models() == sorted(given, key=params.get, reverse=True)
+    heading.click()
+    assert models() == sorted(given, key=params.get)
+    page.fill(".filter", "WIDE")  # the model's name, whatever its case
+    assert page.locator("#models tbody tr:visible").all_inner_texts()[0].startswith(f"{path}:wide")
+    assert page.locator(".shown").inner_text() == f"1 of {len(given)} rows"
+    page.fill(".filter", "1x3x8x8")  # the input, not a name: no row
+    assert page.locator(".shown").inner_text() == f"0 of {len(given)} rows"
+    assert errors == [] and requests == [target.as_uri()]
     page.close()
 
 
@@ -332,6 +413,6 @@ def test_in_a_browser_hostile_names_run_nothing_fetch_nothing_and_show_as_writte
         "#layers tbody tr", "rows => rows.map(row => [row.cells[1].textContent.trim(), row.cells[2].textContent])"
     )
     assert rows == [[name.replace("\u202e", "\\u202e"), HOSTILE_CLASS] for name in HOSTILE_NAMES]
-    page.fill("#filter", "onerror=alert(2)")
-    assert page.locator("#shown").inner_text() == f"1 of {len(HOSTILE_NAMES)} rows"
+    page.fill(".filter", "onerror=alert(2)")
+    assert page.locator(".shown").inner_text() == f"1 of {len(HOSTILE_NAMES)} rows"
     page.close()

@@ -130,20 +130,16 @@ def compare(
             Format.csv: lambda: comparison_csv(frame),
             Format.json: lambda: comparison_json(frame),
             Format.markdown: lambda: comparison_markdown(frame),
-            Format.html: lambda: _comparison_html(table, models),
+            Format.html: lambda: _comparison_html(frame),
         },
         choice,
     )
 
 
-def _comparison_html(table, models: list[str]) -> str:
-    """The comparison table, every column, as a page."""
-    from archprof.render.base import Layout
-    from archprof.render.html import tables_html
-    from archprof.text import visible_text
+def _comparison_html(frame) -> str:
+    from archprof.render.compare_html import comparison_html
 
-    names = " vs ".join(visible_text(model) for model in models)
-    return tables_html(names, names, table(Layout()))
+    return comparison_html(frame)
 
 
 @app.command()

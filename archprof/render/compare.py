@@ -12,7 +12,6 @@ from rich.text import Text
 from archprof.diff import (
     FIELD_FIGURES,
     final_field_notes,
-    final_field_text,
     format_change,
     format_percent,
     value_change,
@@ -159,7 +158,7 @@ def _totals_columns(diff) -> dict[str, list[str]]:
     ]
     fields = diff.fields
     for label, figure in FIELD_FIGURES:
-        old, new = final_field_text(fields.old, figure), final_field_text(fields.new, figure)
+        old, new = fields.texts(figure)
         rows.append((label, old, new, format_change("pixels", fields.change(figure)), fields.percent(figure)))
     headings = ("Total", "Old", "New", "Change")
     columns = {heading: [row[index] for row in rows] for index, heading in enumerate(headings)}

@@ -1,7 +1,8 @@
 """`archprof diff` as a self-contained HTML page, in the HTML report's frame (`html.page_html`):
 the totals and the final receptive field and stride with old, new, signed change, % and ratio,
 each change marked as grown (▲) or shrunk (▼); why a final field is a bound or undefined; and
-the layers added, removed or changed, a table that sorts and filters as the report's does.
+the layers added, removed or changed, a table that sorts and filters as the report's does
+(`html.sortable_table`).
 Every name is escaped."""
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from archprof.diff import (
     LayerChange,
     ReportDiff,
     final_field_notes,
-    final_field_text,
     format_change,
     format_percent,
     format_ratio,
     value_change,
 )
-from archprof.render.html import page_html
+from archprof.render.html import page_html, sort_heading, sortable_table
 from archprof.text import dims_text, layer_label, visible_text
 from archprof.units import human_value
 
@@ -39,7 +39,7 @@ def _totals(diff: ReportDiff) -> str:
         rows.append(_total_row(t.label, old, new, t.change, t.unit, t.percent, t.ratio))
     fields = diff.fields
     for label, figure in FIELD_FIGURES:
-        old, new = final_field_text(fields.old, figure), final_field_text(fields.new, figure)
+        old, new = fields.texts(figure)
         change, percent, ratio = fields.change(figure), fields.percent(figure), fields.ratio(figure)
         rows.append(_total_row(label, old, new, change, "pixels", percent, ratio))
     notes = "".join(
@@ -69,19 +69,15 @@ def _layers(diff: ReportDiff) -> str:
     summary = escape(layers_changed_text(diff))
     if not diff.layers:
         return f"<section><h2>Layers</h2><p>{summary}</p></section>"
-    # Type third: the script filters rows by the layer's name and that column's text.
-    head = ['<th data-kind="number" title="the new report\'s order">#</th>', '<th data-kind="text">Layer</th>']
-    head += [f'<th data-kind="text">{heading}</th>' for heading in ("Type", "Status", "Output shape")]
-    head += [f'<th data-kind="number">{escape(label)}</th>' for _, label, _ in METRICS]
-    head += ['<th data-kind="text">Receptive field</th>']
-    body = "\n".join(_layer_row(index, change) for index, change in enumerate(diff.layers))
-    return (
-        f'<section><h2>Layers</h2><p>{summary}</p><p class="controls"><input id="filter" type="search"'
-        ' placeholder="filter layers by name or type" aria-label="filter layers"> <span id="shown"></span> · click'
-        ' a heading to sort, # for the order</p><table id="layers"><thead><tr>'
-        + "".join(head)
-        + f"</tr></thead><tbody>{body}</tbody></table></section>"
-    )
+    head = [sort_heading("#", numeric=True, title="the new report's order")]
+    # The filter reads a layer's name and type.
+    head += [sort_heading(heading, numeric=False, filtered=True) for heading in ("Layer", "Type")]
+    head += [sort_heading(heading, numeric=False) for heading in ("Status", "Output shape")]
+    head += [sort_heading(label, numeric=True) for _, label, _ in METRICS]
+    head.append(sort_heading("Receptive field", numeric=False))
+    body = [_layer_row(index, change) for index, change in enumerate(diff.layers)]
+    table = sortable_table("layers", head, body, "layers by name or type", ", # for the order")
+    return f"<section><h2>Layers</h2><p>{summary}</p>{table}</section>"
 
 
 def _layer_row(index: int, change: LayerChange) -> str:
@@ -98,4 +94,4 @@ def _layer_row(index: int, change: LayerChange) -> str:
         exact = f"{delta:+,}" if delta else "0"
         tds.append(f'<td data-v="{delta}" title="{exact}"{_direction(delta)}>{escape(format_change(unit, delta))}</td>')
     tds.append(f'<td class="text">{escape(visible_text(value_change(change, "receptive_field", dims_text)))}</td>')
-    return f'<tr class="{change.status}" data-path="{escape(name)}">{"".join(tds)}</tr>'
+    return f'<tr class="{change.status}">{"".join(tds)}</tr>'

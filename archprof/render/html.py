@@ -29,6 +29,7 @@ class _Cell:
     column: str
     shown: Callable[[object], str]
     numeric: bool = True
+    filtered: bool = False  # the filter reads its text (beside the layer's name)
 
 
 def _count(value) -> str:
@@ -44,7 +45,7 @@ def _number(value, unit: str, digits: int = 3) -> str:
 
 
 _CELLS = (
-    _Cell("Type", "module_type", visible_text, numeric=False),
+    _Cell("Type", "module_type", visible_text, numeric=False, filtered=True),
     _Cell("Output shape", "output_shape", str, numeric=False),
     _Cell("Params", "param_count", _count),
     _Cell("MACs", "macs", _count),
@@ -69,18 +70,10 @@ def report_html(report: Report) -> str:
     return page_html(visible_text(report.model), heading, sections)
 
 
-def tables_html(title: str, heading: str, tables) -> str:
-    """A page of a command's tables and notes, a Rich renderable (as `render` draws them for
-    the terminal), cell for cell as `export.html_text` writes them."""
-    from archprof.render.export import html_text
-
-    return page_html(title, heading, [f"<section>{html_text(tables)}</section>"], sortable=False)
-
-
 def page_html(title: str, heading: str, sections: Sequence[str], sortable: bool = True) -> str:
     """A self-contained page: `title` and `heading` (text, names in it already through
-    `visible_text`; escaped here), then `sections` (HTML); `sortable`: the page has a #layers
-    table, #filter and #shown, which the script sorts and filters (it fails without them)."""
+    `visible_text`; escaped here), then `sections` (HTML); `sortable`: the page has a table
+    from `sortable_table`, which the script sorts and filters (without, it is left out)."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -162,12 +155,28 @@ def _charts(report: Report) -> str:
     return '<section><h2>Charts</h2><div class="charts">' + "".join(blocks) + "</div></section>"
 
 
+def sortable_table(table_id: str, head: Sequence[str], rows: Sequence[str], filtered: str, hint: str = "") -> str:
+    """A table the page's script sorts by a clicked heading and filters, under its controls:
+    `head`, its headings (`<th>`: `data-kind` "number", sorted by each cell's `data-v`, or
+    "text"; `data-filter` on those whose text the filter reads); `rows`, its `<tr>`s;
+    `filtered`, what the filter reads ("layers by name or type"); `hint`, after "click a
+    heading to sort" (", # for the order")."""
+    return (
+        f'<p class="controls"><input class="filter" type="search" placeholder="filter {filtered}"'
+        f' aria-label="filter {filtered}"> <span class="shown"></span> · click a heading to sort{hint}</p>'
+        f'<table id="{table_id}" class="sortable"><thead><tr>{"".join(head)}</tr></thead><tbody>'
+        + "\n".join(rows)
+        + "</tbody></table>"
+    )
+
+
 def _layer_table(report: Report) -> str:
     macs = report.totals.macs
     rows = [{**row, "macs_share": row["macs"] / macs if macs else 0} for row in report.rows()]
     cells = [cell for cell in _CELLS if any(_shown(row.get(cell.column)) for row in rows)]
-    head = ['<th data-kind="number" title="execution order: the module tree">#</th>', '<th data-kind="text">Layer</th>']
-    head += [f'<th data-kind="{"number" if c.numeric else "text"}">{escape(c.heading)}</th>' for c in cells]
+    head = [sort_heading("#", numeric=True, title="execution order: the module tree")]
+    head.append(sort_heading("Layer", numeric=False, filtered=True))
+    head += [sort_heading(cell.heading, cell.numeric, cell.filtered) for cell in cells]
     body = []
     for index, row in enumerate(rows):
         name = visible_text(layer_label(row["layer"], row["call"])) or "(model)"
@@ -178,18 +187,19 @@ def _layer_table(report: Report) -> str:
         ]
         for cell in cells:
             value = row[cell.column]
-            sort_key = f' data-v="{_sort_value(value)}"' if cell.numeric else ""
+            sort_key = f' data-v="{sort_value(value)}"' if cell.numeric else ""
             tds.append(f"<td{sort_key}>{escape(cell.shown(value))}</td>")
-        body.append(f'<tr data-path="{escape(name)}">{"".join(tds)}</tr>')
-    return (
-        '<section><h2>Layers</h2><p class="controls"><input id="filter" type="search" placeholder="filter layers'
-        ' by name or type" aria-label="filter layers"> <span id="shown"></span> · click a heading to sort, # for'
-        ' the module tree</p><table id="layers"><thead><tr>'
-        + "".join(head)
-        + "</tr></thead><tbody>"
-        + "\n".join(body)
-        + "</tbody></table></section>"
-    )
+        body.append(f"<tr>{''.join(tds)}</tr>")
+    table = sortable_table("layers", head, body, "layers by name or type", ", # for the module tree")
+    return f"<section><h2>Layers</h2>{table}</section>"
+
+
+def sort_heading(text: str, numeric: bool, filtered: bool = False, title: str = "") -> str:
+    """A heading of a `sortable_table`: its column sorted as numbers (each cell's `data-v`) or
+    as text; `filtered`: the filter reads the column's text; `title`, shown on hovering."""
+    kind = "number" if numeric else "text"
+    attributes = (" data-filter" if filtered else "") + (f' title="{escape(title)}"' if title else "")
+    return f'<th data-kind="{kind}"{attributes}>{escape(text)}</th>'
 
 
 def _shown(value) -> bool:
@@ -197,5 +207,7 @@ def _shown(value) -> bool:
     return bool(value) and value == value
 
 
-def _sort_value(value) -> str:
+def sort_value(value) -> str:
+    """A cell's `data-v`: the number itself, exact (repr), or -1 (sorted below every figure)
+    where there is none."""
     return repr(value) if isinstance(value, int | float) and value == value else "-1"

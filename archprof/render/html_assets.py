@@ -1,6 +1,10 @@
-"""The style and the script of the HTML report and of `diff`'s page, inlined into every
-page (no file is fetched). The script sorts the layer table by a clicked heading (again: the other way;
-`#` restores the module tree's order) and filters its rows by name or type."""
+"""The style and the script of every page (the report's, `diff`'s, `compare`'s), inlined
+(no file is fetched). The script sorts each table of class "sortable" by a clicked heading
+(again: the other way). A number sorts by its cell's exact `data-v`, not its rounded text,
+largest first; text, and the first column, from the start (a first column `#` restores the
+order written). It filters the rows by the text of the columns whose heading has
+`data-filter`, as typed in the table's section's `input.filter`, and counts the rows shown
+in its `.shown`."""
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #1d1d1f; }
@@ -9,23 +13,22 @@ table { border-collapse: collapse; }
 #totals th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }
 #totals td { text-align: right; padding: 2px 0 2px 1.5em; }
 td.exact { color: #6e6e73; font-variant-numeric: tabular-nums; }
-#layers { width: 100%; font-variant-numeric: tabular-nums; }
-#layers th { position: sticky; top: 0; background: #f5f5f7; cursor: pointer; user-select: none;
+table.sortable { width: 100%; font-variant-numeric: tabular-nums; }
+table.sortable th { position: sticky; top: 0; background: #f5f5f7; cursor: pointer; user-select: none;
   text-align: right; padding: 4px 8px; border-bottom: 1px solid #d2d2d7; white-space: nowrap; }
-#layers th[data-kind="text"] { text-align: left; }
-#layers th.sorted-up::after { content: " ▲"; } #layers th.sorted-down::after { content: " ▼"; }
-#layers td { text-align: right; padding: 2px 8px; border-bottom: 1px solid #f0f0f2; white-space: nowrap; }
-#layers td.layer, #layers td:nth-child(3), #layers td:nth-child(4) { text-align: left; }
-#layers tr:hover td { background: #eef4ff; }
+table.sortable th[data-kind="text"] { text-align: left; }
+table.sortable th.sorted-up::after { content: " ▲"; } table.sortable th.sorted-down::after { content: " ▼"; }
+table.sortable td { text-align: right; padding: 2px 8px; border-bottom: 1px solid #f0f0f2; white-space: nowrap; }
+table.sortable td.layer, table.sortable td.text, #layers td:nth-child(3), #layers td:nth-child(4) { text-align: left; }
+table.sortable tr:hover td { background: #eef4ff; }
 .controls input { width: 22em; padding: 4px 6px; }
-.note, #shown { color: #6e6e73; }
+.note, .shown { color: #6e6e73; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
 figure.chart { margin: 0; flex: 1 1 560px; max-width: 900px; } figure.chart svg { max-width: 100%; height: auto; }
 #diff-totals th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }
 #diff-totals tr:first-child th { font-weight: 600; text-align: right; padding: 2px 0 2px 1.5em; }
 #diff-totals tr:first-child th:first-child { text-align: left; padding: 2px 1.5em 2px 0; }
 #diff-totals td { text-align: right; padding: 2px 0 2px 1.5em; font-variant-numeric: tabular-nums; }
-#layers td.text { text-align: left; }
 .archprof table { margin-bottom: 0.8em; font-variant-numeric: tabular-nums; }
 .archprof th, .archprof td { padding: 2px 8px; border-bottom: 1px solid #f0f0f2; white-space: nowrap; }
 .grew td:nth-child(n+4), td.grew { color: #b35900; } .shrank td:nth-child(n+4), td.shrank { color: #1f5fbf; }
@@ -37,45 +40,53 @@ tr.changed td:nth-child(4) { color: #a05a00; }
 
 SCRIPT = """
 (function () {
-  const table = document.getElementById("layers");
-  const body = table.tBodies[0];
-  const rows = Array.from(body.rows);
-  const filter = document.getElementById("filter");
-  const shown = document.getElementById("shown");
-  let sortedBy = null, ascending = true;
-
   function key(row, index, kind) {
     const cell = row.cells[index];
     return kind === "number" ? parseFloat(cell.dataset.v) : cell.textContent.toLowerCase();
   }
 
-  Array.from(table.tHead.rows[0].cells).forEach(function (heading, index) {
-    heading.addEventListener("click", function () {
-      ascending = sortedBy === index ? !ascending : index === 0 || heading.dataset.kind === "text";
-      sortedBy = index;
-      const kind = heading.dataset.kind;
-      const order = rows.slice().sort(function (a, b) {
-        const x = key(a, index, kind), y = key(b, index, kind);
-        return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1);
+  function makeSortable(table) {
+    const body = table.tBodies[0];
+    const rows = Array.from(body.rows);
+    const headings = Array.from(table.tHead.rows[0].cells);
+    let sortedBy = null, ascending = true;
+    headings.forEach(function (heading, index) {
+      heading.addEventListener("click", function () {
+        ascending = sortedBy === index ? !ascending : index === 0 || heading.dataset.kind === "text";
+        sortedBy = index;
+        const kind = heading.dataset.kind;
+        const order = rows.slice().sort(function (a, b) {
+          const x = key(a, index, kind), y = key(b, index, kind);
+          return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1);
+        });
+        order.forEach(function (row) { body.appendChild(row); });
+        headings.forEach(function (h) { h.classList.remove("sorted-up", "sorted-down"); });
+        heading.classList.add(ascending ? "sorted-up" : "sorted-down");
       });
-      order.forEach(function (row) { body.appendChild(row); });
-      Array.from(table.tHead.rows[0].cells).forEach(function (h) { h.classList.remove("sorted-up", "sorted-down"); });
-      heading.classList.add(ascending ? "sorted-up" : "sorted-down");
     });
-  });
-
-  function applyFilter() {
-    const words = filter.value.toLowerCase().split(/\\s+/).filter(Boolean);
-    let count = 0;
-    rows.forEach(function (row) {
-      const text = (row.dataset.path + " " + row.cells[2].textContent).toLowerCase();
-      const visible = words.every(function (word) { return text.includes(word); });
-      row.hidden = !visible;
-      if (visible) count += 1;
-    });
-    shown.textContent = count + " of " + rows.length + " rows";
+    const section = table.closest("section");
+    const filter = section && section.querySelector("input.filter");
+    if (filter) makeFilterable(rows, headings, filter, section.querySelector(".shown"));
   }
-  filter.addEventListener("input", applyFilter);
-  applyFilter();
+
+  function makeFilterable(rows, headings, filter, shown) {
+    const columns = headings.filter(function (h) { return h.hasAttribute("data-filter"); })
+      .map(function (h) { return headings.indexOf(h); });
+    function applyFilter() {
+      const words = filter.value.toLowerCase().split(/\\s+/).filter(Boolean);
+      let count = 0;
+      rows.forEach(function (row) {
+        const text = columns.map(function (index) { return row.cells[index].textContent; }).join(" ").toLowerCase();
+        const visible = words.every(function (word) { return text.includes(word); });
+        row.hidden = !visible;
+        if (visible) count += 1;
+      });
+      if (shown) shown.textContent = count + " of " + rows.length + " rows";
+    }
+    filter.addEventListener("input", applyFilter);
+    applyFilter();
+  }
+
+  document.querySelectorAll("table.sortable").forEach(makeSortable);
 })();
 """
