@@ -64,11 +64,24 @@ _IN_PLACE_ON_A_CPU = {
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
 _ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """Where a gradient formula reads a local it names (`_LOCALS_READ_ONCE`): as the argument at
+    `position` of `operator`; with `of`, only a local made from a tensor that operator made (one
+    of the arguments of the op making the local), where the same read names other tensors too."""
+
+    operator: str
+    position: int
+    of: str | None = None
+
+
 # Nodes whose gradient formula (FunctionsManual.cpp) stores in a local variable a tensor it reads
 # once, which the ops cannot tell from a temporary of the statement that reads it: the node -> the
-# reads, each (operator, position of the local among its arguments). An argument its node did not
-# make names nothing (logcumsumexp's `log_grad_positive - result`: `result`, the forward's). A
-# local passed as `local.to(dtype)` is read there through the cast, a copy where the dtype changes.
+# reads (`_Read`). An argument its node did not make names nothing (logcumsumexp's
+# `log_grad_positive - result`: `result`, the forward's). A local passed as `local.to(dtype)` is
+# read there through the cast, a copy where the dtype changes.
 # sinc_backward's `out = grad * (... / self_squared_pi)`, read by its `return
 # at::where(self_squared_pi == 0.0, zeros, out)`: its temporaries are freed when `out` is made; a
 # formula with the same ops in one statement holds them to its end (pow_backward_self's
@@ -77,11 +90,20 @@ _ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
 # invnorm * nb)`, read by `where(norm > maxnorm, grad_norm.to(grad.scalar_type()), grad)`;
 # logcumsumexp_backward's `log_grad_positive`, `log_grad_negative`, each read by a `sub` as its
 # first argument, and `output_pos - output_neg`. The masks and zeros the `where`s read are
-# temporaries.
+# temporaries. norm_backward's (dist's, p other than 0, 1, 2 and inf) `self_scaled = self.sgn() *
+# self.abs().pow_(p - 1)` (`self * self.abs().pow_(p - 2)` for p > 2, the power masked where
+# `self == 0` for p < 1), read as the first factor of `self_scaled * scale_v` (`self_scaled *
+# grad * norm.pow(1 - p)` for p < 1); and, for p > 1, `scale_v = grad / norm.pow(p - 1)`, then
+# `scale_v.masked_fill_(norm == 0, 0)`, the second factor. The other products of those formulas
+# read temporaries in those places (`self.sgn()`, the product `self_scaled * grad`), made of no
+# `abs` or `pow`.
+_NORM_BACKWARD_LOCALS = frozenset({_Read("aten.mul", 0, of="aten.abs"), _Read("aten.mul", 1, of="aten.pow")})
 _LOCALS_READ_ONCE = {
-    "SincBackward0": frozenset({("aten.where", 2)}),
-    "RenormBackward0": frozenset({("aten.where", 1)}),
-    "LogcumsumexpBackward0": frozenset({("aten.sub", 0), ("aten.sub", 1)}),
+    "SincBackward0": frozenset({_Read("aten.where", 2)}),
+    "RenormBackward0": frozenset({_Read("aten.where", 1)}),
+    "LogcumsumexpBackward0": frozenset({_Read("aten.sub", 0), _Read("aten.sub", 1)}),
+    "DistBackward0": _NORM_BACKWARD_LOCALS,
+    "LinalgVectorNormBackward0": _NORM_BACKWARD_LOCALS,
 }
 
 
@@ -262,18 +284,22 @@ class TrainingRecorder(Recorder):
             self._tagging_for = self._replayed(node)
             self._last_made = (_made(info, out), self.ops[-1].origin)
 
-    def _note_locals_read_once(self, reads: frozenset, operator: str, args: tuple, origin: int) -> None:
+    def _note_locals_read_once(self, reads: frozenset[_Read], operator: str, args: tuple, origin: int) -> None:
         """Note the storages of the locals read once (`EngineNotes.named_locals`) that the op just
         recorded, `operator` of the node of forward op `origin`, reads: those at its positions
-        `reads` gives it, read through a cast, where the node made them."""
-        for name, position in reads:
-            read = self.meta_of(args[position]) if name == operator and position < len(args) else None
+        `reads` gives it, read through a cast, where the node made them (of what the read's `of`
+        made, where it names one)."""
+        for place in reads:
+            at = place.position
+            read = self.meta_of(args[at]) if place.operator == operator and at < len(args) else None
             maker = self._maker_in_the_node(read, origin) if read is not None else None
             if maker is not None and maker.op == "aten._to_copy":  # `local.to(dtype)`, a copy of the local
                 read, maker = maker.inputs[0], self._maker_in_the_node(maker.inputs[0], origin)
             # Not the forward's `result` (a detached view of it, unpacked); another torch's
             # formula may pass its arguments otherwise.
-            if maker is not None and not maker.is_view:
+            if maker is None or maker.is_view:
+                continue
+            if place.of is None or self._made_of(read.storage, place.of, origin):
                 self.engine.named_locals.add(read.storage)
 
     def _maker_in_the_node(self, tensor: TensorMeta, origin: int) -> OpNode | None:
@@ -285,6 +311,19 @@ class TrainingRecorder(Recorder):
             if tensor in op.outputs:
                 return op
         return None
+
+    def _made_of(self, storage: int, operator: str, origin: int) -> bool:
+        """Whether the op that made `storage` (not one writing into it since), of the node of forward
+        op `origin`, read a storage that an `operator` op of the node made."""
+        node_ops = []  # the node's ops so far, the latest first
+        for op in reversed(self.ops):
+            if op.origin != origin:
+                break
+            node_ops.append(op)
+        makers = (op for op in node_ops if not op.writes_input and any(t.storage == storage for t in op.outputs))
+        maker = next(makers, None)
+        read = {tensor.storage for tensor in maker.inputs} if maker is not None else set()
+        return any(op.op == operator and any(t.storage in read for t in op.outputs) for op in node_ops)
 
     def _note_function_call(self, statement: _CallInAStatement, origin: int) -> None:
         """Where the ops just recorded, all of the node of forward op `origin`, end a statement

@@ -607,6 +607,24 @@ PROFILED_STEPS = {
         lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.dist(y, y.flip(1)))),
         (2, 3, 16, 16),
     ),
+    # norm_backward's `self_scaled` (and for p > 1 `scale_v`), locals read once by the product it returns:
+    # their statements' temporaries freed as each is made, they as norm_backward returns
+    **{
+        f"the {p}-distance of a map to its flip": (
+            lambda p=p: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.dist(y, y.flip(1), p))),
+            (2, 3, 16, 16),
+        )
+        for p in (3, 1.5, 0.5)
+    },
+    **{
+        f"a {p}-norm along the channels": (
+            lambda p=p: nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.linalg.vector_norm(y, p, dim=1))
+            ),
+            (2, 3, 16, 16),
+        )
+        for p in (3, 1.5, 0.5)
+    },
     # sinc_backward's `out`, named, read once by the `where` it returns: its statement's five maps freed first
     "a sinc": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sinc)), (2, 3, 16, 16)),
     # the same ops in one statement (pow_backward_self's `where`): its temporaries held to the `where`
@@ -722,7 +740,10 @@ def test_the_training_peak_matches_the_profiler(name):
     1,024 B over; not knowing the engine's `grad.sum()` to a 0-dim operand, atan2 with the map's
     mean 4 B over either way round (the sum taken for part of the formula's one statement), and
     the clamp between 0-dim bounds 4 B over where the bounds' call is taken to end with that sum
-    (the bounds' shared 0-dim zero held through it)."""
+    (the bounds' shared 0-dim zero held through it); taking norm_backward's `self_scaled` and
+    `scale_v`, locals read once, for temporaries of the statement returning their product, the
+    3-, 1.5- and 0.5-distances 16,389, 16,393 and 32,772 B over and the norms 18,944, 20,992 and
+    34,816 B (the power of `self.abs()` and, for p < 1, `self.sgn()` held through that product)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
@@ -736,6 +757,23 @@ def test_the_training_peak_matches_the_profiler(name):
 
 def _last(operator: str) -> Callable:
     return lambda ops: [next(op for op in reversed(ops) if op.op == operator)]
+
+
+def _first_after_each(marker: str, operator: str) -> Callable:
+    """The first `operator` op after each `marker` op."""
+
+    def found(ops):
+        marks = [index for index, op in enumerate(ops) if op.op == marker]
+        return [next(op for op in ops[mark:] if op.op == operator) for mark in marks]
+
+    return found
+
+
+def _norm_backward_locals(ops):
+    """norm_backward's `self_scaled` (`self * self.abs().pow_(p - 2)` for p > 2, `self.sgn() *
+    self.abs().pow_(p - 1)`, masked for p < 1: the first product after each `pow_`) and `scale_v`
+    (`grad / norm.pow(p - 1)` for p > 1: each quotient)."""
+    return _first_after_each("aten.pow_", "aten.mul")(ops) + [op for op in ops if op.op == "aten.div"]
 
 
 # Locals a gradient formula reads once (FunctionsManual.cpp), each found from the formula's text
@@ -754,6 +792,26 @@ LOCALS_READ_ONCE = {
         "aten.logcumsumexp",
         lambda ops: [op for op in ops if op.op in ("aten.where", "aten.exp")],
     ),
+    # norm_backward's locals (`_norm_backward_locals`), in each of dist's two calls of it: not
+    # `self - other`, nor `self.sgn()`, the first factors of the products making `self_scaled`,
+    # nor (p < 1) the product `self_scaled * grad` its return multiplies by `norm.pow(1 - p)`
+    **{
+        f"dist, p = {p}": (lambda y, p=p: torch.dist(y, y.flip(1), p), "aten.dist", _norm_backward_locals)
+        for p in (3, 1.5, 0.5)
+    },
+    **{
+        f"a vector norm, p = {p}": (
+            lambda y, p=p: torch.linalg.vector_norm(y, p, dim=1),
+            "aten.linalg_vector_norm",
+            _norm_backward_locals,
+        )
+        for p in (3, 1.5, 0.5)
+    },
+    # none for p = 2 (`grad * (self / norm).masked_fill_(norm == 0, 0)`) or inf (its two locals are read twice)
+    **{
+        f"dist, p = {p}": (lambda y, p=p: torch.dist(y, y.flip(1), p), "aten.dist", lambda ops: [])
+        for p in (2, math.inf)
+    },
 }
 
 
@@ -781,6 +839,8 @@ PEAK_OPS = [
     "the distance of a map to its flip",
     "the largest difference of a map from its flip",
     "a running log-sum-exp along the channels",
+    "the 0.5-distance of a map to its flip",
+    "a 0.5-norm along the channels",
 ]
 
 
