@@ -625,6 +625,17 @@ PROFILED_STEPS = {
         )
         for p in (3, 1.5, 0.5)
     },
+    # the engine's cast of a float64 gradient to the float32 map's dtype, once the formula has returned
+    **{
+        f"a {p}-norm along the channels in float64": (
+            lambda p=p: nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1),
+                Calls(lambda y: torch.linalg.vector_norm(y, p, dim=1, dtype=torch.float64)),
+            ),
+            (2, 3, 16, 16),
+        )
+        for p in (2, 3)
+    },
     # sinc_backward's `out`, named, read once by the `where` it returns: its statement's five maps freed first
     "a sinc": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sinc)), (2, 3, 16, 16)),
     # the same ops in one statement (pow_backward_self's `where`): its temporaries held to the `where`
@@ -743,7 +754,10 @@ def test_the_training_peak_matches_the_profiler(name):
     (the bounds' shared 0-dim zero held through it); taking norm_backward's `self_scaled` and
     `scale_v`, locals read once, for temporaries of the statement returning their product, the
     3-, 1.5- and 0.5-distances 16,389, 16,393 and 32,772 B over and the norms 18,944, 20,992 and
-    34,816 B (the power of `self.abs()` and, for p < 1, `self.sgn()` held through that product)."""
+    34,816 B (the power of `self.abs()` and, for p < 1, `self.sgn()` held through that product);
+    and the engine's cast of a gradient to its input's dtype for part of the formula's last
+    statement, the 2- and 3-norms in float64 of float32 maps 16,384 B over (the formula's
+    temporaries held through the cast)."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
