@@ -60,6 +60,13 @@ _IN_PLACE_ON_A_CPU = {
     "BinaryCrossEntropyWithLogitsBackward0": frozenset({"aten.sub", "aten.mul"}),
     "ClampBackward0": frozenset({"aten.logical_and", "aten.logical_or"}),
 }
+# The nodes of prod's gradient (FunctionsManual.cpp's prod_backward), whose road depends on the
+# input's values: on a CPU it counts the input's zeros and reads the count back (`.item()`), and
+# where there is none returns `grad * (result / input)`; with zeros, and on meta or for a tensor
+# that looks like a subclass (every tensor under a dispatch mode), it takes exclusive running
+# products from both ends (`prod_safe_zeros_backward`), maps more. archprof analyses inputs with no
+# zeros (random ones): the recorder runs that road (`_ProductsWithoutZeros`).
+_PRODUCT_NODES = frozenset({"ProdBackward0", "ProdBackward1"})
 # Nodes whose gradient formula returns all of its gradients from one C++ statement
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
@@ -104,6 +111,9 @@ _LOCALS_READ_ONCE = {
     "LogcumsumexpBackward0": frozenset({_Read("aten.sub", 0), _Read("aten.sub", 1)}),
     "DistBackward0": _NORM_BACKWARD_LOCALS,
     "LinalgVectorNormBackward0": _NORM_BACKWARD_LOCALS,
+    # prod_backward's (along a dim) `zero_mask = (input == 0)` and `slice_zero_count =
+    # zero_mask.sum(dim, true)`, each read by a `sum` (`_ProductsWithoutZeros`)
+    "ProdBackward1": frozenset({_Read("aten.sum", 0)}),
 }
 
 
@@ -177,6 +187,7 @@ class TrainingRecorder(Recorder):
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
         self._formulas = _RunningFormulas(self._metas, self.engine.formula_results)
+        self._products = _ProductsWithoutZeros()
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
@@ -216,6 +227,8 @@ class TrainingRecorder(Recorder):
         return bool(roots)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self._products.running:  # the road a real step does not take: run, not recorded
+            return func(*args, **(kwargs or {}))
         if func is _aten.clone.default and self._phase == "backward" and _group_norm_gradient_running():
             tensor = args[0]
             memory_format = suggest_memory_format(tensor)  # the CPU's `contiguous(memory_format)`
@@ -392,6 +405,8 @@ class TrainingRecorder(Recorder):
                 if self._tagging_for is not None:  # a recomputed op's: tagged anew if attributed anew
                     replay, step = self._tagging_for
                     replay.nodes.append((step, node))
+                if node.name() in _PRODUCT_NODES:  # before the bracket: its post hook sees the road taken
+                    self._products.reroute(node)
                 self._formulas.bracket(node)
                 if isinstance(node, BackwardCFunction):  # a Python backward
                     node.register_hook(self._python_backward_returned)
@@ -607,6 +622,49 @@ class _RunningFormulas:
         if node.name() == _GRAPH_ROOT:
             return True
         return _BRACKETED in node.metadata and not (self.nodes and self.nodes[-1] is node)
+
+
+class _ProductsWithoutZeros:
+    """Prod's gradient as a CPU runs it on an input with no zeros (`_PRODUCT_NODES`): the node's own
+    formula runs unrecorded (`running`), between hooks on the node, and the post hook runs the
+    road of no zeros in its place, recorded, and returns its gradient instead. It holds no
+    recorder (the nodes keep their hooks)."""
+
+    def __init__(self) -> None:
+        self.running = False
+
+    def reroute(self, node) -> None:
+        node.register_prehook(self._starts)
+        node.register_hook(self._ends)
+
+    def _starts(self, _incoming: tuple) -> None:
+        self.running = True
+
+    def _ends(self, gradients: tuple, incoming: tuple) -> tuple:
+        self.running = False
+        gradient = _prod_gradient_without_zeros(torch._C._current_autograd_node(), incoming[0])
+        return (gradient.to(gradients[0].dtype),)  # the engine's cast to the input's dtype, where it differs
+
+
+def _prod_gradient_without_zeros(node, grad: torch.Tensor) -> torch.Tensor:
+    """prod_backward's road where the input has no zeros, for `node` (a `_PRODUCT_NODES` one) and
+    its incoming gradient, on `self.to(grad.scalar_type())` (derivatives.yaml: a copy where prod
+    was given another dtype): the zeros counted (along a dim: `zero_mask = (input == 0)`, summed
+    along it, then whole, read back with `.item()`, which meta cannot; whole: `(input ==
+    0).nonzero()`, whose empty result holds no bytes), then `grad * (result / input)`."""
+    input, result = node._saved_self.to(grad.dtype), node._saved_result
+    if input.dim() == 0:
+        return grad
+    if node.name() == "ProdBackward1":
+        # torch hands a negative dim back as its unsigned 64-bit twin
+        dim = node._saved_dim if node._saved_dim < 2**63 else node._saved_dim - 2**64
+        if not node._saved_keepdim:
+            grad, result = grad.unsqueeze(dim), result.unsqueeze(dim)
+        zero_mask = torch.eq(input, 0)
+        zero_mask.sum(dim, True).sum()
+    else:
+        torch.eq(input, 0)  # the mask `nonzero` reads, made and freed
+    return grad * (result / input)
 
 
 class _HeldByTheNode:

@@ -636,6 +636,23 @@ PROFILED_STEPS = {
         )
         for p in (2, 3)
     },
+    # prod_backward's road where the input has no zeros (randn's): the zeros counted, then
+    # `grad * (result / input)`; along a dim, its mask and count named locals
+    **{
+        f"a product {how}": (
+            lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)),
+            (2, 3, 16, 16),
+        )
+        for how, call in (
+            ("along the channels", lambda y: y.prod(1)),
+            ("along the channels, kept", lambda y: y.prod(1, keepdim=True)),
+            ("along the last dim", lambda y: y.prod(-1)),
+            ("of the whole map", lambda y: y.prod()),
+            # `self.to(grad.scalar_type())`, a copy, and the engine's cast of the gradient back
+            ("along the channels in float64", lambda y: y.prod(1, dtype=torch.float64)),
+            ("of the whole map in float64", lambda y: y.prod(dtype=torch.float64)),
+        )
+    },
     # sinc_backward's `out`, named, read once by the `where` it returns: its statement's five maps freed first
     "a sinc": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sinc)), (2, 3, 16, 16)),
     # the same ops in one statement (pow_backward_self's `where`): its temporaries held to the `where`
@@ -757,7 +774,10 @@ def test_the_training_peak_matches_the_profiler(name):
     34,816 B (the power of `self.abs()` and, for p < 1, `self.sgn()` held through that product);
     and the engine's cast of a gradient to its input's dtype for part of the formula's last
     statement, the 2- and 3-norms in float64 of float32 maps 16,384 B over (the formula's
-    temporaries held through the cast)."""
+    temporaries held through the cast); taking prod's gradient road of an input that looks like a
+    subclass (exclusive running products from both ends) for a CPU's on randn maps (no zeros),
+    the product along the channels 73,728 B over (of the whole maps 81,920 B, in float64 155,648
+    and 163,840 B), and that road with its mask and count taken for temporaries 8,192 B short."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
@@ -821,6 +841,13 @@ LOCALS_READ_ONCE = {
         )
         for p in (3, 1.5, 0.5)
     },
+    # prod_backward's `zero_mask = (input == 0)` and `slice_zero_count = zero_mask.sum(dim, true)`,
+    # each read once by a `sum` (the second's, `slice_zero_count.sum().item()`, a temporary)
+    "prod": (
+        lambda y: y.prod(1),
+        "aten.prod",
+        lambda ops: [next(op for op in ops if op.op == operator) for operator in ("aten.eq", "aten.sum")],
+    ),
     # none for p = 2 (`grad * (self / norm).masked_fill_(norm == 0, 0)`) or inf (its two locals are read twice)
     **{
         f"dist, p = {p}": (lambda y, p=p: torch.dist(y, y.flip(1), p), "aten.dist", lambda ops: [])
@@ -855,6 +882,7 @@ PEAK_OPS = [
     "a running log-sum-exp along the channels",
     "the 0.5-distance of a map to its flip",
     "a 0.5-norm along the channels",
+    "a product along the channels",
 ]
 
 
@@ -1107,24 +1135,3 @@ def test_monte_carlo_dropout_in_an_inference_analysis_is_kept():
     model[1].train()
     report = archprof.analyze(model, input_size=(16,))
     assert "bernoulli_" in next(r for r in report.rows() if r["layer"] == "1")["operators"]
-
-
-def _left(call: Callable, reason: str):
-    return pytest.param(call, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
-
-
-GRADIENT_ROADS_LEFT = {
-    "prod": _left(lambda y: y.prod(1), "prod_backward's road depends on the input's zeros"),
-}
-
-
-@pytest.mark.parametrize("call", GRADIENT_ROADS_LEFT.values(), ids=GRADIENT_ROADS_LEFT.keys())
-def test_gradient_formulas_the_ops_do_not_show_whole(call):
-    """Known misses (docs/formulas.md, The backward pass), each for a convolution's 2 x 8 16x16
-    maps along the channels, against a real CPU step: prod 73,728 B over, and the misses
-    GRADIENT_ROADS_LEFT gives. Strict: an
-    exact prediction fails here, to be moved into PROFILED_STEPS."""
-    model, x = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), torch.randn(2, 3, 16, 16)
-    predicted = training_timeline(trace(model, [x.shape], training=True)).peak_bytes
-    _, lasting = profiled_training_peaks(model, x)
-    assert predicted == lasting + x.nbytes
