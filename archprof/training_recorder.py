@@ -97,13 +97,13 @@ class _Read:
 # invnorm * nb)`, read by `where(norm > maxnorm, grad_norm.to(grad.scalar_type()), grad)`;
 # logcumsumexp_backward's `log_grad_positive`, `log_grad_negative`, each read by a `sub` as its
 # first argument, and `output_pos - output_neg`. The masks and zeros the `where`s read are
-# temporaries. norm_backward's (dist's, p other than 0, 1, 2 and inf) `self_scaled = self.sgn() *
-# self.abs().pow_(p - 1)` (`self * self.abs().pow_(p - 2)` for p > 2, the power masked where
-# `self == 0` for p < 1), read as the first factor of `self_scaled * scale_v` (`self_scaled *
-# grad * norm.pow(1 - p)` for p < 1); and, for p > 1, `scale_v = grad / norm.pow(p - 1)`, then
-# `scale_v.masked_fill_(norm == 0, 0)`, the second factor. The other products of those formulas
-# read temporaries in those places (`self.sgn()`, the product `self_scaled * grad`), made of no
-# `abs` or `pow`.
+# temporaries. norm_backward's (dist's, linalg.vector_norm's, aten.norm's: p other than 0, 1, 2,
+# inf) `self_scaled = self.sgn() * self.abs().pow_(p - 1)` (`self * self.abs().pow_(p - 2)` for
+# p > 2, the power masked where `self == 0` for p < 1), read as the first factor of `self_scaled
+# * scale_v` (`self_scaled * grad * norm.pow(1 - p)` for p < 1); and, for p > 1, `scale_v = grad
+# / norm.pow(p - 1)`, then `scale_v.masked_fill_(norm == 0, 0)`, the second factor. The other
+# products of those formulas read temporaries in those places (`self.sgn()`, the product
+# `self_scaled * grad`), made of no `abs` or `pow`.
 _NORM_BACKWARD_LOCALS = frozenset({_Read("aten.mul", 0, of="aten.abs"), _Read("aten.mul", 1, of="aten.pow")})
 _LOCALS_READ_ONCE = {
     "SincBackward0": frozenset({_Read("aten.where", 2)}),
@@ -111,6 +111,7 @@ _LOCALS_READ_ONCE = {
     "LogcumsumexpBackward0": frozenset({_Read("aten.sub", 0), _Read("aten.sub", 1)}),
     "DistBackward0": _NORM_BACKWARD_LOCALS,
     "LinalgVectorNormBackward0": _NORM_BACKWARD_LOCALS,
+    **dict.fromkeys(("NormBackward0", "NormBackward1", "NormBackward2", "NormBackward3"), _NORM_BACKWARD_LOCALS),
     # prod_backward's (along a dim) `zero_mask = (input == 0)` and `slice_zero_count =
     # zero_mask.sum(dim, true)`, each read by a `sum` (`_ProductsWithoutZeros`)
     "ProdBackward1": frozenset({_Read("aten.sum", 0)}),

@@ -625,6 +625,22 @@ PROFILED_STEPS = {
         )
         for p in (3, 1.5, 0.5)
     },
+    # the same locals through aten.norm's four nodes (at::norm, as pairwise_distance calls it)
+    **{
+        f"aten.norm's {how}": (
+            lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)),
+            (2, 3, 16, 16),
+        )
+        for how, call in (
+            ("3-norm along the channels", lambda y: torch.ops.aten.norm.ScalarOpt_dim(y, 3, [1])),
+            ("0.5-norm of the whole map", lambda y: torch.ops.aten.norm.Scalar(y, 0.5)),
+            ("1.5-norm in float64", lambda y: torch.ops.aten.norm.ScalarOpt_dtype(y, 1.5, dtype=torch.float64)),
+            (
+                "3-norm along the channels in float64",
+                lambda y: torch.ops.aten.norm.ScalarOpt_dim_dtype(y, 3, [1], False, dtype=torch.float64),
+            ),
+        )
+    },
     # the engine's cast of a float64 gradient to the float32 map's dtype, once the formula has returned
     **{
         f"a {p}-norm along the channels in float64": (
@@ -770,8 +786,9 @@ def test_the_training_peak_matches_the_profiler(name):
     the clamp between 0-dim bounds 4 B over where the bounds' call is taken to end with that sum
     (the bounds' shared 0-dim zero held through it); taking norm_backward's `self_scaled` and
     `scale_v`, locals read once, for temporaries of the statement returning their product, the
-    3-, 1.5- and 0.5-distances 16,389, 16,393 and 32,772 B over and the norms 18,944, 20,992 and
-    34,816 B (the power of `self.abs()` and, for p < 1, `self.sgn()` held through that product);
+    3-, 1.5- and 0.5-distances 16,389, 16,393 and 32,772 B over, the vector norms 18,944, 20,992
+    and 34,816 B and aten.norm's alike (the power of `self.abs()` and, for p < 1, `self.sgn()`
+    held through that product);
     and the engine's cast of a gradient to its input's dtype for part of the formula's last
     statement, the 2- and 3-norms in float64 of float32 maps 16,384 B over (the formula's
     temporaries held through the cast); taking prod's gradient road of an input that looks like a
@@ -847,6 +864,11 @@ LOCALS_READ_ONCE = {
         lambda y: y.prod(1),
         "aten.prod",
         lambda ops: [next(op for op in ops if op.op == operator) for operator in ("aten.eq", "aten.sum")],
+    ),
+    "aten.norm along a dim, p = 3": (
+        lambda y: torch.ops.aten.norm.ScalarOpt_dim(y, 3, [1]),
+        "aten.norm",
+        _norm_backward_locals,
     ),
     # none for p = 2 (`grad * (self / norm).masked_fill_(norm == 0, 0)`) or inf (its two locals are read twice)
     **{
