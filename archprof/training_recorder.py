@@ -112,6 +112,13 @@ _LOCALS_READ_ONCE = {
     "DistBackward0": _NORM_BACKWARD_LOCALS,
     "LinalgVectorNormBackward0": _NORM_BACKWARD_LOCALS,
     **dict.fromkeys(("NormBackward0", "NormBackward1", "NormBackward2", "NormBackward3"), _NORM_BACKWARD_LOCALS),
+    # i1_backward's (i1e_backward's) `gradx = (safe_self.i0() - (result * safe_self.reciprocal()))`,
+    # read by `grad * at::where(self_is_not_tiny, gradx, at::full({}, 0.5, ...))`; the first `where`'s
+    # second argument is the forward's `self`
+    **dict.fromkeys(("SpecialI1Backward0", "SpecialI1EBackward0"), frozenset({_Read("aten.where", 1)})),
+    # copysign_tensor_self_backward's `ratio = result / self`, masked in place where `self == 0` (its
+    # own statement), read by `grad * ratio`
+    **dict.fromkeys(("CopysignBackward0", "CopysignBackward1"), frozenset({_Read("aten.mul", 1)})),
     # prod_backward's (along a dim) `zero_mask = (input == 0)` and `slice_zero_count =
     # zero_mask.sum(dim, true)`, each read by a `sum` (`_ProductsWithoutZeros`)
     "ProdBackward1": frozenset({_Read("aten.sum", 0)}),

@@ -669,6 +669,17 @@ PROFILED_STEPS = {
             ("of the whole map in float64", lambda y: y.prod(dtype=torch.float64)),
         )
     },
+    # i1_backward's `gradx` and copysign's `ratio`, locals read once: their statements' temporaries
+    # freed as each is made (i1's product `result * safe_self.reciprocal()`, copysign's mask)
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
+        for name, call in (
+            ("an i1", torch.special.i1),
+            ("an i1e", torch.special.i1e),
+            ("a map with its flip's signs", lambda y: torch.copysign(y, y.flip(1))),
+            ("a map made negative", lambda y: torch.copysign(y, -1.0)),
+        )
+    },
     # sinc_backward's `out`, named, read once by the `where` it returns: its statement's five maps freed first
     "a sinc": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sinc)), (2, 3, 16, 16)),
     # the same ops in one statement (pow_backward_self's `where`): its temporaries held to the `where`
@@ -788,7 +799,8 @@ def test_the_training_peak_matches_the_profiler(name):
     `scale_v`, locals read once, for temporaries of the statement returning their product, the
     3-, 1.5- and 0.5-distances 16,389, 16,393 and 32,772 B over, the vector norms 18,944, 20,992
     and 34,816 B and aten.norm's alike (the power of `self.abs()` and, for p < 1, `self.sgn()`
-    held through that product);
+    held through that product), and i1_backward's `gradx` and copysign's `ratio`, the i1 and
+    i1e 32,772 B over and the copysigns 4,096 B (a mask held through the product);
     and the engine's cast of a gradient to its input's dtype for part of the formula's last
     statement, the 2- and 3-norms in float64 of float32 maps 16,384 B over (the formula's
     temporaries held through the cast); taking prod's gradient road of an input that looks like a
@@ -865,6 +877,11 @@ LOCALS_READ_ONCE = {
         "aten.prod",
         lambda ops: [next(op for op in ops if op.op == operator) for operator in ("aten.eq", "aten.sum")],
     ),
+    # i1_backward's `gradx = (safe_self.i0() - (result * safe_self.reciprocal()))`, the `where`'s
+    # second argument: not the forward's `self`, the first `where`'s
+    "i1": (torch.special.i1, "aten.special_i1", _last("aten.sub")),
+    # copysign's `ratio = result / self`, read by `grad * ratio` once masked in place
+    "copysign": (lambda y: torch.copysign(y, y.flip(1)), "aten.copysign", _last("aten.div")),
     "aten.norm along a dim, p = 3": (
         lambda y: torch.ops.aten.norm.ScalarOpt_dim(y, 3, [1]),
         "aten.norm",
