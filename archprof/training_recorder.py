@@ -119,6 +119,9 @@ _LOCALS_READ_ONCE = {
     # copysign_tensor_self_backward's `ratio = result / self`, masked in place where `self == 0` (its
     # own statement), read by `grad * ratio`
     **dict.fromkeys(("CopysignBackward0", "CopysignBackward1"), frozenset({_Read("aten.mul", 1)})),
+    # mvlgamma_backward's `args = args.add(self.unsqueeze(-1))` (the first `args`, an arange, freed as
+    # it is reassigned), read by `grad * args.digamma_().sum(-1)`
+    "MvlgammaBackward0": frozenset({_Read("aten.sum", 0)}),
     # prod_backward's (along a dim) `zero_mask = (input == 0)` and `slice_zero_count =
     # zero_mask.sum(dim, true)`, each read by a `sum` (`_ProductsWithoutZeros`)
     "ProdBackward1": frozenset({_Read("aten.sum", 0)}),

@@ -678,6 +678,8 @@ PROFILED_STEPS = {
             ("an i1e", torch.special.i1e),
             ("a map with its flip's signs", lambda y: torch.copysign(y, y.flip(1))),
             ("a map made negative", lambda y: torch.copysign(y, -1.0)),
+            # mvlgamma's `args`, reassigned: the arange it held first freed then
+            ("a multivariate log-gamma", lambda y: torch.mvlgamma(y.abs() + 3, 4)),
         )
     },
     # sinc_backward's `out`, named, read once by the `where` it returns: its statement's five maps freed first
@@ -800,7 +802,9 @@ def test_the_training_peak_matches_the_profiler(name):
     3-, 1.5- and 0.5-distances 16,389, 16,393 and 32,772 B over, the vector norms 18,944, 20,992
     and 34,816 B and aten.norm's alike (the power of `self.abs()` and, for p < 1, `self.sgn()`
     held through that product), and i1_backward's `gradx` and copysign's `ratio`, the i1 and
-    i1e 32,772 B over and the copysigns 4,096 B (a mask held through the product);
+    i1e 32,772 B over and the copysigns 4,096 B (a mask held through the product), and taking
+    mvlgamma's reassigned `args` for a temporary, the multivariate log-gamma 16 B over (the
+    arange it held first, held through the return);
     and the engine's cast of a gradient to its input's dtype for part of the formula's last
     statement, the 2- and 3-norms in float64 of float32 maps 16,384 B over (the formula's
     temporaries held through the cast); taking prod's gradient road of an input that looks like a
@@ -880,6 +884,8 @@ LOCALS_READ_ONCE = {
     # i1_backward's `gradx = (safe_self.i0() - (result * safe_self.reciprocal()))`, the `where`'s
     # second argument: not the forward's `self`, the first `where`'s
     "i1": (torch.special.i1, "aten.special_i1", _last("aten.sub")),
+    # mvlgamma's second `args = args.add(self.unsqueeze(-1))`, read by the `sum` once digamma_ wrote it
+    "mvlgamma": (lambda y: torch.mvlgamma(y.abs() + 3, 4), "aten.mvlgamma", _last("aten.add")),
     # copysign's `ratio = result / self`, read by `grad * ratio` once masked in place
     "copysign": (lambda y: torch.copysign(y, y.flip(1)), "aten.copysign", _last("aten.div")),
     "aten.norm along a dim, p = 3": (
