@@ -219,8 +219,9 @@ class EngineNotes:
     reductions: set[int] = field(default_factory=set)
     # The storages of the tensors a gradient formula stores in a local variable though one op
     # alone reads them (a local read once looks like a temporary: `TrainingRecorder`'s
-    # `_LOCALS_READ_ONCE`, each read as (operator, argument position)): sinc_backward's `out`,
-    # read by the `where` it returns, renorm's `grad_norm`, logcumsumexp's `log_grad_positive`.
+    # `_LOCALS_READ_ONCE`, each read as (operator, argument position), and what it is made of
+    # where that read names more): sinc_backward's `out`, read by the `where` it returns, renorm's
+    # `grad_norm`, logcumsumexp's `log_grad_positive`, norm_backward's `self_scaled`.
     # Where its node made it, its statement ends where it is made, and it lives until its
     # formula's call returns.
     named_locals: set[int] = field(default_factory=set)

@@ -60,15 +60,35 @@ _IN_PLACE_ON_A_CPU = {
     "BinaryCrossEntropyWithLogitsBackward0": frozenset({"aten.sub", "aten.mul"}),
     "ClampBackward0": frozenset({"aten.logical_and", "aten.logical_or"}),
 }
+# The nodes of prod's gradient (FunctionsManual.cpp's prod_backward), whose road depends on the
+# input's values: on a CPU it counts the input's zeros and reads the count back (`.item()`), and
+# where there is none returns `grad * (result / input)`; with zeros, and on meta or for a tensor
+# that looks like a subclass (every tensor under a dispatch mode), it takes exclusive running
+# products from both ends (`prod_safe_zeros_backward`), maps more. archprof analyses inputs with no
+# zeros (random ones): the recorder runs that road (`_ProductsWithoutZeros`).
+_PRODUCT_NODES = frozenset({"ProdBackward0", "ProdBackward1"})
 # Nodes whose gradient formula returns all of its gradients from one C++ statement
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
 _ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """Where a gradient formula reads a local it names (`_LOCALS_READ_ONCE`): as the argument at
+    `position` of `operator`; with `of`, only a local made from a tensor that operator made (one
+    of the arguments of the op making the local), where the same read names other tensors too."""
+
+    operator: str
+    position: int
+    of: str | None = None
+
+
 # Nodes whose gradient formula (FunctionsManual.cpp) stores in a local variable a tensor it reads
 # once, which the ops cannot tell from a temporary of the statement that reads it: the node -> the
-# reads, each (operator, position of the local among its arguments). An argument its node did not
-# make names nothing (logcumsumexp's `log_grad_positive - result`: `result`, the forward's). A
-# local passed as `local.to(dtype)` is read there through the cast, a copy where the dtype changes.
+# reads (`_Read`). An argument its node did not make names nothing (logcumsumexp's
+# `log_grad_positive - result`: `result`, the forward's). A local passed as `local.to(dtype)` is
+# read there through the cast, a copy where the dtype changes.
 # sinc_backward's `out = grad * (... / self_squared_pi)`, read by its `return
 # at::where(self_squared_pi == 0.0, zeros, out)`: its temporaries are freed when `out` is made; a
 # formula with the same ops in one statement holds them to its end (pow_backward_self's
@@ -77,11 +97,34 @@ _ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
 # invnorm * nb)`, read by `where(norm > maxnorm, grad_norm.to(grad.scalar_type()), grad)`;
 # logcumsumexp_backward's `log_grad_positive`, `log_grad_negative`, each read by a `sub` as its
 # first argument, and `output_pos - output_neg`. The masks and zeros the `where`s read are
-# temporaries.
+# temporaries. norm_backward's (dist's, linalg.vector_norm's, aten.norm's: p other than 0, 1, 2,
+# inf) `self_scaled = self.sgn() * self.abs().pow_(p - 1)` (`self * self.abs().pow_(p - 2)` for
+# p > 2, the power masked where `self == 0` for p < 1), read as the first factor of `self_scaled
+# * scale_v` (`self_scaled * grad * norm.pow(1 - p)` for p < 1); and, for p > 1, `scale_v = grad
+# / norm.pow(p - 1)`, then `scale_v.masked_fill_(norm == 0, 0)`, the second factor. The other
+# products of those formulas read temporaries in those places (`self.sgn()`, the product
+# `self_scaled * grad`), made of no `abs` or `pow`.
+_NORM_BACKWARD_LOCALS = frozenset({_Read("aten.mul", 0, of="aten.abs"), _Read("aten.mul", 1, of="aten.pow")})
 _LOCALS_READ_ONCE = {
-    "SincBackward0": frozenset({("aten.where", 2)}),
-    "RenormBackward0": frozenset({("aten.where", 1)}),
-    "LogcumsumexpBackward0": frozenset({("aten.sub", 0), ("aten.sub", 1)}),
+    "SincBackward0": frozenset({_Read("aten.where", 2)}),
+    "RenormBackward0": frozenset({_Read("aten.where", 1)}),
+    "LogcumsumexpBackward0": frozenset({_Read("aten.sub", 0), _Read("aten.sub", 1)}),
+    "DistBackward0": _NORM_BACKWARD_LOCALS,
+    "LinalgVectorNormBackward0": _NORM_BACKWARD_LOCALS,
+    **dict.fromkeys(("NormBackward0", "NormBackward1", "NormBackward2", "NormBackward3"), _NORM_BACKWARD_LOCALS),
+    # i1_backward's (i1e_backward's) `gradx = (safe_self.i0() - (result * safe_self.reciprocal()))`,
+    # read by `grad * at::where(self_is_not_tiny, gradx, at::full({}, 0.5, ...))`; the first `where`'s
+    # second argument is the forward's `self`
+    **dict.fromkeys(("SpecialI1Backward0", "SpecialI1EBackward0"), frozenset({_Read("aten.where", 1)})),
+    # copysign_tensor_self_backward's `ratio = result / self`, masked in place where `self == 0` (its
+    # own statement), read by `grad * ratio`
+    **dict.fromkeys(("CopysignBackward0", "CopysignBackward1"), frozenset({_Read("aten.mul", 1)})),
+    # mvlgamma_backward's `args = args.add(self.unsqueeze(-1))` (the first `args`, an arange, freed as
+    # it is reassigned), read by `grad * args.digamma_().sum(-1)`
+    "MvlgammaBackward0": frozenset({_Read("aten.sum", 0)}),
+    # prod_backward's (along a dim) `zero_mask = (input == 0)` and `slice_zero_count =
+    # zero_mask.sum(dim, true)`, each read by a `sum` (`_ProductsWithoutZeros`)
+    "ProdBackward1": frozenset({_Read("aten.sum", 0)}),
 }
 
 
@@ -155,6 +198,7 @@ class TrainingRecorder(Recorder):
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
         self._formulas = _RunningFormulas(self._metas, self.engine.formula_results)
+        self._products = _ProductsWithoutZeros()
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
@@ -194,6 +238,8 @@ class TrainingRecorder(Recorder):
         return bool(roots)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self._products.running:  # the road a real step does not take: run, not recorded
+            return func(*args, **(kwargs or {}))
         if func is _aten.clone.default and self._phase == "backward" and _group_norm_gradient_running():
             tensor = args[0]
             memory_format = suggest_memory_format(tensor)  # the CPU's `contiguous(memory_format)`
@@ -262,18 +308,22 @@ class TrainingRecorder(Recorder):
             self._tagging_for = self._replayed(node)
             self._last_made = (_made(info, out), self.ops[-1].origin)
 
-    def _note_locals_read_once(self, reads: frozenset, operator: str, args: tuple, origin: int) -> None:
+    def _note_locals_read_once(self, reads: frozenset[_Read], operator: str, args: tuple, origin: int) -> None:
         """Note the storages of the locals read once (`EngineNotes.named_locals`) that the op just
         recorded, `operator` of the node of forward op `origin`, reads: those at its positions
-        `reads` gives it, read through a cast, where the node made them."""
-        for name, position in reads:
-            read = self.meta_of(args[position]) if name == operator and position < len(args) else None
+        `reads` gives it, read through a cast, where the node made them (of what the read's `of`
+        made, where it names one)."""
+        for place in reads:
+            at = place.position
+            read = self.meta_of(args[at]) if place.operator == operator and at < len(args) else None
             maker = self._maker_in_the_node(read, origin) if read is not None else None
             if maker is not None and maker.op == "aten._to_copy":  # `local.to(dtype)`, a copy of the local
                 read, maker = maker.inputs[0], self._maker_in_the_node(maker.inputs[0], origin)
             # Not the forward's `result` (a detached view of it, unpacked); another torch's
             # formula may pass its arguments otherwise.
-            if maker is not None and not maker.is_view:
+            if maker is None or maker.is_view:
+                continue
+            if place.of is None or self._made_of(read.storage, place.of, origin):
                 self.engine.named_locals.add(read.storage)
 
     def _maker_in_the_node(self, tensor: TensorMeta, origin: int) -> OpNode | None:
@@ -285,6 +335,19 @@ class TrainingRecorder(Recorder):
             if tensor in op.outputs:
                 return op
         return None
+
+    def _made_of(self, storage: int, operator: str, origin: int) -> bool:
+        """Whether the op that made `storage` (not one writing into it since), of the node of forward
+        op `origin`, read a storage that an `operator` op of the node made."""
+        node_ops = []  # the node's ops so far, the latest first
+        for op in reversed(self.ops):
+            if op.origin != origin:
+                break
+            node_ops.append(op)
+        makers = (op for op in node_ops if not op.writes_input and any(t.storage == storage for t in op.outputs))
+        maker = next(makers, None)
+        read = {tensor.storage for tensor in maker.inputs} if maker is not None else set()
+        return any(op.op == operator and any(t.storage in read for t in op.outputs) for op in node_ops)
 
     def _note_function_call(self, statement: _CallInAStatement, origin: int) -> None:
         """Where the ops just recorded, all of the node of forward op `origin`, end a statement
@@ -353,6 +416,8 @@ class TrainingRecorder(Recorder):
                 if self._tagging_for is not None:  # a recomputed op's: tagged anew if attributed anew
                     replay, step = self._tagging_for
                     replay.nodes.append((step, node))
+                if node.name() in _PRODUCT_NODES:  # before the bracket: its post hook sees the road taken
+                    self._products.reroute(node)
                 self._formulas.bracket(node)
                 if isinstance(node, BackwardCFunction):  # a Python backward
                     node.register_hook(self._python_backward_returned)
@@ -568,6 +633,49 @@ class _RunningFormulas:
         if node.name() == _GRAPH_ROOT:
             return True
         return _BRACKETED in node.metadata and not (self.nodes and self.nodes[-1] is node)
+
+
+class _ProductsWithoutZeros:
+    """Prod's gradient as a CPU runs it on an input with no zeros (`_PRODUCT_NODES`): the node's own
+    formula runs unrecorded (`running`), between hooks on the node, and the post hook runs the
+    road of no zeros in its place, recorded, and returns its gradient instead. It holds no
+    recorder (the nodes keep their hooks)."""
+
+    def __init__(self) -> None:
+        self.running = False
+
+    def reroute(self, node) -> None:
+        node.register_prehook(self._starts)
+        node.register_hook(self._ends)
+
+    def _starts(self, _incoming: tuple) -> None:
+        self.running = True
+
+    def _ends(self, gradients: tuple, incoming: tuple) -> tuple:
+        self.running = False
+        gradient = _prod_gradient_without_zeros(torch._C._current_autograd_node(), incoming[0])
+        return (gradient.to(gradients[0].dtype),)  # the engine's cast to the input's dtype, where it differs
+
+
+def _prod_gradient_without_zeros(node, grad: torch.Tensor) -> torch.Tensor:
+    """prod_backward's road where the input has no zeros, for `node` (a `_PRODUCT_NODES` one) and
+    its incoming gradient, on `self.to(grad.scalar_type())` (derivatives.yaml: a copy where prod
+    was given another dtype): the zeros counted (along a dim: `zero_mask = (input == 0)`, summed
+    along it, then whole, read back with `.item()`, which meta cannot; whole: `(input ==
+    0).nonzero()`, whose empty result holds no bytes), then `grad * (result / input)`."""
+    input, result = node._saved_self.to(grad.dtype), node._saved_result
+    if input.dim() == 0:
+        return grad
+    if node.name() == "ProdBackward1":
+        # torch hands a negative dim back as its unsigned 64-bit twin
+        dim = node._saved_dim if node._saved_dim < 2**63 else node._saved_dim - 2**64
+        if not node._saved_keepdim:
+            grad, result = grad.unsqueeze(dim), result.unsqueeze(dim)
+        zero_mask = torch.eq(input, 0)
+        zero_mask.sum(dim, True).sum()
+    else:
+        torch.eq(input, 0)  # the mask `nonzero` reads, made and freed
+    return grad * (result / input)
 
 
 class _HeldByTheNode:

@@ -267,7 +267,8 @@ def _liveness(
     formula returns (`EngineNotes.formula_results`), ending the formula's C++ call; `function_calls`
     are the functions a formula calls inside a statement, at positions in `steps`
     (`EngineNotes.function_calls`); one in `reductions` is the engine's sum of a gradient to its
-    input's shape, run after its node's formula (`EngineNotes.reductions`); a storage in
+    input's shape (`EngineNotes.reductions`) or its cast to the input's dtype, run after its
+    node's formula; a storage in
     `named_locals` is a local variable of its node's formula that one op alone reads
     (`EngineNotes.named_locals`: renorm's `grad_norm`, sinc's `out`)."""
     same = same or {}
@@ -448,9 +449,9 @@ def _statement_ends(
     reads (the engine's sum of a broadcast gradient, another output's formula) ends a statement
     of its own; but a step in `one_statement` ends with its node's formula: atan2's and cdist's
     make all their gradients in one statement. The engine's sum of a broadcast gradient to its
-    input's shape (`reductions`) runs once the formula has returned: every statement has ended
-    before it (atan2's temporaries are gone as it sums the gradient of an operand broadcast along
-    the batch), and it ends its own. A step making a storage
+    input's shape (`reductions`), as its cast to the input's dtype, runs once the formula has
+    returned: every statement has ended before it (atan2's temporaries are gone as it sums the
+    gradient of an operand broadcast along the batch), and it ends its own. A step making a storage
     in `named` (a local variable of the formula) ends its statement too: `mask =
     self_abs.eq(norm).logical_or(self_abs.isnan())` frees its two masks once `mask` is made,
     though later statements read it."""
@@ -578,10 +579,11 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
       product AddcmulBackward sums into a weight's gradient) is freed at the end of the C++
       statement that read it last (`_statement_ends`: the run of the node's ops that each
       make what a later one reads, up to the op whose result the run does not read; the
-      engine's sum of a broadcast gradient to its input's shape runs after them all, a statement
-      of its own: `EngineNotes.reductions`); but one two later ops of the node read, a local
-      variable of its formula, when the formula's C++ call returns (`_named_locals`,
-      `_call_ends`), as one the formula names though one op alone reads it
+      engine's sum of a broadcast gradient to its input's shape, and its cast to the input's
+      dtype, run after them all, each a statement of its own: `EngineNotes.reductions`); but
+      one two later ops of the node read, a local variable of its formula, when the formula's
+      C++ call returns (`_named_locals`, `_call_ends`), as one the formula names though one op
+      alone reads it
       (`EngineNotes.named_locals`: sinc's `out`, renorm's `grad_norm`); and one a function the
       formula calls inside a statement made, when that function returns
       (`EngineNotes.function_calls`: dist's norm_backward, before the negation of its result;
@@ -653,6 +655,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     died = _dropped_at_once(backward, moved, read_in_backward | kept) | graph.engine.python_releases
     died = {storage: forward + steps_run for storage, steps_run in died.items()}
     reductions = {forward + index for index in graph.engine.reductions}
+    results, casts = _formula_results(steps, release, graph.engine.formula_results, reductions)
     for storage, steps_run in _held_through_python_backwards(graph).items():
         storage = moved.get(storage, storage)  # a gradient passed in as the `.grad` it was taken over as
         died[storage] = max(died.get(storage, 0), forward + steps_run)
@@ -669,9 +672,9 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         graph.engine.random_states,
         {forward + index for index in graph.engine.one_statement_ops},
         {forward + index for index in graph.engine.in_place_ops},
-        _formula_results(steps, release, graph.engine.formula_results, reductions),
+        results,
         [_shifted(call, forward) for call in graph.engine.function_calls],
-        reductions,
+        reductions | casts,
         graph.engine.named_locals,
     )
     gradients = {moved.get(s, s) for s in copies if s not in returned}
@@ -679,12 +682,15 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
 
 
-def _formula_results(steps: list[OpNode], release: list[int], returned: set[int], reductions: set[int]) -> set[int]:
+def _formula_results(
+    steps: list[OpNode], release: list[int], returned: set[int], reductions: set[int]
+) -> tuple[set[int], set[int]]:
     """The steps that made a gradient their node's formula returned (`EngineNotes.formula_results`,
     as the node's post hook saw it), before the engine fitted it to its input (validate_outputs):
     `sum_to` its shape, the engine's sum of a broadcast gradient (`reductions`: clamp's bounds',
     made by the `where` before) and, where the input lacks leading dimensions, a view of that
-    sum; then a cast to its dtype."""
+    sum; then a cast to its dtype. And those casts: run once the formula has returned, as the
+    engine's sums are."""
     maker = {t.id: index for index, op in enumerate(steps) for t in op.outputs}
 
     def source(index: int) -> int | None:
@@ -692,19 +698,20 @@ def _formula_results(steps: list[OpNode], release: list[int], returned: set[int]
         made = maker.get(steps[index].inputs[0].id, index) if len(steps[index].inputs) == 1 else index
         return made if made < index and release[made] == release[index] else None
 
-    results = set()
+    results, casts = set(), set()
     for index, op in enumerate(steps):
         if not any(t.id in returned for t in op.outputs):
             continue
         # Undone in the reverse of the engine's order: the cast, sum_to's view, its sum.
         if op.op == "aten._to_copy" and source(index) is not None:
+            casts.add(index)
             index = source(index)
         if steps[index].op == "aten.view" and source(index) in reductions:
             index = source(index)
         if index in reductions and source(index) is not None:
             index = source(index)
         results.add(index)
-    return results
+    return results, casts
 
 
 def _shifted(call: FunctionCall, steps: int) -> FunctionCall:
