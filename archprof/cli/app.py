@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import inspect
 import io
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -210,7 +211,16 @@ def _writing_every_byte(stream):
     )
 
 
+def _no_zero_width() -> None:
+    """COLUMNS=0 read as COLUMNS unset. Rich takes it for a width of 0 columns: `zoo`,
+    `check` and `diff` printed nothing and exited 0 (a budget check with no verdict), the
+    other tables failed with a traceback. A width Rich cannot read (COLUMNS=abc) it ignores."""
+    if os.environ.get("COLUMNS", "").isdigit() and int(os.environ["COLUMNS"]) == 0:
+        del os.environ["COLUMNS"]
+
+
 def main() -> None:
+    _no_zero_width()
     sys.stdout = _ClosedOutput() if sys.stdout is None else _writing_every_byte(sys.stdout)
     rich.console.Console.on_broken_pipe = _broken_pipe  # the tables', and Typer's help
     try:

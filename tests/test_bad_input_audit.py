@@ -1,0 +1,65 @@
+"""A careless or hostile user's input, found by an audit of the CLI and the API: each case
+one that went wrong before (a traceback, a silent empty report, a corrupted one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def archprof_process(*args: str, cwd: Path, **environment: str | None) -> subprocess.CompletedProcess:
+    """The real `archprof` process: file descriptors and the environment are process-level facts."""
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    env.pop("COLUMNS", None)
+    env.update({key: value for key, value in environment.items() if value is not None})
+    return subprocess.run(
+        [sys.executable, "-m", "archprof", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("args", [("zoo",), ("check", "lenet5", "--max-params", "1M"), ("summary", "lenet5")])
+def test_columns_zero_reads_as_columns_unset(tmp_path, args):
+    """COLUMNS=0 made Rich draw on 0 columns: zoo and check printed nothing and exited 0 (a
+    budget check with no verdict), summary failed with a traceback."""
+    unset = archprof_process(*args, cwd=tmp_path)
+    zero = archprof_process(*args, cwd=tmp_path, COLUMNS="0")
+    assert unset.returncode == 0 and unset.stdout.strip()
+    assert (zero.returncode, zero.stdout, zero.stderr) == (0, unset.stdout, "")
+
+
+def test_what_a_model_writes_to_descriptor_1_goes_to_stderr_not_into_the_report(tmp_path):
+    """Python's sys.stdout went to stderr while the model ran, but not file descriptor 1
+    itself: os.write(1, ...), print(file=sys.__stdout__) and a subprocess's output landed
+    inside `-f json`'s report, which then no longer parsed."""
+    (tmp_path / "chatty.py").write_text(
+        "import os, subprocess, sys\n"
+        "from torch import nn\n\n\n"
+        "class Chatty(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3)\n"
+        "        os.write(1, b'DESCRIPTOR-1\\n')\n\n"
+        "    def forward(self, x):\n"
+        "        print('DUNDER-STDOUT', file=sys.__stdout__, flush=True)\n"
+        "        subprocess.run([sys.executable, '-c', 'print(\"SUBPROCESS\")'], check=True)\n"
+        "        return self.conv(x)\n"
+    )
+    done = archprof_process("summary", "chatty.py:Chatty", "--input", "3x8x8", "-f", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["totals"]["param_count"] == 4 * 3 * 3 * 3 + 4  # weight and bias, counted by hand
+    for marker in ("DESCRIPTOR-1", "DUNDER-STDOUT", "SUBPROCESS"):
+        assert marker in done.stderr
