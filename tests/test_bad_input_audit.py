@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+import archprof
+from archprof import ArchprofError
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -63,3 +67,39 @@ def test_what_a_model_writes_to_descriptor_1_goes_to_stderr_not_into_the_report(
     assert report["totals"]["param_count"] == 4 * 3 * 3 * 3 + 4  # weight and bias, counted by hand
     for marker in ("DESCRIPTOR-1", "DUNDER-STDOUT", "SUBPROCESS"):
         assert marker in done.stderr
+
+
+def test_a_module_named_by_a_spec_is_refused_as_not_a_factory(tmp_path):
+    """`file.py:model` naming a module built at import was called as a factory, which ran
+    its forward with no input: 'model factory failed: forward() missing ... input'."""
+    (tmp_path / "built.py").write_text("from torch import nn\n\nconv = nn.Conv2d(3, 4, 3)\n")
+    with pytest.raises(ArchprofError, match=r"^'.*built.py:conv' is a Conv2d built as its file was imported, not a"):
+        archprof.analyze(f"{tmp_path / 'built.py'}:conv", input_size=(3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model: archprof.analyze(torch.zeros(4, 4, 4)),
+        lambda model: archprof.analyze(model, inputs=[torch.zeros(3, 8, 8)]),
+        lambda model: archprof.analyze(model, inputs=torch.zeros(3, 8, 8)),
+    ],
+    ids=["a tensor as the model", "a tensor in inputs", "a tensor as inputs"],
+)
+def test_a_tensor_given_for_a_shape_or_a_model_is_named_on_one_line(call):
+    """The error quoted the tensor's repr, one line per row of it (12 lines for 4x4x4)."""
+    with pytest.raises(ArchprofError) as raised:
+        call(torch.nn.Conv2d(3, 4, 3))
+    message = str(raised.value)
+    assert "\n" not in message and "(of type Tensor)" in message and len(message) < 300
+
+
+@pytest.mark.parametrize("weights", [{"weight": torch.zeros(4, 3, 3, 3)}, 5], ids=["a state dict", "an int"])
+def test_weights_that_are_not_a_file_name_are_refused_as_such(weights):
+    """`weights=` given a state dict in memory said 'weights file {'weight': tensor(...)} does
+    not exist': its str() taken for a file name, over several lines."""
+    with pytest.raises(
+        ArchprofError, match=r"^weights must be a checkpoint's file name \(a str or a Path\), got"
+    ) as raised:
+        archprof.analyze("lenet5", weights=weights)
+    assert "\n" not in str(raised.value)

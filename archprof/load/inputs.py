@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from archprof.errors import ArchprofError, check_flag
-from archprof.load.common import DTYPES, INPUT_DTYPES, INT64_MAX, printable_errors, shorten
+from archprof.load.common import DTYPES, INPUT_DTYPES, INT64_MAX, described, printable_errors, shorten
 from archprof.units import whole_number
 
 # -- inputs --------------------------------------------------------------------------------
@@ -166,8 +166,8 @@ def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
         specs = [_one_input(value, f"inputs[{i}]") for i, value in enumerate(inputs)]
     else:
         raise ArchprofError(
-            f"cannot read inputs {inputs!r}: give a shape such as (3, 224, 224), a list of shapes or InputSpecs, "
-            "or a dict of keyword inputs"
+            f"cannot read inputs {described(inputs)}: give a shape such as (3, 224, 224), a list of shapes or"
+            " InputSpecs, or a dict of keyword inputs"
         )
     names = [spec.name for spec in specs if spec.name]
     if len(names) != len(set(names)):
@@ -198,6 +198,6 @@ def _one_input(value: Any, where: str) -> InputSpec:
         dtype = value[1] if isinstance(value[1], torch.dtype) else parse_input_dtype(value[1])
         return InputSpec(tuple(value[0]), dtype)
     raise ArchprofError(
-        f"cannot read {where} = {value!r}: expected a shape such as (3, 224, 224), '77:int64', "
+        f"cannot read {where} = {described(value)}: expected a shape such as (3, 224, 224), '77:int64', "
         "(shape, dtype) or an InputSpec"
     )
