@@ -14,6 +14,7 @@ import torch
 
 import archprof
 from archprof import ArchprofError
+from tests.cli import cli, one_error_line
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -103,3 +104,18 @@ def test_weights_that_are_not_a_file_name_are_refused_as_such(weights):
     ) as raised:
         archprof.analyze("lenet5", weights=weights)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["a broken link", "a folder"])
+def test_an_archprof_toml_that_is_not_a_file_is_an_error_not_passed_over(tmp_path, monkeypatch, kind):
+    """An archprof.toml that could not be read (a link to a file gone, a folder) was skipped:
+    `archprof check` then checked pyproject.toml's budgets instead, and passed (exit 0)."""
+    (tmp_path / "pyproject.toml").write_text('[[tool.archprof.models]]\nname = "lenet5"\nmax-params = "1M"\n')
+    if kind == "a folder":
+        (tmp_path / "archprof.toml").mkdir()
+    else:
+        (tmp_path / "archprof.toml").symlink_to(tmp_path / "gone.toml")
+    monkeypatch.chdir(tmp_path)
+    result = cli("check")
+    assert result.exit_code == 2, result.output
+    assert "budget file archprof.toml" in one_error_line(result)
