@@ -119,3 +119,11 @@ def test_an_archprof_toml_that_is_not_a_file_is_an_error_not_passed_over(tmp_pat
     result = cli("check")
     assert result.exit_code == 2, result.output
     assert "budget file archprof.toml" in one_error_line(result)
+
+
+@pytest.mark.parametrize("shape", [{3, 224, 225}, {3: "channels", 224: "height", 225: "width"}], ids=["set", "dict"])
+def test_an_input_spec_of_an_unordered_shape_is_refused(shape):
+    """InputSpec took any iterable: {3, 224, 224} became the 2-d shape its set iterates in
+    (224x3), a dict its keys; the analysis then ran on that, or failed deep in the model."""
+    with pytest.raises(ArchprofError, match=r"^input shape must be a sequence of sizes"):
+        archprof.InputSpec(shape)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,11 @@ class InputSpec:
     batched: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.shape, Iterable):
-            raise ArchprofError(f"input shape must be a sequence of sizes such as (3, 224, 224), got {self.shape!r}")
+        # A set or a dict iterates in an order of its own: {3, 224, 224} would be 224x3, silently.
+        if not isinstance(self.shape, Iterable) or isinstance(self.shape, (AbstractSet, Mapping)):
+            raise ArchprofError(
+                f"input shape must be a sequence of sizes such as (3, 224, 224), got {described(self.shape)}"
+            )
         check_flag("batched", self.batched)
         shape = tuple(_whole_size(size, self.shape) for size in self.shape)
         object.__setattr__(self, "shape", shape)
