@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
+import typer.core
+import typer.main
 
 import archprof
 from archprof import ArchprofError
+from archprof.cli import main
 from tests.cli import cli, one_error_line
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -127,3 +131,27 @@ def test_an_input_spec_of_an_unordered_shape_is_refused(shape):
     (224x3), a dict its keys; the analysis then ran on that, or failed deep in the model."""
     with pytest.raises(ArchprofError, match=r"^input shape must be a sequence of sizes"):
         archprof.InputSpec(shape)
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_command_line_is_parsed_is_said_on_one_line(monkeypatch):
+    """Typer turned a Ctrl-C while Click parsed the options into exit 130 without a word."""
+    monkeypatch.setattr(typer.core.TyperCommand, "parse_args", _interrupt)
+    result = cli("summary", "lenet5", "--depth", "2")
+    assert (result.exit_code, result.stderr) == (130, "interrupted (Ctrl-C)\n")
+
+
+def test_ctrl_c_while_typer_builds_the_commands_is_said_on_one_line(monkeypatch, capsys):
+    """A Ctrl-C while Typer built the Click commands, before parsing, left main() as a traceback."""
+    monkeypatch.setattr(typer.main, "get_command", _interrupt)
+    monkeypatch.setattr(sys, "argv", ["archprof", "zoo"])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt left main(): a traceback")
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "interrupted (Ctrl-C)\n"

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from archprof import __version__
-from archprof.cli.common import discard_written_to, say, standard_output
+from archprof.cli.common import discard_written_to, interrupted, say, standard_output
 from archprof.cli.help_panels import names_kept_whole
 
 
@@ -106,9 +106,12 @@ _PYDANTIC_WORDING = (
 def _usage_error_on_one_line(command: str) -> Iterator[None]:
     """A command line Click cannot parse (an unknown option, a bad value, a missing
     argument) as one line on stderr and exit 2, as archprof's own errors are: not Click's
-    usage, hint and boxed message over five lines. `command`: "archprof summary", for the hint."""
+    usage, hint and boxed message over five lines. `command`: "archprof summary", for the hint.
+    Ctrl-C while parsing says so as in a command (Typer would exit 130 without a word)."""
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted()
     except _CLICK_ERRORS.UsageError as exc:
         if isinstance(exc, _HELP_FOR_NO_ARGUMENTS):
             raise
@@ -227,6 +230,8 @@ def main() -> None:
         with standard_output():  # the help too: `archprof -h > /dev/full`, `archprof -h | true`
             try:
                 app()
+            except KeyboardInterrupt:  # while Typer builds the commands, before any parsing
+                interrupted()
             finally:  # what is left in the buffer fails here, not in the interpreter's exit
                 sys.stdout.flush()
     except typer.Exit as exc:  # standard_output's verdict, outside the app that would take it

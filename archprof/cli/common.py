@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import partial, wraps
 from pathlib import Path
-from typing import Annotated, Optional, get_args
+from typing import Annotated, NoReturn, Optional, get_args
 
 import typer
 
@@ -321,10 +321,15 @@ def user_errors(command):
             say(f"error: {exc}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # Typer would exit 130 without a word
-            say("interrupted (Ctrl-C)")
-            raise typer.Exit(130) from None
+            interrupted()
 
     return run
+
+
+def interrupted() -> NoReturn:
+    """Ctrl-C, said on one line; exit 130, as a shell reports a process SIGINT ended."""
+    say("interrupted (Ctrl-C)")
+    raise typer.Exit(130) from None
 
 
 # The standard output each running command found: its report goes there, and nothing else.
