@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -245,7 +246,7 @@ def find_budget_file(directory: Path | None = None) -> Path | None:
     """`archprof.toml`, else a `pyproject.toml` with a [tool.archprof] table, in `directory`."""
     directory = directory or Path()  # relative: errors then name "archprof.toml", not a long path
     candidate = directory / "archprof.toml"
-    if candidate.is_file():
+    if os.path.lexists(candidate):  # a folder or a broken link too: load_budget_file says what is wrong
         return candidate
     pyproject = directory / "pyproject.toml"
     if pyproject.is_file():

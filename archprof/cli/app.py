@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import inspect
 import io
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from archprof import __version__
-from archprof.cli.common import discard_written_to, say, standard_output
+from archprof.cli.common import discard_written_to, interrupted, say, standard_output
 from archprof.cli.help_panels import names_kept_whole
 
 
@@ -105,9 +106,12 @@ _PYDANTIC_WORDING = (
 def _usage_error_on_one_line(command: str) -> Iterator[None]:
     """A command line Click cannot parse (an unknown option, a bad value, a missing
     argument) as one line on stderr and exit 2, as archprof's own errors are: not Click's
-    usage, hint and boxed message over five lines. `command`: "archprof summary", for the hint."""
+    usage, hint and boxed message over five lines. `command`: "archprof summary", for the hint.
+    Ctrl-C while parsing says so as in a command (Typer would exit 130 without a word)."""
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted()
     except _CLICK_ERRORS.UsageError as exc:
         if isinstance(exc, _HELP_FOR_NO_ARGUMENTS):
             raise
@@ -210,13 +214,24 @@ def _writing_every_byte(stream):
     )
 
 
+def _no_zero_width() -> None:
+    """COLUMNS=0 read as COLUMNS unset. Rich takes it for a width of 0 columns: `zoo`,
+    `check` and `diff` printed nothing and exited 0 (a budget check with no verdict), the
+    other tables failed with a traceback. A width Rich cannot read (COLUMNS=abc) it ignores."""
+    if os.environ.get("COLUMNS", "").isdigit() and int(os.environ["COLUMNS"]) == 0:
+        del os.environ["COLUMNS"]
+
+
 def main() -> None:
+    _no_zero_width()
     sys.stdout = _ClosedOutput() if sys.stdout is None else _writing_every_byte(sys.stdout)
     rich.console.Console.on_broken_pipe = _broken_pipe  # the tables', and Typer's help
     try:
         with standard_output():  # the help too: `archprof -h > /dev/full`, `archprof -h | true`
             try:
                 app()
+            except KeyboardInterrupt:  # while Typer builds the commands, before any parsing
+                interrupted()
             finally:  # what is left in the buffer fails here, not in the interpreter's exit
                 sys.stdout.flush()
     except typer.Exit as exc:  # standard_output's verdict, outside the app that would take it

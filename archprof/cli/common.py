@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import partial, wraps
 from pathlib import Path
-from typing import Annotated, Optional, get_args
+from typing import Annotated, NoReturn, Optional, get_args
 
 import typer
 
@@ -321,10 +321,15 @@ def user_errors(command):
             say(f"error: {exc}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # Typer would exit 130 without a word
-            say("interrupted (Ctrl-C)")
-            raise typer.Exit(130) from None
+            interrupted()
 
     return run
+
+
+def interrupted() -> NoReturn:
+    """Ctrl-C, said on one line; exit 130, as a shell reports a process SIGINT ended."""
+    say("interrupted (Ctrl-C)")
+    raise typer.Exit(130) from None
 
 
 # The standard output each running command found: its report goes there, and nothing else.
@@ -336,12 +341,39 @@ def _model_prints_to_stderr():
     """While a command runs, what the model's own code prints (a line in its constructor or
     forward) goes to standard error: standard output carries the report alone, so that
     `archprof summary MODEL -f json | jq` reads JSON. `standard_output` writes the report."""
-    _report_streams.append(sys.stdout)
+    found = sys.stdout
+    with _descriptor_1_to_stderr(found) as report:
+        _report_streams.append(report)
+        try:
+            with redirect_stdout(sys.stderr):
+                yield
+        finally:
+            kept = _report_streams.pop()  # os.devnull where `standard_output` found it gone
+            sys.stdout = found if kept is report else kept
+
+
+@contextmanager
+def _descriptor_1_to_stderr(stream):
+    """Where `stream`, standard output, writes to file descriptor 1: that descriptor pointed
+    at standard error's meanwhile, and a stream on a copy of it yielded for the report.
+    Code that writes to the descriptor itself (`os.write(1, ...)`, `sys.__stdout__`, a
+    subprocess, a C extension's printf) would otherwise put its text inside the report.
+    Any other stream (a test's, a closed standard output) is yielded as it is."""
     try:
-        with redirect_stdout(sys.stderr):
-            yield
+        apart = stream.fileno() == 1 and sys.stderr.fileno() != 1
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        apart = False
+    if not apart:
+        yield stream
+        return
+    stream.flush()
+    report = open(os.dup(1), "w", encoding=stream.encoding, errors=stream.errors)  # noqa: SIM115 (closed below)
+    os.dup2(sys.stderr.fileno(), 1)
+    try:
+        yield report
     finally:
-        sys.stdout = _report_streams.pop()  # os.devnull where `standard_output` found it gone
+        os.dup2(report.fileno(), 1)  # os.devnull there if a write failed (`discard_written_to`)
+        report.close()
 
 
 def _report_stream():

@@ -74,6 +74,13 @@ def shorten(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
+def described(value: Any, limit: int = 60) -> str:
+    """A value the user passed, for an error: its repr on one line (a tensor's runs to one
+    line per row), cut to `limit` characters, and its type."""
+    text = " ".join(repr(value).split())
+    return f"{text if len(text) <= limit else text[: limit - 3] + '...'} (of type {type(value).__name__})"
+
+
 def resolve_path(spec: str | Path, base: Path | None) -> Path:
     path = Path(spec).expanduser()
     if base is not None and not path.is_absolute() and lookup_path(base / path, str(spec)) != "missing":

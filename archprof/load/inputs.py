@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from archprof.errors import ArchprofError, check_flag
-from archprof.load.common import DTYPES, INPUT_DTYPES, INT64_MAX, printable_errors, shorten
+from archprof.load.common import DTYPES, INPUT_DTYPES, INT64_MAX, described, printable_errors, shorten
 from archprof.units import whole_number
 
 # -- inputs --------------------------------------------------------------------------------
@@ -34,8 +35,11 @@ class InputSpec:
     batched: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.shape, Iterable):
-            raise ArchprofError(f"input shape must be a sequence of sizes such as (3, 224, 224), got {self.shape!r}")
+        # A set or a dict iterates in an order of its own: {3, 224, 224} would be 224x3, silently.
+        if not isinstance(self.shape, Iterable) or isinstance(self.shape, (AbstractSet, Mapping)):
+            raise ArchprofError(
+                f"input shape must be a sequence of sizes such as (3, 224, 224), got {described(self.shape)}"
+            )
         check_flag("batched", self.batched)
         shape = tuple(_whole_size(size, self.shape) for size in self.shape)
         object.__setattr__(self, "shape", shape)
@@ -166,8 +170,8 @@ def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
         specs = [_one_input(value, f"inputs[{i}]") for i, value in enumerate(inputs)]
     else:
         raise ArchprofError(
-            f"cannot read inputs {inputs!r}: give a shape such as (3, 224, 224), a list of shapes or InputSpecs, "
-            "or a dict of keyword inputs"
+            f"cannot read inputs {described(inputs)}: give a shape such as (3, 224, 224), a list of shapes or"
+            " InputSpecs, or a dict of keyword inputs"
         )
     names = [spec.name for spec in specs if spec.name]
     if len(names) != len(set(names)):
@@ -198,6 +202,6 @@ def _one_input(value: Any, where: str) -> InputSpec:
         dtype = value[1] if isinstance(value[1], torch.dtype) else parse_input_dtype(value[1])
         return InputSpec(tuple(value[0]), dtype)
     raise ArchprofError(
-        f"cannot read {where} = {value!r}: expected a shape such as (3, 224, 224), '77:int64', "
+        f"cannot read {where} = {described(value)}: expected a shape such as (3, 224, 224), '77:int64', "
         "(shape, dtype) or an InputSpec"
     )

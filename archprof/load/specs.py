@@ -44,6 +44,7 @@ from archprof.load.common import (
     HUBS,
     MODEL_FILE_SUFFIXES,
     WEIGHTS_ONLY_SUFFIXES,
+    described,
     lookup_path,
     printable_errors,
     refuse_extras,
@@ -96,7 +97,7 @@ def load_model(
         loaded = _from_factory(target, name, args, kind="factory")
     else:
         raise ArchprofError(
-            f"cannot analyse {spec!r} (of type {type(spec).__name__}): give a model name, a spec such as"
+            f"cannot analyse {described(spec)}: give a model name, a spec such as"
             " 'my_models.py:net', a model file's path, a torch.nn.Module or a factory"
         )
     if weights is not None:
@@ -294,6 +295,11 @@ def python_factory(spec: str, base_dir: str | Path | None = None) -> PythonFacto
         target = getattr(target, part)
     if not callable(target):
         raise ArchprofError(f"'{spec}' is a {type(target).__name__}, not a factory returning a torch.nn.Module")
+    if isinstance(target, torch.nn.Module):  # callable, but a call is its forward
+        raise ArchprofError(
+            f"'{spec}' is a {type(target).__name__} built as its file was imported, not a factory: name the function"
+            " or class that builds it"
+        )
     return PythonFactory(spec, target)
 
 

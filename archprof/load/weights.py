@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 
 from archprof.errors import ArchprofError
-from archprof.load.common import lookup_path, printable_errors, resolve_path, unreadable
+from archprof.load.common import described, lookup_path, printable_errors, resolve_path, unreadable
 from archprof.load.files import archive_kind, state_dict_in, torch_load
 from archprof.meta import is_uninitialised
 
@@ -32,6 +33,8 @@ def load_state_dict(
     unless they are the names of `module`'s own state dict.
     `device="meta"`: names and shapes only, nothing read or allocated (a checkpoint may
     claim storage far beyond its size)."""
+    if not isinstance(path, (str, os.PathLike)):  # str() of a state dict in memory would name it as a file
+        raise ArchprofError(f"weights must be a checkpoint's file name (a str or a Path), got {described(path)}")
     spec = str(path)
     resolved = resolve_path(spec, Path(base_dir) if base_dir is not None else None)
     found = lookup_path(resolved, spec)

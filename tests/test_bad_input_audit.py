@@ -1,0 +1,157 @@
+"""A careless or hostile user's input, found by an audit of the CLI and the API: each case
+one that went wrong before (a traceback, a silent empty report, a corrupted one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+import typer.core
+import typer.main
+
+import archprof
+from archprof import ArchprofError
+from archprof.cli import main
+from tests.cli import cli, one_error_line
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def archprof_process(*args: str, cwd: Path, **environment: str | None) -> subprocess.CompletedProcess:
+    """The real `archprof` process: file descriptors and the environment are process-level facts."""
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    env.pop("COLUMNS", None)
+    env.update({key: value for key, value in environment.items() if value is not None})
+    return subprocess.run(
+        [sys.executable, "-m", "archprof", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("args", [("zoo",), ("check", "lenet5", "--max-params", "1M"), ("summary", "lenet5")])
+def test_columns_zero_reads_as_columns_unset(tmp_path, args):
+    """COLUMNS=0 made Rich draw on 0 columns: zoo and check printed nothing and exited 0 (a
+    budget check with no verdict), summary failed with a traceback."""
+    unset = archprof_process(*args, cwd=tmp_path)
+    zero = archprof_process(*args, cwd=tmp_path, COLUMNS="0")
+    assert unset.returncode == 0 and unset.stdout.strip()
+    assert (zero.returncode, zero.stdout, zero.stderr) == (0, unset.stdout, "")
+
+
+def test_what_a_model_writes_to_descriptor_1_goes_to_stderr_not_into_the_report(tmp_path):
+    """Python's sys.stdout went to stderr while the model ran, but not file descriptor 1
+    itself: os.write(1, ...), print(file=sys.__stdout__) and a subprocess's output landed
+    inside `-f json`'s report, which then no longer parsed."""
+    (tmp_path / "chatty.py").write_text(
+        "import os, subprocess, sys\n"
+        "from torch import nn\n\n\n"
+        "class Chatty(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3)\n"
+        "        os.write(1, b'DESCRIPTOR-1\\n')\n\n"
+        "    def forward(self, x):\n"
+        "        print('DUNDER-STDOUT', file=sys.__stdout__, flush=True)\n"
+        "        subprocess.run([sys.executable, '-c', 'print(\"SUBPROCESS\")'], check=True)\n"
+        "        return self.conv(x)\n"
+    )
+    done = archprof_process("summary", "chatty.py:Chatty", "--input", "3x8x8", "-f", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["totals"]["param_count"] == 4 * 3 * 3 * 3 + 4  # weight and bias, counted by hand
+    for marker in ("DESCRIPTOR-1", "DUNDER-STDOUT", "SUBPROCESS"):
+        assert marker in done.stderr
+
+
+def test_a_module_named_by_a_spec_is_refused_as_not_a_factory(tmp_path):
+    """`file.py:model` naming a module built at import was called as a factory, which ran
+    its forward with no input: 'model factory failed: forward() missing ... input'."""
+    (tmp_path / "built.py").write_text("from torch import nn\n\nconv = nn.Conv2d(3, 4, 3)\n")
+    with pytest.raises(ArchprofError, match=r"^'.*built.py:conv' is a Conv2d built as its file was imported, not a"):
+        archprof.analyze(f"{tmp_path / 'built.py'}:conv", input_size=(3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model: archprof.analyze(torch.zeros(4, 4, 4)),
+        lambda model: archprof.analyze(model, inputs=[torch.zeros(3, 8, 8)]),
+        lambda model: archprof.analyze(model, inputs=torch.zeros(3, 8, 8)),
+    ],
+    ids=["a tensor as the model", "a tensor in inputs", "a tensor as inputs"],
+)
+def test_a_tensor_given_for_a_shape_or_a_model_is_named_on_one_line(call):
+    """The error quoted the tensor's repr, one line per row of it (12 lines for 4x4x4)."""
+    with pytest.raises(ArchprofError) as raised:
+        call(torch.nn.Conv2d(3, 4, 3))
+    message = str(raised.value)
+    assert "\n" not in message and "(of type Tensor)" in message and len(message) < 300
+
+
+@pytest.mark.parametrize("weights", [{"weight": torch.zeros(4, 3, 3, 3)}, 5], ids=["a state dict", "an int"])
+def test_weights_that_are_not_a_file_name_are_refused_as_such(weights):
+    """`weights=` given a state dict in memory said 'weights file {'weight': tensor(...)} does
+    not exist': its str() taken for a file name, over several lines."""
+    with pytest.raises(
+        ArchprofError, match=r"^weights must be a checkpoint's file name \(a str or a Path\), got"
+    ) as raised:
+        archprof.analyze("lenet5", weights=weights)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["a broken link", "a folder"])
+def test_an_archprof_toml_that_is_not_a_file_is_an_error_not_passed_over(tmp_path, monkeypatch, kind):
+    """An archprof.toml that could not be read (a link to a file gone, a folder) was skipped:
+    `archprof check` then checked pyproject.toml's budgets instead, and passed (exit 0)."""
+    (tmp_path / "pyproject.toml").write_text('[[tool.archprof.models]]\nname = "lenet5"\nmax-params = "1M"\n')
+    if kind == "a folder":
+        (tmp_path / "archprof.toml").mkdir()
+    else:
+        (tmp_path / "archprof.toml").symlink_to(tmp_path / "gone.toml")
+    monkeypatch.chdir(tmp_path)
+    result = cli("check")
+    assert result.exit_code == 2, result.output
+    assert "budget file archprof.toml" in one_error_line(result)
+
+
+@pytest.mark.parametrize("shape", [{3, 224, 225}, {3: "channels", 224: "height", 225: "width"}], ids=["set", "dict"])
+def test_an_input_spec_of_an_unordered_shape_is_refused(shape):
+    """InputSpec took any iterable: {3, 224, 224} became the 2-d shape its set iterates in
+    (224x3), a dict its keys; the analysis then ran on that, or failed deep in the model."""
+    with pytest.raises(ArchprofError, match=r"^input shape must be a sequence of sizes"):
+        archprof.InputSpec(shape)
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_command_line_is_parsed_is_said_on_one_line(monkeypatch):
+    """Typer turned a Ctrl-C while Click parsed the options into exit 130 without a word."""
+    monkeypatch.setattr(typer.core.TyperCommand, "parse_args", _interrupt)
+    result = cli("summary", "lenet5", "--depth", "2")
+    assert (result.exit_code, result.stderr) == (130, "interrupted (Ctrl-C)\n")
+
+
+def test_ctrl_c_while_typer_builds_the_commands_is_said_on_one_line(monkeypatch, capsys):
+    """A Ctrl-C while Typer built the Click commands, before parsing, left main() as a traceback."""
+    monkeypatch.setattr(typer.main, "get_command", _interrupt)
+    monkeypatch.setattr(sys, "argv", ["archprof", "zoo"])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt left main(): a traceback")
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "interrupted (Ctrl-C)\n"
