@@ -8,7 +8,7 @@ import functools
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,7 +229,7 @@ def _sample_shape(input_size) -> tuple[int, ...]:
     text ("3x224x224")."""
     if isinstance(input_size, str):
         return parse_input_size(input_size)
-    if isinstance(input_size, (Mapping, bytes)) or not hasattr(input_size, "__iter__"):
+    if isinstance(input_size, (Mapping, Set, bytes)) or not hasattr(input_size, "__iter__"):  # a set has no order
         raise ArchprofError(f"input_size must be a shape such as (3, 224, 224) or '3x224x224', got {input_size!r}")
     return tuple(input_size)
 

@@ -11,7 +11,7 @@ import functools
 import os
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,7 +182,8 @@ def compare(
     """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
     column where a value passes int64), ratios against the first model (float64).
 
-    `models` is a list (or any iterable, not one model alone) of what `analyze()` takes;
+    `models` is a list (or any iterable, not one model alone) of what `analyze()` takes, or
+    a dict of them, each row then named by its key ({"mine": model, "resnet50": "resnet50"});
     `batch`, `dtype`, `inputs`, `args`, `weights` and `trust_pickle` as for `analyze()`,
     applied to every model. `input_size` (one sample,
     e.g. (3, 224, 224)) or `inputs` apply to every model; None takes each model's usual
@@ -209,6 +210,9 @@ def compare(
     process alone: timings taken side by side on shared cores would be skewed. `progress`
     is called as `progress("analysing", done, total)`."""
     batch, dtype = checked_batch_and_dtype(batch, dtype)
+    names = None
+    if isinstance(models, Mapping):  # {name: model}: each row called by its key
+        names, models = [str(name) for name in models], list(models.values())
     if isinstance(models, (str, Path, torch.nn.Module)) or not isinstance(models, Iterable):
         # A string or a Sequential would be iterated: one model per character or layer.
         raise ArchprofError(
@@ -233,12 +237,17 @@ def compare(
         "training": training,
         "fold_bn": fold_bn,
     }
+    latencies = None
     if profile:
         analyses = [_analysis(model, **options) for model in models]
         latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses]
-        return comparison_frame([analysed.report for analysed in analyses], latencies)
-    report = functools.partial(_report, **options)
-    return comparison_frame(ordered_map(report, models, jobs=jobs, local=_not_a_spec, progress=progress))
+        reports = [analysed.report for analysed in analyses]
+    else:
+        report = functools.partial(_report, **options)
+        reports = ordered_map(report, models, jobs=jobs, local=_not_a_spec, progress=progress)
+    if names is not None:
+        reports = [replace(made, model=name) for made, name in zip(reports, names, strict=True)]
+    return comparison_frame(reports, latencies)
 
 
 def _analysis(model: Any, input_size, batch, dtype, inputs, args, weights, trust_pickle, training, fold_bn) -> Analysis:

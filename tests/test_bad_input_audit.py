@@ -155,3 +155,54 @@ def test_ctrl_c_while_typer_builds_the_commands_is_said_on_one_line(monkeypatch,
         pytest.fail("KeyboardInterrupt left main(): a traceback")
     assert exited.value.code == 130
     assert capsys.readouterr().err == "interrupted (Ctrl-C)\n"
+
+
+def test_ctrl_c_while_the_cli_is_imported_is_said_on_one_line(tmp_path):
+    """The entry point imported the CLI (Typer, Rich: a tenth of a second) outside any
+    handler: a Ctrl-C then ended in a traceback from inside the import."""
+    script = (
+        "import sys\n"
+        "class Interrupted:\n"  # the Ctrl-C arrives as Typer is imported
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'typer':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupted())\n"
+        "from archprof.__main__ import run\n"
+        "run()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted (Ctrl-C)\n", "")
+
+
+def test_the_installed_command_enters_through_the_handled_import():
+    """The console script is the entry point that handles a Ctrl-C while the CLI imports."""
+    import tomllib
+
+    scripts = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["archprof"] == "archprof.__main__:run"
+
+
+def test_analyze_refuses_an_input_size_with_no_order():
+    """analyze(input_size={3, 8}) ran on the shape the set iterates in (8x3): a made-up input."""
+    with pytest.raises(ArchprofError, match=r"^input_size must be a shape such as"):
+        archprof.analyze(torch.nn.Conv2d(3, 4, 3), input_size={3, 8})
+
+
+def test_compare_names_each_row_of_a_dict_by_its_key():
+    """compare({'a': model}) took the keys for model names: 'unknown model 'a''."""
+    small, big = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 8, 3)
+    frame = archprof.compare({"mine": small, "wider": big}, input_size=(3, 8, 8))
+    assert list(frame["model"]) == ["mine", "wider"]
+    counts = [sum(p.numel() for p in model.parameters()) for model in (small, big)]
+    assert list(frame["param_count"]) == counts
+    assert list(frame["param_ratio"]) == [1.0, counts[1] / counts[0]]
+    assert frame.attrs["baseline"] == "mine"
+
+
+def test_diff_checks_its_columns_where_no_layer_changed():
+    """`diff X X --columns nosuch` exited 0 with the totals: the layer table, where a column
+    name is looked up, was not drawn."""
+    result = cli("diff", "lenet5", "lenet5", "--columns", "nosuch")
+    assert result.exit_code == 2
+    assert "no column 'nosuch'" in one_error_line(result)

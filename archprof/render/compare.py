@@ -16,7 +16,7 @@ from archprof.diff import (
     format_percent,
     value_change,
 )
-from archprof.render.base import Layout, fits, fitted_table, stacked_rows
+from archprof.render.base import Layout, chosen_columns, fits, fitted_table, stacked_rows
 from archprof.text import layer_label, limits_verdict, visible_text
 from archprof.units import human_value
 
@@ -114,6 +114,9 @@ def _limit_columns(rows: list[dict[str, str]]) -> dict[str, list]:
     }
 
 
+_LAYER_HEADINGS = ("", "Layer", "Type", "Output shape", "Params", "MACs", "Activations")  # diff's changed layers
+
+
 def diff_tables(diff, layout: Layout = Layout()) -> Group:
     """Totals and the final receptive field and stride (old, new, change, %), why a final
     field is a bound, undefined or not recorded, and the layers added, removed or changed
@@ -128,11 +131,11 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
     parts += [Text(f"{visible_text(name)}: {visible_text(note)}", style="yellow") for name, note in notes]
     summary = layers_changed_text(diff)
     if not diff.layers:
+        chosen_columns(_LAYER_HEADINGS, layout.columns, labels=2)  # --columns still checked: a typo said so
         parts.append(Text(summary))
         return Group(*parts)
     styles = {"added": "green", "removed": "red", "changed": "yellow"}
-    columns: dict[str, list] = {"": [], "Layer": [], "Type": [], "Output shape": [], "Params": [], "MACs": []}
-    columns["Activations"] = []
+    columns: dict[str, list] = {heading: [] for heading in _LAYER_HEADINGS}
     for change in diff.layers:
         columns[""].append(Text(change.status, style=styles[change.status]))
         columns["Layer"].append(visible_text(layer_label(change.layer, change.call)))
