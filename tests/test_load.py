@@ -266,6 +266,31 @@ class _CalledInALoop(nn.Module):
         return x
 
 
+class _Scales(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+    @torch.jit.export
+    def doubled(self, x):
+        return self.conv(x) * 2
+
+
+class _CallsAMethod(nn.Module):
+    """A submodule's method other than forward is no call its hooks see: its multiplication
+    is the caller's operator, its convolution a call of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scales = _Scales()
+
+    def forward(self, x):
+        return self.scales.doubled(x).relu()
+
+
 def _nested_sequential():
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(8, 8, 3), nn.ReLU()))
 
@@ -286,7 +311,8 @@ _ROW_COLUMNS = ("layer", "call", "module_type", "output_shape", "param_count", "
 
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize(
-    "make", [_nested_sequential, _Residual, _CalledInALoop, _classifier_with_dropout, _resnet18, "small_cnn"]
+    "make",
+    [_nested_sequential, _Residual, _CalledInALoop, _CallsAMethod, _classifier_with_dropout, _resnet18, "small_cnn"],
 )
 def test_torchscript_rows_are_the_python_models_module_calls(tmp_path, tiny, hub_packages, make, training):
     """A ScriptModule runs no hooks: each operator goes to the innermost module call its
