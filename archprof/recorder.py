@@ -30,6 +30,7 @@ from archprof.kernels import HANDED_DOWN_WHOLE
 from archprof.operators import Family, Layout, find_operator
 from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
+from archprof.script_calls import Link, mark
 from archprof.shortcuts import Shortcut, may_shortcut
 from archprof.structure import TensorSlots, tensors_in
 from archprof.units import shapes_text
@@ -104,6 +105,10 @@ class Recorder(TorchDispatchMode):
         self._open: _OwnerCall | None = None
         self._chosen: dict[tuple[str, ...], str] = {}
         self._versions: dict[int, int] = {}  # id of an in-place result -> id of the tensor it is a version of
+        # Whether each forward op is marked for the profiler, which records its TorchScript
+        # call stack (`archprof.script_calls`).
+        self.marking = False
+        self.calls_followed = False  # whether `follow_chains` attributed the forward's ops
         # The device and dtype of the first autocast region (torch.autocast) in which a meta
         # trace ran a matrix product in its inputs' dtype instead (`_note_autocast`).
         self.ignored_autocast: tuple[str, torch.dtype] | None = None
@@ -363,6 +368,8 @@ class Recorder(TorchDispatchMode):
             module = self._stack[-1][0] if self._stack else None
             if self._by_parameters is not None and module is not None and not module.path:
                 module = self._owner_call(info, inputs, outputs, module)
+            if self.marking:
+                mark(len(self.ops))
             phase, origin = "forward", -1
         else:
             module, phase, origin = attributed
@@ -446,6 +453,55 @@ class Recorder(TorchDispatchMode):
             opened.written.add(written)
         opened.last = len(self.ops)
         return opened.call
+
+    def follow_chains(self, chains: list[tuple[int | None, tuple[Link, ...] | None]]) -> None:
+        """Without hooks: each forward op attributed anew to the innermost of the module calls
+        its chain names (`ScriptCode.chains`: its TorchScript call stack read, in the order
+        the ops and the operators that never reached the recorder ran, each with its op's
+        index or None), the calls rebuilt from the chains: a call begins where a chain leaves
+        the one before it, by its module or its site, or where an op reads again a parameter
+        or buffer that an op of its kind read in the call (a loop calling a module from one
+        line: `for _ in range(3): x = self.conv(x)`). An op without a chain keeps the call
+        `_owner_call` gave it (the module whose parameters it reads, else the model's own);
+        an operator without one is passed over. A call no op ran in (a Dropout in eval, the
+        operators it reached handed back their input) returned what the op before it made."""
+        calls: list[ModuleCall] = []
+        running: list[tuple[Link, ModuleCall]] = []
+        counts: dict[str, int] = {}
+        read: set[tuple[str, int]] = set()  # (op, storage) of the innermost call's parameters read
+        recorded = 0  # ops attributed so far: where a call begins
+        for position, chain in chains:
+            if chain is None and position is None:
+                continue
+            op = self.ops[position] if position is not None else None
+            if chain is None:
+                owner = op.module.path
+                chain = (("", ()), (owner, ("parameters", str(op.module.index)))) if owner else (("", ()),)
+            kept = 0
+            while kept < min(len(running), len(chain)) and running[kept][0] == chain[kept]:
+                kept += 1
+            reads = {(op.op, t.storage) for t in op.inputs if t.storage in self._owners} if op is not None else set()
+            if kept == len(chain) == len(running) and reads & read:  # the innermost call again
+                kept -= 1
+            if kept < len(running):
+                read = set()
+            del running[kept:]
+            for path, site in chain[kept:]:
+                count = counts.get(path, 0)
+                counts[path] = count + 1
+                call = ModuleCall(path, self._by_parameters[path], count, len(calls), recorded)
+                calls.append(call)
+                running.append(((path, site), call))
+            if op is not None:
+                read |= reads
+                self.ops[position] = dataclasses.replace(op, module=running[-1][1])
+                recorded += 1
+        with_ops = {op.module.index for op in self.ops}
+        for call in calls:
+            if call.index not in with_ops and call.first_op:
+                self.call_outputs[call.index] = self.ops[call.first_op - 1].outputs[:1]
+        self.calls[:] = calls
+        self.calls_followed = True
 
     def _new_owner_call(self, owners: tuple[str, ...]) -> ModuleCall:
         """A new call of the holder of a tensor held by `owners` (one, or a tied tensor's several)."""

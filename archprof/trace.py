@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,6 +26,7 @@ from archprof.load.inputs import check_fits
 from archprof.meta import is_uninitialised
 from archprof.recorder import Recorder, input_shapes_text
 from archprof.replay import MODULE_INTERNALS, Replays
+from archprof.script_calls import ScriptCode, saved_and_loaded, stacks_of_marks
 from archprof.shortcuts import Shortcut, shortcut_for
 from archprof.structure import tensors_in
 from archprof.training_recorder import TrainingRecorder
@@ -93,9 +93,11 @@ def trace(
     cache filled on the first call, now holding a meta tensor; a list appended to; a
     submodule made on the first call).
 
-    A TorchScript module runs no Python hooks: its ops are attributed to the module whose
-    parameters they read (convolutions, linear and norm layers), the others to the model
-    itself; so is a module marked `_archprof_attribution = "parameters"`.
+    A TorchScript module runs no Python hooks: a copy of it saved and loaded again runs
+    under torch's profiler, and its ops are attributed to the module calls their TorchScript
+    call stacks name (`archprof.script_calls`); where a stack cannot be read, to the module
+    whose parameters they read (convolutions, linear and norm layers), the others to the
+    model itself, as every op of a module marked `_archprof_attribution = "parameters"`.
 
     Lazy layers not yet called (nn.LazyLinear, ...) are first given their shapes by one
     forward on the inputs, unrecorded (`_lazy_layers_initialised`): on a meta copy, never on
@@ -134,13 +136,15 @@ def _traced_once(
     by_parameters = isinstance(model, torch.jit.ScriptModule) or (
         getattr(model, "_archprof_attribution", "hooks") == "parameters"
     )
-    if isinstance(model, torch.jit.ScriptModule) and not real:
+    script_code = None  # a ScriptModule's code files, whose lines its call stacks name
+    if isinstance(model, torch.jit.ScriptModule):
         try:
-            model = _script_on_meta(model, dtype)
+            model, script_code = _script_copy(model, dtype, real)
         except Exception as exc:  # its weights will not go onto meta: a real forward may still run
-            raise MetaUnsupported(
-                f"cannot move the TorchScript module onto the meta device: {short_reason(exc)}", short_reason(exc)
-            ) from exc
+            if not real:
+                raise MetaUnsupported(
+                    f"cannot move the TorchScript module onto the meta device: {short_reason(exc)}", short_reason(exc)
+                ) from exc
     specs = _trace_inputs(input_shapes)
     original = model
     tree = _walked(model)
@@ -148,6 +152,7 @@ def _traced_once(
         model = _lazy_layers_initialised(model, specs, real)
         tree = _walked(model)
     modules, module_types, named = tree.modules, tree.types, tree.tensors
+    code = ScriptCode(script_code, modules, _canonical_paths(modules)) if script_code is not None else None
     # After any lazy initialisation, which works on a meta copy (archprof's own).
     attributes = _Attributes.of(modules) if not owned and model is original else None
     tensors = [t for _, t, _ in named]
@@ -155,7 +160,7 @@ def _traced_once(
     recorder_type = TrainingRecorder if training else Recorder
     recorder = recorder_type(real=real, module_types=module_types if by_parameters else None)
     if real or isinstance(model, torch.jit.ScriptModule) or _stands_for_itself(tensors, dtype):
-        # Its own tensors: on meta already (a ScriptModule's put there by `_script_on_meta`), or real ones.
+        # Its own tensors: on meta already (a ScriptModule's put there by `_script_copy`), or real ones.
         stand_ins, parameters = _own_tensors(named, recorder)
     else:
         stand_ins, parameters = _stand_ins(named, dtype, recorder)
@@ -206,7 +211,7 @@ def _traced_once(
                 stack.callback(_put_back, _tables(modules))
             if stand_ins is not None:
                 _swap_in(modules, stand_ins)
-            output = _model_called(model, args, kwargs, recorder, by_parameters)
+            output = _model_called(model, args, kwargs, recorder, by_parameters, code)
             if training:  # the stand-ins still in place: checkpointing recomputes blocks on them
                 backward_ran = recorder.run_backward(output)
                 recorder.engine.given_gradients = _given_gradients(named, stand_ins)
@@ -238,8 +243,9 @@ def _traced_once(
             attributes.put_back()
 
     outputs = [recorder.lookup(t) for t in tensors_in(output)]
+    followed = recorder.calls_followed
     graph = Graph(
-        ops=_creations_join_their_consumer(recorder.ops) if by_parameters else recorder.ops,
+        ops=_creations_join_their_consumer(recorder.ops) if by_parameters and not followed else recorder.ops,
         module_calls=recorder.calls,
         call_outputs=recorder.call_outputs,
         inputs=input_metas,
@@ -473,19 +479,31 @@ def _owners(
     (`Sequential(conv, conv)`) an entry per attribute. NB: so are two modules whose tensors
     were all tied by hand, which nothing in a ScriptModule tells apart from one."""
     owners: dict[int, list[str]] = {}
-    seen: set[tuple] = set()
+    canonical = _canonical_paths(modules)
     for path, module in modules:
-        tables = [(name, tensor) for t in (module._parameters, module._buffers) for name, tensor in t.items()]
-        held = [(name, tensor) for name, tensor in tables if tensor is not None]
-        alike = (_type_name(module), tuple((name, id(tensor)) for name, tensor in held))
-        if not path or not held or alike in seen:  # the model's own tensors: its own rows
+        if not path or canonical[path] != path:  # the model's own tensors: its own rows
             continue
-        seen.add(alike)
-        for _, tensor in held:
+        for _, tensor in _held(module):
             paths = owners.setdefault(recorder.lookup(_traced(tensor, stand_ins)).storage, [])
             if path not in paths:
                 paths.append(path)
     return {storage: tuple(paths) for storage, paths in owners.items()}
+
+
+def _canonical_paths(modules: list[tuple[str, torch.nn.Module]]) -> dict[str, str]:
+    """Each module's path -> the path of the first module it is alike (`_owners`: of its
+    class, holding all the same tensors under the same names), its own where none is."""
+    canonical: dict[str, str] = {}
+    first: dict[tuple, str] = {}
+    for path, module in modules:
+        alike = (_type_name(module), tuple((name, id(tensor)) for name, tensor in _held(module)))
+        canonical[path] = first.setdefault(alike, path) if alike[1] else path
+    return canonical
+
+
+def _held(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """A module's own parameters and buffers (not its submodules'), by name."""
+    return [(name, t) for table in (module._parameters, module._buffers) for name, t in table.items() if t is not None]
 
 
 def _tables(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[dict, dict]]:
@@ -720,24 +738,17 @@ def _input(shape, dtype: torch.dtype, device: torch.device, real: bool) -> torch
         return torch.zeros(shape, dtype=dtype, device=device)  # token ids, masks: 0 is always valid
 
 
-def _script_on_meta(model: torch.jit.ScriptModule, dtype: torch.dtype | None) -> torch.jit.ScriptModule:
-    """The ScriptModule with meta weights in `dtype`: a copy whenever it would change (a
-    ScriptModule with real weights is saved and loaded again onto the meta device)."""
-    tensors = (*model.parameters(), *model.buffers())
-    on_meta = all(t.device.type == "meta" for t in tensors)
-    needs_cast = dtype is not None and any(t.is_floating_point() and t.dtype != dtype for t in tensors)
-    if on_meta and not needs_cast:
-        return model
+def _script_copy(
+    model: torch.jit.ScriptModule, dtype: torch.dtype | None, real: bool
+) -> tuple[torch.jit.ScriptModule, dict]:
+    """A copy of the ScriptModule, saved and loaded again (`saved_and_loaded`), and its code:
+    on meta in `dtype` (the model's own where None), or for a real trace on its own device."""
+    tensors = [*model.parameters(), *model.buffers()]
+    needs_cast = not real and dtype is not None and any(t.is_floating_point() and t.dtype != dtype for t in tensors)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if on_meta:
-            copied = copy.deepcopy(model)
-        else:
-            buffer = io.BytesIO()
-            torch.jit.save(model, buffer)
-            buffer.seek(0)
-            copied = torch.jit.load(buffer, map_location="meta")
-        return copied.to(dtype) if needs_cast else copied
+        copied, code = saved_and_loaded(model, _input_device(tensors, real))
+        return (copied.to(dtype) if needs_cast else copied), code
 
 
 def _stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> bool:
@@ -894,12 +905,27 @@ def _attach_hooks(
     return [_Restore(originals), *handles]
 
 
-def _model_called(model: torch.nn.Module, args, kwargs, recorder: Recorder, by_parameters: bool):
+def _model_called(
+    model: torch.nn.Module, args, kwargs, recorder: Recorder, by_parameters: bool, code: ScriptCode | None
+):
     """`model(*args, **kwargs)`, recorded as the model's own call (unless `by_parameters`, where
     `Recorder.start_root` opened it) from its first hook to its last: ops its pre-hooks, the
-    global module hooks or a `__call__` of its own run outside its forward are the model's too."""
+    global module hooks or a `__call__` of its own run outside its forward are the model's too.
+    A ScriptModule with its `code` runs under the profiler, its ops then attributed by their
+    call stacks (`archprof.script_calls`); before any backward pass, whose ops follow theirs."""
     if by_parameters:
-        return model(*args, **kwargs)
+        if code is None:
+            return model(*args, **kwargs)
+        recorder.marking = True
+        try:
+            with stacks_of_marks() as stacks:
+                output = model(*args, **kwargs)
+        finally:
+            recorder.marking = False
+        chains = code.chains(stacks, len(recorder.ops))
+        if chains is not None:  # none where a profiler of the caller's was running
+            recorder.follow_chains(chains)
+        return output
     recorder.enter("", _type_name(model), args)
     output = model(*args, **kwargs)
     recorder.post_hook(model, args, output)

@@ -228,18 +228,141 @@ def test_a_frozen_torchscript_module_given_is_refused(tiny, freeze):
             archprof.analyze(given, input_size=(3, 8, 8))
 
 
-def test_torchscript_of_a_sequential_gives_the_python_rows(tmp_path, tiny):
-    model = tiny.small_cnn().eval()
-    path = tmp_path / "cnn.pt"
+class _Block(nn.Module):
+    """A residual block: its ReLU called twice, from two lines; the addition its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2, self.act = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        return self.act(x + self.conv2(self.act(self.conv1(x))) * 0.5)
+
+
+class _Residual(nn.Module):
+    """Functional operators of the model's own between its calls, blocks in a ModuleList."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.blocks, self.fc = nn.Conv2d(3, 4, 3), nn.ModuleList([_Block(), _Block()]), nn.Linear(4, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        for block in self.blocks:
+            x = block(x)
+        return self.fc(x.mean((2, 3))).softmax(-1)
+
+
+class _CalledInALoop(nn.Module):
+    """One module called three times from one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        for _ in range(3):
+            x = self.conv(x)
+        return x
+
+
+class _Scales(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+    @torch.jit.export
+    def doubled(self, x):
+        return self.conv(x) * 2
+
+
+class _CallsAMethod(nn.Module):
+    """A submodule's method other than forward is no call its hooks see: its multiplication
+    is the caller's operator, its convolution a call of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scales = _Scales()
+
+    def forward(self, x):
+        return self.scales.doubled(x).relu()
+
+
+def _nested_sequential():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(8, 8, 3), nn.ReLU()))
+
+
+def _classifier_with_dropout():
+    """A Dropout in eval runs no operator the recorder sees: its call has a row all the same."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Dropout(0.5), nn.Linear(4 * 14 * 14, 3))
+
+
+def _resnet18():
+    import torchvision  # imported for real by the test's `hub_packages`
+
+    return torchvision.models.resnet18(num_classes=10)
+
+
+_ROW_COLUMNS = ("layer", "call", "module_type", "output_shape", "param_count", "macs", "activation_bytes")
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize(
+    "make",
+    [_nested_sequential, _Residual, _CalledInALoop, _CallsAMethod, _classifier_with_dropout, _resnet18, "small_cnn"],
+)
+def test_torchscript_rows_are_the_python_models_module_calls(tmp_path, tiny, hub_packages, make, training):
+    """A ScriptModule runs no hooks: each operator goes to the innermost module call its
+    TorchScript call stack names, so the rows are the Python model's own, row by row (its
+    report through the hooks, the oracle), the ReLUs and the residual additions included.
+    Before, every operator that read no parameter was a row of the model itself."""
+    model = (getattr(tiny, make)() if isinstance(make, str) else make()).eval()
+    path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(model), str(path))
-    scripted = archprof.analyze(str(path), input_size=(3, 16, 16))
-    python = archprof.analyze(model, input_size=(3, 16, 16))
+    size = (3, 16, 16) if make != _resnet18 else (3, 32, 32)
+    scripted = archprof.analyze(str(path), input_size=size, batch=2, training=training)
+    python = archprof.analyze(model, input_size=size, batch=2, training=training)
+    assert scripted.traced_on == python.traced_on == "meta"
+    assert table(scripted, *_ROW_COLUMNS) == table(python, *_ROW_COLUMNS)
+    assert scripted.totals.param_count == sum(p.numel() for p in model.parameters())
     assert scripted.totals.activation_bytes == python.totals.activation_bytes
-    assert table(scripted, "output_shape", "param_count", "macs") == table(
-        python, "output_shape", "param_count", "macs"
-    )
-    assert table(scripted, "layer", "module_type")[:2] == [("0", "Conv2d"), ("1", "BatchNorm2d")]
-    assert table(scripted, "layer", "module_type")[2] == ("", "Sequential")  # ReLU: the model's own op
+
+
+def test_torchscript_rows_of_a_model_with_its_own_operators(tmp_path):
+    """The rows of `_Residual` written out: the model's own ReLU between the stem and the
+    blocks, each block's addition its own row between its ReLU's two calls (MACs by hand: a
+    3x3 convolution of 4 to 4 channels over 8x8 is 4*4*9*64)."""
+    path = tmp_path / "residual.pt"
+    torch.jit.save(torch.jit.script(_Residual().eval()), str(path))
+    rows = table(archprof.analyze(str(path), input_size=(3, 10, 10)), "layer", "call", "module_type", "macs")
+    block = [("conv1", 0, "Conv2d", 9216), ("act", 0, "ReLU", 0), ("conv2", 0, "Conv2d", 9216)]
+    block += [("", 0, "_Block", 0), ("act", 1, "ReLU", 0)]
+    assert rows == [
+        ("stem", 0, "Conv2d", 3 * 4 * 9 * 64),
+        ("", 0, "_Residual", 0),
+        *[
+            (f"blocks.{i}" + (f".{layer}" if layer else ""), call, kind, macs)
+            for i in (0, 1)
+            for layer, call, kind, macs in block
+        ],
+        ("", 0, "_Residual", 0),
+        ("fc", 0, "Linear", 20),
+        ("", 0, "_Residual", 0),
+    ]
+
+
+def test_torchscript_under_a_profiler_of_the_callers_keeps_its_rows_by_parameters(tmp_path, tiny):
+    """With a profiler of the caller's running, archprof leaves it alone and reads no stack:
+    an operator goes to the module whose parameters it reads, the others to the model."""
+    path = tmp_path / "cnn.pt"
+    torch.jit.save(torch.jit.script(tiny.small_cnn().eval()), str(path))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        scripted = archprof.analyze(str(path), input_size=(3, 16, 16))
+    rows = table(scripted, "layer", "module_type")
+    assert rows[:3] == [("0", "Conv2d"), ("1", "BatchNorm2d"), ("", "Sequential")]  # ReLU: the model's own op
 
 
 def _rows_of_both(tmp_path, model, training=False, **inputs):

@@ -727,17 +727,23 @@ class _StaticQuantized(nn.Module):
         return self.dequant(self.linear(self.pool(self.conv(self.quant(x))).flatten(1)))
 
 
-def test_a_statically_quantized_network_counts_as_its_float_one():
-    """Quantized convolution, max-pool and linear layers: the float model's parameters (int8
-    weight bytes) and MACs; quantizing the input and dequantizing the output scale each
-    element (1 FLOP)."""
-    float_model = _StaticQuantized().eval()
+def _statically_quantized(float_model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
         float_model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
         prepared = torch.ao.quantization.prepare(copy.deepcopy(float_model))
         prepared(torch.randn(2, 3, 8, 8))  # calibration
-        quantized = torch.ao.quantization.convert(prepared)
+        return torch.ao.quantization.convert(prepared)
+
+
+def test_a_statically_quantized_network_counts_as_its_float_one():
+    """Quantized convolution, max-pool and linear layers: the float model's parameters (int8
+    weight bytes) and MACs; quantizing the input and dequantizing the output scale each
+    element (1 FLOP)."""
+    float_model = _StaticQuantized().eval()
+    quantized = _statically_quantized(float_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         report = archprof.analyze(quantized, input_size=(3, 8, 8))
     plain = archprof.analyze(float_model, input_size=(3, 8, 8)).totals
     assert report.totals.not_counted == {}
@@ -745,6 +751,27 @@ def test_a_statically_quantized_network_counts_as_its_float_one():
     assert report.totals.param_bytes == (216 + 720) * 1 + (8 + 10) * 4  # int8 weights, float32 biases
     assert report.totals.macs == plain.macs == 8 * 6 * 6 * 27 + 72 * 10
     assert report.totals.elementwise_flops == plain.elementwise_flops + 3 * 8 * 8 + 10  # quantize in, dequantize out
+
+
+def test_a_quantized_torchscript_models_layers_are_rows_of_their_own(tmp_path):
+    """A quantized layer reads its weights packed in a C++ object, not a tensor: its
+    operators go to its module call by their TorchScript call stack (traced on the CPU, which
+    alone runs them), the rows those of the Python quantized model (its hooks, the oracle),
+    the MACs by hand: 8 channels of 6x6 from 3x3x3 windows, a 72 to 10 product. Before, they
+    were rows of the model itself."""
+    quantized = _statically_quantized(_StaticQuantized().eval())
+    path = tmp_path / "quantized.pt"
+    torch.jit.save(torch.jit.script(quantized), str(path))
+    columns = ("layer", "call", "module_type", "output_shape", "macs", "activation_bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)  # quantized operators: on the CPU
+        scripted = archprof.analyze(str(path), input_size=(3, 8, 8))
+        python = archprof.analyze(quantized, input_size=(3, 8, 8))
+    assert scripted.traced_on == "cpu"
+    rows = [tuple(row[c] for c in columns) for row in scripted.rows()]
+    assert rows == [tuple(row[c] for c in columns) for row in python.rows()]
+    macs = {layer: macs for layer, _, _, _, macs, _ in rows}
+    assert (macs["conv"], macs["linear"]) == (8 * 6 * 6 * 27, 72 * 10)
 
 
 # -- inference mode ------------------------------------------------------------------------

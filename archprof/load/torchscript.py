@@ -84,11 +84,19 @@ def refuse_unsafe_torchscript(path: Path | BinaryIO, spec: str) -> None:
             if _is_pickle(entry):
                 _refuse(spec, entry, _pickle_problem(data))
                 continue
-            tree = _parsed(data)
+            tree = parsed_code(data)
             _refuse(spec, entry, "holds code archprof cannot read" if tree is None else _code_problem(tree))
             classes += [(entry, node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
     for entry, problem in _load_time_problems(classes):
         _refuse(spec, entry, problem)
+
+
+def code_files(archive: BinaryIO) -> dict[str, bytes]:
+    """The code files of a TorchScript archive (one `torch.jit.save` wrote) by their names
+    as TorchScript's call stacks give them ('code/__torch__/torch/nn/modules/conv.py')."""
+    with zipfile.ZipFile(archive) as opened:
+        members = [(member.filename.split("/", 1)[-1], member) for member in opened.infolist()]
+        return {entry: opened.read(member) for entry, member in members if _is_code(entry)}
 
 
 def _refuse(spec: str, entry: str, problem: str | None) -> None:
@@ -110,7 +118,8 @@ def _is_pickle(entry: str) -> bool:
 # -- code ----------------------------------------------------------------------------------
 
 
-def _parsed(data: bytes) -> ast.Module | None:
+def parsed_code(data: bytes) -> ast.Module | None:
+    """TorchScript code (Python syntax) parsed, or None where Python cannot parse it."""
     try:
         return ast.parse(data.decode("utf-8"))
     except (UnicodeDecodeError, SyntaxError, ValueError, RecursionError):

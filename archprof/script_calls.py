@@ -1,0 +1,259 @@
+"""Which module calls each operator of a TorchScript forward ran in, from the interpreter's
+call stack.
+
+A ScriptModule runs no Python hooks, but its interpreter keeps a call stack, which torch's
+profiler records with each event when asked for stacks (`stacks_of_marks`): frames such as
+'code/__torch__/torch/nn/modules/conv.py(23): forward', innermost first, each a line of the
+serialized code `torch.jit.save` wrote for a module's class. The recorder opens an empty
+profiler range named after each op it records (`mark`), so that range's stack is the op's.
+The code says which submodule a line calls (`_0 = getattr(self, "0")`, then
+`(_0).forward(x)`): from the model down, a stack names the chain of module calls the op ran
+in (`ScriptCode.chain`), each with its site, the frames down to the line that called it,
+which tells apart two calls of one module from two lines (`Sequential(conv, conv)`).
+
+The legacy profiler is used, not `torch.profiler.profile`: with stacks, the latter also
+traces every Python call (twenty thousand events for a ResNet-18 forward, ten times the
+trace's time); the legacy one records the interpreter's stack alone.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import io
+import itertools
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch._C._profiler import ProfilerConfig, ProfilerState, _ExperimentalConfig, _RecordFunctionFast
+
+from archprof.load.torchscript import code_files, parsed_code
+
+_MARK = "archprof.op."
+_FRAME = re.compile(r"(.+)\((\d+)\): (\w+)$")
+_FREE_FUNCTION = re.compile(r"^def (\w+)", re.MULTILINE)
+_FORWARD = re.compile(r"forward(\d*|__\d+)")
+
+# A module call in an op's chain: the module's path and the frames down to its call site.
+Link = tuple[str, tuple[str, ...]]
+
+
+def mark(index: int) -> None:
+    """An empty profiler range for the op recorded as `index`, which holds its call stack."""
+    with _RecordFunctionFast(_MARK + str(index)):
+        pass
+
+
+@contextmanager
+def stacks_of_marks() -> Iterator[list[tuple[int | None, list[str]]]]:
+    """While active, the profiler records the interpreter's call stack of each operator and
+    each `mark`; on exit the list yielded holds them in the order they ran: (the op's index
+    for a mark, else None; its frames, innermost first). Operators that never reach the
+    recorder are there too: a Dropout's in eval (`aten::dropout`, which hands back its input),
+    which says that the module was called. Only marks where they ran on several threads
+    (`torch.jit.fork`), whose events have no order between them. Empty where a profiler was
+    running already (the caller's own: it is left alone) or will not start: no op has a stack."""
+    events: list[tuple[int | None, list[str]]] = []
+    try:
+        if torch._C._autograd._profiler_enabled():
+            raise RuntimeError("a profiler is running already")
+        # state, input shapes, memory, with stacks, FLOPs, modules, experimental options
+        config = ProfilerConfig(ProfilerState.CPU, False, False, True, False, False, _ExperimentalConfig())
+        torch._C._autograd._enable_profiler_legacy(config)
+    except RuntimeError:  # that, or a torch whose private profiler API differs: no stacks
+        yield events
+        return
+    try:
+        yield events
+    finally:
+        threads = [
+            [e for e in thread if e.kind() == "push"] for thread in torch._C._autograd._disable_profiler_legacy()
+        ]
+        marked = [thread for thread in threads if any(e.name().startswith(_MARK) for e in thread)]
+        for thread in marked:
+            for event in thread:
+                name = event.name()
+                if name.startswith(_MARK):
+                    events.append((int(name[len(_MARK) :]), event.stack()))
+                elif len(marked) == 1:
+                    events.append((None, event.stack()))
+        if len(marked) > 1:
+            events.sort(key=lambda event: event[0])
+
+
+def saved_and_loaded(model: torch.jit.ScriptModule, device: torch.device) -> tuple[torch.jit.ScriptModule, dict]:
+    """A copy of `model` loaded onto `device` from the archive `torch.jit.save` writes of it,
+    and that archive's code files: the copy's call stacks name their lines."""
+    buffer = io.BytesIO()
+    torch.jit.save(model, buffer)
+    buffer.seek(0)
+    code = code_files(buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer, map_location=device), code
+
+
+@dataclass(frozen=True)
+class _Frame:
+    file: str
+    line: int
+    function: str
+
+
+class ScriptCode:
+    """The code of a ScriptModule saved by `saved_and_loaded`, read for the module calls its
+    lines make. `modules`: the model's (path, module), the model first; `canonical`: each
+    path -> the path its rows go under (a module that is another one under a second name)."""
+
+    def __init__(self, code: dict[str, bytes], modules: list[tuple[str, torch.nn.Module]], canonical: dict):
+        self._code = code
+        # (file, line) -> the calls made there: (the attributes from `self` to the object,
+        # method), of the files read so far (`_calls_at`: the classes' that stacks reach)
+        self._calls: dict[tuple[str, int], list[tuple[tuple[str, ...], str]]] = {}
+        self._read: set[str] = set()
+        self._free: dict[str, set[str]] = {}  # file -> its functions outside any class: no module call inside
+        self._files = {path: _code_file(module) for path, module in modules}
+        self._canonical = canonical
+        self._descended: dict[tuple, tuple[Link, ...] | None] = {}  # `_descend`'s answers
+
+    def _calls_at(self, file: str, line: int) -> list[tuple[tuple[str, ...], str]]:
+        if file not in self._read:
+            self._read.add(file)
+            tree = parsed_code(self._code[file]) if file in self._code else None
+            for node in tree.body if tree is not None else ():
+                if isinstance(node, ast.ClassDef):
+                    for method in node.body:
+                        if isinstance(method, ast.FunctionDef):
+                            self._read_calls(file, method)
+        return self._calls.get((file, line), [])
+
+    def _is_free(self, frame: _Frame) -> bool:
+        """Whether the frame is in a function outside any class (`torch.nn.functional`'s): the
+        printer starts each at the line's start, where a class's methods are indented."""
+        if frame.file not in self._free:
+            text = self._code.get(frame.file, b"").decode("utf-8", "replace")
+            self._free[frame.file] = set(_FREE_FUNCTION.findall(text))
+        return frame.function in self._free[frame.file]
+
+    def _read_calls(self, file: str, function: ast.FunctionDef) -> None:
+        """The method calls of the method `function` on objects reached from its first
+        argument (its module) by attributes: the code names each submodule once
+        (`_0 = getattr(self, "0")`; `_1 = self.layer1`)."""
+        # A method's first argument is its module, whatever its name (`self`, most often).
+        local: dict[str, tuple[str, ...]] = {function.args.args[0].arg: ()} if function.args.args else {}
+        nodes = sorted(
+            (n for n in ast.walk(function) if isinstance(n, ast.Assign | ast.Call)),
+            key=lambda n: (n.lineno, n.col_offset),
+        )
+        for node in nodes:
+            if isinstance(node, ast.Assign):
+                reached = _reached(node.value, local)
+                if reached is not None and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    local[node.targets[0].id] = reached
+            elif isinstance(node.func, ast.Attribute):
+                reached = _reached(node.func.value, local)
+                if reached is not None:
+                    self._calls.setdefault((file, node.lineno), []).append((reached, node.func.attr))
+
+    def chains(
+        self, events: list[tuple[int | None, list[str]]], count: int
+    ) -> list[tuple[int | None, tuple[Link, ...] | None]] | None:
+        """`events` (`stacks_of_marks`) each with the module calls it ran in, from the model's
+        down to the innermost, each (path, its site); None where its stack does not say. A
+        mark's stack may start below the model (the interpreter lost the frames above: a
+        batch norm's count of batches in training): it goes on from the chain of the mark
+        after it, else before it, from that chain's deepest call of its first frame's class.
+        None where not each of the `count` ops has its mark."""
+        if sorted(index for index, _ in events if index is not None) != list(range(count)):
+            return None
+        frames = [_frames(tuple(stack)) for _, stack in events]
+        chains = [self._from_the_model(f) for f in frames]
+        marks = [position for position, (index, _) in enumerate(events) if index is not None]
+        for order, position in enumerate(marks):
+            if chains[position] is None and frames[position]:
+                after = next((chains[p] for p in marks[order + 1 :] if chains[p] is not None), None)
+                before = next((chains[p] for p in reversed(marks[:order]) if chains[p] is not None), None)
+                joined = (self._joined(frames[position], near) for near in (after, before) if near is not None)
+                chains[position] = next((chain for chain in joined if chain is not None), None)
+        return [(index, chain) for (index, _), chain in zip(events, chains, strict=True)]
+
+    def _from_the_model(self, frames: tuple[_Frame, ...]) -> tuple[Link, ...] | None:
+        """The chain of a stack from the model's forward down (many operators share one)."""
+        if not frames or frames[0].file != self._files[""]:
+            return None
+        if frames not in self._descended:
+            self._descended[frames] = self._descend(frames, (("", ()),))
+        return self._descended[frames]
+
+    def _joined(self, frames: tuple[_Frame, ...], near: tuple[Link, ...]) -> tuple[Link, ...] | None:
+        """`near` down to its deepest call of the class `frames` start in, then `frames` from there."""
+        for depth in range(len(near) - 1, -1, -1):
+            if self._files[near[depth][0]] == frames[0].file:
+                return self._descend(frames, near[: depth + 1])
+        return None
+
+    def _descend(self, frames: tuple[_Frame, ...], links: tuple[Link, ...]) -> tuple[Link, ...] | None:
+        """`links` (the calls down to the module `frames[0]` runs in), and those `frames`
+        make below it; None where a line calls no submodule of the class its callee is
+        from, or two alike."""
+        chain = list(links)
+        running = links[-1][0]
+        attributes = tuple(running.split(".")) if running else ()
+        for depth, (frame, callee) in enumerate(itertools.pairwise(frames)):
+            if self._is_free(callee):
+                break
+            paths = {
+                ".".join(attributes + reached)
+                for reached, method in self._calls_at(frame.file, frame.line)
+                if method == callee.function
+            }
+            called = [p for p in paths if p in self._files and self._files[p] == callee.file]
+            if len(called) != 1:
+                return None
+            # A submodule's forward (a traced module's second call is its `forward1`, an
+            # overload its `forward__0`): a call,
+            # as its hooks see one; its other methods' operators are the caller's, as in Python.
+            if called[0] != ".".join(attributes) and _FORWARD.fullmatch(callee.function):
+                site = links[-1][1] + tuple(f"{f.file}({f.line}): {f.function}" for f in frames[: depth + 1])
+                chain.append((self._canonical[called[0]], site))
+            attributes = tuple(called[0].split(".")) if called[0] else ()
+        return tuple(chain)
+
+
+@functools.lru_cache(maxsize=4096)
+def _frames(stack: tuple[str, ...]) -> tuple[_Frame, ...]:
+    """A profiler's stack (innermost first) as the interpreter's frames, outermost first."""
+    matches = [m for m in map(_FRAME.match, reversed(stack)) if m is not None]
+    return tuple(_Frame(m[1], int(m[2]), m[3]) for m in matches if m[1].startswith("code/"))
+
+
+def _reached(node: ast.expr, local: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The attributes from `self` to the object `node` names (`self.layer1`,
+    `getattr(_0, "0")`, a local holding one), or None."""
+    if isinstance(node, ast.Name):
+        return local.get(node.id)
+    if isinstance(node, ast.Attribute):
+        base = _reached(node.value, local)
+        return None if base is None else (*base, node.attr)
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "getattr"
+        and len(node.args) == 2
+        and isinstance(node.args[1], ast.Constant)
+        and isinstance(node.args[1].value, str)
+    ):
+        base = _reached(node.args[0], local)
+        return None if base is None else (*base, node.args[1].value)
+    return None
+
+
+def _code_file(module: torch.nn.Module) -> str | None:
+    """The code file of a ScriptModule's class, as stacks name it: its qualified name
+    '__torch__.torch.nn.modules.conv.Conv2d' is in 'code/__torch__/torch/nn/modules/conv.py'."""
+    if not isinstance(module, torch.jit.ScriptModule):
+        return None
+    qualified = module._c._type().qualified_name()
+    return "code/" + qualified.rpartition(".")[0].replace(".", "/") + ".py"
