@@ -76,6 +76,18 @@ Modelled (PyTorch 2.x, CPU):
   cumprod per element along the dimension, 38 operators for 8 channels: 155,648 B over for
   2 x 8 16x16 maps). Handed down whole as mish's, where it computes anything (more than one
   element along the dimension, a real input; else the composite returns the gradient itself).
+- composites of a forward a CPU runs as one operator: `pairwise_distance` (`norm(x1 - x2 +
+  eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss` and
+  `hinge_embedding_loss` are composite operators on every device, which the trace sees as
+  the operators they call, where a CPU step's allocator sees one operator, the temporaries
+  it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
+  mish's gradient is: autograd must record their operators, whose nodes a CPU step runs and
+  whose saved tensors it keeps. So while active their autograd kernels (AutogradMeta,
+  AutogradCPU: every name, C++ callers too) run the composite as on any device, inside the
+  training recorder's `one_cpu_operator`, which notes what it made and let go of before
+  returning (`Graph.engine.workspace`, not counted). The operators, and so the counts, are
+  the composite's as before. An inference trace notes none (its recorder has no such note):
+  there these temporaries still count.
 - recurrent layers: `nn.LSTM` runs `mkldnn_rnn_layer` per layer and direction where
   RNN.cpp's `use_mkldnn` takes it (oneDNN enabled; float32, bfloat16 where the processor
   has oneDNN's bfloat16 instructions, float16 likewise and only without autograd; no
@@ -112,7 +124,7 @@ from typing import Any
 
 import torch
 from torch._prims_common import suggest_memory_format
-from torch.utils._python_dispatch import _disable_current_modes
+from torch.utils._python_dispatch import _disable_current_modes, _get_current_dispatch_mode
 
 ATTENTION = "scaled_dot_product_attention"
 LSTM = "lstm"
@@ -175,7 +187,7 @@ class DeviceKernels:
         self._library = torch.library.Library("aten", "IMPL")
         for name, kernel in _WHOLE_ON_META.items():
             self._library.impl(name.removeprefix("aten."), kernel, "AutogradMeta")
-        for name, kernel in _VALUES_ONLY.items():
+        for name, kernel in {**_VALUES_ONLY, **_ONE_CPU_OPERATOR}.items():
             for key in ("AutogradMeta", "AutogradCPU"):
                 self._library.impl(name, kernel, key)
         return self
@@ -347,6 +359,32 @@ def _recorded_by_autograd(*tensors) -> bool:
 # runs them (an operator of its own there): their AutogradMeta kernels.
 _WHOLE_ON_META = {"aten.mish_backward": _whole_mish_backward, "aten.cumprod_backward": _whole_cumprod_backward}
 HANDED_DOWN_WHOLE = frozenset(_WHOLE_ON_META)
+
+
+def _noted_as_one_operator(operator):
+    """An autograd kernel for a composite operator: its composite, run as on any device (autograd
+    records its operators), inside the trace's note that a CPU runs it as one operator (the
+    training recorder's `one_cpu_operator`; nothing noted under any other mode)."""
+
+    def kernel(*args, **kwargs):
+        noting = getattr(_get_current_dispatch_mode(), "one_cpu_operator", None)
+        if noting is None:
+            return operator.decompose(*args, **kwargs)
+        with noting():
+            return operator.decompose(*args, **kwargs)
+
+    return kernel
+
+
+# Composite operators of a forward that a CPU runs as one operator, its temporaries that
+# operator's workspace (allocated and freed inside it), which the trace sees decomposed: their
+# autograd kernels, on meta and CPU tensors, while `DeviceKernels` is active. Under every name,
+# a C++ caller's too (triplet_margin_loss's two pairwise distances).
+_ONE_CPU_OPERATOR = {
+    name: _noted_as_one_operator(getattr(torch.ops.aten, name).default)
+    for name in ("pairwise_distance", "triplet_margin_loss", "margin_ranking_loss", "hinge_embedding_loss")
+}
+ONE_CPU_OPERATOR = frozenset(f"aten.{name}" for name in _ONE_CPU_OPERATOR)
 
 
 def _cpu_linear(input, weight, bias=None):

@@ -261,6 +261,16 @@ class TrainingRecorder(Recorder):
             self.engine.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
             self._numbered.add(len(self.ops) - 1)
 
+    @contextmanager
+    def one_cpu_operator(self) -> Iterator[None]:
+        """Around a composite call a CPU runs as one operator (`kernels.ONE_CPU_OPERATOR`): the
+        storages its operators make and let go of before it returns are that operator's
+        workspace (`EngineNotes.workspace`)."""
+        ops, released = len(self.ops), len(self.released)
+        yield
+        made = {tensor.storage for op in self.ops[ops:] for tensor in op.outputs}
+        self.engine.workspace.update(storage for storage, _ in self.released[released:] if storage in made)
+
     def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
         if self._phase == "forward":
             self._tag_last_made()

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 from torch._prims_common import is_non_overlapping_and_dense_or_false
+from torch.nn import functional as F
 from torch.utils._pytree import tree_leaves
 from typer.testing import CliRunner
 
@@ -707,6 +708,22 @@ PROFILED_STEPS = {
             ("clamp", "its mean as 0-dim bounds", lambda y: y.clamp(y.mean() - 0.1, y.mean() + 0.1)),
         )
     },
+    # composites a CPU runs as one operator: the temporaries it makes and frees inside are its workspace
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
+        for name, call in (
+            (
+                "a pairwise distance of maps and their flips",
+                lambda y: F.pairwise_distance(y.flatten(1), y.flip(1).flatten(1)),
+            ),
+            (
+                "a triplet margin loss",
+                lambda y: F.triplet_margin_loss(y.flatten(1), y.flip(1).flatten(1), y.flip(0).flatten(1)),
+            ),
+            ("a margin ranking loss", lambda y: F.margin_ranking_loss(y, y.flip(1), torch.ones_like(y))),
+            ("a hinge embedding loss", lambda y: F.hinge_embedding_loss(y, torch.ones_like(y))),
+        )
+    },
     # norm_backward(p=inf)'s named `self_abs` and `mask`, freed as it returns, before the negation;
     # `self - other`, which it reads twice, as the statement that passed it ends
     "the largest difference of a map from its flip": (
@@ -810,7 +827,10 @@ def test_the_training_peak_matches_the_profiler(name):
     temporaries held through the cast); taking prod's gradient road of an input that looks like a
     subclass (exclusive running products from both ends) for a CPU's on randn maps (no zeros),
     the product along the channels 73,728 B over (of the whole maps 81,920 B, in float64 155,648
-    and 163,840 B), and that road with its mask and count taken for temporaries 8,192 B short."""
+    and 163,840 B), and that road with its mask and count taken for temporaries 8,192 B short;
+    counting the temporaries of a composite a CPU runs as one operator (its workspace there), the
+    pairwise distance 16,374 B over (`x1 - x2`), the triplet margin loss 16,372 B, the margin
+    ranking loss 32,764 B and the hinge embedding loss 69,624 B."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

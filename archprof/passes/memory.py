@@ -181,7 +181,7 @@ def liveness(graph: Graph) -> Liveness:
         graph.ops,
         graph.inputs,
         kept,
-        model_state_storages(graph),
+        model_state_storages(graph) | graph.engine.workspace,
         released=graph.released,
         numbers=numbers,
         held_between=graph.engine.random_states,
@@ -626,7 +626,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     (`EngineNotes.relaid_gradients`: a convolution's weight gradient is channels last where its
     input is), where a CPU step copies too."""
     backward = graph.backward_ops
-    state = model_state_storages(graph)
+    state = model_state_storages(graph) | graph.engine.workspace  # a CPU operator's workspace counts as none
     copies = _accumulated(backward, graph.engine.grad_storages)
     seeds = graph.engine.seeds
     adds = sorted(graph.engine.gradient_sums)
