@@ -76,6 +76,13 @@ Modelled (PyTorch 2.x, CPU):
   cumprod per element along the dimension, 38 operators for 8 channels: 155,648 B over for
   2 x 8 16x16 maps). Handed down whole as mish's, where it computes anything (more than one
   element along the dimension, a real input; else the composite returns the gradient itself).
+- isfinite: a composite operator on every device (`(self == self) * (self.abs() != inf)` for
+  a floating tensor), which a CPU runs as one operator, its masks workspace; on meta four
+  operators, their masks held through the product reading its result (nan_to_num's gradient
+  `grad * at::isfinite(self)`: 24,576 B over for 2 x 8 16x16 maps). Its result has no
+  gradient, so it is handed down whole as mish's gradient, forward and backward alike, and
+  counted as its composite's four operations an element; integer and complex tensors keep the
+  composite road (`ones_like`; the isfinite of their magnitudes).
 - composites of a forward a CPU runs as one operator: `pairwise_distance` (`norm(x1 - x2 +
   eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss` and
   `hinge_embedding_loss` are composite operators on every device, which the trace sees as
@@ -146,6 +153,7 @@ _SYMMETRIC_EIGENVALUES = torch.ops.aten.linalg_eigvalsh.default
 _GENERAL_EIGENVALUES = torch.ops.aten.linalg_eigvals.default
 _MISH_BACKWARD = torch.ops.aten.mish_backward.default
 _CUMPROD_BACKWARD = torch.ops.aten.cumprod_backward.default
+_ISFINITE = torch.ops.aten.isfinite.default
 
 
 class DeviceKernels:
@@ -348,6 +356,17 @@ def _whole_cumprod_backward(grad, input, dim: int, output):
         return _CUMPROD_BACKWARD(grad, input, dim, output)
 
 
+def _whole_isfinite(input):
+    """aten.isfinite of a real floating tensor on meta as a CPU runs it: one operator (its
+    `(self == self) * (self.abs() != inf)` the operator's workspace), as `_whole_mish_backward`;
+    its boolean result has no gradient. The composite for integers (`ones_like`) and complex
+    numbers (the isfinite of their magnitudes)."""
+    if not input.is_floating_point():
+        return _ISFINITE.decompose(input)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _ISFINITE(input)
+
+
 def _recorded_by_autograd(*tensors) -> bool:
     """Whether autograd records a call on `tensors`, tested on the tensors themselves (under a
     dispatch mode PyTorch takes every tensor for a subclass that may need gradients): linalg's
@@ -357,7 +376,11 @@ def _recorded_by_autograd(*tensors) -> bool:
 
 # Composite operators handed down whole on meta while `DeviceKernels` is active, as a CPU
 # runs them (an operator of its own there): their AutogradMeta kernels.
-_WHOLE_ON_META = {"aten.mish_backward": _whole_mish_backward, "aten.cumprod_backward": _whole_cumprod_backward}
+_WHOLE_ON_META = {
+    "aten.mish_backward": _whole_mish_backward,
+    "aten.cumprod_backward": _whole_cumprod_backward,
+    "aten.isfinite": _whole_isfinite,
+}
 HANDED_DOWN_WHOLE = frozenset(_WHOLE_ON_META)
 
 
