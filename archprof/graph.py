@@ -229,7 +229,8 @@ class EngineNotes:
     # returned, where a CPU runs the call as one operator (`kernels.ONE_CPU_OPERATOR`:
     # pairwise_distance's `x1 - x2`, freed inside `norm(x1 - x2 + eps)`): that operator's
     # workspace, freed before it returns, which a step's memory does not count, as it counts
-    # no kernel's.
+    # no kernel's. So is the copy of a conjugate (or negative) view PyTorch's math-bit fallback
+    # makes inside the operator reading it (polar's gradient's `grad.conj() * result.sgn()`).
     workspace: set[int] = field(default_factory=set)
 
 

@@ -710,6 +710,20 @@ PROFILED_STEPS = {
     },
     # sgn's gradient of a real map, a zero tensor (`_efficientzerotensor`), which holds no byte
     "the signs of a map": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sgn)), (2, 3, 16, 16)),
+    # a conjugate view's copy, made by the math-bit fallback inside the operator reading it: its workspace
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
+        for name, call in (
+            (
+                "complex numbers from a map's magnitudes and angles",
+                lambda y: torch.view_as_real(torch.polar(y.abs(), y)),
+            ),
+            (
+                "a product of two maps' spectra",
+                lambda y: torch.fft.irfft2(torch.fft.rfft2(y) * torch.fft.rfft2(y.flip(1)), s=y.shape[-2:]),
+            ),
+        )
+    },
     # composites a CPU runs as one operator: the temporaries it makes and frees inside are its workspace
     **{
         name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
@@ -838,7 +852,11 @@ def test_the_training_peak_matches_the_profiler(name):
     ranking loss 32,764 B and the hinge embedding loss 69,624 B, and, isfinite run as its composite's
     four operators, the map with its NaNs and infinities replaced 24,576 B (in its gradient);
     counting the zero tensor sgn's gradient of a real map is (which a CPU allocates no byte
-    for) as a map, the signs of a map 16,384 B over."""
+    for) as a map, the signs of a map 16,384 B over; and counting the copy PyTorch's math-bit
+    fallback makes of a conjugate view inside the operator reading it (polar's gradient's
+    `grad.conj() * result.sgn()`, a complex product's `grad * other.conj()`) for a tensor of the
+    step's, the complex numbers from magnitudes and angles 32,768 B over, the product of two
+    spectra 8,192 B."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
