@@ -84,8 +84,9 @@ Modelled (PyTorch 2.x, CPU):
   counted as its composite's four operations an element; integer and complex tensors keep the
   composite road (`ones_like`; the isfinite of their magnitudes).
 - composites of a forward a CPU runs as one operator: `pairwise_distance` (`norm(x1 - x2 +
-  eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss` and
-  `hinge_embedding_loss` are composite operators on every device, which the trace sees as
+  eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss`,
+  `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced) and
+  `poisson_nll_loss` are composite operators on every device, which the trace sees as
   the operators they call, where a CPU step's allocator sees one operator, the temporaries
   it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
   mish's gradient is: autograd must record their operators, whose nodes a CPU step runs and
@@ -405,7 +406,14 @@ def _noted_as_one_operator(operator):
 # a C++ caller's too (triplet_margin_loss's two pairwise distances).
 _ONE_CPU_OPERATOR = {
     name: _noted_as_one_operator(getattr(torch.ops.aten, name).default)
-    for name in ("pairwise_distance", "triplet_margin_loss", "margin_ranking_loss", "hinge_embedding_loss")
+    for name in (
+        "pairwise_distance",
+        "triplet_margin_loss",
+        "margin_ranking_loss",
+        "hinge_embedding_loss",
+        "l1_loss",
+        "poisson_nll_loss",
+    )
 }
 ONE_CPU_OPERATOR = frozenset(f"aten.{name}" for name in _ONE_CPU_OPERATOR)
 

@@ -738,6 +738,11 @@ PROFILED_STEPS = {
             ),
             ("a margin ranking loss", lambda y: F.margin_ranking_loss(y, y.flip(1), torch.ones_like(y))),
             ("a hinge embedding loss", lambda y: F.hinge_embedding_loss(y, torch.ones_like(y))),
+            ("a summed L1 loss", lambda y: F.l1_loss(y, y.flip(1), reduction="sum")),
+            (
+                "a Poisson loss with Stirling's term",
+                lambda y: F.poisson_nll_loss(y, y.flip(1).abs() + 1, full=True, reduction="sum"),
+            ),
             # isfinite, the CPU's one operator, inside nan_to_num's gradient `grad * at::isfinite(self)`
             ("a map with its NaNs and infinities replaced", torch.nan_to_num),
             ("a map kept where finite", lambda y: y * torch.isfinite(y)),
@@ -849,8 +854,10 @@ def test_the_training_peak_matches_the_profiler(name):
     and 163,840 B), and that road with its mask and count taken for temporaries 8,192 B short;
     counting the temporaries of a composite a CPU runs as one operator (its workspace there), the
     pairwise distance 16,374 B over (`x1 - x2`), the triplet margin loss 16,372 B, the margin
-    ranking loss 32,764 B and the hinge embedding loss 69,624 B, and, isfinite run as its composite's
-    four operators, the map with its NaNs and infinities replaced 24,576 B (in its gradient);
+    ranking loss 32,764 B, the hinge embedding loss 69,624 B, the summed L1 loss 16,380 B (the
+    absolute differences the sum reads) and the Poisson loss with Stirling's term 32,760 B, and,
+    isfinite run as its composite's four operators, the map with its NaNs and infinities
+    replaced 24,576 B (in its gradient);
     counting the zero tensor sgn's gradient of a real map is (which a CPU allocates no byte
     for) as a map, the signs of a map 16,384 B over; and counting the copy PyTorch's math-bit
     fallback makes of a conjugate view inside the operator reading it (polar's gradient's
