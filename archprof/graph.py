@@ -226,7 +226,7 @@ class EngineNotes:
     # formula's call returns.
     named_locals: set[int] = field(default_factory=set)
     # The storages the operators of a forward composite call made and let go of before it
-    # returned, where a CPU runs the call as one operator (`kernels.ONE_CPU_OPERATOR`:
+    # returned, where a CPU runs the call as one operator (`kernels._ONE_CPU_OPERATOR`:
     # pairwise_distance's `x1 - x2`, freed inside `norm(x1 - x2 + eps)`): that operator's
     # workspace, freed before it returns, which a step's memory does not count, as it counts
     # no kernel's. So is the copy of a conjugate (or negative) view PyTorch's math-bit fallback

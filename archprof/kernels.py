@@ -85,8 +85,9 @@ Modelled (PyTorch 2.x, CPU):
   composite road (`ones_like`; the isfinite of their magnitudes).
 - composites of a forward a CPU runs as one operator: `pairwise_distance` (`norm(x1 - x2 +
   eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss`,
-  `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced) and
-  `poisson_nll_loss` are composite operators on every device, which the trace sees as
+  `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced),
+  `poisson_nll_loss` and `ctc_loss` (`_ctc_loss`, then its mean over the target lengths) are
+  composite operators on every device, which the trace sees as
   the operators they call, where a CPU step's allocator sees one operator, the temporaries
   it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
   mish's gradient is: autograd must record their operators, whose nodes a CPU step runs and
@@ -96,6 +97,9 @@ Modelled (PyTorch 2.x, CPU):
   returning (`Graph.engine.workspace`, not counted). The operators, and so the counts, are
   the composite's as before. An inference trace notes none (its recorder has no such note):
   there these temporaries still count.
+- the gradients of the CTC, multi-class and multi-label margin losses, which have no meta
+  kernel (a training step through them failed): meta kernels, while active, making each a new
+  contiguous tensor like the loss's input, as their CPU kernels do.
 - recurrent layers: `nn.LSTM` runs `mkldnn_rnn_layer` per layer and direction where
   RNN.cpp's `use_mkldnn` takes it (oneDNN enabled; float32, bfloat16 where the processor
   has oneDNN's bfloat16 instructions, float16 likewise and only without autograd; no
@@ -199,6 +203,8 @@ class DeviceKernels:
         for name, kernel in {**_VALUES_ONLY, **_ONE_CPU_OPERATOR}.items():
             for key in ("AutogradMeta", "AutogradCPU"):
                 self._library.impl(name, kernel, key)
+        for name, kernel in _META_KERNELS.items():
+            self._library.impl(name, kernel, "Meta")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -385,6 +391,12 @@ _WHOLE_ON_META = {
 HANDED_DOWN_WHOLE = frozenset(_WHOLE_ON_META)
 
 
+def _overload(name: str):
+    """The aten operator overload `name` names ("ctc_loss.IntList"; "l1_loss": its default)."""
+    packet, _, overload = name.partition(".")
+    return getattr(getattr(torch.ops.aten, packet), overload or "default")
+
+
 def _noted_as_one_operator(operator):
     """An autograd kernel for a composite operator: its composite, run as on any device (autograd
     records its operators), inside the trace's note that a CPU runs it as one operator (the
@@ -405,7 +417,7 @@ def _noted_as_one_operator(operator):
 # autograd kernels, on meta and CPU tensors, while `DeviceKernels` is active. Under every name,
 # a C++ caller's too (triplet_margin_loss's two pairwise distances).
 _ONE_CPU_OPERATOR = {
-    name: _noted_as_one_operator(getattr(torch.ops.aten, name).default)
+    name: _noted_as_one_operator(_overload(name))
     for name in (
         "pairwise_distance",
         "triplet_margin_loss",
@@ -413,9 +425,31 @@ _ONE_CPU_OPERATOR = {
         "hinge_embedding_loss",
         "l1_loss",
         "poisson_nll_loss",
+        "ctc_loss.IntList",
+        "ctc_loss.Tensor",
     )
 }
-ONE_CPU_OPERATOR = frozenset(f"aten.{name}" for name in _ONE_CPU_OPERATOR)
+
+
+def _laid_out_as(position: int):
+    """A meta kernel whose result is a new contiguous tensor like its argument at `position`."""
+
+    def kernel(*args, **kwargs):
+        return torch.empty_like(args[position], memory_format=torch.contiguous_format)
+
+    return kernel
+
+
+# Meta kernels for operators PyTorch has none for, while `DeviceKernels` is active: the gradients
+# of the CTC, multi-class and multi-label margin losses, each a new contiguous tensor like the
+# loss's input, as their CPU kernels make it (`full_like(log_probs, -inf)`, an empty tensor
+# resized to the input's sizes). Without, a training step through these losses failed.
+_META_KERNELS = {
+    "_ctc_loss_backward": _laid_out_as(1),
+    "_ctc_loss_backward.Tensor": _laid_out_as(1),
+    "multi_margin_loss_backward": _laid_out_as(1),
+    "multilabel_margin_loss_backward": _laid_out_as(1),
+}
 
 
 def _cpu_linear(input, weight, bias=None):

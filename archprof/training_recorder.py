@@ -264,7 +264,7 @@ class TrainingRecorder(Recorder):
 
     @contextmanager
     def one_cpu_operator(self) -> Iterator[None]:
-        """Around a composite call a CPU runs as one operator (`kernels.ONE_CPU_OPERATOR`): the
+        """Around a composite call a CPU runs as one operator (`kernels._ONE_CPU_OPERATOR`): the
         storages its operators make and let go of before it returns are that operator's
         workspace (`EngineNotes.workspace`)."""
         ops, released = len(self.ops), len(self.released)

@@ -710,6 +710,29 @@ PROFILED_STEPS = {
     },
     # sgn's gradient of a real map, a zero tensor (`_efficientzerotensor`), which holds no byte
     "the signs of a map": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sgn)), (2, 3, 16, 16)),
+    # losses whose gradients have no meta kernel (a step through them failed), and CTC's mean, one CPU operator
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
+        for name, call in (
+            (
+                "a CTC loss over a map's positions",
+                lambda y: F.ctc_loss(
+                    y.flatten(2).permute(2, 0, 1).log_softmax(2),
+                    y.new_ones((2, 5), dtype=torch.long),
+                    [256, 256],
+                    [5, 5],
+                ),
+            ),
+            (
+                "a multi-class margin loss",
+                lambda y: F.multi_margin_loss(y.flatten(1), y.new_zeros(2, dtype=torch.long)),
+            ),
+            (
+                "a multi-label margin loss",
+                lambda y: F.multilabel_margin_loss(y.flatten(1), y.new_zeros((2, 2048), dtype=torch.long)),
+            ),
+        )
+    },
     # a conjugate view's copy, made by the math-bit fallback inside the operator reading it: its workspace
     **{
         name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
@@ -863,7 +886,8 @@ def test_the_training_peak_matches_the_profiler(name):
     fallback makes of a conjugate view inside the operator reading it (polar's gradient's
     `grad.conj() * result.sgn()`, a complex product's `grad * other.conj()`) for a tensor of the
     step's, the complex numbers from magnitudes and angles 32,768 B over, the product of two
-    spectra 8,192 B."""
+    spectra 8,192 B; and the CTC loss's mean over its target lengths taken for operators of
+    their own, 4 B over."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)
