@@ -225,6 +225,13 @@ class EngineNotes:
     # Where its node made it, its statement ends where it is made, and it lives until its
     # formula's call returns.
     named_locals: set[int] = field(default_factory=set)
+    # The storages the operators of a forward composite call made and let go of before it
+    # returned, where a CPU runs the call as one operator (`kernels._ONE_CPU_OPERATOR`:
+    # pairwise_distance's `x1 - x2`, freed inside `norm(x1 - x2 + eps)`): that operator's
+    # workspace, freed before it returns, which a step's memory does not count, as it counts
+    # no kernel's. So is the copy of a conjugate (or negative) view PyTorch's math-bit fallback
+    # makes inside the operator reading it (polar's gradient's `grad.conj() * result.sgn()`).
+    workspace: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

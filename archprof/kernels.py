@@ -76,6 +76,30 @@ Modelled (PyTorch 2.x, CPU):
   cumprod per element along the dimension, 38 operators for 8 channels: 155,648 B over for
   2 x 8 16x16 maps). Handed down whole as mish's, where it computes anything (more than one
   element along the dimension, a real input; else the composite returns the gradient itself).
+- isfinite: a composite operator on every device (`(self == self) * (self.abs() != inf)` for
+  a floating tensor), which a CPU runs as one operator, its masks workspace; on meta four
+  operators, their masks held through the product reading its result (nan_to_num's gradient
+  `grad * at::isfinite(self)`: 24,576 B over for 2 x 8 16x16 maps). Its result has no
+  gradient, so it is handed down whole as mish's gradient, forward and backward alike, and
+  counted as its composite's four operations an element; integer and complex tensors keep the
+  composite road (`ones_like`; the isfinite of their magnitudes).
+- composites of a forward a CPU runs as one operator: `pairwise_distance` (`norm(x1 - x2 +
+  eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss`,
+  `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced),
+  `poisson_nll_loss` and `ctc_loss` (`_ctc_loss`, then its mean over the target lengths) are
+  composite operators on every device, which the trace sees as
+  the operators they call, where a CPU step's allocator sees one operator, the temporaries
+  it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
+  mish's gradient is: autograd must record their operators, whose nodes a CPU step runs and
+  whose saved tensors it keeps. So while active their autograd kernels (AutogradMeta,
+  AutogradCPU: every name, C++ callers too) run the composite as on any device, inside the
+  training recorder's `one_cpu_operator`, which notes what it made and let go of before
+  returning (`Graph.engine.workspace`, not counted). The operators, and so the counts, are
+  the composite's as before. An inference trace notes none (its recorder has no such note):
+  there these temporaries still count.
+- the gradients of the CTC, multi-class and multi-label margin losses, which have no meta
+  kernel (a training step through them failed): meta kernels, while active, making each a new
+  contiguous tensor like the loss's input, as their CPU kernels do.
 - recurrent layers: `nn.LSTM` runs `mkldnn_rnn_layer` per layer and direction where
   RNN.cpp's `use_mkldnn` takes it (oneDNN enabled; float32, bfloat16 where the processor
   has oneDNN's bfloat16 instructions, float16 likewise and only without autograd; no
@@ -112,7 +136,7 @@ from typing import Any
 
 import torch
 from torch._prims_common import suggest_memory_format
-from torch.utils._python_dispatch import _disable_current_modes
+from torch.utils._python_dispatch import _disable_current_modes, _get_current_dispatch_mode
 
 ATTENTION = "scaled_dot_product_attention"
 LSTM = "lstm"
@@ -134,6 +158,7 @@ _SYMMETRIC_EIGENVALUES = torch.ops.aten.linalg_eigvalsh.default
 _GENERAL_EIGENVALUES = torch.ops.aten.linalg_eigvals.default
 _MISH_BACKWARD = torch.ops.aten.mish_backward.default
 _CUMPROD_BACKWARD = torch.ops.aten.cumprod_backward.default
+_ISFINITE = torch.ops.aten.isfinite.default
 
 
 class DeviceKernels:
@@ -175,9 +200,11 @@ class DeviceKernels:
         self._library = torch.library.Library("aten", "IMPL")
         for name, kernel in _WHOLE_ON_META.items():
             self._library.impl(name.removeprefix("aten."), kernel, "AutogradMeta")
-        for name, kernel in _VALUES_ONLY.items():
+        for name, kernel in {**_VALUES_ONLY, **_ONE_CPU_OPERATOR}.items():
             for key in ("AutogradMeta", "AutogradCPU"):
                 self._library.impl(name, kernel, key)
+        for name, kernel in _META_KERNELS.items():
+            self._library.impl(name, kernel, "Meta")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -336,6 +363,17 @@ def _whole_cumprod_backward(grad, input, dim: int, output):
         return _CUMPROD_BACKWARD(grad, input, dim, output)
 
 
+def _whole_isfinite(input):
+    """aten.isfinite of a real floating tensor on meta as a CPU runs it: one operator (its
+    `(self == self) * (self.abs() != inf)` the operator's workspace), as `_whole_mish_backward`;
+    its boolean result has no gradient. The composite for integers (`ones_like`) and complex
+    numbers (the isfinite of their magnitudes)."""
+    if not input.is_floating_point():
+        return _ISFINITE.decompose(input)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _ISFINITE(input)
+
+
 def _recorded_by_autograd(*tensors) -> bool:
     """Whether autograd records a call on `tensors`, tested on the tensors themselves (under a
     dispatch mode PyTorch takes every tensor for a subclass that may need gradients): linalg's
@@ -345,8 +383,73 @@ def _recorded_by_autograd(*tensors) -> bool:
 
 # Composite operators handed down whole on meta while `DeviceKernels` is active, as a CPU
 # runs them (an operator of its own there): their AutogradMeta kernels.
-_WHOLE_ON_META = {"aten.mish_backward": _whole_mish_backward, "aten.cumprod_backward": _whole_cumprod_backward}
+_WHOLE_ON_META = {
+    "aten.mish_backward": _whole_mish_backward,
+    "aten.cumprod_backward": _whole_cumprod_backward,
+    "aten.isfinite": _whole_isfinite,
+}
 HANDED_DOWN_WHOLE = frozenset(_WHOLE_ON_META)
+
+
+def _overload(name: str):
+    """The aten operator overload `name` names ("ctc_loss.IntList"; "l1_loss": its default)."""
+    packet, _, overload = name.partition(".")
+    return getattr(getattr(torch.ops.aten, packet), overload or "default")
+
+
+def _noted_as_one_operator(operator):
+    """An autograd kernel for a composite operator: its composite, run as on any device (autograd
+    records its operators), inside the trace's note that a CPU runs it as one operator (the
+    training recorder's `one_cpu_operator`; nothing noted under any other mode)."""
+
+    def kernel(*args, **kwargs):
+        noting = getattr(_get_current_dispatch_mode(), "one_cpu_operator", None)
+        if noting is None:
+            return operator.decompose(*args, **kwargs)
+        with noting():
+            return operator.decompose(*args, **kwargs)
+
+    return kernel
+
+
+# Composite operators of a forward that a CPU runs as one operator, its temporaries that
+# operator's workspace (allocated and freed inside it), which the trace sees decomposed: their
+# autograd kernels, on meta and CPU tensors, while `DeviceKernels` is active. Under every name,
+# a C++ caller's too (triplet_margin_loss's two pairwise distances).
+_ONE_CPU_OPERATOR = {
+    name: _noted_as_one_operator(_overload(name))
+    for name in (
+        "pairwise_distance",
+        "triplet_margin_loss",
+        "margin_ranking_loss",
+        "hinge_embedding_loss",
+        "l1_loss",
+        "poisson_nll_loss",
+        "ctc_loss.IntList",
+        "ctc_loss.Tensor",
+    )
+}
+
+
+def _laid_out_as(position: int):
+    """A meta kernel whose result is a new contiguous tensor like its argument at `position`."""
+
+    def kernel(*args, **kwargs):
+        return torch.empty_like(args[position], memory_format=torch.contiguous_format)
+
+    return kernel
+
+
+# Meta kernels for operators PyTorch has none for, while `DeviceKernels` is active: the gradients
+# of the CTC, multi-class and multi-label margin losses, each a new contiguous tensor like the
+# loss's input, as their CPU kernels make it (`full_like(log_probs, -inf)`, an empty tensor
+# resized to the input's sizes). Without, a training step through these losses failed.
+_META_KERNELS = {
+    "_ctc_loss_backward": _laid_out_as(1),
+    "_ctc_loss_backward.Tensor": _laid_out_as(1),
+    "multi_margin_loss_backward": _laid_out_as(1),
+    "multilabel_margin_loss_backward": _laid_out_as(1),
+}
 
 
 def _cpu_linear(input, weight, bias=None):

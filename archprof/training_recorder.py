@@ -199,6 +199,7 @@ class TrainingRecorder(Recorder):
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
         self._formulas = _RunningFormulas(self._metas, self.engine.formula_results)
         self._products = _ProductsWithoutZeros()
+        self._resolved: int | None = None  # the storage of a conjugate view's copy, for the next op
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
@@ -261,11 +262,22 @@ class TrainingRecorder(Recorder):
             self.engine.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
             self._numbered.add(len(self.ops) - 1)
 
+    @contextmanager
+    def one_cpu_operator(self) -> Iterator[None]:
+        """Around a composite call a CPU runs as one operator (`kernels._ONE_CPU_OPERATOR`): the
+        storages its operators make and let go of before it returns are that operator's
+        workspace (`EngineNotes.workspace`)."""
+        ops, released = len(self.ops), len(self.released)
+        yield
+        made = {tensor.storage for op in self.ops[ops:] for tensor in op.outputs}
+        self.engine.workspace.update(storage for storage, _ in self.released[released:] if storage in made)
+
     def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
         if self._phase == "forward":
             self._tag_last_made()
             super()._record(info, args, kwargs, tensors, out)
             self._last_made = (_made(info, out), len(self.ops) - 1)
+            self._note_math_bits_resolved(info, tensors, out)
             return
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
@@ -307,6 +319,19 @@ class TrainingRecorder(Recorder):
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._tagging_for = self._replayed(node)
             self._last_made = (_made(info, out), self.ops[-1].origin)
+        self._note_math_bits_resolved(info, tensors, out)
+
+    def _note_math_bits_resolved(self, info: OpInfo, tensors: list[torch.Tensor], out) -> None:
+        """Note the copy of a conjugate (or negative) view that PyTorch's math-bit fallback makes
+        for an operator that reads it (`grad.conj() * result.sgn()`, polar's gradient) as that
+        operator's workspace (`EngineNotes.workspace`): the fallback resolves the view inside the
+        operator's call and frees the copy as it returns, where the trace sees a `clone` of its
+        own. Known as a clone that drops the view's bit, read by the op recorded next."""
+        resolved, self._resolved = self._resolved, None
+        if resolved is not None and any(t.storage == resolved for t in self.ops[-1].inputs):
+            self.engine.workspace.add(resolved)
+        if info.name == "aten.clone" and _drops_a_math_bit(tensors[0], out):
+            self._resolved = self.ops[-1].outputs[0].storage
 
     def _note_locals_read_once(self, reads: frozenset[_Read], operator: str, args: tuple, origin: int) -> None:
         """Note the storages of the locals read once (`EngineNotes.named_locals`) that the op just
@@ -705,6 +730,10 @@ def _fits(forward: OpNode, key: tuple, path: str | None) -> bool:
     if _replay_key(forward) != key:
         return False
     return path is None or (forward.module is not None and forward.module.path == path)
+
+
+def _drops_a_math_bit(source: torch.Tensor, copy: torch.Tensor) -> bool:
+    return (source.is_conj() and not copy.is_conj()) or (source.is_neg() and not copy.is_neg())
 
 
 def _made(info: OpInfo, out) -> list[torch.Tensor]:

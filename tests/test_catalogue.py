@@ -688,6 +688,20 @@ def test_running_products_extrema_and_random_fills_are_costed():
     assert training.totals.not_counted == {}
 
 
+def test_isfinite_is_one_operator_costed_as_its_composite():
+    """isfinite of a floating map is one operator, as a CPU runs it (`kernels`), counted as
+    the operations its composite runs there, `(x == x) * (x.abs() != inf)`: 4 per element; of
+    an integer map its composite's `ones_like`, free."""
+
+    class Finite(torch.nn.Module):
+        def forward(self, x):  # x: [2, 5, 6], 60 elements
+            return x * torch.isfinite(x), torch.isfinite(x.long())  # 4 * 60, then a product, 60
+
+    report = archprof.analyze(Finite(), input_size=(5, 6), batch=2)
+    assert [op.op for op in report.graph.ops].count("aten.isfinite") == 1
+    assert report.totals.elementwise_flops == 4 * 60 + 60
+
+
 class _Losses(torch.nn.Module):
     """Every loss of the catalogue over a [4, 6] batch of scores (24 elements) and, for the
     2-d cross entropy, a [2, 6, 3, 3] map (18 targets)."""

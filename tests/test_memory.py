@@ -23,6 +23,7 @@ from archprof.trace import trace
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks
 from tests.models import (
+    Calls,
     FunctionalOps,
     MixedByEinsum,
     NumbersFirst,
@@ -349,6 +350,12 @@ PROFILED_MODELS = {
     "a map times a Python number": (ScaledMap, (3, 16, 16), 2),
     "Python numbers first": (NumbersFirst, (3, 16, 16), 2),
     "results written out=": (WrittenOut, (3, 16, 16), 2),
+    # isfinite, one operator on a CPU: its composite's `self == self` and `self.abs() != inf` its workspace
+    "a map kept where finite": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: y * torch.isfinite(y))),
+        (3, 16, 16),
+        2,
+    ),
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 from torch._prims_common import is_non_overlapping_and_dense_or_false
+from torch.nn import functional as F
 from torch.utils._pytree import tree_leaves
 from typer.testing import CliRunner
 
@@ -707,6 +708,69 @@ PROFILED_STEPS = {
             ("clamp", "its mean as 0-dim bounds", lambda y: y.clamp(y.mean() - 0.1, y.mean() + 0.1)),
         )
     },
+    # sgn's gradient of a real map, a zero tensor (`_efficientzerotensor`), which holds no byte
+    "the signs of a map": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sgn)), (2, 3, 16, 16)),
+    # losses whose gradients have no meta kernel (a step through them failed), and CTC's mean, one CPU operator
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
+        for name, call in (
+            (
+                "a CTC loss over a map's positions",
+                lambda y: F.ctc_loss(
+                    y.flatten(2).permute(2, 0, 1).log_softmax(2),
+                    y.new_ones((2, 5), dtype=torch.long),
+                    [256, 256],
+                    [5, 5],
+                ),
+            ),
+            (
+                "a multi-class margin loss",
+                lambda y: F.multi_margin_loss(y.flatten(1), y.new_zeros(2, dtype=torch.long)),
+            ),
+            (
+                "a multi-label margin loss",
+                lambda y: F.multilabel_margin_loss(y.flatten(1), y.new_zeros((2, 2048), dtype=torch.long)),
+            ),
+        )
+    },
+    # a conjugate view's copy, made by the math-bit fallback inside the operator reading it: its workspace
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
+        for name, call in (
+            (
+                "complex numbers from a map's magnitudes and angles",
+                lambda y: torch.view_as_real(torch.polar(y.abs(), y)),
+            ),
+            (
+                "a product of two maps' spectra",
+                lambda y: torch.fft.irfft2(torch.fft.rfft2(y) * torch.fft.rfft2(y.flip(1)), s=y.shape[-2:]),
+            ),
+        )
+    },
+    # composites a CPU runs as one operator: the temporaries it makes and frees inside are its workspace
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
+        for name, call in (
+            (
+                "a pairwise distance of maps and their flips",
+                lambda y: F.pairwise_distance(y.flatten(1), y.flip(1).flatten(1)),
+            ),
+            (
+                "a triplet margin loss",
+                lambda y: F.triplet_margin_loss(y.flatten(1), y.flip(1).flatten(1), y.flip(0).flatten(1)),
+            ),
+            ("a margin ranking loss", lambda y: F.margin_ranking_loss(y, y.flip(1), torch.ones_like(y))),
+            ("a hinge embedding loss", lambda y: F.hinge_embedding_loss(y, torch.ones_like(y))),
+            ("a summed L1 loss", lambda y: F.l1_loss(y, y.flip(1), reduction="sum")),
+            (
+                "a Poisson loss with Stirling's term",
+                lambda y: F.poisson_nll_loss(y, y.flip(1).abs() + 1, full=True, reduction="sum"),
+            ),
+            # isfinite, the CPU's one operator, inside nan_to_num's gradient `grad * at::isfinite(self)`
+            ("a map with its NaNs and infinities replaced", torch.nan_to_num),
+            ("a map kept where finite", lambda y: y * torch.isfinite(y)),
+        )
+    },
     # norm_backward(p=inf)'s named `self_abs` and `mask`, freed as it returns, before the negation;
     # `self - other`, which it reads twice, as the statement that passed it ends
     "the largest difference of a map from its flip": (
@@ -810,7 +874,20 @@ def test_the_training_peak_matches_the_profiler(name):
     temporaries held through the cast); taking prod's gradient road of an input that looks like a
     subclass (exclusive running products from both ends) for a CPU's on randn maps (no zeros),
     the product along the channels 73,728 B over (of the whole maps 81,920 B, in float64 155,648
-    and 163,840 B), and that road with its mask and count taken for temporaries 8,192 B short."""
+    and 163,840 B), and that road with its mask and count taken for temporaries 8,192 B short;
+    counting the temporaries of a composite a CPU runs as one operator (its workspace there), the
+    pairwise distance 16,374 B over (`x1 - x2`), the triplet margin loss 16,372 B, the margin
+    ranking loss 32,764 B, the hinge embedding loss 69,624 B, the summed L1 loss 16,380 B (the
+    absolute differences the sum reads) and the Poisson loss with Stirling's term 32,760 B, and,
+    isfinite run as its composite's four operators, the map with its NaNs and infinities
+    replaced 24,576 B (in its gradient);
+    counting the zero tensor sgn's gradient of a real map is (which a CPU allocates no byte
+    for) as a map, the signs of a map 16,384 B over; and counting the copy PyTorch's math-bit
+    fallback makes of a conjugate view inside the operator reading it (polar's gradient's
+    `grad.conj() * result.sgn()`, a complex product's `grad * other.conj()`) for a tensor of the
+    step's, the complex numbers from magnitudes and angles 32,768 B over, the product of two
+    spectra 8,192 B; and the CTC loss's mean over its target lengths taken for operators of
+    their own, 4 B over."""
     build, shape = PROFILED_STEPS[name]
     model = build()
     x = torch.randn(*shape)

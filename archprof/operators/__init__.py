@@ -134,6 +134,9 @@ _add(
 _add(Family.POINTWISE, "clamp clamp_min", shape=shapes.bounded_shape)
 _add(Family.POINTWISE, "add sub mul div", shape=shapes.broadcast_shape)
 _add(Family.POINTWISE, "floor_divide glu polar")
+# isfinite of a floating tensor, handed down whole as a CPU runs it (`kernels`): its composite's
+# `(self == self) * (self.abs() != inf)`, four operations an element.
+_add(Family.POINTWISE, "isfinite", costs.per_output_element(4))
 _add(Family.POINTWISE, "addr", costs.addr_cost)
 # Not tagged pointwise by PyTorch, pointwise all the same; dropout in training multiplies
 # by a mask (and scales), the mask its second output.

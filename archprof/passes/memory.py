@@ -181,7 +181,7 @@ def liveness(graph: Graph) -> Liveness:
         graph.ops,
         graph.inputs,
         kept,
-        model_state_storages(graph),
+        model_state_storages(graph) | graph.engine.workspace,
         released=graph.released,
         numbers=numbers,
         held_between=graph.engine.random_states,
@@ -354,10 +354,18 @@ _MADE_LIKE_THE_INPUT = frozenset(
 )
 
 
+# Ops making a tensor whose storage holds no byte: a zero tensor (`_efficientzerotensor`, the
+# gradient sgn's formula returns for a real input), whose allocator allocates nothing; an op
+# reading it takes a 0-dim zero expanded in its place.
+_NO_BYTES_MADE = frozenset({"aten._efficientzerotensor"})
+
+
 def _allocated(op: OpNode, tensor: TensorMeta) -> int:
     """The bytes of `tensor`'s storage, made or read by `op`: its own, but the first output of
     an op of `_MADE_LIKE_THE_INPUT`, the larger of its first input's bytes and its own (a
-    resize only grows a storage)."""
+    resize only grows a storage), and none for an op of `_NO_BYTES_MADE`."""
+    if op.op in _NO_BYTES_MADE:
+        return 0
     if op.op in _MADE_LIKE_THE_INPUT and tensor is op.outputs[0]:
         return max(op.inputs[0].numel * tensor.dtype.itemsize, tensor.nbytes)
     return tensor.nbytes
@@ -626,7 +634,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     (`EngineNotes.relaid_gradients`: a convolution's weight gradient is channels last where its
     input is), where a CPU step copies too."""
     backward = graph.backward_ops
-    state = model_state_storages(graph)
+    state = model_state_storages(graph) | graph.engine.workspace  # a CPU operator's workspace counts as none
     copies = _accumulated(backward, graph.engine.grad_storages)
     seeds = graph.engine.seeds
     adds = sorted(graph.engine.gradient_sums)
