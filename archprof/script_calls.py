@@ -28,7 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch._C._profiler import ProfilerConfig, ProfilerState, _ExperimentalConfig, _RecordFunctionFast
+
+try:  # torch's private profiler API, as of torch 2.13
+    from torch._C._profiler import ProfilerConfig, ProfilerState, _ExperimentalConfig, _RecordFunctionFast
+except ImportError:  # a torch without it: no op has a stack (`stacks_of_marks`), no mark is made
+    _RecordFunctionFast = None
 
 from archprof.load.torchscript import code_files, parsed_code
 
@@ -43,8 +47,9 @@ Link = tuple[str, tuple[str, ...]]
 
 def mark(index: int) -> None:
     """An empty profiler range for the op recorded as `index`, which holds its call stack."""
-    with _RecordFunctionFast(_MARK + str(index)):
-        pass
+    if _RecordFunctionFast is not None:
+        with _RecordFunctionFast(_MARK + str(index)):
+            pass
 
 
 @contextmanager
@@ -58,6 +63,8 @@ def stacks_of_marks() -> Iterator[list[tuple[int | None, list[str]]]]:
     running already (the caller's own: it is left alone) or will not start: no op has a stack."""
     events: list[tuple[int | None, list[str]]] = []
     try:
+        if _RecordFunctionFast is None:
+            raise RuntimeError("this torch has no profiler API archprof reads stacks with")
         if torch._C._autograd._profiler_enabled():
             raise RuntimeError("a profiler is running already")
         # state, input shapes, memory, with stacks, FLOPs, modules, experimental options

@@ -365,6 +365,20 @@ def test_torchscript_under_a_profiler_of_the_callers_keeps_its_rows_by_parameter
     assert rows[:3] == [("0", "Conv2d"), ("1", "BatchNorm2d"), ("", "Sequential")]  # ReLU: the model's own op
 
 
+def test_torchscript_with_a_torch_lacking_the_profiler_api_keeps_its_rows_by_parameters(tmp_path, tiny, monkeypatch):
+    """A torch whose private profiler API archprof reads stacks with is missing (it imports
+    it guarded): the same rows as under a caller's profiler, no error."""
+    from archprof import script_calls
+
+    monkeypatch.setattr(script_calls, "_RecordFunctionFast", None)
+    path = tmp_path / "cnn.pt"
+    torch.jit.save(torch.jit.script(tiny.small_cnn().eval()), str(path))
+    scripted = archprof.analyze(str(path), input_size=(3, 16, 16))
+    rows = table(scripted, "layer", "module_type")
+    assert rows[:3] == [("0", "Conv2d"), ("1", "BatchNorm2d"), ("", "Sequential")]
+    assert scripted.totals.param_count == sum(p.numel() for p in tiny.small_cnn().parameters())
+
+
 def _rows_of_both(tmp_path, model, training=False, **inputs):
     """The rows of `model` and of its TorchScript file: layer, call, type, MACs, activation bytes."""
     path = tmp_path / "scripted.pt"
