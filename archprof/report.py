@@ -642,9 +642,11 @@ class Report:
         return _write(json_text(document, default=json_fraction), path)
 
     def to_markdown(self, path=None) -> str:
-        """Markdown: the summary table as the terminal shows it (`table()`: every column,
-        units, a module's subtotals in parentheses), then the totals; as `archprof summary
-        -f markdown` writes it. CSV and JSON hold every column's exact values."""
+        """Markdown: `table()` as the terminal shows it (every column, units, a module's
+        subtotals in parentheses), then the totals; as `archprof summary -f markdown` writes
+        it, or for a profiled report the measured tables, the whole model, the ceilings and
+        the cross-check, as `archprof profile -f markdown` does. CSV and JSON hold every
+        column's exact values."""
         from archprof.render.export import markdown_text
 
         return _write(markdown_text(self.table()), path)
@@ -652,10 +654,12 @@ class Report:
     # -- notebooks -----------------------------------------------------------------------
 
     def table(self):
-        """The summary as a Rich renderable (every column): `rich.print(report.table())`."""
-        from archprof.render.summary import summary_table
+        """The report as a Rich renderable (every column): `rich.print(report.table())`; the
+        summary, or for a profiled report the profile (`render.profile.report_table`, which
+        the CLI draws too)."""
+        from archprof.render.profile import report_table
 
-        return summary_table(self)
+        return report_table(self)
 
     def _repr_html_(self) -> str:
         from archprof.render.export import html_text

@@ -99,6 +99,25 @@ def human_bytes(value: int) -> str:
     return f"{value} B"
 
 
+def flops_rate_text(value: float) -> str:
+    """9.62e9 -> '9.62 GFLOP/s'."""
+    text = human_count(round(value))  # "9.62 G", or "500" below a thousand
+    return f"{text}FLOP/s" if text[-1].isalpha() else f"{text} FLOP/s"
+
+
+def bandwidth_text(value: float) -> str:
+    """3.525e10 -> '35.25 GB/s'."""
+    return f"{human_bytes(round(value))}/s"
+
+
+def ridge_text(ridge: float) -> str:
+    """The ridge (FLOPs per byte) to one decimal (5.0), to two significant digits under 1
+    (0.014, never 0.0), from 10,000 as a count ("1.00 T", not every digit of 10**12)."""
+    if ridge >= 10_000:
+        return human_count(round(ridge))
+    return f"{ridge:.1f}" if ridge >= 1 else f"{ridge:.2g}"
+
+
 # -- reading -------------------------------------------------------------------------------
 #
 # A quantity is a number (`25_557_032`, `1.5`, `.5`, `1e9`, `1.5e9`), optional space, an

@@ -29,6 +29,7 @@ from archprof.operators import OPERATORS, Cost
 from archprof.render import profile_table, to_text
 from archprof.render.base import Layout
 from archprof.report import MEASURED_COLUMNS, layer_label
+from tests.markdown_tables import first_table
 from tests.models import Residual
 
 runner = CliRunner()
@@ -959,6 +960,35 @@ def test_profile_markdown_holds_the_whole_model_and_the_ceilings():
     for text in ("**Whole model**", "| Latency, median (no hooks) |", "peak 100.00 GFLOP/s (given)", "Cross-check"):
         assert text in result.stdout
     assert "| Peak memory, with workspace |" in result.stdout  # on the CPU, the second figure
+
+
+def test_a_profiled_reports_markdown_is_the_profile_commands(lenet, monkeypatch):
+    """`archprof.profile(...).to_markdown()` is what `archprof profile -f markdown` writes for
+    the same measurement (the command handed the fixture's report): the measured tables, the
+    whole model and the cross-check, not the summary."""
+    monkeypatch.setattr("archprof.api.profile", lambda model, **options: lenet)
+    result = runner.invoke(app, ["profile", "lenet5", "--device", "cpu", "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    markdown = lenet.to_markdown()
+    assert markdown == result.stdout
+    measured = lenet.measured
+    layers = first_table(markdown)
+    assert layers[0][:3] == ["Layer", "Type", "Time"]
+    assert [row[1] for row in layers[1:-1]] == list(lenet.layers["module_type"])
+    assert layers[-1][0] == "(between hooks)"
+    for heading in ("**Whole model**", "Ceilings of cpu", "Cross-check"):
+        assert heading in markdown
+    # The measurement's own figures, formatted here: milliseconds to 3 places, samples/s to 1.
+    assert f"median of {measured.repeat} passes after {measured.warmup} warm-up" in markdown
+    assert f"| Latency, median (no hooks) | {measured.median_ms:,.3f} ms | p90 {measured.p90_ms:,.3f} ms |" in markdown
+    assert f"| Throughput | {measured.throughput_per_s:,.1f} samples/s |" in markdown
+
+
+def test_a_profiled_report_shows_its_measurement_in_a_notebook(lenet):
+    page = lenet._repr_html_()
+    measured = lenet.measured
+    assert "<b>Whole model</b>" in page and "(between hooks)" in page
+    assert f"{measured.median_ms:,.3f} ms" in page and f"{measured.throughput_per_s:,.1f} samples/s" in page
 
 
 def test_bad_ceilings_fail_before_any_work():

@@ -155,7 +155,7 @@ def profile(
     archprof profile resnet50 --depth 1"""
     from archprof.api import profile as profile_model
     from archprof.measure.device import resolve_device
-    from archprof.render import profile_table
+    from archprof.render.profile import report_table
     from archprof.units import parse_bandwidth, parse_flops_rate
 
     # Everything a user can get wrong fails before any work.
@@ -182,7 +182,7 @@ def profile(
         )
     if depth is not None:
         report = report.rollup(depth)
-    emit_report(report, chosen, output, table=profile_table, choice=choice)
+    emit_report(report, chosen, output, table=report_table, choice=choice)
     if plot is not None:
         from archprof.render.roofline import plot_roofline
 

@@ -22,7 +22,6 @@ from archprof.errors import ArchprofError
 from archprof.measure.clock import Clock, ProgressFn, best_seconds, no_progress
 from archprof.measure.device import device_name
 from archprof.output import read_text, write_atomically
-from archprof.units import human_bytes, human_count
 
 CACHE_VERSION = 2  # 1 keyed the figures by device alone: read as empty, measured again
 
@@ -71,25 +70,6 @@ def age_text(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f} {unit}"
     return f"{max(seconds, 0):.0f} s"
-
-
-def flops_rate_text(value: float) -> str:
-    """9.62e9 -> '9.62 GFLOP/s'."""
-    text = human_count(round(value))  # "9.62 G", or "500" below a thousand
-    return f"{text}FLOP/s" if text[-1].isalpha() else f"{text} FLOP/s"
-
-
-def bandwidth_text(value: float) -> str:
-    """3.525e10 -> '35.25 GB/s'."""
-    return f"{human_bytes(round(value))}/s"
-
-
-def ridge_text(ridge: float) -> str:
-    """The ridge (FLOPs per byte) to one decimal (5.0), to two significant digits under 1
-    (0.014, never 0.0), from 10,000 as a count ("1.00 T", not every digit of 10**12)."""
-    if ridge >= 10_000:
-        return human_count(round(ridge))
-    return f"{ridge:.1f}" if ridge >= 1 else f"{ridge:.2g}"
 
 
 def cache_path() -> Path:

@@ -28,7 +28,7 @@ import torch
 
 from archprof.analysis import Analysis
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
-from archprof.measure.ceilings import Ceilings, bandwidth_text, device_ceilings, flops_rate_text
+from archprof.measure.ceilings import Ceilings, device_ceilings
 from archprof.measure.clock import (
     ProgressFn,
     Timing,
@@ -52,7 +52,7 @@ from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
 from archprof.report import MEASURED_COLUMNS, Report, measured_rates
-from archprof.units import checked_count, parse_bandwidth, parse_flops_rate
+from archprof.units import bandwidth_text, checked_count, flops_rate_text, parse_bandwidth, parse_flops_rate
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,25 @@ from archprof.render.base import (
     label_value_table,
     stacked_rows,
 )
-from archprof.report import Report, visible_text
-from archprof.units import human_bytes, human_count, share_text
+from archprof.render.summary import summary_table
+from archprof.text import visible_text
+from archprof.units import bandwidth_text, flops_rate_text, human_bytes, human_count, ridge_text, share_text
+
+
+def report_table(report, layout: Layout = Layout()) -> Group:
+    """The table a Report is drawn as, wherever it is drawn (`Report.table()`, its Markdown
+    and notebook HTML, `archprof profile`'s table and Markdown): a profiled report's measured
+    tables (`profile_table`), else the summary (`summary_table`)."""
+    if report.measured is None:
+        return summary_table(report, layout)
+    return profile_table(report, layout)
+
 
 # Columns of the profile table, most important first (the last go on a narrow terminal).
 _PROFILE_COLUMNS = ("Layer", "Time", "Share", "Roofline", "Achieved", "Bound", "Intensity", "Bytes moved", "Type")
 
 
-def profile_table(report: Report, layout: Layout = Layout()) -> Group:
+def profile_table(report, layout: Layout = Layout()) -> Group:
     """A profiled report (`archprof.profile`): per layer the measured time beside the
     roofline's, share, achieved FLOP/s, intensity and bound; the unattributed remainder;
     the whole model; the device's ceilings; the cross-check, every mismatch in red."""
@@ -88,8 +99,6 @@ def whole_model_table(measured, width: int | None = None) -> Table | Group:
 
 
 def _whole_model_rows(measured) -> list[tuple[str, Text | str, Prose]]:
-    from archprof.measure.ceilings import flops_rate_text
-
     peak = measured.ceilings.peak_flops_per_s
     hooked_extra = measured.hooked_median_ms / measured.median_ms - 1 if measured.median_ms else 0.0
     rows = [
@@ -127,8 +136,6 @@ def _whole_model_rows(measured) -> list[tuple[str, Text | str, Prose]]:
 
 
 def ceilings_text(ceilings) -> Text:
-    from archprof.measure.ceilings import bandwidth_text, flops_rate_text, ridge_text
-
     return Prose(
         f"Ceilings of {ceilings.device} ({ceilings.dtype}): peak {flops_rate_text(ceilings.peak_flops_per_s)} "
         f"({ceilings.origin('peak_flops')}), bandwidth {bandwidth_text(ceilings.bandwidth_bytes_per_s)} "

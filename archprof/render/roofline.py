@@ -7,6 +7,7 @@ import os
 from archprof.errors import ArchprofError
 from archprof.render.figures import check_plot_target, figure_text, save_figure
 from archprof.report import Report, layer_label
+from archprof.units import bandwidth_text, flops_rate_text, ridge_text
 
 BOUND_COLOURS = {"compute": "tab:orange", "memory": "tab:blue"}
 ABOVE_COLOUR = "tab:red"
@@ -34,8 +35,6 @@ def roofline_figure(report: Report, label_top: int = 6):
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.ticker import EngFormatter, FuncFormatter
-
-    from archprof.measure.ceilings import bandwidth_text, flops_rate_text
 
     measured = report.measured
     if measured is None:
@@ -211,8 +210,6 @@ def _ridge_label_places(axes, ridge: float, above_legend: float):
     units: on the ridge, its "|" on the dotted line, memory-bound left of it and compute-bound
     right, centred or, near an edge, one side said in words; else at the left edge, all said in
     words. Each at the bottom, under the points, then over the legend."""
-    from archprof.measure.ceilings import ridge_text
-
     heading = f"ridge {ridge_text(ridge)} FLOPs/byte"
     beside = (
         ("center", f"{heading}\n← memory-bound | compute-bound →"),
