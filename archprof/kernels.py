@@ -93,10 +93,9 @@ Modelled (PyTorch 2.x, CPU):
   mish's gradient is: autograd must record their operators, whose nodes a CPU step runs and
   whose saved tensors it keeps. So while active their autograd kernels (AutogradMeta,
   AutogradCPU: every name, C++ callers too) run the composite as on any device, inside the
-  training recorder's `one_cpu_operator`, which notes what it made and let go of before
-  returning (`Graph.engine.workspace`, not counted). The operators, and so the counts, are
-  the composite's as before. An inference trace notes none (its recorder has no such note):
-  there these temporaries still count.
+  recorder's `one_cpu_operator`, which notes what it made and let go of before returning
+  (`OpNode.workspace`, not counted), in inference (autograd's key runs under no_grad too) and
+  training alike. The operators, and so the counts, are the composite's as before.
 - the gradients of the CTC, multi-class and multi-label margin losses, which have no meta
   kernel (a training step through them failed): meta kernels, while active, making each a new
   contiguous tensor like the loss's input, as their CPU kernels do.
@@ -400,7 +399,7 @@ def _overload(name: str):
 def _noted_as_one_operator(operator):
     """An autograd kernel for a composite operator: its composite, run as on any device (autograd
     records its operators), inside the trace's note that a CPU runs it as one operator (the
-    training recorder's `one_cpu_operator`; nothing noted under any other mode)."""
+    recorder's `one_cpu_operator`; nothing noted under any other mode)."""
 
     def kernel(*args, **kwargs):
         noting = getattr(_get_current_dispatch_mode(), "one_cpu_operator", None)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
@@ -356,6 +357,36 @@ PROFILED_MODELS = {
         (3, 16, 16),
         2,
     ),
+    # composites a CPU runs as one operator: the temporaries it makes and frees inside are its workspace
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (3, 16, 16), 2)
+        for name, call in (
+            (
+                "a pairwise distance of maps and their flips",
+                lambda y: F.pairwise_distance(y.flatten(1), y.flip(1).flatten(1)),
+            ),
+            (
+                "a triplet margin loss",
+                lambda y: F.triplet_margin_loss(y.flatten(1), y.flip(1).flatten(1), y.flip(0).flatten(1)),
+            ),
+            ("a margin ranking loss", lambda y: F.margin_ranking_loss(y, y.flip(1), torch.ones_like(y))),
+            ("a hinge embedding loss", lambda y: F.hinge_embedding_loss(y, torch.ones_like(y))),
+            ("a summed L1 loss", lambda y: F.l1_loss(y, y.flip(1), reduction="sum")),
+            (
+                "a Poisson loss with Stirling's term",
+                lambda y: F.poisson_nll_loss(y, y.flip(1).abs() + 1, full=True, reduction="sum"),
+            ),
+            (
+                "a CTC loss over a map's positions",
+                lambda y: F.ctc_loss(
+                    y.flatten(2).permute(2, 0, 1).log_softmax(2),
+                    y.new_ones((2, 5), dtype=torch.long),
+                    [256, 256],
+                    [5, 5],
+                ),
+            ),
+        )
+    },
 }
 
 
