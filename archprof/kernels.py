@@ -86,8 +86,10 @@ Modelled (PyTorch 2.x, CPU):
 - composites of a forward a CPU runs as one operator: `pairwise_distance` (`norm(x1 - x2 +
   eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss`,
   `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced),
-  `poisson_nll_loss` and `ctc_loss` (`_ctc_loss`, then its mean over the target lengths) are
-  composite operators on every device, which the trace sees as
+  `poisson_nll_loss`, `ctc_loss` (`_ctc_loss`, then its mean over the target lengths),
+  `cosine_similarity`, `cosine_embedding_loss`, `cross_entropy_loss` (`log_softmax`, then
+  `nll_loss` or the probabilities' product) and `kl_div` are composite operators on every
+  device, which the trace sees as
   the operators they call, where a CPU step's allocator sees one operator, the temporaries
   it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
   mish's gradient is: autograd must record their operators, whose nodes a CPU step runs and
@@ -426,6 +428,10 @@ _ONE_CPU_OPERATOR = {
         "poisson_nll_loss",
         "ctc_loss.IntList",
         "ctc_loss.Tensor",
+        "cosine_similarity",
+        "cross_entropy_loss",
+        "kl_div",
+        "cosine_embedding_loss",
     )
 }
 
