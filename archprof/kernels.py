@@ -88,8 +88,9 @@ Modelled (PyTorch 2.x, CPU):
   `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced),
   `poisson_nll_loss`, `ctc_loss` (`_ctc_loss`, then its mean over the target lengths),
   `cosine_similarity`, `cosine_embedding_loss`, `cross_entropy_loss` (`log_softmax`, then
-  `nll_loss` or the probabilities' product) and `kl_div` are composite operators on every
-  device, which the trace sees as
+  `nll_loss` or the probabilities' product), `kl_div`, `nll_loss_nd` (nll_loss's total weight)
+  and `log_sigmoid` (`log_sigmoid_forward`'s buffer) are composite operators on every device,
+  which the trace sees as
   the operators they call, where a CPU step's allocator sees one operator, the temporaries
   it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
   mish's gradient is: autograd must record their operators, whose nodes a CPU step runs and
@@ -97,7 +98,8 @@ Modelled (PyTorch 2.x, CPU):
   AutogradCPU: every name, C++ callers too) run the composite as on any device, inside the
   recorder's `one_cpu_operator`, which notes what it made and let go of before returning
   (`OpNode.workspace`, not counted), in inference (autograd's key runs under no_grad too) and
-  training alike. The operators, and so the counts, are the composite's as before.
+  training alike; not yet in a block `archprof.replay` copies, whose ops it builds without the
+  note. The operators, and so the counts, are the composite's as before.
 - the gradients of the CTC, multi-class and multi-label margin losses, which have no meta
   kernel (a training step through them failed): meta kernels, while active, making each a new
   contiguous tensor like the loss's input, as their CPU kernels do.
@@ -432,6 +434,8 @@ _ONE_CPU_OPERATOR = {
         "cross_entropy_loss",
         "kl_div",
         "cosine_embedding_loss",
+        "nll_loss_nd",
+        "log_sigmoid",
     )
 }
 

@@ -387,6 +387,13 @@ PROFILED_MODELS = {
                 "a cosine embedding loss",
                 lambda y: F.cosine_embedding_loss(y.flatten(1), y.flip(1).flatten(1), y.new_ones(2)),
             ),
+            # nll_loss's total weight, and log_sigmoid's buffer, freed inside the composite
+            (
+                "a negative log-likelihood over classes",
+                lambda y: F.nll_loss(y.log_softmax(1), y.new_zeros((2, 16, 16), dtype=torch.long)),
+            ),
+            ("a log-sigmoid", F.logsigmoid),
+            ("a multi-label soft margin loss", lambda y: F.multilabel_soft_margin_loss(y, y.flip(1))),
         )
     },
 }
