@@ -102,6 +102,14 @@ class OpNode:
     # Backward and recomputed ops: the index in `Graph.ops` of the forward op they belong to
     # (the op whose gradient they compute, or the op they run again); -1 for forward ops.
     origin: int = -1
+    # Storages made for this op and freed inside the one operator a CPU runs for it, which the
+    # trace sees as ops of their own: that operator's workspace, which memory does not count, as
+    # it counts no kernel's. Noted on the last op of a composite call a CPU runs as one operator
+    # (`kernels._ONE_CPU_OPERATOR`: pairwise_distance's `x1 - x2`, freed inside `norm(x1 - x2 +
+    # eps)`), in inference and training alike (`Recorder.one_cpu_operator`); and, in a training
+    # step, on the op reading a copy PyTorch's math-bit fallback made of a conjugate (or negative)
+    # view inside it (polar's gradient's `grad.conj() * result.sgn()`).
+    workspace: tuple[int, ...] = ()
 
 
 @value_record
@@ -225,13 +233,6 @@ class EngineNotes:
     # Where its node made it, its statement ends where it is made, and it lives until its
     # formula's call returns.
     named_locals: set[int] = field(default_factory=set)
-    # The storages the operators of a forward composite call made and let go of before it
-    # returned, where a CPU runs the call as one operator (`kernels._ONE_CPU_OPERATOR`:
-    # pairwise_distance's `x1 - x2`, freed inside `norm(x1 - x2 + eps)`): that operator's
-    # workspace, freed before it returns, which a step's memory does not count, as it counts
-    # no kernel's. So is the copy of a conjugate (or negative) view PyTorch's math-bit fallback
-    # makes inside the operator reading it (polar's gradient's `grad.conj() * result.sgn()`).
-    workspace: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

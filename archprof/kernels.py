@@ -86,17 +86,20 @@ Modelled (PyTorch 2.x, CPU):
 - composites of a forward a CPU runs as one operator: `pairwise_distance` (`norm(x1 - x2 +
   eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss`,
   `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced),
-  `poisson_nll_loss` and `ctc_loss` (`_ctc_loss`, then its mean over the target lengths) are
-  composite operators on every device, which the trace sees as
+  `poisson_nll_loss`, `ctc_loss` (`_ctc_loss`, then its mean over the target lengths),
+  `cosine_similarity`, `cosine_embedding_loss`, `cross_entropy_loss` (`log_softmax`, then
+  `nll_loss` or the probabilities' product), `kl_div`, `nll_loss_nd` (nll_loss's total weight)
+  and `log_sigmoid` (`log_sigmoid_forward`'s buffer) are composite operators on every device,
+  which the trace sees as
   the operators they call, where a CPU step's allocator sees one operator, the temporaries
   it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
   mish's gradient is: autograd must record their operators, whose nodes a CPU step runs and
   whose saved tensors it keeps. So while active their autograd kernels (AutogradMeta,
   AutogradCPU: every name, C++ callers too) run the composite as on any device, inside the
-  training recorder's `one_cpu_operator`, which notes what it made and let go of before
-  returning (`Graph.engine.workspace`, not counted). The operators, and so the counts, are
-  the composite's as before. An inference trace notes none (its recorder has no such note):
-  there these temporaries still count.
+  recorder's `one_cpu_operator`, which notes what it made and let go of before returning
+  (`OpNode.workspace`, not counted), in inference (autograd's key runs under no_grad too) and
+  training alike; not yet in a block `archprof.replay` copies, whose ops it builds without the
+  note. The operators, and so the counts, are the composite's as before.
 - the gradients of the CTC, multi-class and multi-label margin losses, which have no meta
   kernel (a training step through them failed): meta kernels, while active, making each a new
   contiguous tensor like the loss's input, as their CPU kernels do.
@@ -400,7 +403,7 @@ def _overload(name: str):
 def _noted_as_one_operator(operator):
     """An autograd kernel for a composite operator: its composite, run as on any device (autograd
     records its operators), inside the trace's note that a CPU runs it as one operator (the
-    training recorder's `one_cpu_operator`; nothing noted under any other mode)."""
+    recorder's `one_cpu_operator`; nothing noted under any other mode)."""
 
     def kernel(*args, **kwargs):
         noting = getattr(_get_current_dispatch_mode(), "one_cpu_operator", None)
@@ -427,6 +430,12 @@ _ONE_CPU_OPERATOR = {
         "poisson_nll_loss",
         "ctc_loss.IntList",
         "ctc_loss.Tensor",
+        "cosine_similarity",
+        "cross_entropy_loss",
+        "kl_div",
+        "cosine_embedding_loss",
+        "nll_loss_nd",
+        "log_sigmoid",
     )
 }
 

@@ -16,7 +16,8 @@ import functools
 import gc
 import sys
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,6 +203,23 @@ class Recorder(TorchDispatchMode):
         for storage in held:
             released[storage] = end
         return dict(sorted(released.items()))
+
+    @contextmanager
+    def one_cpu_operator(self) -> Iterator[None]:
+        """Around a composite call a CPU runs as one operator (`kernels._ONE_CPU_OPERATOR`): the
+        storages its ops make and let go of before it returns are that operator's workspace,
+        noted on its last op (`OpNode.workspace`)."""
+        ops, released = len(self.ops), len(self.released)
+        yield
+        made = {tensor.storage for op in self.ops[ops:] for tensor in op.outputs}
+        self.note_workspace(storage for storage, _ in self.released[released:] if storage in made)
+
+    def note_workspace(self, storages: Iterable[int]) -> None:
+        """Note `storages` as the workspace of the op recorded last (`OpNode.workspace`)."""
+        workspace = tuple(storages)
+        if workspace:
+            last = self.ops[-1]
+            self.ops[-1] = dataclasses.replace(last, workspace=last.workspace + workspace)
 
     def lookup(self, tensor: torch.Tensor) -> TensorMeta:
         meta = self._metas.get(id(tensor))

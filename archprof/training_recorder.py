@@ -262,16 +262,6 @@ class TrainingRecorder(Recorder):
             self.engine.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
             self._numbered.add(len(self.ops) - 1)
 
-    @contextmanager
-    def one_cpu_operator(self) -> Iterator[None]:
-        """Around a composite call a CPU runs as one operator (`kernels._ONE_CPU_OPERATOR`): the
-        storages its operators make and let go of before it returns are that operator's
-        workspace (`EngineNotes.workspace`)."""
-        ops, released = len(self.ops), len(self.released)
-        yield
-        made = {tensor.storage for op in self.ops[ops:] for tensor in op.outputs}
-        self.engine.workspace.update(storage for storage, _ in self.released[released:] if storage in made)
-
     def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
         if self._phase == "forward":
             self._tag_last_made()
@@ -324,12 +314,12 @@ class TrainingRecorder(Recorder):
     def _note_math_bits_resolved(self, info: OpInfo, tensors: list[torch.Tensor], out) -> None:
         """Note the copy of a conjugate (or negative) view that PyTorch's math-bit fallback makes
         for an operator that reads it (`grad.conj() * result.sgn()`, polar's gradient) as that
-        operator's workspace (`EngineNotes.workspace`): the fallback resolves the view inside the
+        operator's workspace (`OpNode.workspace`): the fallback resolves the view inside the
         operator's call and frees the copy as it returns, where the trace sees a `clone` of its
         own. Known as a clone that drops the view's bit, read by the op recorded next."""
         resolved, self._resolved = self._resolved, None
         if resolved is not None and any(t.storage == resolved for t in self.ops[-1].inputs):
-            self.engine.workspace.add(resolved)
+            self.note_workspace((resolved,))
         if info.name == "aten.clone" and _drops_a_math_bit(tensors[0], out):
             self._resolved = self.ops[-1].outputs[0].storage
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
@@ -327,6 +328,23 @@ class CopiedByReshape(nn.Module):
         return self.fc(x.transpose(1, 2).reshape(x.shape[0], -1))
 
 
+# Composites a CPU runs as one operator, each called on 8-channel maps: the temporaries it makes
+# and frees inside are that operator's workspace (tests/test_training_peak.py runs a training step through them).
+ONE_CPU_OPERATOR_CALLS = {
+    "a pairwise distance of maps and their flips": lambda y: F.pairwise_distance(y.flatten(1), y.flip(1).flatten(1)),
+    "a triplet margin loss": lambda y: F.triplet_margin_loss(y.flatten(1), y.flip(1).flatten(1), y.flip(0).flatten(1)),
+    "a margin ranking loss": lambda y: F.margin_ranking_loss(y, y.flip(1), torch.ones_like(y)),
+    "a hinge embedding loss": lambda y: F.hinge_embedding_loss(y, torch.ones_like(y)),
+    "a summed L1 loss": lambda y: F.l1_loss(y, y.flip(1), reduction="sum"),
+    "a Poisson loss with Stirling's term": (
+        lambda y: F.poisson_nll_loss(y, y.flip(1).abs() + 1, full=True, reduction="sum")
+    ),
+    # its mean over the target lengths inside the one operator; its gradient had no meta kernel
+    "a CTC loss over a map's positions": lambda y: F.ctc_loss(
+        y.flatten(2).permute(2, 0, 1).log_softmax(2), y.new_ones((2, 5), dtype=torch.long), [256, 256], [5, 5]
+    ),
+}
+
 PROFILED_MODELS = {
     "conv-bn-relu-pool-linear": (
         lambda: nn.Sequential(
@@ -356,6 +374,28 @@ PROFILED_MODELS = {
         (3, 16, 16),
         2,
     ),
+    # composites a CPU runs as one operator: the temporaries it makes and frees inside are its workspace
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (3, 16, 16), 2)
+        for name, call in (
+            *ONE_CPU_OPERATOR_CALLS.items(),
+            ("a cosine similarity of maps and their flips", lambda y: F.cosine_similarity(y, y.flip(1))),
+            ("a cross entropy over classes", lambda y: F.cross_entropy(y, y.new_zeros((2, 16, 16), dtype=torch.long))),
+            ("a cross entropy over probabilities", lambda y: F.cross_entropy(y, y.softmax(1))),
+            ("a KL divergence", lambda y: F.kl_div(y.log_softmax(1), y.softmax(1), reduction="batchmean")),
+            (
+                "a cosine embedding loss",
+                lambda y: F.cosine_embedding_loss(y.flatten(1), y.flip(1).flatten(1), y.new_ones(2)),
+            ),
+            # nll_loss's total weight, and log_sigmoid's buffer, freed inside the composite
+            (
+                "a negative log-likelihood over classes",
+                lambda y: F.nll_loss(y.log_softmax(1), y.new_zeros((2, 16, 16), dtype=torch.long)),
+            ),
+            ("a log-sigmoid", F.logsigmoid),
+            ("a multi-label soft margin loss", lambda y: F.multilabel_soft_margin_loss(y, y.flip(1))),
+        )
+    },
 }
 
 

@@ -80,6 +80,7 @@ from tests.models import (
     dropout_in_place_on_a_view,
     weight_normed_layer,
 )
+from tests.test_memory import ONE_CPU_OPERATOR_CALLS
 from tests.test_memory_kernels import AttentionBlock
 
 
@@ -710,19 +711,10 @@ PROFILED_STEPS = {
     },
     # sgn's gradient of a real map, a zero tensor (`_efficientzerotensor`), which holds no byte
     "the signs of a map": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sgn)), (2, 3, 16, 16)),
-    # losses whose gradients have no meta kernel (a step through them failed), and CTC's mean, one CPU operator
+    # losses whose gradients have no meta kernel (a step through them failed; CTC's, with the composites below)
     **{
         name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
         for name, call in (
-            (
-                "a CTC loss over a map's positions",
-                lambda y: F.ctc_loss(
-                    y.flatten(2).permute(2, 0, 1).log_softmax(2),
-                    y.new_ones((2, 5), dtype=torch.long),
-                    [256, 256],
-                    [5, 5],
-                ),
-            ),
             (
                 "a multi-class margin loss",
                 lambda y: F.multi_margin_loss(y.flatten(1), y.new_zeros(2, dtype=torch.long)),
@@ -751,21 +743,7 @@ PROFILED_STEPS = {
     **{
         name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
         for name, call in (
-            (
-                "a pairwise distance of maps and their flips",
-                lambda y: F.pairwise_distance(y.flatten(1), y.flip(1).flatten(1)),
-            ),
-            (
-                "a triplet margin loss",
-                lambda y: F.triplet_margin_loss(y.flatten(1), y.flip(1).flatten(1), y.flip(0).flatten(1)),
-            ),
-            ("a margin ranking loss", lambda y: F.margin_ranking_loss(y, y.flip(1), torch.ones_like(y))),
-            ("a hinge embedding loss", lambda y: F.hinge_embedding_loss(y, torch.ones_like(y))),
-            ("a summed L1 loss", lambda y: F.l1_loss(y, y.flip(1), reduction="sum")),
-            (
-                "a Poisson loss with Stirling's term",
-                lambda y: F.poisson_nll_loss(y, y.flip(1).abs() + 1, full=True, reduction="sum"),
-            ),
+            *ONE_CPU_OPERATOR_CALLS.items(),
             # isfinite, the CPU's one operator, inside nan_to_num's gradient `grad * at::isfinite(self)`
             ("a map with its NaNs and infinities replaced", torch.nan_to_num),
             ("a map kept where finite", lambda y: y * torch.isfinite(y)),

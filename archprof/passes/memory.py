@@ -170,6 +170,11 @@ def model_state_storages(graph: Graph) -> set[int]:
     return state
 
 
+def _operator_workspace(*ops: list[OpNode]) -> set[int]:
+    """The storages that are some CPU operator's workspace (`OpNode.workspace`), counted as none."""
+    return {storage for steps in ops for op in steps for storage in op.workspace}
+
+
 def liveness(graph: Graph) -> Liveness:
     """Live bytes over the forward (`Graph.ops`)."""
     kept = _held_by_the_caller(graph)
@@ -181,7 +186,7 @@ def liveness(graph: Graph) -> Liveness:
         graph.ops,
         graph.inputs,
         kept,
-        model_state_storages(graph) | graph.engine.workspace,
+        model_state_storages(graph) | _operator_workspace(graph.ops),
         released=graph.released,
         numbers=numbers,
         held_between=graph.engine.random_states,
@@ -634,7 +639,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     (`EngineNotes.relaid_gradients`: a convolution's weight gradient is channels last where its
     input is), where a CPU step copies too."""
     backward = graph.backward_ops
-    state = model_state_storages(graph) | graph.engine.workspace  # a CPU operator's workspace counts as none
+    state = model_state_storages(graph) | _operator_workspace(graph.ops, backward)
     copies = _accumulated(backward, graph.engine.grad_storages)
     seeds = graph.engine.seeds
     adds = sorted(graph.engine.gradient_sums)
