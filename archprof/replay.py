@@ -492,6 +492,7 @@ def _copy(recording: _Recording, recorder, path: str, args: tuple, kernels: Coun
                 calls[op.module.index],
                 op.writes_input,
                 op.is_view,
+                workspace=tuple(storages[storage] for storage in op.workspace),
             )
         )
     for index, outputs in recording.call_outputs:
