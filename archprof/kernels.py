@@ -88,8 +88,9 @@ Modelled (PyTorch 2.x, CPU):
   `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced),
   `poisson_nll_loss`, `ctc_loss` (`_ctc_loss`, then its mean over the target lengths),
   `cosine_similarity`, `cosine_embedding_loss`, `cross_entropy_loss` (`log_softmax`, then
-  `nll_loss` or the probabilities' product), `kl_div`, `nll_loss_nd` (nll_loss's total weight)
-  and `log_sigmoid` (`log_sigmoid_forward`'s buffer) are composite operators on every device,
+  `nll_loss` or the probabilities' product), `kl_div`, `nll_loss_nd` (nll_loss's total weight),
+  `log_sigmoid` (`log_sigmoid_forward`'s buffer), and `layer_norm`, `group_norm` and
+  `instance_norm` (the mean and rstd, let go of in inference) are composite operators on every device,
   which the trace sees as
   the operators they call, where a CPU step's allocator sees one operator, the temporaries
   it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
@@ -98,8 +99,8 @@ Modelled (PyTorch 2.x, CPU):
   AutogradCPU: every name, C++ callers too) run the composite as on any device, inside the
   recorder's `one_cpu_operator`, which notes what it made and let go of before returning
   (`OpNode.workspace`, not counted), in inference (autograd's key runs under no_grad too) and
-  training alike; not yet in a block `archprof.replay` copies, whose ops it builds without the
-  note. The operators, and so the counts, are the composite's as before.
+  training alike. The operators, and so the counts, are the composite's as before. The batch
+  and group norms routed here to their native operator are noted the same way.
 - the gradients of the CTC, multi-class and multi-label margin losses, which have no meta
   kernel (a training step through them failed): meta kernels, while active, making each a new
   contiguous tensor like the loss's input, as their CPU kernels do.
@@ -131,6 +132,7 @@ Modelled (PyTorch 2.x, CPU):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections import Counter
@@ -227,9 +229,13 @@ class DeviceKernels:
             )
         _check_batch_norm_features(input, weight, bias, running_mean, running_var, training)
         args = (input, weight, bias, running_mean, running_var, bool(training), float(momentum), float(eps))
+        with _noted_as_one_cpu_operator():  # the statistics not saved let go of inside, as by the CPU's batch_norm
+            return self._native_batch_norm(args)[0]
+
+    def _native_batch_norm(self, args: tuple):
+        """`native_batch_norm`'s three outputs, answered by the trace where it can."""
         answered = self._answer(_NATIVE_BATCH_NORM, args) if self._answer is not None else None
-        output, _, _ = answered if answered is not None else _NATIVE_BATCH_NORM(*args)
-        return output
+        return answered if answered is not None else _NATIVE_BATCH_NORM(*args)
 
     def _routed_group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=True):
         memory_format = suggest_memory_format(input)  # group_norm.cpp's, on a CPU
@@ -240,17 +246,17 @@ class DeviceKernels:
         ):
             return self._group_norm_function(input, num_groups, weight, bias, eps, cudnn_enabled)
         batch, channels, *spatial = input.shape
-        output, _, _ = _NATIVE_GROUP_NORM(
-            input.contiguous(memory_format=memory_format),
-            None if weight is None else weight.contiguous(),
-            None if bias is None else bias.contiguous(),
-            batch,
-            channels,
-            math.prod(spatial),
-            num_groups,
-            float(eps),
-        )
-        return output
+        with _noted_as_one_cpu_operator():  # mean and rstd let go of inside, as by the CPU's group_norm
+            return _NATIVE_GROUP_NORM(
+                input.contiguous(memory_format=memory_format),
+                None if weight is None else weight.contiguous(),
+                None if bias is None else bias.contiguous(),
+                batch,
+                channels,
+                math.prod(spatial),
+                num_groups,
+                float(eps),
+            )[0]
 
     def _routed_linear(self, input, weight, bias=None):
         if input.device.type != "meta":
@@ -400,16 +406,19 @@ def _overload(name: str):
     return getattr(getattr(torch.ops.aten, packet), overload or "default")
 
 
+def _noted_as_one_cpu_operator() -> contextlib.AbstractContextManager:
+    """The trace's note that a CPU runs what follows as one operator (the recorder's
+    `one_cpu_operator`); nothing noted under any other mode."""
+    noting = getattr(_get_current_dispatch_mode(), "one_cpu_operator", None)
+    return contextlib.nullcontext() if noting is None else noting()
+
+
 def _noted_as_one_operator(operator):
     """An autograd kernel for a composite operator: its composite, run as on any device (autograd
-    records its operators), inside the trace's note that a CPU runs it as one operator (the
-    recorder's `one_cpu_operator`; nothing noted under any other mode)."""
+    records its operators), noted as one CPU operator (`_noted_as_one_cpu_operator`)."""
 
     def kernel(*args, **kwargs):
-        noting = getattr(_get_current_dispatch_mode(), "one_cpu_operator", None)
-        if noting is None:
-            return operator.decompose(*args, **kwargs)
-        with noting():
+        with _noted_as_one_cpu_operator():
             return operator.decompose(*args, **kwargs)
 
     return kernel
@@ -436,6 +445,9 @@ _ONE_CPU_OPERATOR = {
         "cosine_embedding_loss",
         "nll_loss_nd",
         "log_sigmoid",
+        "layer_norm",
+        "group_norm",
+        "instance_norm",
     )
 }
 

@@ -211,8 +211,10 @@ class Recorder(TorchDispatchMode):
         noted on its last op (`OpNode.workspace`)."""
         ops, released = len(self.ops), len(self.released)
         yield
-        made = {tensor.storage for op in self.ops[ops:] for tensor in op.outputs}
-        self.note_workspace(storage for storage, _ in self.released[released:] if storage in made)
+        let_go = {storage for storage, _ in self.released[released:]}
+        made = dict.fromkeys(tensor.storage for op in self.ops[ops:] for tensor in op.outputs)
+        # In the order made: a shortcut's outputs are let go of in another order than its forward's.
+        self.note_workspace(storage for storage in made if storage in let_go)
 
     def note_workspace(self, storages: Iterable[int]) -> None:
         """Note `storages` as the workspace of the op recorded last (`OpNode.workspace`)."""
@@ -282,10 +284,13 @@ class Recorder(TorchDispatchMode):
         if call is None:
             return None
         func, args, *children = call
-        output = self._dispatched(func, args)
+        # Noted as the composite the forward calls, which a CPU runs as one operator: what it lets
+        # go of inside (layer_norm's mean and rstd, in inference) its workspace.
+        with self.one_cpu_operator():
+            output = self._dispatched(func, args)
+            if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
+                output = output[0]
         self.answered_directly += 1
-        if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
-            output = output[0]
         for child in children:  # called as the forward calls them: recorded as module calls
             output = child(output)
         return output
