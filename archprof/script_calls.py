@@ -25,7 +25,7 @@ import itertools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -40,6 +40,8 @@ _MARK = "archprof.op."
 _FRAME = re.compile(r"(.+)\((\d+)\): (\w+)$")
 _FREE_FUNCTION = re.compile(r"^def (\w+)", re.MULTILINE)
 _FORWARD = re.compile(r"forward(\d*|__\d+)")
+# What makes a method's lines run other than once each, in order (`ScriptCode._straight_lines`).
+_BRANCHING = (ast.If, ast.IfExp, ast.For, ast.While, ast.With, ast.Try, ast.BoolOp, ast.comprehension, ast.Break)
 
 # A module call in an op's chain: the module's path and the frames down to its call site.
 Link = tuple[str, tuple[str, ...]]
@@ -108,6 +110,9 @@ class _Frame:
     line: int
     function: str
 
+    def __str__(self) -> str:  # as the profiler writes it
+        return f"{self.file}({self.line}): {self.function}"
+
 
 class ScriptCode:
     """The code of a ScriptModule saved by `saved_and_loaded`, read for the module calls its
@@ -121,9 +126,12 @@ class ScriptCode:
         self._calls: dict[tuple[str, int], list[tuple[tuple[str, ...], str]]] = {}
         self._read: set[str] = set()
         self._free: dict[str, set[str]] = {}  # file -> its functions outside any class: no module call inside
+        # file -> its methods' (first line, last line, whether it has no branch or loop)
+        self._methods: dict[str, list[tuple[int, int, bool]]] = {}
         self._files = {path: _code_file(module) for path, module in modules}
         self._canonical = canonical
-        self._descended: dict[tuple, tuple[Link, ...] | None] = {}  # `_descend`'s answers
+        # `_descend`'s answers from the model: (the chain, the path of the module the last frame runs in)
+        self._descended: dict[tuple, tuple[tuple[Link, ...], str] | None] = {}
 
     def _calls_at(self, file: str, line: int) -> list[tuple[tuple[str, ...], str]]:
         if file not in self._read:
@@ -134,7 +142,18 @@ class ScriptCode:
                     for method in node.body:
                         if isinstance(method, ast.FunctionDef):
                             self._read_calls(file, method)
+                            straight = not any(isinstance(n, _BRANCHING) for n in ast.walk(method))
+                            self._methods.setdefault(file, []).append((method.lineno, method.end_lineno, straight))
         return self._calls.get((file, line), [])
+
+    def _straight_lines(self, frame: _Frame) -> range:
+        """The lines of the method `frame` runs in where it has no branch or loop (each of its
+        lines then runs once, in order, on each call of it), else none."""
+        self._calls_at(frame.file, frame.line)
+        for first, last, straight in self._methods.get(frame.file, ()):
+            if first <= frame.line <= last and straight:
+                return range(first, last + 1)
+        return range(0)
 
     def _is_free(self, frame: _Frame) -> bool:
         """Whether the frame is in a function outside any class (`torch.nn.functional`'s): the
@@ -184,7 +203,62 @@ class ScriptCode:
                 before = next((chains[p] for p in reversed(marks[:order]) if chains[p] is not None), None)
                 joined = (self._joined(frames[position], near) for near in (after, before) if near is not None)
                 chains[position] = next((chain for chain in joined if chain is not None), None)
-        return [(index, chain) for (index, _), chain in zip(events, chains, strict=True)]
+        return self._with_silent_calls(
+            [(index, chain) for (index, _), chain in zip(events, chains, strict=True)], frames
+        )
+
+    def _with_silent_calls(
+        self, chains: list[tuple[int | None, tuple[Link, ...] | None]], frames: list[tuple[_Frame, ...]]
+    ) -> list[tuple[int | None, tuple[Link, ...] | None]]:
+        """`chains`, with the submodule calls that ran no operator (`nn.Identity`), which no
+        stack shows, put in where they ran, as operators that never reached the recorder. In
+        a method with no branch or loop, each line runs once and in order: a line calling a
+        submodule's forward between the lines two events ran at in one call of the method
+        ran between them (before the first, after the last: at the call's start, end). A
+        call of a method ends where an event's frames leave it, or come back to an earlier
+        line of it (a second call, from a loop). Events whose stacks do not start at the
+        model's forward (frames lost) are passed over."""
+        result: list[tuple[int | None, tuple[Link, ...] | None]] = []
+        running: tuple[_Frame, ...] = ()  # the frames of the last event read, outermost first
+        for (index, chain), stack in zip(chains, frames, strict=True):
+            if stack and stack[0].file == self._files[""]:
+                result += self._silent_between(running, stack)
+                running = stack
+            result.append((index, chain))
+        return result + self._silent_between(running, ())
+
+    def _silent_between(self, running: tuple[_Frame, ...], stack: tuple[_Frame, ...]) -> list[tuple[None, tuple]]:
+        """The silent calls (`_with_silent_calls`) between an event run at the frames `running`
+        and the next at `stack` (none: the forward's end), in the order they ran."""
+        kept = _same_calls(running, stack)
+        silent = []
+        for depth in range(len(running) - 1, kept - 1, -1):  # the calls that ended, after their last line
+            silent += self._silent(running[: depth + 1], running[depth].line + 1, None)
+        if kept:  # the deepest call going on, between its two lines
+            silent += self._silent(stack[:kept], running[kept - 1].line + 1, stack[kept - 1].line)
+        for depth in range(kept, len(stack)):  # the calls that began, before their first line
+            silent += self._silent(stack[: depth + 1], 0, stack[depth].line)
+        return silent
+
+    def _silent(self, frames: tuple[_Frame, ...], start: int, stop: int | None) -> list[tuple[None, tuple[Link, ...]]]:
+        """The submodule forwards called from lines `start` to `stop` (excluded; None: the
+        end) of the method `frames[-1]` runs in, as events of operators that never reached
+        the recorder, with their chains; none unless it and each method above it has no
+        branch or loop (a loop above it would call it again from the same lines, which its
+        events' frames do not tell apart)."""
+        caller = frames[-1]
+        if self._from_the_model(frames) is None or not all(self._straight_lines(f) for f in frames):
+            return []
+        links, running = self._descended[frames]
+        lines = self._straight_lines(caller)
+        silent: list[tuple[None, tuple[Link, ...]]] = []
+        for line in lines[max(start, lines.start) - lines.start : None if stop is None else max(stop - lines.start, 0)]:
+            for reached, method in self._calls_at(caller.file, line):
+                path = ".".join((*running.split("."), *reached) if running else reached)
+                if _FORWARD.fullmatch(method) and path != running and path in self._files:
+                    site = (*links[-1][1], *map(str, frames[:-1]), str(replace(caller, line=line)))
+                    silent.append((None, (*links, (self._canonical[path], site))))
+        return silent
 
     def _from_the_model(self, frames: tuple[_Frame, ...]) -> tuple[Link, ...] | None:
         """The chain of a stack from the model's forward down (many operators share one)."""
@@ -192,19 +266,22 @@ class ScriptCode:
             return None
         if frames not in self._descended:
             self._descended[frames] = self._descend(frames, (("", ()),))
-        return self._descended[frames]
+        descended = self._descended[frames]
+        return None if descended is None else descended[0]
 
     def _joined(self, frames: tuple[_Frame, ...], near: tuple[Link, ...]) -> tuple[Link, ...] | None:
         """`near` down to its deepest call of the class `frames` start in, then `frames` from there."""
         for depth in range(len(near) - 1, -1, -1):
             if self._files[near[depth][0]] == frames[0].file:
-                return self._descend(frames, near[: depth + 1])
+                descended = self._descend(frames, near[: depth + 1])
+                return None if descended is None else descended[0]
         return None
 
-    def _descend(self, frames: tuple[_Frame, ...], links: tuple[Link, ...]) -> tuple[Link, ...] | None:
+    def _descend(self, frames: tuple[_Frame, ...], links: tuple[Link, ...]) -> tuple[tuple[Link, ...], str] | None:
         """`links` (the calls down to the module `frames[0]` runs in), and those `frames`
-        make below it; None where a line calls no submodule of the class its callee is
-        from, or two alike."""
+        make below it, and the path of the module the last frame runs in (a submodule's other
+        method runs in it, not its caller's module); None where a line calls no submodule
+        of the class its callee is from, or two alike."""
         chain = list(links)
         running = links[-1][0]
         attributes = tuple(running.split(".")) if running else ()
@@ -223,10 +300,25 @@ class ScriptCode:
             # overload its `forward__0`): a call,
             # as its hooks see one; its other methods' operators are the caller's, as in Python.
             if called[0] != ".".join(attributes) and _FORWARD.fullmatch(callee.function):
-                site = links[-1][1] + tuple(f"{f.file}({f.line}): {f.function}" for f in frames[: depth + 1])
+                site = links[-1][1] + tuple(map(str, frames[: depth + 1]))
                 chain.append((self._canonical[called[0]], site))
             attributes = tuple(called[0].split(".")) if called[0] else ()
-        return tuple(chain)
+        return tuple(chain), ".".join(attributes)
+
+
+def _same_calls(running: tuple[_Frame, ...], stack: tuple[_Frame, ...]) -> int:
+    """How many of the method calls `running` (an event's frames) are in are still going on at
+    `stack` (the next event's): the same methods, each at its caller's same line, at a line of
+    its own no earlier than before."""
+    kept = 0
+    while kept < min(len(running), len(stack)):
+        before, now = running[kept], stack[kept]
+        if (before.file, before.function) != (now.file, now.function) or now.line < before.line:
+            break
+        kept += 1
+        if now.line != before.line:  # a later line: the calls below it are new ones
+            break
+    return kept
 
 
 @functools.lru_cache(maxsize=4096)
