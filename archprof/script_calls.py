@@ -40,8 +40,8 @@ _MARK = "archprof.op."
 _FRAME = re.compile(r"(.+)\((\d+)\): (\w+)$")
 _FREE_FUNCTION = re.compile(r"^def (\w+)", re.MULTILINE)
 _FORWARD = re.compile(r"forward(\d*|__\d+)")
-# What makes a method's lines run other than once each, in order (`ScriptCode._straight_lines`).
-_BRANCHING = (ast.If, ast.IfExp, ast.For, ast.While, ast.With, ast.Try, ast.BoolOp, ast.comprehension, ast.Break)
+# What runs a method's lines other than at most once each, in order (`_Statements`).
+_LOOPING = (ast.For, ast.While, ast.With, ast.Try, ast.comprehension, ast.Break, ast.Continue)
 
 # A module call in an op's chain: the module's path and the frames down to its call site.
 Link = tuple[str, tuple[str, ...]]
@@ -126,8 +126,7 @@ class ScriptCode:
         self._calls: dict[tuple[str, int], list[tuple[tuple[str, ...], str]]] = {}
         self._read: set[str] = set()
         self._free: dict[str, set[str]] = {}  # file -> its functions outside any class: no module call inside
-        # file -> its methods' (first line, last line, whether it has no branch or loop)
-        self._methods: dict[str, list[tuple[int, int, bool]]] = {}
+        self._methods: dict[str, list[_Statements]] = {}  # file -> its classes' methods' statements
         self._files = {path: _code_file(module) for path, module in modules}
         self._canonical = canonical
         # `_descend`'s answers from the model: (the chain, the path of the module the last frame runs in)
@@ -142,18 +141,16 @@ class ScriptCode:
                     for method in node.body:
                         if isinstance(method, ast.FunctionDef):
                             self._read_calls(file, method)
-                            straight = not any(isinstance(n, _BRANCHING) for n in ast.walk(method))
-                            self._methods.setdefault(file, []).append((method.lineno, method.end_lineno, straight))
+                            self._methods.setdefault(file, []).append(_Statements(method))
         return self._calls.get((file, line), [])
 
-    def _straight_lines(self, frame: _Frame) -> range:
-        """The lines of the method `frame` runs in where it has no branch or loop (each of its
-        lines then runs once, in order, on each call of it), else none."""
+    def _statements(self, frame: _Frame) -> _Statements | None:
+        """The statements of the method `frame` runs in, if it has no loop, else None."""
         self._calls_at(frame.file, frame.line)
-        for first, last, straight in self._methods.get(frame.file, ()):
-            if first <= frame.line <= last and straight:
-                return range(first, last + 1)
-        return range(0)
+        for method in self._methods.get(frame.file, ()):
+            if frame.line in method.place:
+                return None if method.loops else method
+        return None
 
     def _is_free(self, frame: _Frame) -> bool:
         """Whether the frame is in a function outside any class (`torch.nn.functional`'s): the
@@ -212,12 +209,12 @@ class ScriptCode:
     ) -> list[tuple[int | None, tuple[Link, ...] | None]]:
         """`chains`, with the submodule calls that ran no operator (`nn.Identity`), which no
         stack shows, put in where they ran, as operators that never reached the recorder. In
-        a method with no branch or loop, each line runs once and in order: a line calling a
-        submodule's forward between the lines two events ran at in one call of the method
-        ran between them (before the first, after the last: at the call's start, end). A
-        call of a method ends where an event's frames leave it, or come back to an earlier
-        line of it (a second call, from a loop). Events whose stacks do not start at the
-        model's forward (frames lost) are passed over."""
+        a method with no loop, each statement runs at most once and in order: one calling a
+        submodule's forward that surely ran between the lines two events ran at in one call
+        of the method (`_Statements.ran_between`; before the first, after the last: at the
+        call's start, end) ran between them. A call of a method ends where an event's frames
+        leave it, or come back to an earlier line of it (a second call, from a loop). Events
+        whose stacks do not start at the model's forward (frames lost) are passed over."""
         result: list[tuple[int | None, tuple[Link, ...] | None]] = []
         running: tuple[_Frame, ...] = ()  # the frames of the last event read, outermost first
         for (index, chain), stack in zip(chains, frames, strict=True):
@@ -233,26 +230,28 @@ class ScriptCode:
         kept = _same_calls(running, stack)
         silent = []
         for depth in range(len(running) - 1, kept - 1, -1):  # the calls that ended, after their last line
-            silent += self._silent(running[: depth + 1], running[depth].line + 1, None)
+            silent += self._silent(running[: depth + 1], running[depth].line, None)
         if kept:  # the deepest call going on, between its two lines
-            silent += self._silent(stack[:kept], running[kept - 1].line + 1, stack[kept - 1].line)
+            silent += self._silent(stack[:kept], running[kept - 1].line, stack[kept - 1].line)
         for depth in range(kept, len(stack)):  # the calls that began, before their first line
-            silent += self._silent(stack[: depth + 1], 0, stack[depth].line)
+            silent += self._silent(stack[: depth + 1], None, stack[depth].line)
         return silent
 
-    def _silent(self, frames: tuple[_Frame, ...], start: int, stop: int | None) -> list[tuple[None, tuple[Link, ...]]]:
-        """The submodule forwards called from lines `start` to `stop` (excluded; None: the
-        end) of the method `frames[-1]` runs in, as events of operators that never reached
-        the recorder, with their chains; none unless it and each method above it has no
-        branch or loop (a loop above it would call it again from the same lines, which its
+    def _silent(
+        self, frames: tuple[_Frame, ...], after: int | None, before: int | None
+    ) -> list[tuple[None, tuple[Link, ...]]]:
+        """The submodule forwards that the method `frames[-1]` runs in surely called after
+        the line `after` and before the line `before` (None: its start, its end), as events
+        of operators that never reached the recorder, with their chains; none where it or a
+        method above it has a loop (which would call it again from the same lines, which its
         events' frames do not tell apart)."""
         caller = frames[-1]
-        if self._from_the_model(frames) is None or not all(self._straight_lines(f) for f in frames):
+        statements = self._statements(caller)
+        if statements is None or self._from_the_model(frames) is None or None in map(self._statements, frames):
             return []
         links, running = self._descended[frames]
-        lines = self._straight_lines(caller)
         silent: list[tuple[None, tuple[Link, ...]]] = []
-        for line in lines[max(start, lines.start) - lines.start : None if stop is None else max(stop - lines.start, 0)]:
+        for line in statements.ran_between(after, before):
             for reached, method in self._calls_at(caller.file, line):
                 path = ".".join((*running.split("."), *reached) if running else reached)
                 if _FORWARD.fullmatch(method) and path != running and path in self._files:
@@ -304,6 +303,58 @@ class ScriptCode:
                 chain.append((self._canonical[called[0]], site))
             attributes = tuple(called[0].split(".")) if called[0] else ()
         return tuple(chain), ".".join(attributes)
+
+
+class _Statements:
+    """A method's statements, each by its place: its index in its block, after its
+    enclosing statements' (an `if`'s, and which of its two blocks): (2,), (2, "body", 0).
+    Without a loop, each runs at most once, in order."""
+
+    def __init__(self, method: ast.FunctionDef) -> None:
+        self.loops = any(isinstance(node, _LOOPING) for node in ast.walk(method))
+        self.place: dict[int, tuple] = {}  # line -> the place of the innermost statement on it
+        self._blocks: dict[tuple, list[ast.stmt]] = {}
+        self._read(method.body, ())
+
+    def _read(self, body: list[ast.stmt], block: tuple) -> None:
+        self._blocks[block] = body
+        for index, statement in enumerate(body):
+            place = (*block, index)
+            self.place.update(dict.fromkeys(range(statement.lineno, statement.end_lineno + 1), place))
+            if isinstance(statement, ast.If):
+                self._read(statement.body, (*place, "body"))
+                self._read(statement.orelse, (*place, "orelse"))
+
+    def ran_between(self, after: int | None, before: int | None) -> list[int]:
+        """The lines, in the order they ran, of the statements that surely ran after the
+        line `after` ran and before the line `before` did (None: the method's start, end),
+        in one call: those after `after`'s statement in its blocks out to the block both
+        share, those between in that block, those before `before`'s in its blocks from
+        there in. Only statements with no `if` or conditional expression in them: those
+        that may have run in part are left out."""
+        one = self.place.get(after, ()) if after is not None else None
+        two = self.place.get(before, ()) if before is not None else None
+        if one == () or two == ():  # a line of no statement (the signature's)
+            return []
+        shared = 0  # the deepest block both are in
+        if one is not None and two is not None:
+            while 2 * shared + 2 < min(len(one), len(two)) and one[: 2 * shared + 2] == two[: 2 * shared + 2]:
+                shared += 1
+            if one[2 * shared] > two[2 * shared] or (one[2 * shared] == two[2 * shared] and len(one) > 2 * shared + 1):
+                return []  # not one call's order: an else after an if's body
+        ran = []
+        for depth in range(len(one) - 1, 2 * shared if two is not None else -1, -2) if one is not None else ():
+            ran += self._blocks[one[:depth]][one[depth] + 1 :]
+        if one is not None and two is not None:
+            ran += self._blocks[one[: 2 * shared]][one[2 * shared] + 1 : two[2 * shared]]
+        for depth in range(2 * shared + 2 if one is not None else 0, len(two), 2) if two is not None else ():
+            ran += self._blocks[two[:depth]][: two[depth]]
+        return [
+            line
+            for statement in ran
+            if not any(isinstance(node, ast.If | ast.IfExp | ast.BoolOp) for node in ast.walk(statement))
+            for line in range(statement.lineno, statement.end_lineno + 1)
+        ]
 
 
 def _same_calls(running: tuple[_Frame, ...], stack: tuple[_Frame, ...]) -> int:

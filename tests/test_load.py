@@ -421,7 +421,7 @@ def test_torchscript_of_tied_weights_gives_each_holder_its_call(tmp_path):
 
 
 class _SkipBlock(nn.Module):
-    """A block whose forward, no branch or loop, calls a module that runs no operator
+    """A block whose forward, with no branch or loop, calls a module that runs no operator
     (`nn.Identity`) between its operators, and one after its last, each on a line of its own."""
 
     def __init__(self) -> None:
@@ -438,6 +438,31 @@ class _SkipBlock(nn.Module):
         y = self.skip(y)
         y = self.act(y) + x
         return self.tail(y)
+
+
+class _SkipsInABranch(nn.Module):
+    """An Identity called in the taken branch of an `if` on an attribute (TorchScript keeps
+    the branch), between two operators of that branch's, as torchvision's MBConv calls its
+    StochasticDepth; another in the branch not taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.skip, self.other, self.residual = (
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.Identity(),
+            nn.Identity(),
+            True,
+        )
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.residual:
+            y = y * 2
+            y = self.skip(y)
+            y = y + x
+        else:
+            y = self.other(y)
+        return y.relu()
 
 
 class _SkipsIfLarge(nn.Module):
@@ -460,14 +485,16 @@ class _SkipsIfLarge(nn.Module):
     [
         lambda: nn.Sequential(nn.Conv2d(4, 4, 3), nn.Identity(), nn.ReLU(), nn.Identity(), nn.Identity()),
         lambda: nn.Sequential(_SkipBlock(), nn.Identity(), _SkipBlock()),
+        _SkipsInABranch,
         _SkipsIfLarge,
     ],
 )
 def test_torchscript_calls_that_run_no_operator_have_their_rows(tmp_path, make, training):
     """No stack shows a call of a module that runs no operator (nn.Identity): in a forward
-    with no branch or loop, its line ran between the lines of the ops before and after it,
-    and it returns what the op before it made, as Python's hooks see (the oracle). Before,
-    the Identity rows were missing; one under a branch not taken stays absent, as in Python."""
+    with no loop, its statement surely ran between those of the ops before and after it
+    (in a branch an op of which ran), and it returns what the op before it made, as
+    Python's hooks see (the oracle). Before, the Identity rows were missing; one under a
+    branch not taken stays absent, as in Python."""
     scripted, python = _rows_of_both(tmp_path, make(), training, input_size=(4, 6, 6))
     assert scripted == python
 
