@@ -127,6 +127,9 @@ class ScriptCode:
         self._read: set[str] = set()
         self._free: dict[str, set[str]] = {}  # file -> its functions outside any class: no module call inside
         self._methods: dict[str, list[_Statements]] = {}  # file -> its classes' methods' statements
+        # (file, line) -> the calls of the one-line statement there, in the order they run:
+        # (attributes from `self`, method) for a method call of an object reached from it, else None
+        self._order: dict[tuple[str, int], list[tuple[tuple[str, ...], str] | None]] = {}
         self._files = {path: _code_file(module) for path, module in modules}
         self._canonical = canonical
         # `_descend`'s answers from the model: (the chain, the path of the module the last frame runs in)
@@ -170,6 +173,7 @@ class ScriptCode:
             (n for n in ast.walk(function) if isinstance(n, ast.Assign | ast.Call)),
             key=lambda n: (n.lineno, n.col_offset),
         )
+        resolved: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a Call node -> its object and method
         for node in nodes:
             if isinstance(node, ast.Assign):
                 reached = _reached(node.value, local)
@@ -179,6 +183,11 @@ class ScriptCode:
                 reached = _reached(node.func.value, local)
                 if reached is not None:
                     self._calls.setdefault((file, node.lineno), []).append((reached, node.func.attr))
+                    resolved[id(node)] = (reached, node.func.attr)
+        for statement in ast.walk(function):
+            if isinstance(statement, ast.stmt) and statement.lineno == statement.end_lineno:
+                calls = _in_evaluation_order(statement)
+                self._order[(file, statement.lineno)] = [resolved.get(id(call)) for call in calls]
 
     def chains(
         self, events: list[tuple[int | None, list[str]]], count: int
@@ -230,34 +239,88 @@ class ScriptCode:
         kept = _same_calls(running, stack)
         silent = []
         for depth in range(len(running) - 1, kept - 1, -1):  # the calls that ended, after their last line
-            silent += self._silent(running[: depth + 1], running[depth].line, None)
-        if kept:  # the deepest call going on, between its two lines
-            silent += self._silent(stack[:kept], running[kept - 1].line, stack[kept - 1].line)
-        for depth in range(kept, len(stack)):  # the calls that began, before their first line
-            silent += self._silent(stack[: depth + 1], None, stack[depth].line)
+            silent += self._silent(running[: depth + 1], self._point(running, depth), None)
+        if kept:  # the deepest call going on, between its two points
+            silent += self._silent(stack[:kept], self._point(running, kept - 1), self._point(stack, kept - 1))
+        for depth in range(kept, len(stack)):  # the calls that began, before their first point
+            silent += self._silent(stack[: depth + 1], None, self._point(stack, depth))
         return silent
 
+    def _point(self, stack: tuple[_Frame, ...], depth: int) -> tuple[int, int | None]:
+        """Where in its method the frame `stack[depth]` was: its line, and which of that
+        line's calls (`_order`) it was in: the submodule method the frame below runs, else
+        the line's one call of no submodule's (an operator, a function); None where the line
+        has two such, or its statement is not on one line."""
+        frame = stack[depth]
+        order = self._order.get((frame.file, frame.line))
+        if order is None or self._from_the_model(stack[: depth + 1]) is None:
+            return frame.line, None
+        running = self._descended[stack[: depth + 1]][1]
+        callee = stack[depth + 1] if depth + 1 < len(stack) and not self._is_free(stack[depth + 1]) else None
+        if callee is None:
+            at = [i for i, call in enumerate(order) if call is None]
+        else:
+            at = [
+                i
+                for i, call in enumerate(order)
+                if call is not None
+                and call[1] == callee.function
+                and self._files.get(".".join((*running.split("."), *call[0]) if running else call[0])) == callee.file
+            ]
+        return frame.line, at[0] if len(at) == 1 else None
+
     def _silent(
-        self, frames: tuple[_Frame, ...], after: int | None, before: int | None
+        self, frames: tuple[_Frame, ...], after: tuple[int, int | None] | None, before: tuple[int, int | None] | None
     ) -> list[tuple[None, tuple[Link, ...]]]:
         """The submodule forwards that the method `frames[-1]` runs in surely called after
-        the line `after` and before the line `before` (None: its start, its end), as events
-        of operators that never reached the recorder, with their chains; none where it or a
-        method above it has a loop (which would call it again from the same lines, which its
-        events' frames do not tell apart)."""
+        the point `after` and before the point `before` (`_point`; None: its start, its
+        end), as events of operators that never reached the recorder, with their chains;
+        none where it or a method above it has a loop (which would call it again from the
+        same lines, which its events' frames do not tell apart)."""
         caller = frames[-1]
         statements = self._statements(caller)
         if statements is None or self._from_the_model(frames) is None or None in map(self._statements, frames):
             return []
+        lines = statements.ran_between(after and after[0], before and before[0])
+        if lines is None:  # not one call's order
+            return []
         links, running = self._descended[frames]
         silent: list[tuple[None, tuple[Link, ...]]] = []
-        for line in statements.ran_between(after, before):
-            for reached, method in self._calls_at(caller.file, line):
-                path = ".".join((*running.split("."), *reached) if running else reached)
-                if _FORWARD.fullmatch(method) and path != running and path in self._files:
-                    site = (*links[-1][1], *map(str, frames[:-1]), str(replace(caller, line=line)))
-                    silent.append((None, (*links, (self._canonical[path], site))))
+        for line, (reached, method) in self._calls_between(caller.file, statements, after, before, lines):
+            path = ".".join((*running.split("."), *reached) if running else reached)
+            if _FORWARD.fullmatch(method) and path != running and path in self._files:
+                site = (*links[-1][1], *map(str, frames[:-1]), str(replace(caller, line=line)))
+                silent.append((None, (*links, (self._canonical[path], site))))
         return silent
+
+    def _calls_between(
+        self,
+        file: str,
+        statements: _Statements,
+        after: tuple[int, int | None] | None,
+        before: tuple[int, int | None] | None,
+        lines: list[int],
+    ) -> list[tuple[int, tuple[tuple[str, ...], str]]]:
+        """The method calls (line, (object, method)) made between the points `after` and
+        `before` of a method, in the order they ran: those of its line `after` after its
+        point's call, those of the statements between (`lines`), those of the line `before`
+        before its point's call; of the points' lines, only where the point's call is known
+        and the statement has no condition in it."""
+
+        def part(line: int, start: int | None, stop: int | None) -> list[tuple[int, tuple[tuple[str, ...], str]]]:
+            if not statements.unconditional(line):
+                return []
+            return [(line, call) for call in self._order[(file, line)][start:stop] if call is not None]
+
+        known_after = after is not None and after[1] is not None
+        known_before = before is not None and before[1] is not None
+        if after is not None and before is not None and after[0] == before[0]:  # one line
+            return part(after[0], after[1] + 1, before[1]) if known_after and known_before else []
+        calls = part(after[0], after[1] + 1, None) if known_after else []
+        for line in lines:
+            order = self._order.get((file, line))
+            calls += [(line, call) for call in (self._calls_at(file, line) if order is None else order) if call]
+        return calls + (part(before[0], None, before[1]) if known_before else [])
 
     def _from_the_model(self, frames: tuple[_Frame, ...]) -> tuple[Link, ...] | None:
         """The chain of a stack from the model's forward down (many operators share one)."""
@@ -325,13 +388,14 @@ class _Statements:
                 self._read(statement.body, (*place, "body"))
                 self._read(statement.orelse, (*place, "orelse"))
 
-    def ran_between(self, after: int | None, before: int | None) -> list[int]:
+    def ran_between(self, after: int | None, before: int | None) -> list[int] | None:
         """The lines, in the order they ran, of the statements that surely ran after the
         line `after` ran and before the line `before` did (None: the method's start, end),
         in one call: those after `after`'s statement in its blocks out to the block both
         share, those between in that block, those before `before`'s in its blocks from
         there in. Only statements with no `if` or conditional expression in them: those
-        that may have run in part are left out."""
+        that may have run in part are left out. None where `after` cannot have run before
+        `before` in one call."""
         one = self.place.get(after, ()) if after is not None else None
         two = self.place.get(before, ()) if before is not None else None
         if one == () or two == ():  # a line of no statement (the signature's)
@@ -341,7 +405,7 @@ class _Statements:
             while 2 * shared + 2 < min(len(one), len(two)) and one[: 2 * shared + 2] == two[: 2 * shared + 2]:
                 shared += 1
             if one[2 * shared] > two[2 * shared] or (one[2 * shared] == two[2 * shared] and len(one) > 2 * shared + 1):
-                return []  # not one call's order: an else after an if's body
+                return None  # not one call's order: an else after an if's body
         ran = []
         for depth in range(len(one) - 1, 2 * shared if two is not None else -1, -2) if one is not None else ():
             ran += self._blocks[one[:depth]][one[depth] + 1 :]
@@ -352,9 +416,25 @@ class _Statements:
         return [
             line
             for statement in ran
-            if not any(isinstance(node, ast.If | ast.IfExp | ast.BoolOp) for node in ast.walk(statement))
+            if _unconditional(statement)
             for line in range(statement.lineno, statement.end_lineno + 1)
         ]
+
+    def unconditional(self, line: int) -> bool:
+        """Whether the statement on `line` runs whole once begun: no `if` or conditional in it."""
+        place = self.place.get(line)
+        return place is not None and _unconditional(self._blocks[place[:-1]][place[-1]])
+
+
+def _unconditional(statement: ast.stmt) -> bool:
+    return not any(isinstance(node, ast.If | ast.IfExp | ast.BoolOp) for node in ast.walk(statement))
+
+
+def _in_evaluation_order(node: ast.AST) -> list[ast.Call]:
+    """The calls in `node` in the order Python and TorchScript run them: a call after its
+    callee's object and its arguments, left to right."""
+    calls = [call for child in ast.iter_child_nodes(node) for call in _in_evaluation_order(child)]
+    return [*calls, node] if isinstance(node, ast.Call) else calls
 
 
 def _same_calls(running: tuple[_Frame, ...], stack: tuple[_Frame, ...]) -> int:

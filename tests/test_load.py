@@ -440,6 +440,16 @@ class _SkipBlock(nn.Module):
         return self.tail(y)
 
 
+class _NestedSkips(_SkipBlock):
+    """`_SkipBlock` written with its calls nested, as timm's blocks write
+    `x + self.drop_path(self.ls(self.attn(x)))`: each line makes several calls, two of
+    them silent ones in the order they run (not the order they are written in)."""
+
+    def forward(self, x):
+        y = self.tail(self.skip(self.conv(x)))
+        return self.tail(self.act(self.skip(y)) + x)
+
+
 class _SkipsInABranch(nn.Module):
     """An Identity called in the taken branch of an `if` on an attribute (TorchScript keeps
     the branch), between two operators of that branch's, as torchvision's MBConv calls its
@@ -486,6 +496,7 @@ class _SkipsIfLarge(nn.Module):
         lambda: nn.Sequential(nn.Conv2d(4, 4, 3), nn.Identity(), nn.ReLU(), nn.Identity(), nn.Identity()),
         lambda: nn.Sequential(_SkipBlock(), nn.Identity(), _SkipBlock()),
         _SkipsInABranch,
+        _NestedSkips,
         _SkipsIfLarge,
     ],
 )
