@@ -25,7 +25,7 @@ import itertools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -40,6 +40,8 @@ _MARK = "archprof.op."
 _FRAME = re.compile(r"(.+)\((\d+)\): (\w+)$")
 _FREE_FUNCTION = re.compile(r"^def (\w+)", re.MULTILINE)
 _FORWARD = re.compile(r"forward(\d*|__\d+)")
+# What runs a method's lines other than at most once each, in order (`_Statements`).
+_LOOPING = (ast.For, ast.While, ast.With, ast.Try, ast.comprehension, ast.Break, ast.Continue)
 
 # A module call in an op's chain: the module's path and the frames down to its call site.
 Link = tuple[str, tuple[str, ...]]
@@ -108,6 +110,9 @@ class _Frame:
     line: int
     function: str
 
+    def __str__(self) -> str:  # as the profiler writes it
+        return f"{self.file}({self.line}): {self.function}"
+
 
 class ScriptCode:
     """The code of a ScriptModule saved by `saved_and_loaded`, read for the module calls its
@@ -121,9 +126,14 @@ class ScriptCode:
         self._calls: dict[tuple[str, int], list[tuple[tuple[str, ...], str]]] = {}
         self._read: set[str] = set()
         self._free: dict[str, set[str]] = {}  # file -> its functions outside any class: no module call inside
+        self._methods: dict[str, list[_Statements]] = {}  # file -> its classes' methods' statements
+        # (file, line) -> the calls of the one-line statement there, in the order they run:
+        # (attributes from `self`, method) for a method call of an object reached from it, else None
+        self._order: dict[tuple[str, int], list[tuple[tuple[str, ...], str] | None]] = {}
         self._files = {path: _code_file(module) for path, module in modules}
         self._canonical = canonical
-        self._descended: dict[tuple, tuple[Link, ...] | None] = {}  # `_descend`'s answers
+        # `_descend`'s answers from the model: (the chain, the path of the module the last frame runs in)
+        self._descended: dict[tuple, tuple[tuple[Link, ...], str] | None] = {}
 
     def _calls_at(self, file: str, line: int) -> list[tuple[tuple[str, ...], str]]:
         if file not in self._read:
@@ -134,7 +144,16 @@ class ScriptCode:
                     for method in node.body:
                         if isinstance(method, ast.FunctionDef):
                             self._read_calls(file, method)
+                            self._methods.setdefault(file, []).append(_Statements(method))
         return self._calls.get((file, line), [])
+
+    def _statements(self, frame: _Frame) -> _Statements | None:
+        """The statements of the method `frame` runs in, if it has no loop, else None."""
+        self._calls_at(frame.file, frame.line)
+        for method in self._methods.get(frame.file, ()):
+            if frame.line in method.place:
+                return None if method.loops else method
+        return None
 
     def _is_free(self, frame: _Frame) -> bool:
         """Whether the frame is in a function outside any class (`torch.nn.functional`'s): the
@@ -154,6 +173,7 @@ class ScriptCode:
             (n for n in ast.walk(function) if isinstance(n, ast.Assign | ast.Call)),
             key=lambda n: (n.lineno, n.col_offset),
         )
+        resolved: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a Call node -> its object and method
         for node in nodes:
             if isinstance(node, ast.Assign):
                 reached = _reached(node.value, local)
@@ -163,6 +183,11 @@ class ScriptCode:
                 reached = _reached(node.func.value, local)
                 if reached is not None:
                     self._calls.setdefault((file, node.lineno), []).append((reached, node.func.attr))
+                    resolved[id(node)] = (reached, node.func.attr)
+        for statement in ast.walk(function):
+            if isinstance(statement, ast.stmt) and statement.lineno == statement.end_lineno:
+                calls = _in_evaluation_order(statement)
+                self._order[(file, statement.lineno)] = [resolved.get(id(call)) for call in calls]
 
     def chains(
         self, events: list[tuple[int | None, list[str]]], count: int
@@ -184,7 +209,118 @@ class ScriptCode:
                 before = next((chains[p] for p in reversed(marks[:order]) if chains[p] is not None), None)
                 joined = (self._joined(frames[position], near) for near in (after, before) if near is not None)
                 chains[position] = next((chain for chain in joined if chain is not None), None)
-        return [(index, chain) for (index, _), chain in zip(events, chains, strict=True)]
+        return self._with_silent_calls(
+            [(index, chain) for (index, _), chain in zip(events, chains, strict=True)], frames
+        )
+
+    def _with_silent_calls(
+        self, chains: list[tuple[int | None, tuple[Link, ...] | None]], frames: list[tuple[_Frame, ...]]
+    ) -> list[tuple[int | None, tuple[Link, ...] | None]]:
+        """`chains`, with the submodule calls that ran no operator (`nn.Identity`), which no
+        stack shows, put in where they ran, as operators that never reached the recorder. In
+        a method with no loop, each statement runs at most once and in order: one calling a
+        submodule's forward that surely ran between the lines two events ran at in one call
+        of the method (`_Statements.ran_between`; before the first, after the last: at the
+        call's start, end) ran between them. A call of a method ends where an event's frames
+        leave it, or come back to an earlier line of it (a second call, from a loop). Events
+        whose stacks do not start at the model's forward (frames lost) are passed over."""
+        result: list[tuple[int | None, tuple[Link, ...] | None]] = []
+        running: tuple[_Frame, ...] = ()  # the frames of the last event read, outermost first
+        for (index, chain), stack in zip(chains, frames, strict=True):
+            if stack and stack[0].file == self._files[""]:
+                result += self._silent_between(running, stack)
+                running = stack
+            result.append((index, chain))
+        return result + self._silent_between(running, ())
+
+    def _silent_between(self, running: tuple[_Frame, ...], stack: tuple[_Frame, ...]) -> list[tuple[None, tuple]]:
+        """The silent calls (`_with_silent_calls`) between an event run at the frames `running`
+        and the next at `stack` (none: the forward's end), in the order they ran."""
+        kept = _same_calls(running, stack)
+        silent = []
+        for depth in range(len(running) - 1, kept - 1, -1):  # the calls that ended, after their last line
+            silent += self._silent(running[: depth + 1], self._point(running, depth), None)
+        if kept:  # the deepest call going on, between its two points
+            silent += self._silent(stack[:kept], self._point(running, kept - 1), self._point(stack, kept - 1))
+        for depth in range(kept, len(stack)):  # the calls that began, before their first point
+            silent += self._silent(stack[: depth + 1], None, self._point(stack, depth))
+        return silent
+
+    def _point(self, stack: tuple[_Frame, ...], depth: int) -> tuple[int, int | None]:
+        """Where in its method the frame `stack[depth]` was: its line, and which of that
+        line's calls (`_order`) it was in: the submodule method the frame below runs, else
+        the line's one call of no submodule's (an operator, a function); None where the line
+        has two such, or its statement is not on one line."""
+        frame = stack[depth]
+        order = self._order.get((frame.file, frame.line))
+        if order is None or self._from_the_model(stack[: depth + 1]) is None:
+            return frame.line, None
+        running = self._descended[stack[: depth + 1]][1]
+        callee = stack[depth + 1] if depth + 1 < len(stack) and not self._is_free(stack[depth + 1]) else None
+        if callee is None:
+            at = [i for i, call in enumerate(order) if call is None]
+        else:
+            at = [
+                i
+                for i, call in enumerate(order)
+                if call is not None
+                and call[1] == callee.function
+                and self._files.get(".".join((*running.split("."), *call[0]) if running else call[0])) == callee.file
+            ]
+        return frame.line, at[0] if len(at) == 1 else None
+
+    def _silent(
+        self, frames: tuple[_Frame, ...], after: tuple[int, int | None] | None, before: tuple[int, int | None] | None
+    ) -> list[tuple[None, tuple[Link, ...]]]:
+        """The submodule forwards that the method `frames[-1]` runs in surely called after
+        the point `after` and before the point `before` (`_point`; None: its start, its
+        end), as events of operators that never reached the recorder, with their chains;
+        none where it or a method above it has a loop (which would call it again from the
+        same lines, which its events' frames do not tell apart)."""
+        caller = frames[-1]
+        statements = self._statements(caller)
+        if statements is None or self._from_the_model(frames) is None or None in map(self._statements, frames):
+            return []
+        lines = statements.ran_between(after and after[0], before and before[0])
+        if lines is None:  # not one call's order
+            return []
+        links, running = self._descended[frames]
+        silent: list[tuple[None, tuple[Link, ...]]] = []
+        for line, (reached, method) in self._calls_between(caller.file, statements, after, before, lines):
+            path = ".".join((*running.split("."), *reached) if running else reached)
+            if _FORWARD.fullmatch(method) and path != running and path in self._files:
+                site = (*links[-1][1], *map(str, frames[:-1]), str(replace(caller, line=line)))
+                silent.append((None, (*links, (self._canonical[path], site))))
+        return silent
+
+    def _calls_between(
+        self,
+        file: str,
+        statements: _Statements,
+        after: tuple[int, int | None] | None,
+        before: tuple[int, int | None] | None,
+        lines: list[int],
+    ) -> list[tuple[int, tuple[tuple[str, ...], str]]]:
+        """The method calls (line, (object, method)) made between the points `after` and
+        `before` of a method, in the order they ran: those of its line `after` after its
+        point's call, those of the statements between (`lines`), those of the line `before`
+        before its point's call; of the points' lines, only where the point's call is known
+        and the statement has no condition in it."""
+
+        def part(line: int, start: int | None, stop: int | None) -> list[tuple[int, tuple[tuple[str, ...], str]]]:
+            if not statements.unconditional(line):
+                return []
+            return [(line, call) for call in self._order[(file, line)][start:stop] if call is not None]
+
+        known_after = after is not None and after[1] is not None
+        known_before = before is not None and before[1] is not None
+        if after is not None and before is not None and after[0] == before[0]:  # one line
+            return part(after[0], after[1] + 1, before[1]) if known_after and known_before else []
+        calls = part(after[0], after[1] + 1, None) if known_after else []
+        for line in lines:
+            order = self._order.get((file, line))
+            calls += [(line, call) for call in (self._calls_at(file, line) if order is None else order) if call]
+        return calls + (part(before[0], None, before[1]) if known_before else [])
 
     def _from_the_model(self, frames: tuple[_Frame, ...]) -> tuple[Link, ...] | None:
         """The chain of a stack from the model's forward down (many operators share one)."""
@@ -192,19 +328,22 @@ class ScriptCode:
             return None
         if frames not in self._descended:
             self._descended[frames] = self._descend(frames, (("", ()),))
-        return self._descended[frames]
+        descended = self._descended[frames]
+        return None if descended is None else descended[0]
 
     def _joined(self, frames: tuple[_Frame, ...], near: tuple[Link, ...]) -> tuple[Link, ...] | None:
         """`near` down to its deepest call of the class `frames` start in, then `frames` from there."""
         for depth in range(len(near) - 1, -1, -1):
             if self._files[near[depth][0]] == frames[0].file:
-                return self._descend(frames, near[: depth + 1])
+                descended = self._descend(frames, near[: depth + 1])
+                return None if descended is None else descended[0]
         return None
 
-    def _descend(self, frames: tuple[_Frame, ...], links: tuple[Link, ...]) -> tuple[Link, ...] | None:
+    def _descend(self, frames: tuple[_Frame, ...], links: tuple[Link, ...]) -> tuple[tuple[Link, ...], str] | None:
         """`links` (the calls down to the module `frames[0]` runs in), and those `frames`
-        make below it; None where a line calls no submodule of the class its callee is
-        from, or two alike."""
+        make below it, and the path of the module the last frame runs in (a submodule's other
+        method runs in it, not its caller's module); None where a line calls no submodule
+        of the class its callee is from, or two alike."""
         chain = list(links)
         running = links[-1][0]
         attributes = tuple(running.split(".")) if running else ()
@@ -223,10 +362,94 @@ class ScriptCode:
             # overload its `forward__0`): a call,
             # as its hooks see one; its other methods' operators are the caller's, as in Python.
             if called[0] != ".".join(attributes) and _FORWARD.fullmatch(callee.function):
-                site = links[-1][1] + tuple(f"{f.file}({f.line}): {f.function}" for f in frames[: depth + 1])
+                site = links[-1][1] + tuple(map(str, frames[: depth + 1]))
                 chain.append((self._canonical[called[0]], site))
             attributes = tuple(called[0].split(".")) if called[0] else ()
-        return tuple(chain)
+        return tuple(chain), ".".join(attributes)
+
+
+class _Statements:
+    """A method's statements, each by its place: its index in its block, after its
+    enclosing statements' (an `if`'s, and which of its two blocks): (2,), (2, "body", 0).
+    Without a loop, each runs at most once, in order."""
+
+    def __init__(self, method: ast.FunctionDef) -> None:
+        self.loops = any(isinstance(node, _LOOPING) for node in ast.walk(method))
+        self.place: dict[int, tuple] = {}  # line -> the place of the innermost statement on it
+        self._blocks: dict[tuple, list[ast.stmt]] = {}
+        self._read(method.body, ())
+
+    def _read(self, body: list[ast.stmt], block: tuple) -> None:
+        self._blocks[block] = body
+        for index, statement in enumerate(body):
+            place = (*block, index)
+            self.place.update(dict.fromkeys(range(statement.lineno, statement.end_lineno + 1), place))
+            if isinstance(statement, ast.If):
+                self._read(statement.body, (*place, "body"))
+                self._read(statement.orelse, (*place, "orelse"))
+
+    def ran_between(self, after: int | None, before: int | None) -> list[int] | None:
+        """The lines, in the order they ran, of the statements that surely ran after the
+        line `after` ran and before the line `before` did (None: the method's start, end),
+        in one call: those after `after`'s statement in its blocks out to the block both
+        share, those between in that block, those before `before`'s in its blocks from
+        there in. Only statements with no `if` or conditional expression in them: those
+        that may have run in part are left out. None where `after` cannot have run before
+        `before` in one call."""
+        one = self.place.get(after, ()) if after is not None else None
+        two = self.place.get(before, ()) if before is not None else None
+        if one == () or two == ():  # a line of no statement (the signature's)
+            return []
+        shared = 0  # the deepest block both are in
+        if one is not None and two is not None:
+            while 2 * shared + 2 < min(len(one), len(two)) and one[: 2 * shared + 2] == two[: 2 * shared + 2]:
+                shared += 1
+            if one[2 * shared] > two[2 * shared] or (one[2 * shared] == two[2 * shared] and len(one) > 2 * shared + 1):
+                return None  # not one call's order: an else after an if's body
+        ran = []
+        for depth in range(len(one) - 1, 2 * shared if two is not None else -1, -2) if one is not None else ():
+            ran += self._blocks[one[:depth]][one[depth] + 1 :]
+        if one is not None and two is not None:
+            ran += self._blocks[one[: 2 * shared]][one[2 * shared] + 1 : two[2 * shared]]
+        for depth in range(2 * shared + 2 if one is not None else 0, len(two), 2) if two is not None else ():
+            ran += self._blocks[two[:depth]][: two[depth]]
+        return [
+            line
+            for statement in ran
+            if _unconditional(statement)
+            for line in range(statement.lineno, statement.end_lineno + 1)
+        ]
+
+    def unconditional(self, line: int) -> bool:
+        """Whether the statement on `line` runs whole once begun: no `if` or conditional in it."""
+        place = self.place.get(line)
+        return place is not None and _unconditional(self._blocks[place[:-1]][place[-1]])
+
+
+def _unconditional(statement: ast.stmt) -> bool:
+    return not any(isinstance(node, ast.If | ast.IfExp | ast.BoolOp) for node in ast.walk(statement))
+
+
+def _in_evaluation_order(node: ast.AST) -> list[ast.Call]:
+    """The calls in `node` in the order Python and TorchScript run them: a call after its
+    callee's object and its arguments, left to right."""
+    calls = [call for child in ast.iter_child_nodes(node) for call in _in_evaluation_order(child)]
+    return [*calls, node] if isinstance(node, ast.Call) else calls
+
+
+def _same_calls(running: tuple[_Frame, ...], stack: tuple[_Frame, ...]) -> int:
+    """How many of the method calls `running` (an event's frames) are in are still going on at
+    `stack` (the next event's): the same methods, each at its caller's same line, at a line of
+    its own no earlier than before."""
+    kept = 0
+    while kept < min(len(running), len(stack)):
+        before, now = running[kept], stack[kept]
+        if (before.file, before.function) != (now.file, now.function) or now.line < before.line:
+            break
+        kept += 1
+        if now.line != before.line:  # a later line: the calls below it are new ones
+            break
+    return kept
 
 
 @functools.lru_cache(maxsize=4096)

@@ -420,6 +420,119 @@ def test_torchscript_of_tied_weights_gives_each_holder_its_call(tmp_path):
     assert scripted == python == [("0", 0, "Embedding", 0, 320), ("1", 0, "Linear", 4000, 2000)]
 
 
+class _SkipBlock(nn.Module):
+    """A block whose forward, with no branch or loop, calls a module that runs no operator
+    (`nn.Identity`) between its operators, and one after its last, each on a line of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.skip, self.act, self.tail = (
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.Identity(),
+            nn.ReLU(),
+            nn.Identity(),
+        )
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = self.skip(y)
+        y = self.act(y) + x
+        return self.tail(y)
+
+
+class _NestedSkips(_SkipBlock):
+    """`_SkipBlock` written with its calls nested, as timm's blocks write
+    `x + self.drop_path(self.ls(self.attn(x)))`: each line makes several calls, two of
+    them silent ones in the order they run (not the order they are written in)."""
+
+    def forward(self, x):
+        y = self.tail(self.skip(self.conv(x)))
+        return self.tail(self.act(self.skip(y)) + x)
+
+
+class _SkipsInABranch(nn.Module):
+    """An Identity called in the taken branch of an `if` on an attribute (TorchScript keeps
+    the branch), between two operators of that branch's, as torchvision's MBConv calls its
+    StochasticDepth; another in the branch not taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.skip, self.other, self.residual = (
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.Identity(),
+            nn.Identity(),
+            True,
+        )
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.residual:
+            y = y * 2
+            y = self.skip(y)
+            y = y + x
+        else:
+            y = self.other(y)
+        return y.relu()
+
+
+class _SkipsIfLarge(nn.Module):
+    """An Identity called under a branch not taken: Python's hooks see no call of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.skip = nn.Conv2d(4, 4, 3, padding=1), nn.Identity()
+
+    def forward(self, x):
+        x = self.conv(x)
+        if x.shape[-1] > 100:
+            x = self.skip(x)
+        return x.relu()
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Sequential(nn.Conv2d(4, 4, 3), nn.Identity(), nn.ReLU(), nn.Identity(), nn.Identity()),
+        lambda: nn.Sequential(_SkipBlock(), nn.Identity(), _SkipBlock()),
+        _SkipsInABranch,
+        _NestedSkips,
+        _SkipsIfLarge,
+    ],
+)
+def test_torchscript_calls_that_run_no_operator_have_their_rows(tmp_path, make, training):
+    """No stack shows a call of a module that runs no operator (nn.Identity): in a forward
+    with no loop, its statement surely ran between those of the ops before and after it
+    (in a branch an op of which ran), and it returns what the op before it made, as
+    Python's hooks see (the oracle). Before, the Identity rows were missing; one under a
+    branch not taken stays absent, as in Python."""
+    scripted, python = _rows_of_both(tmp_path, make(), training, input_size=(4, 6, 6))
+    assert scripted == python
+
+
+def test_torchscript_of_torchvisions_quantized_resnet_has_its_identity_rows(tmp_path, hub_packages):
+    """torch.ao's fusion leaves each folded batch norm and ReLU an nn.Identity, and its
+    FloatFunctional's observer one: every one of them is a row, as in the Python model's report."""
+    import torchvision  # imported for real by the test's `hub_packages`
+
+    model = torchvision.models.quantization.resnet18(quantize=False).eval()
+    model.fuse_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        model.qconfig = torch.ao.quantization.get_default_qconfig()
+        prepared = torch.ao.quantization.prepare(model)
+        prepared(torch.randn(1, 3, 32, 32))
+        quantized = torch.ao.quantization.convert(prepared)
+    path = tmp_path / "quantized.pt"
+    torch.jit.save(torch.jit.script(quantized), str(path))
+    columns = ("layer", "call", "module_type", "output_shape", "activation_bytes")
+    scripted = table(archprof.analyze(str(path), input_size=(3, 32, 32)), *columns)
+    python = table(archprof.analyze(quantized, input_size=(3, 32, 32)), *columns)
+    identities = [path for path, module in quantized.named_modules() if isinstance(module, nn.Identity)]
+    assert sorted(row[0] for row in python if row[2] == "Identity") == sorted(identities)
+    assert scripted == python
+
+
 def test_torchscript_traced_module_and_training(tmp_path, tiny):
     model, path = _scripted(tmp_path, tiny, how="trace")
     with warnings.catch_warnings():
@@ -428,6 +541,26 @@ def test_torchscript_traced_module_and_training(tmp_path, tiny):
         training = archprof.analyze(str(path), input_size=(3, 8, 8), training=True)
     assert report.totals.macs == archprof.analyze(model, input_size=(3, 8, 8)).totals.macs
     assert training.totals.training_memory_bytes > 0
+
+
+def test_a_traced_modules_number_read_back_before_its_forward_is_a_model_row_of_zeros(tmp_path, tiny):
+    """torch.jit.trace keeps TinyNet's `* self.scale` as a float64 tensor constant, which
+    TorchScript's optimizer reads back as a number (aten._local_scalar_dense, the op a real
+    CPU forward of the traced module runs first under a dispatch mode) before the forward's
+    first operator: a real op of the model's own that costs nothing, so a first model row of
+    zeros ahead of the Python model's rows (the oracle), documented rather than hidden."""
+    model, path = _scripted(tmp_path, tiny, how="trace")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)  # the constant sends it to the CPU
+        scripted = archprof.analyze(str(path), input_size=(3, 8, 8))
+    python = archprof.analyze(model, input_size=(3, 8, 8))
+    columns = ("layer", "call", "module_type", "macs", "flops", "activation_bytes")
+    assert table(scripted, *columns) == [("", 0, "TinyNet", 0, 0, 0), *table(python, *columns)]
+    x, loaded = torch.randn(1, 3, 8, 8), torch.jit.load(str(path))
+    with OperatorNames() as ran:  # its first call, as archprof's: later ones run an optimized plan
+        loaded(x)
+    assert ran.ops[:2] == [("aten._local_scalar_dense", ()), ("aten._convolution", ((1, 4, 6, 6),))]
+    assert scripted.graph.ops[0].op == "aten._local_scalar_dense" and scripted.graph.ops[0].outputs == ()
 
 
 class _ReadsAValue(torch.nn.Module):
