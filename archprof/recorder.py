@@ -487,7 +487,8 @@ class Recorder(TorchDispatchMode):
         line: `for _ in range(3): x = self.conv(x)`). An op without a chain keeps the call
         `_owner_call` gave it (the module whose parameters it reads, else the model's own);
         an operator without one is passed over. A call no op ran in (a Dropout in eval, the
-        operators it reached handed back their input) returned what the op before it made."""
+        operators it reached handed back their input) returned what the op before it made, or
+        the model's first input where it came before every op (an Identity first)."""
         calls: list[ModuleCall] = []
         running: list[tuple[Link, ModuleCall]] = []
         counts: dict[str, int] = {}
@@ -520,9 +521,11 @@ class Recorder(TorchDispatchMode):
                 self.ops[position] = dataclasses.replace(op, module=running[-1][1])
                 recorded += 1
         with_ops = {op.module.index for op in self.ops}
+        model_inputs = tuple(map(self.lookup, tensors_in(self._stack[0][1]))) if self._stack else ()
         for call in calls:
-            if call.index not in with_ops and call.first_op:
-                self.call_outputs[call.index] = self.ops[call.first_op - 1].outputs[:1]
+            if call.index not in with_ops:  # what it was handed: the op before it made it, else the model's input
+                made_before = self.ops[call.first_op - 1].outputs if call.first_op else model_inputs
+                self.call_outputs[call.index] = made_before[:1]
         self.calls[:] = calls
         self.calls_followed = True
 

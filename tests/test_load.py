@@ -494,6 +494,7 @@ class _SkipsIfLarge(nn.Module):
     "make",
     [
         lambda: nn.Sequential(nn.Conv2d(4, 4, 3), nn.Identity(), nn.ReLU(), nn.Identity(), nn.Identity()),
+        lambda: nn.Sequential(nn.Identity(), nn.Conv2d(4, 4, 3)),  # before every op: the model's input
         lambda: nn.Sequential(_SkipBlock(), nn.Identity(), _SkipBlock()),
         _SkipsInABranch,
         _NestedSkips,
