@@ -265,7 +265,7 @@ class ScriptCode:
                 for i, call in enumerate(order)
                 if call is not None
                 and call[1] == callee.function
-                and self._files.get(".".join((*running.split("."), *call[0]) if running else call[0])) == callee.file
+                and self._files.get(_path_below(running, call[0])) == callee.file
             ]
         return frame.line, at[0] if len(at) == 1 else None
 
@@ -287,7 +287,7 @@ class ScriptCode:
         links, running = self._descended[frames]
         silent: list[tuple[None, tuple[Link, ...]]] = []
         for line, (reached, method) in self._calls_between(caller.file, statements, after, before, lines):
-            path = ".".join((*running.split("."), *reached) if running else reached)
+            path = _path_below(running, reached)
             if _FORWARD.fullmatch(method) and path != running and path in self._files:
                 site = (*links[-1][1], *map(str, frames[:-1]), str(replace(caller, line=line)))
                 silent.append((None, (*links, (self._canonical[path], site))))
@@ -457,6 +457,11 @@ def _frames(stack: tuple[str, ...]) -> tuple[_Frame, ...]:
     """A profiler's stack (innermost first) as the interpreter's frames, outermost first."""
     matches = [m for m in map(_FRAME.match, reversed(stack)) if m is not None]
     return tuple(_Frame(m[1], int(m[2]), m[3]) for m in matches if m[1].startswith("code/"))
+
+
+def _path_below(running: str, reached: tuple[str, ...]) -> str:
+    """The path of the submodule the attributes `reached` lead to from the module at `running`."""
+    return ".".join((*running.split("."), *reached) if running else reached)
 
 
 def _reached(node: ast.expr, local: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
