@@ -344,21 +344,19 @@ class TrainingRecorder(Recorder):
     def _maker_in_the_node(self, tensor: TensorMeta, origin: int) -> OpNode | None:
         """The op that made `tensor`, of the node running (the run of backward ops just recorded
         from forward op `origin`); None where another made it."""
+        return next((op for op in self._node_ops(origin) if tensor in op.outputs), None)
+
+    def _node_ops(self, origin: int) -> Iterator[OpNode]:
+        """The ops of the node running (those just recorded from forward op `origin`), the latest first."""
         for op in reversed(self.ops):
             if op.origin != origin:
-                return None
-            if tensor in op.outputs:
-                return op
-        return None
+                return
+            yield op
 
     def _made_of(self, storage: int, operator: str, origin: int) -> bool:
         """Whether the op that made `storage` (not one writing into it since), of the node of forward
         op `origin`, read a storage that an `operator` op of the node made."""
-        node_ops = []  # the node's ops so far, the latest first
-        for op in reversed(self.ops):
-            if op.origin != origin:
-                break
-            node_ops.append(op)
+        node_ops = list(self._node_ops(origin))
         makers = (op for op in node_ops if not op.writes_input and any(t.storage == storage for t in op.outputs))
         maker = next(makers, None)
         read = {tensor.storage for tensor in maker.inputs} if maker is not None else set()
