@@ -952,6 +952,105 @@ def test_soft_margin_loss_and_its_gradient_are_costed():
     assert costs["aten.soft_margin_loss_backward"] == [8 * n, 8 * n]
 
 
+class _MarginLosses(torch.nn.Module):
+    """The multi-class and multi-label margin losses over a [4, 6] batch of scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 6)
+
+    def forward(self, x):
+        x = self.linear(x)
+        labels = torch.tensor([0, 1, 2, 5], device=x.device)
+        weight = torch.ones(6, device=x.device)
+        label_sets = torch.tensor([[0, 1, -1, 0, 0, 0]] * 4, device=x.device)  # classes 0 and 1, then the end
+        return (
+            F.multi_margin_loss(x, labels),
+            F.multi_margin_loss(x, labels, p=2, weight=weight, reduction="sum"),
+            F.multi_margin_loss(x, labels, reduction="none"),
+            F.multilabel_margin_loss(x, label_sets),
+            F.multilabel_margin_loss(x[0], label_sets[0], reduction="none"),
+        )
+
+
+def test_margin_losses_and_their_gradients_count_every_hinge_as_above_zero():
+    """multi_margin_loss, per sample of C scores with target y: sum over the C - 1 other
+    classes j of w_y max(0, margin - x_y + x_j)^p, over C. Per term: margin - x_y + x_j 2, the
+    comparison with 0 1, the accumulation 1, the square (p = 2) 1, the weight 1; the division by
+    C 1 per sample; reduced, 1 per sample, and a mean's division 1. Its gradient per term: the
+    argument 2 and comparison 1, 2 g z (p = 2) 2, the weight 1, taken from the target's gradient
+    1; every element times the incoming gradient 1.
+    multilabel_margin_loss: per pair of a target class j and another i, max(0, 1 - x_j + x_i):
+    2 + comparison 1 + accumulation 1; the targets are values, so the most pairs C classes can
+    make, 3 targets x 3 others for C = 6; per sample the division by C, then the reduction. Its
+    gradient per pair the argument, comparison, and g added to one class and taken from the
+    other (5), then every element times the incoming gradient. Every hinge counted as above
+    zero: which are depends on the values."""
+    report = archprof.analyze(_MarginLosses(), input_size=(6,), batch=4, training=True)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    samples, classes = 4, 6
+    terms = samples * (classes - 1)
+    assert costs["aten.multi_margin_loss"] == [
+        terms * 4 + samples + samples + 1,
+        terms * (4 + 1 + 1) + samples + samples,
+        terms * 4 + samples,
+    ]
+    assert sorted(costs["aten.multi_margin_loss_backward"]) == [  # the backward runs the last loss's first
+        terms * 4 + samples * classes,
+        terms * 4 + samples * classes,
+        terms * (4 + 2 + 1) + samples * classes,
+    ]
+    pairs = 3 * 3
+    assert costs["aten.multilabel_margin_loss_forward"] == [samples * (pairs * 4 + 1) + samples + 1, pairs * 4 + 1]
+    assert sorted(costs["aten.multilabel_margin_loss_backward"]) == [
+        pairs * 5 + classes,
+        samples * pairs * 5 + samples * classes,
+    ]
+
+
+class _Transcribed(torch.nn.Module):
+    """F.ctc_loss over 7 steps of 5 classes for 2 sequences, its lengths as lists (inputs of
+    7 and 5 steps, targets of 3 and 2 labels) or as tensors."""
+
+    def __init__(self, lengths_as_tensors: bool):
+        super().__init__()
+        self.linear = torch.nn.Linear(5, 5)
+        self.lengths_as_tensors = lengths_as_tensors
+
+    def forward(self, x):  # x: [7, 2, 5]
+        log_probs = self.linear(x).log_softmax(2)
+        targets = torch.tensor([[1, 2, 2], [3, 4, 0]], device=x.device)
+        input_lengths, target_lengths = [7, 5], [3, 2]
+        if self.lengths_as_tensors:
+            input_lengths, target_lengths = torch.tensor(input_lengths), torch.tensor(target_lengths)
+        return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, reduction="sum")
+
+
+def test_ctc_loss_and_its_gradient_count_their_lattices():
+    """A sequence of T steps and L labels aligns on a lattice of T x (2L + 1) states (a blank
+    before, between and after the labels). Forward: every state after the first step is a
+    log-sum-exp of its 3 predecessors (2 per term and the log, as logsumexp counts: 7) plus its
+    label's log-probability, 8; the loss a log-sum-exp of the last 2 states and a negation, 6
+    per sequence. Backward: beta as alpha (8 per state before the last step), alpha + beta
+    added into a log-sum-exp of two per state (6), and per step and class exp(lp) - exp(g +
+    nll - lp) times the incoming gradient (6). Lengths given as tensors are values: bounded
+    by the input's T and the targets' width S."""
+    classes = 5
+    lattices = [(7, 2 * 3 + 1), (5, 2 * 2 + 1)]  # (T, 2L + 1)
+    bound = [(7, 2 * 3 + 1)] * 2
+    for lengths_as_tensors, sequences in ((False, lattices), (True, bound)):
+        report = archprof.analyze(_Transcribed(lengths_as_tensors), input_size=(2, 5), batch=7, training=True)
+        assert report.totals.not_counted == {}
+        costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+        forward = sum(8 * (steps - 1) * states + 6 for steps, states in sequences)
+        backward = sum(
+            8 * (steps - 1) * states + 6 * steps * states + 6 * steps * classes for steps, states in sequences
+        )
+        assert costs["aten._ctc_loss"] == [forward], lengths_as_tensors
+        assert costs["aten._ctc_loss_backward"] == [backward], lengths_as_tensors
+
+
 def test_norms_distances_traces_and_cross_products_are_costed():
     """renorm: per slice along dim its p-norm (2 per element, a root), the factor norm >
     maxnorm ? maxnorm / (norm + 1e-7) : 1 (3), a multiply per element: 3 per element + 4 per

@@ -321,6 +321,10 @@ _add(Family.REDUCTION, "binary_cross_entropy", costs.binary_cross_entropy_cost)
 _add(Family.REDUCTION, "binary_cross_entropy_with_logits", costs.binary_cross_entropy_with_logits_cost)
 _add(Family.REDUCTION, "nll_loss_forward nll_loss2d_forward", costs.nll_loss_cost)
 _add(Family.REDUCTION, "soft_margin_loss", costs.soft_margin_loss_cost)
+_add(Family.REDUCTION, "multi_margin_loss", costs.multi_margin_loss_cost)
+_add(Family.REDUCTION, "multilabel_margin_loss_forward", costs.multilabel_margin_loss_cost)
+# F.ctc_loss reaches the trace as _ctc_loss, then its reduction's operators.
+_add(Family.REDUCTION, "_ctc_loss", costs.ctc_loss_cost)
 
 # --- normalisation ------------------------------------------------------------------------
 
@@ -493,6 +497,9 @@ _add(Family.POINTWISE, "smooth_l1_loss_backward", costs.per_output_element(6))
 _add(Family.POINTWISE, "huber_loss_backward", costs.per_output_element(5))
 # z = exp(-y x); -norm y z / (1 + z) grad: 8 per element
 _add(Family.POINTWISE, "soft_margin_loss_backward", costs.soft_margin_loss_backward_cost)
+_add(Family.POINTWISE, "multi_margin_loss_backward", costs.multi_margin_loss_backward_cost)
+_add(Family.POINTWISE, "multilabel_margin_loss_backward", costs.multilabel_margin_loss_backward_cost)
+_add(Family.REDUCTION, "_ctc_loss_backward", costs.ctc_loss_backward_cost)
 _add(Family.DATA_MOVEMENT, "nll_loss_backward nll_loss2d_backward", costs.nll_loss_backward_cost)
 # F.pdist's gradient, pair by pair as its forward
 _add(Family.REDUCTION, "_pdist_backward", costs.pdist_backward_cost)

@@ -833,6 +833,92 @@ def soft_margin_loss_backward_cost(grad: Shape, x: Shape, target: Shape, *args, 
     return Cost(elementwise_flops=8 * prod(out))
 
 
+def _samples_and_classes(x: Shape) -> tuple[int, int]:
+    """A margin loss's input, [N, C] or one sample's [C] scores: (N, C)."""
+    return (x[0], x[1]) if len(x) == 2 else (1, x[0] if x else 1)
+
+
+def multi_margin_loss_cost(
+    x: Shape, target: Shape, p: int = 1, margin=1, weight=None, reduction: int = 1, *, out: Shape
+) -> Cost:
+    """Per sample, sum over the classes j other than its target y of w_y max(0, margin - x_y +
+    x_j)^p, over C: per term the hinge's argument 2, its comparison with 0 1, the square (p = 2)
+    1, the weight 1, the accumulation 1, each term counted as above zero (which are depends on
+    the values); the division by C 1 per sample; reduced, 1 per sample and a mean's division."""
+    samples, classes = _samples_and_classes(x)
+    per_term = 4 + (p == 2) + (weight is not None)
+    reduced = (reduction != 0) * samples + (reduction == 1)
+    return Cost(elementwise_flops=samples * ((classes - 1) * per_term + 1) + reduced)
+
+
+def multi_margin_loss_backward_cost(
+    grad: Shape, x: Shape, target: Shape, p: int = 1, margin=1, weight=None, reduction: int = 1, *, out: Shape
+) -> Cost:
+    """Per term of the forward (each above zero): the argument 2 and comparison 1, the
+    derivative g (p = 1) or 2 g z (p = 2, 2), the weight 1, taken from the target's gradient 1;
+    then every element of the gradient times the incoming one, 1."""
+    samples, classes = _samples_and_classes(x)
+    per_term = 4 + 2 * (p == 2) + (weight is not None)
+    return Cost(elementwise_flops=samples * (classes - 1) * per_term + prod(x))
+
+
+def _label_pairs(classes: int) -> int:
+    """The (target, other class) pairs of a multi-label sample, at most: k targets among C pair
+    with the C - k others, k (C - k), largest at k = C // 2 (k is a value: the targets' count)."""
+    return (classes // 2) * (classes - classes // 2)
+
+
+def multilabel_margin_loss_cost(x: Shape, target: Shape, reduction: int = 1, *, out: Shape) -> Cost:
+    """Per sample, sum over its target classes j and other classes i of max(0, 1 - x_j + x_i),
+    over C: per pair the argument 2, the comparison 1, the accumulation 1, as many pairs as
+    C classes can make (`_label_pairs`); the division by C 1 per sample; reduced, 1 per sample
+    and a mean's division."""
+    samples, classes = _samples_and_classes(x)
+    reduced = (reduction != 0) * samples + (reduction == 1)
+    return Cost(elementwise_flops=samples * (4 * _label_pairs(classes) + 1) + reduced)
+
+
+def multilabel_margin_loss_backward_cost(grad: Shape, x: Shape, target: Shape, *args, out: Shape) -> Cost:
+    """Per pair of the forward (`_label_pairs`, each above zero): the argument 2, the comparison
+    1, g added to the other class's gradient and taken from the target's 2; then every element
+    times the incoming gradient, 1."""
+    samples, classes = _samples_and_classes(x)
+    return Cost(elementwise_flops=samples * 5 * _label_pairs(classes) + prod(x))
+
+
+def _ctc_lattices(log_probs: Shape, targets: Shape, input_lengths, target_lengths) -> tuple[int, int, int, int]:
+    """The CTC alignment lattices of a batch, T_b steps by R_b = 2 L_b + 1 states (L_b labels,
+    a blank before, between and after them): (sequences, sum of T_b R_b, sum of R_b, sum of
+    T_b), a sequence of no steps left out (its likelihood is a constant). Lengths as lists
+    are exact; as tensors their values are unknown (meta): each input as long as log_probs
+    (T), the targets together as long as `targets` holds (N x S padded, or concatenated), a bound."""
+    if isinstance(input_lengths, list) and isinstance(target_lengths, list):
+        pairs = [(steps, 2 * labels + 1) for steps, labels in zip(input_lengths, target_lengths, strict=True) if steps]
+        return len(pairs), sum(t * r for t, r in pairs), sum(r for _, r in pairs), sum(t for t, _ in pairs)
+    steps, sequences = log_probs[0], (log_probs[1] if len(log_probs) == 3 else 1)
+    states = 2 * prod(targets) + sequences
+    return sequences, steps * states, states, steps * sequences
+
+
+def ctc_loss_cost(log_probs: Shape, targets: Shape, input_lengths, target_lengths, *args, out: Shape) -> Cost:
+    """The forward variables alpha_t(s) of each sequence: every state after the first step a
+    log-sum-exp of its three predecessors (as `logsumexp` counts, 2 per term and the log: 7)
+    plus the log-probability of its label 1: 8 per state; the negative log-likelihood, a
+    log-sum-exp of the last two states and a negation, 6 per sequence."""
+    sequences, states, rows, _ = _ctc_lattices(log_probs, targets, input_lengths, target_lengths)
+    return Cost(elementwise_flops=8 * (states - rows) + 6 * sequences)
+
+
+def ctc_loss_backward_cost(
+    grad: Shape, log_probs: Shape, targets: Shape, input_lengths, target_lengths, *args, out: Shape
+) -> Cost:
+    """The backward variables beta_t(s), as the forward's alpha: 8 per state after the last
+    step; alpha + beta added into its label's gradient as a log-sum-exp of two, 6 per state;
+    then per step and class exp(lp) - exp(g + nll - lp), times the incoming gradient: 6."""
+    _, states, rows, steps = _ctc_lattices(log_probs, targets, input_lengths, target_lengths)
+    return Cost(elementwise_flops=8 * (states - rows) + 6 * states + 6 * steps * log_probs[-1])
+
+
 def renorm_cost(x: Shape, p, dim: int, maxnorm, *, out: Shape) -> Cost:
     """`renorm`: each of the S slices along `dim` rescaled where its p-norm exceeds `maxnorm`:
     the norm (2 per element and a root per slice, as `linalg_vector_norm`), the factor
