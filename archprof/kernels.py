@@ -17,8 +17,8 @@ and `nn.MultiheadAttention` call), `torch._VF.lstm`, `gru`, `rnn_tanh` and `rnn_
 `nn.LSTM`, `nn.GRU` and `nn.RNN` call),
 `torch.batch_norm` (what `F.batch_norm` calls), `torch.group_norm` (what
 `F.group_norm` calls), `torch.nn.functional.linear` (what `nn.Linear` calls),
-`torch.nn.functional.one_hot` (`F.one_hot`); and, below every Python name, the kernels of
-the aten operators `linalg_svdvals`, `linalg_eigvalsh` and `linalg_eigvals`. A
+`torch.nn.functional.one_hot` (`F.one_hot`), `torch.nn.functional.gaussian_nll_loss`; and,
+below every Python name, the kernels of the aten operators `linalg_svdvals`, `linalg_eigvalsh` and `linalg_eigvals`. A
 TorchFunctionMode would see every call however made, but costs every torch call of every
 model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
 (`torch._C._nn.scaled_dot_product_attention`, a name imported before the trace) keeps the
@@ -61,6 +61,12 @@ Modelled (PyTorch 2.x, CPU):
   check's. A call on meta with `num_classes` given is run as the CPU runs it, the `item()`
   reads and the checks on their values left out (meta holds no values); without
   `num_classes` the class count is a value, and the composite road raises on meta.
+- Gaussian negative log-likelihood: `F.gaussian_nll_loss` checks that no variance is negative
+  (`torch.any(var < 0)`, read back with `item()`) and raises if one is. Meta holds no
+  values: a call with a meta `var` runs the function itself, its `lt` and `any` recorded as
+  a CPU runs them, that one read answered "none negative" (a Meta kernel for
+  `_local_scalar_dense`, registered for the call alone, answers a boolean False); the
+  variances are the model's, which a real forward checks.
 - mish's gradient: a CPU runs `mish_backward` as one fused kernel, its gradient its only
   tensor; the meta device has no kernel of its own for it, so autograd's key runs its
   CompositeImplicitAutograd formula above the dispatch mode (softplus, tanh, sigmoid and six
@@ -186,6 +192,7 @@ class DeviceKernels:
         self._group_norm_function = torch.group_norm
         self._linear_function = torch.nn.functional.linear
         self._one_hot_function = torch.nn.functional.one_hot
+        self._gaussian_nll_loss_function = torch.nn.functional.gaussian_nll_loss
         self._library: torch.library.Library | None = None  # while active: `HANDED_DOWN_WHOLE`'s kernels
 
     def __enter__(self) -> DeviceKernels:
@@ -194,6 +201,7 @@ class DeviceKernels:
         self._group_norm_function = torch.group_norm
         self._linear_function = torch.nn.functional.linear
         self._one_hot_function = torch.nn.functional.one_hot
+        self._gaussian_nll_loss_function = torch.nn.functional.gaussian_nll_loss
         torch.nn.functional.scaled_dot_product_attention = self._routed_attention
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
         for name, cell in _ONE_HIDDEN_CELLS.items():
@@ -202,6 +210,7 @@ class DeviceKernels:
         torch.group_norm = self._routed_group_norm
         torch.nn.functional.linear = self._routed_linear
         torch.nn.functional.one_hot = self._routed_one_hot
+        torch.nn.functional.gaussian_nll_loss = self._routed_gaussian_nll_loss
         self._library = torch.library.Library("aten", "IMPL")
         for name, kernel in _WHOLE_ON_META.items():
             self._library.impl(name.removeprefix("aten."), kernel, "AutogradMeta")
@@ -220,6 +229,7 @@ class DeviceKernels:
         torch.group_norm = self._group_norm_function
         torch.nn.functional.linear = self._linear_function
         torch.nn.functional.one_hot = self._one_hot_function
+        torch.nn.functional.gaussian_nll_loss = self._gaussian_nll_loss_function
         self._library._destroy()  # the AutogradMeta kernels gone with it
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
@@ -267,6 +277,12 @@ class DeviceKernels:
         if input.device.type != "meta" or num_classes < 0 or input.dtype != torch.long or input.numel() == 0:
             return self._one_hot_function(input, num_classes)
         return _cpu_one_hot(input, num_classes)
+
+    def _routed_gaussian_nll_loss(self, input, target, var, *args, **kwargs):
+        if not isinstance(var, torch.Tensor) or var.device.type != "meta":
+            return self._gaussian_nll_loss_function(input, target, var, *args, **kwargs)
+        with _no_value_negative():
+            return self._gaussian_nll_loss_function(input, target, var, *args, **kwargs)
 
     def _routed_attention(self, query, *args, **kwargs):
         if query.device.type != "meta":
@@ -489,6 +505,24 @@ def _cpu_one_hot(input, num_classes: int):
     input.aminmax()
     output = torch.zeros((*input.shape, num_classes), dtype=input.dtype, device=input.device)
     return output.scatter_(-1, input.unsqueeze(-1), 1)
+
+
+@contextlib.contextmanager
+def _no_value_negative():
+    """While active, `bool()` of a one-element boolean meta tensor, a check meta holds no value
+    for (gaussian_nll_loss's `torch.any(var < 0)`), answers False: none negative."""
+    library = torch.library.Library("aten", "IMPL")
+    library.impl("_local_scalar_dense", _false_on_meta, "Meta")
+    try:
+        yield
+    finally:
+        library._destroy()
+
+
+def _false_on_meta(tensor):
+    if tensor.dtype != torch.bool or tensor.numel() != 1:
+        raise RuntimeError("Tensor.item() cannot be called on meta tensors")
+    return False
 
 
 def _flattened_by_linear(input, bias) -> bool:

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing._internal.two_tensor import TwoTensor
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
 from archprof.kernels import HANDED_DOWN_WHOLE, DeviceKernels
@@ -831,6 +832,52 @@ def test_one_hot_runs_as_on_a_cpu():
     assert [op.op for op in report.graph.ops] == [op for op in cpu.ops if op != "aten._local_scalar_dense"]
     assert report.totals.not_counted == {}
     assert report.totals.elementwise_flops == 2 * (2 * 5 - 1)
+
+
+class _GaussianHead(torch.nn.Module):
+    """A mean and a variance per output, scored by nn.GaussianNLLLoss and F.gaussian_nll_loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 12)
+        self.loss = torch.nn.GaussianNLLLoss()
+
+    def forward(self, x):
+        mean, var = self.linear(x).chunk(2, -1)
+        target = torch.zeros_like(mean)
+        return self.loss(mean, target, F.softplus(var)), F.gaussian_nll_loss(
+            mean, target, var[:, :1].exp(), full=True, reduction="none"
+        )
+
+
+def test_gaussian_nll_loss_traces_on_meta_as_a_cpu_runs_it():
+    """F.gaussian_nll_loss reads a value, `torch.any(var < 0)`, which meta does not hold: it
+    traces on meta, that check answered "none negative", recording the operators a real CPU
+    forward runs (its lt, any and item() read included) and FlopCounterMode's MACs, the
+    parameters and the outputs' shapes of that forward; a training step too."""
+
+    class Logged(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    model, x = _GaussianHead(), torch.randn(4, 6)
+    with Logged() as cpu, torch.no_grad(), FlopCounterMode(display=False) as counted:
+        outputs = model(x)
+    report = archprof.analyze(model, input_size=(6,), batch=4)
+    assert report.traced_on == "meta"
+    assert report.totals.not_counted == {}
+    assert [op.op for op in report.graph.ops] == cpu.ops
+    assert report.totals.macs == counted.get_total_flops() // 2
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+    assert [output.shape for output in report.graph.outputs] == [tuple(output.shape) for output in outputs]
+    training = archprof.analyze(model, input_size=(6,), batch=4, training=True)
+    assert training.traced_on == "meta"
+    assert training.totals.not_counted == {}
 
 
 def test_one_hot_of_a_maps_classes_keeps_its_field():
