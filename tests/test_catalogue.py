@@ -1098,6 +1098,87 @@ def test_ctc_loss_and_its_gradient_count_their_lattices():
         assert costs["aten._ctc_loss_backward"] == [backward], lengths_as_tensors
 
 
+def test_conv_tbc_counts_the_macs_of_the_conv1d_it_equals():
+    """conv_tbc (time, batch, channels) is conv1d over a permuted input and weight: the same
+    outputs on a CPU, and FlopCounterMode's MACs of that conv1d."""
+    weight, bias = torch.randn(3, 4, 5), torch.randn(5)
+
+    class TimeFirst(torch.nn.Module):
+        def forward(self, x):  # x: [T, B, C_in]
+            return torch.conv_tbc(x, weight.to(x.device), bias.to(x.device), 1)
+
+    x = torch.randn(9, 2, 4)
+    as_conv1d = F.conv1d(x.permute(1, 2, 0), weight.permute(2, 1, 0), bias, padding=1).permute(2, 0, 1)
+    torch.testing.assert_close(TimeFirst()(x), as_conv1d)
+    with FlopCounterMode(display=False) as counted:
+        F.conv1d(x.permute(1, 2, 0), weight.permute(2, 1, 0), bias, padding=1)
+    report = archprof.analyze(TimeFirst(), input_size=(2, 4), batch=9)
+    assert report.totals.not_counted == {}
+    assert report.totals.macs == counted.get_total_flops() // 2
+
+
+def test_embedding_bag_gradients_count_each_element_looked_up():
+    """nn.EmbeddingBag's weight gradient: each looked-up element's bag gradient added into its
+    row (1), a mean's division by the bag size 1 more, a weight per index's multiply 1 more;
+    a max bag's gradient added at each output's argmax (1 per bag output element). The weights
+    per index get a dot product of the row looked up with the bag's gradient, D MACs each."""
+
+    class Bags(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scores = torch.nn.Linear(3, 3)
+            self.sums = torch.nn.EmbeddingBag(10, 4, mode="sum")
+            self.means = torch.nn.EmbeddingBag(10, 4, mode="mean")
+            self.maxima = torch.nn.EmbeddingBag(10, 4, mode="max")
+
+        def forward(self, x):  # x: [2, 3]
+            indices = torch.zeros(2, 3, dtype=torch.long, device=x.device)  # 2 bags of 3
+            return self.sums(indices, per_sample_weights=self.scores(x)), self.means(indices), self.maxima(indices)
+
+    report = archprof.analyze(Bags(), input_size=(3,), batch=2, training=True)
+    assert report.totals.not_counted == {}
+    costs = _operator_costs(report)
+    looked_up, bag_outputs = 2 * 3 * 4, 2 * 4
+    assert sorted(c.elementwise_flops for c in costs["aten._embedding_bag_backward"]) == [
+        bag_outputs,
+        2 * looked_up,
+        2 * looked_up,
+    ]
+    assert [c.macs for c in costs["aten._embedding_bag_per_sample_weights_backward"]] == [2 * 3 * 4]
+
+
+def test_histograms_rot90_and_the_gradients_of_rrelu_fractional_pools_and_diagonals_are_costed():
+    """histc per element: the range check 2, the bin (x - lo) n / (hi - lo) 3, the count 1;
+    rot90 and a diagonal's gradient copy; rrelu's gradient in training multiplies each
+    element's slope, 1; a fractional max pool's adds each output gradient into its maximum's
+    input, 1."""
+
+    class Mixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 2, 1)
+
+        def forward(self, x):  # x: [1, 2, 8, 8]
+            y = self.conv(x)
+            return (
+                torch.histc(y, bins=10, min=-1, max=1),
+                y.rot90(1, (2, 3)),
+                F.rrelu(y, training=True),
+                F.fractional_max_pool2d(y, 2, output_size=(3, 3)),
+                torch.diagonal(y[0, 0]),
+            )
+
+    report = archprof.analyze(Mixed(), input_size=(2, 8, 8), training=True)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    n = 2 * 8 * 8
+    assert costs["aten.histc"] == [6 * n]
+    assert costs["aten.rot90"] == [0, 0]  # and its gradient's
+    assert costs["aten.rrelu_with_noise_backward"] == [n]
+    assert costs["aten.fractional_max_pool2d_backward"] == [2 * 3 * 3]
+    assert costs["aten.diagonal_backward"] == [0]
+
+
 def test_norms_distances_traces_and_cross_products_are_costed():
     """renorm: per slice along dim its p-norm (2 per element, a root), the factor norm >
     maxnorm ? maxnorm / (norm + 1e-7) : 1 (3), a multiply per element: 3 per element + 4 per

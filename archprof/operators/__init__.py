@@ -173,6 +173,7 @@ _add(Family.DATA_MOVEMENT, "pixel_shuffle", shape=shapes.pixel_shuffle_shape, la
 _add(Family.DATA_MOVEMENT, "pixel_unshuffle", shape=shapes.pixel_unshuffle_shape, layout=Layout.SUGGESTED)
 _add(Family.DATA_MOVEMENT, "channel_shuffle", shape=shapes.same_shape, layout=Layout.SUGGESTED)
 _add(Family.DATA_MOVEMENT, "roll", shape=shapes.rolled_shape, layout=Layout.SUGGESTED)
+_add(Family.DATA_MOVEMENT, "rot90")  # a flip and a transpose, copied
 for _dims in (2, 3):
     _add(
         Family.DATA_MOVEMENT,
@@ -261,6 +262,7 @@ _add(Family.REDUCTION, "logcumsumexp", costs.per_output_element(3))
 # dim).div(input)`).
 _add(Family.REDUCTION, "cumprod_backward", costs.per_output_element(3), shapes.broadcast_shape)
 _add(Family.REDUCTION, "count_nonzero", costs.reduction_cost)  # a comparison and a count per input element
+_add(Family.REDUCTION, "histc", costs.histogram_cost)
 # The indices of the elements not zero (a detector picks its boxes with it): a comparison per input element.
 _add(Family.DATA_MOVEMENT, "nonzero", costs.reduction_cost)
 # The distinct values (a detector's classes, each suppressed apart): see unique_cost.
@@ -391,6 +393,7 @@ _add(Family.MATRIX_PRODUCT, "mv", costs.mv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "addmv", costs.addmv_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "dot vdot", costs.dot_cost, same_dtype=True)
 _add(Family.MATRIX_PRODUCT, "_trilinear", costs.trilinear_cost)
+_add(Family.MATRIX_PRODUCT, "conv_tbc", costs.conv_tbc_cost)  # time-first 1-d convolution (fairseq)
 # torch.cdist, every row of one input against every row of the other: pair by pair, or for
 # p = 2 and more than 25 rows a matrix product (_euclidean_dist).
 _add(Family.MATRIX_PRODUCT, "_cdist_forward", costs.cdist_cost)
@@ -443,6 +446,8 @@ _add(
 # log_sigmoid's CPU gradient is laid out as its incoming gradient (empty_like), not by
 # TensorIterator's rule: its meta kernel answers.
 _add(Family.POINTWISE, "elu_backward _prelu_kernel_backward glu_backward log_sigmoid_backward")
+# rrelu's gradient in training: the incoming gradient times each element's drawn slope.
+_add(Family.POINTWISE, "rrelu_with_noise_backward")
 # y * (g - sum(g * y)) and g - exp(y) * sum(g): 4 FLOPs per element.
 _add(
     Family.NORMALISATION,
@@ -453,7 +458,8 @@ _add(
 _add(
     Family.WINDOW,
     "max_pool2d_with_indices_backward max_pool3d_with_indices_backward"
-    " adaptive_max_pool2d_backward adaptive_max_pool3d_backward",
+    " adaptive_max_pool2d_backward adaptive_max_pool3d_backward"
+    " fractional_max_pool2d_backward fractional_max_pool3d_backward",
     costs.max_pool_backward_cost,
 )
 _add(Family.WINDOW, "avg_pool2d_backward", costs.avg_pool_backward_cost(2))
@@ -468,6 +474,8 @@ _add(
     " replication_pad2d_backward replication_pad3d_backward unfold_backward",
     costs.scatter_backward_cost,
 )
+_add(Family.WINDOW, "_embedding_bag_backward", costs.embedding_bag_backward_cost)
+_add(Family.MATRIX_PRODUCT, "_embedding_bag_per_sample_weights_backward", costs.embedding_bag_weights_backward_cost)
 for _name, _taps in (
     ("upsample_linear1d_backward", 2),
     ("upsample_bilinear2d_backward", 4),
@@ -486,6 +494,7 @@ _add(
     shape=shapes.scattered_gradient_shape,
     layout=Layout.CONTIGUOUS,
 )
+_add(Family.DATA_MOVEMENT, "diagonal_backward")  # a diagonal's gradient written into zeros
 _add(Family.DATA_MOVEMENT, "scatter_add scatter_reduce", costs.scatter_add_cost)
 # The losses' gradients: elementwise over the input, and a cross entropy's written into
 # zeros at each target's class.

@@ -132,6 +132,12 @@ def quantized_linear_cost(x: Shape, packed, *args, out: Shape, **kwargs) -> Cost
     return Cost(macs=prod(x[:-1]) * in_features * out_features)
 
 
+def conv_tbc_cost(x: Shape, w: Shape, bias, pad: int = 0, *, out: Shape) -> Cost:
+    """`conv_tbc`, a 1-d convolution over time of a [T, B, C_in] input with a [K, C_in, C_out]
+    weight: C_in * K MACs per output element, as `conv_cost`."""
+    return Cost(macs=prod(out) * w[0] * w[1])
+
+
 def dot_cost(a: Shape, b: Shape, *, out: Shape) -> Cost:
     """MACs = n for [n] . [n]."""
     return Cost(macs=a[0])
@@ -250,6 +256,40 @@ def embedding_bag_cost(
     looked_up = prod(indices) * weight[-1]
     reduced = looked_up - prod(out) if mode == 2 else looked_up
     return Cost(elementwise_flops=reduced + (looked_up if per_sample_weights is not None else 0))
+
+
+def embedding_bag_backward_cost(
+    grad: Shape,
+    indices: Shape,
+    offsets,
+    offset2bag,
+    bag_size,
+    maximum_indices,
+    num_weights: int,
+    scale_grad_by_freq: bool,
+    mode: int,
+    *args,
+    out: Shape,
+    **kwargs,
+) -> Cost:
+    """nn.EmbeddingBag's weight gradient: a sum's (mode 0) bag gradient added into the row of
+    each index, 1 per element looked up; a mean's (1) divided by the bag's size too, 1 more;
+    weights per index (sum only) multiply, 1 more; a maximum's (2) each element of the bags'
+    gradient added into the row its maximum came from, 1; with `scale_grad_by_freq`, each
+    divided by its row's count of lookups, 1 more per element."""
+    per_sample_weights = args[1] if len(args) > 1 else kwargs.get("per_sample_weights")
+    if mode == 2:
+        return Cost(elementwise_flops=(1 + scale_grad_by_freq) * prod(grad))
+    per_element = 1 + (mode == 1) + (per_sample_weights is not None) + scale_grad_by_freq
+    return Cost(elementwise_flops=per_element * prod(indices) * grad[-1])
+
+
+def embedding_bag_weights_backward_cost(
+    grad: Shape, weight: Shape, indices: Shape, *args, out: Shape, **kwargs
+) -> Cost:
+    """The gradient of nn.EmbeddingBag's weights per index: the dot product of the row it
+    looked up with its bag's gradient, D MACs per index (as `dot`)."""
+    return Cost(macs=prod(indices) * weight[-1])
 
 
 def cdist_cost(x1: Shape, x2: Shape, *args, out: Shape, **kwargs) -> Cost:
@@ -801,6 +841,12 @@ def _binary_search(boundaries: int) -> int:
     """ceil(log2 (N + 1)): the comparisons of a binary search (lower or upper bound) among N
     sorted boundaries in the worst case, floor(log2 N) + 1 halvings (0 for none)."""
     return boundaries.bit_length()
+
+
+def histogram_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """`histc`, per input element: its range check lo <= x <= hi 2, its bin (x - lo) n / (hi -
+    lo) 3 (the width once per call), its bin's count incremented 1: 6."""
+    return Cost(elementwise_flops=6 * prod(x))
 
 
 def searchsorted_cost(sorted_sequence: Shape, values, *args, out: Shape, **kwargs) -> Cost:
