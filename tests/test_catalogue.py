@@ -999,6 +999,10 @@ def test_soft_margin_loss_and_its_gradient_are_costed():
     assert costs["aten.soft_margin_loss_backward"] == [8 * n, 8 * n]
 
 
+def _labels(y: torch.Tensor, *shape: int) -> torch.Tensor:
+    return torch.zeros(shape, dtype=torch.long, device=y.device)
+
+
 class _MarginLosses(torch.nn.Module):
     """The multi-class and multi-label margin losses over a [4, 6] batch of scores."""
 
@@ -1179,6 +1183,45 @@ def test_histograms_rot90_and_the_gradients_of_rrelu_fractional_pools_and_diagon
     assert costs["aten.diagonal_backward"] == [0]
 
 
+def test_counts_runs_index_reductions_and_cdist_gradients_are_costed():
+    """bincount adds one count (or weight) per element; unique_consecutive compares each
+    element with the one before it (N - 1); index_reduce reduces each source element into its
+    index's place (1), a mean then divides each element of self (1); masked_select,
+    block_diag and triu_indices copy or create; cdist's gradient per term of each distance:
+    the difference again, the norm's gradient grad * diff / dist, accumulated: 4."""
+
+    class Counted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(10, 10)
+
+        def forward(self, x):  # x: [2, 4, 10]
+            y = self.linear(x)
+            index = torch.tensor([0, 2], device=x.device)
+            return (
+                torch.bincount(torch.zeros(7, dtype=torch.long, device=x.device), minlength=3),
+                torch.unique_consecutive(torch.zeros(9, device=x.device)),
+                y.index_reduce(1, index, y[:, :2], "mean"),
+                y.index_reduce(1, index, y[:, :2], "amax"),
+                torch.masked_select(y, torch.ones_like(y, dtype=torch.bool)),
+                torch.block_diag(y[0], y[1]),
+                torch.triu_indices(4, 4, device=x.device),
+                torch.cdist(y[:, :3], y[:, 1:]),  # [2, 3, 10] against [2, 3, 10]: [2, 3, 3]
+            )
+
+    report = archprof.analyze(Counted(), input_size=(4, 10), batch=2, training=True)
+    assert report.totals.not_counted == {}
+    costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
+    n, source = 2 * 4 * 10, 2 * 2 * 10
+    assert costs["aten.bincount"] == [7]
+    assert costs["aten.unique_consecutive"] == [9 - 1]
+    assert costs["aten.index_reduce"] == [source + n, source]
+    for name in ("aten.masked_select", "aten.block_diag", "aten.triu_indices"):
+        assert costs[name] == [0], name
+    distances, features = 2 * 3 * 3, 10
+    assert costs["aten._cdist_backward"] == [4 * distances * features] * 2  # each input's gradient
+
+
 def test_norms_distances_traces_and_cross_products_are_costed():
     """renorm: per slice along dim its p-norm (2 per element, a root), the factor norm >
     maxnorm ? maxnorm / (norm + 1e-7) : 1 (3), a multiply per element: 3 per element + 4 per
@@ -1232,6 +1275,12 @@ def test_norms_distances_traces_and_cross_products_are_costed():
         (lambda y: torch.linalg.cross(y, y * 2, dim=1), (3, 3)),
         (lambda y: torch.diag_embed(y.permute(0, 2, 3, 1)), (3, 3)),
         (lambda y: torch.diag_embed(y), FieldMark.UNDEFINED),
+        (lambda y: F.multi_margin_loss(y[0, :, 0, :].t(), _labels(y, 8), reduction="none"), (3, 3)),
+        (lambda y: F.multi_margin_loss(y[0, :, 0, :].t(), _labels(y, 8)), (3, 8)),
+        (lambda y: F.multilabel_margin_loss(y[0, :, 0, :].t(), _labels(y, 8, 3), reduction="none"), (3, 3)),
+        (lambda y: F.multilabel_margin_loss(y[0, :, 0, :].t(), _labels(y, 8, 3), reduction="sum"), (3, 8)),
+        (lambda y: F.ctc_loss(y[:, :, 0].permute(2, 0, 1).log_softmax(2), _labels(y, 1, 2) + 1, [8], [2]), (3, 8)),
+        (lambda y: torch.histc(y, 10, -1, 1), FieldMark.UNDEFINED),
     ],
     ids=[
         "kthvalue",
@@ -1255,12 +1304,20 @@ def test_norms_distances_traces_and_cross_products_are_costed():
         "cross",
         "diag_embed-channels",
         "diag_embed-width",
+        "multi_margin-none",
+        "multi_margin-mean",
+        "multilabel_margin-none",
+        "multilabel_margin-sum",
+        "ctc-over-the-width",
+        "histc",
     ],
 )
 def test_selections_searches_and_index_writes_have_fields(after_conv, field):
     """After a 3 x 3 convolution on 8 x 8 (3 channels): along the width, the whole row (3 x 8);
     along channels, or per unit, the convolution's 3 x 3; written at positions along a
-    spatial axis that values name, undefined."""
+    spatial axis that values name, undefined. A margin loss's sample (a pixel of the top row)
+    reads its class scores (the channels), reduced every pixel of the row; a CTC loss over
+    the row as time reads the whole row; a histogram's bins count units by their values."""
 
     class AfterConv(torch.nn.Module):
         def __init__(self):

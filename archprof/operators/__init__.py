@@ -164,6 +164,8 @@ _add(Family.DATA_MOVEMENT, "im2col", shape=shapes.im2col_shape)
 # Written at positions an index or a mask names: copies and fills (free); index_add adds.
 _add(Family.DATA_MOVEMENT, "index_copy index_fill masked_scatter masked_scatter_backward diag_embed")
 _add(Family.DATA_MOVEMENT, "index_add", costs.index_add_cost)
+_add(Family.DATA_MOVEMENT, "index_reduce", costs.index_reduce_cost)
+_add(Family.DATA_MOVEMENT, "masked_select block_diag")  # the units a mask names; blocks into zeros
 # nn.EmbeddingBag: a lookup, as an embedding is, and the rows looked up reduced per bag.
 _add(Family.DATA_MOVEMENT, "_embedding_bag _embedding_bag_forward_only", costs.embedding_bag_cost)
 # Copies a CPU writes channels last wherever the input suggests it (its kernels size the
@@ -201,7 +203,7 @@ _add(
     " arange linspace eye new_empty new_empty_strided new_zeros new_ones new_full"
     " rand randn randint randperm rand_like randn_like randint_like bernoulli uniform normal random"
     " exponential geometric cauchy log_normal _efficientzerotensor"
-    " hann_window hamming_window blackman_window bartlett_window kaiser_window",
+    " hann_window hamming_window blackman_window bartlett_window kaiser_window triu_indices tril_indices",
 )
 
 # --- windows: pooling and interpolation ---------------------------------------------------
@@ -263,10 +265,12 @@ _add(Family.REDUCTION, "logcumsumexp", costs.per_output_element(3))
 _add(Family.REDUCTION, "cumprod_backward", costs.per_output_element(3), shapes.broadcast_shape)
 _add(Family.REDUCTION, "count_nonzero", costs.reduction_cost)  # a comparison and a count per input element
 _add(Family.REDUCTION, "histc", costs.histogram_cost)
+_add(Family.REDUCTION, "bincount", costs.reduction_cost)  # a count (or a weight) added per input element
 # The indices of the elements not zero (a detector picks its boxes with it): a comparison per input element.
 _add(Family.DATA_MOVEMENT, "nonzero", costs.reduction_cost)
 # The distinct values (a detector's classes, each suppressed apart): see unique_cost.
 _add(Family.DATA_MOVEMENT, "_unique2", costs.unique_cost)
+_add(Family.DATA_MOVEMENT, "unique_consecutive", costs.unique_consecutive_cost)
 # torch.fft: every output reads every unit along the transformed dimensions.
 _add(Family.REDUCTION, "_fft_c2c", costs.fft_cost(complex_input=True, complex_output=True))
 _add(Family.REDUCTION, "_fft_r2c", costs.fft_cost(complex_input=False, complex_output=True))
@@ -512,6 +516,7 @@ _add(Family.REDUCTION, "_ctc_loss_backward", costs.ctc_loss_backward_cost)
 _add(Family.DATA_MOVEMENT, "nll_loss_backward nll_loss2d_backward", costs.nll_loss_backward_cost)
 # F.pdist's gradient, pair by pair as its forward
 _add(Family.REDUCTION, "_pdist_backward", costs.pdist_backward_cost)
+_add(Family.REDUCTION, "_cdist_backward", costs.cdist_backward_cost)
 # The gradients of torch.linalg: an LU unpacked into P, L and U, a diagonal written into a
 # matrix; copies (free).
 _add(Family.DATA_MOVEMENT, "lu_unpack diagonal_scatter")

@@ -679,6 +679,15 @@ def unique_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     return Cost(elementwise_flops=n * _levels(n) + max(n - 1, 0))
 
 
+def unique_consecutive_cost(x: Shape, return_inverse=False, return_counts=False, dim=None, *, out: Shape) -> Cost:
+    """`unique_consecutive`: each element compared with the one before it, N - 1; along `dim`,
+    each slice with the one before it, element by element."""
+    if dim is None:
+        return Cost(elementwise_flops=max(prod(x) - 1, 0))
+    n = x[dim]
+    return Cost(elementwise_flops=prod(x) // n * (n - 1) if n else 0)
+
+
 def topk_cost(x: Shape, k: int, dim: int = -1, *args, out: Shape, **kwargs) -> Cost:
     """N - 1 + N ceil(log2 k) comparisons per row of N elements: a maximum's N - 1 for k = 1,
     and for every element ceil(log2 k) more to keep the k best in a heap (a partial sort)."""
@@ -867,6 +876,15 @@ def index_add_cost(x: Shape, dim: int, index: Shape, source: Shape, *args, out: 
     return Cost(elementwise_flops=prod(source))
 
 
+def index_reduce_cost(
+    x: Shape, dim: int, index: Shape, source: Shape, reduce: str, *args, out: Shape, **kwargs
+) -> Cost:
+    """`index_reduce`: each element of `source` reduced into `x` at its index (a product, a
+    maximum or minimum, or a sum for "mean"), 1; a mean then divides every element of `x` by
+    its count, 1 more per element."""
+    return Cost(elementwise_flops=prod(source) + (prod(x) if reduce == "mean" else 0))
+
+
 def soft_margin_loss_cost(x: Shape, target: Shape, reduction: int = 1, *args, out: Shape, **kwargs) -> Cost:
     """log(1 + exp(-x y)), as the CPU kernel computes it (neg, mul, exp, log1p): 4 per
     element; reduced, 1 more."""
@@ -985,6 +1003,13 @@ def pdist_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     [N, M] input: as `torch.cdist` pair by pair, 3 per term and 1 per distance."""
     distances = prod(out)
     return Cost(elementwise_flops=3 * distances * x[-1] + distances)
+
+
+def cdist_backward_cost(grad: Shape, x1: Shape, x2: Shape, p: float, *args, out: Shape, **kwargs) -> Cost:
+    """`_cdist_backward`, torch.cdist's gradient of x1 pair by pair: per term of each distance
+    the difference again (1), the norm's gradient of it (grad * diff / dist for p = 2, 2),
+    added into the row's gradient (1): 4 per term; p = 0's gradient is zero (a fill)."""
+    return Cost(elementwise_flops=4 * prod(grad) * x1[-1] if p != 0 else 0)
 
 
 def trace_cost(x: Shape, *, out: Shape) -> Cost:

@@ -404,6 +404,41 @@ def _nll_loss(walk: Walk, op: OpNode) -> list[State]:
     return [reduced, None]
 
 
+@operator_rule("multi_margin_loss", "multilabel_margin_loss_forward")
+def _margin_loss(walk: Walk, op: OpNode) -> State | list[State]:
+    """Each sample's loss reads its whole row of class scores and its target(s); reduced,
+    every sample. The multi-label loss also marks each sample's targets, read from them alone."""
+    x, target = op.args[0], op.args[1]
+    rows, classes = x.shape[:-1], ({len(x.shape) - 1} if x.shape else None)
+    scored = [(walk.state(x), x.shape)]
+    if target.shape == x.shape:  # the multi-label loss's targets, a row per sample
+        scored.append((walk.state(target), target.shape))
+    per_sample = walk.reduce(op, walk.merge(op, scored, x.shape), len(rows), classes)
+    if target.shape == rows:  # the multi-class loss's, one per sample
+        per_sample = walk.merge(op, [(per_sample, rows), (walk.state(target), rows)], rows)
+    multilabel = op.op == "aten.multilabel_margin_loss_forward"
+    reduction = argument(op, 2 if multilabel else 5, "reduction", 1)
+    reduced = per_sample if reduction == 0 else walk.reduce(op, per_sample, 0, None)
+    return [reduced, walk.state(target)] if multilabel else reduced
+
+
+@operator_rule("_ctc_loss")
+def _ctc_loss(walk: Walk, op: OpNode) -> list[State]:
+    """Each sequence's loss reads its whole sequence of log-probabilities (every step and
+    class) and every target and length (which of them are its, their values say). Its
+    second output, the forward variables, is read by its gradient alone."""
+    log_probs, out = op.args[0], op.outputs[0].shape
+    batched = len(log_probs.shape) == 3
+    per_sequence = walk.reduce(op, walk.state(log_probs), len(out) if batched else 0, {0, 2} if batched else None)
+    values = [(walk.reduce(op, walk.state(t), 0, None), ()) for t in op.args[1:4] if isinstance(t, TensorMeta)]
+    return [walk.merge(op, [(per_sequence, out if batched else ()), *values], out), None]
+
+
+@operator_rule("histc", "bincount")
+def _counted_by_value(walk: Walk, op: OpNode) -> State:
+    return walk.undefined(op, "each bin counts the units whose values fall in it")
+
+
 @operator_rule("scatter")
 def _scatter(walk: Walk, op: OpNode) -> State:
     """scatter(self, dim, index, src or value): a unit of the output reads its unit of self
