@@ -197,7 +197,7 @@ class TrainingRecorder(Recorder):
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
-        self._formulas = _RunningFormulas(self._metas, self.engine.formula_results)
+        self._formulas = _RunningFormulas(self._metas, self.engine, self.backward_ops)
         self._products = _ProductsWithoutZeros()
         self._resolved: int | None = None  # the storage of a conjugate view's copy, for the next op
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
@@ -608,13 +608,16 @@ class _RunningFormulas:
     checkpoint's formula runs a backward pass of its own), known through hooks on each node
     (`bracket`); and the gradients each returned, noted into `results`
     (`EngineNotes.formula_results`) through `metas` (the recorder's: id(tensor) -> its latest
-    TensorMeta). It holds no recorder: the hooks stay on the nodes, which the traced tensors
-    hold, and through a recorder they would hold every tensor it kept."""
+    TensorMeta), and when each node let go of the gradients that came in (`EngineNotes.received`),
+    by the number of `backward_ops` recorded then. It holds no recorder: the hooks stay on the
+    nodes, which the traced tensors hold, and through a recorder they would hold every tensor it kept."""
 
-    def __init__(self, metas: dict[int, TensorMeta], results: set[int]) -> None:
+    def __init__(self, metas: dict[int, TensorMeta], engine: EngineNotes, backward_ops: list[OpNode]) -> None:
         self.nodes: list = []
         self._metas = metas
-        self._results = results
+        self._results = engine.formula_results
+        self._received = engine.received
+        self._backward_ops = backward_ops
 
     def bracket(self, node) -> None:
         """Hook `node`: the engine calls its pre hooks just before its formula and its post hooks
@@ -632,10 +635,13 @@ class _RunningFormulas:
     def _starts(self, _incoming: tuple) -> None:
         self.nodes.append(torch._C._current_autograd_node())
 
-    def _ends(self, gradients: tuple, _incoming: tuple) -> None:
+    def _ends(self, gradients: tuple, incoming: tuple) -> None:
         self.nodes.pop()
         made = (self._metas.get(id(tensor)) for tensor in gradients if tensor is not None)
         self._results.update(meta.id for meta in made if meta is not None)
+        came_in = (self._metas.get(id(tensor)) for tensor in incoming if tensor is not None)
+        steps_run = len(self._backward_ops)
+        self._received.update((meta.storage, steps_run) for meta in came_in if meta is not None)
 
     def engines_op(self, node) -> bool:
         """Whether an op the backward pass runs with `node` running is the engine's own, run after

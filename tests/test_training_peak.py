@@ -711,6 +711,21 @@ PROFILED_STEPS = {
     },
     # sgn's gradient of a real map, a zero tensor (`_efficientzerotensor`), which holds no byte
     "the signs of a map": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sgn)), (2, 3, 16, 16)),
+    # the engine's sum of that zero and the map's other gradient: on a CPU a copy of the other, its shape
+    # worked out on the meta device; in place where the other comes first and no one else holds it
+    "a map plus its signs": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.sgn(y) + y)),
+        (2, 3, 16, 16),
+    ),
+    "a map's signs times its exponential": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.sgn(y) * y.exp())),
+        (2, 3, 16, 16),
+    ),
+    # the zero first (sgn's node runs first): it takes no sum in place; the peak at the weight's gradient
+    "a linear map's exponential plus its signs": (
+        lambda: nn.Sequential(nn.Linear(1024, 1024), Calls(lambda y: y.exp() + torch.sgn(y))),
+        (2, 1024),
+    ),
     # losses whose gradients have no meta kernel (a step through them failed; CTC's, with the composites below)
     **{
         name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
@@ -860,7 +875,12 @@ def test_the_training_peak_matches_the_profiler(name):
     isfinite run as its composite's four operators, the map with its NaNs and infinities
     replaced 24,576 B (in its gradient);
     counting the zero tensor sgn's gradient of a real map is (which a CPU allocates no byte
-    for) as a map, the signs of a map 16,384 B over; and counting the copy PyTorch's math-bit
+    for) as a map, the signs of a map 16,384 B over, and the engine's sum of that zero and the
+    map's other gradient as the meta device's ops (a 0-dim zero expanded and a `prims.add` making a
+    whole map, which a CPU works out on the meta device, allocating nothing), the map plus its
+    signs 16,388 B over, or, that sum made one add, as one the engine makes in place into the zero
+    that came first (immutable: a CPU copies the other gradient), the linear map's exponential
+    plus its signs 8,192 B short; and counting the copy PyTorch's math-bit
     fallback makes of a conjugate view inside the operator reading it (polar's gradient's
     `grad.conj() * result.sgn()`, a complex product's `grad * other.conj()`) for a tensor of the
     step's, the complex numbers from magnitudes and angles 32,768 B over, the product of two

@@ -365,6 +365,11 @@ _MADE_LIKE_THE_INPUT = frozenset(
 _NO_BYTES_MADE = frozenset({"aten._efficientzerotensor"})
 
 
+def _zero_tensors(ops: list[OpNode]) -> set[int]:
+    """The storages of the zero tensors `ops` make (`_NO_BYTES_MADE`)."""
+    return {tensor.storage for op in ops if op.op in _NO_BYTES_MADE for tensor in op.outputs}
+
+
 def _allocated(op: OpNode, tensor: TensorMeta) -> int:
     """The bytes of `tensor`'s storage, made or read by `op`: its own, but the first output of
     an op of `_MADE_LIKE_THE_INPUT`, the larger of its first input's bytes and its own (a
@@ -652,7 +657,10 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         for i in adds
         if backward[i].inputs[0].id not in viewed
     }
-    moved = {made: into for made, into in moved.items() if into not in seeds and made not in graph.engine.gapped_sums}
+    # A zero tensor (sgn's gradient of a real map) takes no sum in place either: it is immutable.
+    unwritable = seeds | _zero_tensors(backward)
+    gapped = graph.engine.gapped_sums
+    moved = {made: into for made, into in moved.items() if into not in unwritable and made not in gapped}
     seed_tensors = {t.id for op in backward for t in op.outputs if t.storage in seeds and t.id not in viewed}
     moved.update(_taken_over(backward, copies, state, graph.engine.relaid_gradients, seed_tensors))
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
@@ -665,7 +673,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
     numbers = _numbers_read(graph) + _wrapped_numbers(graph) + _wrapped_in_python(graph)
     forward = len(graph.ops)
-    died = _dropped_at_once(backward, moved, read_in_backward | kept) | graph.engine.python_releases
+    died = _dropped_at_once(backward, moved, read_in_backward | kept, graph.engine.received)
+    died |= graph.engine.python_releases
     died = {storage: forward + steps_run for storage, steps_run in died.items()}
     reductions = {forward + index for index in graph.engine.reductions}
     results, casts = _formula_results(steps, release, graph.engine.formula_results, reductions)
@@ -748,15 +757,19 @@ def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> s
     }
 
 
-def _dropped_at_once(backward: list[OpNode], moved: dict[int, int], held: set[int]) -> dict[int, int]:
+def _dropped_at_once(
+    backward: list[OpNode], moved: dict[int, int], held: set[int], received: dict[int, int]
+) -> dict[int, int]:
     """Storage -> the backward ops run when it is freed, for each result of a node's op (not a
     recomputation's) that no op reads and no one holds (`held`): a gradient, computed with
     others at once, of an input that wants none (oneDNN LSTM's `mkldnn_rnn_layer_backward`
     returns its initial states' too). The node's C++ drops it as soon as the op returns, with
     the tuple it came in, before the engine casts the gradients the node passes on to their
-    inputs' dtype (a bfloat16 LSTM's `_to_copy`s, each made before its float32 source is freed)."""
+    inputs' dtype (a bfloat16 LSTM's `_to_copy`s, each made before its float32 source is freed).
+    But a gradient passed on to a node that reads none of it (sgn's of a real input, which
+    returns a zero tensor) is held until that node has run (`EngineNotes.received`)."""
     return {
-        storage: index + 1
+        storage: received.get(storage, index + 1)
         for index, op in enumerate(backward)
         if op.phase == "backward" and not (op.is_view or op.writes_input)
         for storage in (moved.get(t.storage, t.storage) for t in op.outputs)
