@@ -80,7 +80,7 @@ from tests.models import (
     dropout_in_place_on_a_view,
     weight_normed_layer,
 )
-from tests.test_memory import ONE_CPU_OPERATOR_CALLS
+from tests.test_memory import BAGS_OF_ROWS, ONE_CPU_OPERATOR_CALLS, BagsOfRows
 from tests.test_memory_kernels import AttentionBlock
 
 
@@ -726,6 +726,12 @@ PROFILED_STEPS = {
         lambda: nn.Sequential(nn.Linear(1024, 1024), Calls(lambda y: y.exp() + torch.sgn(y))),
         (2, 1024),
     ),
+    # nn.EmbeddingBag's results as a CPU sizes them, saved for its gradient
+    **{
+        name: (lambda options=options: BagsOfRows(**options), (2, 12))
+        for name, options in BAGS_OF_ROWS.items()
+        if not options.get("frozen")
+    },
     # losses whose gradients have no meta kernel (a step through them failed; CTC's, with the composites below)
     **{
         name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
@@ -884,7 +890,10 @@ def test_the_training_peak_matches_the_profiler(name):
     fallback makes of a conjugate view inside the operator reading it (polar's gradient's
     `grad.conj() * result.sgn()`, a complex product's `grad * other.conj()`) for a tensor of the
     step's, the complex numbers from magnitudes and angles 32,768 B over, the product of two
-    spectra 8,192 B; and the CTC loss's mean over its target lengths taken for operators of
+    spectra 8,192 B; sizing an embedding bag's results by their meta shapes, the bag sums 144 B
+    over (offset2bag, which a CPU's fast road never makes), the means and the padded sum 56 B
+    short (offset2bag's storage one index longer, max_indices one per bag), the maxes 8 B short;
+    and the CTC loss's mean over its target lengths taken for operators of
     their own, 4 B over."""
     build, shape = PROFILED_STEPS[name]
     model = build()
