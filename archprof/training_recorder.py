@@ -199,7 +199,8 @@ class TrainingRecorder(Recorder):
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
         self._formulas = _RunningFormulas(self._metas, self.engine, self.backward_ops)
         self._products = _ProductsWithoutZeros()
-        self._resolved: int | None = None  # the storage of a conjugate view's copy, for the next op
+        # A conjugate view's copy, for the next op: its storage and a weak reference to it.
+        self._resolved: tuple[int, weakref.ref] | None = None
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
@@ -316,12 +317,17 @@ class TrainingRecorder(Recorder):
         for an operator that reads it (`grad.conj() * result.sgn()`, polar's gradient) as that
         operator's workspace (`OpNode.workspace`): the fallback resolves the view inside the
         operator's call and frees the copy as it returns, where the trace sees a `clone` of its
-        own. Known as a clone that drops the view's bit, read by the op recorded next."""
+        own. Known as a clone that drops the view's bit, read by the op recorded next, and not
+        the user's own copy (`x.conj().resolve_conj()`, read at once and maybe kept): the fallback
+        runs below autograd, so its copy never has an autograd node, where the user's has one
+        (a view requiring grad in grad mode; none in a backward pass, which runs without)."""
         resolved, self._resolved = self._resolved, None
-        if resolved is not None and any(t.storage == resolved for t in self.ops[-1].inputs):
-            self.note_workspace((resolved,))
+        if resolved is not None and any(t.storage == resolved[0] for t in self.ops[-1].inputs):
+            copy = resolved[1]()
+            if copy is None or copy.grad_fn is None:
+                self.note_workspace((resolved[0],))
         if info.name == "aten.clone" and _drops_a_math_bit(tensors[0], out):
-            self._resolved = self.ops[-1].outputs[0].storage
+            self._resolved = (self.ops[-1].outputs[0].storage, weakref.ref(out))
 
     def _note_locals_read_once(self, reads: frozenset[_Read], operator: str, args: tuple, origin: int) -> None:
         """Note the storages of the locals read once (`EngineNotes.named_locals`) that the op just

@@ -509,6 +509,14 @@ class ThreeReaders(nn.Module):
         return self.head(self.b(y) + self.c(y) + y * 2)
 
 
+def _read_twice(copy: Callable, y: torch.Tensor) -> torch.Tensor:
+    """`copy` of the conjugate of a complex map made of `y` and its flip, read by a product at
+    once, then by an exponential."""
+    z = torch.complex(y, y.flip(1))
+    conjugate = copy(z.conj())
+    return torch.view_as_real(conjugate * 2 + conjugate.exp())
+
+
 PROFILED_STEPS = {
     "conv stack": (
         lambda: nn.Sequential(
@@ -760,6 +768,18 @@ PROFILED_STEPS = {
             ),
         )
     },
+    # the user's own copy of a conjugate view, read at once by the next op and kept for a later one:
+    # an autograd node's result, which the fallback's copy never is
+    **{
+        name: (
+            lambda copy=copy: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(partial(_read_twice, copy))),
+            (2, 3, 16, 16),
+        )
+        for name, copy in (
+            ("a complex map's conjugate resolved and read twice", torch.resolve_conj),
+            ("a complex map's conjugate cloned and read twice", torch.clone),
+        )
+    },
     # composites a CPU runs as one operator: the temporaries it makes and frees inside are its workspace
     **{
         name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
@@ -890,7 +910,9 @@ def test_the_training_peak_matches_the_profiler(name):
     fallback makes of a conjugate view inside the operator reading it (polar's gradient's
     `grad.conj() * result.sgn()`, a complex product's `grad * other.conj()`) for a tensor of the
     step's, the complex numbers from magnitudes and angles 32,768 B over, the product of two
-    spectra 8,192 B; sizing an embedding bag's results by their meta shapes, the bag sums 144 B
+    spectra 8,192 B, and taking the user's own copy of a conjugate view, read at once and kept,
+    for such a copy, the complex map's conjugate resolved and read twice 32,768 B short (cloned,
+    8 B); sizing an embedding bag's results by their meta shapes, the bag sums 144 B
     over (offset2bag, which a CPU's fast road never makes), the means and the padded sum 56 B
     short (offset2bag's storage one index longer, max_indices one per bag), the maxes 8 B short;
     and the CTC loss's mean over its target lengths taken for operators of
