@@ -97,8 +97,10 @@ Modelled (PyTorch 2.x, CPU):
   `poisson_nll_loss`, `ctc_loss` (`_ctc_loss`, then its mean over the target lengths),
   `cosine_similarity`, `cosine_embedding_loss`, `cross_entropy_loss` (`log_softmax`, then
   `nll_loss` or the probabilities' product), `kl_div`, `nll_loss_nd` (nll_loss's total weight),
-  `log_sigmoid` (`log_sigmoid_forward`'s buffer), and `layer_norm`, `group_norm` and
-  `instance_norm` (the mean and rstd, let go of in inference) are composite operators on every device,
+  `log_sigmoid` (`log_sigmoid_forward`'s buffer), `layer_norm`, `group_norm` and
+  `instance_norm` (the mean and rstd, let go of in inference), and `max_pool1d`, `max_pool2d` and
+  `max_pool3d` (`max_pool2d_with_indices`' argmax indices, let go of in inference: 131,072 B over
+  for a 16-channel 64x64 map) are composite operators on every device,
   which the trace sees as
   the operators they call, where a CPU step's allocator sees one operator, the temporaries
   it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
@@ -460,6 +462,9 @@ _ONE_CPU_OPERATOR = {
         "layer_norm",
         "group_norm",
         "instance_norm",
+        "max_pool1d",
+        "max_pool2d",
+        "max_pool3d",
     )
 }
 

@@ -448,6 +448,31 @@ PROFILED_MODELS = {
         )
     },
     **{name: (lambda options=options: BagsOfRows(**options), (12,), 2) for name, options in BAGS_OF_ROWS.items()},
+    # max-pools at the peak, their indices let go of inside the one CPU operator (nn.MaxPool2d answered directly)
+    "a conv, then a max-pool": (lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.MaxPool2d(2)), (3, 64, 64), 1),
+    "a conv, then F.max_pool2d rounding up": (
+        lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), Calls(lambda y: F.max_pool2d(y, 3, 2, ceil_mode=True))),
+        (3, 63, 63),
+        1,
+    ),
+    "a 1-d conv, then a max-pool": (
+        lambda: nn.Sequential(nn.Conv1d(3, 16, 3, padding=1), nn.MaxPool1d(2)),
+        (3, 4096),
+        1,
+    ),
+    "a 3-d conv, then a max-pool": (
+        lambda: nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.MaxPool3d(2)),
+        (3, 16, 16, 16),
+        1,
+    ),
+    # the indices asked for: a result, held
+    "a max-pool's indices asked for": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), Calls(lambda y: F.max_pool2d(y, 2, return_indices=True)[0] + 1)
+        ),
+        (3, 64, 64),
+        1,
+    ),
 }
 
 
@@ -468,9 +493,9 @@ def test_the_inference_peak_matches_the_profiler(name):
       takes where a tensor goes is a tensor of 8 B while the op runs (without it, the model
       map times a Python number is 8 B short). The embedding bags' results are sized as a CPU
       sizes them (with the meta kernel's shapes, the bag sum 152 B over, the mean 48 B short, the
-      max 8 B short). In these models the max-pools compute their
-      argmax indices on the CPU too; oneDNN skips them on some larger inputs, which the
-      graph, like CUDA, does not.
+      max 8 B short). A max-pool's argmax indices, which `max_pool2d` (1-d, 3-d) computes and
+      lets go of inside in inference, are that one CPU operator's workspace (counted, the
+      convolution and max-pool 131,072 B over, 1-d 262,144 B, 3-d 32,768 B).
     - The raw peak, workspace included, exceeds that by at most the kernels' workspace.
     """
     build, size, batch = PROFILED_MODELS[name]
