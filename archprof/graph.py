@@ -220,6 +220,10 @@ class EngineNotes:
     # `min, max: clamp_backward_min_max(...)`, then `self: clamp_backward(...)`), each ending
     # with the statement that makes what it returns: its locals die there, not with the node.
     formula_results: set[int] = field(default_factory=set)
+    # Storage -> the number of backward ops recorded when the node it came in to as a gradient had
+    # run (its post hook): the engine holds a node's incoming gradients until then, read or not
+    # (sgn's formula for a real input returns a zero tensor without reading its own).
+    received: dict[int, int] = field(default_factory=dict)
     # The indices (in `Graph.backward_ops`) of the sums the engine ran to reduce a gradient a
     # formula returned in a broadcast shape to its input's (validate_outputs' sum_to: atan2's of
     # an operand broadcast along the batch): run after the formula has returned, when its

@@ -82,6 +82,14 @@ Modelled (PyTorch 2.x, CPU):
   cumprod per element along the dimension, 38 operators for 8 channels: 155,648 B over for
   2 x 8 16x16 maps). Handed down whole as mish's, where it computes anything (more than one
   element along the dimension, a real input; else the composite returns the gradient itself).
+- an add of a zero tensor (`_efficientzerotensor`, sgn's gradient of a real tensor, which the
+  engine adds to another gradient of the same tensor): PyTorch's ZeroTensor kernel works the
+  result's shape and dtype out by a redispatch to the meta device, then copies the other
+  operand (BinaryOps.cpp's add_zerotensor). A CPU allocates nothing for the working out; the
+  trace records it (a 0-dim zero expanded, `prims.add` making a whole map). While active, a
+  ZeroTensor kernel of the process's dispatcher hands an add on meta below that key as one
+  `aten.add` (a copy's shape and dtype), which the timeline then takes as any add of two
+  gradients; off meta it runs the CPU's road (the copy), and of two zero tensors it makes one.
 - isfinite: a composite operator on every device (`(self == self) * (self.abs() != inf)` for
   a floating tensor), which a CPU runs as one operator, its masks workspace; on meta four
   operators, their masks held through the product reading its result (nan_to_num's gradient
@@ -95,8 +103,10 @@ Modelled (PyTorch 2.x, CPU):
   `poisson_nll_loss`, `ctc_loss` (`_ctc_loss`, then its mean over the target lengths),
   `cosine_similarity`, `cosine_embedding_loss`, `cross_entropy_loss` (`log_softmax`, then
   `nll_loss` or the probabilities' product), `kl_div`, `nll_loss_nd` (nll_loss's total weight),
-  `log_sigmoid` (`log_sigmoid_forward`'s buffer), and `layer_norm`, `group_norm` and
-  `instance_norm` (the mean and rstd, let go of in inference) are composite operators on every device,
+  `log_sigmoid` (`log_sigmoid_forward`'s buffer), `layer_norm`, `group_norm` and
+  `instance_norm` (the mean and rstd, let go of in inference), and `max_pool1d`, `max_pool2d` and
+  `max_pool3d` (`max_pool2d_with_indices`' argmax indices, let go of in inference: 131,072 B over
+  for a 16-channel 64x64 map) are composite operators on every device,
   which the trace sees as
   the operators they call, where a CPU step's allocator sees one operator, the temporaries
   it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
@@ -141,12 +151,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch._prims_common import suggest_memory_format
+from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND, elementwise_dtypes, suggest_memory_format
 from torch.utils._python_dispatch import _disable_current_modes, _get_current_dispatch_mode
 
 ATTENTION = "scaled_dot_product_attention"
@@ -219,6 +230,9 @@ class DeviceKernels:
                 self._library.impl(name, kernel, key)
         for name, kernel in _META_KERNELS.items():
             self._library.impl(name, kernel, "Meta")
+        with warnings.catch_warnings():  # that it overrides PyTorch's kernel, which __exit__ puts back
+            warnings.simplefilter("ignore", UserWarning)
+            self._library.impl("add.Tensor", _zero_tensor_add, "ZeroTensor")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -464,6 +478,9 @@ _ONE_CPU_OPERATOR = {
         "layer_norm",
         "group_norm",
         "instance_norm",
+        "max_pool1d",
+        "max_pool2d",
+        "max_pool3d",
     )
 }
 
@@ -487,6 +504,29 @@ _META_KERNELS = {
     "multi_margin_loss_backward": _laid_out_as(1),
     "multilabel_margin_loss_backward": _laid_out_as(1),
 }
+
+
+def _zero_tensor_add(self, other, *, alpha=1):
+    """aten.add where an operand is a zero tensor (its ZeroTensor kernel, BinaryOps.cpp's
+    add_zerotensor) as a CPU runs it: the result's shape and dtype worked out on the meta device,
+    allocating nothing, then a copy of the other operand, or a zero tensor where both are. On meta
+    the trace records that working out as operators of its own (a 0-dim zero expanded, the meta
+    kernel's `prims.add` making a whole map: 16,388 B for a float32 16 KiB gradient), which a CPU
+    never allocates; so there the add is handed on below the ZeroTensor key, one `aten.add` whose
+    result has the copy's shape and dtype: where it sums two gradients of one tensor (the engine's
+    accumulation of sgn's zero gradient and another), the timeline's rule for the engine's adds
+    applies to it, as to any."""
+    shape = torch.broadcast_shapes(self.shape, other.shape)
+    # As TensorIterator promotes; Python's, not torch.result_type, whose operator a dispatch mode sees
+    _, dtype = elementwise_dtypes(self, other, type_promotion_kind=ELEMENTWISE_TYPE_PROMOTION_KIND.DEFAULT)
+    source = other if self._is_zerotensor() else self
+    if source._is_zerotensor():
+        return torch._efficientzerotensor(shape, dtype=dtype, device=source.device)
+    if source.is_meta:
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.ZeroTensor)):
+            return torch.ops.aten.add.Tensor(self, other, alpha=alpha)
+    copy = torch.ops.aten._to_copy(source.expand(shape), dtype=dtype)
+    return copy.mul(alpha) if source is other and alpha != 1 else copy
 
 
 def _cpu_linear(input, weight, bias=None):

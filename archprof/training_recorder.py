@@ -197,9 +197,10 @@ class TrainingRecorder(Recorder):
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
-        self._formulas = _RunningFormulas(self._metas, self.engine.formula_results)
+        self._formulas = _RunningFormulas(self._metas, self.engine, self.backward_ops)
         self._products = _ProductsWithoutZeros()
-        self._resolved: int | None = None  # the storage of a conjugate view's copy, for the next op
+        # A conjugate view's copy, for the next op: its storage and a weak reference to it.
+        self._resolved: tuple[int, weakref.ref] | None = None
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
@@ -316,12 +317,17 @@ class TrainingRecorder(Recorder):
         for an operator that reads it (`grad.conj() * result.sgn()`, polar's gradient) as that
         operator's workspace (`OpNode.workspace`): the fallback resolves the view inside the
         operator's call and frees the copy as it returns, where the trace sees a `clone` of its
-        own. Known as a clone that drops the view's bit, read by the op recorded next."""
+        own. Known as a clone that drops the view's bit, read by the op recorded next, and not
+        the user's own copy (`x.conj().resolve_conj()`, read at once and maybe kept): the fallback
+        runs below autograd, so its copy never has an autograd node, where the user's has one
+        (a view requiring grad in grad mode; none in a backward pass, which runs without)."""
         resolved, self._resolved = self._resolved, None
-        if resolved is not None and any(t.storage == resolved for t in self.ops[-1].inputs):
-            self.note_workspace((resolved,))
+        if resolved is not None and any(t.storage == resolved[0] for t in self.ops[-1].inputs):
+            copy = resolved[1]()
+            if copy is None or copy.grad_fn is None:
+                self.note_workspace((resolved[0],))
         if info.name == "aten.clone" and _drops_a_math_bit(tensors[0], out):
-            self._resolved = self.ops[-1].outputs[0].storage
+            self._resolved = (self.ops[-1].outputs[0].storage, weakref.ref(out))
 
     def _note_locals_read_once(self, reads: frozenset[_Read], operator: str, args: tuple, origin: int) -> None:
         """Note the storages of the locals read once (`EngineNotes.named_locals`) that the op just
@@ -608,13 +614,16 @@ class _RunningFormulas:
     checkpoint's formula runs a backward pass of its own), known through hooks on each node
     (`bracket`); and the gradients each returned, noted into `results`
     (`EngineNotes.formula_results`) through `metas` (the recorder's: id(tensor) -> its latest
-    TensorMeta). It holds no recorder: the hooks stay on the nodes, which the traced tensors
-    hold, and through a recorder they would hold every tensor it kept."""
+    TensorMeta), and when each node let go of the gradients that came in (`EngineNotes.received`),
+    by the number of `backward_ops` recorded then. It holds no recorder: the hooks stay on the
+    nodes, which the traced tensors hold, and through a recorder they would hold every tensor it kept."""
 
-    def __init__(self, metas: dict[int, TensorMeta], results: set[int]) -> None:
+    def __init__(self, metas: dict[int, TensorMeta], engine: EngineNotes, backward_ops: list[OpNode]) -> None:
         self.nodes: list = []
         self._metas = metas
-        self._results = results
+        self._results = engine.formula_results
+        self._received = engine.received
+        self._backward_ops = backward_ops
 
     def bracket(self, node) -> None:
         """Hook `node`: the engine calls its pre hooks just before its formula and its post hooks
@@ -632,10 +641,13 @@ class _RunningFormulas:
     def _starts(self, _incoming: tuple) -> None:
         self.nodes.append(torch._C._current_autograd_node())
 
-    def _ends(self, gradients: tuple, _incoming: tuple) -> None:
+    def _ends(self, gradients: tuple, incoming: tuple) -> None:
         self.nodes.pop()
         made = (self._metas.get(id(tensor)) for tensor in gradients if tensor is not None)
         self._results.update(meta.id for meta in made if meta is not None)
+        came_in = (self._metas.get(id(tensor)) for tensor in incoming if tensor is not None)
+        steps_run = len(self._backward_ops)
+        self._received.update((meta.storage, steps_run) for meta in came_in if meta is not None)
 
     def engines_op(self, node) -> bool:
         """Whether an op the backward pass runs with `node` running is the engine's own, run after

@@ -333,6 +333,39 @@ class CopiedByReshape(nn.Module):
         return self.fc(x.transpose(1, 2).reshape(x.shape[0], -1))
 
 
+class BagsOfRows(nn.Module):
+    """nn.EmbeddingBag over 24 fixed indices in 6 bags of 4 (a seventh offset closing the last
+    with include_last_offset), per-index weights taken from the input where asked for: the
+    peak is the bag's four results (output, offset2bag, bag_size, max_indices) held at once."""
+
+    def __init__(self, mode: str, per_index: bool = False, last: bool = False, frozen: bool = False, **options):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(100, 16, mode=mode, include_last_offset=last, **options)
+        self.bag.weight.requires_grad_(not frozen)  # frozen: `_embedding_bag_forward_only`
+        self.per_index = per_index
+        self.register_buffer("indices", torch.arange(24) * 7 % 100)
+        self.register_buffer("offsets", torch.arange(0, 24 + 4 * last, 4))
+
+    def forward(self, x):  # x: batch x 12
+        weights = x.flatten().abs() if self.per_index else None
+        return self.bag(self.indices, self.offsets, per_sample_weights=weights)
+
+
+# nn.EmbeddingBag's results as a CPU sizes them: offset2bag none on the sum's fast road, else one
+# index more than the shape says; bag_size one per offset; max_indices one per bag but for max's.
+BAGS_OF_ROWS = {
+    "a bag sum": dict(mode="sum"),
+    "a bag sum to the last offset": dict(mode="sum", last=True),
+    "a bag sum weighted per index": dict(mode="sum", per_index=True),
+    "a bag sum with a padding index": dict(mode="sum", padding_idx=0),
+    "a bag sum of frozen rows to the last offset": dict(mode="sum", last=True, frozen=True),
+    "a bag mean": dict(mode="mean"),
+    "a bag mean to the last offset": dict(mode="mean", last=True),
+    "a bag max": dict(mode="max"),
+    "a bag max to the last offset": dict(mode="max", last=True),
+}
+
+
 # Composites a CPU runs as one operator, each called on 8-channel maps: the temporaries it makes
 # and frees inside are that operator's workspace (tests/test_training_peak.py runs a training step through them).
 ONE_CPU_OPERATOR_CALLS = {
@@ -414,6 +447,32 @@ PROFILED_MODELS = {
             ("a multi-label soft margin loss", lambda y: F.multilabel_soft_margin_loss(y, y.flip(1))),
         )
     },
+    **{name: (lambda options=options: BagsOfRows(**options), (12,), 2) for name, options in BAGS_OF_ROWS.items()},
+    # max-pools at the peak, their indices let go of inside the one CPU operator (nn.MaxPool2d answered directly)
+    "a conv, then a max-pool": (lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.MaxPool2d(2)), (3, 64, 64), 1),
+    "a conv, then F.max_pool2d rounding up": (
+        lambda: nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), Calls(lambda y: F.max_pool2d(y, 3, 2, ceil_mode=True))),
+        (3, 63, 63),
+        1,
+    ),
+    "a 1-d conv, then a max-pool": (
+        lambda: nn.Sequential(nn.Conv1d(3, 16, 3, padding=1), nn.MaxPool1d(2)),
+        (3, 4096),
+        1,
+    ),
+    "a 3-d conv, then a max-pool": (
+        lambda: nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.MaxPool3d(2)),
+        (3, 16, 16, 16),
+        1,
+    ),
+    # the indices asked for: a result, held
+    "a max-pool's indices asked for": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), Calls(lambda y: F.max_pool2d(y, 2, return_indices=True)[0] + 1)
+        ),
+        (3, 64, 64),
+        1,
+    ),
 }
 
 
@@ -432,9 +491,11 @@ def test_the_inference_peak_matches_the_profiler(name):
       batch norm in evaluation keeps no statistics on the CPU (counting 2 x C floats for
       them, as the meta kernel makes them, ResNet-18 is 512 B over); a Python number an op
       takes where a tensor goes is a tensor of 8 B while the op runs (without it, the model
-      map times a Python number is 8 B short). In these models the max-pools compute their
-      argmax indices on the CPU too; oneDNN skips them on some larger inputs, which the
-      graph, like CUDA, does not.
+      map times a Python number is 8 B short). The embedding bags' results are sized as a CPU
+      sizes them (with the meta kernel's shapes, the bag sum 152 B over, the mean 48 B short, the
+      max 8 B short). A max-pool's argmax indices, which `max_pool2d` (1-d, 3-d) computes and
+      lets go of inside in inference, are that one CPU operator's workspace (counted, the
+      convolution and max-pool 131,072 B over, 1-d 262,144 B, 3-d 32,768 B).
     - The raw peak, workspace included, exceeds that by at most the kernels' workspace.
     """
     build, size, batch = PROFILED_MODELS[name]

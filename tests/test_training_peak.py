@@ -80,7 +80,7 @@ from tests.models import (
     dropout_in_place_on_a_view,
     weight_normed_layer,
 )
-from tests.test_memory import ONE_CPU_OPERATOR_CALLS
+from tests.test_memory import BAGS_OF_ROWS, ONE_CPU_OPERATOR_CALLS, BagsOfRows
 from tests.test_memory_kernels import AttentionBlock
 
 
@@ -509,6 +509,14 @@ class ThreeReaders(nn.Module):
         return self.head(self.b(y) + self.c(y) + y * 2)
 
 
+def _read_twice(copy: Callable, y: torch.Tensor) -> torch.Tensor:
+    """`copy` of the conjugate of a complex map made of `y` and its flip, read by a product at
+    once, then by an exponential."""
+    z = torch.complex(y, y.flip(1))
+    conjugate = copy(z.conj())
+    return torch.view_as_real(conjugate * 2 + conjugate.exp())
+
+
 PROFILED_STEPS = {
     "conv stack": (
         lambda: nn.Sequential(
@@ -711,6 +719,27 @@ PROFILED_STEPS = {
     },
     # sgn's gradient of a real map, a zero tensor (`_efficientzerotensor`), which holds no byte
     "the signs of a map": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sgn)), (2, 3, 16, 16)),
+    # the engine's sum of that zero and the map's other gradient: on a CPU a copy of the other, its shape
+    # worked out on the meta device; in place where the other comes first and no one else holds it
+    "a map plus its signs": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.sgn(y) + y)),
+        (2, 3, 16, 16),
+    ),
+    "a map's signs times its exponential": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(lambda y: torch.sgn(y) * y.exp())),
+        (2, 3, 16, 16),
+    ),
+    # the zero first (sgn's node runs first): it takes no sum in place; the peak at the weight's gradient
+    "a linear map's exponential plus its signs": (
+        lambda: nn.Sequential(nn.Linear(1024, 1024), Calls(lambda y: y.exp() + torch.sgn(y))),
+        (2, 1024),
+    ),
+    # nn.EmbeddingBag's results as a CPU sizes them, saved for its gradient
+    **{
+        name: (lambda options=options: BagsOfRows(**options), (2, 12))
+        for name, options in BAGS_OF_ROWS.items()
+        if not options.get("frozen")
+    },
     # losses whose gradients have no meta kernel (a step through them failed; CTC's, with the composites below)
     **{
         name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
@@ -737,6 +766,18 @@ PROFILED_STEPS = {
                 "a product of two maps' spectra",
                 lambda y: torch.fft.irfft2(torch.fft.rfft2(y) * torch.fft.rfft2(y.flip(1)), s=y.shape[-2:]),
             ),
+        )
+    },
+    # the user's own copy of a conjugate view, read at once by the next op and kept for a later one:
+    # an autograd node's result, which the fallback's copy never is
+    **{
+        name: (
+            lambda copy=copy: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(partial(_read_twice, copy))),
+            (2, 3, 16, 16),
+        )
+        for name, copy in (
+            ("a complex map's conjugate resolved and read twice", torch.resolve_conj),
+            ("a complex map's conjugate cloned and read twice", torch.clone),
         )
     },
     # composites a CPU runs as one operator: the temporaries it makes and frees inside are its workspace
@@ -860,11 +901,21 @@ def test_the_training_peak_matches_the_profiler(name):
     isfinite run as its composite's four operators, the map with its NaNs and infinities
     replaced 24,576 B (in its gradient);
     counting the zero tensor sgn's gradient of a real map is (which a CPU allocates no byte
-    for) as a map, the signs of a map 16,384 B over; and counting the copy PyTorch's math-bit
+    for) as a map, the signs of a map 16,384 B over, and the engine's sum of that zero and the
+    map's other gradient as the meta device's ops (a 0-dim zero expanded and a `prims.add` making a
+    whole map, which a CPU works out on the meta device, allocating nothing), the map plus its
+    signs 16,388 B over, or, that sum made one add, as one the engine makes in place into the zero
+    that came first (immutable: a CPU copies the other gradient), the linear map's exponential
+    plus its signs 8,192 B short; and counting the copy PyTorch's math-bit
     fallback makes of a conjugate view inside the operator reading it (polar's gradient's
     `grad.conj() * result.sgn()`, a complex product's `grad * other.conj()`) for a tensor of the
     step's, the complex numbers from magnitudes and angles 32,768 B over, the product of two
-    spectra 8,192 B; and the CTC loss's mean over its target lengths taken for operators of
+    spectra 8,192 B, and taking the user's own copy of a conjugate view, read at once and kept,
+    for such a copy, the complex map's conjugate resolved and read twice 32,768 B short (cloned,
+    8 B); sizing an embedding bag's results by their meta shapes, the bag sums 144 B
+    over (offset2bag, which a CPU's fast road never makes), the means and the padded sum 56 B
+    short (offset2bag's storage one index longer, max_indices one per bag), the maxes 8 B short;
+    and the CTC loss's mean over its target lengths taken for operators of
     their own, 4 B over."""
     build, shape = PROFILED_STEPS[name]
     model = build()

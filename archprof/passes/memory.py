@@ -365,12 +365,61 @@ _MADE_LIKE_THE_INPUT = frozenset(
 _NO_BYTES_MADE = frozenset({"aten._efficientzerotensor"})
 
 
+# nn.EmbeddingBag's operators, whose CPU kernel (EmbeddingBag.cpp's _embedding_bag_cpu_impl) sizes
+# its four results otherwise than their meta kernel shapes them (`_embedding_bag_bytes`).
+_EMBEDDING_BAGS = frozenset({"aten._embedding_bag", "aten._embedding_bag_forward_only"})
+_BAG_SUM, _BAG_MAX = 0, 2
+# The weights' dtypes the CPU's sum over each bag takes its fast road for (is_fast_path_index_select).
+_FAST_BAG_SUMS = frozenset({torch.float32, torch.float16, torch.bfloat16})
+
+
+def _embedding_bag_bytes(op: OpNode, place: int) -> int:
+    """The bytes a CPU allocates for result `place` of an embedding bag (output, offset2bag,
+    bag_size, max_indices), each sized as _embedding_bag_cpu_impl sizes it, the indices' dtype
+    for the last three:
+
+    - offset2bag: none on the sum's fast road (a weight of float32, float16 or bfloat16, no
+      padding index), which never needs it; else made for one index more than there are, then
+      shrunk by a resize, which keeps the storage;
+    - bag_size: made one per offset, then, but for `_embedding_bag_forward_only`'s sum, shrunk to
+      one per bag (one offset fewer with include_last_offset), the storage kept;
+    - max_indices: made as bag_size's shape is by then; for max, grown to one index per bag and
+      embedding dimension (the meta kernel's shape); else one per bag, where the meta kernel has
+      none for a sum.
+
+    The weights' and indices' strides are taken for contiguous (nn.EmbeddingBag's are)."""
+    weight, indices, offsets = op.args[:3]
+    mode, include_last_offset, padding_idx = (
+        op.args[at] if len(op.args) > at else default for at, default in ((4, _BAG_SUM), (7, False), (8, -1))
+    )
+    if place == 0:
+        return op.outputs[0].nbytes
+    index_bytes = op.outputs[place].dtype.itemsize
+    bags = offsets.shape[0] - bool(include_last_offset)
+    if place == 1:
+        fast_sum = mode == _BAG_SUM and weight.dtype in _FAST_BAG_SUMS and padding_idx < 0
+        return 0 if fast_sum else (indices.shape[0] + 1) * index_bytes
+    shrunk = mode != _BAG_SUM or op.op == "aten._embedding_bag"  # make_bag_size_out's requires_grad or mode
+    if place == 2:
+        return offsets.shape[0] * index_bytes
+    if mode == _BAG_MAX:
+        return bags * weight.shape[1] * index_bytes
+    return (bags if shrunk else offsets.shape[0]) * index_bytes
+
+
+def _zero_tensors(ops: list[OpNode]) -> set[int]:
+    """The storages of the zero tensors `ops` make (`_NO_BYTES_MADE`)."""
+    return {tensor.storage for op in ops if op.op in _NO_BYTES_MADE for tensor in op.outputs}
+
+
 def _allocated(op: OpNode, tensor: TensorMeta) -> int:
     """The bytes of `tensor`'s storage, made or read by `op`: its own, but the first output of
     an op of `_MADE_LIKE_THE_INPUT`, the larger of its first input's bytes and its own (a
     resize only grows a storage), and none for an op of `_NO_BYTES_MADE`."""
     if op.op in _NO_BYTES_MADE:
         return 0
+    if op.op in _EMBEDDING_BAGS and tensor in op.outputs:
+        return _embedding_bag_bytes(op, op.outputs.index(tensor))
     if op.op in _MADE_LIKE_THE_INPUT and tensor is op.outputs[0]:
         return max(op.inputs[0].numel * tensor.dtype.itemsize, tensor.nbytes)
     return tensor.nbytes
@@ -652,7 +701,10 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         for i in adds
         if backward[i].inputs[0].id not in viewed
     }
-    moved = {made: into for made, into in moved.items() if into not in seeds and made not in graph.engine.gapped_sums}
+    # A zero tensor (sgn's gradient of a real map) takes no sum in place either: it is immutable.
+    unwritable = seeds | _zero_tensors(backward)
+    gapped = graph.engine.gapped_sums
+    moved = {made: into for made, into in moved.items() if into not in unwritable and made not in gapped}
     seed_tensors = {t.id for op in backward for t in op.outputs if t.storage in seeds and t.id not in viewed}
     moved.update(_taken_over(backward, copies, state, graph.engine.relaid_gradients, seed_tensors))
     moved = {storage: _final(moved, storage) for storage in moved}  # a sum added into again
@@ -665,7 +717,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
     numbers = _numbers_read(graph) + _wrapped_numbers(graph) + _wrapped_in_python(graph)
     forward = len(graph.ops)
-    died = _dropped_at_once(backward, moved, read_in_backward | kept) | graph.engine.python_releases
+    died = _dropped_at_once(backward, moved, read_in_backward | kept, graph.engine.received)
+    died |= graph.engine.python_releases
     died = {storage: forward + steps_run for storage, steps_run in died.items()}
     reductions = {forward + index for index in graph.engine.reductions}
     results, casts = _formula_results(steps, release, graph.engine.formula_results, reductions)
@@ -748,15 +801,19 @@ def _leaf_gradients_read_on(backward: list[OpNode], copies: dict[int, int]) -> s
     }
 
 
-def _dropped_at_once(backward: list[OpNode], moved: dict[int, int], held: set[int]) -> dict[int, int]:
+def _dropped_at_once(
+    backward: list[OpNode], moved: dict[int, int], held: set[int], received: dict[int, int]
+) -> dict[int, int]:
     """Storage -> the backward ops run when it is freed, for each result of a node's op (not a
     recomputation's) that no op reads and no one holds (`held`): a gradient, computed with
     others at once, of an input that wants none (oneDNN LSTM's `mkldnn_rnn_layer_backward`
     returns its initial states' too). The node's C++ drops it as soon as the op returns, with
     the tuple it came in, before the engine casts the gradients the node passes on to their
-    inputs' dtype (a bfloat16 LSTM's `_to_copy`s, each made before its float32 source is freed)."""
+    inputs' dtype (a bfloat16 LSTM's `_to_copy`s, each made before its float32 source is freed).
+    But a gradient passed on to a node that reads none of it (sgn's of a real input, which
+    returns a zero tensor) is held until that node has run (`EngineNotes.received`)."""
     return {
-        storage: index + 1
+        storage: received.get(storage, index + 1)
         for index, op in enumerate(backward)
         if op.phase == "backward" and not (op.is_view or op.writes_input)
         for storage in (moved.get(t.storage, t.storage) for t in op.outputs)
