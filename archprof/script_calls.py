@@ -93,15 +93,32 @@ def stacks_of_marks() -> Iterator[list[tuple[int | None, list[str]]]]:
             events.sort(key=lambda event: event[0])
 
 
-def saved_and_loaded(model: torch.jit.ScriptModule, device: torch.device) -> tuple[torch.jit.ScriptModule, dict]:
+def saved_and_loaded(
+    model: torch.jit.ScriptModule, device: torch.device, share: bool = False
+) -> tuple[torch.jit.ScriptModule, dict]:
     """A copy of `model` loaded onto `device` from the archive `torch.jit.save` writes of it,
-    and that archive's code files: the copy's call stacks name their lines."""
+    and that archive's code files: the copy's call stacks name their lines. `share`: the
+    copy's parameters and buffers are then the model's own tensors, its weights held once
+    (its forward writes the model's buffers: a batch norm's statistics in training)."""
     buffer = io.BytesIO()
     torch.jit.save(model, buffer)
     buffer.seek(0)
     code = code_files(buffer)
     buffer.seek(0)
-    return torch.jit.load(buffer, map_location=device), code
+    copied = torch.jit.load(buffer, map_location=device)
+    if share:
+        _tensors_shared(model, copied)
+    return copied, code
+
+
+def _tensors_shared(model: torch.jit.ScriptModule, copied: torch.jit.ScriptModule) -> None:
+    """Each parameter and buffer of `copied` (a copy of `model`) replaced by the model's own,
+    which lets the copy's go. Attributes of other kinds stay the copy's own: a quantized
+    layer's packed weights, a plain tensor attribute."""
+    copies = dict(copied.named_modules())
+    for path, module in model.named_modules():
+        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
+            setattr(copies[path], name, tensor)
 
 
 @dataclass(frozen=True)

@@ -610,6 +610,53 @@ def test_a_torchscript_file_that_needs_data_is_traced_on_the_cpu(tmp_path, make,
     assert report.totals.macs == counter.get_total_flops() // 2
 
 
+class _NormsAndReadsAValue(_ReadsAValue):
+    """`_ReadsAValue` with a batch norm, whose statistics a training step writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        if bool(y.sum() > -1e30):
+            y = y * 2
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_torchscript_file_traced_on_the_cpu_holds_its_weights_once(tmp_path, monkeypatch, training):
+    """The copy a real trace runs (saved and loaded again, for its call stacks) runs on the
+    weights of the module archprof loaded, not a second set of them: each of its parameters'
+    and buffers' storages is one of that module's (data_ptr, the oracle). Before, the copy
+    held its own, twice the weights in memory during the forward."""
+    import archprof.trace as trace_module
+
+    model = _NormsAndReadsAValue()
+    path = tmp_path / "reads.pt"
+    torch.jit.save(torch.jit.script(model.eval()), str(path))
+    copies = []
+
+    def saved_and_loaded(module, device, **options):
+        copied, code = real_saved_and_loaded(module, device, **options)
+        copies.append((module, copied))
+        return copied, code
+
+    real_saved_and_loaded = trace_module.saved_and_loaded
+    monkeypatch.setattr(trace_module, "saved_and_loaded", saved_and_loaded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)
+        report = archprof.analyze(str(path), input_size=(3, 8, 8), batch=2, training=training)
+    assert report.traced_on == "cpu"
+    python = archprof.analyze(model, input_size=(3, 8, 8), batch=2, training=training)
+    columns = ("layer", "call", "macs", "activation_bytes")
+    assert table(report, *columns) == table(python, *columns)
+    original, copied = copies[-1]
+    storages = {t.untyped_storage().data_ptr() for t in (*original.parameters(), *original.buffers())}
+    assert {t.untyped_storage().data_ptr() for t in (*copied.parameters(), *copied.buffers())} <= storages
+    assert len(list(copied.parameters())) == 6 and len(list(copied.buffers())) == 3
+
+
 def test_a_torchscript_forward_that_fails_says_why(tmp_path):
     path = tmp_path / "cnn.pt"
     torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())), str(path))
