@@ -25,7 +25,7 @@ import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -104,26 +104,63 @@ def saved_and_loaded(
     """A copy of `model` loaded onto `device` from the archive `torch.jit.save` writes of it,
     and that archive's code files: the copy's call stacks name their lines. `share`: the
     copy's parameters and buffers are then the model's own tensors, its weights held once
-    (its forward writes the model's buffers: a batch norm's statistics in training)."""
+    (its forward writes the model's buffers: a batch norm's statistics in training). Where
+    the copy needs no weights' values (on meta, or `share`), the archive holds none
+    (`_weights_left_out`): writing and reading back real ones took four times their size."""
     buffer = io.BytesIO()
-    torch.jit.save(model, buffer)
+    with _weights_left_out(model) if share or device.type == "meta" else nullcontext():
+        torch.jit.save(model, buffer)
     buffer.seek(0)
     code = code_files(buffer)
     buffer.seek(0)
     copied = torch.jit.load(buffer, map_location=device)
     if share:
-        _tensors_shared(model, copied)
+        copies = dict(copied.named_modules())
+        for path, _, name, tensor in _own_tensors(model):
+            setattr(copies[path], name, tensor)
     return copied, code
 
 
-def _tensors_shared(model: torch.jit.ScriptModule, copied: torch.jit.ScriptModule) -> None:
-    """Each parameter and buffer of `copied` (a copy of `model`) replaced by the model's own,
-    which lets the copy's go. Attributes of other kinds stay the copy's own: a quantized
-    layer's packed weights, a plain tensor attribute."""
-    copies = dict(copied.named_modules())
-    for path, module in model.named_modules():
-        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
-            setattr(copies[path], name, tensor)
+def _own_tensors(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, str, torch.Tensor]]:
+    """Each parameter and buffer of each module of `model`: (the module's path, the module,
+    its name there, the tensor). Attributes of other kinds are not: a quantized layer's
+    packed weights, a plain tensor attribute."""
+    return [
+        (path, module, name, tensor)
+        for path, module in model.named_modules()
+        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
+    ]
+
+
+@contextmanager
+def _weights_left_out(model: torch.jit.ScriptModule) -> Iterator[None]:
+    """While active, the model's parameters and buffers are meta tensors like them (one for a
+    tensor two modules hold), which hold no data; then its own again. Left as they are where
+    two of them are views of one storage, which stand-ins would part (or one has no meta
+    stand-in)."""
+    held = _own_tensors(model)
+    stand_ins = _meta_stand_ins([tensor for *_, tensor in held])
+    try:
+        for _, module, name, tensor in held:
+            if id(tensor) in stand_ins:
+                setattr(module, name, stand_ins[id(tensor)])
+        yield
+    finally:
+        for _, module, name, tensor in held:
+            if id(tensor) in stand_ins:
+                setattr(module, name, tensor)
+
+
+def _meta_stand_ins(tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+    """A meta tensor like each real one of `tensors` (shape, dtype, strides, requires_grad),
+    by its id; none where two of them share a storage, or one cannot have a stand-in."""
+    real = {id(t): t for t in tensors if not t.is_meta and t.numel()}
+    if len({t.untyped_storage().data_ptr() for t in real.values()}) < len(real):
+        return {}
+    try:
+        return {key: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad) for key, t in real.items()}
+    except (RuntimeError, NotImplementedError):  # a dtype the meta device lacks (a quantized one)
+        return {}
 
 
 @dataclass(frozen=True)

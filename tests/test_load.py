@@ -420,6 +420,36 @@ def test_torchscript_of_tied_weights_gives_each_holder_its_call(tmp_path):
     assert scripted == python == [("0", 0, "Embedding", 0, 320), ("1", 0, "Linear", 4000, 2000)]
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_a_torchscript_modules_copy_on_meta_is_saved_without_its_weights(monkeypatch, training):
+    """The copy traced on meta (saved and loaded again, for its call stacks) needs no weights'
+    values: the archive written holds none (a 512x512 table tied to a head: under its 1 MiB,
+    where writing and reading back real weights took four times their size), yet its rows,
+    its parameters counted once and its trainable ones are the Python model's (the oracle),
+    and the caller's module holds its own real tensors again afterwards."""
+    embedding, head = nn.Embedding(512, 512), nn.Linear(512, 512, bias=False)
+    head.weight = embedding.weight
+    model = nn.Sequential(embedding, head).eval()
+    scripted = torch.jit.script(model)
+    held = list(scripted.parameters())
+    archives = []
+
+    def save(module, buffer, *args, **kwargs):
+        real_save(module, buffer, *args, **kwargs)
+        archives.append(buffer.tell())
+
+    real_save = torch.jit.save
+    monkeypatch.setattr(torch.jit, "save", save)
+    report = archprof.analyze(scripted, inputs=["5:int64"], training=training)
+    python = archprof.analyze(model, inputs=["5:int64"], training=training)
+    assert report.traced_on == "meta"
+    assert archives and max(archives) < 512 * 512 * 4
+    columns = ("layer", "call", "module_type", "macs", "activation_bytes")
+    assert table(report, *columns) == table(python, *columns)
+    assert report.totals.param_count == report.totals.trainable_param_count == 512 * 512
+    assert all(now is before and not now.is_meta for now, before in zip(scripted.parameters(), held, strict=True))
+
+
 class _SkipBlock(nn.Module):
     """A block whose forward, with no branch or loop, calls a module that runs no operator
     (`nn.Identity`) between its operators, and one after its last, each on a line of its own."""
