@@ -23,8 +23,9 @@ import functools
 import io
 import itertools
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -40,8 +41,12 @@ _MARK = "archprof.op."
 _FRAME = re.compile(r"(.+)\((\d+)\): (\w+)$")
 _FREE_FUNCTION = re.compile(r"^def (\w+)", re.MULTILINE)
 _FORWARD = re.compile(r"forward(\d*|__\d+)")
-# What runs a method's lines other than at most once each, in order (`_Statements`).
-_LOOPING = (ast.For, ast.While, ast.With, ast.Try, ast.comprehension, ast.Break, ast.Continue)
+# Statements that may run their lines other than once each, in order: each is read whole
+# (`_Statements`), its lines' calls never inferred. (`with` runs its body once, but is rare
+# enough in TorchScript's code to be left whole too.)
+_LOOPS = (ast.For, ast.While, ast.With, ast.Try)
+# What makes a statement run in part, or its calls more than once.
+_CONDITIONAL = (ast.If, ast.IfExp, ast.BoolOp, ast.comprehension, *_LOOPS)
 
 # A module call in an op's chain: the module's path and the frames down to its call site.
 Link = tuple[str, tuple[str, ...]]
@@ -93,15 +98,69 @@ def stacks_of_marks() -> Iterator[list[tuple[int | None, list[str]]]]:
             events.sort(key=lambda event: event[0])
 
 
-def saved_and_loaded(model: torch.jit.ScriptModule, device: torch.device) -> tuple[torch.jit.ScriptModule, dict]:
+def saved_and_loaded(
+    model: torch.jit.ScriptModule, device: torch.device, share: bool = False
+) -> tuple[torch.jit.ScriptModule, dict]:
     """A copy of `model` loaded onto `device` from the archive `torch.jit.save` writes of it,
-    and that archive's code files: the copy's call stacks name their lines."""
+    and that archive's code files: the copy's call stacks name their lines. `share`: the
+    copy's parameters and buffers are then the model's own tensors, its weights held once
+    (its forward writes the model's buffers: a batch norm's statistics in training). Where
+    the copy needs no weights' values (on meta, or `share`), the archive holds none
+    (`_weights_left_out`): writing and reading back real ones took four times their size."""
     buffer = io.BytesIO()
-    torch.jit.save(model, buffer)
+    with _weights_left_out(model) if share or device.type == "meta" else nullcontext():
+        torch.jit.save(model, buffer)
     buffer.seek(0)
     code = code_files(buffer)
     buffer.seek(0)
-    return torch.jit.load(buffer, map_location=device), code
+    copied = torch.jit.load(buffer, map_location=device)
+    if share:
+        copies = dict(copied.named_modules())
+        for path, _, name, tensor in _own_tensors(model):
+            setattr(copies[path], name, tensor)
+    return copied, code
+
+
+def _own_tensors(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, str, torch.Tensor]]:
+    """Each parameter and buffer of each module of `model`: (the module's path, the module,
+    its name there, the tensor). Attributes of other kinds are not: a quantized layer's
+    packed weights, a plain tensor attribute."""
+    return [
+        (path, module, name, tensor)
+        for path, module in model.named_modules()
+        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
+    ]
+
+
+@contextmanager
+def _weights_left_out(model: torch.jit.ScriptModule) -> Iterator[None]:
+    """While active, the model's parameters and buffers are meta tensors like them (one for a
+    tensor two modules hold), which hold no data; then its own again. Left as they are where
+    two of them are views of one storage, which stand-ins would part (or one has no meta
+    stand-in)."""
+    held = _own_tensors(model)
+    stand_ins = _meta_stand_ins([tensor for *_, tensor in held])
+    try:
+        for _, module, name, tensor in held:
+            if id(tensor) in stand_ins:
+                setattr(module, name, stand_ins[id(tensor)])
+        yield
+    finally:
+        for _, module, name, tensor in held:
+            if id(tensor) in stand_ins:
+                setattr(module, name, tensor)
+
+
+def _meta_stand_ins(tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+    """A meta tensor like each real one of `tensors` (shape, dtype, strides, requires_grad),
+    by its id; none where two of them share a storage, or one cannot have a stand-in."""
+    real = {id(t): t for t in tensors if not t.is_meta and t.numel()}
+    if len({t.untyped_storage().data_ptr() for t in real.values()}) < len(real):
+        return {}
+    try:
+        return {key: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad) for key, t in real.items()}
+    except (RuntimeError, NotImplementedError):  # a dtype the meta device lacks (a quantized one)
+        return {}
 
 
 @dataclass(frozen=True)
@@ -131,6 +190,10 @@ class ScriptCode:
         # (attributes from `self`, method) for a method call of an object reached from it, else None
         self._order: dict[tuple[str, int], list[tuple[tuple[str, ...], str] | None]] = {}
         self._files = {path: _code_file(module) for path, module in modules}
+        self._modules = dict(modules)
+        # id of an `if` statement's node -> its condition, where it reads only its module's
+        # attributes (`_Condition`), else None
+        self._conditions: dict[int, _Condition | None] = {}
         self._canonical = canonical
         # `_descend`'s answers from the model: (the chain, the path of the module the last frame runs in)
         self._descended: dict[tuple, tuple[tuple[Link, ...], str] | None] = {}
@@ -148,12 +211,38 @@ class ScriptCode:
         return self._calls.get((file, line), [])
 
     def _statements(self, frame: _Frame) -> _Statements | None:
-        """The statements of the method `frame` runs in, if it has no loop, else None."""
+        """The statements of the method `frame` runs in."""
         self._calls_at(frame.file, frame.line)
-        for method in self._methods.get(frame.file, ()):
-            if frame.line in method.place:
-                return None if method.loops else method
-        return None
+        return next((method for method in self._methods.get(frame.file, ()) if frame.line in method.place), None)
+
+    def _in_a_loop(self, frame: _Frame) -> bool:
+        """Whether the frame's line may run more than once in one call of its method."""
+        statements = self._statements(frame)
+        return statements is None or statements.in_a_loop(frame.line)
+
+    def _decided(self, running: str, statement: ast.If) -> bool | None:
+        """Which block of the `if` the module at `running` ran: its condition read of the
+        module's attributes as they are (the trace's mode; bools, None), where no line of the
+        code assigns them; None where that cannot be said."""
+        condition = self._conditions.get(id(statement))
+        assigned = self._assigned_attributes
+        if condition is None or assigned is None:
+            return None
+        return condition.value(self._modules.get(running), assigned)
+
+    @functools.cached_property
+    def _assigned_attributes(self) -> set[str] | None:
+        """The names of the attributes some line of the code assigns (`self.flag = ...`), or
+        None where a code file cannot be read."""
+        trees = [parsed_code(text) for text in self._code.values()]
+        if None in trees:
+            return None
+        return {
+            node.attr
+            for tree in trees
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store | ast.Del)
+        }
 
     def _is_free(self, frame: _Frame) -> bool:
         """Whether the frame is in a function outside any class (`torch.nn.functional`'s): the
@@ -170,12 +259,15 @@ class ScriptCode:
         # A method's first argument is its module, whatever its name (`self`, most often).
         local: dict[str, tuple[str, ...]] = {function.args.args[0].arg: ()} if function.args.args else {}
         nodes = sorted(
-            (n for n in ast.walk(function) if isinstance(n, ast.Assign | ast.Call)),
+            (n for n in ast.walk(function) if isinstance(n, ast.Assign | ast.Call | ast.If)),
             key=lambda n: (n.lineno, n.col_offset),
         )
+        once = _assigned_once(function)
         resolved: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a Call node -> its object and method
         for node in nodes:
-            if isinstance(node, ast.Assign):
+            if isinstance(node, ast.If):
+                self._conditions[id(node)] = _Condition.read(node.test, {n: local[n] for n in once & local.keys()})
+            elif isinstance(node, ast.Assign):
                 reached = _reached(node.value, local)
                 if reached is not None and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                     local[node.targets[0].id] = reached
@@ -217,13 +309,14 @@ class ScriptCode:
         self, chains: list[tuple[int | None, tuple[Link, ...] | None]], frames: list[tuple[_Frame, ...]]
     ) -> list[tuple[int | None, tuple[Link, ...] | None]]:
         """`chains`, with the submodule calls that ran no operator (`nn.Identity`), which no
-        stack shows, put in where they ran, as operators that never reached the recorder. In
-        a method with no loop, each statement runs at most once and in order: one calling a
+        stack shows, put in where they ran, as operators that never reached the recorder.
+        Outside a loop, each statement runs at most once and in order: one calling a
         submodule's forward that surely ran between the lines two events ran at in one call
         of the method (`_Statements.ran_between`; before the first, after the last: at the
         call's start, end) ran between them. A call of a method ends where an event's frames
-        leave it, or come back to an earlier line of it (a second call, from a loop). Events
-        whose stacks do not start at the model's forward (frames lost) are passed over."""
+        leave it, or come back to an earlier line of it not in the same loop (a second call,
+        from a loop of the caller's). Events whose stacks do not start at the model's
+        forward (frames lost) are passed over."""
         result: list[tuple[int | None, tuple[Link, ...] | None]] = []
         running: tuple[_Frame, ...] = ()  # the frames of the last event read, outermost first
         for (index, chain), stack in zip(chains, frames, strict=True):
@@ -236,7 +329,7 @@ class ScriptCode:
     def _silent_between(self, running: tuple[_Frame, ...], stack: tuple[_Frame, ...]) -> list[tuple[None, tuple]]:
         """The silent calls (`_with_silent_calls`) between an event run at the frames `running`
         and the next at `stack` (none: the forward's end), in the order they ran."""
-        kept = _same_calls(running, stack)
+        kept = self._same_calls(running, stack)
         silent = []
         for depth in range(len(running) - 1, kept - 1, -1):  # the calls that ended, after their last line
             silent += self._silent(running[: depth + 1], self._point(running, depth), None)
@@ -245,6 +338,28 @@ class ScriptCode:
         for depth in range(kept, len(stack)):  # the calls that began, before their first point
             silent += self._silent(stack[: depth + 1], None, self._point(stack, depth))
         return silent
+
+    def _same_calls(self, running: tuple[_Frame, ...], stack: tuple[_Frame, ...]) -> int:
+        """How many of the method calls `running` (an event's frames) are in are still going
+        on at `stack` (the next event's): the same methods, each at its caller's same line, at
+        a line of its own no earlier than before, or an earlier one of the same loop (its next
+        round: the calls below it are new ones, as below a later line)."""
+        kept = 0
+        while kept < min(len(running), len(stack)):
+            before, now = running[kept], stack[kept]
+            if (before.file, before.function) != (now.file, now.function):
+                break
+            if now.line < before.line and not self._one_loop(now, before.line):
+                break
+            kept += 1
+            if now.line != before.line:
+                break
+        return kept
+
+    def _one_loop(self, frame: _Frame, line: int) -> bool:
+        """Whether the frame's line and `line` of its method lie in one loop statement."""
+        statements = self._statements(frame)
+        return statements is not None and statements.in_a_loop(frame.line) and statements.together(frame.line, line)
 
     def _point(self, stack: tuple[_Frame, ...], depth: int) -> tuple[int, int | None]:
         """Where in its method the frame `stack[depth]` was: its line, and which of that
@@ -275,16 +390,18 @@ class ScriptCode:
         """The submodule forwards that the method `frames[-1]` runs in surely called after
         the point `after` and before the point `before` (`_point`; None: its start, its
         end), as events of operators that never reached the recorder, with their chains;
-        none where it or a method above it has a loop (which would call it again from the
-        same lines, which its events' frames do not tell apart)."""
+        none where a method above it called it from a loop (which would call it again from
+        the same line, which its events' frames do not tell apart). Its own loops are read
+        whole, as one statement that may have run in part (`_Statements`)."""
         caller = frames[-1]
         statements = self._statements(caller)
-        if statements is None or self._from_the_model(frames) is None or None in map(self._statements, frames):
-            return []
-        lines = statements.ran_between(after and after[0], before and before[0])
-        if lines is None:  # not one call's order
+        if statements is None or self._from_the_model(frames) is None or any(map(self._in_a_loop, frames[:-1])):
             return []
         links, running = self._descended[frames]
+        decide = functools.partial(self._decided, running)
+        lines = statements.ran_between(after and after[0], before and before[0], decide)
+        if lines is None:  # not one call's order
+            return []
         silent: list[tuple[None, tuple[Link, ...]]] = []
         for line, (reached, method) in self._calls_between(caller.file, statements, after, before, lines):
             path = _path_below(running, reached)
@@ -371,10 +488,9 @@ class ScriptCode:
 class _Statements:
     """A method's statements, each by its place: its index in its block, after its
     enclosing statements' (an `if`'s, and which of its two blocks): (2,), (2, "body", 0).
-    Without a loop, each runs at most once, in order."""
+    A loop is one statement, its lines its own: each other one runs at most once, in order."""
 
     def __init__(self, method: ast.FunctionDef) -> None:
-        self.loops = any(isinstance(node, _LOOPING) for node in ast.walk(method))
         self.place: dict[int, tuple] = {}  # line -> the place of the innermost statement on it
         self._blocks: dict[tuple, list[ast.stmt]] = {}
         self._read(method.body, ())
@@ -388,14 +504,31 @@ class _Statements:
                 self._read(statement.body, (*place, "body"))
                 self._read(statement.orelse, (*place, "orelse"))
 
-    def ran_between(self, after: int | None, before: int | None) -> list[int] | None:
+    def _statement(self, place: tuple) -> ast.stmt:
+        return self._blocks[place[:-1]][place[-1]]
+
+    def in_a_loop(self, line: int) -> bool:
+        """Whether `line` may run more than once in one call: in a loop, a comprehension."""
+        place = self.place.get(line)
+        return place is not None and any(
+            isinstance(node, (*_LOOPS, ast.comprehension)) for node in ast.walk(self._statement(place))
+        )
+
+    def together(self, line: int, other: int) -> bool:
+        """Whether the two lines are of one statement (a loop's)."""
+        return line in self.place and self.place[line] == self.place.get(other)
+
+    def ran_between(
+        self, after: int | None, before: int | None, decided: Callable[[ast.If], bool | None]
+    ) -> list[int] | None:
         """The lines, in the order they ran, of the statements that surely ran after the
         line `after` ran and before the line `before` did (None: the method's start, end),
         in one call: those after `after`'s statement in its blocks out to the block both
         share, those between in that block, those before `before`'s in its blocks from
-        there in. Only statements with no `if` or conditional expression in them: those
-        that may have run in part are left out. None where `after` cannot have run before
-        `before` in one call."""
+        there in. Only statements with no `if`, loop or conditional expression in them: those
+        that may have run in part are left out; but an `if` whose block ran is known
+        (`decided`: True, False, else None) is that block's statements. None where `after`
+        cannot have run before `before` in one call."""
         one = self.place.get(after, ()) if after is not None else None
         two = self.place.get(before, ()) if before is not None else None
         if one == () or two == ():  # a line of no statement (the signature's)
@@ -415,19 +548,111 @@ class _Statements:
             ran += self._blocks[two[:depth]][: two[depth]]
         return [
             line
-            for statement in ran
-            if _unconditional(statement)
+            for statement in _surely_run(ran, decided)
             for line in range(statement.lineno, statement.end_lineno + 1)
         ]
 
     def unconditional(self, line: int) -> bool:
-        """Whether the statement on `line` runs whole once begun: no `if` or conditional in it."""
+        """Whether the statement on `line` runs whole once begun: no `if`, loop or conditional in it."""
         place = self.place.get(line)
-        return place is not None and _unconditional(self._blocks[place[:-1]][place[-1]])
+        return place is not None and _unconditional(self._statement(place))
+
+
+@dataclass(frozen=True)
+class _Condition:
+    """An `if`'s condition that reads only its module's attributes, as TorchScript's code
+    writes one: `flag = self.flag` then `if flag:`; `torch.__not__(training)`;
+    `torch.__isnot__(bias, None)` (an `and` or `or` it writes as an `if` of its own, whose
+    value is not read). `kind`: "attribute", "is None", "not"."""
+
+    kind: str
+    attributes: tuple[str, ...] = ()  # from the module, for "attribute" and "is None"
+    negated: _Condition | None = None  # for "not"
+
+    @staticmethod
+    def read(node: ast.expr, local: dict[str, tuple[str, ...]]) -> _Condition | None:
+        """`node` as a condition, its names read from `local` (`_reached`), or None."""
+        reached = _reached(node, local)
+        if reached:
+            return _Condition("attribute", reached)
+        if not isinstance(node, ast.Call) or node.keywords or _dotted_name(node.func) not in _CONDITION_CALLS:
+            return None
+        kind, operands = _CONDITION_CALLS[_dotted_name(node.func)], node.args
+        if kind == "not" and len(operands) == 1:
+            negated = _Condition.read(operands[0], local)
+            return None if negated is None else _Condition("not", negated=negated)
+        if kind != "not" and len(operands) == 2 and _is_none(operands[1]) and _reached(operands[0], local):
+            is_none = _Condition("is None", _reached(operands[0], local))
+            return is_none if kind == "is" else _Condition("not", negated=is_none)
+        return None
+
+    def value(self, module: torch.nn.Module | None, assigned: set[str]) -> bool | None:
+        """The condition's value for `module` now, where it reads no attribute in `assigned`
+        (which a forward may change) and each attribute it tests is a bool; else None."""
+        if self.negated is not None:
+            negated = self.negated.value(module, assigned)
+            return None if negated is None else not negated
+        found = _attribute(module, self.attributes) if self.attributes[-1] not in assigned else _MISSING
+        if found is _MISSING:
+            return None
+        if self.kind == "is None":
+            return found is None
+        return found if isinstance(found, bool) else None
+
+
+_CONDITION_CALLS = {"torch.__not__": "not", "torch.__is__": "is", "torch.__isnot__": "is not"}
+_MISSING = object()
+
+
+def _attribute(module: torch.nn.Module | None, attributes: tuple[str, ...]) -> object:
+    """The object `module.a.b` for the attributes (a, b), else `_MISSING`."""
+    found: object = module
+    for name in attributes:
+        try:
+            found = getattr(found, name) if found is not None else _MISSING
+        except Exception:  # a ScriptModule raises RuntimeError, not AttributeError, for some names
+            found = _MISSING
+        if found is _MISSING:
+            break
+    return found
+
+
+def _dotted_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted_name(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
+def _is_none(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
+
+
+def _assigned_once(function: ast.FunctionDef) -> set[str]:
+    """The names the function binds exactly once (its arguments included): a condition may
+    read them as bound (`_Condition`)."""
+    bound = Counter(argument.arg for argument in function.args.args)
+    for node in ast.walk(function):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound[node.id] += 1
+    return {name for name, times in bound.items() if times == 1}
+
+
+def _surely_run(statements: list[ast.stmt], decided: Callable[[ast.If], bool | None]) -> Iterator[ast.stmt]:
+    """The statements of `statements` that run whole when it runs, in order: an `if` whose
+    block is `decided` gives that block's."""
+    for statement in statements:
+        taken = decided(statement) if isinstance(statement, ast.If) else None
+        if taken is not None:
+            yield from _surely_run(statement.body if taken else statement.orelse, decided)
+        elif _unconditional(statement):
+            yield statement
 
 
 def _unconditional(statement: ast.stmt) -> bool:
-    return not any(isinstance(node, ast.If | ast.IfExp | ast.BoolOp) for node in ast.walk(statement))
+    return not any(isinstance(node, _CONDITIONAL) for node in ast.walk(statement))
 
 
 def _in_evaluation_order(node: ast.AST) -> list[ast.Call]:
@@ -435,21 +660,6 @@ def _in_evaluation_order(node: ast.AST) -> list[ast.Call]:
     callee's object and its arguments, left to right."""
     calls = [call for child in ast.iter_child_nodes(node) for call in _in_evaluation_order(child)]
     return [*calls, node] if isinstance(node, ast.Call) else calls
-
-
-def _same_calls(running: tuple[_Frame, ...], stack: tuple[_Frame, ...]) -> int:
-    """How many of the method calls `running` (an event's frames) are in are still going on at
-    `stack` (the next event's): the same methods, each at its caller's same line, at a line of
-    its own no earlier than before."""
-    kept = 0
-    while kept < min(len(running), len(stack)):
-        before, now = running[kept], stack[kept]
-        if (before.file, before.function) != (now.file, now.function) or now.line < before.line:
-            break
-        kept += 1
-        if now.line != before.line:  # a later line: the calls below it are new ones
-            break
-    return kept
 
 
 @functools.lru_cache(maxsize=4096)

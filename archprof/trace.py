@@ -139,7 +139,7 @@ def _traced_once(
     script_code = None  # a ScriptModule's code files, whose lines its call stacks name
     if isinstance(model, torch.jit.ScriptModule):
         try:
-            model, script_code = _script_copy(model, dtype, real)
+            model, script_code = _script_copy(model, dtype, real, owned)
         except Exception as exc:  # its weights will not go onto meta: a real forward may still run
             if not real:
                 raise MetaUnsupported(
@@ -739,15 +739,16 @@ def _input(shape, dtype: torch.dtype, device: torch.device, real: bool) -> torch
 
 
 def _script_copy(
-    model: torch.jit.ScriptModule, dtype: torch.dtype | None, real: bool
+    model: torch.jit.ScriptModule, dtype: torch.dtype | None, real: bool, owned: bool
 ) -> tuple[torch.jit.ScriptModule, dict]:
     """A copy of the ScriptModule, saved and loaded again (`saved_and_loaded`), and its code:
-    on meta in `dtype` (the model's own where None), or for a real trace on its own device."""
+    on meta in `dtype` (the model's own where None), or for a real trace on its own device,
+    on the model's own weights where it is archprof's (`owned`), not a second set of them."""
     tensors = [*model.parameters(), *model.buffers()]
     needs_cast = not real and dtype is not None and any(t.is_floating_point() and t.dtype != dtype for t in tensors)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        copied, code = saved_and_loaded(model, _input_device(tensors, real))
+        copied, code = saved_and_loaded(model, _input_device(tensors, real), share=real and owned)
         return (copied.to(dtype) if needs_cast else copied), code
 
 

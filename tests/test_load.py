@@ -420,6 +420,36 @@ def test_torchscript_of_tied_weights_gives_each_holder_its_call(tmp_path):
     assert scripted == python == [("0", 0, "Embedding", 0, 320), ("1", 0, "Linear", 4000, 2000)]
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_a_torchscript_modules_copy_on_meta_is_saved_without_its_weights(monkeypatch, training):
+    """The copy traced on meta (saved and loaded again, for its call stacks) needs no weights'
+    values: the archive written holds none (a 512x512 table tied to a head: under its 1 MiB,
+    where writing and reading back real weights took four times their size), yet its rows,
+    its parameters counted once and its trainable ones are the Python model's (the oracle),
+    and the caller's module holds its own real tensors again afterwards."""
+    embedding, head = nn.Embedding(512, 512), nn.Linear(512, 512, bias=False)
+    head.weight = embedding.weight
+    model = nn.Sequential(embedding, head).eval()
+    scripted = torch.jit.script(model)
+    held = list(scripted.parameters())
+    archives = []
+
+    def save(module, buffer, *args, **kwargs):
+        real_save(module, buffer, *args, **kwargs)
+        archives.append(buffer.tell())
+
+    real_save = torch.jit.save
+    monkeypatch.setattr(torch.jit, "save", save)
+    report = archprof.analyze(scripted, inputs=["5:int64"], training=training)
+    python = archprof.analyze(model, inputs=["5:int64"], training=training)
+    assert report.traced_on == "meta"
+    assert archives and max(archives) < 512 * 512 * 4
+    columns = ("layer", "call", "module_type", "macs", "activation_bytes")
+    assert table(report, *columns) == table(python, *columns)
+    assert report.totals.param_count == report.totals.trainable_param_count == 512 * 512
+    assert all(now is before and not now.is_meta for now, before in zip(scripted.parameters(), held, strict=True))
+
+
 class _SkipBlock(nn.Module):
     """A block whose forward, with no branch or loop, calls a module that runs no operator
     (`nn.Identity`) between its operators, and one after its last, each on a line of its own."""
@@ -489,6 +519,72 @@ class _SkipsIfLarge(nn.Module):
         return x.relu()
 
 
+class _SkipsIfAsked(nn.Module):
+    """An Identity alone in a branch on a bool attribute, as timm's blocks call their
+    `drop_path` (`if self.has_skip:`), another in the other branch: no operator shows
+    which branch ran, the attribute does."""
+
+    gamma: torch.Tensor | None
+
+    def __init__(self, asked: bool = True) -> None:
+        super().__init__()
+        self.conv, self.skip, self.other = nn.Conv2d(4, 4, 3, padding=1), nn.Identity(), nn.Identity()
+        self.asked = asked
+        self.gamma = torch.ones(1) if asked else None
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = self.skip(x) if self.asked else self.other(x)  # TorchScript's code: an `if` statement
+        return x.relu()
+
+
+class _SkipsInEval(_SkipsIfAsked):
+    """`if not self.training:`, which TorchScript writes `torch.__not__(training)`."""
+
+    def forward(self, x):
+        x = self.conv(x)
+        if not self.training:
+            x = self.skip(x)
+        return x.relu()
+
+
+class _SkipsIfScaled(_SkipsIfAsked):
+    """`if self.gamma is not None:` (an optional tensor), `torch.__isnot__(gamma, None)`."""
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.gamma is not None:
+            x = self.skip(x)
+        return x.relu()
+
+
+class _SkipsAroundALoop(nn.Module):
+    """A forward with a loop of its own, which calls the Identities before and after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.skip, self.tail = nn.Conv2d(4, 4, 3, padding=1), nn.Identity(), nn.Identity()
+
+    def forward(self, x):
+        x = self.skip(x)
+        for _ in range(2):
+            x = self.conv(x)
+        return self.tail(x.relu())
+
+
+class _ModuleListLoop(nn.Module):
+    """`for layer in self.layers: x = layer(x)`: TorchScript unrolls it, one line a layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Conv2d(4, 4, 3, padding=1), nn.Identity(), nn.ReLU(), nn.Identity()])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize(
     "make",
@@ -499,16 +595,76 @@ class _SkipsIfLarge(nn.Module):
         _SkipsInABranch,
         _NestedSkips,
         _SkipsIfLarge,
+        lambda: nn.Sequential(_SkipsIfAsked(True), _SkipsIfAsked(False), _SkipsIfAsked(True)),  # one class
+        lambda: nn.Sequential(_SkipsInEval(True), _SkipsIfScaled(True), _SkipsIfScaled(False)),
+        _SkipsAroundALoop,
+        _ModuleListLoop,
     ],
 )
 def test_torchscript_calls_that_run_no_operator_have_their_rows(tmp_path, make, training):
-    """No stack shows a call of a module that runs no operator (nn.Identity): in a forward
-    with no loop, its statement surely ran between those of the ops before and after it
-    (in a branch an op of which ran), and it returns what the op before it made, as
-    Python's hooks see (the oracle). Before, the Identity rows were missing; one under a
-    branch not taken stays absent, as in Python."""
+    """No stack shows a call of a module that runs no operator (nn.Identity): outside a
+    loop, its statement surely ran between those of the ops before and after it (in a
+    branch an op of which ran, or whose condition reads only bool attributes of the module,
+    each instance its own), and it returns what the op before it made, as Python's hooks
+    see (the oracle). Before, the Identity rows were missing (also those in a branch on an
+    attribute, and those before or after a loop of the forward's); one under a branch not
+    taken stays absent, as in Python."""
     scripted, python = _rows_of_both(tmp_path, make(), training, input_size=(4, 6, 6))
     assert scripted == python
+
+
+class _SkipsIfWide(_SkipsIfAsked):
+    """An Identity alone in a branch on the data's size: the value is read at run time."""
+
+    def forward(self, x):
+        x = self.conv(x)
+        if x.shape[-1] > 2:
+            x = self.skip(x)
+        return x.relu()
+
+
+class _SkipsInALoop(_SkipsIfAsked):
+    """An Identity in a loop of the forward's own, not a ModuleList's (which is unrolled)."""
+
+    def forward(self, x):
+        for _ in range(2):
+            x = self.conv(x)
+            x = self.skip(x)
+        return x.relu()
+
+
+class _SkipsAndToggles(_SkipsIfAsked):
+    """A branch on an attribute its forward assigns: as read after the forward, it says the
+    other branch."""
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = self.skip(x) if self.asked else self.other(x)
+        self.asked = not self.asked
+        return x.relu()
+
+
+@pytest.mark.parametrize(
+    ("make", "found"),
+    [
+        (_SkipsIfWide, []),
+        (_SkipsInALoop, []),
+        (_SkipsAndToggles, []),
+        (lambda: nn.Sequential(_SkipsAroundALoop(), _SkipsIfWide()), ["0.skip", "0.tail"]),
+    ],
+)
+def test_torchscript_calls_that_run_no_operator_where_the_code_cannot_say_have_no_row(tmp_path, make, found):
+    """Where no stack and no attribute says whether (or how often) an Identity ran (a
+    branch on the data; a loop of the forward's own, which its events' frames do not tell
+    one round from the next in; an attribute the forward assigns), it has no row, rather
+    than a guessed one: the rows are the Python model's (the oracle) less its Identity
+    calls but those `found`."""
+    model, path = make().eval(), tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    columns = ("layer", "call", "module_type", "macs", "activation_bytes")
+    scripted = table(archprof.analyze(str(path), input_size=(4, 6, 6)), *columns)
+    python = table(archprof.analyze(model, input_size=(4, 6, 6)), *columns)
+    assert scripted == [row for row in python if row[2] != "Identity" or row[0] in found]
 
 
 def test_torchscript_of_torchvisions_quantized_resnet_has_its_identity_rows(tmp_path, hub_packages):
@@ -608,6 +764,53 @@ def test_a_torchscript_file_that_needs_data_is_traced_on_the_cpu(tmp_path, make,
     assert report.traced_on == "cpu"
     assert report.totals.param_count == sum(p.numel() for p in model.parameters())
     assert report.totals.macs == counter.get_total_flops() // 2
+
+
+class _NormsAndReadsAValue(_ReadsAValue):
+    """`_ReadsAValue` with a batch norm, whose statistics a training step writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        if bool(y.sum() > -1e30):
+            y = y * 2
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_torchscript_file_traced_on_the_cpu_holds_its_weights_once(tmp_path, monkeypatch, training):
+    """The copy a real trace runs (saved and loaded again, for its call stacks) runs on the
+    weights of the module archprof loaded, not a second set of them: each of its parameters'
+    and buffers' storages is one of that module's (data_ptr, the oracle). Before, the copy
+    held its own, twice the weights in memory during the forward."""
+    import archprof.trace as trace_module
+
+    model = _NormsAndReadsAValue()
+    path = tmp_path / "reads.pt"
+    torch.jit.save(torch.jit.script(model.eval()), str(path))
+    copies = []
+
+    def saved_and_loaded(module, device, **options):
+        copied, code = real_saved_and_loaded(module, device, **options)
+        copies.append((module, copied))
+        return copied, code
+
+    real_saved_and_loaded = trace_module.saved_and_loaded
+    monkeypatch.setattr(trace_module, "saved_and_loaded", saved_and_loaded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)
+        report = archprof.analyze(str(path), input_size=(3, 8, 8), batch=2, training=training)
+    assert report.traced_on == "cpu"
+    python = archprof.analyze(model, input_size=(3, 8, 8), batch=2, training=training)
+    columns = ("layer", "call", "macs", "activation_bytes")
+    assert table(report, *columns) == table(python, *columns)
+    original, copied = copies[-1]
+    storages = {t.untyped_storage().data_ptr() for t in (*original.parameters(), *original.buffers())}
+    assert {t.untyped_storage().data_ptr() for t in (*copied.parameters(), *copied.buffers())} <= storages
+    assert len(list(copied.parameters())) == 6 and len(list(copied.buffers())) == 3
 
 
 def test_a_torchscript_forward_that_fails_says_why(tmp_path):
