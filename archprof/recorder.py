@@ -219,16 +219,15 @@ class Recorder(TorchDispatchMode):
         if len(self.released) == released:  # nearly always (a convolution, an activation): nothing let go of
             return
         let_go = {storage for storage, _ in self.released[released:]}
-        made = dict.fromkeys(tensor.storage for op in self.ops[ops:] for tensor in op.outputs)
+        made = dict.fromkeys([tensor.storage for op in self.ops[ops:] for tensor in op.outputs])
         # In the order made: a shortcut's outputs are let go of in another order than its forward's.
-        self.note_workspace(storage for storage in made if storage in let_go)
+        self.note_workspace([storage for storage in made if storage in let_go])
 
     def note_workspace(self, storages: Iterable[int]) -> None:
         """Note `storages` as the workspace of the op recorded last (`OpNode.workspace`)."""
         workspace = tuple(storages)
         if workspace:
-            last = self.ops[-1]
-            self.ops[-1] = dataclasses.replace(last, workspace=last.workspace + workspace)
+            self.ops[-1] = self.ops[-1].with_workspace(workspace)
 
     def lookup(self, tensor: torch.Tensor) -> TensorMeta:
         meta = self._metas.get(id(tensor))
