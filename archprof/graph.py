@@ -111,6 +111,25 @@ class OpNode:
     # view inside it (polar's gradient's `grad.conj() * result.sgn()`).
     workspace: tuple[int, ...] = ()
 
+    def with_workspace(self, storages: tuple[int, ...]) -> OpNode:
+        """This op with `storages` added to its workspace: `dataclasses.replace`'s answer in
+        a fifth of its time (which reads every field's definition on each call), for the
+        batch norms and layer norms of a trace, each of which notes one."""
+        return OpNode(
+            self.index,
+            self.op,
+            self.args,
+            self.kwargs,
+            self.inputs,
+            self.outputs,
+            self.module,
+            self.writes_input,
+            self.is_view,
+            self.phase,
+            self.origin,
+            self.workspace + storages,
+        )
+
 
 @value_record
 class ParameterInfo(_Sized):

@@ -211,17 +211,23 @@ class Recorder(TorchDispatchMode):
         noted on its last op (`OpNode.workspace`)."""
         ops, released = len(self.ops), len(self.released)
         yield
+        self._note_let_go_since(ops, released)
+
+    def _note_let_go_since(self, ops: int, released: int) -> None:
+        """`one_cpu_operator`'s note, for the call that began with `ops` ops recorded and
+        `released` storages let go of: what its ops made and let go of, its workspace."""
+        if len(self.released) == released:  # nearly always (a convolution, an activation): nothing let go of
+            return
         let_go = {storage for storage, _ in self.released[released:]}
-        made = dict.fromkeys(tensor.storage for op in self.ops[ops:] for tensor in op.outputs)
+        made = dict.fromkeys([tensor.storage for op in self.ops[ops:] for tensor in op.outputs])
         # In the order made: a shortcut's outputs are let go of in another order than its forward's.
-        self.note_workspace(storage for storage in made if storage in let_go)
+        self.note_workspace([storage for storage in made if storage in let_go])
 
     def note_workspace(self, storages: Iterable[int]) -> None:
         """Note `storages` as the workspace of the op recorded last (`OpNode.workspace`)."""
         workspace = tuple(storages)
         if workspace:
-            last = self.ops[-1]
-            self.ops[-1] = dataclasses.replace(last, workspace=last.workspace + workspace)
+            self.ops[-1] = self.ops[-1].with_workspace(workspace)
 
     def lookup(self, tensor: torch.Tensor) -> TensorMeta:
         meta = self._metas.get(id(tensor))
@@ -285,11 +291,13 @@ class Recorder(TorchDispatchMode):
             return None
         func, args, *children = call
         # Noted as the composite the forward calls, which a CPU runs as one operator: what it lets
-        # go of inside (layer_norm's mean and rstd, in inference) its workspace.
-        with self.one_cpu_operator():
-            output = self._dispatched(func, args)
-            if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
-                output = output[0]
+        # go of inside (layer_norm's mean and rstd, in inference) its workspace. As in
+        # `one_cpu_operator`, without a generator and a context manager made for every call.
+        ops, released = len(self.ops), len(self.released)
+        output = self._dispatched(func, args)
+        if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
+            output = output[0]
+        self._note_let_go_since(ops, released)
         self.answered_directly += 1
         for child in children:  # called as the forward calls them: recorded as module calls
             output = child(output)

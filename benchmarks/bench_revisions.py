@@ -1,7 +1,7 @@
 """archprof's analysis time, this checkout against an earlier commit, run in lockstep.
 
     python benchmarks/bench_revisions.py [--base REV] [--rounds N] [--models SPEC ...]
-                                         [--build | --passes | --train] [--report PATH]
+                                         [--build | --passes | --train] [--held] [--report PATH]
 
 A machine shared with others changes speed from one second to the next (on the 2-core
 machines here, a plain Python loop by up to 70%), so two timings taken a minute apart say
@@ -17,7 +17,10 @@ With --build, the step timed is building the model from its spec on meta instead
 (reports/benchmark_revisions_build.md); with --passes, the passes alone: the report built
 from a graph traced once beforehand, the cyclic collector paused as an analysis pauses it
 (reports/benchmark_revisions_passes.md); with --train, the analysis of a training step at
-batch 2, its backward pass traced too (reports/benchmark_revisions_training.md).
+batch 2, its backward pass traced too (reports/benchmark_revisions_training.md). With
+--held, each model is handed over as the caller's own module, as the issue's table times it
+(archprof then puts back what a forward may change of it), not as archprof's own build
+(reports/benchmark_revisions[_training]_held.md).
 """
 
 from __future__ import annotations
@@ -44,10 +47,11 @@ DEFAULT_MODELS = (
 )
 
 
-def worker(tree: Path, specs: list[str], step: str) -> None:
+def worker(tree: Path, specs: list[str], step: str, held: bool) -> None:
     """Load the models with archprof from `tree`, then analyse (or, with `step` "build",
     build; with "passes", build the report of a graph traced beforehand) model i for each
-    line "i" on stdin, printing the seconds it took."""
+    line "i" on stdin, printing the seconds it took. `held`: each analysed as a module of
+    the caller's (not archprof's own build)."""
     archprof = import_archprof_from(tree)
     from archprof.load import load_model
 
@@ -65,13 +69,16 @@ def worker(tree: Path, specs: list[str], step: str) -> None:
     elif step == "training":
         runs = [
             lambda model=model: archprof.analyze(
-                model, input_size=model.default_inputs[0].shape, batch=2, training=True
+                model.module if held else model, input_size=model.default_inputs[0].shape, batch=2, training=True
             )
             for model in loaded
         ]
     else:
         runs = [
-            lambda model=model: archprof.analyze(model, input_size=model.default_inputs[0].shape) for model in loaded
+            lambda model=model: archprof.analyze(
+                model.module if held else model, input_size=model.default_inputs[0].shape
+            )
+            for model in loaded
         ]
     for run in runs:
         run()
@@ -95,8 +102,10 @@ def _collector_paused(function, *args):
 
 
 class _Worker:
-    def __init__(self, tree: Path, specs: list[str], step: str) -> None:
+    def __init__(self, tree: Path, specs: list[str], step: str, held: bool) -> None:
         command = [sys.executable, __file__, "--worker", str(tree), "--step", step, "--models", *specs]
+        if held:
+            command.append("--held")
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         if self._process.stdout.readline().strip() != "ready":
             raise SystemExit(f"the worker for {tree} did not start")
@@ -111,9 +120,11 @@ class _Worker:
         self._process.wait()
 
 
-def measure(trees: dict[str, Path], specs: list[str], rounds: int, step: str) -> dict[str, dict[str, list[float]]]:
+def measure(
+    trees: dict[str, Path], specs: list[str], rounds: int, step: str, held: bool
+) -> dict[str, dict[str, list[float]]]:
     """Per model, each tree's times of `step`, run in pairs (the order swapped every round)."""
-    workers = {name: _Worker(tree, specs, step) for name, tree in trees.items()}
+    workers = {name: _Worker(tree, specs, step, held) for name, tree in trees.items()}
     times: dict[str, dict[str, list[float]]] = {spec: {name: [] for name in trees} for spec in specs}
     try:
         for turn in range(rounds):
@@ -128,13 +139,15 @@ def measure(trees: dict[str, Path], specs: list[str], rounds: int, step: str) ->
     return times
 
 
-def report(times: dict[str, dict[str, list[float]]], base: str, rounds: int, step: str) -> str:
+def report(times: dict[str, dict[str, list[float]]], base: str, rounds: int, step: str, held: bool) -> str:
     this, earlier = "this checkout", base
     flag, done = {
         "build": (" --build", "built from its spec on meta"),
         "passes": (" --passes", "reported from a graph traced once (its passes alone)"),
         "training": (" --train", "analysed as a training step at batch 2"),
     }.get(step, ("", "analysed"))
+    if held:
+        flag, done = f"{flag} --held", f"{done} as a module of the caller's"
     lines = [
         f"# archprof {step} time: this checkout against an earlier commit, in lockstep",
         "",
@@ -174,25 +187,33 @@ def main() -> None:
     parser.add_argument("--build", action="store_true", help="time building each model, not its analysis")
     parser.add_argument("--passes", action="store_true", help="time the passes alone, on a graph traced once")
     parser.add_argument("--train", action="store_true", help="time the analysis of a training step (batch 2)")
-    parser.add_argument("--report", type=Path, help="default: reports/benchmark_revisions[_build|_passes|_training].md")
+    parser.add_argument("--held", action="store_true", help="analyse each model as the caller's module, not archprof's")
+    parser.add_argument(
+        "--report", type=Path, help="default: reports/benchmark_revisions[_build|_passes|_training][_held].md"
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--step", choices=("analysis", "build", "passes", "training"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.worker is not None:
-        worker(options.worker, options.models, options.step)
+        worker(options.worker, options.models, options.step, options.held)
         return
     if options.build + options.passes + options.train > 1:
         parser.error("--build, --passes and --train time different steps: give one")
+    if options.held and (options.build or options.passes):
+        parser.error("--held times an analysis: not with --build or --passes")
     step = "build" if options.build else "passes" if options.passes else "training" if options.train else "analysis"
     if options.report is None:
-        suffix = "" if step == "analysis" else f"_{step}"
+        suffix = ("" if step == "analysis" else f"_{step}") + ("_held" if options.held else "")
         options.report = ROOT / "reports" / f"benchmark_revisions{suffix}.md"
     with worktree(options.base) as base_tree:
         text = report(
-            measure({"this checkout": ROOT, options.base: base_tree}, options.models, options.rounds, step),
+            measure(
+                {"this checkout": ROOT, options.base: base_tree}, options.models, options.rounds, step, options.held
+            ),
             options.base,
             options.rounds,
             step,
+            options.held,
         )
     print(text)
     options.report.write_text(text, encoding="utf-8")

@@ -985,3 +985,33 @@ def test_a_trace_imports_no_sympy():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.split()[-1] == "False"
+
+
+def test_an_ops_workspace_is_added_as_dataclasses_replace_adds_it():
+    """`OpNode.with_workspace`, the recorder's quick copy, keeps every other field: each set
+    to a value of its own, against `dataclasses.replace` (a field added later and left out
+    of the copy would fail here)."""
+    import dataclasses
+
+    from archprof.graph import ModuleCall, OpNode, TensorMeta
+
+    x = TensorMeta(0, (1, 2), torch.float32, 0, "input")
+    y = TensorMeta(1, (1, 2), torch.float32, 1, "activation")
+    op = OpNode(
+        7, "aten.add", (x, 2), {"alpha": 3}, (x,), (y,), ModuleCall("a", "A", 1, 2, 3), True, True, "backward", 5, (9,)
+    )
+    assert op.with_workspace((4, 6)) == dataclasses.replace(op, workspace=(9, 4, 6))
+    assert {f.name for f in dataclasses.fields(OpNode)} == {
+        "index",
+        "op",
+        "args",
+        "kwargs",
+        "inputs",
+        "outputs",
+        "module",
+        "writes_input",
+        "is_view",
+        "phase",
+        "origin",
+        "workspace",
+    }
