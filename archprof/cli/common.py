@@ -120,6 +120,18 @@ def format_option(*formats: Format):
 FormatOpt = format_option()
 
 
+def file_name(text: str) -> Path:
+    """An option's file to write, as typed: refused when empty or when it ends as a folder's
+    name does (`x.csv/`, `out/.`). Path() would read '' as '.' and drop the slash of `x.csv/`,
+    so that a report meant for a folder went to a file of that name."""
+    if not text:
+        raise typer.BadParameter("it is empty: give a file name")
+    last = text.replace(os.altsep or os.sep, os.sep).rsplit(os.sep, 1)[-1]
+    if last in ("", ".", ".."):
+        raise typer.BadParameter(f"'{text}' ends as a folder's name does: give a file name")
+    return Path(text)
+
+
 OutputOpt = Annotated[
     Optional[Path],
     typer.Option(
@@ -128,9 +140,22 @@ OutputOpt = Annotated[
         metavar="FILE",
         help="Write the report to this file ('-': standard output).",
         show_default="standard output",
-        parser=lambda text: None if text == "-" else Path(text),
+        parser=lambda text: None if text == "-" else file_name(text),
     ),
 ]
+
+
+def plot_option(drawing: str):
+    return Annotated[
+        Optional[Path],
+        typer.Option(
+            "--plot",
+            metavar="FILE",
+            help=f"Draw {drawing} into this PNG/SVG/PDF (needs matplotlib).",
+            show_default=False,
+            parser=file_name,
+        ),
+    ]
 
 
 QuietOpt = Annotated[

@@ -21,6 +21,7 @@ from archprof.cli.common import (
     column_choice,
     columns_option,
     emit,
+    file_name,
     fitted_width,
     input_files,
     limit_option,
@@ -185,7 +186,11 @@ def check(
     junit: Annotated[
         Optional[Path],
         typer.Option(
-            "--junit", metavar="FILE", help="Also write JUnit XML (one testcase per limit).", show_default=False
+            "--junit",
+            metavar="FILE",
+            help="Also write JUnit XML (one testcase per limit).",
+            show_default=False,
+            parser=file_name,
         ),
     ] = None,
     jobs: JobsOpt = None,
