@@ -206,3 +206,11 @@ def test_diff_checks_its_columns_where_no_layer_changed():
     result = cli("diff", "lenet5", "lenet5", "--columns", "nosuch")
     assert result.exit_code == 2
     assert "no column 'nosuch'" in one_error_line(result)
+
+
+@pytest.mark.parametrize("flag", [torch.zeros(2), "false"], ids=["a tensor", "a string"])
+def test_profile_refuses_a_fold_bn_that_is_not_a_bool_in_one_line(flag):
+    """profile read fold_bn's truth before checking it: a tensor raised torch's RuntimeError
+    ('Boolean value of Tensor ... is ambiguous'), "false" was refused as a request to fold."""
+    with pytest.raises(ArchprofError, match=r"^fold_bn must be True or False, got .*\((Tensor|str)\)$"):
+        archprof.profile(torch.nn.Conv2d(3, 4, 3), input_size=(3, 8, 8), device="cpu", fold_bn=flag)
