@@ -50,6 +50,14 @@ def beyond_free_memory(predicted: int, free: int | None) -> bool:
     return free is not None and predicted * REAL_RUN_MARGIN > free
 
 
+def free_memory(device: torch.device) -> int | None:
+    """The bytes a real run on `device` can take: CUDA's free memory, or the system's
+    available memory (None where it cannot tell)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return cpu_available_memory()
+
+
 def cpu_available_memory() -> int | None:
     """The system's available memory in bytes (None where it cannot tell)."""
     try:
