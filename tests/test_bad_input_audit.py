@@ -216,10 +216,18 @@ def test_profile_refuses_a_fold_bn_that_is_not_a_bool_in_one_line(flag):
         archprof.profile(torch.nn.Conv2d(3, 4, 3), input_size=(3, 8, 8), device="cpu", fold_bn=flag)
 
 
-def test_profile_refuses_a_run_that_cannot_fit_before_running_it(monkeypatch):
-    """profile ran any input for real: one whose activations pass the machine's memory was
-    killed by the out-of-memory killer (exit 137, no word) or swapped for as long as it took.
-    memory --measure refuses such a run; profile now does too, before the model is built."""
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda conv: archprof.profile(conv, input_size=(3, 8, 8), device="cpu", repeat=1, warmup=0, **NO_CEILINGS),
+        lambda conv: archprof.compare([conv], input_size=(3, 8, 8), profile=True, runs=1),
+    ],
+    ids=["profile", "compare profile=True"],
+)
+def test_a_real_run_that_cannot_fit_is_refused_before_it_starts(monkeypatch, run):
+    """profile and compare's latency ran any input for real: one whose activations pass the
+    machine's memory was killed by the out-of-memory killer (exit 137, no word) or swapped
+    for as long as it took. memory --measure refused such a run; they now do too."""
     conv = torch.nn.Conv2d(3, 4, 3)
     calls = []
     # The devices it runs on (meta: the analysis); a copy that profile runs keeps the hook.
@@ -227,11 +235,13 @@ def test_profile_refuses_a_run_that_cannot_fit_before_running_it(monkeypatch):
     # By hand: its parameters (4*3*3*3 + 4 floats), input (3*8*8) and output (4*6*6) alone take
     # 4 * (112 + 192 + 144) = 1,792 bytes; with 1,000 free no run can fit.
     monkeypatch.setattr("archprof.measure.device.cpu_available_memory", lambda: 1_000)
-    rates = {"peak_flops": "1T", "bandwidth": "1TB/s"}  # no ceiling measured
-    refused = r"^profiling Conv2d would run batch 1, predicted to need 1\.79 kB .* the cpu has 1\.00 kB free"
+    refused = r"^a real run of Conv2d at batch 1 is predicted to need 1\.79 kB .* the cpu has 1\.00 kB free"
     with pytest.raises(ArchprofError, match=refused):
-        archprof.profile(conv, input_size=(3, 8, 8), device="cpu", repeat=1, warmup=0, **rates)
+        run(conv)
     assert "cpu" not in calls
     monkeypatch.setattr("archprof.measure.device.cpu_available_memory", lambda: 10**12)
-    archprof.profile(conv, input_size=(3, 8, 8), device="cpu", repeat=1, warmup=0, **rates)
+    run(conv)
     assert "cpu" in calls  # the same call runs where the memory is there
+
+
+NO_CEILINGS = {"peak_flops": "1T", "bandwidth": "1TB/s"}  # given, so that none is measured

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 from archprof.measure.ceilings import Ceilings, device_ceilings
 from archprof.measure.clock import (
@@ -39,13 +38,12 @@ from archprof.measure.clock import (
 )
 from archprof.measure.crosscheck import Check, check_flops, check_memory, check_run, check_shapes, memory_note
 from archprof.measure.device import (
-    beyond_free_memory,
     device_name,
-    free_memory,
     leaf_paths,
     materialise,
     random_inputs,
     real_run_errors,
+    refuse_a_run_that_cannot_fit,
     resolve_device,
     timed_paths,
 )
@@ -59,7 +57,6 @@ from archprof.units import (
     bandwidth_text,
     checked_count,
     flops_rate_text,
-    human_bytes,
     parse_bandwidth,
     parse_flops_rate,
 )
@@ -153,24 +150,9 @@ def profile_analysis(
     columns and `measured` filled in. The caller's random generators are left as they were."""
     warmup, repeat = _pass_count("warmup", warmup, 0), _pass_count("repeat", repeat, 1)
     target = resolve_device(device)
-    _refuse_a_run_that_cannot_fit(analysed, target)
+    refuse_a_run_that_cannot_fit(analysed, target)
     with random_state_kept(target):  # random weights and inputs, the ceilings' random matrices
         return _profiled(analysed, dtype, target, warmup, repeat, peak_flops, bandwidth, progress)
-
-
-def _refuse_a_run_that_cannot_fit(analysed: Analysis, target: torch.device) -> None:
-    """Refuse, before the ceilings are measured or the model built, a run whose predicted
-    inference peak (with a margin) passes what `target` has free: it would be killed by the
-    system's out-of-memory killer, without a word, or swap for hours."""
-    predicted = analysed.report.totals.peak_memory_bytes
-    free = free_memory(target)
-    if beyond_free_memory(predicted, free):
-        where = "the cpu" if target.type == "cpu" else str(target)
-        raise ArchprofError(
-            f"profiling {analysed.loaded.name} would run batch {analysed.batch}, predicted to need"
-            f" {human_bytes(predicted)} (and operators' workspace), but {where} has {human_bytes(free)} free:"
-            " give a smaller batch or input"
-        )
 
 
 def _pass_count(name: str, passes: Any, least: int) -> int:
