@@ -245,3 +245,19 @@ def test_a_real_run_that_cannot_fit_is_refused_before_it_starts(monkeypatch, run
 
 
 NO_CEILINGS = {"peak_flops": "1T", "bandwidth": "1TB/s"}  # given, so that none is measured
+
+
+@pytest.mark.parametrize("target", ["archprof.toml", "report.xml"], ids=["the budget file", "the --junit file"])
+def test_a_step_summary_onto_a_file_check_reads_or_writes_is_refused(tmp_path, monkeypatch, target):
+    """GITHUB_STEP_SUMMARY naming the budget file had the verdict's Markdown appended to it:
+    the next `archprof check` failed on 'not valid TOML'; naming the --junit file, after the
+    XML it appended Markdown. Refused before any work, both files as they were."""
+    budget_text = '[[models]]\nname = "lenet5"\nmax-params = "1M"\n'
+    (tmp_path / "archprof.toml").write_text(budget_text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", target)
+    result = cli("check", "--junit", "report.xml", "-j", "1")
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result).startswith(f"error: GITHUB_STEP_SUMMARY {target} would append to")
+    assert sorted(os.listdir(tmp_path)) == ["archprof.toml"]
+    assert (tmp_path / "archprof.toml").read_text() == budget_text
