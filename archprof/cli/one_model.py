@@ -348,11 +348,11 @@ def available_memory() -> tuple[str, int | None]:
     bytes: CUDA's free memory, or the system's available memory (None where it cannot tell)."""
     import torch
 
-    if torch.cuda.is_available():
-        return "cuda", torch.cuda.mem_get_info()[0]
-    from archprof.measure.device import cpu_available_memory
+    from archprof.measure.device import free_memory
 
-    return "the cpu", cpu_available_memory()
+    if torch.cuda.is_available():
+        return "cuda", free_memory(torch.device("cuda"))
+    return "the cpu", free_memory(torch.device("cpu"))
 
 
 @app.command()
