@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from archprof.analysis import ModelSpec, analysis, analyze, checked_batch_and_dtype, load
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, check_flag
 from archprof.load import InputsLike
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP
 from archprof.measure.clock import no_progress
@@ -60,6 +60,7 @@ def profile(
 
     `fold_bn=True` is refused: the run times the model as it is, BatchNorms unfolded, and
     the cross-check would set it against a folded analysis."""
+    check_flag("fold_bn", fold_bn)  # before its truth is read: a tensor has none, "false" is true
     if fold_bn:
         raise ArchprofError("profile times the model as it is: drop --fold-bn (fold_bn=True), or use summary")
     checked_progress(progress)

@@ -21,7 +21,7 @@ from archprof.analysis import Analysis, analysis, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError, check_flag
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
-from archprof.measure.device import materialise, random_inputs, real_run_errors
+from archprof.measure.device import materialise, random_inputs, real_run_errors, refuse_a_run_that_cannot_fit
 from archprof.output import json_text
 from archprof.parallel import Progress, checked_progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
@@ -320,6 +320,7 @@ def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: 
     you pass is copied, so that neither its weights nor its mode change."""
     runs = checked_runs(runs)
     cpu = torch.device("cpu")
+    refuse_a_run_that_cannot_fit(analysed, cpu)
     with random_state_kept(cpu):  # the caller's generator as it was
         module = materialise(analysed.loaded, cpu, dtype)
         inputs = random_inputs(analysed, cpu)

@@ -206,3 +206,58 @@ def test_diff_checks_its_columns_where_no_layer_changed():
     result = cli("diff", "lenet5", "lenet5", "--columns", "nosuch")
     assert result.exit_code == 2
     assert "no column 'nosuch'" in one_error_line(result)
+
+
+@pytest.mark.parametrize("flag", [torch.zeros(2), "false"], ids=["a tensor", "a string"])
+def test_profile_refuses_a_fold_bn_that_is_not_a_bool_in_one_line(flag):
+    """profile read fold_bn's truth before checking it: a tensor raised torch's RuntimeError
+    ('Boolean value of Tensor ... is ambiguous'), "false" was refused as a request to fold."""
+    with pytest.raises(ArchprofError, match=r"^fold_bn must be True or False, got .*\((Tensor|str)\)$"):
+        archprof.profile(torch.nn.Conv2d(3, 4, 3), input_size=(3, 8, 8), device="cpu", fold_bn=flag)
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda conv: archprof.profile(conv, input_size=(3, 8, 8), device="cpu", repeat=1, warmup=0, **NO_CEILINGS),
+        lambda conv: archprof.compare([conv], input_size=(3, 8, 8), profile=True, runs=1),
+    ],
+    ids=["profile", "compare profile=True"],
+)
+def test_a_real_run_that_cannot_fit_is_refused_before_it_starts(monkeypatch, run):
+    """profile and compare's latency ran any input for real: one whose activations pass the
+    machine's memory was killed by the out-of-memory killer (exit 137, no word) or swapped
+    for as long as it took. memory --measure refused such a run; they now do too."""
+    conv = torch.nn.Conv2d(3, 4, 3)
+    calls = []
+    # The devices it runs on (meta: the analysis); a copy that profile runs keeps the hook.
+    conv.register_forward_hook(lambda module, inputs, output: calls.append(output.device.type))
+    # By hand: its parameters (4*3*3*3 + 4 floats), input (3*8*8) and output (4*6*6) alone take
+    # 4 * (112 + 192 + 144) = 1,792 bytes; with 1,000 free no run can fit.
+    monkeypatch.setattr("archprof.measure.device.cpu_available_memory", lambda: 1_000)
+    refused = r"^a real run of Conv2d at batch 1 is predicted to need 1\.79 kB .* the cpu has 1\.00 kB free"
+    with pytest.raises(ArchprofError, match=refused):
+        run(conv)
+    assert "cpu" not in calls
+    monkeypatch.setattr("archprof.measure.device.cpu_available_memory", lambda: 10**12)
+    run(conv)
+    assert "cpu" in calls  # the same call runs where the memory is there
+
+
+NO_CEILINGS = {"peak_flops": "1T", "bandwidth": "1TB/s"}  # given, so that none is measured
+
+
+@pytest.mark.parametrize("target", ["archprof.toml", "report.xml"], ids=["the budget file", "the --junit file"])
+def test_a_step_summary_onto_a_file_check_reads_or_writes_is_refused(tmp_path, monkeypatch, target):
+    """GITHUB_STEP_SUMMARY naming the budget file had the verdict's Markdown appended to it:
+    the next `archprof check` failed on 'not valid TOML'; naming the --junit file, after the
+    XML it appended Markdown. Refused before any work, both files as they were."""
+    budget_text = '[[models]]\nname = "lenet5"\nmax-params = "1M"\n'
+    (tmp_path / "archprof.toml").write_text(budget_text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", target)
+    result = cli("check", "--junit", "report.xml", "-j", "1")
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result).startswith(f"error: GITHUB_STEP_SUMMARY {target} would append to")
+    assert sorted(os.listdir(tmp_path)) == ["archprof.toml"]
+    assert (tmp_path / "archprof.toml").read_text() == budget_text

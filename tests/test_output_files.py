@@ -95,6 +95,33 @@ def test_a_directory_is_refused_before_any_work(tmp_path):
     assert "directory" in error_line(invoke("check", "lenet5", "--max-params", "1M", "--junit", tmp_path))
 
 
+# Every option that names a file to write, on the command line of each command that takes it.
+FILE_OPTIONS = [
+    ("summary", "lenet5", "-f", "csv", "-o"),
+    ("explain", "lenet5", "-o"),
+    ("rf", "lenet5", "-f", "csv", "-o"),
+    ("rf", "lenet5", "--plot"),
+    ("memory", "lenet5", "-f", "csv", "-o"),
+    ("memory", "lenet5", "--plot"),
+    ("profile", "lenet5", "--device", "cpu", "--peak-flops", "1T", "--bandwidth", "1TB/s", "-f", "csv", "-o"),
+    ("profile", "lenet5", "--device", "cpu", "--peak-flops", "1T", "--bandwidth", "1TB/s", "--plot"),
+    ("compare", "lenet5", "lenet5", "-j", "1", "-f", "csv", "-o"),
+    ("diff", "lenet5", "lenet5", "-f", "csv", "-o"),
+    ("check", "lenet5", "--max-params", "1M", "-j", "1", "--junit"),
+]
+
+
+@pytest.mark.parametrize("command", FILE_OPTIONS, ids=lambda command: f"{command[0]} {command[-1]}")
+@pytest.mark.parametrize("name", ["report.csv/", "report.csv/.", "report.csv/..", "", "report.csv//"])
+def test_a_file_name_that_ends_as_a_folder_or_is_empty_is_refused(tmp_path, monkeypatch, command, name):
+    """`-o x.csv/` wrote the file x.csv (Path drops the slash) and `-o ""` was read as '.',
+    the current folder: each a file the user did not name. Refused, and nothing written."""
+    monkeypatch.chdir(tmp_path)
+    line = error_line(invoke(*command, name))
+    assert ("it is empty" if name == "" else "ends as a folder's name does") in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
     elsewhere = tmp_path / "reports"
     elsewhere.mkdir()

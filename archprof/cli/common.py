@@ -120,6 +120,18 @@ def format_option(*formats: Format):
 FormatOpt = format_option()
 
 
+def file_name(text: str) -> Path:
+    """An option's file to write, as typed: refused when empty or when it ends as a folder's
+    name does (`x.csv/`, `out/.`). Path() would read '' as '.' and drop the slash of `x.csv/`,
+    so that a report meant for a folder went to a file of that name."""
+    if not text:
+        raise typer.BadParameter("it is empty: give a file name")
+    last = text.replace(os.altsep or os.sep, os.sep).rsplit(os.sep, 1)[-1]
+    if last in ("", ".", ".."):
+        raise typer.BadParameter(f"'{text}' ends as a folder's name does: give a file name")
+    return Path(text)
+
+
 OutputOpt = Annotated[
     Optional[Path],
     typer.Option(
@@ -128,9 +140,22 @@ OutputOpt = Annotated[
         metavar="FILE",
         help="Write the report to this file ('-': standard output).",
         show_default="standard output",
-        parser=lambda text: None if text == "-" else Path(text),
+        parser=lambda text: None if text == "-" else file_name(text),
     ),
 ]
+
+
+def plot_option(drawing: str):
+    return Annotated[
+        Optional[Path],
+        typer.Option(
+            "--plot",
+            metavar="FILE",
+            help=f"Draw {drawing} into this PNG/SVG/PDF (needs matplotlib).",
+            show_default=False,
+            parser=file_name,
+        ),
+    ]
 
 
 QuietOpt = Annotated[
@@ -554,6 +579,21 @@ def check_output(output: Path | None, option: str, *inputs: tuple[str, str | Pat
             raise ArchprofError(f"{option} {output} would overwrite {what} '{path}': give another file name")
 
 
+def check_appended(
+    target: str, variable: str, reads: list[tuple[str, str | Path | None]], writes: list[tuple[str, Path | None]]
+) -> None:
+    """Fail before any work when `target`, a file the command appends to as the environment
+    `variable` names it, is one of the files the command reads or writes, given as (what,
+    path): what it appends would corrupt it (a budget file that no longer parses)."""
+    from archprof.errors import ArchprofError
+
+    clashes = [(what, path) for what, path in reads if path is not None and same_file(Path(target), path)]
+    clashes += [(what, path) for what, path in writes if path is not None and one_file(Path(target), path)]
+    if clashes:
+        what, path = clashes[0]
+        raise ArchprofError(f"{variable} {target} would append to {what} '{path}': point it at another file")
+
+
 def one_model_targets(
     model: str, options, format: Format | None, output: Path | None, columns: str | None, wide: bool, plot=None
 ) -> tuple[Format, ColumnChoice]:
@@ -568,7 +608,7 @@ def one_model_targets(
 
         check_output(plot, "--plot", *read)
         check_plot_target(plot)
-        if output is not None and (same_file(plot, output) or plot.resolve() == output.resolve()):
+        if output is not None and one_file(plot, output):
             from archprof.errors import ArchprofError
 
             raise ArchprofError(f"--plot {plot} and --output {output} are one file: give each its own name")
@@ -587,6 +627,11 @@ def input_files(spec: str, what: str = "the model file", base: Path | None = Non
         paths += [base / path for path in paths]
     source = module_source(location, base) if location and not location.lower().endswith(".py") else None
     return [(what, path) for path in paths + ([source] if source else [])]
+
+
+def one_file(a: Path, b: str | Path) -> bool:
+    """Whether `a` and `b` name one file, either existing or not (not yet written)."""
+    return same_file(a, b) or a.resolve() == Path(b).resolve()
 
 
 def same_file(a: Path, b: str | Path) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -21,6 +20,7 @@ from archprof.cli.common import (
     emit_report,
     fitted_width,
     one_model_targets,
+    plot_option,
     progress_display,
     say,
     user_errors,
@@ -113,15 +113,7 @@ def profile(
         bool,
         typer.Option("--remeasure", help="Measure the device's ceilings again, whatever the cache holds."),
     ] = False,
-    plot: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--plot",
-            metavar="FILE",
-            help="Draw the layers on the roofline into this PNG/SVG/PDF (needs matplotlib).",
-            show_default=False,
-        ),
-    ] = None,
+    plot: plot_option("the layers on the roofline") = None,
     quiet: QuietOpt = False,
     depth: DepthOpt = None,
     format: FormatOpt = None,
@@ -235,15 +227,7 @@ def memory(
             " Not with --fold-bn: the run is of the model as it is.",
         ),
     ] = False,
-    plot: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--plot",
-            metavar="FILE",
-            help="Draw the memory held over the forward, layer by layer, into this PNG/SVG/PDF (needs matplotlib).",
-            show_default=False,
-        ),
-    ] = None,
+    plot: plot_option("the memory held over the forward, layer by layer,") = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
     columns: columns_option("Peak in layer,Live after") = None,
@@ -364,11 +348,11 @@ def available_memory() -> tuple[str, int | None]:
     bytes: CUDA's free memory, or the system's available memory (None where it cannot tell)."""
     import torch
 
-    if torch.cuda.is_available():
-        return "cuda", torch.cuda.mem_get_info()[0]
-    from archprof.measure.device import cpu_available_memory
+    from archprof.measure.device import free_memory
 
-    return "the cpu", cpu_available_memory()
+    if torch.cuda.is_available():
+        return "cuda", free_memory(torch.device("cuda"))
+    return "the cpu", free_memory(torch.device("cpu"))
 
 
 @app.command()
@@ -377,15 +361,7 @@ def available_memory() -> tuple[str, int | None]:
 def rf(
     model: ModelArg,
     options=None,  # with_model_options: the shared options, read
-    plot: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--plot",
-            metavar="FILE",
-            help="Draw field size and effective stride against depth into this PNG/SVG/PDF (needs matplotlib).",
-            show_default=False,
-        ),
-    ] = None,
+    plot: plot_option("field size and effective stride against depth") = None,
     unit: Annotated[
         Optional[str],
         typer.Option(

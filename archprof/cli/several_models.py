@@ -16,11 +16,13 @@ from archprof.cli.common import (
     OutputOpt,
     QuietOpt,
     WideOpt,
+    check_appended,
     check_output,
     choose_format,
     column_choice,
     columns_option,
     emit,
+    file_name,
     fitted_width,
     input_files,
     limit_option,
@@ -185,7 +187,11 @@ def check(
     junit: Annotated[
         Optional[Path],
         typer.Option(
-            "--junit", metavar="FILE", help="Also write JUnit XML (one testcase per limit).", show_default=False
+            "--junit",
+            metavar="FILE",
+            help="Also write JUnit XML (one testcase per limit).",
+            show_default=False,
+            parser=file_name,
         ),
     ] = None,
     jobs: JobsOpt = None,
@@ -223,16 +229,19 @@ def check(
         options=options,
         optimizer=optimizer,
     )
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if junit is not None or step_summary:
+        budget_file = config or budget.find_budget_file()
+        model_files = [found for entry in entries for found in input_files(entry.model, base=entry.search_dir)]
+        read = [("the budget file", budget_file), ("the --weights file", options.weights), *model_files]
     if junit is not None:
         if str(junit) == "-":  # the table goes there
             from archprof.errors import ArchprofError
 
             raise ArchprofError("--junit - : give a file name (the table goes to standard output)")
-        budget_file = config or budget.find_budget_file()
-        model_files = [found for entry in entries for found in input_files(entry.model, base=entry.search_dir)]
-        check_output(
-            junit, "--junit", ("the budget file", budget_file), ("the --weights file", options.weights), *model_files
-        )
+        check_output(junit, "--junit", *read)
+    if step_summary:
+        check_appended(step_summary, "GITHUB_STEP_SUMMARY", read, [("the --junit file", junit)])
     with progress_display(quiet) as progress:
         # A model that cannot be checked (exit 2) does not hide the others' verdicts.
         results = budget.check_all(entries, jobs=jobs, progress=progress)
@@ -248,7 +257,6 @@ def check(
 
         write_atomically(junit, budget.junit_xml(results))
         say(f"wrote {junit}")
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         try:
             budget.append_step_summary(results, step_summary)

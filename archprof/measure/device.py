@@ -15,7 +15,7 @@ from archprof.analysis import Analysis
 from archprof.errors import ArchprofError, first_line, memory_for
 from archprof.report import Report
 from archprof.trace import forward_exits_as_errors, in_traced_mode
-from archprof.units import tensor_text
+from archprof.units import human_bytes, tensor_text
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -48,6 +48,29 @@ def beyond_free_memory(predicted: int, free: int | None) -> bool:
     """Whether a real run predicted to need `predicted` bytes, with REAL_RUN_MARGIN on top,
     would pass the `free` bytes of its device (None: cannot tell, so never)."""
     return free is not None and predicted * REAL_RUN_MARGIN > free
+
+
+def free_memory(device: torch.device) -> int | None:
+    """The bytes a real run on `device` can take: CUDA's free memory, or the system's
+    available memory (None where it cannot tell)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return cpu_available_memory()
+
+
+def refuse_a_run_that_cannot_fit(analysed: Analysis, target: torch.device) -> None:
+    """Refuse, before anything is built or measured, a real run of `analysed` whose predicted
+    inference peak (with REAL_RUN_MARGIN) passes what `target` has free: it would be killed
+    by the system's out-of-memory killer without a word, or swap for as long as it took."""
+    predicted = analysed.report.totals.peak_memory_bytes
+    free = free_memory(target)
+    if beyond_free_memory(predicted, free):
+        where = "the cpu" if target.type == "cpu" else str(target)
+        raise ArchprofError(
+            f"a real run of {analysed.loaded.name} at batch {analysed.batch} is predicted to need"
+            f" {human_bytes(predicted)} (and operators' workspace), but {where} has {human_bytes(free)} free:"
+            " give a smaller batch or input"
+        )
 
 
 def cpu_available_memory() -> int | None:

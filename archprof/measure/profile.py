@@ -43,6 +43,7 @@ from archprof.measure.device import (
     materialise,
     random_inputs,
     real_run_errors,
+    refuse_a_run_that_cannot_fit,
     resolve_device,
     timed_paths,
 )
@@ -52,7 +53,13 @@ from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
 from archprof.report import MEASURED_COLUMNS, Report, measured_rates
-from archprof.units import bandwidth_text, checked_count, flops_rate_text, parse_bandwidth, parse_flops_rate
+from archprof.units import (
+    bandwidth_text,
+    checked_count,
+    flops_rate_text,
+    parse_bandwidth,
+    parse_flops_rate,
+)
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ def profile_analysis(
     columns and `measured` filled in. The caller's random generators are left as they were."""
     warmup, repeat = _pass_count("warmup", warmup, 0), _pass_count("repeat", repeat, 1)
     target = resolve_device(device)
+    refuse_a_run_that_cannot_fit(analysed, target)
     with random_state_kept(target):  # random weights and inputs, the ceilings' random matrices
         return _profiled(analysed, dtype, target, warmup, repeat, peak_flops, bandwidth, progress)
 
