@@ -209,6 +209,26 @@ def test_a_torchscript_file_changed_into_a_pickle_after_its_first_look_is_refuse
     assert line == f"error: cannot read {path}: it changed while archprof read it"
 
 
+def test_a_torchscript_file_that_cannot_be_copied_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """The private copy archprof loads from cannot be written (a full temporary disk): one
+    line naming the file and the reason, and the temporary folder is gone again."""
+    import tempfile
+
+    path = tmp_path / "model.pt"
+    torch.jit.script(torch.nn.Conv2d(3, 4, 3)).save(str(path))
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(28, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    line = one_error_line(cli("summary", path, "-i", "3x8x8"))
+    assert line.startswith(f"error: cannot copy {path} into {temporary}") and line.endswith(": No space left on device")
+    assert list(temporary.iterdir()) == []
+
+
 # -- names the system cannot look up -------------------------------------------------------
 
 LONG = "m" * 300  # NAME_MAX is 255 bytes on Linux and macOS
