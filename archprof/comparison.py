@@ -188,7 +188,8 @@ def compare(
     applied to every model. `input_size` (one sample,
     e.g. (3, 224, 224)) or `inputs` apply to every model; None takes each model's usual
     input. `profile=True` adds `latency_ms`: the median of at least `runs` CPU forward passes
-    of the real model with random weights, under `torch.no_grad()`. `training=True`
+    of the real model with random weights, under `torch.no_grad()`; a model whose predicted
+    peak passes the memory free is refused before any model is timed. `training=True`
     analyses one training step of each model and adds `training_flops` (forward and
     backward, `Report.totals.training_flops`) and `training_peak_bytes` (the step's peak,
     with plain SGD, which keeps no optimizer state); `peak_memory_bytes` is then the forward's peak, what autograd
@@ -240,6 +241,8 @@ def compare(
     latencies = None
     if profile:
         analyses = [_analysis(model, **options) for model in models]
+        for analysed in analyses:  # every model's fit first: a refusal after others were timed wastes their time
+            refuse_a_run_that_cannot_fit(analysed, torch.device("cpu"))
         latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses]
         reports = [analysed.report for analysed in analyses]
     else:

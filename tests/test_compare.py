@@ -129,6 +129,24 @@ def test_profile_adds_a_measured_cpu_latency():
     assert (frame["latency_ms"] > 0).all()
 
 
+def test_profile_refuses_a_model_that_cannot_fit_before_timing_any(monkeypatch):
+    """The memory free lies between lenet5's predicted peak and resnet18's: resnet18 is
+    refused, and lenet5, listed first, was not timed (nothing reached the clock)."""
+    import archprof.comparison as comparison
+    from archprof.measure.device import REAL_RUN_MARGIN
+
+    small, large = (archprof.analyze(name).totals.peak_memory_bytes for name in ("lenet5", "resnet18"))
+    assert small < large
+    monkeypatch.setattr(
+        "archprof.measure.device.cpu_available_memory", lambda: int(REAL_RUN_MARGIN * (small + large) / 2)
+    )
+    timed = []
+    monkeypatch.setattr(comparison, "latency_ms", lambda *args: timed.append(args) or [1.0])
+    with pytest.raises(ArchprofError, match=r"^a real run of resnet18 at batch 1 is predicted to need .* free"):
+        archprof.compare(["lenet5", "resnet18"], profile=True, runs=1)
+    assert timed == []
+
+
 def test_archprof_compare_is_the_function():
     from archprof import compare
 

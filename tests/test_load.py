@@ -219,6 +219,57 @@ def test_a_frozen_torchscript_file_is_refused_in_one_line(tmp_path, tiny):
     assert result.exit_code == 2 and "frozen TorchScript module" in one_error_line(result)
 
 
+# The subprocess below: its memory's high-water mark (VmHWM) reset to what it holds now
+# (clear_refs 5) before each step, so each peak is that step's own, over what it began with.
+_PEAKS_OF_A_TORCHSCRIPT_LOAD = """
+import sys, torch
+from archprof.load import load_model
+
+def mib(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith(key + ":"))
+
+def step(run):
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    start = mib("VmRSS")
+    kept = run()
+    return kept, mib("VmHWM") - start, mib("VmRSS") - start
+
+loaded, meta_peak, meta_kept = step(lambda: load_model(sys.argv[1]))
+built, build_peak, _ = step(lambda: loaded.build(torch.device("cpu")))
+print(meta_peak, meta_kept, build_peak)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="reads Linux's /proc/self/status")
+def test_a_torchscript_file_loads_onto_meta_reading_it_about_once(tmp_path):
+    """A 64 MiB TorchScript file loaded on meta: torch reads each tensor before it moves it
+    there (one file's worth), nothing more; afterwards nothing of the file stays held; and
+    building it on the CPU costs its weights, once. The oracle: the process's peak resident
+    memory (the kernel's, which sees torch's allocations). Before, the archive was held as
+    bytes and handed to torch as a buffer, which torch copied twice: about 4x the file on
+    meta, 1x kept for good, and 3x more than the weights to build."""
+    import subprocess
+
+    path = tmp_path / "linear.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(4096, 4096, bias=False)), str(path))
+    file_mib = path.stat().st_size / 2**20
+    weights_mib = 4096 * 4096 * 4 / 2**20
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAKS_OF_A_TORCHSCRIPT_LOAD, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    meta_peak, meta_kept, build_peak = map(float, done.stdout.split())
+    assert meta_peak < 1.5 * file_mib, f"loading on meta peaked at {meta_peak:.0f} MiB"
+    assert meta_kept < 0.25 * file_mib, f"{meta_kept:.0f} MiB stayed held after loading on meta"
+    assert weights_mib <= build_peak < 1.5 * weights_mib, f"building on the CPU peaked at {build_peak:.0f} MiB"
+
+
 @pytest.mark.parametrize("freeze", [torch.jit.freeze, torch.jit.optimize_for_inference])
 def test_a_frozen_torchscript_module_given_is_refused(tiny, freeze):
     frozen = freeze(torch.jit.script(tiny.TinyNet().eval()))

@@ -173,6 +173,62 @@ def test_what_successful_user_code_prints_on_stderr_still_appears(tmp_path, caps
     assert capsys.readouterr().err.split() == ["imported", "built"]
 
 
+# -- a TorchScript file changed between its first look and its read -------------------------
+
+
+def _torchscript_read_as(monkeypatch, path: Path, replacement: bytes) -> None:
+    """`path`'s one read (Path.read_bytes) gives `replacement`: the file as it was changed
+    after archprof's first look at its zip directory."""
+    real_read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: replacement if self == path else real_read_bytes(self))
+
+
+def test_a_torchscript_file_changed_into_a_zip_bomb_after_its_first_look_is_refused(tmp_path, monkeypatch):
+    """The copy archprof checks and loads has its zip directory read again: a code member
+    of 2 MiB of zeros stored in about 2 KiB is refused before it is inflated, the message
+    naming the file given (not archprof's private copy)."""
+    path = tmp_path / "model.pt"
+    torch.jit.script(torch.nn.Conv2d(3, 4, 3)).save(str(path))
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model/code/__torch__/big.py", bytes(2 * 2**20 + 1))
+    _torchscript_read_as(monkeypatch, path, bomb.getvalue())
+    with pytest.raises(ArchprofError, match=rf"^cannot read {path}: its member .*big.py' would expand .*zip bomb"):
+        load_model(str(path))
+
+
+def test_a_torchscript_file_changed_into_a_pickle_after_its_first_look_is_refused(tmp_path, monkeypatch):
+    """A TorchScript file swapped for a torch.save checkpoint between the look that found it
+    TorchScript and its read: what was read is not loaded as TorchScript."""
+    path = tmp_path / "model.pt"
+    torch.jit.script(torch.nn.Conv2d(3, 4, 3)).save(str(path))
+    checkpoint = io.BytesIO()
+    torch.save({"weight": torch.zeros(2)}, checkpoint)
+    _torchscript_read_as(monkeypatch, path, checkpoint.getvalue())
+    line = one_error_line(cli("summary", path, "-i", "3x8x8"))
+    assert line == f"error: cannot read {path}: it changed while archprof read it"
+
+
+def test_a_torchscript_file_that_cannot_be_copied_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """The private copy archprof loads from cannot be written (a full temporary disk): one
+    line naming the file and the reason, and the temporary folder is gone again."""
+    import tempfile
+
+    path = tmp_path / "model.pt"
+    torch.jit.script(torch.nn.Conv2d(3, 4, 3)).save(str(path))
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(28, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    line = one_error_line(cli("summary", path, "-i", "3x8x8"))
+    assert line.startswith(f"error: cannot copy {path} into {temporary}") and line.endswith(": No space left on device")
+    assert list(temporary.iterdir()) == []
+
+
 # -- names the system cannot look up -------------------------------------------------------
 
 LONG = "m" * 300  # NAME_MAX is 255 bytes on Linux and macOS

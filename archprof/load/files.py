@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import io
+import shutil
+import tempfile
+import weakref
 import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -57,29 +59,24 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
     if kind == "exported":
         return load_exported(path, spec, trust_pickle)
     if kind == "torchscript":
-        # Read once: the archive checked is the archive loaded, however the file changes after.
-        try:
-            archive = path.read_bytes()
-        except OSError as exc:  # gone or locked since it was first opened
-            raise ArchprofError(f"cannot read {spec}: {exc.strerror or exc}") from None
-        if not trust_pickle:
-            refuse_unsafe_torchscript(io.BytesIO(archive), spec)
-        return _load_torchscript(archive, path, spec)
+        return _load_torchscript(path, spec, trust_pickle)
     if kind == "pt2-other":
         raise ArchprofError(f"cannot read {spec}: a .pt2 archive without an exported program (AOTInductor package?)")
     return _load_pickle(path, spec, trust_pickle)
 
 
-def archive_kind(path: Path) -> str:
-    """exported | torchscript | pickle (torch.save, zip or legacy) | pt2-other; corrupt files raise."""
+def archive_kind(path: Path, shown: str | None = None) -> str:
+    """exported | torchscript | pickle (torch.save, zip or legacy) | pt2-other; corrupt files
+    raise, naming the file `shown` (default `path`: a private copy is named by its original)."""
+    shown = shown or str(path)
     if not zipfile.is_zipfile(path):
         return "pickle"  # torch.save's legacy format, or not a PyTorch file: torch.load says which
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ArchprofError(f"cannot read {path}: corrupted or truncated ({first_line(exc, bare=True)})") from None
-    _refuse_zip_bombs(path, members)
+        raise ArchprofError(f"cannot read {shown}: corrupted or truncated ({first_line(exc, bare=True)})") from None
+    _refuse_zip_bombs(shown, members)
     names = [member.filename for member in members]
     tails = {name.split("/", 1)[1] if "/" in name else name for name in names}
     if "archive_format" in tails:
@@ -98,33 +95,67 @@ _MOST_EXPANSION = 100
 _SMALL_MEMBER = 2**20
 
 
-def _refuse_zip_bombs(path: Path, members: list[zipfile.ZipInfo]) -> None:
+def _refuse_zip_bombs(shown: str, members: list[zipfile.ZipInfo]) -> None:
     for member in members:
         if member.file_size > max(_SMALL_MEMBER, _MOST_EXPANSION * member.compress_size):
             raise ArchprofError(
-                f"cannot read {path}: its member {shorten(member.filename)} would expand from"
+                f"cannot read {shown}: its member {shorten(member.filename)} would expand from"
                 f" {member.compress_size:,} to {member.file_size:,} bytes (a zip bomb?)"
             )
 
 
-def _load_torchscript(archive: bytes, path: Path, spec: str) -> LoadedModel:
+def _load_torchscript(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
     """A TorchScript archive read from `path`, its weights loaded straight onto the meta
-    device (nothing real is allocated); should that not work, loaded on the CPU and moved."""
+    device (nothing real is allocated); should that not work, loaded on the CPU and moved.
+    The file is read once, into a private copy: the archive checked is the archive loaded
+    and built later, however the file changes after. torch loads from that copy's path,
+    reading each tensor as it needs it; from a buffer it copied the whole archive twice
+    first (a Linear of 64 MiB peaked at 4x its size on meta, the copy at 1x)."""
+    folder = Path(tempfile.mkdtemp(prefix="archprof-"))  # readable by this user only
+    try:
+        copy = _private_copy(path, spec, folder)
+        if archive_kind(copy, spec) != "torchscript":  # the zip bombs and the kind checked on what loads
+            raise ArchprofError(f"cannot read {spec}: it changed while archprof read it")
+        if not trust_pickle:
+            refuse_unsafe_torchscript(copy, spec)
+        module = _load_script_module(copy, spec)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    def build(device: torch.device) -> torch.nn.Module:
+        return torch.jit.load(str(copy), map_location=device)
+
+    weakref.finalize(build, shutil.rmtree, folder, ignore_errors=True)  # the copy lives as long as build
+    return LoadedModel(module, spec, None, kind="torchscript", owned=True, source=path, build=build)
+
+
+def _private_copy(path: Path, spec: str, folder: Path) -> Path:
+    """`path` copied into `folder`, its bytes not held once written."""
+    try:
+        archive = path.read_bytes()
+    except OSError as exc:  # gone or locked since it was first opened
+        raise ArchprofError(f"cannot read {spec}: {exc.strerror or exc}") from None
+    copy = folder / "model.pt"
+    try:
+        copy.write_bytes(archive)
+    except OSError as exc:
+        raise ArchprofError(f"cannot copy {spec} into {folder}: {exc.strerror or exc}") from None
+    return copy
+
+
+def _load_script_module(copy: Path, spec: str) -> torch.jit.ScriptModule:
     try:
         with quiet():
-            module = torch.jit.load(io.BytesIO(archive), map_location="meta")
+            module = torch.jit.load(str(copy), map_location="meta")
     except Exception:
         try:
             with quiet():
-                module = torch.jit.load(io.BytesIO(archive), map_location="cpu")
+                module = torch.jit.load(str(copy), map_location="cpu")
         except Exception as exc:
             raise unreadable(spec, exc) from None
     refuse_frozen(module, spec)
-
-    def build(device: torch.device) -> torch.nn.Module:
-        return torch.jit.load(io.BytesIO(archive), map_location=device)
-
-    return LoadedModel(module, spec, None, kind="torchscript", owned=True, source=path, build=build)
+    return module
 
 
 def _load_pickle(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
