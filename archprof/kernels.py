@@ -28,7 +28,9 @@ Modelled (PyTorch 2.x, CPU):
 
 - attention: `_scaled_dot_product_flash_attention_for_cpu` wherever `sdp_utils_cpp`'s
   `use_flash_attention_cpp` accepts the call (`flash_attention_kernel`), else the math
-  decomposition. `Graph.kernels` says which, per call. On CUDA (not modelled) PyTorch's
+  decomposition; either noted as the one operator `scaled_dot_product_attention` a CPU runs
+  (its scores and softmax, flash's float mask and log-sum-exp, let go of inside: workspace).
+  `Graph.kernels` says which, per call. On CUDA (not modelled) PyTorch's
   sdp_utils tries flash attention (float16/bfloat16, no explicit mask, head size up to
   256, recent GPUs), then memory-efficient attention (float32 too, and masks), then math;
   both fused CUDA kernels save the output and a float32 log-sum-exp as the CPU's does (the
