@@ -28,7 +28,9 @@ Modelled (PyTorch 2.x, CPU):
 
 - attention: `_scaled_dot_product_flash_attention_for_cpu` wherever `sdp_utils_cpp`'s
   `use_flash_attention_cpp` accepts the call (`flash_attention_kernel`), else the math
-  decomposition. `Graph.kernels` says which, per call. On CUDA (not modelled) PyTorch's
+  decomposition; either noted as the one operator `scaled_dot_product_attention` a CPU runs
+  (its scores and softmax, flash's float mask and log-sum-exp, let go of inside: workspace).
+  `Graph.kernels` says which, per call. On CUDA (not modelled) PyTorch's
   sdp_utils tries flash attention (float16/bfloat16, no explicit mask, head size up to
   256, recent GPUs), then memory-efficient attention (float32 too, and masks), then math;
   both fused CUDA kernels save the output and a float32 log-sum-exp as the CPU's does (the
@@ -317,15 +319,10 @@ class DeviceKernels:
                 query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
             )
         self.chosen[f"{ATTENTION}: {FLASH_CPU}"] += 1
-        if attn_mask is not None and attn_mask.dtype == torch.bool:
-            # As attention.cpp's convert_boolean_attn_mask: True keeps a score, False masks it.
-            keep = torch.scalar_tensor(0.0, dtype=query.dtype, device=query.device)
-            drop = torch.scalar_tensor(-math.inf, dtype=query.dtype, device=query.device)
-            attn_mask = torch.where(attn_mask, keep, drop)
-        output, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale
-        )
-        return output
+        # One operator on a CPU (scaled_dot_product_attention): the float mask it makes of a
+        # boolean one, and the log-sum-exp, let go of inside (in inference), are its workspace.
+        with _noted_as_one_cpu_operator():
+            return _flash_attention(query, key, value, attn_mask, dropout_p, is_causal, scale)
 
     def _lstm(self, input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
         if not onednn_lstm_kernel(input, hx):
@@ -335,6 +332,19 @@ class DeviceKernels:
             return _cpu_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
         self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
         return _onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+def _flash_attention(query, key, value, attn_mask, dropout_p, is_causal, scale):
+    """The output of `_scaled_dot_product_flash_attention_for_cpu`, its temporaries let go of
+    on return."""
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        # As attention.cpp's convert_boolean_attn_mask: True keeps a score, False masks it.
+        keep = torch.scalar_tensor(0.0, dtype=query.dtype, device=query.device)
+        drop = torch.scalar_tensor(-math.inf, dtype=query.dtype, device=query.device)
+        attn_mask = torch.where(attn_mask, keep, drop)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale
+    )[0]
 
 
 def _svdvals(A, *, driver=None):
@@ -481,6 +491,7 @@ _ONE_CPU_OPERATOR = {
         "max_pool1d",
         "max_pool2d",
         "max_pool3d",
+        "scaled_dot_product_attention",
     )
 }
 

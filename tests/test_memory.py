@@ -385,6 +385,17 @@ ONE_CPU_OPERATOR_CALLS = {
     "a layer norm over the maps' last dimension": lambda y: F.layer_norm(y, (16,)),
     "a group norm of 4 groups": lambda y: F.group_norm(y, 4),
     "an instance norm": F.instance_norm,
+    # attention the CPU runs on its math road (a mask of 3 dimensions, or 5-d heads), whose scores
+    # and their softmax the one operator scaled_dot_product_attention frees inside
+    "attention under a 3-d mask": lambda y: F.scaled_dot_product_attention(y, y, y, attn_mask=y.new_zeros(8, 16, 16)),
+    "attention over 5-d heads": lambda y: F.scaled_dot_product_attention(*[y.unflatten(1, (2, 4))] * 3),
+    "attention called as torch._C._nn's": lambda y: torch._C._nn.scaled_dot_product_attention(
+        y, y, y, attn_mask=y.new_zeros(8, 16, 16)
+    ),
+    # CPU flash attention: the boolean mask turned into a float one inside the operator
+    "flash attention under a boolean mask": lambda y: F.scaled_dot_product_attention(
+        y, y, y, attn_mask=torch.ones(16, 16, dtype=torch.bool, device=y.device).tril()
+    ),
 }
 
 PROFILED_MODELS = {

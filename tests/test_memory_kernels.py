@@ -70,15 +70,15 @@ def test_attention_saves_what_cpu_flash_attention_saves():
 
 
 def test_the_attention_inference_peak_matches_the_profiler():
-    """Exact but for the log-sum-exp (B x heads x L floats): the kernel returns it and the
-    composite frees it before returning, which the profiler files as the call's workspace,
-    while the graph holds it for the length of the op."""
+    """Exact: the log-sum-exp (B x heads x L floats) the kernel returns and the composite frees
+    before returning is the one CPU operator's workspace, to the profiler and the graph alike
+    (held for the length of the op, it was 2048 x 4 B over)."""
     model = AttentionBlock()
     x = torch.randn(1, 1, 2048, 64)
     graph = trace(model, [x.shape])
     held = build_report(graph, "block").totals.peak_activation_bytes
     _, lasting = profiled_peaks(model, x)
-    assert held == lasting + x.nbytes + 2048 * 4
+    assert held == lasting + x.nbytes
 
 
 def test_attention_macs_are_those_of_the_math_decomposition():
