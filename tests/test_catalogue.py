@@ -805,28 +805,30 @@ def test_an_embedding_with_max_norm_renormalises_the_rows_it_looks_up():
     assert training.totals.not_counted == {}
 
 
+class _Logged(TorchDispatchMode):
+    """The aten operators a real forward runs, by name, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
 def test_one_hot_runs_as_on_a_cpu():
     """F.one_hot on a CPU checks its indices' minimum and maximum (aminmax, read back with
     item()) and scatters a 1 per index into zeros: 2 (N - 1) comparisons, where the meta
     device's road compares every index with every class (N x C). The trace records the CPU's
     operators, but the item() reads, which meta cannot make (no values)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Logged(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func.overloadpacket))
-            return func(*args, **(kwargs or {}))
 
     class Encoded(torch.nn.Module):
         def forward(self, labels):  # labels: [2, 5]
             return F.one_hot(labels, 7)
 
     labels = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 0, 1, 2]])
-    with Logged() as cpu:
+    with _Logged() as cpu:
         Encoded()(labels)
     report = archprof.analyze(Encoded(), inputs=["5:int64"], batch=2)
     assert [op.op for op in report.graph.ops] == [op for op in cpu.ops if op != "aten._local_scalar_dense"]
@@ -856,17 +858,8 @@ def test_gaussian_nll_loss_traces_on_meta_as_a_cpu_runs_it():
     forward runs (its lt, any and item() read included) and FlopCounterMode's MACs, the
     parameters and the outputs' shapes of that forward; a training step too."""
 
-    class Logged(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func.overloadpacket))
-            return func(*args, **(kwargs or {}))
-
     model, x = _GaussianHead(), torch.randn(4, 6)
-    with Logged() as cpu, torch.no_grad(), FlopCounterMode(display=False) as counted:
+    with _Logged() as cpu, torch.no_grad(), FlopCounterMode(display=False) as counted:
         outputs = model(x)
     report = archprof.analyze(model, input_size=(6,), batch=4)
     assert report.traced_on == "meta"
@@ -982,16 +975,11 @@ def test_soft_margin_loss_and_its_gradient_are_costed():
     gradient -norm y z / (1 + z) grad with z = exp(-y x), 8 per element."""
 
     class Margin(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = torch.nn.Linear(6, 6)
-
         def forward(self, x):
-            x = self.linear(x)
             y = torch.ones_like(x)
             return F.soft_margin_loss(x, y), F.soft_margin_loss(x, y, reduction="none")
 
-    report = archprof.analyze(Margin(), input_size=(6,), batch=4, training=True)
+    report = archprof.analyze(_after_a_linear(Margin()), input_size=(6,), batch=4, training=True)
     assert report.totals.not_counted == {}
     costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
     n = 4 * 6
@@ -1003,15 +991,15 @@ def _labels(y: torch.Tensor, *shape: int) -> torch.Tensor:
     return torch.zeros(shape, dtype=torch.long, device=y.device)
 
 
+def _after_a_linear(losses: torch.nn.Module) -> torch.nn.Module:
+    """`losses` of the scores of a trainable 6 -> 6 linear layer."""
+    return torch.nn.Sequential(torch.nn.Linear(6, 6), losses)
+
+
 class _MarginLosses(torch.nn.Module):
     """The multi-class and multi-label margin losses over a [4, 6] batch of scores."""
 
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(6, 6)
-
     def forward(self, x):
-        x = self.linear(x)
         labels = torch.tensor([0, 1, 2, 5], device=x.device)
         weight = torch.ones(6, device=x.device)
         label_sets = torch.tensor([[0, 1, -1, 0, 0, 0]] * 4, device=x.device)  # classes 0 and 1, then the end
@@ -1037,7 +1025,7 @@ def test_margin_losses_and_their_gradients_count_every_hinge_as_above_zero():
     gradient per pair the argument, comparison, and g added to one class and taken from the
     other (5), then every element times the incoming gradient. Every hinge counted as above
     zero: which are depends on the values."""
-    report = archprof.analyze(_MarginLosses(), input_size=(6,), batch=4, training=True)
+    report = archprof.analyze(_after_a_linear(_MarginLosses()), input_size=(6,), batch=4, training=True)
     assert report.totals.not_counted == {}
     costs = {name: [c.elementwise_flops for c in calls] for name, calls in _operator_costs(report).items()}
     samples, classes = 4, 6
