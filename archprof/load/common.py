@@ -71,14 +71,18 @@ def quiet() -> Iterator[None]:
 
 
 def shorten(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+    return repr(_cut(text, limit))
 
 
 def described(value: Any, limit: int = 60) -> str:
     """A value the user passed, for an error: its repr on one line (a tensor's runs to one
     line per row), cut to `limit` characters, and its type."""
-    text = " ".join(repr(value).split())
-    return f"{text if len(text) <= limit else text[: limit - 3] + '...'} (of type {type(value).__name__})"
+    return f"{_cut(' '.join(repr(value).split()), limit)} (of type {type(value).__name__})"
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 3 characters and "..." where it is longer than `limit`."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve_path(spec: str | Path, base: Path | None) -> Path:
