@@ -185,6 +185,18 @@ _CUMPROD_BACKWARD = torch.ops.aten.cumprod_backward.default
 _ISFINITE = torch.ops.aten.isfinite.default
 
 
+# The Python names `DeviceKernels` routes while active: (the object holding it, its name, the
+# attribute keeping its function, the method standing in for it).
+_ROUTED = (
+    (torch.nn.functional, "scaled_dot_product_attention", "_attention_function", "_routed_attention"),
+    (torch, "batch_norm", "_batch_norm_function", "_routed_batch_norm"),
+    (torch, "group_norm", "_group_norm_function", "_routed_group_norm"),
+    (torch.nn.functional, "linear", "_linear_function", "_routed_linear"),
+    (torch.nn.functional, "one_hot", "_one_hot_function", "_routed_one_hot"),
+    (torch.nn.functional, "gaussian_nll_loss", "_gaussian_nll_loss_function", "_routed_gaussian_nll_loss"),
+)
+
+
 class DeviceKernels:
     """Routes attention, recurrent, batch-norm, group-norm, linear and eigenvalue calls to the
     kernels a CPU would run, while active (a context manager); counts each attention and LSTM choice in
@@ -200,30 +212,22 @@ class DeviceKernels:
     def __init__(self, answer: Callable[[Any, tuple], Any] | None = None) -> None:
         self.chosen: Counter[str] = Counter()
         self._answer = answer
-        self._attention_function = torch.nn.functional.scaled_dot_product_attention
-        self._batch_norm_function = torch.batch_norm
-        self._group_norm_function = torch.group_norm
-        self._linear_function = torch.nn.functional.linear
-        self._one_hot_function = torch.nn.functional.one_hot
-        self._gaussian_nll_loss_function = torch.nn.functional.gaussian_nll_loss
+        self._take_the_functions()
         self._library: torch.library.Library | None = None  # while active: `HANDED_DOWN_WHOLE`'s kernels
 
+    def _take_the_functions(self) -> None:
+        """Each routed Python name's function as it is now (`_ROUTED`), which a call the route
+        does not take goes on to, and `__exit__` puts back."""
+        for owner, name, original, _ in _ROUTED:
+            setattr(self, original, getattr(owner, name))
+
     def __enter__(self) -> DeviceKernels:
-        self._attention_function = torch.nn.functional.scaled_dot_product_attention
-        self._batch_norm_function = torch.batch_norm
-        self._group_norm_function = torch.group_norm
-        self._linear_function = torch.nn.functional.linear
-        self._one_hot_function = torch.nn.functional.one_hot
-        self._gaussian_nll_loss_function = torch.nn.functional.gaussian_nll_loss
-        torch.nn.functional.scaled_dot_product_attention = self._routed_attention
+        self._take_the_functions()
+        for owner, name, _, routed in _ROUTED:
+            setattr(owner, name, getattr(self, routed))
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
         for name, cell in _ONE_HIDDEN_CELLS.items():
             setattr(torch._VF, name, functools.partial(_routed_one_hidden_rnn, name, cell))
-        torch.batch_norm = self._routed_batch_norm
-        torch.group_norm = self._routed_group_norm
-        torch.nn.functional.linear = self._routed_linear
-        torch.nn.functional.one_hot = self._routed_one_hot
-        torch.nn.functional.gaussian_nll_loss = self._routed_gaussian_nll_loss
         self._library = torch.library.Library("aten", "IMPL")
         for name, kernel in _WHOLE_ON_META.items():
             self._library.impl(name.removeprefix("aten."), kernel, "AutogradMeta")
@@ -238,14 +242,10 @@ class DeviceKernels:
         return self
 
     def __exit__(self, *exc) -> None:
-        torch.nn.functional.scaled_dot_product_attention = self._attention_function
+        for owner, name, original, _ in _ROUTED:
+            setattr(owner, name, getattr(self, original))
         for name in (LSTM, *_ONE_HIDDEN_CELLS):
             delattr(torch._VF, name)
-        torch.batch_norm = self._batch_norm_function
-        torch.group_norm = self._group_norm_function
-        torch.nn.functional.linear = self._linear_function
-        torch.nn.functional.one_hot = self._one_hot_function
-        torch.nn.functional.gaussian_nll_loss = self._gaussian_nll_loss_function
         self._library._destroy()  # the AutogradMeta kernels gone with it
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
