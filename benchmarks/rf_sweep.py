@@ -16,14 +16,15 @@ weights connects to it, no term cancelling another: its box per axis (first and 
 reached pixel) is set beside archprof's `receptive_field_start` and `receptive_field`,
 clipped to the input (the column counts padding positions).
 
-Two conventions of archprof's are the oracle's too, and one is not:
-- a maximum reads its whole window (which element wins depends on the values): in the oracle,
-  each max pooling and each maximum over dimensions (`amax`, `max(dim)`) keeps its value and
-  takes the gradient of the average over the same windows (`WholeWindows`), where the
-  maximum's own reaches the winner only (VGG's fields would read 2 to 4 pixels short);
-- evaluation-mode BatchNorm, dropout and drop-path are pointwise in both;
-- a normalisation over positions (GroupNorm, a LayerNorm over the map) is pointwise by
-  archprof's convention but reads every position in the oracle: its rows would read "wrong".
+archprof's two conventions (README, docs/formulas.md) are the oracle's too, each operator
+keeping its value:
+- a maximum reads its whole window (which element wins depends on the values): each max
+  pooling and each maximum over dimensions (`amax`, `max(dim)`) takes the gradient of the
+  average over the same windows (`WholeWindows`), where the maximum's own reaches the winner
+  only (VGG's fields would read 2 to 4 pixels short);
+- a normalisation is pointwise (its statistics are not part of the field): each one passes its
+  input's gradient through as it is (`PointwiseNorms`), where a GroupNorm's statistics would
+  reach every position of the map.
 
 A row with a field is:
 - exact: the two boxes are equal;
@@ -225,7 +226,7 @@ def _returns(module, x) -> dict[tuple[str, int], list]:
 
     hooks = [child.register_forward_hook(keep(path)) for path, child in module.named_modules()]
     try:
-        with WholeWindows():
+        with WholeWindows(), PointwiseNorms():
             module(x)
     finally:
         for hook in hooks:
@@ -271,6 +272,23 @@ class WholeWindows(TorchFunctionMode):
             return result + (spread - spread.detach())
         values, *rest = result  # (values, indices)
         return type(result)((values + (spread - spread.detach()), *rest))
+
+
+_NORMS = (F.batch_norm, F.group_norm, F.instance_norm, F.layer_norm, F.rms_norm)
+
+
+class PointwiseNorms(TorchFunctionMode):
+    """archprof's convention that a normalisation is pointwise (its statistics are not part of
+    the field), in the oracle: each normalisation keeps its value and passes its input's
+    gradient through as it is, where its statistics (a GroupNorm's over the whole map) would
+    reach every position."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if func not in _NORMS:
+            return result
+        source = args[0] if args else kwargs["input"]
+        return result.detach() + (source - source.detach())
 
 
 def _pooled_mean(func, args, kwargs):

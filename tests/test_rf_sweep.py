@@ -18,8 +18,8 @@ def rf_sweep(monkeypatch, hub_packages):
 
 
 # A ResNet stem's max pooling and residual blocks; an EfficientNet's squeeze-excitation
-# gates (global pooling: whole-input rows); a ConvNeXt's channels-last LayerNorms.
-@pytest.mark.parametrize("spec", ["timm:test_resnet", "timm:test_efficientnet", "timm:test_convnext"])
+# gates (global pooling: whole-input rows) and GroupNorms; a ConvNeXt's channels-last LayerNorms.
+@pytest.mark.parametrize("spec", ["timm:test_resnet", "timm:test_efficientnet_gn", "timm:test_convnext"])
 def test_small_models_agree_with_the_oracle_on_every_row(rf_sweep, spec):
     line = rf_sweep.sweep_one(spec, rows=0)
     assert line["status"] == "checked", line["why"]
@@ -48,3 +48,17 @@ def test_a_max_pooling_in_the_oracle_keeps_its_value_and_reaches_its_whole_windo
         assert torch.equal(gradient[0, 0] != 0, expected)
     (winner,) = torch.autograd.grad(F.max_pool2d(x, 2)[0, 0, 0, 0], x)
     assert (winner != 0).sum() == 1  # without it: the maximum's gradient reaches its winner only
+
+
+def test_a_normalisation_in_the_oracle_keeps_its_value_and_is_pointwise(rf_sweep):
+    """archprof's convention: a GroupNorm's statistics over the map are not part of the field."""
+    x = torch.rand(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    with rf_sweep.PointwiseNorms():
+        normed = F.group_norm(x, 1)
+    assert torch.allclose(normed, F.group_norm(x, 1), rtol=0, atol=0)
+    (gradient,) = torch.autograd.grad(normed[0, :, 0, 0].sum(), x)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, 0] = True  # unit (0, 0) of each channel reads pixel (0, 0) only
+    assert torch.equal(gradient[0].abs().sum(0) != 0, expected)
+    (statistics,) = torch.autograd.grad(F.group_norm(x, 1)[0, :, 0, 0].sum(), x)
+    assert (statistics[0].abs().sum(0) != 0).all()  # without it: every position, through the statistics
