@@ -11,7 +11,9 @@ stay near 1 at any depth: no ReLU6 or hard sigmoid saturates, no softmax turns o
 float64 overflows), its input uniform in [0.5, 1.5]. One forward with a hook on every
 module keeps a copy of what each call returns; for each row whose output one of them is,
 the gradient of that row's unit 0 (index 0 along each output dimension archprof places along
-an input axis, every index along the others) reaches exactly the input pixels some path of
+an input axis or flattened positions, every index along the others: all channels together,
+so that no one channel's ReLU cut-off hides the field; where no dimension holds positions,
+index 0 of the first two, a token's or a channel's elements) reaches exactly the input pixels some path of
 weights connects to it, no term cancelling another: its box per axis (first and last
 reached pixel) is set beside archprof's `receptive_field_start` and `receptive_field`,
 clipped to the input (the column counts padding positions).
@@ -21,7 +23,7 @@ keeping its value:
 - a maximum reads its whole window (which element wins depends on the values): each max
   pooling and each maximum over dimensions (`amax`, `max(dim)`) takes the gradient of the
   average over the same windows (`WholeWindows`), where the maximum's own reaches the winner
-  only (VGG's fields would read 2 to 4 pixels short);
+  only (VGG's fields would read 1 to 4 pixels short);
 - a normalisation is pointwise (its statistics are not part of the field): each one passes its
   input's gradient through as it is (`PointwiseNorms`), where a GroupNorm's statistics would
   reach every position of the map.
@@ -29,7 +31,7 @@ keeping its value:
 A row with a field is:
 - exact: the two boxes are equal;
 - input: archprof says the whole input (`FieldMark.INPUT`) and the oracle's unit reaches all
-  of it (for a field read whole or global: one element of the output);
+  of it;
 - bound held: archprof's field is marked an upper bound and the oracle's box lies inside it;
 - padded: archprof's field, clipped to the input, is wider than the oracle's box by pixels
   that no path reaches, the column counting padding positions past them: archprof's exact box
@@ -38,7 +40,7 @@ A row with a field is:
   stride's remainder at the input's far end), or, for `FieldMark.INPUT`, unit 0 reaches every
   pixel that all the row's units together reach;
 - flattened: `FieldMark.INPUT` for a map flattened into one dimension (docs/formulas.md: after
-  a flatten the field is the whole input), while the oracle's element 0 reads only its own
+  a flatten the field is the whole input), while the oracle's unit 0 reads only its own
   pixels: the convention, not a claim that each unit reads the whole input;
 - wrong: anything else: a bug, or an artefact of the oracle the report explains;
 - undefined: archprof marks it `FieldMark.UNDEFINED` (not checked, counted);
@@ -328,13 +330,16 @@ def _verdict(state, row: dict, real, x, spatial: tuple[int, ...]) -> dict:
     from archprof.passes.receptive_field.walk import Field
 
     dims = state.dims if isinstance(state, Field) else ()
-    if any(entry is not None and not isinstance(entry, AxisMap) and not isinstance(entry, FLAT) for entry in dims):
+    if any(entry is not None and not isinstance(entry, (AxisMap, *FLAT)) for entry in dims):
         return {"verdict": "unchecked"}  # windows, blocks: no plain unit 0
-    placed = [isinstance(entry, AxisMap) for entry in dims]
+    # Unit 0: index 0 along the dimensions that hold positions (a map's, or flattened ones:
+    # ViT's token 0), all channels together, so that no one channel's ReLU cut-off after a
+    # normalisation's centring (a value below 0) hides the unit's field.
+    placed = [isinstance(entry, (AxisMap, *FLAT)) for entry in dims]
     if any(placed) and len(dims) == real.dim():
         unit = real[tuple(0 if place else slice(None) for place in placed)].sum()
-    else:  # the whole input, or flattened: one element
-        unit = real.flatten()[0]
+    else:  # global (no dimension holds positions): index 0 of the first two (a token, a channel)
+        unit = real[(0, 0)[: real.dim()]].sum()
     oracle = _gradient_box(unit, x)
     if row["receptive_field"] == "input":
         return {
