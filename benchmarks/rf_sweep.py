@@ -41,7 +41,10 @@ A row with a field is:
   pixel that all the row's units together reach;
 - flattened: `FieldMark.INPUT` for a map flattened into one dimension (docs/formulas.md: after
   a flatten the field is the whole input), while the oracle's unit 0 reads only its own
-  pixels: the convention, not a claim that each unit reads the whole input;
+  pixels: the convention, not a claim that each unit reads the whole input. Its oracle box is
+  "none" where position 0 is a class token (it reads no pixel), or where the row is an
+  attention's softmax, whose sum over the keys (taken together as channels) is 1 whatever the
+  input: a gradient of 0, a cancellation that says nothing of the field;
 - wrong: anything else: a bug, or an artefact of the oracle the report explains;
 - undefined: archprof marks it `FieldMark.UNDEFINED` (not checked, counted);
 - unchecked: its output is no module call's return value (a container's own operator between
