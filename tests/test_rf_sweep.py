@@ -1,0 +1,64 @@
+"""benchmarks/rf_sweep.py, on a few small models, so that it cannot rot: every row it checks
+agrees with the gradient oracle, and its oracle keeps archprof's max-pooling convention."""
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def rf_sweep(monkeypatch, hub_packages):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling hub_sweep
+    return importlib.import_module("rf_sweep")
+
+
+# A ResNet stem's max pooling and residual blocks; an EfficientNet's squeeze-excitation
+# gates (global pooling: whole-input rows) and GroupNorms; a ConvNeXt's channels-last LayerNorms.
+@pytest.mark.parametrize("spec", ["timm:test_resnet", "timm:test_efficientnet_gn", "timm:test_convnext"])
+def test_small_models_agree_with_the_oracle_on_every_row(rf_sweep, spec):
+    line = rf_sweep.sweep_one(spec, rows=0)
+    assert line["status"] == "checked", line["why"]
+    agreeing = line["exact"] + line["input"]
+    assert line["exact"] > 10 and agreeing + line["unchecked"] == line["rows"], line
+    assert not line["noted"]  # no wrong, padded or flattened row
+
+
+def test_a_max_pooling_in_the_oracle_keeps_its_value_and_reaches_its_whole_window(rf_sweep):
+    x = torch.rand(1, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    with rf_sweep.WholeWindows():
+        pooled = F.max_pool2d(x, 2)
+        padded = F.max_pool2d(F.pad(x, (1, 1, 1, 1), value=-torch.inf), 3, 2, ceil_mode=True)  # timm's "same"
+        reduced = x.amax((2, 3))
+        adaptive = F.adaptive_max_pool2d(x, 1)
+    assert torch.equal(pooled, F.max_pool2d(x, 2)) and torch.equal(reduced, x.amax((2, 3)))
+    assert torch.equal(adaptive, F.adaptive_max_pool2d(x, 1))
+    # Unit (0, 0) of a 2x2 window with stride 2 reads rows 0-1 and columns 0-1; of the padded
+    # 3x3 window, rows and columns -1 to 1 of x, the padding's -inf reaching no pixel; of a
+    # maximum over the map and of an adaptive pooling to 1x1, every pixel.
+    for unit, window in ((pooled, 2), (padded, 2), (reduced, 4), (adaptive, 4)):
+        (gradient,) = torch.autograd.grad(unit.flatten()[0], x)
+        assert torch.isfinite(gradient).all()
+        expected = torch.zeros(4, 4, dtype=torch.bool)
+        expected[:window, :window] = True
+        assert torch.equal(gradient[0, 0] != 0, expected)
+    (winner,) = torch.autograd.grad(F.max_pool2d(x, 2)[0, 0, 0, 0], x)
+    assert (winner != 0).sum() == 1  # without it: the maximum's gradient reaches its winner only
+
+
+def test_a_normalisation_in_the_oracle_keeps_its_value_and_is_pointwise(rf_sweep):
+    """archprof's convention: a GroupNorm's statistics over the map are not part of the field."""
+    x = torch.rand(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    with rf_sweep.PointwiseNorms():
+        normed = F.group_norm(x, 1)
+    assert torch.allclose(normed, F.group_norm(x, 1), rtol=0, atol=0)
+    (gradient,) = torch.autograd.grad(normed[0, :, 0, 0].sum(), x)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, 0] = True  # unit (0, 0) of each channel reads pixel (0, 0) only
+    assert torch.equal(gradient[0].abs().sum(0) != 0, expected)
+    (statistics,) = torch.autograd.grad(F.group_norm(x, 1)[0, :, 0, 0].sum(), x)
+    assert (statistics[0].abs().sum(0) != 0).all()  # without it: every position, through the statistics
