@@ -1,11 +1,13 @@
 """docs/ cannot go stale silently: every module, file and code name docs/architecture.md and
 docs/formulas.md put in backticks that belongs to archprof exists (the oracle: the filesystem
-and import), and every link within the architecture page finds its section. A figure the docs quote from
-a committed report is the report's, and the README's figures measured against an oracle are
-the oracle's."""
+and import), and every link within the architecture page finds its section. The README's and
+benchmarks/README.md's commands name only options their command takes, the README's column
+tables are the Report's columns, a figure the docs quote from a committed report is the
+report's, and the README's figures measured against an oracle are the oracle's."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import typing
@@ -20,6 +22,7 @@ PACKAGE = ROOT / "archprof"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 FORMULAS = ROOT / "docs" / "formulas.md"
 README = ROOT / "README.md"
+BENCHMARKS_README = ROOT / "benchmarks" / "README.md"
 # The repository's own folders a path in the doc may be written relative to.
 PATH_ROOTS = [ROOT, PACKAGE, PACKAGE / "passes", PACKAGE / "operators", PACKAGE / "passes" / "receptive_field"]
 
@@ -161,6 +164,99 @@ def test_the_filters_catch_a_stale_name():
     assert not _path_exists("../archprof/")
     assert _is_archprof_name("Graph.engine.seeds") and not _is_archprof_name("torch.get_rng_state")
     assert _anchor("Pipeline, measuring and combining") == "pipeline-measuring-and-combining"
+
+
+# -- the commands' options ----------------------------------------------------------------
+
+
+def _command_lines(text: str) -> list[str]:
+    """Every command a page shows: each line of its bash blocks, and each code span that is a
+    whole command (`archprof memory --measure`, `python benchmarks/hub_sweep.py --sample 100`)."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
+    lines = [line.split("  #")[0] for block in blocks for line in block.splitlines()]
+    lines += [span for span in _spans(text) if re.match(r"(archprof|python benchmarks/\w+\.py) ", span)]
+    return [part.strip() for line in lines for part in line.split("&&") if part.strip()]
+
+
+@functools.cache
+def _cli_options() -> dict[str, set[str]]:
+    """Each archprof command's long options, as its Click command declares them."""
+    import typer.main
+
+    from archprof.cli.app import app
+
+    commands = typer.main.get_command(app).commands
+    return {name: {o for p in c.params for o in p.opts + p.secondary_opts} | {"--help"} for name, c in commands.items()}
+
+
+def _script_options(script: str) -> set[str]:
+    """The long options a benchmark script's argparse declares."""
+    source = (ROOT / script).read_text(encoding="utf-8")
+    return set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", source)) | {"--help"}
+
+
+def _unknown_options(command: str, cli: dict[str, set[str]]) -> list[str]:
+    """The options of `command` that the command it runs does not take."""
+    words = command.split()
+    if words[0] == "archprof" or words[:3] == ["python", "-m", "archprof"]:
+        words = words[words.index("archprof") + 1 :]
+        known = cli.get(words[0], set()) if words and words[0] in cli else {"--version", "--help"}
+    elif words[0] == "python" and len(words) > 1 and words[1].startswith("benchmarks/"):
+        known = _script_options(words[1])
+    else:
+        return []
+    return [w.split("=")[0] for w in words if w.startswith("--") and w.split("=")[0] not in known]
+
+
+# The README's example of an error: an option no command takes.
+SHOWN_FAILING = {"archprof --bogus"}
+COMMANDS = [
+    (page, line)
+    for page in (README, BENCHMARKS_README)
+    for line in _command_lines(page.read_text("utf-8"))
+    if line not in SHOWN_FAILING
+]
+
+
+def test_the_pages_show_commands():
+    # Guards the reader below: pages it read no command from would pass vacuously.
+    assert sum(page == README for page, _ in COMMANDS) > 60 and sum(page != README for page, _ in COMMANDS) >= 8
+
+
+@pytest.mark.parametrize(("page", "command"), COMMANDS, ids=[line[:60] for _, line in COMMANDS])
+def test_every_option_a_command_shows_is_one_it_takes(page, command):
+    unknown = _unknown_options(command, _cli_options())
+    assert not unknown, f"{page.name} runs `{command}`, which takes no {unknown}"
+
+
+def test_the_option_check_catches_a_stale_option():
+    cli = _cli_options()
+    assert _unknown_options("archprof rf vgg16 --train", cli) == ["--train"]  # summary's, not rf's
+    assert _unknown_options("archprof summary vgg16 --dtype=float16 --no-such", cli) == ["--no-such"]
+    assert _unknown_options("python benchmarks/hub_sweep.py --sample 10 --rounds 3", cli) == ["--rounds"]
+    assert _unknown_options("python -m archprof summary lenet5 --wide", cli) == []
+    assert _unknown_options("archprof --bogus", cli) == ["--bogus"]
+
+
+# -- the column tables ----------------------------------------------------------------------
+
+
+def _table_names(text: str, after: str) -> list[str]:
+    """The backticked names in the first column of the first table after the text `after`."""
+    section = text[text.index(after) :]
+    table = section[section.index("\n|") + 1 :].split("\n\n")[0]
+    cells = [line.split("|")[1] for line in table.splitlines()[2:]]  # past the heading and its rule
+    return [name for cell in cells for name in _spans(cell)]
+
+
+def test_the_readme_column_tables_are_the_reports_columns():
+    from archprof.report import COLUMNS, MEASURED_COLUMNS, TRAINING_COLUMNS
+
+    text = README.read_text(encoding="utf-8")
+    documented = _table_names(text, "## Columns of `Report.layers`")
+    assert sorted(documented) == sorted(c.name for c in COLUMNS + TRAINING_COLUMNS)
+    measured = _table_names(text, "and the whole-model figures in `report.measured`")
+    assert sorted(measured) == sorted(c.name for c in MEASURED_COLUMNS)
 
 
 # -- figures quoted from the committed reports --------------------------------------------
