@@ -1,20 +1,28 @@
 """docs/ cannot go stale silently: every module, file and code name docs/architecture.md and
 docs/formulas.md put in backticks that belongs to archprof exists (the oracle: the filesystem
-and import), and every link within the architecture page finds its section."""
+and import), and every link within the architecture page finds its section. The README's and
+benchmarks/README.md's commands name only options their command takes, the README's column
+tables are the Report's columns, a figure the docs quote from a committed report is the
+report's, and the README's figures measured against an oracle are the oracle's."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import typing
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "archprof"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 FORMULAS = ROOT / "docs" / "formulas.md"
+README = ROOT / "README.md"
+BENCHMARKS_README = ROOT / "benchmarks" / "README.md"
 # The repository's own folders a path in the doc may be written relative to.
 PATH_ROOTS = [ROOT, PACKAGE, PACKAGE / "passes", PACKAGE / "operators", PACKAGE / "passes" / "receptive_field"]
 
@@ -156,3 +164,228 @@ def test_the_filters_catch_a_stale_name():
     assert not _path_exists("../archprof/")
     assert _is_archprof_name("Graph.engine.seeds") and not _is_archprof_name("torch.get_rng_state")
     assert _anchor("Pipeline, measuring and combining") == "pipeline-measuring-and-combining"
+
+
+# -- the commands' options ----------------------------------------------------------------
+
+
+def _command_lines(text: str) -> list[str]:
+    """Every command a page shows: each line of its bash blocks, and each code span that is a
+    whole command (`archprof memory --measure`, `python benchmarks/hub_sweep.py --sample 100`)."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
+    lines = [line.split("  #")[0] for block in blocks for line in block.splitlines()]
+    lines += [span for span in _spans(text) if re.match(r"(archprof|python benchmarks/\w+\.py) ", span)]
+    return [part.strip() for line in lines for part in line.split("&&") if part.strip()]
+
+
+@functools.cache
+def _cli_options() -> dict[str, set[str]]:
+    """Each archprof command's long options, as its Click command declares them."""
+    import typer.main
+
+    from archprof.cli.app import app
+
+    commands = typer.main.get_command(app).commands
+    return {name: {o for p in c.params for o in p.opts + p.secondary_opts} | {"--help"} for name, c in commands.items()}
+
+
+def _script_options(script: str) -> set[str]:
+    """The long options a benchmark script's argparse declares."""
+    source = (ROOT / script).read_text(encoding="utf-8")
+    return set(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", source)) | {"--help"}
+
+
+def _unknown_options(command: str, cli: dict[str, set[str]]) -> list[str]:
+    """The options of `command` that the command it runs does not take."""
+    words = command.split()
+    if words[0] == "archprof" or words[:3] == ["python", "-m", "archprof"]:
+        words = words[words.index("archprof") + 1 :]
+        known = cli.get(words[0], set()) if words and words[0] in cli else {"--version", "--help"}
+    elif words[0] == "python" and len(words) > 1 and words[1].startswith("benchmarks/"):
+        known = _script_options(words[1])
+    else:
+        return []
+    return [w.split("=")[0] for w in words if w.startswith("--") and w.split("=")[0] not in known]
+
+
+# The README's example of an error: an option no command takes.
+SHOWN_FAILING = {"archprof --bogus"}
+COMMANDS = [
+    (page, line)
+    for page in (README, BENCHMARKS_README)
+    for line in _command_lines(page.read_text("utf-8"))
+    if line not in SHOWN_FAILING
+]
+
+
+def test_the_pages_show_commands():
+    # Guards the reader below: pages it read no command from would pass vacuously.
+    assert sum(page == README for page, _ in COMMANDS) > 60 and sum(page != README for page, _ in COMMANDS) >= 8
+
+
+@pytest.mark.parametrize(("page", "command"), COMMANDS, ids=[line[:60] for _, line in COMMANDS])
+def test_every_option_a_command_shows_is_one_it_takes(page, command):
+    unknown = _unknown_options(command, _cli_options())
+    assert not unknown, f"{page.name} runs `{command}`, which takes no {unknown}"
+
+
+def test_the_option_check_catches_a_stale_option():
+    cli = _cli_options()
+    assert _unknown_options("archprof rf vgg16 --train", cli) == ["--train"]  # summary's, not rf's
+    assert _unknown_options("archprof summary vgg16 --dtype=float16 --no-such", cli) == ["--no-such"]
+    assert _unknown_options("python benchmarks/hub_sweep.py --sample 10 --rounds 3", cli) == ["--rounds"]
+    assert _unknown_options("python -m archprof summary lenet5 --wide", cli) == []
+    assert _unknown_options("archprof --bogus", cli) == ["--bogus"]
+
+
+# -- the column tables ----------------------------------------------------------------------
+
+
+def _table_names(text: str, after: str) -> list[str]:
+    """The backticked names in the first column of the first table after the text `after`."""
+    section = text[text.index(after) :]
+    table = section[section.index("\n|") + 1 :].split("\n\n")[0]
+    cells = [line.split("|")[1] for line in table.splitlines()[2:]]  # past the heading and its rule
+    return [name for cell in cells for name in _spans(cell)]
+
+
+def test_the_readme_column_tables_are_the_reports_columns():
+    from archprof.report import COLUMNS, MEASURED_COLUMNS, TRAINING_COLUMNS
+
+    text = README.read_text(encoding="utf-8")
+    documented = _table_names(text, "## Columns of `Report.layers`")
+    assert sorted(documented) == sorted(c.name for c in COLUMNS + TRAINING_COLUMNS)
+    measured = _table_names(text, "and the whole-model figures in `report.measured`")
+    assert sorted(measured) == sorted(c.name for c in MEASURED_COLUMNS)
+
+
+# -- figures quoted from the committed reports --------------------------------------------
+
+# (page, the figures as it quotes them, report, the same figures as the report states them)
+QUOTED = [
+    (ARCHITECTURE, r"time per traced operator \(median (\d+) µs", "hub_sweep.md", r"(\d+) µs per traced operator"),
+    (README, r"`reports/memory_sweep.md`: all (\d+) equal", "memory_sweep.md", r"equal to the byte \| \*\*(\d+) of"),
+    (README, r"`reports/memory_sweep_training.md`: all (\d+) measured", "memory_sweep_training.md", r"\*\*(\d+) of"),
+    (README, r"`reports/hub_sweep_families.md`: all (\d+)", "hub_sweep_families.md", r"all (\d+) models"),
+    (
+        README,
+        r"`reports/fast_paths_check.md` has all\s+([\d,]+) the same",
+        "fast_paths_check.md",
+        r"([\d,]+) of [\d,]+ hub",
+    ),
+    (
+        README,
+        r"\(`reports/memory_sweep_training_adam.md`, [^:]*: all (\d+)",
+        "memory_sweep_training_adam.md",
+        r"\*\*(\d+) of",
+    ),
+]
+
+
+@pytest.mark.parametrize(("page", "quoted", "report", "stated"), QUOTED, ids=[q[2] for q in QUOTED])
+def test_a_figure_quoted_from_a_report_is_the_reports(page, quoted, report, stated):
+    quote = re.search(quoted, page.read_text(encoding="utf-8"))
+    statement = re.search(stated, (ROOT / "reports" / report).read_text(encoding="utf-8"))
+    assert quote and statement, (quoted, stated)
+    figures = [[figure.replace(",", "") for figure in match.groups()] for match in (quote, statement)]
+    assert figures[0] == figures[1], f"{page.name} quotes {quote.group(0)!r}; reports/{report}: {statement.group(0)!r}"
+
+
+def _benchmark_rows() -> dict[str, dict[str, str]]:
+    """reports/benchmark_analysis.md's per-model rows (sections 4 and 5), by model, by heading."""
+    rows, heading = {}, []
+    for line in (ROOT / "reports" / "benchmark_analysis.md").read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0] == "model":
+            heading = cells
+        elif line.startswith("| `") and "FlopCounterMode ms" in heading:
+            rows[cells[0].strip("`")] = dict(zip(heading, cells, strict=True))
+    return rows
+
+
+# The small networks docs/architecture.md names, as the benchmark names them.
+SMALL_NETWORKS = {
+    "mobilenet_v3": "timm:mobilenetv3_large_100",
+    "efficientnet_b0": "torchvision:efficientnet_b0",
+    "mobilenet_v2": "mobilenet_v2",
+    "regnety_016": "timm:regnety_016",
+    "densenet121": "densenet121",
+}
+
+
+def test_what_10x_leaves_the_small_networks_is_the_benchmarks():
+    quote = re.search(
+        r"fastest peer is FlopCounterMode's real CPU forward[^(]*\(([\w, ]+): (\d+) to\s+(\d+) ms.*?"
+        r"that is (\d+) to (\d+) µs per operator.*?passes alone take\s+(?:about )?(\d+)(?: to (\d+))?.*?"
+        r"shortcut, (\d+) to (\d+)\.",
+        ARCHITECTURE.read_text(encoding="utf-8"),
+        re.DOTALL,
+    )
+    assert quote and quote[1].split(", ") == list(SMALL_NETWORKS)
+    rows = [_benchmark_rows()[name] for name in SMALL_NETWORKS.values()]
+
+    def span(heading):
+        values = [round(float(row[heading].replace(",", ""))) for row in rows]
+        return [str(min(values)), str(max(values))]
+
+    stated = span("FlopCounterMode ms") + span("10x leaves µs/op") + span("passes µs/op") + span("floor µs/op")
+    assert list(quote.groups()[1:]) == stated
+
+
+# -- the README's figures against their oracle -----------------------------------------------
+
+
+def test_the_readme_resnet50_totals_are_its_parameters_and_flopcountermodes_macs():
+    from archprof.zoo import MODELS
+
+    text = README.read_text(encoding="utf-8")
+    params = int(re.search(r"report\.totals\.param_count  # (\d+)", text)[1])
+    macs = int(re.search(r"report\.totals\.macs  # (\d+)", text)[1])
+    with torch.device("meta"):
+        model = MODELS["resnet50"].build().eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    assert (params, macs) == (sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2)
+
+
+def test_the_readme_figures_of_flopcountermodes_grouped_gradient_are_a_real_steps():
+    """The README: FlopCounterMode counts a grouped convolution's weight gradient G times
+    over (MobileNetV2 at NxCxHxW: A G against archprof's B G). A is FlopCounterMode's count
+    around a real CPU step; B archprof's, whose grouped convolutions are held to an oracle
+    (the same layer as G convolutions) in tests/test_training.py."""
+    import archprof
+    from archprof.zoo import MODELS
+
+    quote = re.search(
+        r"MobileNetV2 at (\d+)x(\d+)x(\d+)x(\d+): ([\d.]+) G against ([\d.]+) G", README.read_text("utf-8")
+    )
+    batch, *size = (int(n) for n in quote.groups()[:4])
+    model = MODELS["mobilenet_v2"].build().train()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(batch, *size)).sum().backward()
+    report = archprof.analyze("mobilenet_v2", input_size=tuple(size), batch=batch, training=True)
+    assert f"{counter.get_total_flops() / 1e9:.2f}" == quote[5]
+    assert f"{report.totals.training_flops / 1e9:.2f}" == quote[6]
+
+
+def test_the_readme_lstms_saved_bytes_are_what_autograd_saves():
+    import archprof
+    from archprof import InputSpec
+
+    quote = re.search(r"`nn\.LSTM\((\d+), (\d+)\)` on \((\d+), (\d+)\): ([\d,]+) B", README.read_text("utf-8"))
+    features, hidden, steps, width = (int(n) for n in quote.groups()[:4])
+    lstm = torch.nn.LSTM(features, hidden)
+    parameters = {p.untyped_storage().data_ptr() for p in lstm.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()  # each storage once, as the column counts
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        lstm(torch.randn(steps, width))
+    report = archprof.analyze(lstm, inputs=[InputSpec((steps, width), batched=False)], training=True)
+    figure = int(quote[5].replace(",", ""))
+    assert sum(saved.values()) == figure == report.totals.saved_activation_bytes
