@@ -311,6 +311,7 @@ class TrainingRecorder(Recorder):
             self._tagging_for = self._replayed(node)
             self._last_made = (_made(info, out), self.ops[-1].origin)
         self._note_math_bits_resolved(info, tensors, out)
+        self._note_zeros_materialised()
 
     def _note_math_bits_resolved(self, info: OpInfo, tensors: list[torch.Tensor], out) -> None:
         """Note the copy of a conjugate (or negative) view that PyTorch's math-bit fallback makes
@@ -328,6 +329,23 @@ class TrainingRecorder(Recorder):
                 self.note_workspace((resolved[0],))
         if info.name == "aten.clone" and _drops_a_math_bit(tensors[0], out):
             self._resolved = (self.ops[-1].outputs[0].storage, weakref.ref(out))
+
+    def _note_zeros_materialised(self) -> None:
+        """Note the zeros PyTorch's ZeroTensor fallback makes for an operator with no ZeroTensor
+        kernel that reads a zero tensor (sgn's gradient of a real map, negated by sub's gradient
+        formula) as that operator's workspace (`OpNode.workspace`): a 0-dim zero expanded to each
+        such operand's shape (`at::zeros({}, options).expand(sizes)`), made inside the operator's
+        call and freed as it returns, where the trace sees a `zeros` and an `expand` of their own.
+        Known as the pairs of a 0-dim `zeros` and its `expand` recorded just before a backward op
+        that reads them all: 4 B over a CPU step's peak for a float32 map, each."""
+        ops, zeros = self.ops, []
+        at = len(ops) - 2
+        while at > 0 and _materialises_a_zero(ops[at - 1], ops[at]):
+            zeros.append(ops[at - 1].outputs[0].storage)
+            at -= 2
+        read = {tensor.storage for tensor in ops[-1].inputs}
+        if zeros and read.issuperset(zeros):
+            self.note_workspace(reversed(zeros))
 
     def _note_locals_read_once(self, reads: frozenset[_Read], operator: str, args: tuple, origin: int) -> None:
         """Note the storages of the locals read once (`EngineNotes.named_locals`) that the op just
@@ -730,6 +748,16 @@ def _fits(forward: OpNode, key: tuple, path: str | None) -> bool:
     if _replay_key(forward) != key:
         return False
     return path is None or (forward.module is not None and forward.module.path == path)
+
+
+def _materialises_a_zero(zeros: OpNode, expand: OpNode) -> bool:
+    """Whether two ops are the ZeroTensor fallback's `at::zeros({}, options).expand(sizes)`."""
+    return (
+        zeros.op == "aten.zeros"
+        and zeros.outputs[0].shape == ()
+        and expand.op == "aten.expand"
+        and expand.inputs[0].storage == zeros.outputs[0].storage
+    )
 
 
 def _drops_a_math_bit(source: torch.Tensor, copy: torch.Tensor) -> bool:

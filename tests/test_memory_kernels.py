@@ -21,6 +21,7 @@ from archprof.kernels import (
     LSTM,
     MATH,
     ONEDNN_LSTM,
+    DeviceKernels,
     flash_attention_kernel,
     onednn_lstm_workspace_bytes,
 )
@@ -28,7 +29,7 @@ from archprof.passes.flops import op_cost
 from archprof.passes.memory import saved_activations, training_timeline
 from archprof.trace import trace
 from tests.memory_oracle import profiled_peaks, profiled_training_peaks
-from tests.models import LinearOnTransposed
+from tests.models import Calls, LinearOnTransposed
 from tests.operator_names import OperatorNames
 from tests.test_memory import real_saved_bytes
 
@@ -572,3 +573,74 @@ def test_mishs_gradient_runs_as_the_cpus_one_kernel():
     with OperatorNames() as outside:
         torch.ops.aten.mish_backward(meta, meta)
     assert "aten.mish_backward" not in outside.names
+
+
+# --- zero tensors -----------------------------------------------------------------------------------
+
+
+def _channel_mean(y):
+    return y.mean((0, 2, 3), keepdim=True)
+
+
+# sgn's gradient of a real map is a zero tensor (`_efficientzerotensor`), which the gradient
+# formulas before it multiply, divide and negate.
+ZERO_GRADIENTS = {
+    "a map's signs times its mean": lambda y: torch.sgn(y * _channel_mean(y)),
+    "a map's signs times its exponential": lambda y: torch.sgn(y * y.exp()),
+    "a map's signs over its mean": lambda y: torch.sgn(y / _channel_mean(y)),
+    "a mean's signs over its map": lambda y: torch.sgn(_channel_mean(y) / y),
+    "the signs of a map's exponential minus it": lambda y: torch.sgn(y.exp() - y),
+    "a doubled map's signs times the map": lambda y: torch.sgn(y * 2) * y,
+}
+
+
+@pytest.mark.parametrize("name", ZERO_GRADIENTS)
+def test_a_zero_gradient_multiplied_divided_or_negated_peaks_as_on_a_cpu(name):
+    """The oracle: a real CPU training step's peak under torch.profiler (tests/memory_oracle.py),
+    the input held by the caller. A product, quotient or difference with a zero tensor is worked
+    out by PyTorch's ZeroTensor kernels through a meta redispatch, which a CPU allocates nothing for
+    and the trace recorded as operators of their own (a 0-dim zero expanded, `prims.mul` making a
+    whole map): the map's signs times its mean and times its exponential were 4 B over, the
+    exponential minus the map 16,388 B. Negating a zero tensor (DivBackward's `-grad`, SubBackward's)
+    goes through PyTorch's ZeroTensor fallback, a 0-dim zero expanded inside the operator's call (its
+    workspace: 4 B over), and that expand, taken for a view of a named tensor, ended DivBackward's
+    statement `-grad * ((self / other) / other)` early: both quotients freed before the product,
+    16,380 B short for the map over its mean and the mean over its map."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(ZERO_GRADIENTS[name]))
+    x = torch.randn(2, 3, 16, 16)
+    predicted = training_timeline(trace(model, [x.shape], training=True)).peak_bytes
+    _, lasting = profiled_training_peaks(model, x)
+    assert predicted == lasting + x.nbytes
+
+
+def _operands(dtype: torch.dtype) -> dict[str, object]:
+    return {
+        "a zero map": torch._efficientzerotensor((2, 3), dtype=dtype),
+        "a zero row": torch._efficientzerotensor((3,), dtype=dtype),
+        "a map": torch.arange(1, 7, dtype=dtype).reshape(2, 3),
+        "a 0-dim tensor": torch.tensor(2, dtype=dtype),
+    }
+
+
+@pytest.mark.parametrize("operator", ["add", "sub", "mul", "div"])
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float32), (torch.int64, torch.float16)])
+def test_the_zero_tensor_kernels_answer_as_pytorchs(operator, dtypes):
+    """The oracle: PyTorch's own ZeroTensor kernels (BinaryOps.cpp), outside a trace. While
+    DeviceKernels is active, archprof's stand in for them on every device: each pair of a zero
+    tensor and another operand (a zero tensor, a map, a broadcast row, a 0-dim tensor, a number,
+    either way round) gives the same values, dtype, shape and zero-tensor bit."""
+    left, right = _operands(dtypes[0]), {**_operands(dtypes[1]), "a number": 3, "a float": 0.5}
+    pairs = [(a, b) for a in left.values() for b in right.values()]
+    pairs = [(a, b) for a, b in pairs if _is_zero(a) or _is_zero(b)]
+    pairs += [(b, a) for a, b in pairs if isinstance(b, torch.Tensor)]
+    function = getattr(torch, operator)
+    expected = [function(a, b) for a, b in pairs]
+    with DeviceKernels():
+        answered = [function(a, b) for a, b in pairs]
+    for (a, b), want, got in zip(pairs, expected, answered, strict=True):
+        assert (got.shape, got.dtype, got._is_zerotensor()) == (want.shape, want.dtype, want._is_zerotensor()), (a, b)
+        torch.testing.assert_close(got, want, equal_nan=True, msg=f"{operator}({a}, {b})")
+
+
+def _is_zero(operand) -> bool:
+    return isinstance(operand, torch.Tensor) and operand._is_zerotensor()
