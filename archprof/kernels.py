@@ -102,6 +102,10 @@ Modelled (PyTorch 2.x, CPU):
   gradient, so it is handed down whole as mish's gradient, forward and backward alike, and
   counted as its composite's four operations an element; integer and complex tensors keep the
   composite road (`ones_like`; the isfinite of their magnitudes).
+- a user's own copy (`Tensor.clone`, `resolve_conj`, `resolve_neg` and their `torch` functions,
+  wrapped while active): noted as the user's (the recorder's `users_copy`), as a dispatch mode
+  cannot tell its `clone` of a conjugate view from the one PyTorch's math-bit fallback makes
+  inside the operator reading the view, that operator's workspace.
 - composites of a forward a CPU runs as one operator: `pairwise_distance` (`norm(x1 - x2 +
   eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss`,
   `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced),
@@ -200,6 +204,15 @@ _ROUTED = (
 )
 
 
+# The Python names of a user's own copy of a tensor (`x.conj().resolve_conj()`), which
+# `DeviceKernels` wraps while active: the trace tells such a copy of a conjugate view from the
+# one PyTorch's math-bit fallback makes inside the operator reading the view (its workspace),
+# the same `clone` to a dispatch mode (`_noted_as_the_users_copy`).
+_USERS_COPIES = tuple(
+    (owner, name) for owner in (torch.Tensor, torch) for name in ("clone", "resolve_conj", "resolve_neg")
+)
+
+
 class DeviceKernels:
     """Routes attention, recurrent, batch-norm, group-norm, linear and eigenvalue calls to the
     kernels a CPU would run, while active (a context manager); counts each attention and LSTM choice in
@@ -217,6 +230,7 @@ class DeviceKernels:
         self._answer = answer
         self._take_the_functions()
         self._library: torch.library.Library | None = None  # while active: `HANDED_DOWN_WHOLE`'s kernels
+        self._own_copies: dict[tuple, Any] = {}  # while active: `_USERS_COPIES`' own attributes (None: inherited)
 
     def _take_the_functions(self) -> None:
         """Each routed Python name's function as it is now (`_ROUTED`), which a call the route
@@ -229,6 +243,9 @@ class DeviceKernels:
         for owner, name, _, routed in _ROUTED:
             setattr(owner, name, getattr(self, routed))
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
+        self._own_copies = {(owner, name): vars(owner).get(name) for owner, name in _USERS_COPIES}
+        for owner, name in _USERS_COPIES:
+            setattr(owner, name, _noted_as_the_users_copy(getattr(owner, name)))
         for name, cell in _ONE_HIDDEN_CELLS.items():
             setattr(torch._VF, name, functools.partial(_routed_one_hidden_rnn, name, cell))
         self._library = torch.library.Library("aten", "IMPL")
@@ -250,6 +267,11 @@ class DeviceKernels:
             setattr(owner, name, getattr(self, original))
         for name in (LSTM, *_ONE_HIDDEN_CELLS):
             delattr(torch._VF, name)
+        for (owner, name), own in self._own_copies.items():
+            if own is None:  # Tensor's, inherited from TensorBase
+                delattr(owner, name)
+            else:
+                setattr(owner, name, own)
         self._library._destroy()  # the AutogradMeta kernels gone with it
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
@@ -455,6 +477,21 @@ def _noted_as_one_cpu_operator() -> contextlib.AbstractContextManager:
     `one_cpu_operator`); nothing noted under any other mode."""
     noting = getattr(_get_current_dispatch_mode(), "one_cpu_operator", None)
     return contextlib.nullcontext() if noting is None else noting()
+
+
+def _noted_as_the_users_copy(function: Callable) -> Callable:
+    """`function` (a Python name of `_USERS_COPIES`), its call noted as the user's own copy (the
+    trace's recorder's `users_copy`); nothing noted under any other mode."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        noting = getattr(_get_current_dispatch_mode(), "users_copy", None)
+        if noting is None:
+            return function(*args, **kwargs)
+        with noting():
+            return function(*args, **kwargs)
+
+    return call
 
 
 def _noted_as_one_operator(operator):

@@ -644,3 +644,55 @@ def test_the_zero_tensor_kernels_answer_as_pytorchs(operator, dtypes):
 
 def _is_zero(operand) -> bool:
     return isinstance(operand, torch.Tensor) and operand._is_zerotensor()
+
+
+# --- copies of conjugate views ------------------------------------------------------------------
+
+
+def _spectrum_times_its_conjugate(y):
+    spectrum = torch.fft.rfft2(y)
+    return torch.view_as_real(spectrum.conj() * spectrum)  # the math-bit fallback's copy, inside mul
+
+
+def _spectrum_copied_without_grad_and_read_twice(y):
+    spectrum = torch.fft.rfft2(y.detach())
+    copy = spectrum.conj().resolve_conj()  # the user's copy, needing no grad, read at once and kept
+    return torch.view_as_real(copy * spectrum).sum() + torch.view_as_real(copy).sum() + y.sum()
+
+
+CONJUGATE_COPIES = {
+    "a spectrum times its conjugate": _spectrum_times_its_conjugate,
+    "a spectrum's conjugate copied without grad and read twice": _spectrum_copied_without_grad_and_read_twice,
+}
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("name", CONJUGATE_COPIES)
+def test_a_copy_of_a_conjugate_view_is_workspace_only_where_the_math_bit_fallback_makes_it(name, training):
+    """The oracle: a real CPU forward's (or training step's) peak under torch.profiler, the input
+    held by the caller. PyTorch's math-bit fallback copies a conjugate view inside the operator
+    reading it (its workspace); a user's `resolve_conj()` is an operator of its own, its copy held
+    as any tensor. A dispatch mode sees the same `clone` either way: the inference of a spectrum
+    times its conjugate was 18,432 B over (the fallback's copy counted), and a training step
+    through a copy needing no grad, read at once and kept, 18,432 B short (taken for the fallback's,
+    as autograd records neither)."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(CONJUGATE_COPIES[name]))
+    x = torch.randn(2, 3, 16, 16)
+    graph = trace(model, [x.shape], training=training)
+    if training:
+        predicted = training_timeline(graph).peak_bytes
+        _, lasting = profiled_training_peaks(model, x)
+    else:
+        predicted = build_report(graph, "model").totals.peak_activation_bytes
+        _, lasting = profiled_peaks(model, x)
+    assert predicted == lasting + x.nbytes
+
+
+def test_the_users_copies_are_put_back_as_they_were():
+    """While active, DeviceKernels wraps the Python names of a user's copy; after, each is the
+    one before (Tensor's inherited from TensorBase, none of its own)."""
+    before = {name: getattr(torch, name) for name in ("clone", "resolve_conj", "resolve_neg")}
+    with DeviceKernels():
+        assert torch.clone is not before["clone"] and "clone" in vars(torch.Tensor)
+    assert {name: getattr(torch, name) for name in before} == before
+    assert not {"clone", "resolve_conj", "resolve_neg"} & set(vars(torch.Tensor))
