@@ -624,13 +624,12 @@ def _zero_tensor_result(self, other, promotion) -> tuple[torch.Size, torch.dtype
     ZeroTensor kernel works out by a redispatch to the meta device (TensorIterator's broadcast
     and promotion) and `correct_out_device` (a CPU scalar's partner's device): here in Python,
     without operators a dispatch mode would record (torch.result_type is one)."""
-    if not isinstance(other, torch.Tensor):  # a number (`grad * 2`), which the redispatch's
-        with _disable_current_modes():  # `.to(meta)` promotes as a 0-dim tensor of its type's dtype
+    number = not isinstance(other, torch.Tensor)
+    if number:  # `grad * 2`: the redispatch's `.to(meta)` promotes it as a 0-dim tensor of its type's dtype
+        with _disable_current_modes():
             other = torch.tensor(other, dtype=_NUMBER_DTYPES[type(other)], device="meta")
-        _, dtype = elementwise_dtypes(self, other, type_promotion_kind=promotion)
-        return self.shape, dtype, self.device
     _, dtype = elementwise_dtypes(self, other, type_promotion_kind=promotion)
-    device = other.device if self.device.type == "cpu" else self.device
+    device = other.device if self.device.type == "cpu" and not number else self.device
     return torch.broadcast_shapes(self.shape, other.shape), dtype, device
 
 
