@@ -106,9 +106,9 @@ class OpNode:
     # trace sees as ops of their own: that operator's workspace, which memory does not count, as
     # it counts no kernel's. Noted on the last op of a composite call a CPU runs as one operator
     # (`kernels._ONE_CPU_OPERATOR`: pairwise_distance's `x1 - x2`, freed inside `norm(x1 - x2 +
-    # eps)`), in inference and training alike (`Recorder.one_cpu_operator`); and, in a training
-    # step, on the op reading a copy PyTorch's math-bit fallback made of a conjugate (or negative)
-    # view inside it (polar's gradient's `grad.conj() * result.sgn()`).
+    # eps)`), in inference and training alike (`Recorder.one_cpu_operator`); and on the op reading
+    # a copy PyTorch's math-bit fallback made of a conjugate (or negative) view inside it (polar's
+    # gradient's `grad.conj() * result.sgn()`).
     workspace: tuple[int, ...] = ()
 
     def with_workspace(self, storages: tuple[int, ...]) -> OpNode:

@@ -84,14 +84,17 @@ Modelled (PyTorch 2.x, CPU):
   cumprod per element along the dimension, 38 operators for 8 channels: 155,648 B over for
   2 x 8 16x16 maps). Handed down whole as mish's, where it computes anything (more than one
   element along the dimension, a real input; else the composite returns the gradient itself).
-- an add of a zero tensor (`_efficientzerotensor`, sgn's gradient of a real tensor, which the
-  engine adds to another gradient of the same tensor): PyTorch's ZeroTensor kernel works the
-  result's shape and dtype out by a redispatch to the meta device, then copies the other
-  operand (BinaryOps.cpp's add_zerotensor). A CPU allocates nothing for the working out; the
-  trace records it (a 0-dim zero expanded, `prims.add` making a whole map). While active, a
-  ZeroTensor kernel of the process's dispatcher hands an add on meta below that key as one
-  `aten.add` (a copy's shape and dtype), which the timeline then takes as any add of two
-  gradients; off meta it runs the CPU's road (the copy), and of two zero tensors it makes one.
+- an add, subtraction, product or quotient with a zero tensor (`_efficientzerotensor`, sgn's
+  gradient of a real tensor, which the engine adds to another gradient of the same tensor and
+  the gradient formulas before it multiply, divide and negate): PyTorch's ZeroTensor kernels
+  work the result's shape and dtype out by a redispatch to the meta device, then copy the other
+  operand (an add or subtraction, BinaryOps.cpp's maybe_add_maybe_sub) or make a zero tensor
+  (a product, 0 / x) or a map full of inf or NaN (x / 0, 0 / 0). A CPU allocates nothing for the
+  working out; the trace records it (a 0-dim zero expanded, `prims.add` or `prims.mul` making a
+  whole map). While active, ZeroTensor kernels of the process's dispatcher work it out in
+  Python, recording nothing, and run the rest as a CPU does, on every device; but an add on meta
+  is handed below that key as one `aten.add` (a copy's shape and dtype), which the timeline then
+  takes as any add of two gradients.
 - isfinite: a composite operator on every device (`(self == self) * (self.abs() != inf)` for
   a floating tensor), which a CPU runs as one operator, its masks workspace; on meta four
   operators, their masks held through the product reading its result (nan_to_num's gradient
@@ -99,6 +102,10 @@ Modelled (PyTorch 2.x, CPU):
   gradient, so it is handed down whole as mish's gradient, forward and backward alike, and
   counted as its composite's four operations an element; integer and complex tensors keep the
   composite road (`ones_like`; the isfinite of their magnitudes).
+- a user's own copy (`Tensor.clone`, `resolve_conj`, `resolve_neg` and their `torch` functions,
+  wrapped while active): noted as the user's (the recorder's `users_copy`), as a dispatch mode
+  cannot tell its `clone` of a conjugate view from the one PyTorch's math-bit fallback makes
+  inside the operator reading the view, that operator's workspace.
 - composites of a forward a CPU runs as one operator: `pairwise_distance` (`norm(x1 - x2 +
   eps)`), `triplet_margin_loss` (two of them), `margin_ranking_loss`,
   `hinge_embedding_loss`, `l1_loss` (`(input - target).abs()`, reduced),
@@ -197,6 +204,15 @@ _ROUTED = (
 )
 
 
+# The Python names of a user's own copy of a tensor (`x.conj().resolve_conj()`), which
+# `DeviceKernels` wraps while active: the trace tells such a copy of a conjugate view from the
+# one PyTorch's math-bit fallback makes inside the operator reading the view (its workspace),
+# the same `clone` to a dispatch mode (`_noted_as_the_users_copy`).
+_USERS_COPIES = tuple(
+    (owner, name) for owner in (torch.Tensor, torch) for name in ("clone", "resolve_conj", "resolve_neg")
+)
+
+
 class DeviceKernels:
     """Routes attention, recurrent, batch-norm, group-norm, linear and eigenvalue calls to the
     kernels a CPU would run, while active (a context manager); counts each attention and LSTM choice in
@@ -214,6 +230,7 @@ class DeviceKernels:
         self._answer = answer
         self._take_the_functions()
         self._library: torch.library.Library | None = None  # while active: `HANDED_DOWN_WHOLE`'s kernels
+        self._own_copies: dict[tuple, Any] = {}  # while active: `_USERS_COPIES`' own attributes (None: inherited)
 
     def _take_the_functions(self) -> None:
         """Each routed Python name's function as it is now (`_ROUTED`), which a call the route
@@ -226,6 +243,9 @@ class DeviceKernels:
         for owner, name, _, routed in _ROUTED:
             setattr(owner, name, getattr(self, routed))
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
+        self._own_copies = {(owner, name): vars(owner).get(name) for owner, name in _USERS_COPIES}
+        for owner, name in _USERS_COPIES:
+            setattr(owner, name, _noted_as_the_users_copy(getattr(owner, name)))
         for name, cell in _ONE_HIDDEN_CELLS.items():
             setattr(torch._VF, name, functools.partial(_routed_one_hidden_rnn, name, cell))
         self._library = torch.library.Library("aten", "IMPL")
@@ -236,9 +256,10 @@ class DeviceKernels:
                 self._library.impl(name, kernel, key)
         for name, kernel in _META_KERNELS.items():
             self._library.impl(name, kernel, "Meta")
-        with warnings.catch_warnings():  # that it overrides PyTorch's kernel, which __exit__ puts back
+        with warnings.catch_warnings():  # that they override PyTorch's kernels, which __exit__ puts back
             warnings.simplefilter("ignore", UserWarning)
-            self._library.impl("add.Tensor", _zero_tensor_add, "ZeroTensor")
+            for name, kernel in _ZERO_TENSOR_KERNELS.items():
+                self._library.impl(name, kernel, "ZeroTensor")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -246,6 +267,11 @@ class DeviceKernels:
             setattr(owner, name, getattr(self, original))
         for name in (LSTM, *_ONE_HIDDEN_CELLS):
             delattr(torch._VF, name)
+        for (owner, name), own in self._own_copies.items():
+            if own is None:  # Tensor's, inherited from TensorBase
+                delattr(owner, name)
+            else:
+                setattr(owner, name, own)
         self._library._destroy()  # the AutogradMeta kernels gone with it
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
@@ -453,6 +479,21 @@ def _noted_as_one_cpu_operator() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if noting is None else noting()
 
 
+def _noted_as_the_users_copy(function: Callable) -> Callable:
+    """`function` (a Python name of `_USERS_COPIES`), its call noted as the user's own copy (the
+    trace's recorder's `users_copy`); nothing noted under any other mode."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        noting = getattr(_get_current_dispatch_mode(), "users_copy", None)
+        if noting is None:
+            return function(*args, **kwargs)
+        with noting():
+            return function(*args, **kwargs)
+
+    return call
+
+
 def _noted_as_one_operator(operator):
     """An autograd kernel for a composite operator: its composite, run as on any device (autograd
     records its operators), noted as one CPU operator (`_noted_as_one_cpu_operator`)."""
@@ -527,17 +568,87 @@ def _zero_tensor_add(self, other, *, alpha=1):
     result has the copy's shape and dtype: where it sums two gradients of one tensor (the engine's
     accumulation of sgn's zero gradient and another), the timeline's rule for the engine's adds
     applies to it, as to any."""
-    shape = torch.broadcast_shapes(self.shape, other.shape)
-    # As TensorIterator promotes; Python's, not torch.result_type, whose operator a dispatch mode sees
-    _, dtype = elementwise_dtypes(self, other, type_promotion_kind=ELEMENTWISE_TYPE_PROMOTION_KIND.DEFAULT)
-    source = other if self._is_zerotensor() else self
-    if source._is_zerotensor():
-        return torch._efficientzerotensor(shape, dtype=dtype, device=source.device)
-    if source.is_meta:
+    source = other if _is_zero_tensor(self) else self
+    if isinstance(source, torch.Tensor) and source.is_meta and not source._is_zerotensor():
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.ZeroTensor)):
             return torch.ops.aten.add.Tensor(self, other, alpha=alpha)
-    copy = torch.ops.aten._to_copy(source.expand(shape), dtype=dtype)
+    return _zero_tensor_sum(self, other, alpha)
+
+
+def _zero_tensor_sub(self, other, *, alpha=1):
+    """aten.sub where an operand is a zero tensor (sub_zerotensor) as a CPU runs it on every
+    device: the add's road with `-alpha`, a copy of `self`, or of `other` times `-alpha` (a copy,
+    then its product: two maps while the product is made), or a zero tensor where both are. (The
+    meta device's working out, recorded, made a map minus its signs 16,388 B over.)"""
+    return _zero_tensor_sum(self, other, -alpha)
+
+
+def _zero_tensor_sum(self, other, alpha):
+    """BinaryOps.cpp's maybe_add_maybe_sub, its meta working out of the result's shape and dtype
+    done without operators (`_zero_tensor_result`)."""
+    shape, dtype, device = _zero_tensor_result(self, other, ELEMENTWISE_TYPE_PROMOTION_KIND.DEFAULT)
+    source = other if _is_zero_tensor(self) else self
+    if _is_zero_tensor(source):
+        return torch._efficientzerotensor(shape, dtype=dtype, device=device)
+    if isinstance(source, torch.Tensor):
+        copy = torch.ops.aten._to_copy(source.expand(shape), dtype=dtype, device=device)
+    else:  # a number (`grad + 2`), which C++ wraps as a 0-dim tensor: its copy, a map full of it
+        copy = torch.full(shape, source, dtype=dtype, device=device)
     return copy.mul(alpha) if source is other and alpha != 1 else copy
+
+
+def _zero_tensor_mul(self, other):
+    """aten.mul where an operand is a zero tensor (mul_zerotensor) as a CPU runs it: a zero tensor
+    of the product's shape and dtype, which holds no byte. On meta the working out recorded (a
+    0-dim zero expanded, `prims.mul` making a whole map) made a map of signs times a weight 4 B
+    over a CPU step's peak."""
+    shape, dtype, device = _zero_tensor_result(self, other, ELEMENTWISE_TYPE_PROMOTION_KIND.DEFAULT)
+    return torch._efficientzerotensor(shape, dtype=dtype, device=device)
+
+
+def _zero_tensor_div(self, other):
+    """aten.div where an operand is a zero tensor (div_zerotensor) as a CPU runs it: 0 / x a zero
+    tensor, x / 0 a map full of inf, 0 / 0 one full of NaN. On meta the working out recorded
+    (`prims.div` making a whole map) made a map of signs divided by a weight 16,380 B short of a
+    CPU step's peak."""
+    shape, dtype, device = _zero_tensor_result(self, other, ELEMENTWISE_TYPE_PROMOTION_KIND.INT_TO_FLOAT)
+    if not _is_zero_tensor(self):
+        return torch.full(shape, math.inf, dtype=dtype, device=device)
+    if _is_zero_tensor(other):
+        return torch.full(shape, math.nan, dtype=dtype, device=device)
+    return torch._efficientzerotensor(shape, dtype=dtype, device=device)
+
+
+def _zero_tensor_result(self, other, promotion) -> tuple[torch.Size, torch.dtype, torch.device]:
+    """The shape, dtype and device of a binary operator's result on a zero tensor, which its
+    ZeroTensor kernel works out by a redispatch to the meta device (TensorIterator's broadcast
+    and promotion) and `correct_out_device` (a CPU scalar's partner's device): here in Python,
+    without operators a dispatch mode would record (torch.result_type is one)."""
+    number = not isinstance(other, torch.Tensor)
+    if number:  # `grad * 2`: the redispatch's `.to(meta)` promotes it as a 0-dim tensor of its type's dtype
+        with _disable_current_modes():
+            other = torch.tensor(other, dtype=_NUMBER_DTYPES[type(other)], device="meta")
+    _, dtype = elementwise_dtypes(self, other, type_promotion_kind=promotion)
+    device = other.device if self.device.type == "cpu" and not number else self.device
+    return torch.broadcast_shapes(self.shape, other.shape), dtype, device
+
+
+# The dtype of the 0-dim tensor C++ wraps a number in (wrapped_scalar_tensor).
+_NUMBER_DTYPES = {bool: torch.bool, int: torch.int64, float: torch.float64, complex: torch.complex128}
+
+
+def _is_zero_tensor(operand) -> bool:
+    """Whether a binary operator's operand (a tensor, or a number the dispatcher hands over as one) is a zero tensor."""
+    return isinstance(operand, torch.Tensor) and operand._is_zerotensor()
+
+
+# The ZeroTensor kernels `DeviceKernels` replaces while active (BinaryOps.cpp's).
+_ZERO_TENSOR_KERNELS = {
+    "add.Tensor": _zero_tensor_add,
+    "sub.Tensor": _zero_tensor_sub,
+    "mul.Tensor": _zero_tensor_mul,
+    "div.Tensor": _zero_tensor_div,
+}
 
 
 def _cpu_linear(input, weight, bias=None):

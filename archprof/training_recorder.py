@@ -199,8 +199,6 @@ class TrainingRecorder(Recorder):
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
         self._formulas = _RunningFormulas(self._metas, self.engine, self.backward_ops)
         self._products = _ProductsWithoutZeros()
-        # A conjugate view's copy, for the next op: its storage and a weak reference to it.
-        self._resolved: tuple[int, weakref.ref] | None = None
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
@@ -268,7 +266,6 @@ class TrainingRecorder(Recorder):
             self._tag_last_made()
             super()._record(info, args, kwargs, tensors, out)
             self._last_made = (_made(info, out), len(self.ops) - 1)
-            self._note_math_bits_resolved(info, tensors, out)
             return
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
@@ -310,24 +307,24 @@ class TrainingRecorder(Recorder):
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._tagging_for = self._replayed(node)
             self._last_made = (_made(info, out), self.ops[-1].origin)
-        self._note_math_bits_resolved(info, tensors, out)
+        self._note_zeros_materialised()
 
-    def _note_math_bits_resolved(self, info: OpInfo, tensors: list[torch.Tensor], out) -> None:
-        """Note the copy of a conjugate (or negative) view that PyTorch's math-bit fallback makes
-        for an operator that reads it (`grad.conj() * result.sgn()`, polar's gradient) as that
-        operator's workspace (`OpNode.workspace`): the fallback resolves the view inside the
-        operator's call and frees the copy as it returns, where the trace sees a `clone` of its
-        own. Known as a clone that drops the view's bit, read by the op recorded next, and not
-        the user's own copy (`x.conj().resolve_conj()`, read at once and maybe kept): the fallback
-        runs below autograd, so its copy never has an autograd node, where the user's has one
-        (a view requiring grad in grad mode; none in a backward pass, which runs without)."""
-        resolved, self._resolved = self._resolved, None
-        if resolved is not None and any(t.storage == resolved[0] for t in self.ops[-1].inputs):
-            copy = resolved[1]()
-            if copy is None or copy.grad_fn is None:
-                self.note_workspace((resolved[0],))
-        if info.name == "aten.clone" and _drops_a_math_bit(tensors[0], out):
-            self._resolved = (self.ops[-1].outputs[0].storage, weakref.ref(out))
+    def _note_zeros_materialised(self) -> None:
+        """Note the zeros PyTorch's ZeroTensor fallback makes for an operator with no ZeroTensor
+        kernel that reads a zero tensor (sgn's gradient of a real map, negated by sub's gradient
+        formula) as that operator's workspace (`OpNode.workspace`): a 0-dim zero expanded to each
+        such operand's shape (`at::zeros({}, options).expand(sizes)`), made inside the operator's
+        call and freed as it returns, where the trace sees a `zeros` and an `expand` of their own.
+        Known as the pairs of a 0-dim `zeros` and its `expand` recorded just before a backward op
+        that reads them all: 4 B over a CPU step's peak for a float32 map, each."""
+        ops, zeros = self.ops, []
+        at = len(ops) - 2
+        while at > 0 and _materialises_a_zero(ops[at - 1], ops[at]):
+            zeros.append(ops[at - 1].outputs[0].storage)
+            at -= 2
+        read = {tensor.storage for tensor in ops[-1].inputs}
+        if zeros and read.issuperset(zeros):
+            self.note_workspace(reversed(zeros))
 
     def _note_locals_read_once(self, reads: frozenset[_Read], operator: str, args: tuple, origin: int) -> None:
         """Note the storages of the locals read once (`EngineNotes.named_locals`) that the op just
@@ -732,8 +729,14 @@ def _fits(forward: OpNode, key: tuple, path: str | None) -> bool:
     return path is None or (forward.module is not None and forward.module.path == path)
 
 
-def _drops_a_math_bit(source: torch.Tensor, copy: torch.Tensor) -> bool:
-    return (source.is_conj() and not copy.is_conj()) or (source.is_neg() and not copy.is_neg())
+def _materialises_a_zero(zeros: OpNode, expand: OpNode) -> bool:
+    """Whether two ops are the ZeroTensor fallback's `at::zeros({}, options).expand(sizes)`."""
+    return (
+        zeros.op == "aten.zeros"
+        and zeros.outputs[0].shape == ()
+        and expand.op == "aten.expand"
+        and expand.inputs[0].storage == zeros.outputs[0].storage
+    )
 
 
 def _made(info: OpInfo, out) -> list[torch.Tensor]:

@@ -2,7 +2,7 @@
 built-in models and a sample of torchvision and timm.
 
     python benchmarks/memory_sweep.py [--sample N] [--seed S] [--max-bytes N] [--jobs N] [--train [--optimizer O]]
-                                      [--report PATH]
+                                      [--dtype D] [--report PATH]
 
 Per model, at its default input and batch 1: archprof's predicted inference peak
 (`totals.peak_memory_bytes`: each activation held until the forward lets go of it); the
@@ -23,7 +23,8 @@ beside the measured one (`measure_memory`, as `memory --measure` runs it: the se
 of the real model, from the allocator's events, workspace left out), into
 reports/memory_sweep_training.md and .csv; `--optimizer adam` (or any name of archprof.optimizers) steps with
 that optimizer instead, its state and update in both figures, into
-reports/memory_sweep_training_adam.md and .csv.
+reports/memory_sweep_training_adam.md and .csv. `--dtype bfloat16` (float16, float64) casts the
+models and inputs, in both figures, and adds `_bfloat16` to the reports' names.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ TRAINING_BATCH = 2  # a BatchNorm in training refuses one value per channel
 WITHIN = 0.01  # a prediction within 1% of the measurement counts as agreeing
 
 
-def measure_one(spec: str, max_bytes: int) -> dict:
-    """One model's row (FIELDS); every exception ends up in `why`, on one line."""
+def measure_one(spec: str, max_bytes: int, dtype: str | None = None) -> dict:
+    """One model's row (FIELDS), in `dtype` (a name of archprof's DTYPES; None: the model's own);
+    every exception ends up in `why`, on one line."""
     import torch
 
-    from archprof.analysis import analysis, build_report
+    from archprof.analysis import analysis, build_report, checked_batch_and_dtype
     from archprof.load import load_model
     from archprof.measure.device import random_inputs
     from archprof.measure.peak_memory import cpu_allocation_peaks, held_bytes
@@ -63,7 +65,8 @@ def measure_one(spec: str, max_bytes: int) -> dict:
     row = dict.fromkeys(FIELDS, "")
     row["model"] = spec
     try:
-        analysed = analysis(load_model(spec), None, 1, None)
+        _, dtype = checked_batch_and_dtype(None, dtype)
+        analysed = analysis(load_model(spec), None, 1, dtype)
         totals = analysed.report.totals
         last_reader = build_report(dataclasses.replace(analysed.graph, released={}), spec).totals
         row.update(params=totals.param_count, predicted=totals.peak_memory_bytes)
@@ -72,7 +75,7 @@ def measure_one(spec: str, max_bytes: int) -> dict:
             row.update(status="not run", why=f"a predicted peak over {max_bytes:,} B")
             return row
         with random_state_kept(torch.device("cpu")):
-            module = analysed.loaded.materialize("cpu", copy_module=True).eval()
+            module = analysed.loaded.materialize("cpu", dtype, copy_module=True).eval()
             inputs = random_inputs(analysed, torch.device("cpu"))
         held = held_bytes(module, (inputs.args, inputs.kwargs))
         with torch.no_grad():
@@ -83,11 +86,11 @@ def measure_one(spec: str, max_bytes: int) -> dict:
     return row
 
 
-def measure_step_one(spec: str, max_bytes: int, optimizer: str = "sgd") -> dict:
-    """One model's row (TRAINING_FIELDS) for one training step at batch 2."""
+def measure_step_one(spec: str, max_bytes: int, optimizer: str = "sgd", dtype: str | None = None) -> dict:
+    """One model's row (TRAINING_FIELDS) for one training step at batch 2, in `dtype`."""
     import torch
 
-    from archprof.analysis import analysis
+    from archprof.analysis import analysis, checked_batch_and_dtype
     from archprof.load import load_model
     from archprof.measure.peak_memory import measure_memory
 
@@ -96,13 +99,14 @@ def measure_step_one(spec: str, max_bytes: int, optimizer: str = "sgd") -> dict:
     row = dict.fromkeys(TRAINING_FIELDS, "")
     row["model"] = spec
     try:
-        analysed = analysis(load_model(spec), None, TRAINING_BATCH, None, training=True, optimizer=optimizer)
+        _, dtype = checked_batch_and_dtype(None, dtype)
+        analysed = analysis(load_model(spec), None, TRAINING_BATCH, dtype, training=True, optimizer=optimizer)
         totals = analysed.report.totals
         row.update(params=totals.param_count, predicted=totals.training_peak_bytes)
         if totals.training_peak_bytes > max_bytes:
             row.update(status="not run", why=f"a predicted peak over {max_bytes:,} B")
             return row
-        measured = measure_memory(analysed, training=True, optimizer=optimizer)
+        measured = measure_memory(analysed, dtype, training=True, optimizer=optimizer)
         row.update(status="measured", measured=measured.training.bytes)
     except Exception as exc:  # a model that fails is a row, not the end of the sweep
         row.update(status="failed", why=" ".join(str(exc).split())[:200])
@@ -118,7 +122,7 @@ def _bracketed(row: dict, column: str = "predicted") -> bool:
     return row["measured"] * (1 - WITHIN) <= row[column] <= row["measured_with_workspace"] * (1 + WITHIN)
 
 
-def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes: int) -> str:
+def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes: int, dtype: str = "float32") -> str:
     measured = [row for row in rows if row["status"] == "measured"]
     agree = [row for row in measured if abs(_ratio(row, "predicted") - 1) <= WITHIN]
     agree_before = [row for row in measured if abs(_ratio(row, "last_reader") - 1) <= WITHIN]
@@ -127,7 +131,7 @@ def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes
     before = [_ratio(row, "last_reader") for row in measured]
     lines = [
         *_header("inference peak against a real CPU forward", command, jobs, wall_s),
-        "  default input, batch 1, float32. Measured: the CPU allocator's events under torch.profiler",
+        f"  default input, batch 1, {dtype}. Measured: the CPU allocator's events under torch.profiler",
         "  (what `archprof memory --measure` reads), workspace left out. Predicted: the report's",
         "  inference peak; last reader: the same graph with every activation freed at its last reader.",
         "",
@@ -154,13 +158,19 @@ def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes
 
 
 def training_markdown(
-    rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes: int, optimizer: str = "sgd"
+    rows: list[dict],
+    command: str,
+    jobs: int,
+    wall_s: float,
+    max_bytes: int,
+    optimizer: str = "sgd",
+    dtype: str = "float32",
 ) -> str:
     measured = [row for row in rows if row["status"] == "measured"]
     ratios = [_ratio(row, "predicted") for row in measured]
     lines = [
         *_header("training step's peak against a real CPU step", command, jobs, wall_s),
-        f"  default input, batch {TRAINING_BATCH}, float32, {optimizer}. Measured: `archprof memory --measure`'s",
+        f"  default input, batch {TRAINING_BATCH}, {dtype}, {optimizer}. Measured: `archprof memory --measure`'s",
         "  figure, the second real step's peak from the CPU allocator's events, workspace left out.",
         "",
         _measured_line(rows, max_bytes),
@@ -229,6 +239,7 @@ def _furthest_and_failed(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
+    from archprof.load.common import DTYPES
     from archprof.optimizers import OPTIMIZERS
     from archprof.parallel import ordered_map
     from archprof.zoo import MODELS
@@ -240,11 +251,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (each runs its forwards on one thread)")
     parser.add_argument("--train", action="store_true", help="one training step (batch 2) instead")
     parser.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS), help="with --train")
-    parser.add_argument("--report", type=Path, default=None, help="default: reports/memory_sweep[_training].md")
+    parser.add_argument("--dtype", default=None, choices=list(DTYPES), help="the models and inputs cast to it")
+    parser.add_argument(
+        "--report", type=Path, default=None, help="default: reports/memory_sweep[_training][_optimizer][_dtype].md"
+    )
     options = parser.parse_args()
     name = "memory_sweep_training" if options.train else "memory_sweep"
     if options.train and options.optimizer != "sgd":
         name += f"_{options.optimizer}"
+    if options.dtype is not None:
+        name += f"_{options.dtype}"
     report = options.report or ROOT / "reports" / f"{name}.md"
     chosen = [*MODELS, *sorted(random.Random(options.seed).sample(hub_models(), options.sample))]
     start = time.perf_counter()
@@ -258,8 +274,13 @@ def main() -> None:
         fields = TRAINING_FIELDS
     else:
         one, write, fields = measure_one, markdown, FIELDS
+    if options.dtype is not None:
+        write = functools.partial(write, dtype=options.dtype)
     rows = ordered_map(
-        functools.partial(one, max_bytes=options.max_bytes), chosen, jobs=options.jobs, progress=progress
+        functools.partial(one, max_bytes=options.max_bytes, dtype=options.dtype),
+        chosen,
+        jobs=options.jobs,
+        progress=progress,
     )
     print(file=sys.stderr)
     # What draws the same models and runs them as this run did (--jobs and --report aside).
@@ -267,6 +288,8 @@ def main() -> None:
     if options.train and options.optimizer != "sgd":
         command += f" --optimizer {options.optimizer}"
     command += f" --max-bytes {options.max_bytes}"
+    if options.dtype is not None:
+        command += f" --dtype {options.dtype}"
     text = write(rows, command, options.jobs, time.perf_counter() - start, options.max_bytes)
     write_reports(report, text, fields, rows)
     print(text)

@@ -150,6 +150,23 @@ def test_a_running_sum_keeps_the_field_unless_it_runs_along_a_spatial_axis(dim, 
     assert report.columns["receptive_field"] == [field]
 
 
+@pytest.mark.parametrize("axis,lengths,field", [(1, [[1, 3]], (1, 1)), (3, [[[[4, 4]] * 8] * 4], FieldMark.UNDEFINED)])
+def test_a_segment_reduction_keeps_the_field_unless_its_segments_run_along_a_spatial_axis(axis, lengths, field):
+    """Each output reads a segment of the input along `axis`: the channels' segments leave the
+    field as it was; a spatial axis's, whose bounds are the lengths' values, leave it undefined."""
+
+    class SegmentSums(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("lengths", torch.tensor(lengths))
+
+        def forward(self, x):
+            return torch.segment_reduce(x, "sum", lengths=self.lengths, axis=axis)
+
+    report = archprof.analyze(SegmentSums(), input_size=(4, 8, 8))
+    assert report.columns["receptive_field"] == [field]
+
+
 def _dispatched(packet) -> bool:
     """Whether a dispatch trace can see the operator: one of its overloads other than
     `out=` forms has a kernel of its own (not only a composite decomposition)."""

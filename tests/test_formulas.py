@@ -329,3 +329,32 @@ def test_an_embedding_bag_weighted_per_index_multiplies_each_row():
     totals = archprof.analyze(model, inputs=["4:int64", (4,)], batch=3).totals
     assert totals.not_counted == {}
     assert totals.elementwise_flops == 2 * 3 * 4 * 5
+
+
+def test_a_segment_reduction_and_its_gradient_cost_one_per_element_and_per_output_as_worked():
+    """docs/formulas.md's worked segment reductions, per the CPU kernel's loops: 6 rows of 4 in
+    segments of 2, 3 and 1 rows (12 outputs): a sum, a maximum (a comparison with the running
+    maximum, from -inf) or a product 24, a mean 24 + 12 (a division per output); the gradients
+    of a sum free (copies), of a mean 12 (a division per output), of a maximum 24 (`x == max`),
+    of a product 12 + 24 (`grad * prod` per output, divided by each element; randn rows: no
+    zeros, no ties)."""
+
+    class Segments(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x):  # x: [6, 4]
+            y = self.linear(x)
+            lengths = torch.tensor([2, 3, 1], device=x.device)
+            return [torch.segment_reduce(y, reduce, lengths=lengths) for reduce in ("sum", "mean", "max", "prod")]
+
+    report = archprof.analyze(Segments(), input_size=(4,), batch=6, training=True)
+    assert report.totals.not_counted == {}
+    graph = report.graph
+
+    def flops(operator: str) -> list[int]:
+        return [op_cost(op).elementwise_flops for op in (*graph.ops, *graph.backward_ops) if op.op == operator]
+
+    assert flops("aten.segment_reduce") == [24, 24 + 12, 24, 24]
+    assert sorted(flops("aten._segment_reduce_backward")) == [0, 12, 24, 12 + 24]

@@ -21,6 +21,7 @@ from archprof.kernels import (
     LSTM,
     MATH,
     ONEDNN_LSTM,
+    DeviceKernels,
     flash_attention_kernel,
     onednn_lstm_workspace_bytes,
 )
@@ -28,7 +29,7 @@ from archprof.passes.flops import op_cost
 from archprof.passes.memory import saved_activations, training_timeline
 from archprof.trace import trace
 from tests.memory_oracle import profiled_peaks, profiled_training_peaks
-from tests.models import LinearOnTransposed
+from tests.models import Calls, LinearOnTransposed
 from tests.operator_names import OperatorNames
 from tests.test_memory import real_saved_bytes
 
@@ -572,3 +573,126 @@ def test_mishs_gradient_runs_as_the_cpus_one_kernel():
     with OperatorNames() as outside:
         torch.ops.aten.mish_backward(meta, meta)
     assert "aten.mish_backward" not in outside.names
+
+
+# --- zero tensors -----------------------------------------------------------------------------------
+
+
+def _channel_mean(y):
+    return y.mean((0, 2, 3), keepdim=True)
+
+
+# sgn's gradient of a real map is a zero tensor (`_efficientzerotensor`), which the gradient
+# formulas before it multiply, divide and negate.
+ZERO_GRADIENTS = {
+    "a map's signs times its mean": lambda y: torch.sgn(y * _channel_mean(y)),
+    "a map's signs times its exponential": lambda y: torch.sgn(y * y.exp()),
+    "a map's signs over its mean": lambda y: torch.sgn(y / _channel_mean(y)),
+    "a mean's signs over its map": lambda y: torch.sgn(_channel_mean(y) / y),
+    "the signs of a map's exponential minus it": lambda y: torch.sgn(y.exp() - y),
+    "a doubled map's signs times the map": lambda y: torch.sgn(y * 2) * y,
+}
+
+
+@pytest.mark.parametrize("name", ZERO_GRADIENTS)
+def test_a_zero_gradient_multiplied_divided_or_negated_peaks_as_on_a_cpu(name):
+    """The oracle: a real CPU training step's peak under torch.profiler (tests/memory_oracle.py),
+    the input held by the caller. A product, quotient or difference with a zero tensor is worked
+    out by PyTorch's ZeroTensor kernels through a meta redispatch, which a CPU allocates nothing for
+    and the trace recorded as operators of their own (a 0-dim zero expanded, `prims.mul` making a
+    whole map): the map's signs times its mean and times its exponential were 4 B over, the
+    exponential minus the map 16,388 B. Negating a zero tensor (DivBackward's `-grad`, SubBackward's)
+    goes through PyTorch's ZeroTensor fallback, a 0-dim zero expanded inside the operator's call (its
+    workspace: 4 B over), and that expand, taken for a view of a named tensor, ended DivBackward's
+    statement `-grad * ((self / other) / other)` early: both quotients freed before the product,
+    16,380 B short for the map over its mean and the mean over its map."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(ZERO_GRADIENTS[name]))
+    x = torch.randn(2, 3, 16, 16)
+    predicted = training_timeline(trace(model, [x.shape], training=True)).peak_bytes
+    _, lasting = profiled_training_peaks(model, x)
+    assert predicted == lasting + x.nbytes
+
+
+def _operands(dtype: torch.dtype) -> dict[str, object]:
+    return {
+        "a zero map": torch._efficientzerotensor((2, 3), dtype=dtype),
+        "a zero row": torch._efficientzerotensor((3,), dtype=dtype),
+        "a map": torch.arange(1, 7, dtype=dtype).reshape(2, 3),
+        "a 0-dim tensor": torch.tensor(2, dtype=dtype),
+    }
+
+
+@pytest.mark.parametrize("operator", ["add", "sub", "mul", "div"])
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float32), (torch.int64, torch.float16)])
+def test_the_zero_tensor_kernels_answer_as_pytorchs(operator, dtypes):
+    """The oracle: PyTorch's own ZeroTensor kernels (BinaryOps.cpp), outside a trace. While
+    DeviceKernels is active, archprof's stand in for them on every device: each pair of a zero
+    tensor and another operand (a zero tensor, a map, a broadcast row, a 0-dim tensor, a number,
+    either way round) gives the same values, dtype, shape and zero-tensor bit."""
+    left, right = _operands(dtypes[0]), {**_operands(dtypes[1]), "a number": 3, "a float": 0.5}
+    pairs = [(a, b) for a in left.values() for b in right.values()]
+    pairs = [(a, b) for a, b in pairs if _is_zero(a) or _is_zero(b)]
+    pairs += [(b, a) for a, b in pairs if isinstance(b, torch.Tensor)]
+    function = getattr(torch, operator)
+    expected = [function(a, b) for a, b in pairs]
+    with DeviceKernels():
+        answered = [function(a, b) for a, b in pairs]
+    for (a, b), want, got in zip(pairs, expected, answered, strict=True):
+        assert (got.shape, got.dtype, got._is_zerotensor()) == (want.shape, want.dtype, want._is_zerotensor()), (a, b)
+        torch.testing.assert_close(got, want, equal_nan=True, msg=f"{operator}({a}, {b})")
+
+
+def _is_zero(operand) -> bool:
+    return isinstance(operand, torch.Tensor) and operand._is_zerotensor()
+
+
+# --- copies of conjugate views ------------------------------------------------------------------
+
+
+def _spectrum_times_its_conjugate(y):
+    spectrum = torch.fft.rfft2(y)
+    return torch.view_as_real(spectrum.conj() * spectrum)  # the math-bit fallback's copy, inside mul
+
+
+def _spectrum_copied_without_grad_and_read_twice(y):
+    spectrum = torch.fft.rfft2(y.detach())
+    copy = spectrum.conj().resolve_conj()  # the user's copy, needing no grad, read at once and kept
+    return torch.view_as_real(copy * spectrum).sum() + torch.view_as_real(copy).sum() + y.sum()
+
+
+CONJUGATE_COPIES = {
+    "a spectrum times its conjugate": _spectrum_times_its_conjugate,
+    "a spectrum's conjugate copied without grad and read twice": _spectrum_copied_without_grad_and_read_twice,
+}
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("name", CONJUGATE_COPIES)
+def test_a_copy_of_a_conjugate_view_is_workspace_only_where_the_math_bit_fallback_makes_it(name, training):
+    """The oracle: a real CPU forward's (or training step's) peak under torch.profiler, the input
+    held by the caller. PyTorch's math-bit fallback copies a conjugate view inside the operator
+    reading it (its workspace); a user's `resolve_conj()` is an operator of its own, its copy held
+    as any tensor. A dispatch mode sees the same `clone` either way: the inference of a spectrum
+    times its conjugate was 18,432 B over (the fallback's copy counted), and a training step
+    through a copy needing no grad, read at once and kept, 18,432 B short (taken for the fallback's,
+    as autograd records neither)."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(CONJUGATE_COPIES[name]))
+    x = torch.randn(2, 3, 16, 16)
+    graph = trace(model, [x.shape], training=training)
+    if training:
+        predicted = training_timeline(graph).peak_bytes
+        _, lasting = profiled_training_peaks(model, x)
+    else:
+        predicted = build_report(graph, "model").totals.peak_activation_bytes
+        _, lasting = profiled_peaks(model, x)
+    assert predicted == lasting + x.nbytes
+
+
+def test_the_users_copies_are_put_back_as_they_were():
+    """While active, DeviceKernels wraps the Python names of a user's copy; after, each is the
+    one before (Tensor's inherited from TensorBase, none of its own)."""
+    before = {name: getattr(torch, name) for name in ("clone", "resolve_conj", "resolve_neg")}
+    with DeviceKernels():
+        assert torch.clone is not before["clone"] and "clone" in vars(torch.Tensor)
+    assert {name: getattr(torch, name) for name in before} == before
+    assert not {"clone", "resolve_conj", "resolve_neg"} & set(vars(torch.Tensor))

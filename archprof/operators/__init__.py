@@ -266,6 +266,9 @@ _add(Family.REDUCTION, "cumprod_backward", costs.per_output_element(3), shapes.b
 _add(Family.REDUCTION, "count_nonzero", costs.reduction_cost)  # a comparison and a count per input element
 _add(Family.REDUCTION, "histc", costs.histogram_cost)
 _add(Family.REDUCTION, "bincount", costs.reduction_cost)  # a count (or a weight) added per input element
+# each element reduced into its segment along one axis, segments the lengths' values bound
+_add(Family.REDUCTION, "segment_reduce", costs.segment_reduce_cost)
+_add(Family.REDUCTION, "_segment_reduce_backward", costs.segment_reduce_backward_cost)
 # The indices of the elements not zero (a detector picks its boxes with it): a comparison per input element.
 _add(Family.DATA_MOVEMENT, "nonzero", costs.reduction_cost)
 # The distinct values (a detector's classes, each suppressed apart): see unique_cost.

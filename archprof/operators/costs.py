@@ -885,6 +885,28 @@ def index_reduce_cost(
     return Cost(elementwise_flops=prod(source) + (prod(x) if reduce == "mean" else 0))
 
 
+def segment_reduce_cost(data: Shape, reduce: str, *args, out: Shape, **kwargs) -> Cost:
+    """`segment_reduce`: each element of `data` reduced into its segment's output from the
+    reduction's initial value (an addition, a product, or a comparison for "max" and "min"), 1;
+    a mean then divides each output by its segment's length, 1 more per output (an empty
+    segment's, NaN, is not divided: the lengths are values, taken as none empty)."""
+    return Cost(elementwise_flops=prod(data) + (prod(out) if reduce == "mean" else 0))
+
+
+def segment_reduce_backward_cost(
+    grad: Shape, output: Shape, data: Shape, reduce: str, *args, out: Shape, **kwargs
+) -> Cost:
+    """`segment_reduce`'s gradient, per segment as its CPU kernel runs it: a sum's copied to each
+    element, free; a mean's divided by the length once per output, 1; a maximum's or minimum's
+    compared with each element (`x == max`), 1 per element (the quotient among tied elements
+    not counted: a value, none where each segment's extremum is unique); a product's `grad * prod`
+    once per output and divided by each element, 1 + 1 (a zero element's product of the others
+    not counted: none without zeros)."""
+    per_output = {"mean": 1, "prod": 1}.get(reduce, 0)
+    per_element = 1 if reduce in ("max", "min", "prod") else 0
+    return Cost(elementwise_flops=per_output * prod(grad) + per_element * prod(data))
+
+
 def soft_margin_loss_cost(x: Shape, target: Shape, reduction: int = 1, *args, out: Shape, **kwargs) -> Cost:
     """log(1 + exp(-x y)), as the CPU kernel computes it (neg, mul, exp, log1p): 4 per
     element; reduced, 1 more."""

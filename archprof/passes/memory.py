@@ -520,17 +520,21 @@ def _statement_ends(
     ends = list(range(len(steps)))
     returned = _returning_statements(steps, release, one_statement, named)
     in_place = in_place | _writes_into_temporaries(steps, release, named)
+    workspace = _operator_workspace(steps)
     root, read_in_run = -1, set()
     for index in range(len(steps) - 1, -1, -1):
         op = steps[index]
         if index in returned or index in reductions:
             ends[index], root, read_in_run = returned.get(index, index), -1, set()
             continue
+        # A view of an operator's workspace is made inside that operator's call, in its
+        # statement: the ZeroTensor fallback's expanded 0-dim zero, read by DivBackward's `-grad`.
+        viewed_in_a_call = op.is_view and any(tensor.storage in workspace for tensor in op.outputs)
         joins = (
             root >= 0
             and release[index] == release[root]
             # a write into a named tensor (CopySlices' result), or a view of one
-            and not ((op.writes_input and index not in in_place) or op.is_view)
+            and not ((op.writes_input and index not in in_place) or (op.is_view and not viewed_in_a_call))
             and any(tensor.storage in read_in_run for tensor in op.outputs)
             and not any(tensor.storage in named for tensor in op.outputs)
         )

@@ -376,6 +376,18 @@ def _running_sum(walk: Walk, op: OpNode) -> State:
     return state
 
 
+@operator_rule("segment_reduce")
+def _segment_reduce(walk: Walk, op: OpNode) -> State:
+    """Each output reads a segment of its input along `axis`, bounded by the lengths' (or
+    offsets') values: pointwise unless that axis is spatial."""
+    x = op.args[0]
+    axis = op.kwargs.get("axis", 0) % max(len(x.shape), 1)
+    state = walk.state(x)
+    if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
+        return walk.undefined(op, "it reduces segments along a spatial dimension, which the lengths' values bound")
+    return state
+
+
 @operator_rule(
     "mse_loss",
     "smooth_l1_loss",
