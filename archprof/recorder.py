@@ -422,7 +422,8 @@ class Recorder(TorchDispatchMode):
                 origin,
             )
         )
-        self._note_math_bits_resolved(info, tensors, out)
+        if self._resolved is not None or info.name == "aten.clone":  # most ops: neither, no call
+            self._note_math_bits_resolved(info, tensors, out)
 
     def _note_math_bits_resolved(self, info: OpInfo, tensors: list[torch.Tensor], out) -> None:
         """Note the copy of a conjugate (or negative) view that PyTorch's math-bit fallback makes
