@@ -340,12 +340,32 @@ def test_every_command_with_a_progress_display_takes_quiet(args):
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["summary", "lenet5", "--depth", "-1"], "'--depth' / '-d': must be at least 0"),
-        (["compare", "lenet5", "--jobs", "0"], "'--jobs' / '-j': must be at least 1"),
-        (["summary", "lenet5", "--batch", "x"], "'--batch' / '-b': must be a whole number"),
+        (["summary", "lenet5", "--depth", "-1"], "'--depth' / '-d': must be at least 0, got -1 ("),
+        (["compare", "lenet5", "--jobs", "0"], "'--jobs' / '-j': must be at least 1, got 0 ("),
+        (["summary", "lenet5", "--batch", "x"], "'--batch' / '-b': must be a whole number, got 'x' ("),
+        (["summary", "lenet5", "--batch", "1.5"], "'--batch' / '-b': must be a whole number, got '1.5' ("),
+        # bytes that are not UTF-8, as a shell passes them ($'\xff'): pydantic said "unable to parse raw data as a
+        # unicode string", not what to type
+        (["profile", "lenet5", "--repeat", "\udcff"], "'--repeat': must be a whole number, got '\\udcff' ("),
     ],
 )
 def test_a_bad_number_is_worded_as_archprof_words_it(args, said):
     """Not pydantic's 'Input should be greater than or equal to 0', which read as about --input."""
     line = one_error_line(invoke(*args))
-    assert said in line and "Input should" not in line, line
+    assert said in line and "should be" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["--unit", "\udcff", "--layer", "features.0"],
+            "error: --unit takes whole numbers separated by commas (3,4), got '\\udcff'",
+        ),
+        (["--unit", "1,1", "--layer", "a\nb"], "error: no layer 'a\\nb' in the model"),
+    ],
+)
+def test_rf_unit_errors_show_an_unprintable_value_escaped_once(args, said):
+    """The value quoted as typed, its unprintable characters as one escape each: repr() of the
+    escaped text doubled every backslash ('\\\\udcff')."""
+    assert one_error_line(invoke("rf", "lenet5", *args)).startswith(said)

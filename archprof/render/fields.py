@@ -133,12 +133,12 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
         coordinates = tuple(int(part) for part in unit.split(","))
     except ValueError:
         raise ArchprofError(
-            f"--unit takes whole numbers separated by commas (3,4), got {visible_text(unit)!r}"
+            f"--unit takes whole numbers separated by commas (3,4), got '{visible_text(unit)}'"
         ) from None
     calls = zip(report.columns["layer"], report.columns["call"], strict=True)
     rows = [index for index, (name, call) in enumerate(calls) if name == layer and call == 0]
     if not rows:
-        raise ArchprofError(f"no layer {visible_text(layer)!r} in the model: `archprof rf MODEL` lists them")
+        raise ArchprofError(f"no layer '{visible_text(layer)}' in the model: `archprof rf MODEL` lists them")
     state = _returned_state(report, layer, states[rows[-1]])
     boxes = unit_box(state, spatial, coordinates)
     where = "no input pixel" if None in boxes else "input pixels " + " x ".join(f"{a}..{b}" for a, b in boxes)
