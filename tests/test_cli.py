@@ -328,13 +328,32 @@ def test_available_memory_is_the_devices_free_memory(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "args", [["profile", "lenet5", "--repeat", "1", "--warmup", "0"], ["compare", "lenet5"], ["check", "lenet5"]]
+    "args",
+    [
+        ["profile", "lenet5", "--repeat", "1", "--warmup", "0"],
+        ["compare", "lenet5"],
+        ["check", "lenet5", "--max-params", "1M"],
+        ["memory", "lenet5", "--fit", "1MB"],
+    ],
 )
 def test_every_command_with_a_progress_display_takes_quiet(args):
     """profile took --quiet/-q and compare and check, which show progress too, refused it."""
-    result = invoke(*args, "-q", *(["--max-params", "1M"] if args[0] == "check" else []))
+    result = invoke(*args, "-q")
     assert result.exit_code == 0, result.output
     assert "--quiet" in " ".join(invoke(args[0], "-h").stdout.split())
+
+
+def test_memory_says_what_it_is_doing_on_a_terminal_and_nothing_piped(monkeypatch):
+    """--fit (ten seconds for resnet50's training step) and --measure (twenty) ran without a word.
+    On a terminal (TTY_COMPATIBLE=1: Rich's stderr console takes CliRunner's for one) a spinner says
+    which; piped, or with --quiet, stderr stays empty."""
+    monkeypatch.setattr("archprof.measure.peak_memory.predicted_and_measured", lambda *args: None)
+    args = ["memory", "lenet5", "--fit", "1MB", "--measure"]
+    said = runner.invoke(app, args, env={"TTY_COMPATIBLE": "1"}).stderr
+    assert "finding the largest batch that fits in 1.00 MB" in said
+    assert "measuring the peak of inference and of a training step at batch " in said
+    assert runner.invoke(app, args).stderr == ""
+    assert runner.invoke(app, [*args, "--quiet"], env={"TTY_COMPATIBLE": "1"}).stderr == ""
 
 
 @pytest.mark.parametrize(

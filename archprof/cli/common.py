@@ -459,19 +459,38 @@ def discard_written_to(stream) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
 
 
+def _progress_console(quiet: bool):
+    """A Rich console on stderr for a progress display, or None: with --quiet, or where
+    stderr is not a terminal (a log, a pipe: nothing there but the messages)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return None if quiet or not console.is_terminal else console
+
+
+@contextmanager
+def status_display(quiet: bool, doing: str):
+    """A spinner on stderr saying what a long step without stages to count is `doing`
+    ("measuring ..."), gone when it ends; none where `_progress_console` gives none."""
+    console = _progress_console(quiet)
+    if console is None:
+        yield
+        return
+    with console.status(doing):
+        yield
+
+
 class progress_display:
-    """A rich progress display on stderr while profiling (none when stderr is not a
-    terminal, or with --quiet); yields the callback `archprof.profile` takes, or None."""
+    """A rich progress display on stderr while profiling (none where `_progress_console`
+    gives none); yields the callback `archprof.profile` takes, or None."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bar = None
 
     def __enter__(self):
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if self.quiet or not console.is_terminal:
+        console = _progress_console(self.quiet)
+        if console is None:
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
