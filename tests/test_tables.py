@@ -588,6 +588,38 @@ def test_rf_coverage_keeps_two_figures_and_never_reads_all_for_less(tmp_path):
     assert "(model)" in result.stdout and ">99.9%" in result.stdout and "100%" not in result.stdout, result.stdout
 
 
+def test_rf_coverage_from_1_percent_has_one_decimal_as_every_share():
+    """lenet5's features end in a 16x16 field from pixel 0 of 32x32: 256 / 1024 = 25.0%, which
+    read '25%' beside features.0's 5x5, 25 / 1024 = 2.4% (a column of shares whose points did
+    not line up); the whole input, as a global field, still '100%'."""
+    result = at_width(200, "rf", "lenet5", "--columns", "Coverage")
+    rows = dict(line.split() for line in result.stdout.splitlines() if line.startswith(" ") and "%" in line)
+    assert (rows["features"], rows["features.0"], rows["classifier"]) == ("25.0%", "2.4%", "100%"), rows
+
+
+def test_rf_rows_are_the_module_tree_as_in_the_summary():
+    """rf listed rows in the order they ran: layer1.0's row (its residual add) after
+    layer1.0.bn2, layer1 none at all, the blocks' layers indented under no parent. Now the
+    summary's tree: each module before its layers, holding the field of its output. By hand
+    (r' = r + (K - 1) J, J' = J S): conv1 7 (J 2), maxpool 7 + 2*2 = 11 (J 4), layer1.0's two
+    3x3 convolutions 11 + 2*4 = 19 and 27, layer1.1's 35 and 43: layer1 and layer1.1 end at
+    43x43, layer1.0 at 27x27."""
+
+    def rows(command):
+        lines = piped(command, "resnet18").stdout.splitlines()
+        return [
+            line.split() for line in lines if line.startswith(" ") and not line.lstrip().startswith(("Layer ", "─"))
+        ]
+
+    rf_rows = rows("rf")
+    names = [row[0] for row in rf_rows]
+    assert names == [row[0] for row in rows("summary")]
+    assert names.index("layer1") < names.index("layer1.0") < names.index("layer1.0.conv1")
+    assert names.index("layer1.0.conv2") < names.index("layer1.1") < names.index("layer1.1.conv1")
+    fields = {row[0]: row[3] for row in rf_rows}
+    assert (fields["layer1"], fields["layer1.0"], fields["layer1.1"]) == ("43x43", "27x27", "43x43")
+
+
 @pytest.mark.parametrize("width", [None, 80])
 def test_a_table_made_narrow_by_columns_keeps_its_title_on_one_line(width):
     """rf lenet5 --columns Coverage wrapped its title to the table: 'lenet5  ·' over three lines."""

@@ -395,7 +395,8 @@ def rf(
     units, a fraction after upsampling (1/2). Centred: unit 0 stands for input pixels
     [0, stride - 1], centre (stride - 1) / 2; "yes" when unit 0's field's centre
     (start + end) / 2 is that point in every dimension. Coverage: the share of the input's
-    pixels unit 0's field reaches. The last line names the first layer whose field covers the
+    pixels unit 0's field reaches. A module's row, before its layers' as in the summary, holds
+    the field of its output. The last line names the first layer whose field covers the
     whole input. CSV, JSON and Markdown write the full report, whose receptive_field* columns
     hold unit 0's numbers. --depth N gives a module at depth N one row: the field of its
     output (its last layer's).
