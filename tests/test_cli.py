@@ -388,3 +388,15 @@ def test_rf_unit_errors_show_an_unprintable_value_escaped_once(args, said):
     """The value quoted as typed, its unprintable characters as one escape each: repr() of the
     escaped text doubled every backslash ('\\\\udcff')."""
     assert one_error_line(invoke("rf", "lenet5", *args)).startswith(said)
+
+
+@pytest.mark.parametrize("command", ["summary", "profile", "memory", "rf", "explain", "compare", "diff"])
+def test_a_help_page_on_80_columns_leaves_the_options_help_half_the_line(command):
+    """--format's metavar was its choices, table|csv|json|markdown|html: 30 of a help page's 80
+    columns, which left every option's help 26 (about four words a line: summary -h ran to 100
+    lines). FORMAT, and the choices in its help."""
+    page = runner.invoke(app, [command, "-h"], env={"COLUMNS": "80"}).stdout
+    first = next(line for line in page.splitlines() if "One input's" in line)
+    assert first.index("One input's") <= 80 - 40, first  # 40 columns or more of help
+    formats = "table or markdown" if command == "explain" else "table, csv, json, markdown or html"
+    assert f"-f FORMAT Output format: {formats}" in " ".join(page.replace("│", " ").split())
