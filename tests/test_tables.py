@@ -550,19 +550,20 @@ def test_a_training_summary_says_so_in_its_title():
     assert "training" not in at_width(120, "summary", "lenet5").stdout.splitlines()[0]
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("summary", "lenet5"),
-        ("memory", "lenet5"),
-        ("rf", "lenet5"),
-        ("compare", "lenet5", "alexnet"),
-        ("check", "lenet5", "--max-params", "1M"),
-        ("diff", "lenet5", "lenet5"),
-        ("explain", "lenet5"),
-        ("zoo",),
-    ],
-)
+# A command line of each command that prints a table, quick to run.
+EACH_COMMAND = [
+    ("summary", "lenet5"),
+    ("memory", "lenet5"),
+    ("rf", "lenet5"),
+    ("compare", "lenet5", "alexnet"),
+    ("check", "lenet5", "--max-params", "1M"),
+    ("diff", "lenet5", "lenet5"),
+    ("explain", "lenet5"),
+    ("zoo",),
+]
+
+
+@pytest.mark.parametrize("args", EACH_COMMAND)
 def test_a_table_piped_or_written_has_no_trailing_spaces(args, tmp_path):
     """Off a terminal every line ended in the spaces Rich pads it with to the table's width
     (171 on a blank line): noise in a file, a diff or a pull request."""
@@ -911,3 +912,14 @@ def test_a_table_a_few_characters_too_wide_keeps_a_row_a_layer():
     for row in cut:
         start, end = row.split("…")
         assert any(n.startswith(start) and n.endswith(end) and 3 * len(row) >= 2 * len(n) for n in names), row
+
+
+@pytest.mark.parametrize("args", EACH_COMMAND, ids=lambda args: args[0])
+def test_under_30_columns_a_command_lays_out_for_30_and_cuts_nothing(args):
+    """COLUMNS=1 to 29 cut every name and figure to a character or two and an ellipsis
+    ('cla…  1x…'): now each command writes what it writes on 30 columns, every name and
+    figure whole, and the terminal wraps the lines."""
+    on_30 = at_width(30, *args)
+    assert on_30.exit_code == 0 and "…" not in on_30.stdout, on_30.output
+    for width in (1, 12, 29):
+        assert at_width(width, *args).stdout == on_30.stdout, width

@@ -693,10 +693,16 @@ def _html(report) -> str:
     return report_html(report)
 
 
+# The narrowest width a table is laid out for. Under it (COLUMNS=1 to 29), every name and figure
+# was cut to a character or two and an ellipsis ('con…  1x…'): laid out for 30, each stays whole,
+# its lines longer than the terminal's, which wraps them.
+NARROWEST_WIDTH = 30
+
+
 def stdout_console(width: int | None = None):
-    """A Rich console on the report's standard output (its terminal, its width), for use
-    inside `standard_output`. Off a terminal (a pipe, a file) its lines end without the
-    spaces Rich pads them with, as `to_text` writes them."""
+    """A Rich console on the report's standard output (its terminal, its width, never under
+    `NARROWEST_WIDTH`), for use inside `standard_output`. Off a terminal (a pipe, a file) its
+    lines end without the spaces Rich pads them with, as `to_text` writes them."""
     from rich.console import Console
 
     stream = _report_stream()
@@ -704,7 +710,9 @@ def stdout_console(width: int | None = None):
         terminal = stream.isatty()
     except (AttributeError, OSError, ValueError):
         terminal = False
-    return Console(file=stream if terminal else _TrimmedLines(stream), width=width)
+    console = Console(file=stream if terminal else _TrimmedLines(stream), width=width)
+    console.width = max(console.width, NARROWEST_WIDTH)
+    return console
 
 
 def fitted_width(console=None) -> int | None:
