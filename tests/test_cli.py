@@ -400,3 +400,17 @@ def test_a_help_page_on_80_columns_leaves_the_options_help_half_the_line(command
     assert first.index("One input's") <= 80 - 40, first  # 40 columns or more of help
     formats = "table or markdown" if command == "explain" else "table, csv, json, markdown or html"
     assert f"-f FORMAT Output format: {formats}" in " ".join(page.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["summary", "lenet5", "--dept", "2"], "error: no such option: --dept; did you mean --depth? ("),
+        (["summary", "lenet5", "--fold"], "error: no such option: --fold; did you mean --fold-bn? ("),
+        (["sumary", "lenet5"], "error: no such command 'sumary'; did you mean 'summary'? ("),
+    ],
+)
+def test_a_mistyped_option_or_command_is_answered_with_the_closest_one(args, said):
+    """--dept listed '(Possible options: --depth, --help, --wide)', alphabetically, and a
+    command asked '. Did you mean ...?' in other words: now both the closest, one way."""
+    assert one_error_line(invoke(*args)).startswith(said)

@@ -6,6 +6,7 @@ import errno
 import inspect
 import io
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,6 +129,11 @@ def _usage_error_on_one_line(command: str) -> Iterator[None]:
         number = _bad_number(exc)
         if number is not None:
             message = f"{message.partition(': ')[0]}: {number}"
+        # An unknown option or command: the closest known one (Click listed up to three, alphabetically:
+        # "--dept (Possible options: --depth, --help, --wide)"), asked alike for both.
+        if getattr(exc, "possibilities", None):
+            message = f"no such option: {exc.option_name}; did you mean {exc.possibilities[0]}?"
+        message = re.sub(r"\. Did you mean ('[^']*')\?$", r"; did you mean \1?", message)
         message = message.replace("Input should be", "the value should be")  # any other value pydantic refused
         message = message[:1].lower() + message[1:]
         say(f"error: {message} ({command} -h for help)")
