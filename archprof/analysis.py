@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from archprof.collector import collector_paused
-from archprof.errors import ArchprofError, ArchprofWarning, check_flag
+from archprof.errors import ArchprofError, ArchprofWarning, check_flag, shown
 from archprof.graph import Graph
 from archprof.load import (
     DTYPES,
@@ -55,7 +55,7 @@ def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.d
     name = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None
     if name not in DTYPES:
         choices = ", ".join(DTYPES)
-        raise ArchprofError(f"dtype must be one of {choices} (a torch.dtype or its name), got {dtype!r}")
+        raise ArchprofError(f"dtype must be one of {choices} (a torch.dtype or its name), got {shown(dtype)}")
     return batch, DTYPES[name]
 
 
@@ -230,7 +230,7 @@ def _sample_shape(input_size) -> tuple[int, ...]:
     if isinstance(input_size, str):
         return parse_input_size(input_size)
     if isinstance(input_size, (Mapping, Set, bytes)) or not hasattr(input_size, "__iter__"):  # a set has no order
-        raise ArchprofError(f"input_size must be a shape such as (3, 224, 224) or '3x224x224', got {input_size!r}")
+        raise ArchprofError(f"input_size must be a shape such as (3, 224, 224) or '3x224x224', got {shown(input_size)}")
     return tuple(input_size)
 
 

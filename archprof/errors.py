@@ -18,11 +18,21 @@ class ArchprofWarning(UserWarning):
     a forward that cannot run on the meta device). The CLI prints it as one line on stderr."""
 
 
+def shown(value: object) -> str:
+    """`repr(value)`, for an error that quotes what the caller gave: where the object's own
+    `__repr__` raises, what Python's traceback prints for it, '<unprintable Bad object>',
+    not that exception in place of archprof's message."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__} object>"
+
+
 def check_flag(name: str, value: object) -> None:
     """A True-or-False keyword of the API given anything else is refused: a string "false" is
     true, and `trust_pickle="false"` would run the code in a pickle."""
     if not isinstance(value, bool):
-        raise ArchprofError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        raise ArchprofError(f"{name} must be True or False, got {shown(value)} ({type(value).__name__})")
 
 
 def first_line(exc: BaseException, bare: bool = False) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from archprof.analysis import analysis, checked_batch_and_dtype, load
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, shown
 from archprof.measure.device import beyond_free_memory, cpu_available_memory
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
@@ -97,9 +97,9 @@ def fit_batch(
     search bisects below it."""
     _, dtype = checked_batch_and_dtype(None, dtype)
     if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
-        raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {budget_bytes!r}")
+        raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {shown(budget_bytes)}")
     if batch is not None:
-        raise ArchprofError(f"fit_batch finds the batch itself: drop batch={batch!r}")
+        raise ArchprofError(f"fit_batch finds the batch itself: drop batch={shown(batch)}")
     optimizer_state_copies(optimizer)
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)  # once: built a single time
     reports: dict[int, Report] = {}

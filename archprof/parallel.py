@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, shown
 from archprof.units import checked_count
 
 T = TypeVar("T")
@@ -41,7 +41,7 @@ def checked_progress(progress: Any) -> None:
     """A public entry point's `progress`, checked before any work: None or a function."""
     if progress is not None and not callable(progress):
         raise ArchprofError(
-            f"progress must be a function called as progress(phase, done, total), or None; got {progress!r}"
+            f"progress must be a function called as progress(phase, done, total), or None; got {shown(progress)}"
         )
 
 

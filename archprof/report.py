@@ -19,7 +19,7 @@ from fractions import Fraction
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, shown
 from archprof.output import json_text, write_atomically
 from archprof.passes.flops import OperatorCost, merged_costs
 from archprof.passes.memory import TrainingStep, training_step
@@ -759,6 +759,8 @@ def _write(text: str, path) -> str:
     """`text`, written to `path` (a str or os.PathLike) where given."""
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
-            raise ArchprofError(f"path must be a file name (a str or a Path), got {path!r} ({type(path).__name__})")
+            raise ArchprofError(
+                f"path must be a file name (a str or a Path), got {shown(path)} ({type(path).__name__})"
+            )
         write_atomically(path, text)
     return text

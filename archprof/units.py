@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, shown
 
 _COUNT_STEPS = ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K"))
 _BYTE_STEPS = ((10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "kB"))
@@ -66,7 +66,7 @@ def checked_count(name: str, value: object, least: int, most: int | None = None,
     count = whole_number(value)
     meaning = f" ({note})" if note else ""
     if count is None:
-        raise ArchprofError(f"{name} must be a whole number{meaning}, got {value!r}")
+        raise ArchprofError(f"{name} must be a whole number{meaning}, got {shown(value)}")
     if count < least:
         raise ArchprofError(f"{name} must be at least {least}{meaning}, got {count}")
     if most is not None and count > most:

@@ -547,3 +547,33 @@ def test_cli_compare_at_a_giant_input_gives_exact_counts():
     assert vgg16["flops"] == 2 * 100_000 * _vgg16_macs(16384) > INT64_MAX
     table = runner.invoke(app, ["compare", "vgg16", "resnet18", "--input", "3x16384x16384", "--batch", "100000"])
     assert table.exit_code == 0 and "Traceback" not in table.output
+
+
+class _Unprintable:
+    """A caller's object whose repr and str raise, as a half-built object's may."""
+
+    def __repr__(self):
+        raise RuntimeError("repr of a half-built object")
+
+    __str__ = __repr__
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: archprof.analyze("lenet5", input_size=_Unprintable()), "input_size must be a shape"),
+        (lambda: archprof.analyze("lenet5", batch=_Unprintable()), "batch must be a whole number"),
+        (lambda: archprof.analyze("lenet5", dtype=_Unprintable()), "dtype must be one of"),
+        (lambda: archprof.analyze("lenet5", trust_pickle=_Unprintable()), "trust_pickle must be True or False"),
+        (lambda: archprof.analyze("lenet5").to_csv(_Unprintable()), "path must be a file name"),
+        (lambda: archprof.analyze("lenet5").explain(_Unprintable()), "layer must be a layer's name or a row number"),
+        (lambda: compare(["lenet5"], progress=_Unprintable()), "progress must be a function"),
+        (lambda: fit_batch("lenet5", _Unprintable()), "the memory budget must be a whole number of bytes"),
+    ],
+    ids=["input_size", "batch", "dtype", "trust_pickle", "to_csv's path", "explain's layer", "progress", "budget"],
+)
+def test_a_value_whose_repr_raises_is_quoted_as_python_quotes_it(call, message):
+    """archprof's message, the value as a traceback shows it, where the object's RuntimeError
+    took the message's place."""
+    with pytest.raises(ArchprofError, match=f"{message}.*got <unprintable _Unprintable object>"):
+        call()

@@ -328,24 +328,89 @@ def test_available_memory_is_the_devices_free_memory(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "args", [["profile", "lenet5", "--repeat", "1", "--warmup", "0"], ["compare", "lenet5"], ["check", "lenet5"]]
+    "args",
+    [
+        ["profile", "lenet5", "--repeat", "1", "--warmup", "0"],
+        ["compare", "lenet5"],
+        ["check", "lenet5", "--max-params", "1M"],
+        ["memory", "lenet5", "--fit", "1MB"],
+    ],
 )
 def test_every_command_with_a_progress_display_takes_quiet(args):
     """profile took --quiet/-q and compare and check, which show progress too, refused it."""
-    result = invoke(*args, "-q", *(["--max-params", "1M"] if args[0] == "check" else []))
+    result = invoke(*args, "-q")
     assert result.exit_code == 0, result.output
     assert "--quiet" in " ".join(invoke(args[0], "-h").stdout.split())
+
+
+def test_memory_says_what_it_is_doing_on_a_terminal_and_nothing_piped(monkeypatch):
+    """--fit (ten seconds for resnet50's training step) and --measure (twenty) ran without a word.
+    On a terminal (TTY_COMPATIBLE=1: Rich's stderr console takes CliRunner's for one) a spinner says
+    which; piped, or with --quiet, stderr stays empty."""
+    monkeypatch.setattr("archprof.measure.peak_memory.predicted_and_measured", lambda *args: None)
+    args = ["memory", "lenet5", "--fit", "1MB", "--measure"]
+    said = runner.invoke(app, args, env={"TTY_COMPATIBLE": "1"}).stderr
+    assert "finding the largest batch that fits in 1.00 MB" in said
+    assert "measuring the peak of inference and of a training step at batch " in said
+    assert runner.invoke(app, args).stderr == ""
+    assert runner.invoke(app, [*args, "--quiet"], env={"TTY_COMPATIBLE": "1"}).stderr == ""
 
 
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["summary", "lenet5", "--depth", "-1"], "'--depth' / '-d': must be at least 0"),
-        (["compare", "lenet5", "--jobs", "0"], "'--jobs' / '-j': must be at least 1"),
-        (["summary", "lenet5", "--batch", "x"], "'--batch' / '-b': must be a whole number"),
+        (["summary", "lenet5", "--depth", "-1"], "'--depth' / '-d': must be at least 0, got -1 ("),
+        (["compare", "lenet5", "--jobs", "0"], "'--jobs' / '-j': must be at least 1, got 0 ("),
+        (["summary", "lenet5", "--batch", "x"], "'--batch' / '-b': must be a whole number, got 'x' ("),
+        (["summary", "lenet5", "--batch", "1.5"], "'--batch' / '-b': must be a whole number, got '1.5' ("),
+        # bytes that are not UTF-8, as a shell passes them ($'\xff'): pydantic said "unable to parse raw data as a
+        # unicode string", not what to type
+        (["profile", "lenet5", "--repeat", "\udcff"], "'--repeat': must be a whole number, got '\\udcff' ("),
     ],
 )
 def test_a_bad_number_is_worded_as_archprof_words_it(args, said):
     """Not pydantic's 'Input should be greater than or equal to 0', which read as about --input."""
     line = one_error_line(invoke(*args))
-    assert said in line and "Input should" not in line, line
+    assert said in line and "should be" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["--unit", "\udcff", "--layer", "features.0"],
+            "error: --unit takes whole numbers separated by commas (3,4), got '\\udcff'",
+        ),
+        (["--unit", "1,1", "--layer", "a\nb"], "error: no layer 'a\\nb' in the model"),
+    ],
+)
+def test_rf_unit_errors_show_an_unprintable_value_escaped_once(args, said):
+    """The value quoted as typed, its unprintable characters as one escape each: repr() of the
+    escaped text doubled every backslash ('\\\\udcff')."""
+    assert one_error_line(invoke("rf", "lenet5", *args)).startswith(said)
+
+
+@pytest.mark.parametrize("command", ["summary", "profile", "memory", "rf", "explain", "compare", "diff"])
+def test_a_help_page_on_80_columns_leaves_the_options_help_half_the_line(command):
+    """--format's metavar was its choices, table|csv|json|markdown|html: 30 of a help page's 80
+    columns, which left every option's help 26 (about four words a line: summary -h ran to 100
+    lines). FORMAT, and the choices in its help."""
+    page = runner.invoke(app, [command, "-h"], env={"COLUMNS": "80"}).stdout
+    first = next(line for line in page.splitlines() if "One input's" in line)
+    assert first.index("One input's") <= 80 - 40, first  # 40 columns or more of help
+    formats = "table or markdown" if command == "explain" else "table, csv, json, markdown or html"
+    assert f"-f FORMAT Output format: {formats}" in " ".join(page.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["summary", "lenet5", "--dept", "2"], "error: no such option: --dept; did you mean --depth? ("),
+        (["summary", "lenet5", "--fold"], "error: no such option: --fold; did you mean --fold-bn? ("),
+        (["sumary", "lenet5"], "error: no such command 'sumary'; did you mean 'summary'? ("),
+    ],
+)
+def test_a_mistyped_option_or_command_is_answered_with_the_closest_one(args, said):
+    """--dept listed '(Possible options: --depth, --help, --wide)', alphabetically, and a
+    command asked '. Did you mean ...?' in other words: now both the closest, one way."""
+    assert one_error_line(invoke(*args)).startswith(said)

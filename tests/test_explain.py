@@ -469,8 +469,10 @@ def test_a_layer_says_which_batch_norm_folded_into_it():
 
 
 def help_formats(command: str) -> list[str]:
+    """The formats --format's help names: 'Output format: table, csv, json, markdown or html'."""
     help_text = " ".join(cli(command, "-h").stdout.replace("│", " ").split())
-    return re.search(r"--format -f (\S+)", help_text).group(1).split("|")
+    listed = re.search(r"--format -f FORMAT Output format: (.+?) \[default", help_text).group(1)
+    return re.split(r", | or ", listed)
 
 
 def test_explain_help_shows_the_formats_it_writes_and_refuses_the_others_itself():

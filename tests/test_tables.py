@@ -550,19 +550,20 @@ def test_a_training_summary_says_so_in_its_title():
     assert "training" not in at_width(120, "summary", "lenet5").stdout.splitlines()[0]
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("summary", "lenet5"),
-        ("memory", "lenet5"),
-        ("rf", "lenet5"),
-        ("compare", "lenet5", "alexnet"),
-        ("check", "lenet5", "--max-params", "1M"),
-        ("diff", "lenet5", "lenet5"),
-        ("explain", "lenet5"),
-        ("zoo",),
-    ],
-)
+# A command line of each command that prints a table, quick to run.
+EACH_COMMAND = [
+    ("summary", "lenet5"),
+    ("memory", "lenet5"),
+    ("rf", "lenet5"),
+    ("compare", "lenet5", "alexnet"),
+    ("check", "lenet5", "--max-params", "1M"),
+    ("diff", "lenet5", "lenet5"),
+    ("explain", "lenet5"),
+    ("zoo",),
+]
+
+
+@pytest.mark.parametrize("args", EACH_COMMAND)
 def test_a_table_piped_or_written_has_no_trailing_spaces(args, tmp_path):
     """Off a terminal every line ended in the spaces Rich pads it with to the table's width
     (171 on a blank line): noise in a file, a diff or a pull request."""
@@ -586,6 +587,38 @@ def test_rf_coverage_keeps_two_figures_and_never_reads_all_for_less(tmp_path):
     result = at_width(200, "rf", f"{source}:net", "--input", "1x1x2001", "--columns", "Coverage")
     assert result.exit_code == 0, result.output
     assert "(model)" in result.stdout and ">99.9%" in result.stdout and "100%" not in result.stdout, result.stdout
+
+
+def test_rf_coverage_from_1_percent_has_one_decimal_as_every_share():
+    """lenet5's features end in a 16x16 field from pixel 0 of 32x32: 256 / 1024 = 25.0%, which
+    read '25%' beside features.0's 5x5, 25 / 1024 = 2.4% (a column of shares whose points did
+    not line up); the whole input, as a global field, still '100%'."""
+    result = at_width(200, "rf", "lenet5", "--columns", "Coverage")
+    rows = dict(line.split() for line in result.stdout.splitlines() if line.startswith(" ") and "%" in line)
+    assert (rows["features"], rows["features.0"], rows["classifier"]) == ("25.0%", "2.4%", "100%"), rows
+
+
+def test_rf_rows_are_the_module_tree_as_in_the_summary():
+    """rf listed rows in the order they ran: layer1.0's row (its residual add) after
+    layer1.0.bn2, layer1 none at all, the blocks' layers indented under no parent. Now the
+    summary's tree: each module before its layers, holding the field of its output. By hand
+    (r' = r + (K - 1) J, J' = J S): conv1 7 (J 2), maxpool 7 + 2*2 = 11 (J 4), layer1.0's two
+    3x3 convolutions 11 + 2*4 = 19 and 27, layer1.1's 35 and 43: layer1 and layer1.1 end at
+    43x43, layer1.0 at 27x27."""
+
+    def rows(command):
+        lines = piped(command, "resnet18").stdout.splitlines()
+        return [
+            line.split() for line in lines if line.startswith(" ") and not line.lstrip().startswith(("Layer ", "─"))
+        ]
+
+    rf_rows = rows("rf")
+    names = [row[0] for row in rf_rows]
+    assert names == [row[0] for row in rows("summary")]
+    assert names.index("layer1") < names.index("layer1.0") < names.index("layer1.0.conv1")
+    assert names.index("layer1.0.conv2") < names.index("layer1.1") < names.index("layer1.1.conv1")
+    fields = {row[0]: row[3] for row in rf_rows}
+    assert (fields["layer1"], fields["layer1.0"], fields["layer1.1"]) == ("43x43", "27x27", "43x43")
 
 
 @pytest.mark.parametrize("width", [None, 80])
@@ -879,3 +912,14 @@ def test_a_table_a_few_characters_too_wide_keeps_a_row_a_layer():
     for row in cut:
         start, end = row.split("…")
         assert any(n.startswith(start) and n.endswith(end) and 3 * len(row) >= 2 * len(n) for n in names), row
+
+
+@pytest.mark.parametrize("args", EACH_COMMAND, ids=lambda args: args[0])
+def test_under_30_columns_a_command_lays_out_for_30_and_cuts_nothing(args):
+    """COLUMNS=1 to 29 cut every name and figure to a character or two and an ellipsis
+    ('cla…  1x…'): now each command writes what it writes on 30 columns, every name and
+    figure whole, and the terminal wraps the lines."""
+    on_30 = at_width(30, *args)
+    assert on_30.exit_code == 0 and "…" not in on_30.stdout, on_30.output
+    for width in (1, 12, 29):
+        assert at_width(width, *args).stdout == on_30.stdout, width

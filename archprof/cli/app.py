@@ -94,12 +94,20 @@ _CLICK_ERRORS = sys.modules[typer.BadParameter.__module__]
 _HELP_FOR_NO_ARGUMENTS = getattr(_CLICK_ERRORS, "NoArgsIsHelpError", ())
 
 
-# Pydantic's words for a bad number, as archprof's own errors put it (--warmup must be at least 0).
-_PYDANTIC_WORDING = (
-    (r"Input should be greater than or equal to (\S+)", r"must be at least \1"),
-    (r"Input should be a valid integer, unable to parse string as an integer", "must be a whole number"),
-    (r"Input should be", "the value should be"),
-)
+def _bad_number(exc) -> str | None:
+    """A whole-number option's bad value, as archprof's own errors put it ("must be at least 1,
+    got 0"; "must be a whole number, got '1.5'"), from the pydantic error Typer 0.29 raises it
+    from; None for any other. A value that is not UTF-8 (`--batch $'\\xff'`) was "the value
+    should be a valid string, unable to parse raw data as a unicode string": not what to type."""
+    cause = exc.__cause__
+    if getattr(cause, "title", None) not in ("int", "constrained-int"):
+        return None
+    error = cause.errors()[0]
+    bounds = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le")}
+    if error["type"] in bounds:  # a number, out of range
+        words, key = bounds[error["type"]]
+        return f"must be {words} {error['ctx'][key]}, got {error['input']}"
+    return f"must be a whole number, got '{error['input']}'"
 
 
 @contextmanager
@@ -118,8 +126,15 @@ def _usage_error_on_one_line(command: str) -> Iterator[None]:
         # Typer 0.29 words a bad value through pydantic ("Value error, 'xml' is not one of ...",
         # "Input should be greater than or equal to 1": not --input, the value).
         message = " ".join(exc.format_message().replace("Value error, ", "").split()).removesuffix(".")
-        for pydantic, plain in _PYDANTIC_WORDING:
-            message = re.sub(pydantic, plain, message)
+        number = _bad_number(exc)
+        if number is not None:
+            message = f"{message.partition(': ')[0]}: {number}"
+        # An unknown option or command: the closest known one (Click listed up to three, alphabetically:
+        # "--dept (Possible options: --depth, --help, --wide)"), asked alike for both.
+        if getattr(exc, "possibilities", None):
+            message = f"no such option: {exc.option_name}; did you mean {exc.possibilities[0]}?"
+        message = re.sub(r"\. Did you mean ('[^']*')\?$", r"; did you mean \1?", message)
+        message = message.replace("Input should be", "the value should be")  # any other value pydantic refused
         message = message[:1].lower() + message[1:]
         say(f"error: {message} ({command} -h for help)")
         raise typer.Exit(2) from None

@@ -103,15 +103,18 @@ TrustPickleOpt = Annotated[
 
 
 def format_option(*formats: Format):
-    """--format, showing the formats given (default: every one). Any format still parses, so that
-    a command that takes some refuses the others in its own words."""
+    """--format, its help naming the formats given (default: every one). Any format still parses,
+    so that a command that takes some refuses the others in its own words. Its metavar is FORMAT:
+    the choices as one (table|csv|json|markdown|html) took 30 of a help page's 80 columns from every
+    option's help, which 80 columns wrapped to 26 (four words a line)."""
+    names = [format.value for format in formats or Format]
     return Annotated[
         Optional[Format],
         typer.Option(
             "--format",
             "-f",
-            metavar="|".join(format.value for format in formats) if formats else None,
-            help="Output format",
+            metavar="FORMAT",
+            help=f"Output format: {', '.join(names[:-1])} or {names[-1]}",
             show_default="from --output's suffix, else table",
         ),
     ]
@@ -459,19 +462,38 @@ def discard_written_to(stream) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
 
 
+def _progress_console(quiet: bool):
+    """A Rich console on stderr for a progress display, or None: with --quiet, or where
+    stderr is not a terminal (a log, a pipe: nothing there but the messages)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return None if quiet or not console.is_terminal else console
+
+
+@contextmanager
+def status_display(quiet: bool, doing: str):
+    """A spinner on stderr saying what a long step without stages to count is `doing`
+    ("measuring ..."), gone when it ends; none where `_progress_console` gives none."""
+    console = _progress_console(quiet)
+    if console is None:
+        yield
+        return
+    with console.status(doing):
+        yield
+
+
 class progress_display:
-    """A rich progress display on stderr while profiling (none when stderr is not a
-    terminal, or with --quiet); yields the callback `archprof.profile` takes, or None."""
+    """A rich progress display on stderr while profiling (none where `_progress_console`
+    gives none); yields the callback `archprof.profile` takes, or None."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bar = None
 
     def __enter__(self):
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if self.quiet or not console.is_terminal:
+        console = _progress_console(self.quiet)
+        if console is None:
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -671,10 +693,16 @@ def _html(report) -> str:
     return report_html(report)
 
 
+# The narrowest width a table is laid out for. Under it (COLUMNS=1 to 29), every name and figure
+# was cut to a character or two and an ellipsis ('con…  1x…'): laid out for 30, each stays whole,
+# its lines longer than the terminal's, which wraps them.
+NARROWEST_WIDTH = 30
+
+
 def stdout_console(width: int | None = None):
-    """A Rich console on the report's standard output (its terminal, its width), for use
-    inside `standard_output`. Off a terminal (a pipe, a file) its lines end without the
-    spaces Rich pads them with, as `to_text` writes them."""
+    """A Rich console on the report's standard output (its terminal, its width, never under
+    `NARROWEST_WIDTH`), for use inside `standard_output`. Off a terminal (a pipe, a file) its
+    lines end without the spaces Rich pads them with, as `to_text` writes them."""
     from rich.console import Console
 
     stream = _report_stream()
@@ -682,7 +710,9 @@ def stdout_console(width: int | None = None):
         terminal = stream.isatty()
     except (AttributeError, OSError, ValueError):
         terminal = False
-    return Console(file=stream if terminal else _TrimmedLines(stream), width=width)
+    console = Console(file=stream if terminal else _TrimmedLines(stream), width=width)
+    console.width = max(console.width, NARROWEST_WIDTH)
+    return console
 
 
 def fitted_width(console=None) -> int | None:

@@ -21,7 +21,7 @@ from typer import rich_utils
 from typer.core import TyperArgument
 
 # Narrower than this, the help column reads three words a line or fewer: stack instead. On
-# 80 columns every command keeps its table (the tightest, with table|csv|json|markdown|html, leaves 26).
+# 80 columns every command keeps its table.
 MIN_HELP_WIDTH = 24
 _PANEL_EDGES = 4  # a border and a space of padding on each side
 _COLUMN_GAP = 2  # the table's padding: a space each side of a column, none at its edges

@@ -23,6 +23,7 @@ from archprof.cli.common import (
     plot_option,
     progress_display,
     say,
+    status_display,
     user_errors,
     with_model_options,
     write_text,
@@ -228,6 +229,7 @@ def memory(
         ),
     ] = False,
     plot: plot_option("the memory held over the forward, layer by layer,") = None,
+    quiet: QuietOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
     columns: columns_option("Peak in layer,Live after") = None,
@@ -272,15 +274,16 @@ def memory(
     loaded = options.load(model)  # once, for every analysis
     found = None
     if budget is not None:
-        found = fit_batch(
-            loaded,
-            budget,
-            inputs=inputs,
-            dtype=torch_dtype,
-            training=train,
-            optimizer=optimizer,
-            fold_bn=options.fold_bn,
-        )
+        with status_display(quiet, f"finding the largest batch that fits in {human_bytes(budget)}"):
+            found = fit_batch(
+                loaded,
+                budget,
+                inputs=inputs,
+                dtype=torch_dtype,
+                training=train,
+                optimizer=optimizer,
+                fold_bn=options.fold_bn,
+            )
         report = replace(found.report, batch_fit=found.as_dict())  # in the JSON too
     else:
         report = analyze(
@@ -302,7 +305,8 @@ def memory(
     if measure:
         batch = report.input_shapes[0][0]
         _refuse_a_run_that_cannot_fit(_measured_peak(loaded, report, inputs, batch, torch_dtype, optimizer), batch)
-        measured = predicted_and_measured(loaded, inputs, batch, torch_dtype, optimizer)
+        with status_display(quiet, f"measuring the peak of inference and of a training step at batch {batch}"):
+            measured = predicted_and_measured(loaded, inputs, batch, torch_dtype, optimizer)
     if measured is not None:
         notes += [step.text(measured.device) for step in measured.steps]
         report = replace(report, measured_memory=measured)  # in the JSON too
@@ -391,7 +395,8 @@ def rf(
     units, a fraction after upsampling (1/2). Centred: unit 0 stands for input pixels
     [0, stride - 1], centre (stride - 1) / 2; "yes" when unit 0's field's centre
     (start + end) / 2 is that point in every dimension. Coverage: the share of the input's
-    pixels unit 0's field reaches. The last line names the first layer whose field covers the
+    pixels unit 0's field reaches. A module's row, before its layers' as in the summary, holds
+    the field of its output. The last line names the first layer whose field covers the
     whole input. CSV, JSON and Markdown write the full report, whose receptive_field* columns
     hold unit 0's numbers. --depth N gives a module at depth N one row: the field of its
     output (its last layer's).

@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, shown
 from archprof.explain.document import Explanation, Section, Step, sum_step
 from archprof.explain.operators import (
     Sources,
@@ -101,7 +101,12 @@ class _Context:
         """The rows named `layer`, or the container it names."""
         if isinstance(layer, int) and not isinstance(layer, bool):
             return [self._row_number(layer)], None
-        text = str(layer).strip()
+        try:
+            text = str(layer).strip()
+        except Exception:  # an object whose __str__ raises names no layer
+            raise ArchprofError(
+                f"layer must be a layer's name or a row number, got {shown(layer)} ({type(layer).__name__})"
+            ) from None
         if text.startswith("#") and _ROW_NUMBER.fullmatch(text[1:]):
             return [self._row_number(int(text[1:]))], None
         children = [p for p in self.graph.module_types if p.startswith(f"{text}.")] if text else []

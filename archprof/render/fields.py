@@ -9,7 +9,8 @@ from rich.console import Group
 from rich.text import Text
 
 from archprof.errors import ArchprofError
-from archprof.render.base import Layout, dash, fitted_table, indented_layer_name, layer_name
+from archprof.render.base import Layout, dash, fitted_table, layer_name, tree_label
+from archprof.render.tree import top_level_rules, tree_rows
 from archprof.report import Report, dims_text, visible_text
 from archprof.units import shape_text
 
@@ -34,52 +35,62 @@ def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Se
 
     With `spreads` (per row, `archprof.passes.receptive_field.spreads`), the Field column
     shows the centre unit's field, and its range over units where units differ: '451x451
-    (443..451x443..451)'. A field that reads the whole input shows as 'global'."""
+    (443..451x443..451)'. A field that reads the whole input shows as 'global'.
+
+    The rows are the module tree's, as the summary's (`render.tree`): a module's row, before
+    its children's, holds the field of its output. The verdict and the notes follow the
+    rows in the order they ran."""
     spatial = report.input_shapes[0][2:] if report.input_shapes else ()
-    size_text = shape_text(spatial)
     headings = ("Layer", "Type", "Output shape", "Field", "Stride", "Centred", "Coverage")
     cells: dict[str, list] = {heading: [] for heading in headings}
-    covered_from = first_covering = last_short = None  # every later row covers from the first
-    notes: dict[str, str] = {}
-    for row in report.rows():
-        name = layer_name(row)
+    nodes = tree_rows(report)
+    for node in nodes:
+        row = node.row
         field, stride, start = row["receptive_field"], row["effective_stride"], row["receptive_field_start"]
         centred, coverage = _centred_and_coverage(field, stride, start, spatial)
-        cells["Layer"].append(indented_layer_name(row))
+        cells["Layer"].append(tree_label(node))
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
-        cells["Field"].append(_field_text(field, spreads[len(cells["Field"])] if spreads else None))
+        cells["Field"].append(_field_text(field, spreads[node.output] if spreads else None))
         cells["Stride"].append(dims_text(stride) or dash())
         cells["Centred"].append(centred)
         cells["Coverage"].append(coverage)
+
+    title = f"{visible_text(report.model)}  ·  receptive fields on a {shape_text(spatial) or '?'} input"
+    parts: list = [fitted_table(title, cells, _RF_COLUMNS, layout, rules=top_level_rules(nodes))]
+    parts.append(Text(_coverage_verdict(report, spatial)))
+    if spreads and any(_varies(s) for s in spreads):
+        parts.append(Text("Field: the centre unit's; (a..b): the range over the layer's units"))
+    notes: dict[str, str] = {}
+    for row in report.rows():
+        if row["receptive_field_note"]:
+            notes.setdefault(row["receptive_field_note"], layer_name(row))
+    for note, layer in notes.items():
+        parts.append(Text(f"{layer}: {visible_text(note)}", style="yellow"))  # a note names its layer
+    return Group(*parts)
+
+
+def _coverage_verdict(report: Report, spatial: tuple[int, ...]) -> str:
+    """From which layer on, in the order the rows ran, the field covers the whole input."""
+    size_text = shape_text(spatial)
+    covered_from = first_covering = last_short = None  # every later row covers from the first
+    for row in report.rows():
+        name = layer_name(row)
         if row["covers_input"] is True:
             covered_from = covered_from or name
             first_covering = first_covering or name
         elif row["covers_input"] is False:  # a branch beside a covering one (ShuffleNet's halves)
             covered_from, last_short = None, name if first_covering else last_short
-        if row["receptive_field_note"]:
-            notes.setdefault(row["receptive_field_note"], name)
-
-    title = f"{visible_text(report.model)}  ·  receptive fields on a {size_text or '?'} input"
-    table = fitted_table(title, cells, _RF_COLUMNS, layout)
-
     if not spatial:
-        verdict = "the input has no spatial dimensions: no receptive field"
-    elif covered_from is not None and covered_from == first_covering:
-        verdict = f"the field covers the whole {size_text} input from layer {covered_from} on"
-    elif first_covering is not None:
-        verdict = (
+        return "the input has no spatial dimensions: no receptive field"
+    if covered_from is not None and covered_from == first_covering:
+        return f"the field covers the whole {size_text} input from layer {covered_from} on"
+    if first_covering is not None:
+        return (
             f"the field first covers the whole {size_text} input at layer {first_covering}, but not at every layer"
             f" after it (not at {last_short})" + (f"; from layer {covered_from} on it does" if covered_from else "")
         )
-    else:
-        verdict = f"the field never covers the whole {size_text} input"
-    parts: list = [table, Text(verdict)]
-    if spreads and any(_varies(s) for s in spreads):
-        parts.append(Text("Field: the centre unit's; (a..b): the range over the layer's units"))
-    for note, layer in notes.items():
-        parts.append(Text(f"{layer}: {visible_text(note)}", style="yellow"))  # a note names its layer
-    return Group(*parts)
+    return f"the field never covers the whole {size_text} input"
 
 
 def _field_text(field, spread) -> Text | str:
@@ -111,8 +122,10 @@ def _centred_and_coverage(field, stride, start, spatial) -> tuple[Text | str, Te
     percent = 100 * share
     if 99.95 <= percent < 100:  # not all of it: never "100%"
         coverage = ">99.9%"
-    elif percent >= 1 or percent == 0:
-        coverage = f"{percent:.1f}%".replace(".0%", "%")
+    elif percent in (0, 100):
+        coverage = f"{percent:.0f}%"
+    elif percent >= 1:  # one decimal, as every share archprof shows: 5.0% above 2.3%, not 5%
+        coverage = f"{percent:.1f}%"
     else:
         coverage = f"{percent:#.2g}%"  # two figures: 0.20%, not 0.2% above 0.39%
     if not isinstance(stride, tuple):  # the stride is undefined: so is the unit's centre
@@ -133,12 +146,12 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
         coordinates = tuple(int(part) for part in unit.split(","))
     except ValueError:
         raise ArchprofError(
-            f"--unit takes whole numbers separated by commas (3,4), got {visible_text(unit)!r}"
+            f"--unit takes whole numbers separated by commas (3,4), got '{visible_text(unit)}'"
         ) from None
     calls = zip(report.columns["layer"], report.columns["call"], strict=True)
     rows = [index for index, (name, call) in enumerate(calls) if name == layer and call == 0]
     if not rows:
-        raise ArchprofError(f"no layer {visible_text(layer)!r} in the model: `archprof rf MODEL` lists them")
+        raise ArchprofError(f"no layer '{visible_text(layer)}' in the model: `archprof rf MODEL` lists them")
     state = _returned_state(report, layer, states[rows[-1]])
     boxes = unit_box(state, spatial, coordinates)
     where = "no input pixel" if None in boxes else "input pixels " + " x ".join(f"{a}..{b}" for a, b in boxes)

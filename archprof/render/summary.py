@@ -25,7 +25,7 @@ from archprof.render.base import (
     subtotal_cell,
     tree_label,
 )
-from archprof.render.tree import tree_rows
+from archprof.render.tree import top_level_rules, tree_rows
 from archprof.text import dims_text, totals_rows, visible_text
 from archprof.units import human_count, shape_text
 
@@ -60,14 +60,9 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
     )
     cells: dict[str, list] = {heading: [] for heading in (*headings, "Live after", "Receptive field")}
     totals = report.totals
-    rules = []
-    previous = None
-    for node in tree_rows(report):
+    nodes = tree_rows(report)
+    for node in nodes:
         row = node.row
-        # A rule around each top-level module that has sub-modules.
-        rules.append(previous is not None and node.level == 0 and (node.is_container or previous.is_container))
-        if node.level == 0:
-            previous = node
         cells["Layer"].append(tree_label(node))
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Input shape"].append(row["input_shape"] or dash())
@@ -93,7 +88,7 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
         title += f"  ·  traced by a real forward on the {report.traced_on}"
     at = _SUMMARY_PRIORITY.index("% MACs") + 1
     priority = (*_SUMMARY_PRIORITY[:at], *training, *_SUMMARY_PRIORITY[at:])
-    table = fitted_table(title, cells, priority, layout, keep=4, rules=rules)
+    table = fitted_table(title, cells, priority, layout, keep=4, rules=top_level_rules(nodes))
     parts = [table, totals_table(report, layout.width)]
     if report.totals.not_counted:
         parts.append(not_counted_table(report.totals.not_counted))

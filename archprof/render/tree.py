@@ -19,6 +19,7 @@ class TreeRow:
     level: int  # 0 for the top-level modules
     row: dict[str, Any]  # a leaf's row; a container's subtree merged
     indices: tuple[int, ...]  # the report's rows shown here: a leaf's, a container's own
+    output: int  # the report's row whose output and field it shows: a leaf's, its subtree's last that ran
     own: dict[str, Any] | None = None  # a container's own rows merged ({}: none); None for a leaf
 
     @property
@@ -41,17 +42,30 @@ def tree_rows(report) -> list[TreeRow]:
             child = _child(parent, path)
             if child not in containers:
                 row = report.row(index)
-                shown.append(TreeRow(layer_label(visible_text(path), row["call"]), level, row, (index,)))
+                shown.append(TreeRow(layer_label(visible_text(path), row["call"]), level, row, (index,), index))
             elif child not in placed:
                 placed.add(child)
                 subtree = [i for i in indices if paths[i] == child or paths[i].startswith(child + ".")]
                 own = tuple(i for i in subtree if paths[i] == child)
                 own_merged = report.merged_row(child, own) if own else {}
-                shown.append(TreeRow(visible_text(child), level, report.merged_row(child, subtree), own, own_merged))
+                merged = report.merged_row(child, subtree)
+                shown.append(TreeRow(visible_text(child), level, merged, own, report.output_row(subtree), own_merged))
                 place(subtree, child, level + 1)
 
     place(list(range(len(paths))), "", 0)
     return shown
+
+
+def top_level_rules(nodes: list[TreeRow]) -> list[bool]:
+    """Per row of `nodes`, whether a rule goes above it: around each top-level module that
+    has sub-modules, so that a network's stages stand apart."""
+    rules = []
+    previous = None
+    for node in nodes:
+        rules.append(previous is not None and node.level == 0 and (node.is_container or previous.is_container))
+        if node.level == 0:
+            previous = node
+    return rules
 
 
 def _child(parent: str, path: str) -> str:
