@@ -569,11 +569,29 @@ class _Unprintable:
         (lambda: archprof.analyze("lenet5").explain(_Unprintable()), "layer must be a layer's name or a row number"),
         (lambda: compare(["lenet5"], progress=_Unprintable()), "progress must be a function"),
         (lambda: fit_batch("lenet5", _Unprintable()), "the memory budget must be a whole number of bytes"),
+        (lambda: archprof.profile("lenet5", device=_Unprintable()), "device must be cpu, cuda or cuda:N"),
     ],
-    ids=["input_size", "batch", "dtype", "trust_pickle", "to_csv's path", "explain's layer", "progress", "budget"],
+    ids=[
+        "input_size",
+        "batch",
+        "dtype",
+        "trust_pickle",
+        "to_csv's path",
+        "explain's layer",
+        "progress",
+        "budget",
+        "device",
+    ],
 )
 def test_a_value_whose_repr_raises_is_quoted_as_python_quotes_it(call, message):
     """archprof's message, the value as a traceback shows it, where the object's RuntimeError
     took the message's place."""
     with pytest.raises(ArchprofError, match=f"{message}.*got <unprintable _Unprintable object>"):
         call()
+
+
+def test_a_model_whose_repr_raises_is_quoted_as_python_quotes_it():
+    with pytest.raises(
+        ArchprofError, match=r"cannot analyse <unprintable _Unprintable object> \(of type _Unprintable\)"
+    ):
+        archprof.analyze(_Unprintable())

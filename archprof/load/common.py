@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, first_line, short_reason
+from archprof.errors import ArchprofError, first_line, short_reason, shown
 
 # What a model may be cast to (the CLI's --dtype, a budget file's dtype, analyze's dtype).
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -77,7 +77,7 @@ def shorten(text: str, limit: int = 60) -> str:
 def described(value: Any, limit: int = 60) -> str:
     """A value the user passed, for an error: its repr on one line (a tensor's runs to one
     line per row), cut to `limit` characters, and its type."""
-    return f"{_cut(' '.join(repr(value).split()), limit)} (of type {type(value).__name__})"
+    return f"{_cut(' '.join(shown(value).split()), limit)} (of type {type(value).__name__})"
 
 
 def _cut(text: str, limit: int) -> str:

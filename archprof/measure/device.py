@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError, first_line, memory_for
+from archprof.errors import ArchprofError, first_line, memory_for, shown
 from archprof.report import Report
 from archprof.trace import forward_exits_as_errors, in_traced_mode
 from archprof.units import human_bytes, tensor_text
@@ -22,6 +22,8 @@ def resolve_device(device: str | None) -> torch.device:
     """'cpu', 'cuda' or 'cuda:N' (None: cuda when torch sees a GPU, else cpu)."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str | torch.device):
+        raise ArchprofError(f"device must be cpu, cuda or cuda:N (a string or a torch.device), got {shown(device)}")
     text = str(device).strip().lower()
     if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
         raise ArchprofError(f"unknown device '{device}': choose cpu or cuda (cuda:N for another GPU)")
