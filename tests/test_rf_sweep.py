@@ -14,7 +14,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 @pytest.fixture
 def rf_sweep(monkeypatch, hub_packages):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling hub_sweep
-    return importlib.import_module("rf_sweep")
+    threads = torch.get_num_threads()
+    yield importlib.import_module("rf_sweep")
+    torch.set_num_threads(threads)  # a sweep's worker takes one thread; the tests after it keep theirs
 
 
 # A ResNet stem's max pooling and residual blocks; an EfficientNet's squeeze-excitation
