@@ -47,14 +47,18 @@ def _one_thread_and_a_private_cache(monkeypatch, tmp_path):
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def lenet():
+def one_thread_lenet_profile(repeat: int):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return archprof.profile("lenet5", device="cpu", warmup=1, repeat=5, **CEILINGS)
+        return archprof.profile("lenet5", device="cpu", warmup=1, repeat=repeat, **CEILINGS)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return one_thread_lenet_profile(repeat=5)
 
 
 # --- the measured columns ------------------------------------------------------------------
@@ -73,14 +77,18 @@ def test_every_measured_column_is_there_typed_and_plausible(lenet):
     assert (frame["roofline_time_ms"] >= 0).all()
 
 
-def test_shares_and_the_unattributed_remainder_make_the_whole(lenet):
+def test_shares_and_the_unattributed_remainder_make_the_whole():
     # Each share is a median over the passes of (row time / that pass's hooked forward),
     # and so is the remainder's: medians of parts do not add up exactly. Tolerance 0.1.
-    measured = lenet.measured
-    total = lenet.layers["time_share"].sum() + measured.unattributed_share
+    # On a busy machine most passes have some row slowed (its share up, every other row's
+    # down), which pulls the sum of five passes' medians as low as 0.5; 21 passes keep it
+    # within 0.9 to 0.97 at a load of 8 on 2 cores.
+    report = one_thread_lenet_profile(repeat=21)
+    measured = report.measured
+    total = report.layers["time_share"].sum() + measured.unattributed_share
     assert total == pytest.approx(1.0, abs=0.1)
     assert 0 <= measured.unattributed_share < 1
-    assert measured.layer_sum_ms == pytest.approx(lenet.layers["time_ms"].sum())
+    assert measured.layer_sum_ms == pytest.approx(report.layers["time_ms"].sum())
 
 
 def test_derived_columns_are_computed_as_documented(lenet):
