@@ -203,18 +203,18 @@ def folded_graph(graph: Graph) -> tuple[Graph, Folding]:
 def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ...]:
     if input_size is not None and inputs is not None:
         raise ArchprofError("give input_size or inputs, not both")
+    usual = loaded.default_inputs  # made anew at each read: read once
     if inputs is not None:
         specs = normalize_inputs(inputs)
     elif input_size is not None:
         specs = (InputSpec(_sample_shape(input_size)),)
     else:
-        specs = loaded.default_inputs
+        specs = usual
         if specs is None:
             raise ArchprofError(
                 f"model '{loaded.name}' has no default input size: give one, e.g. input_size=(3, 224, 224)"
                 " (CLI: --input 3x224x224)"
             )
-    usual = loaded.default_inputs
     if usual is not None and len(specs) == 1 == len(usual) and len(specs[0].shape) != len(usual[0].shape):
         size, expected = specs[0].shape, usual[0].shape
         raise ArchprofError(

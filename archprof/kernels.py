@@ -228,8 +228,7 @@ class DeviceKernels:
     def __init__(self, answer: Callable[[Any, tuple], Any] | None = None) -> None:
         self.chosen: Counter[str] = Counter()
         self._answer = answer
-        self._take_the_functions()
-        self._library: torch.library.Library | None = None  # while active: `HANDED_DOWN_WHOLE`'s kernels
+        self._library = None  # while active: the dispatcher's kernels of `_DISPATCHER_KERNELS` (`_registered`)
         self._own_copies: dict[tuple, Any] = {}  # while active: `_USERS_COPIES`' own attributes (None: inherited)
 
     def _take_the_functions(self) -> None:
@@ -239,6 +238,10 @@ class DeviceKernels:
             setattr(self, original, getattr(owner, name))
 
     def __enter__(self) -> DeviceKernels:
+        # First, as the one step that may fail (a kernel the dispatcher refuses): nothing else is changed yet.
+        with warnings.catch_warnings():  # that the ZeroTensor kernels override PyTorch's, which __exit__ puts back
+            warnings.simplefilter("ignore", UserWarning)
+            self._library = _registered(_DISPATCHER_KERNELS)
         self._take_the_functions()
         for owner, name, _, routed in _ROUTED:
             setattr(owner, name, getattr(self, routed))
@@ -246,20 +249,8 @@ class DeviceKernels:
         self._own_copies = {(owner, name): vars(owner).get(name) for owner, name in _USERS_COPIES}
         for owner, name in _USERS_COPIES:
             setattr(owner, name, _noted_as_the_users_copy(getattr(owner, name)))
-        for name, cell in _ONE_HIDDEN_CELLS.items():
-            setattr(torch._VF, name, functools.partial(_routed_one_hidden_rnn, name, cell))
-        self._library = torch.library.Library("aten", "IMPL")
-        for name, kernel in _WHOLE_ON_META.items():
-            self._library.impl(name.removeprefix("aten."), kernel, "AutogradMeta")
-        for name, kernel in {**_VALUES_ONLY, **_ONE_CPU_OPERATOR}.items():
-            for key in ("AutogradMeta", "AutogradCPU"):
-                self._library.impl(name, kernel, key)
-        for name, kernel in _META_KERNELS.items():
-            self._library.impl(name, kernel, "Meta")
-        with warnings.catch_warnings():  # that they override PyTorch's kernels, which __exit__ puts back
-            warnings.simplefilter("ignore", UserWarning)
-            for name, kernel in _ZERO_TENSOR_KERNELS.items():
-                self._library.impl(name, kernel, "ZeroTensor")
+        for name, routed in _ONE_HIDDEN_ROUTES.items():
+            setattr(torch._VF, name, routed)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -272,7 +263,7 @@ class DeviceKernels:
                 delattr(owner, name)
             else:
                 setattr(owner, name, own)
-        self._library._destroy()  # the AutogradMeta kernels gone with it
+        self._library.reset()  # PyTorch's kernels again where these stood in for them
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
         if input.device.type not in ("meta", "cpu") or input.numel() == 0:
@@ -479,6 +470,7 @@ def _noted_as_one_cpu_operator() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if noting is None else noting()
 
 
+@functools.cache  # made once per function, not on every trace
 def _noted_as_the_users_copy(function: Callable) -> Callable:
     """`function` (a Python name of `_USERS_COPIES`), its call noted as the user's own copy (the
     trace's recorder's `users_copy`); nothing noted under any other mode."""
@@ -650,6 +642,36 @@ _ZERO_TENSOR_KERNELS = {
     "div.Tensor": _zero_tensor_div,
 }
 
+# Every kernel `DeviceKernels` registers on the process's dispatcher while active: (aten
+# operator, dispatch key, kernel).
+_DISPATCHER_KERNELS = (
+    *[(name.removeprefix("aten."), "AutogradMeta", kernel) for name, kernel in _WHOLE_ON_META.items()],
+    *[
+        (name, key, kernel)
+        for name, kernel in {**_VALUES_ONLY, **_ONE_CPU_OPERATOR}.items()
+        for key in ("AutogradMeta", "AutogradCPU")
+    ],
+    *[(name, "Meta", kernel) for name, kernel in _META_KERNELS.items()],
+    *[(name, "ZeroTensor", kernel) for name, kernel in _ZERO_TENSOR_KERNELS.items()],
+)
+
+
+def _registered(kernels) -> Any:
+    """`kernels` ((aten operator, dispatch key, kernel)) registered on the process's dispatcher,
+    each in the place of the key's kernel until the returned library's `reset()` (or its end),
+    which puts PyTorch's back; none left registered where one fails. torch's own library object
+    (what torch.library.Library wraps), not that wrapper, whose bookkeeping for checks of its own
+    (a set of names, a lookup per Meta kernel, a finaliser) was a quarter of each registration's
+    cost: the 59 of a trace took 1.4 ms through it, 1.0 without (medians of 200, a busy machine)."""
+    library = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
+    try:
+        for name, key, kernel in kernels:
+            library.impl(name, key, kernel, False)  # False: the kernel is not handed the dispatch key set
+    except BaseException:
+        library.reset()
+        raise
+    return library
+
 
 def _cpu_linear(input, weight, bias=None):
     """at::linear as a real CPU run computes it: where it neither flattens the input into one
@@ -673,12 +695,11 @@ def _cpu_one_hot(input, num_classes: int):
 def _no_value_negative():
     """While active, `bool()` of a one-element boolean meta tensor, a check meta holds no value
     for (gaussian_nll_loss's `torch.any(var < 0)`), answers False: none negative."""
-    library = torch.library.Library("aten", "IMPL")
-    library.impl("_local_scalar_dense", _false_on_meta, "Meta")
+    library = _registered([("_local_scalar_dense", "Meta", _false_on_meta)])
     try:
         yield
     finally:
-        library._destroy()
+        library.reset()
 
 
 def _false_on_meta(tensor):
@@ -977,6 +998,10 @@ def _relu_cell(step, hidden, weights):
 
 
 _ONE_HIDDEN_CELLS = {"gru": _gru_cell, "rnn_tanh": _tanh_cell, "rnn_relu": _relu_cell}
+# What `DeviceKernels` sets as torch._VF's gru, rnn_tanh and rnn_relu while active.
+_ONE_HIDDEN_ROUTES = {
+    name: functools.partial(_routed_one_hidden_rnn, name, cell) for name, cell in _ONE_HIDDEN_CELLS.items()
+}
 
 
 def onednn_lstm_workspace_bytes(
