@@ -29,7 +29,7 @@ from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.random_state import random_state_kept
 from archprof.report import Report, csv_text
 from archprof.text import markdown_code, markdown_literal
-from archprof.units import checked_count, human_bytes, human_count, shapes_text
+from archprof.units import checked_count, human_bytes, human_count, ratio_text, shapes_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -385,7 +385,7 @@ def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def _ratio(value: float) -> str:
-    return "-" if value != value else f"{value:.2f}x"
+    return "-" if value != value else ratio_text(value)
 
 
 # A comparison's columns as tables and Markdown show them: heading, frame column, cell.

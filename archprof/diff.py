@@ -36,7 +36,7 @@ from archprof.report import (
     json_fraction,
     operators_text,
 )
-from archprof.units import human_value
+from archprof.units import human_value, ratio_text
 
 if TYPE_CHECKING:
     import torch
@@ -678,8 +678,9 @@ def value_change(change: LayerChange, name: str, text: Callable[[Any], str] = st
 
 
 def format_ratio(ratio: float | None) -> str:
-    """'×1.84' (new / old); 'n/a' where there is none (an old total of 0, a side without a field)."""
-    return "n/a" if ratio is None else f"×{ratio:.2f}"
+    """'1.84x' (new / old), as `archprof compare` writes its ratios; 'n/a' where there is none
+    (an old total of 0, a side without a field)."""
+    return "n/a" if ratio is None else ratio_text(ratio)
 
 
 # The final field's figures as a diff shows them: (label, FinalField attribute).

@@ -35,6 +35,12 @@ def share_text(share: float) -> str:
     return f"{100 * share:.1f}%"
 
 
+def ratio_text(ratio: float) -> str:
+    """A ratio as every table writes it: 0.18 -> '0.18x', 12345.678 -> '12,345.68x' (grouped
+    as counts are, so that a large one reads at a glance)."""
+    return f"{ratio:,.2f}x"
+
+
 def human_value(unit: str, value: int) -> str:
     """A count, bytes or pixels as a person reads them: '25.56 M', '6.12 MB', '212 px'."""
     if unit == "bytes":

@@ -332,3 +332,20 @@ def test_a_narrow_comparison_keeps_the_column_it_is_sorted_by_and_what_was_asked
     header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("Model"))
     assert all(heading in header for heading in kept), result.stdout
     assert all(len(line) <= 80 for line in result.stdout.splitlines())
+
+
+def test_a_large_ratio_is_grouped_as_counts_are(tmp_path):
+    """A ratio of thousands read '20000.00x', its digits ungrouped beside '20.00 K'. Worked by
+    hand: Linear(1, 1) without bias holds 1 parameter and makes 1 MAC; Linear(1, 10000) holds
+    1 x 10,000 + 10,000 = 20,000 and makes 10,000: ratios 20,000.00x and 10,000.00x."""
+    path = tmp_path / "nets.py"
+    path.write_text(
+        "from torch import nn\n\ndef small():\n    return nn.Linear(1, 1, bias=False)\n\n"
+        "def large():\n    return nn.Linear(1, 10000)\n"
+    )
+    table = invoke("compare", f"{path}:small", f"{path}:large", "--input", "1")
+    assert table.exit_code == 0, table.output
+    large = next(line.split() for line in table.output.splitlines() if line.split()[:1] == [f"{path}:large"])
+    assert large[1:6] == ["20.00", "K", "20,000.00x", "10.00", "K"] and large[6] == "10,000.00x"
+    markdown = invoke("compare", f"{path}:small", f"{path}:large", "--input", "1", "-f", "markdown").stdout
+    assert "| 20.00 K | 20,000.00x | 10.00 K | 10,000.00x |" in markdown

@@ -168,7 +168,7 @@ def test_a_bound_final_field_is_marked_as_compare_marks_it():
     assert final["old_receptive_field_note"].startswith("an upper bound: aten.slice")
     page = tables(cli(*args, "-f", "html").stdout)
     field = totals_by_label(page)["Final receptive field"]
-    assert field["cells"][1:] == ["≤2 px", "4 px", "+2 px", "+100.00%", "×2.00"] and field["class"] == "grew"
+    assert field["cells"][1:] == ["≤2 px", "4 px", "+2 px", "+100.00%", "2.00x"] and field["class"] == "grew"
     assert [note.startswith(f"{BOUND}: receptive field is an upper bound: aten.slice") for note in page.notes] == [True]
 
 
@@ -218,7 +218,7 @@ def test_an_undefined_final_field_in_every_format():
     assert totals["Final receptive field"]["cells"][1:] == ["undefined", "4 px", "n/a", "n/a", "n/a"]
     assert totals["Final stride"]["cells"][1:] == ["undefined", "2 px", "n/a", "n/a", "n/a"]
     assert totals["Final receptive field"]["class"] is None  # neither grown nor shrunk
-    assert totals["Parameters"]["cells"][5] == f"×{new.param_count / old.param_count:.2f}"
+    assert totals["Parameters"]["cells"][5] == f"{new.param_count / old.param_count:.2f}x"
     assert any(f"{UNDEFINED}: receptive field is {reason}" in note for note in page.notes)
 
 
