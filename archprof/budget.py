@@ -46,7 +46,15 @@ from archprof.parallel import Progress, ordered_map
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
 from archprof.text import dims_text, limits_verdict, markdown_code, markdown_literal, visible_text
-from archprof.units import human_value, parse_count, parse_pixels, parse_size, shape_text, shapes_text, share_text
+from archprof.units import (
+    human_value,
+    parse_count,
+    parse_pixels,
+    parse_size,
+    percent_change_text,
+    shape_text,
+    shapes_text,
+)
 
 # -- limits ------------------------------------------------------------------------------
 
@@ -436,7 +444,7 @@ def format_margin(verdict: Verdict) -> str:
     sign = "-" if margin < 0 else "+"
     shown = human_value(verdict.limit.metric.unit, abs(margin))
     if verdict.limit.threshold:
-        return f"{sign}{shown} ({sign}{share_text(abs(margin) / verdict.limit.threshold)})"
+        return f"{sign}{shown} ({percent_change_text(margin / verdict.limit.threshold)})"
     return f"{sign}{shown}"
 
 

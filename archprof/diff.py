@@ -36,7 +36,7 @@ from archprof.report import (
     json_fraction,
     operators_text,
 )
-from archprof.units import human_value, ratio_text
+from archprof.units import human_value, percent_change_text, ratio_text
 
 if TYPE_CHECKING:
     import torch
@@ -669,7 +669,8 @@ def format_change(unit: str, change: int | Fraction | None) -> str:
 
 
 def format_percent(percent: float | None) -> str:
-    return "n/a" if percent is None else f"{percent:+.2f}%"
+    """'+86.5%', to 0.1% as check's margins and every share; 'n/a' where there is none."""
+    return "n/a" if percent is None else percent_change_text(percent / 100)
 
 
 def value_change(change: LayerChange, name: str, text: Callable[[Any], str] = str) -> str:

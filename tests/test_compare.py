@@ -377,4 +377,4 @@ def test_a_final_field_reads_as_summary_and_rf_write_it_in_every_command(tmp_pat
     lines = invoke("diff", square, wide, *size).stdout.splitlines()
     totals = {line.split()[1]: line.split()[2:] for line in lines if line.lstrip().startswith("Final ")}
     assert totals["receptive"][1:4] == ["3x3", "5x9", "+2"]  # the change and % of the smallest side, 3 -> 5
-    assert totals["stride"] == ["1x1", "2x2", "+1", "px", "+100.00%"]
+    assert totals["stride"] == ["1x1", "2x2", "+1", "px", "+100.0%"]

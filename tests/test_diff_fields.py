@@ -69,11 +69,11 @@ def test_every_format_shows_the_final_field(nets):
     table = cli(*args)
     assert table.exit_code == 0, table.output
     rows = totals_rows(table.stdout)
-    assert rows["Final receptive field"] == ["5x5", "11x11", "+6", "px", "+120.00%"]
-    assert rows["Final stride"] == ["1x1", "2x2", "+1", "px", "+100.00%"]
+    assert rows["Final receptive field"] == ["5x5", "11x11", "+6", "px", "+120.0%"]
+    assert rows["Final stride"] == ["1x1", "2x2", "+1", "px", "+100.0%"]
     markdown = cli(*args, "-f", "markdown").stdout
-    assert "| Final receptive field | 5x5 | 11x11 | +6 px | +120.00% |" in markdown
-    assert "| Final stride | 1x1 | 2x2 | +1 px | +100.00% |" in markdown
+    assert "| Final receptive field | 5x5 | 11x11 | +6 px | +120.0% |" in markdown
+    assert "| Final stride | 1x1 | 2x2 | +1 px | +100.0% |" in markdown
     document = json.loads(cli(*args, "-f", "json").stdout)["final_receptive_field"]
     assert document["old"] == {"layer": "1", "receptive_field": 5, "effective_stride": 1, "receptive_field_note": ""}
     assert (document["new"]["receptive_field"], document["new"]["effective_stride"]) == (NEW_FIELD, NEW_STRIDE)
@@ -128,7 +128,7 @@ def test_a_fractional_stride_after_upsampling(nets):
     before it, so r stays 5. The stride shrinks by 1/2 px, -50%; JSON writes '1/2' as a report does."""
     old, _, upsampled = nets
     args = ("diff", old, upsampled, "--input", "1x32x32")
-    assert totals_rows(cli(*args).stdout)["Final stride"] == ["1x1", "1/2x1/2", "-1/2", "px", "-50.00%"]
+    assert totals_rows(cli(*args).stdout)["Final stride"] == ["1x1", "1/2x1/2", "-1/2", "px", "-50.0%"]
     document = json.loads(cli(*args, "-f", "json").stdout)["final_receptive_field"]
     assert (document["new"]["receptive_field"], document["new"]["effective_stride"]) == (5, "1/2")
     assert document["effective_stride_change"] == "-1/2"
@@ -146,18 +146,18 @@ def test_a_bound_final_field_is_marked_as_compare_marks_it():
     args = ("diff", BOUND, EXACT, "--input", "1x8x8")
     table = cli(*args)
     assert table.exit_code == 0, table.output
-    assert totals_rows(table.stdout)["Final receptive field"] == ["≤2x2", "4x4", "+2", "px", "+100.00%"]
+    assert totals_rows(table.stdout)["Final receptive field"] == ["≤2x2", "4x4", "+2", "px", "+100.0%"]
     text = " ".join(table.stdout.split())
     assert f"{BOUND}: receptive field is an upper bound: aten.slice in (model)" in text
     assert text.count("≤") == 1 and f"{EXACT}: receptive field" not in text
     markdown = cli(*args, "-f", "markdown").stdout
-    assert "| Final receptive field | ≤2x2 | 4x4 | +2 px | +100.00% |" in markdown
+    assert "| Final receptive field | ≤2x2 | 4x4 | +2 px | +100.0% |" in markdown
     assert markdown.count("upper bound") == 1
     document = json.loads(cli(*args, "-f", "json").stdout)["final_receptive_field"]
     assert document["old"]["receptive_field_note"].startswith("an upper bound: aten.slice")
     assert document["new"]["receptive_field_note"] == ""
     backwards = cli("diff", EXACT, BOUND, "--input", "1x8x8")
-    assert totals_rows(backwards.stdout)["Final receptive field"] == ["4x4", "≤2x2", "-2", "px", "-50.00%"]
+    assert totals_rows(backwards.stdout)["Final receptive field"] == ["4x4", "≤2x2", "-2", "px", "-50.0%"]
     # The CSV writes the bound's figure and says why in its note, as the JSON does.
     final = list(csv.DictReader(io.StringIO(cli(*args, "-f", "csv").stdout)))[-1]
     assert (final["old_receptive_field"], final["new_receptive_field"], final["receptive_field_change"]) == (
@@ -168,7 +168,7 @@ def test_a_bound_final_field_is_marked_as_compare_marks_it():
     assert final["old_receptive_field_note"].startswith("an upper bound: aten.slice")
     page = tables(cli(*args, "-f", "html").stdout)
     field = totals_by_label(page)["Final receptive field"]
-    assert field["cells"][1:] == ["≤2x2", "4x4", "+2 px", "+100.00%", "2.00x"] and field["class"] == "grew"
+    assert field["cells"][1:] == ["≤2x2", "4x4", "+2 px", "+100.0%", "2.00x"] and field["class"] == "grew"
     assert [note.startswith(f"{BOUND}: receptive field is an upper bound: aten.slice") for note in page.notes] == [True]
 
 
@@ -326,4 +326,4 @@ def test_resnets_final_fields_by_hand():
     fields = diff("resnet18", "resnet34").fields
     assert (fields.old.size, fields.new.size, fields.old.stride, fields.new.stride) == (435, 899, 32, 32)
     rows = totals_rows(cli("diff", "resnet18", "resnet34").stdout)
-    assert rows["Final receptive field"] == ["435x435", "899x899", "+464", "px", "+106.67%"]
+    assert rows["Final receptive field"] == ["435x435", "899x899", "+464", "px", "+106.7%"]
