@@ -37,7 +37,7 @@ from typing import Any
 import tomllib
 
 from archprof.analysis import analyze
-from archprof.comparison import METRICS, Metric, final_receptive_field_bound
+from archprof.comparison import METRICS, Metric, final_receptive_field_bound, final_receptive_field_dims
 from archprof.errors import ArchprofError
 from archprof.load import DTYPES, ModelOptions, parse_dtype, parse_input_size
 from archprof.optimizers import OPTIMIZERS
@@ -45,8 +45,16 @@ from archprof.output import read_text
 from archprof.parallel import Progress, ordered_map
 from archprof.passes.memory import optimizer_state_copies
 from archprof.report import Report
-from archprof.text import limits_verdict, markdown_code, markdown_literal, visible_text
-from archprof.units import human_value, parse_count, parse_pixels, parse_size, shape_text, shapes_text, share_text
+from archprof.text import dims_text, limits_verdict, markdown_code, markdown_literal, visible_text
+from archprof.units import (
+    human_value,
+    parse_count,
+    parse_pixels,
+    parse_size,
+    percent_change_text,
+    shape_text,
+    shapes_text,
+)
 
 # -- limits ------------------------------------------------------------------------------
 
@@ -95,11 +103,14 @@ class Verdict:
     value: int
     optimizer: str = ""  # of a max-training-memory limit: the optimizer whose step it was
     bound: str = ""  # of a receptive-field limit: why the value is only an upper bound ("an upper bound: ...")
+    field: tuple[int, ...] = ()  # of a receptive-field limit: the field per dimension, `value` its smallest side
 
     @property
     def value_text(self) -> str:
-        """The value as tables show it: "≤2 px" where it is only an upper bound."""
-        return ("≤" if self.bound else "") + human_value(self.limit.metric.unit, self.value)
+        """The value as tables show it; a field per dimension, as summary and rf show it:
+        "212x212", "≤2x2" where it is only an upper bound."""
+        shown = dims_text(self.field) if self.field else human_value(self.limit.metric.unit, self.value)
+        return ("≤" if self.bound else "") + shown
 
     @property
     def margin(self) -> int:
@@ -135,8 +146,10 @@ def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) 
         except ArchprofError as exc:
             raise ArchprofError(f"{limit.key}: {exc}") from None
         optimizer = (report.totals.optimizer or "") if limit.key == "max-training-memory" else ""
-        bound = final_receptive_field_bound(report) if limit.metric.key == "receptive-field" else ""
-        verdicts.append(Verdict(model or report.model, shape, limit, value, optimizer, bound))
+        field = limit.metric.key == "receptive-field"
+        bound = final_receptive_field_bound(report) if field else ""
+        dims = final_receptive_field_dims(report) if field else ()
+        verdicts.append(Verdict(model or report.model, shape, limit, value, optimizer, bound, dims))
     return verdicts
 
 
@@ -431,7 +444,7 @@ def format_margin(verdict: Verdict) -> str:
     sign = "-" if margin < 0 else "+"
     shown = human_value(verdict.limit.metric.unit, abs(margin))
     if verdict.limit.threshold:
-        return f"{sign}{shown} ({sign}{share_text(abs(margin) / verdict.limit.threshold)})"
+        return f"{sign}{shown} ({percent_change_text(margin / verdict.limit.threshold)})"
     return f"{sign}{shown}"
 
 

@@ -28,8 +28,8 @@ from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.random_state import random_state_kept
 from archprof.report import Report, csv_text
-from archprof.text import markdown_code, markdown_literal
-from archprof.units import checked_count, human_bytes, human_count, shapes_text
+from archprof.text import dims_text, markdown_code, markdown_literal
+from archprof.units import checked_count, human_bytes, human_count, ratio_text, shapes_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,6 +74,12 @@ def final_receptive_field(report: Report) -> int:
     spatial dimension ((212, 212)) reads as its smallest side, what every dimension at least
     sees. `final_receptive_field_bound` says whether it is only an upper bound."""
     return min(_final_field(report)[0])
+
+
+def final_receptive_field_dims(report: Report) -> tuple[int, ...]:
+    """That field per spatial dimension, (212, 212), as `archprof summary` and `rf` show it;
+    `final_receptive_field` is its smallest side. Raises as `final_receptive_field`."""
+    return _final_field(report)[0]
 
 
 def final_receptive_field_bound(report: Report) -> str:
@@ -199,8 +205,9 @@ def compare(
 
     Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
-    <NA> without a spatial layer)], [training_flops, training_peak_bytes], param_ratio,
-    macs_ratio, [latency_ms].
+    <NA> without a spatial layer: the field's smallest side), receptive_field_dims (the field
+    per spatial dimension, (212, 212); None without one), receptive_field_note],
+    [training_flops, training_peak_bytes], param_ratio, macs_ratio, [latency_ms].
 
     `jobs` (default 1: everything in this process, as a notebook or a script fed on stdin
     needs) analyses models given as specs (strings, paths) in up to that many worker
@@ -281,6 +288,7 @@ def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | Non
         data["peak_memory_bytes"] = _exact_integers([METRICS["peak-memory"].read(r) for r in reports])
     if all(has_metric(r, "receptive-field") for r in reports):
         data["receptive_field"] = pd.Series([_optional(final_receptive_field, r) for r in reports], dtype="Int64")
+        data["receptive_field_dims"] = pd.Series([_optional(final_receptive_field_dims, r) for r in reports])
         notes = [_optional(final_receptive_field_bound, r) for r in reports]
         data["receptive_field_note"] = pd.Series(notes, dtype="string")
     if all(r.training for r in reports):
@@ -338,11 +346,16 @@ def comparison_csv(frame: pd.DataFrame) -> str:
     """CSV written as `Report.to_csv` writes it (`csv_text`): model names neutralised against
     formula injection, a row holding a carriage return quoted."""
     header = list(frame.columns)
-    rows = ([record[name] for name in header] for record in comparison_records(frame))
+    rows = ([_csv_value(name, record[name]) for name in header] for record in comparison_records(frame))
     return csv_text(header, rows, [name in _USER_TEXT for name in header])
 
 
 _USER_TEXT = ("model", "receptive_field_note")  # a note names the model's modules
+
+
+def _csv_value(name: str, value: Any) -> Any:
+    """A field per dimension as a report's CSV writes one, '212x212'; any other value as it is."""
+    return dims_text(value) if name == "receptive_field_dims" else value
 
 
 def comparison_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -385,7 +398,7 @@ def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def _ratio(value: float) -> str:
-    return "-" if value != value else f"{value:.2f}x"
+    return "-" if value != value else ratio_text(value)
 
 
 # A comparison's columns as tables and Markdown show them: heading, frame column, cell.
@@ -401,7 +414,7 @@ _CELLS = (
     ("Activations", "activation_bytes", human_bytes),
     ("Peak memory", "peak_memory_bytes", human_bytes),
     ("Training step peak", "training_peak_bytes", human_bytes),
-    ("Receptive field", "receptive_field", lambda v: f"{v} px"),
+    ("Receptive field", "receptive_field", dims_text),  # of receptive_field_dims: see `_cell`
     ("Latency (CPU)", "latency_ms", lambda v: f"{v:.1f} ms"),
 )
 
@@ -435,9 +448,13 @@ def _cell(record: dict[str, Any], column: str, show: Callable[[Any], str]) -> st
     value = record[column]
     if value is None:
         return "-"
-    # A receptive field that is only an upper bound reads "≤212 px"; `bound_notes` say why.
-    bound = column == "receptive_field" and record.get("receptive_field_note")
-    return ("≤" if bound else "") + show(value)
+    if column == "receptive_field":
+        # Per spatial dimension, as summary and rf show a field: "212x212", not its smallest
+        # side alone (the column, what budgets and --sort read); "≤212x212" where it is only
+        # an upper bound, `bound_notes` saying why.
+        bound = "≤" if record.get("receptive_field_note") else ""
+        return bound + show(record["receptive_field_dims"])
+    return show(value)
 
 
 def bound_notes(frame: pd.DataFrame) -> list[tuple[str, str]]:

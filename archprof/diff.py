@@ -36,7 +36,7 @@ from archprof.report import (
     json_fraction,
     operators_text,
 )
-from archprof.units import human_value
+from archprof.units import human_value, percent_change_text, ratio_text
 
 if TYPE_CHECKING:
     import torch
@@ -85,7 +85,8 @@ class FinalField:
     the effective stride there (smallest side; None where undefined). `bound`: why the field
     is only an upper bound ("an upper bound: ..."), else "". Where there is no field,
     `missing` says which case ("not recorded", "undefined", "none") and `note` why; a field
-    whose stride alone is undefined has its row's note there."""
+    whose stride alone is undefined has its row's note there. `size_dims` and `stride_dims`:
+    the field and stride per spatial dimension, as the tables show them (`final_field_text`)."""
 
     layer: str | None = None
     size: int | None = None
@@ -93,6 +94,8 @@ class FinalField:
     bound: str = ""
     missing: str = ""
     note: str = ""
+    size_dims: tuple[int, ...] = ()
+    stride_dims: tuple[Stride, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -324,11 +327,13 @@ def final_field(side: Side) -> FinalField:
     note = row.get("receptive_field_note", "")
     if row["receptive_field"] == FieldMark.UNDEFINED:
         return FinalField(row["layer"], missing="undefined", note=f"undefined: {note}" if note else "undefined")
-    stride = row.get("effective_stride")
-    smallest_stride = min(stride) if isinstance(stride, tuple) else None
+    field, stride = row["receptive_field"], row.get("effective_stride")
+    strides = stride if isinstance(stride, tuple) else ()
     bound = bound_note(note)
+    smallest_stride = min(strides) if strides else None
     # A defined field's other note says why its stride is undefined.
-    return FinalField(row["layer"], min(row["receptive_field"]), smallest_stride, bound, note="" if bound else note)
+    note = "" if bound else note
+    return FinalField(row["layer"], min(field), smallest_stride, bound, note=note, size_dims=field, stride_dims=strides)
 
 
 def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[str, Any]]]:
@@ -664,7 +669,8 @@ def format_change(unit: str, change: int | Fraction | None) -> str:
 
 
 def format_percent(percent: float | None) -> str:
-    return "n/a" if percent is None else f"{percent:+.2f}%"
+    """'+86.5%', to 0.1% as check's margins and every share; 'n/a' where there is none."""
+    return "n/a" if percent is None else percent_change_text(percent / 100)
 
 
 def value_change(change: LayerChange, name: str, text: Callable[[Any], str] = str) -> str:
@@ -678,8 +684,9 @@ def value_change(change: LayerChange, name: str, text: Callable[[Any], str] = st
 
 
 def format_ratio(ratio: float | None) -> str:
-    """'×1.84' (new / old); 'n/a' where there is none (an old total of 0, a side without a field)."""
-    return "n/a" if ratio is None else f"×{ratio:.2f}"
+    """'1.84x' (new / old), as `archprof compare` writes its ratios; 'n/a' where there is none
+    (an old total of 0, a side without a field)."""
+    return "n/a" if ratio is None else ratio_text(ratio)
 
 
 # The final field's figures as a diff shows them: (label, FinalField attribute).
@@ -687,8 +694,9 @@ FIELD_FIGURES = (("Final receptive field", "size"), ("Final stride", "stride"))
 
 
 def final_field_text(final: FinalField, figure: str, exact: bool = False) -> str:
-    """A side's final "size" or "stride" as the tables show it: '212 px'; '≤212 px' for a
-    field that is only an upper bound, as `archprof compare` marks it; 'not recorded',
+    """A side's final "size" or "stride" as the tables show it: per spatial dimension, as
+    summary and rf show it, '212x212'; '≤212x212' for a field that is only an upper bound,
+    as `archprof compare` marks it; 'not recorded',
     'undefined' (the stride alone too), or '-' where the side has no spatial layer.
     `exact`: as diff's CSV writes it, the bare number ('212', '1/2'), '' for no spatial layer."""
     if final.missing:
@@ -700,7 +708,7 @@ def final_field_text(final: FinalField, figure: str, exact: bool = False) -> str
         return "undefined"
     if exact:
         return str(value)
-    return ("≤" if final.bound and figure == "size" else "") + human_value("pixels", value)
+    return ("≤" if final.bound and figure == "size" else "") + dims_text(getattr(final, f"{figure}_dims"))
 
 
 def final_field_notes(diff: ReportDiff) -> list[tuple[str, str]]:

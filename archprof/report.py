@@ -499,7 +499,9 @@ class Report:
         merges them: the sums of the summable columns, and, of the rows that ran (a module
         never called, an unused head, adds its parameters only), live bytes after the last,
         the peak over all, the input of the first (no kernel where there are several: the
-        rows have theirs), and the output and field of the last (the module's output)."""
+        rows have theirs), and the output and field of the last (the module's output). A
+        profiled report's measured columns too: time, share, bytes moved and roofline time
+        summed, the rates worked out from those sums."""
         ran = self._ran(indices)
         merged: dict[str, Any] = {
             "layer": path,
@@ -521,6 +523,8 @@ class Report:
         for i in indices:
             not_counted.update(self.columns["not_counted"][i])
         merged["not_counted"] = dict(not_counted)
+        if self.measured is not None:
+            merged.update(self._merged_measurements(merged, indices))
         return merged
 
     def _ran(self, indices: Sequence[int]) -> list[int]:
@@ -566,8 +570,6 @@ class Report:
             # ancestor's row all the same.
             alone = len(indices) == 1 and self.columns["layer"][indices[0]] == path
             merged = self.row(indices[0]) if alone else self.merged_row(path, indices)
-            if self.measured is not None and not alone:
-                merged.update(self._merged_measurements(merged, indices))
             for name, values in columns.items():
                 values.append(merged[name])
         return Report(

@@ -32,7 +32,19 @@ def share_text(share: float) -> str:
         return "<0.1%"
     if 0.9995 <= share < 1:
         return ">99.9%"
-    return f"{100 * share:.1f}%"
+    return f"{100 * share:,.1f}%"
+
+
+def percent_change_text(change: float) -> str:
+    """A relative change as a signed percentage, written as `share_text` writes a share:
+    0.4163 -> '+41.6%', 0.00004 -> '+<0.1%', -0.9997 -> '->99.9%', 10.69 -> '+1,069.0%'."""
+    return ("-" if change < 0 else "+") + share_text(abs(change))
+
+
+def ratio_text(ratio: float) -> str:
+    """A ratio as every table writes it: 0.18 -> '0.18x', 12345.678 -> '12,345.68x' (grouped
+    as counts are, so that a large one reads at a glance)."""
+    return f"{ratio:,.2f}x"
 
 
 def human_value(unit: str, value: int) -> str:

@@ -77,7 +77,7 @@ def test_a_minimum_receptive_field_fails_below_it():
     assert invoke("check", "resnet50", "--min-receptive-field", "427").exit_code == 0
     result = invoke("check", "resnet50", "--min-receptive-field", "500")
     assert result.exit_code == 1
-    assert "427 px" in result.output
+    assert " 427x427 " in result.output and "-73 px" in result.output  # its smallest side 73 short of 500
 
 
 def test_input_and_batch_change_what_is_checked():
@@ -236,16 +236,16 @@ def test_junit_has_one_testcase_per_limit_and_a_failure_per_exceeded_one(tmp_pat
 def test_a_receptive_field_that_is_an_upper_bound_is_marked_in_every_verdict(tmp_path):
     """UnshuffledChannelPicked's unit reads 1 px (its gradient: tests/test_compare.py) where
     archprof gives the 2 px of its block, an upper bound: the table, the step summary and the
-    JUnit XML show '≤2 px'; PooledBlock's exact 4 px is shown bare."""
+    JUnit XML show '≤2x2'; PooledBlock's exact 4x4 is shown bare."""
     summary, junit = tmp_path / "summary.md", tmp_path / "budget.xml"
     models = ("tests/models.py:UnshuffledChannelPicked", "tests/models.py:PooledBlock")
     args = ("--input", "1x8x8", "--min-receptive-field", "1", "--junit", str(junit))
     result = invoke("check", *models, *args, env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert result.exit_code == 0, result.output
-    assert "≤2 px" in result.output and " 4 px" in result.output and result.output.count("≤") == 1
-    assert "| ≤2 px |" in summary.read_text() and "| 4 px |" in summary.read_text()
+    assert "≤2x2" in result.output and " 4x4" in result.output and result.output.count("≤") == 1
+    assert "| ≤2x2 |" in summary.read_text() and "| 4x4 |" in summary.read_text()
     outs = [case.find("system-out").text for case in ET.parse(junit).getroot().iter("testcase")]
-    assert outs[0].startswith("Receptive field ≤2 px (2) at input") and outs[1].startswith("Receptive field 4 px (4)")
+    assert outs[0].startswith("Receptive field ≤2x2 (2) at input") and outs[1].startswith("Receptive field 4x4 (4)")
 
 
 def test_junit_into_a_missing_directory_exits_2(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archprof.cli import app
-from tests.cli import one_error_line
+from tests.cli import cli, one_error_line
 
 runner = CliRunner()
 
@@ -414,3 +414,13 @@ def test_a_mistyped_option_or_command_is_answered_with_the_closest_one(args, sai
     """--dept listed '(Possible options: --depth, --help, --wide)', alphabetically, and a
     command asked '. Did you mean ...?' in other words: now both the closest, one way."""
     assert one_error_line(invoke(*args)).startswith(said)
+
+
+def test_md_is_markdown_as_the_suffix_is():
+    """`-o x.md` writes Markdown, but `-f md` was refused ('md' is not one of ...): a new user
+    types the suffix's name. A name that is neither is refused in one line, naming both."""
+    markdown, md = cli("summary", "lenet5", "-f", "markdown"), cli("summary", "lenet5", "-f", "md")
+    assert md.exit_code == 0 and md.stdout == markdown.stdout and md.stdout.startswith("**lenet5")
+    refused = cli("summary", "lenet5", "-f", "mdx")
+    assert refused.exit_code == 2
+    assert "'mdx' is not one of 'table', 'csv', 'json', 'markdown', 'html' (or 'md')" in one_error_line(refused)

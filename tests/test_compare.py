@@ -185,17 +185,17 @@ def test_a_receptive_field_that_is_an_upper_bound_says_so_in_the_dataframe():
 
 
 def test_compare_marks_a_bound_in_every_format():
-    """The table and Markdown show '≤2 px' and say why under it; CSV and JSON carry the note;
+    """The table and Markdown show '≤2x2' and say why under it; CSV and JSON carry the note;
     the exact field's cell has no mark, its model no note."""
     table = invoke("compare", BOUND, EXACT, "--input", "1x8x8")
     assert table.exit_code == 0, table.output
     rows = {line.split()[0]: line.rstrip() for line in table.output.splitlines() if line.strip().startswith("tests/")}
-    assert rows[BOUND].endswith(" ≤2 px") and rows[EXACT].endswith(" 4 px") and table.output.count("≤") == 1
+    assert rows[BOUND].endswith(" ≤2x2") and rows[EXACT].endswith(" 4x4") and table.output.count("≤") == 1
     text = " ".join(table.output.split())
     assert f"{BOUND}: receptive field is an upper bound: aten.slice in (model)" in text
     assert f"{EXACT}: receptive field" not in text
     markdown = invoke("compare", BOUND, EXACT, "--input", "1x8x8", "-f", "markdown").stdout
-    assert "| ≤2 px |" in markdown and "| 4 px |" in markdown
+    assert "| ≤2x2 |" in markdown and "| 4x4 |" in markdown
     assert f"- `{BOUND}`: receptive field is an upper bound: aten.slice in (model)" in markdown
     assert markdown.count("upper bound") == 1
     rows = list(csv.DictReader(io.StringIO(invoke("compare", BOUND, EXACT, "--input", "1x8x8", "-f", "csv").stdout)))
@@ -332,3 +332,49 @@ def test_a_narrow_comparison_keeps_the_column_it_is_sorted_by_and_what_was_asked
     header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("Model"))
     assert all(heading in header for heading in kept), result.stdout
     assert all(len(line) <= 80 for line in result.stdout.splitlines())
+
+
+def test_a_large_ratio_is_grouped_as_counts_are(tmp_path):
+    """A ratio of thousands read '20000.00x', its digits ungrouped beside '20.00 K'. Worked by
+    hand: Linear(1, 1) without bias holds 1 parameter and makes 1 MAC; Linear(1, 10000) holds
+    1 x 10,000 + 10,000 = 20,000 and makes 10,000: ratios 20,000.00x and 10,000.00x."""
+    path = tmp_path / "nets.py"
+    path.write_text(
+        "from torch import nn\n\ndef small():\n    return nn.Linear(1, 1, bias=False)\n\n"
+        "def large():\n    return nn.Linear(1, 10000)\n"
+    )
+    table = invoke("compare", f"{path}:small", f"{path}:large", "--input", "1")
+    assert table.exit_code == 0, table.output
+    large = next(line.split() for line in table.output.splitlines() if line.split()[:1] == [f"{path}:large"])
+    assert large[1:6] == ["20.00", "K", "20,000.00x", "10.00", "K"] and large[6] == "10,000.00x"
+    markdown = invoke("compare", f"{path}:small", f"{path}:large", "--input", "1", "-f", "markdown").stdout
+    assert "| 20.00 K | 20,000.00x | 10.00 K | 10,000.00x |" in markdown
+
+
+def test_a_final_field_reads_as_summary_and_rf_write_it_in_every_command(tmp_path):
+    """compare, check and diff wrote a final field as its smallest side, '5 px', where summary
+    and rf write '5x9': a field that is not square read as a square one. By hand (r' = r +
+    (K - 1) j, j' = j S), a (3, 5) conv then a (3, 5) conv of stride 2: height 3 + 2 = 5,
+    width 5 + 4 = 9, stride 2 both ways; a lone 3x3 conv: 3x3, stride 1."""
+    path = tmp_path / "nets.py"
+    path.write_text(
+        "from torch import nn\n\ndef wide():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 2, (3, 5)), nn.Conv2d(2, 2, (3, 5), stride=2))\n\n"
+        "def square():\n    return nn.Conv2d(1, 2, 3)\n"
+    )
+    wide, square, size = f"{path}:wide", f"{path}:square", ("--input", "1x32x32")
+    assert invoke("rf", wide, *size).stdout.splitlines()[-3].split()[3:5] == ["5x9", "2x2"]
+    assert invoke("summary", wide, *size).stdout.count(" 5x9\n") == 1  # its last layer's field
+    compared = invoke("compare", square, wide, *size).stdout.splitlines()
+    fields = {line.split()[0]: line.split()[-1] for line in compared if line.strip().startswith(str(path))}
+    assert fields == {square: "3x3", wide: "5x9"}
+    document = json.loads(invoke("compare", wide, *size, "-f", "json").stdout)["models"][0]
+    assert (document["receptive_field"], document["receptive_field_dims"]) == (5, [5, 9])  # its smallest side
+    (row,) = csv.DictReader(io.StringIO(invoke("compare", wide, *size, "-f", "csv").stdout))
+    assert row["receptive_field_dims"] == "5x9"
+    checked = invoke("check", wide, *size, "--min-receptive-field", "6").stdout
+    assert re.search(r"min-receptive-field 6 +5x9 +-1 px \(-16\.7%\) +FAIL", checked), checked
+    lines = invoke("diff", square, wide, *size).stdout.splitlines()
+    totals = {line.split()[1]: line.split()[2:] for line in lines if line.lstrip().startswith("Final ")}
+    assert totals["receptive"][1:4] == ["3x3", "5x9", "+2"]  # the change and % of the smallest side, 3 -> 5
+    assert totals["stride"] == ["1x1", "2x2", "+1", "px", "+100.0%"]

@@ -78,7 +78,7 @@ def test_changed_rows_from_a_different_input(tmp_path):
 def test_diff_command_on_models_and_csv(tmp_path, resnets):
     result = invoke("diff", "resnet18", "resnet34")
     assert result.exit_code == 0, result.output
-    for text in ("resnet18 → resnet34", "+10.11 M", "+86.47%", "layer1.2.conv1", "added"):
+    for text in ("resnet18 → resnet34", "+10.11 M", "+86.5%", "layer1.2.conv1", "added"):
         assert text in result.output
     report = tmp_path / "r18.csv"
     invoke("summary", "resnet18", "-f", "csv", "-o", str(report))
@@ -91,7 +91,7 @@ def test_diff_command_on_models_and_csv(tmp_path, resnets):
     assert {r["status"] for r in layers} == {"added"} and final["status"] == "final"
     assert sum(int(r["macs_change"]) for r in layers) == new.totals.macs - old.totals.macs
     markdown = invoke("diff", "resnet18", "resnet34", "-f", "markdown").stdout
-    assert "| Parameters | 11.69 M | 21.80 M | +10.11 M | +86.47% |" in markdown
+    assert "| Parameters | 11.69 M | 21.80 M | +10.11 M | +86.5% |" in markdown
 
 
 def test_diff_command_with_input_and_output(tmp_path):

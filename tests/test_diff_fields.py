@@ -69,11 +69,11 @@ def test_every_format_shows_the_final_field(nets):
     table = cli(*args)
     assert table.exit_code == 0, table.output
     rows = totals_rows(table.stdout)
-    assert rows["Final receptive field"] == ["5", "px", "11", "px", "+6", "px", "+120.00%"]
-    assert rows["Final stride"] == ["1", "px", "2", "px", "+1", "px", "+100.00%"]
+    assert rows["Final receptive field"] == ["5x5", "11x11", "+6", "px", "+120.0%"]
+    assert rows["Final stride"] == ["1x1", "2x2", "+1", "px", "+100.0%"]
     markdown = cli(*args, "-f", "markdown").stdout
-    assert "| Final receptive field | 5 px | 11 px | +6 px | +120.00% |" in markdown
-    assert "| Final stride | 1 px | 2 px | +1 px | +100.00% |" in markdown
+    assert "| Final receptive field | 5x5 | 11x11 | +6 px | +120.0% |" in markdown
+    assert "| Final stride | 1x1 | 2x2 | +1 px | +100.0% |" in markdown
     document = json.loads(cli(*args, "-f", "json").stdout)["final_receptive_field"]
     assert document["old"] == {"layer": "1", "receptive_field": 5, "effective_stride": 1, "receptive_field_note": ""}
     assert (document["new"]["receptive_field"], document["new"]["effective_stride"]) == (NEW_FIELD, NEW_STRIDE)
@@ -128,7 +128,7 @@ def test_a_fractional_stride_after_upsampling(nets):
     before it, so r stays 5. The stride shrinks by 1/2 px, -50%; JSON writes '1/2' as a report does."""
     old, _, upsampled = nets
     args = ("diff", old, upsampled, "--input", "1x32x32")
-    assert totals_rows(cli(*args).stdout)["Final stride"] == ["1", "px", "1/2", "px", "-1/2", "px", "-50.00%"]
+    assert totals_rows(cli(*args).stdout)["Final stride"] == ["1x1", "1/2x1/2", "-1/2", "px", "-50.0%"]
     document = json.loads(cli(*args, "-f", "json").stdout)["final_receptive_field"]
     assert (document["new"]["receptive_field"], document["new"]["effective_stride"]) == (5, "1/2")
     assert document["effective_stride_change"] == "-1/2"
@@ -139,25 +139,25 @@ BOUND, EXACT = "tests/models.py:UnshuffledChannelPicked", "tests/models.py:Poole
 
 def test_a_bound_final_field_is_marked_as_compare_marks_it():
     """UnshuffledChannelPicked's unit reads one pixel (the gradient) where archprof gives its
-    2x2 block's union, 2 px: '≤2 px' and the note under the totals; PooledBlock's 3x3 conv,
+    2x2 block's union, 2 px: '≤2x2' and the note under the totals; PooledBlock's 3x3 conv,
     2x2 pool: r = 3 + (2 - 1) 1 = 4, j = 2, exact, bare."""
     assert unit_gradient_box(positive(UnshuffledChannelPicked()), (1, 8, 8), (1, 1)) == [(2, 2), (2, 2)]
     assert unit_gradient_box(positive(PooledBlock()), (1, 8, 8), (1, 1)) == [(1, 4), (1, 4)]
     args = ("diff", BOUND, EXACT, "--input", "1x8x8")
     table = cli(*args)
     assert table.exit_code == 0, table.output
-    assert totals_rows(table.stdout)["Final receptive field"] == ["≤2", "px", "4", "px", "+2", "px", "+100.00%"]
+    assert totals_rows(table.stdout)["Final receptive field"] == ["≤2x2", "4x4", "+2", "px", "+100.0%"]
     text = " ".join(table.stdout.split())
     assert f"{BOUND}: receptive field is an upper bound: aten.slice in (model)" in text
     assert text.count("≤") == 1 and f"{EXACT}: receptive field" not in text
     markdown = cli(*args, "-f", "markdown").stdout
-    assert "| Final receptive field | ≤2 px | 4 px | +2 px | +100.00% |" in markdown
+    assert "| Final receptive field | ≤2x2 | 4x4 | +2 px | +100.0% |" in markdown
     assert markdown.count("upper bound") == 1
     document = json.loads(cli(*args, "-f", "json").stdout)["final_receptive_field"]
     assert document["old"]["receptive_field_note"].startswith("an upper bound: aten.slice")
     assert document["new"]["receptive_field_note"] == ""
     backwards = cli("diff", EXACT, BOUND, "--input", "1x8x8")
-    assert totals_rows(backwards.stdout)["Final receptive field"] == ["4", "px", "≤2", "px", "-2", "px", "-50.00%"]
+    assert totals_rows(backwards.stdout)["Final receptive field"] == ["4x4", "≤2x2", "-2", "px", "-50.0%"]
     # The CSV writes the bound's figure and says why in its note, as the JSON does.
     final = list(csv.DictReader(io.StringIO(cli(*args, "-f", "csv").stdout)))[-1]
     assert (final["old_receptive_field"], final["new_receptive_field"], final["receptive_field_change"]) == (
@@ -168,7 +168,7 @@ def test_a_bound_final_field_is_marked_as_compare_marks_it():
     assert final["old_receptive_field_note"].startswith("an upper bound: aten.slice")
     page = tables(cli(*args, "-f", "html").stdout)
     field = totals_by_label(page)["Final receptive field"]
-    assert field["cells"][1:] == ["≤2 px", "4 px", "+2 px", "+100.00%", "×2.00"] and field["class"] == "grew"
+    assert field["cells"][1:] == ["≤2x2", "4x4", "+2 px", "+100.0%", "2.00x"] and field["class"] == "grew"
     assert [note.startswith(f"{BOUND}: receptive field is an upper bound: aten.slice") for note in page.notes] == [True]
 
 
@@ -189,13 +189,13 @@ def test_an_undefined_final_field_in_every_format():
     table = cli(*args)
     assert table.exit_code == 0, table.output
     rows = totals_rows(table.stdout)
-    assert rows["Final receptive field"] == ["undefined", "4", "px", "n/a", "n/a"]
-    assert rows["Final stride"] == ["undefined", "2", "px", "n/a", "n/a"]
+    assert rows["Final receptive field"] == ["undefined", "4x4", "n/a", "n/a"]
+    assert rows["Final stride"] == ["undefined", "2x2", "n/a", "n/a"]
     assert f"{UNDEFINED}: receptive field is {reason}" in " ".join(table.stdout.split())
 
     markdown = cli(*args, "-f", "markdown").stdout
-    assert "| Final receptive field | undefined | 4 px | n/a | n/a |" in markdown
-    assert "| Final stride | undefined | 2 px | n/a | n/a |" in markdown
+    assert "| Final receptive field | undefined | 4x4 | n/a | n/a |" in markdown
+    assert "| Final stride | undefined | 2x2 | n/a | n/a |" in markdown
     assert f"| Parameters | {old.param_count} | {new.param_count} | +{new.param_count - old.param_count} |" in markdown
 
     document = json.loads(cli(*args, "-f", "json").stdout)
@@ -215,10 +215,10 @@ def test_an_undefined_final_field_in_every_format():
 
     page = tables(cli(*args, "-f", "html").stdout)
     totals = totals_by_label(page)
-    assert totals["Final receptive field"]["cells"][1:] == ["undefined", "4 px", "n/a", "n/a", "n/a"]
-    assert totals["Final stride"]["cells"][1:] == ["undefined", "2 px", "n/a", "n/a", "n/a"]
+    assert totals["Final receptive field"]["cells"][1:] == ["undefined", "4x4", "n/a", "n/a", "n/a"]
+    assert totals["Final stride"]["cells"][1:] == ["undefined", "2x2", "n/a", "n/a", "n/a"]
     assert totals["Final receptive field"]["class"] is None  # neither grown nor shrunk
-    assert totals["Parameters"]["cells"][5] == f"×{new.param_count / old.param_count:.2f}"
+    assert totals["Parameters"]["cells"][5] == f"{new.param_count / old.param_count:.2f}x"
     assert any(f"{UNDEFINED}: receptive field is {reason}" in note for note in page.notes)
 
 
@@ -252,8 +252,8 @@ def test_a_report_saved_without_fields_says_not_recorded(tmp_path, suffix):
     table = cli("diff", before, "lenet5")
     assert table.exit_code == 0, table.output
     rows = totals_rows(table.stdout)
-    assert rows["Final receptive field"] == ["not", "recorded", "16", "px", "n/a", "n/a"]
-    assert rows["Final stride"] == ["not", "recorded", "4", "px", "n/a", "n/a"]
+    assert rows["Final receptive field"] == ["not", "recorded", "16x16", "n/a", "n/a"]
+    assert rows["Final stride"] == ["not", "recorded", "4x4", "n/a", "n/a"]
     assert "before: receptive field is not recorded: the report has no receptive_field column" in table.stdout
     assert "layers: none added, removed or changed, 12 unchanged" in table.stdout
     document = json.loads(cli("diff", before, "lenet5", "-f", "json").stdout)["final_receptive_field"]
@@ -326,4 +326,4 @@ def test_resnets_final_fields_by_hand():
     fields = diff("resnet18", "resnet34").fields
     assert (fields.old.size, fields.new.size, fields.old.stride, fields.new.stride) == (435, 899, 32, 32)
     rows = totals_rows(cli("diff", "resnet18", "resnet34").stdout)
-    assert rows["Final receptive field"] == ["435", "px", "899", "px", "+464", "px", "+106.67%"]
+    assert rows["Final receptive field"] == ["435x435", "899x899", "+464", "px", "+106.7%"]

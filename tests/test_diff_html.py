@@ -101,7 +101,7 @@ def test_the_page_shows_each_total_s_change_percent_and_ratio(nets, tmp_path):
     totals = totals_by_label(page)
     for label, before, after in (("Parameters", OLD_PARAMS, NEW_PARAMS), ("MACs", OLD_MACS, NEW_MACS)):
         change = after - before
-        expected = [str(before), str(after), f"+{change}", f"+{100 * change / before:.2f}%", f"×{after / before:.2f}"]
+        expected = [str(before), str(after), f"+{change}", f"+{100 * change / before:,.1f}%", f"{after / before:.2f}x"]
         assert totals[label]["cells"][1:] == expected
         assert totals[label]["class"] == "grew"
     # The reports' own totals: FLOPs and activation bytes, grown by the new layers.
@@ -110,8 +110,8 @@ def test_the_page_shows_each_total_s_change_percent_and_ratio(nets, tmp_path):
     added_bytes = reports[1].activation_bytes - reports[0].activation_bytes
     assert totals["Activation memory"]["cells"][3] == f"+{added_bytes} B" and added_bytes > 0
     # The final field: 3 px, then 3 + (3 - 1) x 1 = 5 px; stride 1 on both sides.
-    assert totals["Final receptive field"]["cells"][1:] == ["3 px", "5 px", "+2 px", "+66.67%", "×1.67"]
-    assert totals["Final stride"]["cells"][1:] == ["1 px", "1 px", "0", "+0.00%", "×1.00"]
+    assert totals["Final receptive field"]["cells"][1:] == ["3x3", "5x5", "+2 px", "+66.7%", "1.67x"]
+    assert totals["Final stride"]["cells"][1:] == ["1x1", "1x1", "0", "+0.0%", "1.00x"]
     assert totals["Final stride"]["class"] is None  # neither grew nor shrank
 
 

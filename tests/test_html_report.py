@@ -236,7 +236,7 @@ def test_compare_writes_its_table_as_a_page(tmp_path):
 
 def test_compare_s_page_marks_a_bound_field_and_says_why_names_escaped():
     """A field that is only an upper bound reads '≤' and its note follows the table, as in the
-    terminal; the model's name and the note are text. The field: a 3x3 conv's, 3 px."""
+    terminal; the model's name and the note are text. The field: a 3x3 conv's, 3x3."""
     from archprof.render.compare_html import comparison_html
 
     frame = archprof.compare([nn.Conv2d(3, 4, 3)], input_size=(3, 8, 8))
@@ -244,7 +244,7 @@ def test_compare_s_page_marks_a_bound_field_and_says_why_names_escaped():
     frame.attrs["baseline"] = "<b>net"
     text = comparison_html(frame)
     assert "<b>" not in text and "<i>" not in text
-    assert '<td data-v="3">≤3 px</td>' in text
+    assert '<td data-v="3">≤3x3</td>' in text
     assert '<p class="note">&lt;b&gt;net: receptive field is an upper bound: &lt;i&gt;picked&lt;/i&gt;</p>' in text
     page = _parsed(text)
     assert len(page.script_texts) == 1 and page.fetching == []

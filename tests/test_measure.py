@@ -983,7 +983,10 @@ def test_a_profiled_reports_markdown_is_the_profile_commands(lenet, monkeypatch)
     measured = lenet.measured
     layers = first_table(markdown)
     assert layers[0][:3] == ["Layer", "Type", "Time"]
-    assert [row[1] for row in layers[1:-1]] == list(lenet.layers["module_type"])
+    # the module tree, as the summary's: features and classifier before their layers
+    assert [row[1] for row in layers[1:-1] if row[1] != "Sequential"] == list(lenet.layers["module_type"])
+    containers = [row[0].strip("\u00a0") for row in layers[1:-1] if row[1] == "Sequential"]
+    assert containers == ["features", "classifier"]
     assert layers[-1][0] == "(between hooks)"
     for heading in ("**Whole model**", "Ceilings of cpu", "Cross-check"):
         assert heading in markdown
@@ -1233,3 +1236,40 @@ def test_a_ridge_of_many_flops_a_byte_reads_in_thousands_not_every_digit():
     assert any(text.startswith("ridge 1.00 T FLOPs/byte") for text in texts), texts
     table = " ".join(to_text(profile_table(report, Layout(width=300))).split())
     assert "ridge 1.00 T FLOPs/byte" in table
+
+
+def _milliseconds(cell: str) -> float:
+    """'1.234 ms' or '56.78 µs' (a profile table's time) in milliseconds."""
+    number, unit = cell.strip("()").split()
+    return float(number.replace(",", "")) * {"ms": 1.0, "µs": 1e-3}[unit]
+
+
+def test_profile_rows_are_the_module_tree_as_in_the_summary():
+    """profile listed its rows in the order they ran: the block's own row (its residual add)
+    after its conv2, indented under nothing, and no row at all for the Sequential holding two
+    layers. Now the summary's tree: each module before its layers, its own time (the add's),
+    then in parentheses its subtree's: the sum of the measured medians of its rows."""
+    model = nn.Sequential(Residual(4), nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()))
+    report = archprof.profile(model, input_size=(4, 8, 8), **FAST)
+    from archprof.render import summary_table
+
+    def rows(table) -> list[list[str]]:
+        lines = to_text(table).splitlines()
+        start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("─")) + 1
+        body = lines[start : next(i for i, line in enumerate(lines) if "(between hooks)" in line or "Totals" in line)]
+        return [re.split(r"\s{2,}", line.strip()) for line in body if line.strip()]
+
+    profiled = rows(profile_table(report, Layout(width=250)))
+    names = [row[0] for row in profiled]
+    assert names == [row[0] for row in rows(summary_table(report, Layout(width=250)))]
+    assert names[:2] == ["0", "0.conv1"] and names.index("1") == names.index("0.relu (call 2)") + 1
+    timed = list(zip(report.columns["layer"], report.columns["time_ms"], strict=True))  # 0.relu twice
+    times = dict(timed)
+    block = [ms for layer, ms in timed if layer == "0" or layer.startswith("0.")]
+    own, subtree = profiled[0][2].split(" (")  # the add's time, then the block's in parentheses
+    assert _milliseconds(own) == pytest.approx(times["0"], abs=0.001)
+    assert _milliseconds(subtree) == pytest.approx(sum(block), abs=0.001)
+    sequential = profiled[names.index("1")][2]
+    assert sequential.startswith("(") and _milliseconds(sequential) == pytest.approx(
+        times["1.0"] + times["1.1"], abs=0.001
+    )

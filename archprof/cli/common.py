@@ -102,6 +102,17 @@ TrustPickleOpt = Annotated[
 ]
 
 
+def _format(text: str | Format) -> Format:
+    """A format by its name, or `md` for markdown: the suffix `--output` reads as Markdown."""
+    if isinstance(text, Format):
+        return text
+    try:
+        return Format("markdown" if text == "md" else text)
+    except ValueError:
+        names = ", ".join(f"'{format.value}'" for format in Format)
+        raise typer.BadParameter(f"'{text}' is not one of {names} (or 'md')") from None
+
+
 def format_option(*formats: Format):
     """--format, its help naming the formats given (default: every one). Any format still parses,
     so that a command that takes some refuses the others in its own words. Its metavar is FORMAT:
@@ -114,6 +125,7 @@ def format_option(*formats: Format):
             "--format",
             "-f",
             metavar="FORMAT",
+            parser=_format,
             help=f"Output format: {', '.join(names[:-1])} or {names[-1]}",
             show_default="from --output's suffix, else table",
         ),

@@ -161,7 +161,7 @@ def check(
     max_flops: limit_option("--max-flops", "10G") = None,
     max_activation: limit_option("--max-activation", "200MB (kB/MB/GB decimal, KiB/MiB/GiB binary)") = None,
     max_peak_memory: limit_option("--max-peak-memory", "1GB: inference peak, parameters included") = None,
-    min_receptive_field: limit_option("--min-receptive-field", "200 or 200px (pixels, last spatial layer)") = None,
+    min_receptive_field: limit_option("--min-receptive-field", "200px: the last spatial field's smallest side") = None,
     max_training_memory: limit_option("--max-training-memory", "16GB: a training step's peak, backward in") = None,
     max_training_flops: limit_option("--max-training-flops", "30G: one training step, forward and backward") = None,
     optimizer: Annotated[

@@ -402,11 +402,6 @@ def layer_name(row: dict) -> str:
     return layer_label(visible_text(row["layer"]), row["call"])
 
 
-def indented_layer_name(row: dict) -> str:
-    """The layer's name, indented by its depth below the top-level modules."""
-    return "  " * max(row["depth"] - 1, 0) + layer_name(row)
-
-
 def tree_label(node) -> Text:
     """A `render.tree.TreeRow`'s name, indented by its level; a container's in bold."""
     return Text("  " * node.level + node.label, style="bold" if node.is_container else "")

@@ -3,6 +3,9 @@ device's ceilings and the cross-check."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from rich import box
 from rich.console import Group
 from rich.table import Table
@@ -15,11 +18,13 @@ from archprof.render.base import (
     dash,
     fits,
     fitted_table,
-    indented_layer_name,
     label_value_table,
     stacked_rows,
+    subtotal_cell,
+    tree_label,
 )
 from archprof.render.summary import summary_table
+from archprof.render.tree import TreeRow, top_level_rules, tree_rows
 from archprof.text import visible_text
 from archprof.units import bandwidth_text, flops_rate_text, human_bytes, human_count, ridge_text, share_text
 
@@ -39,31 +44,34 @@ _PROFILE_COLUMNS = ("Layer", "Time", "Share", "Roofline", "Achieved", "Bound", "
 
 def profile_table(report, layout: Layout = Layout()) -> Group:
     """A profiled report (`archprof.profile`): per layer the measured time beside the
-    roofline's, share, achieved FLOP/s, intensity and bound; the unattributed remainder;
-    the whole model; the device's ceilings; the cross-check, every mismatch in red."""
+    roofline's, share, achieved FLOP/s, intensity and bound, as the summary's tree
+    (`render.tree`: each module first, its subtotals in dim parentheses); the unattributed
+    remainder; the whole model; the device's ceilings; the cross-check, every mismatch in red."""
     measured = report.measured
     ceilings = measured.ceilings
+    nodes = tree_rows(report)
     headings = ("Layer", "Type", *_PROFILE_COLUMNS[1:8])
     cells: dict[str, list] = {heading: [] for heading in headings}
-    rows = report.rows()
-    for row in rows:
-        cells["Layer"].append(indented_layer_name(row))
-        cells["Type"].append(visible_text(row["module_type"]))
-        cells["Share"].append(_share(row["time_share"]))
-        intensity = row["arithmetic_intensity"]
+    time = _one_unit([*_figures(nodes, "time_ms"), measured.unattributed_ms], _TIME)
+    roofline = _one_unit(_figures(nodes, "roofline_time_ms"), _TIME)
+    moved = _one_unit(_figures(nodes, "bytes_moved"), _BYTES)
+    rate = _one_unit([_timed(node).get("achieved_flops_per_s") or None for node in nodes], _RATE)
+    for node in nodes:
+        timed = _timed(node)  # the rates are of the rows this line times, a container's own
+        cells["Layer"].append(tree_label(node))
+        cells["Type"].append(visible_text(node.row["module_type"]))
+        cells["Time"].append(subtotal_cell(node, "time_ms", time))
+        cells["Share"].append(subtotal_cell(node, "time_share", _share))
+        cells["Roofline"].append(subtotal_cell(node, "roofline_time_ms", _unless_zero(roofline)))
+        cells["Bytes moved"].append(subtotal_cell(node, "bytes_moved", _unless_zero(moved)))
+        achieved = rate(timed.get("achieved_flops_per_s") or None)
+        cells["Achieved"].append(Text(f"{achieved} ▲", style="yellow") if _above_roof(timed, ceilings) else achieved)
+        intensity = timed.get("arithmetic_intensity")
         cells["Intensity"].append(f"{intensity:.2f}" if intensity is not None else dash())
-        cells["Bound"].append(row["bound"] or dash())
-    *cells["Time"], remainder_time = _one_unit([*(row["time_ms"] for row in rows), measured.unattributed_ms], _TIME)
-    cells["Roofline"] = _one_unit([row["roofline_time_ms"] if row["bytes_moved"] else None for row in rows], _TIME)
-    achieved = [row["achieved_flops_per_s"] or None for row in rows]
-    cells["Achieved"] = [
-        Text(f"{cell} ▲", style="yellow") if _above_roof(row, ceilings) else cell
-        for row, cell in zip(rows, _one_unit(achieved, _RATE), strict=True)
-    ]
-    cells["Bytes moved"] = _one_unit([row["bytes_moved"] for row in rows], _BYTES)
+        cells["Bound"].append(timed.get("bound") or dash())
     passes = f"median of {measured.repeat} passes after {measured.warmup} warm-up"
     remainder = {"Layer": Text("(between hooks)", style="italic"), "Share": _share(measured.unattributed_share)}
-    remainder["Time"] = remainder_time
+    remainder["Time"] = time(measured.unattributed_ms)
     for heading, column in cells.items():  # the unattributed remainder, under a rule
         column.append(remainder.get(heading, ""))
     table = fitted_table(
@@ -72,14 +80,30 @@ def profile_table(report, layout: Layout = Layout()) -> Group:
         cells,
         _PROFILE_COLUMNS,
         layout,
+        keep=2,  # on a narrow terminal the share goes before a name is cut: a module's is "(99.0%)"
         caption="Time: each module call between forward hooks, less the timed calls inside it; (between hooks): "
         "the model's own ops, such as a flatten in its forward, and the hooks' own cost. "
         "Roofline: max(FLOPs / peak, bytes moved / bandwidth). Achieved and Intensity count flops + "
         "elementwise_flops; ▲: above the roofline (see the notes).",
         caption_justify="left",
-        rules=[index == len(rows) for index in range(len(rows) + 1)],
+        rules=[*top_level_rules(nodes), True],
     )
     return Group(table, measured_summary(measured, layout.width))
+
+
+def _timed(node: TreeRow) -> dict:
+    """The row whose rates a line shows: a layer's; a container's own rows merged ({}: none)."""
+    return node.own if node.is_container else node.row
+
+
+def _figures(nodes: list[TreeRow], name: str) -> list:
+    """Every value of column `name` the tree's lines show: each line's, and a container's own."""
+    return [*(node.row[name] for node in nodes), *(node.own.get(name) for node in nodes if node.is_container)]
+
+
+def _unless_zero(cell: Callable[[Any], Text | str]) -> Callable[[Any], Text | str]:
+    """`cell`, with a dash for 0: a row that moves no bytes (a view) has no roofline time."""
+    return lambda value: cell(value) if value else dash()
 
 
 def measured_summary(measured, width: int | None = None) -> Group:
@@ -184,9 +208,10 @@ _RATE = (
 _BYTES = ((1e12, "TB", 2), (1e9, "GB", 2), (1e6, "MB", 2), (1e3, "kB", 2), (1, "B", 0))
 
 
-def _one_unit(values: list, steps) -> list:
-    """The cells of one column, all in one unit (a dash where there is no value), so that
-    they compare at a glance: '0.404 ms' above '0.008 ms', never above '8.14 µs'."""
+def _one_unit(values: list, steps) -> Callable[[Any], Text | str]:
+    """A cell writer for one column, in the one unit that the largest of `values` takes (a
+    dash where there is no value), so that the cells compare at a glance: '0.404 ms' above
+    '0.008 ms', never above '8.14 µs'."""
     largest = max((abs(v) for v in values if v is not None and v == v), default=0)
     size, unit, decimals = next((step for step in steps if largest >= step[0]), steps[-1])
     least = 10**-decimals
@@ -198,11 +223,11 @@ def _one_unit(values: list, steps) -> list:
             return f"<{least:.{decimals}f} {unit}"
         return f"{value / size:,.{decimals}f} {unit}"
 
-    return [cell(value) for value in values]
+    return cell
 
 
 def _above_roof(row, ceilings) -> bool:
-    rate, intensity = row["achieved_flops_per_s"], row["arithmetic_intensity"]
+    rate, intensity = row.get("achieved_flops_per_s"), row.get("arithmetic_intensity")
     return bool(rate) and intensity is not None and rate > ceilings.roof(intensity)
 
 
