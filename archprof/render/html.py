@@ -174,7 +174,7 @@ def _layer_table(report: Report) -> str:
     macs = report.totals.macs
     rows = [{**row, "macs_share": row["macs"] / macs if macs else 0} for row in report.rows()]
     cells = [cell for cell in _CELLS if any(_shown(row.get(cell.column)) for row in rows)]
-    head = [sort_heading("#", numeric=True, title="execution order: the module tree")]
+    head = [sort_heading("#", numeric=True, title="the order the layers ran in")]
     head.append(sort_heading("Layer", numeric=False, filtered=True))
     head += [sort_heading(cell.heading, cell.numeric, cell.filtered) for cell in cells]
     body = []
@@ -190,7 +190,7 @@ def _layer_table(report: Report) -> str:
             sort_key = f' data-v="{sort_value(value)}"' if cell.numeric else ""
             tds.append(f"<td{sort_key}>{escape(cell.shown(value))}</td>")
         body.append(f"<tr>{''.join(tds)}</tr>")
-    table = sortable_table("layers", head, body, "layers by name or type", ", # for the module tree")
+    table = sortable_table("layers", head, body, "layers by name or type", ", # for the order they ran in")
     return f"<section><h2>Layers</h2>{table}</section>"
 
 
