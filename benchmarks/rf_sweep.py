@@ -36,8 +36,7 @@ A row with a field is:
 - padded: archprof's field, clipped to the input, is wider than the oracle's box by pixels
   that no path reaches, the column counting padding positions past them: archprof's exact box
   of unit 0 (`unit_box`, real pixels only, as `archprof rf --unit` gives it) equals the
-  oracle's (a window that wraps round onto padding, as Swin's shifted windows do at 64x64; a
-  stride's remainder at the input's far end), or, for `FieldMark.INPUT`, unit 0 reaches every
+  oracle's (a stride's remainder at the input's far end), or, for `FieldMark.INPUT`, unit 0 reaches every
   pixel that all the row's units together reach;
 - flattened: `FieldMark.INPUT` for a map flattened into one dimension (docs/formulas.md: after
   a flatten the field is the whole input), while the oracle's unit 0 reads only its own
