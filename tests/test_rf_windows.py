@@ -1,6 +1,7 @@
 """Receptive fields through attention within windows, against the gradient oracle: Swin's
 shifted windows (the map padded to whole windows, rolled, partitioned, attended within each
-window, put back)."""
+window, put back) and Hiera's mask units (tokens unrolled into blocks of blocks, attended
+within each unit, pooled, rolled back into a map)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,38 @@ def test_real_units_a_shifted_window_wraps_round_are_read(model):
     assert boxes == unit_gradient_box(model, (3, 56, 56), (0, 0)) == [(0, 55), (0, 55)]
     assert covers is True
 
+
+class HieraStage(nn.Module):
+    """A small timm Hiera at 64x64 (16 x 16 tokens of 4 x 4 pixels, unrolled by 2 x 2 three
+    times; mask units of 8 x 8 tokens), its map after stage `stage` rolled back (NCHW)."""
+
+    def __init__(self, stage: int):
+        super().__init__()
+        from timm.models.hiera import Hiera
+
+        self.stage = stage
+        self.hiera = Hiera(img_size=(64, 64), embed_dim=8, num_heads=1, stages=(1, 1, 1, 1), num_classes=0)
+
+    def forward(self, x):
+        return self.hiera.forward_intermediates(x, indices=[self.stage], intermediates_only=True)[0]
+
+
+@pytest.mark.parametrize(("stage", "units"), [(0, [(0, 0), (3, 12), (15, 15)]), (1, [(0, 0), (2, 6), (7, 7)])])
+def test_hiera_mask_units_read_their_unit(rf_sweep, stage, units):
+    """Each token reads its mask unit of 8 x 8 tokens (stage 1: 4 x 4 tokens, each the
+    maximum of 2 x 2, the same pixels), the tokens of its blocks within blocks gathered
+    back; token t of the 7 x 7 patch convolution of stride 4 and padding 3 reads pixels
+    4t - 3 .. 4t + 3: the first unit, tokens 0..7, pixels -3..31 (35 from -3, real 0..31);
+    the second, tokens 8..15, 29..66 (real 29..63). Residual sums of the unrolled tokens and
+    of the attention's were undefined ("it mixes a flattened or split dimension")."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(HieraStage(stage))
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    last = [row for row in report.rows() if row["receptive_field"] is not None][-1]
+    assert (last["receptive_field"], last["receptive_field_start"]) == ((35, 35), (-3, -3))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    with rf_sweep.WholeWindows():  # archprof's convention: the 2 x 2 maximum reads its whole window
+        for unit in units:
+            assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit), unit
