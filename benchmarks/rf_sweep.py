@@ -2,6 +2,7 @@
 and a seeded sample of torchvision and timm.
 
     python benchmarks/rf_sweep.py [--sample N] [--seed S] [--rows N] [--max-macs N] [--jobs N] [--report PATH]
+                                  [--models SPEC ...]
 
 Per model: archprof's analysis at 3x64x64 (where the model refuses that size: built with
 `img_size=64`, where its constructor takes it; else 3x96x96; else its default input), then
@@ -36,8 +37,7 @@ A row with a field is:
 - padded: archprof's field, clipped to the input, is wider than the oracle's box by pixels
   that no path reaches, the column counting padding positions past them: archprof's exact box
   of unit 0 (`unit_box`, real pixels only, as `archprof rf --unit` gives it) equals the
-  oracle's (a window that wraps round onto padding, as Swin's shifted windows do at 64x64; a
-  stride's remainder at the input's far end), or, for `FieldMark.INPUT`, unit 0 reaches every
+  oracle's (a stride's remainder at the input's far end), or, for `FieldMark.INPUT`, unit 0 reaches every
   pixel that all the row's units together reach;
 - flattened: `FieldMark.INPUT` for a map flattened into one dimension (docs/formulas.md: after
   a flatten the field is the whole input), while the oracle's unit 0 reads only its own
@@ -52,10 +52,10 @@ A row with a field is:
 - capped: past `--rows` (the rows checked are spread evenly over those that can be).
 
 `--sample N` draws N hub models (half torchvision classifiers, half timm; seeded) besides
-every built-in model; models whose MACs at the chosen input exceed `--max-macs` (default
-1.5 G) are analysed but not checked. Writes reports/rf_sweep.md (the counts, every wrong row
-with both boxes, the padded and flattened rows by model) and reports/rf_sweep.csv (a line
-per model: its counts).
+every built-in model (`--models` names the models to check instead); models whose MACs at
+the chosen input exceed `--max-macs` (default 1.5 G) are analysed but not checked. Writes
+reports/rf_sweep.md (the counts, every wrong row with both boxes, the padded and flattened
+rows by model) and reports/rf_sweep.csv (a line per model: its counts).
 """
 
 from __future__ import annotations
@@ -502,8 +502,9 @@ def main() -> None:
     parser.add_argument("--max-macs", type=int, default=1_500_000_000, help="check no model with more MACs")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "rf_sweep.md")
+    parser.add_argument("--models", nargs="+", metavar="SPEC", help="these models, not the built-in ones and a sample")
     options = parser.parse_args()
-    chosen = chosen_models(options.sample, options.seed)
+    chosen = options.models or chosen_models(options.sample, options.seed)
     start = time.perf_counter()
 
     def progress(phase: str, done: int, total: int) -> None:
@@ -513,6 +514,8 @@ def main() -> None:
     lines = ordered_map(sweep, chosen, jobs=options.jobs, progress=progress)
     print(file=sys.stderr)
     command = f"--sample {options.sample} --seed {options.seed} --rows {options.rows} --max-macs {options.max_macs}"
+    if options.models:
+        command = f"--rows {options.rows} --max-macs {options.max_macs} --models {' '.join(options.models)}"
     text = markdown(lines, command, options.jobs, time.perf_counter() - start)
     write_reports(options.report, text, FIELDS, [{k: line[k] for k in FIELDS} for line in lines])
     print(text)

@@ -622,7 +622,11 @@ operator_rule("replication_pad1d", "replication_pad2d", "replication_pad3d")(_bo
 
 @operator_rule("roll")
 def _roll(walk: Walk, op: OpNode) -> State:
-    """Unit u reads unit (u - shift) mod n."""
+    """Unit u reads unit (u - shift) mod n, unless that unit reads no real pixel (the
+    padding Swin adds before rolling its shifted windows): a roll wraps such units round,
+    away from the border whose positions they continued (`maps`, padded reading), so that a
+    window holding them and the map's first units would otherwise span every pixel between,
+    none of which it reads."""
     x = op.args[0]
     shifts, dims = per_dimension(op.args[1], 1), per_dimension(argument(op, 2, "dims", ()), 1)
     state = walk.state(x)
@@ -633,7 +637,12 @@ def _roll(walk: Walk, op: OpNode) -> State:
 
     def rolled(i: int, parent: AxisMap) -> AxisMap:
         n, shift = parent.size, shifts[i]
-        return parent.derive(n, lambda u: (((u - shift) % n,) * 2,), 1, monotone=False)
+
+        def reads(u: int) -> tuple[Interval, ...]:
+            unit = (u - shift) % n
+            return () if parent.field(unit, exact=True) is None else ((unit, unit),)
+
+        return parent.derive(n, reads, 1, monotone=False)
 
     return walk.along(op, state, axes, rolled, "roll")
 

@@ -11,7 +11,8 @@ Two readings of the same map:
 
 - padded: positions past a map's border (a convolution's padding) are extended with the
   operator's own formula, down to input coordinates outside the image: the convention of
-  docs/formulas.md (VGG-16's pool5 field is 212 pixels from -90), the same for every unit;
+  docs/formulas.md (VGG-16's pool5 field is 212 pixels from -90), the same for every unit
+  (but where a roll wraps such positions round, away from their border: they read nothing);
 - exact: only real units are read, down to real pixels: the bounding box of the input
   pixels that can reach the unit (its input-gradient footprint when nothing cancels).
 """
@@ -188,7 +189,8 @@ class AxisMap:
         return AxisMap(self.axis, size, (Link(self, reads, ratio, **flags),))
 
     def field(self, unit: int, exact: bool = False) -> Interval | None:
-        """The input coordinates unit `unit` can read: padded (any unit, never None) or
+        """The input coordinates unit `unit` can read: padded (any unit; None only for padding
+        a roll wrapped round, `layout._roll`) or
         exact (real units and pixels only; None when the unit reads no pixel)."""
         cache = self._exact if exact else self._padded
         if unit in cache:

@@ -172,7 +172,21 @@ def drop_withins(field: Field, outers: set[AxisMap]) -> Field:
     """Every unit now reads the whole blocks of `outers` (their positions were mixed)."""
     if not outers:
         return field
-    return field.with_dims([without(e, outers) for e in field.dims])
+    return field.with_dims([without(e, _nested(field, outers)) for e in field.dims])
+
+
+def _nested(field: Field, outers: set[AxisMap]) -> set[AxisMap]:
+    """`outers` and the blocks split again inside their blocks: a map split into blocks twice
+    (Hiera's unrolled tokens: 16 rows as 2 x 2 x 2 x 2) whose outermost blocks are read whole
+    reads every block inside them whole too, the positions that picked one of those blocks
+    being gone."""
+    withins = [w for entry in field.dims for w in entry_withins(entry)]
+    gone, grown = set(outers), True
+    while grown:
+        inner = {w.whole for w in withins if w.outer in gone} - gone
+        gone |= inner
+        grown = bool(inner)
+    return gone
 
 
 def read_whole(field: Field, axes: Iterable[int], dims: tuple[Dim, ...]) -> Field:
@@ -550,7 +564,7 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
             return UNEVEN  # different concatenations of paths: the union of all
         return "it mixes a dimension whose indices read different fields with a spatial one"
     if split:
-        return "it mixes a flattened or split dimension with another"
+        return _merged_parts(entries, unions) if full else "it mixes a flattened or split dimension with another"
     if len(axes) > 1:
         return "it mixes two spatial dimensions in one"
     if full:
@@ -568,6 +582,36 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
         for e, n in dict.fromkeys(entries)
     ]
     return AxisMap(axes.pop(), size, tuple(links))
+
+
+def _merged_parts(entries: list[tuple[Dim, int]], unions: dict[tuple, AxisMap]) -> Dim | str:
+    """Flattened dimensions of the same size merged part by part (a residual sum of Hiera's
+    unrolled tokens and of its attention's, whose positions in a window are one part read
+    whole): where each input's parts split into the same row-major sizes, a part that reads
+    alike along it (None) split as the others' are, the union of each part; a str where they
+    do not."""
+    queues = [list(entry.parts) if isinstance(entry, Merged) else None for entry, _ in entries]
+    if None in queues:
+        return "it mixes a flattened or split dimension with another"
+    parts: list[tuple[Dim, int]] = []
+    while any(queues):
+        if not all(queues):
+            return "it mixes flattened dimensions split differently"
+        size = min(queue[0][1] for queue in queues)
+        here: list[tuple[Dim, int]] = []
+        for queue in queues:
+            entry, n = queue.pop(0)
+            if n != size:
+                if entry is not None or n % size:
+                    return "it mixes flattened dimensions split differently"
+                queue.insert(0, (None, n // size))  # positions that read alike: split as the others are
+            if entry is not None:
+                here.append((entry, size))
+        part = merge_entries(here, size, unions)
+        if isinstance(part, str):
+            return part
+        parts.append((part, size))
+    return Merged(tuple(parts))
 
 
 def _same(unit: int) -> tuple[tuple[int, int]]:

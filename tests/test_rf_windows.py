@@ -1,0 +1,116 @@
+"""Receptive fields through attention within windows, against the gradient oracle: Swin's
+shifted windows (the map padded to whole windows, rolled, partitioned, attended within each
+window, put back) and Hiera's mask units (tokens unrolled into blocks of blocks, attended
+within each unit, pooled, rolled back into a map)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import archprof
+from tests.field_oracle import unit_gradient_box
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+class ShiftedWindows(nn.Module):
+    """A 4x4 patch embedding, then two torchvision Swin attentions over 7x7 windows: the
+    first unshifted, the second shifted by 3 (rolled, attended under Swin's -100 mask, which
+    leaves every key of a window a weight, rolled back)."""
+
+    def __init__(self, swin):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 4, stride=4)
+        self.plain = swin.ShiftedWindowAttention(8, [7, 7], [0, 0], num_heads=2)
+        self.shifted = swin.ShiftedWindowAttention(8, [7, 7], [3, 3], num_heads=2)
+
+    def forward(self, x):
+        tokens = self.embed(x).permute(0, 2, 3, 1)  # (N, H, W, C), as Swin holds its maps
+        return self.shifted(self.plain(tokens)).permute(0, 3, 1, 2)
+
+
+def field(report) -> tuple[list[tuple[int, int]], bool]:
+    """The shifted attention's field, per axis its first and last pixel (padding included),
+    and its covers_input."""
+    (row,) = [row for row in report.rows() if row["layer"] == "shifted"]
+    boxes = [(s, s + n - 1) for s, n in zip(row["receptive_field_start"], row["receptive_field"], strict=True)]
+    return boxes, row["covers_input"]
+
+
+@pytest.fixture
+def rf_sweep(monkeypatch, hub_packages):
+    """benchmarks/rf_sweep.py: its oracle's model copy and its max-pooling convention."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling hub_sweep
+    torch.manual_seed(0)
+    return importlib.import_module("rf_sweep")
+
+
+@pytest.fixture
+def model(rf_sweep):
+    """ShiftedWindows as the sweep's oracle holds it: float64, positive weights scaled by
+    their fan-in (unscaled, the scores grow so large that the softmax turns one-hot and
+    leaves keys a weight of exactly 0)."""
+    from torchvision.models import swin_transformer
+
+    return rf_sweep._oracle_copy(ShiftedWindows(swin_transformer))
+
+
+def test_padding_a_shifted_window_wraps_round_is_not_counted(model):
+    """64 pixels: 16 tokens, padded to 21 (three windows). Unit 0 of the shifted attention is
+    unit 18 of the rolled map (a shift of 3), in its third window, 14..20: tokens 17..20 of
+    the padded map (padding) and 0..2, which read the first unshifted window, tokens 0..6:
+    pixels 0..27. The padding sits past token 15 (pixels 64..83), on the other side of pixels
+    no path reaches: the column took 0..83 and said the field covered the input."""
+    boxes, covers = field(archprof.analyze(model, input_size=(3, 64, 64)))
+    assert boxes == unit_gradient_box(model, (3, 64, 64), (0, 0)) == [(0, 27), (0, 27)]
+    assert covers is False
+
+
+def test_real_units_a_shifted_window_wraps_round_are_read(model):
+    """56 pixels: 14 tokens, two whole windows, no padding. Unit 0 of the shifted attention is
+    unit 11 of the rolled map, in its window 7..13: tokens 10..13 and 0..2, which read both
+    unshifted windows: every pixel, 0..55, the first and last the gradient reaches."""
+    boxes, covers = field(archprof.analyze(model, input_size=(3, 56, 56)))
+    assert boxes == unit_gradient_box(model, (3, 56, 56), (0, 0)) == [(0, 55), (0, 55)]
+    assert covers is True
+
+
+class HieraStage(nn.Module):
+    """A small timm Hiera at 64x64 (16 x 16 tokens of 4 x 4 pixels, unrolled by 2 x 2 three
+    times; mask units of 8 x 8 tokens), its map after stage `stage` rolled back (NCHW)."""
+
+    def __init__(self, stage: int):
+        super().__init__()
+        from timm.models.hiera import Hiera
+
+        self.stage = stage
+        self.hiera = Hiera(img_size=(64, 64), embed_dim=8, num_heads=1, stages=(1, 1, 1, 1), num_classes=0)
+
+    def forward(self, x):
+        return self.hiera.forward_intermediates(x, indices=[self.stage], intermediates_only=True)[0]
+
+
+@pytest.mark.parametrize(("stage", "units"), [(0, [(0, 0), (3, 12), (15, 15)]), (1, [(0, 0), (2, 6), (7, 7)])])
+def test_hiera_mask_units_read_their_unit(rf_sweep, stage, units):
+    """Each token reads its mask unit of 8 x 8 tokens (stage 1: 4 x 4 tokens, each the
+    maximum of 2 x 2, the same pixels), the tokens of its blocks within blocks gathered
+    back; token t of the 7 x 7 patch convolution of stride 4 and padding 3 reads pixels
+    4t - 3 .. 4t + 3: the first unit, tokens 0..7, pixels -3..31 (35 from -3, real 0..31);
+    the second, tokens 8..15, 29..66 (real 29..63). Residual sums of the unrolled tokens and
+    of the attention's were undefined ("it mixes a flattened or split dimension")."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(HieraStage(stage))
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    last = [row for row in report.rows() if row["receptive_field"] is not None][-1]
+    assert (last["receptive_field"], last["receptive_field_start"]) == ((35, 35), (-3, -3))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    with rf_sweep.WholeWindows():  # archprof's convention: the 2 x 2 maximum reads its whole window
+        for unit in units:
+            assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit), unit
