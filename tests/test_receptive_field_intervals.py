@@ -301,6 +301,27 @@ def test_periodic_maps_give_every_unit_the_field_its_links_give(case):
     archprof evaluates one period and shifts: for every unit of every map of every tensor,
     and some beyond the ends, that equals the field computed from the links unit by unit."""
     model, input_size, _ = case
+    check_fields_by_their_links(model, input_size)
+
+
+def test_a_span_whose_end_fields_are_out_of_order_is_taken_unit_by_unit():
+    # Found by the test above (random examples): after a stride-3 transposed convolution
+    # (two of every three units read nothing) and a pixel unshuffle, a span's end units
+    # had fields out of order, and its field was read from their ends reversed: (1, 0)
+    # where the hull of its units' fields is (0, 1).
+    model = nn.Sequential(
+        nn.ConvTranspose2d(2, 2, 1, stride=3),
+        nn.PixelUnshuffle(2),
+        nn.Conv2d(8, 2, 2, dilation=2),
+        nn.AvgPool2d(2, stride=1),
+        nn.Conv2d(2, 2, 1),
+    )
+    check_fields_by_their_links(model, (2, 4, 4))
+
+
+def check_fields_by_their_links(model: nn.Module, input_size: tuple[int, ...]) -> None:
+    """Every unit's padded field of every map of every tensor (and some beyond the ends)
+    equals the field computed from the links unit by unit."""
     graph = analysis(load(model.double()), input_size, None, torch.float64).graph
     fields, _ = tensor_fields(graph)
     memo: dict = {}

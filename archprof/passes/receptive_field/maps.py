@@ -238,7 +238,10 @@ class AxisMap:
 
     def _ordered_span(self, first: int, last: int) -> Interval | None:
         """The padded span from the fields of its ordered end units and of its irregular
-        units; None where an end unit reads nothing (a transposed convolution's may)."""
+        units; None where an end unit reads nothing (a transposed convolution's may) or
+        where the ends' fields are out of order (a pixel unshuffle after a stride-3
+        transposed convolution, whose units between its taps read nothing), which leaves
+        the span to be taken unit by unit."""
         low, high = first, last
         while low <= last and low in self._unordered:
             low += 1
@@ -247,7 +250,7 @@ class AxisMap:
         value = None
         if low <= high:
             ends = self.field(low), self.field(high)
-            if ends[0] is None or ends[1] is None:
+            if ends[0] is None or ends[1] is None or not _ordered(*ends):
                 return None
             value = ends[0][0], ends[1][1]
         for unit in self.irregular:
