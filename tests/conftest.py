@@ -12,6 +12,27 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+# A pytest-xdist worker starts with COLUMNS=80 and LINES=24 in its environment, which the
+# processes a test starts inherit (a table of resnet152 then fits in a pipe's buffer, and
+# test_output_files' reader never leaves mid-report): each worker takes the controller's.
+TERMINAL_SIZE = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist's controller: hand each worker its COLUMNS and LINES (None where unset)."""
+    node.workerinput["terminal_size"] = {name: os.environ.get(name) for name in TERMINAL_SIZE}
+
+
+def pytest_configure(config):
+    """An xdist worker: the controller's COLUMNS and LINES, in place of its own."""
+    for name, value in getattr(config, "workerinput", {}).get("terminal_size", {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
