@@ -533,7 +533,8 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
         )
         for verdict in group:
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit_name)
-            detail = f"{verdict.limit.metric.label} {verdict.value_text} ({verdict.value:,}) at input {shape}"
+            exact = f"{verdict.value:,} px, its smallest side" if verdict.field else f"{verdict.value:,}"
+            detail = f"{verdict.limit.metric.label} {verdict.value_text} ({exact}) at input {shape}"
             limit = visible_text(verdict.limit_text)
             if verdict.passed:
                 ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"

@@ -245,7 +245,8 @@ def test_a_receptive_field_that_is_an_upper_bound_is_marked_in_every_verdict(tmp
     assert "≤2x2" in result.output and " 4x4" in result.output and result.output.count("≤") == 1
     assert "| ≤2x2 |" in summary.read_text() and "| 4x4 |" in summary.read_text()
     outs = [case.find("system-out").text for case in ET.parse(junit).getroot().iter("testcase")]
-    assert outs[0].startswith("Receptive field ≤2x2 (2) at input") and outs[1].startswith("Receptive field 4x4 (4)")
+    assert outs[0].startswith("Receptive field ≤2x2 (2 px, its smallest side) at input")
+    assert outs[1].startswith("Receptive field 4x4 (4 px, its smallest side)")
 
 
 def test_junit_into_a_missing_directory_exits_2(tmp_path):
