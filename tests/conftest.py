@@ -13,8 +13,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 # A pytest-xdist worker starts with COLUMNS=80 and LINES=24 in its environment, which the
-# processes a test starts inherit (a table of resnet152 then fits in a pipe's buffer, and
-# test_output_files' reader never leaves mid-report): each worker takes the controller's.
+# tables its tests render and the processes they start would follow: each worker takes the
+# controller's, so that a test sees under xdist what it sees in one process.
 TERMINAL_SIZE = ("COLUMNS", "LINES")
 
 
