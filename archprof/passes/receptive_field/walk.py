@@ -564,7 +564,7 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
             return UNEVEN  # different concatenations of paths: the union of all
         return "it mixes a dimension whose indices read different fields with a spatial one"
     if split:
-        return _merged_parts(entries, unions) if full else "it mixes a flattened or split dimension with another"
+        return _merged_parts(entries, unions) if full else _MIXES_SPLIT
     if len(axes) > 1:
         return "it mixes two spatial dimensions in one"
     if full:
@@ -584,6 +584,11 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     return AxisMap(axes.pop(), size, tuple(links))
 
 
+# Why `merge_entries` leaves a merge of flattened or split dimensions undefined (the row's note).
+_MIXES_SPLIT = "it mixes a flattened or split dimension with another"
+_SPLIT_DIFFERENTLY = "it mixes flattened dimensions split differently"
+
+
 def _merged_parts(entries: list[tuple[Dim, int]], unions: dict[tuple, AxisMap]) -> Dim | str:
     """Flattened dimensions of the same size merged part by part (a residual sum of Hiera's
     unrolled tokens and of its attention's, whose positions in a window are one part read
@@ -592,18 +597,18 @@ def _merged_parts(entries: list[tuple[Dim, int]], unions: dict[tuple, AxisMap]) 
     do not."""
     queues = [list(entry.parts) if isinstance(entry, Merged) else None for entry, _ in entries]
     if None in queues:
-        return "it mixes a flattened or split dimension with another"
+        return _MIXES_SPLIT
     parts: list[tuple[Dim, int]] = []
     while any(queues):
         if not all(queues):
-            return "it mixes flattened dimensions split differently"
+            return _SPLIT_DIFFERENTLY
         size = min(queue[0][1] for queue in queues)
         here: list[tuple[Dim, int]] = []
         for queue in queues:
             entry, n = queue.pop(0)
             if n != size:
                 if entry is not None or n % size:
-                    return "it mixes flattened dimensions split differently"
+                    return _SPLIT_DIFFERENTLY
                 queue.insert(0, (None, n // size))  # positions that read alike: split as the others are
             if entry is not None:
                 here.append((entry, size))
