@@ -1,7 +1,8 @@
 """Receptive fields through attention within windows, against the gradient oracle: Swin's
 shifted windows (the map padded to whole windows, rolled, partitioned, attended within each
 window, put back) and Hiera's mask units (tokens unrolled into blocks of blocks, attended
-within each unit, pooled, rolled back into a map)."""
+within each unit, pooled, rolled back into a map); SAM2 Hiera's q_pool (each window's
+tokens viewed back into the window's map and pooled there)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,81 @@ def test_hiera_mask_units_read_their_unit(rf_sweep, stage, units):
     with rf_sweep.WholeWindows():  # archprof's convention: the 2 x 2 maximum reads its whole window
         for unit in units:
             assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit), unit
+
+
+class WindowPool(nn.Module):
+    """SAM2 Hiera's q_pool without the attention around it: a 4x4 patch embedding (tokens
+    of 4 x 4 pixels), the map partitioned into windows of `window` x `window` tokens
+    (timm's `window_partition`), each window's tokens flattened, a linear layer, viewed back
+    into the window's map and pooled there, flattened again and the windows put back into a
+    map (`window_unpartition`)."""
+
+    def __init__(self, window: int, pool: nn.Module):
+        super().__init__()
+        self.window = window
+        self.embed = nn.Conv2d(3, 4, 4, stride=4)
+        self.q = nn.Linear(4, 4)
+        self.pool = pool
+
+    def forward(self, x):
+        from timm.models.hieradet_sam2 import window_partition, window_unpartition
+
+        tokens = self.embed(x).permute(0, 2, 3, 1)  # (N, H, W, C), as SAM2 Hiera holds its maps
+        _, h, w, c = tokens.shape
+        windows = window_partition(tokens, (self.window, self.window))
+        q = self.q(windows.reshape(-1, self.window * self.window, c))  # (N windows, tokens, C)
+        q = q.reshape(-1, self.window, self.window, c).permute(0, 3, 1, 2)  # to each window's map, as q_pool does
+        q = self.pool(q).permute(0, 2, 3, 1)
+        pooled = q.shape[1]
+        q = q.reshape(-1, pooled * pooled, c)  # tokens again
+        size = (h // self.window * pooled, w // self.window * pooled)
+        return window_unpartition(q.view(-1, pooled, pooled, c), (pooled, pooled), size).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("window", "kernel", "pixels", "field"),
+    [(8, 2, 64, 8), (6, 3, 48, 12)],
+)
+def test_a_pooling_inside_windows_reads_the_tokens_it_pools(rf_sweep, window, kernel, pixels, field):
+    """A pooling of kernel = stride k inside each window of k x n tokens is a pooling of the
+    whole map by k: pooled unit u, unit u mod n of window u div n, reads tokens k u ..
+    k u + k - 1, pixels 4 k u .. 4 k u + 4 k - 1 (8 pixels from 8 u for k = 2, 12 from 12 u
+    for k = 3), in the second window as in the first. It was undefined ("pooling along a
+    flattened or split dimension"), and with it every layer after SAM2 Hiera's first q_pool."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(WindowPool(window, nn.MaxPool2d(kernel)))
+    size = (3, pixels, pixels)
+    report = archprof.analyze(model, input_size=size)
+    row = report.rows()[-1]  # the windows put back into a map (the pooling's own row holds windows)
+    assert (row["receptive_field"], row["receptive_field_start"], row["effective_stride"]) == (
+        (field, field),
+        (0, 0),
+        (field, field),
+    )
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    last = pixels // field - 1
+    with rf_sweep.WholeWindows():  # archprof's convention: a maximum reads its whole window
+        for unit in [(0, 0), (1, last - 1), (last // 2 + 1, 1), (last, last)]:
+            expected = [(field * u, field * u + field - 1) for u in unit]
+            assert unit_box(output, spatial, unit) == unit_gradient_box(model, size, unit) == expected, unit
+
+
+@pytest.mark.parametrize(
+    ("window", "pool", "rows"),
+    [(8, nn.MaxPool2d(3), (32, 43)), (4, nn.MaxPool2d(3, stride=2, padding=1), (16, 23))],
+    ids=["remainder", "padding"],
+)
+def test_a_pooling_whose_windows_do_not_tile_the_windows_stays_undefined(rf_sweep, window, pool, rows):
+    """Pooled by 3, a window of 8 tokens leaves 2 over: unit 2, the second window's first,
+    reads tokens 8..10 (pixels 32..43), where a pooling of the whole map by 3 reads 6..8.
+    Padded by 1, unit 2, again the second window's first, reads tokens 4..5 (pixels 16..23),
+    where a pooling of the whole map reads 3..5. No pooling of the whole map reads as the
+    windows do (the oracle's box of unit 2 says so): the field stays undefined, and says why."""
+    model = rf_sweep._oracle_copy(WindowPool(window, pool))
+    row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
+    assert row["receptive_field"] == "undefined"
+    assert "its windows do not tile the blocks of the split dimension it pools" in row["receptive_field_note"]
+    with rf_sweep.WholeWindows():
+        assert unit_gradient_box(model, (3, 64, 64), (2, 0))[0] == rows

@@ -23,7 +23,7 @@ from archprof.passes.receptive_field.rules import (
     operator_rule,
     per_dimension,
 )
-from archprof.passes.receptive_field.walk import KNOW_PARTS, UNEVEN, WHOLE, Field, Parts, State, Walk
+from archprof.passes.receptive_field.walk import KNOW_PARTS, UNEVEN, WHOLE, Field, Parts, State, Walk, Within
 
 # -- convolution and pooling ---------------------------------------------------------------
 
@@ -124,12 +124,48 @@ def _pool(walk: Walk, op: OpNode) -> State:
     padding = per_dimension(argument(op, 3, "padding", 0), m)
     dilation = per_dimension(argument(op, 4, "dilation", 1), m) if name.startswith("max") else (1,) * m
     axes = list(last_dims(x, m))
+    windows = list(zip(kernel, stride, padding, dilation, strict=True))
+    state = walk.state(x)
+    in_blocks = [j for j, a in enumerate(axes) if isinstance(state, Field) and isinstance(state.dims[a], Within)]
+    if in_blocks:
+        state = _pooled_blocks(walk, op, state, [axes[j] for j in in_blocks], [windows[j] for j in in_blocks])
     # ceil_mode only adds units at the far end, whose windows the exact reading clips.
+    rest = [j for j in range(m) if j not in in_blocks]
 
-    def change(j: int, parent: AxisMap) -> AxisMap:
-        return _window(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
+    def change(i: int, parent: AxisMap) -> AxisMap:
+        j = rest[i]
+        return _window(parent, out[axes[j]], *windows[j])
 
-    return walk.along(op, walk.state(x), axes, change, "pooling")
+    return walk.along(op, state, [axes[j] for j in rest], change, "pooling")
+
+
+def _pooled_blocks(
+    walk: Walk, op: OpNode, state: Field, axes: list[int], windows: list[tuple[int, int, int, int]]
+) -> State:
+    """A pooling along positions inside blocks (`Within`: windows of a map, pooled one by one,
+    SAM2 Hiera's q_pool): each block's pooled positions are a pooling of the map it was split
+    from, where the windows tile every block alike (`_tiled_block`)."""
+    out = op.outputs[0].shape
+    dims = list(state.dims)
+    for axis, (k, s, p, d) in zip(axes, windows, strict=True):
+        entry = dims[axis]
+        if not _tiled_block(entry.size, out[axis], k, s, p, d):
+            return walk.undefined(op, "its windows do not tile the blocks of the split dimension it pools")
+        pooled = _window(entry.whole, entry.outer.size * out[axis], k, s, 0, d)
+        dims[axis] = Within(pooled, entry.outer, out[axis])
+    return state.with_dims(dims)
+
+
+def _tiled_block(size: int, pooled: int, k: int, s: int, p: int, d: int) -> bool:
+    """Whether pooling a block of `size` units into `pooled` reads, for pooled unit r of block
+    q, units q size + r s + t d (t < k) of the whole map: what a pooling of the whole map into
+    blocks of `pooled` reads. It does where the strides fill the block exactly (pooled s =
+    size), no padding enters, and no window is wider than the stride: windows past a block's
+    border (padding, a ceil_mode remainder, a window wider than the stride at the last unit)
+    would read the next block's units in the whole map, which the block never sees, and a
+    remainder left over (8 units pooled by 3) puts the next block's first window off the
+    stride's grid."""
+    return p == 0 and pooled * s == size and (k - 1) * d < s
 
 
 @operator_rule("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool3d")
