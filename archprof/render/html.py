@@ -191,7 +191,7 @@ def _layer_table(report: Report) -> str:
         name = escape(node.label or "(model)")
         tds = [
             f'<td data-v="{index}">{index}</td>',
-            f'<td class="layer" style="padding-left:{0.3 + 1.2 * node.level:.1f}em">{name}</td>',
+            f'<td class="layer" style="{tree_indent(node.level)}">{name}</td>',
         ]
         tds += [_layer_cell(cell, row, own, node.is_container) for cell in cells]
         module = ' class="module"' if node.is_container else ""
@@ -215,12 +215,24 @@ def _layer_cell(cell: _Cell, row: dict, own: dict, module: bool) -> str:
     else:
         value = own.get(cell.column) if cell.module == "own" else row.get(cell.column)
     sort_key = f' data-v="{sort_value(value)}"' if cell.numeric else ""
-    text = escape(cell.shown(value))
     subtree = row[cell.column] if module and cell.module == "summed" else value
-    if subtree != value and subtree == subtree:  # NaN: an untimed row, nothing to add
-        subtotal = f'<span class="subtotal">({escape(cell.shown(subtree))})</span>'
-        text = f"{text} {subtotal}" if value else subtotal
-    return f"<td{sort_key}>{text}</td>"
+    return f"<td{sort_key}>{own_and_subtree(value, subtree, cell.shown)}</td>"
+
+
+def own_and_subtree(own, subtree, shown: Callable[[object], str]) -> str:
+    """A cell of a module's line (a layer's: `own` is `subtree`), escaped: its own figure,
+    then its subtree's, where it differs, in parentheses (dim); the subtree's alone where it
+    has none of its own (0)."""
+    text = escape(shown(own))
+    if subtree == own or subtree != subtree:  # NaN: an untimed row, nothing to add
+        return text
+    subtotal = f'<span class="subtotal">({escape(shown(subtree))})</span>'
+    return f"{text} {subtotal}" if own else subtotal
+
+
+def tree_indent(level: int) -> str:
+    """The style of a layer's name cell at `level` of the module tree."""
+    return f"padding-left:{0.3 + 1.2 * level:.1f}em"
 
 
 def sort_heading(text: str, numeric: bool, filtered: bool = False, title: str = "") -> str:
