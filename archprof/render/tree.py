@@ -19,7 +19,8 @@ class TreeRow:
     label: str  # the layer's name as tables show it
     level: int  # 0 for the top-level modules
     row: dict[str, Any]  # a leaf's row; a container's subtree merged
-    indices: tuple[int, ...]  # the report's rows shown here: a leaf's, a container's own
+    # The report's rows shown here: a leaf's, a container's own (a diff's listed layers, `compare.diff_tree`).
+    indices: tuple[int, ...]
     output: int  # the report's row whose output and field it shows: a leaf's, its subtree's last that ran
     own: dict[str, Any] | None = None  # a container's own rows merged ({}: none); None for a leaf
 
