@@ -172,6 +172,7 @@ class LayerChange:
     call: int
     old: dict[str, Any] | None
     new: dict[str, Any] | None
+    position: int  # its row's index in `ReportDiff.every_layer`
 
     def delta(self, metric: str) -> int:
         return (self.new[metric] if self.new else 0) - (self.old[metric] if self.old else 0)
@@ -199,6 +200,9 @@ class ReportDiff:
     layers: list[LayerChange]  # in the new report's order, removed rows where they were
     unchanged: int  # rows present on both sides with nothing changed
     fields: FieldChange
+    # The layer of every row of both sides, unchanged ones too, in the order `layers` lists
+    # them: the module tree the tables place the listed layers in (`render.compare.diff_tree`).
+    every_layer: tuple[str, ...]
 
     def to_csv(self) -> str:
         """One line per changed layer: status, layer, call, old/new shape, old/new/change per
@@ -295,7 +299,14 @@ def diff_reports(old: Side, new: Side) -> ReportDiff:
     new_keyed = _keyed(new.rows)
     new_keys = {key for key, _ in new_keyed}
     changes: list[LayerChange] = []
+    every_layer: list[str] = []
     unchanged = 0
+
+    def listed(status: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        row = after or before
+        changes.append(LayerChange(status, row["layer"], row["call"], before, after, len(every_layer)))
+        every_layer.append(row["layer"])
+
     # Removed rows are listed just before the next row both sides share, so that the
     # listing follows the network's order.
     pending_removed = [(key, row) for key, row in old_keyed if key not in new_keys]
@@ -304,17 +315,19 @@ def diff_reports(old: Side, new: Side) -> ReportDiff:
         before = old_rows.get(key)
         if before is not None:
             while pending_removed and old_order[pending_removed[0][0]] < old_order[key]:
-                _, removed = pending_removed.pop(0)
-                changes.append(LayerChange("removed", removed["layer"], removed["call"], removed, None))
+                listed("removed", pending_removed.pop(0)[1], None)
         if before is None:
-            changes.append(LayerChange("added", row["layer"], row["call"], None, row))
+            listed("added", None, row)
         elif any(before[name] != row[name] for name in (*_TEXT, *(m for m, _, _ in METRICS))):
-            changes.append(LayerChange("changed", row["layer"], row["call"], before, row))
+            listed("changed", before, row)
         else:
             unchanged += 1
-    changes += [LayerChange("removed", r["layer"], r["call"], r, None) for _, r in pending_removed]
+            every_layer.append(row["layer"])
+    for _, removed in pending_removed:
+        listed("removed", removed, None)
     totals = [TotalChange(name, label, unit, old.total(name), new.total(name)) for name, label, unit in METRICS]
-    return ReportDiff(old.name, new.name, totals, changes, unchanged, FieldChange(final_field(old), final_field(new)))
+    fields = FieldChange(final_field(old), final_field(new))
+    return ReportDiff(old.name, new.name, totals, changes, unchanged, fields, tuple(every_layer))
 
 
 def final_field(side: Side) -> FinalField:

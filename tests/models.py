@@ -1,6 +1,7 @@
 """Tiny models for the tests: each exercises one thing the engine must get right."""
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -94,6 +95,20 @@ class Residual(nn.Module):
         out = self.conv2(out)
         out += x
         return self.relu(out)
+
+
+def stages(blocks: int, norm: bool, classes: int) -> nn.Sequential:
+    """A stem, a stage of `blocks` Residual blocks, a stage of a convolution (a BatchNorm
+    after it where `norm`) and a ReLU, and a head of `classes` classes: two of these differ
+    in every way a diff lists, a block removed, a layer added, a layer changed."""
+    stage2 = OrderedDict(conv=nn.Conv2d(4, 8, 3, padding=1))
+    if norm:
+        stage2["bn"] = nn.BatchNorm2d(8)
+    stage2["act"] = nn.ReLU()
+    head = OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(8, classes))
+    parts = OrderedDict(stem=nn.Conv2d(3, 4, 3, padding=1), stage1=nn.Sequential(*(Residual(4) for _ in range(blocks))))
+    parts.update(stage2=nn.Sequential(stage2), head=nn.Sequential(head))
+    return nn.Sequential(parts)
 
 
 # An operator archprof will never have a formula for: archprof_tests::uncosted, a copy.

@@ -356,3 +356,68 @@ def test_json_and_csv_carry_each_ratio_new_over_old(tmp_path):
         and float(rows["final"]["effective_stride_ratio"]) == 1 / 2
     )
     assert [rows["final"][name] for name in ratios[:4]] == ["", "", "", ""]
+
+
+# resnet-like stages (tests.models.stages): OLD has two residual blocks, no BatchNorm in its
+# second stage and 10 classes; NEW one block, a BatchNorm, 5 classes. So block stage1.1 is
+# removed (conv1 4 x 4 x 9 = 144 parameters, its bn 8, conv2 144 + 4 = 148: 300), stage2.bn
+# added (8 + 8 = 16), head.fc changed (8 x 10 + 10 = 90 to 8 x 5 + 5 = 45): hand-counted, and
+# checked against torch's parameters() below.
+TREE_LINES = [
+    ("", "stage1", "(-300)"),
+    ("removed", "stage1.1", "(-300)"),  # its own row, the residual add, removed with it
+    ("removed", "stage1.1.conv1", "-144"),
+    ("removed", "stage1.1.bn", "-8"),
+    ("removed", "stage1.1.relu", "0"),
+    ("removed", "stage1.1.conv2", "-148"),
+    ("removed", "stage1.1.relu (call 2)", "0"),
+    ("", "stage2", "(+16)"),
+    ("added", "stage2.bn", "+16"),
+    ("", "head", "(-45)"),
+    ("changed", "head.fc", "-45"),
+]
+
+
+def tree_diff():
+    """The diff of two `stages` nets, and the two nets."""
+    from tests.models import stages
+
+    old, new = stages(2, False, 10), stages(1, True, 5)
+    return diff(old, new, input_size=(3, 8, 8)), old, new
+
+
+def test_the_table_lists_the_layers_as_the_module_tree_with_each_modules_change():
+    """The table and its Markdown listed the layers in the order they ran, with no line for a
+    module: a block removed was five layers and an unnamed sum among the others. Now as
+    summary lists a report, the module tree: each module holding a listed layer before its
+    layers, in torch's named_modules() order (a layer on one side only in its side's), its
+    subtree's change in parentheses, what its layers' changes add up to; the CSV and JSON
+    keep the order the layers ran in, one entry a layer."""
+    from archprof.render.base import Layout
+    from archprof.render.compare import diff_tables
+    from archprof.render.export import markdown_text
+    from tests.markdown_tables import first_table
+
+    result, old, new = tree_diff()
+    markdown = markdown_text(diff_tables(result, Layout(width=None)))
+    rows = first_table(markdown[markdown.index("**layers:") :])
+    headings, lines = rows[0], rows[1:]
+    params = headings.index("Params")
+    shown = [(line[0], line[1].strip("\u00a0 "), line[params]) for line in lines]
+    assert shown == TREE_LINES
+    names = list(dict.fromkeys(name.removesuffix(" (call 2)") for _, name, _ in shown))
+    for model in (old, new):  # each side's modules in its own named_modules() order
+        modules = [name for name, _ in model.named_modules() if name]
+        assert [name for name in names if name in modules] == [name for name in modules if name in names]
+    old_modules, new_modules = dict(old.named_modules()), dict(new.named_modules())
+    for name in ("stage1", "stage1.1", "stage2", "head"):
+        counts = [
+            sum(p.numel() for p in sides[name].parameters()) if name in sides else 0
+            for sides in (old_modules, new_modules)
+        ]
+        assert next(cells for _, line, cells in shown if line == name) == f"({counts[1] - counts[0]:+})", name
+    # The CSV and JSON: the order the layers ran in, no line for a module.
+    ran = ["stage1.1.conv1", "stage1.1.bn", "stage1.1.relu", "stage1.1.conv2", "stage1.1", "stage1.1.relu"]
+    ran += ["stage2.bn", "head.fc"]
+    assert [layer["layer"] for layer in json.loads(result.to_json())["layers"]] == ran
+    assert [row["layer"] for row in csv.DictReader(io.StringIO(result.to_csv())) if row["status"] != "final"] == ran

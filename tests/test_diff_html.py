@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 import pytest
 
 import archprof
+from archprof.render.diff_html import diff_html
 from tests.cli import cli, one_error_line
 from tests.test_html_report import browser  # noqa: F401 (a fixture: headless Chromium, else skipped)
 
@@ -33,8 +34,8 @@ OLD_PARAMS, NEW_PARAMS, OLD_MACS, NEW_MACS = 20, 30 + 28, 288, 432 + 108
 
 
 class _Tables(HTMLParser):
-    """Each table's rows by its id: the text of each cell, and each row's and cell's class;
-    the text of each paragraph of class "note"."""
+    """Each table's rows by its id: the text of each cell, each row's and cell's class and
+    each cell's data-v; the text of each paragraph of class "note"."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,9 +54,10 @@ class _Tables(HTMLParser):
         if tag == "table":
             self._table = self.tables.setdefault(attrs.get("id"), [])
         elif tag == "tr" and self._table is not None:
-            self._table.append({"class": attrs.get("class"), "cells": [], "classes": []})
+            self._table.append({"class": attrs.get("class"), "cells": [], "classes": [], "values": []})
         elif tag in ("td", "th") and self._table is not None:
             self._table[-1]["classes"].append(attrs.get("class"))
+            self._table[-1]["values"].append(attrs.get("data-v"))
             self._table[-1]["cells"].append("")
             self._cell = True
 
@@ -113,6 +115,34 @@ def test_the_page_shows_each_total_s_change_percent_and_ratio(nets, tmp_path):
     assert totals["Final receptive field"]["cells"][1:] == ["3x3", "5x5", "+2 px", "+66.7%", "1.67x"]
     assert totals["Final stride"]["cells"][1:] == ["1x1", "1x1", "0", "+0.0%", "1.00x"]
     assert totals["Final stride"]["class"] is None  # neither grew nor shrank
+
+
+def test_the_page_lists_the_layers_as_the_module_tree_each_module_sorted_by_its_own_change():
+    """The page listed the changed layers in the order they ran, '#' their order there, with
+    no line for a module. Now the table's module tree (tests.test_diff.TREE_LINES, checked
+    there against torch's named_modules()): '#' numbers the lines in it; a module's line
+    sorts by its own change (0 where its own rows did not change, the removed block's
+    residual add) and shows its subtree's in parentheses, which the lines under it add up to,
+    torch's parameters of its two sides."""
+    from tests.test_diff import TREE_LINES, tree_diff
+
+    result, old, new = tree_diff()
+    heading, *rows = tables(diff_html(result)).tables["layers"]
+    assert [(row["cells"][3], row["cells"][1], row["cells"][5]) for row in rows] == TREE_LINES
+    assert heading["cells"][5] == "Parameters"
+    assert [int(row["values"][0]) for row in rows] == list(range(len(rows)))
+    assert [row["class"] for row in rows][:3] == ["module", "module removed", "removed"]
+    names = [row["cells"][1] for row in rows]
+    sides = dict(old.named_modules()), dict(new.named_modules())
+    for position, name in enumerate(names):
+        end = position + 1
+        while end < len(names) and names[end].startswith(name + "."):
+            end += 1
+        if end == position + 1:
+            continue  # a layer
+        counts = [sum(p.numel() for p in side[name].parameters()) if name in side else 0 for side in sides]
+        assert sum(int(row["values"][5]) for row in rows[position:end]) == counts[1] - counts[0], name
+        assert int(rows[position]["values"][5]) == 0, name  # its own rows hold no parameters
 
 
 def test_the_page_lists_the_changed_layers_with_their_deltas(nets):

@@ -18,6 +18,7 @@ from torch import nn
 
 import archprof
 from archprof.render.html import report_html
+from archprof.units import human_count
 from archprof.zoo import MODELS
 from tests.cli import cli, one_error_line
 
@@ -90,6 +91,69 @@ def test_the_pages_totals_are_the_summarys():
     outputs = 2 * 8 * 14 * 14 * 4 + 4 * 12 * 12 * 4  # conv and ReLU, conv: float32
     assert ("Activation memory (sum of layer outputs)", f"{outputs:,} B") in shown
     assert ("Backward MACs, weight gradients", f"{4 * 12 * 12 * 8 * 9:,}") in shown  # the second's only
+
+
+class _LayerRows(HTMLParser):
+    """The rows of a page's layer table: each its class and its cells' (text, data-v)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict] = []
+        self._inside = self._in_body = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "table":
+            self._inside = attributes.get("id") == "layers"
+        elif self._inside and tag == "tbody":
+            self._in_body = True
+        elif self._in_body and tag == "tr":
+            self.rows.append({"class": attributes.get("class", ""), "cells": []})
+        elif self._in_body and tag == "td":
+            self.rows[-1]["cells"].append(["", attributes.get("data-v")])
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._inside = self._in_body = False
+
+    def handle_data(self, data):
+        if self._in_body and self.rows and self.rows[-1]["cells"]:
+            self.rows[-1]["cells"][-1][0] += data
+
+
+def _layer_rows(text: str) -> tuple[list[str], list[dict]]:
+    """The headings and the rows of the layer table of page `text`."""
+    headings = re.search(r'<table id="layers".*?<thead><tr>(.*?)</tr>', text).group(1)
+    parser = _LayerRows()
+    parser.feed(text)
+    return re.findall(r"<th[^>]*>(.*?)</th>", headings), parser.rows
+
+
+def test_the_layer_table_is_the_module_tree_its_modules_subtotals_their_subtrees():
+    """The page listed the layers in the order they ran, with no line for a module holding
+    layers: resnet18's layer1.0 (its residual add) after layer1.0.bn2, no line for layer1.
+    Now, as the summary, the module tree: every module first seen where torch's
+    named_modules() lists it, # numbering the lines in that order, and each module's own
+    parameters (the figure sorted by) with those of the lines under it adding up to its
+    subtree's, torch's count, which its cell shows in parentheses."""
+    model = MODELS["resnet18"].build()
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    headings, rows = _layer_rows(report_html(report))
+    assert [int(row["cells"][0][1]) for row in rows] == list(range(len(rows)))
+    names = [re.sub(r" \(call \d+\)$", "", row["cells"][1][0]) for row in rows]
+    modules = dict(model.named_modules())
+    assert [name for name in dict.fromkeys(names) if name != "(model)"] == [name for name in modules if name]
+    params = headings.index("Params")
+    containers = [position for position, row in enumerate(rows) if row["class"] == "module"]
+    assert [names[position] for position in containers] == [n for n, m in modules.items() if n and any(m.children())]
+    for position in containers:
+        name, end = names[position], position + 1
+        while end < len(rows) and names[end].startswith(names[position] + "."):
+            end += 1
+        expected = sum(p.numel() for p in modules[name].parameters())
+        assert sum(int(row["cells"][params][1]) for row in rows[position:end]) == expected, name
+        assert rows[position]["cells"][params][0].endswith(f"({human_count(expected)})"), name
+    assert sum(int(row["cells"][params][1]) for row in rows) == sum(p.numel() for p in model.parameters())
 
 
 _CEILINGS = {"peak_flops": "50G", "bandwidth": "20GB/s"}
@@ -300,7 +364,10 @@ def test_in_a_browser_it_shows_sorts_filters_and_fetches_nothing(browser, tmp_pa
     params = sum(p.numel() for p in model.parameters())
     assert f"{params:,}" in page.locator("#totals").inner_text()
 
-    rows = len(report)
+    # a line per module holding others (resnet18's stages, blocks and downsamples), its own
+    # rows (a block's residual add) on it, and a line per other row
+    containers = {name for name, module in model.named_modules() if name and any(module.children())}
+    rows = len(containers) + sum(layer not in containers for layer in report.columns["layer"])
     assert page.locator("#layers tbody tr").count() == rows
     macs_heading = page.locator("#layers thead th", has_text=re.compile("^MACs$"))
     macs_heading.click()  # a number: largest first

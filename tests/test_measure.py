@@ -982,7 +982,7 @@ def test_a_profiled_reports_markdown_is_the_profile_commands(lenet, monkeypatch)
     assert markdown == result.stdout
     measured = lenet.measured
     layers = first_table(markdown)
-    assert layers[0][:3] == ["Layer", "Type", "Time"]
+    assert layers[0][:2] == ["Layer", "Type"] and _time_unit(layers[0]) in ("ms", "µs")
     # the module tree, as the summary's: features and classifier before their layers
     assert [row[1] for row in layers[1:-1] if row[1] != "Sequential"] == list(lenet.layers["module_type"])
     containers = [row[0].strip("\u00a0") for row in layers[1:-1] if row[1] == "Sequential"]
@@ -1238,10 +1238,47 @@ def test_a_ridge_of_many_flops_a_byte_reads_in_thousands_not_every_digit():
     assert "ridge 1.00 T FLOPs/byte" in table
 
 
-def _milliseconds(cell: str) -> float:
-    """'1.234 ms' or '56.78 µs' (a profile table's time) in milliseconds."""
-    number, unit = cell.strip("()").split()
-    return float(number.replace(",", "")) * {"ms": 1.0, "µs": 1e-3}[unit]
+def _milliseconds(cell: str, unit: str) -> float:
+    """'1.234' or '(56.78)' (a profile table's time, in `unit`, 'ms' or 'µs') in milliseconds."""
+    return float(cell.strip("()").replace(",", "")) * {"ms": 1.0, "µs": 1e-3}[unit]
+
+
+def _headings(lines: list[str]) -> list[str]:
+    """The headings of a profile table drawn as `lines`."""
+    return re.split(r"\s{2,}", next(line for line in lines if line.lstrip().startswith("Layer")).strip())
+
+
+def _time_unit(headings: list[str]) -> str:
+    """'ms' of 'Time (ms)': the unit a profile table's time headings name (both the same)."""
+    units = {re.fullmatch(r"(?:Time|Roofline) \((ms|µs)\)", h)[1] for h in headings if h.startswith(("Time", "Roof"))}
+    assert len(units) == 1, headings
+    return units.pop()
+
+
+def test_the_time_columns_of_a_profile_table_are_in_one_unit_named_in_their_headings():
+    """Time was in ms and Roofline in µs in one table (each column took its own largest
+    value's unit): a layer's two times did not compare at a glance. Now both, and the
+    (between hooks) line, take the unit of the largest time in the table, which the headings
+    name; every cell reads back as the report's figure to the last digit shown."""
+    report = archprof.profile("lenet5", device="cpu", warmup=0, repeat=1, **CEILINGS)
+    times, roofline = report.columns["time_ms"], report.columns["roofline_time_ms"]
+    slow = max(range(len(times)), key=lambda index: roofline[index])
+    times[slow] = 2.5  # a layer of 2.5 ms: the table is in ms, where every roofline time is µs
+    assert max(roofline) < 0.5, "the planted time must be the largest, and the roofline's well under a ms"
+    lines = to_text(profile_table(report, Layout(width=300))).splitlines()
+    heading = _headings(lines)
+    time_column, roofline_column = heading.index("Time (ms)"), heading.index("Roofline (ms)")
+    for index, layer in enumerate(report.columns["layer"]):
+        line = next(line for line in lines if line.split()[:1] == [layer])
+        cells = re.split(r"\s{2,}", line.strip())
+        assert _milliseconds(cells[time_column], "ms") == pytest.approx(times[index], abs=0.0005)
+        shown = cells[roofline_column]
+        if shown == "-":  # a row that moves no bytes (a view)
+            assert roofline[index] == 0
+        elif shown.startswith("<"):  # above zero, under the last digit shown
+            assert shown == "<0.001" and 0 < roofline[index] < 0.0005
+        else:
+            assert _milliseconds(shown, "ms") == pytest.approx(roofline[index], abs=0.0005), shown
 
 
 def test_profile_rows_are_the_module_tree_as_in_the_summary():
@@ -1266,10 +1303,11 @@ def test_profile_rows_are_the_module_tree_as_in_the_summary():
     timed = list(zip(report.columns["layer"], report.columns["time_ms"], strict=True))  # 0.relu twice
     times = dict(timed)
     block = [ms for layer, ms in timed if layer == "0" or layer.startswith("0.")]
+    unit = _time_unit(_headings(to_text(profile_table(report, Layout(width=250))).splitlines()))
     own, subtree = profiled[0][2].split(" (")  # the add's time, then the block's in parentheses
-    assert _milliseconds(own) == pytest.approx(times["0"], abs=0.001)
-    assert _milliseconds(subtree) == pytest.approx(sum(block), abs=0.001)
+    assert _milliseconds(own, unit) == pytest.approx(times["0"], abs=0.001)
+    assert _milliseconds(subtree, unit) == pytest.approx(sum(block), abs=0.001)
     sequential = profiled[names.index("1")][2]
-    assert sequential.startswith("(") and _milliseconds(sequential) == pytest.approx(
+    assert sequential.startswith("(") and _milliseconds(sequential, unit) == pytest.approx(
         times["1.0"] + times["1.1"], abs=0.001
     )

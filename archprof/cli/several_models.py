@@ -291,6 +291,10 @@ def diff(
 ) -> None:
     """What changed between two reports or models: layers added, removed or changed, and the totals.
 
+    The table, Markdown and HTML list the layers as summary does, as the module tree: each
+    module first, its own change then its subtree's in parentheses. CSV and JSON list one
+    entry a layer, in the order the layers ran.
+
     Examples:
 
     archprof diff before.csv after.csv

@@ -377,7 +377,8 @@ def _left_out_note(left_out: list[str], width: int | None) -> str:
 
 def chosen_columns(order: Sequence[str], names: Sequence[str], labels: int = 1) -> list[str]:
     """The first `labels` headings of `order`, then those `names` designate (any case; spaces,
-    hyphens and underscores ignored), in the order given; an unknown name is an error."""
+    hyphens, underscores and a unit in parentheses ignored), in the order given; an unknown
+    name is an error."""
     by_key = {_column_key(heading): heading for heading in order if heading}
     shown = list(order[:labels])
     for name in names:
@@ -391,7 +392,8 @@ def chosen_columns(order: Sequence[str], names: Sequence[str], labels: int = 1) 
 
 
 def _column_key(name: str) -> str:
-    return re.sub(r"[\s_-]+", "", name).lower()
+    # A unit the heading names ("Time (ms)") is the data's, not the column's: "Time" finds it.
+    return re.sub(r"[\s_-]+", "", re.sub(r"\s*\([^()]*\)$", "", name)).lower()
 
 
 def _no_markup(cell):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from rich import box
 from rich.console import Group
@@ -11,12 +12,22 @@ from rich.text import Text
 
 from archprof.diff import (
     FIELD_FIGURES,
+    METRICS,
     final_field_notes,
     format_change,
     format_percent,
     value_change,
 )
-from archprof.render.base import Layout, chosen_columns, fits, fitted_table, stacked_rows
+from archprof.render.base import (
+    Layout,
+    chosen_columns,
+    fits,
+    fitted_table,
+    stacked_rows,
+    subtotal_cell,
+    tree_label,
+)
+from archprof.render.tree import TreeRow, top_level_rules, tree_nodes
 from archprof.text import layer_label, limits_verdict, visible_text
 from archprof.units import human_value
 
@@ -115,6 +126,12 @@ def _limit_columns(rows: list[dict[str, str]]) -> dict[str, list]:
 
 
 _LAYER_HEADINGS = ("", "Layer", "Type", "Output shape", "Params", "MACs", "Activations")  # diff's changed layers
+# The changes its layers' table shows: (heading, column, unit).
+_LAYER_CHANGES = (
+    ("Params", "param_count", "count"),
+    ("MACs", "macs", "count"),
+    ("Activations", "activation_bytes", "bytes"),
+)
 
 
 def diff_tables(diff, layout: Layout = Layout()) -> Group:
@@ -136,20 +153,66 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
         return Group(*parts)
     styles = {"added": "green", "removed": "red", "changed": "yellow"}
     columns: dict[str, list] = {heading: [] for heading in _LAYER_HEADINGS}
-    for change in diff.layers:
-        columns[""].append(Text(change.status, style=styles[change.status]))
-        columns["Layer"].append(visible_text(layer_label(change.layer, change.call)))
-        columns["Type"].append(visible_text(change.value("module_type")))
-        columns["Output shape"].append(visible_text(value_change(change, "output_shape")))  # a CSV's cell: any text
-        columns["Params"].append(format_change("count", change.delta("param_count")))
-        columns["MACs"].append(format_change("count", change.delta("macs")))
-        columns["Activations"].append(format_change("bytes", change.delta("activation_bytes")))
+    nodes = diff_tree(diff)
+    for node in nodes:
+        change = line_change(diff, node)
+        status = line_status(diff, node)
+        columns[""].append(Text(status, style=styles.get(status, "")))
+        columns["Layer"].append(tree_label(node))
+        columns["Type"].append(visible_text(change.value("module_type")) if change else "")
+        # a CSV's cell: any text
+        columns["Output shape"].append(visible_text(value_change(change, "output_shape")) if change else "")
+        for heading, name, unit in _LAYER_CHANGES:
+            columns[heading].append(subtotal_cell(node, name, partial(format_change, unit)))
     # The columns where some row changed come first: a narrow table keeps what changed.
     columns_changed = {heading: any(_changed(change, name) for change in diff.layers) for heading, name in _DIFFED}
     priority = ("", "Layer", *sorted(columns_changed, key=lambda heading: not columns_changed[heading]))
-    layers = fitted_table(summary, columns, priority, layout, labels=2)
+    layers = fitted_table(summary, columns, priority, layout, labels=2, rules=top_level_rules(nodes))
     parts.append(layers)
     return Group(*parts)
+
+
+def diff_tree(diff) -> list[TreeRow]:
+    """The layers a diff lists (an `archprof.diff.ReportDiff`) as the module tree, the
+    summary's (`render.tree`) over both sides' rows merged (`ReportDiff.every_layer`), so
+    that a layer on one side only has its place among those both have: each module holding
+    a listed layer before its layers, its `row` the change of its subtree per metric, its
+    `own` that of its own rows ({}: none listed). `indices`: the listed layers (indices in
+    `diff.layers`) a line shows, a layer's, a module's own; `output`: the one whose status,
+    type and shape it shows, a layer's, a module's last own, -1 where none is listed."""
+    listed = {change.position: index for index, change in enumerate(diff.layers)}
+    shown: list[TreeRow] = []
+    for node in tree_nodes(diff.every_layer):
+        under = [listed[p] for p in (node.rows if node.subtree is None else node.subtree) if p in listed]
+        if not under:
+            continue  # nothing below it changed
+        own = tuple(listed[p] for p in node.rows if p in listed)
+        output = own[-1] if own else -1
+        subtree = _deltas([diff.layers[index] for index in under])
+        if node.subtree is None:
+            label = layer_label(visible_text(node.path), diff.layers[output].call)
+            shown.append(TreeRow(label, node.level, subtree, own, output))
+        else:
+            own_deltas = _deltas([diff.layers[index] for index in own]) if own else {}
+            shown.append(TreeRow(visible_text(node.path), node.level, subtree, own, output, own_deltas))
+    return shown
+
+
+def _deltas(changes: Sequence) -> dict[str, int]:
+    """The change of each metric over `changes` (`archprof.diff.LayerChange`s), summed."""
+    return {name: sum(change.delta(name) for change in changes) for name, _, _ in METRICS}
+
+
+def line_change(diff, node: TreeRow):
+    """The listed layer whose type and shape a `diff_tree` line shows (None: a module with none of its own)."""
+    return diff.layers[node.output] if node.output >= 0 else None
+
+
+def line_status(diff, node: TreeRow) -> str:
+    """'added', 'removed' or 'changed': a layer's; a module's own rows' ('changed' where they
+    differ); '' for a module whose own rows are not listed."""
+    statuses = {diff.layers[index].status for index in node.indices}
+    return statuses.pop() if len(statuses) == 1 else "changed" if statuses else ""
 
 
 def _totals_columns(diff) -> dict[str, list[str]]:

@@ -1,18 +1,18 @@
 """`archprof diff` as a self-contained HTML page, in the HTML report's frame (`html.page_html`):
 the totals and the final receptive field and stride with old, new, signed change, % and ratio,
 each change marked as grown (▲) or shrunk (▼); why a final field is a bound or undefined; and
-the layers added, removed or changed, a table that sorts and filters as the report's does
-(`html.sortable_table`).
+the layers added, removed or changed as the module tree (`render.compare.diff_tree`), a table
+that sorts and filters as the report's does (`html.sortable_table`).
 Every name is escaped."""
 
 from __future__ import annotations
 
+from functools import partial
 from html import escape
 
 from archprof.diff import (
     FIELD_FIGURES,
     METRICS,
-    LayerChange,
     ReportDiff,
     final_field_notes,
     format_change,
@@ -20,8 +20,9 @@ from archprof.diff import (
     format_ratio,
     value_change,
 )
-from archprof.render.html import page_html, sort_heading, sortable_table
-from archprof.text import dims_text, layer_label, visible_text
+from archprof.render.html import own_and_subtree, page_html, sort_heading, sortable_table, tree_indent
+from archprof.render.tree import TreeRow
+from archprof.text import dims_text, visible_text
 from archprof.units import human_value
 
 
@@ -64,34 +65,45 @@ def _direction(change) -> str:
 
 
 def _layers(diff: ReportDiff) -> str:
-    from archprof.render.compare import layers_changed_text
+    from archprof.render.compare import diff_tree, layers_changed_text
 
     summary = escape(layers_changed_text(diff))
     if not diff.layers:
         return f"<section><h2>Layers</h2><p>{summary}</p></section>"
-    head = [sort_heading("#", numeric=True, title="the new report's order")]
+    head = [sort_heading("#", numeric=True, title="the module tree's order, as the summary lists the layers")]
     # The filter reads a layer's name and type.
     head += [sort_heading(heading, numeric=False, filtered=True) for heading in ("Layer", "Type")]
     head += [sort_heading(heading, numeric=False) for heading in ("Status", "Output shape")]
     head += [sort_heading(label, numeric=True) for _, label, _ in METRICS]
     head.append(sort_heading("Receptive field", numeric=False))
-    body = [_layer_row(index, change) for index, change in enumerate(diff.layers)]
-    table = sortable_table("layers", head, body, "layers by name or type", ", # for the order")
+    body = [_layer_row(index, node, diff) for index, node in enumerate(diff_tree(diff))]
+    table = sortable_table("layers", head, body, "layers by name or type", ", # for the module tree's order")
     return f"<section><h2>Layers</h2><p>{summary}</p>{table}</section>"
 
 
-def _layer_row(index: int, change: LayerChange) -> str:
-    name = visible_text(layer_label(change.layer, change.call)) or "(model)"
+def _layer_row(index: int, node: TreeRow, diff: ReportDiff) -> str:
+    """A line of `diff_tree`: a layer's change, or a module's, its own change then its
+    subtree's in parentheses, sorted by its own."""
+    from archprof.render.compare import line_change, line_status
+
+    change, status = line_change(diff, node), line_status(diff, node)
     texts = (
-        visible_text(change.value("module_type")),
-        change.status,
-        visible_text(value_change(change, "output_shape")),
+        visible_text(change.value("module_type")) if change else "",
+        status,
+        visible_text(value_change(change, "output_shape")) if change else "",
     )
-    tds = [f'<td data-v="{index}">{index}</td>', f'<td class="layer">{escape(name)}</td>']
+    tds = [f'<td data-v="{index}">{index}</td>']
+    tds.append(f'<td class="layer" style="{tree_indent(node.level)}">{escape(node.label or "(model)")}</td>')
     tds += [f'<td class="text">{escape(text)}</td>' for text in texts]
     for metric, _, unit in METRICS:
-        delta = change.delta(metric)
-        exact = f"{delta:+,}" if delta else "0"
-        tds.append(f'<td data-v="{delta}" title="{exact}"{_direction(delta)}>{escape(format_change(unit, delta))}</td>')
-    tds.append(f'<td class="text">{escape(visible_text(value_change(change, "receptive_field", dims_text)))}</td>')
-    return f'<tr class="{change.status}">{"".join(tds)}</tr>'
+        subtree = node.row[metric]
+        own = node.own.get(metric, 0) if node.is_container else subtree
+        exact = f"{own:+,}" if own else "0"
+        if subtree != own:
+            exact += f", its subtree {subtree:+,}"
+        cell = own_and_subtree(own, subtree, partial(format_change, unit))
+        tds.append(f'<td data-v="{own}" title="{exact}"{_direction(subtree)}>{cell}</td>')
+    field = visible_text(value_change(change, "receptive_field", dims_text)) if change else ""
+    tds.append(f'<td class="text">{escape(field)}</td>')
+    classes = " ".join(name for name in ("module" if node.is_container else "", status) if name)
+    return f'<tr class="{classes}">{"".join(tds)}</tr>'

@@ -16,7 +16,8 @@ from html import escape
 
 from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
-from archprof.report import Report, dims_text, layer_label, visible_text
+from archprof.render.tree import tree_rows
+from archprof.report import Report, dims_text, visible_text
 from archprof.text import totals_rows
 from archprof.units import human_bytes, human_count, share_text
 
@@ -30,6 +31,10 @@ class _Cell:
     shown: Callable[[object], str]
     numeric: bool = True
     filtered: bool = False  # the filter reads its text (beside the layer's name)
+    # What a module's line shows: "summed", its own figure then its subtree's in parentheses
+    # (a sum over rows); "own", its own rows' (a rate of what the line times, as profile's
+    # table shows it); "merged", its subtree's merged (its output, field, type).
+    module: str = "merged"
 
 
 def _count(value) -> str:
@@ -47,19 +52,19 @@ def _number(value, unit: str, digits: int = 3) -> str:
 _CELLS = (
     _Cell("Type", "module_type", visible_text, numeric=False, filtered=True),
     _Cell("Output shape", "output_shape", str, numeric=False),
-    _Cell("Params", "param_count", _count),
-    _Cell("MACs", "macs", _count),
-    _Cell("Share of MACs", "macs_share", lambda v: share_text(v) if v else "-"),
-    _Cell("FLOPs", "flops", _count),
-    _Cell("Elementwise FLOPs", "elementwise_flops", _count),
-    _Cell("Activations", "activation_bytes", _bytes),
+    _Cell("Params", "param_count", _count, module="summed"),
+    _Cell("MACs", "macs", _count, module="summed"),
+    _Cell("Share of MACs", "macs_share", lambda v: share_text(v) if v else "-", module="summed"),
+    _Cell("FLOPs", "flops", _count, module="summed"),
+    _Cell("Elementwise FLOPs", "elementwise_flops", _count, module="summed"),
+    _Cell("Activations", "activation_bytes", _bytes, module="summed"),
     _Cell("Live after", "live_bytes", _bytes),
-    _Cell("Saved for backward", "saved_activation_bytes", _bytes),
+    _Cell("Saved for backward", "saved_activation_bytes", _bytes, module="summed"),
     _Cell("Receptive field", "receptive_field", lambda v: dims_text(v) or "-", numeric=False),
     _Cell("Stride", "effective_stride", lambda v: dims_text(v) or "-", numeric=False),
-    _Cell("Time", "time_ms", lambda v: _number(v, "ms")),
-    _Cell("Achieved", "achieved_flops_per_s", lambda v: _number(v and v / 1e9, "GFLOP/s")),
-    _Cell("Bound", "bound", lambda v: v or "-", numeric=False),
+    _Cell("Time", "time_ms", lambda v: _number(v, "ms"), module="summed"),
+    _Cell("Achieved", "achieved_flops_per_s", lambda v: _number(v and v / 1e9, "GFLOP/s"), module="own"),
+    _Cell("Bound", "bound", lambda v: v or "-", numeric=False, module="own"),
 )
 
 
@@ -171,27 +176,63 @@ def sortable_table(table_id: str, head: Sequence[str], rows: Sequence[str], filt
 
 
 def _layer_table(report: Report) -> str:
+    """The layers as the summary lists them, the module tree (`render.tree`): each module's
+    line before its layers, its own figures then its subtree's in parentheses."""
     macs = report.totals.macs
-    rows = [{**row, "macs_share": row["macs"] / macs if macs else 0} for row in report.rows()]
+    nodes = tree_rows(report)
+    rows = [_with_share(node.row, macs) for node in nodes]
     cells = [cell for cell in _CELLS if any(_shown(row.get(cell.column)) for row in rows)]
-    head = [sort_heading("#", numeric=True, title="the order the layers ran in")]
+    head = [sort_heading("#", numeric=True, title="the module tree's order, as the summary lists the layers")]
     head.append(sort_heading("Layer", numeric=False, filtered=True))
     head += [sort_heading(cell.heading, cell.numeric, cell.filtered) for cell in cells]
     body = []
-    for index, row in enumerate(rows):
-        name = visible_text(layer_label(row["layer"], row["call"])) or "(model)"
-        indent = 0.3 + 1.2 * max(row["depth"] - 1, 0)
+    for index, (node, row) in enumerate(zip(nodes, rows, strict=True)):
+        own = _with_share(node.own, macs) if node.is_container else row
+        name = escape(node.label or "(model)")
         tds = [
             f'<td data-v="{index}">{index}</td>',
-            f'<td class="layer" style="padding-left:{indent:.1f}em">{escape(name)}</td>',
+            f'<td class="layer" style="{tree_indent(node.level)}">{name}</td>',
         ]
-        for cell in cells:
-            value = row[cell.column]
-            sort_key = f' data-v="{sort_value(value)}"' if cell.numeric else ""
-            tds.append(f"<td{sort_key}>{escape(cell.shown(value))}</td>")
-        body.append(f"<tr>{''.join(tds)}</tr>")
-    table = sortable_table("layers", head, body, "layers by name or type", ", # for the order they ran in")
+        tds += [_layer_cell(cell, row, own, node.is_container) for cell in cells]
+        module = ' class="module"' if node.is_container else ""
+        body.append(f"<tr{module}>{''.join(tds)}</tr>")
+    hint = ", # for the module tree's order"
+    table = sortable_table("layers", head, body, "layers by name or type", hint)
     return f"<section><h2>Layers</h2>{table}</section>"
+
+
+def _with_share(row: dict, macs: int) -> dict:
+    """`row` with its share of the model's MACs ({} stays {}: a module with no rows of its own)."""
+    return {**row, "macs_share": row["macs"] / macs if macs else 0} if row else {}
+
+
+def _layer_cell(cell: _Cell, row: dict, own: dict, module: bool) -> str:
+    """A layer's cell, or a module's (`row` its subtree merged, `own` its own rows merged, {}
+    for none): its own figure, sorted by, then its subtree's in parentheses where they
+    differ, so that the own figures of a column still add up to its total."""
+    if cell.module == "summed":
+        value = own.get(cell.column, 0)  # a module with no rows of its own: 0 of its own
+    else:
+        value = own.get(cell.column) if cell.module == "own" else row.get(cell.column)
+    sort_key = f' data-v="{sort_value(value)}"' if cell.numeric else ""
+    subtree = row[cell.column] if module and cell.module == "summed" else value
+    return f"<td{sort_key}>{own_and_subtree(value, subtree, cell.shown)}</td>"
+
+
+def own_and_subtree(own, subtree, shown: Callable[[object], str]) -> str:
+    """A cell of a module's line (a layer's: `own` is `subtree`), escaped: its own figure,
+    then its subtree's, where it differs, in parentheses (dim); the subtree's alone where it
+    has none of its own (0)."""
+    text = escape(shown(own))
+    if subtree == own or subtree != subtree:  # NaN: an untimed row, nothing to add
+        return text
+    subtotal = f'<span class="subtotal">({escape(shown(subtree))})</span>'
+    return f"{text} {subtotal}" if own else subtotal
+
+
+def tree_indent(level: int) -> str:
+    """The style of a layer's name cell at `level` of the module tree."""
+    return f"padding-left:{0.3 + 1.2 * level:.1f}em"
 
 
 def sort_heading(text: str, numeric: bool, filtered: bool = False, title: str = "") -> str:

@@ -22,7 +22,8 @@ table.sortable td { text-align: right; padding: 2px 8px; border-bottom: 1px soli
 table.sortable td.layer, table.sortable td.text, #layers td:nth-child(3), #layers td:nth-child(4) { text-align: left; }
 table.sortable tr:hover td { background: #eef4ff; }
 .controls input { width: 22em; padding: 4px 6px; }
-.note, .shown { color: #6e6e73; }
+.note, .shown, .subtotal { color: #6e6e73; }
+tr.module td.layer { font-weight: 600; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
 figure.chart { margin: 0; flex: 1 1 560px; max-width: 900px; } figure.chart svg { max-width: 100%; height: auto; }
 #diff-totals th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }

@@ -50,19 +50,22 @@ def profile_table(report, layout: Layout = Layout()) -> Group:
     measured = report.measured
     ceilings = measured.ceilings
     nodes = tree_rows(report)
-    headings = ("Layer", "Type", *_PROFILE_COLUMNS[1:8])
-    cells: dict[str, list] = {heading: [] for heading in headings}
-    time = _one_unit([*_figures(nodes, "time_ms"), measured.unattributed_ms], _TIME)
-    roofline = _one_unit(_figures(nodes, "roofline_time_ms"), _TIME)
-    moved = _one_unit(_figures(nodes, "bytes_moved"), _BYTES)
-    rate = _one_unit([_timed(node).get("achieved_flops_per_s") or None for node in nodes], _RATE)
+    # The measured and the roofline times in one unit, which the headings name: a layer's
+    # two figures, and the rows, compare at a glance ('0.404' above '0.008', both ms).
+    times = [*_figures(nodes, "time_ms"), *_figures(nodes, "roofline_time_ms"), measured.unattributed_ms]
+    unit, time = _one_unit(times, _TIME, named=False)
+    headings = {"Time": f"Time ({unit})", "Roofline": f"Roofline ({unit})"}
+    columns = tuple(headings.get(heading, heading) for heading in _PROFILE_COLUMNS)
+    cells: dict[str, list] = {heading: [] for heading in ("Layer", "Type", *columns[1:8])}
+    _, moved = _one_unit(_figures(nodes, "bytes_moved"), _BYTES)
+    _, rate = _one_unit([_timed(node).get("achieved_flops_per_s") or None for node in nodes], _RATE)
     for node in nodes:
         timed = _timed(node)  # the rates are of the rows this line times, a container's own
         cells["Layer"].append(tree_label(node))
         cells["Type"].append(visible_text(node.row["module_type"]))
-        cells["Time"].append(subtotal_cell(node, "time_ms", time))
+        cells[headings["Time"]].append(subtotal_cell(node, "time_ms", time))
         cells["Share"].append(subtotal_cell(node, "time_share", _share))
-        cells["Roofline"].append(subtotal_cell(node, "roofline_time_ms", _unless_zero(roofline)))
+        cells[headings["Roofline"]].append(subtotal_cell(node, "roofline_time_ms", _unless_zero(time)))
         cells["Bytes moved"].append(subtotal_cell(node, "bytes_moved", _unless_zero(moved)))
         achieved = rate(timed.get("achieved_flops_per_s") or None)
         cells["Achieved"].append(Text(f"{achieved} ▲", style="yellow") if _above_roof(timed, ceilings) else achieved)
@@ -71,14 +74,14 @@ def profile_table(report, layout: Layout = Layout()) -> Group:
         cells["Bound"].append(timed.get("bound") or dash())
     passes = f"median of {measured.repeat} passes after {measured.warmup} warm-up"
     remainder = {"Layer": Text("(between hooks)", style="italic"), "Share": _share(measured.unattributed_share)}
-    remainder["Time"] = time(measured.unattributed_ms)
+    remainder[headings["Time"]] = time(measured.unattributed_ms)
     for heading, column in cells.items():  # the unattributed remainder, under a rule
         column.append(remainder.get(heading, ""))
     table = fitted_table(
         f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}  ·  "
         f"{measured.device} ({measured.device_name})  ·  {passes}",
         cells,
-        _PROFILE_COLUMNS,
+        columns,
         layout,
         keep=2,  # on a narrow terminal the share goes before a name is cut: a module's is "(99.0%)"
         caption="Time: each module call between forward hooks, less the timed calls inside it; (between hooks): "
@@ -208,22 +211,24 @@ _RATE = (
 _BYTES = ((1e12, "TB", 2), (1e9, "GB", 2), (1e6, "MB", 2), (1e3, "kB", 2), (1, "B", 0))
 
 
-def _one_unit(values: list, steps) -> Callable[[Any], Text | str]:
-    """A cell writer for one column, in the one unit that the largest of `values` takes (a
-    dash where there is no value), so that the cells compare at a glance: '0.404 ms' above
-    '0.008 ms', never above '8.14 µs'."""
+def _one_unit(values: list, steps, named: bool = True) -> tuple[str, Callable[[Any], Text | str]]:
+    """The one unit that the largest of `values` takes, and a cell writer for a column in it
+    (a dash where there is no value; `named`: the unit after each figure, else the heading
+    says it), so that the cells compare at a glance: '0.404 ms' above '0.008 ms', never above
+    '8.14 µs'."""
     largest = max((abs(v) for v in values if v is not None and v == v), default=0)
     size, unit, decimals = next((step for step in steps if largest >= step[0]), steps[-1])
     least = 10**-decimals
+    suffix = f" {unit}" if named else ""
 
     def cell(value) -> Text | str:
         if value is None or value != value:
             return dash()
         if 0 < value < least * size / 2:  # above zero, yet it would read "0.00 GFLOP/s"
-            return f"<{least:.{decimals}f} {unit}"
-        return f"{value / size:,.{decimals}f} {unit}"
+            return f"<{least:.{decimals}f}{suffix}"
+        return f"{value / size:,.{decimals}f}{suffix}"
 
-    return cell
+    return unit, cell
 
 
 def _above_roof(row, ceilings) -> bool:

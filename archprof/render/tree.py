@@ -7,6 +7,7 @@ model's own operations stay at the top level, in that order too."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,8 @@ class TreeRow:
     label: str  # the layer's name as tables show it
     level: int  # 0 for the top-level modules
     row: dict[str, Any]  # a leaf's row; a container's subtree merged
-    indices: tuple[int, ...]  # the report's rows shown here: a leaf's, a container's own
+    # The report's rows shown here: a leaf's, a container's own (a diff's listed layers, `compare.diff_tree`).
+    indices: tuple[int, ...]
     output: int  # the report's row whose output and field it shows: a leaf's, its subtree's last that ran
     own: dict[str, Any] | None = None  # a container's own rows merged ({}: none); None for a leaf
 
@@ -27,32 +29,55 @@ class TreeRow:
         return self.own is not None
 
 
-def tree_rows(report) -> list[TreeRow]:
-    """Every row of `report` (an archprof Report) once, containers first (see the module)."""
-    paths = report.columns["layer"]
+@dataclass(frozen=True)
+class TreeNode:
+    """A line of the module tree of a sequence of rows, each named by its layer's path."""
+
+    path: str  # a leaf row's layer, or a container's module
+    level: int  # 0 for the top-level modules
+    rows: tuple[int, ...]  # a leaf's row; a container's own rows (maybe none)
+    subtree: tuple[int, ...] | None = None  # a container's every row, its own and below; None for a leaf
+
+
+def tree_nodes(paths: Sequence[str]) -> list[TreeNode]:
+    """The rows named by `paths` (in the order they ran) as the module tree, containers first
+    (see the module): every row in one node, a container's own rows in its node."""
     containers = {".".join(path.split(".")[:level]) for path in paths for level in range(1, path.count(".") + 1)}
-    shown: list[TreeRow] = []
+    nodes: list[TreeNode] = []
 
     def place(indices: list[int], parent: str, level: int) -> None:
         placed: set[str] = set()
         for index in indices:
             path = paths[index]
             if path == parent and parent:
-                continue  # the container's own row: merged into its row
+                continue  # the container's own row: in its node
             child = _child(parent, path)
             if child not in containers:
-                row = report.row(index)
-                shown.append(TreeRow(layer_label(visible_text(path), row["call"]), level, row, (index,), index))
+                nodes.append(TreeNode(path, level, (index,)))
             elif child not in placed:
                 placed.add(child)
                 subtree = [i for i in indices if paths[i] == child or paths[i].startswith(child + ".")]
                 own = tuple(i for i in subtree if paths[i] == child)
-                own_merged = report.merged_row(child, own) if own else {}
-                merged = report.merged_row(child, subtree)
-                shown.append(TreeRow(visible_text(child), level, merged, own, report.output_row(subtree), own_merged))
+                nodes.append(TreeNode(child, level, own, tuple(subtree)))
                 place(subtree, child, level + 1)
 
     place(list(range(len(paths))), "", 0)
+    return nodes
+
+
+def tree_rows(report) -> list[TreeRow]:
+    """Every row of `report` (an archprof Report) once, containers first (see the module)."""
+    shown: list[TreeRow] = []
+    for node in tree_nodes(report.columns["layer"]):
+        if node.subtree is None:
+            index = node.rows[0]
+            row = report.row(index)
+            shown.append(TreeRow(layer_label(visible_text(node.path), row["call"]), node.level, row, node.rows, index))
+        else:
+            own = report.merged_row(node.path, node.rows) if node.rows else {}
+            merged = report.merged_row(node.path, node.subtree)
+            output = report.output_row(node.subtree)
+            shown.append(TreeRow(visible_text(node.path), node.level, merged, node.rows, output, own))
     return shown
 
 
