@@ -193,3 +193,42 @@ def test_a_pooling_whose_windows_do_not_tile_the_windows_stays_undefined(rf_swee
     assert "its windows do not tile the blocks of the split dimension it pools" in row["receptive_field_note"]
     with rf_sweep.WholeWindows():
         assert unit_gradient_box(model, (3, 64, 64), (2, 0))[0] == rows
+
+
+class PatchPointwise(nn.Module):
+    """MobileViTv2's unfolding without its attention: a 4x4 patch embedding (tokens of 4 x 4
+    pixels), the map unfolded into (N, C, P, N patches) as timm's MobileVitV2Block does (a
+    token's position in its 2 x 2 patch, then which patch), a 1x1 convolution there (its
+    `qkv_proj`, its MLP), and the patches folded back into the map."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 4, 4, stride=4)
+        self.pointwise = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, c, 4, -1)
+        x = self.pointwise(x)
+        x = x.reshape(b, c, 2, 2, h // 2, w // 2).permute(0, 1, 4, 2, 5, 3)
+        return x.reshape(b, c, h, w)
+
+
+def test_a_pointwise_convolution_over_patches_keeps_each_token(rf_sweep):
+    """A 1x1 convolution moves no unit along any dimension, whatever the dimension holds: over
+    the unfolded patches (positions in a patch, then patches: both split and flattened), each
+    token keeps reading its own 4 x 4 pixels, 4 t .. 4 t + 3, and so does the map folded back.
+    It was undefined ("convolution along a flattened or split dimension"), and with it every
+    layer of timm's MobileViTv2 after its first unfolding (213 of mobilevitv2_150's 294 rows)."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(PatchPointwise())
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    row = report.rows()[-1]
+    assert (row["receptive_field"], row["receptive_field_start"]) == ((4, 4), (0, 0))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    for unit in [(0, 0), (1, 2), (7, 10), (15, 15)]:
+        expected = [(4 * u, 4 * u + 3) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit

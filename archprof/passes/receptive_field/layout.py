@@ -557,16 +557,30 @@ def _pads(pad: Sequence[int], ndim: int) -> dict[int, tuple[int, int]]:
 @operator_rule("constant_pad_nd")
 def _constant_pad(walk: Walk, op: OpNode) -> State:
     """Unit u reads unit u - before (units in the padding read nothing real; negative
-    padding crops)."""
+    padding crops); flattened positions padded are tokens beside units that read nothing."""
     x, out = op.args[0], op.outputs[0].shape
     pads = _pads(op.args[1], len(x.shape))
     axes = [a for a in pads if pads[a] != (0, 0)]
-    state = walk.along(op, walk.state(x), axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
+    state = walk.state(x)
+    flat = [a for a in axes if isinstance(state, Field) and isinstance(state.dims[a], FLAT) and min(pads[a]) >= 0]
+    if flat:
+        state = state.with_dims([_beside_padding(e, pads[a][0]) if a in flat else e for a, e in enumerate(state.dims)])
+        axes = [a for a in axes if a not in flat]
+    state = walk.along(op, state, axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
     shape = list(x.shape)
     for axis in axes:
         if isinstance(state, Field) and along_no_axis(state.dims[axis]):
             state = _padded_channels(walk, op, state, axis, shape, pads[axis])
     return state
+
+
+def _beside_padding(entry: Merged | Tokens, before: int) -> Tokens:
+    """Flattened positions with `before` units that read nothing padded in front of them (and
+    any number after): CoaT's convolutional position encoding, padded by one unit where its
+    class token sits, as a class token concatenated in front of them (`_cat`) would be."""
+    if isinstance(entry, Tokens):
+        return Tokens(entry.positions, entry.first + before)
+    return Tokens(entry, before)
 
 
 def _padded_channels(walk: Walk, op: OpNode, state: Field, axis: int, shape: list[int], pad: tuple[int, int]) -> State:

@@ -28,9 +28,18 @@ from archprof.passes.receptive_field.walk import KNOW_PARTS, UNEVEN, WHOLE, Fiel
 # -- convolution and pooling ---------------------------------------------------------------
 
 
+def _moves(k: int, s: int, p: int, n: int, o: int) -> bool:
+    """Whether a window of `k` units, stride `s` and padding `p`, from `n` units to `o`, moves
+    any unit: one of a single unit, stride 1, no padding, as many units out as in, is the
+    identity along its dimension, whatever the dimension holds (flattened or split positions:
+    MobileViTv2's 1x1 convolutions over its patches, EfficientFormerV2's over attention
+    scores), transposed too."""
+    return not (k == 1 and s == 1 and p == 0 and n == o)
+
+
 def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
     """Unit u reads units u S - P + t D, t = 0 .. K - 1."""
-    if k == 1 and s == 1 and p == 0 and size == parent.size:
+    if not _moves(k, s, p, parent.size, size):
         return parent
 
     def reads(u: int) -> Sequence[Interval]:
@@ -92,14 +101,17 @@ def _convolved(walk: Walk, op: OpNode, state: State) -> State:
     m = len(weight.shape) - 2
     kernel = weight.shape[2:]
     stride, padding, dilation = (per_dimension(v, m) for v in (stride, padding, dilation))
-    out = op.outputs[0].shape
+    x, out = op.args[0].shape, op.outputs[0].shape
     axes = list(range(len(out) - m, len(out)))
+    moved = [j for j in range(m) if _moves(kernel[j], stride[j], padding[j], x[axes[j]], out[axes[j]])]
     make = _transposed if transposed else _window
 
-    def change(j: int, parent: AxisMap) -> AxisMap:
+    def change(i: int, parent: AxisMap) -> AxisMap:
+        j = moved[i]
         return make(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
 
-    return walk.along(op, state, axes, change, "transposed convolution" if transposed else "convolution")
+    what = "transposed convolution" if transposed else "convolution"
+    return walk.along(op, state, [axes[j] for j in moved], change, what)
 
 
 def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> State:
