@@ -2,7 +2,8 @@
 shifted windows (the map padded to whole windows, rolled, partitioned, attended within each
 window, put back) and Hiera's mask units (tokens unrolled into blocks of blocks, attended
 within each unit, pooled, rolled back into a map); SAM2 Hiera's q_pool (each window's
-tokens viewed back into the window's map and pooled there)."""
+tokens viewed back into the window's map and pooled there), TNT's patches convolved one by
+one, and MobileViTv2's 1x1 convolutions over its unfolded patches."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 import archprof
-from tests.field_oracle import unit_gradient_box
+from tests.field_oracle import positive, unit_gradient_box
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -176,23 +177,41 @@ def test_a_pooling_inside_windows_reads_the_tokens_it_pools(rf_sweep, window, ke
             assert unit_box(output, spatial, unit) == unit_gradient_box(model, size, unit) == expected, unit
 
 
-@pytest.mark.parametrize(
-    ("window", "pool", "rows"),
-    [(8, nn.MaxPool2d(3), (32, 43)), (4, nn.MaxPool2d(3, stride=2, padding=1), (16, 23))],
-    ids=["remainder", "padding"],
-)
-def test_a_pooling_whose_windows_do_not_tile_the_windows_stays_undefined(rf_sweep, window, pool, rows):
-    """Pooled by 3, a window of 8 tokens leaves 2 over: unit 2, the second window's first,
-    reads tokens 8..10 (pixels 32..43), where a pooling of the whole map by 3 reads 6..8.
-    Padded by 1, unit 2, again the second window's first, reads tokens 4..5 (pixels 16..23),
-    where a pooling of the whole map reads 3..5. No pooling of the whole map reads as the
-    windows do (the oracle's box of unit 2 says so): the field stays undefined, and says why."""
-    model = rf_sweep._oracle_copy(WindowPool(window, pool))
+def test_a_pooling_padded_inside_windows_reads_its_window_alone(rf_sweep):
+    """Pooled by 3 with stride 2 and padding 1, each window of 4 tokens gives 2 units: unit r
+    of window q reads tokens 4 q + 2 r - 1 .. 4 q + 2 r + 1 that lie in the window, its
+    padding nothing (tokens 4 q .. 4 q + 1, then 4 q + 1 .. 4 q + 3: pixels 16 q .. 16 q + 7,
+    16 q + 4 .. 16 q + 15). Unit 2, the second window's first, reads tokens 4..5 (pixels
+    16..23), where a pooling of the whole map reads 3..5. It was undefined ("its windows do
+    not tile the blocks")."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(WindowPool(4, nn.MaxPool2d(3, stride=2, padding=1)))
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+
+    def pixels(u: int) -> tuple[int, int]:
+        q, r = divmod(u, 2)
+        return (16 * q, 16 * q + 7) if r == 0 else (16 * q + 4, 16 * q + 15)
+
+    with rf_sweep.WholeWindows():  # archprof's convention: a maximum reads its whole window
+        for unit in [(0, 0), (2, 0), (3, 4), (7, 6)]:
+            expected = [pixels(u) for u in unit]
+            assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+def test_a_pooling_that_leaves_tokens_of_a_window_unread_stays_undefined(rf_sweep):
+    """Pooled by 3, a window of 8 tokens gives 2 units, which read tokens 0..5 of it: tokens 6
+    and 7 are read by none, which the window, read whole later (attention within it), would
+    claim. Unit 2, the second window's first, reads tokens 8..10 (pixels 32..43), where a
+    pooling of the whole map by 3 reads 6..8: the field stays undefined, and says why."""
+    model = rf_sweep._oracle_copy(WindowPool(8, nn.MaxPool2d(3)))
     row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
     assert row["receptive_field"] == "undefined"
-    assert "its windows do not tile the blocks of the split dimension it pools" in row["receptive_field_note"]
+    assert "its windows leave units of the blocks of the split dimension it reads unread" in row["receptive_field_note"]
     with rf_sweep.WholeWindows():
-        assert unit_gradient_box(model, (3, 64, 64), (2, 0))[0] == rows
+        assert unit_gradient_box(model, (3, 64, 64), (2, 0))[0] == (32, 43)
 
 
 class PatchPointwise(nn.Module):
@@ -231,4 +250,43 @@ def test_a_pointwise_convolution_over_patches_keeps_each_token(rf_sweep):
     output = fields[report.graph.outputs[0].id]
     for unit in [(0, 0), (1, 2), (7, 10), (15, 15)]:
         expected = [(4 * u, 4 * u + 3) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+class PatchConvolution(nn.Module):
+    """TNT's pixel embedding: the image split into patches of 16 x 16 pixels (a view and a
+    permute, as F.unfold's columns viewed back into patches hold them), each patch convolved
+    alone (7 x 7, stride 4, padding 3: zeros at every patch's border), the 4 x 4 units of
+    every patch put back into one map."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 7, stride=4, padding=3)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        patches = x.view(b, c, h // 16, 16, w // 16, 16).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, 16, 16)
+        y = self.conv(patches)
+        return y.view(b, h // 16, w // 16, 4, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(b, 4, h // 4, w // 4)
+
+
+def test_a_convolution_inside_patches_reads_its_patch_alone():
+    """Unit r of patch q reads pixels 16 q + 4 r - 3 .. 16 q + 4 r + 3 that lie in its patch,
+    16 q .. 16 q + 15: its padding reads zeros, not the next patch's pixels, where a
+    convolution of the whole map would (unit 4, the second patch's first, reads pixels
+    16..19, not 13..19). It was undefined ("convolution along a flattened or split
+    dimension"), and with it timm's TNT from its pixel embedding on."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = positive(PatchConvolution())
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+
+    def pixels(u: int) -> tuple[int, int]:
+        q, r = divmod(u, 4)
+        return max(16 * q + 4 * r - 3, 16 * q), min(16 * q + 4 * r + 3, 16 * q + 15)
+
+    for unit in [(0, 0), (3, 4), (4, 7), (9, 15)]:
+        expected = [pixels(u) for u in unit]
         assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
