@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import archprof
@@ -254,31 +255,37 @@ def test_a_pointwise_convolution_over_patches_keeps_each_token(rf_sweep):
 
 
 class PatchConvolution(nn.Module):
-    """TNT's pixel embedding: the image split into patches of 16 x 16 pixels (a view and a
-    permute, as F.unfold's columns viewed back into patches hold them), each patch convolved
-    alone (7 x 7, stride 4, padding 3: zeros at every patch's border), the 4 x 4 units of
-    every patch put back into one map."""
+    """TNT's pixel embedding: the image split into patches of 16 x 16 pixels (F.unfold's
+    columns viewed back into patches, as timm's PixelEmbed does, or, `unfold` False, a view
+    and a permute), each patch convolved alone (7 x 7, stride 4, padding 3: zeros at every
+    patch's border), the 4 x 4 units of every patch put back into one map."""
 
-    def __init__(self):
+    def __init__(self, unfold: bool):
         super().__init__()
+        self.unfold = unfold
         self.conv = nn.Conv2d(3, 4, 7, stride=4, padding=3)
 
     def forward(self, x):
         b, c, h, w = x.shape
-        patches = x.view(b, c, h // 16, 16, w // 16, 16).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, 16, 16)
+        if self.unfold:
+            patches = F.unfold(x, 16, stride=16).transpose(1, 2).reshape(-1, c, 16, 16)
+        else:
+            patches = x.view(b, c, h // 16, 16, w // 16, 16).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, 16, 16)
         y = self.conv(patches)
         return y.view(b, h // 16, w // 16, 4, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(b, 4, h // 4, w // 4)
 
 
-def test_a_convolution_inside_patches_reads_its_patch_alone():
+@pytest.mark.parametrize("unfold", [False, True], ids=["view", "unfold"])
+def test_a_convolution_inside_patches_reads_its_patch_alone(unfold):
     """Unit r of patch q reads pixels 16 q + 4 r - 3 .. 16 q + 4 r + 3 that lie in its patch,
     16 q .. 16 q + 15: its padding reads zeros, not the next patch's pixels, where a
     convolution of the whole map would (unit 4, the second patch's first, reads pixels
     16..19, not 13..19). It was undefined ("convolution along a flattened or split
-    dimension"), and with it timm's TNT from its pixel embedding on."""
+    dimension"; F.unfold's im2col had no rule), and with it all 518 rows of timm's
+    tnt_s_patch16_224."""
     from archprof.passes.receptive_field import tensor_fields, unit_box
 
-    model = positive(PatchConvolution())
+    model = positive(PatchConvolution(unfold))
     report = archprof.analyze(model, input_size=(3, 64, 64))
     fields, spatial = tensor_fields(report.graph)
     output = fields[report.graph.outputs[0].id]
@@ -289,4 +296,32 @@ def test_a_convolution_inside_patches_reads_its_patch_alone():
 
     for unit in [(0, 0), (3, 4), (4, 7), (9, 15)]:
         expected = [pixels(u) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+class OverlappingColumns(nn.Module):
+    """A 4x4 patch embedding (tokens of 4 x 4 pixels), F.unfold's columns of its map in
+    windows of 3 x 3 tokens, stride 2, padding 1 (VOLO's outlook attention unfolds so), the
+    columns viewed as a map of windows, every offset of every channel a channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 2, 4, stride=4)
+
+    def forward(self, x):
+        return F.unfold(self.embed(x), 3, padding=1, stride=2).unflatten(2, (8, 8))
+
+
+def test_overlapping_columns_read_their_window():
+    """Window l of the 16 x 16 tokens, l = (i, j), holds tokens 2 i - 1 .. 2 i + 1 (and so
+    along j), pixels 8 i - 4 .. 8 i + 7, clipped to the image: over every channel (each an
+    offset in the window), a unit reads its whole window."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = positive(OverlappingColumns())
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    for unit in [(0, 0), (1, 5), (7, 7)]:
+        expected = [(max(8 * u - 4, 0), min(8 * u + 7, 63)) for u in unit]
         assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit

@@ -205,7 +205,7 @@ def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | st
                 p += 1
             if product != size:
                 return "it regroups dimensions across their borders"
-            joined = _joined(run)
+            joined = joined_dims(run)
             if isinstance(joined, str):
                 return joined
             entries[targets[t]] = joined
@@ -227,7 +227,7 @@ def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | st
     return entries
 
 
-def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
+def joined_dims(run: list[tuple[Dim, int]]) -> Dim | str:
     """One output dimension made of the row-major dimensions `run` (a str: why it cannot be
     followed)."""
     if len(run) == 1:

@@ -13,7 +13,7 @@ import torch
 
 from archprof.graph import OpNode
 from archprof.operators.costs import float32_rounded
-from archprof.passes.receptive_field.layout import paths_side_by_side
+from archprof.passes.receptive_field.layout import joined_dims, paths_side_by_side
 from archprof.passes.receptive_field.maps import AxisMap, Interval
 from archprof.passes.receptive_field.rules import (
     argument,
@@ -23,7 +23,19 @@ from archprof.passes.receptive_field.rules import (
     operator_rule,
     per_dimension,
 )
-from archprof.passes.receptive_field.walk import KNOW_PARTS, UNEVEN, WHOLE, Field, Parts, State, Walk, Within
+from archprof.passes.receptive_field.walk import (
+    KNOW_PARTS,
+    UNEVEN,
+    WHOLE,
+    Dim,
+    Field,
+    Parts,
+    State,
+    Walk,
+    Within,
+    entry_maps,
+    plain,
+)
 
 # -- convolution and pooling ---------------------------------------------------------------
 
@@ -197,6 +209,55 @@ def _reads_every_unit(n: int, count: int, k: int, s: int, p: int, d: int) -> boo
     units pooled by 3 into 2 leave 2 unread)."""
     read = {r * s - p + t * d for r in range(count) for t in range(k)}
     return read.issuperset(range(n))
+
+
+# -- columns of windows (F.unfold) ---------------------------------------------------------
+
+
+@operator_rule("im2col")
+def _im2col(walk: Walk, op: OpNode) -> State:
+    """F.unfold: every window of a map (kernel K, dilation D, padding P, stride S) as a
+    column, (N, C K_h K_w, L): index (c, i, j) of column l holds offset (i, j) of channel c
+    in window l. Along each of the two dimensions, the offsets and the windows (`_columns`);
+    the channel and the offsets joined into one dimension, the windows into another, as a
+    reshape joins dimensions (one of a single unit kept at unit 0)."""
+    x = op.args[0]
+    kernel, dilation, padding, stride = (per_dimension(v, 2) for v in op.args[1:5])
+    state = plain(walk.state(x))
+    if not isinstance(state, Field):
+        return state
+    lead = len(x.shape) - 3  # a batch dimension, or none
+    offsets, columns = [], []
+    for j, axis in enumerate((lead + 1, lead + 2)):
+        entry = state.dims[axis]
+        if entry is not None and not isinstance(entry, AxisMap):
+            return walk.undefined(op, "it takes windows along a flattened, split or uneven dimension")
+        offset, column = _columns(entry, x.shape[axis], kernel[j], stride[j], padding[j], dilation[j])
+        offsets.append(offset)
+        columns.append(column)
+    runs = [[(state.dims[lead], x.shape[lead]), *offsets], columns]
+    dims = [joined_dims([(e, n) for e, n in run if n != 1]) for run in runs]
+    if any(isinstance(entry, str) for entry in dims):
+        return walk.undefined(op, next(entry for entry in dims if isinstance(entry, str)))
+    kept = [m for run in runs for entry, n in run if n == 1 for m in entry_maps(entry)]  # at unit 0
+    return Field((*state.dims[:lead], *dims), state.whole, state.loose + tuple(kept))
+
+
+def _columns(entry: AxisMap | None, n: int, k: int, s: int, p: int, d: int) -> tuple[tuple[Dim, int], ...]:
+    """Along one dimension of `n` units, (entry, size) of the offsets in a window and of the
+    windows. Windows that tile the map (K = S, no padding: TNT's pixel embedding) are its
+    blocks and the offsets the positions in them (`Within`), as a view and a permute would
+    split it: the columns viewed back into blocks keep every unit where it was. Any other
+    window reads its units (a convolution's), and its offsets read different fields (a unit
+    reads their union)."""
+    count = (n + 2 * p - d * (k - 1) - 1) // s + 1
+    if entry is None:
+        return (None, k), (None, count)
+    if k == s and p == 0 and (d == 1 or k == 1):
+        tiled = _window(entry, count * k, 1, 1, 0, 1)  # the map cut to whole windows
+        outer = _window(tiled, count, k, k, 0, 1)
+        return (Within(tiled, outer, k), k), (outer, count)
+    return (UNEVEN if k > 1 else None, k), (_window(entry, count, k, s, p, d), count)
 
 
 @operator_rule("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool3d")
