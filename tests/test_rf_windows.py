@@ -325,3 +325,53 @@ def test_overlapping_columns_read_their_window():
     for unit in [(0, 0), (1, 5), (7, 7)]:
         expected = [(max(8 * u - 4, 0), min(8 * u + 7, 63)) for u in unit]
         assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+class GridAttention(nn.Module):
+    """MaxViT's grid attention without its block attention: a 4x4 patch embedding (16 x 16
+    tokens of 4 x 4 pixels), timm's `grid_partition` into a 2 x 2 grid (window r holds the
+    tokens at position r of each 8 x 8 block, the grid's rows and columns its own dimensions),
+    a linear layer per token (`qkv`), then (`attend`) attention over each window's 4 tokens
+    and `grid_reverse` back into the map (NCHW)."""
+
+    def __init__(self, attend: bool):
+        super().__init__()
+        self.attend = attend
+        self.embed = nn.Conv2d(3, 4, 4, stride=4)
+        self.qkv = nn.Linear(4, 4)
+
+    def forward(self, x):
+        from timm.models.maxxvit import grid_partition, grid_reverse
+
+        tokens = self.embed(x).permute(0, 2, 3, 1)
+        windows = self.qkv(grid_partition(tokens, [2, 2]))  # (64 windows, 2, 2, C)
+        if not self.attend:
+            return windows
+        flat = windows.reshape(-1, 4, 4)
+        attended = torch.softmax(flat @ flat.transpose(1, 2), -1) @ flat
+        return grid_reverse(attended.reshape(-1, 2, 2, 4), [2, 2], [16, 16]).permute(0, 3, 1, 2)
+
+
+def test_a_token_of_a_grid_window_reads_its_own_pixels(rf_sweep):
+    """Unit 0 of the grid windows (window 0, grid row 0, column 0) is token (0, 0): pixels
+    0..3 along each axis, as the oracle's gradient says. The row said 0..31, the whole first
+    block of 8 tokens that the grid's dimension steps over."""
+    model = rf_sweep._oracle_copy(GridAttention(attend=False))
+    row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
+    assert (row["receptive_field"], row["receptive_field_start"]) == ((4, 4), (0, 0))
+    x = (torch.rand(1, 3, 64, 64, dtype=torch.float64) + 0.5).requires_grad_()
+    model(x)[0, 0, 0].sum().backward()
+    reached = x.grad[0].abs().sum(0) > 0
+    assert [tuple(torch.nonzero(reached.any(dim=1 - a)).flatten()[[0, -1]].tolist()) for a in (0, 1)] == [(0, 3)] * 2
+
+
+def test_attention_over_a_grid_window_is_undefined(rf_sweep):
+    """Attention over a grid window mixes the blocks at one position inside them: token
+    (0, 0) reads tokens (0, 0), (0, 8), (8, 0), (8, 8), pixels 0..35 along each axis, which
+    the oracle's gradient says; mixing the blocks whole said the whole input (0..63), wrong.
+    No map here holds a strided set of units: undefined, saying why."""
+    model = rf_sweep._oracle_copy(GridAttention(attend=True))
+    row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
+    assert row["receptive_field"] == "undefined"
+    assert "it mixes the blocks of a split dimension at each position inside them" in row["receptive_field_note"]
+    assert unit_gradient_box(model, (3, 64, 64), (0, 0)) == [(0, 35), (0, 35)]

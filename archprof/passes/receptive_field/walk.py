@@ -198,7 +198,22 @@ def read_whole(field: Field, axes: Iterable[int], dims: tuple[Dim, ...]) -> Fiel
     for axis in axes:
         whole.update(entry_maps(field.dims[axis]))
         mixed.update(w.outer for w in entry_withins(field.dims[axis]))
+    apart = {w.outer for entry in dims for w in entry_withins(entry)} - mixed
+    if apart and apart & (whole - field.whole):
+        raise BlocksMixedApart
     return drop_withins(Field(dims, frozenset(whole), field.loose), mixed)
+
+
+class BlocksMixedApart(Exception):
+    """An op mixes the blocks of a split dimension while the positions inside them stay apart
+    (MaxViT's grid attention: each unit reads its position in every block, a strided set of
+    units no map here holds, not the whole blocks that reading the blocks whole would say)."""
+
+
+BLOCKS_APART = (
+    "it mixes the blocks of a split dimension at each position inside them (a grid attention): each unit reads"
+    " its position in every block, which archprof does not follow"
+)
 
 
 @value_record
@@ -224,17 +239,40 @@ class Field:
         return any(m.axis == axis for m in self.whole)
 
     def places(self, axis: int) -> list[tuple[AxisMap, bool]]:
-        """Every map along `axis`, with whether it is a tensor dimension of its own."""
+        """Every map along `axis`, with whether it is a tensor dimension of its own; the blocks
+        of a split dimension whose positions inside them another dimension holds (`Within`)
+        as the units at position 0 of each block (`_first_of_blocks`), which its unit 0 is."""
         own: list[tuple[AxisMap, bool]] = []
         others: list[tuple[AxisMap, bool]] = []
+        withins: list[Within] = []
         for entry in self.dims:  # one loop, not three: a row's cells ask this per axis
             if isinstance(entry, AxisMap):
                 if entry.axis == axis:
                     own.append((entry, True))
             elif isinstance(entry, FLAT):
                 others += [(m, False) for m in entry.maps() if m.axis == axis]
+            if isinstance(entry, (Within, Merged)):
+                withins += entry_withins(entry)
         others += [(m, False) for m in self.loose if m.axis == axis]
-        return own + others if others else own
+        places = own + others if others else own
+        if withins:
+            places = _first_of_blocks(places, withins)
+        return places
+
+
+def _first_of_blocks(places: list[tuple[AxisMap, bool]], withins: list[Within]) -> list[tuple[AxisMap, bool]]:
+    """`places` with each map of blocks whose positions are held apart (`withins`) replaced
+    by the map of the first unit of each of its blocks: MaxViT's grid windows, (windows,
+    grid rows, grid columns), hold the blocks along their own dimensions and the position
+    in a block along the windows', and unit 0 reads the map's unit 0, not its block 0."""
+    inside = {id(w.outer): w for w in withins}
+    pinned = []
+    for axis_map, own in places:
+        w = inside.get(id(axis_map))
+        if w is not None:
+            axis_map = w.whole.derive(w.outer.size, lambda q, n=w.size: ((q * n, q * n),), w.size, period=1)
+        pinned.append((axis_map, own))
+    return pinned
 
 
 @value_record
@@ -304,6 +342,8 @@ class Walk:
             result = self.undefined(op, "its arguments were not understood")
         except FieldsTooIrregular:
             result = self.undefined(op, TOO_IRREGULAR)
+        except BlocksMixedApart:
+            result = self.undefined(op, BLOCKS_APART)
         results = result if isinstance(result, list) else [result] * len(op.outputs)
         if len(results) != len(op.outputs):  # an overload with other outputs than foreseen
             results = [self.undefined(op, "its outputs were not understood")] * len(op.outputs)
