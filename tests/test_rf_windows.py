@@ -375,3 +375,59 @@ def test_attention_over_a_grid_window_is_undefined(rf_sweep):
     assert row["receptive_field"] == "undefined"
     assert "it mixes the blocks of a split dimension at each position inside them" in row["receptive_field_note"]
     assert unit_gradient_box(model, (3, 64, 64), (0, 0)) == [(0, 35), (0, 35)]
+
+
+class MobileViTPatches(nn.Module):
+    """MobileViT's (v1) transformer layout: a 4x4 patch embedding and a 3x3 convolution (each
+    token reads its neighbours), the map unfolded into 2 x 2 patches as timm's MobileVitBlock
+    does ((B C nh, ph, nw, pw): channels and the rows' patches in one dimension, transposed,
+    viewed as (B, C, N, P), transposed to (B P, N, C)), a linear layer per token, then
+    (`attend`) attention over the N patches at each position, folded back into the map."""
+
+    def __init__(self, attend: bool):
+        super().__init__()
+        self.attend = attend
+        self.embed, self.local = nn.Conv2d(3, 4, 4, stride=4), nn.Conv2d(4, 4, 3, padding=1)
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        x = self.local(self.embed(x))
+        b, c, h, w = x.shape
+        nh, nw = h // 2, w // 2
+        x = x.reshape(b * c * nh, 2, nw, 2).transpose(1, 2)
+        x = self.linear(x.reshape(b, c, nh * nw, 4).transpose(1, 3).reshape(b * 4, nh * nw, c))
+        if self.attend:
+            x = torch.softmax(x @ x.transpose(1, 2), -1) @ x
+        x = x.contiguous().view(b, 4, nh * nw, c).transpose(1, 3).reshape(b * c * nh, nw, 2, 2)
+        return x.transpose(1, 2).reshape(b, c, h, w)
+
+
+def test_patches_unfolded_across_the_channels_keep_each_token():
+    """The view (B C nh, ph, nw, pw) joins the channels with the blocks of the rows and
+    splits each row's position in its patch apart: split where the patch begins inside the
+    rows, each token stays where it was through the unfolding, the linear layer and the fold
+    back: token (i, j) reads tokens i - 1 .. i + 1 of the embedding, pixels 4 i - 4 ..
+    4 i + 7, clipped. It was undefined ("it regroups dimensions across their borders"), and
+    with it 278 of timm's mobilevit_xxs's 378 rows."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = positive(MobileViTPatches(attend=False))
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    for unit in [(0, 0), (1, 2), (8, 9), (15, 15)]:
+        expected = [(max(4 * u - 4, 0), min(4 * u + 7, 63)) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+def test_attention_over_patches_whose_positions_span_the_map_reads_the_whole_input(rf_sweep):
+    """Attention over the patches at one position reads that position in every patch: tokens
+    r, r + 2, ..., which, each reading its neighbours, span all 16 tokens at both positions,
+    pixels 0..63: the whole input, as reading the patches whole says (where they do not span
+    it, a grid attention, the field is undefined). The sweep's oracle copy: its weights scaled
+    by their fan-in, so that the softmax does not turn one-hot."""
+    model = rf_sweep._oracle_copy(MobileViTPatches(attend=True))
+    row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
+    assert row["receptive_field"] == "input"
+    for unit in [(0, 0), (7, 8)]:
+        assert unit_gradient_box(model, (3, 64, 64), unit) == [(0, 63), (0, 63)], unit

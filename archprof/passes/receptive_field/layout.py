@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
+from itertools import pairwise
 
 from archprof.graph import OpNode, TensorMeta
 from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
@@ -190,6 +191,9 @@ def _index_states(walk: Walk, op: OpNode, parts: Parts) -> list[State]:
 def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | str:
     """The entries of output dimensions of `sizes` from the row-major `parts` (no size 1
     among them); a str says why they cannot be placed."""
+    parts = _refined(parts, sizes)
+    if isinstance(parts, str):
+        return parts
     entries: list[Dim] = [None] * len(sizes)
     targets = [k for k, n in enumerate(sizes) if n != 1]
     p = t = 0
@@ -225,6 +229,34 @@ def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | st
             entries[k] = entry
         p += 1
     return entries
+
+
+def _refined(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[tuple[Dim, int]] | str:
+    """`parts` with each one that an output dimension of `sizes` begins inside split there
+    (`_blocks`), so that every output dimension is a run of whole parts: MobileViT's
+    unfolding views (C, H) as (C nh, ph), H's blocks joining the channels and the positions
+    in them a dimension of their own. A str where the sizes do not line up."""
+    starts, stride = set(), 1
+    for n in reversed(sizes):
+        stride *= n
+        starts.add(stride)
+    refined: list[tuple[Dim, int]] = []
+    stride = math.prod(n for _, n in parts)
+    for entry, n in parts:
+        inner = stride // n  # the stride of the part's units
+        edges = [inner, *sorted(b for b in starts if inner < b < stride), stride]
+        stride = inner
+        if len(edges) == 2:
+            refined.append((entry, n))
+            continue
+        if any(outer % inside for inside, outer in pairwise(edges)):
+            return "it regroups dimensions across their borders"
+        pieces = [outer // inside for inside, outer in pairwise(edges)][::-1]  # the outermost first
+        split = _blocks(entry, pieces)
+        if isinstance(split, str):
+            return split
+        refined += zip(split, pieces, strict=True)
+    return refined
 
 
 def joined_dims(run: list[tuple[Dim, int]]) -> Dim | str:

@@ -14,7 +14,7 @@ import torch
 
 from archprof.graph import Graph, OpNode, TensorMeta, WrappedFloat, WrappedInt, value_record
 from archprof.operators import Family, operator_named
-from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Link
+from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Link, hull
 
 
 @value_record
@@ -198,16 +198,35 @@ def read_whole(field: Field, axes: Iterable[int], dims: tuple[Dim, ...]) -> Fiel
     for axis in axes:
         whole.update(entry_maps(field.dims[axis]))
         mixed.update(w.outer for w in entry_withins(field.dims[axis]))
-    apart = {w.outer for entry in dims for w in entry_withins(entry)} - mixed
-    if apart and apart & (whole - field.whole):
-        raise BlocksMixedApart
+    newly = whole - field.whole
+    for kept in (w for entry in dims for w in entry_withins(entry) if w.outer in newly and w.outer not in mixed):
+        if not _grid_spans_map(kept):
+            raise BlocksMixedApart
+        mixed.add(kept.outer)  # every position's units span the whole map: as if its positions were mixed too
     return drop_withins(Field(dims, frozenset(whole), field.loose), mixed)
+
+
+def _grid_spans_map(within: Within) -> bool:
+    """Whether, at every position r inside the blocks, the real pixels of units r, r + n,
+    r + 2 n, ... (the position in every block of n units: what mixing the blocks reads there)
+    span those of the whole map, as mixing the blocks whole says (a map read whole reads its
+    real pixels, `Field.whole`): MobileViT's attention over its patches, after a 3x3
+    convolution whose fields reach the neighbouring pixels."""
+    whole, n = within.whole, within.size
+    span = whole.span(0, whole.size - 1, exact=True)
+    for r in range(n):
+        box = None
+        for unit in range(r, whole.size, n):
+            box = hull(box, whole.field(unit, exact=True))
+        if box != span:
+            return False
+    return True
 
 
 class BlocksMixedApart(Exception):
     """An op mixes the blocks of a split dimension while the positions inside them stay apart
     (MaxViT's grid attention: each unit reads its position in every block, a strided set of
-    units no map here holds, not the whole blocks that reading the blocks whole would say)."""
+    units no map here holds), where those units' box is not the whole map's (`_grid_spans_map`)."""
 
 
 BLOCKS_APART = (
