@@ -14,8 +14,9 @@ module keeps a copy of what each call returns; for each row whose output one of 
 the gradient of that row's unit 0 (index 0 along each output dimension archprof places along
 an input axis or flattened positions, every index along the others: all channels together,
 so that no one channel's ReLU cut-off hides the field; where no dimension holds positions,
-index 0 of the first two, a token's or a channel's elements) reaches exactly the input pixels some path of
-weights connects to it, no term cancelling another: its box per axis (first and last
+index 0 of the first two, a token's or a channel's elements; where their sum reaches no pixel, its first
+element alone: an attention's softmax sums to 1 over the keys, whatever the input) reaches exactly the input
+pixels some path of weights connects to it, no term cancelling another: its box per axis (first and last
 reached pixel) is set beside archprof's `receptive_field_start` and `receptive_field`,
 clipped to the input (the column counts padding positions).
 
@@ -42,9 +43,7 @@ A row with a field is:
 - flattened: `FieldMark.INPUT` for a map flattened into one dimension (docs/formulas.md: after
   a flatten the field is the whole input), while the oracle's unit 0 reads only its own
   pixels: the convention, not a claim that each unit reads the whole input. Its oracle box is
-  "none" where position 0 is a class token (it reads no pixel), or where the row is an
-  attention's softmax, whose sum over the keys (taken together as channels) is 1 whatever the
-  input: a gradient of 0, a cancellation that says nothing of the field;
+  "none" where position 0 is a class token (it reads no pixel);
 - wrong: anything else: a bug, or an artefact of the oracle the report explains;
 - undefined: archprof marks it `FieldMark.UNDEFINED` (not checked, counted);
 - unchecked: its output is no module call's return value (a container's own operator between
@@ -340,10 +339,12 @@ def _verdict(state, row: dict, real, x, spatial: tuple[int, ...]) -> dict:
     # normalisation's centring (a value below 0) hides the unit's field.
     placed = [isinstance(entry, (AxisMap, *FLAT)) for entry in dims]
     if any(placed) and len(dims) == real.dim():
-        unit = real[tuple(0 if place else slice(None) for place in placed)].sum()
+        unit = real[tuple(0 if place else slice(None) for place in placed)]
     else:  # global (no dimension holds positions): index 0 of the first two (a token, a channel)
-        unit = real[(0, 0)[: real.dim()]].sum()
-    oracle = _gradient_box(unit, x)
+        unit = real[(0, 0)[: real.dim()]]
+    oracle = _gradient_box(unit.sum(), x)
+    if oracle is None and unit.numel() > 1:  # a sum that cancels (a softmax's over the keys is 1): one element
+        oracle = _gradient_box(unit.flatten()[0], x)
     if row["receptive_field"] == "input":
         return {
             "verdict": _input_verdict(oracle, real, x, spatial, flattened=bool(dims)),

@@ -950,13 +950,15 @@ def test_multihead_attention_over_positions_is_global():
 
 
 class ClassToken(nn.Module):
-    """ViT's patches, flattened, with a class token in front; then attention over all the
-    tokens (`attend`), or the class token set aside and the patches read back as a map and
-    convolved (CoaT's convolutional position encoding)."""
+    """ViT's patches, flattened, with a class token in front (or, `padded`, a unit of zero
+    padding where it would be: CoaT's convolutional position encoding, padded back to the
+    tokens' length); then attention over all the tokens (`attend`), or the class token set
+    aside and the patches read back as a map and convolved (CoaT's convolutional position
+    encoding)."""
 
-    def __init__(self, attend: bool):
+    def __init__(self, attend: bool, padded: bool = False):
         super().__init__()
-        self.attend = attend
+        self.attend, self.padded = attend, padded
         self.patch = nn.Conv2d(2, 4, 4, stride=4)
         self.token = nn.Parameter(torch.zeros(1, 1, 4))
         self.out = nn.Conv2d(4, 2, 3, padding=1)
@@ -965,7 +967,8 @@ class ClassToken(nn.Module):
     def forward(self, x):
         y = self.patch(x)
         n, c, h, w = y.shape
-        tokens = torch.cat([self.token.expand(n, -1, -1), y.flatten(2).transpose(1, 2)], 1)
+        patches = y.flatten(2).transpose(1, 2)
+        tokens = F.pad(patches, (0, 0, 1, 0)) if self.padded else torch.cat([self.token.expand(n, -1, -1), patches], 1)
         if self.attend:
             tokens = torch.softmax(tokens @ tokens.transpose(1, 2), -1) @ self.attention(tokens)
         return self.out(tokens[:, 1:].transpose(1, 2).reshape(n, c, h, w))
@@ -980,11 +983,15 @@ def test_a_class_token_beside_the_patches_then_attention_sees_the_whole_input():
     assert gradient_box(positive(model), (2, 16, 16)) == [(0, 15), (0, 15)]
 
 
-def test_patches_with_the_class_token_set_aside_keep_their_field():
+@pytest.mark.parametrize("padded", [False, True], ids=["class-token", "padding"])
+def test_patches_with_the_class_token_set_aside_keep_their_field(padded):
     """Cut back out of the tokens, the patches are the map they were: a 3x3 convolution on
-    4x4 patches reads 12 pixels, unit for unit as the gradient says."""
-    report = check_against_gradients(ClassToken(attend=False), (2, 16, 16))
-    assert row(report, "out")["receptive_field"] == (12, 12)
+    4x4 patches reads 12 pixels, unit for unit as the gradient says. Padded in front of the
+    patches, a unit of zeros is a class token that reads nothing (it was undefined: "padding
+    along a flattened or split dimension", CoaT's crpe rows)."""
+    model = ClassToken(attend=False, padded=padded)
+    assert row(archprof.analyze(model, input_size=(2, 16, 16)), "out")["receptive_field"] == (12, 12)
+    check_against_gradients(model, (2, 16, 16))
 
 
 class Unknown(nn.Module):

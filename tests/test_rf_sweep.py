@@ -64,3 +64,22 @@ def test_a_normalisation_in_the_oracle_keeps_its_value_and_is_pointwise(rf_sweep
     assert torch.equal(gradient[0].abs().sum(0) != 0, expected)
     (statistics,) = torch.autograd.grad(F.group_norm(x, 1)[0, :, 0, 0].sum(), x)
     assert (statistics[0].abs().sum(0) != 0).all()  # without it: every position, through the statistics
+
+
+def test_a_softmax_row_whose_unit_sums_to_one_takes_one_element(rf_sweep):
+    """A global row's unit 0 (index 0 of its first two dimensions) of a softmax over the
+    positions sums to 1 whatever the input: its gradient reaches no pixel. Its first element
+    alone reads every position, as archprof's `input` says; the sum said 'wrong' (EfficientFormerV2's
+    and MobileViTv2's attention rows)."""
+    from archprof.passes.receptive_field.walk import WHOLE
+
+    torch.manual_seed(0)
+    x = (torch.rand(1, 2, 6, 6, dtype=torch.float64) + 0.5).requires_grad_()
+    weights = F.conv2d(x, torch.rand(3, 2, 3, 3, dtype=torch.float64), padding=1).flatten(2).softmax(-1)
+    row = {"receptive_field": "input"}
+    assert rf_sweep._gradient_box(weights[0, 0].sum(), x) is None
+    assert rf_sweep._verdict(WHOLE, row, weights, x, (6, 6)) == {
+        "verdict": "input",
+        "archprof": "input",
+        "oracle": "0..5 x 0..5",
+    }

@@ -2,7 +2,8 @@
 shifted windows (the map padded to whole windows, rolled, partitioned, attended within each
 window, put back) and Hiera's mask units (tokens unrolled into blocks of blocks, attended
 within each unit, pooled, rolled back into a map); SAM2 Hiera's q_pool (each window's
-tokens viewed back into the window's map and pooled there)."""
+tokens viewed back into the window's map and pooled there), TNT's patches convolved one by
+one, and MobileViTv2's 1x1 convolutions over its unfolded patches."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import archprof
-from tests.field_oracle import unit_gradient_box
+from tests.field_oracle import positive, unit_gradient_box
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -176,20 +178,256 @@ def test_a_pooling_inside_windows_reads_the_tokens_it_pools(rf_sweep, window, ke
             assert unit_box(output, spatial, unit) == unit_gradient_box(model, size, unit) == expected, unit
 
 
-@pytest.mark.parametrize(
-    ("window", "pool", "rows"),
-    [(8, nn.MaxPool2d(3), (32, 43)), (4, nn.MaxPool2d(3, stride=2, padding=1), (16, 23))],
-    ids=["remainder", "padding"],
-)
-def test_a_pooling_whose_windows_do_not_tile_the_windows_stays_undefined(rf_sweep, window, pool, rows):
-    """Pooled by 3, a window of 8 tokens leaves 2 over: unit 2, the second window's first,
-    reads tokens 8..10 (pixels 32..43), where a pooling of the whole map by 3 reads 6..8.
-    Padded by 1, unit 2, again the second window's first, reads tokens 4..5 (pixels 16..23),
-    where a pooling of the whole map reads 3..5. No pooling of the whole map reads as the
-    windows do (the oracle's box of unit 2 says so): the field stays undefined, and says why."""
-    model = rf_sweep._oracle_copy(WindowPool(window, pool))
+def test_a_pooling_padded_inside_windows_reads_its_window_alone(rf_sweep):
+    """Pooled by 3 with stride 2 and padding 1, each window of 4 tokens gives 2 units: unit r
+    of window q reads tokens 4 q + 2 r - 1 .. 4 q + 2 r + 1 that lie in the window, its
+    padding nothing (tokens 4 q .. 4 q + 1, then 4 q + 1 .. 4 q + 3: pixels 16 q .. 16 q + 7,
+    16 q + 4 .. 16 q + 15). Unit 2, the second window's first, reads tokens 4..5 (pixels
+    16..23), where a pooling of the whole map reads 3..5. It was undefined ("its windows do
+    not tile the blocks")."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(WindowPool(4, nn.MaxPool2d(3, stride=2, padding=1)))
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+
+    def pixels(u: int) -> tuple[int, int]:
+        q, r = divmod(u, 2)
+        return (16 * q, 16 * q + 7) if r == 0 else (16 * q + 4, 16 * q + 15)
+
+    with rf_sweep.WholeWindows():  # archprof's convention: a maximum reads its whole window
+        for unit in [(0, 0), (2, 0), (3, 4), (7, 6)]:
+            expected = [pixels(u) for u in unit]
+            assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+def test_a_pooling_that_leaves_tokens_of_a_window_unread_stays_undefined(rf_sweep):
+    """Pooled by 3, a window of 8 tokens gives 2 units, which read tokens 0..5 of it: tokens 6
+    and 7 are read by none, which the window, read whole later (attention within it), would
+    claim. Unit 2, the second window's first, reads tokens 8..10 (pixels 32..43), where a
+    pooling of the whole map by 3 reads 6..8: the field stays undefined, and says why."""
+    model = rf_sweep._oracle_copy(WindowPool(8, nn.MaxPool2d(3)))
     row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
     assert row["receptive_field"] == "undefined"
-    assert "its windows do not tile the blocks of the split dimension it pools" in row["receptive_field_note"]
+    assert "its windows leave units of the blocks of the split dimension it reads unread" in row["receptive_field_note"]
     with rf_sweep.WholeWindows():
-        assert unit_gradient_box(model, (3, 64, 64), (2, 0))[0] == rows
+        assert unit_gradient_box(model, (3, 64, 64), (2, 0))[0] == (32, 43)
+
+
+class PatchPointwise(nn.Module):
+    """MobileViTv2's unfolding without its attention: a 4x4 patch embedding (tokens of 4 x 4
+    pixels), the map unfolded into (N, C, P, N patches) as timm's MobileVitV2Block does (a
+    token's position in its 2 x 2 patch, then which patch), a 1x1 convolution there (its
+    `qkv_proj`, its MLP), and the patches folded back into the map."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 4, 4, stride=4)
+        self.pointwise = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, c, 4, -1)
+        x = self.pointwise(x)
+        x = x.reshape(b, c, 2, 2, h // 2, w // 2).permute(0, 1, 4, 2, 5, 3)
+        return x.reshape(b, c, h, w)
+
+
+def test_a_pointwise_convolution_over_patches_keeps_each_token(rf_sweep):
+    """A 1x1 convolution moves no unit along any dimension, whatever the dimension holds: over
+    the unfolded patches (positions in a patch, then patches: both split and flattened), each
+    token keeps reading its own 4 x 4 pixels, 4 t .. 4 t + 3, and so does the map folded back.
+    It was undefined ("convolution along a flattened or split dimension"), and with it every
+    layer of timm's MobileViTv2 after its first unfolding (213 of mobilevitv2_150's 294 rows)."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(PatchPointwise())
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    row = report.rows()[-1]
+    assert (row["receptive_field"], row["receptive_field_start"]) == ((4, 4), (0, 0))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    for unit in [(0, 0), (1, 2), (7, 10), (15, 15)]:
+        expected = [(4 * u, 4 * u + 3) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+class PatchConvolution(nn.Module):
+    """TNT's pixel embedding: the image split into patches of 16 x 16 pixels (F.unfold's
+    columns viewed back into patches, as timm's PixelEmbed does, or, `unfold` False, a view
+    and a permute), each patch convolved alone (7 x 7, stride 4, padding 3: zeros at every
+    patch's border), the 4 x 4 units of every patch put back into one map."""
+
+    def __init__(self, unfold: bool):
+        super().__init__()
+        self.unfold = unfold
+        self.conv = nn.Conv2d(3, 4, 7, stride=4, padding=3)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        if self.unfold:
+            patches = F.unfold(x, 16, stride=16).transpose(1, 2).reshape(-1, c, 16, 16)
+        else:
+            patches = x.view(b, c, h // 16, 16, w // 16, 16).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, 16, 16)
+        y = self.conv(patches)
+        return y.view(b, h // 16, w // 16, 4, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(b, 4, h // 4, w // 4)
+
+
+@pytest.mark.parametrize("unfold", [False, True], ids=["view", "unfold"])
+def test_a_convolution_inside_patches_reads_its_patch_alone(unfold):
+    """Unit r of patch q reads pixels 16 q + 4 r - 3 .. 16 q + 4 r + 3 that lie in its patch,
+    16 q .. 16 q + 15: its padding reads zeros, not the next patch's pixels, where a
+    convolution of the whole map would (unit 4, the second patch's first, reads pixels
+    16..19, not 13..19). It was undefined ("convolution along a flattened or split
+    dimension"; F.unfold's im2col had no rule), and with it all 518 rows of timm's
+    tnt_s_patch16_224."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = positive(PatchConvolution(unfold))
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+
+    def pixels(u: int) -> tuple[int, int]:
+        q, r = divmod(u, 4)
+        return max(16 * q + 4 * r - 3, 16 * q), min(16 * q + 4 * r + 3, 16 * q + 15)
+
+    for unit in [(0, 0), (3, 4), (4, 7), (9, 15)]:
+        expected = [pixels(u) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+class OverlappingColumns(nn.Module):
+    """A 4x4 patch embedding (tokens of 4 x 4 pixels), F.unfold's columns of its map in
+    windows of 3 x 3 tokens, stride 2, padding 1 (VOLO's outlook attention unfolds so), the
+    columns viewed as a map of windows, every offset of every channel a channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 2, 4, stride=4)
+
+    def forward(self, x):
+        return F.unfold(self.embed(x), 3, padding=1, stride=2).unflatten(2, (8, 8))
+
+
+def test_overlapping_columns_read_their_window():
+    """Window l of the 16 x 16 tokens, l = (i, j), holds tokens 2 i - 1 .. 2 i + 1 (and so
+    along j), pixels 8 i - 4 .. 8 i + 7, clipped to the image: over every channel (each an
+    offset in the window), a unit reads its whole window."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = positive(OverlappingColumns())
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    for unit in [(0, 0), (1, 5), (7, 7)]:
+        expected = [(max(8 * u - 4, 0), min(8 * u + 7, 63)) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+class GridAttention(nn.Module):
+    """MaxViT's grid attention without its block attention: a 4x4 patch embedding (16 x 16
+    tokens of 4 x 4 pixels), timm's `grid_partition` into a 2 x 2 grid (window r holds the
+    tokens at position r of each 8 x 8 block, the grid's rows and columns its own dimensions),
+    a linear layer per token (`qkv`), then (`attend`) attention over each window's 4 tokens
+    and `grid_reverse` back into the map (NCHW)."""
+
+    def __init__(self, attend: bool):
+        super().__init__()
+        self.attend = attend
+        self.embed = nn.Conv2d(3, 4, 4, stride=4)
+        self.qkv = nn.Linear(4, 4)
+
+    def forward(self, x):
+        from timm.models.maxxvit import grid_partition, grid_reverse
+
+        tokens = self.embed(x).permute(0, 2, 3, 1)
+        windows = self.qkv(grid_partition(tokens, [2, 2]))  # (64 windows, 2, 2, C)
+        if not self.attend:
+            return windows
+        flat = windows.reshape(-1, 4, 4)
+        attended = torch.softmax(flat @ flat.transpose(1, 2), -1) @ flat
+        return grid_reverse(attended.reshape(-1, 2, 2, 4), [2, 2], [16, 16]).permute(0, 3, 1, 2)
+
+
+def test_a_token_of_a_grid_window_reads_its_own_pixels(rf_sweep):
+    """Unit 0 of the grid windows (window 0, grid row 0, column 0) is token (0, 0): pixels
+    0..3 along each axis, as the oracle's gradient says. The row said 0..31, the whole first
+    block of 8 tokens that the grid's dimension steps over."""
+    model = rf_sweep._oracle_copy(GridAttention(attend=False))
+    row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
+    assert (row["receptive_field"], row["receptive_field_start"]) == ((4, 4), (0, 0))
+    x = (torch.rand(1, 3, 64, 64, dtype=torch.float64) + 0.5).requires_grad_()
+    model(x)[0, 0, 0].sum().backward()
+    reached = x.grad[0].abs().sum(0) > 0
+    assert [tuple(torch.nonzero(reached.any(dim=1 - a)).flatten()[[0, -1]].tolist()) for a in (0, 1)] == [(0, 3)] * 2
+
+
+def test_attention_over_a_grid_window_is_undefined(rf_sweep):
+    """Attention over a grid window mixes the blocks at one position inside them: token
+    (0, 0) reads tokens (0, 0), (0, 8), (8, 0), (8, 8), pixels 0..35 along each axis, which
+    the oracle's gradient says; mixing the blocks whole said the whole input (0..63), wrong.
+    No map here holds a strided set of units: undefined, saying why."""
+    model = rf_sweep._oracle_copy(GridAttention(attend=True))
+    row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
+    assert row["receptive_field"] == "undefined"
+    assert "it mixes the blocks of a split dimension at each position inside them" in row["receptive_field_note"]
+    assert unit_gradient_box(model, (3, 64, 64), (0, 0)) == [(0, 35), (0, 35)]
+
+
+class MobileViTPatches(nn.Module):
+    """MobileViT's (v1) transformer layout: a 4x4 patch embedding and a 3x3 convolution (each
+    token reads its neighbours), the map unfolded into 2 x 2 patches as timm's MobileVitBlock
+    does ((B C nh, ph, nw, pw): channels and the rows' patches in one dimension, transposed,
+    viewed as (B, C, N, P), transposed to (B P, N, C)), a linear layer per token, then
+    (`attend`) attention over the N patches at each position, folded back into the map."""
+
+    def __init__(self, attend: bool):
+        super().__init__()
+        self.attend = attend
+        self.embed, self.local = nn.Conv2d(3, 4, 4, stride=4), nn.Conv2d(4, 4, 3, padding=1)
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        x = self.local(self.embed(x))
+        b, c, h, w = x.shape
+        nh, nw = h // 2, w // 2
+        x = x.reshape(b * c * nh, 2, nw, 2).transpose(1, 2)
+        x = self.linear(x.reshape(b, c, nh * nw, 4).transpose(1, 3).reshape(b * 4, nh * nw, c))
+        if self.attend:
+            x = torch.softmax(x @ x.transpose(1, 2), -1) @ x
+        x = x.contiguous().view(b, 4, nh * nw, c).transpose(1, 3).reshape(b * c * nh, nw, 2, 2)
+        return x.transpose(1, 2).reshape(b, c, h, w)
+
+
+def test_patches_unfolded_across_the_channels_keep_each_token():
+    """The view (B C nh, ph, nw, pw) joins the channels with the blocks of the rows and
+    splits each row's position in its patch apart: split where the patch begins inside the
+    rows, each token stays where it was through the unfolding, the linear layer and the fold
+    back: token (i, j) reads tokens i - 1 .. i + 1 of the embedding, pixels 4 i - 4 ..
+    4 i + 7, clipped. It was undefined ("it regroups dimensions across their borders"), and
+    with it 278 of timm's mobilevit_xxs's 378 rows."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = positive(MobileViTPatches(attend=False))
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    for unit in [(0, 0), (1, 2), (8, 9), (15, 15)]:
+        expected = [(max(4 * u - 4, 0), min(4 * u + 7, 63)) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+def test_attention_over_patches_whose_positions_span_the_map_reads_the_whole_input(rf_sweep):
+    """Attention over the patches at one position reads that position in every patch: tokens
+    r, r + 2, ..., which, each reading its neighbours, span all 16 tokens at both positions,
+    pixels 0..63: the whole input, as reading the patches whole says (where they do not span
+    it, a grid attention, the field is undefined). The sweep's oracle copy: its weights scaled
+    by their fan-in, so that the softmax does not turn one-hot."""
+    model = rf_sweep._oracle_copy(MobileViTPatches(attend=True))
+    row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
+    assert row["receptive_field"] == "input"
+    for unit in [(0, 0), (7, 8)]:
+        assert unit_gradient_box(model, (3, 64, 64), unit) == [(0, 63), (0, 63)], unit

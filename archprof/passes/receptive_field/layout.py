@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from fractions import Fraction
+from itertools import pairwise
 
 from archprof.graph import OpNode, TensorMeta
 from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
@@ -190,6 +191,9 @@ def _index_states(walk: Walk, op: OpNode, parts: Parts) -> list[State]:
 def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | str:
     """The entries of output dimensions of `sizes` from the row-major `parts` (no size 1
     among them); a str says why they cannot be placed."""
+    parts = _refined(parts, sizes)
+    if isinstance(parts, str):
+        return parts
     entries: list[Dim] = [None] * len(sizes)
     targets = [k for k, n in enumerate(sizes) if n != 1]
     p = t = 0
@@ -205,7 +209,7 @@ def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | st
                 p += 1
             if product != size:
                 return "it regroups dimensions across their borders"
-            joined = _joined(run)
+            joined = joined_dims(run)
             if isinstance(joined, str):
                 return joined
             entries[targets[t]] = joined
@@ -227,7 +231,35 @@ def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | st
     return entries
 
 
-def _joined(run: list[tuple[Dim, int]]) -> Dim | str:
+def _refined(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[tuple[Dim, int]] | str:
+    """`parts` with each one that an output dimension of `sizes` begins inside split there
+    (`_blocks`), so that every output dimension is a run of whole parts: MobileViT's
+    unfolding views (C, H) as (C nh, ph), H's blocks joining the channels and the positions
+    in them a dimension of their own. A str where the sizes do not line up."""
+    starts, stride = set(), 1
+    for n in reversed(sizes):
+        stride *= n
+        starts.add(stride)
+    refined: list[tuple[Dim, int]] = []
+    stride = math.prod(n for _, n in parts)
+    for entry, n in parts:
+        inner = stride // n  # the stride of the part's units
+        edges = [inner, *sorted(b for b in starts if inner < b < stride), stride]
+        stride = inner
+        if len(edges) == 2:
+            refined.append((entry, n))
+            continue
+        if any(outer % inside for inside, outer in pairwise(edges)):
+            return "it regroups dimensions across their borders"
+        pieces = [outer // inside for inside, outer in pairwise(edges)][::-1]  # the outermost first
+        split = _blocks(entry, pieces)
+        if isinstance(split, str):
+            return split
+        refined += zip(split, pieces, strict=True)
+    return refined
+
+
+def joined_dims(run: list[tuple[Dim, int]]) -> Dim | str:
     """One output dimension made of the row-major dimensions `run` (a str: why it cannot be
     followed)."""
     if len(run) == 1:
@@ -557,16 +589,30 @@ def _pads(pad: Sequence[int], ndim: int) -> dict[int, tuple[int, int]]:
 @operator_rule("constant_pad_nd")
 def _constant_pad(walk: Walk, op: OpNode) -> State:
     """Unit u reads unit u - before (units in the padding read nothing real; negative
-    padding crops)."""
+    padding crops); flattened positions padded are tokens beside units that read nothing."""
     x, out = op.args[0], op.outputs[0].shape
     pads = _pads(op.args[1], len(x.shape))
     axes = [a for a in pads if pads[a] != (0, 0)]
-    state = walk.along(op, walk.state(x), axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
+    state = walk.state(x)
+    flat = [a for a in axes if isinstance(state, Field) and isinstance(state.dims[a], FLAT) and min(pads[a]) >= 0]
+    if flat:
+        state = state.with_dims([_beside_padding(e, pads[a][0]) if a in flat else e for a, e in enumerate(state.dims)])
+        axes = [a for a in axes if a not in flat]
+    state = walk.along(op, state, axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
     shape = list(x.shape)
     for axis in axes:
         if isinstance(state, Field) and along_no_axis(state.dims[axis]):
             state = _padded_channels(walk, op, state, axis, shape, pads[axis])
     return state
+
+
+def _beside_padding(entry: Merged | Tokens, before: int) -> Tokens:
+    """Flattened positions with `before` units that read nothing padded in front of them (and
+    any number after): CoaT's convolutional position encoding, padded by one unit where its
+    class token sits, as a class token concatenated in front of them (`_cat`) would be."""
+    if isinstance(entry, Tokens):
+        return Tokens(entry.positions, entry.first + before)
+    return Tokens(entry, before)
 
 
 def _padded_channels(walk: Walk, op: OpNode, state: Field, axis: int, shape: list[int], pad: tuple[int, int]) -> State:

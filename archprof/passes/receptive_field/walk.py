@@ -14,7 +14,7 @@ import torch
 
 from archprof.graph import Graph, OpNode, TensorMeta, WrappedFloat, WrappedInt, value_record
 from archprof.operators import Family, operator_named
-from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Link
+from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Link, hull
 
 
 @value_record
@@ -198,7 +198,41 @@ def read_whole(field: Field, axes: Iterable[int], dims: tuple[Dim, ...]) -> Fiel
     for axis in axes:
         whole.update(entry_maps(field.dims[axis]))
         mixed.update(w.outer for w in entry_withins(field.dims[axis]))
+    newly = whole - field.whole
+    for kept in (w for entry in dims for w in entry_withins(entry) if w.outer in newly and w.outer not in mixed):
+        if not _grid_spans_map(kept):
+            raise BlocksMixedApart
+        mixed.add(kept.outer)  # every position's units span the whole map: as if its positions were mixed too
     return drop_withins(Field(dims, frozenset(whole), field.loose), mixed)
+
+
+def _grid_spans_map(within: Within) -> bool:
+    """Whether, at every position r inside the blocks, the real pixels of units r, r + n,
+    r + 2 n, ... (the position in every block of n units: what mixing the blocks reads there)
+    span those of the whole map, as mixing the blocks whole says (a map read whole reads its
+    real pixels, `Field.whole`): MobileViT's attention over its patches, after a 3x3
+    convolution whose fields reach the neighbouring pixels."""
+    whole, n = within.whole, within.size
+    span = whole.span(0, whole.size - 1, exact=True)
+    for r in range(n):
+        box = None
+        for unit in range(r, whole.size, n):
+            box = hull(box, whole.field(unit, exact=True))
+        if box != span:
+            return False
+    return True
+
+
+class BlocksMixedApart(Exception):
+    """An op mixes the blocks of a split dimension while the positions inside them stay apart
+    (MaxViT's grid attention: each unit reads its position in every block, a strided set of
+    units no map here holds), where those units' box is not the whole map's (`_grid_spans_map`)."""
+
+
+BLOCKS_APART = (
+    "it mixes the blocks of a split dimension at each position inside them (a grid attention): each unit reads"
+    " its position in every block, which archprof does not follow"
+)
 
 
 @value_record
@@ -224,17 +258,40 @@ class Field:
         return any(m.axis == axis for m in self.whole)
 
     def places(self, axis: int) -> list[tuple[AxisMap, bool]]:
-        """Every map along `axis`, with whether it is a tensor dimension of its own."""
+        """Every map along `axis`, with whether it is a tensor dimension of its own; the blocks
+        of a split dimension whose positions inside them another dimension holds (`Within`)
+        as the units at position 0 of each block (`_first_of_blocks`), which its unit 0 is."""
         own: list[tuple[AxisMap, bool]] = []
         others: list[tuple[AxisMap, bool]] = []
+        withins: list[Within] = []
         for entry in self.dims:  # one loop, not three: a row's cells ask this per axis
             if isinstance(entry, AxisMap):
                 if entry.axis == axis:
                     own.append((entry, True))
             elif isinstance(entry, FLAT):
                 others += [(m, False) for m in entry.maps() if m.axis == axis]
+            if isinstance(entry, (Within, Merged)):
+                withins += entry_withins(entry)
         others += [(m, False) for m in self.loose if m.axis == axis]
-        return own + others if others else own
+        places = own + others if others else own
+        if withins:
+            places = _first_of_blocks(places, withins)
+        return places
+
+
+def _first_of_blocks(places: list[tuple[AxisMap, bool]], withins: list[Within]) -> list[tuple[AxisMap, bool]]:
+    """`places` with each map of blocks whose positions are held apart (`withins`) replaced
+    by the map of the first unit of each of its blocks: MaxViT's grid windows, (windows,
+    grid rows, grid columns), hold the blocks along their own dimensions and the position
+    in a block along the windows', and unit 0 reads the map's unit 0, not its block 0."""
+    inside = {id(w.outer): w for w in withins}
+    pinned = []
+    for axis_map, own in places:
+        w = inside.get(id(axis_map))
+        if w is not None:
+            axis_map = w.whole.derive(w.outer.size, lambda q, n=w.size: ((q * n, q * n),), w.size, period=1)
+        pinned.append((axis_map, own))
+    return pinned
 
 
 @value_record
@@ -304,6 +361,8 @@ class Walk:
             result = self.undefined(op, "its arguments were not understood")
         except FieldsTooIrregular:
             result = self.undefined(op, TOO_IRREGULAR)
+        except BlocksMixedApart:
+            result = self.undefined(op, BLOCKS_APART)
         results = result if isinstance(result, list) else [result] * len(op.outputs)
         if len(results) != len(op.outputs):  # an overload with other outputs than foreseen
             results = [self.undefined(op, "its outputs were not understood")] * len(op.outputs)

@@ -13,7 +13,7 @@ import torch
 
 from archprof.graph import OpNode
 from archprof.operators.costs import float32_rounded
-from archprof.passes.receptive_field.layout import paths_side_by_side
+from archprof.passes.receptive_field.layout import joined_dims, paths_side_by_side
 from archprof.passes.receptive_field.maps import AxisMap, Interval
 from archprof.passes.receptive_field.rules import (
     argument,
@@ -23,14 +23,35 @@ from archprof.passes.receptive_field.rules import (
     operator_rule,
     per_dimension,
 )
-from archprof.passes.receptive_field.walk import KNOW_PARTS, UNEVEN, WHOLE, Field, Parts, State, Walk, Within
+from archprof.passes.receptive_field.walk import (
+    KNOW_PARTS,
+    UNEVEN,
+    WHOLE,
+    Dim,
+    Field,
+    Parts,
+    State,
+    Walk,
+    Within,
+    entry_maps,
+    plain,
+)
 
 # -- convolution and pooling ---------------------------------------------------------------
 
 
+def _moves(k: int, s: int, p: int, n: int, o: int) -> bool:
+    """Whether a window of `k` units, stride `s` and padding `p`, from `n` units to `o`, moves
+    any unit: one of a single unit, stride 1, no padding, as many units out as in, is the
+    identity along its dimension, whatever the dimension holds (flattened or split positions:
+    MobileViTv2's 1x1 convolutions over its patches, EfficientFormerV2's over attention
+    scores), transposed too."""
+    return not (k == 1 and s == 1 and p == 0 and n == o)
+
+
 def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
     """Unit u reads units u S - P + t D, t = 0 .. K - 1."""
-    if k == 1 and s == 1 and p == 0 and size == parent.size:
+    if not _moves(k, s, p, parent.size, size):
         return parent
 
     def reads(u: int) -> Sequence[Interval]:
@@ -92,14 +113,17 @@ def _convolved(walk: Walk, op: OpNode, state: State) -> State:
     m = len(weight.shape) - 2
     kernel = weight.shape[2:]
     stride, padding, dilation = (per_dimension(v, m) for v in (stride, padding, dilation))
-    out = op.outputs[0].shape
+    x, out = op.args[0].shape, op.outputs[0].shape
     axes = list(range(len(out) - m, len(out)))
-    make = _transposed if transposed else _window
+    moved = [j for j in range(m) if _moves(kernel[j], stride[j], padding[j], x[axes[j]], out[axes[j]])]
+    windows = [(kernel[j], stride[j], padding[j], dilation[j]) for j in moved]
+    if not transposed:
+        return _windowed(walk, op, state, [axes[j] for j in moved], windows, "convolution")
 
-    def change(j: int, parent: AxisMap) -> AxisMap:
-        return make(parent, out[axes[j]], kernel[j], stride[j], padding[j], dilation[j])
+    def change(i: int, parent: AxisMap) -> AxisMap:
+        return _transposed(parent, out[axes[moved[i]]], *windows[i])
 
-    return walk.along(op, state, axes, change, "transposed convolution" if transposed else "convolution")
+    return walk.along(op, state, [axes[j] for j in moved], change, "transposed convolution")
 
 
 def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> State:
@@ -115,7 +139,7 @@ def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> St
 
 @operator_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
 def _pool(walk: Walk, op: OpNode) -> State:
-    x, out = op.args[0], op.outputs[0].shape
+    x = op.args[0]
     name = op.op.removeprefix("aten.")
     m = dims_of(name)
     kernel = per_dimension(argument(op, 1, "kernel_size"), m)
@@ -123,49 +147,117 @@ def _pool(walk: Walk, op: OpNode) -> State:
     stride = per_dimension(stride, m) if stride else kernel
     padding = per_dimension(argument(op, 3, "padding", 0), m)
     dilation = per_dimension(argument(op, 4, "dilation", 1), m) if name.startswith("max") else (1,) * m
-    axes = list(last_dims(x, m))
     windows = list(zip(kernel, stride, padding, dilation, strict=True))
-    state = walk.state(x)
+    # ceil_mode only adds units at the far end, whose windows the exact reading clips.
+    return _windowed(walk, op, walk.state(x), list(last_dims(x, m)), windows, "pooling")
+
+
+def _windowed(walk: Walk, op: OpNode, state: State, axes: list[int], windows: list, what: str) -> State:
+    """Tensor dimension axes[j] read through windows[j] (K, S, P, D) into the output's units
+    there; along positions inside blocks (`Within`), block by block (`_windowed_blocks`)."""
+    out = op.outputs[0].shape
     in_blocks = [j for j, a in enumerate(axes) if isinstance(state, Field) and isinstance(state.dims[a], Within)]
     if in_blocks:
-        state = _pooled_blocks(walk, op, state, [axes[j] for j in in_blocks], [windows[j] for j in in_blocks])
-    # ceil_mode only adds units at the far end, whose windows the exact reading clips.
-    rest = [j for j in range(m) if j not in in_blocks]
+        state = _windowed_blocks(walk, op, state, [axes[j] for j in in_blocks], [windows[j] for j in in_blocks])
+    rest = [j for j in range(len(axes)) if j not in in_blocks]
 
     def change(i: int, parent: AxisMap) -> AxisMap:
         j = rest[i]
         return _window(parent, out[axes[j]], *windows[j])
 
-    return walk.along(op, state, [axes[j] for j in rest], change, "pooling")
+    return walk.along(op, state, [axes[j] for j in rest], change, what)
 
 
-def _pooled_blocks(
+def _windowed_blocks(
     walk: Walk, op: OpNode, state: Field, axes: list[int], windows: list[tuple[int, int, int, int]]
 ) -> State:
-    """A pooling along positions inside blocks (`Within`: windows of a map, pooled one by one,
-    SAM2 Hiera's q_pool): each block's pooled positions are a pooling of the map it was split
-    from, where the windows tile every block alike (`_tiled_block`)."""
+    """A window along positions inside blocks (`Within`: each block of a map pooled or
+    convolved alone, SAM2 Hiera's q_pool, TNT's patches): each block's output units are a map
+    of the map the blocks were split from (`_in_blocks`), where the windows read every unit
+    of the block; else undefined, as a block read whole later (its outer map's units) would
+    claim units none reads."""
     out = op.outputs[0].shape
     dims = list(state.dims)
     for axis, (k, s, p, d) in zip(axes, windows, strict=True):
         entry = dims[axis]
-        if not _tiled_block(entry.size, out[axis], k, s, p, d):
-            return walk.undefined(op, "its windows do not tile the blocks of the split dimension it pools")
-        pooled = _window(entry.whole, entry.outer.size * out[axis], k, s, 0, d)
-        dims[axis] = Within(pooled, entry.outer, out[axis])
+        if not _reads_every_unit(entry.size, out[axis], k, s, p, d):
+            return walk.undefined(op, "its windows leave units of the blocks of the split dimension it reads unread")
+        dims[axis] = Within(_in_blocks(entry, out[axis], k, s, p, d), entry.outer, out[axis])
     return state.with_dims(dims)
 
 
-def _tiled_block(size: int, pooled: int, k: int, s: int, p: int, d: int) -> bool:
-    """Whether pooling a block of `size` units into `pooled` reads, for pooled unit r of block
-    q, units q size + r s + t d (t < k) of the whole map: what a pooling of the whole map into
-    blocks of `pooled` reads. It does where the strides fill the block exactly (pooled s =
-    size), no padding enters, and no window is wider than the stride: windows past a block's
-    border (padding, a ceil_mode remainder, a window wider than the stride at the last unit)
-    would read the next block's units in the whole map, which the block never sees, and a
-    remainder left over (8 units pooled by 3) puts the next block's first window off the
-    stride's grid."""
-    return p == 0 and pooled * s == size and (k - 1) * d < s
+def _in_blocks(entry: Within, count: int, k: int, s: int, p: int, d: int) -> AxisMap:
+    """Unit r of block q (`count` units a block) reads units q n + r S - P + t D (t < K) of
+    the map the blocks of n units were split from, those of them inside block q: the padding
+    at a block's border reads nothing, not the next block's units."""
+    n = entry.size
+
+    def reads(u: int) -> Sequence[Interval]:
+        q, r = divmod(u, count)
+        first, last = q * n, q * n + n - 1
+        base = first + r * s - p
+        if d == 1:
+            low, high = max(base, first), min(base + k - 1, last)
+            return ((low, high),) if low <= high else ()
+        return [(i, i) for i in range(base, base + k * d, d) if first <= i <= last]
+
+    return entry.whole.derive(entry.outer.size * count, reads, Fraction(n, count), period=count)
+
+
+def _reads_every_unit(n: int, count: int, k: int, s: int, p: int, d: int) -> bool:
+    """Whether `count` windows (K, S, P, D) over a block of `n` units read every unit of it (8
+    units pooled by 3 into 2 leave 2 unread)."""
+    read = {r * s - p + t * d for r in range(count) for t in range(k)}
+    return read.issuperset(range(n))
+
+
+# -- columns of windows (F.unfold) ---------------------------------------------------------
+
+
+@operator_rule("im2col")
+def _im2col(walk: Walk, op: OpNode) -> State:
+    """F.unfold: every window of a map (kernel K, dilation D, padding P, stride S) as a
+    column, (N, C K_h K_w, L): index (c, i, j) of column l holds offset (i, j) of channel c
+    in window l. Along each of the two dimensions, the offsets and the windows (`_columns`);
+    the channel and the offsets joined into one dimension, the windows into another, as a
+    reshape joins dimensions (one of a single unit kept at unit 0)."""
+    x = op.args[0]
+    kernel, dilation, padding, stride = (per_dimension(v, 2) for v in op.args[1:5])
+    state = plain(walk.state(x))
+    if not isinstance(state, Field):
+        return state
+    lead = len(x.shape) - 3  # a batch dimension, or none
+    offsets, columns = [], []
+    for j, axis in enumerate((lead + 1, lead + 2)):
+        entry = state.dims[axis]
+        if entry is not None and not isinstance(entry, AxisMap):
+            return walk.undefined(op, "it takes windows along a flattened, split or uneven dimension")
+        offset, column = _columns(entry, x.shape[axis], kernel[j], stride[j], padding[j], dilation[j])
+        offsets.append(offset)
+        columns.append(column)
+    runs = [[(state.dims[lead], x.shape[lead]), *offsets], columns]
+    dims = [joined_dims([(e, n) for e, n in run if n != 1]) for run in runs]
+    if any(isinstance(entry, str) for entry in dims):
+        return walk.undefined(op, next(entry for entry in dims if isinstance(entry, str)))
+    kept = [m for run in runs for entry, n in run if n == 1 for m in entry_maps(entry)]  # at unit 0
+    return Field((*state.dims[:lead], *dims), state.whole, state.loose + tuple(kept))
+
+
+def _columns(entry: AxisMap | None, n: int, k: int, s: int, p: int, d: int) -> tuple[tuple[Dim, int], ...]:
+    """Along one dimension of `n` units, (entry, size) of the offsets in a window and of the
+    windows. Windows that tile the map (K = S, no padding: TNT's pixel embedding) are its
+    blocks and the offsets the positions in them (`Within`), as a view and a permute would
+    split it: the columns viewed back into blocks keep every unit where it was. Any other
+    window reads its units (a convolution's), and its offsets read different fields (a unit
+    reads their union)."""
+    count = (n + 2 * p - d * (k - 1) - 1) // s + 1
+    if entry is None:
+        return (None, k), (None, count)
+    if k == s and p == 0 and (d == 1 or k == 1):
+        tiled = _window(entry, count * k, 1, 1, 0, 1)  # the map cut to whole windows
+        outer = _window(tiled, count, k, k, 0, 1)
+        return (Within(tiled, outer, k), k), (outer, count)
+    return (UNEVEN if k > 1 else None, k), (_window(entry, count, k, s, p, d), count)
 
 
 @operator_rule("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool3d")
