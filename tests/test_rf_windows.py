@@ -327,6 +327,89 @@ def test_overlapping_columns_read_their_window():
         assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
 
 
+class OutlookAttention(nn.Module):
+    """VOLO's outlook attention over a 4x4 patch embedding (16 x 16 tokens of 4 x 4 pixels):
+    F.unfold's columns in windows of 3 x 3 tokens, padding 1, stride `stride`; in each window
+    a softmax attention over its 9 offsets, its weights a linear layer of the window's values
+    (VOLO's come from a pooled token, which reads no more); F.fold sums the windows back
+    into the map."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.embed = nn.Conv2d(3, 2, 4, stride=4)
+        self.attn = nn.Linear(2 * 9, 9 * 9)
+
+    def forward(self, x):
+        v = self.embed(x)
+        b, c, h, w = v.shape
+        columns = F.unfold(v, 3, padding=1, stride=self.stride)  # (N, C 9, L)
+        windows = columns.shape[-1]
+        attn = self.attn(columns.transpose(1, 2)).reshape(b, windows, 9, 9).softmax(-1)
+        values = columns.reshape(b, c, 9, windows).permute(0, 3, 2, 1)  # (N, L, 9, C)
+        mixed = (attn @ values).permute(0, 3, 2, 1).reshape(b, c * 9, windows)
+        return F.fold(mixed, (h, w), 3, padding=1, stride=self.stride)
+
+
+def _outlook_tokens(t: int, stride: int) -> tuple[int, int]:
+    """The tokens that token t of the folded map reads: those of every window l covering it,
+    l S - 1 <= t <= l S + 1, window l holding tokens l S - 1 .. l S + 1, clipped to the map."""
+    first, last = -(-(t - 1) // stride), (t + 1) // stride
+    return max(first * stride - 1, 0), min(last * stride + 1, 15)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_fold_of_windows_reads_every_window_covering_a_token(rf_sweep, stride):
+    """F.fold (col2im) sums, into each token, its offset in every window that covers it: a
+    token reads the union of those windows (stride 1: tokens t - 2 .. t + 2; stride 2, token
+    3 is in windows 1 and 2, tokens 1..5, token 4 in window 2 alone, tokens 3..5), 4 pixels
+    a token. It was undefined ("archprof has no rule for it"), and with it every row of
+    timm's volo_d1_224 from its first outlooker on (361)."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(OutlookAttention(stride))
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+
+    def pixels(t: int) -> tuple[int, int]:
+        first, last = _outlook_tokens(t, stride)
+        return 4 * first, 4 * last + 3
+
+    for unit in [(0, 0), (3, 4), (7, 8), (15, 15)]:
+        expected = [pixels(t) for t in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
+class UnfoldFold(nn.Module):
+    """A 4x4 patch embedding unfolded into windows of 3 x 3 tokens (padding 1) and folded
+    straight back: every offset returns to the token it was taken from."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 2, 4, stride=4)
+
+    def forward(self, x):
+        return F.fold(F.unfold(self.embed(x), 3, padding=1), (16, 16), 3, padding=1)
+
+
+def test_a_fold_of_unmixed_offsets_is_an_upper_bound():
+    """Unmixed, each offset reads its own token (the unfold's offsets read different fields),
+    and the fold puts it back: a token reads its own 4 pixels, the oracle says. archprof gives
+    each offset the union over its window, so the fold the windows covering the token (tokens
+    t - 2 .. t + 2): marked an upper bound, holding the oracle's box."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = positive(UnfoldFold())
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    assert report.rows()[-1]["receptive_field_note"].startswith("an upper bound")
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    for unit in [(0, 0), (3, 4), (15, 15)]:
+        assert unit_gradient_box(model, (3, 64, 64), unit) == [(4 * t, 4 * t + 3) for t in unit]
+        assert unit_box(output, spatial, unit) == [(max(4 * t - 8, 0), min(4 * t + 11, 63)) for t in unit], unit
+
+
 class GridAttention(nn.Module):
     """MaxViT's grid attention without its block attention: a 4x4 patch embedding (16 x 16
     tokens of 4 x 4 pixels), timm's `grid_partition` into a 2 x 2 grid (window r holds the

@@ -29,6 +29,7 @@ from archprof.passes.receptive_field.walk import (
     WHOLE,
     Dim,
     Field,
+    Merged,
     Parts,
     State,
     Walk,
@@ -250,7 +251,7 @@ def _columns(entry: AxisMap | None, n: int, k: int, s: int, p: int, d: int) -> t
     split it: the columns viewed back into blocks keep every unit where it was. Any other
     window reads its units (a convolution's), and its offsets read different fields (a unit
     reads their union)."""
-    count = (n + 2 * p - d * (k - 1) - 1) // s + 1
+    count = _window_count(n, k, s, p, d)
     if entry is None:
         return (None, k), (None, count)
     if k == s and p == 0 and (d == 1 or k == 1):
@@ -258,6 +259,48 @@ def _columns(entry: AxisMap | None, n: int, k: int, s: int, p: int, d: int) -> t
         outer = _window(tiled, count, k, k, 0, 1)
         return (Within(tiled, outer, k), k), (outer, count)
     return (UNEVEN if k > 1 else None, k), (_window(entry, count, k, s, p, d), count)
+
+
+def _window_count(n: int, k: int, s: int, p: int, d: int) -> int:
+    """How many windows (K, S, P, D) fit along a dimension of `n` units."""
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@operator_rule("col2im")
+def _col2im(walk: Walk, op: OpNode) -> State:
+    """F.fold, (N, C K_h K_w, L) to (N, C, H, W): output pixel o sums offset (o + P - l S) / D
+    of every window l that covers it, a transposed convolution of the windows (`_transposed`).
+    Followed where L holds the windows row by row (an unfold's, mixed within each window)
+    and the offsets read alike (None) or differently (UNEVEN: each pixel then gets the union
+    over its windows, an upper bound); anything else is undefined."""
+    cols, size = op.args[0], per_dimension(op.args[1], 2)
+    kernel, dilation, padding, stride = (per_dimension(v, 2) for v in op.args[2:6])
+    state = plain(walk.state(cols))
+    if not isinstance(state, Field):
+        return state
+    lead = len(cols.shape) - 2  # a batch dimension, or none
+    offsets, windows = state.dims[lead], state.dims[lead + 1]
+    if offsets is not None and offsets is not UNEVEN:
+        return walk.undefined(op, "it folds offsets that lie along a spatial dimension")
+    geometry = list(zip(size, kernel, stride, padding, dilation, strict=True))
+    maps = _window_maps(windows, [_window_count(*window) for window in geometry])
+    if maps is None:
+        return walk.undefined(op, "its windows are not the rows and columns of a map of windows")
+    spatial = [None if m is None else _transposed(m, *window) for m, window in zip(maps, geometry, strict=True)]
+    field = Field((*state.dims[:lead], offsets, *spatial), state.whole, state.loose, state.bound)
+    return walk.bounded(op, field, "sums offsets of windows that read different fields") if offsets is UNEVEN else field
+
+
+def _window_maps(entry: Dim, counts: list[int]) -> list[AxisMap | None] | None:
+    """The map of windows along each of the two dimensions of a dimension that holds `counts`
+    windows row by row (None for a dimension that reads none); None if it does not."""
+    if entry is None:
+        return [None, None]
+    if not isinstance(entry, Merged) or len(entry.parts) != 2:
+        return None
+    if any(not isinstance(part, AxisMap) or n != count for (part, n), count in zip(entry.parts, counts, strict=True)):
+        return None
+    return [part for part, _ in entry.parts]
 
 
 @operator_rule("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "adaptive_max_pool3d")
