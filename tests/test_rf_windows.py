@@ -410,6 +410,22 @@ def test_a_fold_of_unmixed_offsets_is_an_upper_bound():
         assert unit_box(output, spatial, unit) == [(max(4 * t - 8, 0), min(4 * t + 11, 63)) for t in unit], unit
 
 
+class TiledFold(nn.Module):
+    """The image cut into patches of 16 x 16 pixels by F.unfold and folded straight back."""
+
+    def forward(self, x):
+        return F.fold(F.unfold(x, 16, stride=16), (64, 64), 16, stride=16)
+
+
+def test_a_fold_of_offsets_along_the_map_is_undefined():
+    """Tiling windows' offsets are the positions inside the patches (`Within`), each along the
+    map: the fold would have to place each one, which the rule does not follow: undefined,
+    saying why, never a guess."""
+    row = archprof.analyze(TiledFold(), input_size=(3, 64, 64)).rows()[-1]
+    assert row["receptive_field"] == "undefined"
+    assert "it folds offsets that lie along a spatial dimension" in row["receptive_field_note"]
+
+
 class GridAttention(nn.Module):
     """MaxViT's grid attention without its block attention: a 4x4 patch embedding (16 x 16
     tokens of 4 x 4 pixels), timm's `grid_partition` into a 2 x 2 grid (window r holds the
