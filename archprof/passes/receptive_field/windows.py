@@ -13,6 +13,7 @@ import torch
 
 from archprof.graph import OpNode
 from archprof.operators.costs import float32_rounded
+from archprof.operators.shapes import conv_output_size
 from archprof.passes.receptive_field.layout import joined_dims, paths_side_by_side
 from archprof.passes.receptive_field.maps import AxisMap, Interval
 from archprof.passes.receptive_field.rules import (
@@ -251,7 +252,7 @@ def _columns(entry: AxisMap | None, n: int, k: int, s: int, p: int, d: int) -> t
     split it: the columns viewed back into blocks keep every unit where it was. Any other
     window reads its units (a convolution's), and its offsets read different fields (a unit
     reads their union)."""
-    count = _window_count(n, k, s, p, d)
+    count = conv_output_size(n, k, s, p, d)
     if entry is None:
         return (None, k), (None, count)
     if k == s and p == 0 and (d == 1 or k == 1):
@@ -259,11 +260,6 @@ def _columns(entry: AxisMap | None, n: int, k: int, s: int, p: int, d: int) -> t
         outer = _window(tiled, count, k, k, 0, 1)
         return (Within(tiled, outer, k), k), (outer, count)
     return (UNEVEN if k > 1 else None, k), (_window(entry, count, k, s, p, d), count)
-
-
-def _window_count(n: int, k: int, s: int, p: int, d: int) -> int:
-    """How many windows (K, S, P, D) fit along a dimension of `n` units."""
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 @operator_rule("col2im")
@@ -283,7 +279,7 @@ def _col2im(walk: Walk, op: OpNode) -> State:
     if offsets is not None and offsets is not UNEVEN:
         return walk.undefined(op, "it folds offsets that lie along a spatial dimension")
     geometry = list(zip(size, kernel, stride, padding, dilation, strict=True))
-    maps = _window_maps(windows, [_window_count(*window) for window in geometry])
+    maps = _window_maps(windows, [conv_output_size(*window) for window in geometry])
     if maps is None:
         return walk.undefined(op, "its windows are not the rows and columns of a map of windows")
     spatial = [None if m is None else _transposed(m, *window) for m, window in zip(maps, geometry, strict=True)]
