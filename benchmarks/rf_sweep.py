@@ -10,15 +10,15 @@ the oracle: the model built on the CPU in float64, evaluation mode, every parame
 positive (uniform in [0.1, 1], a weight's divided by 0.55 x its fan-in so that activations
 stay near 1 at any depth: no ReLU6 or hard sigmoid saturates, no softmax turns one-hot, no
 float64 overflows), its input uniform in [0.5, 1.5]. One forward with a hook on every
-module keeps a copy of what each call returns; for each row whose output one of them is,
-the gradient of that row's unit 0 (index 0 along each output dimension archprof places along
-an input axis or flattened positions, every index along the others: all channels together,
-so that no one channel's ReLU cut-off hides the field; where no dimension holds positions,
-index 0 of the first two, a token's or a channel's elements; where their sum reaches no pixel, its first
-element alone: an attention's softmax sums to 1 over the keys, whatever the input) reaches exactly the input
-pixels some path of weights connects to it, no term cancelling another: its box per axis (first and last
-reached pixel) is set beside archprof's `receptive_field_start` and `receptive_field`,
-clipped to the input (the column counts padding positions).
+module keeps a copy of what each call returns; for each row whose output one of them is, the
+gradient of that row's unit 0 (index 0 along each output dimension archprof places along an
+input axis or flattened positions, past any class token beside them, every index along the
+others: all channels together, so that no one channel's ReLU cut-off hides the field; where no
+dimension holds positions, index 0 of the first two, a token's or a channel's elements; where
+their sum reaches no pixel, its first element alone: an attention's softmax sums to 1 over the
+keys, whatever the input) reaches exactly the input pixels some path of weights connects to it,
+no term cancelling another: its box per axis (first and last reached pixel) is set beside
+archprof's `receptive_field_start` and `receptive_field`, clipped to the input (the column counts padding positions).
 
 archprof's two conventions (README, docs/formulas.md) are the oracle's too, each operator
 keeping its value:
@@ -42,8 +42,9 @@ A row with a field is:
   pixel that all the row's units together reach;
 - flattened: `FieldMark.INPUT` for a map flattened into one dimension (docs/formulas.md: after
   a flatten the field is the whole input), while the oracle's unit 0 reads only its own
-  pixels: the convention, not a claim that each unit reads the whole input. Its oracle box is
-  "none" where position 0 is a class token (it reads no pixel);
+  pixels: the convention, not a claim that each unit reads the whole input. Beside a class
+  token (which reads no pixel) the unit taken is the first of the tokens, whose field archprof
+  gives;
 - wrong: anything else: a bug, or an artefact of the oracle the report explains;
 - undefined: archprof marks it `FieldMark.UNDEFINED` (not checked, counted);
 - unchecked: its output is no module call's return value (a container's own operator between
@@ -76,7 +77,7 @@ from hub_sweep import _hubs, hub_models, write_reports
 from torch.overrides import TorchFunctionMode
 
 from archprof.passes.receptive_field.maps import AxisMap
-from archprof.passes.receptive_field.walk import FLAT
+from archprof.passes.receptive_field.walk import FLAT, Tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 VERDICTS = ("exact", "input", "bound held", "padded", "flattened", "wrong", "undefined", "unchecked", "capped")
@@ -334,12 +335,14 @@ def _verdict(state, row: dict, real, x, spatial: tuple[int, ...]) -> dict:
     dims = state.dims if isinstance(state, Field) else ()
     if any(entry is not None and not isinstance(entry, (AxisMap, *FLAT)) for entry in dims):
         return {"verdict": "unchecked"}  # windows, blocks: no plain unit 0
-    # Unit 0: index 0 along the dimensions that hold positions (a map's, or flattened ones:
-    # ViT's token 0), all channels together, so that no one channel's ReLU cut-off after a
-    # normalisation's centring (a value below 0) hides the unit's field.
+    # Unit 0: index 0 along the dimensions that hold positions (a map's, or flattened ones;
+    # beside a class token, the first of the tokens: the field archprof gives is theirs), all
+    # channels together, so that no one channel's ReLU cut-off after a normalisation's
+    # centring (a value below 0) hides the unit's field.
     placed = [isinstance(entry, (AxisMap, *FLAT)) for entry in dims]
     if any(placed) and len(dims) == real.dim():
-        unit = real[tuple(0 if place else slice(None) for place in placed)]
+        index = [_first_unit(entry) if place else slice(None) for entry, place in zip(dims, placed, strict=True)]
+        unit = real[tuple(index)]
     else:  # global (no dimension holds positions): index 0 of the first two (a token, a channel)
         unit = real[(0, 0)[: real.dim()]]
     oracle = _gradient_box(unit.sum(), x)
@@ -361,6 +364,11 @@ def _verdict(state, row: dict, real, x, spatial: tuple[int, ...]) -> dict:
     else:
         verdict = "padded" if inside and _unit_box(state, spatial) == oracle else "wrong"
     return {"verdict": verdict, "archprof": _text(clipped), "oracle": _text(oracle)}
+
+
+def _first_unit(entry) -> int:
+    """The index of a dimension's first unit that archprof places: past a class token."""
+    return entry.first if isinstance(entry, Tokens) else 0
 
 
 def _input_verdict(oracle, real, x, spatial: tuple[int, ...], flattened: bool) -> str:

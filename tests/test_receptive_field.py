@@ -994,6 +994,83 @@ def test_patches_with_the_class_token_set_aside_keep_their_field(padded):
     check_against_gradients(model, (2, 16, 16))
 
 
+class ClassAttention(nn.Module):
+    """CaiT's class attention after attention over the patches, each of which then reads the
+    whole input: a class token joined in front of them, normalised, its query taken alone,
+    keys and values from every token. With `coat`, CoaT's convolutional position encoding
+    first: the class token set aside again, the patches read back as a map and convolved,
+    and joined back to it."""
+
+    def __init__(self, coat: bool = False):
+        super().__init__()
+        self.coat = coat
+        self.patch = nn.Conv2d(2, 4, 4, stride=4)
+        self.mix = nn.Linear(4, 4)
+        self.token = nn.Parameter(torch.zeros(1, 1, 4))
+        self.norm = nn.LayerNorm(4)
+        self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+        self.cpe = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+
+    def forward(self, x):
+        y = self.patch(x)
+        n, c, h, w = y.shape
+        patches = y.flatten(2).transpose(1, 2)
+        patches = torch.softmax(patches @ patches.transpose(1, 2), -1) @ self.mix(patches)  # each reads every pixel
+        u = self.norm(torch.cat([self.token.expand(n, -1, -1), patches], 1))
+        if self.coat:
+            token, rest = u[:, :1], u[:, 1:]
+            rest = self.cpe(rest.transpose(1, 2).reshape(n, c, h, w)).flatten(2).transpose(1, 2)
+            u = torch.cat([token, rest], 1)
+        q = self.q(u[:, 0]).unsqueeze(1)
+        weights = torch.softmax(q @ self.k(u).transpose(1, 2), -1)
+        return weights @ self.v(u)
+
+
+def _token_boxes(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, list]:
+    """Per submodule, the gradient box of each token of its output (all channels): None for a
+    token no pixel reaches."""
+    model = positive(model)
+    outputs = {}
+    for name, module in model.named_children():
+        module.register_forward_hook(lambda m, a, out, name=name: outputs.__setitem__(name, out))
+    x = (torch.rand(1, *input_size, dtype=torch.float64) + 0.5).requires_grad_()
+    outputs[""] = model(x)
+    boxes = {}
+    for name, out in outputs.items():
+        tokens = out[0].flatten(1).T if out.dim() == 4 else out[0] if out.dim() == 3 else out  # (tokens, channels)
+        boxes[name] = [_box(tokens[t].sum(), x) for t in range(tokens.shape[0])]
+    return boxes
+
+
+def _box(unit: torch.Tensor, x: torch.Tensor) -> list[tuple[int, int]] | None:
+    if not unit.requires_grad:
+        return None
+    (gradient,) = torch.autograd.grad(unit, x, retain_graph=True)
+    reached = gradient[0].abs().sum(0) > 0
+    if not reached.any():
+        return None
+    return [tuple(int(i) for i in torch.nonzero(reached.any(dim=1 - a)).flatten()[[0, -1]]) for a in range(2)]
+
+
+@pytest.mark.parametrize("coat", [False, True], ids=["class-attention", "conv-position-encoding"])
+def test_a_class_token_joined_to_tokens_that_read_the_whole_input_reads_nothing(coat):
+    """The tokens read the whole input, the class token joined to them none, as the gradient
+    says token by token: the rows of the tokens read the whole input, the class token's query
+    has no field (it read the whole input: the tokens' field was the whole input's, which holds
+    no token to set apart), and once attention mixes them every token reads it all."""
+    size = (2, 16, 16)
+    everything, nothing = [(0, 15), (0, 15)], None
+    boxes = _token_boxes(ClassAttention(coat), size)
+    rows = {r["layer"]: r for r in archprof.analyze(ClassAttention(coat), input_size=size).rows()}
+    assert boxes["norm"] == [nothing] + [everything] * 16
+    assert rows["norm"]["receptive_field"] == "input" and rows["norm"]["covers_input"] is True
+    if coat:  # the patches read back as a map and out again keep the whole input; the class token, nothing
+        assert boxes["cpe"] == [everything] * 16 and rows["cpe"]["receptive_field"] == "input"
+    assert boxes["q"] == [nothing] and rows["q"]["receptive_field"] is None and rows["q"]["covers_input"] is None
+    assert boxes["k"] == [nothing] + [everything] * 16 and rows["k"]["receptive_field"] == "input"
+    assert boxes[""] == [everything]  # the class token's output, after attention over every token
+
+
 class Unknown(nn.Module):
     def __init__(self, op):
         super().__init__()

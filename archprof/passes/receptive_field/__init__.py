@@ -112,7 +112,7 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
-    if _flattened(state):  # docs/formulas.md: after a flatten the field is the whole input
+    if _flattened(state) or _global(state, spatial):  # docs/formulas.md: after a flatten the field is the whole input
         return FieldMark.INPUT, None, None, True, ""
     # Plain loops below, not generators: this runs for every distinct state of a row.
     sizes, starts, strides = [], [], []
@@ -136,6 +136,12 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
 def _flattened(field: Field) -> bool:
     """Whether spatial dimensions were flattened into one (a flatten, tokens)."""
     return any(isinstance(entry, FLAT) and entry.maps() for entry in field.dims)
+
+
+def _global(field: Field, spatial: tuple[int, ...]) -> bool:
+    """Whether every unit that reads a pixel reads the whole input, as WHOLE's do: tokens after
+    attention beside a class token that reads none (`Walk.whole_tokens`)."""
+    return len({m.axis for m in field.whole}) >= len(spatial)
 
 
 def _number(value: Fraction) -> Stride:
@@ -195,7 +201,7 @@ def spreads(states: list[State], nd: int) -> list[tuple[Spread | None, ...] | No
 
 
 def _spreads(state: State, nd: int) -> tuple[Spread | None, ...] | None:
-    if isinstance(state, Extent) or (isinstance(state, Field) and _flattened(state)):
+    if isinstance(state, Extent) or (isinstance(state, Field) and (_flattened(state) or _global(state, (0,) * nd))):
         return (None,) * nd
     if not isinstance(state, Field):
         return None
@@ -238,7 +244,7 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
     has no such unit."""
     if len(unit) != len(spatial):
         raise ArchprofError(f"--unit needs {len(spatial)} coordinates (one per spatial dimension), got {len(unit)}")
-    if state is None or state is WHOLE:
+    if state is None or state is WHOLE or (isinstance(state, Field) and _global(state, spatial)):
         what = "has no spatial field" if state is None else "reads the whole input (global)"
         raise ArchprofError(f"this layer {what}: no unit box to give")
     if isinstance(state, Undefined):
@@ -305,8 +311,8 @@ def tensor_fields(graph: Graph) -> tuple[dict[int, State], tuple[int, ...]]:
     spatial = tuple(first[2:]) if len(first) >= 3 else ()
     if not spatial:
         return {}, ()
-    walk = Walk(len(spatial), graph)
     maps = tuple(AxisMap(axis, size) for axis, size in enumerate(spatial))
+    walk = Walk(maps, graph)
     identity = Field((None, None, *maps))
     for index, tensor in enumerate(graph.inputs):
         if tensor.shape[2:] == spatial and len(tensor.shape) == len(first):

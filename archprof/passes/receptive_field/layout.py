@@ -17,8 +17,10 @@ from archprof.passes.receptive_field.maps import AxisMap, Interval, Link
 from archprof.passes.receptive_field.rules import argument, dims_of, last_dims, operator_rule, per_dimension
 from archprof.passes.receptive_field.walk import (
     FLAT,
+    JOINS_NOTHING_TO_WHOLE,
     KNOW_PARTS,
     UNEVEN,
+    WHOLE,
     Block,
     Dim,
     Field,
@@ -365,8 +367,9 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
             results.append(_cut(walk, op, state, axis, output.shape, offset, step, x.shape[axis]))
             continue
         placed, kept = entry.cut(offset, size, step) if isinstance(entry, Tokens) else (False, None)
-        if placed:  # the patch tokens, or the class token, set aside
-            results.append(state.with_dims((*state.dims[:axis], kept, *state.dims[axis + 1 :])))
+        if placed:  # the patch tokens, or the class token, set aside (it reads nothing)
+            dims = (*state.dims[:axis], kept, *state.dims[axis + 1 :])
+            results.append(None if kept is None else state.with_dims(dims))
             continue
         if isinstance(entry, (*FLAT, Within)) and size != x.shape[axis]:
             results.append(walk.undefined(op, "it cuts a flattened or split dimension"))
@@ -405,6 +408,8 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
     if not isinstance(state, Field):
         return state
     entry = state.dims[axis]
+    if isinstance(entry, Tokens) and entry.cut(index, 1, 1) == (True, None):
+        return None  # the class token: it reads nothing
     if isinstance(entry, (*FLAT, Within)):
         return walk.undefined(op, "it picks positions of a flattened or split dimension")
     if isinstance(entry, Parts) and entry.holds(state, axis):  # the path the index is in
@@ -523,6 +528,9 @@ def _cat(walk: Walk, op: OpNode) -> State:
     axis = argument(op, 1, "dim", 0) % len(out)
     states = [walk.state(t) for t in tensors]
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
+    whole = [s is WHOLE or (isinstance(s, Field) and walk.settled(s) is WHOLE) for s in states]
+    if any(whole) and all(w or s is None for w, s in zip(whole, states, strict=True)):
+        return _beside_whole(walk, whole, [t.shape[axis] for t in tensors], axis, out)
     if all(along_no_axis(e) for e in entries):
         return paths_side_by_side(walk, op, states, [t.shape[axis] for t in tensors], axis, out)
     flat = [e for e in entries if isinstance(e, FLAT)]
@@ -562,6 +570,21 @@ def _cat(walk: Walk, op: OpNode) -> State:
     dims = list(merged.dims)
     dims[axis] = AxisMap(next(e.axis for e in entries if e is not None), out[axis], tuple(links))
     return merged.with_dims(dims)
+
+
+def _beside_whole(walk: Walk, whole: list[bool], sizes: list[int], axis: int, out: tuple[int, ...]) -> State:
+    """Pieces that each read the whole input (`whole`) or nothing, joined along `axis`: where
+    those that read it lie side by side with some that read nothing (CaiT's class token joined
+    to its patch tokens after attention), tokens beside them (`Walk.whole_tokens`); else the
+    whole input."""
+    reading = [i for i, w in enumerate(whole) if w]
+    if len(reading) == len(whole) or reading != list(range(reading[0], reading[-1] + 1)):
+        return WHOLE  # nothing beside them, or apart: no one run of tokens
+    first = sum(sizes[: reading[0]])
+    return walk.whole_tokens(sum(sizes[i] for i in reading), first, axis, len(out))
+
+
+JOINS_NOTHING_TO_WHOLE.add(_cat)
 
 
 @operator_rule("stack")

@@ -34,7 +34,9 @@ class Tokens:
     ViT's class token concatenated to its patch tokens. Each unit reads one position or
     nothing; a product or a reduction over the dimension (attention, pooling) reads every
     position, and cutting the positions out gives them back (CoaT's class token set aside);
-    nothing else follows them (a window, a reshape back into a map is undefined)."""
+    nothing else follows them (a window, a reshape back into a map is undefined). Positions
+    of one part along no axis (`Walk.whole_tokens`) are tokens that each read what the
+    field's `whole` says, every input axis: tokens after attention, a class token joined."""
 
     positions: Merged
     first: int
@@ -311,8 +313,10 @@ State = Field | Extent | Undefined | None
 
 
 class Walk:
-    def __init__(self, nd: int, graph: Graph) -> None:
-        self.nd = nd
+    def __init__(self, maps: tuple[AxisMap, ...], graph: Graph) -> None:
+        """`maps`: the network input's own map along each spatial dimension."""
+        self.nd = len(maps)
+        self.input_maps = frozenset(maps)
         self.graph = graph
         self.fields: dict[int, State] = {}
         # storage -> tensors seen in it, built only when an in-place write needs it
@@ -349,7 +353,7 @@ class Walk:
                 self.masked.update(t.id for t in op.outputs)
             return  # computed from parameters and constants only (or nothing): no field
         try:
-            if read_whole_only:
+            if read_whole_only and rule not in JOINS_NOTHING_TO_WHOLE:
                 result = WHOLE  # whatever it does, it reads units that each read the whole input
             elif rule is None:
                 result = self.undefined(op, "archprof has no rule for it")
@@ -357,6 +361,8 @@ class Walk:
                 result = rule(self, op)
                 if rule not in KNOW_PARTS:  # it may move or mix the indices parts stand for
                     result = [plain(s) for s in result] if isinstance(result, list) else plain(result)
+            if isinstance(result, Undefined) and self._reads_only_global(op):
+                result = WHOLE  # tokens that each read the whole input, beside a class token: `Tokens`
         except (IndexError, TypeError, ValueError, ZeroDivisionError, KeyError):  # arguments not foreseen
             result = self.undefined(op, "its arguments were not understood")
         except FieldsTooIrregular:
@@ -377,6 +383,13 @@ class Walk:
             self.masked.update(t.id for t in op.outputs)
         if op.writes_input and op.inputs:
             self._written(op, op.inputs[0], op.outputs[0])
+
+    def _reads_only_global(self, op: OpNode) -> bool:
+        """Whether every input of `op` with a field reads the whole input at every unit that
+        reads anything (a class token joined to such tokens reads nothing): then so does
+        every output unit, whatever a rule can follow of the op."""
+        states = [self.fields.get(tensor.id) for tensor in op.inputs]
+        return all(s is None or s is WHOLE or (type(s) is Field and self.reads_everything(s)) for s in states)
 
     def _reads_mask(self, op: OpNode) -> bool:
         """Whether `op` reads a value a softmax weighs exactly 0: a scalar argument below
@@ -445,9 +458,24 @@ class Walk:
 
     # -- shared pieces -------------------------------------------------------------------
 
+    def reads_everything(self, field: Field) -> bool:
+        """Whether every input axis is read whole (by every unit that reads anything)."""
+        return len({m.axis for m in field.whole}) >= self.nd
+
     def settled(self, field: Field) -> State:
-        """WHOLE once every input axis is read whole."""
-        return WHOLE if len({m.axis for m in field.whole}) >= self.nd else field
+        """WHOLE once every input axis is read whole, unless some units read nothing (a
+        class token beside tokens: `whole_tokens`)."""
+        if not self.reads_everything(field) or any(type(entry) is Tokens for entry in field.dims):
+            return field
+        return WHOLE
+
+    def whole_tokens(self, count: int, first: int, axis: int, ndim: int) -> Field:
+        """A dimension of units `first` to `first + count - 1` that each read the whole input,
+        beside units that read nothing (a class token joined to tokens after attention:
+        CaiT's class-attention blocks, CoaT's serial blocks after the first)."""
+        dims: list[Dim] = [None] * ndim
+        dims[axis] = Tokens(Merged(((None, count),)), first)
+        return Field(tuple(dims), self.input_maps)
 
     def merge(self, op: OpNode, items: Sequence[tuple[State, tuple[int, ...]]], out: tuple[int, ...]) -> State:
         """Union of the fields of several inputs of an op whose output has shape `out`
@@ -688,6 +716,9 @@ def _first(unit: int) -> tuple[tuple[int, int]]:
 
 # A rule: an op's output state(s) from its inputs' (rules.py, layout.py and windows.py).
 Rule = Callable[[Walk, OpNode], State | list[State]]
+# The rules `Walk.step` asks even where every input with a field reads the whole input: they
+# place units that read nothing beside those (a class token joined to tokens after attention).
+JOINS_NOTHING_TO_WHOLE: set[Rule] = set()
 # The rules whose outputs keep the `Parts` of their inputs (rules.py, layout.py and windows.py add
 # them): every other rule's are read as the union of their paths.
 KNOW_PARTS: set[Rule] = set()
