@@ -431,11 +431,12 @@ class GridAttention(nn.Module):
     tokens of 4 x 4 pixels), timm's `grid_partition` into a 2 x 2 grid (window r holds the
     tokens at position r of each 8 x 8 block, the grid's rows and columns its own dimensions),
     a linear layer per token (`qkv`), then (`attend`) attention over each window's 4 tokens
-    and `grid_reverse` back into the map (NCHW)."""
+    (`fused`: in one kernel, the CPU's flash attention) and `grid_reverse` back into the map
+    (NCHW)."""
 
-    def __init__(self, attend: bool):
+    def __init__(self, attend: bool, fused: bool = False):
         super().__init__()
-        self.attend = attend
+        self.attend, self.fused = attend, fused
         self.embed = nn.Conv2d(3, 4, 4, stride=4)
         self.qkv = nn.Linear(4, 4)
 
@@ -447,7 +448,10 @@ class GridAttention(nn.Module):
         if not self.attend:
             return windows
         flat = windows.reshape(-1, 4, 4)
-        attended = torch.softmax(flat @ flat.transpose(1, 2), -1) @ flat
+        if self.fused:
+            attended = F.scaled_dot_product_attention(flat[:, None], flat[:, None], flat[:, None])[:, 0]
+        else:
+            attended = torch.softmax(flat @ flat.transpose(1, 2), -1) @ flat
         return grid_reverse(attended.reshape(-1, 2, 2, 4), [2, 2], [16, 16]).permute(0, 3, 1, 2)
 
 
@@ -464,16 +468,28 @@ def test_a_token_of_a_grid_window_reads_its_own_pixels(rf_sweep):
     assert [tuple(torch.nonzero(reached.any(dim=1 - a)).flatten()[[0, -1]].tolist()) for a in (0, 1)] == [(0, 3)] * 2
 
 
-def test_attention_over_a_grid_window_is_undefined(rf_sweep):
+@pytest.mark.parametrize("fused", [False, True], ids=["bmm-softmax-bmm", "fused"])
+def test_attention_over_a_grid_window_reads_its_position_in_every_block(rf_sweep, fused):
     """Attention over a grid window mixes the blocks at one position inside them: token
-    (0, 0) reads tokens (0, 0), (0, 8), (8, 0), (8, 8), pixels 0..35 along each axis, which
-    the oracle's gradient says; mixing the blocks whole said the whole input (0..63), wrong.
-    No map here holds a strided set of units: undefined, saying why."""
-    model = rf_sweep._oracle_copy(GridAttention(attend=True))
-    row = archprof.analyze(model, input_size=(3, 64, 64)).rows()[-1]
-    assert row["receptive_field"] == "undefined"
-    assert "it mixes the blocks of a split dimension at each position inside them" in row["receptive_field_note"]
-    assert unit_gradient_box(model, (3, 64, 64), (0, 0)) == [(0, 35), (0, 35)]
+    (i, j) reads the tokens at its position in every 8 x 8 block, (i mod 8 + 8 a, j mod 8 +
+    8 b), pixels 4 (i mod 8) .. 4 (i mod 8) + 35 along each axis, as the oracle's gradient
+    says unit by unit. Mixing the blocks whole said the whole input (0..63), wrong; then it
+    was undefined ("a strided set of units"). The stride between neighbouring units is not
+    even (back by 8 tokens at each block's end): undefined, saying why. Fused (timm's
+    MaxxViT-v2), the queries keep the grid apart where the keys mix it: alike, they read the
+    same strided set (it was undefined again: "it mixes a flattened or split dimension")."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(GridAttention(attend=True, fused=fused))
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    row = report.rows()[-1]
+    assert (row["receptive_field"], row["receptive_field_start"]) == ((36, 36), (0, 0))
+    assert row["effective_stride"] == "undefined" and "grid" in row["receptive_field_note"]
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    for unit in [(0, 0), (3, 9), (8, 15), (15, 7)]:
+        expected = [(4 * (u % 8), 4 * (u % 8) + 35) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
 
 
 class MobileViTPatches(nn.Module):

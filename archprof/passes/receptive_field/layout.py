@@ -35,6 +35,7 @@ from archprof.passes.receptive_field.walk import (
     along_no_axis,
     entry_maps,
     plain,
+    split_in_blocks,
 )
 
 # -- layout: moving, merging and splitting dimensions --------------------------------------
@@ -301,9 +302,7 @@ def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
         return [None if entry is None else UNEVEN] * len(sizes)  # each part of an uneven dimension may be uneven
     if not isinstance(entry, AxisMap) or len(sizes) != 2:
         return "it splits a spatial dimension into more than blocks and positions"
-    blocks, size = sizes
-    outer = entry.derive(blocks, lambda q: ((q * size, q * size + size - 1),), size, period=1)
-    return [outer, Within(entry, outer, size)]
+    return list(split_in_blocks(entry, *sizes))
 
 
 @operator_rule("squeeze", "unsqueeze")

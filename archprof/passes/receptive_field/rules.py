@@ -25,6 +25,7 @@ from archprof.passes.receptive_field.walk import (
     Uneven,
     Walk,
     along_no_axis,
+    grids_mixed_alike,
     read_whole,
 )
 
@@ -550,8 +551,8 @@ def _fused_attention(walk: Walk, op: OpNode) -> list[State]:
 def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ...], added: Sequence = ()) -> State:
     """The union of matrix-product operands (tensor, keep, contracted: as `contracted_operand`) in
     an output of shape `out`, and of the `added` (state, shape) items (a bias)."""
-    items = [(contracted_operand(walk.state(t), keep, contracted), out) for t, keep, contracted in operands]
-    items += added
+    states = [contracted_operand(walk.state(t), keep, contracted) for t, keep, contracted in operands]
+    items = [(s, out) for s in grids_mixed_alike(states)] + list(added)
     return walk.merge(op, [(walk.settled(s) if isinstance(s, Field) else s, shape) for s, shape in items], out)
 
 

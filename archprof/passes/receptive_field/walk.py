@@ -4,6 +4,7 @@ what they share (merging paths, windows along dimensions, reductions)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -14,7 +15,7 @@ import torch
 
 from archprof.graph import Graph, OpNode, TensorMeta, WrappedFloat, WrappedInt, value_record
 from archprof.operators import Family, operator_named
-from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Link, hull
+from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Interval, Link, hull
 
 
 @value_record
@@ -69,6 +70,9 @@ class Within:
     whole: AxisMap
     outer: AxisMap
     size: int
+    # The blocks and positions once the blocks are mixed at each position (`_strided`), made
+    # once: each operand of a grid attention reaches them, and they must be the same maps.
+    strided: tuple[AxisMap, Within] | None = dataclasses.field(default=None, repr=False)
 
 
 class Uneven:
@@ -194,18 +198,76 @@ def _nested(field: Field, outers: set[AxisMap]) -> set[AxisMap]:
 def read_whole(field: Field, axes: Iterable[int], dims: tuple[Dim, ...]) -> Field:
     """`field` laid out as `dims`, every unit now reading all units along its dimensions
     `axes` (a reduction over them, a matrix product's contracted dimension): their maps
-    join `whole`, and the block positions (`Within`) along them are mixed away."""
+    join `whole`, and the block positions (`Within`) along them are mixed away. Blocks mixed
+    while `dims` keep the positions inside them apart (a grid attention) read, at each
+    position, that position in every block (`_strided`)."""
     whole = set(field.whole)
     mixed: set[AxisMap] = set()
     for axis in axes:
         whole.update(entry_maps(field.dims[axis]))
         mixed.update(w.outer for w in entry_withins(field.dims[axis]))
     newly = whole - field.whole
+    strided: dict[AxisMap, AxisMap | Within] = {}
     for kept in (w for entry in dims for w in entry_withins(entry) if w.outer in newly and w.outer not in mixed):
-        if not _grid_spans_map(kept):
-            raise BlocksMixedApart
-        mixed.add(kept.outer)  # every position's units span the whole map: as if its positions were mixed too
+        if _grid_spans_map(kept):
+            mixed.add(kept.outer)  # every position's units span the whole map: as if its positions were mixed too
+        elif kept.outer not in strided:
+            whole.discard(kept.outer)
+            strided[kept.outer], strided[kept] = _strided(kept)
+    if strided:
+        dims = tuple(_substituted(entry, strided) for entry in dims)
     return drop_withins(Field(dims, frozenset(whole), field.loose), mixed)
+
+
+def split_in_blocks(entry: AxisMap, blocks: int, size: int) -> tuple[AxisMap, Within]:
+    """`entry` split into `blocks` blocks of `size` units: the blocks (block q reads units
+    q size .. q size + size - 1) and the position inside a block."""
+    outer = entry.derive(blocks, lambda q: ((q * size, q * size + size - 1),), size, period=1)
+    return outer, Within(entry, outer, size)
+
+
+def _strided(within: Within) -> tuple[AxisMap, Within]:
+    """The blocks and the positions of `within`'s map once its blocks are mixed at each
+    position r inside them (MaxViT's grid attention over the tokens at position r of every
+    block): unit q n + r reads units r, n + r, 2 n + r, ... of the map, a strided set."""
+    if within.strided is None:
+        n, blocks = within.size, within.outer.size
+
+        def reads(unit: int) -> list[Interval]:
+            return [(q * n + unit % n,) * 2 for q in range(blocks)]
+
+        grid = within.whole.derive(blocks * n, reads, None, monotone=False, why=GRID_MIXED)
+        within.strided = split_in_blocks(grid, blocks, n)
+    return within.strided
+
+
+# Why the effective stride after a grid attention is undefined (the row's note).
+GRID_MIXED = "each unit reads its position in every block of a grid (a grid attention): not evenly spaced"
+
+
+def grids_mixed_alike(states: list[State]) -> list[State]:
+    """The operands of one product, where some mixed a grid's blocks (`_strided`: the keys of
+    a grid attention) and others kept that grid's blocks and positions apart (its queries):
+    those replaced by the mixed ones, which hold each unit's own too (query r reads key r)."""
+    fields = [s for s in states if isinstance(s, Field)]
+    withins = [w for s in fields for entry in s.dims for w in entry_withins(entry)]
+    present = {id(w) for w in withins}
+    maps: dict = {}
+    for w in withins:
+        if w.strided is not None and id(w.strided[1]) in present:
+            maps[w.outer], maps[w] = w.strided
+    if not maps:
+        return states
+    return [s.with_dims([_substituted(e, maps) for e in s.dims]) if isinstance(s, Field) else s for s in states]
+
+
+def _substituted(entry: Dim, maps: dict) -> Dim:
+    """`entry` with each map and block position in `maps` replaced by its value there."""
+    if isinstance(entry, (AxisMap, Within)):
+        return maps.get(entry, entry)
+    if isinstance(entry, Merged):
+        return Merged(tuple((_substituted(part, maps), n) for part, n in entry.parts))
+    return entry
 
 
 def _grid_spans_map(within: Within) -> bool:
@@ -223,18 +285,6 @@ def _grid_spans_map(within: Within) -> bool:
         if box != span:
             return False
     return True
-
-
-class BlocksMixedApart(Exception):
-    """An op mixes the blocks of a split dimension while the positions inside them stay apart
-    (MaxViT's grid attention: each unit reads its position in every block, a strided set of
-    units no map here holds), where those units' box is not the whole map's (`_grid_spans_map`)."""
-
-
-BLOCKS_APART = (
-    "it mixes the blocks of a split dimension at each position inside them (a grid attention): each unit reads"
-    " its position in every block, which archprof does not follow"
-)
 
 
 @value_record
@@ -367,8 +417,6 @@ class Walk:
             result = self.undefined(op, "its arguments were not understood")
         except FieldsTooIrregular:
             result = self.undefined(op, TOO_IRREGULAR)
-        except BlocksMixedApart:
-            result = self.undefined(op, BLOCKS_APART)
         results = result if isinstance(result, list) else [result] * len(op.outputs)
         if len(results) != len(op.outputs):  # an overload with other outputs than foreseen
             results = [self.undefined(op, "its outputs were not understood")] * len(op.outputs)
