@@ -600,8 +600,8 @@ def test_unet_decoder_worked_by_hand():
     assert rows["dec"]["receptive_field"] == (10, 10) and rows["dec"]["receptive_field_start"] == (-5, -5)
     analysed = analysis(load(UNet()), (1, 16, 16), None, None)
     groups = group_layers(analysed.graph)
-    states, _ = row_states(analysed.graph, groups)
-    [dec] = spreads([states[[g.path for g in groups].index("dec")]], 2)
+    states, spatial = row_states(analysed.graph, groups)
+    [dec] = spreads([states[[g.path for g in groups].index("dec")]], spatial)
     assert (dec[0].first, dec[0].centre, dec[0].smallest, dec[0].largest) == (10, 10, 10, 10)
     # A max-pool's gradient reaches the winning pixel only: the footprints are an average pool's.
     check_units(UNet(nn.AvgPool2d), (1, 16, 16), [(0, 0), (7, 8), (15, 15)])
@@ -621,8 +621,8 @@ def test_a_transposed_convolutions_units_differ_and_the_table_shows_the_range():
     # odd ones (o - 1) / 2 and (o + 1) / 2 (taps 2 and 0): after a 3x3 conv, 3 and 4 pixels.
     model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ConvTranspose2d(1, 1, 3, 2, 1))
     analysed = analysis(load(model), (1, 9, 9), None, None)
-    states, _ = row_states(analysed.graph, group_layers(analysed.graph))
-    spread = spreads([states[-1]], 2)[0][0]
+    states, spatial = row_states(analysed.graph, group_layers(analysed.graph))
+    spread = spreads([states[-1]], spatial)[0][0]
     assert (spread.first, spread.smallest, spread.largest) == (3, 3, 4)
     check_units(model, (1, 9, 9), every_unit(model, (1, 9, 9)))
 
@@ -632,10 +632,10 @@ def test_the_range_over_units_after_a_reflection_counts_its_border_units():
     units is measured unit by unit there, and equals the fields computed from the links."""
     model = nn.Sequential(nn.ReflectionPad2d(2), nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3, padding=1))
     analysed = analysis(load(model.double()), (1, 9, 9), None, torch.float64)
-    states, _ = row_states(analysed.graph, group_layers(analysed.graph))
+    states, spatial = row_states(analysed.graph, group_layers(analysed.graph))
     memo: dict = {}
     for state in states[1:]:
-        spread = spreads([state], 2)[0][0]
+        spread = spreads([state], spatial)[0][0]
         axis_map = state.places(0)[0][0]
         fields = [padded_by_brute_force(axis_map, unit, memo) for unit in range(axis_map.size)]
         sizes = [last - first + 1 for first, last in fields]

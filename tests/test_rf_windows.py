@@ -492,6 +492,49 @@ def test_attention_over_a_grid_window_reads_its_position_in_every_block(rf_sweep
         assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
 
 
+class PooledKeys(nn.Module):
+    """MViTv2's pooling attention: 16 x 16 tokens of 4 x 4 pixels; the keys and values pooled
+    by a 3 x 3 convolution of stride `stride`, padding 1; each token attends over them, added
+    to itself, and the tokens are read back as a map."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.embed = nn.Conv2d(2, 4, 4, stride=4)
+        self.pool = nn.Conv2d(4, 4, 3, stride=stride, padding=1, groups=4)
+
+    def forward(self, x):
+        y = self.embed(x)
+        n, c, h, w = y.shape
+        tokens = y.flatten(2).transpose(1, 2)
+        keys = self.pool(y).flatten(2).transpose(1, 2)
+        attended = tokens + torch.softmax(tokens @ keys.transpose(1, 2), -1) @ keys
+        return attended.transpose(1, 2).reshape(n, c, h, w)
+
+
+@pytest.mark.parametrize("stride", [4, 2])
+def test_attention_over_pooled_keys_reads_what_the_keys_reach(rf_sweep, stride):
+    """Keys pooled 4 tokens apart by 3 x 3 windows read tokens -1..13 of 16: each token reads
+    pixels 0..55 and its own, as the gradient says unit by unit, where archprof said the whole
+    input (timm's mvitv2 at 64 x 64). Keys 2 apart reach every token: the whole input. The
+    sweep's oracle copy: its weights scaled by their fan-in, so that the softmax does not turn
+    one-hot."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(PooledKeys(stride))
+    report = archprof.analyze(model, input_size=(2, 64, 64))
+    last = report.rows()[-1]
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    if stride == 2:
+        assert last["receptive_field"] == "input"
+        assert unit_gradient_box(model, (2, 64, 64), (0, 0)) == [(0, 63), (0, 63)]
+        return
+    assert (last["receptive_field"], last["receptive_field_start"], last["covers_input"]) == ((60, 60), (-4, -4), False)
+    for unit in [(0, 0), (5, 15), (15, 2)]:
+        expected = [(0, max(55, 4 * u + 3)) for u in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (2, 64, 64), unit) == expected, unit
+
+
 class MobileViTPatches(nn.Module):
     """MobileViT's (v1) transformer layout: a 4x4 patch embedding and a 3x3 convolution (each
     token reads its neighbours), the map unfolded into 2 x 2 patches as timm's MobileVitBlock

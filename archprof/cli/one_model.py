@@ -442,7 +442,7 @@ def rf(
     if unit is not None:  # wrapped to the width as a table is, not cut by the terminal mid-figure
         write_text(to_text(Group(Prose(unit_box_text(report, states, spatial, layer, unit))), fitted_width()), None)
         return
-    spread = spreads(states, len(spatial))
+    spread = spreads(states, spatial)
     emit_report(report, chosen, output, table=partial(receptive_field_table, spreads=spread), choice=choice)
     if plot is not None:
         plot_fields(report, spread, plot)

@@ -54,7 +54,17 @@ from archprof.passes.layers import LayerGroup
 from archprof.passes.receptive_field import layout, windows  # noqa: F401 (their rules register on import)
 from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Interval, deep_maps, hull
 from archprof.passes.receptive_field.rules import rule_for
-from archprof.passes.receptive_field.walk import FLAT, WHOLE, Extent, Field, State, Undefined, Walk
+from archprof.passes.receptive_field.walk import (
+    FLAT,
+    WHOLE,
+    Extent,
+    Field,
+    State,
+    Undefined,
+    Walk,
+    mixed_span,
+    reads_all_input,
+)
 from archprof.units import shape_text
 
 # -- columns -------------------------------------------------------------------------------
@@ -112,7 +122,9 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
-    if _flattened(state) or _global(state, spatial):  # docs/formulas.md: after a flatten the field is the whole input
+    if _flattened(state) or reads_all_input(
+        state, spatial
+    ):  # docs/formulas.md: after a flatten the field is the whole input
         return FieldMark.INPUT, None, None, True, ""
     # Plain loops below, not generators: this runs for every distinct state of a row.
     sizes, starts, strides = [], [], []
@@ -133,15 +145,20 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
     return tuple(sizes), stride_cell, tuple(starts), covers, first_note
 
 
+def _global(field: Field, spatial: tuple[int, ...]) -> bool:
+    """Whether the field counts as the whole input: flattened (the convention), or every unit
+    that reads a pixel reads every one (tokens after attention beside a class token)."""
+    return _flattened(field) or reads_all_input(field, spatial)
+
+
 def _flattened(field: Field) -> bool:
     """Whether spatial dimensions were flattened into one (a flatten, tokens)."""
     return any(isinstance(entry, FLAT) and entry.maps() for entry in field.dims)
 
 
-def _global(field: Field, spatial: tuple[int, ...]) -> bool:
-    """Whether every unit that reads a pixel reads the whole input, as WHOLE's do: tokens after
-    attention beside a class token that reads none (`Walk.whole_tokens`)."""
-    return len({m.axis for m in field.whole}) >= len(spatial)
+def _spans(mixed: Interval | None, extent: int) -> bool:
+    """Whether the padded hull `mixed` reaches both ends of an input dimension of `extent`."""
+    return mixed is not None and mixed[0] <= 0 and mixed[1] >= extent - 1
 
 
 def _number(value: Fraction) -> Stride:
@@ -150,10 +167,11 @@ def _number(value: Fraction) -> Stride:
 
 def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, Fraction | int | None, str]:
     """Unit 0's padded interval along input dimension `axis`, the stride, and a note."""
-    if field.reads_whole(axis):
+    mixed = mixed_span(field, axis, exact=False) if field.reads_whole(axis) else None
+    if _spans(mixed, extent):
         return (0, extent - 1), None, f"every unit reads the whole of input dimension {axis + 1}"
     places = field.places(axis)
-    box = None
+    box = mixed
     try:
         for axis_map, _ in places:
             box = hull(box, axis_map.field(0))
@@ -161,6 +179,12 @@ def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, 
         return None, None, TOO_IRREGULAR
     if box is None:
         return None, None, f"output unit 0 reads no pixel along input dimension {axis + 1}"
+    if mixed is not None:
+        return (
+            box,
+            None,
+            f"every unit reads the units it mixed along input dimension {axis + 1}, which do not reach all of it",
+        )
     if len(places) == 1 and places[0][1]:
         return box, places[0][0].jump, places[0][0].note
     return box, None, f"input dimension {axis + 1} is kept at one position or read twice"
@@ -192,31 +216,34 @@ def row_states(graph: Graph, groups: list[LayerGroup]) -> tuple[list[State], tup
     return [fields.get(g.outputs[0].id) if g.outputs else None for g in groups], spatial
 
 
-def spreads(states: list[State], nd: int) -> list[tuple[Spread | None, ...] | None]:
-    """For each row's state, per spatial dimension, the field sizes over the units of its
-    output (None: the row has no numeric field, or one too irregular to follow: all rows
-    share one budget of fields, `maps.FIELD_BUDGET`)."""
+def spreads(states: list[State], spatial: tuple[int, ...]) -> list[tuple[Spread | None, ...] | None]:
+    """For each row's state, per spatial dimension of the input (of sizes `spatial`), the
+    field sizes over the units of its output (None: the row has no numeric field, or one too
+    irregular to follow: all rows share one budget of fields, `maps.FIELD_BUDGET`)."""
     with deep_maps():
-        return [_spreads(state, nd) for state in states]
+        return [_spreads(state, spatial) for state in states]
 
 
-def _spreads(state: State, nd: int) -> tuple[Spread | None, ...] | None:
-    if isinstance(state, Extent) or (isinstance(state, Field) and (_flattened(state) or _global(state, (0,) * nd))):
-        return (None,) * nd
+def _spreads(state: State, spatial: tuple[int, ...]) -> tuple[Spread | None, ...] | None:
+    if isinstance(state, Extent) or (
+        isinstance(state, Field) and (_flattened(state) or reads_all_input(state, spatial))
+    ):
+        return (None,) * len(spatial)
     if not isinstance(state, Field):
         return None
     try:
-        return tuple(_spread(state, axis) for axis in range(nd))
+        return tuple(_spread(state, axis, extent) for axis, extent in enumerate(spatial))
     except FieldsTooIrregular:
         return None
 
 
-def _spread(field: Field, axis: int) -> Spread | None:
-    if field.reads_whole(axis):
+def _spread(field: Field, axis: int, extent: int) -> Spread | None:
+    mixed = mixed_span(field, axis, exact=False) if field.reads_whole(axis) else None
+    if _spans(mixed, extent):
         return None
     places = field.places(axis)
-    if len(places) != 1 or not places[0][1]:  # kept at one position (or read twice): unit 0 only
-        box = None
+    if mixed is not None or len(places) != 1 or not places[0][1]:  # mixed, or kept at one position: unit 0 only
+        box = mixed
         for axis_map, _ in places:
             box = hull(box, axis_map.field(0))
         size = box[1] - box[0] + 1 if box else 0
@@ -244,7 +271,7 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
     has no such unit."""
     if len(unit) != len(spatial):
         raise ArchprofError(f"--unit needs {len(spatial)} coordinates (one per spatial dimension), got {len(unit)}")
-    if state is None or state is WHOLE or (isinstance(state, Field) and _global(state, spatial)):
+    if state is None or state is WHOLE or (isinstance(state, Field) and reads_all_input(state, spatial)):
         what = "has no spatial field" if state is None else "reads the whole input (global)"
         raise ArchprofError(f"this layer {what}: no unit box to give")
     if isinstance(state, Undefined):
@@ -260,18 +287,7 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
 
 
 def _unit_boxes(state: Field, unit: tuple[int, ...]) -> list[Interval | None]:
-    return [hull(_mixed_box(state, axis), _own_box(state, axis, index)) for axis, index in enumerate(unit)]
-
-
-def _mixed_box(field: Field, axis: int) -> Interval | None:
-    """The pixels along `axis` that the maps mixed whole (`Field.whole`) read, every unit of
-    them: the whole input where their units reach all of it, less where a stride's remainder
-    is read by none."""
-    box = None
-    for axis_map in field.whole:
-        if axis_map.axis == axis:
-            box = hull(box, axis_map.span(0, axis_map.size - 1, exact=True))
-    return box
+    return [hull(mixed_span(state, axis, exact=True), _own_box(state, axis, index)) for axis, index in enumerate(unit)]
 
 
 def _own_box(field: Field, axis: int, index: int) -> Interval | None:

@@ -195,6 +195,25 @@ def _nested(field: Field, outers: set[AxisMap]) -> set[AxisMap]:
     return gone
 
 
+def reads_all_input(field: Field, extents: Sequence[int]) -> bool:
+    """Whether every unit that reads anything reads every input pixel: the maps it reads
+    whole (`Field.whole`) reach every pixel of every axis of `extents` (the keys of MViTv2's
+    pooling attention, 3 x 3 windows 4 tokens apart, leave the last tokens unread)."""
+    if len({m.axis for m in field.whole}) < len(extents):
+        return False
+    return all(mixed_span(field, axis, exact=True) == (0, n - 1) for axis, n in enumerate(extents))
+
+
+def mixed_span(field: Field, axis: int, exact: bool) -> Interval | None:
+    """The hull of what the units of the maps along input axis `axis` that `field` reads
+    whole read: real pixels only (`exact`) or padding positions too."""
+    box = None
+    for axis_map in field.whole:
+        if axis_map.axis == axis:
+            box = hull(box, axis_map.span(0, axis_map.size - 1, exact=exact))
+    return box
+
+
 def read_whole(field: Field, axes: Iterable[int], dims: tuple[Dim, ...]) -> Field:
     """`field` laid out as `dims`, every unit now reading all units along its dimensions
     `axes` (a reduction over them, a matrix product's contracted dimension): their maps
@@ -366,6 +385,7 @@ class Walk:
     def __init__(self, maps: tuple[AxisMap, ...], graph: Graph) -> None:
         """`maps`: the network input's own map along each spatial dimension."""
         self.nd = len(maps)
+        self.extents = tuple(m.size for m in maps)
         self.input_maps = frozenset(maps)
         self.graph = graph
         self.fields: dict[int, State] = {}
@@ -507,8 +527,8 @@ class Walk:
     # -- shared pieces -------------------------------------------------------------------
 
     def reads_everything(self, field: Field) -> bool:
-        """Whether every input axis is read whole (by every unit that reads anything)."""
-        return len({m.axis for m in field.whole}) >= self.nd
+        """Whether every unit that reads anything reads every input pixel (`reads_all_input`)."""
+        return reads_all_input(field, self.extents)
 
     def settled(self, field: Field) -> State:
         """WHOLE once every input axis is read whole, unless some units read nothing (a
