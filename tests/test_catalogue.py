@@ -1618,13 +1618,15 @@ def _per_pixel(y):
         (lambda y: torch.linalg.solve(_per_pixel(y), y.permute(0, 2, 3, 1)[..., :2]), (3, 3)),
         (lambda y: torch.linalg.det(y), FieldMark.INPUT),
         (lambda y: torch.linalg.inv(y), FieldMark.INPUT),
-        (lambda y: torch.linalg.svd(y[..., :5]).U, FieldMark.INPUT),
+        # columns 0..4 of the map, each reading pixels -1..5: every row, and 7 columns padded
+        (lambda y: torch.linalg.svd(y[..., :5]).U, (8, 7)),
     ],
     ids=["det-per-pixel", "eigvalsh-per-pixel", "solve-per-pixel", "det-of-the-map", "inv-of-the-map", "svd"],
 )
 def test_linear_algebra_reads_whole_matrices_and_keeps_the_batch(after_conv, field):
     """After a 3 x 3 convolution on 8 x 8 (4 channels): a 2 x 2 matrix of channels per pixel
-    keeps each pixel's 3 x 3; a matrix over the map's rows and columns reads all of it."""
+    keeps each pixel's 3 x 3; a matrix over the map's rows and columns reads all of it (over
+    its first 5 columns, what they read: it said the whole input)."""
 
     class AfterConv(torch.nn.Module):
         def __init__(self):
