@@ -113,14 +113,16 @@ Modelled (PyTorch 2.x, CPU):
   `cosine_similarity`, `cosine_embedding_loss`, `cross_entropy_loss` (`log_softmax`, then
   `nll_loss` or the probabilities' product), `kl_div`, `nll_loss_nd` (nll_loss's total weight),
   `log_sigmoid` (`log_sigmoid_forward`'s buffer), `layer_norm`, `group_norm` and
-  `instance_norm` (the mean and rstd, let go of in inference), and `max_pool1d`, `max_pool2d` and
+  `instance_norm` (the mean and rstd, let go of in inference), `max_pool1d`, `max_pool2d` and
   `max_pool3d` (`max_pool2d_with_indices`' argmax indices, let go of in inference: 131,072 B over
-  for a 16-channel 64x64 map) are composite operators on every device,
-  which the trace sees as
-  the operators they call, where a CPU step's allocator sees one operator, the temporaries
-  it makes and frees inside (`x1 - x2`) its workspace. They cannot be handed down whole as
-  mish's gradient is: autograd must record their operators, whose nodes a CPU step runs and
-  whose saved tensors it keeps. So while active their autograd kernels (AutogradMeta,
+  for a 16-channel 64x64 map), and `matmul` (its copy of each operand whose batch it folds into
+  one `bmm` or `mm`, let go of in inference: torchvision's swin_v2_t 1,254,528 B over, its cosine
+  attention's normalized queries and keys over permuted heads copied) are composite operators on
+  every device, which the trace sees as the operators they call, where a CPU step's allocator
+  sees one operator, the temporaries it makes and frees inside (`x1 - x2`) its workspace.
+  They cannot be handed down whole as mish's gradient is: autograd must record their
+  operators, whose nodes a CPU step runs and whose saved tensors it keeps (a `bmm`'s copies of
+  its operands, in training). So while active their autograd kernels (AutogradMeta,
   AutogradCPU: every name, C++ callers too) run the composite as on any device, inside the
   recorder's `one_cpu_operator`, which notes what it made and let go of before returning
   (`OpNode.workspace`, not counted), in inference (autograd's key runs under no_grad too) and
@@ -486,13 +488,21 @@ def _noted_as_the_users_copy(function: Callable) -> Callable:
     return call
 
 
+# The dispatch key of an operator's C++ composite kernel, the one eager PyTorch runs.
+COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
+
+
 def _noted_as_one_operator(operator):
-    """An autograd kernel for a composite operator: its composite, run as on any device (autograd
-    records its operators), noted as one CPU operator (`_noted_as_one_cpu_operator`)."""
+    """An autograd kernel for a composite operator: its C++ composite, run as on any device
+    (autograd records its operators), noted as one CPU operator (`_noted_as_one_cpu_operator`).
+    Not `decompose()`, which prefers a Python decomposition where torch._decomp registered one:
+    matmul's reshapes its product with `view`, not the C++ kernel's `_unsafe_view`, a view whose
+    in-place write (MViTv2's `attn[:, 1:, 1:] = ...`) autograd records otherwise (2,080 B over
+    a CPU training step's peak)."""
 
     def kernel(*args, **kwargs):
         with _noted_as_one_cpu_operator():
-            return operator.decompose(*args, **kwargs)
+            return operator._op_dk(COMPOSITE, *args, **kwargs)
 
     return kernel
 
@@ -525,6 +535,7 @@ _ONE_CPU_OPERATOR = {
         "max_pool2d",
         "max_pool3d",
         "scaled_dot_product_attention",
+        "matmul",
     )
 }
 

@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from archprof.errors import short_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
-from archprof.kernels import HANDED_DOWN_WHOLE
+from archprof.kernels import COMPOSITE, HANDED_DOWN_WHOLE
 from archprof.operators import Family, Layout, find_operator
 from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
@@ -327,7 +327,7 @@ class Recorder(TorchDispatchMode):
                 # skipped (inference mode): decomposed here, as eager PyTorch's device kernel is
                 # the same composite one.
                 with self:
-                    return func._op_dk(_COMPOSITE, *args, **kwargs)
+                    return func._op_dk(COMPOSITE, *args, **kwargs)
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
@@ -830,7 +830,6 @@ class OpInfo:
 
 
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
-_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
 # Operators whose meta kernel returns one tensor object as two of its results where a CPU's
 # kernel makes one tensor each: oneDNN LSTM's gradient gives both biases the same `diff_b`
 # (torch/_meta_registrations.py); the CPU allocates two, each cast and freed on its own.
@@ -880,7 +879,7 @@ def _runs_as_composite(name: str) -> bool:
         except RuntimeError:  # a namespace its name parser refuses (a library "=cmd|' /C calc'!A0"): the key's list
             return name in torch._C._dispatch_get_registrations_for_dispatch_key(key.name)
 
-    return has_kernel(_COMPOSITE) and not any(has_kernel(key) for key in _OWN_KERNELS)
+    return has_kernel(COMPOSITE) and not any(has_kernel(key) for key in _OWN_KERNELS)
 
 
 _WRAPPED = {float: WrappedFloat, int: WrappedInt}  # bool and complex ones (1 and 16 B): not marked

@@ -396,6 +396,12 @@ ONE_CPU_OPERATOR_CALLS = {
     "flash attention under a boolean mask": lambda y: F.scaled_dot_product_attention(
         y, y, y, attn_mask=torch.ones(16, 16, dtype=torch.bool, device=y.device).tril()
     ),
+    # matmul folding a non-contiguous batch into one bmm: its copy of each operand made and
+    # freed inside the operator; torchvision's swin_v2 cosine attention over permuted heads
+    "a product of maps over permuted batches": lambda y: y.transpose(1, 2) @ y.transpose(1, 3),
+    "cosine attention's scores over permuted heads": lambda y: (
+        F.normalize(y.transpose(1, 2), dim=-1) @ F.normalize(y.transpose(1, 2), dim=-1).transpose(-2, -1)
+    ),
 }
 
 PROFILED_MODELS = {

@@ -99,8 +99,11 @@ def test_copies_keep_the_workspace_of_one_cpu_operator(copies):
     graph = _traced_both_ways(model, (2, 10, 16))
     assert copies == [("1", "0"), ("2", "0"), ("3", "0")]
     noted = [op for op in graph.ops if op.workspace]
-    # each block's layer norm (its mean and rstd) and cosine similarity (its temporaries)
-    assert [op.module.path for op in noted] == [path for block in "0123" for path in (f"{block}.attention.norm", block)]
+    # each block's layer norm (its mean and rstd), two matmuls over permuted heads (their copies)
+    # and cosine similarity (its temporaries)
+    assert [op.module.path for op in noted] == [
+        path for block in "0123" for path in (f"{block}.attention.norm", *[f"{block}.attention"] * 2, block)
+    ]
     made = {t.storage for op in graph.ops for t in op.outputs}
     assert all(set(op.workspace) <= made for op in noted)  # the copy's own storages, not the recording's
     real, x = nn.Sequential(*[CosineGate(16) for _ in range(4)]).eval(), torch.randn(2, 10, 16)
