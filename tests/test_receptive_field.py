@@ -1071,6 +1071,18 @@ def test_a_class_token_joined_to_tokens_that_read_the_whole_input_reads_nothing(
     assert boxes[""] == [everything]  # the class token's output, after attention over every token
 
 
+def test_a_global_pooling_reads_what_its_units_reach():
+    """A stride-2 1x1 convolution on 4 x 4 pixels reads pixels 0 and 2 of each axis: pooled
+    globally, they are pixels 0..2, a field of 3 that does not cover the input, as the
+    gradient says (it said the whole input). On 5 x 5 they reach pixel 4: the whole input."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, stride=2), nn.AdaptiveAvgPool2d(1))
+    last = row(archprof.analyze(model, input_size=(1, 4, 4)))
+    assert (last["receptive_field"], last["receptive_field_start"], last["covers_input"]) == ((3, 3), (0, 0), False)
+    assert gradient_box(positive(model), (1, 4, 4)) == [(0, 2), (0, 2)]
+    assert row(archprof.analyze(model, input_size=(1, 5, 5)))["receptive_field"] == "input"
+    assert gradient_box(positive(model), (1, 5, 5)) == [(0, 4), (0, 4)]
+
+
 class Unknown(nn.Module):
     def __init__(self, op):
         super().__init__()
