@@ -914,3 +914,15 @@ class RunningProductAlongW(nn.Module):
 
     def forward(self, x):
         return torch.cumprod(self.conv(x), dim=3)
+
+
+class OwnPooling(nn.Module):
+    """A convolution, then the model's own average pooling (3 x 3, stride 1, padding 1): the
+    model's operations make its output, a row "(model)"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return F.avg_pool2d(self.conv(x), 3, stride=1, padding=1)

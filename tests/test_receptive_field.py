@@ -18,7 +18,7 @@ import archprof
 from archprof.passes.receptive_field import tensor_fields, unit_box
 from tests.cli import cli, one_error_line
 from tests.field_oracle import positive, unit_gradient_box
-from tests.models import PooledBlock, ShuffledHalves, UnshuffledChannelPicked
+from tests.models import OwnPooling, PooledBlock, ShuffledHalves, UnshuffledChannelPicked
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -1406,6 +1406,19 @@ def test_a_unit_of_a_module_is_its_outputs(model, unit):
     result = cli("rf", spec, "--input", "1x16x16", "--layer", "block", "--unit", where)
     assert result.exit_code == 0, result.output
     assert f"reads input pixels {expected} (of 16x16)" in result.stdout
+
+
+def test_a_unit_of_the_models_own_operations_is_found_by_the_tables_name():
+    """The table names the model's own operations "(model)": `--layer "(model)"` gives the box
+    of what the model returns (it said "no layer '(model)'"; only "" found it, and the line
+    began "layer , unit"). Unit (2, 2): the 3 x 3 pooling of 3 x 3 convolutions, pixels 0..4."""
+    module = positive(OwnPooling())
+    expected = "0..4 x 0..4"
+    assert unit_gradient_box(module, (1, 8, 8), (2, 2)) == [(0, 4), (0, 4)]
+    for name in ("(model)", ""):
+        result = cli("rf", "tests/models.py:OwnPooling", "--input", "1x8x8", "--layer", name, "--unit", "2,2")
+        assert result.exit_code == 0, result.output
+        assert f"layer (model), unit 2,2 reads input pixels {expected} (of 8x8)" in result.stdout
 
 
 def test_a_unit_past_a_modules_output_is_refused():

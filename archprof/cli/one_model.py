@@ -377,7 +377,11 @@ def rf(
     ] = None,
     layer: Annotated[
         Optional[str],
-        typer.Option("--layer", help="The layer whose --unit to give, e.g. features.10.", show_default=False),
+        typer.Option(
+            "--layer",
+            help="The layer whose --unit to give, as the table names it, e.g. features.10 or (model).",
+            show_default=False,
+        ),
     ] = None,
     depth: DepthOpt = None,
     format: FormatOpt = None,

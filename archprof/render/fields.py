@@ -12,6 +12,7 @@ from archprof.errors import ArchprofError
 from archprof.render.base import Layout, dash, fitted_table, layer_name, tree_label
 from archprof.render.tree import top_level_rules, tree_rows
 from archprof.report import Report, dims_text, visible_text
+from archprof.text import layer_label
 from archprof.units import shape_text
 
 if TYPE_CHECKING:
@@ -149,13 +150,15 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
             f"--unit takes whole numbers separated by commas (3,4), got '{visible_text(unit)}'"
         ) from None
     calls = zip(report.columns["layer"], report.columns["call"], strict=True)
-    rows = [index for index, (name, call) in enumerate(calls) if name == layer and call == 0]
+    # As the table names it too: "(model)" for the model's own operations.
+    rows = [index for index, (name, call) in enumerate(calls) if call == 0 and layer in (name, layer_label(name, 0))]
     if not rows:
         raise ArchprofError(f"no layer '{visible_text(layer)}' in the model: `archprof rf MODEL` lists them")
-    state = _returned_state(report, layer, states[rows[-1]])
+    name = report.columns["layer"][rows[-1]]
+    state = _returned_state(report, name, states[rows[-1]])
     boxes = unit_box(state, spatial, coordinates)
     where = "no input pixel" if None in boxes else "input pixels " + " x ".join(f"{a}..{b}" for a, b in boxes)
-    text = f"layer {visible_text(layer)}, unit {unit} reads {where} (of {shape_text(spatial)})"
+    text = f"layer {visible_text(layer_label(name, 0))}, unit {unit} reads {where} (of {shape_text(spatial)})"
     bound = getattr(state, "bound", "")  # a Field's note that its box holds the unit's, which may be smaller
     return f"{text}; {visible_text(bound)}" if bound else text
 
