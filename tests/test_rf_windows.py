@@ -381,6 +381,43 @@ def test_a_fold_of_windows_reads_every_window_covering_a_token(rf_sweep, stride)
         assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
 
 
+class HeadedOutlook(nn.Module):
+    """VOLO's outlook attention as timm writes it, in heads: the columns (N, C 9, L) viewed
+    as (N, heads, C / heads, 9, L), each head's window attention over its 9 offsets, and the
+    product viewed back as (N, C 9, L) before the fold."""
+
+    def __init__(self, heads: int = 2, channels: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Conv2d(3, channels, 4, stride=4)
+        self.attn = nn.Linear(channels, heads * 81)
+
+    def forward(self, x):
+        v = self.embed(x)
+        b, c, h, w = v.shape
+        values = F.unfold(v, 3, padding=1).reshape(b, self.heads, c // self.heads, 9, h * w).permute(0, 1, 4, 3, 2)
+        weights = self.attn(v.flatten(2).transpose(1, 2)).reshape(b, h * w, self.heads, 9, 9).permute(0, 2, 1, 3, 4)
+        mixed = (weights.softmax(-1) @ values).permute(0, 1, 4, 3, 2).reshape(b, c * 9, h * w)
+        return F.fold(mixed, (h, w), 3, padding=1)
+
+
+def test_a_fold_of_offsets_mixed_in_heads_is_exact(rf_sweep):
+    """Split into heads, the columns' channels read alike again where the heads and the
+    channels in a head come before the offsets (`Inner`); the attention mixes the offsets, and
+    the fold reads the windows covering each token, tokens t - 2 .. t + 2, exactly: it was
+    marked an upper bound (timm's volo_d1_224: 66 rows), as if the offsets read apart."""
+    from archprof.passes.receptive_field import tensor_fields, unit_box
+
+    model = rf_sweep._oracle_copy(HeadedOutlook())
+    report = archprof.analyze(model, input_size=(3, 64, 64))
+    assert report.rows()[-1]["receptive_field_note"] == ""
+    fields, spatial = tensor_fields(report.graph)
+    output = fields[report.graph.outputs[0].id]
+    for unit in [(0, 0), (3, 4), (15, 15)]:
+        expected = [(max(4 * t - 8, 0), min(4 * t + 11, 63)) for t in unit]
+        assert unit_box(output, spatial, unit) == unit_gradient_box(model, (3, 64, 64), unit) == expected, unit
+
+
 class UnfoldFold(nn.Module):
     """A 4x4 patch embedding unfolded into windows of 3 x 3 tokens (padding 1) and folded
     straight back: every offset returns to the token it was taken from."""

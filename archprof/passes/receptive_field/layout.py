@@ -24,6 +24,7 @@ from archprof.passes.receptive_field.walk import (
     Block,
     Dim,
     Field,
+    Inner,
     Merged,
     Parts,
     Rule,
@@ -277,7 +278,7 @@ def joined_dims(run: list[tuple[Dim, int]]) -> Dim | str:
             return outer.parts if in_order else _Rejoined(outer)
     spatial = [(k, entry) for k, (entry, _) in enumerate(run) if not along_no_axis(entry)]
     if not spatial:
-        return UNEVEN if any(isinstance(entry, Uneven) for entry, _ in run) else None
+        return _uneven_inside(run)
     if len(run) == 2 and isinstance(run[1][0], Within) and run[1][0].outer is run[0][0]:
         return run[1][0].whole  # blocks and positions in them: the dimension they were split from
     if len(spatial) == 1 and spatial[0][0] == 0 and isinstance(spatial[0][1], AxisMap):
@@ -295,9 +296,22 @@ def joined_dims(run: list[tuple[Dim, int]]) -> Dim | str:
     return Merged(tuple(run))
 
 
+def _uneven_inside(run: list[tuple[Dim, int]]) -> Dim:
+    """Dimensions along no input axis joined: None where every one reads alike; `Inner` where
+    those that read alike come first (F.unfold's channels, then the offsets); else uneven."""
+    first = next((k for k, (entry, _) in enumerate(run) if entry is not None), None)
+    if first is None:
+        return None
+    if first > 0 and all(entry is not None for entry, _ in run[first:]):
+        return Inner(math.prod(n for _, n in run[first:]))
+    return UNEVEN
+
+
 def _blocks(entry: Dim, sizes: list[int]) -> list[Dim] | str:
     if isinstance(entry, Parts) and len(sizes) == 2:  # concatenated paths in blocks (a channel shuffle's first view)
         return [Block(entry, True, *sizes), Block(entry, False, *sizes)]
+    if isinstance(entry, Inner):  # alike where the dimensions inside make whole runs
+        return [None if math.prod(sizes[k + 1 :]) % entry.size == 0 else UNEVEN for k in range(len(sizes))]
     if along_no_axis(entry):
         return [None if entry is None else UNEVEN] * len(sizes)  # each part of an uneven dimension may be uneven
     if not isinstance(entry, AxisMap) or len(sizes) != 2:

@@ -137,6 +137,21 @@ class Block(Uneven):
         return f"Block({'outer' if self.outer else 'inner'} of {self.parts!r})"
 
 
+class Inner(Uneven):
+    """Indices that read differently only by their place in each run of `size`: dimensions
+    that read alike joined, row-major, before uneven ones (F.unfold's channels before each
+    window's offsets). Split again, a dimension whose inner dimensions make a multiple of
+    `size` reads alike (VOLO's heads and channels, split back from the offsets)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"Inner({self.size})"
+
+
 # A tensor dimension: along an input axis, flattened axes, none (each index reads alike) or
 # none with indices that read differently.
 Dim = AxisMap | Merged | Tokens | Within | Uneven | None
@@ -147,10 +162,10 @@ def along_no_axis(entry: Dim) -> bool:
 
 
 def plain(state: State) -> State:
-    """`state` with its parts (`Parts`, `Block`) read as the union of all, as any uneven dimension."""
-    if not isinstance(state, Field) or not any(isinstance(e, (Parts, Block)) for e in state.dims):
+    """`state` with its parts (`Parts`, `Block`, `Inner`) read as the union of all, as any uneven dimension."""
+    if not isinstance(state, Field) or not any(isinstance(e, (Parts, Block, Inner)) for e in state.dims):
         return state
-    return state.with_dims([UNEVEN if isinstance(e, (Parts, Block)) else e for e in state.dims])
+    return state.with_dims([UNEVEN if isinstance(e, (Parts, Block, Inner)) else e for e in state.dims])
 
 
 def entry_maps(entry: Dim) -> list[AxisMap]:

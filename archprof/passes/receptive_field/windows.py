@@ -33,8 +33,10 @@ from archprof.passes.receptive_field.walk import (
     Merged,
     Parts,
     State,
+    Uneven,
     Walk,
     Within,
+    along_no_axis,
     entry_maps,
     plain,
 )
@@ -276,7 +278,7 @@ def _col2im(walk: Walk, op: OpNode) -> State:
         return state
     lead = len(cols.shape) - 2  # a batch dimension, or none
     offsets, windows = state.dims[lead], state.dims[lead + 1]
-    if offsets is not None and offsets is not UNEVEN:
+    if not along_no_axis(offsets):
         return walk.undefined(op, "it folds offsets that lie along a spatial dimension")
     geometry = list(zip(size, kernel, stride, padding, dilation, strict=True))
     maps = _window_maps(windows, [conv_output_size(*window) for window in geometry])
@@ -284,7 +286,8 @@ def _col2im(walk: Walk, op: OpNode) -> State:
         return walk.undefined(op, "its windows are not the rows and columns of a map of windows")
     spatial = [None if m is None else _transposed(m, *window) for m, window in zip(maps, geometry, strict=True)]
     field = Field((*state.dims[:lead], offsets, *spatial), state.whole, state.loose, state.bound)
-    return walk.bounded(op, field, "sums offsets of windows that read different fields") if offsets is UNEVEN else field
+    uneven = isinstance(offsets, Uneven)
+    return walk.bounded(op, field, "sums offsets of windows that read different fields") if uneven else field
 
 
 def _window_maps(entry: Dim, counts: list[int]) -> list[AxisMap | None] | None:
@@ -480,3 +483,4 @@ def _cubic(walk: Walk, op: OpNode) -> State:
 
 
 KNOW_PARTS.add(_convolution)  # it keeps the parts of paths its groups each lie within
+KNOW_PARTS.add(_im2col)  # its channels before their offsets: `Inner`
