@@ -115,9 +115,11 @@ Modelled (PyTorch 2.x, CPU):
   `log_sigmoid` (`log_sigmoid_forward`'s buffer), `layer_norm`, `group_norm` and
   `instance_norm` (the mean and rstd, let go of in inference), `max_pool1d`, `max_pool2d` and
   `max_pool3d` (`max_pool2d_with_indices`' argmax indices, let go of in inference: 131,072 B over
-  for a 16-channel 64x64 map), and `matmul` (its copy of each operand whose batch it folds into
+  for a 16-channel 64x64 map), `matmul` (its copy of each operand whose batch it folds into
   one `bmm` or `mm`, let go of in inference: torchvision's swin_v2_t 1,254,528 B over, its cosine
-  attention's normalized queries and keys over permuted heads copied) are composite operators on
+  attention's normalized queries and keys over permuted heads copied) and `einsum` (its permuted
+  copy of each operand its one `bmm` cannot read as it is, let go of in inference: 32,768 B over
+  for scores over 2 x 16 permuted heads of 8 tokens) are composite operators on
   every device, which the trace sees as the operators they call, where a CPU step's allocator
   sees one operator, the temporaries it makes and frees inside (`x1 - x2`) its workspace.
   They cannot be handed down whole as mish's gradient is: autograd must record their
@@ -536,6 +538,7 @@ _ONE_CPU_OPERATOR = {
         "max_pool3d",
         "scaled_dot_product_attention",
         "matmul",
+        "einsum",
     )
 }
 

@@ -561,8 +561,8 @@ class TiedTransposed(nn.Module):
 class MixedByEinsum(nn.Module):
     """A convolution's map mixed across channels by an einsum (a lambda layer's content
     term): PyTorch runs the einsum as a permuted copy of the map and a batched product, the
-    copy freed before the einsum returns. The trace records both as operators; the CPU
-    allocator counts the copy as the einsum's workspace."""
+    copy freed before the einsum returns: the einsum's workspace to the CPU allocator and to
+    the trace, which notes the einsum as one CPU operator."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -43,10 +43,11 @@ class Peak:
     """The most one call held, in bytes. `bytes`: on the CPU, operators' workspace left out
     (the figure the analysis is compared with); on CUDA, the allocator's counter, workspace
     included. `with_workspace`: on the CPU, every allocation counted; None on CUDA, whose
-    counter cannot tell workspace apart. Where PyTorch runs one operator as several (einsum's
-    copies and batched product, attention's math decomposition), the analysis records each
-    as an operator of its own, while the allocator's events count their buffers as the
-    outer operator's workspace: the prediction then lies between the two figures."""
+    counter cannot tell workspace apart. Where PyTorch runs one operator as several that the
+    analysis records apart (tensordot's permuted copy and product; not the composites it notes
+    as one CPU operator, `kernels._ONE_CPU_OPERATOR`: matmul's and einsum's copies, attention's
+    math), the allocator's events count their buffers as the outer operator's workspace: the
+    prediction then lies between the two figures."""
 
     bytes: int
     with_workspace: int | None = None
@@ -315,8 +316,8 @@ class MeasuredMemory:
             return "Measured: the allocator's most held, kernel workspace included."
         return (
             "Measured: the allocator's most held, operators' workspace left out. An operator PyTorch runs as"
-            " several (einsum, attention's math) is several to the analysis: there the prediction lies between"
-            " the two."
+            " several (tensordot's copy and product) may be several to the analysis: there the prediction lies"
+            " between the two."
         )
 
     def as_dict(self) -> dict[str, Any]:
