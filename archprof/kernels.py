@@ -117,9 +117,12 @@ Modelled (PyTorch 2.x, CPU):
   `max_pool3d` (`max_pool2d_with_indices`' argmax indices, let go of in inference: 131,072 B over
   for a 16-channel 64x64 map), `matmul` (its copy of each operand whose batch it folds into
   one `bmm` or `mm`, let go of in inference: torchvision's swin_v2_t 1,254,528 B over, its cosine
-  attention's normalized queries and keys over permuted heads copied) and `einsum` (its permuted
+  attention's normalized queries and keys over permuted heads copied), `einsum` (its permuted
   copy of each operand its one `bmm` cannot read as it is, let go of in inference: 32,768 B over
-  for scores over 2 x 16 permuted heads of 8 tokens) are composite operators on
+  for scores over 2 x 16 permuted heads of 8 tokens), `tensordot` (likewise for its one `mm`:
+  16,384 B over for 2 x 8 16x16 maps times an 8 x 24 matrix) and `bilinear` (its copy of each
+  operand it cannot flatten into rows as it is, and `_trilinear`'s product before the bias is
+  added: 32,768 B over for two channels-last views of those maps) are composite operators on
   every device, which the trace sees as the operators they call, where a CPU step's allocator
   sees one operator, the temporaries it makes and frees inside (`x1 - x2`) its workspace.
   They cannot be handed down whole as mish's gradient is: autograd must record their
@@ -539,6 +542,8 @@ _ONE_CPU_OPERATOR = {
         "scaled_dot_product_attention",
         "matmul",
         "einsum",
+        "tensordot",
+        "bilinear",
     )
 }
 

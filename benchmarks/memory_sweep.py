@@ -12,9 +12,10 @@ forward (the one that fills a model's caches), from the CPU allocator's events u
 torch.profiler, twice over: parameters, buffers and inputs plus the most the forward
 allocated beyond them that outlived the operator that made it (`memory --measure`'s
 figure: operators' workspace left out), and the same with workspace. The two bracket
-the truth for the analysis: a tensordot that runs as a permuted copy and a product inside
-one call is that call's workspace to the profiler, and operators of their own to the
-analysis (matmul's and einsum's copies, noted as one CPU operator's, are workspace to both).
+the truth for the analysis: a cdist that runs as copies of its operands and their distances
+inside one call is that call's workspace to the profiler, and operators of their own to the
+analysis (matmul's, einsum's and tensordot's copies, noted as one CPU operator's, are
+workspace to both).
 Models whose predicted peak is
 above `--max-bytes` (default 2 GB) are analysed but not run: this machine's memory is
 shared. Writes reports/memory_sweep.md and .csv.

@@ -573,6 +573,21 @@ class MixedByEinsum(nn.Module):
         return torch.einsum("bchw,cd->bdhw", self.conv(x), self.mix)
 
 
+class DistancesByCdist(nn.Module):
+    """The distances between a convolution's positions (2 x 8 16x16 maps as 256 points each):
+    PyTorch runs cdist as a copy of each transposed operand, reshaped into batches, and the
+    distances between them, the copies freed before cdist returns: cdist's workspace to the CPU
+    allocator, operators of their own to the trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        points = self.conv(x).flatten(2).transpose(1, 2)
+        return torch.cdist(points, points)
+
+
 class ResponseNorm(nn.Module):
     """ConvNeXt-V2's global response normalisation after a convolution: the backward pass of
     its `addcmul` multiplies the gradient by the normalised map for the weight's gradient, a

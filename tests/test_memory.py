@@ -25,6 +25,7 @@ from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks
 from tests.models import (
     Calls,
+    DistancesByCdist,
     FunctionalOps,
     MixedByEinsum,
     NumbersFirst,
@@ -408,6 +409,20 @@ ONE_CPU_OPERATOR_CALLS = {
     "an einsum mixing the maps' channels": lambda y: torch.einsum("bchw,cd->bdhw", y, y.new_ones(8, 24)),
     "an einsum of scores over permuted heads": lambda y: torch.einsum(
         "bhnd,bhmd->bhnm", y.transpose(1, 2), y.transpose(1, 2)
+    ),
+    # tensordot's permuted copy of each operand its one mm cannot read as it is; the map's copy
+    # freed inside the operator in a training step too, as mm keeps it only for a gradient of the constant
+    "a tensordot mixing the maps' channels": lambda y: torch.tensordot(y, y.new_ones(8, 24), dims=([1], [0])),
+    "a tensordot over the maps' channels and rows": lambda y: torch.tensordot(
+        y, y.new_ones(16, 8, 24), dims=([1, 2], [1, 0])
+    ),
+    # bilinear's copy of each operand it cannot flatten into rows as it is, and _trilinear's
+    # product before the bias is added, made and freed inside the operator
+    "a bilinear form of channels-last maps": lambda y: F.bilinear(
+        y.transpose(1, 3), y.transpose(1, 3), y.new_ones(5, 8, 8)
+    ),
+    "a bilinear form of rows with a bias": lambda y: F.bilinear(
+        y.flatten(1, 2), y.flatten(1, 2).flip(1), y.new_ones(5, 16, 16), y.new_ones(5)
     ),
 }
 
@@ -854,14 +869,19 @@ def test_measure_on_the_cpu_shows_the_peak_with_and_without_workspace():
     """An einsum's permuted copy, made and freed inside the operator, is the einsum's workspace
     to the CPU allocator (torch.profiler's events, the oracle) and to the analysis, which runs
     it as one CPU operator: the predicted inference peak is the measurement without workspace,
-    below the one with it (above it, 32,768 B, where the copy was an operator of its own). The
-    table shows both figures, as do the note lines of a run written to a file and its JSON."""
+    below the one with it (above it, 32,768 B, where the copy was an operator of its own).
+    cdist's copies of its operands are operators of their own to the analysis and cdist's
+    workspace to the allocator: its prediction lies between the two (32,768 B over the one
+    without). The table shows both figures, as do the note lines of a run written to a file and
+    its JSON."""
     from archprof.load import load_model
     from archprof.measure.peak_memory import predicted_and_measured
 
     forward, step = predicted_and_measured(load_model(MixedByEinsum), [(3, 16, 16)], 2, None, "sgd").steps
     assert forward.measured.bytes == forward.predicted_bytes < forward.measured.with_workspace
     assert step.measured.bytes == step.predicted_bytes <= step.measured.with_workspace
+    forward, _ = predicted_and_measured(load_model(DistancesByCdist), [(3, 16, 16)], 2, None, "sgd").steps
+    assert forward.measured.bytes + 32_768 == forward.predicted_bytes < forward.measured.with_workspace
     result = invoke("lenet5", "--measure")
     assert result.exit_code == 0, result.output
     shown = " ".join(result.stdout.split())

@@ -44,10 +44,10 @@ class Peak:
     (the figure the analysis is compared with); on CUDA, the allocator's counter, workspace
     included. `with_workspace`: on the CPU, every allocation counted; None on CUDA, whose
     counter cannot tell workspace apart. Where PyTorch runs one operator as several that the
-    analysis records apart (tensordot's permuted copy and product; not the composites it notes
-    as one CPU operator, `kernels._ONE_CPU_OPERATOR`: matmul's and einsum's copies, attention's
-    math), the allocator's events count their buffers as the outer operator's workspace: the
-    prediction then lies between the two figures."""
+    analysis records apart (cdist's copies of its operands and their distances; not the
+    composites it notes as one CPU operator, `kernels._ONE_CPU_OPERATOR`: matmul's, einsum's
+    and tensordot's copies, attention's math), the allocator's events count their buffers as
+    the outer operator's workspace: the prediction then lies between the two figures."""
 
     bytes: int
     with_workspace: int | None = None
@@ -316,7 +316,7 @@ class MeasuredMemory:
             return "Measured: the allocator's most held, kernel workspace included."
         return (
             "Measured: the allocator's most held, operators' workspace left out. An operator PyTorch runs as"
-            " several (tensordot's copy and product) may be several to the analysis: there the prediction lies"
+            " several (cdist's copies and distances) may be several to the analysis: there the prediction lies"
             " between the two."
         )
 
