@@ -120,9 +120,13 @@ Modelled (PyTorch 2.x, CPU):
   attention's normalized queries and keys over permuted heads copied), `einsum` (its permuted
   copy of each operand its one `bmm` cannot read as it is, let go of in inference: 32,768 B over
   for scores over 2 x 16 permuted heads of 8 tokens), `tensordot` (likewise for its one `mm`:
-  16,384 B over for 2 x 8 16x16 maps times an 8 x 24 matrix) and `bilinear` (its copy of each
+  16,384 B over for 2 x 8 16x16 maps times an 8 x 24 matrix), `bilinear` (its copy of each
   operand it cannot flatten into rows as it is, and `_trilinear`'s product before the bias is
-  added: 32,768 B over for two channels-last views of those maps) are composite operators on
+  added: 32,768 B over for two channels-last views of those maps), `linalg_matrix_power` (its
+  intermediate powers: the maps' cube 16,384 B over), `cov` (its means and centred copy of the
+  observations: 16 rows of 256 16,488 B over), `linalg_multi_dot` (its products but the last:
+  three 16x16 matrices 1,024 B over) and `rms_norm` (the mean of the squares and its reciprocal
+  root: 2,048 B over for those maps, a training forward 1,024 B) are composite operators on
   every device, which the trace sees as the operators they call, where a CPU step's allocator
   sees one operator, the temporaries it makes and frees inside (`x1 - x2`) its workspace.
   They cannot be handed down whole as mish's gradient is: autograd must record their
@@ -544,6 +548,10 @@ _ONE_CPU_OPERATOR = {
         "einsum",
         "tensordot",
         "bilinear",
+        "linalg_matrix_power",
+        "cov",
+        "linalg_multi_dot",
+        "rms_norm",
     )
 }
 

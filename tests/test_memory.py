@@ -424,6 +424,11 @@ ONE_CPU_OPERATOR_CALLS = {
     "a bilinear form of rows with a bias": lambda y: F.bilinear(
         y.flatten(1, 2), y.flatten(1, 2).flip(1), y.new_ones(5, 16, 16), y.new_ones(5)
     ),
+    # matrix_power's intermediate powers, multi_dot's product of the first two matrices and
+    # rms_norm's squares, mean and reciprocal root, made and freed inside the one operator
+    "a matrix power of the maps": lambda y: torch.linalg.matrix_power(y, 3),
+    "a multi-dot of the maps' first rows": lambda y: torch.linalg.multi_dot([y[0, 0], y[0, 1], y[1, 0]]),
+    "an RMS norm over the maps' last dimension": lambda y: F.rms_norm(y, (16,)),
 }
 
 PROFILED_MODELS = {
@@ -469,6 +474,9 @@ PROFILED_MODELS = {
         name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (3, 16, 16), 2)
         for name, call in (
             *ONE_CPU_OPERATOR_CALLS.items(),
+            # cov's centred copy and its product, freed inside the one operator; inference only, as
+            # its composite calls aten::equal, which has no meta kernel, when its input needs grad
+            ("a covariance of the maps", lambda y: torch.cov(y.flatten(0, 1).flatten(1))),
             ("a cosine similarity of maps and their flips", lambda y: F.cosine_similarity(y, y.flip(1))),
             ("a cross entropy over classes", lambda y: F.cross_entropy(y, y.new_zeros((2, 16, 16), dtype=torch.long))),
             ("a cross entropy over probabilities", lambda y: F.cross_entropy(y, y.softmax(1))),
