@@ -122,9 +122,7 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
-    if _flattened(state) or reads_all_input(
-        state, spatial
-    ):  # docs/formulas.md: after a flatten the field is the whole input
+    if _global(state, spatial):  # docs/formulas.md: after a flatten the field is the whole input
         return FieldMark.INPUT, None, None, True, ""
     # Plain loops below, not generators: this runs for every distinct state of a row.
     sizes, starts, strides = [], [], []
@@ -167,7 +165,7 @@ def _number(value: Fraction) -> Stride:
 
 def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, Fraction | int | None, str]:
     """Unit 0's padded interval along input dimension `axis`, the stride, and a note."""
-    mixed = mixed_span(field, axis, exact=False) if field.reads_whole(axis) else None
+    mixed = mixed_span(field, axis, exact=False)  # None where no map along the axis was mixed
     if _spans(mixed, extent):
         return (0, extent - 1), None, f"every unit reads the whole of input dimension {axis + 1}"
     places = field.places(axis)
@@ -225,9 +223,7 @@ def spreads(states: list[State], spatial: tuple[int, ...]) -> list[tuple[Spread 
 
 
 def _spreads(state: State, spatial: tuple[int, ...]) -> tuple[Spread | None, ...] | None:
-    if isinstance(state, Extent) or (
-        isinstance(state, Field) and (_flattened(state) or reads_all_input(state, spatial))
-    ):
+    if isinstance(state, Extent) or (isinstance(state, Field) and _global(state, spatial)):
         return (None,) * len(spatial)
     if not isinstance(state, Field):
         return None
@@ -238,7 +234,7 @@ def _spreads(state: State, spatial: tuple[int, ...]) -> tuple[Spread | None, ...
 
 
 def _spread(field: Field, axis: int, extent: int) -> Spread | None:
-    mixed = mixed_span(field, axis, exact=False) if field.reads_whole(axis) else None
+    mixed = mixed_span(field, axis, exact=False)  # None where no map along the axis was mixed
     if _spans(mixed, extent):
         return None
     places = field.places(axis)

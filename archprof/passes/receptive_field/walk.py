@@ -325,7 +325,7 @@ def _grid_spans_map(within: Within) -> bool:
 class Field:
     """Per tensor dimension, the input axis it runs along (an AxisMap) or none; `whole`: the
     maps every unit reads all units of (pooled over, attended over: their input axes are read
-    whole, as far as those units reach, `reads_whole`); `loose`: maps the tensor
+    as far as those units reach, `mixed_span`); `loose`: maps the tensor
     keeps only one unit of (a select, a squeeze), read at unit 0; `bound`: where not empty,
     why the field is an upper bound only (some indices of a dimension whose indices read
     different fields were picked, and archprof gave them the union of all: `Walk.bounded`),
@@ -338,10 +338,6 @@ class Field:
 
     def with_dims(self, dims: Sequence[Dim]) -> Field:
         return Field(tuple(dims), self.whole, self.loose, self.bound)  # not dataclasses.replace: a few times slower
-
-    def reads_whole(self, axis: int) -> bool:
-        """Whether every unit reads input axis `axis` whole (a map along it was mixed)."""
-        return any(m.axis == axis for m in self.whole)
 
     def places(self, axis: int) -> list[tuple[AxisMap, bool]]:
         """Every map along `axis`, with whether it is a tensor dimension of its own; the blocks
@@ -399,7 +395,6 @@ State = Field | Extent | Undefined | None
 class Walk:
     def __init__(self, maps: tuple[AxisMap, ...], graph: Graph) -> None:
         """`maps`: the network input's own map along each spatial dimension."""
-        self.nd = len(maps)
         self.extents = tuple(m.size for m in maps)
         self.input_maps = frozenset(maps)
         self.graph = graph
