@@ -15,10 +15,8 @@ figure: operators' workspace left out), and the same with workspace. The two bra
 the truth for the analysis: a cdist that runs as copies of its operands and their distances
 inside one call is that call's workspace to the profiler, and operators of their own to the
 analysis (matmul's, einsum's and tensordot's copies, noted as one CPU operator's, are
-workspace to both).
-Models whose predicted peak is
-above `--max-bytes` (default 2 GB) are analysed but not run: this machine's memory is
-shared. Writes reports/memory_sweep.md and .csv.
+workspace to both). Models whose predicted peak is above `--max-bytes` (default 2 GB) are
+analysed but not run: this machine's memory is shared. Writes reports/memory_sweep.md and .csv.
 
 `--train` sets one SGD training step's predicted peak (`totals.training_peak_bytes`, batch 2)
 beside the measured one (`measure_memory`, as `memory --measure` runs it: the second step
