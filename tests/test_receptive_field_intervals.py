@@ -278,18 +278,21 @@ def test_intervals_equal_the_gradient_footprints_of_random_networks(case):
     check_units(model, input_size, corner_units(model, input_size, extra))
 
 
-def padded_by_brute_force(axis_map, unit: int, memo: dict) -> tuple[int, int] | None:
-    """A map's padded field of `unit` straight from its links' reads, every parent unit in
-    every range visited: no period, no shortcut for monotone maps."""
-    key = (id(axis_map), unit)
+def field_by_brute_force(axis_map, unit: int, memo: dict, exact: bool = False) -> tuple[int, int] | None:
+    """A map's field of `unit` straight from its links' reads, every parent unit in every
+    range visited: no period, no shortcut for monotone maps. Padded, or `exact`: only real
+    units, down to real pixels (None for a unit past the map's ends)."""
+    key = (id(axis_map), unit, exact)
     if key not in memo:
-        value = (unit, unit) if not axis_map.links else None
-        for link in axis_map.links:
-            for first, last in link.reads(unit):
-                for parent_unit in range(first, last + 1):
-                    parent = padded_by_brute_force(link.parent, parent_unit, memo)
-                    if parent is not None:
-                        value = parent if value is None else (min(value[0], parent[0]), max(value[1], parent[1]))
+        value = None
+        if not exact or 0 <= unit < axis_map.size:
+            value = (unit, unit) if not axis_map.links else None
+            for link in axis_map.links:
+                for first, last in link.reads(unit):
+                    for parent_unit in range(first, last + 1):
+                        parent = field_by_brute_force(link.parent, parent_unit, memo, exact)
+                        if parent is not None:
+                            value = parent if value is None else (min(value[0], parent[0]), max(value[1], parent[1]))
         memo[key] = value
     return memo[key]
 
@@ -302,6 +305,57 @@ def test_periodic_maps_give_every_unit_the_field_its_links_give(case):
     and some beyond the ends, that equals the field computed from the links unit by unit."""
     model, input_size, _ = case
     check_fields_by_their_links(model, input_size)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(networks())
+def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
+    """A map whose units each read one range of real parent units, in order (a convolution
+    without dilation, a pooling), has its exact span from the start of its first unit's field
+    and the end of its last's, each followed alone: for every range of units of every map of
+    every tensor, that equals the hull of the exact fields its links give unit by unit."""
+    model, input_size, _ = case
+    check_exact_spans(model, input_size)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        nn.Sequential(nn.Conv2d(2, 2, 3, dilation=2), nn.Conv2d(2, 2, 1)),  # taps apart: no order
+        nn.Sequential(nn.Conv2d(2, 2, 3, stride=2, dilation=3, padding=3), nn.Conv2d(2, 2, 3)),
+        nn.Sequential(nn.ConvTranspose2d(2, 2, 3, stride=2), nn.AvgPool2d(2)),  # units that read nothing
+        nn.Sequential(nn.Conv2d(2, 2, 3, stride=2, padding=1), nn.MaxPool2d(3, 2, 1), nn.Conv2d(2, 2, 1, stride=2)),
+        nn.Sequential(nn.Conv2d(2, 2, 1, stride=3), nn.Conv2d(2, 2, 3, padding=1)),  # pixels skipped
+        nn.Sequential(Pad((0, 3, 0, 3), "reflect"), nn.Conv2d(2, 2, 3)),  # the far end mirrored back
+        nn.Sequential(Roll((2, -3)), nn.Conv2d(2, 2, 3)),
+    ],
+    ids=["dilated", "strided_dilated", "transposed", "strided", "skipping", "reflected", "rolled"],
+)
+def test_exact_spans_of_windows_equal_the_hull_of_their_units_exact_fields(model):
+    check_exact_spans(model, (2, 13, 11))
+
+
+def check_exact_spans(model: nn.Module, input_size: tuple[int, ...]) -> None:
+    """Every range of units of every map of every tensor: its exact span equals the hull of
+    the exact fields its links give unit by unit."""
+    memo: dict = {}
+    for entry in every_map(model, input_size):
+        brute = [field_by_brute_force(entry, unit, memo, exact=True) for unit in range(entry.size)]
+        for first in range(entry.size):
+            hull = None
+            for last in range(first, entry.size):
+                unit = brute[last]
+                if unit is not None:
+                    hull = unit if hull is None else (min(hull[0], unit[0]), max(hull[1], unit[1]))
+                assert entry.span(first, last, exact=True) == hull, (entry.exact_ordered, first, last)
+
+
+def every_map(model: nn.Module, input_size: tuple[int, ...]) -> list:
+    """The maps of every dimension of every tensor of the model's float64 trace."""
+    graph = analysis(load(model.double()), input_size, None, torch.float64).graph
+    fields, _ = tensor_fields(graph)
+    dims = [entry for state in fields.values() for entry in getattr(state, "dims", ())]
+    return [entry for entry in dims if getattr(entry, "links", None) is not None]
 
 
 def test_a_span_whose_end_fields_are_out_of_order_is_taken_unit_by_unit():
@@ -322,15 +376,10 @@ def test_a_span_whose_end_fields_are_out_of_order_is_taken_unit_by_unit():
 def check_fields_by_their_links(model: nn.Module, input_size: tuple[int, ...]) -> None:
     """Every unit's padded field of every map of every tensor (and some beyond the ends)
     equals the field computed from the links unit by unit."""
-    graph = analysis(load(model.double()), input_size, None, torch.float64).graph
-    fields, _ = tensor_fields(graph)
     memo: dict = {}
-    for state in fields.values():
-        for entry in getattr(state, "dims", ()):
-            if getattr(entry, "links", None) is None:
-                continue
-            for unit in range(-3, entry.size + 3):
-                assert entry.field(unit) == padded_by_brute_force(entry, unit, memo), (entry.period, unit)
+    for entry in every_map(model, input_size):
+        for unit in range(-3, entry.size + 3):
+            assert entry.field(unit) == field_by_brute_force(entry, unit, memo), (entry.period, unit)
 
 
 class BlurDense(nn.Module):
@@ -364,7 +413,7 @@ def test_a_blur_pool_leaves_a_few_irregular_units_and_every_field_exact():
     for axis_map in maps.values():
         assert axis_map.irregular is not None and len(axis_map.irregular) <= 4 and axis_map.period == 1
         for unit in range(-6, axis_map.size + 6):
-            assert axis_map.field(unit) == padded_by_brute_force(axis_map, unit, memo), unit
+            assert axis_map.field(unit) == field_by_brute_force(axis_map, unit, memo), unit
     mirrored = [m for m in maps.values() if any(link.breaks for link in m.links)]
     assert mirrored and all(m.irregular for m in mirrored)  # the mirrored units themselves
     check_units(BlurDense(), (2, 21, 21), corner_units(BlurDense(), (2, 21, 21)))
@@ -403,7 +452,7 @@ def test_a_generator_with_reflections_everywhere_gets_every_field_exact():
     maps = {id(m): m for state in fields.values() for m in getattr(state, "dims", ()) if getattr(m, "links", None)}
     for axis_map in maps.values():
         for unit in range(-4, axis_map.size + 4):
-            assert axis_map.field(unit) == padded_by_brute_force(axis_map, unit, memo), unit
+            assert axis_map.field(unit) == field_by_brute_force(axis_map, unit, memo), unit
 
 
 def test_a_dilated_transposed_convolution_has_no_order():
@@ -418,7 +467,7 @@ def test_a_dilated_transposed_convolution_has_no_order():
     memo: dict = {}
     for axis_map, _ in fields[graph.outputs[0].id].places(0):
         for unit in range(-3, axis_map.size + 3):
-            assert axis_map.field(unit) == padded_by_brute_force(axis_map, unit, memo), unit
+            assert axis_map.field(unit) == field_by_brute_force(axis_map, unit, memo), unit
 
 
 def test_an_hrnet_fusion_is_periodic():
@@ -637,7 +686,7 @@ def test_the_range_over_units_after_a_reflection_counts_its_border_units():
     for state in states[1:]:
         spread = spreads([state], spatial)[0][0]
         axis_map = state.places(0)[0][0]
-        fields = [padded_by_brute_force(axis_map, unit, memo) for unit in range(axis_map.size)]
+        fields = [field_by_brute_force(axis_map, unit, memo) for unit in range(axis_map.size)]
         sizes = [last - first + 1 for first, last in fields]
         assert (spread.first, spread.smallest, spread.largest, spread.measured) == (
             sizes[0],

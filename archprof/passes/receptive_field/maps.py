@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
+from itertools import pairwise
 
 from archprof.graph import value_record
 from archprof.passes.layers import consecutive_runs
@@ -55,6 +56,9 @@ class AxisMap:
 
     __slots__ = (
         "_exact",
+        "_exact_ends",
+        "_exact_ordered",
+        "_exact_starts",
         "_origin",
         "_padded",
         "_step",
@@ -72,6 +76,10 @@ class AxisMap:
         self.axis, self.size, self.links = axis, size, links
         self._padded: dict[int, Interval] = {}
         self._exact: dict[int, Interval | None] = {}
+        self._exact_ordered: bool | None = None  # `exact_ordered`, found at its first read
+        # Of an exact-ordered map: unit -> where its exact field begins, and where it ends.
+        self._exact_starts: dict[int, int] = {}
+        self._exact_ends: dict[int, int] = {}
         # Plain loops, not generators: a map is made per operator and axis.
         why, jumps = None, set()  # why: the first link's without a ratio
         for link in links:
@@ -227,6 +235,8 @@ class AxisMap:
             return None
         if first == last:
             return self.field(first, exact)
+        if exact and self.exact_ordered:
+            return self._exact_start(first), self._exact_end(last)
         if self.irregular is not None and not exact:  # exact ends have no order: a dilated tap can skip the border
             value = self._ordered_span(first, last)
             if value is not None:
@@ -235,6 +245,47 @@ class AxisMap:
         for unit in range(first, last + 1):
             value = hull(value, self.field(unit, exact))
         return value
+
+    @property
+    def exact_ordered(self) -> bool:
+        """Whether every real unit reads a pixel and the ends of its exact field never
+        decrease from unit to unit: the exact span of units first..last is then the start of
+        first's field to the end of last's, where it is taken unit by unit otherwise (the
+        whole map's, asked by `walk.reads_all_input` at every global pooling, would cost
+        time that grows with the resolution). So where each link reads one range of parent
+        units per unit, in order, that reaches a real parent unit from every real unit, of an
+        ordered parent (a convolution without dilation, a pooling, a nearest upsampling);
+        not a dilated convolution's taps, whose real ones may end earlier for a later unit."""
+        if self._exact_ordered is None:
+            self._exact_ordered = all(_ordered_link(link, self.size) for link in self.links)
+        return self._exact_ordered
+
+    def _exact_start(self, unit: int) -> int:
+        """Where the exact field of real unit `unit` of an `exact_ordered` map begins: at the
+        start of the first real parent unit it reads, the earliest over its links. Followed
+        apart from the end, so that a span of many units asks each map for one unit's start
+        and one unit's end, not for the fields of every unit between them."""
+        start = self._exact_starts.get(unit)
+        if start is None:
+            if not self.links:
+                start = unit
+            else:
+                start = min(link.parent._exact_start(max(link.reads(unit)[0][0], 0)) for link in self.links)
+            self._exact_starts[unit] = start
+        return start
+
+    def _exact_end(self, unit: int) -> int:
+        """Where the exact field of real unit `unit` of an `exact_ordered` map ends (`_exact_start`)."""
+        end = self._exact_ends.get(unit)
+        if end is None:
+            if not self.links:
+                end = unit
+            else:
+                end = max(
+                    link.parent._exact_end(min(link.reads(unit)[0][1], link.parent.size - 1)) for link in self.links
+                )
+            self._exact_ends[unit] = end
+        return end
 
     def _ordered_span(self, first: int, last: int) -> Interval | None:
         """The padded span from the fields of its ordered end units and of its irregular
@@ -265,6 +316,27 @@ _MOST_IRREGULAR = 256
 
 def _ordered(a: Interval, b: Interval) -> bool:
     return a[0] <= b[0] and a[1] <= b[1]
+
+
+def _ordered_link(link: Link, size: int) -> bool:
+    """Whether the `size` units of a link's map each read one range of its parent's units
+    that holds a real one, their ends never decreasing from unit to unit, and the parent is
+    `exact_ordered`: checked over one period of the link, past which the reads repeat
+    shifted by a period's advance (not backwards)."""
+    parent = link.parent
+    if not (link.monotone and not link.breaks and link.period and link.ratio and link.ratio > 0):
+        return False
+    if not parent.exact_ordered:
+        return False
+    reads = [link.reads(u) for u in range(link.period + 1)]
+    if any(len(taps) != 1 or taps[0][0] > taps[0][1] for taps in reads):
+        return False
+    ranges = [taps[0] for taps in reads]
+    if not all(_ordered(a, b) for a, b in pairwise(ranges)):
+        return False
+    # The ends in order, each unit's range holds a real parent unit once the first ends at or
+    # past the parent's first unit and the last begins at or before its last.
+    return link.reads(0)[0][1] >= 0 and link.reads(size - 1)[0][0] <= parent.size - 1
 
 
 def _readers(link: Link, unit: int) -> Interval | None:
