@@ -157,6 +157,22 @@ class Skip(nn.Module):
         return x + F.interpolate(down, size=x.shape[2:], mode=self.mode, **align)
 
 
+class PaddedBack(nn.Module):
+    """A map plus a copy shifted and padded back with zeros (a rolled-by-padding residual):
+    the copy's border units read no pixel, the map's do, so the sum's fields are out of order."""
+
+    def forward(self, x):
+        return x + F.pad(x[:, :, 2:, :-1], (1, 0, 0, 2))
+
+
+class TwoShifts(nn.Module):
+    """Two copies of a map shifted apart and padded back with zeros, summed: each copy's
+    units that read a pixel are others than the other's."""
+
+    def forward(self, x):
+        return F.pad(x[:, :, :-2, 1:], (0, 1, 2, 0)) + F.pad(x[:, :, 2:, :-1], (1, 0, 0, 2))
+
+
 class Concat(nn.Module):
     """Inception-style: the map and a convolution of it, along channels."""
 
@@ -328,8 +344,25 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         nn.Sequential(nn.Conv2d(2, 2, 1, stride=3), nn.Conv2d(2, 2, 3, padding=1)),  # pixels skipped
         nn.Sequential(Pad((0, 3, 0, 3), "reflect"), nn.Conv2d(2, 2, 3)),  # the far end mirrored back
         nn.Sequential(Roll((2, -3)), nn.Conv2d(2, 2, 3)),
+        # TensorFlow's "same" padding (timm's tf_ models): units of zeros that read no pixel.
+        nn.Sequential(Pad((1, 2, 0, 3), "constant"), nn.Conv2d(2, 2, 3, stride=2), Pad((4, 0, 2, 2), "constant")),
+        nn.Sequential(Pad((3, 3, 3, 3), "constant"), nn.Conv2d(2, 2, 1, stride=4), nn.Conv2d(2, 2, 2)),
+        nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), PaddedBack(), nn.Conv2d(2, 2, 2)),
+        nn.Sequential(TwoShifts(), nn.AvgPool2d(2, 1)),
     ],
-    ids=["dilated", "strided_dilated", "transposed", "strided", "skipping", "reflected", "rolled"],
+    ids=[
+        "dilated",
+        "strided_dilated",
+        "transposed",
+        "strided",
+        "skipping",
+        "reflected",
+        "rolled",
+        "same",
+        "zeros",
+        "padded_back",
+        "two_shifts",
+    ],
 )
 def test_exact_spans_of_windows_equal_the_hull_of_their_units_exact_fields(model):
     check_exact_spans(model, (2, 13, 11))
@@ -347,7 +380,7 @@ def check_exact_spans(model: nn.Module, input_size: tuple[int, ...]) -> None:
                 unit = brute[last]
                 if unit is not None:
                     hull = unit if hull is None else (min(hull[0], unit[0]), max(hull[1], unit[1]))
-                assert entry.span(first, last, exact=True) == hull, (entry.exact_ordered, first, last)
+                assert entry.span(first, last, exact=True) == hull, (entry.exact_order, first, last)
 
 
 def every_map(model: nn.Module, input_size: tuple[int, ...]) -> list:

@@ -57,7 +57,7 @@ class AxisMap:
     __slots__ = (
         "_exact",
         "_exact_ends",
-        "_exact_ordered",
+        "_exact_order",
         "_exact_starts",
         "_origin",
         "_padded",
@@ -76,7 +76,7 @@ class AxisMap:
         self.axis, self.size, self.links = axis, size, links
         self._padded: dict[int, Interval] = {}
         self._exact: dict[int, Interval | None] = {}
-        self._exact_ordered: bool | None = None  # `exact_ordered`, found at its first read
+        self._exact_order: tuple[bool, Interval | None] | None = None  # `exact_order`, found at its first read
         # Of an exact-ordered map: unit -> where its exact field begins, and where it ends.
         self._exact_starts: dict[int, int] = {}
         self._exact_ends: dict[int, int] = {}
@@ -235,8 +235,12 @@ class AxisMap:
             return None
         if first == last:
             return self.field(first, exact)
-        if exact and self.exact_ordered:
-            return self._exact_start(first), self._exact_end(last)
+        if exact:
+            ordered, reading = self.exact_order
+            if ordered:
+                if reading is None or first > reading[1] or last < reading[0]:
+                    return None
+                return self._exact_start(max(first, reading[0])), self._exact_end(min(last, reading[1]))
         if self.irregular is not None and not exact:  # exact ends have no order: a dilated tap can skip the border
             value = self._ordered_span(first, last)
             if value is not None:
@@ -247,42 +251,54 @@ class AxisMap:
         return value
 
     @property
-    def exact_ordered(self) -> bool:
-        """Whether every real unit reads a pixel and the ends of its exact field never
-        decrease from unit to unit: the exact span of units first..last is then the start of
-        first's field to the end of last's, where it is taken unit by unit otherwise (the
-        whole map's, asked by `walk.reads_all_input` at every global pooling, would cost
-        time that grows with the resolution). So where each link reads one range of parent
-        units per unit, in order, that reaches a real parent unit from every real unit, of an
-        ordered parent (a convolution without dilation, a pooling, a nearest upsampling);
-        not a dilated convolution's taps, whose real ones may end earlier for a later unit."""
-        if self._exact_ordered is None:
-            self._exact_ordered = all(_ordered_link(link, self.size) for link in self.links)
-        return self._exact_ordered
+    def exact_order(self) -> tuple[bool, Interval | None]:
+        """Whether the map's exact fields are in order, and if so the units that read a pixel
+        (None: none does). In order: those units are consecutive and the ends of their exact
+        fields never decrease from unit to unit, so that the exact span of units first..last
+        runs from the start of the first reading unit's field to the end of the last's, where
+        it is taken unit by unit otherwise (the whole map's, asked by `walk.reads_all_input`
+        at every global pooling, would cost time that grows with the resolution). So where
+        each link reads one range of parent units per unit, in order, of a parent in order,
+        and the links' units that reach one of the parent's reading units are the same (a
+        convolution without dilation, a pooling, a constant padding, a nearest upsampling);
+        not a dilated convolution's taps, whose reading ones may end earlier for a later unit."""
+        if self._exact_order is None:
+            if not self.links:
+                self._exact_order = (True, (0, self.size - 1) if self.size else None)
+            else:
+                readings = {_reading_units(link, self.size) for link in self.links}
+                reading = readings.pop()
+                ordered = not readings and reading is not _UNORDERED
+                self._exact_order = (ordered, reading) if ordered else (False, None)
+        return self._exact_order
 
     def _exact_start(self, unit: int) -> int:
-        """Where the exact field of real unit `unit` of an `exact_ordered` map begins: at the
-        start of the first real parent unit it reads, the earliest over its links. Followed
-        apart from the end, so that a span of many units asks each map for one unit's start
-        and one unit's end, not for the fields of every unit between them."""
+        """Where the exact field of reading unit `unit` of a map in order (`exact_order`)
+        begins: at the start of the first reading parent unit it reads, the earliest over its
+        links. Followed apart from the end, so that a span of many units asks each map for
+        one unit's start and one unit's end, not for the fields of every unit between them."""
         start = self._exact_starts.get(unit)
         if start is None:
             if not self.links:
                 start = unit
             else:
-                start = min(link.parent._exact_start(max(link.reads(unit)[0][0], 0)) for link in self.links)
+                start = min(
+                    link.parent._exact_start(max(link.reads(unit)[0][0], link.parent.exact_order[1][0]))
+                    for link in self.links
+                )
             self._exact_starts[unit] = start
         return start
 
     def _exact_end(self, unit: int) -> int:
-        """Where the exact field of real unit `unit` of an `exact_ordered` map ends (`_exact_start`)."""
+        """Where the exact field of reading unit `unit` of a map in order ends (`_exact_start`)."""
         end = self._exact_ends.get(unit)
         if end is None:
             if not self.links:
                 end = unit
             else:
                 end = max(
-                    link.parent._exact_end(min(link.reads(unit)[0][1], link.parent.size - 1)) for link in self.links
+                    link.parent._exact_end(min(link.reads(unit)[0][1], link.parent.exact_order[1][1]))
+                    for link in self.links
                 )
             self._exact_ends[unit] = end
         return end
@@ -318,25 +334,47 @@ def _ordered(a: Interval, b: Interval) -> bool:
     return a[0] <= b[0] and a[1] <= b[1]
 
 
-def _ordered_link(link: Link, size: int) -> bool:
-    """Whether the `size` units of a link's map each read one range of its parent's units
-    that holds a real one, their ends never decreasing from unit to unit, and the parent is
-    `exact_ordered`: checked over one period of the link, past which the reads repeat
-    shifted by a period's advance (not backwards)."""
+def _reading_units(link: Link, size: int) -> Interval | object | None:
+    """The units of a link's map (of `size` units) that read one of its parent's reading
+    units, consecutive (None: none does); `_UNORDERED` unless each unit reads one range of
+    parent units, their ends never decreasing from unit to unit, of a parent in order:
+    checked over one period of the link, past which the reads repeat shifted by a period's
+    advance (not backwards)."""
     parent = link.parent
     if not (link.monotone and not link.breaks and link.period and link.ratio and link.ratio > 0):
-        return False
-    if not parent.exact_ordered:
-        return False
+        return _UNORDERED
+    ordered, reading = parent.exact_order
+    if not ordered:
+        return _UNORDERED
     reads = [link.reads(u) for u in range(link.period + 1)]
     if any(len(taps) != 1 or taps[0][0] > taps[0][1] for taps in reads):
-        return False
+        return _UNORDERED
     ranges = [taps[0] for taps in reads]
     if not all(_ordered(a, b) for a, b in pairwise(ranges)):
-        return False
-    # The ends in order, each unit's range holds a real parent unit once the first ends at or
-    # past the parent's first unit and the last begins at or before its last.
-    return link.reads(0)[0][1] >= 0 and link.reads(size - 1)[0][0] <= parent.size - 1
+        return _UNORDERED
+    if reading is None or size == 0:
+        return None
+    # Ends in order: the units whose range ends at or past the parent's first reading unit
+    # come after those that do not, and those whose range begins at or before its last
+    # reading unit before those that do not; a unit of both reads one of them.
+    first = _first_unit_where(lambda u: link.reads(u)[0][1] >= reading[0], size)
+    past = _first_unit_where(lambda u: link.reads(u)[0][0] > reading[1], size)
+    return (first, past - 1) if first < past else None
+
+
+def _first_unit_where(holds: Callable[[int], bool], size: int) -> int:
+    """The first of units 0..size - 1 where `holds`, which once true stays true; `size` if none."""
+    low, high = 0, size
+    while low < high:
+        middle = (low + high) // 2
+        if holds(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+_UNORDERED = object()  # `_reading_units` of a link whose exact fields may be out of order
 
 
 def _readers(link: Link, unit: int) -> Interval | None:
