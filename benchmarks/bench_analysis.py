@@ -18,7 +18,8 @@ In one run it measures, side by side:
    dispatch-mode floor (a meta forward under a TorchDispatchMode that answers every
    operator from a cache, computing nothing) and beside its passes' time alone;
 5. the same for every built-in model, each at its usual input (--quick: three of them);
-6. archprof's analysis of the models of 4 at batch 1 and 64 (flat in batch).
+6. archprof's analysis of the models of 4 at batch 1 and 64, and at 896x896 (flat in batch and
+   resolution).
 
 It prints a Markdown report and writes the same text to reports/benchmark_analysis.md.
 Each measurement is the median of --repeat timed runs after one warm-up call, except the
@@ -501,32 +502,50 @@ def _floor_distance(rows: list[HubRow]) -> str:
     )
 
 
-BATCHES = (1, 64)
+# Batch and side of the square input: the first is the usual one, each other is set beside it.
+SIZES = ((1, 224), (64, 224), (1, 896))
 
 
-def bench_batches(specs: tuple[str, ...], repeat: int) -> dict[str, list[Timing]]:
-    """archprof's analysis of each model at 224x224 and each of BATCHES."""
+def size_label(batch: int, side: int) -> str:
+    return f"batch {batch}, {side}x{side}"
+
+
+def bench_sizes(specs: tuple[str, ...], repeat: int) -> dict[str, list[Timing]]:
+    """archprof's analysis of each model at each of SIZES, taking turns."""
     timings = {}
     for spec in specs:
-        progress(f"{spec}: archprof at batch {' and '.join(map(str, BATCHES))}")
+        progress(f"{spec}: archprof at {'; '.join(size_label(*size) for size in SIZES)}")
         loaded = load_model(spec)
-        batches = {b: lambda m=loaded, b=b: archprof.analyze(m, input_size=HUB_INPUT, batch=b) for b in BATCHES}
-        timings[spec] = list(measure_side_by_side(batches, repeat).values())
+        runs = {
+            size_label(b, side): lambda m=loaded, b=b, s=side: archprof.analyze(m, input_size=(3, s, s), batch=b)
+            for b, side in SIZES
+        }
+        timings[spec] = list(measure_side_by_side(runs, repeat).values())
     return timings
 
 
-def render_batches(timings: dict[str, list[Timing]]) -> str:
-    out = ["", f"## 6. Analysis time against batch (224x224, batch {' and '.join(map(str, BATCHES))})", ""]
+def render_sizes(timings: dict[str, list[Timing]]) -> str:
+    usual = size_label(*SIZES[0])
+    out = ["", f"## 6. Analysis time against batch and resolution ({'; '.join(size_label(*s) for s in SIZES)})", ""]
     out += markdown_table(
-        ["model", *(f"batch {b} ms" for b in BATCHES), "ratio"],
+        ["model", *(f"{size_label(*size)} ms" for size in SIZES), *(f"ratio, {size_label(*s)}" for s in SIZES[1:])],
         [
-            [f"`{spec}`", *(f"{t.ms:,.1f}" for t in times), fmt_x(times[-1].median_s / times[0].median_s)]
+            [
+                f"`{spec}`",
+                *(f"{t.ms:,.1f}" for t in times),
+                *(fmt_x(t.median_s / times[0].median_s) for t in times[1:]),
+            ]
             for spec, times in timings.items()
         ],
-        "l" + "r" * (len(BATCHES) + 1),
+        "l" + "r" * (2 * len(SIZES) - 1),
     )
-    flat = all(times[-1].median_s <= FLAT_TOLERANCE * times[0].median_s for times in timings.values())
-    out += ["", f"- archprof time does not grow with the batch (at most {FLAT_TOLERANCE:g}x): {verdict(flat)}", ""]
+    flat = all(t.median_s <= FLAT_TOLERANCE * times[0].median_s for times in timings.values() for t in times[1:])
+    out += [
+        "",
+        f"- archprof time does not grow with the batch or the resolution (at most {FLAT_TOLERANCE:g}x {usual}'s):"
+        f" {verdict(flat)}",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -932,7 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     hub_packages()
     hub_rows = bench_specs(QUICK_HUB_MODELS if args.quick else HUB_MODELS, args.repeat, HUB_INPUT)
     built_in_rows = bench_specs(QUICK_BUILT_INS if args.quick else tuple(MODELS), args.repeat)
-    batch_timings = bench_batches(QUICK_HUB_MODELS if args.quick else HUB_MODELS, args.repeat)
+    size_timings = bench_sizes(QUICK_HUB_MODELS if args.quick else HUB_MODELS, args.repeat)
     progress("CLI wall time")
     cli = bench_cli(args.repeat)
     progress("peak memory")
@@ -949,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
             render_figure(models, args.report.with_suffix(".svg")),
         )
         + render_specs(built_in_rows, args.repeat, "5. Every built-in model (its usual input, batch 1)")
-        + render_batches(batch_timings)
+        + render_sizes(size_timings)
     )
     print(text)
     write_atomic(args.report, text)
