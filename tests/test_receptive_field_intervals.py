@@ -369,8 +369,9 @@ def test_exact_spans_of_windows_equal_the_hull_of_their_units_exact_fields(model
 
 
 def check_exact_spans(model: nn.Module, input_size: tuple[int, ...]) -> None:
-    """Every range of units of every map of every tensor: its exact span equals the hull of
-    the exact fields its links give unit by unit."""
+    """Every range of units of every map of every tensor, and its units at each position in
+    blocks of 1 to 4: their exact span equals the hull of the exact fields its links give
+    unit by unit."""
     memo: dict = {}
     for entry in every_map(model, input_size):
         brute = [field_by_brute_force(entry, unit, memo, exact=True) for unit in range(entry.size)]
@@ -381,6 +382,11 @@ def check_exact_spans(model: nn.Module, input_size: tuple[int, ...]) -> None:
                 if unit is not None:
                     hull = unit if hull is None else (min(hull[0], unit[0]), max(hull[1], unit[1]))
                 assert entry.span(first, last, exact=True) == hull, (entry.exact_order, first, last)
+        for step in range(1, 5):  # the units at one position in every block of `step` (a grid attention's)
+            for first in range(step):
+                fields = [field for field in brute[first::step] if field is not None]
+                hull = (min(f[0] for f in fields), max(f[1] for f in fields)) if fields else None
+                assert entry.exact_strided_span(first, step) == hull, (entry.exact_order, first, step)
 
 
 def every_map(model: nn.Module, input_size: tuple[int, ...]) -> list:
@@ -988,12 +994,30 @@ def test_every_unit_of_an_upsampled_single_position_reads_it():
     check_units(model, (2, 4, 4), [(0, 0), (1, 1), (0, 1), (1, 0)])
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+class ChannelsInColumns(nn.Module):
+    """Convolutions, each row's columns and channels flattened into one dimension (unit u of it
+    reads column u // channels) and split back, then a global pooling and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.Conv2d(4, 4, 3, 1, 1))
+        self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x):
+        x = self.stem(x)
+        n, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(n, h, w * c) * 2
+        return self.head(self.pool(rows.reshape(n, h, w, c).permute(0, 3, 1, 2)))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "channels_in_columns"])
 def test_the_fields_a_pass_evaluates_do_not_grow_with_the_resolution(monkeypatch, name):
     """Whether the global pooling reads every pixel asks for the exact span of every unit of
     its map: at 512x512 these networks need 130 fields evaluated, as at 64x64, where taking
-    that span unit by unit needed over 4,500, growing with the resolution, and time with it."""
+    that span unit by unit needed over 4,500, growing with the resolution, and time with it.
+    Columns and channels flattened together (unit u reads column u // channels) repeat every
+    `channels` units: in order too."""
     monkeypatch.setattr(maps, "FIELD_BUDGET", 1_000)
-    report = archprof.analyze(name, (3, 512, 512))
+    report = archprof.analyze(ChannelsInColumns() if name == "channels_in_columns" else name, (3, 512, 512))
     assert not [note for note in report.columns["receptive_field_note"] if TOO_IRREGULAR in note]
     assert report.columns["receptive_field"][-2:] == ["input", "input"]  # the pooling, the classifier

@@ -292,7 +292,7 @@ def joined_dims(run: list[tuple[Dim, int]]) -> Dim | str:
             )
         parent = spatial[0][1]
         inner, size = math.prod(n for _, n in run[1:]), math.prod(n for _, n in run)
-        return parent.derive(size, lambda u: ((u // inner,) * 2,), Fraction(1, inner))
+        return parent.derive(size, lambda u: ((u // inner,) * 2,), Fraction(1, inner), period=inner)
     return Merged(tuple(run))
 
 

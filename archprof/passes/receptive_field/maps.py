@@ -250,6 +250,22 @@ class AxisMap:
             value = hull(value, self.field(unit, exact))
         return value
 
+    def exact_strided_span(self, first: int, step: int) -> Interval | None:
+        """The hull of the exact fields of units first, first + step, first + 2 step, ... (the
+        units at one position in every block of `step` units, `walk._grid_spans_map`): in a
+        map in order, from the first and last of them that read a pixel."""
+        ordered, reading = self.exact_order
+        if not ordered:
+            box = None
+            for unit in range(first, self.size, step):
+                box = hull(box, self.field(unit, exact=True))
+            return box
+        if reading is None:
+            return None
+        low = first + max(0, -(-(reading[0] - first) // step)) * step
+        high = reading[1] - (reading[1] - first) % step
+        return (self._exact_start(low), self._exact_end(high)) if low <= high else None
+
     @property
     def exact_order(self) -> tuple[bool, Interval | None]:
         """Whether the map's exact fields are in order, and if so the units that read a pixel

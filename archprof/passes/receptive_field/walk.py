@@ -312,13 +312,7 @@ def _grid_spans_map(within: Within) -> bool:
     convolution whose fields reach the neighbouring pixels."""
     whole, n = within.whole, within.size
     span = whole.span(0, whole.size - 1, exact=True)
-    for r in range(n):
-        box = None
-        for unit in range(r, whole.size, n):
-            box = hull(box, whole.field(unit, exact=True))
-        if box != span:
-            return False
-    return True
+    return all(whole.exact_strided_span(r, n) == span for r in range(n))
 
 
 @value_record
