@@ -510,9 +510,10 @@ def size_label(batch: int, side: int) -> str:
     return f"batch {batch}, {side}x{side}"
 
 
-def bench_sizes(specs: tuple[str, ...], repeat: int) -> dict[str, list[Timing]]:
-    """archprof's analysis of each model at each of SIZES, taking turns."""
-    timings = {}
+def bench_sizes(specs: tuple[str, ...], repeat: int) -> dict[str, dict[str, Timing | None]]:
+    """archprof's analysis of each model at each of SIZES, taking turns; None at a size the
+    model's forward refuses (a vision transformer's position table fixes its input)."""
+    timings: dict[str, dict[str, Timing | None]] = {}
     for spec in specs:
         progress(f"{spec}: archprof at {'; '.join(size_label(*size) for size in SIZES)}")
         loaded = load_model(spec)
@@ -520,27 +521,40 @@ def bench_sizes(specs: tuple[str, ...], repeat: int) -> dict[str, list[Timing]]:
             size_label(b, side): lambda m=loaded, b=b, s=side: archprof.analyze(m, input_size=(3, s, s), batch=b)
             for b, side in SIZES
         }
-        timings[spec] = list(measure_side_by_side(runs, repeat).values())
+        refused = set()
+        for label, run in runs.items():
+            try:
+                run()
+            except archprof.ArchprofError:
+                refused.add(label)
+        measured = measure_side_by_side({k: v for k, v in runs.items() if k not in refused}, repeat)
+        timings[spec] = {label: measured.get(label) for label in runs}
     return timings
 
 
-def render_sizes(timings: dict[str, list[Timing]]) -> str:
-    usual = size_label(*SIZES[0])
-    out = ["", f"## 6. Analysis time against batch and resolution ({'; '.join(size_label(*s) for s in SIZES)})", ""]
+def render_sizes(timings: dict[str, dict[str, Timing | None]]) -> str:
+    labels = [size_label(*size) for size in SIZES]
+    usual = labels[0]
+    out = ["", f"## 6. Analysis time against batch and resolution ({'; '.join(labels)})", ""]
     out += markdown_table(
-        ["model", *(f"{size_label(*size)} ms" for size in SIZES), *(f"ratio, {size_label(*s)}" for s in SIZES[1:])],
+        ["model", *(f"{label} ms" for label in labels), *(f"ratio, {label}" for label in labels[1:])],
         [
             [
                 f"`{spec}`",
-                *(f"{t.ms:,.1f}" for t in times),
-                *(fmt_x(t.median_s / times[0].median_s) for t in times[1:]),
+                *(f"{t.ms:,.1f}" if t else "refused" for t in times.values()),
+                *(fmt_x(times[label].median_s / times[usual].median_s) if times[label] else "" for label in labels[1:]),
             ]
             for spec, times in timings.items()
         ],
         "l" + "r" * (2 * len(SIZES) - 1),
     )
-    flat = all(t.median_s <= FLAT_TOLERANCE * times[0].median_s for times in timings.values() for t in times[1:])
+    flat = all(
+        t.median_s <= FLAT_TOLERANCE * times[usual].median_s for times in timings.values() for t in times.values() if t
+    )
     out += [
+        "",
+        "A size the model's forward refuses (a vision transformer's position table is made for one input size) is"
+        " left out.",
         "",
         f"- archprof time does not grow with the batch or the resolution (at most {FLAT_TOLERANCE:g}x {usual}'s):"
         f" {verdict(flat)}",
