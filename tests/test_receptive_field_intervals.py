@@ -349,6 +349,11 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         nn.Sequential(Pad((3, 3, 3, 3), "constant"), nn.Conv2d(2, 2, 1, stride=4), nn.Conv2d(2, 2, 2)),
         nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), PaddedBack(), nn.Conv2d(2, 2, 2)),
         nn.Sequential(TwoShifts(), nn.AvgPool2d(2, 1)),
+        # After a reflection every map is out of order: spans from the units' reads together.
+        nn.Sequential(Pad((3, 1, 2, 2), "reflect"), nn.Conv2d(2, 2, 3, stride=2), nn.Conv2d(2, 2, 2, stride=2)),
+        nn.Sequential(Pad((2, 2, 1, 3), "reflect"), nn.Conv2d(2, 2, 1, stride=3), nn.Conv2d(2, 2, 3, padding=1)),
+        nn.Sequential(Pad((2, 0, 3, 1), "replicate"), Skip("nearest"), Pad((1, 2, 2, 1), "reflect")),
+        nn.Sequential(Pad((1, 1, 1, 1), "reflect"), nn.Conv2d(2, 2, 3, dilation=2), nn.AvgPool2d(2)),
     ],
     ids=[
         "dilated",
@@ -362,6 +367,10 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         "zeros",
         "padded_back",
         "two_shifts",
+        "reflected_dense",
+        "reflected_skipping",
+        "replicated_skip",
+        "reflected_dilated",
     ],
 )
 def test_exact_spans_of_windows_equal_the_hull_of_their_units_exact_fields(model):

@@ -686,12 +686,20 @@ def _border_pad(kind: str) -> Rule:
                         j = min(max(j, 0), n - 1)
                 return ((j, j),)
 
+            def reach(first: int, last: int) -> Interval:
+                # Units read one each, in order but for the mirrored ones, which read units
+                # next to those the others read: together one range, from the units at the
+                # ends and on either side of each border.
+                ends = (first, last, before - 1, before, before + n - 1, before + n)
+                read = [reads(u)[0][0] for u in ends if first <= u <= last]
+                return min(read), max(read)
+
             if kind == "replication":
-                return parent.derive(out[axes[i]], reads, 1)
+                return parent.derive(out[axes[i]], reads, 1, reach=reach)
             # Mirrored units (the first `before`, the last `after`) read back into the map;
             # every other unit reads its own, in order.
             mirrored = ((0, before - 1), (before + n, out[axes[i]] - 1))
-            return parent.derive(out[axes[i]], reads, 1, period=1, breaks=mirrored)
+            return parent.derive(out[axes[i]], reads, 1, period=1, breaks=mirrored, reach=reach)
 
         return walk.along(op, walk.state(x), axes, padded, f"{kind} padding")
 
