@@ -43,7 +43,7 @@ class Link:
     `breaks` (a reflection's mirrored borders), which may read anywhere; `reach`, where
     given: the parent units that real units first..last read together, one range (a
     reflection's: its mirrored units read units its others read too), where the reads of
-    units in order that touch give it without one (`AxisMap._reach`)."""
+    units in order that touch give it without one (`maps._touching`)."""
 
     parent: AxisMap
     reads: Reads
@@ -66,6 +66,7 @@ class AxisMap:
         "_exact_starts",
         "_origin",
         "_padded",
+        "_reaching",
         "_step",
         "_unordered",
         "axis",
@@ -85,8 +86,10 @@ class AxisMap:
         # Of an exact-ordered map: unit -> where its exact field begins, and where it ends.
         self._exact_starts: dict[int, int] = {}
         self._exact_ends: dict[int, int] = {}
-        # Of a map out of order: (first, last) -> the exact span its links' reaches give.
+        # Of a map out of order: (first, last) -> the exact span its links' reaches give, and
+        # whether every link has a reach (found at the first such span).
         self._exact_spans: dict[Interval, Interval | None] = {}
+        self._reaching: bool | None = None
         # Plain loops, not generators: a map is made per operator and axis.
         why, jumps = None, set()  # why: the first link's without a ratio
         for link in links:
@@ -248,7 +251,7 @@ class AxisMap:
                 if reading is None or first > reading[1] or last < reading[0]:
                     return None
                 return self._exact_start(max(first, reading[0])), self._exact_end(min(last, reading[1]))
-            if last - first >= _REACHED_FROM:  # more than _REACHED_FROM units
+            if first <= _NEAR_THE_ENDS and last >= self.size - 1 - _NEAR_THE_ENDS:
                 value = self._reached(first, last)
                 if value is not _UNREACHED:
                     return value
@@ -263,18 +266,24 @@ class AxisMap:
 
     def _reached(self, first: int, last: int) -> Interval | object | None:
         """The exact span of real units first..last of a map out of order, from the parent
-        units each link's units read together where those are one range (`_reach`): the
+        units each link's units read together where those are one range (`Link.reach`, or
+        first's start to last's end where the link's windows touch, `_touching`): the
         hull of their fields is then the parent's span of that range, followed down without
         taking the units one by one (timm's BlurPool networks, whose reflection paddings
         leave every map after them out of order); `_UNREACHED` where a link has no reach."""
         key = (first, last)
         if key in self._exact_spans:  # merges lead back to the same maps along several paths
             return self._exact_spans[key]
-        reaches = [_reach(link, first, last) for link in self.links]
-        if None in reaches:
+        if self._reaching is None:
+            self._reaching = all(link.reach is not None or _touching(link) for link in self.links)
+        if not self._reaching:
             return _UNREACHED
         value = None
-        for link, (start, end) in zip(self.links, reaches, strict=True):  # type: ignore[misc]
+        for link in self.links:
+            if link.reach is not None:
+                start, end = link.reach(first, last)
+            else:
+                start, end = link.reads(first)[0][0], link.reads(last)[0][1]
             value = hull(value, link.parent.span(start, end, exact=True))
         self._exact_spans[key] = value
         return value
@@ -411,17 +420,12 @@ def _ranges_in_order(link: Link) -> list[Interval] | None:
     return ranges if all(_ordered(a, b) for a, b in pairwise(ranges)) else None
 
 
-def _reach(link: Link, first: int, last: int) -> Interval | None:
-    """The parent units that units first..last of a link's map read together, where they are
-    one range: the link's own `reach`, or, where its units read ranges in order of which each
-    touches the next (a convolution whose stride is at most its kernel), first's start to
-    last's end. None otherwise (a 1x1 convolution of stride 2 skips units)."""
-    if link.reach is not None:
-        return link.reach(first, last)
+def _touching(link: Link) -> bool:
+    """Whether units in order that read ranges of which each touches the next (a convolution
+    whose stride is at most its kernel) read, from unit first to unit last, together, first's
+    start to last's end: not where they skip units (a 1x1 convolution of stride 2)."""
     ranges = _ranges_in_order(link)
-    if ranges is None or any(b[0] > a[1] + 1 for a, b in pairwise(ranges)):
-        return None
-    return link.reads(first)[0][0], link.reads(last)[0][1]
+    return ranges is not None and all(b[0] <= a[1] + 1 for a, b in pairwise(ranges))
 
 
 def _first_unit_where(holds: Callable[[int], bool], size: int) -> int:
@@ -437,13 +441,16 @@ def _first_unit_where(holds: Callable[[int], bool], size: int) -> int:
 
 
 _UNORDERED = object()  # `_reading_units` of a link whose exact fields may be out of order
-# A span of no more units than this is taken unit by unit, their fields kept, rather than
-# from the reaches (whose spans are kept apart): a convolution's few taps mostly meet fields
-# evaluated before. Measured, at 224, 448 and 896 pixels: timm's resnetblur18 18, 23 and 33
-# ms (4); 31, 50 and 89 (2: the reaches' spans of its few taps; its 1x1 stride-2 shortcuts
-# have none, and spans below them go unit by unit); 23, 35 and 34 (16); densenetblur121d 54
-# ms at each (4), 72, 90 and 55 (16).
-_REACHED_FROM = 4
+# Only spans within this many units of each end of a map are taken from the reaches: the
+# whole map's (`walk.reads_all_input`), and those its reaches ask below, which stay near the
+# ends. Spans elsewhere go unit by unit, their fields kept: each range a reach asks is kept
+# apart, and a network of many branches of different windows (timm's pnasnet5large and
+# nasnetalarge) asks too many of them (pnasnet5large: 0.2 s with units alone, 0.7 s when
+# every span of more than four units went by reach). Measured, at 224, 448 and 896 pixels:
+# densenetblur121d 78, 97 and 141 ms unit by unit, 54 at each by reach; resnetblur18 26,
+# 39 and 74 unit by unit, 18, 23 and 33 by reach (its 1x1 stride-2 shortcuts skip units
+# and have none: spans below them go unit by unit).
+_NEAR_THE_ENDS = 8
 _UNREACHED = object()  # `AxisMap._reached` of a map with a link whose units' reads are not one range
 
 
