@@ -43,7 +43,7 @@ class Link:
     `breaks` (a reflection's mirrored borders), which may read anywhere; `reach`, where
     given: the parent units that real units first..last read together, one range (a
     reflection's: its mirrored units read units its others read too), where the reads of
-    units in order that touch give it without one (`maps._touching`)."""
+    units in order give it without one (`maps._reaching`)."""
 
     parent: AxisMap
     reads: Reads
@@ -87,9 +87,9 @@ class AxisMap:
         self._exact_starts: dict[int, int] = {}
         self._exact_ends: dict[int, int] = {}
         # Of a map out of order: (first, last) -> the exact span its links' reaches give, and
-        # whether every link has a reach (found at the first such span).
-        self._exact_spans: dict[Interval, Interval | None] = {}
-        self._reaching: bool | None = None
+        # how each link's units read together (`_reaching`, found at the first such span).
+        self._exact_spans: dict[Interval, Interval | object | None] = {}
+        self._reaching: tuple[object, ...] | None = None
         # Plain loops, not generators: a map is made per operator and axis.
         why, jumps = None, set()  # why: the first link's without a ratio
         for link in links:
@@ -267,24 +267,39 @@ class AxisMap:
     def _reached(self, first: int, last: int) -> Interval | object | None:
         """The exact span of real units first..last of a map out of order, from the parent
         units each link's units read together where those are one range (`Link.reach`, or
-        first's start to last's end where the link's windows touch, `_touching`): the
+        first's start to last's end where the link's windows touch, `_reaching`): the
         hull of their fields is then the parent's span of that range, followed down without
         taking the units one by one (timm's BlurPool networks, whose reflection paddings
-        leave every map after them out of order); `_UNREACHED` where a link has no reach."""
+        leave every map after them out of order). Units that skip parent units: the same
+        span where the first and last units' own reads already reach its ends. Else
+        `_UNREACHED`, the units to be taken one by one."""
         key = (first, last)
         if key in self._exact_spans:  # merges lead back to the same maps along several paths
             return self._exact_spans[key]
         if self._reaching is None:
-            self._reaching = all(link.reach is not None or _touching(link) for link in self.links)
-        if not self._reaching:
-            return _UNREACHED
+            self._reaching = tuple(_reaching(link) for link in self.links)
         value = None
-        for link in self.links:
-            if link.reach is not None:
-                start, end = link.reach(first, last)
-            else:
-                start, end = link.reads(first)[0][0], link.reads(last)[0][1]
-            value = hull(value, link.parent.span(start, end, exact=True))
+        for link, reaching in zip(self.links, self._reaching, strict=True):
+            if reaching is _NO_REACH:
+                return _UNREACHED
+            parent = link.parent
+            if reaching is _OWN_REACH:
+                start, end = link.reach(first, last)  # type: ignore[misc]
+                value = hull(value, parent.span(start, end, exact=True))
+                continue
+            (start, _), (_, end) = link.reads(first)[0], link.reads(last)[0]
+            spanned = parent.span(start, end, exact=True)
+            if reaching is _SKIPPING:
+                # Units that skip parent units read no range together; what they read lies
+                # between what the first and last read and the span over all: where those two
+                # agree, it is both (nearly always: the extremes are at the ends).
+                ends = hull(
+                    parent.span(*link.reads(first)[0], exact=True), parent.span(*link.reads(last)[0], exact=True)
+                )
+                if ends != spanned:
+                    self._exact_spans[key] = _UNREACHED
+                    return _UNREACHED
+            value = hull(value, spanned)
         self._exact_spans[key] = value
         return value
 
@@ -420,12 +435,20 @@ def _ranges_in_order(link: Link) -> list[Interval] | None:
     return ranges if all(_ordered(a, b) for a, b in pairwise(ranges)) else None
 
 
-def _touching(link: Link) -> bool:
-    """Whether units in order that read ranges of which each touches the next (a convolution
-    whose stride is at most its kernel) read, from unit first to unit last, together, first's
-    start to last's end: not where they skip units (a 1x1 convolution of stride 2)."""
+def _reaching(link: Link) -> object:
+    """How a link's units first..last read together (`AxisMap._reached`): by its own `reach`;
+    as first's start to last's end, where its units read ranges in order of which each
+    touches the next (a convolution whose stride is at most its kernel), or skip parent
+    units between them (a 1x1 convolution of stride 2); or not known."""
+    if link.reach is not None:
+        return _OWN_REACH
     ranges = _ranges_in_order(link)
-    return ranges is not None and all(b[0] <= a[1] + 1 for a, b in pairwise(ranges))
+    if ranges is None:
+        return _NO_REACH
+    return _TOUCHING if all(b[0] <= a[1] + 1 for a, b in pairwise(ranges)) else _SKIPPING
+
+
+_OWN_REACH, _TOUCHING, _SKIPPING, _NO_REACH = object(), object(), object(), object()
 
 
 def _first_unit_where(holds: Callable[[int], bool], size: int) -> int:
@@ -447,9 +470,9 @@ _UNORDERED = object()  # `_reading_units` of a link whose exact fields may be ou
 # apart, and a network of many branches of different windows (timm's pnasnet5large and
 # nasnetalarge) asks too many of them (pnasnet5large: 0.2 s with units alone, 0.7 s when
 # every span of more than four units went by reach). Measured, at 224, 448 and 896 pixels:
-# densenetblur121d 78, 97 and 141 ms unit by unit, 54 at each by reach; resnetblur18 26,
-# 39 and 74 unit by unit, 18, 23 and 33 by reach (its 1x1 stride-2 shortcuts skip units
-# and have none: spans below them go unit by unit).
+# densenetblur121d 78, 97 and 141 ms unit by unit, 56 to 58 by reach; resnetblur18 26, 39
+# and 74 unit by unit, 19, 20 and 23 by reach (20, 26 and 36 where its 1x1 stride-2
+# shortcuts, which skip units, sent their spans unit by unit).
 _NEAR_THE_ENDS = 8
 _UNREACHED = object()  # `AxisMap._reached` of a map with a link whose units' reads are not one range
 
