@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
@@ -60,10 +61,9 @@ class AxisMap:
 
     __slots__ = (
         "_exact",
-        "_exact_ends",
+        "_exact_bounds",
         "_exact_order",
         "_exact_spans",
-        "_exact_starts",
         "_origin",
         "_padded",
         "_reaching",
@@ -84,8 +84,7 @@ class AxisMap:
         self._exact: dict[int, Interval | None] = {}
         self._exact_order: tuple[bool, Interval | None] | None = None  # `exact_order`, found at its first read
         # Of an exact-ordered map: unit -> where its exact field begins, and where it ends.
-        self._exact_starts: dict[int, int] = {}
-        self._exact_ends: dict[int, int] = {}
+        self._exact_bounds: tuple[dict[int, int], dict[int, int]] = ({}, {})
         # Of a map out of order: (first, last) -> the exact span its links' reaches give, and
         # how each link's units read together (`_reaching`, found at the first such span).
         self._exact_spans: dict[Interval, Interval | object | None] = {}
@@ -250,7 +249,7 @@ class AxisMap:
             if ordered:
                 if reading is None or first > reading[1] or last < reading[0]:
                     return None
-                return self._exact_start(max(first, reading[0])), self._exact_end(min(last, reading[1]))
+                return self._exact_bound(max(first, reading[0]), 0), self._exact_bound(min(last, reading[1]), 1)
             if first <= _NEAR_THE_ENDS and last >= self.size - 1 - _NEAR_THE_ENDS:
                 value = self._reached(first, last)
                 if value is not _UNREACHED:
@@ -278,24 +277,22 @@ class AxisMap:
             return self._exact_spans[key]
         if self._reaching is None:
             self._reaching = tuple(_reaching(link) for link in self.links)
+        if _NO_REACH in self._reaching:
+            return _UNREACHED
         value = None
         for link, reaching in zip(self.links, self._reaching, strict=True):
-            if reaching is _NO_REACH:
-                return _UNREACHED
             parent = link.parent
             if reaching is _OWN_REACH:
                 start, end = link.reach(first, last)  # type: ignore[misc]
                 value = hull(value, parent.span(start, end, exact=True))
                 continue
-            (start, _), (_, end) = link.reads(first)[0], link.reads(last)[0]
+            (start, first_end), (last_start, end) = link.reads(first)[0], link.reads(last)[0]
             spanned = parent.span(start, end, exact=True)
             if reaching is _SKIPPING:
                 # Units that skip parent units read no range together; what they read lies
                 # between what the first and last read and the span over all: where those two
                 # agree, it is both (nearly always: the extremes are at the ends).
-                ends = hull(
-                    parent.span(*link.reads(first)[0], exact=True), parent.span(*link.reads(last)[0], exact=True)
-                )
+                ends = hull(parent.span(start, first_end, exact=True), parent.span(last_start, end, exact=True))
                 if ends != spanned:
                     self._exact_spans[key] = _UNREACHED
                     return _UNREACHED
@@ -317,7 +314,7 @@ class AxisMap:
             return None
         low = first + max(0, -(-(reading[0] - first) // step)) * step
         high = reading[1] - (reading[1] - first) % step
-        return (self._exact_start(low), self._exact_end(high)) if low <= high else None
+        return (self._exact_bound(low, 0), self._exact_bound(high, 1)) if low <= high else None
 
     @property
     def exact_order(self) -> tuple[bool, Interval | None]:
@@ -341,36 +338,25 @@ class AxisMap:
                 self._exact_order = (ordered, reading) if ordered else (False, None)
         return self._exact_order
 
-    def _exact_start(self, unit: int) -> int:
+    def _exact_bound(self, unit: int, end: int) -> int:
         """Where the exact field of reading unit `unit` of a map in order (`exact_order`)
-        begins: at the start of the first reading parent unit it reads, the earliest over its
-        links. Followed apart from the end, so that a span of many units asks each map for
-        one unit's start and one unit's end, not for the fields of every unit between them."""
-        start = self._exact_starts.get(unit)
-        if start is None:
+        begins (`end` 0: at the start of the first reading parent unit it reads, the earliest
+        over its links) or ends (1: the end of the last, the latest). Each followed apart, so
+        that a span of many units asks each map for one unit's start and one unit's end, not
+        for the fields of every unit between them."""
+        known = self._exact_bounds[end]
+        bound = known.get(unit)
+        if bound is None:
             if not self.links:
-                start = unit
+                bound = unit
             else:
-                start = min(
-                    link.parent._exact_start(max(link.reads(unit)[0][0], link.parent.exact_order[1][0]))
+                clip, pick = (min, max) if end else (max, min)  # to the parent's reading units; over the links
+                bound = pick(
+                    link.parent._exact_bound(clip(link.reads(unit)[0][end], link.parent.exact_order[1][end]), end)
                     for link in self.links
                 )
-            self._exact_starts[unit] = start
-        return start
-
-    def _exact_end(self, unit: int) -> int:
-        """Where the exact field of reading unit `unit` of a map in order ends (`_exact_start`)."""
-        end = self._exact_ends.get(unit)
-        if end is None:
-            if not self.links:
-                end = unit
-            else:
-                end = max(
-                    link.parent._exact_end(min(link.reads(unit)[0][1], link.parent.exact_order[1][1]))
-                    for link in self.links
-                )
-            self._exact_ends[unit] = end
-        return end
+            known[unit] = bound
+        return bound
 
     def _ordered_span(self, first: int, last: int) -> Interval | None:
         """The padded span from the fields of its ordered end units and of its irregular
@@ -417,8 +403,8 @@ def _reading_units(link: Link, size: int) -> Interval | object | None:
     # Ends in order: the units whose range ends at or past the parent's first reading unit
     # come after those that do not, and those whose range begins at or before its last
     # reading unit before those that do not; a unit of both reads one of them.
-    first = _first_unit_where(lambda u: link.reads(u)[0][1] >= reading[0], size)
-    past = _first_unit_where(lambda u: link.reads(u)[0][0] > reading[1], size)
+    first = bisect_left(range(size), True, key=lambda u: link.reads(u)[0][1] >= reading[0])
+    past = bisect_left(range(size), True, key=lambda u: link.reads(u)[0][0] > reading[1])
     return (first, past - 1) if first < past else None
 
 
@@ -449,18 +435,6 @@ def _reaching(link: Link) -> object:
 
 
 _OWN_REACH, _TOUCHING, _SKIPPING, _NO_REACH = object(), object(), object(), object()
-
-
-def _first_unit_where(holds: Callable[[int], bool], size: int) -> int:
-    """The first of units 0..size - 1 where `holds`, which once true stays true; `size` if none."""
-    low, high = 0, size
-    while low < high:
-        middle = (low + high) // 2
-        if holds(middle):
-            high = middle
-        else:
-            low = middle + 1
-    return low
 
 
 _UNORDERED = object()  # `_reading_units` of a link whose exact fields may be out of order
