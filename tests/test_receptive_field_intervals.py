@@ -602,6 +602,44 @@ def test_channels_mixed_by_a_convolution_read_alike_and_fold_exactly(model):
     check_units(model, (1, 8, 8), every_unit(model, (1, 8, 8)))
 
 
+class MixedThenPadded(nn.Module):
+    """Every unit reads all of W (a mean over it added back: a row's context; or a gate from
+    it, as squeeze-and-excitation's over one dimension), then units that read nothing: zero
+    padding (a U-Net's before its skip), a transposed convolution's output padding."""
+
+    def __init__(self, gate: bool):
+        super().__init__()
+        self.conv, self.gate = nn.Conv2d(2, 2, 1), gate
+        self.up = nn.ConvTranspose2d(2, 2, 1, stride=2, output_padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.gate:
+            return self.up(y * torch.sigmoid(y.mean(3, keepdim=True)))
+        return F.pad(y + y.mean(3, keepdim=True), (1, 2, 2, 1))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        MixedThenPadded(gate=False),
+        MixedThenPadded(gate=True),
+        nn.Sequential(
+            nn.Conv2d(2, 2, 1, stride=2),
+            nn.PixelUnshuffle(2),
+            ChannelsLast(8, 2),
+            nn.ConvTranspose2d(2, 2, 1, dilation=2, output_padding=1),
+            nn.Conv2d(2, 2, 1),
+        ),
+    ],
+    ids=["row-mean-added-padded", "row-gate-transposed", "unshuffled-mixed-transposed"],
+)
+def test_a_padding_unit_made_after_positions_were_mixed_reads_no_pixel(model):
+    """Units of zero padding read nothing, not the positions every other unit mixed before
+    them (those gave them the mixed span)."""
+    check_units(model, (2, 8, 8), every_unit(model, (2, 8, 8)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("mode,factor", [("bilinear", 1.8), ("bicubic", 1.8), ("nearest", 2.2), ("nearest-exact", 2.2)])
 def test_resampling_follows_the_arithmetic_of_pytorchs_kernels(mode, factor, dtype):

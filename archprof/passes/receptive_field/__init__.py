@@ -283,21 +283,30 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
 
 
 def _unit_boxes(state: Field, unit: tuple[int, ...]) -> list[Interval | None]:
-    return [hull(mixed_span(state, axis, exact=True), _own_box(state, axis, index)) for axis, index in enumerate(unit)]
+    """Per dimension, the unit's own box and what every unit reads of the maps mixed before
+    (`mixed_span`); but a unit that reads no real unit of its own map along a dimension (a
+    padding unit) reads nothing at all: no pixel, mixed or not, reaches its value."""
+    boxes = []
+    for axis, index in enumerate(unit):
+        box, own = _own_box(state, axis, index)
+        if own and box is None:
+            return [None] * len(unit)
+        boxes.append(hull(mixed_span(state, axis, exact=True), box))
+    return boxes
 
 
-def _own_box(field: Field, axis: int, index: int) -> Interval | None:
+def _own_box(field: Field, axis: int, index: int) -> tuple[Interval | None, bool]:
     """The pixels along `axis` that unit `index` of the output dimension running along it
-    reads (the kept positions where none does)."""
+    reads (the kept positions where none does), and whether a dimension runs along it."""
     places = field.places(axis)
     if not any(own for _, own in places):  # kept at one position: unit 0
-        return _kept_box(field, axis)
+        return _kept_box(field, axis), False
     if len(places) != 1:
         raise ArchprofError(f"this layer's output runs along input dimension {axis + 1} twice: no unit box")
     axis_map: AxisMap = places[0][0]
     if not 0 <= index < axis_map.size:
         raise ArchprofError(f"--unit {index} is outside the layer's {axis_map.size} units along dimension {axis + 1}")
-    return axis_map.field(index, exact=True)
+    return axis_map.field(index, exact=True), True
 
 
 def _kept_box(field: Field, axis: int) -> Interval | None:
