@@ -173,6 +173,29 @@ class TwoShifts(nn.Module):
         return F.pad(x[:, :, :-2, 1:], (0, 1, 2, 0)) + F.pad(x[:, :, 2:, :-1], (1, 0, 0, 2))
 
 
+class MergedShifts(nn.Module):
+    """Paths of windows `kernels` wide along W, shifted by `shifts` units (zeros where they
+    read past the map: PNASNet's pooling shifted by a padding and a crop), added up: the
+    units of each that read a pixel differ, and where one path's begin or stop, the sum's
+    fields may stay in order or not."""
+
+    def __init__(self, shifts: tuple[int, ...], kernels: tuple[int, ...]):
+        super().__init__()
+        self.shifts = shifts
+        self.convs = nn.ModuleList(nn.Conv2d(2, 2, (1, k), padding=(0, k // 2)) for k in kernels)
+
+    def forward(self, x):
+        total = 0
+        for conv, shift in zip(self.convs, self.shifts, strict=True):
+            y = conv(x)
+            if shift > 0:
+                y = F.pad(y, (shift, 0))[..., :-shift]
+            elif shift < 0:
+                y = F.pad(y, (0, -shift))[..., -shift:]
+            total = total + y
+        return total
+
+
 class Concat(nn.Module):
     """Inception-style: the map and a convolution of it, along channels."""
 
@@ -349,6 +372,10 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         nn.Sequential(Pad((3, 3, 3, 3), "constant"), nn.Conv2d(2, 2, 1, stride=4), nn.Conv2d(2, 2, 2)),
         nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), PaddedBack(), nn.Conv2d(2, 2, 2)),
         nn.Sequential(TwoShifts(), nn.AvgPool2d(2, 1)),
+        # Paths whose units that read a pixel differ, summed: in order (PNASNet's), or not.
+        nn.Sequential(MergedShifts((0, -1), (1, 3)), nn.Conv2d(2, 2, 3, stride=2)),
+        nn.Sequential(MergedShifts((1, -3), (3, 1)), nn.Conv2d(2, 2, 3)),
+        nn.Sequential(MergedShifts((1, 0, -1), (3, 1, 3)), nn.AvgPool2d(3, 2), MergedShifts((0, 1), (3, 1))),
         # After a reflection every map is out of order: spans from the units' reads together.
         nn.Sequential(Pad((3, 1, 2, 2), "reflect"), nn.Conv2d(2, 2, 3, stride=2), nn.Conv2d(2, 2, 2, stride=2)),
         nn.Sequential(Pad((2, 2, 1, 3), "reflect"), nn.Conv2d(2, 2, 1, stride=3), nn.Conv2d(2, 2, 3, padding=1)),
@@ -367,6 +394,9 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         "zeros",
         "padded_back",
         "two_shifts",
+        "merged_in_order",
+        "merged_out_of_order",
+        "merged_three",
         "reflected_dense",
         "reflected_skipping",
         "replicated_skip",

@@ -64,6 +64,7 @@ class AxisMap:
         "_exact_bounds",
         "_exact_order",
         "_exact_spans",
+        "_link_readings",
         "_origin",
         "_padded",
         "_reaching",
@@ -85,6 +86,8 @@ class AxisMap:
         self._exact_order: tuple[bool, Interval | None] | None = None  # `exact_order`, found at its first read
         # Of an exact-ordered map: unit -> where its exact field begins, and where it ends.
         self._exact_bounds: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        # Of an exact-ordered map: per link, its units that read a pixel (`_links_in_order`).
+        self._link_readings: tuple[Interval | None, ...] = ()
         # Of a map out of order: (first, last) -> the exact span its links' reaches give, and
         # how each link's units read together (`_reaching`, found at the first such span).
         self._exact_spans: dict[Interval, Interval | object | None] = {}
@@ -324,36 +327,65 @@ class AxisMap:
         runs from the start of the first reading unit's field to the end of the last's, where
         it is taken unit by unit otherwise (the whole map's, asked by `walk.reads_all_input`
         at every global pooling, would cost time that grows with the resolution). So where
-        each link reads one range of parent units per unit, in order, of a parent in order,
-        and the links' units that reach one of the parent's reading units are the same (a
-        convolution without dilation, a pooling, a constant padding, a nearest upsampling);
-        not a dilated convolution's taps, whose reading ones may end earlier for a later unit."""
+        each link reads one range of parent units per unit, in order, of a parent in order (a
+        convolution without dilation, a pooling, a constant padding, a nearest upsampling;
+        not a dilated convolution's taps, whose reading ones may end earlier for a later
+        unit), the units of the links that read a pixel (`_link_readings`) make one range, and
+        the fields stay in order where a link's units begin or stop reading one (a sum of two
+        paths of which one's last unit reads only padding: PNASNet's shifted pooling)."""
         if self._exact_order is None:
             if not self.links:
                 self._exact_order = (True, (0, self.size - 1) if self.size else None)
             else:
-                readings = {_reading_units(link, self.size) for link in self.links}
-                reading = readings.pop()
-                ordered = not readings and reading is not _UNORDERED
-                self._exact_order = (ordered, reading) if ordered else (False, None)
+                self._exact_order = self._links_in_order()
         return self._exact_order
+
+    def _links_in_order(self) -> tuple[bool, Interval | None]:
+        """`exact_order` of a map with links, noting each link's reading units."""
+        readings = tuple([_reading_units(link, self.size) for link in self.links])
+        if _UNORDERED in readings:
+            return False, None
+        self._link_readings = readings  # type: ignore[assignment]
+        if len(readings) == 1:  # most maps
+            return True, readings[0]  # type: ignore[return-value]
+        ranges = sorted(r for r in readings if r is not None)  # type: ignore[type-var]
+        if not ranges:
+            return True, None
+        end = ranges[0][1]
+        for start, last in ranges[1:]:
+            if start > end + 1:
+                return False, None  # units between read no pixel: not consecutive
+            end = max(end, last)
+        # Within a stretch of units that the same links read through, each link's fields are
+        # in order, and so is their hull: where a link begins or stops, the two units beside.
+        reading = ranges[0][0], end
+        for unit in {u for first, last in ranges for u in (first, last + 1)}:
+            if reading[0] < unit <= reading[1]:
+                before = self._exact_bound(unit - 1, 0), self._exact_bound(unit - 1, 1)
+                if not _ordered(before, (self._exact_bound(unit, 0), self._exact_bound(unit, 1))):
+                    return False, None
+        return True, reading
 
     def _exact_bound(self, unit: int, end: int) -> int:
         """Where the exact field of reading unit `unit` of a map in order (`exact_order`)
         begins (`end` 0: at the start of the first reading parent unit it reads, the earliest
-        over its links) or ends (1: the end of the last, the latest). Each followed apart, so
-        that a span of many units asks each map for one unit's start and one unit's end, not
-        for the fields of every unit between them."""
+        over the links that read a pixel there) or ends (1: the end of the last, the latest).
+        Each followed apart, so that a span of many units asks each map for one unit's start
+        and one unit's end, not for the fields of every unit between them."""
         known = self._exact_bounds[end]
         bound = known.get(unit)
         if bound is None:
+            clip = min if end else max  # to the parent's reading units
             if not self.links:
                 bound = unit
+            elif len(self.links) == 1:  # most maps: its reading units are the link's
+                parent = self.links[0].parent
+                bound = parent._exact_bound(clip(self.links[0].reads(unit)[0][end], parent.exact_order[1][end]), end)
             else:
-                clip, pick = (min, max) if end else (max, min)  # to the parent's reading units; over the links
-                bound = pick(
+                bound = (max if end else min)(  # over the links that read a pixel there
                     link.parent._exact_bound(clip(link.reads(unit)[0][end], link.parent.exact_order[1][end]), end)
-                    for link in self.links
+                    for link, reading in zip(self.links, self._link_readings, strict=True)
+                    if reading is not None and reading[0] <= unit <= reading[1]
                 )
             known[unit] = bound
         return bound
