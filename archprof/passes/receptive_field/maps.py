@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import sys
-from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
@@ -428,15 +427,24 @@ def _reading_units(link: Link, size: int) -> Interval | object | None:
     checked over one period of the link, past which the reads repeat shifted by a period's
     advance (not backwards)."""
     ordered, reading = link.parent.exact_order
-    if not ordered or _ranges_in_order(link) is None:
+    ranges = _ranges_in_order(link) if ordered else None
+    if ranges is None:
         return _UNORDERED
     if reading is None or size == 0:
         return None
     # Ends in order: the units whose range ends at or past the parent's first reading unit
     # come after those that do not, and those whose range begins at or before its last
-    # reading unit before those that do not; a unit of both reads one of them.
-    first = bisect_left(range(size), True, key=lambda u: link.reads(u)[0][1] >= reading[0])
-    past = bisect_left(range(size), True, key=lambda u: link.reads(u)[0][0] > reading[1])
+    # reading unit before those that do not; a unit of both reads one of them. Unit
+    # q period + r reads what unit r does, q advances on: the first of each, per r.
+    period = link.period
+    advance = period * link.ratio  # type: ignore[operator]
+    if advance != int(advance):  # not whole, as `Link` says a period's advance is: no order known
+        return _UNORDERED
+    advance, first, past = int(advance), size, size
+    for r in range(period):
+        (start, end) = ranges[r]
+        first = min(first, r + period * max(0, -(-(reading[0] - end) // advance)))
+        past = min(past, r + period * max(0, (reading[1] - start) // advance + 1))
     return (first, past - 1) if first < past else None
 
 
