@@ -7,6 +7,7 @@ package imports this module."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -66,10 +67,13 @@ def _permute(walk: Walk, op: OpNode) -> State:
     return state.with_dims([state.dims[axis] for axis in _permutation(op, len(x.shape))])
 
 
-def _groups(shape_in: Sequence[int], shape_out: Sequence[int]) -> list[tuple[list[int], list[int]]] | None:
+@functools.lru_cache(maxsize=1024)
+def _groups(shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> tuple[tuple[list[int], list[int]], ...] | None:
     """A row-major reshape as groups (input dims, output dims) of equal products; each size-1
     dimension joins the group of the next larger one (or the last group). None if the sizes
-    do not line up."""
+    do not line up. Kept per pair of shapes: a network's blocks reshape alike (a ConvNeXt
+    block's linear layers, a Swin block's windows), and a walk meets each pair many times;
+    the groups are only read."""
     ins = [i for i, n in enumerate(shape_in) if n != 1]
     outs = [j for j, n in enumerate(shape_out) if n != 1]
     groups: list[tuple[list[int], list[int]]] = []
@@ -93,13 +97,13 @@ def _groups(shape_in: Sequence[int], shape_out: Sequence[int]) -> list[tuple[lis
                 return None
         groups.append(group)
     if not groups:
-        return [(list(range(len(shape_in))), list(range(len(shape_out))))]
+        return ((list(range(len(shape_in))), list(range(len(shape_out)))),)
     for side, shape in ((0, shape_in), (1, shape_out)):
         for d in (d for d, n in enumerate(shape) if n == 1):
             target = next((g for g in groups if g[side][0] > d), groups[-1])
             target[side].append(d)
             target[side].sort()
-    return groups
+    return tuple(groups)
 
 
 def _flattened(entries: Sequence[tuple[Dim, int]]) -> tuple[tuple[Dim, int], ...]:
@@ -119,7 +123,7 @@ def _reshape(walk: Walk, op: OpNode) -> State:
     state = walk.state(x)
     if not isinstance(state, Field) or tuple(x.shape) == tuple(out):
         return state
-    groups = _groups(x.shape, out)
+    groups = _groups(tuple(x.shape), tuple(out))
     if groups is None:
         return walk.undefined(op, "its sizes were not understood")
     dims: list[Dim] = [None] * len(out)
