@@ -157,6 +157,22 @@ class Inner(Uneven):
 Dim = AxisMap | Merged | Tokens | Within | Uneven | None
 
 
+def _makes_idle_units(op: OpNode, ndim: int, axis: int, change: Callable[[AxisMap], AxisMap | None]) -> bool:
+    """Whether `change` (a map of the op's input along tensor dimension `axis` -> the
+    output's) makes output units that read no input unit: tried on a map of the input's
+    size there (of its first argument, where that has `ndim` dimensions)."""
+    x = op.args[0] if op.args else None
+    if not isinstance(x, TensorMeta) or len(x.shape) != ndim:
+        return False
+    made = change(AxisMap(0, x.shape[axis]))
+    if made is None:
+        return True
+    ordered, reading = made.exact_order
+    if ordered:
+        return reading != (0, made.size - 1)
+    return any(made.field(unit, exact=True) is None for unit in range(made.size))
+
+
 def along_no_axis(entry: Dim) -> bool:
     return entry is None or isinstance(entry, Uneven)
 
@@ -599,13 +615,25 @@ class Walk:
             gone |= {m for e in field.dims for m in entry_maps(e) if m in outers and m not in kept}
         return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), tuple(loose)), gone))
 
-    def along(self, op: OpNode, state: State, axes: Sequence[int], change: Callable[[int, AxisMap], Dim], what: str):
+    def along(
+        self,
+        op: OpNode,
+        state: State,
+        axes: Sequence[int],
+        change: Callable[[int, AxisMap], Dim],
+        what: str,
+        idle_bound: bool = False,
+    ):
         """Replace the map of each tensor dimension `axes[i]` by change(i, map); a flattened
-        dimension there is not understood."""
+        dimension there is not understood. `idle_bound`: where such a dimension runs along no
+        input axis (a 1x1 map kept at one position) and `change` makes units there that read
+        nothing (a window's padding), the field is an upper bound, as those units cannot be
+        told from the others (a constant padding's are placed beside them instead,
+        `layout._padded_channels`)."""
         if not isinstance(state, Field):
             return state
         dims = list(state.dims)
-        moved = False
+        moved, idle = False, False
         for i, axis in enumerate(axes):
             entry = dims[axis]
             if isinstance(entry, (*FLAT, Within)):
@@ -616,9 +644,16 @@ class Walk:
                     return self.undefined(op, f"{what}: no output unit reads an input unit")
                 moved = moved or changed is not entry
                 dims[axis] = changed
+            elif entry is None and idle_bound:
+                idle = idle or _makes_idle_units(op, len(dims), axis, lambda m, i=i: change(i, m))
         # Every map kept (a 1x1 convolution): the state itself, which the rows then share
         # (`receptive_field_columns` writes a state's cells once), not an equal copy.
-        return state.with_dims(dims) if moved else state
+        state = state.with_dims(dims) if moved else state
+        if idle:
+            return self.bounded(
+                op, state, f"makes units that read nothing ({what}) along a dimension no input axis runs along", False
+            )
+        return state
 
     def reduce(self, op: OpNode, state: State, out_ndim: int, axes: set[int] | None) -> State:
         """An op that mixes every unit along the tensor dimensions `axes` (None: all), keeping

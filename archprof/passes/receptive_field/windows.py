@@ -127,7 +127,7 @@ def _convolved(walk: Walk, op: OpNode, state: State) -> State:
     def change(i: int, parent: AxisMap) -> AxisMap:
         return _transposed(parent, out[axes[moved[i]]], *windows[i])
 
-    return walk.along(op, state, [axes[j] for j in moved], change, "transposed convolution")
+    return walk.along(op, state, [axes[j] for j in moved], change, "transposed convolution", idle_bound=True)
 
 
 def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> State:
@@ -169,7 +169,7 @@ def _windowed(walk: Walk, op: OpNode, state: State, axes: list[int], windows: li
         j = rest[i]
         return _window(parent, out[axes[j]], *windows[j])
 
-    return walk.along(op, state, [axes[j] for j in rest], change, what)
+    return walk.along(op, state, [axes[j] for j in rest], change, what, idle_bound=True)
 
 
 def _windowed_blocks(
