@@ -79,11 +79,11 @@ def check_units(module: nn.Module, input_size: tuple[int, ...], units, dtype: to
     for unit, expected in zip(units, footprints(module, x, units), strict=True):
         got = unit_box(state, spatial, unit)
         if getattr(state, "bound", ""):  # an upper bound, said so: it holds the unit's box
-            assert all(e is None or (g is not None and g[0] <= e[0] and e[1] <= g[1]) for g, e in zip(got, expected)), (
-                unit,
-                got,
-                expected,
-            )
+            held = [
+                e is None or (g is not None and g[0] <= e[0] and e[1] <= g[1])
+                for g, e in zip(got, expected, strict=True)
+            ]
+            assert all(held), (unit, got, expected)
         else:
             assert got == expected, (unit, got, expected)
 
