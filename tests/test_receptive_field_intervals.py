@@ -382,6 +382,8 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         # Paths whose units that read a pixel differ, summed: in order (PNASNet's), or not.
         nn.Sequential(MergedShifts((0, -1), (1, 3)), nn.Conv2d(2, 2, 3, stride=2)),
         nn.Sequential(MergedShifts((1, -3), (3, 1)), nn.Conv2d(2, 2, 3)),
+        nn.Sequential(MergedShifts((0, -2), (1, 1)), nn.Conv2d(2, 2, 3)),  # where a path stops only
+        nn.Sequential(MergedShifts((0, 2), (1, 5)), nn.Conv2d(2, 2, 3)),  # where a path begins only
         nn.Sequential(MergedShifts((1, 0, -1), (3, 1, 3)), nn.AvgPool2d(3, 2), MergedShifts((0, 1), (3, 1))),
         # After a reflection every map is out of order: spans from the units' reads together.
         nn.Sequential(Pad((3, 1, 2, 2), "reflect"), nn.Conv2d(2, 2, 3, stride=2), nn.Conv2d(2, 2, 2, stride=2)),
@@ -403,6 +405,8 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         "two_shifts",
         "merged_in_order",
         "merged_out_of_order",
+        "merged_out_of_order_at_a_stop",
+        "merged_out_of_order_at_a_beginning",
         "merged_three",
         "reflected_dense",
         "reflected_skipping",

@@ -356,12 +356,16 @@ class AxisMap:
                 return False, None  # units between read no pixel: not consecutive
             end = max(end, last)
         # Within a stretch of units that the same links read through, each link's fields are
-        # in order, and so is their hull: where a link begins or stops, the two units beside.
+        # in order, and so is their hull. Where a link begins, the hull takes a field more:
+        # its end cannot fall there, its start can; where a link stops, the reverse. So the
+        # starts of the two units beside a beginning are compared, and the ends beside a stop
+        # (a start near the end of PNASNet's sums would be asked for this alone).
         reading = ranges[0][0], end
-        for unit in {u for first, last in ranges for u in (first, last + 1)}:
+        begins, stops = {first for first, _ in ranges}, {last + 1 for _, last in ranges}
+        for unit in begins | stops:
             if reading[0] < unit <= reading[1]:
-                before = self._exact_bound(unit - 1, 0), self._exact_bound(unit - 1, 1)
-                if not _ordered(before, (self._exact_bound(unit, 0), self._exact_bound(unit, 1))):
+                sides = (0,) * (unit in begins) + (1,) * (unit in stops)
+                if any(self._exact_bound(unit - 1, side) > self._exact_bound(unit, side) for side in sides):
                     return False, None
         return True, reading
 
