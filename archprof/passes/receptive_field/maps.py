@@ -378,15 +378,13 @@ class AxisMap:
         known = self._exact_bounds[end]
         bound = known.get(unit)
         if bound is None:
-            clip = min if end else max  # to the parent's reading units
             if not self.links:
                 bound = unit
             elif len(self.links) == 1:  # most maps: its reading units are the link's
-                parent = self.links[0].parent
-                bound = parent._exact_bound(clip(self.links[0].reads(unit)[0][end], parent.exact_order[1][end]), end)
+                bound = _bound_through(self.links[0], unit, end)
             else:
                 bound = (max if end else min)(  # over the links that read a pixel there
-                    link.parent._exact_bound(clip(link.reads(unit)[0][end], link.parent.exact_order[1][end]), end)
+                    _bound_through(link, unit, end)
                     for link, reading in zip(self.links, self._link_readings, strict=True)
                     if reading is not None and reading[0] <= unit <= reading[1]
                 )
@@ -422,6 +420,14 @@ _MOST_IRREGULAR = 256
 
 def _ordered(a: Interval, b: Interval) -> bool:
     return a[0] <= b[0] and a[1] <= b[1]
+
+
+def _bound_through(link: Link, unit: int, end: int) -> int:
+    """`AxisMap._exact_bound` of `unit` through one link: its parent's, at the first (`end`
+    0) or last (1) parent unit the unit reads, clipped to the parent's reading units."""
+    parent = link.parent
+    clip = min if end else max
+    return parent._exact_bound(clip(link.reads(unit)[0][end], parent.exact_order[1][end]), end)
 
 
 def _reading_units(link: Link, size: int) -> Interval | object | None:
