@@ -390,6 +390,11 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         nn.Sequential(Pad((2, 2, 1, 3), "reflect"), nn.Conv2d(2, 2, 1, stride=3), nn.Conv2d(2, 2, 3, padding=1)),
         nn.Sequential(Pad((2, 0, 3, 1), "replicate"), Skip("nearest"), Pad((1, 2, 2, 1), "reflect")),
         nn.Sequential(Pad((1, 1, 1, 1), "reflect"), nn.Conv2d(2, 2, 3, dilation=2), nn.AvgPool2d(2)),
+        # A dilated convolution's taps each a shift: runs in order, split where taps stop reading.
+        nn.Sequential(nn.Conv2d(2, 2, 3, dilation=3, padding=2), nn.Conv2d(2, 2, 3, dilation=2, padding=3)),
+        nn.Sequential(Pad((2, 1, 3, 2), "replicate"), nn.Conv2d(2, 2, 3, dilation=2), nn.AvgPool2d(2, 1)),
+        nn.Sequential(Concat(2, 3, 4), nn.Conv2d(3, 2, 3, dilation=5, padding=1), nn.MaxPool2d(3, 2, 1)),
+        nn.Sequential(Pad((3, 0, 1, 2), "reflect"), MergedShifts((2, -1), (3, 1)), nn.Conv2d(2, 2, 2, dilation=4)),
     ],
     ids=[
         "dilated",
@@ -412,6 +417,10 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         "reflected_skipping",
         "replicated_skip",
         "reflected_dilated",
+        "dilated_into_padding",
+        "replicated_dilated",
+        "dilated_beside_its_input",
+        "reflected_shifted_dilated",
     ],
 )
 def test_exact_spans_of_windows_equal_the_hull_of_their_units_exact_fields(model):
@@ -431,12 +440,12 @@ def check_exact_spans(model: nn.Module, input_size: tuple[int, ...]) -> None:
                 unit = brute[last]
                 if unit is not None:
                     hull = unit if hull is None else (min(hull[0], unit[0]), max(hull[1], unit[1]))
-                assert entry.span(first, last, exact=True) == hull, (entry.exact_order, first, last)
+                assert entry.span(first, last, exact=True) == hull, (entry.exact_runs, first, last)
         for step in range(1, 5):  # the units at one position in every block of `step` (a grid attention's)
             for first in range(step):
                 fields = [field for field in brute[first::step] if field is not None]
                 hull = (min(f[0] for f in fields), max(f[1] for f in fields)) if fields else None
-                assert entry.exact_strided_span(first, step) == hull, (entry.exact_order, first, step)
+                assert entry.exact_strided_span(first, step) == hull, (entry.exact_runs, first, step)
 
 
 def every_map(model: nn.Module, input_size: tuple[int, ...]) -> list:
@@ -1111,14 +1120,49 @@ class ChannelsInColumns(nn.Module):
         return self.head(self.pool(rows.reshape(n, h, w, c).permute(0, 3, 1, 2)))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "channels_in_columns"])
+class DilatedPyramid(nn.Module):
+    """DeepLab's shape: a strided stem, convolutions dilated 2 and 4 instead of strided, then
+    branches dilated 6, 12 and 18 side by side (its ASPP), a global pooling and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.Conv2d(4, 4, 3, 1, 2, dilation=2))
+        self.body = nn.Conv2d(4, 4, 3, 1, 4, dilation=4)
+        self.branches = nn.ModuleList(nn.Conv2d(4, 2, 3, 1, d, dilation=d) for d in (6, 12, 18))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2))
+
+    def forward(self, x):
+        x = self.body(self.stem(x)) + x[:, :, ::2, ::2].mean(1, keepdim=True)
+        return self.head(torch.cat([branch(x) for branch in self.branches], 1))
+
+
+class BlurResidual(nn.Module):
+    """timm's BlurPool ResNets: a reflection padding and a fixed 3x3 filter of stride 2 after
+    each stage, residual blocks padded by reflection, a global pooling and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        blur = [nn.ReflectionPad2d(1), nn.Conv2d(2, 2, 3, stride=2, groups=2)]
+        self.stages = nn.Sequential(nn.Conv2d(3, 2, 3, 1, 1), *blur, ReflectedBlock(2), *blur, ReflectedBlock(2))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+
+    def forward(self, x):
+        return self.head(self.stages(x))
+
+
+_SMALL_NETWORKS = {"channels_in_columns": ChannelsInColumns, "dilated": DilatedPyramid, "blur": BlurResidual}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "channels_in_columns", "dilated", "blur"])
 def test_the_fields_a_pass_evaluates_do_not_grow_with_the_resolution(monkeypatch, name):
     """Whether the global pooling reads every pixel asks for the exact span of every unit of
     its map: at 512x512 these networks need 130 fields evaluated, as at 64x64, where taking
     that span unit by unit needed over 4,500, growing with the resolution, and time with it.
     Columns and channels flattened together (unit u reads column u // channels) repeat every
-    `channels` units: in order too."""
+    `channels` units: in order too. A dilated convolution's taps and a reflection's mirrored
+    units break that order at the borders only: their maps are a few runs in order."""
     monkeypatch.setattr(maps, "FIELD_BUDGET", 1_000)
-    report = archprof.analyze(ChannelsInColumns() if name == "channels_in_columns" else name, (3, 512, 512))
+    model = _SMALL_NETWORKS[name]() if name in _SMALL_NETWORKS else name
+    report = archprof.analyze(model, (3, 512, 512))
     assert not [note for note in report.columns["receptive_field_note"] if TOO_IRREGULAR in note]
     assert report.columns["receptive_field"][-2:] == ["input", "input"]  # the pooling, the classifier

@@ -690,20 +690,17 @@ def _border_pad(kind: str) -> Rule:
                         j = min(max(j, 0), n - 1)
                 return ((j, j),)
 
-            def reach(first: int, last: int) -> Interval:
-                # Units read one each, in order but for the mirrored ones, which read units
-                # next to those the others read: together one range, from the units at the
-                # ends and on either side of each border.
-                ends = (first, last, before - 1, before, before + n - 1, before + n)
-                read = [reads(u)[0][0] for u in ends if first <= u <= last]
-                return min(read), max(read)
-
+            # Exactly, shifts: every unit of the map's own reads it (a shift by the padding),
+            # each border unit reads one unit of its own.
+            size = out[axes[i]]
+            borders = (*range(min(before, size)), *range(max(before + n, 0), size))
+            shifts = ((before, before + n - 1, -before), *((u, u, reads(u)[0][0] - u) for u in borders))
             if kind == "replication":
-                return parent.derive(out[axes[i]], reads, 1, reach=reach)
+                return parent.derive(size, reads, 1, shifts=shifts)
             # Mirrored units (the first `before`, the last `after`) read back into the map;
             # every other unit reads its own, in order.
-            mirrored = ((0, before - 1), (before + n, out[axes[i]] - 1))
-            return parent.derive(out[axes[i]], reads, 1, period=1, breaks=mirrored, reach=reach)
+            mirrored = ((0, before - 1), (before + n, size - 1))
+            return parent.derive(size, reads, 1, period=1, breaks=mirrored, shifts=shifts)
 
         return walk.along(op, walk.state(x), axes, padded, f"{kind} padding")
 
@@ -734,7 +731,7 @@ def _roll(walk: Walk, op: OpNode) -> State:
 
         def reads(u: int) -> tuple[Interval, ...]:
             unit = (u - shift) % n
-            return () if parent.field(unit, exact=True) is None else ((unit, unit),)
+            return ((unit, unit),) if parent.reads_a_pixel(unit) else ()
 
         return parent.derive(n, reads, 1, monotone=False)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
@@ -40,10 +41,11 @@ class Link:
     shifted by P * ratio (a whole number) for every u, beyond the map's ends too (1 for a
     convolution or a zero padding, 2 for a nearest upsampling by 2; None: not known to be);
     `monotone`: later units never read earlier parent units, leaving out the units of
-    `breaks` (a reflection's mirrored borders), which may read anywhere; `reach`, where
-    given: the parent units that real units first..last read together, one range (a
-    reflection's: its mirrored units read units its others read too), where the reads of
-    units in order give it without one (`maps._reaching`)."""
+    `breaks` (a reflection's mirrored borders), which may read anywhere; `shifts`, where
+    given, its reads as pieces (first, last, offset), which an exact field needs alone:
+    units first..last read parent unit u + offset (a reflection's or a replication's: its
+    own units one shift, each border unit its own; a dilated convolution's: a shift per
+    tap), from which its map's runs in order are found (`AxisMap.exact_runs`)."""
 
     parent: AxisMap
     reads: Reads
@@ -52,7 +54,7 @@ class Link:
     monotone: bool = True
     why: str = ""  # why the ratio is None
     breaks: tuple[Interval, ...] = ()
-    reach: Callable[[int, int], Interval] | None = None
+    shifts: tuple[tuple[int, int, int], ...] = ()
 
 
 class AxisMap:
@@ -61,11 +63,11 @@ class AxisMap:
     __slots__ = (
         "_exact",
         "_exact_bounds",
-        "_exact_order",
+        "_exact_runs",
         "_exact_spans",
-        "_link_readings",
         "_origin",
         "_padded",
+        "_pieces",
         "_reaching",
         "_step",
         "_unordered",
@@ -82,11 +84,12 @@ class AxisMap:
         self.axis, self.size, self.links = axis, size, links
         self._padded: dict[int, Interval] = {}
         self._exact: dict[int, Interval | None] = {}
-        self._exact_order: tuple[bool, Interval | None] | None = None  # `exact_order`, found at its first read
-        # Of an exact-ordered map: unit -> where its exact field begins, and where it ends.
+        self._exact_runs: tuple[Interval, ...] | object | None = _NOT_FOUND  # `exact_runs`, found at its first read
+        # Of a map with runs: unit -> where its exact field begins, and where it ends.
         self._exact_bounds: tuple[dict[int, int], dict[int, int]] = ({}, {})
-        # Of an exact-ordered map: per link, its units that read a pixel (`_links_in_order`).
-        self._link_readings: tuple[Interval | None, ...] = ()
+        # Of a map with runs: the stretches of units read through the same parent runs, each
+        # (first, last, what reads them: `_Through`s), in order (`_runs_of_links`).
+        self._pieces: list[tuple[int, int, tuple[_Through, ...]]] = []
         # Of a map out of order: (first, last) -> the exact span its links' reaches give, and
         # how each link's units read together (`_reaching`, found at the first such span).
         self._exact_spans: dict[Interval, Interval | object | None] = {}
@@ -247,11 +250,14 @@ class AxisMap:
         if first == last:
             return self.field(first, exact)
         if exact:
-            ordered, reading = self.exact_order
-            if ordered:
-                if reading is None or first > reading[1] or last < reading[0]:
-                    return None
-                return self._exact_bound(max(first, reading[0]), 0), self._exact_bound(min(last, reading[1]), 1)
+            runs = self.exact_runs
+            if runs is not None:
+                value = None
+                for start, end in runs:
+                    low, high = max(first, start), min(last, end)
+                    if low <= high:
+                        value = hull(value, (self._exact_bound(low, 0), self._exact_bound(high, 1)))
+                return value
             if first <= _NEAR_THE_ENDS and last >= self.size - 1 - _NEAR_THE_ENDS:
                 value = self._reached(first, last)
                 if value is not _UNREACHED:
@@ -266,14 +272,13 @@ class AxisMap:
         return value
 
     def _reached(self, first: int, last: int) -> Interval | object | None:
-        """The exact span of real units first..last of a map out of order, from the parent
-        units each link's units read together where those are one range (`Link.reach`, or
-        first's start to last's end where the link's windows touch, `_reaching`): the
-        hull of their fields is then the parent's span of that range, followed down without
-        taking the units one by one (timm's BlurPool networks, whose reflection paddings
-        leave every map after them out of order). Units that skip parent units: the same
-        span where the first and last units' own reads already reach its ends. Else
-        `_UNREACHED`, the units to be taken one by one."""
+        """The exact span of real units first..last of a map without runs, from the parent
+        units each link's units read together where those are one range (first's start to
+        last's end where the link's windows touch, `_reaching`): the hull of their fields is
+        then the parent's span of that range, followed down without taking the units one by
+        one (the maps after Swin's rolls). Units that skip parent units: the same span where
+        the first and last units' own reads already reach its ends. Else `_UNREACHED`, the
+        units to be taken one by one."""
         key = (first, last)
         if key in self._exact_spans:  # merges lead back to the same maps along several paths
             return self._exact_spans[key]
@@ -284,10 +289,6 @@ class AxisMap:
         value = None
         for link, reaching in zip(self.links, self._reaching, strict=True):
             parent = link.parent
-            if reaching is _OWN_REACH:
-                start, end = link.reach(first, last)  # type: ignore[misc]
-                value = hull(value, parent.span(start, end, exact=True))
-                continue
             (start, first_end), (last_start, end) = link.reads(first)[0], link.reads(last)[0]
             spanned = parent.span(start, end, exact=True)
             if reaching is _SKIPPING:
@@ -305,89 +306,109 @@ class AxisMap:
     def exact_strided_span(self, first: int, step: int) -> Interval | None:
         """The hull of the exact fields of units first, first + step, first + 2 step, ... (the
         units at one position in every block of `step` units, `walk._grid_spans_map`): in a
-        map in order, from the first and last of them that read a pixel."""
-        ordered, reading = self.exact_order
-        if not ordered:
-            box = None
+        map with runs in order, from the first and last of them in each run."""
+        runs = self.exact_runs
+        box = None
+        if runs is None:
             for unit in range(first, self.size, step):
                 box = hull(box, self.field(unit, exact=True))
             return box
-        if reading is None:
-            return None
-        low = first + max(0, -(-(reading[0] - first) // step)) * step
-        high = reading[1] - (reading[1] - first) % step
-        return (self._exact_bound(low, 0), self._exact_bound(high, 1)) if low <= high else None
+        for start, end in runs:
+            low = first + max(0, -(-(start - first) // step)) * step
+            high = end - (end - first) % step
+            if low <= high:
+                box = hull(box, (self._exact_bound(low, 0), self._exact_bound(high, 1)))
+        return box
 
     @property
-    def exact_order(self) -> tuple[bool, Interval | None]:
-        """Whether the map's exact fields are in order, and if so the units that read a pixel
-        (None: none does). In order: those units are consecutive and the ends of their exact
-        fields never decrease from unit to unit, so that the exact span of units first..last
-        runs from the start of the first reading unit's field to the end of the last's, where
-        it is taken unit by unit otherwise (the whole map's, asked by `walk.reads_all_input`
-        at every global pooling, would cost time that grows with the resolution). So where
-        each link reads one range of parent units per unit, in order, of a parent in order (a
-        convolution without dilation, a pooling, a constant padding, a nearest upsampling;
-        not a dilated convolution's taps, whose reading ones may end earlier for a later
-        unit), the units of the links that read a pixel (`_link_readings`) make one range, and
-        the fields stay in order where a link's units begin or stop reading one (a sum of two
-        paths of which one's last unit reads only padding: PNASNet's shifted pooling)."""
-        if self._exact_order is None:
+    def exact_runs(self) -> tuple[Interval, ...] | None:
+        """The map's units that read a pixel as runs of consecutive units, in order, within
+        each of which the ends of their exact fields never decrease from unit to unit; None
+        where no such runs are known. Within a run, the exact span of units first..last
+        runs from the start of the first unit's field to the end of the last's, where it is
+        taken unit by unit otherwise (the whole map's, asked by `walk.reads_all_input` at
+        every global pooling, would cost time that grows with the resolution). Most maps are
+        one run: each link reads one range of parent units per unit, in order, of a parent
+        with runs (a convolution without dilation, a pooling, a constant padding, a nearest
+        upsampling; not a dilated convolution's taps, whose reading ones may end earlier
+        for a later unit). A reflection's or a replication's border units and a dilated
+        convolution's taps (`Link.shifts`) break that order near the borders only: their
+        maps and those after them are a few runs, whatever the resolution (timm's BlurPool
+        networks, DeepLab's dilated convolutions). A roll, a flip, a grid attention leave
+        their maps without runs: spans then go by `_reached`, or unit by unit."""
+        if self._exact_runs is _NOT_FOUND:
             if not self.links:
-                self._exact_order = (True, (0, self.size - 1) if self.size else None)
+                self._exact_runs = ((0, self.size - 1),) if self.size else ()
             else:
-                self._exact_order = self._links_in_order()
-        return self._exact_order
+                self._exact_runs = self._runs_of_links()
+        return self._exact_runs  # type: ignore[return-value]
 
-    def _links_in_order(self) -> tuple[bool, Interval | None]:
-        """`exact_order` of a map with links, noting each link's reading units."""
-        readings = tuple([_reading_units(link, self.size) for link in self.links])
-        if _UNORDERED in readings:
-            return False, None
-        self._link_readings = readings  # type: ignore[assignment]
-        if len(readings) == 1:  # most maps
-            return True, readings[0]  # type: ignore[return-value]
-        ranges = sorted(r for r in readings if r is not None)  # type: ignore[type-var]
-        if not ranges:
-            return True, None
-        end = ranges[0][1]
-        for start, last in ranges[1:]:
-            if start > end + 1:
-                return False, None  # units between read no pixel: not consecutive
-            end = max(end, last)
-        # Within a stretch of units that the same links read through, each link's fields are
-        # in order, and so is their hull. Where a link begins, the hull takes a field more:
-        # its end cannot fall there, its start can; where a link stops, the reverse. So the
-        # starts of the two units beside a beginning are compared, and the ends beside a stop
-        # (a start near the end of PNASNet's sums would be asked for this alone).
-        reading = ranges[0][0], end
-        begins, stops = {first for first, _ in ranges}, {last + 1 for _, last in ranges}
-        for unit in begins | stops:
-            if reading[0] < unit <= reading[1]:
-                sides = (0,) * (unit in begins) + (1,) * (unit in stops)
-                if any(self._exact_bound(unit - 1, side) > self._exact_bound(unit, side) for side in sides):
-                    return False, None
-        return True, reading
+    def reads_a_pixel(self, unit: int) -> bool:
+        """Whether `unit` reads a real pixel: lies in a run (`exact_runs`), or, where no
+        runs are known, has an exact field."""
+        runs = self.exact_runs
+        if runs is None:
+            return self.field(unit, exact=True) is not None
+        index = bisect_right(runs, unit, key=_first_of) - 1
+        return index >= 0 and unit <= runs[index][1]
+
+    def _runs_of_links(self) -> tuple[Interval, ...] | None:
+        """`exact_runs` of a map with links, noting its pieces (`_pieces`): the stretches of
+        units read through the same runs of the same links' parents."""
+        throughs = _throughs(self.links, self.size)
+        if throughs is None:
+            return None
+        if not throughs:
+            return ()
+        first, last = throughs[0][0], throughs[0][1]
+        if all(a == first and b == last for a, b, _ in throughs):  # most maps: one piece
+            self._pieces = [(first, last, tuple([through for _, _, through in throughs]))]
+            return ((first, last),)
+        pieces = self._pieces = _pieces(throughs)
+        # Within a piece, each parent run's fields are read in order, and so is their hull.
+        # Where a parent run begins to be read, the hull takes a field more: its end cannot
+        # fall there, its start can; where one stops, the reverse. So the starts of the two
+        # units beside a beginning are compared, and the ends beside a stop (a start near
+        # the end of PNASNet's sums would be asked for this alone); a unit read through none
+        # (padding) ends a run.
+        runs: list[list[int]] = []
+        before: tuple[_Through, ...] = ()
+        for first, last, through in pieces:
+            if not through:
+                before = through
+                continue
+            joined = bool(runs) and runs[-1][1] == first - 1 and bool(before)
+            if joined:
+                sides = (0,) * any(t not in before for t in through) + (1,) * any(t not in through for t in before)
+                joined = all(self._exact_bound(first - 1, side) <= self._exact_bound(first, side) for side in sides)
+            if joined:
+                runs[-1][1] = last
+            else:
+                runs.append([first, last])
+            before = through
+        return tuple((first, last) for first, last in runs)
 
     def _exact_bound(self, unit: int, end: int) -> int:
-        """Where the exact field of reading unit `unit` of a map in order (`exact_order`)
-        begins (`end` 0: at the start of the first reading parent unit it reads, the earliest
-        over the links that read a pixel there) or ends (1: the end of the last, the latest).
-        Each followed apart, so that a span of many units asks each map for one unit's start
-        and one unit's end, not for the fields of every unit between them."""
+        """Where the exact field of unit `unit` of a run (`exact_runs`) begins (`end` 0: at
+        the start of the first parent unit of a parent run it reads, the earliest over the
+        runs it reads) or ends (1: the end of the last, the latest). Each followed apart, so
+        that a span of many units asks each map for one unit's start and one unit's end, not
+        for the fields of every unit between them."""
         known = self._exact_bounds[end]
         bound = known.get(unit)
         if bound is None:
             if not self.links:
                 bound = unit
-            elif len(self.links) == 1:  # most maps: its reading units are the link's
-                bound = _bound_through(self.links[0], unit, end)
             else:
-                bound = (max if end else min)(  # over the links that read a pixel there
-                    _bound_through(link, unit, end)
-                    for link, reading in zip(self.links, self._link_readings, strict=True)
-                    if reading is not None and reading[0] <= unit <= reading[1]
-                )
+                pieces = self._pieces
+                if len(pieces) == 1:  # most maps
+                    throughs = pieces[0][2]
+                else:
+                    throughs = pieces[bisect_right(pieces, unit, key=_first_of) - 1][2]
+                if len(throughs) == 1:
+                    bound = throughs[0].bound(unit, end)
+                else:
+                    bound = (max if end else min)(through.bound(unit, end) for through in throughs)
             known[unit] = bound
         return bound
 
@@ -422,30 +443,99 @@ def _ordered(a: Interval, b: Interval) -> bool:
     return a[0] <= b[0] and a[1] <= b[1]
 
 
-def _bound_through(link: Link, unit: int, end: int) -> int:
-    """`AxisMap._exact_bound` of `unit` through one link: its parent's, at the first (`end`
-    0) or last (1) parent unit the unit reads, clipped to the parent's reading units."""
-    parent = link.parent
-    clip = min if end else max
-    return parent._exact_bound(clip(link.reads(unit)[0][end], parent.exact_order[1][end]), end)
+class _Through:
+    """How a piece of a map's units reads one run (`run`) of a link's parent
+    (`AxisMap.exact_runs`): by the link's reads, one range of parent units per unit, in
+    order."""
+
+    __slots__ = ("link", "parent", "run")
+
+    def __init__(self, link: Link, run: Interval) -> None:
+        self.link, self.parent, self.run = link, link.parent, run
+
+    def bound(self, unit: int, end: int) -> int:
+        """`AxisMap._exact_bound` of `unit` through this run: the parent's, at the first
+        (`end` 0) or last (1) unit of the run the unit reads."""
+        start, last = self.run
+        return self.parent._exact_bound(min(max(self.link.reads(unit)[0][end], start), last), end)
 
 
-def _reading_units(link: Link, size: int) -> Interval | object | None:
-    """The units of a link's map (of `size` units) that read one of its parent's reading
-    units, consecutive (None: none does); `_UNORDERED` unless each unit reads one range of
-    parent units, their ends never decreasing from unit to unit, of a parent in order:
-    checked over one period of the link, past which the reads repeat shifted by a period's
-    advance (not backwards)."""
-    ordered, reading = link.parent.exact_order
-    ranges = _ranges_in_order(link) if ordered else None
-    if ranges is None:
-        return _UNORDERED
-    if reading is None or size == 0:
+class _Shifted(_Through):
+    """A piece read at `offset` from each unit (`Link.shifts`)."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self, link: Link, run: Interval, offset: int) -> None:
+        super().__init__(link, run)
+        self.offset = offset
+
+    def bound(self, unit: int, end: int) -> int:
+        return self.parent._exact_bound(unit + self.offset, end)
+
+
+def _throughs(links: tuple[Link, ...], size: int) -> list[tuple[int, int, _Through]] | None:
+    """For each link and each run of its parent (`AxisMap.exact_runs`), the units of a map of
+    `size` units that read that run, consecutive, and how (`_Through`); None unless each link
+    reads in order: one range of parent units per unit, their ends never decreasing from
+    unit to unit, or shifted in pieces (`Link.shifts`), of a parent with runs."""
+    found: list[tuple[int, int, _Through]] = []
+    for link in links:
+        runs = link.parent.exact_runs
+        if runs is None:
+            return None
+        if link.shifts:
+            for first, last, offset in link.shifts:
+                for start, end in runs:
+                    low, high = max(first, start - offset, 0), min(last, end - offset, size - 1)
+                    if low <= high:
+                        found.append((low, high, _Shifted(link, (start, end), offset)))
+            continue
+        ranges = _ranges_in_order(link)
+        if ranges is None:
+            return None
+        for run in runs:
+            reading = _reading_units(link, size, ranges, run)
+            if reading is _UNORDERED:
+                return None
+            if reading is not None:
+                found.append((*reading, _Through(link, run)))  # type: ignore[arg-type]
+    return found
+
+
+def _pieces(throughs: list[tuple[int, int, _Through]]) -> list[tuple[int, int, tuple[_Through, ...]]]:
+    """The stretches of units between every first and past-the-last unit of `throughs`, in
+    order, each with the runs it reads through (none: a stretch of units that read no pixel)."""
+    beginning: dict[int, list[_Through]] = {}
+    stopping: dict[int, list[_Through]] = {}
+    for first, last, through in throughs:
+        beginning.setdefault(first, []).append(through)
+        stopping.setdefault(last + 1, []).append(through)
+    pieces: list[tuple[int, int, tuple[_Through, ...]]] = []
+    reading: dict[_Through, None] = {}  # in the order they began
+    for cut, next_cut in pairwise(sorted(beginning.keys() | stopping.keys())):
+        for through in stopping.get(cut, ()):
+            del reading[through]
+        for through in beginning.get(cut, ()):
+            reading[through] = None
+        pieces.append((cut, next_cut - 1, tuple(reading)))
+    return pieces
+
+
+def _first_of(piece: tuple) -> int:
+    return piece[0]
+
+
+def _reading_units(link: Link, size: int, ranges: list[Interval], run: Interval) -> Interval | object | None:
+    """The units of a link's map (of `size` units) that read a unit of `run`, a run of its
+    parent's, consecutive (None: none does), from what one period of its units read
+    (`ranges`, in order), past which the reads repeat shifted by a period's advance;
+    `_UNORDERED` where that advance is not whole."""
+    if size == 0:
         return None
-    # Ends in order: the units whose range ends at or past the parent's first reading unit
-    # come after those that do not, and those whose range begins at or before its last
-    # reading unit before those that do not; a unit of both reads one of them. Unit
-    # q period + r reads what unit r does, q advances on: the first of each, per r.
+    # Ends in order: the units whose range ends at or past the run's first unit come after
+    # those that do not, and those whose range begins at or before its last unit before
+    # those that do not; a unit of both reads one of them. Unit q period + r reads what
+    # unit r does, q advances on: the first of each, per r.
     period = link.period
     advance = period * link.ratio  # type: ignore[operator]
     if advance != int(advance):  # not whole, as `Link` says a period's advance is: no order known
@@ -453,8 +543,8 @@ def _reading_units(link: Link, size: int) -> Interval | object | None:
     advance, first, past = int(advance), size, size
     for r in range(period):
         (start, end) = ranges[r]
-        first = min(first, r + period * max(0, -(-(reading[0] - end) // advance)))
-        past = min(past, r + period * max(0, (reading[1] - start) // advance + 1))
+        first = min(first, r + period * max(0, -(-(run[0] - end) // advance)))
+        past = min(past, r + period * max(0, (run[1] - start) // advance + 1))
     return (first, past - 1) if first < past else None
 
 
@@ -472,31 +562,27 @@ def _ranges_in_order(link: Link) -> list[Interval] | None:
 
 
 def _reaching(link: Link) -> object:
-    """How a link's units first..last read together (`AxisMap._reached`): by its own `reach`;
-    as first's start to last's end, where its units read ranges in order of which each
-    touches the next (a convolution whose stride is at most its kernel), or skip parent
-    units between them (a 1x1 convolution of stride 2); or not known."""
-    if link.reach is not None:
-        return _OWN_REACH
+    """How a link's units first..last read together (`AxisMap._reached`): as first's start
+    to last's end, where its units read ranges in order of which each touches the next (a
+    convolution whose stride is at most its kernel), or skip parent units between them (a
+    1x1 convolution of stride 2); or not known."""
     ranges = _ranges_in_order(link)
     if ranges is None:
         return _NO_REACH
     return _TOUCHING if all(b[0] <= a[1] + 1 for a, b in pairwise(ranges)) else _SKIPPING
 
 
-_OWN_REACH, _TOUCHING, _SKIPPING, _NO_REACH = object(), object(), object(), object()
+_TOUCHING, _SKIPPING, _NO_REACH = object(), object(), object()
 
 
 _UNORDERED = object()  # `_reading_units` of a link whose exact fields may be out of order
+_NOT_FOUND = object()  # `AxisMap.exact_runs` not yet found
 # Only spans within this many units of each end of a map are taken from the reaches: the
 # whole map's (`walk.reads_all_input`), and those its reaches ask below, which stay near the
 # ends. Spans elsewhere go unit by unit, their fields kept: each range a reach asks is kept
 # apart, and a network of many branches of different windows (timm's pnasnet5large and
 # nasnetalarge) asks too many of them (pnasnet5large: 0.2 s with units alone, 0.7 s when
-# every span of more than four units went by reach). Measured, at 224, 448 and 896 pixels:
-# densenetblur121d 78, 97 and 141 ms unit by unit, 56 to 58 by reach; resnetblur18 26, 39
-# and 74 unit by unit, 19, 20 and 23 by reach (20, 26 and 36 where its 1x1 stride-2
-# shortcuts, which skip units, sent their spans unit by unit).
+# every span of more than four units went by reach, before its maps had runs).
 _NEAR_THE_ENDS = 8
 _UNREACHED = object()  # `AxisMap._reached` of a map with a link whose units' reads are not one range
 

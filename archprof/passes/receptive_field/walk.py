@@ -167,9 +167,9 @@ def _makes_idle_units(op: OpNode, ndim: int, axis: int, change: Callable[[AxisMa
     made = change(AxisMap(0, x.shape[axis]))
     if made is None:
         return True
-    ordered, reading = made.exact_order
-    if ordered:
-        return reading != (0, made.size - 1)
+    runs = made.exact_runs
+    if runs is not None:
+        return sum(last - first + 1 for first, last in runs) != made.size
     return any(made.field(unit, exact=True) is None for unit in range(made.size))
 
 

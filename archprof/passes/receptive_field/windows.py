@@ -64,6 +64,8 @@ def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisM
             return ((base, base + k - 1),)
         return [(base + t * d,) * 2 for t in range(k)]
 
+    if d > 1 and s == 1:  # exactly, each tap a shift (DeepLab's dilated convolutions): runs in order
+        return parent.derive(size, reads, s, period=1, shifts=tuple((0, size - 1, t * d - p) for t in range(k)))
     return parent.derive(size, reads, s, period=1)
 
 
