@@ -327,15 +327,16 @@ class AxisMap:
         where no such runs are known. Within a run, the exact span of units first..last
         runs from the start of the first unit's field to the end of the last's, where it is
         taken unit by unit otherwise (the whole map's, asked by `walk.reads_all_input` at
-        every global pooling, would cost time that grows with the resolution). Most maps are
-        one run: each link reads one range of parent units per unit, in order, of a parent
-        with runs (a convolution without dilation, a pooling, a constant padding, a nearest
-        upsampling; not a dilated convolution's taps, whose reading ones may end earlier
-        for a later unit). A reflection's or a replication's border units and a dilated
-        convolution's taps (`Link.shifts`) break that order near the borders only: their
-        maps and those after them are a few runs, whatever the resolution (timm's BlurPool
-        networks, DeepLab's dilated convolutions). A roll, a flip, a grid attention leave
-        their maps without runs: spans then go by `_reached`, or unit by unit."""
+        every global pooling, would cost time that grows with the resolution). Runs are
+        known where each link, of a parent with runs, reads one range of parent units per
+        unit in order (a convolution without dilation, a pooling, a constant padding, a
+        nearest upsampling: most maps are one run), or one parent unit per unit in shifted
+        pieces (`Link.shifts`: a reflection's or a replication's border units, a dilated
+        convolution's taps at stride 1, whose order breaks near the borders only: their
+        maps and those after them are a few runs, whatever the resolution; timm's BlurPool
+        networks, DeepLab's dilated convolutions). A roll, a flip, a grid attention, a
+        strided dilated convolution leave their maps without runs: spans then go by
+        `_reached`, or unit by unit."""
         if self._exact_runs is _NOT_FOUND:
             if not self.links:
                 self._exact_runs = ((0, self.size - 1),) if self.size else ()
@@ -364,7 +365,7 @@ class AxisMap:
         if all(a == first and b == last for a, b, _ in throughs):  # most maps: one piece
             self._pieces = [(first, last, tuple([through for _, _, through in throughs]))]
             return ((first, last),)
-        pieces = self._pieces = _pieces(throughs)
+        pieces = self._pieces = _pieces_of(throughs)
         # Within a piece, each parent run's fields are read in order, and so is their hull.
         # Where a parent run begins to be read, the hull takes a field more: its end cannot
         # fall there, its start can; where one stops, the reverse. So the starts of the two
@@ -502,7 +503,7 @@ def _throughs(links: tuple[Link, ...], size: int) -> list[tuple[int, int, _Throu
     return found
 
 
-def _pieces(throughs: list[tuple[int, int, _Through]]) -> list[tuple[int, int, tuple[_Through, ...]]]:
+def _pieces_of(throughs: list[tuple[int, int, _Through]]) -> list[tuple[int, int, tuple[_Through, ...]]]:
     """The stretches of units between every first and past-the-last unit of `throughs`, in
     order, each with the runs it reads through (none: a stretch of units that read no pixel)."""
     beginning: dict[int, list[_Through]] = {}
