@@ -19,7 +19,7 @@ from torch import nn
 import archprof
 from archprof.analysis import analysis, load
 from archprof.passes.layers import group_layers
-from archprof.passes.receptive_field import maps, row_states, spreads, tensor_fields, unit_box
+from archprof.passes.receptive_field import MAX_UNITS, maps, row_states, spreads, tensor_fields, unit_box
 from archprof.passes.receptive_field.maps import TOO_IRREGULAR, deep_maps
 from archprof.passes.receptive_field.walk import WHOLE
 from tests.cli import cli, one_error_line
@@ -395,6 +395,9 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         nn.Sequential(Pad((2, 1, 3, 2), "replicate"), nn.Conv2d(2, 2, 3, dilation=2), nn.AvgPool2d(2, 1)),
         nn.Sequential(Concat(2, 3, 4), nn.Conv2d(3, 2, 3, dilation=5, padding=1), nn.MaxPool2d(3, 2, 1)),
         nn.Sequential(Pad((3, 0, 1, 2), "reflect"), MergedShifts((2, -1), (3, 1)), nn.Conv2d(2, 2, 2, dilation=4)),
+        # A transposed convolution whose kernel is at least its stride: a range per unit, in order.
+        nn.Sequential(nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1), nn.Conv2d(2, 2, 3, stride=2)),
+        nn.Sequential(nn.ConvTranspose2d(2, 2, 3, stride=3, padding=1, output_padding=2), nn.AvgPool2d(2)),
     ],
     ids=[
         "dilated",
@@ -421,6 +424,8 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         "replicated_dilated",
         "dilated_beside_its_input",
         "reflected_shifted_dilated",
+        "transposed_in_order",
+        "transposed_by_its_kernel",
     ],
 )
 def test_exact_spans_of_windows_equal_the_hull_of_their_units_exact_fields(model):
@@ -823,6 +828,34 @@ def test_a_transposed_convolutions_units_differ_and_the_table_shows_the_range():
     spread = spreads([states[-1]], spatial)[0][0]
     assert (spread.first, spread.smallest, spread.largest) == (3, 3, 4)
     check_units(model, (1, 9, 9), every_unit(model, (1, 9, 9)))
+
+
+def test_a_transposed_convolutions_map_repeats_every_stride_units():
+    """A transposed convolution whose kernel is at least its stride (no dilation) reads a
+    range of inputs per output, the same one input on every S outputs: its map and the maps
+    after it have a period, so the range over a decoder's units covers every unit however
+    many (past `MAX_UNITS` the first ones only, before), evaluating one period; every unit's
+    field, and some beyond the ends, equals the one its links give unit by unit."""
+    model = nn.Sequential(
+        nn.Conv2d(2, 2, 3, 2, 1),
+        nn.ConvTranspose2d(2, 2, 4, 2, 1),
+        nn.ConvTranspose2d(2, 2, 3, 3, 1, output_padding=2),
+        nn.Conv2d(2, 2, 3, padding=1),
+    )
+    graph = analysis(load(model.double()), (2, 10, 9), None, torch.float64).graph
+    fields, _ = tensor_fields(graph)
+    memo: dict = {}
+    [(last, _)] = fields[graph.outputs[0].id].places(0)
+    assert last.period == 6  # 3 outputs an input unit on, of a map that repeats every 2
+    for axis_map in {
+        id(m): m for s in fields.values() for m in getattr(s, "dims", ()) if getattr(m, "links", None)
+    }.values():
+        for unit in range(-6, axis_map.size + 6):
+            assert axis_map.field(unit) == field_by_brute_force(axis_map, unit, memo), unit
+    analysed = analysis(load(model), (2, 4000, 4), None, None)  # 12,000 units along H at the end
+    states, spatial = row_states(analysed.graph, group_layers(analysed.graph))
+    spread = spreads([states[-1]], spatial)[0][0]
+    assert spread.units == 12_000 and spread.measured == 12_000 > MAX_UNITS
 
 
 def test_the_range_over_units_after_a_reflection_counts_its_border_units():

@@ -74,6 +74,13 @@ def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> A
     (o + P - t D) / S that are whole numbers."""
     if s == 1:
         return _window(parent, size, k, 1, d * (k - 1) - p, d)  # a convolution with the kernel flipped
+    if d == 1 and k >= s:
+        # The inputs o reads are consecutive, at least one: a range, which repeats every S
+        # outputs one input on (the order and the period a decoder's maps need).
+        def consecutive(u: int) -> tuple[Interval]:
+            return ((-((k - 1 - u - p) // s), (u + p) // s),)
+
+        return parent.derive(size, consecutive, Fraction(1, s), period=s)
 
     def reads(u: int) -> list[Interval]:
         return [((u + p - t * d) // s,) * 2 for t in range(k) if (u + p - t * d) % s == 0]
