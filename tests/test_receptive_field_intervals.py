@@ -398,6 +398,9 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         # A transposed convolution whose kernel is at least its stride: a range per unit, in order.
         nn.Sequential(nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1), nn.Conv2d(2, 2, 3, stride=2)),
         nn.Sequential(nn.ConvTranspose2d(2, 2, 3, stride=3, padding=1, output_padding=2), nn.AvgPool2d(2)),
+        # Negative padding crops one side while the other is mirrored or repeated.
+        nn.Sequential(Pad((-1, 2, 2, -1), "reflect"), nn.Conv2d(2, 2, 3, dilation=2), nn.AvgPool2d(2, 1)),
+        nn.Sequential(Pad((3, -2, -1, 1), "replicate"), nn.Conv2d(2, 2, 3, dilation=2), nn.AvgPool2d(2, 1)),
     ],
     ids=[
         "dilated",
@@ -426,6 +429,8 @@ def test_exact_spans_equal_the_hull_of_their_units_exact_fields(case):
         "reflected_shifted_dilated",
         "transposed_in_order",
         "transposed_by_its_kernel",
+        "reflected_and_cropped",
+        "replicated_and_cropped",
     ],
 )
 def test_exact_spans_of_windows_equal_the_hull_of_their_units_exact_fields(model):
@@ -520,6 +525,21 @@ def test_a_blur_pool_leaves_a_few_irregular_units_and_every_field_exact():
     mirrored = [m for m in maps.values() if any(link.breaks for link in m.links)]
     assert mirrored and all(m.irregular for m in mirrored)  # the mirrored units themselves
     check_units(BlurDense(), (2, 21, 21), corner_units(BlurDense(), (2, 21, 21)))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_every_unit_after_a_border_padding_and_dilated_convolutions_reads_what_its_gradient_says(mode):
+    """A reflection's or a replication's border units and a dilated convolution's taps leave
+    their maps a few runs in order (`AxisMap.exact_runs`), spans taken run by run: every
+    unit's box equals its input-gradient footprint, along a side a negative padding crops
+    too."""
+    model = nn.Sequential(
+        Pad((-1, 2, 3, 1), mode),
+        nn.Conv2d(2, 2, 3, dilation=2),
+        nn.Conv2d(2, 2, 3, dilation=3, padding=2),
+        nn.AvgPool2d(2, 1),
+    )
+    check_units(model, (2, 13, 11), every_unit(model, (2, 13, 11)))
 
 
 class ReflectedBlock(nn.Module):
