@@ -371,14 +371,15 @@ class AxisMap:
         # fall there, its start can; where one stops, the reverse. So the starts of the two
         # units beside a beginning are compared, and the ends beside a stop (a start near
         # the end of PNASNet's sums would be asked for this alone); a unit read through none
-        # (padding) ends a run.
+        # (padding) ends a run. Pieces follow each other without a gap: one after a piece
+        # read through some run continues the last run.
         runs: list[list[int]] = []
         before: tuple[_Through, ...] = ()
         for first, last, through in pieces:
             if not through:
                 before = through
                 continue
-            joined = bool(runs) and runs[-1][1] == first - 1 and bool(before)
+            joined = bool(before)
             if joined:
                 sides = (0,) * any(t not in before for t in through) + (1,) * any(t not in through for t in before)
                 joined = all(self._exact_bound(first - 1, side) <= self._exact_bound(first, side) for side in sides)
