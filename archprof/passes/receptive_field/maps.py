@@ -45,7 +45,9 @@ class Link:
     given, its reads as pieces (first, last, offset), which an exact field needs alone:
     units first..last read parent unit u + offset (a reflection's or a replication's: its
     own units one shift, each border unit its own; a dilated convolution's: a shift per
-    tap), from which its map's runs in order are found (`AxisMap.exact_runs`)."""
+    tap), from which its map's runs in order are found (`AxisMap.exact_runs`); `repeats`:
+    reads(u + P) is reads(u) itself, though the units are not evenly spaced (a grid
+    attention's: unit q P + r reads position r of every block of P units)."""
 
     parent: AxisMap
     reads: Reads
@@ -55,6 +57,7 @@ class Link:
     why: str = ""  # why the ratio is None
     breaks: tuple[Interval, ...] = ()
     shifts: tuple[tuple[int, int, int], ...] = ()
+    repeats: bool = False
 
 
 class AxisMap:
@@ -72,6 +75,7 @@ class AxisMap:
         "_step",
         "_unordered",
         "axis",
+        "everything",
         "irregular",
         "jump",
         "links",
@@ -82,6 +86,10 @@ class AxisMap:
 
     def __init__(self, axis: int, size: int, links: tuple[Link, ...] = ()) -> None:
         self.axis, self.size, self.links = axis, size, links
+        # Every real pixel along the axis: no exact field reaches past it, so a hull that
+        # holds it is taken no further (the maps after a grid attention, whose units each
+        # read nearly the whole map).
+        self.everything: Interval = links[0].parent.everything if links else (0, size - 1)
         self._padded: dict[int, Interval] = {}
         self._exact: dict[int, Interval | None] = {}
         self._exact_runs: tuple[Interval, ...] | object | None = _NOT_FOUND  # `exact_runs`, found at its first read
@@ -125,34 +133,43 @@ class AxisMap:
         candidates = self._candidates()
         self.irregular = None if candidates is None else tuple(candidates)
         self._unordered = frozenset(candidates or ())
-        self.period = self._period()
-        self._step = int(self.period * self.jump) if self.period is not None else 0
+        self.period, self._step = self._period()
         self._origin = candidates[0] - self.period if candidates and self.period is not None else 0
         if candidates:
             self.irregular = self._still_irregular(candidates)
             self._unordered = frozenset(self.irregular)
 
-    def _period(self) -> int | None:
-        """P with field(u + P) = field(u) + P * jump (padded) for every u but the irregular
-        units, or None: the smallest that each link's period, carried through its parent's,
-        gives."""
+    def _period(self) -> tuple[int | None, int]:
+        """(P, step) with field(u + P) = field(u) + step (padded) for every u but the
+        irregular units, or (None, 0): the smallest P that each link's period, carried
+        through its parent's, gives, where every link shifts its reads by the same step
+        (P * jump where the map has a jump; 0 after a grid attention, whose reads repeat)."""
         if not self.links:
-            return 1
-        if self.jump is None:
-            return None
+            return 1, 1
         period = 1
         for link in self.links:
+            if link.repeats:  # the same parent units again: whatever the parent's period
+                period = math.lcm(period, link.period)
+                continue
             if self.irregular is None and (link.breaks or link.parent.irregular):
-                return None  # a link's or a parent's period holds off their irregular units only
+                return None, 0  # a link's or a parent's period holds off their irregular units only
             parent_period = link.parent.period
-            if link.period is None or parent_period is None:
-                return None
+            if link.period is None or parent_period is None or link.ratio is None:
+                return None, 0
             advance = link.period * link.ratio  # parent units per period of the link
             if advance.denominator != 1 or advance <= 0:
-                return None
+                return None, 0
             repeats = parent_period // math.gcd(int(advance), parent_period)  # to a whole parent period
             period = math.lcm(period, link.period * repeats)
-        return period
+        if self.jump is not None:
+            return period, int(period * self.jump)
+        # Whole parent periods each link advances over one period of this map, times the
+        # parent's step: the links must agree.
+        steps = {
+            0 if link.repeats else int(period * link.ratio) // link.parent.period * link.parent._step
+            for link in self.links
+        }
+        return (period, steps.pop()) if len(steps) == 1 else (None, 0)
 
     def _candidates(self) -> list[int] | None:
         """The units that may be irregular: those of each link's breaks and those that read
@@ -238,6 +255,8 @@ class AxisMap:
             for link in self.links:
                 for first, last in link.reads(unit):
                     value = hull(value, link.parent.span(first, last, exact))
+                    if exact and value == self.everything:  # (a grid attention reads a unit of every block)
+                        break
         cache[unit] = value
         return value
 
@@ -266,10 +285,23 @@ class AxisMap:
             value = self._ordered_span(first, last)
             if value is not None:
                 return value
+        if exact:
+            return self._exact_hull(range(first, last + 1))
         value = None
         for unit in range(first, last + 1):
-            value = hull(value, self.field(unit, exact))
+            value = hull(value, self.field(unit))
         return value
+
+    def _exact_hull(self, units: range) -> Interval | None:
+        """The hull of the exact fields of `units`, taken one by one: no exact field reaches
+        past `everything`, where the hull is done (the maps after a grid attention, whose
+        units each read nearly the whole input)."""
+        box = None
+        for unit in units:
+            box = hull(box, self.field(unit, exact=True))
+            if box == self.everything:
+                break
+        return box
 
     def _reached(self, first: int, last: int) -> Interval | object | None:
         """The exact span of real units first..last of a map without runs, from the parent
@@ -310,9 +342,7 @@ class AxisMap:
         runs = self.exact_runs
         box = None
         if runs is None:
-            for unit in range(first, self.size, step):
-                box = hull(box, self.field(unit, exact=True))
-            return box
+            return self._exact_hull(range(first, self.size, step))
         for start, end in runs:
             low = first + max(0, -(-(start - first) // step)) * step
             high = end - (end - first) % step

@@ -286,7 +286,7 @@ def _strided(within: Within) -> tuple[AxisMap, Within]:
         def reads(unit: int) -> list[Interval]:
             return [(q * n + unit % n,) * 2 for q in range(blocks)]
 
-        grid = within.whole.derive(blocks * n, reads, None, monotone=False, why=GRID_MIXED)
+        grid = within.whole.derive(blocks * n, reads, None, period=n, monotone=False, why=GRID_MIXED, repeats=True)
         within.strided = split_in_blocks(grid, blocks, n)
     return within.strided
 
