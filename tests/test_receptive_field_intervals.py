@@ -879,56 +879,66 @@ def test_a_transposed_convolutions_map_repeats_every_stride_units():
 
 
 class GridResidual(nn.Module):
-    """Two of MaxViT's grid attentions (timm's grid partition and its reverse: a 2 x 2 grid of
-    blocks of 8 x 8 tokens, attention over the tokens at one position in every block), each
-    added to its input; the first through a 3x3 depthwise convolution before the sum, a 3x3
-    depthwise convolution between the two."""
+    """MaxViT's grid attention (timm's grid partition and its reverse: a 2 x 2 grid of
+    blocks, attention over the tokens at one position in every block) added to its input,
+    three times: on 16 x 16 tokens, a 3x3 convolution after it; again, then a 3x3
+    convolution of stride 2; on the 8 x 8 tokens left, through a 3x3 convolution before the
+    sum."""
 
     def __init__(self):
         super().__init__()
         self.embed = nn.Conv2d(2, 4, 3, padding=1)
         self.qkv = nn.Linear(4, 4)
-        self.mix = nn.Conv2d(4, 4, 3, padding=1, groups=4)
         self.between = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.down = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4)
+        self.mix = nn.Conv2d(4, 4, 3, padding=1, groups=4)
 
     def attend(self, x):
         b, c, h, w = x.shape
         grid = x.permute(0, 2, 3, 1).reshape(b, 2, h // 2, 2, w // 2, c).permute(0, 2, 4, 1, 3, 5)
         tokens = self.qkv(grid.reshape(-1, 4, c))
-        attended = torch.softmax(tokens @ tokens.transpose(1, 2), -1) @ tokens
+        scores = tokens @ tokens.transpose(1, 2) / 1000  # scaled: a softmax of one-hot weights would cut gradients
+        attended = torch.softmax(scores, -1) @ tokens
         back = attended.reshape(b, h // 2, w // 2, 2, 2, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c)
         return back.permute(0, 3, 1, 2)
 
     def forward(self, x):
         x = self.embed(x)
-        x = self.between(x + self.mix(self.attend(x)))
-        return x + self.attend(x)
+        x = self.between(x + self.attend(x))
+        x = self.down(x + self.attend(x))
+        return x + self.mix(self.attend(x))
 
 
 def test_a_grid_attentions_map_repeats_every_block():
     """Unit q n + r after a grid attention reads position r of every block of n units, as unit
-    r does: its map repeats every n units, shifted by nothing, and so does a convolution's
-    after it, so that a unit's padded field is its twin's in the first block (MaxxViT's fields
-    were evaluated unit by unit, 12 parent units each, and its analysis grew with the
-    resolution). Every unit's padded field, and some beyond the ends, equals the one its links
-    give unit by unit; every exact span of every map equals the hull of its units' (a hull of
-    exact fields stops where it holds every pixel); and the output's corner and centre units
-    equal their gradient's footprint."""
+    r does: its map repeats every n units, shifted by nothing. Its sum with its input (whose
+    unit u it reads among the others) keeps that period over the real units, a convolution
+    after it over the units whose windows stay within them: a unit's field there is its
+    twin's in the first block (MaxxViT's fields were evaluated unit by unit, 12 parent units
+    each, and its analysis grew with the resolution). Every unit's padded field, and some
+    beyond the ends, equals the one its links give unit by unit; every exact span of every
+    map equals the hull of its units' (a hull of exact fields stops where it holds every
+    pixel); and the output's corner and centre units equal their gradient's footprint."""
     graph = analysis(load(GridResidual().double()), (2, 16, 16), None, torch.float64).graph
     fields, _ = tensor_fields(graph)
     maps_by_id = {id(m): m for s in fields.values() for m in getattr(s, "dims", ()) if getattr(m, "links", None)}
     grids = [m for m in maps_by_id.values() if any(link.repeats for link in m.links)]
-    after = [m for m in maps_by_id.values() if any(link.parent in grids and not link.repeats for link in m.links)]
-    assert grids and all(m.period == 8 for m in grids)
-    assert any(m.period == 8 and m.jump is None for m in after)  # the convolution over the first grid attention
+    assert {(m.size, m.period) for m in grids} == {(16, 8), (8, 4)}
+    sums = [m for m in maps_by_id.values() if len(m.links) == 2 and any(link.parent in grids for link in m.links)]
+    assert {(m.size, m.period, m.periodic) for m in sums} == {(16, 8, True)}  # at every real unit
+    convolved = [m for m in maps_by_id.values() if len(m.links) == 1 and m.links[0].parent in sums]
+    assert {(m.size, m.period, m.periodic, m.exact_zone) for m in convolved} == {
+        (16, 8, False, (1, 14)),  # a 3x3 window stays within the real units from unit 1 to unit 14
+        (8, 4, False, (1, 7)),  # of stride 2: units 1 to 7 (unit 0 reads unit -1)
+    }
     assert all(m.everything == (0, 15) for m in maps_by_id.values())  # no exact field reaches past the input
-    assert any(m.field(u, exact=True) == (0, 15) for m in grids for u in range(16))  # hulls that stop there
+    assert any(m.field(u, exact=True) == (0, 15) for m in grids for u in range(m.size))  # hulls that stop there
     memo: dict = {}
     for axis_map in maps_by_id.values():
         for unit in range(-6, axis_map.size + 6):
             assert axis_map.field(unit) == field_by_brute_force(axis_map, unit, memo), unit
     check_exact_spans(GridResidual(), (2, 16, 16))
-    check_units(GridResidual(), (2, 16, 16), corner_units(GridResidual(), (2, 16, 16), [(3, 12), (9, 5)]))
+    check_units(GridResidual(), (2, 16, 16), corner_units(GridResidual(), (2, 16, 16), [(3, 6), (5, 1)]))
 
 
 def test_the_range_over_units_after_a_reflection_counts_its_border_units():

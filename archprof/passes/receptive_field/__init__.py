@@ -246,8 +246,9 @@ def _spread(field: Field, axis: int, extent: int) -> Spread | None:
         return Spread(size, size, size, size, 1, 1)
     axis_map = places[0][0]
     # Padded sizes repeat with the map's period: the first period holds them all, unless
-    # some units break it (near a reflection's borders), which are then measured one by one.
-    periodic = axis_map.period is not None and not axis_map.irregular
+    # some units break it (near a reflection's borders, or the borders of a map after a grid
+    # attention), which are then measured one by one.
+    periodic = axis_map.periodic
     first_units = axis_map.period if periodic else MAX_UNITS
     sizes = [_size(axis_map.field(u)) for u in range(min(axis_map.size, first_units))]
     measured = axis_map.size if periodic else len(sizes)

@@ -46,8 +46,8 @@ class Link:
     units first..last read parent unit u + offset (a reflection's or a replication's: its
     own units one shift, each border unit its own; a dilated convolution's: a shift per
     tap), from which its map's runs in order are found (`AxisMap.exact_runs`); `repeats`:
-    reads(u + P) is reads(u) itself, though the units are not evenly spaced (a grid
-    attention's: unit q P + r reads position r of every block of P units)."""
+    unit q P + r reads position r of every block of P parent units (a grid attention's):
+    reads(u + P) is reads(u) itself, unit u among them, though not evenly spaced."""
 
     parent: AxisMap
     reads: Reads
@@ -68,10 +68,12 @@ class AxisMap:
         "_exact_bounds",
         "_exact_runs",
         "_exact_spans",
+        "_exact_zone",
         "_origin",
         "_padded",
         "_pieces",
         "_reaching",
+        "_regular",
         "_step",
         "_unordered",
         "axis",
@@ -133,13 +135,26 @@ class AxisMap:
         candidates = self._candidates()
         self.irregular = None if candidates is None else tuple(candidates)
         self._unordered = frozenset(candidates or ())
-        self.period, self._step = self._period()
-        self._origin = candidates[0] - self.period if candidates and self.period is not None else 0
+        kept = _undominated(links)
+        self.period, self._step = self._period(kept)
+        # The units whose padded fields keep the period (None: every unit): a map after a
+        # grid attention keeps it within the units whose reads stay in their parents' own
+        # (`_zone`), and a residual sum of a grid attention within the map's real units.
+        self._regular: Interval | None = None
+        self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
+        if self.period is not None and _limited(links, kept):
+            self._regular = self._zone(exact=False)
+            if self._regular is None or candidates:
+                self.period, self._step, self._regular = None, 0, None
+        if self._regular is not None:
+            self._origin = self._regular[0]
+        else:
+            self._origin = candidates[0] - self.period if candidates and self.period is not None else 0
         if candidates:
             self.irregular = self._still_irregular(candidates)
             self._unordered = frozenset(self.irregular)
 
-    def _period(self) -> tuple[int | None, int]:
+    def _period(self, links: tuple[Link, ...]) -> tuple[int | None, int]:
         """(P, step) with field(u + P) = field(u) + step (padded) for every u but the
         irregular units, or (None, 0): the smallest P that each link's period, carried
         through its parent's, gives, where every link shifts its reads by the same step
@@ -147,7 +162,7 @@ class AxisMap:
         if not self.links:
             return 1, 1
         period = 1
-        for link in self.links:
+        for link in links:
             if link.repeats:  # the same parent units again: whatever the parent's period
                 period = math.lcm(period, link.period)
                 continue
@@ -166,10 +181,49 @@ class AxisMap:
         # Whole parent periods each link advances over one period of this map, times the
         # parent's step: the links must agree.
         steps = {
-            0 if link.repeats else int(period * link.ratio) // link.parent.period * link.parent._step
-            for link in self.links
+            0 if link.repeats else int(period * link.ratio) // link.parent.period * link.parent._step for link in links
         }
         return (period, steps.pop()) if len(steps) == 1 else (None, 0)
+
+    @property
+    def periodic(self) -> bool:
+        """Whether every real unit's padded field is that of its twin in any one period of
+        units, shifted: the map has a period, no irregular units, and keeps it at every
+        real unit."""
+        if self.period is None or self.irregular:
+            return False
+        return self._regular is None or (self._regular[0] <= 0 and self._regular[1] >= self.size - 1)
+
+    def _zone(self, exact: bool) -> Interval | None:
+        """The units (real units only, `exact`) whose fields keep the period: those whose reads
+        through each link stay within the parent's such units (a link whose reads repeat
+        reads the same units again: no bound), and only real units where a link was left out
+        (`_undominated`); None where no unit does, or where a link's reads are not one range
+        in order."""
+        links = _undominated(self.links)
+        zone = (0, self.size - 1) if exact or len(links) < len(self.links) else (-_FAR, _FAR)
+        for link in links:
+            if link.repeats:
+                continue
+            parent_zone = link.parent.exact_zone if exact else link.parent._regular
+            if parent_zone is None:
+                if exact:
+                    return None
+                continue  # padded: the parent's period holds at every unit
+            inside = _reading_within(link, parent_zone)
+            if inside is None:
+                return None
+            zone = max(zone[0], inside[0]), min(zone[1], inside[1])
+        return zone if zone[0] <= zone[1] else None
+
+    @property
+    def exact_zone(self) -> Interval | None:
+        """The real units whose exact fields keep the map's period (`_zone`), found at the
+        first read: the maps after a grid attention (a period, no jump), which have no runs
+        (`exact_runs`), take a unit's exact field from its twin's there."""
+        if self._exact_zone is _NOT_FOUND:
+            self._exact_zone = None if self.period is None else self._zone(exact=True)
+        return self._exact_zone  # type: ignore[return-value]
 
     def _candidates(self) -> list[int] | None:
         """The units that may be irregular: those of each link's breaks and those that read
@@ -248,8 +302,16 @@ class AxisMap:
             and not exact
             and not self._origin <= unit < self._origin + self.period
             and unit not in self._unordered
+            and (self._regular is None or self._regular[0] <= unit <= self._regular[1])
         ):
             value = self._periodic(unit)
+        elif exact and self.jump is None and self.period is not None and self._in_exact_zone(unit):
+            turns, offset = divmod(unit - self._exact_zone[0], self.period)  # type: ignore[index]
+            twin = self.field(self._exact_zone[0] + offset, exact=True)  # type: ignore[index]
+            shift = turns * self._step
+            value = None if twin is None else (twin[0] + shift, twin[1] + shift)
+        elif exact and _grid_of(self):  # the hull over one position of every block
+            value = self.links[0].parent.exact_strided_span(unit % self.period, self.period)  # type: ignore[operator]
         else:
             value = None
             for link in self.links:
@@ -292,10 +354,33 @@ class AxisMap:
             value = hull(value, self.field(unit))
         return value
 
+    def _in_exact_zone(self, unit: int) -> bool:
+        """Whether `unit` lies in the exact zone (`exact_zone`) past its first period."""
+        zone = self.exact_zone
+        return zone is not None and zone[0] + self.period <= unit <= zone[1]  # type: ignore[operator]
+
     def _exact_hull(self, units: range) -> Interval | None:
-        """The hull of the exact fields of `units`, taken one by one: no exact field reaches
-        past `everything`, where the hull is done (the maps after a grid attention, whose
-        units each read nearly the whole input)."""
+        """The hull of the exact fields of `units` (a range, or the units at one position in
+        every block), taken one by one, but within the exact zone (`exact_zone`) of a map
+        without runs, where the units at one place in the period differ by a shift only: the
+        first and the last of them hold their hull. No exact field reaches past
+        `everything`, where the hull is done (the maps after a grid attention, whose units
+        each read nearly the whole input)."""
+        zone = self.exact_zone if self.jump is None and self.period is not None else None
+        if zone is not None and units:
+            # The units inside the zone, and a step of indices over which they return to the
+            # same place in the period.
+            low = max(0, -(-(zone[0] - units.start) // units.step))
+            high = min(len(units) - 1, (zone[1] - units.start) // units.step)
+            if low <= high:
+                inside = units[low : high + 1]
+                places = self.period // math.gcd(self.period, units.step)  # type: ignore[operator]
+                ends = [
+                    unit
+                    for place in range(min(places, len(inside)))
+                    for unit in (inside[place], inside[place + (len(inside) - 1 - place) // places * places])
+                ]
+                units = [*units[:low], *ends, *units[high + 1 :]]  # type: ignore[assignment]
         box = None
         for unit in units:
             box = hull(box, self.field(unit, exact=True))
@@ -471,6 +556,83 @@ class AxisMap:
 _MOST_IRREGULAR = 256
 
 
+def _undominated(links: tuple[Link, ...]) -> tuple[Link, ...]:
+    """`links` less those whose fields another's hold at every real unit: a residual sum of a
+    grid attention reads unit u of a map and, through the attention, position u of every
+    block of it, u among them; the fields of the first are then inside the second's, and
+    the sum keeps the second's period over its real units (past them, unit u - 1 reads
+    what lies beyond the border, which the attention's do not)."""
+    if len(links) < 2:
+        return links
+    gridded = {id(link.parent.links[0].parent) for link in links if _reads_own(link) and _grid_of(link.parent)}
+    if not gridded:
+        return links
+    return tuple(link for link in links if not (_reads_own(link) and id(link.parent) in gridded))
+
+
+def _limited(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
+    """Whether a map's period holds only within a zone of units (`AxisMap._regular`): a link
+    was left out of it as another's holds it (`kept`, `_undominated`), or a kept link's
+    parent keeps it within one (but a grid attention's, which reads the same units again)."""
+    return len(kept) < len(links) or any(link.parent._regular is not None and not link.repeats for link in kept)
+
+
+def _grid_of(axis_map: AxisMap) -> bool:
+    """Whether `axis_map` is a grid attention's: one link whose reads repeat, unit u's
+    holding parent unit u (`Link.repeats`)."""
+    return len(axis_map.links) == 1 and axis_map.links[0].repeats
+
+
+def _reads_own(link: Link) -> bool:
+    """Whether each unit reads its own parent unit alone (a sum's link): by the period and
+    ratio of 1, unit 0's reads give every unit's."""
+    return link.period == 1 and link.ratio == 1 and not link.breaks and link.reads(0) == ((0, 0),)
+
+
+def _reading_within(link: Link, units: Interval) -> Interval | None:
+    """The units whose reads through `link` lie within parent units `units`, consecutive;
+    None unless each unit reads one range of parent units, in order (`_ranges_in_order`)."""
+    if _ranges_in_order(link) is None:
+        return None
+    low, high = units
+    start = _first_where(lambda u: link.reads(u)[0][0] >= low, int(low / link.ratio))  # type: ignore[operator]
+    past = _first_where(lambda u: link.reads(u)[0][1] > high, int(high / link.ratio))  # type: ignore[operator]
+    return start, past - 1  # type: ignore[operator]
+
+
+def _first_where(holds: Callable[[int], bool | None], guess: int) -> int | None:
+    """The first unit from which `holds` holds (it holds from some unit on): searched
+    outwards from `guess`, then by bisection; None where `holds` answers None (a unit that
+    reads nothing: no order known)."""
+    # Bracket: holds(low) false, holds(high) true.
+    low, high, step = guess - 1, guess, 1
+    while True:
+        held = holds(low)
+        if held is None:
+            return None
+        if not held or low < -_FAR:
+            break
+        low, step = low - step, step * 2
+    step = 1
+    while True:
+        held = holds(high)
+        if held is None:
+            return None
+        if held or high > _FAR:
+            break
+        high, step = high + step, step * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        held = holds(middle)
+        if held is None:
+            return None
+        if held:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
 def _ordered(a: Interval, b: Interval) -> bool:
     return a[0] <= b[0] and a[1] <= b[1]
 
@@ -629,38 +791,16 @@ def _readers(link: Link, unit: int) -> Interval | None:
         taps = link.reads(u)
         return (min(t[0] for t in taps), max(t[1] for t in taps)) if taps else None
 
-    def first_where(holds: Callable[[Interval], bool], guess: int) -> int | None:
-        # Bracket: holds(ends(low)) false, holds(ends(high)) true (it holds from some unit on).
-        low, high, step = guess - 1, guess, 1
-        while True:
-            span = ends(low)
-            if span is None:
-                return None
-            if not holds(span) or low < -_FAR:
-                break
-            low, step = low - step, step * 2
-        step = 1
-        while True:
-            span = ends(high)
-            if span is None:
-                return None
-            if holds(span) or high > _FAR:
-                break
-            high, step = high + step, step * 2
-        while high - low > 1:
-            middle = (low + high) // 2
-            span = ends(middle)
-            if span is None:
-                return None
-            if holds(span):
-                high = middle
-            else:
-                low = middle
-        return high
+    def reaches(u: int) -> bool | None:
+        span = ends(u)
+        return None if span is None else span[1] >= unit
+
+    def passes(u: int) -> bool | None:
+        span = ends(u)
+        return None if span is None else span[0] > unit
 
     guess = int(unit / link.ratio) if link.ratio else 0
-    first = first_where(lambda span: span[1] >= unit, guess)
-    past = first_where(lambda span: span[0] > unit, guess)
+    first, past = _first_where(reaches, guess), _first_where(passes, guess)
     if first is None or past is None:
         return None
     return first, past - 1
