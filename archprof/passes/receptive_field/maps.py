@@ -564,7 +564,7 @@ def _undominated(links: tuple[Link, ...]) -> tuple[Link, ...]:
     what lies beyond the border, which the attention's do not)."""
     if len(links) < 2:
         return links
-    gridded = {id(link.parent.links[0].parent) for link in links if _reads_own(link) and _grid_of(link.parent)}
+    gridded = {id(link.parent.links[0].parent) for link in links if _grid_of(link.parent) and _reads_own(link)}
     if not gridded:
         return links
     return tuple(link for link in links if not (_reads_own(link) and id(link.parent) in gridded))
