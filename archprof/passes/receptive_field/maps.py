@@ -310,8 +310,12 @@ class AxisMap:
             twin = self.field(self._exact_zone[0] + offset, exact=True)  # type: ignore[index]
             shift = turns * self._step
             value = None if twin is None else (twin[0] + shift, twin[1] + shift)
-        elif exact and _grid_of(self):  # the hull over one position of every block
-            value = self.links[0].parent.exact_strided_span(unit % self.period, self.period)  # type: ignore[operator]
+        elif _grid_of(self):  # the hull over one position of every block
+            parent, place = self.links[0].parent, unit % self.period  # type: ignore[operator]
+            if exact:
+                value = parent.exact_strided_span(place, self.period)  # type: ignore[arg-type]
+            else:
+                value = parent._hull(range(place, parent.size, self.period), exact=False)  # type: ignore[arg-type]
         else:
             value = None
             for link in self.links:
@@ -347,26 +351,21 @@ class AxisMap:
             value = self._ordered_span(first, last)
             if value is not None:
                 return value
-        if exact:
-            return self._exact_hull(range(first, last + 1))
-        value = None
-        for unit in range(first, last + 1):
-            value = hull(value, self.field(unit))
-        return value
+        return self._hull(range(first, last + 1), exact)
 
     def _in_exact_zone(self, unit: int) -> bool:
         """Whether `unit` lies in the exact zone (`exact_zone`) past its first period."""
         zone = self.exact_zone
         return zone is not None and zone[0] + self.period <= unit <= zone[1]  # type: ignore[operator]
 
-    def _exact_hull(self, units: range) -> Interval | None:
-        """The hull of the exact fields of `units` (a range, or the units at one position in
-        every block), taken one by one, but within the exact zone (`exact_zone`) of a map
-        without runs, where the units at one place in the period differ by a shift only: the
-        first and the last of them hold their hull. No exact field reaches past
-        `everything`, where the hull is done (the maps after a grid attention, whose units
-        each read nearly the whole input)."""
-        zone = self.exact_zone if self.jump is None and self.period is not None else None
+    def _hull(self, units: range, exact: bool) -> Interval | None:
+        """The hull of the fields of `units` (a range, or the units at one position in every
+        block), taken one by one; but where the map repeats (a period, no irregular unit),
+        the units at one place in the period within its zone (`_regular`, `exact_zone`)
+        differ by a shift only: the first and the last of them hold their hull. An exact
+        hull is done once it holds every pixel (`everything`): after a grid attention most
+        units read nearly all of them."""
+        zone = self._repeating(exact)
         if zone is not None and units:
             # The units inside the zone, and a step of indices over which they return to the
             # same place in the period.
@@ -383,10 +382,23 @@ class AxisMap:
                 units = [*units[:low], *ends, *units[high + 1 :]]  # type: ignore[assignment]
         box = None
         for unit in units:
-            box = hull(box, self.field(unit, exact=True))
-            if box == self.everything:
+            box = hull(box, self.field(unit, exact))
+            if exact and box == self.everything:
                 break
         return box
+
+    def _repeating(self, exact: bool) -> Interval | None:
+        """The units over which `_hull` takes the fields of one period only: padded, the
+        zone where the period holds (every unit but where a grid attention left it one) of a
+        map without irregular units; exact, the exact zone of a map after a grid attention
+        (a period, no jump: no runs, `exact_runs`). None: none."""
+        if self.period is None:
+            return None
+        if exact:
+            return self.exact_zone if self.jump is None else None
+        if self.irregular:
+            return None
+        return self._regular or (-_FAR, _FAR)
 
     def _reached(self, first: int, last: int) -> Interval | object | None:
         """The exact span of real units first..last of a map without runs, from the parent
@@ -427,7 +439,7 @@ class AxisMap:
         runs = self.exact_runs
         box = None
         if runs is None:
-            return self._exact_hull(range(first, self.size, step))
+            return self._hull(range(first, self.size, step), exact=True)
         for start, end in runs:
             low = first + max(0, -(-(start - first) // step)) * step
             high = end - (end - first) % step
