@@ -733,7 +733,7 @@ def _roll(walk: Walk, op: OpNode) -> State:
             unit = (u - shift) % n
             return ((unit, unit),) if parent.reads_a_pixel(unit) else ()
 
-        return parent.derive(n, reads, 1, monotone=False)
+        return parent.derive(n, reads, 1, monotone=False, permutes=True)
 
     return walk.along(op, state, axes, rolled, "roll")
 

@@ -47,7 +47,9 @@ class Link:
     own units one shift, each border unit its own; a dilated convolution's: a shift per
     tap), from which its map's runs in order are found (`AxisMap.exact_runs`); `repeats`:
     unit q P + r reads position r of every block of P parent units (a grid attention's):
-    reads(u + P) is reads(u) itself, unit u among them, though not evenly spaced."""
+    reads(u + P) is reads(u) itself, unit u among them, though not evenly spaced;
+    `permutes`: each unit reads one parent unit, a different one each, where that unit
+    reads a pixel (a roll's)."""
 
     parent: AxisMap
     reads: Reads
@@ -58,12 +60,14 @@ class Link:
     breaks: tuple[Interval, ...] = ()
     shifts: tuple[tuple[int, int, int], ...] = ()
     repeats: bool = False
+    permutes: bool = False
 
 
 class AxisMap:
     """Unit u of a tensor dimension of `size` units along input axis `axis`."""
 
     __slots__ = (
+        "_everywhere",
         "_exact",
         "_exact_bounds",
         "_exact_runs",
@@ -142,6 +146,7 @@ class AxisMap:
         # (`_zone`), and a residual sum of a grid attention within the map's real units.
         self._regular: Interval | None = None
         self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
+        self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
         if self.period is not None and _limited(links, kept):
             self._regular = self._zone(exact=False)
             if self._regular is None or candidates:
@@ -473,12 +478,31 @@ class AxisMap:
 
     def reads_a_pixel(self, unit: int) -> bool:
         """Whether `unit` reads a real pixel: lies in a run (`exact_runs`), or, where no
-        runs are known, has an exact field."""
+        runs are known, is a real unit of a map whose every unit does (`reads_everywhere`)
+        or has an exact field."""
         runs = self.exact_runs
         if runs is None:
+            if self.reads_everywhere:
+                return 0 <= unit < self.size
             return self.field(unit, exact=True) is not None
         index = bisect_right(runs, unit, key=_first_of) - 1
         return index >= 0 and unit <= runs[index][1]
+
+    @property
+    def reads_everywhere(self) -> bool:
+        """Whether every real unit reads a real pixel, found at the first read: the map's
+        runs are one, over all of it; or, without runs, a link's every unit reads a real unit
+        of a parent that reads everywhere: a range in order that every unit's reaches into
+        the parent (a convolution, a window, a sum), a position of every block (a grid
+        attention's), or one parent unit each (`Link.permutes`: a roll's). Swin's rolls ask
+        it of maps without runs, whose exact fields would be taken unit by unit for it."""
+        if self._everywhere is None:
+            runs = self.exact_runs
+            if runs is not None:
+                self._everywhere = runs == ((0, self.size - 1),)
+            else:
+                self._everywhere = any(_reads_everywhere(link, self.size) for link in self.links)
+        return self._everywhere
 
     def _runs_of_links(self) -> tuple[Interval, ...] | None:
         """`exact_runs` of a map with links, noting its pieces (`_pieces`): the stretches of
@@ -580,6 +604,18 @@ def _undominated(links: tuple[Link, ...]) -> tuple[Link, ...]:
     if not gridded:
         return links
     return tuple(link for link in links if not (_reads_own(link) and id(link.parent) in gridded))
+
+
+def _reads_everywhere(link: Link, size: int) -> bool:
+    """Whether every real unit of a map of `size` units reads a real unit of `link`'s
+    parent that reads a pixel (`AxisMap.reads_everywhere`)."""
+    parent = link.parent
+    if not parent.reads_everywhere:
+        return False
+    if link.permutes or link.repeats:
+        return True
+    ranges = _ranges_in_order(link)
+    return ranges is not None and _reading_units(link, size, ranges, (0, parent.size - 1)) == (0, size - 1)
 
 
 def _limited(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
