@@ -941,6 +941,58 @@ def test_a_grid_attentions_map_repeats_every_block():
     check_units(GridResidual(), (2, 16, 16), corner_units(GridResidual(), (2, 16, 16), [(3, 6), (5, 1)]))
 
 
+class ShiftedResidual(nn.Module):
+    """Swin's blocks in plain torch: attention within windows of 7 x 7 tokens added to its
+    input, then the same on the map rolled by -3 and rolled back, a 3x3 convolution between,
+    and once more rolled by -2 (28 x 28 tokens: four windows a side, no padding)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(2, 4, 3, padding=1)
+        self.qkv = nn.Linear(4, 4)
+        self.between = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+
+    def attend(self, x):
+        b, c, h, w = x.shape
+        windows = x.permute(0, 2, 3, 1).reshape(b, h // 7, 7, w // 7, 7, c).permute(0, 1, 3, 2, 4, 5)
+        tokens = self.qkv(windows.reshape(-1, 49, c))
+        scores = tokens @ tokens.transpose(1, 2) / 1000  # scaled: a softmax of one-hot weights would cut gradients
+        attended = torch.softmax(scores, -1) @ tokens
+        back = attended.reshape(b, h // 7, w // 7, 7, 7, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        return back.permute(0, 3, 1, 2)
+
+    def shifted(self, x, shift):
+        return x + torch.roll(self.attend(torch.roll(x, (-shift, -shift), (2, 3))), (shift, shift), (2, 3))
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = self.between(self.shifted(x + self.attend(x), 3))
+        return self.shifted(x, 2)
+
+
+def test_a_rolled_map_keeps_its_period_on_either_side_of_its_wrap():
+    """A roll by -3 reads unit u + 3 short of its wrap: the map's period holds over those
+    units, and the maps after it over the units whose reads stay within them (Swin's maps
+    were taken unit by unit after each roll, its analysis growing with the resolution).
+    Every unit's padded field, and some beyond the ends, equals the one its links give unit
+    by unit; every exact span of every map equals the hull of its units'; and the output's
+    corner and centre units equal their gradient's footprint."""
+    graph = analysis(load(ShiftedResidual().double()), (2, 28, 28), None, torch.float64).graph
+    fields, _ = tensor_fields(graph)
+    maps_by_id = {id(m): m for s in fields.values() for m in getattr(s, "dims", ()) if getattr(m, "links", None)}
+    rolled = [m for m in maps_by_id.values() if any(link.permutes for link in m.links)]
+    assert len(rolled) == 8  # two rolls there and back, along each axis
+    assert all(m.period == 7 and not m.periodic for m in rolled)  # its windows' period, over part of the map
+    assert all(m.exact_runs is None for m in rolled)  # spans go by the zones
+    assert [m.exact_zone for m in rolled[:2]] == [(4, 17)] * 2  # the first roll: inside the windows' zone, 7..20
+    memo: dict = {}
+    for axis_map in maps_by_id.values():
+        for unit in range(-6, axis_map.size + 6):
+            assert axis_map.field(unit) == field_by_brute_force(axis_map, unit, memo), unit
+    check_exact_spans(ShiftedResidual(), (2, 28, 28))
+    check_units(ShiftedResidual(), (2, 28, 28), corner_units(ShiftedResidual(), (2, 28, 28), [(3, 25), (20, 6)]))
+
+
 def test_the_range_over_units_after_a_reflection_counts_its_border_units():
     """Reflected borders make a few units' fields smaller than the period's: the range over
     units is measured unit by unit there, and equals the fields computed from the links."""

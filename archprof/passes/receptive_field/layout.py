@@ -727,13 +727,16 @@ def _roll(walk: Walk, op: OpNode) -> State:
     axes = [d % len(x.shape) for d in dims]
 
     def rolled(i: int, parent: AxisMap) -> AxisMap:
-        n, shift = parent.size, shifts[i]
+        n, shift = parent.size, shifts[i] % parent.size
 
         def reads(u: int) -> tuple[Interval, ...]:
             unit = (u - shift) % n
             return ((unit, unit),) if parent.reads_a_pixel(unit) else ()
 
-        return parent.derive(n, reads, 1, monotone=False, permutes=True)
+        # On either side of the wrap, unit u reads u - shift (from unit shift on) or u - shift
+        # + n: the parent's period holds over the longer of the two.
+        straight = (shift, n - 1, -shift) if 2 * shift <= n else (0, shift - 1, n - shift)
+        return parent.derive(n, reads, 1, monotone=False, permutes=True, straight=straight)
 
     return walk.along(op, state, axes, rolled, "roll")
 

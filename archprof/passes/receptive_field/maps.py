@@ -49,7 +49,9 @@ class Link:
     unit q P + r reads position r of every block of P parent units (a grid attention's):
     reads(u + P) is reads(u) itself, unit u among them, though not evenly spaced;
     `permutes`: each unit reads one parent unit, a different one each, where that unit
-    reads a pixel (a roll's)."""
+    reads a pixel (a roll's); `straight`, where given, (first, last, offset): units
+    first..last read parent unit u + offset there (a roll's short of its wrap), the period
+    of 1 holding over them alone (`AxisMap._zone`)."""
 
     parent: AxisMap
     reads: Reads
@@ -61,6 +63,7 @@ class Link:
     shifts: tuple[tuple[int, int, int], ...] = ()
     repeats: bool = False
     permutes: bool = False
+    straight: tuple[int, int, int] | None = None
 
 
 class AxisMap:
@@ -142,8 +145,9 @@ class AxisMap:
         kept = _undominated(links)
         self.period, self._step = self._period(kept)
         # The units whose padded fields keep the period (None: every unit): a map after a
-        # grid attention keeps it within the units whose reads stay in their parents' own
-        # (`_zone`), and a residual sum of a grid attention within the map's real units.
+        # grid attention or a roll keeps it within the units whose reads stay in their
+        # parents' own (`_zone`), a residual sum of a grid attention within the map's real
+        # units, a roll on one side of its wrap.
         self._regular: Interval | None = None
         self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
         self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
@@ -174,13 +178,14 @@ class AxisMap:
             if self.irregular is None and (link.breaks or link.parent.irregular):
                 return None, 0  # a link's or a parent's period holds off their irregular units only
             parent_period = link.parent.period
-            if link.period is None or parent_period is None or link.ratio is None:
+            link_period = 1 if link.straight else link.period  # a roll's: its straight units only
+            if link_period is None or parent_period is None or link.ratio is None:
                 return None, 0
-            advance = link.period * link.ratio  # parent units per period of the link
+            advance = link_period * link.ratio  # parent units per period of the link
             if advance.denominator != 1 or advance <= 0:
                 return None, 0
             repeats = parent_period // math.gcd(int(advance), parent_period)  # to a whole parent period
-            period = math.lcm(period, link.period * repeats)
+            period = math.lcm(period, link_period * repeats)
         if self.jump is not None:
             return period, int(period * self.jump)
         # Whole parent periods each link advances over one period of this map, times the
@@ -214,7 +219,9 @@ class AxisMap:
             if parent_zone is None:
                 if exact:
                     return None
-                continue  # padded: the parent's period holds at every unit
+                if not link.straight:
+                    continue  # padded: the parent's period holds at every unit
+                parent_zone = (-_FAR, _FAR)
             inside = _reading_within(link, parent_zone)
             if inside is None:
                 return None
@@ -224,8 +231,8 @@ class AxisMap:
     @property
     def exact_zone(self) -> Interval | None:
         """The real units whose exact fields keep the map's period (`_zone`), found at the
-        first read: the maps after a grid attention (a period, no jump), which have no runs
-        (`exact_runs`), take a unit's exact field from its twin's there."""
+        first read: a map with a period but without runs (`exact_runs`: after a grid
+        attention or a roll) takes a unit's exact field from its twin's there."""
         if self._exact_zone is _NOT_FOUND:
             self._exact_zone = None if self.period is None else self._zone(exact=True)
         return self._exact_zone  # type: ignore[return-value]
@@ -310,7 +317,7 @@ class AxisMap:
             and (self._regular is None or self._regular[0] <= unit <= self._regular[1])
         ):
             value = self._periodic(unit)
-        elif exact and self.jump is None and self.period is not None and self._in_exact_zone(unit):
+        elif exact and self.period is not None and self.exact_runs is None and self._in_exact_zone(unit):
             turns, offset = divmod(unit - self._exact_zone[0], self.period)  # type: ignore[index]
             twin = self.field(self._exact_zone[0] + offset, exact=True)  # type: ignore[index]
             shift = turns * self._step
@@ -394,13 +401,13 @@ class AxisMap:
 
     def _repeating(self, exact: bool) -> Interval | None:
         """The units over which `_hull` takes the fields of one period only: padded, the
-        zone where the period holds (every unit but where a grid attention left it one) of a
-        map without irregular units; exact, the exact zone of a map after a grid attention
-        (a period, no jump: no runs, `exact_runs`). None: none."""
+        zone where the period holds (every unit but where a grid attention or a roll left it
+        one) of a map without irregular units; exact, the exact zone of a map without runs
+        (`exact_runs`). None: none."""
         if self.period is None:
             return None
         if exact:
-            return self.exact_zone if self.jump is None else None
+            return self.exact_zone if self.exact_runs is None else None
         if self.irregular:
             return None
         return self._regular or (-_FAR, _FAR)
@@ -620,9 +627,12 @@ def _reads_everywhere(link: Link, size: int) -> bool:
 
 def _limited(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
     """Whether a map's period holds only within a zone of units (`AxisMap._regular`): a link
-    was left out of it as another's holds it (`kept`, `_undominated`), or a kept link's
-    parent keeps it within one (but a grid attention's, which reads the same units again)."""
-    return len(kept) < len(links) or any(link.parent._regular is not None and not link.repeats for link in kept)
+    was left out of it as another's holds it (`kept`, `_undominated`), a kept link's parent
+    keeps it within one (but a grid attention's, which reads the same units again), or a
+    kept link holds the period over some units only (`Link.straight`: a roll's)."""
+    return len(kept) < len(links) or any(
+        link.straight or (link.parent._regular is not None and not link.repeats) for link in kept
+    )
 
 
 def _grid_of(axis_map: AxisMap) -> bool:
@@ -639,7 +649,14 @@ def _reads_own(link: Link) -> bool:
 
 def _reading_within(link: Link, units: Interval) -> Interval | None:
     """The units whose reads through `link` lie within parent units `units`, consecutive;
-    None unless each unit reads one range of parent units, in order (`_ranges_in_order`)."""
+    None unless each unit reads one range of parent units, in order (`_ranges_in_order`),
+    or reads one straight on over some units (`Link.straight`, a roll's, of a parent every
+    unit of which reads a pixel: else some read nothing)."""
+    if link.straight:
+        if not link.parent.reads_everywhere:
+            return None
+        first, last, offset = link.straight
+        return max(first, units[0] - offset), min(last, units[1] - offset)
     if _ranges_in_order(link) is None:
         return None
     low, high = units
