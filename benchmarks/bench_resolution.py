@@ -7,9 +7,9 @@ grow is the receptive-field pass, which answers questions about whole maps (does
 pooling read every pixel?) from a few units per map where their fields are in order, and
 unit by unit where not. The default models are those whose maps once went unit by unit:
 timm's BlurPool networks (reflection paddings), torchvision's DeepLabV3 (dilated
-convolutions), TinyViT (padded windows), MaxxViT (grid attention: each map repeats
-every block, but its block grows with the map), and the one that still does, Swin's rolls;
-ResNet-50 beside them as the plain case.
+convolutions), TinyViT (padded windows), Swin (rolls) and MaxxViT (grid attention), whose
+maps now repeat over zones that shrink with depth, not with the side; ResNet-50 beside
+them as the plain case.
 
 Per model, built once from its spec on meta, its analysis at each side is timed `--rounds`
 times (default 9), the sides taking turns round by round (a slow spell of the machine falls
@@ -137,9 +137,9 @@ def report(results: dict[str, Timings], rounds: int, command: str) -> str:
         f"Flat: the analysis at the largest side within {FLAT}x of the smallest's. A model that runs",
         "more operators at a larger side takes longer for that alone (TinyViT pads its windows from",
         "448 on; Swin-T shifts its last stage's windows only where that stage holds more than one).",
-        "Where the receptive-field pass grows beyond that, docs/architecture.md says why (Swin's rolls",
-        "leave maps whose fields are taken unit by unit; a grid attention's maps repeat every block, and",
-        "MaxxViT's blocks grow with the map: a few fields per position in a block).",
+        "Where the receptive-field pass grows beyond that, docs/architecture.md says why (a roll's and a",
+        "grid attention's maps repeat within zones, with a few fields per position in a block, and",
+        "MaxxViT's blocks grow with the map; Swin's zones vanish where a stage's map holds few windows).",
         "",
     ]
     return "\n".join(lines)
