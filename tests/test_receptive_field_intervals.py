@@ -7,6 +7,7 @@ layer of which gets a field; hand-worked U-Net decoder numbers; the CLI's --unit
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from fractions import Fraction
 
 import pytest
@@ -919,9 +920,7 @@ def test_a_grid_attentions_map_repeats_every_block():
     beyond the ends, equals the one its links give unit by unit; every exact span of every
     map equals the hull of its units' (a hull of exact fields stops where it holds every
     pixel); and the output's corner and centre units equal their gradient's footprint."""
-    graph = analysis(load(GridResidual().double()), (2, 16, 16), None, torch.float64).graph
-    fields, _ = tensor_fields(graph)
-    maps_by_id = {id(m): m for s in fields.values() for m in getattr(s, "dims", ()) if getattr(m, "links", None)}
+    maps_by_id = {id(m): m for m in every_map(GridResidual(), (2, 16, 16))}
     grids = [m for m in maps_by_id.values() if any(link.repeats for link in m.links)]
     assert {(m.size, m.period) for m in grids} == {(16, 8), (8, 4)}
     sums = [m for m in maps_by_id.values() if len(m.links) == 2 and any(link.parent in grids for link in m.links)]
@@ -933,12 +932,16 @@ def test_a_grid_attentions_map_repeats_every_block():
     }
     assert all(m.everything == (0, 15) for m in maps_by_id.values())  # no exact field reaches past the input
     assert any(m.field(u, exact=True) == (0, 15) for m in grids for u in range(m.size))  # hulls that stop there
-    memo: dict = {}
-    for axis_map in maps_by_id.values():
-        for unit in range(-6, axis_map.size + 6):
-            assert axis_map.field(unit) == field_by_brute_force(axis_map, unit, memo), unit
-    check_exact_spans(GridResidual(), (2, 16, 16))
-    check_units(GridResidual(), (2, 16, 16), corner_units(GridResidual(), (2, 16, 16), [(3, 6), (5, 1)]))
+    check_against_links_and_gradients(GridResidual, (2, 16, 16), [(3, 6), (5, 1)])
+
+
+def check_against_links_and_gradients(make: Callable[[], nn.Module], input_size: tuple[int, ...], units) -> None:
+    """Every unit's padded field of every map (and some beyond the ends) against the one its
+    links give unit by unit, every exact span against the hull of its units', and the
+    output's corners, centre and `units` against their gradient's footprint."""
+    check_fields_by_their_links(make(), input_size)
+    check_exact_spans(make(), input_size)
+    check_units(make(), input_size, corner_units(make(), input_size, units))
 
 
 class ShiftedResidual(nn.Module):
@@ -977,20 +980,13 @@ def test_a_rolled_map_keeps_its_period_on_either_side_of_its_wrap():
     Every unit's padded field, and some beyond the ends, equals the one its links give unit
     by unit; every exact span of every map equals the hull of its units'; and the output's
     corner and centre units equal their gradient's footprint."""
-    graph = analysis(load(ShiftedResidual().double()), (2, 28, 28), None, torch.float64).graph
-    fields, _ = tensor_fields(graph)
-    maps_by_id = {id(m): m for s in fields.values() for m in getattr(s, "dims", ()) if getattr(m, "links", None)}
+    maps_by_id = {id(m): m for m in every_map(ShiftedResidual(), (2, 28, 28))}
     rolled = [m for m in maps_by_id.values() if any(link.permutes for link in m.links)]
     assert len(rolled) == 8  # two rolls there and back, along each axis
     assert all(m.period == 7 and not m.periodic for m in rolled)  # its windows' period, over part of the map
     assert all(m.exact_runs is None for m in rolled)  # spans go by the zones
     assert [m.exact_zone for m in rolled[:2]] == [(4, 17)] * 2  # the first roll: inside the windows' zone, 7..20
-    memo: dict = {}
-    for axis_map in maps_by_id.values():
-        for unit in range(-6, axis_map.size + 6):
-            assert axis_map.field(unit) == field_by_brute_force(axis_map, unit, memo), unit
-    check_exact_spans(ShiftedResidual(), (2, 28, 28))
-    check_units(ShiftedResidual(), (2, 28, 28), corner_units(ShiftedResidual(), (2, 28, 28), [(3, 25), (20, 6)]))
+    check_against_links_and_gradients(ShiftedResidual, (2, 28, 28), [(3, 25), (20, 6)])
 
 
 def test_the_range_over_units_after_a_reflection_counts_its_border_units():
