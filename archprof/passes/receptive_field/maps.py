@@ -165,9 +165,10 @@ class AxisMap:
 
     def _period(self, links: tuple[Link, ...]) -> tuple[int | None, int]:
         """(P, step) with field(u + P) = field(u) + step (padded) for every u but the
-        irregular units, or (None, 0): the smallest P that each link's period, carried
-        through its parent's, gives, where every link shifts its reads by the same step
-        (P * jump where the map has a jump; 0 after a grid attention, whose reads repeat)."""
+        irregular units and those past the zone where `links` keep it (`_regular`), or
+        (None, 0): the smallest P that each link's period, carried through its parent's,
+        gives, where every link shifts its reads by the same step (P * jump where the map
+        has a jump; 0 after a grid attention, whose reads repeat)."""
         if not self.links:
             return 1, 1
         period = 1
@@ -475,7 +476,8 @@ class AxisMap:
         maps and those after them are a few runs, whatever the resolution; timm's BlurPool
         networks, DeepLab's dilated convolutions). A roll, a flip, a grid attention, a
         strided dilated convolution leave their maps without runs: spans then go by
-        `_reached`, or unit by unit."""
+        `_reached`, or unit by unit (within a zone where the map keeps its period, one
+        period's units: `_hull`)."""
         if self._exact_runs is _NOT_FOUND:
             if not self.links:
                 self._exact_runs = ((0, self.size - 1),) if self.size else ()
