@@ -152,7 +152,7 @@ class AxisMap:
         self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
         self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
         if self.period is not None and _limited(links, kept):
-            self._regular = self._zone(exact=False)
+            self._regular = self._zone(kept, exact=False)
             if self._regular is None or candidates:
                 self.period, self._step, self._regular = None, 0, None
         if self._regular is not None:
@@ -201,17 +201,15 @@ class AxisMap:
         """Whether every real unit's padded field is that of its twin in any one period of
         units, shifted: the map has a period, no irregular units, and keeps it at every
         real unit."""
-        if self.period is None or self.irregular:
-            return False
-        return self._regular is None or (self._regular[0] <= 0 and self._regular[1] >= self.size - 1)
+        zone = self._repeating(exact=False)
+        return zone is not None and zone[0] <= 0 and zone[1] >= self.size - 1
 
-    def _zone(self, exact: bool) -> Interval | None:
+    def _zone(self, links: tuple[Link, ...], exact: bool) -> Interval | None:
         """The units (real units only, `exact`) whose fields keep the period: those whose reads
-        through each link stay within the parent's such units (a link whose reads repeat
-        reads the same units again: no bound), and only real units where a link was left out
-        (`_undominated`); None where no unit does, or where a link's reads are not one range
-        in order."""
-        links = _undominated(self.links)
+        through each of `links` (the map's, `_undominated`) stay within the parent's such
+        units (a link whose reads repeat reads the same units again: no bound), and only real
+        units where a link was left out; None where no unit does, or where a link's reads are
+        not one range in order."""
         zone = (0, self.size - 1) if exact or len(links) < len(self.links) else (-_FAR, _FAR)
         for link in links:
             if link.repeats:
@@ -235,7 +233,7 @@ class AxisMap:
         first read: a map with a period but without runs (`exact_runs`: after a grid
         attention or a roll) takes a unit's exact field from its twin's there."""
         if self._exact_zone is _NOT_FOUND:
-            self._exact_zone = None if self.period is None else self._zone(exact=True)
+            self._exact_zone = None if self.period is None else self._zone(_undominated(self.links), exact=True)
         return self._exact_zone  # type: ignore[return-value]
 
     def _candidates(self) -> list[int] | None:
@@ -281,13 +279,15 @@ class AxisMap:
                     kept.append(unit)
         return tuple(kept)
 
-    def _periodic(self, unit: int) -> Interval | None:
-        """The field of `unit`'s twin in the period at `_origin`, shifted to `unit` (the
-        field itself where the map has no period)."""
+    def _periodic(self, unit: int, exact: bool = False) -> Interval | None:
+        """The field of `unit`'s twin in the period at `_origin` (exact: at the start of the
+        exact zone, `exact_zone`), shifted to `unit` (the field itself where the map has no
+        period)."""
         if self.period is None:
-            return self.field(unit)
-        turns, offset = divmod(unit - self._origin, self.period)
-        twin = self.field(self._origin + offset)
+            return self.field(unit, exact)
+        origin = self._exact_zone[0] if exact else self._origin  # type: ignore[index]
+        turns, offset = divmod(unit - origin, self.period)
+        twin = self.field(origin + offset, exact)
         shift = turns * self._step
         return None if twin is None else (twin[0] + shift, twin[1] + shift)
 
@@ -319,10 +319,7 @@ class AxisMap:
         ):
             value = self._periodic(unit)
         elif exact and self.period is not None and self.exact_runs is None and self._in_exact_zone(unit):
-            turns, offset = divmod(unit - self._exact_zone[0], self.period)  # type: ignore[index]
-            twin = self.field(self._exact_zone[0] + offset, exact=True)  # type: ignore[index]
-            shift = turns * self._step
-            value = None if twin is None else (twin[0] + shift, twin[1] + shift)
+            value = self._periodic(unit, exact=True)
         elif _grid_of(self):  # the hull over one position of every block
             parent, place = self.links[0].parent, unit % self.period  # type: ignore[operator]
             if exact:
