@@ -1,6 +1,6 @@
 """`python -m archprof` and the `archprof` command's entry point. Importing the CLI (Typer,
 Rich) takes a tenth of a second: Ctrl-C then is said on one line too, exit 130, as in a
-command (`archprof.cli.common.interrupted`), not a traceback from inside an import."""
+command (`archprof.cli.streams.interrupted`), not a traceback from inside an import."""
 
 import sys
 

@@ -33,11 +33,13 @@ from archprof.passes.backward import backward_columns
 from archprof.passes.flops import cost_columns
 from archprof.passes.fold_bn import Folding, fold_batch_norms
 from archprof.passes.layers import group_layers, interface_columns
-from archprof.passes.memory import memory_columns, optimizer_state_copies
+from archprof.passes.memory import memory_columns
+from archprof.passes.optimizer_state import optimizer_state_copies
 from archprof.passes.params import parameter_columns
 from archprof.passes.receptive_field import receptive_field_columns
 from archprof.random_state import random_state_kept
-from archprof.report import COLUMNS, TRAINING_COLUMNS, Report, layer_label
+from archprof.report import Report, layer_label
+from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
 from archprof.trace import MetaUnsupported, TraceInput, trace
 from archprof.units import checked_count, shape_text, shapes_text
 
@@ -106,7 +108,7 @@ def analyze(
     `training` analyses one training step: a training forward (train mode, what autograd
     saves for backward), filling the training memory estimate with the state of `optimizer`
     (sgd, momentum, adam), and its backward pass, traced on meta too, filling
-    `archprof.report.TRAINING_COLUMNS` (gradient MACs per row, input and weight gradients
+    `archprof.report.columns.TRAINING_COLUMNS` (gradient MACs per row, input and weight gradients
     apart, forward ops recomputed by checkpointing) and `totals.training_flops`; without
     it, the memory figures are those of inference and there are no training columns.
 

@@ -53,7 +53,7 @@ def profile(
     `bandwidth` ("3.35TB/s") replace the device's measured (and cached) ceilings.
 
     Returns the Report of `analyze` whose `layers` add the columns of
-    `archprof.report.MEASURED_COLUMNS` (time_ms, time_share, achieved_flops_per_s,
+    `archprof.report.columns.MEASURED_COLUMNS` (time_ms, time_share, achieved_flops_per_s,
     bytes_moved, arithmetic_intensity, bound, roofline_time_ms) and whose `measured` is an
     `archprof.measure.Measurement`: latency median and p90, throughput, achieved FLOP/s,
     measured peak memory, the ceilings and the cross-check (`measured.passed`).

@@ -43,7 +43,7 @@ from archprof.load import DTYPES, ModelOptions, parse_dtype, parse_input_size
 from archprof.optimizers import OPTIMIZERS
 from archprof.output import read_text
 from archprof.parallel import Progress, ordered_map
-from archprof.passes.memory import optimizer_state_copies
+from archprof.passes.optimizer_state import optimizer_state_copies
 from archprof.report import Report
 from archprof.text import dims_text, limits_verdict, markdown_code, markdown_literal, visible_text
 from archprof.units import (

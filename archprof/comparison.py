@@ -27,7 +27,8 @@ from archprof.parallel import Progress, checked_progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.random_state import random_state_kept
-from archprof.report import Report, csv_text
+from archprof.report import Report
+from archprof.report.formats import csv_text
 from archprof.text import dims_text, markdown_code, markdown_literal
 from archprof.units import checked_count, human_bytes, human_count, ratio_text, shapes_text
 

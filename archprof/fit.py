@@ -1,6 +1,6 @@
 """The largest batch whose predicted memory fits a budget (`archprof memory --fit`), found
 from a few whole analyses. The figures (the inference peak, the training step's peak) come
-from `archprof.passes.memory`."""
+from `archprof.passes.memory` and `archprof.passes.training_memory`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from archprof.analysis import analysis, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError, shown
 from archprof.measure.device import beyond_free_memory, cpu_available_memory
-from archprof.passes.memory import optimizer_state_copies
+from archprof.passes.optimizer_state import optimizer_state_copies
 from archprof.report import Report
 from archprof.trace import NeedsTwoSamples
 from archprof.units import human_bytes

@@ -105,7 +105,7 @@ class OpNode:
     # Storages made for this op and freed inside the one operator a CPU runs for it, which the
     # trace sees as ops of their own: that operator's workspace, which memory does not count, as
     # it counts no kernel's. Noted on the last op of a composite call a CPU runs as one operator
-    # (`kernels._ONE_CPU_OPERATOR`: pairwise_distance's `x1 - x2`, freed inside `norm(x1 - x2 +
+    # (`kernels.one_cpu_operator.ONE_CPU_OPERATOR`: pairwise_distance's `x1 - x2`, freed inside `norm(x1 - x2 +
     # eps)`), in inference and training alike (`Recorder.one_cpu_operator`); and on the op reading
     # a copy PyTorch's math-bit fallback made of a conjugate (or negative) view inside it (polar's
     # gradient's `grad.conj() * result.sgn()`).
@@ -162,7 +162,7 @@ class FunctionCall:
 class EngineNotes:
     """What the autograd engine does in a training step that the recorded ops do not say by
     themselves: noted by the training recorder (`archprof.training_recorder`) as the step
-    runs, read by the step's memory timeline (`passes.memory.training_timeline`)."""
+    runs, read by the step's memory timeline (`passes.training_memory.training_timeline`)."""
 
     # The storages of gradients the backward pass copied into a layout of other strides
     # (AccumulateGrad, into its parameter's: a convolution's weight gradient is channels last
@@ -213,12 +213,12 @@ class EngineNotes:
     one_statement_ops: set[int] = field(default_factory=set)
     # The indices (in `Graph.backward_ops`) of the ops a CPU's gradient formula runs in place on
     # a tensor it made, where the trace's ran them out of place (`TrainingRecorder`'s
-    # `_IN_PLACE_ON_A_CPU`): each goes on with the statement it writes into, as the C++ does
+    # `gradient_formulas.IN_PLACE_ON_A_CPU`): each goes on with the statement it writes into, as the C++ does
     # (`t.add(1).sub_(y).mul_(s)`), its operands held to that statement's end (clamp's masks,
     # named locals of a block that ends with the `where` reading their combination).
     in_place_ops: set[int] = field(default_factory=set)
     # The functions a gradient formula calls in the middle of a statement (`FunctionCall`,
-    # `TrainingRecorder`'s `_CALLS_IN_A_STATEMENT`), whose return the ops do not show.
+    # `gradient_formulas.CALLS_IN_A_STATEMENT`), whose return the ops do not show.
     function_calls: list[FunctionCall] = field(default_factory=list)
     # The CPU random-number states taken while the step ran (torch.get_rng_state(): a uint8
     # tensor, 5,056 B on a CPU), as (steps run when it was taken, steps run when it died, or
@@ -250,7 +250,7 @@ class EngineNotes:
     reductions: set[int] = field(default_factory=set)
     # The storages of the tensors a gradient formula stores in a local variable though one op
     # alone reads them (a local read once looks like a temporary: `TrainingRecorder`'s
-    # `_LOCALS_READ_ONCE`, each read as (operator, argument position), and what it is made of
+    # `gradient_formulas.LOCALS_READ_ONCE`, each read as (operator, argument position), and what it is made of
     # where that read names more): sinc_backward's `out`, read by the `where` it returns, renorm's
     # `grad_norm`, logcumsumexp's `log_grad_positive`, norm_backward's `self_scaled`.
     # Where its node made it, its statement ends where it is made, and it lives until its
@@ -283,7 +283,7 @@ class Graph:
     # of its last tensor object (a local variable rebound, a function returned; all of them
     # for one the model still holds, a cache for its next call). Eager PyTorch frees it
     # then, not at its last reader. In a training step, what autograd saved is not let go of
-    # in the forward: the backward pass's nodes free it (`passes.memory.training_timeline`).
+    # in the forward: the backward pass's nodes free it (`passes.training_memory.training_timeline`).
     released: dict[int, int] = field(default_factory=dict)
     # Activation storages a module still holds in an attribute once the forward is over (a
     # cache for its next call, an attention map kept to be looked at, weight_norm's weight):

@@ -2,165 +2,35 @@
 call stack.
 
 A ScriptModule runs no Python hooks, but its interpreter keeps a call stack, which torch's
-profiler records with each event when asked for stacks (`stacks_of_marks`): frames such as
+profiler records with each event when asked for stacks (`script_stacks.stacks_of_marks`): frames such as
 'code/__torch__/torch/nn/modules/conv.py(23): forward', innermost first, each a line of the
 serialized code `torch.jit.save` wrote for a module's class. The recorder opens an empty
-profiler range named after each op it records (`mark`), so that range's stack is the op's.
+profiler range named after each op it records (`script_stacks.mark`), so that range's stack is the op's.
 The code says which submodule a line calls (`_0 = getattr(self, "0")`, then
 `(_0).forward(x)`): from the model down, a stack names the chain of module calls the op ran
 in (`ScriptCode.chain`), each with its site, the frames down to the line that called it,
 which tells apart two calls of one module from two lines (`Sequential(conv, conv)`).
-
-The legacy profiler is used, not `torch.profiler.profile`: with stacks, the latter also
-traces every Python call (twenty thousand events for a ResNet-18 forward, ten times the
-trace's time); the legacy one records the interpreter's stack alone.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
-import io
 import itertools
 import re
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import torch
 
-try:  # torch's private profiler API, as of torch 2.13
-    from torch._C._profiler import ProfilerConfig, ProfilerState, _ExperimentalConfig, _RecordFunctionFast
-except ImportError:  # a torch without it: no op has a stack (`stacks_of_marks`), no mark is made
-    _RecordFunctionFast = None
+from archprof.load.torchscript import parsed_code
+from archprof.script_statements import Statements, assigned_once, in_evaluation_order
 
-from archprof.load.torchscript import code_files, parsed_code
-
-_MARK = "archprof.op."
 _FRAME = re.compile(r"(.+)\((\d+)\): (\w+)$")
 _FREE_FUNCTION = re.compile(r"^def (\w+)", re.MULTILINE)
 _FORWARD = re.compile(r"forward(\d*|__\d+)")
-# Statements that may run their lines other than once each, in order: each is read whole
-# (`_Statements`), its lines' calls never inferred. (`with` runs its body once, but is rare
-# enough in TorchScript's code to be left whole too.)
-_LOOPS = (ast.For, ast.While, ast.With, ast.Try)
-# What makes a statement run in part, or its calls more than once.
-_CONDITIONAL = (ast.If, ast.IfExp, ast.BoolOp, ast.comprehension, *_LOOPS)
 
 # A module call in an op's chain: the module's path and the frames down to its call site.
 Link = tuple[str, tuple[str, ...]]
-
-
-def mark(index: int) -> None:
-    """An empty profiler range for the op recorded as `index`, which holds its call stack."""
-    if _RecordFunctionFast is not None:
-        with _RecordFunctionFast(_MARK + str(index)):
-            pass
-
-
-@contextmanager
-def stacks_of_marks() -> Iterator[list[tuple[int | None, list[str]]]]:
-    """While active, the profiler records the interpreter's call stack of each operator and
-    each `mark`; on exit the list yielded holds them in the order they ran: (the op's index
-    for a mark, else None; its frames, innermost first). Operators that never reach the
-    recorder are there too: a Dropout's in eval (`aten::dropout`, which hands back its input),
-    which says that the module was called. Only marks where they ran on several threads
-    (`torch.jit.fork`), whose events have no order between them. Empty where a profiler was
-    running already (the caller's own: it is left alone) or will not start: no op has a stack."""
-    events: list[tuple[int | None, list[str]]] = []
-    try:
-        if _RecordFunctionFast is None:
-            raise RuntimeError("this torch has no profiler API archprof reads stacks with")
-        if torch._C._autograd._profiler_enabled():
-            raise RuntimeError("a profiler is running already")
-        # state, input shapes, memory, with stacks, FLOPs, modules, experimental options
-        config = ProfilerConfig(ProfilerState.CPU, False, False, True, False, False, _ExperimentalConfig())
-        torch._C._autograd._enable_profiler_legacy(config)
-    except RuntimeError:  # that, or a torch whose private profiler API differs: no stacks
-        yield events
-        return
-    try:
-        yield events
-    finally:
-        threads = [
-            [e for e in thread if e.kind() == "push"] for thread in torch._C._autograd._disable_profiler_legacy()
-        ]
-        marked = [thread for thread in threads if any(e.name().startswith(_MARK) for e in thread)]
-        for thread in marked:
-            for event in thread:
-                name = event.name()
-                if name.startswith(_MARK):
-                    events.append((int(name[len(_MARK) :]), event.stack()))
-                elif len(marked) == 1:
-                    events.append((None, event.stack()))
-        if len(marked) > 1:
-            events.sort(key=lambda event: event[0])
-
-
-def saved_and_loaded(
-    model: torch.jit.ScriptModule, device: torch.device, share: bool = False
-) -> tuple[torch.jit.ScriptModule, dict]:
-    """A copy of `model` loaded onto `device` from the archive `torch.jit.save` writes of it,
-    and that archive's code files: the copy's call stacks name their lines. `share`: the
-    copy's parameters and buffers are then the model's own tensors, its weights held once
-    (its forward writes the model's buffers: a batch norm's statistics in training). Where
-    the copy needs no weights' values (on meta, or `share`), the archive holds none
-    (`_weights_left_out`): writing and reading back real ones took four times their size."""
-    buffer = io.BytesIO()
-    with _weights_left_out(model) if share or device.type == "meta" else nullcontext():
-        torch.jit.save(model, buffer)
-    buffer.seek(0)
-    code = code_files(buffer)
-    buffer.seek(0)
-    copied = torch.jit.load(buffer, map_location=device)
-    if share:
-        copies = dict(copied.named_modules())
-        for path, _, name, tensor in _own_tensors(model):
-            setattr(copies[path], name, tensor)
-    return copied, code
-
-
-def _own_tensors(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, str, torch.Tensor]]:
-    """Each parameter and buffer of each module of `model`: (the module's path, the module,
-    its name there, the tensor). Attributes of other kinds are not: a quantized layer's
-    packed weights, a plain tensor attribute."""
-    return [
-        (path, module, name, tensor)
-        for path, module in model.named_modules()
-        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
-    ]
-
-
-@contextmanager
-def _weights_left_out(model: torch.jit.ScriptModule) -> Iterator[None]:
-    """While active, the model's parameters and buffers are meta tensors like them (one for a
-    tensor two modules hold), which hold no data; then its own again. Left as they are where
-    two of them are views of one storage, which stand-ins would part (or one has no meta
-    stand-in)."""
-    held = _own_tensors(model)
-    stand_ins = _meta_stand_ins([tensor for *_, tensor in held])
-    try:
-        for _, module, name, tensor in held:
-            if id(tensor) in stand_ins:
-                setattr(module, name, stand_ins[id(tensor)])
-        yield
-    finally:
-        for _, module, name, tensor in held:
-            if id(tensor) in stand_ins:
-                setattr(module, name, tensor)
-
-
-def _meta_stand_ins(tensors: list[torch.Tensor]) -> dict[int, torch.Tensor]:
-    """A meta tensor like each real one of `tensors` (shape, dtype, strides, requires_grad),
-    by its id; none where two of them share a storage, or one cannot have a stand-in."""
-    real = {id(t): t for t in tensors if not t.is_meta and t.numel()}
-    if len({t.untyped_storage().data_ptr() for t in real.values()}) < len(real):
-        return {}
-    try:
-        return {key: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad) for key, t in real.items()}
-    except (RuntimeError, NotImplementedError):  # a dtype the meta device lacks (a quantized one)
-        return {}
 
 
 @dataclass(frozen=True)
@@ -174,7 +44,7 @@ class _Frame:
 
 
 class ScriptCode:
-    """The code of a ScriptModule saved by `saved_and_loaded`, read for the module calls its
+    """The code of a ScriptModule saved by `script_copies.saved_and_loaded`, read for the module calls its
     lines make. `modules`: the model's (path, module), the model first; `canonical`: each
     path -> the path its rows go under (a module that is another one under a second name)."""
 
@@ -185,7 +55,7 @@ class ScriptCode:
         self._calls: dict[tuple[str, int], list[tuple[tuple[str, ...], str]]] = {}
         self._read: set[str] = set()
         self._free: dict[str, set[str]] = {}  # file -> its functions outside any class: no module call inside
-        self._methods: dict[str, list[_Statements]] = {}  # file -> its classes' methods' statements
+        self._methods: dict[str, list[Statements]] = {}  # file -> its classes' methods' statements
         # (file, line) -> the calls of the one-line statement there, in the order they run:
         # (attributes from `self`, method) for a method call of an object reached from it, else None
         self._order: dict[tuple[str, int], list[tuple[tuple[str, ...], str] | None]] = {}
@@ -207,10 +77,10 @@ class ScriptCode:
                     for method in node.body:
                         if isinstance(method, ast.FunctionDef):
                             self._read_calls(file, method)
-                            self._methods.setdefault(file, []).append(_Statements(method))
+                            self._methods.setdefault(file, []).append(Statements(method))
         return self._calls.get((file, line), [])
 
-    def _statements(self, frame: _Frame) -> _Statements | None:
+    def _statements(self, frame: _Frame) -> Statements | None:
         """The statements of the method `frame` runs in."""
         self._calls_at(frame.file, frame.line)
         return next((method for method in self._methods.get(frame.file, ()) if frame.line in method.place), None)
@@ -262,7 +132,7 @@ class ScriptCode:
             (n for n in ast.walk(function) if isinstance(n, ast.Assign | ast.Call | ast.If)),
             key=lambda n: (n.lineno, n.col_offset),
         )
-        once = _assigned_once(function)
+        once = assigned_once(function)
         resolved: dict[int, tuple[tuple[str, ...], str]] = {}  # id of a Call node -> its object and method
         for node in nodes:
             if isinstance(node, ast.If):
@@ -278,7 +148,7 @@ class ScriptCode:
                     resolved[id(node)] = (reached, node.func.attr)
         for statement in ast.walk(function):
             if isinstance(statement, ast.stmt) and statement.lineno == statement.end_lineno:
-                calls = _in_evaluation_order(statement)
+                calls = in_evaluation_order(statement)
                 self._order[(file, statement.lineno)] = [resolved.get(id(call)) for call in calls]
 
     def chains(
@@ -312,7 +182,7 @@ class ScriptCode:
         stack shows, put in where they ran, as operators that never reached the recorder.
         Outside a loop, each statement runs at most once and in order: one calling a
         submodule's forward that surely ran between the lines two events ran at in one call
-        of the method (`_Statements.ran_between`; before the first, after the last: at the
+        of the method (`Statements.ran_between`; before the first, after the last: at the
         call's start, end) ran between them. A call of a method ends where an event's frames
         leave it, or come back to an earlier line of it not in the same loop (a second call,
         from a loop of the caller's). Events whose stacks do not start at the model's
@@ -392,7 +262,7 @@ class ScriptCode:
         end), as events of operators that never reached the recorder, with their chains;
         none where a method above it called it from a loop (which would call it again from
         the same line, which its events' frames do not tell apart). Its own loops are read
-        whole, as one statement that may have run in part (`_Statements`)."""
+        whole, as one statement that may have run in part (`Statements`)."""
         caller = frames[-1]
         statements = self._statements(caller)
         if statements is None or self._from_the_model(frames) is None or any(map(self._in_a_loop, frames[:-1])):
@@ -413,7 +283,7 @@ class ScriptCode:
     def _calls_between(
         self,
         file: str,
-        statements: _Statements,
+        statements: Statements,
         after: tuple[int, int | None] | None,
         before: tuple[int, int | None] | None,
         lines: list[int],
@@ -483,79 +353,6 @@ class ScriptCode:
                 chain.append((self._canonical[called[0]], site))
             attributes = tuple(called[0].split(".")) if called[0] else ()
         return tuple(chain), ".".join(attributes)
-
-
-class _Statements:
-    """A method's statements, each by its place: its index in its block, after its
-    enclosing statements' (an `if`'s, and which of its two blocks): (2,), (2, "body", 0).
-    A loop is one statement, its lines its own: each other one runs at most once, in order."""
-
-    def __init__(self, method: ast.FunctionDef) -> None:
-        self.place: dict[int, tuple] = {}  # line -> the place of the innermost statement on it
-        self._blocks: dict[tuple, list[ast.stmt]] = {}
-        self._read(method.body, ())
-
-    def _read(self, body: list[ast.stmt], block: tuple) -> None:
-        self._blocks[block] = body
-        for index, statement in enumerate(body):
-            place = (*block, index)
-            self.place.update(dict.fromkeys(range(statement.lineno, statement.end_lineno + 1), place))
-            if isinstance(statement, ast.If):
-                self._read(statement.body, (*place, "body"))
-                self._read(statement.orelse, (*place, "orelse"))
-
-    def _statement(self, place: tuple) -> ast.stmt:
-        return self._blocks[place[:-1]][place[-1]]
-
-    def in_a_loop(self, line: int) -> bool:
-        """Whether `line` may run more than once in one call: in a loop, a comprehension."""
-        place = self.place.get(line)
-        return place is not None and any(
-            isinstance(node, (*_LOOPS, ast.comprehension)) for node in ast.walk(self._statement(place))
-        )
-
-    def together(self, line: int, other: int) -> bool:
-        """Whether the two lines are of one statement (a loop's)."""
-        return line in self.place and self.place[line] == self.place.get(other)
-
-    def ran_between(
-        self, after: int | None, before: int | None, decided: Callable[[ast.If], bool | None]
-    ) -> list[int] | None:
-        """The lines, in the order they ran, of the statements that surely ran after the
-        line `after` ran and before the line `before` did (None: the method's start, end),
-        in one call: those after `after`'s statement in its blocks out to the block both
-        share, those between in that block, those before `before`'s in its blocks from
-        there in. Only statements with no `if`, loop or conditional expression in them: those
-        that may have run in part are left out; but an `if` whose block ran is known
-        (`decided`: True, False, else None) is that block's statements. None where `after`
-        cannot have run before `before` in one call."""
-        one = self.place.get(after, ()) if after is not None else None
-        two = self.place.get(before, ()) if before is not None else None
-        if one == () or two == ():  # a line of no statement (the signature's)
-            return []
-        shared = 0  # the deepest block both are in
-        if one is not None and two is not None:
-            while 2 * shared + 2 < min(len(one), len(two)) and one[: 2 * shared + 2] == two[: 2 * shared + 2]:
-                shared += 1
-            if one[2 * shared] > two[2 * shared] or (one[2 * shared] == two[2 * shared] and len(one) > 2 * shared + 1):
-                return None  # not one call's order: an else after an if's body
-        ran = []
-        for depth in range(len(one) - 1, 2 * shared if two is not None else -1, -2) if one is not None else ():
-            ran += self._blocks[one[:depth]][one[depth] + 1 :]
-        if one is not None and two is not None:
-            ran += self._blocks[one[: 2 * shared]][one[2 * shared] + 1 : two[2 * shared]]
-        for depth in range(2 * shared + 2 if one is not None else 0, len(two), 2) if two is not None else ():
-            ran += self._blocks[two[:depth]][: two[depth]]
-        return [
-            line
-            for statement in _surely_run(ran, decided)
-            for line in range(statement.lineno, statement.end_lineno + 1)
-        ]
-
-    def unconditional(self, line: int) -> bool:
-        """Whether the statement on `line` runs whole once begun: no `if`, loop or conditional in it."""
-        place = self.place.get(line)
-        return place is not None and _unconditional(self._statement(place))
 
 
 @dataclass(frozen=True)
@@ -628,38 +425,6 @@ def _dotted_name(node: ast.expr) -> str | None:
 
 def _is_none(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and node.value is None
-
-
-def _assigned_once(function: ast.FunctionDef) -> set[str]:
-    """The names the function binds exactly once (its arguments included): a condition may
-    read them as bound (`_Condition`)."""
-    bound = Counter(argument.arg for argument in function.args.args)
-    for node in ast.walk(function):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            bound[node.id] += 1
-    return {name for name, times in bound.items() if times == 1}
-
-
-def _surely_run(statements: list[ast.stmt], decided: Callable[[ast.If], bool | None]) -> Iterator[ast.stmt]:
-    """The statements of `statements` that run whole when it runs, in order: an `if` whose
-    block is `decided` gives that block's."""
-    for statement in statements:
-        taken = decided(statement) if isinstance(statement, ast.If) else None
-        if taken is not None:
-            yield from _surely_run(statement.body if taken else statement.orelse, decided)
-        elif _unconditional(statement):
-            yield statement
-
-
-def _unconditional(statement: ast.stmt) -> bool:
-    return not any(isinstance(node, _CONDITIONAL) for node in ast.walk(statement))
-
-
-def _in_evaluation_order(node: ast.AST) -> list[ast.Call]:
-    """The calls in `node` in the order Python and TorchScript run them: a call after its
-    callee's object and its arguments, left to right."""
-    calls = [call for child in ast.iter_child_nodes(node) for call in _in_evaluation_order(child)]
-    return [*calls, node] if isinstance(node, ast.Call) else calls
 
 
 @functools.lru_cache(maxsize=4096)

@@ -6,17 +6,38 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 import torch.utils.checkpoint as checkpointing
 from torch._prims_common import suggest_memory_format
 from torch.autograd.function import BackwardCFunction
 
+from archprof.autograd_hooks import HeldByTheNode, ProductsWithoutZeros, RunningFormulas
 from archprof.errors import ArchprofError, short_reason
+from archprof.gradient_formulas import (
+    CALLS_IN_A_STATEMENT,
+    FILLS_ZEROS,
+    IN_PLACE_ON_A_CPU,
+    KEEPS_ITS_NUMBER,
+    LOCALS_READ_ONCE,
+    ONE_STATEMENT_NODES,
+    PRODUCT_NODES,
+    ZEROS,
+    CallInAStatement,
+    Read,
+    group_norm_gradient_running,
+    made,
+    materialises_a_zero,
+    reduces_to_an_input,
+    same_layout,
+    wrapped_bytes,
+)
 from archprof.graph import EngineNotes, FunctionCall, ModuleCall, OpNode, TensorMeta
+from archprof.op_info import OpInfo
 from archprof.operators.shapes import is_dense
-from archprof.recorder import OpInfo, Recorder, call_text
+from archprof.recomputation import Replay, fits, replay_key
+from archprof.recorder import Recorder, call_text
 from archprof.structure import tensors_in
 
 # The key of autograd node metadata naming the forward op (its index) that made the node.
@@ -24,132 +45,11 @@ _ORIGIN = "archprof_origin"
 # The key of the metadata of a Python backward's node (a custom torch.autograd.Function's)
 # whose returned gradients the recorder keeps (`TrainingRecorder._python_backward_returned`).
 _RETURNS_KEPT = "archprof_returns_kept"
-# The key of the metadata of a node whose death the recorder watches (`_HeldByTheNode`).
+# The key of the metadata of a node whose death the recorder watches (`HeldByTheNode`).
 _DEATH_WATCH = "archprof_death_watch"
-# The key of the metadata of a node whose gradient formula the recorder brackets with hooks
-# (`_RunningFormulas.bracket`).
-_BRACKETED = "archprof_bracketed"
 # The autograd node that moves a gradient into its parameter's `.grad` (`Node.name()`).
 _ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
-# The node the engine starts a backward pass of several roots from: it passes their gradients on
-# as they are, so that every op run with it running is the engine's (an add of two seeds where
-# they meet: a model returning one tensor twice).
-_GRAPH_ROOT = "torch::autograd::GraphRoot"
-# Operators whose autograd node keeps their second operand for the first's gradient
-# (derivatives.yaml: `self: mul_tensor_backward(grad, other, ...)`, `div_tensor_self_backward`):
-# a Python number there is a tensor the argument parser made (`EngineNotes.saved_numbers`).
 _aten = torch.ops.aten
-_KEEPS_ITS_NUMBER = frozenset({_aten.mul.Tensor, _aten.mul_.Tensor, _aten.div.Tensor, _aten.div_.Tensor})
-# The node of group norm's gradient, whose formula (derivatives.yaml, native_group_norm) makes
-# the gradient and the saved input contiguous in the layout the input suggests on a CPU and
-# plainly contiguous anywhere else: on meta, a copy of each channels-last one a CPU never makes.
-_GROUP_NORM_NODE = "NativeGroupNormBackward0"
-# Gradient formulas that fill a tensor of zeros in place on a CPU or GPU (index_select's,
-# indexing's, gather's, max(dim)'s, sort's, cummax's: `zeros.index_add_(...)`), but out of
-# place for a tensor that looks like a subclass, as every tensor does under a dispatch mode
-# (FunctionsManual.cpp's isTensorSubclassLike branches): a second tensor a real step never makes.
-_ZEROS = frozenset({"aten.new_zeros", "aten.zeros", "aten.zeros_like"})
-_FILLS_ZEROS = frozenset({"aten.index_add", "aten.index_put", "aten.scatter", "aten.scatter_add"})
-# Gradient formulas that work in place on a tensor they made where nothing looks like a
-# subclass (and grad mode is off), as in a real backward pass, but out of place under a dispatch
-# mode: the node -> the operators it runs so. binary_cross_entropy_with_logits's, each `sub` and
-# `mul` (`t.add(1).sub_(y).mul_(x.sigmoid()).sub_(t).mul_(grad)`, or `x.sigmoid().sub_(y).mul_(grad)`,
-# then `.mul_(weight)`); clamp's between tensor bounds, the masks it combines
-# (`self_ge_min.logical_and_(self_le_max)`, `self_gt_max.logical_or_(max_lt_min)`).
-_IN_PLACE_ON_A_CPU = {
-    "BinaryCrossEntropyWithLogitsBackward0": frozenset({"aten.sub", "aten.mul"}),
-    "ClampBackward0": frozenset({"aten.logical_and", "aten.logical_or"}),
-}
-# The nodes of prod's gradient (FunctionsManual.cpp's prod_backward), whose road depends on the
-# input's values: on a CPU it counts the input's zeros and reads the count back (`.item()`), and
-# where there is none returns `grad * (result / input)`; with zeros, and on meta or for a tensor
-# that looks like a subclass (every tensor under a dispatch mode), it takes exclusive running
-# products from both ends (`prod_safe_zeros_backward`), maps more. archprof analyses inputs with no
-# zeros (random ones): the recorder runs that road (`_ProductsWithoutZeros`).
-_PRODUCT_NODES = frozenset({"ProdBackward0", "ProdBackward1"})
-# Nodes whose gradient formula returns all of its gradients from one C++ statement
-# (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
-# _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
-_ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
-
-
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """Where a gradient formula reads a local it names (`_LOCALS_READ_ONCE`): as the argument at
-    `position` of `operator`; with `of`, only a local made from a tensor that operator made (one
-    of the arguments of the op making the local), where the same read names other tensors too."""
-
-    operator: str
-    position: int
-    of: str | None = None
-
-
-# Nodes whose gradient formula (FunctionsManual.cpp) stores in a local variable a tensor it reads
-# once, which the ops cannot tell from a temporary of the statement that reads it: the node -> the
-# reads (`_Read`). An argument its node did not make names nothing (logcumsumexp's
-# `log_grad_positive - result`: `result`, the forward's). A local passed as `local.to(dtype)` is
-# read there through the cast, a copy where the dtype changes.
-# sinc_backward's `out = grad * (... / self_squared_pi)`, read by its `return
-# at::where(self_squared_pi == 0.0, zeros, out)`: its temporaries are freed when `out` is made; a
-# formula with the same ops in one statement holds them to its end (pow_backward_self's
-# `at::where(exponent == 0.0, zeros, grad * (exponent * self.pow(exponent - 1)))`), so this is the
-# formula's, not the ops', to say. renorm_backward's `grad_norm = maxnorm * invnorm * (grad -
-# invnorm * nb)`, read by `where(norm > maxnorm, grad_norm.to(grad.scalar_type()), grad)`;
-# logcumsumexp_backward's `log_grad_positive`, `log_grad_negative`, each read by a `sub` as its
-# first argument, and `output_pos - output_neg`. The masks and zeros the `where`s read are
-# temporaries. norm_backward's (dist's, linalg.vector_norm's, aten.norm's: p other than 0, 1, 2,
-# inf) `self_scaled = self.sgn() * self.abs().pow_(p - 1)` (`self * self.abs().pow_(p - 2)` for
-# p > 2, the power masked where `self == 0` for p < 1), read as the first factor of `self_scaled
-# * scale_v` (`self_scaled * grad * norm.pow(1 - p)` for p < 1); and, for p > 1, `scale_v = grad
-# / norm.pow(p - 1)`, then `scale_v.masked_fill_(norm == 0, 0)`, the second factor. The other
-# products of those formulas read temporaries in those places (`self.sgn()`, the product
-# `self_scaled * grad`), made of no `abs` or `pow`.
-_NORM_BACKWARD_LOCALS = frozenset({_Read("aten.mul", 0, of="aten.abs"), _Read("aten.mul", 1, of="aten.pow")})
-_LOCALS_READ_ONCE = {
-    "SincBackward0": frozenset({_Read("aten.where", 2)}),
-    "RenormBackward0": frozenset({_Read("aten.where", 1)}),
-    "LogcumsumexpBackward0": frozenset({_Read("aten.sub", 0), _Read("aten.sub", 1)}),
-    "DistBackward0": _NORM_BACKWARD_LOCALS,
-    "LinalgVectorNormBackward0": _NORM_BACKWARD_LOCALS,
-    **dict.fromkeys(("NormBackward0", "NormBackward1", "NormBackward2", "NormBackward3"), _NORM_BACKWARD_LOCALS),
-    # i1_backward's (i1e_backward's) `gradx = (safe_self.i0() - (result * safe_self.reciprocal()))`,
-    # read by `grad * at::where(self_is_not_tiny, gradx, at::full({}, 0.5, ...))`; the first `where`'s
-    # second argument is the forward's `self`
-    **dict.fromkeys(("SpecialI1Backward0", "SpecialI1EBackward0"), frozenset({_Read("aten.where", 1)})),
-    # copysign_tensor_self_backward's `ratio = result / self`, masked in place where `self == 0` (its
-    # own statement), read by `grad * ratio`
-    **dict.fromkeys(("CopysignBackward0", "CopysignBackward1"), frozenset({_Read("aten.mul", 1)})),
-    # mvlgamma_backward's `args = args.add(self.unsqueeze(-1))` (the first `args`, an arange, freed as
-    # it is reassigned), read by `grad * args.digamma_().sum(-1)`
-    "MvlgammaBackward0": frozenset({_Read("aten.sum", 0)}),
-    # prod_backward's (along a dim) `zero_mask = (input == 0)` and `slice_zero_count =
-    # zero_mask.sum(dim, true)`, each read by a `sum` (`_ProductsWithoutZeros`)
-    "ProdBackward1": frozenset({_Read("aten.sum", 0)}),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _CallInAStatement:
-    """How the ops of a function a gradient formula calls inside a statement are found: after
-    the last op making its argument (`argument`, the statement's first op), up to the ops the
-    statement runs on what the function returned (`after`, ending the statement)."""
-
-    argument: str
-    after: tuple[str, ...]
-
-
-# Gradient formulas that call a function (FunctionsManual.cpp's, or a lambda) inside a statement,
-# whose return the ops do not show: the node -> how the function's ops are found. It frees its
-# temporaries and locals as it returns; the statement its argument and what it returned as the
-# statement ends. DistBackward0's `-norm_backward(grad, self - other, p, result)`: norm_backward's
-# quotient and mask freed before the negation, `self - other` held through it.
-# logcumsumexp_backward's `(reverse_logcumsumexp(log_grad_positive - result) + self).exp()`, its
-# lambda `at::flip(at::logcumsumexp(at::flip(x, {dim}), dim), {dim})` freeing its two temporaries
-# before the add.
-_CALLS_IN_A_STATEMENT = {
-    "DistBackward0": _CallInAStatement("aten.sub", ("aten.neg",)),
-    "LogcumsumexpBackward0": _CallInAStatement("aten.sub", ("aten.add", "aten.exp")),
-}
 
 
 class TrainingRecorder(Recorder):
@@ -165,7 +65,7 @@ class TrainingRecorder(Recorder):
 
     Activation checkpointing runs forward ops again inside the backward, with grad enabled
     (backward ops run without): those are recorded as "recompute", each attributed to the
-    forward op it runs again (`_Replay`): a checkpointed region runs the same code again, so
+    forward op it runs again (`Replay`): a checkpointed region runs the same code again, so
     its ops are, in order, a run of consecutive forward ops, the same operators making the
     same shapes in the same modules (the module calls that fire again say which). That run
     starts at or before the forward op of the autograd node that asked for the
@@ -191,14 +91,14 @@ class TrainingRecorder(Recorder):
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
         self._forward_ops: list[OpNode] = []
         self._origin = -1  # the forward op of the backward op recorded last
-        self._positions: dict[tuple, list[int]] = {}  # `_replay_key` of a forward op -> its indices
-        self._replay: _Replay | None = None  # the recomputation being recorded
-        self._tagging_for: tuple[_Replay, int] | None = None  # the replay and step of `_last_made`'s op
+        self._positions: dict[tuple, list[int]] = {}  # `replay_key` of a forward op -> its indices
+        self._replay: Replay | None = None  # the recomputation being recorded
+        self._tagging_for: tuple[Replay, int] | None = None  # the replay and step of `_last_made`'s op
         self._python_made: set[int] = set()  # storages a Python backward made, watched until they die
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
-        self._formulas = _RunningFormulas(self._metas, self.engine, self.backward_ops)
-        self._products = _ProductsWithoutZeros()
+        self._formulas = RunningFormulas(self._metas, self.engine, self.backward_ops)
+        self._products = ProductsWithoutZeros()
         # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
@@ -209,7 +109,7 @@ class TrainingRecorder(Recorder):
         # The forward's releases are all noted: from here a tensor dies when autograd lets go
         # of what it saved, which the timeline times by the nodes that read it. Every tensor
         # the backward pass makes is kept, real ones too (the CPU fallback): the timeline
-        # (`passes.memory.training_timeline`) reads the backward pass autograd runs while the
+        # (`passes.training_memory.training_timeline`) reads the backward pass autograd runs while the
         # recorder holds each gradient (AccumulateGrad then copies a gradient into `.grad`,
         # recorded, where a step of the user's takes it over).
         self._noting_releases = False
@@ -220,7 +120,7 @@ class TrainingRecorder(Recorder):
         self._by_parameters = None  # backward ops are attributed through their forward op
         self._origin = len(self._forward_ops) - 1
         for op in self._forward_ops:
-            self._positions.setdefault(_replay_key(op), []).append(op.index)
+            self._positions.setdefault(replay_key(op), []).append(op.index)
         roots = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
         if roots:
             with torch.no_grad():  # not a recomputed forward op
@@ -240,14 +140,14 @@ class TrainingRecorder(Recorder):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self._products.running:  # the road a real step does not take: run, not recorded
             return func(*args, **(kwargs or {}))
-        if func is _aten.clone.default and self._phase == "backward" and _group_norm_gradient_running():
+        if func is _aten.clone.default and self._phase == "backward" and group_norm_gradient_running():
             tensor = args[0]
             memory_format = suggest_memory_format(tensor)  # the CPU's `contiguous(memory_format)`
             if tensor.is_contiguous(memory_format=memory_format):
                 return tensor  # no op at all
             args, kwargs = (tensor,), {"memory_format": memory_format}
         out = super().__torch_dispatch__(func, types, args, kwargs)
-        if func in _KEEPS_ITS_NUMBER and self._phase == "forward" and torch.is_grad_enabled():
+        if func in KEEPS_ITS_NUMBER and self._phase == "forward" and torch.is_grad_enabled():
             self._note_saved_number(args, kwargs or {})
         return out
 
@@ -258,24 +158,24 @@ class TrainingRecorder(Recorder):
         operands = (*args, kwargs["other"]) if "other" in kwargs else args
         number, tensor = (operands[1], operands[0]) if isinstance(operands[0], torch.Tensor) else operands[:2]
         if not isinstance(number, torch.Tensor) and tensor.requires_grad:
-            self.engine.saved_numbers.append((len(self.ops) - 1, _wrapped_bytes(number)))
+            self.engine.saved_numbers.append((len(self.ops) - 1, wrapped_bytes(number)))
             self._numbered.add(len(self.ops) - 1)
 
     def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
         if self._phase == "forward":
             self._tag_last_made()
             super()._record(info, args, kwargs, tensors, out)
-            self._last_made = (_made(info, out), len(self.ops) - 1)
+            self._last_made = (made(info, out), len(self.ops) - 1)
             return
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
         node_name = node.name() if node is not None else ""  # read once: torch builds the string each call
         phase, origin = self._backward_origin(node)
         module = self._forward_ops[origin].module if origin >= 0 else None
-        in_place_on_a_cpu = info.name in _IN_PLACE_ON_A_CPU.get(node_name, ()) and self._made_by_the_node(
+        in_place_on_a_cpu = info.name in IN_PLACE_ON_A_CPU.get(node_name, ()) and self._made_by_the_node(
             tensors, origin
         )
-        if in_place_on_a_cpu or (info.name in _FILLS_ZEROS and self._fills_the_zeros_just_made(tensors)):
+        if in_place_on_a_cpu or (info.name in FILLS_ZEROS and self._fills_the_zeros_just_made(tensors)):
             info = replace(info, writes_input=True)  # as the real step runs it
         kept, storages = len(self._kept), self._next_storage
         # Outside the formula's bracket run the engine's adds, and a hook on the tensor whose
@@ -289,24 +189,24 @@ class TrainingRecorder(Recorder):
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)
-        if info.name == "aten.sum" and node is not None and _reduces_to_an_input(node, args, kwargs or {}):
+        if info.name == "aten.sum" and node is not None and reduces_to_an_input(node, args, kwargs or {}):
             self.engine.reductions.add(len(self.ops) - 1)  # the engine's, after the formula
-        elif node_name in _ONE_STATEMENT_NODES:
+        elif node_name in ONE_STATEMENT_NODES:
             self.engine.one_statement_ops.add(len(self.ops) - 1)
-        if node_name in _LOCALS_READ_ONCE:
-            self._note_locals_read_once(_LOCALS_READ_ONCE[node_name], info.name, args, origin)
-        if node_name in _CALLS_IN_A_STATEMENT:
-            self._note_function_call(_CALLS_IN_A_STATEMENT[node_name], origin)
+        if node_name in LOCALS_READ_ONCE:
+            self._note_locals_read_once(LOCALS_READ_ONCE[node_name], info.name, args, origin)
+        if node_name in CALLS_IN_A_STATEMENT:
+            self._note_function_call(CALLS_IN_A_STATEMENT[node_name], origin)
         if node_name == _ACCUMULATE_GRAD:
             _refuse_a_sparse_gradient(tensors, module)
             self.engine.grad_storages.update(t.storage for t in self.ops[-1].outputs)
-            if info.name == "aten.new_empty_strided" and tensors and not _same_layout(tensors[0], *args[1:3]):
+            if info.name == "aten.new_empty_strided" and tensors and not same_layout(tensors[0], *args[1:3]):
                 self.engine.relaid_gradients.add(self.ops[-1].inputs[0].storage)
         elif engines and not is_dense(tuple(tensors[0].shape), tensors[0].stride()):
             self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._tagging_for = self._replayed(node)
-            self._last_made = (_made(info, out), self.ops[-1].origin)
+            self._last_made = (made(info, out), self.ops[-1].origin)
         self._note_zeros_materialised()
 
     def _note_zeros_materialised(self) -> None:
@@ -319,14 +219,14 @@ class TrainingRecorder(Recorder):
         that reads them all: 4 B over a CPU step's peak for a float32 map, each."""
         ops, zeros = self.ops, []
         at = len(ops) - 2
-        while at > 0 and _materialises_a_zero(ops[at - 1], ops[at]):
+        while at > 0 and materialises_a_zero(ops[at - 1], ops[at]):
             zeros.append(ops[at - 1].outputs[0].storage)
             at -= 2
         read = {tensor.storage for tensor in ops[-1].inputs}
         if zeros and read.issuperset(zeros):
             self.note_workspace(reversed(zeros))
 
-    def _note_locals_read_once(self, reads: frozenset[_Read], operator: str, args: tuple, origin: int) -> None:
+    def _note_locals_read_once(self, reads: frozenset[Read], operator: str, args: tuple, origin: int) -> None:
         """Note the storages of the locals read once (`EngineNotes.named_locals`) that the op just
         recorded, `operator` of the node of forward op `origin`, reads: those at its positions
         `reads` gives it, read through a cast, where the node made them (of what the read's `of`
@@ -365,9 +265,9 @@ class TrainingRecorder(Recorder):
         read = {tensor.storage for tensor in maker.inputs} if maker is not None else set()
         return any(op.op == operator and any(t.storage in read for t in op.outputs) for op in node_ops)
 
-    def _note_function_call(self, statement: _CallInAStatement, origin: int) -> None:
+    def _note_function_call(self, statement: CallInAStatement, origin: int) -> None:
         """Where the ops just recorded, all of the node of forward op `origin`, end a statement
-        that calls a function (`_CALLS_IN_A_STATEMENT`: `statement.after`), note the call
+        that calls a function (`CALLS_IN_A_STATEMENT`: `statement.after`), note the call
         (`EngineNotes.function_calls`): its ops are the node's after the last op making its
         argument (`statement.argument`), the statement's first, up to those."""
         end = len(self.ops) - 1
@@ -415,7 +315,7 @@ class TrainingRecorder(Recorder):
     def _fills_the_zeros_just_made(self, tensors: list[torch.Tensor]) -> bool:
         """Whether the op's first tensor is the tensor of zeros the op before it made."""
         last = self.ops[-1] if self.ops else None
-        return last is not None and last.op in _ZEROS and bool(tensors) and self.meta_of(tensors[0]) is last.outputs[0]
+        return last is not None and last.op in ZEROS and bool(tensors) and self.meta_of(tensors[0]) is last.outputs[0]
 
     def _made_by_the_node(self, tensors: list[torch.Tensor], origin: int) -> bool:
         """Whether the op's first tensor was made by an op of the node running (the run of
@@ -432,7 +332,7 @@ class TrainingRecorder(Recorder):
                 if self._tagging_for is not None:  # a recomputed op's: tagged anew if attributed anew
                     replay, step = self._tagging_for
                     replay.nodes.append((step, node))
-                if node.name() in _PRODUCT_NODES:  # before the bracket: its post hook sees the road taken
+                if node.name() in PRODUCT_NODES:  # before the bracket: its post hook sees the road taken
                     self._products.reroute(node)
                 self._formulas.bracket(node)
                 if isinstance(node, BackwardCFunction):  # a Python backward
@@ -446,7 +346,7 @@ class TrainingRecorder(Recorder):
         """Note when `node`, the autograd node of forward op `index`, dies, and the number it
         keeps with it (`EngineNotes.number_releases`): through an object in its metadata, which
         only the node holds."""
-        held_by_the_node = _HeldByTheNode()
+        held_by_the_node = HeldByTheNode()
         node.metadata[_DEATH_WATCH] = held_by_the_node
         self._watching.append(weakref.finalize(held_by_the_node, self._node_died, index))
 
@@ -465,17 +365,17 @@ class TrainingRecorder(Recorder):
             self._origin = origin
         return self._origin
 
-    def _replayed(self, node) -> tuple[_Replay, int] | None:
+    def _replayed(self, node) -> tuple[Replay, int] | None:
         """Attribute the recomputed op just recorded to the forward op it runs again (see the
         class docstring), and the ops of its recomputation before it anew where it rules out
         the start they were attributed by. Its recomputation and its step in it; None where
         no forward op is alike (it stays with the node that asked for the recomputation)."""
         index = len(self.ops) - 1
-        key, path = _replay_key(self.ops[index]), self._recomputed_path(node)
+        key, path = replay_key(self.ops[index]), self._recomputed_path(node)
         forward, replay = self._forward_ops, self._replay
         if replay is not None and replay.node is node:
             step = len(replay.ops)
-            starts = [s for s in replay.starts if s + step < len(forward) and _fits(forward[s + step], key, path)]
+            starts = [s for s in replay.starts if s + step < len(forward) and fits(forward[s + step], key, path)]
             if starts:
                 replay.starts = starts
                 replay.ops.append(index)
@@ -485,11 +385,11 @@ class TrainingRecorder(Recorder):
                     self._attribute_op(index, replay.start + step)
                 return replay, step
         latest = self.ops[index].origin  # the forward op of the node asking for the recomputation
-        starts = [s for s in self._positions.get(key, ()) if s <= latest and _fits(forward[s], key, path)]
+        starts = [s for s in self._positions.get(key, ()) if s <= latest and fits(forward[s], key, path)]
         if not starts:
             self._replay = None
             return None
-        self._replay = _Replay(node, starts, starts[-1], [index], [])
+        self._replay = Replay(node, starts, starts[-1], [index], [])
         self._attribute_op(index, starts[-1])
         return self._replay, 0
 
@@ -502,7 +402,7 @@ class TrainingRecorder(Recorder):
                 return call.path
         return None
 
-    def _attribute(self, replay: _Replay, start: int) -> None:
+    def _attribute(self, replay: Replay, start: int) -> None:
         replay.start = start
         for step, index in enumerate(replay.ops):
             self._attribute_op(index, start + step)
@@ -606,180 +506,6 @@ class TrainingRecorder(Recorder):
         return torch.autograd.graph.saved_tensors_hooks(self.pack_saved, self.unpack_saved)
 
 
-class _RunningFormulas:
-    """The autograd nodes whose gradient formula is running, innermost last (a reentrant
-    checkpoint's formula runs a backward pass of its own), known through hooks on each node
-    (`bracket`); and the gradients each returned, noted into `results`
-    (`EngineNotes.formula_results`) through `metas` (the recorder's: id(tensor) -> its latest
-    TensorMeta), and when each node let go of the gradients that came in (`EngineNotes.received`),
-    by the number of `backward_ops` recorded then. It holds no recorder: the hooks stay on the
-    nodes, which the traced tensors hold, and through a recorder they would hold every tensor it kept."""
-
-    def __init__(self, metas: dict[int, TensorMeta], engine: EngineNotes, backward_ops: list[OpNode]) -> None:
-        self.nodes: list = []
-        self._metas = metas
-        self._results = engine.formula_results
-        self._received = engine.received
-        self._backward_ops = backward_ops
-
-    def bracket(self, node) -> None:
-        """Hook `node`: the engine calls its pre hooks just before its formula and its post hooks
-        just after, then adds each gradient the formula returned to one already waiting for the
-        same input (a tensor read twice), with the node still running
-        (`torch._C._current_autograd_node`). A node tagged while it runs (one a reentrant
-        checkpoint's recomputation made last, whose backward pass starts with it) has passed its
-        pre hooks: its formula is running."""
-        node.metadata[_BRACKETED] = True
-        if node is torch._C._current_autograd_node():
-            self.nodes.append(node)
-        node.register_prehook(self._starts)
-        node.register_hook(self._ends)
-
-    def _starts(self, _incoming: tuple) -> None:
-        self.nodes.append(torch._C._current_autograd_node())
-
-    def _ends(self, gradients: tuple, incoming: tuple) -> None:
-        self.nodes.pop()
-        made = (self._metas.get(id(tensor)) for tensor in gradients if tensor is not None)
-        self._results.update(meta.id for meta in made if meta is not None)
-        came_in = (self._metas.get(id(tensor)) for tensor in incoming if tensor is not None)
-        steps_run = len(self._backward_ops)
-        self._received.update((meta.storage, steps_run) for meta in came_in if meta is not None)
-
-    def engines_op(self, node) -> bool:
-        """Whether an op the backward pass runs with `node` running is the engine's own, run after
-        the node's formula returned: an add of two gradients of one tensor. Every op the node
-        that starts a pass of several roots runs is (it returns their gradients as they are)."""
-        if node is None:  # the seeds, made before the backward pass
-            return False
-        if node.name() == _GRAPH_ROOT:
-            return True
-        return _BRACKETED in node.metadata and not (self.nodes and self.nodes[-1] is node)
-
-
-class _ProductsWithoutZeros:
-    """Prod's gradient as a CPU runs it on an input with no zeros (`_PRODUCT_NODES`): the node's own
-    formula runs unrecorded (`running`), between hooks on the node, and the post hook runs the
-    road of no zeros in its place, recorded, and returns its gradient instead. It holds no
-    recorder (the nodes keep their hooks)."""
-
-    def __init__(self) -> None:
-        self.running = False
-
-    def reroute(self, node) -> None:
-        node.register_prehook(self._starts)
-        node.register_hook(self._ends)
-
-    def _starts(self, _incoming: tuple) -> None:
-        self.running = True
-
-    def _ends(self, gradients: tuple, incoming: tuple) -> tuple:
-        self.running = False
-        gradient = _prod_gradient_without_zeros(torch._C._current_autograd_node(), incoming[0])
-        return (gradient.to(gradients[0].dtype),)  # the engine's cast to the input's dtype, where it differs
-
-
-def _prod_gradient_without_zeros(node, grad: torch.Tensor) -> torch.Tensor:
-    """prod_backward's road where the input has no zeros, for `node` (a `_PRODUCT_NODES` one) and
-    its incoming gradient, on `self.to(grad.scalar_type())` (derivatives.yaml: a copy where prod
-    was given another dtype): the zeros counted (along a dim: `zero_mask = (input == 0)`, summed
-    along it, then whole, read back with `.item()`, which meta cannot; whole: `(input ==
-    0).nonzero()`, whose empty result holds no bytes), then `grad * (result / input)`."""
-    input, result = node._saved_self.to(grad.dtype), node._saved_result
-    if input.dim() == 0:
-        return grad
-    if node.name() == "ProdBackward1":
-        # torch hands a negative dim back as its unsigned 64-bit twin
-        dim = node._saved_dim if node._saved_dim < 2**63 else node._saved_dim - 2**64
-        if not node._saved_keepdim:
-            grad, result = grad.unsqueeze(dim), result.unsqueeze(dim)
-        zero_mask = torch.eq(input, 0)
-        zero_mask.sum(dim, True).sum()
-    else:
-        torch.eq(input, 0)  # the mask `nonzero` reads, made and freed
-    return grad * (result / input)
-
-
-class _HeldByTheNode:
-    """An object an autograd node alone holds, in its metadata: it dies with the node."""
-
-
-@dataclass
-class _Replay:
-    """One recomputation of a checkpointed region, as recorded so far."""
-
-    node: object  # the autograd node that asked for it
-    starts: list[int]  # the forward ops its ops may run again from, each fitting them all
-    start: int  # the one they are attributed by: the latest
-    ops: list[int]  # its ops (indices in `TrainingRecorder.backward_ops`)
-    nodes: list[tuple[int, object]]  # (its op, an autograd node that op made, tagged by it)
-
-
-def _replay_key(op: OpNode) -> tuple:
-    """What a recomputed op shares with the forward op it runs again: the operator and the
-    shapes it makes."""
-    return op.op, tuple(t.shape for t in op.outputs)
-
-
-def _fits(forward: OpNode, key: tuple, path: str | None) -> bool:
-    """Whether a recomputed op (its `_replay_key`; `path`: the module call running it, None
-    outside any) may run `forward` again."""
-    if _replay_key(forward) != key:
-        return False
-    return path is None or (forward.module is not None and forward.module.path == path)
-
-
-def _materialises_a_zero(zeros: OpNode, expand: OpNode) -> bool:
-    """Whether two ops are the ZeroTensor fallback's `at::zeros({}, options).expand(sizes)`."""
-    return (
-        zeros.op == "aten.zeros"
-        and zeros.outputs[0].shape == ()
-        and expand.op == "aten.expand"
-        and expand.inputs[0].storage == zeros.outputs[0].storage
-    )
-
-
-def _made(info: OpInfo, out) -> list[torch.Tensor]:
-    """The tensors whose autograd nodes an op makes: its outputs; for an op writing in place
-    into a view (`attn[:, :, 1:, 1:] = ...`, MViTv2), the view's base too, whose new node
-    (CopySlices) runs the op's gradient. Untagged, that node's ops would be taken for the
-    node before it, whose saved tensors would seem held until they end."""
-    made = tensors_in(out)
-    if info.writes_input:
-        made += [tensor._base for tensor in made if tensor._base is not None]
-    return made
-
-
-def _reduces_to_an_input(node, args: tuple, kwargs: dict) -> bool:
-    """Whether a sum `node` runs is the engine's reduction of a gradient its formula returned in
-    another shape than the input it goes to (validate_outputs' sum_to: `grad.sum(dims, keepdim=True)`
-    over the leading dims that input lacks and those it has one element along; `grad.sum()` for a
-    0-dim input), as the engine runs it after the formula has returned. A formula's own sum_to
-    reads the same (expand's, the one op of its node), and ends its statement as the engine's does."""
-    tensor, dims = args[0], args[1] if len(args) > 1 else kwargs.get("dim")
-    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
-    whole = dims is None and not keepdim  # all of it, to a 0-dim input (a 0-dim clamp bound)
-    if not whole and (not keepdim or dims is None):
-        return False
-    sizes = tuple(tensor.shape)
-    shapes = [tuple(edge._input_metadata[number].shape) for edge, number in node.next_functions if edge is not None]
-    if whole:
-        return bool(sizes) and () in shapes
-    for shape in shapes:
-        if shape == sizes or len(shape) > len(sizes):
-            continue
-        leading = len(sizes) - len(shape)
-        summed = [*range(leading), *(i for i in range(leading, len(sizes)) if shape[i - leading] == 1 != sizes[i])]
-        if sorted(d % len(sizes) for d in dims) == summed:
-            return True
-    return False
-
-
-def _group_norm_gradient_running() -> bool:
-    node = torch._C._current_autograd_node()
-    return node is not None and node.name() == _GROUP_NORM_NODE
-
-
 def _refuse_a_sparse_gradient(tensors: list[torch.Tensor], module: ModuleCall | None) -> None:
     """Refuse a parameter's gradient that is sparse (`nn.Embedding(sparse=True)`'s: the indices
     and values of the rows looked up): the memory passes size every gradient, and the optimizer
@@ -795,20 +521,3 @@ def _refuse_a_sparse_gradient(tensors: list[torch.Tensor], module: ModuleCall | 
 def _first_writer(ops: list[OpNode], start: int, storage: int) -> OpNode | None:
     """The first op from `start` on that writes in place into `storage`."""
     return next((op for op in ops[start:] if op.writes_input and op.outputs[0].storage == storage), None)
-
-
-def _same_layout(tensor: torch.Tensor, sizes, strides) -> bool:
-    """Whether `tensor` has `sizes` and is laid out with `strides` (a dimension of size 1
-    has any stride): autograd's layout contract, under which AccumulateGrad takes a
-    gradient over."""
-    if tuple(tensor.shape) != tuple(sizes):
-        return False
-    return all(n == 1 or mine == other for n, mine, other in zip(sizes, tensor.stride(), strides, strict=True))
-
-
-def _wrapped_bytes(number) -> int:
-    """The bytes of the 0-dim tensor PyTorch wraps a Python number in: bool, int64, float64
-    or complex128."""
-    if isinstance(number, bool):
-        return 1
-    return 16 if isinstance(number, complex) else 8

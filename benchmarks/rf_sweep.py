@@ -76,8 +76,8 @@ import torch.nn.functional as F
 from hub_sweep import _hubs, hub_models, write_reports
 from torch.overrides import TorchFunctionMode
 
+from archprof.passes.receptive_field.dims import FLAT, Tokens
 from archprof.passes.receptive_field.maps import AxisMap
-from archprof.passes.receptive_field.walk import FLAT, Tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 VERDICTS = ("exact", "input", "bound held", "padded", "flattened", "wrong", "undefined", "unchecked", "capped")

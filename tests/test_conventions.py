@@ -18,7 +18,7 @@ import typer
 
 import archprof
 from archprof.cli import app
-from archprof.passes.memory import OPTIMIZER_STATE_COPIES
+from archprof.passes.optimizer_state import OPTIMIZER_STATE_COPIES
 from archprof.units import human_bytes
 from tests.cli import cli, runner
 

@@ -35,7 +35,7 @@ def _torch_as_it_is() -> dict:
 
 
 def test_every_kernel_stands_in_while_active_and_is_pytorchs_again_after():
-    """Each (operator, key) registered names archprof's kernels.py in the operator's table while
+    """Each (operator, key) registered names archprof's kernels in the operator's table while
     active (so the comparison after can fail), and each table reads as before afterwards."""
     before = _torch_as_it_is()
     with DeviceKernels():

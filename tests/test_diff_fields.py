@@ -10,7 +10,8 @@ from fractions import Fraction
 import pytest
 
 import archprof
-from archprof.diff import FinalField, Side, diff, final_field
+from archprof.diff import diff
+from archprof.diff.changes import FinalField, Side, final_field
 from archprof.passes.receptive_field import FieldMark
 from tests.cli import cli, one_error_line
 from tests.field_oracle import positive, unit_gradient_box

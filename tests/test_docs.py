@@ -91,7 +91,7 @@ def _resolves_in_package(parts: list[str]) -> bool:
 
 
 def _code_name_exists(name: str) -> bool:
-    """`shapes.Refused`, `Graph.engine.seeds`, `cli/common.user_errors`, `archprof.compare`."""
+    """`shapes.Refused`, `Graph.engine.seeds`, `cli/streams.user_errors`, `archprof.compare`."""
     head, *attributes = name.removesuffix("()").split(".")
     if head == "archprof" or "/" in head:
         return _resolves_in_package(["archprof", *head.split("/")[head == "archprof" :], *attributes])
@@ -250,7 +250,7 @@ def _table_names(text: str, after: str) -> list[str]:
 
 
 def test_the_readme_column_tables_are_the_reports_columns():
-    from archprof.report import COLUMNS, MEASURED_COLUMNS, TRAINING_COLUMNS
+    from archprof.report.columns import COLUMNS, MEASURED_COLUMNS, TRAINING_COLUMNS
 
     text = README.read_text(encoding="utf-8")
     documented = _table_names(text, "## Columns of `Report.layers`")

@@ -504,7 +504,7 @@ def test_a_scatter_add_is_worked_out_not_called_free():
 
 class _Attention(nn.Module):
     """Scaled dot-product attention of 2 heads of 8 over a sequence, masked or not: the CPU's
-    fused flash attention (`kernels.flash_attention_kernel`)."""
+    fused flash attention (`kernels.attention.flash_attention_kernel`)."""
 
     def __init__(self, masked: bool) -> None:
         super().__init__()

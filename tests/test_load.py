@@ -419,9 +419,9 @@ def test_torchscript_under_a_profiler_of_the_callers_keeps_its_rows_by_parameter
 def test_torchscript_with_a_torch_lacking_the_profiler_api_keeps_its_rows_by_parameters(tmp_path, tiny, monkeypatch):
     """A torch whose private profiler API archprof reads stacks with is missing (it imports
     it guarded): the same rows as under a caller's profiler, no error."""
-    from archprof import script_calls
+    from archprof import script_stacks
 
-    monkeypatch.setattr(script_calls, "_RecordFunctionFast", None)
+    monkeypatch.setattr(script_stacks, "_RecordFunctionFast", None)
     path = tmp_path / "cnn.pt"
     torch.jit.save(torch.jit.script(tiny.small_cnn().eval()), str(path))
     scripted = archprof.analyze(str(path), input_size=(3, 16, 16))

@@ -28,7 +28,8 @@ from archprof.measure.profile import timing_notes
 from archprof.operators import OPERATORS, Cost
 from archprof.render import profile_table, to_text
 from archprof.render.base import Layout
-from archprof.report import MEASURED_COLUMNS, layer_label
+from archprof.report import layer_label
+from archprof.report.columns import MEASURED_COLUMNS
 from tests.markdown_tables import first_table
 from tests.models import Residual
 

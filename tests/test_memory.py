@@ -19,7 +19,8 @@ from archprof.analysis import build_report
 from archprof.cli import app
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.fit import MAX_FIT_TRACES, fit_batch, predicted_bytes
-from archprof.passes.memory import model_state_storages, saved_activations
+from archprof.passes.liveness import model_state_storages
+from archprof.passes.memory import saved_activations
 from archprof.trace import trace
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks

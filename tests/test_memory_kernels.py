@@ -14,19 +14,12 @@ import archprof
 from archprof.analysis import build_report
 from archprof.errors import ArchprofError
 from archprof.fit import fit_batch
-from archprof.kernels import (
-    ATTENTION,
-    CELL_LOOP,
-    FLASH_CPU,
-    LSTM,
-    MATH,
-    ONEDNN_LSTM,
-    DeviceKernels,
-    flash_attention_kernel,
-    onednn_lstm_workspace_bytes,
-)
+from archprof.kernels import DeviceKernels
+from archprof.kernels.attention import ATTENTION, FLASH_CPU, MATH, flash_attention_kernel
+from archprof.kernels.recurrent import CELL_LOOP, LSTM, ONEDNN_LSTM, onednn_lstm_workspace_bytes
 from archprof.passes.flops import op_cost
-from archprof.passes.memory import saved_activations, training_timeline
+from archprof.passes.memory import saved_activations
+from archprof.passes.training_memory import training_timeline
 from archprof.trace import trace
 from tests.memory_oracle import profiled_peaks, profiled_training_peaks
 from tests.models import Calls, LinearOnTransposed

@@ -20,9 +20,9 @@ from torch import nn
 import archprof
 from archprof.analysis import analysis, load
 from archprof.passes.layers import group_layers
-from archprof.passes.receptive_field import MAX_UNITS, maps, row_states, spreads, tensor_fields, unit_box
-from archprof.passes.receptive_field.maps import TOO_IRREGULAR, deep_maps
-from archprof.passes.receptive_field.walk import WHOLE
+from archprof.passes.receptive_field import MAX_UNITS, field_budget, row_states, spreads, tensor_fields, unit_box
+from archprof.passes.receptive_field.dims import WHOLE
+from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, deep_maps
 from tests.cli import cli, one_error_line
 
 # -- helpers -------------------------------------------------------------------------------
@@ -1325,7 +1325,7 @@ def test_the_fields_a_pass_evaluates_do_not_grow_with_the_resolution(monkeypatch
     Columns and channels flattened together (unit u reads column u // channels) repeat every
     `channels` units: in order too. A dilated convolution's taps and a reflection's mirrored
     units break that order at the borders only: their maps are a few runs in order."""
-    monkeypatch.setattr(maps, "FIELD_BUDGET", 1_000)
+    monkeypatch.setattr(field_budget, "FIELD_BUDGET", 1_000)
     model = _SMALL_NETWORKS[name]() if name in _SMALL_NETWORKS else name
     report = archprof.analyze(model, (3, 512, 512))
     assert not [note for note in report.columns["receptive_field_note"] if TOO_IRREGULAR in note]

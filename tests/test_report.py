@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 
 import archprof
-from archprof.report import COLUMNS, SUMMABLE
+from archprof.report.columns import COLUMNS, SUMMABLE
 
 
 def test_layers_dataframe_has_the_documented_typed_columns():

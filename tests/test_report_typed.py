@@ -16,7 +16,7 @@ import archprof
 from archprof.diff import read_csv_layers
 from archprof.errors import ArchprofError
 from archprof.passes.receptive_field import FieldMark
-from archprof.report import SUMMABLE
+from archprof.report.columns import SUMMABLE
 from archprof.zoo import MODELS
 from tests.models import uncosted
 

@@ -71,7 +71,7 @@ def test_a_softmax_row_whose_unit_sums_to_one_takes_one_element(rf_sweep):
     positions sums to 1 whatever the input: its gradient reaches no pixel. Its first element
     alone reads every position, as archprof's `input` says; the sum said 'wrong' (EfficientFormerV2's
     and MobileViTv2's attention rows)."""
-    from archprof.passes.receptive_field.walk import WHOLE
+    from archprof.passes.receptive_field.dims import WHOLE
 
     torch.manual_seed(0)
     x = (torch.rand(1, 2, 6, 6, dtype=torch.float64) + 0.5).requires_grad_()

@@ -962,7 +962,7 @@ def test_an_autocast_region_that_changes_nothing_or_is_run_for_real_is_not_warne
 def test_recorders_empty_outputs_are_torch_empty_ones(shape):
     """The fast path's outputs (`_empty`, made by empty_strided for speed) are what torch.empty
     makes: sizes, strides, storage size and every contiguity flag the kernels that follow read."""
-    from archprof.recorder import _empty
+    from archprof.meta_outputs import _empty
 
     def layout(t):
         formats = {4: [torch.channels_last], 5: [torch.channels_last_3d]}.get(t.dim(), [])

@@ -18,7 +18,7 @@ import archprof
 from archprof.errors import ArchprofWarning
 from archprof.meta import on_meta
 from archprof.passes.flops import op_cost
-from archprof.report import TRAINING_COLUMNS
+from archprof.report.columns import TRAINING_COLUMNS
 from archprof.trace import trace
 from archprof.training_recorder import TrainingRecorder
 from archprof.zoo import MODELS
@@ -739,7 +739,7 @@ def test_the_engines_adds_are_told_from_a_gradient_formulas_own(name):
 
 
 def test_a_training_trace_lets_go_of_its_recorder():
-    """The hooks the trace leaves on the autograd nodes (`_RunningFormulas`) hold no recorder:
+    """The hooks the trace leaves on the autograd nodes (`autograd_hooks.RunningFormulas`) hold no recorder:
     through one, the nodes the traced tensors keep would keep every tensor it kept alive: one
     more recorder each trace."""
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())

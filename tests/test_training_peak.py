@@ -26,7 +26,8 @@ from archprof.errors import ArchprofWarning
 from archprof.fit import fit_batch
 from archprof.operators.shapes import is_dense
 from archprof.optimizers import OPTIMIZERS
-from archprof.passes.memory import liveness, training_timeline
+from archprof.passes.liveness import liveness
+from archprof.passes.training_memory import training_timeline
 from archprof.trace import trace
 from archprof.units import human_bytes
 from archprof.zoo import MODELS

@@ -17,8 +17,8 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from archprof import __version__
-from archprof.cli.common import discard_written_to, interrupted, say, standard_output
 from archprof.cli.help_panels import names_kept_whole
+from archprof.cli.streams import discard_written_to, interrupted, say, standard_output
 
 
 class _PlainArgument(TyperArgument):

@@ -8,19 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from archprof.cli.app import app
-from archprof.cli.common import (
-    Format,
-    ModelArg,
-    OutputOpt,
-    check_output,
-    choose_format,
-    fitted_width,
-    format_option,
-    input_files,
-    user_errors,
-    with_model_options,
-    write_text,
-)
+from archprof.cli.emit import check_output, choose_format, input_files, write_text
+from archprof.cli.options import Format, ModelArg, OutputOpt, format_option, with_model_options
+from archprof.cli.streams import fitted_width, user_errors
 
 # What explain writes: text (the table format) or Markdown.
 EXPLAIN_FORMATS = (Format.table, Format.markdown)

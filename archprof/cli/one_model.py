@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from archprof.cli.app import app
-from archprof.cli.common import (
+from archprof.cli.emit import emit_report, one_model_targets, write_text
+from archprof.cli.options import (
     Format,
     FormatOpt,
     ModelArg,
@@ -17,17 +18,10 @@ from archprof.cli.common import (
     WideOpt,
     columns_option,
     count_option,
-    emit_report,
-    fitted_width,
-    one_model_targets,
     plot_option,
-    progress_display,
-    say,
-    status_display,
-    user_errors,
     with_model_options,
-    write_text,
 )
+from archprof.cli.streams import fitted_width, progress_display, say, status_display, user_errors
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
 from archprof.optimizers import optimizer_names
 
@@ -255,7 +249,7 @@ def memory(
     from archprof.errors import ArchprofError
     from archprof.fit import fit_batch
     from archprof.measure.peak_memory import predicted_and_measured
-    from archprof.passes.memory import optimizer_state_copies
+    from archprof.passes.optimizer_state import optimizer_state_copies
     from archprof.render import memory_table
     from archprof.units import human_bytes, parse_size
 

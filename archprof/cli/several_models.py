@@ -9,30 +9,21 @@ from typing import Annotated, Optional
 import typer
 
 from archprof.cli.app import app
-from archprof.cli.common import (
+from archprof.cli.emit import check_appended, check_output, choose_format, emit, input_files
+from archprof.cli.options import (
     Format,
     FormatOpt,
     JobsOpt,
     OutputOpt,
     QuietOpt,
     WideOpt,
-    check_appended,
-    check_output,
-    choose_format,
     column_choice,
     columns_option,
-    emit,
     file_name,
-    fitted_width,
-    input_files,
     limit_option,
-    progress_display,
-    say,
-    standard_output,
-    stdout_console,
-    user_errors,
     with_model_options,
 )
+from archprof.cli.streams import fitted_width, progress_display, say, standard_output, stdout_console, user_errors
 from archprof.optimizers import optimizer_names
 
 # What --sort takes: the keys `archprof.comparison.sort_comparison` accepts (a test holds the

@@ -21,15 +21,12 @@ from typing import Any
 
 from archprof.errors import ArchprofError, shown
 from archprof.explain.document import Explanation, Section, Step, sum_step
-from archprof.explain.operators import (
-    Sources,
-    field_cells,
-    field_note,
-    kernel_and_stride,
-    operator_section,
-    product_text,
-)
+from archprof.explain.notation import product_text
+from archprof.explain.operators import operator_section
+from archprof.explain.receptive_fields import field_cells, field_note
+from archprof.explain.sources import Sources
 from archprof.explain.training import Training
+from archprof.explain.windows import kernel_and_stride
 from archprof.graph import OpNode
 from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers

@@ -14,15 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from archprof.explain.catalogue import catalogue_section, is_free
 from archprof.explain.document import Section, Step, sum_step
-from archprof.explain.operators import (
-    antialiased_window_sums,
-    catalogue_section,
-    is_free,
-    product_text,
-    resampling_mode,
-    taps_product,
-)
+from archprof.explain.notation import product_text
+from archprof.explain.resampling import antialiased_window_sums, resampling_mode, taps_product
 from archprof.graph import Graph, OpNode, ParameterInfo
 from archprof.passes.backward import BackwardShare, backward_share, weight_storages
 from archprof.passes.layers import LayerGroup

@@ -32,10 +32,10 @@ from archprof.analysis import Analysis, analysis
 from archprof.load import InputsLike, LoadedModel
 from archprof.measure.device import ForwardInputs, device_name, random_inputs, real_run_errors
 from archprof.meta import has_uninitialised, is_uninitialised
+from archprof.model_state import in_traced_mode
 from archprof.optimizers import optimizer_model
 from archprof.random_state import random_state_kept
 from archprof.structure import tensors_in
-from archprof.trace import in_traced_mode
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Peak:
     included. `with_workspace`: on the CPU, every allocation counted; None on CUDA, whose
     counter cannot tell workspace apart. Where PyTorch runs one operator as several that the
     analysis records apart (cdist's copies of its operands and their distances; not the
-    composites it notes as one CPU operator, `kernels._ONE_CPU_OPERATOR`: matmul's, einsum's
+    composites it notes as one CPU operator, `kernels.one_cpu_operator.ONE_CPU_OPERATOR`: matmul's, einsum's
     and tensordot's copies, attention's math), the allocator's events count their buffers as
     the outer operator's workspace: the prediction then lies between the two figures."""
 

@@ -4,7 +4,7 @@
 real on a device with random weights, feeds it random inputs and times it
 (`archprof.measure.clock`). What it adds to the analytic Report:
 
-- the measured columns of `archprof.report.MEASURED_COLUMNS`, one value per analytic row
+- the measured columns of `archprof.report.columns.MEASURED_COLUMNS`, one value per analytic row
   (joined by `layer` and `call`): time, share of the forward, achieved FLOP/s, bytes moved,
   arithmetic intensity, roofline bound and roofline time;
 - `Report.measured`, a `Measurement`: whole-model latency (median, p90), throughput,
@@ -52,7 +52,8 @@ from archprof.meta import has_uninitialised
 from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
-from archprof.report import MEASURED_COLUMNS, Report, measured_rates
+from archprof.report import Report
+from archprof.report.columns import MEASURED_COLUMNS, measured_rates
 from archprof.units import (
     bandwidth_text,
     checked_count,

@@ -19,7 +19,7 @@ from functools import cache
 
 import torch
 
-from archprof.kernels import onednn_lstm_layer_shapes
+from archprof.kernels.recurrent import onednn_lstm_layer_shapes
 from archprof.operators import costs, shapes
 from archprof.operators.costs import FREE, Cost, Shape
 

@@ -10,14 +10,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.diff import (
-    FIELD_FIGURES,
-    METRICS,
-    final_field_notes,
-    format_change,
-    format_percent,
-    value_change,
-)
+from archprof.diff.change_text import FIELD_FIGURES, final_field_notes, format_change, format_percent, value_change
+from archprof.diff.changes import METRICS
 from archprof.render.base import (
     Layout,
     chosen_columns,
@@ -137,7 +131,7 @@ _LAYER_CHANGES = (
 def diff_tables(diff, layout: Layout = Layout()) -> Group:
     """Totals and the final receptive field and stride (old, new, change, %), why a final
     field is a bound, undefined or not recorded, and the layers added, removed or changed
-    (an `archprof.diff.ReportDiff`)."""
+    (an `archprof.diff.changes.ReportDiff`)."""
 
     title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
     cells = _totals_columns(diff)
@@ -173,7 +167,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
 
 
 def diff_tree(diff) -> list[TreeRow]:
-    """The layers a diff lists (an `archprof.diff.ReportDiff`) as the module tree, the
+    """The layers a diff lists (an `archprof.diff.changes.ReportDiff`) as the module tree, the
     summary's (`render.tree`) over both sides' rows merged (`ReportDiff.every_layer`), so
     that a layer on one side only has its place among those both have: each module holding
     a listed layer before its layers, its `row` the change of its subtree per metric, its
@@ -199,7 +193,7 @@ def diff_tree(diff) -> list[TreeRow]:
 
 
 def _deltas(changes: Sequence) -> dict[str, int]:
-    """The change of each metric over `changes` (`archprof.diff.LayerChange`s), summed."""
+    """The change of each metric over `changes` (`archprof.diff.changes.LayerChange`s), summed."""
     return {name: sum(change.delta(name) for change in changes) for name, _, _ in METRICS}
 
 

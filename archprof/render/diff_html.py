@@ -10,16 +10,15 @@ from __future__ import annotations
 from functools import partial
 from html import escape
 
-from archprof.diff import (
+from archprof.diff.change_text import (
     FIELD_FIGURES,
-    METRICS,
-    ReportDiff,
     final_field_notes,
     format_change,
     format_percent,
     format_ratio,
     value_change,
 )
+from archprof.diff.changes import METRICS, ReportDiff
 from archprof.render.html import own_and_subtree, page_html, sort_heading, sortable_table, tree_indent
 from archprof.render.tree import TreeRow
 from archprof.text import dims_text, visible_text

@@ -11,12 +11,12 @@ from rich.text import Text
 from archprof.errors import ArchprofError
 from archprof.render.base import Layout, dash, fitted_table, layer_name, tree_label
 from archprof.render.tree import top_level_rules, tree_rows
-from archprof.report import Report, dims_text, visible_text
-from archprof.text import layer_label
+from archprof.report import Report
+from archprof.text import dims_text, layer_label, visible_text
 from archprof.units import shape_text
 
 if TYPE_CHECKING:
-    from archprof.passes.receptive_field.walk import State
+    from archprof.passes.receptive_field.dims import State
 
 # Columns of the receptive-field table, most important first (the last go on a narrow terminal).
 _RF_COLUMNS = ("Layer", "Field", "Stride", "Coverage", "Centred", "Output shape", "Type")

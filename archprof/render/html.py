@@ -17,8 +17,8 @@ from html import escape
 from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
 from archprof.render.tree import tree_rows
-from archprof.report import Report, dims_text, visible_text
-from archprof.text import totals_rows
+from archprof.report import Report
+from archprof.text import dims_text, totals_rows, visible_text
 from archprof.units import human_bytes, human_count, share_text
 
 _POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"

@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.passes.memory import optimizer_state_copies
+from archprof.passes.optimizer_state import optimizer_state_copies
 from archprof.render.base import (
     Layout,
     Prose,

@@ -21,8 +21,8 @@ inputs); `unit_box` the exact input box of any unit (real pixels only).
 A tensor's state is one of:
 
 - no field (None): parameters, buffers, constants and whatever is computed from them only;
-- `Field`: the maps of its dimensions (flattened: `walk.Merged`; with a class token beside
-  them: `walk.Tokens`), the input dimensions read whole (`whole`: pooled or attended over)
+- `Field`: the maps of its dimensions (flattened: `dims.Merged`; with a class token beside
+  them: `dims.Tokens`), the input dimensions read whole (`whole`: pooled or attended over)
   and those kept at one unit (`loose`: a select); where some channels of a dimension whose
   channels read different fields were picked (sliced after a pixel unshuffle), their field
   is the union of all, an upper bound, which the field says (`bound`), and the note too;
@@ -33,7 +33,7 @@ A tensor's state is one of:
 - `Undefined(reason)`: an operator archprof has no rule for consumed a tensor with a field, or
   its rule cannot follow it (a flattened map cut and read back as an image, an in-place
   write through a view: circular padding, channels that read different fields folded into
-  a spatial dimension: `walk.Uneven`, attention over scores a mask may set to -inf:
+  a spatial dimension: `dims.Uneven`, attention over scores a mask may set to -inf:
   `Walk.masked`); the reason says which and where.
 
 Conventions: normalisation layers count as pointwise (their statistics are not part of the
@@ -51,20 +51,22 @@ from fractions import Fraction
 from archprof.errors import ArchprofError
 from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
-from archprof.passes.receptive_field import layout, windows  # noqa: F401 (their rules register on import)
-from archprof.passes.receptive_field.maps import TOO_IRREGULAR, AxisMap, FieldsTooIrregular, Interval, deep_maps, hull
-from archprof.passes.receptive_field.rules import rule_for
-from archprof.passes.receptive_field.walk import (
+from archprof.passes.receptive_field import layout, reshape, windows  # noqa: F401 (their rules register on import)
+from archprof.passes.receptive_field.dims import (
     FLAT,
     WHOLE,
     Extent,
     Field,
     State,
     Undefined,
-    Walk,
     mixed_span,
     reads_all_input,
 )
+from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, FieldsTooIrregular, deep_maps
+from archprof.passes.receptive_field.links import Interval, hull
+from archprof.passes.receptive_field.maps import AxisMap
+from archprof.passes.receptive_field.rules import rule_for
+from archprof.passes.receptive_field.walk import Walk
 from archprof.units import shape_text
 
 # -- columns -------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ def row_states(graph: Graph, groups: list[LayerGroup]) -> tuple[list[State], tup
 def spreads(states: list[State], spatial: tuple[int, ...]) -> list[tuple[Spread | None, ...] | None]:
     """For each row's state, per spatial dimension of the input (of sizes `spatial`), the
     field sizes over the units of its output (None: the row has no numeric field, or one too
-    irregular to follow: all rows share one budget of fields, `maps.FIELD_BUDGET`)."""
+    irregular to follow: all rows share one budget of fields, `field_budget.FIELD_BUDGET`)."""
     with deep_maps():
         return [_spreads(state, spatial) for state in states]
 

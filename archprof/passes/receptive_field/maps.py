@@ -20,50 +20,35 @@ Two readings of the same map:
 from __future__ import annotations
 
 import math
-import sys
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from fractions import Fraction
-from itertools import pairwise
 
-from archprof.graph import value_record
 from archprof.passes.layers import consecutive_runs
-
-Interval = tuple[int, int]  # both ends included
-Reads = Callable[[int], Sequence[Interval]]  # unit -> the ranges of parent units it reads
-
-
-@value_record
-class Link:
-    """Unit u reads the units `reads(u)` of `parent`; `ratio` is how many parent units one
-    unit advances on average (None: not evenly spaced); `period` P: reads(u + P) is reads(u)
-    shifted by P * ratio (a whole number) for every u, beyond the map's ends too (1 for a
-    convolution or a zero padding, 2 for a nearest upsampling by 2; None: not known to be);
-    `monotone`: later units never read earlier parent units, leaving out the units of
-    `breaks` (a reflection's mirrored borders), which may read anywhere; `shifts`, where
-    given, its reads as pieces (first, last, offset), which an exact field needs alone:
-    units first..last read parent unit u + offset (a reflection's or a replication's: its
-    own units one shift, each border unit its own; a dilated convolution's: a shift per
-    tap), from which its map's runs in order are found (`AxisMap.exact_runs`); `repeats`:
-    unit q P + r reads position r of every block of P parent units (a grid attention's):
-    reads(u + P) is reads(u) itself, unit u among them, though not evenly spaced;
-    `permutes`: each unit reads one parent unit, a different one each, where that unit
-    reads a pixel (a roll's); `straight`, where given, (first, last, offset): units
-    first..last read parent unit u + offset there (a roll's short of its wrap), the period
-    of 1 holding over them alone (`AxisMap._zone`)."""
-
-    parent: AxisMap
-    reads: Reads
-    ratio: Fraction | int | None  # an int where whole: Fraction arithmetic is slow (DenseNet's merges)
-    period: int | None = None
-    monotone: bool = True
-    why: str = ""  # why the ratio is None
-    breaks: tuple[Interval, ...] = ()
-    shifts: tuple[tuple[int, int, int], ...] = ()
-    repeats: bool = False
-    permutes: bool = False
-    straight: tuple[int, int, int] | None = None
+from archprof.passes.receptive_field.field_budget import (
+    FieldsTooIrregular,
+    fields_left,
+)
+from archprof.passes.receptive_field.links import (
+    FAR,
+    NO_REACH,
+    SKIPPING,
+    Interval,
+    Link,
+    Reads,
+    hull,
+    irregular_candidates,
+    ordered,
+    reach_of,
+    reading_within,
+    reads_everywhere_through,
+    reads_own,
+)
+from archprof.passes.receptive_field.runs import (
+    Through,
+    first_of,
+    pieces_of,
+    throughs_of,
+)
 
 
 class AxisMap:
@@ -105,10 +90,10 @@ class AxisMap:
         # Of a map with runs: unit -> where its exact field begins, and where it ends.
         self._exact_bounds: tuple[dict[int, int], dict[int, int]] = ({}, {})
         # Of a map with runs: the stretches of units read through the same parent runs, each
-        # (first, last, what reads them: `_Through`s), in order (`_runs_of_links`).
-        self._pieces: list[tuple[int, int, tuple[_Through, ...]]] = []
+        # (first, last, what reads them: `Through`s), in order (`_runs_of_links`).
+        self._pieces: list[tuple[int, int, tuple[Through, ...]]] = []
         # Of a map out of order: (first, last) -> the exact span its links' reaches give, and
-        # how each link's units read together (`_reaching`, found at the first such span).
+        # how each link's units read together (`reaching`, found at the first such span).
         self._exact_spans: dict[Interval, Interval | object | None] = {}
         self._reaching: tuple[object, ...] | None = None
         # Plain loops, not generators: a map is made per operator and axis.
@@ -139,7 +124,7 @@ class AxisMap:
         # period that starts at `_origin`: a span needs the fields of its end units and of
         # its irregular ones only, and a unit's field is its twin's in that period, shifted
         # (all of HRNet's maps after its first upsampling; DenseNet's after a BlurPool).
-        candidates = self._candidates()
+        candidates = irregular_candidates(links)
         self.irregular = None if candidates is None else tuple(candidates)
         self._unordered = frozenset(candidates or ())
         kept = _undominated(links)
@@ -210,7 +195,7 @@ class AxisMap:
         units (a link whose reads repeat reads the same units again: no bound), and only real
         units where a link was left out; None where no unit does, or where a link's reads are
         not one range in order."""
-        zone = (0, self.size - 1) if exact or len(links) < len(self.links) else (-_FAR, _FAR)
+        zone = (0, self.size - 1) if exact or len(links) < len(self.links) else (-FAR, FAR)
         for link in links:
             if link.repeats:
                 continue
@@ -220,8 +205,8 @@ class AxisMap:
                     return None
                 if not link.straight:
                     continue  # padded: the parent's period holds at every unit
-                parent_zone = (-_FAR, _FAR)
-            inside = _reading_within(link, parent_zone)
+                parent_zone = (-FAR, FAR)
+            inside = reading_within(link, parent_zone)
             if inside is None:
                 return None
             zone = max(zone[0], inside[0]), min(zone[1], inside[1])
@@ -236,31 +221,6 @@ class AxisMap:
             self._exact_zone = None if self.period is None else self._zone(_undominated(self.links), exact=True)
         return self._exact_zone  # type: ignore[return-value]
 
-    def _candidates(self) -> list[int] | None:
-        """The units that may be irregular: those of each link's breaks and those that read
-        a parent's irregular unit. `_still_irregular` then keeps the ones that are, so that
-        one reflection padding does not leave every map after it irregular."""
-        if not self.links:
-            return []
-        zones: list[Interval] = []
-        for link in self.links:
-            if link.monotone and not link.breaks and link.parent.irregular == ():
-                continue  # every unit in order: no candidate (most maps)
-            parent = link.parent.irregular
-            if not link.monotone or parent is None or (link.breaks and parent):
-                return None
-            zones += [zone for zone in link.breaks if zone[0] <= zone[1]]
-            for unit in parent:
-                readers = _readers(link, unit)
-                if readers is None:
-                    return None
-                zones.append(readers)
-        if not zones:
-            return []
-        if sum(last - first + 1 for first, last in zones) > _MOST_IRREGULAR:
-            return None
-        return sorted({unit for first, last in zones for unit in range(first, last + 1)})
-
     def _still_irregular(self, candidates: list[int]) -> tuple[int, ...]:
         """The candidates that do break the order or the period, taken left to right in
         runs of consecutive units: a unit whose field is its twin's in the period at
@@ -272,7 +232,7 @@ class AxisMap:
             before, after = self.field(run[0] - 1), self.field(run[-1] + 1)
             for unit in run:
                 field = self.field(unit)
-                regular = None not in (before, field, after) and _ordered(before, field) and _ordered(field, after)
+                regular = None not in (before, field, after) and ordered(before, field) and ordered(field, after)
                 if regular and field == self._periodic(unit):
                     before = field
                 else:
@@ -301,11 +261,11 @@ class AxisMap:
         cache = self._exact if exact else self._padded
         if unit in cache:
             return cache[unit]
-        left = _fields_left[0]
+        left = fields_left[0]
         if left is not None:
             if left <= 0:
                 raise FieldsTooIrregular
-            _fields_left[0] = left - 1
+            fields_left[0] = left - 1
         if not self.links:
             value = (unit, unit) if not exact or 0 <= unit < self.size else None
         elif exact and not 0 <= unit < self.size:
@@ -351,7 +311,7 @@ class AxisMap:
                 for start, end in runs:
                     low, high = max(first, start), min(last, end)
                     if low <= high:
-                        value = hull(value, (self._exact_bound(low, 0), self._exact_bound(high, 1)))
+                        value = hull(value, (self.exact_bound(low, 0), self.exact_bound(high, 1)))
                 return value
             if first <= _NEAR_THE_ENDS and last >= self.size - 1 - _NEAR_THE_ENDS:
                 value = self._reached(first, last)
@@ -408,12 +368,12 @@ class AxisMap:
             return self.exact_zone if self.exact_runs is None else None
         if self.irregular:
             return None
-        return self._regular or (-_FAR, _FAR)
+        return self._regular or (-FAR, FAR)
 
     def _reached(self, first: int, last: int) -> Interval | object | None:
         """The exact span of real units first..last of a map without runs, from the parent
         units each link's units read together where those are one range (first's start to
-        last's end where the link's windows touch, `_reaching`): the hull of their fields is
+        last's end where the link's windows touch, `reach_of`): the hull of their fields is
         then the parent's span of that range, followed down without taking the units one by
         one (the maps after Swin's rolls). Units that skip parent units: the same span where
         the first and last units' own reads already reach its ends. Else `_UNREACHED`, the
@@ -422,15 +382,15 @@ class AxisMap:
         if key in self._exact_spans:  # merges lead back to the same maps along several paths
             return self._exact_spans[key]
         if self._reaching is None:
-            self._reaching = tuple(_reaching(link) for link in self.links)
-        if _NO_REACH in self._reaching:
+            self._reaching = tuple(reach_of(link) for link in self.links)
+        if NO_REACH in self._reaching:
             return _UNREACHED
         value = None
         for link, reaching in zip(self.links, self._reaching, strict=True):
             parent = link.parent
             (start, first_end), (last_start, end) = link.reads(first)[0], link.reads(last)[0]
             spanned = parent.span(start, end, exact=True)
-            if reaching is _SKIPPING:
+            if reaching is SKIPPING:
                 # Units that skip parent units read no range together; what they read lies
                 # between what the first and last read and the span over all: where those two
                 # agree, it is both (nearly always: the extremes are at the ends).
@@ -444,7 +404,7 @@ class AxisMap:
 
     def exact_strided_span(self, first: int, step: int) -> Interval | None:
         """The hull of the exact fields of units first, first + step, first + 2 step, ... (the
-        units at one position in every block of `step` units, `walk._grid_spans_map`): in a
+        units at one position in every block of `step` units, `dims._grid_spans_map`): in a
         map with runs in order, from the first and last of them in each run."""
         runs = self.exact_runs
         box = None
@@ -454,7 +414,7 @@ class AxisMap:
             low = first + max(0, -(-(start - first) // step)) * step
             high = end - (end - first) % step
             if low <= high:
-                box = hull(box, (self._exact_bound(low, 0), self._exact_bound(high, 1)))
+                box = hull(box, (self.exact_bound(low, 0), self.exact_bound(high, 1)))
         return box
 
     @property
@@ -463,7 +423,7 @@ class AxisMap:
         each of which the ends of their exact fields never decrease from unit to unit; None
         where no such runs are known. Within a run, the exact span of units first..last
         runs from the start of the first unit's field to the end of the last's, where it is
-        taken unit by unit otherwise (the whole map's, asked by `walk.reads_all_input` at
+        taken unit by unit otherwise (the whole map's, asked by `dims.reads_all_input` at
         every global pooling, would cost time that grows with the resolution). Runs are
         known where each link, of a parent with runs, reads one range of parent units per
         unit in order (a convolution without dilation, a pooling, a constant padding, a
@@ -491,7 +451,7 @@ class AxisMap:
             if self.reads_everywhere:
                 return 0 <= unit < self.size
             return self.field(unit, exact=True) is not None
-        index = bisect_right(runs, unit, key=_first_of) - 1
+        index = bisect_right(runs, unit, key=first_of) - 1
         return index >= 0 and unit <= runs[index][1]
 
     @property
@@ -507,13 +467,13 @@ class AxisMap:
             if runs is not None:
                 self._everywhere = runs == ((0, self.size - 1),)
             else:
-                self._everywhere = any(_reads_everywhere(link, self.size) for link in self.links)
+                self._everywhere = any(reads_everywhere_through(link, self.size) for link in self.links)
         return self._everywhere
 
     def _runs_of_links(self) -> tuple[Interval, ...] | None:
         """`exact_runs` of a map with links, noting its pieces (`_pieces`): the stretches of
         units read through the same runs of the same links' parents."""
-        throughs = _throughs(self.links, self.size)
+        throughs = throughs_of(self.links, self.size)
         if throughs is None:
             return None
         if not throughs:
@@ -522,7 +482,7 @@ class AxisMap:
         if all(a == first and b == last for a, b, _ in throughs):  # most maps: one piece
             self._pieces = [(first, last, tuple([through for _, _, through in throughs]))]
             return ((first, last),)
-        pieces = self._pieces = _pieces_of(throughs)
+        pieces = self._pieces = pieces_of(throughs)
         # Within a piece, each parent run's fields are read in order, and so is their hull.
         # Where a parent run begins to be read, the hull takes a field more: its end cannot
         # fall there, its start can; where one stops, the reverse. So the starts of the two
@@ -531,7 +491,7 @@ class AxisMap:
         # (padding) ends a run. Pieces follow each other without a gap: one after a piece
         # read through some run continues the last run.
         runs: list[list[int]] = []
-        before: tuple[_Through, ...] = ()
+        before: tuple[Through, ...] = ()
         for first, last, through in pieces:
             if not through:
                 before = through
@@ -539,7 +499,7 @@ class AxisMap:
             joined = bool(before)
             if joined:
                 sides = (0,) * any(t not in before for t in through) + (1,) * any(t not in through for t in before)
-                joined = all(self._exact_bound(first - 1, side) <= self._exact_bound(first, side) for side in sides)
+                joined = all(self.exact_bound(first - 1, side) <= self.exact_bound(first, side) for side in sides)
             if joined:
                 runs[-1][1] = last
             else:
@@ -547,7 +507,7 @@ class AxisMap:
             before = through
         return tuple((first, last) for first, last in runs)
 
-    def _exact_bound(self, unit: int, end: int) -> int:
+    def exact_bound(self, unit: int, end: int) -> int:
         """Where the exact field of unit `unit` of a run (`exact_runs`) begins (`end` 0: at
         the start of the first parent unit of a parent run it reads, the earliest over the
         runs it reads) or ends (1: the end of the last, the latest). Each followed apart, so
@@ -559,11 +519,8 @@ class AxisMap:
             if not self.links:
                 bound = unit
             else:
-                pieces = self._pieces
-                if len(pieces) == 1:  # most maps
-                    throughs = pieces[0][2]
-                else:
-                    throughs = pieces[bisect_right(pieces, unit, key=_first_of) - 1][2]
+                pieces = self._pieces  # most maps: one
+                throughs = pieces[0][2] if len(pieces) == 1 else pieces[bisect_right(pieces, unit, key=first_of) - 1][2]
                 if len(throughs) == 1:
                     bound = throughs[0].bound(unit, end)
                 else:
@@ -585,17 +542,13 @@ class AxisMap:
         value = None
         if low <= high:
             ends = self.field(low), self.field(high)
-            if ends[0] is None or ends[1] is None or not _ordered(*ends):
+            if ends[0] is None or ends[1] is None or not ordered(*ends):
                 return None
             value = ends[0][0], ends[1][1]
         for unit in self.irregular:
             if first <= unit <= last:
                 value = hull(value, self.field(unit))
         return value
-
-
-# Irregular candidates beyond this many: the map is taken as having no order at all.
-_MOST_IRREGULAR = 256
 
 
 def _undominated(links: tuple[Link, ...]) -> tuple[Link, ...]:
@@ -606,22 +559,10 @@ def _undominated(links: tuple[Link, ...]) -> tuple[Link, ...]:
     what lies beyond the border, which the attention's do not)."""
     if len(links) < 2:
         return links
-    gridded = {id(link.parent.links[0].parent) for link in links if _grid_of(link.parent) and _reads_own(link)}
+    gridded = {id(link.parent.links[0].parent) for link in links if _grid_of(link.parent) and reads_own(link)}
     if not gridded:
         return links
-    return tuple(link for link in links if not (_reads_own(link) and id(link.parent) in gridded))
-
-
-def _reads_everywhere(link: Link, size: int) -> bool:
-    """Whether every real unit of a map of `size` units reads a real unit of `link`'s
-    parent that reads a pixel (`AxisMap.reads_everywhere`)."""
-    parent = link.parent
-    if not parent.reads_everywhere:
-        return False
-    if link.permutes or link.repeats:
-        return True
-    ranges = _ranges_in_order(link)
-    return ranges is not None and _reading_units(link, size, ranges, (0, parent.size - 1)) == (0, size - 1)
+    return tuple(link for link in links if not (reads_own(link) and id(link.parent) in gridded))
 
 
 def _limited(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
@@ -640,276 +581,16 @@ def _grid_of(axis_map: AxisMap) -> bool:
     return len(axis_map.links) == 1 and axis_map.links[0].repeats
 
 
-def _reads_own(link: Link) -> bool:
-    """Whether each unit reads its own parent unit alone (a sum's link): by the period and
-    ratio of 1, unit 0's reads give every unit's."""
-    return link.period == 1 and link.ratio == 1 and not link.breaks and link.reads(0) == ((0, 0),)
-
-
-def _reading_within(link: Link, units: Interval) -> Interval | None:
-    """The units whose reads through `link` lie within parent units `units`, consecutive;
-    None unless each unit reads one range of parent units, in order (`_ranges_in_order`),
-    or reads one straight on over some units (`Link.straight`, a roll's, of a parent every
-    unit of which reads a pixel: else some read nothing)."""
-    if link.straight:
-        if not link.parent.reads_everywhere:
-            return None
-        first, last, offset = link.straight
-        return max(first, units[0] - offset), min(last, units[1] - offset)
-    if _ranges_in_order(link) is None:
-        return None
-    low, high = units
-    start = _first_where(lambda u: link.reads(u)[0][0] >= low, int(low / link.ratio))  # type: ignore[operator]
-    past = _first_where(lambda u: link.reads(u)[0][1] > high, int(high / link.ratio))  # type: ignore[operator]
-    return start, past - 1  # type: ignore[operator]
-
-
-def _first_where(holds: Callable[[int], bool | None], guess: int) -> int | None:
-    """The first unit from which `holds` holds (it holds from some unit on): searched
-    outwards from `guess`, then by bisection; None where `holds` answers None (a unit that
-    reads nothing: no order known)."""
-    # Bracket: holds(low) false, holds(high) true.
-    low, high, step = guess - 1, guess, 1
-    while True:
-        held = holds(low)
-        if held is None:
-            return None
-        if not held or low < -_FAR:
-            break
-        low, step = low - step, step * 2
-    step = 1
-    while True:
-        held = holds(high)
-        if held is None:
-            return None
-        if held or high > _FAR:
-            break
-        high, step = high + step, step * 2
-    while high - low > 1:
-        middle = (low + high) // 2
-        held = holds(middle)
-        if held is None:
-            return None
-        if held:
-            high = middle
-        else:
-            low = middle
-    return high
-
-
-def _ordered(a: Interval, b: Interval) -> bool:
-    return a[0] <= b[0] and a[1] <= b[1]
-
-
-class _Through:
-    """How a piece of a map's units reads one run (`run`) of a link's parent
-    (`AxisMap.exact_runs`): by the link's reads, one range of parent units per unit, in
-    order."""
-
-    __slots__ = ("link", "parent", "run")
-
-    def __init__(self, link: Link, run: Interval) -> None:
-        self.link, self.parent, self.run = link, link.parent, run
-
-    def bound(self, unit: int, end: int) -> int:
-        """`AxisMap._exact_bound` of `unit` through this run: the parent's, at the first
-        (`end` 0) or last (1) unit of the run the unit reads."""
-        start, last = self.run
-        return self.parent._exact_bound(min(max(self.link.reads(unit)[0][end], start), last), end)
-
-
-class _Shifted(_Through):
-    """A piece read at `offset` from each unit (`Link.shifts`)."""
-
-    __slots__ = ("offset",)
-
-    def __init__(self, link: Link, run: Interval, offset: int) -> None:
-        super().__init__(link, run)
-        self.offset = offset
-
-    def bound(self, unit: int, end: int) -> int:
-        return self.parent._exact_bound(unit + self.offset, end)
-
-
-def _throughs(links: tuple[Link, ...], size: int) -> list[tuple[int, int, _Through]] | None:
-    """For each link and each run of its parent (`AxisMap.exact_runs`), the units of a map of
-    `size` units that read that run, consecutive, and how (`_Through`); None unless each link
-    reads in order: one range of parent units per unit, their ends never decreasing from
-    unit to unit, or shifted in pieces (`Link.shifts`), of a parent with runs."""
-    found: list[tuple[int, int, _Through]] = []
-    for link in links:
-        runs = link.parent.exact_runs
-        if runs is None:
-            return None
-        if link.shifts:
-            for first, last, offset in link.shifts:
-                for start, end in runs:
-                    low, high = max(first, start - offset, 0), min(last, end - offset, size - 1)
-                    if low <= high:
-                        found.append((low, high, _Shifted(link, (start, end), offset)))
-            continue
-        ranges = _ranges_in_order(link)
-        if ranges is None:
-            return None
-        for run in runs:
-            reading = _reading_units(link, size, ranges, run)
-            if reading is _UNORDERED:
-                return None
-            if reading is not None:
-                found.append((*reading, _Through(link, run)))  # type: ignore[arg-type]
-    return found
-
-
-def _pieces_of(throughs: list[tuple[int, int, _Through]]) -> list[tuple[int, int, tuple[_Through, ...]]]:
-    """The stretches of units between every first and past-the-last unit of `throughs`, in
-    order, each with the runs it reads through (none: a stretch of units that read no pixel)."""
-    beginning: dict[int, list[_Through]] = {}
-    stopping: dict[int, list[_Through]] = {}
-    for first, last, through in throughs:
-        beginning.setdefault(first, []).append(through)
-        stopping.setdefault(last + 1, []).append(through)
-    pieces: list[tuple[int, int, tuple[_Through, ...]]] = []
-    reading: dict[_Through, None] = {}  # in the order they began
-    for cut, next_cut in pairwise(sorted(beginning.keys() | stopping.keys())):
-        for through in stopping.get(cut, ()):
-            del reading[through]
-        for through in beginning.get(cut, ()):
-            reading[through] = None
-        pieces.append((cut, next_cut - 1, tuple(reading)))
-    return pieces
-
-
-def _first_of(piece: tuple) -> int:
-    return piece[0]
-
-
-def _reading_units(link: Link, size: int, ranges: list[Interval], run: Interval) -> Interval | object | None:
-    """The units of a link's map (of `size` units) that read a unit of `run`, a run of its
-    parent's, consecutive (None: none does), from what one period of its units read
-    (`ranges`, in order), past which the reads repeat shifted by a period's advance;
-    `_UNORDERED` where that advance is not whole."""
-    if size == 0:
-        return None
-    # Ends in order: the units whose range ends at or past the run's first unit come after
-    # those that do not, and those whose range begins at or before its last unit before
-    # those that do not; a unit of both reads one of them. Unit q period + r reads what
-    # unit r does, q advances on: the first of each, per r.
-    period = link.period
-    advance = period * link.ratio  # type: ignore[operator]
-    if advance != int(advance):  # not whole, as `Link` says a period's advance is: no order known
-        return _UNORDERED
-    advance, first, past = int(advance), size, size
-    for r in range(period):
-        (start, end) = ranges[r]
-        first = min(first, r + period * max(0, -(-(run[0] - end) // advance)))
-        past = min(past, r + period * max(0, (run[1] - start) // advance + 1))
-    return (first, past - 1) if first < past else None
-
-
-def _ranges_in_order(link: Link) -> list[Interval] | None:
-    """What the units of one period of a link read (and the next unit), where each reads one
-    range of parent units, their ends never decreasing from unit to unit: past the period
-    the reads repeat shifted by a period's advance (not backwards). None otherwise."""
-    if not (link.monotone and not link.breaks and link.period and link.ratio and link.ratio > 0):
-        return None
-    reads = [link.reads(u) for u in range(link.period + 1)]
-    if any(len(taps) != 1 or taps[0][0] > taps[0][1] for taps in reads):
-        return None
-    ranges = [taps[0] for taps in reads]
-    return ranges if all(_ordered(a, b) for a, b in pairwise(ranges)) else None
-
-
-def _reaching(link: Link) -> object:
-    """How a link's units first..last read together (`AxisMap._reached`): as first's start
-    to last's end, where its units read ranges in order of which each touches the next (a
-    convolution whose stride is at most its kernel), or skip parent units between them (a
-    1x1 convolution of stride 2); or not known."""
-    ranges = _ranges_in_order(link)
-    if ranges is None:
-        return _NO_REACH
-    return _TOUCHING if all(b[0] <= a[1] + 1 for a, b in pairwise(ranges)) else _SKIPPING
-
-
-_TOUCHING, _SKIPPING, _NO_REACH = object(), object(), object()
-
-
-_UNORDERED = object()  # `_reading_units` of a link whose exact fields may be out of order
 _NOT_FOUND = object()  # `AxisMap.exact_runs` not yet found
+
+
 # Only spans within this many units of each end of a map are taken from the reaches: the
-# whole map's (`walk.reads_all_input`), and those its reaches ask below, which stay near the
+# whole map's (`dims.reads_all_input`), and those its reaches ask below, which stay near the
 # ends. Spans elsewhere go unit by unit, their fields kept: each range a reach asks is kept
 # apart, and a network of many branches of different windows (timm's pnasnet5large and
 # nasnetalarge) asks too many of them (pnasnet5large: 0.2 s with units alone, 0.7 s when
 # every span of more than four units went by reach, before its maps had runs).
 _NEAR_THE_ENDS = 8
+
+
 _UNREACHED = object()  # `AxisMap._reached` of a map with a link whose units' reads are not one range
-
-
-def _readers(link: Link, unit: int) -> Interval | None:
-    """The units whose reads through an ordered link span parent unit `unit` (each unit
-    read as the hull of its taps, whose ends never decrease from unit to unit): searched
-    outwards from where the link's ratio puts them, then by bisection; None where a unit
-    reads nothing, which leaves the order unknown."""
-
-    def ends(u: int) -> Interval | None:
-        taps = link.reads(u)
-        return (min(t[0] for t in taps), max(t[1] for t in taps)) if taps else None
-
-    def reaches(u: int) -> bool | None:
-        span = ends(u)
-        return None if span is None else span[1] >= unit
-
-    def passes(u: int) -> bool | None:
-        span = ends(u)
-        return None if span is None else span[0] > unit
-
-    guess = int(unit / link.ratio) if link.ratio else 0
-    first, past = _first_where(reaches, guess), _first_where(passes, guess)
-    if first is None or past is None:
-        return None
-    return first, past - 1
-
-
-_FAR = 1 << 40  # beyond any unit a tensor has: where the search gives up
-
-
-def hull(a: Interval | None, b: Interval | None) -> Interval | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a[0], b[0]), max(a[1], b[1])
-
-
-class FieldsTooIrregular(Exception):
-    """More fields to evaluate in one pass than `FIELD_BUDGET`: maps without a period whose
-    padded fields widen layer after layer (a long chain of resamplings by 1.5 and strided
-    pools) cost time and memory that grow geometrically with their depth (40 such blocks:
-    14 s and 1.3 GB); the pass stops following them, and says so."""
-
-
-# Fields evaluated (cache misses of `AxisMap.field`) in one pass, at most: HRNet-W18's
-# analysis evaluates 3,412, Swin-T's 2,014, a ResNet-50's 146.
-FIELD_BUDGET = 1_000_000
-TOO_IRREGULAR = f"its fields are too irregular to follow (more than {FIELD_BUDGET:,} to evaluate)"
-# What is left of the budget in the pass under way (`deep_maps`); None outside one. One
-# pass at a time in a process: passes never run in threads.
-_fields_left: list[int | None] = [None]
-
-
-@contextmanager
-def deep_maps() -> Iterator[None]:
-    """Room for evaluating a map as deep as the network (one Python frame per layer and two
-    per link; Python-to-Python calls use no C stack), and the pass's budget of fields
-    (`FIELD_BUDGET`), where no outer pass holds one."""
-    before = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(before, 100_000))
-    outermost = _fields_left[0] is None
-    if outermost:
-        _fields_left[0] = FIELD_BUDGET
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(before)
-        if outermost:
-            _fields_left[0] = None

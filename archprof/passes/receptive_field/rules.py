@@ -1,8 +1,8 @@
 """The receptive-field rules of the operators of the catalogue, and their tables: by family
 (pointwise, normalisation, reduction, creation) and by operator (positions picked or
-written by an index's values, mixing along whole axes); the layout rules (reshapes, slices,
-concatenation, padding) are in layout.py, the window rules (convolution, pooling and
-resampling) in windows.py, both registered here by `operator_rule`. A rule says, for each
+written by an index's values, mixing along whole axes); the layout rules are in reshape.py
+(permutes, reshapes) and layout.py (slices, concatenation, padding), the window rules
+(convolution, pooling and resampling) in windows.py, all registered here by `operator_rule`. A rule says, for each
 tensor dimension along an input axis, which units of its input unit u reads (an `AxisMap`
 derived from the input's)."""
 
@@ -15,27 +15,25 @@ import torch
 
 from archprof.graph import OpNode, TensorMeta
 from archprof.operators import OPERATORS, Family, operator_named
-from archprof.passes.receptive_field.walk import (
-    KNOW_PARTS,
+from archprof.passes.receptive_field.dims import (
     WHOLE,
     Field,
-    Rule,
     State,
     Undefined,
     Uneven,
-    Walk,
     along_no_axis,
     grids_mixed_alike,
     read_whole,
 )
+from archprof.passes.receptive_field.walk import KNOW_PARTS, Rule, Walk
 
 
 @cache
 def rule_for(name: str) -> Rule | None:
     """The rule of an operator of the catalogue: its own, else its family's (in-place forms
     share their operator's); None for an operator the catalogue does not know. The layout
-    and window rules are layout.py's and windows.py's, which the package imports, registering
-    them, before this module is used."""
+    and window rules are reshape.py's, layout.py's and windows.py's, which the package
+    imports, registering them, before this module is used."""
     operator = operator_named(name)
     if operator is None:
         return None
@@ -558,5 +556,5 @@ def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ..
 
 # The rules that move no index of a dimension of concatenated paths without saying so:
 # their outputs keep its `Parts` (every other rule's read the union of the paths; the
-# layout rules that keep them are layout.py's).
+# layout rules that keep them are reshape.py's and layout.py's).
 KNOW_PARTS.update({_pointwise, _normalisation, _native_dropout})

@@ -14,18 +14,7 @@ import torch
 from archprof.graph import OpNode
 from archprof.operators.costs import float32_rounded
 from archprof.operators.shapes import conv_output_size
-from archprof.passes.receptive_field.layout import joined_dims, paths_side_by_side
-from archprof.passes.receptive_field.maps import AxisMap, Interval
-from archprof.passes.receptive_field.rules import (
-    argument,
-    contracted_operand,
-    dims_of,
-    last_dims,
-    operator_rule,
-    per_dimension,
-)
-from archprof.passes.receptive_field.walk import (
-    KNOW_PARTS,
+from archprof.passes.receptive_field.dims import (
     UNEVEN,
     WHOLE,
     Dim,
@@ -34,12 +23,24 @@ from archprof.passes.receptive_field.walk import (
     Parts,
     State,
     Uneven,
-    Walk,
     Within,
     along_no_axis,
     entry_maps,
     plain,
 )
+from archprof.passes.receptive_field.layout import paths_side_by_side
+from archprof.passes.receptive_field.links import Interval
+from archprof.passes.receptive_field.maps import AxisMap
+from archprof.passes.receptive_field.reshape import joined_dims
+from archprof.passes.receptive_field.rules import (
+    argument,
+    contracted_operand,
+    dims_of,
+    last_dims,
+    operator_rule,
+    per_dimension,
+)
+from archprof.passes.receptive_field.walk import KNOW_PARTS, Walk
 
 # -- convolution and pooling ---------------------------------------------------------------
 

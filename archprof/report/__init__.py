@@ -3,281 +3,37 @@
 Rows are kept as plain columns (lists) of typed values (integers, tuples, dicts) so that
 rendering a summary needs no pandas; `Report.layers` builds the DataFrame on first use.
 Totals are always computed from the rows. Values become text only in the writers (CSV,
-JSON, Markdown) and in render/; `archprof.diff` reads a CSV back into the same values."""
+JSON, Markdown) and in render/; `archprof.diff` reads a CSV back into the same values.
+The columns are defined in `columns`, the totals in `totals`, the files' text in `formats`."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from archprof.errors import ArchprofError, shown
-from archprof.output import json_text, write_atomically
+from archprof.output import json_text
 from archprof.passes.flops import OperatorCost, merged_costs
-from archprof.passes.memory import TrainingStep, training_step
-from archprof.text import dims_text, visible_text
+from archprof.passes.training_memory import TrainingStep, training_step
+from archprof.report.columns import (
+    COLUMNS,
+    LAST_ROW_COLUMNS,
+    MEASURED_COLUMNS,
+    SUMMED_MEASURED,
+    TRAINING_COLUMNS,
+    Column,
+    measured_rates,
+)
+from archprof.report.formats import csv_text, json_fraction, write
+from archprof.report.totals import Totals
 from archprof.text import layer_label as layer_label  # where diff, render and measure import it from
+from archprof.text import visible_text
 from archprof.units import checked_count, shape_text
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-# An operator name written as it is in a cell of names: none of the separators (a space, "; "),
-# nor a double quote, which opens a name written as a JSON string.
-_BARE_NAME = re.compile(r'[^\s;"]+')
-
-
-def operator_text(name: str) -> str:
-    """An operator's name as a cell of names writes it: as it is ('aten.cumsum'), or, where it
-    holds a space, a ';' or a '"' (a custom library's namespace may be any text), as a JSON
-    string ('"my lib.f"'), so that `archprof.diff` reads every name back exactly."""
-    return name if _BARE_NAME.fullmatch(name) else json.dumps(name, ensure_ascii=False)
-
-
-def operators_text(names: tuple[str, ...]) -> str:
-    """A row's operators as the CSV and JSON write them: 'convolution relu_'."""
-    return " ".join(map(operator_text, names))
-
-
-def counts_text(counts: dict[str, int]) -> str:
-    """Operator counts as the CSV writes them: 'aten.cumsum x1; aten.sort x2'."""
-    return "; ".join(f"{operator_text(op)} x{n}" for op, n in counts.items())
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    name: str
-    dtype: str  # pandas dtype
-    description: str
-    summable: bool = False
-    # Text from the user's model, neutralised in CSV (`csv_cell`): its names, and its operators'
-    # (a custom operator's namespace may be any text: "=cmd|' /C calc'!A0").
-    user_text: bool = False
-    text: Callable[[Any], str] | None = None  # how CSV and Markdown write a value that is not text or a number
-    text_in_json: bool = False  # JSON writes it as `text` too (as reports always have)
-
-
-# The documented columns of `Report.layers`, in order.
-COLUMNS: tuple[Column, ...] = (
-    Column("layer", "string", "module path, e.g. 'layer1.0.conv1' ('' for the model itself)", user_text=True),
-    Column("module_type", "string", "class name of the module, e.g. 'Conv2d'", user_text=True),
-    Column("call", "int64", "which call of the module this is (0 = first; -1 = never called)"),
-    Column("depth", "int64", "nesting depth of the module (0 = the model)"),
-    # A tuple of names, ("convolution", "relu_"); CSV and JSON "convolution relu_" (`operators_text`).
-    Column(
-        "operators",
-        "object",
-        "aten operators the row ran, in order, repeats merged",
-        user_text=True,
-        text=operators_text,
-        text_in_json=True,
-    ),
-    Column("output_shape", "string", "shape of the row's output, batch included, e.g. '1x64x112x112'"),
-    Column(
-        "input_shape",
-        "string",
-        "shapes of the activations the row reads from outside it, in the order read, e.g. '1x3x224x224'",
-    ),
-    Column("kernel", "string", "window of the row's first convolution or pooling, e.g. '3x3' ('' without one)"),
-    Column("param_count", "int64", "parameters first used by this row", summable=True),
-    Column("trainable_param_count", "int64", "of which require a gradient", summable=True),
-    Column("param_bytes", "int64", "bytes of those parameters", summable=True),
-    Column("buffer_bytes", "int64", "bytes of buffers (BatchNorm running statistics, ...)", summable=True),
-    Column(
-        "gradient_bytes",
-        "int64",
-        "bytes of the gradients of the trainable ones the backward pass reaches (training)",
-        summable=True,
-    ),
-    Column("macs", "int64", "multiply-accumulates (convolution, linear, matmul)", summable=True),
-    Column("flops", "int64", "floating-point operations of the MACs: 2 x macs", summable=True),
-    Column(
-        "elementwise_flops", "int64", "FLOPs of elementwise work (activations, norms, pooling, adds)", summable=True
-    ),
-    Column("activation_bytes", "int64", "bytes of the row's output tensor(s)", summable=True),
-    Column("live_bytes", "int64", "activation bytes live right after the row's last op (parameters and buffers apart)"),
-    Column("peak_live_bytes", "int64", "largest activation bytes live while one of the row's ops ran"),
-    Column(
-        "saved_activation_bytes",
-        "int64",
-        "training: bytes of what the row made that autograd saves for backward (each storage once)",
-        summable=True,
-    ),
-    Column(
-        "receptive_field",
-        "object",
-        "input pixels per spatial dim that can reach output unit 0, padding included: a tuple of ints ((212, 212);"
-        " CSV '212x212'), FieldMark.INPUT ('input': the whole input), FieldMark.UNDEFINED ('undefined': not"
-        " computable exactly) or None (CSV '': no spatial field)",
-        text=dims_text,
-    ),
-    Column(
-        "effective_stride",
-        "object",
-        "input pixels between neighbouring output units, per spatial dim ((32, 32); CSV '32x32'; a Fraction after"
-        " upsampling: CSV '1/2x1/2'), UNDEFINED or None",
-        text=dims_text,
-    ),
-    Column(
-        "receptive_field_start",
-        "object",
-        "input coordinate of the field's first pixel per dim ((-90, -90); CSV '-90x-90'), UNDEFINED or None",
-        text=dims_text,
-    ),
-    Column(
-        "covers_input",
-        "boolean",
-        "output unit 0's field spans the whole input in every dim (NA if undefined, or if the row reads no input)",
-    ),
-    Column(
-        "receptive_field_note",
-        "string",
-        "why the field (or its stride) is undefined, or that it is an upper bound",
-        user_text=True,
-    ),
-    Column(
-        "not_counted",
-        "object",
-        "operators without a formula -> how often the row ran them, a dict ({'aten.cumsum': 2}; CSV"
-        " 'aten.cumsum x2; ...')",
-        user_text=True,
-        text=counts_text,
-    ),
-)
-# Rolled-up rows take these from their last row (the module's output), like output_shape.
-LAST_ROW_COLUMNS = (
-    "receptive_field",
-    "effective_stride",
-    "receptive_field_start",
-    "covers_input",
-    "receptive_field_note",
-)
-SUMMABLE = tuple(c.name for c in COLUMNS if c.summable)
-
-# Appended to COLUMNS in a training report (`analyze(..., training=True)`): one training
-# step's compute per row, from its backward pass traced on meta (`archprof.passes.backward`).
-TRAINING_COLUMNS: tuple[Column, ...] = (
-    Column(
-        "backward_input_macs",
-        "int64",
-        "training: MACs of the gradients sent back to the row's inputs (none to the network's input)",
-        summable=True,
-    ),
-    Column(
-        "backward_weight_macs", "int64", "training: MACs of the gradients of its trainable parameters", summable=True
-    ),
-    Column(
-        "recomputed_macs",
-        "int64",
-        "training: MACs of its forward run again inside the backward (activation checkpointing)",
-        summable=True,
-    ),
-    Column(
-        "backward_flops",
-        "int64",
-        "training: 2 x (backward_input_macs + backward_weight_macs + recomputed_macs)",
-        summable=True,
-    ),
-    Column(
-        "backward_elementwise_flops",
-        "int64",
-        "training: elementwise FLOPs of the backward (activation, norm and pooling gradients, gradient sums)",
-        summable=True,
-    ),
-    Column("training_flops", "int64", "training: flops + backward_flops, one training step", summable=True),
-)
-_INT64 = range(-(2**63), 2**63)
-
-# Appended to the columns of a profiled Report (`archprof.profile`), one value per row:
-# empty (NaN, "" in CSV) where a row has none. Times are medians over the timed passes.
-MEASURED_COLUMNS: tuple[Column, ...] = (
-    Column(
-        "time_ms",
-        "float64",
-        "median time of the row's module call, less the timed calls inside it (empty: the model's own ops, "
-        "a later row of the same call, not timed)",
-    ),
-    Column("time_share", "float64", "the row's share of the forward timed with hooks (median over the passes)"),
-    Column("achieved_flops_per_s", "float64", "(flops + elementwise_flops) / time_ms, per second"),
-    Column("bytes_moved", "int64", "fewest bytes the row moves: what it reads from outside once, outputs once"),
-    Column("arithmetic_intensity", "float64", "(flops + elementwise_flops) / bytes_moved (empty: no bytes)"),
-    Column("bound", "string", "'compute' or 'memory': intensity against the device's ridge (peak / bandwidth)"),
-    Column("roofline_time_ms", "float64", "max(work / peak FLOP/s, bytes_moved / bandwidth): the roofline's floor"),
-)
-# The measured columns a rollup sums over the rows it merges (None where none has a value).
-_SUMMED_MEASURED = ("time_ms", "time_share", "bytes_moved", "roofline_time_ms")
-
-
-def measured_rates(work: int, ms: float | None, nbytes: int, ridge: float) -> dict[str, Any]:
-    """A row's achieved FLOP/s, arithmetic intensity and roofline bound, from its work
-    (flops + elementwise_flops), its time and the bytes it moves; None where there is no
-    time or no bytes."""
-    intensity = work / nbytes if nbytes else None
-    return {
-        "achieved_flops_per_s": work / (ms / 1e3) if ms else None,
-        "arithmetic_intensity": intensity,
-        "bound": "" if intensity is None else ("compute" if intensity >= ridge else "memory"),
-    }
-
-
-@dataclass(frozen=True)
-class Totals:
-    param_count: int
-    trainable_param_count: int
-    non_trainable_param_count: int
-    param_bytes: int
-    buffer_bytes: int
-    macs: int
-    flops: int
-    elementwise_flops: int
-    activation_bytes: int
-    input_shapes: tuple[tuple[int, ...], ...]
-    dtype: str
-    not_counted: dict[str, int]  # operator -> how often it ran without a formula
-    # Memory. In a training report peak_* are the forward pass's, with what autograd saved
-    # held until the end; training_peak_* are the whole step's, backward included.
-    peak_activation_bytes: int  # largest live activation bytes, over all rows
-    peak_memory_bytes: int  # param_bytes + buffer_bytes + peak_activation_bytes
-    peak_layer: str  # the layer of the (first) row where that peak happens
-    training: bool
-    gradient_bytes: int  # one gradient per trainable parameter the backward pass reaches, in its dtype
-    # Training reports only (None otherwise):
-    optimizer: str | None  # a name in archprof.optimizers.OPTIMIZERS: sgd, momentum, adam, ...
-    optimizer_state_bytes: int | None  # copies of the trainable parameters the optimizer keeps, and its 0-dim scalars
-    saved_activation_bytes: int | None  # what autograd saves for backward, each storage once
-    # params + buffers + gradients + optimizer state + saved, all at once: a sum, no timeline
-    training_memory_bytes: int | None
-    # The training step's peak (`passes.memory.training_timeline`): params + buffers +
-    # optimizer state + the activations and gradients held at the step's busiest op, the
-    # layer it belongs to and its phase (forward, backward, recompute); or, where higher,
-    # at the optimizer's update ("optimizer step", layer "": its temporaries on top of
-    # the gradients). A rolled-up report keeps its own (its layer named by the ancestor at the depth).
-    training_peak_bytes: int | None
-    training_peak_layer: str | None
-    training_peak_phase: str | None
-    # Training reports only (None otherwise): one training step's compute, the sums of the
-    # TRAINING_COLUMNS; training_flops = flops + backward_flops.
-    backward_input_macs: int | None = None
-    backward_weight_macs: int | None = None
-    recomputed_macs: int | None = None
-    backward_flops: int | None = None
-    backward_elementwise_flops: int | None = None
-    training_flops: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **{name: getattr(self, name) for name in self.__dataclass_fields__},
-            "input_shapes": [list(s) for s in self.input_shapes],
-        }
 
 
 @dataclass
@@ -593,7 +349,7 @@ class Report:
     def _merged_measurements(self, merged: dict[str, Any], indices: Sequence[int]) -> dict[str, Any]:
         """The measured columns of rows `indices` merged into row `merged`."""
         sums: dict[str, Any] = {}
-        for name in _SUMMED_MEASURED:
+        for name in SUMMED_MEASURED:
             values = [self.columns[name][i] for i in indices if self.columns[name][i] is not None]
             sums[name] = sum(values) if values else None
         work = merged["flops"] + merged["elementwise_flops"]
@@ -622,7 +378,7 @@ class Report:
         specs = self.column_specs
         user_text = [c.user_text for c in specs]
         rows = zip(*(self._cells(c) for c in specs), strict=True)
-        return _write(csv_text([c.name for c in specs], rows, user_text), path)
+        return write(csv_text([c.name for c in specs], rows, user_text), path)
 
     def to_json(self, path=None) -> str:
         """JSON: the values as they are (a field or stride is a list of ints, a fractional
@@ -641,7 +397,7 @@ class Report:
             document["measured_memory"] = self.measured_memory.as_dict()
         if self.batch_fit is not None:
             document["batch_fit"] = self.batch_fit
-        return _write(json_text(document, default=json_fraction), path)
+        return write(json_text(document, default=json_fraction), path)
 
     def to_markdown(self, path=None) -> str:
         """Markdown: `table()` as the terminal shows it (every column, units, a module's
@@ -651,7 +407,7 @@ class Report:
         column's exact values."""
         from archprof.render.export import markdown_text
 
-        return _write(markdown_text(self.table()), path)
+        return write(markdown_text(self.table()), path)
 
     # -- notebooks -----------------------------------------------------------------------
 
@@ -705,6 +461,9 @@ def _check_depth(depth, what: str) -> None:
     checked_count(f"{what} depth", depth, 0, note="0 = the whole model")
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _exact_dtype(dtype: str, values: list) -> str:
     """`dtype`, or "object" (exact Python integers) for an int64 column whose values or sum
     would wrap around in int64."""
@@ -712,57 +471,3 @@ def _exact_dtype(dtype: str, values: list) -> str:
         return dtype
     numbers = [value for value in values if value is not None]
     return dtype if all(n in _INT64 for n in (*numbers, sum(numbers))) else "object"
-
-
-# -- text from the user's model (module names, class names, the model's name) ------------
-
-# OWASP's list of the first characters that make a spreadsheet read a cell as a formula.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_QUOTE = "'"
-
-
-def csv_cell(value):
-    """A cell for a CSV file: text starting with = + - @, a tab or a carriage return gets a
-    leading ' (OWASP's defence against formula injection), and so does text already starting
-    with ', so that `csv_cell_text` gives every text back exactly. Numbers pass unchanged."""
-    if isinstance(value, str) and value.startswith((*_FORMULA_STARTS, _QUOTE)):
-        return _QUOTE + value
-    return value
-
-
-def csv_cell_text(cell: str) -> str:
-    """The text `csv_cell` wrote."""
-    return cell.removeprefix(_QUOTE)
-
-
-def csv_text(header: Sequence[str], rows: Iterable[Sequence], user_text: Sequence[bool]) -> str:
-    """CSV with a header; the cells where `user_text` is true go through `csv_cell`."""
-    buffer = io.StringIO()
-    plain = csv.writer(buffer, lineterminator="\n")
-    # The csv module quotes a cell holding "\n" but not one holding "\r", which a reader
-    # takes for the end of the line: a row with one is written with every cell quoted.
-    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    plain.writerow(header)
-    for row in rows:
-        cells = [csv_cell(cell) if is_user_text else cell for cell, is_user_text in zip(row, user_text, strict=True)]
-        has_return = any(isinstance(cell, str) and "\r" in cell for cell in cells)
-        (quoted if has_return else plain).writerow(cells)
-    return buffer.getvalue()
-
-
-def json_fraction(value: Any) -> str:
-    """JSON for a fractional effective stride: '1/2', as the CSV writes it."""
-    if isinstance(value, Fraction):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _write(text: str, path) -> str:
-    """`text`, written to `path` (a str or os.PathLike) where given."""
-    if path is not None:
-        if not isinstance(path, (str, os.PathLike)):
-            raise ArchprofError(
-                f"path must be a file name (a str or a Path), got {shown(path)} ({type(path).__name__})"
-            )
-        write_atomically(path, text)
-    return text

@@ -1,0 +1,264 @@
+"""Where a command's words go: the report on the standard output the command found, and
+nothing else there (what the model prints, and file descriptor 1, go to standard error),
+failing cleanly; errors and warnings as one line on standard error; a progress display; and
+a Rich console on standard output fitted to its width."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from contextlib import contextmanager, redirect_stdout
+from functools import wraps
+from typing import NoReturn
+
+import typer
+
+
+def user_errors(command):
+    """Print an ArchprofError on one line (`say`) and exit 2, without a traceback; Ctrl-C
+    says so on one line and exits 130, as a shell reports a process SIGINT ended."""
+
+    @wraps(command)
+    def run(*args, **kwargs):
+        import warnings
+
+        from archprof.errors import ArchprofError, ArchprofWarning
+
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            # archprof's own warnings (the CPU fallback) as one line, each once.
+            if issubclass(category, ArchprofWarning):
+                say(f"warning: {message}")
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        try:
+            with warnings.catch_warnings(), _model_prints_to_stderr():
+                warnings.simplefilter("once", ArchprofWarning)
+                warnings.showwarning = show
+                return command(*args, **kwargs)
+        except ArchprofError as exc:
+            say(f"error: {exc}")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # Typer would exit 130 without a word
+            interrupted()
+
+    return run
+
+
+def interrupted() -> NoReturn:
+    """Ctrl-C, said on one line; exit 130, as a shell reports a process SIGINT ended."""
+    say("interrupted (Ctrl-C)")
+    raise typer.Exit(130) from None
+
+
+# The standard output each running command found: its report goes there, and nothing else.
+_report_streams: list = []
+
+
+@contextmanager
+def _model_prints_to_stderr():
+    """While a command runs, what the model's own code prints (a line in its constructor or
+    forward) goes to standard error: standard output carries the report alone, so that
+    `archprof summary MODEL -f json | jq` reads JSON. `standard_output` writes the report."""
+    found = sys.stdout
+    with _descriptor_1_to_stderr(found) as report:
+        _report_streams.append(report)
+        try:
+            with redirect_stdout(sys.stderr):
+                yield
+        finally:
+            kept = _report_streams.pop()  # os.devnull where `standard_output` found it gone
+            sys.stdout = found if kept is report else kept
+
+
+@contextmanager
+def _descriptor_1_to_stderr(stream):
+    """Where `stream`, standard output, writes to file descriptor 1: that descriptor pointed
+    at standard error's meanwhile, and a stream on a copy of it yielded for the report.
+    Code that writes to the descriptor itself (`os.write(1, ...)`, `sys.__stdout__`, a
+    subprocess, a C extension's printf) would otherwise put its text inside the report.
+    Any other stream (a test's, a closed standard output) is yielded as it is."""
+    try:
+        apart = stream.fileno() == 1 and sys.stderr.fileno() != 1
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        apart = False
+    if not apart:
+        yield stream
+        return
+    stream.flush()
+    report = open(os.dup(1), "w", encoding=stream.encoding, errors=stream.errors)  # noqa: SIM115 (closed below)
+    os.dup2(sys.stderr.fileno(), 1)
+    try:
+        yield report
+    finally:
+        os.dup2(report.fileno(), 1)  # os.devnull there if a write failed (`discard_written_to`)
+        report.close()
+
+
+def _report_stream():
+    """Where the report goes: the standard output the running command found."""
+    return _report_streams[-1] if _report_streams else sys.stdout
+
+
+def say(text: str, **style) -> None:
+    """`text` as one line on stderr, whatever it holds: a newline, a carriage return, a
+    line separator (U+2028), any other unprintable character or a lone surrogate (a
+    file name that is not UTF-8) is written as its escape (\\n, \\u2028, \\udcff); what
+    stderr's encoding lacks, as a backslash escape. A line past `_LONGEST_LINE` characters
+    (an error quoting a value of a megabyte from a hostile file) keeps its start, which
+    says where, and its end, which says what to do."""
+    printable = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    if len(printable) > _LONGEST_LINE:
+        half = _LONGEST_LINE // 2
+        cut = len(printable) - 2 * half
+        printable = f"{printable[:half]}... ({cut:,} characters left out) ...{printable[-half:]}"
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    typer.secho(printable.encode(encoding, "backslashreplace").decode(encoding), err=True, **style)
+
+
+_LONGEST_LINE = 1000
+
+
+@contextmanager
+def standard_output():
+    """Around every print to standard output, flushed here: a full disk ends the command
+    with one line and exit 2, a reader that has gone (`| head -1`) quietly with 141 (as
+    a process killed by SIGPIPE), never a traceback. Standard output then points at
+    os.devnull, so that the interpreter's own flush at exit has nothing left to fail on."""
+    stream = _report_stream()
+    try:
+        with redirect_stdout(stream):
+            yield
+            stream.flush()
+    except OSError as exc:
+        discard_written_to(stream)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open until exit)
+        if _report_streams:
+            _report_streams[-1] = sys.stdout
+        if exc.errno == errno.EPIPE:
+            raise typer.Exit(141) from None
+        say(f"error: cannot write to standard output: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+
+
+def discard_written_to(stream) -> None:
+    """After a failed write (a broken pipe, a full disk), as Python's documentation advises:
+    os.devnull on `stream`'s file descriptor, so that what is left in its buffer (flushed
+    again at exit) goes nowhere instead of failing a second time. A stream with no
+    descriptor (a test's, a closed standard output) is left as it is."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
+
+
+def _progress_console(quiet: bool):
+    """A Rich console on stderr for a progress display, or None: with --quiet, or where
+    stderr is not a terminal (a log, a pipe: nothing there but the messages)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return None if quiet or not console.is_terminal else console
+
+
+@contextmanager
+def status_display(quiet: bool, doing: str):
+    """A spinner on stderr saying what a long step without stages to count is `doing`
+    ("measuring ..."), gone when it ends; none where `_progress_console` gives none."""
+    console = _progress_console(quiet)
+    if console is None:
+        yield
+        return
+    with console.status(doing):
+        yield
+
+
+class progress_display:
+    """A rich progress display on stderr while profiling (none where `_progress_console`
+    gives none); yields the callback `archprof.profile` takes, or None."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+
+    def __enter__(self):
+        console = _progress_console(self.quiet)
+        if console is None:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.bar.__enter__()
+        tasks: dict[str, int] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = self.bar.add_task(phase, total=total)
+            self.bar.update(tasks[phase], completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc) -> bool:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
+
+
+# The narrowest width a table is laid out for. Under it (COLUMNS=1 to 29), every name and figure
+# was cut to a character or two and an ellipsis ('con…  1x…'): laid out for 30, each stays whole,
+# its lines longer than the terminal's, which wraps them.
+NARROWEST_WIDTH = 30
+
+
+def stdout_console(width: int | None = None):
+    """A Rich console on the report's standard output (its terminal, its width, never under
+    `NARROWEST_WIDTH`), for use inside `standard_output`. Off a terminal (a pipe, a file) its
+    lines end without the spaces Rich pads them with, as `to_text` writes them."""
+    from rich.console import Console
+
+    stream = _report_stream()
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        terminal = False
+    console = Console(file=stream if terminal else _TrimmedLines(stream), width=width)
+    console.width = max(console.width, NARROWEST_WIDTH)
+    return console
+
+
+def fitted_width(console=None) -> int | None:
+    """The width output on standard output fits (`console`, or `stdout_console()`): its
+    terminal's, or COLUMNS's off a terminal too (Rich reads it as the console's width: how a
+    script, or a test through CliRunner, asks for narrow output); None for a pipe or a file."""
+    console = console or stdout_console()
+    return console.width if console.is_terminal or "COLUMNS" in os.environ else None
+
+
+class _TrimmedLines:
+    """A stream whose lines lose their trailing spaces (a table's padding, every line of it
+    and the blank ones: noise in a file, a diff or a pull request); all else is the stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        # Line by line: a regular expression for "spaces before a newline" backtracks over
+        # every run of spaces that ends otherwise, which takes quadratic time in a row padded
+        # to a name of 100,000 characters.
+        *lines, last = text.split("\n")
+        self._stream.write("".join(line.rstrip(" ") + "\n" for line in lines) + last)
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)

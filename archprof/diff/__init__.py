@@ -1,0 +1,227 @@
+"""What changed between two reports: per layer (matched by layer and call) and in total.
+
+Each side is a CSV report written by `archprof summary -f csv` (or `Report.to_csv`), a model
+spec (analysed here), or a Report. Here: `diff`, each side loaded (a CSV or JSON report read
+back and checked, or a model analysed); `changes` compares two sides, `cells` reads a CSV
+cell back into its value, `change_text` writes the changes as the tables show them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from archprof.analysis import analyze
+from archprof.diff.cells import LARGEST, cell_reader, dims
+from archprof.diff.changes import FIELDS, REQUIRED, TEXT, ReportDiff, Side, diff_reports, side_from_report
+from archprof.errors import ArchprofError, first_line
+from archprof.load.common import shorten
+from archprof.output import read_text
+from archprof.passes.receptive_field import FieldMark
+from archprof.report import Report
+from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
+
+if TYPE_CHECKING:
+    import torch
+
+
+# The most of a report file read: a report has a row of a few hundred bytes per layer, so
+# this is a million layers with long names; a larger file (or /dev/zero) is refused unread.
+REPORT_BYTES = 256 * 2**20
+
+
+def read_csv_report(path: str | Path) -> Side:
+    """Rows of a CSV report; a file that is not one raises ArchprofError naming the problem and line.
+
+    Names come back exactly as the model had them (`archprof.report.formats.csv_cell` undone, line
+    breaks inside quoted cells kept). A byte-order mark (Excel's "CSV UTF-8") is skipped."""
+    path = Path(path)
+    return Side(path.stem, _read_rows(path, REQUIRED, optional=FIELDS))
+
+
+def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
+    """Every row of a CSV report with every column of `archprof.report.columns.COLUMNS` (and, from a
+    training report, `TRAINING_COLUMNS`) it has, read
+    back into the values `Report.rows()` holds: ints, (212, 212) for '212x212', FieldMark for
+    'input' / 'undefined', None for '', {'aten.cumsum': 1} for 'aten.cumsum x1', True / False /
+    None for covers_input. A file that is not a report, or a cell a report cannot hold, raises
+    ArchprofError naming the column and line."""
+
+    return _read_rows(Path(path))
+
+
+def _read_rows(path: Path, names: Sequence[str] | None = None, optional: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The columns `names` (default every report column the file has), and those of
+    `optional` it has, of every row, each cell read by its column's reader; an error names
+    the row's last physical line (a quoted cell may span several)."""
+
+    text = read_text(path, "report", REPORT_BYTES)
+    with _fields_up_to(len(text)):
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        missing = [name for name in REQUIRED if name not in header]
+        if missing:
+            raise ArchprofError(
+                f"{path} is not an archprof CSV report (from `archprof summary -f csv`): no column {', '.join(missing)}"
+            )
+        # csv.DictReader would keep the last of two cells of one name, silently.
+        repeated = [name for name, count in Counter(header).items() if count > 1]
+        if repeated:
+            raise ArchprofError(f"{path}, line 1: column {shorten(repeated[0])} appears twice: which is the report's?")
+        columns = {c.name: c for c in (*COLUMNS, *TRAINING_COLUMNS)}
+        names = [name for name in columns if name in header] if names is None else names
+        names = [*names, *(name for name in optional if name in header)]
+        readers = {name: cell_reader(columns[name]) for name in names}
+        rows = []
+        for raw in reader:
+            line = reader.line_num
+            row: dict[str, Any] = {}
+            for name, read in readers.items():
+                if raw[name] is None:  # DictReader's filler for the cells a short row lacks
+                    ends = f"the row ends before its {name} cell"
+                    raise ArchprofError(f"{path}, line {line}: {ends}: is the file cut short?")
+                try:
+                    row[name] = read(raw[name])
+                except ValueError as exc:
+                    raise ArchprofError(f"{path}, line {line}: {name} is {shorten(raw[name])}, {exc}") from None
+            rows.append(row)
+    if not rows:
+        raise ArchprofError(f"{path} has no rows: a report has one per layer; is the file cut short?")
+    return rows
+
+
+def read_json_report(path: str | Path) -> Side:
+    """Rows of a JSON report (`archprof summary -f json`): its "layers", each checked to
+    hold the columns a diff compares, of the types a report writes them in; a file that is
+    not one raises ArchprofError naming the problem (and the layer's index)."""
+    path = Path(path)
+    try:
+        document = json.loads(read_text(path, "report", REPORT_BYTES), object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int()'s digit limit
+        raise ArchprofError(f"{path} is not valid JSON: {first_line(exc, bare=True)}") from None
+    layers = document.get("layers") if isinstance(document, dict) else None
+    if not isinstance(layers, list) or not layers:
+        raise ArchprofError(f"{path} is not an archprof JSON report (from `archprof summary -f json`): no layers")
+    return Side(path.stem, [_json_row(path, index, layer) for index, layer in enumerate(layers)])
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused where a key repeats: json.loads would keep the last, silently."""
+    repeated = [key for key, count in Counter(key for key, _ in pairs).items() if count > 1]
+    if repeated:
+        raise ValueError(f"key {shorten(repeated[0])} appears twice in an object")
+    return dict(pairs)
+
+
+def _json_row(path: Path, index: int, layer: Any) -> dict[str, Any]:
+    """The columns a diff compares of one layer of a JSON report, checked."""
+    if not isinstance(layer, dict):
+        raise ArchprofError(f"{path}, layer {index}: not an object")
+    for name in REQUIRED:
+        if name not in layer:
+            raise ArchprofError(f"{path}, layer {index}: no {name}")
+        if not _as_written(name, layer[name]):
+            raise ArchprofError(f"{path}, layer {index}: {name} is {shorten(json.dumps(layer[name]))}, not a report's")
+    row = {name: layer[name] for name in REQUIRED}
+    for name in (name for name in FIELDS if name in layer):
+        try:
+            row[name] = _JSON_FIELD_READERS[name](layer[name])
+        except ValueError as exc:
+            raise ArchprofError(f"{path}, layer {index}: {name} is {shorten(json.dumps(layer[name]))}, {exc}") from None
+    return row
+
+
+def _json_dims(value: Any):
+    """A JSON report's field or stride ([212, 212], ["1/2", "1/2"], "input", null) as `dims`
+    reads the CSV's text of it."""
+    if value is None:
+        return None
+    if isinstance(value, list) and value and all(type(part) is int or _fraction_part(part) for part in value):
+        return dims("x".join(map(str, value)))
+    if value in tuple(FieldMark):
+        return FieldMark(value)
+    raise ValueError("not a list of numbers, 'input', 'undefined' or null")
+
+
+def _fraction_part(part: Any) -> bool:
+    """A fractional stride's entry as JSON writes it ("1/2"): one number, never joined ones."""
+    return isinstance(part, str) and "x" not in part
+
+
+def _json_note(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not text")
+    return value
+
+
+_JSON_FIELD_READERS = {
+    "receptive_field": _json_dims,
+    "effective_stride": _json_dims,
+    "receptive_field_note": _json_note,
+}
+
+
+def _as_written(name: str, value: Any) -> bool:
+    """Whether a JSON report's cell of column `name` is what a report writes there: text,
+    or (call and the metrics) a whole number a report can hold."""
+    if name in ("layer", *TEXT):
+        return isinstance(value, str)
+    return type(value) is int and abs(value) < LARGEST
+
+
+@contextmanager
+def _fields_up_to(length: int) -> Iterator[None]:
+    """The csv module's limit on a cell's length (131,072 characters) raised to `length` for
+    the block: a report holds a module's name whole, however long."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, length))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(limit)
+
+
+_REPORT_READERS = {"csv": read_csv_report, "json": read_json_report}
+
+
+def load_side(spec: Any, input_size: Sequence[int] | str | None = None, **options: Any) -> Side:
+    """A CSV or JSON report (a path ending in .csv or .json, a string or a `pathlib.Path`),
+    else a model in any form `archprof.analyze` takes (a spec, a model file, a module, a factory), analysed here
+    (`options`: the keywords of `archprof.analyze`)."""
+    named = isinstance(spec, str | os.PathLike)
+    suffix = os.fspath(spec).lower().rpartition(".")[2] if named else ""
+    if suffix in _REPORT_READERS:
+        return _REPORT_READERS[suffix](os.fspath(spec))
+    report = analyze(spec, input_size, **options)
+    return side_from_report(report, os.fspath(spec) if named else report.model)
+
+
+def diff(
+    old: str | Report,
+    new: str | Report,
+    input_size: Sequence[int] | str | None = None,
+    batch: int | None = None,
+    dtype: torch.dtype | str | None = None,
+    *,
+    inputs: Any = None,
+    args: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+    trust_pickle: bool = False,
+    fold_bn: bool = False,
+) -> ReportDiff:
+    """Diff two reports, CSV paths or models (any form `archprof.analyze` takes); the other
+    arguments, as for `archprof.analyze`, apply to the models."""
+    options = {"batch": batch, "dtype": dtype, "inputs": inputs, "args": args, "weights": weights, "fold_bn": fold_bn}
+    sides = [
+        side_from_report(side)
+        if isinstance(side, Report)
+        else load_side(side, input_size, trust_pickle=trust_pickle, **options)
+        for side in (old, new)
+    ]
+    return diff_reports(*sides)

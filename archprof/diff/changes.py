@@ -1,0 +1,367 @@
+"""What changed between two sides of a diff: the rows matched by layer, call and segment,
+the layers added, removed and changed, the totals, and each side's final receptive field and
+stride; the `ReportDiff` that holds them, and its CSV and JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from archprof.comparison import METRICS as COMPARED_METRICS
+from archprof.comparison import bound_note, final_field_row
+from archprof.output import json_text
+from archprof.passes.receptive_field import FieldMark, Stride
+from archprof.report import Report
+from archprof.report.formats import csv_text, json_fraction
+from archprof.text import dims_text
+
+# The figures compared, per layer and in total.
+# The per-layer metrics a diff compares: (column, label, unit), as `comparison.METRICS` has them.
+METRICS: tuple[tuple[str, str, str], ...] = tuple(
+    (metric.column, metric.label, metric.unit)
+    for metric in (COMPARED_METRICS[key] for key in ("params", "macs", "flops", "activation"))
+)
+
+
+TEXT = ("module_type", "output_shape")  # also compared per layer
+
+
+# Neutralised against formula injection in diff's CSV: names from the model, output shapes,
+# which a CSV read from elsewhere may hold any text in, and field notes, which name modules.
+_USER_TEXT = ("layer", "module_type", "output_shape", "receptive_field_note")
+
+
+REQUIRED = ("layer", "call", *TEXT, *(name for name, _, _ in METRICS))
+
+
+# The receptive-field columns a side has where its report recorded them (a report written
+# before archprof had them, or cut down by hand, has none: its field is "not recorded").
+FIELDS = ("receptive_field", "effective_stride", "receptive_field_note")
+
+
+_SIZES = FIELDS[:2]  # the field and the stride: one size per spatial dimension
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a diff: a name and its rows (layer, call, module_type, output_shape, metrics)."""
+
+    name: str
+    rows: list[dict[str, Any]]
+
+    def total(self, metric: str) -> int:
+        return sum(row[metric] for row in self.rows)
+
+    @property
+    def has_fields(self) -> bool:
+        """Whether its report recorded receptive fields (one of no rows has nothing to miss)."""
+        return not self.rows or "receptive_field" in self.rows[0]
+
+
+@dataclass(frozen=True)
+class FinalField:
+    """A side's final receptive field, read as `archprof compare` reads it: that of its last
+    row with a spatial one (`comparison.final_field_row`), its smallest side in pixels, and
+    the effective stride there (smallest side; None where undefined). `bound`: why the field
+    is only an upper bound ("an upper bound: ..."), else "". Where there is no field,
+    `missing` says which case ("not recorded", "undefined", "none") and `note` why; a field
+    whose stride alone is undefined has its row's note there. `size_dims` and `stride_dims`:
+    the field and stride per spatial dimension, as the tables show them (`final_field_text`)."""
+
+    layer: str | None = None
+    size: int | None = None
+    stride: Stride | None = None
+    bound: str = ""
+    missing: str = ""
+    note: str = ""
+    size_dims: tuple[int, ...] = ()
+    stride_dims: tuple[Stride, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """Why the field is a bound, undefined or not recorded, or its stride undefined; '' if none."""
+        return self.bound or self.note
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "receptive_field": self.size,
+            "effective_stride": self.stride,
+            "receptive_field_note": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """The final receptive field and effective stride of both sides."""
+
+    old: FinalField
+    new: FinalField
+
+    def change(self, figure: str) -> int | Fraction | None:
+        """new - old of "size" or "stride"; None where a side has none."""
+        old, new = getattr(self.old, figure), getattr(self.new, figure)
+        return None if old is None or new is None else new - old
+
+    def percent(self, figure: str) -> float | None:
+        change, old = self.change(figure), getattr(self.old, figure)
+        return None if change is None else float(100 * change / old)
+
+    def ratio(self, figure: str) -> float | None:
+        """new / old of "size" or "stride"; None where a side has none."""
+        return ratio(getattr(self.old, figure), getattr(self.new, figure))
+
+    def texts(self, figure: str, exact: bool = False) -> tuple[str, str]:
+        """Old and new "size" or "stride" as `final_field_text` writes them."""
+        return final_field_text(self.old, figure, exact), final_field_text(self.new, figure, exact)
+
+    def csv_cells(self, figure: str) -> list:
+        """Old, new ("212", "1/2", "undefined", "not recorded"; '' for no spatial layer) and
+        change ('' where a side has none) of "size" or "stride", as diff's CSV writes them."""
+        change = self.change(figure)
+        return [*self.texts(figure, exact=True), "" if change is None else str(change)]
+
+
+@dataclass(frozen=True)
+class TotalChange:
+    metric: str
+    label: str
+    unit: str
+    old: int
+    new: int
+
+    @property
+    def change(self) -> int:
+        return self.new - self.old
+
+    @property
+    def percent(self) -> float | None:
+        """Relative change in percent; None when the old total is 0."""
+        return 100 * self.change / self.old if self.old else None
+
+    @property
+    def ratio(self) -> float | None:
+        """new / old; None when the old total is 0."""
+        return ratio(self.old, self.new)
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    status: str  # "added", "removed" or "changed"
+    layer: str
+    call: int
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+    position: int  # its row's index in `ReportDiff.every_layer`
+
+    def delta(self, metric: str) -> int:
+        return (self.new[metric] if self.new else 0) - (self.old[metric] if self.old else 0)
+
+    def value(self, name: str) -> Any:
+        """The new value, or the old one for a removed row."""
+        return (self.new or self.old or {}).get(name)
+
+    def ratio(self, metric: str) -> float | None:
+        """new / old; None for a layer added or removed, or whose old figure is 0."""
+        old, new = (side[metric] if side else None for side in (self.old, self.new))
+        return ratio(old, new)
+
+
+def ratio(old: int | Fraction | None, new: int | Fraction | None) -> float | None:
+    """new / old, the float nearest the exact quotient; None where a side has no figure or old is 0."""
+    return None if old is None or new is None or old == 0 else float(Fraction(new) / Fraction(old))
+
+
+@dataclass(frozen=True)
+class ReportDiff:
+    old: str
+    new: str
+    totals: list[TotalChange]
+    layers: list[LayerChange]  # in the new report's order, removed rows where they were
+    unchanged: int  # rows present on both sides with nothing changed
+    fields: FieldChange
+    # The layer of every row of both sides, unchanged ones too, in the order `layers` lists
+    # them: the module tree the tables place the listed layers in (`render.compare.diff_tree`).
+    every_layer: tuple[str, ...]
+
+    def to_csv(self) -> str:
+        """One line per changed layer: status, layer, call, old/new shape, old/new/change per
+        metric, old/new field, stride and note; then a line of status "final": each side's
+        final receptive field and stride (`FieldChange.csv_cells`), their changes and notes.
+        Last (added after the others, so that a reader by position still reads them), the
+        ratio new / old of each metric (the layers') and of the final field and stride (the
+        final line's), empty where a side has none or old is 0. Names from the model, output
+        shapes and notes (`_USER_TEXT`) are neutralised against formula injection as in
+        `Report.to_csv`."""
+
+        header = ["status", "layer", "call", "old_module_type", "new_module_type", "old_output_shape"]
+        header.append("new_output_shape")
+        for name, _, _ in METRICS:
+            header += [f"old_{name}", f"new_{name}", f"{name}_change"]
+        for name in _SIZES:
+            header += [f"old_{name}", f"new_{name}", f"{name}_change"]
+        header += ["old_receptive_field_note", "new_receptive_field_note"]
+        header += [f"{name}_ratio" for name, _, _ in METRICS] + [f"{name}_ratio" for name in _SIZES]
+        user_text = [name.removeprefix("old_").removeprefix("new_") in _USER_TEXT for name in header]
+        rows = [*map(self._csv_row, self.layers), self._final_csv_row()]
+        return csv_text(header, rows, user_text)
+
+    @staticmethod
+    def _csv_row(change: LayerChange) -> list:
+        old, new = change.old or {}, change.new or {}
+        row = [change.status, change.layer, change.call]
+        row += [old.get("module_type", ""), new.get("module_type", "")]
+        row += [old.get("output_shape", ""), new.get("output_shape", "")]
+        for name, _, _ in METRICS:
+            row += [old.get(name, ""), new.get(name, ""), change.delta(name)]
+        # '' where the layer has no spatial field, or its report recorded none; no change: a
+        # layer's field has a size per dimension (the final row's is its smallest side).
+        for name in _SIZES:
+            row += [dims_text(old.get(name)), dims_text(new.get(name)), ""]
+        row += [old.get("receptive_field_note", ""), new.get("receptive_field_note", "")]
+        row += [change.ratio(name) for name, _, _ in METRICS]
+        return [*row, "", ""]  # the fields' ratios: the final line's alone, as their changes
+
+    def _final_csv_row(self) -> list:
+        """The "final" line: no layer, call or metrics (the layers each side's final field
+        is at are in the JSON), its fields as the totals give them."""
+        fields = self.fields
+        # no layer, call, module types, output shapes or metrics
+        row = ["final", *[""] * (6 + 3 * len(METRICS))]
+        row += [*fields.csv_cells("size"), *fields.csv_cells("stride")]
+        row += [fields.old.reason, fields.new.reason]
+        return row + [""] * len(METRICS) + [fields.ratio("size"), fields.ratio("stride")]
+
+    def to_json(self) -> str:
+        document = {
+            "old": self.old,
+            "new": self.new,
+            "totals": [
+                {
+                    "metric": t.metric,
+                    "old": t.old,
+                    "new": t.new,
+                    "change": t.change,
+                    "percent": t.percent,
+                    "ratio": t.ratio,
+                }
+                for t in self.totals
+            ],
+            "layers": [
+                {
+                    "status": c.status,
+                    "layer": c.layer,
+                    "call": c.call,
+                    "old": c.old,
+                    "new": c.new,
+                    "change": {name: c.delta(name) for name, _, _ in METRICS},
+                    "ratio": {name: c.ratio(name) for name, _, _ in METRICS},
+                }
+                for c in self.layers
+            ],
+            "unchanged_layers": self.unchanged,
+            "final_receptive_field": {
+                "old": self.fields.old.as_dict(),
+                "new": self.fields.new.as_dict(),
+                "receptive_field_change": self.fields.change("size"),
+                "effective_stride_change": self.fields.change("stride"),
+                "receptive_field_ratio": self.fields.ratio("size"),
+                "effective_stride_ratio": self.fields.ratio("stride"),
+            },
+        }
+        return json_text(document, default=json_fraction)
+
+
+def diff_reports(old: Side, new: Side) -> ReportDiff:
+    """Match rows by layer, call and segment; list added, removed and changed ones, and the totals."""
+    old_keyed = _keyed(old.rows)
+    old_rows = dict(old_keyed)
+    new_keyed = _keyed(new.rows)
+    new_keys = {key for key, _ in new_keyed}
+    changes: list[LayerChange] = []
+    every_layer: list[str] = []
+    unchanged = 0
+
+    def listed(status: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        row = after or before
+        changes.append(LayerChange(status, row["layer"], row["call"], before, after, len(every_layer)))
+        every_layer.append(row["layer"])
+
+    # Removed rows are listed just before the next row both sides share, so that the
+    # listing follows the network's order.
+    pending_removed = [(key, row) for key, row in old_keyed if key not in new_keys]
+    old_order = {key: index for index, (key, _) in enumerate(old_keyed)}
+    for key, row in new_keyed:
+        before = old_rows.get(key)
+        if before is not None:
+            while pending_removed and old_order[pending_removed[0][0]] < old_order[key]:
+                listed("removed", pending_removed.pop(0)[1], None)
+        if before is None:
+            listed("added", None, row)
+        elif any(before[name] != row[name] for name in (*TEXT, *(m for m, _, _ in METRICS))):
+            listed("changed", before, row)
+        else:
+            unchanged += 1
+            every_layer.append(row["layer"])
+    for _, removed in pending_removed:
+        listed("removed", removed, None)
+    totals = [TotalChange(name, label, unit, old.total(name), new.total(name)) for name, label, unit in METRICS]
+    fields = FieldChange(final_field(old), final_field(new))
+    return ReportDiff(old.name, new.name, totals, changes, unchanged, fields, tuple(every_layer))
+
+
+def final_field(side: Side) -> FinalField:
+    """The side's final receptive field (`FinalField`)."""
+    if not side.has_fields:
+        return FinalField(missing="not recorded", note="not recorded: the report has no receptive_field column")
+    row = final_field_row(side.rows)
+    if row is None:
+        return FinalField(missing="none", note="no layer with a spatial receptive field")
+    note = row.get("receptive_field_note", "")
+    if row["receptive_field"] == FieldMark.UNDEFINED:
+        return FinalField(row["layer"], missing="undefined", note=f"undefined: {note}" if note else "undefined")
+    field, stride = row["receptive_field"], row.get("effective_stride")
+    strides = stride if isinstance(stride, tuple) else ()
+    bound = bound_note(note)
+    smallest_stride = min(strides) if strides else None
+    # A defined field's other note says why its stride is undefined.
+    note = "" if bound else note
+    return FinalField(row["layer"], min(field), smallest_stride, bound, note=note, size_dims=field, stride_dims=strides)
+
+
+def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[str, Any]]]:
+    """Each row with its key (layer, call, segment): a container's own operations before and
+    after a child call are two rows of one layer and call, told apart by their order."""
+    seen: dict[tuple[str, int], int] = {}
+    keyed = []
+    for row in rows:
+        layer_call = (row["layer"], row["call"])
+        segment = seen.get(layer_call, 0)
+        seen[layer_call] = segment + 1
+        keyed.append(((*layer_call, segment), row))
+    return keyed
+
+
+def side_from_report(report: Report, name: str | None = None) -> Side:
+    kept = [*REQUIRED, *(column for column in FIELDS if column in report.columns)]
+    rows = [{name: row[name] for name in kept} for row in report.rows()]
+    return Side(name or report.model, rows)
+
+
+def final_field_text(final: FinalField, figure: str, exact: bool = False) -> str:
+    """A side's final "size" or "stride" as the tables show it: per spatial dimension, as
+    summary and rf show it, '212x212'; '≤212x212' for a field that is only an upper bound,
+    as `archprof compare` marks it; 'not recorded',
+    'undefined' (the stride alone too), or '-' where the side has no spatial layer.
+    `exact`: as diff's CSV writes it, the bare number ('212', '1/2'), '' for no spatial layer."""
+    if final.missing:
+        if final.missing == "none":
+            return "" if exact else "-"
+        return final.missing
+    value = getattr(final, figure)
+    if value is None:  # the stride alone undefined (the note says why)
+        return "undefined"
+    if exact:
+        return str(value)
+    return ("≤" if final.bound and figure == "size" else "") + dims_text(getattr(final, f"{figure}_dims"))

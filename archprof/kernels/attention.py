@@ -1,0 +1,86 @@
+"""Attention as a CPU runs it: whether `sdp_utils_cpp` takes CPU flash attention for a call
+(`flash_attention_kernel`), and the flash kernel's call (`flash_attention`), for
+`DeviceKernels`.
+
+Modelled (PyTorch 2.x, CPU):
+
+- attention: `_scaled_dot_product_flash_attention_for_cpu` wherever `sdp_utils_cpp`'s
+  `use_flash_attention_cpp` accepts the call (`flash_attention_kernel`), else the math
+  decomposition; either noted as the one operator `scaled_dot_product_attention` a CPU runs
+  (its scores and softmax, flash's float mask and log-sum-exp, let go of inside: workspace).
+  `Graph.kernels` says which, per call. On CUDA (not modelled) PyTorch's
+  sdp_utils tries flash attention (float16/bfloat16, no explicit mask, head size up to
+  256, recent GPUs), then memory-efficient attention (float32 too, and masks), then math;
+  both fused CUDA kernels save the output and a float32 log-sum-exp as the CPU's does (the
+  memory-efficient one pads its length to a multiple of 32), so the figures hold there
+  but for that padding; where CUDA falls back to math, the L x L matrix is saved.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+ATTENTION = "scaled_dot_product_attention"
+FLASH_CPU = "CPU flash attention (aten._scaled_dot_product_flash_attention_for_cpu)"
+MATH = "math decomposition (bmm, softmax, bmm)"
+
+_FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def flash_attention(query, key, value, attn_mask, dropout_p, is_causal, scale):
+    """The output of `_scaled_dot_product_flash_attention_for_cpu`, its temporaries let go of
+    on return."""
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        # As attention.cpp's convert_boolean_attn_mask: True keeps a score, False masks it.
+        keep = torch.scalar_tensor(0.0, dtype=query.dtype, device=query.device)
+        drop = torch.scalar_tensor(-math.inf, dtype=query.dtype, device=query.device)
+        attn_mask = torch.where(attn_mask, keep, drop)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale
+    )[0]
+
+
+def flash_attention_kernel(query, key, value, attn_mask, dropout_p: float, enable_gqa: bool) -> bool:
+    """Whether a CPU runs this call as flash attention: `use_flash_attention_cpp` of
+    PyTorch's sdp_utils_cpp, check by check (else it falls back to math)."""
+    if not torch.backends.cuda.flash_sdp_enabled():  # one switch for CUDA and CPU flash alike
+        return False
+    tensors = (query, key, value)
+    if any(t.is_nested for t in tensors) or dropout_p > 0.0:
+        return False
+    if any(t.dim() != 4 for t in tensors):
+        return False
+    if not _batch_and_heads_fit(query, key, value, enable_gqa):
+        return False
+    if attn_mask is not None and not _mask_fits(attn_mask, query, key):
+        return False
+    if not query.size(-1) == key.size(-1) == value.size(-1):
+        return False
+    if query.size(-2) == 0 or key.size(-2) == 0:
+        return False
+    if any(t.stride(-1) != 1 for t in tensors) or (attn_mask is not None and attn_mask.stride(-1) != 1):
+        return False
+    return query.dtype == key.dtype == value.dtype and query.dtype in _FLASH_DTYPES
+
+
+def _batch_and_heads_fit(query, key, value, enable_gqa: bool) -> bool:
+    """check_batch_size_and_num_heads_dense, grouped-query attention supported."""
+    if not query.size(0) == key.size(0) == value.size(0):
+        return False
+    heads, key_heads, value_heads = query.size(-3), key.size(-3), value.size(-3)
+    if enable_gqa:
+        return key_heads == value_heads and heads % key_heads == 0
+    return heads == key_heads == value_heads
+
+
+def _mask_fits(mask, query, key) -> bool:
+    """check_attn_mask_shape: a mask broadcastable as (L, S) or (B, H, L, S), grad-free."""
+    if mask.requires_grad:
+        return False
+    if mask.size(-2) not in (query.size(2), 1) or mask.size(-1) not in (key.size(2), 1):
+        return False
+    if mask.dim() == 2:
+        return True
+    return mask.dim() == 4 and mask.size(0) in (1, query.size(0)) and mask.size(1) in (1, query.size(1))

@@ -1,0 +1,241 @@
+"""What an operator returns in a trace on meta, made without its slow meta kernel or
+corrected after it: empty meta tensors of the shapes its catalogue formula gives (the
+recorder's fast path, `answer_from_formula`), the meta kernel's answers kept for a block's
+repeats (`MetaAnswers`), and a meta kernel's results laid out or split as a CPU's kernel
+returns them (`each_its_own`, `column_major`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch._prims_common import make_contiguous_strides_for
+
+from archprof.op_info import OpInfo
+from archprof.operators import Layout
+from archprof.operators.cpu_convolution import cpu_convolution_format
+from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
+
+
+def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor]) -> Any:
+    """Answer an op with empty meta tensors of the shapes its formula gives.
+
+    PyTorch's meta kernels for batch norm, ReLU, add and others are Python decompositions
+    costing 0.4-5 ms a call; this answers them in microseconds, with what the kernel's
+    output carries: a new contiguous tensor, or the input itself for an in-place op.
+    Returns None (use the real kernel) whenever the answer could differ from it: an input
+    off the meta device, mixed dtypes, non-float input, an input that is not contiguous where
+    the kernel's output follows its layout (channels last, a transposed or expanded view, or
+    a contiguous tensor whose strides say channels last too, as (N, 1, H, W) made channels
+    last does; a matrix product's output is contiguous whatever its inputs, an elementwise
+    op's laid out by TensorIterator's rule), or an in-place op whose result would not fit its
+    destination. Where a CPU's kernel lays its output out otherwise than the meta kernel, the
+    answer is the CPU's (`Layout`): a convolution (`cpu_convolution`), a batch norm, the
+    norms' gradients, the activations' gradients (TensorIterator's rule over the operands in
+    the CPU kernel's order), padding, rolls and shuffles of a channels-last map, and an
+    elementwise op in half precision on operands not contiguous (whose meta kernels follow a
+    rule of their own; the CPU and CUDA follow TensorIterator's, as in float32). A formula's
+    Refused is final: the real kernel refuses the call even where the meta kernel would
+    answer it."""
+    # Plain loops below, not any() and all() over generators: this runs for every operator.
+    if not tensors or not tensors[0].dtype.is_floating_point:
+        return None
+    if info.elementwise:
+        for argument in args:  # `is`, not `complex in map(type, args)`: == on torch's classes runs Python
+            if type(argument) is complex:
+                return None  # a complex number (`x * 1j`) makes the result complex: the formulas keep the input's dtype
+    first = tensors[0]
+    dtype = first.dtype
+    contiguous = True
+    sizes = []  # the formula's arguments, read in the same pass
+    for tensor in tensors:
+        if tensor.dtype != dtype or not tensor.is_meta:
+            return None  # a CPU tensor the forward made itself (a position table) is computed for real
+        contiguous = contiguous and tensor.is_contiguous()
+        sizes.append(tuple(tensor.shape))
+    as_input = info.laid_out_as_inputs
+    follows_layout = as_input and not contiguous
+    if as_input and not info.elementwise:
+        if follows_layout:
+            return None
+        for tensor in tensors:
+            if _taken_for_channels_last(tensor):
+                return None
+    shape_args, shape_kwargs = info.slots.substituted(args, kwargs, sizes)
+    if info.shape_by_dtype:
+        shape_kwargs["dtype"] = dtype
+    try:
+        shapes = info.shape(*shape_args, **shape_kwargs)
+    except Refused:
+        raise
+    except RuntimeError as refused:
+        refusal = refused
+    else:
+        refusal = None
+    if refusal is not None:
+        # The meta kernel decides (the formula may be stricter than it); if it refuses too,
+        # the formula's message says why in the user's terms (raised outside the handler,
+        # so that the meta kernel's error is not taken for a limitation of the meta device).
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError:
+            pass
+        raise refusal
+    if info.writes_input:
+        return args[0] if shapes[0] == sizes[0] else None  # args[0] is tensors[0]
+    if follows_layout:  # an elementwise op lays its output out as its inputs are
+        operands = tensors if info.layout is Layout.AS_INPUT else tensors[::-1]  # INPUT_FIRST: (x, grad)
+        strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in operands])
+        return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
+    outputs = [None if shape is None else _empty(shape, dtype) for shape in shapes]  # None: not asked for
+    deciding = info.deciding_operand
+    if deciding is not None and outputs[0] is not None and _taken_for_channels_last(tensors[deciding]):
+        outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
+    elif info.layout is Layout.CPU_CONVOLUTION and (
+        _taken_for_channels_last(first) or _taken_for_channels_last(tensors[1])
+    ):
+        outputs[0] = outputs[0].contiguous(memory_format=cpu_convolution_format(*args))
+    return outputs[0] if info.returns == 1 else tuple(outputs)
+
+
+def check_one_dtype(info: OpInfo, tensors: list[torch.Tensor]) -> None:
+    """Refuse mixed dtypes where the operator's real kernels do (the meta kernels of some let them pass)."""
+    if not tensors:
+        return
+    dtype = tensors[0].dtype
+    for tensor in tensors:  # a loop, not a set: most operators of a trace come here
+        if tensor.dtype != dtype:
+            dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
+            raise RuntimeError(f"{info.name} expects its tensors in one dtype, got {dtypes}")
+
+
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+class MetaAnswers:
+    """The meta kernel's answers to the calls the fast path declined, kept per trace by what
+    they depend on: the operator, its arguments, and its tensors' shapes, strides and
+    dtypes. Only for operators with a shape formula, whose meta kernels are the slow Python
+    decompositions (and those of `op_info._META_ANSWERS_KEPT`): where their output's layout follows
+    a rule the fast path does not model (a layer norm's gradient on ConvNeXt's
+    channels-last view, 3 ms a call), each repeat of
+    a block's call is answered from the first. An answer is fresh tensors laid out as the
+    kernel's were; a call whose kernel raised, or answered off the meta device, is not kept."""
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple, tuple] = {}
+
+    def answer(self, func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor]) -> Any:
+        for tensor in tensors:
+            if not tensor.is_meta:
+                return None
+        mapped_args, mapped_kwargs = info.slots.substituted(args, kwargs, [_layout_of(tensor) for tensor in tensors])
+        key = (func, _frozen(mapped_args), _frozen(tuple(sorted(mapped_kwargs.items()))))
+        try:
+            layouts = self._answers.get(key)
+        except TypeError:  # an argument that cannot be a key: the kernel answers every time
+            return None
+        if layouts is None:
+            out = func(*args, **kwargs)
+            made = out if isinstance(out, tuple) else (out,)
+            layouts = tuple(
+                None if t is None else (tuple(t.shape), t.stride(), t.dtype)
+                for t in made
+                if t is None or (isinstance(t, torch.Tensor) and t.is_meta)
+            )
+            if len(layouts) == len(made):  # every output a meta tensor (or None)
+                self._answers[key] = (isinstance(out, tuple), layouts)
+            return out
+        is_tuple, layouts = layouts
+        made = tuple(
+            None if layout is None else torch.empty_strided(layout[0], layout[1], dtype=layout[2], device=_META)
+            for layout in layouts
+        )
+        return made if is_tuple else made[0]
+
+
+def _layout_of(tensor: torch.Tensor) -> tuple:
+    return tuple(tensor.shape), tensor.stride(), tensor.dtype
+
+
+def _frozen(value: Any) -> Any:
+    """`value` with its lists made tuples, to be part of a key."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _taken_for_channels_last(tensor: torch.Tensor) -> bool:
+    """`suggests_channels_last`, at once False for a contiguous tensor without a dimension of one."""
+    shape = tensor.shape
+    if len(shape) not in (4, 5) or (1 not in shape[1:] and tensor.is_contiguous()):
+        return False
+    return suggests_channels_last(tuple(shape), tensor.stride())
+
+
+# Operators whose meta kernel returns one tensor object as two of its results where a CPU's
+# kernel makes one tensor each: oneDNN LSTM's gradient gives both biases the same `diff_b`
+# (torch/_meta_registrations.py); the CPU allocates two, each cast and freed on its own.
+ONE_TENSOR_TWICE_ON_META = frozenset({"aten.mkldnn_rnn_layer_backward"})
+
+
+def each_its_own(out: tuple) -> tuple:
+    """`out`, each tensor object returned again after its first place replaced by a new
+    tensor like it."""
+    seen: set[int] = set()
+    results = []
+    for result in out:
+        if isinstance(result, torch.Tensor) and result.is_meta and id(result) in seen:
+            result = torch.empty_like(result)
+        seen.add(id(result))
+        results.append(result)
+    return tuple(results)
+
+
+# Results LAPACK writes column by column, which a CPU returns so and the meta kernel row by
+# row (as cuSOLVER's, on CUDA): the SVD's V^H and the eigenvectors of a general matrix, by
+# their place among the results. Their layout decides what follows: a reshape copies them on
+# a CPU, a contiguous() too, and an elementwise op writes its output column by column.
+COLUMN_MAJOR_ON_A_CPU = {"aten._linalg_svd": (2,), "aten.linalg_eig": (1,)}
+
+
+def column_major(out: tuple, places: tuple[int, ...]) -> tuple:
+    """`out`, each meta matrix (or batch of them) at `places` made anew laid out column by
+    column, as LAPACK writes it (an empty one, where the vectors were not asked for, kept)."""
+    results = list(out)
+    for place in places:
+        result = results[place]
+        if result.is_meta and result.dim() >= 2:
+            shape = tuple(result.shape)
+            strides = make_contiguous_strides_for(shape, row_major=False)
+            results[place] = torch.empty_strided(shape, strides, dtype=result.dtype, device=_META)
+    return tuple(results)
+
+
+def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
+    """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`, the dtype maybe COMPUTATION).
+
+    Made by empty_strided with the contiguous strides: the same tensor as torch.empty makes
+    (sizes, strides, storage size, contiguity flags), in two thirds of its time (1.5 against
+    2.8 us: one made per output of nearly every operator)."""
+    if len(shape) == 2 and not isinstance(shape[1], int):
+        shape, dtype = shape[0], output_dtype(shape[1], dtype)
+    shape = tuple(shape)
+    return torch.empty_strided(shape, _contiguous_strides(shape), dtype=dtype, device=_META)
+
+
+@functools.lru_cache(maxsize=4096)  # a trace's shapes repeat block after block
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """c10's contiguous strides (a dimension of size 0 or 1 steps as one of size 1); not
+    torch's make_contiguous_strides_for, whose first call imports sympy (0.5 s of a CLI call)."""
+    strides = []
+    stride = 1
+    for size in reversed(shape):
+        strides.append(stride)
+        stride *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+_META = torch.device("meta")

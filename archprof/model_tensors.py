@@ -1,0 +1,134 @@
+"""The model's parameters and buffers as a trace runs on them: empty meta stand-ins
+(`meta_stand_ins`) or the model's own tensors (`own_tensors`), each registered with the
+recorder and listed for the report (`ParameterInfo`), and what a trace reads of them after
+its forward (the gradients its backward pass wrote, a real buffer's smallest value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from archprof.errors import ArchprofError
+from archprof.graph import ParameterInfo, TensorMeta
+from archprof.meta import is_uninitialised
+from archprof.recorder import Recorder
+
+
+def stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> bool:
+    """Whether the model's own tensors can be traced as they are: all on meta already (a
+    model archprof built) and none to cast. Stand-ins would only cost time (ResNet-50:
+    creating and swapping 320 tensors, a fifth of the trace). Not one made in inference
+    mode (a model built inside `torch.inference_mode()`), which autograd may not save and
+    nothing may write in place outside it."""
+    return all(
+        tensor.is_meta
+        and not tensor.is_inference()
+        and not is_uninitialised(tensor)
+        and (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype)
+        for tensor in tensors
+    )
+
+
+def own_tensors(named: list[tuple[str, torch.Tensor, bool]], recorder: Recorder):
+    """The model's own parameters and buffers (`named`: name, tensor, is a buffer),
+    registered by name (no stand-ins)."""
+    parameters: list[ParameterInfo] = []
+    seen: set[int] = set()
+    for name, tensor, is_buffer in named:
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        meta = recorder.register(tensor, "buffer" if is_buffer else "parameter", name)
+        parameters.append(_parameter_info(meta, tensor, is_buffer))
+    return None, parameters
+
+
+def buffer_minima(named: list[tuple[str, torch.Tensor, bool]], recorder: Recorder) -> dict[int, float]:
+    """The smallest value of each floating buffer the model holds for real, by the id of its
+    TensorMeta (`Graph.buffer_minima`)."""
+    minima: dict[int, float] = {}
+    with torch.no_grad():
+        for name, tensor, is_buffer in named:
+            meta = recorder.named(name) if is_buffer else None
+            if meta is not None and tensor.is_floating_point() and tensor.numel() and tensor.device.type != "meta":
+                minima[meta.id] = float(tensor.min())
+    return minima
+
+
+def given_gradients(named: list[tuple[str, torch.Tensor, bool]], stand_ins: dict[int, torch.Tensor] | None) -> set[str]:
+    """The names of the parameters whose `.grad` the backward pass wrote (`EngineNotes.given_gradients`),
+    each read from the tensor the trace ran on."""
+    return {name for name, t, is_buffer in named if not is_buffer and traced(t, stand_ins).grad is not None}
+
+
+def traced(tensor: torch.Tensor, stand_ins: dict[int, torch.Tensor] | None) -> torch.Tensor:
+    """The tensor the trace ran on for one of the model's: its stand-in, or itself."""
+    return stand_ins.get(id(tensor), tensor) if stand_ins is not None else tensor
+
+
+def _parameter_info(meta: TensorMeta, tensor: torch.Tensor, is_buffer: bool) -> ParameterInfo:
+    """What the report lists of a parameter or buffer, from its registered stand-in (`meta`:
+    its name, shape and traced dtype) and the model's own tensor (whether it trains)."""
+    return ParameterInfo(
+        meta.name,
+        meta.name.rpartition(".")[0],
+        meta.shape,
+        meta.dtype,
+        not is_buffer and tensor.requires_grad,
+        is_buffer,
+    )
+
+
+def packed_parameters(modules: list[tuple[str, torch.nn.Module]]) -> list[ParameterInfo]:
+    """The weights and biases packed into TorchScript objects, as torch.ao's quantized
+    linear and convolution layers keep theirs (`unpack()` gives them back): parameters that
+    no table lists, counted as their module's, in their quantized dtype, not trained."""
+    found = []
+    for path, module in modules:
+        for attribute, value in _attributes(module):
+            if not isinstance(value, torch.ScriptObject) or not hasattr(value, "unpack"):
+                continue
+            for role, tensor in zip(("weight", "bias"), value.unpack(), strict=False):
+                if isinstance(tensor, torch.Tensor):
+                    name = ".".join(part for part in (path, attribute, role) if part)
+                    found.append(ParameterInfo(name, path, tuple(tensor.shape), tensor.dtype, False, False))
+    return found
+
+
+def _attributes(module: torch.nn.Module) -> Iterable[tuple[str, Any]]:
+    """A module's own attributes: a ScriptModule (a TorchScript file's) keeps them in C++,
+    out of its `vars()`."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return torch._C._jit_debug_module_iterators(module._c)["named_attributes"]
+    return vars(module).items()
+
+
+def first_floating_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.get_default_dtype()
+
+
+def meta_stand_ins(named: list[tuple[str, torch.Tensor, bool]], dtype: torch.dtype | None, recorder: Recorder):
+    """Empty meta tensors, one per parameter and buffer of `named` (tied ones once), keyed by
+    the id of the tensor each stands in for; those of trainable parameters require grad, in
+    inference too: a composite picks its kernels by it under no_grad as well (matmul of a
+    non-contiguous batch by a weight that requires grad copies the batch and takes one mm,
+    where it would otherwise expand the weight for a bmm)."""
+    stand_ins: dict[int, torch.Tensor] = {}
+    parameters: list[ParameterInfo] = []
+    for name, tensor, is_buffer in named:
+        if is_uninitialised(tensor):
+            raise ArchprofError(f"'{name}' is a lazy parameter not yet initialised: run one forward pass first")
+        target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+        stand_in = torch.empty(tensor.shape, dtype=target, device="meta")
+        if not is_buffer and tensor.requires_grad and stand_in.is_floating_point():
+            stand_in.requires_grad_(True)
+        stand_ins[id(tensor)] = stand_in
+        meta = recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)
+        parameters.append(_parameter_info(meta, tensor, is_buffer))
+    return stand_ins, parameters

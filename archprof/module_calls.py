@@ -1,0 +1,150 @@
+"""How a trace sees the model's module calls: a recording `forward` set on each submodule
+for the trace (`attach_hooks`: the recorder's `enter` and post hook around the call, which a
+shortcut may answer or a replay copy), and the model's own call recorded around its whole
+call, or for a ScriptModule its ops attributed by their call stacks (`model_called`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from archprof.module_tree import type_name
+from archprof.recorder import Recorder
+from archprof.replay import Replays
+from archprof.script_calls import ScriptCode
+from archprof.script_stacks import stacks_of_marks
+from archprof.shortcuts import Shortcut, shortcut_for
+
+
+def attach_hooks(
+    modules: list[tuple[str, torch.nn.Module]],
+    module_types: dict[str, str],
+    recorder: Recorder,
+    shortcuts: bool,
+    replays: Replays | None,
+):
+    """Run the recorder's `enter` and `post_hook` around every submodule's forward, until the
+    handles returned are removed. Not as nn.Module hooks: a module with any hook takes the
+    slow road through `Module._call_impl` (RegNetY-016's 709 calls: a sixth of its trace,
+    and registering 1,418 hooks another tenth); an instance attribute `forward` that calls
+    the hooks around the class's is found first. A module with forward hooks of its own
+    (which may replace its output) gets the post hook as its last forward hook, as before.
+    With `shortcuts`, where `archprof.shortcuts` knows the module's call, the wrapper records
+    its operator instead of running the forward; with `replays`, a block that repeats an
+    earlier one is copied from it (`archprof.replay`). Hooks run as they would.
+    As with nn.Module hooks, a forward that raises leaves its call on the recorder's stack,
+    for the error to say where it failed."""
+    originals, handles = [], []
+    for path, module in modules:
+        if not path:  # the model's own call is recorded around its whole call (`model_called`)
+            continue
+        originals.append((module, module.__dict__.get("forward")))
+        post_hook = not module._forward_hooks
+        if not post_hook:
+            handles.append(module.register_forward_hook(recorder.post_hook))
+        shortcut = shortcut_for(module) if shortcuts else None
+        # A lone layer is as quick to run as to copy.
+        watched = replays if module._modules else None
+        module.__dict__["forward"] = _RecordedForward(
+            module, path, module_types[path], module.forward, post_hook, recorder, shortcut, watched
+        )
+    return [_Restore(originals), *handles]
+
+
+def model_called(
+    model: torch.nn.Module, args, kwargs, recorder: Recorder, by_parameters: bool, code: ScriptCode | None
+):
+    """`model(*args, **kwargs)`, recorded as the model's own call (unless `by_parameters`, where
+    `Recorder.start_root` opened it) from its first hook to its last: ops its pre-hooks, the
+    global module hooks or a `__call__` of its own run outside its forward are the model's too.
+    A ScriptModule with its `code` runs under the profiler, its ops then attributed by their
+    call stacks (`archprof.script_calls`); before any backward pass, whose ops follow theirs."""
+    if by_parameters:
+        if code is None:
+            return model(*args, **kwargs)
+        recorder.marking = True
+        try:
+            with stacks_of_marks() as stacks:
+                output = model(*args, **kwargs)
+        finally:
+            recorder.marking = False
+        chains = code.chains(stacks, len(recorder.ops))
+        if chains is not None:  # none where a profiler of the caller's was running
+            recorder.follow_chains(chains)
+        return output
+    recorder.enter("", type_name(model), args)
+    output = model(*args, **kwargs)
+    recorder.post_hook(model, args, output)
+    return output
+
+
+class _RecordedForward:
+    """The `forward` a submodule is given for the trace (`attach_hooks`): the recorder's
+    `enter`, the call (answered by its `shortcut`, copied by `replays`, or `__wrapped__`,
+    the forward it had), then the post hook unless one of the module's own forward hooks
+    runs it. One object per module, not a closure: a closure of these eight values took
+    eleven objects to make and let go of on every trace (its cells, its tuple of them, the
+    function and the dict that holds its `__wrapped__`; regnety_016: 708 modules).
+    `inspect.signature(module.forward)` follows `__wrapped__` to the forward's own, as it
+    does a decorated function's; a copy of the module shares it, as it would a function."""
+
+    __slots__ = ("__wrapped__", "module", "path", "post_hook", "recorder", "replays", "shortcut", "type_name")
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        path: str,
+        type_name: str,
+        forward: Callable,
+        post_hook: bool,
+        recorder: Recorder,
+        shortcut: Shortcut | None,
+        replays: Replays | None,
+    ) -> None:
+        self.module = module
+        self.path = path
+        self.type_name = type_name
+        self.__wrapped__ = forward
+        self.post_hook = post_hook
+        self.recorder = recorder
+        self.shortcut = shortcut
+        self.replays = replays
+
+    def __call__(self, *args, **kwargs):
+        recorder = self.recorder
+        recorder.enter(self.path, self.type_name, args)
+        output = start = None
+        if self.shortcut is not None and len(args) == 1 and not kwargs:
+            output = recorder.answer_directly(self.module, args[0], self.shortcut)
+        elif self.replays is not None:
+            output, start = self.replays.answer(self.module, self.path, args, kwargs)
+        if output is None:
+            output = self.__wrapped__(*args, **kwargs)
+            if start is not None:
+                self.replays.learn(start, args, output)
+        if self.post_hook:
+            recorder.post_hook(self.module, args, output)
+        return output
+
+    def __copy__(self) -> _RecordedForward:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> _RecordedForward:
+        return self
+
+
+@dataclass(frozen=True)
+class _Restore:
+    """Removes the recorded forwards: each module's own instance attribute back, if it had one."""
+
+    originals: list[tuple[torch.nn.Module, Callable | None]]
+
+    def remove(self) -> None:
+        for module, forward in self.originals:
+            if forward is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = forward

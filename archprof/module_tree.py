@@ -1,0 +1,162 @@
+"""The model's modules as a trace sees them: one walk of the module tree (`walked`: the
+modules, their parameters and buffers, whether any is tied, the modules' modes and own
+forwards), the class name shown for each (`type_name`), and which submodules hold each
+parameter and buffer (`owners`, `canonical_paths`), by which the ops of a TorchScript module
+are attributed.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import suppress
+from dataclasses import dataclass
+
+import torch
+
+from archprof.errors import ArchprofError
+from archprof.model_tensors import traced
+from archprof.recorder import Recorder
+
+
+def type_name(module: torch.nn.Module) -> str:
+    """The class name to show: a ScriptModule's original class, an unflattened exported
+    program's original module class (set by archprof.load), else the class itself."""
+    label = module.__dict__.get("_archprof_type")
+    if isinstance(label, str):
+        return label
+    if isinstance(module, torch.jit.ScriptModule):
+        with suppress(Exception):
+            return module.original_name
+    return type(module).__name__
+
+
+@dataclass(frozen=True)
+class _ModuleTree:
+    """What the trace asks of the model's modules, from one walk of them (`walked`)."""
+
+    modules: list[tuple[str, torch.nn.Module]]  # as `named_modules()`: each once, under its first path
+    types: dict[str, str]  # path -> `type_name`
+    tensors: list[tuple[str, torch.Tensor, bool]]  # `named_parameters()`, `named_buffers()`: name, tensor, is a buffer
+    tied: bool  # a parameter or buffer met twice (tied weights)
+    own_forwards: set[int]  # the ids of the modules with a `forward` attribute of their own
+    modes: dict[torch.nn.Module, bool]  # each module's `training` flag
+
+
+def walked(model: torch.nn.Module) -> _ModuleTree:
+    """The model's modules in `named_modules()` order, and their parameters and buffers in
+    `named_parameters()` and `named_buffers()` order, from one walk of the tree (from a
+    stack: `named_modules()` makes a generator per level, which every module found deeper
+    passes through). Refused in one line: a model nested past the depth at which
+    `named_modules()` would exceed Python's recursion limit (the forward, `train()` and
+    `parameters()` recurse once a level too), and a submodule whose name holds a '.' (set
+    through `_modules`: `add_module` refuses it), whose path would read as a module nested in
+    another (a direct child 'a.b' and the child 'b' of 'a' would be one row)."""
+    deepest = sys.getrecursionlimit() - _frames_below()
+    modules: list[tuple[str, torch.nn.Module]] = []
+    parameters: list[tuple[str, torch.Tensor, bool]] = []
+    buffers: list[tuple[str, torch.Tensor, bool]] = []
+    seen: set[torch.nn.Module] = set()
+    seen_parameters: set[int] = set()  # ids; apart from the buffers', as in their own walks
+    seen_buffers: set[int] = set()
+    tied = False
+    to_visit = [("", model, 1)]  # path, module, depth; the next to visit last
+    while to_visit:
+        path, module, depth = to_visit.pop()
+        if module in seen:  # `named_modules()`'s memo: a module reached under two names is listed once
+            continue
+        seen.add(module)
+        modules.append((path, module))
+        prefix = f"{path}." if path else ""
+        if module._parameters:
+            tied |= _listed(module._parameters, prefix, False, parameters, seen_parameters)
+        if module._buffers:
+            tied |= _listed(module._buffers, prefix, True, buffers, seen_buffers)
+        if module._modules:
+            children = [(name, child) for name, child in module._modules.items() if child is not None]
+            _check_children(path, children, depth, deepest)
+            to_visit += [(prefix + name, child, depth + 1) for name, child in reversed(children)]  # the first on top
+    return _ModuleTree(
+        modules,
+        {path: type_name(module) for path, module in modules},
+        parameters + buffers,
+        tied,
+        {id(module) for _, module in modules if "forward" in module.__dict__},
+        {module: module.training for _, module in modules},
+    )
+
+
+def _listed(table: dict, prefix: str, is_buffer: bool, found: list, seen: set[int]) -> bool:
+    """Add to `found` the tensors of a module's parameter or buffer `table` not in `seen`
+    (ids), named after the module's `prefix`; whether one was (a tied tensor)."""
+    tied = False
+    for name, tensor in table.items():
+        if tensor is None:
+            continue
+        if id(tensor) in seen:
+            tied = True
+        else:
+            seen.add(id(tensor))
+            found.append((prefix + name, tensor, is_buffer))
+    return tied
+
+
+def _check_children(path: str, children: list[tuple[str, torch.nn.Module]], depth: int, deepest: int) -> None:
+    """Refuse the children of the module at `path` (`walked`): past `deepest` levels, or named with a '.'."""
+    if depth >= deepest:
+        raise ArchprofError(
+            f"the model nests its modules too deeply to walk (past Python's recursion limit, {sys.getrecursionlimit()}"
+            " levels)"
+        )
+    dotted = next((name for name, _ in children if "." in name), None)
+    if dotted is not None:
+        where = f"module '{path}'" if path else "the model"
+        raise ArchprofError(
+            f"{where} holds a submodule named {dotted!r}: a name with '.' reads as a path to a module nested in"
+            " another, which archprof cannot tell apart (torch's add_module refuses such names)"
+        )
+
+
+def _frames_below() -> int:
+    """How many frames the stack holds under the caller's."""
+    frame, count = sys._getframe(1), 0
+    while frame is not None:
+        frame, count = frame.f_back, count + 1
+    return count
+
+
+def owners(
+    modules: list[tuple[str, torch.nn.Module]], stand_ins: dict[int, torch.Tensor] | None, recorder: Recorder
+) -> dict[int, tuple[str, ...]]:
+    """Each parameter's and buffer's storage (the recorder's) -> the paths of the submodules
+    that hold it, in the model's order: a tied weight has several (an Embedding's and a
+    Linear's), which `named_parameters()` names after the first only. A submodule of the
+    same class as an earlier one, holding all of its tensors under the same names, is that
+    module under a second name: torch.jit.script gives a module called twice
+    (`Sequential(conv, conv)`) an entry per attribute. NB: so are two modules whose tensors
+    were all tied by hand, which nothing in a ScriptModule tells apart from one."""
+    owners: dict[int, list[str]] = {}
+    canonical = canonical_paths(modules)
+    for path, module in modules:
+        if not path or canonical[path] != path:  # the model's own tensors: its own rows
+            continue
+        for _, tensor in _held(module):
+            paths = owners.setdefault(recorder.lookup(traced(tensor, stand_ins)).storage, [])
+            if path not in paths:
+                paths.append(path)
+    return {storage: tuple(paths) for storage, paths in owners.items()}
+
+
+def canonical_paths(modules: list[tuple[str, torch.nn.Module]]) -> dict[str, str]:
+    """Each module's path -> the path of the first module it is alike (`owners`: of its
+    class, holding all the same tensors under the same names), its own where none is."""
+    canonical: dict[str, str] = {}
+    first: dict[tuple, str] = {}
+    for path, module in modules:
+        alike = (type_name(module), tuple((name, id(tensor)) for name, tensor in _held(module)))
+        canonical[path] = first.setdefault(alike, path) if alike[1] else path
+    return canonical
+
+
+def _held(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """A module's own parameters and buffers (not its submodules'), by name."""
+    return [(name, t) for table in (module._parameters, module._buffers) for name, t in table.items() if t is not None]

@@ -1,0 +1,46 @@
+"""The receptive-field pass's budget of field evaluations (`FIELD_BUDGET`), and the room it
+gives a map as deep as the network (`deep_maps`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class FieldsTooIrregular(Exception):
+    """More fields to evaluate in one pass than `FIELD_BUDGET`: maps without a period whose
+    padded fields widen layer after layer (a long chain of resamplings by 1.5 and strided
+    pools) cost time and memory that grow geometrically with their depth (40 such blocks:
+    14 s and 1.3 GB); the pass stops following them, and says so."""
+
+
+# Fields evaluated (cache misses of `AxisMap.field`) in one pass, at most: HRNet-W18's
+# analysis evaluates 3,412, Swin-T's 2,014, a ResNet-50's 146.
+FIELD_BUDGET = 1_000_000
+
+
+TOO_IRREGULAR = f"its fields are too irregular to follow (more than {FIELD_BUDGET:,} to evaluate)"
+
+
+# What is left of the budget in the pass under way (`deep_maps`); None outside one. One
+# pass at a time in a process: passes never run in threads.
+fields_left: list[int | None] = [None]
+
+
+@contextmanager
+def deep_maps() -> Iterator[None]:
+    """Room for evaluating a map as deep as the network (one Python frame per layer and two
+    per link; Python-to-Python calls use no C stack), and the pass's budget of fields
+    (`FIELD_BUDGET`), where no outer pass holds one."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(before, 100_000))
+    outermost = fields_left[0] is None
+    if outermost:
+        fields_left[0] = FIELD_BUDGET
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
+        if outermost:
+            fields_left[0] = None

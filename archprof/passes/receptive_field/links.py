@@ -1,0 +1,245 @@
+"""What the units of a `Link` read of its parent map, along one axis of the network input:
+the link itself (which parent units unit u reads, and what is known of their order and
+period), and the questions asked of links alone: whether their reads are ranges in order
+(`ranges_in_order`) that touch (`reach_of`), which of a link's units read a run of parent
+units (`reading_units`), lie within some (`reading_within`) or read a parent unit
+(`readers_of`), and which units of a map its links may leave irregular
+(`irregular_candidates`); and `hull`, of two intervals. The maps themselves, which links
+join into a graph, are maps.py's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from itertools import pairwise
+from typing import Any
+
+from archprof.graph import value_record
+
+Interval = tuple[int, int]  # both ends included
+Reads = Callable[[int], Sequence[Interval]]  # unit -> the ranges of parent units it reads
+
+
+@value_record
+class Link:
+    """Unit u reads the units `reads(u)` of `parent`; `ratio` is how many parent units one
+    unit advances on average (None: not evenly spaced); `period` P: reads(u + P) is reads(u)
+    shifted by P * ratio (a whole number) for every u, beyond the map's ends too (1 for a
+    convolution or a zero padding, 2 for a nearest upsampling by 2; None: not known to be);
+    `monotone`: later units never read earlier parent units, leaving out the units of
+    `breaks` (a reflection's mirrored borders), which may read anywhere; `shifts`, where
+    given, its reads as pieces (first, last, offset), which an exact field needs alone:
+    units first..last read parent unit u + offset (a reflection's or a replication's: its
+    own units one shift, each border unit its own; a dilated convolution's: a shift per
+    tap), from which its map's runs in order are found (`AxisMap.exact_runs`); `repeats`:
+    unit q P + r reads position r of every block of P parent units (a grid attention's):
+    reads(u + P) is reads(u) itself, unit u among them, though not evenly spaced;
+    `permutes`: each unit reads one parent unit, a different one each, where that unit
+    reads a pixel (a roll's); `straight`, where given, (first, last, offset): units
+    first..last read parent unit u + offset there (a roll's short of its wrap), the period
+    of 1 holding over them alone (`AxisMap._zone`)."""
+
+    parent: Any  # an AxisMap: maps.py's, which builds on this module
+    reads: Reads
+    ratio: Fraction | int | None  # an int where whole: Fraction arithmetic is slow (DenseNet's merges)
+    period: int | None = None
+    monotone: bool = True
+    why: str = ""  # why the ratio is None
+    breaks: tuple[Interval, ...] = ()
+    shifts: tuple[tuple[int, int, int], ...] = ()
+    repeats: bool = False
+    permutes: bool = False
+    straight: tuple[int, int, int] | None = None
+
+
+def reads_everywhere_through(link: Link, size: int) -> bool:
+    """Whether every real unit of a map of `size` units reads a real unit of `link`'s
+    parent that reads a pixel (`AxisMap.reads_everywhere`)."""
+    parent = link.parent
+    if not parent.reads_everywhere:
+        return False
+    if link.permutes or link.repeats:
+        return True
+    ranges = ranges_in_order(link)
+    return ranges is not None and reading_units(link, size, ranges, (0, parent.size - 1)) == (0, size - 1)
+
+
+def reads_own(link: Link) -> bool:
+    """Whether each unit reads its own parent unit alone (a sum's link): by the period and
+    ratio of 1, unit 0's reads give every unit's."""
+    return link.period == 1 and link.ratio == 1 and not link.breaks and link.reads(0) == ((0, 0),)
+
+
+def reading_within(link: Link, units: Interval) -> Interval | None:
+    """The units whose reads through `link` lie within parent units `units`, consecutive;
+    None unless each unit reads one range of parent units, in order (`ranges_in_order`),
+    or reads one straight on over some units (`Link.straight`, a roll's, of a parent every
+    unit of which reads a pixel: else some read nothing)."""
+    if link.straight:
+        if not link.parent.reads_everywhere:
+            return None
+        first, last, offset = link.straight
+        return max(first, units[0] - offset), min(last, units[1] - offset)
+    if ranges_in_order(link) is None:
+        return None
+    low, high = units
+    start = first_where(lambda u: link.reads(u)[0][0] >= low, int(low / link.ratio))  # type: ignore[operator]
+    past = first_where(lambda u: link.reads(u)[0][1] > high, int(high / link.ratio))  # type: ignore[operator]
+    return start, past - 1  # type: ignore[operator]
+
+
+def first_where(holds: Callable[[int], bool | None], guess: int) -> int | None:
+    """The first unit from which `holds` holds (it holds from some unit on): searched
+    outwards from `guess`, then by bisection; None where `holds` answers None (a unit that
+    reads nothing: no order known)."""
+    # Bracket: holds(low) false, holds(high) true.
+    low, high, step = guess - 1, guess, 1
+    while True:
+        held = holds(low)
+        if held is None:
+            return None
+        if not held or low < -FAR:
+            break
+        low, step = low - step, step * 2
+    step = 1
+    while True:
+        held = holds(high)
+        if held is None:
+            return None
+        if held or high > FAR:
+            break
+        high, step = high + step, step * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        held = holds(middle)
+        if held is None:
+            return None
+        if held:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def ordered(a: Interval, b: Interval) -> bool:
+    return a[0] <= b[0] and a[1] <= b[1]
+
+
+def reading_units(link: Link, size: int, ranges: list[Interval], run: Interval) -> Interval | object | None:
+    """The units of a link's map (of `size` units) that read a unit of `run`, a run of its
+    parent's, consecutive (None: none does), from what one period of its units read
+    (`ranges`, in order), past which the reads repeat shifted by a period's advance;
+    `UNORDERED` where that advance is not whole."""
+    if size == 0:
+        return None
+    # Ends in order: the units whose range ends at or past the run's first unit come after
+    # those that do not, and those whose range begins at or before its last unit before
+    # those that do not; a unit of both reads one of them. Unit q period + r reads what
+    # unit r does, q advances on: the first of each, per r.
+    period = link.period
+    advance = period * link.ratio  # type: ignore[operator]
+    if advance != int(advance):  # not whole, as `Link` says a period's advance is: no order known
+        return UNORDERED
+    advance, first, past = int(advance), size, size
+    for r in range(period):
+        (start, end) = ranges[r]
+        first = min(first, r + period * max(0, -(-(run[0] - end) // advance)))
+        past = min(past, r + period * max(0, (run[1] - start) // advance + 1))
+    return (first, past - 1) if first < past else None
+
+
+def ranges_in_order(link: Link) -> list[Interval] | None:
+    """What the units of one period of a link read (and the next unit), where each reads one
+    range of parent units, their ends never decreasing from unit to unit: past the period
+    the reads repeat shifted by a period's advance (not backwards). None otherwise."""
+    if not (link.monotone and not link.breaks and link.period and link.ratio and link.ratio > 0):
+        return None
+    reads = [link.reads(u) for u in range(link.period + 1)]
+    if any(len(taps) != 1 or taps[0][0] > taps[0][1] for taps in reads):
+        return None
+    ranges = [taps[0] for taps in reads]
+    return ranges if all(ordered(a, b) for a, b in pairwise(ranges)) else None
+
+
+def reach_of(link: Link) -> object:
+    """How a link's units first..last read together (`AxisMap._reached`): as first's start
+    to last's end, where its units read ranges in order of which each touches the next (a
+    convolution whose stride is at most its kernel), or skip parent units between them (a
+    1x1 convolution of stride 2); or not known."""
+    ranges = ranges_in_order(link)
+    if ranges is None:
+        return NO_REACH
+    return TOUCHING if all(b[0] <= a[1] + 1 for a, b in pairwise(ranges)) else SKIPPING
+
+
+TOUCHING, SKIPPING, NO_REACH = object(), object(), object()
+
+
+UNORDERED = object()  # `reading_units` of a link whose exact fields may be out of order
+
+
+def readers_of(link: Link, unit: int) -> Interval | None:
+    """The units whose reads through an ordered link span parent unit `unit` (each unit
+    read as the hull of its taps, whose ends never decrease from unit to unit): searched
+    outwards from where the link's ratio puts them, then by bisection; None where a unit
+    reads nothing, which leaves the order unknown."""
+
+    def ends(u: int) -> Interval | None:
+        taps = link.reads(u)
+        return (min(t[0] for t in taps), max(t[1] for t in taps)) if taps else None
+
+    def reaches(u: int) -> bool | None:
+        span = ends(u)
+        return None if span is None else span[1] >= unit
+
+    def passes(u: int) -> bool | None:
+        span = ends(u)
+        return None if span is None else span[0] > unit
+
+    guess = int(unit / link.ratio) if link.ratio else 0
+    first, past = first_where(reaches, guess), first_where(passes, guess)
+    if first is None or past is None:
+        return None
+    return first, past - 1
+
+
+FAR = 1 << 40  # beyond any unit a tensor has: where the search gives up
+
+
+def hull(a: Interval | None, b: Interval | None) -> Interval | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
+# Irregular candidates beyond this many: the map is taken as having no order at all.
+_MOST_IRREGULAR = 256
+
+
+def irregular_candidates(links: tuple[Link, ...]) -> list[int] | None:
+    """The units of a map with `links` that may be irregular (`AxisMap.irregular`): those of
+    each link's breaks and those that read a parent's irregular unit. The map then keeps the
+    ones that are (`AxisMap._still_irregular`), so that one reflection padding does not
+    leave every map after it irregular."""
+    if not links:
+        return []
+    zones: list[Interval] = []
+    for link in links:
+        if link.monotone and not link.breaks and link.parent.irregular == ():
+            continue  # every unit in order: no candidate (most maps)
+        parent = link.parent.irregular
+        if not link.monotone or parent is None or (link.breaks and parent):
+            return None
+        zones += [zone for zone in link.breaks if zone[0] <= zone[1]]
+        for unit in parent:
+            readers = readers_of(link, unit)
+            if readers is None:
+                return None
+            zones.append(readers)
+    if not zones:
+        return []
+    if sum(last - first + 1 for first, last in zones) > _MOST_IRREGULAR:
+        return None
+    return sorted({unit for first, last in zones for unit in range(first, last + 1)})

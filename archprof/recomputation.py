@@ -1,0 +1,33 @@
+"""A checkpointed region's recomputation in the backward pass, as the training recorder
+records it (`Replay`), and which forward op a recomputed op may run again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archprof.graph import OpNode
+
+
+@dataclass
+class Replay:
+    """One recomputation of a checkpointed region, as recorded so far."""
+
+    node: object  # the autograd node that asked for it
+    starts: list[int]  # the forward ops its ops may run again from, each fitting them all
+    start: int  # the one they are attributed by: the latest
+    ops: list[int]  # its ops (indices in `TrainingRecorder.backward_ops`)
+    nodes: list[tuple[int, object]]  # (its op, an autograd node that op made, tagged by it)
+
+
+def replay_key(op: OpNode) -> tuple:
+    """What a recomputed op shares with the forward op it runs again: the operator and the
+    shapes it makes."""
+    return op.op, tuple(t.shape for t in op.outputs)
+
+
+def fits(forward: OpNode, key: tuple, path: str | None) -> bool:
+    """Whether a recomputed op (its `replay_key`; `path`: the module call running it, None
+    outside any) may run `forward` again."""
+    if replay_key(forward) != key:
+        return False
+    return path is None or (forward.module is not None and forward.module.path == path)
