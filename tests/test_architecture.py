@@ -1,5 +1,6 @@
 """The house's shape: archprof's own imports, module level and inside functions alike,
-form no cycle (data flows one way: load -> trace -> passes -> report -> render -> cli)."""
+form no cycle (data flows one way: load -> trace -> passes -> report -> render -> cli), and
+every module but the operator catalogue's stays near 500 lines (one job each)."""
 
 import ast
 from pathlib import Path
@@ -87,3 +88,28 @@ def test_archprof_imports_form_no_cycle():
     assert "archprof.analysis" in graph and "archprof.trace" in graph["archprof.analysis"]  # the parser sees imports
     found = cycles(graph)
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+# DESIGN.md: "a module has one job and stays near or under 500 lines". The operator catalogue
+# (its table and its cost formulas, one entry per operator) is the one exception.
+MOST_LINES = 600
+CATALOGUE = {"archprof.operators", "archprof.operators.costs"}
+
+
+def _too_long(modules: dict[str, Path]) -> dict[str, int]:
+    lengths = {name: len(path.read_text().splitlines()) for name, path in modules.items() if name not in CATALOGUE}
+    return {name: count for name, count in lengths.items() if count > MOST_LINES}
+
+
+def test_the_length_check_finds_a_long_module(tmp_path):
+    long, short = tmp_path / "long.py", tmp_path / "short.py"
+    long.write_text("x = 1\n" * (MOST_LINES + 1))
+    short.write_text("x = 1\n" * MOST_LINES)
+    assert _too_long({"long": long, "short": short}) == {"long": MOST_LINES + 1}
+
+
+def test_every_module_but_the_catalogue_stays_near_500_lines():
+    modules = _modules()
+    assert modules.keys() >= CATALOGUE  # the exception names modules that exist
+    too_long = _too_long(modules)
+    assert not too_long, f"modules over {MOST_LINES} lines (split them by job): {too_long}"

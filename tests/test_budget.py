@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 import archprof
-from archprof.budget import evaluate, load_budget_file, parse_limit
+from archprof.budget import evaluate, parse_limit
+from archprof.budget.files import load_budget_file
 from archprof.cli import app
 from archprof.errors import ArchprofError
 from tests.markdown_tables import first_table, html_in

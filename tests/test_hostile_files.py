@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import archprof
 import archprof.diff
-from archprof.budget import load_budget_file
+from archprof.budget.files import load_budget_file
 from archprof.cli import app
 from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.load import load_model, load_state_dict

@@ -417,7 +417,8 @@ def test_compare_train_and_check_max_training_flops():
 
 
 def test_a_budget_file_limits_training_flops(tmp_path):
-    from archprof.budget import check_entries, load_budget_file
+    from archprof.budget import check_entries
+    from archprof.budget.files import load_budget_file
 
     step = archprof.analyze("lenet5", training=True).totals.training_flops
     path = tmp_path / "archprof.toml"

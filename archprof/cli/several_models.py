@@ -199,7 +199,9 @@ def check(
     archprof check resnet18 mobilenet_v2 --max-params 12M
     archprof check --config examples/archprof.toml --junit budget.xml"""
 
-    from archprof import budget
+    from archprof.budget import EntryError, Verdict, check_all
+    from archprof.budget.files import find_budget_file, plan_check
+    from archprof.budget.verdicts import append_step_summary, junit_xml, verdict_rows
     from archprof.render import budget_table
     from archprof.render.base import Layout
 
@@ -213,7 +215,7 @@ def check(
         "max-training-memory": max_training_memory,
         "max-training-flops": max_training_flops,
     }
-    entries = budget.plan_check(
+    entries = plan_check(
         models or (),
         limits,
         config=config,
@@ -222,7 +224,7 @@ def check(
     )
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if junit is not None or step_summary:
-        budget_file = config or budget.find_budget_file()
+        budget_file = config or find_budget_file()
         model_files = [found for entry in entries for found in input_files(entry.model, base=entry.search_dir)]
         read = [("the budget file", budget_file), ("the --weights file", options.weights), *model_files]
     if junit is not None:
@@ -235,22 +237,22 @@ def check(
         check_appended(step_summary, "GITHUB_STEP_SUMMARY", read, [("the --junit file", junit)])
     with progress_display(quiet) as progress:
         # A model that cannot be checked (exit 2) does not hide the others' verdicts.
-        results = budget.check_all(entries, jobs=jobs, progress=progress)
-    verdicts = [result for result in results if isinstance(result, budget.Verdict)]
-    errors = [result for result in results if isinstance(result, budget.EntryError)]
+        results = check_all(entries, jobs=jobs, progress=progress)
+    verdicts = [result for result in results if isinstance(result, Verdict)]
+    errors = [result for result in results if isinstance(result, EntryError)]
     if verdicts:
         console = stdout_console()
-        table = budget_table(budget.verdict_rows(verdicts), len(errors), Layout(fitted_width(console)))
+        table = budget_table(verdict_rows(verdicts), len(errors), Layout(fitted_width(console)))
         with standard_output():
             console.print(table)
     if junit is not None:
         from archprof.output import write_atomically
 
-        write_atomically(junit, budget.junit_xml(results))
+        write_atomically(junit, junit_xml(results))
         say(f"wrote {junit}")
     if step_summary:
         try:
-            budget.append_step_summary(results, step_summary)
+            append_step_summary(results, step_summary)
         except OSError as exc:
             say(f"warning: cannot append to GITHUB_STEP_SUMMARY ({step_summary}): {exc.strerror}")
     for error in errors:

@@ -76,7 +76,7 @@ def comparison_table(
 
 
 def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout = Layout()) -> Group:
-    """One table per model and input, one row per limit (cells from `archprof.budget.verdict_rows`),
+    """One table per model and input, one row per limit (cells from `archprof.budget.verdicts.verdict_rows`),
     then the overall verdict: first, how many models could not be checked (`unchecked`), if any.
     Where a table's figures and verdicts side by side do not fit `layout.width`, one block per limit."""
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
@@ -98,7 +98,7 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout 
         parts.append(table if fits(table, layout.width) else stacked_rows(title, cells, width=layout.width))
     failed = sum(row["verdict"] != "pass" for row in rows)
     if unchecked:
-        from archprof.budget import unchecked_text
+        from archprof.budget.verdicts import unchecked_text
 
         parts.append(Text(f"ERROR: {unchecked_text(unchecked)} (on standard error)", style="bold red"))
     if failed:

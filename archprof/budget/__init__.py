@@ -1,0 +1,235 @@
+"""Model budgets for CI: limits and the verdicts of a model's report against them, budget
+entries and their checking, several at once (the budget files are files.py's, the verdicts'
+rows, JUnit XML and Markdown summary verdicts.py's).
+
+A budget is a set of limits on one model at one input, e.g. at most 30M parameters and 5G
+MACs. Limits come from the command line (`archprof check resnet50 --max-params 30M`) or
+from a budget file: `archprof.toml`, or `[tool.archprof]` in `pyproject.toml`:
+
+    [[models]]
+    name = "resnet50"            # a built-in name, or "package.module:factory"
+    input = "3x224x224"          # optional for built-ins: one sample's shape
+    batch = 1                    # optional, default 1
+    dtype = "float32"            # optional: float32, float16 or bfloat16
+    max-params = "30M"           # counts: K, M, G, T (decimal), "1.5G", or a plain integer
+    max-macs = "5G"
+    max-flops = "10G"
+    max-activation = "200MB"     # sizes: kB, MB, GB, TB (decimal), KiB, MiB, GiB, TiB (binary)
+    max-peak-memory = "1GB"      # inference: parameters, buffers and the largest live activations
+    min-receptive-field = 200    # pixels: the field of the last spatial layer
+    max-training-memory = "8GB"  # one training step's peak, backward included (optimizer state too)
+    optimizer = "adam"           # for max-training-memory: sgd (default), momentum, adam, ... (archprof.optimizers)
+    max-training-flops = "30G"   # one training step: forward and backward (the backward traced on meta)
+
+(In pyproject.toml the table is `[[tool.archprof.models]]`.) Anything wrong in a file is an
+ArchprofError naming the file, the line and the key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archprof.analysis import analyze
+from archprof.comparison import METRICS, Metric, final_receptive_field_bound, final_receptive_field_dims
+from archprof.errors import ArchprofError
+from archprof.load import ModelOptions, parse_dtype
+from archprof.parallel import Progress, ordered_map
+from archprof.report import Report
+from archprof.text import dims_text
+from archprof.units import (
+    human_value,
+    parse_count,
+    parse_pixels,
+    parse_size,
+    shapes_text,
+)
+
+# -- limits ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limit:
+    key: str  # as in budgets: "max-params", "min-receptive-field"
+    metric: Metric
+    bound: str  # "max" or "min"
+    threshold: int
+    text: str  # as the user wrote it, e.g. "30M"
+
+    def margin(self, value: int) -> int:
+        """Headroom: how far the value is inside the limit (negative when it is exceeded)."""
+        return self.threshold - value if self.bound == "max" else value - self.threshold
+
+
+LIMIT_KEYS: dict[str, tuple[str, str]] = {
+    "max-params": ("params", "max"),
+    "max-macs": ("macs", "max"),
+    "max-flops": ("flops", "max"),
+    "max-activation": ("activation", "max"),
+    "max-peak-memory": ("peak-memory", "max"),
+    "min-receptive-field": ("receptive-field", "min"),
+    "max-training-memory": ("training-memory", "max"),
+    "max-training-flops": ("training-flops", "max"),
+}
+
+
+def parse_limit(key: str, value: Any) -> Limit:
+    metric_key, bound = LIMIT_KEYS[key]
+    metric = METRICS[metric_key]
+    parse = {"bytes": parse_size, "pixels": parse_pixels}.get(metric.unit, parse_count)
+    try:
+        threshold = parse(value)
+    except ArchprofError as exc:
+        raise ArchprofError(f"{key}: {exc}") from None
+    return Limit(key, metric, bound, threshold, str(value).strip())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    model: str
+    input_shape: str  # batch included, e.g. "1x3x224x224"
+    limit: Limit
+    value: int
+    optimizer: str = ""  # of a max-training-memory limit: the optimizer whose step it was
+    bound: str = ""  # of a receptive-field limit: why the value is only an upper bound ("an upper bound: ...")
+    field: tuple[int, ...] = ()  # of a receptive-field limit: the field per dimension, `value` its smallest side
+
+    @property
+    def value_text(self) -> str:
+        """The value as tables show it; a field per dimension, as summary and rf show it:
+        "212x212", "≤2x2" where it is only an upper bound."""
+        shown = dims_text(self.field) if self.field else human_value(self.limit.metric.unit, self.value)
+        return ("≤" if self.bound else "") + shown
+
+    @property
+    def margin(self) -> int:
+        return self.limit.margin(self.value)
+
+    @property
+    def limit_text(self) -> str:
+        """The limit as written, e.g. "max-params 30M", "max-training-memory 8GB (adam)"."""
+        return f"{self.limit.key} {self.limit.text}{self._optimizer_suffix}"
+
+    @property
+    def limit_name(self) -> str:
+        """The limit's key, with the optimizer it was checked for: "max-training-memory (adam)"."""
+        return f"{self.limit.key}{self._optimizer_suffix}"
+
+    @property
+    def _optimizer_suffix(self) -> str:
+        return f" ({self.optimizer})" if self.optimizer else ""
+
+    @property
+    def passed(self) -> bool:
+        return self.margin >= 0
+
+
+def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) -> list[Verdict]:
+    """One verdict per limit. A metric this archprof cannot compute raises ArchprofError."""
+
+    shape = shapes_text(report.input_shapes)
+    verdicts = []
+    for limit in limits:
+        try:
+            value = limit.metric.read(report)
+        except ArchprofError as exc:
+            raise ArchprofError(f"{limit.key}: {exc}") from None
+        optimizer = (report.totals.optimizer or "") if limit.key == "max-training-memory" else ""
+        field = limit.metric.key == "receptive-field"
+        bound = final_receptive_field_bound(report) if field else ""
+        dims = final_receptive_field_dims(report) if field else ()
+        verdicts.append(Verdict(model or report.model, shape, limit, value, optimizer, bound, dims))
+    return verdicts
+
+
+# -- what to check -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetEntry:
+    """One model at one input with its limits (from the command line or a budget file)."""
+
+    model: str  # a built-in name or "package.module:factory"
+    limits: tuple[Limit, ...]
+    input_size: tuple[int, ...] | None = None
+    batch: int = 1
+    dtype: str | None = None
+    optimizer: str = "sgd"  # for max-training-memory: a name in archprof.optimizers.OPTIMIZERS
+    source: str = ""  # "archprof.toml, line 3": where the entry was defined, for errors
+    search_dir: Path | None = field(default=None, compare=False)  # where "module:factory" modules live
+    # From the command line: inputs (replacing input_size), factory arguments, weights, trust.
+    options: ModelOptions = field(default_factory=ModelOptions)
+
+    def where(self) -> str:
+        return f"{self.source}: " if self.source else ""
+
+
+def check_entry(entry: BudgetEntry) -> list[Verdict]:
+    """Analyse the entry's model and judge every limit."""
+
+    dtype = parse_dtype(entry.dtype) if entry.dtype else None
+    try:
+        # Once for both analyses; files and modules are looked for in the budget file's folder first.
+        loaded = entry.options.load(entry.model, base_dir=entry.search_dir)
+        inputs = entry.options.inputs or ((entry.input_size,) if entry.input_size is not None else None)
+        if loaded.default_inputs is None and inputs is None:
+            hint = 'input = "3x224x224"' if entry.source else "--input 3x224x224"
+            raise ArchprofError(f"model '{entry.model}' has no default input: give one, e.g. {hint}")
+        verdicts: dict[Limit, Verdict] = {}
+        # Inference figures from an inference analysis; the training estimate from a training one.
+        for training in (False, True):
+            limits = [limit for limit in entry.limits if limit.metric.training is training]
+            if not limits:
+                continue
+            report = analyze(
+                loaded,
+                inputs=inputs,
+                batch=entry.batch,
+                dtype=dtype,
+                fold_bn=entry.options.fold_bn,
+                **({"training": True, "optimizer": entry.optimizer} if training else {}),
+            )
+            verdicts.update(zip(limits, evaluate(report, limits, model=entry.model), strict=True))
+        return [verdicts[limit] for limit in entry.limits]
+    except ArchprofError as exc:  # which entry: its line in the budget file, else its model
+        raise ArchprofError(f"{entry.where() or f'{entry.model}: '}{exc}") from None
+
+
+@dataclass(frozen=True)
+class EntryError:
+    """An entry that could not be checked (a model that does not load, a forward that
+    fails): its model and the error, which names the entry's line or model."""
+
+    model: str
+    message: str
+
+
+def _checked(entry: BudgetEntry) -> list[Verdict] | EntryError:
+    try:
+        return check_entry(entry)
+    except ArchprofError as exc:
+        return EntryError(entry.model, str(exc))
+
+
+def check_all(
+    entries: Sequence[BudgetEntry], jobs: int | None = None, progress: Progress | None = None
+) -> list[Verdict | EntryError]:
+    """Every entry's verdicts, in order, an entry that could not be checked as its
+    EntryError (the others are checked all the same); the entries analysed in `jobs` worker
+    processes (None: one per core, 1: in this process), as `archprof.parallel.ordered_map`
+    runs them."""
+    per_entry = ordered_map(_checked, entries, jobs=jobs, progress=progress, phase="checking")
+    return [item for result in per_entry for item in ([result] if isinstance(result, EntryError) else result)]
+
+
+def check_entries(
+    entries: Sequence[BudgetEntry], jobs: int | None = None, progress: Progress | None = None
+) -> list[Verdict]:
+    """Every entry's verdicts, in order (`check_all`); an entry that could not be checked
+    raises its ArchprofError, the first in order."""
+    results = check_all(entries, jobs=jobs, progress=progress)
+    for result in results:
+        if isinstance(result, EntryError):
+            raise ArchprofError(result.message)
+    return results

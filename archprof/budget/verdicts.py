@@ -1,0 +1,129 @@
+"""What `archprof check` reports of its verdicts: plain-text rows, a Markdown summary (GitHub
+Actions' step summary) and JUnit XML."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+from archprof.budget import EntryError, Verdict
+from archprof.text import limits_verdict, markdown_code, markdown_literal, visible_text
+from archprof.units import (
+    human_value,
+    percent_change_text,
+)
+
+
+def format_margin(verdict: Verdict) -> str:
+    margin = verdict.margin
+    sign = "-" if margin < 0 else "+"
+    shown = human_value(verdict.limit.metric.unit, abs(margin))
+    if verdict.limit.threshold:
+        return f"{sign}{shown} ({percent_change_text(margin / verdict.limit.threshold)})"
+    return f"{sign}{shown}"
+
+
+def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
+    """Plain text cells, one dict per limit: model, input, limit, value, margin, verdict."""
+    return [
+        {
+            "model": v.model,
+            "input": v.input_shape,
+            "limit": v.limit_text,
+            "value": v.value_text,
+            "margin": format_margin(v),
+            "verdict": "pass" if v.passed else "FAIL",
+        }
+        for v in verdicts
+    ]
+
+
+def unchecked_text(count: int) -> str:
+    """ "1 model could not be checked", "2 models ...": what a verdict says of EntryErrors."""
+    return f"{count} model{'s' * (count != 1)} could not be checked"
+
+
+def markdown_summary(results: Sequence[Verdict | EntryError]) -> str:
+    """The verdict as GitHub-flavoured Markdown (for $GITHUB_STEP_SUMMARY); an entry that
+    could not be checked is a row with its error."""
+
+    verdicts = [v for v in results if isinstance(v, Verdict)]
+    errors = len(results) - len(verdicts)
+    failed = sum(not v.passed for v in verdicts)
+    models = len(dict.fromkeys((v.model, v.input_shape) for v in verdicts))
+    if errors:
+        exceeded = f", {limits_verdict(failed, len(verdicts))}" if failed else ""
+        title = f"### ⚠️ archprof budget: {unchecked_text(errors)}{exceeded}"
+    elif failed:
+        title = f"### ❌ archprof budget: {limits_verdict(failed, len(verdicts))}"
+    else:
+        title = f"### ✅ archprof budget: {limits_verdict(0, len(verdicts))} ({models} model{'s' * (models != 1)})"
+    lines = [title, "", "| Model | Input | Limit | Value | Margin | Verdict |", "|---|---|---|---:|---:|---|"]
+    for result in results:
+        if isinstance(result, EntryError):
+            cells = [markdown_code(result.model), "", markdown_literal(result.message), "", "", "⚠️ **ERROR**"]
+        else:
+            row = verdict_rows([result])[0]
+            verdict = "✅ pass" if row["verdict"] == "pass" else "❌ **FAIL**"
+            cells = [markdown_code(row["model"]), row["input"], markdown_code(row["limit"]), row["value"]]
+            cells += [row["margin"], verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
+def append_step_summary(results: Sequence[Verdict | EntryError], path: str | Path) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(markdown_summary(results))
+
+
+def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
+    """JUnit XML: one testsuite per model and input, one testcase per limit, <failure> when exceeded;
+    an entry that could not be checked, a testsuite of the model with one testcase, its <error>.
+    The model's name and the limits as written are given with control characters shown as
+    escapes (`visible_text`): XML 1.0 has no way to hold most of them."""
+    suites = ET.Element("testsuites", name="archprof budget")
+    by_model: dict[tuple[str, str] | int, list[Verdict] | EntryError] = {}
+    for index, result in enumerate(results):
+        if isinstance(result, EntryError):
+            by_model[index] = result
+        else:
+            by_model.setdefault((result.model, result.input_shape), []).append(result)
+    for group in by_model.values():
+        if isinstance(group, EntryError):
+            model, message = visible_text(group.model), visible_text(group.message)
+            suite = ET.SubElement(suites, "testsuite", name=model, tests="1", failures="0", errors="1", skipped="0")
+            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name="check")
+            ET.SubElement(case, "error", message=message, type="ArchprofError").text = message
+            continue
+        name, shape = group[0].model, group[0].input_shape
+        model = visible_text(name)
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=f"{model} ({shape})",
+            tests=str(len(group)),
+            failures=str(sum(not v.passed for v in group)),
+            errors="0",
+            skipped="0",
+        )
+        for verdict in group:
+            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit_name)
+            exact = f"{verdict.value:,} px, its smallest side" if verdict.field else f"{verdict.value:,}"
+            detail = f"{verdict.limit.metric.label} {verdict.value_text} ({exact}) at input {shape}"
+            limit = visible_text(verdict.limit_text)
+            if verdict.passed:
+                ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"
+            else:
+                bound = "over" if verdict.limit.bound == "max" else "under"
+                message = f"{detail} is {bound} {limit} ({format_margin(verdict)})"
+                ET.SubElement(case, "failure", message=message, type="BudgetExceeded").text = message
+    verdicts = [v for v in results if isinstance(v, Verdict)]
+    suites.set("tests", str(len(results)))
+    suites.set("failures", str(sum(not v.passed for v in verdicts)))
+    suites.set("errors", str(len(results) - len(verdicts)))
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+# -- what `archprof check` checks --------------------------------------------------------
