@@ -330,7 +330,7 @@ def _reduced_mean(args, kwargs):
 
 def _verdict(state, row: dict, real, x, spatial: tuple[int, ...]) -> dict:
     """The row's verdict and both boxes, from the gradient of its output's unit 0."""
-    from archprof.passes.receptive_field.walk import Field
+    from archprof.passes.receptive_field.dims import Field
 
     dims = state.dims if isinstance(state, Field) else ()
     if any(entry is not None and not isinstance(entry, (AxisMap, *FLAT)) for entry in dims):
