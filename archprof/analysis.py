@@ -40,7 +40,7 @@ from archprof.passes.receptive_field import receptive_field_columns
 from archprof.random_state import random_state_kept
 from archprof.report import Report, layer_label
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
-from archprof.trace import MetaUnsupported, TraceInput, trace
+from archprof.tracing.trace import MetaUnsupported, TraceInput, trace
 from archprof.units import checked_count, shape_text, shapes_text
 
 ModelSpec = str | os.PathLike | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel

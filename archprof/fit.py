@@ -17,7 +17,7 @@ from archprof.errors import ArchprofError, shown
 from archprof.measure.device import beyond_free_memory, cpu_available_memory
 from archprof.passes.optimizer_state import optimizer_state_copies
 from archprof.report import Report
-from archprof.trace import NeedsTwoSamples
+from archprof.tracing.trace import NeedsTwoSamples
 from archprof.units import human_bytes
 
 # --fit: traces allowed before giving up on a model whose memory is not affine in the batch.

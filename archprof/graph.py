@@ -161,7 +161,7 @@ class FunctionCall:
 @dataclass(slots=True)
 class EngineNotes:
     """What the autograd engine does in a training step that the recorded ops do not say by
-    themselves: noted by the training recorder (`archprof.training_recorder`) as the step
+    themselves: noted by the training recorder (`archprof.tracing.training_recorder`) as the step
     runs, read by the step's memory timeline (`passes.training_memory.training_timeline`)."""
 
     # The storages of gradients the backward pass copied into a layout of other strides

@@ -2,8 +2,8 @@
 timm model, each built on meta and analysed twice. Once as archprof does; once built under
 torch's own `torch.device("meta")` (every constructor and initialiser runs as torch has it,
 not `archprof.meta.on_meta`'s), analysed under a torch-function mode that passes every
-call through (with one active, no module call takes a shortcut, `archprof.shortcuts`, nor
-is copied from an earlier one, `archprof.replay`: every forward runs) and with the
+call through (with one active, no module call takes a shortcut, `archprof.tracing.shortcuts`, nor
+is copied from an earlier one, `archprof.tracing.replay`: every forward runs) and with the
 recorder refusing the calls `archprof.kernels` would hand it straight (a functional batch
 norm then goes through the dispatcher). The two graphs and reports must be equal, `repr`
 for `repr`, at batch 1 in the model's dtype and at batch 2 in float16. Writes
@@ -38,14 +38,14 @@ class _Passing(TorchFunctionMode):
 
 @contextlib.contextmanager
 def _through_the_dispatcher():
-    import archprof.recorder
+    import archprof.tracing.recorder
 
-    answer_call = archprof.recorder.Recorder.answer_call
-    archprof.recorder.Recorder.answer_call = lambda self, func, args: None
+    answer_call = archprof.tracing.recorder.Recorder.answer_call
+    archprof.tracing.recorder.Recorder.answer_call = lambda self, func, args: None
     try:
         yield
     finally:
-        archprof.recorder.Recorder.answer_call = answer_call
+        archprof.tracing.recorder.Recorder.answer_call = answer_call
 
 
 @contextlib.contextmanager
@@ -63,7 +63,7 @@ def _built_as_torch_builds():
 
 def check_one(spec: str) -> tuple[str, dict[str, str], int]:
     """(spec, variant -> "same" / "DIFFERENT" / "failed: why", blocks copied at batch 1)."""
-    import archprof.replay
+    import archprof.tracing.replay
     from archprof.analysis import analysis
     from archprof.errors import first_line
     from archprof.load import load_model
@@ -71,7 +71,7 @@ def check_one(spec: str) -> tuple[str, dict[str, str], int]:
     _hubs()
     warnings.simplefilter("ignore")
     copied = 0
-    copy = archprof.replay._copy
+    copy = archprof.tracing.replay._copy
 
     def counted(*args):
         nonlocal copied
@@ -79,7 +79,7 @@ def check_one(spec: str) -> tuple[str, dict[str, str], int]:
         copied += output is not None
         return output
 
-    archprof.replay._copy = counted
+    archprof.tracing.replay._copy = counted
     outcome, copies = {}, {}
     for name, options in VARIANTS.items():
         copied = 0
@@ -95,7 +95,7 @@ def check_one(spec: str) -> tuple[str, dict[str, str], int]:
             continue
         same = repr((fast.graph, fast.report.columns)) == repr((plain.graph, plain.report.columns))
         outcome[name] = "same" if same else "DIFFERENT"
-    archprof.replay._copy = copy
+    archprof.tracing.replay._copy = copy
     return spec, outcome, copies.get("batch 1", 0)
 
 
@@ -139,7 +139,8 @@ def main() -> None:
     with_copies = [copies for _, _, copies in rows if copies]
     lines += [
         "",
-        f"Models with blocks copied (`archprof.replay`, batch 1): {len(with_copies)}; {sum(with_copies)} copies.",
+        f"Models with blocks copied (`archprof.tracing.replay`, batch 1): {len(with_copies)};"
+        f" {sum(with_copies)} copies.",
     ]
     wrong = [(spec, outcome) for spec, outcome, _ in rows if any(o != "same" for o in outcome.values())]
     if wrong:

@@ -4,7 +4,7 @@ CPU lays an output out otherwise, against the CPU kernels'."""
 import torch
 from torch._prims_common import check_significant_strides
 
-from archprof.recorder import Recorder
+from archprof.tracing.recorder import Recorder
 
 
 class _Outputs(torch.utils._python_dispatch.TorchDispatchMode):

@@ -22,8 +22,8 @@ from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.flops import op_cost
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.rules import rule_for
-from archprof.recorder import Recorder
-from archprof.trace import trace
+from archprof.tracing.recorder import Recorder
+from archprof.tracing.trace import trace
 from archprof.zoo import MODELS
 from tests.fast_path import check_answers_match_the_meta_kernel, check_laid_out_as_the_cpu
 

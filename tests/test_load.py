@@ -419,7 +419,7 @@ def test_torchscript_under_a_profiler_of_the_callers_keeps_its_rows_by_parameter
 def test_torchscript_with_a_torch_lacking_the_profiler_api_keeps_its_rows_by_parameters(tmp_path, tiny, monkeypatch):
     """A torch whose private profiler API archprof reads stacks with is missing (it imports
     it guarded): the same rows as under a caller's profiler, no error."""
-    from archprof import script_stacks
+    from archprof.tracing import script_stacks
 
     monkeypatch.setattr(script_stacks, "_RecordFunctionFast", None)
     path = tmp_path / "cnn.pt"
@@ -837,7 +837,7 @@ def test_a_torchscript_file_traced_on_the_cpu_holds_its_weights_once(tmp_path, m
     weights of the module archprof loaded, not a second set of them: each of its parameters'
     and buffers' storages is one of that module's (data_ptr, the oracle). Before, the copy
     held its own, twice the weights in memory during the forward."""
-    import archprof.trace as trace_module
+    import archprof.tracing.trace as trace_module
 
     model = _NormsAndReadsAValue()
     path = tmp_path / "reads.pt"
@@ -1057,7 +1057,7 @@ def test_fallback_runs_a_callers_module_without_changing_it(tiny):
 
 def test_fallback_equals_the_meta_trace_where_both_run(tiny):
     from archprof.analysis import build_report
-    from archprof.trace import trace
+    from archprof.tracing.trace import trace
 
     model = tiny.TinyNet().eval()
     meta = archprof.analyze(model, input_size=(3, 8, 8), batch=2)

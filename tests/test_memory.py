@@ -21,7 +21,7 @@ from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.fit import MAX_FIT_TRACES, fit_batch, predicted_bytes
 from archprof.passes.liveness import model_state_storages
 from archprof.passes.memory import saved_activations
-from archprof.trace import trace
+from archprof.tracing.trace import trace
 from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks
 from tests.models import (
@@ -463,7 +463,7 @@ PROFILED_MODELS = {
     ),
     # composites a CPU runs as one operator: the temporaries it makes and frees inside are its workspace
     **{
-        # nn.LayerNorm answered directly (archprof.shortcuts); the others through their forward
+        # nn.LayerNorm answered directly (archprof.tracing.shortcuts); the others through their forward
         f"a conv, then nn.{norm.__class__.__name__}": (
             lambda norm=norm: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norm),
             (3, 16, 16),

@@ -20,7 +20,7 @@ from archprof.kernels.recurrent import CELL_LOOP, LSTM, ONEDNN_LSTM, onednn_lstm
 from archprof.passes.flops import op_cost
 from archprof.passes.memory import saved_activations
 from archprof.passes.training_memory import training_timeline
-from archprof.trace import trace
+from archprof.tracing.trace import trace
 from tests.memory_oracle import profiled_peaks, profiled_training_peaks
 from tests.models import Calls, LinearOnTransposed
 from tests.operator_names import OperatorNames

@@ -1,8 +1,8 @@
-"""archprof.replay: a block copied from an earlier call records what its forward would have.
+"""archprof.tracing.replay: a block copied from an earlier call records what its forward would have.
 
 The oracle is the same trace under a torch-function mode that passes every call through
 (`Passing`, as in test_shortcuts): no block is copied there and every forward runs. A spy on
-`archprof.replay._copy` counts the copies, so that each test says which way its trace went."""
+`archprof.tracing.replay._copy` counts the copies, so that each test says which way its trace went."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import archprof
-import archprof.replay
-from archprof.trace import trace
+import archprof.tracing.replay
+from archprof.tracing.trace import trace
 from tests.memory_oracle import profiled_peaks
 
 F = torch.nn.functional
@@ -30,7 +30,7 @@ class Passing(TorchFunctionMode):
 def copies(monkeypatch) -> list:
     """The calls copied: (the path copied to, from the path recorded)."""
     made = []
-    original = archprof.replay._copy
+    original = archprof.tracing.replay._copy
 
     def spy(recording, recorder, path, args, kernels):
         output = original(recording, recorder, path, args, kernels)
@@ -38,7 +38,7 @@ def copies(monkeypatch) -> list:
             made.append((path, recording.start.path))
         return output
 
-    monkeypatch.setattr(archprof.replay, "_copy", spy)
+    monkeypatch.setattr(archprof.tracing.replay, "_copy", spy)
     return made
 
 

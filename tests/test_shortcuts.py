@@ -1,4 +1,4 @@
-"""archprof.shortcuts: a module call answered without its forward records what the forward
+"""archprof.tracing.shortcuts: a module call answered without its forward records what the forward
 records. The oracle is the same trace under a torch-function mode that passes every call
 through (`Passing`): no shortcut is taken there, and the module's forward runs. A spy on
 the functional call each forward makes says whether it ran."""
@@ -16,9 +16,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import archprof
-import archprof.recorder
+import archprof.tracing.recorder
 from archprof.errors import ArchprofError
-from archprof.trace import trace
+from archprof.tracing.trace import trace
 
 F = torch.nn.functional
 
@@ -264,8 +264,8 @@ def test_a_functional_batch_norm_skips_the_dispatcher_and_records_the_same(optio
     """The oracle: the same trace with the recorder refusing the call, which then goes down
     through the C++ dispatcher and back into the recorder."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), _FunctionalNorm(4, **options)).to("meta", dtype).eval()
-    answer_call = archprof.recorder.Recorder.answer_call
-    monkeypatch.setattr(archprof.recorder.Recorder, "answer_call", lambda *args: None)
+    answer_call = archprof.tracing.recorder.Recorder.answer_call
+    monkeypatch.setattr(archprof.tracing.recorder.Recorder, "answer_call", lambda *args: None)
     expected = _traced(model, (2, 3, 6, 6))
     answered = []
 
@@ -274,7 +274,7 @@ def test_a_functional_batch_norm_skips_the_dispatcher_and_records_the_same(optio
         answered.append(out is not None)
         return out
 
-    monkeypatch.setattr(archprof.recorder.Recorder, "answer_call", spy)
+    monkeypatch.setattr(archprof.tracing.recorder.Recorder, "answer_call", spy)
     assert _traced(model, (2, 3, 6, 6)) == expected
     assert answered == [True]
     assert "aten.native_batch_norm" in expected
@@ -283,7 +283,9 @@ def test_a_functional_batch_norm_skips_the_dispatcher_and_records_the_same(optio
 def test_a_functional_batch_norm_goes_through_the_dispatcher_in_a_training_step(monkeypatch):
     """Autograd must see the call: the recorder is not handed it."""
     model = nn.Sequential(_FunctionalNorm(4, batch_statistics=True)).to("meta")
-    monkeypatch.setattr(archprof.recorder.Recorder, "answer_call", lambda *a: pytest.fail("handed to the recorder"))
+    monkeypatch.setattr(
+        archprof.tracing.recorder.Recorder, "answer_call", lambda *a: pytest.fail("handed to the recorder")
+    )
     graph = trace(model, [(2, 4, 3, 3)], training=True)
     assert "aten.native_batch_norm" in [op.op for op in graph.ops] and graph.backward_ops
 
@@ -372,7 +374,7 @@ def test_timm_batch_norm_act_children_are_hooked_as_module_calls(hub_packages):
 def test_timm_batch_norm_act_forward_patched_runs_the_patch(hub_packages, monkeypatch):
     """A class forward replaced before archprof first meets the class, or after: the patch
     runs (an addition after the batch norm), until it is taken back."""
-    import archprof.shortcuts as shortcuts
+    import archprof.tracing.shortcuts as shortcuts
 
     norm_act = hub_packages[1].layers.BatchNormAct2d
     original = norm_act.forward

@@ -12,7 +12,7 @@ from torch import nn
 
 import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
-from archprof.trace import trace
+from archprof.tracing.trace import trace
 from tests.models import Calls, FunctionalOps, Residual, Uncounted, WithUnusedHead
 
 ROOT = Path(__file__).parents[1]
@@ -142,7 +142,7 @@ def _updates_running_statistics(graph) -> bool:
 
 
 def test_a_models_own_train_is_respected_and_every_mode_put_back():
-    from archprof.trace import trace
+    from archprof.tracing.trace import trace
 
     model = FrozenNorm().to("meta")
     model.eval()
@@ -962,7 +962,7 @@ def test_an_autocast_region_that_changes_nothing_or_is_run_for_real_is_not_warne
 def test_recorders_empty_outputs_are_torch_empty_ones(shape):
     """The fast path's outputs (`_empty`, made by empty_strided for speed) are what torch.empty
     makes: sizes, strides, storage size and every contiguity flag the kernels that follow read."""
-    from archprof.meta_outputs import _empty
+    from archprof.tracing.meta_outputs import _empty
 
     def layout(t):
         formats = {4: [torch.channels_last], 5: [torch.channels_last_3d]}.get(t.dim(), [])

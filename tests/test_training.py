@@ -19,8 +19,8 @@ from archprof.errors import ArchprofWarning
 from archprof.meta import on_meta
 from archprof.passes.flops import op_cost
 from archprof.report.columns import TRAINING_COLUMNS
-from archprof.trace import trace
-from archprof.training_recorder import TrainingRecorder
+from archprof.tracing.trace import trace
+from archprof.tracing.training_recorder import TrainingRecorder
 from archprof.zoo import MODELS
 from tests.cli import cli, one_error_line
 from tests.models import Calls, Checkpointed

@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 import archprof
 from archprof.passes.flops import op_cost
-from archprof.trace import trace
+from archprof.tracing.trace import trace
 from tests.test_training import counted_training_flops
 from tests.test_training_peak import real_optimizer_step
 

@@ -28,7 +28,7 @@ from archprof.operators.shapes import is_dense
 from archprof.optimizers import OPTIMIZERS
 from archprof.passes.liveness import liveness
 from archprof.passes.training_memory import training_timeline
-from archprof.trace import trace
+from archprof.tracing.trace import trace
 from archprof.units import human_bytes
 from archprof.zoo import MODELS
 from tests.memory_oracle import (

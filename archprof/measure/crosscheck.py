@@ -15,7 +15,7 @@ from archprof.graph import Graph
 from archprof.measure.peak_memory import Peak, measured_text
 from archprof.report import Report, layer_label
 from archprof.structure import tensors_in
-from archprof.trace import native_attention_off
+from archprof.tracing.trace import native_attention_off
 from archprof.units import shape_text, shapes_text
 
 # The cross-check accepts measured / predicted peak memory within these bounds. A

@@ -13,9 +13,9 @@ import torch
 
 from archprof.analysis import Analysis
 from archprof.errors import ArchprofError, first_line, memory_for, shown
-from archprof.model_state import in_traced_mode
 from archprof.report import Report
-from archprof.trace import forward_exits_as_errors
+from archprof.tracing.model_state import in_traced_mode
+from archprof.tracing.trace import forward_exits_as_errors
 from archprof.units import human_bytes, tensor_text
 
 

@@ -32,10 +32,10 @@ from archprof.analysis import Analysis, analysis
 from archprof.load import InputsLike, LoadedModel
 from archprof.measure.device import ForwardInputs, device_name, random_inputs, real_run_errors
 from archprof.meta import has_uninitialised, is_uninitialised
-from archprof.model_state import in_traced_mode
 from archprof.optimizers import optimizer_model
 from archprof.random_state import random_state_kept
 from archprof.structure import tensors_in
+from archprof.tracing.model_state import in_traced_mode
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from archprof.errors import ArchprofError
 from archprof.graph import ParameterInfo, TensorMeta
 from archprof.meta import is_uninitialised
-from archprof.recorder import Recorder
+from archprof.tracing.recorder import Recorder
 
 
 def stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> bool:

@@ -1,7 +1,7 @@
 """Attributing a traced forward's operators to module calls without hooks (a TorchScript
 module, or one marked `_archprof_attribution = "parameters"`): by the parameters and buffers
 each operator reads (`ParameterAttribution._owner_call`), or by the TorchScript call stacks
-read for them (`ParameterAttribution.follow_chains`): methods of `archprof.recorder.Recorder`,
+read for them (`ParameterAttribution.follow_chains`): methods of `archprof.tracing.recorder.Recorder`,
 on the state its `__init__` sets (`_owners`, `_open`, `_chosen`, `_versions`, `_by_parameters`).
 """
 
@@ -11,14 +11,14 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from archprof.graph import ModuleCall, TensorMeta
-from archprof.op_info import OpInfo
-from archprof.script_calls import Link
 from archprof.structure import tensors_in
+from archprof.tracing.op_info import OpInfo
+from archprof.tracing.script_calls import Link
 
 
 class ParameterAttribution:
     """The recorder's attribution of operators by the parameters they read, and by the call
-    stacks `archprof.script_calls` reads (methods of `Recorder`, on its state)."""
+    stacks `archprof.tracing.script_calls` reads (methods of `Recorder`, on its state)."""
 
     def _owner_call(
         self, info: OpInfo, inputs: tuple[TensorMeta, ...], outputs: tuple[TensorMeta, ...], root: ModuleCall

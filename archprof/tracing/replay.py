@@ -32,7 +32,7 @@ does (`benchmarks/fast_paths_check.py` compares every one with its plain forward
 
 Copying pays where a block's Python reaches many operators for few module calls (an
 attention block: ViT-B/16's trace takes half the time). Where most of a block's calls are
-layers that `archprof.shortcuts` answers (a ResNet bottleneck), comparing the modules costs
+layers that `archprof.tracing.shortcuts` answers (a ResNet bottleneck), comparing the modules costs
 about what running them does; a class whose calls reach fewer operators than they make
 module calls (shortcuts apart) is not watched again, nor one whose calls were compared in
 vain four times with none copied (torchvision's ConvNeXt and EfficientNet blocks each have
@@ -50,17 +50,17 @@ import torch
 from torch import nn
 
 from archprof.graph import ModuleCall, OpNode, TensorMeta
-from archprof.shortcuts import may_shortcut
 from archprof.structure import map_op_args
+from archprof.tracing.shortcuts import may_shortcut
 
 # What every nn.Module holds of its own (its registries, hooks and mode) and the trace's
-# wrapper "forward". `archprof.trace` leaves them to its own steps; here the registries
+# wrapper "forward". `archprof.tracing.trace` leaves them to its own steps; here the registries
 # and hooks are read apart and "training" is compared as the module's own attributes are.
 MODULE_INTERNALS = frozenset(vars(nn.Module())) | {"forward"}
 _READ_APART = MODULE_INTERNALS - {"training"}
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.memory_format})
 _MISSING = object()
-# Operators that the forward's own Python reaches (not through `archprof.shortcuts`) per
+# Operators that the forward's own Python reaches (not through `archprof.tracing.shortcuts`) per
 # module call, below which a class is not watched: its calls run about as fast as they are
 # compared and copied. A ResNet bottleneck reaches 1 in 8 calls (an addition; its layers are
 # shortcuts), Inception's conv-norm-ReLU 1 in 3; ViT-B/16's encoder block 39 in 9.

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from archprof.load.torchscript import parsed_code
-from archprof.script_statements import Statements, assigned_once, in_evaluation_order
+from archprof.tracing.script_statements import Statements, assigned_once, in_evaluation_order
 
 _FRAME = re.compile(r"(.+)\((\d+)\): (\w+)$")
 _FREE_FUNCTION = re.compile(r"^def (\w+)", re.MULTILINE)

@@ -4,8 +4,8 @@ it ran in, and a TensorMeta for every tensor it read and made.
 Where the operator catalogue has an operator's shape formula, the recorder answers the
 operator itself with empty meta tensors of the shapes it gives (`meta_outputs.answer_from_formula`):
 PyTorch's meta kernels for batch norm, ReLU, add and others are Python decompositions
-costing far more. Module calls reach it through the wrappers `archprof.trace` puts around
-every module's forward (`enter`, `post_hook`), and calls that `archprof.shortcuts`
+costing far more. Module calls reach it through the wrappers `archprof.tracing.trace` puts around
+every module's forward (`enter`, `post_hook`), and calls that `archprof.tracing.shortcuts`
 answers without their forward running through `answer_directly`.
 """
 
@@ -24,7 +24,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from archprof.errors import short_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.kernels.one_cpu_operator import COMPOSITE
-from archprof.meta_outputs import (
+from archprof.structure import tensors_in
+from archprof.tracing.meta_outputs import (
     COLUMN_MAJOR_ON_A_CPU,
     ONE_TENSOR_TWICE_ON_META,
     MetaAnswers,
@@ -33,11 +34,10 @@ from archprof.meta_outputs import (
     column_major,
     each_its_own,
 )
-from archprof.op_info import OpInfo
-from archprof.parameter_attribution import OwnerCall, ParameterAttribution
-from archprof.script_stacks import mark
-from archprof.shortcuts import Shortcut, may_shortcut
-from archprof.structure import tensors_in
+from archprof.tracing.op_info import OpInfo
+from archprof.tracing.parameter_attribution import OwnerCall, ParameterAttribution
+from archprof.tracing.script_stacks import mark
+from archprof.tracing.shortcuts import Shortcut, may_shortcut
 from archprof.units import shapes_text
 
 # Assertions an exported program makes about its inputs: no data, no arithmetic, not a layer.
@@ -75,7 +75,7 @@ class Recorder(TorchDispatchMode, ParameterAttribution):
         self._call_counts: dict[str, int] = {}
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
-        self.answered_directly = 0  # module calls recorded through `archprof.shortcuts`
+        self.answered_directly = 0  # module calls recorded through `archprof.tracing.shortcuts`
         # Each storage's tensor objects still alive; and the storages the forward let go of,
         # in the order it did: (storage, the number of ops recorded when its last object died).
         self._holders: dict[int, int] = {}
@@ -84,7 +84,7 @@ class Recorder(TorchDispatchMode, ParameterAttribution):
         self._watched: dict[int, tuple[weakref.ref, int, int]] = {}
         self._on_death = self._died  # one bound method for every reference
         # Where not None, every tensor is kept instead of watched (a training trace's backward
-        # pass: `archprof.training_recorder`).
+        # pass: `archprof.tracing.training_recorder`).
         self._kept: list[torch.Tensor] | None = None
         # Whether a storage whose last object dies is one the forward let go of (not one
         # autograd lets go of in a backward pass, which the timeline times by its nodes).
@@ -109,7 +109,7 @@ class Recorder(TorchDispatchMode, ParameterAttribution):
         self._chosen: dict[tuple[str, ...], str] = {}
         self._versions: dict[int, int] = {}  # id of an in-place result -> id of the tensor it is a version of
         # Whether each forward op is marked for the profiler, which records its TorchScript
-        # call stack (`archprof.script_calls`).
+        # call stack (`archprof.tracing.script_calls`).
         self.marking = False
         self.calls_followed = False  # whether `follow_chains` attributed the forward's ops
         # The device and dtype of the first autocast region (torch.autocast) in which a meta
@@ -167,7 +167,7 @@ class Recorder(TorchDispatchMode, ParameterAttribution):
         return self._next_storage - 1
 
     def new_activation(self, shape: tuple[int, ...], dtype: torch.dtype, storage: int) -> TensorMeta:
-        """A TensorMeta for an output made without a tensor (`archprof.replay`'s copies)."""
+        """A TensorMeta for an output made without a tensor (`archprof.tracing.replay`'s copies)."""
         meta = TensorMeta(self._count, shape, dtype, storage, "activation")
         self._count += 1
         return meta
@@ -198,7 +198,7 @@ class Recorder(TorchDispatchMode, ParameterAttribution):
 
     def releases(self, held: Iterable[int] = ()) -> dict[int, int]:
         """Storage -> the number of ops recorded when the forward let go of it, in storage
-        order (deaths come in another order in a block copied by `archprof.replay`); the
+        order (deaths come in another order in a block copied by `archprof.tracing.replay`); the
         storages in `held` (a cache the model keeps for its next call) held to the end."""
         released = dict(self.released)
         end = len(self.ops)

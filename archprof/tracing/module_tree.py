@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from archprof.errors import ArchprofError
-from archprof.model_tensors import traced
-from archprof.recorder import Recorder
+from archprof.tracing.model_tensors import traced
+from archprof.tracing.recorder import Recorder
 
 
 def type_name(module: torch.nn.Module) -> str:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from archprof.graph import OpNode
-from archprof.op_info import OpInfo
 from archprof.structure import tensors_in
+from archprof.tracing.op_info import OpInfo
 
 # Operators whose autograd node keeps their second operand for the first's gradient
 # (derivatives.yaml: `self: mul_tensor_backward(grad, other, ...)`, `div_tensor_self_backward`):

@@ -23,8 +23,9 @@ from archprof.graph import EngineNotes, Graph, OpNode
 from archprof.kernels import DeviceKernels
 from archprof.load.inputs import check_fits
 from archprof.meta import is_uninitialised
-from archprof.model_state import Attributes, put_back, set_flag, set_mode, swap_in, tables
-from archprof.model_tensors import (
+from archprof.structure import tensors_in
+from archprof.tracing.model_state import Attributes, put_back, set_flag, set_mode, swap_in, tables
+from archprof.tracing.model_tensors import (
     buffer_minima,
     first_floating_dtype,
     given_gradients,
@@ -33,14 +34,13 @@ from archprof.model_tensors import (
     packed_parameters,
     stands_for_itself,
 )
-from archprof.module_calls import attach_hooks, model_called
-from archprof.module_tree import canonical_paths, owners, type_name, walked
-from archprof.recorder import Recorder, input_shapes_text
-from archprof.replay import Replays
-from archprof.script_calls import ScriptCode
-from archprof.script_copies import saved_and_loaded
-from archprof.structure import tensors_in
-from archprof.training_recorder import TrainingRecorder
+from archprof.tracing.module_calls import attach_hooks, model_called
+from archprof.tracing.module_tree import canonical_paths, owners, type_name, walked
+from archprof.tracing.recorder import Recorder, input_shapes_text
+from archprof.tracing.replay import Replays
+from archprof.tracing.script_calls import ScriptCode
+from archprof.tracing.script_copies import saved_and_loaded
+from archprof.tracing.training_recorder import TrainingRecorder
 from archprof.units import tensor_text
 
 
@@ -91,7 +91,7 @@ def trace(
     backward pass recorded in `Graph.saved` (through `saved_tensors_hooks`, which sees the
     same tensor objects as the recorder, fast-path answers included); then the backward pass
     from the floating outputs (gradients of ones), on meta too, into `Graph.backward_ops`
-    (`archprof.training_recorder.TrainingRecorder` says how each is attributed).
+    (`archprof.tracing.training_recorder.TrainingRecorder` says how each is attributed).
 
     `real` runs the model as it is, with its own weights, on real inputs on its device (the
     CPU fallback: the caller hands over a module it may run, in the dtype it wants); ops
@@ -106,7 +106,7 @@ def trace(
 
     A TorchScript module runs no Python hooks: a copy of it saved and loaded again runs
     under torch's profiler, and its ops are attributed to the module calls their TorchScript
-    call stacks name (`archprof.script_calls`); where a stack cannot be read, to the module
+    call stacks name (`archprof.tracing.script_calls`); where a stack cannot be read, to the module
     whose parameters they read (convolutions, linear and norm layers), the others to the
     model itself, as every op of a module marked `_archprof_attribution = "parameters"`.
 
@@ -189,7 +189,7 @@ def _traced_once(
     own_gradients = {t: t.grad for _, t, is_buffer in named if not is_buffer} if training and stand_ins is None else {}
     for parameter in own_gradients:
         parameter.grad = None
-    # Module calls answered by `archprof.shortcuts`, and batch norms handed straight to the
+    # Module calls answered by `archprof.tracing.shortcuts`, and batch norms handed straight to the
     # recorder: on meta tensors, in inference (a training step's autograd must see the
     # forward's own torch calls).
     shortcuts = not (real or training)

@@ -1,4 +1,4 @@
-"""The recorder of a training step: the forward as `archprof.recorder.Recorder` records
+"""The recorder of a training step: the forward as `archprof.tracing.recorder.Recorder` records
 it, then the backward pass, each of its operators attributed to a forward operator."""
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import torch.utils.checkpoint as checkpointing
 from torch._prims_common import suggest_memory_format
 from torch.autograd.function import BackwardCFunction
 
-from archprof.autograd_hooks import HeldByTheNode, ProductsWithoutZeros, RunningFormulas
 from archprof.errors import ArchprofError, short_reason
-from archprof.gradient_formulas import (
+from archprof.graph import EngineNotes, FunctionCall, ModuleCall, OpNode, TensorMeta
+from archprof.operators.shapes import is_dense
+from archprof.structure import tensors_in
+from archprof.tracing.autograd_hooks import HeldByTheNode, ProductsWithoutZeros, RunningFormulas
+from archprof.tracing.gradient_formulas import (
     CALLS_IN_A_STATEMENT,
     FILLS_ZEROS,
     IN_PLACE_ON_A_CPU,
@@ -33,12 +36,9 @@ from archprof.gradient_formulas import (
     same_layout,
     wrapped_bytes,
 )
-from archprof.graph import EngineNotes, FunctionCall, ModuleCall, OpNode, TensorMeta
-from archprof.op_info import OpInfo
-from archprof.operators.shapes import is_dense
-from archprof.recomputation import Replay, fits, replay_key
-from archprof.recorder import Recorder, call_text
-from archprof.structure import tensors_in
+from archprof.tracing.op_info import OpInfo
+from archprof.tracing.recomputation import Replay, fits, replay_key
+from archprof.tracing.recorder import Recorder, call_text
 
 # The key of autograd node metadata naming the forward op (its index) that made the node.
 _ORIGIN = "archprof_origin"

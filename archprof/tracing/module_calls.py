@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-from archprof.module_tree import type_name
-from archprof.recorder import Recorder
-from archprof.replay import Replays
-from archprof.script_calls import ScriptCode
-from archprof.script_stacks import stacks_of_marks
-from archprof.shortcuts import Shortcut, shortcut_for
+from archprof.tracing.module_tree import type_name
+from archprof.tracing.recorder import Recorder
+from archprof.tracing.replay import Replays
+from archprof.tracing.script_calls import ScriptCode
+from archprof.tracing.script_stacks import stacks_of_marks
+from archprof.tracing.shortcuts import Shortcut, shortcut_for
 
 
 def attach_hooks(
@@ -32,9 +32,9 @@ def attach_hooks(
     and registering 1,418 hooks another tenth); an instance attribute `forward` that calls
     the hooks around the class's is found first. A module with forward hooks of its own
     (which may replace its output) gets the post hook as its last forward hook, as before.
-    With `shortcuts`, where `archprof.shortcuts` knows the module's call, the wrapper records
+    With `shortcuts`, where `archprof.tracing.shortcuts` knows the module's call, the wrapper records
     its operator instead of running the forward; with `replays`, a block that repeats an
-    earlier one is copied from it (`archprof.replay`). Hooks run as they would.
+    earlier one is copied from it (`archprof.tracing.replay`). Hooks run as they would.
     As with nn.Module hooks, a forward that raises leaves its call on the recorder's stack,
     for the error to say where it failed."""
     originals, handles = [], []
@@ -61,7 +61,7 @@ def model_called(
     `Recorder.start_root` opened it) from its first hook to its last: ops its pre-hooks, the
     global module hooks or a `__call__` of its own run outside its forward are the model's too.
     A ScriptModule with its `code` runs under the profiler, its ops then attributed by their
-    call stacks (`archprof.script_calls`); before any backward pass, whose ops follow theirs."""
+    call stacks (`archprof.tracing.script_calls`); before any backward pass, whose ops follow theirs."""
     if by_parameters:
         if code is None:
             return model(*args, **kwargs)

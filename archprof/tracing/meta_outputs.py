@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch._prims_common import make_contiguous_strides_for
 
-from archprof.op_info import OpInfo
 from archprof.operators import Layout
 from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
+from archprof.tracing.op_info import OpInfo
 
 
 def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor]) -> Any:
