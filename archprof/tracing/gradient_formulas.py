@@ -140,7 +140,7 @@ def materialises_a_zero(zeros: OpNode, expand: OpNode) -> bool:
     )
 
 
-def made(info: OpInfo, out) -> list[torch.Tensor]:
+def tensors_with_new_nodes(info: OpInfo, out) -> list[torch.Tensor]:
     """The tensors whose autograd nodes an op makes: its outputs; for an op writing in place
     into a view (`attn[:, :, 1:, 1:] = ...`, MViTv2), the view's base too, whose new node
     (CopySlices) runs the op's gradient. Untagged, that node's ops would be taken for the

@@ -25,7 +25,7 @@ def replay_key(op: OpNode) -> tuple:
     return op.op, tuple(t.shape for t in op.outputs)
 
 
-def fits(forward: OpNode, key: tuple, path: str | None) -> bool:
+def may_run_again(forward: OpNode, key: tuple, path: str | None) -> bool:
     """Whether a recomputed op (its `replay_key`; `path`: the module call running it, None
     outside any) may run `forward` again."""
     if replay_key(forward) != key:

@@ -30,14 +30,14 @@ from archprof.tracing.gradient_formulas import (
     CallInAStatement,
     Read,
     group_norm_gradient_running,
-    made,
     materialises_a_zero,
     reduces_to_an_input,
     same_layout,
+    tensors_with_new_nodes,
     wrapped_bytes,
 )
 from archprof.tracing.op_info import OpInfo
-from archprof.tracing.recomputation import Replay, fits, replay_key
+from archprof.tracing.recomputation import Replay, may_run_again, replay_key
 from archprof.tracing.recorder import Recorder, call_text
 
 # The key of autograd node metadata naming the forward op (its index) that made the node.
@@ -165,7 +165,7 @@ class TrainingRecorder(Recorder):
         if self._phase == "forward":
             self._tag_last_made()
             super()._record(info, args, kwargs, tensors, out)
-            self._last_made = (made(info, out), len(self.ops) - 1)
+            self._last_made = (tensors_with_new_nodes(info, out), len(self.ops) - 1)
             return
         self._tag_last_made()  # before reading the node running: it may be the one just tagged
         node = torch._C._current_autograd_node()  # None for the seeds, made before the backward pass
@@ -206,7 +206,7 @@ class TrainingRecorder(Recorder):
             self.engine.gapped_sums.add(self.ops[-1].outputs[0].storage)
         if phase == "recompute":  # reentrant checkpointing runs a backward through these
             self._tagging_for = self._replayed(node)
-            self._last_made = (made(info, out), self.ops[-1].origin)
+            self._last_made = (tensors_with_new_nodes(info, out), self.ops[-1].origin)
         self._note_zeros_materialised()
 
     def _note_zeros_materialised(self) -> None:
@@ -375,7 +375,9 @@ class TrainingRecorder(Recorder):
         forward, replay = self._forward_ops, self._replay
         if replay is not None and replay.node is node:
             step = len(replay.ops)
-            starts = [s for s in replay.starts if s + step < len(forward) and fits(forward[s + step], key, path)]
+            starts = [
+                s for s in replay.starts if s + step < len(forward) and may_run_again(forward[s + step], key, path)
+            ]
             if starts:
                 replay.starts = starts
                 replay.ops.append(index)
@@ -385,7 +387,7 @@ class TrainingRecorder(Recorder):
                     self._attribute_op(index, replay.start + step)
                 return replay, step
         latest = self.ops[index].origin  # the forward op of the node asking for the recomputation
-        starts = [s for s in self._positions.get(key, ()) if s <= latest and fits(forward[s], key, path)]
+        starts = [s for s in self._positions.get(key, ()) if s <= latest and may_run_again(forward[s], key, path)]
         if not starts:
             self._replay = None
             return None
