@@ -140,6 +140,42 @@ def test_every_path_exists(path):
     assert _path_exists(path), f"docs/ names `{path}`, which is not in the repository"
 
 
+# The private names the docs quote that are PyTorch's but no attribute to look up: an autograd
+# node's `_input_metadata`, the suffix of aten's `_embedding_bag_forward_only`.
+TORCH_PRIVATE_NAMES = {"_input_metadata", "_forward_only"}
+PRIVATE_NAMES = sorted(span.removesuffix("()") for span in SPANS if re.fullmatch(r"_\w+(\(\))?", span, re.ASCII))
+
+
+@functools.cache
+def _package_source() -> str:
+    return "\n".join(path.read_text(encoding="utf-8") for path in PACKAGE.rglob("*.py"))
+
+
+def _private_name_exists(name: str) -> bool:
+    """`_point`, `_hull`: defined in archprof (a function, class, attribute or field), or
+    torch's (an operator, a function, a module's own attribute)."""
+    escaped = re.escape(name)
+    defined = rf"(def|class)\s+{escaped}\b|^\s*{escaped}\s*[:=]|self\.{escaped}\s*[:=]"
+    if re.search(defined, _package_source(), re.MULTILINE):
+        return True
+    owners = (torch, torch._C, torch.ops.aten, torch.nn.Module())
+    return name in TORCH_PRIVATE_NAMES or any(hasattr(owner, name) for owner in owners)
+
+
+def test_the_docs_quote_private_names():
+    assert len(PRIVATE_NAMES) > 20  # a filter that read nothing would pass vacuously
+
+
+@pytest.mark.parametrize("name", PRIVATE_NAMES)
+def test_every_private_name_exists(name):
+    assert _private_name_exists(name), f"docs/ names `{name}`, which neither archprof nor torch defines"
+
+
+def test_the_private_name_check_catches_a_stale_name():
+    assert _private_name_exists("_hull") and _private_name_exists("_efficientzerotensor")
+    assert not _private_name_exists("_in_evaluation_order") and not _private_name_exists("_exact_hull")
+
+
 def test_every_module_of_the_layer_table_exists():
     short_names = _modules_by_short_name()
     for name in _layer_table_modules(TEXT):

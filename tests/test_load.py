@@ -65,6 +65,32 @@ def test_module_and_file_factories_with_arguments(tiny):
     assert all(p.device.type == "meta" for p in load_model("tiny_models:TinyNet").module.parameters())
 
 
+def test_a_model_file_imports_from_its_folder_then_the_current_directory(tmp_path, monkeypatch):
+    """A file of a project, run from the project's root, imports the project's package (the
+    current directory), as `python -m` would; a module of its own folder comes first."""
+    project = tmp_path / "project"
+    (project / "layers").mkdir(parents=True)
+    (project / "layers" / "__init__.py").write_text("WIDTH = 4\n")
+    (project / "models").mkdir()
+    (project / "models" / "width.py").write_text("EXTRA = 2\n")  # beside the file: found before any other
+    (project / "width.py").write_text("EXTRA = 100\n")
+    (project / "models" / "net.py").write_text(
+        "import torch\nfrom layers import WIDTH\nfrom width import EXTRA\n"
+        "def net():\n    return torch.nn.Conv2d(3, WIDTH + EXTRA, 1)\n"
+    )
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(project))])
+    for name in ("layers", "width"):  # imported fresh, and let go of afterwards
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        report = archprof.analyze("models/net.py:net", input_size=(3, 8, 8))
+    finally:
+        for name in ("layers", "width"):
+            sys.modules.pop(name, None)
+    assert report.totals.param_count == 3 * 6 + 6  # WIDTH 4 from the package, EXTRA 2 from the file's folder
+    assert str(project) not in sys.path  # put back
+
+
 def test_a_callable_factory_and_a_module_from_python(tiny):
     assert (
         archprof.analyze(tiny.small_cnn, input_size=(3, 16, 16), args={"width": 4}).totals.param_count

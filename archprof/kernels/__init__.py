@@ -309,7 +309,7 @@ def _registered(kernels) -> Any:
     which puts PyTorch's back; none left registered where one fails. torch's own library object
     (what torch.library.Library wraps), not that wrapper, whose bookkeeping for checks of its own
     (a set of names, a lookup per Meta kernel, a finaliser) was a quarter of each registration's
-    cost: the 59 of a trace took 1.4 ms through it, 1.0 without (medians of 200, a busy machine)."""
+    cost: the 59 of a trace then took 1.4 ms through it, 1.0 without (medians of 200, a busy machine)."""
     library = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
     try:
         for name, key, kernel in kernels:

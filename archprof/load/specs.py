@@ -404,7 +404,9 @@ def _import_file(location: str, spec: str, base: Path | None):
         raise ArchprofError(f"cannot import {location} (model '{spec}')")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up here
-    with _importable(resolved.parent), _user_code(f"importing {location} for model '{spec}' failed"):
+    # As `python -m`: its own folder, then the current directory (a project's package, run
+    # from the project's root); `_importable` puts the last directory given first.
+    with _importable(Path.cwd(), resolved.parent), _user_code(f"importing {location} for model '{spec}' failed"):
         try:
             module_spec.loader.exec_module(module)
         except BaseException:
