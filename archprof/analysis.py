@@ -46,6 +46,18 @@ from archprof.units import checked_count, shape_text, shapes_text
 ModelSpec = str | os.PathLike | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
 
 
+def model_label(model: ModelSpec) -> str:
+    """How an error names a model among several: its spec or path as given, a module's class,
+    a factory's name."""
+    if isinstance(model, str | os.PathLike):
+        return os.fspath(model)
+    if isinstance(model, LoadedModel):
+        return model.name
+    if isinstance(model, torch.nn.Module):
+        return type(model).__name__
+    return getattr(model, "__name__", type(model).__name__)
+
+
 def checked_batch_and_dtype(batch: Any, dtype: Any) -> tuple[int | None, torch.dtype | None]:
     """The `batch` and `dtype` a public entry point was given, checked before any work:
     batch None or an int of at least 1 (not a bool, a float or a string), dtype None, a

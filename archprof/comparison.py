@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from archprof.analysis import Analysis, analysis, checked_batch_and_dtype, load
-from archprof.errors import ArchprofError, check_flag
+from archprof.analysis import Analysis, analysis, checked_batch_and_dtype, load, model_label
+from archprof.errors import ArchprofError, check_flag, errors_named
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs, real_run_errors, refuse_a_run_that_cannot_fit
@@ -230,7 +230,9 @@ def compare(
     models = list(models)
     if not models:
         raise ArchprofError("compare needs at least one model")
+    labels = names or [model_label(model) for model in models]  # how an error names its model
     check_flag("profile", profile)
+    check_flag("trust_pickle", trust_pickle)  # here, not per model: an error of the call, not of one model
     if profile and fold_bn:
         raise ArchprofError("--profile times the models as they are: drop --fold-bn (fold_bn=True)")
     runs = checked_runs(runs)
@@ -248,31 +250,37 @@ def compare(
     }
     latencies = None
     if profile:
-        analyses = [_analysis(model, **options) for model in models]
+        analyses = [_analysis(item, **options) for item in zip(labels, models, strict=True)]
         for analysed in analyses:  # every model's fit first: a refusal after others were timed wastes their time
             refuse_a_run_that_cannot_fit(analysed, torch.device("cpu"))
         latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses]
         reports = [analysed.report for analysed in analyses]
     else:
         report = functools.partial(_report, **options)
-        reports = ordered_map(report, models, jobs=jobs, local=_not_a_spec, progress=progress)
+        items = list(zip(labels, models, strict=True))
+        reports = ordered_map(report, items, jobs=jobs, local=_not_a_spec, progress=progress)
     if names is not None:
         reports = [replace(made, model=name) for made, name in zip(reports, names, strict=True)]
     return comparison_frame(reports, latencies)
 
 
-def _analysis(model: Any, input_size, batch, dtype, inputs, args, weights, trust_pickle, training, fold_bn) -> Analysis:
-    loaded = load(model, args, weights, trust_pickle)
-    return analysis(loaded, input_size, batch, dtype, training, inputs=inputs, fold_bn=fold_bn)
+def _analysis(
+    item: tuple[str, Any], input_size, batch, dtype, inputs, args, weights, trust_pickle, training, fold_bn
+) -> Analysis:
+    """The analysis of a model, given with its label (`model_label`, or its name), which leads its errors."""
+    label, model = item
+    with errors_named(label):
+        loaded = load(model, args, weights, trust_pickle)
+        return analysis(loaded, input_size, batch, dtype, training, inputs=inputs, fold_bn=fold_bn)
 
 
-def _report(model: Any, **options: Any) -> Report:
-    return _analysis(model, **options).report
+def _report(item: tuple[str, Any], **options: Any) -> Report:
+    return _analysis(item, **options).report
 
 
-def _not_a_spec(model: Any) -> bool:
+def _not_a_spec(item: tuple[str, Any]) -> bool:
     """A module or a callable, analysed in this process; a spec (a string, a path) can be sent."""
-    return not isinstance(model, str | os.PathLike)
+    return not isinstance(item[1], str | os.PathLike)
 
 
 def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | None = None) -> pd.DataFrame:

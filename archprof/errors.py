@@ -48,6 +48,17 @@ def first_line(exc: BaseException, bare: bool = False) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@contextmanager
+def errors_named(label: str) -> Iterator[None]:
+    """An ArchprofError raised in the block, led by `label` ("lenet5: the forward pass failed
+    in ..."): which of several models it is about. Its class is kept (a MetaUnsupported stays one)."""
+    try:
+        yield
+    except ArchprofError as exc:
+        exc.args = (f"{label}: {exc.args[0] if exc.args else exc}", *exc.args[1:])
+        raise
+
+
 def short_reason(exc: BaseException) -> str:
     """`first_line(exc, bare=True)`, cut to its first sentence where it is long (torch's
     explanation for nonzero runs to 300 characters)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import archprof
@@ -378,3 +379,22 @@ def test_a_final_field_reads_as_summary_and_rf_write_it_in_every_command(tmp_pat
     totals = {line.split()[1]: line.split()[2:] for line in lines if line.lstrip().startswith("Final ")}
     assert totals["receptive"][1:4] == ["3x3", "5x9", "+2"]  # the change and % of the smallest side, 3 -> 5
     assert totals["stride"] == ["1x1", "2x2", "+1", "px", "+100.0%"]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_model_that_fails_among_several_is_named_in_the_error(jobs):
+    """lenet5 takes one channel: on 3x32x32 its first convolution refuses the input. Both
+    models have a module 'features.0', so the error says which model it was."""
+    result = CliRunner().invoke(app, ["compare", "vgg11", "lenet5", "--input", "3x32x32", "--jobs", jobs])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith("error: lenet5: the forward pass failed in module 'features.0' (Conv2d)")
+
+
+def test_the_apis_compare_names_the_failing_model_and_keeps_the_errors_class():
+    from archprof.tracing.trace import NeedsTwoSamples
+
+    one_value_per_channel = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    with pytest.raises(NeedsTwoSamples, match=r"^my_net: the forward pass failed in module '1' \(BatchNorm2d\)"):
+        archprof.compare(
+            {"fine": torch.nn.Conv2d(3, 4, 1), "my_net": one_value_per_channel}, input_size=(3, 1, 1), training=True
+        )

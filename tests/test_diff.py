@@ -421,3 +421,10 @@ def test_the_table_lists_the_layers_as_the_module_tree_with_each_modules_change(
     ran += ["stage2.bn", "head.fc"]
     assert [layer["layer"] for layer in json.loads(result.to_json())["layers"]] == ran
     assert [row["layer"] for row in csv.DictReader(io.StringIO(result.to_csv())) if row["status"] != "final"] == ran
+
+
+def test_a_side_that_fails_is_named_in_the_error():
+    """Both lenet5 and vgg16 have a module 'features.0': the error says which side's forward failed."""
+    result = CliRunner().invoke(app, ["diff", "lenet5", "vgg16", "--input", "1x32x32"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith("error: vgg16: the forward pass failed in module 'features.0' (Conv2d)")

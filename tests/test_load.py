@@ -1268,10 +1268,10 @@ def _truncated(tmp_path, tiny):
         ("lenet5", ["--input", "3x"], "malformed input size '3x'"),
         ("lenet5", ["--input", "1x32x32:int65"], "unknown input dtype"),
         ("lenet5", ["--weights", "nothere.pt"], "weights file nothere.pt does not exist"),
-        ("garbage.pt", [], "corrupted or truncated"),
+        ("garbage.pt", [], "cannot read garbage.pt: not a file PyTorch writes (torch.save, torch.jit.save"),
         ("cut.pt", [], "corrupted or truncated"),
         ("cut.pt2", [], "corrupted or truncated"),
-        ("empty.pt", [], "corrupted or truncated"),
+        ("empty.pt", [], "cannot read empty.pt: the file is empty"),
     ],
 )
 def test_every_bad_spec_is_one_line_and_exit_2(tmp_path, monkeypatch, tiny, spec, extra, message):
@@ -1295,7 +1295,7 @@ def test_a_file_torch_cannot_unpickle_is_named_by_the_unpicklers_reason(tmp_path
     with weights_only=False (which would run the file's code); the error gives the
     unpickler's own reason instead, the one torch puts after "WeightsUnpickler error"."""
     garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"not a model" * 10)
+    garbage.write_bytes(b"\x80\x02" + b"not a model" * 10)  # a pickle's protocol opcode, then garbage
     with pytest.raises(pickle.UnpicklingError) as refused:
         torch.load(garbage, weights_only=True)
     reason = str(refused.value).split("WeightsUnpickler error:")[1].strip().splitlines()[0]
@@ -1305,6 +1305,23 @@ def test_a_file_torch_cannot_unpickle_is_named_by_the_unpicklers_reason(tmp_path
     line = one_error_line(result)
     assert line == f"error: cannot read garbage.pt: corrupted or truncated? ({reason})"
     assert "weights_only" not in line
+
+
+@pytest.mark.parametrize("option", [[], ["lenet5", "--weights"]])
+@pytest.mark.parametrize("name", ["notes.pt", "notes.pt2", "notes.pth"])
+def test_a_text_file_named_as_a_checkpoint_is_said_not_to_be_one(tmp_path, monkeypatch, option, name):
+    """torch.load's legacy reader takes a text file's first letter for a key ("KeyError: 101"
+    of "echo hello > model.pt"): the error says what the file is not, instead."""
+    (tmp_path / name).write_text("hello\n")
+    with pytest.raises(KeyError):  # torch's own words for it
+        torch.load(tmp_path / name, weights_only=True)
+    monkeypatch.chdir(tmp_path)
+    result = cli("summary", *option, name)
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result) == (
+        f"error: cannot read {name}: not a file PyTorch writes (torch.save, torch.jit.save and torch.export.save"
+        " write a zip archive, older torch.save a pickle)"
+    )
 
 
 def test_load_errors_from_python_are_archprof_errors(tiny):

@@ -1,6 +1,7 @@
 import contextlib
 import copy
 import inspect
+import re
 import subprocess
 import sys
 import warnings
@@ -1015,3 +1016,18 @@ def test_an_ops_workspace_is_added_as_dataclasses_replace_adds_it():
         "origin",
         "workspace",
     }
+
+
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [(nn.Linear(400, 120), (256,)), (nn.Sequential(nn.Flatten(), nn.Linear(16, 4)), (3, 2, 2))],
+)
+def test_a_product_of_shapes_that_do_not_fit_says_the_shapes_as_torch_does(model, shape):
+    """The error a real CPU forward raises names both operands' shapes: the one the trace
+    raises names the same."""
+    with pytest.raises(RuntimeError) as real:
+        model(torch.zeros(1, *shape))
+    shapes = re.search(r"\(\d+x\d+ and \d+x\d+\)", str(real.value)).group(0)
+    with pytest.raises(ArchprofError) as traced:
+        archprof.analyze(model, input_size=shape)
+    assert str(traced.value).endswith(f"mat1 and mat2 shapes cannot be multiplied {shapes}")

@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archprof.analysis import analyze
+from archprof.analysis import analyze, model_label
 from archprof.diff.cells import LARGEST, cell_reader, dims
 from archprof.diff.changes import FIELDS, REQUIRED, TEXT, ReportDiff, Side, diff_reports, side_from_report
-from archprof.errors import ArchprofError, first_line
+from archprof.errors import ArchprofError, check_flag, errors_named, first_line
 from archprof.load.common import shorten
 from archprof.output import read_text
 from archprof.passes.receptive_field import FieldMark
@@ -198,7 +198,8 @@ def load_side(spec: Any, input_size: Sequence[int] | str | None = None, **option
     suffix = os.fspath(spec).lower().rpartition(".")[2] if named else ""
     if suffix in _REPORT_READERS:
         return _REPORT_READERS[suffix](os.fspath(spec))
-    report = analyze(spec, input_size, **options)
+    with errors_named(model_label(spec)):  # which side failed: both may have a module 'features.0'
+        report = analyze(spec, input_size, **options)
     return side_from_report(report, os.fspath(spec) if named else report.model)
 
 
@@ -217,6 +218,7 @@ def diff(
 ) -> ReportDiff:
     """Diff two reports, CSV paths or models (any form `archprof.analyze` takes); the other
     arguments, as for `archprof.analyze`, apply to the models."""
+    check_flag("trust_pickle", trust_pickle)  # here, not per side: an error of the call, not of one model
     options = {"batch": batch, "dtype": dtype, "inputs": inputs, "args": args, "weights": weights, "fold_bn": fold_bn}
     sides = [
         side_from_report(side)

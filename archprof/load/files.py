@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
 import tempfile
 import weakref
 import zipfile
@@ -184,7 +185,7 @@ def torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str, mma
             return torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         if not needs_code(exc):  # a bad opcode: not a pickle at all, or a damaged one
-            raise unreadable(spec, exc) from None
+            raise _unreadable_file(path, spec, exc) from None
         if not trust_pickle:
             reason = weights_only_reason(exc)
             raise ArchprofError(
@@ -192,7 +193,7 @@ def torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str, mma
                 " pass --trust-pickle (Python: trust_pickle=True)"
             ) from None
     except Exception as exc:
-        raise unreadable(spec, exc) from None
+        raise _unreadable_file(path, spec, exc) from None
     try:
         with quiet():
             return torch.load(str(path), map_location=map_location, weights_only=False, mmap=mmap)
@@ -222,3 +223,29 @@ def state_dict_in(value: Mapping, names: Collection[str] | None = None) -> dict[
             if found is not None:
                 return found
     return None
+
+
+def _unreadable_file(path: Path, spec: str, exc: BaseException) -> ArchprofError:
+    """torch.load's failure: a file no PyTorch writer makes (a text file named .pt, whose first
+    letter torch.load's legacy reader takes for a key: "KeyError: 101") said to be one, else
+    torch's reason (`unreadable`)."""
+    if _opens_as_torch_writes(path):
+        return unreadable(spec, exc)
+    if path.stat().st_size == 0:
+        return ArchprofError(f"cannot read {spec}: the file is empty")
+    return ArchprofError(
+        f"cannot read {spec}: not a file PyTorch writes (torch.save, torch.jit.save and torch.export.save"
+        " write a zip archive, older torch.save a pickle)"
+    )
+
+
+def _opens_as_torch_writes(path: Path) -> bool:
+    """Whether the file opens as a zip archive (a whole one, or the start of one cut short), a
+    pickle of protocol 2 or later (torch.save's legacy format) or a tar archive (its format
+    before PyTorch 0.4)."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(4)
+        return head.startswith((b"\x80", b"PK\x03\x04")) or zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+    except OSError:  # unreadable now (gone, no permission): torch's own reason stands
+        return True

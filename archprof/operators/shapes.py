@@ -143,7 +143,7 @@ def scattered_gradient_shape(grad: Shape, input_sizes, dim: int, *args) -> list[
 def mm_shape(a: Shape, b: Shape, **kwargs) -> list[Shape]:
     # a:[n, k] @ b:[k, m] -> [n, m]
     if a[1] != b[0]:
-        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({shape_text(a)} and {shape_text(b)})")
     return [(a[0], b[1])]
 
 
@@ -157,7 +157,7 @@ def addmm_shape(bias: Shape, a: Shape, b: Shape, *rest, **kwargs) -> list[Shape]
 def bmm_shape(a: Shape, b: Shape, **kwargs) -> list[Shape]:
     # a:[batch, n, k] @ b:[batch, k, m] -> [batch, n, m]
     if a[0] != b[0] or a[2] != b[1]:
-        raise RuntimeError("batch1 and batch2 shapes cannot be multiplied")
+        raise RuntimeError(f"batch1 and batch2 shapes cannot be multiplied ({shape_text(a)} and {shape_text(b)})")
     return [(a[0], a[1], b[2])]
 
 
