@@ -1659,3 +1659,43 @@ def test_a_dimension_mixed_whole_reads_the_footprint_of_the_map_it_mixed(beside)
     for unit in units:
         assert output_unit_box(report, unit) == unit_gradient_box(model, (1, 8, 8), unit), unit
     assert unit_gradient_box(model, (1, 8, 8), (0, 0))[0] == (0, 6)  # the oracle itself: row 7 unread
+
+
+_CONV_CALLED_TWICE = """
+import torch
+from torch import nn
+
+
+class ConvTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3)
+
+    def forward(self, x):
+        return self.conv(self.conv(x))
+"""
+
+
+def test_a_unit_of_a_modules_second_call_is_found_by_the_tables_name(tmp_path):
+    """`rf` lists a module called twice as "conv" and "conv (call 2)": `--layer` takes either,
+    and gives the box of that call's output (the oracle: the gradient of its unit on a model
+    of positive weights). It refused "conv (call 2)", which left no way to the second call."""
+    (tmp_path / "twice.py").write_text(_CONV_CALLED_TWICE)
+    namespace: dict = {}
+    exec(_CONV_CALLED_TWICE, namespace)
+    module = positive(namespace["ConvTwice"]())
+    outputs = []
+    module.conv.register_forward_hook(lambda _, args, output: outputs.append(output))
+    x = (torch.rand(1, 1, 12, 12, dtype=torch.float64) + 0.5).requires_grad_()
+    module(x)
+    for call, label in enumerate(("conv", "conv (call 2)")):
+        x.grad = None
+        outputs[call][0, :, 4, 5].sum().backward(retain_graph=True)
+        rows, cols = (torch.nonzero((x.grad[0, 0] != 0).any(dim=1 - axis)).flatten() for axis in range(2))
+        expected = f"{int(rows.min())}..{int(rows.max())} x {int(cols.min())}..{int(cols.max())}"
+        result = cli(
+            "rf", f"{tmp_path / 'twice.py'}:ConvTwice", "--input", "1x12x12", "--layer", label, "--unit", "4,5"
+        )
+        assert result.exit_code == 0, result.output
+        assert f"layer {label}, unit 4,5 reads input pixels {expected} (of 12x12)" in result.stdout
+    assert expected == "4..8 x 5..9"  # two 3x3 convolutions: 5 pixels from the unit's own index

@@ -373,7 +373,8 @@ def rf(
         Optional[str],
         typer.Option(
             "--layer",
-            help="The layer whose --unit to give, as the table names it, e.g. features.10 or (model).",
+            help="The layer whose --unit to give, as the table names it, e.g. features.10, (model) or"
+            " 'layer1.0.relu (call 2)' (a module's second call).",
             show_default=False,
         ),
     ] = None,

@@ -149,30 +149,35 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
         raise ArchprofError(
             f"--unit takes whole numbers separated by commas (3,4), got '{visible_text(unit)}'"
         ) from None
-    calls = zip(report.columns["layer"], report.columns["call"], strict=True)
-    # As the table names it too: "(model)" for the model's own operations.
-    rows = [index for index, (name, call) in enumerate(calls) if call == 0 and layer in (name, layer_label(name, 0))]
+    calls = list(zip(report.columns["layer"], report.columns["call"], strict=True))
+    # As the table names it: "(model)" for the model's own operations, "relu (call 2)" for a
+    # module's second call; a plain name is its first call.
+    rows = [
+        index
+        for index, (name, call) in enumerate(calls)
+        if layer == layer_label(name, call) or (call == 0 and layer == name)
+    ]
     if not rows:
         raise ArchprofError(f"no layer '{visible_text(layer)}' in the model: `archprof rf MODEL` lists them")
-    name = report.columns["layer"][rows[-1]]
-    state = _returned_state(report, name, states[rows[-1]])
+    name, call = calls[rows[-1]]
+    state = _returned_state(report, name, call, states[rows[-1]])
     boxes = unit_box(state, spatial, coordinates)
     where = "no input pixel" if None in boxes else "input pixels " + " x ".join(f"{a}..{b}" for a, b in boxes)
-    text = f"layer {visible_text(layer_label(name, 0))}, unit {unit} reads {where} (of {shape_text(spatial)})"
+    text = f"layer {visible_text(layer_label(name, call))}, unit {unit} reads {where} (of {shape_text(spatial)})"
     bound = getattr(state, "bound", "")  # a Field's note that its box holds the unit's, which may be smaller
     return f"{text}; {visible_text(bound)}" if bound else text
 
 
-def _returned_state(report: Report, layer: str, last_row_state: State) -> State:
-    """The field of the first tensor the layer's first call returns: its last row may be one
+def _returned_state(report: Report, layer: str, call_number: int, last_row_state: State) -> State:
+    """The field of the first tensor the layer's call returns: its last row may be one
     of its own operations before a child's (timm NesT's ConvPool: a convolution, its own
     permutes, then a pooling child, whose output the module returns). A trace that records
-    no call's output (a TorchScript model's, by parameters) has the layer's last row of its
-    first call, `last_row_state`, instead."""
+    no call's output (a TorchScript model's, by parameters) has the layer's last row of that
+    call, `last_row_state`, instead."""
     from archprof.passes.receptive_field import tensor_fields
 
     graph = report.graph
-    call = next((c for c in graph.module_calls if c.path == layer and c.call == 0), None) if graph else None
+    call = next((c for c in graph.module_calls if c.path == layer and c.call == call_number), None) if graph else None
     returned = graph.call_outputs.get(call.index) if call is not None else None
     if not returned:
         return last_row_state
