@@ -483,3 +483,20 @@ def test_in_a_browser_hostile_names_run_nothing_fetch_nothing_and_show_as_writte
     page.fill(".filter", "onerror=alert(2)")
     assert page.locator(".shown").inner_text() == f"1 of {len(HOSTILE_NAMES)} rows"
     page.close()
+
+
+def test_the_page_of_memory_fit_holds_the_batch_that_fits(tmp_path):
+    """`memory --fit` written as HTML says the budget and the batch found (it wrote the page of
+    that batch's analysis alone, the answer left out); each batch's figure is its own
+    analysis's inference peak, the one at or under the budget, the next over it."""
+    page = tmp_path / "fit.html"
+    result = cli("memory", "lenet5", "--fit", "1MB", "-o", str(page))
+    assert result.exit_code == 0, result.output
+    cells = dict(
+        re.findall(r'<tr><th scope="row">([^<]*)</th><td>[^<]*</td><td class="exact">([^<]*)</td>', page.read_text())
+    )
+    batch = int(re.search(r"<th scope=\"row\">Largest batch that fits</th><td>(\d+)</td>", page.read_text()).group(1))
+    peak = {b: archprof.analyze("lenet5", batch=b).totals.peak_memory_bytes for b in (batch, batch + 1)}
+    assert cells["Budget"] == "1,000,000 B"
+    assert cells[f"Predicted at batch {batch}"] == f"{peak[batch]:,} B" and peak[batch] <= 1_000_000
+    assert cells[f"Predicted at batch {batch + 1}"] == f"{peak[batch + 1]:,} B" and peak[batch + 1] > 1_000_000

@@ -71,7 +71,14 @@ _CELLS = (
 def report_html(report: Report) -> str:
     """The page for `report` (charts left out, with a note, where matplotlib is missing)."""
     heading = f"{visible_text(report.model)} · input {report.input_text} · {report.dtype}"
-    sections = (_totals(report), _measured(report), _measured_memory(report), _charts(report), _layer_table(report))
+    sections = (
+        _totals(report),
+        _batch_fit(report),
+        _measured(report),
+        _measured_memory(report),
+        _charts(report),
+        _layer_table(report),
+    )
     return page_html(visible_text(report.model), heading, sections)
 
 
@@ -107,6 +114,30 @@ def _totals(report: Report) -> str:
         listed = ", ".join(f"{escape(visible_text(op))} ×{count}" for op, count in sorted(totals.not_counted.items()))
         not_counted = f'<p class="note">Operators without a formula (not counted): {listed}</p>'
     return f'<section><h2>Totals</h2><table id="totals">{body}</table>{not_counted}</section>'
+
+
+def _batch_fit(report: Report) -> str:
+    """`memory --fit`'s answer: the budget, the largest batch that fits it and what that batch and
+    the next need ("" without)."""
+    fit = report.batch_fit
+    if fit is None:
+        return ""
+    batch = fit["batch"]
+    rows = [
+        ("Budget", human_bytes(fit["budget_bytes"]), f"{fit['budget_bytes']:,} B"),
+        ("Largest batch that fits", str(batch), ""),
+        (f"Predicted at batch {batch}", human_bytes(fit["bytes_at_batch"]), f"{fit['bytes_at_batch']:,} B"),
+        (
+            f"Predicted at batch {batch + 1}",
+            human_bytes(fit["bytes_at_next_batch"]),
+            f"{fit['bytes_at_next_batch']:,} B",
+        ),
+    ]
+    body = "".join(
+        f'<tr><th scope="row">{escape(label)}</th><td>{escape(value)}</td><td class="exact">{escape(exact)}</td></tr>'
+        for label, value, exact in rows
+    )
+    return f'<section><h2>Batch that fits</h2><table id="batch-fit">{body}</table></section>'
 
 
 def _measured(report: Report) -> str:
