@@ -88,12 +88,28 @@ def test_input_and_batch_change_what_is_checked():
 
 
 def test_training_memory_budget():
-    if not hasattr(archprof.analyze("lenet5").totals, "training_memory_bytes"):
-        pytest.skip("no training memory estimate in this archprof")
     ok = invoke("check", "mobilenet_v2", "--max-training-memory", "1GB", "--optimizer", "adam")
     assert ok.exit_code == 0, ok.output
     assert invoke("check", "mobilenet_v2", "--max-training-memory", "10MB").exit_code == 1
     assert invoke("check", "mobilenet_v2", "--max-training-memory", "1GB", "--optimizer", "lion").exit_code == 2
+
+
+def test_an_optimizer_no_limit_reads_is_refused(tmp_path, monkeypatch):
+    """--optimizer changes only max-training-memory: without that limit it would change nothing
+    and pass unnoticed (exit 0), where `memory` refuses it without --train."""
+    result = invoke("check", "lenet5", "--max-params", "1M", "--optimizer", "adam")
+    assert result.exit_code == 2
+    assert (
+        one_error_line(result)
+        == "error: --optimizer applies to --max-training-memory: add that limit, or drop --optimizer"
+    )
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "archprof.toml").write_text('[[models]]\nname = "lenet5"\nmax-params = "1M"\n')
+    assert invoke("check", "--optimizer", "adam").exit_code == 2
+    (tmp_path / "archprof.toml").write_text(
+        '[[models]]\nname = "lenet5"\nmax-params = "1M"\nmax-training-memory = "1GB"\n'
+    )
+    assert invoke("check", "--optimizer", "adam").exit_code == 0
 
 
 def test_a_budget_file_takes_any_optimizer_archprof_names(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from typing import Any
 
 import tomllib
 
-from archprof.budget import LIMIT_KEYS, BudgetEntry, parse_limit
+from archprof.budget import LIMIT_KEYS, BudgetEntry, Limit, parse_limit
 from archprof.errors import ArchprofError
 from archprof.load import DTYPES, ModelOptions, parse_input_size
 from archprof.optimizers import OPTIMIZERS
@@ -247,6 +247,7 @@ def plan_check(
                 parsed.append(parse_limit(key, value))
             except ArchprofError as exc:
                 raise ArchprofError(f"--{exc}") from None
+        _check_optimizer_is_used(optimizer, [tuple(parsed)])
         batch, optimizer = options.batch or 1, optimizer or "sgd"
         return [BudgetEntry(model, tuple(parsed), None, batch, dtype, optimizer, options=options) for model in models]
     path = config or find_budget_file(directory)
@@ -262,7 +263,15 @@ def plan_check(
         if missing:
             raise ArchprofError(f"{path} has no entry for '{missing[0]}': give limits, e.g. --max-params 30M")
         entries = [entry for entry in entries if entry.model in models]
+    _check_optimizer_is_used(optimizer, [entry.limits for entry in entries])
     overrides = {"batch": options.batch, "dtype": dtype, "optimizer": optimizer}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     overrides["options"] = options
     return [dataclasses.replace(entry, **overrides) for entry in entries]
+
+
+def _check_optimizer_is_used(optimizer: str | None, limits: Sequence[Sequence[Limit]]) -> None:
+    """Refuse --optimizer where no limit reads it (only max-training-memory does), as `memory`
+    refuses it without --train: a choice that changes nothing would pass unnoticed."""
+    if optimizer is not None and not any(limit.key == "max-training-memory" for entry in limits for limit in entry):
+        raise ArchprofError("--optimizer applies to --max-training-memory: add that limit, or drop --optimizer")
