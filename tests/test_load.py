@@ -1477,3 +1477,11 @@ def test_a_path_object_is_a_model_file_everywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ArchprofError, match="cannot load 'vgg16' \\(no suffix\\)"):
         archprof.analyze(Path("vgg16"))
+
+
+def test_an_empty_weights_file_is_said_to_hold_an_empty_dict(tmp_path, monkeypatch):
+    torch.save({}, tmp_path / "empty_state.pt")
+    monkeypatch.chdir(tmp_path)
+    result = cli("summary", "lenet5", "--weights", "empty_state.pt")
+    assert result.exit_code == 2
+    assert one_error_line(result) == "error: empty_state.pt holds no state dict (name -> tensor) but an empty dict"

@@ -136,3 +136,21 @@ def test_rates():
             parse_flops_rate(bad)
     with pytest.raises(ArchprofError, match="cannot read the bandwidth"):
         parse_bandwidth("3.35 TB per second")
+
+
+@pytest.mark.parametrize(
+    ("ratio", "text"),
+    [
+        (0.18, "0.18x"),
+        (12345.678, "12,345.68x"),
+        (1.0, "1.00x"),
+        (0.00039, "0.00039x"),
+        (0.0049, "0.0049x"),
+        (0, "0.00x"),
+    ],
+)
+def test_a_ratio_keeps_two_figures_where_two_decimals_would_show_none(ratio, text):
+    """lenet5's parameters over vgg16's, 61,706 / 138,357,544 = 0.00045, read '0.00x'."""
+    from archprof.units import ratio_text
+
+    assert ratio_text(ratio) == text

@@ -54,7 +54,8 @@ def load_state_dict(
     names = module.state_dict().keys() if module is not None else None
     state = state_dict_in(loaded, names) if isinstance(loaded, Mapping) else None
     if state is None:
-        raise ArchprofError(f"{spec} holds no state dict (name -> tensor) but a {type(loaded).__name__}")
+        held = "an empty dict" if isinstance(loaded, Mapping) and not loaded else f"a {type(loaded).__name__}"
+        raise ArchprofError(f"{spec} holds no state dict (name -> tensor) but {held}")
     return state
 
 
