@@ -1031,3 +1031,27 @@ def test_a_product_of_shapes_that_do_not_fit_says_the_shapes_as_torch_does(model
     with pytest.raises(ArchprofError) as traced:
         archprof.analyze(model, input_size=shape)
     assert str(traced.value).endswith(f"mat1 and mat2 shapes cannot be multiplied {shapes}")
+
+
+class _KeywordCalls(nn.Module):
+    """Its block is called with its input by keyword, on a shape the block refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = _KeywordBlock()
+
+    def forward(self, image):
+        return self.block(x=image.flatten(1))
+
+
+class _KeywordBlock(nn.Module):
+    def forward(self, x):
+        return x.view(5, -1)  # 12 values
+
+
+def test_an_error_names_the_shapes_of_keyword_inputs_too():
+    """A call given its tensors by keyword was said to fail "on input (no tensor)"."""
+    with pytest.raises(ArchprofError, match=r"in module 'block' \(_KeywordBlock\) on input 1x12: "):
+        archprof.analyze(_KeywordCalls(), input_size=(3, 4))
+    with pytest.raises(ArchprofError, match=r"in the model \(_KeywordCalls\) on input 1x3x4: .*unexpected keyword"):
+        archprof.analyze(_KeywordCalls(), inputs={"picture": (3, 4)})

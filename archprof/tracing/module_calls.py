@@ -75,7 +75,7 @@ def model_called(
         if chains is not None:  # none where a profiler of the caller's was running
             recorder.follow_chains(chains)
         return output
-    recorder.enter("", type_name(model), args)
+    recorder.enter("", type_name(model), (*args, *kwargs.values()))  # an error names keyword inputs too
     output = model(*args, **kwargs)
     recorder.post_hook(model, args, output)
     return output
@@ -115,7 +115,7 @@ class _RecordedForward:
 
     def __call__(self, *args, **kwargs):
         recorder = self.recorder
-        recorder.enter(self.path, self.type_name, args)
+        recorder.enter(self.path, self.type_name, (*args, *kwargs.values()) if kwargs else args)  # as the model's
         output = start = None
         if self.shortcut is not None and len(args) == 1 and not kwargs:
             output = recorder.answer_directly(self.module, args[0], self.shortcut)
