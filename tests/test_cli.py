@@ -363,6 +363,9 @@ def test_memory_says_what_it_is_doing_on_a_terminal_and_nothing_piped(monkeypatc
         (["compare", "lenet5", "--jobs", "0"], "'--jobs' / '-j': must be at least 1, got 0 ("),
         (["summary", "lenet5", "--batch", "x"], "'--batch' / '-b': must be a whole number, got 'x' ("),
         (["summary", "lenet5", "--batch", "1.5"], "'--batch' / '-b': must be a whole number, got '1.5' ("),
+        # as a whole number is worded: it read "--batch must be at least 1, got 0", in a style of its own (QA)
+        (["summary", "lenet5", "--batch", "0"], "'--batch' / '-b': must be at least 1, got 0 ("),
+        (["check", "lenet5", "--max-params", "1M", "--batch", "-2"], "'--batch' / '-b': must be at least 1, got -2 ("),
         # bytes that are not UTF-8, as a shell passes them ($'\xff'): pydantic said "unable to parse raw data as a
         # unicode string", not what to type
         (["profile", "lenet5", "--repeat", "\udcff"], "'--repeat': must be a whole number, got '\\udcff' ("),

@@ -242,7 +242,12 @@ def column_choice(columns: str | None, wide: bool, format: Format) -> ColumnChoi
 ModelBatchOpt = Annotated[
     Optional[int],
     typer.Option(
-        "--batch", "-b", metavar="N", help="Batch size, 1 to 2^62", show_default="1, or an exported program's"
+        "--batch",
+        "-b",
+        min=1,  # as --jobs: a batch under 1 refused as the parser words it
+        metavar="N",
+        help="Batch size, 1 to 2^62",
+        show_default="1, or an exported program's",
     ),
 ]
 
