@@ -428,3 +428,15 @@ def test_a_side_that_fails_is_named_in_the_error():
     result = CliRunner().invoke(app, ["diff", "lenet5", "vgg16", "--input", "1x32x32"])
     assert result.exit_code == 2, result.output
     assert result.output.strip().startswith("error: vgg16: the forward pass failed in module 'features.0' (Conv2d)")
+
+
+def test_a_diff_given_as_a_report_is_said_to_be_a_diff(tmp_path):
+    """A diff's JSON has layers too: it was refused for its first layer's missing module_type."""
+    made = CliRunner().invoke(app, ["diff", "lenet5", "lenet5", "-f", "json", "-o", str(tmp_path / "d.json")])
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(app, ["diff", str(tmp_path / "d.json"), "lenet5"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: {tmp_path / 'd.json'} is a diff (from `archprof diff -f json`), not a report: diff the reports or"
+        " models it compares"
+    )

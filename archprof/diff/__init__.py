@@ -105,6 +105,10 @@ def read_json_report(path: str | Path) -> Side:
         document = json.loads(read_text(path, "report", REPORT_BYTES), object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int()'s digit limit
         raise ArchprofError(f"{path} is not valid JSON: {first_line(exc, bare=True)}") from None
+    if isinstance(document, dict) and "model" not in document and {"old", "new"} <= document.keys():
+        raise ArchprofError(
+            f"{path} is a diff (from `archprof diff -f json`), not a report: diff the reports or models it compares"
+        )
     layers = document.get("layers") if isinstance(document, dict) else None
     if not isinstance(layers, list) or not layers:
         raise ArchprofError(f"{path} is not an archprof JSON report (from `archprof summary -f json`): no layers")
