@@ -226,8 +226,8 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
         specs = usual
         if specs is None:
             raise ArchprofError(
-                f"model '{loaded.name}' has no default input size: give one, e.g. input_size=(3, 224, 224)"
-                " (CLI: --input 3x224x224)"
+                f"model '{loaded.name}' has no default input size: give one, e.g. --input 3x224x224"
+                " (Python: input_size=(3, 224, 224))"  # the CLI first, as --trust-pickle's hint is worded
             )
     if usual is not None and len(specs) == 1 == len(usual) and len(specs[0].shape) != len(usual[0].shape):
         size, expected = specs[0].shape, usual[0].shape

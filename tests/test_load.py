@@ -1262,7 +1262,8 @@ def _truncated(tmp_path, tiny):
         (f"{TINY}:NOT_A_FACTORY", ["-i", "4"], "is a int, not a factory"),
         (f"{TINY}:returns_int", ["-i", "4"], "returned int, not a torch.nn.Module"),
         (f"{TINY}:small_cnn", ["-i", "3x16x16", "--arg", "depth=3"], "unexpected keyword argument 'depth'"),
-        (f"{TINY}:small_cnn", [], "has no default input size"),
+        # the CLI's option first, as every hint that names both is worded (it led with the Python keyword)
+        (f"{TINY}:small_cnn", [], "has no default input size: give one, e.g. --input 3x224x224 (Python: input_size="),
         ("no_such_module_xyz:net", [], "cannot import 'no_such_module_xyz'"),
         ("lenet5", ["--arg", "x"], "malformed --arg 'x'"),
         ("lenet5", ["--input", "3x"], "malformed input size '3x'"),
