@@ -230,7 +230,8 @@ def compare(
     models = list(models)
     if not models:
         raise ArchprofError("compare needs at least one model")
-    labels = names or [model_label(model) for model in models]  # how an error names its model
+    # Each model with its label (its name, else `model_label`), which leads its errors.
+    items = list(zip(names or [model_label(model) for model in models], models, strict=True))
     check_flag("profile", profile)
     check_flag("trust_pickle", trust_pickle)  # here, not per model: an error of the call, not of one model
     if profile and fold_bn:
@@ -250,14 +251,13 @@ def compare(
     }
     latencies = None
     if profile:
-        analyses = [_analysis(item, **options) for item in zip(labels, models, strict=True)]
+        analyses = [_analysis(item, **options) for item in items]
         for analysed in analyses:  # every model's fit first: a refusal after others were timed wastes their time
             refuse_a_run_that_cannot_fit(analysed, torch.device("cpu"))
         latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses]
         reports = [analysed.report for analysed in analyses]
     else:
         report = functools.partial(_report, **options)
-        items = list(zip(labels, models, strict=True))
         reports = ordered_map(report, items, jobs=jobs, local=_not_a_spec, progress=progress)
     if names is not None:
         reports = [replace(made, model=name) for made, name in zip(reports, names, strict=True)]

@@ -229,9 +229,10 @@ def _unreadable_file(path: Path, spec: str, exc: BaseException) -> ArchprofError
     """torch.load's failure: a file no PyTorch writer makes (a text file named .pt, whose first
     letter torch.load's legacy reader takes for a key: "KeyError: 101") said to be one, else
     torch's reason (`unreadable`)."""
-    if _opens_as_torch_writes(path):
+    head = _head(path)
+    if head is None or _opens_as_torch_writes(path, head):
         return unreadable(spec, exc)
-    if path.stat().st_size == 0:
+    if not head:
         return ArchprofError(f"cannot read {spec}: the file is empty")
     return ArchprofError(
         f"cannot read {spec}: not a file PyTorch writes (torch.save, torch.jit.save and torch.export.save"
@@ -239,13 +240,21 @@ def _unreadable_file(path: Path, spec: str, exc: BaseException) -> ArchprofError
     )
 
 
-def _opens_as_torch_writes(path: Path) -> bool:
-    """Whether the file opens as a zip archive (a whole one, or the start of one cut short), a
-    pickle of protocol 2 or later (torch.save's legacy format) or a tar archive (its format
-    before PyTorch 0.4)."""
+def _head(path: Path) -> bytes | None:
+    """The file's first 4 bytes (fewer where it is shorter); None where it cannot be read now
+    (gone, no permission): then torch's own reason stands."""
     try:
         with path.open("rb") as stream:
-            head = stream.read(4)
+            return stream.read(4)
+    except OSError:
+        return None
+
+
+def _opens_as_torch_writes(path: Path, head: bytes) -> bool:
+    """Whether the file, which opens with `head`, is a zip archive (a whole one, or the start of
+    one cut short), a pickle of protocol 2 or later (torch.save's legacy format) or a tar
+    archive (its format before PyTorch 0.4)."""
+    try:
         return head.startswith((b"\x80", b"PK\x03\x04")) or zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
-    except OSError:  # unreadable now (gone, no permission): torch's own reason stands
+    except OSError:
         return True

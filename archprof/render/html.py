@@ -104,16 +104,20 @@ def page_html(title: str, heading: str, sections: Sequence[str], sortable: bool 
 
 def _totals(report: Report) -> str:
     totals = report.totals
-    rows = totals_rows(totals)
-    body = "".join(
-        f'<tr><th scope="row">{escape(label)}</th><td>{escape(value)}</td><td class="exact">{escape(exact)}</td></tr>'
-        for label, value, exact in rows
-    )
+    body = _figure_rows(totals_rows(totals))
     not_counted = ""
     if totals.not_counted:
         listed = ", ".join(f"{escape(visible_text(op))} ×{count}" for op, count in sorted(totals.not_counted.items()))
         not_counted = f'<p class="note">Operators without a formula (not counted): {listed}</p>'
     return f'<section><h2>Totals</h2><table id="totals">{body}</table>{not_counted}</section>'
+
+
+def _figure_rows(rows) -> str:
+    """Table rows of (label, value as shown, exact value): the totals' and the batch fit's."""
+    return "".join(
+        f'<tr><th scope="row">{escape(label)}</th><td>{escape(value)}</td><td class="exact">{escape(exact)}</td></tr>'
+        for label, value, exact in rows
+    )
 
 
 def _batch_fit(report: Report) -> str:
@@ -133,10 +137,7 @@ def _batch_fit(report: Report) -> str:
             f"{fit['bytes_at_next_batch']:,} B",
         ),
     ]
-    body = "".join(
-        f'<tr><th scope="row">{escape(label)}</th><td>{escape(value)}</td><td class="exact">{escape(exact)}</td></tr>'
-        for label, value, exact in rows
-    )
+    body = _figure_rows(rows)
     return f'<section><h2>Batch that fits</h2><table id="batch-fit">{body}</table></section>'
 
 
