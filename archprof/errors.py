@@ -66,6 +66,17 @@ def short_reason(exc: BaseException) -> str:
     return line.split(". ")[0] if len(line) > 120 else line
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why the user's forward failed: `short_reason`, led by the exception's type where the
+    type says something ("KeyError: 'scale'", where the bare message would be "'scale'");
+    bare for a RuntimeError, the class of every PyTorch error (whose message says it all),
+    and for an ArchprofError (archprof's own words)."""
+    reason = short_reason(exc)
+    if type(exc) is RuntimeError or isinstance(exc, ArchprofError) or not str(exc).strip():
+        return reason
+    return f"{type(exc).__name__}: {reason}"
+
+
 _META_LIMITATION = re.compile(r"\bmeta\b|data.dependent|no data|cannot copy out", re.IGNORECASE)
 
 

@@ -1055,3 +1055,28 @@ def test_an_error_names_the_shapes_of_keyword_inputs_too():
         archprof.analyze(_KeywordCalls(), input_size=(3, 4))
     with pytest.raises(ArchprofError, match=r"in the model \(_KeywordCalls\) on input 1x3x4: .*unexpected keyword"):
         archprof.analyze(_KeywordCalls(), inputs={"picture": (3, 4)})
+
+
+class _ScaledByName(nn.Module):
+    """Its forward reads a scale its dict does not hold: a KeyError, whose message is the key alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.scales = {}
+
+    def forward(self, x):
+        return self.conv(x) * self.scales["scale"]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_forward_error_names_its_type_where_the_message_alone_would_not_say(training):
+    """The error said only "'scale'"; it now says "KeyError: 'scale'", as a factory's failure
+    names its type. PyTorch's RuntimeErrors keep their message alone (the class says nothing)."""
+    with pytest.raises(ArchprofError, match=r"in the model \(_ScaledByName\) on input 2x3x8x8: KeyError: 'scale'$"):
+        archprof.analyze(_ScaledByName(), input_size=(3, 8, 8), batch=2, training=training)
+    with pytest.raises(ArchprofError) as raised:
+        archprof.analyze(nn.Conv2d(3, 4, 3), input_size=(2, 8, 8))
+    message = str(raised.value)
+    assert "expects 3 input channels, got 2" in message or "expected input" in message
+    assert "RuntimeError" not in message

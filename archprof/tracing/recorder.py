@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from archprof.errors import short_reason
+from archprof.errors import failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.kernels.one_cpu_operator import COMPOSITE
 from archprof.structure import tensors_in
@@ -268,7 +268,7 @@ class Recorder(TorchDispatchMode, ParameterAttribution):
             self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
 
     def describe_failure(self, exc: Exception, input_shapes) -> str:
-        reason = short_reason(exc)
+        reason = failure_reason(exc)
         if not self._stack:
             return f"the model's forward failed on input {input_shapes_text(input_shapes)}: {reason}"
         call, args = self._stack[-1]

@@ -18,7 +18,14 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, ArchprofWarning, is_meta_limitation, memory_for, short_reason
+from archprof.errors import (
+    ArchprofError,
+    ArchprofWarning,
+    failure_reason,
+    is_meta_limitation,
+    memory_for,
+    short_reason,
+)
 from archprof.graph import EngineNotes, Graph, OpNode
 from archprof.kernels import DeviceKernels
 from archprof.load.inputs import check_fits
@@ -361,11 +368,10 @@ def _lazy_layers_initialised(model: torch.nn.Module, specs: list[TraceInput], re
     except ArchprofError:
         raise
     except Exception as exc:
-        reason = short_reason(exc)
         shapes = input_shapes_text([s.shape for s in specs])
-        message = f"initialising the lazy layers by a forward on input {shapes} failed: {reason}"
+        message = f"initialising the lazy layers by a forward on input {shapes} failed: {failure_reason(exc)}"
         if not real and is_meta_limitation(exc):
-            raise MetaUnsupported(message, reason) from exc
+            raise MetaUnsupported(message, short_reason(exc)) from exc
         raise ArchprofError(message) from exc
     return model
 

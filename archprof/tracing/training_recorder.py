@@ -13,7 +13,7 @@ import torch.utils.checkpoint as checkpointing
 from torch._prims_common import suggest_memory_format
 from torch.autograd.function import BackwardCFunction
 
-from archprof.errors import ArchprofError, short_reason
+from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import EngineNotes, FunctionCall, ModuleCall, OpNode, TensorMeta
 from archprof.operators.shapes import is_dense
 from archprof.structure import tensors_in
@@ -431,7 +431,7 @@ class TrainingRecorder(Recorder):
             return super().describe_failure(exc, input_shapes)
         call = self._forward_ops[self._origin].module if self._origin >= 0 else None
         where = f" in the gradient of module '{call.path}' ({call.type})" if call is not None and call.path else ""
-        return f"the backward pass failed{where}: {short_reason(exc)}"
+        return f"the backward pass failed{where}: {failure_reason(exc)}"
 
     def pack_saved(self, tensor: torch.Tensor) -> torch.Tensor:
         """saved_tensors_hooks' pack hook: note what autograd keeps for the backward pass."""
