@@ -111,6 +111,13 @@ class OpNode:
     # gradient's `grad.conj() * result.sgn()`).
     workspace: tuple[int, ...] = ()
 
+    def argument(self, index: int, name: str, default: Any = None) -> Any:
+        """The argument at position `index` of the schema, named `name`: given by position or
+        by keyword, else `default` (the trailing defaults the dispatcher leaves out)."""
+        if len(self.args) > index:
+            return self.args[index]
+        return self.kwargs.get(name, default)
+
     def with_workspace(self, storages: tuple[int, ...]) -> OpNode:
         """This op with `storages` added to its workspace: `dataclasses.replace`'s answer in
         a fifth of its time (which reads every field's definition on each call), for the

@@ -201,6 +201,134 @@ def test_fit_counts_the_kernels_memory():
     assert found.report.totals.saved_activation_bytes == real
 
 
+# --- nn.MultiheadAttention's inference fast path ----------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """nn.MultiheadAttention over its input's tokens (B, T, E), called as `call` says."""
+
+    def __init__(self, dim=64, heads=4, batch_first=True, cross=False, **call):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=batch_first)
+        self.memory = nn.Linear(dim, dim) if cross else None
+        self.call = call
+
+    def forward(self, x):
+        key = self.memory(x) if self.memory is not None else x
+        output, weights = self.attention(x, key, key, **self.call)
+        return output if weights is None else (output, weights)
+
+
+_TOKENS = 16
+MULTI_HEAD_CALLS = {
+    "no weights asked": ({}, {"need_weights": False}),
+    "weights averaged": ({}, {}),
+    "weights per head": ({}, {"average_attn_weights": False}),
+    "a key padding mask": ({}, {"need_weights": False, "key_padding_mask": torch.zeros(2, _TOKENS, dtype=torch.bool)}),
+    "sequence first": ({"batch_first": False}, {"need_weights": False}),
+    "an odd head count": ({"dim": 63, "heads": 3}, {"need_weights": False}),
+    "cross-attention": ({"cross": True}, {"need_weights": False}),
+}
+
+
+def _cpu_runs_the_fast_path(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a real CPU forward in inference (eval, no grad) runs the fused kernel."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    names = set()
+
+    class Seen(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            names.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Seen():
+        model(x)
+    return "aten._native_multi_head_attention" in names
+
+
+@pytest.mark.parametrize("name", MULTI_HEAD_CALLS)
+def test_multi_head_attention_takes_the_road_a_cpu_takes(name):
+    """PyTorch's own checks choose, a meta tensor passing the device check as a CPU tensor:
+    the fused kernel where a CPU runs it, the composite road (projections, attention) where
+    a CPU does; output shapes, weights included (None where none were asked for), as a
+    real forward's."""
+    built, call = MULTI_HEAD_CALLS[name]
+    model = SelfAttention(**built, **call).eval()
+    x = torch.randn(2, _TOKENS, model.attention.embed_dim)
+    if not model.attention.batch_first:
+        x = x.transpose(0, 1).contiguous()
+    graph = trace(model, [x.shape])
+    fused = "aten._native_multi_head_attention" in op_names(graph)
+    assert fused == _cpu_runs_the_fast_path(model, x)
+    assert fused == (name not in ("sequence first", "an odd head count", "cross-attention"))
+    with torch.no_grad():
+        real = model(x)
+    real_shapes = [tuple(t.shape) for t in (real if isinstance(real, tuple) else (real,))]
+    assert [tuple(t.shape) for t in graph.outputs] == real_shapes
+
+
+@pytest.mark.parametrize("call", [{"need_weights": False}, {}])
+def test_the_multi_head_attention_inference_peak_matches_the_profiler(call):
+    """The fused kernel's projections, B x heads x T x T scores and softmax are freed inside it:
+    the profiler's peak of what outlives each operator (the fast path runs, as on any CPU in
+    inference) is the prediction's. The composite road's, traced before, held the projections
+    and their copies per head (3.5x this peak, against the profiler's 0.29 in `memory --measure`)."""
+    model = SelfAttention(**call).eval()
+    x = torch.randn(16, 256, 64)
+    graph = trace(model, [x.shape])
+    held = build_report(graph, "attention").totals.peak_activation_bytes
+    _, lasting = profiled_peaks(model, x)
+    assert held == lasting + x.nbytes
+
+
+@pytest.mark.parametrize("call", [{"need_weights": False}, {}, {"average_attn_weights": False}])
+def test_multi_head_attention_macs_are_those_of_its_projections_and_attention(call):
+    """FlopCounterMode has no formula for the fused kernel: it counts the composite road's
+    products (the fast path off, math attention), the same products the kernel computes."""
+    model = SelfAttention(**call).eval()
+    x = torch.randn(2, _TOKENS, 64)
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+            model(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+    report = archprof.analyze(model, input_size=tuple(x.shape[1:]), batch=2)
+    assert "_native_multi_head_attention" in report.layers["operators"].iloc[0]
+    assert report.totals.macs == counter.get_total_flops() // 2 == 2 * (4 * _TOKENS * 64 * 64 + 2 * _TOKENS**2 * 64)
+
+
+class _PatchAttention(nn.Module):
+    """A 4x4 patch embedding, its 8x8 tokens attended over."""
+
+    def __init__(self, **call):
+        super().__init__()
+        self.patches = nn.Conv2d(3, 32, 4, stride=4)
+        self.attention = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.call = call
+
+    def forward(self, x):
+        tokens = self.patches(x).flatten(2).transpose(1, 2)
+        return self.attention(tokens, tokens, tokens, need_weights=False, **self.call)[0]
+
+
+def test_the_fused_attentions_tokens_each_read_the_whole_input():
+    """Every output token reads every key: the whole input; a boolean mask may drop keys, which
+    leaves the field in its values."""
+    from archprof.passes.receptive_field import FieldMark
+
+    report = archprof.analyze(_PatchAttention().eval(), input_size=(3, 32, 32))
+    row = report.layers.set_index("layer").loc["attention"]
+    assert "_native_multi_head_attention" in row["operators"]
+    assert row["receptive_field"] == FieldMark.INPUT
+    masked = _PatchAttention(attn_mask=torch.zeros(64, 64, dtype=torch.bool))
+    row = archprof.analyze(masked.eval(), input_size=(3, 32, 32)).layers.set_index("layer").loc["attention"]
+    assert "_native_multi_head_attention" in row["operators"]
+    assert row["receptive_field"] == FieldMark.UNDEFINED
+    assert "mask" in row["receptive_field_note"]
+
+
 # --- recurrent layers -------------------------------------------------------------------------
 
 LSTMS = {

@@ -47,6 +47,52 @@ def fused_attention(op: OpNode) -> Section:
     return Section(title, steps, notes)
 
 
+def multi_head_attention(op: OpNode) -> Section:
+    """nn.MultiheadAttention's fused inference kernel (`native_multi_head_attention_cost`): the
+    four projections and the attention over B batches of H heads, L queries and S keys."""
+    q, k = op.args[:2]
+    batch, length, dim = q.shape
+    keys, heads = k.shape[1], op.argument(4, "num_head", 1)
+    masked = isinstance(op.argument(9, "mask", None), TensorMeta)
+    averaged = op.argument(10, "need_weights", True) and op.argument(11, "average_attn_weights", True)
+    cost = op_cost(op)
+    projections = batch * (2 * length + 2 * keys) * dim * dim
+    attention = 2 * batch * length * keys * dim
+    scores = batch * heads * length * keys
+    per_score = 3 + masked + 2 * averaged
+    parts = "softmax 3" + (", mask 1" if masked else "") + (", weights averaged over the heads 2" if averaged else "")
+    steps = (
+        Step(
+            "projections",
+            "B · (2L + 2S) · D · D: the query's and the output's over L positions, the key's and value's over S",
+            f"{batch} · (2 · {length} + 2 · {keys}) · {dim} · {dim}",
+            projections,
+        ),
+        Step(
+            "attention",
+            "2 · B · L · S · D: Q K^T, then the probabilities times V",
+            f"2 · {batch} · {length} · {keys} · {dim}",
+            attention,
+        ),
+        Step("MACs", "projections + attention", f"{projections:,} + {attention:,}", cost.macs),
+        Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs),
+        Step("scores", "B · H · L · S", f"{batch} · {heads} · {length} · {keys}", scores),
+        Step(
+            "elementwise FLOPs",
+            f"numel(Q) (scaled) + {per_score} · scores ({parts})",
+            f"{product_text(q.shape)} + {per_score} · {scores:,}",
+            cost.elementwise_flops,
+        ),
+    )
+    notes = (
+        "nn.MultiheadAttention's inference fast path, one CPU kernel: its projections and the B x H x L x S"
+        " scores are freed inside it (its workspace), their arithmetic counted as the composite road's",
+        "the biases added are not counted, as a linear layer's",
+    )
+    title = f"{op.op}: attention of {length} queries over {keys} keys, {heads} heads of {dim // heads}"
+    return Section(title, steps, notes)
+
+
 def matrix_product(op: OpNode, sources: Sources) -> Section:
     """A linear layer where the second operand is a weight (read from a parameter or a
     buffer), else a product of activations: no weights."""

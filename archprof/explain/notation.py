@@ -6,14 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from archprof.graph import OpNode
-
-
-def arg(op: OpNode, index: int, name: str, default=None):
-    if len(op.args) > index:
-        return op.args[index]
-    return op.kwargs.get(name, default)
-
 
 def window_symbols(names: Sequence[str], d: int) -> tuple[str, str, str, str]:
     """The kernel, stride, padding and dilation along spatial dimension `d` of `names`:

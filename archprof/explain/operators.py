@@ -11,8 +11,7 @@ from dataclasses import replace
 from archprof.explain.batch_norm import batch_norm
 from archprof.explain.catalogue import catalogue_section
 from archprof.explain.document import Section, Step
-from archprof.explain.matrix_products import fused_attention, lstm_layer, matrix_product
-from archprof.explain.notation import arg
+from archprof.explain.matrix_products import fused_attention, lstm_layer, matrix_product, multi_head_attention
 from archprof.explain.receptive_fields import Fields
 from archprof.explain.resampling import resampling, resampling_mode
 from archprof.explain.sources import Sources
@@ -46,6 +45,8 @@ def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | 
         return _cat(op, fields)
     if op.op == "aten._scaled_dot_product_flash_attention_for_cpu":
         return fused_attention(op)
+    if op.op == "aten._native_multi_head_attention":
+        return multi_head_attention(op)
     section = catalogue_section(op, fields)
     if section is not None and op.op in ("aten.add", "aten.add_"):
         return _with_added_parameters(op, section, sources)
@@ -75,7 +76,7 @@ def _with_added_parameters(op: OpNode, section: Section, sources: Sources) -> Se
 def _cat(op: OpNode, fields: Fields) -> Section:
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
     out = op.outputs[0].shape
-    dim = arg(op, 1, "dim", 0) % len(out)
+    dim = op.argument(1, "dim", 0) % len(out)
     sizes = " + ".join(str(t.shape[dim]) for t in tensors)
     steps = (
         Step(f"size along dimension {dim}", "sum of the inputs' sizes", sizes, out[dim]),

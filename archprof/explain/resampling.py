@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from archprof.explain.document import Section, Step
-from archprof.explain.notation import arg, product_text, spatial_names
+from archprof.explain.notation import product_text, spatial_names
 from archprof.graph import OpNode
 from archprof.operators.costs import antialiased_windows
 from archprof.passes.flops import op_cost
@@ -41,13 +41,13 @@ def resampling(op: OpNode) -> Section:
     weighted sum of T inputs, a nearest copy none)."""
     mode, taps = resampling_mode(op)
     x, out = op.args[0], op.outputs[0].shape
-    dims = len(arg(op, 1, "output_size"))
+    dims = len(op.argument(1, "output_size"))
     names = spatial_names(dims)
     copies = taps is None
-    align_corners = None if copies else bool(arg(op, 2, "align_corners", False))
+    align_corners = None if copies else bool(op.argument(2, "align_corners", False))
     scale_names = ["scales"] if dims == 1 else [f"scales_{n.lower()}" for n in names]
     first_scale = 2 if copies else 3
-    scales = [arg(op, first_scale + d, name) for d, name in enumerate(scale_names)]
+    scales = [op.argument(first_scale + d, name) for d, name in enumerate(scale_names)]
     scaled = all(scale is not None for scale in scales)
     steps = []
     for d, name in enumerate(names):
@@ -128,12 +128,12 @@ def antialiased_window_sums(forward: OpNode, copies_unchanged: bool) -> list[Ste
     change reads one input per output; the gradient's kernel filters every axis."""
     _, taps = resampling_mode(forward)
     x, out = forward.args[0], forward.outputs[0].shape
-    align_corners = bool(arg(forward, 2, "align_corners", False))
+    align_corners = bool(forward.argument(2, "align_corners", False))
     steps = []
     for d, name in enumerate(spatial_names(2)):
         size_in, size_out = x.shape[-2 + d], out[-2 + d]
         copied = copies_unchanged and size_in == size_out
-        scale = arg(forward, 3 + d, f"scales_{name.lower()}")
+        scale = forward.argument(3 + d, f"scales_{name.lower()}")
         windows = (
             [1] * size_out if copied else antialiased_windows(size_in, size_out, taps, scale, align_corners, x.dtype)
         )

@@ -6,7 +6,7 @@ convolution's or a pool's kernel and stride as text, for the network's view."""
 from __future__ import annotations
 
 from archprof.explain.document import Section, Step
-from archprof.explain.notation import arg, product_text, spatial_names, window_symbols
+from archprof.explain.notation import product_text, spatial_names, window_symbols
 from archprof.explain.receptive_fields import Fields, window_field
 from archprof.explain.sources import Sources, layer_parameters
 from archprof.graph import OpNode, TensorMeta
@@ -88,12 +88,12 @@ def pool(op: OpNode, fields: Fields) -> Section:
     x = op.args[0]
     maximum = op.op.startswith("aten.max")
     dims = 3 if "3d" in op.op else 2
-    kernel = expand(arg(op, 1, "kernel_size"), dims)
-    stride = arg(op, 2, "stride", ())
+    kernel = expand(op.argument(1, "kernel_size"), dims)
+    stride = op.argument(2, "stride", ())
     stride = expand(stride, dims) if stride else kernel
-    padding = expand(arg(op, 3, "padding", 0), dims)
-    dilation = expand(arg(op, 4, "dilation", 1), dims) if maximum else (1,) * dims
-    ceil_mode = bool(arg(op, 5 if maximum else 4, "ceil_mode", False))
+    padding = expand(op.argument(3, "padding", 0), dims)
+    dilation = expand(op.argument(4, "dilation", 1), dims) if maximum else (1,) * dims
+    ceil_mode = bool(op.argument(5 if maximum else 4, "ceil_mode", False))
     names = spatial_names(dims)
     steps = []
     sizes = []
@@ -130,7 +130,7 @@ def pool(op: OpNode, fields: Fields) -> Section:
     notes = ()
     if ceil_mode:
         setting += ", ceil_mode"
-    if not maximum and not arg(op, 5, "count_include_pad", True):
+    if not maximum and not op.argument(5, "count_include_pad", True):
         notes = ("count_include_pad False: a window over the padding is divided by its elements inside the input",)
     return Section(f"{op.op}: {kind} of {shape_text(x.shape)}; {setting}", tuple(steps), notes)
 
@@ -170,7 +170,7 @@ def kernel_and_stride(op: OpNode) -> tuple[str, str] | None:
         return text, shape_text(stride)
     if op.op.startswith(("aten.max_pool", "aten.avg_pool")):
         dims = 3 if "3d" in op.op else 2
-        kernel = expand(arg(op, 1, "kernel_size"), dims)
-        stride = arg(op, 2, "stride", ())
+        kernel = expand(op.argument(1, "kernel_size"), dims)
+        stride = op.argument(2, "stride", ())
         return shape_text(kernel), shape_text(expand(stride, dims) if stride else kernel)
     return None

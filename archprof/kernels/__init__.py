@@ -17,7 +17,9 @@ and `nn.MultiheadAttention` call), `torch._VF.lstm`, `gru`, `rnn_tanh` and `rnn_
 `nn.LSTM`, `nn.GRU` and `nn.RNN` call),
 `torch.batch_norm` (what `F.batch_norm` calls), `torch.group_norm` (what
 `F.group_norm` calls), `torch.nn.functional.linear` (what `nn.Linear` calls),
-`torch.nn.functional.one_hot` (`F.one_hot`), `torch.nn.functional.gaussian_nll_loss`; and,
+`torch.nn.functional.one_hot` (`F.one_hot`), `torch.nn.functional.gaussian_nll_loss`,
+`torch.nn.modules.activation._check_arg_device` (nn.MultiheadAttention's device check),
+`torch._native_multi_head_attention` (its fast path); and,
 below every Python name, the kernels of the aten operators `linalg_svdvals`, `linalg_eigvalsh` and `linalg_eigvals`. A
 TorchFunctionMode would see every call however made, but costs every torch call of every
 model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
@@ -54,6 +56,18 @@ Modelled (PyTorch 2.x, CPU):
   a CPU runs them, that one read answered "none negative" (a Meta kernel for
   `_local_scalar_dense`, registered for the call alone, answers a boolean False); the
   variances are the model's, which a real forward checks.
+- nn.MultiheadAttention in inference: its forward takes a fused fast path
+  (`_native_multi_head_attention`: the projections, the scores, the softmax and the
+  product with the values in one CPU kernel, which frees its B x heads x L x S scores
+  inside: workspace) where its checks pass (evaluation without grad, self-attention,
+  `batch_first`, an even head count, ...), among them that every tensor is on a CPU, CUDA
+  or the private-use device. While active that device check (`_check_arg_device`, which
+  the forward reads from its module on each call) passes meta tensors too, so that the
+  forward takes the road a CPU's takes, by PyTorch's own checks; the fast path's weights,
+  where none were asked for, are None, as a CPU's (the meta kernel's are an empty tensor).
+  (nn.TransformerEncoderLayer's
+  own fast path, `_transformer_encoder_layer_fwd`, checks devices inside its forward: it
+  keeps its composite road, its attention taking the fast path.)
 - a user's own copy (`Tensor.clone`, `resolve_conj`, `resolve_neg` and their `torch` functions,
   wrapped while active): noted as the user's (the recorder's `users_copy`), as a dispatch mode
   cannot tell its `clone` of a conjugate view from the one PyTorch's math-bit fallback makes
@@ -110,6 +124,8 @@ _ROUTED = (
     (torch.nn.functional, "linear", "_linear_function", "_routed_linear"),
     (torch.nn.functional, "one_hot", "_one_hot_function", "_routed_one_hot"),
     (torch.nn.functional, "gaussian_nll_loss", "_gaussian_nll_loss_function", "_routed_gaussian_nll_loss"),
+    (torch.nn.modules.activation, "_check_arg_device", "_device_check_function", "_routed_device_check"),
+    (torch, "_native_multi_head_attention", "_multi_head_attention_function", "_routed_multi_head_attention"),
 )
 
 
@@ -225,6 +241,16 @@ class DeviceKernels:
             return self._gaussian_nll_loss_function(input, target, var, *args, **kwargs)
         with _no_value_negative():
             return self._gaussian_nll_loss_function(input, target, var, *args, **kwargs)
+
+    def _routed_device_check(self, tensor) -> bool:
+        # nn.MultiheadAttention's: a meta tensor stands for the CPU's, so its inference fast path is taken as there.
+        return (tensor is not None and tensor.device.type == "meta") or self._device_check_function(tensor)
+
+    def _routed_multi_head_attention(self, *args, **kwargs):
+        output, weights = self._multi_head_attention_function(*args, **kwargs)
+        asked = kwargs.get("need_weights", args[10] if len(args) > 10 else True)
+        # No weights asked for: a CPU returns none (None), the meta kernel an empty tensor.
+        return output, (None if weights.device.type == "meta" and not asked else weights)
 
     def _routed_attention(self, query, *args, **kwargs):
         if query.device.type != "meta":

@@ -144,9 +144,13 @@ def _call_order(*maps):
     return lambda key: order.get(key, 0)
 
 
-# What FlopCounterMode counts: the operators it has a formula for ("aten.mm", ...), and
-# those the check lends it one for.
-_COUNTABLE = frozenset(str(packet) for packet in (*flop_registry, *_LENT_FORMULAS))
+# What FlopCounterMode counts: the operators it has a formula for ("aten.mm", ...), those
+# the check lends it one for, and nn.MultiheadAttention's fused inference kernel, whose
+# composite road the check runs (`native_attention_off`): FlopCounterMode counts the same
+# products there, the projections and the attention's.
+_COUNTABLE = frozenset(str(packet) for packet in (*flop_registry, *_LENT_FORMULAS)) | {
+    "aten._native_multi_head_attention"
+}
 
 
 def check_flops(report: Report, real: RealRun, leaves) -> Check:

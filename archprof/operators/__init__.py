@@ -527,12 +527,14 @@ _add(Family.DATA_MOVEMENT, "lu_unpack diagonal_scatter")
 _add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)
 
 # --- attention and recurrent kernels ------------------------------------------------------
-# The fused CPU kernels `archprof.kernels` sends attention and LSTM calls to, and their
-# gradients. Their forward MACs are those of the decompositions they replace (two batched
-# products; the cell's two products per step); the LSTM's shapes formula sizes oneDNN's
+# The fused CPU kernels `archprof.kernels` sends attention and LSTM calls to (and
+# nn.MultiheadAttention's inference fast path), and their gradients. Their forward MACs are
+# those of the decompositions they replace (two batched products, the projections; the
+# cell's two products per step); the LSTM's shapes formula sizes oneDNN's
 # workspace, which its meta kernel leaves empty.
 
 _add(Family.MATRIX_PRODUCT, "_scaled_dot_product_flash_attention_for_cpu", costs.flash_attention_cost)
+_add(Family.MATRIX_PRODUCT, "_native_multi_head_attention", costs.native_multi_head_attention_cost)
 _add(
     Family.MATRIX_PRODUCT,
     "mkldnn_rnn_layer",

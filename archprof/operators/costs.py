@@ -609,6 +609,40 @@ def flash_attention_cost(q: Shape, k: Shape, v: Shape, *args, out: Shape, attn_m
     )
 
 
+def native_multi_head_attention_cost(
+    q: Shape,
+    k: Shape,
+    v: Shape,
+    embed_dim: int,
+    heads: int,
+    qkv_weight: Shape,
+    qkv_bias,
+    proj_weight: Shape,
+    proj_bias,
+    mask=None,
+    need_weights: bool = True,
+    average_attn_weights: bool = True,
+    *rest,
+    out: Shape,
+    **kwargs,
+) -> Cost:
+    """nn.MultiheadAttention's inference fast path, one CPU kernel
+    (native_multi_head_attention_cpu), query (B, L, D), key and value (B, S, D): the query,
+    key and value projections and the output's (`B * (2L + 2S) * D * D` MACs), the scores and
+    their product with the values (`B * L * S * D` each, over all heads); the queries scaled
+    (one FLOP per element; the biases added, as a linear layer's, not counted), a softmax
+    over the scores (3 per score), a mask added to them (1 per score), and, for the weights
+    it returns averaged, their sum over the heads and its division (2 per score)."""
+    batch, length, dim = q
+    keys = k[1]
+    scores = batch * heads * length * keys
+    averaged = need_weights and average_attn_weights
+    return Cost(
+        macs=batch * dim * dim * (2 * length + 2 * keys) + 2 * batch * length * keys * dim,
+        elementwise_flops=prod(q) + (3 + (mask is not None) + 2 * averaged) * scores,
+    )
+
+
 def onednn_lstm_layer_cost(x: Shape, w_ih: Shape, w_hh: Shape, *args, out: Shape, **kwargs) -> Cost:
     """One LSTM layer and direction over a (T, B, I) input, as the cell loop it replaces:
     per step and batch element, the gates' products with the input and the hidden state

@@ -27,7 +27,7 @@ from archprof.passes.receptive_field.dims import (
 )
 from archprof.passes.receptive_field.links import Interval, Link
 from archprof.passes.receptive_field.maps import AxisMap
-from archprof.passes.receptive_field.rules import argument, dims_of, last_dims, operator_rule, per_dimension
+from archprof.passes.receptive_field.rules import dims_of, last_dims, operator_rule, per_dimension
 from archprof.passes.receptive_field.walk import JOINS_NOTHING_TO_WHOLE, KNOW_PARTS, Rule, Walk
 
 # -- slices, splits, picked positions; concatenation and stacking --------------------------
@@ -68,18 +68,18 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
 def _slice(walk: Walk, op: OpNode) -> list[State]:
     x = op.args[0]
     ndim = len(x.shape)
-    axis = argument(op, 1, "dim", 0) % ndim
+    axis = op.argument(1, "dim", 0) % ndim
     size = x.shape[axis]
-    start = argument(op, 2, "start", None)
+    start = op.argument(2, "start", None)
     start = 0 if start is None else start
     start = min(max(start + size if start < 0 else start, 0), size)
-    return _offsets(walk, op, x, axis, [start], argument(op, 4, "step", 1))
+    return _offsets(walk, op, x, axis, [start], op.argument(4, "step", 1))
 
 
 @operator_rule("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes")
 def _split(walk: Walk, op: OpNode) -> list[State]:
     x = op.args[0]
-    axis = argument(op, 2, "dim", 0) % len(x.shape)
+    axis = op.argument(2, "dim", 0) % len(x.shape)
     offsets, position = [], 0
     for out in op.outputs:
         offsets.append(position)
@@ -112,15 +112,15 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
 @operator_rule("select")
 def _select(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
-    axis = argument(op, 1, "dim", 0) % len(x.shape)
-    index = argument(op, 2, "index", 0)
+    axis = op.argument(1, "dim", 0) % len(x.shape)
+    index = op.argument(2, "index", 0)
     return _picked(walk, op, walk.state(x), axis, index % x.shape[axis])
 
 
 @operator_rule("unbind")
 def _unbind(walk: Walk, op: OpNode) -> list[State]:
     x = op.args[0]
-    axis = argument(op, 1, "dim", 0) % len(x.shape)
+    axis = op.argument(1, "dim", 0) % len(x.shape)
     return [_picked(walk, op, walk.state(x), axis, i) for i in range(len(op.outputs))]
 
 
@@ -133,7 +133,7 @@ def _diag_embed(walk: Walk, op: OpNode) -> State:
     if not isinstance(state, Field):
         return state
     ndim = len(out)
-    if {argument(op, 2, "dim1", -2) % ndim, argument(op, 3, "dim2", -1) % ndim} != {ndim - 2, ndim - 1}:
+    if {op.argument(2, "dim1", -2) % ndim, op.argument(3, "dim2", -1) % ndim} != {ndim - 2, ndim - 1}:
         return walk.undefined(op, "it places its diagonal on other dimensions than the last two")
     if state.dims and not along_no_axis(state.dims[-1]):
         return walk.undefined(op, "it spreads a spatial dimension over a diagonal")
@@ -209,7 +209,7 @@ def _cat(walk: Walk, op: OpNode) -> State:
     input it was copied from."""
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta) and t.shape != (0,)]
     out = op.outputs[0].shape
-    axis = argument(op, 1, "dim", 0) % len(out)
+    axis = op.argument(1, "dim", 0) % len(out)
     states = [walk.state(t) for t in tensors]
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
     whole = [s is WHOLE or (isinstance(s, Field) and walk.settled(s) is WHOLE) for s in states]
@@ -277,7 +277,7 @@ def _stack(walk: Walk, op: OpNode) -> State:
     of a spatial dimension (rows picked by `unbind`, stacked back), unit i reads its own
     path's, which archprof does not place."""
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta)]
-    axis = argument(op, 1, "dim", 0) % len(op.outputs[0].shape)
+    axis = op.argument(1, "dim", 0) % len(op.outputs[0].shape)
     states = [walk.state(t) for t in tensors]
     if len({s.loose for s in states if isinstance(s, Field)}) > 1:
         return walk.undefined(op, "it stacks positions picked along a spatial dimension")
@@ -386,7 +386,7 @@ def _roll(walk: Walk, op: OpNode) -> State:
     window holding them and the map's first units would otherwise span every pixel between,
     none of which it reads."""
     x = op.args[0]
-    shifts, dims = per_dimension(op.args[1], 1), per_dimension(argument(op, 2, "dims", ()), 1)
+    shifts, dims = per_dimension(op.args[1], 1), per_dimension(op.argument(2, "dims", ()), 1)
     state = walk.state(x)
     if not dims:
         flat = isinstance(state, Field) and not all(along_no_axis(e) for e in state.dims)

@@ -30,7 +30,7 @@ from archprof.passes.receptive_field.dims import (
 )
 from archprof.passes.receptive_field.layout import paths_side_by_side
 from archprof.passes.receptive_field.maps import AxisMap
-from archprof.passes.receptive_field.rules import argument, operator_rule
+from archprof.passes.receptive_field.rules import operator_rule
 from archprof.passes.receptive_field.walk import KNOW_PARTS, Walk
 
 
@@ -324,7 +324,7 @@ def _squeeze(walk: Walk, op: OpNode) -> State:
     if op.op.removeprefix("aten.").startswith("unsqueeze"):
         at = op.args[1] % (ndim + 1)
         return state.with_dims([*state.dims[:at], None, *state.dims[at:]])
-    dims = argument(op, 1, "dim", None)
+    dims = op.argument(1, "dim", None)
     chosen = range(ndim) if dims is None else [dims] if isinstance(dims, int) else dims
     gone = {d % ndim for d in chosen if x.shape[d % ndim] == 1}
     if len(out) != ndim - len(gone):

@@ -60,12 +60,6 @@ def operator_rule(*names: str):
     return register
 
 
-def argument(op: OpNode, index: int, name: str, default=None):
-    if len(op.args) > index:
-        return op.args[index]
-    return op.kwargs.get(name, default)
-
-
 def per_dimension(value, m: int) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * m
@@ -138,7 +132,7 @@ _FAMILY_RULES[Family.NORMALISATION] = _normalisation
 def _index_select(walk: Walk, op: OpNode) -> State:
     """Positions chosen by a tensor's values: fine along any dimension but a spatial one."""
     x = op.args[0]
-    axis = argument(op, 1, "dim", 0) % len(x.shape)
+    axis = op.argument(1, "dim", 0) % len(x.shape)
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it picks positions along a spatial dimension by value")
@@ -166,7 +160,7 @@ def _index_written(walk: Walk, op: OpNode) -> State:
 def _index_fill(walk: Walk, op: OpNode) -> State:
     """Units an index names set to a value, the others kept: a unit reads its own unit of
     self (or the value), and the index."""
-    x, index, value = op.args[0], op.args[2], argument(op, 3, "value")
+    x, index, value = op.args[0], op.args[2], op.argument(3, "value")
     items = [(walk.state(x), x.shape), (walk.reduce(op, walk.state(index), 0, None), ())]
     if isinstance(value, TensorMeta):
         items.append((walk.state(value), value.shape))
@@ -189,7 +183,7 @@ def _masked_scatter(walk: Walk, op: OpNode) -> State:
 def _reduction(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     ndim = len(x.shape)
-    dims = argument(op, 2 if op.op == "aten.linalg_vector_norm" else 1, "dim", None)
+    dims = op.argument(2 if op.op == "aten.linalg_vector_norm" else 1, "dim", None)
     if isinstance(dims, TensorMeta):  # max(a, b), min(a, b): elementwise
         return _pointwise(walk, op)
     if isinstance(dims, int) and not isinstance(dims, bool):
@@ -212,7 +206,7 @@ def _softmax(walk: Walk, op: OpNode) -> State:
     if x.id in walk.masked:
         return walk.undefined(op, _MASKED)
     ndim = len(x.shape)
-    return walk.reduce(op, walk.state(x), ndim, {argument(op, 1, "dim", -1) % ndim})
+    return walk.reduce(op, walk.state(x), ndim, {op.argument(1, "dim", -1) % ndim})
 
 
 # A key masked by -inf gets weight 0: each query reads the keys the mask's values keep,
@@ -226,7 +220,7 @@ def _sorted(walk: Walk, op: OpNode) -> State:
     """Values and indices ordered along one axis: each output reads every unit along it."""
     x = op.args[0]
     ndim = len(x.shape)
-    axis = argument(op, 2 if op.op == "aten.topk" else 1, "dim", -1)
+    axis = op.argument(2 if op.op == "aten.topk" else 1, "dim", -1)
     return walk.reduce(op, walk.state(x), ndim, {axis % ndim} if ndim else None)
 
 
@@ -236,7 +230,7 @@ def _selected(walk: Walk, op: OpNode) -> State:
     unit along it."""
     x = op.args[0]
     ndim = len(x.shape)
-    axis = argument(op, 2 if op.op == "aten.kthvalue" else 1, "dim", -1)
+    axis = op.argument(2 if op.op == "aten.kthvalue" else 1, "dim", -1)
     return walk.reduce(op, walk.state(x), len(op.outputs[0].shape), {axis % ndim} if ndim else None)
 
 
@@ -263,7 +257,7 @@ def _renorm(walk: Walk, op: OpNode) -> State:
     unit along every other axis."""
     x = op.args[0]
     ndim = len(x.shape)
-    axis = argument(op, 2, "dim", 0) % ndim
+    axis = op.argument(2, "dim", 0) % ndim
     return walk.reduce(op, walk.state(x), ndim, set(range(ndim)) - {axis})
 
 
@@ -297,7 +291,7 @@ def _cross(walk: Walk, op: OpNode) -> State:
     """Each component reads the other two of its vector (the whole size-3 axis) in both
     inputs, broadcast."""
     out = op.outputs[0].shape
-    axis = argument(op, 2, "dim", -1) % len(out)
+    axis = op.argument(2, "dim", -1) % len(out)
     items = []
     for t in op.inputs:
         offset = len(out) - len(t.shape)
@@ -368,7 +362,7 @@ def _running_sum(walk: Walk, op: OpNode) -> State:
     """Unit i of the summed axis reads units 0 to i (a running sum, product, maximum or
     minimum): pointwise unless that axis is spatial."""
     x = op.args[0]
-    axis = argument(op, 1, "dim", 0) % max(len(x.shape), 1)
+    axis = op.argument(1, "dim", 0) % max(len(x.shape), 1)
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it sums along a spatial dimension")
@@ -401,7 +395,7 @@ def _loss(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     index = {"aten.binary_cross_entropy": 3, "aten.binary_cross_entropy_with_logits": 4}.get(op.op, 2)
     per_element = walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], x.shape)
-    return per_element if argument(op, index, "reduction", 1) == 0 else walk.reduce(op, per_element, 0, None)
+    return per_element if op.argument(index, "reduction", 1) == 0 else walk.reduce(op, per_element, 0, None)
 
 
 @operator_rule("nll_loss_forward", "nll_loss2d_forward")
@@ -411,7 +405,7 @@ def _nll_loss(walk: Walk, op: OpNode) -> list[State]:
     x, target = op.args[0], op.args[1]
     picked = walk.reduce(op, walk.state(x), len(x.shape) - 1, {1 if len(x.shape) > 1 else 0})
     per_target = walk.merge(op, [(picked, target.shape), (walk.state(target), target.shape)], target.shape)
-    reduced = per_target if argument(op, 3, "reduction", 1) == 0 else walk.reduce(op, per_target, 0, None)
+    reduced = per_target if op.argument(3, "reduction", 1) == 0 else walk.reduce(op, per_target, 0, None)
     return [reduced, None]
 
 
@@ -428,7 +422,7 @@ def _margin_loss(walk: Walk, op: OpNode) -> State | list[State]:
     if target.shape == rows:  # the multi-class loss's, one per sample
         per_sample = walk.merge(op, [(per_sample, rows), (walk.state(target), rows)], rows)
     multilabel = op.op == "aten.multilabel_margin_loss_forward"
-    reduction = argument(op, 2 if multilabel else 5, "reduction", 1)
+    reduction = op.argument(2 if multilabel else 5, "reduction", 1)
     reduced = per_sample if reduction == 0 else walk.reduce(op, per_sample, 0, None)
     return [reduced, walk.state(target)] if multilabel else reduced
 
@@ -482,7 +476,7 @@ def _embedding_renorm(walk: Walk, op: OpNode) -> State:
 def _glu(walk: Walk, op: OpNode) -> State:
     """a * sigmoid(b) for the two halves along one axis: pointwise unless that axis is spatial."""
     x = op.args[0]
-    axis = argument(op, 1, "dim", -1) % len(x.shape)
+    axis = op.argument(1, "dim", -1) % len(x.shape)
     state = walk.state(x)
     if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
         return walk.undefined(op, "it pairs units half a dimension apart")
@@ -533,7 +527,7 @@ def _fused_attention(walk: Walk, op: OpNode) -> list[State]:
     (`_MASKED`, is_causal) leaves the keys each query reads in its values."""
     q, k, v = op.args[:3]
     mask = op.kwargs.get("attn_mask")
-    if argument(op, 4, "is_causal", False) or (isinstance(mask, TensorMeta) and mask.id in walk.masked):
+    if op.argument(4, "is_causal", False) or (isinstance(mask, TensorMeta) and mask.id in walk.masked):
         return [walk.undefined(op, _MASKED)] * 2
     if walk.state(mask) is not None:
         return [walk.undefined(op, "its mask is computed from the input")] * 2
@@ -544,6 +538,31 @@ def _fused_attention(walk: Walk, op: OpNode) -> list[State]:
         _contracted_merge(walk, op, [(t, [*keep, None], c) for t, keep, c in scores] + [values], output),
         _contracted_merge(walk, op, scores, log_sum_exp),
     ]
+
+
+@operator_rule("_native_multi_head_attention")
+def _multi_head_attention(walk: Walk, op: OpNode) -> list[State]:
+    """nn.MultiheadAttention's inference fast path in one kernel, query (N, L, E), key and
+    value (N, S, E): projected, attended per head, projected back. Output position l reads
+    every channel of query row l and every key and value; the weights returned (N, L, S),
+    or (N, heads, L, S) not averaged, read query row l and every key (the softmax's
+    normaliser), and none where none were asked for (an empty tensor). A boolean mask (the
+    merged attention and key-padding masks) or one that may hold -inf leaves the keys each
+    query reads in its values (`_MASKED`)."""
+    query, key, value = op.args[:3]
+    mask = op.argument(9, "mask", None)
+    if isinstance(mask, TensorMeta):
+        if mask.dtype == torch.bool or mask.id in walk.masked:
+            return [walk.undefined(op, _MASKED)] * 2
+        if walk.state(mask) is not None:
+            return [walk.undefined(op, "its mask is computed from the input")] * 2
+    output, weights = (o.shape for o in op.outputs)
+    rows, keys = (query, [0, 1, None], [2]), (key, [0, None, None], [1, 2])
+    states = [_contracted_merge(walk, op, [rows, keys, (value, [0, None, None], [1, 2])], output)]
+    if len(weights) == 4:  # per head: the heads' dimension reads what every channel does
+        rows, keys = (query, [0, None, 1, None], [2]), (key, [0, None, None, None], [1, 2])
+    states.append(_contracted_merge(walk, op, [rows, keys], weights) if len(weights) > 1 else None)
+    return states
 
 
 def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ...], added: Sequence = ()) -> State:

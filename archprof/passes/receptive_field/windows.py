@@ -33,7 +33,6 @@ from archprof.passes.receptive_field.links import Interval
 from archprof.passes.receptive_field.maps import AxisMap
 from archprof.passes.receptive_field.reshape import joined_dims
 from archprof.passes.receptive_field.rules import (
-    argument,
     contracted_operand,
     dims_of,
     last_dims,
@@ -94,7 +93,7 @@ def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> A
 @operator_rule("convolution", "_convolution", "convolution_overrideable")
 def _convolution(walk: Walk, op: OpNode) -> State:
     x, weight = op.args[0], op.args[1]
-    bias = argument(op, 2, "bias")
+    bias = op.argument(2, "bias")
     for extra in (weight, bias):
         state = walk.state(extra)
         if state is WHOLE:
@@ -102,7 +101,7 @@ def _convolution(walk: Walk, op: OpNode) -> State:
         if state is not None:
             return walk.undefined(op, "its weights are computed from the input")
     state = walk.state(x)
-    groups = argument(op, 8, "groups", 1)
+    groups = op.argument(8, "groups", 1)
     channels = state.dims[1] if isinstance(state, Field) else None  # None: plain channels, nearly always
     if groups > 1 and isinstance(channels, Parts) and channels.holds(state, 1):
         per_group = x.shape[1] // groups
@@ -122,7 +121,7 @@ def _convolved(walk: Walk, op: OpNode, state: State) -> State:
         # its group's only, but every input channel is some group's: a unit's field, the union
         # over its channels, is the same, and its channels now read differently.
         state = walk.settled(contracted_operand(state, [0, None, *range(2, len(state.dims))], [1]))
-        if argument(op, 8, "groups", 1) > 1 and isinstance(state, Field):
+        if op.argument(8, "groups", 1) > 1 and isinstance(state, Field):
             state = state.with_dims((state.dims[0], UNEVEN, *state.dims[2:]))
     m = len(weight.shape) - 2
     kernel = weight.shape[2:]
@@ -156,11 +155,11 @@ def _pool(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
     name = op.op.removeprefix("aten.")
     m = dims_of(name)
-    kernel = per_dimension(argument(op, 1, "kernel_size"), m)
-    stride = argument(op, 2, "stride", ())
+    kernel = per_dimension(op.argument(1, "kernel_size"), m)
+    stride = op.argument(2, "stride", ())
     stride = per_dimension(stride, m) if stride else kernel
-    padding = per_dimension(argument(op, 3, "padding", 0), m)
-    dilation = per_dimension(argument(op, 4, "dilation", 1), m) if name.startswith("max") else (1,) * m
+    padding = per_dimension(op.argument(3, "padding", 0), m)
+    dilation = per_dimension(op.argument(4, "dilation", 1), m) if name.startswith("max") else (1,) * m
     windows = list(zip(kernel, stride, padding, dilation, strict=True))
     # ceil_mode only adds units at the far end, whose windows the exact reading clips.
     return _windowed(walk, op, walk.state(x), list(last_dims(x, m)), windows, "pooling")
@@ -445,7 +444,7 @@ def _source_index(x: float, n: int) -> int:
 def _linear(walk: Walk, op: OpNode) -> State:
     """Output o reads inputs i and i + 1 around its source coordinate x (i = floor(x)), the
     second only when its weight x - i is not zero."""
-    align_corners = bool(argument(op, 2, "align_corners", False))
+    align_corners = bool(op.argument(2, "align_corners", False))
     dtype = op.outputs[0].dtype
 
     def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
@@ -471,7 +470,7 @@ def _cubic(walk: Walk, op: OpNode) -> State:
     """Output o reads inputs i - 1 .. i + 2 (clamped to the map) around its source coordinate
     x (i = floor(x)); input i alone when x is a whole number (the other weights are 0), so
     that its neighbours read past it on both sides: the reads are not in order."""
-    align_corners = bool(argument(op, 2, "align_corners", False))
+    align_corners = bool(op.argument(2, "align_corners", False))
     dtype = op.outputs[0].dtype
 
     def make(parent: AxisMap, n: int, o: int, factor: float | None) -> AxisMap:
