@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["ArchprofError", "InputSpec", "Report", "analyze", "compare", "profile"]
+__all__ = ["ArchprofError", "ArchprofWarning", "InputSpec", "Report", "analyze", "compare", "profile"]
 
 if TYPE_CHECKING:
     from archprof.api import analyze, profile
     from archprof.comparison import compare
-    from archprof.errors import ArchprofError
+    from archprof.errors import ArchprofError, ArchprofWarning
     from archprof.load import InputSpec
     from archprof.report import Report
 
@@ -26,6 +26,7 @@ _LAZY = {
     "analyze": "archprof.api",
     "profile": "archprof.api",
     "ArchprofError": "archprof.errors",
+    "ArchprofWarning": "archprof.errors",
     "InputSpec": "archprof.load",
     "Report": "archprof.report",
     "compare": "archprof.comparison",
@@ -33,8 +34,18 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
+    import importlib.util
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    # A module of the package, imported at its first use (`archprof.diff.diff`,
+    # `archprof.fit.fit_batch` after a plain `import archprof`), as an eager import would give.
+    if not name.startswith("_") and importlib.util.find_spec(f"archprof.{name}") is not None:
+        return importlib.import_module(f"archprof.{name}")
     raise AttributeError(f"module 'archprof' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, for tab completion."""
+    return sorted({*globals(), *__all__})

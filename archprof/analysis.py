@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from archprof.collector import collector_paused
-from archprof.errors import ArchprofError, ArchprofWarning, check_flag, shown
+from archprof.errors import ArchprofError, check_flag, shown, warn
 from archprof.graph import Graph
 from archprof.load import (
     DTYPES,
@@ -119,7 +118,8 @@ def analyze(
 
     `training` analyses one training step: a training forward (train mode, what autograd
     saves for backward), filling the training memory estimate with the state of `optimizer`
-    (sgd, momentum, adam), and its backward pass, traced on meta too, filling
+    (one of `archprof.optimizers.OPTIMIZERS`: sgd, momentum, adam, adamw, rmsprop, ...; any
+    but the default sgd is refused without `training`), and its backward pass, traced on meta too, filling
     `archprof.report.columns.TRAINING_COLUMNS` (gradient MACs per row, input and weight gradients
     apart, forward ops recomputed by checkpointing) and `totals.training_flops`; without
     it, the memory figures are those of inference and there are no training columns.
@@ -138,6 +138,11 @@ def analyze(
     """
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     optimizer_state_copies(optimizer)  # an unknown optimizer fails before any tracing
+    if optimizer.lower() != "sgd" and training is False:  # the default sgd goes unsaid; a bad flag is refused below
+        raise ArchprofError(
+            f"optimizer {optimizer!r} applies to a training step: add training=True (an inference report"
+            " has no optimizer state)"
+        )
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)
     analysed = analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer, fold_bn=fold_bn)
     return analysed.report
@@ -210,7 +215,7 @@ def folded_graph(graph: Graph) -> tuple[Graph, Folding]:
     if folding.kept:
         named = "; ".join(f"{layer_label(k.norm, k.norm_call)} ({k.reason})" for k in folding.kept[:3])
         more = f"; and {len(folding.kept) - 3} more" if len(folding.kept) > 3 else ""
-        warnings.warn(f"{len(folding.kept)} BatchNorm(s) not folded: {named}{more}", ArchprofWarning, stacklevel=3)
+        warn(f"{len(folding.kept)} BatchNorm(s) not folded: {named}{more}")
     return graph, folding
 
 
@@ -260,7 +265,7 @@ def trace_loaded(
     stand-ins, inputs and copies are plain tensors that autograd may save; the forward's own
     `inference_mode` regions still apply (the recorder decomposes the composite operators
     that reach it whole there)."""
-    with torch.inference_mode(False):  # not a decorator: a frame more would move the warnings' stacklevel
+    with torch.inference_mode(False):
         try:
             return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
         except MetaUnsupported as exc:
@@ -296,11 +301,9 @@ def _real_trace(
             f"the forward of {loaded.name} cannot run on the meta device ({reason}), nor on {device}: {exc}"
         ) from None
     # Said as what was done, not as a failure: the figures are whole, the analysis slower.
-    warnings.warn(
+    warn(
         f"{loaded.name}: traced with a real forward on {device} instead ({weights}; slower than a meta trace):"
-        f" its forward cannot run on the meta device ({reason})",
-        ArchprofWarning,
-        stacklevel=4,  # attributed to archprof.analyze
+        f" its forward cannot run on the meta device ({reason})"
     )
     return graph, str(device)
 

@@ -57,11 +57,18 @@ def _metric(key: str) -> Metric:
     return METRICS[key]
 
 
-def _total(name: str, what: str) -> Callable[[Report], int]:
+def _total(name: str, what: str, training: bool = False) -> Callable[[Report], int]:
+    """The report's total `name`; `training`: a figure only a training step's report has."""
+
     def read(report: Report) -> int:
         value = getattr(report.totals, name, None)
-        if value is None:  # no such analysis here (or, for training memory, not a training report)
-            raise MetricUnavailable(f"{what} is not available: this archprof has no {what} analysis")
+        if value is None and training:
+            raise MetricUnavailable(
+                f"{what} is not available: the report is of inference; analyse a training step"
+                " (training=True; --train on the command line)"
+            )
+        if value is None:
+            raise MetricUnavailable(f"{what} is not available in this report")
         return int(value)
 
     return read
@@ -93,7 +100,7 @@ def _final_field(report: Report) -> tuple[tuple[int, ...], str]:
     """The last spatial row's field and, where that field is an upper bound, its note."""
     values = report.columns.get("receptive_field")
     if values is None:
-        raise MetricUnavailable("receptive field is not available: this archprof has no receptive-field analysis")
+        raise MetricUnavailable("receptive field is not available in this report")
     notes = report.columns.get("receptive_field_note") or [""] * len(values)
     rows = [
         {"layer": layer, "receptive_field": value, "receptive_field_note": note}
@@ -143,7 +150,7 @@ METRICS: dict[str, Metric] = {
             "training_peak_bytes",
             "Training step peak",
             "bytes",
-            _total("training_peak_bytes", "training step peak"),
+            _total("training_peak_bytes", "training step peak", training=True),
             training=True,
         ),
         Metric(
@@ -151,7 +158,7 @@ METRICS: dict[str, Metric] = {
             "training_flops",
             "Training FLOPs",
             "count",
-            _total("training_flops", "training FLOPs"),
+            _total("training_flops", "training FLOPs", training=True),
             training=True,
         ),
     )

@@ -2,6 +2,8 @@
 whether it says the meta device lacks what a real one has."""
 
 import re
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +18,16 @@ class ArchprofError(Exception):
 class ArchprofWarning(UserWarning):
     """archprof had to do something other than asked, and says so once (the CPU fallback of
     a forward that cannot run on the meta device). The CLI prints it as one line on stderr."""
+
+
+def warn(message: str, category: type[Warning] = ArchprofWarning) -> None:
+    """`warnings.warn`, attributed to the caller's own line: the first frame outside archprof,
+    whatever road inside the package led here (`archprof.analyze`, `compare`, `fit_batch`), so
+    that the warning names the caller's file and a filter on the caller's module applies."""
+    frame, depth = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "archprof":
+        frame, depth = frame.f_back, depth + 1
+    warnings.warn(message, category, stacklevel=depth + 1)
 
 
 def shown(value: object) -> str:

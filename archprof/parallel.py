@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from archprof.errors import ArchprofError, shown
+from archprof.errors import ArchprofError, shown, warn
 from archprof.units import checked_count
 
 T = TypeVar("T")
@@ -168,5 +168,5 @@ def _replayed(outcome: Future) -> Any:
             "a worker process died (out of memory, or killed): run with jobs=1 (--jobs 1) to analyse in one process"
         ) from None
     for message, category in caught:
-        warnings.warn(message, category, stacklevel=1)
+        warn(message, category)  # at the caller's line, as the same warning made in this process
     return result

@@ -10,6 +10,11 @@ from functools import cache
 
 from archprof.units import human_bytes, human_count, shape_text
 
+# The narrowest width text and tables are laid out for. Under it (COLUMNS=1 to 29), every name
+# and figure was cut to a character or two and an ellipsis ('con…  1x…'): laid out for 30, each
+# stays whole, its lines longer than the terminal's, which wraps them.
+NARROWEST_WIDTH = 30
+
 
 def layer_label(layer: str, call: int) -> str:
     """A row's name as tables and messages show it: 'layer1.0.conv1', '(model)' for the

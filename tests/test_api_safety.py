@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import archprof
 from archprof.analysis import analysis
+from archprof.budget import evaluate, parse_limit
 from archprof.cli import app
 from archprof.comparison import compare, comparison_json, measure_latency
 from archprof.diff import diff
@@ -23,6 +24,7 @@ from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.fit import fit_batch
 from archprof.load import load_model
 from archprof.measure.peak_memory import measure_memory
+from tests.models import ReadsItsValues
 
 runner = CliRunner()
 INT64_MAX = 2**63 - 1
@@ -159,6 +161,15 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
         (lambda: compare(["no-such-model"], profile=True, runs=0), "runs must be at least 1, got 0"),
         (lambda: compare(["lenet5", "lenet5"], progress=3), "progress must be a function"),
         (lambda: archprof.profile("no-such-model", device="cpu", progress=3), "progress must be a function"),
+        (lambda: _lenet5_report().explain("features.0", width="80"), "width must be a whole number, got '80'"),
+        (lambda: _lenet5_report().explain("features.0", width=0), "width must be at least 1, got 0"),
+        (lambda: _lenet5_report().explain("features.0", markdown="yes"), "markdown must be True or False"),
+        (lambda: parse_limit("max-param", "10M"), r"unknown limit 'max-param' \(did you mean 'max-params'\?\)"),
+        (
+            lambda: evaluate(_lenet5_report(), [parse_limit("max-training-memory", "1GB")]),
+            r"training step peak is not available: the report is of inference; analyse a training step",
+        ),
+        (lambda: archprof.analyze("lenet5", optimizer="adam"), r"optimizer 'adam' applies to a training step"),
     ],
     ids=[
         "args a list",
@@ -171,11 +182,45 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
         "compare's runs 0",
         "compare's progress a number",
         "profile's progress a number",
+        "explain's width a string",
+        "explain's width 0",
+        "explain's markdown a string",
+        "a limit misspelt",
+        "a training limit on an inference report",
+        "an optimizer without training",
     ],
 )
 def test_an_argument_of_the_wrong_type_is_one_error_not_a_python_one(call, message):
     with pytest.raises(ArchprofError, match=message):
         call()
+
+
+def _lenet5_report():
+    return archprof.analyze("lenet5")
+
+
+def test_a_limits_name_takes_underscores_as_a_budget_file_does():
+    assert parse_limit("max_params", "10M") == parse_limit("max-params", "10M")
+
+
+def test_explain_lays_a_narrow_width_out_as_a_table_is():
+    """Under 30 columns every line was cut to a character or two; the CLI lays it out for 30."""
+    report = _lenet5_report()
+    assert report.explain("features.0", width=5) == report.explain("features.0", width=30)
+
+
+def test_the_packages_modules_are_reached_from_a_plain_import_as_the_readme_writes_them():
+    """`archprof.diff.diff`, `archprof.fit.fit_batch` after `import archprof` alone raised
+    AttributeError; the lazy names are listed for tab completion; torch is not imported."""
+    code = (
+        "import sys, archprof\n"
+        "assert 'torch' not in sys.modules and {'analyze', 'ArchprofWarning'} <= set(dir(archprof))\n"
+        "print(archprof.diff.diff.__name__, archprof.fit.fit_batch.__name__, archprof.load.ModelOptions.__name__)\n"
+        "assert not hasattr(archprof, 'no_such_module')"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["diff", "fit_batch", "ModelOptions"]
 
 
 def test_diff_takes_a_module_as_it_takes_a_spec():
@@ -595,3 +640,23 @@ def test_a_model_whose_repr_raises_is_quoted_as_python_quotes_it():
         ArchprofError, match=r"cannot analyse <unprintable _Unprintable object> \(of type _Unprintable\)"
     ):
         archprof.analyze(_Unprintable())
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: archprof.analyze(ReadsItsValues(), input_size=(3, 8, 8)),
+        lambda: compare([ReadsItsValues, "alexnet"], input_size=(3, 64, 64), jobs=1),
+        lambda: fit_batch(ReadsItsValues(), 2**20, input_size=(3, 8, 8)),
+    ],
+    ids=["analyze", "compare", "fit_batch"],
+)
+def test_a_warning_names_the_callers_line_whatever_road_led_to_it(call):
+    """The CPU-fallback warning was attributed to a line inside archprof (analysis.py, or a
+    deeper frame through compare and fit_batch): now to the first frame outside the package."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    fallbacks = [w for w in caught if issubclass(w.category, ArchprofWarning) and "real forward" in str(w.message)]
+    assert fallbacks  # one per analysis: fit_batch makes several
+    assert {w.filename for w in fallbacks} == {__file__}

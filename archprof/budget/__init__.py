@@ -26,6 +26,7 @@ ArchprofError naming the file, the line and the key."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 
 from archprof.analysis import analyze
 from archprof.comparison import METRICS, Metric, final_receptive_field_bound, final_receptive_field_dims
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, shown
 from archprof.load import ModelOptions, parse_dtype
 from archprof.parallel import Progress, ordered_map
 from archprof.report import Report
@@ -47,6 +48,12 @@ from archprof.units import (
 )
 
 # -- limits ------------------------------------------------------------------------------
+
+
+def close_key_hint(key: str, known: Sequence[str]) -> str:
+    """ " (did you mean 'max-params'?)" for a key close to one of `known`, underscores read as dashes; else ""."""
+    close = difflib.get_close_matches(key.replace("_", "-"), known, n=1, cutoff=0.6) if isinstance(key, str) else []
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,14 @@ LIMIT_KEYS: dict[str, tuple[str, str]] = {
 
 
 def parse_limit(key: str, value: Any) -> Limit:
+    """The limit `key` (a name of LIMIT_KEYS, with dashes or underscores: "max-params",
+    "max_params") at `value` ("30M", "1GB", 200)."""
+    canonical = key.replace("_", "-") if isinstance(key, str) else key
+    if canonical not in LIMIT_KEYS:
+        raise ArchprofError(
+            f"unknown limit {shown(key)}{close_key_hint(canonical, LIMIT_KEYS)}; known limits: {', '.join(LIMIT_KEYS)}"
+        )
+    key = canonical
     metric_key, bound = LIMIT_KEYS[key]
     metric = METRICS[metric_key]
     parse = {"bytes": parse_size, "pixels": parse_pixels}.get(metric.unit, parse_count)

@@ -5,7 +5,6 @@ entries `archprof check` judges (`plan_check`), from the command line or such a 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from typing import Any
 
 import tomllib
 
-from archprof.budget import LIMIT_KEYS, BudgetEntry, Limit, parse_limit
+from archprof.budget import LIMIT_KEYS, BudgetEntry, Limit, close_key_hint, parse_limit
 from archprof.errors import ArchprofError
 from archprof.load import DTYPES, ModelOptions, parse_input_size
 from archprof.optimizers import OPTIMIZERS
@@ -81,7 +80,7 @@ def load_budget_file(path: str | Path) -> list[BudgetEntry]:
         raise ArchprofError(f"{budget.at('archprof')}{table_name} must be a table")
     for key in table:
         if key != "models":
-            hint = _hint(key, ["models"])
+            hint = close_key_hint(key, ["models"])
             raise ArchprofError(f"{budget.at(key)}unknown key '{key}' in {table_name}{hint}: list models as [[models]]")
     models = table.get("models")
     if not models:
@@ -97,8 +96,8 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
     for key in raw:
         if key.replace("_", "-") not in ENTRY_KEYS:
             raise ArchprofError(
-                f"{budget.at(key, index)}unknown key '{key}' in model entry {index + 1}{_hint(key, ENTRY_KEYS)};"
-                f" known keys: {', '.join(ENTRY_KEYS)}"
+                f"{budget.at(key, index)}unknown key '{key}' in model entry {index + 1}"
+                f"{close_key_hint(key, ENTRY_KEYS)}; known keys: {', '.join(ENTRY_KEYS)}"
             )
     values: dict[str, tuple[str, Any]] = {}
     for key, value in raw.items():
@@ -166,11 +165,6 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
         source=budget.at(values["name"][0], index).removesuffix(": "),  # errors of the model: its name's line
         search_dir=budget.path.parent,
     )
-
-
-def _hint(key: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key.replace("_", "-"), known, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _line_numbers(text: str, offsets: Sequence[int]) -> list[int]:

@@ -286,7 +286,7 @@ def memory(
             batch=options.batch,
             dtype=torch_dtype,
             training=train,
-            optimizer=optimizer,
+            optimizer=optimizer if train else "sgd",  # --measure's training step alone takes it
             fold_bn=options.fold_bn,
         )
     notes = []

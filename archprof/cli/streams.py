@@ -14,6 +14,8 @@ from typing import NoReturn
 
 import typer
 
+from archprof.text import NARROWEST_WIDTH
+
 
 def user_errors(command):
     """Print an ArchprofError on one line (`say`) and exit 2, without a traceback; Ctrl-C
@@ -213,12 +215,6 @@ class progress_display:
         if self.bar is not None:
             self.bar.__exit__(*exc)
         return False
-
-
-# The narrowest width a table is laid out for. Under it (COLUMNS=1 to 29), every name and figure
-# was cut to a character or two and an ellipsis ('con…  1x…'): laid out for 30, each stays whole,
-# its lines longer than the terminal's, which wraps them.
-NARROWEST_WIDTH = 30
 
 
 def stdout_console(width: int | None = None):

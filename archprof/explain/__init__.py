@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from archprof.errors import ArchprofError, shown
+from archprof.errors import ArchprofError, check_flag, shown
 from archprof.explain.document import Explanation, Section, Step, sum_step
 from archprof.explain.notation import product_text
 from archprof.explain.operators import operator_section
@@ -31,8 +31,8 @@ from archprof.graph import OpNode
 from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers
 from archprof.passes.params import parameter_columns
-from archprof.text import dims_text, layer_label, visible_text
-from archprof.units import shape_text, share_text
+from archprof.text import NARROWEST_WIDTH, dims_text, layer_label, visible_text
+from archprof.units import checked_count, shape_text, share_text
 
 # A row number: ASCII digits only (str.isdigit takes '²', which int() refuses), and few of
 # them (int() refuses past 4,300 digits; no report has a billion rows).
@@ -42,7 +42,11 @@ _ROW_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 def explain(report: Any, layer: str | int | None = None, markdown: bool = False, width: int | None = None) -> str:
-    """`explanation(report, layer)` as text (wrapped to `width`, a terminal's), or as Markdown."""
+    """`explanation(report, layer)` as text (wrapped to `width`, a terminal's: under
+    NARROWEST_WIDTH laid out for that width, as a table is), or as Markdown."""
+    check_flag("markdown", markdown)
+    if width is not None:
+        width = max(checked_count("width", width, 1), NARROWEST_WIDTH)
     found = explanation(report, layer)
     return found.markdown() if markdown else found.text(width)
 

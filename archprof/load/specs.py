@@ -31,7 +31,6 @@ import io
 import os
 import re
 import sys
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, ArchprofWarning, check_flag, first_line, is_meta_limitation
+from archprof.errors import ArchprofError, check_flag, first_line, is_meta_limitation, warn
 from archprof.load.common import (
     HUBS,
     MODEL_FILE_SUFFIXES,
@@ -480,11 +479,7 @@ def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], ki
             meta_failure = first_line(exc, bare=True)
             module = fn(**args)
     if meta_failure is not None:
-        warnings.warn(
-            f"model '{name}' cannot be built on the meta device ({meta_failure}): built on the CPU",
-            ArchprofWarning,
-            stacklevel=3,
-        )
+        warn(f"model '{name}' cannot be built on the meta device ({meta_failure}): built on the CPU")
     if not isinstance(module, torch.nn.Module):
         raise ArchprofError(f"model factory '{name}' returned {type(module).__name__}, not a torch.nn.Module")
     module = _unwrapped(module)

@@ -20,11 +20,11 @@ import torch
 
 from archprof.errors import (
     ArchprofError,
-    ArchprofWarning,
     failure_reason,
     is_meta_limitation,
     memory_for,
     short_reason,
+    warn,
 )
 from archprof.graph import EngineNotes, Graph, OpNode
 from archprof.kernels import DeviceKernels
@@ -283,11 +283,9 @@ def _traced_once(
     if recorder.ignored_autocast is not None:
         _warn_autocast_ignored(*recorder.ignored_autocast)
     if training and not backward_ran:
-        warnings.warn(
+        warn(
             "no output of the forward requires grad (none is computed from a trainable parameter, or all are under"
-            " no_grad or inference_mode): the training step has no backward pass, where a real loss.backward() raises",
-            ArchprofWarning,
-            stacklevel=6,  # attributed to archprof.analyze
+            " no_grad or inference_mode): the training step has no backward pass, where a real loss.backward() raises"
         )
     return graph, _any_of(registered_on, modules)
 
@@ -296,12 +294,10 @@ def _warn_autocast_ignored(device: str, dtype: torch.dtype) -> None:
     """Say that an autocast region of the forward was traced in the model's dtype (autocast
     acts on a device's own tensors, never on meta ones): its convolutions and matrix
     products, and the activation memory after them, are not the region's."""
-    warnings.warn(
+    warn(
         f'the forward runs in torch.autocast("{device}", dtype={dtype}), which the meta device ignores: that region'
         f" was traced in the model's own dtype (its activations and peak memory there are those of that dtype, not"
-        f" {str(dtype).removeprefix('torch.')}'s)",
-        ArchprofWarning,
-        stacklevel=6,  # attributed to archprof.analyze
+        f" {str(dtype).removeprefix('torch.')}'s)"
     )
 
 
@@ -342,9 +338,11 @@ def _any_of(found: list[torch.nn.Module], modules: list[tuple[str, torch.nn.Modu
 @contextmanager
 def native_attention_off() -> Iterator[None]:
     """nn.MultiheadAttention and nn.TransformerEncoderLayer without their inference fast
-    path: on real CPU tensors without grad, each would be one fused operator
-    (`_native_multi_head_attention`, `_transformer_encoder_layer_fwd`) of no formula. Its
-    operators are then the ones a meta trace records."""
+    path (one switch turns both off): on real CPU tensors without grad, the encoder layer
+    would be one fused operator (`_transformer_encoder_layer_fwd`) of no formula, whose
+    composite road a meta trace records. FlopCounterMode has no formula for the attention's
+    (`_native_multi_head_attention`, which a meta trace in inference records): its
+    composite road computes the same products."""
     was = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
