@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import archprof
 from archprof.cli import app
 from archprof.diff import diff, read_csv_layers, read_csv_report
+from archprof.load import load_model
 from tests.cli import cli, one_error_line
 
 runner = CliRunner()
@@ -440,3 +441,15 @@ def test_a_diff_given_as_a_report_is_said_to_be_a_diff(tmp_path):
         f"error: {tmp_path / 'd.json'} is a diff (from `archprof diff -f json`), not a report: diff the reports or"
         " models it compares"
     )
+
+
+def test_a_diff_writes_its_csv_and_json_to_a_path_as_a_report_does(tmp_path):
+    """`ReportDiff.to_csv(path)` and `to_json(path)` write what they return, as `Report`'s do
+    (they took no path: a TypeError); the JSON's parameter change is torch's counts' difference."""
+    changes = diff("lenet5", "alexnet")
+    assert changes.to_csv(tmp_path / "d.csv") == (tmp_path / "d.csv").read_text(encoding="utf-8")
+    document = json.loads(changes.to_json(tmp_path / "d.json"))
+    assert document == json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    params = {name: sum(p.numel() for p in load_model(name).module.parameters()) for name in ("lenet5", "alexnet")}
+    (total,) = [t for t in document["totals"] if t["metric"] == "param_count"]
+    assert total["change"] == params["alexnet"] - params["lenet5"]

@@ -243,6 +243,15 @@ def test_summary_writes_html_by_suffix_and_format(tmp_path):
     assert result.exit_code == 0 and result.stdout.startswith("<!DOCTYPE html>")
 
 
+def test_a_report_writes_the_page_the_cli_writes(tmp_path):
+    """`Report.to_html(path)`: the page `summary -o` writes, returned and written atomically."""
+    target, written = tmp_path / "api.html", tmp_path / "cli.html"
+    page = archprof.analyze("lenet5").to_html(target)
+    assert target.read_text(encoding="utf-8") == page and page.startswith("<!DOCTYPE html>")
+    assert cli("summary", "lenet5", "-o", written).exit_code == 0
+    assert written.read_text(encoding="utf-8") == page
+
+
 COMPARED = """from torch import nn
 
 

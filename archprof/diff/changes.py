@@ -13,7 +13,7 @@ from archprof.comparison import bound_note, final_field_row
 from archprof.output import json_text
 from archprof.passes.receptive_field import FieldMark, Stride
 from archprof.report import Report
-from archprof.report.formats import csv_text, json_fraction
+from archprof.report.formats import csv_text, json_fraction, write
 from archprof.text import dims_text
 
 # The figures compared, per layer and in total.
@@ -185,7 +185,7 @@ class ReportDiff:
     # them: the module tree the tables place the listed layers in (`render.compare.diff_tree`).
     every_layer: tuple[str, ...]
 
-    def to_csv(self) -> str:
+    def to_csv(self, path=None) -> str:
         """One line per changed layer: status, layer, call, old/new shape, old/new/change per
         metric, old/new field, stride and note; then a line of status "final": each side's
         final receptive field and stride (`FieldChange.csv_cells`), their changes and notes.
@@ -205,7 +205,7 @@ class ReportDiff:
         header += [f"{name}_ratio" for name, _, _ in METRICS] + [f"{name}_ratio" for name in _SIZES]
         user_text = [name.removeprefix("old_").removeprefix("new_") in _USER_TEXT for name in header]
         rows = [*map(self._csv_row, self.layers), self._final_csv_row()]
-        return csv_text(header, rows, user_text)
+        return write(csv_text(header, rows, user_text), path)
 
     @staticmethod
     def _csv_row(change: LayerChange) -> list:
@@ -233,7 +233,7 @@ class ReportDiff:
         row += [fields.old.reason, fields.new.reason]
         return row + [""] * len(METRICS) + [fields.ratio("size"), fields.ratio("stride")]
 
-    def to_json(self) -> str:
+    def to_json(self, path=None) -> str:
         document = {
             "old": self.old,
             "new": self.new,
@@ -270,7 +270,7 @@ class ReportDiff:
                 "effective_stride_ratio": self.fields.ratio("stride"),
             },
         }
-        return json_text(document, default=json_fraction)
+        return write(json_text(document, default=json_fraction), path)
 
 
 def diff_reports(old: Side, new: Side) -> ReportDiff:
