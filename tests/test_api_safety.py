@@ -170,6 +170,10 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
             r"training step peak is not available: the report is of inference; analyse a training step",
         ),
         (lambda: archprof.analyze("lenet5", optimizer="adam"), r"optimizer 'adam' applies to a training step"),
+        (
+            lambda: archprof.analyze("lenet5", input_size=torch.zeros(1, 32, 32)),
+            r"got a tensor of shape 1x32x32: give its shape without the batch \(x\.shape\[1:\]\)$",
+        ),
     ],
     ids=[
         "args a list",
@@ -188,6 +192,7 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
         "a limit misspelt",
         "a training limit on an inference report",
         "an optimizer without training",
+        "an example input as input_size",
     ],
 )
 def test_an_argument_of_the_wrong_type_is_one_error_not_a_python_one(call, message):
@@ -660,3 +665,11 @@ def test_a_warning_names_the_callers_line_whatever_road_led_to_it(call):
     fallbacks = [w for w in caught if issubclass(w.category, ArchprofWarning) and "real forward" in str(w.message)]
     assert fallbacks  # one per analysis: fit_batch makes several
     assert {w.filename for w in fallbacks} == {__file__}
+
+
+def test_a_shape_and_dtype_pair_is_one_input_at_the_top_as_in_a_list():
+    """`inputs=((77,), torch.int64)` was refused ("cannot read inputs[1] = torch.int64")."""
+    alone = archprof.analyze(nn.Embedding(100, 8), inputs=((77,), torch.int64))
+    listed = archprof.analyze(nn.Embedding(100, 8), inputs=[((77,), torch.int64)])
+    assert alone.input_shapes == listed.input_shapes == ((1, 77),)
+    assert alone.input_dtypes == ("int64",)

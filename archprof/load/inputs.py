@@ -155,7 +155,8 @@ def parse_input_dtype(text: str) -> torch.dtype:
 def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
     """The forms `analyze(inputs=...)` takes, as InputSpecs (positional ones first, in order).
 
-    - one shape: `(3, 224, 224)` or `"3x224x224"` or `"77:int64"`, or one `InputSpec`
+    - one shape: `(3, 224, 224)` or `"3x224x224"` or `"77:int64"`, or `((77,), torch.int64)`, or
+      one `InputSpec`
     - several positional inputs: a list of those, or of `(shape, dtype)` pairs
     - keyword inputs: a dict `{"x": (3, 32, 32), "ids": ((77,), torch.int64), "mask": "77:bool"}`
     """
@@ -164,7 +165,7 @@ def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
         for name, value in inputs.items():
             spec = _one_input(value, f"inputs[{name!r}]")
             specs.append(InputSpec(spec.shape, spec.dtype, str(name), spec.batched))
-    elif isinstance(inputs, (str, InputSpec)) or _is_shape(inputs):
+    elif isinstance(inputs, (str, InputSpec)) or _is_shape(inputs) or _is_typed_shape(inputs):
         specs = [_one_input(inputs, "inputs")]
     elif isinstance(inputs, Sequence) and inputs:
         specs = [_one_input(value, f"inputs[{i}]") for i, value in enumerate(inputs)]
@@ -183,6 +184,17 @@ def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
 def _is_shape(value: Any) -> bool:
     return isinstance(value, (tuple, list, torch.Size)) and all(
         isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def _is_typed_shape(value: Any) -> bool:
+    """(shape, torch.dtype): one input, `inputs=((77,), torch.int64)`, as in a list. (A
+    dtype's name there, `((77,), "int64")`, reads as a list of two inputs, as it always has.)"""
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and _is_shape(value[0])
+        and isinstance(value[1], torch.dtype)
     )
 
 
