@@ -101,6 +101,7 @@ def analyze(
         inputs=(3, 32, 32)                              one input, as input_size
         inputs=[(3, 224, 224), "10"]                    two positional inputs
         inputs=["77:int64"]                             token ids (any torch dtype name)
+        inputs=((77,), torch.int64)                     the same, one (shape, dtype) pair
         inputs={"x": (3, 32, 32), "ids": ((77,), torch.int64)}   keyword inputs
         inputs=[InputSpec((77,), torch.int64, name="ids")]      archprof.load.InputSpec
 
