@@ -425,3 +425,23 @@ def test_the_readme_lstms_saved_bytes_are_what_autograd_saves():
     report = archprof.analyze(lstm, inputs=[InputSpec((steps, width), batched=False)], training=True)
     figure = int(quote[5].replace(",", ""))
     assert sum(saved.values()) == figure == report.totals.saved_activation_bytes
+
+
+def test_every_python_example_of_the_readme_runs(tmp_path):
+    """Each ```python block of the README, run as written, in a process of its own: none
+    raises (the figures their comments quote are tested where the features are). They run in
+    a folder of their own (the files they write stay there), beside the repository's tests/
+    for the model files they name."""
+    import os
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 5
+    (tmp_path / "tests").symlink_to(ROOT / "tests")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    for block in blocks:
+        completed = subprocess.run(
+            [sys.executable, "-c", block], cwd=tmp_path, env=environment, capture_output=True, text=True, check=False
+        )
+        assert completed.returncode == 0, f"{block}\n{completed.stderr[-3000:]}"
