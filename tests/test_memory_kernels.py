@@ -329,6 +329,104 @@ def test_the_fused_attentions_tokens_each_read_the_whole_input():
     assert "mask" in row["receptive_field_note"]
 
 
+ENCODER_LAYERS = {
+    "relu": ({}, {}),
+    "gelu": ({"activation": "gelu"}, {}),
+    "norm first": ({"norm_first": True}, {}),
+    "a key padding mask": ({}, {"src_key_padding_mask": torch.zeros(2, _TOKENS, dtype=torch.bool)}),
+    "sequence first": ({"batch_first": False}, {}),
+    "an odd head count": ({"d_model": 63, "nhead": 3}, {}),
+}
+
+
+class _Encoded(nn.Module):
+    """An nn.TransformerEncoderLayer (64 channels, 4 heads, a feed-forward of 128 unless
+    `built` says otherwise), called as `call` says."""
+
+    def __init__(self, built: dict, call: dict) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(
+            **{"d_model": 64, "nhead": 4, "dim_feedforward": 128, "batch_first": True, **built}
+        )
+        self.call = call
+
+    def forward(self, x):
+        return self.layer(x, **self.call)
+
+
+def _encoder_input(model: _Encoded) -> torch.Tensor:
+    x = torch.randn(2, _TOKENS, model.layer.linear1.in_features)
+    return x if model.layer.self_attn.batch_first else x.transpose(0, 1).contiguous()
+
+
+@pytest.mark.parametrize("name", ENCODER_LAYERS)
+def test_an_encoder_layer_takes_the_road_a_cpu_takes(name):
+    """The whole layer as one kernel where a CPU runs it so (PyTorch's checks, a meta tensor
+    passing the device check as a CPU one); else its composite road, its attention's fast
+    path where that one's checks pass. The predicted inference peak is the profiler's."""
+    model = _Encoded(*ENCODER_LAYERS[name]).eval()
+    x = _encoder_input(model)
+    graph = trace(model, [x.shape])
+    fused = "aten._transformer_encoder_layer_fwd" in op_names(graph)
+    names = set()
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            names.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Seen():
+        model(x)
+    assert fused == ("aten._transformer_encoder_layer_fwd" in names)
+    assert fused == (name not in ("sequence first", "an odd head count"))
+    held = build_report(graph, "layer").totals.peak_activation_bytes
+    _, lasting = profiled_peaks(model, x)
+    given = x.nbytes + sum(t.nbytes for t in model.call.values())  # held before the profiler starts, as the input
+    assert held == lasting + given
+
+
+@pytest.mark.parametrize(
+    "built", [{}, {"activation": "gelu"}, {"norm_first": True}], ids=["relu", "gelu", "norm first"]
+)
+def test_an_encoder_layers_macs_are_its_composite_roads(built):
+    """FlopCounterMode counts the composite road's products (the fast paths off, math
+    attention); the kernel's elementwise FLOPs are its operators' by archprof's conventions:
+    13 per token channel (queries scaled 1, two adds 2, two layer norms 10), one per
+    feed-forward unit, 3 per score."""
+    model = nn.TransformerEncoder(_Encoded(built, {}).layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(2, _TOKENS, 64)
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+            model(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+    report = archprof.analyze(model, input_size=(_TOKENS, 64), batch=2)
+    assert report.layers["operators"].map(lambda ops: "_transformer_encoder_layer_fwd" in ops).sum() == 2
+    assert report.totals.macs == counter.get_total_flops() // 2
+    per_layer = 13 * 2 * _TOKENS * 64 + 2 * _TOKENS * 128 + 3 * 2 * 4 * _TOKENS * _TOKENS
+    assert report.totals.elementwise_flops == 2 * per_layer
+
+
+def test_an_encoder_layers_tokens_each_read_the_whole_input():
+    class Patches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patches = nn.Conv2d(3, 32, 4, stride=4)
+            self.layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+
+        def forward(self, x):
+            return self.layer(self.patches(x).flatten(2).transpose(1, 2))
+
+    from archprof.passes.receptive_field import FieldMark
+
+    row = archprof.analyze(Patches().eval(), input_size=(3, 32, 32)).layers.set_index("layer").loc["layer"]
+    assert "_transformer_encoder_layer_fwd" in row["operators"]
+    assert row["receptive_field"] == FieldMark.INPUT
+
+
 # --- recurrent layers -------------------------------------------------------------------------
 
 LSTMS = {

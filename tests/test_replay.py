@@ -137,8 +137,8 @@ def test_copies_of_torch_transformer_layers_keep_kernels_and_shapes(copies):
     model = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
     graph = _traced_both_ways(model, (2, 7, 32))
     assert len(copies) == 2
-    # Each layer's attention takes the inference fast path, one operator, copies too.
-    assert sum(op.op == "aten._native_multi_head_attention" for op in graph.ops) == 3
+    # Each layer takes its inference fast path, one operator, copies too.
+    assert sum(op.op == "aten._transformer_encoder_layer_fwd" for op in graph.ops) == 3
     assert not graph.kernels  # no scaled-dot-product attention to choose a kernel for
 
 

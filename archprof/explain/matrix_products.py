@@ -93,6 +93,47 @@ def multi_head_attention(op: OpNode) -> Section:
     return Section(title, steps, notes)
 
 
+def encoder_layer(op: OpNode) -> Section:
+    """nn.TransformerEncoderLayer's fused inference kernel (`transformer_encoder_layer_cost`):
+    its self-attention, feed-forward block, residual adds and layer norms over B batches of L
+    tokens of D channels, H heads, a feed-forward F wide."""
+    src = op.args[0]
+    batch, length, dim = src.shape
+    heads, width = op.argument(2, "num_heads", 1), op.args[14].shape[0]
+    masked = isinstance(op.argument(18, "mask", None), TensorMeta)
+    cost = op_cost(op)
+    attention = batch * 4 * length * dim * dim + 2 * batch * length * length * dim
+    feed_forward = 2 * batch * length * dim * width
+    scores = batch * heads * length * length
+    per_score = 3 + masked
+    steps = (
+        Step(
+            "attention MACs",
+            "B · 4L · D · D + 2 · B · L · L · D: its four projections, Q K^T and the probabilities times V",
+            f"{batch} · 4 · {length} · {dim} · {dim} + 2 · {batch} · {length} · {length} · {dim}",
+            attention,
+        ),
+        Step("feed-forward MACs", "2 · B · L · D · F", f"2 · {batch} · {length} · {dim} · {width}", feed_forward),
+        Step("MACs", "attention + feed-forward", f"{attention:,} + {feed_forward:,}", cost.macs),
+        Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs),
+        Step("scores", "B · H · L · L", f"{batch} · {heads} · {length} · {length}", scores),
+        Step(
+            "elementwise FLOPs",
+            f"13 · B · L · D (queries scaled 1, two adds 2, two layer norms 10) + B · L · F (the activation)"
+            f" + {per_score} · scores (softmax 3{', mask 1' if masked else ''})",
+            f"13 · {product_text(src.shape)} + {batch} · {length} · {width} + {per_score} · {scores:,}",
+            cost.elementwise_flops,
+        ),
+    )
+    notes = (
+        "nn.TransformerEncoderLayer's inference fast path, one CPU kernel: everything it makes but its output"
+        " is freed inside it (its workspace); its arithmetic is counted as its composite road's operators",
+        "the biases added are not counted, as a linear layer's",
+    )
+    title = f"{op.op}: an encoder layer over {length} tokens of {dim}, {heads} heads, a feed-forward of {width}"
+    return Section(title, steps, notes)
+
+
 def matrix_product(op: OpNode, sources: Sources) -> Section:
     """A linear layer where the second operand is a weight (read from a parameter or a
     buffer), else a product of activations: no weights."""

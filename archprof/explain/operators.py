@@ -11,7 +11,13 @@ from dataclasses import replace
 from archprof.explain.batch_norm import batch_norm
 from archprof.explain.catalogue import catalogue_section
 from archprof.explain.document import Section, Step
-from archprof.explain.matrix_products import fused_attention, lstm_layer, matrix_product, multi_head_attention
+from archprof.explain.matrix_products import (
+    encoder_layer,
+    fused_attention,
+    lstm_layer,
+    matrix_product,
+    multi_head_attention,
+)
 from archprof.explain.receptive_fields import Fields
 from archprof.explain.resampling import resampling, resampling_mode
 from archprof.explain.sources import Sources
@@ -47,6 +53,8 @@ def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | 
         return fused_attention(op)
     if op.op == "aten._native_multi_head_attention":
         return multi_head_attention(op)
+    if op.op == "aten._transformer_encoder_layer_fwd":
+        return encoder_layer(op)
     section = catalogue_section(op, fields)
     if section is not None and op.op in ("aten.add", "aten.add_"):
         return _with_added_parameters(op, section, sources)

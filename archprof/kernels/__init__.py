@@ -18,8 +18,8 @@ and `nn.MultiheadAttention` call), `torch._VF.lstm`, `gru`, `rnn_tanh` and `rnn_
 `torch.batch_norm` (what `F.batch_norm` calls), `torch.group_norm` (what
 `F.group_norm` calls), `torch.nn.functional.linear` (what `nn.Linear` calls),
 `torch.nn.functional.one_hot` (`F.one_hot`), `torch.nn.functional.gaussian_nll_loss`,
-`torch.nn.modules.activation._check_arg_device` (nn.MultiheadAttention's device check),
-`torch._native_multi_head_attention` (its fast path); and,
+`torch._native_multi_head_attention` (nn.MultiheadAttention's fast path) and the name of
+PyTorch's private-use device (`torch.utils.backend_registration._privateuse1_backend_name`); and,
 below every Python name, the kernels of the aten operators `linalg_svdvals`, `linalg_eigvalsh` and `linalg_eigvals`. A
 TorchFunctionMode would see every call however made, but costs every torch call of every
 model a Python round trip (3 ms of resnet50's 20 ms trace); a call through another name
@@ -56,18 +56,18 @@ Modelled (PyTorch 2.x, CPU):
   a CPU runs them, that one read answered "none negative" (a Meta kernel for
   `_local_scalar_dense`, registered for the call alone, answers a boolean False); the
   variances are the model's, which a real forward checks.
-- nn.MultiheadAttention in inference: its forward takes a fused fast path
-  (`_native_multi_head_attention`: the projections, the scores, the softmax and the
-  product with the values in one CPU kernel, which frees its B x heads x L x S scores
-  inside: workspace) where its checks pass (evaluation without grad, self-attention,
-  `batch_first`, an even head count, ...), among them that every tensor is on a CPU, CUDA
-  or the private-use device. While active that device check (`_check_arg_device`, which
-  the forward reads from its module on each call) passes meta tensors too, so that the
-  forward takes the road a CPU's takes, by PyTorch's own checks; the fast path's weights,
-  where none were asked for, are None, as a CPU's (the meta kernel's are an empty tensor).
-  (nn.TransformerEncoderLayer's
-  own fast path, `_transformer_encoder_layer_fwd`, checks devices inside its forward: it
-  keeps its composite road, its attention taking the fast path.)
+- inference fast paths: in inference (evaluation without grad), nn.MultiheadAttention's
+  forward runs one fused CPU kernel, `_native_multi_head_attention` (the projections, the
+  scores, the softmax and the product with the values, its B x heads x L x S scores freed
+  inside: workspace), and nn.TransformerEncoderLayer's runs its whole layer as one,
+  `_transformer_encoder_layer_fwd` (that attention, the residual adds, both layer norms and
+  the feed-forward block), where their checks pass (self-attention, `batch_first`, an even
+  head count, ...), among them that every tensor is on a CPU, CUDA, XPU or the private-use
+  device, which they name by `_privateuse1_backend_name`, read on each call. While active
+  that name is "meta": a meta tensor passes as a CPU one, and the forward takes the road a
+  CPU's takes, by PyTorch's own checks (a real trace turns the fast paths off:
+  `trace.native_attention_off`). The attention's weights, where none were asked for, are
+  None, as a CPU's (the meta kernel's are an empty tensor).
 - a user's own copy (`Tensor.clone`, `resolve_conj`, `resolve_neg` and their `torch` functions,
   wrapped while active): noted as the user's (the recorder's `users_copy`), as a dispatch mode
   cannot tell its `clone` of a conjugate view from the one PyTorch's math-bit fallback makes
@@ -90,6 +90,7 @@ from typing import Any
 
 import torch
 from torch._prims_common import suggest_memory_format
+from torch.utils import backend_registration
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from archprof.kernels.attention import ATTENTION, FLASH_CPU, MATH, flash_attention, flash_attention_kernel
@@ -124,7 +125,6 @@ _ROUTED = (
     (torch.nn.functional, "linear", "_linear_function", "_routed_linear"),
     (torch.nn.functional, "one_hot", "_one_hot_function", "_routed_one_hot"),
     (torch.nn.functional, "gaussian_nll_loss", "_gaussian_nll_loss_function", "_routed_gaussian_nll_loss"),
-    (torch.nn.modules.activation, "_check_arg_device", "_device_check_function", "_routed_device_check"),
     (torch, "_native_multi_head_attention", "_multi_head_attention_function", "_routed_multi_head_attention"),
 )
 
@@ -155,6 +155,7 @@ class DeviceKernels:
         self._answer = answer
         self._library = None  # while active: the dispatcher's kernels of `_DISPATCHER_KERNELS` (`_registered`)
         self._own_copies: dict[tuple, Any] = {}  # while active: `_USERS_COPIES`' own attributes (None: inherited)
+        self._private_use_name = ""  # while active: the private-use device's name, "meta" meanwhile
 
     def _take_the_functions(self) -> None:
         """Each routed Python name's function as it is now (`_ROUTED`), which a call the route
@@ -176,9 +177,12 @@ class DeviceKernels:
             setattr(owner, name, _noted_as_the_users_copy(getattr(owner, name)))
         for name, routed in ONE_HIDDEN_ROUTES.items():
             setattr(torch._VF, name, routed)
+        self._private_use_name = backend_registration._privateuse1_backend_name
+        backend_registration._privateuse1_backend_name = "meta"  # the inference fast paths' device checks
         return self
 
     def __exit__(self, *exc) -> None:
+        backend_registration._privateuse1_backend_name = self._private_use_name
         for owner, name, original, _ in _ROUTED:
             setattr(owner, name, getattr(self, original))
         for name in (LSTM, *ONE_HIDDEN_CELLS):
@@ -241,10 +245,6 @@ class DeviceKernels:
             return self._gaussian_nll_loss_function(input, target, var, *args, **kwargs)
         with _no_value_negative():
             return self._gaussian_nll_loss_function(input, target, var, *args, **kwargs)
-
-    def _routed_device_check(self, tensor) -> bool:
-        # nn.MultiheadAttention's: a meta tensor stands for the CPU's, so its inference fast path is taken as there.
-        return (tensor is not None and tensor.device.type == "meta") or self._device_check_function(tensor)
 
     def _routed_multi_head_attention(self, *args, **kwargs):
         output, weights = self._multi_head_attention_function(*args, **kwargs)

@@ -145,11 +145,12 @@ def _call_order(*maps):
 
 
 # What FlopCounterMode counts: the operators it has a formula for ("aten.mm", ...), those
-# the check lends it one for, and nn.MultiheadAttention's fused inference kernel, whose
-# composite road the check runs (`native_attention_off`): FlopCounterMode counts the same
-# products there, the projections and the attention's.
+# the check lends it one for, and nn.MultiheadAttention's and nn.TransformerEncoderLayer's
+# fused inference kernels, whose composite roads the check runs (`native_attention_off`):
+# FlopCounterMode counts the same products there.
 _COUNTABLE = frozenset(str(packet) for packet in (*flop_registry, *_LENT_FORMULAS)) | {
-    "aten._native_multi_head_attention"
+    "aten._native_multi_head_attention",
+    "aten._transformer_encoder_layer_fwd",
 }
 
 

@@ -528,13 +528,15 @@ _add(Family.DATA_MOVEMENT, "index_put", costs.index_put_cost)
 
 # --- attention and recurrent kernels ------------------------------------------------------
 # The fused CPU kernels `archprof.kernels` sends attention and LSTM calls to (and
-# nn.MultiheadAttention's inference fast path), and their gradients. Their forward MACs are
+# nn.MultiheadAttention's and nn.TransformerEncoderLayer's inference fast paths), and their
+# gradients. Their forward MACs are
 # those of the decompositions they replace (two batched products, the projections; the
 # cell's two products per step); the LSTM's shapes formula sizes oneDNN's
 # workspace, which its meta kernel leaves empty.
 
 _add(Family.MATRIX_PRODUCT, "_scaled_dot_product_flash_attention_for_cpu", costs.flash_attention_cost)
 _add(Family.MATRIX_PRODUCT, "_native_multi_head_attention", costs.native_multi_head_attention_cost)
+_add(Family.MATRIX_PRODUCT, "_transformer_encoder_layer_fwd", costs.transformer_encoder_layer_cost)
 _add(
     Family.MATRIX_PRODUCT,
     "mkldnn_rnn_layer",

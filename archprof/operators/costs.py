@@ -643,6 +643,46 @@ def native_multi_head_attention_cost(
     )
 
 
+def transformer_encoder_layer_cost(
+    src: Shape,
+    embed_dim: int,
+    heads: int,
+    qkv_weight: Shape,
+    qkv_bias,
+    proj_weight: Shape,
+    proj_bias,
+    use_gelu: bool,
+    norm_first: bool,
+    eps: float,
+    norm_weight_1,
+    norm_bias_1,
+    norm_weight_2,
+    norm_bias_2,
+    ffn_weight_1: Shape,
+    ffn_bias_1,
+    ffn_weight_2: Shape,
+    ffn_bias_2,
+    mask=None,
+    *rest,
+    out: Shape,
+    **kwargs,
+) -> Cost:
+    """nn.TransformerEncoderLayer's inference fast path, one CPU kernel
+    (transformer_encoder_layer_forward) over src (B, L, D): its self-attention
+    (`native_multi_head_attention_cost`, no weights returned), the feed-forward block's two
+    products (`2 * B * L * D * F` MACs, F its width) and activation (one FLOP per element, as
+    any), two residual adds (one per element) and two layer norms (5 per element): the
+    operators of its composite road, counted as they are."""
+    attention = native_multi_head_attention_cost(
+        src, src, src, embed_dim, heads, qkv_weight, qkv_bias, proj_weight, proj_bias, mask, False, out=out
+    )
+    tokens, width = prod(src[:-1]), ffn_weight_1[0]
+    return Cost(
+        macs=attention.macs + 2 * tokens * src[-1] * width,
+        elementwise_flops=attention.elementwise_flops + tokens * width + (2 + 2 * 5) * prod(src),
+    )
+
+
 def onednn_lstm_layer_cost(x: Shape, w_ih: Shape, w_hh: Shape, *args, out: Shape, **kwargs) -> Cost:
     """One LSTM layer and direction over a (T, B, I) input, as the cell loop it replaces:
     per step and batch element, the gates' products with the input and the hidden state

@@ -338,11 +338,10 @@ def _any_of(found: list[torch.nn.Module], modules: list[tuple[str, torch.nn.Modu
 @contextmanager
 def native_attention_off() -> Iterator[None]:
     """nn.MultiheadAttention and nn.TransformerEncoderLayer without their inference fast
-    path (one switch turns both off): on real CPU tensors without grad, the encoder layer
-    would be one fused operator (`_transformer_encoder_layer_fwd`) of no formula, whose
-    composite road a meta trace records. FlopCounterMode has no formula for the attention's
-    (`_native_multi_head_attention`, which a meta trace in inference records): its
-    composite road computes the same products."""
+    paths (`_native_multi_head_attention`, `_transformer_encoder_layer_fwd`, which a meta
+    trace in inference records): FlopCounterMode has no formula for either, and counts the
+    same products on their composite roads (`profile`'s cross-check); a real trace keeps its
+    operators apart there too, as FlopCounterMode sees them."""
     was = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:

@@ -565,6 +565,23 @@ def _multi_head_attention(walk: Walk, op: OpNode) -> list[State]:
     return states
 
 
+@operator_rule("_transformer_encoder_layer_fwd")
+def _encoder_layer(walk: Walk, op: OpNode) -> State:
+    """nn.TransformerEncoderLayer's inference fast path in one kernel, src (N, L, E): its
+    self-attention reads every token (`_multi_head_attention`); the residual adds, layer
+    norms and feed-forward block after it read each token's channels, which the attention's
+    output already mixes. A mask as the attention's."""
+    src = op.args[0]
+    mask = op.argument(18, "mask", None)
+    if isinstance(mask, TensorMeta):
+        if mask.dtype == torch.bool or mask.id in walk.masked:
+            return walk.undefined(op, _MASKED)
+        if walk.state(mask) is not None:
+            return walk.undefined(op, "its mask is computed from the input")
+    rows, tokens = (src, [0, 1, None], [2]), (src, [0, None, None], [1, 2])
+    return _contracted_merge(walk, op, [rows, tokens], op.outputs[0].shape)
+
+
 def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ...], added: Sequence = ()) -> State:
     """The union of matrix-product operands (tensor, keep, contracted: as `contracted_operand`) in
     an output of shape `out`, and of the `added` (state, shape) items (a bias)."""
