@@ -231,8 +231,8 @@ MULTI_HEAD_CALLS = {
 }
 
 
-def _cpu_runs_the_fast_path(model: nn.Module, x: torch.Tensor) -> bool:
-    """Whether a real CPU forward in inference (eval, no grad) runs the fused kernel."""
+def _cpu_runs(model: nn.Module, x: torch.Tensor, operator: str = "aten._native_multi_head_attention") -> bool:
+    """Whether a real CPU forward in inference (eval, no grad) runs `operator` (a fused kernel)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     names = set()
@@ -244,7 +244,7 @@ def _cpu_runs_the_fast_path(model: nn.Module, x: torch.Tensor) -> bool:
 
     with torch.no_grad(), Seen():
         model(x)
-    return "aten._native_multi_head_attention" in names
+    return operator in names
 
 
 @pytest.mark.parametrize("name", MULTI_HEAD_CALLS)
@@ -260,7 +260,7 @@ def test_multi_head_attention_takes_the_road_a_cpu_takes(name):
         x = x.transpose(0, 1).contiguous()
     graph = trace(model, [x.shape])
     fused = "aten._native_multi_head_attention" in op_names(graph)
-    assert fused == _cpu_runs_the_fast_path(model, x)
+    assert fused == _cpu_runs(model, x)
     assert fused == (name not in ("sequence first", "an odd head count", "cross-attention"))
     with torch.no_grad():
         real = model(x)
@@ -282,21 +282,28 @@ def test_the_multi_head_attention_inference_peak_matches_the_profiler(call):
     assert held == lasting + x.nbytes
 
 
-@pytest.mark.parametrize("call", [{"need_weights": False}, {}, {"average_attn_weights": False}])
-def test_multi_head_attention_macs_are_those_of_its_projections_and_attention(call):
-    """FlopCounterMode has no formula for the fused kernel: it counts the composite road's
-    products (the fast path off, math attention), the same products the kernel computes."""
-    model = SelfAttention(**call).eval()
-    x = torch.randn(2, _TOKENS, 64)
+def _composite_road_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """FlopCounterMode's count of a real CPU forward in inference, the fast paths off and
+    attention on its math road (it has formulas for neither fused kernel), halved."""
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
             model(x)
     finally:
         torch.backends.mha.set_fastpath_enabled(True)
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("call", [{"need_weights": False}, {}, {"average_attn_weights": False}])
+def test_multi_head_attention_macs_are_those_of_its_projections_and_attention(call):
+    """FlopCounterMode has no formula for the fused kernel: it counts the composite road's
+    products (the fast path off, math attention), the same products the kernel computes."""
+    model = SelfAttention(**call).eval()
+    x = torch.randn(2, _TOKENS, 64)
+    counted = _composite_road_macs(model, x)
     report = archprof.analyze(model, input_size=tuple(x.shape[1:]), batch=2)
     assert "_native_multi_head_attention" in report.layers["operators"].iloc[0]
-    assert report.totals.macs == counter.get_total_flops() // 2 == 2 * (4 * _TOKENS * 64 * 64 + 2 * _TOKENS**2 * 64)
+    assert report.totals.macs == counted == 2 * (4 * _TOKENS * 64 * 64 + 2 * _TOKENS**2 * 64)
 
 
 class _PatchAttention(nn.Module):
@@ -368,18 +375,7 @@ def test_an_encoder_layer_takes_the_road_a_cpu_takes(name):
     x = _encoder_input(model)
     graph = trace(model, [x.shape])
     fused = "aten._transformer_encoder_layer_fwd" in op_names(graph)
-    names = set()
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Seen(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            names.add(str(func.overloadpacket))
-            return func(*args, **(kwargs or {}))
-
-    with torch.no_grad(), Seen():
-        model(x)
-    assert fused == ("aten._transformer_encoder_layer_fwd" in names)
+    assert fused == _cpu_runs(model, x, "aten._transformer_encoder_layer_fwd")
     assert fused == (name not in ("sequence first", "an odd head count"))
     held = build_report(graph, "layer").totals.peak_activation_bytes
     _, lasting = profiled_peaks(model, x)
@@ -397,15 +393,10 @@ def test_an_encoder_layers_macs_are_its_composite_roads(built):
     feed-forward unit, 3 per score."""
     model = nn.TransformerEncoder(_Encoded(built, {}).layer, 2, enable_nested_tensor=False).eval()
     x = torch.randn(2, _TOKENS, 64)
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
-            model(x)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(True)
+    counted = _composite_road_macs(model, x)
     report = archprof.analyze(model, input_size=(_TOKENS, 64), batch=2)
     assert report.layers["operators"].map(lambda ops: "_transformer_encoder_layer_fwd" in ops).sum() == 2
-    assert report.totals.macs == counter.get_total_flops() // 2
+    assert report.totals.macs == counted
     per_layer = 13 * 2 * _TOKENS * 64 + 2 * _TOKENS * 128 + 3 * 2 * 4 * _TOKENS * _TOKENS
     assert report.totals.elementwise_flops == 2 * per_layer
 

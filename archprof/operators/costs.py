@@ -633,53 +633,36 @@ def native_multi_head_attention_cost(
     (one FLOP per element; the biases added, as a linear layer's, not counted), a softmax
     over the scores (3 per score), a mask added to them (1 per score), and, for the weights
     it returns averaged, their sum over the heads and its division (2 per score)."""
-    batch, length, dim = q
-    keys = k[1]
-    scores = batch * heads * length * keys
-    averaged = need_weights and average_attn_weights
-    return Cost(
-        macs=batch * dim * dim * (2 * length + 2 * keys) + 2 * batch * length * keys * dim,
-        elementwise_flops=prod(q) + (3 + (mask is not None) + 2 * averaged) * scores,
-    )
+    return _attention_cost(q, k, heads, mask is not None, need_weights and average_attn_weights)
 
 
-def transformer_encoder_layer_cost(
-    src: Shape,
-    embed_dim: int,
-    heads: int,
-    qkv_weight: Shape,
-    qkv_bias,
-    proj_weight: Shape,
-    proj_bias,
-    use_gelu: bool,
-    norm_first: bool,
-    eps: float,
-    norm_weight_1,
-    norm_bias_1,
-    norm_weight_2,
-    norm_bias_2,
-    ffn_weight_1: Shape,
-    ffn_bias_1,
-    ffn_weight_2: Shape,
-    ffn_bias_2,
-    mask=None,
-    *rest,
-    out: Shape,
-    **kwargs,
-) -> Cost:
+def transformer_encoder_layer_cost(src: Shape, embed_dim: int, heads: int, *args, out: Shape, **kwargs) -> Cost:
     """nn.TransformerEncoderLayer's inference fast path, one CPU kernel
     (transformer_encoder_layer_forward) over src (B, L, D): its self-attention
     (`native_multi_head_attention_cost`, no weights returned), the feed-forward block's two
     products (`2 * B * L * D * F` MACs, F its width) and activation (one FLOP per element, as
     any), two residual adds (one per element) and two layer norms (5 per element): the
     operators of its composite road, counted as they are."""
-    attention = native_multi_head_attention_cost(
-        src, src, src, embed_dim, heads, qkv_weight, qkv_bias, proj_weight, proj_bias, mask, False, out=out
-    )
+    # After `heads`, in the schema's order: the attention's projections (4), use_gelu,
+    # norm_first, eps, the norms' weights and biases (4), the feed-forward's (4), the mask.
+    ffn_weight_1 = args[11]
+    mask = args[15] if len(args) > 15 else kwargs.get("mask")
+    attention = _attention_cost(src, src, heads, mask is not None, averaged=False)
     tokens, width = prod(src[:-1]), ffn_weight_1[0]
     return Cost(
         macs=attention.macs + 2 * tokens * src[-1] * width,
         elementwise_flops=attention.elementwise_flops + tokens * width + (2 + 2 * 5) * prod(src),
+    )
+
+
+def _attention_cost(q: Shape, k: Shape, heads: int, masked: bool, averaged: bool) -> Cost:
+    """`native_multi_head_attention_cost` of a query (B, L, D) over keys (B, S, D)."""
+    batch, length, dim = q
+    keys = k[1]
+    scores = batch * heads * length * keys
+    return Cost(
+        macs=batch * dim * dim * (2 * length + 2 * keys) + 2 * batch * length * keys * dim,
+        elementwise_flops=prod(q) + (3 + masked + 2 * averaged) * scores,
     )
 
 
