@@ -2,7 +2,7 @@
 built-in models and a sample of torchvision and timm.
 
     python benchmarks/memory_sweep.py [--sample N] [--seed S] [--max-bytes N] [--jobs N] [--train [--optimizer O]]
-                                      [--dtype D] [--report PATH]
+                                      [--dtype D] [--report PATH] [--models SPEC ...]
 
 Per model, at its default input and batch 1: archprof's predicted inference peak
 (`totals.peak_memory_bytes`: each activation held until the forward lets go of it); the
@@ -199,12 +199,17 @@ def training_markdown(
 
 
 def _header(what: str, command: str, jobs: int, wall_s: float) -> list[str]:
+    chosen = (
+        "the models named"
+        if "--models" in command
+        else "the built-in models and a seeded sample of torchvision and timm"
+    )
     return [
         f"# archprof benchmark: the predicted {what}",
         "",
         f"- Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
         f"- Command: `python benchmarks/memory_sweep.py {command}` ({jobs} worker(s), {wall_s:.0f} s)",
-        "- Models: the built-in models and a seeded sample of torchvision and timm, each at its",
+        f"- Models: {chosen}, each at its",
     ]
 
 
@@ -247,6 +252,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=60, help="torchvision and timm models drawn at random")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--models", nargs="+", default=None, help="these model specs instead (report: memory_sweep_models)"
+    )
     parser.add_argument("--max-bytes", type=int, default=2_000_000_000, help="do not run models predicted to need more")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (each runs its forwards on one thread)")
     parser.add_argument("--train", action="store_true", help="one training step (batch 2) instead")
@@ -257,12 +265,14 @@ def main() -> None:
     )
     options = parser.parse_args()
     name = "memory_sweep_training" if options.train else "memory_sweep"
+    if options.models:
+        name += "_models"
     if options.train and options.optimizer != "sgd":
         name += f"_{options.optimizer}"
     if options.dtype is not None:
         name += f"_{options.dtype}"
     report = options.report or ROOT / "reports" / f"{name}.md"
-    chosen = [*MODELS, *sorted(random.Random(options.seed).sample(hub_models(), options.sample))]
+    chosen = options.models or [*MODELS, *sorted(random.Random(options.seed).sample(hub_models(), options.sample))]
     start = time.perf_counter()
 
     def progress(phase: str, done: int, total: int) -> None:
@@ -284,7 +294,10 @@ def main() -> None:
     )
     print(file=sys.stderr)
     # What draws the same models and runs them as this run did (--jobs and --report aside).
-    command = f"{'--train ' if options.train else ''}--sample {options.sample} --seed {options.seed}"
+    drawn = (
+        f"--models {' '.join(options.models)}" if options.models else f"--sample {options.sample} --seed {options.seed}"
+    )
+    command = f"{'--train ' if options.train else ''}{drawn}"
     if options.train and options.optimizer != "sgd":
         command += f" --optimizer {options.optimizer}"
     command += f" --max-bytes {options.max_bytes}"
