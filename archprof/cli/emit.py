@@ -167,5 +167,11 @@ def emit_report(report, format: Format, output: Path | None, table=None, choice:
 
         return (table or summary_table)(report, layout)
 
-    writers = {Format.csv: report.to_csv, Format.json: report.to_json, Format.html: report.to_html}
+    writers = {Format.csv: report.to_csv, Format.json: report.to_json, Format.html: lambda: _html(report)}
     emit(format, output, draw, writers, choice)
+
+
+def _html(report) -> str:
+    from archprof.render.html import report_html
+
+    return report_html(report)

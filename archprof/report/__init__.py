@@ -409,14 +409,6 @@ class Report:
 
         return write(markdown_text(self.table()), path)
 
-    def to_html(self, path=None) -> str:
-        """One self-contained HTML page, as `archprof summary -o report.html` writes it: the
-        totals, charts (where matplotlib is installed), every column in a table that sorts;
-        nothing fetched, names escaped."""
-        from archprof.render.html import report_html
-
-        return write(report_html(self), path)
-
     # -- notebooks -----------------------------------------------------------------------
 
     def table(self):
