@@ -138,15 +138,21 @@ def analyze(
     lists which folded and which stayed, with the reason (an ArchprofWarning names those).
     """
     batch, dtype = checked_batch_and_dtype(batch, dtype)
-    optimizer_state_copies(optimizer)  # an unknown optimizer fails before any tracing
-    if optimizer.lower() != "sgd" and training is False:  # the default sgd goes unsaid; a bad flag is refused below
-        raise ArchprofError(
-            f"optimizer {optimizer!r} applies to a training step: add training=True (an inference report"
-            " has no optimizer state)"
-        )
+    check_optimizer(optimizer, training)
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)
     analysed = analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer, fold_bn=fold_bn)
     return analysed.report
+
+
+def check_optimizer(optimizer: str, training: bool) -> None:
+    """An unknown optimizer fails before any tracing; so does one but the default sgd (which
+    goes unsaid) without a training step: an inference report has no optimizer state."""
+    optimizer_state_copies(optimizer)
+    if optimizer.lower() != "sgd" and training is False:  # a training flag that is no bool is refused later
+        raise ArchprofError(
+            f"optimizer {optimizer!r} applies to a training step: add --train (Python: training=True); an"
+            " inference report has no optimizer state"
+        )
 
 
 def load(

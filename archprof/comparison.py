@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from archprof.analysis import Analysis, analysis, checked_batch_and_dtype, load, model_label
+from archprof.analysis import Analysis, analysis, check_optimizer, checked_batch_and_dtype, load, model_label
 from archprof.errors import ArchprofError, check_flag, errors_named
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
@@ -185,6 +185,7 @@ def compare(
     runs: int = 5,
     *,
     training: bool = False,
+    optimizer: str = "sgd",
     fold_bn: bool = False,
     inputs: InputsLike | None = None,
     args: Mapping[str, Any] | None = None,
@@ -206,7 +207,8 @@ def compare(
     peak passes the memory free is refused before any model is timed. `training=True`
     analyses one training step of each model and adds `training_flops` (forward and
     backward, `Report.totals.training_flops`) and `training_peak_bytes` (the step's peak,
-    with plain SGD, which keeps no optimizer state); `peak_memory_bytes` is then the forward's peak, what autograd
+    with `optimizer`'s state: plain SGD, the default, keeps none; any other is refused
+    without `training`); `peak_memory_bytes` is then the forward's peak, what autograd
     saved held. `fold_bn=True` compares the inference views,
     BatchNorms folded (as `analyze`); `profile=True` refuses it, as it times the models as
     they are.
@@ -241,6 +243,7 @@ def compare(
     items = list(zip(names or [model_label(model) for model in models], models, strict=True))
     check_flag("profile", profile)
     check_flag("trust_pickle", trust_pickle)  # here, not per model: an error of the call, not of one model
+    check_optimizer(optimizer, training)
     if profile and fold_bn:
         raise ArchprofError("--profile times the models as they are: drop --fold-bn (fold_bn=True)")
     runs = checked_runs(runs)
@@ -254,6 +257,7 @@ def compare(
         "weights": weights,
         "trust_pickle": trust_pickle,
         "training": training,
+        "optimizer": optimizer,
         "fold_bn": fold_bn,
     }
     latencies = None
@@ -272,13 +276,13 @@ def compare(
 
 
 def _analysis(
-    item: tuple[str, Any], input_size, batch, dtype, inputs, args, weights, trust_pickle, training, fold_bn
+    item: tuple[str, Any], input_size, batch, dtype, inputs, args, weights, trust_pickle, training, optimizer, fold_bn
 ) -> Analysis:
     """The analysis of a model, given with its label (`model_label`, or its name), which leads its errors."""
     label, model = item
     with errors_named(label):
         loaded = load(model, args, weights, trust_pickle)
-        return analysis(loaded, input_size, batch, dtype, training, inputs=inputs, fold_bn=fold_bn)
+        return analysis(loaded, input_size, batch, dtype, training, inputs=inputs, optimizer=optimizer, fold_bn=fold_bn)
 
 
 def _report(item: tuple[str, Any], **options: Any) -> Report:

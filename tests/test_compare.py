@@ -398,3 +398,23 @@ def test_the_apis_compare_names_the_failing_model_and_keeps_the_errors_class():
         archprof.compare(
             {"fine": torch.nn.Conv2d(3, 4, 1), "my_net": one_value_per_channel}, input_size=(3, 1, 1), training=True
         )
+
+
+def test_compare_holds_each_training_step_with_the_optimizer_given():
+    """`optimizer` (`--optimizer`) with a training step: each model's step peak holds that
+    optimizer's state, as its own analysis does (Adam's two copies per parameter: above plain
+    SGD's, which keeps none); without a training step it is refused, as by analyze."""
+    models = ["lenet5", "alexnet"]
+    adam = archprof.compare(models, training=True, optimizer="adam")
+    sgd = archprof.compare(models, training=True)
+    for name, peak in zip(adam["model"], adam["training_peak_bytes"], strict=True):
+        assert peak == archprof.analyze(name, training=True, optimizer="adam").totals.training_peak_bytes
+    assert (adam["training_peak_bytes"] > sgd["training_peak_bytes"]).all()
+    with pytest.raises(ArchprofError, match="optimizer 'adam' applies to a training step: add --train"):
+        archprof.compare(models, optimizer="adam")
+    result = CliRunner().invoke(app, ["compare", *models, "--train", "--optimizer", "adam", "-f", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [int(row["training_peak_bytes"]) for row in rows] == list(adam["training_peak_bytes"])
+    refused = CliRunner().invoke(app, ["compare", *models, "--optimizer", "adam"])
+    assert refused.exit_code == 2 and "add --train" in refused.output

@@ -66,8 +66,19 @@ def compare(
     ] = None,
     train: Annotated[
         bool,
-        typer.Option("--train", help="Also the FLOPs of one training step (forward and backward) of each model."),
+        typer.Option(
+            "--train", help="Also one training step of each model: its FLOPs (forward and backward) and its peak."
+        ),
     ] = False,
+    optimizer: Annotated[
+        Optional[str],
+        typer.Option(
+            "--optimizer",
+            metavar="NAME",
+            help=f"With --train, the optimizer whose state the step's peak holds: {optimizer_names()}.",
+            show_default="sgd",
+        ),
+    ] = None,
     profile: Annotated[
         bool,
         typer.Option("--profile", help="Also time each model on the CPU (median of at least 5 runs, random weights)."),
@@ -85,7 +96,8 @@ def compare(
 
     archprof compare resnet18 resnet50 mobilenet_v2 --sort macs
     archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o compare.csv
-    archprof compare resnet18 mobilenet_v2 -o compare.html"""
+    archprof compare resnet18 mobilenet_v2 -o compare.html
+    archprof compare resnet18 mobilenet_v2 --train --optimizer adam --sort training-memory"""
     from archprof.comparison import (
         bound_notes,
         comparison_cells,
@@ -103,7 +115,13 @@ def compare(
     check_output(output, "--output", *read, ("the --weights file", options.weights))
     with progress_display(quiet) as progress:
         frame = compare_models(
-            models, profile=profile, training=train, jobs=jobs, progress=progress, **options.keywords()
+            models,
+            profile=profile,
+            training=train,
+            optimizer=optimizer or "sgd",
+            jobs=jobs,
+            progress=progress,
+            **options.keywords(),
         )
     if sort is not None:
         frame = sort_comparison(frame, sort)
