@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from archprof.analysis import analysis, checked_batch_and_dtype, load
+from archprof.analysis import analysis, check_optimizer, checked_batch_and_dtype, load
 from archprof.errors import ArchprofError, shown
 from archprof.measure.device import beyond_free_memory, cpu_available_memory
-from archprof.passes.optimizer_state import optimizer_state_copies
 from archprof.report import Report
 from archprof.tracing.trace import NeedsTwoSamples
 from archprof.units import human_bytes
@@ -100,7 +99,7 @@ def fit_batch(
         raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {shown(budget_bytes)}")
     if batch is not None:
         raise ArchprofError(f"fit_batch finds the batch itself: drop batch={shown(batch)}")
-    optimizer_state_copies(optimizer)
+    check_optimizer(optimizer, training)
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)  # once: built a single time
     reports: dict[int, Report] = {}
     needs: dict[int, int | float] = {}  # each batch analysed: its bytes; infinite where torch cannot size its tensors

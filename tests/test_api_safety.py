@@ -170,6 +170,7 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
             r"training step peak is not available: the report is of inference; analyse a training step",
         ),
         (lambda: archprof.analyze("lenet5", optimizer="adam"), r"optimizer 'adam' applies to a training step"),
+        (lambda: fit_batch("lenet5", 10**8, optimizer="adam"), r"optimizer 'adam' applies to a training step"),
         (
             lambda: archprof.analyze("lenet5", input_size=torch.zeros(1, 32, 32)),
             r"got a tensor of shape 1x32x32: give its shape without the batch \(x\.shape\[1:\]\)$",
@@ -192,6 +193,7 @@ def test_fit_batch_takes_the_model_options_analyze_takes(tmp_path):
         "a limit misspelt",
         "a training limit on an inference report",
         "an optimizer without training",
+        "fit_batch's optimizer without training",
         "an example input as input_size",
     ],
 )

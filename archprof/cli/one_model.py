@@ -275,7 +275,7 @@ def memory(
                 inputs=inputs,
                 dtype=torch_dtype,
                 training=train,
-                optimizer=optimizer,
+                optimizer=optimizer if train else "sgd",  # --measure's training step alone takes it
                 fold_bn=options.fold_bn,
             )
         report = replace(found.report, batch_fit=found.as_dict())  # in the JSON too
