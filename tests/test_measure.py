@@ -1312,3 +1312,27 @@ def test_profile_rows_are_the_module_tree_as_in_the_summary():
     assert sequential.startswith("(") and _milliseconds(sequential, unit) == pytest.approx(
         times["1.0"] + times["1.1"], abs=0.001
     )
+
+
+class Encodes(nn.Module):
+    """An nn.TransformerEncoderLayer, which a CPU runs in inference as one fused kernel."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(width, 2, 2 * width, batch_first=True)
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def test_a_fused_encoder_layer_is_checked_as_one_module():
+    """The analysis records the layer as one fused kernel, whose submodules a CPU does not
+    call; the check's run (its composite road) calls them. The layer stands for them: its
+    output shape and its subtree's FLOPs, FlopCounterMode's count of the feed-forward's and
+    the attention's products (by hand: 2 · (4 L W² + 2 L² W + 2 L W F))."""
+    tokens, width = 5, 8
+    report = archprof.profile(Encodes(width), input_size=(tokens, width), **FAST)
+    assert "_transformer_encoder_layer_fwd" in report.layers.set_index("layer").loc["layer", "operators"]
+    by_hand = 2 * (4 * tokens * width**2 + 2 * tokens**2 * width + 2 * tokens * width * 2 * width)
+    assert report.totals.flops == by_hand
+    assert all(check.status == "ok" for check in report.measured.checks), report.measured.checks

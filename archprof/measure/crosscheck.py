@@ -144,14 +144,31 @@ def _call_order(*maps):
     return lambda key: order.get(key, 0)
 
 
+# nn.MultiheadAttention's and nn.TransformerEncoderLayer's fused inference kernels
+# (`archprof.kernels`' fast paths), which FlopCounterMode has no formula for: the check runs
+# their composite roads (`native_attention_off`), where it counts the same products.
+_FUSED = frozenset({"_native_multi_head_attention", "_transformer_encoder_layer_fwd"})
+
 # What FlopCounterMode counts: the operators it has a formula for ("aten.mm", ...), those
-# the check lends it one for, and nn.MultiheadAttention's and nn.TransformerEncoderLayer's
-# fused inference kernels, whose composite roads the check runs (`native_attention_off`):
-# FlopCounterMode counts the same products there.
+# the check lends it one for, and the fused kernels, through their composite roads.
 _COUNTABLE = frozenset(str(packet) for packet in (*flop_registry, *_LENT_FORMULAS)) | {
-    "aten._native_multi_head_attention",
-    "aten._transformer_encoder_layer_fwd",
+    f"aten.{name}" for name in _FUSED
 }
+
+
+def compared_modules(report: Report, leaves: dict[str, torch.nn.Module], module) -> dict[str, torch.nn.Module]:
+    """What the check compares call by call (`leaves`, by path): the leaf modules, but that a
+    module whose row ran a fused kernel stands for the leaves under it, which a CPU does not
+    call there (the check's composite road does: FlopCounterMode counts a module's subtree)."""
+    fused = {
+        layer
+        for layer, operators in zip(report.columns["layer"], report.columns["operators"], strict=True)
+        if layer and _FUSED.intersection(operators)
+    }
+    if not fused:
+        return leaves
+    kept = {path: leaf for path, leaf in leaves.items() if not any(path.startswith(f"{f}.") for f in fused)}
+    return {**kept, **{path: module.get_submodule(path) for path in sorted(fused)}}
 
 
 def check_flops(report: Report, real: RealRun, leaves) -> Check:

@@ -36,7 +36,15 @@ from archprof.measure.clock import (
     percentile,
     time_model,
 )
-from archprof.measure.crosscheck import Check, check_flops, check_memory, check_run, check_shapes, memory_note
+from archprof.measure.crosscheck import (
+    Check,
+    check_flops,
+    check_memory,
+    check_run,
+    check_shapes,
+    compared_modules,
+    memory_note,
+)
 from archprof.measure.device import (
     device_name,
     leaf_paths,
@@ -187,7 +195,7 @@ def _profiled(
         state_bytes = torch.cuda.memory_allocated(target)
     module = materialise(loaded, target, dtype)
     real_inputs = random_inputs(analysed, target)
-    leaves = leaf_paths(module)  # what the cross-check compares
+    leaves = compared_modules(report, leaf_paths(module), module)  # what the cross-check compares
     timed = timed_paths(module, report)
     with real_run_errors(loaded.name, target, batch), torch.no_grad():
         # The peak of the first forward, as the analysis traces it: a module that keeps what
