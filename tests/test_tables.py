@@ -9,6 +9,7 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+import torch
 from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
@@ -928,3 +929,28 @@ def test_under_30_columns_a_command_lays_out_for_30_and_cuts_nothing(args):
     assert on_30.exit_code == 0 and "…" not in on_30.stdout, on_30.output
     for width in (1, 12, 29):
         assert at_width(width, *args).stdout == on_30.stdout, width
+
+
+class _UnusedHead(nn.Module):
+    """A body it calls, a head (a container) it never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_a_container_nothing_under_which_ran_is_named_not_called_as_a_leaf_is():
+    """The head's layers were "(not called)", the head itself named as if it ran; the real
+    forward's hooks say which modules ran."""
+    model = _UnusedHead()
+    ran = set()
+    for name, module in model.named_modules():
+        module.register_forward_hook(lambda m, i, o, name=name: ran.add(name))
+    model(torch.randn(1, 3, 8, 8))
+    text = archprof.analyze(model, input_size=(3, 8, 8)).to_markdown()
+    for name in ("body", "head"):
+        assert (f"{name} (not called)" in text) == (name not in ran)

@@ -77,7 +77,12 @@ def tree_rows(report) -> list[TreeRow]:
             own = report.merged_row(node.path, node.rows) if node.rows else {}
             merged = report.merged_row(node.path, node.subtree)
             output = report.output_row(node.subtree)
-            shown.append(TreeRow(visible_text(node.path), node.level, merged, node.rows, output, own))
+            # Named "(not called)" as a leaf is where nothing under it ran (an unused head; the
+            # layers of a block a fused kernel runs whole).
+            idle = -1 if all(report.columns["call"][i] < 0 for i in node.subtree) else 0
+            shown.append(
+                TreeRow(layer_label(visible_text(node.path), idle), node.level, merged, node.rows, output, own)
+            )
     return shown
 
 
