@@ -41,7 +41,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     # A module of the package, imported at its first use (`archprof.diff.diff`,
     # `archprof.fit.fit_batch` after a plain `import archprof`), as an eager import would give.
-    if not name.startswith("_") and importlib.util.find_spec(f"archprof.{name}") is not None:
+    if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"archprof.{name}") is not None:
         return importlib.import_module(f"archprof.{name}")
     raise AttributeError(f"module 'archprof' has no attribute {name!r}")
 

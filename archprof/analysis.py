@@ -255,11 +255,10 @@ def _sample_shape(input_size) -> tuple[int, ...]:
     text ("3x224x224")."""
     if isinstance(input_size, str):
         return parse_input_size(input_size)
-    if isinstance(input_size, torch.Tensor) and (input_size.dim() != 1 or input_size.is_floating_point()):
-        # an example input, where its shape was meant (a 1-d tensor of ints is a shape)
+    if isinstance(input_size, torch.Tensor):  # an example input (or token ids), where its shape was meant
         raise ArchprofError(
             f"input_size must be a shape such as (3, 224, 224) or '3x224x224', got a tensor of shape"
-            f" {shape_text(input_size.shape)}: give its shape without the batch (x.shape[1:])"
+            f" {shape_text(input_size.shape)}: give a shape (an example input's without the batch: x.shape[1:])"
         )
     if isinstance(input_size, (Mapping, Set, bytes)) or not hasattr(input_size, "__iter__"):  # a set has no order
         raise ArchprofError(f"input_size must be a shape such as (3, 224, 224) or '3x224x224', got {shown(input_size)}")

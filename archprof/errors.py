@@ -81,10 +81,11 @@ def short_reason(exc: BaseException) -> str:
 def failure_reason(exc: BaseException) -> str:
     """Why the user's forward failed: `short_reason`, led by the exception's type where the
     type says something ("KeyError: 'scale'", where the bare message would be "'scale'");
-    bare for a RuntimeError, the class of every PyTorch error (whose message says it all),
-    and for an ArchprofError (archprof's own words)."""
+    bare for a RuntimeError, the class of most of PyTorch's errors (their messages say it
+    all; `torch.linalg`'s and NotImplementedError derive from it), and for an ArchprofError
+    (archprof's own words)."""
     reason = short_reason(exc)
-    if type(exc) is RuntimeError or isinstance(exc, ArchprofError) or not str(exc).strip():
+    if isinstance(exc, RuntimeError | ArchprofError) or not str(exc).strip():
         return reason
     return f"{type(exc).__name__}: {reason}"
 

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from archprof.errors import ArchprofError, shown, warn
+from archprof.errors import ArchprofError, ArchprofWarning, shown, warn
 from archprof.units import checked_count
 
 T = TypeVar("T")
@@ -168,5 +168,8 @@ def _replayed(outcome: Future) -> Any:
             "a worker process died (out of memory, or killed): run with jobs=1 (--jobs 1) to analyse in one process"
         ) from None
     for message, category in caught:
-        warn(message, category)  # at the caller's line, as the same warning made in this process
+        if issubclass(category, ArchprofWarning):
+            warn(message, category)  # at the caller's line, as the same warning made in this process
+        else:  # another library's, as from where it was made: its module's filters still apply
+            warnings.warn(message, category, stacklevel=2)
     return result

@@ -6,7 +6,9 @@ call through (with one active, no module call takes a shortcut, `archprof.tracin
 is copied from an earlier one, `archprof.tracing.replay`: every forward runs) and with the
 recorder refusing the calls `archprof.kernels` would hand it straight (a functional batch
 norm then goes through the dispatcher). The two graphs and reports must be equal, `repr`
-for `repr`, at batch 1 in the model's dtype and at batch 2 in float16. Writes
+for `repr`, at batch 1 in the model's dtype and at batch 2 in float16. PyTorch's own
+inference fast paths (nn.MultiheadAttention's, nn.TransformerEncoderLayer's) are off on
+both sides: under a torch-function mode they are never taken, on meta or on a CPU. Writes
 reports/fast_paths_check.md.
 
     python benchmarks/fast_paths_check.py --jobs 2            # all 1,451 models, about 8 minutes on 2 cores
@@ -67,6 +69,7 @@ def check_one(spec: str) -> tuple[str, dict[str, str], int]:
     from archprof.analysis import analysis
     from archprof.errors import first_line
     from archprof.load import load_model
+    from archprof.tracing.trace import native_attention_off
 
     _hubs()
     warnings.simplefilter("ignore")
@@ -84,12 +87,13 @@ def check_one(spec: str) -> tuple[str, dict[str, str], int]:
     for name, options in VARIANTS.items():
         copied = 0
         try:
-            fast = analysis(load_model(spec), None, **options)  # a fresh model each time: a forward may change it
-            copies[name] = copied
-            with _built_as_torch_builds():
-                plain_model = load_model(spec)
-            with _Passing(), _through_the_dispatcher():
-                plain = analysis(plain_model, None, **options)
+            with native_attention_off():
+                fast = analysis(load_model(spec), None, **options)  # a fresh model each time: a forward may change it
+                copies[name] = copied
+                with _built_as_torch_builds():
+                    plain_model = load_model(spec)
+                with _Passing(), _through_the_dispatcher():
+                    plain = analysis(plain_model, None, **options)
         except Exception as exc:  # one row per model, whatever it raises
             outcome[name] = f"failed: {first_line(exc)}"
             continue

@@ -282,6 +282,47 @@ def test_the_multi_head_attention_inference_peak_matches_the_profiler(call):
     assert held == lasting + x.nbytes
 
 
+def test_the_fused_attention_route_answers_a_real_call_as_pytorch_does():
+    """While the kernels are active, `torch._native_multi_head_attention` on CPU tensors
+    returns PyTorch's own answer (no weights asked for: None), where it raised
+    AttributeError reading None's device; on meta, the same None for the meta kernel's
+    empty tensor."""
+    attention = nn.MultiheadAttention(16, 2, batch_first=True).eval()
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        expected, none = attention(x, x, x, need_weights=False)
+        with DeviceKernels():
+            output, weights = attention(x, x, x, need_weights=False)
+            averaged = attention(x, x, x)[1]
+            on_meta = attention.to("meta")(x.to("meta"), x.to("meta"), x.to("meta"), need_weights=False)[1]
+    assert none is None and weights is None and on_meta is None
+    assert torch.equal(output, expected) and averaged.shape == (2, 5, 5)
+
+
+def test_the_private_use_device_keeps_its_name_after_a_trace_and_a_failing_one():
+    from torch.utils import backend_registration
+
+    name = backend_registration._privateuse1_backend_name
+    trace(SelfAttention().eval(), [(2, _TOKENS, 64)])
+    assert backend_registration._privateuse1_backend_name == name
+    with pytest.raises(ArchprofError):
+        trace(SelfAttention().eval(), [(2, _TOKENS, 63)])  # the embedding is 64 wide
+    assert backend_registration._privateuse1_backend_name == name
+
+
+@pytest.mark.parametrize("fused", ["attention", "encoder layer"])
+def test_a_query_a_fused_kernel_refuses_is_refused_in_the_cpus_words(fused):
+    """The meta kernels of both fused kernels take a query of the wrong width; a CPU's refuses
+    it, which the trace now says as the CPU does (it ran, and said 2x16x64)."""
+    model = (SelfAttention(need_weights=False) if fused == "attention" else _Encoded({}, {})).eval()
+    x = torch.randn(2, _TOKENS, 63)  # the models are 64 wide
+    with pytest.raises(RuntimeError) as real, torch.no_grad():
+        model(x)
+    with pytest.raises(ArchprofError) as traced:
+        trace(model, [x.shape])
+    assert str(traced.value).endswith(str(real.value).splitlines()[0])
+
+
 def _composite_road_macs(model: nn.Module, x: torch.Tensor) -> int:
     """FlopCounterMode's count of a real CPU forward in inference, the fast paths off and
     attention on its math road (it has formulas for neither fused kernel), halved."""

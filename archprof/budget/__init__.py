@@ -52,7 +52,8 @@ from archprof.units import (
 
 def close_key_hint(key: str, known: Sequence[str]) -> str:
     """ " (did you mean 'max-params'?)" for a key close to one of `known`, underscores read as dashes; else ""."""
-    close = difflib.get_close_matches(key.replace("_", "-"), known, n=1, cutoff=0.6) if isinstance(key, str) else []
+    spelled = key.replace("_", "-").lower() if isinstance(key, str) else None
+    close = difflib.get_close_matches(spelled, known, n=1, cutoff=0.6) if spelled is not None else []
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -84,7 +85,7 @@ LIMIT_KEYS: dict[str, tuple[str, str]] = {
 def parse_limit(key: str, value: Any) -> Limit:
     """The limit `key` (a name of LIMIT_KEYS, with dashes or underscores: "max-params",
     "max_params") at `value` ("30M", "1GB", 200)."""
-    canonical = key.replace("_", "-") if isinstance(key, str) else key
+    canonical = key.replace("_", "-") if isinstance(key, str) else None
     if canonical not in LIMIT_KEYS:
         raise ArchprofError(
             f"unknown limit {shown(key)}{close_key_hint(canonical, LIMIT_KEYS)}; known limits: {', '.join(LIMIT_KEYS)}"

@@ -59,8 +59,8 @@ def multi_head_attention(op: OpNode) -> Section:
     projections = batch * (2 * length + 2 * keys) * dim * dim
     attention = 2 * batch * length * keys * dim
     scores = batch * heads * length * keys
-    per_score = 3 + masked + 2 * averaged
-    parts = "softmax 3" + (", mask 1" if masked else "") + (", weights averaged over the heads 2" if averaged else "")
+    per_score = 3 + masked + averaged
+    parts = "softmax 3" + (", mask 1" if masked else "") + (", the weights summed over the heads 1" if averaged else "")
     steps = (
         Step(
             "projections",
@@ -79,14 +79,16 @@ def multi_head_attention(op: OpNode) -> Section:
         Step("scores", "B · H · L · S", f"{batch} · {heads} · {length} · {keys}", scores),
         Step(
             "elementwise FLOPs",
-            f"numel(Q) (scaled) + {per_score} · scores ({parts})",
-            f"{product_text(q.shape)} + {per_score} · {scores:,}",
+            f"numel(Q) (scaled) + {per_score} · scores ({parts})"
+            + (" + B · L · S (each averaged weight divided)" if averaged else ""),
+            f"{product_text(q.shape)} + {per_score} · {scores:,}"
+            + (f" + {batch} · {length} · {keys}" if averaged else ""),
             cost.elementwise_flops,
         ),
     )
     notes = (
         "nn.MultiheadAttention's inference fast path, one CPU kernel: its projections and the B x H x L x S"
-        " scores are freed inside it (its workspace), their arithmetic counted as the composite road's",
+        " scores are freed inside it (its workspace); its products are its composite road's",
         "the biases added are not counted, as a linear layer's",
     )
     title = f"{op.op}: attention of {length} queries over {keys} keys, {heads} heads of {dim // heads}"
@@ -127,7 +129,7 @@ def encoder_layer(op: OpNode) -> Section:
     )
     notes = (
         "nn.TransformerEncoderLayer's inference fast path, one CPU kernel: everything it makes but its output"
-        " is freed inside it (its workspace); its arithmetic is counted as its composite road's operators",
+        " is freed inside it (its workspace); its products are its composite road's",
         "the biases added are not counted, as a linear layer's",
     )
     title = f"{op.op}: an encoder layer over {length} tokens of {dim}, {heads} heads, a feed-forward of {width}"

@@ -18,7 +18,9 @@ and `nn.MultiheadAttention` call), `torch._VF.lstm`, `gru`, `rnn_tanh` and `rnn_
 `torch.batch_norm` (what `F.batch_norm` calls), `torch.group_norm` (what
 `F.group_norm` calls), `torch.nn.functional.linear` (what `nn.Linear` calls),
 `torch.nn.functional.one_hot` (`F.one_hot`), `torch.nn.functional.gaussian_nll_loss`,
-`torch._native_multi_head_attention` (nn.MultiheadAttention's fast path) and the name of
+`torch._native_multi_head_attention` and `torch._transformer_encoder_layer_fwd` (the fast
+paths of nn.MultiheadAttention and nn.TransformerEncoderLayer: on meta, with the checks a
+CPU makes first, `attention.check_fused_attention`) and the name of
 PyTorch's private-use device (`torch.utils.backend_registration._privateuse1_backend_name`); and,
 below every Python name, the kernels of the aten operators `linalg_svdvals`, `linalg_eigvalsh` and `linalg_eigvals`. A
 TorchFunctionMode would see every call however made, but costs every torch call of every
@@ -93,7 +95,14 @@ from torch._prims_common import suggest_memory_format
 from torch.utils import backend_registration
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from archprof.kernels.attention import ATTENTION, FLASH_CPU, MATH, flash_attention, flash_attention_kernel
+from archprof.kernels.attention import (
+    ATTENTION,
+    FLASH_CPU,
+    MATH,
+    check_fused_attention,
+    flash_attention,
+    flash_attention_kernel,
+)
 from archprof.kernels.linalg_values import VALUES_ONLY
 from archprof.kernels.linear import cpu_linear
 from archprof.kernels.loss_gradients import META_KERNELS
@@ -126,6 +135,7 @@ _ROUTED = (
     (torch.nn.functional, "one_hot", "_one_hot_function", "_routed_one_hot"),
     (torch.nn.functional, "gaussian_nll_loss", "_gaussian_nll_loss_function", "_routed_gaussian_nll_loss"),
     (torch, "_native_multi_head_attention", "_multi_head_attention_function", "_routed_multi_head_attention"),
+    (torch, "_transformer_encoder_layer_fwd", "_encoder_layer_function", "_routed_encoder_layer"),
 )
 
 
@@ -155,7 +165,7 @@ class DeviceKernels:
         self._answer = answer
         self._library = None  # while active: the dispatcher's kernels of `_DISPATCHER_KERNELS` (`_registered`)
         self._own_copies: dict[tuple, Any] = {}  # while active: `_USERS_COPIES`' own attributes (None: inherited)
-        self._private_use_name = ""  # while active: the private-use device's name, "meta" meanwhile
+        self._private_use_name: str | None = None  # while active: the private-use device's name, "meta" meanwhile
 
     def _take_the_functions(self) -> None:
         """Each routed Python name's function as it is now (`_ROUTED`), which a call the route
@@ -182,7 +192,9 @@ class DeviceKernels:
         return self
 
     def __exit__(self, *exc) -> None:
-        backend_registration._privateuse1_backend_name = self._private_use_name
+        if self._private_use_name is not None:
+            backend_registration._privateuse1_backend_name = self._private_use_name
+            self._private_use_name = None
         for owner, name, original, _ in _ROUTED:
             setattr(owner, name, getattr(self, original))
         for name in (LSTM, *ONE_HIDDEN_CELLS):
@@ -247,10 +259,19 @@ class DeviceKernels:
             return self._gaussian_nll_loss_function(input, target, var, *args, **kwargs)
 
     def _routed_multi_head_attention(self, *args, **kwargs):
+        if args[0].device.type == "meta":
+            check_fused_attention(*args[:7])  # query, key, value, embed_dim, num_head, qkv_weight, qkv_bias
         output, weights = self._multi_head_attention_function(*args, **kwargs)
+        if output.device.type != "meta":  # a CPU's or a GPU's call: its answer as it is (weights None or not)
+            return output, weights
         asked = kwargs.get("need_weights", args[10] if len(args) > 10 else True)
         # No weights asked for: a CPU returns none (None), the meta kernel an empty tensor.
-        return output, (None if weights.device.type == "meta" and not asked else weights)
+        return output, (weights if asked else None)
+
+    def _routed_encoder_layer(self, src, embed_dim, num_heads, qkv_weight, qkv_bias, *args, **kwargs):
+        if src.device.type == "meta":  # its attention's checks, on src as query, key and value
+            check_fused_attention(src, src, src, embed_dim, num_heads, qkv_weight, qkv_bias)
+        return self._encoder_layer_function(src, embed_dim, num_heads, qkv_weight, qkv_bias, *args, **kwargs)
 
     def _routed_attention(self, query, *args, **kwargs):
         if query.device.type != "meta":

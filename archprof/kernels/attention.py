@@ -84,3 +84,28 @@ def _mask_fits(mask, query, key) -> bool:
     if mask.dim() == 2:
         return True
     return mask.dim() == 4 and mask.size(0) in (1, query.size(0)) and mask.size(1) in (1, query.size(1))
+
+
+def check_fused_attention(query, key, value, embed_dim: int, num_heads: int, qkv_weight, qkv_bias) -> None:
+    """The checks a CPU's fused attention makes first (native_multi_head_attention_cpu, in
+    its words), which the meta kernels of `_native_multi_head_attention` and
+    `_transformer_encoder_layer_fwd` leave out: on meta a query of the wrong width would run."""
+    for name, tensor in (("query", query), ("key", key), ("value", value)):
+        if tensor.dim() != 3:
+            raise RuntimeError(f"expected 3-D `{name}`, got {tensor.dim()}-D tensor")
+    if query.size(2) != embed_dim:
+        raise RuntimeError(f"passed-in embed_dim {embed_dim} didn't match last dim of query {query.size(2)}")
+    if not query.shape == key.shape == value.shape:
+        raise RuntimeError("expected `query`/`key`/`value` shapes to match")
+    if qkv_weight.dim() != 2:
+        raise RuntimeError(f"expected 2-D `qkv_weight`, got {qkv_weight.dim()}-D tensor")
+    if qkv_weight.size(0) != 3 * embed_dim:
+        raise RuntimeError("expected `qkv_weight` first dim to be 3x embed_dim")
+    if qkv_weight.size(1) != embed_dim:
+        raise RuntimeError("expected `qkv_weight` second dim to be embed_Dim")
+    if qkv_bias.dim() != 1:
+        raise RuntimeError(f"expected 1-D `qkv_bias`, got {qkv_bias.dim()}-D tensor")
+    if qkv_bias.size(0) != 3 * embed_dim:
+        raise RuntimeError("expected `qkv_bias` first dim and first dim of query to be equal")
+    if embed_dim % num_heads != 0:
+        raise RuntimeError("`embed_dim` must divide evenly by `num_heads`")

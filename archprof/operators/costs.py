@@ -632,7 +632,10 @@ def native_multi_head_attention_cost(
     their product with the values (`B * L * S * D` each, over all heads); the queries scaled
     (one FLOP per element; the biases added, as a linear layer's, not counted), a softmax
     over the scores (3 per score), a mask added to them (1 per score), and, for the weights
-    it returns averaged, their sum over the heads and its division (2 per score)."""
+    it returns averaged, their sum over the heads (1 per score) and its division (1 per
+    weight). The fast path is self-attention (S = L): a CPU's kernel refuses keys of another
+    length. Elementwise, what the kernel computes: its composite road counts more (the
+    in-projection's bias added on its own, the keys scaled too)."""
     return _attention_cost(q, k, heads, mask is not None, need_weights and average_attn_weights)
 
 
@@ -641,8 +644,8 @@ def transformer_encoder_layer_cost(src: Shape, embed_dim: int, heads: int, *args
     (transformer_encoder_layer_forward) over src (B, L, D): its self-attention
     (`native_multi_head_attention_cost`, no weights returned), the feed-forward block's two
     products (`2 * B * L * D * F` MACs, F its width) and activation (one FLOP per element, as
-    any), two residual adds (one per element) and two layer norms (5 per element): the
-    operators of its composite road, counted as they are."""
+    any), two residual adds (one per element) and two layer norms (5 per element), by the
+    conventions of those operations."""
     # After `heads`, in the schema's order: the attention's projections (4), use_gelu,
     # norm_first, eps, the norms' weights and biases (4), the feed-forward's (4), the mask.
     ffn_weight_1 = args[11]
@@ -662,7 +665,7 @@ def _attention_cost(q: Shape, k: Shape, heads: int, masked: bool, averaged: bool
     scores = batch * heads * length * keys
     return Cost(
         macs=batch * dim * dim * (2 * length + 2 * keys) + 2 * batch * length * keys * dim,
-        elementwise_flops=prod(q) + (3 + masked + 2 * averaged) * scores,
+        elementwise_flops=prod(q) + (3 + masked) * scores + averaged * (scores + scores // heads),
     )
 
 
