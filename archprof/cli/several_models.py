@@ -97,7 +97,7 @@ def compare(
     archprof compare resnet18 resnet50 mobilenet_v2 --sort macs
     archprof compare resnet18 resnet34 --input 3x160x160 --batch 8 -o compare.csv
     archprof compare resnet18 mobilenet_v2 -o compare.html
-    archprof compare resnet18 mobilenet_v2 --train --optimizer adam --sort training-memory"""
+    archprof compare resnet18 mobilenet_v2 --train --optimizer adam"""
     from archprof.comparison import (
         bound_notes,
         comparison_cells,
