@@ -51,7 +51,8 @@ from archprof.units import (
 
 
 def close_key_hint(key: str, known: Sequence[str]) -> str:
-    """ " (did you mean 'max-params'?)" for a key close to one of `known`, underscores read as dashes; else ""."""
+    """ " (did you mean 'max-params'?)" for a key close to one of `known` (underscores read as
+    dashes, any case); else ""."""
     spelled = key.replace("_", "-").lower() if isinstance(key, str) else None
     close = difflib.get_close_matches(spelled, known, n=1, cutoff=0.6) if spelled is not None else []
     return f" (did you mean '{close[0]}'?)" if close else ""

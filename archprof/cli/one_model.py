@@ -18,12 +18,12 @@ from archprof.cli.options import (
     WideOpt,
     columns_option,
     count_option,
+    optimizer_option,
     plot_option,
     with_model_options,
 )
 from archprof.cli.streams import fitted_width, progress_display, say, status_display, user_errors
 from archprof.measure import DEFAULT_REPEAT, DEFAULT_WARMUP, MAX_PASSES
-from archprof.optimizers import optimizer_names
 
 DepthOpt = Annotated[
     Optional[int],
@@ -194,16 +194,10 @@ def memory(
             help="Training memory: gradients, optimizer state, saved activations, the step's peak (backward too).",
         ),
     ] = False,
-    optimizer: Annotated[
-        Optional[str],
-        typer.Option(
-            "--optimizer",
-            metavar="NAME",
-            help=f"Optimizer whose state and update training memory holds, as torch.optim runs it on the CPU:"
-            f" {optimizer_names()} (docs/formulas.md: the options each name means).",
-            show_default="sgd",
-        ),
-    ] = None,
+    optimizer: optimizer_option(
+        "Optimizer whose state and update training memory holds, as torch.optim runs it on the CPU",
+        " (docs/formulas.md: the options each name means)",
+    ) = None,
     fit: Annotated[
         Optional[str],
         typer.Option(
@@ -261,6 +255,7 @@ def memory(
         raise ArchprofError("--measure runs the model as it is, BatchNorms unfolded, and trains it: drop --fold-bn")
     optimizer = optimizer or "sgd"
     optimizer_state_copies(optimizer)
+    analysed_with = optimizer if train else "sgd"  # with --measure alone, its training step takes it
     budget = parse_size(fit) if fit is not None else None
     if budget is not None and options.batch is not None:
         raise ArchprofError("--fit finds the batch itself: drop --batch")
@@ -275,7 +270,7 @@ def memory(
                 inputs=inputs,
                 dtype=torch_dtype,
                 training=train,
-                optimizer=optimizer if train else "sgd",  # --measure's training step alone takes it
+                optimizer=analysed_with,
                 fold_bn=options.fold_bn,
             )
         report = replace(found.report, batch_fit=found.as_dict())  # in the JSON too
@@ -286,7 +281,7 @@ def memory(
             batch=options.batch,
             dtype=torch_dtype,
             training=train,
-            optimizer=optimizer if train else "sgd",  # --measure's training step alone takes it
+            optimizer=analysed_with,
             fold_bn=options.fold_bn,
         )
     notes = []

@@ -15,6 +15,8 @@ from typing import Annotated, Optional, get_args
 
 import typer
 
+from archprof.optimizers import optimizer_names
+
 
 class Format(str, Enum):
     table = "table"
@@ -220,6 +222,20 @@ class ColumnChoice:
 
     columns: tuple[str, ...] = ()
     wide: bool = False
+
+
+def optimizer_option(purpose: str, after: str = ""):
+    """--optimizer, `purpose` saying what it applies to in the command, then the names
+    (`archprof.optimizers`), then `after`; sgd by default."""
+    return Annotated[
+        Optional[str],
+        typer.Option(
+            "--optimizer",
+            metavar="NAME",
+            help=f"{purpose}: {optimizer_names()}{after}.",
+            show_default="sgd",
+        ),
+    ]
 
 
 def column_choice(columns: str | None, wide: bool, format: Format) -> ColumnChoice:

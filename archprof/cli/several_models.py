@@ -21,10 +21,10 @@ from archprof.cli.options import (
     columns_option,
     file_name,
     limit_option,
+    optimizer_option,
     with_model_options,
 )
 from archprof.cli.streams import fitted_width, progress_display, say, standard_output, stdout_console, user_errors
-from archprof.optimizers import optimizer_names
 
 # What --sort takes: the keys `archprof.comparison.sort_comparison` accepts (a test holds the
 # two equal). Named here because importing archprof.comparison loads torch before the help shows.
@@ -70,15 +70,7 @@ def compare(
             "--train", help="Also one training step of each model: its FLOPs (forward and backward) and its peak."
         ),
     ] = False,
-    optimizer: Annotated[
-        Optional[str],
-        typer.Option(
-            "--optimizer",
-            metavar="NAME",
-            help=f"With --train, the optimizer whose state the step's peak holds: {optimizer_names()}.",
-            show_default="sgd",
-        ),
-    ] = None,
+    optimizer: optimizer_option("With --train, the optimizer whose state the step's peak holds") = None,
     profile: Annotated[
         bool,
         typer.Option("--profile", help="Also time each model on the CPU (median of at least 5 runs, random weights)."),
@@ -173,15 +165,7 @@ def check(
     min_receptive_field: limit_option("--min-receptive-field", "200px: the last spatial field's smallest side") = None,
     max_training_memory: limit_option("--max-training-memory", "16GB: a training step's peak, backward in") = None,
     max_training_flops: limit_option("--max-training-flops", "30G: one training step, forward and backward") = None,
-    optimizer: Annotated[
-        Optional[str],
-        typer.Option(
-            "--optimizer",
-            metavar="NAME",
-            help=f"For --max-training-memory: {optimizer_names()}.",
-            show_default="sgd",
-        ),
-    ] = None,
+    optimizer: optimizer_option("For --max-training-memory") = None,
     options=None,  # with_model_options: the shared options, read
     config: Annotated[
         Optional[Path],

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from archprof.errors import ArchprofError, check_flag, shown
-from archprof.explain.document import Explanation, Section, Step, sum_step
+from archprof.explain.document import Explanation, Section, Step, flops_step, sum_step
 from archprof.explain.notation import product_text
 from archprof.explain.operators import operator_section
 from archprof.explain.receptive_fields import field_cells, field_note
@@ -201,7 +201,7 @@ class _Context:
         steps.append(sum_step("parameters", [(t.name, t.numel) for t in parameters], self.params["param_count"][index]))
         macs = sum(cost.macs for _, cost in costs)
         steps.append(sum_step("MACs", [(op.op, cost.macs) for op, cost in costs if cost.macs], macs))
-        steps.append(Step("FLOPs", "2 · MACs", f"2 · {macs:,}", 2 * macs))
+        steps.append(flops_step(macs))
         elementwise = [(op.op, cost.elementwise_flops) for op, cost in costs if cost.elementwise_flops]
         steps.append(sum_step("elementwise FLOPs", elementwise, sum(cost.elementwise_flops for _, cost in costs)))
         outputs = [t for t in group.outputs]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from math import prod
 
-from archprof.explain.document import Section, Step
+from archprof.explain.document import Section, Step, flops_step
 from archprof.explain.notation import product_text
 from archprof.explain.receptive_fields import Fields, merge_note
 from archprof.graph import OpNode
@@ -29,7 +29,7 @@ def catalogue_section(op: OpNode, fields: Fields) -> Section | None:
     if cost.macs:
         formula = _formula_of(operator.cost).removeprefix("MACs = ").rstrip(".")
         steps.append(Step("MACs", formula, _batched_product(op), cost.macs))
-        steps.append(Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs))
+        steps.append(flops_step(cost.macs))
     if cost.elementwise_flops or not cost.macs:
         steps.append(_elementwise_step(op, operator.cost, cost.elementwise_flops, out))
     inputs = ", ".join(shape_text(t.shape) for t in op.inputs) or "no tensor"

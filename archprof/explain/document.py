@@ -90,6 +90,11 @@ def sum_step(name: str, terms: list[tuple[str, int]], total: int) -> Step:
     return Step(name, "", " + ".join(f"{value:,} ({label})" for label, value in terms), total)
 
 
+def flops_step(macs: int) -> Step:
+    """`FLOPs = 2 · MACs`: a multiply-accumulate is two FLOPs, in every section that counts MACs."""
+    return Step("FLOPs", "2 · MACs", f"2 · {macs:,}", 2 * macs)
+
+
 def value_text(value: Value) -> str:
     """12845056 -> '12,845,056'; (1, 64, 224, 224) -> '1x64x224x224'."""
     if isinstance(value, tuple):

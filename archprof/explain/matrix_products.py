@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from math import prod
 
-from archprof.explain.document import Section, Step
+from archprof.explain.document import Section, Step, flops_step
 from archprof.explain.notation import product_text
 from archprof.explain.sources import RESHAPES, Sources, layer_parameters, own_parameters
 from archprof.graph import OpNode, TensorMeta
@@ -31,7 +31,7 @@ def fused_attention(op: OpNode) -> Section:
             f"{scores:,} · ({width} + {value_width})",
             cost.macs,
         ),
-        Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs),
+        flops_step(cost.macs),
         Step(
             "elementwise FLOPs",
             f"numel(Q) + numel(K) (each scaled) + {per_score} · scores (softmax 3{', mask 1' if masked else ''})",
@@ -75,7 +75,7 @@ def multi_head_attention(op: OpNode) -> Section:
             attention,
         ),
         Step("MACs", "projections + attention", f"{projections:,} + {attention:,}", cost.macs),
-        Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs),
+        flops_step(cost.macs),
         Step("scores", "B · H · L · S", f"{batch} · {heads} · {length} · {keys}", scores),
         Step(
             "elementwise FLOPs",
@@ -117,7 +117,7 @@ def encoder_layer(op: OpNode) -> Section:
         ),
         Step("feed-forward MACs", "2 · B · L · D · F", f"2 · {batch} · {length} · {dim} · {width}", feed_forward),
         Step("MACs", "attention + feed-forward", f"{attention:,} + {feed_forward:,}", cost.macs),
-        Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs),
+        flops_step(cost.macs),
         Step("scores", "B · H · L · L", f"{batch} · {heads} · {length} · {length}", scores),
         Step(
             "elementwise FLOPs",
@@ -164,7 +164,7 @@ def matrix_product(op: OpNode, sources: Sources) -> Section:
         own, notes = own_parameters(op, sources, (("bias", bias),))
         steps += [Step("parameters", "bias", f"{size:,}", size) for _, size in own]
     steps.append(Step("MACs", "rows · in · out", f"{n} · {k} · {m}", cost.macs))
-    steps.append(Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs))
+    steps.append(flops_step(cost.macs))
     if cost.elementwise_flops:
         steps.append(
             Step(
@@ -203,7 +203,7 @@ def lstm_layer(op: OpNode) -> Section:
             f"{steps_in_time} · {batch} · 4 · {hidden} · ({width} + {hidden})",
             cost.macs,
         ),
-        Step("FLOPs", "2 · MACs", f"2 · {cost.macs:,}", 2 * cost.macs),
+        flops_step(cost.macs),
         Step(
             "elementwise FLOPs", "13 · T · B · H", f"13 · {steps_in_time} · {batch} · {hidden}", cost.elementwise_flops
         ),

@@ -5,7 +5,7 @@ convolution's or a pool's kernel and stride as text, for the network's view."""
 
 from __future__ import annotations
 
-from archprof.explain.document import Section, Step
+from archprof.explain.document import Section, Step, flops_step
 from archprof.explain.notation import product_text, spatial_names, window_symbols
 from archprof.explain.receptive_fields import Fields, window_field
 from archprof.explain.sources import Sources, layer_parameters
@@ -74,7 +74,7 @@ def convolution(op: OpNode, fields: Fields, sources: Sources) -> Section:
         formula = f"N · C_out · {out_letters} · (C_in / G) · {k_letters}"
         worked = f"{x.shape[0]} · {c_out} · {' · '.join(map(str, sizes))} · ({c_in} / {groups}) · {k_values}"
     steps.append(Step("MACs", formula, worked, macs))
-    steps.append(Step("FLOPs", "2 · MACs", f"2 · {macs:,}", 2 * macs))
+    steps.append(flops_step(macs))
     setting = (
         f"input {shape_text(x.shape)}, weight {shape_text(w.shape)}, bias {'yes' if bias_count else 'no'},"
         f" stride {shape_text(stride)}, padding {shape_text(padding)}, dilation {shape_text(dilation)},"
