@@ -35,7 +35,8 @@ from archprof.tracing.meta_outputs import (
     each_its_own,
 )
 from archprof.tracing.op_info import OpInfo
-from archprof.tracing.parameter_attribution import OwnerCall, ParameterAttribution
+from archprof.tracing.parameter_attribution import ParameterOwners, followed_calls
+from archprof.tracing.script_calls import Link
 from archprof.tracing.script_stacks import mark
 from archprof.tracing.shortcuts import Shortcut, may_shortcut
 from archprof.units import shapes_text
@@ -62,10 +63,10 @@ def input_shapes_text(shapes) -> str:
     return shapes_text(shapes) or "(no tensor)"
 
 
-class Recorder(TorchDispatchMode, ParameterAttribution):
+class Recorder(TorchDispatchMode):
     """Records every aten op; answers the ops it has a shape formula for itself."""
 
-    def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
+    def __init__(self, real: bool = False) -> None:
         super().__init__()
         self.ops: list[OpNode] = []
         self.calls: list[ModuleCall] = []
@@ -100,18 +101,13 @@ class Recorder(TorchDispatchMode, ParameterAttribution):
         # A conjugate view's copy, for the next op: its storage and a weak reference to it.
         self._resolved: tuple[int, weakref.ref] | None = None
         self._users_copies = 0  # the user's copies running (`users_copy`)
-        # Without hooks (TorchScript): every module's type, ops attributed by parameters
-        # (`_owner_call`): each parameter's and buffer's storage -> the submodules holding it,
-        # the module call its ops go to now, the owner last chosen among a tied tensor's.
-        self._by_parameters = module_types
-        self._owners: dict[int, tuple[str, ...]] = {}
-        self._open: OwnerCall | None = None
-        self._chosen: dict[tuple[str, ...], str] = {}
-        self._versions: dict[int, int] = {}  # id of an in-place result -> id of the tensor it is a version of
+        # Without hooks (TorchScript): the forward's ops attributed by the parameters they read
+        # (`start_root`); None where hooks record the module calls, and in a backward pass.
+        self.attribution: ParameterOwners | None = None
         # Whether each forward op is marked for the profiler, which records its TorchScript
         # call stack (`archprof.tracing.script_calls`).
         self.marking = False
-        self.calls_followed = False  # whether `follow_chains` attributed the forward's ops
+        self.calls_followed = False  # whether `Recorder.follow_chains` attributed the forward's ops
         # The device and dtype of the first autocast region (torch.autocast) in which a meta
         # trace ran a matrix product in its inputs' dtype instead (`_note_autocast`).
         self.ignored_autocast: tuple[str, torch.dtype] | None = None
@@ -253,12 +249,22 @@ class Recorder(TorchDispatchMode, ParameterAttribution):
         self.calls.append(call)
         return call
 
-    def start_root(self, type_name: str, args, owners: dict[int, tuple[str, ...]]) -> None:
+    def start_root(self, type_name: str, args, attribution: ParameterOwners) -> None:
         """Without hooks: the model's call (of class `type_name`), for errors; its ops get calls
-        of their own. `owners`: each parameter's and buffer's storage -> the submodules holding it."""
+        of their own, by the parameters and buffers they read (`attribution`)."""
         call = ModuleCall("", type_name, 0, -1, 0)
         self._stack.append((call, args))
-        self._owners = owners
+        self.attribution = attribution
+
+    def follow_chains(self, chains: list[tuple[int | None, tuple[Link, ...] | None]]) -> None:
+        """Without hooks: the forward's ops attributed anew, and its calls rebuilt, from their
+        TorchScript call stacks (`parameter_attribution.followed_calls`)."""
+        model_inputs = tuple(map(self.lookup, tensors_in(self._stack[0][1]))) if self._stack else ()
+        ops, calls, handed = followed_calls(self.ops, chains, self.attribution, model_inputs)
+        self.ops[:] = ops
+        self.calls[:] = calls
+        self.call_outputs.update(handed)
+        self.calls_followed = True
 
     def post_hook(self, module, args, output):
         call, _ = self._stack.pop()
@@ -399,8 +405,9 @@ class Recorder(TorchDispatchMode, ParameterAttribution):
             outputs = tuple([self.register(t, "activation", "", storage) for t in tensors_in(out)])
         if attributed is None:
             module = self._stack[-1][0] if self._stack else None
-            if self._by_parameters is not None and module is not None and not module.path:
-                module = self._owner_call(info, inputs, outputs, module)
+            if self.attribution is not None and module is not None and not module.path:
+                calls, counts = self.calls, self._call_counts
+                module = self.attribution.call_of(info, inputs, outputs, module, self.ops, calls, counts)
             if self.marking:
                 mark(len(self.ops))
             phase, origin = "forward", -1

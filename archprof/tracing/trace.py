@@ -43,6 +43,7 @@ from archprof.tracing.model_tensors import (
 )
 from archprof.tracing.module_calls import attach_hooks, model_called
 from archprof.tracing.module_tree import canonical_paths, owners, type_name, walked
+from archprof.tracing.parameter_attribution import ParameterOwners
 from archprof.tracing.recorder import Recorder, input_shapes_text
 from archprof.tracing.replay import Replays
 from archprof.tracing.script_calls import ScriptCode
@@ -176,7 +177,7 @@ def _traced_once(
     tensors = [t for _, t, _ in named]
     shapes = [s.shape for s in specs]
     recorder_type = TrainingRecorder if training else Recorder
-    recorder = recorder_type(real=real, module_types=module_types if by_parameters else None)
+    recorder = recorder_type(real=real)
     if real or isinstance(model, torch.jit.ScriptModule) or stands_for_itself(tensors, dtype):
         # Its own tensors: on meta already (a ScriptModule's put there by `_script_copy`), or real ones.
         stand_ins, parameters = own_tensors(named, recorder)
@@ -222,7 +223,8 @@ def _traced_once(
             stack.enter_context(recorder)
             stack.enter_context(kernels)  # on meta, composite calls would not pick the CPU's kernels
             if by_parameters:
-                recorder.start_root(type_name(model), args, owners(modules, stand_ins, recorder))
+                attribution = ParameterOwners(module_types, owners(modules, stand_ins, recorder))
+                recorder.start_root(type_name(model), args, attribution)
             if stand_ins is not None or attributes is not None:
                 # The parameter, buffer and submodule tables as they were: stand-ins swapped
                 # back, a buffer or a submodule the caller's forward made on its first call gone.

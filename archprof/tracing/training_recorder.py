@@ -83,8 +83,8 @@ class TrainingRecorder(Recorder):
     C++ statement. The gradients the function returns are kept from then on (a post hook on
     its node, registered when the forward tags it), as every other node's are."""
 
-    def __init__(self, real: bool = False, module_types: dict[str, str] | None = None) -> None:
-        super().__init__(real, module_types)
+    def __init__(self, real: bool = False) -> None:
+        super().__init__(real)
         self.backward_ops: list[OpNode] = []
         self.engine = EngineNotes()  # `Graph.engine`
         self._phase = "forward"
@@ -117,7 +117,7 @@ class TrainingRecorder(Recorder):
         self._forward_ops = self.ops
         self.ops = self.backward_ops  # _record appends to self.ops
         self._phase = "backward"
-        self._by_parameters = None  # backward ops are attributed through their forward op
+        self.attribution = None  # backward ops are attributed through their forward op
         self._origin = len(self._forward_ops) - 1
         for op in self._forward_ops:
             self._positions.setdefault(replay_key(op), []).append(op.index)
