@@ -340,6 +340,25 @@ def test_a_closed_pipe_ends_quietly_with_141(printing):
     assert stderr == ""
 
 
+@pytest.mark.parametrize("command", [["-h"], ["summary", "-h"]])
+def test_a_reader_leaving_mid_help_ends_quietly_with_141(command):
+    """`archprof -h | head -30`: the reader gone after Rich's part of the page is written,
+    before Click's last write (Click took it for its own error: exit 1, then at the
+    interpreter's exit a warning on stderr and exit 120)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "archprof", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    for _ in range(20):  # of the app's 34 lines: Rich's writes have gone, Click's are to come
+        process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141, stderr
+    assert stderr == ""
+
+
 @pytest.mark.parametrize("unbuffered", ["1", ""])
 @pytest.mark.parametrize("format", ["json", "table"])
 def test_a_reader_leaving_mid_report_ends_with_141(format, unbuffered):

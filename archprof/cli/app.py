@@ -140,12 +140,26 @@ def _usage_error_on_one_line(command: str) -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+@contextmanager
+def _help_reader_gone() -> Iterator[None]:
+    """A reader gone while Click writes a help page (`archprof -h | head -30`: Rich's part
+    written, Click's last write and flush failing) as a report's ends: quietly, exit 141.
+    Click takes it for its own error, exit 1, and leaves the rest in the buffer to fail
+    again at the interpreter's exit: a two-line warning on stderr and exit 120."""
+    try:
+        yield
+    except BrokenPipeError:
+        discard_written_to(sys.stdout)
+        raise typer.Exit(141) from None
+
+
 class _OneLineUsageErrors:
-    """Parsing a command line (the app's, then a command's) under `_usage_error_on_one_line`."""
+    """Parsing a command line (the app's, then a command's) under `_usage_error_on_one_line`,
+    and its help (written while parsing) under `_help_reader_gone`."""
 
     def make_context(self, info_name, args, parent=None, **extra):
         command = f"{parent.command_path} {info_name}" if parent is not None else info_name
-        with _usage_error_on_one_line(command):
+        with _usage_error_on_one_line(command), _help_reader_gone():
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def resolve_command(self, ctx, args):  # a group's: "No such command"
