@@ -195,7 +195,8 @@ def compare(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
-    column where a value passes int64), ratios against the first model (float64).
+    column where a value passes int64), ratios against the first model (float64; NaN in
+    every row where the first model's figure is 0, as `ratio_notes` says).
 
     `models` is a list (or any iterable, not one model alone) of what `analyze()` takes, or
     a dict of them, each row then named by its key ({"mine": model, "resnet50": "resnet50"});
@@ -485,6 +486,16 @@ def bound_notes(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return [(r["model"], r["receptive_field_note"]) for r in comparison_records(frame) if r["receptive_field_note"]]
 
 
+def ratio_notes(frame: pd.DataFrame) -> list[str]:
+    """Why a ratio column is empty: the baseline's figure, which it divides by, is 0 (a model
+    of activations alone has no parameters and no MACs), so every model's ratio is NaN."""
+    return [
+        f"{heading}: none, as the baseline has 0 {what}"
+        for heading, column, what in (("x Params", "param_ratio", "parameters"), ("x MACs", "macs_ratio", "MACs"))
+        if len(frame) and column in frame.columns and frame[column].isna().all()
+    ]
+
+
 def comparison_markdown(frame: pd.DataFrame) -> str:
     headers, rows = comparison_cells(frame)
     baseline = frame.attrs.get("baseline")
@@ -494,7 +505,7 @@ def comparison_markdown(frame: pd.DataFrame) -> str:
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|")
     lines += ["| " + " | ".join(map(markdown_literal, row)) + " |" for row in rows]
-    notes = [
+    notes = [f"- {note}" for note in ratio_notes(frame)] + [
         f"- {markdown_code(model, in_table=False)}: receptive field is {markdown_literal(note)}"
         for model, note in bound_notes(frame)
     ]

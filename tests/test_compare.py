@@ -51,6 +51,34 @@ def test_one_typed_row_per_model(frame, reports):
     assert frame.loc[frame["model"] == "vgg16", "param_count"].item() == 138_357_544
 
 
+def test_a_baseline_with_nothing_to_divide_by_leaves_its_ratios_empty_and_says_why(tmp_path):
+    """A baseline of activations alone: no parameters, no MACs (its own row says 0), so
+    every ratio is NaN, and the table, Markdown and HTML say why under the table; a
+    baseline with parameters but no MACs (a batch norm) keeps x Params."""
+    from archprof.comparison import comparison_markdown, ratio_notes
+    from archprof.render.compare_html import comparison_html
+
+    relu = torch.nn.Sequential(torch.nn.ReLU())
+    assert sum(p.numel() for p in relu.parameters()) == 0
+    frame = archprof.compare({"relu": relu, "lenet5": "lenet5"}, input_size=(1, 32, 32))
+    assert list(frame["param_count"])[0] == 0 and list(frame["macs"])[0] == 0
+    assert frame["param_ratio"].isna().all() and frame["macs_ratio"].isna().all()
+    notes = ["x Params: none, as the baseline has 0 parameters", "x MACs: none, as the baseline has 0 MACs"]
+    assert ratio_notes(frame) == notes
+    assert all(f"- {note}" in comparison_markdown(frame) for note in notes)
+    assert all(note in comparison_html(frame) for note in notes)
+    (tmp_path / "relu.py").write_text("import torch\n\ndef relu():\n    return torch.nn.Sequential(torch.nn.ReLU())\n")
+    done = invoke("compare", f"{tmp_path}/relu.py:relu", "lenet5", "--input", "1x32x32", "--jobs", "1")
+    assert done.exit_code == 0 and all(note in done.output for note in notes), done.output
+    done = invoke("compare", "lenet5", "lenet5", "--jobs", "1")
+    assert done.exit_code == 0 and "none, as the baseline" not in done.output  # a baseline with figures: no note
+
+    norm = torch.nn.Sequential(torch.nn.BatchNorm2d(1).eval())
+    frame = archprof.compare({"norm": norm, "lenet5": "lenet5"}, input_size=(1, 32, 32))
+    assert frame["param_ratio"].iloc[1] == pytest.approx(61_706 / 2)  # LeNet-5's and 2 (weight, bias)
+    assert ratio_notes(frame) == ["x MACs: none, as the baseline has 0 MACs"]
+
+
 def test_ratios_are_against_the_first_model(frame, reports):
     vgg = reports["vgg16"].totals
     for name in MODELS:

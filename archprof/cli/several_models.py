@@ -96,6 +96,7 @@ def compare(
         comparison_csv,
         comparison_json,
         comparison_markdown,
+        ratio_notes,
         sort_comparison,
         sorted_heading,
     )
@@ -123,7 +124,10 @@ def compare(
 
         baseline, sorted_by = frame.attrs.get("baseline"), sorted_heading(frame)
         cells = comparison_cells(frame)
-        return comparison_table(*cells, baseline=baseline, layout=layout, sorted_by=sorted_by, notes=bound_notes(frame))
+        notes, ratios = bound_notes(frame), ratio_notes(frame)
+        return comparison_table(
+            *cells, baseline=baseline, layout=layout, sorted_by=sorted_by, notes=notes, ratio_notes=ratios
+        )
 
     emit(
         chosen,

@@ -51,11 +51,13 @@ def comparison_table(
     layout: Layout = Layout(),
     sorted_by: str | None = None,
     notes: Sequence[tuple[str, str]] = (),
+    ratio_notes: Sequence[str] = (),
 ) -> Table | Group:
     """Models side by side (cells from `archprof.comparison.comparison_cells`); a model's name
     shown on one line, its control characters as escapes (`visible_text`). The column the rows
     are `sorted_by` (a heading) is kept on a narrow terminal, after the model's name. Under
-    it, `notes` (`archprof.comparison.bound_notes`): why a model's field is an upper bound."""
+    it, `ratio_notes` (`archprof.comparison.ratio_notes`): why a ratio column is empty; and
+    `notes` (`archprof.comparison.bound_notes`): why a model's field is an upper bound."""
     columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
     columns["Model"] = [visible_text(model) for model in columns["Model"]]
     title = "Comparison"
@@ -69,9 +71,12 @@ def comparison_table(
     if sorted_by in columns:
         priority.insert(1, sorted_by)
     table = fitted_table(title, columns, priority, layout)
-    if not notes:
+    if not notes and not ratio_notes:
         return table
-    lines = [f"{visible_text(model)}: receptive field is {visible_text(note)}" for model, note in notes]
+    lines = [
+        *ratio_notes,
+        *(f"{visible_text(model)}: receptive field is {visible_text(note)}" for model, note in notes),
+    ]
     return Group(table, *(Text(line, style="yellow") for line in lines))
 
 

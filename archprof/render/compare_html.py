@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from archprof.comparison import bound_notes, comparison_cells, comparison_columns, comparison_records
+from archprof.comparison import bound_notes, comparison_cells, comparison_columns, comparison_records, ratio_notes
 from archprof.render.html import page_html, sort_heading, sort_value, sortable_table
 from archprof.text import visible_text
 
@@ -24,7 +24,7 @@ def comparison_html(frame: pd.DataFrame) -> str:
     names = " vs ".join(visible_text(model) for model in frame["model"])
     baseline = frame.attrs.get("baseline")
     ratios = f"<p>x Params and x MACs: ratios against {escape(visible_text(baseline))}.</p>" if baseline else ""
-    notes = "".join(
+    notes = "".join(f'<p class="note">{escape(note)}</p>' for note in ratio_notes(frame)) + "".join(
         f'<p class="note">{escape(visible_text(model))}: receptive field is {escape(visible_text(note))}</p>'
         for model, note in bound_notes(frame)
     )
