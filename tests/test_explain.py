@@ -275,6 +275,15 @@ def test_the_network_view_lays_out_the_receptive_field_table_and_stage_shares():
     assert f"{report.totals.param_count:,}" in text.splitlines()[-1]
 
 
+def test_stage_shares_of_a_total_of_0_are_undefined_in_every_row_the_total_too():
+    text = archprof.analyze(nn.Sequential(nn.ReLU(), nn.Identity()), input_size=(1, 8, 8)).explain()
+    stages = text[text.index("share of each stage") :].splitlines()
+    assert stages[2].split() == ["0", "ReLU", "0", "-", "0", "-"]
+    assert stages[-1].split() == ["total", "0", "-", "0", "-"]  # was "100%" of 0
+    vgg = archprof.analyze("vgg16").explain()
+    assert vgg.splitlines()[-1].split()[-4:] == [f"{138_357_544:,}", "100%", f"{15_470_264_320:,}", "100%"]
+
+
 def test_markdown_holds_the_same_figures():
     report = archprof.analyze("vgg16")
     markdown = report.explain("features.0", markdown=True)

@@ -313,7 +313,8 @@ class _Context:
                     _share(own_macs, totals.macs),
                 )
             )
-        stages.append(("total", "", f"{totals.param_count:,}", "100%", f"{totals.macs:,}", "100%"))
+        whole = ("100%" if totals.param_count else "-", "100%" if totals.macs else "-")  # of 0: as each stage's
+        stages.append(("total", "", f"{totals.param_count:,}", whole[0], f"{totals.macs:,}", whole[1]))
         sections.append(Section("share of each stage", table=tuple(stages)))
         title = f"{report.model}: input {', '.join(shape_text(s) for s in report.input_shapes)}, {report.dtype}"
         return Explanation(title, tuple(sections))
