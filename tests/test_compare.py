@@ -61,7 +61,7 @@ def test_a_baseline_with_nothing_to_divide_by_leaves_its_ratios_empty_and_says_w
     relu = torch.nn.Sequential(torch.nn.ReLU())
     assert sum(p.numel() for p in relu.parameters()) == 0
     frame = archprof.compare({"relu": relu, "lenet5": "lenet5"}, input_size=(1, 32, 32))
-    assert list(frame["param_count"])[0] == 0 and list(frame["macs"])[0] == 0
+    assert frame["param_count"].iloc[0] == 0 and frame["macs"].iloc[0] == 0
     assert frame["param_ratio"].isna().all() and frame["macs_ratio"].isna().all()
     notes = ["x Params: none, as the baseline has 0 parameters", "x MACs: none, as the baseline has 0 MACs"]
     assert ratio_notes(frame) == notes
