@@ -3,6 +3,7 @@ is an error and not the end of the caller's process, the caller's module left as
 and numbers past int64 answered exactly or refused in one line."""
 
 import copy
+import io
 import json
 import subprocess
 import sys
@@ -675,3 +676,19 @@ def test_a_shape_and_dtype_pair_is_one_input_at_the_top_as_in_a_list():
     listed = archprof.analyze(nn.Embedding(100, 8), inputs=[((77,), torch.int64)])
     assert alone.input_shapes == listed.input_shapes == ((1, 77),)
     assert alone.input_dtypes == ("int64",)
+
+
+def test_a_report_of_no_rows_renders_its_headings_and_totals():
+    """A Report built with empty columns (no layer at all): its table and Markdown lay out the
+    headings over no rows, where the widths' max() over an empty column raised TypeError."""
+    from rich.console import Console
+
+    from archprof.report import Report
+    from archprof.report.columns import COLUMNS
+
+    report = Report(model="x", input_shapes=((1, 3, 8, 8),), dtype="float32", columns={c.name: [] for c in COLUMNS})
+    markdown = report.to_markdown()
+    assert "| Layer | Type |" in markdown and "| Total parameters | 0 |" in markdown
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(report.table())
+    assert "Total parameters" in console.export_text()

@@ -338,7 +338,7 @@ def _characters_within(text: str, width: int) -> int:
 
 
 def _widths(columns: dict[str, list]) -> dict[str, int]:
-    return {heading: max(len(heading), *(_cell_width(cell) for cell in cells)) for heading, cells in columns.items()}
+    return {heading: max([len(heading), *map(_cell_width, cells)]) for heading, cells in columns.items()}  # no rows too
 
 
 def _fitting(widths: dict[str, int], order: list[str], width: int | None, keep: int) -> list[str]:
