@@ -19,6 +19,7 @@ import torch
 
 from archprof.analysis import Analysis, analysis, check_optimizer, checked_batch_and_dtype, load, model_label
 from archprof.errors import ArchprofError, check_flag, errors_named
+from archprof.lazy_modules import LazyModule
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs, real_run_errors, refuse_a_run_that_cannot_fit
@@ -34,6 +35,8 @@ from archprof.units import checked_count, human_bytes, human_count, ratio_text, 
 
 if TYPE_CHECKING:
     import pandas as pd
+else:
+    pd = LazyModule("pandas")  # for typing.get_type_hints: pandas imported only when an annotation is read
 
 
 class MetricUnavailable(ArchprofError):

@@ -409,3 +409,55 @@ def test_a_typer_whose_internals_moved_still_prints_its_help(monkeypatch):
     result = runner.invoke(app, ["summary", "-h"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     assert "--input" in result.stdout and "--weights" in result.stdout
+
+
+def _public_callables():
+    """Each public function and class of the package's public modules, and each public method
+    and property of those classes: (name, callable)."""
+    import importlib
+    import inspect
+
+    modules = ["archprof", "archprof.report", "archprof.load", "archprof.diff", "archprof.fit", "archprof.comparison"]
+    found = {}
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]:
+            value = getattr(module, name)
+            if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__.startswith("archprof"):
+                found[f"{module_name}.{name}"] = value
+    for label, value in list(found.items()):
+        if inspect.isclass(value):
+            for name, member in vars(value).items():
+                member = getattr(member, "fget", None) or getattr(member, "__func__", None) or member
+                if inspect.isfunction(member) and (not name.startswith("_") or name == "__init__"):
+                    found[f"{label}.{name}"] = member
+    return found
+
+
+def test_every_public_annotation_resolves():
+    """`typing.get_type_hints` (IDEs, pydantic's validate_call, sphinx-autodoc-typehints) on
+    every public function, class and method: pandas and torch named in annotations are
+    there to resolve (`archprof.lazy_modules.LazyModule`), not only for type checkers."""
+    import typing
+
+    callables = _public_callables()
+    assert {"archprof.compare", "archprof.diff.diff", "archprof.report.Report.by_module"} <= set(callables)
+    failures = {}
+    for label, value in callables.items():
+        try:
+            typing.get_type_hints(value)
+        except Exception as exc:  # every failure listed at once
+            failures[label] = f"{type(exc).__name__}: {exc}"
+    assert failures == {}
+
+
+def test_importing_the_report_and_comparison_modules_leaves_pandas_unimported():
+    code = "import sys, archprof.report, archprof.comparison, archprof.diff; print('pandas' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.stdout.strip() == "False"

@@ -15,7 +15,9 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch  # imported already (archprof.analysis): here for the annotations, which get_type_hints reads
 
 from archprof.analysis import analyze, model_label
 from archprof.diff.cells import LARGEST, cell_reader, dims
@@ -26,10 +28,6 @@ from archprof.output import read_text
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import Report
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
-
-if TYPE_CHECKING:
-    import torch
-
 
 # The most of a report file read: a report has a row of a few hundred bytes per layer, so
 # this is a million layers with long names; a larger file (or /dev/zero) is refused unread.

@@ -10,11 +10,14 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from archprof.comparison import bound_notes, comparison_cells, comparison_columns, comparison_records, ratio_notes
+from archprof.lazy_modules import LazyModule
 from archprof.render.html import page_html, sort_heading, sort_value, sortable_table
 from archprof.text import visible_text
 
 if TYPE_CHECKING:
     import pandas as pd
+else:
+    pd = LazyModule("pandas")  # for typing.get_type_hints: pandas imported only when an annotation is read
 
 _TEXT = ("model", "input_shape")  # the columns of text; the others are figures
 

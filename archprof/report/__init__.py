@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from archprof.lazy_modules import LazyModule
 from archprof.output import json_text
 from archprof.passes.flops import OperatorCost, merged_costs
 from archprof.passes.training_memory import TrainingStep, training_step
@@ -34,6 +35,8 @@ from archprof.units import checked_count, shape_text
 
 if TYPE_CHECKING:
     import pandas as pd
+else:
+    pd = LazyModule("pandas")  # for typing.get_type_hints: pandas imported only when an annotation is read
 
 
 @dataclass
