@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 # Per-layer columns of the summary, most important first: on a narrow terminal the last
 # ones are left out (their figures stay in the totals and in every file format).
-_SUMMARY_PRIORITY = ("Layer", "Output shape", "Params", "MACs", "% MACs", "Activations", "Receptive field")
-_SUMMARY_PRIORITY += ("Live after", "% Params", "FLOPs", "Type", "Input shape", "Kernel")
+# The type comes right after the figures kept always: a Sequential's rows are named 0, 1, 2.
+_SUMMARY_PRIORITY = ("Layer", "Output shape", "Params", "MACs", "Type", "% MACs", "Activations", "Receptive field")
+_SUMMARY_PRIORITY += ("Live after", "% Params", "FLOPs", "Input shape", "Kernel")
 # A training report's gradient MACs, shown after the forward's.
 _TRAINING_HEADINGS = ("Bwd input MACs", "Bwd weight MACs")
 
