@@ -243,9 +243,11 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
             )
     if usual is not None and len(specs) == 1 == len(usual) and len(specs[0].shape) != len(usual[0].shape):
         size, expected = specs[0].shape, usual[0].shape
+        # One too many: most likely the batch, which the report's header shows in front.
+        batch_hint = ": leave the batch out (--batch sets it; Python: batch=)" if len(size) == len(expected) + 1 else ""
         raise ArchprofError(
             f"input {shape_text(size)} has {len(size)} dimensions; {loaded.name} takes {len(expected)}"
-            f" (e.g. {shape_text(expected)})"
+            f" (e.g. {shape_text(expected)}){batch_hint}"
         )
     return specs
 

@@ -267,6 +267,17 @@ def test_an_empty_input_size_is_shown_as_the_empty_shape(empty):
         archprof.analyze("lenet5", input_size=empty)
 
 
+def test_an_input_with_its_batch_in_front_is_told_to_leave_the_batch_out():
+    """The shape the report's header shows (1x3x224x224) given as --input: one dimension too
+    many, the batch; a size two too many is not taken for one."""
+    with pytest.raises(ArchprofError, match=r"takes 3 \(e\.g\. 3x224x224\): leave the batch out \(--batch sets it"):
+        archprof.analyze("resnet18", input_size=(1, 3, 224, 224))
+    with pytest.raises(ArchprofError, match=r"takes 3 \(e\.g\. 3x224x224\)$"):
+        archprof.analyze("resnet18", input_size=(1, 1, 3, 224, 224))
+    done = CliRunner().invoke(app, ["summary", "resnet18", "--input", "1x3x224x224"])
+    assert done.exit_code == 2 and "leave the batch out" in done.output
+
+
 # -- 2. a forward that exits -----------------------------------------------------------------
 
 
