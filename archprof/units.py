@@ -43,9 +43,10 @@ def percent_change_text(change: float) -> str:
 
 def ratio_text(ratio: float) -> str:
     """A ratio as every table writes it: 0.18 -> '0.18x', 12345.678 -> '12,345.68x' (grouped
-    as counts are, so that a large one reads at a glance); one under 0.01 in two significant
-    figures, 0.00039 -> '0.00039x', never '0.00x' (lenet5 against vgg16)."""
-    if 0 < abs(ratio) < 0.005:  # what two decimals would round to 0.00 or -0.00
+    as counts are, so that a large one reads at a glance); one under 0.1 in two significant
+    figures, 0.025 -> '0.025x' (mobilenet_v2's parameters against vgg16's, which two
+    decimals made 0.03x), 0.00039 -> '0.00039x', never '0.00x' (lenet5 against vgg16)."""
+    if 0 < abs(ratio) < 0.095:  # where two decimals keep one significant figure, or none
         return f"{ratio:.2g}x"
     return f"{ratio:,.2f}x"
 

@@ -146,11 +146,15 @@ def test_rates():
         (1.0, "1.00x"),
         (0.00039, "0.00039x"),
         (0.0049, "0.0049x"),
+        (3_504_872 / 138_357_544, "0.025x"),  # mobilenet_v2's parameters over vgg16's: it read 0.03x
+        (0.0949, "0.095x"),
+        (0.095, "0.10x"),
         (0, "0.00x"),
     ],
 )
-def test_a_ratio_keeps_two_figures_where_two_decimals_would_show_none(ratio, text):
-    """lenet5's parameters over vgg16's, 61,706 / 138,357,544 = 0.00045, read '0.00x'."""
+def test_a_ratio_keeps_two_figures_where_two_decimals_would_show_one_or_none(ratio, text):
+    """lenet5's parameters over vgg16's, 61,706 / 138,357,544 = 0.00045, read '0.00x';
+    mobilenet_v2's, 0.0253, read '0.03x'."""
     from archprof.units import ratio_text
 
     assert ratio_text(ratio) == text
