@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+import statistics
 import sys
 import time
 
@@ -76,6 +77,21 @@ def test_every_measured_column_is_there_typed_and_plausible(lenet):
     assert (frame["bytes_moved"] >= 0).all()
     assert set(frame["bound"]) <= {"compute", "memory", ""}
     assert (frame["roofline_time_ms"] >= 0).all()
+
+
+def test_a_median_of_two_clock_readings_has_no_binary_noise(lenet):
+    """Whole nanoseconds from the CPU's clock (175,205 and 175,206 ns): their median is
+    0.1752055 ms, not 0.17520550000000001 as a CSV wrote it."""
+    from archprof.measure.clock import Timing
+    from archprof.measure.profile import measured_columns
+
+    key = (lenet.columns["layer"][0], lenet.columns["call"][0])
+    readings = [175_205 / 1e6, 175_206 / 1e6]
+    assert repr(statistics.median(readings)) == "0.17520550000000001"  # the noise, as the clock's floats give it
+    timing = Timing([1.0], [1.0], {key: readings}, [(1.0, dict.fromkeys([key], 0.2))])
+    moved = [0] * len(lenet.columns["layer"])
+    columns, _ = measured_columns(lenet, moved, timing, lenet.measured.ceilings, {key[0]})
+    assert repr(columns["time_ms"][0]) == "0.1752055"
 
 
 def test_shares_and_the_unattributed_remainder_make_the_whole():
