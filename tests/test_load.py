@@ -207,6 +207,29 @@ def test_torchvision_and_timm_when_missing_say_what_to_install(monkeypatch, pack
     assert result.exit_code == 2 and f"pip install {package}" in one_error_line(result)
 
 
+@pytest.mark.parametrize("package", ["torchvision", "timm"])
+def test_a_torchvision_built_for_another_torch_says_to_install_the_matching_one(monkeypatch, package):
+    """A CUDA torchvision beside a CPU-only torch: its C++ operators fail to register as it
+    imports (timm imports it too), which archprof words as what to install."""
+    import importlib
+
+    real_import = importlib.import_module
+
+    def import_module(name, *args):
+        if name == package:
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    with pytest.raises(ArchprofError) as error:
+        load_model(f"{package}:resnet50")
+    assert str(error.value) == (
+        f"importing {package} for '{package}:resnet50' failed: RuntimeError: operator torchvision::nms does not exist;"
+        f" torchvision's compiled operators do not load with torch {torch.__version__}: install the torchvision release"
+        " built for it, from the index torch came from"
+    )
+
+
 def _scripted(tmp_path, tiny, how="script"):
     model = tiny.TinyNet().eval()
     scripted = torch.jit.script(model) if how == "script" else torch.jit.trace(model, torch.randn(1, 3, 8, 8))

@@ -167,6 +167,18 @@ def _load_builtin(name: str, args: dict[str, Any]) -> LoadedModel:
     return _replace(loaded, input_size=entry.input_size)
 
 
+def _build_hint(exc: Exception) -> str:
+    """What to do where torchvision's compiled operators do not load ("operator
+    torchvision::nms does not exist"): a torchvision wheel built for another torch (a CUDA
+    one beside a CPU-only torch, or another release), which timm imports too."""
+    if "torchvision::" not in str(exc):
+        return ""
+    return (
+        f"; torchvision's compiled operators do not load with torch {torch.__version__}: install the torchvision"
+        " release built for it, from the index torch came from"
+    )
+
+
 def _load_hub(hub: str, model_name: str, spec: str, args: dict[str, Any]) -> LoadedModel:
     """torchvision:NAME or timm:NAME, built on meta by the package's own builder."""
     package = HUBS[hub]
@@ -175,7 +187,7 @@ def _load_hub(hub: str, model_name: str, spec: str, args: dict[str, Any]) -> Loa
     except ImportError:
         raise ArchprofError(f"'{spec}' needs {package}, which is not installed here: pip install {package}") from None
     except Exception as exc:
-        raise ArchprofError(f"importing {package} for '{spec}' failed: {first_line(exc)}") from None
+        raise ArchprofError(f"importing {package} for '{spec}' failed: {first_line(exc)}{_build_hint(exc)}") from None
     if not model_name:
         raise ArchprofError(f"malformed model spec '{spec}': name a {package} model, e.g. {hub}:resnet50")
     if hub == "torchvision":
