@@ -297,8 +297,15 @@ def test_layers_are_found_by_label_number_or_container_and_refused_otherwise():
     report = archprof.analyze("resnet18")
     assert report.explain(1) == report.explain("conv1") == report.explain("#1")
     assert report.explain("layer1.0.relu (call 2)").startswith("layer1.0.relu (call 2) (ReLU), row 11 of")
-    with pytest.raises(ArchprofError, match="no layer 'nope' in resnet18"):
+    with pytest.raises(ArchprofError, match=r"^no layer 'nope' in resnet18 \(e\.g\. 'conv1'\): give a layer"):
         report.explain("nope")
+    # A misspelt name, a row's or a container's: the closest one asked for.
+    with pytest.raises(
+        ArchprofError, match=r"^no layer 'layer1\.0\.cnv1' in resnet18 \(did you mean 'layer1\.0\.conv1'\?\)"
+    ):
+        report.explain("layer1.0.cnv1")
+    with pytest.raises(ArchprofError, match=r"\(did you mean 'layer1'\?\)"):
+        report.explain("layr1")
     with pytest.raises(ArchprofError, match="row 99 does not exist"):
         report.explain(99)
     with pytest.raises(ArchprofError, match="not rolled up"):

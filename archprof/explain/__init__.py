@@ -15,6 +15,7 @@ each stage's share of the parameters and MACs)."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -125,9 +126,12 @@ class _Context:
             )
         if _ROW_NUMBER.fullmatch(text):
             return [self._row_number(int(text))], None
+        names = dict.fromkeys([*self.labels, *(p for p in self.graph.module_types if p)])  # rows, then containers
+        close = difflib.get_close_matches(text, names, n=1, cutoff=0.8)
+        example = f"did you mean '{visible_text(close[0])}'?" if close else f"e.g. '{visible_text(self.labels[0])}'"
         raise ArchprofError(
-            f"no layer '{visible_text(text)}' in {visible_text(self.report.model)}: give a layer as the summary"
-            f" names it (e.g. '{visible_text(self.labels[0])}') or a row number, 1 to {len(self.labels)}"
+            f"no layer '{visible_text(text)}' in {visible_text(self.report.model)} ({example}): give a layer as the"
+            f" summary names it or a row number, 1 to {len(self.labels)}"
         )
 
     def _row_number(self, number: int) -> int:
