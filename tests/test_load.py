@@ -3,6 +3,7 @@ exit 2). TorchScript, exported-program and pickle files are written into tmp_pat
 
 import json
 import pickle
+import struct
 import sys
 import warnings
 import zipfile
@@ -1311,6 +1312,36 @@ def test_every_bad_spec_is_one_line_and_exit_2(tmp_path, monkeypatch, tiny, spec
     result = cli("summary", spec, *extra)
     assert result.exit_code == 2, result.output
     assert message in one_error_line(result)
+
+
+def _damaged_zip_headers(tmp_path, tiny) -> dict[str, Path]:
+    """A TorchScript archive with one field of its zip directory changed: the version needed
+    to extract (23.5, which zipfile does not read), the number of disks (2, which it refuses)."""
+    _, scripted = _scripted(tmp_path, tiny)
+    data = scripted.read_bytes()
+    version = bytearray(data)
+    version[version.find(b"PK\x01\x02") + 6] = 235
+    disks = bytearray(data)
+    struct.pack_into("<I", disks, disks.rfind(b"PK\x06\x07") + 16, 2)
+    files = {"version": tmp_path / "version.pt", "disks": tmp_path / "disks.pt"}
+    files["version"].write_bytes(bytes(version))
+    files["disks"].write_bytes(bytes(disks))
+    return files
+
+
+@pytest.mark.parametrize("damage", ["version", "disks"])
+@pytest.mark.parametrize("use", ["model", "weights", "diff"])
+def test_a_zip_with_a_directory_zipfile_cannot_read_is_one_line_and_exit_2(tmp_path, monkeypatch, tiny, damage, use):
+    """zipfile raised NotImplementedError ("zip file version 23.5") and, from is_zipfile's own
+    read, BadZipFile ("zipfiles that span multiple disks"): tracebacks, exit 1."""
+    path = _damaged_zip_headers(tmp_path, tiny)[damage]
+    monkeypatch.chdir(tmp_path)
+    args = {"model": ["summary", path.name], "weights": ["summary", "lenet5", "--weights", path.name]}
+    args["diff"] = ["diff", path.name, "lenet5"]
+    result = cli(*args[use])
+    assert result.exit_code == 2, result.output
+    reason = {"version": "zip file version 23.5", "disks": "zipfiles that span multiple disks are not supported"}
+    assert f"cannot read {path.name}: corrupted or truncated ({reason[damage]})" in one_error_line(result)
 
 
 @pytest.mark.parametrize("option", [[], ["lenet5", "--weights"]])

@@ -70,12 +70,14 @@ def archive_kind(path: Path, shown: str | None = None) -> str:
     """exported | torchscript | pickle (torch.save, zip or legacy) | pt2-other; corrupt files
     raise, naming the file `shown` (default `path`: a private copy is named by its original)."""
     shown = shown or str(path)
-    if not zipfile.is_zipfile(path):
-        return "pickle"  # torch.save's legacy format, or not a PyTorch file: torch.load says which
     try:
+        if not zipfile.is_zipfile(path):
+            return "pickle"  # torch.save's legacy format, or not a PyTorch file: torch.load says which
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    # NotImplementedError: a version or a feature zipfile does not read ("zip file version 23.5");
+    # BadZipFile from is_zipfile's own read too ("zipfiles that span multiple disks").
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
         raise ArchprofError(f"cannot read {shown}: corrupted or truncated ({first_line(exc, bare=True)})") from None
     _refuse_zip_bombs(shown, members)
     names = [member.filename for member in members]
@@ -256,5 +258,5 @@ def _opens_as_torch_writes(path: Path, head: bytes) -> bool:
     archive (its format before PyTorch 0.4)."""
     try:
         return head.startswith((b"\x80", b"PK\x03\x04")) or zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
-    except OSError:
+    except (OSError, zipfile.BadZipFile, NotImplementedError):  # a damaged zip is still one torch wrote
         return True

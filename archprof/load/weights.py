@@ -47,7 +47,7 @@ def load_state_dict(
     if resolved.suffix.lower() == ".safetensors":
         loaded: Any = _safetensors(resolved, spec, device)
     else:
-        if zipfile.is_zipfile(resolved) and archive_kind(resolved) in ("torchscript", "exported"):
+        if archive_kind(resolved, spec) in ("torchscript", "exported"):  # a corrupt zip refused here, in one line
             raise ArchprofError(f"{spec} is a whole model (TorchScript or exported), not weights: analyse it directly")
         mmap = device != "meta" and zipfile.is_zipfile(resolved)  # torch.save's legacy format cannot be mapped
         loaded = torch_load(resolved, spec, trust_pickle, map_location=device, mmap=mmap)
