@@ -325,6 +325,27 @@ def test_standard_output_on_a_full_disk_is_one_line_and_exit_2(printing):
     assert stderr == "error: cannot write to standard output: No space left on device\n"
 
 
+@needs_dev_full
+@pytest.mark.parametrize(
+    "failing",
+    [
+        ["summary", "nosuch"],
+        ["summary", "lenet5", "--batch", "0"],
+        ["check", "nosuch", "--max-params", "1M", "-j", "1"],
+    ],
+    ids=["unknown model", "bad option", "check's error"],
+)
+def test_an_error_with_stderr_on_a_full_disk_still_exits_2(failing):
+    """Nowhere to say it, but the status still does: 2, not 1 (a budget check's "over budget")
+    from the failed write's exception."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "archprof", *failing], stdout=subprocess.PIPE, stderr=full, env=env, timeout=300
+        )
+    assert done.returncode == 2
+
+
 @pytest.mark.parametrize("printing", PRINTING)
 def test_a_closed_pipe_ends_quietly_with_141(printing):
     """As a process killed by SIGPIPE: a passing budget check too (1 would read as over budget)."""

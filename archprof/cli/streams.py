@@ -118,7 +118,10 @@ def say(text: str, **style) -> None:
         cut = len(printable) - 2 * half
         printable = f"{printable[:half]}... ({cut:,} characters left out) ...{printable[-half:]}"
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
-    typer.secho(printable.encode(encoding, "backslashreplace").decode(encoding), err=True, **style)
+    try:
+        typer.secho(printable.encode(encoding, "backslashreplace").decode(encoding), err=True, **style)
+    except OSError:  # stderr on a full disk, or gone: no one to tell, and the exit status still says it
+        discard_written_to(sys.stderr)
 
 
 _LONGEST_LINE = 1000
