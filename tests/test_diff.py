@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import archprof
 from archprof.cli import app
 from archprof.diff import diff, read_csv_layers, read_csv_report
+from archprof.errors import ArchprofError
 from archprof.load import load_model
 from tests.cli import cli, one_error_line
 
@@ -93,6 +94,22 @@ def test_diff_command_on_models_and_csv(tmp_path, resnets):
     assert sum(int(r["macs_change"]) for r in layers) == new.totals.macs - old.totals.macs
     markdown = invoke("diff", "resnet18", "resnet34", "-f", "markdown").stdout
     assert "| Parameters | 11.69 M | 21.80 M | +10.11 M | +86.5% |" in markdown
+
+
+def test_model_options_where_both_sides_are_reports_are_refused_not_ignored(tmp_path):
+    """As summary refuses --arg for a model file: an option nothing reads is a mistake said."""
+    before, after = tmp_path / "before.csv", tmp_path / "after.json"
+    invoke("summary", "lenet5", "-f", "csv", "-o", str(before))
+    invoke("summary", "lenet5", "-f", "json", "-o", str(after))
+    result = invoke("diff", str(before), str(after), "--weights", "none.pt", "--fold-bn", "-i", "1x64x64")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --input, --weights and --fold-bn (Python: inputs, weights, fold_bn) apply")
+    result = invoke("diff", str(before), str(after), "--batch", "2")
+    assert result.exit_code == 2 and "--batch (Python: batch) applies to a model to analyse" in result.output
+    with pytest.raises(ArchprofError, match=r"^--dtype \(Python: dtype\) applies to a model to analyse"):
+        archprof.diff.diff(str(before), archprof.analyze("lenet5"), dtype="float16")
+    assert invoke("diff", str(before), "lenet5", "--batch", "2").exit_code == 0  # one side a model: it applies
+    assert invoke("diff", str(before), str(after)).exit_code == 0
 
 
 def test_diff_command_with_input_and_output(tmp_path):

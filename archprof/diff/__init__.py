@@ -192,14 +192,49 @@ def _fields_up_to(length: int) -> Iterator[None]:
 _REPORT_READERS = {"csv": read_csv_report, "json": read_json_report}
 
 
+def _suffix(spec: Any) -> str:
+    return os.fspath(spec).lower().rpartition(".")[2] if isinstance(spec, str | os.PathLike) else ""
+
+
+def _is_report_file(spec: Any) -> bool:
+    """Whether `spec` names a CSV or JSON report (read, not analysed)."""
+    return _suffix(spec) in _REPORT_READERS
+
+
+# Each option of a model to analyse: its CLI name, its keyword.
+_MODEL_OPTIONS = {
+    "input_size": "--input",
+    "inputs": "--input",
+    "batch": "--batch",
+    "dtype": "--dtype",
+    "args": "--arg",
+    "weights": "--weights",
+    "trust_pickle": "--trust-pickle",
+    "fold_bn": "--fold-bn",
+}
+
+
+def _refuse_model_options(given: dict[str, Any]) -> None:
+    """Options of a model to analyse, given where both sides are reports: refused, as summary
+    refuses --arg for a model file, not let go unread."""
+    named = [name for name in _MODEL_OPTIONS if given.get(name) not in (None, False, {}, ())]
+    if named:
+        *most, last = dict.fromkeys(_MODEL_OPTIONS[name] for name in named)
+        cli = f"{', '.join(most)} and {last}" if most else last
+        applies, them = ("apply", "them") if most else ("applies", "it")
+        raise ArchprofError(
+            f"{cli} (Python: {', '.join(named)}) {applies} to a model to analyse, and both sides are reports: drop"
+            f" {them}, or give a model as one side"
+        )
+
+
 def load_side(spec: Any, input_size: Sequence[int] | str | None = None, **options: Any) -> Side:
     """A CSV or JSON report (a path ending in .csv or .json, a string or a `pathlib.Path`),
     else a model in any form `archprof.analyze` takes (a spec, a model file, a module, a factory), analysed here
     (`options`: the keywords of `archprof.analyze`)."""
+    if _is_report_file(spec):
+        return _REPORT_READERS[_suffix(spec)](os.fspath(spec))
     named = isinstance(spec, str | os.PathLike)
-    suffix = os.fspath(spec).lower().rpartition(".")[2] if named else ""
-    if suffix in _REPORT_READERS:
-        return _REPORT_READERS[suffix](os.fspath(spec))
     with errors_named(model_label(spec)):  # which side failed: both may have a module 'features.0'
         report = analyze(spec, input_size, **options)
     return side_from_report(report, os.fspath(spec) if named else report.model)
@@ -222,6 +257,8 @@ def diff(
     arguments, as for `archprof.analyze`, apply to the models."""
     check_flag("trust_pickle", trust_pickle)  # here, not per side: an error of the call, not of one model
     options = {"batch": batch, "dtype": dtype, "inputs": inputs, "args": args, "weights": weights, "fold_bn": fold_bn}
+    if all(isinstance(side, Report) or _is_report_file(side) for side in (old, new)):
+        _refuse_model_options({**options, "input_size": input_size, "trust_pickle": trust_pickle})
     sides = [
         side_from_report(side)
         if isinstance(side, Report)
