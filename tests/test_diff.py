@@ -125,17 +125,20 @@ def test_diff_command_with_input_and_output(tmp_path):
         ("a,b\n1,2\n", "not an archprof CSV report"),
         (None, "does not exist"),
         ("BAD", "line 3: macs is 'many', not a whole number"),
+        ("NEGATIVE", "line 3: macs is '-5', below 0, which no report writes there"),
+        ("CALL", "line 3: call is '-2', below -1, which no report writes there"),
     ],
 )
 def test_bad_reports_exit_2(tmp_path, content, message):
     good = tmp_path / "good.csv"
     invoke("summary", "lenet5", "-f", "csv", "-o", str(good))
     bad = tmp_path / "bad.csv"
-    if content == "BAD":
+    if content in ("BAD", "NEGATIVE", "CALL"):
         lines = good.read_text().splitlines()
         header = lines[0].split(",")
         cells = next(csv.reader([lines[2]]))
-        cells[header.index("macs")] = "many"
+        column, value = {"BAD": ("macs", "many"), "NEGATIVE": ("macs", "-5"), "CALL": ("call", "-2")}[content]
+        cells[header.index(column)] = value
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerow(cells)
         lines[2] = buffer.getvalue().rstrip("\n")
@@ -246,14 +249,16 @@ def test_json_reports_diff_as_their_csv_and_their_models_do(tmp_path):
         ('{"layers": [{"layer": "a"}]}', "bad.json, layer 0: no call"),
         ("LAYER", """bad.json, layer 1: macs is '"many"', not a report's"""),
         ("BOOL", "bad.json, layer 1: call is 'true', not a report's"),
+        ("NEGATIVE", "bad.json, layer 1: param_count is '-1', not a report's"),
         ('{"layers": [{"macs": 1' + "0" * 5000 + "}]}", "bad.json is not valid JSON"),
     ],
 )
 def test_a_bad_json_report_is_one_line(tmp_path, text, message):
     bad = tmp_path / "bad.json"
-    if text in ("LAYER", "BOOL"):
+    if text in ("LAYER", "BOOL", "NEGATIVE"):
         document = json.loads(archprof.analyze("lenet5").to_json())
-        document["layers"][1]["macs" if text == "LAYER" else "call"] = "many" if text == "LAYER" else True
+        column, value = {"LAYER": ("macs", "many"), "BOOL": ("call", True), "NEGATIVE": ("param_count", -1)}[text]
+        document["layers"][1][column] = value
         text = json.dumps(document)
     bad.write_text(text)
     result = cli("diff", bad, "lenet5")

@@ -20,7 +20,7 @@ from typing import Any
 import torch  # imported already (archprof.analysis): here for the annotations, which get_type_hints reads
 
 from archprof.analysis import analyze, model_label
-from archprof.diff.cells import LARGEST, cell_reader, dims
+from archprof.diff.cells import LARGEST, cell_reader, dims, lowest
 from archprof.diff.changes import FIELDS, REQUIRED, TEXT, ReportDiff, Side, diff_reports, side_from_report
 from archprof.errors import ArchprofError, check_flag, errors_named, first_line
 from archprof.load.common import shorten
@@ -174,7 +174,7 @@ def _as_written(name: str, value: Any) -> bool:
     or (call and the metrics) a whole number a report can hold."""
     if name in ("layer", *TEXT):
         return isinstance(value, str)
-    return type(value) is int and abs(value) < LARGEST
+    return type(value) is int and lowest(name) <= value < LARGEST
 
 
 @contextmanager

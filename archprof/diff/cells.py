@@ -4,6 +4,7 @@ counts)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ def cell_reader(column) -> Callable[[str], Any]:
     if column.user_text:
         return csv_cell_text
     if column.dtype == "int64":
-        return _whole_number
+        return functools.partial(_whole_number, lowest=lowest(column.name))
     if column.dtype == "boolean":
         return _boolean
     return str
@@ -34,7 +35,13 @@ def cell_reader(column) -> Callable[[str], Any]:
 LARGEST = 10**60
 
 
-def _whole_number(cell: str) -> int:
+def lowest(name: str) -> int:
+    """The least value a report writes in the whole-number column `name`: -1 for `call` (a
+    module never called), 0 for every count and size."""
+    return -1 if name == "call" else 0
+
+
+def _whole_number(cell: str, lowest: int | None = None) -> int:
     try:
         number = int(cell)
     except ValueError:
@@ -43,6 +50,8 @@ def _whole_number(cell: str) -> int:
         raise ValueError("not a whole number") from None
     if abs(number) >= LARGEST:
         raise ValueError("larger than any model's figure")
+    if lowest is not None and number < lowest:
+        raise ValueError(f"below {lowest}, which no report writes there")
     return number
 
 
