@@ -832,8 +832,10 @@ def test_hand_given_ceilings_override_the_cache_and_are_not_cached(fake_benchmar
         {"peak_flops": 10**400},  # past a float: OverflowError
         {"peak_flops": 1e-300},  # roofline times past a float
         {"peak_flops_measured_at": [1]},
+        {"peak_flops": 1e300},  # profile showed 230 digits of TFLOP/s
+        {"peak_flops_measured_at": time.time() + 10 * 365 * 24 * 3600},  # "measured 0 s ago", in ten years
     ],
-    ids=["not json", "nested", "huge int", "tiny rate", "a list"],
+    ids=["not json", "nested", "huge int", "tiny rate", "a list", "huge rate", "future"],
 )
 def test_a_corrupt_cache_is_measured_again(fake_benchmarks, tmp_path, cached):
     path = tmp_path / "cache" / "ceilings.json"

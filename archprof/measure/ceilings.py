@@ -152,7 +152,7 @@ def device_ceilings(
         cached, at = entry.get(figure), entry.get(f"{figure}_measured_at")
         if given is not None:
             found[figure] = (float(given), "given", None)
-        elif figure not in remeasure and _usable(cached) and _usable(at):
+        elif figure not in remeasure and _usable(cached, _MOST[figure]) and _usable(at, time.time() + _CLOCK_SKEW_S):
             found[figure] = (float(cached), "cached", float(at))
         else:
             what, benchmark = benchmarks[figure]
@@ -186,13 +186,21 @@ def precision_label(device: torch.device, dtype: str) -> str:
     return dtype
 
 
-def _usable(value: Any) -> bool:
-    """Whether a cached rate or time is a number of at least 1 that a float holds, as a rate
-    given by hand must be (a cache edited by hand may hold 10**400, 1e-300, text or a list)."""
+# The most a cached figure may say, for one device: a thousand times today's fastest (an
+# H200's 4 PFLOP/s of FP8, 4.8 TB/s), so that a cache edited by hand (1e300 FLOP/s, which
+# profile showed as 230 digits of TFLOP/s) is measured again, not believed.
+_MOST = {"peak_flops": 1e19, "bandwidth": 1e16}
+_CLOCK_SKEW_S = 24 * 3600  # a measurement's time may be this far ahead of the clock, not more
+
+
+def _usable(value: Any, most: float) -> bool:
+    """Whether a cached rate or time is a number from 1 to `most` that a float holds, as a
+    rate given by hand must be at least 1 (a cache edited by hand may hold 10**400, 1e-300,
+    1e300, a time in the future, text or a list)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:
-        return math.isfinite(value) and value >= 1
+        return math.isfinite(value) and 1 <= value <= most
     except OverflowError:  # an int past a float's range
         return False
 
