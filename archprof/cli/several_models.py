@@ -296,8 +296,9 @@ def diff(
 
     Examples:
 
-    archprof diff before.csv after.csv
-    archprof diff before.json resnet18 --input 3x160x160 --format json
+    archprof diff resnet18 resnet34
+    archprof summary resnet18 -o before.csv
+    archprof diff before.csv resnet18 --input 3x160x160 --format json
     archprof diff resnet18 mobilenet_v2 -o diff.html"""
     from archprof import diff as diffing
 
