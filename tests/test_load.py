@@ -1344,6 +1344,22 @@ def test_a_zip_with_a_directory_zipfile_cannot_read_is_one_line_and_exit_2(tmp_p
     assert f"cannot read {path.name}: corrupted or truncated ({reason[damage]})" in one_error_line(result)
 
 
+def test_an_exported_program_torch_cannot_deserialise_is_named_by_the_error_torch_logged(tmp_path, tiny, capfd):
+    """torch.export.load logs the error as a traceback and raises "Please check the warnings
+    above": the error line is the reason given, and the log, silenced, is not written."""
+    path = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(tiny.TinyNet(), (torch.randn(2, 3, 8, 8),)), str(path))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<H", data, data.find(b"PK\x01\x02") + 8, 1)  # the first member's flags: encrypted
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchprofError) as error:
+        load_model(str(path))
+    expected = f"cannot read {path}: corrupted or truncated? (RuntimeError: PytorchStreamReader"
+    assert str(error.value).startswith(expected)
+    assert "warnings above" not in str(error.value)
+    assert capfd.readouterr().err == ""
+
+
 @pytest.mark.parametrize("option", [[], ["lenet5", "--weights"]])
 def test_a_file_torch_cannot_unpickle_is_named_by_the_unpicklers_reason(tmp_path, monkeypatch, option):
     """torch.load(weights_only=True) words its refusal of a garbage file as advice to load it

@@ -53,21 +53,41 @@ def printable_errors(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence torch's own warnings and log lines while loading (they come as tracebacks)."""
+def quiet() -> Iterator[list[str]]:
+    """Silence torch's own warnings and log lines while loading (they come as tracebacks);
+    yields the last line of each log line kept from the user, its error where it logged one
+    ("Please check the warnings above", torch.export.load's own error says of it)."""
     loggers = [logging.getLogger(name) for name in ("torch.export", "torch._export", "torch.export.pt2_archive")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
+    kept: list[str] = []
+    handler = _LastLines(kept)
+    saved = [(logger.propagate, logger.level, logger.handlers) for logger in loggers]
+    for logger in loggers:  # their records to `handler` alone
+        logger.propagate = False
+        logger.setLevel(logging.WARNING)
+        logger.handlers = [handler]
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module="torch")
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=UserWarning, message=".*(grad|meta|TypedStorage).*")
-            yield
+            yield kept
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        for logger, (propagate, level, handlers) in zip(loggers, saved, strict=True):
+            logger.propagate, logger.level, logger.handlers = propagate, level, handlers
+
+
+class _LastLines(logging.Handler):
+    """Keeps the first sentence of the last line of each record's text (a traceback's: the
+    error, without miniz's advice to report it)."""
+
+    def __init__(self, kept: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = [line.strip() for line in self.format(record).splitlines() if line.strip()]
+        if lines:
+            self.kept.append(lines[-1].split(". ")[0].rstrip("."))
 
 
 def shorten(text: str, limit: int = 60) -> str:

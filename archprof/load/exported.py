@@ -28,8 +28,9 @@ from archprof.load.model import LoadedModel
 def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
     _refuse_sizes_without_data(path, spec)
     refused: list[str] = []
+    logged: list[str] = []
     try:
-        with quiet(), contextlib.nullcontext() if trust_pickle else _loading_as_data(refused):
+        with quiet() as logged, contextlib.nullcontext() if trust_pickle else _loading_as_data(refused):
             program = torch.export.load(str(path))
     except Exception as exc:
         pickle_reason = None if refused else _code_in_pickle(exc)
@@ -40,6 +41,8 @@ def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
                 f"refusing to load {spec}: its {what} would run code from the file when loaded{why}; if you trust"
                 " it, pass --trust-pickle (Python: trust_pickle=True)"
             ) from None
+        if "check the warnings above" in str(exc) and logged:  # the error it logged, which quiet() kept
+            raise ArchprofError(f"cannot read {spec}: corrupted or truncated? ({logged[-1]})") from None
         raise unreadable(spec, exc) from None
     module = _exported_module(program)
     own = next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
