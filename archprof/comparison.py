@@ -415,7 +415,15 @@ def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     if column is None:
         raise ArchprofError(f"cannot sort by '{key}': choose one of {', '.join(columns)}")
     if column not in frame.columns:
-        raise ArchprofError(f"cannot sort by '{key}': {column} is not in this comparison")
+        named = key.strip().lower().replace("_", "-")
+        metric = METRICS.get(named)
+        if metric is not None and metric.training:
+            why = "it is a training step's figure: add --train (Python: training=True)"
+        elif named == "latency":
+            why = "nothing was timed: add --profile (Python: profile=True)"
+        else:
+            why = f"{column} is not in this comparison (not every model has one)"
+        raise ArchprofError(f"cannot sort by '{key}': {why}")
     frame = frame.sort_values(column, kind="stable", na_position="last").reset_index(drop=True)
     frame.attrs["sorted_by"] = column  # a narrow table keeps it (`sorted_heading`)
     return frame

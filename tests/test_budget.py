@@ -94,6 +94,12 @@ def test_training_memory_budget():
     assert invoke("check", "mobilenet_v2", "--max-training-memory", "1GB", "--optimizer", "lion").exit_code == 2
 
 
+def test_an_empty_config_name_is_refused_as_empty_not_read_as_the_folder():
+    result = invoke("check", "--config", "")
+    assert result.exit_code == 2
+    assert "'--config' / '-c': it is empty: give a file name" in one_error_line(result)
+
+
 def test_an_optimizer_no_limit_reads_is_refused(tmp_path, monkeypatch):
     """--optimizer changes only max-training-memory: without that limit it would change nothing
     and pass unnoticed (exit 0), where `memory` refuses it without --train."""

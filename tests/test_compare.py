@@ -294,7 +294,8 @@ def test_compare_command_input_and_batch():
     [
         (("compare", "vgg16", "resnet5"), "unknown model 'resnet5'"),
         (("compare", "vgg16", "--sort", "speed"), "cannot sort by 'speed'"),
-        (("compare", "vgg16", "--sort", "latency"), "not in this comparison"),
+        (("compare", "vgg16", "--sort", "latency"), "nothing was timed: add --profile"),
+        (("compare", "vgg16", "--sort", "training-memory"), "a training step's figure: add --train"),
         (("compare", "vgg16", "--input", "3x224"), "dimensions"),
         (("compare", "vgg16", "--output", "out.xyz"), "suffix"),
     ],

@@ -825,6 +825,8 @@ def test_memory_fit_never_shows_the_next_batch_needing_the_budget_itself():
         (["--batch", "-2"], "'--batch' / '-b': must be at least 1, got -2"),
         (["--train", "--optimizer", "lamb"], "unknown optimizer 'lamb'"),
         (["--optimizer", "adam"], "add --train"),
+        (["--optimizer", "adamx"], "unknown optimizer 'adamx'"),  # not "add --train", which would not mend it
+        (["--weights", ""], "'--weights' / '-w': it is empty: give a file name"),  # Path('') read as '.'
     ],
 )
 def test_memory_command_errors_are_one_line_with_exit_2(args, message):

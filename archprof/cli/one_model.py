@@ -250,6 +250,7 @@ def memory(
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
     inputs, torch_dtype = options.inputs, options.dtype
     if optimizer is not None and not (train or measure):
+        optimizer_state_copies(optimizer)  # an unknown name said first: --train would not mend it
         raise ArchprofError("--optimizer applies to training memory: add --train")
     if measure and options.fold_bn:  # it would set the unfolded model's peak beside the folded prediction
         raise ArchprofError("--measure runs the model as it is, BatchNorms unfolded, and trains it: drop --fold-bn")

@@ -71,6 +71,18 @@ ArgsOpt = Annotated[
 ]
 
 
+def file_name(text: str) -> Path:
+    """An option's file to write, as typed: refused when empty or when it ends as a folder's
+    name does (`x.csv/`, `out/.`). Path() would read '' as '.' and drop the slash of `x.csv/`,
+    so that a report meant for a folder went to a file of that name."""
+    if not text:
+        raise typer.BadParameter("it is empty: give a file name")
+    last = text.replace(os.altsep or os.sep, os.sep).rsplit(os.sep, 1)[-1]
+    if last in ("", ".", ".."):
+        raise typer.BadParameter(f"'{text}' ends as a folder's name does: give a file name")
+    return Path(text)
+
+
 WeightsOpt = Annotated[
     Optional[Path],
     typer.Option(
@@ -80,6 +92,7 @@ WeightsOpt = Annotated[
         help="A checkpoint (state dict) for a built-in or a factory, loaded with weights_only=True and checked"
         " against the model (the figures do not depend on it)",
         show_default=False,
+        parser=file_name,  # '' refused as empty, not read as '.'
     ),
 ]
 
@@ -124,18 +137,6 @@ def format_option(*formats: Format):
 
 
 FormatOpt = format_option()
-
-
-def file_name(text: str) -> Path:
-    """An option's file to write, as typed: refused when empty or when it ends as a folder's
-    name does (`x.csv/`, `out/.`). Path() would read '' as '.' and drop the slash of `x.csv/`,
-    so that a report meant for a folder went to a file of that name."""
-    if not text:
-        raise typer.BadParameter("it is empty: give a file name")
-    last = text.replace(os.altsep or os.sep, os.sep).rsplit(os.sep, 1)[-1]
-    if last in ("", ".", ".."):
-        raise typer.BadParameter(f"'{text}' ends as a folder's name does: give a file name")
-    return Path(text)
 
 
 OutputOpt = Annotated[

@@ -179,6 +179,7 @@ def check(
             metavar="FILE",
             help="Budget file",
             show_default="./archprof.toml, else the tool.archprof table of ./pyproject.toml",
+            parser=file_name,  # '' refused as empty, not read as '.'
         ),
     ] = None,
     junit: Annotated[

@@ -36,6 +36,8 @@ def load_state_dict(
     if not isinstance(path, (str, os.PathLike)):  # str() of a state dict in memory would name it as a file
         raise ArchprofError(f"weights must be a checkpoint's file name (a str or a Path), got {described(path)}")
     spec = str(path)
+    if not spec:  # Path("") is ".", a folder: "weights file . is not a file"
+        raise ArchprofError("the weights file's name is empty: give a checkpoint's file name")
     resolved = resolve_path(spec, Path(base_dir) if base_dir is not None else None)
     found = lookup_path(resolved, spec)
     if found == "missing":
