@@ -30,7 +30,7 @@ from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.random_state import random_state_kept
 from archprof.report import Report
 from archprof.report.formats import csv_text
-from archprof.text import dims_text, markdown_code, markdown_literal
+from archprof.text import dims_text, field_text, markdown_code, markdown_literal
 from archprof.units import checked_count, human_bytes, human_count, ratio_text, shapes_text
 
 if TYPE_CHECKING:
@@ -446,7 +446,7 @@ _CELLS = (
     ("Activations", "activation_bytes", human_bytes),
     ("Peak memory", "peak_memory_bytes", human_bytes),
     ("Training step peak", "training_peak_bytes", human_bytes),
-    ("Receptive field", "receptive_field", dims_text),  # of receptive_field_dims: see `_cell`
+    ("Receptive field", "receptive_field", field_text),  # of receptive_field_dims: see `_cell`
     ("Latency (CPU)", "latency_ms", lambda v: f"{v:.1f} ms"),
 )
 

@@ -96,6 +96,12 @@ def dims_text(value: tuple[int, ...] | str | None) -> str:
     return value if isinstance(value, str) else shape_text(value)
 
 
+def field_text(value: tuple[int, ...] | str | None) -> str:
+    """A receptive field as a table shows it: 'global' where every unit sees the whole input
+    (the report's columns, CSV and JSON write 'input'), else as `dims_text` writes it."""
+    return "global" if value == "input" else dims_text(value)
+
+
 def visible_text(text: str) -> str:
     """`text` on one line, with every control character, line or paragraph separator shown
     as its escape (a newline as \\n, U+2028 as \\u2028): safe in a Markdown table, a

@@ -954,3 +954,15 @@ def test_a_container_nothing_under_which_ran_is_named_not_called_as_a_leaf_is():
     text = archprof.analyze(model, input_size=(3, 8, 8)).to_markdown()
     for name in ("body", "head"):
         assert (f"{name} (not called)" in text) == (name not in ran)
+
+
+def test_a_field_over_the_whole_input_is_global_in_every_table_and_input_in_the_report():
+    """rf said "global" where summary, explain and compare said "input" for one row."""
+    report = archprof.analyze("vgg16")
+    row = report.columns["layer"].index("classifier.0")
+    assert report.columns["receptive_field"][row] == "input"  # the report's columns, CSV and JSON
+    for command in (["summary", "vgg16"], ["rf", "vgg16"]):
+        line = next(line for line in piped(*command).stdout.splitlines() if "classifier.0" in line)
+        assert "global" in line.split() and "input" not in line.split(), line
+    network = report.explain()
+    assert "global" in next(line for line in network.splitlines() if " (model) " in line).split()  # the flatten

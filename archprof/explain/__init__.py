@@ -32,7 +32,7 @@ from archprof.graph import OpNode
 from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers
 from archprof.passes.params import parameter_columns
-from archprof.text import NARROWEST_WIDTH, dims_text, layer_label, visible_text
+from archprof.text import NARROWEST_WIDTH, dims_text, field_text, layer_label, visible_text
 from archprof.units import checked_count, shape_text, share_text
 
 # A row number: ASCII digits only (str.isdigit takes '²', which int() refuses), and few of
@@ -266,10 +266,10 @@ class _Context:
         shown = None
         for index, group in enumerate(self.groups):
             window = next((kernel_and_stride(op) for op in group.ops if kernel_and_stride(op) is not None), None)
-            cells = tuple(
-                dims_text(report.columns[c][index])
-                for c in ("receptive_field", "effective_stride", "receptive_field_start")
+            field, stride, start = (
+                report.columns[c][index] for c in ("receptive_field", "effective_stride", "receptive_field_start")
             )
+            cells = (field_text(field), dims_text(stride), dims_text(start))
             if cells[0] and (window is not None or cells != shown):
                 kernel, stride = window if window is not None else ("-", "-")
                 table.append((str(index + 1), self.labels[index], kernel, stride, *cells))

@@ -12,7 +12,7 @@ from archprof.errors import ArchprofError
 from archprof.render.base import Layout, dash, fitted_table, layer_name, tree_label
 from archprof.render.tree import top_level_rules, tree_rows
 from archprof.report import Report
-from archprof.text import dims_text, layer_label, visible_text
+from archprof.text import dims_text, field_text, layer_label, visible_text
 from archprof.units import shape_text
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def _field_text(field, spread) -> Text | str:
     if field == "undefined":
         return Text(field, style="red")
     if field == "input":
-        return "global"
+        return field_text(field)
     if not isinstance(field, tuple) or not spread or None in spread:
         return dims_text(field) or dash()
     text = "x".join(str(s.centre) for s in spread)

@@ -26,7 +26,7 @@ from archprof.render.base import (
     tree_label,
 )
 from archprof.render.tree import top_level_rules, tree_rows
-from archprof.text import dims_text, totals_rows, visible_text
+from archprof.text import field_text, totals_rows, visible_text
 from archprof.units import human_count, shape_text
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
         cells["FLOPs"].append(subtotal_cell(node, "flops", count_cell))
         cells["Activations"].append(subtotal_cell(node, "activation_bytes", bytes_cell))
         cells["Live after"].append(bytes_cell(row["live_bytes"]))
-        cells["Receptive field"].append(dims_text(row["receptive_field"]) or dash())
+        cells["Receptive field"].append(field_text(row["receptive_field"]) or dash())
     title = f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}"
     if report.training:  # as memory's title says which pass it shows
         title += "  ·  training step"
