@@ -56,6 +56,11 @@ def summary(
     the CPU (a warning says so). --train traces a training step, its backward pass included
     (on meta too): gradient MACs per layer and the step's FLOPs in the totals.
 
+    A module's row shows its own operations (a block's residual add), then in dim
+    parentheses its subtree's sums. Activations: the bytes of the row's outputs. Live after:
+    the activation bytes live right after the row (what later rows still read). FLOPs:
+    2 x MACs; elementwise FLOPs (activations, pooling, norms) are in the totals, CSV and JSON.
+
     Examples:
 
     archprof summary resnet50
