@@ -42,13 +42,18 @@ class Fit:
     bytes_at_batch: int  # predicted at `batch` (<= budget)
     bytes_at_next: int  # predicted at `batch + 1` (> budget)
     traces: int  # analyses run to find it
+    binary: bool = False  # the budget was given in powers of 1024 (512MiB): shown back in them
+
+    @property
+    def budget_text(self) -> str:
+        return human_bytes(self.budget_bytes, self.binary)
 
     @property
     def next_text(self) -> str:
         """What batch + 1 needs, as `human_bytes`; in bytes where that reads as the budget
         itself ("17.18 GB" of a 17,179,869,184 B budget and of 17,179,893,568 B)."""
-        shown = human_bytes(self.bytes_at_next)
-        return f"{self.bytes_at_next:,} B" if shown == human_bytes(self.budget_bytes) else shown
+        shown = human_bytes(self.bytes_at_next, self.binary)
+        return f"{self.bytes_at_next:,} B" if shown == self.budget_text else shown
 
     def as_dict(self) -> dict[str, int]:
         """The answer, as `memory --fit`'s JSON holds it."""

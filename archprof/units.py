@@ -15,6 +15,7 @@ from archprof.errors import ArchprofError, shown
 
 _COUNT_STEPS = ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K"))
 _BYTE_STEPS = ((10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "kB"))
+_BINARY_BYTE_STEPS = ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"))
 
 
 def human_count(value: int) -> str:
@@ -107,9 +108,10 @@ def _tuple_text(dims: tuple[int, ...]) -> str:
     return "x".join(map(str, dims)) if dims else "()"  # a scalar (a loss, a sum): not an empty cell
 
 
-def human_bytes(value: int) -> str:
-    """6115328 -> '6.12 MB' (decimal units, as disk and GPU vendors use)."""
-    for step, unit in _BYTE_STEPS:
+def human_bytes(value: int, binary: bool = False) -> str:
+    """6115328 -> '6.12 MB' (decimal units, as disk and GPU vendors use); `binary`: '5.83 MiB'
+    (powers of 1024, for a budget given in them: 512MiB shown back as 512.00 MiB)."""
+    for step, unit in _BINARY_BYTE_STEPS if binary else _BYTE_STEPS:
         if abs(value) >= step:
             return f"{value / step:.2f} {unit}"
     return f"{value} B"
@@ -214,6 +216,11 @@ def parse_pixels(value: object) -> int:
     except ArchprofError:
         raise ArchprofError(f"cannot read the pixel count {value!r}: expected e.g. {_PIXELS.examples}") from None
     return _whole(number, value, _PIXELS, "")
+
+
+def in_binary_units(text: str) -> bool:
+    """Whether a size as `parse_size` reads it is in powers of 1024 ('512MiB', '2 gib')."""
+    return re.search(r"[kmgt]ib\s*$", text.strip(), re.IGNORECASE) is not None
 
 
 def parse_size(value: object) -> int:

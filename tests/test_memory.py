@@ -802,6 +802,18 @@ def test_memory_fit_answers_a_batch_that_fits_and_one_more_that_does_not(train):
     assert "Largest batch that fits" in table.stdout and f"{batch + 1} needs" in table.stdout
 
 
+def test_a_budget_in_binary_units_is_shown_back_in_them():
+    """--fit 3MiB read back as 3.15 MB: the user never saw 3 MiB again."""
+    result = invoke("lenet5", "--fit", "3MiB", "-f", "json")
+    assert result.exit_code == 0, result.output
+    fit = json.loads(result.stdout)["batch_fit"]
+    assert fit["budget_bytes"] == 3 * 2**20
+    assert f"fits in 3.00 MiB: {fit['batch']} ({fit['bytes_at_batch'] / 2**20:.2f} MiB; " in result.stderr
+    table = invoke("lenet5", "--fit", "3MiB").stdout
+    budget = next(line for line in table.splitlines() if "Budget" in line)
+    assert "3.00 MiB" in budget and f"{3 * 2**20:,} B" in budget
+
+
 def test_memory_fit_never_shows_the_next_batch_needing_the_budget_itself():
     """resnet18 in 16GiB: batch 2439 needs 17,179,893,568 B, over the 17,179,869,184 B
     budget, and both read "17.18 GB": "fits in 17.18 GB ... batch 2439 needs 17.18 GB"

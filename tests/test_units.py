@@ -138,6 +138,20 @@ def test_rates():
         parse_bandwidth("3.35 TB per second")
 
 
+def test_bytes_in_binary_units_where_the_size_was_given_in_them():
+    from archprof.units import human_bytes, in_binary_units
+
+    assert human_bytes(512 * 2**20, binary=True) == "512.00 MiB" and human_bytes(512 * 2**20) == "536.87 MB"
+    assert human_bytes(1536, binary=True) == "1.50 KiB" and human_bytes(1000, binary=True) == "1000 B"
+    assert [in_binary_units(t) for t in ("512MiB", "2 gib ", "512MB", "1e9", "4KiB")] == [
+        True,
+        True,
+        False,
+        False,
+        True,
+    ]
+
+
 @pytest.mark.parametrize(
     ("ratio", "text"),
     [

@@ -250,7 +250,7 @@ def memory(
     from archprof.measure.peak_memory import predicted_and_measured
     from archprof.passes.optimizer_state import optimizer_state_copies
     from archprof.render import memory_table
-    from archprof.units import human_bytes, parse_size
+    from archprof.units import human_bytes, in_binary_units, parse_size
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
     inputs, torch_dtype = options.inputs, options.dtype
@@ -269,7 +269,8 @@ def memory(
     loaded = options.load(model)  # once, for every analysis
     found = None
     if budget is not None:
-        with status_display(quiet, f"finding the largest batch that fits in {human_bytes(budget)}"):
+        binary = in_binary_units(fit)  # 512MiB shown back as 512.00 MiB, not 536.87 MB
+        with status_display(quiet, f"finding the largest batch that fits in {human_bytes(budget, binary)}"):
             found = fit_batch(
                 loaded,
                 budget,
@@ -279,6 +280,7 @@ def memory(
                 optimizer=analysed_with,
                 fold_bn=options.fold_bn,
             )
+        found = replace(found, binary=binary)
         report = replace(found.report, batch_fit=found.as_dict())  # in the JSON too
     else:
         report = analyze(
@@ -293,8 +295,8 @@ def memory(
     notes = []
     if found is not None:
         notes.append(
-            f"largest batch that fits in {human_bytes(found.budget_bytes)}: {found.batch} "
-            f"({human_bytes(found.bytes_at_batch)}; batch {found.batch + 1} needs {found.next_text})"
+            f"largest batch that fits in {found.budget_text}: {found.batch} "
+            f"({human_bytes(found.bytes_at_batch, found.binary)}; batch {found.batch + 1} needs {found.next_text})"
         )
     measured = None
     if measure:
