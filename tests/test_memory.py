@@ -830,8 +830,8 @@ def test_memory_fit_never_shows_the_next_batch_needing_the_budget_itself():
     ("args", "message"),
     [
         (["--fit", "1kB"], "not even batch 1 fits in 1.00 kB: lenet5 needs"),
-        (["--fit", "16 GBs"], "cannot read the size '16 GBs'"),
-        (["--fit", "0"], "more than 0 bytes"),
+        (["--fit", "16 GBs"], "--fit: cannot read the size '16 GBs'"),
+        (["--fit", "0"], "--fit: the size '0' must be more than 0 bytes"),
         (["--fit", "1GB", "--batch", "4"], "--fit finds the batch itself"),
         (["--batch", "0"], "'--batch' / '-b': must be at least 1, got 0"),
         (["--batch", "-2"], "'--batch' / '-b': must be at least 1, got -2"),

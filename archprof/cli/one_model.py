@@ -245,7 +245,7 @@ def memory(
     from functools import partial
 
     from archprof.analysis import analyze
-    from archprof.errors import ArchprofError
+    from archprof.errors import ArchprofError, errors_named
     from archprof.fit import fit_batch
     from archprof.measure.peak_memory import predicted_and_measured
     from archprof.passes.optimizer_state import optimizer_state_copies
@@ -262,7 +262,8 @@ def memory(
     optimizer = optimizer or "sgd"
     optimizer_state_copies(optimizer)
     analysed_with = optimizer if train else "sgd"  # with --measure alone, its training step takes it
-    budget = parse_size(fit) if fit is not None else None
+    with errors_named("--fit"):  # as check names its limit: "--max-peak-memory: the size '0' ..."
+        budget = parse_size(fit) if fit is not None else None
     if budget is not None and options.batch is not None:
         raise ArchprofError("--fit finds the batch itself: drop --batch")
 
