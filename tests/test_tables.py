@@ -23,7 +23,7 @@ from tests.markdown_tables import first_table
 runner = CliRunner()
 
 SUMMARY_COLUMNS = ("Layer", "Type", "Output shape", "Params", "% Params", "MACs", "% MACs", "FLOPs", "Activations")
-SUMMARY_COLUMNS += ("Live after", "Receptive field")
+SUMMARY_COLUMNS += ("Elementwise FLOPs", "Live after", "Receptive field")
 MEMORY_COLUMNS = ("Layer", "Type", "Output shape", "Activations", "Live after", "Peak in layer")
 RF_COLUMNS = ("Layer", "Type", "Output shape", "Field", "Stride", "Centred", "Coverage")
 DIFF_COLUMNS = ("Layer", "Type", "Output shape", "Params", "MACs", "Activations")

@@ -59,7 +59,7 @@ def summary(
     A module's row shows its own operations (a block's residual add), then in dim
     parentheses its subtree's sums. Activations: the bytes of the row's outputs. Live after:
     the activation bytes live right after the row (what later rows still read). FLOPs:
-    2 x MACs; elementwise FLOPs (activations, pooling, norms) are in the totals, CSV and JSON.
+    2 x MACs; Elementwise FLOPs: activations, pooling, norms (shown where the width allows).
 
     Examples:
 

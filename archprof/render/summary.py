@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # ones are left out (their figures stay in the totals and in every file format).
 # The type comes right after the figures kept always: a Sequential's rows are named 0, 1, 2.
 _SUMMARY_PRIORITY = ("Layer", "Output shape", "Params", "MACs", "Type", "% MACs", "Activations", "Receptive field")
-_SUMMARY_PRIORITY += ("Live after", "% Params", "FLOPs", "Input shape", "Kernel")
+_SUMMARY_PRIORITY += ("Live after", "% Params", "FLOPs", "Input shape", "Kernel", "Elementwise FLOPs")
 # A training report's gradient MACs, shown after the forward's.
 _TRAINING_HEADINGS = ("Bwd input MACs", "Bwd weight MACs")
 
@@ -57,6 +57,7 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
         "% MACs",
         *training,
         "FLOPs",
+        "Elementwise FLOPs",  # activations, pooling, norms: what FLOPs (2 x MACs) leaves out
         "Activations",
     )
     cells: dict[str, list] = {heading: [] for heading in (*headings, "Live after", "Receptive field")}
@@ -77,6 +78,7 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
             cells["Bwd input MACs"].append(subtotal_cell(node, "backward_input_macs", count_cell))
             cells["Bwd weight MACs"].append(subtotal_cell(node, "backward_weight_macs", count_cell))
         cells["FLOPs"].append(subtotal_cell(node, "flops", count_cell))
+        cells["Elementwise FLOPs"].append(subtotal_cell(node, "elementwise_flops", count_cell))
         cells["Activations"].append(subtotal_cell(node, "activation_bytes", bytes_cell))
         cells["Live after"].append(bytes_cell(row["live_bytes"]))
         cells["Receptive field"].append(field_text(row["receptive_field"]) or dash())
