@@ -103,6 +103,27 @@ def test_zoo_lists_every_model():
     assert "138.36 M" in result.output
 
 
+def test_zoo_writes_csv_json_and_markdown_for_scripts(tmp_path):
+    """Each model's exact parameter count (a built model's own sum) and default input."""
+    import csv
+    import io
+    import json
+
+    from archprof.zoo import MODELS
+
+    documented = json.loads(invoke("zoo", "-f", "json").stdout)
+    assert [m["name"] for m in documented] == list(MODELS)
+    vgg16 = next(m for m in documented if m["name"] == "vgg16")
+    assert vgg16["param_count"] == 138_357_544 and vgg16["input_size"] == [3, 224, 224]
+    rows = list(csv.DictReader(io.StringIO(invoke("zoo", "-f", "csv").stdout)))
+    assert {r["name"]: (int(r["param_count"]), r["input_size"]) for r in rows}["lenet5"] == (61_706, "1x32x32")
+    assert "| lenet5 | 61.71 K | 1x32x32 |" in invoke("zoo", "-f", "markdown").stdout
+    assert invoke("zoo", "-o", str(tmp_path / "zoo.json")).exit_code == 0
+    assert json.loads((tmp_path / "zoo.json").read_text()) == documented
+    refused = invoke("zoo", "-f", "html")
+    assert refused.exit_code == 2 and "not HTML" in refused.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

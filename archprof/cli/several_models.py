@@ -327,16 +327,39 @@ def _diff_html(result) -> str:
 
 @app.command()
 @user_errors
-def zoo() -> None:
+def zoo(format: FormatOpt = None, output: OutputOpt = None) -> None:
     """List the built-in models with their parameter count and default input.
 
-    Example:
+    Examples:
 
-    archprof zoo"""
-    from archprof.render import zoo_table
+    archprof zoo
+    archprof zoo -f json"""
+    from archprof.errors import ArchprofError
+    from archprof.output import json_text
+    from archprof.report.formats import csv_text
+    from archprof.units import shape_text
     from archprof.zoo import MODELS
 
-    console = stdout_console()
-    table = zoo_table(MODELS.values(), fitted_width(console))
-    with standard_output():
-        console.print(table)
+    chosen = choose_format(format, output)
+    if chosen is Format.html:
+        raise ArchprofError("zoo writes a table, CSV, JSON or Markdown, not HTML")
+    check_output(output, "--output")
+    models = list(MODELS.values())
+
+    def table(layout):
+        from archprof.render import zoo_table
+
+        return zoo_table(models, layout.width)
+
+    header = ("name", "param_count", "input_size", "description")
+
+    def records():  # for the files only: the table counts the parameters itself
+        return [(m.name, m.param_count(), m.input_size, m.description) for m in models]
+
+    writers = {
+        Format.csv: lambda: csv_text(header, [(n, p, shape_text(i), d) for n, p, i, d in records()], (False,) * 4),
+        Format.json: lambda: json_text(
+            [dict(zip(header, (n, p, list(i), d), strict=True)) for n, p, i, d in records()]
+        ),
+    }
+    emit(chosen, output, table, writers)
