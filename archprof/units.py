@@ -52,10 +52,11 @@ def ratio_text(ratio: float) -> str:
     return f"{ratio:,.2f}x"
 
 
-def human_value(unit: str, value: int) -> str:
-    """A count, bytes or pixels as a person reads them: '25.56 M', '6.12 MB', '212 px'."""
+def human_value(unit: str, value: int, binary: bool = False) -> str:
+    """A count, bytes or pixels as a person reads them: '25.56 M', '6.12 MB' ('5.83 MiB'
+    `binary`), '212 px'."""
     if unit == "bytes":
-        return human_bytes(value)
+        return human_bytes(value, binary)
     if unit == "pixels":
         return f"{value} px"
     return human_count(value)

@@ -578,3 +578,16 @@ def test_the_verdict_line_counts_its_limits_in_words():
     assert over.exit_code == 1 and over.stdout.splitlines()[-1].strip() == "FAIL: 1 of 1 limit exceeded"
     two = invoke("check", "lenet5", "--max-params", "1M", "--max-macs", "1G")
     assert two.stdout.splitlines()[-1].strip() == "pass: all 2 limits hold"
+
+
+def test_a_size_limit_in_binary_units_shows_its_value_and_margin_in_them():
+    """max-peak-memory 512MiB read back 24.03 MiB against it, not 25.20 MB and +511.67 MB."""
+    report = archprof.analyze("mobilenet_v2")
+    peak = report.totals.peak_memory_bytes
+    result = invoke("check", "mobilenet_v2", "--max-peak-memory", "512MiB", "-j", "1")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "max-peak-memory" in line)
+    margin = 512 * 2**20 - peak
+    assert f"{peak / 2**20:.2f} MiB" in line and f"+{margin / 2**20:.2f} MiB" in line, line
+    decimal = invoke("check", "mobilenet_v2", "--max-peak-memory", "600MB", "-j", "1")
+    assert f"{peak / 1e6:.2f} MB" in next(line for line in decimal.output.splitlines() if "max-peak-memory" in line)

@@ -41,6 +41,7 @@ from archprof.report import Report
 from archprof.text import dims_text
 from archprof.units import (
     human_value,
+    in_binary_units,
     parse_count,
     parse_pixels,
     parse_size,
@@ -69,6 +70,11 @@ class Limit:
     def margin(self, value: int) -> int:
         """Headroom: how far the value is inside the limit (negative when it is exceeded)."""
         return self.threshold - value if self.bound == "max" else value - self.threshold
+
+    def figure_text(self, value: int) -> str:
+        """A figure of the limit's metric as tables show it; bytes in the limit's own units
+        (MiB where it was given as "512MiB": not 102.47 MB against 512MiB)."""
+        return human_value(self.metric.unit, value, binary=in_binary_units(self.text))
 
 
 LIMIT_KEYS: dict[str, tuple[str, str]] = {
@@ -116,7 +122,7 @@ class Verdict:
     def value_text(self) -> str:
         """The value as tables show it; a field per dimension, as summary and rf show it:
         "212x212", "≤2x2" where it is only an upper bound."""
-        shown = dims_text(self.field) if self.field else human_value(self.limit.metric.unit, self.value)
+        shown = dims_text(self.field) if self.field else self.limit.figure_text(self.value)
         return ("≤" if self.bound else "") + shown
 
     @property

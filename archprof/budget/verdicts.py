@@ -10,7 +10,6 @@ from pathlib import Path
 from archprof.budget import EntryError, Verdict
 from archprof.text import limits_verdict, markdown_code, markdown_literal, visible_text
 from archprof.units import (
-    human_value,
     percent_change_text,
 )
 
@@ -18,7 +17,7 @@ from archprof.units import (
 def format_margin(verdict: Verdict) -> str:
     margin = verdict.margin
     sign = "-" if margin < 0 else "+"
-    shown = human_value(verdict.limit.metric.unit, abs(margin))
+    shown = verdict.limit.figure_text(abs(margin))
     if verdict.limit.threshold:
         return f"{sign}{shown} ({percent_change_text(margin / verdict.limit.threshold)})"
     return f"{sign}{shown}"
