@@ -4,6 +4,7 @@ from `archprof.passes.memory` and `archprof.passes.training_memory`."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class Fit:
             "batch": self.batch,
             "bytes_at_batch": self.bytes_at_batch,
             "bytes_at_next_batch": self.bytes_at_next,
+            "budget_in_binary_units": self.binary,  # as the HTML page shows the sizes
         }
 
 
@@ -79,6 +81,7 @@ def fit_batch(
     weights: str | Path | None = None,
     trust_pickle: bool = False,
     batch: None = None,
+    binary: bool = False,
 ) -> Fit:
     """The largest batch whose predicted memory (inference peak, or the training step's
     peak with `training`) is at most `budget_bytes`.
@@ -93,7 +96,8 @@ def fit_batch(
     always analysed; batches past N + 1 are not all: a model whose memory falls at a larger
     batch (a branch on the batch size) may fit one of those too. `inputs`, `fold_bn`, `args`, `weights` and
     `trust_pickle` as for `archprof.analyze`; `batch` only None (the search finds it), so
-    that `ModelOptions(...).keywords()` may be passed.
+    that `ModelOptions(...).keywords()` may be passed. `binary`: sizes in errors and in the
+    Fit in powers of 1024 (a budget the user gave in MiB, GiB), else decimal.
 
     The search stops where the input's bytes or the predicted memory would pass int64
     (2**63 - 1 bytes): a budget beyond that raises ArchprofError. A batch tried whose
@@ -129,6 +133,7 @@ def fit_batch(
         return needs[batch]
 
     what = "training" if training else "inference"
+    sized = functools.partial(human_bytes, binary=binary)  # in the budget's units
     first, why = 1, ""
     try:
         one = need(first)
@@ -139,13 +144,13 @@ def fit_batch(
         free = cpu_available_memory()  # the budget, with room for workspace, as for `memory --measure`
         if beyond_free_memory(budget_bytes, free):
             raise ArchprofError(
-                f"cannot fit a batch to {human_bytes(budget_bytes)} here: the forward of {loaded.name} cannot run on"
+                f"cannot fit a batch to {sized(budget_bytes)} here: the forward of {loaded.name} cannot run on"
                 " the meta device, so each batch tried runs on the CPU for real, and those near the budget would"
-                f" need more than the {human_bytes(free)} of memory available"
+                f" need more than the {sized(free)} of memory available"
             )
     if one > budget_bytes:
         raise ArchprofError(
-            f"not even batch {first} fits in {human_bytes(budget_bytes)}: {loaded.name} needs {human_bytes(one)} "
+            f"not even batch {first} fits in {sized(budget_bytes)}: {loaded.name} needs {sized(one)} "
             f"({one:,} B) for {what} at batch {first}{why}"
         )
     slope = need(first + 1) - one
@@ -158,7 +163,7 @@ def fit_batch(
 
     def beyond_int64() -> ArchprofError:
         return ArchprofError(
-            f"cannot fit a batch to {human_bytes(budget_bytes)}: the budget is larger than any batch that can be"
+            f"cannot fit a batch to {sized(budget_bytes)}: the budget is larger than any batch that can be"
             f" analysed needs (past batch {largest:,}, the input or the predicted {what} memory of {loaded.name}"
             " would pass 2**63 - 1 bytes)"
         )
@@ -183,7 +188,7 @@ def fit_batch(
         else:  # halving the ratio while it is large (a line's guess orders of magnitude off), then the gap
             middle = math.isqrt(fits * fails) if fails > 2 * fits else (fits + fails) // 2
             need(min(max(middle, fits + 1), fails - 1))
-    return Fit(fits, budget_bytes, reports[fits], needs[fits], needs[fits + 1], len(needs))
+    return Fit(fits, budget_bytes, reports[fits], needs[fits], needs[fits + 1], len(needs), binary)
 
 
 def _sized_past_int64(exc: BaseException) -> bool:

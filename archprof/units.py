@@ -220,8 +220,10 @@ def parse_pixels(value: object) -> int:
 
 
 def in_binary_units(text: str) -> bool:
-    """Whether a size as `parse_size` reads it is in powers of 1024 ('512MiB', '2 gib')."""
-    return re.search(r"[kmgt]ib\s*$", text.strip(), re.IGNORECASE) is not None
+    """Whether a size as `parse_size` reads it is in powers of 1024 ('512MiB', '2 gib', '1Mi',
+    '2PiB'), by the grammar it reads sizes with."""
+    match = _QUANTITY.fullmatch(text.strip())
+    return match is not None and bool(match["binary"]) and bool(match["prefix"])
 
 
 def parse_size(value: object) -> int:

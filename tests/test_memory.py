@@ -797,6 +797,7 @@ def test_memory_fit_answers_a_batch_that_fits_and_one_more_that_does_not(train):
         "batch": batch,
         "bytes_at_batch": fits,
         "bytes_at_next_batch": needs,
+        "budget_in_binary_units": False,
     }
     table = invoke("lenet5", "--fit", "3MB", *mode)
     assert "Largest batch that fits" in table.stdout and f"{batch + 1} needs" in table.stdout
@@ -807,11 +808,15 @@ def test_a_budget_in_binary_units_is_shown_back_in_them():
     result = invoke("lenet5", "--fit", "3MiB", "-f", "json")
     assert result.exit_code == 0, result.output
     fit = json.loads(result.stdout)["batch_fit"]
-    assert fit["budget_bytes"] == 3 * 2**20
+    assert fit["budget_bytes"] == 3 * 2**20 and fit["budget_in_binary_units"] is True
     assert f"fits in 3.00 MiB: {fit['batch']} ({fit['bytes_at_batch'] / 2**20:.2f} MiB; " in result.stderr
     table = invoke("lenet5", "--fit", "3MiB").stdout
     budget = next(line for line in table.splitlines() if "Budget" in line)
     assert "3.00 MiB" in budget and f"{3 * 2**20:,} B" in budget
+    peak = next(line for line in table.splitlines() if "Peak inference memory" in line)  # not MB beside MiB
+    assert f"{fit['bytes_at_batch'] / 2**20:.2f} MiB" in peak
+    refused = invoke("lenet5", "--fit", "100KiB")
+    assert refused.exit_code == 2 and "not even batch 1 fits in 100.00 KiB: lenet5 needs" in refused.stderr
 
 
 def test_memory_fit_never_shows_the_next_batch_needing_the_budget_itself():

@@ -280,8 +280,8 @@ def memory(
                 training=train,
                 optimizer=analysed_with,
                 fold_bn=options.fold_bn,
+                binary=binary,
             )
-        found = replace(found, binary=binary)
         report = replace(found.report, batch_fit=found.as_dict())  # in the JSON too
     else:
         report = analyze(

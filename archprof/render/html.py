@@ -126,14 +126,14 @@ def _batch_fit(report: Report) -> str:
     fit = report.batch_fit
     if fit is None:
         return ""
-    batch = fit["batch"]
+    batch, binary = fit["batch"], fit.get("budget_in_binary_units", False)
     rows = [
-        ("Budget", human_bytes(fit["budget_bytes"]), f"{fit['budget_bytes']:,} B"),
+        ("Budget", human_bytes(fit["budget_bytes"], binary), f"{fit['budget_bytes']:,} B"),
         ("Largest batch that fits", str(batch), ""),
-        (f"Predicted at batch {batch}", human_bytes(fit["bytes_at_batch"]), f"{fit['bytes_at_batch']:,} B"),
+        (f"Predicted at batch {batch}", human_bytes(fit["bytes_at_batch"], binary), f"{fit['bytes_at_batch']:,} B"),
         (
             f"Predicted at batch {batch + 1}",
-            human_bytes(fit["bytes_at_next_batch"]),
+            human_bytes(fit["bytes_at_next_batch"], binary),
             f"{fit['bytes_at_next_batch']:,} B",
         ),
     ]

@@ -79,9 +79,10 @@ def memory_totals_table(report, fit=None, width: int | None = None) -> Table | G
 def _totals_rows(report, fit) -> list[tuple[Text, str, Prose]]:
     totals = report.totals
     rows = []
+    binary = fit is not None and fit.binary  # every size in the budget's units: 8.38 MB beside 8.00 MiB read as over
 
     def add(label: str, value: int, style: str | None = None) -> None:
-        rows.append((Text(label, style=style or ""), human_bytes(value), Prose(f"{value:,} B", style="dim")))
+        rows.append((Text(label, style=style or ""), human_bytes(value, binary), Prose(f"{value:,} B", style="dim")))
 
     add("Parameters", totals.param_bytes)
     add("Buffers", totals.buffer_bytes)
