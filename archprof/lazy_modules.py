@@ -8,11 +8,10 @@ from typing import Any
 
 class LazyModule:
     """The module `name`, imported at the first read of one of its attributes. A module whose
-    annotations name pandas (`pd.DataFrame`), or torch where the CLI imports the module before
-    it needs torch, binds the name to one of these, so that `typing.get_type_hints` resolves
-    its public functions (as an IDE, pydantic's validate_call or sphinx-autodoc-typehints
-    ask), while importing the module that annotates still imports neither (pandas is a
-    third of a second of a command's start-up)."""
+    annotations name pandas (`pd.DataFrame`) binds `pd` to one of these, so that
+    `typing.get_type_hints` resolves its public functions (as an IDE, pydantic's validate_call
+    or sphinx-autodoc-typehints ask), while importing the module that annotates still leaves
+    pandas unimported (a third of a second of a command's start-up)."""
 
     def __init__(self, name: str) -> None:
         self._name = name

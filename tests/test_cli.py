@@ -122,6 +122,7 @@ def test_zoo_writes_csv_json_and_markdown_for_scripts(tmp_path):
     assert json.loads((tmp_path / "zoo.json").read_text()) == documented
     refused = invoke("zoo", "-f", "html")
     assert refused.exit_code == 2 and "not HTML" in refused.output
+    assert "Output format: table, csv, json or markdown" in invoke("zoo", "-h").output
 
 
 @pytest.mark.parametrize(

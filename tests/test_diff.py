@@ -108,6 +108,9 @@ def test_model_options_where_both_sides_are_reports_are_refused_not_ignored(tmp_
     assert result.exit_code == 2 and "--batch (Python: batch) applies to a model to analyse" in result.output
     with pytest.raises(ArchprofError, match=r"^--dtype \(Python: dtype\) applies to a model to analyse"):
         archprof.diff.diff(str(before), archprof.analyze("lenet5"), dtype="float16")
+    # A tensor has no truth value: told by identity and type, not ==.
+    with pytest.raises(ArchprofError, match=r"^--input \(Python: inputs\) applies"):
+        archprof.diff.diff(str(before), str(after), inputs=torch.zeros(1, 1, 32, 32))
     assert invoke("diff", str(before), "lenet5", "--batch", "2").exit_code == 0  # one side a model: it applies
     assert invoke("diff", str(before), str(after)).exit_code == 0
 

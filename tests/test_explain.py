@@ -306,6 +306,14 @@ def test_layers_are_found_by_label_number_or_container_and_refused_otherwise():
         report.explain("layer1.0.cnv1")
     with pytest.raises(ArchprofError, match=r"\(did you mean 'layer1'\?\)"):
         report.explain("layr1")
+    # A tie goes to the first row ('features.O': 0 and 5 alike); never the name typed itself.
+    with pytest.raises(ArchprofError, match=r"\(did you mean 'features\.0'\?\)"):
+        archprof.analyze("lenet5").explain("features.O")
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    model.add_module("spare", nn.Linear(4, 4))
+    model.forward = lambda x: model[0](x)  # the Linear never called: its row is 'spare (not called)'
+    with pytest.raises(ArchprofError, match=r"\(did you mean 'spare \(not called\)'\?\)"):
+        archprof.analyze(model, input_size=(3, 8, 8)).explain("spare")
     with pytest.raises(ArchprofError, match="row 99 does not exist"):
         report.explain(99)
     with pytest.raises(ArchprofError, match="not rolled up"):

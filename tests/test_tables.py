@@ -966,3 +966,6 @@ def test_a_field_over_the_whole_input_is_global_in_every_table_and_input_in_the_
         assert "global" in line.split() and "input" not in line.split(), line
     network = report.explain()
     assert "global" in next(line for line in network.splitlines() if " (model) " in line).split()  # the flatten
+    from archprof.render.html import report_html
+
+    assert ">global<" in report_html(report) and ">input<" not in report_html(report)

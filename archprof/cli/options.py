@@ -72,9 +72,10 @@ ArgsOpt = Annotated[
 
 
 def file_name(text: str) -> Path:
-    """An option's file to write, as typed: refused when empty or when it ends as a folder's
-    name does (`x.csv/`, `out/.`). Path() would read '' as '.' and drop the slash of `x.csv/`,
-    so that a report meant for a folder went to a file of that name."""
+    """An option's file, to write (--output, --plot, --junit) or to read (--weights,
+    --config), as typed: refused when empty or when it ends as a folder's name does
+    (`x.csv/`, `out/.`). Path() would read '' as '.' and drop the slash of `x.csv/`, so that
+    a report meant for a folder went to a file of that name."""
     if not text:
         raise typer.BadParameter("it is empty: give a file name")
     last = text.replace(os.altsep or os.sep, os.sep).rsplit(os.sep, 1)[-1]

@@ -20,6 +20,7 @@ from archprof.cli.options import (
     column_choice,
     columns_option,
     file_name,
+    format_option,
     limit_option,
     optimizer_option,
     with_model_options,
@@ -325,9 +326,12 @@ def _diff_html(result) -> str:
     return diff_html(result)
 
 
+ZooFormatOpt = format_option(Format.table, Format.csv, Format.json, Format.markdown)
+
+
 @app.command()
 @user_errors
-def zoo(format: FormatOpt = None, output: OutputOpt = None) -> None:
+def zoo(format: ZooFormatOpt = None, output: OutputOpt = None) -> None:
     """List the built-in models with their parameter count and default input.
 
     Examples:

@@ -214,10 +214,18 @@ _MODEL_OPTIONS = {
 }
 
 
+def _given(value: Any) -> bool:
+    """Whether an option was given: not its default (None, False, or an empty mapping of
+    --arg); by identity and type, as a tensor (an input given as one) has no truth value."""
+    if value is None or value is False:
+        return False
+    return not (isinstance(value, Mapping | tuple | list) and not value)
+
+
 def _refuse_model_options(given: dict[str, Any]) -> None:
     """Options of a model to analyse, given where both sides are reports: refused, as summary
     refuses --arg for a model file, not let go unread."""
-    named = [name for name in _MODEL_OPTIONS if given.get(name) not in (None, False, {}, ())]
+    named = [name for name in _MODEL_OPTIONS if _given(given.get(name))]
     if named:
         *most, last = dict.fromkeys(_MODEL_OPTIONS[name] for name in named)
         cli = f"{', '.join(most)} and {last}" if most else last

@@ -126,13 +126,24 @@ class _Context:
             )
         if _ROW_NUMBER.fullmatch(text):
             return [self._row_number(int(text))], None
-        names = dict.fromkeys([*self.labels, *(p for p in self.graph.module_types if p)])  # rows, then containers
-        close = difflib.get_close_matches(text, names, n=1, cutoff=0.8)
-        example = f"did you mean '{visible_text(close[0])}'?" if close else f"e.g. '{visible_text(self.labels[0])}'"
+        close = self._closest(text)
+        example = f"did you mean '{visible_text(close)}'?" if close else f"e.g. '{visible_text(self.labels[0])}'"
         raise ArchprofError(
             f"no layer '{visible_text(text)}' in {visible_text(self.report.model)} ({example}): give a layer as the"
             f" summary names it or a row number, 1 to {len(self.labels)}"
         )
+
+    def _closest(self, text: str) -> str | None:
+        """The row label or container a misspelt `text` most likely meant: its own row's label
+        where it names a module by its path alone ('spare' of 'spare (not called)'); else the
+        closest name (difflib's ratio, at least 0.8), the first in row order on a tie."""
+        own = next((label for label in self.labels if label.startswith(f"{text} (")), None)
+        if own is not None:
+            return own
+        names = [n for n in dict.fromkeys([*self.labels, *self.graph.module_types]) if n and n != text]
+        scored = [(difflib.SequenceMatcher(None, text, name).ratio(), -order, name) for order, name in enumerate(names)]
+        best = max(scored, default=None)
+        return best[2] if best is not None and best[0] >= 0.8 else None
 
     def _row_number(self, number: int) -> int:
         if not 1 <= number <= len(self.groups):

@@ -21,7 +21,7 @@ from archprof.diff.change_text import (
 from archprof.diff.changes import METRICS, ReportDiff
 from archprof.render.html import own_and_subtree, page_html, sort_heading, sortable_table, tree_indent
 from archprof.render.tree import TreeRow
-from archprof.text import dims_text, visible_text
+from archprof.text import field_text, visible_text
 from archprof.units import human_value
 
 
@@ -102,7 +102,7 @@ def _layer_row(index: int, node: TreeRow, diff: ReportDiff) -> str:
             exact += f", its subtree {subtree:+,}"
         cell = own_and_subtree(own, subtree, partial(format_change, unit))
         tds.append(f'<td data-v="{own}" title="{exact}"{_direction(subtree)}>{cell}</td>')
-    field = visible_text(value_change(change, "receptive_field", dims_text)) if change else ""
+    field = visible_text(value_change(change, "receptive_field", field_text)) if change else ""
     tds.append(f'<td class="text">{escape(field)}</td>')
     classes = " ".join(name for name in ("module" if node.is_container else "", status) if name)
     return f'<tr class="{classes}">{"".join(tds)}</tr>'

@@ -18,7 +18,7 @@ from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
 from archprof.render.tree import tree_rows
 from archprof.report import Report
-from archprof.text import dims_text, totals_rows, visible_text
+from archprof.text import dims_text, field_text, totals_rows, visible_text
 from archprof.units import human_bytes, human_count, share_text
 
 _POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
@@ -60,7 +60,7 @@ _CELLS = (
     _Cell("Activations", "activation_bytes", _bytes, module="summed"),
     _Cell("Live after", "live_bytes", _bytes),
     _Cell("Saved for backward", "saved_activation_bytes", _bytes, module="summed"),
-    _Cell("Receptive field", "receptive_field", lambda v: dims_text(v) or "-", numeric=False),
+    _Cell("Receptive field", "receptive_field", lambda v: field_text(v) or "-", numeric=False),
     _Cell("Stride", "effective_stride", lambda v: dims_text(v) or "-", numeric=False),
     _Cell("Time", "time_ms", lambda v: _number(v, "ms"), module="summed"),
     _Cell("Achieved", "achieved_flops_per_s", lambda v: _number(v and v / 1e9, "GFLOP/s"), module="own"),
