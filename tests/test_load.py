@@ -1378,6 +1378,36 @@ def test_a_file_torch_cannot_unpickle_is_named_by_the_unpicklers_reason(tmp_path
     assert "weights_only" not in line
 
 
+@pytest.mark.parametrize("protocol", [4, 5])  # 3's opcodes it reads: its refusal names the import (exec)
+@pytest.mark.parametrize("option", [[], ["lenet5", "--weights"]])
+def test_a_pickle_of_a_protocol_torch_cannot_read_safely_says_so_and_runs_nothing(
+    tmp_path, monkeypatch, option, protocol
+):
+    """pickle.dump's default (4, 5): torch's weights-only reader stopped at its first opcode
+    ("corrupted or truncated? (Unsupported operand 149)"); a hostile one still runs nothing."""
+    written = tmp_path / "written"
+    hostile = f"open({str(written)!r}, 'w').write('ran')"
+    (tmp_path / "plain.pt").write_bytes(pickle.dumps({"a": _Runs(hostile)}, protocol=protocol))
+    monkeypatch.chdir(tmp_path)
+    result = cli("summary", *option, "plain.pt") if option else cli("summary", "plain.pt")
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result) == (
+        f"error: cannot read plain.pt: a pickle of protocol {protocol}, which torch's weights-only reader does not"
+        " read (torch.save writes a zip archive, its legacy format a protocol-2 pickle)"
+    )
+    assert not written.exists()
+
+
+class _Runs:
+    """Unpickled, runs `code` (exec): what a hostile pickle does."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
 @pytest.mark.parametrize("option", [[], ["lenet5", "--weights"]])
 @pytest.mark.parametrize("name", ["notes.pt", "notes.pt2", "notes.pth"])
 def test_a_text_file_named_as_a_checkpoint_is_said_not_to_be_one(tmp_path, monkeypatch, option, name):

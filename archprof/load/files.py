@@ -232,6 +232,13 @@ def _unreadable_file(path: Path, spec: str, exc: BaseException) -> ArchprofError
     letter torch.load's legacy reader takes for a key: "KeyError: 101") said to be one, else
     torch's reason (`unreadable`)."""
     head = _head(path)
+    if head is not None and len(head) >= 2 and head[0] == 0x80 and head[1] >= 3:  # pickle's PROTO opcode
+        # pickle.dump's default protocol, 4 or 5, or torch.save's legacy format with pickle_protocol=3 or more:
+        # torch's weights-only reader stops at the first opcode of 4 ("Unsupported operand 149").
+        return ArchprofError(
+            f"cannot read {spec}: a pickle of protocol {head[1]}, which torch's weights-only reader does not read"
+            " (torch.save writes a zip archive, its legacy format a protocol-2 pickle)"
+        )
     if head is None or _opens_as_torch_writes(path, head):
         return unreadable(spec, exc)
     if not head:
