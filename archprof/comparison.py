@@ -411,11 +411,11 @@ def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 
     Ratios keep the first model given as their baseline."""
     columns = {"model": "model", "latency": "latency_ms", **{k: m.column for k, m in METRICS.items()}}
-    column = columns.get(key.strip().lower().replace("_", "-"))
+    named = key.strip().lower().replace("_", "-")
+    column = columns.get(named)
     if column is None:
         raise ArchprofError(f"cannot sort by '{key}': choose one of {', '.join(columns)}")
     if column not in frame.columns:
-        named = key.strip().lower().replace("_", "-")
         metric = METRICS.get(named)
         if metric is not None and metric.training:
             why = "it is a training step's figure: add --train (Python: training=True)"
@@ -453,7 +453,11 @@ _CELLS = (
 
 def sorted_heading(frame: pd.DataFrame) -> str | None:
     """The heading of the column `sort_comparison` sorted `frame` by (None: unsorted)."""
-    column = frame.attrs.get("sorted_by")
+    return _heading(frame.attrs.get("sorted_by"))
+
+
+def _heading(column: str | None) -> str | None:
+    """The heading a comparison's table gives the frame's `column` (None: no such column)."""
     return next((header for header, name, _ in _CELLS if name == column), None)
 
 
@@ -501,8 +505,8 @@ def ratio_notes(frame: pd.DataFrame) -> list[str]:
     """Why a ratio column is empty: the baseline's figure, which it divides by, is 0 (a model
     of activations alone has no parameters and no MACs), so every model's ratio is NaN."""
     return [
-        f"{heading}: none, as the baseline has 0 {what}"
-        for heading, column, what in (("x Params", "param_ratio", "parameters"), ("x MACs", "macs_ratio", "MACs"))
+        f"{_heading(column)}: none, as the baseline has 0 {what}"
+        for column, what in (("param_ratio", "parameters"), ("macs_ratio", "MACs"))
         if len(frame) and column in frame.columns and frame[column].isna().all()
     ]
 

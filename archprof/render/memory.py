@@ -102,7 +102,7 @@ def _totals_rows(report, fit) -> list[tuple[Text, str, Prose]]:
         add("Peak inference memory", totals.peak_memory_bytes, "bold")  # as summary's totals name it
     rows.append((Text("Input"), report.input_text, Prose(f"model in {totals.dtype}", style="dim")))
     if fit is not None:
-        rows.append((Text("Budget"), fit.budget_text, Prose(f"{fit.budget_bytes:,} B", style="dim")))
+        add("Budget", fit.budget_bytes)  # in its own units: `binary` is the fit's
         rows.append(
             (
                 Text("Largest batch that fits", style="bold"),
