@@ -89,6 +89,22 @@ def test_frozen_layers_compute_no_weight_gradient_and_nothing_flows_into_a_froze
     assert report.totals.training_flops == expected == 2 * (13_824 + 20_736 + 4_608 + 20_736 + 4_608)
 
 
+@pytest.mark.parametrize("frozen_norm", [False, True])
+def test_a_batch_norm_on_its_running_statistics_has_a_cheaper_input_gradient(frozen_norm):
+    """A batch norm that computes its statistics sends back gamma / sigma · (grad - mean(grad)
+    - x_hat · mean(grad · x_hat)): 4 FLOPs per element; one frozen by eval() in a training step
+    normalises by constants, its input gradient grad · gamma / sigma: 1. Its parameter
+    gradients are 5 either way (x_hat again 2, grad · x_hat 1, the two sums 2)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    if frozen_norm:
+        model[1].eval()
+    rows = training_report(model, (3, 5, 5), batch=2).columns
+    elements = 2 * 4 * 5 * 5  # the gradient reaching the norm
+    by_layer = dict(zip(rows["layer"], rows["backward_elementwise_flops"], strict=True))
+    assert by_layer["1"] == ((1 if frozen_norm else 4) + 5) * elements
+    assert by_layer["2"] == elements  # ReLU's gradient, for scale
+
+
 def test_checkpointing_recomputes_the_forward_inside_the_backward():
     model = Checkpointed()
     report = training_report(model, (3, 6, 6))

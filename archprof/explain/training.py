@@ -203,14 +203,17 @@ _NORM_GRADIENTS = frozenset(
 
 
 def _norm_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> Section:
-    """A norm's gradient (`costs.norm_backward_cost`): 4 FLOPs per element for the input
-    gradient, 5 for the parameter gradients (the input normalised again, times the output
-    gradient, the two sums), each where the output mask asks for it."""
+    """A norm's gradient (`costs.norm_backward_cost`, `costs.batch_norm_backward_cost`): 4 FLOPs
+    per element for the input gradient (1 for a batch norm on its running statistics), 5 for
+    the parameter gradients (the input normalised again, times the output gradient, the two
+    sums), each where the output mask asks for it."""
     grad, mask = op.args[0], op.args[-1]
+    trained = op.args[7] if op.op == "aten.native_batch_norm_backward" else True
+    input_gradient = (4, "input gradient") if trained else (1, "input gradient on running statistics")
     # only the parts the mask asks for, so that the formula's constants are the worked line's
     parts = [
         (n, words)
-        for n, words, wanted in ((4, "input gradient", mask[0]), (5, "statistics and parameter gradients", any(mask)))
+        for (n, words), wanted in ((input_gradient, mask[0]), ((5, "statistics and parameter gradients"), any(mask)))
         if wanted
     ]
     flags = ", ".join(f"{n} {'yes' if w else 'no'}" for n, w in zip(("input", "scale", "shift"), mask, strict=True))
@@ -220,7 +223,11 @@ def _norm_gradient(op: OpNode, forward: OpNode, share: BackwardShare) -> Section
         f"({' + '.join(str(n) for n, _ in parts)}) · {product_text(grad.shape)}",
         share.elementwise_flops,
     )
-    notes = ("input gradient: gamma / sigma · (grad - mean(grad) - x_hat · mean(grad · x_hat)) per channel",)
+    notes = (
+        "input gradient: gamma / sigma · (grad - mean(grad) - x_hat · mean(grad · x_hat)) per channel"
+        if trained
+        else "input gradient: grad · gamma / sigma, sigma from the running variance (a constant)",
+    )
     return Section(f"{op.op}: the gradient of {forward.op}; output mask: {flags}", (step,), notes)
 
 

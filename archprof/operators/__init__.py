@@ -417,7 +417,7 @@ _add(Family.MATRIX_PRODUCT, "convolution_backward", costs.convolution_backward_c
 _add(
     Family.NORMALISATION,
     "native_batch_norm_backward",
-    costs.norm_backward_cost,
+    costs.batch_norm_backward_cost,
     shapes.batch_norm_backward_shape,
     layout=Layout.SUGGESTED_BY_INPUT,
 )

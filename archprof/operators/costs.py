@@ -537,10 +537,25 @@ def norm_backward_cost(grad_output: Shape, *args, out: Shape) -> Cost:
     """Batch, layer and group norm backward (output mask last): 5 FLOPs per element for the
     parameter gradients (normalising the input again 2, grad * x_hat 1, the two sums 2) and 4
     more for the input gradient (gamma / sigma * (grad - mean(grad) - x_hat * mean(grad *
-    x_hat)))."""
-    wants_input, wants_weight, wants_bias = args[-1]
-    per_element = (4 if wants_input else 0) + (5 if wants_input or wants_weight or wants_bias else 0)
-    return Cost(elementwise_flops=per_element * prod(grad_output))
+    x_hat))), where the forward computed its statistics."""
+    return Cost(elementwise_flops=norm_gradient_flops_per_element(args[-1], True) * prod(grad_output))
+
+
+def batch_norm_backward_cost(grad_output: Shape, *args, out: Shape) -> Cost:
+    """As `norm_backward_cost`, but a batch norm evaluated on its running statistics (frozen
+    by `eval()` in a training step: `train` False) has an input gradient of 1 FLOP per
+    element, grad * (gamma / sigma), the statistics being constants (the CPU kernel's
+    `dy * invstd * w`)."""
+    trained = args[6]  # (input, weight, running_mean, running_var, save_mean, save_invstd, train, eps, mask)
+    return Cost(elementwise_flops=norm_gradient_flops_per_element(args[-1], trained) * prod(grad_output))
+
+
+def norm_gradient_flops_per_element(mask: Sequence[bool], trained: bool) -> int:
+    """A norm gradient's FLOPs per element, for its output mask (input, weight, bias): the
+    input gradient's 4 (1 where the statistics were constants), and 5 for the statistics and
+    parameter gradients, made where any gradient is asked for."""
+    wants_input = mask[0]
+    return ((4 if trained else 1) if wants_input else 0) + (5 if any(mask) else 0)
 
 
 def max_pool_backward_cost(grad_output: Shape, *args, out: Shape) -> Cost:
