@@ -86,15 +86,20 @@ def open_output(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
       no temporary file). A new file gets mode 0666 less the umask, as the shell's `>`
       would give it; a replaced file keeps its mode.
     - A symbolic link: the same, at the file it points to; the link stays a link.
-    - A FIFO or a character device (`/dev/stdout`, `/dev/null`, a named pipe): written
-      straight, as the shell's `>` would; nothing there can be replaced.
+    - Standard output by name (`/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/1`): written
+      straight to it, wherever it goes (a pipe, a terminal, a file opened for appending),
+      also while the CLI points descriptor 1 at standard error (`standard_output_moved`).
+    - A FIFO or a character device (`/dev/null`, a named pipe): written straight, as the
+      shell's `>` would; nothing there can be replaced.
     - A directory, a socket or a block device: refused.
     A write that fails (no space left, a closed pipe) raises ArchprofError, one line."""
     target = Path(path)
-    destination, replace = _destination(target)
+    named_standard_output = _names_standard_output(target)
+    destination, replace = (target, False) if named_standard_output else _destination(target)
     if not replace:
         try:
-            with open(destination, "wb" if binary else "w", **_text_options(binary)) as handle:
+            opened = os.dup(_standard_output[-1]) if named_standard_output else destination
+            with open(opened, "wb" if binary else "w", **_text_options(binary)) as handle:
                 yield handle
         except OSError as exc:
             raise ArchprofError(f"cannot write {target}: {exc.strerror or exc}") from None
@@ -115,6 +120,28 @@ def open_output(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
         if isinstance(exc, OSError):
             raise ArchprofError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
+
+
+# The descriptor standard output's report goes to: 1, or its copy while the CLI points
+# descriptor 1 at standard error (`standard_output_moved`).
+_standard_output = [1]
+
+
+@contextmanager
+def standard_output_moved(descriptor: int) -> Iterator[None]:
+    """While active, a path that names standard output (`-o /dev/stdout`) is written to
+    `descriptor`: the CLI points descriptor 1 at standard error while a command runs, the
+    report going to a copy of it (`cli.streams`); /dev/stdout would then be standard error."""
+    _standard_output.append(descriptor)
+    try:
+        yield
+    finally:
+        _standard_output.pop()
+
+
+def _names_standard_output(target: Path) -> bool:
+    name = os.path.abspath(target)
+    return name in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", f"/proc/{os.getpid()}/fd/1")
 
 
 def _destination(target: Path) -> tuple[Path, bool]:

@@ -315,6 +315,32 @@ PRINTING = {
 }
 
 
+@pytest.mark.parametrize("name", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
+def test_output_to_standard_output_by_name_goes_there_and_leaves_a_logged_stderr_alone(tmp_path, name):
+    """While a command runs, descriptor 1 points at standard error (so that stray prints keep
+    out of the report): `-o /dev/stdout` still writes the report to standard output, after
+    what was already there, and a log that standard error appends to keeps its lines."""
+    if not Path(name).exists():
+        pytest.skip(f"no {name} here")
+    log, report = tmp_path / "log.txt", tmp_path / "report.csv"
+    log.write_text("earlier line\n")
+    report.write_text("already there\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log, "a") as stderr, open(report, "a") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", "archprof", "summary", "lenet5", "-f", "csv", "-o", name],
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            timeout=300,
+        )
+    assert done.returncode == 0, log.read_text()
+    assert log.read_text() == f"earlier line\nwrote {name}\n"
+    lines = report.read_text().splitlines()
+    assert lines[0] == "already there"
+    assert lines[1].startswith("layer,module_type,") and len(lines) > 10
+
+
 @needs_dev_full
 @pytest.mark.parametrize("printing", PRINTING)
 def test_standard_output_on_a_full_disk_is_one_line_and_exit_2(printing):

@@ -90,11 +90,14 @@ def _descriptor_1_to_stderr(stream):
     if not apart:
         yield stream
         return
+    from archprof.output import standard_output_moved
+
     stream.flush()
     report = open(os.dup(1), "w", encoding=stream.encoding, errors=stream.errors)  # noqa: SIM115 (closed below)
     os.dup2(sys.stderr.fileno(), 1)
     try:
-        yield report
+        with standard_output_moved(report.fileno()):  # `-o /dev/stdout`: the report's descriptor
+            yield report
     finally:
         os.dup2(report.fileno(), 1)  # os.devnull there if a write failed (`discard_written_to`)
         report.close()
