@@ -478,3 +478,24 @@ def test_a_diff_writes_its_csv_and_json_to_a_path_as_a_report_does(tmp_path):
     params = {name: sum(p.numel() for p in load_model(name).module.parameters()) for name in ("lenet5", "alexnet")}
     (total,) = [t for t in document["totals"] if t["metric"] == "param_count"]
     assert total["change"] == params["alexnet"] - params["lenet5"]
+
+
+def _lone_surrogate_names() -> nn.Module:
+    """A name UTF-8 has no code for: a module named from bytes that were not UTF-8 (Python
+    reads 0xff as the lone surrogate U+DCFF)."""
+    model = nn.Sequential()
+    model.add_module("s\udcffx", nn.Conv2d(2, 2, 1))
+    return model
+
+
+def test_names_utf8_cannot_hold_are_escaped_in_the_csv_and_match_the_model_in_a_diff(tmp_path):
+    report = archprof.analyze(_lone_surrogate_names(), input_size=(2, 4, 4))
+    written = tmp_path / "report.csv"
+    report.to_csv(written)
+    rows = list(csv.DictReader(io.StringIO(written.read_bytes().decode("utf-8"))))  # valid UTF-8
+    assert rows[0]["layer"] == "s\\udcffx"
+    as_json = tmp_path / "report.json"
+    report.to_json(as_json)
+    for side in (written, as_json):
+        result = diff(side, _lone_surrogate_names(), input_size=(2, 4, 4))
+        assert result.unchanged == 1 and not result.layers, side

@@ -28,6 +28,7 @@ from archprof.output import read_text
 from archprof.passes.receptive_field import FieldMark
 from archprof.report import Report
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
+from archprof.report.formats import utf8_text
 
 # The most of a report file read: a report has a row of a few hundred bytes per layer, so
 # this is a million layers with long names; a larger file (or /dev/zero) is refused unread.
@@ -131,6 +132,8 @@ def _json_row(path: Path, index: int, layer: Any) -> dict[str, Any]:
         if not _as_written(name, layer[name]):
             raise ArchprofError(f"{path}, layer {index}: {name} is {shorten(json.dumps(layer[name]))}, not a report's")
     row = {name: layer[name] for name in REQUIRED}
+    # Its names as a CSV report and a model's side hold them: a lone surrogate as its escape.
+    row["layer"], row["module_type"] = utf8_text(row["layer"]), utf8_text(row["module_type"])
     for name in (name for name in FIELDS if name in layer):
         try:
             row[name] = _JSON_FIELD_READERS[name](layer[name])

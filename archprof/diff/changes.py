@@ -13,7 +13,7 @@ from archprof.comparison import bound_note, final_field_row
 from archprof.output import json_text
 from archprof.passes.receptive_field import FieldMark, Stride
 from archprof.report import Report
-from archprof.report.formats import csv_text, json_fraction, write
+from archprof.report.formats import csv_text, json_fraction, utf8_text, write
 from archprof.text import dims_text
 
 # The figures compared, per layer and in total.
@@ -344,8 +344,12 @@ def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[
 
 
 def side_from_report(report: Report, name: str | None = None) -> Side:
+    """A report's rows as a side; its names as a CSV report writes them (`utf8_text`), so that
+    a model's layers match those of its own CSV."""
     kept = [*REQUIRED, *(column for column in FIELDS if column in report.columns)]
     rows = [{name: row[name] for name in kept} for row in report.rows()]
+    for row in rows:
+        row["layer"], row["module_type"] = utf8_text(row["layer"]), utf8_text(row["module_type"])
     return Side(name or report.model, rows)
 
 

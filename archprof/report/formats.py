@@ -48,10 +48,20 @@ _QUOTE = "'"
 def csv_cell(value):
     """A cell for a CSV file: text starting with = + - @, a tab or a carriage return gets a
     leading ' (OWASP's defence against formula injection), and so does text already starting
-    with ', so that `csv_cell_text` gives every text back exactly. Numbers pass unchanged."""
-    if isinstance(value, str) and value.startswith((*_FORMULA_STARTS, _QUOTE)):
-        return _QUOTE + value
-    return value
+    with ', so that `csv_cell_text` gives every text back exactly. A lone surrogate, which
+    UTF-8 has no code for (a name made from a file name that is not UTF-8: Python reads its
+    byte 0xff as U+DCFF), is written as its escape, `\\udcff`, as the tables show it.
+    Numbers pass unchanged."""
+    if not isinstance(value, str):
+        return value
+    value = utf8_text(value)
+    return _QUOTE + value if value.startswith((*_FORMULA_STARTS, _QUOTE)) else value
+
+
+def utf8_text(text: str) -> str:
+    """`text` with each lone surrogate (UTF-8 has no code for one) as its escape, `\\udcff`:
+    what a CSV report holds of it, and what `archprof.diff` matches a model's names by."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def csv_cell_text(cell: str) -> str:
