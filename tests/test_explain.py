@@ -1447,3 +1447,16 @@ def test_an_interpolation_s_gradient_names_its_mode_and_works_out_its_flops(mode
     out = model(torch.randn(2, *shape))
     per_element = 2 * taps if taps > 1 else 1
     assert section.steps[0].value == row["backward elementwise FLOPs"] == per_element * out.numel()
+
+
+def test_a_layer_named_with_control_characters_is_found_by_the_name_the_summary_shows():
+    """A module named 'a', newline, 'b' shows as 'a\\nb' in the summary; typed so (a shell
+    passes a backslash and an n), explain finds it, and a name ending in a newline, which
+    the stripped argument could never hold, too. The name itself still works."""
+    model = nn.Sequential()
+    for name in ("a\nb", "e\tf", "g\n"):
+        model.add_module(name, nn.Conv2d(2, 2, 1))
+    report = archprof.analyze(model, input_size=(2, 4, 4))
+    for typed, heading in (("a\\nb", "a\\nb"), ("a\nb", "a\\nb"), ("e\\tf", "e\\tf"), ("g\\n", "g\\n")):
+        row = 1 + ["a", "e", "g"].index(heading[0])
+        assert report.explain(typed).splitlines()[0] == f"{heading} (Conv2d), row {row} of 3: aten.convolution"

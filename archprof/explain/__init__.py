@@ -111,6 +111,7 @@ class _Context:
             ) from None
         if text.startswith("#") and _ROW_NUMBER.fullmatch(text[1:]):
             return [self._row_number(int(text[1:]))], None
+        text = self._as_named(text)
         children = [p for p in self.graph.module_types if p.startswith(f"{text}.")] if text else []
         if children and text in self.graph.module_types:
             return [], text
@@ -132,6 +133,16 @@ class _Context:
             f"no layer '{visible_text(text)}' in {visible_text(self.report.model)} ({example}): give a layer as the"
             f" summary names it or a row number, 1 to {len(self.labels)}"
         )
+
+    def _as_named(self, text: str) -> str:
+        """The layer or container `text` names as the summary shows it, where that differs
+        from its name: a control or format character as its escape ('a\\nb' for a module
+        named 'a', newline, 'b'), which a shell cannot easily type, or a name's trailing
+        space, which `find` strips. `text` itself where it is a name, or names none."""
+        names = [*self.labels, *self.graph.module_types]
+        if text in names:
+            return text
+        return next((name for name in names if visible_text(name) == text and name != text), text)
 
     def _closest(self, text: str) -> str | None:
         """The row label or container a misspelt `text` most likely meant: its own row's label
