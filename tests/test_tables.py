@@ -969,3 +969,53 @@ def test_a_field_over_the_whole_input_is_global_in_every_table_and_input_in_the_
     from archprof.render.html import report_html
 
     assert ">global<" in report_html(report) and ">input<" not in report_html(report)
+
+
+LONG_CLASS = """from torch import nn
+
+Long = type("T" * 100, (nn.Conv2d,), {})
+
+
+def long_class():
+    return nn.Sequential(Long(2, 2, 1), nn.ReLU())
+
+
+def plain():
+    return nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU())
+"""
+
+
+def _lines_within(result, width: int) -> list[str]:
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= width for line in lines), result.stdout
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("command", "columns", "figure"),
+    [("summary", "Type,MACs", " 64"), ("memory", "Type,Activations", " 128 B"), ("rf", "Type,Field", " 1x1")],
+)
+@pytest.mark.parametrize("width", [40, 80])
+def test_columns_chosen_beside_a_long_class_name_keep_every_figure_whole(tmp_path, command, columns, figure, width):
+    """A class name wider than the terminal, in columns chosen by name: the name is cut, not
+    the headings and figures beside it (Rich cut them all to '…')."""
+    (tmp_path / "models.py").write_text(LONG_CLASS)
+    result = at_width(width, command, f"{tmp_path / 'models.py'}:long_class", "-i", "2x4x4", "--columns", columns)
+    lines = _lines_within(result, width)
+    heading = next(line for line in lines if line.lstrip().startswith("Layer"))
+    assert heading.split() == ["Layer", "Type", columns.split(",")[1]]
+    row = next(line for line in lines if line.lstrip().startswith("0 "))
+    assert "TTTTTTTTTT…" in row and row.endswith(figure), row
+
+
+def test_a_diff_whose_changed_class_name_is_long_keeps_its_figures(tmp_path):
+    """Type changed, and first in the diff's priority: cut to the room left, with the figures
+    beside it, where every figure was left out for it and then Type too ('changed  0')."""
+    (tmp_path / "models.py").write_text(LONG_CLASS)
+    models = tmp_path / "models.py"
+    result = at_width(100, "diff", f"{models}:plain", f"{models}:long_class", "-i", "2x4x4")
+    lines = _lines_within(result, 100)
+    heading = next(line for line in lines if line.lstrip().startswith("Layer"))
+    assert heading.split() == ["Layer", "Type", "Output", "shape", "Params", "MACs", "Activations"]
+    assert not any(line.startswith("Left out") for line in lines)

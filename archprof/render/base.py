@@ -21,6 +21,8 @@ from archprof.text import JOINER, fitted_indentation, layer_label, visible_text
 from archprof.units import human_bytes, human_count, share_text
 
 TEXT_COLUMNS = frozenset({"", "Layer", "Type", "Input shape", "Kernel", "Output shape", "Model", "Input", "Bound"})
+# Text a table cuts where it must, as it cuts a long layer name (a shape is a figure: never).
+_CUT_TEXT = frozenset({"Type"})
 
 # Wide enough for any table: a table printed off a terminal, or with --wide, is never cut.
 UNLIMITED_WIDTH = 100_000
@@ -55,7 +57,9 @@ def fitted_table(
     names them and how to show them; where even those do not fit, the rows one under another
     (`stacked_rows`, the first `labels` cells on a line, a name longer than the line folded)
     if every figure fits the width whole so, and if not, the last resort, the labels (the
-    first column of `priority`) cut in the middle.
+    first column of `priority`) cut in the middle, then a long class name (Type) at its end;
+    columns chosen by name (`layout.columns`) are all shown, stacked or cut the same way.
+    A class name counts as its shortest cut when the columns are chosen.
     `marks[i]` follows row i's label, never cut ("◀ peak"). Given names, the first `labels`
     of `priority` and those columns, in that order. `rules[i]` draws a rule
     above row i. Text cells and the title are shown as they are, never read as Rich markup
@@ -65,24 +69,29 @@ def fitted_table(
     unmarked = columns[label] if label is not None else []
     if label is not None and marks:
         columns = {**columns, label: [_marked(cell, mark) for cell, mark in zip_longest(unmarked, marks)]}
-    label_width = None  # the label column's, where even the columns kept do not fit
+    text_widths: dict[str, int] = {}  # a text column's cut width, where even the columns kept do not fit
     title = Text(title) if isinstance(title, str) else title.copy()
-    if layout.columns:
-        shown = chosen_columns(order, layout.columns, labels)
-    else:
-        widths = _widths(columns)
-        fitting = _fitting(widths, order, layout.width, keep)
-        excess = sum(widths[h] + 3 for h in fitting) - layout.width if layout.width is not None else 0
+    natural = _widths(columns)
+    # A class name (Type) counts as its shortest cut while columns are chosen: a long one is
+    # cut to the room left, not the figures left out for it (nor Rich left to cut them).
+    widths = {h: min(w, _SHORTEST_LABEL) if h in _CUT_TEXT else w for h, w in natural.items()}
+    # The columns asked for by name, all of them, or the first of `priority` that fit.
+    chosen = bool(layout.columns)
+    fitting = chosen_columns(order, layout.columns, labels) if chosen else _fitting(widths, order, layout.width, keep)
+    stack = False
+    if layout.width is not None:
+        excess = sum(widths[h] + 3 for h in fitting) - layout.width
         # Where the columns kept do not fit side by side, the rows one under another, if every
         # figure fits so; but a table a few characters too wide keeps its rows where no name
         # loses over a third of itself (resnet18's summary on 70 columns: 6 names cut by 5
         # characters, where stacking would make each of its 60 rows four lines).
         too_wide = excess > 0 and (label is None or not _cut_slightly(unmarked, marks, widths[label] - excess))
         stack = too_wide and _stacked_rows_fit({h: columns[h] for h in fitting}, labels, layout.width)
-        if too_wide and not stack:
+        if too_wide and not stack and not chosen:
             fitting = _fewest_columns(widths, fitting, layout.width)
-        shown = [heading for heading in columns if heading in fitting]  # the table's own order
-        left_out = [heading for heading in order if heading not in fitting]
+    shown = fitting if chosen else [heading for heading in columns if heading in fitting]  # the table's own order
+    if layout.width is not None:
+        left_out = [heading for heading in order if heading not in fitting] if not chosen else []
         if left_out:
             notes = (_left_out_note(left_out, layout.width), options.get("caption"))
             options.update(caption="\n".join(filter(None, notes)), caption_justify="left")
@@ -91,11 +100,13 @@ def fitted_table(
             kept = {heading: columns[heading] for heading in shown}
             caption = Prose(caption) if caption else None
             return stacked_rows(title, kept, labels=labels, caption=caption, width=layout.width)
-        over = sum(widths[h] + 3 for h in shown) - layout.width if layout.width is not None else 0
-        if over > 0 and label is not None:
-            # The last resort: a long name is cut, not the figures beside it (Rich would shrink every column).
-            label_width = max(widths[label] - over, _SHORTEST_LABEL)
-            columns = {**columns, label: _cut_labels(unmarked, marks, label_width)}
+        over = sum(natural[h] + 3 for h in shown) - layout.width
+        if over > 0:
+            # The last resort: long names are cut, never the figures beside them (Rich would
+            # shrink every column): the label in its middle first, then the class names.
+            text_widths = _cut_text_widths(natural, [h for h in shown if h == label or h in _CUT_TEXT], label, over)
+            if label in text_widths:
+                columns = {**columns, label: _cut_labels(unmarked, marks, text_widths[label])}
     if layout.width is not None and title.cell_len > layout.width:
         title = Text("\n").join(title.wrap(Console(width=layout.width), layout.width))
     # Wrapped to the width it has, not to a table its columns made narrow (rf --columns
@@ -108,7 +119,7 @@ def fitted_table(
             justify="left" if heading in left else "right",
             no_wrap=True,
             overflow="ellipsis",
-            max_width=label_width if heading == label else None,
+            max_width=text_widths.get(heading),
         )
     for index in range(len(next(iter(columns.values()), []))):
         if index < len(rules) and rules[index]:
@@ -353,6 +364,20 @@ def _fitting(widths: dict[str, int], order: list[str], width: int | None, keep: 
             shown.append(heading)
             used += widths[heading] + 3
     return shown
+
+
+def _cut_text_widths(widths: dict[str, int], texts: list[str], label: str | None, over: int) -> dict[str, int]:
+    """The widths the columns `texts` (the label, `_CUT_TEXT`'s) are cut to, so that a table
+    `over` characters too wide fits: the label first, to `_SHORTEST_LABEL` at the least, then
+    the widest of the others in turn (a long class name in Type), none below that either."""
+    cut: dict[str, int] = {}
+    for heading in sorted(texts, key=lambda h: (h != label, -widths[h])):
+        if over <= 0:
+            break
+        if widths[heading] > _SHORTEST_LABEL:
+            cut[heading] = max(widths[heading] - over, _SHORTEST_LABEL)
+            over -= widths[heading] - cut[heading]
+    return cut
 
 
 def _fewest_columns(widths: dict[str, int], shown: list[str], width: int) -> list[str]:
