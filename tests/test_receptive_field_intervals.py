@@ -543,6 +543,48 @@ def test_every_unit_after_a_border_padding_and_dilated_convolutions_reads_what_i
     check_units(model, (2, 13, 11), every_unit(model, (2, 13, 11)))
 
 
+class ShiftedSum(nn.Module):
+    """A 1x1 convolution's map plus a copy shifted one unit along both axes, each padded back
+    with zeros: at a unit in either copy's padding only the other copy reads a pixel."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return F.pad(y, (0, 1, 0, 0)) + F.pad(y, (1, 0, 1, -1))
+
+
+@pytest.mark.parametrize(("model", "size"), [(ShiftedSum(), (1, 4, 4)), (TwoShifts(), (1, 6, 6))])
+def test_paths_padded_along_different_axes_and_added_give_an_upper_bound_that_holds_every_unit(model, size):
+    """The fields go axis by axis: a unit where one path reads nothing along W (its padding)
+    still gets that path's rows along H. Said to be an upper bound, each box holds the
+    unit's gradient footprint."""
+    state, _ = output_state(positive(model), size, torch.float64)
+    assert state.bound.startswith("an upper bound: aten.add in (model) merges paths one of which reads no pixel")
+    check_units(model, size, every_unit(model, size))
+
+
+class PaddedPooledRows(nn.Module):
+    """Rows pooled to one, then zero rows padded after (or before) it: a padding unit reads nothing."""
+
+    def __init__(self, pad: tuple[int, int, int, int]):
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x):
+        return F.pad(F.adaptive_avg_pool2d(x, (1, 3)), self.pad)
+
+
+@pytest.mark.parametrize("pad", [(0, 0, 0, 2), (0, 0, 2, 1), (1, 0, 1, 0)])
+def test_a_pooled_away_dimension_padded_with_zeros_has_units_that_read_nothing(pad):
+    """Along a dimension pooled to one unit no input axis runs; the padding's units beside
+    that unit read no pixel, the unit itself every row of its columns."""
+    model = PaddedPooledRows(pad)
+    check_units(model, (1, 9, 12), every_unit(model, (1, 9, 12)))
+
+
 class ReflectedBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()

@@ -57,6 +57,7 @@ from archprof.passes.receptive_field.dims import (
     WHOLE,
     Extent,
     Field,
+    Parts,
     State,
     Undefined,
     mixed_span,
@@ -270,6 +271,9 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
     has no such unit."""
     if len(unit) != len(spatial):
         raise ArchprofError(f"--unit needs {len(spatial)} coordinates (one per spatial dimension), got {len(unit)}")
+    state, padding = _part_of_unit(state, unit)
+    if padding:
+        return [None] * len(spatial)
     if state is None or state is WHOLE or (isinstance(state, Field) and reads_all_input(state, spatial)):
         what = "has no spatial field" if state is None else "reads the whole input (global)"
         raise ArchprofError(f"this layer {what}: no unit box to give")
@@ -283,6 +287,37 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
     # A unit no pixel reaches along one dimension (a padding unit) is reached by none at all,
     # whatever its box along the others.
     return [None] * len(boxes) if None in boxes else boxes
+
+
+def _part_of_unit(state: State, unit: tuple[int, ...]) -> tuple[State, bool]:
+    """The field of the part the unit is in, where a spatial dimension the input's runs along
+    no input axis but holds paths side by side (`Parts`: a pooled-away dimension padded with
+    a constant, `layout._padded_channels`; the tensor's last dimensions taken as the spatial
+    ones, in order); and whether that part reads nothing (the padding's units: no pixel)."""
+    while isinstance(state, Field):
+        picked = None
+        for axis, index in enumerate(unit):
+            d = len(state.dims) - len(unit) + axis
+            entry = state.dims[d] if d >= 0 else None
+            if isinstance(entry, Parts) and entry.holds(state, d) and not state.places(axis):
+                picked = _picked(entry, index, axis)
+                break
+        if picked is None:
+            return state, False
+        state = picked[0]
+        if state is None:
+            return None, True
+    return state, False
+
+
+def _picked(parts: Parts, index: int, axis: int) -> tuple[State]:
+    """The state of the part that holds index `index` of `parts` (a 1-tuple: the state may be None)."""
+    begin = 0
+    for size, part in zip(parts.sizes, parts.states, strict=True):
+        if index < begin + size:
+            return (part,)
+        begin += size
+    raise ArchprofError(f"--unit {index} is outside the layer's {begin} units along dimension {axis + 1}")
 
 
 def _unit_boxes(state: Field, unit: tuple[int, ...]) -> list[Interval | None]:

@@ -428,10 +428,10 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
         if union is None:
             earlier = unions.get(key[:-1]) if len(key) > 3 else None
             parents = (earlier, key[-1]) if earlier is not None else key[1:]
-            union = unions[key] = AxisMap(axes.pop(), size, tuple(Link(m, _same, 1, period=1) for m in parents))
+            union = unions[key] = AxisMap(axes.pop(), size, tuple(Link(m, same_unit, 1, period=1) for m in parents))
         return union
     links = [
-        Link(e, _same, 1, period=1)
+        Link(e, same_unit, 1, period=1)
         if n == size
         else Link(e, _first, None, why="broadcast along a spatial dimension")  # every unit reads unit 0
         for e, n in dict.fromkeys(entries)
@@ -474,7 +474,8 @@ def _merged_parts(entries: list[tuple[Dim, int]], unions: dict[tuple, AxisMap]) 
     return Merged(tuple(parts))
 
 
-def _same(unit: int) -> tuple[tuple[int, int]]:
+def same_unit(unit: int) -> tuple[tuple[int, int]]:
+    """A union's link to each of the maps it unites: unit u reads the parent's unit u."""
     return ((unit, unit),)
 
 

@@ -33,6 +33,7 @@ from archprof.passes.receptive_field.dims import (
     plain,
     read_whole,
     reads_all_input,
+    same_unit,
 )
 from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, FieldsTooIrregular
 from archprof.passes.receptive_field.maps import AxisMap
@@ -68,6 +69,8 @@ class Walk:
         self._replaced: dict[int, int] = {}
         # (size, parents) -> the map reading each parent unit for unit: see `merge_entries`
         self._unions: dict[tuple, AxisMap] = {}
+        # map -> whether each of its units reads a real pixel (`every_unit_reads`)
+        self._reading: dict[AxisMap, bool] = {}
         # The tensors a mask may have reached: an attention mask (-inf where a causal or
         # banded mask drops a key), the scores it was added or filled into, and the softmax's
         # weights, exactly 0 there: a softmax or a product over them reads fewer units than
@@ -265,7 +268,57 @@ class Walk:
         for field, _ in fields if outers else ():  # no block positions (not windows): none gone
             kept = {w.outer for e in field.dims for w in entry_withins(e)}
             gone |= {m for e in field.dims for m in entry_maps(e) if m in outers and m not in kept}
-        return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), tuple(loose)), gone))
+        bound = ""
+        if len(fields) > 1 and self._idle_along_one_axis(fields):
+            bound = (
+                f"{UPPER_BOUND}: {op.op} in {_where(op)} merges paths one of which reads no pixel at some units"
+                " along one dimension, and archprof gives those units what that path reads along the others"
+            )
+        return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), tuple(loose), bound), gone))
+
+    def _idle_along_one_axis(self, fields: list[tuple[Field, tuple[int, ...]]]) -> bool:
+        """Whether a merge's fields, per input axis a union of their maps, may give a unit more
+        than it reads: a path with units that read no pixel along one axis (a constant padding,
+        a strided transposed convolution's empty rows) reads nothing at all there, but its map
+        along another axis, where the paths' maps differ, still joins that axis's union (a map
+        and a copy shifted along both axes and padded back, added: NASNet's padded and cropped
+        pooling)."""
+        along: dict[int, set[AxisMap]] = {}
+        for field, _ in fields:
+            for entry in field.dims:
+                if type(entry) is AxisMap:
+                    along.setdefault(entry.axis, set()).add(entry)
+        if len(along) < 2 or all(len(maps) == 1 for maps in along.values()):
+            return False
+        for field, _ in fields:
+            maps = [entry for entry in field.dims if type(entry) is AxisMap]
+            for axis_map in maps:
+                if not self.every_unit_reads(axis_map) and any(
+                    other.axis != axis_map.axis and len(along[other.axis]) > 1 for other in maps
+                ):
+                    return True
+        return False
+
+    def every_unit_reads(self, axis_map: AxisMap) -> bool:
+        """Whether every unit of the map reads a real pixel (found once per map): a union of
+        maps where one of them does (a DenseNet block's concatenations, each a union of the one
+        before); else where its runs (`AxisMap.exact_runs`, in order, apart) hold every unit,
+        however many (a dilated convolution's map is a few runs, broken where its order is near
+        the borders); a map without runs (after a window attention, a roll) where
+        `AxisMap.reads_everywhere` cannot tell, unit by unit."""
+        known = self._reading.get(axis_map)
+        if known is None:
+            known = any(link.reads is same_unit and self.every_unit_reads(link.parent) for link in axis_map.links)
+            if not known:
+                runs = axis_map.exact_runs
+                if runs is not None:
+                    known = sum(last - first + 1 for first, last in runs) == axis_map.size
+                else:
+                    known = axis_map.reads_everywhere or all(
+                        axis_map.field(u, exact=True) is not None for u in range(axis_map.size)
+                    )
+            self._reading[axis_map] = known
+        return known
 
     def along(
         self,
