@@ -1518,6 +1518,48 @@ def test_rows_reading_no_input_are_neither_covering_nor_not():
     assert "the field covers the whole 8x8 input from layer wide on" in text
 
 
+class _GramOverColumns(nn.Module):
+    """A Gram matrix of a map's columns (axial attention's scores along W): unit (v, w) reads
+    columns v and w of the map, every row of both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.transpose(-2, -1) @ y
+
+
+def test_a_map_along_two_dimensions_of_an_output_shows_the_range_of_its_units_fields():
+    """Both dimensions of the scores run along the input's W: the units' fields along W range
+    from a column's own (v = w) to the hull of the first and last columns', as the gradient of
+    every unit shows; along H each reads every row, a size the Field column shows beside the
+    range (it showed 6x3, one size, where the units' differ)."""
+    from archprof.passes.layers import group_layers
+    from archprof.passes.receptive_field import row_states, spreads
+    from archprof.render import to_text
+    from archprof.render.fields import receptive_field_table
+
+    model = positive(_GramOverColumns())
+    x = torch.rand(1, 1, 6, 7, dtype=torch.float64, requires_grad=True)
+    scores = model(x)
+    heights, widths = set(), set()
+    for v in range(scores.shape[-2]):
+        for w in range(scores.shape[-1]):
+            reached = torch.autograd.grad(scores[0, :, v, w].sum(), x, retain_graph=True)[0][0, 0] != 0
+            rows, columns = reached.any(1).nonzero().flatten(), reached.any(0).nonzero().flatten()
+            heights.add(int(rows.max() - rows.min() + 1))
+            widths.add(int(columns.max() - columns.min() + 1))
+    assert heights == {6} and (min(widths), max(widths)) == (3, 7)
+    centre_width = 3  # unit (2, 2), the centre's, reads column 2's field alone
+    report = archprof.analyze(model, input_size=(1, 6, 7))
+    states, spatial = row_states(report.graph, group_layers(report.graph))
+    cells = to_text(receptive_field_table(report, spreads=spreads(states, spatial))).splitlines()
+    model_row = next(line for line in cells if line.lstrip().startswith("(model)"))
+    assert f" 6x{centre_width} (6x{min(widths)}..{max(widths)}) " in model_row
+
+
 # -- the built-in models -------------------------------------------------------------------
 #
 # By hand, r' = r + (K - 1) J, J' = J S, start' = start - P J (torchvision layouts):

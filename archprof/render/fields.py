@@ -99,11 +99,13 @@ def _field_text(field, spread) -> Text | str:
         return Text(field, style="red")
     if field == "input":
         return field_text(field)
-    if not isinstance(field, tuple) or not spread or None in spread:
+    if not isinstance(field, tuple) or not spread or all(s is None for s in spread):
         return dims_text(field) or dash()
-    text = "x".join(str(s.centre) for s in spread)
+    # A dimension read whole (None: its size the field's) beside others whose units differ.
+    pairs = list(zip(spread, field, strict=True))
+    text = "x".join(str(s.centre if s is not None else size) for s, size in pairs)
     if _varies(spread):
-        text += " (" + "x".join(f"{s.smallest}..{s.largest}" for s in spread) + ")"
+        text += " (" + "x".join(f"{s.smallest}..{s.largest}" if s is not None else str(size) for s, size in pairs) + ")"
     return text
 
 

@@ -241,16 +241,31 @@ def _spread(field: Field, axis: int, extent: int) -> Spread | None:
     if _spans(mixed, extent):
         return None
     places = field.places(axis)
+    maps = {id(axis_map) for axis_map, _ in places}
+    if mixed is None and len(places) > 1 and len(maps) == 1 and all(own for _, own in places):
+        # One map along several dimensions (a Gram matrix of its units: unit (v, w) reads what
+        # units v and w read): the smallest field is a unit's own (v = w), the largest the
+        # hull of the map's first and last units' (v, w at its ends).
+        axis_map = places[0][0]
+        spread = _map_spread(axis_map)
+        largest = _size(axis_map.span(0, axis_map.size - 1, exact=False))
+        units = axis_map.size ** len(places)
+        measured = units if spread.measured == spread.units else spread.measured
+        return Spread(spread.first, spread.centre, spread.smallest, largest, measured, units)
     if mixed is not None or len(places) != 1 or not places[0][1]:  # mixed, or kept at one position: unit 0 only
         box = mixed
         for axis_map, _ in places:
             box = hull(box, axis_map.field(0))
         size = box[1] - box[0] + 1 if box else 0
         return Spread(size, size, size, size, 1, 1)
-    axis_map = places[0][0]
-    # Padded sizes repeat with the map's period: the first period holds them all, unless
-    # some units break it (near a reflection's borders, or the borders of a map after a grid
-    # attention), which are then measured one by one.
+    return _map_spread(places[0][0])
+
+
+def _map_spread(axis_map: AxisMap) -> Spread:
+    """The field sizes of the units of one map: the first's, the centre's, the smallest and
+    largest. Padded sizes repeat with the map's period: the first period holds them all,
+    unless some units break it (near a reflection's borders, or the borders of a map after a
+    grid attention), which are then measured one by one."""
     periodic = axis_map.periodic
     first_units = axis_map.period if periodic else MAX_UNITS
     sizes = [_size(axis_map.field(u)) for u in range(min(axis_map.size, first_units))]
