@@ -139,6 +139,23 @@ def standard_output_moved(descriptor: int) -> Iterator[None]:
         _standard_output.pop()
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether `path` is written straight, as a stream: standard output by name, a FIFO or a
+    character device (`open_output`)."""
+    target = Path(path)
+    if _names_standard_output(target):
+        return True
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return False
+    return _written_straight(mode)
+
+
+def _written_straight(mode: int) -> bool:
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
 def _names_standard_output(target: Path) -> bool:
     name = os.path.abspath(target)
     return name in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", f"/proc/{os.getpid()}/fd/1")
@@ -152,7 +169,7 @@ def _destination(target: Path) -> tuple[Path, bool]:
         status = None
     except OSError as exc:
         raise ArchprofError(f"cannot write {target}: {exc.strerror}") from None
-    if status is not None and (stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode)):
+    if status is not None and _written_straight(status.st_mode):
         return target, False
     if status is not None and stat.S_ISDIR(status.st_mode):
         raise ArchprofError(f"cannot write {target}: it is a directory; give a file name")

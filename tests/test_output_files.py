@@ -341,6 +341,29 @@ def test_output_to_standard_output_by_name_goes_there_and_leaves_a_logged_stderr
     assert lines[1].startswith("layer,module_type,") and len(lines) > 10
 
 
+def test_a_stream_without_a_suffix_gets_the_table_and_a_file_without_one_is_refused(tmp_path):
+    """`-o /dev/stdout` and `-o /dev/null` name no format: they get the table, as standard
+    output would; a file whose suffix names none is refused, nothing written."""
+    report = tmp_path / "report.txt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(report, "w") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", "archprof", "summary", "lenet5", "-o", "/dev/stdout"],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr
+    lines = report.read_text().splitlines()
+    assert lines[0].startswith("lenet5") and "Layer" in lines[2] and "Receptive field" in lines[2]
+    assert invoke("summary", "lenet5", "-o", os.devnull).exit_code == 0
+    plain = tmp_path / "report"
+    line = error_line(invoke("summary", "lenet5", "-o", plain))
+    assert f"cannot tell the format of '{plain}' from its suffix" in line
+    assert not plain.exists()
+
+
 @needs_dev_full
 @pytest.mark.parametrize("printing", PRINTING)
 def test_standard_output_on_a_full_disk_is_one_line_and_exit_2(printing):

@@ -65,21 +65,24 @@ def _table_markdown(table, choice: ColumnChoice) -> str:
 
 
 def choose_format(format: Format | None, output: Path | None) -> Format:
-    """The format asked for, else the one `output`'s suffix names, else the table."""
+    """The format asked for, else the one `output`'s suffix names, else the table: on standard
+    output, and in a stream without a known suffix (`-o /dev/stdout`, a FIFO, `/dev/null`), as
+    the shell's `>` would have it. A file's unknown suffix is refused: `-o report` would
+    otherwise be a table where CSV was likely meant."""
     from archprof.errors import ArchprofError
+    from archprof.output import is_stream
 
-    chosen = format
-    if chosen is None and output is None:
-        chosen = Format.table
-    if chosen is None:
-        try:
-            chosen = _SUFFIX_FORMATS[output.suffix.lower()]
-        except KeyError:
-            known = ", ".join(_SUFFIX_FORMATS)
-            raise ArchprofError(
-                f"cannot tell the format of '{output}' from its suffix ({known}): give --format"
-            ) from None
-    return chosen
+    if format is not None:
+        return format
+    if output is None:
+        return Format.table
+    suffix_format = _SUFFIX_FORMATS.get(output.suffix.lower())
+    if suffix_format is not None:
+        return suffix_format
+    if is_stream(output):
+        return Format.table
+    known = ", ".join(_SUFFIX_FORMATS)
+    raise ArchprofError(f"cannot tell the format of '{output}' from its suffix ({known}): give --format")
 
 
 def check_output(output: Path | None, option: str, *inputs: tuple[str, str | Path | None]) -> None:

@@ -132,7 +132,7 @@ def format_option(*formats: Format):
             metavar="FORMAT",
             parser=_format,
             help=f"Output format: {', '.join(names[:-1])} or {names[-1]}",
-            show_default="from --output's suffix, else table",
+            show_default="from --output's suffix; table on standard output",
         ),
     ]
 
