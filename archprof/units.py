@@ -161,10 +161,13 @@ class _Kind:
     units: tuple[str, ...]  # the unit texts that may follow the prefix (lower case; "" for none)
     binary: bool  # whether KiB-style prefixes are allowed
     examples: str
+    prefixed: bool = True  # whether K, M, G... may follow the number
 
 
 _COUNT = _Kind("count", ("",), False, "30M, 1.5G, 1e9 or 25_557_032")
-_PIXELS = _Kind("pixel count", ("",), False, "200 or 200px")
+# No prefixes: a receptive field is a few hundred pixels, and "10p" (10 px, the x lost) read as
+# 10 peta-pixels failed every model.
+_PIXELS = _Kind("pixel count", ("",), False, "200 or 200px", prefixed=False)
 _SIZE = _Kind("size", ("", "b"), True, "16GB, 16GiB, 512MB, 1.5GB, 1e9 or 1000000 (bytes)")
 _FLOPS = _Kind("FLOP rate", ("", "flop/s", "flops", "flop"), False, "989T, 67.5TFLOP/s or 5e13")
 _BANDWIDTH = _Kind("bandwidth", ("", "b", "b/s", "/s", "bps"), True, "3.35TB/s, 900GB/s or 100GiB/s")
@@ -181,6 +184,7 @@ def _quantity(value: object, kind: _Kind) -> Decimal:
         match is None
         or match["unit"].lower() not in kind.units
         or (match["binary"] and not (kind.binary and match["prefix"]))
+        or (match["prefix"] and not kind.prefixed)
     ):
         raise unreadable
     power = _PREFIXES.index(match["prefix"].lower()) + 1 if match["prefix"] else 0
@@ -208,7 +212,7 @@ def parse_count(value: object) -> int:
 
 def parse_pixels(value: object) -> int:
     """A count of pixels, as tables show a receptive field: '200', '200px', '200 px' (the
-    unit taken off first: its 'p' would read as the prefix peta)."""
+    unit taken off first: its 'p' would read as the prefix peta); no prefix ('10p', '1k')."""
     text = value.strip() if isinstance(value, str) else value
     if isinstance(text, str) and text[-2:].lower() == "px":
         text = text[:-2]

@@ -287,7 +287,7 @@ def test_github_step_summary_is_appended(tmp_path):
     text = summary.read_text()
     assert text.startswith("# earlier step\n")
     assert "the 1 limit holds" in text and "1 of 1 limit exceeded" in text  # not "all 1 limits hold"
-    assert "| `resnet50` | 1x3x224x224 | `max-params 30M` | 25.56 M |" in text
+    assert "| `resnet50` | 1x3x224x224 | float32 | `max-params 30M` | 25.56 M |" in text
     assert "**FAIL**" in text
 
 
@@ -347,7 +347,7 @@ def test_several_models_on_the_command_line_are_each_held_to_the_limits(tmp_path
     assert result.exit_code == 1, result.output
     suites = ET.parse(junit).getroot().findall("testsuite")
     failed = {suite.get("name"): suite.find("testcase/failure") is not None for suite in suites}
-    assert failed == {"lenet5 (1x1x32x32)": False, "resnet50 (1x3x224x224)": True}
+    assert failed == {"lenet5 (1x1x32x32, float32)": False, "resnet50 (1x3x224x224, float32)": True}
     assert invoke("check", "lenet5", "resnet50", "--max-params", "30M").exit_code == 0
 
 
@@ -405,15 +405,15 @@ def test_a_model_that_cannot_be_checked_exits_2_without_hiding_the_others(tmp_pa
         root = ET.parse(junit).getroot()
         assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("3", "1", "1")
         suites = {suite.get("name"): suite for suite in root.findall("testsuite")}
-        assert list(suites) == ["lenet5 (1x1x32x32)", "no<such>&model", "lenet5 (2x1x32x32)"]
+        assert list(suites) == ["lenet5 (1x1x32x32, float32)", "no<such>&model", "lenet5 (2x1x32x32, float32)"]
         assert "unknown model" in suites["no<such>&model"].find("testcase/error").get("message")
         outputs.append((result.stdout, junit.read_text()))
     assert outputs[0] == outputs[1]
     text = summary.read_text()
     assert text.count("could not be checked") == 2 and "`no<such>&model`" in text and "**FAIL**" in text
     rows = first_table(text)
-    assert [len(row) for row in rows] == [6] * 4 and not html_in(text)
-    assert rows[2][0] == "no<such>&model" and "unknown model 'no<such>&model'" in rows[2][2]
+    assert [len(row) for row in rows] == [7] * 4 and not html_in(text)
+    assert rows[2][0] == "no<such>&model" and "unknown model 'no<such>&model'" in rows[2][3]
 
 
 def test_pyproject_tool_archprof_and_config_option(tmp_path, monkeypatch):
@@ -591,3 +591,80 @@ def test_a_size_limit_in_binary_units_shows_its_value_and_margin_in_them():
     assert f"{peak / 2**20:.2f} MiB" in line and f"+{margin / 2**20:.2f} MiB" in line, line
     decimal = invoke("check", "mobilenet_v2", "--max-peak-memory", "600MB", "-j", "1")
     assert f"{peak / 1e6:.2f} MB" in next(line for line in decimal.output.splitlines() if "max-peak-memory" in line)
+
+
+def test_entries_that_differ_only_in_dtype_are_kept_apart_everywhere(tmp_path, monkeypatch):
+    """Two entries of one model and input, float32 and bfloat16: parameter bytes halve, so
+    a peak-memory limit between the two fails only float32's. The table, the step summary
+    and the JUnit XML each keep them as two models, each named with its dtype (they were one
+    'lenet5 · input 1x1x32x32' with both limits, one passed and one failed)."""
+    peaks = {
+        dtype: archprof.analyze("lenet5", dtype=dtype).totals.peak_memory_bytes for dtype in ("float32", "bfloat16")
+    }
+    assert peaks["bfloat16"] < peaks["float32"]
+    limit = (peaks["bfloat16"] + peaks["float32"]) // 2
+    monkeypatch.chdir(tmp_path)
+    entries = "".join(f'[[models]]\nname = "lenet5"\ndtype = "{dtype}"\nmax-peak-memory = {limit}\n' for dtype in peaks)
+    write(tmp_path / "archprof.toml", entries)
+    summary, junit = tmp_path / "summary.md", tmp_path / "budget.xml"
+    result = invoke("check", "--junit", str(junit), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 1, result.output
+    titles = [line.strip() for line in result.stdout.splitlines() if line.startswith("lenet5")]
+    assert titles == [
+        "lenet5  ·  input 1x1x32x32  ·  float32  ·  1 exceeded",
+        "lenet5  ·  input 1x1x32x32  ·  bfloat16  ·  within budget",
+    ]
+    rows = [line for line in summary.read_text().splitlines() if line.startswith("| `lenet5`")]
+    assert [row.split(" | ")[2] for row in rows] == ["float32", "bfloat16"]
+    assert "(2 models)" not in summary.read_text()  # a failed check's title counts limits only
+    suites = {suite.get("name"): suite.get("failures") for suite in ET.parse(junit).getroot().iter("testsuite")}
+    assert suites == {"lenet5 (1x1x32x32, float32)": "1", "lenet5 (1x1x32x32, bfloat16)": "0"}
+
+
+def test_the_step_summary_starts_on_a_line_of_its_own(tmp_path):
+    """An earlier step that left no newline at the end: the title ran into its last line,
+    and '### ...' in mid-line is no heading."""
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step, no newline")
+    assert invoke("check", "lenet5", "--max-params", "1M", env={"GITHUB_STEP_SUMMARY": str(summary)}).exit_code == 0
+    lines = summary.read_text().splitlines()
+    assert lines[0] == "earlier step, no newline" and lines[1].startswith("### ✅ archprof budget")
+
+
+def test_an_optimizer_in_a_budget_entry_without_a_training_limit_is_refused(tmp_path, monkeypatch):
+    """As --optimizer is: only max-training-memory reads it, so alone it would change nothing."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "archprof.toml", '[[models]]\nname = "lenet5"\nmax-params = "1M"\noptimizer = "adam"\n')
+    result = invoke("check")
+    assert result.exit_code == 2
+    assert one_error_line(result) == (
+        "error: archprof.toml, line 4: optimizer: applies to max-training-memory: add that limit, or drop optimizer"
+    )
+
+
+def test_a_pyprojects_hints_name_its_own_table(tmp_path, monkeypatch):
+    """In pyproject.toml the entries are [[tool.archprof.models]]; a hint of [[models]] would
+    make a top-level table archprof never reads there."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "pyproject.toml", "[tool.archprof]\nmodel = 1\n")
+    assert one_error_line(invoke("check")).endswith("list models as [[tool.archprof.models]]")
+    write(tmp_path / "pyproject.toml", "[tool.archprof]\n")
+    assert "add a [[tool.archprof.models]] entry" in one_error_line(invoke("check"))
+
+
+@pytest.mark.parametrize(
+    ("models", "where"),
+    [
+        ('[\n  { name = "lenet5", max-params = "1M" },\n  { name = "lenet5", max-params = "1X" },\n]', "model entry 2"),
+        ('[{ name = "lenet5", max-params = "1M" }, { name = "lenet5", max-params = "1X" }]', "model entry 2"),
+        ('[\n  { name = "lenet5", max-params = "1M" },\n  { name = "lenet5", max-macs = "1X" },\n]', "line 4"),
+    ],
+)
+def test_an_inline_entry_is_named_by_its_line_only_where_that_line_is_sure(tmp_path, monkeypatch, models, where):
+    """Entries written inline have no [[models]] line to count from: the first line holding
+    the key was named, entry 1's, where entry 2's value was wrong."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "archprof.toml", f"# budgets\nmodels = {models}\n")
+    error = one_error_line(invoke("check"))
+    assert error.startswith(f"error: archprof.toml, {where}: max-"), error
+    assert "cannot read the count '1X'" in error

@@ -37,7 +37,7 @@ def test_pixels_read_as_tables_write_them(text, value):
     assert parse_pixels(text) == value
 
 
-@pytest.mark.parametrize("text", ["px", "-3px", "1.5px", "2pxx", True])
+@pytest.mark.parametrize("text", ["px", "-3px", "1.5px", "2pxx", True, "10p", "1k", "1kpx"])
 def test_unreadable_pixels(text):
     with pytest.raises(ArchprofError, match="pixel count"):
         parse_pixels(text)

@@ -114,6 +114,7 @@ class Verdict:
     input_shape: str  # batch included, e.g. "1x3x224x224"
     limit: Limit
     value: int
+    dtype: str = ""  # the report's: two entries of one model and input may differ in it alone
     optimizer: str = ""  # of a max-training-memory limit: the optimizer whose step it was
     bound: str = ""  # of a receptive-field limit: why the value is only an upper bound ("an upper bound: ...")
     field: tuple[int, ...] = ()  # of a receptive-field limit: the field per dimension, `value` its smallest side
@@ -162,7 +163,7 @@ def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) 
         field = limit.metric.key == "receptive-field"
         bound = final_receptive_field_bound(report) if field else ""
         dims = final_receptive_field_dims(report) if field else ()
-        verdicts.append(Verdict(model or report.model, shape, limit, value, optimizer, bound, dims))
+        verdicts.append(Verdict(model or report.model, shape, limit, value, report.dtype, optimizer, bound, dims))
     return verdicts
 
 

@@ -73,20 +73,22 @@ def load_budget_file(path: str | Path) -> list[BudgetEntry]:
     if path.name == "pyproject.toml" or (in_tool and "models" not in document):
         if not in_tool:
             raise ArchprofError(f"{path} has no [tool.archprof] table: add [[tool.archprof.models]] entries")
-        table, table_name = document["tool"]["archprof"], "[tool.archprof]"
+        table, table_name, entry_header = document["tool"]["archprof"], "[tool.archprof]", "[[tool.archprof.models]]"
     else:
-        table, table_name = document, "the budget file"
+        table, table_name, entry_header = document, "the budget file", "[[models]]"
     if not isinstance(table, dict):
         raise ArchprofError(f"{budget.at('archprof')}{table_name} must be a table")
     for key in table:
         if key != "models":
             hint = close_key_hint(key, ["models"])
-            raise ArchprofError(f"{budget.at(key)}unknown key '{key}' in {table_name}{hint}: list models as [[models]]")
+            raise ArchprofError(
+                f"{budget.at(key)}unknown key '{key}' in {table_name}{hint}: list models as {entry_header}"
+            )
     models = table.get("models")
     if not models:
-        raise ArchprofError(f"{path}: no models to check: add a [[models]] entry with a name and limits")
+        raise ArchprofError(f"{path}: no models to check: add a {entry_header} entry with a name and limits")
     if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
-        raise ArchprofError(f"{budget.at('models')}'models' must be an array of tables ([[models]])")
+        raise ArchprofError(f"{budget.at('models')}'models' must be an array of tables ({entry_header})")
     return [_entry(budget, index, raw) for index, raw in enumerate(models)]
 
 
@@ -155,6 +157,9 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
                 fail(key, str(exc).removeprefix(f"{key}: "))
     if not limits:
         raise ArchprofError(f"{header}model entry {index + 1} ('{name}') sets no limit: add e.g. max-params = \"30M\"")
+    if "optimizer" in values and not any(limit.key == "max-training-memory" for limit in limits):
+        # as --optimizer without the limit: a choice that changes nothing would pass unnoticed
+        fail("optimizer", "applies to max-training-memory: add that limit, or drop optimizer")
     return BudgetEntry(
         model=name.strip(),
         limits=tuple(limits),
@@ -190,21 +195,28 @@ class _BudgetText:
         self.table_start = text.count("\n", 0, tool_table.start()) if tool_table else 0
 
     def at(self, key: str | None, entry: int | None = None) -> str:
-        """'archprof.toml, line 7: ' (the key's line within model entry `entry`), or '<path>: '."""
+        """'archprof.toml, line 7: ' (the key's line within model entry `entry`), or '<path>: '.
+        An entry written inline (`models = [{...}, {...}]`) has no header line to start from:
+        its key's line is given only where no other place holds that key, else the entry's
+        number, 'archprof.toml, model entry 2: '."""
         start, end = self.table_start, len(self.lines)
-        if entry is not None and entry < len(self.headers):
+        headed = entry is not None and entry < len(self.headers)
+        if headed:
             start = self.headers[entry]
             end = self.headers[entry + 1] if entry + 1 < len(self.headers) else len(self.lines)
             if key is None:
                 return f"{self.path}, line {start + 1}: "
-        if key is not None:
-            pattern = re.compile(
-                rf"^\s*(?:[\w.\"'-]*\.)?[\"']?{re.escape(key)}[\"']?\s*=|[{{,]\s*[\"']?{re.escape(key)}[\"']?\s*="
-            )
-            for number in range(start, end):
-                if pattern.search(self.lines[number]):
-                    return f"{self.path}, line {number + 1}: "
-        return f"{self.path}: "
+        if key is None:
+            return f"{self.path}: "  # what is said of an entry as a whole names it
+        unplaced = f"{self.path}, model entry {entry + 1}: " if entry is not None and not headed else f"{self.path}: "
+        pattern = re.compile(
+            rf"^\s*(?:[\w.\"'-]*\.)?[\"']?{re.escape(key)}[\"']?\s*=|[{{,]\s*[\"']?{re.escape(key)}[\"']?\s*="
+        )
+        found = [number for number in range(start, end) if pattern.search(self.lines[number])]
+        if not found:
+            return unplaced
+        sure = headed or entry is None or (len(found) == 1 and len(pattern.findall(self.lines[found[0]])) == 1)
+        return f"{self.path}, line {found[0] + 1}: " if sure else unplaced
 
 
 def plan_check(

@@ -24,11 +24,12 @@ def format_margin(verdict: Verdict) -> str:
 
 
 def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
-    """Plain text cells, one dict per limit: model, input, limit, value, margin, verdict."""
+    """Plain text cells, one dict per limit: model, input, dtype, limit, value, margin, verdict."""
     return [
         {
             "model": v.model,
             "input": v.input_shape,
+            "dtype": v.dtype,
             "limit": v.limit_text,
             "value": v.value_text,
             "margin": format_margin(v),
@@ -50,7 +51,7 @@ def markdown_summary(results: Sequence[Verdict | EntryError]) -> str:
     verdicts = [v for v in results if isinstance(v, Verdict)]
     errors = len(results) - len(verdicts)
     failed = sum(not v.passed for v in verdicts)
-    models = len(dict.fromkeys((v.model, v.input_shape) for v in verdicts))
+    models = len(dict.fromkeys((v.model, v.input_shape, v.dtype) for v in verdicts))
     if errors:
         exceeded = f", {limits_verdict(failed, len(verdicts))}" if failed else ""
         title = f"### ⚠️ archprof budget: {unchecked_text(errors)}{exceeded}"
@@ -58,36 +59,45 @@ def markdown_summary(results: Sequence[Verdict | EntryError]) -> str:
         title = f"### ❌ archprof budget: {limits_verdict(failed, len(verdicts))}"
     else:
         title = f"### ✅ archprof budget: {limits_verdict(0, len(verdicts))} ({models} model{'s' * (models != 1)})"
-    lines = [title, "", "| Model | Input | Limit | Value | Margin | Verdict |", "|---|---|---|---:|---:|---|"]
+    header = "| Model | Input | Dtype | Limit | Value | Margin | Verdict |"
+    lines = [title, "", header, "|---|---|---|---|---:|---:|---|"]
     for result in results:
         if isinstance(result, EntryError):
-            cells = [markdown_code(result.model), "", markdown_literal(result.message), "", "", "⚠️ **ERROR**"]
+            cells = [markdown_code(result.model), "", "", markdown_literal(result.message), "", "", "⚠️ **ERROR**"]
         else:
             row = verdict_rows([result])[0]
             verdict = "✅ pass" if row["verdict"] == "pass" else "❌ **FAIL**"
-            cells = [markdown_code(row["model"]), row["input"], markdown_code(row["limit"]), row["value"]]
+            cells = [markdown_code(row["model"]), row["input"], row["dtype"], markdown_code(row["limit"]), row["value"]]
             cells += [row["margin"], verdict]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n"
 
 
 def append_step_summary(results: Sequence[Verdict | EntryError], path: str | Path) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(markdown_summary(results))
+    """Append the Markdown summary to `path`, on a line of its own: a summary that an earlier
+    step left without a last newline would otherwise run into the title, which then is no heading."""
+    with open(path, "a+", encoding="utf-8") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        separator = ""
+        if size:
+            handle.seek(size - 1)
+            separator = "" if handle.read(1) == "\n" else "\n"
+        handle.write(separator + markdown_summary(results))
 
 
 def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
-    """JUnit XML: one testsuite per model and input, one testcase per limit, <failure> when exceeded;
+    """JUnit XML: one testsuite per model, input and dtype, one testcase per limit, <failure> when exceeded;
     an entry that could not be checked, a testsuite of the model with one testcase, its <error>.
     The model's name and the limits as written are given with control characters shown as
     escapes (`visible_text`): XML 1.0 has no way to hold most of them."""
     suites = ET.Element("testsuites", name="archprof budget")
-    by_model: dict[tuple[str, str] | int, list[Verdict] | EntryError] = {}
+    by_model: dict[tuple[str, str, str] | int, list[Verdict] | EntryError] = {}
     for index, result in enumerate(results):
         if isinstance(result, EntryError):
             by_model[index] = result
         else:
-            by_model.setdefault((result.model, result.input_shape), []).append(result)
+            by_model.setdefault((result.model, result.input_shape, result.dtype), []).append(result)
     for group in by_model.values():
         if isinstance(group, EntryError):
             model, message = visible_text(group.model), visible_text(group.message)
@@ -95,12 +105,12 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name="check")
             ET.SubElement(case, "error", message=message, type="ArchprofError").text = message
             continue
-        name, shape = group[0].model, group[0].input_shape
+        name, shape, dtype = group[0].model, group[0].input_shape, group[0].dtype
         model = visible_text(name)
         suite = ET.SubElement(
             suites,
             "testsuite",
-            name=f"{model} ({shape})",
+            name=f"{model} ({shape}, {dtype})",
             tests=str(len(group)),
             failures=str(sum(not v.passed for v in group)),
             errors="0",
@@ -109,7 +119,7 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
         for verdict in group:
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit_name)
             exact = f"{verdict.value:,} px, its smallest side" if verdict.field else f"{verdict.value:,}"
-            detail = f"{verdict.limit.metric.label} {verdict.value_text} ({exact}) at input {shape}"
+            detail = f"{verdict.limit.metric.label} {verdict.value_text} ({exact}) at input {shape}, {dtype}"
             limit = visible_text(verdict.limit_text)
             if verdict.passed:
                 ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"

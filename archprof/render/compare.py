@@ -81,17 +81,17 @@ def comparison_table(
 
 
 def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout = Layout()) -> Group:
-    """One table per model and input, one row per limit (cells from `archprof.budget.verdicts.verdict_rows`),
+    """One table per model, input and dtype, one row per limit (cells from `archprof.budget.verdicts.verdict_rows`),
     then the overall verdict: first, how many models could not be checked (`unchecked`), if any.
     Where a table's figures and verdicts side by side do not fit `layout.width`, one block per limit."""
-    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
     for row in rows:
-        groups.setdefault((row["model"], row["input"]), []).append(row)
+        groups.setdefault((row["model"], row["input"], row["dtype"]), []).append(row)
     parts: list = []
-    for (model, shape), group in groups.items():
+    for (model, shape, dtype), group in groups.items():
         failed = sum(row["verdict"] != "pass" for row in group)
         verdict = Text(f"{failed} exceeded", style="bold red") if failed else Text("within budget", style="green")
-        title = Text.assemble(f"{visible_text(model)}  ·  input {shape}  ·  ", verdict)
+        title = Text.assemble(f"{visible_text(model)}  ·  input {shape}  ·  {dtype}  ·  ", verdict)
         cells = _limit_columns(group)
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("Limit", overflow="fold")  # on a narrow terminal the limit wraps, not the figures
