@@ -185,6 +185,22 @@ def test_diff_markdown_has_the_tables_columns_and_writes_names_as_summary_does(t
     assert diff_cell == summary_name
 
 
+def test_a_layer_whose_type_changed_shows_both_types(tmp_path):
+    """A ReLU swapped for a GELU at the same place: the Type cell showed only 'GELU', where
+    the output shape beside it shows 'old → new'. The table, Markdown and HTML show both."""
+    old, new = tmp_path / "old.py", tmp_path / "new.py"
+    for path, activation in ((old, "ReLU"), (new, "GELU")):
+        path.write_text(
+            f"from torch import nn\n\ndef net():\n    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.{activation}())\n"
+        )
+    args = ("diff", f"{old}:net", f"{new}:net", "--input", "1x8x8")
+    row = next(line for line in invoke(*args).stdout.splitlines() if line.split()[:2] == ["changed", "1"])
+    assert "ReLU → GELU" in row, row
+    markdown = invoke(*args, "-f", "markdown").stdout
+    assert any("ReLU → GELU" in line for line in markdown.splitlines() if line.startswith("|")), markdown
+    assert '<td class="text">ReLU → GELU</td>' in invoke(*args, "-f", "html").stdout
+
+
 @pytest.mark.parametrize("digits", [400, 5000])
 def test_a_figure_no_model_has_is_refused_in_one_line(tmp_path, digits):
     """A 400-digit count, which int() reads, overflowed the floats of the human units and of

@@ -158,10 +158,6 @@ class LayerChange:
     def delta(self, metric: str) -> int:
         return (self.new[metric] if self.new else 0) - (self.old[metric] if self.old else 0)
 
-    def value(self, name: str) -> Any:
-        """The new value, or the old one for a removed row."""
-        return (self.new or self.old or {}).get(name)
-
     def ratio(self, metric: str) -> float | None:
         """new / old; None for a layer added or removed, or whose old figure is 0."""
         old, new = (side[metric] if side else None for side in (self.old, self.new))

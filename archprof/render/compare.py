@@ -158,7 +158,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
         status = line_status(diff, node)
         columns[""].append(Text(status, style=styles.get(status, "")))
         columns["Layer"].append(tree_label(node))
-        columns["Type"].append(visible_text(change.value("module_type")) if change else "")
+        columns["Type"].append(visible_text(value_change(change, "module_type")) if change else "")
         # a CSV's cell: any text
         columns["Output shape"].append(visible_text(value_change(change, "output_shape")) if change else "")
         for heading, name, unit in _LAYER_CHANGES:

@@ -87,7 +87,7 @@ def _layer_row(index: int, node: TreeRow, diff: ReportDiff) -> str:
 
     change, status = line_change(diff, node), line_status(diff, node)
     texts = (
-        visible_text(change.value("module_type")) if change else "",
+        visible_text(value_change(change, "module_type")) if change else "",
         status,
         visible_text(value_change(change, "output_shape")) if change else "",
     )
