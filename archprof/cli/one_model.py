@@ -250,6 +250,7 @@ def memory(
     from archprof.measure.peak_memory import predicted_and_measured
     from archprof.passes.optimizer_state import optimizer_state_copies
     from archprof.render import memory_table
+    from archprof.render.html import memory_html
     from archprof.units import human_bytes, in_binary_units, parse_size
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
@@ -310,7 +311,8 @@ def memory(
         report = replace(report, measured_memory=measured)  # in the JSON too
     if depth is not None:
         report = report.rollup(depth)  # each row its subtree's highest peak
-    emit_report(report, chosen, output, table=partial(memory_table, fit=found, measured=measured), choice=choice)
+    table = partial(memory_table, fit=found, measured=measured)
+    _emit_view(report, chosen, output, table, choice, partial(memory_html, report, found, measured))
     if plot is not None:
         from archprof.render.memory_plot import plot_memory
 
@@ -319,6 +321,15 @@ def memory(
     if chosen is not Format.table:
         for note in notes:
             say(note)
+
+
+def _emit_view(report, chosen: Format, output, table, choice, page) -> None:
+    """`emit_report` with `table` (rf's, memory's), whose HTML is `page()`: the command's own
+    table as a page (`render.html.rf_html`, `memory_html`), not the summary's."""
+    if chosen is Format.html:
+        write_text(page(), output)
+    else:
+        emit_report(report, chosen, output, table=table, choice=choice)
 
 
 def _measured_peak(loaded, report, inputs, batch: int, dtype, optimizer: str) -> int:
@@ -427,6 +438,7 @@ def rf(
     from archprof.render import receptive_field_table, to_text
     from archprof.render.base import Prose
     from archprof.render.fields import unit_box_text
+    from archprof.render.html import rf_html
     from archprof.render.rf_plot import plot_fields
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
@@ -446,7 +458,8 @@ def rf(
         write_text(to_text(Group(Prose(unit_box_text(report, states, spatial, layer, unit))), fitted_width()), None)
         return
     spread = spreads(states, spatial)
-    emit_report(report, chosen, output, table=partial(receptive_field_table, spreads=spread), choice=choice)
+    table = partial(receptive_field_table, spreads=spread)
+    _emit_view(report, chosen, output, table, choice, partial(rf_html, report, spread))
     if plot is not None:
         plot_fields(report, spread, plot)
         say(f"wrote {plot}")

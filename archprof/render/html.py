@@ -1,7 +1,9 @@
 """One Report as a self-contained HTML page: the totals, a profile's whole-model figures and
 cross-check, a sortable and filterable layer table with the module tree, and charts as
-inline SVG (memory over time, receptive-field growth, the roofline when profiled). Its frame,
-`page_html`, is every page's (`diff`'s, `compare`'s too).
+inline SVG (memory over time, receptive-field growth, the roofline when profiled). `rf` and
+`memory` write their own table instead (`rf_html`, `memory_html`), as the terminal and the
+Markdown show it, with their chart. Its frame, `page_html`, is every page's (`diff`'s,
+`compare`'s too).
 
 Everything the page needs is in the file: no script, style, font or image is fetched,
 and its Content-Security-Policy forbids any request, so it opens offline and leaks
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 
 from archprof.errors import ArchprofError
@@ -70,7 +73,6 @@ _CELLS = (
 
 def report_html(report: Report) -> str:
     """The page for `report` (charts left out, with a note, where matplotlib is missing)."""
-    heading = f"{visible_text(report.model)} · input {report.input_text} · {report.dtype}"
     sections = (
         _totals(report),
         _batch_fit(report),
@@ -79,19 +81,59 @@ def report_html(report: Report) -> str:
         _charts(report),
         _layer_table(report),
     )
-    return page_html(visible_text(report.model), heading, sections)
+    return page_html(visible_text(report.model), _heading(report), sections)
 
 
-def page_html(title: str, heading: str, sections: Sequence[str], sortable: bool = True) -> str:
+def rf_html(report: Report, spreads: Sequence | None = None) -> str:
+    """`archprof rf`'s page: its table (`render.receptive_field_table`, every column; `spreads`
+    as it takes them), its verdict and notes, then the field's growth against depth."""
+    from archprof.render.fields import receptive_field_table
+    from archprof.render.rf_plot import fields_figure
+
+    table = receptive_field_table(report, spreads=spreads)
+    charts = [("field", partial(fields_figure, report, spreads))] if _has_fields(report) else []
+    return _view_html(report, "rf", "Receptive fields", table, charts)
+
+
+def memory_html(report: Report, fit=None, measured=None) -> str:
+    """`archprof memory`'s page: `--fit`'s answer at its top, then its table and breakdown
+    (`render.memory_table`, every column; `fit` and `measured` as it takes them), then the
+    memory held over the forward (the budget drawn where `fit` gives one)."""
+    from archprof.render.memory import memory_table
+    from archprof.render.memory_plot import memory_figure
+
+    table = memory_table(report, fit=fit, measured=measured)
+    budget = fit.budget_bytes if fit is not None else None
+    return _view_html(report, "memory", "Memory", table, [("memory", partial(memory_figure, report, budget))])
+
+
+def _view_html(report: Report, view: str, name: str, table, charts: Sequence[tuple[str, Callable]]) -> str:
+    """The page of `archprof VIEW`'s own table (a Rich renderable, as `export.html_text` writes
+    the terminal's), under `name`, after the batch that fits (where the report has one) and
+    before `charts`; the page's title names the view: "archprof rf: lenet5"."""
+    from archprof.render.export import html_text
+
+    section = f'<section id="{view}"><h2>{escape(name)}</h2>{html_text(table)}</section>'
+    sections = (_batch_fit(report), section, _chart_section(charts) if charts else "")
+    return page_html(visible_text(report.model), _heading(report), sections, sortable=False, view=view)
+
+
+def _heading(report: Report) -> str:
+    return f"{visible_text(report.model)} · input {report.input_text} · {report.dtype}"
+
+
+def page_html(title: str, heading: str, sections: Sequence[str], sortable: bool = True, view: str = "") -> str:
     """A self-contained page: `title` and `heading` (text, names in it already through
     `visible_text`; escaped here), then `sections` (HTML); `sortable`: the page has a table
-    from `sortable_table`, which the script sorts and filters (without, it is left out)."""
+    from `sortable_table`, which the script sorts and filters (without, it is left out);
+    `view`, the command whose page it is, in the title ("archprof rf: lenet5")."""
+    command = f"archprof {view}" if view else "archprof"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>archprof: {escape(title)}</title>",
+        f"<title>{command}: {escape(title)}</title>",
         f"<style>{STYLE}</style>",
         "</head><body>",
         f"<h1>{escape(heading)}</h1>",
@@ -172,23 +214,33 @@ def _measured_memory(report: Report) -> str:
 
 
 def _charts(report: Report) -> str:
+    from archprof.render.memory_plot import memory_figure
+    from archprof.render.rf_plot import fields_figure
+    from archprof.render.roofline import roofline_figure
+
+    charts: list[tuple[str, Callable]] = [("memory", partial(memory_figure, report))]
+    if _has_fields(report):
+        charts.append(("field", partial(fields_figure, report)))
+    if report.measured is not None:
+        charts.append(("roofline", partial(roofline_figure, report)))
+    return _chart_section(charts)
+
+
+def _has_fields(report: Report) -> bool:
+    """Whether a row has a field of pixels, for the field's chart to draw."""
+    return any(isinstance(field, tuple) for field in report.columns["receptive_field"])
+
+
+def _chart_section(charts: Sequence[tuple[str, Callable]]) -> str:
+    """The charts, (name, a function drawing its matplotlib Figure), as inline SVG (left out,
+    with a note, where matplotlib is missing)."""
     from archprof.render.figures import require_matplotlib, svg_text
 
     try:
         require_matplotlib("the report's charts")
     except ArchprofError as exc:  # the page stays useful without its charts
         return f'<section><h2>Charts</h2><p class="note">{escape(str(exc))}</p></section>'
-    from archprof.render.memory_plot import memory_figure
-    from archprof.render.rf_plot import fields_figure
-
-    charts = [("memory", memory_figure(report))]
-    if any(isinstance(field, tuple) for field in report.columns["receptive_field"]):
-        charts.append(("field", fields_figure(report)))
-    if report.measured is not None:
-        from archprof.render.roofline import roofline_figure
-
-        charts.append(("roofline", roofline_figure(report)))
-    blocks = [f'<figure class="chart">{svg_text(figure, name)}</figure>' for name, figure in charts]
+    blocks = [f'<figure class="chart">{svg_text(draw(), name)}</figure>' for name, draw in charts]
     return '<section><h2>Charts</h2><div class="charts">' + "".join(blocks) + "</div></section>"
 
 
