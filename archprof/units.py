@@ -112,10 +112,16 @@ def _tuple_text(dims: tuple[int, ...]) -> str:
 def human_bytes(value: int, binary: bool = False) -> str:
     """6115328 -> '6.12 MB' (decimal units, as disk and GPU vendors use); `binary`: '5.83 MiB'
     (powers of 1024, for a budget given in them: 512MiB shown back as 512.00 MiB)."""
+    step, unit = byte_unit(value, binary)
+    return f"{value / step:.2f} {unit}" if step > 1 else f"{value} B"
+
+
+def byte_unit(value: float, binary: bool = False) -> tuple[int, str]:
+    """The unit `human_bytes` writes `value` in, as (bytes in it, its name): (10**6, "MB")."""
     for step, unit in _BINARY_BYTE_STEPS if binary else _BYTE_STEPS:
         if abs(value) >= step:
-            return f"{value / step:.2f} {unit}"
-    return f"{value} B"
+            return step, unit
+    return 1, "B"
 
 
 def flops_rate_text(value: float) -> str:

@@ -18,6 +18,7 @@ import typer
 
 import archprof
 from archprof.cli import app
+from archprof.fit import fit_batch
 from archprof.passes.optimizer_state import OPTIMIZER_STATE_COPIES
 from archprof.units import human_bytes
 from tests.cli import cli, runner
@@ -167,20 +168,44 @@ def test_the_memory_plot_marks_the_peak_of_the_report():
     pytest.importorskip("matplotlib")
     from archprof.render.memory_plot import memory_figure
 
-    report = archprof.analyze("lenet5")
-    totals = report.totals
-    figure = memory_figure(report, budget=10**6)
+    fit = fit_batch("lenet5", 10**6)
+    report, totals = fit.report, fit.report.totals
+    figure = memory_figure(report, fit)
     axes = figure.axes[0]
     texts = _texts(figure)
     assert f"peak {human_bytes(totals.peak_memory_bytes)} at {totals.peak_layer}" in texts
     assert "--fit 1.00 MB" in texts
     (held,) = [line for line in axes.get_lines() if line.get_label() == "most held while the layer ran"]
-    assert max(held.get_ydata()) == totals.peak_memory_bytes  # parameters + buffers + live activations
-    assert min(held.get_ydata()) >= totals.param_bytes + totals.buffer_bytes
-    assert axes.yaxis.get_major_formatter()(2e5) == "200 kB"
+    # in the unit of the axis's top, the budget: parameters + buffers + live activations
+    assert axes.get_ylabel() == "memory held (MB)"
+    assert max(held.get_ydata()) * 10**6 == pytest.approx(totals.peak_memory_bytes)
+    assert min(held.get_ydata()) * 10**6 >= totals.param_bytes + totals.buffer_bytes - 1e-6
     assert {"parameters and buffers", "activations live after it"} <= {
         text.get_text() for text in axes.get_legend().get_texts()
     }
+
+
+def test_the_memory_plot_of_a_budget_in_binary_units_is_in_them_with_distinct_ticks():
+    """memory --fit 1MiB: the budget's line said '--fit 1.05 MB' beside a table in MiB, and the
+    axis (decimal, no decimals) ticked '1 MB' at both 1.0 and 1.2 MB."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.memory_plot import memory_figure
+
+    fit = fit_batch("lenet5", 2**20, binary=True)
+    figure = memory_figure(fit.report, fit)
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    texts = _texts(figure)
+    assert "--fit 1.00 MiB" in texts
+    peak = fit.report.totals.peak_memory_bytes
+    assert any(text.startswith(f"peak {peak / 2**10:.2f} KiB") for text in texts), texts
+    assert axes.get_ylabel() == "memory held (MiB)"
+    (held,) = [line for line in axes.get_lines() if line.get_label() == "most held while the layer ran"]
+    assert max(held.get_ydata()) * 2**20 == pytest.approx(peak)
+    low, high = axes.get_ylim()
+    labels = zip(axes.get_yticklabels(), axes.get_yticks(), strict=True)
+    ticks = [label.get_text() for label, at in labels if low <= at <= high]
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), ticks
 
 
 def test_the_memory_plot_of_a_training_report_draws_the_training_estimate():

@@ -316,7 +316,7 @@ def memory(
     if plot is not None:
         from archprof.render.memory_plot import plot_memory
 
-        plot_memory(report, plot, budget=found.budget_bytes if found is not None else None)
+        plot_memory(report, plot, fit=found)
         say(f"wrote {plot}")
     if chosen is not Format.table:
         for note in notes:

@@ -103,8 +103,7 @@ def memory_html(report: Report, fit=None, measured=None) -> str:
     from archprof.render.memory_plot import memory_figure
 
     table = memory_table(report, fit=fit, measured=measured)
-    budget = fit.budget_bytes if fit is not None else None
-    return _view_html(report, "memory", "Memory", table, [("memory", partial(memory_figure, report, budget))])
+    return _view_html(report, "memory", "Memory", table, [("memory", partial(memory_figure, report, fit))])
 
 
 def _view_html(report: Report, view: str, name: str, table, charts: Sequence[tuple[str, Callable]]) -> str:

@@ -4,28 +4,40 @@ only here): what the device holds while the forward runs, layer by layer."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from archprof.render.figures import check_plot_target, figure_text, save_figure
 from archprof.report import Report, layer_label
 from archprof.text import training_peak_place
-from archprof.units import human_bytes
+from archprof.units import byte_unit, human_bytes
+
+if TYPE_CHECKING:
+    from archprof.fit import Fit
 
 
-def plot_memory(report: Report, path: str | os.PathLike, budget: int | None = None) -> None:
+def plot_memory(report: Report, path: str | os.PathLike, fit: Fit | None = None) -> None:
     """Draw `memory_figure` and save it to `path` (format from its suffix), atomically."""
     target = check_plot_target(path)
-    save_figure(memory_figure(report, budget), target)
+    save_figure(memory_figure(report, fit), target)
 
 
-def memory_figure(report: Report, budget: int | None = None):
+def memory_figure(report: Report, fit: Fit | None = None):
     """Bytes held over the forward, one step per row in execution order: the parameters and
     buffers (always live), plus the activations live after the row and, above them, the most
     live while it ran. The peak is marked and named; a training report adds the training
     estimate (the sum of the parts) and the training step's peak, backward included;
-    `budget` (--fit) draws the limit. A matplotlib Figure, made with the object API."""
+    `fit` (--fit) draws its budget, and every size is then in the budget's units (binary
+    where it was given in MiB). The axis is in one unit, the largest the top reaches, so
+    that its ticks are round numbers of it. A matplotlib Figure, made with the object API."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter, MaxNLocator
+    from matplotlib.ticker import MaxNLocator
+
+    budget = fit.budget_bytes if fit is not None else None
+    binary = fit is not None and fit.binary
+
+    def sized(value: int) -> str:
+        return human_bytes(value, binary)
 
     totals = report.totals
     state = totals.param_bytes + totals.buffer_bytes
@@ -33,23 +45,37 @@ def memory_figure(report: Report, budget: int | None = None):
     steps = list(range(len(called)))
     after = [state + report.columns["live_bytes"][index] for index in called]
     during = [state + report.columns["peak_live_bytes"][index] for index in called]
+    highest = max(*during, state, budget or 0, totals.training_memory_bytes or 0, totals.training_peak_bytes or 0, 1)
+    scale, unit = byte_unit(highest, binary)
+
+    def y(value: int) -> float:
+        """A size at the axis's scale."""
+        return value / scale
 
     figure = Figure(figsize=(9, 5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.fill_between(
-        steps, 0, [state] * len(steps), step="mid", color="tab:grey", alpha=0.35, label="parameters and buffers"
+        steps, 0, [y(state)] * len(steps), step="mid", color="tab:grey", alpha=0.35, label="parameters and buffers"
     )
-    axes.fill_between(steps, state, after, step="mid", color="tab:blue", alpha=0.35, label="activations live after it")
-    axes.step(steps, during, where="mid", color="tab:blue", lw=1, label="most held while the layer ran")
+    axes.fill_between(
+        steps,
+        y(state),
+        [y(v) for v in after],
+        step="mid",
+        color="tab:blue",
+        alpha=0.35,
+        label="activations live after it",
+    )
+    axes.step(steps, [y(v) for v in during], where="mid", color="tab:blue", lw=1, label="most held while the layer ran")
     if during:
         top = max(steps, key=during.__getitem__)
         index = called[top]
         name = figure_text(layer_label(report.columns["layer"][index], report.columns["call"][index]))
-        axes.plot([top], [during[top]], "v", color="tab:red", markersize=8)
+        axes.plot([top], [y(during[top])], "v", color="tab:red", markersize=8)
         axes.annotate(
-            f"peak {human_bytes(during[top])} at {name}",
-            (top, during[top]),
+            f"peak {sized(during[top])} at {name}",
+            (top, y(during[top])),
             xytext=(-6, 6) if top > len(steps) / 2 else (6, 6),  # inside the axes
             textcoords="offset points",
             ha="right" if top > len(steps) / 2 else "left",
@@ -65,10 +91,10 @@ def memory_figure(report: Report, budget: int | None = None):
         and totals.training_memory_bytes < totals.training_peak_bytes
     )
     if report.training and totals.training_memory_bytes is not None:
-        axes.axhline(totals.training_memory_bytes, color="tab:purple", ls="--", lw=1)
+        axes.axhline(y(totals.training_memory_bytes), color="tab:purple", ls="--", lw=1)
         axes.annotate(
-            f"training estimate {human_bytes(totals.training_memory_bytes)} ({report.optimizer})",
-            (0, totals.training_memory_bytes),
+            f"training estimate {sized(totals.training_memory_bytes)} ({report.optimizer})",
+            (0, y(totals.training_memory_bytes)),
             xytext=(2, -3) if estimate_lower else (2, 3),
             textcoords="offset points",
             va="top" if estimate_lower else "bottom",
@@ -78,10 +104,10 @@ def memory_figure(report: Report, budget: int | None = None):
     if totals.training_peak_bytes is not None:
         place = figure_text(training_peak_place(totals.training_peak_layer, totals.training_peak_phase))
         peak_lower = report.training and totals.training_memory_bytes is not None and not estimate_lower
-        axes.axhline(totals.training_peak_bytes, color="tab:purple", lw=1)
+        axes.axhline(y(totals.training_peak_bytes), color="tab:purple", lw=1)
         axes.annotate(
-            f"training step peak {human_bytes(totals.training_peak_bytes)} {place}",
-            (len(steps) - 1 if steps else 0, totals.training_peak_bytes),
+            f"training step peak {sized(totals.training_peak_bytes)} {place}",
+            (len(steps) - 1 if steps else 0, y(totals.training_peak_bytes)),
             xytext=(-2, -3) if peak_lower else (-2, 3),
             textcoords="offset points",
             ha="right",
@@ -90,21 +116,19 @@ def memory_figure(report: Report, budget: int | None = None):
             fontsize=8,
         )
     if budget is not None:
-        axes.axhline(budget, color="tab:red", ls=":", lw=1)
+        axes.axhline(y(budget), color="tab:red", ls=":", lw=1)
         axes.annotate(
-            f"--fit {human_bytes(budget)}",
-            (0, budget),
+            f"--fit {sized(budget)}",
+            (0, y(budget)),
             xytext=(2, -10),
             textcoords="offset points",
             color="tab:red",
             fontsize=8,
         )
-    highest = [*during, state, budget or 0, totals.training_memory_bytes or 0, totals.training_peak_bytes or 0, 1]
-    axes.set_ylim(0, max(highest) * 1.15)
-    axes.yaxis.set_major_formatter(EngFormatter(unit="B", places=0))
+    axes.set_ylim(0, y(highest) * 1.15)
     axes.set_xlabel(f"layer, in execution order ({len(steps)} calls)")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no tick at layer 0.5
-    axes.set_ylabel("memory held (decimal units)")
+    axes.set_ylabel(f"memory held ({unit})")
     axes.set_title(
         f"Memory over the forward of {figure_text(report.model)}, input {report.input_text}, {report.dtype}"
         + (", training" if report.training else ""),
