@@ -85,7 +85,7 @@ def test_the_pages_totals_are_the_summarys():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
     model[0].requires_grad_(False)
     report = archprof.analyze(model, input_size=(3, 16, 16), training=True)
-    totals = re.search(r'<table id="totals">(.*?)</table>', report_html(report)).group(1)
+    totals = re.search(r'<table id="totals"[^>]*>(.*?)</table>', report_html(report)).group(1)
     shown = re.findall(r'<th scope="row">(.*?)</th><td>.*?</td><td class="exact">(.*?)</td>', totals)
     assert ("Non-trainable parameters", f"{8 * 3 * 9 + 8:,}") in shown  # the frozen convolution's
     outputs = 2 * 8 * 14 * 14 * 4 + 4 * 12 * 12 * 4  # conv and ReLU, conv: float32
@@ -414,6 +414,26 @@ def wide():
 def small():
     return nn.Conv2d(3, 4, 3)
 """
+
+
+def test_in_a_narrow_browser_no_figure_wraps_between_its_number_and_its_unit(browser, tmp_path):
+    """At 420 px the totals' figures wrapped, '25.56' over 'M'. The labels may wrap; each
+    figure (value and exact) keeps to one line: its cell is one line of text high."""
+    report = archprof.analyze("resnet50")
+    target = tmp_path / "resnet50.html"
+    target.write_text(report_html(report), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 420, "height": 900})
+    page.goto(target.as_uri())
+    heights = page.eval_on_selector_all(
+        "#totals td",
+        """cells => cells.map(cell => {
+            const range = document.createRange(); range.selectNodeContents(cell);
+            return [cell.textContent, range.getClientRects().length];
+        })""",
+    )
+    assert len(heights) == 2 * len(page.locator("#totals tr").all())
+    assert all(lines == 1 for _, lines in heights), heights
+    page.close()
 
 
 def test_in_a_browser_compare_sorts_by_exact_figures_filters_by_name_and_fetches_nothing(browser, tmp_path):

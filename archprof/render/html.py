@@ -150,11 +150,12 @@ def _totals(report: Report) -> str:
     if totals.not_counted:
         listed = ", ".join(f"{escape(visible_text(op))} ×{count}" for op, count in sorted(totals.not_counted.items()))
         not_counted = f'<p class="note">Operators without a formula (not counted): {listed}</p>'
-    return f'<section><h2>Totals</h2><table id="totals">{body}</table>{not_counted}</section>'
+    return f'<section><h2>Totals</h2><table id="totals" class="figures">{body}</table>{not_counted}</section>'
 
 
 def _figure_rows(rows) -> str:
-    """Table rows of (label, value as shown, exact value): the totals' and the batch fit's."""
+    """Table rows of (label, value as shown, exact value): the totals' and the batch fit's
+    (tables of class "figures": a figure never wraps between its number and its unit)."""
     return "".join(
         f'<tr><th scope="row">{escape(label)}</th><td>{escape(value)}</td><td class="exact">{escape(exact)}</td></tr>'
         for label, value, exact in rows
@@ -179,7 +180,7 @@ def _batch_fit(report: Report) -> str:
         ),
     ]
     body = _figure_rows(rows)
-    return f'<section><h2>Batch that fits</h2><table id="batch-fit">{body}</table></section>'
+    return f'<section><h2>Batch that fits</h2><table id="batch-fit" class="figures">{body}</table></section>'
 
 
 def _measured(report: Report) -> str:
