@@ -364,6 +364,19 @@ def test_a_narrow_comparison_keeps_the_column_it_is_sorted_by_and_what_was_asked
     assert all(len(line) <= 80 for line in result.stdout.splitlines())
 
 
+def test_a_narrow_comparison_of_models_at_different_inputs_keeps_the_input():
+    """resnet18 at 3x224x224 beside lenet5 at 1x32x32: the Input column was the first left out,
+    so that 1.81 G against 416.52 K MACs read as the same image's."""
+    result = runner.invoke(app, ["compare", "resnet18", "lenet5", "-j", "1"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    rows = {
+        line.split()[0]: line.split()[1]
+        for line in result.stdout.splitlines()
+        if line.split()[:1] in (["resnet18"], ["lenet5"])
+    }
+    assert rows == {"resnet18": "1x3x224x224", "lenet5": "1x1x32x32"}, result.stdout
+
+
 def test_a_large_ratio_is_grouped_as_counts_are(tmp_path):
     """A ratio of thousands read '20000.00x', its digits ungrouped beside '20.00 K'. Worked by
     hand: Linear(1, 1) without bias holds 1 parameter and makes 1 MAC; Linear(1, 10000) holds

@@ -70,6 +70,9 @@ def comparison_table(
     priority = [heading for heading in _COMPARISON_PRIORITY if heading != sorted_by]
     if sorted_by in columns:
         priority.insert(1, sorted_by)
+    if "Input" in columns:  # inputs that differ: every figure depends on them, kept before the ratios
+        priority.remove("Input")
+        priority.insert(priority.index("x Params"), "Input")
     table = fitted_table(title, columns, priority, layout)
     if not notes and not ratio_notes:
         return table
