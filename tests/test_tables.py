@@ -920,6 +920,23 @@ def test_a_table_a_few_characters_too_wide_keeps_a_row_a_layer():
         assert any(n.startswith(start) and n.endswith(end) and 3 * len(row) >= 2 * len(n) for n in names), row
 
 
+def test_where_a_class_name_or_a_layer_name_must_be_cut_the_class_name_goes_first():
+    """vgg16 on 100 columns is a few characters too wide: 'AdaptiveAvgPool2d' is cut, where
+    every 'classifier.N' was ('cla…fier.0'), the row's own name losing to a type that repeats.
+    Names and types from torch's modules."""
+    import torch
+
+    output = at_width(100, "summary", "vgg16").stdout
+    assert every_line_fits(output, 100)
+    with torch.device("meta"):
+        types = {name: type(module).__name__ for name, module in MODELS["vgg16"].build().named_modules() if name}
+    rows = [line.split() for line in output.splitlines()[4:] if line.split()[:1] and line.split()[0] in types]
+    assert {row[0] for row in rows} == set(types)  # every layer named whole
+    cut = {row[0]: row[1] for row in rows if "…" in row[1]}
+    assert cut == {"avgpool": cut.get("avgpool")} and types["avgpool"].startswith(cut["avgpool"].rstrip("…"))
+    assert all(row[1] == types[row[0]] for row in rows if row[0] not in cut)
+
+
 @pytest.mark.parametrize("args", EACH_COMMAND, ids=lambda args: args[0])
 def test_under_30_columns_a_command_lays_out_for_30_and_cuts_nothing(args):
     """COLUMNS=1 to 29 cut every name and figure to a character or two and an ellipsis

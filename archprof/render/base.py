@@ -56,8 +56,8 @@ def fitted_table(
     others (and those not in it) left out rather than cutting cells short, and the caption
     names them and how to show them; where even those do not fit, the rows one under another
     (`stacked_rows`, the first `labels` cells on a line, a name longer than the line folded)
-    if every figure fits the width whole so, and if not, the last resort, the labels (the
-    first column of `priority`) cut in the middle, then a long class name (Type) at its end;
+    if every figure fits the width whole so, and if not, the last resort, a long class name
+    (Type) cut at its end, then the labels (the first column of `priority`) in the middle;
     columns chosen by name (`layout.columns`) are all shown, stacked or cut the same way.
     A class name counts as its shortest cut when the columns are chosen.
     `marks[i]` follows row i's label, never cut ("◀ peak"). Given names, the first `labels`
@@ -103,7 +103,8 @@ def fitted_table(
         over = sum(natural[h] + 3 for h in shown) - layout.width
         if over > 0:
             # The last resort: long names are cut, never the figures beside them (Rich would
-            # shrink every column): the label in its middle first, then the class names.
+            # shrink every column): the class names first (they repeat, and read cut), then the
+            # label in its middle (the row's own name).
             text_widths = _cut_text_widths(natural, [h for h in shown if h == label or h in _CUT_TEXT], label, over)
             if label in text_widths:
                 columns = {**columns, label: _cut_labels(unmarked, marks, text_widths[label])}
@@ -368,10 +369,10 @@ def _fitting(widths: dict[str, int], order: list[str], width: int | None, keep: 
 
 def _cut_text_widths(widths: dict[str, int], texts: list[str], label: str | None, over: int) -> dict[str, int]:
     """The widths the columns `texts` (the label, `_CUT_TEXT`'s) are cut to, so that a table
-    `over` characters too wide fits: the label first, to `_SHORTEST_LABEL` at the least, then
-    the widest of the others in turn (a long class name in Type), none below that either."""
+    `over` characters too wide fits: the widest of the others first (a long class name in
+    Type), to `_SHORTEST_LABEL` at the least, then the label, none below that either."""
     cut: dict[str, int] = {}
-    for heading in sorted(texts, key=lambda h: (h != label, -widths[h])):
+    for heading in sorted(texts, key=lambda h: (h == label, -widths[h])):
         if over <= 0:
             break
         if widths[heading] > _SHORTEST_LABEL:
