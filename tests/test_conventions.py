@@ -272,6 +272,33 @@ def test_the_receptive_field_plot_reads_plainly_on_its_log_axes():
     assert len(legend) == len(set(legend)) and "input size 32" in legend, legend
 
 
+def test_the_receptive_field_plot_shades_global_rows_and_draws_equal_dimensions_once():
+    """resnet18's pooled head reads the whole input: drawn at the input's size, its 435 px field
+    fell to 224, a field that seemed to shrink; now those rows are a band, off the line. Equal
+    dimensions are one line ('dimensions 1 and 2'); a 3x5 kernel's differ, two lines."""
+    pytest.importorskip("matplotlib")
+    from torch import nn
+
+    from archprof.render.rf_plot import fields_figure
+
+    report = archprof.analyze("resnet18", input_size=(3, 64, 64))
+    global_rows = [index for index, field in enumerate(report.columns["receptive_field"]) if field == "input"]
+    assert global_rows
+    sizes_axes = fields_figure(report).axes[0]
+    (line,) = [line for line in sizes_axes.get_lines() if line.get_label().startswith("dimension")]
+    assert line.get_label() == "dimensions 1 and 2"
+    assert not set(line.get_xdata()) & set(global_rows)
+    assert max(line.get_ydata()) > 64  # the last convolutions' fields, past the input's side
+    (band,) = [patch for patch in sizes_axes.patches if patch.get_label() == "global: reads the whole input"]
+    left, right = band.get_x(), band.get_x() + band.get_width()
+    assert left < global_rows[0] and right > global_rows[-1]
+    assert "global: reads the whole input" in [text.get_text() for text in sizes_axes.get_legend().get_texts()]
+
+    wide = archprof.analyze(nn.Conv2d(1, 1, (3, 5)), input_size=(1, 16, 16))
+    labels = {line.get_label(): max(line.get_ydata()) for line in fields_figure(wide).axes[0].get_lines()}
+    assert labels["dimension 1"] == 3 and labels["dimension 2"] == 5
+
+
 def test_memory_plot_command_writes_an_image(tmp_path):
     pytest.importorskip("matplotlib")
     target = tmp_path / "memory.png"

@@ -4,7 +4,7 @@ loaded only here)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from archprof.render.figures import check_plot_target, figure_text, save_figure
 from archprof.report import Report
@@ -18,10 +18,12 @@ def plot_fields(report: Report, spreads: Sequence, path: str | os.PathLike) -> N
 
 def fields_figure(report: Report, spreads: Sequence | None = None):
     """Per row, in execution order: the field size and the effective stride, one line per
-    spatial dimension, the input's size marked; rows that read the whole input ("global")
-    are drawn at the input's size. The field is the centre unit's where `spreads` (per row,
-    `archprof.passes.receptive_field.spreads`) are given, else unit 0's (the report's
-    column). A matplotlib Figure, made with the object API."""
+    spatial dimension (one for dimensions whose lines are the same: "dimensions 1 and 2"),
+    the input's size marked. Rows that read the whole input ("global": the field has no size
+    of its own) are a shaded band, not a point on the line: drawn at the input's size, a
+    field of 435 px falling to 224 read as a field that shrank. The field is the centre
+    unit's where `spreads` (per row, `archprof.passes.receptive_field.spreads`) are given,
+    else unit 0's (the report's column). A matplotlib Figure, made with the object API."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
@@ -31,23 +33,24 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
     FigureCanvasAgg(figure)
     sizes_axes, strides_axes = figure.subplots(2, 1, sharex=True)
     rows = report.rows()
+    lines: dict[tuple, list[int]] = {}  # (sizes, strides) -> the dimensions drawing them
+    for axis in range(len(spatial)):
+        lines.setdefault(_lines_of(rows, spreads, axis), []).append(axis)
     drawn_extents = set()  # a square input's size is one line and one legend entry, not one a dimension
-    for axis, extent in enumerate(spatial):
-        depth, sizes, stride_depth, strides = [], [], [], []
-        for index, row in enumerate(rows):
-            size = _field_size(row, spreads[index] if spreads is not None else None, axis, extent)
-            if size is not None:
-                depth.append(index)
-                sizes.append(size)
-            if isinstance(row["effective_stride"], tuple):
-                stride_depth.append(index)
-                strides.append(float(row["effective_stride"][axis]))
-        style = ("-", "--", ":")[axis % 3]  # equal dimensions draw one line over the other
-        line = sizes_axes.plot(depth, sizes, ls=style, drawstyle="steps-post", label=f"dimension {axis + 1}")[0]
-        if extent not in drawn_extents:
-            drawn_extents.add(extent)
-            sizes_axes.axhline(extent, color=line.get_color(), ls="-.", lw=1, label=f"input size {extent}")
-        strides_axes.plot(stride_depth, strides, ls=style, drawstyle="steps-post", color=line.get_color())
+    for number, ((sizes, strides), axes_drawn) in enumerate(lines.items()):
+        style = ("-", "--", ":")[number % 3]
+        label = _dimensions_label(axes_drawn)
+        line = sizes_axes.plot(*sizes, ls=style, drawstyle="steps-post", label=label)[0]
+        for extent in dict.fromkeys(spatial[axis] for axis in axes_drawn):
+            if extent not in drawn_extents:
+                drawn_extents.add(extent)
+                sizes_axes.axhline(extent, color=line.get_color(), ls="-.", lw=1, label=f"input size {extent}")
+        strides_axes.plot(*strides, ls=style, drawstyle="steps-post", color=line.get_color())
+    global_rows = _runs(index for index, row in enumerate(rows) if row["receptive_field"] == "input")
+    for run, (first, last) in enumerate(global_rows):
+        label = "global: reads the whole input" if run == 0 else None
+        sizes_axes.axvspan(first - 0.5, last + 0.5, color="tab:grey", alpha=0.15, lw=0, label=label)
+        strides_axes.axvspan(first - 0.5, last + 0.5, color="tab:grey", alpha=0.15, lw=0)
     unit = "centre unit" if spreads is not None else "unit 0"
     sizes_axes.set_ylabel(f"field size ({unit}, pixels, log scale)")
     sizes_axes.legend(fontsize=8)
@@ -64,9 +67,49 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
     return figure
 
 
-def _field_size(row: dict, spread, axis: int, extent: int) -> int | None:
+def _lines_of(rows: list[dict], spreads: Sequence | None, axis: int) -> tuple[tuple, tuple]:
+    """Along dimension `axis`: the field sizes, (rows, sizes), of the rows whose field has a
+    size there, and the strides, (rows, strides), of those that have one."""
+    sizes = [
+        (index, _field_size(row, spreads[index] if spreads is not None else None, axis))
+        for index, row in enumerate(rows)
+    ]
+    sizes = [(index, size) for index, size in sizes if size is not None]
+    strides = [
+        (index, float(row["effective_stride"][axis]))
+        for index, row in enumerate(rows)
+        if isinstance(row["effective_stride"], tuple)
+    ]
+    return _columns(sizes), _columns(strides)
+
+
+def _columns(points: list[tuple[int, float]]) -> tuple[tuple, tuple]:
+    """(x, y) points as the x values and the y values."""
+    return tuple(x for x, _ in points), tuple(y for _, y in points)
+
+
+def _dimensions_label(axes: list[int]) -> str:
+    """ "dimension 1", "dimensions 1 and 2", "dimensions 1, 2 and 3"."""
+    numbers = [str(axis + 1) for axis in axes]
+    if len(numbers) == 1:
+        return f"dimension {numbers[0]}"
+    return f"dimensions {', '.join(numbers[:-1])} and {numbers[-1]}"
+
+
+def _runs(indices: Iterable[int]) -> list[tuple[int, int]]:
+    """Consecutive indices as (first, last) runs: 3, 4, 5, 9 -> (3, 5), (9, 9)."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index - 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    return [(first, last) for first, last in runs]
+
+
+def _field_size(row: dict, spread, axis: int) -> int | None:
     if row["receptive_field"] == "input":
-        return extent
+        return None  # no size of its own: the band
     if spread is not None:
         return spread[axis].centre if spread[axis] is not None else None
     field = row["receptive_field"]
