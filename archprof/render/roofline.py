@@ -6,14 +6,12 @@ import os
 
 from archprof.errors import ArchprofError
 from archprof.render.figures import check_plot_target, figure_text, save_figure
-from archprof.report import Report, layer_label
+from archprof.render.roofline_labels import FULL_AREA, label_slowest, marker_area
+from archprof.report import Report
 from archprof.units import bandwidth_text, flops_rate_text, ridge_text
 
 BOUND_COLOURS = {"compute": "tab:orange", "memory": "tab:blue"}
 ABOVE_COLOUR = "tab:red"
-# Marker area (points²) of a row that takes the whole forward; a row's area is its share of it.
-FULL_AREA = 600
-MIN_AREA = 12
 KEY_MARKER_SIZE = 5  # points: the colour key's markers, under the size key's 5% (sqrt(600 x 0.05) = 5.5)
 
 
@@ -88,7 +86,7 @@ def roofline_figure(report: Report, label_top: int = 6):
             axes.scatter(
                 [row["arithmetic_intensity"] for row in chosen],
                 [row["achieved_flops_per_s"] for row in chosen],
-                s=[max(MIN_AREA, FULL_AREA * row["time_ms"] / total_ms) for row in chosen],
+                s=[marker_area(row, total_ms) for row in chosen],
                 c=colour,
                 alpha=0.6,
                 edgecolors="black",
@@ -99,7 +97,7 @@ def roofline_figure(report: Report, label_top: int = 6):
         axes.scatter(
             [row["arithmetic_intensity"] for row in above],
             [row["achieved_flops_per_s"] for row in above],
-            s=[max(MIN_AREA, FULL_AREA * row["time_ms"] / total_ms) * 1.8 for row in above],
+            s=[marker_area(row, total_ms) * 1.8 for row in above],
             facecolors="none",
             edgecolors=ABOVE_COLOUR,
             linewidths=1.5,
@@ -138,12 +136,27 @@ def roofline_figure(report: Report, label_top: int = 6):
             fontweight="bold",
         )
     notes.axis("off")
-    notes.text(0, 1, roofline_caption(len(rows), above, ceilings), fontsize=7, ha="left", va="top", wrap=True)
+    caption = roofline_caption(len(rows), above, ceilings)
+    note = notes.text(0, 1, caption, fontsize=7, ha="left", va="top", wrap=True)
     figure.draw_without_rendering()  # lays the figure out: where the labels land is known
     _place_ridge_label(figure, axes, ridge_label, ceilings.ridge)
     _place_bandwidth_label(figure, axes, bandwidth_label, ceilings, low)
-    _label_slowest(figure, axes, rows, label_top)
+    drawn, unnamed = label_slowest(figure, axes, rows, label_top, total_ms)
+    if unnamed:  # said under the plot, in a line that takes room from the axes: the names are placed again
+        note.set_text(f"{caption}\n{_unnamed_note(unnamed, label_top)}")
+        figure.draw_without_rendering()
+        for artist in drawn:
+            artist.remove()
+        _, unnamed = label_slowest(figure, axes, rows, label_top, total_ms)
+        note.set_text(f"{caption}\n{_unnamed_note(unnamed, label_top)}" if unnamed else caption)
     return figure
+
+
+def _unnamed_note(names: list[str], count: int) -> str:
+    """The line under the plot that says which of the slowest layers are not named on it: the
+    first few, so that it stays one line (the names on the plot are placed for the room it leaves)."""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"{len(names)} of the {count} slowest layers are not named on the plot, for want of room: {shown}."
 
 
 def _key_marker(handle):
@@ -268,23 +281,3 @@ def _bandwidth_label_places(axes, ceilings, low: float, width: float):
     yield ridge, peak * 1.08, 0, "right", "bottom"
     yield ridge * 1.1, peak * 1.08, 0, "left", "bottom"
     yield ridge * 1.1, peak / 1.08, 0, "left", "top"
-
-
-def _label_slowest(figure, axes, rows: list, count: int) -> None:
-    """Name the `count` slowest rows beside their markers, each where it overlaps no text
-    already placed (a row whose every place overlaps stays unnamed)."""
-    renderer = figure.canvas.get_renderer()
-    placed = [text.get_window_extent(renderer) for text in axes.texts]  # the roofs', the ridge's
-    offsets = ((6, 6, "left"), (6, -12, "left"), (-6, 6, "right"), (-6, -12, "right"), (6, 16, "left"))
-    for row in sorted(rows, key=lambda r: -r["time_ms"])[:count]:
-        point = (row["arithmetic_intensity"], row["achieved_flops_per_s"])
-        name = figure_text(layer_label(row["layer"], row["call"]))
-        for dx, dy, align in offsets:
-            label = axes.annotate(
-                name, point, xytext=(dx, dy), textcoords="offset points", fontsize=7, ha=align, va="bottom"
-            )
-            box = label.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
-                placed.append(box)
-                break
-            label.remove()
