@@ -256,6 +256,23 @@ def test_a_container_adds_up_its_children():
     assert blocks["aten.add_: a residual merge"]["elementwise FLOPs"] == "200,704"
 
 
+def test_a_sequentials_children_are_named_as_python_indexes_them():
+    """'parameters = 864 (0) + 192 (1) + 0 (2)' read as products; now '[0]', each term the
+    child's own parameter count from torch (a 3x3 depthwise conv of 96 channels, its
+    BatchNorm's weight and bias, a ReLU6)."""
+    import torch
+
+    from archprof.zoo import MODELS
+
+    report = archprof.analyze("mobilenet_v2")
+    line = next(line for line in report.explain("features.2.conv.1").splitlines() if "parameters =" in line)
+    with torch.device("meta"):
+        block = MODELS["mobilenet_v2"].build().features[2].conv[1]
+    counts = [sum(p.numel() for p in child.parameters()) for child in block]
+    terms = " + ".join(f"{count:,} ([{index}])" for index, count in enumerate(counts))
+    assert line.strip() == f"parameters = Σ children = {terms} = {sum(counts):,}"
+
+
 def test_the_network_view_lays_out_the_receptive_field_table_and_stage_shares():
     report = archprof.analyze("vgg16")
     text = report.explain()

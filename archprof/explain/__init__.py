@@ -257,6 +257,8 @@ class _Context:
         for i in inside:
             child = rows[i] if rows[i] == path else ".".join(rows[i].split(".")[: depth + 1])
             parts.setdefault(child, []).append(i)
+        own = [i for i in inside if rows[i] == path]
+        formula = "Σ children + own operations" if own else "Σ children"
         steps = []
         for column, name in (
             ("param_count", "parameters"),
@@ -267,10 +269,9 @@ class _Context:
         ):
             values = self.report.columns[column]
             terms = [(_child_name(child, path), sum(values[i] for i in indices)) for child, indices in parts.items()]
-            steps.append(sum_step(name, terms, sum(values[i] for i in inside)))
+            steps.append(sum_step(name, terms, sum(values[i] for i in inside), formula))
         module_type = self.graph.module_types.get(path, "")
         children = [c for c in parts if c != path]
-        own = [i for i in inside if rows[i] == path]
         notes = [f"{len(children)} children; {len(own)} row(s) of its own operations"]
         sections = [Section("totals: the sum of its children and its own operations", tuple(steps), tuple(notes))]
         for index in own:
@@ -350,7 +351,12 @@ class _Context:
 
 
 def _child_name(child: str, path: str) -> str:
-    return "own operations" if child == path else child.removeprefix(f"{path}.")
+    """A child as a term of its container's sum names it: "conv1"; "[0]" for a child of a
+    Sequential, as Python indexes it (a bare "864 (0)" read as a product)."""
+    if child == path:
+        return "own operations"
+    name = child.removeprefix(f"{path}.")
+    return f"[{name}]" if name.isdigit() else name
 
 
 def _share(part: int, whole: int) -> str:

@@ -85,9 +85,9 @@ class Explanation:
         return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def sum_step(name: str, terms: list[tuple[str, int]], total: int) -> Step:
-    """`name = a (label) + b (label) + ... = total`: each term named."""
-    return Step(name, "", " + ".join(f"{value:,} ({label})" for label, value in terms), total)
+def sum_step(name: str, terms: list[tuple[str, int]], total: int, formula: str = "") -> Step:
+    """`name = formula = a (label) + b (label) + ... = total`: each term named."""
+    return Step(name, formula, " + ".join(f"{value:,} ({label})" for label, value in terms), total)
 
 
 def flops_step(macs: int) -> Step:
