@@ -13,9 +13,11 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOpera
 
 from archprof.errors import ArchprofError, shown
 
-_COUNT_STEPS = ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K"))
-_BYTE_STEPS = ((10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "kB"))
-_BINARY_BYTE_STEPS = ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"))
+# Every prefix the grammar below reads, so that what it reads is written back in it: a peak
+# given as 1.5P showed as 1500.00 TFLOP/s.
+_COUNT_STEPS = ((10**18, "E"), (10**15, "P"), (10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K"))
+_BYTE_STEPS = ((10**18, "EB"), (10**15, "PB"), (10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "kB"))
+_BINARY_BYTE_STEPS = ((2**60, "EiB"), (2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"))
 
 
 def human_count(value: int) -> str:

@@ -799,6 +799,24 @@ def test_remeasure_measures_a_cached_figure_again(fake_benchmarks, tmp_path):
     assert entry["peak_flops"] == 7e10 and len(calls) == 3
 
 
+def test_a_beaten_ceiling_measured_again_never_falls(fake_benchmarks, tmp_path):
+    """A layer ran faster than the cached 20 GB/s: measured again on a busy machine, 10 GB/s
+    replaced it (and was cached), a ceiling half as high as one already beaten. The higher
+    stays; a higher one measured again is taken; --remeasure still takes what it measures."""
+    calls, rates = fake_benchmarks
+    cpu = torch.device("cpu")
+    ceilings.device_ceilings(cpu, "float32")
+    rates["bandwidth"] = 1e10
+    again = ceilings.device_ceilings(cpu, "float32", beaten={"bandwidth"})
+    assert (again.bandwidth_source, again.bandwidth_bytes_per_s) == ("measured", 2e10)
+    assert _cache_entries(tmp_path).popitem()[1]["bandwidth"] == 2e10
+    rates["bandwidth"] = 3e10
+    assert ceilings.device_ceilings(cpu, "float32", beaten={"bandwidth"}).bandwidth_bytes_per_s == 3e10
+    rates["bandwidth"] = 1e10
+    assert ceilings.device_ceilings(cpu, "float32", remeasure={"bandwidth"}).bandwidth_bytes_per_s == 1e10
+    assert calls.count(("bandwidth",)) == 4
+
+
 def test_forget_device_drops_only_that_devices_figures(fake_benchmarks, tmp_path):
     cpu = torch.device("cpu")
     ceilings.device_ceilings(cpu, "float32")
@@ -928,7 +946,7 @@ def test_profile_prints_where_the_ceilings_came_from_and_remeasure_measures_them
     cached = runner.invoke(app, options, env={"COLUMNS": "300"})
     assert cached.exit_code == 0, cached.output
     # Its age is the seconds since the cache was written: the command's own run on a loaded machine.
-    assert re.search(r"peak 1000\.00 TFLOP/s \(cached, measured \d+ s ago\)", cached.stdout) and calls == []
+    assert re.search(r"peak 1\.00 PFLOP/s \(cached, measured \d+ s ago\)", cached.stdout) and calls == []
     again = runner.invoke(app, [*options, "--remeasure"], env={"COLUMNS": "300"})
     assert again.exit_code == 0, again.output
     assert "peak 50.00 GFLOP/s (measured now), bandwidth 20.00 GB/s (measured now)" in again.stdout
@@ -1054,7 +1072,7 @@ def test_the_roofline_figure_labels_its_roofs_colours_its_bounds_and_names_the_s
     figure = roofline_figure(report, label_top=3)
     axes = figure.axes[0]
     texts = _texts(figure)
-    assert "peak 1000.00 TFLOP/s (given)" in texts and "bandwidth 200.00 TB/s (given)" in texts
+    assert "peak 1.00 PFLOP/s (given)" in texts and "bandwidth 200.00 TB/s (given)" in texts
     assert any(text.startswith("ridge 5.0 FLOPs/byte") for text in texts)
     assert not any("above the roof" in text for text in texts)
     assert axes.yaxis.get_major_formatter()(1e9) == "1 GFLOP/s"  # SI prefixes, never 1e+09

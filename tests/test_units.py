@@ -147,6 +147,17 @@ def test_bytes_in_binary_units_where_the_size_was_given_in_them():
     assert {size: in_binary_units(size) for size in sizes} == sizes
 
 
+def test_every_prefix_read_is_written_back():
+    """--peak-flops 1.5P showed as '1500.00 TFLOP/s': the grammar reads P and E (and PiB, EiB),
+    which the writers now use too, each from the text it was read from."""
+    from archprof.units import flops_rate_text, human_bytes, human_count, parse_count, parse_size
+
+    assert flops_rate_text(parse_flops_rate("1.5P")) == "1.50 PFLOP/s"
+    assert human_count(parse_count("2E")) == "2.00 E" and human_count(parse_count("999T")) == "999.00 T"
+    assert human_bytes(parse_size("3PB")) == "3.00 PB" and human_bytes(parse_size("2EiB"), binary=True) == "2.00 EiB"
+    assert human_bytes(parse_size("2PiB"), binary=True) == "2.00 PiB"
+
+
 @pytest.mark.parametrize(
     ("ratio", "text"),
     [
