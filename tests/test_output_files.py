@@ -362,6 +362,12 @@ def test_a_stream_without_a_suffix_gets_the_table_and_a_file_without_one_is_refu
     line = error_line(invoke("summary", "lenet5", "-o", plain))
     assert f"cannot tell the format of '{plain}' from its suffix" in line
     assert not plain.exists()
+    # a directory is said to be one, not a suffix naming no format (explain's refused three of those it listed)
+    for command in (("summary", "lenet5"), ("explain", "lenet5", "features.0")):
+        assert (
+            error_line(invoke(*command, "-o", tmp_path))
+            == f"error: cannot write {tmp_path}: it is a directory; give a file name"
+        )
 
 
 @needs_dev_full

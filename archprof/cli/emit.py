@@ -70,12 +70,13 @@ def choose_format(format: Format | None, output: Path | None) -> Format:
     the shell's `>` would have it. A file's unknown suffix is refused: `-o report` would
     otherwise be a table where CSV was likely meant."""
     from archprof.errors import ArchprofError
-    from archprof.output import is_stream
+    from archprof.output import check_output_target, is_stream
 
     if format is not None:
         return format
     if output is None:
         return Format.table
+    check_output_target(output)  # a directory is said to be one, not a suffix that names no format
     suffix_format = _SUFFIX_FORMATS.get(output.suffix.lower())
     if suffix_format is not None:
         return suffix_format
