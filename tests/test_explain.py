@@ -273,6 +273,15 @@ def test_a_sequentials_children_are_named_as_python_indexes_them():
     assert line.strip() == f"parameters = Σ children = {terms} = {sum(counts):,}"
 
 
+def test_a_container_of_a_training_step_says_its_sums_are_the_forwards():
+    """--train on a container changed one batch norm's figure and said nothing of the backward,
+    which is explained per row: the container now says so; a leaf row shows its backward."""
+    report = archprof.analyze("resnet18", training=True)
+    assert "explain a child for its backward pass" in report.explain("layer1.0")
+    assert "explain a child" not in archprof.analyze("resnet18").explain("layer1.0")
+    assert "backward" in report.explain("layer1.0.conv1")
+
+
 def test_the_network_view_lays_out_the_receptive_field_table_and_stage_shares():
     report = archprof.analyze("vgg16")
     text = report.explain()

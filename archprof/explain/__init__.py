@@ -273,6 +273,8 @@ class _Context:
         module_type = self.graph.module_types.get(path, "")
         children = [c for c in parts if c != path]
         notes = [f"{len(children)} children; {len(own)} row(s) of its own operations"]
+        if self.training is not None:  # the backward is explained per row, where its operators are
+            notes.append("a training step: these sums are the forward's; explain a child for its backward pass")
         sections = [Section("totals: the sum of its children and its own operations", tuple(steps), tuple(notes))]
         for index in own:
             for op in self.groups[index].ops:
