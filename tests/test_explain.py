@@ -282,6 +282,21 @@ def test_a_container_of_a_training_step_says_its_sums_are_the_forwards():
     assert "backward" in report.explain("layer1.0.conv1")
 
 
+def test_a_module_never_called_lists_its_own_parameters_and_no_empty_formula():
+    """'parameters = 20' with no terms, and 'activation bytes = numel · bytes per element = 0'
+    with nothing to fill the formula in: now its weight and bias (torch's numel) and a plain 0."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    model.add_module("spare", nn.Linear(4, 5))
+    model.forward = lambda x: model[0](x)
+    lines = [
+        line.strip()
+        for line in archprof.analyze(model, input_size=(3, 8, 8)).explain("spare (not called)").splitlines()
+    ]
+    weight, bias = model.spare.weight.numel(), model.spare.bias.numel()
+    assert f"parameters = {weight} (spare.weight) + {bias} (spare.bias) = {weight + bias}" in lines
+    assert "activation bytes = 0" in lines
+
+
 def test_the_network_view_lays_out_the_receptive_field_table_and_stage_shares():
     report = archprof.analyze("vgg16")
     text = report.explain()

@@ -223,8 +223,11 @@ class _Context:
         parameters = [
             t for op in group.ops for t in op.inputs if t.kind == "parameter" and self.parameter_row[t.name] == index
         ]
-        parameters = list(dict.fromkeys(parameters))
-        steps.append(sum_step("parameters", [(t.name, t.numel) for t in parameters], self.params["param_count"][index]))
+        terms = [(t.name, t.numel) for t in dict.fromkeys(parameters)]
+        if not terms and group.call < 0:  # a module never called: its own parameters, as the report counts them
+            own = [p for p in self.graph.parameters if p.module_path == group.path and not p.is_buffer]
+            terms = [(p.name, p.numel) for p in own]
+        steps.append(sum_step("parameters", terms, self.params["param_count"][index]))
         macs = sum(cost.macs for _, cost in costs)
         steps.append(sum_step("MACs", [(op.op, cost.macs) for op, cost in costs if cost.macs], macs))
         steps.append(flops_step(macs))
@@ -232,9 +235,8 @@ class _Context:
         steps.append(sum_step("elementwise FLOPs", elementwise, sum(cost.elementwise_flops for _, cost in costs)))
         outputs = [t for t in group.outputs]
         worked = " + ".join(f"{product_text(t.shape)} · {t.dtype.itemsize}" for t in outputs)
-        steps.append(
-            Step("activation bytes", "numel · bytes per element", worked or "0", sum(t.nbytes for t in outputs))
-        )
+        formula = "numel · bytes per element" if outputs else ""  # no output: no formula to fill
+        steps.append(Step("activation bytes", formula, worked, sum(t.nbytes for t in outputs)))
         notes = []
         not_counted = self.report.columns["not_counted"][index]
         if not_counted:
