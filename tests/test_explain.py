@@ -297,6 +297,12 @@ def test_a_module_never_called_lists_its_own_parameters_and_no_empty_formula():
     assert "activation bytes = 0" in lines
 
 
+def test_a_training_batch_norms_counter_is_named_as_the_buffer_it_updates():
+    """'aten.add_: pointwise ... output () from ()' was num_batches_tracked += 1, unsaid."""
+    text = archprof.analyze("resnet18", training=True).explain("layer1.0.bn1")
+    assert "aten.add_: pointwise, updating the buffer layer1.0.bn1.num_batches_tracked in place" in text
+
+
 def test_the_network_view_lays_out_the_receptive_field_table_and_stage_shares():
     report = archprof.analyze("vgg16")
     text = report.explain()

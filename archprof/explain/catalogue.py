@@ -33,11 +33,12 @@ def catalogue_section(op: OpNode, fields: Fields) -> Section | None:
     if cost.elementwise_flops or not cost.macs:
         steps.append(_elementwise_step(op, operator.cost, cost.elementwise_flops, out))
     inputs = ", ".join(shape_text(t.shape) for t in op.inputs) or "no tensor"
-    what = (
-        "a residual merge"
-        if op.op in ("aten.add", "aten.add_") and sum(t.kind in ("activation", "input") for t in op.inputs) > 1
-        else operator.family.value
-    )
+    what = operator.family.value
+    if op.op in ("aten.add", "aten.add_") and sum(t.kind in ("activation", "input") for t in op.inputs) > 1:
+        what = "a residual merge"
+    elif op.op.endswith("_") and op.inputs and op.inputs[0].kind == "buffer":
+        # a training BatchNorm's num_batches_tracked += 1: a module's state, not its output
+        what = f"{operator.family.value}, updating the buffer {op.inputs[0].name} in place"
     notes = [f"output {shape_text(out)} from {inputs}"]
     if operator.family is Family.POINTWISE:
         notes += merge_note(fields, op)
