@@ -274,10 +274,12 @@ class _Context:
             steps.append(sum_step(name, terms, sum(values[i] for i in inside), formula))
         module_type = self.graph.module_types.get(path, "")
         children = [c for c in parts if c != path]
-        notes = [f"{len(children)} children; {len(own)} row(s) of its own operations"]
+        own_text = f"{len(own)} row{'s' * (len(own) != 1)} of its own operations" if own else "no operations of its own"
+        notes = [f"{len(children)} child{'ren' * (len(children) != 1)}; {own_text}"]
         if self.training is not None:  # the backward is explained per row, where its operators are
             notes.append("a training step: these sums are the forward's; explain a child for its backward pass")
-        sections = [Section("totals: the sum of its children and its own operations", tuple(steps), tuple(notes))]
+        summed = "its children and its own operations" if own else "its children"
+        sections = [Section(f"totals: the sum of {summed}", tuple(steps), tuple(notes))]
         for index in own:
             for op in self.groups[index].ops:
                 explained = operator_section(op, self.fields, self.sources)
