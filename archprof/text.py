@@ -27,6 +27,11 @@ def layer_label(layer: str, call: int) -> str:
     return name
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 row', '3 rows', '1 memory-bound layer': a count with its noun, plural but for 1."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def peak_rows(totals) -> list[tuple[str, int]]:
     """The peaks a report's totals show, each with its label: the inference peak; in a
     training report, the forward's (what autograd saved held to its end) and, where the

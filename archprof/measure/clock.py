@@ -8,10 +8,11 @@ How the time is taken (see `time_model`):
 - then `repeat` passes with a pre- and a post-hook on every timed module, each taking a
   timestamp: `time.perf_counter_ns` on the CPU (CPU kernels return when done), CUDA events
   on a GPU (recorded on the stream; the host synchronises once, when all repeats are
-  queued, and only then reads them). A call's time is its own: from its pre- to its
-  post-hook, less the timed calls made inside it (a BatchNorm's activation child, a module
-  a leaf calls), so that nested calls are counted once. A row's `time_ms` is the median
-  over the repeats.
+  queued, and only then reads them). A call's time is its own: from the end of its pre-hook
+  to the start of its post-hook, less the timed calls made inside it (a BatchNorm's
+  activation child, a module a leaf calls) from the start of their pre-hook to the end of
+  their post-hook, so that nested calls are counted once and the hooks' own work is no
+  call's time. A row's `time_ms` is the median over the repeats.
 - The hooks perturb the run (Python work per call; on a GPU, when the host is the
   bottleneck, idle gaps between kernels land inside the events): the whole-model median
   with hooks is reported beside the one without.
@@ -121,9 +122,10 @@ def time_model(
 
     def pre_hook(path):
         def hook(_module, _args):
+            outer_start = clock.mark()  # first: the hook's own work stays outside its caller's time too
             call = counts.get(path, 0)
             counts[path] = call + 1
-            entered = _Call(path, call, under_way[-1] if under_way else None)
+            entered = _Call(path, call, under_way[-1] if under_way else None, outer_start)
             calls.append(entered)
             under_way.append(entered)
             entered.start = clock.mark()  # last: the hook's own work stays outside the call
@@ -131,7 +133,10 @@ def time_model(
         return hook
 
     def post_hook(_module, _args, _output):
-        under_way.pop().end = clock.mark()
+        end = clock.mark()
+        left = under_way.pop()
+        left.end = end
+        left.outer_end = clock.mark()
 
     handles = []
     for path, timed_module in timed.items():
@@ -169,17 +174,21 @@ class _Call:
     path: str
     call: int
     caller: _Call | None  # the timed call it ran inside
-    start: Any = None
-    end: Any = None
+    outer_start: Any = None  # its pre-hook entered
+    start: Any = None  # its pre-hook done
+    end: Any = None  # its post-hook entered
+    outer_end: Any = None  # its post-hook done
 
 
 def own_ms(clock: Clock, calls: list[_Call]) -> dict[tuple[str, int], float]:
-    """Each call's own time: its span less the spans of the timed calls directly inside it
-    (theirs already excludes what ran inside them), so the times of one pass add up."""
+    """Each call's own time: its span, between its hooks, less the outer spans of the timed
+    calls directly inside it, their hooks included (their own time already excludes what ran
+    inside them), so the times of one pass add up and no hook's work is any call's time: it
+    falls between hooks, with the pass's unattributed remainder."""
     own = {id(call): clock.ms(call.start, call.end) for call in calls}
     for call in calls:
         if call.caller is not None:
-            own[id(call.caller)] -= clock.ms(call.start, call.end)
+            own[id(call.caller)] -= clock.ms(call.outer_start, call.outer_end)
     return {(call.path, call.call): own[id(call)] for call in calls}
 
 

@@ -62,6 +62,7 @@ from archprof.passes.traffic import bytes_moved
 from archprof.random_state import random_state_kept
 from archprof.report import Report
 from archprof.report.columns import MEASURED_COLUMNS, measured_rates
+from archprof.text import counted
 from archprof.units import (
     bandwidth_text,
     checked_count,
@@ -90,7 +91,8 @@ class Measurement:
     hooked_median_ms: float  # median whole forward with the per-layer hooks on
     layer_sum_ms: float  # sum of the rows' time_ms
     unattributed_ms: float  # median over passes of (hooked forward - its timed rows)
-    unattributed_share: float  # median over passes of that remainder's share of the pass
+    # unattributed_ms / (layer_sum_ms + unattributed_ms), the total every row's time_share is of
+    unattributed_share: float
     bytes_moved: int  # sum of the rows' bytes_moved
     roofline_ms: float  # sum of the rows' roofline_time_ms: the floor the ceilings allow
     predicted_peak_memory_bytes: int
@@ -109,6 +111,17 @@ class Measurement:
     @property
     def mismatches(self) -> list[str]:
         return [f"{check.name}: {line}" for check in self.checks for line in check.mismatches]
+
+    def share(self, ms: float | None) -> float | None:
+        """`ms` as a share of the rows' times and the unattributed time summed (a row's time_share)."""
+        return shares_of([ms], self.layer_sum_ms + self.unattributed_ms)[0]
+
+    def for_rows(self, columns: dict[str, list], earlier: dict[str, list]) -> Measurement:
+        """This measurement beside the rows `columns` made from the rows `earlier` (`Report.rollup`):
+        the notes that count rows (above the roof, `roofline_notes`) count those of `columns`."""
+        counted = roofline_notes(earlier, self.ceilings)
+        notes = tuple(note for note in self.notes if note not in counted) + roofline_notes(columns, self.ceilings)
+        return self if notes == self.notes else replace(self, notes=notes)
 
     def as_dict(self) -> dict[str, Any]:
         document = asdict(self)
@@ -214,9 +227,7 @@ def _profiled(
     remeasured = ()
     if stale:
         cached = ceilings
-        ceilings = device_ceilings(
-            target, report.dtype, given_flops, given_bandwidth, progress=progress, remeasure=stale
-        )
+        ceilings = device_ceilings(target, report.dtype, given_flops, given_bandwidth, progress=progress, beaten=stale)
         columns, figures = measured_columns(report, moved, timing, ceilings, timed)
         remeasured = remeasured_notes(cached, ceilings, stale)
     checks = (
@@ -226,9 +237,10 @@ def _profiled(
     )
     median = statistics.median(timing.whole_ms)
     work = report.totals.flops + report.totals.elementwise_flops
-    notes = remeasured + roofline_notes(columns, ceilings) + timing_notes(timing) + _load_note(target)
+    notes = remeasured + timing_notes(timing) + sum_note(figures) + _load_note(target)
     if not leaves:
         notes += (f"no per-layer times: {type(module).__name__} runs no Python hooks (TorchScript)",)
+    notes += roofline_notes(columns, ceilings)  # last: `Measurement.for_rows` counts them again
     measurement = Measurement(
         device=str(target),
         device_name=device_name(target),
@@ -258,8 +270,9 @@ def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, 
     """The measured columns (lists, None where a row has no value) and the whole-model sums.
 
     A call's time goes on its first row: a container whose own operations fall between two
-    child calls has a row for each run of them, and one time for all of them."""
-    hooked_median = statistics.median(timing.hooked_ms)
+    child calls has a row for each run of them, and one time for all of them. A row's share
+    is of its time and every other's, plus the unattributed time: the shares and the
+    unattributed share add up to 1, and a longer time has a larger share."""
     rows = list(
         zip(
             report.columns["layer"],
@@ -274,18 +287,9 @@ def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, 
     for i, (layer, call, *_) in enumerate(rows):
         if layer in timed and call >= 0:
             first_rows.setdefault((layer, call), i)
-    # Shares are taken within each pass, then the median: a pass slowed down as a whole
-    # (another process on the machine) moves every time, not the shares.
-    shares: dict[tuple[str, int], list[float]] = {}
-    unattributed, unattributed_shares = [], []
-    for total, per_layer in timing.passes:
-        attributed = 0.0
-        for key, ms in per_layer.items():
-            if key in first_rows:
-                attributed += ms
-                shares.setdefault(key, []).append(ms / total if total > 0 else 0.0)
-        unattributed.append(total - attributed)
-        unattributed_shares.append((total - attributed) / total if total > 0 else 0.0)
+    unattributed = statistics.median(
+        total - sum(ms for key, ms in per_layer.items() if key in first_rows) for total, per_layer in timing.passes
+    )
     columns: dict[str, list] = {c.name: [] for c in MEASURED_COLUMNS}
     for i, (layer, call, flops, elementwise, nbytes) in enumerate(rows):
         work = flops + elementwise
@@ -295,20 +299,41 @@ def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, 
         # are binary noise (0.17520550000000001 in a CSV).
         ms = round(statistics.median(times), 7) if times else None
         columns["time_ms"].append(ms)
-        columns["time_share"].append(statistics.median(shares[key]) if ms is not None and shares.get(key) else None)
         columns["bytes_moved"].append(nbytes)
         for name, value in measured_rates(work, ms, nbytes, ceilings.ridge).items():
             columns[name].append(value)
         columns["roofline_time_ms"].append(roofline_ms(work, nbytes, ceilings))
+    layer_sum = round(sum(ms for ms in columns["time_ms"] if ms is not None), 7)
+    shares = shares_of([*columns["time_ms"], unattributed], layer_sum + unattributed)
+    columns["time_share"], unattributed_share = shares[:-1], shares[-1]
     figures = {
-        "hooked_median_ms": hooked_median,
-        "layer_sum_ms": sum(ms for ms in columns["time_ms"] if ms is not None),
-        "unattributed_ms": statistics.median(unattributed),
-        "unattributed_share": statistics.median(unattributed_shares),
+        "hooked_median_ms": statistics.median(timing.hooked_ms),
+        "layer_sum_ms": layer_sum,
+        "unattributed_ms": unattributed,
+        "unattributed_share": unattributed_share,
         "bytes_moved": sum(moved),
         "roofline_ms": sum(columns["roofline_time_ms"]),
     }
     return columns, figures
+
+
+def shares_of(times: list[float | None], total: float) -> list[float | None]:
+    """Each of `times` (None: no time) as a share of `total` (0 where `total` is not positive)."""
+    return [None if ms is None else ms / total if total > 0 else 0.0 for ms in times]
+
+
+def sum_note(figures: dict[str, float]) -> tuple[str, ...]:
+    """The shares are of the rows' median times and the median unattributed time summed: say
+    when that sum is more than 10% off the median hooked forward (the passes varied)."""
+    total, hooked = figures["layer_sum_ms"] + figures["unattributed_ms"], figures["hooked_median_ms"]
+    if abs(total - hooked) <= 0.1 * hooked:
+        return ()
+    return (
+        f"the rows' median times and the median time between hooks add up to {total:.3f} ms, "
+        f"{abs(100 * (total / hooked - 1)):.0f}% {'more' if total > hooked else 'less'} than the median forward "
+        f"with hooks ({hooked:.3f} ms): the passes "
+        "varied; each share is of that sum",
+    )
 
 
 def beaten_ceilings(columns: dict[str, list], ceilings: Ceilings) -> set[str]:
@@ -326,19 +351,28 @@ def beaten_ceilings(columns: dict[str, list], ceilings: Ceilings) -> set[str]:
 
 
 def remeasured_notes(cached: Ceilings, fresh: Ceilings, figures: set[str]) -> tuple[str, ...]:
-    """What measuring the beaten cached ceilings again changed."""
+    """What measuring the beaten cached ceilings again changed (a new figure no higher is
+    not taken: `device_ceilings`' `beaten`)."""
     notes = []
     if "peak_flops" in figures:
         notes.append(
             f"rows ran above the cached peak {flops_rate_text(cached.peak_flops_per_s)} "
-            f"({cached.origin('peak_flops')}): measured again, now {flops_rate_text(fresh.peak_flops_per_s)}"
+            f"({cached.origin('peak_flops')}): measured again, "
+            + _outcome(cached.peak_flops_per_s, fresh.peak_flops_per_s, flops_rate_text)
         )
     if "bandwidth" in figures:
         notes.append(
             f"rows moved their bytes faster than the cached bandwidth {bandwidth_text(cached.bandwidth_bytes_per_s)} "
-            f"({cached.origin('bandwidth')}): measured again, now {bandwidth_text(fresh.bandwidth_bytes_per_s)}"
+            f"({cached.origin('bandwidth')}): measured again, "
+            + _outcome(cached.bandwidth_bytes_per_s, fresh.bandwidth_bytes_per_s, bandwidth_text)
         )
     return tuple(notes)
+
+
+def _outcome(before: float, after: float, text) -> str:
+    if after > before:
+        return f"now {text(after)}"
+    return "no higher: kept (the rows above it read from caches, or the machine is busy now)"
 
 
 def roofline_notes(columns: dict[str, list], ceilings: Ceilings) -> tuple[str, ...]:
@@ -346,26 +380,26 @@ def roofline_notes(columns: dict[str, list], ceilings: Ceilings) -> tuple[str, .
     the peak FLOP/s, the peak was measured low (a busy machine) or given low; faster than
     their memory floor, they read from caches."""
     notes = []
-    above = [rate for rate in columns["achieved_flops_per_s"] if rate is not None and rate > ceilings.peak_flops_per_s]
-    if above:
+    above = [
+        rate
+        for rate, intensity in zip(columns["achieved_flops_per_s"], columns["arithmetic_intensity"], strict=True)
+        if rate and intensity is not None and rate > ceilings.roof(intensity)  # as the table marks ▲, the plot rings
+    ]
+    over_peak = [rate for rate in above if rate > ceilings.peak_flops_per_s]
+    if over_peak:
         why = (
             "the peak given by hand is too low"
             if ceilings.flops_source == "given"
             else "the peak was measured low, e.g. on a busy machine: profile again on a quiet one"
         )
         notes.append(
-            f"{len(above)} rows ran above the peak FLOP/s (up to x{max(above) / ceilings.peak_flops_per_s:.2f}, "
-            f"marked ▲): {why}"
+            f"{counted(len(over_peak), 'row')} ran above the peak FLOP/s (up to "
+            f"x{max(over_peak) / ceilings.peak_flops_per_s:.2f}, marked ▲): {why}"
         )
-    under = sum(
-        1
-        for ms, floor, bound in zip(columns["time_ms"], columns["roofline_time_ms"], columns["bound"], strict=True)
-        if ms is not None and bound == "memory" and ms < floor
-    )
-    if under:
+    if len(above) > len(over_peak):
         notes.append(
-            f"{under} memory-bound rows ran faster than bytes / bandwidth allows (marked ▲): their data came from "
-            "caches, faster than the device memory the bandwidth measures"
+            f"{counted(len(above) - len(over_peak), 'memory-bound row')} ran faster than bytes / bandwidth allows "
+            "(marked ▲): their data came from caches, faster than the device memory the bandwidth measures"
         )
     return tuple(notes)
 

@@ -142,7 +142,7 @@ def _whole_model_rows(measured) -> list[tuple[str, Text | str, Prose]]:
         (
             "Unattributed (between hooks)",
             _ms(measured.unattributed_ms),
-            f"{_share(measured.unattributed_share)} of the hooked forward",
+            f"{_share(measured.unattributed_share)} of the per-layer sum + it",
         ),
         ("Roofline floor (sum over rows)", _ms(measured.roofline_ms), f"{human_bytes(measured.bytes_moved)} moved"),
         ("Peak memory, predicted", human_bytes(measured.predicted_peak_memory_bytes), ""),

@@ -8,6 +8,7 @@ from archprof.errors import ArchprofError
 from archprof.render.figures import check_plot_target, figure_text, save_figure
 from archprof.render.roofline_labels import FULL_AREA, label_slowest, marker_area
 from archprof.report import Report
+from archprof.text import counted
 from archprof.units import bandwidth_text, flops_rate_text, ridge_text
 
 BOUND_COLOURS = {"compute": "tab:orange", "memory": "tab:blue"}
@@ -127,7 +128,7 @@ def roofline_figure(report: Report, label_top: int = 6):
         axes.text(
             0.01,
             0.99,
-            f"{len(above)} layers above the roof (red rings): see the note below",
+            f"{counted(len(above), 'layer')} above the roof (red rings): see the note below",
             transform=axes.transAxes,
             ha="left",
             va="top",
@@ -185,19 +186,19 @@ def _key_marker(handle):
 def roofline_caption(count: int, above: list, ceilings) -> str:
     """What the plot shows, and why a row can sit above the roof."""
     lines = [
-        f"{count} timed layers; a marker's area is the layer's share of the forward. Roof: min(peak, intensity x "
-        "bandwidth), the device's ceilings (archprof profile --remeasure measures them again)."
+        f"{counted(count, 'timed layer')}; a marker's area is the layer's share of the forward. Roof: "
+        "min(peak, intensity x bandwidth), the device's ceilings (archprof profile --remeasure measures them again)."
     ]
     over_peak = sum(1 for row in above if row["achieved_flops_per_s"] > ceilings.peak_flops_per_s)
     if over_peak:
         lines.append(
-            f"WARNING: {over_peak} layers ran above the peak FLOP/s, red rings: the peak was measured low "
+            f"WARNING: {counted(over_peak, 'layer')} ran above the peak FLOP/s, red rings: the peak was measured low "
             "(a busy machine) or given low; their place on the plot is right, the roof is not."
         )
     if len(above) > over_peak:
         lines.append(
-            f"{len(above) - over_peak} memory-bound layers ran faster than their bytes / bandwidth allows, red "
-            "rings: their data came from caches, faster than the device memory the bandwidth measures."
+            f"{counted(len(above) - over_peak, 'memory-bound layer')} ran faster than their bytes / bandwidth "
+            "allows, red rings: their data came from caches, faster than the device memory the bandwidth measures."
         )
     return "\n".join(lines)
 

@@ -320,7 +320,8 @@ class Report:
         ancestor ran. Whole-model figures stay: the training step's peak (its layer named by
         its ancestor), the measured memory, the BatchNorm folding. A profiled report keeps its
         measurement and its measured columns: a merged row's time, share, bytes moved and
-        roofline time the sums of its rows', its rates worked out from those sums."""
+        roofline time the sums of its rows', its rates worked out from those sums; the
+        measurement's notes that count rows (above the roof) count the merged rows."""
         groups = self.rollup_groups(depth)
         columns: dict[str, list] = {c.name: [] for c in self.column_specs}
         operator_costs = [merged_costs(self.operator_costs[i] for i in indices) for _, indices in groups]
@@ -342,7 +343,8 @@ class Report:
             self.optimizer,
             traced_on=self.traced_on,
             input_dtypes=self.input_dtypes,
-            measured=self.measured,  # whole-model figures: true of any rows
+            # whole-model figures, true of any rows; the notes that count rows count these
+            measured=self.measured.for_rows(columns, self.columns) if self.measured is not None else None,
             measured_memory=self.measured_memory,
             batch_fit=self.batch_fit,
             batch_norm_folding=self.batch_norm_folding,
@@ -350,11 +352,15 @@ class Report:
         )
 
     def _merged_measurements(self, merged: dict[str, Any], indices: Sequence[int]) -> dict[str, Any]:
-        """The measured columns of rows `indices` merged into row `merged`."""
+        """The measured columns of rows `indices` merged into row `merged`: the sums, the time
+        rounded as a row's (to 0.1 ns: past it, the sum's binary noise), its share of it."""
         sums: dict[str, Any] = {}
         for name in SUMMED_MEASURED:
             values = [self.columns[name][i] for i in indices if self.columns[name][i] is not None]
             sums[name] = sum(values) if values else None
+        if sums["time_ms"] is not None:
+            sums["time_ms"] = round(sums["time_ms"], 7)
+        sums["time_share"] = self.measured.share(sums["time_ms"])
         work = merged["flops"] + merged["elementwise_flops"]
         return {**sums, **measured_rates(work, sums["time_ms"], sums["bytes_moved"], self.measured.ceilings.ridge)}
 

@@ -164,7 +164,11 @@ MEASURED_COLUMNS: tuple[Column, ...] = (
         "median time of the row's module call, less the timed calls inside it (empty: the model's own ops, "
         "a later row of the same call, not timed)",
     ),
-    Column("time_share", "float64", "the row's share of the forward timed with hooks (median over the passes)"),
+    Column(
+        "time_share",
+        "float64",
+        "time_ms over the sum of every row's time_ms and the unattributed time (between hooks)",
+    ),
     Column("achieved_flops_per_s", "float64", "(flops + elementwise_flops) / time_ms, per second"),
     Column("bytes_moved", "int64", "fewest bytes the row moves: what it reads from outside once, outputs once"),
     Column("arithmetic_intensity", "float64", "(flops + elementwise_flops) / bytes_moved (empty: no bytes)"),
