@@ -85,7 +85,8 @@ def profile_table(report, layout: Layout = Layout()) -> Group:
         layout,
         keep=2,  # on a narrow terminal the share goes before a name is cut: a module's is "(99.0%)"
         caption="Time: each module call between forward hooks, less the timed calls inside it; (between hooks): "
-        "the model's own ops, such as a flatten in its forward, and the hooks' own cost. "
+        "the model's own ops (its (model) rows, untimed alone), such as a flatten in its forward, and the hooks' "
+        "own cost. "
         "Roofline: max(FLOPs / peak, bytes moved / bandwidth). Achieved and Intensity count flops + "
         "elementwise_flops; ▲: above the roofline (see the notes).",
         caption_justify="left",
