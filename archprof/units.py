@@ -48,9 +48,10 @@ def ratio_text(ratio: float) -> str:
     """A ratio as every table writes it: 0.18 -> '0.18x', 12345.678 -> '12,345.68x' (grouped
     as counts are, so that a large one reads at a glance); one under 0.1 in two significant
     figures, 0.025 -> '0.025x' (mobilenet_v2's parameters against vgg16's, which two
-    decimals made 0.03x), 0.00039 -> '0.00039x', never '0.00x' (lenet5 against vgg16)."""
+    decimals made 0.03x), 0.00039 -> '0.00039x', never '0.00x' (lenet5 against vgg16), nor
+    in scientific notation: 9.6e-06 -> '0.0000096x'."""
     if 0 < abs(ratio) < 0.095:  # where two decimals keep one significant figure, or none
-        return f"{ratio:.2g}x"
+        return f"{Decimal(f'{ratio:.2g}'):f}x"
     return f"{ratio:,.2f}x"
 
 

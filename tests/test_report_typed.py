@@ -191,3 +191,17 @@ def test_by_module_depth_keeps_the_shallow_modules(resnet18):
     assert shallow["module"].tolist()[:3] == ["", "conv1", "bn1"]
     with pytest.raises(ArchprofError, match=r"depth must be at least 0 \(0 = the whole model\), got -1"):
         resnet18.by_module(depth=-1)
+
+
+def test_an_inference_reports_training_totals_are_none_as_the_readme_says():
+    """The README said an inference report's saved_activation_bytes is 0, where its total is
+    None; the column is 0 on every row, and gradient_bytes counts every trainable parameter."""
+    from archprof.zoo import MODELS
+
+    report = archprof.analyze("lenet5")
+    totals = report.totals
+    fields = ("optimizer_state_bytes", "saved_activation_bytes", "training_peak_bytes", "training_memory_bytes")
+    assert all(getattr(totals, name) is None for name in (*fields, "training_flops"))
+    assert set(report.layers["saved_activation_bytes"]) == {0}
+    model = MODELS["lenet5"].build()
+    assert totals.gradient_bytes == sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)

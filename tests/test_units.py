@@ -170,6 +170,8 @@ def test_every_prefix_read_is_written_back():
         (0.0949, "0.095x"),
         (0.095, "0.10x"),
         (0, "0.00x"),
+        (1e-05, "0.00001x"),  # an MLP's MACs against resnet18's read '1e-05x'
+        (9.6e-06, "0.0000096x"),
     ],
 )
 def test_a_ratio_keeps_two_figures_where_two_decimals_would_show_one_or_none(ratio, text):
