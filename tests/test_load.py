@@ -1586,3 +1586,12 @@ def test_an_empty_weights_file_is_said_to_hold_an_empty_dict(tmp_path, monkeypat
     result = cli("summary", "lenet5", "--weights", "empty_state.pt")
     assert result.exit_code == 2
     assert one_error_line(result) == "error: empty_state.pt holds no state dict (name -> tensor) but an empty dict"
+
+
+def test_a_dtypes_name_alone_among_the_inputs_says_where_a_dtype_goes():
+    """inputs=((77,), "int64") is two inputs, the second the text 'int64': the error said only
+    'malformed input size'; now it says where a dtype goes. A torch.dtype in the pair works."""
+    with pytest.raises(ArchprofError, match=r"a dtype goes after its shape, '77:int64', or as a torch.dtype in a pair"):
+        archprof.analyze("tests/fixtures/tiny_models.py:token_model", inputs=((77,), "int64"))
+    report = archprof.analyze("tests/fixtures/tiny_models.py:token_model", inputs=((77,), torch.int64))
+    assert report.input_dtypes == ("int64",)

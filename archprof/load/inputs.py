@@ -125,8 +125,15 @@ def parse_input_spec(text: str) -> InputSpec:
     if colon and not dtype.strip():
         raise ArchprofError(f"malformed input '{text}': nothing after ':', expected a dtype such as int64")
     if not _SIZE.fullmatch(size.strip().lower()):
+        # A dtype's name alone: `inputs=((77,), "int64")` is two inputs, the second this text.
+        hint = (
+            f"; a dtype goes after its shape, '77:{text.strip()}', or as a torch.dtype in a pair: ((77,), torch.int64)"
+            if not colon and size.strip().lower().removeprefix("torch.") in INPUT_DTYPES
+            else ""
+        )
         raise ArchprofError(
             f"malformed input size '{text}': expected [name=]SIZES[:dtype], e.g. 3x224x224, 77:int64 or mask=77:bool"
+            + hint
         )
     shape = _sizes(size)  # says which size is 0; InputSpec checks the size in bytes of its dtype
     name = name.strip()
