@@ -817,6 +817,15 @@ def test_a_budget_in_binary_units_is_shown_back_in_them():
     assert f"{fit['bytes_at_batch'] / 2**20:.2f} MiB" in peak
     refused = invoke("lenet5", "--fit", "100KiB")
     assert refused.exit_code == 2 and "not even batch 1 fits in 100.00 KiB: lenet5 needs" in refused.stderr
+    # The layer rows too (mobilenet_v2 in 512MiB showed a layer's 518.82 MB beside the 512.00 MiB budget):
+    # each row's live bytes, from the report's column, in KiB or MiB.
+    rows = json.loads(result.stdout)["layers"]
+    for row in rows:
+        line = next((line for line in table.splitlines() if line.split()[:1] == [row["layer"]]), None)
+        if line is not None and row["live_bytes"]:
+            live = row["live_bytes"]
+            assert (f"{live / 2**20:.2f} MiB" if live >= 2**20 else f"{live / 2**10:.2f} KiB") in line, line
+            assert "MB" not in line and "kB" not in line, line
 
 
 def test_memory_fit_never_shows_the_next_batch_needing_the_budget_itself():

@@ -470,8 +470,8 @@ def count_cell(value: int) -> Text | str:
     return human_count(value) if value else dash()
 
 
-def bytes_cell(value: int) -> Text | str:
-    return human_bytes(value) if value else dash()
+def bytes_cell(value: int, binary: bool = False) -> Text | str:
+    return human_bytes(value, binary) if value else dash()
 
 
 def to_text(renderable, width: int | None = None) -> str:

@@ -3,6 +3,7 @@ training breakdown and the training step's peak, and measured against predicted.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from rich.console import Group
@@ -45,18 +46,20 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
     headings = ("Layer", "Type", "Output shape", "Activations", "Live after", "Peak in layer", "Saved for backward")
     cells: dict[str, list] = {h: [] for h in headings if report.training or h != "Saved for backward"}
     marks = []  # after the layer's name, never cut with it
+    # Every size in the budget's units, as the totals: 518.82 MB beside a budget of 512.00 MiB read as over it.
+    sized = partial(bytes_cell, binary=fit is not None and fit.binary)
     for node in tree_rows(report):
         row = node.row
         marks.append(Text("  ◀ peak", style="bold") if peak_row in node.indices else None)
         cells["Layer"].append(tree_label(node))
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
-        cells["Activations"].append(subtotal_cell(node, "activation_bytes", bytes_cell))
-        cells["Live after"].append(bytes_cell(row["live_bytes"]))
+        cells["Activations"].append(subtotal_cell(node, "activation_bytes", sized))
+        cells["Live after"].append(sized(row["live_bytes"]))
         # A module's peak is its subtree's: the highest of its rows'.
-        cells["Peak in layer"].append(subtotal_cell(node, "peak_live_bytes", bytes_cell, own=False))
+        cells["Peak in layer"].append(subtotal_cell(node, "peak_live_bytes", sized, own=False))
         if report.training:
-            cells["Saved for backward"].append(subtotal_cell(node, "saved_activation_bytes", bytes_cell))
+            cells["Saved for backward"].append(subtotal_cell(node, "saved_activation_bytes", sized))
     mode = "training forward" if report.training else "inference"
     title = f"{visible_text(report.model)}  ·  input {report.input_text}  ·  {report.dtype}  ·  {mode}"
     if report.batch_norm_folding is not None:  # --fold-bn, as summary's title says it
