@@ -171,7 +171,7 @@ def test_profile_refuses_a_model_that_cannot_fit_before_timing_any(monkeypatch):
     )
     timed = []
     monkeypatch.setattr(comparison, "latency_ms", lambda *args: timed.append(args) or [1.0])
-    with pytest.raises(ArchprofError, match=r"^a real run of resnet18 at batch 1 is predicted to need .* free"):
+    with pytest.raises(ArchprofError, match=r"^a real run of resnet18 at batch 1 is predicted to need .* available"):
         archprof.compare(["lenet5", "resnet18"], profile=True, runs=1)
     assert timed == []
 

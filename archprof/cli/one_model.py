@@ -344,15 +344,12 @@ def _measured_peak(loaded, report, inputs, batch: int, dtype, optimizer: str) ->
 def _refuse_a_run_that_cannot_fit(predicted: int, batch: int) -> None:
     """Refuse, before any real run, one whose predicted peak (with a margin) exceeds the memory
     the device it runs on has free: CUDA's, else the CPU's."""
-    from archprof.errors import ArchprofError
-    from archprof.measure.device import beyond_free_memory
-    from archprof.units import human_bytes
+    from archprof.measure.device import beyond_free_memory, too_large_for
 
     device, free = available_memory()
     if beyond_free_memory(predicted, free):
-        raise ArchprofError(
-            f"--measure would run batch {batch}, predicted to need {human_bytes(predicted)} (and operators'"
-            f" workspace), but {device} has {human_bytes(free)} free: give a smaller --batch or --fit"
+        raise too_large_for(
+            f"--measure's run at batch {batch}", predicted, free, device, "give a smaller --batch or --fit"
         )
 
 
@@ -365,7 +362,7 @@ def available_memory() -> tuple[str, int | None]:
 
     if torch.cuda.is_available():
         return "cuda", free_memory(torch.device("cuda"))
-    return "the cpu", free_memory(torch.device("cpu"))
+    return "the CPU", free_memory(torch.device("cpu"))
 
 
 @app.command()

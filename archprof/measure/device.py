@@ -47,6 +47,16 @@ def resolve_device(device: str | None) -> torch.device:
 REAL_RUN_MARGIN = 1.5
 
 
+def too_large_for(what: str, predicted: int, free: int, where: str, hint: str) -> ArchprofError:
+    """The one line that refuses a real run `beyond_free_memory`: its prediction, the margin
+    that decides, what `where` (a device) has available, and `hint`. A bare 'needs 15.98 GB,
+    but the cpu has 23.19 GB free' gave no reason."""
+    return ArchprofError(
+        f"{what} is predicted to need {human_bytes(predicted)}, {human_bytes(round(predicted * REAL_RUN_MARGIN))}"
+        f" with half again for operators' workspace, more than the {human_bytes(free)} {where} has available: {hint}"
+    )
+
+
 def beyond_free_memory(predicted: int, free: int | None) -> bool:
     """Whether a real run predicted to need `predicted` bytes, with REAL_RUN_MARGIN on top,
     would pass the `free` bytes of its device (None: cannot tell, so never)."""
@@ -68,12 +78,9 @@ def refuse_a_run_that_cannot_fit(analysed: Analysis, target: torch.device) -> No
     predicted = analysed.report.totals.peak_memory_bytes
     free = free_memory(target)
     if beyond_free_memory(predicted, free):
-        where = "the cpu" if target.type == "cpu" else str(target)
-        raise ArchprofError(
-            f"a real run of {analysed.loaded.name} at batch {analysed.batch} is predicted to need"
-            f" {human_bytes(predicted)} (and operators' workspace), but {where} has {human_bytes(free)} free:"
-            " give a smaller batch or input"
-        )
+        where = "the CPU" if target.type == "cpu" else str(target)
+        what = f"a real run of {analysed.loaded.name} at batch {analysed.batch}"
+        raise too_large_for(what, predicted, free, where, "give a smaller batch or input")
 
 
 def cpu_available_memory() -> int | None:
