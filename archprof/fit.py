@@ -18,7 +18,7 @@ from archprof.errors import ArchprofError, shown
 from archprof.measure.device import beyond_free_memory, cpu_available_memory
 from archprof.report import Report
 from archprof.tracing.trace import NeedsTwoSamples
-from archprof.units import human_bytes
+from archprof.units import human_bytes, in_binary_units, parse_size
 
 # --fit: traces allowed before giving up on a model whose memory is not affine in the batch.
 MAX_FIT_TRACES = 40
@@ -69,7 +69,7 @@ class Fit:
 
 def fit_batch(
     model: Any,
-    budget_bytes: int,
+    budget_bytes: int | str,
     input_size: Sequence[int] | str | None = None,
     dtype: torch.dtype | str | None = None,
     training: bool = False,
@@ -84,7 +84,8 @@ def fit_batch(
     binary: bool = False,
 ) -> Fit:
     """The largest batch whose predicted memory (inference peak, or the training step's
-    peak with `training`) is at most `budget_bytes`.
+    peak with `training`) is at most `budget_bytes`: a number of bytes, or a size as --fit
+    reads it ("16GiB", "512MB", 1e9; one in binary units is shown back in them).
 
     Memory is affine in the batch for these models (parameters fixed, activations
     proportional), so two analyses (batch 1 and 2; 2 and 3 where a training step refuses
@@ -104,6 +105,10 @@ def fit_batch(
     tensors torch cannot size (a batch x batch product past int64) fits no budget: the
     search bisects below it."""
     _, dtype = checked_batch_and_dtype(None, dtype)
+    if isinstance(budget_bytes, str):  # as --fit reads it: "16GiB" (shown back in binary units), "1e9"
+        binary = binary or in_binary_units(budget_bytes)
+    if isinstance(budget_bytes, (str, float)):
+        budget_bytes = parse_size(budget_bytes)
     if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
         raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {shown(budget_bytes)}")
     if batch is not None:

@@ -116,6 +116,8 @@ def human_bytes(value: int, binary: bool = False) -> str:
     """6115328 -> '6.12 MB' (decimal units, as disk and GPU vendors use); `binary`: '5.83 MiB'
     (powers of 1024, for a budget given in them: 512MiB shown back as 512.00 MiB)."""
     step, unit = byte_unit(value, binary)
+    if abs(value) >= 1000 * (_BINARY_BYTE_STEPS if binary else _BYTE_STEPS)[0][0]:
+        return f"{value:.2e} B"  # past the largest unit: 1e30 bytes read '1000000000000.00 EB'
     return f"{value / step:.2f} {unit}" if step > 1 else f"{value} B"
 
 

@@ -828,6 +828,17 @@ def test_a_budget_in_binary_units_is_shown_back_in_them():
             assert "MB" not in line and "kB" not in line, line
 
 
+def test_fit_batch_takes_a_size_as_the_cli_reads_it():
+    """fit_batch("lenet5", "3MiB") and 3e6 said 'the memory budget must be a whole number of
+    bytes', where --fit takes both: the same answers as the bytes, binary units kept."""
+    in_bytes = fit_batch("lenet5", 3 * 2**20, binary=True)
+    as_text = fit_batch("lenet5", "3MiB")
+    assert (as_text.batch, as_text.budget_bytes, as_text.binary) == (in_bytes.batch, 3 * 2**20, True)
+    assert fit_batch("lenet5", 3e6).batch == fit_batch("lenet5", 3_000_000).batch
+    with pytest.raises(ArchprofError, match="cannot read the size '-1GB'"):
+        fit_batch("lenet5", "-1GB")
+
+
 def test_memory_fit_never_shows_the_next_batch_needing_the_budget_itself():
     """resnet18 in 16GiB: batch 2439 needs 17,179,893,568 B, over the 17,179,869,184 B
     budget, and both read "17.18 GB": "fits in 17.18 GB ... batch 2439 needs 17.18 GB"

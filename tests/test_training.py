@@ -766,3 +766,26 @@ def test_a_training_trace_lets_go_of_its_recorder():
         gc.collect()
         alive.append(sum(isinstance(held, TrainingRecorder) for held in gc.get_objects()))
     assert alive[1] == alive[2]
+
+
+def test_the_network_input_autograd_saves_is_counted_on_the_first_row_that_saves_it():
+    """No row makes the network input, but the first convolution saves it for its weight's
+    gradient: its bytes go on that row, as the README's column says; the total is every
+    storage autograd saves on a real forward (parameters apart)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    report = archprof.analyze(model, input_size=(3, 8, 8), training=True)
+    saved = dict(zip(report.columns["layer"], report.columns["saved_activation_bytes"], strict=True))
+    x = torch.randn(1, 3, 8, 8)
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(x)
+    assert saved["0"] == x.nbytes  # the input, which the convolution keeps
+    assert sum(saved.values()) == sum(storages.values())

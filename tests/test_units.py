@@ -156,6 +156,7 @@ def test_every_prefix_read_is_written_back():
     assert human_count(parse_count("2E")) == "2.00 E" and human_count(parse_count("999T")) == "999.00 T"
     assert human_bytes(parse_size("3PB")) == "3.00 PB" and human_bytes(parse_size("2EiB"), binary=True) == "2.00 EiB"
     assert human_bytes(parse_size("2PiB"), binary=True) == "2.00 PiB"
+    assert human_bytes(parse_size("1e30")) == "1.00e+30 B" and human_bytes(999 * 10**18) == "999.00 EB"
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,8 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "saved_activation_bytes",
         "int64",
-        "training: bytes of what the row made that autograd saves for backward (each storage once)",
+        "training: bytes of what the row made that autograd saves for backward (each storage once; the network"
+        " input, which no row makes, on the first row that saves it)",
         summable=True,
     ),
     Column(
