@@ -101,6 +101,17 @@ def final_receptive_field_bound(report: Report) -> str:
 
 def _final_field(report: Report) -> tuple[tuple[int, ...], str]:
     """The last spatial row's field and, where that field is an upper bound, its note."""
+    row = _final_row(report)
+    if row is None:
+        raise MetricUnavailable(f"model '{report.model}' has no layer with a spatial receptive field")
+    layer, note = row["layer"] or "(model)", row["receptive_field_note"]
+    if row["receptive_field"] == FieldMark.UNDEFINED:
+        raise MetricUnavailable(f"the receptive field of {layer} in {report.model} is {_undefined(note)}")
+    return row["receptive_field"], bound_note(note)
+
+
+def _final_row(report: Report) -> Mapping[str, Any] | None:
+    """`final_field_row` of the report's rows."""
     values = report.columns.get("receptive_field")
     if values is None:
         raise MetricUnavailable("receptive field is not available in this report")
@@ -109,14 +120,21 @@ def _final_field(report: Report) -> tuple[tuple[int, ...], str]:
         {"layer": layer, "receptive_field": value, "receptive_field_note": note}
         for layer, value, note in zip(report.columns["layer"], values, notes, strict=True)
     ]
-    row = final_field_row(rows)
-    if row is None:
-        raise MetricUnavailable(f"model '{report.model}' has no layer with a spatial receptive field")
-    layer, note = row["layer"] or "(model)", row["receptive_field_note"]
-    if row["receptive_field"] == FieldMark.UNDEFINED:
-        why = f": {note}" if note else ""
-        raise MetricUnavailable(f"the receptive field of {layer} in {report.model} is undefined{why}")
-    return row["receptive_field"], bound_note(note)
+    return final_field_row(rows)
+
+
+def _undefined(note: str) -> str:
+    return f"undefined: {note.removeprefix('undefined: ')}" if note else "undefined"
+
+
+def final_field_note(report: Report) -> str | None:
+    """What the comparison notes of the final field: why it is only an upper bound ("" where
+    it is exact), or why it is undefined ("undefined: aten.grid_sampler_2d in (model): ...",
+    where the field is <NA>, as a model without a spatial layer's, which has None)."""
+    row = _final_row(report)
+    if row is not None and row["receptive_field"] == FieldMark.UNDEFINED:
+        return _undefined(row["receptive_field_note"])
+    return _optional(final_receptive_field_bound, report)
 
 
 def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -313,8 +331,7 @@ def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | Non
     if all(has_metric(r, "receptive-field") for r in reports):
         data["receptive_field"] = pd.Series([_optional(final_receptive_field, r) for r in reports], dtype="Int64")
         data["receptive_field_dims"] = pd.Series([_optional(final_receptive_field_dims, r) for r in reports])
-        notes = [_optional(final_receptive_field_bound, r) for r in reports]
-        data["receptive_field_note"] = pd.Series(notes, dtype="string")
+        data["receptive_field_note"] = pd.Series([final_field_note(r) for r in reports], dtype="string")
     if all(r.training for r in reports):
         data["training_flops"] = _exact_integers([METRICS["training-flops"].read(r) for r in reports])
         data["training_peak_bytes"] = _exact_integers([METRICS["training-memory"].read(r) for r in reports])
@@ -482,20 +499,21 @@ def _present(frame: pd.DataFrame) -> list[tuple[str, str, Callable[[Any], str]]]
 
 def _cell(record: dict[str, Any], column: str, show: Callable[[Any], str]) -> str:
     value = record[column]
-    if value is None:
-        return "-"
     if column == "receptive_field":
         # Per spatial dimension, as summary and rf show a field: "212x212", not its smallest
         # side alone (the column, what budgets and --sort read); "≤212x212" where it is only
-        # an upper bound, `bound_notes` saying why.
-        bound = "≤" if record.get("receptive_field_note") else ""
-        return bound + show(record["receptive_field_dims"])
-    return show(value)
+        # an upper bound, "undefined" where it has none, `bound_notes` saying why.
+        note = record.get("receptive_field_note") or ""
+        if value is None:
+            return "undefined" if note.startswith("undefined") else "-"
+        return ("≤" if note else "") + show(record["receptive_field_dims"])
+    return "-" if value is None else show(value)
 
 
 def bound_notes(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """(model, note) for each model whose receptive field is only an upper bound: the note
-    says why ("an upper bound: aten.slice in (model) picks ..."), as `archprof rf` does."""
+    """(model, note) for each model whose receptive field is only an upper bound, or undefined:
+    the note says why ("an upper bound: aten.slice in (model) picks ...", "undefined: ..."),
+    as `archprof rf` does."""
     if "receptive_field_note" not in frame.columns:
         return []
     return [(r["model"], r["receptive_field_note"]) for r in comparison_records(frame) if r["receptive_field_note"]]

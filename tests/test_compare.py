@@ -460,3 +460,33 @@ def test_compare_holds_each_training_step_with_the_optimizer_given():
     assert [int(row["training_peak_bytes"]) for row in rows] == list(adam["training_peak_bytes"])
     refused = CliRunner().invoke(app, ["compare", *models, "--optimizer", "adam"])
     assert refused.exit_code == 2 and "add --train" in refused.output
+
+
+def test_an_undefined_final_field_is_said_so_not_taken_for_no_spatial_layer(tmp_path):
+    """A convolution then grid_sample, which archprof has no receptive-field rule for: compare
+    gave <NA> and no note, as for an MLP, where summary says why. Its note now says it is
+    undefined and why, the table shows 'undefined' and the reason under it; an MLP stays <NA>
+    with no note."""
+    path = tmp_path / "nets.py"
+    path.write_text(
+        "import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
+        "class Grid(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3)\n\n    def forward(self, x):\n"
+        "        grid = torch.zeros(x.shape[0], 5, 5, 2, device=x.device, dtype=x.dtype)\n"
+        "        return F.grid_sample(self.conv(x), grid, align_corners=False)\n\n"
+        "def mlp():\n    return nn.Sequential(nn.Flatten(), nn.Linear(300, 4))\n"
+    )
+    frame = archprof.compare([f"{path}:Grid", f"{path}:mlp"], input_size=(3, 10, 10))
+    summary = archprof.analyze(f"{path}:Grid", input_size=(3, 10, 10))
+    fields = zip(summary.columns["receptive_field"], summary.columns["receptive_field_note"], strict=True)
+    reason = next(note for field, note in fields if field == "undefined")
+    assert "grid_sampler_2d" in reason
+    grid, mlp = frame.to_dict("records")
+    assert pd.isna(grid["receptive_field"]) and grid["receptive_field_note"] == f"undefined: {reason}"
+    assert pd.isna(mlp["receptive_field"]) and pd.isna(mlp["receptive_field_note"])
+    result = runner.invoke(
+        app, ["compare", f"{path}:Grid", f"{path}:mlp", "--input", "3x10x10"], env={"COLUMNS": "200"}
+    )
+    row = next(line for line in result.stdout.splitlines() if "nets.py:Grid" in line and "1.00x" in line)
+    assert row.rstrip().endswith("undefined")
+    assert f"receptive field is undefined: {reason}" in result.stdout
