@@ -217,7 +217,7 @@ def compare(
 ) -> pd.DataFrame:
     """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
     column where a value passes int64), ratios against the first model (float64; NaN in
-    every row where the first model's figure is 0, as `ratio_notes` says).
+    every row where the first model's figure is 0, as `archprof.comparison.ratio_notes(frame)` says).
 
     `models` is a list (or any iterable, not one model alone) of what `analyze()` takes, or
     a dict of them, each row then named by its key ({"mine": model, "resnet50": "resnet50"});
