@@ -263,8 +263,10 @@ def compare(
         raise ArchprofError("compare needs at least one model")
     # Each model with its label (its name, else `model_label`), which leads its errors.
     items = list(zip(names or [model_label(model) for model in models], models, strict=True))
-    check_flag("profile", profile)
-    check_flag("trust_pickle", trust_pickle)  # here, not per model: an error of the call, not of one model
+    # Here, not per model: errors of the call, not of the first model's analysis ("lenet5: training must be ...").
+    flags = {"profile": profile, "trust_pickle": trust_pickle, "training": training, "fold_bn": fold_bn}
+    for flag, value in flags.items():
+        check_flag(flag, value)
     check_optimizer(optimizer, training)
     if profile and fold_bn:
         raise ArchprofError("--profile times the models as they are: drop --fold-bn (fold_bn=True)")

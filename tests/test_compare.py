@@ -490,3 +490,11 @@ def test_an_undefined_final_field_is_said_so_not_taken_for_no_spatial_layer(tmp_
     row = next(line for line in result.stdout.splitlines() if "nets.py:Grid" in line and "1.00x" in line)
     assert row.rstrip().endswith("undefined")
     assert f"receptive field is undefined: {reason}" in result.stdout
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("training", "no"), ("fold_bn", 1)])
+def test_a_bad_flag_is_an_error_of_the_call_not_of_the_first_model(keyword, value):
+    """'lenet5: training must be True or False': the error named the first model, as if it
+    alone were at fault."""
+    with pytest.raises(ArchprofError, match=rf"^{keyword} must be True or False, got {value!r}"):
+        archprof.compare(["lenet5", "resnet18"], **{keyword: value})
