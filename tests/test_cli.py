@@ -326,13 +326,13 @@ def test_memory_measure_refuses_a_batch_the_device_cannot_hold(monkeypatch):
         raise ArchprofError("measuring")
 
     monkeypatch.setattr("archprof.measure.peak_memory.measure_memory", measuring)
-    monkeypatch.setattr(one_model, "available_memory", lambda: ("the cpu", 100_000))
+    monkeypatch.setattr(one_model, "available_memory", lambda: ("the CPU", 100_000))
     for args in (["--measure"], ["--fit", "1MB", "--measure"], ["--train", "--batch", "64", "--measure"]):
         result = invoke("memory", "lenet5", *args)
         assert result.exit_code == 2, (args, result.output)
         line = one_error_line(result)
-        assert "--measure" in line and "free" in line and "measuring" not in line
-    monkeypatch.setattr(one_model, "available_memory", lambda: ("the cpu", 10**12))
+        assert "--measure" in line and "the CPU has available" in line and "measuring" not in line
+    monkeypatch.setattr(one_model, "available_memory", lambda: ("the CPU", 10**12))
     assert one_error_line(invoke("memory", "lenet5", "--measure")) == "error: measuring"
     monkeypatch.setattr(one_model, "available_memory", lambda: ("the cpu", None))  # cannot tell: measure
     assert one_error_line(invoke("memory", "lenet5", "--measure")) == "error: measuring"
@@ -343,7 +343,7 @@ def test_available_memory_is_the_devices_free_memory(monkeypatch):
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     device, free = available_memory()
-    assert device == "the cpu" and free > 0
+    assert device == "the CPU" and free > 0
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.mem_get_info", lambda *device: (123_456, 1_000_000))
     assert available_memory() == ("cuda", 123_456)

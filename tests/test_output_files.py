@@ -420,19 +420,26 @@ def test_a_closed_pipe_ends_quietly_with_141(printing):
 def test_a_reader_leaving_mid_help_ends_quietly_with_141(command):
     """`archprof -h | head -30`: the reader gone after Rich's part of the page is written,
     before Click's last write (Click took it for its own error: exit 1, then at the
-    interpreter's exit a warning on stderr and exit 120)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "archprof", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    for _ in range(20):  # of the app's 34 lines: Rich's writes have gone, Click's are to come
-        process.stdout.readline()
-    process.stdout.close()
-    stderr = process.stderr.read().decode()
-    assert process.wait(timeout=300) == 141, stderr
-    assert stderr == ""
+    interpreter's exit a warning on stderr and exit 120). The page fits the pipe's buffer,
+    so whether the reader leaves before that last write is a race (on a busy machine the
+    writer may finish first, exit 0): tried until it does, every try ending cleanly."""
+    outcomes = []
+    for _ in range(8):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "archprof", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for _ in range(20):  # of the app's 34 lines: Rich's writes have gone, Click's are to come
+            process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        outcomes.append((process.wait(timeout=300), stderr))
+        assert outcomes[-1] in ((141, ""), (0, "")), outcomes
+        if outcomes[-1][0] == 141:
+            break
+    assert outcomes[-1] == (141, ""), outcomes
 
 
 @pytest.mark.parametrize("unbuffered", ["1", ""])
