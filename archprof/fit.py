@@ -110,7 +110,10 @@ def fit_batch(
     if isinstance(budget_bytes, (str, float)):
         budget_bytes = parse_size(budget_bytes)
     if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
-        raise ArchprofError(f"the memory budget must be a whole number of bytes more than 0, got {shown(budget_bytes)}")
+        raise ArchprofError(
+            f"the memory budget must be a whole number of bytes more than 0, or a size such as '16GiB',"
+            f" got {shown(budget_bytes)}"
+        )
     if batch is not None:
         raise ArchprofError(f"fit_batch finds the batch itself: drop batch={shown(batch)}")
     check_optimizer(optimizer, training)
