@@ -106,7 +106,7 @@ def _final_field(report: Report) -> tuple[tuple[int, ...], str]:
         raise MetricUnavailable(f"model '{report.model}' has no layer with a spatial receptive field")
     layer, note = row["layer"] or "(model)", row["receptive_field_note"]
     if row["receptive_field"] == FieldMark.UNDEFINED:
-        raise MetricUnavailable(f"the receptive field of {layer} in {report.model} is {_undefined(note)}")
+        raise MetricUnavailable(f"the receptive field of {layer} in {report.model} is {undefined_note(note)}")
     return row["receptive_field"], bound_note(note)
 
 
@@ -123,8 +123,9 @@ def _final_row(report: Report) -> Mapping[str, Any] | None:
     return final_field_row(rows)
 
 
-def _undefined(note: str) -> str:
-    return f"undefined: {note.removeprefix('undefined: ')}" if note else "undefined"
+def undefined_note(note: str) -> str:
+    """An undefined field said with its row's note, why: "undefined: aten.grid_sampler_2d in ..."."""
+    return f"undefined: {note}" if note else "undefined"
 
 
 def final_field_note(report: Report) -> str | None:
@@ -132,9 +133,11 @@ def final_field_note(report: Report) -> str | None:
     it is exact), or why it is undefined ("undefined: aten.grid_sampler_2d in (model): ...",
     where the field is <NA>, as a model without a spatial layer's, which has None)."""
     row = _final_row(report)
-    if row is not None and row["receptive_field"] == FieldMark.UNDEFINED:
-        return _undefined(row["receptive_field_note"])
-    return _optional(final_receptive_field_bound, report)
+    if row is None:
+        return None
+    if row["receptive_field"] == FieldMark.UNDEFINED:
+        return undefined_note(row["receptive_field_note"])
+    return bound_note(row["receptive_field_note"])
 
 
 def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:

@@ -9,7 +9,7 @@ from fractions import Fraction
 from typing import Any
 
 from archprof.comparison import METRICS as COMPARED_METRICS
-from archprof.comparison import bound_note, final_field_row
+from archprof.comparison import bound_note, final_field_row, undefined_note
 from archprof.output import json_text
 from archprof.passes.receptive_field import FieldMark, Stride
 from archprof.report import Report
@@ -316,7 +316,7 @@ def final_field(side: Side) -> FinalField:
         return FinalField(missing="none", note="no layer with a spatial receptive field")
     note = row.get("receptive_field_note", "")
     if row["receptive_field"] == FieldMark.UNDEFINED:
-        return FinalField(row["layer"], missing="undefined", note=f"undefined: {note}" if note else "undefined")
+        return FinalField(row["layer"], missing="undefined", note=undefined_note(note))
     field, stride = row["receptive_field"], row.get("effective_stride")
     strides = stride if isinstance(stride, tuple) else ()
     bound = bound_note(note)
