@@ -32,7 +32,7 @@ from archprof.graph import OpNode
 from archprof.passes.flops import op_cost
 from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers
 from archprof.passes.params import parameter_columns
-from archprof.text import NARROWEST_WIDTH, dims_text, field_text, layer_label, visible_text
+from archprof.text import NARROWEST_WIDTH, counted, dims_text, field_text, layer_label, visible_text
 from archprof.units import checked_count, shape_text, share_text
 
 # A row number: ASCII digits only (str.isdigit takes '²', which int() refuses), and few of
@@ -274,7 +274,7 @@ class _Context:
             steps.append(sum_step(name, terms, sum(values[i] for i in inside), formula))
         module_type = self.graph.module_types.get(path, "")
         children = [c for c in parts if c != path]
-        own_text = f"{len(own)} row{'s' * (len(own) != 1)} of its own operations" if own else "no operations of its own"
+        own_text = f"{counted(len(own), 'row')} of its own operations" if own else "no operations of its own"
         notes = [f"{len(children)} child{'ren' * (len(children) != 1)}; {own_text}"]
         if self.training is not None:  # the backward is explained per row, where its operators are
             notes.append("a training step: these sums are the forward's; explain a child for its backward pass")

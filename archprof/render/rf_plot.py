@@ -4,8 +4,9 @@ loaded only here)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
+from archprof.passes.layers import consecutive_runs
 from archprof.render.figures import check_plot_target, figure_text, save_figure
 from archprof.report import Report
 
@@ -46,11 +47,11 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
                 drawn_extents.add(extent)
                 sizes_axes.axhline(extent, color=line.get_color(), ls="-.", lw=1, label=f"input size {extent}")
         strides_axes.plot(*strides, ls=style, drawstyle="steps-post", color=line.get_color())
-    global_rows = _runs(index for index, row in enumerate(rows) if row["receptive_field"] == "input")
-    for run, (first, last) in enumerate(global_rows):
-        label = "global: reads the whole input" if run == 0 else None
-        sizes_axes.axvspan(first - 0.5, last + 0.5, color="tab:grey", alpha=0.15, lw=0, label=label)
-        strides_axes.axvspan(first - 0.5, last + 0.5, color="tab:grey", alpha=0.15, lw=0)
+    global_rows = consecutive_runs([index for index, row in enumerate(rows) if row["receptive_field"] == "input"])
+    for number, run in enumerate(global_rows):
+        label = "global: reads the whole input" if number == 0 else None
+        sizes_axes.axvspan(run[0] - 0.5, run[-1] + 0.5, color="tab:grey", alpha=0.15, lw=0, label=label)
+        strides_axes.axvspan(run[0] - 0.5, run[-1] + 0.5, color="tab:grey", alpha=0.15, lw=0)
     unit = "centre unit" if spreads is not None else "unit 0"
     sizes_axes.set_ylabel(f"field size ({unit}, pixels, log scale)")
     sizes_axes.legend(fontsize=8)
@@ -94,17 +95,6 @@ def _dimensions_label(axes: list[int]) -> str:
     if len(numbers) == 1:
         return f"dimension {numbers[0]}"
     return f"dimensions {', '.join(numbers[:-1])} and {numbers[-1]}"
-
-
-def _runs(indices: Iterable[int]) -> list[tuple[int, int]]:
-    """Consecutive indices as (first, last) runs: 3, 4, 5, 9 -> (3, 5), (9, 9)."""
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and runs[-1][1] == index - 1:
-            runs[-1][1] = index
-        else:
-            runs.append([index, index])
-    return [(first, last) for first, last in runs]
 
 
 def _field_size(row: dict, spread, axis: int) -> int | None:
