@@ -50,6 +50,11 @@ class Ceilings:
         """The most FLOP/s the roofline allows at `intensity` FLOPs per byte."""
         return min(self.peak_flops_per_s, intensity * self.bandwidth_bytes_per_s)
 
+    def above_roof(self, rate: float | None, intensity: float | None) -> bool:
+        """Whether a row that achieved `rate` FLOP/s at `intensity` ran above the roof (the
+        table's ▲, the plot's red ring, the notes' count); False where it has either none."""
+        return bool(rate) and intensity is not None and rate > self.roof(intensity)
+
     def source(self, figure: str) -> str:
         """ "measured", "cached" or "given", for "peak_flops" or "bandwidth"."""
         return self.flops_source if figure == "peak_flops" else self.bandwidth_source

@@ -380,11 +380,8 @@ def roofline_notes(columns: dict[str, list], ceilings: Ceilings) -> tuple[str, .
     the peak FLOP/s, the peak was measured low (a busy machine) or given low; faster than
     their memory floor, they read from caches."""
     notes = []
-    above = [
-        rate
-        for rate, intensity in zip(columns["achieved_flops_per_s"], columns["arithmetic_intensity"], strict=True)
-        if rate and intensity is not None and rate > ceilings.roof(intensity)  # as the table marks ▲, the plot rings
-    ]
+    rates = zip(columns["achieved_flops_per_s"], columns["arithmetic_intensity"], strict=True)
+    above = [rate for rate, intensity in rates if ceilings.above_roof(rate, intensity)]
     over_peak = [rate for rate in above if rate > ceilings.peak_flops_per_s]
     if over_peak:
         why = (

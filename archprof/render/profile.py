@@ -67,9 +67,11 @@ def profile_table(report, layout: Layout = Layout()) -> Group:
         cells["Share"].append(subtotal_cell(node, "time_share", _share))
         cells[headings["Roofline"]].append(subtotal_cell(node, "roofline_time_ms", _unless_zero(time)))
         cells["Bytes moved"].append(subtotal_cell(node, "bytes_moved", _unless_zero(moved)))
-        achieved = rate(timed.get("achieved_flops_per_s") or None)
-        cells["Achieved"].append(Text(f"{achieved} ▲", style="yellow") if _above_roof(timed, ceilings) else achieved)
-        intensity = timed.get("arithmetic_intensity")
+        achieved, intensity = timed.get("achieved_flops_per_s"), timed.get("arithmetic_intensity")
+        shown = rate(achieved or None)
+        cells["Achieved"].append(
+            Text(f"{shown} ▲", style="yellow") if ceilings.above_roof(achieved, intensity) else shown
+        )
         cells["Intensity"].append(f"{intensity:.2f}" if intensity is not None else dash())
         cells["Bound"].append(timed.get("bound") or dash())
     passes = f"median of {measured.repeat} passes after {measured.warmup} warm-up"
@@ -230,11 +232,6 @@ def _one_unit(values: list, steps, named: bool = True) -> tuple[str, Callable[[A
         return f"{value / size:,.{decimals}f}{suffix}"
 
     return unit, cell
-
-
-def _above_roof(row, ceilings) -> bool:
-    rate, intensity = row.get("achieved_flops_per_s"), row.get("arithmetic_intensity")
-    return bool(rate) and intensity is not None and rate > ceilings.roof(intensity)
 
 
 def _ms(value) -> Text | str:

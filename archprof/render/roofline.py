@@ -40,7 +40,7 @@ def roofline_figure(report: Report, label_top: int = 6):
         raise ArchprofError("plot_roofline needs a profiled report (archprof.profile)")
     ceilings = measured.ceilings
     rows = [row for row in report.rows() if row["arithmetic_intensity"] and row["achieved_flops_per_s"]]
-    above = [row for row in rows if row["achieved_flops_per_s"] > ceilings.roof(row["arithmetic_intensity"])]
+    above = [row for row in rows if ceilings.above_roof(row["achieved_flops_per_s"], row["arithmetic_intensity"])]
 
     figure = Figure(figsize=(9, 6.5), layout="constrained")
     FigureCanvasAgg(figure)
