@@ -274,6 +274,10 @@ class Graph:
     outputs: list[TensorMeta]
     parameters: list[ParameterInfo]  # parameters then buffers, tied ones once
     module_types: dict[str, str] = field(default_factory=dict)  # every module, called or not
+    # Each path a module is reached under besides its first -> that first: a module the model
+    # holds under two names (`self.stage = nn.Sequential(self.conv, ...)`), and those under it.
+    # A call is recorded under the name its caller holds the module by (ModuleCall.path).
+    aliases: dict[str, str] = field(default_factory=dict)
     training: bool = False  # traced as a training forward (train mode, grad enabled)
     # Training only: every tensor autograd saved for the backward pass, in the order it was
     # saved, repeats included (parameters and views too: passes dedupe by storage).

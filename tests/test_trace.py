@@ -390,15 +390,72 @@ class _NotATree(nn.Module):
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_modules_parameters_and_buffers_are_listed_as_torch_lists_them(device):
-    """Each module once, in `named_modules()` order; each tensor once, as `named_parameters()`
-    then `named_buffers()` name it. The oracle: those three."""
+    """Each module under every path it is reached by, in `named_modules(remove_duplicate=False)`
+    order, each path but its first an alias of that first; each tensor once, as
+    `named_parameters()` then `named_buffers()` name it. The oracle: those four."""
     model = _NotATree().to(device).eval()
     graph = trace(model, [(2, 4)])
-    assert list(graph.module_types) == [path for path, _ in model.named_modules()]
+    assert list(graph.module_types) == [path for path, _ in model.named_modules(remove_duplicate=False)]
+    first = {module: path for path, module in model.named_modules()}
+    every = model.named_modules(remove_duplicate=False)
+    assert graph.aliases == {path: first[module] for path, module in every if path != first[module]}
+    assert graph.aliases  # the block `b` and its layers
     assert [p.name for p in graph.parameters] == [
         *(name for name, _ in model.named_parameters()),
         *(name for name, _ in model.named_buffers()),
     ]
+
+
+class _StageOfSharedLayers(nn.Module):
+    """A convolution held twice: as `conv`, called by the model, and as `stage.0`, called by
+    the stage; a BatchNorm held as `norm` and `stage.2`, which only the stage calls; and a
+    head the model holds as `head` and `tail` and calls as `tail`."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.stage = nn.Sequential(self.conv, nn.ReLU(), self.norm)
+        self.head = nn.Linear(8, 4)
+        self.tail = self.head
+
+    def forward(self, x):
+        return self.tail(self.stage(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_module_held_under_two_names_is_counted_under_the_name_it_was_called_by(training):
+    """Each call is the row of the path its caller holds the module by, so that the stage's
+    roll-up and `by_module` hold what its forward ran (they summed by name, and missed the
+    shared convolution's call); each parameter and buffer counted once, on the row that ran
+    it first, and no module left as never called for having run under its other name. The
+    oracle: FlopCounterMode over the stage's own forward and over the model's. A caller
+    holding the module under two names (the head) cannot be told apart: its first name."""
+    model = _StageOfSharedLayers().eval()
+    x = torch.rand(1, 8, 16, 16)
+    report = archprof.analyze(model, input_size=(8, 16, 16), training=training)
+    assert [(row["layer"], row["call"]) for row in report.rows()] == [
+        ("conv", 0),
+        ("stage.0", 0),
+        ("stage.1", 0),
+        ("stage.2", 0),
+        ("", 0),  # the mean
+        ("head", 0),
+    ]
+    stage_macs = _forward_macs(model.stage, torch.rand(1, 8, 16, 16))
+    assert stage_macs == 8 * 8 * 9 * 16 * 16
+    by_module = report.by_module().set_index("module")
+    assert by_module.loc["stage", "macs"] == stage_macs
+    assert report.rollup(1).layers.set_index("layer").loc["stage", "macs"] == stage_macs
+    assert report.totals.macs == _forward_macs(model, x)
+    params = {row["layer"]: row["param_count"] for row in report.rows()}
+    assert params == {"conv": 8 * 8 * 9 + 8, "stage.0": 0, "stage.1": 0, "stage.2": 16, "": 0, "head": 8 * 4 + 4}
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+    buffers = {row["layer"]: row["buffer_bytes"] for row in report.rows()}
+    assert buffers["stage.2"] == sum(b.numel() * b.element_size() for b in model.norm.buffers())
+    if training:  # each gradient where its parameter is counted
+        gradients = {row["layer"]: row["gradient_bytes"] for row in report.rows()}
+        assert gradients == {layer: count * 4 for layer, count in params.items()}
 
 
 class _HoldsAChain(nn.Module):

@@ -47,7 +47,8 @@ def group_layers(graph: Graph) -> list[LayerGroup]:
             group = LayerGroup(call.path, call.type, call.call, (), graph.call_outputs.get(call.index, ()))
             keyed.append(((call.first_op, 0, call.index), group))
 
-    called = {call.path for call in graph.module_calls}
+    aliases = graph.aliases
+    called = {aliases.get(call.path, call.path) for call in graph.module_calls}  # under any of its names
     owners = {p.module_path for p in graph.parameters}
     for path in sorted(owners - called, key=list(graph.module_types).index):
         group = LayerGroup(path, graph.module_types[path], -1, (), ())

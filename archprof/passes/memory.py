@@ -18,6 +18,7 @@ from archprof.graph import Graph, ParameterInfo
 from archprof.passes.layers import LayerGroup
 from archprof.passes.liveness import Liveness, liveness, model_state_storages
 from archprof.passes.optimizer_state import parameters_given_gradients
+from archprof.passes.params import parameter_rows
 
 
 def memory_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int]]:
@@ -84,26 +85,9 @@ def _saved_per_row(graph: Graph, groups: list[LayerGroup], live: Liveness) -> li
 
 def gradient_rows(graph: Graph, groups: list[LayerGroup]) -> list[tuple[ParameterInfo, int]]:
     """Each parameter that gets a gradient (`parameters_given_gradients`) and the row
-    `param_count` puts it on (the row that reads it first, else its module's first row or
-    its nearest ancestor's)."""
-    owner: dict[str, int] = {}
-    first_row_of: dict[str, int] = {}
-    for row, group in enumerate(groups):
-        first_row_of.setdefault(group.path, row)
-        for op in group.ops:
-            for tensor in op.inputs:
-                if tensor.kind == "parameter":
-                    owner.setdefault(tensor.name, row)
-    rows = []
-    for parameter in parameters_given_gradients(graph):
-        row = owner.get(parameter.name)
-        if row is None:
-            path = parameter.module_path
-            while path not in first_row_of and path:
-                path = path.rpartition(".")[0]
-            row = first_row_of.get(path, 0)
-        rows.append((parameter, row))
-    return rows
+    `param_count` puts it on (`parameter_rows`)."""
+    rows = parameter_rows(graph, groups)
+    return [(parameter, rows[parameter.name]) for parameter in parameters_given_gradients(graph)]
 
 
 def _gradients_per_row(graph: Graph, groups: list[LayerGroup]) -> list[int]:

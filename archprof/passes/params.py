@@ -2,7 +2,8 @@
 
 A parameter belongs to the row whose op reads it first, so weights used functionally or
 shared between layers are counted once, where they are used. One that no op reads (the
-`num_batches_tracked` of an inference BatchNorm) belongs to its module's first row."""
+`num_batches_tracked` of an inference BatchNorm) belongs to its module's first row, under
+whichever name the module ran (`Graph.aliases`), else its nearest ancestor's."""
 
 from __future__ import annotations
 
@@ -10,22 +11,30 @@ from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
 
 
-def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int]]:
+def parameter_rows(graph: Graph, groups: list[LayerGroup]) -> dict[str, int]:
+    """Each parameter's and buffer's name -> the row it belongs to."""
     owner: dict[str, int] = {}
-    first_row_of: dict[str, int] = {}
+    first_row_of: dict[str, int] = {}  # by the module's first path
+    aliases = graph.aliases
     for index, group in enumerate(groups):
-        first_row_of.setdefault(group.path, index)
+        first_row_of.setdefault(aliases.get(group.path, group.path), index)
         for op in group.ops:
             for tensor in op.inputs:
                 if tensor.kind in ("parameter", "buffer"):
                     owner.setdefault(tensor.name, index)
+    rows = {}
+    for parameter in graph.parameters:
+        row = owner.get(parameter.name)
+        rows[parameter.name] = row if row is not None else _nearest_row(parameter.module_path, first_row_of)
+    return rows
 
+
+def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int]]:
+    rows = parameter_rows(graph, groups)
     # One list per column, filled through locals: a parameter per weight and bias of the model.
     param_count, trainable_param_count, param_bytes, buffer_bytes = ([0] * len(groups) for _ in range(4))
     for parameter in graph.parameters:
-        row = owner.get(parameter.name)
-        if row is None:
-            row = _nearest_row(parameter.module_path, first_row_of)
+        row = rows[parameter.name]
         if parameter.is_buffer:
             buffer_bytes[row] += parameter.nbytes
             continue

@@ -22,6 +22,7 @@ from archprof.tracing.shortcuts import Shortcut, shortcut_for
 def attach_hooks(
     modules: list[tuple[str, torch.nn.Module]],
     module_types: dict[str, str],
+    paths: dict[int, tuple[str, ...]],
     recorder: Recorder,
     shortcuts: bool,
     replays: Replays | None,
@@ -35,6 +36,8 @@ def attach_hooks(
     With `shortcuts`, where `archprof.tracing.shortcuts` knows the module's call, the wrapper records
     its operator instead of running the forward; with `replays`, a block that repeats an
     earlier one is copied from it (`archprof.tracing.replay`). Hooks run as they would.
+    A module reached under several names (`paths`: module id -> its paths) records each call
+    under the name its caller holds it by (`Recorder.reached_as`).
     As with nn.Module hooks, a forward that raises leaves its call on the recorder's stack,
     for the error to say where it failed."""
     originals, handles = [], []
@@ -48,8 +51,9 @@ def attach_hooks(
         shortcut = shortcut_for(module) if shortcuts else None
         # A lone layer is as quick to run as to copy.
         watched = replays if module._modules else None
+        named = paths.get(id(module), path)
         module.__dict__["forward"] = _RecordedForward(
-            module, path, module_types[path], module.forward, post_hook, recorder, shortcut, watched
+            module, named, module_types[path], module.forward, post_hook, recorder, shortcut, watched
         )
     return [_Restore(originals), *handles]
 
@@ -85,7 +89,8 @@ class _RecordedForward:
     """The `forward` a submodule is given for the trace (`attach_hooks`): the recorder's
     `enter`, the call (answered by its `shortcut`, copied by `replays`, or `__wrapped__`,
     the forward it had), then the post hook unless one of the module's own forward hooks
-    runs it. One object per module, not a closure: a closure of these eight values took
+    runs it. `path`: the module's, or all of them for one reached under several names.
+    One object per module, not a closure: a closure of these eight values took
     eleven objects to make and let go of on every trace (its cells, its tuple of them, the
     function and the dict that holds its `__wrapped__`; regnety_016: 708 modules).
     `inspect.signature(module.forward)` follows `__wrapped__` to the forward's own, as it
@@ -96,7 +101,7 @@ class _RecordedForward:
     def __init__(
         self,
         module: torch.nn.Module,
-        path: str,
+        path: str | tuple[str, ...],
         type_name: str,
         forward: Callable,
         post_hook: bool,
@@ -115,12 +120,13 @@ class _RecordedForward:
 
     def __call__(self, *args, **kwargs):
         recorder = self.recorder
-        recorder.enter(self.path, self.type_name, (*args, *kwargs.values()) if kwargs else args)  # as the model's
+        path = self.path if type(self.path) is str else recorder.reached_as(self.path)
+        recorder.enter(path, self.type_name, (*args, *kwargs.values()) if kwargs else args)  # as the model's
         output = start = None
         if self.shortcut is not None and len(args) == 1 and not kwargs:
             output = recorder.answer_directly(self.module, args[0], self.shortcut)
         elif self.replays is not None:
-            output, start = self.replays.answer(self.module, self.path, args, kwargs)
+            output, start = self.replays.answer(self.module, path, args, kwargs)
         if output is None:
             output = self.__wrapped__(*args, **kwargs)
             if start is not None:

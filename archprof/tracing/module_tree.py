@@ -35,11 +35,16 @@ class _ModuleTree:
     """What the trace asks of the model's modules, from one walk of them (`walked`)."""
 
     modules: list[tuple[str, torch.nn.Module]]  # as `named_modules()`: each once, under its first path
-    types: dict[str, str]  # path -> `type_name`
+    types: dict[str, str]  # path -> `type_name`, every path a module is reached under (its first, then the others)
     tensors: list[tuple[str, torch.Tensor, bool]]  # `named_parameters()`, `named_buffers()`: name, tensor, is a buffer
     tied: bool  # a parameter or buffer met twice (tied weights)
     own_forwards: set[int]  # the ids of the modules with a `forward` attribute of their own
     modes: dict[torch.nn.Module, bool]  # each module's `training` flag
+    # A module reached under more than one name (`self.stage = nn.Sequential(self.conv, ...)`),
+    # and those under it: each other path -> its module's first path (`reached_under`)...
+    aliases: dict[str, str]
+    # ...and the id of each such module -> all its paths, its first first.
+    paths: dict[int, tuple[str, ...]]
 
 
 def walked(model: torch.nn.Module) -> _ModuleTree:
@@ -58,11 +63,12 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     seen: set[torch.nn.Module] = set()
     seen_parameters: set[int] = set()  # ids; apart from the buffers', as in their own walks
     seen_buffers: set[int] = set()
-    tied = False
+    tied = shared = False
     to_visit = [("", model, 1)]  # path, module, depth; the next to visit last
     while to_visit:
         path, module, depth = to_visit.pop()
         if module in seen:  # `named_modules()`'s memo: a module reached under two names is listed once
+            shared = True
             continue
         seen.add(module)
         modules.append((path, module))
@@ -75,14 +81,52 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
             children = [(name, child) for name, child in module._modules.items() if child is not None]
             _check_children(path, children, depth, deepest)
             to_visit += [(prefix + name, child, depth + 1) for name, child in reversed(children)]  # the first on top
+    types = {path: type_name(module) for path, module in modules}
+    aliases: dict[str, str] = {}
+    paths: dict[int, tuple[str, ...]] = {}
+    if shared:
+        firsts, paths = reached_under(model, modules)
+        types = {path: types[first] for path, first in firsts.items()}  # in the order the tree lists them
+        aliases = {path: first for path, first in firsts.items() if path != first}
     return _ModuleTree(
         modules,
-        {path: type_name(module) for path, module in modules},
+        types,
         parameters + buffers,
         tied,
         {id(module) for _, module in modules if "forward" in module.__dict__},
         {module: module.training for _, module in modules},
+        aliases,
+        paths,
     )
+
+
+# The most paths `reached_under` lists: modules shared level after level could have more
+# paths than the model has modules by far; past this, the later calls carry the first path.
+_MOST_PATHS = 100_000
+
+
+def reached_under(
+    model: torch.nn.Module, modules: list[tuple[str, torch.nn.Module]]
+) -> tuple[dict[str, str], dict[int, tuple[str, ...]]]:
+    """Every path a module of the model is reached under, as `named_modules(remove_duplicate=False)`
+    lists them (a module is not reached again inside itself), each -> its module's first path;
+    and the id of each module reached under several -> all of them, its first first."""
+    first = {id(module): path for path, module in modules}
+    firsts: dict[str, str] = {}
+    found: dict[int, list[str]] = {}
+    to_visit = [("", model, ())]  # path, module, the ids of the modules above it
+    while to_visit and len(firsts) < _MOST_PATHS:
+        path, module, above = to_visit.pop()
+        firsts[path] = first[id(module)]
+        found.setdefault(id(module), []).append(path)
+        inside = (*above, id(module))
+        prefix = f"{path}." if path else ""
+        children = [(prefix + name, child) for name, child in module._modules.items() if child is not None]
+        to_visit += [(name, child, inside) for name, child in reversed(children) if id(child) not in inside]
+    for path, _ in modules:  # past `_MOST_PATHS`, the first paths all the same
+        firsts.setdefault(path, path)
+    several = {key: (first[key], *(p for p in listed if p != first[key])) for key, listed in found.items()}
+    return firsts, {key: listed for key, listed in several.items() if len(listed) > 1}
 
 
 def _listed(table: dict, prefix: str, is_buffer: bool, found: list, seen: set[int]) -> bool:

@@ -241,6 +241,14 @@ class Recorder(TorchDispatchMode):
         if not self._real and torch._C._is_any_autocast_enabled():
             self._note_autocast(tensors_in(args))
 
+    def reached_as(self, paths: tuple[str, ...]) -> str:
+        """Of a module's paths (`module_tree.reached_under`), the one the call running now
+        holds it by (`self.stage = nn.Sequential(self.conv, ...)`: "stage.0" in the stage's
+        call, "conv" in the model's); the first where none or several are."""
+        running = self._stack[-1][0].path if self._stack else None
+        held = [path for path in paths if path.rpartition(".")[0] == running]
+        return held[0] if len(held) == 1 else paths[0]
+
     def open_call(self, path: str, type_name: str, first_op: int) -> ModuleCall:
         """Record a call of the module at `path` (its stack entry is the caller's to make)."""
         count = self._call_counts.get(path, 0)

@@ -209,7 +209,7 @@ def _traced_once(
                 replays = None
                 if shortcuts and not tree.tied:  # a copy renames a block's parameters: untied ones
                     replays = Replays(modules, tree.own_forwards, recorder, kernels.chosen)
-                for handle in attach_hooks(modules, module_types, recorder, shortcuts, replays):
+                for handle in attach_hooks(modules, module_types, tree.paths, recorder, shortcuts, replays):
                     stack.callback(handle.remove)
             registered_on = stack.enter_context(_registrations_noted())
             if training:
@@ -272,6 +272,7 @@ def _traced_once(
         outputs=outputs,
         parameters=parameters,
         module_types=module_types,
+        aliases=tree.aliases,
         training=training,
         saved=recorder.saved,
         kernels=dict(kernels.chosen),
