@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from archprof.analysis import Analysis, analysis, check_optimizer, checked_batch_and_dtype, load, model_label
-from archprof.errors import ArchprofError, check_flag, errors_named
+from archprof.errors import ArchprofError, check_flag, errors_named, shown
 from archprof.lazy_modules import LazyModule
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
@@ -217,6 +217,7 @@ def compare(
     trust_pickle: bool = False,
     jobs: int | None = 1,
     progress: Progress | None = None,
+    sort: str | None = None,
 ) -> pd.DataFrame:
     """One row per model: counts and bytes (int64; exact Python ints, dtype object, in a
     column where a value passes int64), ratios against the first model (float64; NaN in
@@ -251,7 +252,11 @@ def compare(
     `if __name__ == "__main__":`, as every process pool needs (`archprof compare` uses one
     per core). `profile=True` works in this
     process alone: timings taken side by side on shared cores would be skewed. `progress`
-    is called as `progress("analysing", done, total)`."""
+    is called as `progress("analysing", done, total)`. `sort` orders the rows ascending by a
+    metric ("params", "macs", "flops", "activation", "peak-memory", "receptive-field",
+    "training-memory", "training-flops", "latency") or by "model", the ratios still against
+    the first model given (`frame.attrs["baseline"]`); a key the comparison cannot have is
+    refused before any model is analysed."""
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     names = None
     if isinstance(models, Mapping):  # {name: model}: each row called by its key
@@ -271,6 +276,8 @@ def compare(
     for flag, value in flags.items():
         check_flag(flag, value)
     check_optimizer(optimizer, training)
+    if sort is not None:
+        sort_column(sort, training=training, profile=profile)
     if profile and fold_bn:
         raise ArchprofError("--profile times the models as they are: drop --fold-bn (fold_bn=True)")
     runs = checked_runs(runs)
@@ -299,7 +306,8 @@ def compare(
         reports = ordered_map(report, items, jobs=jobs, local=_not_a_spec, progress=progress)
     if names is not None:
         reports = [replace(made, model=name) for made, name in zip(reports, names, strict=True)]
-    return comparison_frame(reports, latencies)
+    frame = comparison_frame(reports, latencies)
+    return sort_comparison(frame, sort) if sort is not None else frame
 
 
 def _analysis(
@@ -428,24 +436,39 @@ def comparison_json(frame: pd.DataFrame) -> str:
     return json_text({"baseline": baseline, "models": records})
 
 
+# What a comparison sorts by: each key -> its column.
+_SORT_COLUMNS = {"model": "model", "latency": "latency_ms", **{k: m.column for k, m in METRICS.items()}}
+
+
+def sort_column(key: Any, *, training: bool, profile: bool) -> str:
+    """The column sort key `key` names (`sort_comparison`): a metric (`params`, `macs`, ...),
+    `latency` or `model`. Refused: any other, a training step's figure in a comparison
+    made without `training`, the latency in one made without `profile`."""
+    if not isinstance(key, str):
+        raise ArchprofError(f"sort must be a name such as 'macs', got {shown(key)}")
+    named = key.strip().lower().replace("_", "-")
+    column = _SORT_COLUMNS.get(named)
+    if column is None:
+        raise ArchprofError(f"cannot sort by '{key}': choose one of {', '.join(_SORT_COLUMNS)}")
+    metric = METRICS.get(named)
+    if metric is not None and metric.training and not training:
+        raise ArchprofError(
+            f"cannot sort by '{key}': it is a training step's figure: add --train (Python: training=True)"
+        )
+    if named == "latency" and not profile:
+        raise ArchprofError(f"cannot sort by '{key}': nothing was timed: add --profile (Python: profile=True)")
+    return column
+
+
 def sort_comparison(frame: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Rows in ascending order of a metric (`params`, `macs`, ..., `latency`) or of `model`.
+    """Rows in ascending order of a metric (`params`, `macs`, ..., `latency`) or of `model`
+    (`sort_column`).
 
     Ratios keep the first model given as their baseline."""
-    columns = {"model": "model", "latency": "latency_ms", **{k: m.column for k, m in METRICS.items()}}
-    named = key.strip().lower().replace("_", "-")
-    column = columns.get(named)
-    if column is None:
-        raise ArchprofError(f"cannot sort by '{key}': choose one of {', '.join(columns)}")
-    if column not in frame.columns:
-        metric = METRICS.get(named)
-        if metric is not None and metric.training:
-            why = "it is a training step's figure: add --train (Python: training=True)"
-        elif named == "latency":
-            why = "nothing was timed: add --profile (Python: profile=True)"
-        else:
-            why = f"{column} is not in this comparison (not every model has one)"
-        raise ArchprofError(f"cannot sort by '{key}': {why}")
+    columns = frame.columns
+    column = sort_column(key, training="training_flops" in columns, profile="latency_ms" in columns)
+    if column not in columns:
+        raise ArchprofError(f"cannot sort by '{key}': {column} is not in this comparison (not every model has one)")
     frame = frame.sort_values(column, kind="stable", na_position="last").reset_index(drop=True)
     frame.attrs["sorted_by"] = column  # a narrow table keeps it (`sorted_heading`)
     return frame

@@ -117,6 +117,38 @@ def test_sorting_keeps_the_baseline(frame):
         sort_comparison(frame, "speed")
 
 
+def test_compare_sorts_as_asked_with_the_ratios_still_against_the_first_model():
+    """`sort=` orders the rows as `--sort` does: ascending, the first model given still the
+    ratios' baseline. The oracle: the unsorted frame, sorted by pandas."""
+    models = ["vgg11", "lenet5", "resnet18"]
+    unsorted = archprof.compare(models)
+    ordered = archprof.compare(models, sort="params")
+    expected = list(unsorted.sort_values("param_count")["model"])
+    assert list(ordered["model"]) == expected == ["lenet5", "resnet18", "vgg11"]
+    assert ordered.attrs["baseline"] == "vgg11"
+    assert ordered.set_index("model").loc["vgg11", "param_ratio"] == 1.0
+    pd.testing.assert_frame_equal(ordered.set_index("model").loc[models], unsorted.set_index("model"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sort": "speed"}, "cannot sort by 'speed': choose one of"),
+        ({"sort": "latency"}, "nothing was timed: add --profile (Python: profile=True)"),
+        ({"sort": "training-flops"}, "a training step's figure: add --train (Python: training=True)"),
+        ({"sort": 3}, "sort must be a name such as 'macs', got 3"),
+    ],
+)
+def test_a_sort_the_comparison_cannot_have_is_refused_before_any_model_is_analysed(options, message):
+    """Refused up front (the model that cannot load is never reached), in Python and in the
+    CLI, where it came after every model had been analysed."""
+    with pytest.raises(ArchprofError, match=re.escape(message)):
+        archprof.compare(["lenet5", "no_such_model"], **options)
+    if isinstance(options["sort"], str):
+        result = invoke("compare", "lenet5", "no_such_model", "--sort", options["sort"])
+        assert result.exit_code == 2 and message in result.stderr and "no_such_model" not in result.stderr
+
+
 def test_models_of_your_own_and_factory_specs(monkeypatch):
     import torch
 

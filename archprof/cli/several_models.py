@@ -27,7 +27,7 @@ from archprof.cli.options import (
 )
 from archprof.cli.streams import fitted_width, progress_display, say, standard_output, stdout_console, user_errors
 
-# What --sort takes: the keys `archprof.comparison.sort_comparison` accepts (a test holds the
+# What --sort takes: the keys `archprof.comparison.sort_column` accepts (a test holds the
 # two equal). Named here because importing archprof.comparison loads torch before the help shows.
 SORT_KEYS = (
     "params",
@@ -98,7 +98,6 @@ def compare(
         comparison_json,
         comparison_markdown,
         ratio_notes,
-        sort_comparison,
         sorted_heading,
     )
     from archprof.comparison import compare as compare_models
@@ -115,10 +114,9 @@ def compare(
             optimizer=optimizer or "sgd",
             jobs=jobs,
             progress=progress,
+            sort=sort,
             **options.keywords(),
         )
-    if sort is not None:
-        frame = sort_comparison(frame, sort)
 
     def table(layout):
         from archprof.render import comparison_table
