@@ -406,21 +406,35 @@ def test_modules_parameters_and_buffers_are_listed_as_torch_lists_them(device):
     ]
 
 
+class _Loop(nn.Module):
+    def __init__(self, layers: nn.ModuleList):
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x):
+        for layer in self.layers:  # the ModuleList itself is never called
+            x = layer(x)
+        return x
+
+
 class _StageOfSharedLayers(nn.Module):
     """A convolution held twice: as `conv`, called by the model, and as `stage.0`, called by
-    the stage; a BatchNorm held as `norm` and `stage.2`, which only the stage calls; and a
-    head the model holds as `head` and `tail` and calls as `tail`."""
+    the stage; a BatchNorm held as `norm` and `stage.2`, which only the stage calls; a
+    ModuleList held as `pointwise` and `loop.layers`, whose layer the loop calls; and a head
+    the model holds as `head` and `tail` and calls as `tail`."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(8, 8, 3, padding=1)
         self.norm = nn.BatchNorm2d(8)
         self.stage = nn.Sequential(self.conv, nn.ReLU(), self.norm)
+        self.pointwise = nn.ModuleList([nn.Conv2d(8, 8, 1)])
+        self.loop = _Loop(self.pointwise)
         self.head = nn.Linear(8, 4)
         self.tail = self.head
 
     def forward(self, x):
-        return self.tail(self.stage(self.conv(x)).mean((2, 3)))
+        return self.tail(self.loop(self.stage(self.conv(x))).mean((2, 3)))
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -439,17 +453,19 @@ def test_a_module_held_under_two_names_is_counted_under_the_name_it_was_called_b
         ("stage.0", 0),
         ("stage.1", 0),
         ("stage.2", 0),
+        ("loop.layers.0", 0),
         ("", 0),  # the mean
         ("head", 0),
     ]
-    stage_macs = _forward_macs(model.stage, torch.rand(1, 8, 16, 16))
-    assert stage_macs == 8 * 8 * 9 * 16 * 16
     by_module = report.by_module().set_index("module")
-    assert by_module.loc["stage", "macs"] == stage_macs
-    assert report.rollup(1).layers.set_index("layer").loc["stage", "macs"] == stage_macs
+    rolled_up = report.rollup(1).layers.set_index("layer")
+    for block, macs in (("stage", 8 * 8 * 9 * 16 * 16), ("loop", 8 * 8 * 16 * 16)):
+        assert _forward_macs(getattr(model, block), torch.rand(1, 8, 16, 16)) == macs
+        assert by_module.loc[block, "macs"] == rolled_up.loc[block, "macs"] == macs
     assert report.totals.macs == _forward_macs(model, x)
     params = {row["layer"]: row["param_count"] for row in report.rows()}
-    assert params == {"conv": 8 * 8 * 9 + 8, "stage.0": 0, "stage.1": 0, "stage.2": 16, "": 0, "head": 8 * 4 + 4}
+    own = {"conv": 8 * 8 * 9 + 8, "stage.2": 16, "loop.layers.0": 8 * 8 + 8, "head": 8 * 4 + 4}
+    assert params == {row: own.get(row, 0) for row in params}
     assert report.totals.param_count == sum(p.numel() for p in model.parameters())
     buffers = {row["layer"]: row["buffer_bytes"] for row in report.rows()}
     assert buffers["stage.2"] == sum(b.numel() * b.element_size() for b in model.norm.buffers())

@@ -243,11 +243,16 @@ class Recorder(TorchDispatchMode):
 
     def reached_as(self, paths: tuple[str, ...]) -> str:
         """Of a module's paths (`module_tree.reached_under`), the one the call running now
-        holds it by (`self.stage = nn.Sequential(self.conv, ...)`: "stage.0" in the stage's
-        call, "conv" in the model's); the first where none or several are."""
-        running = self._stack[-1][0].path if self._stack else None
-        held = [path for path in paths if path.rpartition(".")[0] == running]
-        return held[0] if len(held) == 1 else paths[0]
+        holds it by: the nearest under that call's path (`self.stage = nn.Sequential(self.conv,
+        ...)`: "stage.0" in the stage's call, "conv" in the model's; a layer of a ModuleList
+        the call loops over, two levels down). The first where none is, or several are as near."""
+        running = self._stack[-1][0].path if self._stack else ""
+        prefix = f"{running}." if running else ""
+        levels = [(path.count("."), path) for path in paths if path.startswith(prefix)]
+        nearest = min(levels, default=None)
+        if nearest is None or sum(level == nearest[0] for level, _ in levels) > 1:
+            return paths[0]
+        return nearest[1]
 
     def open_call(self, path: str, type_name: str, first_op: int) -> ModuleCall:
         """Record a call of the module at `path` (its stack entry is the caller's to make)."""
