@@ -5,6 +5,7 @@ import io
 import json
 
 import markdown_it
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -39,6 +40,62 @@ def test_totals_are_the_difference_of_the_analyses(resnets):
         assert total.change == getattr(new.totals, total.metric) - getattr(old.totals, total.metric)
         assert total.percent == pytest.approx(100 * total.change / total.old)
     assert [t.metric for t in result.totals] == list(TOTALS)
+
+
+def _widths_changed() -> tuple[nn.Module, nn.Module]:
+    """Two small networks: the second's first convolution wider, a layer added after it."""
+    old = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    new = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 4, 3), nn.Conv2d(4, 4, 1))
+    return old, new
+
+
+def test_the_diff_as_a_dataframe_holds_the_layers_changed_typed():
+    """`to_dataframe()`: a row per layer added, removed or changed, the CSV's columns typed:
+    counts Int64 (<NA> on the side a layer is missing from), ratios float64, the rest strings.
+    The oracles: the parameters PyTorch counts per layer, and the CSV's lines."""
+    old, new = _widths_changed()
+    result = diff(archprof.analyze(old, input_size=(3, 16, 16)), archprof.analyze(new, input_size=(3, 16, 16)))
+    frame = result.to_dataframe()
+    assert list(frame["status"]) == ["changed", "changed", "changed", "added"]  # the ReLU's map wider too
+    assert list(frame["layer"]) == ["0", "1", "2", "3"]
+    assert frame["call"].dtype == "Int64" and frame["old_param_count"].dtype == "Int64"
+    assert frame["macs_ratio"].dtype == "float64" and frame["layer"].dtype == "string"
+    counted = frame.set_index("layer")
+    for layer in ("0", "2"):
+        before, after = (sum(p.numel() for p in model[int(layer)].parameters()) for model in (old, new))
+        assert counted.loc[layer, ["old_param_count", "new_param_count"]].tolist() == [before, after]
+        assert counted.loc[layer, "param_count_ratio"] == after / before
+    assert counted.loc["3", "old_param_count"] is pd.NA and counted.loc["3", "old_module_type"] is pd.NA
+    assert counted.loc["3", "param_count_change"] == sum(p.numel() for p in new[3].parameters())
+    assert frame["param_count_change"].sum() == sum(p.numel() for p in new.parameters()) - sum(
+        p.numel() for p in old.parameters()
+    )
+    lines = [line for line in csv.DictReader(io.StringIO(result.to_csv())) if line["status"] != "final"]
+    assert len(lines) == len(frame)
+    for line, (_, row) in zip(lines, frame.iterrows(), strict=True):
+        assert {name: line[name] for name in frame.columns} == {
+            name: "" if value is pd.NA or value != value else str(value) for name, value in row.items()
+        }
+    assert set(lines[0]) - set(frame.columns) == {
+        "receptive_field_change",
+        "effective_stride_change",
+        "receptive_field_ratio",
+        "effective_stride_ratio",
+    }
+
+
+def test_a_diff_in_a_notebook_reads_as_its_table_and_says_what_changed(resnets):
+    """`repr` says the models, the layers' count and the totals' change; the table, its
+    Markdown (the CLI's `-f markdown`) and its HTML are those the CLI draws."""
+    result = diff(*resnets)
+    text = repr(result)
+    assert text.startswith("<archprof diff of resnet18 → resnet34: layers: 56 added, 69 unchanged>")
+    assert "Parameters 11.69 M → 21.80 M (+86.5%)" in text and ".to_dataframe()" in text
+    written = invoke("diff", "resnet18", "resnet34", "-f", "markdown").stdout
+    assert result.to_markdown() == written
+    assert "layer1.2.conv1" in result._repr_html_() and "<table" in result._repr_html_()
+    empty = diff(resnets[0], resnets[0])
+    assert empty.to_dataframe().empty and list(empty.to_dataframe().columns) == list(result.to_dataframe().columns)
 
 
 def test_layers_are_matched_by_layer_and_call(resnets):

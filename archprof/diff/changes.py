@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archprof.comparison import METRICS as COMPARED_METRICS
 from archprof.comparison import bound_note, final_field_row, undefined_note
@@ -14,7 +14,10 @@ from archprof.output import json_text
 from archprof.passes.receptive_field import FieldMark, Stride
 from archprof.report import Report
 from archprof.report.formats import csv_text, json_fraction, utf8_text, write
-from archprof.text import dims_text
+from archprof.text import dims_text, visible_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The figures compared, per layer and in total.
 # The per-layer metrics a diff compares: (column, label, unit), as `comparison.METRICS` has them.
@@ -190,18 +193,57 @@ class ReportDiff:
         final line's), empty where a side has none or old is 0. Names from the model, output
         shapes and notes (`_USER_TEXT`) are neutralised against formula injection as in
         `Report.to_csv`."""
-
-        header = ["status", "layer", "call", "old_module_type", "new_module_type", "old_output_shape"]
-        header.append("new_output_shape")
-        for name, _, _ in METRICS:
-            header += [f"old_{name}", f"new_{name}", f"{name}_change"]
-        for name in _SIZES:
-            header += [f"old_{name}", f"new_{name}", f"{name}_change"]
-        header += ["old_receptive_field_note", "new_receptive_field_note"]
-        header += [f"{name}_ratio" for name, _, _ in METRICS] + [f"{name}_ratio" for name in _SIZES]
-        user_text = [name.removeprefix("old_").removeprefix("new_") in _USER_TEXT for name in header]
+        user_text = [name.removeprefix("old_").removeprefix("new_") in _USER_TEXT for name in _CSV_HEADER]
         rows = [*map(self._csv_row, self.layers), self._final_csv_row()]
-        return write(csv_text(header, rows, user_text), path)
+        return write(csv_text(_CSV_HEADER, rows, user_text), path)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The layers added, removed and changed, one row each, with `to_csv`'s columns (but
+        the final field's and stride's changes and ratios, which its "final" line alone has:
+        they are `fields`), names as the models give them. <NA> where the CSV writes nothing
+        (the side a layer is missing from, no note, no spatial field); counts and bytes Int64
+        (exact Python ints, dtype object, where one passes int64), ratios float64 (NaN where
+        old is 0), the rest strings."""
+        import pandas as pd
+
+        rows = [self._csv_row(change) for change in self.layers]
+        columns = {name: [row[position] for row in rows] for position, name in enumerate(_CSV_HEADER)}
+        return pd.DataFrame({name: _typed(name, columns[name]) for name in _CSV_HEADER if name not in _FINAL_ONLY})
+
+    def to_markdown(self, path=None) -> str:
+        """Markdown: `table()` as the terminal shows it, every column; as `archprof diff -f markdown` writes it."""
+        from archprof.render.export import markdown_text
+
+        return write(markdown_text(self.table()), path)
+
+    # -- notebooks -----------------------------------------------------------------------
+
+    def table(self):
+        """The diff as a Rich renderable (every column), as `archprof diff` draws it: `rich.print(diff.table())`."""
+        from archprof.render import diff_tables
+
+        return diff_tables(self)
+
+    def _repr_html_(self) -> str:
+        from archprof.render.export import html_text
+
+        return html_text(self.table())
+
+    def __repr__(self) -> str:
+        from archprof.diff.change_text import format_percent
+        from archprof.render.compare import layers_changed_text
+        from archprof.units import human_value
+
+        totals = ", ".join(
+            f"{t.label} {human_value(t.unit, t.old)} → {human_value(t.unit, t.new)}"
+            + ("" if t.percent is None else f" ({format_percent(t.percent)})")
+            for t in self.totals
+        )
+        return (
+            f"<archprof diff of {visible_text(self.old)} → {visible_text(self.new)}: {layers_changed_text(self)}>\n"
+            f"  {totals}\n"
+            "  .table() to print it, .to_dataframe() for the layers changed, .totals and .fields for the figures"
+        )
 
     @staticmethod
     def _csv_row(change: LayerChange) -> list:
@@ -267,6 +309,43 @@ class ReportDiff:
             },
         }
         return write(json_text(document, default=json_fraction), path)
+
+
+# `ReportDiff.to_csv`'s columns, and `to_dataframe`'s.
+_CSV_HEADER = (
+    "status",
+    "layer",
+    "call",
+    "old_module_type",
+    "new_module_type",
+    "old_output_shape",
+    "new_output_shape",
+    *(column for name, _, _ in METRICS for column in (f"old_{name}", f"new_{name}", f"{name}_change")),
+    *(column for name in _SIZES for column in (f"old_{name}", f"new_{name}", f"{name}_change")),
+    "old_receptive_field_note",
+    "new_receptive_field_note",
+    *(f"{name}_ratio" for name, _, _ in METRICS),
+    *(f"{name}_ratio" for name in _SIZES),
+)
+# Its columns of counts and bytes: each metric's old, new and change, and the call.
+_INTEGERS = frozenset(
+    column for name, _, _ in METRICS for column in (f"old_{name}", f"new_{name}", f"{name}_change")
+) | {"call"}
+# Its columns that only its "final" line fills.
+_FINAL_ONLY = frozenset(column for name in _SIZES for column in (f"{name}_change", f"{name}_ratio"))
+
+
+def _typed(name: str, values: list) -> pd.Series:
+    """A column of `ReportDiff.to_dataframe`, from its CSV cells ('' or None where the CSV writes nothing)."""
+    import pandas as pd
+
+    cells = [None if value in ("", None) else value for value in values]
+    if name.endswith("_ratio"):
+        return pd.Series([float("nan") if cell is None else cell for cell in cells], dtype="float64")
+    if name in _INTEGERS:
+        fits = all(cell is None or -(2**63) <= cell < 2**63 for cell in cells)
+        return pd.Series(cells, dtype="Int64" if fits else "object")
+    return pd.Series(cells, dtype="string")
 
 
 def diff_reports(old: Side, new: Side) -> ReportDiff:
