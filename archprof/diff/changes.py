@@ -10,14 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from archprof.comparison import METRICS as COMPARED_METRICS
 from archprof.comparison import bound_note, final_field_row, undefined_note
+from archprof.lazy_modules import LazyModule
 from archprof.output import json_text
 from archprof.passes.receptive_field import FieldMark, Stride
 from archprof.report import Report
 from archprof.report.formats import csv_text, json_fraction, utf8_text, write
 from archprof.text import dims_text, visible_text
+from archprof.units import human_value, percent_change_text
 
 if TYPE_CHECKING:
     import pandas as pd
+else:
+    pd = LazyModule("pandas")  # for typing.get_type_hints: pandas imported only when an annotation is read
 
 # The figures compared, per layer and in total.
 # The per-layer metrics a diff compares: (column, label, unit), as `comparison.METRICS` has them.
@@ -210,39 +214,24 @@ class ReportDiff:
         columns = {name: [row[position] for row in rows] for position, name in enumerate(_CSV_HEADER)}
         return pd.DataFrame({name: _typed(name, columns[name]) for name in _CSV_HEADER if name not in _FINAL_ONLY})
 
-    def to_markdown(self, path=None) -> str:
-        """Markdown: `table()` as the terminal shows it, every column; as `archprof diff -f markdown` writes it."""
-        from archprof.render.export import markdown_text
-
-        return write(markdown_text(self.table()), path)
-
-    # -- notebooks -----------------------------------------------------------------------
-
-    def table(self):
-        """The diff as a Rich renderable (every column), as `archprof diff` draws it: `rich.print(diff.table())`."""
-        from archprof.render import diff_tables
-
-        return diff_tables(self)
-
-    def _repr_html_(self) -> str:
-        from archprof.render.export import html_text
-
-        return html_text(self.table())
+    def layers_text(self) -> str:
+        """'layers: 56 added, 69 unchanged' (it said '56 layers changed' of 56 rows all 'added');
+        'layers: none added, removed or changed, 12 unchanged'."""
+        counts = [(sum(change.status == status for change in self.layers), status) for status in _STATUSES]
+        listed = ", ".join(f"{count} {status}" for count, status in counts if count)
+        return f"layers: {listed or 'none added, removed or changed'}, {self.unchanged} unchanged"
 
     def __repr__(self) -> str:
-        from archprof.diff.change_text import format_percent
-        from archprof.render.compare import layers_changed_text
-        from archprof.units import human_value
-
         totals = ", ".join(
             f"{t.label} {human_value(t.unit, t.old)} → {human_value(t.unit, t.new)}"
-            + ("" if t.percent is None else f" ({format_percent(t.percent)})")
+            + ("" if t.percent is None else f" ({percent_change_text(t.percent / 100)})")
             for t in self.totals
         )
         return (
-            f"<archprof diff of {visible_text(self.old)} → {visible_text(self.new)}: {layers_changed_text(self)}>\n"
+            f"<archprof diff of {visible_text(self.old)} → {visible_text(self.new)}: {self.layers_text()}>\n"
             f"  {totals}\n"
-            "  .table() to print it, .to_dataframe() for the layers changed, .totals and .fields for the figures"
+            "  .to_dataframe() for the layers changed, .totals and .fields for the figures;"
+            " archprof.render.diff_tables(diff) is the CLI's table"
         )
 
     @staticmethod
@@ -310,6 +299,8 @@ class ReportDiff:
         }
         return write(json_text(document, default=json_fraction), path)
 
+
+_STATUSES = ("added", "removed", "changed")
 
 # `ReportDiff.to_csv`'s columns, and `to_dataframe`'s.
 _CSV_HEADER = (

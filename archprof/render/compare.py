@@ -148,7 +148,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
     parts: list = [totals if fits(totals, layout.width) else stacked_rows(title, cells, width=layout.width)]
     notes = final_field_notes(diff)
     parts += [Text(f"{visible_text(name)}: {visible_text(note)}", style="yellow") for name, note in notes]
-    summary = layers_changed_text(diff)
+    summary = diff.layers_text()
     if not diff.layers:
         chosen_columns(_LAYER_HEADINGS, layout.columns, labels=2)  # --columns still checked: a typo said so
         parts.append(Text(summary))
@@ -243,17 +243,6 @@ def _totals_table(title: Text, columns: dict[str, list[str]]) -> Table:
     for row in zip(*columns.values(), strict=True):
         table.add_row(*row)
     return table
-
-
-def layers_changed_text(diff) -> str:
-    """'layers: 56 added, 69 unchanged' (it said '56 layers changed' of 56 rows all 'added');
-    'layers: none added, removed or changed, 12 unchanged'."""
-    counts = [(sum(change.status == status for change in diff.layers), status) for status in _STATUSES]
-    changes = ", ".join(f"{count} {status}" for count, status in counts if count) or "none added, removed or changed"
-    return f"layers: {changes}, {diff.unchanged} unchanged"
-
-
-_STATUSES = ("added", "removed", "changed")
 
 
 # The diff's columns, most important first, and the report column each shows.

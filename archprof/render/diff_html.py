@@ -64,9 +64,9 @@ def _direction(change) -> str:
 
 
 def _layers(diff: ReportDiff) -> str:
-    from archprof.render.compare import diff_tree, layers_changed_text
+    from archprof.render.compare import diff_tree
 
-    summary = escape(layers_changed_text(diff))
+    summary = escape(diff.layers_text())
     if not diff.layers:
         return f"<section><h2>Layers</h2><p>{summary}</p></section>"
     head = [sort_heading("#", numeric=True, title="the module tree's order, as the summary lists the layers")]
