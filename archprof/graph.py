@@ -304,3 +304,18 @@ class Graph:
     # value), which a meta trace does not see: an attention mask of -inf in a buffer
     # (`passes.receptive_field`). None listed for a model on meta.
     buffer_minima: dict[int, float] = field(default_factory=dict)
+
+    def calls_as_named(self) -> dict[tuple[str, int], tuple[str, int]]:
+        """Each module call as a run hooked through `named_modules()` counts it, (the module's
+        first path, its k-th call under any name), -> as the trace named it (`ModuleCall`'s
+        path and call), for a module held under two names (`aliases`); empty where none is."""
+        if not self.aliases:
+            return {}
+        counts: dict[str, int] = {}
+        named = {}
+        for call in self.module_calls:
+            first = self.aliases.get(call.path, call.path)
+            count = counts.get(first, 0)
+            counts[first] = count + 1
+            named[(first, count)] = (call.path, call.call)
+        return named

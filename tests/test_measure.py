@@ -319,6 +319,36 @@ def test_a_call_whose_own_operators_fall_in_two_rows_is_timed_once_on_the_first(
     assert own[0] >= 15 and own[1] is None
 
 
+class SharedNap(nn.Module):
+    """A layer and a sleep held twice: as `fc` and `nap`, called by the model, and as
+    `stage.0` and `stage.1`, called by the stage; torch names each by its first name to hooks
+    and by its last to FlopCounterMode's module tracker."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.nap = Sleeps(20)
+        self.stage = nn.Sequential(self.fc, self.nap, Sleeps(40))
+
+    def forward(self, x):
+        return self.stage(self.nap(self.fc(x)))
+
+
+def test_a_module_held_under_two_names_is_timed_and_checked_under_the_name_each_call_ran_by():
+    """Each call's time on its row, named as the analysis names it ("stage.1" when the stage
+    called the sleep): the rows of the second names had no time, and the cross-check said the
+    leaf calls the analysis named so had not run, and the shared layer's FLOPs were all the
+    last name's. The oracle: the sleeps, and FlopCounterMode per module."""
+    report = archprof.profile(SharedNap(), input_size=(4,), **FAST)
+    times = {row["layer"]: row["time_ms"] for row in report.rows()}
+    assert list(times) == ["fc", "nap", "stage.0", "stage.1", "stage.2"]
+    assert times["fc"] is not None and times["stage.0"] is not None
+    assert 15 <= times["nap"] < 35 and 15 <= times["stage.1"] < 35 and times["stage.2"] >= 35
+    checks = {check.name: check for check in report.measured.checks}
+    assert checks["output shapes"].status == "ok", checks["output shapes"].mismatches
+    assert checks["FLOPs"].status == "ok", checks["FLOPs"].mismatches
+
+
 # --- bytes moved, by hand ------------------------------------------------------------------
 
 

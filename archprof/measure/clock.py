@@ -69,6 +69,15 @@ class Timing:
     # per pass: (hooked total, {(path, call): ms}) to split attributed from unattributed time
     passes: list[tuple[float, dict[tuple[str, int], float]]]
 
+    def renamed(self, names: dict[tuple[str, int], tuple[str, int]]) -> Timing:
+        """The calls keyed as the trace names them (`Graph.calls_as_named`: a module held
+        under two names, hooked under its first)."""
+        if not names:
+            return self
+        layer_ms = {names.get(key, key): times for key, times in self.layer_ms.items()}
+        passes = [(total, {names.get(key, key): ms for key, ms in calls.items()}) for total, calls in self.passes]
+        return Timing(self.whole_ms, self.hooked_ms, layer_ms, passes)
+
 
 def warm_up(run: Callable[[], Any], clock: Clock, passes: int, tell: ProgressFn = no_progress) -> None:
     for i in range(passes):

@@ -62,11 +62,12 @@ class RealRun:
     root_name: str
 
 
-def check_run(module, inputs, leaves) -> RealRun:
+def check_run(module, inputs, leaves, names: dict[tuple[str, int], tuple[str, int]]) -> RealRun:
     """One more forward, untimed: leaf output shapes (hooks) and FLOPs (FlopCounterMode).
     Without attention's inference fast path, as the analysis traces it: its fused operator
     (`_native_multi_head_attention`) has no FlopCounterMode formula, the operators the
-    analysis counted instead do."""
+    analysis counted instead do. Each call is named as the trace named it (`names`:
+    `Graph.calls_as_named`), a module held under two names by the one it ran under."""
     shapes: dict[tuple[str, int], str] = {}
     counts: dict[str, int] = {}
 
@@ -74,13 +75,16 @@ def check_run(module, inputs, leaves) -> RealRun:
         def hook(_module, _args, output):
             call = counts.get(path, 0)
             counts[path] = call + 1
-            shapes[(path, call)] = shapes_text(t.shape for t in tensors_in(output))
+            shapes[names.get((path, call), (path, call))] = shapes_text(t.shape for t in tensors_in(output))
 
         return hook
 
     handles = [leaf.register_forward_hook(post_hook(path)) for path, leaf in leaves.items()]
     counter = FlopCounterMode(display=False, custom_mapping=_LENT_FORMULAS)
-    counter.mod_tracker = _ForwardTracker()
+    if names:
+        counter.mod_tracker = _TracedNames(module, names)
+    else:
+        counter.mod_tracker = _ForwardTracker()
     try:
         with native_attention_off(), counter:
             output = inputs(module)
@@ -110,6 +114,34 @@ class _ForwardTracker(ModuleTracker):
         self._get_pop_fn(self._get_mod_name(mod), False)()
 
 
+class _TracedNames(_ForwardTracker):
+    """The tracker naming each call as the trace did (`check_run`'s `names`): torch's names a
+    module held under two names by the last it found, for all its calls."""
+
+    def __init__(self, model: torch.nn.Module, names: dict[tuple[str, int], tuple[str, int]]) -> None:
+        super().__init__()
+        self._root = type(model).__name__
+        self._first = {module: path for path, module in model.named_modules()}
+        self._calls: dict[torch.nn.Module, int] = {}
+        self._names = names
+        self._entered: list[str] = []
+
+    def _fw_pre_hook(self, mod, input) -> None:
+        first = self._first.get(mod)
+        if first is None:  # not one of the model's modules
+            name = self._get_mod_name(mod)
+        else:
+            count = self._calls.get(mod, 0)
+            self._calls[mod] = count + 1
+            path = self._names.get((first, count), (first, count))[0]
+            name = f"{self._root}.{path}" if path else self._root
+        self._entered.append(name)
+        self._get_append_fn(name, False)()
+
+    def _fw_post_hook(self, mod, input, output) -> None:
+        self._get_pop_fn(self._entered.pop(), False)()
+
+
 def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
     """Every leaf call's output shape from the real run equals the predicted one; the same
     leaf calls ran; the model's outputs have the predicted shapes."""
@@ -118,7 +150,7 @@ def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
         for layer, call, shape in zip(
             report.columns["layer"], report.columns["call"], report.columns["output_shape"], strict=True
         )
-        if layer in leaves and call >= 0
+        if graph.aliases.get(layer, layer) in leaves and call >= 0
     }
     lines = []
     for key in sorted(predicted.keys() | real.leaf_shapes.keys(), key=_call_order(predicted, real.leaf_shapes)):
@@ -156,12 +188,15 @@ _COUNTABLE = frozenset(str(packet) for packet in (*flop_registry, *_LENT_FORMULA
 }
 
 
-def compared_modules(report: Report, leaves: dict[str, torch.nn.Module], module) -> dict[str, torch.nn.Module]:
-    """What the check compares call by call (`leaves`, by path): the leaf modules, but that a
-    module whose row ran a fused kernel stands for the leaves under it, which a CPU does not
-    call there (the check's composite road does: FlopCounterMode counts a module's subtree)."""
+def compared_modules(
+    report: Report, leaves: dict[str, torch.nn.Module], module, aliases: dict[str, str]
+) -> dict[str, torch.nn.Module]:
+    """What the check compares call by call (`leaves`, by first path): the leaf modules, but
+    that a module whose row ran a fused kernel (under any of its names: `aliases`) stands for
+    the leaves under it, which a CPU does not call there (the check's composite road does:
+    FlopCounterMode counts a module's subtree)."""
     fused = {
-        layer
+        aliases.get(layer, layer)
         for layer, operators in zip(report.columns["layer"], report.columns["operators"], strict=True)
         if layer and _FUSED.intersection(operators)
     }
@@ -171,7 +206,7 @@ def compared_modules(report: Report, leaves: dict[str, torch.nn.Module], module)
     return {**kept, **{path: module.get_submodule(path) for path in sorted(fused)}}
 
 
-def check_flops(report: Report, real: RealRun, leaves) -> Check:
+def check_flops(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
     """FLOPs that torch's FlopCounterMode counts on the real run (matrix products and
     convolutions, 2 per MAC) equal the analytic `flops`, in total and per leaf module. The
     analytic FLOPs of operators FlopCounterMode has no formula for (oneDNN's LSTM layer,
@@ -182,7 +217,7 @@ def check_flops(report: Report, real: RealRun, leaves) -> Check:
     ]
     predicted: dict[str, int] = {}
     for layer, flops, left_out in zip(report.columns["layer"], report.columns["flops"], uncountable, strict=True):
-        if layer in leaves:
+        if graph.aliases.get(layer, layer) in leaves:
             predicted[layer] = predicted.get(layer, 0) + flops - sum(left_out.values())
     lines = []
     attributed = 0

@@ -160,7 +160,7 @@ def random_input(shape, dtype, device) -> torch.Tensor:
 
 
 def leaf_paths(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Leaf modules by path, as the analysis names them (a shared module under its first name);
+    """Leaf modules by path, each under its first name (`Graph.calls_as_named` names its calls as the rows do);
     none for a TorchScript module, which runs no Python hooks."""
     if isinstance(module, torch.jit.ScriptModule) or getattr(module, "_archprof_attribution", "") == "parameters":
         return {}
@@ -169,17 +169,18 @@ def leaf_paths(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return {path: m for path, m in named.items() if path not in parents}
 
 
-def timed_paths(module: torch.nn.Module, report: Report) -> dict[str, torch.nn.Module]:
-    """The modules `archprof profile` times, by path: every leaf, and every other module
-    whose call has a row, i.e. ran operators of its own (a BatchNorm with an activation
-    child, MultiheadAttention, a ResNet block's add). Not the model itself when it has
-    children: its own operations are the remainder between hooks. None for TorchScript."""
+def timed_paths(module: torch.nn.Module, report: Report, aliases: dict[str, str]) -> dict[str, torch.nn.Module]:
+    """The modules `archprof profile` times, by (first) path: every leaf, and every other
+    module whose call has a row, i.e. ran operators of its own (a BatchNorm with an activation
+    child, MultiheadAttention, a ResNet block's add), under any of its names (`aliases`:
+    `Graph.aliases`). Not the model itself when it has children: its own operations are the
+    remainder between hooks. None for TorchScript."""
     leaves = leaf_paths(module)
     if not leaves:
         return {}
     named = dict(module.named_modules())
     calls = zip(report.columns["layer"], report.columns["call"], strict=True)
-    with_rows = {layer for layer, call in calls if call >= 0}
+    with_rows = {aliases.get(layer, layer) for layer, call in calls if call >= 0}
     return {**leaves, **{path: named[path] for path in with_rows if path and path in named}}
 
 

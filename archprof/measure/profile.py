@@ -208,8 +208,9 @@ def _profiled(
         state_bytes = torch.cuda.memory_allocated(target)
     module = materialise(loaded, target, dtype)
     real_inputs = random_inputs(analysed, target)
-    leaves = compared_modules(report, leaf_paths(module), module)  # what the cross-check compares
-    timed = timed_paths(module, report)
+    leaves = compared_modules(report, leaf_paths(module), module, graph.aliases)  # what the cross-check compares
+    timed = timed_paths(module, report, graph.aliases)
+    timed_layers = {*timed, *(alias for alias, first in graph.aliases.items() if first in timed)}  # under any name
     with real_run_errors(loaded.name, target, batch), torch.no_grad():
         # The peak of the first forward, as the analysis traces it: a module that keeps what
         # it makes between calls (LeViT's attention biases) holds it, uncounted, after it. A
@@ -218,21 +219,22 @@ def _profiled(
             real_inputs(module)
         held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
         peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
-        timing = time_model(module, real_inputs, target, timed, warmup, repeat, progress)
-        real = check_run(module, real_inputs, leaves)
+        names = graph.calls_as_named()  # the hooks' calls, by first paths, as the rows name them
+        timing = time_model(module, real_inputs, target, timed, warmup, repeat, progress).renamed(names)
+        real = check_run(module, real_inputs, leaves, names)
 
-    columns, figures = measured_columns(report, moved, timing, ceilings, timed)
+    columns, figures = measured_columns(report, moved, timing, ceilings, timed_layers)
     # A ceiling that a layer beats is not a ceiling: a cached one is measured again.
     stale = {figure for figure in beaten_ceilings(columns, ceilings) if ceilings.source(figure) == "cached"}
     remeasured = ()
     if stale:
         cached = ceilings
         ceilings = device_ceilings(target, report.dtype, given_flops, given_bandwidth, progress=progress, beaten=stale)
-        columns, figures = measured_columns(report, moved, timing, ceilings, timed)
+        columns, figures = measured_columns(report, moved, timing, ceilings, timed_layers)
         remeasured = remeasured_notes(cached, ceilings, stale)
     checks = (
         check_shapes(report, real, leaves, graph),
-        check_flops(report, real, leaves),
+        check_flops(report, real, leaves, graph),
         check_memory(report.totals.peak_memory_bytes, peak, target),
     )
     median = statistics.median(timing.whole_ms)
@@ -266,8 +268,11 @@ def _profiled(
     return replace(report, columns={**report.columns, **columns}, measured=measurement)
 
 
-def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, timed) -> tuple[dict, dict]:
-    """The measured columns (lists, None where a row has no value) and the whole-model sums.
+def measured_columns(
+    report: Report, moved, timing: Timing, ceilings: Ceilings, timed_layers: set[str]
+) -> tuple[dict, dict]:
+    """The measured columns (lists, None where a row has no value) and the whole-model sums,
+    of the rows of `timed_layers` (the paths of the modules timed, under any of their names).
 
     A call's time goes on its first row: a container whose own operations fall between two
     child calls has a row for each run of them, and one time for all of them. A row's share
@@ -285,7 +290,7 @@ def measured_columns(report: Report, moved, timing: Timing, ceilings: Ceilings, 
     )
     first_rows: dict[tuple[str, int], int] = {}  # (layer, call) of each timed call -> the row its time goes on
     for i, (layer, call, *_) in enumerate(rows):
-        if layer in timed and call >= 0:
+        if layer in timed_layers and call >= 0:
             first_rows.setdefault((layer, call), i)
     unattributed = statistics.median(
         total - sum(ms for key, ms in per_layer.items() if key in first_rows) for total, per_layer in timing.passes
