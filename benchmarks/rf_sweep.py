@@ -159,7 +159,8 @@ def _checks(loaded, report, cap: int) -> list[dict]:
     torch.manual_seed(0)  # the oracle's weights and input
     module = _oracle_copy(loaded.materialize("cpu", copy_module=True))
     x = (torch.rand(1, *report.input_shapes[0][1:], dtype=torch.float64) + 0.5).requires_grad_()
-    outputs = _real_outputs(graph, _returns(module, x))
+    named = graph.calls_as_named()  # hooked under first names; a module held under two, renamed as its rows
+    outputs = _real_outputs(graph, {named.get(key, key): kept for key, kept in _returns(module, x).items()})
     with_field = [i for i, group in enumerate(groups) if group.outputs and fields.get(group.outputs[0].id) is not None]
     checkable = [
         i for i in with_field if rows[i]["receptive_field"] != "undefined" and groups[i].outputs[0].id in outputs
