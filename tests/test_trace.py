@@ -472,6 +472,9 @@ def test_a_module_held_under_two_names_is_counted_under_the_name_it_was_called_b
     if training:  # each gradient where its parameter is counted
         gradients = {row["layer"]: row["gradient_bytes"] for row in report.rows()}
         assert gradients == {layer: count * 4 for layer, count in params.items()}
+    with pytest.raises(ArchprofError, match=r"^'norm' ran under another name, as 'stage.2': explain that$"):
+        report.explain("norm")
+    assert report.explain("stage.2").startswith("stage.2 (BatchNorm2d)")
 
 
 class _HoldsAChain(nn.Module):

@@ -125,6 +125,12 @@ class _Context:
                 f"'{visible_text(text)}' is folded into '{visible_text(into)}' (--fold-bn): explain"
                 f" '{visible_text(into)}', or drop --fold-bn"
             )
+        aliases = self.graph.aliases
+        rows = zip(self.labels, self.groups, strict=True)
+        ran_as = [label for label, group in rows if aliases.get(group.path) == text]
+        if ran_as:  # a module held under two names, called by the other alone
+            named = ", ".join(f"'{visible_text(label)}'" for label in ran_as)
+            raise ArchprofError(f"'{visible_text(text)}' ran under another name, as {named}: explain that")
         if _ROW_NUMBER.fullmatch(text):
             return [self._row_number(int(text))], None
         close = self._closest(text)
