@@ -84,6 +84,24 @@ def test_the_diff_as_a_dataframe_holds_the_layers_changed_typed():
     }
 
 
+class _OwnOperation(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+        self.width = width
+
+    def forward(self, x):
+        return self.linear(x)[:, : self.width] * 2  # the model's own operations: the layer ''
+
+
+def test_the_dataframe_names_the_models_own_row_as_the_report_does():
+    """'' (the model's own operations), not <NA>, which groupby drops."""
+    old, new = (archprof.analyze(_OwnOperation(width), input_size=(8,)) for width in (8, 4))
+    frame = diff(old, new).to_dataframe()
+    assert "" in set(frame["layer"]) and not frame["layer"].isna().any()
+    assert frame.groupby("layer")["activation_bytes_change"].sum()[""] == (4 - 8) * 4  # the product (the slice: a view)
+
+
 def test_a_diffs_repr_says_the_models_the_layers_and_the_totals_change(resnets):
     """It printed every field of every row. The figures: the analyses' totals."""
     result = diff(*resnets)

@@ -349,6 +349,24 @@ def test_a_module_held_under_two_names_is_timed_and_checked_under_the_name_each_
     assert checks["FLOPs"].status == "ok", checks["FLOPs"].mismatches
 
 
+class WrapsASharedLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+        self.wrap = nn.Sequential(self.linear)  # its one child listed under `linear` first
+
+    def forward(self, x):
+        return self.wrap(x)
+
+
+def test_a_container_whose_children_are_held_under_other_names_is_no_leaf_of_the_check():
+    """Taken for a leaf (no child listed under it by `named_modules()`), it was hooked, and
+    the check said it ran though the analysis had not seen it: its rows are its child's."""
+    report = archprof.profile(WrapsASharedLayer(), input_size=(8,), **FAST)
+    assert [row["layer"] for row in report.rows()] == ["wrap.0"]
+    assert all(check.status == "ok" for check in report.measured.checks), report.measured.checks
+
+
 # --- bytes moved, by hand ------------------------------------------------------------------
 
 

@@ -477,6 +477,56 @@ def test_a_module_held_under_two_names_is_counted_under_the_name_it_was_called_b
     assert report.explain("stage.2").startswith("stage.2 (BatchNorm2d)")
 
 
+class _BlocksAndTheLast(nn.Module):
+    """Blocks looped over, the last also held as `last` (a name that sorts nearer the model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(8, 8) for _ in range(3)])
+        self.last = self.blocks[-1]
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _OneLayerTwiceInAStage(nn.Module):
+    """A stage holding one convolution at two places, and a second name for the stage."""
+
+    def __init__(self):
+        super().__init__()
+        conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.stage = nn.Sequential(conv, nn.ReLU(), conv)
+        self.alias = self.stage
+
+    def forward(self, x):
+        return self.stage(x)
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "rows", "block"),
+    [
+        (_BlocksAndTheLast, (8,), [("blocks.0", 0), ("blocks.1", 0), ("blocks.2", 0)], "blocks"),
+        (_OneLayerTwiceInAStage, (4, 8, 8), [("stage.0", 0), ("stage.1", 0), ("stage.0", 1)], "stage"),
+    ],
+)
+def test_a_module_takes_its_first_name_where_the_running_call_holds_it_so(model, size, rows, block):
+    """Its first name where that lies under the running call (the last block, also held as
+    `last`, took `last`, outside the blocks that ran it), else the first of the nearest under
+    it (the one convolution at two places in the stage took its first name, outside the
+    stage); a name it never ran under is refused by explain, saying its first. The oracle:
+    FlopCounterMode over the block's subtree."""
+    network = model()
+    report = archprof.analyze(network, input_size=size)
+    assert [(row["layer"], row["call"]) for row in report.rows()] == rows
+    macs = _forward_macs(network, torch.rand(1, *size))
+    assert report.by_module().set_index("module").loc[block, "macs"] == macs == report.totals.macs
+    if model is _OneLayerTwiceInAStage:
+        with pytest.raises(ArchprofError, match=r"^'alias' is 'stage' under another name, and never ran under it"):
+            report.explain("alias")
+
+
 class _HoldsAChain(nn.Module):
     """A Linear model holding, uncalled, a chain of Sequentials nested `depth` levels."""
 

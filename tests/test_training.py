@@ -119,6 +119,54 @@ def test_checkpointing_recomputes_the_forward_inside_the_backward():
     assert totals.training_flops == expected
 
 
+class _CheckpointedInner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+class _CheckpointedStage(nn.Module):
+    def __init__(self, inner, reentrant):
+        super().__init__()
+        self.inner, self.reentrant = inner, reentrant
+
+    def forward(self, x):
+        return checkpoint(self.inner, x, use_reentrant=self.reentrant)
+
+
+class _HoldsTheCheckpointedBlockTwice(nn.Module):
+    """The checkpointed block held first as `block`, then by the stage that runs it."""
+
+    def __init__(self, reentrant, shared):
+        super().__init__()
+        inner = _CheckpointedInner()
+        if shared:
+            self.block = inner
+        self.pre = nn.Linear(8, 8)
+        self.stage = _CheckpointedStage(inner, reentrant)
+
+    def forward(self, x):
+        return self.stage(self.pre(x))
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_a_checkpointed_block_held_under_two_names_is_recomputed_under_the_name_it_ran_by(reentrant):
+    """The backward pass runs the block again outside any module call: under the name its
+    forward call had (it took the first, `block.a`, and its recomputation and gradients
+    missed their forward rows). The oracle: the same network without the second name."""
+    columns = ("layer", "call", "flops", "backward_flops", "recomputed_macs")
+    rows = []
+    for shared in (True, False):
+        torch.manual_seed(0)
+        report = archprof.analyze(_HoldsTheCheckpointedBlockTwice(reentrant, shared), input_size=(8,), training=True)
+        rows.append([tuple(row[c] for c in columns) for row in report.rows()])
+    assert rows[0] == rows[1]
+    assert ("stage.inner.a", 0) in [row[:2] for row in rows[0]]
+
+
 def test_reentrant_checkpointing_recomputes_the_whole_block_and_attributes_its_gradients():
     class Reentrant(Checkpointed):
         def forward(self, x):

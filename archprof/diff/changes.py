@@ -204,8 +204,9 @@ class ReportDiff:
     def to_dataframe(self) -> pd.DataFrame:
         """The layers added, removed and changed, one row each, with `to_csv`'s columns (but
         the final field's and stride's changes and ratios, which its "final" line alone has:
-        they are `fields`), names as the models give them. <NA> where the CSV writes nothing
-        (the side a layer is missing from, no note, no spatial field); counts and bytes Int64
+        they are `fields`), names as the models give them ('' the model's own operations).
+        <NA> where the CSV writes nothing (the side a layer is missing from, no note, no
+        spatial field); counts and bytes Int64
         (exact Python ints, dtype object, where one passes int64), ratios float64 (NaN where
         old is 0), the rest strings."""
         import pandas as pd
@@ -330,6 +331,8 @@ def _typed(name: str, values: list) -> pd.Series:
     """A column of `ReportDiff.to_dataframe`, from its CSV cells ('' or None where the CSV writes nothing)."""
     import pandas as pd
 
+    if name == "layer":  # the model's own operations' row is named ''
+        return pd.Series(values, dtype="string")
     cells = [None if value in ("", None) else value for value in values]
     if name.endswith("_ratio"):
         return pd.Series([float("nan") if cell is None else cell for cell in cells], dtype="float64")

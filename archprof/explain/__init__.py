@@ -112,6 +112,7 @@ class _Context:
         if text.startswith("#") and _ROW_NUMBER.fullmatch(text[1:]):
             return [self._row_number(int(text[1:]))], None
         text = self._as_named(text)
+        self._refuse_a_name_never_run(text)
         children = [p for p in self.graph.module_types if p.startswith(f"{text}.")] if text else []
         if children and text in self.graph.module_types:
             return [], text
@@ -125,12 +126,6 @@ class _Context:
                 f"'{visible_text(text)}' is folded into '{visible_text(into)}' (--fold-bn): explain"
                 f" '{visible_text(into)}', or drop --fold-bn"
             )
-        aliases = self.graph.aliases
-        rows = zip(self.labels, self.groups, strict=True)
-        ran_as = [label for label, group in rows if aliases.get(group.path) == text]
-        if ran_as:  # a module held under two names, called by the other alone
-            named = ", ".join(f"'{visible_text(label)}'" for label in ran_as)
-            raise ArchprofError(f"'{visible_text(text)}' ran under another name, as {named}: explain that")
         if _ROW_NUMBER.fullmatch(text):
             return [self._row_number(int(text))], None
         close = self._closest(text)
@@ -139,6 +134,24 @@ class _Context:
             f"no layer '{visible_text(text)}' in {visible_text(self.report.model)} ({example}): give a layer as the"
             f" summary names it or a row number, 1 to {len(self.labels)}"
         )
+
+    def _refuse_a_name_never_run(self, text: str) -> None:
+        """Refuse a name of a module held under two (`Graph.aliases`) that ran under the other
+        alone: its first name, saying the rows it ran as; another, saying its first name."""
+        aliases = self.graph.aliases
+        if not aliases or any(g.path == text or g.path.startswith(f"{text}.") for g in self.groups):
+            return
+        first = aliases.get(text)
+        if first is not None:
+            raise ArchprofError(
+                f"'{visible_text(text)}' is '{visible_text(first)}' under another name, and never ran under it:"
+                f" explain '{visible_text(first)}'"
+            )
+        rows = zip(self.labels, self.groups, strict=True)
+        ran_as = [label for label, group in rows if aliases.get(group.path) == text]
+        if ran_as:
+            named = ", ".join(f"'{visible_text(label)}'" for label in ran_as)
+            raise ArchprofError(f"'{visible_text(text)}' ran under another name, as {named}: explain that")
 
     def _as_named(self, text: str) -> str:
         """The layer or container `text` names as the summary shows it, where that differs

@@ -160,13 +160,13 @@ def random_input(shape, dtype, device) -> torch.Tensor:
 
 
 def leaf_paths(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Leaf modules by path, each under its first name (`Graph.calls_as_named` names its calls as the rows do);
-    none for a TorchScript module, which runs no Python hooks."""
+    """Leaf modules by path, each under its first name (`Graph.calls_as_named` names its
+    calls as the rows do); none for a TorchScript module, which runs no Python hooks."""
     if isinstance(module, torch.jit.ScriptModule) or getattr(module, "_archprof_attribution", "") == "parameters":
         return {}
-    named = dict(module.named_modules())
-    parents = {path.rpartition(".")[0] for path in named if path}
-    return {path: m for path, m in named.items() if path not in parents}
+    # Without children of its own, not without children listed under it: a container whose
+    # one child is held under an earlier name too has its rows in that child's.
+    return {path: m for path, m in module.named_modules() if next(m.children(), None) is None}
 
 
 def timed_paths(module: torch.nn.Module, report: Report, aliases: dict[str, str]) -> dict[str, torch.nn.Module]:

@@ -73,6 +73,10 @@ class Recorder(TorchDispatchMode):
         self.call_outputs: dict[int, tuple[TensorMeta, ...]] = {}
         # The module calls running now, each with its arguments (their shapes, for errors).
         self._stack: list[tuple[ModuleCall, Any]] = []
+        # A module reached under several names (`reached_as`): the name chosen for its paths
+        # in a running call's, and the one its last call had.
+        self._reached_in: dict[tuple[tuple[str, ...], str], str] = {}
+        self._reached: dict[tuple[str, ...], str] = {}
         self._call_counts: dict[str, int] = {}
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
@@ -242,17 +246,26 @@ class Recorder(TorchDispatchMode):
             self._note_autocast(tensors_in(args))
 
     def reached_as(self, paths: tuple[str, ...]) -> str:
-        """Of a module's paths (`module_tree.reached_under`), the one the call running now
-        holds it by: the nearest under that call's path (`self.stage = nn.Sequential(self.conv,
-        ...)`: "stage.0" in the stage's call, "conv" in the model's; a layer of a ModuleList
-        the call loops over, two levels down). The first where none is, or several are as near."""
-        running = self._stack[-1][0].path if self._stack else ""
-        prefix = f"{running}." if running else ""
-        levels = [(path.count("."), path) for path in paths if path.startswith(prefix)]
-        nearest = min(levels, default=None)
-        if nearest is None or sum(level == nearest[0] for level, _ in levels) > 1:
-            return paths[0]
-        return nearest[1]
+        """Of a module's paths (`module_tree.reached_under`, its first first), the one the call
+        running now holds it by: its first where that lies under the call's path (a block
+        looped over as `blocks.2` that the model also holds as `last`), else the nearest under
+        it (`self.stage = nn.Sequential(self.conv, ...)`: "stage.0" in the stage's call; a
+        layer of a ModuleList the call loops over, two levels down), the first listed of those
+        as near; else its first. Outside any call (a checkpointed block run again in the
+        backward pass), the name its last call in the forward had."""
+        if not self._stack:
+            return self._reached.get(paths, paths[0])
+        running = self._stack[-1][0].path
+        key = (paths, running)
+        chosen = self._reached_in.get(key)
+        if chosen is None:
+            prefix = f"{running}." if running else ""
+            under = [path for path in paths if path.startswith(prefix)]
+            # Its first, else the nearest (min keeps the first listed of those as near).
+            chosen = min(under, key=lambda path: (path != paths[0], path.count("."))) if under else paths[0]
+            self._reached_in[key] = chosen
+        self._reached[paths] = chosen
+        return chosen
 
     def open_call(self, path: str, type_name: str, first_op: int) -> ModuleCall:
         """Record a call of the module at `path` (its stack entry is the caller's to make)."""
