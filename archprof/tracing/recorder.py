@@ -75,8 +75,8 @@ class Recorder(TorchDispatchMode):
         self._stack: list[tuple[ModuleCall, Any]] = []
         # A module reached under several names (`reached_as`): the name chosen for its paths
         # in a running call's, and the one its last call had.
-        self._reached_in: dict[tuple[tuple[str, ...], str], str] = {}
-        self._reached: dict[tuple[str, ...], str] = {}
+        self._reached_in: dict[tuple[int, str], str] = {}
+        self._reached: dict[int, str] = {}
         self._call_counts: dict[str, int] = {}
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
@@ -254,9 +254,9 @@ class Recorder(TorchDispatchMode):
         as near; else its first. Outside any call (a checkpointed block run again in the
         backward pass), the name its last call in the forward had."""
         if not self._stack:
-            return self._reached.get(paths, paths[0])
+            return self._reached.get(id(paths), paths[0])
         running = self._stack[-1][0].path
-        key = (paths, running)
+        key = (id(paths), running)  # by id: a module's paths are a tuple the trace holds throughout, maybe long
         chosen = self._reached_in.get(key)
         if chosen is None:
             prefix = f"{running}." if running else ""
@@ -264,7 +264,7 @@ class Recorder(TorchDispatchMode):
             # Its first, else the nearest (min keeps the first listed of those as near).
             chosen = min(under, key=lambda path: (path != paths[0], path.count("."))) if under else paths[0]
             self._reached_in[key] = chosen
-        self._reached[paths] = chosen
+        self._reached[id(paths)] = chosen
         return chosen
 
     def open_call(self, path: str, type_name: str, first_op: int) -> ModuleCall:
