@@ -209,21 +209,57 @@ def _reference(module, input_shapes, device: str, training: bool = False) -> dic
     module = module.train(training)
     inputs = [torch.randn(shape, device=device) for shape in input_shapes]  # as archprof's CPU fallback draws them
     mapping = {torch.ops.aten.convolution_backward: _convolution_gradients_flops}
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:  # with grad: its hooks need a backward node
-        output = module(*inputs)
-        forward_flops = counter.get_total_flops()
-        if training:
-            roots = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
-            if roots:
-                torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
+    skipped: list[int] = []  # FLOPs of the LSTM gradients the decomposition skips (`_lstm_gradients_skipped`)
+    hooks = [
+        lstm.register_forward_pre_hook(lambda lstm, args: skipped.append(_lstm_gradients_skipped(lstm, *args)))
+        for lstm in module.modules()
+        if isinstance(lstm, torch.nn.LSTM)
+    ]
+    try:
+        with FlopCounterMode(display=False, custom_mapping=mapping) as counter:  # with grad: its hooks need a backward
+            output = module(*inputs)
+            forward_flops = counter.get_total_flops()
+            if training:
+                roots = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+                if roots:
+                    torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
+    finally:
+        for hook in hooks:
+            hook.remove()
     figures = {
         "reference_params": sum(p.numel() for p in module.parameters()),
         "reference_macs": forward_flops // 2,
         "reference_output_shape": shapes_text(t.shape for t in tensors_in(output)),
     }
     if training:
-        figures["reference_training_flops"] = counter.get_total_flops()
+        figures["reference_training_flops"] = counter.get_total_flops() + sum(skipped)
     return figures
+
+
+def _lstm_gradients_skipped(lstm, x, hx=None) -> int:
+    """The FLOPs of the matrix products a CPU's oneDNN LSTM gradient computes (archprof's
+    count; float32, no projection, not packed) and PyTorch's decomposition on meta, which the
+    reference runs, skips as nothing needs them: each layer's and direction's initial state's
+    gradient (dgates x W_hh, N x 4H x H), where the states are not given or need no gradient,
+    and the first layer's input gradient (dgates x W_ih over the T steps, N x T x 4H x I),
+    where the input needs none. 2 FLOPs a MAC, as FlopCounterMode counts a product.
+    tests/test_hub_sweep.py checks them against archprof's count of single LSTMs."""
+    import torch
+
+    if isinstance(x, torch.nn.utils.rnn.PackedSequence) or lstm.proj_size:  # oneDNN takes neither
+        return 0
+    batched = x.dim() == 3
+    steps = x.shape[1 if lstm.batch_first else 0] if batched else x.shape[0]
+    sequences = x.shape[0 if lstm.batch_first else 1] if batched else 1
+    hidden = lstm.hidden_size
+    directions = 2 if lstm.bidirectional else 1
+    states_need_none = hx is None or not any(t.requires_grad for t in hx)
+    flops = 0
+    if states_need_none:
+        flops += lstm.num_layers * directions * 2 * sequences * 4 * hidden * hidden
+    if not x.requires_grad:
+        flops += directions * 2 * sequences * steps * 4 * hidden * lstm.input_size
+    return flops
 
 
 def _convolution_gradients_flops(
@@ -289,9 +325,10 @@ def markdown(
         " each gradient of a convolution counted as its forward by FlopCounterMode's own forward formula (its"
         " convolution_backward formula ignores groups: a depthwise weight gradient C times over), and attention"
         " as its math decomposition in both (the CPU's flash kernel, which archprof models, turned off: on meta"
-        " FlopCounterMode runs the math one). An LSTM's training FLOPs differ, the reference's limit: a CPU's"
-        " oneDNN LSTM gradient computes every gradient (archprof's count), the decomposition on meta skips those"
-        " nothing needs."
+        " FlopCounterMode runs the math one). An LSTM's gradient products are counted as a CPU's oneDNN kernel"
+        " computes them (archprof's count): the decomposition on meta skips those nothing needs, the initial"
+        " states' (zeros) and, where the input needs none, the first layer's input's, which the reference adds"
+        " (`_lstm_gradients_skipped`)."
         if training
         else ""
     )

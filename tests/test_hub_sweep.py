@@ -104,3 +104,31 @@ def test_resume_refuses_a_csv_of_other_columns_in_one_line(tmp_path):
         f"error: {report.with_suffix('.csv')} has columns ['model', 'peak'], not this sweep's:"
         " sweep again without --resume"
     ]
+
+
+class _Recurrent(__import__("torch").nn.Module):
+    def __init__(self, **options):
+        import torch
+
+        super().__init__()
+        self.rnn = torch.nn.LSTM(8, 16, **options)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+def test_the_reference_adds_the_lstm_gradients_its_decomposition_skips(monkeypatch):
+    """The sweep's reference, FlopCounterMode over the decomposition on meta, counts no initial
+    state's gradient (zeros) and no input's gradient where the input needs none; a CPU's
+    oneDNN kernel computes both, as archprof counts. With those products added, the two agree
+    on one training step of LSTMs of one or two layers, either direction; and on one with a
+    projection, which a CPU runs without oneDNN, its products those of the decomposition."""
+    import archprof
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import hub_sweep
+
+    for options in ({}, {"bidirectional": True}, {"num_layers": 2, "bidirectional": True}, {"proj_size": 4}):
+        report = archprof.analyze(_Recurrent(**options), input_size=(5, 8), batch=3, training=True)
+        reference = hub_sweep._reference(_Recurrent(**options).to("meta"), [(3, 5, 8)], "meta", training=True)
+        assert reference["reference_training_flops"] == report.totals.training_flops, options
