@@ -6,7 +6,7 @@ and its parameters' gradients.
 
 The figures are the passes' own: each op's share of the columns from
 `passes.backward.backward_share`, saved storages from `passes.memory.saved_rows`, gradients
-from `passes.memory.gradient_rows`; a gradient product's formula is its forward op's, as
+from `passes.params.gradient_rows`; a gradient product's formula is its forward op's, as
 `explain.operators` writes it."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from archprof.explain.resampling import antialiased_window_sums, resampling_mode
 from archprof.graph import Graph, OpNode, ParameterInfo
 from archprof.passes.backward import BackwardShare, backward_share, weight_storages
 from archprof.passes.layers import LayerGroup
-from archprof.passes.memory import SavedStorage, gradient_rows, saved_rows
+from archprof.passes.memory import SavedStorage, saved_rows
+from archprof.passes.params import gradient_rows, parameter_rows
 from archprof.units import shape_text
 
 ForwardSection = Callable[[OpNode], Section | None]  # a forward op's own section (`operator_section`)
@@ -42,9 +43,9 @@ class Training:
 
     @classmethod
     def of(cls, graph: Graph, groups: Sequence[LayerGroup], labels: Sequence[str]) -> Training:
-        return cls(
-            graph, groups, labels, weight_storages(graph), saved_rows(graph, list(groups)), gradient_rows(graph, groups)
-        )
+        listed = list(groups)
+        gradients = gradient_rows(graph, parameter_rows(graph, listed))
+        return cls(graph, groups, labels, weight_storages(graph), saved_rows(graph, listed), gradients)
 
     def sections(self, index: int, forward_section: ForwardSection, columns: dict) -> list[Section]:
         """Row `index`'s backward operators, one section each, then its training figures;

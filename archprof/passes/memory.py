@@ -1,5 +1,6 @@
-"""Memory per row: what is live after the row ran, the peak while it ran, what autograd
-saves for the backward pass, and the size of the gradients of the row's parameters.
+"""Memory per row: what is live after the row ran, the peak while it ran, and what autograd
+saves for the backward pass (the size of the gradients of the row's parameters is
+`passes.params`').
 What is live when is worked out in `liveness`; a training step's peak in `training_memory`.
 
 The graph holds the kernels a CPU runs (`archprof.kernels`), not the meta device's
@@ -14,15 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archprof.graph import Graph, ParameterInfo
+from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
 from archprof.passes.liveness import Liveness, liveness, model_state_storages
-from archprof.passes.optimizer_state import parameters_given_gradients
-from archprof.passes.params import parameter_rows
 
 
 def memory_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int]]:
-    """`live_bytes`, `peak_live_bytes`, `saved_activation_bytes` and `gradient_bytes` per row."""
+    """`live_bytes`, `peak_live_bytes` and `saved_activation_bytes` per row."""
     live = liveness(graph)
     live_after, peak_during = [], []
     state = live.start
@@ -38,7 +37,6 @@ def memory_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int
         "live_bytes": live_after,
         "peak_live_bytes": peak_during,
         "saved_activation_bytes": _saved_per_row(graph, groups, live),
-        "gradient_bytes": _gradients_per_row(graph, groups),
     }
 
 
@@ -80,20 +78,4 @@ def _saved_per_row(graph: Graph, groups: list[LayerGroup], live: Liveness) -> li
     column = [0] * len(groups)
     for saved in saved_rows(graph, groups, live).values():
         column[saved.row] += saved.nbytes
-    return column
-
-
-def gradient_rows(graph: Graph, groups: list[LayerGroup]) -> list[tuple[ParameterInfo, int]]:
-    """Each parameter that gets a gradient (`parameters_given_gradients`) and the row
-    `param_count` puts it on (`parameter_rows`)."""
-    rows = parameter_rows(graph, groups)
-    return [(parameter, rows[parameter.name]) for parameter in parameters_given_gradients(graph)]
-
-
-def _gradients_per_row(graph: Graph, groups: list[LayerGroup]) -> list[int]:
-    """Bytes of the gradients of the parameters that get one, one per parameter in its
-    dtype, on its row (`gradient_rows`)."""
-    column = [0] * len(groups)
-    for parameter, row in gradient_rows(graph, groups):
-        column[row] += parameter.nbytes
     return column

@@ -1,4 +1,4 @@
-"""Parameters and buffers per row.
+"""Parameters and buffers per row, and the gradients of the parameters that get one.
 
 A parameter belongs to the row whose op reads it first, so weights used functionally or
 shared between layers are counted once, where they are used. One that no op reads (the
@@ -7,8 +7,9 @@ whichever name the module ran (`Graph.aliases`), else its nearest ancestor's."""
 
 from __future__ import annotations
 
-from archprof.graph import Graph
+from archprof.graph import Graph, ParameterInfo
 from archprof.passes.layers import LayerGroup
+from archprof.passes.optimizer_state import parameters_given_gradients
 
 
 def parameter_rows(graph: Graph, groups: list[LayerGroup]) -> dict[str, int]:
@@ -29,7 +30,15 @@ def parameter_rows(graph: Graph, groups: list[LayerGroup]) -> dict[str, int]:
     return rows
 
 
+def gradient_rows(graph: Graph, rows: dict[str, int]) -> list[tuple[ParameterInfo, int]]:
+    """Each parameter that gets a gradient (`parameters_given_gradients`) and its row (`rows`:
+    `parameter_rows`), where its gradient is counted as its parameter is."""
+    return [(parameter, rows[parameter.name]) for parameter in parameters_given_gradients(graph)]
+
+
 def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int]]:
+    """`param_count`, `trainable_param_count`, `param_bytes`, `buffer_bytes` and
+    `gradient_bytes` (one gradient per parameter that gets one, in its dtype) per row."""
     rows = parameter_rows(graph, groups)
     # One list per column, filled through locals: a parameter per weight and bias of the model.
     param_count, trainable_param_count, param_bytes, buffer_bytes = ([0] * len(groups) for _ in range(4))
@@ -43,11 +52,15 @@ def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[
         if parameter.trainable:
             trainable_param_count[row] += numel
         param_bytes[row] += parameter.nbytes
+    gradient_bytes = [0] * len(groups)
+    for parameter, row in gradient_rows(graph, rows):
+        gradient_bytes[row] += parameter.nbytes
     return {
         "param_count": param_count,
         "trainable_param_count": trainable_param_count,
         "param_bytes": param_bytes,
         "buffer_bytes": buffer_bytes,
+        "gradient_bytes": gradient_bytes,
     }
 
 
