@@ -13,7 +13,7 @@ from archprof.comparison import bound_note, final_field_row, undefined_note
 from archprof.lazy_modules import LazyModule
 from archprof.output import json_text
 from archprof.passes.receptive_field import FieldMark, Stride
-from archprof.report import Report
+from archprof.report import Report, fits_int64
 from archprof.report.formats import csv_text, json_fraction, utf8_text, write
 from archprof.text import dims_text, visible_text
 from archprof.units import human_value, percent_change_text
@@ -206,9 +206,8 @@ class ReportDiff:
         the final field's and stride's changes and ratios, which its "final" line alone has:
         they are `fields`), names as the models give them ('' the model's own operations).
         <NA> where the CSV writes nothing (the side a layer is missing from, no note, no
-        spatial field); counts and bytes Int64
-        (exact Python ints, dtype object, where one passes int64), ratios float64 (NaN where
-        old is 0), the rest strings."""
+        spatial field); counts and bytes Int64 (exact Python ints, dtype object, where one
+        or their sum passes int64), ratios float64 (NaN where old is 0), the rest strings."""
         import pandas as pd
 
         rows = [self._csv_row(change) for change in self.layers]
@@ -303,6 +302,12 @@ class ReportDiff:
 
 _STATUSES = ("added", "removed", "changed")
 
+
+def _compared(name: str) -> tuple[str, str, str]:
+    """A figure's three columns: its old and new values and the change."""
+    return f"old_{name}", f"new_{name}", f"{name}_change"
+
+
 # `ReportDiff.to_csv`'s columns, and `to_dataframe`'s.
 _CSV_HEADER = (
     "status",
@@ -312,17 +317,15 @@ _CSV_HEADER = (
     "new_module_type",
     "old_output_shape",
     "new_output_shape",
-    *(column for name, _, _ in METRICS for column in (f"old_{name}", f"new_{name}", f"{name}_change")),
-    *(column for name in _SIZES for column in (f"old_{name}", f"new_{name}", f"{name}_change")),
+    *(column for name, _, _ in METRICS for column in _compared(name)),
+    *(column for name in _SIZES for column in _compared(name)),
     "old_receptive_field_note",
     "new_receptive_field_note",
     *(f"{name}_ratio" for name, _, _ in METRICS),
     *(f"{name}_ratio" for name in _SIZES),
 )
 # Its columns of counts and bytes: each metric's old, new and change, and the call.
-_INTEGERS = frozenset(
-    column for name, _, _ in METRICS for column in (f"old_{name}", f"new_{name}", f"{name}_change")
-) | {"call"}
+_INTEGERS = frozenset(column for name, _, _ in METRICS for column in _compared(name)) | {"call"}
 # Its columns that only its "final" line fills.
 _FINAL_ONLY = frozenset(column for name in _SIZES for column in (f"{name}_change", f"{name}_ratio"))
 
@@ -337,8 +340,7 @@ def _typed(name: str, values: list) -> pd.Series:
     if name.endswith("_ratio"):
         return pd.Series([float("nan") if cell is None else cell for cell in cells], dtype="float64")
     if name in _INTEGERS:
-        fits = all(cell is None or -(2**63) <= cell < 2**63 for cell in cells)
-        return pd.Series(cells, dtype="Int64" if fits else "object")
+        return pd.Series(cells, dtype="Int64" if fits_int64(cells) else "object")
     return pd.Series(cells, dtype="string")
 
 

@@ -473,10 +473,14 @@ def _check_depth(depth, what: str) -> None:
 _INT64 = range(-(2**63), 2**63)
 
 
+def fits_int64(values: list) -> bool:
+    """Whether integers (None: no value) and their sum fit in int64, where pandas would
+    otherwise wrap them around."""
+    numbers = [value for value in values if value is not None]
+    return all(n in _INT64 for n in (*numbers, sum(numbers)))
+
+
 def _exact_dtype(dtype: str, values: list) -> str:
     """`dtype`, or "object" (exact Python integers) for an int64 column whose values or sum
-    would wrap around in int64."""
-    if dtype != "int64":
-        return dtype
-    numbers = [value for value in values if value is not None]
-    return dtype if all(n in _INT64 for n in (*numbers, sum(numbers))) else "object"
+    would wrap around in int64 (`fits_int64`)."""
+    return dtype if dtype != "int64" or fits_int64(values) else "object"
