@@ -109,24 +109,24 @@ def reached_under(
     model: torch.nn.Module, modules: list[tuple[str, torch.nn.Module]]
 ) -> tuple[dict[str, str], dict[int, tuple[str, ...]]]:
     """Every path a module of the model is reached under, as `named_modules(remove_duplicate=False)`
-    lists them (a module is not reached again inside itself), each -> its module's first path;
-    and the id of each module reached under several -> all of them, its first first."""
-    first = {id(module): path for path, module in modules}
+    lists them (a module is not reached again inside itself), each -> its module's first path
+    (the first met: both walks go depth first, in the same order, as `modules`, `walked`'s,
+    does); and the id of each module reached under several -> all of them, its first first."""
     firsts: dict[str, str] = {}
     found: dict[int, list[str]] = {}
     to_visit = [("", model, ())]  # path, module, the ids of the modules above it
     while to_visit and len(firsts) < _MOST_PATHS:
         path, module, above = to_visit.pop()
-        firsts[path] = first[id(module)]
-        found.setdefault(id(module), []).append(path)
+        listed = found.setdefault(id(module), [])
+        listed.append(path)
+        firsts[path] = listed[0]
         inside = (*above, id(module))
         prefix = f"{path}." if path else ""
         children = [(prefix + name, child) for name, child in module._modules.items() if child is not None]
         to_visit += [(name, child, inside) for name, child in reversed(children) if id(child) not in inside]
     for path, _ in modules:  # past `_MOST_PATHS`, the first paths all the same
         firsts.setdefault(path, path)
-    several = {key: (first[key], *(p for p in listed if p != first[key])) for key, listed in found.items()}
-    return firsts, {key: listed for key, listed in several.items() if len(listed) > 1}
+    return firsts, {key: tuple(listed) for key, listed in found.items() if len(listed) > 1}
 
 
 def _listed(table: dict, prefix: str, is_buffer: bool, found: list, seen: set[int]) -> bool:
