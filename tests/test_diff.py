@@ -589,3 +589,41 @@ def test_names_utf8_cannot_hold_are_escaped_in_the_csv_and_match_the_model_in_a_
     for side in (written, as_json):
         result = diff(side, _lone_surrogate_names(), input_size=(2, 4, 4))
         assert result.unchanged == 1 and not result.layers, side
+
+
+class _OwnOperationsAroundAChild(nn.Module):
+    """Its own operations before and after its child's call: two rows of one layer and call."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.inner(x * 2) + 1
+
+
+def test_a_report_with_a_row_repeated_is_refused_and_a_calls_two_segments_are_not(tmp_path):
+    """A row copied again (a file edited, or two joined) matched the other side's row twice:
+    its layer counted twice in the totals and a receptive field taken from the wrong row."""
+    report = archprof.analyze("lenet5")
+    csv_text, document = report.to_csv(), json.loads(report.to_json())
+    header, first, *rest = csv_text.splitlines(keepends=True)
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text(header + first + "".join(rest) + first)
+    line = one_error_line(cli("diff", repeated, "lenet5"))
+    first_layer = document["layers"][0]["layer"]
+    rows = len(rest) + 2
+    assert f"repeated.csv, line {rows + 1}: layer '{first_layer}' call 0 repeats the row of line 2" in line
+    document["layers"].append(document["layers"][0])
+    repeated_json = tmp_path / "repeated.json"
+    repeated_json.write_text(json.dumps(document))
+    line = one_error_line(cli("diff", repeated_json, "lenet5"))
+    assert f"layer {rows - 1}: layer '{first_layer}' call 0 repeats the row of layer 0" in line
+
+    split = archprof.analyze(nn.Sequential(_OwnOperationsAroundAChild()), input_size=(3, 8, 8))
+    layers = [(row["layer"], row["call"]) for row in split.rows()]
+    assert layers.count(("0", 0)) == 2  # the case a repeat is right: around the child's row
+    written = tmp_path / "split.csv"
+    written.write_text(split.to_csv())
+    assert len(read_csv_report(written).rows) == len(layers)  # read back, not refused
+    assert all(total.change == 0 for total in diff(written, split).totals)

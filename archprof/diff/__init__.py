@@ -12,7 +12,7 @@ import io
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -77,9 +77,10 @@ def _read_rows(path: Path, names: Sequence[str] | None = None, optional: Sequenc
         names = [name for name in columns if name in header] if names is None else names
         names = [*names, *(name for name in optional if name in header)]
         readers = {name: cell_reader(columns[name]) for name in names}
-        rows = []
+        rows, lines = [], []
         for raw in reader:
             line = reader.line_num
+            lines.append(line)
             row: dict[str, Any] = {}
             for name, read in readers.items():
                 if raw[name] is None:  # DictReader's filler for the cells a short row lacks
@@ -92,6 +93,7 @@ def _read_rows(path: Path, names: Sequence[str] | None = None, optional: Sequenc
             rows.append(row)
     if not rows:
         raise ArchprofError(f"{path} has no rows: a report has one per layer; is the file cut short?")
+    _refuse_a_repeated_row(rows, lambda index: f"line {lines[index]}", path)
     return rows
 
 
@@ -111,7 +113,31 @@ def read_json_report(path: str | Path) -> Side:
     layers = document.get("layers") if isinstance(document, dict) else None
     if not isinstance(layers, list) or not layers:
         raise ArchprofError(f"{path} is not an archprof JSON report (from `archprof summary -f json`): no layers")
-    return Side(path.stem, [_json_row(path, index, layer) for index, layer in enumerate(layers)])
+    rows = [_json_row(path, index, layer) for index, layer in enumerate(layers)]
+    _refuse_a_repeated_row(rows, lambda index: f"layer {index}", path)
+    return Side(path.stem, rows)
+
+
+def _refuse_a_repeated_row(rows: list[dict[str, Any]], where: Callable[[int], str], path: Path) -> None:
+    """Refuse a report with a row repeated (a file edited, or two joined): a report writes one
+    module call as two rows only where a submodule's call ran between its own operations
+    (`changes._keyed`'s segments), so a repeat with no row of a submodule since its layer's
+    last row matches no row of the other side, or the wrong one. Linear in the rows: each row
+    counts for its ancestors, whose repeats compare the count with the one at their last row."""
+    below: Counter[str] = Counter()  # layer -> rows of its submodules so far
+    last: dict[tuple[str, int], tuple[int, int]] = {}  # (layer, call) -> (its last row, `below` there)
+    for index, row in enumerate(rows):
+        layer, call = row["layer"], row["call"]
+        earlier = last.get((layer, call))
+        if earlier is not None and below[layer] == earlier[1]:
+            raise ArchprofError(
+                f"{path}, {where(index)}: layer {shorten(layer)} call {call} repeats the row of {where(earlier[0])}"
+                " with no submodule's row between: was the file edited?"
+            )
+        last[(layer, call)] = (index, below[layer])
+        parts = layer.split(".") if layer else []
+        for depth in range(len(parts)):
+            below[".".join(parts[:depth])] += 1
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
