@@ -73,7 +73,8 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
 
 def check_output_target(path: str | os.PathLike) -> None:
     """Fail before any work when `path` cannot be written as `open_output` would: a
-    directory, something other than a file, FIFO or character device, a missing folder."""
+    directory, something other than a file, FIFO or character device, a missing folder, a
+    folder the user may not write in, a read-only file."""
     _destination(Path(path))
 
 
@@ -91,7 +92,8 @@ def open_output(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
       also while the CLI points descriptor 1 at standard error (`standard_output_moved`).
     - A FIFO or a character device (`/dev/null`, a named pipe): written straight, as the
       shell's `>` would; nothing there can be replaced.
-    - A directory, a socket or a block device: refused.
+    - A directory, a socket or a block device: refused; so is a read-only file (the shell's
+      `>` would be refused too), and a file in a folder the user may not write in.
     A write that fails (no space left, a closed pipe) raises ArchprofError, one line."""
     target = Path(path)
     named_standard_output = _names_standard_output(target)
@@ -178,6 +180,11 @@ def _destination(target: Path) -> tuple[Path, bool]:
     destination = Path(os.path.realpath(target))
     if not destination.parent.is_dir():
         raise ArchprofError(f"cannot write {target}: directory {destination.parent} does not exist")
+    # Asked here, before any work, not found out at the rename after it: a run of minutes lost.
+    if not os.access(destination.parent, os.W_OK | os.X_OK):
+        raise ArchprofError(f"cannot write {target}: no permission to write in {destination.parent}")
+    if status is not None and not os.access(destination, os.W_OK):  # the rename would replace it regardless
+        raise ArchprofError(f"cannot write {target}: the file is read-only (make it writable, or give another name)")
     return destination, True
 
 

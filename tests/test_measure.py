@@ -1013,6 +1013,27 @@ def test_profile_prints_where_the_ceilings_came_from_and_remeasure_measures_them
     assert len(calls) == 2
 
 
+def test_remeasure_leaves_a_ceiling_given_by_hand_cached_and_refuses_when_both_are_given(fake_benchmarks, tmp_path):
+    """--remeasure measures what is not given: a figure given by hand is neither measured nor
+    cached, so its cached value (of every precision) stays. With both given it has nothing to do."""
+    calls, rates = fake_benchmarks
+    _cache_lenet_ceilings(rates, peak=1e15, bandwidth=1e15)
+    ceilings.device_ceilings(torch.device("cpu"), "bfloat16")  # another precision's figures
+    before = _cache_entries(tmp_path)
+    calls.clear()
+    options = ["profile", "lenet5", "--device", "cpu", "--repeat", "1", "--warmup", "0", "--remeasure"]
+    both = runner.invoke(app, [*options, "--peak-flops", "1T", "--bandwidth", "1TB/s"])
+    assert both.exit_code == 2 and "--remeasure has nothing to measure" in both.stderr
+    assert _cache_entries(tmp_path) == before and calls == []
+    one = runner.invoke(app, [*options, "--peak-flops", "1T"], env={"COLUMNS": "300"})
+    assert one.exit_code == 0, one.output
+    assert calls == [("bandwidth",)]
+    after = _cache_entries(tmp_path)
+    assert [entry["peak_flops"] for entry in after.values()] == [entry["peak_flops"] for entry in before.values()]
+    assert sum(entry.get("bandwidth") == rates["bandwidth"] for entry in after.values()) == 1  # float32's, again
+    assert sum("bandwidth" not in entry for entry in after.values()) == 1  # bfloat16's: forgotten, not measured
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_profile_on_cuda_without_cuda_is_a_one_line_error():
     result = runner.invoke(app, ["profile", "lenet5", "--device", "cuda"])

@@ -609,3 +609,74 @@ def test_ctrl_c_is_one_line_and_exit_130_with_no_file(command, tmp_path):
     assert result.exit_code == 130, result.output
     assert result.stderr == "interrupted (Ctrl-C)\n"
     assert list(target.parent.iterdir()) == []
+
+
+# -- a plot that cannot be drawn, a file or folder the user may not write ----------------------
+
+
+@pytest.mark.parametrize("command", ["rf", "memory", "profile"])
+def test_a_plot_that_cannot_be_drawn_leaves_the_report_file_as_it_was(tmp_path, monkeypatch, command):
+    """The plot is drawn in memory before the report is written: a backend that fails (PGF's
+    TeX run, here any format's) is one line, and the report given with -o is not replaced."""
+    from matplotlib.figure import Figure
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the backend broke\nwith a second line")
+
+    monkeypatch.setattr(Figure, "savefig", fails)
+    report = tmp_path / "report.csv"
+    report.write_text("the earlier report\n")
+    extra = ("--device", "cpu", "--repeat", "1", "--warmup", "0") if command == "profile" else ()
+    line = error_line(invoke(command, "lenet5", *extra, "-o", report, "--plot", tmp_path / "plot.png"))
+    assert "cannot draw" in line and "the backend broke" in line
+    assert report.read_text() == "the earlier report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.csv"]  # no plot, no temporary file
+
+
+def test_a_pgf_plot_without_latex_is_refused_before_any_work(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
+    line = error_line(invoke("memory", "no_such_model", "--plot", tmp_path / "memory.pgf"))
+    assert "needs LaTeX" in line  # said before the model name is even looked up
+
+
+def _no_permission_for(monkeypatch, denied: Path) -> None:
+    """os.access answers no for `denied` (the tests may run as root, whom the OS never refuses)."""
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if Path(path).resolve() == denied.resolve() and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def test_a_read_only_report_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    target = tmp_path / "kept.csv"
+    target.write_text("kept\n")
+    _no_permission_for(monkeypatch, target)
+    line = refused_unchanged(target, "summary", "lenet5", "-o", target)
+    assert "read-only" in line
+
+
+def test_a_folder_the_user_may_not_write_in_is_refused_before_any_work(tmp_path, monkeypatch):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    _no_permission_for(monkeypatch, folder)
+    for args in (("summary", "lenet5", "-o", folder / "r.csv"), ("rf", "lenet5", "--plot", folder / "rf.png")):
+        assert "no permission to write in" in error_line(invoke(*args))
+    assert not any(folder.iterdir())
+
+
+def test_a_format_the_output_suffix_contradicts_is_refused_and_a_txt_file_takes_any(tmp_path):
+    """JSON written into report.csv was refused only later, by whatever read it as CSV."""
+    for format, name in (("json", "b.csv"), ("markdown", "t.json"), ("table", "t.html"), ("csv", "r.md")):
+        line = error_line(invoke("summary", "no_such_model", "-f", format, "-o", tmp_path / name))
+        assert f"--format {format} does not fit" in line  # said before the model is looked up
+    assert not any(tmp_path.iterdir())
+    notes = tmp_path / "notes.txt"
+    result = invoke("summary", "lenet5", "-f", "markdown", "-o", notes)
+    assert result.exit_code == 0, result.output
+    assert "\n| Layer | Type |" in notes.read_text()  # Markdown, as asked

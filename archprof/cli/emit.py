@@ -57,6 +57,14 @@ def write_text(text: str, output: Path | None) -> None:
     say(f"wrote {output}")
 
 
+def write_plot(image: bytes, plot: Path) -> None:
+    """A plot drawn before the command wrote anything (`render.figures.image_bytes`), written."""
+    from archprof.render.figures import write_image
+
+    write_image(image, plot)
+    say(f"wrote {plot}")
+
+
 def _table_markdown(table, choice: ColumnChoice) -> str:
     from archprof.render.base import Layout
     from archprof.render.export import markdown_text
@@ -73,6 +81,7 @@ def choose_format(format: Format | None, output: Path | None) -> Format:
     from archprof.output import check_output_target, is_stream
 
     if format is not None:
+        _check_suffix_agrees(format, output)
         return format
     if output is None:
         return Format.table
@@ -84,6 +93,21 @@ def choose_format(format: Format | None, output: Path | None) -> Format:
         return Format.table
     known = ", ".join(_SUFFIX_FORMATS)
     raise ArchprofError(f"cannot tell the format of '{output}' from its suffix ({known}): give --format")
+
+
+def _check_suffix_agrees(format: Format, output: Path | None) -> None:
+    """Refuse --format where the output's suffix names another format: JSON in `report.csv` is
+    a file that every reader of CSV (and `archprof diff`) refuses later. A `.txt` file takes
+    any of them, as does a name without a known suffix."""
+    from archprof.errors import ArchprofError
+
+    suffix = output.suffix.lower() if output is not None else ""
+    named = _SUFFIX_FORMATS.get(suffix)
+    if named is not None and named is not format and suffix != ".txt":
+        raise ArchprofError(
+            f"--format {format.value} does not fit '{output}', a {suffix} name ({named.value}): drop --format, or"
+            f" name the file for {format.value}"
+        )
 
 
 def check_output(output: Path | None, option: str, *inputs: tuple[str, str | Path | None]) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from archprof.cli.app import app
-from archprof.cli.emit import emit_report, one_model_targets, write_text
+from archprof.cli.emit import emit_report, one_model_targets, write_plot, write_text
 from archprof.cli.options import (
     Format,
     FormatOpt,
@@ -146,8 +146,10 @@ def profile(
     archprof profile resnet18 --input 3x64x64 --remeasure --plot roofline.png
     archprof profile resnet50 --depth 1"""
     from archprof.api import profile as profile_model
+    from archprof.errors import ArchprofError
     from archprof.measure.device import resolve_device
     from archprof.render.profile import report_table
+    from archprof.render.roofline import roofline_image
     from archprof.units import parse_bandwidth, parse_flops_rate
 
     # Everything a user can get wrong fails before any work.
@@ -158,9 +160,13 @@ def profile(
     count_option("--repeat", repeat, 1, MAX_PASSES)
     target = resolve_device(device)
     if remeasure:
-        from archprof.measure.ceilings import forget_device
+        from archprof.measure.ceilings import FIGURES, forget_device
 
-        forget_device(target)
+        # A figure given by hand is neither measured nor cached: its cached value stays.
+        to_measure = [figure for figure, given in zip(FIGURES, (flops_rate, bytes_rate), strict=True) if given is None]
+        if not to_measure:
+            raise ArchprofError("--remeasure has nothing to measure: --peak-flops and --bandwidth give both ceilings")
+        forget_device(target, to_measure)
     with progress_display(quiet) as progress:
         report = profile_model(
             model,
@@ -174,12 +180,11 @@ def profile(
         )
     if depth is not None:
         report = report.rollup(depth)
+    # Drawn before any file is written: a plot that cannot be drawn leaves the report's file as it was.
+    image = roofline_image(report, plot) if plot is not None else None
     emit_report(report, chosen, output, table=report_table, choice=choice)
-    if plot is not None:
-        from archprof.render.roofline import plot_roofline
-
-        plot_roofline(report, plot)
-        say(f"wrote {plot}")
+    if image is not None:
+        write_plot(image, plot)
     if chosen is not Format.table or output is not None:  # the table shows them; else say so here
         for line in report.measured.mismatches:
             say(f"MISMATCH {line}", fg="red", bold=True)
@@ -251,6 +256,7 @@ def memory(
     from archprof.passes.optimizer_state import optimizer_state_copies
     from archprof.render import memory_table
     from archprof.render.html import memory_html
+    from archprof.render.memory_plot import memory_image
     from archprof.units import human_bytes, in_binary_units, parse_size
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
@@ -312,12 +318,10 @@ def memory(
     if depth is not None:
         report = report.rollup(depth)  # each row its subtree's highest peak
     table = partial(memory_table, fit=found, measured=measured)
+    image = memory_image(report, plot, fit=found) if plot is not None else None  # drawn before any file is written
     _emit_view(report, chosen, output, table, choice, partial(memory_html, report, found, measured))
-    if plot is not None:
-        from archprof.render.memory_plot import plot_memory
-
-        plot_memory(report, plot, fit=found)
-        say(f"wrote {plot}")
+    if image is not None:
+        write_plot(image, plot)
     if chosen is not Format.table:
         for note in notes:
             say(note)
@@ -436,7 +440,7 @@ def rf(
     from archprof.render.base import Prose
     from archprof.render.fields import unit_box_text
     from archprof.render.html import rf_html
-    from archprof.render.rf_plot import plot_fields
+    from archprof.render.rf_plot import fields_image
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
     if (unit is None) != (layer is None):
@@ -456,7 +460,7 @@ def rf(
         return
     spread = spreads(states, spatial)
     table = partial(receptive_field_table, spreads=spread)
+    image = fields_image(report, spread, plot) if plot is not None else None  # drawn before any file is written
     _emit_view(report, chosen, output, table, choice, partial(rf_html, report, spread))
-    if plot is not None:
-        plot_fields(report, spread, plot)
-        say(f"wrote {plot}")
+    if image is not None:
+        write_plot(image, plot)

@@ -118,15 +118,26 @@ def write_cache(entries: dict[str, Any], path: Path | None = None) -> None:
         write_atomically(path, json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=2) + "\n")
 
 
-def forget_device(device: torch.device) -> int:
-    """Drop every cached figure of `device` (any torch, any precision), so that the next
-    profile measures them again; returns how many entries went."""
+def forget_device(device: torch.device, figures: Collection[str] = FIGURES) -> int:
+    """Drop the cached `figures` of `device` (any torch, any precision), so that the next
+    profile measures them again; returns how many entries lost one. An entry left with
+    no figure goes."""
     entries = read_cache()
     prefix = f"{_device_label(device)} | "
-    kept = {key: entry for key, entry in entries.items() if not key.startswith(prefix)}
-    if len(kept) != len(entries):
+    dropped = {name for figure in figures for name in (figure, f"{figure}_measured_at")}
+    kept, forgotten = {}, 0
+    for key, entry in entries.items():
+        if key.startswith(prefix) and isinstance(entry, dict) and dropped & entry.keys():
+            forgotten += 1
+            entry = {name: value for name, value in entry.items() if name not in dropped}
+        elif key.startswith(prefix) and not isinstance(entry, dict):  # not an entry: measured again anyway
+            forgotten += 1
+            continue
+        if entry:
+            kept[key] = entry
+    if forgotten:
         write_cache(kept)
-    return len(entries) - len(kept)
+    return forgotten
 
 
 def device_ceilings(

@@ -1,15 +1,16 @@
 """What every figure shares: matplotlib checked for before any work, the user's text made
-plain, a plot's target checked and written atomically, and a figure as inline SVG for the
+plain, a plot's target checked, the plot drawn in memory and written atomically, and a figure as inline SVG for the
 HTML report."""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, short_reason
 from archprof.output import open_output
 from archprof.text import visible_text
 
@@ -35,22 +36,44 @@ def require_matplotlib(what: str) -> None:
 
 
 def check_plot_target(path: str | os.PathLike) -> Path:
-    """Fail early, before any profiling: matplotlib missing, an unknown image suffix."""
+    """Fail early, before any profiling: matplotlib missing, an unknown image suffix, a PGF
+    figure without the TeX program matplotlib writes it with."""
     require_matplotlib("--plot")
+    from matplotlib import rcParams
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     target = Path(path)
     formats = FigureCanvasAgg.get_supported_filetypes()
-    if target.suffix.lower().lstrip(".") not in formats:
+    image_format = _image_format(target)
+    if image_format not in formats:
         known = ", ".join(f".{name}" for name in sorted(formats))
         raise ArchprofError(f"cannot tell the image format of '{target}' from its suffix ({known})")
+    tex = rcParams["pgf.texsystem"]
+    if image_format == "pgf" and shutil.which(tex) is None:
+        raise ArchprofError(f"a .pgf figure needs LaTeX ({tex}), which is not installed: give a .pdf, .svg or .png")
     return target
 
 
-def save_figure(figure: Figure, target: Path) -> None:
-    """Write `figure` to `target` (checked by `check_plot_target`; format from its suffix), atomically."""
+def image_bytes(figure: Figure, target: Path) -> bytes:
+    """`figure` drawn in the format of `target`'s suffix (checked by `check_plot_target`),
+    in memory: a command draws its plot before it writes any file, so that a figure that
+    cannot be drawn leaves the report's file as it was."""
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format=_image_format(target), dpi=150)
+    except (RuntimeError, ValueError, OSError) as exc:  # a backend's own failure (its TeX run)
+        raise ArchprofError(f"cannot draw {target}: {short_reason(exc)}") from None
+    return buffer.getvalue()
+
+
+def write_image(image: bytes, target: Path) -> None:
+    """`image` (`image_bytes`) written to `target`, atomically."""
     with open_output(target, binary=True) as handle:
-        figure.savefig(handle, format=target.suffix.lower().lstrip("."), dpi=150)
+        handle.write(image)
+
+
+def _image_format(target: Path) -> str:
+    return target.suffix.lower().lstrip(".")
 
 
 def svg_text(figure: Figure, name: str) -> str:

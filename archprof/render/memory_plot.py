@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from archprof.render.figures import check_plot_target, figure_text, save_figure
+from archprof.render.figures import check_plot_target, figure_text, image_bytes
 from archprof.report import Report, layer_label
 from archprof.text import training_peak_place
 from archprof.units import byte_unit, human_bytes
@@ -15,10 +15,9 @@ if TYPE_CHECKING:
     from archprof.fit import Fit
 
 
-def plot_memory(report: Report, path: str | os.PathLike, fit: Fit | None = None) -> None:
-    """Draw `memory_figure` and save it to `path` (format from its suffix), atomically."""
-    target = check_plot_target(path)
-    save_figure(memory_figure(report, fit), target)
+def memory_image(report: Report, path: str | os.PathLike, fit: Fit | None = None) -> bytes:
+    """`memory_figure`, drawn in the format of `path`'s suffix."""
+    return image_bytes(memory_figure(report, fit), check_plot_target(path))
 
 
 def memory_figure(report: Report, fit: Fit | None = None):

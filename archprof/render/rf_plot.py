@@ -7,14 +7,13 @@ import os
 from collections.abc import Sequence
 
 from archprof.passes.layers import consecutive_runs
-from archprof.render.figures import check_plot_target, figure_text, save_figure
+from archprof.render.figures import check_plot_target, figure_text, image_bytes
 from archprof.report import Report
 
 
-def plot_fields(report: Report, spreads: Sequence, path: str | os.PathLike) -> None:
-    """Draw `fields_figure` and save it to `path` (format from its suffix), atomically."""
-    target = check_plot_target(path)
-    save_figure(fields_figure(report, spreads), target)
+def fields_image(report: Report, spreads: Sequence, path: str | os.PathLike) -> bytes:
+    """`fields_figure`, drawn in the format of `path`'s suffix."""
+    return image_bytes(fields_figure(report, spreads), check_plot_target(path))
 
 
 def fields_figure(report: Report, spreads: Sequence | None = None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from archprof.errors import ArchprofError
-from archprof.render.figures import check_plot_target, figure_text, save_figure
+from archprof.render.figures import check_plot_target, figure_text, image_bytes
 from archprof.render.roofline_labels import FULL_AREA, label_slowest, marker_area
 from archprof.report import Report
 from archprof.text import counted
@@ -16,10 +16,9 @@ ABOVE_COLOUR = "tab:red"
 KEY_MARKER_SIZE = 5  # points: the colour key's markers, under the size key's 5% (sqrt(600 x 0.05) = 5.5)
 
 
-def plot_roofline(report: Report, path: str | os.PathLike, label_top: int = 6) -> None:
-    """Draw the timed rows on the roofline (`roofline_figure`) and save it to `path`."""
-    target = check_plot_target(path)
-    save_figure(roofline_figure(report, label_top), target)
+def roofline_image(report: Report, path: str | os.PathLike, label_top: int = 6) -> bytes:
+    """The timed rows on the roofline (`roofline_figure`), drawn in the format of `path`'s suffix."""
+    return image_bytes(roofline_figure(report, label_top), check_plot_target(path))
 
 
 def roofline_figure(report: Report, label_top: int = 6):
@@ -37,7 +36,7 @@ def roofline_figure(report: Report, label_top: int = 6):
 
     measured = report.measured
     if measured is None:
-        raise ArchprofError("plot_roofline needs a profiled report (archprof.profile)")
+        raise ArchprofError("the roofline needs a profiled report (archprof.profile)")
     ceilings = measured.ceilings
     rows = [row for row in report.rows() if row["arithmetic_intensity"] and row["achieved_flops_per_s"]]
     above = [row for row in rows if ceilings.above_roof(row["achieved_flops_per_s"], row["arithmetic_intensity"])]
