@@ -408,18 +408,17 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
     assert result["layers"] == [] and result["unchanged_layers"] == len(rows)
 
 
-def test_a_duplicated_row_is_shown_as_a_layer_added(tmp_path):
+def test_a_duplicated_row_is_refused_naming_its_line(tmp_path):
+    """A row written twice (a file edited, or two joined) was diffed as a layer added: the
+    first layer counted twice in the totals, the final receptive field read off the copy."""
     report = tmp_path / "report.csv"
     rows = summary_csv("lenet5", report)
     lines = report.read_text(encoding="utf-8").splitlines(keepends=True)
     duplicated = tmp_path / "duplicated.csv"
     duplicated.write_text("".join([*lines, lines[1]]), encoding="utf-8")  # the first layer twice
     result = invoke("diff", str(report), str(duplicated), "--format", "json")
-    assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
-    assert [(c["status"], c["layer"]) for c in document["layers"]] == [("added", rows[0]["layer"])]
-    params = next(t for t in document["totals"] if t["metric"] == "param_count")
-    assert params["new"] - params["old"] == int(rows[0]["param_count"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"line {len(lines) + 1}: layer {rows[0]['layer']!r} call 0 repeats the row of line 2" in result.stderr
 
 
 class OwnOperationsAroundAChild(nn.Module):
