@@ -226,3 +226,35 @@ def test_a_scalar_output_shows_as_an_empty_shape_not_an_empty_cell():
     assert (last["layer"], last["output_shape"]) == ("", "()")
     assert report.to_csv().splitlines()[-1].split(",")[5] == "()"
     assert report.layers["output_shape"].iloc[-1] == "()"
+
+
+def test_a_row_handed_out_is_the_callers_own_to_change():
+    """rows(), row() and layers shared the report's count dicts: a count added to one was in
+    the report's JSON, CSV, totals and roll-ups after."""
+    from tests.models import Uncounted
+
+    report = archprof.analyze(Uncounted(), input_size=(6,))
+    json_before, csv_before = report.to_json(), report.to_csv()
+    totals_before = dict(report.totals.not_counted)
+    assert totals_before == {"archprof_tests.uncosted": 1}
+    counted = next(i for i, row in enumerate(report.rows()) if row["not_counted"])
+    report.rows()[counted]["not_counted"]["aten.fake"] = 7
+    report.row(counted)["not_counted"]["aten.fake"] = 7
+    report.layers["not_counted"][counted]["aten.fake"] = 7
+    report.totals.not_counted["aten.fake"] = 7
+    assert (report.to_json(), report.to_csv()) == (json_before, csv_before)
+    assert report.totals.not_counted == report.rollup(0).totals.not_counted == totals_before
+
+
+def test_a_row_that_does_not_exist_is_a_one_line_error():
+    import numpy as np
+    import pytest
+
+    from archprof.errors import ArchprofError
+
+    report = archprof.analyze("lenet5")
+    last = len(report) - 1
+    assert report.row(np.int64(last)) == report.rows()[last]
+    for index in (len(report), -1, True, 1.0, "0"):
+        with pytest.raises(ArchprofError, match=rf"does not exist: lenet5's report has rows 0 to {last}$"):
+            report.row(index)

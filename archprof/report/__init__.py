@@ -8,12 +8,14 @@ The columns are defined in `columns`, the totals in `totals`, the files' text in
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from archprof.errors import ArchprofError, shown
 from archprof.lazy_modules import LazyModule
 from archprof.output import json_text
 from archprof.passes.flops import OperatorCost, merged_costs
@@ -103,8 +105,14 @@ class Report:
     def __len__(self) -> int:
         return len(self.columns["layer"])
 
-    @cached_property
+    @property
     def totals(self) -> Totals:
+        """The whole model's figures; its `not_counted` the caller's own to change."""
+        totals = self._totals
+        return replace(totals, not_counted=dict(totals.not_counted))
+
+    @cached_property
+    def _totals(self) -> Totals:
         sums = {name: sum(self.columns[name]) for name in self._summable}
         not_counted: Counter[str] = Counter()
         for counts in self.columns["not_counted"]:
@@ -169,8 +177,13 @@ class Report:
         """One row per layer; columns and dtypes as documented in `COLUMNS`, except that an
         integer column whose values or sum do not fit in int64 holds exact Python integers
         (dtype object), so that no cell and no `.sum()` wraps around. A copy of its own at
-        each access: changing it (adding a column) leaves the report as it is."""
-        return self._layers.copy()
+        each access: changing it (adding a column, a count in `not_counted`) leaves the report
+        as it is."""
+        frame = self._layers.copy()
+        for name in _COUNTS:
+            if name in frame:
+                frame[name] = [dict(counts) for counts in frame[name]]
+        return frame
 
     @cached_property
     def _layers(self) -> pd.DataFrame:
@@ -248,10 +261,21 @@ class Report:
         return explain(self, layer, markdown=markdown, width=width)
 
     def rows(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, values, strict=True)) for values in zip(*self.columns.values(), strict=True)]
+        """One dict per row, column -> value, each the caller's own: its count dicts
+        (`not_counted`) copied, so that changing one leaves the report as it is."""
+        names = list(self.columns)
+        return [_owned(dict(zip(names, values, strict=True))) for values in zip(*self.columns.values(), strict=True)]
 
     def row(self, index: int) -> dict[str, Any]:
-        return {name: values[index] for name, values in self.columns.items()}
+        """Row `index` (0 to len - 1, in the order the rows ran) as `rows` gives it."""
+        try:
+            position = -1 if isinstance(index, bool) else operator.index(index)  # a NumPy integer too
+        except TypeError:
+            position = -1
+        if not 0 <= position < len(self):
+            last = len(self) - 1
+            raise ArchprofError(f"row {shown(index)} does not exist: {self.model}'s report has rows 0 to {last}")
+        return _owned({name: values[position] for name, values in self.columns.items()})
 
     def merged_row(self, path: str, indices: Sequence[int]) -> dict[str, Any]:
         """Rows `indices` (in the order they ran) as one row of module `path`, as `rollup`
@@ -471,6 +495,18 @@ def _check_depth(depth, what: str) -> None:
 
 
 _INT64 = range(-(2**63), 2**63)
+
+
+# The columns whose cells are dicts of counts: copied wherever a row leaves the report.
+_COUNTS = ("not_counted",)
+
+
+def _owned(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with its count dicts copied: the caller's own to change."""
+    for name in _COUNTS:
+        if name in row:
+            row[name] = dict(row[name])
+    return row
 
 
 def fits_int64(values: list) -> bool:
