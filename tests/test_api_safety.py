@@ -715,3 +715,24 @@ def test_a_report_of_no_rows_renders_its_headings_and_totals():
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(report.table())
     assert "Total parameters" in console.export_text()
+
+
+def test_an_empty_list_of_inputs_is_no_input_as_an_empty_dict_is():
+    """`inputs=[]` was read as one input of shape () (a tensor of one element, with the batch):
+    a Linear(1, 4) was analysed where no input was given."""
+    import pytest
+    from torch import nn
+
+    class TakesNothing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(3))
+
+        def forward(self):
+            return self.weight * 2
+
+    for empty in ([], (), {}):
+        assert archprof.analyze(TakesNothing(), inputs=empty).input_shapes == ()
+    with pytest.raises(archprof.ArchprofError, match="missing 1 required positional argument"):
+        archprof.analyze(nn.Linear(1, 4), inputs=[])
+    assert archprof.analyze(nn.Linear(1, 4), inputs=[()]).input_shapes == ((1,),)  # one 0-d sample, batched

@@ -3,6 +3,7 @@ exit 2). TorchScript, exported-program and pickle files are written into tmp_pat
 
 import json
 import pickle
+import re
 import struct
 import sys
 import warnings
@@ -920,6 +921,38 @@ def test_a_torchscript_forward_that_fails_says_why(tmp_path):
     result = cli("summary", str(path), "--input", "5x16x16")
     assert result.exit_code == 2
     assert one_error_line(result).endswith("the weight 8x3x3x3 (groups=1) expects 3 input channels, got 5")
+
+
+def test_an_exported_program_in_memory_is_analysed_as_its_file_is(tmp_path, tiny):
+    """It is callable, and was taken for a factory: "model factory 'ExportedProgram' failed"."""
+    model = tiny.TinyNet().eval()
+    program = torch.export.export(model, (torch.randn(2, 3, 8, 8),))
+    weights_before = {name: tensor.clone() for name, tensor in program.state_dict.items()}
+    path = tmp_path / "tiny.pt2"
+    torch.export.save(program, str(path))
+    in_memory, from_file = archprof.analyze(program), archprof.analyze(str(path))
+    assert in_memory.input_shapes == from_file.input_shapes == ((2, 3, 8, 8),)
+    assert table(in_memory, "layer", "module_type", "macs") == table(from_file, "layer", "module_type", "macs")
+    assert in_memory.totals.param_count == sum(p.numel() for p in model.parameters())
+    assert all(torch.equal(weights_before[name], tensor) for name, tensor in program.state_dict.items())
+    with pytest.raises(ArchprofError, match=re.escape("an exported program you pass ('ExportedProgram') takes none")):
+        archprof.analyze(program, args={"num_classes": 3})
+
+
+def test_hub_arguments_that_download_pretrained_weights_are_refused(hub_packages):
+    """The README promises nothing is downloaded: torchvision's weights= fetched 45 MB (and,
+    offline, failed after a wait), timm's pretrained=True the same from its hub."""
+    for spec, args in (
+        ("torchvision:resnet18", {"weights": "IMAGENET1K_V1"}),
+        ("torchvision:fcn_resnet50", {"weights_backbone": "IMAGENET1K_V1"}),
+        ("timm:resnet18", {"pretrained": True}),
+    ):
+        asked = next(iter(args))
+        with pytest.raises(ArchprofError, match=f"^{asked}= would download {spec}'s pretrained weights"):
+            load_model(spec, args=args)
+    # Left at their "none" values they download nothing, as by default.
+    assert load_model("torchvision:resnet18", args={"weights": None}).kind == "hub"
+    assert load_model("timm:resnet18", args={"pretrained": False}).kind == "hub"
 
 
 def test_exported_program_with_its_example_inputs(tmp_path, tiny):

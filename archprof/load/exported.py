@@ -44,9 +44,16 @@ def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
         if "check the warnings above" in str(exc) and logged:  # the error it logged, which quiet() kept
             raise ArchprofError(f"cannot read {spec}: corrupted or truncated? ({logged[-1]})") from None
         raise unreadable(spec, exc) from None
+    return program_loaded(program, spec, source=path)
+
+
+def program_loaded(program: torch.export.ExportedProgram, name: str, source: Path | None = None) -> LoadedModel:
+    """An exported program, read from `source` or the caller's own, as a model: its module
+    tree (`_exported_module`, made anew: the caller's program is never changed), its inputs
+    and batch as exported."""
     module = _exported_module(program)
     own = next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
-    inputs, batch, static = _exported_inputs(program, spec, own)
+    inputs, batch, static = _exported_inputs(program, name, own)
 
     def build(device: torch.device) -> torch.nn.Module:
         return copy.deepcopy(module).to(device)
@@ -54,13 +61,13 @@ def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
     first = inputs[0].shape if inputs and inputs[0].batched else None
     return LoadedModel(
         module,
-        spec,
+        name,
         first,
         inputs=inputs,
         batch=batch,
         kind="exported",
-        owned=True,
-        source=path,
+        owned=source is not None,  # a file's module is archprof's alone; the caller's shares its tensors
+        source=source,
         static_shapes=static,
         build=build,
     )

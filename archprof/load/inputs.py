@@ -166,7 +166,11 @@ def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
       one `InputSpec`
     - several positional inputs: a list of those, or of `(shape, dtype)` pairs
     - keyword inputs: a dict `{"x": (3, 32, 32), "ids": ((77,), torch.int64), "mask": "77:bool"}`
+    - no inputs (a forward that takes none): `{}`, `[]` or `()`; one input of no dimensions
+      per sample is `[()]`
     """
+    if isinstance(inputs, (tuple, list)) and not inputs:  # a list of no inputs, as {} is: not the shape ()
+        return ()
     if isinstance(inputs, Mapping):
         specs = []
         for name, value in inputs.items():

@@ -50,6 +50,7 @@ from archprof.load.common import (
     refuse_frozen,
     resolve_path,
 )
+from archprof.load.exported import program_loaded
 from archprof.load.files import load_file
 from archprof.load.model import LoadedModel
 from archprof.load.weights import check_weights, load_state_dict
@@ -86,6 +87,9 @@ def load_model(
         module = _unwrapped(spec)
         refuse_frozen(module, f"the {type(module).__name__} you pass")
         return LoadedModel(module, type(module).__name__, None, kind="module")
+    if isinstance(spec, torch.export.ExportedProgram):  # callable, but no factory: analysed as a .pt2 file is
+        refuse_extras(spec, "ExportedProgram", args, weights, "an exported program you pass")
+        return program_loaded(spec, "ExportedProgram")
     if isinstance(spec, str):
         loaded = _load_spec(spec.strip(), args, trust_pickle, base)
     elif isinstance(spec, os.PathLike):  # a path is a file, never a built-in name or module:factory
@@ -190,6 +194,7 @@ def _load_hub(hub: str, model_name: str, spec: str, args: dict[str, Any]) -> Loa
         raise ArchprofError(f"importing {package} for '{spec}' failed: {first_line(exc)}{_build_hint(exc)}") from None
     if not model_name:
         raise ArchprofError(f"malformed model spec '{spec}': name a {package} model, e.g. {hub}:resnet50")
+    _refuse_downloads(spec, args)
     if hub == "torchvision":
         models = importlib.import_module("torchvision.models")
         names = list(models.list_models()) if hasattr(models, "list_models") else []
@@ -238,6 +243,21 @@ def _torchvision_input_size(models: Any, name: str) -> tuple[int, ...] | None:
     if family == "segmentation" and isinstance(size, int):
         return (3, size, size)
     return None
+
+
+# A hub builder's arguments that fetch pretrained weights over the network when set.
+_DOWNLOADING = ("weights", "weights_backbone", "pretrained", "pretrained_backbone")
+
+
+def _refuse_downloads(spec: str, args: dict[str, Any]) -> None:
+    """Refuse arguments that would download weights: the figures never read a weight's value,
+    and archprof fetches nothing (offline, the build would fail after a wait)."""
+    asked = [name for name in _DOWNLOADING if args.get(name) not in (None, False)]
+    if asked:
+        raise ArchprofError(
+            f"{asked[0]}= would download {spec}'s pretrained weights, which no figure depends on: drop it"
+            " (weights of your own: --weights FILE; Python: weights=)"
+        )
 
 
 def _without_backbone_download(builder: Callable[..., Any], args: dict[str, Any]) -> dict[str, Any]:
