@@ -168,7 +168,11 @@ def test_a_training_memory_verdict_names_its_optimizer(tmp_path, monkeypatch):
     rows = [line.split() for line in result.stdout.splitlines() if "max-training-memory" in line]
     assert [(row[2], row[-1]) for row in rows] == [("(sgd)", "pass"), ("(adam)", "FAIL")]
     cases = ET.parse(junit).getroot().findall(".//testcase")
-    assert [case.get("name") for case in cases] == ["max-training-memory (sgd)", "max-training-memory (adam)"]
+    at = "at 1x1x32x32, float32"  # a test each to a CI's reporter, with the entry's input and dtype
+    assert [case.get("name") for case in cases] == [
+        f"max-training-memory (sgd) {at}",
+        f"max-training-memory (adam) {at}",
+    ]
     assert "(adam)" in cases[1].find("failure").get("message")
     assert f"`max-training-memory {adam - 1} (adam)` |" in summary.read_text()
 
@@ -248,9 +252,10 @@ def test_junit_has_one_testcase_per_limit_and_a_failure_per_exceeded_one(tmp_pat
     root = ET.parse(target).getroot()
     assert root.tag == "testsuites"
     cases = root.findall(".//testcase")
-    assert [case.get("name") for case in cases] == ["max-params", "max-macs", "max-activation"]
+    at = "at 1x3x224x224, float32"
+    assert [case.get("name") for case in cases] == [f"max-params {at}", f"max-macs {at}", f"max-activation {at}"]
     failed = [case.get("name") for case in cases if case.find("failure") is not None]
-    assert failed == ["max-params", "max-activation"]
+    assert failed == [f"max-params {at}", f"max-activation {at}"]
     assert root.get("tests") == "3" and root.get("failures") == "2"
     assert "25.56 M" in cases[0].find("failure").get("message")
     assert [p.name for p in tmp_path.iterdir()] == ["budget.xml"]  # written atomically, nothing left over
@@ -402,6 +407,9 @@ def test_a_model_that_cannot_be_checked_exits_2_without_hiding_the_others(tmp_pa
         error = one_error_line(result)
         assert error.startswith("error: archprof.toml, line 6: unknown model 'no<such>&model'")
         assert "1x1x32x32" in result.stdout and "2x1x32x32" in result.stdout and "FAIL" in result.stdout
+        # The last line is the run's verdict: an error, never "pass" (nor "FAIL" alone).
+        last = result.stdout.strip().splitlines()[-1]
+        assert last.startswith("ERROR: 1 model could not be checked") and "of the models checked, 1 of" in last
         root = ET.parse(junit).getroot()
         assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("3", "1", "1")
         suites = {suite.get("name"): suite for suite in root.findall("testsuite")}
@@ -488,6 +496,71 @@ def test_a_factory_spec_loads_from_the_budget_files_folder(tmp_path, monkeypatch
         assert message in error and "archprof.toml, line 2" in error, error
 
 
+def test_each_entry_takes_its_own_factory_arguments_weights_and_folding(tmp_path, monkeypatch):
+    """One -a on the command line went to every entry: a file of factories taking different
+    arguments could not be checked (lenet5() got an unexpected keyword argument 'width')."""
+    import torch
+
+    from archprof.budget import check_entries
+    from archprof.budget.files import plan_check
+    from archprof.load import load_model
+
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "nets.py",
+        """\
+        import torch
+
+        def net(width=8):
+            return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3), torch.nn.BatchNorm2d(width))
+
+        def two_blocks():
+            return torch.nn.Sequential(net(), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3), torch.nn.BatchNorm2d(4))
+        """,
+    )
+    write(
+        tmp_path / "archprof.toml",
+        """\
+        [[models]]
+        name = "nets:net"
+        input = "3x8x8"
+        args = { width = 16 }
+        max-params = "1M"
+
+        [[models]]
+        name = "lenet5"
+        max-params = "1M"
+        """,
+    )
+    entries = plan_check([], {})
+    assert [dict(entry.options.args) for entry in entries] == [{"width": 16}, {}]
+    params = [verdict.value for verdict in check_entries(entries, jobs=1)]
+    assert params == [3 * 16 * 9 + 16 + 2 * 16, archprof.analyze("lenet5").totals.param_count]  # conv, batch norm
+    assert invoke("check").exit_code == 0
+    assert invoke("check", "--arg", "width=4").exit_code == 2  # the command line's in every entry's place
+
+    with torch.device("meta"):
+        shapes = {name: tensor.shape for name, tensor in load_model("nets:two_blocks").module.state_dict().items()}
+    torch.save({name: torch.zeros(shape) for name, shape in shapes.items()}, tmp_path / "blocks.pt")
+    folded = archprof.analyze("nets:two_blocks", input_size=(3, 8, 8), fold_bn=True).totals.param_count
+    write(
+        tmp_path / "archprof.toml",
+        f"""\
+        [[models]]
+        name = "nets:two_blocks"
+        input = "3x8x8"
+        weights = "blocks.pt"
+        fold-bn = true
+        max-params = {folded}
+        """,
+    )
+    (entry,) = plan_check([], {})
+    assert entry.options.weights == Path("blocks.pt") and entry.options.fold_bn and not entry.options.trust_pickle
+    (verdict,) = check_entries([entry], jobs=1)
+    assert verdict.value == folded < archprof.analyze("nets:two_blocks", input_size=(3, 8, 8)).totals.param_count
+    assert invoke("check").exit_code == 0  # the folded count, exactly at its limit
+
+
 @pytest.mark.parametrize(
     ("text", "messages"),
     [
@@ -506,6 +579,9 @@ def test_a_factory_spec_loads_from_the_budget_files_folder(tmp_path, monkeypatch
         ('[[models]]\nname = "resnet50"\ndtype = "float8"\nmax-params = "1M"\n', ["line 3", "unknown dtype 'float8'"]),
         ('[[models]]\nname = "resnet50"\ndtype = [1]\nmax-params = "1M"\n', ["line 3", "unknown dtype [1]"]),
         ('[[models]]\nname = "resnet50"\ndtype = {a = 1}\nmax-params = "1M"\n', ["line 3", "unknown dtype {'a': 1}"]),
+        ('[[models]]\nname = "lenet5"\nargs = 3\nmax-params = "1M"\n', ["line 3", "args: expected a table"]),
+        ('[[models]]\nname = "lenet5"\nweights = 1\nmax-params = "1M"\n', ["line 3", "weights: expected a state-dict"]),
+        ('[[models]]\nname = "lenet5"\nfold-bn = "yes"\nmax-params = "1M"\n', ["line 3", "expected true or false"]),
         ('[[models]]\nname = "lenet5"\nmax-params = ' + "[" * 2000 + "]" * 2000 + "\n", ["not valid TOML", "nested"]),
     ],
 )

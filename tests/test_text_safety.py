@@ -388,7 +388,8 @@ def test_junit_and_step_summary_of_a_model_with_control_characters(tmp_path, mon
     root = ET.parse(junit).getroot()
     (suite,) = root.findall("testsuite")
     assert suite.get("name") == "nets\\x01\\u2028.py:tiny (1x3x16x16, float32)"
-    assert [case.get("name") for case in suite.findall("testcase")] == ["max-params", "max-macs"]
+    at = "at 1x3x16x16, float32"
+    assert [case.get("name") for case in suite.findall("testcase")] == [f"max-params {at}", f"max-macs {at}"]
     assert len(root.findall(".//failure")) == 1
     rows = first_table(summary.read_text(encoding="utf-8"))
     assert len(rows) == 3 and all(len(row) == 7 for row in rows)

@@ -11,6 +11,9 @@ from a budget file: `archprof.toml`, or `[tool.archprof]` in `pyproject.toml`:
     input = "3x224x224"          # optional for built-ins: one sample's shape
     batch = 1                    # optional, default 1
     dtype = "float32"            # optional: float32, float16 or bfloat16
+    args = { num_classes = 10 }  # optional: the factory's keyword arguments (as --arg)
+    weights = "resnet50.pt"      # optional: a state-dict file, beside the budget file (as --weights)
+    fold-bn = true               # optional: BatchNorms folded, the inference view (as --fold-bn)
     max-params = "30M"           # counts: K, M, G, T (decimal), "1.5G", or a plain integer
     max-macs = "5G"
     max-flops = "10G"

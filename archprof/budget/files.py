@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import tomllib
 
@@ -23,7 +23,7 @@ from archprof.units import (
     shape_text,
 )
 
-ENTRY_KEYS = ("name", "input", "batch", "dtype", "optimizer", *LIMIT_KEYS)
+ENTRY_KEYS = ("name", "input", "batch", "dtype", "optimizer", "args", "weights", "fold-bn", *LIMIT_KEYS)
 _MODELS_HEADER = re.compile(r"^[ \t]*\[\[\s*(?:tool\s*\.\s*archprof\s*\.\s*)?models\s*\]\]", re.MULTILINE)
 _TOOL_HEADER = re.compile(r"^[ \t]*\[\s*tool\s*\.\s*archprof\s*\]", re.MULTILINE)
 # The most of a budget file read (hand-written: a few hundred bytes a model); a larger file,
@@ -111,7 +111,7 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
             )
         values[canonical] = (key, value)
 
-    def fail(key: str, message: str):
+    def fail(key: str, message: str) -> NoReturn:
         raise ArchprofError(f"{budget.at(values[key][0], index)}{values[key][0]}: {message}")
 
     if "name" not in values:
@@ -148,6 +148,7 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
         if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
             fail("optimizer", f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         optimizer = optimizer.lower()
+    options = _entry_options(values, fail)
     limits = []
     for key in LIMIT_KEYS:
         if key in values:
@@ -169,7 +170,31 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
         optimizer=optimizer,
         source=budget.at(values["name"][0], index).removesuffix(": "),  # errors of the model: its name's line
         search_dir=budget.path.parent,
+        options=options,
     )
+
+
+def _entry_options(values: dict[str, tuple[str, Any]], fail: Callable[[str, str], NoReturn]) -> ModelOptions:
+    """An entry's own factory arguments (`args = { width = 16 }`), weights file (looked for
+    beside the budget file first, as its models are) and `fold-bn`. Never trust in a pickle:
+    only --trust-pickle, on the command line, gives that."""
+    args: dict[str, Any] = {}
+    if "args" in values:
+        args = values["args"][1]
+        if not isinstance(args, dict):
+            fail("args", "expected a table of the factory's keyword arguments, e.g. args = { num_classes = 10 }")
+    weights = None
+    if "weights" in values:
+        weights = values["weights"][1]
+        if not isinstance(weights, str) or not weights.strip():
+            fail("weights", 'expected a state-dict file in quotes, e.g. weights = "checkpoints/model.pt"')
+        weights = Path(weights)
+    fold_bn = False
+    if "fold-bn" in values:
+        fold_bn = values["fold-bn"][1]
+        if not isinstance(fold_bn, bool):
+            fail("fold-bn", f"expected true or false, got {fold_bn!r}")
+    return ModelOptions(args=args, weights=weights, fold_bn=fold_bn)
 
 
 def _line_numbers(text: str, offsets: Sequence[int]) -> list[int]:
@@ -232,8 +257,8 @@ def plan_check(
     MODELs with limits: those limits, for each. MODELs alone: their entries in the budget
     file. Neither: every entry of the budget file (`config`, else archprof.toml or
     [tool.archprof] in pyproject.toml in `directory`). The `options` given (inputs, batch,
-    dtype) and the optimizer replace the file's; factory arguments, weights and trust apply
-    to every entry."""
+    dtype, factory arguments, weights, --fold-bn) and the optimizer replace the file's for
+    every entry; trust in pickles comes from `options` alone."""
     options = options or ModelOptions()
     dtype = str(options.dtype).removeprefix("torch.") if options.dtype is not None else None
     given = {key: value for key, value in limits.items() if value is not None}
@@ -272,8 +297,17 @@ def plan_check(
     _check_optimizer_is_used(optimizer, [entry.limits for entry in entries])
     overrides = {"batch": options.batch, "dtype": dtype, "optimizer": optimizer}
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    overrides["options"] = options
-    return [dataclasses.replace(entry, **overrides) for entry in entries]
+    return [dataclasses.replace(entry, options=_options_over(entry.options, options), **overrides) for entry in entries]
+
+
+def _options_over(own: ModelOptions, given: ModelOptions) -> ModelOptions:
+    """An entry's own options with those given on the command line in their place."""
+    return dataclasses.replace(
+        given,
+        args=given.args or own.args,
+        weights=given.weights if given.weights is not None else own.weights,
+        fold_bn=given.fold_bn or own.fold_bn,
+    )
 
 
 def _check_optimizer_is_used(optimizer: str | None, limits: Sequence[Sequence[Limit]]) -> None:

@@ -117,7 +117,9 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
             skipped="0",
         )
         for verdict in group:
-            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=verdict.limit_name)
+            # Named by its input and dtype too: two entries of one model are two tests to a CI's reporter.
+            case_name = f"{verdict.limit_name} at {shape}, {dtype}"
+            case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=case_name)
             exact = f"{verdict.value:,} px, its smallest side" if verdict.field else f"{verdict.value:,}"
             detail = f"{verdict.limit.metric.label} {verdict.value_text} ({exact}) at input {shape}, {dtype}"
             limit = visible_text(verdict.limit_text)

@@ -105,14 +105,16 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout 
             table.add_row(*row)
         parts.append(table if fits(table, layout.width) else stacked_rows(title, cells, width=layout.width))
     failed = sum(row["verdict"] != "pass" for row in rows)
-    if unchecked:
+    verdict = limits_verdict(failed, len(rows))
+    if unchecked:  # the run's verdict, whatever the limits checked say: never a last line that reads "pass"
         from archprof.budget.verdicts import unchecked_text
 
-        parts.append(Text(f"ERROR: {unchecked_text(unchecked)} (on standard error)", style="bold red"))
-    if failed:
-        parts.append(Text(f"FAIL: {limits_verdict(failed, len(rows))}", style="bold red"))
+        checked = f"; of the models checked, {verdict}" if rows else ""
+        parts.append(Text(f"ERROR: {unchecked_text(unchecked)} (on standard error){checked}", style="bold red"))
+    elif failed:
+        parts.append(Text(f"FAIL: {verdict}", style="bold red"))
     else:
-        parts.append(Text(f"pass: {limits_verdict(0, len(rows))}", style="bold green"))
+        parts.append(Text(f"pass: {verdict}", style="bold green"))
     return Group(*parts)
 
 
