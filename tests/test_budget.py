@@ -579,6 +579,11 @@ def test_each_entry_takes_its_own_factory_arguments_weights_and_folding(tmp_path
         ('[[models]]\nname = "resnet50"\ndtype = "float8"\nmax-params = "1M"\n', ["line 3", "unknown dtype 'float8'"]),
         ('[[models]]\nname = "resnet50"\ndtype = [1]\nmax-params = "1M"\n', ["line 3", "unknown dtype [1]"]),
         ('[[models]]\nname = "resnet50"\ndtype = {a = 1}\nmax-params = "1M"\n', ["line 3", "unknown dtype {'a': 1}"]),
+        ('[[model]]\nname = "lenet5"\nmax-params = "1M"\n', ["line 1", "unknown key 'model'", "'models'"]),
+        (
+            '[[models]]\nname = "lenet5"\nmax-params = "1M"\n\n[models.extra]\nx = 1\n',
+            ["line 5", "unknown key 'extra'"],
+        ),
         ('[[models]]\nname = "lenet5"\nargs = 3\nmax-params = "1M"\n', ["line 3", "args: expected a table"]),
         ('[[models]]\nname = "lenet5"\nweights = 1\nmax-params = "1M"\n', ["line 3", "weights: expected a state-dict"]),
         ('[[models]]\nname = "lenet5"\nfold-bn = "yes"\nmax-params = "1M"\n', ["line 3", "expected true or false"]),

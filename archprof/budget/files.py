@@ -234,8 +234,10 @@ class _BudgetText:
         if key is None:
             return f"{self.path}: "  # what is said of an entry as a whole names it
         unplaced = f"{self.path}, model entry {entry + 1}: " if entry is not None and not headed else f"{self.path}: "
-        pattern = re.compile(
-            rf"^\s*(?:[\w.\"'-]*\.)?[\"']?{re.escape(key)}[\"']?\s*=|[{{,]\s*[\"']?{re.escape(key)}[\"']?\s*="
+        name = re.escape(key)
+        pattern = re.compile(  # `key = `, `{ key = ` in an inline table, or a table's header: `[[key]]`, `[models.key]`
+            rf"^\s*(?:[\w.\"'-]*\.)?[\"']?{name}[\"']?\s*=|[{{,]\s*[\"']?{name}[\"']?\s*="
+            rf"|^\s*\[\[?\s*(?:[\w.\"'-]*\.)?[\"']?{name}[\"']?\s*\]"
         )
         found = [number for number in range(start, end) if pattern.search(self.lines[number])]
         if not found:
