@@ -749,3 +749,20 @@ def test_an_inline_entry_is_named_by_its_line_only_where_that_line_is_sure(tmp_p
     error = one_error_line(invoke("check"))
     assert error.startswith(f"error: archprof.toml, {where}: max-"), error
     assert "cannot read the count '1X'" in error
+
+
+def test_a_check_on_the_folded_view_says_so_in_the_table_junit_and_summary(tmp_path):
+    """--fold-bn's verdicts looked like the model's own: nothing said BatchNorms were folded."""
+    folded = archprof.analyze("resnet18", fold_bn=True).totals.param_count
+    junit, summary = tmp_path / "budget.xml", tmp_path / "summary.md"
+    limit = ("--max-params", str(folded))
+    result = invoke(
+        "check", "resnet18", *limit, "--fold-bn", "--junit", str(junit), env={"GITHUB_STEP_SUMMARY": str(summary)}
+    )
+    assert result.exit_code == 0, result.output  # exactly at the folded count
+    assert "float32, BatchNorms folded" in " ".join(result.stdout.split())  # the title wraps to the table
+    (suite,) = ET.parse(junit).getroot().findall("testsuite")
+    assert suite.get("name") == "resnet18 (1x3x224x224, float32, BatchNorms folded)"
+    assert first_table(summary.read_text())[1][2] == "float32, BatchNorms folded"
+    plain = invoke("check", "resnet18", *limit)
+    assert plain.exit_code == 1 and "folded" not in plain.stdout  # the model as it is: its BatchNorms' parameters

@@ -121,6 +121,12 @@ class Verdict:
     optimizer: str = ""  # of a max-training-memory limit: the optimizer whose step it was
     bound: str = ""  # of a receptive-field limit: why the value is only an upper bound ("an upper bound: ...")
     field: tuple[int, ...] = ()  # of a receptive-field limit: the field per dimension, `value` its smallest side
+    folded: bool = False  # judged on the inference view, BatchNorms folded (--fold-bn)
+
+    @property
+    def setting(self) -> str:
+        """The dtype, and the view where it is not the model as it is: "float32, BatchNorms folded"."""
+        return f"{self.dtype}, BatchNorms folded" if self.folded else self.dtype
 
     @property
     def value_text(self) -> str:
@@ -166,7 +172,9 @@ def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) 
         field = limit.metric.key == "receptive-field"
         bound = final_receptive_field_bound(report) if field else ""
         dims = final_receptive_field_dims(report) if field else ()
-        verdicts.append(Verdict(model or report.model, shape, limit, value, report.dtype, optimizer, bound, dims))
+        folded = report.batch_norm_folding is not None
+        verdict = Verdict(model or report.model, shape, limit, value, report.dtype, optimizer, bound, dims, folded)
+        verdicts.append(verdict)
     return verdicts
 
 

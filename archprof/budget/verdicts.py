@@ -29,7 +29,7 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
         {
             "model": v.model,
             "input": v.input_shape,
-            "dtype": v.dtype,
+            "dtype": v.setting,
             "limit": v.limit_text,
             "value": v.value_text,
             "margin": format_margin(v),
@@ -51,7 +51,7 @@ def markdown_summary(results: Sequence[Verdict | EntryError]) -> str:
     verdicts = [v for v in results if isinstance(v, Verdict)]
     errors = len(results) - len(verdicts)
     failed = sum(not v.passed for v in verdicts)
-    models = len(dict.fromkeys((v.model, v.input_shape, v.dtype) for v in verdicts))
+    models = len(dict.fromkeys((v.model, v.input_shape, v.setting) for v in verdicts))
     if errors:
         exceeded = f", {limits_verdict(failed, len(verdicts))}" if failed else ""
         title = f"### ⚠️ archprof budget: {unchecked_text(errors)}{exceeded}"
@@ -97,7 +97,7 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
         if isinstance(result, EntryError):
             by_model[index] = result
         else:
-            by_model.setdefault((result.model, result.input_shape, result.dtype), []).append(result)
+            by_model.setdefault((result.model, result.input_shape, result.setting), []).append(result)
     for group in by_model.values():
         if isinstance(group, EntryError):
             model, message = visible_text(group.model), visible_text(group.message)
@@ -105,23 +105,23 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name="check")
             ET.SubElement(case, "error", message=message, type="ArchprofError").text = message
             continue
-        name, shape, dtype = group[0].model, group[0].input_shape, group[0].dtype
+        name, shape, setting = group[0].model, group[0].input_shape, group[0].setting
         model = visible_text(name)
         suite = ET.SubElement(
             suites,
             "testsuite",
-            name=f"{model} ({shape}, {dtype})",
+            name=f"{model} ({shape}, {setting})",
             tests=str(len(group)),
             failures=str(sum(not v.passed for v in group)),
             errors="0",
             skipped="0",
         )
         for verdict in group:
-            # Named by its input and dtype too: two entries of one model are two tests to a CI's reporter.
-            case_name = f"{verdict.limit_name} at {shape}, {dtype}"
+            # Named by its input and setting too: two entries of one model are two tests to a CI's reporter.
+            case_name = f"{verdict.limit_name} at {shape}, {setting}"
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=case_name)
             exact = f"{verdict.value:,} px, its smallest side" if verdict.field else f"{verdict.value:,}"
-            detail = f"{verdict.limit.metric.label} {verdict.value_text} ({exact}) at input {shape}, {dtype}"
+            detail = f"{verdict.limit.metric.label} {verdict.value_text} ({exact}) at input {shape}, {setting}"
             limit = visible_text(verdict.limit_text)
             if verdict.passed:
                 ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"
