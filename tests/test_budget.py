@@ -766,3 +766,31 @@ def test_a_check_on_the_folded_view_says_so_in_the_table_junit_and_summary(tmp_p
     assert first_table(summary.read_text())[1][2] == "float32, BatchNorms folded"
     plain = invoke("check", "resnet18", *limit)
     assert plain.exit_code == 1 and "folded" not in plain.stdout  # the model as it is: its BatchNorms' parameters
+
+
+def test_an_entry_that_could_not_be_checked_shows_the_input_and_dtype_it_gives(tmp_path, monkeypatch):
+    """Its summary row had Input and Dtype blank, its JUnit suite the model's name alone,
+    where the entry names both (two broken entries of one model could not be told apart)."""
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path / "archprof.toml",
+        """\
+        [[models]]
+        name = "no_such_model"
+        input = "3x8x8"
+        batch = 4
+        dtype = "float16"
+        max-params = "1M"
+
+        [[models]]
+        name = "no_such_model"
+        max-params = "1M"
+        """,
+    )
+    junit, summary = tmp_path / "budget.xml", tmp_path / "summary.md"
+    result = invoke("check", "--junit", str(junit), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 2
+    rows = first_table(summary.read_text())
+    assert [row[:3] for row in rows[1:]] == [["no_such_model", "4x3x8x8", "float16"], ["no_such_model", "", ""]]
+    suites = [suite.get("name") for suite in ET.parse(junit).getroot().iter("testsuite")]
+    assert suites == ["no_such_model (4x3x8x8, float16)", "no_such_model"]

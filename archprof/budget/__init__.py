@@ -234,17 +234,31 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
 @dataclass(frozen=True)
 class EntryError:
     """An entry that could not be checked (a model that does not load, a forward that
-    fails): its model and the error, which names the entry's line or model."""
+    fails): its model and the error, which names the entry's line or model; its input
+    (batch included) and dtype where the entry gives them, else ''."""
 
     model: str
     message: str
+    input_shape: str = ""
+    dtype: str = ""
 
 
 def _checked(entry: BudgetEntry) -> list[Verdict] | EntryError:
     try:
         return check_entry(entry)
     except ArchprofError as exc:
-        return EntryError(entry.model, str(exc))
+        return EntryError(entry.model, str(exc), _given_input(entry), entry.dtype or "")
+
+
+def _given_input(entry: BudgetEntry) -> str:
+    """The entry's input as a verdict shows it ("4x3x32x32"), where it gives one sample's shape."""
+    given = entry.options.inputs
+    try:
+        if given is not None:
+            return shapes_text([spec.full_shape(entry.batch) for spec in given])
+    except ArchprofError:  # an input too large to make: the entry's error says so
+        return ""
+    return shapes_text([(entry.batch, *entry.input_size)]) if entry.input_size is not None else ""
 
 
 def check_all(

@@ -63,7 +63,8 @@ def markdown_summary(results: Sequence[Verdict | EntryError]) -> str:
     lines = [title, "", header, "|---|---|---|---|---:|---:|---|"]
     for result in results:
         if isinstance(result, EntryError):
-            cells = [markdown_code(result.model), "", "", markdown_literal(result.message), "", "", "⚠️ **ERROR**"]
+            cells = [markdown_code(result.model), result.input_shape, result.dtype, markdown_literal(result.message)]
+            cells += ["", "", "⚠️ **ERROR**"]
         else:
             row = verdict_rows([result])[0]
             verdict = "✅ pass" if row["verdict"] == "pass" else "❌ **FAIL**"
@@ -101,7 +102,9 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
     for group in by_model.values():
         if isinstance(group, EntryError):
             model, message = visible_text(group.model), visible_text(group.message)
-            suite = ET.SubElement(suites, "testsuite", name=model, tests="1", failures="0", errors="1", skipped="0")
+            given = ", ".join(part for part in (group.input_shape, group.dtype) if part)
+            name = f"{model} ({given})" if given else model
+            suite = ET.SubElement(suites, "testsuite", name=name, tests="1", failures="0", errors="1", skipped="0")
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name="check")
             ET.SubElement(case, "error", message=message, type="ArchprofError").text = message
             continue
