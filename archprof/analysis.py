@@ -256,6 +256,11 @@ def _sample_shape(input_size) -> tuple[int, ...]:
     """`input_size` as a shape: a sequence of ints (a NumPy array of them too), or the CLI's
     text ("3x224x224")."""
     if isinstance(input_size, str):
+        if ":" in input_size or "=" in input_size:  # the CLI's --input text, which inputs= takes
+            raise ArchprofError(
+                f"input_size is a shape alone, got {input_size!r}: give a dtype or a name with inputs="
+                f" (inputs=[{input_size!r}])"
+            )
         return parse_input_size(input_size)
     if isinstance(input_size, torch.Tensor):  # an example input (or token ids), where its shape was meant
         raise ArchprofError(

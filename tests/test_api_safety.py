@@ -736,3 +736,14 @@ def test_an_empty_list_of_inputs_is_no_input_as_an_empty_dict_is():
     with pytest.raises(archprof.ArchprofError, match="missing 1 required positional argument"):
         archprof.analyze(nn.Linear(1, 4), inputs=[])
     assert archprof.analyze(nn.Linear(1, 4), inputs=[()]).input_shapes == ((1,),)  # one 0-d sample, batched
+
+
+def test_input_size_given_the_clis_typed_text_points_to_inputs():
+    """The CLI's --input '12:int64' takes a dtype; input_size= takes a shape alone, and said
+    only "malformed input size", where inputs= takes the same text."""
+    import pytest
+    from torch import nn
+
+    with pytest.raises(archprof.ArchprofError, match=r"give a dtype or a name with inputs= \(inputs=\['12:int64'\]\)"):
+        archprof.analyze(nn.Embedding(100, 4), input_size="12:int64")
+    assert archprof.analyze(nn.Embedding(100, 4), inputs=["12:int64"]).input_shapes == ((1, 12),)
