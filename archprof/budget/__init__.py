@@ -253,11 +253,11 @@ def _checked(entry: BudgetEntry) -> list[Verdict] | EntryError:
 def _given_input(entry: BudgetEntry) -> str:
     """The entry's input as a verdict shows it ("4x3x32x32"), where it gives one sample's shape."""
     given = entry.options.inputs
-    try:
-        if given is not None:
+    if given is not None:
+        try:
             return shapes_text([spec.full_shape(entry.batch) for spec in given])
-    except ArchprofError:  # an input too large to make: the entry's error says so
-        return ""
+        except ArchprofError:  # an input too large to make: the entry's error says so
+            return ""
     return shapes_text([(entry.batch, *entry.input_size)]) if entry.input_size is not None else ""
 
 

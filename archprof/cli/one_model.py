@@ -149,7 +149,6 @@ def profile(
     from archprof.errors import ArchprofError
     from archprof.measure.device import resolve_device
     from archprof.render.profile import report_table
-    from archprof.render.roofline import roofline_image
     from archprof.units import parse_bandwidth, parse_flops_rate
 
     # Everything a user can get wrong fails before any work.
@@ -180,8 +179,11 @@ def profile(
         )
     if depth is not None:
         report = report.rollup(depth)
-    # Drawn before any file is written: a plot that cannot be drawn leaves the report's file as it was.
-    image = roofline_image(report, plot) if plot is not None else None
+    image = None
+    if plot is not None:  # drawn before any file is written: one that cannot be drawn leaves the report's as it was
+        from archprof.render.roofline import roofline_image
+
+        image = roofline_image(report, plot)
     emit_report(report, chosen, output, table=report_table, choice=choice)
     if image is not None:
         write_plot(image, plot)
@@ -256,7 +258,6 @@ def memory(
     from archprof.passes.optimizer_state import optimizer_state_copies
     from archprof.render import memory_table
     from archprof.render.html import memory_html
-    from archprof.render.memory_plot import memory_image
     from archprof.units import human_bytes, in_binary_units, parse_size
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
@@ -318,7 +319,11 @@ def memory(
     if depth is not None:
         report = report.rollup(depth)  # each row its subtree's highest peak
     table = partial(memory_table, fit=found, measured=measured)
-    image = memory_image(report, plot, fit=found) if plot is not None else None  # drawn before any file is written
+    image = None
+    if plot is not None:  # drawn before any file is written
+        from archprof.render.memory_plot import memory_image
+
+        image = memory_image(report, plot, fit=found)
     _emit_view(report, chosen, output, table, choice, partial(memory_html, report, found, measured))
     if image is not None:
         write_plot(image, plot)

@@ -127,12 +127,12 @@ def forget_device(device: torch.device, figures: Collection[str] = FIGURES) -> i
     dropped = {name for figure in figures for name in (figure, f"{figure}_measured_at")}
     kept, forgotten = {}, 0
     for key, entry in entries.items():
-        if key.startswith(prefix) and isinstance(entry, dict) and dropped & entry.keys():
-            forgotten += 1
-            entry = {name: value for name, value in entry.items() if name not in dropped}
-        elif key.startswith(prefix) and not isinstance(entry, dict):  # not an entry: measured again anyway
-            forgotten += 1
-            continue
+        if key.startswith(prefix):
+            left = {}  # of an entry that is not a table of figures (a cache edited by hand): nothing
+            if isinstance(entry, dict):
+                left = {name: value for name, value in entry.items() if name not in dropped}
+            forgotten += left != entry
+            entry = left
         if entry:
             kept[key] = entry
     if forgotten:
