@@ -331,6 +331,20 @@ def test_stage_shares_of_a_total_of_0_are_undefined_in_every_row_the_total_too()
     assert vgg.splitlines()[-1].split()[-4:] == [f"{138_357_544:,}", "100%", f"{15_470_264_320:,}", "100%"]
 
 
+def test_the_network_view_aligns_its_columns_in_terminal_cells_whatever_a_layer_is_named():
+    # A CJK name takes two cells a character; a zero-width space is shown as its escape
+    # (`visible_text`): each column still starts in the same cell on every row.
+    model = nn.Sequential()
+    for name in ("卷积层", "conv", "\u200bconv3"):
+        model.add_module(name, nn.Conv2d(3, 3, 3))
+    text = archprof.analyze(model, input_size=(3, 16, 16)).explain()
+    table = text[text.index("receptive field down the network") :].split("\n\n")[0].splitlines()
+    rows = [line for line in table if "3x3" in line]
+    assert len(rows) == 3
+    starts = {cell_len(line[: line.index("3x3")]) for line in rows}
+    assert len(starts) == 1, rows
+
+
 def test_markdown_holds_the_same_figures():
     report = archprof.analyze("vgg16")
     markdown = report.explain("features.0", markdown=True)

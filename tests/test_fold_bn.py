@@ -146,9 +146,14 @@ def test_norms_that_cannot_fold_stay_and_say_why():
     assert report.totals == unfolded.totals
 
 
-def test_in_training_mode_nothing_folds():
+@pytest.mark.parametrize("frozen", [False, True], ids=["in training mode", "frozen with eval()"])
+def test_in_a_training_step_nothing_folds(frozen):
+    # A norm the model froze runs on its running statistics, but the step still trains its
+    # weight and bias: the reason says so, not that it computes batch statistics.
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
-    with pytest.warns(ArchprofWarning, match="batch statistics"):
+    if frozen:
+        model[1].eval()
+    with pytest.warns(ArchprofWarning, match="a training step trains it"):
         report = archprof.analyze(model, input_size=(3, 8, 8), fold_bn=True, training=True)
     assert [k.norm for k in report.batch_norm_folding.kept] == ["1"]
     assert report.totals.param_count == 8 * 3 * 3 * 3 + 8 + 2 * 8

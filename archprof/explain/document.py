@@ -129,8 +129,11 @@ def _step_lines(step: Step, width: int | None) -> list[str]:
 def _aligned(table: tuple[tuple[str, ...], ...]) -> list[str]:
     if not table:
         return []
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    # Sized and padded in terminal cells, as shown: a CJK character takes two, an escaped
+    # control character (`visible_text`) its escape's length.
+    shown = [[visible_text(cell) for cell in row] for row in table]
+    widths = [max(cell_len(row[i]) for row in shown) for i in range(len(shown[0]))]
     return [
-        "  ".join(visible_text(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in table
+        "  ".join(cell + " " * (width - cell_len(cell)) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in shown
     ]

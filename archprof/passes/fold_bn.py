@@ -108,7 +108,9 @@ def _op_index(item: tuple[OpNode, str]) -> int:
 
 def _why_not(norm: OpNode, producer, readers, returned, training: bool) -> str:
     """Why `norm` cannot fold ("" when it can)."""
-    if training or not _uses_running_statistics(norm):
+    if training:  # even one the model froze with .eval(): the step trains its weight and bias
+        return "a training step trains it (the folded view is inference's)"
+    if not _uses_running_statistics(norm):
         return "it computes batch statistics (training mode, or no running statistics)"
     x = norm.args[0]
     layer = producer.get(x.id)
