@@ -21,6 +21,7 @@ from archprof.errors import ArchprofError
 from archprof.load.common import needs_code, quiet, shorten, unreadable, weights_only_reason
 from archprof.load.inputs import InputSpec
 from archprof.load.model import LoadedModel
+from archprof.load.zip_archive import checked_archive, folded
 
 # -- exported programs ---------------------------------------------------------------------
 
@@ -81,15 +82,16 @@ _PAYLOAD_CONFIG = re.compile(r"^data/(?:weights|constants)/.*_config\.json$")
 
 
 def _refuse_sizes_without_data(path: Path, spec: str) -> None:
-    with zipfile.ZipFile(path) as archive:
-        members = [(member.filename.split("/", 1)[-1], member) for member in archive.infolist()]
-        empty = {tail for tail, member in members if member.file_size == 0}  # a name twice: torch may read either
+    with checked_archive(path, spec) as archive:
+        # Named as torch looks them up, case ignored (`checked_archive` refused two names it would take for one).
+        members = [(folded(member.filename.split("/", 1)[-1]), member) for member in archive.infolist()]
+        empty = {tail for tail, member in members if member.file_size == 0}
         for tail, member in members:
             if not _PAYLOAD_CONFIG.match(tail):
                 continue
             folder = tail.rsplit("/", 1)[0]
             for name, payload in _payloads(archive, member, spec):
-                record = f"{folder}/{payload.get('path_name')}"
+                record = folded(f"{folder}/{payload.get('path_name')}")
                 declared = _declared_elements(payload)
                 if record in empty and declared != 0:
                     shown = "a size that is not a number" if declared is None else f"{declared:,} elements"

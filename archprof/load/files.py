@@ -6,7 +6,6 @@ import shutil
 import tarfile
 import tempfile
 import weakref
-import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,13 @@ from archprof.load.common import (
     refuse_extras,
     refuse_frozen,
     resolve_path,
-    shorten,
     unreadable,
     weights_only_reason,
 )
 from archprof.load.exported import load_exported
 from archprof.load.model import LoadedModel
 from archprof.load.torchscript import refuse_unsafe_torchscript
+from archprof.load.zip_archive import checked_archive, folded, is_torch_zip
 
 # -- files ---------------------------------------------------------------------------------
 
@@ -67,44 +66,23 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
 
 
 def archive_kind(path: Path, shown: str | None = None) -> str:
-    """exported | torchscript | pickle (torch.save, zip or legacy) | pt2-other; corrupt files
-    raise, naming the file `shown` (default `path`: a private copy is named by its original)."""
+    """exported | torchscript | pickle (torch.save, zip or legacy) | pt2-other; a corrupt
+    archive, or one torch could read otherwise than Python (`zip_archive`), raises, naming
+    the file `shown` (default `path`: a private copy is named by its original)."""
     shown = shown or str(path)
     try:
-        if not zipfile.is_zipfile(path):
+        if not is_torch_zip(path):
             return "pickle"  # torch.save's legacy format, or not a PyTorch file: torch.load says which
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    # NotImplementedError: a version or a feature zipfile does not read ("zip file version 23.5");
-    # BadZipFile from is_zipfile's own read too ("zipfiles that span multiple disks").
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
-        raise ArchprofError(f"cannot read {shown}: corrupted or truncated ({first_line(exc, bare=True)})") from None
-    _refuse_zip_bombs(shown, members)
-    names = [member.filename for member in members]
-    tails = {name.split("/", 1)[1] if "/" in name else name for name in names}
+    except OSError as exc:
+        raise ArchprofError(f"cannot read {shown}: {first_line(exc, bare=True)}") from None
+    with checked_archive(path, shown) as archive:
+        names = [member.filename for member in archive.infolist()]
+    tails = {folded(name.split("/", 1)[1] if "/" in name else name) for name in names}
     if "archive_format" in tails:
         return "exported" if any(t.startswith("models/") for t in tails) else "pt2-other"
     if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
         return "torchscript"
     return "pickle"
-
-
-# torch inflates a compressed member whole in memory, up to the size the zip's directory gives
-# it. torch.save and torch.export.save store every member uncompressed, torch.jit.save its
-# tensors (code it deflates, about fivefold). A member that would grow over a hundredfold,
-# past 1 MiB, is a zip bomb (a 1 MB file holding a 1 GB pickle took torch 11 s and 2.3 GB),
-# neither code nor weights: a float tensor hardly compresses.
-_MOST_EXPANSION = 100
-_SMALL_MEMBER = 2**20
-
-
-def _refuse_zip_bombs(shown: str, members: list[zipfile.ZipInfo]) -> None:
-    for member in members:
-        if member.file_size > max(_SMALL_MEMBER, _MOST_EXPANSION * member.compress_size):
-            raise ArchprofError(
-                f"cannot read {shown}: its member {shorten(member.filename)} would expand from"
-                f" {member.compress_size:,} to {member.file_size:,} bytes (a zip bomb?)"
-            )
 
 
 def _load_torchscript(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
@@ -264,6 +242,6 @@ def _opens_as_torch_writes(path: Path, head: bytes) -> bool:
     one cut short), a pickle of protocol 2 or later (torch.save's legacy format) or a tar
     archive (its format before PyTorch 0.4)."""
     try:
-        return head.startswith((b"\x80", b"PK\x03\x04")) or zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
-    except (OSError, zipfile.BadZipFile, NotImplementedError):  # a damaged zip is still one torch wrote
+        return head.startswith((b"\x80", b"PK\x03\x04")) or tarfile.is_tarfile(path)
+    except OSError:
         return True

@@ -29,6 +29,7 @@ import torch
 
 from archprof.errors import ArchprofError
 from archprof.load.common import shorten, unreadable
+from archprof.load.zip_archive import checked_archive, folded
 
 # Operators, named as TorchScript code names them, whose effect reaches past the model:
 # files (torch.from_file maps any file into a tensor, shared: what is written to the tensor is
@@ -67,15 +68,17 @@ _PICKLE_MODULES = ("torch", "torch._utils", "torch.jit._pickle")
 _PICKLE_GLOBALS = frozenset(["collections OrderedDict"])
 
 
-def refuse_unsafe_torchscript(path: Path | BinaryIO, spec: str) -> None:
+def refuse_unsafe_torchscript(path: Path, spec: str) -> None:
     """Refuse, before it loads, a TorchScript archive whose code or pickles name anything
     outside the allowlist, or whose code run while it loads is more than straight-line, with
-    the entry and what it names."""
+    the entry and what it names; one torch could read otherwise too (`checked_archive`)."""
     classes: list[tuple[str, ast.ClassDef]] = []
-    with zipfile.ZipFile(path) as archive:
+    with checked_archive(path, spec) as archive:
         for member in archive.infolist():
             entry = member.filename.split("/", 1)[-1]  # without the archive's root folder
-            if not (_is_code(entry) or _is_pickle(entry)):  # tensor data, the format's version, extra files: never run
+            # Tensor data, the format's version, extra files: never run. Named as torch finds
+            # them, case ignored (`code/__torch__.PY` is the code it runs).
+            if not (_is_code(entry) or _is_pickle(entry)):
                 continue
             try:
                 data = archive.read(member)
@@ -108,11 +111,12 @@ def _refuse(spec: str, entry: str, problem: str | None) -> None:
 
 
 def _is_code(entry: str) -> bool:
+    entry = folded(entry)
     return entry.startswith("code/") and entry.endswith(".py")
 
 
 def _is_pickle(entry: str) -> bool:
-    return entry.endswith((".pkl", ".debug_pkl"))
+    return folded(entry).endswith((".pkl", ".debug_pkl"))
 
 
 # -- code ----------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 from archprof.errors import ArchprofError
 from archprof.load.common import described, lookup_path, printable_errors, resolve_path, unreadable
 from archprof.load.files import archive_kind, state_dict_in, torch_load
+from archprof.load.zip_archive import is_torch_zip
 from archprof.meta import is_uninitialised
 
 # -- weights -------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def load_state_dict(
     else:
         if archive_kind(resolved, spec) in ("torchscript", "exported"):  # a corrupt zip refused here, in one line
             raise ArchprofError(f"{spec} is a whole model (TorchScript or exported), not weights: analyse it directly")
-        mmap = device != "meta" and zipfile.is_zipfile(resolved)  # torch.save's legacy format cannot be mapped
+        mmap = device != "meta" and is_torch_zip(resolved)  # torch.save's legacy format cannot be mapped
         loaded = torch_load(resolved, spec, trust_pickle, map_location=device, mmap=mmap)
     names = module.state_dict().keys() if module is not None else None
     state = state_dict_in(loaded, names) if isinstance(loaded, Mapping) else None
