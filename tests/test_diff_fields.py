@@ -301,6 +301,40 @@ def test_a_json_report_s_bad_field_is_one_line(tmp_path, name, value, message):
     assert f"bad.json, layer 2: {message}" in one_error_line(result)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"), [("receptive_field", [10**60, 5]), ("effective_stride", ["1/" + "9" * 61, 1])]
+)
+def test_a_json_report_s_field_past_any_model_s_is_one_line(tmp_path, name, value):
+    """A diff's percentages and ratios of fields are floats: a field of 4,000 digits was an
+    OverflowError."""
+    document = json.loads(archprof.analyze("lenet5").to_json())
+    for layer in document["layers"]:
+        if isinstance(layer[name], list):
+            layer[name] = value
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(document))
+    result = cli("diff", "lenet5", big)
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert f"big.json, layer 0: {name} is" in line and "larger than any model's figure" in line
+
+
+def test_a_report_whose_old_final_field_or_stride_is_0_gives_no_percentage(tmp_path):
+    """An edited report's 0x0 field, its 0 stride: the change is shown, its percentage n/a
+    (a division by 0 was a traceback)."""
+    document = json.loads(archprof.analyze("lenet5").to_json())
+    for layer in document["layers"]:
+        for name in ("receptive_field", "effective_stride"):
+            if isinstance(layer[name], list):
+                layer[name] = [0, 0]
+    zero = tmp_path / "zero.json"
+    zero.write_text(json.dumps(document))
+    result = cli("diff", zero, "lenet5", "-f", "markdown")
+    assert result.exit_code == 0, result.output
+    field = next(line for line in result.output.splitlines() if "Final receptive field" in line)
+    assert "0x0" in field and "16x16" in field and "n/a" in field
+
+
 def side(*fields, note: str = "") -> Side:
     rows = [
         {"layer": f"l{i}", "receptive_field": field, "effective_stride": None, "receptive_field_note": note}

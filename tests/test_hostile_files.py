@@ -437,6 +437,16 @@ def _feeds_the_weight(name: str):
     return lambda code: code.replace("set_weight_bias((state)[10]", f"set_weight_bias(torch.add((state)[10], {name})")
 
 
+def _fanning_out_methods(depth: int) -> str:
+    """Methods _m0 to _m{depth - 1} of the quantized Conv2d, straight-line, each calling the
+    next twice, the last raising: 2**depth - 1 calls from a few lines."""
+    methods = []
+    for index in range(depth):
+        body = f"    self._m{index + 1}()\n" * 2 if index < depth - 1 else f"    {_RAISES}\n"
+        methods.append(f"  def _m{index}(self: {_CONV}.Conv2d) -> None:\n{body}    return None\n")
+    return "".join(methods)
+
+
 # Each: the lines written into Conv2d.__setstate__, the edit of the rest of its code entry,
 # what the refusal says. Written with `victim`, the file the first and last write to; the others
 # raise "ran while loading" when torch.jit.load runs them.
@@ -473,6 +483,12 @@ HOSTILE_SETSTATES = {
         ),
         "defines Conv2d.__len__, which TorchScript may call unnamed while the file loads, and loops (line ",
     ),
+    "its own methods, each calling the next twice": lambda victim: (
+        ["self._m0()"],
+        lambda code: code.replace("  def __getstate__", _fanning_out_methods(11) + "  def __getstate__"),
+        # 2**11 - 1 from _m0, and its own set_weight_bias
+        _SETSTATE + "makes 2,048 calls of its methods in all (each calling others more than once), more than the 1,000",
+    ),
     "an operator outside torch's namespaces": lambda victim: (
         [f"_t = ops.archprof_hostile.touch({json.dumps(str(victim))}, (state)[10])"],
         _feeds_the_weight("_t, alpha=0"),
@@ -503,6 +519,35 @@ def test_a_quantized_setstate_doing_more_is_refused_before_it_loads(tmp_path, va
     assert result.exit_code == 2 and f"'code/__torch__/torch/ao/nn/quantized/modules/conv.py' {says}" in line
     assert "--trust-pickle" in line and "ran while loading" not in result.output
     assert victim.read_bytes() == b"clean"
+
+
+@pytest.mark.parametrize("shape", ["fan", "chain"])
+def test_load_time_methods_are_checked_once_each_and_a_chain_past_the_stack_is_one_error(tmp_path, shape):
+    """A class restoring itself whose 40 methods each call the next twice (2**40 paths, which
+    a walk of every path would take years to check), or whose 1,500 methods call the next
+    once (deeper than Python's stack): refused in one line at once."""
+    count = 40 if shape == "fan" else 1500
+    calls = 2 if shape == "fan" else 1
+    lines = ["class Restores(object):", "  def __setstate__(self, state: int) -> None:", "    self.m0()"]
+    for index in range(count):
+        body = f"    self.m{index + 1}()\n" * calls if index < count - 1 else "    pass\n"
+        lines.append(f"  def m{index}(self) -> None:\n{body.rstrip()}")
+    clean = tmp_path / "clean.pt"
+    torch.jit.script(nn.Sequential(nn.ReLU())).save(str(clean))
+    path = rewritten(
+        clean,
+        tmp_path / "restores.pt",
+        lambda tail, data, root: (
+            [(root + tail, data)]
+            + ([(root + "code/__torch__/restores.py", "\n".join(lines).encode())] if tail == "data.pkl" else [])
+        ),
+    )
+    start = time.perf_counter()
+    result = cli("summary", path, "-i", "3")
+    line = one_error_line(result)
+    assert result.exit_code == 2 and time.perf_counter() - start < 30
+    says = "more than the 1,000 archprof lets run" if shape == "fan" else "nested too deeply for archprof to follow"
+    assert "defines Restores.__setstate__, which runs while the file loads, and" in line and says in line
 
 
 @torch.jit.script
@@ -684,3 +729,26 @@ def test_torchscript_with_a_member_that_fails_its_checksum_is_one_error(tmp_path
     path.write_bytes(bytes(data))
     with pytest.raises(ArchprofError, match=r"cannot read .*model.pt: corrupted or truncated\? \(Bad CRC-32"):
         archprof.analyze(str(path), "3x8x8")
+
+
+def test_a_checkpoint_nesting_dicts_past_the_stack_is_one_error(tmp_path):
+    """{'state_dict': {'state_dict': ...}} 1,500 deep, which torch's weights-only reader
+    loads: archprof looks for the weights 16 dicts deep, not down to a RecursionError."""
+    depth, key = 1500, b"state_dict"
+    nested = b"\x80\x02}" + (b"X" + struct.pack("<I", len(key)) + key + b"}") * depth + b"s" * depth + b"."
+    path = _rewritten_checkpoint(tmp_path, nested)
+    assert isinstance(torch.load(str(path), weights_only=True), dict)
+    for args in (("summary", "lenet5", "--weights", path), ("summary", path)):
+        result = cli(*args)
+        assert result.exit_code == 2 and f"{path} holds" in one_error_line(result)
+
+
+def _rewritten_checkpoint(directory: Path, pickled: bytes) -> Path:
+    """A torch.save archive whose data.pkl is `pickled`."""
+    path = directory / "checkpoint.pt"
+    torch.save({}, str(path))
+    return rewritten(
+        path,
+        directory / "rewritten.pt",
+        lambda tail, data, root: [(root + tail, pickled if tail == "data.pkl" else data)],
+    )

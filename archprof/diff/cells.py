@@ -71,9 +71,13 @@ def dims(cell: str):
     if cell in tuple(FieldMark):
         return FieldMark(cell)
     try:
-        return tuple(Fraction(part) if "/" in part else int(part) for part in cell.split("x"))
+        parts = tuple(Fraction(part) if "/" in part else int(part) for part in cell.split("x"))
     except (ValueError, ZeroDivisionError):
         raise ValueError("not numbers joined by x ('212x212', '1/2x1/2'), 'input', 'undefined' or empty") from None
+    for part in parts:  # the ratios and percentages of a diff are floats
+        if abs(part) >= LARGEST or Fraction(part).denominator >= LARGEST:
+            raise ValueError("larger than any model's figure")
+    return parts
 
 
 def _named_items(cell: str, separator: str) -> Iterator[tuple[str | None, str]]:

@@ -112,8 +112,9 @@ class FieldChange:
         return None if old is None or new is None else new - old
 
     def percent(self, figure: str) -> float | None:
+        """The change in percent of old; None where a side has none or old is 0."""
         change, old = self.change(figure), getattr(self.old, figure)
-        return None if change is None else float(100 * change / old)
+        return None if change is None or old == 0 else float(100 * change / old)
 
     def ratio(self, figure: str) -> float | None:
         """new / old of "size" or "stride"; None where a side has none."""

@@ -182,13 +182,20 @@ def torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str, mma
 
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_MOST_WRAPPINGS = 16
 
 
-def state_dict_in(value: Mapping, names: Collection[str] | None = None) -> dict[str, torch.Tensor] | None:
+def state_dict_in(
+    value: Mapping, names: Collection[str] | None = None, depth: int = 0
+) -> dict[str, torch.Tensor] | None:
     """The state dict a checkpoint holds, unwrapped. Saved from a wrapped model (DataParallel's
     "module.", torch.compile's "_orig_mod.", one inside the other), its names are made the
     network's inside, which is what archprof analyses; but not where they are the `names` of
-    the model's own state dict already (a model whose one child is called `module`)."""
+    the model's own state dict already (a model whose one child is called `module`). Looked
+    for `_MOST_WRAPPINGS` dicts deep at most (`depth`: how deep `value` is): a checkpoint
+    nesting dicts past Python's stack is no one's."""
+    if depth > _MOST_WRAPPINGS:
+        return None
     if value and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
         state = dict(value)
         while not (names is not None and state.keys() <= set(names)) and (
@@ -199,7 +206,7 @@ def state_dict_in(value: Mapping, names: Collection[str] | None = None) -> dict[
     for key in ("state_dict", "model_state_dict", "model", "module", "net", "weights"):
         inner = value.get(key)
         if isinstance(inner, Mapping):
-            found = state_dict_in(inner, names)
+            found = state_dict_in(inner, names, depth + 1)
             if found is not None:
                 return found
     return None

@@ -88,7 +88,10 @@ def refuse_unsafe_torchscript(path: Path, spec: str) -> None:
                 _refuse(spec, entry, _pickle_problem(data))
                 continue
             tree = parsed_code(data)
-            _refuse(spec, entry, "holds code archprof cannot read" if tree is None else _code_problem(tree))
+            try:
+                _refuse(spec, entry, "holds code archprof cannot read" if tree is None else _code_problem(tree))
+            except RecursionError:  # an expression nested past Python's stack, which torch never writes
+                _refuse(spec, entry, "nests its code too deeply for archprof to read")
             classes += [(entry, node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
     for entry, problem in _load_time_problems(classes):
         _refuse(spec, entry, problem)
@@ -253,6 +256,8 @@ def _load_time_problems(classes: list[tuple[str, ast.ClassDef]]) -> Iterator[tup
     code entry and why: none where no class restores itself."""
     if not any(_methods(node, "__setstate__") for _, node in classes):
         return
+    checked: dict[int, str | None] = {}  # id of a method's definition -> its problem: each checked once
+    counted: dict[int, int] = {}  # id of a straight-line method's definition -> the method calls it makes
     for entry, node in classes:
         for method in _methods(node):
             if method.name == "__setstate__":
@@ -261,7 +266,15 @@ def _load_time_problems(classes: list[tuple[str, ast.ClassDef]]) -> Iterator[tup
                 runs = "TorchScript may call unnamed while the file loads"
             else:
                 continue
-            problem = _straight_line_problem(node, method, (method.name,))
+            try:
+                problem = _straight_line_problem(node, method, (method.name,), checked)
+                if not problem and (calls := _method_calls_run(node, method, counted)) > _MOST_LOAD_TIME_CALLS:
+                    problem = (
+                        f"makes {calls:,} calls of its methods in all (each calling others more than once), more than"
+                        f" the {_MOST_LOAD_TIME_CALLS:,} archprof lets run while a file loads"
+                    )
+            except RecursionError:  # methods calling each other deeper than Python's stack
+                problem = "calls its methods nested too deeply for archprof to follow"
             if problem:
                 yield entry, f"defines {node.name}.{method.name}, which {runs}, and {problem}"
 
@@ -275,24 +288,58 @@ def _is_dunder(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
-def _straight_line_problem(owner: ast.ClassDef, method: ast.FunctionDef, calling: tuple[str, ...]) -> str | None:
+def _straight_line_problem(
+    owner: ast.ClassDef, method: ast.FunctionDef, calling: tuple[str, ...], checked: dict[int, str | None]
+) -> str | None:
     """What makes `method` of `owner` more than straight-line code, if anything; `calling`:
-    the methods of `owner` whose calls led here, the last `method` itself."""
+    the methods of `owner` whose calls led here, the last `method` itself. `checked` keeps
+    each method's answer: a method called twice by each of a chain of methods is checked
+    once, not once per path (2**n). An answer found on one path holds on every other: one
+    that calls a method already running is in a cycle, wherever the walk entered it."""
+    known = checked.get(id(method), _UNCHECKED)
+    if known is not _UNCHECKED:
+        return known  # type: ignore[return-value]
+    problem = None
     own = method.args.args[0].arg if method.args.args else None  # `self`, however it is named
     for node in (n for statement in method.body for n in ast.walk(statement)):
         if isinstance(node, _LOOPS):
-            return f"loops (line {node.lineno})"
-        if isinstance(node, ast.stmt) and not isinstance(node, _STRAIGHT_STATEMENTS):
-            return f"holds a {type(node).__name__.lower()} statement (line {node.lineno})"
-        if isinstance(node, ast.Call):
-            problem = _load_time_call_problem(owner, node, own, calling)
-            if problem:
-                return problem
-    return None
+            problem = f"loops (line {node.lineno})"
+        elif isinstance(node, ast.stmt) and not isinstance(node, _STRAIGHT_STATEMENTS):
+            problem = f"holds a {type(node).__name__.lower()} statement (line {node.lineno})"
+        elif isinstance(node, ast.Call):
+            problem = _load_time_call_problem(owner, node, own, calling, checked)
+        if problem:
+            break
+    checked[id(method)] = problem
+    return problem
+
+
+_UNCHECKED = object()
+
+# Straight-line methods that each call the next twice run 2**n calls from n lines: the time
+# of code run while a file loads is bounded by its length only with their number bounded too.
+# torch.ao's __setstate__ makes a handful.
+_MOST_LOAD_TIME_CALLS = 1000
+
+
+def _method_calls_run(owner: ast.ClassDef, method: ast.FunctionDef, counted: dict[int, int]) -> int:
+    """How many calls of `owner`'s methods running `method` makes, theirs included (of a
+    name defined twice, the definition that makes more), each method counted once in
+    `counted`; `method` is straight-line (`_straight_line_problem`): no cycle."""
+    known = counted.get(id(method))
+    if known is None:
+        own = method.args.args[0].arg if method.args.args else None
+        known = 0
+        for node in (n for statement in method.body for n in ast.walk(statement)):
+            parts = _dotted(node.func) if isinstance(node, ast.Call) else None
+            if parts and len(parts) == 2 and parts[0] == own:
+                known += 1 + max(_method_calls_run(owner, m, counted) for m in _methods(owner, parts[1]))
+        counted[id(method)] = known
+    return known
 
 
 def _load_time_call_problem(
-    owner: ast.ClassDef, call: ast.Call, own: str | None, calling: tuple[str, ...]
+    owner: ast.ClassDef, call: ast.Call, own: str | None, calling: tuple[str, ...], checked: dict[int, str | None]
 ) -> str | None:
     """What is wrong with `call` in straight-line code of `owner` (the allowlist has passed it)."""
     parts = _dotted(call.func) or []
@@ -306,7 +353,7 @@ def _load_time_call_problem(
     if parts[1] in calling:
         return f"calls {shorten(called)} again from inside it (line {call.lineno})"
     for method in _methods(owner, parts[1]):
-        problem = _straight_line_problem(owner, method, (*calling, parts[1]))
+        problem = _straight_line_problem(owner, method, (*calling, parts[1]), checked)
         if problem:
             return f"calls {shorten(called)}, which {problem}"
     return None

@@ -35,6 +35,7 @@ _ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, offset of the zip64
 _ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
 _ZIP64_END = struct.Struct("<4sQ2H2L4Q")  # ..., entries here and in all, size and offset of the directory
 _ZIP64_END_SIGNATURE = b"PK\x06\x06"
+_NOT_AT_THE_END = "its last bytes are not the archive's end record"
 
 # torch inflates a compressed member whole in memory, up to the size the zip's directory gives
 # it. torch.save and torch.export.save store every member uncompressed, torch.jit.save its
@@ -62,17 +63,21 @@ def checked_archive(path: Path, shown: str) -> zipfile.ZipFile:
     """The archive at `path` opened with `zipfile` (the caller closes it), once it is sure to
     hold the members torch reads: refused otherwise, and where a member is a zip bomb, naming
     the file `shown`."""
-    end = _end_record(path)
-    if isinstance(end, str):
-        raise _ambiguous(shown, end)
     try:
         archive = zipfile.ZipFile(path)
     # NotImplementedError: a version or a feature zipfile does not read ("zip file version 23.5");
-    # BadZipFile from its own read too ("zipfiles that span multiple disks").
+    # BadZipFile from its own read too ("zipfiles that span multiple disks"), and where it finds
+    # no whole end record (torch may: a lone signature after it hid a zip bomb from this check).
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
         raise ArchprofError(f"cannot read {shown}: corrupted or truncated ({first_line(exc, bare=True)})") from None
     try:
-        problem = _directory_problem(archive, *end)
+        if archive.comment:  # torch writes none; it may hold another end record, which torch may take
+            problem = "it has a comment"
+        else:
+            end = _end_record(path)
+            problem = end if isinstance(end, str) else _directory_problem(archive, *end)
+        if problem == _NOT_AT_THE_END:
+            raise ArchprofError(f"cannot read {shown}: corrupted or truncated ({problem})")
         if problem:
             raise _ambiguous(shown, problem)
         _refuse_zip_bombs(shown, archive.infolist())
@@ -91,12 +96,12 @@ def _end_record(path: Path) -> tuple[int, int] | str:
     its zip64 record) gives, as torch reads them; or why torch could find another."""
     with path.open("rb") as stream:
         size = stream.seek(0, 2)
-        if size < _END.size:
+        if size < _END.size:  # zipfile has read it: never
             return "its end record is cut short"
         stream.seek(size - _END.size)
         signature, _, _, _, entries, _, offset, comment = _END.unpack(stream.read(_END.size))
-        if signature != _END_SIGNATURE or comment:
-            return "it holds data after its end record (or a comment)"
+        if signature != _END_SIGNATURE or comment:  # cut short, or data after the end (torch may find another)
+            return _NOT_AT_THE_END
         if offset != 0xFFFFFFFF and entries != 0xFFFF:
             return entries, offset
         # Too large for the end record: its zip64 record holds them.
