@@ -281,8 +281,9 @@ class _Holds(nn.Module):
     [
         (['print("written by the model")'], "prints", "calls print, which writes to the terminal"),
         (["torch.manual_seed(7)"], "seeds", "calls torch.manual_seed, which changes the process's random state"),
+        (["_p = print", '_p("written by the model")'], "prints", "uses print, which writes to the terminal"),
     ],
-    ids=["print", "manual_seed"],
+    ids=["print", "manual_seed", "print held in a variable"],
 )
 def test_torchscript_that_reaches_past_the_model_otherwise_is_refused(tmp_path, capfd, lines, effect, says):
     path = with_forward_code(_Holds(), tmp_path / "reaches.pt", *lines)

@@ -180,6 +180,8 @@ def _name_problem(node: ast.Attribute | ast.Name) -> str | None:
     resolves to where it starts with one of TorchScript's roots. Each must name one thing in
     full: TorchScript lets a prefix (`ops.image`) be bound to a variable and called through."""
     parts = _dotted(node)
+    if parts and len(parts) == 1 and parts[0] in _BARE_OPERATORS:  # `_p = print`, then `_p(...)`
+        return f"uses {parts[0]}, which {_REACHING_OUT[_BARE_OPERATORS[parts[0]]]}"
     if not parts or parts[0] not in _ROOTS:
         return None
     name = ".".join(parts)
