@@ -130,3 +130,59 @@ def _drawn_names(report, label_top: int, dpi: int):
         assert gap < 20 * dpi / 72 or point in leaders, (text.get_text(), gap)
     names = [text.get_text() for text in labels]
     return figure, names, [name for name in slowest if name not in names]
+
+
+def _every_text_inside_and_axes_wide(figure) -> None:
+    """Each text of the figure lies inside it, and its plot keeps most of its width."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    frame = figure.get_window_extent(renderer)
+    texts = [text for axes in figure.axes for text in axes.texts if text.get_text()]
+    texts += [axes.title for axes in figure.axes if axes.get_title()]
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, text.get_text()
+    assert figure.axes[0].get_window_extent(renderer).width > frame.width / 2
+
+
+class _LongNames(nn.Module):
+    """Convolutions named 300, 100 and 40 characters long, the 100's the peak of memory."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("a" * 300, nn.Conv2d(3, 64, 3, padding=1))
+        self.add_module("b" * 100, nn.Conv2d(64, 8, 3, padding=1))
+        self.add_module("c" * 40, nn.Conv2d(8, 8, 3, padding=1))
+
+    def forward(self, x):
+        for layer in self.children():
+            x = layer(x)
+        return x
+
+
+def test_long_layer_names_are_cut_in_their_middle_on_the_memory_plot():
+    """A 100-character peak layer ran off the image and squeezed the axes to a third."""
+    from archprof.render.memory_plot import memory_figure
+
+    report = archprof.analyze(_LongNames(), input_size=(3, 16, 16))
+    figure = memory_figure(report)
+    (peak,) = [text.get_text() for text in figure.axes[0].texts if text.get_text().startswith("peak ")]
+    assert peak.endswith(" at " + "b" * 23 + "…" + "b" * 24)
+    _every_text_inside_and_axes_wide(figure)
+
+
+def test_long_layer_names_are_cut_in_their_middle_on_the_roofline_and_in_its_note():
+    """The note under the plot named a 300-character layer, which ran off the image, and
+    never reached the two after it."""
+    from archprof.render.roofline import roofline_figure
+
+    report = archprof.profile(_LongNames(), input_size=(3, 16, 16), device="cpu", warmup=0, repeat=1, **CEILINGS)
+    columns = report.columns
+    for index, rate in enumerate(columns["achieved_flops_per_s"]):
+        if rate:  # all on one spot: not every name finds room, and the note names those left out
+            columns["arithmetic_intensity"][index], columns["achieved_flops_per_s"][index] = 2.0, 1.2e10
+    figure = roofline_figure(report)
+    texts = [text.get_text() for axes in figure.axes for text in axes.texts]
+    assert not any("a" * 49 in text or "b" * 49 in text for text in texts)
+    assert any("c" * 40 in text for text in texts)  # 40 characters: whole
+    _every_text_inside_and_axes_wide(figure)

@@ -21,8 +21,17 @@ if TYPE_CHECKING:
 def figure_text(text: str) -> str:
     """Text from the user's model (a model or layer name) as a figure shows it: on one line
     (`visible_text`), each $ escaped, so that matplotlib does not read it as mathematics (a
-    module named "c$^_$" would stop the figure from drawing)."""
-    return visible_text(text).replace("$", r"\$")
+    module named "c$^_$" would stop the figure from drawing), and a name longer than
+    `LONGEST_NAME` characters cut in its middle: matplotlib neither wraps nor cuts a word,
+    and a name of 100 characters ran off the image and squeezed the axes to a third."""
+    shown = visible_text(text)
+    if len(shown) > LONGEST_NAME:
+        head = (LONGEST_NAME - 1) // 2
+        shown = f"{shown[:head]}…{shown[len(shown) - (LONGEST_NAME - 1 - head) :]}"
+    return shown.replace("$", r"\$")
+
+
+LONGEST_NAME = 48
 
 
 def require_matplotlib(what: str) -> None:
