@@ -24,7 +24,7 @@ from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs, real_run_errors, refuse_a_run_that_cannot_fit
 from archprof.output import json_text
-from archprof.parallel import Progress, checked_progress, ordered_map
+from archprof.parallel import Progress, checked_jobs, checked_progress, ordered_map
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.random_state import random_state_kept
@@ -282,6 +282,7 @@ def compare(
         raise ArchprofError("--profile times the models as they are: drop --fold-bn (fold_bn=True)")
     runs = checked_runs(runs)
     checked_progress(progress)
+    checked_jobs(jobs)  # here, not in ordered_map alone: profile=True never reaches it
     options = {
         "input_size": input_size,
         "batch": batch,
@@ -296,14 +297,18 @@ def compare(
     }
     latencies = None
     if profile:
-        analyses = [_analysis(item, **options) for item in items]
+        analyses = []
+        for done, item in enumerate(items, 1):
+            analyses.append(_analysis(item, **options))
+            if progress is not None:
+                progress("analysing", done, len(items))
         for analysed in analyses:  # every model's fit first: a refusal after others were timed wastes their time
             refuse_a_run_that_cannot_fit(analysed, torch.device("cpu"))
         latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses]
         reports = [analysed.report for analysed in analyses]
     else:
         report = functools.partial(_report, **options)
-        reports = ordered_map(report, items, jobs=jobs, local=_not_a_spec, progress=progress)
+        reports = ordered_map(report, items, jobs=jobs, local=_not_a_spec, progress=progress, crashed=_crashed)
     if names is not None:
         reports = [replace(made, model=name) for made, name in zip(reports, names, strict=True)]
     frame = comparison_frame(reports, latencies)
@@ -322,6 +327,12 @@ def _analysis(
 
 def _report(item: tuple[str, Any], **options: Any) -> Report:
     return _analysis(item, **options).report
+
+
+def _crashed(item: tuple[str, Any], reason: str) -> Report:
+    """A model whose worker process died analysing it (`ordered_map`): its error, named."""
+    with errors_named(item[0]):
+        raise ArchprofError(reason)
 
 
 def _not_a_spec(item: tuple[str, Any]) -> bool:

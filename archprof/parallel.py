@@ -12,10 +12,11 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -33,8 +34,16 @@ WORKER_START_S = 3.0
 
 
 def default_jobs() -> int:
-    """One worker per core."""
+    """One worker per core this process may run on (its affinity: `taskset`, a container's
+    CPU set), not per core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
+
+
+def checked_jobs(jobs: Any) -> int:
+    """A public entry point's `jobs`, checked before any work: None (every core) or an int of at least 1."""
+    return default_jobs() if jobs is None else checked_count("jobs", jobs, 1, note="or None: every core")
 
 
 def checked_progress(progress: Any) -> None:
@@ -54,6 +63,7 @@ def ordered_map(
     progress: Progress | None = None,
     phase: str = "analysing",
     each: Callable[[int, R], None] | None = None,
+    crashed: Callable[[T, str], R] | None = None,
 ) -> list[R]:
     """`[function(item) for item in items]` over up to `jobs` processes (None: one per core).
 
@@ -67,8 +77,14 @@ def ordered_map(
 
     `each(index, result)` is called here as each item's result comes in (in the order they
     finish, not the order given; an item that raised, none): what a long run has done so far
-    is saved as it goes (benchmarks/hub_sweep.py's CSV), not lost when it is stopped."""
-    jobs = default_jobs() if jobs is None else checked_count("jobs", jobs, 1, note="or None: every core")
+    is saved as it goes (benchmarks/hub_sweep.py's CSV), not lost when it is stopped.
+
+    A worker that dies (out of memory, killed, a model that crashes the interpreter, which
+    one process would not survive either) takes the pool's other items down with it: each
+    is then run again alone, in a worker of its own, so that only the one that dies again
+    fails. `crashed(item, reason)` gives what that item stands for (`check`: the entry's
+    error, the others checked as ever); without it, the item raises an ArchprofError."""
+    jobs = checked_jobs(jobs)
     report = progress or (lambda phase, done, total: None)
     deliver = each or (lambda index, result: None)
     sendable = [i for i, item in enumerate(items) if jobs > 1 and not local(item) and _pickles(function, item)]
@@ -102,32 +118,117 @@ def ordered_map(
         for position, index in enumerate(order):
             left = [i for i in order[position:] if i in sent]
             if executor is None and len(left) > 1 and len(paces) > 1 and min(paces) * len(left) > WORKER_START_S:
-                executor = ProcessPoolExecutor(
-                    min(jobs - 1, len(left)), mp_context=multiprocessing.get_context("spawn"), initializer=_quiet
-                )
+                taken = _CONTEXT.RawArray("b", len(items))  # the items this process took back
+                executor = _pool(min(jobs - 1, len(left)), taken)
                 for i in sorted(left):
-                    outcomes[i] = executor.submit(_recorded, function, items[i])
+                    outcomes[i] = executor.submit(_recorded_unless_taken, function, items[i], i)
             if executor is not None:
-                if not outcomes[index].cancel():
+                if outcomes[index].running() or outcomes[index].done():
                     break  # the workers have it, and every item before it
+                # This process takes it back: marked, so that a worker that reaches it passes
+                # it over. Not by cancelling the pool's: should a worker die, Python 3.11's pool
+                # thread fails on a cancelled item it still holds and leaves the items after it
+                # pending for good.
+                taken[index] = 1
                 outcomes[index] = Future()
             start = time.perf_counter()
             _settle(outcomes[index], function, items[index])
             paces.append(time.perf_counter() - start)
             finished()
-        for outcome in as_completed(outcomes):
+        for _ in as_completed(outcomes):
             finished()
-            if not outcome.cancelled() and outcome.exception() is not None:
-                for later in outcomes[outcomes.index(outcome) + 1 :]:  # cannot change which error is raised
-                    later.cancel()
-        return [_replayed(outcome) for outcome in outcomes]
+            if _decided(outcomes):  # an error in order: what runs after it cannot change which is raised
+                break
+        decided = _first_undone(outcomes)
+        for index in range(decided):
+            if _broken(outcomes[index]):
+                outcomes[index] = _alone(function, items[index], crashed)
+            if outcomes[index].exception() is not None:
+                break  # the first error in order, which `_replayed` raises: nothing after it is needed
+        return [_replayed(outcome) for outcome in outcomes[:decided]]
     finally:
         if executor is not None:
-            # Every result is in, or no longer wanted (an error, Ctrl-C): end the workers now
-            # rather than after their model, or after they have finished starting.
-            for process in list(executor._processes.values()):
-                process.terminate()
-            executor.shutdown(wait=True, cancel_futures=True)
+            _ended(executor)
+
+
+def _first_undone(outcomes: list[Future]) -> int:
+    """The index of the first outcome not yet in (their number where all are)."""
+    return next((index for index, outcome in enumerate(outcomes) if not outcome.done()), len(outcomes))
+
+
+def _decided(outcomes: list[Future]) -> bool:
+    """Whether the result is known: every outcome is in, or one that raised (not for a dead
+    worker: that item runs again) with every one before it in."""
+    first = _first_undone(outcomes)
+    return first == len(outcomes) or any(
+        not outcome.cancelled() and outcome.exception() is not None and not _broken(outcome)
+        for outcome in outcomes[:first]
+    )
+
+
+def _broken(outcome: Future) -> bool:
+    return not outcome.cancelled() and isinstance(outcome.exception(), BrokenProcessPool)
+
+
+def _alone(function: Callable, item: Any, crashed: Callable | None) -> Future:
+    """The outcome of `item` run again in a worker of its own (its pool died under it, or under
+    another item), or what `crashed` makes of it where that worker dies too."""
+    executor = _pool(1, None)
+    try:
+        outcome = executor.submit(_recorded, function, item)
+        outcome.exception()  # waits
+    finally:
+        _ended(executor)
+    if not _broken(outcome):
+        return outcome
+    reason = "its worker process died (out of memory, killed, or the model crashed the interpreter)"
+    again: Future = Future()
+    if crashed is None:
+        again.set_exception(ArchprofError(reason))
+    else:
+        _settle(again, lambda _: crashed(item, reason), None)
+    return again
+
+
+def _pool(workers: int, taken) -> ProcessPoolExecutor:
+    """A pool of spawned workers, which pass over the items marked in `taken` (a shared array,
+    or None); until it has `_ended`, a dead worker's pool raises no traceback from its thread
+    (`_quiet_pool_threads`)."""
+    executor = ProcessPoolExecutor(workers, mp_context=_CONTEXT, initializer=_worker_started, initargs=(taken,))
+    if not _POOLS:
+        _POOLS.append(threading.excepthook)
+        threading.excepthook = _quiet_pool_threads
+    _POOLS.append(executor)
+    return executor
+
+
+def _ended(executor: ProcessPoolExecutor) -> None:
+    """Every result is in, or no longer wanted (an error, Ctrl-C): the workers ended now rather
+    than after their item, or after they have finished starting."""
+    processes = list(executor._processes.values())
+    for process in processes:
+        process.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
+    for process in processes:
+        process.join()
+    _POOLS.remove(executor)
+    if len(_POOLS) == 1:
+        threading.excepthook = _POOLS.pop()
+
+
+# The hook threads had before the first live pool, then the live pools.
+_POOLS: list = []
+
+
+def _quiet_pool_threads(args) -> None:
+    """threading.excepthook while pools live. Python 3.11's pool thread, when a worker dies,
+    marks every item it still holds as failed, one that `shutdown(cancel_futures=True)`
+    cancelled too, which raises InvalidStateError there and prints its traceback (3.12 passes
+    over those items). That happens only as `_ended` ends the workers, when no outcome is
+    waited for any more: nothing is lost."""
+    threads = [getattr(pool, "_executor_manager_thread", None) for pool in _POOLS[1:]]
+    if not (issubclass(args.exc_type, InvalidStateError) and args.thread in threads):
+        _POOLS[0](args)
 
 
 def _pickles(function: Callable, item: Any) -> bool:
@@ -138,19 +239,47 @@ def _pickles(function: Callable, item: Any) -> bool:
     return True
 
 
-def _quiet() -> None:
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+def _worker_started(taken) -> None:
     """Workers ignore Ctrl-C: this process ends them, without a traceback from each. What a
     model prints in a worker goes to standard error, as in this process under the CLI:
-    standard output carries the report alone (a worker's results come back pickled)."""
+    standard output carries the report alone (a worker's results come back pickled). `taken`:
+    the items the ordering process took back (`_recorded_unless_taken`)."""
+    global _TAKEN
+    _TAKEN = taken
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout = sys.stderr
 
 
-def _recorded(function: Callable[[T], R], item: T) -> tuple[R, list[tuple[str, type[Warning]]]]:
+_TAKEN = None  # in a worker: the shared array of the items taken back
+
+
+def _recorded_unless_taken(function: Callable[[T], R], item: T, index: int):
+    """`_recorded`, in a worker, unless the ordering process took item `index` back (it runs
+    it itself, and passes over what this returns)."""
+    if _TAKEN is not None and _TAKEN[index]:
+        return None
+    return _recorded(function, item)
+
+
+def _recorded(function: Callable[[T], R], item: T) -> tuple[R, list[tuple]]:
+    """`function(item)` and the warnings it raised, each with where it was made (its file,
+    line and module), which the filters of the process that replays it match."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = function(item)
-    return result, [(str(w.message), w.category) for w in caught]
+    return result, [(str(w.message), w.category, w.filename, w.lineno, _module_of(w.filename)) for w in caught]
+
+
+def _module_of(filename: str) -> str | None:
+    """The name of the module loaded from `filename` (a warning's module, which a filter's
+    `module=` matches); None where none is (then `warn_explicit` makes one of the file's name)."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return None
 
 
 def _settle(outcome: Future, function: Callable, item: Any) -> None:
@@ -167,9 +296,21 @@ def _replayed(outcome: Future) -> Any:
         raise ArchprofError(
             "a worker process died (out of memory, or killed): run with jobs=1 (--jobs 1) to analyse in one process"
         ) from None
-    for message, category in caught:
+    for message, category, filename, line, module in caught:
         if issubclass(category, ArchprofWarning):
             warn(message, category)  # at the caller's line, as the same warning made in this process
-        else:  # another library's, as from where it was made: its module's filters still apply
-            warnings.warn(message, category, stacklevel=2)
+        else:  # another library's, as from where it was made: its module's filters and registry apply
+            warnings.warn_explicit(message, category, filename, line, module=module, registry=_registry(module))
     return result
+
+
+def _registry(module: str | None) -> dict:
+    """The warnings registry of `module` (which remembers what "default" and "module" filters
+    have shown once): its own where this process imported it, else one kept here for it."""
+    loaded = sys.modules.get(module) if module is not None else None
+    if loaded is not None:
+        return loaded.__dict__.setdefault("__warningregistry__", {})
+    return _REGISTRIES.setdefault(module, {})
+
+
+_REGISTRIES: dict[str | None, dict] = {}  # the registries of modules only workers imported

@@ -123,3 +123,105 @@ def test_an_item_that_raised_is_not_handed_over():
 
 def reciprocal(item: int) -> float:
     return 1 / item
+
+
+def test_a_dead_worker_fails_only_its_own_item_with_no_traceback():
+    """os._exit in a worker took the pool down: every other item came back as 'a worker
+    process died', and Python 3.11's pool thread printed a traceback. Each item is run again
+    alone: only the one that dies again fails, as `crashed` makes it."""
+    script = (
+        "from archprof import parallel\n"
+        "from tests.fixtures.tiny_models import dies_at_1\n"
+        "parallel.WORKER_START_S = 0.0\n"
+        "results = parallel.ordered_map(dies_at_1, list(range(8)), jobs=2, crashed=lambda item, why: -item)\n"
+        "assert results == [0, -1, 4, 9, 16, 25, 36, 49], results\n"
+        "try:\n"
+        "    parallel.ordered_map(dies_at_1, list(range(8)), jobs=2)\n"
+        "except parallel.ArchprofError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "its worker process died (out of memory, killed, or the model crashed the interpreter)\n"
+    assert "Traceback" not in done.stderr
+
+
+def test_check_shows_every_other_entry_s_verdicts_where_one_model_kills_its_worker(tmp_path):
+    """The promise of `check` (a model that cannot be checked does not hide the others) where
+    a model crashes its worker: one process would not survive it."""
+    budget = tmp_path / "archprof.toml"
+    entry = '[[models]]\nname = "{}"\ninput = "3x16x16"\nmax-params = "1K"\n\n'
+    budget.write_text(entry.format("tests/fixtures/tiny_models.py:crashing_cnn") + entry.format(SMALL_CNN) * 6)
+    junit = tmp_path / "budget.xml"
+    script = (
+        "import sys\n"
+        "from archprof import parallel\n"
+        "from archprof.cli import main\n"
+        "parallel.WORKER_START_S = 0.0\n"
+        f"sys.argv = ['archprof', 'check', '--config', {str(budget)!r}, '--jobs', '2', '--junit', {str(junit)!r}]\n"
+        "main()\n"
+    )
+    environment = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False, env=environment
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.count("max-params") == 6, done.stdout  # the six others' verdicts
+    assert "archprof.toml, line 2: its worker process died" in done.stderr, done.stderr  # its name's line
+    assert "Traceback" not in done.stderr
+    assert junit.read_text().count("<testcase") == 7
+
+
+def test_an_error_in_order_does_not_wait_for_a_later_item_still_running():
+    """Item 0 fails in a worker while item 1 runs for a minute: one process would have stopped
+    at item 0, and so does the pool."""
+    script = (
+        "import time\n"
+        "from archprof import parallel\n"
+        "from tests.fixtures.tiny_models import slow_at_1\n"
+        "parallel.WORKER_START_S = 0.0\n"
+        "start = time.perf_counter()\n"
+        "try:\n"
+        "    parallel.ordered_map(slow_at_1, list(range(8)), jobs=3)\n"
+        "except ValueError as exc:\n"
+        "    print(exc, time.perf_counter() - start < 45)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "item 0 fails True"
+
+
+def test_a_worker_s_warning_keeps_its_place_and_this_process_s_filters_apply_to_it():
+    script = (
+        "import warnings\n"
+        "from archprof import parallel\n"
+        "from tests.fixtures.tiny_models import warns\n"
+        "parallel.WORKER_START_S = 0.0\n"
+        "warnings.filterwarnings('ignore', message='warned by [0-3]$', module='tests.fixtures.tiny_models')\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    warnings.filterwarnings('ignore', message='warned by [0-3]$', module='tests.fixtures.tiny_models')\n"
+        "    assert parallel.ordered_map(warns, list(range(8)), jobs=2) == list(range(8))\n"
+        "print(sorted(str(w.message) for w in caught))\n"
+        "print({w.filename.endswith('tiny_models.py') for w in caught})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [str([f"warned by {x}" for x in range(4, 8)]), "{True}"]
+
+
+def test_the_default_jobs_are_the_cores_this_process_may_run_on(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert parallel.default_jobs() == 1
+
+
+@pytest.mark.parametrize("jobs", [0, -1, True, "2", 2.0])
+def test_compare_refuses_a_bad_jobs_with_profile_too(jobs):
+    with pytest.raises(ArchprofError, match="jobs must be"):
+        archprof.compare(["lenet5", "edge_conv"], profile=True, runs=1, jobs=jobs)
+
+
+def test_compare_with_profile_reports_its_progress():
+    calls: list[tuple[str, int, int]] = []
+    archprof.compare(["lenet5", "edge_conv"], profile=True, runs=1, progress=lambda *call: calls.append(call))
+    assert calls == [("analysing", 1, 2), ("analysing", 2, 2)]

@@ -247,7 +247,17 @@ def _checked(entry: BudgetEntry) -> list[Verdict] | EntryError:
     try:
         return check_entry(entry)
     except ArchprofError as exc:
-        return EntryError(entry.model, str(exc), _given_input(entry), entry.dtype or "")
+        return _entry_error(entry, str(exc))
+
+
+def _crashed(entry: BudgetEntry, reason: str) -> EntryError:
+    """An entry whose worker process died analysing it (`ordered_map`): not checked, as one
+    whose model failed, the others checked as ever."""
+    return _entry_error(entry, f"{entry.where() or f'{entry.model}: '}{reason}")
+
+
+def _entry_error(entry: BudgetEntry, message: str) -> EntryError:
+    return EntryError(entry.model, message, _given_input(entry), entry.dtype or "")
 
 
 def _given_input(entry: BudgetEntry) -> str:
@@ -268,7 +278,7 @@ def check_all(
     EntryError (the others are checked all the same); the entries analysed in `jobs` worker
     processes (None: one per core, 1: in this process), as `archprof.parallel.ordered_map`
     runs them."""
-    per_entry = ordered_map(_checked, entries, jobs=jobs, progress=progress, phase="checking")
+    per_entry = ordered_map(_checked, entries, jobs=jobs, progress=progress, phase="checking", crashed=_crashed)
     return [item for result in per_entry for item in ([result] if isinstance(result, EntryError) else result)]
 
 
