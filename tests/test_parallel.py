@@ -94,8 +94,7 @@ def test_what_a_worker_prints_goes_to_stderr_and_standard_output_stays_clean():
         "sys.stdout = sys.stderr  # this process's own prints, as under the CLI\n"
         "assert parallel.ordered_map(printed_square, list(range(8)), jobs=2) == [x * x for x in range(8)]\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
+    done = _ran(script)
     assert done.stdout == ""
     assert done.stderr.count("working on") == 8
 
@@ -140,8 +139,7 @@ def test_a_dead_worker_fails_only_its_own_item_with_no_traceback():
         "except parallel.ArchprofError as exc:\n"
         "    print(exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
+    done = _ran(script)
     assert done.stdout == "its worker process died (out of memory, killed, or the model crashed the interpreter)\n"
     assert "Traceback" not in done.stderr
 
@@ -161,11 +159,7 @@ def test_check_shows_every_other_entry_s_verdicts_where_one_model_kills_its_work
         f"sys.argv = ['archprof', 'check', '--config', {str(budget)!r}, '--jobs', '2', '--junit', {str(junit)!r}]\n"
         "main()\n"
     )
-    environment = {**os.environ, "COLUMNS": "200"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False, env=environment
-    )
-    assert done.returncode == 2, done.stderr
+    done = _ran(script, status=2, COLUMNS="200")
     assert done.stdout.count("max-params") == 6, done.stdout  # the six others' verdicts
     assert "archprof.toml, line 2: its worker process died" in done.stderr, done.stderr  # its name's line
     assert "Traceback" not in done.stderr
@@ -186,8 +180,7 @@ def test_an_error_in_order_does_not_wait_for_a_later_item_still_running():
         "except ValueError as exc:\n"
         "    print(exc, time.perf_counter() - start < 45)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
+    done = _ran(script)
     assert done.stdout.strip() == "item 0 fails True"
 
 
@@ -205,8 +198,7 @@ def test_a_worker_s_warning_keeps_its_place_and_this_process_s_filters_apply_to_
         "print(sorted(str(w.message) for w in caught))\n"
         "print({w.filename.endswith('tiny_models.py') for w in caught})\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
+    done = _ran(script)
     assert done.stdout.splitlines() == [str([f"warned by {x}" for x in range(4, 8)]), "{True}"]
 
 
@@ -225,3 +217,18 @@ def test_compare_with_profile_reports_its_progress():
     calls: list[tuple[str, int, int]] = []
     archprof.compare(["lenet5", "edge_conv"], profile=True, runs=1, progress=lambda *call: calls.append(call))
     assert calls == [("analysing", 1, 2), ("analysing", 2, 2)]
+
+
+def _ran(script: str, status: int = 0, **environment: str) -> subprocess.CompletedProcess:
+    """`python -c script` in a process of its own (a pool needs its main module importable,
+    and a worker that dies must not take the test run down), checked to end with `status`."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, **environment},
+    )
+    assert done.returncode == status, done.stderr
+    return done
