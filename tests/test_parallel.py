@@ -2,8 +2,10 @@
 errors and warnings; a module or a callable stays in this process."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -232,3 +234,39 @@ def _ran(script: str, status: int = 0, **environment: str) -> subprocess.Complet
     )
     assert done.returncode == status, done.stderr
     return done
+
+
+def test_sigterm_ends_the_workers_too_and_the_process_by_the_signal():
+    """SIGTERM left a pool's workers running, blocked for good; the process now ends them on
+    the way out, then ends by the signal, as it would have."""
+    models = ["tests/fixtures/tiny_models.py:slow_cnn"] * 8
+    command = [sys.executable, "-m", "archprof", "compare", *models, "-i", "3x16x16", "--jobs", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (workers := _children(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert workers, "no worker started"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1] == "terminated"
+    time.sleep(1)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux's /proc) that are a pool's workers."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline", "rb") as line:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                    if parent == pid and b"spawn_main" in line.read():
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from functools import wraps
 from typing import NoReturn
@@ -51,9 +53,43 @@ def user_errors(command):
 
 
 def interrupted() -> NoReturn:
-    """Ctrl-C, said on one line; exit 130, as a shell reports a process SIGINT ended."""
+    """Ctrl-C, said on one line; exit 130, as a shell reports a process SIGINT ended. Called
+    while a KeyboardInterrupt is handled: one that is SIGTERM's (`Terminated`) ends the
+    process by that signal instead, as it would have ended without the handler."""
+    if isinstance(sys.exc_info()[1], Terminated):
+        say("terminated")
+        sys.stdout.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     say("interrupted (Ctrl-C)")
     raise typer.Exit(130) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, as Ctrl-C is: the guards around a model's code
+    pass it through as they pass Ctrl-C, and every `finally` runs on the way out (a pool's
+    workers ended, which the signal alone left running; no file half-written); then
+    `interrupted` ends the process by the signal."""
+
+
+@contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """While a command runs, SIGTERM raises `Terminated` (where no handler of the caller's is set)."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals are the main thread's
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame) -> NoReturn:
+    raise Terminated
 
 
 # The standard output each running command found: its report goes there, and nothing else.
