@@ -12,11 +12,10 @@ import os
 import pickle
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -106,7 +105,7 @@ def ordered_map(
 
     def finished() -> None:
         for index, outcome in enumerate(outcomes):
-            if index not in delivered and outcome.done() and not outcome.cancelled() and not outcome.exception():
+            if index not in delivered and outcome.done() and not outcome.exception():
                 delivered.add(index)
                 deliver(index, outcome.result()[0])
         done = sum(outcome.done() for outcome in outcomes)
@@ -161,13 +160,12 @@ def _decided(outcomes: list[Future]) -> bool:
     worker: that item runs again) with every one before it in."""
     first = _first_undone(outcomes)
     return first == len(outcomes) or any(
-        not outcome.cancelled() and outcome.exception() is not None and not _broken(outcome)
-        for outcome in outcomes[:first]
+        outcome.exception() is not None and not _broken(outcome) for outcome in outcomes[:first]
     )
 
 
 def _broken(outcome: Future) -> bool:
-    return not outcome.cancelled() and isinstance(outcome.exception(), BrokenProcessPool)
+    return isinstance(outcome.exception(), BrokenProcessPool)
 
 
 def _alone(function: Callable, item: Any, crashed: Callable | None) -> Future:
@@ -192,43 +190,21 @@ def _alone(function: Callable, item: Any, crashed: Callable | None) -> Future:
 
 def _pool(workers: int, taken) -> ProcessPoolExecutor:
     """A pool of spawned workers, which pass over the items marked in `taken` (a shared array,
-    or None); until it has `_ended`, a dead worker's pool raises no traceback from its thread
-    (`_quiet_pool_threads`)."""
-    executor = ProcessPoolExecutor(workers, mp_context=_CONTEXT, initializer=_worker_started, initargs=(taken,))
-    if not _POOLS:
-        _POOLS.append(threading.excepthook)
-        threading.excepthook = _quiet_pool_threads
-    _POOLS.append(executor)
-    return executor
+    or None)."""
+    return ProcessPoolExecutor(workers, mp_context=_CONTEXT, initializer=_worker_started, initargs=(taken,))
 
 
 def _ended(executor: ProcessPoolExecutor) -> None:
     """Every result is in, or no longer wanted (an error, Ctrl-C): the workers ended now rather
-    than after their item, or after they have finished starting."""
+    than after their item, or after they have finished starting. The pool then marks what it
+    still holds as failed, which no one waits for. Nothing is cancelled: Python 3.11's pool
+    thread, marking a cancelled item so, raises and prints a traceback (3.12 passes over them)."""
     processes = list(executor._processes.values())
     for process in processes:
         process.terminate()
-    executor.shutdown(wait=True, cancel_futures=True)
+    executor.shutdown(wait=True)
     for process in processes:
         process.join()
-    _POOLS.remove(executor)
-    if len(_POOLS) == 1:
-        threading.excepthook = _POOLS.pop()
-
-
-# The hook threads had before the first live pool, then the live pools.
-_POOLS: list = []
-
-
-def _quiet_pool_threads(args) -> None:
-    """threading.excepthook while pools live. Python 3.11's pool thread, when a worker dies,
-    marks every item it still holds as failed, one that `shutdown(cancel_futures=True)`
-    cancelled too, which raises InvalidStateError there and prints its traceback (3.12 passes
-    over those items). That happens only as `_ended` ends the workers, when no outcome is
-    waited for any more: nothing is lost."""
-    threads = [getattr(pool, "_executor_manager_thread", None) for pool in _POOLS[1:]]
-    if not (issubclass(args.exc_type, InvalidStateError) and args.thread in threads):
-        _POOLS[0](args)
 
 
 def _pickles(function: Callable, item: Any) -> bool:
@@ -290,12 +266,9 @@ def _settle(outcome: Future, function: Callable, item: Any) -> None:
 
 
 def _replayed(outcome: Future) -> Any:
-    try:
-        result, caught = outcome.result()
-    except BrokenProcessPool:
-        raise ArchprofError(
-            "a worker process died (out of memory, or killed): run with jobs=1 (--jobs 1) to analyse in one process"
-        ) from None
+    """The outcome's result, its warnings raised again here; its exception raised (one of a
+    dead worker's never comes here: `_alone` ran that item again)."""
+    result, caught = outcome.result()
     for message, category, filename, line, module in caught:
         if issubclass(category, ArchprofWarning):
             warn(message, category)  # at the caller's line, as the same warning made in this process
