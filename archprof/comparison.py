@@ -297,11 +297,7 @@ def compare(
     }
     latencies = None
     if profile:
-        analyses = []
-        for done, item in enumerate(items, 1):
-            analyses.append(_analysis(item, **options))
-            if progress is not None:
-                progress("analysing", done, len(items))
+        analyses = ordered_map(functools.partial(_analysis, **options), items, jobs=1, progress=progress)
         for analysed in analyses:  # every model's fit first: a refusal after others were timed wastes their time
             refuse_a_run_that_cannot_fit(analysed, torch.device("cpu"))
         latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses]

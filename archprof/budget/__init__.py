@@ -196,8 +196,9 @@ class BudgetEntry:
     # From the command line: inputs (replacing input_size), factory arguments, weights, trust.
     options: ModelOptions = field(default_factory=ModelOptions)
 
-    def where(self) -> str:
-        return f"{self.source}: " if self.source else ""
+    def named(self, message: str) -> str:
+        """`message` led by which entry it is about: its line in the budget file, else its model."""
+        return f"{self.source or self.model}: {message}"
 
 
 def check_entry(entry: BudgetEntry) -> list[Verdict]:
@@ -228,7 +229,7 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
             verdicts.update(zip(limits, evaluate(report, limits, model=entry.model), strict=True))
         return [verdicts[limit] for limit in entry.limits]
     except ArchprofError as exc:  # which entry: its line in the budget file, else its model
-        raise ArchprofError(f"{entry.where() or f'{entry.model}: '}{exc}") from None
+        raise ArchprofError(entry.named(str(exc))) from None
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ def _checked(entry: BudgetEntry) -> list[Verdict] | EntryError:
 def _crashed(entry: BudgetEntry, reason: str) -> EntryError:
     """An entry whose worker process died analysing it (`ordered_map`): not checked, as one
     whose model failed, the others checked as ever."""
-    return _entry_error(entry, f"{entry.where() or f'{entry.model}: '}{reason}")
+    return _entry_error(entry, entry.named(reason))
 
 
 def _entry_error(entry: BudgetEntry, message: str) -> EntryError:

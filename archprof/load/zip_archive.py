@@ -95,9 +95,7 @@ def _end_record(path: Path) -> tuple[int, int] | str:
     """The member count and the central directory's offset that the archive's end record (or
     its zip64 record) gives, as torch reads them; or why torch could find another."""
     with path.open("rb") as stream:
-        size = stream.seek(0, 2)
-        if size < _END.size:  # zipfile has read it: never
-            return "its end record is cut short"
+        size = stream.seek(0, 2)  # at least an end record's: zipfile has read one
         stream.seek(size - _END.size)
         signature, _, _, _, entries, _, offset, comment = _END.unpack(stream.read(_END.size))
         if signature != _END_SIGNATURE or comment:  # cut short, or data after the end (torch may find another)
