@@ -1,8 +1,9 @@
-"""The library's public entry points: model in, Report (or a comparison) out.
+"""The library's public entry points for one model: model in, Report out.
 
-`analyze` traces a model without running it (`archprof.analysis`); `profile` adds a real,
-timed run (`archprof.measure`); `compare` sets several analyses side by side
-(`archprof.comparison`). Nothing in the package imports this module."""
+`analyze` traces a model without running it (defined in `archprof.analysis`, named here);
+`profile` adds a real, timed run (`archprof.measure`). `archprof.compare`, which sets several
+analyses side by side, is `archprof.comparison.compare`. Only the package's lazy names and
+the CLI's `profile` command import this module."""
 
 from __future__ import annotations
 

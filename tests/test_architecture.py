@@ -3,6 +3,8 @@ form no cycle (data flows one way: load -> trace -> passes -> report -> render -
 every module but the operator catalogue's stays near 500 lines (one job each)."""
 
 import ast
+import itertools
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "archprof"
@@ -115,3 +117,64 @@ def test_every_module_but_the_catalogue_stays_near_500_lines():
     assert modules.keys() >= CATALOGUE  # the exception names modules that exist
     too_long = _too_long(modules)
     assert not too_long, f"modules over {MOST_LINES} lines (split them by job): {too_long}"
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+# The one exception the layer table names: the Report's own methods for a notebook (`table`,
+# `to_markdown`, `_repr_html_`, `explain`) hand it to the renderer and the explainer at call time.
+UPWARD_ALLOWED = {
+    ("archprof.report", "archprof.render.export"),
+    ("archprof.report", "archprof.render.profile"),
+    ("archprof.report", "archprof.explain"),
+}
+
+
+def documented_layers() -> dict[str, int]:
+    """docs/architecture.md's layer table: each top-level module or package it names (a
+    backticked name in the "modules" column) -> its row, the bottom row 0."""
+    lines = ARCHITECTURE.read_text().splitlines()
+    start = lines.index("| layer | modules | job |") + 2  # past the heading and its rule
+    rank: dict[str, int] = {}
+    for row, line in enumerate(itertools.takewhile(lambda line: line.startswith("|"), lines[start:])):
+        modules_cell = line.split("|")[2]
+        for name in re.findall(r"`([a-z_]+)(?:/|\.py)?`", modules_cell):
+            rank[name] = row
+    return rank
+
+
+def upward_imports(graph: dict[str, set[str]], rank: dict[str, int]) -> tuple[list[tuple[str, str]], set[str]]:
+    """The imports of a module from a layer above its own, and the modules no layer holds.
+    The package itself (`archprof`: its version and lazy public names) stands outside the layers."""
+
+    def layer(module: str) -> int | None:
+        parts = module.split(".")
+        return rank.get(parts[1]) if len(parts) > 1 else None
+
+    upward, unplaced = [], set()
+    for importer, imported in sorted(graph.items()):
+        if importer != "archprof" and layer(importer) is None:
+            unplaced.add(importer)
+        for target in sorted(imported):
+            below, above = layer(importer), layer(target)
+            if below is not None and above is not None and above > below:
+                upward.append((importer, target))
+    return upward, unplaced
+
+
+def test_the_direction_check_finds_an_upward_import():
+    rank = {"graph": 0, "passes": 1, "cli": 2}
+    graph = {"archprof.graph": {"archprof.passes.flops"}, "archprof.passes.flops": {"archprof.graph"}, "archprof": set()}
+    graph["archprof.stray"] = set()
+    assert upward_imports(graph, rank) == ([("archprof.graph", "archprof.passes.flops")], {"archprof.stray"})
+
+
+def test_imports_point_down_the_documented_layers():
+    rank = documented_layers()
+    assert rank["errors"] == 0 and rank["cli"] == max(rank.values())  # the table was read, bottom to top
+    upward, unplaced = upward_imports(import_graph(), rank)
+    assert not unplaced, f"modules in no layer of docs/architecture.md's table: {sorted(unplaced)}"
+    unexpected = [edge for edge in upward if edge not in UPWARD_ALLOWED]
+    assert not unexpected, "imports of a layer above: " + "; ".join(" -> ".join(edge) for edge in unexpected)
+    assert set(upward) == UPWARD_ALLOWED  # an exception no longer needed goes from the list

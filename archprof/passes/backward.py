@@ -25,17 +25,6 @@ from archprof.structure import map_op_args
 # first output is the input's gradient, though it computes the weights' too.
 _LSTM_LAYER_BACKWARD = "aten.mkldnn_rnn_layer_backward"
 
-# The columns this pass fills, in report order (None per row in a report with no backward pass).
-BACKWARD_COLUMNS = (
-    "backward_input_macs",
-    "backward_weight_macs",
-    "recomputed_macs",
-    "backward_flops",
-    "backward_elementwise_flops",
-    "training_flops",
-)
-
-
 @dataclass(frozen=True, slots=True)
 class BackwardShare:
     """What one backward-pass op adds to its row's columns."""
@@ -69,7 +58,7 @@ def backward_share(op: OpNode, forward: OpNode, weights: set[int]) -> BackwardSh
 
 
 def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list[int]) -> dict[str, list]:
-    """The BACKWARD_COLUMNS per row, and `backward_not_counted` (operator -> calls without a
+    """The columns of `archprof.report.columns.TRAINING_COLUMNS` per row, and `backward_not_counted` (operator -> calls without a
     formula) per row; `forward_flops` is the rows' `flops` column."""
     row_of = {op.index: row for row, group in enumerate(groups) for op in group.ops}
     weights = weight_storages(graph)

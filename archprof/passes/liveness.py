@@ -145,6 +145,7 @@ def liveness_over(
     inputs: list[TensorMeta],
     kept: set[int],
     state: set[int],
+    *,
     same: dict[int, int] | None = None,
     release: list[int] | None = None,
     released: dict[int, int] | None = None,

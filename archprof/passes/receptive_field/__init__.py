@@ -14,7 +14,7 @@ attention mixes a window's positions, each unit reads its whole window.
 The columns hold output unit 0's field along each dimension [docs/formulas.md, "Receptive field"],
 padding positions included (positions past a border continue the operator's formula: VGG-16's
 pool5 sees 212 pixels from -90), and the effective stride: input pixels between neighbouring
-units on average, a fraction after upsampling (1/2). `field_spreads` gives the centre unit's
+units on average, a fraction after upsampling (1/2). `spreads` gives the centre unit's
 field and the range over units (a transposed convolution's units read different numbers of
 inputs); `unit_box` the exact input box of any unit (real pixels only).
 
