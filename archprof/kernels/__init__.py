@@ -302,9 +302,14 @@ class DeviceKernels:
             self.chosen[f"{LSTM}: {CELL_LOOP}"] += 1
             if not has_steps(input, batch_first):  # the composite refuses it, as on a CPU
                 return torch.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
-            return cpu_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
-        self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
-        return onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+            lstm = cpu_lstm
+        else:
+            self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
+            lstm = onednn_lstm
+        # One operator on a CPU (aten::lstm): the time-major copy, the projected input, each
+        # step's gates, let go of inside (all of them in inference), are its workspace.
+        with noted_as_one_cpu_operator():
+            return lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
 
 
 def _check_batch_norm_features(input, weight, bias, running_mean, running_var, training: bool) -> None:

@@ -23,6 +23,7 @@ import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
 from archprof.kernels.linear import cpu_linear
+from archprof.kernels.one_cpu_operator import noted_as_one_cpu_operator
 
 LSTM = "lstm"
 ONEDNN_LSTM = "oneDNN LSTM (aten.mkldnn_rnn_layer)"
@@ -116,7 +117,8 @@ def _routed_one_hidden_rnn(name: str, cell, *args, **kwargs):
         or not has_steps(args[0], batch_first=args[8])
     ):
         return getattr(torch._C._VariableFunctions, name)(*args, **kwargs)
-    return _cpu_one_hidden_rnn(cell, *args)
+    with noted_as_one_cpu_operator():  # one operator on a CPU (aten::gru, ...), as `DeviceKernels._lstm` says
+        return _cpu_one_hidden_rnn(cell, *args)
 
 
 def _is_one_hidden_rnn_on_input(args) -> bool:
