@@ -17,6 +17,7 @@ import torch
 from torch.utils._device import DeviceContext, _device_constructors
 
 from archprof.collector import collector_paused
+from archprof.torch_patches import PATCHING_TORCH
 
 _INITIALISERS = (
     "uniform_",
@@ -184,7 +185,7 @@ def _returning_meta_tensors(initialiser: Callable) -> Callable:
 @contextlib.contextmanager
 def on_meta() -> Iterator[None]:
     """Build on the meta device, weight initialisers skipped (their values are never read)."""
-    with collector_paused(), _initialisers_return_meta_tensors(), _MetaDeviceSkippingFills():
+    with PATCHING_TORCH, collector_paused(), _initialisers_return_meta_tensors(), _MetaDeviceSkippingFills():
         yield
 
 
@@ -205,6 +206,11 @@ def weights_on_meta() -> Iterator[None]:
     """Build with the constructor's own computations on the CPU, each parameter and buffer
     moved to meta as a module registers it (its CPU tensor is never filled: initialisers
     find the meta one and are skipped)."""
+    with PATCHING_TORCH:
+        yield from _registering_on_meta()
+
+
+def _registering_on_meta() -> Iterator[None]:
     register_parameter = torch.nn.Module.register_parameter
     register_buffer = torch.nn.Module.register_buffer
 

@@ -25,6 +25,7 @@ from archprof.structure import map_op_args
 # first output is the input's gradient, though it computes the weights' too.
 _LSTM_LAYER_BACKWARD = "aten.mkldnn_rnn_layer_backward"
 
+
 @dataclass(frozen=True, slots=True)
 class BackwardShare:
     """What one backward-pass op adds to its row's columns."""
@@ -58,8 +59,9 @@ def backward_share(op: OpNode, forward: OpNode, weights: set[int]) -> BackwardSh
 
 
 def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list[int]) -> dict[str, list]:
-    """The columns of `archprof.report.columns.TRAINING_COLUMNS` per row, and `backward_not_counted` (operator -> calls without a
-    formula) per row; `forward_flops` is the rows' `flops` column."""
+    """The columns of `archprof.report.columns.TRAINING_COLUMNS` per row, and
+    `backward_not_counted` (operator -> calls without a formula) per row; `forward_flops` is
+    the rows' `flops` column."""
     row_of = {op.index: row for row, group in enumerate(groups) for op in group.ops}
     weights = weight_storages(graph)
     rows = len(groups)

@@ -31,6 +31,7 @@ from archprof.kernels import DeviceKernels
 from archprof.load.inputs import check_fits
 from archprof.meta import is_uninitialised
 from archprof.structure import tensors_in
+from archprof.torch_patches import PATCHING_TORCH
 from archprof.tracing.model_state import Attributes, put_back, set_flag, set_mode, swap_in, tables
 from archprof.tracing.model_tensors import (
     buffer_minima,
@@ -128,6 +129,12 @@ def trace(
     itself for a real trace), whose new parameters are then counted and whose new module
     gets its rows, as after a real first call.
     """
+    with PATCHING_TORCH:
+        return _traced(model, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
+
+
+def _traced(model, input_shapes, *, dtype, training, real, owned) -> Graph:
+    """`trace`, one thread at a time (`archprof.torch_patches`)."""
     graph, grew = _traced_once(model, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
     if grew:  # once: a forward that registers something on every call is taken as it is then
         # A real trace runs on archprof's own copy, which its first call has grown already;
