@@ -28,7 +28,7 @@ from archprof.parallel import Progress, checked_jobs, checked_progress, ordered_
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.random_state import random_state_kept
-from archprof.report import Report
+from archprof.report import Report, fits_int64
 from archprof.report.formats import csv_text
 from archprof.text import dims_text, field_text, markdown_code, markdown_literal
 from archprof.units import checked_count, human_bytes, human_count, ratio_text, shapes_text
@@ -366,11 +366,11 @@ def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | Non
 
 
 def _exact_integers(values: list[int]) -> pd.Series:
-    """int64 when every value fits, else the Python ints themselves (dtype object): never wrapped."""
+    """int64 when every value and their sum fit (`fits_int64`), else the Python ints themselves
+    (dtype object): never wrapped, summed either."""
     import pandas as pd
 
-    fits = all(-(2**63) <= value < 2**63 for value in values)
-    return pd.Series(values, dtype="int64" if fits else "object")
+    return pd.Series(values, dtype="int64" if fits_int64(values) else "object")
 
 
 def _optional(read: Callable[[Report], Any], report: Report) -> Any:

@@ -30,14 +30,21 @@ def warn(message: str, category: type[Warning] = ArchprofWarning) -> None:
     warnings.warn(message, category, stacklevel=depth + 1)
 
 
-def shown(value: object) -> str:
-    """`repr(value)`, for an error that quotes what the caller gave: where the object's own
-    `__repr__` raises, what Python's traceback prints for it, '<unprintable Bad object>',
-    not that exception in place of archprof's message."""
+# The most of a value's repr an error quotes: a DataFrame's runs to many lines, a list of a
+# million numbers to megabytes.
+SHOWN_CHARACTERS = 80
+
+
+def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """`repr(value)`, for an error that quotes what the caller gave: on one line (its runs of
+    whitespace one space), cut to `limit` characters ("..." last where cut); where the
+    object's own `__repr__` raises, what Python's traceback prints for it, '<unprintable Bad
+    object>', not that exception in place of archprof's message."""
     try:
-        return repr(value)
+        text = " ".join(repr(value).split())
     except Exception:
         return f"<unprintable {type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_flag(name: str, value: object) -> None:

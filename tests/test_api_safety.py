@@ -747,3 +747,90 @@ def test_input_size_given_the_clis_typed_text_points_to_inputs():
     with pytest.raises(archprof.ArchprofError, match=r"give a dtype or a name with inputs= \(inputs=\['12:int64'\]\)"):
         archprof.analyze(nn.Embedding(100, 4), input_size="12:int64")
     assert archprof.analyze(nn.Embedding(100, 4), inputs=["12:int64"]).input_shapes == ((1, 12),)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: archprof.analyze("lenet5", batch=list(range(10**5))),
+        lambda: archprof.analyze("lenet5", dtype=list(range(10**5))),
+        lambda: archprof.analyze("lenet5", input_size=set(range(10**4))),
+        lambda: archprof.analyze("lenet5", training=archprof.analyze("lenet5")),  # a Report's repr has 3 lines
+        lambda: archprof.analyze("lenet5", training=__import__("pandas").DataFrame({"a": range(5)})),
+    ],
+    ids=["a long list as batch", "as dtype", "a large set as input_size", "a report as training", "a DataFrame"],
+)
+def test_an_error_quoting_what_was_given_is_one_short_line(call):
+    """`errors.shown` gave the whole repr: 7.9 MB for a list of a million numbers, six lines
+    for a DataFrame."""
+    with pytest.raises(ArchprofError) as raised:
+        call()
+    message = str(raised.value)
+    assert len(message.splitlines()) == 1 and len(message) < 300, message
+
+
+def test_a_training_step_is_the_same_under_the_callers_anomaly_mode():
+    """Anomaly mode checks every backward node's output for NaNs: lenet5's backward gained 24
+    `_is_any_true` calls (elementwise FLOPs 7x) and its peak moved."""
+    plain = archprof.analyze("lenet5", training=True)
+    with torch.autograd.set_detect_anomaly(True):
+        under_anomaly_mode = archprof.analyze("lenet5", training=True)
+        assert torch.is_anomaly_enabled()  # the caller's mode, put back
+    assert under_anomaly_mode.rows() == plain.rows()
+    assert under_anomaly_mode.totals == plain.totals
+
+
+def test_a_compare_column_whose_sum_passes_int64_holds_python_ints():
+    """Each of two 2**62-MAC models fits in int64, their sum does not: `macs.sum()` read -2**63."""
+    with torch.device("meta"):
+        big = nn.Linear(2**20, 2**20, bias=False)
+    frame = compare({"a": big, "b": big}, input_size=(2**20,), batch=2**22)
+    assert frame["macs"].tolist() == [2**62, 2**62]
+    assert frame["macs"].dtype == object and frame["macs"].sum() == 2**63
+
+
+@pytest.mark.parametrize(
+    "report_given, limits",
+    [("lenet5", "max-params"), (None, "one limit"), (None, "a string"), (None, None)],
+)
+def test_evaluate_refuses_what_is_not_a_report_and_a_list_of_limits(report_given, limits):
+    report = archprof.analyze("lenet5") if report_given is None else report_given
+    limit = parse_limit("max-params", "30M")
+    given = {"max-params": [limit], "one limit": limit, "a string": ["max-params 30M"], None: None}[limits]
+    with pytest.raises(ArchprofError, match=r"^evaluate takes "):
+        evaluate(report, given)
+
+
+def test_numpy_whole_numbers_make_a_shape_in_inputs_as_in_input_size():
+    shape = (np.int64(3), 8, np.int32(8))
+    expected = archprof.analyze(nn.Conv2d(3, 4, 3), input_size=shape).input_shapes
+    assert expected == ((1, 3, 8, 8),)
+    for inputs in (shape, [shape], {"input": shape}, [(shape, torch.float32)]):
+        assert archprof.analyze(nn.Conv2d(3, 4, 3), inputs=inputs).input_shapes == expected
+
+
+@pytest.mark.parametrize("indices", [[], [99], [-1], "0", 3])
+def test_merged_row_refuses_indices_that_are_not_rows(indices):
+    report = archprof.analyze("lenet5")
+    with pytest.raises(ArchprofError, match="row"):
+        report.merged_row("features", indices)
+
+
+def test_a_rollup_deeper_than_every_module_leaves_the_rows_as_they_are():
+    """The model's own operations before and after a child's call are two rows of one call:
+    rolled up to depth 10 they were merged into one, placed before the child's second call."""
+
+    class OwnOpsAroundAChild(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            x = self.conv(x) + 1
+            return self.conv(x) * 2
+
+    report = archprof.analyze(OwnOpsAroundAChild(), input_size=(3, 8, 8))
+    assert report.columns["layer"] == ["conv", "", "conv", ""]
+    assert report.rollup(10).rows() == report.rows()
+    whole = report.rollup(0)
+    assert len(whole) == 1 and whole.row(0)["elementwise_flops"] == report.totals.elementwise_flops

@@ -159,8 +159,16 @@ class Verdict:
 
 
 def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) -> list[Verdict]:
-    """One verdict per limit. A metric this archprof cannot compute raises ArchprofError."""
-
+    """One verdict per limit (`parse_limit`'s). A metric this archprof cannot compute raises
+    ArchprofError, as do a report that is not a Report and limits that are not a list of Limits."""
+    if not isinstance(report, Report):
+        kind = type(report).__name__
+        raise ArchprofError(f"evaluate takes the Report analyze returned, got {shown(report)} ({kind})")
+    if isinstance(limits, Limit) or not isinstance(limits, Sequence) or not all(isinstance(x, Limit) for x in limits):
+        raise ArchprofError(
+            f"evaluate takes a list of limits, each made by parse_limit (e.g. [parse_limit('max-params', '30M')]),"
+            f" got {shown(limits)}"
+        )
     shape = shapes_text(report.input_shapes)
     verdicts = []
     for limit in limits:

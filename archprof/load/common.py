@@ -97,7 +97,7 @@ def shorten(text: str, limit: int = 60) -> str:
 def described(value: Any, limit: int = 60) -> str:
     """A value the user passed, for an error: its repr on one line (a tensor's runs to one
     line per row), cut to `limit` characters, and its type."""
-    return f"{_cut(' '.join(shown(value).split()), limit)} (of type {type(value).__name__})"
+    return f"{shown(value, limit)} (of type {type(value).__name__})"
 
 
 def _cut(text: str, limit: int) -> str:

@@ -193,9 +193,8 @@ def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
 
 
 def _is_shape(value: Any) -> bool:
-    return isinstance(value, (tuple, list, torch.Size)) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    )
+    """A tuple, list or torch.Size of whole numbers (NumPy's too, as `input_size` takes them)."""
+    return isinstance(value, (tuple, list, torch.Size)) and all(whole_number(v) is not None for v in value)
 
 
 def _is_typed_shape(value: Any) -> bool:

@@ -8,7 +8,6 @@ The columns are defined in `columns`, the totals in `totals`, the files' text in
 
 from __future__ import annotations
 
-import operator
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from archprof.report.formats import csv_text, json_fraction, write
 from archprof.report.totals import Totals
 from archprof.text import layer_label as layer_label  # where diff, render and measure import it from
 from archprof.text import visible_text
-from archprof.units import checked_count, shape_text
+from archprof.units import checked_count, shape_text, whole_number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -268,14 +267,16 @@ class Report:
 
     def row(self, index: int) -> dict[str, Any]:
         """Row `index` (0 to len - 1, in the order the rows ran) as `rows` gives it."""
-        try:
-            position = -1 if isinstance(index, bool) else operator.index(index)  # a NumPy integer too
-        except TypeError:
-            position = -1
-        if not 0 <= position < len(self):
+        position = self._row_number(index)
+        return _owned({name: values[position] for name, values in self.columns.items()})
+
+    def _row_number(self, index: object) -> int:
+        """`index` as a row's number, 0 to len - 1 (a NumPy integer too), refused in one line otherwise."""
+        position = whole_number(index)
+        if position is None or not 0 <= position < len(self):
             last = len(self) - 1
             raise ArchprofError(f"row {shown(index)} does not exist: {self.model}'s report has rows 0 to {last}")
-        return _owned({name: values[position] for name, values in self.columns.items()})
+        return position
 
     def merged_row(self, path: str, indices: Sequence[int]) -> dict[str, Any]:
         """Rows `indices` (in the order they ran) as one row of module `path`, as `rollup`
@@ -285,6 +286,9 @@ class Report:
         rows have theirs), and the output and field of the last (the module's output). A
         profiled report's measured columns too: time, share, bytes moved and roofline time
         summed, the rates worked out from those sums."""
+        if isinstance(indices, str) or not isinstance(indices, Sequence) or not indices:
+            raise ArchprofError(f"merged_row takes a list of row numbers, at least one, got {shown(indices)}")
+        indices = [self._row_number(index) for index in indices]
         ran = self._ran(indices)
         merged: dict[str, Any] = {
             "layer": path,
@@ -333,7 +337,15 @@ class Report:
             joined = 0 if ancestor in ran else -1
             call = calls[index] if path == ancestor and calls[index] >= 0 else joined
             groups.setdefault((ancestor, call), []).append(index)
-        return [(path, indices) for (path, _), indices in groups.items()]
+        rows: list[tuple[str, list[int]]] = []
+        for (path, _), indices in groups.items():
+            if len(indices) > 1 and all(self.columns["layer"][i] == path for i in indices):
+                # A module's own rows and nothing under it (its own operations before and after
+                # a child's call, the child at or above `depth`): each stays as it is, in place.
+                rows += [(path, [index]) for index in indices]
+            else:
+                rows.append((path, indices))
+        return sorted(rows, key=lambda row: row[1][0])
 
     def rollup(self, depth: int) -> Report:
         """Merge every row below module depth `depth` into its ancestor at that depth. A row

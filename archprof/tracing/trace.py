@@ -221,6 +221,9 @@ def _traced_once(
             registered_on = stack.enter_context(_registrations_noted())
             if training:
                 stack.enter_context(torch.enable_grad())
+                # The caller's anomaly mode adds a NaN check after each backward node (a
+                # real step's too, but a debugging aid, not the step's cost).
+                stack.enter_context(torch.autograd.set_detect_anomaly(False))
                 stack.enter_context(recorder.saved_tensors_hooks())
                 stack.enter_context(recorder.random_states_noted())
             else:
