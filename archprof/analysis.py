@@ -112,7 +112,8 @@ def analyze(
     `batch` is an int of at least 1 (a string such as "2" is refused: the CLI parses its
     own). `dtype` (torch.float32, float16, bfloat16 or float64, or its name: "float16",
     "torch.float16") casts floating parameters and the inputs without a dtype of their own;
-    None keeps the model's own (float32 for built-ins). `weights`: a checkpoint (state dict,
+    None keeps the model's own (a built-in's is torch's default dtype, float32 unless
+    `torch.set_default_dtype` changed it, as for any model built then). `weights`: a checkpoint (state dict,
     loaded with weights_only=True) for a built-in or a factory, checked against the model's
     parameter names and shapes; the figures do not depend on it. `trust_pickle=True` lets
     a file that needs code to unpickle (a whole pickled module) load.
