@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from archprof.zoo import MODELS
 from tests.memory_oracle import profiled_peaks
 from tests.models import (
     Calls,
+    CheckpointedBlocks,
     DistancesByCdist,
     FunctionalOps,
     MixedByEinsum,
@@ -265,6 +267,14 @@ SAVING_MODELS = {
     ),
     "half-with-float32-bn": (_half_with_float_bn, (3, 6, 6), torch.float16),
     "resnet18": (MODELS["resnet18"].build, (3, 32, 32), torch.float32),
+    # What a recomputed block saves inside the backward pass is not the forward's: reentrant,
+    # two blocks' ReLU maps (32,768 B) were counted again.
+    "two checkpointed blocks": (partial(CheckpointedBlocks, blocks=2), (3, 16, 16), torch.float32),
+    "two blocks checkpointed reentrantly": (
+        partial(CheckpointedBlocks, blocks=2, reentrant=True),
+        (3, 16, 16),
+        torch.float32,
+    ),
 }
 
 

@@ -439,7 +439,8 @@ class TrainingRecorder(Recorder):
         if meta is None:  # not seen by the recorder: a view made above the dispatch mode?
             base = self._metas.get(id(tensor._base)) if tensor._base is not None else None
             meta = self.register(tensor, "constant", storage=base.storage if base is not None else None)
-        self.saved.append(meta)
+        if self._phase == "forward":  # not what a recomputed block saves, briefly, inside the backward pass
+            self.saved.append(meta)
         # Autograd checks a saved tensor's version when it is unpacked only where no hooks pack
         # it (SavedVariable::unpack): the version goes with it, for `unpack_saved` to check, and
         # the op that saved it (the last recorded), for the error to find what wrote over it.
