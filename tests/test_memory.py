@@ -229,6 +229,10 @@ def real_saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return sum(saved.values())
 
 
+def _layer_norms() -> nn.Module:
+    return nn.Sequential(nn.Linear(32, 64), nn.LayerNorm(64), nn.GELU(), nn.Linear(64, 64), nn.LayerNorm(64))
+
+
 def _half_with_float_bn():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2))
     model.half()
@@ -267,6 +271,17 @@ SAVING_MODELS = {
     ),
     "half-with-float32-bn": (_half_with_float_bn, (3, 6, 6), torch.float16),
     "resnet18": (MODELS["resnet18"].build, (3, 32, 32), torch.float32),
+    # A CPU keeps a layer norm's mean and rstd in a half input's dtype (the meta kernel, float32:
+    # 1,600 B over); with a float32 weight, in float32.
+    **{
+        f"layer norms in {dtype}": (lambda dtype=dtype: _layer_norms().to(dtype), (50, 32), dtype)
+        for dtype in (torch.float16, torch.bfloat16)
+    },
+    "a float16 layer norm with a float32 weight": (
+        lambda: nn.Sequential(Calls(lambda x: x.half()), nn.LayerNorm(32)),
+        (50, 32),
+        torch.float32,
+    ),
     # What a recomputed block saves inside the backward pass is not the forward's: reentrant,
     # two blocks' ReLU maps (32,768 B) were counted again.
     "two checkpointed blocks": (partial(CheckpointedBlocks, blocks=2), (3, 16, 16), torch.float32),

@@ -15,20 +15,9 @@ import torch
 from archprof.operators.costs import Shape, batch_norm_training, expand
 from archprof.units import shape_text
 
-# An output dtype meaning "the precision the kernel accumulates in": float32 for a half or
-# bfloat16 input, else the input's own (layer norm's mean and reciprocal deviation).
-COMPUTATION = "computation"
-
 
 class Refused(RuntimeError):
     """The real kernel refuses this call, even where the meta kernel would answer it."""
-
-
-def output_dtype(dtype, input_dtype: torch.dtype) -> torch.dtype:
-    """A formula's output dtype (a dtype or COMPUTATION) for an op whose input is `input_dtype`."""
-    if dtype != COMPUTATION:
-        return dtype
-    return torch.float32 if input_dtype in (torch.float16, torch.bfloat16) else input_dtype
 
 
 def same_shape(x: Shape, *args, **kwargs) -> list[Shape]:
@@ -73,14 +62,16 @@ def batch_norm_shape(x: Shape, weight, bias, running_mean, running_var, *rest, *
 
 def layer_norm_shape(x: Shape, normalized_shape, weight=None, bias=None, eps=None) -> list:
     # -> (out, mean, rstd): out contiguous whatever the input's layout; the statistics one
-    # value per normalised slice, kept as size-1 dimensions, in the computation dtype
+    # value per normalised slice, kept as size-1 dimensions, in the input's dtype, as a CPU
+    # makes them where the weight and bias share it (the formula's one case: the meta kernel,
+    # as CUDA, makes them float32 for a half input; with a float32 weight so does a CPU)
     normalized = tuple(normalized_shape)
     if not normalized or len(normalized) > len(x) or tuple(x[len(x) - len(normalized) :]) != normalized:
         raise RuntimeError(f"normalized_shape {list(normalized)} does not match the input's last dimensions")
     if any(p is not None and tuple(p) != normalized for p in (weight, bias)):
         raise RuntimeError(f"weight and bias must be of shape {list(normalized)}")
     stats = (*x[: len(x) - len(normalized)], *(1 for _ in normalized))
-    return [x, (stats, COMPUTATION), (stats, COMPUTATION)]
+    return [x, stats, stats]
 
 
 def softmax_shape(x: Shape, dim: int, half_to_float: bool | None = None, dtype=None) -> list[Shape]:

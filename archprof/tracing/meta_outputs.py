@@ -15,7 +15,7 @@ from torch._prims_common import make_contiguous_strides_for
 
 from archprof.operators import Layout
 from archprof.operators.cpu_convolution import cpu_convolution_format
-from archprof.operators.shapes import Refused, elementwise_strides, output_dtype, suggests_channels_last
+from archprof.operators.shapes import Refused, elementwise_strides, suggests_channels_last
 from archprof.tracing.op_info import OpInfo
 
 
@@ -215,13 +215,13 @@ def column_major(out: tuple, places: tuple[int, ...]) -> tuple:
 
 
 def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
-    """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`, the dtype maybe COMPUTATION).
+    """An empty contiguous meta tensor of `shape` (or `(shape, dtype)`: an output of a dtype of its own).
 
     Made by empty_strided with the contiguous strides: the same tensor as torch.empty makes
     (sizes, strides, storage size, contiguity flags), in two thirds of its time (1.5 against
     2.8 us: one made per output of nearly every operator)."""
     if len(shape) == 2 and not isinstance(shape[1], int):
-        shape, dtype = shape[0], output_dtype(shape[1], dtype)
+        shape, dtype = shape
     shape = tuple(shape)
     return torch.empty_strided(shape, _contiguous_strides(shape), dtype=dtype, device=_META)
 
