@@ -187,7 +187,8 @@ def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, 
             f"every unit reads the units it mixed along input dimension {axis + 1}, which do not reach all of it",
         )
     if len(places) == 1 and places[0][1]:
-        return box, places[0][0].jump, places[0][0].note
+        jump = places[0][0].jump  # signed: negative along a flipped dimension, whose units run backwards
+        return box, None if jump is None else abs(jump), places[0][0].note
     return box, None, f"input dimension {axis + 1} is kept at one position or read twice"
 
 

@@ -449,7 +449,9 @@ def _scatter(walk: Walk, op: OpNode) -> State:
     """scatter(self, dim, index, src or value): a unit of the output reads its unit of self
     and, where index (and src) match the output's shape but along `dim`, the whole line of
     index and src along `dim` at its position (F.one_hot's 1 per index, scattered into
-    zeros); a smaller index leaves the positions written in its values."""
+    zeros); a smaller index, or a `dim` along which index or src runs over the input, leaves
+    the positions written in its values (a line mirrored by scatter reads one unit of it,
+    not the whole line)."""
     x, dim, index = op.args[0], op.args[1], op.args[2]
     ndim = len(x.shape)
     axis = dim % ndim
@@ -461,7 +463,10 @@ def _scatter(walk: Walk, op: OpNode) -> State:
         shape = (*operand.shape[:axis], 1, *operand.shape[axis + 1 :])
         if shape != line:
             return walk.undefined(op, "its index is smaller than its output: the positions written are in its values")
-        items.append((walk.reduce(op, walk.state(operand), ndim, {axis}), shape))
+        state = walk.state(operand)
+        if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
+            return walk.undefined(op, "it writes along a spatial dimension: the positions written are in its index's values")
+        items.append((walk.reduce(op, state, ndim, {axis}), shape))
     return walk.merge(op, items, op.outputs[0].shape)
 
 
