@@ -465,7 +465,8 @@ def _scatter(walk: Walk, op: OpNode) -> State:
             return walk.undefined(op, "its index is smaller than its output: the positions written are in its values")
         state = walk.state(operand)
         if isinstance(state, Field) and not along_no_axis(state.dims[axis]):
-            return walk.undefined(op, "it writes along a spatial dimension: the positions written are in its index's values")
+            reason = "it writes along a spatial dimension: the positions written are in its index's values"
+            return walk.undefined(op, reason)
         items.append((walk.reduce(op, state, ndim, {axis}), shape))
     return walk.merge(op, items, op.outputs[0].shape)
 
