@@ -11,7 +11,7 @@ from archprof.explain.receptive_fields import Fields, window_field
 from archprof.explain.sources import Sources, layer_parameters
 from archprof.graph import OpNode, TensorMeta
 from archprof.operators.costs import expand
-from archprof.operators.shapes import conv_output_size, pool_output_size, transposed_conv_output_size
+from archprof.operators.shapes import conv_output_size, pool_output_size, pool_window, transposed_conv_output_size
 from archprof.passes.flops import op_cost
 from archprof.units import shape_text
 
@@ -87,13 +87,15 @@ def convolution(op: OpNode, fields: Fields, sources: Sources) -> Section:
 def pool(op: OpNode, fields: Fields) -> Section:
     x = op.args[0]
     maximum = op.op.startswith("aten.max")
-    dims = 3 if "3d" in op.op else 2
-    kernel = expand(op.argument(1, "kernel_size"), dims)
-    stride = op.argument(2, "stride", ())
-    stride = expand(stride, dims) if stride else kernel
-    padding = expand(op.argument(3, "padding", 0), dims)
-    dilation = expand(op.argument(4, "dilation", 1), dims) if maximum else (1,) * dims
-    ceil_mode = bool(op.argument(5 if maximum else 4, "ceil_mode", False))
+    window = pool_window(op)
+    kernel, stride, padding, dilation, ceil_mode = (
+        window.kernel,
+        window.stride,
+        window.padding,
+        window.dilation,
+        window.ceil_mode,
+    )
+    dims = len(kernel)
     names = spatial_names(dims)
     steps = []
     sizes = []
@@ -169,8 +171,6 @@ def kernel_and_stride(op: OpNode) -> tuple[str, str] | None:
         text = shape_text(kernel) + (f" (dilation {shape_text(dilation)})" if any(d != 1 for d in dilation) else "")
         return text, shape_text(stride)
     if op.op.startswith(("aten.max_pool", "aten.avg_pool")):
-        dims = 3 if "3d" in op.op else 2
-        kernel = expand(op.argument(1, "kernel_size"), dims)
-        stride = op.argument(2, "stride", ())
-        return shape_text(kernel), shape_text(expand(stride, dims) if stride else kernel)
+        window = pool_window(op)
+        return shape_text(window.kernel), shape_text(window.stride)
     return None

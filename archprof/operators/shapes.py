@@ -10,8 +10,11 @@ kernel would answer).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from archprof.graph import OpNode
 from archprof.operators.costs import Shape, batch_norm_training, expand
 from archprof.units import shape_text
 
@@ -227,15 +230,45 @@ def _cpu_refuses_transposed(x: Shape, w: Shape, stride, padding, dilation, outpu
     return False
 
 
-def _pool_shape(x: Shape, dims: int, kernel_size, stride, padding, dilation, ceil_mode) -> Shape:
-    # x:[(n,) c, *in] -> [(n,) c, *out]
+@dataclass(frozen=True, slots=True)
+class PoolWindow:
+    """A max or average pooling's window, one entry per spatial dimension."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    ceil_mode: bool
+
+
+def pool_window(op: OpNode) -> PoolWindow:
+    """The window of a recorded max or average pooling (aten.max_pool2d_with_indices,
+    avg_pool3d, ...), read as the kernel reads its arguments: the stride the kernel's where
+    none is given, an average pooling's dilation 1 (it takes none)."""
+    maximum = op.op.startswith("aten.max")
+    return _pool_window(
+        3 if "3d" in op.op else 2,
+        op.argument(1, "kernel_size"),
+        op.argument(2, "stride", ()),
+        op.argument(3, "padding", 0),
+        op.argument(4, "dilation", 1) if maximum else 1,
+        bool(op.argument(5 if maximum else 4, "ceil_mode", False)),
+    )
+
+
+def _pool_window(dims: int, kernel_size, stride, padding, dilation, ceil_mode) -> PoolWindow:
     kernel = expand(kernel_size, dims)
     stride = expand(stride, dims) if stride else kernel
-    padding, dilation = expand(padding, dims), expand(dilation, dims)
-    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
+    return PoolWindow(kernel, stride, expand(padding, dims), expand(dilation, dims), bool(ceil_mode))
+
+
+def _pool_shape(x: Shape, dims: int, kernel_size, stride, padding, dilation, ceil_mode) -> Shape:
+    # x:[(n,) c, *in] -> [(n,) c, *out]
+    window = _pool_window(dims, kernel_size, stride, padding, dilation, ceil_mode)
+    if any(2 * p > k for p, k in zip(window.padding, window.kernel, strict=True)):
         raise RuntimeError("pad should be at most half of the kernel size")
-    windows = zip(x[-dims:], kernel, stride, padding, dilation, strict=True)
-    return _checked((*x[:-dims], *(pool_output_size(*window, ceil_mode) for window in windows)))[0]
+    sizes = zip(x[-dims:], window.kernel, window.stride, window.padding, window.dilation, strict=True)
+    return _checked((*x[:-dims], *(pool_output_size(*size, ceil_mode) for size in sizes)))[0]
 
 
 def max_pool_shape(dims: int):

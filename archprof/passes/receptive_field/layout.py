@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from archprof.graph import OpNode, TensorMeta
+from archprof.operators.costs import expand
 from archprof.passes.receptive_field.dims import (
     FLAT,
     UNEVEN,
@@ -27,7 +28,7 @@ from archprof.passes.receptive_field.dims import (
 )
 from archprof.passes.receptive_field.links import Interval, Link
 from archprof.passes.receptive_field.maps import AxisMap
-from archprof.passes.receptive_field.rules import dims_of, last_dims, operator_rule, per_dimension
+from archprof.passes.receptive_field.rules import dims_of, last_dims, operator_rule
 from archprof.passes.receptive_field.walk import JOINS_NOTHING_TO_WHOLE, KNOW_PARTS, Rule, Walk
 
 # -- slices, splits, picked positions; concatenation and stacking --------------------------
@@ -386,7 +387,7 @@ def _roll(walk: Walk, op: OpNode) -> State:
     window holding them and the map's first units would otherwise span every pixel between,
     none of which it reads."""
     x = op.args[0]
-    shifts, dims = per_dimension(op.args[1], 1), per_dimension(op.argument(2, "dims", ()), 1)
+    shifts, dims = expand(op.args[1], 1), expand(op.argument(2, "dims", ()), 1)
     state = walk.state(x)
     if not dims:
         flat = isinstance(state, Field) and not all(along_no_axis(e) for e in state.dims)

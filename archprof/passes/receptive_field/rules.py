@@ -60,13 +60,6 @@ def operator_rule(*names: str):
     return register
 
 
-def per_dimension(value, m: int) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * m
-    value = tuple(value)
-    return value * m if len(value) == 1 else value
-
-
 def dims_of(name: str) -> int:
     """1, 2 or 3: how many trailing dimensions a pooling / resampling op works on."""
     for m in (1, 2, 3):

@@ -12,8 +12,8 @@ from fractions import Fraction
 import torch
 
 from archprof.graph import OpNode
-from archprof.operators.costs import float32_rounded
-from archprof.operators.shapes import conv_output_size
+from archprof.operators.costs import expand, float32_rounded
+from archprof.operators.shapes import conv_output_size, pool_window
 from archprof.passes.receptive_field.dims import (
     UNEVEN,
     WHOLE,
@@ -37,7 +37,6 @@ from archprof.passes.receptive_field.rules import (
     dims_of,
     last_dims,
     operator_rule,
-    per_dimension,
 )
 from archprof.passes.receptive_field.walk import KNOW_PARTS, Walk
 
@@ -125,7 +124,7 @@ def _convolved(walk: Walk, op: OpNode, state: State) -> State:
             state = state.with_dims((state.dims[0], UNEVEN, *state.dims[2:]))
     m = len(weight.shape) - 2
     kernel = weight.shape[2:]
-    stride, padding, dilation = (per_dimension(v, m) for v in (stride, padding, dilation))
+    stride, padding, dilation = (expand(v, m) for v in (stride, padding, dilation))
     x, out = op.args[0].shape, op.outputs[0].shape
     axes = list(range(len(out) - m, len(out)))
     moved = [j for j in range(m) if _moves(kernel[j], stride[j], padding[j], x[axes[j]], out[axes[j]])]
@@ -153,14 +152,9 @@ def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> St
 @operator_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
 def _pool(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
-    name = op.op.removeprefix("aten.")
-    m = dims_of(name)
-    kernel = per_dimension(op.argument(1, "kernel_size"), m)
-    stride = op.argument(2, "stride", ())
-    stride = per_dimension(stride, m) if stride else kernel
-    padding = per_dimension(op.argument(3, "padding", 0), m)
-    dilation = per_dimension(op.argument(4, "dilation", 1), m) if name.startswith("max") else (1,) * m
-    windows = list(zip(kernel, stride, padding, dilation, strict=True))
+    window = pool_window(op)
+    m = len(window.kernel)
+    windows = list(zip(window.kernel, window.stride, window.padding, window.dilation, strict=True))
     # ceil_mode only adds units at the far end, whose windows the exact reading clips.
     return _windowed(walk, op, walk.state(x), list(last_dims(x, m)), windows, "pooling")
 
@@ -235,7 +229,7 @@ def _im2col(walk: Walk, op: OpNode) -> State:
     the channel and the offsets joined into one dimension, the windows into another, as a
     reshape joins dimensions (one of a single unit kept at unit 0)."""
     x = op.args[0]
-    kernel, dilation, padding, stride = (per_dimension(v, 2) for v in op.args[1:5])
+    kernel, dilation, padding, stride = (expand(v, 2) for v in op.args[1:5])
     state = plain(walk.state(x))
     if not isinstance(state, Field):
         return state
@@ -280,8 +274,8 @@ def _col2im(walk: Walk, op: OpNode) -> State:
     Followed where L holds the windows row by row (an unfold's, mixed within each window)
     and the offsets read alike (None) or differently (UNEVEN: each pixel then gets the union
     over its windows, an upper bound); anything else is undefined."""
-    cols, size = op.args[0], per_dimension(op.args[1], 2)
-    kernel, dilation, padding, stride = (per_dimension(v, 2) for v in op.args[2:6])
+    cols, size = op.args[0], expand(op.args[1], 2)
+    kernel, dilation, padding, stride = (expand(v, 2) for v in op.args[2:6])
     state = plain(walk.state(cols))
     if not isinstance(state, Field):
         return state
