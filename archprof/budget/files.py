@@ -281,7 +281,7 @@ def plan_check(
             except ArchprofError as exc:
                 raise ArchprofError(f"--{exc}") from None
         _check_optimizer_is_used(optimizer, [tuple(parsed)])
-        batch, optimizer = options.batch or 1, optimizer or "sgd"
+        batch, optimizer = options.batch or 1, "sgd" if optimizer is None else optimizer
         return [BudgetEntry(model, tuple(parsed), None, batch, dtype, optimizer, options=options) for model in models]
     path = config or find_budget_file(directory)
     if path is None:

@@ -246,8 +246,10 @@ def _writing_every_byte(stream):
 def _no_zero_width() -> None:
     """COLUMNS=0 read as COLUMNS unset. Rich takes it for a width of 0 columns: `zoo`,
     `check` and `diff` printed nothing and exited 0 (a budget check with no verdict), the
-    other tables failed with a traceback. A width Rich cannot read (COLUMNS=abc) it ignores."""
-    if os.environ.get("COLUMNS", "").isdigit() and int(os.environ["COLUMNS"]) == 0:
+    other tables failed with a traceback. So is a COLUMNS that is not a width (empty, "abc",
+    "-5", "80.5"): Rich ignores it and lays a piped table out for 80 columns, where unset it
+    has every column."""
+    if "COLUMNS" in os.environ and not (os.environ["COLUMNS"].isdigit() and int(os.environ["COLUMNS"]) > 0):
         del os.environ["COLUMNS"]
 
 

@@ -184,9 +184,9 @@ def profile(
         from archprof.render.roofline import roofline_image
 
         image = roofline_image(report, plot)
-    emit_report(report, chosen, output, table=report_table, choice=choice)
-    if image is not None:
+    if image is not None:  # before the report: a plot that cannot be written leaves the report's file as it was
         write_plot(image, plot)
+    emit_report(report, chosen, output, table=report_table, choice=choice)
     if chosen is not Format.table or output is not None:  # the table shows them; else say so here
         for line in report.measured.mismatches:
             say(f"MISMATCH {line}", fg="red", bold=True)
@@ -267,7 +267,7 @@ def memory(
         raise ArchprofError("--optimizer applies to training memory: add --train")
     if measure and options.fold_bn:  # it would set the unfolded model's peak beside the folded prediction
         raise ArchprofError("--measure runs the model as it is, BatchNorms unfolded, and trains it: drop --fold-bn")
-    optimizer = optimizer or "sgd"
+    optimizer = "sgd" if optimizer is None else optimizer  # "" refused below, as any unknown name
     optimizer_state_copies(optimizer)
     analysed_with = optimizer if train else "sgd"  # with --measure alone, its training step takes it
     with errors_named("--fit"):  # as check names its limit: "--max-peak-memory: the size '0' ..."
@@ -324,9 +324,9 @@ def memory(
         from archprof.render.memory_plot import memory_image
 
         image = memory_image(report, plot, fit=found)
-    _emit_view(report, chosen, output, table, choice, partial(memory_html, report, found, measured))
-    if image is not None:
+    if image is not None:  # before the report, as in profile
         write_plot(image, plot)
+    _emit_view(report, chosen, output, table, choice, partial(memory_html, report, found, measured))
     if chosen is not Format.table:
         for note in notes:
             say(note)
@@ -466,6 +466,6 @@ def rf(
     spread = spreads(states, spatial)
     table = partial(receptive_field_table, spreads=spread)
     image = fields_image(report, spread, plot) if plot is not None else None  # drawn before any file is written
-    _emit_view(report, chosen, output, table, choice, partial(rf_html, report, spread))
-    if image is not None:
+    if image is not None:  # before the report, as in profile
         write_plot(image, plot)
+    _emit_view(report, chosen, output, table, choice, partial(rf_html, report, spread))

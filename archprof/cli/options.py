@@ -108,11 +108,13 @@ TrustPickleOpt = Annotated[
 
 
 def _format(text: str | Format) -> Format:
-    """A format by its name, or `md` for markdown: the suffix `--output` reads as Markdown."""
+    """A format by its name, or `md` for markdown: the suffix `--output` reads as Markdown; in
+    any case, as `--output`'s suffix is read."""
     if isinstance(text, Format):
         return text
+    name = text.lower()
     try:
-        return Format("markdown" if text == "md" else text)
+        return Format("markdown" if name == "md" else name)
     except ValueError:
         names = ", ".join(f"'{format.value}'" for format in Format)
         raise typer.BadParameter(f"'{text}' is not one of {names} (or 'md')") from None
@@ -274,6 +276,7 @@ ModelDTypeOpt = Annotated[
     Optional[DType],
     typer.Option(
         "--dtype",
+        case_sensitive=False,  # as --input's 3x32x32:FLOAT16 and --optimizer Adam
         metavar="DTYPE",  # the choices in the help: a metavar of all four was cut mid-word ("bfloa", "t16")
         help="Data type of parameters and activations: float32, float16, bfloat16 or float64",
         show_default="the model's own",

@@ -111,7 +111,7 @@ def compare(
             models,
             profile=profile,
             training=train,
-            optimizer=optimizer or "sgd",
+            optimizer="sgd" if optimizer is None else optimizer,
             jobs=jobs,
             progress=progress,
             sort=sort,

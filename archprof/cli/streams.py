@@ -157,13 +157,23 @@ def say(text: str, **style) -> None:
         cut = len(printable) - 2 * half
         printable = f"{printable[:half]}... ({cut:,} characters left out) ...{printable[-half:]}"
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    line = printable.encode(encoding, "backslashreplace").decode(encoding)
     try:
-        typer.secho(printable.encode(encoding, "backslashreplace").decode(encoding), err=True, **style)
+        if style and _colours_wanted():
+            typer.secho(line, err=True, **style)
+        else:  # secho ends even an unstyled line with a reset code, on a terminal
+            typer.echo(line, err=True)
     except OSError:  # stderr on a full disk, or gone: no one to tell, and the exit status still says it
         discard_written_to(sys.stderr)
 
 
 _LONGEST_LINE = 1000
+
+
+def _colours_wanted() -> bool:
+    """Whether a styled line may carry colour codes: not under NO_COLOR (https://no-color.org:
+    set to anything but empty) or TERM=dumb, which Rich's tables heed too."""
+    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 @contextmanager

@@ -4,9 +4,12 @@ HTML report."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,10 +72,25 @@ def image_bytes(figure: Figure, target: Path) -> bytes:
     cannot be drawn leaves the report's file as it was."""
     buffer = io.BytesIO()
     try:
-        figure.savefig(buffer, format=_image_format(target), dpi=150)
+        with _backend_notes_quiet():
+            figure.savefig(buffer, format=_image_format(target), dpi=150)
     except (RuntimeError, ValueError, OSError) as exc:  # a backend's own failure (its TeX run)
         raise ArchprofError(f"cannot draw {target}: {short_reason(exc)}") from None
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _backend_notes_quiet() -> Iterator[None]:
+    """matplotlib's log held to errors while a figure is saved: a backend's notes on what its
+    format cannot hold (PostScript: "does not support transparency; ... rendered opaque", of
+    the charts' translucent bands) are not the user's to act on."""
+    logger = logging.getLogger("matplotlib")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def write_image(image: bytes, target: Path) -> None:

@@ -1,0 +1,118 @@
+"""The CLI alike across its commands: a plot that cannot be written leaves the report's file
+as it was, an empty optimizer name is refused everywhere, a COLUMNS that is not a width is
+unset, choices are read in any case, stderr carries no colour codes it was not asked for,
+and a plotting backend's notes stay off it."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import archprof.render.figures
+from archprof.cli.streams import say
+from archprof.errors import ArchprofError
+from tests.cli import cli, one_error_line
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.mark.parametrize("command", ["rf", "memory"])
+def test_a_plot_that_cannot_be_written_leaves_the_reports_file_as_it_was(command, tmp_path, monkeypatch):
+    """The plot was written after the report: its failure ended the command with exit 2 and
+    the report's file already replaced."""
+    report = tmp_path / "report.csv"
+    report.write_text("ORIGINAL\n")
+
+    def cannot_write(image, target):
+        raise ArchprofError(f"cannot write {target}: No such file or directory")
+
+    monkeypatch.setattr(archprof.render.figures, "write_image", cannot_write)
+    result = cli(command, "lenet5", "--plot", tmp_path / "plot.png", "-o", report)
+    assert result.exit_code == 2
+    assert "cannot write" in one_error_line(result)
+    assert report.read_text() == "ORIGINAL\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("memory", "lenet5", "--train", "--optimizer", ""),
+        ("compare", "lenet5", "edge_conv", "--train", "--optimizer", "", "-j", "1"),
+        ("check", "lenet5", "--optimizer", "", "--max-training-memory", "1G"),
+    ],
+    ids=["memory", "compare", "check"],
+)
+def test_an_empty_optimizer_name_is_refused_by_every_command(args):
+    """memory and compare took "" for the default, sgd; check refused it."""
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert "unknown optimizer ''" in one_error_line(result)
+
+
+def _piped_summary(columns: str | None) -> str:
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    if columns is not None:
+        env["COLUMNS"] = columns
+    env["PYTHONPATH"] = str(ROOT)
+    command = [sys.executable, "-m", "archprof", "summary", "lenet5"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=True).stdout
+
+
+def test_a_columns_that_is_not_a_width_is_taken_as_unset():
+    """COLUMNS="" or "abc" laid a piped table out for 80 columns, most of them left out."""
+    every_column = _piped_summary(None)
+    assert max(map(len, every_column.splitlines())) > 120
+    for columns in ("", "abc", "-5", "80.5"):
+        assert _piped_summary(columns) == every_column, columns
+
+
+def test_choices_are_read_in_any_case():
+    """-f CSV and --dtype FLOAT16 were refused, where -o x.CSV and --optimizer Adam were not."""
+    assert cli("summary", "lenet5", "-f", "CSV").stdout == cli("summary", "lenet5", "-f", "csv").stdout
+    assert cli("summary", "lenet5", "-f", "MD").exit_code == 0
+    half = cli("summary", "lenet5", "--dtype", "FLOAT16", "-f", "csv")
+    assert half.exit_code == 0 and half.stdout == cli("summary", "lenet5", "--dtype", "float16", "-f", "csv").stdout
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "style, environment, coloured",
+    [
+        ({}, {}, False),
+        ({"fg": "red"}, {}, True),
+        ({"fg": "red"}, {"NO_COLOR": "1"}, False),
+        ({"fg": "red"}, {"TERM": "dumb"}, False),
+    ],
+    ids=["plain", "styled", "NO_COLOR", "TERM=dumb"],
+)
+def test_a_line_on_a_terminals_stderr_carries_colour_codes_only_where_asked(style, environment, coloured, monkeypatch):
+    """Every plain line ended with a reset code (typer.secho's), NO_COLOR and TERM=dumb or not."""
+    for name in ("NO_COLOR", "TERM"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    say("error: unknown model 'nosuch'", **style)
+    assert ("\x1b[" in terminal.getvalue()) is coloured
+    assert "error: unknown model 'nosuch'" in terminal.getvalue()
+
+
+def test_a_plotting_backends_notes_stay_off_stderr(tmp_path):
+    """PostScript's "does not support transparency" note reached stderr before 'wrote'."""
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "fields.eps"
+    command = [sys.executable, "-m", "archprof", "rf", "lenet5", "--plot", str(plot), "-f", "csv"]
+    # A process of its own: in this one, pytest's handlers take matplotlib's log off stderr.
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300
+    )
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [f"wrote {plot}"]
