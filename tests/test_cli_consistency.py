@@ -116,3 +116,19 @@ def test_a_plotting_backends_notes_stay_off_stderr(tmp_path):
     )
     assert done.returncode == 0
     assert done.stderr.splitlines() == [f"wrote {plot}"]
+
+
+def test_rf_unit_takes_every_layer_the_rf_table_lists():
+    """A container with no operations of its own (lenet5's `features`, a Sequential) has a row
+    in the table, its output's field, and --unit refused it, pointing back at that table."""
+    from archprof.zoo import MODELS
+    from tests.field_oracle import positive, unit_gradient_box
+
+    table = cli("rf", "lenet5").stdout
+    assert any(line.split()[:2] == ["features", "Sequential"] for line in table.splitlines() if line.strip())
+    result = cli("rf", "lenet5", "--unit", "1,1", "--layer", "features")
+    assert result.exit_code == 0, result.output
+    rows, columns = unit_gradient_box(positive(MODELS["lenet5"].build().features), (1, 32, 32), (1, 1))
+    assert result.stdout.split("reads input pixels ")[1].startswith(
+        f"{rows[0]}..{rows[1]} x {columns[0]}..{columns[1]} "
+    )

@@ -152,22 +152,37 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
             f"--unit takes whole numbers separated by commas (3,4), got '{visible_text(unit)}'"
         ) from None
     calls = list(zip(report.columns["layer"], report.columns["call"], strict=True))
-    # As the table names it: "(model)" for the model's own operations, "relu (call 2)" for a
-    # module's second call; a plain name is its first call.
-    rows = [
-        index
-        for index, (name, call) in enumerate(calls)
-        if layer == layer_label(name, call) or (call == 0 and layer == name)
-    ]
-    if not rows:
-        raise ArchprofError(f"no layer '{visible_text(layer)}' in the model: `archprof rf MODEL` lists them")
-    name, call = calls[rows[-1]]
-    state = _returned_state(report, name, call, states[rows[-1]])
+    rows = [index for index, (name, call) in enumerate(calls) if _names(layer, name, call)]
+    if rows:
+        name, call = calls[rows[-1]]
+        state = _returned_state(report, name, call, states[rows[-1]])
+    else:  # a module whose operations are all its children's (a Sequential): the table's row of its output
+        name, call, state = _container_output(report, layer)
     boxes = unit_box(state, spatial, coordinates)
     where = "no input pixel" if None in boxes else "input pixels " + " x ".join(f"{a}..{b}" for a, b in boxes)
     text = f"layer {visible_text(layer_label(name, call))}, unit {unit} reads {where} (of {shape_text(spatial)})"
     bound = getattr(state, "bound", "")  # a Field's note that its box holds the unit's, which may be smaller
     return f"{text}; {visible_text(bound)}" if bound else text
+
+
+def _names(layer: str, name: str, call: int) -> bool:
+    """Whether `layer` names a module's call as the table does: "(model)" for the model's own
+    operations, "relu (call 2)" for a module's second call; a plain name its first call."""
+    return layer == layer_label(name, call) or (call == 0 and layer == name)
+
+
+def _container_output(report: Report, layer: str) -> tuple[str, int, State]:
+    """The path, call and output field of the module call `layer` names that has no row of
+    its own, only its children's (the rf table shows it, its field its output's)."""
+    from archprof.passes.receptive_field import tensor_fields
+
+    graph = report.graph
+    for call in graph.module_calls if graph is not None else ():
+        returned = graph.call_outputs.get(call.index)
+        if returned and _names(layer, call.path, call.call):
+            fields, _ = tensor_fields(graph)
+            return call.path, call.call, fields.get(returned[0].id)
+    raise ArchprofError(f"no layer '{visible_text(layer)}' in the model: `archprof rf MODEL` lists them")
 
 
 def _returned_state(report: Report, layer: str, call_number: int, last_row_state: State) -> State:
