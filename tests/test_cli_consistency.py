@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 import archprof.render.figures
 from archprof.cli.streams import say
@@ -118,17 +119,24 @@ def test_a_plotting_backends_notes_stay_off_stderr(tmp_path):
     assert done.stderr.splitlines() == [f"wrote {plot}"]
 
 
-def test_rf_unit_takes_every_layer_the_rf_table_lists():
-    """A container with no operations of its own (lenet5's `features`, a Sequential) has a row
-    in the table, its output's field, and --unit refused it, pointing back at that table."""
-    from archprof.zoo import MODELS
+def test_rf_unit_takes_every_layer_the_rf_table_lists(tmp_path):
+    """A container with no operations of its own (a Sequential: lenet5's `features`,
+    resnet18's `layer1`) has a row in the table, its output's field, and --unit refused it,
+    pointing back at that table."""
     from tests.field_oracle import positive, unit_gradient_box
 
-    table = cli("rf", "lenet5").stdout
-    assert any(line.split()[:2] == ["features", "Sequential"] for line in table.splitlines() if line.strip())
-    result = cli("rf", "lenet5", "--unit", "1,1", "--layer", "features")
-    assert result.exit_code == 0, result.output
-    rows, columns = unit_gradient_box(positive(MODELS["lenet5"].build().features), (1, 32, 32), (1, 1))
-    assert result.stdout.split("reads input pixels ")[1].startswith(
-        f"{rows[0]}..{rows[1]} x {columns[0]}..{columns[1]} "
+    source = tmp_path / "nets.py"
+    source.write_text(
+        "from torch import nn\n"
+        "def net():\n"
+        "    block = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2))\n"
+        "    return nn.Sequential(block, nn.Conv2d(2, 2, 3, stride=2))\n"
     )
+    spec = f"{source}:net"
+    table = cli("rf", spec, "--input", "1x32x32").stdout
+    assert any(line.split()[:2] == ["0", "Sequential"] for line in table.splitlines() if line.strip())
+    result = cli("rf", spec, "--input", "1x32x32", "--unit", "2,3", "--layer", "0")
+    assert result.exit_code == 0, result.output
+    block = positive(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2)))
+    rows, columns = unit_gradient_box(block, (1, 32, 32), (2, 3))
+    assert f"reads input pixels {rows[0]}..{rows[1]} x {columns[0]}..{columns[1]} " in result.stdout
