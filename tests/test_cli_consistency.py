@@ -140,3 +140,14 @@ def test_rf_unit_takes_every_layer_the_rf_table_lists(tmp_path):
     block = positive(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2)))
     rows, columns = unit_gradient_box(block, (1, 32, 32), (2, 3))
     assert f"reads input pixels {rows[0]}..{rows[1]} x {columns[0]}..{columns[1]} " in result.stdout
+
+
+@pytest.mark.parametrize("suffix", ["md", "html", "txt"])
+def test_diff_given_a_report_it_cannot_read_names_the_ones_it_can(suffix, tmp_path):
+    """A Markdown or HTML report was refused as a model file: 'archprof reads TorchScript (.pt, ...)'."""
+    csv_report, other = tmp_path / "lenet5.csv", tmp_path / f"lenet5.{suffix}"
+    for path in (csv_report, other):
+        assert cli("summary", "lenet5", "-o", path).exit_code == 0
+    result = cli("diff", csv_report, other)
+    assert result.exit_code == 2
+    assert "diff reads a report as CSV or JSON" in one_error_line(result)

@@ -335,22 +335,28 @@ def test_compare_rf_notes_and_diff_show_control_characters_as_escapes(tmp_path, 
     summary_csv(spec, report, "--input", "1x8x8")
     edited = tmp_path / "edited.csv"
     edited.write_text(report.read_text(encoding="utf-8").replace("1x4x6x6", "1x4\x1b[31m6x6"), encoding="utf-8")
-    changed = invoke("diff", str(report), str(edited))
-    assert changed.exit_code == 0, changed.output
-    assert "\x1b" not in changed.output and "1x4x6x6 → 1x4\\x1b[31m6x6" in changed.output
+    changed = invoke("diff", str(report), str(edited))  # refused, an output shape no report writes
+    assert changed.exit_code == 2, changed.output
+    assert "\x1b" not in changed.output and "output_shape is '1x4\\x1b[31m6x6', not shapes" in changed.stderr
 
 
-def test_the_diff_csv_neutralises_output_shapes_read_from_a_csv(tmp_path):
-    """A CSV from elsewhere can hold anything as an output shape; diff's CSV copies it."""
+def test_diff_refuses_an_output_shape_no_report_writes(tmp_path):
+    """A CSV from elsewhere can hold anything as an output shape: diff took it as a change
+    (`1x6x28x28 → 1xax28x28`; a formula, which its CSV then had to neutralise), where a
+    malformed count is refused naming its line."""
     report = tmp_path / "report.csv"
     rows = summary_csv("lenet5", report)
-    edited = tmp_path / "edited.csv"
-    edited.write_text(report.read_text(encoding="utf-8").replace(rows[0]["output_shape"], "=1+1", 1), encoding="utf-8")
-    result = invoke("diff", str(report), str(edited), "-f", "csv")
-    assert result.exit_code == 0, result.output
-    row, final = csv.DictReader(io.StringIO(result.stdout, newline=""))
-    assert final["status"] == "final"
-    assert (row["old_output_shape"], row["new_output_shape"]) == (rows[0]["output_shape"], "'=1+1")
+    for shape in ("=1+1", "1xax28x28", "1x6x28x"):
+        edited = tmp_path / "edited.csv"
+        edited.write_text(
+            report.read_text(encoding="utf-8").replace(rows[0]["output_shape"], shape, 1), encoding="utf-8"
+        )
+        result = invoke("diff", str(report), str(edited), "-f", "csv")
+        assert result.exit_code == 2, result.output
+        assert f"edited.csv, line 2: output_shape is '{shape}', not shapes" in result.stderr
+    several = tmp_path / "several.csv"
+    several.write_text(report.read_text(encoding="utf-8").replace(rows[0]["output_shape"], '"1x6x28x28, ()"', 1))
+    assert invoke("diff", str(report), str(several), "-f", "csv").exit_code == 0  # shapes as a report writes them
 
 
 def test_the_diff_csv_neutralises_field_notes_read_from_a_csv(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any
 import torch  # imported already (archprof.analysis): here for the annotations, which get_type_hints reads
 
 from archprof.analysis import analyze, model_label
-from archprof.diff.cells import LARGEST, cell_reader, dims, lowest
+from archprof.diff.cells import LARGEST, SHAPE_COLUMNS, cell_reader, dims, is_shapes_text, lowest
 from archprof.diff.changes import FIELDS, REQUIRED, TEXT, ReportDiff, Side, diff_reports, side_from_report
 from archprof.errors import ArchprofError, check_flag, errors_named, first_line
 from archprof.load.common import shorten
@@ -29,6 +29,7 @@ from archprof.passes.receptive_field import FieldMark
 from archprof.report import Report
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
 from archprof.report.formats import utf8_text
+from archprof.text import visible_text
 
 # The most of a report file read: a report has a row of a few hundred bytes per layer, so
 # this is a million layers with long names; a larger file (or /dev/zero) is refused unread.
@@ -200,7 +201,9 @@ _JSON_FIELD_READERS = {
 
 def _as_written(name: str, value: Any) -> bool:
     """Whether a JSON report's cell of column `name` is what a report writes there: text,
-    or (call and the metrics) a whole number a report can hold."""
+    or (call and the metrics) a whole number a report can hold; shapes as it writes them."""
+    if name in SHAPE_COLUMNS:
+        return isinstance(value, str) and is_shapes_text(value)
     if name in ("layer", *TEXT):
         return isinstance(value, str)
     return type(value) is int and lowest(name) <= value < LARGEST
@@ -219,6 +222,8 @@ def _fields_up_to(length: int) -> Iterator[None]:
 
 
 _REPORT_READERS = {"csv": read_csv_report, "json": read_json_report}
+# What archprof writes that diff cannot read back: Markdown and text tables, HTML pages, JUnit XML.
+_WRITTEN_NOT_READ = frozenset({"md", "txt", "html", "xml"})
 
 
 def _suffix(spec: Any) -> str:
@@ -271,6 +276,11 @@ def load_side(spec: Any, input_size: Sequence[int] | str | None = None, **option
     (`options`: the keywords of `archprof.analyze`)."""
     if _is_report_file(spec):
         return _REPORT_READERS[_suffix(spec)](os.fspath(spec))
+    if _suffix(spec) in _WRITTEN_NOT_READ:  # else refused as a model file of a suffix archprof does not read
+        raise ArchprofError(
+            f"cannot diff '{visible_text(os.fspath(spec))}': diff reads a report as CSV or JSON"
+            " (archprof summary MODEL -o report.csv), or analyses a model"
+        )
     named = isinstance(spec, str | os.PathLike)
     with errors_named(model_label(spec)):  # which side failed: both may have a module 'features.0'
         report = analyze(spec, input_size, **options)

@@ -18,6 +18,8 @@ from archprof.text import dims_text
 
 def cell_reader(column) -> Callable[[str], Any]:
 
+    if column.name in SHAPE_COLUMNS:
+        return _shapes
     if column.text is not None:  # before user_text: operators' and not_counted's cells are both
         return _TEXT_READERS[column.text]
     if column.user_text:
@@ -27,6 +29,24 @@ def cell_reader(column) -> Callable[[str], Any]:
     if column.dtype == "boolean":
         return _boolean
     return str
+
+
+# The columns of shapes as `units.shapes_text` writes them: '1x64x56x56', '1x3x32x32, 1x10', a
+# scalar's '()'; empty where a row has none.
+SHAPE_COLUMNS = ("input_shape", "output_shape")
+_SHAPES = re.compile(r"(?:\(\)|\d+(?:x\d+)*)(?:, (?:\(\)|\d+(?:x\d+)*))*")
+
+
+def is_shapes_text(text: str) -> bool:
+    """Whether `text` is shapes as a report writes them (`SHAPE_COLUMNS`), or empty."""
+    return not text or _SHAPES.fullmatch(text) is not None
+
+
+def _shapes(cell: str) -> str:
+    text = csv_cell_text(cell)
+    if not is_shapes_text(text):
+        raise ValueError("not shapes as a report writes them (1x64x56x56; several: 1x3x32x32, 1x10)")
+    return text
 
 
 # No model's count or size comes near 10**60 (a batch of 2**62 samples, each as large as
