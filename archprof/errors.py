@@ -51,7 +51,9 @@ def check_flag(name: str, value: object) -> None:
     """A True-or-False keyword of the API given anything else is refused: a string "false" is
     true, and `trust_pickle="false"` would run the code in a pickle."""
     if not isinstance(value, bool):
-        raise ArchprofError(f"{name} must be True or False, got {shown(value)} ({type(value).__name__})")
+        kind = type(value)  # np.True_'s is numpy's bool, not Python's: named with its module
+        named = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        raise ArchprofError(f"{name} must be True or False, got {shown(value)} ({named})")
 
 
 def first_line(exc: BaseException, bare: bool = False) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from archprof.analysis import analysis, check_optimizer, checked_batch_and_dtype, load
-from archprof.errors import ArchprofError, shown
+from archprof.errors import ArchprofError, check_flag, shown
 from archprof.measure.device import beyond_free_memory, cpu_available_memory
 from archprof.report import Report
 from archprof.tracing.trace import NeedsTwoSamples
@@ -105,6 +105,7 @@ def fit_batch(
     tensors torch cannot size (a batch x batch product past int64) fits no budget: the
     search bisects below it."""
     _, dtype = checked_batch_and_dtype(None, dtype)
+    check_flag("binary", binary)
     if isinstance(budget_bytes, str):  # as --fit reads it: "16GiB" (shown back in binary units), "1e9"
         binary = binary or in_binary_units(budget_bytes)
     if isinstance(budget_bytes, (str, float)):

@@ -834,3 +834,14 @@ def test_a_rollup_deeper_than_every_module_leaves_the_rows_as_they_are():
     assert report.rollup(10).rows() == report.rows()
     whole = report.rollup(0)
     assert len(whole) == 1 and whole.row(0)["elementwise_flops"] == report.totals.elementwise_flops
+
+
+def test_fit_batch_refuses_a_binary_flag_that_is_not_a_bool():
+    with pytest.raises(ArchprofError, match=r"^binary must be True or False, got 'x' \(str\)$"):
+        fit_batch("lenet5", "1GB", binary="x")
+
+
+def test_a_numpy_bool_given_as_a_flag_is_named_as_numpys():
+    """It was refused as "got np.True_ (bool)", naming the type as Python's own bool."""
+    with pytest.raises(ArchprofError, match=r"got np.True_ \(numpy.bool\)$"):
+        archprof.analyze("lenet5", training=np.True_)

@@ -151,3 +151,30 @@ def test_diff_given_a_report_it_cannot_read_names_the_ones_it_can(suffix, tmp_pa
     result = cli("diff", csv_report, other)
     assert result.exit_code == 2
     assert "diff reads a report as CSV or JSON" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--peak-flops", "0", "--peak-flops: the FLOP rate '0' must be at least 1 per second"),
+        ("--peak-flops", "abc", "--peak-flops: "),
+        ("--bandwidth", "abc", "--bandwidth: cannot read the bandwidth 'abc'"),
+    ],
+)
+def test_profile_names_the_rate_option_it_cannot_read(option, value, message):
+    """They said "the FLOP rate '0' must be at least 1 per second", naming no option."""
+    result = cli("profile", "lenet5", option, value)
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(f"error: {message}")
+
+
+def test_diff_of_a_json_report_with_a_number_past_pythons_digit_limit_says_so_plainly(tmp_path):
+    """It ended in Python's advice: "use sys.set_int_max_str_digits() to increase the limit"."""
+    report = tmp_path / "lenet5.json"
+    assert cli("summary", "lenet5", "-o", report).exit_code == 0
+    huge = tmp_path / "huge.json"
+    huge.write_text(report.read_text().replace('"param_count": 156', '"param_count": ' + "9" * 5000, 1))
+    result = cli("diff", report, huge)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "is not valid JSON: it holds a number of over" in line and "sys." not in line

@@ -146,15 +146,17 @@ def profile(
     archprof profile resnet18 --input 3x64x64 --remeasure --plot roofline.png
     archprof profile resnet50 --depth 1"""
     from archprof.api import profile as profile_model
-    from archprof.errors import ArchprofError
+    from archprof.errors import ArchprofError, errors_named
     from archprof.measure.device import resolve_device
     from archprof.render.profile import report_table
     from archprof.units import parse_bandwidth, parse_flops_rate
 
     # Everything a user can get wrong fails before any work.
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
-    flops_rate = parse_flops_rate(peak_flops) if peak_flops is not None else None
-    bytes_rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
+    with errors_named("--peak-flops"):  # as --fit names its size
+        flops_rate = parse_flops_rate(peak_flops) if peak_flops is not None else None
+    with errors_named("--bandwidth"):
+        bytes_rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
     count_option("--warmup", warmup, 0, MAX_PASSES)
     count_option("--repeat", repeat, 1, MAX_PASSES)
     target = resolve_device(device)

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -106,7 +107,12 @@ def read_json_report(path: str | Path) -> Side:
     try:
         document = json.loads(read_text(path, "report", REPORT_BYTES), object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int()'s digit limit
-        raise ArchprofError(f"{path} is not valid JSON: {first_line(exc, bare=True)}") from None
+        reason = first_line(exc, bare=True)
+        if "integer string conversion" in reason:  # Python's advice (sys.set_int_max_str_digits) is not the user's
+            reason = (
+                f"it holds a number of over {sys.get_int_max_str_digits():,} digits, larger than any model's figure"
+            )
+        raise ArchprofError(f"{path} is not valid JSON: {reason}") from None
     if isinstance(document, dict) and "model" not in document and {"old", "new"} <= document.keys():
         raise ArchprofError(
             f"{path} is a diff (from `archprof diff -f json`), not a report: diff the reports or models it compares"
