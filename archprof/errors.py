@@ -1,6 +1,7 @@
 """The one error type a user can cause, its warning, how an exception reads on one line, and
 whether it says the meta device lacks what a real one has."""
 
+import builtins
 import re
 import sys
 import warnings
@@ -51,8 +52,9 @@ def check_flag(name: str, value: object) -> None:
     """A True-or-False keyword of the API given anything else is refused: a string "false" is
     true, and `trust_pickle="false"` would run the code in a pickle."""
     if not isinstance(value, bool):
-        kind = type(value)  # np.True_'s is numpy's bool, not Python's: named with its module
-        named = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        kind = type(value)  # np.True_'s is NumPy's bool: a builtin's name but not the builtin, named with its module
+        builtin_name = kind.__module__ != "builtins" and hasattr(builtins, kind.__name__)
+        named = f"{kind.__module__}.{kind.__qualname__}" if builtin_name else kind.__name__
         raise ArchprofError(f"{name} must be True or False, got {shown(value)} ({named})")
 
 
