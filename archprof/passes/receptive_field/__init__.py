@@ -6,8 +6,9 @@ linear layer move dimensions without losing them. Along each such dimension an `
 (maps.py) gives the input interval of any unit u, composed operator by operator: a
 convolution or pooling reads units u S - P + t D; a transposed convolution the units
 (u + P - t D) / S that are whole; nearest, linear and cubic resampling the source pixels
-PyTorch's kernels compute; pixel shuffle u // r; padding, slicing, rolling, flipping their
-index maps; a concatenation along a dimension the input u came from; a sum of paths the union.
+PyTorch's kernels compute; pixel shuffle u // r; Tensor.unfold's window u the units u S ..
+u S + K - 1; padding, slicing, rolling, flipping their index maps; a concatenation along a
+dimension the input u came from; a sum of paths the union.
 A dimension split into windows (Swin's partition) becomes blocks and positions in them: once
 attention mixes a window's positions, each unit reads its whole window.
 

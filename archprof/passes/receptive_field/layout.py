@@ -441,6 +441,28 @@ def _pixel_shuffle(walk: Walk, op: OpNode) -> State:
     return state
 
 
+@operator_rule("unfold")
+def _sliding_windows(walk: Walk, op: OpNode) -> State:
+    """Tensor.unfold(dim, size, step), a view of the windows along `dim` (HaloNet's halos):
+    window u reads units u step .. u step + size - 1, each index of the new last dimension
+    one of them (it reads unevenly, as a pixel unshuffle's channels; reduced over, or attended
+    over, the window's union is exact). Along a dimension no input axis runs along, the new
+    dimension reads as that one does."""
+    x, out = op.args[0], op.outputs[0].shape
+    state = walk.state(x)
+    if not isinstance(state, Field):
+        return state
+    axis = op.args[1] % max(len(x.shape), 1)
+    size, step = op.args[2], op.args[3]
+    if along_no_axis(state.dims[axis]):
+        return state.with_dims((*state.dims, UNEVEN if isinstance(state.dims[axis], Uneven) else None))
+    change = lambda i, m: m.derive(out[axis], lambda u: ((u * step, u * step + size - 1),), step, period=1)  # noqa: E731
+    state = walk.along(op, plain(state), (axis,), change, "sliding windows")
+    if not isinstance(state, Field):
+        return state
+    return state.with_dims((*state.dims, UNEVEN if size > 1 else None))
+
+
 def _pixel_shuffled(walk: Walk, op: OpNode, state: State, r: int, out: tuple[int, ...]) -> State:
     """A pixel shuffle's output (shape `out`) of `state`: exact where every channel reads
     alike, or where the channels are paths side by side (`Parts`) each of whose fields every

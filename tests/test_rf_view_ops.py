@@ -1,6 +1,7 @@
-"""Receptive fields where positions run backwards or are named by values: a flipped map's
-effective stride is the distance between neighbouring units' fields, whatever their order,
-and a scatter along a spatial dimension writes where its index's values say."""
+"""Receptive fields through views and writes that move positions: a flipped map's effective
+stride is the distance between neighbouring units' fields, whatever their order; a scatter
+along a spatial dimension writes where its index's values say; Tensor.unfold's windows read
+what a pooling of them would."""
 
 import pytest
 import torch
@@ -54,3 +55,35 @@ def test_a_scatter_along_a_spatial_dimension_has_no_field_it_could_state():
     fields, spatial = tensor_fields(report.graph)
     with pytest.raises(archprof.ArchprofError, match="undefined"):
         unit_box(fields[report.graph.outputs[0].id], spatial, (0, 0))
+
+
+class SlidingWindows(nn.Module):
+    def __init__(self, windows):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.windows = windows
+
+    def forward(self, x):
+        return self.windows(self.conv(x))
+
+
+WINDOWS = {
+    "along H, 4 every 2, summed": lambda y: y.unfold(2, 4, 2).sum(-1),
+    "along W, 3 every 1, summed": lambda y: y.unfold(3, 3, 1).sum(-1),
+    "along both, summed": lambda y: y.unfold(2, 3, 2).unfold(3, 2, 3).sum((-1, -2)),
+    "along the channels": lambda y: y.unfold(1, 2, 1).sum(-1),
+}
+
+
+@pytest.mark.parametrize("windows", WINDOWS.values(), ids=WINDOWS.keys())
+def test_every_unit_of_sliding_windows_reads_its_gradient_footprint(windows):
+    """Tensor.unfold had no rule: every row after it was undefined (timm's HaloNet from its
+    first halo attention on), where each window reads what a pooling of it would."""
+    report = archprof.analyze(SlidingWindows(windows), input_size=(1, 10, 10))
+    output = report.graph.outputs[0]
+    fields, spatial = tensor_fields(report.graph)
+    model = positive(SlidingWindows(windows))
+    for unit in [(h, w) for h in range(output.shape[2]) for w in range(output.shape[3])]:
+        assert [tuple(b) for b in unit_box(fields[output.id], spatial, unit)] == unit_gradient_box(
+            model, (1, 10, 10), unit
+        )
