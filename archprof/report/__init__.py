@@ -221,7 +221,9 @@ class Report:
         module, module_type, depth, then the summable columns (SUMMABLE, then those of
         TRAINING_COLUMNS in a training report). `depth` keeps the modules at most that deep
         (None: all). Parents come before their children, in the order the modules first ran;
-        the row of '' holds the report's totals."""
+        the row of '' holds the sums over every row, the report's totals of those columns
+        (`saved_activation_bytes` 0 in an inference report, where `Totals` has None: nothing
+        is saved)."""
         import pandas as pd
 
         if depth is not None:
