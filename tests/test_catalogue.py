@@ -141,14 +141,19 @@ def test_the_operators_the_hub_sweep_found_uncounted_are_costed():
     assert report.totals.elementwise_flops == 4 * 9 * 16 + 256 + 256 + 256 + 256
 
 
-@pytest.mark.parametrize("dim,field", [(1, (1, 1)), (3, FieldMark.UNDEFINED)])
-def test_a_running_sum_keeps_the_field_unless_it_runs_along_a_spatial_axis(dim, field):
+@pytest.mark.parametrize("dim,stride", [(1, (1, 1)), (3, FieldMark.UNDEFINED)])
+def test_a_running_sum_keeps_the_field_unless_it_runs_along_a_spatial_axis(dim, stride):
+    """Along a spatial axis unit u reads units 0 to u (tests/test_rf_view_ops.py checks every
+    unit against the gradient oracle): unit 0 itself alone, the fields growing from a start
+    they share, with no stride."""
+
     class RunningSum(torch.nn.Module):
         def forward(self, x):
             return x.cumsum(dim)
 
     report = archprof.analyze(RunningSum(), input_size=(4, 8, 8))
-    assert report.columns["receptive_field"] == [field]
+    assert report.columns["receptive_field"] == [(1, 1)]
+    assert report.columns["effective_stride"] == [stride]
 
 
 @pytest.mark.parametrize("axis,lengths,field", [(1, [[1, 3]], (1, 1)), (3, [[[[4, 4]] * 8] * 4], FieldMark.UNDEFINED)])

@@ -1,10 +1,12 @@
-"""Receptive fields through views and writes that move positions: a flipped map's effective
+"""Receptive fields through operators that move or gather positions: a flipped map's effective
 stride is the distance between neighbouring units' fields, whatever their order; a scatter
 along a spatial dimension writes where its index's values say; Tensor.unfold's windows read
-what a pooling of them would."""
+what a pooling of them would; a running sum and an LSTM along a spatial dimension read from
+one end; torch.rot90 is a flip and a transpose."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import archprof
@@ -79,11 +81,73 @@ WINDOWS = {
 def test_every_unit_of_sliding_windows_reads_its_gradient_footprint(windows):
     """Tensor.unfold had no rule: every row after it was undefined (timm's HaloNet from its
     first halo attention on), where each window reads what a pooling of it would."""
-    report = archprof.analyze(SlidingWindows(windows), input_size=(1, 10, 10))
+    _assert_every_unit_exact(SlidingWindows(windows), (1, 10, 10))
+
+
+RUNNING_SUMS = {
+    "along H": lambda y: y.cumsum(2),
+    "along W, then pooled": lambda y: F.avg_pool2d(y.cumsum(-1), 2),
+    "along both": lambda y: y.cumsum(2).cumsum(3),
+    "from the other end": lambda y: y.flip(3).cumsum(3).flip(3),
+    "along the channels": lambda y: y.cumsum(1),
+}
+
+
+@pytest.mark.parametrize("running", RUNNING_SUMS.values(), ids=RUNNING_SUMS.keys())
+def test_every_unit_of_a_running_sum_reads_its_gradient_footprint(running):
+    """A running sum along a spatial dimension was undefined: unit u reads units 0 to u."""
+    _assert_every_unit_exact(SlidingWindows(running), (1, 10, 10))
+
+
+ROTATIONS = {f"k={k}, dims={dims}": (k, dims) for k in (1, 2, 3, -1) for dims in ((2, 3), (3, 2))}
+
+
+@pytest.mark.parametrize("k, dims", ROTATIONS.values(), ids=ROTATIONS.keys())
+def test_every_unit_of_a_rotated_map_reads_its_gradient_footprint(k, dims):
+    """torch.rot90 was undefined: a flip and a transpose, each of which archprof follows."""
+    model = SlidingWindows(lambda y: F.avg_pool2d(torch.rot90(y, k, dims), 2, 1))
+    _assert_every_unit_exact(model, (1, 10, 10), transposed=k % 2 == 1)
+
+
+class LSTMAlongRows(nn.Module):
+    """A map's rows (or columns) as sequences through an LSTM, as Sequencer2D's blocks run them."""
+
+    def __init__(self, bidirectional: bool, along_columns: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.lstm = nn.LSTM(4, 3, batch_first=True, bidirectional=bidirectional)
+        self.along_columns = along_columns
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = y.transpose(2, 3) if self.along_columns else y
+        batch, channels, rows, columns = y.shape
+        out = self.lstm(y.permute(0, 2, 3, 1).reshape(batch * rows, columns, channels))[0]
+        out = out.reshape(batch, rows, columns, -1).permute(0, 3, 1, 2)
+        return out.transpose(2, 3) if self.along_columns else out
+
+
+@pytest.mark.parametrize(
+    "bidirectional, along_columns", [(False, False), (True, False), (False, True)], ids=["forward", "both ways", "down"]
+)
+def test_every_unit_of_an_lstm_along_a_spatial_dimension_reads_its_gradient_footprint(bidirectional, along_columns):
+    """oneDNN's LSTM layer had no rule: every row after it undefined (timm's sequencer2d_s, its
+    head included). Step t reads steps 0 to t (t to the end, reversed)."""
+    model = LSTMAlongRows(bidirectional, along_columns)
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    if not any("oneDNN" in kernel for kernel in report.graph.kernels):
+        pytest.skip("this processor's float32 LSTM is not oneDNN's")
+    _assert_every_unit_exact(model, (1, 8, 8))
+
+
+def _assert_every_unit_exact(model: nn.Module, input_size: tuple[int, ...], transposed: bool = False) -> None:
+    """Every unit of the model's output map: archprof's exact box is the gradient footprint
+    (`unit_box` takes a unit in the input's order of dimensions: swapped for a transposed map)."""
+    report = archprof.analyze(model, input_size=input_size)
     output = report.graph.outputs[0]
     fields, spatial = tensor_fields(report.graph)
-    model = positive(SlidingWindows(windows))
-    for unit in [(h, w) for h in range(output.shape[2]) for w in range(output.shape[3])]:
-        assert [tuple(b) for b in unit_box(fields[output.id], spatial, unit)] == unit_gradient_box(
-            model, (1, 10, 10), unit
-        )
+    oracle = positive(model)
+    for h in range(output.shape[2]):
+        for w in range(output.shape[3]):
+            box = unit_box(fields[output.id], spatial, (w, h) if transposed else (h, w))
+            assert [tuple(b) for b in box] == unit_gradient_box(oracle, input_size, (h, w)), (h, w)

@@ -7,8 +7,9 @@ linear layer move dimensions without losing them. Along each such dimension an `
 convolution or pooling reads units u S - P + t D; a transposed convolution the units
 (u + P - t D) / S that are whole; nearest, linear and cubic resampling the source pixels
 PyTorch's kernels compute; pixel shuffle u // r; Tensor.unfold's window u the units u S ..
-u S + K - 1; padding, slicing, rolling, flipping their index maps; a concatenation along a
-dimension the input u came from; a sum of paths the union.
+u S + K - 1; a running sum or an LSTM layer units 0 .. u (u .. the last, reversed); padding,
+slicing, rolling, flipping (rot90: a flip and a transpose) their index maps; a concatenation
+along a dimension the input u came from; a sum of paths the union.
 A dimension split into windows (Swin's partition) becomes blocks and positions in them: once
 attention mixes a window's positions, each unit reads its whole window.
 

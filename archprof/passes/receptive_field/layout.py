@@ -412,13 +412,36 @@ def _roll(walk: Walk, op: OpNode) -> State:
 @operator_rule("flip")
 def _flip(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
-    axes = [d % len(x.shape) for d in op.args[1]]
+    return _flipped(walk, op, walk.state(x), [d % len(x.shape) for d in op.args[1]])
+
+
+def _flipped(walk: Walk, op: OpNode, state: State, axes: Sequence[int]) -> State:
+    """`state` with the units along each of `axes` in reverse order."""
 
     def flipped(i: int, parent: AxisMap) -> AxisMap:
         n = parent.size
         return parent.derive(n, lambda u: ((n - 1 - u,) * 2,), -1, monotone=False)
 
-    return walk.along(op, walk.state(x), axes, flipped, "flip")
+    return walk.along(op, state, axes, flipped, "flip")
+
+
+@operator_rule("rot90")
+def _rot90(walk: Walk, op: OpNode) -> State:
+    """torch.rot90(x, k, dims) as PyTorch computes it: k = 1 flips dims[1] then swaps the two,
+    k = 3 flips dims[0] then swaps them, k = 2 flips both."""
+    x = op.args[0]
+    ndim = len(x.shape)
+    turns = op.argument(1, "k", 1) % 4
+    first, second = (d % ndim for d in op.argument(2, "dims", (0, 1)))
+    state = walk.state(x)
+    if turns == 0 or not isinstance(state, Field):
+        return state
+    state = _flipped(walk, op, state, {1: [second], 2: [first, second], 3: [first]}[turns])
+    if turns == 2 or not isinstance(state, Field):
+        return state
+    dims = list(state.dims)
+    dims[first], dims[second] = dims[second], dims[first]
+    return state.with_dims(dims)
 
 
 @operator_rule("pixel_shuffle", "pixel_unshuffle")
