@@ -1,9 +1,6 @@
-"""Architectures side by side: one row per model, the metrics a budget can limit, and ratios
-against the first model (the baseline).
-
-The metrics are read from a Report through one registry (`METRICS`), shared with the budget
-checks: a metric whose analysis pass this archprof does not have (peak memory, receptive
-field) says so instead of reading as zero."""
+"""Architectures side by side: one row per model, the metrics a budget can limit
+(`archprof.metrics`), and ratios against the first model (the baseline); the frame as CSV,
+JSON and Markdown cells."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ import functools
 import os
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +20,16 @@ from archprof.lazy_modules import LazyModule
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
 from archprof.measure.device import materialise, random_inputs, real_run_errors, refuse_a_run_that_cannot_fit
+from archprof.metrics import (
+    METRICS,
+    MetricUnavailable,
+    final_field_note,
+    final_receptive_field,
+    final_receptive_field_dims,
+    has_metric,
+)
 from archprof.output import json_text
 from archprof.parallel import Progress, checked_jobs, checked_progress, ordered_map
-from archprof.passes.receptive_field import FieldMark
-from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.random_state import random_state_kept
 from archprof.report import Report, fits_int64
 from archprof.report.formats import csv_text
@@ -37,167 +40,6 @@ if TYPE_CHECKING:
     import pandas as pd
 else:
     pd = LazyModule("pandas")  # for typing.get_type_hints: pandas imported only when an annotation is read
-
-
-class MetricUnavailable(ArchprofError):
-    """The metric cannot be read from this report (its analysis pass is missing, or the model has none)."""
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str  # the name in budgets: --max-<key>, max-<key> = ...
-    column: str  # the column of the comparison DataFrame
-    label: str  # for tables
-    unit: str  # "count", "bytes" or "pixels": how limits are parsed and values shown
-    read: Callable[[Report], int]  # raises MetricUnavailable
-    training: bool = False  # read from a training analysis (analyze(..., training=True))
-
-    def __reduce__(self):  # by key: `read` may be a closure, and a budget entry goes to worker processes
-        return _metric, (self.key,)
-
-
-def _metric(key: str) -> Metric:
-    return METRICS[key]
-
-
-def _total(name: str, what: str, training: bool = False) -> Callable[[Report], int]:
-    """The report's total `name`; `training`: a figure only a training step's report has."""
-
-    def read(report: Report) -> int:
-        value = getattr(report.totals, name, None)
-        if value is None and training:
-            raise MetricUnavailable(
-                f"{what} is not available: the report is of inference; analyse a training step"
-                " (training=True; --train on the command line)"
-            )
-        if value is None:
-            raise MetricUnavailable(f"{what} is not available in this report")
-        return int(value)
-
-    return read
-
-
-def final_receptive_field(report: Report) -> int:
-    """The receptive field of the last row with a spatial one (e.g. the last conv feature map).
-
-    Rows after global pooling or flattening see the whole input (FieldMark.INPUT) and rows
-    without a spatial output have none (None): both are passed over. A field given per
-    spatial dimension ((212, 212)) reads as its smallest side, what every dimension at least
-    sees. `final_receptive_field_bound` says whether it is only an upper bound."""
-    return min(_final_field(report)[0])
-
-
-def final_receptive_field_dims(report: Report) -> tuple[int, ...]:
-    """That field per spatial dimension, (212, 212), as `archprof summary` and `rf` show it;
-    `final_receptive_field` is its smallest side. Raises as `final_receptive_field`."""
-    return _final_field(report)[0]
-
-
-def final_receptive_field_bound(report: Report) -> str:
-    """Why the final receptive field is only an upper bound, as its row's note says it
-    ("an upper bound: ..."), or "" where it is exact. Raises as `final_receptive_field`."""
-    return _final_field(report)[1]
-
-
-def _final_field(report: Report) -> tuple[tuple[int, ...], str]:
-    """The last spatial row's field and, where that field is an upper bound, its note."""
-    row = _final_row(report)
-    if row is None:
-        raise MetricUnavailable(f"model '{report.model}' has no layer with a spatial receptive field")
-    layer, note = row["layer"] or "(model)", row["receptive_field_note"]
-    if row["receptive_field"] == FieldMark.UNDEFINED:
-        raise MetricUnavailable(f"the receptive field of {layer} in {report.model} is {undefined_note(note)}")
-    return row["receptive_field"], bound_note(note)
-
-
-def _final_row(report: Report) -> Mapping[str, Any] | None:
-    """`final_field_row` of the report's rows."""
-    values = report.columns.get("receptive_field")
-    if values is None:
-        raise MetricUnavailable("receptive field is not available in this report")
-    notes = report.columns.get("receptive_field_note") or [""] * len(values)
-    rows = [
-        {"layer": layer, "receptive_field": value, "receptive_field_note": note}
-        for layer, value, note in zip(report.columns["layer"], values, notes, strict=True)
-    ]
-    return final_field_row(rows)
-
-
-def undefined_note(note: str) -> str:
-    """An undefined field said with its row's note, why: "undefined: aten.grid_sampler_2d in ..."."""
-    return f"undefined: {note}" if note else "undefined"
-
-
-def final_field_note(report: Report) -> str | None:
-    """What the comparison notes of the final field: why it is only an upper bound ("" where
-    it is exact), or why it is undefined ("undefined: aten.grid_sampler_2d in (model): ...",
-    where the field is <NA>, as a model without a spatial layer's, which has None)."""
-    row = _final_row(report)
-    if row is None:
-        return None
-    if row["receptive_field"] == FieldMark.UNDEFINED:
-        return undefined_note(row["receptive_field_note"])
-    return bound_note(row["receptive_field_note"])
-
-
-def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The row whose field is the model's final one: the last with a spatial field (a tuple)
-    or an undefined one, passing over rows that see the whole input (FieldMark.INPUT) or
-    have no spatial field (None); None where no row has either. Rows as `Report.rows()`
-    has them, with at least layer and receptive_field."""
-    return next((row for row in reversed(rows) if _spatial_or_undefined(row["receptive_field"])), None)
-
-
-def _spatial_or_undefined(field: Any) -> bool:
-    return isinstance(field, tuple) or field == FieldMark.UNDEFINED
-
-
-def bound_note(note: str) -> str:
-    """A defined field's note where it says the field is an upper bound ("an upper bound:
-    ..."), else "": the note of a defined field may instead say why its stride is undefined."""
-    return note if note.startswith(UPPER_BOUND) else ""
-
-
-METRICS: dict[str, Metric] = {
-    m.key: m
-    for m in (
-        Metric("params", "param_count", "Parameters", "count", _total("param_count", "parameter count")),
-        Metric("macs", "macs", "MACs", "count", _total("macs", "MACs")),
-        Metric("flops", "flops", "FLOPs", "count", _total("flops", "FLOPs")),
-        Metric(
-            "activation", "activation_bytes", "Activation memory", "bytes", _total("activation_bytes", "activation")
-        ),
-        Metric("peak-memory", "peak_memory_bytes", "Peak memory", "bytes", _total("peak_memory_bytes", "peak memory")),
-        Metric("receptive-field", "receptive_field", "Receptive field", "pixels", final_receptive_field),
-        Metric(
-            "training-memory",
-            "training_peak_bytes",
-            "Training step peak",
-            "bytes",
-            _total("training_peak_bytes", "training step peak", training=True),
-            training=True,
-        ),
-        Metric(
-            "training-flops",
-            "training_flops",
-            "Training FLOPs",
-            "count",
-            _total("training_flops", "training FLOPs", training=True),
-            training=True,
-        ),
-    )
-}
-
-
-def has_metric(report: Report, key: str) -> bool:
-    """Whether this archprof computes the metric at all (a model without a spatial layer still has it)."""
-    if key == "receptive-field":
-        return "receptive_field" in report.columns
-    try:
-        METRICS[key].read(report)
-    except MetricUnavailable:
-        return False
-    return True
 
 
 def compare(

@@ -919,16 +919,17 @@ class UnshuffledChannelPicked(nn.Module):
         return self.head(nn.functional.pixel_unshuffle(x, 2)[:, :1])
 
 
-class RunningProductAlongW(nn.Module):
-    """A 3x3 convolution, then a running product along W: unit (h, w) reads input columns
-    0 .. w + 2, a field that grows with w, so no one field is every unit's: archprof says undefined."""
+class CircularlyPadded(nn.Module):
+    """A 3x3 convolution, then circular padding: unit (0, 0) is a copy of the far corner's,
+    written slice by slice through views of the new map, which archprof cannot follow: its
+    field is undefined."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 1, 3)
 
     def forward(self, x):
-        return torch.cumprod(self.conv(x), dim=3)
+        return F.pad(self.conv(x), (1, 1, 1, 1), mode="circular")
 
 
 class OwnPooling(nn.Module):

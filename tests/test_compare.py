@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 import archprof
 from archprof.cli import app
-from archprof.comparison import MetricUnavailable, final_receptive_field, sort_comparison
+from archprof.comparison import sort_comparison
 from archprof.errors import ArchprofError
+from archprof.metrics import MetricUnavailable, final_receptive_field
 from tests.field_oracle import positive, unit_gradient_box
 from tests.models import PooledBlock, UnshuffledChannelPicked
 

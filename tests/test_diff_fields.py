@@ -15,7 +15,7 @@ from archprof.diff.changes import FinalField, Side, final_field
 from archprof.passes.receptive_field import FieldMark
 from tests.cli import cli, one_error_line
 from tests.field_oracle import positive, unit_gradient_box
-from tests.models import PooledBlock, RunningProductAlongW, UnshuffledChannelPicked
+from tests.models import CircularlyPadded, PooledBlock, UnshuffledChannelPicked
 from tests.test_diff_html import tables, totals_by_label
 
 # OLD: two 3x3 convolutions, stride 1: r = 1 + 2 + 2 = 5, j = 1.
@@ -173,19 +173,19 @@ def test_a_bound_final_field_is_marked_as_compare_marks_it():
     assert [note.startswith(f"{BOUND}: receptive field is an upper bound: aten.slice") for note in page.notes] == [True]
 
 
-UNDEFINED = "tests/models.py:RunningProductAlongW"
+UNDEFINED = "tests/models.py:CircularlyPadded"
 
 
 def test_an_undefined_final_field_in_every_format():
-    """RunningProductAlongW's running product along W: unit (0, 0) reads input columns 0..2, unit
-    (0, 3) columns 0..5 (the gradient): no one field is every unit's, so archprof says
-    undefined, and the diff has no change for it. PooledBlock beside it: 4 px, stride 2
-    (worked above). The other totals are the two reports' own."""
-    net = positive(RunningProductAlongW())
-    assert [unit_gradient_box(net, (1, 8, 8), (0, w))[1] for w in (0, 3)] == [(0, 2), (0, 5)]
+    """CircularlyPadded's circular padding: unit (0, 0) reads input pixels 5..7 x 5..7, unit
+    (0, 3) 5..7 x 2..4 (the gradient), copies written slice by slice that archprof cannot
+    follow: it says undefined, and the diff has no change for it. PooledBlock beside it:
+    4 px, stride 2 (worked above). The other totals are the two reports' own."""
+    net = positive(CircularlyPadded())
+    assert [unit_gradient_box(net, (1, 8, 8), (0, w)) for w in (0, 3)] == [[(5, 7), (5, 7)], [(5, 7), (2, 4)]]
     old, new = (archprof.analyze(spec, (1, 8, 8)).totals for spec in (UNDEFINED, EXACT))
     args = ("diff", UNDEFINED, EXACT, "--input", "1x8x8")
-    reason = "undefined: aten.cumprod in (model)"
+    reason = "undefined: aten.copy_ in (model)"
 
     table = cli(*args)
     assert table.exit_code == 0, table.output

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from archprof.analysis import analyze
-from archprof.comparison import METRICS, Metric, final_receptive_field_bound, final_receptive_field_dims
 from archprof.errors import ArchprofError, shown
 from archprof.load import ModelOptions, parse_dtype
+from archprof.metrics import METRICS, Metric, final_receptive_field_bound, final_receptive_field_dims
 from archprof.parallel import Progress, ordered_map
 from archprof.report import Report
 from archprof.text import dims_text

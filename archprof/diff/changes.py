@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from archprof.comparison import METRICS as COMPARED_METRICS
-from archprof.comparison import bound_note, final_field_row, undefined_note
 from archprof.lazy_modules import LazyModule
+from archprof.metrics import METRICS as COMPARED_METRICS
+from archprof.metrics import bound_note, final_field_row, undefined_note
 from archprof.output import json_text
 from archprof.passes.receptive_field import FieldMark, Stride
 from archprof.report import Report, fits_int64
@@ -24,7 +24,7 @@ else:
     pd = LazyModule("pandas")  # for typing.get_type_hints: pandas imported only when an annotation is read
 
 # The figures compared, per layer and in total.
-# The per-layer metrics a diff compares: (column, label, unit), as `comparison.METRICS` has them.
+# The per-layer metrics a diff compares: (column, label, unit), as `metrics.METRICS` has them.
 METRICS: tuple[tuple[str, str, str], ...] = tuple(
     (metric.column, metric.label, metric.unit)
     for metric in (COMPARED_METRICS[key] for key in ("params", "macs", "flops", "activation"))
@@ -69,7 +69,7 @@ class Side:
 @dataclass(frozen=True)
 class FinalField:
     """A side's final receptive field, read as `archprof compare` reads it: that of its last
-    row with a spatial one (`comparison.final_field_row`), its smallest side in pixels, and
+    row with a spatial one (`metrics.final_field_row`), its smallest side in pixels, and
     the effective stride there (smallest side; None where undefined). `bound`: why the field
     is only an upper bound ("an upper bound: ..."), else "". Where there is no field,
     `missing` says which case ("not recorded", "undefined", "none") and `note` why; a field

@@ -53,7 +53,7 @@ from fractions import Fraction
 from archprof.errors import ArchprofError
 from archprof.graph import Graph
 from archprof.passes.layers import LayerGroup
-from archprof.passes.receptive_field import layout, reshape, windows  # noqa: F401 (their rules register on import)
+from archprof.passes.receptive_field import layout, reshape, sequences, windows  # noqa: F401 (their rules register on import)
 from archprof.passes.receptive_field.dims import (
     FLAT,
     WHOLE,
