@@ -37,14 +37,17 @@ SHOWN_CHARACTERS = 80
 
 
 def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
-    """`repr(value)`, for an error that quotes what the caller gave: on one line (its runs of
-    whitespace one space), cut to `limit` characters ("..." last where cut); where the
-    object's own `__repr__` raises, what Python's traceback prints for it, '<unprintable Bad
-    object>', not that exception in place of archprof's message."""
+    """`repr(value)`, for an error that quotes what the caller gave: on one line (a repr of
+    several lines, a DataFrame's, its runs of whitespace one space; a string's, whose repr
+    escapes its line breaks, as it is), cut to `limit` characters ("..." last where cut);
+    where the object's own `__repr__` raises, what Python's traceback prints for it,
+    '<unprintable Bad object>', not that exception in place of archprof's message."""
     try:
-        text = " ".join(repr(value).split())
+        text = repr(value)
     except Exception:
         return f"<unprintable {type(value).__name__} object>"
+    if "\n" in text or "\r" in text:
+        text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

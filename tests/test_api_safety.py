@@ -845,3 +845,42 @@ def test_a_numpy_bool_given_as_a_flag_is_named_as_numpys():
     """It was refused as "got np.True_ (bool)", naming the type as Python's own bool."""
     with pytest.raises(ArchprofError, match=r"got np.True_ \(numpy.bool\)$"):
         archprof.analyze("lenet5", training=np.True_)
+
+
+def test_a_rollup_keeps_one_row_per_call_where_the_child_between_its_own_rows_joins_another():
+    """Block `a` called twice: its second call's own rows (x * 2, then + 1) lie around its
+    convolution's second call, which rolls up into a's first call. They split into two rows
+    named 'a (call 2)' while a rollup deeper than every module was mended; one row each call."""
+
+    class Own(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x * 2) + 1
+
+    class Top(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = Own(), Own()
+
+        def forward(self, x):
+            return self.b(self.a(x)) + self.a(x)
+
+    report = archprof.analyze(Top(), input_size=(2, 6, 6))
+    rolled = report.rollup(1)
+    assert list(zip(rolled.columns["layer"], rolled.columns["call"], strict=True)) == [
+        ("a", 0),
+        ("b", 0),
+        ("a", 1),
+        ("", 0),
+    ]
+    assert rolled.totals.elementwise_flops == report.totals.elementwise_flops
+    assert report.rollup(10).rows() == report.rows()
+
+
+def test_an_error_quotes_a_string_as_it_was_given():
+    """One line, a multi-line repr's whitespace collapsed, but not a string's own spaces."""
+    with pytest.raises(ArchprofError, match=r"got 'x  y'"):
+        archprof.analyze("lenet5", dtype="x  y")

@@ -8,6 +8,7 @@ The columns are defined in `columns`, the totals in `totals`, the files' text in
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -342,12 +343,25 @@ class Report:
         rows: list[tuple[str, list[int]]] = []
         for (path, _), indices in groups.items():
             if len(indices) > 1 and all(self.columns["layer"][i] == path for i in indices):
-                # A module's own rows and nothing under it (its own operations before and after
-                # a child's call, the child at or above `depth`): each stays as it is, in place.
-                rows += [(path, [index]) for index in indices]
+                rows += [(path, run) for run in self._runs_between_rows_kept(indices, ancestors)]
             else:
                 rows.append((path, indices))
         return sorted(rows, key=lambda row: row[1][0])
+
+    def _runs_between_rows_kept(self, indices: list[int], ancestors: list[str]) -> list[list[int]]:
+        """A module call's own rows and nothing under it merged (`rollup_groups`), split where a
+        row of another module that stays a row of its own at this depth ran between them (its
+        operations before and after a child's call, the child at or above the depth): each
+        run in place, as the rows ran. Its own rows around a deeper child's, which joins another
+        row (its first call's), stay one row, as the call's."""
+        runs = [[indices[0]]]
+        for before, index in itertools.pairwise(indices):
+            kept_between = any(self.columns["layer"][k] == ancestors[k] for k in range(before + 1, index))
+            if kept_between:
+                runs.append([index])
+            else:
+                runs[-1].append(index)
+        return runs
 
     def rollup(self, depth: int) -> Report:
         """Merge every row below module depth `depth` into its ancestor at that depth. A row
