@@ -48,6 +48,11 @@ def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
         return f"<unprintable {type(value).__name__} object>"
     if "\n" in text or "\r" in text:
         text = " ".join(text.split())
+    return cut(text, limit)
+
+
+def cut(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 3 characters and "..." where it is longer than `limit`."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

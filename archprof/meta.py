@@ -206,29 +206,25 @@ def weights_on_meta() -> Iterator[None]:
     """Build with the constructor's own computations on the CPU, each parameter and buffer
     moved to meta as a module registers it (its CPU tensor is never filled: initialisers
     find the meta one and are skipped)."""
-    with PATCHING_TORCH:
-        yield from _registering_on_meta()
+    with PATCHING_TORCH:  # the methods read, replaced and put back by one thread at a time
+        register_parameter = torch.nn.Module.register_parameter
+        register_buffer = torch.nn.Module.register_buffer
 
+        def register_meta_parameter(module, name, param):
+            if param is not None and not param.is_meta and not is_uninitialised(param):
+                param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+            register_parameter(module, name, param)
 
-def _registering_on_meta() -> Iterator[None]:
-    register_parameter = torch.nn.Module.register_parameter
-    register_buffer = torch.nn.Module.register_buffer
+        def register_meta_buffer(module, name, tensor, persistent=True):
+            if tensor is not None and not is_uninitialised(tensor):
+                tensor = tensor.to("meta")
+            register_buffer(module, name, tensor, persistent=persistent)
 
-    def register_meta_parameter(module, name, param):
-        if param is not None and not param.is_meta and not is_uninitialised(param):
-            param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
-        register_parameter(module, name, param)
-
-    def register_meta_buffer(module, name, tensor, persistent=True):
-        if tensor is not None and not is_uninitialised(tensor):
-            tensor = tensor.to("meta")
-        register_buffer(module, name, tensor, persistent=persistent)
-
-    torch.nn.Module.register_parameter = register_meta_parameter
-    torch.nn.Module.register_buffer = register_meta_buffer
-    try:
-        with _initialisers_return_meta_tensors(), _SkipFillsOnMeta():
-            yield
-    finally:
-        torch.nn.Module.register_parameter = register_parameter
-        torch.nn.Module.register_buffer = register_buffer
+        torch.nn.Module.register_parameter = register_meta_parameter
+        torch.nn.Module.register_buffer = register_meta_buffer
+        try:
+            with _initialisers_return_meta_tensors(), _SkipFillsOnMeta():
+                yield
+        finally:
+            torch.nn.Module.register_parameter = register_parameter
+            torch.nn.Module.register_buffer = register_buffer

@@ -87,14 +87,7 @@ def convolution(op: OpNode, fields: Fields, sources: Sources) -> Section:
 def pool(op: OpNode, fields: Fields) -> Section:
     x = op.args[0]
     maximum = op.op.startswith("aten.max")
-    window = pool_window(op)
-    kernel, stride, padding, dilation, ceil_mode = (
-        window.kernel,
-        window.stride,
-        window.padding,
-        window.dilation,
-        window.ceil_mode,
-    )
+    kernel, stride, padding, dilation, ceil_mode = pool_window(op)
     dims = len(kernel)
     names = spatial_names(dims)
     steps = []
@@ -171,6 +164,6 @@ def kernel_and_stride(op: OpNode) -> tuple[str, str] | None:
         text = shape_text(kernel) + (f" (dilation {shape_text(dilation)})" if any(d != 1 for d in dilation) else "")
         return text, shape_text(stride)
     if op.op.startswith(("aten.max_pool", "aten.avg_pool")):
-        window = pool_window(op)
-        return shape_text(window.kernel), shape_text(window.stride)
+        kernel, stride, *_ = pool_window(op)
+        return shape_text(kernel), shape_text(stride)
     return None

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, first_line, short_reason, shown
+from archprof.errors import ArchprofError, cut, first_line, short_reason, shown
 
 # What a model may be cast to (the CLI's --dtype, a budget file's dtype, analyze's dtype).
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -91,18 +91,13 @@ class _LastLines(logging.Handler):
 
 
 def shorten(text: str, limit: int = 60) -> str:
-    return repr(_cut(text, limit))
+    return repr(cut(text, limit))
 
 
 def described(value: Any, limit: int = 60) -> str:
     """A value the user passed, for an error: its repr on one line (a tensor's runs to one
     line per row), cut to `limit` characters, and its type."""
     return f"{shown(value, limit)} (of type {type(value).__name__})"
-
-
-def _cut(text: str, limit: int) -> str:
-    """`text`, or its first `limit` - 3 characters and "..." where it is longer than `limit`."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve_path(spec: str | Path, base: Path | None) -> Path:

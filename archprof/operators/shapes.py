@@ -10,7 +10,7 @@ kernel would answer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -230,8 +230,7 @@ def _cpu_refuses_transposed(x: Shape, w: Shape, stride, padding, dilation, outpu
     return False
 
 
-@dataclass(frozen=True, slots=True)
-class PoolWindow:
+class PoolWindow(NamedTuple):
     """A max or average pooling's window, one entry per spatial dimension."""
 
     kernel: tuple[int, ...]
@@ -264,11 +263,11 @@ def _pool_window(dims: int, kernel_size, stride, padding, dilation, ceil_mode) -
 
 def _pool_shape(x: Shape, dims: int, kernel_size, stride, padding, dilation, ceil_mode) -> Shape:
     # x:[(n,) c, *in] -> [(n,) c, *out]
-    window = _pool_window(dims, kernel_size, stride, padding, dilation, ceil_mode)
-    if any(2 * p > k for p, k in zip(window.padding, window.kernel, strict=True)):
+    kernel, stride, padding, dilation, _ = _pool_window(dims, kernel_size, stride, padding, dilation, ceil_mode)
+    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
         raise RuntimeError("pad should be at most half of the kernel size")
-    sizes = zip(x[-dims:], window.kernel, window.stride, window.padding, window.dilation, strict=True)
-    return _checked((*x[:-dims], *(pool_output_size(*size, ceil_mode) for size in sizes)))[0]
+    windows = zip(x[-dims:], kernel, stride, padding, dilation, strict=True)
+    return _checked((*x[:-dims], *(pool_output_size(*window, ceil_mode) for window in windows)))[0]
 
 
 def max_pool_shape(dims: int):

@@ -129,18 +129,14 @@ def trace(
     itself for a real trace), whose new parameters are then counted and whose new module
     gets its rows, as after a real first call.
     """
-    with PATCHING_TORCH:
-        return _traced(model, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
-
-
-def _traced(model, input_shapes, *, dtype, training, real, owned) -> Graph:
-    """`trace`, one thread at a time (`archprof.torch_patches`)."""
-    graph, grew = _traced_once(model, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
-    if grew:  # once: a forward that registers something on every call is taken as it is then
-        # A real trace runs on archprof's own copy, which its first call has grown already;
-        # on meta, the caller's model was put back: a meta copy is grown by one forward.
-        grown = model if real else _lazy_layers_initialised(model, _trace_inputs(input_shapes), real)
-        graph, _ = _traced_once(grown, input_shapes, dtype=dtype, training=training, real=real, owned=owned or not real)
+    with PATCHING_TORCH:  # one thread at a time (`archprof.torch_patches`)
+        graph, grew = _traced_once(model, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
+        if grew:  # once: a forward that registers something on every call is taken as it is then
+            # A real trace runs on archprof's own copy, which its first call has grown already;
+            # on meta, the caller's model was put back: a meta copy is grown by one forward.
+            grown = model if real else _lazy_layers_initialised(model, _trace_inputs(input_shapes), real)
+            owned = owned or not real
+            graph, _ = _traced_once(grown, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
     return graph
 
 

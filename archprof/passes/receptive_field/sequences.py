@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from archprof.graph import OpNode
 from archprof.passes.receptive_field.dims import Field, State, along_no_axis
+from archprof.passes.receptive_field.maps import AxisMap
 from archprof.passes.receptive_field.rules import operator_rule
 from archprof.passes.receptive_field.walk import Walk
 
@@ -20,13 +21,22 @@ def _running_sum(walk: Walk, op: OpNode) -> State:
     state = walk.state(x)
     if not isinstance(state, Field) or along_no_axis(state.dims[axis]):
         return state
-    prefix = lambda i, m: m.derive(m.size, lambda u: ((0, u),), None, monotone=False, why=RUNNING)  # noqa: E731
-    return walk.along(op, state, (axis,), prefix, "a running sum")
+    return _from_one_end(walk, op, state, axis, "a running sum")
 
 
-# Why a map that reads from one end of a dimension (a running sum, a recurrent layer) has no
-# stride: its units' fields grow from a start they share.
-RUNNING = "its units read from one end of a dimension (a running sum, a recurrent layer)"
+def _from_one_end(walk: Walk, op: OpNode, state: State, axis: int, what: str, reverse: bool = False) -> State:
+    """`state` with each unit along tensor dimension `axis` reading units 0 to itself (with
+    `reverse`, itself to the last). No stride: the fields grow from a start they share."""
+
+    def reading(i: int, parent: AxisMap) -> AxisMap:
+        last = parent.size - 1
+        reads = (lambda u: ((u, last),)) if reverse else (lambda u: ((0, u),))
+        return parent.derive(parent.size, reads, None, monotone=False, why=_FROM_ONE_END)
+
+    return walk.along(op, state, (axis,), reading, what)
+
+
+_FROM_ONE_END = "its units read from one end of a dimension (a running sum, a recurrent layer)"
 
 
 @operator_rule("mkldnn_rnn_layer")
@@ -39,10 +49,7 @@ def _recurrent_layer(walk: Walk, op: OpNode) -> list[State]:
     if any(isinstance(walk.state(t), Field) for t in op.args[5:7]):  # a state carried in from earlier steps
         return [walk.undefined(op, "its initial states have a field of their own")] * len(op.outputs)
     mixed = walk.reduce(op, walk.state(x), 3, {2})  # every feature of a step
-    last = x.shape[0] - 1
-    reads = (lambda u: ((u, last),)) if reverse else (lambda u: ((0, u),))
-    steps = lambda i, m: m.derive(m.size, reads, None, monotone=False, why=RUNNING)  # noqa: E731
-    output = walk.along(op, mixed, (0,), steps, "a recurrent layer")
+    output = _from_one_end(walk, op, mixed, 0, "a recurrent layer", reverse)
     final = walk.reduce(op, mixed, 2, {0})
     workspace = walk.reduce(op, mixed, 0, None)
     if isinstance(workspace, Field):

@@ -152,9 +152,9 @@ def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> St
 @operator_rule("max_pool2d_with_indices", "max_pool3d_with_indices", "avg_pool2d", "avg_pool3d")
 def _pool(walk: Walk, op: OpNode) -> State:
     x = op.args[0]
-    window = pool_window(op)
-    m = len(window.kernel)
-    windows = list(zip(window.kernel, window.stride, window.padding, window.dilation, strict=True))
+    kernel, stride, padding, dilation, _ = pool_window(op)
+    m = len(kernel)
+    windows = list(zip(kernel, stride, padding, dilation, strict=True))
     # ceil_mode only adds units at the far end, whose windows the exact reading clips.
     return _windowed(walk, op, walk.state(x), list(last_dims(x, m)), windows, "pooling")
 
