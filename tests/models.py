@@ -919,6 +919,17 @@ class UnshuffledChannelPicked(nn.Module):
         return self.head(nn.functional.pixel_unshuffle(x, 2)[:, :1])
 
 
+class OwnOperationsAroundAChild(nn.Module):
+    """Its own operations before and after its child's call: two rows of one layer and call."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.inner(x * 2) + 1
+
+
 class CircularlyPadded(nn.Module):
     """A 3x3 convolution, then circular padding: unit (0, 0) is a copy of the far corner's,
     written slice by slice through views of the new map, which archprof cannot follow: its

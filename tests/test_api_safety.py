@@ -25,7 +25,7 @@ from archprof.errors import ArchprofError, ArchprofWarning
 from archprof.fit import fit_batch
 from archprof.load import load_model
 from archprof.measure.peak_memory import measure_memory
-from tests.models import ReadsItsValues
+from tests.models import OwnOperationsAroundAChild, ReadsItsValues
 
 runner = CliRunner()
 INT64_MAX = 2**63 - 1
@@ -852,23 +852,15 @@ def test_a_rollup_keeps_one_row_per_call_where_the_child_between_its_own_rows_jo
     convolution's second call, which rolls up into a's first call. They split into two rows
     named 'a (call 2)' while a rollup deeper than every module was mended; one row each call."""
 
-    class Own(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(2, 2, 3, padding=1)
-
-        def forward(self, x):
-            return self.conv(x * 2) + 1
-
     class Top(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.b = Own(), Own()
+            self.a, self.b = OwnOperationsAroundAChild(), OwnOperationsAroundAChild()
 
         def forward(self, x):
             return self.b(self.a(x)) + self.a(x)
 
-    report = archprof.analyze(Top(), input_size=(2, 6, 6))
+    report = archprof.analyze(Top(), input_size=(3, 6, 6))
     rolled = report.rollup(1)
     assert list(zip(rolled.columns["layer"], rolled.columns["call"], strict=True)) == [
         ("a", 0),

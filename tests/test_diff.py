@@ -17,6 +17,7 @@ from archprof.diff import diff, read_csv_layers, read_csv_report
 from archprof.errors import ArchprofError
 from archprof.load import load_model
 from tests.cli import cli, one_error_line
+from tests.models import OwnOperationsAroundAChild
 
 runner = CliRunner()
 TOTALS = ("param_count", "macs", "flops", "activation_bytes")
@@ -591,17 +592,6 @@ def test_names_utf8_cannot_hold_are_escaped_in_the_csv_and_match_the_model_in_a_
         assert result.unchanged == 1 and not result.layers, side
 
 
-class _OwnOperationsAroundAChild(nn.Module):
-    """Its own operations before and after its child's call: two rows of one layer and call."""
-
-    def __init__(self):
-        super().__init__()
-        self.inner = nn.Conv2d(3, 3, 3, padding=1)
-
-    def forward(self, x):
-        return self.inner(x * 2) + 1
-
-
 def test_a_report_with_a_row_repeated_is_refused_and_a_calls_two_segments_are_not(tmp_path):
     """A row copied again (a file edited, or two joined) matched the other side's row twice:
     its layer counted twice in the totals and a receptive field taken from the wrong row."""
@@ -620,7 +610,7 @@ def test_a_report_with_a_row_repeated_is_refused_and_a_calls_two_segments_are_no
     line = one_error_line(cli("diff", repeated_json, "lenet5"))
     assert f"layer {rows - 1}: layer '{first_layer}' call 0 repeats the row of layer 0" in line
 
-    split = archprof.analyze(nn.Sequential(_OwnOperationsAroundAChild()), input_size=(3, 8, 8))
+    split = archprof.analyze(nn.Sequential(OwnOperationsAroundAChild()), input_size=(3, 8, 8))
     layers = [(row["layer"], row["call"]) for row in split.rows()]
     assert layers.count(("0", 0)) == 2  # the case a repeat is right: around the child's row
     written = tmp_path / "split.csv"
