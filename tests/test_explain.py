@@ -231,6 +231,21 @@ def test_receptive_field_steps_are_the_recurrence():
     assert "r_h = r_prev + D_h (K_h - 1) j_prev = 3 + 2 · (3 - 1) · 1 = 7" in report.explain("1")
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_a_field_after_reflected_padding_is_not_worked_by_the_recurrence(mode):
+    """A reflected or replicated border reads real pixels again: unit 0's field is not the
+    recurrence's there, so no step of it is printed that does not add up (CycleGAN's
+    generator pads so before each convolution). The field shown is the pass's: unit 0 of a
+    3-wide window over a reflect-padded line reads pixels 1, 0, 1, unit 0 of the next 3-wide
+    window pixels 0 to 2 (by hand)."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode=mode), nn.Conv2d(1, 1, 3, padding=1))
+    report = archprof.analyze(model, input_size=(1, 16, 16))
+    _check_rows_against_report(report)
+    first = report.explain("0")
+    assert "field 2x2, jump 1x1, start 0x0" in first and "not the recurrence's" in first
+    assert not any(line.strip().startswith("r_") for line in first.splitlines())
+
+
 def test_grouped_and_depthwise_convolutions_say_so():
     report = archprof.analyze(LAYER_TYPES["functional"][0], input_size=(4, 8, 8))
     text = report.explain("(model)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 import archprof
 from archprof.errors import ArchprofError, ArchprofWarning
@@ -278,6 +279,27 @@ def test_ops_outside_the_model_forward_are_the_model_own(make, hooks):
     assert report.rows()[-1]["output_shape"] == "x".join(map(str, output.shape))
     outside = [r for r in report.rows() if r["layer"] == ""]
     assert outside and all(r["call"] == 0 for r in outside)  # the model was called once
+
+
+def test_a_submodule_pre_hook_computes_in_the_submodule_call():
+    """What a submodule's forward pre-hooks compute (torch.nn.utils.prune's masked weight, the
+    old `weight_norm`'s) is that submodule's call's, as its forward hooks' ops are: its row
+    holds the parameters the hook reads. The oracles: each module's own parameters
+    (`sum(p.numel())`), and the hooks' arithmetic by the elementwise rule, one FLOP per
+    weight element for the mask's product."""
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Conv2d(4, 2, 1))
+    prune.l1_unstructured(model[0][0], "weight", 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the old weight_norm: deprecated, still in models
+        torch.nn.utils.weight_norm(model[1])
+    report = archprof.analyze(model, input_size=(3, 6, 6))
+    rows = {row["layer"]: row for row in report.rows()}
+    for path in ("0.0", "1"):
+        assert rows[path]["param_count"] == sum(p.numel() for p in model.get_submodule(path).parameters())
+    assert rows["0.0"]["operators"] == ("mul", "convolution")
+    assert rows["0.0"]["elementwise_flops"] == model[0][0].weight.numel()
+    assert "_weight_norm_interface" in rows["1"]["operators"]
+    assert [len(module._forward_pre_hooks) for module in (model[0][0], model[1])] == [1, 1]  # the trace's gone
 
 
 class _DottedName(nn.Module):

@@ -81,12 +81,22 @@ def window_field(fields: Fields, op: OpNode, x: TensorMeta, kernel, stride, padd
         w = lead + d
         k, s, p, dl, j = kernel[w], stride[w], padding[w], dilation[w], before.stride[d]
         size, start = before.field[d], before.start[d]
+        recurrence = (size + dl * (k - 1) * j, j * s, start - p * j)
+        if recurrence != (after.field[d], after.stride[d], after.start[d]):
+            return [Step("receptive field", "", "", f"{field_note(fields, op.outputs[0])} ({_UNEVEN})")]
         K, S, P, D = window_symbols(names, d)
         worked = f"{size} + {dl} · ({k} - 1) · {j}"
         steps.append(Step(f"r{tag}", f"r_prev + {D} ({K} - 1) j_prev", worked, after.field[d]))
         steps.append(Step(f"j{tag}", f"j_prev · {S}", f"{j} · {s}", str(after.stride[d])))
         steps.append(Step(f"start{tag}", f"start_prev - {P} · j_prev", f"{start} - {p} · {j}", after.start[d]))
     return steps
+
+
+# Why a window's field is the pass's alone: unit 0's field is not the recurrence's.
+_UNEVEN = (
+    "unit 0's field as the receptive-field pass follows it, not the recurrence's: the input's units do not"
+    " step evenly through the image there, as after reflect or replicate padding"
+)
 
 
 def merge_note(fields: Fields, op: OpNode) -> list[str]:

@@ -32,7 +32,9 @@ def attach_hooks(
     slow road through `Module._call_impl` (RegNetY-016's 709 calls: a sixth of its trace,
     and registering 1,418 hooks another tenth); an instance attribute `forward` that calls
     the hooks around the class's is found first. A module with forward hooks of its own
-    (which may replace its output) gets the post hook as its last forward hook, as before.
+    (which may replace its output) gets the post hook as its last forward hook, as before;
+    one with forward pre-hooks of its own gets `enter` as its first pre-hook, so that what they
+    compute (torch.nn.utils.prune's masked weight, the old `weight_norm`'s) is its call's.
     With `shortcuts`, where `archprof.tracing.shortcuts` knows the module's call, the wrapper records
     its operator instead of running the forward; with `replays`, a block that repeats an
     earlier one is copied from it (`archprof.tracing.replay`). Hooks run as they would.
@@ -52,9 +54,13 @@ def attach_hooks(
         # A lone layer is as quick to run as to copy.
         watched = replays if module._modules else None
         named = paths.get(id(module), path)
-        module.__dict__["forward"] = _RecordedForward(
+        forward = _RecordedForward(
             module, named, module_types[path], module.forward, post_hook, recorder, shortcut, watched
         )
+        if module._forward_pre_hooks:
+            forward.entered_by_hook = True
+            handles.append(module.register_forward_pre_hook(forward.enter, prepend=True, with_kwargs=True))
+        module.__dict__["forward"] = forward
     return [_Restore(originals), *handles]
 
 
@@ -96,7 +102,17 @@ class _RecordedForward:
     `inspect.signature(module.forward)` follows `__wrapped__` to the forward's own, as it
     does a decorated function's; a copy of the module shares it, as it would a function."""
 
-    __slots__ = ("__wrapped__", "module", "path", "post_hook", "recorder", "replays", "shortcut", "type_name")
+    __slots__ = (
+        "__wrapped__",
+        "entered_by_hook",
+        "module",
+        "path",
+        "post_hook",
+        "recorder",
+        "replays",
+        "shortcut",
+        "type_name",
+    )
 
     def __init__(
         self,
@@ -117,11 +133,19 @@ class _RecordedForward:
         self.recorder = recorder
         self.shortcut = shortcut
         self.replays = replays
+        self.entered_by_hook = False  # whether `enter` runs as the module's first forward pre-hook
 
-    def __call__(self, *args, **kwargs):
+    def enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        """The recorder's `enter` for this module's call (as a forward pre-hook: None, its input kept)."""
         recorder = self.recorder
         path = self.path if type(self.path) is str else recorder.reached_as(self.path)
         recorder.enter(path, self.type_name, (*args, *kwargs.values()) if kwargs else args)  # as the model's
+
+    def __call__(self, *args, **kwargs):
+        recorder = self.recorder
+        if not self.entered_by_hook:
+            self.enter(self.module, args, kwargs)
+        path = recorder.running_path()
         output = start = None
         if self.shortcut is not None and len(args) == 1 and not kwargs:
             output = recorder.answer_directly(self.module, args[0], self.shortcut)

@@ -307,6 +307,10 @@ class Recorder(TorchDispatchMode):
         shapes = tuple(tuple(a.shape) for a in tensors_in(args))
         return f"the forward pass failed in {call_text(call)} on input {input_shapes_text(shapes)}: {reason}"
 
+    def running_path(self) -> str:
+        """The path of the module call running now (the one `enter` opened last)."""
+        return self._stack[-1][0].path
+
     def inner_module(self) -> str:
         """The submodule call running now, "module 'layer1.0' (BasicBlock)"; "" in the model's own code."""
         call = self._stack[-1][0] if self._stack else None
