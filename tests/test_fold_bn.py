@@ -206,6 +206,35 @@ def test_a_layer_output_read_twice_or_a_weight_shared_does_not_fold():
     assert "used by other operations" in kept.reason
 
 
+def test_a_bias_shared_with_another_layer_does_not_fold():
+    """Two convolutions share one bias and a BatchNorm follows one of them: the fold would
+    rewrite that bias, which the other reads (a real fold in place changes the model's
+    output, the oracle), so the norm is kept, and every parameter counted as it is."""
+
+    class SharedBias(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 8, 3), nn.Conv2d(3, 8, 3)
+            self.c2.bias = self.c1.bias
+            self.bn = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            return self.bn(self.c1(x)) + self.c2(x)
+
+    model = SharedBias().eval()
+    with torch.no_grad():
+        model.bn.running_mean.fill_(0.5)
+        x = torch.rand(1, 3, 8, 8)
+        before = model(x)
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(model.c1, model.bn)
+        model.c1.bias.copy_(fused.bias)  # the shared bias rewritten in place
+        assert not torch.allclose(fused(x) + model.c2(x), before, atol=1e-4)
+    report = _folded(SharedBias().eval(), 3, 8, 8)
+    (kept,) = report.batch_norm_folding.kept
+    assert kept.norm == "bn" and "bias" in kept.reason
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+
+
 def test_a_functional_batch_norm_folds_too():
     class Functional(nn.Module):
         def __init__(self):

@@ -168,8 +168,9 @@ def _weight(layer: OpNode, producer: dict[int, OpNode]) -> TensorMeta | None:
 
 
 def _shared_weights(ops: list[OpNode], pairs: dict[int, OpNode], producer: dict[int, OpNode]) -> dict[int, str]:
-    """Norms whose layer weights or own parameters another op reads outside its pair: one
-    tensor cannot take two foldings (a layer called twice, one call folded, the other not)."""
+    """Norms whose layer weights or bias or own parameters another op reads outside its pair:
+    one tensor cannot take two foldings (a layer called twice, one call folded, the other
+    not; a bias two layers share, only one of them followed by the norm)."""
     partner: dict[str, set] = defaultdict(set)  # parameter name -> the pairs (or lone ops) reading it
     pair_of = {}
     for norm_index, layer in pairs.items():
@@ -181,9 +182,10 @@ def _shared_weights(ops: list[OpNode], pairs: dict[int, OpNode], producer: dict[
                 partner[tensor.name].add(key)
     shared = {}
     for norm_index, layer in pairs.items():
-        names = [t.name for t in (*ops[norm_index].inputs, _weight(layer, producer)) if _is_state(t)]
+        read = (*ops[norm_index].inputs, _weight(layer, producer), _current_bias(layer))
+        names = [t.name for t in read if _is_state(t)]
         if any(len(partner[name]) > 1 for name in names):
-            shared[norm_index] = "its parameters or its layer's weights are used by other operations too"
+            shared[norm_index] = "its parameters or its layer's weights or bias are used by other operations too"
     return shared
 
 
