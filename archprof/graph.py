@@ -236,6 +236,12 @@ class EngineNotes:
     # caller holds the output), and forks one more while it replays a block. No aten op makes
     # them.
     random_states: list[tuple[int, int | None, int]] = field(default_factory=list)
+    # The storages a non-reentrant checkpointed block's frame holds for its replay (the block's
+    # inputs), each with the steps run (forward's and backward's ops together) when the last
+    # frame holding it died, or None where one outlived the backward pass: the frame holds
+    # them until the last node that saved a tensor in the block has run, past the replay that
+    # reads them (a block whose first op saves its result, not its input: a ReLU's).
+    checkpoint_inputs: dict[int, int | None] = field(default_factory=dict)
     # The indices (in `Graph.backward_ops`) of the adds the autograd engine ran where two
     # gradients of one tensor meet (a tensor read twice): the ops it runs after a node's gradient
     # formula has returned, with the node still running. An add inside a formula (atan2's `self *

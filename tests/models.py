@@ -219,21 +219,32 @@ class CheckpointedBlocks(nn.Module):
     checkpointing: the backward runs each block's forward again, non-reentrant (saved-tensor
     hooks replay it as far as its last saved tensor when a node first unpacks one) or
     reentrant (the block's node replays it whole and runs a backward pass of its own), keeping
-    the CPU's random-number state to replay each with, or not (`preserve_rng_state`)."""
+    the CPU's random-number state to replay each with, or not (`preserve_rng_state`). With
+    `relu_first`, a block starts with a ReLU, which saves its result, not the block's input."""
 
-    def __init__(self, blocks=1, reentrant=False, batch_norm=False, ends_in_relu=True, preserve_rng_state=True) -> None:
+    def __init__(
+        self,
+        blocks=1,
+        reentrant=False,
+        batch_norm=False,
+        ends_in_relu=True,
+        preserve_rng_state=True,
+        relu_first=False,
+    ) -> None:
         super().__init__()
         self.preserve_rng_state = preserve_rng_state
         self.stem = nn.Conv2d(3, 16, 3, padding=1)
-        self.blocks = nn.ModuleList(self._block(batch_norm, ends_in_relu) for _ in range(blocks))
+        self.blocks = nn.ModuleList(self._block(batch_norm, ends_in_relu, relu_first) for _ in range(blocks))
         self.head = nn.Linear(16, 10)
         self.reentrant = reentrant
 
     @staticmethod
-    def _block(batch_norm: bool, ends_in_relu: bool) -> nn.Sequential:
+    def _block(batch_norm: bool, ends_in_relu: bool, relu_first: bool) -> nn.Sequential:
+        first = [nn.ReLU()] if relu_first else []
         norm = [nn.BatchNorm2d(16)] if batch_norm else []
         last = [nn.ReLU()] if ends_in_relu else []
-        return nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), *norm, nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), *last)
+        layers = [*first, nn.Conv2d(16, 16, 3, padding=1), *norm, nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), *last]
+        return nn.Sequential(*layers)
 
     def forward(self, x):
         x = self.stem(x)

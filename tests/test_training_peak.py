@@ -399,6 +399,56 @@ def test_adagrad_keeps_state_for_every_parameter_it_is_given():
     assert (totals.optimizer_state_bytes, totals.training_peak_bytes) == (real.state_bytes, real.peak_bytes)
 
 
+class SpectralFilter(nn.Module):
+    """A learnt complex filter on a map's spectrum (Fourier neural operators' layer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.weight = nn.Parameter(torch.randn(4, 8, 5, dtype=torch.cfloat))
+
+    def forward(self, x):
+        return torch.fft.irfft2(torch.fft.rfft2(self.conv(x)) * self.weight, s=x.shape[-2:])
+
+
+class ComplexScale(nn.Module):
+    """A complex parameter times a real input: a complex output, which requires grad."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, dtype=torch.cfloat))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("build, shape", [(SpectralFilter, (2, 3, 8, 8)), (ComplexScale, (2, 8))])
+def test_a_complex_parameter_trains(build, shape, optimizer):
+    """A trainable complex parameter gets a gradient and optimizer state, and a complex output
+    that requires grad seeds the backward pass, as in a real step (the oracle: torch.optim on
+    a CPU, its `.grad`s, its state and its peak); both were taken for frozen."""
+    model = build()
+    real = real_optimizer_step(model, torch.randn(*shape), optimizer)
+    totals = archprof.analyze(model, input_size=shape[1:], batch=shape[0], training=True, optimizer=optimizer).totals
+    assert real.gradient_bytes == sum(p.nbytes for p in model.parameters())  # the oracle's premise: all trained
+    found = (totals.gradient_bytes, totals.optimizer_state_bytes, totals.training_peak_bytes)
+    assert found == (real.gradient_bytes, real.state_bytes, real.peak_bytes)
+
+
+def test_measure_seeds_a_complex_output():
+    """`memory --measure`'s real step runs the backward pass from a complex output too."""
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import predicted_and_measured
+
+    _, step = predicted_and_measured(load_model(ComplexScale), [(8,)], 2, None, "adam").steps
+    assert (
+        step.measured.bytes
+        == step.predicted_bytes
+        == real_optimizer_step(ComplexScale(), torch.randn(2, 8), "adam").peak_bytes
+    )
+
+
 def test_measure_runs_radam_to_its_rectified_step():
     """`memory --measure` measures the step the analysis models: RAdam's sixth, equal."""
     from archprof.load import load_model
@@ -561,6 +611,16 @@ PROFILED_STEPS = {
             (2, 3, 32, 32),
         )
         for how, reentrant in (("", False), (" reentrantly", True))
+    },
+    # The block's frame holds its input until the block's last saving node has run, not only
+    # until the replay reads it: one 2x16x32x32 map short before.
+    **{
+        f"two blocks checkpointed{how}, each starting with a ReLU{rng}": (
+            partial(CheckpointedBlocks, blocks=2, reentrant=reentrant, relu_first=True, preserve_rng_state=kept),
+            (2, 3, 32, 32),
+        )
+        for how, reentrant in (("", False), (" reentrantly", True))
+        for rng, kept in (("", True), (", no random state kept", False))
     },
     "skips held in locals": (SkipsHeldInLocals, (2, 3, 32, 32)),
     "updates held in locals": (UpdatesHeldInLocals, (2, 64, 16)),

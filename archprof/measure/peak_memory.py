@@ -246,7 +246,7 @@ def _training_step(
     module: torch.nn.Module, inputs: ForwardInputs, optimizer: str
 ) -> tuple[Callable[[], None], Callable[[], list]]:
     """One training step, as archprof traces it: the forward, the backward pass from
-    gradients of ones on the floating outputs that need one (none: no backward pass), the
+    gradients of ones on the outputs that need one (floating or complex) (none: no backward pass), the
     optimizer's update of the trainable parameters (none: no update); and what the
     optimizer's state holds (its tensors) when asked."""
     in_traced_mode(module, training=True)
@@ -257,7 +257,7 @@ def _training_step(
         if opt is not None:
             opt.zero_grad(set_to_none=True)
         outputs = tensors_in(inputs(module))  # all held through the step, as the caller of a forward holds them
-        roots = [t for t in outputs if t.is_floating_point() and t.requires_grad]
+        roots = [t for t in outputs if t.requires_grad]  # floating or complex: no other dtype can require grad
         if roots:
             torch.autograd.backward(roots, [torch.ones_like(t) for t in roots])
         if opt is not None:

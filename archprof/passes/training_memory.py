@@ -175,7 +175,11 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     read_in_backward = {moved.get(t.storage, t.storage) for op in backward for t in op.inputs}
     unread_saved = held_for_backward(graph) - read_in_backward
     returned = _leaf_gradients_read_on(backward, copies)
-    kept = held_by_the_caller(graph) | graph.kept_by_the_model | (set(copies) - returned) | unread_saved | seeds
+    frames = graph.engine.checkpoint_inputs
+    outlived = {storage for storage, steps_run in frames.items() if steps_run is None}
+    kept = (
+        held_by_the_caller(graph) | graph.kept_by_the_model | (set(copies) - returned) | unread_saved | seeds | outlived
+    )
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
@@ -196,7 +200,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         state,
         same=moved,
         release=release,
-        released=graph.released,
+        released=_let_go_of(graph.released, frames),
         numbers=numbers,
         died=died,
         held_between=graph.engine.random_states,
@@ -210,6 +214,16 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     gradients = {moved.get(s, s) for s in copies if s not in returned}
     seed_bytes = sum(live.storage_bytes.get(s, 0) for s in seeds - gradients)
     return TrainingTimeline(steps, live.during, {s: live.storage_bytes[s] for s in gradients}, live.end, seed_bytes)
+
+
+def _let_go_of(released: dict[int, int], frames: dict[int, int | None]) -> dict[int, int]:
+    """Storage -> the steps run when the forward let go of it (`Graph.released`) or, for a
+    checkpointed block's input, when its frame did (`EngineNotes.checkpoint_inputs`), the later."""
+    later = dict(released)
+    for storage, steps_run in frames.items():
+        if steps_run is not None:
+            later[storage] = max(later.get(storage, 0), steps_run)
+    return later
 
 
 def _formula_results(

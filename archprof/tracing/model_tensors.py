@@ -126,7 +126,7 @@ def meta_stand_ins(named: list[tuple[str, torch.Tensor, bool]], dtype: torch.dty
             raise ArchprofError(f"'{name}' is a lazy parameter not yet initialised: run one forward pass first")
         target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
         stand_in = torch.empty(tensor.shape, dtype=target, device="meta")
-        if not is_buffer and tensor.requires_grad and stand_in.is_floating_point():
+        if not is_buffer and tensor.requires_grad and (stand_in.is_floating_point() or stand_in.is_complex()):
             stand_in.requires_grad_(True)
         stand_ins[id(tensor)] = stand_in
         meta = recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)

@@ -99,7 +99,7 @@ def trace(
     stand-ins of trainable parameters requiring grad, and every tensor autograd saves for the
     backward pass recorded in `Graph.saved` (through `saved_tensors_hooks`, which sees the
     same tensor objects as the recorder, fast-path answers included); then the backward pass
-    from the floating outputs (gradients of ones), on meta too, into `Graph.backward_ops`
+    from the outputs that require grad (gradients of ones), on meta too, into `Graph.backward_ops`
     (`archprof.tracing.training_recorder.TrainingRecorder` says how each is attributed).
 
     `real` runs the model as it is, with its own weights, on real inputs on its device (the
@@ -221,7 +221,7 @@ def _traced_once(
                 # real step's too, but a debugging aid, not the step's cost).
                 stack.enter_context(torch.autograd.set_detect_anomaly(False))
                 stack.enter_context(recorder.saved_tensors_hooks())
-                stack.enter_context(recorder.random_states_noted())
+                stack.enter_context(recorder.checkpoints_noted())
             else:
                 stack.enter_context(torch.no_grad())
             if real:

@@ -99,11 +99,12 @@ class TrainingRecorder(Recorder):
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
         self._formulas = RunningFormulas(self._metas, self.engine, self.backward_ops)
         self._products = ProductsWithoutZeros()
-        # Watching each of `engine.random_states` die, and the nodes of `_numbered`'s ops.
+        self._frames_holding: dict[int, int] = {}  # storage -> the checkpoint frames holding it (`checkpoints_noted`)
+        # Watching each of `engine.random_states` die, the checkpoint frames, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
 
     def run_backward(self, output) -> bool:
-        """The backward pass from the floating outputs that require grad, with gradients of
+        """The backward pass from the outputs that require grad (floating or complex), with gradients of
         ones; False where no output requires grad (no backward pass to run)."""
         self._tag_last_made()
         # The forward's releases are all noted: from here a tensor dies when autograd lets go
@@ -121,7 +122,7 @@ class TrainingRecorder(Recorder):
         self._origin = len(self._forward_ops) - 1
         for op in self._forward_ops:
             self._positions.setdefault(replay_key(op), []).append(op.index)
-        roots = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+        roots = [t for t in tensors_in(output) if t.requires_grad]  # floating or complex: no other can require grad
         if roots:
             with torch.no_grad():  # not a recomputed forward op
                 seeds = [torch.ones_like(t) for t in roots]
@@ -472,12 +473,15 @@ class TrainingRecorder(Recorder):
         )
 
     @contextmanager
-    def random_states_noted(self) -> Iterator[None]:
+    def checkpoints_noted(self) -> Iterator[None]:
         """While active, each CPU random-number state taken (torch.get_rng_state) is noted, with
-        when it was taken and when it dies (`EngineNotes.random_states`); and checkpointing a
-        block of meta tensors forks the states while replaying it as for a CPU's, where
+        when it was taken and when it dies (`EngineNotes.random_states`); each non-reentrant
+        checkpointed block's inputs, with when the block's frame, which holds them for the
+        replay, dies (`EngineNotes.checkpoint_inputs`); and checkpointing a block of meta
+        tensors forks the states while replaying it as for a CPU's, where
         torch.random.fork_rng does nothing for the meta device."""
         take_state, device_type_of = torch.get_rng_state, checkpointing._infer_device_type
+        save_inputs = checkpointing._CheckpointFrame.save_inputs
 
         def noted_state() -> torch.Tensor:
             state = take_state()
@@ -490,15 +494,34 @@ class TrainingRecorder(Recorder):
             device_type = device_type_of(*args)
             return checkpointing.DefaultDeviceType.get_device_type() if device_type == "meta" else device_type
 
+        def noted_inputs(frame, *args) -> None:
+            save_inputs(frame, *args)
+            storages = {self.lookup(arg).storage for arg in args if isinstance(arg, torch.Tensor)}
+            for storage in storages:
+                self._frames_holding[storage] = self._frames_holding.get(storage, 0) + 1
+                self.engine.checkpoint_inputs[storage] = None
+            self._watching.append(weakref.finalize(frame, self._frame_died, storages))
+
         torch.get_rng_state, checkpointing._infer_device_type = noted_state, as_on_a_cpu
+        checkpointing._CheckpointFrame.save_inputs = noted_inputs
         try:
             yield
         finally:
             torch.get_rng_state, checkpointing._infer_device_type = take_state, device_type_of
+            checkpointing._CheckpointFrame.save_inputs = save_inputs
 
     def _random_state_died(self, index: int) -> None:
         taken, _, nbytes = self.engine.random_states[index]
         self.engine.random_states[index] = (taken, self._steps_run(), nbytes)
+
+    def _frame_died(self, storages: set[int]) -> None:
+        """A non-reentrant checkpointed block's frame died, and the hold it had on its inputs
+        with it: the last node that saved a tensor in the block has run (a later block's frame
+        on the same input may hold it on)."""
+        for storage in storages:
+            self._frames_holding[storage] -= 1
+            if not self._frames_holding[storage]:
+                self.engine.checkpoint_inputs[storage] = self._steps_run()
 
     def _steps_run(self) -> int:
         """The ops recorded so far, the forward's and the backward's together."""
