@@ -21,11 +21,25 @@ _BINARY_BYTE_STEPS = ((2**60, "EiB"), (2**50, "PiB"), (2**40, "TiB"), (2**30, "G
 
 
 def human_count(value: int) -> str:
-    """138357544 -> '138.36 M' (decimal prefixes)."""
-    for step, prefix in _COUNT_STEPS:
+    """138357544 -> '138.36 M' (decimal prefixes); 999,999 -> '1.00 M', not '1000.00 K';
+    from 1000 E on, '1.70e+22' (a mantissa of 22 digits before the point says nothing more)."""
+    text = _prefixed(value, _COUNT_STEPS)
+    return text if text is not None else str(value)
+
+
+def _prefixed(value: int, steps: tuple[tuple[int, str], ...]) -> str | None:
+    """`value` in the largest of `steps` (largest first) it reaches, to two decimals, in the
+    next larger where it rounds to one of that (1000.00 K is 1.00 M, 1024.00 KiB 1.00 MiB);
+    from 1000 of the largest on, in e-notation; None below the smallest step."""
+    for index, (step, prefix) in enumerate(steps):
         if abs(value) >= step:
+            scaled = abs(round(value / step, 2))
+            if index == 0 and scaled >= 1000:
+                return f"{value:.2e}"
+            if index > 0 and scaled >= steps[index - 1][0] // step:
+                step, prefix = steps[index - 1]
             return f"{value / step:.2f} {prefix}"
-    return str(value)
+    return None
 
 
 def share_text(share: float) -> str:
@@ -115,10 +129,10 @@ def _tuple_text(dims: tuple[int, ...]) -> str:
 def human_bytes(value: int, binary: bool = False) -> str:
     """6115328 -> '6.12 MB' (decimal units, as disk and GPU vendors use); `binary`: '5.83 MiB'
     (powers of 1024, for a budget given in them: 512MiB shown back as 512.00 MiB)."""
-    step, unit = byte_unit(value, binary)
-    if abs(value) >= 1000 * (_BINARY_BYTE_STEPS if binary else _BYTE_STEPS)[0][0]:
-        return f"{value:.2e} B"  # past the largest unit: 1e30 bytes read '1000000000000.00 EB'
-    return f"{value / step:.2f} {unit}" if step > 1 else f"{value} B"
+    text = _prefixed(value, _BINARY_BYTE_STEPS if binary else _BYTE_STEPS)
+    if text is None:
+        return f"{value} B"
+    return text if text[-1] == "B" else f"{text} B"  # past the largest unit: 1e30 bytes read '1.00e+30 B'
 
 
 def byte_unit(value: float, binary: bool = False) -> tuple[int, str]:
@@ -156,7 +170,7 @@ def ridge_text(ridge: float) -> str:
 
 _QUANTITY = re.compile(
     r"(?P<number>(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:e(?P<exponent>[+-]?\d+))?)\s*(?P<prefix>[kmgtpe]?)(?P<binary>i?)(?P<unit>\S*)",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,  # digits 0-9 only: int() would read '٣٠M' (Arabic-Indic) as 30M
 )
 _PREFIXES = "kmgtpe"
 # Arithmetic as exact as the text, however many digits and however small (Decimal's default
@@ -186,9 +200,11 @@ _BANDWIDTH = _Kind("bandwidth", ("", "b", "b/s", "/s", "bps"), True, "3.35TB/s, 
 
 def _quantity(value: object, kind: _Kind) -> Decimal:
     """The exact value of `value` (text, or a number from a TOML file or Python), unit applied."""
-    unreadable = ArchprofError(f"cannot read the {kind.name} {value!r}: expected e.g. {kind.examples}")
+    unreadable = ArchprofError(f"cannot read the {kind.name} {shown(value)}: expected e.g. {kind.examples}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise unreadable
+    if isinstance(value, int) and abs(value) >= 10 ** (_LARGEST_EXPONENT + 1):  # str() refuses 4,300 digits
+        raise ArchprofError(f"the {kind.name} given, over 10**{_LARGEST_EXPONENT}, is too large")
     text = repr(value) if isinstance(value, float) else str(value)  # 1.5e9 read exactly, not as a float near it
     match = _QUANTITY.fullmatch(text.strip())
     if (

@@ -326,6 +326,32 @@ def test_a_submodule_name_with_a_dot_is_refused_in_one_line():
     assert "\n" not in str(raised.value)
 
 
+class _KeyedChild(nn.Module):
+    """A child set straight into `_modules` under a key add_module refuses."""
+
+    def __init__(self, key):
+        super().__init__()
+        self.key = key
+        self._modules[key] = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self._modules[self.key](x) + 1
+
+
+@pytest.mark.parametrize("key", ["", 3], ids=["empty", "a number"])
+def test_a_submodule_named_as_add_module_refuses_is_refused_in_one_line(key):
+    """A child named '' read as the model's own row (its convolution's MACs on the model's
+    type, half the activations: two maps made, one counted); one named 3 was a TypeError's
+    traceback. The oracle: torch's add_module, which refuses both names."""
+    model = _KeyedChild(key)
+    model(torch.rand(1, 3, 8, 8))  # PyTorch runs it
+    with pytest.raises((KeyError, TypeError)):
+        nn.Module().add_module(key, nn.Conv2d(3, 3, 1))
+    with pytest.raises(ArchprofError, match=r"submodule named .*non-empty string") as raised:
+        archprof.analyze(model, input_size=(3, 8, 8))
+    assert "\n" not in str(raised.value)
+
+
 def test_a_failing_forward_leaves_no_recorded_forward_behind():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(5, 2))
     with pytest.raises(ArchprofError, match="'1' \\(Linear\\)"):

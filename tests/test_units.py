@@ -47,6 +47,8 @@ def test_unreadable_pixels(text):
     "text",
     [
         *("30Q", "-5M", "", "  ", "M", "1.5.5G", "1.2345K", "30MB", "1KiB", "1e3x", True, -3, None, "1e999"),
+        *("٣٠M", "３０M", "1e٣"),  # Arabic-Indic and full-width digits: int() reads them, the grammar does not
+        pytest.param(10**5000, id="5,001 digits"),  # past what str() converts: a ValueError, not archprof's error
         "1.0000000000000000000000000001",  # whole once rounded to Decimal's default 28 digits
     ],
 )
@@ -157,6 +159,27 @@ def test_every_prefix_read_is_written_back():
     assert human_bytes(parse_size("3PB")) == "3.00 PB" and human_bytes(parse_size("2EiB"), binary=True) == "2.00 EiB"
     assert human_bytes(parse_size("2PiB"), binary=True) == "2.00 PiB"
     assert human_bytes(parse_size("1e30")) == "1.00e+30 B" and human_bytes(999 * 10**18) == "999.00 EB"
+
+
+@pytest.mark.parametrize(
+    ("value", "count", "size", "binary"),
+    [
+        (999_994, "999.99 K", "999.99 kB", "976.56 KiB"),  # 999.994 K: two decimals hold it
+        (999_995, "1.00 M", "1.00 MB", "976.56 KiB"),  # 999.995 K rounds to 1000.00 K, which is 1.00 M
+        (999_999_999, "1.00 G", "1.00 GB", "953.67 MiB"),
+        (2**20 - 1, "1.05 M", "1.05 MB", "1.00 MiB"),  # 1023.999 KiB rounds to 1024.00 KiB, 1 MiB
+        (1020 * 2**10, "1.04 M", "1.04 MB", "1020.00 KiB"),  # under 1024 KiB: still KiB
+        (10**21 - 1, "1.00e+21", "1.00e+21 B", "867.36 EiB"),  # 1000.00 E: past the largest prefix
+        (17_009_740 * 10**15, "1.70e+22", "1.70e+22 B", "1.70e+22 B"),  # vgg16's MACs at batch 2**40
+    ],
+)
+def test_a_figure_never_reads_a_thousand_of_its_unit(value, count, size, binary):
+    """A count or size is written in the largest unit it reaches once rounded to two decimals
+    (999,999 parameters read '1000.00 K'), and past the largest, in e-notation, as sizes were
+    ('17009.74 E' for a count before)."""
+    from archprof.units import human_bytes, human_count
+
+    assert (human_count(value), human_bytes(value), human_bytes(value, binary=True)) == (count, size, binary)
 
 
 @pytest.mark.parametrize(

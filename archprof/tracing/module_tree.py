@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, shown
 from archprof.tracing.model_tensors import traced
 from archprof.tracing.recorder import Recorder
 
@@ -145,15 +145,22 @@ def _listed(table: dict, prefix: str, is_buffer: bool, found: list, seen: set[in
 
 
 def _check_children(path: str, children: list[tuple[str, torch.nn.Module]], depth: int, deepest: int) -> None:
-    """Refuse the children of the module at `path` (`walked`): past `deepest` levels, or named with a '.'."""
+    """Refuse the children of the module at `path` (`walked`): past `deepest` levels, or named
+    as torch's add_module refuses (set straight into `_modules`): with a '.', empty, or not a string."""
     if depth >= deepest:
         raise ArchprofError(
             f"the model nests its modules too deeply to walk (past Python's recursion limit, {sys.getrecursionlimit()}"
             " levels)"
         )
+    where = f"module '{path}'" if path else "the model"
+    unnamed = [name for name, _ in children if not isinstance(name, str) or not name]
+    if unnamed:
+        raise ArchprofError(
+            f"{where} holds a submodule named {shown(unnamed[0])}: a row needs a name that is a non-empty string"
+            " (the model's own row has the empty path; torch's add_module refuses such names)"
+        )
     dotted = next((name for name, _ in children if "." in name), None)
     if dotted is not None:
-        where = f"module '{path}'" if path else "the model"
         raise ArchprofError(
             f"{where} holds a submodule named {dotted!r}: a name with '.' reads as a path to a module nested in"
             " another, which archprof cannot tell apart (torch's add_module refuses such names)"
