@@ -246,6 +246,38 @@ def test_a_field_after_reflected_padding_is_not_worked_by_the_recurrence(mode):
     assert not any(line.strip().startswith("r_") for line in first.splitlines())
 
 
+def test_a_parameter_read_in_slices_is_counted_once_in_its_rows_operators():
+    """nn.MultiheadAttention's composite road (distinct query, key and value) reads
+    in_proj_weight and in_proj_bias in three chunks, a product and an add each: the
+    operators' parameter lines add up to the row's count, each parameter once, as the
+    module's own parameters say (the oracle); each chunk counted the whole parameter before
+    (2,720 for 1,088)."""
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiheadAttention(16, 4, batch_first=True)
+
+        def forward(self, q, k, v):
+            return self.attention(q, k, v)[0]
+
+    model = Attention()
+    report = archprof.analyze(model, inputs=[(6, 16)] * 3, batch=2)
+    (index,) = [i for i, row in enumerate(report.rows()) if row["layer"] == "attention"]
+    own = sum(p.numel() for p in model.attention.parameters())  # out_proj's too: its forward reads them itself
+    assert report.rows()[index]["param_count"] == own
+    text = report.explain(f"#{index + 1}")
+    sections = [block for block in text.strip().split("\n\n") if block.startswith("aten.")]
+    counted = [
+        _number(line.rsplit(" = ", 1)[1])
+        for block in sections
+        for line in block.splitlines()
+        if line.strip().startswith("parameters = ")
+    ]
+    assert sum(counted) == own
+    assert text.count("part of the parameter attention.in_proj_weight, counted once on this row") == 2
+
+
 def test_grouped_and_depthwise_convolutions_say_so():
     report = archprof.analyze(LAYER_TYPES["functional"][0], input_size=(4, 8, 8))
     text = report.explain("(model)")

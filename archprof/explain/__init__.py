@@ -25,7 +25,7 @@ from archprof.explain.document import Explanation, Section, Step, flops_step, su
 from archprof.explain.notation import product_text
 from archprof.explain.operators import operator_section
 from archprof.explain.receptive_fields import field_cells, field_note
-from archprof.explain.sources import Sources
+from archprof.explain.sources import Sources, first_readers
 from archprof.explain.training import Training
 from archprof.explain.windows import kernel_and_stride
 from archprof.graph import OpNode
@@ -88,11 +88,13 @@ class _Context:
                 for tensor in op.inputs:
                     if tensor.kind == "parameter":
                         self.parameter_row.setdefault(tensor.name, index)
+        made_by = {t.id: op for op in graph.ops for t in op.outputs}
         self.sources = Sources(
-            made_by={t.id: op for op in graph.ops for t in op.outputs},
+            made_by=made_by,
             row_of={op.index: index for index, group in enumerate(groups) for op in group.ops},
             counted_on=self.parameter_row,
             labels=self.labels,
+            first_reader=first_readers(graph.ops, made_by),
         )
         # A training report's rows: their backward pass too (`explain.training`).
         self.training = Training.of(graph, groups, self.labels) if report.training else None

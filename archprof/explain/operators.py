@@ -20,7 +20,7 @@ from archprof.explain.matrix_products import (
 )
 from archprof.explain.receptive_fields import Fields
 from archprof.explain.resampling import resampling, resampling_mode
-from archprof.explain.sources import Sources
+from archprof.explain.sources import Sources, own_parameters
 from archprof.explain.windows import adaptive_pool, convolution, pool
 from archprof.graph import OpNode, TensorMeta
 from archprof.passes.fold_bn import BATCH_NORMS
@@ -64,21 +64,21 @@ def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | 
 def _with_added_parameters(op: OpNode, section: Section, sources: Sources) -> Section:
     """An add whose operand is a parameter its row counts (a linear layer's bias, added as an
     operator of its own after a matmul of a non-contiguous input) names it among the
-    section's parameters."""
-    added = [
-        sources.origin(t)
-        for t in op.args[:2]
-        if isinstance(t, TensorMeta)
-        and sources.origin(t).kind == "parameter"
-        and sources.not_counted_here(op, "", t) is None
-    ]
-    if not added:
+    section's parameters; one it reads but does not count (counted on another row, or at
+    another operator of this one), why not."""
+    operands = [("bias", t) for t in op.args[:2] if isinstance(t, TensorMeta) and sources.origin(t).kind == "parameter"]
+    if not operands:
         return section
+    _, why_not = own_parameters(op, sources, operands)
+    notes = (*section.notes, *why_not)
+    added = [sources.origin(t) for _, t in operands if sources.not_counted_here(op, "", t) is None]
+    if not added:
+        return replace(section, notes=notes)
     sizes = [t.numel for t in added]
     step = Step("parameters", "the parameters added", " + ".join(f"{n:,}" for n in sizes), sum(sizes))
     names = ", ".join(t.name for t in added)
     note = f"adds {names}: 1 FLOP per element, as any add is counted (a bias a kernel adds itself is not)"
-    return replace(section, steps=(*section.steps, step), notes=(*section.notes, note))
+    return replace(section, steps=(*section.steps, step), notes=(*notes, note))
 
 
 def _cat(op: OpNode, fields: Fields) -> Section:

@@ -23,13 +23,12 @@ class Sources:
     row_of: dict[int, int]  # OpNode.index -> its row
     counted_on: dict[str, int]  # parameter name -> the row that counts it
     labels: Sequence[str]  # the rows' labels
+    # parameter name -> the first op, not a free one, that reads it (a slice of it, a view):
+    # the one its row's explanation counts it at, once (`first_readers`)
+    first_reader: dict[str, OpNode]
 
     def origin(self, tensor: TensorMeta) -> TensorMeta:
-        """The tensor `tensor` was read from: back through views, copies and repeats (free
-        operators of one tensor) to a parameter, a buffer or the output of a computation."""
-        while (maker := self.made_by.get(tensor.id)) is not None and len(maker.inputs) == 1 and is_free(maker):
-            tensor = maker.inputs[0]
-        return tensor
+        return origin(tensor, self.made_by)
 
     def not_counted_here(self, op: OpNode, name: str, tensor: TensorMeta) -> str | None:
         """None where `tensor` is a parameter that `op`'s row counts; else why its `name`
@@ -37,6 +36,9 @@ class Sources:
         source = self.origin(tensor)
         if source.kind == "parameter":
             row = self.counted_on[source.name]
+            first = self.first_reader.get(source.name, op)
+            if row == self.row_of[op.index] and first.index != op.index:  # the chunks of in_proj_weight
+                return f"{name}: part of the parameter {source.name}, counted once on this row, at {_first_text(first)}"
             if row == self.row_of[op.index]:
                 return None
             label = self.labels[row]
@@ -45,6 +47,28 @@ class Sources:
             return f"{name}: the buffer {source.name}, model state counted in buffer bytes, not a parameter"
         made = "an input of the model" if source.kind == "input" else "computed in the forward pass"
         return f"{name}: {made}, not a parameter"
+
+
+def origin(tensor: TensorMeta, made_by: dict[int, OpNode]) -> TensorMeta:
+    """The tensor `tensor` was read from: back through views, copies and repeats (free
+    operators of one tensor) to a parameter, a buffer or the output of a computation
+    (`made_by`: TensorMeta.id -> the op that wrote it)."""
+    while (maker := made_by.get(tensor.id)) is not None and len(maker.inputs) == 1 and is_free(maker):
+        tensor = maker.inputs[0]
+    return tensor
+
+
+def first_readers(ops: Sequence[OpNode], made_by: dict[int, OpNode]) -> dict[str, OpNode]:
+    """Parameter name -> the first of `ops`, not a free one, that reads it (`origin`)."""
+    first: dict[str, OpNode] = {}
+    for op in ops:
+        if is_free(op):
+            continue
+        for tensor in op.inputs:
+            source = origin(tensor, made_by)
+            if source.kind == "parameter":
+                first.setdefault(source.name, op)
+    return first
 
 
 def own_parameters(
@@ -58,10 +82,19 @@ def own_parameters(
             continue
         note = sources.not_counted_here(op, name, tensor)
         if note is None:
-            own.append((name, sources.origin(tensor).numel))
-        else:
+            source = sources.origin(tensor)
+            own.append((name, source.numel))
+            if source.numel != tensor.numel:  # a slice of it: the others read it too, counted here alone
+                note = (
+                    f"{name}: part of the parameter {source.name} ({source.numel:,}), counted whole at its first reader"
+                )
+        if note is not None:
             notes.append(note)
     return own, tuple(notes)
+
+
+def _first_text(op: OpNode) -> str:
+    return f"its first reader, {op.op}"
 
 
 def layer_parameters(op: OpNode, sources: Sources, weight: TensorMeta, bias: Any) -> tuple[Step, tuple[str, ...]]:
