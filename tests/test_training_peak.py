@@ -851,6 +851,22 @@ PROFILED_STEPS = {
             ("a map kept where finite", lambda y: y * torch.isfinite(y)),
         )
     },
+    # inverse's gradient `-matmul(inverse.mH(), matmul(grad, inverse.mH()))`, one statement: the
+    # inner product held through the negation (4,096 B short before)
+    "an inverse of a map's matrices": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.linalg.inv)),
+        (2, 3, 8, 8),
+    ),
+    # matrix_exp's gradient, the block matrix written into zeros by copies on a CPU (concatenated
+    # under a dispatch mode: 20,480 B over before); nn.utils.parametrizations.orthogonal's default map
+    "a matrix exponential of a map's matrices": (
+        lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.linalg.matrix_exp)),
+        (2, 3, 8, 8),
+    ),
+    "an orthogonal weight": (
+        lambda: nn.Sequential(nn.utils.parametrizations.orthogonal(nn.Linear(16, 16)), nn.Linear(16, 4)),
+        (2, 16),
+    ),
     # norm_backward(p=inf)'s named `self_abs` and `mask`, freed as it returns, before the negation;
     # `self - other`, which it reads twice, as the statement that passed it ends
     "the largest difference of a map from its flip": (

@@ -1,6 +1,6 @@
 """The hooks the training recorder sets on autograd nodes: which gradient formulas are
-running (`RunningFormulas`), prod's gradient run on the road of an input with no zeros
-(`ProductsWithoutZeros`), and an object that dies with its node (`HeldByTheNode`). They hold
+running (`RunningFormulas`), gradients run on the road a CPU takes (`CpuRoads`: prod's on an
+input with no zeros, matrix_exp's), and an object that dies with its node (`HeldByTheNode`). They hold
 no recorder: the nodes keep their hooks."""
 
 from __future__ import annotations
@@ -69,11 +69,12 @@ class RunningFormulas:
         return _BRACKETED in node.metadata and not (self.nodes and self.nodes[-1] is node)
 
 
-class ProductsWithoutZeros:
-    """Prod's gradient as a CPU runs it on an input with no zeros (`PRODUCT_NODES`): the node's own
-    formula runs unrecorded (`running`), between hooks on the node, and the post hook runs the
-    road of no zeros in its place, recorded, and returns its gradient instead. It holds no
-    recorder (the nodes keep their hooks)."""
+class CpuRoads:
+    """Gradient formulas that take another road on a CPU than under the trace's dispatch mode,
+    where every tensor looks like a subclass (`CPU_ROADS`): the node's own formula runs
+    unrecorded (`running`), between hooks on the node, and the post hook runs the CPU's road
+    in its place, recorded, and returns its gradient instead. It holds no recorder (the nodes
+    keep their hooks)."""
 
     def __init__(self) -> None:
         self.running = False
@@ -87,16 +88,19 @@ class ProductsWithoutZeros:
 
     def _ends(self, gradients: tuple, incoming: tuple) -> tuple:
         self.running = False
-        gradient = _prod_gradient_without_zeros(torch._C._current_autograd_node(), incoming[0])
+        node = torch._C._current_autograd_node()
+        gradient = CPU_ROADS[node.name()](node, incoming[0])
         return (gradient.to(gradients[0].dtype),)  # the engine's cast to the input's dtype, where it differs
 
 
 def _prod_gradient_without_zeros(node, grad: torch.Tensor) -> torch.Tensor:
-    """prod_backward's road where the input has no zeros, for `node` (a `PRODUCT_NODES` one) and
-    its incoming gradient, on `self.to(grad.scalar_type())` (derivatives.yaml: a copy where prod
-    was given another dtype): the zeros counted (along a dim: `zero_mask = (input == 0)`, summed
-    along it, then whole, read back with `.item()`, which meta cannot; whole: `(input ==
-    0).nonzero()`, whose empty result holds no bytes), then `grad * (result / input)`."""
+    """prod_backward's road where the input has no zeros (archprof assumes none, as random
+    inputs have none; with zeros, or for a subclass, it takes exclusive running products from
+    both ends), for its node and incoming gradient, on `self.to(grad.scalar_type())`
+    (derivatives.yaml: a copy where prod was given another dtype): the zeros counted (along a
+    dim: `zero_mask = (input == 0)`, summed along it, then whole, read back with `.item()`,
+    which meta cannot; whole: `(input == 0).nonzero()`, whose empty result holds no bytes), then
+    `grad * (result / input)`."""
     input, result = node._saved_self.to(grad.dtype), node._saved_result
     if input.dim() == 0:
         return grad
@@ -110,6 +114,28 @@ def _prod_gradient_without_zeros(node, grad: torch.Tensor) -> torch.Tensor:
     else:
         torch.eq(input, 0)  # the mask `nonzero` reads, made and freed
     return grad * (result / input)
+
+
+def _matrix_exp_gradient(node, grad: torch.Tensor) -> torch.Tensor:
+    """linalg_matrix_exp_differential(self, grad, adjoint=true) as a CPU runs it: the block
+    matrix [[A, G], [0, A]] (A = self^H, G = grad^H) written into zeros by three copies, its
+    exponential, and that's upper right block (a view of it). For a subclass it concatenates
+    the blocks instead (`cat` of `cat`s and a `zeros_like`): five n x n matrices more."""
+    a, g = node._saved_self.mH, grad.mH
+    n = a.shape[-1]
+    blocks = torch.zeros((*a.shape[:-2], 2 * n, 2 * n), dtype=a.dtype, device=a.device)
+    blocks.narrow(-2, 0, n).narrow(-1, 0, n).copy_(a)
+    blocks.narrow(-2, n, n).narrow(-1, n, n).copy_(a)
+    blocks.narrow(-2, 0, n).narrow(-1, n, n).copy_(g)
+    return torch.linalg.matrix_exp(blocks).narrow(-2, 0, n).narrow(-1, n, n)
+
+
+# The nodes `CpuRoads` runs the CPU's road for -> that road (the node, its incoming gradient -> its gradient).
+CPU_ROADS = {
+    "ProdBackward0": _prod_gradient_without_zeros,
+    "ProdBackward1": _prod_gradient_without_zeros,
+    "LinalgMatrixExpBackward0": _matrix_exp_gradient,
+}
 
 
 class HeldByTheNode:

@@ -38,17 +38,10 @@ IN_PLACE_ON_A_CPU = {
     "BinaryCrossEntropyWithLogitsBackward0": frozenset({"aten.sub", "aten.mul"}),
     "ClampBackward0": frozenset({"aten.logical_and", "aten.logical_or"}),
 }
-# The nodes of prod's gradient (FunctionsManual.cpp's prod_backward), whose road depends on the
-# input's values: on a CPU it counts the input's zeros and reads the count back (`.item()`), and
-# where there is none returns `grad * (result / input)`; with zeros, and on meta or for a tensor
-# that looks like a subclass (every tensor under a dispatch mode), it takes exclusive running
-# products from both ends (`prod_safe_zeros_backward`), maps more. archprof analyses inputs with no
-# zeros (random ones): the recorder runs that road (`ProductsWithoutZeros`).
-PRODUCT_NODES = frozenset({"ProdBackward0", "ProdBackward1"})
 # Nodes whose gradient formula returns all of its gradients from one C++ statement
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
 # _euclidean_dist_backward, cdist's): the first gradient's temporaries live until the last is made.
-ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0"})
+ONE_STATEMENT_NODES = frozenset({"Atan2Backward0", "EuclideanDistBackward0", "LinalgInvExBackward0"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +94,7 @@ LOCALS_READ_ONCE = {
     # it is reassigned), read by `grad * args.digamma_().sum(-1)`
     "MvlgammaBackward0": frozenset({Read("aten.sum", 0)}),
     # prod_backward's (along a dim) `zero_mask = (input == 0)` and `slice_zero_count =
-    # zero_mask.sum(dim, true)`, each read by a `sum` (`ProductsWithoutZeros`)
+    # zero_mask.sum(dim, true)`, each read by a `sum` (`autograd_hooks.CpuRoads`)
     "ProdBackward1": frozenset({Read("aten.sum", 0)}),
 }
 

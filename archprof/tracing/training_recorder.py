@@ -17,7 +17,7 @@ from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import EngineNotes, FunctionCall, ModuleCall, OpNode, TensorMeta
 from archprof.operators.shapes import is_dense
 from archprof.structure import tensors_in
-from archprof.tracing.autograd_hooks import HeldByTheNode, ProductsWithoutZeros, RunningFormulas
+from archprof.tracing.autograd_hooks import CPU_ROADS, CpuRoads, HeldByTheNode, RunningFormulas
 from archprof.tracing.gradient_formulas import (
     CALLS_IN_A_STATEMENT,
     FILLS_ZEROS,
@@ -25,7 +25,6 @@ from archprof.tracing.gradient_formulas import (
     KEEPS_ITS_NUMBER,
     LOCALS_READ_ONCE,
     ONE_STATEMENT_NODES,
-    PRODUCT_NODES,
     ZEROS,
     CallInAStatement,
     Read,
@@ -98,7 +97,7 @@ class TrainingRecorder(Recorder):
         self._python_watched: dict[int, weakref.ref] = {}  # id(tensor) -> its reference, for those
         self._numbered: set[int] = set()  # the forward ops of `engine.saved_numbers`
         self._formulas = RunningFormulas(self._metas, self.engine, self.backward_ops)
-        self._products = ProductsWithoutZeros()
+        self._cpu_roads = CpuRoads()
         self._frames_holding: dict[int, int] = {}  # storage -> the checkpoint frames holding it (`checkpoints_noted`)
         # Watching each of `engine.random_states` die, the checkpoint frames, and the nodes of `_numbered`'s ops.
         self._watching: list[weakref.finalize] = []
@@ -139,7 +138,7 @@ class TrainingRecorder(Recorder):
         return bool(roots)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self._products.running:  # the road a real step does not take: run, not recorded
+        if self._cpu_roads.running:  # the road a real step does not take: run, not recorded
             return func(*args, **(kwargs or {}))
         if func is _aten.clone.default and self._phase == "backward" and group_norm_gradient_running():
             tensor = args[0]
@@ -333,8 +332,8 @@ class TrainingRecorder(Recorder):
                 if self._tagging_for is not None:  # a recomputed op's: tagged anew if attributed anew
                     replay, step = self._tagging_for
                     replay.nodes.append((step, node))
-                if node.name() in PRODUCT_NODES:  # before the bracket: its post hook sees the road taken
-                    self._products.reroute(node)
+                if node.name() in CPU_ROADS:  # before the bracket: its post hook sees the road taken
+                    self._cpu_roads.reroute(node)
                 self._formulas.bracket(node)
                 if isinstance(node, BackwardCFunction):  # a Python backward
                     node.register_hook(self._python_backward_returned)
