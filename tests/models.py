@@ -964,3 +964,20 @@ class OwnPooling(nn.Module):
 
     def forward(self, x):
         return F.avg_pool2d(self.conv(x), 3, stride=1, padding=1)
+
+
+class EveryKindOfCell(nn.Module):
+    """Every kind of cell: a field, a fractional stride (a stride-2 transposed conv: 1/2),
+    an undefined field (reflection padding), an operator without a formula (`uncosted`), the
+    whole input (a mean), and a module that never runs (no field at all)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.up = nn.ConvTranspose2d(2, 2, 3, stride=2)
+        self.pad = nn.ReflectionPad2d(1)
+        self.spare = nn.Linear(2, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.pad(uncosted(self.up(y))), y.mean()

@@ -9,7 +9,6 @@ from fractions import Fraction
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
@@ -18,34 +17,17 @@ from archprof.errors import ArchprofError
 from archprof.passes.receptive_field import FieldMark
 from archprof.report.columns import SUMMABLE
 from archprof.zoo import MODELS
-from tests.models import uncosted
-
-
-class Mixed(nn.Module):
-    """Every kind of cell: a field, a fractional stride (a stride-2 transposed conv: 1/2),
-    an undefined field (reflection padding), an operator without a formula (`uncosted`), the
-    whole input (a mean), and a module that never runs (no field at all)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, 3, padding=1)
-        self.up = nn.ConvTranspose2d(2, 2, 3, stride=2)
-        self.pad = nn.ReflectionPad2d(1)
-        self.spare = nn.Linear(2, 2)
-
-    def forward(self, x):
-        y = self.conv(x)
-        return self.pad(uncosted(self.up(y))), y.mean()
+from tests.models import EveryKindOfCell
 
 
 def by_operators(report) -> dict[str, dict]:
-    """The rows of a report by the operators they ran (one row each in `Mixed`)."""
+    """The rows of a report by the operators they ran (one row each in `EveryKindOfCell`)."""
     return {" ".join(row["operators"]): row for row in report.rows()}
 
 
 @pytest.fixture(scope="module")
 def mixed():
-    return archprof.analyze(Mixed(), input_size=(1, 8, 8))
+    return archprof.analyze(EveryKindOfCell(), input_size=(1, 8, 8))
 
 
 def test_cells_are_typed_values(mixed):

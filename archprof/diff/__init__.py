@@ -8,6 +8,7 @@ cell back into its value, `change_text` writes the changes as the tables show th
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -175,21 +176,22 @@ def _json_row(path: Path, index: int, layer: Any) -> dict[str, Any]:
     return row
 
 
-def _json_dims(value: Any):
+def _json_dims(column: str, value: Any):
     """A JSON report's field or stride ([212, 212], ["1/2", "1/2"], "input", null) as `dims`
-    reads the CSV's text of it."""
+    reads the CSV's text of it, each entry as a report writes it in `column`."""
     if value is None:
         return None
     if isinstance(value, list) and value and all(type(part) is int or _fraction_part(part) for part in value):
-        return dims("x".join(map(str, value)))
+        return dims("x".join(map(str, value)), column=column)
     if value in tuple(FieldMark):
         return FieldMark(value)
     raise ValueError("not a list of numbers, 'input', 'undefined' or null")
 
 
 def _fraction_part(part: Any) -> bool:
-    """A fractional stride's entry as JSON writes it ("1/2"): one number, never joined ones."""
-    return isinstance(part, str) and "x" not in part
+    """A fractional stride's entry as JSON writes it ("1/2"): one number, never joined ones
+    (a whole entry is a JSON number: "2" is no report's)."""
+    return isinstance(part, str) and "/" in part and "x" not in part
 
 
 def _json_note(value: Any) -> str:
@@ -199,8 +201,8 @@ def _json_note(value: Any) -> str:
 
 
 _JSON_FIELD_READERS = {
-    "receptive_field": _json_dims,
-    "effective_stride": _json_dims,
+    "receptive_field": functools.partial(_json_dims, "receptive_field"),
+    "effective_stride": functools.partial(_json_dims, "effective_stride"),
     "receptive_field_note": _json_note,
 }
 

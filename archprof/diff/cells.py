@@ -13,13 +13,14 @@ from typing import Any
 
 from archprof.passes.receptive_field import FieldMark
 from archprof.report.formats import counts_text, csv_cell_text, operators_text
-from archprof.text import dims_text
 
 
 def cell_reader(column) -> Callable[[str], Any]:
 
     if column.name in SHAPE_COLUMNS:
         return _shapes
+    if column.name in _DIMS_PARTS:
+        return functools.partial(dims, column=column.name)
     if column.text is not None:  # before user_text: operators' and not_counted's cells are both
         return _TEXT_READERS[column.text]
     if column.user_text:
@@ -31,10 +32,17 @@ def cell_reader(column) -> Callable[[str], Any]:
     return str
 
 
+# A number as `str(int)` writes it. Only ASCII digits, no leading zero: int() also reads '1_000',
+# ' +5 ' and other scripts' digits ('٥'), and \d matches those; none is in a report, and a shape,
+# compared as text, written so ('٥', '05') would show as changed beside the same shape.
+_NUMBER = "(?:0|[1-9][0-9]*)"
+_WHOLE = re.compile("0|-?[1-9][0-9]*")  # signed: `call` and a field's start can be negative
+
 # The columns of shapes as `units.shapes_text` writes them: '1x64x56x56', '1x3x32x32, 1x10', a
 # scalar's '()'; empty where a row has none.
 SHAPE_COLUMNS = ("input_shape", "output_shape")
-_SHAPES = re.compile(r"(?:\(\)|\d+(?:x\d+)*)(?:, (?:\(\)|\d+(?:x\d+)*))*")
+_SHAPE = rf"(?:\(\)|{_NUMBER}(?:x{_NUMBER})*)"
+_SHAPES = re.compile(f"{_SHAPE}(?:, {_SHAPE})*")
 
 
 def is_shapes_text(text: str) -> bool:
@@ -61,16 +69,17 @@ def lowest(name: str) -> int:
     return -1 if name == "call" else 0
 
 
-def _whole_number(cell: str, lowest: int | None = None) -> int:
-    try:
-        number = int(cell)
-    except ValueError:
-        if re.fullmatch(r"\s*[+-]?\d+\s*", cell):  # digits past int()'s limit (sys.get_int_max_str_digits)
-            raise ValueError("larger than any model's figure") from None
-        raise ValueError("not a whole number") from None
+def _whole_number(cell: str, lowest: int = 0) -> int:
+    # A '-' is read whatever `lowest`, so that a count of -5 is said to be below 0.
+    if _WHOLE.fullmatch(cell) is None:
+        raise ValueError("not a whole number as a report writes one ('117600': digits 0-9, no space, _ or +)")
+    # Longer than any figure under LARGEST: refused before int(), which refuses over 4,300 digits.
+    if len(cell) > len(str(LARGEST)):
+        raise ValueError("larger than any model's figure")
+    number = int(cell)
     if abs(number) >= LARGEST:
         raise ValueError("larger than any model's figure")
-    if lowest is not None and number < lowest:
+    if number < lowest:
         raise ValueError(f"below {lowest}, which no report writes there")
     return number
 
@@ -82,18 +91,32 @@ def _boolean(cell: str) -> bool | None:
     return values[cell]
 
 
-def dims(cell: str):
+# One spatial dimension's entry of each field column, as `str` of its int or Fraction writes it.
+_DIMS_PARTS = {
+    "receptive_field": re.compile(_NUMBER),
+    "effective_stride": re.compile(f"{_NUMBER}(?:/{_NUMBER})?"),  # a Fraction after upsampling: '1/2'
+    "receptive_field_start": _WHOLE,  # '-1': padding puts the field's first pixel before the input
+}
+_NOT_DIMS = "not numbers joined by x ('212x212', '1/2x1/2'), 'input', 'undefined' or empty"
+
+
+def dims(cell: str, *, column: str):
     """'212x212' -> (212, 212); '1/2x1/2' -> (Fraction(1, 2), ...); 'input', 'undefined' ->
-    FieldMark; '' -> None."""
+    FieldMark; '' -> None. Each entry as a report writes it in `column` (`_DIMS_PARTS`)."""
 
     if not cell:
         return None
     if cell in tuple(FieldMark):
         return FieldMark(cell)
+    texts = cell.split("x")
+    if not all(_DIMS_PARTS[column].fullmatch(text) for text in texts):
+        raise ValueError(_NOT_DIMS)
+    if any(len(number) > len(str(LARGEST)) for text in texts for number in text.split("/")):
+        raise ValueError("larger than any model's figure")  # checked before int(), which refuses 4,300 digits
     try:
-        parts = tuple(Fraction(part) if "/" in part else int(part) for part in cell.split("x"))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError("not numbers joined by x ('212x212', '1/2x1/2'), 'input', 'undefined' or empty") from None
+        parts = tuple(Fraction(text) if "/" in text else int(text) for text in texts)
+    except ZeroDivisionError:
+        raise ValueError(_NOT_DIMS) from None
     for part in parts:  # the ratios and percentages of a diff are floats
         if abs(part) >= LARGEST or Fraction(part).denominator >= LARGEST:
             raise ValueError("larger than any model's figure")
@@ -151,5 +174,4 @@ def _counts(cell: str) -> dict[str, int]:
 _TEXT_READERS: dict[Callable[[Any], str], Callable[[str], Any]] = {
     counts_text: _counts,
     operators_text: _operators,
-    dims_text: dims,
 }
