@@ -9,7 +9,7 @@ from a budget file: `archprof.toml`, or `[tool.archprof]` in `pyproject.toml`:
     [[models]]
     name = "resnet50"            # a built-in name, or "package.module:factory"
     input = "3x224x224"          # optional for built-ins: one sample's shape
-    batch = 1                    # optional, default 1
+    batch = 1                    # optional: default 1, or an exported program's own
     dtype = "float32"            # optional: float32, float16 or bfloat16
     args = { num_classes = 10 }  # optional: the factory's keyword arguments (as --arg)
     weights = "resnet50.pt"      # optional: a state-dict file, beside the budget file (as --weights)
@@ -19,7 +19,7 @@ from a budget file: `archprof.toml`, or `[tool.archprof]` in `pyproject.toml`:
     max-flops = "10G"
     max-activation = "200MB"     # sizes: kB, MB, GB, TB (decimal), KiB, MiB, GiB, TiB (binary)
     max-peak-memory = "1GB"      # inference: parameters, buffers and the largest live activations
-    min-receptive-field = 200    # pixels: the field of the last spatial layer
+    min-receptive-field = 200    # pixels: the field of the last spatial layer (an upper bound cannot meet it)
     max-training-memory = "8GB"  # one training step's peak, backward included (optimizer state too)
     optimizer = "adam"           # for max-training-memory: sgd (default), momentum, adam, ... (archprof.optimizers)
     max-training-flops = "30G"   # one training step: forward and backward (the backward traced on meta)
@@ -29,6 +29,7 @@ ArchprofError naming the file, the line and the key."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from archprof.analysis import analyze
-from archprof.errors import ArchprofError, shown
+from archprof.errors import ArchprofError, cut, shown
 from archprof.load import ModelOptions, parse_dtype
 from archprof.metrics import METRICS, Metric, final_receptive_field_bound, final_receptive_field_dims
 from archprof.parallel import Progress, ordered_map
 from archprof.report import Report
-from archprof.text import dims_text
+from archprof.text import dims_text, visible_text
 from archprof.units import (
     human_value,
     in_binary_units,
@@ -122,11 +123,17 @@ class Verdict:
     bound: str = ""  # of a receptive-field limit: why the value is only an upper bound ("an upper bound: ...")
     field: tuple[int, ...] = ()  # of a receptive-field limit: the field per dimension, `value` its smallest side
     folded: bool = False  # judged on the inference view, BatchNorms folded (--fold-bn)
+    # What sets its entry apart from another of the same model, input and dtype ("args num_classes=10",
+    # "line 5"), which `check_all` gives only where two such entries were checked; else "".
+    variant: str = ""
 
     @property
     def setting(self) -> str:
-        """The dtype, and the view where it is not the model as it is: "float32, BatchNorms folded"."""
-        return f"{self.dtype}, BatchNorms folded" if self.folded else self.dtype
+        """The dtype, the view where it is not the model as it is and the entry's variant, if any:
+        "float32, BatchNorms folded", "float32, args num_classes=10". Tables, JUnit and summary
+        group and name verdicts by model, input and setting: two entries are two groups."""
+        parts = (self.dtype, "BatchNorms folded" if self.folded else "", self.variant)
+        return ", ".join(part for part in parts if part)
 
     @property
     def value_text(self) -> str:
@@ -154,8 +161,22 @@ class Verdict:
         return f" ({self.optimizer})" if self.optimizer else ""
 
     @property
+    def unverifiable(self) -> bool:
+        """A minimum held against a value that is only an upper bound (a receptive field's):
+        the true value may be smaller, so the minimum cannot be shown to hold. (A maximum
+        against an upper bound within it holds: the true value is smaller still.)"""
+        return self.limit.bound == "min" and bool(self.bound) and self.margin >= 0
+
+    @property
     def passed(self) -> bool:
-        return self.margin >= 0
+        return self.margin >= 0 and not self.unverifiable
+
+    @property
+    def note(self) -> str:
+        """Why a limit within whose figure the value lies fails anyway (`unverifiable`), else ""."""
+        if not self.unverifiable:
+            return ""
+        return f"{self.limit_text} cannot be shown to hold: the field {self.value_text} is {self.bound}"
 
 
 def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) -> list[Verdict]:
@@ -196,7 +217,7 @@ class BudgetEntry:
     model: str  # a built-in name or "package.module:factory"
     limits: tuple[Limit, ...]
     input_size: tuple[int, ...] | None = None
-    batch: int = 1
+    batch: int | None = None  # None: 1, or an exported program's own (as `analyze` takes it)
     dtype: str | None = None
     optimizer: str = "sgd"  # for max-training-memory: a name in archprof.optimizers.OPTIMIZERS
     source: str = ""  # "archprof.toml, line 3": where the entry was defined, for errors
@@ -209,13 +230,24 @@ class BudgetEntry:
         return f"{self.source or self.model}: {message}"
 
 
+class _Unchecked(ArchprofError):
+    """An entry's error, with the batch its model was to be analysed at (None: it did not load
+    and the entry gives none, so an exported program's own is not known)."""
+
+    def __init__(self, message: str, batch: int | None = None):  # a default: pickle makes it again from the message
+        super().__init__(message)
+        self.batch = batch
+
+
 def check_entry(entry: BudgetEntry) -> list[Verdict]:
     """Analyse the entry's model and judge every limit."""
 
     dtype = parse_dtype(entry.dtype) if entry.dtype else None
+    batch = entry.batch
     try:
         # Once for both analyses; files and modules are looked for in the budget file's folder first.
         loaded = entry.options.load(entry.model, base_dir=entry.search_dir)
+        batch = batch or loaded.batch or 1  # as `analyze` takes None: an exported program's own batch
         inputs = entry.options.inputs or ((entry.input_size,) if entry.input_size is not None else None)
         if loaded.default_inputs is None and inputs is None:
             hint = 'input = "3x224x224"' if entry.source else "--input 3x224x224"
@@ -237,7 +269,7 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
             verdicts.update(zip(limits, evaluate(report, limits, model=entry.model), strict=True))
         return [verdicts[limit] for limit in entry.limits]
     except ArchprofError as exc:  # which entry: its line in the budget file, else its model
-        raise ArchprofError(entry.named(str(exc))) from None
+        raise _Unchecked(entry.named(str(exc)), batch) from None
 
 
 @dataclass(frozen=True)
@@ -256,28 +288,31 @@ def _checked(entry: BudgetEntry) -> list[Verdict] | EntryError:
     try:
         return check_entry(entry)
     except ArchprofError as exc:
-        return _entry_error(entry, str(exc))
+        return _entry_error(entry, str(exc), getattr(exc, "batch", entry.batch))
 
 
 def _crashed(entry: BudgetEntry, reason: str) -> EntryError:
     """An entry whose worker process died analysing it (`ordered_map`): not checked, as one
     whose model failed, the others checked as ever."""
-    return _entry_error(entry, entry.named(reason))
+    return _entry_error(entry, entry.named(reason), entry.batch)
 
 
-def _entry_error(entry: BudgetEntry, message: str) -> EntryError:
-    return EntryError(entry.model, message, _given_input(entry), entry.dtype or "")
+def _entry_error(entry: BudgetEntry, message: str, batch: int | None) -> EntryError:
+    return EntryError(entry.model, message, _given_input(entry, batch), entry.dtype or "")
 
 
-def _given_input(entry: BudgetEntry) -> str:
-    """The entry's input as a verdict shows it ("4x3x32x32"), where it gives one sample's shape."""
+def _given_input(entry: BudgetEntry, batch: int | None) -> str:
+    """The entry's input as a verdict shows it ("4x3x32x32"), where it gives one sample's shape
+    and the batch is known (given, or its model's own: an exported program's is known only once loaded)."""
+    if batch is None:
+        return ""
     given = entry.options.inputs
     if given is not None:
         try:
-            return shapes_text([spec.full_shape(entry.batch) for spec in given])
+            return shapes_text([spec.full_shape(batch) for spec in given])
         except ArchprofError:  # an input too large to make: the entry's error says so
             return ""
-    return shapes_text([(entry.batch, *entry.input_size)]) if entry.input_size is not None else ""
+    return shapes_text([(batch, *entry.input_size)]) if entry.input_size is not None else ""
 
 
 def check_all(
@@ -288,7 +323,55 @@ def check_all(
     processes (None: one per core, 1: in this process), as `archprof.parallel.ordered_map`
     runs them."""
     per_entry = ordered_map(_checked, entries, jobs=jobs, progress=progress, phase="checking", crashed=_crashed)
+    per_entry = _told_apart(entries, per_entry)
     return [item for result in per_entry for item in ([result] if isinstance(result, EntryError) else result)]
+
+
+def _told_apart(
+    entries: Sequence[BudgetEntry], per_entry: Sequence[list[Verdict] | EntryError]
+) -> list[list[Verdict] | EntryError]:
+    """The verdicts of entries of one model, input and setting given each a `variant` where
+    what no verdict shows sets them apart: their args and weights where those differ; their
+    line in the budget file (or place among the models given) where they would otherwise
+    make one JUnit testcase twice (as entries that differ only in the optimizer of some other
+    limit). Without it, CI reporters merged such testcases (one classname and name), and the
+    table and summary showed two models as one."""
+    sharing: dict[tuple[str, str, str], list[int]] = {}
+    for index, result in enumerate(per_entry):
+        if not isinstance(result, EntryError):
+            for key in dict.fromkeys((v.model, v.input_shape, v.setting) for v in result):
+                sharing.setdefault(key, []).append(index)
+    variants: dict[int, str] = {}
+    for (model, shape, setting), indices in sharing.items():
+        if len(indices) < 2:
+            continue
+        labels = [_described(entries[index]) for index in indices]
+        tests = [
+            {v.limit_name for v in per_entry[index] if (v.model, v.input_shape, v.setting) == (model, shape, setting)}
+            for index in indices
+        ]
+        one_test_twice = len(set().union(*tests)) < sum(map(len, tests))
+        if one_test_twice and len(set(labels)) < len(labels):  # what they are given does not tell them apart
+            labels = [_placed(entries[index], index) for index in indices]
+        for index, label in zip(indices, labels, strict=True):
+            variants.setdefault(index, label)
+    return [
+        [dataclasses.replace(v, variant=variants[index]) for v in result] if variants.get(index) else result
+        for index, result in enumerate(per_entry)
+    ]
+
+
+def _described(entry: BudgetEntry) -> str:
+    """An entry's factory arguments and weights file: "args num_classes=10, weights w.pt"; "" for neither."""
+    args = " ".join(f"{key}={shown(value, 40)}" for key, value in entry.options.args.items())
+    parts = (f"args {args}" if args else "", f"weights {entry.options.weights}" if entry.options.weights else "")
+    return cut(visible_text(", ".join(part for part in parts if part)), 80)
+
+
+def _placed(entry: BudgetEntry, index: int) -> str:
+    """Where an entry was defined: "line 5" (of its budget file: its source less the file's
+    name), "model entry 2" (an inline entry's), else "model 2" (its place among those given)."""
+    return visible_text(entry.source.rpartition(", ")[2]) if entry.source else f"model {index + 1}"
 
 
 def check_entries(

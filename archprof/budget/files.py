@@ -24,8 +24,17 @@ from archprof.units import (
 )
 
 ENTRY_KEYS = ("name", "input", "batch", "dtype", "optimizer", "args", "weights", "fold-bn", *LIMIT_KEYS)
-_MODELS_HEADER = re.compile(r"^[ \t]*\[\[\s*(?:tool\s*\.\s*archprof\s*\.\s*)?models\s*\]\]", re.MULTILINE)
-_TOOL_HEADER = re.compile(r"^[ \t]*\[\s*tool\s*\.\s*archprof\s*\]", re.MULTILINE)
+
+
+def _key(name: str) -> str:
+    """A TOML key in a header, bare or quoted (`models`, `"models"`, `'models'`: one key)."""
+    return rf"(?:{name}|\"{name}\"|'{name}')"
+
+
+_MODELS_HEADER = re.compile(
+    rf"^[ \t]*\[\[\s*(?:{_key('tool')}\s*\.\s*{_key('archprof')}\s*\.\s*)?{_key('models')}\s*\]\]", re.MULTILINE
+)
+_TOOL_HEADER = re.compile(rf"^[ \t]*\[\s*{_key('tool')}\s*\.\s*{_key('archprof')}\s*\]", re.MULTILINE)
 # The most of a budget file read (hand-written: a few hundred bytes a model); a larger file,
 # or one that never ends, is refused unread.
 BUDGET_BYTES = 16 * 2**20
@@ -89,6 +98,10 @@ def load_budget_file(path: str | Path) -> list[BudgetEntry]:
         raise ArchprofError(f"{path}: no models to check: add a {entry_header} entry with a name and limits")
     if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
         raise ArchprofError(f"{budget.at('models')}'models' must be an array of tables ({entry_header})")
+    if len(budget.headers) != len(models):
+        # Headers this reading does not know (or a header's text inside a string): mapping them
+        # to entries would name a wrong line, so each entry is named by its number instead.
+        budget.headers = []
     return [_entry(budget, index, raw) for index, raw in enumerate(models)]
 
 
@@ -132,7 +145,7 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
             input_size = parse_input_size(raw_input)
         except ArchprofError as exc:
             fail("input", str(exc))
-    batch = 1
+    batch = None  # as `analyze` takes it: 1, or an exported program's own
     if "batch" in values:
         batch = values["batch"][1]
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -281,7 +294,7 @@ def plan_check(
             except ArchprofError as exc:
                 raise ArchprofError(f"--{exc}") from None
         _check_optimizer_is_used(optimizer, [tuple(parsed)])
-        batch, optimizer = options.batch or 1, "sgd" if optimizer is None else optimizer
+        optimizer, batch = "sgd" if optimizer is None else optimizer, options.batch  # None: as `analyze` takes it
         return [BudgetEntry(model, tuple(parsed), None, batch, dtype, optimizer, options=options) for model in models]
     path = config or find_budget_file(directory)
     if path is None:

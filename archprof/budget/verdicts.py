@@ -24,7 +24,8 @@ def format_margin(verdict: Verdict) -> str:
 
 
 def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
-    """Plain text cells, one dict per limit: model, input, dtype, limit, value, margin, verdict."""
+    """Plain text cells, one dict per limit: model, input, dtype, limit, value, margin, verdict;
+    and a note ('' for none) saying why a limit the value is within fails (`Verdict.note`)."""
     return [
         {
             "model": v.model,
@@ -34,6 +35,7 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict[str, str]]:
             "value": v.value_text,
             "margin": format_margin(v),
             "verdict": "pass" if v.passed else "FAIL",
+            "note": visible_text(v.note),
         }
         for v in verdicts
     ]
@@ -71,7 +73,9 @@ def markdown_summary(results: Sequence[Verdict | EntryError]) -> str:
             cells = [markdown_code(row["model"]), row["input"], row["dtype"], markdown_code(row["limit"]), row["value"]]
             cells += [row["margin"], verdict]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n"
+    # Why a limit its value is within fails, under the table (a cell would widen it by a paragraph).
+    notes = [f"- {markdown_code(v.model, in_table=False)}: {markdown_literal(v.note)}" for v in verdicts if v.note]
+    return "\n".join(lines + (["", *notes] if notes else [])) + "\n\n"
 
 
 def append_step_summary(results: Sequence[Verdict | EntryError], path: str | Path) -> None:
@@ -128,6 +132,9 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
             limit = visible_text(verdict.limit_text)
             if verdict.passed:
                 ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"
+            elif verdict.note:
+                message = f"{detail}: {visible_text(verdict.note)}"
+                ET.SubElement(case, "failure", message=message, type="BudgetUnverifiable").text = message
             else:
                 bound = "over" if verdict.limit.bound == "max" else "under"
                 message = f"{detail} is {bound} {limit} ({format_margin(verdict)})"

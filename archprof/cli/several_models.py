@@ -233,6 +233,7 @@ def check(
         budget_file = config or find_budget_file()
         model_files = [found for entry in entries for found in input_files(entry.model, base=entry.search_dir)]
         read = [("the budget file", budget_file), ("the --weights file", options.weights), *model_files]
+        read += _weights_files(entries)
     if junit is not None:
         if str(junit) == "-":  # the table goes there
             from archprof.errors import ArchprofError
@@ -267,6 +268,19 @@ def check(
         raise typer.Exit(2)
     if not all(verdict.passed for verdict in verdicts):
         raise typer.Exit(1)
+
+
+def _weights_files(entries) -> list[tuple[str, Path]]:
+    """The weights file each entry loads (its own `weights = `, or --weights), found where the
+    loader finds it: beside the budget file first, then from the current directory. An
+    entry's own was not among the files a --junit or step summary must not be: it was overwritten."""
+    from archprof.load.common import resolve_path
+
+    return [
+        ("the weights file", resolve_path(entry.options.weights, entry.search_dir))
+        for entry in entries
+        if entry.options.weights is not None
+    ]
 
 
 @app.command()

@@ -85,7 +85,8 @@ def comparison_table(
 
 def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout = Layout()) -> Group:
     """One table per model, input and dtype, one row per limit (cells from `archprof.budget.verdicts.verdict_rows`),
-    then the overall verdict: first, how many models could not be checked (`unchecked`), if any.
+    each table followed by its rows' notes, then the overall verdict: first, how many models could not be
+    checked (`unchecked`), if any.
     Where a table's figures and verdicts side by side do not fit `layout.width`, one block per limit."""
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
     for row in rows:
@@ -104,6 +105,8 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout 
         for row in zip(*cells.values(), strict=True):
             table.add_row(*row)
         parts.append(table if fits(table, layout.width) else stacked_rows(title, cells, width=layout.width))
+        # Why a limit the value is within fails (a minimum against an upper bound): under its table.
+        parts += [Text(row["note"], style="yellow") for row in group if row.get("note")]
     failed = sum(row["verdict"] != "pass" for row in rows)
     verdict = limits_verdict(failed, len(rows))
     if unchecked:  # the run's verdict, whatever the limits checked say: never a last line that reads "pass"
