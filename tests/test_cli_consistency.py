@@ -53,13 +53,28 @@ def test_an_empty_optimizer_name_is_refused_by_every_command(args):
     assert "unknown optimizer ''" in one_error_line(result)
 
 
-def _piped_summary(columns: str | None) -> str:
+def _piped(*args: str, columns: str | None = None) -> str:
     env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
     if columns is not None:
         env["COLUMNS"] = columns
     env["PYTHONPATH"] = str(ROOT)
-    command = [sys.executable, "-m", "archprof", "summary", "lenet5"]
+    command = [sys.executable, "-m", "archprof", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=True).stdout
+
+
+def _piped_summary(columns: str | None) -> str:
+    return _piped("summary", "lenet5", columns=columns)
+
+
+def test_a_piped_budget_table_keeps_its_title_on_one_line(tmp_path):
+    """Piped, check's title was wrapped at 80 columns, mid-word ('...whe' / 'n_piped...'),
+    where summary's and every table's stay whole."""
+    folder = tmp_path / ("a_folder_with_a_long_name_" * 3)
+    folder.mkdir()
+    (folder / "net.py").write_text("from torch import nn\n\ndef net():\n    return nn.Conv2d(3, 4, 3)\n")
+    spec = f"{folder / 'net.py'}:net"
+    output = _piped("check", spec, "--input", "3x8x8", "--max-params", "1M")
+    assert output.splitlines()[0] == f"{spec}  ·  input 1x3x8x8  ·  float32  ·  within budget"
 
 
 def test_a_columns_that_is_not_a_width_is_taken_as_unset():

@@ -28,21 +28,29 @@ def emit(format: Format, output: Path | None, table, writers, choice: ColumnChoi
     if format is Format.markdown and (choice.columns or format not in writers):
         writers = {**writers, format: lambda: _table_markdown(table, choice)}
     if format is Format.table:
-        from archprof.render.base import UNLIMITED_WIDTH, Layout, to_text
+        from archprof.render.base import Layout, to_text
 
         if output is None:
-            console = stdout_console()
-            width = None if choice.wide else fitted_width(console)
-            renderable = table(Layout(width, choice.columns))
-            if width is None:
-                console = stdout_console(UNLIMITED_WIDTH)
-            with standard_output():
-                console.print(renderable)
+            print_table(table, choice)
             return
         text = to_text(table(Layout(columns=choice.columns)))
     else:
         text = writers[format]()
     write_text(text, output)
+
+
+def print_table(table, choice: ColumnChoice = ColumnChoice()) -> None:
+    """`table(layout)` on standard output: fitted to a terminal's width (or COLUMNS's), unless
+    --wide; elsewhere every column, and no line, a title's either, broken at a width of 80."""
+    from archprof.render.base import UNLIMITED_WIDTH, Layout
+
+    console = stdout_console()
+    width = None if choice.wide else fitted_width(console)
+    renderable = table(Layout(width, choice.columns))
+    if width is None:
+        console = stdout_console(UNLIMITED_WIDTH)
+    with standard_output():
+        console.print(renderable)
 
 
 def write_text(text: str, output: Path | None) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from archprof.cli.app import app
-from archprof.cli.emit import check_appended, check_output, choose_format, emit, input_files
+from archprof.cli.emit import check_appended, check_output, choose_format, emit, input_files, print_table
 from archprof.cli.options import (
     Format,
     FormatOpt,
@@ -25,7 +25,7 @@ from archprof.cli.options import (
     optimizer_option,
     with_model_options,
 )
-from archprof.cli.streams import fitted_width, progress_display, say, standard_output, stdout_console, user_errors
+from archprof.cli.streams import progress_display, say, user_errors
 
 # What --sort takes: the keys `archprof.comparison.sort_column` accepts (a test holds the
 # two equal). Named here because importing archprof.comparison loads torch before the help shows.
@@ -209,7 +209,6 @@ def check(
     from archprof.budget.files import find_budget_file, plan_check
     from archprof.budget.verdicts import append_step_summary, junit_xml, verdict_rows
     from archprof.render import budget_table
-    from archprof.render.base import Layout
 
     limits = {
         "max-params": max_params,
@@ -248,10 +247,8 @@ def check(
     verdicts = [result for result in results if isinstance(result, Verdict)]
     errors = [result for result in results if isinstance(result, EntryError)]
     if verdicts:
-        console = stdout_console()
-        table = budget_table(verdict_rows(verdicts), len(errors), Layout(fitted_width(console)))
-        with standard_output():
-            console.print(table)
+        rows = verdict_rows(verdicts)
+        print_table(lambda layout: budget_table(rows, len(errors), layout))
     if junit is not None:
         from archprof.output import write_atomically
 

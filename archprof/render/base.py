@@ -108,12 +108,9 @@ def fitted_table(
             text_widths = _cut_text_widths(natural, [h for h in shown if h == label or h in _CUT_TEXT], label, over)
             if label in text_widths:
                 columns = {**columns, label: _cut_labels(unmarked, marks, text_widths[label])}
-    if layout.width is not None and title.cell_len > layout.width:
-        title = Text("\n").join(title.wrap(Console(width=layout.width), layout.width))
-    # Wrapped to the width it has, not to a table its columns made narrow (rf --columns
-    # Coverage gave "lenet5  ·" over three lines; profile's on 80 columns took four).
-    title.no_wrap, title.overflow = True, "ignore"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)
+    table = Table(
+        title=table_title(title, layout.width), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options
+    )
     for heading in shown:
         table.add_column(
             heading,
@@ -182,6 +179,16 @@ def label_value_table(
 def columns_of(headings: Sequence[str], rows: Sequence[tuple]) -> dict[str, list]:
     """Rows of cells as columns, by heading (what `stacked_rows` takes)."""
     return dict(zip(headings, (list(cells) for cells in zip(*rows, strict=True)), strict=True))
+
+
+def table_title(title: Text, width: int | None) -> Text:
+    """A table's title wrapped to the width it has (None: on one line, as piped), not to a
+    table its columns made narrow (rf --columns Coverage gave "lenet5  ·" over three lines;
+    profile's on 80 columns took four; check's, piped, a long path over three at 80)."""
+    if width is not None and title.cell_len > width:
+        title = Text("\n").join(title.wrap(Console(width=width), width))
+    title.no_wrap, title.overflow = True, "ignore"
+    return title
 
 
 def stacked_rows(

@@ -19,6 +19,7 @@ from archprof.render.base import (
     fitted_table,
     stacked_rows,
     subtotal_cell,
+    table_title,
     tree_label,
 )
 from archprof.render.tree import TreeRow, top_level_rules, tree_nodes
@@ -97,7 +98,7 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout 
         verdict = Text(f"{failed} exceeded", style="bold red") if failed else Text("within budget", style="green")
         title = Text.assemble(f"{visible_text(model)}  ·  input {shape}  ·  {dtype}  ·  ", verdict)
         cells = _limit_columns(group)
-        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table = Table(title=table_title(title, layout.width), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("Limit", overflow="fold")  # on a narrow terminal the limit wraps, not the figures
         table.add_column("Value", justify="right", no_wrap=True)
         table.add_column("Margin", justify="right", no_wrap=True)
@@ -148,7 +149,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
 
     title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
     cells = _totals_columns(diff)
-    totals = _totals_table(title, cells)
+    totals = _totals_table(table_title(title, layout.width), cells)
     # Where even the figures side by side do not fit, one block per total (never a cut figure).
     parts: list = [totals if fits(totals, layout.width) else stacked_rows(title, cells, width=layout.width)]
     notes = final_field_notes(diff)
