@@ -68,10 +68,12 @@ class OptimizerModel:
         return f"torch.optim.{self.torch_class}(params{options})"
 
     def build(self, params: Iterable[Any], lr: float = 1e-3) -> Any:
-        """The real torch.optim optimizer over `params`."""
+        """The real torch.optim optimizer over `params`, updating one parameter at a time, as
+        modelled (`update`): on a GPU torch.optim's default is its `foreach` update, which
+        works on all the parameters at once, up to a copy of them more at its peak."""
         import torch
 
-        return getattr(torch.optim, self.torch_class)(params, lr=lr, **self.options)
+        return getattr(torch.optim, self.torch_class)(params, lr=lr, foreach=False, **self.options)
 
     def step_temporaries(self, parameter_bytes: list[int]) -> int:
         """The most its update allocates beyond the state, the parameters it updates (in its

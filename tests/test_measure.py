@@ -1460,3 +1460,58 @@ def test_a_fused_encoder_layer_is_checked_as_one_module():
     by_hand = 2 * (4 * tokens * width**2 + 2 * tokens**2 * width + 2 * tokens * width * 2 * width)
     assert report.totals.flops == by_hand
     assert all(check.status == "ok" for check in report.measured.checks), report.measured.checks
+
+
+@pytest.fixture
+def tf32_flags():
+    """PyTorch's TF32 flags as they were after the test (the per-operator ones, from 2.9)."""
+    flags = (torch.backends, torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    saved = [flag.fp32_precision for flag in flags]
+    yield
+    for flag, precision in zip(flags, saved, strict=True):
+        flag.fp32_precision = precision
+
+
+def test_the_precision_follows_pytorchs_per_operator_tf32_flag(tf32_flags):
+    """A user who turned TF32 off for cuDNN's convolutions by PyTorch's per-operator flag (its
+    documented API from 2.9) got a RuntimeError from archprof's read of the legacy
+    allow_tf32, which PyTorch refuses once the flags of convolutions and RNNs differ."""
+    from archprof.measure.ceilings import precision_label
+
+    gpu = torch.device("cuda")  # the label reads flags only: no GPU needed
+    assert precision_label(gpu, "float32") == "float32+tf32"  # PyTorch's default for convolutions
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    with pytest.raises(RuntimeError, match="mix of the legacy and new APIs"):
+        torch.backends.cudnn.allow_tf32  # noqa: B018 -- the oracle: PyTorch's own refusal
+    assert precision_label(gpu, "float32") == "float32"
+    assert precision_label(torch.device("cpu"), "float32") == "float32"
+
+
+def test_a_peak_measured_in_tf32_leaves_the_flags_as_they_were(tf32_flags):
+    """The peak's products run in TF32 for the block, and the flag is as it was after: the
+    legacy round trip set matmul's 'none' (follow the global flag) to 'ieee', so that a
+    later `torch.backends.fp32_precision = "tf32"` no longer reached matrix products."""
+    from archprof.measure.ceilings import _products_in_tf32
+
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    with _products_in_tf32(True):
+        assert matmul.fp32_precision == "tf32"
+    assert matmul.fp32_precision == before
+    torch.backends.fp32_precision = "tf32"
+    assert matmul.fp32_precision == "tf32"
+
+
+def test_a_measured_step_updates_one_parameter_at_a_time_as_modelled():
+    """On a GPU torch.optim's default is the `foreach` update, all the parameters at once (a
+    copy of them more at its peak, PyTorch's docs say): `memory --measure` measured another
+    step than the one it predicts (lenet5 with Adagrad: 1.32x). The step archprof builds is
+    the one-at-a-time update, whatever the device, and its peak is the prediction."""
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import predicted_and_measured
+    from archprof.optimizers import OPTIMIZERS
+
+    for name, model in OPTIMIZERS.items():
+        assert model.build([nn.Parameter(torch.zeros(1))]).defaults["foreach"] is False, name
+    _, step = predicted_and_measured(load_model("lenet5"), [(1, 32, 32)], 2, None, "adagrad").steps
+    assert step.measured.bytes == step.predicted_bytes

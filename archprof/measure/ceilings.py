@@ -205,11 +205,42 @@ def device_ceilings(
 
 def precision_label(device: torch.device, dtype: str) -> str:
     """The arithmetic a model in `dtype` runs its convolutions in: on a GPU, float32
-    convolutions use TF32 tensor cores when torch.backends.cudnn.allow_tf32 (PyTorch's
-    default), "float32+tf32", many times float32's peak."""
-    if device.type == "cuda" and dtype == "float32" and torch.backends.cudnn.allow_tf32:
+    convolutions use TF32 tensor cores where cuDNN's flags allow it (PyTorch's default),
+    "float32+tf32", many times float32's peak."""
+    if device.type == "cuda" and dtype == "float32" and _convolutions_in_tf32():
         return "float32+tf32"
     return dtype
+
+
+def _convolutions_in_tf32() -> bool:
+    """Whether cuDNN runs float32 convolutions in TF32: PyTorch's per-operator flag
+    (`torch.backends.cudnn.conv.fp32_precision`, from 2.9; once set, reading the legacy
+    allow_tf32 raises where conv and RNN differ), else the legacy flag."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None:
+        return conv.fp32_precision == "tf32"
+    return torch.backends.cudnn.allow_tf32
+
+
+@contextlib.contextmanager
+def _products_in_tf32(tf32: bool):
+    """Matrix products in TF32 (`tf32`) or full float32 for the block, then as they were: by the
+    per-operator flag where PyTorch has one (mixing it with the legacy allow_tf32 makes PyTorch
+    raise), else by the legacy flag."""
+    matmul = torch.backends.cuda.matmul
+    new_api = hasattr(matmul, "fp32_precision")
+    saved = matmul.fp32_precision if new_api else matmul.allow_tf32
+    if new_api:
+        matmul.fp32_precision = "tf32" if tf32 else "ieee"
+    else:
+        matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        if new_api:
+            matmul.fp32_precision = saved
+        else:
+            matmul.allow_tf32 = saved
 
 
 # The most a cached figure may say, for one device: a thousand times today's fastest (an
@@ -235,16 +266,11 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype, max_size: int |
     """FLOP/s of a large square matrix product (2 n^3 FLOPs) in `dtype`, the best of a few
     runs after warm-up, on random data (never zeros: they can run faster). n doubles from
     256 until one product takes 20 ms or n reaches `max_size` (8192 on a GPU, 2048 on a CPU).
-    On a GPU, a float32 product runs in TF32 exactly when convolutions do
-    (torch.backends.cudnn.allow_tf32), the precision a CNN's FLOPs run in: see `precision_label`."""
+    On a GPU, a float32 product runs in TF32 exactly when convolutions do, the precision a
+    CNN's FLOPs run in: see `precision_label`."""
     if device.type == "cuda":
-        matmul = torch.backends.cuda.matmul
-        saved = matmul.allow_tf32
-        matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
-        try:
+        with _products_in_tf32(_convolutions_in_tf32()):
             return _matmul_rate(device, dtype, max_size or 8192)
-        finally:
-            matmul.allow_tf32 = saved
     return _matmul_rate(device, dtype, max_size or 2048)
 
 

@@ -83,6 +83,26 @@ def measured_peak(run: Callable[[], Any], device: torch.device, before: int, hel
     return None
 
 
+def allocated_before_a_run(device: torch.device, training: bool = False) -> int:
+    """What the caching allocator holds on `device` before a measured run (0 off CUDA), once
+    cuBLAS has its workspace there: PyTorch allocates one per handle and stream at the first
+    matrix product (32 MiB on an H100 or H200), from the caching allocator, and never frees
+    it, so a run whose model is the first to multiply (its first Linear) would count it in its
+    peak, and one after another product (the device's ceilings measured) would not. A
+    training run's backward runs on autograd's own device thread, whose handle is its own:
+    a product's backward too."""
+    if device.type != "cuda":
+        return 0
+    with torch.enable_grad():
+        matrix = torch.ones(8, 8, device=device, requires_grad=training)
+        product = matrix @ matrix
+        if training:
+            product.sum().backward()
+    del matrix, product
+    torch.cuda.synchronize(device)
+    return torch.cuda.memory_allocated(device)
+
+
 def measure_memory(
     analysed: Analysis, dtype: torch.dtype | None = None, training: bool = True, optimizer: str = "sgd"
 ) -> Measured:
@@ -94,11 +114,9 @@ def measure_memory(
     steps_before = optimizer_model(optimizer).steady_from - 1
     name = analysed.loaded.name
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    before = 0
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
-        before = torch.cuda.memory_allocated(device)
+    before = allocated_before_a_run(device, training)
     with random_state_kept(device):  # random weights and inputs, dropout in the training step
         module = analysed.loaded.materialize(device, dtype, copy_module=True)
         inputs = random_inputs(analysed, device)

@@ -55,7 +55,7 @@ from archprof.measure.device import (
     resolve_device,
     timed_paths,
 )
-from archprof.measure.peak_memory import held_bytes, measured_peak
+from archprof.measure.peak_memory import allocated_before_a_run, held_bytes, measured_peak
 from archprof.meta import has_uninitialised
 from archprof.passes.layers import group_layers
 from archprof.passes.traffic import bytes_moved
@@ -202,10 +202,7 @@ def _profiled(
     moved = bytes_moved(graph, groups)
 
     ceilings = device_ceilings(target, report.dtype, given_flops, given_bandwidth, progress=progress)
-    state_bytes = 0
-    if target.type == "cuda":
-        torch.cuda.synchronize(target)
-        state_bytes = torch.cuda.memory_allocated(target)
+    state_bytes = allocated_before_a_run(target)
     module = materialise(loaded, target, dtype)
     real_inputs = random_inputs(analysed, target)
     leaves = compared_modules(report, leaf_paths(module), module, graph.aliases)  # what the cross-check compares
