@@ -9,6 +9,7 @@ column plus the measured ones) and, with matplotlib installed, `<model>_roofline
 """
 
 import sys
+from pathlib import Path
 
 import archprof
 
@@ -50,11 +51,12 @@ def main(name: str = "resnet18", size: str = "3x64x64") -> None:
 
     report.to_csv(f"{name}_profile.csv")
     print(f"\nwrote {name}_profile.csv")
+    chart = Path(f"{name}_roofline.png")
     try:
-        from archprof.render.roofline import plot_roofline
+        from archprof.render.roofline import roofline_image
 
-        plot_roofline(report, f"{name}_roofline.png")
-        print(f"wrote {name}_roofline.png")
+        chart.write_bytes(roofline_image(report, chart))  # the image's bytes, in the suffix's format
+        print(f"wrote {chart}")
     except archprof.ArchprofError as error:  # matplotlib not installed
         print(f"no roofline plot: {error}")
 
