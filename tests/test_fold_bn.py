@@ -341,3 +341,14 @@ def test_explaining_a_folded_norm_names_the_layer_it_folded_into():
         report.explain("1")
     with pytest.raises(archprof.ArchprofError, match="no layer"):
         report.explain("9x")
+
+
+def test_a_folded_reports_json_says_which_norms_folded():
+    """A folded report's CSV and JSON had no mark of it: a saved one could not be told from the
+    model as it is. JSON names each BatchNorm folded and kept, as `Report.batch_norm_folding`
+    does; the oracle: the built-in resnet18's BatchNorm2d modules, each called once."""
+    model = MODELS["resnet18"].build()
+    norms = [name for name, module in model.named_modules() if isinstance(module, nn.BatchNorm2d)]
+    folded = json.loads(_folded(model.eval(), 3, 64, 64).to_json())["batch_norm_folding"]
+    assert sorted(entry["norm"] for entry in folded["folded"]) == sorted(norms) and folded["kept"] == []
+    assert "batch_norm_folding" not in json.loads(archprof.analyze(model, input_size=(3, 64, 64)).to_json())

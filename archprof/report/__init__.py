@@ -8,6 +8,7 @@ The columns are defined in `columns`, the totals in `totals`, the files' text in
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from collections.abc import Sequence
@@ -458,6 +459,8 @@ class Report:
             document["measured_memory"] = self.measured_memory.as_dict()
         if self.batch_fit is not None:
             document["batch_fit"] = self.batch_fit
+        if self.batch_norm_folding is not None:  # the inference view: a reader tells it from the model as it is
+            document["batch_norm_folding"] = dataclasses.asdict(self.batch_norm_folding)
         return write(json_text(document, default=json_fraction), path)
 
     def to_markdown(self, path=None) -> str:
