@@ -76,7 +76,7 @@ import torch.nn.functional as F
 from hub_sweep import _hubs, hub_models, write_reports
 from torch.overrides import TorchFunctionMode
 
-from archprof.passes.receptive_field.dims import FLAT, Tokens
+from archprof.passes.receptive_field.dims import FLAT, Tokens, among_features, entry_withins
 from archprof.passes.receptive_field.maps import AxisMap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -340,7 +340,7 @@ def _verdict(state, row: dict, real, x, spatial: tuple[int, ...]) -> dict:
     # beside a class token, the first of the tokens: the field archprof gives is theirs), all
     # channels together, so that no one channel's ReLU cut-off after a normalisation's
     # centring (a value below 0) hides the unit's field.
-    placed = [isinstance(entry, (AxisMap, *FLAT)) for entry in dims]
+    placed = [isinstance(entry, (AxisMap, *FLAT)) and not _features(dims, index) for index, entry in enumerate(dims)]
     if any(placed) and len(dims) == real.dim():
         index = [_first_unit(entry) if place else slice(None) for entry, place in zip(dims, placed, strict=True)]
         unit = real[tuple(index)]
@@ -365,6 +365,13 @@ def _verdict(state, row: dict, real, x, spatial: tuple[int, ...]) -> dict:
     else:
         verdict = "padded" if inside and _unit_box(state, spatial) == oracle else "wrong"
     return {"verdict": verdict, "archprof": _text(clipped), "oracle": _text(oracle)}
+
+
+def _features(dims, index: int) -> bool:
+    """Whether dimension `index` holds block positions among a unit's features (a
+    space-to-depth's channels: `among_features`), read whole, as the channels are."""
+    held = entry_withins(dims[index])
+    return bool(held) and all(among_features(dims, index, within) for within in held)
 
 
 def _first_unit(entry) -> int:

@@ -151,3 +151,65 @@ def _assert_every_unit_exact(model: nn.Module, input_size: tuple[int, ...], tran
         for w in range(output.shape[3]):
             box = unit_box(fields[output.id], spatial, (w, h) if transposed else (h, w))
             assert [tuple(b) for b in box] == unit_gradient_box(oracle, input_size, (h, w)), (h, w)
+
+
+class SpaceToDepth(nn.Module):
+    """timm's SpaceToDepth (TResNet's stem): each 2x2 block of pixels moved into channels by a
+    view and a permute, after a 3x3 convolution; or the same by a tiling F.unfold viewed back
+    as a map."""
+
+    def __init__(self, unfold: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.unfold = unfold
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        if self.unfold:
+            return F.unfold(y, 2, stride=2).view(n, c * 4, h // 2, w // 2)
+        y = y.view(n, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4).contiguous()
+        return y.view(n, c * 4, h // 2, w // 2)
+
+
+@pytest.mark.parametrize("unfold", [False, True], ids=["view and permute", "unfold"])
+def test_a_space_to_depth_unit_reads_its_whole_block(unfold):
+    """A space-to-depth's unit holds its whole 2x2 block in its channels: unit (2, 3) after
+    a 3x3 convolution reads pixels 3..6 x 5..8, its block's and the window's around it, as
+    the gradient oracle says. The row read one pixel of each block (3x3, the first offset's),
+    which timm's TResNet showed as a field of 1x1 for its stem."""
+    model = positive(SpaceToDepth(unfold))
+    report = archprof.analyze(model, input_size=(1, 16, 16))
+    fields, spatial = tensor_fields(report.graph)
+    state = fields[report.graph.outputs[0].id]
+    for unit in ((0, 0), (2, 3), (7, 7)):
+        assert unit_box(state, spatial, unit) == unit_gradient_box(model, (1, 16, 16), unit), unit
+    row = report.rows()[-1]
+    assert (row["receptive_field"], row["receptive_field_start"], row["effective_stride"]) == ((4, 4), (-1, -1), (2, 2))
+
+
+class SideBySide(nn.Module):
+    """A 3x3 and a 5x5 convolution of one map, joined along its width."""
+
+    def __init__(self):
+        super().__init__()
+        self.narrow, self.wide = nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 5, padding=2)
+
+    def forward(self, x):
+        return torch.cat([self.narrow(x), self.wide(x)], 3)
+
+
+def test_paths_joined_along_one_dimension_with_other_fields_along_another_are_a_bound():
+    """Unit 0 lies in the 3x3 path: it reads 2 rows (0..1), the oracle says, where a field
+    per dimension gives it the union of both paths' rows along the height (5 from -2). No note
+    said so; it is now marked an upper bound, and every unit's box holds the oracle's."""
+    model = positive(SideBySide())
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    row = report.rows()[-1]
+    assert row["receptive_field_note"].startswith("an upper bound")
+    fields, spatial = tensor_fields(report.graph)
+    state = fields[report.graph.outputs[0].id]
+    for unit in ((0, 0), (4, 3), (4, 12)):
+        bound, oracle = unit_box(state, spatial, unit), unit_gradient_box(model, (1, 8, 8), unit)
+        assert all(b[0] <= o[0] and o[1] <= b[1] for b, o in zip(bound, oracle, strict=True)), unit
+    assert unit_gradient_box(model, (1, 8, 8), (0, 0))[0] == (0, 1)

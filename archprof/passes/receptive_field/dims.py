@@ -336,23 +336,35 @@ class Field:
     def places(self, axis: int) -> list[tuple[AxisMap, bool]]:
         """Every map along `axis`, with whether it is a tensor dimension of its own; the blocks
         of a split dimension whose positions inside them another dimension holds (`Within`)
-        as the units at position 0 of each block (`_first_of_blocks`), which its unit 0 is."""
+        as the units at position 0 of each block (`_first_of_blocks`), which its unit 0 is,
+        unless the positions are among the unit's features (its channels): then its whole block."""
         own: list[tuple[AxisMap, bool]] = []
         others: list[tuple[AxisMap, bool]] = []
-        withins: list[Within] = []
-        for entry in self.dims:  # one loop, not three: a row's cells ask this per axis
+        held: list[tuple[int, Within]] = []  # each block position, with the dimension holding it
+        for index, entry in enumerate(self.dims):  # one loop, not three: a row's cells ask this per axis
             if isinstance(entry, AxisMap):
                 if entry.axis == axis:
                     own.append((entry, True))
             elif isinstance(entry, FLAT):
                 others += [(m, False) for m in entry.maps() if m.axis == axis]
             if isinstance(entry, (Within, Merged)):
-                withins += entry_withins(entry)
+                held += [(index, w) for w in entry_withins(entry)]
         others += [(m, False) for m in self.loose if m.axis == axis]
         places = own + others if others else own
+        withins = [w for index, w in held if not among_features(self.dims, index, w)]
         if withins:
             places = _first_of_blocks(places, withins)
         return places
+
+
+def among_features(dims: Sequence[Dim], index: int, within: Within) -> bool:
+    """Whether a block position that dimension `index` of `dims` holds is a feature of the
+    unit, which reads its whole block: past the first dimension, where its blocks' map is a
+    dimension of its own (a space-to-depth's, among the channels; a tiling unfold's viewed back
+    as a map). Where the first dimension (the batch, a grid's windows merged into it) or one
+    beside the blocks' holds it, the position indexes the unit: unit 0 reads position 0 of
+    each block (`_first_of_blocks`)."""
+    return index > 0 and any(entry is within.outer for entry in dims)
 
 
 def _first_of_blocks(places: list[tuple[AxisMap, bool]], withins: list[Within]) -> list[tuple[AxisMap, bool]]:

@@ -254,7 +254,13 @@ def _cat(walk: Walk, op: OpNode) -> State:
         links.append(Link(entry, reads, None, monotone=False, why="concatenated along a spatial dimension"))
     dims = list(merged.dims)
     dims[axis] = AxisMap(next(e.axis for e in entries if e is not None), out[axis], tuple(links))
-    return merged.with_dims(dims)
+    joined = merged.with_dims(dims)
+    if len({s.dims for s in items if isinstance(s, Field)}) > 1:
+        # A unit lies in one piece, whose field along the other dimensions is its own; a field
+        # per dimension can say no such thing: each is given the union of the pieces'.
+        what = "joins along one spatial dimension paths whose fields differ along another"
+        return walk.bounded(op, joined, what, kinds=False)
+    return joined
 
 
 def _beside_whole(walk: Walk, whole: list[bool], sizes: list[int], axis: int, out: tuple[int, ...]) -> State:
