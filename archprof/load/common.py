@@ -31,6 +31,24 @@ INPUT_DTYPES = {
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".ts")
 WEIGHTS_ONLY_SUFFIXES = (".ckpt", ".bin", ".safetensors")
 HUBS = {"torchvision": "torchvision", "timm": "timm"}  # spec prefix -> package to install
+
+# Operators, by their qualified names ("aten::save", as TorchScript code and an operator's
+# schema name them), whose effect reaches past the model: files (torch.from_file maps any file
+# into a tensor, shared: what is written to the tensor is written to the file; torch.save
+# writes one), the terminal (a forward that prints could corrupt a report archprof writes to
+# stdout), other processes (RPC) and the process's own random state. A model file's code
+# (TorchScript) or graph (an exported program) that calls one is refused.
+REACHING_OUT = {
+    "aten::from_file": "reads or writes files",
+    "aten::save": "reads or writes files",
+    "aten::_print": "writes to the terminal",
+    "prim::Print": "writes to the terminal",
+    "prim::rpc_async": "calls other processes",
+    "prim::rpc_remote": "calls other processes",
+    "prim::rpc_sync": "calls other processes",
+    "aten::manual_seed": "changes the process's random state",
+    "aten::seed": "changes the process's random state",
+}
 INT64_MAX = 2**63 - 1  # torch's sizes, element counts and byte offsets are int64
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from archprof.errors import ArchprofError
-from archprof.load.common import needs_code, quiet, shorten, unreadable, weights_only_reason
+from archprof.load.common import REACHING_OUT, needs_code, quiet, shorten, unreadable, weights_only_reason
 from archprof.load.inputs import InputSpec
 from archprof.load.model import LoadedModel
 from archprof.load.zip_archive import checked_archive, folded
@@ -45,7 +45,60 @@ def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
         if "check the warnings above" in str(exc) and logged:  # the error it logged, which quiet() kept
             raise ArchprofError(f"cannot read {spec}: corrupted or truncated? ({logged[-1]})") from None
         raise unreadable(spec, exc) from None
+    if not trust_pickle:
+        _refuse_code_in_graphs(program, spec)
     return program_loaded(program, spec, source=path)
+
+
+# What an exported program's graphs may call without its file being trusted: tensor
+# operators of torch's own namespaces but those reaching past the model (`REACHING_OUT`),
+# control flow running the program's own subgraphs, and the arithmetic of symbolic sizes.
+# torch.export.load resolves any callable it reaches from torch, operator or math: an
+# importer of any module (a custom autograd function's), or torch.from_file writing a file
+# the graph names, ran as the trace ran the graph.
+_OPERATOR_NAMESPACES = frozenset({"aten", "prims", "quantized", "quantized_decomposed"})
+_CONTROL_FLOW = frozenset(
+    {"cond", "map_impl", "while_loop", "scan", "wrap_with_set_grad_enabled", "wrap_with_autocast"}
+)
+_SIZE_FUNCTIONS = frozenset(
+    {"_check", "_check_is_size", "sym_float", "sym_int", "sym_ite", "sym_max", "sym_min", "sym_not", "sym_sum"}
+)
+
+
+def _refuse_code_in_graphs(program: torch.export.ExportedProgram, spec: str) -> None:
+    """Refuse a program whose graphs (its own and the subgraphs its control flow runs) call
+    anything but `_why_not_data` allows, before any of it runs."""
+    for module in program.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        for node in graph.nodes if isinstance(graph, torch.fx.Graph) else ():
+            if node.op in ("call_method", "call_module"):  # torch.export writes neither
+                why = f"{node.op} {shorten(str(node.target))}, which an exported program does not hold"
+            elif node.op == "call_function":
+                why = _why_not_data(node.target)
+            else:
+                continue
+            if why:
+                raise ArchprofError(
+                    f"refusing to load {spec}: its graph calls {why}, code from the file that would run when"
+                    " analysed; if you trust it, pass --trust-pickle (Python: trust_pickle=True)"
+                )
+
+
+def _why_not_data(target: Any) -> str | None:
+    """Why a graph's call target is not one a program of tensor operators holds (None: it is)."""
+    if isinstance(target, torch._ops.OpOverload):
+        name = target._schema.name
+        if name in REACHING_OUT:
+            return f"{name}, which {REACHING_OUT[name]}"
+        if target.namespace not in _OPERATOR_NAMESPACES:
+            return f"{shorten(name)}, an operator outside torch's own ({', '.join(sorted(_OPERATOR_NAMESPACES))})"
+        return None
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return None if target.name() in _CONTROL_FLOW else f"the higher-order operator {shorten(target.name())}"
+    module, name = getattr(target, "__module__", None), getattr(target, "__name__", "")
+    if module in ("_operator", "math") or (module == "torch" and name in _SIZE_FUNCTIONS):
+        return None
+    return shorten(f"{module}.{name}" if module else repr(target))
 
 
 def program_loaded(program: torch.export.ExportedProgram, name: str, source: Path | None = None) -> LoadedModel:

@@ -28,25 +28,9 @@ from typing import BinaryIO
 import torch
 
 from archprof.errors import ArchprofError
-from archprof.load.common import shorten, unreadable
+from archprof.load.common import REACHING_OUT, shorten, unreadable
 from archprof.load.zip_archive import checked_archive, folded
 
-# Operators, named as TorchScript code names them, whose effect reaches past the model:
-# files (torch.from_file maps any file into a tensor, shared: what is written to the tensor is
-# written to the file; torch.save writes one), the terminal (a forward that prints could
-# corrupt a report archprof writes to stdout), other processes (RPC) and the process's own
-# random state.
-_REACHING_OUT = {
-    "aten::from_file": "reads or writes files",
-    "aten::save": "reads or writes files",
-    "aten::_print": "writes to the terminal",
-    "prim::Print": "writes to the terminal",
-    "prim::rpc_async": "calls other processes",
-    "prim::rpc_remote": "calls other processes",
-    "prim::rpc_sync": "calls other processes",
-    "aten::manual_seed": "changes the process's random state",
-    "aten::seed": "changes the process's random state",
-}
 _BARE_OPERATORS = {"print": "prim::Print"}  # TorchScript's builtins that are operators of these
 # Operator namespaces of torch's own whose operators are tensor operators (`quantized`: torch.ao's
 # quantized layers), and the namespaces of torch's C++ classes (`__torch__.torch.classes.NS.Name`)
@@ -166,7 +150,7 @@ def _node_problem(node: ast.AST, local: set[str], inner: set[int]) -> str | None
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         called = node.func.id
         if called in _BARE_OPERATORS:
-            return f"calls {called}, which {_REACHING_OUT[_BARE_OPERATORS[called]]}"
+            return f"calls {called}, which {REACHING_OUT[_BARE_OPERATORS[called]]}"
         if called not in _BUILTINS and called not in local and called not in _ROOTS:
             return f"calls {shorten(called)}, which is neither TorchScript's builtin nor its own code"
     return None
@@ -181,7 +165,7 @@ def _name_problem(node: ast.Attribute | ast.Name) -> str | None:
     full: TorchScript lets a prefix (`ops.image`) be bound to a variable and called through."""
     parts = _dotted(node)
     if parts and len(parts) == 1 and parts[0] in _BARE_OPERATORS:  # `_p = print`, then `_p(...)`
-        return f"uses {parts[0]}, which {_REACHING_OUT[_BARE_OPERATORS[parts[0]]]}"
+        return f"uses {parts[0]}, which {REACHING_OUT[_BARE_OPERATORS[parts[0]]]}"
     if not parts or parts[0] not in _ROOTS:
         return None
     name = ".".join(parts)
@@ -202,8 +186,8 @@ def _operator_problem(name: str, namespace: str, rest: list[str]) -> str | None:
     if len(rest) != 1 or not namespace:
         return f"uses {shorten(name)}, which names no one operator"
     qualified = f"{namespace}::{rest[0]}"
-    if qualified in _REACHING_OUT:
-        return f"calls {name}, which {_REACHING_OUT[qualified]}"
+    if qualified in REACHING_OUT:
+        return f"calls {name}, which {REACHING_OUT[qualified]}"
     if not _is_operator(qualified):
         return f"calls {shorten(name)}, which is not one of torch's operators"
     return None

@@ -1,0 +1,113 @@
+"""Exported programs (.pt2) whose graphs reach past the model: refused without --trust-pickle,
+before any of the graph runs. torch.export.load keeps any callable it can reach from torch,
+operator or math, and a trace runs the graph."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import archprof
+from archprof.errors import ArchprofError
+from archprof.load import load_model
+from tests.cli import cli, one_error_line
+
+_IMPORTER = "torch.export.custom_ops._call_custom_autograd_function_in_pre_dispatch"
+
+
+class _Conv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _writing_program(path: Path, victim: Path) -> Path:
+    """A convolution's program whose graph also maps `victim` into a tensor, shared, and fills
+    it with b"A": what is written to the tensor is written to the file."""
+    program = torch.export.export(_Conv(), (torch.randn(1, 3, 8, 8),))
+    graph = program.graph
+    conv = next(node for node in graph.nodes if node.op == "call_function")
+    fake = conv.meta["val"].fake_mode
+
+    def after(node, target, args, kwargs=None):
+        with graph.inserting_after(node):
+            made = graph.call_function(target, args, kwargs or {})
+        made.meta["val"] = torch.empty(16, dtype=torch.uint8)
+        return made
+
+    with fake:
+        mapped = after(conv, torch.ops.aten.from_file.default, (str(victim), True, 16), {"dtype": torch.uint8})
+        after(mapped, torch.ops.aten.fill_.Scalar, (mapped, 65))
+    torch.export.save(program, path)
+    return path
+
+
+def test_a_program_whose_graph_writes_a_file_is_refused_before_it_runs(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"original contents, 16+ bytes")
+    hostile = _writing_program(tmp_path / "hostile.pt2", victim)
+    result = cli("summary", hostile)
+    assert result.exit_code == 2
+    assert "its graph calls aten::from_file, which reads or writes files" in one_error_line(result)
+    assert victim.read_bytes() == b"original contents, 16+ bytes"
+    # The oracle: torch loads the program as it is, and running it writes the file.
+    torch.export.load(str(hostile)).module()(torch.randn(1, 3, 8, 8))
+    assert victim.read_bytes().startswith(b"A" * 16)
+
+
+def test_a_trusted_program_runs_as_it_is(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"original contents, 16+ bytes")
+    archprof.analyze(str(_writing_program(tmp_path / "trusted.pt2", victim)), trust_pickle=True)
+
+
+def test_a_program_whose_graph_calls_an_importer_is_refused(tmp_path):
+    """A node's target rewritten in the archive's JSON to a function of torch's that imports a
+    module by name (and calls its class's `apply`): torch.export.load keeps it."""
+    source = torch.export.export(_Conv(), (torch.randn(1, 3, 8, 8),))
+    torch.export.save(source, tmp_path / "plain.pt2")
+    hostile = tmp_path / "importer.pt2"
+    with zipfile.ZipFile(tmp_path / "plain.pt2") as old, zipfile.ZipFile(hostile, "w") as new:
+        for info in old.infolist():
+            data = old.read(info)
+            if info.filename.endswith("models/model.json"):
+                model = json.loads(data)
+                node = next(n for n in model["graph_module"]["graph"]["nodes"] if "conv2d" in n["target"])
+                node["target"] = _IMPORTER
+                data = json.dumps(model).encode()
+            new.writestr(info, data)
+    loaded = torch.export.load(str(hostile))
+    assert any(getattr(n.target, "__name__", "") == _IMPORTER.rpartition(".")[2] for n in loaded.graph.nodes)
+    with pytest.raises(ArchprofError, match=r"its graph calls .*custom_ops\._call_custom_autograd"):
+        archprof.analyze(str(hostile))
+
+
+class _Dynamic(nn.Module):
+    def forward(self, x):
+        n = x.shape[0]
+        return x.reshape(n, -1).sum(0) * (n + 1) + torch.sym_max(n, 3)
+
+
+class _Branching(nn.Module):
+    def forward(self, x):
+        return torch.cond(x.sum() > 0, lambda t: t + 1, lambda t: t - 1, (x,)) * 2
+
+
+@pytest.mark.parametrize("build", [_Dynamic, _Branching], ids=["symbolic sizes", "control flow"])
+def test_a_program_of_size_arithmetic_or_control_flow_loads_without_trust(tmp_path, build):
+    """Size arithmetic (operator.add, torch.sym_max) and torch.cond's subgraphs are data: the
+    program loads (a trace does not follow torch.cond yet, a limit of its own)."""
+    dynamic = {"x": {0: torch.export.Dim("batch", min=2, max=64)}} if build is _Dynamic else None
+    program = torch.export.export(build(), (torch.randn(4, 6),), dynamic_shapes=dynamic)
+    torch.export.save(program, tmp_path / "program.pt2")
+    assert load_model(str(tmp_path / "program.pt2")).kind == "exported"
+    if build is _Dynamic:
+        assert archprof.analyze(str(tmp_path / "program.pt2")).rows()[-1]["output_shape"] == "6"
