@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tarfile
 import tempfile
 import weakref
 from collections.abc import Collection, Mapping
@@ -186,16 +185,19 @@ _MOST_WRAPPINGS = 16
 
 
 def state_dict_in(
-    value: Mapping, names: Collection[str] | None = None, depth: int = 0
+    value: Mapping, names: Collection[str] | None = None, depth: int = 0, seen: set[int] | None = None
 ) -> dict[str, torch.Tensor] | None:
     """The state dict a checkpoint holds, unwrapped. Saved from a wrapped model (DataParallel's
     "module.", torch.compile's "_orig_mod.", one inside the other), its names are made the
     network's inside, which is what archprof analyses; but not where they are the `names` of
     the model's own state dict already (a model whose one child is called `module`). Looked
     for `_MOST_WRAPPINGS` dicts deep at most (`depth`: how deep `value` is): a checkpoint
-    nesting dicts past Python's stack is no one's."""
-    if depth > _MOST_WRAPPINGS:
+    nesting dicts past Python's stack is no one's; and each dict once (`seen`: their ids), as
+    a pickle may share one dict under every key of every level (1.8 KB held 6**18 paths)."""
+    seen = set() if seen is None else seen
+    if depth > _MOST_WRAPPINGS or id(value) in seen:
         return None
+    seen.add(id(value))
     if value and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
         state = dict(value)
         while not (names is not None and state.keys() <= set(names)) and (
@@ -206,7 +208,7 @@ def state_dict_in(
     for key in ("state_dict", "model_state_dict", "model", "module", "net", "weights"):
         inner = value.get(key)
         if isinstance(inner, Mapping):
-            found = state_dict_in(inner, names, depth + 1)
+            found = state_dict_in(inner, names, depth + 1, seen)
             if found is not None:
                 return found
     return None
@@ -247,8 +249,14 @@ def _head(path: Path) -> bytes | None:
 def _opens_as_torch_writes(path: Path, head: bytes) -> bool:
     """Whether the file, which opens with `head`, is a zip archive (a whole one, or the start of
     one cut short), a pickle of protocol 2 or later (torch.save's legacy format) or a tar
-    archive (its format before PyTorch 0.4)."""
+    archive (its format before PyTorch 0.4): an uncompressed one, its header's "ustar" magic at
+    byte 257 (`tarfile.is_tarfile` tries every compressed reader first, reading a sparse
+    gigabyte of zeros for a minute)."""
+    if head.startswith((b"\x80", b"PK\x03\x04")):
+        return True
     try:
-        return head.startswith((b"\x80", b"PK\x03\x04")) or tarfile.is_tarfile(path)
+        with open(path, "rb") as file:
+            file.seek(257)
+            return file.read(5) == b"ustar"
     except OSError:
         return True
