@@ -513,3 +513,20 @@ def test_importing_the_report_and_comparison_modules_leaves_pandas_unimported():
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.stdout.strip() == "False"
+
+
+def test_the_memory_plots_labels_never_overlap():
+    """With --fit the budget, the training estimate and the step's peak lie close together by
+    design: their labels, and the forward peak's beside the step peak's, were drawn over one
+    another (mobilenet_v2 trained to a 2 GB budget). Their boxes as the renderer draws them."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.memory_plot import memory_figure
+
+    for fit in (fit_batch("mobilenet_v2", "2GB", training=True), None):
+        report = fit.report if fit is not None else archprof.analyze("mobilenet_v2", training=True)
+        figure = memory_figure(report, fit)
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        boxes = [text.get_window_extent(renderer) for text in figure.axes[0].texts]
+        assert len(boxes) >= 3
+        assert not any(a.overlaps(b) for index, a in enumerate(boxes) for b in boxes[index + 1 :])

@@ -5,6 +5,7 @@ the browser tests run or fail; elsewhere they are skipped when no browser is fou
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -154,6 +155,35 @@ def test_the_layer_table_is_the_module_tree_its_modules_subtotals_their_subtrees
         assert sum(int(row["cells"][params][1]) for row in rows[position:end]) == expected, name
         assert rows[position]["cells"][params][0].endswith(f"({human_count(expected)})"), name
     assert sum(int(row["cells"][params][1]) for row in rows) == sum(p.numel() for p in model.parameters())
+
+
+def test_fields_strides_and_shapes_sort_by_their_size():
+    """The page sorted Receptive field, Stride and Output shape as text ('107x107' before
+    '11x11', '16x16' before '2x2'): now as numbers, by the field's and the stride's area and
+    the shape's elements, the whole input above every field. The oracle: each layer's own
+    figures in the summary, multiplied out."""
+    report = archprof.analyze("resnet18", input_size=(3, 64, 64))
+    headings, rows = _layer_rows(report_html(report))
+    cells = {heading: headings.index(heading) for heading in ("Receptive field", "Stride", "Output shape")}
+    by_text = {}
+    for row in report.rows():
+        field, stride = row["receptive_field"], row["effective_stride"]
+        by_text[row["output_shape"]] = math.prod(int(n) for n in row["output_shape"].split("x"))
+        if isinstance(field, tuple):
+            by_text["x".join(map(str, field))] = math.prod(field)
+        if isinstance(stride, tuple):
+            by_text["x".join(map(str, stride))] = math.prod(stride)
+    checked = 0
+    for row in rows:
+        for index in cells.values():
+            text, value = row["cells"][index]
+            if text in by_text:
+                assert float(value) == by_text[text], (text, value)
+                checked += 1
+            elif text == "global":
+                assert float(value) > max(by_text.values())
+    assert checked > 3 * len(report.rows()) // 2
+    assert re.search(r'<th data-kind="number">Receptive field</th>', report_html(report))
 
 
 _CEILINGS = {"peak_flops": "50G", "bandwidth": "20GB/s"}

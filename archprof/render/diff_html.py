@@ -19,7 +19,15 @@ from archprof.diff.change_text import (
     value_change,
 )
 from archprof.diff.changes import METRICS, ReportDiff
-from archprof.render.html import own_and_subtree, page_html, sort_heading, sortable_table, tree_indent
+from archprof.render.html import (
+    field_area,
+    own_and_subtree,
+    page_html,
+    sort_heading,
+    sort_value,
+    sortable_table,
+    tree_indent,
+)
 from archprof.render.tree import TreeRow
 from archprof.text import field_text, visible_text
 from archprof.units import human_value
@@ -74,7 +82,7 @@ def _layers(diff: ReportDiff) -> str:
     head += [sort_heading(heading, numeric=False, filtered=True) for heading in ("Layer", "Type")]
     head += [sort_heading(heading, numeric=False) for heading in ("Status", "Output shape")]
     head += [sort_heading(label, numeric=True) for _, label, _ in METRICS]
-    head.append(sort_heading("Receptive field", numeric=False))
+    head.append(sort_heading("Receptive field", numeric=True))
     body = [_layer_row(index, node, diff) for index, node in enumerate(diff_tree(diff))]
     table = sortable_table("layers", head, body, "layers by name or type", ", # for the module tree's order")
     return f"<section><h2>Layers</h2><p>{summary}</p>{table}</section>"
@@ -103,6 +111,7 @@ def _layer_row(index: int, node: TreeRow, diff: ReportDiff) -> str:
         cell = own_and_subtree(own, subtree, partial(format_change, unit))
         tds.append(f'<td data-v="{own}" title="{exact}"{_direction(subtree)}>{cell}</td>')
     field = visible_text(value_change(change, "receptive_field", field_text)) if change else ""
-    tds.append(f'<td class="text">{escape(field)}</td>')
+    side = (change.new or change.old).get("receptive_field") if change else None  # sorted by the new field's area
+    tds.append(f'<td data-v="{sort_value(field_area(side))}">{escape(field)}</td>')
     classes = " ".join(name for name in ("module" if node.is_container else "", status) if name)
     return f'<tr class="{classes}">{"".join(tds)}</tr>'

@@ -12,6 +12,7 @@ nothing. Every text from the model (names, class names) is escaped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -34,6 +35,9 @@ class _Cell:
     shown: Callable[[object], str]
     numeric: bool = True
     filtered: bool = False  # the filter reads its text (beside the layer's name)
+    # The number a numeric column sorts by, where its value is not one: a field's or a
+    # stride's area, a shape's elements (as text they sorted "11x11" before "7x7").
+    key: Callable[[object], float | int | None] | None = None
     # What a module's line shows: "summed", its own figure then its subtree's in parentheses
     # (a sum over rows); "own", its own rows' (a rate of what the line times, as profile's
     # table shows it); "merged", its subtree's merged (its output, field, type).
@@ -48,13 +52,31 @@ def _bytes(value) -> str:
     return human_bytes(value) if value else "-"
 
 
+def field_area(dims) -> float | None:
+    """A field's or a stride's product over its dimensions (a stride's may be a fraction); the
+    whole input above every figure; None (sorted below every figure) for none or undefined."""
+    if dims == "input":  # FieldMark.INPUT, a str
+        return _ABOVE_EVERY_FIGURE
+    return float(math.prod(dims)) if isinstance(dims, tuple) else None
+
+
+_ABOVE_EVERY_FIGURE = 1e300
+
+
+def _elements(shapes: str) -> int | None:
+    """The elements of a row's output shapes as the column writes them ("1x64x56x56, 1x10")."""
+    if not shapes:
+        return None
+    return sum(math.prod(int(size) for size in shape.split("x")) for shape in shapes.split(", ") if shape != "()")
+
+
 def _number(value, unit: str, digits: int = 3) -> str:
     return "-" if value is None or value != value else f"{value:.{digits}g} {unit}"  # NaN: not timed
 
 
 _CELLS = (
     _Cell("Type", "module_type", visible_text, numeric=False, filtered=True),
-    _Cell("Output shape", "output_shape", str, numeric=False),
+    _Cell("Output shape", "output_shape", str, key=_elements),
     _Cell("Params", "param_count", _count, module="summed"),
     _Cell("MACs", "macs", _count, module="summed"),
     _Cell("Share of MACs", "macs_share", lambda v: share_text(v) if v else "-", module="summed"),
@@ -63,8 +85,8 @@ _CELLS = (
     _Cell("Activations", "activation_bytes", _bytes, module="summed"),
     _Cell("Live after", "live_bytes", _bytes),
     _Cell("Saved for backward", "saved_activation_bytes", _bytes, module="summed"),
-    _Cell("Receptive field", "receptive_field", lambda v: field_text(v) or "-", numeric=False),
-    _Cell("Stride", "effective_stride", lambda v: dims_text(v) or "-", numeric=False),
+    _Cell("Receptive field", "receptive_field", lambda v: field_text(v) or "-", key=field_area),
+    _Cell("Stride", "effective_stride", lambda v: dims_text(v) or "-", key=field_area),
     _Cell("Time", "time_ms", lambda v: _number(v, "ms"), module="summed"),
     _Cell("Achieved", "achieved_flops_per_s", lambda v: _number(v and v / 1e9, "GFLOP/s"), module="own"),
     _Cell("Bound", "bound", lambda v: v or "-", numeric=False, module="own"),
@@ -298,7 +320,7 @@ def _layer_cell(cell: _Cell, row: dict, own: dict, module: bool) -> str:
         value = own.get(cell.column, 0)  # a module with no rows of its own: 0 of its own
     else:
         value = own.get(cell.column) if cell.module == "own" else row.get(cell.column)
-    sort_key = f' data-v="{sort_value(value)}"' if cell.numeric else ""
+    sort_key = f' data-v="{sort_value(cell.key(value) if cell.key else value)}"' if cell.numeric else ""
     subtree = row[cell.column] if module and cell.module == "summed" else value
     return f"<td{sort_key}>{own_and_subtree(value, subtree, cell.shown)}</td>"
 

@@ -67,12 +67,13 @@ def memory_figure(report: Report, fit: Fit | None = None):
         label="activations live after it",
     )
     axes.step(steps, [y(v) for v in during], where="mid", color="tab:blue", lw=1, label="most held while the layer ran")
+    peak_label = None
     if during:
         top = max(steps, key=during.__getitem__)
         index = called[top]
         name = figure_text(layer_label(report.columns["layer"][index], report.columns["call"][index]))
         axes.plot([top], [y(during[top])], "v", color="tab:red", markersize=8)
-        axes.annotate(
+        peak_label = axes.annotate(
             f"peak {sized(during[top])} at {name}",
             (top, y(during[top])),
             xytext=(-6, 6) if top > len(steps) / 2 else (6, 6),  # inside the axes
@@ -135,4 +136,24 @@ def memory_figure(report: Report, fit: Fit | None = None):
     )
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
+    # The lines' labels where they are drawn; the forward peak's, tied to a marker, moves.
+    _kept_apart(figure, [label for label in axes.texts if label is not peak_label] + [peak_label])
     return figure
+
+
+def _kept_apart(figure, labels) -> None:
+    """Move each label (an annotation; None: none) down, a line at a time, until it overlaps none
+    before it in `labels`: with --fit the budget, the training estimate and the step's peak lie
+    close together by design, and the forward's peak label can reach the step peak's."""
+    labels = [label for label in labels if label is not None]
+    figure.canvas.draw()  # the layout first: where each label lies depends on it
+    renderer = figure.canvas.get_renderer()
+    placed = []
+    for label in labels:
+        for _ in range(len(placed) + 1):
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            x, y = label.xyann
+            label.xyann = (x, y - box.height * 72 / figure.dpi - 2)  # its height, in offset points, and a gap
+        placed.append(label.get_window_extent(renderer))

@@ -40,12 +40,12 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
     for number, ((sizes, strides), axes_drawn) in enumerate(lines.items()):
         style = ("-", "--", ":")[number % 3]
         label = _dimensions_label(axes_drawn)
-        line = sizes_axes.plot(*sizes, ls=style, drawstyle="steps-post", label=label)[0]
+        line = sizes_axes.plot(*sizes, ls=style, drawstyle="steps-mid", label=label)[0]
         for extent in dict.fromkeys(spatial[axis] for axis in axes_drawn):
             if extent not in drawn_extents:
                 drawn_extents.add(extent)
                 sizes_axes.axhline(extent, color=line.get_color(), ls="-.", lw=1, label=f"input size {extent}")
-        strides_axes.plot(*strides, ls=style, drawstyle="steps-post", color=line.get_color())
+        strides_axes.plot(*strides, ls=style, drawstyle="steps-mid", color=line.get_color())
     global_rows = consecutive_runs([index for index, row in enumerate(rows) if row["receptive_field"] == "input"])
     for number, run in enumerate(global_rows):
         label = "global: reads the whole input" if number == 0 else None
