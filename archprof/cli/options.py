@@ -252,7 +252,9 @@ def column_choice(columns: str | None, wide: bool, format: Format) -> ColumnChoi
     if names and wide:
         raise ArchprofError("--wide shows every column and --columns chooses some: give one of them")
     if (names or wide) and format not in (Format.table, Format.markdown):
-        raise ArchprofError(f"--columns and --wide lay out the table and Markdown: {format.value} has every column")
+        # CSV and JSON write every column; the HTML page lays its sortable table out itself.
+        holds = "lays out its sortable table itself" if format is Format.html else "has every column"
+        raise ArchprofError(f"--columns and --wide lay out the table and Markdown: {format.value} {holds}")
     return ColumnChoice(names, wide)
 
 

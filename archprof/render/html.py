@@ -85,11 +85,17 @@ _CELLS = (
     _Cell("Activations", "activation_bytes", _bytes, module="summed"),
     _Cell("Live after", "live_bytes", _bytes),
     _Cell("Saved for backward", "saved_activation_bytes", _bytes, module="summed"),
+    _Cell("Bwd input MACs", "backward_input_macs", _count, module="summed"),
+    _Cell("Bwd weight MACs", "backward_weight_macs", _count, module="summed"),
     _Cell("Receptive field", "receptive_field", lambda v: field_text(v) or "-", key=field_area),
     _Cell("Stride", "effective_stride", lambda v: dims_text(v) or "-", key=field_area),
     _Cell("Time", "time_ms", lambda v: _number(v, "ms"), module="summed"),
+    _Cell("Share of time", "time_share", lambda v: share_text(v) if v else "-", module="summed"),
+    _Cell("Roofline", "roofline_time_ms", lambda v: _number(v, "ms"), module="summed"),
     _Cell("Achieved", "achieved_flops_per_s", lambda v: _number(v and v / 1e9, "GFLOP/s"), module="own"),
     _Cell("Bound", "bound", lambda v: v or "-", numeric=False, module="own"),
+    _Cell("Intensity", "arithmetic_intensity", lambda v: _number(v, "FLOP/B"), module="own"),
+    _Cell("Bytes moved", "bytes_moved", _bytes, module="summed"),
 )
 
 
