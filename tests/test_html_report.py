@@ -479,6 +479,22 @@ def test_in_a_narrow_browser_no_figure_wraps_between_its_number_and_its_unit(bro
     page.close()
 
 
+def test_on_a_phone_the_page_does_not_scroll_sideways_and_names_stay_in_view(browser, tmp_path):
+    """resnet50's page was 1,581 px wide on a 390 px phone (and at 1,280 px): the whole page
+    scrolled sideways, the layer names out of view. Each table scrolls in a box of its own,
+    and the layer's name stays at its left edge as the box scrolls."""
+    target = tmp_path / "resnet50.html"
+    target.write_text(report_html(archprof.analyze("resnet50")), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(target.as_uri())
+    assert page.evaluate("document.documentElement.scrollWidth") == 390
+    page.evaluate("document.querySelector('.scroll').scrollLeft = 400")
+    name = page.locator("#layers td.layer").first.bounding_box()
+    box = page.locator(".scroll").first.bounding_box()
+    assert abs(name["x"] - box["x"]) < 2
+    page.close()
+
+
 def test_in_a_browser_compare_sorts_by_exact_figures_filters_by_name_and_fetches_nothing(browser, tmp_path):
     import runpy
 

@@ -277,13 +277,15 @@ def sortable_table(table_id: str, head: Sequence[str], rows: Sequence[str], filt
     `head`, its headings (`<th>`: `data-kind` "number", sorted by each cell's `data-v`, or
     "text"; `data-filter` on those whose text the filter reads); `rows`, its `<tr>`s;
     `filtered`, what the filter reads ("layers by name or type"); `hint`, after "click a
-    heading to sort" (", # for the order")."""
+    heading to sort" (", # for the order"). It scrolls in a box of its own, its headings and
+    its names (`td.layer`) kept in view: a table wider than a phone, or than the page at
+    1280 pixels, scrolled the whole page sideways, names and totals with it."""
     return (
         f'<p class="controls"><input class="filter" type="search" placeholder="filter {filtered}"'
         f' aria-label="filter {filtered}"> <span class="shown"></span> · click a heading to sort{hint}</p>'
-        f'<table id="{table_id}" class="sortable"><thead><tr>{"".join(head)}</tr></thead><tbody>'
+        f'<div class="scroll"><table id="{table_id}" class="sortable"><thead><tr>{"".join(head)}</tr></thead><tbody>'
         + "\n".join(rows)
-        + "</tbody></table>"
+        + "</tbody></table></div>"
     )
 
 

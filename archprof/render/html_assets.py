@@ -10,10 +10,14 @@ STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #1d1d1f; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
 table { border-collapse: collapse; }
+table.figures, #diff-totals, .archprof table { display: block; max-width: 100%; overflow-x: auto; }  /* scrolled, not the page */
 table.figures th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }
 table.figures td { text-align: right; padding: 2px 0 2px 1.5em; white-space: nowrap; }
 td.exact { color: #6e6e73; font-variant-numeric: tabular-nums; }
+.scroll { overflow: auto; max-height: 85vh; }
 table.sortable { width: 100%; font-variant-numeric: tabular-nums; }
+table.sortable td.layer { position: sticky; left: 0; background: #fff; }
+table.sortable th:nth-child(2) { position: sticky; left: 0; z-index: 2; }
 table.sortable th { position: sticky; top: 0; background: #f5f5f7; cursor: pointer; user-select: none;
   text-align: right; padding: 4px 8px; border-bottom: 1px solid #d2d2d7; white-space: nowrap; }
 table.sortable th[data-kind="text"] { text-align: left; }
