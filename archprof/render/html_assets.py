@@ -10,7 +10,8 @@ STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #1d1d1f; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
 table { border-collapse: collapse; }
-table.figures, #diff-totals, .archprof table { display: block; max-width: 100%; overflow-x: auto; }  /* scrolled, not the page */
+/* A table wider than the page scrolls itself, not the page. */
+table.figures, #diff-totals, .archprof table { display: block; max-width: 100%; overflow-x: auto; }
 table.figures th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }
 table.figures td { text-align: right; padding: 2px 0 2px 1.5em; white-space: nowrap; }
 td.exact { color: #6e6e73; font-variant-numeric: tabular-nums; }
