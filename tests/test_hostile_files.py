@@ -736,6 +736,19 @@ def test_a_checkpoint_sharing_one_dict_under_every_key_is_read_in_linear_time(tm
         within(30, lambda: load_state_dict(tmp_path / "fanout.pt"))
 
 
+def test_a_state_dict_met_too_deep_first_is_found_where_it_is_shallower():
+    """A dict first met past the depth the search looks into is looked into again where it lies
+    shallower: the state dict under "model" was missed once it had been seen 16 levels down."""
+    from archprof.load.files import state_dict_in
+
+    weights = {"weight": torch.zeros(2)}
+    shared = {"model": weights}  # 16 levels down under "state_dict", and 1 under "model"
+    deep = shared
+    for _ in range(15):
+        deep = {"module": deep}
+    assert state_dict_in({"state_dict": deep, "model": shared}) == weights
+
+
 def test_torchscript_with_a_member_that_fails_its_checksum_is_one_error(tmp_path):
     path = tmp_path / "model.pt"
     torch.jit.script(nn.Conv2d(3, 4, 3)).save(str(path))

@@ -90,6 +90,43 @@ def test_a_program_whose_graph_calls_an_importer_is_refused(tmp_path):
         archprof.analyze(str(hostile))
 
 
+class _NoGrad(nn.Module):
+    """A block under no_grad: export writes it as wrap_with_set_grad_enabled(False, its subgraph)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            y = self.conv(x) + 1
+        return y * 2
+
+
+def test_an_operator_passed_as_an_argument_is_refused(tmp_path, capfd):
+    """The file's format allows an operator where control flow takes its subgraph
+    (`as_operator`), and the generated code calls it: wrap_with_set_grad_enabled handed
+    aten::_print printed the file's text (and from_file wrote a file) though every target
+    was allowed."""
+    torch.export.save(torch.export.export(_NoGrad(), (torch.randn(1, 3, 8, 8),)), tmp_path / "plain.pt2")
+    hostile = tmp_path / "argument.pt2"
+    with zipfile.ZipFile(tmp_path / "plain.pt2") as old, zipfile.ZipFile(hostile, "w") as new:
+        for info in old.infolist():
+            data = old.read(info)
+            if info.filename.endswith("models/model.json"):
+                model = json.loads(data)
+                node = next(n for n in model["graph_module"]["graph"]["nodes"] if "set_grad" in n["target"])
+                printing = {"name": "", "arg": {"as_operator": "torch.ops.aten._print.default"}, "kind": 1}
+                text = {"name": "", "arg": {"as_string": "FROM THE FILE"}, "kind": 1}
+                node["inputs"] = [node["inputs"][0], printing, text]
+                data = json.dumps(model).encode()
+            new.writestr(info, data)
+    with pytest.raises(ArchprofError, match=r"wrap_with_set_grad_enabled.* with .*aten\._print.* as an argument"):
+        archprof.analyze(str(hostile))
+    assert "FROM THE FILE" not in capfd.readouterr().out
+    assert load_model(str(tmp_path / "plain.pt2")).kind == "exported"  # its subgraph, a node: data
+
+
 class _Dynamic(nn.Module):
     def forward(self, x):
         n = x.shape[0]

@@ -74,7 +74,7 @@ def _refuse_code_in_graphs(program: torch.export.ExportedProgram, spec: str) -> 
             if node.op in ("call_method", "call_module"):  # torch.export writes neither
                 why = f"{node.op} {shorten(str(node.target))}, which an exported program does not hold"
             elif node.op == "call_function":
-                why = _why_not_data(node.target)
+                why = _why_not_data(node.target) or _callable_argument(node)
             else:
                 continue
             if why:
@@ -82,6 +82,21 @@ def _refuse_code_in_graphs(program: torch.export.ExportedProgram, spec: str) -> 
                     f"refusing to load {spec}: its graph calls {why}, code from the file that would run when"
                     " analysed; if you trust it, pass --trust-pickle (Python: trust_pickle=True)"
                 )
+
+
+def _callable_argument(node: torch.fx.Node) -> str | None:
+    """A function passed to a node as an argument, not as a node of the graph (the subgraph a
+    control-flow operator runs is a `get_attr` node): the file's format allows an operator
+    there (`as_operator`), which the generated code then calls, `aten::from_file` as well."""
+    found: list[Any] = []
+
+    def note(value: Any) -> Any:
+        if callable(value) and not isinstance(value, torch.fx.Node):
+            found.append(value)
+        return value
+
+    torch.fx.node.map_aggregate((node.args, node.kwargs), note)
+    return f"{shorten(str(node.target))} with {shorten(repr(found[0]))} as an argument" if found else None
 
 
 def _why_not_data(target: Any) -> str | None:
@@ -310,8 +325,11 @@ def _exported_module(program) -> torch.nn.Module:
         with quiet():
             module = torch.export.unflatten(program)
     except Exception:
-        with quiet():
-            module = program.module()
+        try:
+            with quiet():
+                module = program.module()
+        except Exception as exc:  # a graph torch's code generation cannot write (a trusted file's)
+            raise unreadable("the exported program", exc) from None
         module._archprof_attribution = "parameters"
         module._archprof_type = types.get("", "ExportedProgram")
         return module

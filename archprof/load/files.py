@@ -185,19 +185,20 @@ _MOST_WRAPPINGS = 16
 
 
 def state_dict_in(
-    value: Mapping, names: Collection[str] | None = None, depth: int = 0, seen: set[int] | None = None
+    value: Mapping, names: Collection[str] | None = None, depth: int = 0, seen: dict[int, int] | None = None
 ) -> dict[str, torch.Tensor] | None:
     """The state dict a checkpoint holds, unwrapped. Saved from a wrapped model (DataParallel's
     "module.", torch.compile's "_orig_mod.", one inside the other), its names are made the
     network's inside, which is what archprof analyses; but not where they are the `names` of
     the model's own state dict already (a model whose one child is called `module`). Looked
     for `_MOST_WRAPPINGS` dicts deep at most (`depth`: how deep `value` is): a checkpoint
-    nesting dicts past Python's stack is no one's; and each dict once (`seen`: their ids), as
-    a pickle may share one dict under every key of every level (1.8 KB held 6**18 paths)."""
-    seen = set() if seen is None else seen
-    if depth > _MOST_WRAPPINGS or id(value) in seen:
+    nesting dicts past Python's stack is no one's; and each dict once at a depth (`seen`: the
+    shallowest each id was looked into at, which searches deepest), as a pickle may share one
+    dict under every key of every level (1.8 KB held 6**18 paths)."""
+    seen = {} if seen is None else seen
+    if depth > _MOST_WRAPPINGS or seen.get(id(value), _MOST_WRAPPINGS + 1) <= depth:
         return None
-    seen.add(id(value))
+    seen[id(value)] = depth
     if value and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
         state = dict(value)
         while not (names is not None and state.keys() <= set(names)) and (

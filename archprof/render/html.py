@@ -67,7 +67,8 @@ def _elements(shapes: str) -> int | None:
     """The elements of a row's output shapes as the column writes them ("1x64x56x56, 1x10")."""
     if not shapes:
         return None
-    return sum(math.prod(int(size) for size in shape.split("x")) for shape in shapes.split(", ") if shape != "()")
+    sizes = [shape.split("x") for shape in shapes.split(", ") if shape != "()"]
+    return shapes.split(", ").count("()") + sum(math.prod(int(size) for size in shape) for shape in sizes)  # () is 1
 
 
 def _number(value, unit: str, digits: int = 3) -> str:
