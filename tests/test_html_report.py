@@ -586,3 +586,19 @@ def test_the_page_of_memory_fit_holds_the_batch_that_fits(tmp_path):
     assert cells["Budget"] == "1,000,000 B"
     assert cells[f"Predicted at batch {batch}"] == f"{peak[batch]:,} B" and peak[batch] <= 1_000_000
     assert cells[f"Predicted at batch {batch + 1}"] == f"{peak[batch + 1]:,} B" and peak[batch + 1] > 1_000_000
+
+
+def test_every_page_is_titled_with_its_command(tmp_path):
+    """summary's, profile's, diff's and compare's pages were titled "archprof: NAME", where
+    rf's and memory's said "archprof rf: NAME": each now names its command."""
+    for command, args in (
+        ("summary", ("lenet5",)),
+        ("rf", ("lenet5",)),
+        ("memory", ("lenet5",)),
+        ("diff", ("lenet5", "alexnet")),
+        ("compare", ("lenet5", "alexnet")),
+    ):
+        target = tmp_path / f"{command}.html"
+        result = cli(command, *args, "-o", target)
+        assert result.exit_code == 0, result.output
+        assert re.search(rf"<title>archprof {command}: [^<]+</title>", target.read_text(encoding="utf-8")), command

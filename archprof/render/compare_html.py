@@ -32,7 +32,7 @@ def comparison_html(frame: pd.DataFrame) -> str:
         for model, note in bound_notes(frame)
     )
     section = f"<section><h2>Comparison</h2>{ratios}{_table(frame)}{notes}</section>"
-    return page_html(names, names, [section])
+    return page_html(names, names, [section], view="compare")
 
 
 def _table(frame: pd.DataFrame) -> str:

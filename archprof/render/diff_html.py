@@ -36,7 +36,8 @@ from archprof.units import human_value
 def diff_html(diff: ReportDiff) -> str:
     old, new = visible_text(diff.old), visible_text(diff.new)
     sections = (_totals(diff), _layers(diff))
-    return page_html(f"{old} → {new}", f"What changed: {old} → {new}", sections, sortable=bool(diff.layers))
+    heading = f"What changed: {old} → {new}"
+    return page_html(f"{old} → {new}", heading, sections, sortable=bool(diff.layers), view="diff")
 
 
 def _totals(diff: ReportDiff) -> str:

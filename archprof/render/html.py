@@ -72,7 +72,8 @@ def _elements(shapes: str) -> int | None:
 
 
 def _number(value, unit: str, digits: int = 3) -> str:
-    return "-" if value is None or value != value else f"{value:.{digits}g} {unit}"  # NaN: not timed
+    """A rate or time to `digits` figures; "-" for none, 0 (a row of no work: a flatten) or NaN (not timed)."""
+    return "-" if not value or value != value else f"{value:.{digits}g} {unit}"
 
 
 _CELLS = (
@@ -110,7 +111,8 @@ def report_html(report: Report) -> str:
         _charts(report),
         _layer_table(report),
     )
-    return page_html(visible_text(report.model), _heading(report), sections)
+    view = "profile" if report.measured is not None else "summary"
+    return page_html(visible_text(report.model), _heading(report), sections, view=view)
 
 
 def rf_html(report: Report, spreads: Sequence | None = None) -> str:
