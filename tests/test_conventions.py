@@ -530,3 +530,15 @@ def test_the_memory_plots_labels_never_overlap():
         boxes = [text.get_window_extent(renderer) for text in figure.axes[0].texts]
         assert len(boxes) >= 3
         assert not any(a.overlaps(b) for index, a in enumerate(boxes) for b in boxes[index + 1 :])
+
+
+def test_a_non_square_inputs_sizes_are_two_lines_told_apart():
+    """resnet18 at 3x64x200 draws both dimensions' fields as one line (they are equal), and
+    marked the input's 64 and 200 with two lines of the same colour and dashes."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.rf_plot import fields_figure
+
+    figure = fields_figure(archprof.analyze("resnet18", input_size=(3, 64, 200)))
+    sizes = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("input size")]
+    assert sorted(line.get_label() for line in sizes) == ["input size 200", "input size 64"]
+    assert sizes[0].get_linestyle() != sizes[1].get_linestyle() or sizes[0].get_dashes() != sizes[1].get_dashes()

@@ -43,8 +43,11 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
         line = sizes_axes.plot(*sizes, ls=style, drawstyle="steps-mid", label=label)[0]
         for extent in dict.fromkeys(spatial[axis] for axis in axes_drawn):
             if extent not in drawn_extents:
+                # Each input size its own dashes: one line drawing two dimensions of a
+                # non-square input (3x64x200) marks both sizes in its colour.
+                dashes = ("-.", (0, (1, 2)), (0, (5, 2)))[len(drawn_extents) % 3]
                 drawn_extents.add(extent)
-                sizes_axes.axhline(extent, color=line.get_color(), ls="-.", lw=1, label=f"input size {extent}")
+                sizes_axes.axhline(extent, color=line.get_color(), ls=dashes, lw=1, label=f"input size {extent}")
         strides_axes.plot(*strides, ls=style, drawstyle="steps-mid", color=line.get_color())
     global_rows = consecutive_runs([index for index, row in enumerate(rows) if row["receptive_field"] == "input"])
     for number, run in enumerate(global_rows):
