@@ -189,11 +189,12 @@ def test_a_space_to_depth_unit_reads_its_whole_block(unfold):
 
 
 class SideBySide(nn.Module):
-    """A 3x3 and a 5x5 convolution of one map, joined along its width."""
+    """A 3x3 and a 5x5 convolution of one map (or two 3x3 ones: `alike`), joined along its width."""
 
-    def __init__(self):
+    def __init__(self, alike: bool = False):
         super().__init__()
-        self.narrow, self.wide = nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 5, padding=2)
+        self.narrow = nn.Conv2d(1, 1, 3, padding=1)
+        self.wide = nn.Conv2d(1, 1, 3, padding=1) if alike else nn.Conv2d(1, 1, 5, padding=2)
 
     def forward(self, x):
         return torch.cat([self.narrow(x), self.wide(x)], 3)
@@ -213,3 +214,16 @@ def test_paths_joined_along_one_dimension_with_other_fields_along_another_are_a_
         bound, oracle = unit_box(state, spatial, unit), unit_gradient_box(model, (1, 8, 8), unit)
         assert all(b[0] <= o[0] and o[1] <= b[1] for b, o in zip(bound, oracle, strict=True)), unit
     assert unit_gradient_box(model, (1, 8, 8), (0, 0))[0] == (0, 1)
+
+
+def test_paths_joined_along_one_dimension_that_read_alike_along_the_others_are_exact():
+    """Two 3x3 convolutions of one map side by side read alike along the height: no bound
+    (their maps, built by two operators, were taken for different ones), and every unit's
+    box is the gradient oracle's."""
+    model = positive(SideBySide(alike=True))
+    report = archprof.analyze(model, input_size=(1, 8, 8))
+    assert not report.rows()[-1]["receptive_field_note"].startswith("an upper bound")
+    fields, spatial = tensor_fields(report.graph)
+    state = fields[report.graph.outputs[0].id]
+    for unit in ((0, 0), (4, 3), (4, 12), (7, 15)):
+        assert unit_box(state, spatial, unit) == unit_gradient_box(model, (1, 8, 8), unit), unit

@@ -255,12 +255,33 @@ def _cat(walk: Walk, op: OpNode) -> State:
     dims = list(merged.dims)
     dims[axis] = AxisMap(next(e.axis for e in entries if e is not None), out[axis], tuple(links))
     joined = merged.with_dims(dims)
-    if len({s.dims for s in items if isinstance(s, Field)}) > 1:
+    if not _alike_beside([s for s in items if isinstance(s, Field)]):
         # A unit lies in one piece, whose field along the other dimensions is its own; a field
         # per dimension can say no such thing: each is given the union of the pieces'.
         what = "joins along one spatial dimension paths whose fields differ along another"
         return walk.bounded(op, joined, what, kinds=False)
     return joined
+
+
+_MOST_UNITS_COMPARED = 4096  # a map longer is taken to differ (a bound, never a wrong field)
+
+
+def _alike_beside(pieces: list[Field]) -> bool:
+    """Whether the pieces (their joined dimension left out) read alike along every other
+    dimension: the same entry, or maps of one axis and size that give each unit the same
+    field (two 3x3 convolutions of one map build two such maps)."""
+    first, *others = pieces
+    for other in others:
+        for mine, theirs in zip(first.dims, other.dims, strict=True):
+            if mine is theirs:
+                continue
+            if not (isinstance(mine, AxisMap) and isinstance(theirs, AxisMap)):
+                return False
+            if mine.axis != theirs.axis or mine.size != theirs.size or mine.size > _MOST_UNITS_COMPARED:
+                return False
+            if any(mine.field(unit) != theirs.field(unit) for unit in range(mine.size)):
+                return False
+    return True
 
 
 def _beside_whole(walk: Walk, whole: list[bool], sizes: list[int], axis: int, out: tuple[int, ...]) -> State:
