@@ -495,6 +495,8 @@ class TrainingRecorder(Recorder):
 
         def noted_inputs(frame, *args) -> None:
             save_inputs(frame, *args)
+            if not self._saving_for_itself():  # inside another block's forward: packed by its frame, not held
+                return
             storages = {self.lookup(arg).storage for arg in args if isinstance(arg, torch.Tensor)}
             for storage in storages:
                 self._frames_holding[storage] = self._frames_holding.get(storage, 0) + 1
@@ -508,6 +510,12 @@ class TrainingRecorder(Recorder):
         finally:
             torch.get_rng_state, checkpointing._infer_device_type = take_state, device_type_of
             checkpointing._CheckpointFrame.save_inputs = save_inputs
+
+    def _saving_for_itself(self) -> bool:
+        """Whether what autograd saves now is packed by this recorder's hook (`pack_saved`),
+        not by an enclosing checkpointed block's, which keeps a placeholder and lets the tensor go."""
+        top = torch._C._autograd._top_saved_tensors_default_hooks(False)
+        return top is not None and getattr(top[0], "__self__", None) is self
 
     def _random_state_died(self, index: int) -> None:
         taken, _, nbytes = self.engine.random_states[index]
