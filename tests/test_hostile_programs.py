@@ -5,7 +5,7 @@ operator or math, and a trace runs the graph."""
 from __future__ import annotations
 
 import json
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import archprof
 from archprof.errors import ArchprofError
 from archprof.load import load_model
 from tests.cli import cli, one_error_line
+from tests.fixtures.hostile_archives import rewritten
 
 _IMPORTER = "torch.export.custom_ops._call_custom_autograd_function_in_pre_dispatch"
 
@@ -50,6 +51,20 @@ def _writing_program(path: Path, victim: Path) -> Path:
     return path
 
 
+def _nodes_edited(source: Path, target: Path, edit: Callable[[list[dict]], None]) -> Path:
+    """A copy of the program `source` whose graph's nodes (its `models/model.json`, plain
+    JSON) `edit` changes in place, as a hand-made hostile file would."""
+
+    def entry(name: str, data: bytes, root: str) -> list[tuple[str, bytes]]:
+        if name == "models/model.json":
+            model = json.loads(data)
+            edit(model["graph_module"]["graph"]["nodes"])
+            data = json.dumps(model).encode()
+        return [(root + name, data)]
+
+    return rewritten(source, target, entry)
+
+
 def test_a_program_whose_graph_writes_a_file_is_refused_before_it_runs(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"original contents, 16+ bytes")
@@ -74,16 +89,11 @@ def test_a_program_whose_graph_calls_an_importer_is_refused(tmp_path):
     module by name (and calls its class's `apply`): torch.export.load keeps it."""
     source = torch.export.export(_Conv(), (torch.randn(1, 3, 8, 8),))
     torch.export.save(source, tmp_path / "plain.pt2")
-    hostile = tmp_path / "importer.pt2"
-    with zipfile.ZipFile(tmp_path / "plain.pt2") as old, zipfile.ZipFile(hostile, "w") as new:
-        for info in old.infolist():
-            data = old.read(info)
-            if info.filename.endswith("models/model.json"):
-                model = json.loads(data)
-                node = next(n for n in model["graph_module"]["graph"]["nodes"] if "conv2d" in n["target"])
-                node["target"] = _IMPORTER
-                data = json.dumps(model).encode()
-            new.writestr(info, data)
+
+    def importing(nodes: list[dict]) -> None:
+        next(node for node in nodes if "conv2d" in node["target"])["target"] = _IMPORTER
+
+    hostile = _nodes_edited(tmp_path / "plain.pt2", tmp_path / "importer.pt2", importing)
     loaded = torch.export.load(str(hostile))
     assert any(getattr(n.target, "__name__", "") == _IMPORTER.rpartition(".")[2] for n in loaded.graph.nodes)
     with pytest.raises(ArchprofError, match=r"its graph calls .*custom_ops\._call_custom_autograd"):
@@ -109,18 +119,14 @@ def test_an_operator_passed_as_an_argument_is_refused(tmp_path, capfd):
     aten::_print printed the file's text (and from_file wrote a file) though every target
     was allowed."""
     torch.export.save(torch.export.export(_NoGrad(), (torch.randn(1, 3, 8, 8),)), tmp_path / "plain.pt2")
-    hostile = tmp_path / "argument.pt2"
-    with zipfile.ZipFile(tmp_path / "plain.pt2") as old, zipfile.ZipFile(hostile, "w") as new:
-        for info in old.infolist():
-            data = old.read(info)
-            if info.filename.endswith("models/model.json"):
-                model = json.loads(data)
-                node = next(n for n in model["graph_module"]["graph"]["nodes"] if "set_grad" in n["target"])
-                printing = {"name": "", "arg": {"as_operator": "torch.ops.aten._print.default"}, "kind": 1}
-                text = {"name": "", "arg": {"as_string": "FROM THE FILE"}, "kind": 1}
-                node["inputs"] = [node["inputs"][0], printing, text]
-                data = json.dumps(model).encode()
-            new.writestr(info, data)
+
+    def printing(nodes: list[dict]) -> None:
+        node = next(node for node in nodes if "set_grad" in node["target"])
+        operator = {"name": "", "arg": {"as_operator": "torch.ops.aten._print.default"}, "kind": 1}
+        text = {"name": "", "arg": {"as_string": "FROM THE FILE"}, "kind": 1}
+        node["inputs"] = [node["inputs"][0], operator, text]
+
+    hostile = _nodes_edited(tmp_path / "plain.pt2", tmp_path / "argument.pt2", printing)
     with pytest.raises(ArchprofError, match=r"wrap_with_set_grad_enabled.* with .*aten\._print.* as an argument"):
         archprof.analyze(str(hostile))
     assert "FROM THE FILE" not in capfd.readouterr().out
