@@ -228,19 +228,16 @@ def _products_in_tf32(tf32: bool):
     per-operator flag where PyTorch has one (mixing it with the legacy allow_tf32 makes PyTorch
     raise), else by the legacy flag."""
     matmul = torch.backends.cuda.matmul
-    new_api = hasattr(matmul, "fp32_precision")
-    saved = matmul.fp32_precision if new_api else matmul.allow_tf32
-    if new_api:
-        matmul.fp32_precision = "tf32" if tf32 else "ieee"
+    if hasattr(matmul, "fp32_precision"):
+        flag, value = "fp32_precision", "tf32" if tf32 else "ieee"
     else:
-        matmul.allow_tf32 = tf32
+        flag, value = "allow_tf32", tf32
+    saved = getattr(matmul, flag)
+    setattr(matmul, flag, value)
     try:
         yield
     finally:
-        if new_api:
-            matmul.fp32_precision = saved
-        else:
-            matmul.allow_tf32 = saved
+        setattr(matmul, flag, saved)
 
 
 # The most a cached figure may say, for one device: a thousand times today's fastest (an

@@ -108,9 +108,7 @@ def fitted_table(
             text_widths = _cut_text_widths(natural, [h for h in shown if h == label or h in _CUT_TEXT], label, over)
             if label in text_widths:
                 columns = {**columns, label: _cut_labels(unmarked, marks, text_widths[label])}
-    table = Table(
-        title=table_title(title, layout.width), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options
-    )
+    table = titled_table(title, layout.width, **options)
     for heading in shown:
         table.add_column(
             heading,
@@ -181,14 +179,17 @@ def columns_of(headings: Sequence[str], rows: Sequence[tuple]) -> dict[str, list
     return dict(zip(headings, (list(cells) for cells in zip(*rows, strict=True)), strict=True))
 
 
-def table_title(title: Text, width: int | None) -> Text:
-    """A table's title wrapped to the width it has (None: on one line, as piped), not to a
-    table its columns made narrow (rf --columns Coverage gave "lenet5  ·" over three lines;
-    profile's on 80 columns took four; check's, piped, a long path over three at 80)."""
+def titled_table(title: Text, width: int | None, **options) -> Table:
+    """A table of headed figures (`options` Table's own), its title wrapped to the width it
+    has (None: on one line, as piped), not to a table its columns made narrow (rf --columns
+    Coverage gave "lenet5  ·" over three lines; profile's on 80 columns took four; check's,
+    piped, a long path over three at 80). `title` itself is left as it is."""
     if width is not None and title.cell_len > width:
         title = Text("\n").join(title.wrap(Console(width=width), width))
+    else:
+        title = title.copy()
     title.no_wrap, title.overflow = True, "ignore"
-    return title
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **options)
 
 
 def stacked_rows(

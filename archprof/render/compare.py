@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -19,7 +18,7 @@ from archprof.render.base import (
     fitted_table,
     stacked_rows,
     subtotal_cell,
-    table_title,
+    titled_table,
     tree_label,
 )
 from archprof.render.tree import TreeRow, top_level_rules, tree_nodes
@@ -98,7 +97,7 @@ def budget_table(rows: list[dict[str, str]], unchecked: int = 0, layout: Layout 
         verdict = Text(f"{failed} exceeded", style="bold red") if failed else Text("within budget", style="green")
         title = Text.assemble(f"{visible_text(model)}  ·  input {shape}  ·  {dtype}  ·  ", verdict)
         cells = _limit_columns(group)
-        table = Table(title=table_title(title, layout.width), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table = titled_table(title, layout.width)
         table.add_column("Limit", overflow="fold")  # on a narrow terminal the limit wraps, not the figures
         table.add_column("Value", justify="right", no_wrap=True)
         table.add_column("Margin", justify="right", no_wrap=True)
@@ -149,7 +148,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
 
     title = Text(f"{visible_text(diff.old)} → {visible_text(diff.new)}")
     cells = _totals_columns(diff)
-    totals = _totals_table(table_title(title, layout.width), cells)
+    totals = _totals_table(title, cells, layout.width)
     # Where even the figures side by side do not fit, one block per total (never a cut figure).
     parts: list = [totals if fits(totals, layout.width) else stacked_rows(title, cells, width=layout.width)]
     notes = final_field_notes(diff)
@@ -240,8 +239,8 @@ def _totals_columns(diff) -> dict[str, list[str]]:
     return columns
 
 
-def _totals_table(title: Text, columns: dict[str, list[str]]) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+def _totals_table(title: Text, columns: dict[str, list[str]], width: int | None) -> Table:
+    table = titled_table(title, width)
     for heading in columns:
         # Where it does not fit, the name wraps, never the figures (Rich cut them: "+101.9…").
         label = heading == "Total"

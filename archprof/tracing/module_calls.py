@@ -136,16 +136,19 @@ class _RecordedForward:
         self.entered_by_hook = False  # whether `enter` runs as the module's first forward pre-hook
 
     def enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        """The recorder's `enter` for this module's call (as a forward pre-hook: None, its input kept)."""
+        """The module's call opened as its first forward pre-hook (None: its input kept)."""
+        self._opened(args, kwargs)
+
+    def _opened(self, args: tuple, kwargs: dict) -> str:
+        """The recorder's `enter` for this module's call; the path it is recorded under."""
         recorder = self.recorder
         path = self.path if type(self.path) is str else recorder.reached_as(self.path)
         recorder.enter(path, self.type_name, (*args, *kwargs.values()) if kwargs else args)  # as the model's
+        return path
 
     def __call__(self, *args, **kwargs):
         recorder = self.recorder
-        if not self.entered_by_hook:
-            self.enter(self.module, args, kwargs)
-        path = recorder.running_path()
+        path = recorder.running_path() if self.entered_by_hook else self._opened(args, kwargs)
         output = start = None
         if self.shortcut is not None and len(args) == 1 and not kwargs:
             output = recorder.answer_directly(self.module, args[0], self.shortcut)
