@@ -279,6 +279,9 @@ def _calls(draw):
         lambda: x.mean(dim=(2, 3), keepdim=True),
         lambda: torch.cat([x, x], dim=1),
         lambda: torch.cat([x, x[:1]], dim=0),
+        lambda: torch.cat([x, grad, x], dim=dim),  # operands laid out each its own way
+        lambda: torch.cat([volume, volume.contiguous(memory_format=torch.channels_last_3d)], dim=2),
+        lambda: torch.cat([x, torch.empty(0, device="meta")], dim=1),  # a 1-d empty operand, skipped
         lambda: torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear"),
         lambda: torch.nn.functional.interpolate(x, size=(5, 9), mode="bicubic", align_corners=True),
         lambda: torch.nn.functional.interpolate(x, scale_factor=3, mode="nearest"),
@@ -387,6 +390,8 @@ def _calls_laid_out_by_the_cpu(draw):
         lambda d: torch.roll(_laid_out(shape, x_kind, d), 1, 2),
         lambda d: torch.roll(_laid_out(shape, x_kind, d), (1, -1), (2, 3)),
         lambda d: torch.roll(_laid_out(shape, x_kind, d), 3),  # flattened
+        lambda d: torch.cat([_laid_out(shape, x_kind, d), _laid_out(shape, other_kind, d)], dim=1),
+        lambda d: torch.cat([_laid_out(volume, x_kind, d), _laid_out(volume, other_kind, d)], dim=0),
         # zeros, not empty, on the CPU: the grid's values are read (a transposed grid)
         lambda d: F.grid_sample(
             _laid_out(shape, x_kind, d), torch.zeros(n, w, h, 2, device=d).transpose(1, 2), align_corners=False

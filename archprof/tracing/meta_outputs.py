@@ -97,6 +97,8 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
         _taken_for_channels_last(first) or _taken_for_channels_last(tensors[1])
     ):
         outputs[0] = outputs[0].contiguous(memory_format=cpu_convolution_format(*args))
+    elif info.layout is Layout.SUGGESTED_BY_ALL and _all_taken_for_channels_last(tensors):
+        outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
     return outputs[0] if info.returns == 1 else tuple(outputs)
 
 
@@ -173,6 +175,13 @@ def _taken_for_channels_last(tensor: torch.Tensor) -> bool:
     if len(shape) not in (4, 5) or (1 not in shape[1:] and tensor.is_contiguous()):
         return False
     return suggests_channels_last(tuple(shape), tensor.stride())
+
+
+def _all_taken_for_channels_last(tensors: list[torch.Tensor]) -> bool:
+    """Whether every tensor is taken for channels last, all of one dimensionality (one
+    format): a 1-d empty operand of a concatenation, which it skips, still makes it contiguous."""
+    ndim = tensors[0].dim()
+    return all(tensor.dim() == ndim and _taken_for_channels_last(tensor) for tensor in tensors)
 
 
 # Operators whose meta kernel returns one tensor object as two of its results where a CPU's
