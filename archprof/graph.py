@@ -302,8 +302,9 @@ class Graph:
     # then, not at its last reader. In a training step, what autograd saved is not let go of
     # in the forward: the backward pass's nodes free it (`passes.training_memory.training_timeline`).
     released: dict[int, int] = field(default_factory=dict)
-    # Activation storages a module still holds in an attribute once the forward is over (a
-    # cache for its next call, an attention map kept to be looked at, weight_norm's weight):
+    # Activation storages the model's code still holds once the forward is over (a module's
+    # cache for its next call, an attention map kept to be looked at, weight_norm's weight, a
+    # forward hook's dict of features):
     # a training step holds them to its end, past the backward pass and the update.
     kept_by_the_model: set[int] = field(default_factory=set)
     # The smallest value of each floating buffer the model held for real (TensorMeta id ->

@@ -457,7 +457,24 @@ ONE_CPU_OPERATOR_CALLS = {
     "an RMS norm over the maps' last dimension": lambda y: F.rms_norm(y, (16,)),
 }
 
+FEATURES: dict[str, torch.Tensor] = {}  # a forward hook's, kept at module level as feature extractors keep them
+HISTORY: list[torch.Tensor] = []
+
+
+def _features_kept_by_a_hook() -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 8, 1), nn.Conv2d(8, 128, 1))
+    model[0].register_forward_hook(lambda module, args, output: FEATURES.__setitem__("first", output))
+    return model
+
+
 PROFILED_MODELS = {
+    # a tensor the model's code keeps outside any module, held to the end (once let go of at its last reader)
+    "features a forward hook keeps in a dict": (_features_kept_by_a_hook, (3, 16, 16), 2),
+    "maps appended to a list at module level": (
+        lambda: nn.Sequential(nn.Conv2d(3, 16, 3), Calls(lambda y: HISTORY.append(y) or y * 2), nn.Conv2d(16, 4, 1)),
+        (3, 16, 16),
+        2,
+    ),
     "conv-bn-relu-pool-linear": (
         lambda: nn.Sequential(
             nn.Conv2d(3, 16, 3, padding=1),

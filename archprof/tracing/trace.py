@@ -242,7 +242,7 @@ def _traced_once(
                 backward_ran = recorder.run_backward(output)
                 recorder.engine.given_gradients = given_gradients(named, stand_ins)
             # Before the caller's attributes are put back, which lets go of what the forward kept there.
-            kept = _kept_by_the_model(modules, recorder.still_alive(), output)
+            kept = _kept_by_the_model(modules, recorder.still_alive(), output, training)
     except ArchprofError:
         raise
     except Exception as raised:  # the user's forward failed: say where and on what
@@ -398,17 +398,20 @@ def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _kept_by_the_model(
-    modules: list[tuple[str, torch.nn.Module]], alive: list[tuple[torch.Tensor, int]], output
+    modules: list[tuple[str, torch.nn.Module]], alive: list[tuple[torch.Tensor, int]], output, training: bool
 ) -> set[int]:
-    """The storages of the tensors alive after the forward that a module keeps in an
-    attribute, or in a dict, list or tuple there (a cache for its next call: timm's LeViT
-    and TinyViT attention biases). A tensor alive for another reason is not held to the
-    end: the model's output, or one in the frames that torch's first import of dynamo, in
-    the first call of some meta decompositions, keeps for the rest of the process."""
+    """The storages of the tensors alive after the forward that the model's code keeps, which
+    eager PyTorch holds until the next call replaces them. In inference, every one but the
+    output's: a module's cache for its next call (timm's LeViT and TinyViT attention biases),
+    a forward hook's dict of features, a list at module level. (What a decomposition's first
+    import of dynamo would keep in its frames the recorder has collected already.) In a
+    training step the output's autograd graph, alive until the output dies, holds what its
+    nodes keep (a constant saved for a gradient, a checkpoint's inputs), which a step lets go
+    of with its loss: only what a module's attributes hold, or a dict, list or tuple there."""
     returned = {id(tensor) for tensor in tensors_in(output)}
     storages = {id(tensor): storage for tensor, storage in alive if id(tensor) not in returned}
-    if not storages:  # nearly always: nothing but the output outlives the forward
-        return set()
+    if not training or not storages:  # nearly always none: nothing but the output outlives the forward
+        return set(storages.values())
     kept = set()
     for _, module in modules:
         for value in vars(module).values():
