@@ -618,6 +618,49 @@ def test_a_weight_made_from_parameters_gets_a_weight_gradient():
     assert row["backward_input_macs"] == row["backward_weight_macs"] == 2 * 5 * 4
 
 
+class _KernelFromItsInput(nn.Module):
+    """A dynamic convolution: a 4 -> 4 channel 3x3 kernel made from the very map it convolves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.kernels = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 4 * 4 * 3 * 3)
+
+    def forward(self, x):
+        h = self.stem(x)
+        return F.conv2d(h, self.kernels(h.mean((2, 3))).reshape(4, 4, 3, 3), padding=1)
+
+
+def test_a_kernel_made_from_the_input_takes_an_input_gradient():
+    """A weight is a parameter or a tensor no network input reaches (README). Autograd's facts:
+    the generated kernel depends on x, so both of the convolution's gradient products carry
+    gradients on to x and none is a weight's. The convolution (the root's own code): 4 x 8 x 8
+    outputs of 4 x 3 x 3 products each; its two gradients that many each, both the input's,
+    as `h @ w` with `w` made from `h` has been."""
+    model, x = _KernelFromItsInput(), torch.randn(1, 3, 8, 8, requires_grad=True)
+    h = model.stem(x)
+    kernel = model.kernels(h.mean((2, 3)))
+    assert torch.autograd.grad(kernel.sum(), x, allow_unused=True)[0] is not None  # x reaches the kernel
+    root = archprof.analyze(model, input_size=(3, 8, 8), batch=1, training=True).rows()[-1]  # after the kernels' row
+    macs = 4 * 8 * 8 * (4 * 3 * 3)
+    assert (root["layer"], root["macs"]) == ("", macs)
+    assert (root["backward_input_macs"], root["backward_weight_macs"]) == (2 * macs, 0)
+
+
+@pytest.mark.parametrize(
+    "weight_norm", [nn.utils.weight_norm, nn.utils.parametrizations.weight_norm], ids=["pre-hook", "parametrization"]
+)
+def test_weight_norms_gradient_is_counted_as_the_cpu_kernel_computes_it(weight_norm):
+    """`_weight_norm_interface_backward`, per slice of v along dim 0, as ATen's CPU kernel
+    (WeightNormKernel.cpp) computes it: s = sum(grad_w * v), grad_g = s / |v|, a = g / |v|,
+    b = a * grad_g / |v|, grad_v = a * grad_w - b * v. 5 FLOPs per element of v (the sum's
+    product and add, two products and a difference) and 4 per slice (three divisions and a
+    product). The same convolution without it is the baseline: the rest of the step alike."""
+    normed = archprof.analyze(weight_norm(nn.Conv2d(3, 8, 3)), input_size=(3, 8, 8), training=True).totals
+    plain = archprof.analyze(nn.Conv2d(3, 8, 3), input_size=(3, 8, 8), training=True).totals
+    assert normed.not_counted == {}
+    assert normed.backward_elementwise_flops - plain.backward_elementwise_flops == 5 * (8 * 3 * 3 * 3) + 4 * 8
+
+
 @pytest.mark.parametrize("given", ["module", "name"])
 def test_a_training_step_analysed_inside_inference_mode_is_the_step_outside_it(given):
     """No step runs inside inference mode (its tensors record no graph: backward raises), and

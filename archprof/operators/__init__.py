@@ -415,6 +415,7 @@ _add(Family.MATRIX_PRODUCT, "_euclidean_dist", costs.euclidean_dist_cost)
 # convolution's gradient products with `costs.convolution_backward_parts`.
 
 _add(Family.MATRIX_PRODUCT, "convolution_backward", costs.convolution_backward_cost)
+_add(Family.NORMALISATION, "_weight_norm_interface_backward", costs.weight_norm_backward_cost)
 # The meta kernels of the norms', the softmax's and most activations' gradients are Python
 # decompositions of 1 to 17 ms a call (a training trace of ResNet-50x4: two thirds of its
 # time): the fast path answers them from their shapes.

@@ -233,6 +233,13 @@ def weight_norm_cost(v: Shape, g: Shape, *args, out: Shape, **kwargs) -> Cost:
     return Cost(elementwise_flops=3 * prod(v) + 2 * prod(g))
 
 
+def weight_norm_backward_cost(grad_w: Shape, v: Shape, g: Shape, *args, out: Shape, **kwargs) -> Cost:
+    """The gradients of g and v, per slice as ATen's CPU kernel computes them: s = sum(grad_w
+    * v), grad_g = s / |v|, a = g / |v|, b = a * grad_g / |v|, grad_v = a * grad_w - b * v: 5
+    per element of v (the sum's product and add, two products and a difference), 4 per slice."""
+    return Cost(elementwise_flops=5 * prod(v) + 4 * prod(g))
+
+
 def logsumexp_cost(x: Shape, *args, out: Shape, **kwargs) -> Cost:
     """exp and accumulate, 2 per input element; the log, 1 per output."""
     return Cost(elementwise_flops=2 * prod(x) + prod(out))

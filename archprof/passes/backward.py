@@ -48,7 +48,11 @@ def backward_share(op: OpNode, forward: OpNode, weights: set[int]) -> BackwardSh
         return BackwardShare(recomputed_macs=cost.macs, elementwise_flops=elementwise)
     if op.op == "aten.convolution_backward":
         for_input, for_weight, _ = _convolution_parts(op)
-        return BackwardShare(for_input, for_weight, elementwise_flops=elementwise)
+        # By what the operands are, not their slots: a kernel made from the network input (a
+        # dynamic convolution's) takes an input gradient, an input made of parameters alone a weight's.
+        operand, kernel = forward.inputs[:2]
+        input_macs = (0 if operand.storage in weights else for_input) + (0 if kernel.storage in weights else for_weight)
+        return BackwardShare(input_macs, for_input + for_weight - input_macs, elementwise_flops=elementwise)
     if op.op == _LSTM_LAYER_BACKWARD:
         # One kernel makes every gradient, each of its two halves one forward's products:
         # the input's and the hidden states' (`mkldnn_rnn_layer_backward`'s first outputs), both weights'.
