@@ -36,7 +36,7 @@ from archprof.passes.memory import memory_columns
 from archprof.passes.optimizer_state import optimizer_state_copies
 from archprof.passes.params import parameter_columns
 from archprof.passes.receptive_field import receptive_field_columns
-from archprof.random_state import random_state_kept
+from archprof.random_state import REAL_TRACE_SEED, random_state_kept
 from archprof.report import Report, layer_label
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
 from archprof.tracing.trace import MetaUnsupported, TraceInput, trace
@@ -291,7 +291,7 @@ def trace_loaded(
         except MetaUnsupported as exc:
             reason = exc.reason
         # Random weights, inputs, dropout: on the caller's module's GPU, else the CPU (meta too).
-        with random_state_kept(device_of(loaded.module)):
+        with random_state_kept(device_of(loaded.module), seed=REAL_TRACE_SEED):
             return _real_trace(loaded, inputs, dtype, training, reason)
 
 

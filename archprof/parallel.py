@@ -19,6 +19,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+import torch
+
 from archprof.errors import ArchprofError, ArchprofWarning, shown, warn
 from archprof.units import checked_count
 
@@ -191,7 +193,8 @@ def _alone(function: Callable, item: Any, crashed: Callable | None) -> Future:
 def _pool(workers: int, taken) -> ProcessPoolExecutor:
     """A pool of spawned workers, which pass over the items marked in `taken` (a shared array,
     or None)."""
-    return ProcessPoolExecutor(workers, mp_context=_CONTEXT, initializer=_worker_started, initargs=(taken,))
+    initargs = (taken, torch.get_default_dtype())
+    return ProcessPoolExecutor(workers, mp_context=_CONTEXT, initializer=_worker_started, initargs=initargs)
 
 
 def _ended(executor: ProcessPoolExecutor) -> None:
@@ -218,13 +221,15 @@ def _pickles(function: Callable, item: Any) -> bool:
 _CONTEXT = multiprocessing.get_context("spawn")
 
 
-def _worker_started(taken) -> None:
+def _worker_started(taken, default_dtype: torch.dtype) -> None:
     """Workers ignore Ctrl-C: this process ends them, without a traceback from each. What a
     model prints in a worker goes to standard error, as in this process under the CLI:
     standard output carries the report alone (a worker's results come back pickled). `taken`:
-    the items the ordering process took back (`_recorded_unless_taken`)."""
+    the items the ordering process took back (`_recorded_unless_taken`). torch's default
+    dtype is this process's, which a model built from a name is made in."""
     global _TAKEN
     _TAKEN = taken
+    torch.set_default_dtype(default_dtype)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout = sys.stderr
 

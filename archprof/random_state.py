@@ -8,13 +8,22 @@ from contextlib import contextmanager
 
 import torch
 
+# What an analysis traced with a real forward draws its random weights and inputs from:
+# a model whose shapes depend on values (a detector's kept boxes) gets the same figures in
+# every run and every worker process (a fresh process's generator starts from a random seed).
+REAL_TRACE_SEED = 0
+
 
 @contextmanager
-def random_state_kept(device: torch.device) -> Iterator[None]:
+def random_state_kept(device: torch.device, seed: int | None = None) -> Iterator[None]:
     """`torch.random.fork_rng` for a run on `device`: the CPU's generator, and a GPU's where
     `device` is one (the CPU's alone for any other, meta included), are put back as they
     were when the block ends, so that a script that seeds torch draws the same numbers after
-    an archprof run as without it."""
+    an archprof run as without it. With `seed`, the block draws from those generators seeded so."""
     gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=gpus):
+        if seed is not None:
+            torch.random.default_generator.manual_seed(seed)
+            for gpu in gpus:
+                torch.cuda.default_generators[gpu].manual_seed(seed)
         yield

@@ -115,10 +115,6 @@ def _hubs():
     return torchvision, timm
 
 
-# archprof's CPU fallback draws its random weights (the model built again) and inputs from
-# torch's generator: seeded alike, the reference's CPU forward is the same forward, which
-# a detector's counts depend on (the boxes its proposals keep).
-SEED = 0
 
 
 # A training step's batch: a BatchNorm in training refuses one value per channel.
@@ -134,6 +130,7 @@ def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None 
     import archprof
     from archprof.errors import first_line
     from archprof.load import load_model
+    from archprof.random_state import REAL_TRACE_SEED
     from archprof.units import shapes_text
 
     _hubs()
@@ -156,7 +153,6 @@ def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None 
             step["inputs"] = inputs[spec]
         archprof.analyze(loaded, **step)  # the first pays once-per-process costs (imports, operators first seen)
         again = time.perf_counter()
-        torch.manual_seed(SEED)
         report = archprof.analyze(loaded, **step)
     except Exception as exc:
         return {**row, "status": "failed", "why": first_line(exc)}
@@ -178,7 +174,10 @@ def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None 
     except Exception as on_meta:
         # Some forwards make a CPU tensor of their own (torchvision's regnets): count a real CPU forward.
         try:
-            torch.manual_seed(SEED)
+            # archprof's CPU fallback draws its random weights (the model built again) and
+            # inputs from this seed: seeded alike, the reference's CPU forward is the same
+            # forward, which a detector's counts depend on (the boxes its proposals keep).
+            torch.manual_seed(REAL_TRACE_SEED)
             row.update(_reference(loaded.materialize("cpu"), report.input_shapes, "cpu", training))
         except Exception as on_cpu:
             why = f"FlopCounterMode: on meta {first_line(on_meta)}; on the CPU {first_line(on_cpu)}"

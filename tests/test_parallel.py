@@ -9,6 +9,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 import archprof
 from archprof import parallel
@@ -36,6 +37,32 @@ def test_compare_in_a_pool_equals_one_process_with_a_factory_file_and_options():
     pooled = archprof.compare(models, jobs=2, **options)
     pd.testing.assert_frame_equal(pooled, serial)
     assert pooled.attrs == serial.attrs
+
+
+def test_a_model_traced_for_real_gets_the_same_figures_in_any_process_whatever_the_caller_seeded():
+    """A model whose shapes depend on values is traced by a real forward, on random weights
+    and inputs drawn from archprof's own seed: the same in this process and in a pool's
+    workers (a fresh process's generator starts from a random seed), whoever seeded what."""
+    models = ["tests/fixtures/tiny_models.py:KeepsConfident"] * 6
+    torch.manual_seed(1)
+    serial = archprof.compare(models, jobs=1, inputs=["3x16x16"])
+    torch.manual_seed(2)
+    pooled = archprof.compare(models, jobs=2, inputs=["3x16x16"])
+    pd.testing.assert_frame_equal(pooled, serial)
+
+
+def test_workers_build_a_model_from_a_name_in_the_callers_default_dtype():
+    """A built-in is made in torch's default dtype (`analyze`): the caller's, in a worker too."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        serial = archprof.compare(["lenet5"] * 6, jobs=1)
+        pooled = archprof.compare(["lenet5"] * 6, jobs=2)
+    finally:
+        torch.set_default_dtype(previous)
+    pd.testing.assert_frame_equal(pooled, serial)
+    lenet = archprof.analyze("lenet5").totals
+    assert (serial["param_bytes"] == 8 * lenet.param_count).all()  # float64: 8 B a parameter
 
 
 def test_the_cli_compare_and_check_give_the_same_output_with_any_jobs(tmp_path):
