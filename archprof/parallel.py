@@ -181,6 +181,8 @@ def _alone(function: Callable, item: Any, crashed: Callable | None) -> Future:
         _ended(executor)
     if not _broken(outcome):
         return outcome
+    if not _workers_start():
+        raise ArchprofError(_NO_WORKERS)
     reason = "its worker process died (out of memory, killed, or the model crashed the interpreter)"
     again: Future = Future()
     if crashed is None:
@@ -188,6 +190,25 @@ def _alone(function: Callable, item: Any, crashed: Callable | None) -> Future:
     else:
         _settle(again, lambda _: crashed(item, reason), None)
     return again
+
+
+_NO_WORKERS = (
+    "worker processes cannot start in this program: a script calling archprof with jobs > 1 must do so under"
+    ' `if __name__ == "__main__":` (a spawned worker imports the script again), from a file, not standard input;'
+    " or pass jobs=1"
+)
+
+
+def _workers_start() -> bool:
+    """Whether a worker can run anything at all here: not where each imports the main script
+    again and that starts a pool of its own, nor where the script has no file to import."""
+    executor = _pool(1, None)
+    try:
+        probe = executor.submit(abs, 0)
+        probe.exception()  # waits
+    finally:
+        _ended(executor)
+    return not _broken(probe)
 
 
 def _pool(workers: int, taken) -> ProcessPoolExecutor:

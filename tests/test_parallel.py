@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -246,6 +247,34 @@ def test_compare_with_profile_reports_its_progress():
     calls: list[tuple[str, int, int]] = []
     archprof.compare(["lenet5", "edge_conv"], profile=True, runs=1, progress=lambda *call: calls.append(call))
     assert calls == [("analysing", 1, 2), ("analysing", 2, 2)]
+
+
+@pytest.mark.parametrize("run_as", ["a file", "standard input"])
+def test_workers_that_cannot_start_are_said_so_not_blamed_on_a_model(tmp_path, run_as):
+    """A script without the main guard: each spawned worker imports it again, which starts a
+    pool of its own and dies; from standard input there is no file to import. The models are
+    fine: the one error says what is wrong and how to fix it."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from archprof import parallel\n"
+        "parallel.WORKER_START_S = 0.0\n"
+        "try:\n"
+        "    parallel.ordered_map(abs, list(range(8)), jobs=2)\n"
+        "except parallel.ArchprofError as exc:\n"
+        "    print(exc)\n"
+    )
+    command = [sys.executable, str(script)] if run_as == "a file" else [sys.executable, "-"]
+    done = subprocess.run(
+        command,
+        input=None if run_as == "a file" else script.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == parallel._NO_WORKERS
 
 
 def _ran(script: str, status: int = 0, **environment: str) -> subprocess.CompletedProcess:
