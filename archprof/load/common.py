@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -92,6 +93,25 @@ def quiet() -> Iterator[list[str]]:
     finally:
         for logger, (propagate, level, handlers) in zip(loggers, saved, strict=True):
             logger.propagate, logger.level, logger.handlers = propagate, level, handlers
+
+
+@contextlib.contextmanager
+def importable(*directories: Path | None) -> Iterator[None]:
+    """Let `import` find modules in these directories for the duration."""
+    added = []
+    for directory in directories:
+        if directory is None:
+            continue
+        entry = str(Path(directory).resolve())
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+            added.append(entry)
+    try:
+        yield
+    finally:
+        for entry in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
 
 
 class _LastLines(logging.Handler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from archprof.errors import ArchprofError, first_line
 from archprof.load.common import (
     MODEL_FILE_SUFFIXES,
     WEIGHTS_ONLY_SUFFIXES,
+    importable,
     lookup_path,
     needs_code,
     quiet,
@@ -25,7 +27,7 @@ from archprof.load.common import (
     weights_only_reason,
 )
 from archprof.load.exported import load_exported
-from archprof.load.model import LoadedModel
+from archprof.load.model import LoadedModel, unwrapped
 from archprof.load.torchscript import refuse_unsafe_torchscript
 from archprof.load.zip_archive import checked_archive, folded, is_torch_zip
 
@@ -61,7 +63,7 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
         return _load_torchscript(path, spec, trust_pickle)
     if kind == "pt2-other":
         raise ArchprofError(f"cannot read {spec}: a .pt2 archive without an exported program (AOTInductor package?)")
-    return _load_pickle(path, spec, trust_pickle)
+    return _load_pickle(path, spec, trust_pickle, base)
 
 
 def archive_kind(path: Path, shown: str | None = None) -> str:
@@ -138,15 +140,17 @@ def _load_script_module(copy: Path, spec: str) -> torch.jit.ScriptModule:
     return module
 
 
-def _load_pickle(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
-    """A torch.save file given as a model: a whole pickled module only with trust_pickle."""
-    loaded = torch_load(path, spec, trust_pickle, map_location="meta")
+def _load_pickle(path: Path, spec: str, trust_pickle: bool, base: Path | None) -> LoadedModel:
+    """A torch.save file given as a model: a whole pickled module only with trust_pickle,
+    analysed as the network inside a DataParallel or torch.compile wrapper (`unwrapped`), as
+    a module passed in is."""
+    loaded = torch_load(path, spec, trust_pickle, map_location="meta", base=base)
     if isinstance(loaded, torch.nn.Module):
 
         def build(device: torch.device) -> torch.nn.Module:
-            return torch.load(str(path), map_location=device, weights_only=False)
+            return unwrapped(_trusted_load(path, device, base))
 
-        return LoadedModel(loaded, spec, None, kind="pickle", owned=True, source=path, build=build)
+        return LoadedModel(unwrapped(loaded), spec, None, kind="pickle", owned=True, source=path, build=build)
     if isinstance(loaded, Mapping) and state_dict_in(loaded) is not None:
         raise ArchprofError(
             f"{spec} holds weights (a state dict), not a model: name the architecture and pass the file with "
@@ -155,8 +159,11 @@ def _load_pickle(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
     raise ArchprofError(f"{spec} holds a {type(loaded).__name__}, not a model (TorchScript, .pt2 or a pickled module)")
 
 
-def torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str, mmap: bool = False) -> Any:
-    """torch.load with weights_only=True; a pickle that needs code is refused unless trusted."""
+def torch_load(
+    path: Path, spec: str, trust_pickle: bool, map_location: str, mmap: bool = False, base: Path | None = None
+) -> Any:
+    """torch.load with weights_only=True; a pickle that needs code is refused unless trusted
+    (then `_trusted_load`, its classes imported from `base` and the current directory)."""
     import pickle
 
     try:
@@ -174,38 +181,43 @@ def torch_load(path: Path, spec: str, trust_pickle: bool, map_location: str, mma
     except Exception as exc:
         raise _unreadable_file(path, spec, exc) from None
     try:
-        with quiet():
-            return torch.load(str(path), map_location=map_location, weights_only=False, mmap=mmap)
+        return _trusted_load(path, map_location, base, mmap)
     except Exception as exc:
         raise ArchprofError(f"cannot unpickle {spec}: {first_line(exc)}") from None
 
 
+def _trusted_load(path: Path, map_location: str | torch.device, base: Path | None, mmap: bool = False) -> Any:
+    """torch.load running the file's code (trusted: --trust-pickle). The modules its classes
+    live in are found as a `module:factory` spec's module is, in `base` and the current
+    directory: the `archprof` script, unlike `python -m archprof`, does not put the current
+    directory on sys.path."""
+    with importable(Path.cwd(), base), quiet():
+        return torch.load(str(path), map_location=map_location, weights_only=False, mmap=mmap)
+
+
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_EXTRA_STATE = "_extra_state"  # the last part of its key: torch.nn.modules.module._EXTRA_STATE_KEY_SUFFIX
 _MOST_WRAPPINGS = 16
 
 
 def state_dict_in(
     value: Mapping, names: Collection[str] | None = None, depth: int = 0, seen: dict[int, int] | None = None
-) -> dict[str, torch.Tensor] | None:
-    """The state dict a checkpoint holds, unwrapped. Saved from a wrapped model (DataParallel's
-    "module.", torch.compile's "_orig_mod.", one inside the other), its names are made the
-    network's inside, which is what archprof analyses; but not where they are the `names` of
-    the model's own state dict already (a model whose one child is called `module`). Looked
-    for `_MOST_WRAPPINGS` dicts deep at most (`depth`: how deep `value` is): a checkpoint
-    nesting dicts past Python's stack is no one's; and each dict once at a depth (`seen`: the
-    shallowest each id was looked into at, which searches deepest), as a pickle may share one
-    dict under every key of every level (1.8 KB held 6**18 paths)."""
+) -> dict[str, Any] | None:
+    """The state dict a checkpoint holds (tensors, and any module's extra state), unwrapped.
+    Saved from a wrapped model (DataParallel's "module.", torch.compile's "_orig_mod.", one
+    inside the other), its names are made the network's inside, which is what archprof
+    analyses; but not where they are the `names` of the model's own state dict already (a
+    model whose one child is called `module`). Looked for `_MOST_WRAPPINGS` dicts deep at
+    most (`depth`: how deep `value` is): a checkpoint nesting dicts past Python's stack is no
+    one's; and each dict once at a depth (`seen`: the shallowest each id was looked into at,
+    which searches deepest), as a pickle may share one dict under every key of every level
+    (1.8 KB held 6**18 paths)."""
     seen = {} if seen is None else seen
     if depth > _MOST_WRAPPINGS or seen.get(id(value), _MOST_WRAPPINGS + 1) <= depth:
         return None
     seen[id(value)] = depth
-    if value and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
-        state = dict(value)
-        while not (names is not None and state.keys() <= set(names)) and (
-            prefix := next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
-        ):
-            state = {k.removeprefix(prefix): v for k, v in state.items()}
-        return state
+    if value and all(_is_state_entry(k, v) for k, v in value.items()):
+        return _unwrapped_state(value, names)
     for key in ("state_dict", "model_state_dict", "model", "module", "net", "weights"):
         inner = value.get(key)
         if isinstance(inner, Mapping):
@@ -213,6 +225,54 @@ def state_dict_in(
             if found is not None:
                 return found
     return None
+
+
+def _unwrapped_state(value: Mapping[str, Any], names: Collection[str] | None) -> dict[str, Any]:
+    """A state dict, its wrapper prefixes dropped (`state_dict_in`), from its names and from its
+    metadata's (the versions torch's load_state_dict reads: a batch norm's before 2 gets its
+    missing `num_batches_tracked` filled in), which it keeps."""
+    state, metadata = dict(value), _metadata(value)
+    while not (names is not None and state.keys() <= set(names)) and (
+        prefix := next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+    ):
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+        metadata = _unprefixed(metadata, prefix) if metadata is not None else None
+    if metadata is None:
+        return state
+    kept = OrderedDict(state)
+    kept._metadata = metadata  # type: ignore[attr-defined]  # where Module.state_dict puts it
+    return kept
+
+
+def _metadata(value: Mapping[str, Any]) -> dict[str, Mapping[str, Any]] | None:
+    """A state dict's `_metadata` (module path -> {"version": ...}), as Module.state_dict saves
+    it; None where it has none, or holds something else (it is the file's data)."""
+    found = getattr(value, "_metadata", None)
+    if isinstance(found, Mapping) and all(isinstance(k, str) and isinstance(v, Mapping) for k, v in found.items()):
+        return dict(found)
+    return None
+
+
+def _unprefixed(metadata: Mapping[str, Mapping[str, Any]], prefix: str) -> dict[str, Mapping[str, Any]]:
+    """Metadata of a wrapped model's state dict made its inner network's: "module" (the
+    wrapper's child) becomes the root "", "module.conv1" "conv1", the wrapper's own goes."""
+    inner = prefix.removesuffix(".")
+    return {
+        "" if path == inner else path.removeprefix(prefix): entry
+        for path, entry in metadata.items()
+        if path == inner or path.startswith(prefix)
+    }
+
+
+def _is_state_entry(key: Any, value: Any) -> bool:
+    """A state dict's entry: a tensor under its name, or a module's extra state."""
+    return isinstance(key, str) and (isinstance(value, torch.Tensor) or is_extra_state(key))
+
+
+def is_extra_state(key: str) -> bool:
+    """A module's extra state (Module.get_extra_state), which a state dict holds as it is (any
+    value, unpickled weights-only) and torch's load_state_dict hands to set_extra_state."""
+    return key.rpartition(".")[2] == _EXTRA_STATE
 
 
 def _unreadable_file(path: Path, spec: str, exc: BaseException) -> ArchprofError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,31 @@ class LoadedModel:
         return module
 
 
+# The wrappers that spread a batch over devices: the network analysed is the one inside,
+# named as itself (the trace's stateless calls refuse DataParallel, and every row would
+# start with "module."), as a checkpoint saved from one is read (`archprof.load.weights`).
+_DATA_PARALLEL = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+
+
+def unwrapped(module: torch.nn.Module) -> torch.nn.Module:
+    """The network inside DataParallel, DistributedDataParallel and torch.compile's wrapper
+    (whose rows would all start with "_orig_mod.", and whose call would compile)."""
+    while True:
+        if isinstance(module, _DATA_PARALLEL):
+            module = module.module
+        elif _compiled(module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def _compiled(module: torch.nn.Module) -> bool:
+    """Whether `module` is torch.compile's OptimizedModule; torch._dynamo, which makes them,
+    is not imported here (a second of start-up) where nothing has imported it."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
+
+
 def _copy(module: torch.nn.Module) -> torch.nn.Module:
     """A deep copy, a lazy layer's parameters and buffers not yet made staying so (they
     cannot be copied): its first forward makes them."""
@@ -129,7 +155,10 @@ def check_static_shapes(loaded: LoadedModel, inputs: Sequence[Any]) -> None:
     """An exported program specialised to some sizes cannot be analysed at others: its
     graph holds those sizes as constants, so the figures would be wrong. `inputs` (each with
     its full `shape` and its keyword `name`, None for a positional one) are matched to the
-    program's by keyword, in any order, else by position."""
+    program's by keyword, in any order, else by position; they must be the program's own
+    (`_check_exported_arguments`)."""
+    if loaded.kind == "exported":
+        _check_exported_arguments(loaded, inputs)
     if loaded.static_shapes is None:
         return
     names = [spec.name for spec in loaded.default_inputs or ()]
@@ -146,6 +175,34 @@ def check_static_shapes(loaded: LoadedModel, inputs: Sequence[Any]) -> None:
                 f" and cannot be analysed at {got}: give that shape, or export with dynamic dimensions"
                 " (torch.export.Dim)"
             )
+
+
+def _check_exported_arguments(loaded: LoadedModel, inputs: Sequence[Any]) -> None:
+    """An exported program takes the inputs it was exported with (its in_spec): as many
+    positional ones, and the same keywords. Called otherwise, torch's unflattened module
+    prints both specs (several lines, on stdout) before it fails."""
+    exported = loaded.inputs or ()
+    wanted, given = _arguments(exported), _arguments(inputs)
+    if given == wanted:
+        return
+    missing = [spec for spec in exported if spec.name is not None and spec.name not in given[1]]
+    hint = f"; a keyword input is given by its name, e.g. --input {missing[0]}" if missing else ""
+    raise ArchprofError(
+        f"{loaded.name} was exported to take {_arguments_text(*wanted)}, and cannot be called with"
+        f" {_arguments_text(*given)}{hint}"
+    )
+
+
+def _arguments(inputs: Sequence[Any]) -> tuple[int, tuple[str, ...]]:
+    """How many inputs are positional, and the keywords of the others, sorted."""
+    keywords = sorted(spec.name for spec in inputs if spec.name is not None)
+    return len(inputs) - len(keywords), tuple(keywords)
+
+
+def _arguments_text(positional: int, keywords: tuple[str, ...]) -> str:
+    named = f"the keyword input{'s' if len(keywords) > 1 else ''} {', '.join(keywords)}" if keywords else ""
+    counted = f"{positional} positional input{'' if positional == 1 else 's'}"
+    return f"{counted} and {named}" if named else counted
 
 
 def load_weights_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:

@@ -44,6 +44,7 @@ from archprof.load.common import (
     MODEL_FILE_SUFFIXES,
     WEIGHTS_ONLY_SUFFIXES,
     described,
+    importable,
     lookup_path,
     printable_errors,
     refuse_extras,
@@ -52,8 +53,8 @@ from archprof.load.common import (
 )
 from archprof.load.exported import program_loaded
 from archprof.load.files import load_file
-from archprof.load.model import LoadedModel
-from archprof.load.weights import check_weights, load_state_dict
+from archprof.load.model import LoadedModel, unwrapped
+from archprof.load.weights import check_weights, load_state_dict, take_lazy_shapes
 from archprof.meta import on_meta, weights_on_meta
 from archprof.random_state import random_state_kept
 from archprof.zoo import MODELS
@@ -84,7 +85,7 @@ def load_model(
     base = Path(base_dir) if base_dir is not None else None
     if isinstance(spec, torch.nn.Module):
         refuse_extras(spec, type(spec).__name__, args, weights, "a module you pass")
-        module = _unwrapped(spec)
+        module = unwrapped(spec)
         refuse_frozen(module, f"the {type(module).__name__} you pass")
         return LoadedModel(module, type(module).__name__, None, kind="module")
     if isinstance(spec, torch.export.ExportedProgram):  # callable, but no factory: analysed as a .pt2 file is
@@ -111,6 +112,7 @@ def load_model(
         model = loaded.module
         shapes = load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base, device="meta", module=model)
         check_weights(model, shapes, loaded.name, weights)
+        take_lazy_shapes(model, shapes)
         state = load_state_dict(weights, trust_pickle=trust_pickle, base_dir=base, module=model)
         loaded = _replace(loaded, state_dict=state)
     return loaded
@@ -335,25 +337,6 @@ def python_factory(spec: str, base_dir: str | Path | None = None) -> PythonFacto
 
 
 @contextlib.contextmanager
-def _importable(*directories: Path | None) -> Iterator[None]:
-    """Let `import` find modules in these directories for the duration."""
-    added = []
-    for directory in directories:
-        if directory is None:
-            continue
-        entry = str(Path(directory).resolve())
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-            added.append(entry)
-    try:
-        yield
-    finally:
-        for entry in added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(entry)
-
-
-@contextlib.contextmanager
 def _user_code(failure: str) -> Iterator[None]:
     """Run user code (import a module, call a factory): whatever it raises, sys.exit and
     argparse's exit included, becomes one ArchprofError '<failure>: <what it raised>'; Ctrl-C
@@ -392,7 +375,7 @@ def _printed_lines(text: str) -> list[str]:
 
 
 def _import_module(name: str, spec: str, base: Path | None):
-    with _importable(Path.cwd(), base), _user_code(f"importing '{name}' for model '{spec}' failed"):
+    with importable(Path.cwd(), base), _user_code(f"importing '{name}' for model '{spec}' failed"):
         try:
             return importlib.import_module(name)
         except ImportError as exc:
@@ -436,8 +419,8 @@ def _import_file(location: str, spec: str, base: Path | None):
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up here
     # As `python -m`: its own folder, then the current directory (a project's package, run
-    # from the project's root); `_importable` puts the last directory given first.
-    with _importable(Path.cwd(), resolved.parent), _user_code(f"importing {location} for model '{spec}' failed"):
+    # from the project's root); `importable` puts the last directory given first.
+    with importable(Path.cwd(), resolved.parent), _user_code(f"importing {location} for model '{spec}' failed"):
         try:
             module_spec.loader.exec_module(module)
         except BaseException:
@@ -450,34 +433,9 @@ def _builder(fn: Callable[..., Any], args: Mapping[str, Any], name: str) -> Call
     def build(device: torch.device) -> torch.nn.Module:
         with _user_code(f"model factory '{name}' failed on {device}"), torch.device(device):
             module = fn(**args)
-        return _unwrapped(module).to(device)
+        return unwrapped(module).to(device)
 
     return build
-
-
-# The wrappers that spread a batch over devices: the network analysed is the one inside,
-# named as itself (the trace's stateless calls refuse DataParallel, and every row would
-# start with "module."), as a checkpoint saved from one is read (`archprof.load.weights`).
-_DATA_PARALLEL = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
-
-
-def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:
-    """The network inside DataParallel, DistributedDataParallel and torch.compile's wrapper
-    (whose rows would all start with "_orig_mod.", and whose call would compile)."""
-    while True:
-        if isinstance(module, _DATA_PARALLEL):
-            module = module.module
-        elif _compiled(module):
-            module = module._orig_mod
-        else:
-            return module
-
-
-def _compiled(module: torch.nn.Module) -> bool:
-    """Whether `module` is torch.compile's OptimizedModule; torch._dynamo, which makes them,
-    is not imported here (a second of start-up) where nothing has imported it."""
-    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
-    return eval_frame is not None and isinstance(module, eval_frame.OptimizedModule)
 
 
 def _built_on_meta(fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
@@ -514,6 +472,6 @@ def _from_factory(fn: Callable[..., Any], name: str, args: Mapping[str, Any], ki
         warn(f"model '{name}' cannot be built on the meta device ({meta_failure}): built on the CPU")
     if not isinstance(module, torch.nn.Module):
         raise ArchprofError(f"model factory '{name}' returned {type(module).__name__}, not a torch.nn.Module")
-    module = _unwrapped(module)
+    module = unwrapped(module)
     refuse_frozen(module, f"what the model factory '{name}' returned")
     return LoadedModel(module, name, None, kind=kind, owned=True, build=_builder(fn, args, name))

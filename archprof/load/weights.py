@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from archprof.errors import ArchprofError
-from archprof.load.common import described, lookup_path, printable_errors, resolve_path, unreadable
-from archprof.load.files import archive_kind, state_dict_in, torch_load
+from archprof.load.common import described, lookup_path, printable_errors, resolve_path, shorten, unreadable
+from archprof.load.files import archive_kind, is_extra_state, state_dict_in, torch_load
 from archprof.load.zip_archive import is_torch_zip
 from archprof.meta import is_uninitialised
 
@@ -38,7 +39,8 @@ def load_state_dict(
     spec = str(path)
     if not spec:  # Path("") is ".", a folder: "weights file . is not a file"
         raise ArchprofError("the weights file's name is empty: give a checkpoint's file name")
-    resolved = resolve_path(spec, Path(base_dir) if base_dir is not None else None)
+    base = Path(base_dir) if base_dir is not None else None
+    resolved = resolve_path(spec, base)
     found = lookup_path(resolved, spec)
     if found == "missing":
         raise ArchprofError(f"weights file {spec} does not exist")
@@ -52,13 +54,25 @@ def load_state_dict(
         if archive_kind(resolved, spec) in ("torchscript", "exported"):  # a corrupt zip refused here, in one line
             raise ArchprofError(f"{spec} is a whole model (TorchScript or exported), not weights: analyse it directly")
         mmap = device != "meta" and is_torch_zip(resolved)  # torch.save's legacy format cannot be mapped
-        loaded = torch_load(resolved, spec, trust_pickle, map_location=device, mmap=mmap)
+        loaded = torch_load(resolved, spec, trust_pickle, map_location=device, mmap=mmap, base=base)
     names = module.state_dict().keys() if module is not None else None
     state = state_dict_in(loaded, names) if isinstance(loaded, Mapping) else None
     if state is None:
-        held = "an empty dict" if isinstance(loaded, Mapping) and not loaded else f"a {type(loaded).__name__}"
-        raise ArchprofError(f"{spec} holds no state dict (name -> tensor) but {held}")
+        raise ArchprofError(f"{spec} holds no state dict (name -> tensor) but {_held(loaded)}")
     return state
+
+
+def _held(loaded: Any) -> str:
+    """What a checkpoint holds instead of a state dict: a dict by its keys (a state dict kept
+    under a key archprof does not look in, timm's 'state_dict_ema')."""
+    if not isinstance(loaded, Mapping):
+        return f"a {type(loaded).__name__}"
+    if not loaded:
+        return "an empty dict"
+    keys = [shorten(str(key), 40) for key in list(loaded)[:5]]
+    more = f" and {len(loaded) - 5} more" if len(loaded) > 5 else ""
+    kind = "dict" if isinstance(loaded, dict) else type(loaded).__name__  # an OrderedDict too
+    return f"a {kind} of keys {', '.join(keys)}{more}"
 
 
 # safetensors' dtype names (its format's header)
@@ -103,11 +117,11 @@ def _safetensors(path: Path, spec: str, device: str) -> dict[str, torch.Tensor]:
     }
 
 
-def check_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], name: str, path: Any) -> None:
-    # A lazy layer's tensors have no shape before its first call: any shape fits them (loading
-    # the checkpoint gives them its own, as torch's load_state_dict does).
-    expected = {k: None if is_uninitialised(v) else tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = [k for k in expected if k not in state]
+def check_weights(module: torch.nn.Module, state: Mapping[str, Any], name: str, path: Any) -> None:
+    """Refuse a checkpoint that torch's strict load_state_dict would refuse for `module`: a
+    name missing (but one torch fills in itself) or unexpected, a tensor of another shape."""
+    expected = {k: _shape_to_fit(k, v) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in state and not _filled_in_by_torch(module, k, state)]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k, shape in expected.items() if k in state and shape is not None and tuple(state[k].shape) != shape]
     problems = []
@@ -120,6 +134,67 @@ def check_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], na
         problems.append(f"{key} is {got} in the file, {want} in the model")
     if problems:
         raise ArchprofError(f"weights {path} do not fit model '{name}': {'; '.join(problems)}")
+
+
+def _shape_to_fit(key: str, value: Any) -> tuple[int, ...] | None:
+    """The shape the checkpoint's tensor must have; None where any will do: a lazy layer's
+    tensors before their first call (the checkpoint gives them its own, as torch's
+    load_state_dict does: `take_lazy_shapes`) and a module's extra state (handed to its
+    set_extra_state as it is)."""
+    if is_extra_state(key) or not isinstance(value, torch.Tensor) or is_uninitialised(value):
+        return None
+    return tuple(value.shape)
+
+
+_BATCHES_TRACKED = "num_batches_tracked"
+
+
+def _filled_in_by_torch(module: torch.nn.Module, key: str, state: Mapping[str, Any]) -> bool:
+    """Whether torch's load_state_dict fills in this missing key itself: a norm's
+    `num_batches_tracked` (added in PyTorch 0.4.1, so missing from older checkpoints and
+    converted ones) where the norm tracks running statistics and the checkpoint's metadata
+    gives it no version, or one before 2 (`_NormBase._load_from_state_dict`)."""
+    path, _, leaf = key.rpartition(".")
+    if leaf != _BATCHES_TRACKED:
+        return False
+    try:
+        norm = module.get_submodule(path)
+    except AttributeError:
+        return False
+    if not (isinstance(norm, torch.nn.modules.batchnorm._NormBase) and norm.track_running_stats):
+        return False
+    metadata = getattr(state, "_metadata", None) or {}  # kept by `state_dict_in`, module path -> entry
+    version = metadata.get(path, {}).get("version")
+    return version is None or (isinstance(version, int) and version < 2)
+
+
+@torch.no_grad()
+def take_lazy_shapes(module: torch.nn.Module, state: Mapping[str, Any]) -> None:
+    """Lazy layers (nn.LazyLinear, ...) given the checkpoint's shapes, as torch's
+    load_state_dict gives them (`LazyModuleMixin._lazy_load_hook`), on the device each was
+    made on (`materialize` refuses another; meta where archprof built the model: nothing
+    allocated).
+    The model analysed is then the one the weights make: without them, the first forward
+    would make its tensors to fit the input, counting parameters the checkpoint does not
+    hold, and an input the weights do not fit fails as in torch."""
+    for key, tensor in module.state_dict(keep_vars=True).items():
+        given = state.get(key)
+        if is_uninitialised(tensor) and isinstance(given, torch.Tensor) and not is_uninitialised(given):
+            tensor.materialize(given.shape)
+    _labelled_as_they_become(module)
+
+
+def _labelled_as_they_become(module: torch.nn.Module) -> None:
+    """Each lazy layer its checkpoint gave every shape labelled as the class its first call
+    makes it (`cls_to_become`: Linear for LazyLinear), as a lazy layer the input gives its
+    shapes is shown: until that call (the trace's) it is still of its lazy class."""
+    for layer in module.modules():
+        if (
+            isinstance(layer, LazyModuleMixin)
+            and layer.cls_to_become is not None
+            and not layer.has_uninitialized_params()
+        ):
+            layer._archprof_type = layer.cls_to_become.__name__  # read by the trace's `type_name`
 
 
 def _some(keys: list[str]) -> str:
