@@ -264,3 +264,51 @@ def test_a_step_summary_onto_a_file_check_reads_or_writes_is_refused(tmp_path, m
     assert one_error_line(result).startswith(f"error: GITHUB_STEP_SUMMARY {target} would append to")
     assert sorted(os.listdir(tmp_path)) == ["archprof.toml"]
     assert (tmp_path / "archprof.toml").read_text() == budget_text
+
+
+@pytest.mark.parametrize("columns", ["²", "1" * 5000, "10000000"])
+def test_a_columns_that_is_no_width_of_ascii_digits_reads_as_unset(tmp_path, columns):
+    """str.isdigit passed "²", which int() refuses (a traceback before any command,
+    -h too); 5000 digits passed int()'s limit; a width of ten million padded every help line
+    to it (300 MB of help)."""
+    unset = archprof_process("-h", cwd=tmp_path)
+    given = archprof_process("-h", cwd=tmp_path, COLUMNS=columns)
+    assert (given.returncode, given.stdout, given.stderr) == (0, unset.stdout, "")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("summary", "lenet5", "-i", "١x٣٢x٣٢"),  # Arabic-Indic digits, read as 1x32x32
+        ("summary", "lenet5", "-i", "３x３２x３２"),  # fullwidth, read as 3x32x32
+        ("rf", "lenet5", "--unit", "３,４", "--layer", "features.0"),
+    ],
+)
+def test_sizes_and_units_are_written_in_digits_0_to_9(args):
+    """As every other number archprof reads (`units`, a diff's cells, explain's rows): int()
+    reads any script's digits, and the regular expression's \\d matched them."""
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert "expected" in one_error_line(result) or "whole numbers" in one_error_line(result)
+
+
+def test_an_arg_in_other_digits_is_text_not_a_number():
+    from archprof.load.options import parse_arg_value
+
+    assert parse_arg_value("٣") == "٣"
+    assert parse_arg_value("３.5") == "３.5"
+    assert (parse_arg_value("3"), parse_arg_value("0.5")) == (3, 0.5)
+
+
+@pytest.mark.parametrize(
+    "args", [("edge_fc",), ("torch.nn:Linear", "-a", "in_features=3", "-a", "out_features=4", "-i", "3")]
+)
+def test_a_receptive_field_plot_with_nothing_to_draw_is_refused_in_one_line(tmp_path, args):
+    """Every row global (a fully connected model), or no spatial input: matplotlib's "Data
+    cannot be log-scaled" came back as the error, or a blank plot was written with a Python
+    warning on stderr."""
+    plot = tmp_path / "fields.png"
+    result = cli("rf", *args, "--plot", plot)
+    assert result.exit_code == 2
+    assert "nothing to plot" in one_error_line(result)
+    assert not plot.exists()

@@ -83,7 +83,7 @@ def _shown_shape(shape: Sequence[int]) -> str:
     return "x".join(str(size) if size.bit_length() <= 100 else f"2**{size.bit_length() - 1}+" for size in shape)
 
 
-_SIZE = re.compile(r"\d+(x\d+)*")
+_SIZE = re.compile("[0-9]+(x[0-9]+)*")  # digits 0-9 only: \d, and int(), read "٣٢" as 32
 
 
 def _whole_size(size: Any, shape: Any) -> int:

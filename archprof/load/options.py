@@ -30,6 +30,8 @@ def parse_arg_value(text: str) -> Any:
         return None
     if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
         return stripped[1:-1]
+    if not stripped.isascii():  # int() and float() read "٣" as 3: a number is written in digits 0-9
+        return text
     for kind in (int, float):
         try:
             return kind(stripped)

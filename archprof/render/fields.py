@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -138,6 +139,9 @@ def _centred_and_coverage(field, stride, start, spatial) -> tuple[Text | str, Te
     return ("yes" if centred else "no"), coverage
 
 
+_COORDINATE = re.compile("-?[0-9]+")  # digits 0-9 only: int() reads "３" as 3
+
+
 def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], layer: str, unit: str) -> str:
     """`archprof rf --unit 3,4 --layer L`: 'layer L, unit 3,4 reads input pixels 24..75 x
     40..91 (of 224x224)': per spatial dimension the first and last input pixel that can
@@ -145,12 +149,10 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
     where the layer's field is an upper bound, the note that says so."""
     from archprof.passes.receptive_field import unit_box
 
-    try:
-        coordinates = tuple(int(part) for part in unit.split(","))
-    except ValueError:
-        raise ArchprofError(
-            f"--unit takes whole numbers separated by commas (3,4), got '{visible_text(unit)}'"
-        ) from None
+    parts = [part.strip() for part in unit.split(",")]
+    if not all(_COORDINATE.fullmatch(part) for part in parts):
+        raise ArchprofError(f"--unit takes whole numbers separated by commas (3,4), got '{visible_text(unit)}'")
+    coordinates = tuple(int(part) for part in parts)
     calls = list(zip(report.columns["layer"], report.columns["call"], strict=True))
     rows = [index for index, (name, call) in enumerate(calls) if _names(layer, name, call)]
     if rows:

@@ -119,10 +119,10 @@ def rf_html(report: Report, spreads: Sequence | None = None) -> str:
     """`archprof rf`'s page: its table (`render.receptive_field_table`, every column; `spreads`
     as it takes them), its verdict and notes, then the field's growth against depth."""
     from archprof.render.fields import receptive_field_table
-    from archprof.render.rf_plot import fields_figure
+    from archprof.render.rf_plot import fields_figure, has_fields
 
     table = receptive_field_table(report, spreads=spreads)
-    charts = [("field", partial(fields_figure, report, spreads))] if _has_fields(report) else []
+    charts = [("field", partial(fields_figure, report, spreads))] if has_fields(report) else []
     return _view_html(report, "rf", "Receptive fields", table, charts)
 
 
@@ -246,20 +246,15 @@ def _measured_memory(report: Report) -> str:
 
 def _charts(report: Report) -> str:
     from archprof.render.memory_plot import memory_figure
-    from archprof.render.rf_plot import fields_figure
+    from archprof.render.rf_plot import fields_figure, has_fields
     from archprof.render.roofline import roofline_figure
 
     charts: list[tuple[str, Callable]] = [("memory", partial(memory_figure, report))]
-    if _has_fields(report):
+    if has_fields(report):
         charts.append(("field", partial(fields_figure, report)))
     if report.measured is not None:
         charts.append(("roofline", partial(roofline_figure, report)))
     return _chart_section(charts)
-
-
-def _has_fields(report: Report) -> bool:
-    """Whether a row has a field of pixels, for the field's chart to draw."""
-    return any(isinstance(field, tuple) for field in report.columns["receptive_field"])
 
 
 def _chart_section(charts: Sequence[tuple[str, Callable]]) -> str:

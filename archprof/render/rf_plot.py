@@ -6,14 +6,26 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from archprof.errors import ArchprofError
 from archprof.passes.layers import consecutive_runs
 from archprof.render.figures import check_plot_target, figure_text, image_bytes
 from archprof.report import Report
+from archprof.text import visible_text
 
 
 def fields_image(report: Report, spreads: Sequence, path: str | os.PathLike) -> bytes:
-    """`fields_figure`, drawn in the format of `path`'s suffix."""
+    """`fields_figure`, drawn in the format of `path`'s suffix; refused where it would be empty."""
+    if not has_fields(report):
+        raise ArchprofError(
+            f"nothing to plot in {visible_text(str(path))}: no layer has a field of pixels of its own"
+            " (each reads the whole input, or the input has no spatial dimension)"
+        )
     return image_bytes(fields_figure(report, spreads), check_plot_target(path))
+
+
+def has_fields(report: Report) -> bool:
+    """Whether a row has a field of pixels, for the field's chart to draw."""
+    return any(isinstance(field, tuple) for field in report.columns["receptive_field"])
 
 
 def fields_figure(report: Report, spreads: Sequence | None = None):
