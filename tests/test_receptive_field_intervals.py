@@ -1278,11 +1278,14 @@ def resnet18_avgpool() -> nn.Module:
 
 
 @pytest.mark.parametrize(
-    ("depth", "layer", "unit"), [(1, "layer1", (3, 4)), (2, "layer2.0", (3, 4)), (1, "layer4", (1, 0))]
+    ("depth", "layer", "unit"),
+    [(1, "layer1", (3, 4)), (2, "layer2.0", (3, 4)), (1, "layer4", (1, 0)), (1, "layer1.0.conv2", (3, 4))],
 )
 def test_cli_rolled_up_rows_give_the_box_of_the_modules_output(depth, layer, unit):
     """`rf --depth N` gives a module one row, whose unit box is that of the module's output:
-    the gradient footprint of the module's output unit (a forward hook keeps it)."""
+    the gradient footprint of the module's output unit (a forward hook keeps it). A layer
+    inside a rolled-up module is still named (it was "no layer 'layer1.0.conv2'", which the
+    command the message pointed to lists)."""
     model = positive(resnet18_avgpool())
     kept = []
     model.get_submodule(layer).register_forward_hook(lambda module, args, output: kept.append(output))

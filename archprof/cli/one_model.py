@@ -459,12 +459,14 @@ def rf(
     )
     report = found.report
     states, spatial = row_states(found.graph, group_layers(found.graph))
-    if depth is not None:
-        states = [states[report.output_row(indices)] for _, indices in report.rollup_groups(depth)]
-        report = report.rollup(depth)
+    # Before any roll-up: a layer inside a module rolled into one row by --depth is still named
+    # (a rolled-up module's unit is its output's, as the full table's container rows give it).
     if unit is not None:  # wrapped to the width as a table is, not cut by the terminal mid-figure
         write_text(to_text(Group(Prose(unit_box_text(report, states, spatial, layer, unit))), fitted_width()), None)
         return
+    if depth is not None:
+        states = [states[report.output_row(indices)] for _, indices in report.rollup_groups(depth)]
+        report = report.rollup(depth)
     spread = spreads(states, spatial)
     table = partial(receptive_field_table, spreads=spread)
     image = fields_image(report, spread, plot) if plot is not None else None  # drawn before any file is written
