@@ -67,6 +67,16 @@ class Fit:
         }
 
 
+def _check_batch_can_change(loaded) -> None:
+    """An exported program specialised to its example's batch has no other batch to try."""
+    fixed = [shape[0] for shape in loaded.static_shapes or () if shape and shape[0] is not None]
+    if fixed:
+        raise ArchprofError(
+            f"{loaded.name} was exported with a fixed batch of {fixed[0]}: a batch to fit needs one that can"
+            " change (export with a torch.export.Dim on the batch dimension)"
+        )
+
+
 def fit_batch(
     model: Any,
     budget_bytes: int | str,
@@ -119,6 +129,7 @@ def fit_batch(
         raise ArchprofError(f"fit_batch finds the batch itself: drop batch={shown(batch)}")
     check_optimizer(optimizer, training)
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)  # once: built a single time
+    _check_batch_can_change(loaded)
     reports: dict[int, Report] = {}
     needs: dict[int, int | float] = {}  # each batch analysed: its bytes; infinite where torch cannot size its tensors
     input_bytes: dict[int, int] = {}

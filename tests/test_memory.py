@@ -24,6 +24,7 @@ from archprof.passes.liveness import model_state_storages
 from archprof.passes.memory import saved_activations
 from archprof.tracing.trace import trace
 from archprof.zoo import MODELS
+from tests.cli import cli, one_error_line
 from tests.memory_oracle import profiled_peaks
 from tests.models import (
     Calls,
@@ -646,6 +647,20 @@ class Gram(nn.Module):
 
     def forward(self, x):
         return x @ x.t()
+
+
+def test_fit_of_a_program_exported_with_a_fixed_batch_says_so(tmp_path):
+    """torch.export without a Dim on the batch specialises the program to its example's batch
+    (it refuses another); --fit tried batch 1 and said "cannot be analysed at 1x3x16x16:
+    give that shape", a shape the user never gave."""
+    model, example = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), torch.randn(2, 3, 16, 16)
+    program = torch.export.export(model, (example,))
+    with pytest.raises(AssertionError, match="Guard failed"):  # torch's own verdict: batch 1 is not the program's
+        program.module()(torch.randn(1, 3, 16, 16))
+    torch.export.save(program, tmp_path / "static.pt2")
+    result = cli("memory", tmp_path / "static.pt2", "--fit", "1MB")
+    assert result.exit_code == 2
+    assert "exported with a fixed batch of 2" in one_error_line(result)
 
 
 def test_fit_bisects_when_memory_is_not_affine_in_the_batch():
