@@ -12,7 +12,10 @@ How the time is taken (see `time_model`):
   to the start of its post-hook, less the timed calls made inside it (a BatchNorm's
   activation child, a module a leaf calls) from the start of their pre-hook to the end of
   their post-hook, so that nested calls are counted once and the hooks' own work is no
-  call's time. A row's `time_ms` is the median over the repeats.
+  call's time. The pre-hook runs before the model's own pre-hooks and the post-hook after
+  its forward hooks, always (a call that raises, the model catching it, is timed up to its
+  raise): what the model's hooks run is the call's, as the trace counts it in the row. A
+  row's `time_ms` is the median over the repeats.
 - The hooks perturb the run (Python work per call; on a GPU, when the host is the
   bottleneck, idle gaps between kernels land inside the events): the whole-model median
   with hooks is reported beside the one without.
@@ -149,8 +152,10 @@ def time_model(
 
     handles = []
     for path, timed_module in timed.items():
-        handles.append(timed_module.register_forward_pre_hook(pre_hook(path)))
-        handles.append(timed_module.register_forward_hook(post_hook))
+        # Outside the model's own hooks (see the module). Always called: otherwise a call that
+        # raised would stay under way, and the next post-hook would close it instead of its own.
+        handles.append(timed_module.register_forward_pre_hook(pre_hook(path), prepend=True))
+        handles.append(timed_module.register_forward_hook(post_hook, always_call=True))
     runs = []
     try:
         for i in range(repeat):

@@ -15,6 +15,7 @@ from archprof.graph import Graph
 from archprof.measure.peak_memory import Peak, measured_text
 from archprof.report import Report, layer_label
 from archprof.structure import tensors_in
+from archprof.text import counted
 from archprof.tracing.trace import native_attention_off
 from archprof.units import shape_text, shapes_text
 
@@ -79,12 +80,11 @@ def check_run(module, inputs, leaves, names: dict[tuple[str, int], tuple[str, in
 
         return hook
 
-    handles = [leaf.register_forward_hook(post_hook(path)) for path, leaf in leaves.items()]
+    # Always called: a call that raises (the model catching it) is counted, so that the
+    # module's later calls keep their numbers.
+    handles = [leaf.register_forward_hook(post_hook(path), always_call=True) for path, leaf in leaves.items()]
     counter = FlopCounterMode(display=False, custom_mapping=_LENT_FORMULAS)
-    if names:
-        counter.mod_tracker = _TracedNames(module, names)
-    else:
-        counter.mod_tracker = _ForwardTracker()
+    counter.mod_tracker = _ModelCalls(module, names)
     try:
         with native_attention_off(), counter:
             output = inputs(module)
@@ -101,45 +101,57 @@ def check_run(module, inputs, leaves, names: dict[tuple[str, int], tuple[str, in
     )
 
 
-class _ForwardTracker(ModuleTracker):
-    """FlopCounterMode's module tracker without its backward hooks: the check's forward runs
-    under no_grad, with no backward to track. Registering them fails on an argument that
-    requires grad but has no grad_fn, a parameter's view made under no_grad (timm's CaiT
-    hands its class token, expanded, to each class-attention block)."""
+class _ModelCalls(ModuleTracker):
+    """FlopCounterMode's module tracker, on the model's own modules: a module's FLOPs are
+    those of its call, its own forward hooks and pre-hooks included, as the trace counts them.
+    torch's tracker hooks every module globally, and a global forward hook runs before the
+    module's own forward hooks: what they compute went to the caller. Here each module's pre-hook runs
+    before its own pre-hooks and its forward hook after its own forward hooks, always (a call
+    that raises, the model catching it, leaves too, or its caller's FLOPs would be its). No
+    backward hooks: the check's forward runs under no_grad, and registering them fails on an
+    argument that requires grad but has no grad_fn, a parameter's view made under no_grad
+    (timm's CaiT hands its class token, expanded, to each class-attention block).
 
-    def _fw_pre_hook(self, mod, input) -> None:
-        self._get_append_fn(self._get_mod_name(mod), False)()
-
-    def _fw_post_hook(self, mod, input, output) -> None:
-        self._get_pop_fn(self._get_mod_name(mod), False)()
-
-
-class _TracedNames(_ForwardTracker):
-    """The tracker naming each call as the trace did (`check_run`'s `names`): torch's names a
-    module held under two names by the last it found, for all its calls."""
+    Each call is named as the trace named it (`check_run`'s `names`): torch's tracker names
+    a module held under two names by the last it found, for all its calls. A TorchScript
+    module runs no Python hooks (and takes none): none is tracked."""
 
     def __init__(self, model: torch.nn.Module, names: dict[tuple[str, int], tuple[str, int]]) -> None:
         super().__init__()
+        self._model = model
         self._root = type(model).__name__
-        self._first = {module: path for path, module in model.named_modules()}
-        self._calls: dict[torch.nn.Module, int] = {}
         self._names = names
+        self._calls: dict[str, int] = {}
         self._entered: list[str] = []
+        self._handles: list = []
 
-    def _fw_pre_hook(self, mod, input) -> None:
-        first = self._first.get(mod)
-        if first is None:  # not one of the model's modules
-            name = self._get_mod_name(mod)
-        else:
-            count = self._calls.get(mod, 0)
-            self._calls[mod] = count + 1
+    def __enter__(self) -> _ModelCalls:
+        for path, module in self._model.named_modules():  # each module once, under its first name
+            if isinstance(module, torch.jit.ScriptModule):
+                continue
+            self._handles.append(module.register_forward_pre_hook(self._entering(path), prepend=True))
+            self._handles.append(module.register_forward_hook(self._leaving, always_call=True))
+        return self
+
+    def __exit__(self, *args) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _entering(self, first: str):
+        def hook(_module, _args) -> None:
+            count = self._calls.get(first, 0)
+            self._calls[first] = count + 1
             path = self._names.get((first, count), (first, count))[0]
-            name = f"{self._root}.{path}" if path else self._root
-        self._entered.append(name)
-        self._get_append_fn(name, False)()
+            self._entered.append(f"{self._root}.{path}" if path else self._root)
+            self.parents.add(self._entered[-1])
 
-    def _fw_post_hook(self, mod, input, output) -> None:
-        self._get_pop_fn(self._entered.pop(), False)()
+        return hook
+
+    def _leaving(self, _module, _args, _output) -> None:
+        left = self._entered.pop()
+        if left not in self._entered:  # a module that called itself is still inside its outer call
+            self.parents.discard(left)
 
 
 def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
@@ -152,23 +164,50 @@ def check_shapes(report: Report, real: RealRun, leaves, graph: Graph) -> Check:
         )
         if graph.aliases.get(layer, layer) in leaves and call >= 0
     }
-    lines = []
+    leaf_lines = {}  # (layer, call) -> what differs, in the order the calls ran
     for key in sorted(predicted.keys() | real.leaf_shapes.keys(), key=_call_order(predicted, real.leaf_shapes)):
-        name = layer_label(*key)
-        if key not in real.leaf_shapes:
-            lines.append(f"{name}: predicted ({predicted[key]}) but did not run")
-        elif key not in predicted:
-            lines.append(f"{name}: ran ({real.leaf_shapes[key]}) but the analysis did not see it")
-        elif predicted[key] != real.leaf_shapes[key]:
-            lines.append(f"{name}: predicted {predicted[key]}, measured {real.leaf_shapes[key]}")
+        line = _leaf_line(layer_label(*key), predicted.get(key), real.leaf_shapes.get(key))
+        if line:
+            leaf_lines[key] = line
+    lines = list(leaf_lines.values())
+    differing = sum(1 for key in leaf_lines if key in predicted)  # of the predicted calls; the rest ran unseen
     predicted_outputs = [shape_text(t.shape) for t in graph.outputs]
-    if predicted_outputs != real.output_shapes:
+    outputs_differ = predicted_outputs != real.output_shapes
+    if outputs_differ:
         lines.append(
             f"model output: predicted {', '.join(predicted_outputs)}, measured {', '.join(real.output_shapes)}"
         )
     if lines:
-        return Check("output shapes", "mismatch", f"{len(lines)} of {len(predicted)} leaf calls differ", tuple(lines))
-    return Check("output shapes", "ok", f"{len(predicted)} leaf calls and the model's output match the analysis")
+        summary = _shapes_summary(differing, len(predicted), len(leaf_lines) - differing, outputs_differ)
+        return Check("output shapes", "mismatch", summary, tuple(lines))
+    matched = counted(len(predicted), "leaf call")
+    return Check("output shapes", "ok", f"{matched} and the model's output match the analysis")
+
+
+def _leaf_line(name: str, predicted: str | None, measured: str | None) -> str | None:
+    """How a leaf call's predicted output shape and the real one differ (None: a shape is
+    missing, the call did not run there), or None where they agree. A call that raised (the
+    model catching it) returned no tensor: its shape is ''."""
+    if measured is None:
+        return f"{name}: predicted ({predicted}) but did not run"
+    if predicted is None:
+        return f"{name}: ran ({measured}) but the analysis did not see it"
+    if predicted != measured:
+        return f"{name}: predicted {predicted or 'no tensor'}, measured {measured or 'no tensor'}"
+    return None
+
+
+def _shapes_summary(differing: int, predicted: int, unseen: int, outputs_differ: bool) -> str:
+    """What the shape check found, each kind of mismatch counted apart: "1 of 1 leaf calls
+    differ; 1 leaf call ran that the analysis did not see; the model's output differs"."""
+    parts = []
+    if differing:
+        parts.append(f"{differing} of {predicted} leaf calls differ")
+    if unseen:
+        parts.append(f"{counted(unseen, 'leaf call')} ran that the analysis did not see")
+    if outputs_differ:
+        parts.append("the model's output differs")
+    return "; ".join(parts)
 
 
 def _call_order(*maps):

@@ -272,37 +272,31 @@ def measured_columns(
     of the rows of `timed_layers` (the paths of the modules timed, under any of their names).
 
     A call's time goes on its first row: a container whose own operations fall between two
-    child calls has a row for each run of them, and one time for all of them. A row's share
-    is of its time and every other's, plus the unattributed time: the shares and the
-    unattributed share add up to 1, and a longer time has a larger share."""
-    rows = list(
-        zip(
-            report.columns["layer"],
-            report.columns["call"],
-            report.columns["flops"],
-            report.columns["elementwise_flops"],
-            moved,
-            strict=True,
-        )
-    )
-    first_rows: dict[tuple[str, int], int] = {}  # (layer, call) of each timed call -> the row its time goes on
-    for i, (layer, call, *_) in enumerate(rows):
-        if layer in timed_layers and call >= 0:
-            first_rows.setdefault((layer, call), i)
+    child calls has a row for each run of them, and one time for all of them. Its rates go
+    there too, of all those rows' work and bytes moved, as the table merges them (one rate
+    per call: the notes, a beaten ceiling and the plot see the table's); its other rows have
+    none. A row's share is of its time and every other's, plus the unattributed time: the
+    shares and the unattributed share add up to 1, and a longer time has a larger share."""
+    keys = list(zip(report.columns["layer"], report.columns["call"], strict=True))
+    works = [f + e for f, e in zip(report.columns["flops"], report.columns["elementwise_flops"], strict=True)]
+    call_rows = _timed_call_rows(keys, timed_layers)
     unattributed = statistics.median(
-        total - sum(ms for key, ms in per_layer.items() if key in first_rows) for total, per_layer in timing.passes
+        total - sum(ms for key, ms in per_layer.items() if key in call_rows) for total, per_layer in timing.passes
     )
     columns: dict[str, list] = {c.name: [] for c in MEASURED_COLUMNS}
-    for i, (layer, call, flops, elementwise, nbytes) in enumerate(rows):
-        work = flops + elementwise
-        key = (layer, call)
-        times = timing.layer_ms.get(key) if first_rows.get(key) == i else None
+    for i, (key, work, nbytes) in enumerate(zip(keys, works, moved, strict=True)):
+        indices = call_rows.get(key, [i])  # the rows whose work and bytes its rates are of
+        times = timing.layer_ms.get(key) if key in call_rows and indices[0] == i else None
         # To 0.1 ns, the clock's resolution and the half a median of two adds: the digits past it
         # are binary noise (0.17520550000000001 in a CSV).
         ms = round(statistics.median(times), 7) if times else None
         columns["time_ms"].append(ms)
         columns["bytes_moved"].append(nbytes)
-        for name, value in measured_rates(work, ms, nbytes, ceilings.ridge).items():
+        if indices[0] == i:
+            rates = measured_rates(sum(works[j] for j in indices), ms, sum(moved[j] for j in indices), ceilings.ridge)
+        else:  # a later row of a timed call: its rates are the call's, on its first row
+            rates = measured_rates(0, None, 0, ceilings.ridge)  # no rate, no intensity, no bound
+        for name, value in rates.items():
             columns[name].append(value)
         columns["roofline_time_ms"].append(roofline_ms(work, nbytes, ceilings))
     layer_sum = round(sum(ms for ms in columns["time_ms"] if ms is not None), 7)
@@ -317,6 +311,15 @@ def measured_columns(
         "roofline_ms": sum(columns["roofline_time_ms"]),
     }
     return columns, figures
+
+
+def _timed_call_rows(keys: list[tuple[str, int]], timed_layers: set[str]) -> dict[tuple[str, int], list[int]]:
+    """(layer, call) of each timed call -> its rows, in the order they ran (its time goes on the first)."""
+    call_rows: dict[tuple[str, int], list[int]] = {}
+    for i, (layer, call) in enumerate(keys):
+        if layer in timed_layers and call >= 0:
+            call_rows.setdefault((layer, call), []).append(i)
+    return call_rows
 
 
 def shares_of(times: list[float | None], total: float) -> list[float | None]:

@@ -170,9 +170,17 @@ MEASURED_COLUMNS: tuple[Column, ...] = (
         "float64",
         "time_ms over the sum of every row's time_ms and the unattributed time (between hooks)",
     ),
-    Column("achieved_flops_per_s", "float64", "(flops + elementwise_flops) / time_ms, per second"),
+    Column(
+        "achieved_flops_per_s",
+        "float64",
+        "(flops + elementwise_flops) / time_ms, per second (a call in several rows: of all of them, on the first)",
+    ),
     Column("bytes_moved", "int64", "fewest bytes the row moves: what it reads from outside once, outputs once"),
-    Column("arithmetic_intensity", "float64", "(flops + elementwise_flops) / bytes_moved (empty: no bytes)"),
+    Column(
+        "arithmetic_intensity",
+        "float64",
+        "(flops + elementwise_flops) / bytes_moved (empty: no bytes; a call in several rows: of all, on the first)",
+    ),
     Column("bound", "string", "'compute' or 'memory': intensity against the device's ridge (peak / bandwidth)"),
     Column("roofline_time_ms", "float64", "max(work / peak FLOP/s, bytes_moved / bandwidth): the roofline's floor"),
 )
