@@ -272,3 +272,22 @@ def test_a_split_call_above_the_roof_is_counted_in_the_notes(split_call):
     columns, _ = measured_columns(report, moved, timing, ceilings, {"0", "0.linear"})
     (note,) = roofline_notes(columns, ceilings)
     assert note.startswith("1 memory-bound row ran faster than bytes / bandwidth allows")
+
+
+# --- a TorchScript submodule of an eager model -----------------------------------------------
+
+
+def test_a_scripted_submodule_is_timed_as_its_callers_own_work():
+    """torch refuses Python hooks on a ScriptModule, which made `profile` of an eager model
+    holding one fail ("register_forward_pre_hook is not supported on ScriptModules"). Its
+    work is timed where hooks can see it: as its caller's own, here the model's, between
+    hooks; the rows around it are timed, and the cross-check still holds."""
+    scripted = torch.jit.script(nn.Sequential(nn.ReLU(), nn.Conv2d(4, 4, 1)))
+    with pytest.raises(RuntimeError, match="not supported on ScriptModules"):
+        scripted.register_forward_pre_hook(lambda module, args: None)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), scripted, nn.Flatten(), nn.Linear(144, 2))
+    report = archprof.profile(model, input_size=(3, 8, 8), **FAST)
+    times = row_times(report)
+    assert times["0"] is not None and times["3"] is not None
+    assert all(time is None for layer, time in times.items() if layer.startswith("1"))
+    assert all(c.ok for c in report.measured.checks)
