@@ -174,9 +174,7 @@ def _hookable(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
     model, nor what lies inside it (its time is its caller's own)."""
     scripted = [f"{path}." for path, m in module.named_modules() if isinstance(m, torch.jit.ScriptModule)]
     return {
-        path: m
-        for path, m in module.named_modules()
-        if not any(f"{path}.".startswith(prefix) for prefix in scripted)
+        path: m for path, m in module.named_modules() if not any(f"{path}.".startswith(prefix) for prefix in scripted)
     }
 
 
