@@ -381,6 +381,7 @@ def _calls_laid_out_by_the_cpu(draw):
     x_kind, other_kind = draw(st.sampled_from(kinds)), draw(st.sampled_from(kinds))
     shape = (n, 4 * c, 2 * h, 2 * w)  # whole pixel (un)shuffles by 2, two channel groups
     volume = (n, c, 2, h, w)
+    single = (n, 1, 2 * h, 2 * w)
     train, affine = draw(st.booleans()), draw(st.booleans())
     mask = draw(st.lists(st.booleans(), min_size=3, max_size=3))
     calls = [
@@ -392,6 +393,8 @@ def _calls_laid_out_by_the_cpu(draw):
         lambda d: torch.roll(_laid_out(shape, x_kind, d), 3),  # flattened
         lambda d: torch.cat([_laid_out(shape, x_kind, d), _laid_out(shape, other_kind, d)], dim=1),
         lambda d: torch.cat([_laid_out(volume, x_kind, d), _laid_out(volume, other_kind, d)], dim=0),
+        # one channel: a dimension of size 1, whose stride channels last sets otherwise than contiguous
+        lambda d: torch.cat([_laid_out(single, x_kind, d), _laid_out(single, other_kind, d)], dim=2),
         # zeros, not empty, on the CPU: the grid's values are read (a transposed grid)
         lambda d: F.grid_sample(
             _laid_out(shape, x_kind, d), torch.zeros(n, w, h, 2, device=d).transpose(1, 2), align_corners=False

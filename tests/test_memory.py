@@ -468,7 +468,37 @@ def _features_kept_by_a_hook() -> nn.Module:
     return model
 
 
+class _ChannelsLast(nn.Module):
+    def forward(self, x):
+        return x.contiguous(memory_format=torch.channels_last)
+
+
 PROFILED_MODELS = {
+    # A one-channel map a kernel makes channels last (its channel stride 1, as torch.empty makes
+    # it) is no contiguous one: the convolution after it writes channels last, and the flatten
+    # then copies (that copy short, 32,768 and 16,384 B, when the map was taken for contiguous).
+    "a one-channel map concatenated in channels last, convolved and flattened": (
+        lambda: nn.Sequential(
+            _ChannelsLast(),
+            Calls(lambda x: torch.cat([x[:, :1], x[:, 1:2]], dim=2)),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.Flatten(),
+            nn.Linear(16 * 32 * 16, 4),
+        ),
+        (3, 16, 16),
+        1,
+    ),
+    "a one-channel convolution in channels last, convolved and flattened": (
+        lambda: nn.Sequential(
+            _ChannelsLast(),
+            nn.Conv2d(3, 1, 3, padding=1),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.Flatten(),
+            nn.Linear(16 * 16 * 16, 4),
+        ),
+        (3, 16, 16),
+        1,
+    ),
     # a tensor the model's code keeps outside any module, held to the end (once let go of at its last reader)
     "features a forward hook keeps in a dict": (_features_kept_by_a_hook, (3, 16, 16), 2),
     "maps appended to a list at module level": (

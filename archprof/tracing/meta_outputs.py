@@ -92,13 +92,13 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
     outputs = [None if shape is None else _empty(shape, dtype) for shape in shapes]  # None: not asked for
     deciding = info.deciding_operand
     if deciding is not None and outputs[0] is not None and _taken_for_channels_last(tensors[deciding]):
-        outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
+        outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     elif info.layout is Layout.CPU_CONVOLUTION and (
         _taken_for_channels_last(first) or _taken_for_channels_last(tensors[1])
     ):
-        outputs[0] = outputs[0].contiguous(memory_format=cpu_convolution_format(*args))
+        outputs[0] = _allocated_in(outputs[0], cpu_convolution_format(*args))
     elif info.layout is Layout.SUGGESTED_BY_ALL and _all_taken_for_channels_last(tensors):
-        outputs[0] = outputs[0].contiguous(memory_format=_CHANNELS_LAST[first.dim()])
+        outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     return outputs[0] if info.returns == 1 else tuple(outputs)
 
 
@@ -221,6 +221,15 @@ def column_major(out: tuple, places: tuple[int, ...]) -> tuple:
             strides = make_contiguous_strides_for(shape, row_major=False)
             results[place] = torch.empty_strided(shape, strides, dtype=result.dtype, device=_META)
     return tuple(results)
+
+
+def _allocated_in(tensor: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """A new empty meta tensor like `tensor`, in `memory_format`, as a kernel allocates its
+    output (`empty(..., memory_format=)`): `tensor.contiguous(memory_format=)` would keep one
+    whose dimension of size 1 already makes it count as in that format, with other strides
+    ((N, 1, H, W) contiguous, where the kernel's channels-last output steps its channel by 1),
+    which decide the layout of what follows (a convolution's, and whether a flatten copies)."""
+    return torch.empty(tensor.shape, dtype=tensor.dtype, device=_META, memory_format=memory_format)
 
 
 def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
