@@ -409,7 +409,9 @@ def _kept_by_the_model(
     nodes keep (a constant saved for a gradient, a checkpoint's inputs), which a step lets go
     of with its loss: only what a module's attributes hold, or a dict, list or tuple there."""
     returned = {id(tensor) for tensor in tensors_in(output)}
-    storages = {id(tensor): storage for tensor, storage in alive if id(tensor) not in returned}
+    # Nor the base a returned view keeps alive (its `_base`): the output's storage, the caller's.
+    returned_storages = {storage for tensor, storage in alive if id(tensor) in returned}
+    storages = {id(tensor): storage for tensor, storage in alive if storage not in returned_storages}
     if not training or not storages:  # nearly always none: nothing but the output outlives the forward
         return set(storages.values())
     kept = set()
