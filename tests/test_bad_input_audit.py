@@ -266,7 +266,7 @@ def test_a_step_summary_onto_a_file_check_reads_or_writes_is_refused(tmp_path, m
     assert (tmp_path / "archprof.toml").read_text() == budget_text
 
 
-@pytest.mark.parametrize("columns", ["²", "1" * 5000, "10000000"])
+@pytest.mark.parametrize("columns", ["²", "1" * 5000, "999999", "10000000"])
 def test_a_columns_that_is_no_width_of_ascii_digits_reads_as_unset(tmp_path, columns):
     """str.isdigit passed "²", which int() refuses (a traceback before any command,
     -h too); 5000 digits passed int()'s limit; a width of ten million padded every help line
@@ -312,3 +312,9 @@ def test_a_receptive_field_plot_with_nothing_to_draw_is_refused_in_one_line(tmp_
     assert result.exit_code == 2
     assert "nothing to plot" in one_error_line(result)
     assert not plot.exists()
+
+
+def test_a_unit_coordinate_may_carry_a_plus_sign_as_int_reads_it():
+    signed, plain = (cli("rf", "lenet5", "--unit", unit, "--layer", "features.0") for unit in ("+1,2", "1,2"))
+    assert signed.exit_code == plain.exit_code == 0
+    assert signed.stdout == plain.stdout.replace("unit 1,2", "unit +1,2")

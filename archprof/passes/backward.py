@@ -3,11 +3,11 @@ apart), MACs of forward ops recomputed by activation checkpointing, elementwise 
 the training step's FLOPs. Costs come from the operator catalogue, as for the forward.
 
 A backward op counts in the row of the forward op it belongs to (`OpNode.origin`). A
-matrix product's gradient is a weight gradient when it is the gradient of a trainable
-parameter (a convolution_backward says so in its output mask; an mm or bmm when the forward
-operand it computes the gradient of, the one it does not read, is a weight: a parameter, a
-view of one or a tensor made of parameters alone), else an input gradient: the gradient
-flowing back to the layer before. Nothing is a multiple of the
+matrix product's gradient is a weight gradient when it is the gradient of a weight: a
+parameter, a view of one or a tensor made of parameters alone (a convolution_backward's
+two products by what the forward's input and kernel are, whichever its output mask asks
+for; an mm or bmm by the forward operand it computes the gradient of, the one it does not
+read), else an input gradient: the gradient flowing back to the layer before. Nothing is a multiple of the
 forward: a first layer computes no input gradient, a frozen layer no weight gradient."""
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ def _centred_and_coverage(field, stride, start, spatial) -> tuple[Text | str, Te
     return ("yes" if centred else "no"), coverage
 
 
-_COORDINATE = re.compile("-?[0-9]+")  # digits 0-9 only: int() reads "３" as 3
+_COORDINATE = re.compile("[+-]?[0-9]+")  # digits 0-9 only: int() reads "３" as 3
 
 
 def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], layer: str, unit: str) -> str:
