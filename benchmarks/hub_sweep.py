@@ -115,8 +115,6 @@ def _hubs():
     return torchvision, timm
 
 
-
-
 # A training step's batch: a BatchNorm in training refuses one value per channel.
 TRAINING_BATCH = 2
 
