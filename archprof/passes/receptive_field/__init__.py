@@ -46,6 +46,7 @@ depends on the values).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -69,6 +70,7 @@ from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, FieldsTo
 from archprof.passes.receptive_field.links import Interval, hull
 from archprof.passes.receptive_field.maps import AxisMap
 from archprof.passes.receptive_field.rules import rule_for
+from archprof.passes.receptive_field.side_by_side import reads_nothing_somewhere, some_read_less, spatial_parts
 from archprof.passes.receptive_field.walk import Walk
 from archprof.units import shape_text
 
@@ -132,8 +134,10 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
     # Plain loops below, not generators: this runs for every distinct state of a row.
     sizes, starts, strides = [], [], []
     covers, first_note = True, ""
+    # Beside a constant padding of a map pooled to one unit, some units read nothing at all.
+    every = "every unit that reads a pixel" if reads_nothing_somewhere(state, len(spatial)) else "every unit"
     for axis, extent in enumerate(spatial):
-        first, stride, note = _first_unit(state, axis, extent)
+        first, stride, note = _first_unit(state, axis, extent, every)
         if first is None:
             return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, note
         start, end = first
@@ -151,7 +155,17 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
 def _global(field: Field, spatial: tuple[int, ...]) -> bool:
     """Whether the field counts as the whole input: flattened (the convention), or every unit
     that reads a pixel reads every one (tokens after attention beside a class token)."""
-    return _flattened(field) or reads_all_input(field, spatial)
+    return _flattened(field) or _every_unit_reads_all(field, spatial)
+
+
+def _every_unit_reads_all(state: State, spatial: tuple[int, ...]) -> bool:
+    """Whether every unit reads every input pixel (or nothing: a class token beside tokens),
+    unless a constant padding of a map pooled to one unit placed units that read nothing
+    beside them along a spatial dimension (`--unit` of those says so), or may have (as an
+    upper bound says: each unit reads the whole input at most)."""
+    if not isinstance(state, Field):
+        return state is WHOLE
+    return reads_all_input(state, spatial) and not state.bound and not some_read_less(state, spatial)
 
 
 def _flattened(field: Field) -> bool:
@@ -168,11 +182,12 @@ def _number(value: Fraction) -> Stride:
     return value.numerator if value.denominator == 1 else value
 
 
-def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, Fraction | int | None, str]:
-    """Unit 0's padded interval along input dimension `axis`, the stride, and a note."""
+def _first_unit(field: Field, axis: int, extent: int, every: str) -> tuple[Interval | None, Fraction | int | None, str]:
+    """Unit 0's padded interval along input dimension `axis`, the stride, and a note (on the
+    units that read what was mixed: `every`)."""
     mixed = mixed_span(field, axis, exact=False)  # None where no map along the axis was mixed
     if _spans(mixed, extent):
-        return (0, extent - 1), None, f"every unit reads the whole of input dimension {axis + 1}"
+        return (0, extent - 1), None, f"{every} reads the whole of input dimension {axis + 1}"
     places = field.places(axis)
     box = mixed
     try:
@@ -186,7 +201,7 @@ def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, 
         return (
             box,
             None,
-            f"every unit reads the units it mixed along input dimension {axis + 1}, which do not reach all of it",
+            f"{every} reads the units it mixed along input dimension {axis + 1}, which do not reach all of it",
         )
     if len(places) == 1 and places[0][1]:
         jump = places[0][0].jump  # signed: negative along a flipped dimension, whose units run backwards
@@ -196,15 +211,16 @@ def _first_unit(field: Field, axis: int, extent: int) -> tuple[Interval | None, 
 
 # -- per unit: the centre, the range over units, one unit's exact box ---------------------
 
-MAX_UNITS = 4096  # units per dimension measured for the range over units (more: the first ones)
+MAX_UNITS = 4096  # units per dimension measured for the range over units (more: the first and last halves)
 
 
 @dataclass(frozen=True, slots=True)
 class Spread:
     """Field sizes along one spatial dimension of a row's output, padding included: unit 0's,
-    the centre unit's ((n - 1) // 2), and the smallest and largest over the first `measured`
-    of its `units` units (all of them up to MAX_UNITS). None in `spreads` where the row reads
-    the whole input dimension ("global")."""
+    the centre unit's ((n - 1) // 2), and the smallest and largest over `measured` of its
+    `units` units (all of them, found from one period where the sizes repeat; else up to
+    MAX_UNITS, past it the first and the last MAX_UNITS / 2 and those that break the map's
+    order). None in `spreads` where the row reads the whole input dimension ("global")."""
 
     first: int
     centre: int
@@ -266,15 +282,43 @@ def _spread(field: Field, axis: int, extent: int) -> Spread | None:
 
 def _map_spread(axis_map: AxisMap) -> Spread:
     """The field sizes of the units of one map: the first's, the centre's, the smallest and
-    largest. Padded sizes repeat with the map's period: the first period holds them all,
-    unless some units break it (near a reflection's borders, or the borders of a map after a
-    grid attention), which are then measured one by one."""
-    periodic = axis_map.periodic
-    first_units = axis_map.period if periodic else MAX_UNITS
-    sizes = [_size(axis_map.field(u)) for u in range(min(axis_map.size, first_units))]
-    measured = axis_map.size if periodic else len(sizes)
-    centre = _size(axis_map.field((axis_map.size - 1) // 2))
-    return Spread(sizes[0], centre, min(sizes), max(sizes), measured, axis_map.size)
+    largest (`_units_to_measure`)."""
+    units, every = _units_to_measure(axis_map)
+    sizes = [_size(axis_map.field(u)) for u in units]
+    measured = axis_map.size if every else len(sizes)
+    first, centre = (_size(axis_map.field(u)) for u in (0, (axis_map.size - 1) // 2))
+    return Spread(first, centre, min(sizes), max(sizes), measured, axis_map.size)
+
+
+def _units_to_measure(axis_map: AxisMap) -> tuple[Sequence[int], bool]:
+    """The units whose padded field sizes are measured, and whether they hold every unit's.
+    Padded sizes repeat with the map's period: one period holds them all; where a few units
+    break it (`AxisMap.irregular`: near a reflection's borders), one period of the others and
+    those. Else every unit up to MAX_UNITS; past it, the first and the last MAX_UNITS / 2 and
+    the irregular ones: a border's units, which differ, lie at both ends (a replication's
+    last units read fewer pixels than the first 4,096)."""
+    size, period = axis_map.size, axis_map.period
+    if axis_map.periodic:
+        return range(min(size, period)), True  # type: ignore[type-var]
+    irregular = sorted(u for u in axis_map.irregular or () if 0 <= u < size)
+    run = _regular_run(irregular, period, size) if period is not None and irregular else None
+    if run is not None:
+        return [*run, *irregular], True
+    if size <= MAX_UNITS:
+        return range(size), True
+    half = MAX_UNITS // 2
+    return sorted({*range(half), *range(size - half, size), *irregular}), False
+
+
+def _regular_run(irregular: list[int], period: int, size: int) -> range | None:
+    """The first `period` consecutive units of a map of `size` units none of which is among
+    `irregular` (in order): every other unit's field is one of theirs, shifted."""
+    start = 0
+    for unit in irregular:
+        if unit - start >= period:
+            break
+        start = max(start, unit + 1)
+    return range(start, start + period) if start + period <= size else None
 
 
 def _size(interval: Interval | None) -> int:
@@ -289,12 +333,15 @@ def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> l
     has no such unit."""
     if len(unit) != len(spatial):
         raise ArchprofError(f"--unit needs {len(spatial)} coordinates (one per spatial dimension), got {len(unit)}")
+    if _every_unit_reads_all(state, spatial):
+        raise ArchprofError("this layer reads the whole input (global): no unit box to give")
     state, padding = _part_of_unit(state, unit)
     if padding:
         return [None] * len(spatial)
-    if state is None or state is WHOLE or (isinstance(state, Field) and reads_all_input(state, spatial)):
-        what = "has no spatial field" if state is None else "reads the whole input (global)"
-        raise ArchprofError(f"this layer {what}: no unit box to give")
+    if state is None:
+        raise ArchprofError("this layer has no spatial field: no unit box to give")
+    if state is WHOLE or (isinstance(state, Field) and reads_all_input(state, spatial)):
+        return [(0, extent - 1) for extent in spatial]  # the unit's part reads it all, beside parts that read none
     if isinstance(state, Undefined):
         raise ArchprofError(f"this layer's field is undefined: {state.reason}")
     with deep_maps():
@@ -311,29 +358,28 @@ def _part_of_unit(state: State, unit: tuple[int, ...]) -> tuple[State, bool]:
     """The field of the part the unit is in, where a spatial dimension the input's runs along
     no input axis but holds paths side by side (`Parts`: a pooled-away dimension padded with
     a constant, `layout._padded_channels`; the tensor's last dimensions taken as the spatial
-    ones, in order); and whether that part reads nothing (the padding's units: no pixel)."""
+    ones, in order), the unit's index there taken within its part's, which may hold parts
+    again; and whether that part reads nothing (the padding's units: no pixel)."""
+    index = list(unit)
     while isinstance(state, Field):
-        picked = None
-        for axis, index in enumerate(unit):
-            d = len(state.dims) - len(unit) + axis
-            entry = state.dims[d] if d >= 0 else None
-            if isinstance(entry, Parts) and entry.holds(state, d) and not state.places(axis):
-                picked = _picked(entry, index, axis)
-                break
-        if picked is None:
+        found = spatial_parts(state, len(unit))
+        if not found:
             return state, False
-        state = picked[0]
+        axis, parts = found[0]
+        state, begin = _picked(parts, index[axis], axis)
+        index[axis] -= begin
         if state is None:
             return None, True
     return state, False
 
 
-def _picked(parts: Parts, index: int, axis: int) -> tuple[State]:
-    """The state of the part that holds index `index` of `parts` (a 1-tuple: the state may be None)."""
+def _picked(parts: Parts, index: int, axis: int) -> tuple[State, int]:
+    """The state of the part that holds index `index` of `parts` (None for a padding's), and
+    the index its first unit has there."""
     begin = 0
     for size, part in zip(parts.sizes, parts.states, strict=True):
         if index < begin + size:
-            return (part,)
+            return part, begin
         begin += size
     raise ArchprofError(f"--unit {index} is outside the layer's {begin} units along dimension {axis + 1}")
 

@@ -29,6 +29,7 @@ from archprof.passes.receptive_field.dims import (
 from archprof.passes.receptive_field.links import Interval, Link
 from archprof.passes.receptive_field.maps import AxisMap
 from archprof.passes.receptive_field.rules import dims_of, last_dims, operator_rule
+from archprof.passes.receptive_field.side_by_side import at_spatial_position, beside_nothing
 from archprof.passes.receptive_field.walk import JOINS_NOTHING_TO_WHOLE, KNOW_PARTS, Rule, Walk
 
 # -- slices, splits, picked positions; concatenation and stacking --------------------------
@@ -156,6 +157,8 @@ def paths_side_by_side(
         (s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s, one) for s in distinct
     ]
     merged = walk.merge(op, items, out)
+    if merged is WHOLE and at_spatial_position(axis, len(out), len(walk.extents)):  # beside units that read less
+        merged = walk.as_field(merged, len(out)) if any(s is not WHOLE for s in distinct) else merged
     alike = all(not isinstance(s, Field) or s.dims[axis] is None for s in distinct) and all(
         s == distinct[0] for s in distinct
     )
@@ -199,9 +202,14 @@ def _cut(
     if offset == 0 and step == 1 and out[axis] == size:
         return state  # all of it
     entry = state.dims[axis] if isinstance(state, Field) else None
+    if isinstance(entry, Uneven) and not (isinstance(entry, Parts) and entry.holds(state, axis)):
+        state = walk.outermost(op, state, axis, size)  # paths along it inside paths along another dimension
+        entry = state.dims[axis] if isinstance(state, Field) else None
     if isinstance(entry, Parts) and entry.holds(state, axis):
         return _cut_parts(walk, op, entry, out, offset, step)
-    return walk.bounded(op, state) if isinstance(entry, Uneven) else state
+    if not isinstance(entry, Uneven):
+        return state
+    return walk.bounded(op, state.with_dims((*state.dims[:axis], UNEVEN, *state.dims[axis + 1 :])))
 
 
 @operator_rule("cat")
@@ -324,21 +332,25 @@ def _pads(pad: Sequence[int], ndim: int) -> dict[int, tuple[int, int]]:
 @operator_rule("constant_pad_nd")
 def _constant_pad(walk: Walk, op: OpNode) -> State:
     """Unit u reads unit u - before (units in the padding read nothing real; negative
-    padding crops); flattened positions padded are tokens beside units that read nothing."""
+    padding crops); flattened positions padded are tokens beside units that read nothing; a
+    map that reads the whole input (pooled to one unit) padded, its units beside such units."""
     x, out = op.args[0], op.outputs[0].shape
     pads = _pads(op.args[1], len(x.shape))
     axes = [a for a in pads if pads[a] != (0, 0)]
-    state = walk.state(x)
+    state = walk.as_field(walk.state(x), len(x.shape))
     flat = [a for a in axes if isinstance(state, Field) and isinstance(state.dims[a], FLAT) and min(pads[a]) >= 0]
     if flat:
         state = state.with_dims([_beside_padding(e, pads[a][0]) if a in flat else e for a, e in enumerate(state.dims)])
         axes = [a for a in axes if a not in flat]
-    state = walk.along(op, state, axes, lambda i, m: _shifted(m, out[axes[i]], -pads[axes[i]][0]), "padding")
+    # Along no input axis (channels, a pooled dimension), the padding's units are a path beside.
+    beside = [a for a in axes if isinstance(state, Field) and along_no_axis(state.dims[a])]
+    moved = [a for a in axes if a not in beside]
+    state = walk.along(op, state, moved, lambda i, m: _shifted(m, out[moved[i]], -pads[moved[i]][0]), "padding")
     shape = list(x.shape)
-    for axis in axes:
-        if isinstance(state, Field) and along_no_axis(state.dims[axis]):
+    for axis in beside:
+        if isinstance(state, Field):
             state = _padded_channels(walk, op, state, axis, shape, pads[axis])
-    return state
+    return walk.settled(state) if isinstance(state, Field) else state
 
 
 def _beside_padding(entry: Merged | Tokens, before: int) -> Tokens:
@@ -351,17 +363,18 @@ def _beside_padding(entry: Merged | Tokens, before: int) -> Tokens:
 
 
 def _padded_channels(walk: Walk, op: OpNode, state: Field, axis: int, shape: list[int], pad: tuple[int, int]) -> State:
-    """Indices along `axis`, which runs along no input axis (channels), cropped by a negative
-    padding, then beside indices that read nothing (`shape`, the shape so far, updated):
-    concatenated paths, one of which reads nothing, whose indices a slice picks apart."""
+    """Indices along `axis`, along no input axis (channels, a pooled dimension), cropped by a
+    negative padding, then beside indices that read nothing (`shape`, the shape so far,
+    updated): concatenated paths, one of which reads nothing, which a slice picks apart."""
     (before, after), size = pad, shape[axis]
     shape[axis] = size + min(before, 0) + min(after, 0)
-    state = _cut(walk, op, state, axis, tuple(shape), max(-before, 0), 1, size)
-    parts = [(n, part) for n, part in ((before, None), (shape[axis], state), (after, None)) if n > 0]
-    if len(parts) == 1 or state is None:
-        return state
+    kept = _cut(walk, op, state, axis, tuple(shape), max(-before, 0), 1, size) if shape[axis] > 0 else None
+    kept = walk.as_field(kept, len(shape))  # (a cut of a padded map that reads the whole input)
+    parts = [(n, part) for n, part in ((before, None), (shape[axis], kept), (after, None)) if n > 0]
     shape[axis] = sum(n for n, _ in parts)
-    return paths_side_by_side(walk, op, [part for _, part in parts], [n for n, _ in parts], axis, tuple(shape))
+    if kept is None or len(parts) == 1:  # only the padding (the real units cropped away), or no padding
+        return kept
+    return beside_nothing(kept, [n for n, _ in parts], [part for _, part in parts], axis)
 
 
 def _border_pad(kind: str) -> Rule:
@@ -582,5 +595,6 @@ def _as_complex(walk: Walk, op: OpNode) -> State:
 # The layout rules that move no index of a dimension of concatenated paths without saying
 # so: their outputs keep its `Parts`.
 KNOW_PARTS.update({_slice, _split, _select, _unbind, _cat, _stack, _constant_pad})
+JOINS_NOTHING_TO_WHOLE.add(_constant_pad)  # units that read nothing beside a map that reads the whole input
 # A pixel shuffle keeps paths of whole groups of r x r channels apart (`_shuffled_parts`).
 KNOW_PARTS.add(_pixel_shuffle)

@@ -581,3 +581,5 @@ def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ..
 # their outputs keep its `Parts` (every other rule's read the union of the paths; the
 # layout rules that keep them are reshape.py's and layout.py's).
 KNOW_PARTS.update({_pointwise, _normalisation, _native_dropout})
+# A reduction keeps paths side by side along a spatial dimension it does not reduce (`Walk.reduce`).
+KNOW_PARTS.update({_reduction, _softmax})

@@ -37,6 +37,14 @@ from archprof.passes.receptive_field.dims import (
 )
 from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, FieldsTooIrregular
 from archprof.passes.receptive_field.maps import AxisMap
+from archprof.passes.receptive_field.side_by_side import (
+    NOT_PARTED,
+    PATHS_UNFOLLOWED,
+    PathsSideBySide,
+    some_read_less,
+    spatial_parts,
+    unfollowed_paths,
+)
 
 
 def _makes_idle_units(op: OpNode, ndim: int, axis: int, change: Callable[[AxisMap], AxisMap | None]) -> bool:
@@ -55,7 +63,7 @@ def _makes_idle_units(op: OpNode, ndim: int, axis: int, change: Callable[[AxisMa
     return any(made.field(unit, exact=True) is None for unit in range(made.size))
 
 
-class Walk:
+class Walk(PathsSideBySide):
     def __init__(self, maps: tuple[AxisMap, ...], graph: Graph) -> None:
         """`maps`: the network input's own map along each spatial dimension."""
         self.extents = tuple(m.size for m in maps)
@@ -86,10 +94,11 @@ class Walk:
         fields = self.fields
         read_any, read_whole_only = False, True  # a loop, not all() twice: every op comes here
         bound = ""  # the first input's that is an upper bound only
+        read = None  # the last input's state: an output that is it (a pointwise op's) was checked
         for tensor in op.inputs:
             state = fields.get(tensor.id)
             if state is not None:
-                read_any = True
+                read_any, read = True, state
                 read_whole_only = read_whole_only and state is WHOLE
                 if type(state) is Field and state.bound and not bound:
                     bound = state.bound
@@ -120,12 +129,23 @@ class Walk:
                 state = self.undefined(op, "its output's dimensions were not understood")
             elif bound and isinstance(state, Field) and not state.bound:  # read from a bound: a bound
                 state = Field(state.dims, state.whole, state.loose, bound)
+            elif type(state) is Field and state is not read and not state.bound and self._unfollowed(state):
+                state = self.bounded(op, state, PATHS_UNFOLLOWED, kinds=False)
             if state is not None:
                 self.fields[tensor.id] = state
         if _carries_mask(op.op) and self._reads_mask(op):
             self.masked.update(t.id for t in op.outputs)
         if op.writes_input and op.inputs:
             self._written(op, op.inputs[0], op.outputs[0])
+
+    def _unfollowed(self, field: Field) -> bool:
+        """Whether the field's units along a spatial dimension read paths it does not follow
+        (`unfollowed_paths`: an upper bound), asked of every op's new fields."""
+        dims, count = field.dims, len(self.extents)
+        for entry in dims[len(dims) - count :] if len(dims) >= count + 2 else ():  # (nearly always maps)
+            if isinstance(entry, Uneven):
+                return unfollowed_paths(field, count)
+        return False
 
     def _reads_only_global(self, op: OpNode) -> bool:
         """Whether every input of `op` with a field reads the whole input at every unit that
@@ -207,10 +227,11 @@ class Walk:
 
     def settled(self, field: Field) -> State:
         """WHOLE once every input axis is read whole, unless some units read nothing (a
-        class token beside tokens: `whole_tokens`)."""
+        class token beside tokens: `whole_tokens`; a constant padding of a map pooled to one
+        unit: `some_read_less`)."""
         if not self.reads_everything(field) or any(type(entry) is Tokens for entry in field.dims):
             return field
-        return WHOLE
+        return field if some_read_less(field, self.extents) else WHOLE
 
     def whole_tokens(self, count: int, first: int, axis: int, ndim: int) -> Field:
         """A dimension of units `first` to `first + count - 1` that each read the whole input,
@@ -244,15 +265,20 @@ class Walk:
         along: list[list[tuple[Dim, int]]] = [[] for _ in out]
         whole: set[AxisMap] = set()
         loose: dict[AxisMap, None] = {}
+        parted = False  # whether an input holds paths side by side (a padded pooled dimension: `merged_paths`)
         for field, shape in fields:
             offset = len(out) - len(shape)  # broadcast: aligned on the last dimensions
             for k, entry in enumerate(field.dims):
                 if entry is not None and k + offset >= 0:
                     along[k + offset].append((entry, shape[k]))
+                    parted = parted or type(entry) is Parts
             if field.whole:
                 whole |= field.whole
             if field.loose:
                 loose.update(dict.fromkeys(field.loose))
+        merged = self.merged_paths(op, fields, out) if parted else NOT_PARTED
+        if merged is not NOT_PARTED:
+            return merged
         dims: list[Dim] = []
         for entries, size in zip(along, out, strict=True):
             entry = merge_entries(entries, size, self._unions)
@@ -337,6 +363,9 @@ class Walk:
         `layout._padded_channels`)."""
         if not isinstance(state, Field):
             return state
+        parted = spatial_parts(state, len(self.extents))
+        if parted:  # (one at most holds at once)
+            return self.moved_paths(op, state, parted[0][1], axes, change, what, idle_bound)
         dims = list(state.dims)
         moved, idle = False, False
         for i, axis in enumerate(axes):
@@ -349,6 +378,8 @@ class Walk:
                     return self.undefined(op, f"{what}: no output unit reads an input unit")
                 moved = moved or changed is not entry
                 dims[axis] = changed
+            elif isinstance(entry, Parts):  # paths no longer of this field: their sizes no longer its
+                moved, dims[axis] = True, UNEVEN
             elif entry is None and idle_bound:
                 idle = idle or _makes_idle_units(op, len(dims), axis, lambda m, i=i: change(i, m))
         # Every map kept (a 1x1 convolution): the state itself, which the rows then share
@@ -371,7 +402,8 @@ class Walk:
         dims = [None if d in axes else e for d, e in enumerate(state.dims) if keep or d not in axes]
         if len(dims) != out_ndim:
             return self.undefined(op, "its output's dimensions were not understood")
-        return self.settled(read_whole(state, axes, tuple(dims)))
+        reduced = self.reduced_paths(op, state, out_ndim, axes)
+        return self.settled(read_whole(state, axes, tuple(dims))) if reduced is NOT_PARTED else reduced
 
 
 def _read_alike(

@@ -487,3 +487,5 @@ def _cubic(walk: Walk, op: OpNode) -> State:
 
 KNOW_PARTS.add(_convolution)  # it keeps the parts of paths its groups each lie within
 KNOW_PARTS.add(_im2col)  # its channels before their offsets: `Inner`
+# Paths side by side along a dimension they move (a pooled dimension padded): `Walk.along`.
+KNOW_PARTS.update({_pool, _adaptive_pool, _nearest, _linear, _cubic})
