@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_c
 from torch.utils.module_tracker import ModuleTracker
 
 from archprof.graph import Graph
+from archprof.measure.device import hookable_modules
 from archprof.measure.peak_memory import Peak, measured_text
 from archprof.report import Report, layer_label
 from archprof.structure import tensors_in
@@ -126,9 +127,7 @@ class _ModelCalls(ModuleTracker):
         self._handles: list = []
 
     def __enter__(self) -> _ModelCalls:
-        for path, module in self._model.named_modules():  # each module once, under its first name
-            if isinstance(module, torch.jit.ScriptModule):
-                continue
+        for path, module in hookable_modules(self._model).items():  # each module once, under its first name
             self._handles.append(module.register_forward_pre_hook(self._entering(path), prepend=True))
             self._handles.append(module.register_forward_hook(self._leaving, always_call=True))
         return self

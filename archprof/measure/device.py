@@ -166,16 +166,13 @@ def leaf_paths(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
         return {}
     # Without children of its own, not without children listed under it: a container whose
     # one child is held under an earlier name too has its rows in that child's.
-    return {path: m for path, m in _hookable(module).items() if next(m.children(), None) is None}
+    return {path: m for path, m in hookable_modules(module).items() if next(m.children(), None) is None}
 
 
-def _hookable(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """The modules by path that take Python hooks: not a TorchScript submodule of an eager
-    model, nor what lies inside it (its time is its caller's own)."""
-    scripted = [f"{path}." for path, m in module.named_modules() if isinstance(m, torch.jit.ScriptModule)]
-    return {
-        path: m for path, m in module.named_modules() if not any(f"{path}.".startswith(prefix) for prefix in scripted)
-    }
+def hookable_modules(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The modules by (first) path that take Python hooks: not a TorchScript submodule of an
+    eager model, nor, scripted too, what lies inside it (its work is its caller's own)."""
+    return {path: m for path, m in module.named_modules() if not isinstance(m, torch.jit.ScriptModule)}
 
 
 def timed_paths(module: torch.nn.Module, report: Report, aliases: dict[str, str]) -> dict[str, torch.nn.Module]:
@@ -187,7 +184,7 @@ def timed_paths(module: torch.nn.Module, report: Report, aliases: dict[str, str]
     leaves = leaf_paths(module)
     if not leaves:
         return {}
-    named = _hookable(module)
+    named = hookable_modules(module)
     calls = zip(report.columns["layer"], report.columns["call"], strict=True)
     with_rows = {aliases.get(layer, layer) for layer, call in calls if call >= 0}
     return {**leaves, **{path: named[path] for path in with_rows if path and path in named}}
