@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from archprof.tracing.replay import MODULE_INTERNALS
+from archprof.tracing.module_states import MODULE_INTERNALS
 
 
 def tables(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[dict, dict]]:

@@ -3,27 +3,30 @@
 Networks repeat their blocks: ViT-B/16's 12 encoder layers are one block, fed tensors of
 one shape; a stage of ResNet bottlenecks or of Swin blocks is one or two. Where a module
 with submodules is called on arguments alike (the same class; tensors of the same shapes,
-dtypes and strides, which of them are one tensor or share storage; the same plain keyword
-values) to an earlier call, and its state is alike the earlier module's (`_Modules.alike`:
-the classes, the plain attributes, the parameters' and buffers' shapes, dtypes and
-strides, of every module under it too), it runs the same operators on tensors of the same
-shapes. `Replays` then copies what the earlier call recorded instead of running the
-forward, its tensors renamed: its inputs to the new inputs, its parameters to the new
-module's, what it made to new tensors, numbered in the same order. The graph is the one the
-forward would have given (tests/test_replay.py traces each case both ways).
+dtypes, strides, need of a gradient and conjugate or negative bits, which of them are one
+tensor or share storage; the same plain keyword values, of the same types) to an earlier
+call, and its state is the one the earlier module had as its call began
+(`archprof.tracing.module_states`: the classes, the plain attributes, the parameters' and
+buffers' shapes, dtypes and strides, of every module under it too), it runs the same
+operators on tensors of the same shapes. `Replays` then copies what the earlier call
+recorded instead of running the forward, its tensors renamed: its inputs to the new
+inputs, its parameters to the new module's, what it made to new tensors, numbered in the
+same order. The graph is the one the forward would have given (tests/test_replay.py traces
+each case both ways).
 
 The forward runs instead for:
 - a call outside a plain inference trace on meta: a positional argument that is not a
   plain meta tensor, a keyword argument that is not a plain value (None, a number, a
   string), gradients recorded, another dispatch or torch-function mode, a global module hook;
 - a module whose state cannot be compared: an attribute that is neither plain data nor a
-  class or function (a tensor, another object), a hook, a forward of its own, a submodule
-  also reached under another name, a model with tied parameters (no Replays then);
+  class or function (a tensor, another object, a callable instance), a hook, a forward of
+  its own, a submodule also reached under another name, a model with tied parameters (no
+  Replays then);
 - a call whose record reads a tensor from outside the module (a constant, another
   module's parameter), writes a parameter or buffer, calls a module outside it, or returns
-  anything but a meta tensor or a flat tuple or list of them;
-- an earlier module whose call changed its state: the state compared is the earlier
-  module's as it is after its call (a counter, a table made on the first call).
+  anything but a meta tensor or a flat tuple or list of them, or a conjugate or negative view;
+- a call that changed its module's state (a counter, a table made on the first call, an
+  output appended to a list attribute): it is not copied from.
 
 What it cannot see: a forward that reads or keeps something in a global (a module-level
 list of features, a counter in a closure). A copy runs no Python of the block, so it
@@ -51,15 +54,9 @@ from torch import nn
 
 from archprof.graph import ModuleCall, OpNode, TensorMeta
 from archprof.structure import map_op_args
+from archprof.tracing.module_states import PLAIN, ModuleState, ModuleStates, state_of
 from archprof.tracing.shortcuts import may_shortcut
 
-# What every nn.Module holds of its own (its registries, hooks and mode) and the trace's
-# wrapper "forward". `archprof.tracing.trace` leaves them to its own steps; here the registries
-# and hooks are read apart and "training" is compared as the module's own attributes are.
-MODULE_INTERNALS = frozenset(vars(nn.Module())) | {"forward"}
-_READ_APART = MODULE_INTERNALS - {"training"}
-_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.memory_format})
-_MISSING = object()
 # Operators that the forward's own Python reaches (not through `archprof.tracing.shortcuts`) per
 # module call, below which a class is not watched: its calls run about as fast as they are
 # compared and copied. A ResNet bottleneck reaches 1 in 8 calls (an addition; its layers are
@@ -74,126 +71,12 @@ _RECORDINGS_KEPT = 4
 _MISSES_ALLOWED = 4
 
 
-def _same_tensors(a: dict, b: dict) -> bool:
-    """Whether two modules' parameters (or buffers) are alike: the same names, and tensors
-    of one class, shape, dtype, strides and need of a gradient."""
-    if len(a) != len(b):
-        return False
-    for name, x in a.items():
-        y = b.get(name, _MISSING)
-        if x is None or y is None or y is _MISSING:
-            if x is not y:
-                return False
-        elif (
-            type(x) is not type(y)
-            or x.shape != y.shape
-            or x.dtype != y.dtype
-            or x.stride() != y.stride()
-            or x.requires_grad != y.requires_grad
-        ):
-            return False
-    return True
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    """Whether two attribute values are the same plain data (maybe nested in tuples and
-    lists) or the same class or function."""
-    kind = type(a)
-    if kind is not type(b):
-        return False
-    if kind in _PLAIN:
-        return a == b
-    if kind is tuple or kind is list:
-        if len(a) != len(b):
-            return False
-        if set(map(type, a)) <= _PLAIN and set(map(type, b)) <= _PLAIN:  # (3, 3), [1, 1, 1, 1]: at once
-            return a == b
-        return all(map(_same_value, a, b))
-    # A class, a function, a partial: the same one. Not a tensor, not another object, which
-    # nothing says act alike (nor that they stay as they are).
-    return a is b and callable(a) and not isinstance(a, (torch.Tensor, nn.Module))
-
-
-class _Modules:
-    """Whether two modules run alike on alike inputs: the same class, attributes the same
-    plain data, parameters and buffers alike and the same of every module under them, none
-    with a hook or a forward of its own, none reached under another name too."""
-
-    def __init__(self, modules: list[tuple[str, nn.Module]], own_forwards: set[int]) -> None:
-        self._modules = modules
-        self._own_forwards = own_forwards
-        self._shared: set[int] | None = None
-
-    def alike(self, a: nn.Module, b: nn.Module) -> bool:
-        if self._shared is None:
-            self._shared = _reached_twice(self._modules)
-        # Level by level, not depth first: blocks that differ mostly differ near the top (a
-        # stochastic depth rate, a stride) and are told apart before their layers are read.
-        pairs = [(a, b)]
-        for a, b in pairs:  # grows while read
-            children = self._own_state_alike(a, b)
-            if children is None:
-                return False
-            pairs += children
-        return True
-
-    def _own_state_alike(self, a: nn.Module, b: nn.Module) -> list[tuple[nn.Module, nn.Module]] | None:
-        """The pairs of their submodules, if the modules' own states are alike; else None."""
-        if type(a) is not type(b) or id(a) in self._own_forwards or id(b) in self._own_forwards:
-            return None
-        state_a, state_b = vars(a), vars(b)
-        if len(state_a) != len(state_b) or _hooked(state_a) or _hooked(state_b):
-            return None
-        for key, value in state_a.items():
-            if key in _READ_APART:
-                continue
-            other = state_b.get(key, _MISSING)
-            if not (value is other and type(value) in _PLAIN) and not _same_value(value, other):
-                return None
-        if not (
-            _same_tensors(state_a["_parameters"], state_b["_parameters"])
-            and _same_tensors(state_a["_buffers"], state_b["_buffers"])
-        ):
-            return None
-        children_a, children_b = state_a["_modules"], state_b["_modules"]
-        if len(children_a) != len(children_b):
-            return None
-        shared = self._shared
-        pairs = []
-        for (name, child_a), (other_name, child_b) in zip(children_a.items(), children_b.items(), strict=True):
-            if name != other_name:
-                return None
-            if child_a is None or child_b is None:
-                if child_a is not child_b:
-                    return None
-            elif id(child_a) in shared or id(child_b) in shared:
-                return None  # a submodule reached under another name too: its calls carry that name
-            else:
-                pairs.append((child_a, child_b))
-        return pairs
-
-
-def _hooked(state: dict) -> bool:
-    hooks = state["_forward_hooks"] or state["_forward_pre_hooks"]
-    return bool(hooks or state["_backward_hooks"] or state["_backward_pre_hooks"])
-
-
-def _reached_twice(modules: list[tuple[str, nn.Module]]) -> set[int]:
-    """The ids of the modules that are a submodule under more than one name."""
-    seen: set[int] = set()
-    twice: set[int] = set()
-    for _, module in modules:
-        for child in module._modules.values():
-            if child is not None:
-                (twice if id(child) in seen else seen).add(id(child))
-    return twice
-
-
 @dataclass(slots=True)  # not frozen: made at every watched call, and frozen ones are slower to make
 class _Start:
     """Where the recorder stood when a call began that later calls may copy."""
 
     module: nn.Module
+    state: ModuleState  # the module's, and its submodules', as its call began
     path: str
     inputs: tuple[TensorMeta, ...]  # the arguments' metas
     first_op: int
@@ -222,6 +105,7 @@ class _Recording:
     kernels: Counter  # the kernel choices (`archprof.kernels`) the call made
     # The storages the call let go of before it returned: (storage, ops it had run by then).
     released: list[tuple[int, int]]
+    after: ModuleState  # the module's state as its call returned
     copyable: bool | None = None  # None: not read yet
     # What it read of the module's parameters and buffers: TensorMeta.id -> (name below the module, storage).
     parameters: dict[int, tuple[str, int]] = field(default_factory=dict)
@@ -234,7 +118,7 @@ class Replays:
     def __init__(
         self, modules: list[tuple[str, nn.Module]], own_forwards: set[int], recorder, kernels: Counter
     ) -> None:
-        self._modules = _Modules(modules, own_forwards)
+        self._states = ModuleStates(modules, own_forwards)
         self._recorder = recorder
         self._kernels = kernels
         # (module class, arguments) -> the calls recorded so far (their modules may differ).
@@ -250,7 +134,7 @@ class Replays:
             type(module) in self._not_worth
             or not args
             or not all(map(may_shortcut, args))
-            or (kwargs and not all(type(value) in _PLAIN for value in kwargs.values()))
+            or (kwargs and not all(type(value) in PLAIN for value in kwargs.values()))
             or nn.modules.module._has_any_global_hook()
         ):
             return None, None
@@ -259,14 +143,26 @@ class Replays:
         if None in inputs:
             return None, None
         cls = type(module)
-        key = (cls, _arguments_key(args, inputs), tuple(sorted(kwargs.items())) if kwargs else ())
-        recordings = self._recordings.setdefault(key, [])
+        # Each keyword's type too: 1, 1.0 and True are one key, and make tensors of three dtypes.
+        keywords = tuple(sorted((name, type(value), value) for name, value in kwargs.items())) if kwargs else ()
+        key = (cls, _arguments_key(args, inputs), keywords)
+        recordings = self._recordings.get(key)
+        if recordings is None:
+            # The first call of its class on such arguments is not recorded: most are the only
+            # one (a stage, an encoder), and a recording takes the state of every module under
+            # the one called, twice. Blocks that repeat are copied from their second call on.
+            self._recordings[key] = []
+            return None, None
         for recording in recordings:
-            # Compared with the earlier module as it is now, after its call: one that its
-            # call changed (a counter, a lazy set-up) is not taken for a module it has not.
-            if self._modules.alike(recording.start.module, module):
+            # Compared with the earlier module's state as its recorded call began, not as it
+            # is now: its parent may have set an attribute of it since.
+            if self._states.alike(recording.start.state, module):
                 if recording.copyable is None:
-                    recording.copyable = _read(recording, recorder)
+                    # Not a call that changed its state (a counter, a lazy set-up, an output
+                    # appended to a list): a module in the state it began in would not run it.
+                    recording.copyable = self._states.alike(recording.start.state, recording.after) and _read(
+                        recording, recorder
+                    )
                 output = _copy(recording, recorder, path, args, self._kernels) if recording.copyable else None
                 if output is None:  # its blocks read what a copy cannot rename
                     self._not_worth.add(cls)
@@ -280,6 +176,7 @@ class Replays:
         made, storage = recorder.made_so_far()
         start = _Start(
             module,
+            state_of(module),
             path,
             inputs,
             len(recorder.ops),
@@ -325,6 +222,9 @@ def _arguments_key(args: tuple, metas: tuple[TensorMeta, ...]) -> tuple:
             x.dtype,
             x.stride(),
             x.storage_offset(),
+            x.requires_grad,  # a matmul folds its operands where one needs a gradient, else expands them
+            x.is_conj(),
+            x.is_neg(),
             same.setdefault(id(x), i),
             shared.setdefault(meta.storage, i),
         )
@@ -350,6 +250,7 @@ def _recorded(start: _Start, recorder, args: tuple, output: Any, kernels: Counte
         tuple(map(recorder.meta_of, args)),
         chosen,
         [(storage, steps - start.first_op) for storage, steps in recorder.released[start.first_released :]],
+        state_of(start.module),
     )
 
 
@@ -404,6 +305,8 @@ class _Layout:
 
     @staticmethod
     def of(tensor: torch.Tensor) -> _Layout | None:
+        if tensor.is_conj() or tensor.is_neg():
+            return None  # a lazy view a copy does not make: the next operator's copy of it is the model's
         if tensor._base is None and not tensor.storage_offset():
             return _Layout(tensor.stride(), 0, None)
         storage_bytes = tensor.untyped_storage().nbytes()
