@@ -158,6 +158,15 @@ def test_convolutions_of_every_kind_record_what_their_forward_records(
     assert _traced(model, shape) == _forward_traced(model, shape)
 
 
+class HalfInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x.half())
+
+
 @pytest.mark.parametrize(
     ("model", "size", "says"),
     [
@@ -167,11 +176,12 @@ def test_convolutions_of_every_kind_record_what_their_forward_records(
             "running_mean should contain 4 elements not 5",
         ),
         (nn.Sequential(nn.Conv2d(3, 4, 3)), (5, 8, 8), "expects 3 input channels, got 5"),
+        (HalfInput(), (3, 8, 8), "Input type (c10::Half) and bias type (float) should be the same"),
     ],
 )
 def test_a_refused_call_says_what_the_forward_says(model, size, says):
-    """Statistics of another size than the channels, a convolution given other channels:
-    the error of the forward, word for word."""
+    """Statistics of another size than the channels, a convolution given other channels or
+    an input of another dtype than its weights: the error of the forward, word for word."""
     model = model.to("meta")
     with pytest.raises(ArchprofError) as answered:
         archprof.analyze(model, input_size=size)

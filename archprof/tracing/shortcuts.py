@@ -18,7 +18,8 @@ it a trace meets, and only if its forward is the one defined there beside it.
 
 For a call outside what it knows the function returns None, and the forward runs: another
 input rank (an unbatched input, which the forward reshapes), a string padding or another
-padding mode, a batch norm in training or without running statistics, statistics of
+padding mode, a convolution's input of another dtype than its weight or bias (whose error
+is then PyTorch's own), a batch norm in training or without running statistics, statistics of
 another size than the channels or a layer norm's shape not the input's last dimensions (the
 forward's error says so), an empty input.
 """
@@ -43,10 +44,13 @@ def _convolution(dims: int) -> Shortcut:
     def call(module: nn.Module, x: torch.Tensor):
         if x.dim() != dims + 2 or module.padding_mode != "zeros" or isinstance(module.padding, str):
             return None
+        weight, bias = module.weight, module.bias  # each read once: nn.Module's __getattr__ searches
+        if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+            return None  # the forward raises, in PyTorch's words
         return aten.convolution.default, (
             x,
-            module.weight,
-            module.bias,
+            weight,
+            bias,
             list(module.stride),
             list(module.padding),
             list(module.dilation),
