@@ -309,6 +309,7 @@ def markdown(
     training: bool = False,
     families: tuple[str, ...] = ("classification",),
     resumed: int = 0,
+    seed: int = 0,
 ) -> str:
     statuses = Counter(row["status"] for row in rows)
     scope = (
@@ -335,7 +336,7 @@ def markdown(
         f"# Hub sweep: {hubs} against FlopCounterMode" + (", one training step" if training else ""),
         "",
         f"{dt.date.today()}, {scope}; `python benchmarks/hub_sweep.py"
-        + (f" --sample {sample}" if sample else "")
+        + (f" --sample {sample} --seed {seed}" if sample else "")
         + (" --train" if training else "")
         + ("" if classification else f" --families {','.join(families)}")
         + f" --jobs {jobs}`, {wall_s:.0f} s wall"
@@ -423,6 +424,7 @@ def main() -> None:
     models = hub_models(families)
     chosen = sorted(random.Random(options.seed).sample(models, options.sample)) if options.sample else models
     table = report.with_suffix(".csv")
+    report.parent.mkdir(parents=True, exist_ok=True)
     try:
         swept = {row["model"]: row for row in kept_rows(table, FIELDS)} if options.resume else {}
     except ValueError as exc:
@@ -449,7 +451,9 @@ def main() -> None:
     wall_s = time.perf_counter() - start
     print(file=sys.stderr)
     rows = [swept[spec] for spec in chosen]
-    text = markdown(rows, len(models), options.sample, options.jobs, wall_s, load, options.train, families, resumed)
+    text = markdown(
+        rows, len(models), options.sample, options.jobs, wall_s, load, options.train, families, resumed, options.seed
+    )
     write_reports(report, text, FIELDS, rows)
     print(text)
 

@@ -58,8 +58,9 @@ def data_lines(table: Path) -> list[str]:
 
 
 def test_a_killed_sweep_resumed_gives_the_rows_of_one_never_stopped(tmp_path):
-    whole = tmp_path / "whole.md"
+    whole = tmp_path / "not made yet" / "whole.md"  # the sweep makes the report's folder
     finished(sweep(whole, "--jobs", "2"))
+    assert "python benchmarks/hub_sweep.py --sample 6 --seed 3 --jobs 2`" in whole.read_text()  # it draws again
     expected = rows(whole.with_suffix(".csv"))
     assert len(expected) == 6 and len({row["model"] for row in expected}) == 6
     assert HANGS_ON in {row["model"] for row in expected}  # the seed draws it: the stopped run hangs there
