@@ -513,7 +513,7 @@ def test_suggests_channels_last_as_pytorch_does(shape, layout):
     with torch._prims_common.suggest_memory_format (PyTorch's own)."""
     from torch._prims_common import suggest_memory_format
 
-    from archprof.operators.shapes import suggests_channels_last
+    from archprof.operators.strides import suggests_channels_last
 
     tensor = torch.empty(shape, device="meta")
     if layout == "channels_last":

@@ -24,7 +24,7 @@ from archprof.analysis import analysis, load
 from archprof.cli import app
 from archprof.errors import ArchprofWarning
 from archprof.fit import fit_batch
-from archprof.operators.shapes import is_dense
+from archprof.operators.strides import is_dense
 from archprof.optimizers import OPTIMIZERS
 from archprof.passes.liveness import liveness
 from archprof.passes.training_memory import training_timeline

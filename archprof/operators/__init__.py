@@ -63,6 +63,12 @@ class Layout(Enum):
     # contiguous, whatever the incoming gradient's layout: batch norm's and group norm's
     # gradients as a CPU writes them (batch norm's meta kernel follows the gradient instead).
     SUGGESTED_BY_INPUT = "suggested by its forward input"
+    # As SUGGESTED and SUGGESTED_BY_INPUT, but contiguous wherever that input is contiguous, as
+    # a CPU's batch norm and its gradient are written (ATen's `suggest_memory_format_contig`):
+    # an (N, 1, H, W) or (N, C, 1, 1) map made channels last, whose strides say both, comes out
+    # contiguous (a group norm, a resampling or a pad keeps it channels last).
+    SUGGESTED_UNLESS_CONTIGUOUS = "suggested, unless its input is contiguous"
+    SUGGESTED_BY_INPUT_UNLESS_CONTIGUOUS = "suggested by its forward input, unless it is contiguous"
     # As a CPU's convolution backend writes it, whatever the input's layout: channels last
     # where the input or weight suggests it (`cpu_convolution.cpu_convolution_format`),
     # which the meta kernel, contiguous always, does not know.
@@ -177,7 +183,7 @@ _add(Family.DATA_MOVEMENT, "_embedding_bag _embedding_bag_forward_only", costs.e
 # ConvNeXt-style channels-last map stays channels last through them.
 _add(Family.DATA_MOVEMENT, "pixel_shuffle", shape=shapes.pixel_shuffle_shape, layout=Layout.SUGGESTED)
 _add(Family.DATA_MOVEMENT, "pixel_unshuffle", shape=shapes.pixel_unshuffle_shape, layout=Layout.SUGGESTED)
-_add(Family.DATA_MOVEMENT, "channel_shuffle", shape=shapes.same_shape, layout=Layout.SUGGESTED)
+_add(Family.DATA_MOVEMENT, "channel_shuffle", shape=shapes.channel_shuffle_shape, layout=Layout.SUGGESTED)
 _add(Family.DATA_MOVEMENT, "roll", shape=shapes.rolled_shape, layout=Layout.SUGGESTED)
 _add(Family.DATA_MOVEMENT, "rot90")  # a flip and a transpose, copied
 for _dims in (2, 3):
@@ -346,14 +352,15 @@ _add(Family.NORMALISATION, "embedding_renorm", costs.embedding_renorm_cost)
 # A weight-normalised layer's weight, made from its direction and magnitude at every call.
 _add(Family.NORMALISATION, "_weight_norm_interface", costs.weight_norm_cost)
 
-# Dense, channels last where the input suggests it, else contiguous, as a CPU writes it
-# (the meta kernel keeps a transposed input's layout: a BatchNorm1d after a transpose).
+# Dense, channels last where the input suggests it and is not contiguous, else contiguous,
+# as a CPU writes it (the meta kernel keeps a transposed input's layout: a BatchNorm1d after
+# a transpose; and an (N, 1, H, W) map's channels-last strides).
 _add(
     Family.NORMALISATION,
     "native_batch_norm _native_batch_norm_legit_no_training",
     costs.batch_norm_cost,
     shapes.batch_norm_shape,
-    layout=Layout.SUGGESTED,
+    layout=Layout.SUGGESTED_UNLESS_CONTIGUOUS,
 )
 _add(
     Family.NORMALISATION,
@@ -424,7 +431,7 @@ _add(
     "native_batch_norm_backward",
     costs.batch_norm_backward_cost,
     shapes.batch_norm_backward_shape,
-    layout=Layout.SUGGESTED_BY_INPUT,
+    layout=Layout.SUGGESTED_BY_INPUT_UNLESS_CONTIGUOUS,
 )
 _add(
     Family.NORMALISATION,

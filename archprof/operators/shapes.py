@@ -34,11 +34,17 @@ def broadcast_shape(a, b, *args, **kwargs) -> list[Shape]:
 
 def bounded_shape(x: Shape, *bounds, **named_bounds) -> list[Shape]:
     """clamp, clamp_min: the input's shape, broadcast with any bound that is a tensor
-    (`torch.clamp(x[:, :1], min=x)` has the shape of x)."""
+    (`torch.clamp(x[:, :1], min=x)` has the shape of x). A clamp without bounds is refused
+    by the CPU's kernel (the meta kernel raises a ValueError of its own)."""
     shape = x
+    bounded = False
     for bound in (*bounds, *named_bounds.values()):
-        if isinstance(bound, tuple):
-            shape = broadcast(shape, bound)
+        if bound is not None:
+            bounded = True
+            if isinstance(bound, tuple):
+                shape = broadcast(shape, bound)
+    if not bounded:
+        raise Refused("torch.clamp: At least one of 'min' or 'max' must not be None")
     return [shape]
 
 
@@ -136,6 +142,8 @@ def scattered_gradient_shape(grad: Shape, input_sizes, dim: int, *args) -> list[
 
 def mm_shape(a: Shape, b: Shape, **kwargs) -> list[Shape]:
     # a:[n, k] @ b:[k, m] -> [n, m]
+    if len(a) != 2 or len(b) != 2:
+        raise RuntimeError(f"mat1 and mat2 must be matrices, got {shape_text(a)} and {shape_text(b)}")
     if a[1] != b[0]:
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({shape_text(a)} and {shape_text(b)})")
     return [(a[0], b[1])]
@@ -150,6 +158,8 @@ def addmm_shape(bias: Shape, a: Shape, b: Shape, *rest, **kwargs) -> list[Shape]
 
 def bmm_shape(a: Shape, b: Shape, **kwargs) -> list[Shape]:
     # a:[batch, n, k] @ b:[batch, k, m] -> [batch, n, m]
+    if len(a) != 3 or len(b) != 3:
+        raise RuntimeError(f"batch1 and batch2 must be 3D tensors, got {shape_text(a)} and {shape_text(b)}")
     if a[0] != b[0] or a[2] != b[1]:
         raise RuntimeError(f"batch1 and batch2 shapes cannot be multiplied ({shape_text(a)} and {shape_text(b)})")
     return [(a[0], a[1], b[2])]
@@ -263,9 +273,16 @@ def _pool_window(dims: int, kernel_size, stride, padding, dilation, ceil_mode) -
 
 def _pool_shape(x: Shape, dims: int, kernel_size, stride, padding, dilation, ceil_mode) -> Shape:
     # x:[(n,) c, *in] -> [(n,) c, *out]
+    if len(x) != dims + 1 and len(x) != dims + 2:
+        raise RuntimeError(f"{dims + 1}D or {dims + 2}D (batch mode) tensor expected for input, got {shape_text(x)}")
     kernel, stride, padding, dilation, _ = _pool_window(dims, kernel_size, stride, padding, dilation, ceil_mode)
-    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
-        raise RuntimeError("pad should be at most half of the kernel size")
+    if len(kernel) != dims or len(stride) != dims or len(padding) != dims or len(dilation) != dims:
+        raise RuntimeError(f"kernel_size, stride, padding and dilation must each be a single int or {dims} ints")
+    for k, s, p, d in zip(kernel, stride, padding, dilation, strict=True):  # a loop, not any(): every pooling
+        if k <= 0 or s <= 0 or d <= 0:
+            raise RuntimeError(f"kernel size, stride and dilation should be greater than zero, got {k}, {s}, {d}")
+        if p < 0 or 2 * p > k:
+            raise RuntimeError("pad should be non-negative and at most half of the kernel size")
     windows = zip(x[-dims:], kernel, stride, padding, dilation, strict=True)
     return _checked((*x[:-dims], *(pool_output_size(*window, ceil_mode) for window in windows)))[0]
 
@@ -281,10 +298,26 @@ def max_pool_shape(dims: int):
 
 
 def avg_pool2d_shape(x: Shape, kernel_size, stride=(), padding=0, ceil_mode=False, *rest) -> list[Shape]:
+    # rest: (count_include_pad, divisor_override)
+    if len(rest) > 1 and rest[1] == 0:
+        raise RuntimeError("divisor must be not zero")
     return [_pool_shape(x, 2, kernel_size, stride, padding, 1, ceil_mode)]
 
 
 def adaptive_pool_shape(x: Shape, output_size) -> list[Shape]:
+    """_adaptive_avg_pool2d / 3d: x:[(n,) c, *in] -> [(n,) c, *output_size]. A pooled
+    dimension of size 0 the CPU's kernel refuses (the meta kernel answers it)."""
+    dims = len(output_size)
+    if dims < 2 or (len(x) != dims + 1 and len(x) != dims + 2):
+        raise RuntimeError(
+            f"adaptive_avg_pool{dims}d(): Expected {dims + 1}D or {dims + 2}D tensor, got {shape_text(x)}"
+        )
+    for size in x[-dims:]:
+        if size == 0:
+            raise Refused(
+                f"adaptive_avg_pool{dims}d(): Expected input to have non-zero size for non-batch dimensions,"
+                f" got {shape_text(x)}"
+            )
     return _checked((*x[: len(x) - len(output_size)], *output_size))
 
 
@@ -313,6 +346,11 @@ def im2col_shape(x: Shape, kernel_size, dilation, padding, stride) -> list[Shape
         conv_output_size(x[axis - 2], kernel_size[axis], stride[axis], padding[axis], dilation[axis])
         for axis in range(2)
     )
+    if rows < 1 or columns < 1:
+        raise RuntimeError(
+            f"im2col of {shape_text(x)} with kernel_size={list(kernel_size)}: the array of sliding blocks"
+            f" would be {rows}x{columns}, but its components must be at least one"
+        )
     # The meta kernel gathers (N, C, K_h, rows, K_w, columns), permutes it to (N, C, K_h,
     # K_w, rows, columns) and reshapes that: a copy, contiguous, only where neither pair of
     # dimensions merges into a view (a CPU's kernel writes it contiguous always).
@@ -324,8 +362,19 @@ def im2col_shape(x: Shape, kernel_size, dilation, padding, stride) -> list[Shape
 def group_norm_shape(x: Shape, weight, bias, n: int, c: int, hxw: int, group: int, eps=None) -> list:
     # -> (out, mean, rstd), the statistics one value per sample and group, in the input's
     # dtype (the CPU and meta kernels alike, half types included)
+    if group <= 0:  # the meta kernel divides by it (a ZeroDivisionError); the CPU's refuses it
+        raise Refused(f"Expected num groups to be greater than 0, got {group}")
     if len(x) < 2 or x[0] != n or x[1] != c or c % group:
         raise RuntimeError(f"group norm of {shape_text(x)} in {group} groups")
+    numel = 1
+    for size in x:
+        numel *= size
+    if numel != n * c * hxw:
+        raise RuntimeError(f"group norm of {shape_text(x)}: Expected X.numel() == N * C * HxW ({n} * {c} * {hxw})")
+    if weight is not None and weight != (c,):
+        raise RuntimeError(f"Expected weight to be a vector of size {c}, the input's channels, got {weight}")
+    if bias is not None and bias != (c,):
+        raise RuntimeError(f"Expected bias to be a vector of size {c}, the input's channels, got {bias}")
     return [x, (n, group), (n, group)]
 
 
@@ -343,11 +392,30 @@ def pixel_unshuffle_shape(x: Shape, factor: int) -> list[Shape]:
     return [(*x[:-3], x[-3] * factor * factor, x[-2] // factor, x[-1] // factor)]
 
 
+def channel_shuffle_shape(x: Shape, groups: int) -> list[Shape]:
+    """(N, C, *) -> the same shape, its channels in `groups` groups interleaved."""
+    if len(x) <= 2:
+        raise RuntimeError(f"channel_shuffle expects input with > 2 dims, but got input with sizes {list(x)}")
+    if groups <= 0:
+        raise RuntimeError(f"Number of groups to divide channels in must be positive. Value of groups:{groups}")
+    if x[1] % groups:
+        raise RuntimeError(f"Number of channels must be divisible by groups. Got {x[1]} channels and {groups} groups.")
+    return [x]
+
+
 def rolled_shape(x: Shape, shifts, dims=()) -> list[Shape]:
     """roll along `dims`; without dims, the CPU rolls a flattened copy (contiguous whatever
     the input's layout): left to the meta kernel, which answers so."""
     if not dims:
         raise RuntimeError("a roll of the flattened tensor")
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims: {len(dims)}")
+    rank = len(x)
+    for dim in dims:
+        if not -rank <= dim < rank:
+            raise RuntimeError(
+                f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {dim})"
+            )
     return [x]
 
 
@@ -374,8 +442,13 @@ def cat_shape(tensors, dim=0) -> list[Shape]:
     shapes = [t for t in tensors if t != (0,)]  # legacy: 1-d empty tensors are skipped
     if not shapes:  # all of them: an empty result, whatever the dimension
         return [(0,)]
-    dim = dim % len(shapes[0])
+    if () in shapes:  # the CPU's kernel refuses it; the meta kernel raises an IndexError of its own
+        raise Refused(f"zero-dimensional tensor (at position {list(tensors).index(())}) cannot be concatenated")
     first = shapes[0]
+    rank = len(first)
+    if not -rank <= dim < rank:
+        raise RuntimeError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {dim})")
+    dim = dim % rank
     if any(len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :] for s in shapes):
         raise RuntimeError("sizes of tensors must match except in the concatenation dimension")
     return [(*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])]
@@ -386,106 +459,15 @@ def reduction_shape(x: Shape, dims=None, keepdim=False, *rest, **kwargs) -> list
         raise RuntimeError("a dtype-changing reduction: leave it to the meta kernel")
     if not dims:  # reduce everything
         return [tuple(1 for _ in x) if keepdim else ()]
-    reduced = {d % max(len(x), 1) for d in dims}  # a 0-dim tensor takes dimension 0 or -1
+    bound = len(x) or 1  # a 0-dim tensor takes dimension 0 or -1
+    reduced = set()
+    for d in dims:  # a loop, not a set comprehension and a count: every reduction comes here
+        if not -bound <= d < bound:
+            raise RuntimeError(
+                f"Dimension out of range (expected to be in range of [{-bound}, {bound - 1}], but got {d})"
+            )
+        d %= bound
+        if d in reduced:
+            raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+        reduced.add(d)
     return [tuple(1 if i in reduced else size for i, size in enumerate(x) if keepdim or i not in reduced)]
-
-
-def suggests_channels_last(shape: Shape, strides: tuple[int, ...]) -> bool:
-    """Whether the kernels that follow their input's layout take a 4-d or 5-d tensor for
-    channels last (c10's is_channels_last_strides_2d / 3d, which `suggest_memory_format`
-    asks). A contiguous tensor may be, where a dimension of size 1 makes its strides
-    ambiguous: (N, 1, H, W) created channels last."""
-    if len(shape) not in (4, 5) or strides[1] == 0:
-        return False
-    minimum = 0
-    for d in (1, 3, 2, 0) if len(shape) == 4 else (1, 4, 3, 2, 0):
-        if shape[d] == 0 or strides[d] < minimum or (d == 0 and minimum == strides[1]):
-            return False
-        minimum = strides[d] * (shape[d] if shape[d] > 1 else 1)
-    return True
-
-
-def elementwise_strides(shape: Shape, operands: list[tuple[Shape, tuple[int, ...]]]) -> tuple[int, ...]:
-    """The strides of an elementwise op's output of `shape`, its tensor operands of these
-    (shape, strides), as PyTorch's TensorIterator lays it out: contiguous or channels last
-    when every operand is; else dense, its dimensions ordered as the operands' strides
-    order them (the first operand with an order decides, broadcast dimensions abstain)."""
-    ndim = len(shape)
-    if ndim <= 1:
-        return (1,) * ndim
-    strides = [_broadcast_strides(shape, *operand) for operand in operands]
-    if all(_dense_in_order(shape, s, range(ndim)) for s in strides):
-        return _dense_strides(shape, range(ndim))
-    if ndim == 4 and all(_dense_in_order(shape, s, _CHANNELS_LAST) for s in strides):
-        return _dense_strides(shape, _CHANNELS_LAST)
-    perm = list(reversed(range(ndim)))  # innermost first; an insertion sort that keeps ties in place
-    for i in range(1, ndim):
-        moving = i
-        for j in reversed(range(i)):
-            order = _stride_order(shape, strides, perm[j], perm[moving])
-            if order > 0:
-                perm[j], perm[moving] = perm[moving], perm[j]
-                moving = j
-            elif order < 0:
-                break
-    return _dense_strides(shape, reversed(perm))
-
-
-_CHANNELS_LAST = (0, 2, 3, 1)
-
-
-def _broadcast_strides(shape: Shape, operand_shape: Shape, operand_strides: tuple[int, ...]) -> tuple[int, ...]:
-    """An operand's strides once expanded to `shape` (as the meta kernels expand it): 0 along
-    the dimensions it is broadcast over; a new dimension of size 1 steps over the one after it."""
-    strides = [0] * len(shape)
-    lead = len(shape) - len(operand_shape)
-    for i in reversed(range(len(shape))):
-        if i >= lead:
-            size, stride = operand_shape[i - lead], operand_strides[i - lead]
-        else:
-            size, stride = 1, (shape[i + 1] * strides[i + 1] if i + 1 < len(shape) else 1)
-        strides[i] = 0 if size != shape[i] else stride
-    return tuple(strides)
-
-
-def is_dense(shape: Shape, strides: tuple[int, ...]) -> bool:
-    """Whether a tensor of `shape` laid out with `strides` fills one block of memory, each
-    element once, in some order of its dimensions (c10's is_non_overlapping_and_dense): a
-    channel slice of a batch of maps does not, a batch slice or a permuted tensor does.
-    Dimensions of fewer than two units take no part, as in c10."""
-    order = sorted((d for d in range(len(shape)) if shape[d] > 1), key=strides.__getitem__, reverse=True)
-    return _dense_in_order(shape, strides, order)
-
-
-def _dense_in_order(shape: Shape, strides: tuple[int, ...], order) -> bool:
-    """Whether `strides` are those of a dense tensor with dimensions `order` outermost first
-    (dimensions of size 1 may have any stride)."""
-    expected = 1
-    for dim in reversed(tuple(order)):
-        if shape[dim] != 1:
-            if strides[dim] != expected:
-                return False
-            expected *= shape[dim]
-    return True
-
-
-def _dense_strides(shape: Shape, order) -> tuple[int, ...]:
-    """The strides of a dense tensor of `shape` whose dimensions `order` run outermost first."""
-    strides = [0] * len(shape)
-    step = 1
-    for dim in reversed(tuple(order)):
-        strides[dim] = step
-        step *= max(shape[dim], 1)
-    return tuple(strides)
-
-
-def _stride_order(shape: Shape, strides: list[tuple[int, ...]], a: int, b: int) -> int:
-    """1 when dimension `a` must go outside `b`, -1 inside, 0 when no operand says."""
-    for operand in strides:
-        if operand[a] == 0 or operand[b] == 0:
-            continue
-        if operand[a] != operand[b]:
-            return -1 if operand[a] < operand[b] else 1
-        if shape[a] > shape[b]:
-            return 1
-    return 0

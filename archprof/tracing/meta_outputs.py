@@ -15,7 +15,8 @@ from torch._prims_common import make_contiguous_strides_for
 
 from archprof.operators import Layout
 from archprof.operators.cpu_convolution import cpu_convolution_format
-from archprof.operators.shapes import Refused, elementwise_strides, suggests_channels_last
+from archprof.operators.shapes import Refused
+from archprof.operators.strides import elementwise_strides, suggests_channels_last
 from archprof.tracing.op_info import OpInfo
 
 
@@ -30,15 +31,16 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
     the kernel's output follows its layout (channels last, a transposed or expanded view, or
     a contiguous tensor whose strides say channels last too, as (N, 1, H, W) made channels
     last does; a matrix product's output is contiguous whatever its inputs, an elementwise
-    op's laid out by TensorIterator's rule), or an in-place op whose result would not fit its
-    destination. Where a CPU's kernel lays its output out otherwise than the meta kernel, the
-    answer is the CPU's (`Layout`): a convolution (`cpu_convolution`), a batch norm, the
-    norms' gradients, the activations' gradients (TensorIterator's rule over the operands in
-    the CPU kernel's order), padding, rolls and shuffles of a channels-last map, and an
-    elementwise op in half precision on operands not contiguous (whose meta kernels follow a
-    rule of their own; the CPU and CUDA follow TensorIterator's, as in float32). A formula's
-    Refused is final: the real kernel refuses the call even where the meta kernel would
-    answer it."""
+    op's laid out by TensorIterator's rule: contiguous for contiguous operands of the output's
+    shape, else, where an operand is broadcast or a Python number it wraps into one, ordered
+    by the operands' strides), or an in-place op whose result would not fit its destination.
+    Where a CPU's kernel lays its output out otherwise than the meta kernel, the answer is
+    the CPU's (`Layout`): a convolution (`cpu_convolution`), a batch norm, the norms'
+    gradients, the activations' gradients (TensorIterator's rule over the operands in the CPU
+    kernel's order), padding, rolls and shuffles of a channels-last map, and an elementwise
+    op in half precision on operands not contiguous (whose meta kernels follow a rule of
+    their own; the CPU and CUDA follow TensorIterator's, as in float32). A formula's Refused
+    is final: the real kernel refuses the call even where the meta kernel would answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.
     if not tensors or not tensors[0].dtype.is_floating_point:
         return None
@@ -46,6 +48,10 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
         for argument in args:  # `is`, not `complex in map(type, args)`: == on torch's classes runs Python
             if type(argument) is complex:
                 return None  # a complex number (`x * 1j`) makes the result complex: the formulas keep the input's dtype
+        if kwargs:
+            for argument in kwargs.values():  # `alpha=1j`, `other=1j`: the kernel decides too
+                if type(argument) is complex:
+                    return None
     first = tensors[0]
     dtype = first.dtype
     contiguous = True
@@ -85,13 +91,27 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
         raise refusal
     if info.writes_input:
         return args[0] if shapes[0] == sizes[0] else None  # args[0] is tensors[0]
-    if follows_layout:  # an elementwise op lays its output out as its inputs are
-        operands = tensors if info.layout is Layout.AS_INPUT else tensors[::-1]  # INPUT_FIRST: (x, grad)
-        strides = elementwise_strides(shapes[0], [(tuple(t.shape), t.stride()) for t in operands])
-        return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
+    if as_input and info.elementwise:  # laid out as its operands are, by TensorIterator's rule
+        # Contiguous for contiguous operands only in TensorIterator's fast setup: every operand
+        # of the output's shape, none a Python number it wraps into a 0-d one. Else (a bias
+        # broadcast, `x * 2.0`) its dimensions are ordered by the operands' strides, which
+        # lay an (N, 1, H, W) map made channels last, contiguous too, out channels last.
+        number = _number_operand(info, args, kwargs, len(tensors))
+        if follows_layout or number or _broadcast(sizes, shapes[0]):
+            operands = tensors if info.layout is Layout.AS_INPUT else tensors[::-1]  # INPUT_FIRST: (x, grad)
+            described = [(tuple(t.shape), t.stride()) for t in operands]
+            if number:
+                described.append(((), ()))
+            strides = elementwise_strides(shapes[0], described)
+            return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
     outputs = [None if shape is None else _empty(shape, dtype) for shape in shapes]  # None: not asked for
     deciding = info.deciding_operand
-    if deciding is not None and outputs[0] is not None and _taken_for_channels_last(tensors[deciding]):
+    if (
+        deciding is not None
+        and outputs[0] is not None
+        and _taken_for_channels_last(tensors[deciding])
+        and not (info.contiguous_decides and tensors[deciding].is_contiguous())
+    ):
         outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     elif info.layout is Layout.CPU_CONVOLUTION and (
         _taken_for_channels_last(first) or _taken_for_channels_last(tensors[1])
@@ -100,6 +120,37 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
     elif info.layout is Layout.SUGGESTED_BY_ALL and _all_taken_for_channels_last(tensors):
         outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     return outputs[0] if info.returns == 1 else tuple(outputs)
+
+
+# The one-tensor Scalar overloads whose CPU kernels wrap their number into a tensor operand
+# (add.Scalar, div.Scalar_mode...).
+_WRAPPING_THEIR_NUMBER = frozenset({"aten.add", "aten.sub", "aten.mul", "aten.div"})
+
+
+def _number_operand(info: OpInfo, args, kwargs, tensors: int) -> bool:
+    """Whether a Python number is one of TensorIterator's operands of the call (of `tensors`
+    tensors): one in a Tensor slot of the schema (`x * 2.0`: aten.mul.Tensor(x, 2.0)), or the
+    number of a Scalar overload that wraps it; not a kernel's setting (clamp's bounds, add's alpha)."""
+    slots = info.slots.positions
+    if tensors == len(slots):
+        return tensors == 1 and info.name in _WRAPPING_THEIR_NUMBER
+    count = len(args)
+    for i, _ in slots:
+        if i < count and type(args[i]) in (float, int, bool):
+            return True
+    if kwargs:
+        for name, argument in kwargs.items():
+            if name in info.slots.names and type(argument) in (float, int, bool):
+                return True
+    return False
+
+
+def _broadcast(sizes: list[tuple[int, ...]], shape: tuple[int, ...]) -> bool:
+    """Whether an operand of these sizes is broadcast to the output's `shape`."""
+    for size in sizes:  # noqa: SIM110 (a loop: any() of a generator costs more, on every elementwise op)
+        if size != shape:
+            return True
+    return False
 
 
 def check_one_dtype(info: OpInfo, tensors: list[torch.Tensor]) -> None:

@@ -21,7 +21,13 @@ _UNANNOTATED_VIEWS = frozenset(
     {"aten.unsafe_split", "aten.unsafe_split_with_sizes", "aten.unsafe_chunk", "aten._unsafe_view"}
 )
 # The operand whose strides decide a suggested layout: the input, or a gradient's forward input.
-_DECIDING_OPERAND = {Layout.SUGGESTED: 0, Layout.SUGGESTED_BY_INPUT: 1}
+_DECIDING_OPERAND = {
+    Layout.SUGGESTED: 0,
+    Layout.SUGGESTED_BY_INPUT: 1,
+    Layout.SUGGESTED_UNLESS_CONTIGUOUS: 0,
+    Layout.SUGGESTED_BY_INPUT_UNLESS_CONTIGUOUS: 1,
+}
+_UNLESS_CONTIGUOUS = (Layout.SUGGESTED_UNLESS_CONTIGUOUS, Layout.SUGGESTED_BY_INPUT_UNLESS_CONTIGUOUS)
 
 
 # Operators without a shape formula whose meta kernels are slow Python decompositions, their
@@ -60,6 +66,7 @@ class OpInfo:
     # a suggested layout (`_DECIDING_OPERAND`), None for other layouts.
     laid_out_as_inputs: bool
     deciding_operand: int | None
+    contiguous_decides: bool  # a contiguous deciding operand makes the output contiguous, whatever it suggests
     # The meta kernel's answers are kept (`meta_outputs.MetaAnswers`): where the fast path declines an
     # operator with a formula, or one of `_META_ANSWERS_KEPT`; never an in-place op's or a view's.
     meta_answer_kept: bool
@@ -98,6 +105,7 @@ class OpInfo:
             composite=_runs_as_composite(func.name()) and name not in HANDED_DOWN_WHOLE,
             laid_out_as_inputs=not writes_input and layout in _ELEMENTWISE,
             deciding_operand=_DECIDING_OPERAND.get(layout),
+            contiguous_decides=layout in _UNLESS_CONTIGUOUS,
             meta_answer_kept=(shape is not None or name in _META_ANSWERS_KEPT) and not (writes_input or is_view),
         )
 

@@ -15,7 +15,7 @@ from torch.autograd.function import BackwardCFunction
 
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import EngineNotes, FunctionCall, ModuleCall, OpNode, TensorMeta
-from archprof.operators.shapes import is_dense
+from archprof.operators.strides import is_dense
 from archprof.structure import tensors_in
 from archprof.tracing.autograd_hooks import CPU_ROADS, CpuRoads, HeldByTheNode, RunningFormulas
 from archprof.tracing.gradient_formulas import (
