@@ -225,3 +225,28 @@ def test_a_meta_trace_records_what_a_real_forward_runs(model, shape):
     real = trace(module, [shape], real=True)
     assert [op.op for op in on_meta.ops] == [op.op for op in real.ops]
     assert [[t.shape for t in op.outputs] for op in on_meta.ops] == [[t.shape for t in op.outputs] for op in real.ops]
+
+
+# Hardtanh (ReLU6) writes into `torch.empty_like(input)`: the input's strides where it is
+# dense, else dense ones in the order of its strides; not TensorIterator's layout.
+LIKE_INPUT = {
+    "ambiguous (2,1,3,3)": _cl(2, 1, 3, 3),
+    "ambiguous (1,8,1,1)": _cl(1, 8, 1, 1),
+    "size-1 stride of its own": lambda device: torch.empty_strided((2, 1, 3), (3, 100, 1), device=device),
+    "sliced, transposed": lambda device: torch.empty(4, 8, device=device)[:, ::2].t(),
+    "channel slice of channels last": lambda device: torch.empty(2, 8, 4, 4, device=device, memory_format=CL)[:, :4],
+    "expanded": lambda device: torch.empty(1, 3, 5, device=device).expand(4, 3, 5),
+    "reversed": _reversed(2, 3, 4),
+    "channels last 3d": lambda device: torch.empty(2, 3, 2, 4, 4, device=device).to(
+        memory_format=torch.channels_last_3d
+    ),
+}
+
+
+@pytest.mark.parametrize("make", LIKE_INPUT.values(), ids=LIKE_INPUT.keys())
+@pytest.mark.parametrize("call", [lambda x: F.hardtanh(x, 0.0, 6.0), lambda x: F.hardtanh(x)], ids=["relu6", "default"])
+def test_hardtanh_is_laid_out_as_empty_like_lays_its_input_out(make, call):
+    want = call(make("cpu")).stride()
+    with Recorder():
+        got = call(make("meta")).stride()
+    assert got == want

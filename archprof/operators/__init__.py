@@ -77,6 +77,11 @@ class Layout(Enum):
     # else contiguous: a concatenation (ATen's cat_compute_output_memory_format, its CPU
     # and meta kernels alike), whose meta kernel is a Python decomposition of 0.7 ms a call.
     SUGGESTED_BY_ALL = "suggested by all its inputs"
+    # As `torch.empty_like` lays its input out (torch.preserve_format): the input's strides
+    # where it is dense, else the memory format it suggests. Hardtanh (ReLU6) writes into such
+    # a tensor where TensorIterator would lay it out by its own rule: an (N, 1, H, W) map made
+    # channels last keeps its strides, a sliced one comes out contiguous.
+    LIKE_INPUT = "as empty_like lays its input out"
 
 
 @dataclass(slots=True)
@@ -138,9 +143,10 @@ def _add(
 
 _add(
     Family.POINTWISE,
-    "relu hardtanh leaky_relu elu gelu silu sigmoid tanh hardswish hardsigmoid mish softplus exp sqrt rsqrt neg",
+    "relu leaky_relu elu gelu silu sigmoid tanh hardswish hardsigmoid mish softplus exp sqrt rsqrt neg",
     shape=shapes.same_shape,
 )
+_add(Family.POINTWISE, "hardtanh", shape=shapes.same_shape, layout=Layout.LIKE_INPUT)
 _add(Family.POINTWISE, "clamp clamp_min", shape=shapes.bounded_shape)
 _add(Family.POINTWISE, "add sub mul div", shape=shapes.broadcast_shape)
 _add(Family.POINTWISE, "floor_divide glu polar")

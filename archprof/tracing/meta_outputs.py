@@ -16,7 +16,7 @@ from torch._prims_common import make_contiguous_strides_for
 from archprof.operators import Layout
 from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused
-from archprof.operators.strides import elementwise_strides, suggests_channels_last
+from archprof.operators.strides import elementwise_strides, is_dense, suggests_channels_last
 from archprof.tracing.op_info import OpInfo
 
 
@@ -119,6 +119,8 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
         outputs[0] = _allocated_in(outputs[0], cpu_convolution_format(*args))
     elif info.layout is Layout.SUGGESTED_BY_ALL and _all_taken_for_channels_last(tensors):
         outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
+    elif info.layout is Layout.LIKE_INPUT:
+        outputs[0] = _like(first)
     return outputs[0] if info.returns == 1 else tuple(outputs)
 
 
@@ -272,6 +274,17 @@ def column_major(out: tuple, places: tuple[int, ...]) -> tuple:
             strides = make_contiguous_strides_for(shape, row_major=False)
             results[place] = torch.empty_strided(shape, strides, dtype=result.dtype, device=_META)
     return tuple(results)
+
+
+def _like(tensor: torch.Tensor) -> torch.Tensor:
+    """A new empty meta tensor as a CPU's `torch.empty_like` makes one (torch.preserve_format):
+    the input's strides where it is dense (a dimension of size 1 keeping its own), else dense
+    strides in the order of the input's (c10's infer_dense_strides, TensorIterator's order of
+    one operand). Not meta's empty_like, which makes the first dense ones anew."""
+    shape, strides = tuple(tensor.shape), tensor.stride()
+    if not is_dense(shape, strides):
+        strides = elementwise_strides(shape, [(shape, strides)])
+    return torch.empty_strided(shape, strides, dtype=tensor.dtype, device=_META)
 
 
 def _allocated_in(tensor: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
