@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils import prune
 
 import archprof
@@ -1089,28 +1090,71 @@ def _real_output_bytes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[tor
     return outputs
 
 
+def _layer_bytes(report) -> dict[str, int]:
+    return {row["layer"]: row["activation_bytes"] for row in report.rows() if row["layer"]}
+
+
 @pytest.mark.parametrize("training", [False, True])
-def test_an_autocast_region_traced_on_meta_in_the_models_dtype_is_said_so(training):
-    """Autocast acts on a device's own tensors, not on meta ones: the region's convolution and
-    linear layer are traced in float32, twice the bytes of the bfloat16 a CPU computes; said
-    in a training analysis too, whose layers no shortcut answers."""
+def test_a_cpu_autocast_region_is_traced_by_a_real_cpu_forward(training):
+    """Autocast acts on a device's own tensors, not on meta ones: a CPU region is traced by a
+    real forward on the CPU, said so, and each layer's output is the bfloat16 a CPU computes
+    (on meta it was float32, twice the bytes); in a training analysis too."""
     real = _real_output_bytes(_Autocast(), torch.randn(1, 3, 8, 8))
-    with pytest.warns(ArchprofWarning, match=r'torch.autocast\("cpu", dtype=torch.bfloat16\).*not bfloat16'):
+    with pytest.warns(ArchprofWarning, match=r'real forward on cpu.*torch.autocast\("cpu", dtype=torch.bfloat16\)'):
         report = archprof.analyze(_Autocast(), input_size=(3, 8, 8), training=training)
-    rows = {row["layer"]: row for row in report.rows()}
-    for layer in ("conv", "fc"):
-        assert real[layer][0] == torch.bfloat16
-        assert rows[layer]["activation_bytes"] == 2 * real[layer][1]
+    assert report.traced_on == "cpu"
+    assert real["conv"][0] == real["fc"][0] == torch.bfloat16
+    assert _layer_bytes(report) == {layer: nbytes for layer, (_, nbytes) in real.items()}
 
 
-def test_a_linear_layer_alone_in_an_autocast_region_is_said_so():
-    """A linear layer reaches the dispatch mode as its parts (t, addmm), where the dispatcher
-    has autocast off: the region is noted as the module is called."""
-    model = nn.Sequential(nn.Linear(8, 8))
-    model.forward = lambda x: _in_autocast(model[0], x)
-    assert _in_autocast(model[0], torch.randn(1, 8)).dtype == torch.bfloat16  # the real region's
+class _FunctionalAutocast(nn.Module):
+    """A region of functional calls only, no module called in it (once unseen: float32, silently)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(16, 8))
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return F.relu(F.linear(x, self.weight))
+
+
+class _FloatListAutocast(nn.Module):
+    """A bfloat16 model whose average pooling autocast runs in float32 (CPU autocast's float32 list)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 1)
+        self.pool = nn.AvgPool3d(2)
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.pool(self.conv(x))
+
+
+@pytest.mark.parametrize(
+    ("make", "size", "dtype"),
+    [
+        (_FunctionalAutocast, (8,), None),
+        (_FloatListAutocast, (3, 4, 4, 4), torch.bfloat16),
+        (lambda: _in_autocast_model(nn.Sequential(nn.Linear(8, 8))), (8,), None),  # a linear layer alone
+    ],
+    ids=["functional-only", "float32-list", "linear-alone"],
+)
+def test_cpu_autocast_regions_record_the_dtypes_a_cpu_computes(make, size, dtype):
+    model = make()
+    x = torch.randn(1, *size, dtype=dtype or torch.float32)
+    with torch.no_grad():
+        want = (model.to(dtype) if dtype else model)(x).dtype
     with pytest.warns(ArchprofWarning, match="autocast"):
-        archprof.analyze(model, input_size=(8,))
+        report = archprof.analyze(make(), input_size=size, dtype=dtype)
+    assert report.graph.outputs[0].dtype == want
+    assert report.graph.outputs[0].dtype != (dtype or torch.float32)  # the region changed it
+
+
+def _in_autocast_model(module: nn.Module) -> nn.Module:
+    module.forward = lambda x: _in_autocast(module[0], x)
+    return module
 
 
 def _in_autocast(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -1118,19 +1162,43 @@ def _in_autocast(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return module(x)
 
 
-@pytest.mark.parametrize("case", ["no autocast", "bfloat16 model", "cpu fallback"])
-def test_an_autocast_region_that_changes_nothing_or_is_run_for_real_is_not_warned_of(case):
-    model = nn.Sequential(nn.Conv2d(3, 8, 3)) if case == "no autocast" else _Autocast(case == "cpu fallback")
-    dtype = torch.bfloat16 if case == "bfloat16 model" else None
+def test_a_model_run_in_a_cpu_autocast_region_on_bfloat16_inputs_is_analysed_not_refused():
+    """Its float32 layers take the bfloat16 input in the region (autocast casts their
+    weights): the meta trace refused it as a dtype mismatch."""
+    model = _Autocast()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    with pytest.warns(ArchprofWarning, match="autocast"):
+        report = archprof.analyze(model, inputs=["3x8x8:bfloat16"], batch=2)
+    assert report.graph.outputs[0].dtype == torch.bfloat16
+
+
+def test_another_devices_autocast_region_is_traced_on_meta_and_said_so():
+    """A CUDA region acts on no tensor of a trace on this machine: traced on meta in the
+    tensors' dtypes, with a warning (enabled as torch.autocast("cuda") would, without a GPU)."""
+    torch.set_autocast_enabled("cuda", True)
+    try:
+        with pytest.warns(ArchprofWarning, match=r'torch.autocast\("cuda", dtype=torch.float16\).*meta device ignores'):
+            report = archprof.analyze(nn.Sequential(nn.Conv2d(3, 8, 3)), input_size=(3, 8, 8))
+    finally:
+        torch.set_autocast_enabled("cuda", False)
+    assert report.traced_on == "meta"
+
+
+@pytest.mark.parametrize("case", ["no autocast", "disabled region"])
+def test_no_autocast_region_or_a_disabled_one_is_traced_on_meta_without_a_warning(case):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3))
+    if case == "disabled region":
+        model.forward = lambda x: _disabled_region(model[0], x)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = archprof.analyze(model, input_size=(3, 8, 8), dtype=dtype)
-    assert not [w for w in caught if "autocast" in str(w.message)]
-    if case == "cpu fallback":  # a real CPU forward: autocast applies
-        real = _real_output_bytes(model, torch.randn(1, 3, 8, 8))
-        assert {row["layer"]: row["activation_bytes"] for row in report.rows() if row["layer"]} == {
-            layer: nbytes for layer, (_, nbytes) in real.items()
-        }
+        report = archprof.analyze(model, input_size=(3, 8, 8))
+    assert not caught and report.traced_on == "meta"
+
+
+def _disabled_region(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast("cpu", enabled=False):
+        return module(x)
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1, 64, 56, 56), (2, 1, 5, 1), (1, 1, 1, 1, 1), (7, 1)])

@@ -112,8 +112,8 @@ class Recorder(TorchDispatchMode):
         # call stack (`archprof.tracing.script_calls`).
         self.marking = False
         self.calls_followed = False  # whether `Recorder.follow_chains` attributed the forward's ops
-        # The device and dtype of the first autocast region (torch.autocast) in which a meta
-        # trace ran a matrix product in its inputs' dtype instead (`_note_autocast`).
+        # The device and dtype of the first autocast region (torch.autocast) of another device
+        # than the CPU that a meta trace met, traced in its tensors' dtypes (`note_autocast`).
         self.ignored_autocast: tuple[str, torch.dtype] | None = None
 
     @classmethod
@@ -241,9 +241,6 @@ class Recorder(TorchDispatchMode):
     def enter(self, path: str, type_name: str, args) -> None:
         """A call of the module at `path` begins (the pre hook)."""
         self._stack.append((self.open_call(path, type_name, len(self.ops)), args))
-        # Here, not in __torch_dispatch__, where the dispatcher has autocast off.
-        if not self._real and torch._C._is_any_autocast_enabled():
-            self._note_autocast(tensors_in(args))
 
     def reached_as(self, paths: tuple[str, ...]) -> str:
         """Of a module's paths (`module_tree.reached_under`, its first first), the one the call
@@ -396,18 +393,11 @@ class Recorder(TorchDispatchMode):
             self.failure = exc
             raise
 
-    def _note_autocast(self, tensors: list[torch.Tensor]) -> None:
-        """A module is called in an autocast region, which acts on a device's own tensors
-        only: on meta ones its convolutions and matrix products run in their inputs' dtype,
-        where autocast would have cast any floating one but a float64 to the region's."""
-        if self.ignored_autocast is not None:
-            return
-        for device in _AUTOCAST_DEVICES:
-            if torch.is_autocast_enabled(device):
-                dtype = torch.get_autocast_dtype(device)
-                if any(t.is_floating_point() and t.dtype not in (dtype, torch.float64) for t in tensors):
-                    self.ignored_autocast = (device, dtype)
-                return
+    def note_autocast(self, device: str, dtype: torch.dtype) -> None:
+        """An autocast region of another device than the CPU met by a meta trace
+        (`archprof.tracing.autocast_regions`), which acts on none of its tensors: the first is said."""
+        if self.ignored_autocast is None:
+            self.ignored_autocast = (device, dtype)
 
     def _record(
         self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out, attributed: tuple | None = None
@@ -499,9 +489,6 @@ class Recorder(TorchDispatchMode):
             grown = tensor.numel() * tensor.element_size() > before.nbytes
             metas.append(self.register(tensor, "activation", storage=None if grown else before.storage))
         return tuple(metas)
-
-
-_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
 
 
 _WRAPPED = {float: WrappedFloat, int: WrappedInt}  # bool and complex ones (1 and 16 B): not marked

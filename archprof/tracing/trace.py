@@ -32,6 +32,7 @@ from archprof.load.inputs import check_fits
 from archprof.meta import is_uninitialised
 from archprof.structure import tensors_in
 from archprof.torch_patches import PATCHING_TORCH
+from archprof.tracing.autocast_regions import autocast_regions
 from archprof.tracing.model_state import Attributes, put_back, set_flag, set_mode, swap_in, tables
 from archprof.tracing.model_tensors import (
     buffer_minima,
@@ -226,6 +227,8 @@ def _traced_once(
                 stack.enter_context(torch.no_grad())
             if real:
                 stack.enter_context(native_attention_off())
+            else:  # a CPU autocast region runs for real (NotImplementedError); another device's is noted
+                stack.enter_context(autocast_regions(recorder.note_autocast))
             stack.enter_context(recorder)
             stack.enter_context(kernels)  # on meta, composite calls would not pick the CPU's kernels
             if by_parameters:
@@ -300,13 +303,14 @@ def _traced_once(
 
 
 def _warn_autocast_ignored(device: str, dtype: torch.dtype) -> None:
-    """Say that an autocast region of the forward was traced in the model's dtype (autocast
-    acts on a device's own tensors, never on meta ones): its convolutions and matrix
-    products, and the activation memory after them, are not the region's."""
+    """Say that an autocast region of another device than the CPU was traced in its tensors'
+    dtypes (autocast acts on a device's own tensors, never on meta ones): its convolutions,
+    matrix products and float32 operators, and the activation memory after them, are not
+    the region's."""
     warn(
         f'the forward runs in torch.autocast("{device}", dtype={dtype}), which the meta device ignores: that region'
-        f" was traced in the model's own dtype (its activations and peak memory there are those of that dtype, not"
-        f" {str(dtype).removeprefix('torch.')}'s)"
+        f" was traced in its tensors' own dtypes (its activations and peak memory there are not those a {device}"
+        f" computes in {str(dtype).removeprefix('torch.')})"
     )
 
 

@@ -1,0 +1,53 @@
+"""torch.autocast regions met by a trace on meta.
+
+Autocast acts on a device's own tensors (its dispatch key is the device's), never on meta
+ones: on meta a region's convolutions and matrix products would run in their inputs' dtype,
+its float32 operators (an average pooling, a distance, a loss) in theirs, and no cast would
+be recorded. A CPU region is one a CPU runs exactly: the meta trace gives way to a real
+forward on the CPU (`NotImplementedError`, which the trace takes for a limitation of the meta
+device), which autocast acts on. Another device's region (CUDA's) acts on no tensor of a
+trace on this machine: it is traced in its tensors' dtypes, and noted for a warning.
+
+Regions are seen as they are entered, opened by the forward (a `with` block, a decorator)
+or open already around the trace, not at each operator: a dispatch mode runs with autocast off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch.amp.autocast_mode import autocast
+
+_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
+@contextmanager
+def autocast_regions(noted: Callable[[str, torch.dtype], None]) -> Iterator[None]:
+    """While active (a meta trace's forward): a CPU autocast region, open already or opened
+    by the forward, raises NotImplementedError before it is entered; another device's is
+    handed to `noted` (its device and dtype) and entered."""
+    for device in _DEVICES:
+        if torch.is_autocast_enabled(device):
+            _met(device, torch.get_autocast_dtype(device), noted)
+    enter = autocast.__enter__
+
+    def entered(region: autocast):
+        if region._enabled:
+            _met(region.device, region.fast_dtype, noted)  # before it changes any state
+        return enter(region)
+
+    autocast.__enter__ = entered
+    try:
+        yield
+    finally:
+        autocast.__enter__ = enter
+
+
+def _met(device: str, dtype: torch.dtype, noted: Callable[[str, torch.dtype], None]) -> None:
+    if device == "cpu":
+        raise NotImplementedError(
+            f'torch.autocast("cpu", dtype={dtype}) acts on CPU tensors, not on meta ones: the CPU runs the region'
+        )
+    noted(device, dtype)
