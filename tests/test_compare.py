@@ -531,3 +531,18 @@ def test_a_bad_flag_is_an_error_of_the_call_not_of_the_first_model(keyword, valu
     alone were at fault."""
     with pytest.raises(ArchprofError, match=rf"^{keyword} must be True or False, got {value!r}"):
         archprof.compare(["lenet5", "resnet18"], **{keyword: value})
+
+
+@pytest.mark.parametrize("output", [[], ["-f", "markdown"]])
+def test_rows_sorted_by_model_keep_the_models_name_with_the_columns_asked_for(output):
+    """`--sort model --columns Params` moved the name out of its first place, and the column
+    kept as the label was then Params: two rows of figures, no model named."""
+    result = runner.invoke(
+        app, ["compare", "resnet18", "lenet5", "-j", "1", "--sort", "model", "--columns", "Params", *output]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [
+        line.strip(" |").split() for line in result.stdout.splitlines() if line.strip(" |").startswith(("le", "re"))
+    ]
+    assert [row[0] for row in rows] == ["lenet5", "resnet18"], result.stdout
+    assert [row[-2:] for row in rows] == [["61.71", "K"], ["11.69", "M"]]  # each beside its figure

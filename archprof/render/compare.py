@@ -67,8 +67,9 @@ def comparison_table(
         del columns["Input"]
     if baseline:
         title += f"  ·  ratios against {visible_text(baseline)}"
-    priority = [heading for heading in _COMPARISON_PRIORITY if heading != sorted_by]
-    if sorted_by in columns:
+    priority = list(_COMPARISON_PRIORITY)
+    if sorted_by in columns and sorted_by != "Model":  # the model's name stays first: the label column
+        priority.remove(sorted_by)
         priority.insert(1, sorted_by)
     if "Input" in columns:  # inputs that differ: every figure depends on them, kept before the ratios
         priority.remove("Input")
