@@ -152,3 +152,18 @@ def test_measured_memory_on_a_narrow_terminal_keeps_each_figure_on_one_line(widt
     output = to_text(measured_table(measured, width), width)
     assert lines_fit(output, width) and "…" not in output
     assert each_cell_whole_in_order(output, rows), output
+
+
+def test_stacked_figures_sit_under_the_layers_name_past_the_status_before_it():
+    """diff's rows are labelled by a status and a layer: the figures were indented by the
+    spaces leading the joined label, so an added layer's sat at the status, left of its
+    parent's. Now two past the layer's text, whatever status is before it."""
+    columns = {
+        "Status": ["", "added", "added"],
+        "Layer": ["  layer1", "    layer1.2", "      layer1.2.conv1"],
+        "Params": ["(+73.98 K)", "(+73.98 K)", "+36.86 K"],
+    }
+    lines = to_text(stacked_rows(Text("Changes"), columns, labels=2, width=40), 40).splitlines()
+    for layer in columns["Layer"]:
+        row = next(i for i, line in enumerate(lines) if line.endswith(layer.strip()))
+        assert lines[row + 1].index("Params") == lines[row].index(layer.strip()) + 2, "\n".join(lines)

@@ -207,8 +207,10 @@ def stacked_rows(
     names, others = list(columns)[:labels], list(columns)[labels:]
     blocks = []
     for index in range(len(columns[names[0]])):
-        label = Text("  ").join(_no_markup(columns[name][index]) for name in names)
-        indentation = _indentation(label)
+        cells = [_no_markup(columns[name][index]) for name in names]
+        label = Text("  ").join(cells)
+        # Under the last label's text (a layer's, by its depth), past the cells before it (diff's status).
+        indentation = sum(cell.cell_len + 2 for cell in cells[:-1]) + _indentation(cells[-1])
         if headed:
             cells = [(heading, _no_markup(columns[heading][index])) for heading in others]
             figures, indentation = _headed_cells([(h, cell) for h, cell in cells if cell.cell_len], indentation, width)
