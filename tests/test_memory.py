@@ -1102,3 +1102,39 @@ def test_measure_reports_cuda_memory_beside_the_prediction():
     result = invoke("resnet18", "--measure", "--batch", "8", "--train", "--optimizer", "adam")
     assert result.exit_code == 0, result.output
     assert "Measured on" in result.stdout and "Training step (adam)" in result.stdout
+
+
+class KeepsFloat32(nn.Module):
+    """Keeps a table in float32 when the model is cast (an `_apply` of its own, as timm's
+    rotary embeddings keep theirs), so that bfloat16 features times it are float32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 64)
+        self.register_buffer("periods", torch.arange(64, dtype=torch.float32))
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self.periods.dtype != torch.float32:
+            self.register_buffer("periods", self.periods.float())
+        return self
+
+    def forward(self, x):
+        return self.linear(x) * self.periods
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_cast_leaves_what_a_modules_own_apply_keeps_as_model_to_does(dtype):
+    """The stand-ins took every floating tensor to the dtype asked: the table was counted in
+    half (128 of 256 B), and the product and the output in half where a CPU makes float32."""
+    from tests.memory_oracle import profiled_peaks
+
+    real = KeepsFloat32().to(dtype).eval()
+    x = torch.randn(1, 64, dtype=dtype)
+    with torch.no_grad():
+        output = real(x)
+    report = archprof.analyze(KeepsFloat32(), input_size=(64,), dtype=dtype)
+    assert report.graph.outputs[0].dtype == output.dtype == torch.float32
+    assert report.totals.buffer_bytes == real.periods.nbytes == 256
+    _, lasting = profiled_peaks(real, x)
+    assert report.totals.peak_activation_bytes == lasting + x.nbytes

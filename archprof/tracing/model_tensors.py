@@ -6,6 +6,7 @@ its forward (the gradients its backward pass wrote, a real buffer's smallest val
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -113,18 +114,29 @@ def first_floating_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def meta_stand_ins(named: list[tuple[str, torch.Tensor, bool]], dtype: torch.dtype | None, recorder: Recorder):
+def meta_stand_ins(
+    named: list[tuple[str, torch.Tensor, bool]],
+    dtype: torch.dtype | None,
+    recorder: Recorder,
+    cast: dict[str, torch.dtype] | None = None,
+):
     """Empty meta tensors, one per parameter and buffer of `named` (tied ones once), keyed by
     the id of the tensor each stands in for; those of trainable parameters require grad, in
     inference too: a composite picks its kernels by it under no_grad as well (matmul of a
     non-contiguous batch by a weight that requires grad copies the batch and takes one mm,
-    where it would otherwise expand the weight for a bmm)."""
+    where it would otherwise expand the weight for a bmm). With a `dtype`, each floating or
+    complex one in it, as `model.to(dtype)` casts them, but those `cast` names (a module's
+    own cast: `dtypes_after_cast`)."""
+    cast = cast or {}
     stand_ins: dict[int, torch.Tensor] = {}
     parameters: list[ParameterInfo] = []
     for name, tensor, is_buffer in named:
         if is_uninitialised(tensor):
             raise ArchprofError(f"'{name}' is a lazy parameter not yet initialised: run one forward pass first")
-        target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+        target = cast.get(name)
+        if target is None:
+            cast_too = dtype is not None and (tensor.is_floating_point() or tensor.is_complex())
+            target = dtype if cast_too else tensor.dtype
         stand_in = torch.empty(tensor.shape, dtype=target, device="meta")
         if not is_buffer and tensor.requires_grad and (stand_in.is_floating_point() or stand_in.is_complex()):
             stand_in.requires_grad_(True)
@@ -132,3 +144,42 @@ def meta_stand_ins(named: list[tuple[str, torch.Tensor, bool]], dtype: torch.dty
         meta = recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)
         parameters.append(_parameter_info(meta, tensor, is_buffer))
     return stand_ins, parameters
+
+
+def dtypes_after_cast(modules: list[tuple[str, torch.nn.Module]], dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype `model.to(dtype)` leaves each parameter and buffer of a module that casts its
+    own (an `_apply` of its own: timm's rotary embeddings keep their tables in float32 after
+    a cast to half), by name; found on a copy of that module without data. Nearly always
+    none: every other tensor is cast as `meta_stand_ins` casts it."""
+    found: dict[str, torch.dtype] = {}
+    done: list[str] = []
+    for path, module in modules:
+        if type(module)._apply is torch.nn.Module._apply or any(_under(path, outer) for outer in done):
+            continue
+        cast = meta_copy(module).to(dtype)
+        for name, tensor in (
+            *cast.named_parameters(prefix=path, remove_duplicate=False),
+            *cast.named_buffers(prefix=path, remove_duplicate=False),
+        ):
+            found[name] = tensor.dtype
+        done.append(path)
+    return found
+
+
+def _under(path: str, outer: str) -> bool:
+    return not outer or path == outer or path.startswith(outer + ".")
+
+
+def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of `model` with every parameter and buffer an empty meta tensor of its
+    kind, shape and dtype (a lazy one stays uninitialised, on meta): no data is copied."""
+    memo: dict[int, Any] = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        if is_uninitialised(tensor):
+            kind = type(tensor)
+            memo[id(tensor)] = kind(requires_grad=tensor.requires_grad, device="meta", dtype=tensor.dtype)
+        elif isinstance(tensor, torch.nn.Parameter):
+            memo[id(tensor)] = type(tensor)(torch.empty_like(tensor, device="meta"), tensor.requires_grad)
+        else:
+            memo[id(tensor)] = torch.empty_like(tensor, device="meta")
+    return copy.deepcopy(model, memo)

@@ -8,13 +8,11 @@ running when it ran.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -29,15 +27,16 @@ from archprof.errors import (
 from archprof.graph import EngineNotes, Graph, OpNode
 from archprof.kernels import DeviceKernels
 from archprof.load.inputs import check_fits
-from archprof.meta import is_uninitialised
 from archprof.structure import tensors_in
 from archprof.torch_patches import PATCHING_TORCH
 from archprof.tracing.autocast_regions import autocast_regions
 from archprof.tracing.model_state import Attributes, put_back, set_flag, set_mode, swap_in, tables
 from archprof.tracing.model_tensors import (
     buffer_minima,
+    dtypes_after_cast,
     first_floating_dtype,
     given_gradients,
+    meta_copy,
     meta_stand_ins,
     own_tensors,
     packed_parameters,
@@ -186,7 +185,9 @@ def _traced_once(
         # Its own tensors: on meta already (a ScriptModule's put there by `_script_copy`), or real ones.
         stand_ins, parameters = own_tensors(named, recorder)
     else:
-        stand_ins, parameters = meta_stand_ins(named, dtype, recorder)
+        # Each in the dtype `model.to(dtype)` leaves it (a module may keep one as it is).
+        cast = dtypes_after_cast(modules, dtype) if dtype is not None else {}
+        stand_ins, parameters = meta_stand_ins(named, dtype, recorder, cast)
     if real:  # quantized layers, which only a real trace can run
         parameters += packed_parameters(modules)
     input_dtype = dtype or first_floating_dtype(tensors)
@@ -369,7 +370,7 @@ def _lazy_layers_initialised(model: torch.nn.Module, specs: list[TraceInput], re
     whose tensors are all empty meta ones (the caller's model stays as it is, and no weight
     is allocated); for a real trace, the module itself (the CPU fallback's own copy)."""
     if not real:
-        model = _meta_copy(model)
+        model = meta_copy(model)
     tensors = [*model.parameters(), *model.buffers()]
     _, args, kwargs = _inputs(specs, first_floating_dtype(tensors), _input_device(tensors, real), real)
     try:
@@ -384,21 +385,6 @@ def _lazy_layers_initialised(model: torch.nn.Module, specs: list[TraceInput], re
             raise MetaUnsupported(message, short_reason(exc)) from exc
         raise ArchprofError(message) from exc
     return model
-
-
-def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of `model` with every parameter and buffer an empty meta tensor of its
-    kind, shape and dtype (a lazy one stays uninitialised, on meta): no data is copied."""
-    memo: dict[int, Any] = {}
-    for tensor in (*model.parameters(), *model.buffers()):
-        if is_uninitialised(tensor):
-            kind = type(tensor)
-            memo[id(tensor)] = kind(requires_grad=tensor.requires_grad, device="meta", dtype=tensor.dtype)
-        elif isinstance(tensor, torch.nn.Parameter):
-            memo[id(tensor)] = type(tensor)(torch.empty_like(tensor, device="meta"), tensor.requires_grad)
-        else:
-            memo[id(tensor)] = torch.empty_like(tensor, device="meta")
-    return copy.deepcopy(model, memo)
 
 
 def _kept_by_the_model(
