@@ -47,8 +47,11 @@ Modelled (PyTorch 2.x, CPU):
   intermediate powers: the maps' cube 16,384 B over), `cov` (its means and centred copy of the
   observations: 16 rows of 256 16,488 B over), `linalg_multi_dot` (its products but the last:
   three 16x16 matrices 1,024 B over), `rms_norm` (the mean of the squares and its reciprocal
-  root: 2,048 B over for those maps, a training forward 1,024 B) and `linalg_inv` (the `info`
-  of `linalg_inv_ex`, checked and let go of: 64 B for 2 x 8 matrices) are composite operators on
+  root: 2,048 B over for those maps, a training forward 1,024 B), `linalg_inv` (the `info`
+  of `linalg_inv_ex`, checked and let go of: 64 B for 2 x 8 matrices) and `dropout`,
+  `feature_dropout`, `alpha_dropout` and `feature_alpha_dropout` in train mode (the random
+  mask, let go of where no gradient is recorded: Monte Carlo dropout, a block under no_grad in
+  a training step; 10,240 B over for 20 x 128 features) are composite operators on
   every device, which the trace sees as the operators they call, where a CPU step's allocator
   sees one operator, the temporaries it makes and frees inside (`x1 - x2`) its workspace.
   They cannot be handed down whole as mish's gradient is: autograd must record their
@@ -185,5 +188,9 @@ ONE_CPU_OPERATOR = {
         "linalg_multi_dot",
         "rms_norm",
         "linalg_inv",
+        "dropout",
+        "feature_dropout",
+        "alpha_dropout",
+        "feature_alpha_dropout",
     )
 }

@@ -161,6 +161,13 @@ class TrainingRecorder(Recorder):
             self.engine.saved_numbers.append((len(self.ops) - 1, wrapped_bytes(number)))
             self._numbered.add(len(self.ops) - 1)
 
+    def _note_let_go_since(self, ops: int, released: int) -> None:
+        # The composite has returned: its last op's nodes are made, so they are tagged now and
+        # its outputs held no longer, those no node keeps (a max pooling's indices, a norm's
+        # statistics, a dropout's mask under no_grad) dying inside it, as a CPU lets go of them.
+        self._tag_last_made()
+        super()._note_let_go_since(ops, released)
+
     def _record(self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out) -> None:
         if self._phase == "forward":
             self._tag_last_made()
