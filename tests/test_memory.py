@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -1158,3 +1159,76 @@ def test_a_dropout_in_inference_lets_go_of_its_mask_inside_it():
     _, lasting = profiled_peaks(model, x)
     report = archprof.analyze(model, input_size=(32,), batch=20)
     assert report.totals.peak_activation_bytes == lasting + x.nbytes
+
+
+class KeepsItsWeight(nn.Module):
+    """Never casts its own weight (an `_apply` of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 8))
+
+    def _apply(self, fn, recurse=True):
+        return self
+
+    def forward(self, x):
+        return x.to(self.weight.dtype) @ self.weight
+
+
+class TiedAcrossACast(nn.Module):
+    """The weight tied to a linear layer's, which casts it for both in `model.to(dtype)`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keeps = KeepsItsWeight()
+        self.head = nn.Linear(8, 8, bias=False)
+        self.head.weight = self.keeps.weight
+
+    def forward(self, x):
+        return self.head(self.keeps(x))
+
+
+class Locked(nn.Module):
+    """An `_apply` of its own that casts as nn.Module's does, beside a lock deepcopy refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+        self.lock = threading.Lock()
+
+    def _apply(self, fn, recurse=True):
+        return super()._apply(fn, recurse)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+@pytest.mark.parametrize("build", [KeepsItsWeight, TiedAcrossACast, Locked])
+def test_a_cast_is_model_to_s_across_tied_weights_and_uncopyable_attributes(build):
+    """A model that cannot be deep-copied (the lock) raised a bare TypeError; a weight tied
+    across the module that keeps its own was left in float32, where the linear layer's cast
+    reaches it (256 B where model.to(float16) holds 128)."""
+    real = build().to(torch.float16)
+    report = archprof.analyze(build(), input_size=(8,), dtype=torch.float16)
+    assert report.totals.param_bytes == sum(parameter.nbytes for parameter in real.parameters())
+    with torch.no_grad():
+        assert report.graph.outputs[0].dtype == real(torch.randn(1, 8, dtype=torch.float16)).dtype
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_an_in_place_dropout_in_inference_lets_go_of_its_mask_inside_it(inplace):
+    from tests.memory_oracle import profiled_peaks
+
+    model = nn.Sequential(nn.Linear(32, 128), InferenceDropout(inplace), nn.Linear(128, 10)).eval()
+    x = torch.randn(20, 32)
+    _, lasting = profiled_peaks(model, x)
+    assert archprof.analyze(model, input_size=(32,), batch=20).totals.peak_activation_bytes == lasting + x.nbytes
+
+
+class InferenceDropout(nn.Module):
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        return F.dropout(x, 0.1, training=True, inplace=self.inplace)

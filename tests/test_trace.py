@@ -1185,6 +1185,32 @@ def test_another_devices_autocast_region_is_traced_on_meta_and_said_so():
     assert report.traced_on == "meta"
 
 
+class _CaughtAutocast(nn.Module):
+    """Falls back to float32 where its region raises a RuntimeError (its own `try`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.conv(x)
+        except RuntimeError:
+            return self.conv(x)
+
+
+def test_a_cpu_autocast_region_whose_refusal_the_forward_catches_is_run_for_real():
+    """The region's refusal on meta (a NotImplementedError, a RuntimeError) was caught by the
+    forward's own fallback: traced on meta in float32, without a word."""
+    with torch.no_grad():
+        want = _CaughtAutocast()(torch.randn(1, 3, 8, 8)).dtype
+    with pytest.warns(ArchprofWarning, match="autocast"):
+        report = archprof.analyze(_CaughtAutocast(), input_size=(3, 8, 8))
+    assert report.traced_on == "cpu"
+    assert report.graph.outputs[0].dtype == want == torch.bfloat16
+
+
 @pytest.mark.parametrize("case", ["no autocast", "disabled region"])
 def test_no_autocast_region_or_a_disabled_one_is_traced_on_meta_without_a_warning(case):
     model = nn.Sequential(nn.Conv2d(3, 8, 3))

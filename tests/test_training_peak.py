@@ -1389,8 +1389,12 @@ class _UnderNoGrad(nn.Module):
         (lambda: _UnderNoGrad(nn.Sequential(nn.Linear(32, 64), nn.LayerNorm(64)), nn.Linear(64, 10)), (20, 32)),
         # dropout's random mask: 20 x 128 floats, 10,240 B
         (lambda: _UnderNoGrad(nn.Sequential(nn.Linear(32, 128), nn.Dropout(0.1)), nn.Linear(128, 10)), (20, 32)),
+        (
+            lambda: _UnderNoGrad(nn.Sequential(nn.Linear(32, 128), nn.Dropout(0.1, inplace=True)), nn.Linear(128, 10)),
+            (20, 32),
+        ),
     ],
-    ids=["max-pool-indices", "layer-norm-statistics", "dropout-mask"],
+    ids=["max-pool-indices", "layer-norm-statistics", "dropout-mask", "in-place-dropout-mask"],
 )
 def test_what_a_composite_lets_go_of_under_no_grad_in_a_step_is_not_held(build, shape):
     """A CPU lets go of these inside the operator that made them where no gradient is

@@ -49,7 +49,7 @@ Modelled (PyTorch 2.x, CPU):
   three 16x16 matrices 1,024 B over), `rms_norm` (the mean of the squares and its reciprocal
   root: 2,048 B over for those maps, a training forward 1,024 B), `linalg_inv` (the `info`
   of `linalg_inv_ex`, checked and let go of: 64 B for 2 x 8 matrices) and `dropout`,
-  `feature_dropout`, `alpha_dropout` and `feature_alpha_dropout` in train mode (the random
+  `feature_dropout`, `alpha_dropout` and `feature_alpha_dropout`, in place too, in train mode (the random
   mask, let go of where no gradient is recorded: Monte Carlo dropout, a block under no_grad in
   a training step; 10,240 B over for 20 x 128 features) are composite operators on
   every device, which the trace sees as the operators they call, where a CPU step's allocator
@@ -192,5 +192,9 @@ ONE_CPU_OPERATOR = {
         "feature_dropout",
         "alpha_dropout",
         "feature_alpha_dropout",
+        "dropout_",
+        "feature_dropout_",
+        "alpha_dropout_",
+        "feature_alpha_dropout_",
     )
 }

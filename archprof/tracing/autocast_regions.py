@@ -5,7 +5,8 @@ ones: on meta a region's convolutions and matrix products would run in their inp
 its float32 operators (an average pooling, a distance, a loss) in theirs, and no cast would
 be recorded. A CPU region is one a CPU runs exactly: the meta trace gives way to a real
 forward on the CPU (`NotImplementedError`, which the trace takes for a limitation of the meta
-device), which autocast acts on. Another device's region (CUDA's) acts on no tensor of a
+device), which autocast acts on; noted first, so that a forward catching the error (its own
+`try`) still gives way when it returns (`cpu_region_refused`). Another device's region (CUDA's) acts on no tensor of a
 trace on this machine: it is traced in its tensors' dtypes, and noted for a warning.
 
 Regions are seen as they are entered, opened by the forward (a `with` block, a decorator)
@@ -25,9 +26,9 @@ _DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
 
 @contextmanager
 def autocast_regions(noted: Callable[[str, torch.dtype], None]) -> Iterator[None]:
-    """While active (a meta trace's forward): a CPU autocast region, open already or opened
-    by the forward, raises NotImplementedError before it is entered; another device's is
-    handed to `noted` (its device and dtype) and entered."""
+    """While active (a meta trace's forward): each enabled autocast region, open already or
+    opened by the forward, is handed to `noted` (its device and dtype); a CPU one then raises
+    NotImplementedError before it is entered, another device's is entered."""
     for device in _DEVICES:
         if torch.is_autocast_enabled(device):
             _met(device, torch.get_autocast_dtype(device), noted)
@@ -46,8 +47,14 @@ def autocast_regions(noted: Callable[[str, torch.dtype], None]) -> Iterator[None
 
 
 def _met(device: str, dtype: torch.dtype, noted: Callable[[str, torch.dtype], None]) -> None:
-    if device == "cpu":
-        raise NotImplementedError(
-            f'torch.autocast("cpu", dtype={dtype}) acts on CPU tensors, not on meta ones: the CPU runs the region'
-        )
     noted(device, dtype)
+    if device == "cpu":
+        raise cpu_region_refused(dtype)
+
+
+def cpu_region_refused(dtype: torch.dtype) -> NotImplementedError:
+    """The error that makes a meta trace give way to a real forward on the CPU, for a CPU
+    autocast region of `dtype`."""
+    return NotImplementedError(
+        f'torch.autocast("cpu", dtype={dtype}) acts on CPU tensors, not on meta ones: the CPU runs the region'
+    )

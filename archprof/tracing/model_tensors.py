@@ -146,28 +146,23 @@ def meta_stand_ins(
     return stand_ins, parameters
 
 
-def dtypes_after_cast(modules: list[tuple[str, torch.nn.Module]], dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """The dtype `model.to(dtype)` leaves each parameter and buffer of a module that casts its
-    own (an `_apply` of its own: timm's rotary embeddings keep their tables in float32 after
-    a cast to half), by name; found on a copy of that module without data. Nearly always
-    none: every other tensor is cast as `meta_stand_ins` casts it."""
-    found: dict[str, torch.dtype] = {}
-    done: list[str] = []
-    for path, module in modules:
-        if type(module)._apply is torch.nn.Module._apply or any(_under(path, outer) for outer in done):
-            continue
-        cast = meta_copy(module).to(dtype)
-        for name, tensor in (
-            *cast.named_parameters(prefix=path, remove_duplicate=False),
-            *cast.named_buffers(prefix=path, remove_duplicate=False),
-        ):
-            found[name] = tensor.dtype
-        done.append(path)
-    return found
-
-
-def _under(path: str, outer: str) -> bool:
-    return not outer or path == outer or path.startswith(outer + ".")
+def dtypes_after_cast(
+    model: torch.nn.Module, modules: list[tuple[str, torch.nn.Module]], dtype: torch.dtype
+) -> dict[str, torch.dtype]:
+    """The dtype `model.to(dtype)` leaves each parameter and buffer in, by name, where one of
+    its `modules` casts its own (an `_apply` of its own: timm's rotary embeddings keep their
+    tables in float32 after a cast to half); found on a copy of the whole model without data,
+    so that a tensor tied across modules is cast as `model.to` casts it. Nearly always none
+    (no module casts its own, or the model cannot be copied: an attribute holding a lock):
+    every tensor is then cast as `meta_stand_ins` casts it."""
+    if all(type(module)._apply is torch.nn.Module._apply for _, module in modules):
+        return {}
+    try:
+        cast = meta_copy(model).to(dtype)
+    except Exception:  # the user's attributes, which deepcopy may refuse (a lock, an open file)
+        return {}
+    named = (*cast.named_parameters(remove_duplicate=False), *cast.named_buffers(remove_duplicate=False))
+    return {name: tensor.dtype for name, tensor in named}
 
 
 def meta_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -115,6 +115,8 @@ class Recorder(TorchDispatchMode):
         # The device and dtype of the first autocast region (torch.autocast) of another device
         # than the CPU that a meta trace met, traced in its tensors' dtypes (`note_autocast`).
         self.ignored_autocast: tuple[str, torch.dtype] | None = None
+        # The dtype of the first CPU autocast region a meta trace met: the trace gives way to a real one.
+        self.cpu_autocast: torch.dtype | None = None
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -394,9 +396,12 @@ class Recorder(TorchDispatchMode):
             raise
 
     def note_autocast(self, device: str, dtype: torch.dtype) -> None:
-        """An autocast region of another device than the CPU met by a meta trace
-        (`archprof.tracing.autocast_regions`), which acts on none of its tensors: the first is said."""
-        if self.ignored_autocast is None:
+        """An autocast region met by a meta trace (`archprof.tracing.autocast_regions`): a CPU
+        one, which only a real forward runs (`cpu_autocast`), or another device's, which acts on
+        none of its tensors (`ignored_autocast`, said); the first of each kept."""
+        if device == "cpu":
+            self.cpu_autocast = self.cpu_autocast or dtype
+        elif self.ignored_autocast is None:
             self.ignored_autocast = (device, dtype)
 
     def _record(

@@ -29,7 +29,7 @@ from archprof.kernels import DeviceKernels
 from archprof.load.inputs import check_fits
 from archprof.structure import tensors_in
 from archprof.torch_patches import PATCHING_TORCH
-from archprof.tracing.autocast_regions import autocast_regions
+from archprof.tracing.autocast_regions import autocast_regions, cpu_region_refused
 from archprof.tracing.model_state import Attributes, put_back, set_flag, set_mode, swap_in, tables
 from archprof.tracing.model_tensors import (
     buffer_minima,
@@ -186,7 +186,7 @@ def _traced_once(
         stand_ins, parameters = own_tensors(named, recorder)
     else:
         # Each in the dtype `model.to(dtype)` leaves it (a module may keep one as it is).
-        cast = dtypes_after_cast(modules, dtype) if dtype is not None else {}
+        cast = dtypes_after_cast(model, modules, dtype) if dtype is not None else {}
         stand_ins, parameters = meta_stand_ins(named, dtype, recorder, cast)
     if real:  # quantized layers, which only a real trace can run
         parameters += packed_parameters(modules)
@@ -242,6 +242,8 @@ def _traced_once(
             if stand_ins is not None:
                 swap_in(modules, stand_ins)
             output = model_called(model, args, kwargs, recorder, by_parameters, code)
+            if recorder.cpu_autocast is not None:  # a region the forward's own `try` caught the refusal of
+                raise cpu_region_refused(recorder.cpu_autocast)
             if training:  # the stand-ins still in place: checkpointing recomputes blocks on them
                 backward_ran = recorder.run_backward(output)
                 recorder.engine.given_gradients = given_gradients(named, stand_ins)
