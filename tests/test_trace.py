@@ -1211,6 +1211,34 @@ def test_a_cpu_autocast_region_whose_refusal_the_forward_catches_is_run_for_real
     assert report.graph.outputs[0].dtype == want == torch.bfloat16
 
 
+class _OnItsTensorsDevice(nn.Module):
+    """An autocast region made for its input's device, as models turn autocast off for a part
+    kept in float32 (or on, with `enabled=True`)."""
+
+    def __init__(self, enabled: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.enabled = enabled
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.enabled):
+            return self.conv(x)
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_an_autocast_region_made_for_the_inputs_device_is_the_cpus(enabled):
+    """On meta, torch.autocast("meta") raised 'unsupported scalarType': the analysis failed
+    where a CPU forward runs. Off, the region changes nothing (traced on meta); on, it is a
+    CPU region, traced for real."""
+    with torch.no_grad():
+        want = _OnItsTensorsDevice(enabled)(torch.randn(1, 3, 8, 8)).dtype
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)
+        report = archprof.analyze(_OnItsTensorsDevice(enabled), input_size=(3, 8, 8))
+    assert report.graph.outputs[0].dtype == want
+    assert report.traced_on == ("cpu" if enabled else "meta")
+
+
 @pytest.mark.parametrize("case", ["no autocast", "disabled region"])
 def test_no_autocast_region_or_a_disabled_one_is_traced_on_meta_without_a_warning(case):
     model = nn.Sequential(nn.Conv2d(3, 8, 3))

@@ -11,6 +11,8 @@ trace on this machine: it is traced in its tensors' dtypes, and noted for a warn
 
 Regions are seen as they are entered, opened by the forward (a `with` block, a decorator)
 or open already around the trace, not at each operator: a dispatch mode runs with autocast off.
+One made for the device of the forward's tensors (`torch.autocast(x.device.type, ...)`, often
+to turn autocast off) is made for the CPU's: autocast refuses the meta device.
 """
 
 from __future__ import annotations
@@ -32,18 +34,23 @@ def autocast_regions(noted: Callable[[str, torch.dtype], None]) -> Iterator[None
     for device in _DEVICES:
         if torch.is_autocast_enabled(device):
             _met(device, torch.get_autocast_dtype(device), noted)
-    enter = autocast.__enter__
+    init, enter = autocast.__init__, autocast.__enter__
+
+    def made(region: autocast, device_type: str, *args, **kwargs) -> None:
+        # A region asked for on its tensors' device (`x.device.type`): on meta, which autocast
+        # refuses, the CPU's, where a real forward runs it.
+        init(region, "cpu" if device_type == "meta" else device_type, *args, **kwargs)
 
     def entered(region: autocast):
         if region._enabled:
             _met(region.device, region.fast_dtype, noted)  # before it changes any state
         return enter(region)
 
-    autocast.__enter__ = entered
+    autocast.__init__, autocast.__enter__ = made, entered
     try:
         yield
     finally:
-        autocast.__enter__ = enter
+        autocast.__init__, autocast.__enter__ = init, enter
 
 
 def _met(device: str, dtype: torch.dtype, noted: Callable[[str, torch.dtype], None]) -> None:
