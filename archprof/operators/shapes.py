@@ -410,12 +410,8 @@ def rolled_shape(x: Shape, shifts, dims=()) -> list[Shape]:
         raise RuntimeError("a roll of the flattened tensor")
     if len(shifts) != len(dims):
         raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims: {len(dims)}")
-    rank = len(x)
     for dim in dims:
-        if not -rank <= dim < rank:
-            raise RuntimeError(
-                f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {dim})"
-            )
+        _wrapped_dim(dim, len(x))
     return [x]
 
 
@@ -445,10 +441,7 @@ def cat_shape(tensors, dim=0) -> list[Shape]:
     if () in shapes:  # the CPU's kernel refuses it; the meta kernel raises an IndexError of its own
         raise Refused(f"zero-dimensional tensor (at position {list(tensors).index(())}) cannot be concatenated")
     first = shapes[0]
-    rank = len(first)
-    if not -rank <= dim < rank:
-        raise RuntimeError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {dim})")
-    dim = dim % rank
+    dim = _wrapped_dim(dim, len(first))
     if any(len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :] for s in shapes):
         raise RuntimeError("sizes of tensors must match except in the concatenation dimension")
     return [(*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])]
@@ -461,13 +454,17 @@ def reduction_shape(x: Shape, dims=None, keepdim=False, *rest, **kwargs) -> list
         return [tuple(1 for _ in x) if keepdim else ()]
     bound = len(x) or 1  # a 0-dim tensor takes dimension 0 or -1
     reduced = set()
-    for d in dims:  # a loop, not a set comprehension and a count: every reduction comes here
-        if not -bound <= d < bound:
-            raise RuntimeError(
-                f"Dimension out of range (expected to be in range of [{-bound}, {bound - 1}], but got {d})"
-            )
-        d %= bound
+    for dim in dims:  # a loop, not a set comprehension and a count: every reduction comes here
+        d = _wrapped_dim(dim, bound)
         if d in reduced:
             raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
         reduced.add(d)
     return [tuple(1 if i in reduced else size for i, size in enumerate(x) if keepdim or i not in reduced)]
+
+
+def _wrapped_dim(dim: int, rank: int) -> int:
+    """`dim` of a tensor of `rank` dimensions counted from 0 (a negative one from the end), as
+    ATen's maybe_wrap_dim; refused out of range, in PyTorch's words."""
+    if not -rank <= dim < rank:
+        raise RuntimeError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {dim})")
+    return dim % rank

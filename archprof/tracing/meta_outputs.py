@@ -44,14 +44,9 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
     # Plain loops below, not any() and all() over generators: this runs for every operator.
     if not tensors or not tensors[0].dtype.is_floating_point:
         return None
-    if info.elementwise:
-        for argument in args:  # `is`, not `complex in map(type, args)`: == on torch's classes runs Python
-            if type(argument) is complex:
-                return None  # a complex number (`x * 1j`) makes the result complex: the formulas keep the input's dtype
-        if kwargs:
-            for argument in kwargs.values():  # `alpha=1j`, `other=1j`: the kernel decides too
-                if type(argument) is complex:
-                    return None
+    # A complex number (`x * 1j`, `alpha=1j`) makes the result complex: the formulas keep the input's dtype.
+    if info.elementwise and (_any_complex(args) or (kwargs and _any_complex(kwargs.values()))):
+        return None
     first = tensors[0]
     dtype = first.dtype
     contiguous = True
@@ -144,6 +139,13 @@ def _number_operand(info: OpInfo, args, kwargs, tensors: int) -> bool:
         for name, argument in kwargs.items():
             if name in info.slots.names and type(argument) in (float, int, bool):
                 return True
+    return False
+
+
+def _any_complex(values) -> bool:
+    for value in values:  # noqa: SIM110 (`is`, not `complex in map(type, ...)`: == on torch's classes runs Python)
+        if type(value) is complex:
+            return True
     return False
 
 
