@@ -6,8 +6,9 @@ its float32 operators (an average pooling, a distance, a loss) in theirs, and no
 be recorded. A CPU region is one a CPU runs exactly: the meta trace gives way to a real
 forward on the CPU (`NotImplementedError`, which the trace takes for a limitation of the meta
 device), which autocast acts on; noted first, so that a forward catching the error (its own
-`try`) still gives way when it returns (`cpu_region_refused`). Another device's region (CUDA's) acts on no tensor of a
-trace on this machine: it is traced in its tensors' dtypes, and noted for a warning.
+`try`) still gives way when it returns (`cpu_region_refused`). Another device's region
+(CUDA's) acts on no tensor of a trace on this machine: it is traced in its tensors' dtypes,
+and noted for a warning.
 
 Regions are seen as they are entered, opened by the forward (a `with` block, a decorator)
 or open already around the trace, not at each operator: a dispatch mode runs with autocast off.
