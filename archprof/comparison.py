@@ -345,14 +345,25 @@ _CELLS = (
 )
 
 
+# In a comparison of training steps, `peak_memory_bytes` is the forward's peak with what
+# autograd saved held to its end (`archprof.text.peak_rows`), not an inference peak.
+_TRAINING_HEADINGS = {"peak_memory_bytes": "Forward peak"}
+
+
 def sorted_heading(frame: pd.DataFrame) -> str | None:
     """The heading of the column `sort_comparison` sorted `frame` by (None: unsorted)."""
-    return _heading(frame.attrs.get("sorted_by"))
+    return _heading(frame.attrs.get("sorted_by"), _is_training(frame))
 
 
-def _heading(column: str | None) -> str | None:
+def _heading(column: str | None, training: bool = False) -> str | None:
     """The heading a comparison's table gives the frame's `column` (None: no such column)."""
+    if training and column in _TRAINING_HEADINGS:
+        return _TRAINING_HEADINGS[column]
     return next((header for header, name, _ in _CELLS if name == column), None)
+
+
+def _is_training(frame: pd.DataFrame) -> bool:
+    return "training_peak_bytes" in frame.columns
 
 
 def comparison_columns(frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -371,7 +382,8 @@ def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def _present(frame: pd.DataFrame) -> list[tuple[str, str, Callable[[Any], str]]]:
-    return [(header, column, show) for header, column, show in _CELLS if column in frame.columns]
+    training = _is_training(frame)
+    return [(_heading(column, training), column, show) for _, column, show in _CELLS if column in frame.columns]
 
 
 def _cell(record: dict[str, Any], column: str, show: Callable[[Any], str]) -> str:

@@ -546,3 +546,26 @@ def test_rows_sorted_by_model_keep_the_models_name_with_the_columns_asked_for(ou
     ]
     assert [row[0] for row in rows] == ["lenet5", "resnet18"], result.stdout
     assert [row[-2:] for row in rows] == [["61.71", "K"], ["11.69", "M"]]  # each beside its figure
+
+
+def test_a_training_comparison_names_its_forward_peak_as_the_summary_does():
+    """With --train the peak column holds the forward's peak with what autograd saved held
+    (a training report's `peak_memory_bytes`, as the summary labels it): it was headed "Peak
+    memory", as an inference comparison's inference peak is."""
+    from archprof.text import peak_rows
+    from archprof.units import human_bytes
+
+    trained = archprof.analyze("lenet5", training=True).totals
+    (forward_label, forward_peak), _ = peak_rows(trained)
+    assert forward_label.startswith("Forward peak, saved activations held")
+    table = runner.invoke(app, ["compare", "lenet5", "--train", "--wide"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    header = next(line for line in table.stdout.splitlines() if line.lstrip().startswith("Model"))
+    row = next(line for line in table.stdout.splitlines() if line.lstrip().startswith("lenet5"))
+    headings = re.split(r"\s{2,}", header.strip())
+    assert "Peak memory" not in headings and "Forward peak" in headings
+    assert human_bytes(forward_peak) in row
+    markdown = runner.invoke(app, ["compare", "lenet5", "--train", "-f", "markdown"])
+    assert "| Forward peak |" in markdown.stdout and "Peak memory" not in markdown.stdout
+    inference = runner.invoke(app, ["compare", "lenet5", "-f", "markdown"])
+    assert "| Peak memory |" in inference.stdout

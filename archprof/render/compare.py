@@ -37,6 +37,7 @@ _COMPARISON_PRIORITY = (
     "x Params",
     "x MACs",
     "Peak memory",
+    "Forward peak",  # a training step's comparison's "Peak memory"
     "Activations",
     "Receptive field",
     "FLOPs",
