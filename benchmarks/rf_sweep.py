@@ -20,15 +20,16 @@ keys, whatever the input) reaches exactly the input pixels some path of weights 
 no term cancelling another: its box per axis (first and last reached pixel) is set beside
 archprof's `receptive_field_start` and `receptive_field`, clipped to the input (the column counts padding positions).
 
-archprof's two conventions (README, docs/formulas.md) are the oracle's too, each operator
-keeping its value:
+archprof's two conventions (README, docs/formulas.md) are the oracle's too:
 - a maximum reads its whole window (which element wins depends on the values): each max
   pooling and each maximum over dimensions (`amax`, `max(dim)`) takes the gradient of the
   average over the same windows (`WholeWindows`), where the maximum's own reaches the winner
   only (VGG's fields would read 1 to 4 pixels short);
 - a normalisation is pointwise (its statistics are not part of the field): each one passes its
   input's gradient through as it is (`PointwiseNorms`), where a GroupNorm's statistics would
-  reach every position of the map.
+  reach every position of the map; its value is made positive, as all the oracle's are (a
+  centred map, below 0 at a border unit in every channel, cut the unit's gradient off at the
+  ReLU after it).
 
 A row with a field is:
 - exact: the two boxes are equal;
@@ -285,16 +286,19 @@ _NORMS = (F.batch_norm, F.group_norm, F.instance_norm, F.layer_norm, F.rms_norm)
 
 class PointwiseNorms(TorchFunctionMode):
     """archprof's convention that a normalisation is pointwise (its statistics are not part of
-    the field), in the oracle: each normalisation keeps its value and passes its input's
-    gradient through as it is, where its statistics (a GroupNorm's over the whole map) would
-    reach every position."""
+    the field), in the oracle: each normalisation passes its input's gradient through as it
+    is, where its statistics (a GroupNorm's over the whole map) would reach every position.
+    Its value is made positive (its magnitude, plus 0.1), as every other value of the oracle
+    is: a centred map is below 0 at a border unit in every channel (PoolFormerV2's GroupNorm
+    at unit 0, each of 1,280 channels), where a ReLU or StarReLU after it would cut the
+    unit's whole gradient off."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         result = func(*args, **(kwargs or {}))
         if func not in _NORMS:
             return result
         source = args[0] if args else kwargs["input"]
-        return result.detach() + (source - source.detach())
+        return result.detach().abs() + 0.1 + (source - source.detach())
 
 
 def _pooled_mean(func, args, kwargs):

@@ -52,18 +52,26 @@ def test_a_max_pooling_in_the_oracle_keeps_its_value_and_reaches_its_whole_windo
     assert (winner != 0).sum() == 1  # without it: the maximum's gradient reaches its winner only
 
 
-def test_a_normalisation_in_the_oracle_keeps_its_value_and_is_pointwise(rf_sweep):
-    """archprof's convention: a GroupNorm's statistics over the map are not part of the field."""
-    x = torch.rand(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+def test_a_normalisation_in_the_oracle_is_pointwise_and_positive(rf_sweep):
+    """archprof's convention: a GroupNorm's statistics over the map are not part of the field.
+    Its value is made positive: a centred map below 0 at unit (0, 0) in every channel, then a
+    ReLU, cut that unit's whole gradient off (PoolFormerV2's StarReLU: 16 rows "wrong")."""
+    x = torch.rand(1, 2, 4, 4, dtype=torch.float64)
+    x[..., 0, 0] = -1.0  # below the map's mean in both channels
+    x.requires_grad_()
+    centred = F.group_norm(x, 1)
+    assert (centred[0, :, 0, 0] < 0).all()
     with rf_sweep.PointwiseNorms():
         normed = F.group_norm(x, 1)
-    assert torch.allclose(normed, F.group_norm(x, 1), rtol=0, atol=0)
-    (gradient,) = torch.autograd.grad(normed[0, :, 0, 0].sum(), x)
+    assert torch.equal(normed, centred.abs() + 0.1)
+    (gradient,) = torch.autograd.grad(F.relu(normed)[0, :, 0, 0].sum(), x)
     expected = torch.zeros(4, 4, dtype=torch.bool)
     expected[0, 0] = True  # unit (0, 0) of each channel reads pixel (0, 0) only
     assert torch.equal(gradient[0].abs().sum(0) != 0, expected)
-    (statistics,) = torch.autograd.grad(F.group_norm(x, 1)[0, :, 0, 0].sum(), x)
+    (statistics,) = torch.autograd.grad(centred[0, :, 0, 0].sum(), x, retain_graph=True)
     assert (statistics[0].abs().sum(0) != 0).all()  # without it: every position, through the statistics
+    (cut,) = torch.autograd.grad(F.relu(centred)[0, :, 0, 0].sum(), x)
+    assert (cut == 0).all()  # its value kept: the ReLU reaches no pixel
 
 
 def test_a_softmax_row_whose_unit_sums_to_one_takes_one_element(rf_sweep):
