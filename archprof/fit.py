@@ -41,7 +41,7 @@ class Fit:
     budget_bytes: int
     report: Report  # the analysis at `batch`
     bytes_at_batch: int  # predicted at `batch` (<= budget)
-    bytes_at_next: int  # predicted at `batch + 1` (> budget)
+    bytes_at_next: int | None  # predicted at `batch + 1` (> budget); None: the model takes no larger batch
     traces: int  # analyses run to find it
     binary: bool = False  # the budget was given in powers of 1024 (512MiB): shown back in them
 
@@ -50,11 +50,15 @@ class Fit:
         return human_bytes(self.budget_bytes, self.binary)
 
     @property
-    def next_text(self) -> str:
-        """What batch + 1 needs, as `human_bytes`; in bytes where that reads as the budget
-        itself ("17.18 GB" of a 17,179,869,184 B budget and of 17,179,893,568 B)."""
+    def beyond_text(self) -> str:
+        """Why no larger batch: "batch 8 needs 1.20 GB" (in bytes where that reads as the
+        budget itself: "17.18 GB" of a 17,179,869,184 B budget and of 17,179,893,568 B); or
+        that the model takes none (an exported program's largest batch)."""
+        if self.bytes_at_next is None:
+            return f"the model takes no batch above {self.batch}"
         shown = human_bytes(self.bytes_at_next, self.binary)
-        return f"{self.bytes_at_next:,} B" if shown == self.budget_text else shown
+        needs = f"{self.bytes_at_next:,} B" if shown == self.budget_text else shown
+        return f"batch {self.batch + 1} needs {needs}"
 
     def as_dict(self) -> dict[str, int]:
         """The answer, as `memory --fit`'s JSON holds it."""
@@ -95,7 +99,9 @@ def fit_batch(
 ) -> Fit:
     """The largest batch whose predicted memory (inference peak, or the training step's
     peak with `training`) is at most `budget_bytes`: a number of bytes, or a size as --fit
-    reads it ("16GiB", "512MB", 1e9; one in binary units is shown back in them).
+    reads it ("16GiB", "512MB", 1e9; one in binary units is shown back in them). An exported
+    program whose batch is a torch.export.Dim with a min or max is searched within them:
+    where its largest batch fits, that is the answer (`Fit.bytes_at_next` None).
 
     Memory is affine in the batch for these models (parameters fixed, activations
     proportional), so two analyses (batch 1 and 2; 2 and 3 where a training step refuses
@@ -130,6 +136,7 @@ def fit_batch(
     check_optimizer(optimizer, training)
     loaded = load(model, args=args, weights=weights, trust_pickle=trust_pickle)  # once: built a single time
     _check_batch_can_change(loaded)
+    smallest, limit = loaded.batch_range or (1, None)
     reports: dict[int, Report] = {}
     needs: dict[int, int | float] = {}  # each batch analysed: its bytes; infinite where torch cannot size its tensors
     input_bytes: dict[int, int] = {}
@@ -154,7 +161,7 @@ def fit_batch(
 
     what = "training" if training else "inference"
     sized = functools.partial(human_bytes, binary=binary)  # in the budget's units
-    first, why = 1, ""
+    first, why = smallest, "" if smallest == 1 else " (the smallest batch the exported program takes)"
     try:
         one = need(first)
     except NeedsTwoSamples:  # a BatchNorm sees one value per channel: a training step needs batch 2
@@ -173,6 +180,8 @@ def fit_batch(
             f"not even batch {first} fits in {sized(budget_bytes)}: {loaded.name} needs {sized(one)} "
             f"({one:,} B) for {what} at batch {first}{why}"
         )
+    if limit is not None and need(limit) <= budget_bytes:
+        return Fit(limit, budget_bytes, reports[limit], needs[limit], None, len(needs), binary)
     slope = need(first + 1) - one
     largest = min(
         _last_batch_within_int64(first, one, slope),
@@ -190,6 +199,8 @@ def fit_batch(
 
     if slope > 0:  # else (a batch-1 path of its own needing more than batch 2): no line, search from batch 2
         guess = first + (budget_bytes - one) // slope  # the affine answer, checked below
+        if limit is not None:  # which does not fit (above): the line is off
+            guess = min(guess, limit - 1)
         if guess >= largest:
             raise beyond_int64()
         need(guess)

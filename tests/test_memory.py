@@ -694,6 +694,35 @@ def test_fit_of_a_program_exported_with_a_fixed_batch_says_so(tmp_path):
     assert "exported with a fixed batch of 2" in one_error_line(result)
 
 
+def test_fit_of_a_program_with_a_bounded_batch_searches_within_its_dim(tmp_path):
+    """A batch Dim with a max: --fit searched past it and failed on the program's own check
+    ("Expected input at *args[0].shape[0] to be <= 6"); with a min, it began at batch 1,
+    which the program refuses too."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    batch = torch.export.Dim("batch", min=3, max=6)
+    program = torch.export.export(model, (torch.randn(4, 3, 16, 16),), dynamic_shapes=({0: batch},))
+    for refused in (2, 7):  # torch's own verdict on the batches the program takes
+        with pytest.raises(Exception, match="<= 6" if refused == 7 else ">= 3"):
+            program.module()(torch.randn(refused, 3, 16, 16))
+    path = tmp_path / "bounded.pt2"
+    torch.export.save(program, path)
+    need = {b: predicted_bytes(archprof.analyze(str(path), batch=b)) for b in (3, 4, 5, 6)}
+    largest = fit_batch(str(path), 10**9)
+    assert (largest.batch, largest.bytes_at_batch, largest.bytes_at_next) == (6, need[6], None)
+    assert largest.beyond_text == "the model takes no batch above 6"
+    within = fit_batch(str(path), need[4])
+    assert (within.batch, within.bytes_at_batch, within.bytes_at_next) == (4, need[4], need[5])
+    with pytest.raises(ArchprofError, match=r"not even batch 3 fits .*\(the smallest batch the exported program takes\)"):
+        fit_batch(str(path), need[3] - 1)
+    result = cli("memory", path, "--fit", "1GB", "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["batch_fit"]["bytes_at_next_batch"] is None
+    assert "the model takes no batch above 6" in result.stderr
+    page = tmp_path / "fit.html"
+    assert cli("memory", path, "--fit", "1GB", "-o", page).exit_code == 0
+    assert "not taken by the model" in page.read_text()
+
+
 def test_fit_bisects_when_memory_is_not_affine_in_the_batch():
     need = {b: predicted_bytes(archprof.analyze(Gram(), input_size=(8,), batch=b)) for b in (100, 101)}
     found = fit_batch(Gram(), need[100], input_size=(8,))

@@ -307,7 +307,7 @@ def memory(
     if found is not None:
         notes.append(
             f"largest batch that fits in {found.budget_text}: {found.batch} "
-            f"({human_bytes(found.bytes_at_batch, found.binary)}; batch {found.batch + 1} needs {found.next_text})"
+            f"({human_bytes(found.bytes_at_batch, found.binary)}; {found.beyond_text})"
         )
     measured = None
     if measure:

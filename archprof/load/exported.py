@@ -123,6 +123,7 @@ def program_loaded(program: torch.export.ExportedProgram, name: str, source: Pat
     module = _exported_module(program)
     own = next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
     inputs, batch, static = _exported_inputs(program, name, own)
+    batch_range = _batch_range(program) if batch is not None else None
 
     def build(device: torch.device) -> torch.nn.Module:
         return copy.deepcopy(module).to(device)
@@ -138,8 +139,26 @@ def program_loaded(program: torch.export.ExportedProgram, name: str, source: Pat
         owned=source is not None,  # a file's module is archprof's alone; the caller's shares its tensors
         source=source,
         static_shapes=static,
+        batch_range=batch_range,
         build=build,
     )
+
+
+def _batch_range(program) -> tuple[int, int | None] | None:
+    """The batches a program with a dynamic batch takes (its first input's first dimension,
+    which every input shares): the range torch.export checks each call against, (min, max;
+    None where unbounded); None where that dimension is a fixed size."""
+    user = set(program.graph_signature.user_inputs)
+    nodes = [node for node in program.graph.nodes if node.op == "placeholder" and node.name in user]
+    first = nodes[0].meta.get("val") if nodes else None
+    size = first.shape[0] if isinstance(first, torch.Tensor) and first.dim() else None
+    if not isinstance(size, torch.SymInt):
+        return None
+    bounds = program.range_constraints.get(size.node.expr)
+    if bounds is None:
+        return None
+    upper = bounds.upper
+    return max(int(bounds.lower), 1), (int(upper) if upper.is_Integer else None)  # not int_oo
 
 
 # A weight or constant stored as raw bytes (not pickled) whose entry is empty is made by

@@ -43,6 +43,9 @@ class LoadedModel:
     # Per input (in order), each dimension's size where the model was specialised to it (an
     # exported program's static shapes), None where any size works.
     static_shapes: tuple[tuple[int | None, ...], ...] | None = None
+    # The batches the model takes, (smallest, largest; None: no limit), where it says: an
+    # exported program's range for a dynamic batch (torch.export.Dim's min and max).
+    batch_range: tuple[int, int | None] | None = None
     build: Callable[[torch.device], torch.nn.Module] | None = field(default=None, repr=False, compare=False)
 
     @property

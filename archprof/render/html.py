@@ -204,12 +204,12 @@ def _batch_fit(report: Report) -> str:
         ("Budget", human_bytes(fit["budget_bytes"], binary), f"{fit['budget_bytes']:,} B"),
         ("Largest batch that fits", str(batch), ""),
         (f"Predicted at batch {batch}", human_bytes(fit["bytes_at_batch"], binary), f"{fit['bytes_at_batch']:,} B"),
-        (
-            f"Predicted at batch {batch + 1}",
-            human_bytes(fit["bytes_at_next_batch"], binary),
-            f"{fit['bytes_at_next_batch']:,} B",
-        ),
     ]
+    following = fit["bytes_at_next_batch"]  # None: the model takes no larger batch
+    if following is None:
+        rows.append((f"Batch {batch + 1}", "not taken by the model", ""))
+    else:
+        rows.append((f"Predicted at batch {batch + 1}", human_bytes(following, binary), f"{following:,} B"))
     body = _figure_rows(rows)
     return f'<section><h2>Batch that fits</h2><table id="batch-fit" class="figures">{body}</table></section>'
 

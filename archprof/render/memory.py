@@ -110,7 +110,7 @@ def _totals_rows(report, fit) -> list[tuple[Text, str, Prose]]:
             (
                 Text("Largest batch that fits", style="bold"),
                 str(fit.batch),
-                Prose(f"{fit.batch + 1} needs {fit.next_text}", style="dim"),
+                Prose(fit.beyond_text, style="dim"),
             )
         )
     return rows
