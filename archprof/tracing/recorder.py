@@ -193,6 +193,14 @@ class Recorder(TorchDispatchMode):
         if not left and self._noting_releases:
             self.released.append((storage, len(self.ops)))
 
+    def stop_watching(self) -> None:
+        """Forget every tensor still watched, once the trace is over. Each watch's callback
+        holds this recorder (`_on_death`), which holds the watches: a reference cycle that
+        would keep the recorder, and every table of it, alive until the collector next runs
+        (and run its callbacks into a finished trace as what the model keeps dies)."""
+        self._watched.clear()
+        self._on_death = None
+
     def still_alive(self) -> list[tuple[torch.Tensor, int]]:
         """The watched tensors alive now, each with its storage."""
         alive = ((reference(), storage) for reference, _, storage in self._watched.values())

@@ -295,6 +295,7 @@ def _traced_once(
         # A trace on the model's own tensors without a real forward: all on meta, no values.
         buffer_minima=buffer_minima(named, recorder) if real or stand_ins is not None else {},
     )
+    recorder.stop_watching()
     if recorder.ignored_autocast is not None:
         _warn_autocast_ignored(*recorder.ignored_autocast)
     if training and not backward_ran:
