@@ -39,6 +39,7 @@ from archprof.passes.receptive_field import receptive_field_columns
 from archprof.random_state import REAL_TRACE_SEED, random_state_kept
 from archprof.report import Report, layer_label
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
+from archprof.torch_patches import PATCHING_TORCH
 from archprof.tracing.trace import MetaUnsupported, TraceInput, trace
 from archprof.units import checked_count, shape_text, shapes_text
 
@@ -285,9 +286,16 @@ def trace_loaded(
     stand-ins, inputs and copies are plain tensors that autograd may save; the forward's own
     `inference_mode` regions still apply (the recorder decomposes the composite operators
     that reach it whole there)."""
-    with torch.inference_mode(False):
+    # One thread at a time (`PATCHING_TORCH`) through the fallback too: its copy of the model
+    # would read another thread's stand-ins in the model's tables, and its generators and
+    # warning filters are the process's.
+    with PATCHING_TORCH, torch.inference_mode(False):
         try:
-            return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
+            # A meta trace runs the forward's CPU draws for real (a stochastic depth's
+            # `torch.rand(1).item()`): from the caller's generator, left as it was, seeded so
+            # that the figures do not depend on the caller's seed.
+            with random_state_kept(torch.device("cpu"), seed=REAL_TRACE_SEED):
+                return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
         except MetaUnsupported as exc:
             reason = exc.reason
         # Random weights, inputs, dropout: on the caller's module's GPU, else the CPU (meta too).

@@ -165,6 +165,9 @@ class DeviceKernels:
         self._answer = answer
         self._library = None  # while active: the dispatcher's kernels of `_DISPATCHER_KERNELS` (`_registered`)
         self._own_copies: dict[tuple, Any] = {}  # while active: `_USERS_COPIES`' own attributes (None: inherited)
+        # While active: torch._VF's own attributes of the recurrent names (None: VFModule's
+        # __getattr__ answers), a caller's or an outer trace's (a trace inside a forward).
+        self._own_recurrent: dict[str, Any] = {}
         self._private_use_name: str | None = None  # while active: the private-use device's name, "meta" meanwhile
 
     def _take_the_functions(self) -> None:
@@ -181,6 +184,7 @@ class DeviceKernels:
         self._take_the_functions()
         for owner, name, _, routed in _ROUTED:
             setattr(owner, name, getattr(self, routed))
+        self._own_recurrent = {name: vars(torch._VF).get(name) for name in (LSTM, *ONE_HIDDEN_CELLS)}
         torch._VF.lstm = self._routed_lstm  # over VFModule's __getattr__, until deleted
         self._own_copies = {(owner, name): vars(owner).get(name) for owner, name in _USERS_COPIES}
         for owner, name in _USERS_COPIES:
@@ -192,19 +196,16 @@ class DeviceKernels:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._private_use_name is not None:
-            backend_registration._privateuse1_backend_name = self._private_use_name
-            self._private_use_name = None
-        for owner, name, original, _ in _ROUTED:
-            setattr(owner, name, getattr(self, original))
-        for name in (LSTM, *ONE_HIDDEN_CELLS):
-            delattr(torch._VF, name)
-        for (owner, name), own in self._own_copies.items():
-            if own is None:  # Tensor's, inherited from TensorBase
-                delattr(owner, name)
-            else:
-                setattr(owner, name, own)
-        self._library.reset()  # PyTorch's kernels again where these stood in for them
+        try:
+            if self._private_use_name is not None:
+                backend_registration._privateuse1_backend_name = self._private_use_name
+                self._private_use_name = None
+            for owner, name, original, _ in _ROUTED:
+                setattr(owner, name, getattr(self, original))
+            _put_back(torch._VF, self._own_recurrent)
+            _put_back(None, self._own_copies)
+        finally:  # whatever failed above, the process's dispatcher is PyTorch's again
+            self._library.reset()  # PyTorch's kernels again where these stood in for them
 
     def _routed_batch_norm(self, input, weight, bias, running_mean, running_var, training, momentum, eps, *cudnn):
         if input.device.type not in ("meta", "cpu") or input.numel() == 0:
@@ -323,6 +324,18 @@ def _check_batch_norm_features(input, weight, bias, running_mean, running_var, t
     for name, tensor in named:
         if tensor is not None and tensor.numel() != features:
             raise RuntimeError(f"{name} should contain {features} elements not {tensor.numel()}")
+
+
+def _put_back(owner: Any, attributes: dict) -> None:
+    """Each attribute of `owner` as it was: set again, or deleted where it had none of its own
+    (None: a class's inherited one, torch._VF's answered by its __getattr__). Keys are names, or
+    (owner, name) where `owner` is None."""
+    for key, own in attributes.items():
+        holder, name = (owner, key) if owner is not None else key
+        if own is not None:
+            setattr(holder, name, own)
+        elif name in vars(holder):
+            delattr(holder, name)
 
 
 @functools.cache  # made once per function, not on every trace

@@ -3,6 +3,7 @@ it, then the backward pass, each of its operators attributed to a forward operat
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -488,9 +489,12 @@ class TrainingRecorder(Recorder):
         torch.random.fork_rng does nothing for the meta device."""
         take_state, device_type_of = torch.get_rng_state, checkpointing._infer_device_type
         save_inputs = checkpointing._CheckpointFrame.save_inputs
+        tracing_thread = threading.get_ident()  # the name is the process's: another thread's call is not the trace's
 
         def noted_state() -> torch.Tensor:
             state = take_state()
+            if threading.get_ident() != tracing_thread:
+                return state
             self.engine.random_states.append((self._steps_run(), None, state.nbytes))
             index = len(self.engine.random_states) - 1
             self._watching.append(weakref.finalize(state, self._random_state_died, index))
