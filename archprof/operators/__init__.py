@@ -82,6 +82,10 @@ class Layout(Enum):
     # a tensor where TensorIterator would lay it out by its own rule: an (N, 1, H, W) map made
     # channels last keeps its strides, a sliced one comes out contiguous.
     LIKE_INPUT = "as empty_like lays its input out"
+    # As a CPU's roll lays it out: one concatenation of two parts per rolled dimension, channels
+    # last only where every part suggests it (`strides.rolled_channels_last`): a shift by a
+    # multiple of the size, an empty part, makes it contiguous.
+    ROLLED = "as a CPU's roll"
 
 
 @dataclass(slots=True)
@@ -190,7 +194,7 @@ _add(Family.DATA_MOVEMENT, "_embedding_bag _embedding_bag_forward_only", costs.e
 _add(Family.DATA_MOVEMENT, "pixel_shuffle", shape=shapes.pixel_shuffle_shape, layout=Layout.SUGGESTED)
 _add(Family.DATA_MOVEMENT, "pixel_unshuffle", shape=shapes.pixel_unshuffle_shape, layout=Layout.SUGGESTED)
 _add(Family.DATA_MOVEMENT, "channel_shuffle", shape=shapes.channel_shuffle_shape, layout=Layout.SUGGESTED)
-_add(Family.DATA_MOVEMENT, "roll", shape=shapes.rolled_shape, layout=Layout.SUGGESTED)
+_add(Family.DATA_MOVEMENT, "roll", shape=shapes.rolled_shape, layout=Layout.ROLLED)
 _add(Family.DATA_MOVEMENT, "rot90")  # a flip and a transpose, copied
 for _dims in (2, 3):
     _add(

@@ -24,6 +24,37 @@ def suggests_channels_last(shape: Shape, strides: tuple[int, ...]) -> bool:
     return True
 
 
+def rolled_channels_last(shape: Shape, strides: tuple[int, ...], shifts, dims) -> bool:
+    """Whether a CPU's roll of a tensor of (shape, strides) along `dims` comes out channels
+    last. It rolls one dimension at a time, each a concatenation of the tensor's two parts
+    along it (TensorTransformations.cpp: `cat({narrow(dim, start, size - start), narrow(dim,
+    0, start)})`), laid out as a concatenation is: channels last where both parts suggest it.
+    A shift that is a multiple of the size leaves the second part empty, which suggests
+    neither: the result is contiguous (always so along a dimension of size 1)."""
+    channels_last = suggests_channels_last(shape, strides)
+    for shift, dim in zip(shifts, dims, strict=True):
+        size = shape[dim]
+        start = (size - shift) % size
+        for length in (size - start, start):
+            part = (*shape[:dim], length, *shape[dim + 1 :])
+            channels_last = channels_last and suggests_channels_last(part, strides)
+        if not channels_last:
+            return False
+        strides = channels_last_strides(shape)  # the concatenation's own, for the next dimension
+    return channels_last
+
+
+def channels_last_strides(shape: Shape) -> tuple[int, ...]:
+    """The strides of a dense 4-d or 5-d tensor of `shape` laid out channels last."""
+    order = (1, 3, 2, 0) if len(shape) == 4 else (1, 4, 3, 2, 0)
+    strides = [0] * len(shape)
+    stride = 1
+    for d in order:
+        strides[d] = stride
+        stride *= max(shape[d], 1)
+    return tuple(strides)
+
+
 def elementwise_strides(shape: Shape, operands: list[tuple[Shape, tuple[int, ...]]]) -> tuple[int, ...]:
     """The strides of an elementwise op's output of `shape`, its operands of these (shape,
     strides), as PyTorch's TensorIterator lays it out (a Python number it wraps into a 0-d

@@ -16,7 +16,7 @@ from torch._prims_common import make_contiguous_strides_for
 from archprof.operators import Layout
 from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused
-from archprof.operators.strides import elementwise_strides, is_dense, suggests_channels_last
+from archprof.operators.strides import elementwise_strides, is_dense, rolled_channels_last, suggests_channels_last
 from archprof.tracing.op_info import OpInfo
 
 
@@ -116,7 +116,19 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
         outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     elif info.layout is Layout.LIKE_INPUT:
         outputs[0] = _like(first)
+    elif info.layout is Layout.ROLLED and _taken_for_channels_last(first):
+        shifts, dims = _roll_arguments(args, kwargs, first.dim())
+        if rolled_channels_last(tuple(first.shape), first.stride(), shifts, dims):
+            outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     return outputs[0] if info.returns == 1 else tuple(outputs)
+
+
+def _roll_arguments(args, kwargs, ndim: int) -> tuple[list[int], list[int]]:
+    """aten.roll's shifts and (wrapped) dims, as lists (the formula checked them)."""
+    shifts = args[1] if len(args) > 1 else kwargs["shifts"]
+    dims = args[2] if len(args) > 2 else kwargs.get("dims", ())
+    shifts, dims = ([value] if isinstance(value, int) else list(value) for value in (shifts, dims))
+    return shifts, [dim % ndim for dim in dims]
 
 
 # The one-tensor Scalar overloads whose CPU kernels wrap their number into a tensor operand
