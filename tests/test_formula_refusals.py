@@ -62,6 +62,10 @@ REFUSED = {
     "adaptive_avg_pool2d 5-d input": lambda d: aten._adaptive_avg_pool2d(_e((1, 2, 3, 8, 8), d), [2, 2]),
     "adaptive_avg_pool2d empty map": lambda d: aten._adaptive_avg_pool2d(_e((1, 3, 0, 8), d), [2, 2]),
     "adaptive_avg_pool3d empty map": lambda d: aten._adaptive_avg_pool3d(_e((1, 2, 0, 8, 8), d), [2, 2, 2]),
+    # The meta kernel answers these two, as (1, 0, 2, 2, 2) and (1, 3, 2, 2, 2).
+    "adaptive_avg_pool3d no channels": lambda d: aten._adaptive_avg_pool3d(_e((1, 0, 4, 4, 4), d), [2, 2, 2]),
+    "adaptive_avg_pool2d three output sizes": lambda d: aten._adaptive_avg_pool2d(_e((1, 3, 8, 8), d), [2, 2, 2]),
+    "adaptive_avg_pool3d two output sizes": lambda d: aten._adaptive_avg_pool3d(_e((1, 3, 4, 4, 4), d), [2, 2]),
     "roll shifts and dims mismatched": lambda d: torch.roll(_e((2, 3), d), [1, 2], [0]),
     "roll dim out of range": lambda d: torch.roll(_e((2, 3), d), 1, 4),
     "roll dim negative out of range": lambda d: torch.roll(_e((2, 3), d), 1, -3),

@@ -236,9 +236,8 @@ _add(Family.WINDOW, "fractional_max_pool3d", costs.max_pool_cost(3))
 _add(Family.WINDOW, "avg_pool2d", costs.avg_pool_cost(2), shapes.avg_pool2d_shape)
 # avg_pool3d's kernel also refuses inputs smaller than the kernel: left to the meta kernel.
 _add(Family.WINDOW, "avg_pool3d", costs.avg_pool_cost(3))
-_add(
-    Family.WINDOW, "_adaptive_avg_pool2d _adaptive_avg_pool3d", costs.adaptive_avg_pool_cost, shapes.adaptive_pool_shape
-)
+_add(Family.WINDOW, "_adaptive_avg_pool2d", costs.adaptive_avg_pool_cost, shapes.adaptive_pool_shape(2))
+_add(Family.WINDOW, "_adaptive_avg_pool3d", costs.adaptive_avg_pool_cost, shapes.adaptive_pool_shape(3))
 _add(Family.WINDOW, "adaptive_max_pool2d adaptive_max_pool3d", costs.adaptive_max_pool_cost)
 # (name, inputs per output, resampled dimensions)
 for _name, _inputs, _dims in (

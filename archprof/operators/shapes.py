@@ -304,21 +304,28 @@ def avg_pool2d_shape(x: Shape, kernel_size, stride=(), padding=0, ceil_mode=Fals
     return [_pool_shape(x, 2, kernel_size, stride, padding, 1, ceil_mode)]
 
 
-def adaptive_pool_shape(x: Shape, output_size) -> list[Shape]:
-    """_adaptive_avg_pool2d / 3d: x:[(n,) c, *in] -> [(n,) c, *output_size]. A pooled
-    dimension of size 0 the CPU's kernel refuses (the meta kernel answers it)."""
-    dims = len(output_size)
-    if dims < 2 or (len(x) != dims + 1 and len(x) != dims + 2):
-        raise RuntimeError(
-            f"adaptive_avg_pool{dims}d(): Expected {dims + 1}D or {dims + 2}D tensor, got {shape_text(x)}"
-        )
-    for size in x[-dims:]:
-        if size == 0:
+def adaptive_pool_shape(dims: int):
+    """_adaptive_avg_pool2d / 3d(x, output_size): x:[(n,) c, *in] -> [(n,) c, *output_size],
+    with the CPU's checks (AdaptiveAveragePooling.cpp, AdaptiveAveragePooling3d.cpp): one output
+    size per pooled dimension; no pooled dimension of size 0, nor, in 3-d, the channels of a
+    batched input (the meta kernel answers both)."""
+
+    def shape(x: Shape, output_size) -> list[Shape]:
+        if len(output_size) != dims:
+            raise Refused(f"adaptive_avg_pool{dims}d: output_size must be {dims}")
+        if len(x) != dims + 1 and len(x) != dims + 2:
+            raise RuntimeError(
+                f"adaptive_avg_pool{dims}d(): Expected {dims + 1}D or {dims + 2}D tensor, got {shape_text(x)}"
+            )
+        checked = x[-dims:] if dims == 2 else x[1:]
+        if 0 in checked:
             raise Refused(
                 f"adaptive_avg_pool{dims}d(): Expected input to have non-zero size for non-batch dimensions,"
                 f" got {shape_text(x)}"
             )
-    return _checked((*x[: len(x) - len(output_size)], *output_size))
+        return _checked((*x[: len(x) - dims], *output_size))
+
+    return shape
 
 
 def resampled_shape(dims: int):
