@@ -898,3 +898,42 @@ def test_a_dropped_report_is_freed_at_once_not_left_to_the_collector(training, o
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+STASHED: list = []
+
+
+class _StashesInBackward(torch.autograd.Function):
+    """A Python backward that keeps a temporary (a debugging hook, a cache)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, gradient):
+        kept = gradient * 2
+        STASHED.append(kept)
+        return kept + 1
+
+
+class _StashingNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return _StashesInBackward.apply(self.conv(x))
+
+
+def test_a_tensor_a_python_backward_kept_dies_quietly_after_the_trace(monkeypatch):
+    """Once the trace stopped watching, a tensor a Python backward had stashed still ran the
+    recorder's callback when it died, into a table it had emptied: "Exception ignored in ...
+    KeyError" on stderr, in the caller's code."""
+    raised = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    STASHED.clear()
+    archprof.analyze(_StashingNet(), input_size=(3, 8, 8), training=True)
+    assert len(STASHED) == 1
+    STASHED.clear()
+    assert raised == []

@@ -569,3 +569,7 @@ def test_a_training_comparison_names_its_forward_peak_as_the_summary_does():
     assert "| Forward peak |" in markdown.stdout and "Peak memory" not in markdown.stdout
     inference = runner.invoke(app, ["compare", "lenet5", "-f", "markdown"])
     assert "| Peak memory |" in inference.stdout
+    # --columns written for the usual heading (its help's example) finds the renamed column.
+    chosen = runner.invoke(app, ["compare", "lenet5", "--train", "--columns", "Params,Peak memory"])
+    assert chosen.exit_code == 0, chosen.output
+    assert "Forward peak" in chosen.stdout and human_bytes(forward_peak) in chosen.stdout

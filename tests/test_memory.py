@@ -723,6 +723,21 @@ def test_fit_of_a_program_with_a_bounded_batch_searches_within_its_dim(tmp_path)
     assert "not taken by the model" in page.read_text()
 
 
+def test_fit_of_a_program_with_a_dynamic_batch_begins_at_batch_1(tmp_path):
+    """torch.export records 2 as the least of a dynamic size (Dim.DYNAMIC, or min=2), which its
+    own run-time check does not enforce: the fit began at batch 2 and refused a budget that
+    batch 1 fits, calling 2 "the smallest batch the exported program takes"."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+    for batch in (torch.export.Dim.DYNAMIC, torch.export.Dim("batch", min=2)):
+        program = torch.export.export(model, (torch.randn(4, 3, 16, 16),), dynamic_shapes=({0: batch},))
+        assert [int(r.lower) for r in program.range_constraints.values()] == [2]
+        program.module()(torch.randn(1, 3, 16, 16))  # torch's own verdict: batch 1 runs
+        path = tmp_path / "dynamic.pt2"
+        torch.export.save(program, path)
+        one, two = (predicted_bytes(archprof.analyze(str(path), batch=b)) for b in (1, 2))
+        assert fit_batch(str(path), (one + two) // 2).batch == 1
+
+
 def test_fit_bisects_when_memory_is_not_affine_in_the_batch():
     need = {b: predicted_bytes(archprof.analyze(Gram(), input_size=(8,), batch=b)) for b in (100, 101)}
     found = fit_batch(Gram(), need[100], input_size=(8,))

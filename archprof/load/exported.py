@@ -146,8 +146,8 @@ def program_loaded(program: torch.export.ExportedProgram, name: str, source: Pat
 
 def _batch_range(program) -> tuple[int, int | None] | None:
     """The batches a program with a dynamic batch takes (its first input's first dimension,
-    which every input shares): the range torch.export checks each call against, (min, max;
-    None where unbounded); None where that dimension is a fixed size."""
+    which every input shares): the range its run-time check lets through, (min, max; None
+    where unbounded); None where that dimension is a fixed size."""
     user = set(program.graph_signature.user_inputs)
     nodes = [node for node in program.graph.nodes if node.op == "placeholder" and node.name in user]
     first = nodes[0].meta.get("val") if nodes else None
@@ -158,7 +158,10 @@ def _batch_range(program) -> tuple[int, int | None] | None:
     if bounds is None:
         return None
     upper = bounds.upper
-    return max(int(bounds.lower), 1), (int(upper) if upper.is_Integer else None)  # not int_oo
+    # torch.export records 2 as the least of any dynamic size (it specialises 0 and 1) and its
+    # run-time check refuses only a batch below a min given above that: batch 1 runs.
+    lower = int(bounds.lower)
+    return (lower if lower > 2 else 1), (int(upper) if upper.is_Integer else None)  # not int_oo
 
 
 # A weight or constant stored as raw bytes (not pickled) whose entry is empty is made by

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 
 from rich import box
@@ -425,6 +425,13 @@ def chosen_columns(order: Sequence[str], names: Sequence[str], labels: int = 1) 
         if heading not in shown:
             shown.append(heading)
     return shown
+
+
+def with_heading_renamed(layout: Layout, old: str, new: str) -> Layout:
+    """`layout`, a column it asks for by `old` (as `chosen_columns` matches names) asked for
+    by `new`: the heading a table shows instead (--columns written for the usual one works)."""
+    columns = tuple(new if _column_key(name) == _column_key(old) else name for name in layout.columns)
+    return replace(layout, columns=columns)
 
 
 def _column_key(name: str) -> str:

@@ -20,6 +20,7 @@ from archprof.render.base import (
     subtotal_cell,
     titled_table,
     tree_label,
+    with_heading_renamed,
 )
 from archprof.render.tree import TreeRow, top_level_rules, tree_nodes
 from archprof.text import layer_label, limits_verdict, visible_text
@@ -68,6 +69,8 @@ def comparison_table(
         del columns["Input"]
     if baseline:
         title += f"  ·  ratios against {visible_text(baseline)}"
+    if "Forward peak" in columns:  # a training comparison's "Peak memory" (`archprof.comparison`), by either name
+        layout = with_heading_renamed(layout, "Peak memory", "Forward peak")
     priority = list(_COMPARISON_PRIORITY)
     if sorted_by in columns and sorted_by != "Model":  # the model's name stays first: the label column
         priority.remove(sorted_by)

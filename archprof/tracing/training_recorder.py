@@ -479,6 +479,12 @@ class TrainingRecorder(Recorder):
             " operation)"
         )
 
+    def stop_watching(self) -> None:
+        """As `Recorder.stop_watching`, the tensors a Python backward made too (a stashed one
+        dying after the trace would look itself up in the watches, gone)."""
+        super().stop_watching()
+        self._python_watched.clear()
+
     @contextmanager
     def checkpoints_noted(self) -> Iterator[None]:
         """While active, each CPU random-number state taken (torch.get_rng_state) is noted, with
