@@ -273,6 +273,7 @@ def _traced_once(
             parameter.grad = gradient
         if attributes is not None:
             attributes.put_back()
+        recorder.stop_watching()  # last: putting the attributes back let go of what they kept
 
     outputs = [recorder.lookup(t) for t in tensors_in(output)]
     followed = recorder.calls_followed
@@ -295,7 +296,6 @@ def _traced_once(
         # A trace on the model's own tensors without a real forward: all on meta, no values.
         buffer_minima=buffer_minima(named, recorder) if real or stand_ins is not None else {},
     )
-    recorder.stop_watching()
     if recorder.ignored_autocast is not None:
         _warn_autocast_ignored(*recorder.ignored_autocast)
     if training and not backward_ran:
