@@ -195,3 +195,29 @@ def test_another_threads_random_state_is_not_the_trace_s(switching_often):
         stop.set()
         other.join()
     assert alone[2] == [] and all(figures == alone for figures in beside)
+
+
+class Wraps(nn.Module):
+    """One level of a deep module tree: its forward calls its one child."""
+
+    def __init__(self, child: nn.Module):
+        super().__init__()
+        self.child = child
+
+    def forward(self, x):
+        return self.child(x)
+
+
+def test_a_model_nested_as_deep_as_pytorch_runs_it_is_analysed():
+    """Each level of modules takes more frames under the trace than in a plain forward:
+    modules nested 164 deep (PyTorch's own forward runs 247 at the default limit) failed with
+    "maximum recursion depth exceeded". The limit is the process's again afterwards."""
+    limit = sys.getrecursionlimit()
+    model = nn.Conv2d(3, 8, 1)
+    for _ in range(200):
+        model = Wraps(model)
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)  # the oracle: PyTorch runs it
+    report = archprof.analyze(model, input_size=(3, 8, 8))
+    assert report.totals.param_count == 8 * 3 + 8
+    assert report.totals.macs == 8 * 3 * 8 * 8
+    assert sys.getrecursionlimit() == limit

@@ -258,3 +258,21 @@ def test_a_row_that_does_not_exist_is_a_one_line_error():
     for index in (len(report), -1, True, 1.0, "0"):
         with pytest.raises(ArchprofError, match=rf"does not exist: lenet5's report has rows 0 to {last}$"):
             report.row(index)
+
+
+def test_a_rolled_up_head_reads_the_input_its_first_operator_reads():
+    """mobilenet_v2's classifier is Sequential(Dropout, Linear): in evaluation the Dropout runs
+    no operator and reads nothing, and the rolled-up head (and its line in the summary's tree)
+    showed no input, where its Linear reads the pooled features. The oracle: the input a real
+    forward hands the head."""
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Sequential(nn.Dropout(), nn.Linear(8, 10))
+    )
+    seen = []
+    model[3].register_forward_hook(lambda module, args, output: seen.append("x".join(map(str, args[0].shape))))
+    model.eval()(torch.randn(1, 3, 16, 16))
+    report = archprof.analyze(model, input_size=(3, 16, 16))
+    head = next(row for row in report.rollup(depth=1).rows() if row["layer"] == "3")
+    assert head["input_shape"] == seen[0] == "1x8"

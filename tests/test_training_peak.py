@@ -1404,3 +1404,28 @@ def test_what_a_composite_lets_go_of_under_no_grad_in_a_step_is_not_held(build, 
     real = real_optimizer_step(model, torch.randn(*shape), "sgd")
     totals = archprof.analyze(model, input_size=shape[1:], batch=shape[0], training=True).totals
     assert totals.training_peak_bytes == real.peak_bytes
+
+
+def test_chains_of_sums_added_into_again_resolve_to_their_last_storage():
+    """Each storage a gradient sum moved into -> the last of its chain, walked once per link
+    (a training step of 8,000 residual blocks walked 32 million links, one chain per storage).
+    The oracle: following each chain to its end, step by step."""
+    import random
+
+    from archprof.passes.training_memory import _finals
+
+    rng = random.Random(0)
+    for _ in range(300):
+        storages = rng.sample(range(100), 40)
+        moved = {}
+        for place, storage in enumerate(storages[:-1]):  # each into a later one: no cycle
+            if rng.random() < 0.7:
+                moved[storage] = rng.choice(storages[place + 1 :])
+        expected = {}
+        for storage in moved:
+            end = storage
+            while end in moved:
+                end = moved[end]
+            expected[storage] = end
+        finals = _finals(moved)
+        assert finals == expected and list(finals) == list(moved)

@@ -50,7 +50,8 @@ def group_layers(graph: Graph) -> list[LayerGroup]:
     aliases = graph.aliases
     called = {aliases.get(call.path, call.path) for call in graph.module_calls}  # under any of its names
     owners = {p.module_path for p in graph.parameters}
-    for path in sorted(owners - called, key=list(graph.module_types).index):
+    order = {path: place for place, path in enumerate(graph.module_types)}  # the module tree's
+    for path in sorted(owners - called, key=order.__getitem__):
         group = LayerGroup(path, graph.module_types[path], -1, (), ())
         keyed.append(((len(graph.ops), 1, 0), group))
     keyed.sort(key=itemgetter(0))

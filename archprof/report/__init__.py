@@ -286,7 +286,7 @@ class Report:
         """Rows `indices` (in the order they ran) as one row of module `path`, as `rollup`
         merges them: the sums of the summable columns, and, of the rows that ran (a module
         never called, an unused head, adds its parameters only), live bytes after the last,
-        the peak over all, the input of the first (no kernel where there are several: the
+        the peak over all, the input of the first that read one (no kernel where there are several: the
         rows have theirs), and the output and field of the last (the module's output). A
         profiled report's measured columns too: time, share, bytes moved and roofline time
         summed, the rates worked out from those sums."""
@@ -301,7 +301,8 @@ class Report:
             "depth": 0 if not path else path.count(".") + 1,
             "operators": tuple(dict.fromkeys(op for i in ran for op in self.columns["operators"][i])),
             "output_shape": self.columns["output_shape"][ran[-1]],
-            "input_shape": self.columns["input_shape"][ran[0]],
+            # The first that read one: a row before it may run no operator (a Dropout in evaluation).
+            "input_shape": next((shape for i in ran if (shape := self.columns["input_shape"][i])), ""),
             "kernel": self.columns["kernel"][ran[0]] if len(ran) == 1 else "",  # several rows, several windows
             "live_bytes": self.columns["live_bytes"][ran[-1]],
             "peak_live_bytes": max(self.columns["peak_live_bytes"][i] for i in ran),

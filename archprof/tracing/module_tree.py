@@ -45,6 +45,7 @@ class _ModuleTree:
     aliases: dict[str, str]
     # ...and the id of each such module -> all its paths, its first first.
     paths: dict[int, tuple[str, ...]]
+    depth: int  # the most levels of modules below the model (0: none)
 
 
 def walked(model: torch.nn.Module) -> _ModuleTree:
@@ -64,9 +65,11 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     seen_parameters: set[int] = set()  # ids; apart from the buffers', as in their own walks
     seen_buffers: set[int] = set()
     tied = shared = False
+    deepest_found = 0
     to_visit = [("", model, 1)]  # path, module, depth; the next to visit last
     while to_visit:
         path, module, depth = to_visit.pop()
+        deepest_found = max(deepest_found, depth - 1)
         if module in seen:  # `named_modules()`'s memo: a module reached under two names is listed once
             shared = True
             continue
@@ -97,6 +100,7 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
         {module: module.training for _, module in modules},
         aliases,
         paths,
+        deepest_found,
     )
 
 

@@ -9,6 +9,7 @@ running when it ran.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -27,6 +28,7 @@ from archprof.errors import (
 from archprof.graph import EngineNotes, Graph, OpNode
 from archprof.kernels import DeviceKernels
 from archprof.load.inputs import check_fits
+from archprof.recursion import recursion_room
 from archprof.structure import tensors_in
 from archprof.torch_patches import PATCHING_TORCH
 from archprof.tracing.autocast_regions import autocast_regions, cpu_region_refused
@@ -140,6 +142,12 @@ def trace(
     return graph
 
 
+# Python frames a level of modules adds under the trace, over a plain forward's four (measured:
+# about six for a module's wrapped forward and hooks, and two for block copying's comparison of
+# its subtree), with room to spare.
+_FRAMES_PER_LEVEL = 6
+
+
 def _trace_inputs(input_shapes: Sequence[tuple[int, ...] | TraceInput]) -> list[TraceInput]:
     return [s if isinstance(s, TraceInput) else TraceInput(tuple(s)) for s in input_shapes]
 
@@ -210,6 +218,10 @@ def _traced_once(
     backward_ran = True  # no backward pass asked for, or one that ran
     try:
         with ExitStack() as stack:
+            # Each level of modules takes more frames under the trace (its hooks and wrapped
+            # forwards, the module states block copying compares) than in a plain forward: room
+            # for a model nested as deep as PyTorch's own forward can run it.
+            stack.enter_context(recursion_room(sys.getrecursionlimit() + _FRAMES_PER_LEVEL * tree.depth))
             if not by_parameters:
                 replays = None
                 if shortcuts and not tree.tied:  # a copy renames a block's parameters: untied ones

@@ -3,10 +3,11 @@ gives a map as deep as the network (`deep_maps`)."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from archprof.recursion import recursion_room
 
 
 class FieldsTooIrregular(Exception):
@@ -27,26 +28,25 @@ TOO_IRREGULAR = f"its fields are too irregular to follow (more than {FIELD_BUDGE
 # What is left of the budget in the pass under way (`deep_maps`); None outside one.
 fields_left: list[int | None] = [None]
 
-# One pass at a time in the process (`deep_maps`): the recursion limit and the budget are the
-# process's, and two threads' passes, each putting back what it found, left the limit raised
-# for good. Passes are pure Python: threads would not run them side by side anyway.
+# One pass at a time in the process (`deep_maps`): the budget is the process's. Passes are
+# pure Python: threads would not run them side by side anyway.
 _ONE_PASS_AT_A_TIME = threading.RLock()
+
+# Python frames a map may take: one per layer and two per link (Python-to-Python calls use
+# no C stack).
+_DEEPEST_MAP = 100_000
 
 
 @contextmanager
 def deep_maps() -> Iterator[None]:
-    """Room for evaluating a map as deep as the network (one Python frame per layer and two
-    per link; Python-to-Python calls use no C stack), and the pass's budget of fields
-    (`FIELD_BUDGET`), where no outer pass holds one."""
-    with _ONE_PASS_AT_A_TIME:
-        before = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(before, 100_000))
+    """Room for evaluating a map as deep as the network (`recursion_room`), and the pass's
+    budget of fields (`FIELD_BUDGET`), where no outer pass holds one."""
+    with _ONE_PASS_AT_A_TIME, recursion_room(_DEEPEST_MAP):
         outermost = fields_left[0] is None
         if outermost:
             fields_left[0] = FIELD_BUDGET
         try:
             yield
         finally:
-            sys.setrecursionlimit(before)
             if outermost:
                 fields_left[0] = None
