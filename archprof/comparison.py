@@ -74,10 +74,11 @@ def compare(
     of the real model with random weights, under `torch.no_grad()`; a model whose predicted
     peak passes the memory free is refused before any model is timed. `training=True`
     analyses one training step of each model and adds `training_flops` (forward and
-    backward, `Report.totals.training_flops`) and `training_peak_bytes` (the step's peak,
+    backward, `Report.totals.training_flops`), `training_peak_bytes` (the step's peak,
     with `optimizer`'s state: plain SGD, the default, keeps none; any other is refused
-    without `training`); `peak_memory_bytes` is then the forward's peak, what autograd
-    saved held. `fold_bn=True` compares the inference views,
+    without `training`) and `optimizer` (its name, lower case, as `Report.totals.optimizer`
+    and every rendering of the comparison say it); `peak_memory_bytes` is then the forward's
+    peak, what autograd saved held. `fold_bn=True` compares the inference views,
     BatchNorms folded (as `analyze`); `profile=True` refuses it, as it times the models as
     they are.
 
@@ -85,7 +86,7 @@ def compare(
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
     <NA> without a spatial layer: the field's smallest side), receptive_field_dims (the field
     per spatial dimension, (212, 212); None without one), receptive_field_note],
-    [training_flops, training_peak_bytes], param_ratio, macs_ratio, [latency_ms].
+    [training_flops, training_peak_bytes, optimizer (string)], param_ratio, macs_ratio, [latency_ms].
 
     `jobs` (default 1: everything in this process, as a notebook or a script fed on stdin
     needs) analyses models given as specs (strings, paths) in up to that many worker
@@ -197,6 +198,7 @@ def comparison_frame(reports: Sequence[Report], latencies: Sequence[float] | Non
     if all(r.training for r in reports):
         data["training_flops"] = _exact_integers([METRICS["training-flops"].read(r) for r in reports])
         data["training_peak_bytes"] = _exact_integers([METRICS["training-memory"].read(r) for r in reports])
+        data["optimizer"] = pd.Series([r.totals.optimizer for r in reports], dtype="string")
     for name, column in (("param_ratio", "param_count"), ("macs_ratio", "macs")):
         baseline = int(data[column].iloc[0])
         data[name] = data[column].astype("float64") / baseline if baseline else float("nan")
@@ -366,6 +368,14 @@ def _is_training(frame: pd.DataFrame) -> bool:
     return "training_peak_bytes" in frame.columns
 
 
+def training_optimizer(frame: pd.DataFrame) -> str | None:
+    """The optimizer whose state a training comparison's step peaks hold, as its outputs
+    name it ("adam"; names that differ joined, "adam, sgd"); None in an inference comparison."""
+    if "optimizer" not in frame.columns:
+        return None
+    return ", ".join(dict.fromkeys(frame["optimizer"].dropna()))
+
+
 def comparison_columns(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """(heading, frame column) of each column a comparison's table shows, in order."""
     return [(header, column) for header, column, _ in _present(frame)]
@@ -420,8 +430,11 @@ def ratio_notes(frame: pd.DataFrame) -> list[str]:
 
 def comparison_markdown(frame: pd.DataFrame) -> str:
     headers, rows = comparison_cells(frame)
-    baseline = frame.attrs.get("baseline")
+    baseline, optimizer = frame.attrs.get("baseline"), training_optimizer(frame)
     lines = []
+    if optimizer:
+        named = markdown_code(optimizer, in_table=False)
+        lines += [f"Training step peak: one training step with optimizer {named}.", ""]
     if baseline:
         lines += [f"Ratios are against {markdown_code(baseline, in_table=False)}.", ""]
     lines.append("| " + " | ".join(headers) + " |")

@@ -99,6 +99,7 @@ def compare(
         comparison_markdown,
         ratio_notes,
         sorted_heading,
+        training_optimizer,
     )
     from archprof.comparison import compare as compare_models
 
@@ -125,7 +126,13 @@ def compare(
         cells = comparison_cells(frame)
         notes, ratios = bound_notes(frame), ratio_notes(frame)
         return comparison_table(
-            *cells, baseline=baseline, layout=layout, sorted_by=sorted_by, notes=notes, ratio_notes=ratios
+            *cells,
+            baseline=baseline,
+            layout=layout,
+            sorted_by=sorted_by,
+            notes=notes,
+            ratio_notes=ratios,
+            optimizer=training_optimizer(frame),
         )
 
     emit(

@@ -54,15 +54,20 @@ def comparison_table(
     sorted_by: str | None = None,
     notes: Sequence[tuple[str, str]] = (),
     ratio_notes: Sequence[str] = (),
+    optimizer: str | None = None,
 ) -> Table | Group:
     """Models side by side (cells from `archprof.comparison.comparison_cells`); a model's name
-    shown on one line, its control characters as escapes (`visible_text`). The column the rows
-    are `sorted_by` (a heading) is kept on a narrow terminal, after the model's name. Under
-    it, `ratio_notes` (`archprof.comparison.ratio_notes`): why a ratio column is empty; and
-    `notes` (`archprof.comparison.bound_notes`): why a model's field is an upper bound."""
+    shown on one line, its control characters as escapes (`visible_text`). The title names a
+    training comparison's `optimizer` (`archprof.comparison.training_optimizer`), whose state
+    its step peaks hold. The column the rows are `sorted_by` (a heading) is kept on a narrow
+    terminal, after the model's name. Under it, `ratio_notes`
+    (`archprof.comparison.ratio_notes`): why a ratio column is empty; and `notes`
+    (`archprof.comparison.bound_notes`): why a model's field is an upper bound."""
     columns = {header: [row[i] for row in rows] for i, header in enumerate(headers)}
     columns["Model"] = [visible_text(model) for model in columns["Model"]]
     title = "Comparison"
+    if optimizer:
+        title += f"  ·  training step, {visible_text(optimizer)}"
     inputs = set(columns.get("Input", []))
     if len(inputs) == 1:  # the same input for every model: say it once
         title += f"  ·  input {inputs.pop()}"

@@ -9,7 +9,14 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from archprof.comparison import bound_notes, comparison_cells, comparison_columns, comparison_records, ratio_notes
+from archprof.comparison import (
+    bound_notes,
+    comparison_cells,
+    comparison_columns,
+    comparison_records,
+    ratio_notes,
+    training_optimizer,
+)
 from archprof.lazy_modules import LazyModule
 from archprof.render.html import page_html, sort_heading, sort_value, sortable_table
 from archprof.text import visible_text
@@ -25,13 +32,14 @@ _TEXT = ("model", "input_shape")  # the columns of text; the others are figures
 def comparison_html(frame: pd.DataFrame) -> str:
     """The page of a comparison (`archprof.comparison.compare`'s frame, sorted or not)."""
     names = " vs ".join(visible_text(model) for model in frame["model"])
-    baseline = frame.attrs.get("baseline")
+    baseline, optimizer = frame.attrs.get("baseline"), training_optimizer(frame)
+    step = f"<p>Training step peak: one training step with optimizer {escape(optimizer)}.</p>" if optimizer else ""
     ratios = f"<p>x Params and x MACs: ratios against {escape(visible_text(baseline))}.</p>" if baseline else ""
     notes = "".join(f'<p class="note">{escape(note)}</p>' for note in ratio_notes(frame)) + "".join(
         f'<p class="note">{escape(visible_text(model))}: receptive field is {escape(visible_text(note))}</p>'
         for model, note in bound_notes(frame)
     )
-    section = f"<section><h2>Comparison</h2>{ratios}{_table(frame)}{notes}</section>"
+    section = f"<section><h2>Comparison</h2>{step}{ratios}{_table(frame)}{notes}</section>"
     return page_html(names, names, [section], view="compare")
 
 
