@@ -28,6 +28,7 @@ from archprof.load import (
     normalize_inputs,
     parse_input_size,
 )
+from archprof.meta import is_uninitialised
 from archprof.passes.backward import backward_columns
 from archprof.passes.flops import cost_columns
 from archprof.passes.fold_bn import Folding, fold_batch_norms
@@ -208,7 +209,12 @@ def analysis(
     traced = [TraceInput(spec.full_shape(batch), spec.dtype, spec.name) for spec in specs]
     check_static_shapes(loaded, traced)
     with collector_paused():
-        graph, traced_on = trace_loaded(loaded, traced, dtype=dtype, training=training)
+        try:
+            graph, traced_on = trace_loaded(loaded, traced, dtype=dtype, training=training)
+        except ArchprofError as exc:
+            if input_size is not None or inputs is not None:  # the shape the caller gave, not the model's own
+                exc.args = (f"{exc.args[0] if exc.args else exc}{_layout_hint(loaded, specs)}", *exc.args[1:])
+            raise
         folding = None
         if fold_bn:
             graph, folding = folded_graph(graph)
@@ -252,6 +258,42 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
             f" (e.g. {shape_text(expected)}){batch_hint}"
         )
     return specs
+
+
+def _layout_hint(loaded: LoadedModel, specs: Sequence[InputSpec]) -> str:
+    """What the one input given likely meant, where the forward failed on it: a shape with the
+    batch put in (1x3x32x32 where the model's first convolution takes 3x32x32), or with the
+    channels last (224x224x3 where it takes 3 channels); "" where neither fits."""
+    first = _first_convolution(loaded.module) if len(specs) == 1 and specs[0].batched else None
+    if first is None:
+        return ""
+    shape, (channels, dimensions) = specs[0].shape, first
+    if len(shape) == dimensions + 1 and shape[0] == 1:  # the built-in's hint (`_input_specs`), in its words
+        meant = shape_text(_channels_first(shape[1:], channels))
+        return (
+            f": the --input shape leaves the batch out (--batch sets it; Python: batch=): did you mean --input {meant}?"
+        )
+    if len(shape) == dimensions and shape != _channels_first(shape, channels):
+        return f" (channels come first: {shape_text(_channels_first(shape, channels))}?)"
+    return ""
+
+
+def _first_convolution(module: torch.nn.Module) -> tuple[int, int] | None:
+    """The input channels of the first convolution among the model's modules, and the
+    dimensions of the sample it takes (3 for a Conv2d: channels, height, width); None where
+    there is none. Read from its attributes: a TorchScript module's convolutions keep them too."""
+    for submodule in module.modules():
+        channels, weight = getattr(submodule, "in_channels", None), getattr(submodule, "weight", None)
+        if isinstance(weight, torch.Tensor) and not is_uninitialised(weight) and weight.dim() >= 3:
+            return (channels, weight.dim() - 1) if isinstance(channels, int) and channels > 0 else None
+    return None
+
+
+def _channels_first(shape: tuple[int, ...], channels: int) -> tuple[int, ...]:
+    """`shape` with its last size put first where that one is the channels and its first is not."""
+    if len(shape) > 1 and shape[-1] == channels != shape[0]:
+        return (shape[-1], *shape[:-1])
+    return shape
 
 
 def _sample_shape(input_size) -> tuple[int, ...]:

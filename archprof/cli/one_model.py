@@ -419,9 +419,9 @@ def rf(
     (start + end) / 2 is that point in every dimension. Coverage: the share of the input's
     pixels unit 0's field reaches. A module's row, before its layers' as in the summary, holds
     the field of its output. The last line names the first layer whose field covers the
-    whole input. CSV, JSON and Markdown write the full report, whose receptive_field* columns
-    hold unit 0's numbers. --depth N gives a module at depth N one row: the field of its
-    output (its last layer's).
+    whole input. CSV and JSON write the full report, whose receptive_field* columns hold unit
+    0's numbers; Markdown writes this table. --depth N gives a module at depth N one row: the
+    field of its output (its last layer's).
 
     --unit 3,4 --layer L prints the exact input box of one unit of layer L's output: the
     first and last input pixel, per spatial dimension, that can reach it (padding excluded).

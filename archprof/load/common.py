@@ -146,10 +146,12 @@ def resolve_path(spec: str | Path, base: Path | None) -> Path:
 
 
 def lookup_path(path: Path, spec: str) -> str:
-    """What is at `path`: 'file', 'other' (a folder, a device) or 'missing'. A name the
-    system cannot look up (too long, not encodable, no permission) is one error naming it."""
+    """What is at `path`: 'file', 'folder', 'other' (a device, a socket) or 'missing'. A name
+    the system cannot look up (too long, not encodable, no permission) is one error naming it."""
     try:
-        return "file" if path.is_file() else "other" if path.exists() else "missing"
+        if path.is_file():
+            return "file"
+        return "folder" if path.is_dir() else "other" if path.exists() else "missing"
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc, bare=True)
         raise ArchprofError(f"cannot look up {shorten(spec)} as a file: {reason}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import tempfile
 import weakref
@@ -34,11 +35,19 @@ from archprof.load.zip_archive import checked_archive, folded, is_torch_zip
 # -- files ---------------------------------------------------------------------------------
 
 
+_WHAT_LOADS = (
+    "archprof reads TorchScript (.pt, .pth, .ts), exported programs (.pt2) and Python factories (file.py:factory)"
+)
+
+
 def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | None) -> LoadedModel:
     path = resolve_path(spec, base)
+    found = lookup_path(path, spec)
+    if found == "folder":
+        raise ArchprofError(f"cannot load '{spec}': it is a folder; {_WHAT_LOADS}")
     suffix = path.suffix.lower()
     if suffix == ".py":
-        raise ArchprofError(f"'{spec}' is a Python file: name the factory in it, e.g. {spec}:build_model")
+        raise ArchprofError(f"'{spec}' is a Python file: name the factory in it{_factories_hint(path, spec, found)}")
     if suffix in WEIGHTS_ONLY_SUFFIXES:
         raise ArchprofError(
             f"'{spec}' holds weights, not an architecture: name the model and pass the file with --weights, "
@@ -46,11 +55,7 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
         )
     if suffix not in MODEL_FILE_SUFFIXES:
         shown = f"suffix '{suffix}'" if suffix else "no suffix"
-        raise ArchprofError(
-            f"cannot load '{spec}' ({shown}): archprof reads TorchScript (.pt, .pth, .ts), exported programs "
-            "(.pt2) and Python factories (file.py:factory)"
-        )
-    found = lookup_path(path, spec)
+        raise ArchprofError(f"cannot load '{spec}' ({shown}): {_WHAT_LOADS}")
     if found == "missing":
         raise ArchprofError(f"file {spec} does not exist")
     if found != "file":
@@ -64,6 +69,24 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
     if kind == "pt2-other":
         raise ArchprofError(f"cannot read {spec}: a .pt2 archive without an exported program (AOTInductor package?)")
     return _load_pickle(path, spec, trust_pickle, base)
+
+
+def _factories_hint(path: Path, spec: str, found: str) -> str:
+    """The classes and functions a Python file defines at its top level, read by parsing it
+    (its code is not run: the spec names no factory to run it for), as `spec:NAME` to give.
+    `found`: what `lookup_path` found there (a pipe named .py is not read)."""
+    try:
+        tree = ast.parse(path.read_bytes()) if found == "file" else None
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+        tree = None
+    kinds = (ast.ClassDef, ast.FunctionDef)
+    defined = [node for node in tree.body if isinstance(node, kinds) and not node.name.startswith("_")] if tree else []
+    if not defined:
+        return f" ({spec}:factory, the function or class that builds the model)"
+    # A model is most often a class: one of those is the example.
+    example = next((node for node in defined if isinstance(node, ast.ClassDef)), defined[0]).name
+    names = ", ".join(node.name for node in defined[:5]) + (f" and {len(defined) - 5} more" if len(defined) > 5 else "")
+    return f", e.g. {spec}:{example} (it defines {names})"
 
 
 def archive_kind(path: Path, shown: str | None = None) -> str:

@@ -171,13 +171,26 @@ def check_static_shapes(loaded: LoadedModel, inputs: Sequence[Any]) -> None:
             continue
         expected, shape = loaded.static_shapes[index], given.shape
         if len(expected) != len(shape) or any(e is not None and e != s for e, s in zip(expected, shape, strict=True)):
+            if _only_the_batch_differs(expected, shape):  # the program's own batch is the default one
+                fix = (
+                    f"its batch is fixed: drop --batch (Python: batch=) or give {expected[0]}, or export with a"
+                    " torch.export.Dim on the batch dimension"
+                )
+            else:
+                fix = "give that shape, or export with dynamic dimensions (torch.export.Dim)"
             wanted = "x".join("*" if e is None else str(e) for e in expected)
             got = "x".join(map(str, shape))
             raise ArchprofError(
                 f"{loaded.name} was exported for input {index + 1} of shape {wanted} (batch included; * = any size)"
-                f" and cannot be analysed at {got}: give that shape, or export with dynamic dimensions"
-                " (torch.export.Dim)"
+                f" and cannot be analysed at {got}: {fix}"
             )
+
+
+def _only_the_batch_differs(expected: tuple[int | None, ...], shape: tuple[int, ...]) -> bool:
+    """Whether a shape differs from a program's static one in its fixed first size alone."""
+    if len(expected) != len(shape) or not shape or expected[0] in (None, shape[0]):
+        return False
+    return all(e is None or e == s for e, s in zip(expected[1:], shape[1:], strict=True))
 
 
 def _check_exported_arguments(loaded: LoadedModel, inputs: Sequence[Any]) -> None:

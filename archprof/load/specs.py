@@ -147,7 +147,8 @@ def _looks_like_path(spec: str, base: Path | None) -> bool:
     if "/" in spec or "\\" in spec or suffix in known:
         return True
 
-    return spec not in MODELS and lookup_path(resolve_path(spec, base), spec) == "file"  # a built-in name wins
+    # A built-in name wins; a folder is loaded as a file to be refused as one.
+    return spec not in MODELS and lookup_path(resolve_path(spec, base), spec) in ("file", "folder")
 
 
 # -- built-ins and hubs --------------------------------------------------------------------

@@ -55,6 +55,11 @@ def load_state_dict(
             raise ArchprofError(f"{spec} is a whole model (TorchScript or exported), not weights: analyse it directly")
         mmap = device != "meta" and is_torch_zip(resolved)  # torch.save's legacy format cannot be mapped
         loaded = torch_load(resolved, spec, trust_pickle, map_location=device, mmap=mmap, base=base)
+    if isinstance(loaded, torch.nn.Module):  # torch.save(model): the trusted unpickle gave the model itself
+        raise ArchprofError(
+            f"{spec} is a whole pickled module (a {type(loaded).__name__}), not weights: analyse it directly"
+            f" (archprof summary {spec} --trust-pickle; Python: analyze({spec!r}, trust_pickle=True))"
+        )
     names = module.state_dict().keys() if module is not None else None
     state = state_dict_in(loaded, names) if isinstance(loaded, Mapping) else None
     if state is None:
