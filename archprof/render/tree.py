@@ -46,20 +46,30 @@ def tree_nodes(paths: Sequence[str]) -> list[TreeNode]:
     nodes: list[TreeNode] = []
 
     def place(indices: list[int], parent: str, level: int) -> None:
-        placed: set[str] = set()
+        # One pass sorts the rows into leaves and the subtrees of the containers right below
+        # `parent`, in the order they first ran; each subtree is then placed in its turn.
+        order: list[int | str] = []  # a leaf's row, or a container's module
+        subtrees: dict[str, list[int]] = {}
         for index in indices:
             path = paths[index]
             if path == parent and parent:
                 continue  # the container's own row: in its node
             child = _child(parent, path)
             if child not in containers:
-                nodes.append(TreeNode(path, level, (index,)))
-            elif child not in placed:
-                placed.add(child)
-                subtree = [i for i in indices if paths[i] == child or paths[i].startswith(child + ".")]
-                own = tuple(i for i in subtree if paths[i] == child)
-                nodes.append(TreeNode(child, level, own, tuple(subtree)))
-                place(subtree, child, level + 1)
+                order.append(index)
+            elif child in subtrees:
+                subtrees[child].append(index)
+            else:
+                subtrees[child] = [index]
+                order.append(child)
+        for item in order:
+            if isinstance(item, int):
+                nodes.append(TreeNode(paths[item], level, (item,)))
+            else:
+                subtree = subtrees[item]
+                own = tuple(i for i in subtree if paths[i] == item)
+                nodes.append(TreeNode(item, level, own, tuple(subtree)))
+                place(subtree, item, level + 1)
 
     place(list(range(len(paths))), "", 0)
     return nodes
