@@ -281,11 +281,19 @@ def _layout_hint(loaded: LoadedModel, specs: Sequence[InputSpec]) -> str:
 def _first_convolution(module: torch.nn.Module) -> tuple[int, int] | None:
     """The input channels of the first convolution among the model's modules, and the
     dimensions of the sample it takes (3 for a Conv2d: channels, height, width); None where
-    there is none. Read from its attributes: a TorchScript module's convolutions keep them too."""
-    for submodule in module.modules():
+    there is none. Read from its attributes: a TorchScript module's convolutions keep them too.
+    Walked from a stack, in `modules()`'s order: the error this hints at may be that the tree
+    is too deep, or holds a child whose name is no string, for `modules()` to walk."""
+    to_visit, seen = [module], set()
+    while to_visit:
+        submodule = to_visit.pop()
+        if id(submodule) in seen:
+            continue
+        seen.add(id(submodule))
         channels, weight = getattr(submodule, "in_channels", None), getattr(submodule, "weight", None)
         if isinstance(weight, torch.Tensor) and not is_uninitialised(weight) and weight.dim() >= 3:
             return (channels, weight.dim() - 1) if isinstance(channels, int) and channels > 0 else None
+        to_visit += reversed([child for child in submodule._modules.values() if child is not None])
     return None
 
 
