@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from archprof.random_state import REAL_TRACE_SEED, random_state_kept
 from archprof.report import Report, layer_label
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
 from archprof.torch_patches import PATCHING_TORCH
-from archprof.tracing.trace import MetaUnsupported, TraceInput, trace
+from archprof.tracing.trace import MetaUnsupported, TraceInput, room_to_trace, trace
 from archprof.units import checked_count, shape_text, shapes_text
 
 ModelSpec = str | os.PathLike | torch.nn.Module | Callable[..., torch.nn.Module] | LoadedModel
@@ -213,7 +214,8 @@ def analysis(
             graph, traced_on = trace_loaded(loaded, traced, dtype=dtype, training=training)
         except ArchprofError as exc:
             if input_size is not None or inputs is not None:  # the shape the caller gave, not the model's own
-                exc.args = (f"{exc.args[0] if exc.args else exc}{_layout_hint(loaded, specs)}", *exc.args[1:])
+                hint = _layout_hint(loaded, specs, batch, dtype, training)
+                exc.args = (f"{exc.args[0] if exc.args else exc}{hint}", *exc.args[1:])
             raise
         folding = None
         if fold_bn:
@@ -260,22 +262,39 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
     return specs
 
 
-def _layout_hint(loaded: LoadedModel, specs: Sequence[InputSpec]) -> str:
+def _layout_hint(loaded: LoadedModel, specs: Sequence[InputSpec], batch: int, dtype, training: bool) -> str:
     """What the one input given likely meant, where the forward failed on it: a shape with the
     batch put in (1x3x32x32 where the model's first convolution takes 3x32x32), or with the
-    channels last (224x224x3 where it takes 3 channels); "" where neither fits."""
+    channels last (224x224x3 where it takes 3 channels), named only where the model traces at
+    it (the forward may have failed for another reason, past the convolution); "" else."""
     first = _first_convolution(loaded.module) if len(specs) == 1 and specs[0].batched else None
     if first is None:
         return ""
     shape, (channels, dimensions) = specs[0].shape, first
     if len(shape) == dimensions + 1 and shape[0] == 1:  # the built-in's hint (`_input_specs`), in its words
-        meant = shape_text(_channels_first(shape[1:], channels))
-        return (
-            f": the --input shape leaves the batch out (--batch sets it; Python: batch=): did you mean --input {meant}?"
+        meant = _channels_first(shape[1:], channels)
+        hint = (
+            ": the --input shape leaves the batch out (--batch sets it; Python: batch=):"
+            f" did you mean --input {shape_text(meant)}?"
         )
-    if len(shape) == dimensions and shape != _channels_first(shape, channels):
-        return f" (channels come first: {shape_text(_channels_first(shape, channels))}?)"
-    return ""
+    elif len(shape) == dimensions and shape != _channels_first(shape, channels):
+        meant = _channels_first(shape, channels)
+        hint = f" (channels come first: {shape_text(meant)}?)"
+    else:
+        return ""
+    meant_input = TraceInput((batch, *meant), specs[0].dtype, specs[0].name)
+    return hint if _traces_at(loaded, meant_input, dtype, training) else ""
+
+
+def _traces_at(loaded: LoadedModel, traced: TraceInput, dtype, training: bool) -> bool:
+    """Whether the model traces at input `traced` (its warnings unsaid)."""
+    with PATCHING_TORCH, warnings.catch_warnings():  # the filters are the process's: one thread at a time
+        warnings.simplefilter("ignore")
+        try:
+            trace_loaded(loaded, [traced], dtype=dtype, training=training)
+        except Exception:
+            return False
+    return True
 
 
 def _first_convolution(module: torch.nn.Module) -> tuple[int, int] | None:
@@ -339,7 +358,7 @@ def trace_loaded(
     # One thread at a time (`PATCHING_TORCH`) through the fallback too: its copy of the model
     # would read another thread's stand-ins in the model's tables, and its generators and
     # warning filters are the process's.
-    with PATCHING_TORCH, torch.inference_mode(False):
+    with PATCHING_TORCH, room_to_trace(loaded.module), torch.inference_mode(False):
         try:
             # A meta trace runs the forward's CPU draws for real (a stochastic depth's
             # `torch.rand(1).item()`): from the caller's generator, left as it was, seeded so

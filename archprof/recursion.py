@@ -14,18 +14,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _LOCK = threading.Lock()
+_HIGHEST = 2**31 - 1  # sys.setrecursionlimit takes a C int
 _needs: list[int] = []  # each holder's limit, while it holds one
 _before: list[int] = []  # the limit before the first holder: put back after the last
 
 
 @contextmanager
 def recursion_room(limit: int) -> Iterator[None]:
-    """The recursion limit at least `limit` for the block (never lowered by it)."""
+    """The recursion limit at least `limit` (at most the highest Python takes) for the block,
+    never lowered by it."""
+    limit = min(limit, _HIGHEST)
     with _LOCK:
         if not _needs:
             _before[:] = [sys.getrecursionlimit()]
+        sys.setrecursionlimit(max([_before[0], *_needs, limit]))
         _needs.append(limit)
-        sys.setrecursionlimit(max([_before[0], *_needs]))
     try:
         yield
     finally:

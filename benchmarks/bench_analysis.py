@@ -798,7 +798,8 @@ def render(
         + ". Batch 1, float32, CPU. The garbage collector runs once before each series of timed runs (not"
         " before each run, which would leave the caches cold for the next), and a run's result is let go of"
         " before the next run's clock starts; what reference cycles keep (FlopCounterMode's, thousands of"
-        " objects a run, 2,947 of resnet50's; archprof's, none) waits for the collector's next pass, inside some later run.",
+        " objects a run, 2,947 of resnet50's; archprof's, none) waits for the collector's next pass, inside"
+        " some later run.",
         f"- Benchmark wall time: {elapsed_s:.0f} s; "
         + (
             "CPU used by other processes during the run: not measured (no /proc/stat)"

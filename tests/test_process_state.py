@@ -221,3 +221,40 @@ def test_a_model_nested_as_deep_as_pytorch_runs_it_is_analysed():
     assert report.totals.param_count == 8 * 3 + 8
     assert report.totals.macs == 8 * 3 * 8 * 8
     assert sys.getrecursionlimit() == limit
+
+
+def test_the_highest_recursion_limit_python_takes_is_no_error(monkeypatch):
+    """The trace asked for more than the largest limit sys.setrecursionlimit takes (a C int):
+    OverflowError, and the request stayed counted, so every later analysis failed too."""
+    limit = sys.getrecursionlimit()
+    monkeypatch.setattr(sys, "getrecursionlimit", lambda: 2**31 - 1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3))  # a level of modules: room asked for past the highest
+    highest = archprof.analyze(model, input_size=(3, 8, 8)).totals.macs
+    monkeypatch.undo()
+    sys.setrecursionlimit(limit)
+    assert highest == archprof.analyze(model, input_size=(3, 8, 8)).totals.macs == 8 * 3 * 9 * 6 * 6
+    assert sys.getrecursionlimit() == limit
+
+
+class ReadsAValue(nn.Module):
+    """A forward meta cannot run (it reads a value): traced on the CPU, from a copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+
+    def forward(self, x):
+        return self.conv(x) * float(x.mean().item() > -1e9)
+
+
+def test_a_deep_model_traced_on_the_cpu_is_copied_with_room_too():
+    """The room was made for the meta trace alone: a model nested 200 deep whose forward reads
+    a value reached the CPU fallback's copy of it, which raised a bare RecursionError."""
+    model = ReadsAValue()
+    for _ in range(200):
+        model = Wraps(model)
+    model(torch.randn(1, 3, 8, 8))  # the oracle: PyTorch runs it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ArchprofWarning)
+        report = archprof.analyze(model, input_size=(3, 8, 8))
+    assert report.traced_on == "cpu" and report.totals.macs == 8 * 3 * 8 * 8

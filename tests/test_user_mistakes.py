@@ -8,7 +8,10 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
 
+import archprof
+from archprof.errors import ArchprofError
 from tests.cli import cli, one_error_line
 
 NET = textwrap.dedent(
@@ -164,3 +167,52 @@ def test_rf_help_says_what_each_format_writes():
     assert "CSV and JSON write the full report" in help_text
     assert "receptive_field" not in cli("rf", "lenet5", "-f", "markdown").output
     assert "receptive_field" in cli("rf", "lenet5", "-f", "csv").output.splitlines()[0]
+
+
+class _FramesFolded(nn.Module):
+    """Samples of one channel, T frames, folded into the batch for its Conv2d(1, ...); its head
+    is built for the wrong number of frames, so a correct input fails past the convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 8, 3), nn.Linear(9, 2)
+
+    def forward(self, x):
+        batch, channels, frames, height, width = x.shape
+        pooled = self.conv(x.transpose(1, 2).reshape(batch * frames, channels, height, width)).mean((1, 2, 3))
+        return self.fc(pooled.reshape(batch, frames))
+
+
+class _PermutesItself(nn.Module):
+    """Takes channels-last images and permutes them itself; its head has the wrong width."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(10, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x.permute(0, 3, 1, 2)).flatten(1))
+
+
+@pytest.mark.parametrize(("model", "given"), [(_FramesFolded(), (1, 16, 32, 32)), (_PermutesItself(), (32, 32, 3))])
+def test_a_correct_input_failing_past_the_convolution_gets_no_shape_it_would_fail_at(model, given):
+    """The hint named a shape from the first convolution alone: for these inputs, right for
+    their models, it said "did you mean --input 16x32x32?" and "channels come first:
+    3x32x32?", shapes torch refuses earlier still. The oracle: torch runs the given shape past
+    the convolution and fails in the head, and fails at once at the one the hint would name."""
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        model(torch.randn(1, *given))
+    with pytest.raises(ArchprofError) as raised:
+        archprof.analyze(model, input_size=given)
+    assert "did you mean" not in str(raised.value) and "channels come first" not in str(raised.value)
+
+
+def test_a_large_python_file_is_not_parsed_for_its_factories(tmp_path, monkeypatch):
+    """Naming a file's factories parsed the whole file: 30 s and 5 GB for a 12 MB one."""
+    monkeypatch.chdir(tmp_path)
+    big = tmp_path / "big.py"
+    big.write_text("class Net:\n    pass\n" + "x = 1\n" * 200_000)
+    result = cli("summary", "big.py")
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "big.py:factory" in line and "Net" not in line

@@ -45,7 +45,7 @@ from archprof.tracing.model_tensors import (
     stands_for_itself,
 )
 from archprof.tracing.module_calls import attach_hooks, model_called
-from archprof.tracing.module_tree import canonical_paths, owners, type_name, walked
+from archprof.tracing.module_tree import canonical_paths, frames_below, nesting_depth, owners, type_name, walked
 from archprof.tracing.parameter_attribution import ParameterOwners
 from archprof.tracing.recorder import Recorder, input_shapes_text
 from archprof.tracing.replay import Replays
@@ -144,8 +144,18 @@ def trace(
 
 # Python frames a level of modules adds under the trace, over a plain forward's four (measured:
 # about six for a module's wrapped forward and hooks, and two for block copying's comparison of
-# its subtree), with room to spare.
+# its subtree), with room to spare; the real trace's copy of the model takes about five.
 _FRAMES_PER_LEVEL = 6
+
+
+def room_to_trace(model: torch.nn.Module):
+    """Room on the stack for tracing `model` (`recursion_room`): each level of its modules takes
+    more frames under the trace, and in the copy a real trace makes, than in a plain forward, so
+    that a model nested as deep as PyTorch's own forward runs it is analysed. None for a model
+    nested past what torch's own walks of it reach at the caller's limit, which `walked` refuses."""
+    limit, depth = sys.getrecursionlimit(), nesting_depth(model)
+    walkable = depth < limit - frames_below()
+    return recursion_room(limit + (_FRAMES_PER_LEVEL * depth if walkable else 0))
 
 
 def _trace_inputs(input_shapes: Sequence[tuple[int, ...] | TraceInput]) -> list[TraceInput]:
@@ -218,10 +228,6 @@ def _traced_once(
     backward_ran = True  # no backward pass asked for, or one that ran
     try:
         with ExitStack() as stack:
-            # Each level of modules takes more frames under the trace (its hooks and wrapped
-            # forwards, the module states block copying compares) than in a plain forward: room
-            # for a model nested as deep as PyTorch's own forward can run it.
-            stack.enter_context(recursion_room(sys.getrecursionlimit() + _FRAMES_PER_LEVEL * tree.depth))
             if not by_parameters:
                 replays = None
                 if shortcuts and not tree.tied:  # a copy renames a block's parameters: untied ones
