@@ -42,6 +42,7 @@ from archprof.random_state import REAL_TRACE_SEED, random_state_kept
 from archprof.report import Report, layer_label
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
 from archprof.torch_patches import PATCHING_TORCH
+from archprof.tracing.module_tree import nesting_depth
 from archprof.tracing.trace import MetaUnsupported, TraceInput, room_to_trace, trace
 from archprof.units import checked_count, shape_text, shapes_text
 
@@ -358,7 +359,7 @@ def trace_loaded(
     # One thread at a time (`PATCHING_TORCH`) through the fallback too: its copy of the model
     # would read another thread's stand-ins in the model's tables, and its generators and
     # warning filters are the process's.
-    with PATCHING_TORCH, room_to_trace(loaded.module), torch.inference_mode(False):
+    with PATCHING_TORCH, torch.inference_mode(False):
         try:
             # A meta trace runs the forward's CPU draws for real (a stochastic depth's
             # `torch.rand(1).item()`): from the caller's generator, left as it was, seeded so
@@ -379,7 +380,8 @@ def _real_trace(
     try:
         # A copy of the caller's module: a real forward may write its buffers (BatchNorm
         # statistics in training, a counter or a running statistic of its own in any mode).
-        module = loaded.materialize(dtype=dtype, copy_module=True)
+        with room_to_trace(nesting_depth(loaded.module)):  # deepcopy recurses a level at a time too
+            module = loaded.materialize(dtype=dtype, copy_module=True)
     except ArchprofError as exc:
         raise ArchprofError(f"the forward of {loaded.name} cannot run on the meta device ({reason}): {exc}") from None
     device = device_of(module)

@@ -45,6 +45,7 @@ class _ModuleTree:
     aliases: dict[str, str]
     # ...and the id of each such module -> all its paths, its first first.
     paths: dict[int, tuple[str, ...]]
+    depth: int  # the most levels of modules below the model (0: none)
 
 
 def walked(model: torch.nn.Module) -> _ModuleTree:
@@ -56,7 +57,7 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     `parameters()` recurse once a level too), and a submodule whose name holds a '.' (set
     through `_modules`: `add_module` refuses it), whose path would read as a module nested in
     another (a direct child 'a.b' and the child 'b' of 'a' would be one row)."""
-    deepest = sys.getrecursionlimit() - frames_below()
+    deepest = sys.getrecursionlimit() - _frames_below()
     modules: list[tuple[str, torch.nn.Module]] = []
     parameters: list[tuple[str, torch.Tensor, bool]] = []
     buffers: list[tuple[str, torch.Tensor, bool]] = []
@@ -64,9 +65,11 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     seen_parameters: set[int] = set()  # ids; apart from the buffers', as in their own walks
     seen_buffers: set[int] = set()
     tied = shared = False
+    deepest_found = 0
     to_visit = [("", model, 1)]  # path, module, depth; the next to visit last
     while to_visit:
         path, module, depth = to_visit.pop()
+        deepest_found = max(deepest_found, depth - 1)
         if module in seen:  # `named_modules()`'s memo: a module reached under two names is listed once
             shared = True
             continue
@@ -97,6 +100,7 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
         {module: module.training for _, module in modules},
         aliases,
         paths,
+        deepest_found,
     )
 
 
@@ -181,7 +185,7 @@ def _check_children(path: str, children: list[tuple[str, torch.nn.Module]], dept
         )
 
 
-def frames_below() -> int:
+def _frames_below() -> int:
     """How many frames the stack holds under the caller's."""
     frame, count = sys._getframe(1), 0
     while frame is not None:

@@ -45,7 +45,7 @@ from archprof.tracing.model_tensors import (
     stands_for_itself,
 )
 from archprof.tracing.module_calls import attach_hooks, model_called
-from archprof.tracing.module_tree import canonical_paths, frames_below, nesting_depth, owners, type_name, walked
+from archprof.tracing.module_tree import canonical_paths, owners, type_name, walked
 from archprof.tracing.parameter_attribution import ParameterOwners
 from archprof.tracing.recorder import Recorder, input_shapes_text
 from archprof.tracing.replay import Replays
@@ -148,14 +148,11 @@ def trace(
 _FRAMES_PER_LEVEL = 6
 
 
-def room_to_trace(model: torch.nn.Module):
-    """Room on the stack for tracing `model` (`recursion_room`): each level of its modules takes
-    more frames under the trace, and in the copy a real trace makes, than in a plain forward, so
-    that a model nested as deep as PyTorch's own forward runs it is analysed. None for a model
-    nested past what torch's own walks of it reach at the caller's limit, which `walked` refuses."""
-    limit, depth = sys.getrecursionlimit(), nesting_depth(model)
-    walkable = depth < limit - frames_below()
-    return recursion_room(limit + (_FRAMES_PER_LEVEL * depth if walkable else 0))
+def room_to_trace(depth: int):
+    """Room on the stack for tracing a model nested `depth` levels deep (`recursion_room`): each
+    level takes more frames under the trace, and in the copy a real trace makes, than in a plain
+    forward, so that a model nested as deep as PyTorch's own forward runs it is analysed."""
+    return recursion_room(sys.getrecursionlimit() + _FRAMES_PER_LEVEL * depth)
 
 
 def _trace_inputs(input_shapes: Sequence[tuple[int, ...] | TraceInput]) -> list[TraceInput]:
@@ -228,6 +225,7 @@ def _traced_once(
     backward_ran = True  # no backward pass asked for, or one that ran
     try:
         with ExitStack() as stack:
+            stack.enter_context(room_to_trace(tree.depth))  # a tree `walked` took: one torch's walks reach
             if not by_parameters:
                 replays = None
                 if shortcuts and not tree.tied:  # a copy renames a block's parameters: untied ones
