@@ -449,3 +449,22 @@ def test_md_is_markdown_as_the_suffix_is():
     refused = cli("summary", "lenet5", "-f", "mdx")
     assert refused.exit_code == 2
     assert "'mdx' is not one of 'table', 'csv', 'json', 'markdown', 'html' (or 'md')" in one_error_line(refused)
+
+
+def test_summary_of_a_training_step_takes_the_optimizer_its_peak_holds():
+    """summary --train had no --optimizer: its totals' training step peak always held plain
+    SGD's state (none), where memory, compare and check take any optimizer. The oracle:
+    archprof.analyze with that optimizer, and Adam's two copies per parameter over SGD's none."""
+    import archprof
+
+    result = cli("summary", "lenet5", "--train", "--optimizer", "adam", "-f", "json")
+    assert result.exit_code == 0, result.output
+    totals = json.loads(result.stdout)["totals"]
+    adam = archprof.analyze("lenet5", training=True, optimizer="adam").totals
+    sgd = archprof.analyze("lenet5", training=True).totals
+    assert (totals["optimizer"], totals["training_peak_bytes"]) == ("adam", adam.training_peak_bytes)
+    assert adam.training_peak_bytes > sgd.training_peak_bytes
+    table = cli("summary", "lenet5", "--train", "--optimizer", "adam")
+    assert "Training step peak (adam;" in table.stdout
+    refused = cli("summary", "lenet5", "--optimizer", "adam")
+    assert refused.exit_code == 2 and "add --train" in one_error_line(refused)

@@ -44,6 +44,7 @@ def summary(
             "--train", help="One training step: the backward pass's MACs per layer (input and weight gradients)."
         ),
     ] = False,
+    optimizer: optimizer_option("With --train, the optimizer whose state the step's peak in the totals holds") = None,
     format: FormatOpt = None,
     output: OutputOpt = None,
     columns: columns_option("Output shape,MACs,% MACs") = None,
@@ -65,11 +66,13 @@ def summary(
 
     archprof summary resnet50
     archprof summary resnet50 --depth 2 -o resnet50.csv
+    archprof summary resnet50 --train --optimizer adam
     archprof summary examples/my_models.py:small_cnn -i 3x64x64 -a num_classes=100"""
     from archprof.analysis import analyze
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide)
-    report = analyze(model, training=train, **options.keywords())
+    optimizer = "sgd" if optimizer is None else optimizer  # any other refused without --train, as by analyze
+    report = analyze(model, training=train, optimizer=optimizer, **options.keywords())
     if depth is not None:
         report = report.rollup(depth)
     emit_report(report, chosen, output, choice=choice)
