@@ -42,7 +42,7 @@ from archprof.random_state import REAL_TRACE_SEED, random_state_kept
 from archprof.report import Report, layer_label
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
 from archprof.torch_patches import PATCHING_TORCH
-from archprof.tracing.module_tree import nesting_depth
+from archprof.tracing.module_tree import modules_from_a_stack, nesting_depth
 from archprof.tracing.trace import MetaUnsupported, TraceInput, room_to_trace, trace
 from archprof.units import checked_count, shape_text, shapes_text
 
@@ -302,18 +302,12 @@ def _first_convolution(module: torch.nn.Module) -> tuple[int, int] | None:
     """The input channels of the first convolution among the model's modules, and the
     dimensions of the sample it takes (3 for a Conv2d: channels, height, width); None where
     there is none. Read from its attributes: a TorchScript module's convolutions keep them too.
-    Walked from a stack, in `modules()`'s order: the error this hints at may be that the tree
-    is too deep, or holds a child whose name is no string, for `modules()` to walk."""
-    to_visit, seen = [module], set()
-    while to_visit:
-        submodule = to_visit.pop()
-        if id(submodule) in seen:
-            continue
-        seen.add(id(submodule))
+    Walked from a stack: the error this hints at may be that the tree is too deep, or holds a
+    child whose name is no string, for `modules()` to walk."""
+    for submodule, _ in modules_from_a_stack(module):
         channels, weight = getattr(submodule, "in_channels", None), getattr(submodule, "weight", None)
         if isinstance(weight, torch.Tensor) and not is_uninitialised(weight) and weight.dim() >= 3:
             return (channels, weight.dim() - 1) if isinstance(channels, int) and channels > 0 else None
-        to_visit += reversed([child for child in submodule._modules.values() if child is not None])
     return None
 
 

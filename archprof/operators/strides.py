@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from archprof.operators.costs import Shape
 
+# A channels-last tensor's dimensions, from the one its strides step through fastest to the slowest.
+_CHANNELS_LAST_ORDER = {4: (1, 3, 2, 0), 5: (1, 4, 3, 2, 0)}
+
 
 def suggests_channels_last(shape: Shape, strides: tuple[int, ...]) -> bool:
     """Whether the kernels that follow their input's layout take a 4-d or 5-d tensor for
@@ -17,7 +20,7 @@ def suggests_channels_last(shape: Shape, strides: tuple[int, ...]) -> bool:
     if len(shape) not in (4, 5) or strides[1] == 0:
         return False
     minimum = 0
-    for d in (1, 3, 2, 0) if len(shape) == 4 else (1, 4, 3, 2, 0):
+    for d in _CHANNELS_LAST_ORDER[len(shape)]:
         if shape[d] == 0 or strides[d] < minimum or (d == 0 and minimum == strides[1]):
             return False
         minimum = strides[d] * (shape[d] if shape[d] > 1 else 1)
@@ -46,10 +49,9 @@ def rolled_channels_last(shape: Shape, strides: tuple[int, ...], shifts, dims) -
 
 def channels_last_strides(shape: Shape) -> tuple[int, ...]:
     """The strides of a dense 4-d or 5-d tensor of `shape` laid out channels last."""
-    order = (1, 3, 2, 0) if len(shape) == 4 else (1, 4, 3, 2, 0)
     strides = [0] * len(shape)
     stride = 1
-    for d in order:
+    for d in _CHANNELS_LAST_ORDER[len(shape)]:
         strides[d] = stride
         stride *= max(shape[d], 1)
     return tuple(strides)

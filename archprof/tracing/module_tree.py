@@ -8,6 +8,7 @@ are attributed.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -104,18 +105,24 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     )
 
 
-def nesting_depth(model: torch.nn.Module) -> int:
-    """The most levels of modules below `model` (0: none), walked from a stack, each module once."""
-    deepest, seen = 0, set()
-    to_visit = [(model, 0)]
+def modules_from_a_stack(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, int]]:
+    """Each module of `model` once, with its level below it (the model's own 0), in `modules()`'s
+    order, walked from a stack: a tree too deep for `modules()`'s recursion, or holding a child
+    named by no string, is walked all the same."""
+    seen: set[int] = set()
+    to_visit = [(model, 0)]  # the next to visit last
     while to_visit:
         module, depth = to_visit.pop()
         if id(module) in seen:
             continue
         seen.add(id(module))
-        deepest = max(deepest, depth)
-        to_visit += [(child, depth + 1) for child in module._modules.values() if child is not None]
-    return deepest
+        yield module, depth
+        to_visit += reversed([(child, depth + 1) for child in module._modules.values() if child is not None])
+
+
+def nesting_depth(model: torch.nn.Module) -> int:
+    """The most levels of modules below `model` (0: none)."""
+    return max(depth for _, depth in modules_from_a_stack(model))
 
 
 # The most paths `reached_under` lists: modules shared level after level could have more
