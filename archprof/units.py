@@ -5,11 +5,12 @@ everywhere else)."""
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 from archprof.errors import ArchprofError, shown
 
@@ -33,13 +34,24 @@ def _prefixed(value: int, steps: tuple[tuple[int, str], ...]) -> str | None:
     from 1000 of the largest on, in e-notation; None below the smallest step."""
     for index, (step, prefix) in enumerate(steps):
         if abs(value) >= step:
-            scaled = abs(round(value / step, 2))
-            if index == 0 and scaled >= 1000:
+            scaled = _hundredths(Decimal(value) / step)
+            if index == 0 and abs(scaled) >= 1000:
                 return f"{value:.2e}"
-            if index > 0 and scaled >= steps[index - 1][0] // step:
+            if index > 0 and abs(scaled) >= steps[index - 1][0] // step:
                 step, prefix = steps[index - 1]
-            return f"{value / step:.2f} {prefix}"
+                scaled = _hundredths(Decimal(value) / step)
+            return f"{scaled} {prefix}"
     return None
+
+
+def _hundredths(number: Decimal) -> Decimal:
+    """`number` to two decimals, a tie away from zero, in decimal arithmetic: in binary
+    floats 2,675 / 1000 is just below 2.675 and 1,145 / 1000 just above 1.145, so that ties
+    went either way (2.67 K, 1.15 K)."""
+    return number.quantize(_HUNDREDTH, rounding=ROUND_HALF_UP)
+
+
+_HUNDREDTH = Decimal("0.01")
 
 
 def share_text(share: float) -> str:
@@ -49,7 +61,15 @@ def share_text(share: float) -> str:
         return "<0.1%"
     if 0.9995 <= share < 1:
         return ">99.9%"
-    return f"{100 * share:,.1f}%"
+    # From the float's shortest decimal form, a tie away from zero (as `_hundredths`): the
+    # share 0.0625 is 6.3%, not 6.2%, and 0.2675 (a float just below it) 26.8%.
+    if not math.isfinite(share):
+        return f"{100 * share}%"
+    percent = (Decimal(repr(share)) * 100).quantize(_TENTH, rounding=ROUND_HALF_UP)
+    return f"{percent:,}%"
+
+
+_TENTH = Decimal("0.1")
 
 
 def percent_change_text(change: float) -> str:

@@ -1,10 +1,21 @@
 """One grammar for every number with a unit that archprof reads: counts (--max-params),
 sizes (--fit, --max-peak-memory, budget files) and rates (--peak-flops, --bandwidth)."""
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import pytest
 
 from archprof.errors import ArchprofError
-from archprof.units import parse_bandwidth, parse_count, parse_flops_rate, parse_pixels, parse_size
+from archprof.units import (
+    human_bytes,
+    human_count,
+    parse_bandwidth,
+    parse_count,
+    parse_flops_rate,
+    parse_pixels,
+    parse_size,
+    share_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -141,7 +152,7 @@ def test_rates():
 
 
 def test_bytes_in_binary_units_where_the_size_was_given_in_them():
-    from archprof.units import human_bytes, in_binary_units
+    from archprof.units import in_binary_units
 
     assert human_bytes(512 * 2**20, binary=True) == "512.00 MiB" and human_bytes(512 * 2**20) == "536.87 MB"
     assert human_bytes(1536, binary=True) == "1.50 KiB" and human_bytes(1000, binary=True) == "1000 B"
@@ -152,7 +163,7 @@ def test_bytes_in_binary_units_where_the_size_was_given_in_them():
 def test_every_prefix_read_is_written_back():
     """--peak-flops 1.5P showed as '1500.00 TFLOP/s': the grammar reads P and E (and PiB, EiB),
     which the writers now use too, each from the text it was read from."""
-    from archprof.units import flops_rate_text, human_bytes, human_count, parse_count, parse_size
+    from archprof.units import flops_rate_text
 
     assert flops_rate_text(parse_flops_rate("1.5P")) == "1.50 PFLOP/s"
     assert human_count(parse_count("2E")) == "2.00 E" and human_count(parse_count("999T")) == "999.00 T"
@@ -204,3 +215,19 @@ def test_a_ratio_keeps_two_figures_where_two_decimals_would_show_one_or_none(rat
     from archprof.units import ratio_text
 
     assert ratio_text(ratio) == text
+
+
+@pytest.mark.parametrize("value", [2_675, 1_005, 1_125, 1_145, 2_355_000, 11_715_000, -2_675, 999_994, 123_456_789])
+def test_a_count_on_a_rounding_tie_rounds_away_from_zero_like_every_other(value):
+    # The figure as decimal arithmetic gives it from the exact integer, ties away from zero:
+    # in binary floats 2,675 / 1000 fell below 2.675 and 1,145 / 1000 above 1.145.
+    step, prefix = next((s, p) for s, p in ((10**6, "M"), (10**3, "K")) if abs(value) >= s)
+    expected = (Decimal(value) / step).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert human_count(value) == f"{expected} {prefix}"
+    assert human_bytes(value) == f"{expected} {'MB' if prefix == 'M' else 'kB'}"
+
+
+@pytest.mark.parametrize(("part", "whole"), [(1, 16), (2_675, 10_000), (51, 200), (1, 3), (7, 8)])
+def test_a_share_on_a_rounding_tie_rounds_away_from_zero(part, whole):
+    expected = (Decimal(part) * 100 / whole).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    assert share_text(part / whole) == f"{expected}%"
