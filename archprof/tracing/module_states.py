@@ -13,8 +13,11 @@ instance) is alike no other: nothing says it runs alike.
 A state (`ModuleState`) is taken as a call begins and as it returns: the recording was made
 under the first, so a later module is compared with it, not with the module as a parent may
 have set it since; and a call that changed it (a counter, a lazy set-up, an output appended
-to a list) is seen to have. Taking one copies dicts and lists only; what they hold is read
-when compared.
+to a list) is seen to have. It holds no tensor: a parameter or buffer is kept as its class,
+shape, dtype, strides and need of a gradient, and an attribute alike no other (a tensor, a
+list of them) as `_UNLIKE`. The trace keeps its states to its end, and a tensor the model lets
+go of (a cache it replaces at its next call, a pruned weight made again) must die then, as
+in the forward.
 """
 
 from __future__ import annotations
@@ -37,26 +40,40 @@ PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, torch.dtyp
 # and arguments are fixed once made. Not an instance with a __call__, whose attributes may change.
 _BY_IDENTITY = (types.FunctionType, types.BuiltinFunctionType, type, functools.partial)
 _MISSING = object()
+_UNLIKE = object()  # an attribute's value a state does not keep: one alike no other (`_same_value`)
 
 
 @dataclass(slots=True)  # not frozen: made for every module under a call watched, and frozen ones are slower to make
 class ModuleState:
     """A module's attributes, parameters and buffers as they were when taken (`state_of`), and
     its submodules' states: copies of its attributes but the registries and hooks (of every
-    list and tuple among them too) and of its tables, made at about the speed of a dict copy.
-    What they say of the module is read only when compared (`ModuleStates.alike`)."""
+    list and tuple among them too), and of its parameters and buffers what is compared of them."""
 
     module: nn.Module
     attributes: dict[str, Any]
-    parameters: dict[str, torch.Tensor | None]
-    buffers: dict[str, torch.Tensor | None]
+    parameters: dict[str, tuple | None]  # `_described`
+    buffers: dict[str, tuple | None]
     children: dict[str, ModuleState | None]
 
 
 def _copied(value: Any) -> Any:
-    """A list or tuple copied, and any list or tuple in it; anything else itself."""
+    """A list or tuple copied, and any list or tuple in it; plain data, a function or a class
+    itself; anything else (a tensor, an object that may hold one) `_UNLIKE`."""
     kind = type(value)
-    return kind(map(_copied, value)) if kind is list or kind is tuple else value
+    if kind in PLAIN:
+        return value
+    if kind is list or kind is tuple:
+        return kind(map(_copied, value))
+    return value if isinstance(value, _BY_IDENTITY) else _UNLIKE
+
+
+def _described(tensors: dict[str, torch.Tensor | None]) -> dict[str, tuple | None]:
+    """Each parameter's (or buffer's) class, shape, dtype, strides and need of a gradient: what
+    says whether two modules run alike, and keeps no tensor alive."""
+    return {
+        name: None if x is None else (type(x), x.shape, x.dtype, x.stride(), x.requires_grad)
+        for name, x in tensors.items()
+    }
 
 
 def state_of(module: nn.Module) -> ModuleState:
@@ -66,8 +83,8 @@ def state_of(module: nn.Module) -> ModuleState:
     return ModuleState(
         module,
         {key: _copied(own[key]) for key in own.keys() - _READ_APART},
-        dict(own["_parameters"]),
-        dict(own["_buffers"]),
+        _described(own["_parameters"]),
+        _described(own["_buffers"]),
         {name: None if child is None else state_of(child) for name, child in children.items()},
     )
 
@@ -84,27 +101,6 @@ def _same_value(a: Any, b: Any) -> bool:
     if kind is tuple or kind is list:
         return len(a) == len(b) and all(map(_same_value, a, b))
     return a is b and isinstance(a, _BY_IDENTITY)
-
-
-def _same_tensors(a: dict, b: dict) -> bool:
-    """Whether two modules' parameters (or buffers) are alike: the same names, and tensors
-    of one class, shape, dtype, strides and need of a gradient."""
-    if len(a) != len(b):
-        return False
-    for name, x in a.items():
-        y = b.get(name, _MISSING)
-        if x is None or y is None or y is _MISSING:
-            if x is not y:
-                return False
-        elif x is not y and (
-            type(x) is not type(y)
-            or x.shape != y.shape
-            or x.dtype != y.dtype
-            or x.stride() != y.stride()
-            or x.requires_grad != y.requires_grad
-        ):
-            return False
-    return True
 
 
 def _hooked(own: dict) -> bool:
@@ -124,13 +120,13 @@ def _reached_twice(modules: list[tuple[str, nn.Module]]) -> set[int]:
 
 
 def _live(module: nn.Module) -> ModuleState:
-    """A module's state read where it lies, not copied: for one comparison."""
+    """A module's state for one comparison: its attributes read where they lie, not copied."""
     own = vars(module)
     return ModuleState(
         module,
         {key: own[key] for key in own.keys() - _READ_APART},
-        own["_parameters"],
-        own["_buffers"],
+        _described(own["_parameters"]),
+        _described(own["_buffers"]),
         own["_modules"],
     )
 
@@ -177,7 +173,7 @@ class ModuleStates:
             other = attributes.get(key, _MISSING)
             if not (value is other and type(value) in PLAIN) and not _same_value(value, other):
                 return None
-        if not (_same_tensors(a.parameters, b.parameters) and _same_tensors(a.buffers, b.buffers)):
+        if a.parameters != b.parameters or a.buffers != b.buffers:  # the same names, each described alike
             return None
         if len(a.children) != len(b.children):
             return None

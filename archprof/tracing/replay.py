@@ -26,7 +26,10 @@ The forward runs instead for:
   module's parameter), writes a parameter or buffer, calls a module outside it, or returns
   anything but a meta tensor or a flat tuple or list of them, or a conjugate or negative view;
 - a call that changed its module's state (a counter, a table made on the first call, an
-  output appended to a list attribute): it is not copied from.
+  output appended to a list attribute): it is not copied from;
+- a call of a module that holds, in place of a parameter or buffer the recording read,
+  another tensor than the one of that name (torch.func.functional_call puts there the tensors
+  it is given): a copy reads the one of that name.
 
 What it cannot see: a forward that reads or keeps something in a global (a module-level
 list of features, a counter in a closure). A copy runs no Python of the block, so it
@@ -163,6 +166,8 @@ class Replays:
                     recording.copyable = self._states.alike(recording.start.state, recording.after) and _read(
                         recording, recorder
                     )
+                if recording.copyable and not _holds_its_own(recording, module, path, recorder):
+                    return None, None  # a tensor put in a parameter's place: the forward reads it
                 output = _copy(recording, recorder, path, args, self._kernels) if recording.copyable else None
                 if output is None:  # its blocks read what a copy cannot rename
                     self._not_worth.add(cls)
@@ -293,6 +298,23 @@ def _read(recording: _Recording, recorder) -> bool:
     return all(map(known, recording.arguments_after)) and all(
         map(known, (meta for meta in recording.returns if not isinstance(meta, int)))
     )
+
+
+def _holds_its_own(recording: _Recording, module: nn.Module, path: str, recorder) -> bool:
+    """Whether the module at `path` holds, where the recording read a parameter or buffer, the
+    tensor registered under that name, which a copy reads: not another of its shape put in its
+    place (torch.func.functional_call puts there the tensors it is given, for one call)."""
+    prefix = path + "."
+    for name, _ in recording.parameters.values():
+        *owners, attribute = name.split(".")
+        owner = module
+        for child in owners:  # the tables, not `get_submodule`: a copy reads a dozen tensors or more
+            owner = owner._modules[child]
+        own = vars(owner)
+        held = own["_parameters"][attribute] if attribute in own["_parameters"] else own["_buffers"][attribute]
+        if recorder.meta_of(held) is not recorder.named(prefix + name):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
