@@ -1,7 +1,7 @@
 """archprof.tracing.shortcuts: a module call answered without its forward records what the forward
 records. The oracle is the same trace under a torch-function mode that passes every call
-through (`Passing`): no shortcut is taken there, and the module's forward runs. A spy on
-the functional call each forward makes says whether it ran."""
+through (`Passing`): no shortcut is taken there, and the module's forward runs. A profile
+function watching the functional call each forward makes (`spy`) says whether it ran."""
 
 from __future__ import annotations
 
@@ -79,16 +79,31 @@ def _model(make) -> nn.Module:
     return nn.Sequential(make(), nn.Flatten()).to("meta").eval()
 
 
-def _spy(monkeypatch, owner, name) -> list:
-    calls = []
-    original = getattr(owner, name)
+@pytest.fixture
+def spy():
+    """`spy(owner, name)`: the list of the calls of `owner.name` from then on, seen by a profile
+    function. Nothing is patched: a shortcut stands for the function as torch defines it, and
+    a patched one (a spy put in its place) runs instead."""
+    calls, watched = [], {}
 
-    def spy(*args, **kwargs):
-        calls.append(name)
-        return original(*args, **kwargs)
+    def profile(frame, event, arg):
+        if event == "call":
+            name = watched.get(id(frame.f_code))
+        elif event == "c_call":
+            name = watched.get(id(arg))
+        else:
+            return
+        if name is not None:
+            calls.append(name)
 
-    monkeypatch.setattr(owner, name, spy)
-    return calls
+    def start(owner, name) -> list:
+        function = getattr(owner, name)
+        watched[id(getattr(function, "__code__", function))] = name  # torch's own: held there
+        return calls
+
+    sys.setprofile(profile)
+    yield start
+    sys.setprofile(None)
 
 
 def _traced(model: nn.Module, shape, **options) -> str:
@@ -109,9 +124,9 @@ def _ids(cases):
 
 
 @pytest.mark.parametrize(("make", "shape", "reached"), ANSWERED, ids=_ids(ANSWERED))
-def test_an_answered_call_records_what_its_forward_records(make, shape, reached, monkeypatch):
+def test_an_answered_call_records_what_its_forward_records(make, shape, reached, spy):
     model = _model(make)
-    calls = _spy(monkeypatch, *reached)
+    calls = spy(*reached)
     expected = _forward_traced(model, shape)
     assert calls, "the oracle must run the forward"
     calls.clear()
@@ -120,9 +135,9 @@ def test_an_answered_call_records_what_its_forward_records(make, shape, reached,
 
 
 @pytest.mark.parametrize(("make", "shape", "reached"), FORWARD_RUNS, ids=_ids(FORWARD_RUNS))
-def test_a_call_no_shortcut_knows_runs_the_forward(make, shape, reached, monkeypatch):
+def test_a_call_no_shortcut_knows_runs_the_forward(make, shape, reached, spy):
     model = _model(make)
-    calls = _spy(monkeypatch, *reached)
+    calls = spy(*reached)
     expected = _forward_traced(model, shape)
     calls.clear()
     assert _traced(model, shape) == expected
@@ -191,10 +206,10 @@ def test_a_refused_call_says_what_the_forward_says(model, size, says):
     assert says in str(answered.value)
 
 
-def test_no_shortcut_where_the_module_forward_is_not_the_one_known(monkeypatch):
+def test_no_shortcut_where_the_module_forward_is_not_the_one_known(monkeypatch, spy):
     """A forward of the module's own, a subclass, a class forward patched since import, and
     a training step's trace: the forward runs each time."""
-    calls = _spy(monkeypatch, F, "relu")
+    calls = spy(F, "relu")
 
     class MyReLU(nn.ReLU):
         pass
@@ -232,12 +247,12 @@ def _forward_ops(model, shape):
         return [op.op for op in trace(model, [shape]).ops]
 
 
-def test_a_model_with_real_weights_is_answered_on_its_stand_ins(monkeypatch):
+def test_a_model_with_real_weights_is_answered_on_its_stand_ins(spy):
     """A model built on the CPU is traced on meta stand-ins put in place for the call
     (`functional_call`), cast to float16 here: the shortcut reads the stand-ins, as the
     forward does."""
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True)).eval()
-    calls = _spy(monkeypatch, F, "conv2d")
+    calls = spy(F, "conv2d")
     expected = _forward_traced(model, (2, 3, 8, 8), dtype=torch.float16)
     calls.clear()
     graph = trace(model, [(2, 3, 8, 8)], dtype=torch.float16)
@@ -347,11 +362,11 @@ TIMM_FORWARD_RUNS = {
 
 
 @pytest.mark.parametrize("make", TIMM_ANSWERED.values(), ids=TIMM_ANSWERED)
-def test_timm_batch_norm_act_is_answered_and_records_what_its_forward_records(make, hub_packages, monkeypatch):
+def test_timm_batch_norm_act_is_answered_and_records_what_its_forward_records(make, hub_packages, spy):
     """The oracle: the same model traced with its forwards run (`Passing`), F.batch_norm
     reached there and not here; the drop and act are still their own module calls."""
     model = _model(lambda: make(hub_packages[1].layers))
-    calls = _spy(monkeypatch, F, "batch_norm")
+    calls = spy(F, "batch_norm")
     expected = _forward_traced(model, (2, 4, 5, 5))
     assert calls, "the oracle must run the forward"
     calls.clear()
@@ -362,9 +377,9 @@ def test_timm_batch_norm_act_is_answered_and_records_what_its_forward_records(ma
 
 
 @pytest.mark.parametrize(("make", "shape"), TIMM_FORWARD_RUNS.values(), ids=TIMM_FORWARD_RUNS)
-def test_timm_batch_norm_act_the_shortcut_does_not_know_runs_its_forward(make, shape, hub_packages, monkeypatch):
+def test_timm_batch_norm_act_the_shortcut_does_not_know_runs_its_forward(make, shape, hub_packages, spy):
     model = make(hub_packages[1].layers)
-    calls = _spy(monkeypatch, F, "batch_norm")
+    calls = spy(F, "batch_norm")
     expected = _forward_traced(model, shape)
     calls.clear()
     assert _traced(model, shape) == expected
@@ -381,7 +396,7 @@ def test_timm_batch_norm_act_children_are_hooked_as_module_calls(hub_packages):
     assert ops[:3] == ["aten.native_batch_norm", "aten.relu_", "aten.mul"]
 
 
-def test_timm_batch_norm_act_forward_patched_runs_the_patch(hub_packages, monkeypatch):
+def test_timm_batch_norm_act_forward_patched_runs_the_patch(hub_packages, monkeypatch, spy):
     """A class forward replaced before archprof first meets the class, or after: the patch
     runs (an addition after the batch norm), until it is taken back."""
     import archprof.tracing.shortcuts as shortcuts
@@ -389,7 +404,7 @@ def test_timm_batch_norm_act_forward_patched_runs_the_patch(hub_packages, monkey
     norm_act = hub_packages[1].layers.BatchNormAct2d
     original = norm_act.forward
     model = _model(lambda: norm_act(4))
-    calls = _spy(monkeypatch, F, "batch_norm")
+    calls = spy(F, "batch_norm")
 
     def patched(self, x):
         return original(self, x) + 1

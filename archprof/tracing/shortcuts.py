@@ -4,17 +4,20 @@ A convolution, a batch norm in evaluation, a layer norm or an activation of torc
 reaches exactly one aten operator, its arguments read off the module. Getting there
 through the forward (the module's Python, the functional API's, the C++ dispatcher and back
 into Python for the recorder) costs a ResNet-50 analysis a tenth of its time. For these
-classes exactly (not a subclass, not a class whose forward was replaced since archprof was
-imported, not a module with a forward of its own), `shortcut_for` gives a function naming
-the operator and its arguments as the dispatcher would pass them (trailing defaults left
-out), and the recorder records that: the same graph (tests/test_shortcuts.py traces each
-one beside the forward it stands for).
+classes exactly (not a subclass), and only while what their forward reaches is what torch
+defines (`_REACHES`: the class's methods, none replaced nor one of the module's own, such as
+a `forward` or `_conv_forward` set on it; the functions of torch.nn.functional and torch it
+calls, none patched), `shortcut_for` gives a function naming the operator and its arguments
+as the dispatcher would pass them (trailing defaults left out), and the recorder records
+that: the same graph (tests/test_shortcuts.py traces each one beside the forward it stands
+for, tests/test_shortcut_overrides.py a forward reaching a replacement).
 
 timm's `BatchNormAct2d` (a batch norm whose forward then calls its `drop` and `act`
 children) is answered as its batch norm, and its children are then called as the forward
 calls them: hooked, recorded and answered as any module call. archprof never imports timm:
 such a class is known by where it is defined (`_DEFINED_ELSEWHERE`), on the first module of
-it a trace meets, and only if its forward is the one defined there beside it.
+it a trace meets, and answered as torch's classes are: while its forward (the one defined
+there beside it) and what that reaches are as defined.
 
 For a call outside what it knows the function returns None, and the forward runs: another
 input rank (an unbatched input, which the forward reshapes), a string padding or another
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from types import BuiltinFunctionType
 from typing import Any
 
 import torch
@@ -145,33 +149,112 @@ _DEFINED_ELSEWHERE: dict[tuple[str, str], Shortcut] = {
     # asserted), then calls self.drop and self.act.
     ("timm.layers.norm_act", "BatchNormAct2d"): _then_children(_batch_norm((4,)), "drop", "act"),
 }
-# Each class's forward as archprof found it: a forward patched later is not the one known.
-_FORWARDS = {cls: cls.forward for cls in _SHORTCUTS}
+
+# What each class's forward reaches, besides the module's attributes: the methods of its class
+# it calls on the module (the forward first), and by (module, name) the functions it calls and
+# those call in turn, as far as the one operator. A shortcut stands for them as torch (or timm)
+# defines them: a replacement runs (an instance's `_conv_forward`, a patched F.relu).
+_Reaches = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
+
+
+def _functional(name: str, *torch_functions: str, where: str = "torch._C._nn") -> tuple[tuple[str, str], ...]:
+    """torch.nn.functional's `name`, and the functions of `where` it calls."""
+    return (("torch.nn.functional", name), *((where, function) for function in torch_functions))
+
+
+_CONVOLUTION = ("forward", "_conv_forward")
+_BATCH_NORM = (("forward", "_check_input_dim"), _functional("batch_norm", "batch_norm", where="torch"))
+_HARDTANH = (("forward",), _functional("hardtanh", "hardtanh", "hardtanh_"))
+_REACHES: dict[type[nn.Module] | tuple[str, str], _Reaches] = {
+    nn.Conv1d: (_CONVOLUTION, _functional("conv1d")),
+    nn.Conv2d: (_CONVOLUTION, _functional("conv2d")),
+    nn.Conv3d: (_CONVOLUTION, _functional("conv3d")),
+    nn.BatchNorm1d: _BATCH_NORM,
+    nn.BatchNorm2d: _BATCH_NORM,
+    nn.BatchNorm3d: _BATCH_NORM,
+    nn.LayerNorm: (("forward",), _functional("layer_norm", "layer_norm", where="torch")),
+    nn.ReLU: (("forward",), _functional("relu", "relu", "relu_", where="torch")),
+    nn.ReLU6: _HARDTANH,
+    nn.Hardtanh: _HARDTANH,
+    nn.SiLU: (("forward",), _functional("silu", "silu", "silu_")),
+    nn.Hardswish: (("forward",), _functional("hardswish", "hardswish", "hardswish_")),
+    nn.Hardsigmoid: (("forward",), _functional("hardsigmoid", "hardsigmoid", "hardsigmoid_")),
+    nn.Sigmoid: (("forward",), (("torch", "sigmoid"),)),
+    nn.GELU: (("forward",), _functional("gelu")),
+    ("timm.layers.norm_act", "BatchNormAct2d"): (
+        ("forward",),
+        (*_functional("batch_norm", "batch_norm", where="torch"), ("timm.layers.norm_act", "_assert")),
+    ),
+}
+# What each class's forward reaches, as (its methods' names, (owner, name, function) for each
+# method and function), entered on the first module of it a trace meets where all are as
+# defined (archprof is imported at the first analysis, maybe after a patch): from then on, one
+# replaced is told by identity, a few lookups a module.
+_FORWARDS: dict[type, tuple[tuple[str, ...], tuple[tuple[Any, str, Any], ...]]] = {}
+
+
+def _as_defined(function: Any, qualname: str) -> bool:
+    """Whether `function` is the one torch (or timm) defines as `qualname`: a builtin of that
+    name, or a function of theirs whose code is in the file of the module it names (a wrapper
+    made elsewhere names the module of the function it wraps, not its file)."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return type(function) is BuiltinFunctionType and function.__name__ == qualname
+    where = getattr(function, "__module__", None) or ""
+    return (
+        code.co_qualname == qualname
+        and where.partition(".")[0] in ("torch", "timm")
+        and code.co_filename == getattr(sys.modules.get(where), "__file__", None)
+    )
+
+
+def _found_as_defined(cls: type) -> tuple | None:
+    """What the class's forward reaches, entered in `_FORWARDS` if all of it is as defined."""
+    methods, functions = _REACHES.get(cls) or _REACHES[cls.__module__, cls.__qualname__]
+    reached = []  # (owner, name, its qualname as defined)
+    for name in methods:
+        defining = next(base for base in cls.__mro__ if name in base.__dict__)
+        reached.append((cls, name, f"{defining.__qualname__}.{name}"))
+    reached += [(sys.modules.get(where), name, name) for where, name in functions]
+    found = []
+    for owner, name, qualname in reached:
+        function = getattr(owner, name, None)
+        if not _as_defined(function, qualname):
+            return None
+        found.append((owner, name, function))
+    _FORWARDS[cls] = known = methods, tuple(found)
+    return known
 
 
 def _found_elsewhere(cls: type) -> Shortcut | None:
     """The shortcut of a class of `_DEFINED_ELSEWHERE`, entered in `_SHORTCUTS` on first
-    sight: the class its module holds under that name, with the forward defined there."""
+    sight: the class its module holds under that name."""
     shortcut = _DEFINED_ELSEWHERE.get((cls.__module__, cls.__qualname__))
     if shortcut is None or getattr(sys.modules.get(cls.__module__), cls.__qualname__, None) is not cls:
         return None
-    forward = cls.forward
-    # A forward patched in before this first sight is defined elsewhere (a test's lambda).
-    where = (getattr(forward, "__module__", None), getattr(forward, "__qualname__", None))
-    if where != (cls.__module__, f"{cls.__qualname__}.forward"):
-        return None
     _SHORTCUTS[cls] = shortcut
-    _FORWARDS[cls] = forward
     return shortcut
 
 
 def shortcut_for(module: nn.Module) -> Shortcut | None:
-    """The shortcut of the module's class, if it has one and the module runs its class's
-    forward as archprof knows it."""
+    """The shortcut of the module's class, if it has one and the module's forward reaches what
+    its class's does as defined: no method of the module's own, none replaced, no function
+    patched."""
     cls = type(module)
     shortcut = _SHORTCUTS.get(cls) or _found_elsewhere(cls)
-    if shortcut is None or cls.forward is not _FORWARDS[cls] or "forward" in module.__dict__:
+    if shortcut is None:
         return None
+    known = _FORWARDS.get(cls) or _found_as_defined(cls)
+    if known is None:
+        return None
+    methods, found = known
+    for owner, name, function in found:
+        if getattr(owner, name, None) is not function:
+            return None
+    own = module.__dict__
+    for name in methods:
+        if name in own:
+            return None
     return shortcut
 
 

@@ -1,0 +1,170 @@
+"""archprof.tracing.shortcuts: a module whose forward reaches a replacement (a method set on
+the module, a method patched on its class, a torch.nn.functional function patched) is not
+answered from its attributes: the replacement runs. The oracles: the model's real forward
+(its output's shape, and FlopCounterMode's count, two flops a MAC), and the same trace with
+every forward run (`Passing`, under which no shortcut is taken)."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.flop_counter import FlopCounterMode
+
+import archprof
+import archprof.tracing.shortcuts as shortcuts
+from archprof.errors import ArchprofError
+from archprof.tracing.trace import trace
+
+F = torch.nn.functional
+SIZE = (3, 32, 32)
+
+
+class Passing(TorchFunctionMode):
+    """Every torch call goes through, unchanged: the forward runs as without archprof."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _model() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)
+    ).eval()
+
+
+def _strided_conv_forward(module, x, weight, bias):
+    return F.conv2d(x, weight, bias, 2, module.padding, module.dilation, module.groups)
+
+
+def _instance_conv_forward(model, monkeypatch):
+    conv = model[0]
+    conv._conv_forward = lambda x, weight, bias: _strided_conv_forward(conv, x, weight, bias)
+
+
+def _class_conv_forward(model, monkeypatch):
+    monkeypatch.setattr(nn.Conv2d, "_conv_forward", _strided_conv_forward)
+
+
+def _pooling_relu(model, monkeypatch):
+    monkeypatch.setattr(F, "relu", lambda x, inplace=False: F.max_pool2d(torch.clamp(x, min=0), 2))
+
+
+def _strided_conv2d(model, monkeypatch):
+    conv2d = F.conv2d
+
+    def strided(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        return conv2d(x, weight, bias, 2, padding, dilation, groups)
+
+    monkeypatch.setattr(F, "conv2d", strided)
+
+
+# Each replaces what a forward reaches, changing the model's output shape and its MACs.
+REPLACEMENTS = {
+    "instance _conv_forward": _instance_conv_forward,
+    "class-level _conv_forward": _class_conv_forward,
+    "F.relu": _pooling_relu,
+    "F.conv2d": _strided_conv2d,
+}
+
+
+@pytest.mark.parametrize("replace", REPLACEMENTS.values(), ids=REPLACEMENTS)
+def test_a_replacement_the_forward_reaches_runs(replace, monkeypatch):
+    model = _model()
+    trace(model, [(1, *SIZE)])  # archprof has met each class before the replacement
+    replace(model, monkeypatch)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        real = model(torch.randn(1, *SIZE))
+    report = archprof.analyze(model, input_size=SIZE)
+    assert [tuple(output.shape) for output in report.graph.outputs] == [tuple(real.shape)]
+    assert report.totals.macs * 2 == counter.get_total_flops()
+    with Passing():
+        expected = repr(trace(model, [(1, *SIZE)]))
+    assert repr(trace(model, [(1, *SIZE)])) == expected
+
+
+def test_a_function_patched_before_the_first_analysis_runs():
+    """archprof's tracing is imported on the first analysis, here after the patch: the
+    patched F.relu (a ReLU then a 2x2 max pool) is not taken for torch's."""
+    code = (
+        "import torch, archprof\n"
+        "F = torch.nn.functional\n"
+        "F.relu = lambda x, inplace=False: F.max_pool2d(torch.clamp(x, min=0), 2)\n"
+        "model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())\n"
+        "real = model(torch.randn(1, 3, 32, 32))\n"
+        "report = archprof.analyze(model, input_size=(3, 32, 32))\n"
+        "print(tuple(real.shape))\n"
+        "print(tuple(report.graph.outputs[0].shape))\n"
+    )
+    shapes = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert shapes.splitlines() == ["(1, 8, 16, 16)", "(1, 8, 16, 16)"]
+
+
+def test_a_batch_norm_input_check_set_on_the_module_runs():
+    """`_check_input_dim` set on the module runs, as its forward calls it: here it raises,
+    and archprof says what the forward says."""
+    model = _model()
+    checked = []
+
+    def check(x):
+        checked.append(tuple(x.shape))
+        raise ValueError(f"expected a batch of 2 (got {x.shape[0]})")
+
+    model[1]._check_input_dim = check
+    with pytest.raises(ValueError, match="expected a batch of 2") as forward:
+        model(torch.randn(1, *SIZE))
+    checked.clear()
+    with pytest.raises(ArchprofError) as traced:
+        archprof.analyze(model, input_size=SIZE)
+    assert str(forward.value) in str(traced.value)
+    assert checked and set(checked) == {(1, 8, 32, 32)}
+
+
+def test_a_batch_norm_input_check_patched_on_the_class_runs(monkeypatch):
+    """A `_check_input_dim` that records an operator of its own: in the graph, as in the
+    trace with every forward run."""
+
+    def check(self, x):
+        x.abs()
+
+    model = _model()
+    monkeypatch.setattr(nn.BatchNorm2d, "_check_input_dim", check)
+    with Passing():
+        expected = repr(trace(model, [(1, *SIZE)]))
+    graph = trace(model, [(1, *SIZE)])
+    assert repr(graph) == expected
+    assert [op.op for op in graph.ops][1:3] == ["aten.abs", "aten.native_batch_norm"]
+
+
+def test_the_shortcut_is_taken_again_once_the_patch_is_undone(monkeypatch):
+    """A patch undone leaves the class's forward as defined: answered again, whether archprof
+    met the class before the patch or under it (its record of the class emptied first)."""
+    monkeypatch.setattr(shortcuts, "_FORWARDS", {})
+    for known_before in (False, True):
+        if known_before:
+            assert shortcuts.shortcut_for(nn.ReLU()) is not None
+        with monkeypatch.context() as patch:
+            _pooling_relu(None, patch)
+            assert shortcuts.shortcut_for(nn.ReLU()) is None
+        assert shortcuts.shortcut_for(nn.ReLU()) is not None
+
+
+def test_a_wrapper_that_keeps_the_name_is_not_taken_for_the_function(monkeypatch):
+    """functools.wraps gives a wrapper F.relu's module and name: it still runs."""
+    relu = F.relu
+
+    @functools.wraps(relu)
+    def pooled(x, inplace=False):
+        return F.max_pool2d(relu(x, inplace), 2)
+
+    monkeypatch.setattr(F, "relu", pooled)
+    model = _model()
+    with torch.no_grad():
+        real = model(torch.randn(1, *SIZE))
+    report = archprof.analyze(model, input_size=SIZE)
+    assert [tuple(output.shape) for output in report.graph.outputs] == [tuple(real.shape)]
