@@ -10,7 +10,8 @@ import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
+from fractions import Fraction
 
 from archprof.errors import ArchprofError, shown
 
@@ -34,42 +35,43 @@ def _prefixed(value: int, steps: tuple[tuple[int, str], ...]) -> str | None:
     from 1000 of the largest on, in e-notation; None below the smallest step."""
     for index, (step, prefix) in enumerate(steps):
         if abs(value) >= step:
-            scaled = _hundredths(Decimal(value) / step)
-            if index == 0 and abs(scaled) >= 1000:
+            if index == 0 and abs(_fixed(Fraction(value, step), 2)) >= 1000:
                 return f"{value:.2e}"
-            if index > 0 and abs(scaled) >= steps[index - 1][0] // step:
+            if index > 0 and abs(_fixed(Fraction(value, step), 2)) >= steps[index - 1][0] // step:
                 step, prefix = steps[index - 1]
-                scaled = _hundredths(Decimal(value) / step)
-            return f"{scaled} {prefix}"
+            return f"{_fixed_text(Fraction(value, step), 2)} {prefix}"
     return None
 
 
-def _hundredths(number: Decimal) -> Decimal:
-    """`number` to two decimals, a tie away from zero, in decimal arithmetic: in binary
+def _fixed(number: Fraction, places: int) -> Fraction:
+    """`number` to `places` decimals, a tie away from zero, in exact arithmetic: in binary
     floats 2,675 / 1000 is just below 2.675 and 1,145 / 1000 just above 1.145, so that ties
     went either way (2.67 K, 1.15 K)."""
-    return number.quantize(_HUNDREDTH, rounding=ROUND_HALF_UP)
+    scale = 10**places
+    units = (2 * abs(number) * scale + 1) // 2  # the nearest whole number of 1/scale, a tie up
+    return Fraction(units if number >= 0 else -units, scale)
 
 
-_HUNDREDTH = Decimal("0.01")
+def _fixed_text(number: Fraction, places: int, grouped: bool = False) -> str:
+    """`_fixed`'s number written out ('1020.00'), its whole part grouped by thousands where
+    asked ('-1,069.0')."""
+    rounded = _fixed(number, places)
+    whole, part = divmod(abs(rounded) * 10**places, 10**places)
+    return f"{'-' if rounded < 0 else ''}{int(whole):{',' if grouped else ''}}.{int(part):0{places}d}"
 
 
 def share_text(share: float) -> str:
     """A fraction as a percentage to 0.1%: 0.255 -> '25.5%'; a share that is neither none nor
-    all never reads as either: '<0.1%' (not 0.0%), '>99.9%' (not 100.0%)."""
+    all never reads as either: '<0.1%' (not 0.0%), '>99.9%' (not 100.0%). Rounded from the
+    float's shortest decimal form, a tie away from zero (as counts are): 0.0625 is 6.3%, and
+    0.2675 (a float just below it) 26.8%."""
     if 0 < share < 0.0005:
         return "<0.1%"
     if 0.9995 <= share < 1:
         return ">99.9%"
-    # From the float's shortest decimal form, a tie away from zero (as `_hundredths`): the
-    # share 0.0625 is 6.3%, not 6.2%, and 0.2675 (a float just below it) 26.8%.
     if not math.isfinite(share):
         return f"{100 * share}%"
-    percent = (Decimal(repr(share)) * 100).quantize(_TENTH, rounding=ROUND_HALF_UP)
-    return f"{percent:,}%"
-
-
-_TENTH = Decimal("0.1")
+    return f"{_fixed_text(Fraction(repr(float(share))) * 100, 1, grouped=True)}%"
 
 
 def percent_change_text(change: float) -> str:

@@ -1,8 +1,9 @@
 """One grammar for every number with a unit that archprof reads: counts (--max-params),
 sizes (--fit, --max-peak-memory, budget files) and rates (--peak-flops, --bandwidth)."""
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
+import numpy
 import pytest
 
 from archprof.errors import ArchprofError
@@ -231,3 +232,18 @@ def test_a_count_on_a_rounding_tie_rounds_away_from_zero_like_every_other(value)
 def test_a_share_on_a_rounding_tie_rounds_away_from_zero(part, whole):
     expected = (Decimal(part) * 100 / whole).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
     assert share_text(part / whole) == f"{expected}%"
+
+
+def test_figures_do_not_depend_on_the_callers_decimal_context():
+    # A caller's thread-wide context (4 digits) must neither round a figure twice nor make it fail.
+    with localcontext() as context:
+        context.prec = 4
+        assert human_count(25_554_999) == "25.55 M"  # 25.554999 exactly
+        assert human_count(138_357_544) == "138.36 M"
+        assert share_text(0.0625) == "6.3%"
+
+
+def test_huge_counts_and_numpy_shares_are_written():
+    assert human_count(10**44) == "1.00e+44" and human_bytes(10**47) == "1.00e+47 B"
+    assert human_count(-999_995) == "-1.00 M"  # rounds to a thousand K: the next prefix, as positive ones
+    assert share_text(numpy.float64(0.0625)) == "6.3%"
