@@ -167,3 +167,60 @@ def test_tensors_a_block_replaces_at_its_next_call_are_let_go_of(copies, make): 
     assert [graph.released.get(storage, end) < end for storage in kept] == [not still for still in alive]
     if make is Pruned:
         assert copies == [("a", "a")]  # the third call of `a`, from its second; `b`, with a hook, is run
+
+
+class SwapsBeforeCopying(nn.Module):
+    """Its block's second call (the first recorded) under functional_call with the block's own
+    c2.weight in c1's place, then a plain call, which a copy of the second would answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blk = Block()
+
+    def forward(self, x):
+        x = self.blk(self.stem(x))
+        x = functional_call(self.blk, {"c1.weight": self.blk.c2.weight}, (x,), strict=False)
+        return self.blk(x)
+
+
+def test_a_call_made_with_a_weight_put_in_its_place_is_not_copied_to_a_plain_one():
+    model = SwapsBeforeCopying().eval()
+    handed = []
+    names = {id(t): name for name, t in model.named_parameters()}
+    handle = model.blk.c1.register_forward_pre_hook(lambda module, args: handed.append(names[id(module.weight)]))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 16, 16))
+    handle.remove()
+    assert handed == ["blk.c1.weight", "blk.c2.weight", "blk.c1.weight"]
+    report = _analysed_both_ways(model)
+    read = [op.inputs[1].name for op in report.graph.ops if op.op == "aten.convolution" and op.module.path == "blk.c1"]
+    assert read == handed
+
+
+class Rewrapped(nn.Module):
+    """Blocks whose first convolution each wraps in a Sequential at its first call: the
+    weight the trace named blocks.N.c1.weight is then at blocks.N.c1.0.weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.ModuleList(Block() for _ in range(4))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            if isinstance(block.c1, nn.Conv2d):
+                block.c1 = nn.Sequential(block.c1)
+            x = block(x)
+        return x
+
+
+def test_a_block_whose_children_moved_since_the_trace_named_them_is_analysed():
+    """The copy's check of what the block holds looked each name up where the trace found
+    it, and raised KeyError: 'weight' (the forward runs: the real one and the plain path's)."""
+    model = Rewrapped().eval()
+    with torch.no_grad():
+        expected = Rewrapped().eval()(torch.randn(1, 3, 16, 16)).shape
+    report = _analysed_both_ways(model)
+    assert report.graph.outputs[0].shape == tuple(expected)

@@ -166,7 +166,7 @@ class Replays:
                     recording.copyable = self._states.alike(recording.start.state, recording.after) and _read(
                         recording, recorder
                     )
-                if recording.copyable and not _holds_its_own(recording, module, path, recorder):
+                if recording.copyable and not _holds_its_own(module, path, recorder):
                     return None, None  # a tensor put in a parameter's place: the forward reads it
                 output = _copy(recording, recorder, path, args, self._kernels) if recording.copyable else None
                 if output is None:  # its blocks read what a copy cannot rename
@@ -178,6 +178,8 @@ class Replays:
             self._missed(cls)
             if cls in self._not_worth:
                 return None, None
+        if not _holds_its_own(module, path, recorder):
+            return None, None  # a call reading a tensor put in a parameter's place: no recording to copy
         made, storage = recorder.made_so_far()
         start = _Start(
             module,
@@ -300,20 +302,22 @@ def _read(recording: _Recording, recorder) -> bool:
     )
 
 
-def _holds_its_own(recording: _Recording, module: nn.Module, path: str, recorder) -> bool:
-    """Whether the module at `path` holds, where the recording read a parameter or buffer, the
-    tensor registered under that name, which a copy reads: not another of its shape put in its
-    place (torch.func.functional_call puts there the tensors it is given, for one call)."""
-    prefix = path + "."
-    for name, _ in recording.parameters.values():
-        *owners, attribute = name.split(".")
-        owner = module
-        for child in owners:  # the tables, not `get_submodule`: a copy reads a dozen tensors or more
-            owner = owner._modules[child]
+def _holds_its_own(module: nn.Module, path: str, recorder) -> bool:
+    """Whether each parameter and buffer of the module at `path` (and of the modules under it)
+    that the trace named is in its place: not another tensor put there (torch.func.functional_call
+    puts there the tensors it is given, for one call). A copy reads the tensors of those names,
+    and a call recorded while another stood in one's place read that one. A place the trace
+    named nothing (a weight tied to one named elsewhere, a child made by the forward) is not asked."""
+    stack = [(module, path)]
+    while stack:
+        owner, where = stack.pop()
         own = vars(owner)
-        held = own["_parameters"][attribute] if attribute in own["_parameters"] else own["_buffers"][attribute]
-        if recorder.meta_of(held) is not recorder.named(prefix + name):
-            return False
+        for table in (own["_parameters"], own["_buffers"]):
+            for name, held in table.items():
+                named = recorder.named(f"{where}.{name}")
+                if named is not None and held is not None and recorder.meta_of(held) is not named:
+                    return False
+        stack += [(child, f"{where}.{name}") for name, child in own["_modules"].items() if child is not None]
     return True
 
 
