@@ -168,3 +168,56 @@ def test_a_wrapper_that_keeps_the_name_is_not_taken_for_the_function(monkeypatch
         real = model(torch.randn(1, *SIZE))
     report = archprof.analyze(model, input_size=SIZE)
     assert [tuple(output.shape) for output in report.graph.outputs] == [tuple(real.shape)]
+
+
+class SetsUpItsStride(nn.Module):
+    """Sets its convolution's `_conv_forward` at its first call (a lazy set-up): after archprof
+    chose the module's shortcut, as its wrappers were put in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        if "_conv_forward" not in vars(self.conv):
+            conv = self.conv
+            conv._conv_forward = lambda x, weight, bias: _strided_conv_forward(conv, x, weight, bias)
+        return self.conv(x)
+
+
+class PoolsInItsReLU(nn.Module):
+    """Patches F.relu for its activation's call, and puts it back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        relu = F.relu
+        F.relu = lambda t, inplace=False: F.max_pool2d(torch.clamp(t, min=0), 2)
+        try:
+            return self.act(self.conv(x))
+        finally:
+            F.relu = relu
+
+
+@pytest.mark.parametrize("make", [SetsUpItsStride, PoolsInItsReLU])
+def test_a_replacement_made_by_the_forward_itself_runs(make):
+    with torch.no_grad():
+        real = make().eval()(torch.randn(1, *SIZE))
+    report = archprof.analyze(make().eval(), input_size=SIZE)
+    assert [tuple(output.shape) for output in report.graph.outputs] == [tuple(real.shape)]
+    with Passing():
+        expected = repr(trace(make().eval(), [(1, *SIZE)]))
+    assert repr(trace(make().eval(), [(1, *SIZE)])) == expected
+
+
+def test_an_install_without_sources_is_answered_as_one_with_them(monkeypatch):
+    """Installed without sources, a module's __file__ is its .pyc, and its functions' code
+    names the .py it was compiled from: the class is still the one torch defines."""
+    monkeypatch.setattr(shortcuts, "_FORWARDS", {})
+    monkeypatch.setattr(nn.modules.conv, "__file__", nn.modules.conv.__file__ + "c")
+    monkeypatch.setattr(F, "__file__", F.__file__ + "c")
+    assert shortcuts.shortcut_for(nn.Conv2d(3, 8, 3)) is not None
+    assert shortcuts.shortcut_for(nn.ReLU()) is not None

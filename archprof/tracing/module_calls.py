@@ -16,7 +16,7 @@ from archprof.tracing.recorder import Recorder
 from archprof.tracing.replay import Replays
 from archprof.tracing.script_calls import ScriptCode
 from archprof.tracing.script_stacks import stacks_of_marks
-from archprof.tracing.shortcuts import Shortcut, shortcut_for
+from archprof.tracing.shortcuts import Shortcut, reaches_as_defined, shortcut_for
 
 
 def attach_hooks(
@@ -150,7 +150,7 @@ class _RecordedForward:
         recorder = self.recorder
         path = recorder.running_path() if self.entered_by_hook else self._opened(args, kwargs)
         output = start = None
-        if self.shortcut is not None and len(args) == 1 and not kwargs:
+        if self.shortcut is not None and len(args) == 1 and not kwargs and reaches_as_defined(self.module, self):
             output = recorder.answer_directly(self.module, args[0], self.shortcut)
         elif self.replays is not None:
             output, start = self.replays.answer(self.module, path, args, kwargs)

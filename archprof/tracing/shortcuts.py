@@ -163,7 +163,9 @@ def _functional(name: str, *torch_functions: str, where: str = "torch._C._nn") -
 
 
 _CONVOLUTION = ("forward", "_conv_forward")
-_BATCH_NORM = (("forward", "_check_input_dim"), _functional("batch_norm", "batch_norm", where="torch"))
+# Not torch.batch_norm, which F.batch_norm calls: a trace routes it to archprof's own
+# (`kernels.DeviceKernels`), which records what the shortcut records.
+_BATCH_NORM = (("forward", "_check_input_dim"), _functional("batch_norm"))
 _HARDTANH = (("forward",), _functional("hardtanh", "hardtanh", "hardtanh_"))
 _REACHES: dict[type[nn.Module] | tuple[str, str], _Reaches] = {
     nn.Conv1d: (_CONVOLUTION, _functional("conv1d")),
@@ -183,7 +185,7 @@ _REACHES: dict[type[nn.Module] | tuple[str, str], _Reaches] = {
     nn.GELU: (("forward",), _functional("gelu")),
     ("timm.layers.norm_act", "BatchNormAct2d"): (
         ("forward",),
-        (*_functional("batch_norm", "batch_norm", where="torch"), ("timm.layers.norm_act", "_assert")),
+        (*_functional("batch_norm"), ("timm.layers.norm_act", "_assert")),
     ),
 }
 # What each class's forward reaches, as (its methods' names, (owner, name, function) for each
@@ -195,16 +197,20 @@ _FORWARDS: dict[type, tuple[tuple[str, ...], tuple[tuple[Any, str, Any], ...]]] 
 
 def _as_defined(function: Any, qualname: str) -> bool:
     """Whether `function` is the one torch (or timm) defines as `qualname`: a builtin of that
-    name, or a function of theirs whose code is in the file of the module it names (a wrapper
-    made elsewhere names the module of the function it wraps, not its file)."""
+    name, or a function of theirs defined in the module it names (a wrapper made elsewhere
+    names the module of the function it wraps, but its globals are its own module's). Not
+    its file: installed without sources, a module's `__file__` is its .pyc, its code's the
+    path it was compiled from."""
     code = getattr(function, "__code__", None)
     if code is None:
         return type(function) is BuiltinFunctionType and function.__name__ == qualname
     where = getattr(function, "__module__", None) or ""
+    module = sys.modules.get(where)
     return (
         code.co_qualname == qualname
         and where.partition(".")[0] in ("torch", "timm")
-        and code.co_filename == getattr(sys.modules.get(where), "__file__", None)
+        and module is not None
+        and getattr(function, "__globals__", None) is vars(module)
     )
 
 
@@ -238,24 +244,27 @@ def _found_elsewhere(cls: type) -> Shortcut | None:
 
 def shortcut_for(module: nn.Module) -> Shortcut | None:
     """The shortcut of the module's class, if it has one and the module's forward reaches what
-    its class's does as defined: no method of the module's own, none replaced, no function
-    patched."""
+    its class's does as defined (`reaches_as_defined`)."""
     cls = type(module)
     shortcut = _SHORTCUTS.get(cls) or _found_elsewhere(cls)
-    if shortcut is None:
-        return None
+    return shortcut if shortcut is not None and reaches_as_defined(module) else None
+
+
+def reaches_as_defined(module: nn.Module, set_by_the_trace: Any = None) -> bool:
+    """Whether the forward of a module whose class has a shortcut reaches what its class's does
+    as defined: no method of the module's own (but `set_by_the_trace`, the forward the trace
+    put on it), none replaced, no function patched. Asked again at each call: a forward may
+    patch one (a lazy set-up of its convolution's `_conv_forward` at its first call)."""
+    cls = type(module)
     known = _FORWARDS.get(cls) or _found_as_defined(cls)
     if known is None:
-        return None
+        return False
     methods, found = known
     for owner, name, function in found:
         if getattr(owner, name, None) is not function:
-            return None
+            return False
     own = module.__dict__
-    for name in methods:
-        if name in own:
-            return None
-    return shortcut
+    return all(own.get(name, set_by_the_trace) is set_by_the_trace for name in methods)
 
 
 def may_shortcut(x: Any) -> bool:
