@@ -153,12 +153,14 @@ def _package_source() -> str:
 
 def _private_name_exists(name: str) -> bool:
     """`_point`, `_hull`: defined in archprof (a function, class, attribute or field), or
-    torch's (an operator, a function, a module's own attribute)."""
+    torch's (an operator, a function, a module's own attribute, a torch.nn class's method:
+    `_conv_forward`)."""
     escaped = re.escape(name)
     defined = rf"(def|class)\s+{escaped}\b|^\s*{escaped}\s*[:=]|self\.{escaped}\s*[:=]"
     if re.search(defined, _package_source(), re.MULTILINE):
         return True
-    owners = (torch, torch._C, torch.ops.aten, torch.nn.Module())
+    layers = [owner for owner in vars(torch.nn).values() if isinstance(owner, type)]
+    owners = (torch, torch._C, torch.ops.aten, torch.nn.Module(), *layers)
     return name in TORCH_PRIVATE_NAMES or any(hasattr(owner, name) for owner in owners)
 
 
