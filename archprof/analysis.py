@@ -17,7 +17,7 @@ import torch
 
 from archprof.collector import collector_paused
 from archprof.errors import ArchprofError, check_flag, shown, warn
-from archprof.graph import Graph
+from archprof.graph import Graph, TensorMeta
 from archprof.load import (
     DTYPES,
     InputsLike,
@@ -104,7 +104,7 @@ def analyze(
 
         inputs=(3, 32, 32)                              one input, as input_size
         inputs=[(3, 224, 224), "10"]                    two positional inputs
-        inputs=["77:int64"]                             token ids (any torch dtype name)
+        inputs=["77:int64"]                             token ids (a name of archprof.load.INPUT_DTYPES)
         inputs=((77,), torch.int64)                     the same, one (shape, dtype) pair
         inputs={"x": (3, 32, 32), "ids": ((77,), torch.int64)}   keyword inputs
         inputs=[InputSpec((77,), torch.int64, name="ids")]      archprof.load.InputSpec
@@ -414,7 +414,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
     columns.update(interface_columns(groups))
     columns.update(parameter_columns(graph, groups))
     columns.update(cost_columns(groups))
-    columns["activation_bytes"] = [sum(t.nbytes for t in g.outputs) for g in groups]
+    columns["activation_bytes"] = [_output_bytes(g.outputs) for g in groups]
     columns.update(receptive_field_columns(graph, groups))
     columns.update(memory_columns(graph, groups))
     specs = COLUMNS
@@ -441,6 +441,13 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         traced_on=traced_on,
         graph=graph,
     )
+
+
+def _output_bytes(outputs: Sequence[TensorMeta]) -> int:
+    """The bytes of a row's outputs, a tensor returned twice (`return y, y`) counted once."""
+    if len(outputs) == 1:
+        return outputs[0].nbytes
+    return sum(t.nbytes for t in {t.id: t for t in outputs}.values())
 
 
 @functools.lru_cache(maxsize=1024)

@@ -4,6 +4,7 @@ Hand-written: torch's pytree costs more than the rest of the trace together."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 
 
 def tensors_in(structure) -> list[torch.Tensor]:
-    """The tensors in nested tuples, lists and dicts (a module's output), in order."""
+    """The tensors in nested tuples, lists, dicts and dataclass instances (a module's output), in order."""
     if isinstance(structure, torch.Tensor):
         return [structure]
     if isinstance(structure, (tuple, list)):
@@ -25,6 +26,8 @@ def tensors_in(structure) -> list[torch.Tensor]:
         return found
     if isinstance(structure, dict):
         return [t for item in structure.values() for t in tensors_in(item)]
+    if dataclasses.is_dataclass(structure) and not isinstance(structure, type):  # a model's output record
+        return [t for field in dataclasses.fields(structure) for t in tensors_in(getattr(structure, field.name))]
     return []
 
 
