@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,10 +106,16 @@ def open_output(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
         except OSError as exc:
             raise ArchprofError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
-    try:
-        fd, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
-    except OSError as exc:
+    # The name chosen before the file is made: a Ctrl-C raised as mkstemp returned, its name
+    # not yet known here, left the file behind.
+    temporary = destination.parent / f".{destination.name}.{secrets.token_hex(6)}.tmp"
+    try:  # made new, readable by the user alone until its mode is set, as mkstemp's
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # none made (a file of that name is not this one's to remove)
         raise ArchprofError(f"cannot write {target}: {exc.strerror}") from None
+    except BaseException:  # Ctrl-C as it returned: made, its descriptor not kept
+        temporary.unlink(missing_ok=True)
+        raise
     try:
         with os.fdopen(fd, "wb" if binary else "w", **_text_options(binary)) as handle:
             os.fchmod(handle.fileno(), _mode_for(destination))

@@ -680,3 +680,25 @@ def test_a_format_the_output_suffix_contradicts_is_refused_and_a_txt_file_takes_
     result = invoke("summary", "lenet5", "-f", "markdown", "-o", notes)
     assert result.exit_code == 0, result.output
     assert "\n| Layer | Type |" in notes.read_text()  # Markdown, as asked
+
+
+def test_ctrl_c_as_the_temporary_file_is_made_leaves_the_old_file_and_nothing_else(tmp_path, monkeypatch):
+    """README, "Output files": Ctrl-C keeps the old file, and no temporary file. Raised just
+    as the call that makes the temporary file returns, before its name could be kept."""
+    target = tmp_path / "r.csv"
+    target.write_text("OLD")
+    made = os.open
+
+    def made_then_interrupted(path, flags, mode=0o777, **kwargs):
+        fd = made(path, flags, mode, **kwargs)
+        if str(path).endswith(".tmp"):
+            os.close(fd)
+            raise KeyboardInterrupt
+        return fd
+
+    monkeypatch.setattr(os, "open", made_then_interrupted)
+    with pytest.raises(KeyboardInterrupt), open_output(target) as handle:
+        handle.write("NEW")
+    monkeypatch.undo()
+    assert target.read_text() == "OLD"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
