@@ -1,30 +1,58 @@
 """A linear layer as a real CPU run computes it (`cpu_linear`), for `DeviceKernels` and the
 recurrent layers' projections.
 
-Modelled (PyTorch 2.x, CPU):
+Modelled (PyTorch 2.13, CPU, Linear.cpp):
 
-- linear layers: on an input of other than two dimensions that is not contiguous, the
-  composite multiplies (matmul) and then adds the bias in place (linear.cpp), but out of
-  place for a tensor that looks like a subclass, as every tensor does under a dispatch
-  mode: a copy of the output that a real run never makes. Such a call on meta is run as
-  the real one runs; any other keeps the composite road, the same there as anywhere.
+- linear layers: an input of two dimensions with a bias is one addmm; one of any other
+  number is flattened into rows for one addmm where it is contiguous and its bias has one
+  dimension or squeezes to one (`_flattened_by_linear`). Anywhere else the composite
+  multiplies (matmul) and then adds the bias in place, but out of place for a tensor that
+  looks like a subclass, as every tensor does under a dispatch mode: a copy of the output
+  that a real run never makes. Such a call on meta is run as the real one runs; any other
+  keeps the composite road, the same there as anywhere.
+- a bias that does not fit: addmm expands the bias, as it was given, to the product's rows
+  and columns, and the in-place add cannot grow the output; a CPU raises where the bias
+  does not expand to that shape ((1, 1, 6) flattened to 12 rows, (4, 6) added to a vector).
+  The meta kernels word it otherwise, or broadcast addmm's bias to three dimensions and go
+  on: the CPU's operator raises its own error first, on stand-ins (`_raise_the_cpus_error`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 
 def cpu_linear(input, weight, bias=None):
-    """at::linear as a real CPU run computes it: where it neither flattens the input into one
-    addmm nor takes a matrix, a product and the bias added in place (out of place under a
+    """at::linear as a real CPU run computes it: where it neither takes a matrix nor flattens
+    the input into one addmm, a product and the bias added in place (out of place under a
     dispatch mode, for tensors that look like subclasses there)."""
-    if bias is None or input.dim() == 2 or _flattened_by_linear(input, bias):
+    if bias is None or input.dim() == 0 or weight.dim() == 0:
         return torch._C._nn.linear(input, weight, bias)
-    return torch.matmul(input, weight.t()).add_(bias)
+    if input.dim() == 2 or _flattened_by_linear(input, bias):
+        if weight.dim() == 2:  # any other addmm refuses first
+            rows_by_columns = (math.prod(input.shape[:-1]), weight.shape[0])
+            _raise_the_cpus_error(bias, rows_by_columns, lambda bias: bias.expand(rows_by_columns))  # addmm's
+        return torch._C._nn.linear(input, weight, bias)
+    if bias.dim() != 1:
+        bias.squeeze()  # Linear.cpp's test of the bias's shape: a view a CPU makes, recorded as it makes it
+    output = torch.matmul(input, weight.t())
+    _raise_the_cpus_error(bias, output.shape, lambda bias: torch.empty(output.shape, dtype=output.dtype).add_(bias))
+    return output.add_(bias)
 
 
 def _flattened_by_linear(input, bias) -> bool:
-    """Whether linear.cpp flattens the input into one matrix product with the bias (addmm):
-    a contiguous input of three dimensions, or of any number with a one-dimensional bias."""
-    return input.is_contiguous() and (input.dim() == 3 or bias.dim() == 1)
+    """Whether Linear.cpp flattens an input of other than two dimensions into one matrix
+    product with the bias (addmm): a contiguous input, with a bias of one dimension or that
+    squeezes to one (all its sizes but one are 1)."""
+    return input.is_contiguous() and (bias.dim() == 1 or sum(size != 1 for size in bias.shape) == 1)
+
+
+def _raise_the_cpus_error(bias, shape, cpus_operation) -> None:
+    """Where `bias` does not expand to `shape`, the error a CPU raises: `cpus_operation` run
+    on a CPU stand-in of the bias, of no bytes (its strides 0). The add's stand-in output is
+    allocated, as the CPU's is, and never written."""
+    sizes = zip(reversed(bias.shape), reversed(shape), strict=False)  # from the last, as broadcasting pairs them
+    if bias.dim() > len(shape) or any(have not in (1, want) for have, want in sizes):
+        cpus_operation(torch.empty_strided(bias.shape, (0,) * bias.dim(), dtype=bias.dtype))
