@@ -114,8 +114,11 @@ from archprof.kernels.recurrent import (
     ONE_HIDDEN_ROUTES,
     ONEDNN_LSTM,
     cpu_lstm,
+    cpu_packed_lstm,
+    has_packed_steps,
     has_steps,
     is_lstm_on_input,
+    is_packed_lstm,
     onednn_lstm,
     onednn_lstm_kernel,
 )
@@ -280,9 +283,12 @@ class DeviceKernels:
         return self._attention(query, *args, **kwargs)
 
     def _routed_lstm(self, *args, **kwargs):
-        if kwargs or not is_lstm_on_input(args) or args[0].device.type != "meta":
-            return torch._C._VariableFunctions.lstm(*args, **kwargs)
-        return self._lstm(*args)
+        if not kwargs and args[0].device.type == "meta":
+            if is_lstm_on_input(args):
+                return self._lstm(*args)
+            if is_packed_lstm(args) and has_packed_steps(args[1]):
+                return self._packed_lstm(*args)
+        return torch._C._VariableFunctions.lstm(*args, **kwargs)
 
     def _attention(
         self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
@@ -311,6 +317,12 @@ class DeviceKernels:
         # step's gates, let go of inside (all of them in inference), are its workspace.
         with noted_as_one_cpu_operator():
             return lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+    def _packed_lstm(self, data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional):
+        # A packed sequence: RNN.cpp's packed lstm, which takes no oneDNN kernel; one operator on a CPU too.
+        self.chosen[f"{LSTM}: {CELL_LOOP}"] += 1
+        with noted_as_one_cpu_operator():
+            return cpu_packed_lstm(data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional)
 
 
 def _check_batch_norm_features(input, weight, bias, running_mean, running_var, training: bool) -> None:

@@ -11,8 +11,12 @@ Modelled (PyTorch 2.x, CPU):
   and GRU and plain RNN layers (`torch._VF.gru`, `rnn_tanh`, `rnn_relu`), run RNN.cpp's own
   layers, which on a CPU project the whole sequence's input in one product and then run
   the cell per step on the hidden state alone; on meta they project each step apart, so
-  they are run here as the CPU runs them (`cpu_lstm`, `_cpu_one_hidden_rnn`). Packed
-  sequences keep the composite road (a projection per step).
+  they are run here as the CPU runs them (`cpu_lstm`, `_cpu_one_hidden_rnn`).
+- packed sequences: every LSTM, GRU and RNN layer on a packed sequence runs RNN.cpp's
+  PackedLayer (oneDNN takes none), which on a CPU projects every packed row's input in one
+  product, then runs the cell on each step's rows, the hidden state narrowed as sequences
+  end (grown again, backward); on meta it projects each step apart, so these run here as
+  the CPU runs them too (`cpu_packed_lstm`, `_cpu_packed_one_hidden_rnn`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ _ONEDNN_LSTM_MODE = 2  # ideep::rnn_kind::LSTM
 def is_lstm_on_input(args) -> bool:
     """torch.lstm's form for padded input, (input, (h0, c0), params, ...); not the packed one."""
     return len(args) == 9 and isinstance(args[1], (list, tuple))
+
+
+def is_packed_lstm(args) -> bool:
+    """torch.lstm's form for a packed sequence, (data, batch_sizes, (h0, c0), params, ...)."""
+    return len(args) == 9 and isinstance(args[1], torch.Tensor) and isinstance(args[2], (list, tuple))
+
+
+def has_packed_steps(batch_sizes) -> bool:
+    """Whether the batch sizes are values on the CPU, where pack_padded_sequence leaves them,
+    and name a step at least: RNN.cpp reads them there."""
+    return batch_sizes.device.type == "cpu" and batch_sizes.numel() > 0
 
 
 def onednn_lstm_kernel(input, hx) -> bool:
@@ -110,21 +125,24 @@ def onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidir
 
 def _routed_one_hidden_rnn(name: str, cell, *args, **kwargs):
     """torch._VF.gru, rnn_tanh and rnn_relu while DeviceKernels is active."""
-    if (
-        kwargs
-        or not _is_one_hidden_rnn_on_input(args)
-        or args[0].device.type != "meta"
-        or not has_steps(args[0], batch_first=args[8])
-    ):
-        return getattr(torch._C._VariableFunctions, name)(*args, **kwargs)
-    with noted_as_one_cpu_operator():  # one operator on a CPU (aten::gru, ...), as `DeviceKernels._lstm` says
-        return _cpu_one_hidden_rnn(cell, *args)
+    if not kwargs and args[0].device.type == "meta":
+        if _is_one_hidden_rnn_on_input(args) and has_steps(args[0], batch_first=args[8]):
+            with noted_as_one_cpu_operator():  # one operator on a CPU (aten::gru, ...), as `DeviceKernels._lstm` says
+                return _cpu_one_hidden_rnn(cell, *args)
+        if _is_packed_one_hidden_rnn(args) and has_packed_steps(args[1]):
+            with noted_as_one_cpu_operator():
+                return _cpu_packed_one_hidden_rnn(cell, *args)
+    return getattr(torch._C._VariableFunctions, name)(*args, **kwargs)
 
 
 def _is_one_hidden_rnn_on_input(args) -> bool:
-    """The form for padded input, (input, hx, params, ...); not the packed one, (data,
-    batch_sizes, hx, params, ...), which keeps the composite road."""
+    """The form for padded input, (input, hx, params, ...); not the packed one."""
     return len(args) == 9 and isinstance(args[2], (list, tuple))
+
+
+def _is_packed_one_hidden_rnn(args) -> bool:
+    """The form for a packed sequence, (data, batch_sizes, hx, params, ...)."""
+    return len(args) == 9 and isinstance(args[1], torch.Tensor) and isinstance(args[3], (list, tuple))
 
 
 def has_steps(input, batch_first: bool) -> bool:
@@ -134,25 +152,58 @@ def has_steps(input, batch_first: bool) -> bool:
 def _cpu_one_hidden_rnn(cell, input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
     """RNN.cpp's ONE_HIDDEN_RNN (gru, rnn_tanh, rnn_relu) on a CPU."""
     time_major = input.transpose(0, 1) if batch_first else input
-    weights = _cell_weights(params, has_biases, projected=False)
-    output, last = _cpu_layer_stack(cell, time_major, hx.unbind(0), weights, num_layers, dropout, train, bidirectional)
-    last = torch.stack(last, 0)  # by _rnn_impl_with_concat, before the transposition
+    output, last = _one_hidden_layers(
+        _FULL_LAYERS, cell, time_major, hx, params, has_biases, num_layers, dropout, train, bidirectional
+    )
     if batch_first:
         output.transpose_(0, 1)
     return output, last
 
 
+def _cpu_packed_one_hidden_rnn(
+    cell, data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional
+):
+    """RNN.cpp's ONE_HIDDEN_RNN on a packed sequence, on a CPU: the packed output's rows and the last hidden state."""
+    layers = _packed_layers(batch_sizes.tolist())
+    return _one_hidden_layers(layers, cell, data, hx, params, has_biases, num_layers, dropout, train, bidirectional)
+
+
+def _one_hidden_layers(layers, cell, input, hx, params, has_biases, num_layers, dropout, train, bidirectional):
+    """_rnn_impl_with_concat: the layer stack, its final hidden states stacked."""
+    weights = _cell_weights(params, has_biases, projected=False)
+    output, last = _cpu_layer_stack(
+        layers, cell, input, hx.unbind(0), weights, num_layers, dropout, train, bidirectional
+    )
+    return output, torch.stack(last, 0)
+
+
 def cpu_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
     """RNN.cpp's lstm where it takes neither cuDNN nor oneDNN, on a CPU."""
-    h0, c0 = hx
     time_major = input.transpose(0, 1) if batch_first else input
+    output, last_h, last_c = _lstm_layers(
+        _FULL_LAYERS, time_major, hx, params, has_biases, num_layers, dropout, train, bidirectional
+    )
+    return (output.transpose(0, 1) if batch_first else output), last_h, last_c
+
+
+def cpu_packed_lstm(data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional):
+    """RNN.cpp's lstm on a packed sequence, on a CPU: the packed output's rows and the last hidden and cell states."""
+    layers = _packed_layers(batch_sizes.tolist())
+    return _lstm_layers(layers, data, hx, params, has_biases, num_layers, dropout, train, bidirectional)
+
+
+def _lstm_layers(layers, input, hx, params, has_biases, num_layers, dropout, train, bidirectional):
+    """_lstm_impl: the layer stack on (hidden, cell) pairs, the final states stacked."""
+    h0, c0 = hx
     weights = _cell_weights(params, has_biases, projected=h0.size(2) != c0.size(2))
     hiddens = list(zip(h0.unbind(0), c0.unbind(0), strict=True))
-    output, last = _cpu_layer_stack(_lstm_cell, time_major, hiddens, weights, num_layers, dropout, train, bidirectional)
+    output, last = _cpu_layer_stack(
+        layers, _lstm_cell, input, hiddens, weights, num_layers, dropout, train, bidirectional
+    )
     last_h, last_c = zip(*last, strict=True)
     last_c = torch.stack(last_c, 0)  # make_tuple's arguments, evaluated last first
     last_h = torch.stack(last_h, 0)
-    return (output.transpose(0, 1) if batch_first else output), last_h, last_c
+    return output, last_h, last_c
 
 
 def _cell_weights(params, has_biases: bool, projected: bool) -> list[tuple]:
@@ -166,19 +217,21 @@ def _cell_weights(params, has_biases: bool, projected: bool) -> list[tuple]:
     ]
 
 
-def _cpu_layer_stack(cell, input, hiddens, weights, num_layers, dropout, train, bidirectional):
+def _cpu_layer_stack(layers, cell, input, hiddens, weights, num_layers, dropout, train, bidirectional):
     """apply_layer_stack: each layer's output the next one's input, dropout between them in
-    training; returns the last output and every cell's final hidden state."""
+    training; returns the last output and every cell's final hidden state. `layers`: the
+    one-direction layer and the bidirectional one."""
+    layer, bidirectional_layer = layers
     layer_input, last = input, []
-    for layer in range(num_layers):
+    for index in range(num_layers):
         if bidirectional:
-            cells = slice(2 * layer, 2 * layer + 2)
-            layer_input, hidden = _full_bidirectional_layer(cell, layer_input, hiddens[cells], weights[cells])
+            cells = slice(2 * index, 2 * index + 2)
+            layer_input, hidden = bidirectional_layer(cell, layer_input, hiddens[cells], weights[cells])
             last.extend(hidden)
         else:
-            layer_input, hidden = _full_layer(cell, layer_input, hiddens[layer], weights[layer])
+            layer_input, hidden = layer(cell, layer_input, hiddens[index], weights[index])
             last.append(hidden)
-        if dropout != 0 and train and layer < num_layers - 1:
+        if dropout != 0 and train and index < num_layers - 1:
             layer_input = torch.dropout(layer_input, dropout, True)
     return layer_input, last
 
@@ -207,19 +260,110 @@ def _full_bidirectional_layer(cell, input, hiddens, weights):
     return output, (forward_hidden, backward_hidden)
 
 
+_FULL_LAYERS = (_full_layer, _full_bidirectional_layer)
+
+
+# --- RNN.cpp's packed layers, as a CPU runs them ------------------------------------------------
+# A packed sequence's data holds its steps' rows one after another, batch_sizes[t] rows for
+# step t, the longest sequences first. On a CPU, PackedLayer and ReversedPackedLayer project
+# every row's input at once (`if (input.data.device().is_cpu())`), then run the cell on each
+# step's rows; anywhere else each step projects its own. Below, the CPU's branch on meta
+# tensors, its aten ops in its order, the batch sizes read as the CPU reads them.
+
+
+def _packed_layers(batch_sizes: list[int]):
+    """PackedLayer and PackedBidirectionalLayer over these batch sizes, for `_cpu_layer_stack`."""
+    return (
+        functools.partial(_packed_layer, batch_sizes),
+        functools.partial(_packed_bidirectional_layer, batch_sizes),
+    )
+
+
+def _packed_layer(batch_sizes, cell, data, hidden, weights):
+    """PackedLayer on a CPU: the cell on each step's rows in turn, the hidden state narrowed to
+    them as sequences end (the ended rows' states kept); the step outputs concatenated, and
+    the final states of every sequence, in batch order."""
+    projected = _projection(data, weights)
+    outputs, ended = [], []
+    offset, last_batch = 0, batch_sizes[0]
+    for batch in batch_sizes:
+        step = projected.narrow(0, offset, batch)
+        offset += batch
+        if batch < last_batch:
+            ended.append(_hidden_slice(hidden, batch, last_batch))
+            hidden = _hidden_slice(hidden, 0, batch)
+        last_batch = batch
+        hidden = cell(step, hidden, weights)
+        outputs.append(_as_output(hidden))
+    ended.append(hidden)
+    return torch.cat(outputs, 0), _hidden_concat(ended[::-1])
+
+
+def _reversed_packed_layer(batch_sizes, cell, data, initial, weights):
+    """ReversedPackedLayer on a CPU: from the last step to the first, the hidden state starting
+    with the rows of the last step and grown by the initial states of the sequences that join;
+    the step outputs concatenated in the packed order."""
+    projected = _projection(data, weights)
+    outputs = []
+    offset, last_batch = data.size(0), batch_sizes[-1]
+    hidden = _hidden_slice(initial, 0, last_batch)
+    for batch in reversed(batch_sizes):
+        if batch > last_batch:
+            hidden = _hidden_concat([hidden, _hidden_slice(initial, last_batch, batch)])
+        step = projected.narrow(0, offset - batch, batch)
+        offset -= batch
+        last_batch = batch
+        hidden = cell(step, hidden, weights)
+        outputs.append(_as_output(hidden))
+    return torch.cat(outputs[::-1], 0), hidden
+
+
+def _packed_bidirectional_layer(batch_sizes, cell, data, hiddens, weights):
+    """PackedBidirectionalLayer: a PackedLayer, then a ReversedPackedLayer, their outputs concatenated."""
+    forward_output, forward_hidden = _packed_layer(batch_sizes, cell, data, hiddens[0], weights[0])
+    backward_output, backward_hidden = _reversed_packed_layer(batch_sizes, cell, data, hiddens[1], weights[1])
+    return torch.cat([forward_output, backward_output], -1), (forward_hidden, backward_hidden)
+
+
+def _hidden_slice(hidden, start: int, end: int):
+    """hidden_slice: rows start to end of a hidden state (an LSTM's cell state narrowed first,
+    make_tuple's arguments evaluated last first)."""
+    if isinstance(hidden, tuple):
+        cell_state = hidden[1].narrow(0, start, end - start)
+        return hidden[0].narrow(0, start, end - start), cell_state
+    return hidden.narrow(0, start, end - start)
+
+
+def _hidden_concat(hiddens):
+    """hidden_concat: hidden states concatenated by rows (an LSTM's cell states first, likewise)."""
+    if isinstance(hiddens[0], tuple):
+        cell_state = torch.cat([c for _, c in hiddens], 0)
+        return torch.cat([h for h, _ in hiddens], 0), cell_state
+    return torch.cat(hiddens, 0)
+
+
+def _as_output(hidden):
+    """hidden_as_output: a step's output, an LSTM's hidden state (not its cell state)."""
+    return hidden[0] if isinstance(hidden, tuple) else hidden
+
+
 def _projected_steps(input, weights):
     """The input's projection for every step at once (one product over steps x batch rows), one view a step."""
+    return _projection(input, weights).unbind(0)
+
+
+def _projection(input, weights):
+    """linear_ih: the input projected by the cell's input weights."""
     w_ih, _, b_ih, _, _ = weights
-    return cpu_linear(input, w_ih, b_ih).unbind(0)
+    return cpu_linear(input, w_ih, b_ih)
 
 
 def _cell_loop(cell, steps, hidden, weights):
-    """The cell over the projected steps in turn: each step's output (an LSTM's hidden
-    state, not its cell state) and the last hidden state."""
+    """The cell over the projected steps in turn: each step's output and the last hidden state."""
     outputs = []
     for step in steps:
         hidden = cell(step, hidden, weights)
-        outputs.append(hidden[0] if isinstance(hidden, tuple) else hidden)
+        outputs.append(_as_output(hidden))
     return outputs, hidden
 
 
