@@ -867,6 +867,23 @@ def test_one_hot_runs_as_on_a_cpu():
     assert report.totals.elementwise_flops == 2 * (2 * 5 - 1)
 
 
+@pytest.mark.parametrize("num_classes", [0, -2])
+@pytest.mark.parametrize("length", [5, 0])
+def test_one_hot_refused_whatever_the_values_is_refused_as_on_a_cpu(num_classes, length):
+    """A CPU refuses F.one_hot with no class, or an empty input with none given, whatever the
+    indices hold: archprof says the CPU's error, where meta answered an empty one-hot."""
+
+    class Encoded(torch.nn.Module):
+        def forward(self, labels):
+            return F.one_hot(labels[:, :length], num_classes)
+
+    with pytest.raises(RuntimeError) as cpu:
+        Encoded()(torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(archprof.ArchprofError) as traced:
+        archprof.analyze(Encoded(), inputs=["5:int64"], batch=2)
+    assert str(cpu.value) in str(traced.value)
+
+
 class _GaussianHead(torch.nn.Module):
     """A mean and a variance per output, scored by nn.GaussianNLLLoss and F.gaussian_nll_loss."""
 

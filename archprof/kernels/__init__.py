@@ -252,7 +252,13 @@ class DeviceKernels:
         return cpu_linear(input, weight, bias)
 
     def _routed_one_hot(self, input, num_classes=-1):
-        if input.device.type != "meta" or num_classes < 0 or input.dtype != torch.long or input.numel() == 0:
+        on_meta = input.device.type == "meta" and input.dtype == torch.long
+        if on_meta and (num_classes == 0 or num_classes < -1 or (num_classes == -1 and input.numel() == 0)):
+            # Refused by a CPU whatever the values (Onehot.cpp: every index is at least 0, or
+            # none to count the classes of), where meta answers: the CPU's own error, raised
+            # by a stand-in of zeros, empty where the input is.
+            self._one_hot_function(torch.zeros(min(input.numel(), 1), dtype=torch.long), num_classes)
+        if not on_meta or num_classes < 0 or input.numel() == 0:
             return self._one_hot_function(input, num_classes)
         return _cpu_one_hot(input, num_classes)
 
