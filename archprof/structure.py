@@ -12,8 +12,10 @@ from typing import Any
 import torch
 
 
-def tensors_in(structure) -> list[torch.Tensor]:
-    """The tensors in nested tuples, lists, dicts and dataclass instances (a module's output), in order."""
+def tensors_in(structure, records: set[int] | None = None) -> list[torch.Tensor]:
+    """The tensors in nested tuples, lists, dicts and dataclass instances (a module's output),
+    in order. `records`: the ids of the dataclass instances being walked, each walked once (a
+    record that holds itself); a field never set is read as empty."""
     if isinstance(structure, torch.Tensor):
         return [structure]
     if isinstance(structure, (tuple, list)):
@@ -22,12 +24,17 @@ def tensors_in(structure) -> list[torch.Tensor]:
             if isinstance(item, torch.Tensor):
                 found.append(item)
             elif item is not None:
-                found += tensors_in(item)
+                found += tensors_in(item, records)
         return found
     if isinstance(structure, dict):
-        return [t for item in structure.values() for t in tensors_in(item)]
+        return [t for item in structure.values() for t in tensors_in(item, records)]
     if dataclasses.is_dataclass(structure) and not isinstance(structure, type):  # a model's output record
-        return [t for field in dataclasses.fields(structure) for t in tensors_in(getattr(structure, field.name))]
+        records = set() if records is None else records
+        if id(structure) in records:
+            return []
+        records.add(id(structure))
+        fields = dataclasses.fields(structure)
+        return [t for field in fields for t in tensors_in(getattr(structure, field.name, None), records)]
     return []
 
 

@@ -1,11 +1,11 @@
 """What a module returns, as the report shows it: a dataclass of tensors (a model's output
-record), a tensor returned twice, and a container module's returned shapes. The oracles are
-a real forward on the CPU (what each module returns, captured by forward hooks; `is`), and
-FlopCounterMode's count of a real training step's backward."""
+record: one that holds itself, a field never set), and a tensor returned twice. The oracles
+are a real forward on the CPU (what it returns; `is`), and FlopCounterMode's count of a real
+training step's backward."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -73,53 +73,27 @@ def test_a_tensor_returned_twice_is_counted_once():
     assert row.activation_bytes == a.numel() * a.element_size()
 
 
-class Encoder(nn.Module):
+@dataclass
+class Linked:
+    """A record that holds itself, and a field its constructor does not set."""
+
+    out: torch.Tensor
+    previous: Linked | None = None
+    late: torch.Tensor = field(init=False)
+
+
+class ReturnsALinkedRecord(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.down = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.conv = nn.Conv2d(3, 4, 3)
 
     def forward(self, x):
-        fine = self.conv(x)
-        return fine, self.down(fine)
+        record = Linked(self.conv(x))
+        record.previous = record
+        return record
 
 
-class Head(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(8, 2, 1)
-        self.aux = nn.Linear(8, 5)
-
-    def forward(self, x):
-        out = self.conv(x)
-        self.aux(x.mean((2, 3)))  # run after the output is made, and not returned
-        return out
-
-
-class EncoderAndHead(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.enc = Encoder()
-        self.head = Head()
-
-    def forward(self, x):
-        fine, coarse = self.enc(x)
-        return self.head(coarse), fine
-
-
-def test_a_container_row_shows_what_its_module_returned():
-    model = EncoderAndHead()
-    returned = {}
-    hooks = [
-        getattr(model, name).register_forward_hook(lambda m, args, out, name=name: returned.setdefault(name, out))
-        for name in ("enc", "head")
-    ]
-    returned[""] = model(torch.randn(1, 3, 16, 16))
-    for hook in hooks:
-        hook.remove()
-    report = archprof.analyze(model, input_size=(3, 16, 16))
-    for depth in (0, 1):
-        for _, row in report.rollup(depth).layers.iterrows():
-            expected = returned[row.layer]
-            tensors = expected if isinstance(expected, tuple) else (expected,)
-            assert row.output_shape == ", ".join("x".join(map(str, t.shape)) for t in tensors)
+def test_a_record_that_holds_itself_or_lacks_a_field_is_walked_once():
+    out = ReturnsALinkedRecord()(torch.randn(1, 3, 8, 8)).out
+    report = archprof.analyze(ReturnsALinkedRecord(), input_size=(3, 8, 8))
+    assert [t.shape for t in report.graph.outputs] == [tuple(out.shape)]

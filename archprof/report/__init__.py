@@ -34,7 +34,7 @@ from archprof.report.formats import csv_text, json_fraction, write
 from archprof.report.totals import Totals
 from archprof.text import layer_label as layer_label  # where diff, render and measure import it from
 from archprof.text import visible_text
-from archprof.units import checked_count, shape_text, shapes_text, whole_number
+from archprof.units import checked_count, shape_text, whole_number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -287,8 +287,7 @@ class Report:
         merges them: the sums of the summable columns, and, of the rows that ran (a module
         never called, an unused head, adds its parameters only), live bytes after the last,
         the peak over all, the input of the first that read one (no kernel where there are several: the
-        rows have theirs), the shapes the module's last call returned (where the report has
-        its graph; else the last row's output), and the field of the last. A
+        rows have theirs), and the output and field of the last (the module's output). A
         profiled report's measured columns too: time, share, bytes moved and roofline time
         summed, the rates worked out from those sums."""
         if isinstance(indices, str) or not isinstance(indices, Sequence) or not indices:
@@ -301,8 +300,7 @@ class Report:
             "call": min(self.columns["call"][i] for i in ran),
             "depth": 0 if not path else path.count(".") + 1,
             "operators": tuple(dict.fromkeys(op for i in ran for op in self.columns["operators"][i])),
-            # What the module returned where the graph says (an encoder's features, not its last row's).
-            "output_shape": self._returned_shapes.get(path) or self.columns["output_shape"][ran[-1]],
+            "output_shape": self.columns["output_shape"][ran[-1]],
             # The first that read one: a row before it may run no operator (a Dropout in evaluation).
             "input_shape": next((shape for i in ran if (shape := self.columns["input_shape"][i])), ""),
             "kernel": self.columns["kernel"][ran[0]] if len(ran) == 1 else "",  # several rows, several windows
@@ -320,16 +318,6 @@ class Report:
         if self.measured is not None:
             merged.update(self._merged_measurements(merged, indices))
         return merged
-
-    @cached_property
-    def _returned_shapes(self) -> dict[str, str]:
-        """Each module's path -> the shapes its last call returned ("" where none is a tensor),
-        from the graph; empty for a report without one (rolled up, read from a file)."""
-        graph = self.graph
-        if graph is None:
-            return {}
-        last = {call.path: call.index for call in graph.module_calls}  # a later call's index replaces an earlier's
-        return {path: shapes_text(t.shape for t in graph.call_outputs.get(index, ())) for path, index in last.items()}
 
     def _ran(self, indices: Sequence[int]) -> list[int]:
         """Of rows `indices`, those that ran (all of them where none did: parameters alone)."""
