@@ -119,8 +119,10 @@ from archprof.kernels.recurrent import (
     has_steps,
     is_lstm_on_input,
     is_packed_lstm,
+    one_batch_size,
     onednn_lstm,
     onednn_lstm_kernel,
+    onednn_packed_lstm,
 )
 from archprof.kernels.zero_tensor import ZERO_TENSOR_KERNELS
 
@@ -325,10 +327,16 @@ class DeviceKernels:
             return lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
 
     def _packed_lstm(self, data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional):
-        # A packed sequence: RNN.cpp's packed lstm, which takes no oneDNN kernel; one operator on a CPU too.
-        self.chosen[f"{LSTM}: {CELL_LOOP}"] += 1
+        # A packed sequence: RNN.cpp's packed lstm, oneDNN's where every step has as many rows
+        # and the padded lstm would take it, else the cell loop; one operator on a CPU too.
+        if onednn_lstm_kernel(data, hx) and one_batch_size(batch_sizes):
+            self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
+            lstm = onednn_packed_lstm
+        else:
+            self.chosen[f"{LSTM}: {CELL_LOOP}"] += 1
+            lstm = cpu_packed_lstm
         with noted_as_one_cpu_operator():
-            return cpu_packed_lstm(data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional)
+            return lstm(data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional)
 
 
 def _check_batch_norm_features(input, weight, bias, running_mean, running_var, training: bool) -> None:

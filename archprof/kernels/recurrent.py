@@ -12,11 +12,15 @@ Modelled (PyTorch 2.x, CPU):
   layers, which on a CPU project the whole sequence's input in one product and then run
   the cell per step on the hidden state alone; on meta they project each step apart, so
   they are run here as the CPU runs them (`cpu_lstm`, `_cpu_one_hidden_rnn`).
-- packed sequences: every LSTM, GRU and RNN layer on a packed sequence runs RNN.cpp's
-  PackedLayer (oneDNN takes none), which on a CPU projects every packed row's input in one
-  product, then runs the cell on each step's rows, the hidden state narrowed as sequences
-  end (grown again, backward); on meta it projects each step apart, so these run here as
-  the CPU runs them too (`cpu_packed_lstm`, `_cpu_packed_one_hidden_rnn`).
+- packed sequences: an LSTM on a packed sequence whose steps all have as many rows (its
+  sequences all as long, or one sequence) runs oneDNN where the padded one would: RNN.cpp
+  views the packed rows as (steps, batch, features), runs its padded lstm on them and views
+  the output as rows again (`onednn_packed_lstm`). Every other LSTM, and every GRU and RNN
+  layer, on a packed sequence runs RNN.cpp's PackedLayer, which on a CPU projects every
+  packed row's input in one product, then runs the cell on each step's rows, the hidden
+  state narrowed as sequences end (grown again, backward); on meta it projects each step
+  apart, so these run here as the CPU runs them too (`cpu_packed_lstm`,
+  `_cpu_packed_one_hidden_rnn`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ def has_packed_steps(batch_sizes) -> bool:
     """Whether the batch sizes are values on the CPU, where pack_padded_sequence leaves them,
     and name a step at least: RNN.cpp reads them there."""
     return batch_sizes.device.type == "cpu" and batch_sizes.numel() > 0
+
+
+def one_batch_size(batch_sizes) -> bool:
+    """Whether every step of a packed sequence has as many rows: RNN.cpp's packed lstm then
+    takes its padded lstm (and oneDNN, where that one would). Read as values (`tolist`), not
+    by operators the trace would record."""
+    return len(set(batch_sizes.tolist())) == 1
 
 
 def onednn_lstm_kernel(input, hx) -> bool:
@@ -98,11 +109,12 @@ def onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidir
         for direction in range(directions):
             index = layer * directions + direction
             w_ih, w_hh, bias_ih, bias_hh, _ = weights[index]
+            layer_h0, layer_c0 = h0[index], c0[index]  # selected before any zero bias is made, as by mkldnn_rnn
             if not has_biases:  # RNN.cpp passes zeros the shapes of the weights as biases
                 bias_hh = torch.zeros(w_hh.shape, dtype=w_hh.dtype, device=w_hh.device)
                 bias_ih = torch.zeros(w_ih.shape, dtype=w_ih.dtype, device=w_ih.device)
             output, hy, cy, _ = torch.ops.aten.mkldnn_rnn_layer(
-                layer_input, w_ih, w_hh, bias_ih, bias_hh, h0[index], c0[index], direction > 0, [],
+                layer_input, w_ih, w_hh, bias_ih, bias_hh, layer_h0, layer_c0, direction > 0, [],
                 _ONEDNN_LSTM_MODE, hidden_size, num_layers, has_biases, bidirectional, batch_first, train,
             )  # fmt: skip
             outputs.append(output)
@@ -113,6 +125,17 @@ def onednn_lstm(input, hx, params, has_biases, num_layers, dropout, train, bidir
             layer_input = torch.dropout(layer_input, dropout, True)
     output = layer_input.transpose(0, 1) if batch_first else layer_input
     return output, torch.stack(last_h, 0), torch.stack(last_c, 0)
+
+
+def onednn_packed_lstm(data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional):
+    """RNN.cpp's packed lstm where every step has as many rows and oneDNN takes it: the packed
+    rows viewed as (steps, batch, features), `onednn_lstm` on them, its output viewed as rows."""
+    steps, batch = batch_sizes.numel(), batch_sizes.tolist()[0]
+    input = data.reshape(steps, batch, data.size(-1))
+    output, last_h, last_c = onednn_lstm(
+        input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first=False
+    )
+    return output.reshape(steps * batch, output.size(-1)), last_h, last_c
 
 
 # --- RNN.cpp's own layers, as a CPU runs them ---------------------------------------------------
