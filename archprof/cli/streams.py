@@ -5,6 +5,7 @@ a Rich console on standard output fitted to its width."""
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import signal
@@ -21,7 +22,9 @@ from archprof.text import NARROWEST_WIDTH
 
 def user_errors(command):
     """Print an ArchprofError on one line (`say`) and exit 2, without a traceback; Ctrl-C
-    says so on one line and exits 130, as a shell reports a process SIGINT ended."""
+    says so on one line and exits 130, as a shell reports a process SIGINT ended: also a
+    Ctrl-C whose KeyboardInterrupt the command's code swallowed (`_ctrl_c_noted`), whatever
+    the command did after it (finished, or failed on what the interrupt left half done)."""
 
     @wraps(command)
     def run(*args, **kwargs):
@@ -38,18 +41,58 @@ def user_errors(command):
             else:
                 shown(message, category, filename, lineno, file, line)
 
-        try:
-            with warnings.catch_warnings(), _model_prints_to_stderr():
-                warnings.simplefilter("once", ArchprofWarning)
-                warnings.showwarning = show
-                return command(*args, **kwargs)
-        except ArchprofError as exc:
-            say(f"error: {exc}")
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:  # Typer would exit 130 without a word
-            interrupted()
+        with _ctrl_c_noted() as ctrl_c:
+            try:
+                with warnings.catch_warnings(), _model_prints_to_stderr():
+                    warnings.simplefilter("once", ArchprofWarning)
+                    warnings.showwarning = show
+                    result = command(*args, **kwargs)
+            except KeyboardInterrupt:  # Typer would exit 130 without a word
+                interrupted()
+            except BaseException as exc:
+                if ctrl_c.pressed:
+                    interrupted()
+                if not isinstance(exc, ArchprofError):
+                    raise
+                say(f"error: {exc}")
+                raise typer.Exit(2) from None
+            if ctrl_c.pressed:
+                interrupted()
+            return result
 
     return run
+
+
+class _CtrlC:
+    """Whether Ctrl-C was pressed while a command ran."""
+
+    pressed = False
+
+
+@contextmanager
+def _ctrl_c_noted() -> Iterator[_CtrlC]:
+    """While a command runs, SIGINT raises KeyboardInterrupt, as Python's own handler does,
+    and notes that it came (where Python's handler is the caller's; it is put back after).
+    Code may swallow the KeyboardInterrupt: torch's C init clears one raised inside its own
+    import of numpy, which goes on half imported, and the command finished with exit 0 or
+    failed later with a traceback."""
+    ctrl_c = _CtrlC()
+
+    def note_and_raise(signum, frame) -> NoReturn:
+        ctrl_c.pressed = True
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, note_and_raise)
+    except ValueError:  # not the main thread: signals are the main thread's
+        previous = None
+    try:
+        yield ctrl_c
+    finally:
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous)
 
 
 def interrupted() -> NoReturn:
@@ -181,9 +224,13 @@ def standard_output():
     """Around every print to standard output, flushed here: a full disk ends the command
     with one line and exit 2, a reader that has gone (`| head -1`) quietly with 141 (as
     a process killed by SIGPIPE), never a traceback. Standard output then points at
-    os.devnull, so that the interpreter's own flush at exit has nothing left to fail on."""
+    os.devnull, so that the interpreter's own flush at exit has nothing left to fail on.
+    What its encoding lacks is written as `_ascii_or_escape` writes it, not a traceback."""
     stream = _report_stream()
     try:
+        # Python's own choice of error handler: strict, or surrogateescape under the C locale.
+        if getattr(stream, "errors", None) in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=_ASCII_OR_ESCAPE)
         with redirect_stdout(stream):
             yield
             stream.flush()
@@ -196,6 +243,21 @@ def standard_output():
             raise typer.Exit(141) from None
         say(f"error: cannot write to standard output: {exc.strerror or exc}")
         raise typer.Exit(2) from None
+
+
+def _ascii_or_escape(error: UnicodeEncodeError) -> tuple[str, int]:
+    """An encoding error handler for standard output whose encoding lacks a character
+    (PYTHONIOENCODING=ascii, LC_ALL=C without UTF-8 mode; Latin-1): archprof's own glyphs
+    (the · of a title, diff's →, memory's ◀, Rich's … in a cut cell) as one ASCII character
+    each, so that a table laid out for the glyph keeps its columns; any other character (a
+    layer's name in Cyrillic) as its backslash escape, as `say` writes it."""
+    unencodable = error.object[error.start : error.end]
+    return "".join(_ASCII_GLYPHS.get(char) or ascii(char)[1:-1] for char in unencodable), error.end
+
+
+_ASCII_GLYPHS = {"·": "-", "→": ">", "←": "<", "◀": "<", "▲": "^", "▼": "v", "…": "~", "≤": "<", "×": "x", "µ": "u"}
+_ASCII_OR_ESCAPE = "archprof.ascii_or_escape"
+codecs.register_error(_ASCII_OR_ESCAPE, _ascii_or_escape)
 
 
 def discard_written_to(stream) -> None:
@@ -281,8 +343,21 @@ def stdout_console(width: int | None = None):
     except (AttributeError, OSError, ValueError):
         terminal = False
     console = Console(file=stream if terminal else _TrimmedLines(stream), width=width)
+    if console.is_dumb_terminal:  # TERM=dumb: Rich takes any such terminal for 80x25, whatever it is
+        console.size = (width or _terminal_width(stream), console.height)
     console.width = max(console.width, NARROWEST_WIDTH)
     return console
+
+
+def _terminal_width(stream) -> int:
+    """The width of the terminal `stream` writes to, or COLUMNS's, as Rich reads it for any
+    other terminal; 80 where the terminal says 0 (a pseudo-terminal no one sized)."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):  # a terminal by FORCE_COLOR's say-so, not a real one
+        return 80
 
 
 def fitted_width(console=None) -> int | None:
