@@ -120,7 +120,15 @@ def _copy(module: torch.nn.Module) -> torch.nn.Module:
         for t in (*module.parameters(), *module.buffers())
         if is_uninitialised(t)
     }
-    return copy.deepcopy(module, memo)
+    # A ScriptModule's copy clones its parameters, which autograd would record (CloneBackward0):
+    # no longer leaves, a backward pass writes none of their .grad. Made outside it, and each
+    # then given its original's need of a gradient.
+    with torch.no_grad():
+        copied = copy.deepcopy(module, memo)
+    for original, made in zip(module.parameters(), copied.parameters(), strict=True):
+        if made.requires_grad != original.requires_grad:
+            made.requires_grad_(original.requires_grad)
+    return copied
 
 
 def device_of(module: torch.nn.Module) -> torch.device:

@@ -83,6 +83,7 @@ def _leaf_paths(module_types: dict[str, str]) -> frozenset[str]:
 # argument, over its number of spatial dimensions (a one-element kernel_size along each).
 _WINDOWED = {
     "aten.convolution": "weight",
+    "aten._convolution": "weight",  # a torch.jit.trace'd convolution's
     "aten.max_pool2d_with_indices": 2,
     "aten.max_pool3d_with_indices": 3,
     "aten.avg_pool2d": 2,
