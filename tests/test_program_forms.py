@@ -48,3 +48,22 @@ def test_a_traced_modules_convolutions_name_their_kernels():
     kernels = dict(zip(report.layers.layer, report.layers.kernel, strict=True))
     for name in ("0", "2"):
         assert kernels[name] == "x".join(map(str, model[int(name)].kernel_size))
+
+
+def test_a_quantized_linear_layers_packed_weights_are_its_rows():
+    """torch.ao keeps a quantized Linear's weights in a holder module that the layer reads
+    and never calls: they are the layer's parameters, as the float model's rows have them."""
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+    quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    holders = [m for m in quantized.modules() if type(m).__name__ == "LinearPackedParams"]
+    called = []
+    for holder in holders:
+        holder.register_forward_hook(lambda *_: called.append(1))
+    quantized(torch.randn(1, 64))
+    assert holders and not called  # read by their layer, never called
+    float_rows = archprof.analyze(model, input_size=(64,)).layers
+    rows = archprof.analyze(quantized, input_size=(64,)).layers
+    assert list(zip(rows.layer, rows.param_count, strict=True)) == list(
+        zip(float_rows.layer, float_rows.param_count, strict=True)
+    )
+    assert (rows.call >= 0).all()  # no row kept for a module never called

@@ -92,11 +92,21 @@ def packed_parameters(modules: list[tuple[str, torch.nn.Module]]) -> list[Parame
         for attribute, value in _attributes(module):
             if not isinstance(value, torch.ScriptObject) or not hasattr(value, "unpack"):
                 continue
+            owner = _packed_for(path, module)
             for role, tensor in zip(("weight", "bias"), value.unpack(), strict=False):
                 if isinstance(tensor, torch.Tensor):
                     name = ".".join(part for part in (path, attribute, role) if part)
-                    found.append(ParameterInfo(name, path, tuple(tensor.shape), tensor.dtype, False, False))
+                    found.append(ParameterInfo(name, owner, tuple(tensor.shape), tensor.dtype, False, False))
     return found
+
+
+def _packed_for(path: str, module: torch.nn.Module) -> str:
+    """The module whose call reads packed weights held at `path`: a quantized linear layer's
+    (or embedding's), where they sit in a holder of torch.ao's (`LinearPackedParams`), which
+    its layer reads and never calls; else the module holding them (a quantized convolution)."""
+    cls = type(module)
+    holder = cls.__name__.endswith("PackedParams") and cls.__module__.startswith("torch.ao.")
+    return path.rpartition(".")[0] if holder and path else path
 
 
 def _attributes(module: torch.nn.Module) -> Iterable[tuple[str, Any]]:
