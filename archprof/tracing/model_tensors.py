@@ -104,8 +104,11 @@ def _packed_for(path: str, module: torch.nn.Module) -> str:
     """The module whose call reads packed weights held at `path`: a quantized linear layer's
     (or embedding's), where they sit in a holder of torch.ao's (`LinearPackedParams`), which
     its layer reads and never calls; else the module holding them (a quantized convolution)."""
-    cls = type(module)
-    holder = cls.__name__.endswith("PackedParams") and cls.__module__.startswith("torch.ao.")
+    if isinstance(module, torch.jit.ScriptModule):  # its class as TorchScript names it: __torch__.torch.ao....
+        where, _, name = module._c._type().qualified_name().removeprefix("__torch__.").rpartition(".")
+    else:
+        where, name = type(module).__module__, type(module).__name__
+    holder = name.endswith("PackedParams") and where.startswith("torch.ao.")
     return path.rpartition(".")[0] if holder and path else path
 
 
