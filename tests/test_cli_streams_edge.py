@@ -175,6 +175,28 @@ def test_a_name_the_encoding_lacks_is_written_as_its_escape(tmp_path):
     assert "свёртка".encode("ascii", "backslashreplace") in done.stdout
 
 
+GLYPH_NAMED_MODEL = """
+from collections import OrderedDict
+
+import torch
+
+
+def net():
+    return torch.nn.Sequential(OrderedDict([("a·b", torch.nn.Linear(4, 4)), ("a-b", torch.nn.Linear(4, 2))]))
+"""
+
+
+@pytest.mark.parametrize("format", ["csv", "markdown"])
+def test_data_on_an_ascii_output_keeps_every_name_apart(tmp_path, format):
+    """CSV and Markdown are data: a layer named with a character archprof also draws (·) is
+    written as its escape there, not as the ASCII stand-in that would make it another's name."""
+    (tmp_path / "named.py").write_text(GLYPH_NAMED_MODEL)
+    done = archprof("summary", "named.py:net", "--input", "4", "-f", format, cwd=tmp_path, PYTHONIOENCODING="ascii")
+    assert done.returncode == 0, done.stderr.decode()
+    for name in ("a·b", "a-b"):
+        assert name.encode("ascii", "backslashreplace") in done.stdout
+
+
 # -- a dumb terminal -------------------------------------------------------------------------
 
 

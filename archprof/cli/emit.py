@@ -56,7 +56,7 @@ def print_table(table, choice: ColumnChoice = ColumnChoice()) -> None:
 def write_text(text: str, output: Path | None) -> None:
     """`text` on standard output, or written (atomically) to `output`."""
     if output is None:
-        with standard_output():
+        with standard_output(glyphs=False):
             sys.stdout.write(text)
         return
     from archprof.output import write_atomically

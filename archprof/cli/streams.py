@@ -220,17 +220,21 @@ def _colours_wanted() -> bool:
 
 
 @contextmanager
-def standard_output():
+def standard_output(glyphs: bool = True):
     """Around every print to standard output, flushed here: a full disk ends the command
     with one line and exit 2, a reader that has gone (`| head -1`) quietly with 141 (as
     a process killed by SIGPIPE), never a traceback. Standard output then points at
     os.devnull, so that the interpreter's own flush at exit has nothing left to fail on.
-    What its encoding lacks is written as `_ascii_or_escape` writes it, not a traceback."""
+    What its encoding lacks is written as `_ascii_or_escape` writes it, not a traceback;
+    without `glyphs` (CSV, Markdown, JSON: data, where a layer named `a·b` must not read
+    as `a-b`), every such character as its escape."""
     stream = _report_stream()
     try:
-        # Python's own choice of error handler: strict, or surrogateescape under the C locale.
-        if getattr(stream, "errors", None) in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors=_ASCII_OR_ESCAPE)
+        # Python's own choice of error handler (strict, or surrogateescape under the C locale),
+        # or the one an earlier report of the command set.
+        ours = ("strict", "surrogateescape", _ASCII_OR_ESCAPE, "backslashreplace")
+        if getattr(stream, "errors", None) in ours and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=_ASCII_OR_ESCAPE if glyphs else "backslashreplace")
         with redirect_stdout(stream):
             yield
             stream.flush()
