@@ -67,3 +67,13 @@ def test_a_quantized_linear_layers_packed_weights_are_its_rows():
         zip(float_rows.layer, float_rows.param_count, strict=True)
     )
     assert (rows.call >= 0).all()  # no row kept for a module never called
+
+
+def test_a_quantized_embeddings_packed_weight_is_counted_whole():
+    """A quantized embedding's packed object unpacks to its weight alone, not a (weight,
+    bias) pair: all of its rows are its parameters, as the float embedding's."""
+    embedding = torch.ao.nn.quantized.Embedding(10, 4)
+    model = nn.Sequential(embedding)
+    assert embedding.weight().numel() == 40
+    report = archprof.analyze(model, inputs=["3:int64"])
+    assert report.totals.param_count == embedding.weight().numel()

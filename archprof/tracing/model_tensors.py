@@ -93,7 +93,10 @@ def packed_parameters(modules: list[tuple[str, torch.nn.Module]]) -> list[Parame
             if not isinstance(value, torch.ScriptObject) or not hasattr(value, "unpack"):
                 continue
             owner = _packed_for(path, module)
-            for role, tensor in zip(("weight", "bias"), value.unpack(), strict=False):
+            unpacked = value.unpack()  # (weight, bias); a quantized embedding's weight alone
+            for role, tensor in zip(
+                ("weight", "bias"), (unpacked,) if isinstance(unpacked, torch.Tensor) else unpacked, strict=False
+            ):
                 if isinstance(tensor, torch.Tensor):
                     name = ".".join(part for part in (path, attribute, role) if part)
                     found.append(ParameterInfo(name, owner, tuple(tensor.shape), tensor.dtype, False, False))
