@@ -82,17 +82,8 @@ def _ctrl_c_noted() -> Iterator[_CtrlC]:
         ctrl_c.pressed = True
         raise KeyboardInterrupt
 
-    try:
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is signal.default_int_handler:
-            signal.signal(signal.SIGINT, note_and_raise)
-    except ValueError:  # not the main thread: signals are the main thread's
-        previous = None
-    try:
+    with _handled(signal.SIGINT, note_and_raise, signal.default_int_handler):
         yield ctrl_c
-    finally:
-        if previous is signal.default_int_handler:
-            signal.signal(signal.SIGINT, previous)
 
 
 def interrupted() -> NoReturn:
@@ -118,17 +109,26 @@ class Terminated(KeyboardInterrupt):
 @contextmanager
 def terminated_as_interrupted() -> Iterator[None]:
     """While a command runs, SIGTERM raises `Terminated` (where no handler of the caller's is set)."""
+    with _handled(signal.SIGTERM, _raise_terminated, signal.SIG_DFL):
+        yield
+
+
+@contextmanager
+def _handled(signum: int, handler, python_s) -> Iterator[None]:
+    """While active, `handler` takes signal `signum` where its handler is Python's own
+    (`python_s`), and Python's is put back after; a caller's own handler is left as it is,
+    as is every handler outside the main thread (signals are the main thread's)."""
     try:
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: signals are the main thread's
+        previous = signal.getsignal(signum)
+        if previous is python_s:
+            signal.signal(signum, handler)
+    except ValueError:  # not the main thread
         previous = None
     try:
         yield
     finally:
-        if previous is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, previous)
+        if previous is python_s:
+            signal.signal(signum, previous)
 
 
 def _raise_terminated(signum, frame) -> NoReturn:
