@@ -35,11 +35,13 @@ def _prefixed(value: int, steps: tuple[tuple[int, str], ...]) -> str | None:
     from 1000 of the largest on, in e-notation; None below the smallest step."""
     for index, (step, prefix) in enumerate(steps):
         if abs(value) >= step:
-            if index == 0 and abs(_fixed(Fraction(value, step), 2)) >= 1000:
+            rounded = _fixed(Fraction(value, step), 2)
+            if index == 0 and abs(rounded) >= 1000:
                 return f"{value:.2e}"
-            if index > 0 and abs(_fixed(Fraction(value, step), 2)) >= steps[index - 1][0] // step:
+            if index > 0 and abs(rounded) >= steps[index - 1][0] // step:
                 step, prefix = steps[index - 1]
-            return f"{_fixed_text(Fraction(value, step), 2)} {prefix}"
+                rounded = _fixed(Fraction(value, step), 2)
+            return f"{_decimals(rounded, 2)} {prefix}"
     return None
 
 
@@ -52,10 +54,9 @@ def _fixed(number: Fraction, places: int) -> Fraction:
     return Fraction(units if number >= 0 else -units, scale)
 
 
-def _fixed_text(number: Fraction, places: int, grouped: bool = False) -> str:
-    """`_fixed`'s number written out ('1020.00'), its whole part grouped by thousands where
-    asked ('-1,069.0')."""
-    rounded = _fixed(number, places)
+def _decimals(rounded: Fraction, places: int, grouped: bool = False) -> str:
+    """A number `_fixed` rounded to `places` decimals, written out ('1020.00'), its whole part
+    grouped by thousands where asked ('-1,069.0')."""
     whole, part = divmod(abs(rounded) * 10**places, 10**places)
     return f"{'-' if rounded < 0 else ''}{int(whole):{',' if grouped else ''}}.{int(part):0{places}d}"
 
@@ -71,7 +72,7 @@ def share_text(share: float) -> str:
         return ">99.9%"
     if not math.isfinite(share):
         return f"{100 * share}%"
-    return f"{_fixed_text(Fraction(repr(float(share))) * 100, 1, grouped=True)}%"
+    return f"{_decimals(_fixed(Fraction(repr(float(share))) * 100, 1), 1, grouped=True)}%"
 
 
 def percent_change_text(change: float) -> str:
