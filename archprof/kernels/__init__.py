@@ -313,14 +313,10 @@ class DeviceKernels:
             return flash_attention(query, key, value, attn_mask, dropout_p, is_causal, scale)
 
     def _lstm(self, input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
-        if not onednn_lstm_kernel(input, hx):
-            self.chosen[f"{LSTM}: {CELL_LOOP}"] += 1
-            if not has_steps(input, batch_first):  # the composite refuses it, as on a CPU
-                return torch.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
-            lstm = cpu_lstm
-        else:
-            self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
-            lstm = onednn_lstm
+        onednn = onednn_lstm_kernel(input, hx)
+        lstm = self._lstm_road(onednn, onednn_lstm, cpu_lstm)
+        if not onednn and not has_steps(input, batch_first):  # the composite refuses it, as on a CPU
+            return torch.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
         # One operator on a CPU (aten::lstm): the time-major copy, the projected input, each
         # step's gates, let go of inside (all of them in inference), are its workspace.
         with noted_as_one_cpu_operator():
@@ -329,14 +325,15 @@ class DeviceKernels:
     def _packed_lstm(self, data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional):
         # A packed sequence: RNN.cpp's packed lstm, oneDNN's where every step has as many rows
         # and the padded lstm would take it, else the cell loop; one operator on a CPU too.
-        if onednn_lstm_kernel(data, hx) and one_batch_size(batch_sizes):
-            self.chosen[f"{LSTM}: {ONEDNN_LSTM}"] += 1
-            lstm = onednn_packed_lstm
-        else:
-            self.chosen[f"{LSTM}: {CELL_LOOP}"] += 1
-            lstm = cpu_packed_lstm
+        onednn = onednn_lstm_kernel(data, hx) and one_batch_size(batch_sizes)
+        lstm = self._lstm_road(onednn, onednn_packed_lstm, cpu_packed_lstm)
         with noted_as_one_cpu_operator():
             return lstm(data, batch_sizes, hx, params, has_biases, num_layers, dropout, train, bidirectional)
+
+    def _lstm_road(self, onednn: bool, onednn_road, cell_loop_road):
+        """The road of an LSTM a CPU runs with oneDNN or with its cell loop, counted in `chosen`."""
+        self.chosen[f"{LSTM}: {ONEDNN_LSTM if onednn else CELL_LOOP}"] += 1
+        return onednn_road if onednn else cell_loop_road
 
 
 def _check_batch_norm_features(input, weight, bias, running_mean, running_var, training: bool) -> None:
