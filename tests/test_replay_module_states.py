@@ -46,6 +46,22 @@ def _analysed_both_ways(model: nn.Module):
     return report
 
 
+def _weights_handed_to_c1(model: nn.Module) -> list[str]:
+    """The oracle: the name of the weight blk.c1 is handed at each call of a real forward."""
+    handed = []
+    names = {id(t): name for name, t in model.named_parameters()}
+    handle = model.blk.c1.register_forward_pre_hook(lambda module, args: handed.append(names[id(module.weight)]))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 16, 16))
+    handle.remove()
+    return handed
+
+
+def _weights_read_by_c1(report) -> list[str]:
+    """The name of the weight each convolution of blk.c1 reads in the report's graph."""
+    return [op.inputs[1].name for op in report.graph.ops if op.op == "aten.convolution" and op.module.path == "blk.c1"]
+
+
 class SwapsAWeight(nn.Module):
     """Its block called four times, the third with `other`'s weight in place of its first convolution's."""
 
@@ -65,16 +81,11 @@ def test_a_block_called_with_a_weight_put_in_its_place_reads_that_weight(copies)
     """The call under functional_call was copied from the one before it, and its convolution
     read blk.c1.weight: `other` counted 584 parameters at no call, where it holds 584."""
     model = SwapsAWeight().eval()
-    handed = []
-    names = {id(t): name for name, t in model.named_parameters()}
-    handle = model.blk.c1.register_forward_pre_hook(lambda module, args: handed.append(names[id(module.weight)]))
-    with torch.no_grad():
-        model(torch.randn(1, 3, 16, 16))
-    handle.remove()
+    handed = _weights_handed_to_c1(model)
     assert handed == ["blk.c1.weight", "blk.c1.weight", "other.weight", "blk.c1.weight"]
 
     report = _analysed_both_ways(model)
-    read = [op.inputs[1].name for op in report.graph.ops if op.op == "aten.convolution" and op.module.path == "blk.c1"]
+    read = _weights_read_by_c1(report)
     assert read == handed
     assert copies == [("blk", "blk")]  # the fourth call, from the second: the swap stops copying for one call
     rows = report.layers.set_index(["layer", "call"]).param_count
@@ -186,15 +197,10 @@ class SwapsBeforeCopying(nn.Module):
 
 def test_a_call_made_with_a_weight_put_in_its_place_is_not_copied_to_a_plain_one():
     model = SwapsBeforeCopying().eval()
-    handed = []
-    names = {id(t): name for name, t in model.named_parameters()}
-    handle = model.blk.c1.register_forward_pre_hook(lambda module, args: handed.append(names[id(module.weight)]))
-    with torch.no_grad():
-        model(torch.randn(1, 3, 16, 16))
-    handle.remove()
+    handed = _weights_handed_to_c1(model)
     assert handed == ["blk.c1.weight", "blk.c2.weight", "blk.c1.weight"]
     report = _analysed_both_ways(model)
-    read = [op.inputs[1].name for op in report.graph.ops if op.op == "aten.convolution" and op.module.path == "blk.c1"]
+    read = _weights_read_by_c1(report)
     assert read == handed
 
 
