@@ -30,7 +30,7 @@ from archprof.explain.training import Training
 from archprof.explain.windows import kernel_and_stride
 from archprof.graph import OpNode
 from archprof.passes.flops import op_cost
-from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers
+from archprof.passes.layers import LayerGroup, consecutive_runs, group_layers, window_lead
 from archprof.passes.params import parameter_columns
 from archprof.text import NARROWEST_WIDTH, counted, dims_text, field_text, layer_label, visible_text
 from archprof.units import checked_count, shape_text, share_text
@@ -315,7 +315,8 @@ class _Context:
         table = [("row", "layer", "kernel", "stride", "field", "jump", "start")]
         shown = None
         for index, group in enumerate(self.groups):
-            window = next((kernel_and_stride(op) for op in group.ops if kernel_and_stride(op) is not None), None)
+            windows = (kernel_and_stride(op, window_lead(op, group.ops)) for op in group.ops)
+            window = next((w for w in windows if w is not None), None)
             field, stride, start = (
                 report.columns[c][index] for c in ("receptive_field", "effective_stride", "receptive_field_start")
             )

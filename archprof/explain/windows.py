@@ -155,8 +155,9 @@ def adaptive_pool(op: OpNode) -> Section:
     return Section(f"{op.op}: {kind} of {shape_text(x.shape)} to {shape_text(out[-dims:])}", tuple(steps))
 
 
-def kernel_and_stride(op: OpNode) -> tuple[str, str] | None:
-    """(kernel, stride) of a convolution or a pooling, as text; None for other operators."""
+def kernel_and_stride(op: OpNode, lead: int = 0) -> tuple[str, str] | None:
+    """(kernel, stride) of a convolution or a pooling, as text, its first `lead` dimensions
+    left out (`window_lead`: a 1-d pooling's, run as a 2-d one); None for other operators."""
     if op.op in ("aten.convolution", "aten._convolution"):
         w = op.args[1].shape
         dims = len(w) - 2
@@ -165,5 +166,5 @@ def kernel_and_stride(op: OpNode) -> tuple[str, str] | None:
         return text, shape_text(stride)
     if op.op.startswith(("aten.max_pool", "aten.avg_pool")):
         kernel, stride, *_ = pool_window(op)
-        return shape_text(kernel), shape_text(stride)
+        return shape_text(kernel[lead:]), shape_text(stride[lead:])
     return None

@@ -126,9 +126,25 @@ def _first_window(ops: tuple[OpNode, ...]) -> str:
         if where is None:
             continue
         window = op.inputs[1].shape[2:] if where == "weight" else expand(op.args[1], where)
+        window = window[window_lead(op, ops) :]
         if window:
             return shape_text(window)
     return ""
+
+
+def window_lead(op: OpNode, ops: Sequence[OpNode]) -> int:
+    """How many leading dimensions of the window of `op`, a convolution or pooling among a
+    row's `ops`, are not the row's own: 1 where PyTorch runs a 1-d pooling (`F.max_pool1d`,
+    `F.avg_pool1d`) as a 2-d one on its input unsqueezed before the length, the window then
+    1 x K; else 0."""
+    if not op.op.startswith(("aten.max_pool2d", "aten.avg_pool2d")) or not op.inputs:
+        return 0
+    x = op.inputs[0]
+    ndim = len(x.shape)
+    for maker in ops:
+        if maker.op == "aten.unsqueeze" and any(t.id == x.id for t in maker.outputs):
+            return int(maker.argument(1, "dim") % ndim == ndim - 2)
+    return 0
 
 
 def consecutive_runs(values: Sequence[int]) -> list[list[int]]:
