@@ -84,8 +84,10 @@ def compare(
 
     Columns: model, input_shape, dtype, param_count, param_bytes, macs, flops,
     elementwise_flops, activation_bytes, [peak_memory_bytes], [receptive_field (Int64,
-    <NA> without a spatial layer: the field's smallest side), receptive_field_dims (the field
-    per spatial dimension, (212, 212); None without one), receptive_field_note],
+    <NA> without a spatial layer: the field's smallest side, the input's where every unit of
+    the last map sees the whole input), receptive_field_dims (the field per spatial
+    dimension, (212, 212); "input" for such a global field; None without one),
+    receptive_field_note],
     [training_flops, training_peak_bytes, optimizer (string)], param_ratio, macs_ratio, [latency_ms].
 
     `jobs` (default 1: everything in this process, as a notebook or a script fed on stdin

@@ -5,6 +5,7 @@ the final receptive field, the network's, with its notes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,19 +55,30 @@ def _total(name: str, what: str, training: bool = False) -> Callable[[Report], i
 
 
 def final_receptive_field(report: Report) -> int:
-    """The receptive field of the last row with a spatial one (e.g. the last conv feature map).
+    """The receptive field of the last feature map (`final_field_row`): the last row with a
+    spatial field, or whose map's every unit sees the whole input (after a squeeze-excitation
+    gate or attention), which reads as the input's size. Rows after global pooling or
+    flattening, which see the whole input at one position (FieldMark.INPUT), and rows without
+    a spatial output (None) are passed over. A field given per spatial dimension ((212, 212))
+    reads as its smallest side, what every dimension at least sees.
+    `final_receptive_field_bound` says whether it is only an upper bound."""
+    dims = _final_field(report)[0]
+    return min(_input_extents(report) if dims == FieldMark.INPUT else dims)
 
-    Rows after global pooling or flattening see the whole input (FieldMark.INPUT) and rows
-    without a spatial output have none (None): both are passed over. A field given per
-    spatial dimension ((212, 212)) reads as its smallest side, what every dimension at least
-    sees. `final_receptive_field_bound` says whether it is only an upper bound."""
-    return min(_final_field(report)[0])
 
-
-def final_receptive_field_dims(report: Report) -> tuple[int, ...]:
-    """That field per spatial dimension, (212, 212), as `archprof summary` and `rf` show it;
+def final_receptive_field_dims(report: Report) -> tuple[int, ...] | FieldMark:
+    """That field per spatial dimension, (212, 212), as `archprof summary` and `rf` show it, or
+    FieldMark.INPUT where every unit of the last map sees the whole input ("global");
     `final_receptive_field` is its smallest side. Raises as `final_receptive_field`."""
     return _final_field(report)[0]
+
+
+def _input_extents(report: Report) -> tuple[int, ...]:
+    """The sizes of the input's spatial dimensions (its first input's, past batch and channels)."""
+    extents = report.input_shapes[0][2:] if report.input_shapes else ()
+    if not extents:
+        raise MetricUnavailable(f"model '{report.model}' has no spatial input to read the whole of")
+    return extents
 
 
 def final_receptive_field_bound(report: Report) -> str:
@@ -75,7 +87,7 @@ def final_receptive_field_bound(report: Report) -> str:
     return _final_field(report)[1]
 
 
-def _final_field(report: Report) -> tuple[tuple[int, ...], str]:
+def _final_field(report: Report) -> tuple[tuple[int, ...] | FieldMark, str]:
     """The last spatial row's field and, where that field is an upper bound, its note."""
     row = _final_row(report)
     if row is None:
@@ -92,9 +104,10 @@ def _final_row(report: Report) -> Mapping[str, Any] | None:
     if values is None:
         raise MetricUnavailable("receptive field is not available in this report")
     notes = report.columns.get("receptive_field_note") or [""] * len(values)
+    columns = (report.columns["layer"], report.columns["output_shape"], values, notes)
     rows = [
-        {"layer": layer, "receptive_field": value, "receptive_field_note": note}
-        for layer, value, note in zip(report.columns["layer"], values, notes, strict=True)
+        {"layer": layer, "output_shape": shape, "receptive_field": value, "receptive_field_note": note}
+        for layer, shape, value, note in zip(*columns, strict=True)
     ]
     return final_field_row(rows)
 
@@ -117,15 +130,29 @@ def final_field_note(report: Report) -> str | None:
 
 
 def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The row whose field is the model's final one: the last with a spatial field (a tuple)
-    or an undefined one, passing over rows that see the whole input (FieldMark.INPUT) or
-    have no spatial field (None); None where no row has either. Rows as `Report.rows()`
-    has them, with at least layer and receptive_field."""
-    return next((row for row in reversed(rows) if _spatial_or_undefined(row["receptive_field"])), None)
+    """The row whose field is the model's final one, that of its last feature map: the last
+    with a spatial field (a tuple), an undefined one, or one that sees the whole input
+    (FieldMark.INPUT) at more than one position (a map gated by a squeeze-excitation block,
+    attention's tokens: "global"); passing over rows that see it at one position (after
+    global pooling or a flatten) or have no spatial field (None). None where no row is
+    such. Rows as `Report.rows()` has them, with at least layer, output_shape and
+    receptive_field."""
+    return next((row for row in reversed(rows) if _final_candidate(row)), None)
 
 
-def _spatial_or_undefined(field: Any) -> bool:
-    return isinstance(field, tuple) or field == FieldMark.UNDEFINED
+def _final_candidate(row: Mapping[str, Any]) -> bool:
+    field = row["receptive_field"]
+    if isinstance(field, tuple) or field == FieldMark.UNDEFINED:
+        return True
+    return field == FieldMark.INPUT and _positions(row["output_shape"]) > 1
+
+
+def _positions(shapes: str) -> int:
+    """The positions past batch and channels of a row's (first) output, from its shape as the
+    report writes it ('1x1280x7x7': 49); 1 for a vector ('1x1280') or a scalar ('()')."""
+    first = shapes.split(",")[0].strip()
+    sizes = [int(size) for size in first.split("x")] if first[:1].isdigit() else []
+    return math.prod(sizes[2:])
 
 
 def bound_note(note: str) -> str:

@@ -918,6 +918,13 @@ def weight_normed_layer() -> nn.Module:
         return nn.Sequential(nn.utils.weight_norm(nn.Linear(32, 64)), nn.ReLU(), nn.Linear(64, 4))
 
 
+class FlattenedClassifier(nn.Sequential):
+    """A classifier with no spatial layer: every row's output a vector (no receptive field)."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Flatten(), nn.Linear(1024, 10))  # a 1x32x32 input, as lenet5's
+
+
 class UnshuffledChannelPicked(nn.Module):
     """One channel of a pixel unshuffle (it reads pixel 2h, 2w of each 2x2 block alone) through a
     1x1 convolution: archprof gives it the union of the four channels', an upper bound."""

@@ -239,7 +239,7 @@ def test_a_metric_this_archprof_cannot_compute_is_not_available(monkeypatch):
 
 
 def test_a_model_without_a_spatial_layer_has_no_receptive_field():
-    result = invoke("check", "edge_fc", "--min-receptive-field", "10")
+    result = invoke("check", "tests/models.py:FlattenedClassifier", "-i", "1x32x32", "--min-receptive-field", "10")
     assert result.exit_code == 2
     assert "no layer with a spatial receptive field" in one_error_line(result)
 

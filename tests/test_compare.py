@@ -20,7 +20,7 @@ from archprof.comparison import sort_comparison
 from archprof.errors import ArchprofError
 from archprof.metrics import MetricUnavailable, final_receptive_field
 from tests.field_oracle import positive, unit_gradient_box
-from tests.models import PooledBlock, UnshuffledChannelPicked
+from tests.models import FlattenedClassifier, PooledBlock, UnshuffledChannelPicked
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,10 +217,11 @@ def test_archprof_compare_is_the_function():
 
 
 def test_a_model_without_a_spatial_field():
-    report = archprof.analyze("edge_fc")
+    report = archprof.analyze(FlattenedClassifier(), input_size=(1, 32, 32))
     with pytest.raises(MetricUnavailable, match="no layer with a spatial receptive field"):
         final_receptive_field(report)
-    assert pd.isna(archprof.compare(["edge_fc", "lenet5"])["receptive_field"].iloc[0])
+    frame = archprof.compare([FlattenedClassifier(), "lenet5"], input_size=(1, 32, 32))
+    assert pd.isna(frame["receptive_field"].iloc[0])
 
 
 # A field that is an upper bound (one channel of a pixel unshuffle, given the union of its
@@ -243,7 +244,8 @@ def test_a_receptive_field_that_is_an_upper_bound_says_so_in_the_dataframe():
     assert list(frame["receptive_field"]) == [2, 4] and frame["receptive_field_note"].dtype == "string"
     note, exact = frame["receptive_field_note"]
     assert note.startswith("an upper bound: aten.slice in (model) picks indices") and exact == ""
-    assert pd.isna(archprof.compare(["edge_fc"])["receptive_field_note"].item())  # no field: no note either
+    no_field = archprof.compare([FlattenedClassifier()], input_size=(1, 32, 32))
+    assert pd.isna(no_field["receptive_field_note"].item())  # no field: no note either
 
 
 def test_compare_marks_a_bound_in_every_format():

@@ -335,9 +335,15 @@ def test_a_report_whose_old_final_field_or_stride_is_0_gives_no_percentage(tmp_p
     assert "0x0" in field and "16x16" in field and "n/a" in field
 
 
-def side(*fields, note: str = "") -> Side:
+def side(*fields, note: str = "", output_shape: str = "1x8") -> Side:
     rows = [
-        {"layer": f"l{i}", "receptive_field": field, "effective_stride": None, "receptive_field_note": note}
+        {
+            "layer": f"l{i}",
+            "output_shape": output_shape,
+            "receptive_field": field,
+            "effective_stride": None,
+            "receptive_field_note": note,
+        }
         for i, field in enumerate(fields)
     ]
     return Side("m", rows)
@@ -350,6 +356,8 @@ def test_the_final_field_passes_over_global_rows_and_says_undefined_or_none():
     undefined = final_field(side((3, 3), FieldMark.UNDEFINED, FieldMark.INPUT, note="a mask"))
     assert undefined == FinalField("l1", missing="undefined", note="undefined: a mask")
     assert final_field(side(None, FieldMark.INPUT)).missing == "none"
+    # A map whose every unit sees the whole input (8 positions past batch and channels): global.
+    assert final_field(side((3, 3), FieldMark.INPUT, output_shape="1x4x2x4")).whole_input
 
 
 def test_resnets_final_fields_by_hand():

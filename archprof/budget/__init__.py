@@ -41,8 +41,9 @@ from archprof.errors import ArchprofError, cut, shown
 from archprof.load import ModelOptions, parse_dtype
 from archprof.metrics import METRICS, Metric, final_receptive_field_bound, final_receptive_field_dims
 from archprof.parallel import Progress, ordered_map
+from archprof.passes.receptive_field import FieldMark
 from archprof.report import Report
-from archprof.text import dims_text, visible_text
+from archprof.text import dims_text, field_text, visible_text
 from archprof.units import (
     human_value,
     in_binary_units,
@@ -121,7 +122,9 @@ class Verdict:
     dtype: str = ""  # the report's: two entries of one model and input may differ in it alone
     optimizer: str = ""  # of a max-training-memory limit: the optimizer whose step it was
     bound: str = ""  # of a receptive-field limit: why the value is only an upper bound ("an upper bound: ...")
-    field: tuple[int, ...] = ()  # of a receptive-field limit: the field per dimension, `value` its smallest side
+    # Of a receptive-field limit: the field per dimension, `value` its smallest side; or
+    # FieldMark.INPUT, every unit of the last map seeing the whole input, `value` the input's.
+    field: tuple[int, ...] | FieldMark = ()
     folded: bool = False  # judged on the inference view, BatchNorms folded (--fold-bn)
     # What sets its entry apart from another of the same model, input and dtype ("args num_classes=10",
     # "line 5"), which `check_all` gives only where two such entries were checked; else "".
@@ -138,8 +141,12 @@ class Verdict:
     @property
     def value_text(self) -> str:
         """The value as tables show it; a field per dimension, as summary and rf show it:
-        "212x212", "≤2x2" where it is only an upper bound."""
-        shown = dims_text(self.field) if self.field else self.limit.figure_text(self.value)
+        "212x212", "≤2x2" where it is only an upper bound, "global (224 px)" where every unit
+        sees the whole input."""
+        if self.field == FieldMark.INPUT:
+            shown = f"{field_text(self.field)} ({self.limit.figure_text(self.value)})"
+        else:
+            shown = dims_text(self.field) if self.field else self.limit.figure_text(self.value)
         return ("≤" if self.bound else "") + shown
 
     @property

@@ -15,7 +15,7 @@ from archprof.output import json_text
 from archprof.passes.receptive_field import FieldMark, Stride
 from archprof.report import Report, fits_int64
 from archprof.report.formats import csv_text, json_fraction, utf8_text, write
-from archprof.text import dims_text, visible_text
+from archprof.text import dims_text, field_text, visible_text
 from archprof.units import human_value, percent_change_text
 
 if TYPE_CHECKING:
@@ -74,7 +74,9 @@ class FinalField:
     is only an upper bound ("an upper bound: ..."), else "". Where there is no field,
     `missing` says which case ("not recorded", "undefined", "none") and `note` why; a field
     whose stride alone is undefined has its row's note there. `size_dims` and `stride_dims`:
-    the field and stride per spatial dimension, as the tables show them (`final_field_text`)."""
+    the field and stride per spatial dimension, as the tables show them (`final_field_text`);
+    `size_dims` FieldMark.INPUT where every unit of the last map sees the whole input
+    ("global": no size in pixels, and no stride, to set beside the other side's)."""
 
     layer: str | None = None
     size: int | None = None
@@ -82,7 +84,7 @@ class FinalField:
     bound: str = ""
     missing: str = ""
     note: str = ""
-    size_dims: tuple[int, ...] = ()
+    size_dims: tuple[int, ...] | FieldMark = ()
     stride_dims: tuple[Stride, ...] = ()
 
     @property
@@ -90,10 +92,15 @@ class FinalField:
         """Why the field is a bound, undefined or not recorded, or its stride undefined; '' if none."""
         return self.bound or self.note
 
+    @property
+    def whole_input(self) -> bool:
+        """Whether every unit of the last map sees the whole input."""
+        return self.size_dims == FieldMark.INPUT
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "layer": self.layer,
-            "receptive_field": self.size,
+            "receptive_field": FieldMark.INPUT.value if self.whole_input else self.size,
             "effective_stride": self.stride,
             "receptive_field_note": self.reason,
         }
@@ -393,6 +400,8 @@ def final_field(side: Side) -> FinalField:
     note = row.get("receptive_field_note", "")
     if row["receptive_field"] == FieldMark.UNDEFINED:
         return FinalField(row["layer"], missing="undefined", note=undefined_note(note))
+    if row["receptive_field"] == FieldMark.INPUT:  # every unit of the last map sees the whole input
+        return FinalField(row["layer"], size_dims=FieldMark.INPUT)
     field, stride = row["receptive_field"], row.get("effective_stride")
     strides = stride if isinstance(stride, tuple) else ()
     bound = bound_note(note)
@@ -435,6 +444,10 @@ def final_field_text(final: FinalField, figure: str, exact: bool = False) -> str
         if final.missing == "none":
             return "" if exact else "-"
         return final.missing
+    if final.whole_input:  # a size of the whole input, and no stride between units that each see it
+        if figure == "size":
+            return FieldMark.INPUT.value if exact else field_text(FieldMark.INPUT)
+        return "" if exact else "-"
     value = getattr(final, figure)
     if value is None:  # the stride alone undefined (the note says why)
         return "undefined"
