@@ -265,18 +265,21 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
 
 def _layout_hint(loaded: LoadedModel, specs: Sequence[InputSpec], batch: int, dtype, training: bool) -> str:
     """What the one input given likely meant, where the forward failed on it: a shape with the
-    batch put in (1x3x32x32 where the model's first convolution takes 3x32x32), or with the
-    channels last (224x224x3 where it takes 3 channels), named only where the model traces at
-    it (the forward may have failed for another reason, past the convolution); "" else."""
+    batch put in (1x3x32x32 or 2x3x32x32 where the model's first convolution takes 3x32x32: that
+    first size is the batch), or with the channels last (224x224x3 where it takes 3 channels),
+    named only where the model traces at it (the forward may have failed for another reason,
+    past the convolution); "" else."""
     first = _first_convolution(loaded.module) if len(specs) == 1 and specs[0].batched else None
     if first is None:
         return ""
     shape, (channels, dimensions) = specs[0].shape, first
-    if len(shape) == dimensions + 1 and shape[0] == 1:  # the built-in's hint (`_input_specs`), in its words
-        meant = _channels_first(shape[1:], channels)
+    if len(shape) == dimensions + 1:  # the built-in's hint (`_input_specs`), in its words
+        meant, batch_option = _channels_first(shape[1:], channels), ""
+        if shape[0] != 1:  # the batch meant (1 is --batch's default: it goes unsaid)
+            batch, batch_option = shape[0], f" --batch {shape[0]}"
         hint = (
             ": the --input shape leaves the batch out (--batch sets it; Python: batch=):"
-            f" did you mean --input {shape_text(meant)}?"
+            f" did you mean --input {shape_text(meant)}{batch_option}?"
         )
     elif len(shape) == dimensions and shape != _channels_first(shape, channels):
         meant = _channels_first(shape, channels)

@@ -197,3 +197,8 @@ def _console():
     from rich.console import Console
 
     return Console()  # what Text.wrap asks for; it wraps by cells alone
+
+
+def spatial_names(dims: int) -> list[str]:
+    """The names of `dims` spatial dimensions, as formulas and messages write them: L; H, W; D, H, W."""
+    return {1: ["L"], 2: ["H", "W"], 3: ["D", "H", "W"]}.get(dims, [f"X{i + 1}" for i in range(dims)])

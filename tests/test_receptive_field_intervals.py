@@ -1247,10 +1247,10 @@ def test_cli_unit_box_and_plot(tmp_path):
     assert done.exit_code == 0, done.output
     assert done.stdout == "layer features.30, unit 3,4 reads input pixels 6..217 x 38..223 (of 224x224)\n"
     for args, message in [
-        (["--unit", "3,4"], "--unit and --layer go together"),
+        (["--layer", "features.30"], "add --unit"),
         (["--unit", "3", "--layer", "features.30"], "--unit needs 2 coordinates"),
         (["--unit", "3,x", "--layer", "features.30"], "--unit takes whole numbers"),
-        (["--unit", "3,7", "--layer", "features.30"], "outside the layer's 7 units"),
+        (["--unit", "3,7", "--layer", "features.30"], "outside the layer's 7 units along W (input dimension 2)"),
         (["--unit", "0,0", "--layer", "nope"], "no layer 'nope'"),
         (["--unit", "0,0", "--layer", "classifier.6"], "reads the whole input (global)"),
         (["--unit", "0,0", "--layer", "features.30", "-f", "csv"], "drop --plot, --output and --format"),

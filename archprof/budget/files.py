@@ -5,6 +5,7 @@ entries `archprof check` judges (`plan_check`), from the command line or such a 
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -166,7 +167,7 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
     for key in LIMIT_KEYS:
         if key in values:
             try:
-                limits.append(parse_limit(key, values[key][1]))
+                limits.append(parse_limit(key, _whole_if_integral(values[key][1])))
             except ArchprofError as exc:
                 fail(key, str(exc).removeprefix(f"{key}: "))
     if not limits:
@@ -185,6 +186,16 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
         search_dir=budget.path.parent,
         options=options,
     )
+
+
+def _whole_if_integral(value: Any) -> Any:
+    """A TOML float that is a whole number (`max-params = 5e5`) as that int, 500000, which the
+    limit then shows as it shows one written so; any other value as it is (`parse_limit`
+    refuses a fraction). Read from its shortest text: 1e23 is 10**23, not the float's
+    99999999999999991611392."""
+    if isinstance(value, float) and value.is_integer():
+        return int(decimal.Decimal(repr(value)))
+    return value
 
 
 def _entry_options(values: dict[str, tuple[str, Any]], fail: Callable[[str, str], NoReturn]) -> ModelOptions:

@@ -49,6 +49,25 @@ def summary(
     output: OutputOpt = None,
     columns: columns_option("Output shape,MACs,% MACs") = None,
     wide: WideOpt = False,
+    top: Annotated[
+        Optional[int],
+        typer.Option(
+            "--top",
+            min=1,
+            metavar="N",
+            help="Only the N rows with the most of --by, largest first, a flat list with each figure's share",
+            show_default=False,
+        ),
+    ] = None,
+    by: Annotated[
+        Optional[str],
+        typer.Option(
+            "--by",
+            metavar="KEY",
+            help="What --top ranks rows by: macs, params, flops, elementwise-flops or activation",
+            show_default="macs",
+        ),
+    ] = None,
 ) -> None:
     """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals.
 
@@ -62,20 +81,43 @@ def summary(
     the activation bytes live right after the row (what later rows still read). FLOPs:
     2 x MACs; Elementwise FLOPs: activations, pooling, norms (shown where the width allows).
 
+    --top N lists the N rows with the most MACs (--by another figure), each row's own
+    figures (a module's subtree with --depth), beside their shares of the model's totals.
+
     Examples:
 
     archprof summary resnet50
     archprof summary resnet50 --depth 2 -o resnet50.csv
+    archprof summary resnet50 --top 10 --by activation
     archprof summary resnet50 --train --optimizer adam
     archprof summary examples/my_models.py:small_cnn -i 3x64x64 -a num_classes=100"""
     from archprof.analysis import analyze
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide)
+    table = _ranking(top, by, chosen)
     optimizer = "sgd" if optimizer is None else optimizer  # any other refused without --train, as by analyze
     report = analyze(model, training=train, optimizer=optimizer, **options.keywords())
     if depth is not None:
         report = report.rollup(depth)
-    emit_report(report, chosen, output, choice=choice)
+    emit_report(report, chosen, output, table=table, choice=choice)
+
+
+def _ranking(top: int | None, by: str | None, chosen: Format):
+    """The table `summary --top` draws (None: the summary's), its options checked before any work."""
+    from archprof.errors import ArchprofError
+
+    if top is None:
+        if by is not None:
+            raise ArchprofError("--by says what --top ranks rows by: add --top N")
+        return None
+    from archprof.render.summary import RANKED_BY, ranked_table
+
+    key = "macs" if by is None else by.strip().lower()
+    if key not in RANKED_BY:
+        raise ArchprofError(f"cannot rank rows by '{by}': choose one of {', '.join(RANKED_BY)}")
+    if chosen not in (Format.table, Format.markdown):
+        raise ArchprofError(f"--top ranks the rows of the table and Markdown: {chosen.value} holds every row to sort")
+    return lambda report, layout: ranked_table(report, key, top, layout)
 
 
 @app.command()
@@ -379,6 +421,29 @@ def available_memory() -> tuple[str, int | None]:
     return "the CPU", free_memory(torch.device("cpu"))
 
 
+def _final_field_layer(report) -> str:
+    """The last feature map's layer (`metrics.final_field_row`: the one whose field compare
+    and check read), as --layer names it. Refused where that name gives another unit: a
+    later row of the same call (the model's own operations after it), whose field --layer
+    would read."""
+    from archprof.errors import ArchprofError
+    from archprof.metrics import final_field_row
+    from archprof.text import layer_label
+
+    rows = report.rows()
+    final = final_field_row(rows)
+    if final is None:
+        raise ArchprofError(f"{report.model} has no layer with a spatial receptive field: no unit box to give")
+    name = layer_label(final["layer"], final["call"])
+    last = next(row for row in reversed(rows) if (row["layer"], row["call"]) == (final["layer"], final["call"]))
+    if last is not final:
+        raise ArchprofError(
+            f"--unit needs --layer here: the model's final field is that of an operation inside {name}, not of its"
+            " output, which --layer names"
+        )
+    return name
+
+
 @app.command()
 @user_errors
 @with_model_options
@@ -390,8 +455,9 @@ def rf(
         Optional[str],
         typer.Option(
             "--unit",
-            help="Print the exact input box of this unit of --layer: its index along each spatial dimension of "
-            "the input, in the input's order, e.g. 3,4.",
+            help="Print the exact input box of this unit of --layer (without it, of the last feature map's layer,"
+            " whose field compare and check read): its index along each spatial dimension of the input, in the"
+            " input's order, e.g. 3,4.",
             show_default=False,
         ),
     ] = None,
@@ -427,7 +493,8 @@ def rf(
     field of its output (its last layer's).
 
     --unit 3,4 --layer L prints the exact input box of one unit of layer L's output: the
-    first and last input pixel, per spatial dimension, that can reach it (padding excluded).
+    first and last input pixel, per spatial dimension, that can reach it (padding excluded);
+    without --layer, L is the last feature map's layer, whose field compare and check read.
     Its coordinates follow the input's spatial dimensions, in the input's order: 3 along the
     input's first (H), 4 along its second (W), whichever tensor dimension of L's output runs
     along each (after a transpose of H and W, 3,4 is the output's unit [..., 4, 3]).
@@ -453,8 +520,8 @@ def rf(
     from archprof.render.rf_plot import fields_image
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
-    if (unit is None) != (layer is None):
-        raise ArchprofError("--unit and --layer go together, e.g. --unit 3,4 --layer features.10")
+    if layer is not None and unit is None:
+        raise ArchprofError("--layer names the layer of --unit: add --unit, e.g. --unit 3,4 --layer features.10")
     if unit is not None and (plot is not None or output is not None or format is not None):
         raise ArchprofError("--unit prints one unit's input box: drop --plot, --output and --format")
     found = analysis(
@@ -465,6 +532,7 @@ def rf(
     # Before any roll-up: a layer inside a module rolled into one row by --depth is still named
     # (a rolled-up module's unit is its output's, as the full table's container rows give it).
     if unit is not None:  # wrapped to the width as a table is, not cut by the terminal mid-figure
+        layer = layer if layer is not None else _final_field_layer(report)
         write_text(to_text(Group(Prose(unit_box_text(report, states, spatial, layer, unit))), fitted_width()), None)
         return
     if depth is not None:

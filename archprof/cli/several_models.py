@@ -85,6 +85,10 @@ def compare(
 ) -> None:
     """Models side by side: parameters, MACs, FLOPs, memory, receptive field, and ratios to the first.
 
+    Activations is the sum of every layer's output bytes (a layer working in place
+    included), not a peak; Peak memory is the inference peak: parameters, buffers and the
+    most activations live at once.
+
     Examples:
 
     archprof compare resnet18 resnet50 mobilenet_v2 --sort macs
@@ -172,7 +176,7 @@ def check(
     max_flops: limit_option("--max-flops", "10G") = None,
     max_activation: limit_option("--max-activation", "200MB (kB/MB/GB decimal, KiB/MiB/GiB binary)") = None,
     max_peak_memory: limit_option("--max-peak-memory", "1GB: inference peak, parameters included") = None,
-    min_receptive_field: limit_option("--min-receptive-field", "200px: the last spatial field's smallest side") = None,
+    min_receptive_field: limit_option("--min-receptive-field", "200px: the last feature map's smallest side") = None,
     max_training_memory: limit_option("--max-training-memory", "16GB: a training step's peak, backward in") = None,
     max_training_flops: limit_option("--max-training-flops", "30G: one training step, forward and backward") = None,
     optimizer: optimizer_option("For --max-training-memory") = None,
@@ -205,6 +209,12 @@ def check(
 
     Exit 0 when every limit holds, 1 when one is exceeded, 2 on bad input. With
     GITHUB_STEP_SUMMARY set (GitHub Actions), the verdict is appended there as Markdown.
+
+    A budget file (--config, else ./archprof.toml or the \\[tool.archprof] table of
+    ./pyproject.toml) lists the models, each with limits named as the options are: a
+    \\[\\[models]] table each (\\[\\[tool.archprof.models]] in pyproject.toml), or in one line:
+
+    models = [{ name = "resnet50", input = "3x224x224", max-params = "30M" }]
 
     Examples:
 

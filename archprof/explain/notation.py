@@ -15,9 +15,5 @@ def window_symbols(names: Sequence[str], d: int) -> tuple[str, str, str, str]:
     return f"K_{tag}", f"S_{tag}", f"P_{tag}", f"{dilation}_{tag}"
 
 
-def spatial_names(dims: int) -> list[str]:
-    return {1: ["L"], 2: ["H", "W"], 3: ["D", "H", "W"]}.get(dims, [f"X{i + 1}" for i in range(dims)])
-
-
 def product_text(shape: Sequence[int]) -> str:
     return "·".join(map(str, shape)) if shape else "1"

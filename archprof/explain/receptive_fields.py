@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from archprof.explain.document import Step
-from archprof.explain.notation import spatial_names, window_symbols
+from archprof.explain.notation import window_symbols
 from archprof.graph import Graph, OpNode, TensorMeta
 from archprof.passes.layers import LayerGroup
 from archprof.passes.receptive_field import FieldMark, receptive_field_columns
 from archprof.passes.receptive_field.walk import UPPER_BOUND
-from archprof.text import dims_text
+from archprof.text import dims_text, spatial_names
 
 
 @dataclass(frozen=True, slots=True)

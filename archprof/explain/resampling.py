@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from archprof.explain.document import Section, Step
-from archprof.explain.notation import product_text, spatial_names
+from archprof.explain.notation import product_text
 from archprof.graph import OpNode
 from archprof.operators.costs import antialiased_windows
 from archprof.passes.flops import op_cost
+from archprof.text import spatial_names
 from archprof.units import shape_text
 
 # F.interpolate's kernels: mode -> (taps per axis, None for a copy); `_aa`: antialias=True

@@ -6,13 +6,14 @@ convolution's or a pool's kernel and stride as text, for the network's view."""
 from __future__ import annotations
 
 from archprof.explain.document import Section, Step, flops_step
-from archprof.explain.notation import product_text, spatial_names, window_symbols
+from archprof.explain.notation import product_text, window_symbols
 from archprof.explain.receptive_fields import Fields, window_field
 from archprof.explain.sources import Sources, layer_parameters
 from archprof.graph import OpNode, TensorMeta
 from archprof.operators.costs import expand
 from archprof.operators.shapes import conv_output_size, pool_output_size, pool_window, transposed_conv_output_size
 from archprof.passes.flops import op_cost
+from archprof.text import spatial_names
 from archprof.units import shape_text
 
 

@@ -46,6 +46,9 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
     if found == "folder":
         raise ArchprofError(f"cannot load '{spec}': it is a folder; {_WHAT_LOADS}")
     suffix = path.suffix.lower()
+    # A file archprof would read is said to be missing; one it would not is told what it reads instead.
+    if found == "missing" and suffix in (".py", *MODEL_FILE_SUFFIXES):
+        raise ArchprofError(f"file {spec} does not exist")
     if suffix == ".py":
         raise ArchprofError(f"'{spec}' is a Python file: name the factory in it{_factories_hint(path, spec, found)}")
     if suffix in WEIGHTS_ONLY_SUFFIXES:
@@ -56,8 +59,6 @@ def load_file(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | 
     if suffix not in MODEL_FILE_SUFFIXES:
         shown = f"suffix '{suffix}'" if suffix else "no suffix"
         raise ArchprofError(f"cannot load '{spec}' ({shown}): {_WHAT_LOADS}")
-    if found == "missing":
-        raise ArchprofError(f"file {spec} does not exist")
     if found != "file":
         raise ArchprofError(f"{spec} is not a file")
     refuse_extras(path, spec, args, None, "a model file")

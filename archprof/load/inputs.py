@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError, check_flag
+from archprof.errors import ArchprofError, check_flag, shown
 from archprof.load.common import DTYPES, INPUT_DTYPES, INT64_MAX, described, printable_errors, shorten
 from archprof.units import whole_number
 
@@ -169,6 +169,7 @@ def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
     - no inputs (a forward that takes none): `{}`, `[]` or `()`; one input of no dimensions
       per sample is `[()]`
     """
+    _refuse_tensors(inputs)
     if isinstance(inputs, (tuple, list)) and not inputs:  # a list of no inputs, as {} is: not the shape ()
         return ()
     if isinstance(inputs, Mapping):
@@ -190,6 +191,49 @@ def normalize_inputs(inputs: InputsLike) -> tuple[InputSpec, ...]:
         raise ArchprofError(f"an input name is given twice: {', '.join(names)}")
     positional = [spec for spec in specs if not spec.name]
     return (*positional, *(spec for spec in specs if spec.name))
+
+
+def _refuse_tensors(inputs: InputsLike) -> None:
+    """Refuse tensors given as inputs (`inputs=[x]`, x a batch the forward would take) in one
+    line that gives the same inputs as shapes: archprof reads no values, and a tensor's repr
+    runs to a line a row. Where every tensor's first size is one batch, that is `batch=`;
+    else each tensor is taken whole (`batched=False`)."""
+    if isinstance(inputs, torch.Tensor):
+        entries = [("inputs", inputs)]
+    elif isinstance(inputs, Mapping):
+        entries = [(f"inputs[{shown(name)}]", value) for name, value in inputs.items()]
+    elif isinstance(inputs, (tuple, list)):
+        entries = [(f"inputs[{index}]", value) for index, value in enumerate(inputs)]
+    else:
+        return
+    tensors = [(where, value) for where, value in entries if isinstance(value, torch.Tensor)]
+    if not tensors:
+        return
+    firsts = {tensor.shape[0] if tensor.dim() else None for _, tensor in tensors}
+    batch = firsts.pop() if len(firsts) == 1 else None
+    batched = batch is not None
+    forms = [_shape_of(v, batched) if isinstance(v, torch.Tensor) else shown(v) for _, v in entries]
+    if isinstance(inputs, torch.Tensor):
+        given = forms[0]
+    elif isinstance(inputs, Mapping):
+        given = "{" + ", ".join(f"{shown(name)}: {form}" for name, form in zip(inputs, forms, strict=True)) + "}"
+    else:
+        given = f"[{', '.join(forms)}]"
+    with_batch = f" with batch={batch}" if batch not in (None, 1) else ""
+    raise ArchprofError(
+        f"{tensors[0][0]} is a tensor: archprof reads shapes, not values: give inputs={given}{with_batch}"
+    )
+
+
+def _shape_of(tensor: torch.Tensor, batched: bool) -> str:
+    """A tensor as the input `normalize_inputs` takes for it: its shape past the batch,
+    (3, 32, 32), with its dtype where that is not float32, ((77,), torch.int64); taken whole,
+    an InputSpec with batched=False."""
+    dtype = f", {tensor.dtype}" if tensor.dtype != torch.float32 else ""
+    if not batched:
+        return f"InputSpec({tuple(tensor.shape)}{dtype}, batched=False)"
+    shape = tuple(tensor.shape[1:])
+    return f"({shape}{dtype})" if dtype else str(shape)
 
 
 def _is_shape(value: Any) -> bool:

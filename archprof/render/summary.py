@@ -20,6 +20,7 @@ from archprof.render.base import (
     fits,
     fitted_table,
     label_value_table,
+    layer_name,
     share_cell,
     stacked_rows,
     subtotal_cell,
@@ -96,6 +97,61 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
     if report.totals.not_counted:
         parts.append(not_counted_table(report.totals.not_counted))
     return Group(*parts)
+
+
+# What `summary --top` ranks rows by: key -> (column, heading, what it counts); the row's own.
+RANKED_BY = {
+    "macs": ("macs", "MACs", "MACs"),
+    "params": ("param_count", "Params", "parameters"),
+    "flops": ("flops", "FLOPs", "FLOPs"),
+    "elementwise-flops": ("elementwise_flops", "Elementwise FLOPs", "elementwise FLOPs"),
+    "activation": ("activation_bytes", "Activations", "activation bytes"),
+}
+# The ranked table's figures: (column, heading, cell writer), each beside its share of the
+# total; the ranked one among them (FLOPs, 2 x MACs, only where ranked by).
+_RANKED_FIGURES = (
+    ("param_count", "Params", count_cell),
+    ("macs", "MACs", count_cell),
+    ("flops", "FLOPs", count_cell),
+    ("elementwise_flops", "Elementwise FLOPs", count_cell),
+    ("activation_bytes", "Activations", bytes_cell),
+)
+_RANKED_ALWAYS = ("param_count", "macs", "activation_bytes")
+
+
+def ranked_table(report, by: str, count: int, layout: Layout = Layout()) -> Group:
+    """The `count` rows with the most of `by` (a key of `RANKED_BY`), largest first (rows
+    alike in it in the order they ran), those without any left out: each row's own figures,
+    not its subtree's, as the summary's first figures; each beside its share of the model's
+    total; then what the rows shown hold together, and the totals."""
+    column, heading, what = RANKED_BY[by]
+    values = report.columns[column]
+    ranked = sorted((i for i, value in enumerate(values) if value), key=lambda i: -values[i])[:count]
+    figures = [figure for figure in _RANKED_FIGURES if figure[0] in (*_RANKED_ALWAYS, column)]
+    sums = {name: sum(report.columns[name]) for name, _, _ in figures}
+    cells: dict[str, list] = {"#": [], "Layer": [], "Type": [], "Output shape": []}
+    for place, index in enumerate(ranked, start=1):
+        row = report.row(index)
+        cells["#"].append(str(place))
+        cells["Layer"].append(visible_text(layer_name(row)))
+        cells["Type"].append(visible_text(row["module_type"]))
+        cells["Output shape"].append(row["output_shape"])
+        for name, title, cell in figures:
+            cells.setdefault(title, []).append(cell(row[name]))
+            cells.setdefault(f"% {title}", []).append(share_cell(sums[name])(row[name]))
+    others = [title for name, title, _ in figures if name != column]
+    priority = ("#", "Layer", heading, f"% {heading}", "Type", "Output shape")
+    priority += (*others, *(f"% {title}" for title in others))  # on a narrow terminal the shares go first
+    title = (
+        f"{visible_text(report.model)}  ·  input {report.input_text}  ·  the {len(ranked)} rows with the most {what}"
+    )
+    table = fitted_table(title, cells, priority, layout, keep=4, labels=2)
+    held = sum(values[i] for i in ranked)
+    having = sum(1 for value in values if value)
+    line = (
+        f"these {len(ranked)} of the {having} rows with any hold {share_cell(sums[column])(held)} of the model's {what}"
+    )
+    return Group(table, Text(line), totals_table(report, layout.width))
 
 
 def totals_table(report, width: int | None = None) -> Table | Group:

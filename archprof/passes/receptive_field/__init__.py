@@ -72,6 +72,7 @@ from archprof.passes.receptive_field.maps import AxisMap
 from archprof.passes.receptive_field.rules import rule_for
 from archprof.passes.receptive_field.side_by_side import reads_nothing_somewhere, some_read_less, spatial_parts
 from archprof.passes.receptive_field.walk import Walk
+from archprof.text import spatial_names
 from archprof.units import shape_text
 
 # -- columns -------------------------------------------------------------------------------
@@ -366,22 +367,22 @@ def _part_of_unit(state: State, unit: tuple[int, ...]) -> tuple[State, bool]:
         if not found:
             return state, False
         axis, parts = found[0]
-        state, begin = _picked(parts, index[axis], axis)
+        state, begin = _picked(parts, index[axis], axis, len(unit))
         index[axis] -= begin
         if state is None:
             return None, True
     return state, False
 
 
-def _picked(parts: Parts, index: int, axis: int) -> tuple[State, int]:
+def _picked(parts: Parts, index: int, axis: int, count: int) -> tuple[State, int]:
     """The state of the part that holds index `index` of `parts` (None for a padding's), and
-    the index its first unit has there."""
+    the index its first unit has there; `axis` is one of `count` spatial dimensions."""
     begin = 0
     for size, part in zip(parts.sizes, parts.states, strict=True):
         if index < begin + size:
             return part, begin
         begin += size
-    raise ArchprofError(f"--unit {index} is outside the layer's {begin} units along dimension {axis + 1}")
+    raise _outside(index, begin, axis, count)
 
 
 def _unit_boxes(state: Field, unit: tuple[int, ...]) -> list[Interval | None]:
@@ -390,16 +391,17 @@ def _unit_boxes(state: Field, unit: tuple[int, ...]) -> list[Interval | None]:
     padding unit) reads nothing at all: no pixel, mixed or not, reaches its value."""
     boxes = []
     for axis, index in enumerate(unit):
-        box, own = _own_box(state, axis, index)
+        box, own = _own_box(state, axis, index, len(unit))
         if own and box is None:
             return [None] * len(unit)
         boxes.append(hull(mixed_span(state, axis, exact=True), box))
     return boxes
 
 
-def _own_box(field: Field, axis: int, index: int) -> tuple[Interval | None, bool]:
-    """The pixels along `axis` that unit `index` of the output dimension running along it
-    reads (the kept positions where none does), and whether a dimension runs along it."""
+def _own_box(field: Field, axis: int, index: int, count: int) -> tuple[Interval | None, bool]:
+    """The pixels along `axis` (one of `count` spatial dimensions) that unit `index` of the
+    output dimension running along it reads (the kept positions where none does), and
+    whether a dimension runs along it."""
     places = field.places(axis)
     if not any(own for _, own in places):  # kept at one position: unit 0
         return _kept_box(field, axis), False
@@ -407,8 +409,15 @@ def _own_box(field: Field, axis: int, index: int) -> tuple[Interval | None, bool
         raise ArchprofError(f"this layer's output runs along input dimension {axis + 1} twice: no unit box")
     axis_map: AxisMap = places[0][0]
     if not 0 <= index < axis_map.size:
-        raise ArchprofError(f"--unit {index} is outside the layer's {axis_map.size} units along dimension {axis + 1}")
+        raise _outside(index, axis_map.size, axis, count)
     return axis_map.field(index, exact=True), True
+
+
+def _outside(index: int, size: int, axis: int, count: int) -> ArchprofError:
+    """That --unit's coordinate `index` lies past the `size` units along spatial dimension
+    `axis` of `count`, named as the rf help names them ("3 along H")."""
+    along = f"{spatial_names(count)[axis]} (input dimension {axis + 1})"
+    return ArchprofError(f"--unit {index} is outside the layer's {size} units along {along}")
 
 
 def _kept_box(field: Field, axis: int) -> Interval | None:
