@@ -534,11 +534,32 @@ def test_the_memory_plots_labels_never_overlap():
 
 def test_a_non_square_inputs_sizes_are_two_lines_told_apart():
     """resnet18 at 3x64x200 draws both dimensions' fields as one line (they are equal), and
-    marked the input's 64 and 200 with two lines of the same colour and dashes."""
+    marked the input's 64 and 200 with two lines of the same colour and dashes, each named
+    'input size' (now the side it is: 'input height 64', 'input width 200')."""
     pytest.importorskip("matplotlib")
     from archprof.render.rf_plot import fields_figure
 
     figure = fields_figure(archprof.analyze("resnet18", input_size=(3, 64, 200)))
-    sizes = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("input size")]
-    assert sorted(line.get_label() for line in sizes) == ["input size 200", "input size 64"]
+    sizes = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("input ")]
+    assert sorted(line.get_label() for line in sizes) == ["input height 64", "input width 200"]
     assert sizes[0].get_linestyle() != sizes[1].get_linestyle() or sizes[0].get_dashes() != sizes[1].get_dashes()
+
+
+def test_the_memory_plot_starts_its_axis_below_parameters_that_dwarf_the_activations():
+    """ResNet-50's 102 MB of parameters under 11 MB of activations: an axis from 0 squeezed the
+    activations into a thin band at the top. The axis starts under the parameters' top, by a
+    third of what rises above it, and says where; every step drawn stays in view."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.memory_plot import memory_figure
+
+    report = archprof.analyze("resnet50")
+    totals = report.totals
+    state = totals.param_bytes + totals.buffer_bytes
+    rise = totals.peak_memory_bytes - state
+    assert state > 2 * rise  # the case: parameters more than twice the activations' rise
+    axes = memory_figure(report).axes[0]
+    low, high = (value * 10**6 for value in axes.get_ylim())
+    assert low == pytest.approx(state - rise // 3) and high > totals.peak_memory_bytes
+    assert axes.get_ylabel() == f"memory held (MB), from {human_bytes(state - rise // 3)}"
+    batch = memory_figure(archprof.analyze("mobilenet_v2", batch=16)).axes[0]
+    assert batch.get_ylim()[0] == 0 and batch.get_ylabel() == "memory held (MB)"  # activations large: from 0

@@ -1568,3 +1568,15 @@ def test_a_layer_named_with_control_characters_is_found_by_the_name_the_summary_
     for typed, heading in (("a\\nb", "a\\nb"), ("a\nb", "a\\nb"), ("e\\tf", "e\\tf"), ("g\\n", "g\\n")):
         row = 1 + ["a", "e", "g"].index(heading[0])
         assert report.explain(typed).splitlines()[0] == f"{heading} (Conv2d), row {row} of 3: aten.convolution"
+
+
+def test_a_concatenation_counts_its_tensors_in_the_singular_for_one():
+    """DenseNet's first layer concatenates the one tensor so far: 'a concatenation of 1 tensors'."""
+
+    class Joined(nn.Module):
+        def forward(self, x):
+            return torch.cat([x], 1), torch.cat([x, x], 1)
+
+    text = archprof.analyze(Joined(), input_size=(2, 4, 4)).explain("(model)")
+    assert "a concatenation of 1 tensor along dimension 1" in text
+    assert "a concatenation of 2 tensors along dimension 1" in text

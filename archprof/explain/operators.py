@@ -24,6 +24,7 @@ from archprof.explain.sources import Sources, own_parameters
 from archprof.explain.windows import adaptive_pool, convolution, pool
 from archprof.graph import OpNode, TensorMeta
 from archprof.passes.fold_bn import BATCH_NORMS
+from archprof.text import counted
 
 
 def operator_section(op: OpNode, fields: Fields, sources: Sources) -> Section | None:
@@ -91,7 +92,7 @@ def _cat(op: OpNode, fields: Fields) -> Section:
         Step("output shape", "", "", tuple(out)),
     )
     return Section(
-        f"{op.op}: a concatenation of {len(tensors)} tensors along dimension {dim}",
+        f"{op.op}: a concatenation of {counted(len(tensors), 'tensor')} along dimension {dim}",
         steps,
         ("data movement: no arithmetic",),
     )

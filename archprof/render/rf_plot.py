@@ -10,7 +10,7 @@ from archprof.errors import ArchprofError
 from archprof.passes.layers import consecutive_runs
 from archprof.render.figures import check_plot_target, figure_text, image_bytes
 from archprof.report import Report
-from archprof.text import visible_text
+from archprof.text import spatial_names, visible_text
 
 
 def fields_image(report: Report, spreads: Sequence, path: str | os.PathLike) -> bytes:
@@ -59,7 +59,8 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
                 # non-square input (3x64x200) marks both sizes in its colour.
                 dashes = ("-.", (0, (1, 2)), (0, (5, 2)))[len(drawn_extents) % 3]
                 drawn_extents.add(extent)
-                sizes_axes.axhline(extent, color=line.get_color(), ls=dashes, lw=1, label=f"input size {extent}")
+                label = f"input {_extent_name(spatial, extent)} {extent}"
+                sizes_axes.axhline(extent, color=line.get_color(), ls=dashes, lw=1, label=label)
         strides_axes.plot(*strides, ls=style, drawstyle="steps-mid", color=line.get_color())
     global_rows = consecutive_runs([index for index, row in enumerate(rows) if row["receptive_field"] == "input"])
     for number, run in enumerate(global_rows):
@@ -68,7 +69,9 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
         strides_axes.axvspan(run[0] - 0.5, run[-1] + 0.5, color="tab:grey", alpha=0.15, lw=0)
     unit = "centre unit" if spreads is not None else "unit 0"
     sizes_axes.set_ylabel(f"field size ({unit}, pixels, log scale)")
-    sizes_axes.legend(fontsize=8)
+    # Bottom right, below the fields there: a network's last, largest fields and the input's
+    # size run along the top (the best place, left to matplotlib, was over the input's line).
+    sizes_axes.legend(fontsize=8, loc="lower right")
     sizes_axes.set_title(f"{figure_text(report.model)}: receptive field against depth", fontsize=10)
     strides_axes.set_ylabel("effective stride (pixels, log scale)")
     strides_axes.set_xlabel("layer (in execution order)")
@@ -118,3 +121,15 @@ def _field_size(row: dict, spread, axis: int) -> int | None:
         return spread[axis].centre if spread[axis] is not None else None
     field = row["receptive_field"]
     return field[axis] if isinstance(field, tuple) else None
+
+
+_EXTENT_NAMES = {"L": "length", "H": "height", "W": "width", "D": "depth"}
+
+
+def _extent_name(spatial: Sequence[int], extent: int) -> str:
+    """What an input size of `extent` is: "size" where every spatial dimension has it, else
+    the dimensions that do, "height" of a 320x96 input's 320 ("height and width" of 8x64x64's 64)."""
+    if all(size == extent for size in spatial):
+        return "size"
+    names = [_EXTENT_NAMES.get(name, name) for name in spatial_names(len(spatial))]
+    return " and ".join(name for name, size in zip(names, spatial, strict=True) if size == extent)
