@@ -3,6 +3,7 @@ written as a TOML float shown as the whole number it is, the batch put into the 
 tensor given for a shape answered with the call that works, the budget file's form and the
 comparison's memory columns in the help, and `rf --unit` without --layer."""
 
+import importlib.util
 import re
 import textwrap
 
@@ -235,12 +236,15 @@ _NET = textwrap.dedent(
 )
 
 
-def test_rf_unit_without_layer_is_the_last_feature_maps_unit(tmp_path, monkeypatch):
+def test_rf_unit_without_layer_is_the_last_feature_maps_unit(tmp_path):
     """`rf --unit 1,2` alone was an error; it now gives the unit of the last feature map's
     layer (the last module whose real output is a map), the box autograd finds for it."""
     (tmp_path / "nets.py").write_text(_NET)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    from nets import Net
+    # Loaded under a name of its own: other tests import modules named "nets" from their own folders.
+    spec = importlib.util.spec_from_file_location("rf_unit_nets", tmp_path / "nets.py")
+    nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nets)
+    Net = nets.Net
 
     model, maps = Net(), []
     for name, module in model.named_children():
