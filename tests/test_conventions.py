@@ -213,7 +213,7 @@ def test_the_memory_plot_of_a_training_report_draws_the_training_estimate():
     from archprof.render.memory_plot import memory_figure
 
     report = archprof.analyze("lenet5", training=True, optimizer="adam")
-    expected = f"training estimate {human_bytes(report.totals.training_memory_bytes)} (adam)"
+    expected = f"sum of the parts {human_bytes(report.totals.training_memory_bytes)} (adam), all held at once"
     assert expected in _texts(memory_figure(report))
 
 
@@ -230,7 +230,7 @@ def test_the_training_lines_labels_are_not_struck_through_by_the_other_line():
     axes = figure.axes[0]
     renderer = figure.canvas.get_renderer()
     heights = [axes.transData.transform((0, y))[1] for y in (totals.training_memory_bytes, totals.training_peak_bytes)]
-    labels = [text for text in axes.texts if text.get_text().startswith(("training estimate", "training step peak"))]
+    labels = [text for text in axes.texts if text.get_text().startswith(("sum of the parts", "training step peak"))]
     assert len(labels) == 2
     for label in labels:
         box = label.get_window_extent(renderer)

@@ -23,8 +23,9 @@ def memory_image(report: Report, path: str | os.PathLike, fit: Fit | None = None
 def memory_figure(report: Report, fit: Fit | None = None):
     """Bytes held over the forward, one step per row in execution order: the parameters and
     buffers (always live), plus the activations live after the row and, above them, the most
-    live while it ran. The peak is marked and named; a training report adds the training
-    estimate (the sum of the parts) and the training step's peak, backward included;
+    live while it ran. The peak is marked and named (a training report's: the forward's); a
+    training report adds the sum of the parts, as if all were held at once (the memory
+    table's row of that name), and the training step's peak, backward included;
     `fit` (--fit) draws its budget, and every size is then in the budget's units (binary
     where it was given in MiB). The axis is in one unit, the largest the top reaches, so
     that its ticks are round numbers of it. A matplotlib Figure, made with the object API."""
@@ -73,8 +74,10 @@ def memory_figure(report: Report, fit: Fit | None = None):
         index = called[top]
         name = figure_text(layer_label(report.columns["layer"][index], report.columns["call"][index]))
         axes.plot([top], [y(during[top])], "v", color="tab:red", markersize=8)
+        # A training step's forward peak holds what autograd saved: not the step's (its own line).
+        which = "forward peak" if report.training else "peak"
         peak_label = axes.annotate(
-            f"peak {sized(during[top])} at {name}",
+            f"{which} {sized(during[top])} at {name}",
             (top, y(during[top])),
             xytext=(-6, 6) if top > len(steps) / 2 else (6, 6),  # inside the axes
             textcoords="offset points",
@@ -93,7 +96,7 @@ def memory_figure(report: Report, fit: Fit | None = None):
     if report.training and totals.training_memory_bytes is not None:
         axes.axhline(y(totals.training_memory_bytes), color="tab:purple", ls="--", lw=1)
         axes.annotate(
-            f"training estimate {sized(totals.training_memory_bytes)} ({report.optimizer})",
+            f"sum of the parts {sized(totals.training_memory_bytes)} ({report.optimizer}), all held at once",
             (0, y(totals.training_memory_bytes)),
             xytext=(2, -3) if estimate_lower else (2, 3),
             textcoords="offset points",
@@ -154,7 +157,7 @@ def _axis_bottom(state: int, highest: int) -> int:
 
 def _kept_apart(figure, labels) -> None:
     """Move each label (an annotation; None: none) down, a line at a time, until it overlaps none
-    before it in `labels`: with --fit the budget, the training estimate and the step's peak lie
+    before it in `labels`: with --fit the budget, the sum of the parts and the step's peak lie
     close together by design, and the forward's peak label can reach the step peak's."""
     labels = [label for label in labels if label is not None]
     figure.canvas.draw()  # the layout first: where each label lies depends on it
