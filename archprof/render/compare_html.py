@@ -59,5 +59,6 @@ def _table(frame: pd.DataFrame) -> str:
 
 def _cell(text: str, column: str, value) -> str:
     if column in _TEXT:
-        return f'<td class="text">{escape(visible_text(text))}</td>'
+        kind = "text name" if column == "model" else "text"  # a name: its width capped, wrapped past it
+        return f'<td class="{kind}">{escape(visible_text(text))}</td>'
     return f'<td data-v="{sort_value(value)}">{escape(text)}</td>'

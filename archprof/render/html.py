@@ -2,8 +2,8 @@
 cross-check, a sortable and filterable layer table with the module tree, and charts as
 inline SVG (memory over time, receptive-field growth, the roofline when profiled). `rf` and
 `memory` write their own table instead (`rf_html`, `memory_html`), as the terminal and the
-Markdown show it, with their chart. Its frame, `page_html`, is every page's (`diff`'s,
-`compare`'s too).
+Markdown show it, with their chart, in the summary page's order: figures, chart, layers. Its
+frame, `page_html`, is every page's (`diff`'s, `compare`'s too).
 
 Everything the page needs is in the file: no script, style, font or image is fetched,
 and its Content-Security-Policy forbids any request, so it opens offline and leaks
@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from html import escape
+
+from rich.console import Group
 
 from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
@@ -116,8 +118,8 @@ def report_html(report: Report) -> str:
 
 
 def rf_html(report: Report, spreads: Sequence | None = None) -> str:
-    """`archprof rf`'s page: its table (`render.receptive_field_table`, every column; `spreads`
-    as it takes them), its verdict and notes, then the field's growth against depth."""
+    """`archprof rf`'s page: its verdict and notes, the field's growth against depth, then its
+    table (`render.receptive_field_table`, every column; `spreads` as it takes them)."""
     from archprof.render.fields import receptive_field_table
     from archprof.render.rf_plot import fields_figure, has_fields
 
@@ -127,9 +129,9 @@ def rf_html(report: Report, spreads: Sequence | None = None) -> str:
 
 
 def memory_html(report: Report, fit=None, measured=None) -> str:
-    """`archprof memory`'s page: `--fit`'s answer at its top, then its table and breakdown
-    (`render.memory_table`, every column; `fit` and `measured` as it takes them), then the
-    memory held over the forward (the budget drawn where `fit` gives one)."""
+    """`archprof memory`'s page: `--fit`'s answer at its top, then its breakdown, the memory
+    held over the forward (the budget drawn where `fit` gives one) and its table
+    (`render.memory_table`, every column; `fit` and `measured` as it takes them)."""
     from archprof.render.memory import memory_table
     from archprof.render.memory_plot import memory_figure
 
@@ -137,14 +139,21 @@ def memory_html(report: Report, fit=None, measured=None) -> str:
     return _view_html(report, "memory", "Memory", table, [("memory", partial(memory_figure, report, fit))])
 
 
-def _view_html(report: Report, view: str, name: str, table, charts: Sequence[tuple[str, Callable]]) -> str:
-    """The page of `archprof VIEW`'s own table (a Rich renderable, as `export.html_text` writes
-    the terminal's), under `name`, after the batch that fits (where the report has one) and
-    before `charts`; the page's title names the view: "archprof rf: lenet5"."""
+def _view_html(report: Report, view: str, name: str, table: Group, charts: Sequence[tuple[str, Callable]]) -> str:
+    """The page of `archprof VIEW`'s own table (its layers, then its figures and notes, as
+    `export.html_text` writes the terminal's) in the summary page's order: the batch that
+    fits (where the report has one), the figures and notes under `name`, `charts`, then the
+    layers, in a box that scrolls with their names kept in view; the page's title names the
+    view: "archprof rf: lenet5"."""
     from archprof.render.export import html_text
 
-    section = f'<section id="{view}"><h2>{escape(name)}</h2>{html_text(table)}</section>'
-    sections = (_batch_fit(report), section, _chart_section(charts) if charts else "")
+    layers, *figures = table.renderables
+    sections = (
+        _batch_fit(report),
+        f'<section id="{view}" class="figures"><h2>{escape(name)}</h2>{html_text(Group(*figures))}</section>',
+        _chart_section(charts) if charts else "",
+        f'<section><h2>Layers</h2><div class="scroll">{html_text(layers)}</div></section>',
+    )
     return page_html(visible_text(report.model), _heading(report), sections, sortable=False, view=view)
 
 

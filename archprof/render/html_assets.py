@@ -9,17 +9,32 @@ in its `.shown`."""
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #1d1d1f; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
+h1, h2 { overflow-wrap: anywhere; }  /* a long model's name wraps, not past the page */
 table { border-collapse: collapse; }
 /* A table wider than the page scrolls itself, not the page. */
 table.figures, #diff-totals, .archprof table { display: block; max-width: 100%; overflow-x: auto; }
+/* A total's label wraps, in a long layer's name anywhere, but keeps 8em (a long note beside
+   it squeezed it to a letter a line); a figure never wraps (between its number and its unit).
+   The report's totals and the figures rf's and memory's pages put first. */
+table.figures th, section.figures .archprof td:first-child { white-space: normal; overflow-wrap: anywhere;
+  min-width: 8em; }
 table.figures th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }
 table.figures td { text-align: right; padding: 2px 0 2px 1.5em; white-space: nowrap; }
 td.exact { color: #6e6e73; font-variant-numeric: tabular-nums; }
+/* A table in a box of its own: the box scrolls, not the page nor the table, its headings kept
+   at its top and its layers' names at its left (the report's and diff's td.layer, under the
+   second heading; rf's and memory's first column). */
 .scroll { overflow: auto; max-height: 85vh; }
+.scroll .archprof table { display: table; }
+.scroll th { position: sticky; top: 0; background: #f5f5f7; }
+.scroll td.layer, .scroll .archprof td:first-child { position: sticky; left: 0; background: #fff; }
+.scroll table.sortable th:nth-child(2), .scroll .archprof th:first-child { left: 0; z-index: 2; }
+/* A name, however long, leaves room for the figures: wrapped where it is wider than the cap
+   (break-word, not anywhere: a table wider than its box would narrow it to a letter). */
+table.sortable td.layer, table.sortable td.name, .scroll .archprof td:first-child {
+  max-width: min(28em, 40vw); white-space: normal; overflow-wrap: break-word; }
 table.sortable { width: 100%; font-variant-numeric: tabular-nums; }
-table.sortable td.layer { position: sticky; left: 0; background: #fff; }
-table.sortable th:nth-child(2) { position: sticky; left: 0; z-index: 2; }
-table.sortable th { position: sticky; top: 0; background: #f5f5f7; cursor: pointer; user-select: none;
+table.sortable th { cursor: pointer; user-select: none;
   text-align: right; padding: 4px 8px; border-bottom: 1px solid #d2d2d7; white-space: nowrap; }
 table.sortable th[data-kind="text"] { text-align: left; }
 table.sortable th.sorted-up::after { content: " ▲"; } table.sortable th.sorted-down::after { content: " ▼"; }
@@ -34,7 +49,8 @@ figure.chart { margin: 0; flex: 1 1 560px; max-width: 900px; } figure.chart svg 
 #diff-totals th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }
 #diff-totals tr:first-child th { font-weight: 600; text-align: right; padding: 2px 0 2px 1.5em; }
 #diff-totals tr:first-child th:first-child { text-align: left; padding: 2px 1.5em 2px 0; }
-#diff-totals td { text-align: right; padding: 2px 0 2px 1.5em; font-variant-numeric: tabular-nums; }
+#diff-totals td { text-align: right; padding: 2px 0 2px 1.5em; font-variant-numeric: tabular-nums;
+  white-space: nowrap; }
 .archprof table { margin-bottom: 0.8em; font-variant-numeric: tabular-nums; }
 .archprof th, .archprof td { padding: 2px 8px; border-bottom: 1px solid #f0f0f2; white-space: nowrap; }
 .grew td:nth-child(n+4), td.grew { color: #b35900; } .shrank td:nth-child(n+4), td.shrank { color: #1f5fbf; }
