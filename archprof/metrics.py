@@ -56,8 +56,8 @@ def _total(name: str, what: str, training: bool = False) -> Callable[[Report], i
 
 def final_receptive_field(report: Report) -> int:
     """The receptive field of the last feature map (`final_field_row`): the last row with a
-    spatial field, or whose map's every unit sees the whole input (after a squeeze-excitation
-    gate or attention), which reads as the input's size. Rows after global pooling or
+    spatial field, or a later map whose every unit sees the whole input (after a
+    squeeze-excitation gate), which reads as the input's size. Rows after global pooling or
     flattening, which see the whole input at one position (FieldMark.INPUT), and rows without
     a spatial output (None) are passed over. A field given per spatial dimension ((212, 212))
     reads as its smallest side, what every dimension at least sees.
@@ -131,28 +131,33 @@ def final_field_note(report: Report) -> str | None:
 
 def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The row whose field is the model's final one, that of its last feature map: the last
-    with a spatial field (a tuple), an undefined one, or one that sees the whole input
-    (FieldMark.INPUT) at more than one position (a map gated by a squeeze-excitation block,
-    attention's tokens: "global"); passing over rows that see it at one position (after
-    global pooling or a flatten) or have no spatial field (None). None where no row is
-    such. Rows as `Report.rows()` has them, with at least layer, output_shape and
-    receptive_field."""
-    return next((row for row in reversed(rows) if _final_candidate(row)), None)
+    row with a spatial field (a tuple) or an undefined one; or a later one that sees the
+    whole input (FieldMark.INPUT) on a map like it, of as many dimensions and more than one
+    position past batch and channels (after a squeeze-excitation gate, as EfficientNet's
+    maps: "global"). Passed over: rows that see the whole input at one position (after
+    global pooling), or reshaped (a flatten, tokens, logits viewed as boxes), and rows
+    without a spatial field (None). None where no row has a spatial or undefined field.
+    Rows as `Report.rows()` has them, with at least layer, output_shape and receptive_field."""
+    last = next((i for i in reversed(range(len(rows))) if _spatial_or_undefined(rows[i]["receptive_field"])), None)
+    if last is None:
+        return None
+    rank = len(_first_shape(rows[last]["output_shape"]))
+    for row in reversed(rows[last + 1 :]):
+        shape = _first_shape(row["output_shape"])
+        if row["receptive_field"] == FieldMark.INPUT and len(shape) == rank and math.prod(shape[2:]) > 1:
+            return row
+    return rows[last]
 
 
-def _final_candidate(row: Mapping[str, Any]) -> bool:
-    field = row["receptive_field"]
-    if isinstance(field, tuple) or field == FieldMark.UNDEFINED:
-        return True
-    return field == FieldMark.INPUT and _positions(row["output_shape"]) > 1
+def _spatial_or_undefined(field: Any) -> bool:
+    return isinstance(field, tuple) or field == FieldMark.UNDEFINED
 
 
-def _positions(shapes: str) -> int:
-    """The positions past batch and channels of a row's (first) output, from its shape as the
-    report writes it ('1x1280x7x7': 49); 1 for a vector ('1x1280') or a scalar ('()')."""
+def _first_shape(shapes: str) -> tuple[int, ...]:
+    """A row's first output shape, from its shapes as the report writes them ('1x1280x7x7, 1x8');
+    () for a scalar ('()')."""
     first = shapes.split(",")[0].strip()
-    sizes = [int(size) for size in first.split("x")] if first[:1].isdigit() else []
-    return math.prod(sizes[2:])
+    return tuple(int(size) for size in first.split("x")) if first[:1].isdigit() else ()
 
 
 def bound_note(note: str) -> str:

@@ -93,3 +93,30 @@ def test_diff_sets_a_global_field_beside_a_spatial_one():
     document = json.loads(diff.to_json())
     assert document["final_receptive_field"]["new"]["receptive_field"] == "input"
     assert document["final_receptive_field"]["new"]["effective_stride"] is None
+
+
+def test_logits_viewed_as_boxes_after_global_pooling_are_not_a_map():
+    """A head that views its logits as 100 boxes of 4 (1x100x4) read as a global map of 400
+    positions: the final field is still the last feature map's, the last convolution's."""
+
+    class BoxHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 400)
+
+        def forward(self, x):
+            pooled = nn.functional.adaptive_avg_pool2d(self.conv(x), 1).flatten(1)
+            return self.fc(pooled).view(-1, 100, 4)
+
+    report = archprof.analyze(BoxHead(), input_size=INPUT)
+    assert final_receptive_field_dims(report) == (3, 3)  # one 3x3 convolution
+
+
+def test_the_junit_message_of_a_global_field_says_its_size_once():
+    report = archprof.analyze(_net(gated=True), input_size=INPUT)
+    (verdict,) = evaluate(report, [parse_limit("min-receptive-field", "33")])
+    from archprof.budget.verdicts import junit_xml
+
+    message = junit_xml([verdict])
+    assert "Receptive field global (32 px) at input" in message and "smallest side" not in message

@@ -3,6 +3,7 @@
 (1 x K) is not the layer's."""
 
 import pytest
+import torch
 from torch import nn
 
 import archprof
@@ -48,3 +49,17 @@ def test_a_2d_pooling_keeps_its_whole_window():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d((1, 4)), nn.AvgPool2d((3, 1)))
     report = archprof.analyze(model, input_size=(1, 16, 16))
     assert report.columns["kernel"] == ["3x3", "1x4", "3x1"]
+
+
+def test_a_2d_pooling_of_a_map_the_model_unsqueezed_itself_keeps_its_window():
+    """A 3x3 average pooling (padding 1) of an N x C x 1 x L map the forward unsqueezed: a 2-d
+    window, which divides by 9 where a 1-d pooling of 3 divides by 3 (a real forward says so)."""
+
+    class Pooled(nn.Module):
+        def forward(self, x):
+            return nn.functional.avg_pool2d(x.unsqueeze(2), kernel_size=3, stride=1, padding=1).squeeze(2)
+
+    x = torch.rand(1, 2, 9) + 1
+    assert not torch.allclose(Pooled()(x), nn.functional.avg_pool1d(x, 3, 1, 1))
+    report = archprof.analyze(nn.Sequential(Pooled()), input_size=(2, 9))
+    assert report.columns["kernel"] == ["3x3"]

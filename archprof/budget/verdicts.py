@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from archprof.budget import EntryError, Verdict
+from archprof.passes.receptive_field import FieldMark
 from archprof.text import limits_verdict, markdown_code, markdown_literal, visible_text
 from archprof.units import (
     percent_change_text,
@@ -127,8 +128,11 @@ def junit_xml(results: Sequence[Verdict | EntryError]) -> str:
             # Named by its input and setting too: two entries of one model are two tests to a CI's reporter.
             case_name = f"{verdict.limit_name} at {shape}, {setting}"
             case = ET.SubElement(suite, "testcase", classname=f"archprof.budget.{model}", name=case_name)
-            exact = f"{verdict.value:,} px, its smallest side" if verdict.field else f"{verdict.value:,}"
-            detail = f"{verdict.limit.metric.label} {verdict.value_text} ({exact}) at input {shape}, {setting}"
+            if verdict.field == FieldMark.INPUT:  # "global (32 px)": the input's size, said already
+                exact = ""
+            else:
+                exact = f" ({verdict.value:,} px, its smallest side)" if verdict.field else f" ({verdict.value:,})"
+            detail = f"{verdict.limit.metric.label} {verdict.value_text}{exact} at input {shape}, {setting}"
             limit = visible_text(verdict.limit_text)
             if verdict.passed:
                 ET.SubElement(case, "system-out").text = f"{detail}: within {limit}"

@@ -12,6 +12,7 @@ from operator import itemgetter
 
 from archprof.graph import Graph, ModuleCall, OpNode, TensorMeta, value_record
 from archprof.operators.costs import expand
+from archprof.operators.shapes import pool_window
 from archprof.units import shape_text, shapes_text
 
 
@@ -135,9 +136,13 @@ def _first_window(ops: tuple[OpNode, ...]) -> str:
 def window_lead(op: OpNode, ops: Sequence[OpNode]) -> int:
     """How many leading dimensions of the window of `op`, a convolution or pooling among a
     row's `ops`, are not the row's own: 1 where PyTorch runs a 1-d pooling (`F.max_pool1d`,
-    `F.avg_pool1d`) as a 2-d one on its input unsqueezed before the length, the window then
-    1 x K; else 0."""
+    `F.avg_pool1d`) as a 2-d one on its input unsqueezed before the length, its window 1 x K
+    (kernel, stride and dilation 1 and no padding along the added dimension); else 0 (a 3x3
+    pooling of a map the model unsqueezed itself is a 2-d one)."""
     if not op.op.startswith(("aten.max_pool2d", "aten.avg_pool2d")) or not op.inputs:
+        return 0
+    kernel, stride, padding, dilation, _ = pool_window(op)
+    if (kernel[0], stride[0], padding[0], dilation[0]) != (1, 1, 0, 1):
         return 0
     x = op.inputs[0]
     ndim = len(x.shape)
