@@ -134,10 +134,11 @@ def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | No
     row with a spatial field (a tuple) or an undefined one; or a later one that sees the
     whole input (FieldMark.INPUT) on a map like it, of as many dimensions and more than one
     position past batch and channels (after a squeeze-excitation gate, as EfficientNet's
-    maps: "global"). Passed over: rows that see the whole input at one position (after
-    global pooling), or reshaped (a flatten, tokens, logits viewed as boxes), and rows
-    without a spatial field (None). None where no row has a spatial or undefined field.
-    Rows as `Report.rows()` has them, with at least layer, output_shape and receptive_field."""
+    maps, or attention's heads: "global"). Passed over: rows that see the whole input at one
+    position (after global pooling), or reshaped to fewer dimensions (a flatten, logits
+    viewed as boxes), and rows without a spatial field (None). None where no row has a
+    spatial or undefined field. Rows as `Report.rows()` has them, with at least layer,
+    output_shape and receptive_field."""
     last = next((i for i in reversed(range(len(rows))) if _spatial_or_undefined(rows[i]["receptive_field"])), None)
     if last is None:
         return None
