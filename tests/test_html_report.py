@@ -211,6 +211,9 @@ def test_a_profiled_page_adds_the_roofline_and_the_timings():
     timed = [value for value in report.columns["time_ms"] if value == value]
     assert timed and all(value > 0 for value in timed)
     assert '<th data-kind="number">Time</th>' in text and '<th data-kind="text">Bound</th>' in text
+    # The measurements first, after the type, as profile's table has them (they were columns 14 to 20).
+    headings = re.findall(r"<th data-kind=\"\w+\"[^>]*>([^<]+)</th>", text[text.index('id="layers"') :])
+    assert headings[2:8] == ["Type", "Time", "Share of time", "Roofline", "Achieved", "Bound"], headings
 
 
 class _ExtraProduct(nn.Module):

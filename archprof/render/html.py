@@ -296,6 +296,10 @@ def sortable_table(table_id: str, head: Sequence[str], rows: Sequence[str], filt
     )
 
 
+# The measured columns a profiled report's table shows before the analysis's figures.
+_MEASURED_FIRST = frozenset({"time_ms", "time_share", "roofline_time_ms", "achieved_flops_per_s", "bound"})
+
+
 def _layer_table(report: Report) -> str:
     """The layers as the summary lists them, the module tree (`render.tree`): each module's
     line before its layers, its own figures then its subtree's in parentheses."""
@@ -303,6 +307,8 @@ def _layer_table(report: Report) -> str:
     nodes = tree_rows(report)
     rows = [_with_share(node.row, macs) for node in nodes]
     cells = [cell for cell in _CELLS if any(_shown(row.get(cell.column)) for row in rows)]
+    # A profiled report's measurements right after the type, as profile's table has them first.
+    cells.sort(key=lambda cell: 0 if cell.column == "module_type" else 1 if cell.column in _MEASURED_FIRST else 2)
     head = [sort_heading("#", numeric=True, title="the module tree's order, as the summary lists the layers")]
     head.append(sort_heading("Layer", numeric=False, filtered=True))
     head += [sort_heading(cell.heading, cell.numeric, cell.filtered) for cell in cells]
