@@ -461,7 +461,9 @@ def test_json_and_csv_carry_each_ratio_new_over_old(tmp_path):
     text = cli(*args, "-f", "csv").stdout
     header = text.splitlines()[0].split(",")
     ratios = [f"{name}_ratio" for name in (*TOTALS, "receptive_field", "effective_stride")]
-    assert header[-len(ratios) :] == ratios and header.index("new_receptive_field_note") == len(header) - 7
+    # The ratios after the notes, then each side's kernel (added last, for readers by position).
+    assert header[-len(ratios) - 2 : -2] == ratios and header[-2:] == ["old_kernel", "new_kernel"]
+    assert header.index("new_receptive_field_note") == len(header) - 9
     rows = {row["layer"] or row["status"]: row for row in csv.DictReader(io.StringIO(text))}
     assert float(rows["conv"]["param_count_ratio"]) == conv_params[1] / conv_params[0]
     assert float(rows["conv"]["macs_ratio"]) == new_conv / old_conv
@@ -617,3 +619,32 @@ def test_a_report_with_a_row_repeated_is_refused_and_a_calls_two_segments_are_no
     written.write_text(split.to_csv())
     assert len(read_csv_report(written).rows) == len(layers)  # read back, not refused
     assert all(total.change == 0 for total in diff(written, split).totals)
+
+
+def _windowed(kernel: int, pool: int) -> nn.Sequential:
+    """A convolution of `kernel` (padded to keep the size), then a max pooling of `pool`, stride 2 (8 to 4)."""
+    return nn.Sequential(nn.Conv2d(3, 4, kernel, padding=kernel // 2), nn.MaxPool2d(pool, 2, padding=(pool - 1) // 2))
+
+
+def test_a_layer_whose_window_changed_is_listed_with_its_old_and_new_kernel(tmp_path):
+    """A 3x3 convolution made 5x5 showed only its deltas; a max pooling of 2 made 3 (the same
+    shape, no parameter, no MAC) was not listed at all. Each module's kernel_size says what changed."""
+    old, new = _windowed(3, 2), _windowed(5, 3)
+    result = diff(old, new, input_size=(3, 8, 8))
+    kernels = {change.layer: (change.old["kernel"], change.new["kernel"]) for change in result.layers}
+    expected = {
+        name: tuple("x".join(map(str, nn.modules.utils._pair(m.kernel_size))) for m in (old[int(name)], new[int(name)]))
+        for name in ("0", "1")
+    }
+    assert kernels == expected == {"0": ("3x3", "5x5"), "1": ("2x2", "3x3")}
+    assert all(change.status == "changed" for change in result.layers)
+    frame = result.to_dataframe()
+    assert list(frame["old_kernel"]) == ["3x3", "2x2"] and list(frame["new_kernel"]) == ["5x5", "3x3"]
+    # A CSV report written before reports had a kernel column still diffs: where a window is
+    # unknown it is not compared (the pooling, unlisted), the figures are (the convolution's).
+    written = tmp_path / "old.csv"
+    archprof.analyze(old, input_size=(3, 8, 8)).to_csv(written)
+    lines = list(csv.reader(io.StringIO(written.read_text())))
+    column = lines[0].index("kernel")
+    written.write_text("".join(",".join(row[:column] + row[column + 1 :]) + "\n" for row in lines))
+    assert [change.layer for change in diff(str(written), new, input_size=(3, 8, 8)).layers] == ["0"]

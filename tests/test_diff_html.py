@@ -128,8 +128,8 @@ def test_the_page_lists_the_layers_as_the_module_tree_each_module_sorted_by_its_
 
     result, old, new = tree_diff()
     heading, *rows = tables(diff_html(result)).tables["layers"]
-    assert [(row["cells"][3], row["cells"][1], row["cells"][5]) for row in rows] == TREE_LINES
-    assert heading["cells"][5] == "Parameters"
+    assert [(row["cells"][4], row["cells"][1], row["cells"][6]) for row in rows] == TREE_LINES
+    assert heading["cells"][6] == "Parameters"
     assert [int(row["values"][0]) for row in rows] == list(range(len(rows)))
     assert [row["class"] for row in rows][:3] == ["module", "module removed", "removed"]
     names = [row["cells"][1] for row in rows]
@@ -141,8 +141,8 @@ def test_the_page_lists_the_layers_as_the_module_tree_each_module_sorted_by_its_
         if end == position + 1:
             continue  # a layer
         counts = [sum(p.numel() for p in side[name].parameters()) if name in side else 0 for side in sides]
-        assert sum(int(row["values"][5]) for row in rows[position:end]) == counts[1] - counts[0], name
-        assert int(rows[position]["values"][5]) == 0, name  # its own rows hold no parameters
+        assert sum(int(row["values"][6]) for row in rows[position:end]) == counts[1] - counts[0], name
+        assert int(rows[position]["values"][6]) == 0, name  # its own rows hold no parameters
 
 
 def test_the_page_lists_the_changed_layers_with_their_deltas(nets):
@@ -150,14 +150,14 @@ def test_the_page_lists_the_changed_layers_with_their_deltas(nets):
     text = cli("diff", old, new, "--input", "1x6x6", "-f", "html").stdout
     assert text.startswith("<!DOCTYPE html>")
     heading, *rows = tables(text).tables["layers"]
-    assert heading["cells"][:5] == ["#", "Layer", "Type", "Status", "Output shape"]
+    assert heading["cells"][:6] == ["#", "Layer", "Type", "Kernel", "Status", "Output shape"]
     by_layer = {row["cells"][1]: row for row in rows}
     conv, script = by_layer["conv"], by_layer[SCRIPT_NAME]
     # conv: 2 -> 3 output channels, +10 params, +144 MACs; the new layer: all its own.
-    assert conv["cells"][2:7] == ["Conv2d", "changed", "1x2x4x4 → 1x3x4x4", "+10", "+144"]
-    assert script["cells"][2:7] == ["Conv2d", "added", "1x1x2x2", "+28", "+108"]
+    assert conv["cells"][2:8] == ["Conv2d", "3x3", "changed", "1x2x4x4 → 1x3x4x4", "+10", "+144"]
+    assert script["cells"][2:8] == ["Conv2d", "3x3", "added", "1x1x2x2", "+28", "+108"]
     assert script["cells"][-1] == "5x5" and script["class"] == "added"
-    assert script["classes"][5:7] == ["grew", "grew"]
+    assert script["classes"][6:8] == ["grew", "grew"]
     backwards = tables(cli("diff", new, old, "--input", "1x6x6", "-f", "html").stdout)
     assert {row["cells"][1]: row["class"] for row in backwards.tables["layers"][1:]}[SCRIPT_NAME] == "removed"
     assert {row["class"] for row in backwards.tables["diff-totals"][1:3]} == {"shrank"}

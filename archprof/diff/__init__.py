@@ -23,7 +23,16 @@ import torch  # imported already (archprof.analysis): here for the annotations, 
 
 from archprof.analysis import analyze, model_label
 from archprof.diff.cells import LARGEST, SHAPE_COLUMNS, cell_reader, dims, is_shapes_text, lowest
-from archprof.diff.changes import FIELDS, REQUIRED, TEXT, ReportDiff, Side, diff_reports, side_from_report
+from archprof.diff.changes import (
+    FIELDS,
+    KERNEL,
+    REQUIRED,
+    TEXT,
+    ReportDiff,
+    Side,
+    diff_reports,
+    side_from_report,
+)
 from archprof.errors import ArchprofError, check_flag, errors_named, first_line
 from archprof.load.common import shorten
 from archprof.output import read_text
@@ -44,7 +53,7 @@ def read_csv_report(path: str | Path) -> Side:
     Names come back exactly as the model had them (`archprof.report.formats.csv_cell` undone, line
     breaks inside quoted cells kept). A byte-order mark (Excel's "CSV UTF-8") is skipped."""
     path = Path(path)
-    return Side(path.stem, _read_rows(path, REQUIRED, optional=FIELDS))
+    return Side(path.stem, _read_rows(path, REQUIRED, optional=(*FIELDS, KERNEL)))
 
 
 def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
@@ -168,6 +177,8 @@ def _json_row(path: Path, index: int, layer: Any) -> dict[str, Any]:
     row = {name: layer[name] for name in REQUIRED}
     # Its names as a CSV report and a model's side hold them: a lone surrogate as its escape.
     row["layer"], row["module_type"] = utf8_text(row["layer"]), utf8_text(row["module_type"])
+    if isinstance(layer.get(KERNEL), str):  # a text column, as the CSV's: '' for a row without a window
+        row[KERNEL] = layer[KERNEL]
     for name in (name for name in FIELDS if name in layer):
         try:
             row[name] = _JSON_FIELD_READERS[name](layer[name])

@@ -32,6 +32,9 @@ METRICS: tuple[tuple[str, str, str], ...] = tuple(
 
 
 TEXT = ("module_type", "output_shape")  # also compared per layer
+# Compared per layer too where both sides have it (a report written before archprof had the
+# column has none): the window of the layer's convolution or pooling, 3x3 -> 5x5.
+KERNEL = "kernel"
 
 
 # Neutralised against formula injection in diff's CSV: names from the model, output shapes,
@@ -256,7 +259,8 @@ class ReportDiff:
             row += [dims_text(old.get(name)), dims_text(new.get(name)), ""]
         row += [old.get("receptive_field_note", ""), new.get("receptive_field_note", "")]
         row += [change.ratio(name) for name, _, _ in METRICS]
-        return [*row, "", ""]  # the fields' ratios: the final line's alone, as their changes
+        # the fields' ratios: the final line's alone, as their changes; then the windows
+        return [*row, "", "", old.get(KERNEL, ""), new.get(KERNEL, "")]
 
     def _final_csv_row(self) -> list:
         """The "final" line: no layer, call or metrics (the layers each side's final field
@@ -266,7 +270,7 @@ class ReportDiff:
         row = ["final", *[""] * (6 + 3 * len(METRICS))]
         row += [*fields.csv_cells("size"), *fields.csv_cells("stride")]
         row += [fields.old.reason, fields.new.reason]
-        return row + [""] * len(METRICS) + [fields.ratio("size"), fields.ratio("stride")]
+        return row + [""] * len(METRICS) + [fields.ratio("size"), fields.ratio("stride"), "", ""]
 
     def to_json(self, path=None) -> str:
         document = {
@@ -331,6 +335,8 @@ _CSV_HEADER = (
     "new_receptive_field_note",
     *(f"{name}_ratio" for name, _, _ in METRICS),
     *(f"{name}_ratio" for name in _SIZES),
+    "old_kernel",  # last: a reader by position still reads the columns before them
+    "new_kernel",
 )
 # Its columns of counts and bytes: each metric's old, new and change, and the call.
 _INTEGERS = frozenset(column for name, _, _ in METRICS for column in _compared(name)) | {"call"}
@@ -378,7 +384,9 @@ def diff_reports(old: Side, new: Side) -> ReportDiff:
                 listed("removed", pending_removed.pop(0)[1], None)
         if before is None:
             listed("added", None, row)
-        elif any(before[name] != row[name] for name in (*TEXT, *(m for m, _, _ in METRICS))):
+        elif any(before[name] != row[name] for name in (*TEXT, *(m for m, _, _ in METRICS))) or _kernel_changed(
+            before, row
+        ):
             listed("changed", before, row)
         else:
             unchanged += 1
@@ -388,6 +396,12 @@ def diff_reports(old: Side, new: Side) -> ReportDiff:
     totals = [TotalChange(name, label, unit, old.total(name), new.total(name)) for name, label, unit in METRICS]
     fields = FieldChange(final_field(old), final_field(new))
     return ReportDiff(old.name, new.name, totals, changes, unchanged, fields, tuple(every_layer))
+
+
+def _kernel_changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether a layer's window changed (3x3 -> 5x5, its parameters and MACs perhaps not), where
+    both sides recorded it."""
+    return KERNEL in before and KERNEL in after and before[KERNEL] != after[KERNEL]
 
 
 def final_field(side: Side) -> FinalField:
@@ -427,7 +441,7 @@ def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[
 def side_from_report(report: Report, name: str | None = None) -> Side:
     """A report's rows as a side; its names as a CSV report writes them (`utf8_text`), so that
     a model's layers match those of its own CSV."""
-    kept = [*REQUIRED, *(column for column in FIELDS if column in report.columns)]
+    kept = [*REQUIRED, *(column for column in (*FIELDS, KERNEL) if column in report.columns)]
     rows = [{name: row[name] for name in kept} for row in report.rows()]
     for row in rows:
         row["layer"], row["module_type"] = utf8_text(row["layer"]), utf8_text(row["module_type"])

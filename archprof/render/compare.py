@@ -142,7 +142,7 @@ def _limit_columns(rows: list[dict[str, str]]) -> dict[str, list]:
     }
 
 
-_LAYER_HEADINGS = ("", "Layer", "Type", "Output shape", "Params", "MACs", "Activations")  # diff's changed layers
+_LAYER_HEADINGS = ("", "Layer", "Type", "Kernel", "Output shape", "Params", "MACs", "Activations")  # diff's layers
 # The changes its layers' table shows: (heading, column, unit).
 _LAYER_CHANGES = (
     ("Params", "param_count", "count"),
@@ -177,12 +177,15 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
         columns[""].append(Text(status, style=styles.get(status, "")))
         columns["Layer"].append(tree_label(node))
         columns["Type"].append(visible_text(value_change(change, "module_type")) if change else "")
+        columns["Kernel"].append(visible_text(value_change(change, "kernel")) if change else "")
         # a CSV's cell: any text
         columns["Output shape"].append(visible_text(value_change(change, "output_shape")) if change else "")
         for heading, name, unit in _LAYER_CHANGES:
             columns[heading].append(subtotal_cell(node, name, partial(format_change, unit)))
     # The columns where some row changed come first: a narrow table keeps what changed.
     columns_changed = {heading: any(_changed(change, name) for change in diff.layers) for heading, name in _DIFFED}
+    if not any(change.old and change.new and _changed(change, "kernel") for change in diff.layers):
+        del columns["Kernel"]  # no window changed: the column would only repeat the type's context
     priority = ("", "Layer", *sorted(columns_changed, key=lambda heading: not columns_changed[heading]))
     layers = fitted_table(summary, columns, priority, layout, labels=2, rules=top_level_rules(nodes))
     parts.append(layers)
@@ -267,6 +270,7 @@ _DIFFED = (
     ("Output shape", "output_shape"),
     ("Activations", "activation_bytes"),
     ("Type", "module_type"),
+    ("Kernel", "kernel"),
 )
 
 

@@ -81,7 +81,7 @@ def _layers(diff: ReportDiff) -> str:
     head = [sort_heading("#", numeric=True, title="the module tree's order, as the summary lists the layers")]
     # The filter reads a layer's name and type.
     head += [sort_heading(heading, numeric=False, filtered=True) for heading in ("Layer", "Type")]
-    head += [sort_heading(heading, numeric=False) for heading in ("Status", "Output shape")]
+    head += [sort_heading(heading, numeric=False) for heading in ("Kernel", "Status", "Output shape")]
     head += [sort_heading(label, numeric=True) for _, label, _ in METRICS]
     head.append(sort_heading("Receptive field", numeric=True))
     body = [_layer_row(index, node, diff) for index, node in enumerate(diff_tree(diff))]
@@ -97,6 +97,7 @@ def _layer_row(index: int, node: TreeRow, diff: ReportDiff) -> str:
     change, status = line_change(diff, node), line_status(diff, node)
     texts = (
         visible_text(value_change(change, "module_type")) if change else "",
+        visible_text(value_change(change, "kernel")) if change else "",
         status,
         visible_text(value_change(change, "output_shape")) if change else "",
     )
