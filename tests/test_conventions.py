@@ -563,3 +563,29 @@ def test_the_memory_plot_starts_its_axis_below_parameters_that_dwarf_the_activat
     assert axes.get_ylabel() == f"memory held (MB), from {human_bytes(state - rise // 3)}"
     batch = memory_figure(archprof.analyze("mobilenet_v2", batch=16)).axes[0]
     assert batch.get_ylim()[0] == 0 and batch.get_ylabel() == "memory held (MB)"  # activations large: from 0
+
+
+def test_the_layer_axes_name_the_layers_of_a_small_model_and_number_a_large_ones():
+    """lenet5's twelve layers were ticks 0, 2, 4, ...: now each tick is named as its leaf module is."""
+    pytest.importorskip("matplotlib")
+    from torch import nn
+
+    from archprof.render.memory_plot import memory_figure
+    from archprof.render.rf_plot import fields_figure
+    from archprof.zoo import MODELS
+
+    model = MODELS["lenet5"].build()
+    leaves = [name for name, module in model.named_modules() if name and not list(module.children())]
+    report = archprof.analyze("lenet5")
+    for figure in (memory_figure(report), fields_figure(report)):
+        figure.canvas.draw()
+        axes = figure.axes[-1]
+        assert [label.get_text() for label in axes.get_xticklabels()] == leaves
+    deep = archprof.analyze(nn.Sequential(*[nn.ReLU() for _ in range(40)]), input_size=(1, 4, 4))
+    figure = memory_figure(deep)
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    low, high = axes.get_xlim()
+    ticks = zip(axes.get_xticklabels(), axes.get_xticks(), strict=True)
+    shown = [label.get_text() for label, at in ticks if low <= at <= high]
+    assert shown and all(text.isdigit() for text in shown), shown  # forty layers: numbered

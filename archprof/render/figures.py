@@ -36,6 +36,23 @@ def figure_text(text: str) -> str:
 
 LONGEST_NAME = 48
 
+# The most layers a figure names under its axis, one a tick; past it, ticks are numbers.
+MOST_NAMED_LAYERS = 30
+# A layer's name under a tick, its end kept (the leaf that tells it from its siblings).
+_LONGEST_TICK = 24
+
+
+def named_layer_ticks(axes, names: list[str]) -> None:
+    """Each layer named under its tick on `axes`' x axis, where there are few enough to read
+    (`MOST_NAMED_LAYERS`): a model of a dozen layers is read by name, not by its position;
+    a long name keeps its end, "…layer1.0.conv2"."""
+    if not names or len(names) > MOST_NAMED_LAYERS:
+        return
+    shown = [visible_text(name) or "(model)" for name in names]
+    shown = [name if len(name) <= _LONGEST_TICK else "…" + name[1 - _LONGEST_TICK :] for name in shown]
+    labels = [name.replace("$", r"\$") for name in shown]  # not read as mathematics (`figure_text`)
+    axes.set_xticks(range(len(names)), labels, rotation=60, ha="right", fontsize=7)
+
 
 def require_matplotlib(what: str) -> None:
     """Fail with one line, before any work, where matplotlib is missing."""

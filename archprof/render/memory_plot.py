@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from archprof.render.figures import check_plot_target, figure_text, image_bytes
+from archprof.render.figures import check_plot_target, figure_text, image_bytes, named_layer_ticks
 from archprof.report import Report, layer_label
 from archprof.text import training_peak_place
 from archprof.units import byte_unit, human_bytes
@@ -132,6 +132,8 @@ def memory_figure(report: Report, fit: Fit | None = None):
     axes.set_ylim(y(bottom), y(bottom) + (y(highest) - y(bottom)) * 1.15)
     axes.set_xlabel(f"layer, in execution order ({len(steps)} calls)")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no tick at layer 0.5
+    columns = report.columns
+    named_layer_ticks(axes, [layer_label(columns["layer"][index], columns["call"][index]) for index in called])
     axes.set_ylabel(f"memory held ({unit})" + (f", from {sized(bottom)}" if bottom else ""))
     axes.set_title(
         f"Memory over the forward of {figure_text(report.model)}, input {report.input_text}, {report.dtype}"

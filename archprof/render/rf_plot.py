@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from archprof.errors import ArchprofError
 from archprof.passes.layers import consecutive_runs
-from archprof.render.figures import check_plot_target, figure_text, image_bytes
-from archprof.report import Report
+from archprof.render.figures import check_plot_target, figure_text, image_bytes, named_layer_ticks
+from archprof.report import Report, layer_label
 from archprof.text import spatial_names, visible_text
 
 
@@ -68,14 +68,15 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
         sizes_axes.axvspan(run[0] - 0.5, run[-1] + 0.5, color="tab:grey", alpha=0.15, lw=0, label=label)
         strides_axes.axvspan(run[0] - 0.5, run[-1] + 0.5, color="tab:grey", alpha=0.15, lw=0)
     unit = "centre unit" if spreads is not None else "unit 0"
-    sizes_axes.set_ylabel(f"field size ({unit}, pixels, log scale)")
+    sizes_axes.set_ylabel(f"field size, {unit} (px, log scale)")
     # Bottom right, below the fields there: a network's last, largest fields and the input's
     # size run along the top (the best place, left to matplotlib, was over the input's line).
     sizes_axes.legend(fontsize=8, loc="lower right")
     sizes_axes.set_title(f"{figure_text(report.model)}: receptive field against depth", fontsize=10)
-    strides_axes.set_ylabel("effective stride (pixels, log scale)")
+    strides_axes.set_ylabel("effective stride (px, log scale)")
     strides_axes.set_xlabel("layer (in execution order)")
     strides_axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # rows are whole: no tick at layer 0.5
+    named_layer_ticks(strides_axes, [layer_label(row["layer"], row["call"]) for row in rows])
     for axes in (sizes_axes, strides_axes):
         # Base 2 (strides are powers of two; fields grow by them), ticked as plain numbers: 2, 4, 8, not 2 x 10^0.
         axes.set_yscale("log", base=2)
