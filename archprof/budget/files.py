@@ -300,6 +300,9 @@ def plan_check(
             raise ArchprofError("give limits on the command line or in --config, not both")
         parsed = []
         for key, value in given.items():
+            if isinstance(value, Limit):  # made already: relative to a baseline (`archprof.budget.baseline`)
+                parsed.append(value)
+                continue
             try:
                 parsed.append(parse_limit(key, value))
             except ArchprofError as exc:

@@ -192,6 +192,26 @@ def check(
             parser=file_name,  # '' refused as empty, not read as '.'
         ),
     ] = None,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--baseline",
+            metavar="FILE",
+            help="A report of the model as it was (archprof summary MODEL -o main.csv), for --max-increase",
+            show_default=False,
+            parser=file_name,
+        ),
+    ] = None,
+    max_increase: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--max-increase",
+            metavar="KEY=PERCENT",
+            help="At most the --baseline's total grown by PERCENT: params, macs, flops or activation, e.g."
+            " macs=5% (repeatable; 0 holds it level, -10% asks it to shrink)",
+            show_default=False,
+        ),
+    ] = None,
     junit: Annotated[
         Optional[Path],
         typer.Option(
@@ -216,10 +236,14 @@ def check(
 
     models = [{ name = "resnet50", input = "3x224x224", max-params = "30M" }]
 
+    --baseline with --max-increase holds one model to a report of it as it was, a ratchet:
+    at most its totals grown by a percentage.
+
     Examples:
 
     archprof check resnet50 --max-params 30M --max-macs 5G
     archprof check resnet18 mobilenet_v2 --max-params 12M
+    archprof check resnet18 --baseline main.csv --max-increase macs=5%
     archprof check --config examples/archprof.toml --junit budget.xml"""
 
     from archprof.budget import EntryError, Verdict, check_all
@@ -237,6 +261,7 @@ def check(
         "max-training-memory": max_training_memory,
         "max-training-flops": max_training_flops,
     }
+    limits.update(_growth(baseline, max_increase or [], models or [], limits))
     entries = plan_check(
         models or (),
         limits,
@@ -282,6 +307,26 @@ def check(
         raise typer.Exit(2)
     if not all(verdict.passed for verdict in verdicts):
         raise typer.Exit(1)
+
+
+def _growth(baseline: Path | None, increases: list[str], models: list[str], limits: dict) -> dict:
+    """The limits --max-increase sets over the --baseline report's totals, by their keys."""
+    from archprof.errors import ArchprofError
+
+    if baseline is None and not increases:
+        return {}
+    if baseline is None or not increases:
+        given, missing = ("--baseline", "--max-increase") if increases == [] else ("--max-increase", "--baseline")
+        raise ArchprofError(f"{given} needs {missing}: e.g. --baseline main.csv --max-increase macs=5%")
+    if len(models) != 1:
+        raise ArchprofError("--baseline is one model's report: check one model against it, named on the command line")
+    from archprof.budget.baseline import growth_limits
+
+    grown = {limit.key: limit for limit in growth_limits(baseline, increases)}
+    both = [key for key in grown if limits.get(key) is not None]
+    if both:
+        raise ArchprofError(f"--{both[0]} and --max-increase {both[0].removeprefix('max-')}: give one limit of it")
+    return grown
 
 
 def _weights_files(entries) -> list[tuple[str, Path]]:
