@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archprof.errors import ArchprofError
+from archprof.operators import Family, operator_named
 from archprof.passes.receptive_field import FieldMark
 from archprof.passes.receptive_field.walk import UPPER_BOUND
 from archprof.report import Report
@@ -104,10 +105,16 @@ def _final_row(report: Report) -> Mapping[str, Any] | None:
     if values is None:
         raise MetricUnavailable("receptive field is not available in this report")
     notes = report.columns.get("receptive_field_note") or [""] * len(values)
-    columns = (report.columns["layer"], report.columns["output_shape"], values, notes)
+    columns = (report.columns["layer"], report.columns["output_shape"], report.columns["operators"], values, notes)
     rows = [
-        {"layer": layer, "output_shape": shape, "receptive_field": value, "receptive_field_note": note}
-        for layer, shape, value, note in zip(*columns, strict=True)
+        {
+            "layer": layer,
+            "output_shape": shape,
+            "operators": ops,
+            "receptive_field": value,
+            "receptive_field_note": note,
+        }
+        for layer, shape, ops, value, note in zip(*columns, strict=True)
     ]
     return final_field_row(rows)
 
@@ -134,9 +141,10 @@ def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | No
     row with a spatial field (a tuple) or an undefined one; or a later one that sees the
     whole input (FieldMark.INPUT) on a map like it, of as many dimensions and more than one
     position past batch and channels (after a squeeze-excitation gate, as EfficientNet's
-    maps, or attention's heads: "global"). Passed over: rows that see the whole input at one
-    position (after global pooling), or reshaped to fewer dimensions (a flatten, logits
-    viewed as boxes), and rows without a spatial field (None). None where no row has a
+    maps, or Swin's attention: "global"). Passed over: rows that see the whole input at one
+    position (after global pooling), rows of other dimensions (a flatten, a vision
+    transformer's tokens), rows that only move data (logits viewed as boxes, 1x100x4, where
+    a 1-d map is 1xCxL too), and rows without a spatial field (None). None where no row has a
     spatial or undefined field. Rows as `Report.rows()` has them, with at least layer,
     output_shape and receptive_field."""
     last = next((i for i in reversed(range(len(rows))) if _spatial_or_undefined(rows[i]["receptive_field"])), None)
@@ -145,9 +153,20 @@ def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | No
     rank = len(_first_shape(rows[last]["output_shape"]))
     for row in reversed(rows[last + 1 :]):
         shape = _first_shape(row["output_shape"])
-        if row["receptive_field"] == FieldMark.INPUT and len(shape) == rank and math.prod(shape[2:]) > 1:
+        on_a_map = len(shape) == rank and math.prod(shape[2:]) > 1
+        operators = row.get("operators")  # None: not recorded (a side of a diff read without them)
+        moves_data = operators is not None and _moves_data_only(operators)
+        if row["receptive_field"] == FieldMark.INPUT and on_a_map and not moves_data:
             return row
     return rows[last]
+
+
+def _moves_data_only(operators: Sequence[str]) -> bool:
+    """Whether a row's operators (as the report names them: "view", "mul") only move data, or
+    it has none: a reshape of what came before (logits viewed as boxes, 1x100x4, where a 1-d
+    map is 1xCxL too), or an Identity, which makes no map of its own."""
+    found = [operator_named(name if "." in name else f"aten.{name}") for name in operators]
+    return all(op is not None and op.family is Family.DATA_MOVEMENT for op in found)  # none: an Identity's row
 
 
 def _spatial_or_undefined(field: Any) -> bool:

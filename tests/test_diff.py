@@ -648,3 +648,32 @@ def test_a_layer_whose_window_changed_is_listed_with_its_old_and_new_kernel(tmp_
     column = lines[0].index("kernel")
     written.write_text("".join(",".join(row[:column] + row[column + 1 :]) + "\n" for row in lines))
     assert [change.layer for change in diff(str(written), new, input_size=(3, 8, 8)).layers] == ["0"]
+
+
+def test_a_kernel_one_side_did_not_record_is_neither_compared_nor_shown_as_none(tmp_path):
+    """A CSV without the kernel column diffed with a model: the layer listed for its bias showed
+    'None → 3x3' in a Kernel column; windows it cannot compare are not a column."""
+    old = tmp_path / "old.csv"
+    archprof.analyze(_windowed(3, 2), input_size=(3, 8, 8)).to_csv(old)
+    lines = list(csv.reader(io.StringIO(old.read_text())))
+    column = lines[0].index("kernel")
+    old.write_text("".join(",".join(row[:column] + row[column + 1 :]) + "\n" for row in lines))
+    new = _windowed(3, 2)
+    new[0].bias = None  # 4 parameters fewer, the same window
+    result = diff(str(old), new, input_size=(3, 8, 8))
+    assert [change.layer for change in result.layers] == ["0"]
+    from archprof.render import diff_tables, to_text
+
+    table = to_text(diff_tables(result), 200)
+    assert "None" not in table and "Kernel" not in table
+
+
+def test_a_kernel_read_from_a_report_is_neutralised_in_the_diffs_csv(tmp_path):
+    """A report's kernel cell is any text a CSV read from elsewhere holds: as its names, it is
+    written so that a spreadsheet does not run it as a formula."""
+    path = tmp_path / "old.csv"
+    archprof.analyze(_windowed(3, 2), input_size=(3, 8, 8)).to_csv(path)
+    path.write_text(path.read_text().replace(",3x3,", ',"=HYPERLINK(""http://x"",""3x3"")",', 1))
+    text = diff(str(path), _windowed(5, 2), input_size=(3, 8, 8)).to_csv()
+    row = next(row for row in csv.DictReader(io.StringIO(text)) if row["layer"] == "0")
+    assert row["old_kernel"].startswith("'=")  # the CSV report's own neutralising mark

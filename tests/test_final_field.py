@@ -120,3 +120,21 @@ def test_the_junit_message_of_a_global_field_says_its_size_once():
 
     message = junit_xml([verdict])
     assert "Receptive field global (32 px) at input" in message and "smallest side" not in message
+
+
+def test_logits_viewed_as_boxes_in_a_1d_network_are_not_a_map_either():
+    """In 1-d a 1xCxL map and 100 boxes of 4 (1x100x4) have as many dimensions: the view,
+    which only moves data, is passed over, as the 2-d twin's is."""
+
+    class BoxHead1d(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 400)
+
+        def forward(self, x):
+            pooled = nn.functional.adaptive_avg_pool1d(self.conv(x), 1).flatten(1)
+            return self.fc(pooled).view(-1, 100, 4)
+
+    report = archprof.analyze(BoxHead1d(), input_size=(3, 32))
+    assert final_receptive_field_dims(report) == (3,)  # one convolution of 3

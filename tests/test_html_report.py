@@ -213,7 +213,8 @@ def test_a_profiled_page_adds_the_roofline_and_the_timings():
     assert '<th data-kind="number">Time</th>' in text and '<th data-kind="text">Bound</th>' in text
     # The measurements first, after the type, as profile's table has them (they were columns 14 to 20).
     headings = re.findall(r"<th data-kind=\"\w+\"[^>]*>([^<]+)</th>", text[text.index('id="layers"') :])
-    assert headings[2:8] == ["Type", "Time", "Share of time", "Roofline", "Achieved", "Bound"], headings
+    measured = ["Time", "Share of time", "Roofline", "Achieved", "Bound", "Intensity", "Bytes moved"]
+    assert headings[2:10] == ["Type", *measured], headings
 
 
 class _ExtraProduct(nn.Module):

@@ -26,6 +26,7 @@ from archprof.diff.cells import LARGEST, SHAPE_COLUMNS, cell_reader, dims, is_sh
 from archprof.diff.changes import (
     FIELDS,
     KERNEL,
+    OPERATORS,
     REQUIRED,
     TEXT,
     ReportDiff,
@@ -53,7 +54,7 @@ def read_csv_report(path: str | Path) -> Side:
     Names come back exactly as the model had them (`archprof.report.formats.csv_cell` undone, line
     breaks inside quoted cells kept). A byte-order mark (Excel's "CSV UTF-8") is skipped."""
     path = Path(path)
-    return Side(path.stem, _read_rows(path, REQUIRED, optional=(*FIELDS, KERNEL)))
+    return Side(path.stem, _read_rows(path, REQUIRED, optional=(*FIELDS, KERNEL, OPERATORS)))
 
 
 def read_csv_layers(path: str | Path) -> list[dict[str, Any]]:
@@ -179,6 +180,12 @@ def _json_row(path: Path, index: int, layer: Any) -> dict[str, Any]:
     row["layer"], row["module_type"] = utf8_text(row["layer"]), utf8_text(row["module_type"])
     if isinstance(layer.get(KERNEL), str):  # a text column, as the CSV's: '' for a row without a window
         row[KERNEL] = layer[KERNEL]
+    if isinstance(layer.get(OPERATORS), str):  # written as the CSV writes it: read alike
+        column = next(column for column in COLUMNS if column.name == OPERATORS)
+        try:
+            row[OPERATORS] = cell_reader(column)(layer[OPERATORS])
+        except ValueError as exc:
+            raise ArchprofError(f"{path}, layer {index}: operators is {shorten(layer[OPERATORS])}, {exc}") from None
     for name in (name for name in FIELDS if name in layer):
         try:
             row[name] = _JSON_FIELD_READERS[name](layer[name])

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from archprof.diff.changes import LayerChange, ReportDiff
+from archprof.diff.changes import LayerChange, ReportDiff, kernel_changed
 from archprof.units import human_value, percent_change_text, ratio_text
 
 
@@ -33,6 +33,13 @@ def value_change(change: LayerChange, name: str, text: Callable[[Any], str] = st
     if change.old and change.new and old != new:
         return f"{old} → {new}"
     return new or old
+
+
+def kernel_text(change: LayerChange) -> str:
+    """A listed layer's window as the tables show it: '3x3 → 5x5' where it changed
+    (`kernel_changed`), else the one a side recorded ('' where neither did: no None)."""
+    old, new = ((side.get("kernel") or "") if side else "" for side in (change.old, change.new))
+    return f"{old} → {new}" if kernel_changed(change.old, change.new) else new or old
 
 
 def format_ratio(ratio: float | None) -> str:

@@ -35,11 +35,13 @@ TEXT = ("module_type", "output_shape")  # also compared per layer
 # Compared per layer too where both sides have it (a report written before archprof had the
 # column has none): the window of the layer's convolution or pooling, 3x3 -> 5x5.
 KERNEL = "kernel"
+# Read where a report has it, for `metrics.final_field_row`: a row that only moves data makes no map.
+OPERATORS = "operators"
 
 
 # Neutralised against formula injection in diff's CSV: names from the model, output shapes,
 # which a CSV read from elsewhere may hold any text in, and field notes, which name modules.
-_USER_TEXT = ("layer", "module_type", "output_shape", "receptive_field_note")
+_USER_TEXT = ("layer", "module_type", "output_shape", "receptive_field_note", "kernel")
 
 
 REQUIRED = ("layer", "call", *TEXT, *(name for name, _, _ in METRICS))
@@ -384,7 +386,7 @@ def diff_reports(old: Side, new: Side) -> ReportDiff:
                 listed("removed", pending_removed.pop(0)[1], None)
         if before is None:
             listed("added", None, row)
-        elif any(before[name] != row[name] for name in (*TEXT, *(m for m, _, _ in METRICS))) or _kernel_changed(
+        elif any(before[name] != row[name] for name in (*TEXT, *(m for m, _, _ in METRICS))) or kernel_changed(
             before, row
         ):
             listed("changed", before, row)
@@ -398,10 +400,12 @@ def diff_reports(old: Side, new: Side) -> ReportDiff:
     return ReportDiff(old.name, new.name, totals, changes, unchanged, fields, tuple(every_layer))
 
 
-def _kernel_changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
+def kernel_changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
     """Whether a layer's window changed (3x3 -> 5x5, its parameters and MACs perhaps not), where
-    both sides recorded it."""
-    return KERNEL in before and KERNEL in after and before[KERNEL] != after[KERNEL]
+    both sides recorded one (not a report without the column, nor a rolled-up row's '', which
+    merges several)."""
+    old, new = (side.get(KERNEL) if side else None for side in (before, after))
+    return bool(old) and bool(new) and old != new
 
 
 def final_field(side: Side) -> FinalField:
@@ -441,7 +445,7 @@ def _keyed(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, int, int], dict[
 def side_from_report(report: Report, name: str | None = None) -> Side:
     """A report's rows as a side; its names as a CSV report writes them (`utf8_text`), so that
     a model's layers match those of its own CSV."""
-    kept = [*REQUIRED, *(column for column in (*FIELDS, KERNEL) if column in report.columns)]
+    kept = [*REQUIRED, *(column for column in (*FIELDS, KERNEL, OPERATORS) if column in report.columns)]
     rows = [{name: row[name] for name in kept} for row in report.rows()]
     for row in rows:
         row["layer"], row["module_type"] = utf8_text(row["layer"]), utf8_text(row["module_type"])

@@ -9,8 +9,15 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.diff.change_text import FIELD_FIGURES, final_field_notes, format_change, format_percent, value_change
-from archprof.diff.changes import METRICS
+from archprof.diff.change_text import (
+    FIELD_FIGURES,
+    final_field_notes,
+    format_change,
+    format_percent,
+    kernel_text,
+    value_change,
+)
+from archprof.diff.changes import METRICS, kernel_changed
 from archprof.render.base import (
     Layout,
     chosen_columns,
@@ -177,15 +184,15 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
         columns[""].append(Text(status, style=styles.get(status, "")))
         columns["Layer"].append(tree_label(node))
         columns["Type"].append(visible_text(value_change(change, "module_type")) if change else "")
-        columns["Kernel"].append(visible_text(value_change(change, "kernel")) if change else "")
+        columns["Kernel"].append(visible_text(kernel_text(change)) if change else "")
         # a CSV's cell: any text
         columns["Output shape"].append(visible_text(value_change(change, "output_shape")) if change else "")
         for heading, name, unit in _LAYER_CHANGES:
             columns[heading].append(subtotal_cell(node, name, partial(format_change, unit)))
     # The columns where some row changed come first: a narrow table keeps what changed.
     columns_changed = {heading: any(_changed(change, name) for change in diff.layers) for heading, name in _DIFFED}
-    if not any(change.old and change.new and _changed(change, "kernel") for change in diff.layers):
-        del columns["Kernel"]  # no window changed: the column would only repeat the type's context
+    if "Kernel" not in layout.columns and not any(kernel_changed(c.old, c.new) for c in diff.layers):
+        del columns["Kernel"]  # no window changed (nor asked for): the column would only repeat the type's context
     priority = ("", "Layer", *sorted(columns_changed, key=lambda heading: not columns_changed[heading]))
     layers = fitted_table(summary, columns, priority, layout, labels=2, rules=top_level_rules(nodes))
     parts.append(layers)

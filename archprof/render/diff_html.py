@@ -16,6 +16,7 @@ from archprof.diff.change_text import (
     format_change,
     format_percent,
     format_ratio,
+    kernel_text,
     value_change,
 )
 from archprof.diff.changes import METRICS, ReportDiff
@@ -97,7 +98,7 @@ def _layer_row(index: int, node: TreeRow, diff: ReportDiff) -> str:
     change, status = line_change(diff, node), line_status(diff, node)
     texts = (
         visible_text(value_change(change, "module_type")) if change else "",
-        visible_text(value_change(change, "kernel")) if change else "",
+        visible_text(kernel_text(change)) if change else "",
         status,
         visible_text(value_change(change, "output_shape")) if change else "",
     )

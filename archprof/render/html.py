@@ -297,7 +297,17 @@ def sortable_table(table_id: str, head: Sequence[str], rows: Sequence[str], filt
 
 
 # The measured columns a profiled report's table shows before the analysis's figures.
-_MEASURED_FIRST = frozenset({"time_ms", "time_share", "roofline_time_ms", "achieved_flops_per_s", "bound"})
+_MEASURED_FIRST = frozenset(
+    {
+        "time_ms",
+        "time_share",
+        "roofline_time_ms",
+        "achieved_flops_per_s",
+        "bound",
+        "arithmetic_intensity",
+        "bytes_moved",
+    }
+)
 
 
 def _layer_table(report: Report) -> str:
