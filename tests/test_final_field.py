@@ -4,6 +4,7 @@ the field of the last layer before the first gate."""
 
 import json
 
+import pytest
 from torch import nn
 
 import archprof
@@ -95,22 +96,26 @@ def test_diff_sets_a_global_field_beside_a_spatial_one():
     assert document["final_receptive_field"]["new"]["effective_stride"] is None
 
 
-def test_logits_viewed_as_boxes_after_global_pooling_are_not_a_map():
-    """A head that views its logits as 100 boxes of 4 (1x100x4) read as a global map of 400
-    positions: the final field is still the last feature map's, the last convolution's."""
+class BoxHead(nn.Module):
+    """A convolution of 3 over `dims` spatial dimensions, global pooling, then logits viewed
+    as 100 boxes of 4 (1x100x4: as many dimensions as a 1-d map's 1xCxL)."""
 
-    class BoxHead(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 8, 3, padding=1)
-            self.fc = nn.Linear(8, 400)
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        self.conv = (nn.Conv1d, nn.Conv2d)[dims - 1](3, 8, 3, padding=1)
+        self.pool = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)[dims - 1](1)
+        self.fc = nn.Linear(8, 400)
 
-        def forward(self, x):
-            pooled = nn.functional.adaptive_avg_pool2d(self.conv(x), 1).flatten(1)
-            return self.fc(pooled).view(-1, 100, 4)
+    def forward(self, x):
+        return self.fc(self.pool(self.conv(x)).flatten(1)).view(-1, 100, 4)
 
-    report = archprof.analyze(BoxHead(), input_size=INPUT)
-    assert final_receptive_field_dims(report) == (3, 3)  # one 3x3 convolution
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_logits_viewed_as_boxes_after_global_pooling_are_not_a_map(dims):
+    """The 1x100x4 boxes read as a global map of 400 positions: the view only moves data, and
+    the final field is still the last feature map's, the convolution's 3 along each dimension."""
+    report = archprof.analyze(BoxHead(dims), input_size=(3, *[32] * dims))
+    assert final_receptive_field_dims(report) == (3,) * dims
 
 
 def test_the_junit_message_of_a_global_field_says_its_size_once():
@@ -120,21 +125,3 @@ def test_the_junit_message_of_a_global_field_says_its_size_once():
 
     message = junit_xml([verdict])
     assert "Receptive field global (32 px) at input" in message and "smallest side" not in message
-
-
-def test_logits_viewed_as_boxes_in_a_1d_network_are_not_a_map_either():
-    """In 1-d a 1xCxL map and 100 boxes of 4 (1x100x4) have as many dimensions: the view,
-    which only moves data, is passed over, as the 2-d twin's is."""
-
-    class BoxHead1d(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv1d(3, 8, 3, padding=1)
-            self.fc = nn.Linear(8, 400)
-
-        def forward(self, x):
-            pooled = nn.functional.adaptive_avg_pool1d(self.conv(x), 1).flatten(1)
-            return self.fc(pooled).view(-1, 100, 4)
-
-    report = archprof.analyze(BoxHead1d(), input_size=(3, 32))
-    assert final_receptive_field_dims(report) == (3,)  # one convolution of 3
