@@ -150,9 +150,9 @@ def final_field_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | No
     last = next((i for i in reversed(range(len(rows))) if _spatial_or_undefined(rows[i]["receptive_field"])), None)
     if last is None:
         return None
-    rank = len(_first_shape(rows[last]["output_shape"]))
+    rank = len(first_output_shape(rows[last]["output_shape"]))
     for row in reversed(rows[last + 1 :]):
-        shape = _first_shape(row["output_shape"])
+        shape = first_output_shape(row["output_shape"])
         on_a_map = len(shape) == rank and math.prod(shape[2:]) > 1
         operators = row.get("operators")  # None: not recorded (a side of a diff read without them)
         moves_data = operators is not None and _moves_data_only(operators)
@@ -173,7 +173,7 @@ def _spatial_or_undefined(field: Any) -> bool:
     return isinstance(field, tuple) or field == FieldMark.UNDEFINED
 
 
-def _first_shape(shapes: str) -> tuple[int, ...]:
+def first_output_shape(shapes: str) -> tuple[int, ...]:
     """A row's first output shape, from its shapes as the report writes them ('1x1280x7x7, 1x8');
     () for a scalar ('()')."""
     first = shapes.split(",")[0].strip()

@@ -125,3 +125,24 @@ def test_the_junit_message_of_a_global_field_says_its_size_once():
 
     message = junit_xml([verdict])
     assert "Receptive field global (32 px) at input" in message and "smallest side" not in message
+
+
+def test_a_unit_of_a_global_map_reads_the_whole_input(tmp_path):
+    """`rf --unit` of a map after a gate said 'no unit box to give'; each of its units reads
+    every pixel (the gradient oracle of the first test), and one outside it is refused."""
+    from tests.cli import cli, one_error_line
+
+    (tmp_path / "gated.py").write_text(
+        "from torch import nn\n"
+        "class Gate(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Conv2d(8, 8, 1)\n"
+        "    def forward(self, x):\n        return x * self.fc(x.mean((2, 3), keepdim=True))\n"
+        "def net():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Gate(), nn.Conv2d(8, 8, 3, 2, padding=1))\n"
+    )
+    spec = f"{tmp_path / 'gated.py'}:net"
+    done = cli("rf", spec, "-i", "3x32x32", "--unit", "15,0")
+    assert done.exit_code == 0, done.output
+    assert done.stdout.strip() == "layer 2, unit 15,0 reads input pixels 0..31 x 0..31 (of 32x32)"
+    outside = cli("rf", spec, "-i", "3x32x32", "--unit", "16,0")
+    assert outside.exit_code == 2 and "outside the layer's 16 units along H" in one_error_line(outside)

@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.text import Text
 
 from archprof.errors import ArchprofError
+from archprof.metrics import first_output_shape
 from archprof.render.base import Layout, dash, fitted_table, layer_name, tree_label
 from archprof.render.tree import top_level_rules, tree_rows
 from archprof.report import Report
@@ -160,11 +161,23 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
         state = _returned_state(report, name, call, states[rows[-1]])
     else:  # a module whose operations are all its children's (a Sequential): the table's row of its output
         name, call, state = _container_output(report, layer)
-    boxes = unit_box(state, spatial, coordinates)
+    boxes = unit_box(state, spatial, coordinates, _map_sizes(report, name, call, len(spatial)))
     where = "no input pixel" if None in boxes else "input pixels " + " x ".join(f"{a}..{b}" for a, b in boxes)
     text = f"layer {visible_text(layer_label(name, call))}, unit {unit} reads {where} (of {shape_text(spatial)})"
     bound = getattr(state, "bound", "")  # a Field's note that its box holds the unit's, which may be smaller
     return f"{text}; {visible_text(bound)}" if bound else text
+
+
+def _map_sizes(report: Report, name: str, call: int, count: int) -> tuple[int, ...]:
+    """The units along the spatial dimensions of the map the named call returned (the last of
+    its rows, as the table's), where its output is one, batch and channels first; else ()."""
+    shapes = [
+        shapes
+        for layer, at, shapes in zip(*(report.columns[c] for c in ("layer", "call", "output_shape")), strict=True)
+        if (layer, at) == (name, call)
+    ]
+    sizes = first_output_shape(shapes[-1]) if shapes else ()
+    return sizes[2:] if len(sizes) == count + 2 else ()
 
 
 def _names(layer: str, name: str, call: int) -> bool:

@@ -46,6 +46,7 @@ depends on the values).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -326,16 +327,25 @@ def _size(interval: Interval | None) -> int:
     return 0 if interval is None else interval[1] - interval[0] + 1
 
 
-def unit_box(state: State, spatial: tuple[int, ...], unit: tuple[int, ...]) -> list[Interval | None]:
+def unit_box(
+    state: State, spatial: tuple[int, ...], unit: tuple[int, ...], sizes: tuple[int, ...] = ()
+) -> list[Interval | None]:
     """The exact input box of one output unit, per spatial dimension: the first and last real
     input pixel that can reach it (None in every dimension where none can: a unit of zero
     padding, also one that continues a cropped map). `unit` gives the unit's index along each
-    of the row's spatial dimensions, in the input's order. Raises ArchprofError when the row
-    has no such unit."""
+    of the row's spatial dimensions, in the input's order. A layer every unit of which reads
+    the whole input gives it all, where it is a map of `sizes` units along those dimensions
+    (a map after a squeeze-excitation gate); without them (pooled, flattened) it has no unit
+    to give. Raises ArchprofError when the row has no such unit."""
     if len(unit) != len(spatial):
         raise ArchprofError(f"--unit needs {len(spatial)} coordinates (one per spatial dimension), got {len(unit)}")
     if _every_unit_reads_all(state, spatial):
-        raise ArchprofError("this layer reads the whole input (global): no unit box to give")
+        if len(sizes) != len(spatial) or math.prod(sizes) <= 1:
+            raise ArchprofError("this layer reads the whole input (global): no unit box to give")
+        for axis, (index, size) in enumerate(zip(unit, sizes, strict=True)):
+            if not 0 <= index < size:
+                raise _outside(index, size, axis, len(unit))
+        return [(0, extent - 1) for extent in spatial]
     state, padding = _part_of_unit(state, unit)
     if padding:
         return [None] * len(spatial)
