@@ -74,7 +74,7 @@ def test_a_json_baseline_gives_the_same_limits(tmp_path, spec, baseline):
         (["--baseline", "{baseline}", "--max-increase", "macs=lots"], "'lots' is not a percentage"),
         (["--baseline", "{baseline}", "--max-increase", "macs=-100%"], "a decrease of 100% or more"),
         (["--baseline", "{baseline}", "--max-increase", "macs=5", "--max-macs", "1G"], "give one limit of it"),
-        (["--baseline", "nowhere.csv", "--max-increase", "macs=5"], "file nowhere.csv does not exist"),
+        (["--baseline", "nowhere.csv", "--max-increase", "macs=5"], "file 'nowhere.csv' does not exist"),
         (["--baseline", "net.py", "--max-increase", "macs=5"], "give a report, CSV or JSON"),
     ],
 )
@@ -82,3 +82,26 @@ def test_a_growth_limit_that_cannot_be_set_is_refused_in_one_line(spec, baseline
     options = [option.format(baseline=baseline) for option in options]
     done = cli("check", spec, "-i", "3x16x16", *options)
     assert done.exit_code == 2 and message in one_error_line(done)
+
+
+@pytest.mark.parametrize(
+    ("increase", "message"),
+    [("macs=1e99999999", "is not a percentage"), ("macs=1/3", "is not a percentage"), ("macs=2000000", "is no limit")],
+)
+def test_a_percentage_is_a_plain_decimal_of_sensible_size(spec, baseline, increase, message):
+    """1e99999999 was built digit by digit (a hang) and 1e400 crashed with a traceback."""
+    done = cli("check", spec, "-i", "3x16x16", "--baseline", baseline, "--max-increase", increase)
+    assert done.exit_code == 2 and message in one_error_line(done)
+
+
+def test_the_baselines_name_is_shown_as_it_is_never_read_as_markup(tmp_path, spec):
+    path = tmp_path / "[bold red]main.csv"
+    assert cli("summary", spec, "-i", "3x16x16", "-o", path).exit_code == 0
+    done = cli("check", spec, "-i", "3x16x16", "--baseline", path, "--max-increase", "macs=5")
+    assert done.exit_code == 0 and "of [bold red]main.csv's" in done.stdout
+
+
+def test_a_baseline_that_is_a_folder_is_named_as_one(tmp_path, spec):
+    (tmp_path / "reports.csv").mkdir()
+    done = cli("check", spec, "-i", "3x16x16", "--baseline", tmp_path / "reports.csv", "--max-increase", "macs=5")
+    assert done.exit_code == 2 and "is not a file" in one_error_line(done)

@@ -589,3 +589,27 @@ def test_the_layer_axes_name_the_layers_of_a_small_model_and_number_a_large_ones
     ticks = zip(axes.get_xticklabels(), axes.get_xticks(), strict=True)
     shown = [label.get_text() for label, at in ticks if low <= at <= high]
     assert shown and all(text.isdigit() for text in shown), shown  # forty layers: numbered
+
+
+def test_long_tick_names_leave_the_rf_plots_two_axis_labels_apart():
+    """Names of 24 characters under the ticks took the height of the plot's two panels: their
+    y labels ran into each other (measured by matplotlib's own renderer)."""
+    pytest.importorskip("matplotlib")
+    from torch import nn
+
+    from archprof.render.rf_plot import fields_figure
+
+    model = nn.Sequential()
+    for index in range(12):
+        model.add_module(f"a_rather_long_layer_name_{index:02d}", nn.Conv2d(3, 3, 3, padding=1))
+    from archprof.analysis import analysis, load
+    from archprof.passes.layers import group_layers
+    from archprof.passes.receptive_field import row_states, spreads
+
+    found = analysis(load(model), (3, 16, 16), None, None)  # as `rf --plot` draws it: the centre unit's fields
+    states, spatial = row_states(found.graph, group_layers(found.graph))
+    figure = fields_figure(found.report, spreads(states, spatial))
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    top, bottom = (axes.yaxis.label.get_window_extent(renderer) for axes in figure.axes)
+    assert not top.overlaps(bottom) and top.y1 <= figure.bbox.y1

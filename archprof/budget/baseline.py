@@ -8,7 +8,9 @@ main.csv's 4.09 G"."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from archprof.units import human_value
 
 # The figures a growth limits: the metric's key (as --max-<key> names it), each a sum of a report's rows.
 GROWN = ("params", "macs", "flops", "activation")
+# A percentage as --max-increase takes it: a plain decimal, signed or not (5, 0.5, -10, +2.25).
+_PERCENTAGE = re.compile(r"[+-]?\d{1,9}(\.\d{1,9})?")
+_MOST_PERCENT = 10**6
 
 
 def growth_limits(baseline: str | Path, increases: Sequence[str]) -> list[Limit]:
@@ -34,8 +39,10 @@ def growth_limits(baseline: str | Path, increases: Sequence[str]) -> list[Limit]
         raise ArchprofError(
             f"--baseline {shown(str(baseline))}: give a report, CSV or JSON (archprof summary MODEL -o main.csv)"
         )
+    if not path.exists():
+        raise ArchprofError(f"--baseline: file {shown(str(baseline))} does not exist")
     if not path.is_file():
-        raise ArchprofError(f"--baseline: file {baseline} does not exist")
+        raise ArchprofError(f"--baseline: {shown(str(baseline))} is not a file")
     side = read(path)
     limits: dict[str, Limit] = {}
     for increase in increases:
@@ -59,15 +66,20 @@ def _parsed(increase: str) -> tuple[str, Fraction]:
         raise ArchprofError(
             f"--max-increase {shown(increase)}: give KEY=PERCENT, KEY one of {', '.join(GROWN)} (e.g. macs=5%)"
         )
-    try:
-        percent = Fraction(value.strip().removesuffix("%").strip())
-    except (ValueError, ZeroDivisionError):
-        raise ArchprofError(f"--max-increase {shown(increase)}: {shown(value)} is not a percentage (e.g. 5%)") from None
+    number = value.strip().removesuffix("%").strip()
+    # A plain decimal, not Fraction's every form: 1e99999999 would be built digit by digit.
+    if not _PERCENTAGE.fullmatch(number):
+        raise ArchprofError(f"--max-increase {shown(increase)}: {shown(value)} is not a percentage (e.g. 5%)")
+    percent = Fraction(number)
+    if percent > _MOST_PERCENT:
+        raise ArchprofError(f"--max-increase {shown(increase)}: more than {_MOST_PERCENT:,}% is no limit")
     if percent <= -100:
         raise ArchprofError(f"--max-increase {shown(increase)}: a decrease of 100% or more leaves no room at all")
     return key, percent
 
 
 def _percent_text(percent: Fraction) -> str:
-    """5, 0.5, -10: the percentage as written in its shortest decimal form."""
-    return str(percent.numerator) if percent.denominator == 1 else f"{float(percent):g}"
+    """5, 0.5, -10: the percentage in its exact decimal form (a plain decimal's always ends)."""
+    if percent.denominator == 1:
+        return str(percent.numerator)
+    return str(Decimal(percent.numerator) / Decimal(percent.denominator))  # at most 18 digits: exact

@@ -142,7 +142,8 @@ def _limit_columns(rows: list[dict[str, str]]) -> dict[str, list]:
     """A budget table's cells, by heading: each limit, the model's value, its margin, its verdict."""
     passed = [row["verdict"] == "pass" for row in rows]
     return {
-        "Limit": [row["limit"] for row in rows],
+        # A limit's text may hold a file's name (--baseline): shown as it is, never read as markup.
+        "Limit": [Text(visible_text(row["limit"])) for row in rows],
         "Value": [row["value"] for row in rows],
         "Margin": [Text(row["margin"], style="" if ok else "red") for row, ok in zip(rows, passed, strict=True)],
         "Verdict": [Text("pass", style="green") if ok else Text("FAIL", style="bold red") for ok in passed],

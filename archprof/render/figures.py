@@ -39,7 +39,7 @@ LONGEST_NAME = 48
 # The most layers a figure names under its axis, one a tick; past it, ticks are numbers.
 MOST_NAMED_LAYERS = 30
 # A layer's name under a tick, its end kept (the leaf that tells it from its siblings).
-_LONGEST_TICK = 24
+_LONGEST_TICK = 16  # more: the rotated names take the height of the rf plot's two panels
 
 
 def named_layer_ticks(axes, names: list[str]) -> None:
