@@ -80,6 +80,15 @@ def _number(value, unit: str, digits: int = 3) -> str:
 
 _CELLS = (
     _Cell("Type", "module_type", visible_text, numeric=False, filtered=True),
+    # A profiled report's measurements right after the type, as profile's table has them first (a
+    # report not profiled has none: the cells a page shows are those its rows hold).
+    _Cell("Time", "time_ms", lambda v: _number(v, "ms"), module="summed"),
+    _Cell("Share of time", "time_share", lambda v: share_text(v) if v else "-", module="summed"),
+    _Cell("Roofline", "roofline_time_ms", lambda v: _number(v, "ms"), module="summed"),
+    _Cell("Achieved", "achieved_flops_per_s", lambda v: _number(v and v / 1e9, "GFLOP/s"), module="own"),
+    _Cell("Bound", "bound", lambda v: v or "-", numeric=False, module="own"),
+    _Cell("Intensity", "arithmetic_intensity", lambda v: _number(v, "FLOP/B"), module="own"),
+    _Cell("Bytes moved", "bytes_moved", _bytes, module="summed"),
     _Cell("Output shape", "output_shape", str, key=_elements),
     _Cell("Params", "param_count", _count, module="summed"),
     _Cell("MACs", "macs", _count, module="summed"),
@@ -93,13 +102,6 @@ _CELLS = (
     _Cell("Bwd weight MACs", "backward_weight_macs", _count, module="summed"),
     _Cell("Receptive field", "receptive_field", lambda v: field_text(v) or "-", key=field_area),
     _Cell("Stride", "effective_stride", lambda v: dims_text(v) or "-", key=field_area),
-    _Cell("Time", "time_ms", lambda v: _number(v, "ms"), module="summed"),
-    _Cell("Share of time", "time_share", lambda v: share_text(v) if v else "-", module="summed"),
-    _Cell("Roofline", "roofline_time_ms", lambda v: _number(v, "ms"), module="summed"),
-    _Cell("Achieved", "achieved_flops_per_s", lambda v: _number(v and v / 1e9, "GFLOP/s"), module="own"),
-    _Cell("Bound", "bound", lambda v: v or "-", numeric=False, module="own"),
-    _Cell("Intensity", "arithmetic_intensity", lambda v: _number(v, "FLOP/B"), module="own"),
-    _Cell("Bytes moved", "bytes_moved", _bytes, module="summed"),
 )
 
 
@@ -296,20 +298,6 @@ def sortable_table(table_id: str, head: Sequence[str], rows: Sequence[str], filt
     )
 
 
-# The measured columns a profiled report's table shows before the analysis's figures.
-_MEASURED_FIRST = frozenset(
-    {
-        "time_ms",
-        "time_share",
-        "roofline_time_ms",
-        "achieved_flops_per_s",
-        "bound",
-        "arithmetic_intensity",
-        "bytes_moved",
-    }
-)
-
-
 def _layer_table(report: Report) -> str:
     """The layers as the summary lists them, the module tree (`render.tree`): each module's
     line before its layers, its own figures then its subtree's in parentheses."""
@@ -317,8 +305,6 @@ def _layer_table(report: Report) -> str:
     nodes = tree_rows(report)
     rows = [_with_share(node.row, macs) for node in nodes]
     cells = [cell for cell in _CELLS if any(_shown(row.get(cell.column)) for row in rows)]
-    # A profiled report's measurements right after the type, as profile's table has them first.
-    cells.sort(key=lambda cell: 0 if cell.column == "module_type" else 1 if cell.column in _MEASURED_FIRST else 2)
     head = [sort_heading("#", numeric=True, title="the module tree's order, as the summary lists the layers")]
     head.append(sort_heading("Layer", numeric=False, filtered=True))
     head += [sort_heading(cell.heading, cell.numeric, cell.filtered) for cell in cells]

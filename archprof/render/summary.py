@@ -128,17 +128,17 @@ def ranked_table(report, by: str, count: int, layout: Layout = Layout()) -> Grou
     values = report.columns[column]
     ranked = sorted((i for i, value in enumerate(values) if value), key=lambda i: -values[i])[:count]
     figures = [figure for figure in _RANKED_FIGURES if figure[0] in (*_RANKED_ALWAYS, column)]
-    sums = {name: sum(report.columns[name]) for name, _, _ in figures}
+    totals = report.totals  # the shares the summary gives, of the model's totals
     cells: dict[str, list] = {"#": [], "Layer": [], "Type": [], "Output shape": []}
     for place, index in enumerate(ranked, start=1):
         row = report.row(index)
         cells["#"].append(str(place))
-        cells["Layer"].append(visible_text(layer_name(row)))
+        cells["Layer"].append(layer_name(row))
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
         for name, title, cell in figures:
             cells.setdefault(title, []).append(cell(row[name]))
-            cells.setdefault(f"% {title}", []).append(share_cell(sums[name])(row[name]))
+            cells.setdefault(f"% {title}", []).append(share_cell(getattr(totals, name))(row[name]))
     others = [title for name, title, _ in figures if name != column]
     priority = ("#", "Layer", heading, f"% {heading}", "Type", "Output shape")
     priority += (*others, *(f"% {title}" for title in others))  # on a narrow terminal the shares go first
@@ -148,9 +148,8 @@ def ranked_table(report, by: str, count: int, layout: Layout = Layout()) -> Grou
     table = fitted_table(title, cells, priority, layout, keep=4, labels=2)
     held = sum(values[i] for i in ranked)
     having = sum(1 for value in values if value)
-    line = (
-        f"these {len(ranked)} of the {having} rows with any hold {share_cell(sums[column])(held)} of the model's {what}"
-    )
+    share = share_cell(getattr(totals, column))(held)
+    line = f"these {len(ranked)} of the {having} rows with any hold {share} of the model's {what}"
     return Group(table, Text(line), totals_table(report, layout.width))
 
 
