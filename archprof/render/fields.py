@@ -158,26 +158,16 @@ def unit_box_text(report: Report, states: Sequence, spatial: tuple[int, ...], la
     rows = [index for index, (name, call) in enumerate(calls) if _names(layer, name, call)]
     if rows:
         name, call = calls[rows[-1]]
-        state = _returned_state(report, name, call, states[rows[-1]])
+        state, shape = _returned(report, name, call, rows[-1], states[rows[-1]])
     else:  # a module whose operations are all its children's (a Sequential): the table's row of its output
-        name, call, state = _container_output(report, layer)
-    boxes = unit_box(state, spatial, coordinates, _map_sizes(report, name, call, len(spatial)))
+        name, call, state, shape = _container_output(report, layer)
+    # The units of a map along the spatial dimensions, batch and channels first; else none (pooled, flattened).
+    sizes = shape[2:] if len(shape) == len(spatial) + 2 else ()
+    boxes = unit_box(state, spatial, coordinates, sizes)
     where = "no input pixel" if None in boxes else "input pixels " + " x ".join(f"{a}..{b}" for a, b in boxes)
     text = f"layer {visible_text(layer_label(name, call))}, unit {unit} reads {where} (of {shape_text(spatial)})"
     bound = getattr(state, "bound", "")  # a Field's note that its box holds the unit's, which may be smaller
     return f"{text}; {visible_text(bound)}" if bound else text
-
-
-def _map_sizes(report: Report, name: str, call: int, count: int) -> tuple[int, ...]:
-    """The units along the spatial dimensions of the map the named call returned (the last of
-    its rows, as the table's), where its output is one, batch and channels first; else ()."""
-    shapes = [
-        shapes
-        for layer, at, shapes in zip(*(report.columns[c] for c in ("layer", "call", "output_shape")), strict=True)
-        if (layer, at) == (name, call)
-    ]
-    sizes = first_output_shape(shapes[-1]) if shapes else ()
-    return sizes[2:] if len(sizes) == count + 2 else ()
 
 
 def _names(layer: str, name: str, call: int) -> bool:
@@ -186,9 +176,9 @@ def _names(layer: str, name: str, call: int) -> bool:
     return layer == layer_label(name, call) or (call == 0 and layer == name)
 
 
-def _container_output(report: Report, layer: str) -> tuple[str, int, State]:
-    """The path, call and output field of the module call `layer` names that has no row of
-    its own, only its children's (the rf table shows it, its field its output's)."""
+def _container_output(report: Report, layer: str) -> tuple[str, int, State, tuple[int, ...]]:
+    """The path, call, output field and output shape of the module call `layer` names that has
+    no row of its own, only its children's (the rf table shows it, its field its output's)."""
     from archprof.passes.receptive_field import tensor_fields
 
     graph = report.graph
@@ -196,22 +186,24 @@ def _container_output(report: Report, layer: str) -> tuple[str, int, State]:
         returned = graph.call_outputs.get(call.index)
         if returned and _names(layer, call.path, call.call):
             fields, _ = tensor_fields(graph)
-            return call.path, call.call, fields.get(returned[0].id)
+            return call.path, call.call, fields.get(returned[0].id), returned[0].shape
     raise ArchprofError(f"no layer '{visible_text(layer)}' in the model: `archprof rf MODEL` lists them")
 
 
-def _returned_state(report: Report, layer: str, call_number: int, last_row_state: State) -> State:
-    """The field of the first tensor the layer's call returns: its last row may be one
-    of its own operations before a child's (timm NesT's ConvPool: a convolution, its own
+def _returned(
+    report: Report, layer: str, call_number: int, last_row: int, last_row_state: State
+) -> tuple[State, tuple[int, ...]]:
+    """The field and shape of the first tensor the layer's call returns: its last row may be
+    one of its own operations before a child's (timm NesT's ConvPool: a convolution, its own
     permutes, then a pooling child, whose output the module returns). A trace that records
     no call's output (a TorchScript model's, by parameters) has the layer's last row of that
-    call, `last_row_state`, instead."""
+    call, `last_row` (its state `last_row_state`), instead."""
     from archprof.passes.receptive_field import tensor_fields
 
     graph = report.graph
     call = next((c for c in graph.module_calls if c.path == layer and c.call == call_number), None) if graph else None
     returned = graph.call_outputs.get(call.index) if call is not None else None
     if not returned:
-        return last_row_state
+        return last_row_state, first_output_shape(report.columns["output_shape"][last_row])
     fields, _ = tensor_fields(graph)
-    return fields.get(returned[0].id)
+    return fields.get(returned[0].id), returned[0].shape
