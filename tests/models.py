@@ -1009,3 +1009,26 @@ class NestedCheckpoints(nn.Module):
     def forward(self, x):
         y = self.first(x)
         return checkpoint(self.outer, y, use_reentrant=False) + y
+
+
+class Gate(nn.Module):
+    """A squeeze-excitation gate: the map scaled per channel by its global mean, convolved (no
+    sigmoid, which the gradient oracle's positive weights would saturate to a gradient of 0)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        return x * self.fc(x.mean((2, 3), keepdim=True))
+
+
+def se_net(gated: bool = True) -> nn.Sequential:
+    """Features (a 3x3 convolution, a gate or not, two stride-2 3x3 convolutions), then a head."""
+    features = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        Gate(8) if gated else nn.Identity(),
+        nn.Conv2d(8, 8, 3, 2, padding=1),
+        nn.Conv2d(8, 8, 3, 2, padding=1),
+    )
+    return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))

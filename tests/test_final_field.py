@@ -11,32 +11,11 @@ import archprof
 from archprof.budget import evaluate, parse_limit
 from archprof.diff import diff as archprof_diff
 from archprof.metrics import final_receptive_field, final_receptive_field_dims
+from tests.cli import cli, one_error_line
 from tests.field_oracle import positive, unit_gradient_box
+from tests.models import se_net
 
 INPUT = (3, 32, 32)
-
-
-class Gate(nn.Module):
-    """A squeeze-excitation gate: the map scaled per channel by its global mean, convolved (no
-    sigmoid, which the gradient oracle's positive weights would saturate to a gradient of 0)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.fc = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x):
-        return x * self.fc(x.mean((2, 3), keepdim=True))
-
-
-def _net(gated: bool) -> nn.Sequential:
-    """Features (a 3x3 convolution, a gate or not, two stride-2 3x3 convolutions), then a head."""
-    features = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        Gate(8) if gated else nn.Identity(),
-        nn.Conv2d(8, 8, 3, 2, padding=1),
-        nn.Conv2d(8, 8, 3, 2, padding=1),
-    )
-    return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 
 def _every_pixel_reaches(features: nn.Module, unit: tuple[int, int]) -> bool:
@@ -46,39 +25,30 @@ def _every_pixel_reaches(features: nn.Module, unit: tuple[int, int]) -> bool:
 
 
 def test_a_gated_maps_final_field_is_global_and_reads_as_the_inputs_size():
-    assert _every_pixel_reaches(_net(gated=True)[0], (0, 0))  # even the corner unit of the last map
-    model = _net(gated=True)
+    assert _every_pixel_reaches(se_net(gated=True)[0], (0, 0))  # even the corner unit of the last map
+    model = se_net(gated=True)
     report = archprof.analyze(model, input_size=INPUT)
     assert final_receptive_field_dims(report) == "input"
     assert final_receptive_field(report) == min(INPUT[1:])
-    frame = archprof.compare([model, _net(gated=False)], input_size=INPUT)
+    frame = archprof.compare([model, se_net(gated=False)], input_size=INPUT)
     assert frame["receptive_field_dims"].tolist()[0] == "input"
     # Without the gate, the last convolution's own field (r + (K - 1) j): 3 + 2 · 1 + 2 · 2 = 9 pixels.
     assert frame["receptive_field_dims"].tolist()[1] == (9, 9)
 
 
 def test_a_minimum_field_within_the_input_holds_for_a_global_field():
-    report = archprof.analyze(_net(gated=True), input_size=INPUT)
+    report = archprof.analyze(se_net(gated=True), input_size=INPUT)
     (verdict,) = evaluate(report, [parse_limit("min-receptive-field", "32")])
     assert verdict.passed and verdict.value_text == "global (32 px)"
     (over,) = evaluate(report, [parse_limit("min-receptive-field", "33")])
     assert not over.passed  # more than the whole input: not seen
 
 
-def test_the_check_and_compare_tables_show_a_global_field(tmp_path):
-    from tests.cli import cli
+SPEC = "tests/models.py:se_net"
 
-    path = tmp_path / "gated.py"
-    path.write_text(
-        "import torch\nfrom torch import nn\n"
-        "class Gate(nn.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Conv2d(8, 8, 1)\n"
-        "    def forward(self, x):\n        return x * torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))\n"
-        "def net():\n"
-        "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Gate(), nn.Conv2d(8, 8, 3, 2, padding=1),"
-        " nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))\n"
-    )
-    spec = f"{path}:net"
+
+def test_the_check_and_compare_tables_show_a_global_field():
+    spec = SPEC
     checked = cli("check", spec, "-i", "3x32x32", "--min-receptive-field", "32")
     assert checked.exit_code == 0 and "global (32 px)" in checked.stdout
     compared = cli("compare", spec, "-i", "3x32x32")
@@ -86,8 +56,8 @@ def test_the_check_and_compare_tables_show_a_global_field(tmp_path):
 
 
 def test_diff_sets_a_global_field_beside_a_spatial_one():
-    gated = archprof.analyze(_net(gated=True), input_size=INPUT)
-    plain = archprof.analyze(_net(gated=False), input_size=INPUT)
+    gated = archprof.analyze(se_net(gated=True), input_size=INPUT)
+    plain = archprof.analyze(se_net(gated=False), input_size=INPUT)
     diff = archprof_diff(plain, gated)
     assert diff.fields.new.whole_input and diff.fields.new.layer == "0.3"
     assert diff.fields.old.size == 9
@@ -119,7 +89,7 @@ def test_logits_viewed_as_boxes_after_global_pooling_are_not_a_map(dims):
 
 
 def test_the_junit_message_of_a_global_field_says_its_size_once():
-    report = archprof.analyze(_net(gated=True), input_size=INPUT)
+    report = archprof.analyze(se_net(gated=True), input_size=INPUT)
     (verdict,) = evaluate(report, [parse_limit("min-receptive-field", "33")])
     from archprof.budget.verdicts import junit_xml
 
@@ -127,22 +97,11 @@ def test_the_junit_message_of_a_global_field_says_its_size_once():
     assert "Receptive field global (32 px) at input" in message and "smallest side" not in message
 
 
-def test_a_unit_of_a_global_map_reads_the_whole_input(tmp_path):
+def test_a_unit_of_a_global_map_reads_the_whole_input():
     """`rf --unit` of a map after a gate said 'no unit box to give'; each of its units reads
     every pixel (the gradient oracle of the first test), and one outside it is refused."""
-    from tests.cli import cli, one_error_line
-
-    (tmp_path / "gated.py").write_text(
-        "from torch import nn\n"
-        "class Gate(nn.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Conv2d(8, 8, 1)\n"
-        "    def forward(self, x):\n        return x * self.fc(x.mean((2, 3), keepdim=True))\n"
-        "def net():\n"
-        "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Gate(), nn.Conv2d(8, 8, 3, 2, padding=1))\n"
-    )
-    spec = f"{tmp_path / 'gated.py'}:net"
-    done = cli("rf", spec, "-i", "3x32x32", "--unit", "15,0")
+    done = cli("rf", SPEC, "-i", "3x32x32", "--unit", "7,0")  # the last map: 32 / 2 / 2 = 8 units a side
     assert done.exit_code == 0, done.output
-    assert done.stdout.strip() == "layer 2, unit 15,0 reads input pixels 0..31 x 0..31 (of 32x32)"
-    outside = cli("rf", spec, "-i", "3x32x32", "--unit", "16,0")
-    assert outside.exit_code == 2 and "outside the layer's 16 units along H" in one_error_line(outside)
+    assert done.stdout.strip() == "layer 0.3, unit 7,0 reads input pixels 0..31 x 0..31 (of 32x32)"
+    outside = cli("rf", SPEC, "-i", "3x32x32", "--unit", "8,0")
+    assert outside.exit_code == 2 and "outside the layer's 8 units along H" in one_error_line(outside)
