@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["ArchprofError", "ArchprofWarning", "InputSpec", "Report", "analyze", "compare", "profile"]
+__all__ = ["ArchprofError", "ArchprofWarning", "InputSpec", "Report", "analyze", "compare", "count_operator", "profile"]
 
 if TYPE_CHECKING:
     from archprof.api import analyze, profile
     from archprof.comparison import compare
     from archprof.errors import ArchprofError, ArchprofWarning
     from archprof.load import InputSpec
+    from archprof.operators.given import count_operator
     from archprof.report import Report
 
 _LAZY = {
@@ -30,6 +31,7 @@ _LAZY = {
     "InputSpec": "archprof.load",
     "Report": "archprof.report",
     "compare": "archprof.comparison",
+    "count_operator": "archprof.operators.given",
 }
 
 

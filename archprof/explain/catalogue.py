@@ -25,6 +25,10 @@ def catalogue_section(op: OpNode, fields: Fields) -> Section | None:
     if is_free(op):
         return None  # a scatter_add or an accumulating index_put moves data and adds: worked out below
     out = op.outputs[0].shape if op.outputs else ()
+    inputs = ", ".join(shape_text(t.shape) for t in op.inputs) or "no tensor"
+    notes = [f"output {shape_text(out)} from {inputs}"]
+    if operator.family is Family.GIVEN:
+        return Section(f"{op.op}: {operator.family.value}", _given_steps(op, operator.cost, cost, out), tuple(notes))
     steps = []
     if cost.macs:
         formula = _formula_of(operator.cost).removeprefix("MACs = ").rstrip(".")
@@ -32,17 +36,27 @@ def catalogue_section(op: OpNode, fields: Fields) -> Section | None:
         steps.append(flops_step(cost.macs))
     if cost.elementwise_flops or not cost.macs:
         steps.append(_elementwise_step(op, operator.cost, cost.elementwise_flops, out))
-    inputs = ", ".join(shape_text(t.shape) for t in op.inputs) or "no tensor"
     what = operator.family.value
     if op.op in ("aten.add", "aten.add_") and sum(t.kind in ("activation", "input") for t in op.inputs) > 1:
         what = "a residual merge"
     elif op.op.endswith("_") and op.inputs and op.inputs[0].kind == "buffer":
         # a training BatchNorm's num_batches_tracked += 1: a module's state, not its output
         what = f"{operator.family.value}, updating the buffer {op.inputs[0].name} in place"
-    notes = [f"output {shape_text(out)} from {inputs}"]
     if operator.family is Family.POINTWISE:
         notes += merge_note(fields, op)
     return Section(f"{op.op}: {what}", tuple(steps), tuple(notes))
+
+
+def _given_steps(op: OpNode, formulas, cost, out: Sequence[int]) -> tuple[Step, ...]:
+    """The counts of an operator the user gave formulas for (`archprof.count_operator`): each
+    formula called on the call's shapes (the tensors' in argument order, then `out`)."""
+    shapes = ", ".join(shape_text(t.shape) for t in op.inputs)
+    shapes = f"{shapes}, out={shape_text(out)}" if shapes else f"out={shape_text(out)}"
+    return (
+        Step("MACs", formulas.words("macs", shapes), "", cost.macs),
+        flops_step(cost.macs),
+        Step("elementwise FLOPs", formulas.words("elementwise_flops", shapes), "", cost.elementwise_flops),
+    )
 
 
 def is_free(op: OpNode) -> bool:

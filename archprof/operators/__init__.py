@@ -37,6 +37,9 @@ class Family(Enum):
     REDUCTION = "reduction"
     NORMALISATION = "normalisation"  # batch / layer / group norm, softmax
     MATRIX_PRODUCT = "matrix product"  # convolution, mm, bmm, ... : MACs
+    # An operator of the user's own (torch.library) that archprof does not know, counted by
+    # formulas the user gave it (`archprof.count_operator`); no receptive-field rule.
+    GIVEN = "counted by formulas given to archprof.count_operator"
 
 
 _DEFAULT_COSTS: dict[Family, Callable[..., Cost]] = {
@@ -111,6 +114,9 @@ OPERATORS: dict[Packet, Operator] = {}
 # The operators of a library that registers its own when it is imported (torchvision's C++
 # operators), perhaps after archprof: by name ("torchvision.nms"), found when a trace meets them.
 LOADED_LATER: dict[str, Operator] = {}
+# Operators the catalogue does not know, counted by formulas the user gave
+# (`operators.given.count_operator`), by name ("mylib.fused_conv").
+GIVEN_FORMULAS: dict[str, Operator] = {}
 
 
 def _add(
@@ -611,7 +617,7 @@ _add(Family.DATA_MOVEMENT, "nms", costs.nms_cost, namespace="torchvision")
 def find_operator(packet: Packet) -> Operator | None:
     """The catalogue's entry for an operator (its out-of-place form's for an in-place one,
     a pointwise entry for one PyTorch tags pointwise), or None: not counted."""
-    known = OPERATORS.get(packet) or LOADED_LATER.get(str(packet))
+    known = OPERATORS.get(packet) or LOADED_LATER.get(str(packet)) or GIVEN_FORMULAS.get(str(packet))
     if known is not None:
         return known
     base = _out_of_place(packet)

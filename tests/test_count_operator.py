@@ -1,0 +1,186 @@
+"""`archprof.count_operator`: a custom operator of the user's own (torch.library), which the
+catalogue does not know, counted by the formulas given for it, in the API and in the CLI (a
+model file that counts it as it defines it, which the CLI imports, as `compare`'s workers do).
+
+The oracle for the counts: the lecture's matrix product, m·k·n MACs, and FlopCounterMode on
+the operator's own computation run for real (its `a @ b`), to which the custom operator is
+one opaque call."""
+
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import archprof
+from archprof.errors import ArchprofError
+from archprof.explain import explain
+from archprof.operators import GIVEN_FORMULAS, find_operator, operator_named
+from tests.cli import cli, one_error_line
+
+
+@torch.library.custom_op("archprof_tests::scaled_mm", mutates_args=())
+def scaled_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a @ b) * 2
+
+
+@scaled_mm.register_fake
+def _(a, b):
+    return a.new_empty((a.shape[0], b.shape[1]))
+
+
+NAME = "archprof_tests.scaled_mm"
+
+
+class Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(48, 10))
+
+    def forward(self, x):
+        return scaled_mm(x.flatten(1), self.w).relu()
+
+
+@pytest.fixture(autouse=True)
+def uncounted():
+    """Each test starts, and leaves, with the operator unknown to archprof."""
+    yield
+    GIVEN_FORMULAS.pop(NAME, None)
+    find_operator.cache_clear()
+    operator_named.cache_clear()
+
+
+def _matmul_macs(a, b, *, out):
+    return a[0] * a[1] * b[1]
+
+
+def test_an_operator_archprof_does_not_know_is_not_counted_until_formulas_are_given():
+    before = archprof.analyze(Head(), input_size=(3, 4, 4)).totals
+    assert before.not_counted == {NAME: 1}
+    assert before.macs == 0
+
+    archprof.count_operator(torch.ops.archprof_tests.scaled_mm, macs=_matmul_macs)
+    after = archprof.analyze(Head(), input_size=(3, 4, 4)).totals
+    assert after.not_counted == {}
+    with FlopCounterMode(display=False) as counter:
+        torch.randn(1, 48) @ torch.randn(48, 10)  # what the operator computes
+    assert after.macs == 1 * 48 * 10 == counter.get_total_flops() // 2
+    assert after.elementwise_flops == before.elementwise_flops == 10  # the ReLU's, one per element
+
+
+@pytest.mark.parametrize(
+    "operator", [scaled_mm, torch.ops.archprof_tests.scaled_mm.default, "archprof_tests::scaled_mm"]
+)
+def test_the_operator_is_named_by_its_function_an_overload_or_its_name(operator):
+    archprof.count_operator(operator, macs=7, elementwise_flops=lambda a, b, *, out: 2 * out[0] * out[1])
+    totals = archprof.analyze(Head(), input_size=(3, 4, 4)).totals
+    assert totals.macs == 7
+    assert totals.elementwise_flops == 2 * 10 + 10  # the formula's, and the ReLU's
+
+
+def test_counting_it_again_replaces_its_formulas():
+    archprof.count_operator(scaled_mm, macs=1)
+    archprof.count_operator(scaled_mm, macs=_matmul_macs)
+    assert archprof.analyze(Head(), input_size=(3, 4, 4)).totals.macs == 480
+
+
+@pytest.mark.parametrize(
+    ("operator", "said"),
+    [
+        ("aten::convolution", "archprof counts aten.convolution already"),
+        (torch.ops.aten.relu, "archprof counts aten.relu already"),
+        ("archprof_tests::missing", "no operator 'archprof_tests::missing' is registered with torch"),
+        ("scaled_mm", "count_operator takes an operator"),
+        (3, "count_operator takes an operator"),
+    ],
+)
+def test_an_operator_archprof_counts_or_torch_does_not_know_is_refused(operator, said):
+    with pytest.raises(ArchprofError, match=said.replace("(", r"\(").replace(".", r"\.")):
+        archprof.count_operator(operator, macs=1)
+
+
+@pytest.mark.parametrize("count", [-1, 2.5, True, "3", None])
+def test_a_count_that_is_not_a_whole_number_is_refused_when_given(count):
+    with pytest.raises(ArchprofError, match="give a whole number or a function"):
+        archprof.count_operator(scaled_mm, macs=count)
+
+
+@pytest.mark.parametrize(
+    ("formula", "said"),
+    [
+        (lambda a, b, *, out: -1, "returned -1, not a whole number"),
+        (lambda a, b, *, out: 1.5, "returned 1.5, not a whole number"),
+        (lambda a, *, out: 1, r"failed on \(\(1, 48\), \(48, 10\), out=\(1, 10\)\): TypeError"),
+    ],
+)
+def test_a_formula_that_fails_or_gives_no_count_is_an_error_naming_the_operator(formula, said):
+    archprof.count_operator(scaled_mm, macs=formula)
+    with pytest.raises(ArchprofError, match=f"the macs formula given for {NAME} {said}"):
+        archprof.analyze(Head(), input_size=(3, 4, 4))
+
+
+def test_explain_works_the_count_out_with_the_formula_named():
+    archprof.count_operator(scaled_mm, macs=_matmul_macs)
+    text = explain(archprof.analyze(Head(), input_size=(3, 4, 4)), "(model)")
+    assert "archprof_tests.scaled_mm: counted by formulas given to archprof.count_operator" in text
+    assert "MACs = _matmul_macs(1x48, 48x10, out=1x10) = 480" in text
+
+
+# A model file that defines its operator and counts it as it does.
+_MODEL_FILE = """
+    import torch
+    from torch import nn
+
+    import archprof
+
+
+    @torch.library.custom_op("archprof_file::scaled_mm", mutates_args=())
+    def scaled_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a @ b) * 2
+
+
+    @scaled_mm.register_fake
+    def _(a, b):
+        return a.new_empty((a.shape[0], b.shape[1]))
+
+
+    archprof.count_operator(scaled_mm, macs=lambda a, b, *, out: {macs})
+
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(48, 10))
+
+        def forward(self, x):
+            return scaled_mm(x.flatten(1), self.w)
+
+
+    def head():
+        return Head()
+"""
+
+
+def _model_file(tmp_path, macs: str):
+    path = tmp_path / "custom_head.py"
+    path.write_text(textwrap.dedent(_MODEL_FILE.format(macs=macs)))
+    return f"{path}:head"
+
+
+def test_a_model_file_that_counts_its_operator_is_counted_by_summary_and_compare(tmp_path):
+    model = _model_file(tmp_path, "a[0] * a[1] * b[1]")
+    summary = cli("summary", model, "--input", "3x4x4", "-f", "json")
+    assert summary.exit_code == 0, summary.output
+    assert '"macs": 480' in summary.stdout
+    assert '"not_counted": {}' in summary.stdout
+    compared = cli("compare", model, "resnet18", "--input", "3x4x4", "-f", "csv")
+    assert compared.exit_code == 0, compared.output
+    header, row, _ = compared.stdout.splitlines()
+    assert row.split(",")[header.split(",").index("macs")] == "480"
+
+
+def test_a_formula_that_fails_in_the_cli_is_one_error_line_and_exit_2(tmp_path):
+    result = cli("summary", _model_file(tmp_path, "a[5]"), "--input", "3x4x4")
+    assert result.exit_code == 2
+    assert "the macs formula given for archprof_file.scaled_mm failed on" in one_error_line(result)
