@@ -271,3 +271,35 @@ def test_rf_unit_without_layer_on_a_model_with_no_map_and_layer_without_unit_are
     result = cli("rf", "lenet5", "--layer", "features.5")
     assert result.exit_code == 2
     assert "add --unit" in one_error_line(result)
+
+
+class _ListForward(nn.Module):
+    """A forward taking a list of tensors (torchinfo#46): one input, not a tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, xs):
+        return self.conv(xs[0]) + self.conv(xs[1])
+
+
+def test_shapes_nested_in_one_input_are_answered_with_the_wrapper_that_takes_them_one_by_one():
+    with pytest.raises(
+        ArchprofError, match=r"analyse a wrapper whose forward\(self, \*xs\) calls the model on list\(xs\)"
+    ):
+        archprof.analyze(_ListForward(), inputs=[[(3, 8, 8), (3, 8, 8)]])
+
+    class Wrapped(nn.Module):  # as the hint says
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *xs):
+            return self.model(list(xs))
+
+    model = _ListForward()
+    report = archprof.analyze(Wrapped(model), inputs=[(3, 8, 8), (3, 8, 8)])
+    real = model([torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)])
+    assert report.graph.outputs[0].shape == tuple(real.shape)
+    assert report.totals.macs == 2 * 4 * 6 * 6 * 3 * 3 * 3  # two calls: out channels · 6x6 · in channels · 3x3
