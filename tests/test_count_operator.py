@@ -6,11 +6,14 @@ The oracle for the counts: the lecture's matrix product, m·k·n MACs, and FlopC
 the operator's own computation run for real (its `a @ b`), to which the custom operator is
 one opaque call."""
 
+import math
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
@@ -184,3 +187,174 @@ def test_a_formula_that_fails_in_the_cli_is_one_error_line_and_exit_2(tmp_path):
     result = cli("summary", _model_file(tmp_path, "a[5]"), "--input", "3x4x4")
     assert result.exit_code == 2
     assert "the macs formula given for archprof_file.scaled_mm failed on" in one_error_line(result)
+
+
+# -- what a formula is given, and what it may return -----------------------------------------
+
+
+@torch.library.custom_op("archprof_tests::weighted_sum", mutates_args=())
+def weighted_sum(xs: list[torch.Tensor], bias: torch.Tensor | None, alpha: float, n: int) -> torch.Tensor:
+    return sum(xs) * alpha
+
+
+@weighted_sum.register_fake
+def _(xs, bias, alpha, n):
+    return torch.empty_like(xs[0])
+
+
+class Sums(nn.Module):
+    def forward(self, x):
+        return weighted_sum([x, x, x], None, 0.5, 4)
+
+
+@pytest.fixture
+def weighted_sum_uncounted():
+    yield
+    GIVEN_FORMULAS.pop("archprof_tests.weighted_sum", None)
+    find_operator.cache_clear()
+    operator_named.cache_clear()
+
+
+def test_a_formula_gets_lists_none_and_numbers_as_called_and_explain_shows_that_call(weighted_sum_uncounted):
+    def flops(xs, bias, alpha, n, *, out):
+        assert (bias, alpha, n) == (None, 0.5, 4)
+        return n * len(xs) * math.prod(out)
+
+    archprof.count_operator(weighted_sum, elementwise_flops=flops)
+    report = archprof.analyze(Sums(), input_size=(3, 4, 4))
+    assert report.totals.elementwise_flops == 4 * 3 * 48
+    text = explain(report, "(model)")
+    assert "elementwise FLOPs = flops([1x3x4x4, 1x3x4x4, 1x3x4x4], None, 0.5, 4, out=1x3x4x4) = 576" in text
+
+
+def test_a_count_of_numpys_integers_is_a_whole_number():
+    archprof.count_operator(scaled_mm, macs=np.int64(5), elementwise_flops=lambda a, b, *, out: np.prod(out))
+    totals = archprof.analyze(Head(), input_size=(3, 4, 4)).totals
+    assert (totals.macs, totals.elementwise_flops) == (5, 10 + 10)
+
+
+def test_an_overload_of_an_operator_with_several_is_refused_for_the_operator_itself():
+    library = torch.library.Library("archprof_overloads", "DEF")
+    library.define("scale(Tensor x) -> Tensor")
+    library.define("scale.by(Tensor x, Tensor s) -> Tensor")
+    with pytest.raises(ArchprofError, match=r"has overloads default, by, and its formulas count them all"):
+        archprof.count_operator(torch.ops.archprof_overloads.scale.by, macs=1)
+
+
+# -- a training step whose backward writes the gradients into tensors it is given ------------
+
+
+@torch.library.custom_op("archprof_tests::mm", mutates_args=())
+def plain_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a @ b
+
+
+@plain_mm.register_fake
+def _(a, b):
+    return a.new_empty((a.shape[0], b.shape[1]))
+
+
+@torch.library.custom_op("archprof_tests::mm_gradients_into", mutates_args=("grad_a", "grad_b"))
+def mm_gradients_into(
+    grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor, grad_a: torch.Tensor, grad_b: torch.Tensor
+) -> None:
+    grad_a.copy_(grad @ b.t())
+    grad_b.copy_(a.t() @ grad)
+
+
+@mm_gradients_into.register_fake
+def _(grad, a, b, grad_a, grad_b):
+    return None
+
+
+def _saved(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _mm_backward(ctx, grad):
+    a, b = ctx.saved_tensors
+    grad_a, grad_b = torch.empty_like(a), torch.empty_like(b)
+    mm_gradients_into(grad, a, b, grad_a, grad_b)
+    return grad_a, grad_b
+
+
+plain_mm.register_autograd(_mm_backward, setup_context=_saved)
+
+
+class TrainedHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(48, 10))
+
+    def forward(self, x):
+        return plain_mm(x.flatten(1), self.w)
+
+
+@pytest.fixture
+def gradients_uncounted():
+    yield
+    for name in ("archprof_tests.mm", "archprof_tests.mm_gradients_into"):
+        GIVEN_FORMULAS.pop(name, None)
+    find_operator.cache_clear()
+    operator_named.cache_clear()
+
+
+def test_a_counted_backward_operator_that_returns_nothing_counts_as_an_input_gradient(gradients_uncounted):
+    archprof.count_operator(plain_mm, macs=_matmul_macs)
+    archprof.count_operator(mm_gradients_into, macs=lambda grad, a, b, grad_a, grad_b, *, out: 2 * a[0] * a[1] * b[1])
+    totals = archprof.analyze(TrainedHead(), input_size=(3, 4, 4), training=True).totals
+    assert totals.macs == 480
+    assert totals.backward_input_macs == 2 * 480  # its one figure, which no result splits
+    assert totals.not_counted == {}
+
+
+# -- recomputed under non-reentrant checkpointing ---------------------------------------------
+
+
+@torch.library.custom_op("archprof_tests::checkpointed_mm", mutates_args=())
+def checkpointed_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a @ b
+
+
+@checkpointed_mm.register_fake
+def _(a, b):
+    return a.new_empty((a.shape[0], b.shape[1]))
+
+
+def _checkpointed_mm_backward(ctx, grad):
+    a, b = ctx.saved_tensors
+    return grad @ b.t(), a.t() @ grad
+
+
+checkpointed_mm.register_autograd(_checkpointed_mm_backward, setup_context=_saved)
+
+
+class CheckpointedHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.w = nn.Parameter(torch.randn(48, 10))
+
+    def forward(self, x):
+        y = self.conv(x).flatten(1)
+        return checkpoint(lambda t: checkpointed_mm(t, self.w).relu(), y, use_reentrant=False)
+
+
+@pytest.fixture
+def checkpointed_uncounted():
+    yield
+    GIVEN_FORMULAS.pop("archprof_tests.checkpointed_mm", None)
+    find_operator.cache_clear()
+    operator_named.cache_clear()
+
+
+def test_a_counted_operator_run_again_by_a_checkpoint_is_recomputed_not_a_gradient(checkpointed_uncounted):
+    """Its recomputation runs inside the autograd.Function that its autograd formula makes,
+    where grad is off, as it is in the backward pass."""
+    archprof.count_operator(checkpointed_mm, macs=_matmul_macs)
+    totals = archprof.analyze(CheckpointedHead(), input_size=(3, 4, 4), training=True).totals
+    convolution, product = 3 * 16 * 3 * 3 * 3, 1 * 48 * 10  # out channels · 4x4 · in channels · 3x3; m·k·n
+    assert totals.macs == convolution + product
+    assert totals.recomputed_macs == product  # the block's forward, once more
+    assert totals.backward_input_macs == product  # grad @ w.T; the convolution's input needs none
+    assert totals.backward_weight_macs == convolution + product  # each weight's: its forward's MACs

@@ -10,10 +10,11 @@ from math import prod
 from archprof.explain.document import Section, Step, flops_step
 from archprof.explain.notation import product_text
 from archprof.explain.receptive_fields import Fields, merge_note
-from archprof.graph import OpNode
+from archprof.graph import OpNode, TensorMeta
 from archprof.operators import Family, operator_named
 from archprof.operators.costs import FREE
 from archprof.passes.flops import op_cost
+from archprof.structure import map_op_args
 from archprof.units import shape_text
 
 
@@ -49,14 +50,25 @@ def catalogue_section(op: OpNode, fields: Fields) -> Section | None:
 
 def _given_steps(op: OpNode, formulas, cost, out: Sequence[int]) -> tuple[Step, ...]:
     """The counts of an operator the user gave formulas for (`archprof.count_operator`): each
-    formula called on the call's shapes (the tensors' in argument order, then `out`)."""
-    shapes = ", ".join(shape_text(t.shape) for t in op.inputs)
-    shapes = f"{shapes}, out={shape_text(out)}" if shapes else f"out={shape_text(out)}"
+    formula called as the cost pass calls it, each tensor written as its shape."""
+    args, kwargs = map_op_args(_ShapeText, TensorMeta, op.args, op.kwargs)
+    called = [*map(repr, args), *(f"{name}={value!r}" for name, value in kwargs.items()), f"out={shape_text(out)}"]
+    shapes = ", ".join(called)
     return (
         Step("MACs", formulas.words("macs", shapes), "", cost.macs),
         flops_step(cost.macs),
         Step("elementwise FLOPs", formulas.words("elementwise_flops", shapes), "", cost.elementwise_flops),
     )
+
+
+class _ShapeText:
+    """A tensor argument as a formula's call in `explain` shows it: its shape, 1x3600."""
+
+    def __init__(self, tensor: TensorMeta) -> None:
+        self.text = shape_text(tensor.shape)
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def is_free(op: OpNode) -> bool:

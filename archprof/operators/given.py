@@ -13,6 +13,7 @@ operator, and says so.
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -31,9 +32,10 @@ def count_operator(operator: Any, *, macs: Formula = 0, elementwise_flops: Formu
     `torch.library`), by the formulas given, in every analysis from now on. `operator` is
     the operator (`torch.ops.mylib.scaled_mm`, one overload of it, or the function
     `torch.library.custom_op` made) or its name (`"mylib::scaled_mm"`). `macs` and
-    `elementwise_flops` are each a number per call or a function called as the operator is,
-    with each tensor argument replaced by its shape (a tuple of ints) and the first output's
-    shape as the keyword `out`:
+    `elementwise_flops` are each a number per call or a function called as the operator is
+    (any of its overloads: they share the formulas), with each tensor argument replaced by its
+    shape (a tuple of ints, a list of them for a list of tensors) and the first output's shape
+    as the keyword `out` (`()` where it returns nothing):
 
         count_operator(torch.ops.mylib.scaled_mm, macs=lambda a, b, *, out: a[0] * a[1] * b[1])
 
@@ -65,7 +67,7 @@ class _GivenCost:
         formula = getattr(self, label)
         if not callable(formula):
             return str(formula)
-        return f"{getattr(formula, '__qualname__', None) or repr(formula)}({shapes})"
+        return f"{getattr(formula, '__name__', None) or repr(formula)}({shapes})"
 
     def __call__(self, *args, out: tuple[int, ...], **kwargs) -> Cost:
         return Cost(
@@ -75,7 +77,7 @@ class _GivenCost:
 
     def _counted(self, label: str, formula: Formula, args: tuple, out: tuple[int, ...], kwargs: dict) -> int:
         if not callable(formula):
-            return formula
+            return int(formula)
         try:
             count = formula(*args, out=out, **kwargs)
         except Exception as exc:  # the user's code: said in one line, with what it was given
@@ -91,8 +93,9 @@ class _GivenCost:
 
 
 def _a_count(value: Any) -> bool:
-    """A whole number, not below zero (an int, not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A whole number, not below zero: an int or another integral number (NumPy's, of
+    `np.prod(shape)`), not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 0
 
 
 def _operator_name(operator: Any) -> str:
@@ -101,7 +104,13 @@ def _operator_name(operator: Any) -> str:
     if isinstance(operator, CustomOpDef):
         operator = operator._opoverload
     if isinstance(operator, torch._ops.OpOverload):
-        operator = operator.overloadpacket
+        packet = operator.overloadpacket
+        if len(packet.overloads()) > 1:  # the trace names the packet: one formula serves them all
+            raise ArchprofError(
+                f"{packet} has overloads {', '.join(packet.overloads())}, and its formulas count them all: give"
+                f" the operator, torch.ops.{packet}, with formulas that take the arguments of each"
+            )
+        operator = packet
     if isinstance(operator, torch._ops.OpOverloadPacket):
         return str(operator)
     if isinstance(operator, str):

@@ -121,7 +121,11 @@ def _is_weight_gradient(op: OpNode, forward: OpNode, weights: set[int]) -> bool:
     reads x): of those with its result's shape (or, for a matrix, the transposed shape:
     PyTorch may compute W^T's gradient as W's), a weight. Where it reads none of the forward's
     operands (a copy of them), by shape alone: an input gradient has its activation's shape,
-    and where both shapes agree both products cost the same."""
+    and where both shapes agree both products cost the same. One that returns nothing (a
+    user's operator writing the gradients into tensors it is given, counted by
+    `archprof.count_operator`) has no result to tell by: an input gradient's."""
+    if not op.outputs:
+        return False
     shape = op.outputs[0].shape
     shapes = {shape, shape[::-1]} if len(shape) == 2 else {shape}
     read = {t.storage for t in op.inputs}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 
@@ -91,6 +91,7 @@ class TrainingRecorder(Recorder):
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
         self._forward_ops: list[OpNode] = []
         self._origin = -1  # the forward op of the backward op recorded last
+        self._recomputing = 0  # the non-reentrant checkpointed blocks being recomputed now
         self._positions: dict[tuple, list[int]] = {}  # `replay_key` of a forward op -> its indices
         self._replay: Replay | None = None  # the recomputation being recorded
         self._tagging_for: tuple[Replay, int] | None = None  # the replay and step of `_last_made`'s op
@@ -365,7 +366,23 @@ class TrainingRecorder(Recorder):
         """The phase of the backward-pass op being recorded, and its forward op (`node`: the
         autograd node running it); for a recomputed op, the forward op of the node that asked
         for the recomputation, until `_replayed` finds the op it runs again."""
-        return "recompute" if torch.is_grad_enabled() else "backward", self._node_origin(node)
+        recomputing = self._recomputing or torch.is_grad_enabled()  # an autograd.Function's forward runs without
+        return "recompute" if recomputing else "backward", self._node_origin(node)
+
+    def _noted_as_recomputing(self, recompute: Callable) -> Callable:
+        """A non-reentrant checkpointed block's recomputation (`frame.recompute_fn`), noted
+        while it runs: its ops are recomputed ones even where grad is off, inside an
+        autograd.Function's forward (a custom operator's with an autograd formula). A reentrant
+        block's are told by grad alone, on for its recomputation and off in the backward."""
+
+        def recomputing(*args) -> None:
+            self._recomputing += 1
+            try:
+                recompute(*args)
+            finally:
+                self._recomputing -= 1
+
+        return recomputing
 
     def _node_origin(self, node) -> int:
         origin = node.metadata.get(_ORIGIN) if node is not None else None
@@ -512,6 +529,7 @@ class TrainingRecorder(Recorder):
 
         def noted_inputs(frame, *args) -> None:
             save_inputs(frame, *args)
+            frame.recompute_fn = self._noted_as_recomputing(frame.recompute_fn)
             if not self._saving_for_itself():  # inside another block's forward: packed by its frame, not held
                 return
             storages = {self.lookup(arg).storage for arg in args if isinstance(arg, torch.Tensor)}
