@@ -3,9 +3,35 @@ records it (`Replay`), and which forward op a recomputed op may run again."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from archprof.graph import OpNode
+
+
+class Recomputations:
+    """The non-reentrant checkpointed blocks being recomputed now: their ops are recomputed
+    ones even where grad is off, inside an autograd.Function's forward (a custom operator's
+    with an autograd formula). A reentrant block's are told by grad alone."""
+
+    def __init__(self) -> None:
+        self._running = 0
+
+    @property
+    def running(self) -> bool:
+        return self._running > 0
+
+    def noted(self, recompute: Callable) -> Callable:
+        """`recompute` (a checkpoint frame's `recompute_fn`), noted while it runs."""
+
+        def recomputing(*args) -> None:
+            self._running += 1
+            try:
+                recompute(*args)
+            finally:
+                self._running -= 1
+
+        return recomputing
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 
@@ -37,7 +37,7 @@ from archprof.tracing.gradient_formulas import (
     wrapped_bytes,
 )
 from archprof.tracing.op_info import OpInfo
-from archprof.tracing.recomputation import Replay, may_run_again, replay_key
+from archprof.tracing.recomputation import Recomputations, Replay, may_run_again, replay_key
 from archprof.tracing.recorder import Recorder, call_text
 
 # The key of autograd node metadata naming the forward op (its index) that made the node.
@@ -91,7 +91,10 @@ class TrainingRecorder(Recorder):
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
         self._forward_ops: list[OpNode] = []
         self._origin = -1  # the forward op of the backward op recorded last
-        self._recomputing = 0  # the non-reentrant checkpointed blocks being recomputed now
+        self._recomputing = Recomputations()
+        # The outputs of the last forward op made with grad off, which no node has yet, and
+        # that op: weak references (`_tag_last_made`).
+        self._made_without_grad: tuple[list[weakref.ref], int] | None = None
         self._positions: dict[tuple, list[int]] = {}  # `replay_key` of a forward op -> its indices
         self._replay: Replay | None = None  # the recomputation being recorded
         self._tagging_for: tuple[Replay, int] | None = None  # the replay and step of `_last_made`'s op
@@ -334,8 +337,25 @@ class TrainingRecorder(Recorder):
 
     def _tag_last_made(self) -> None:
         made, index = self._last_made
+        if self._made_without_grad is not None:
+            references, made_at = self._made_without_grad
+            self._made_without_grad = None
+            self._tag_nodes([reference() for reference in references], made_at)
+        self._tag_nodes(made, index)
+        if made and self._phase == "forward" and not torch.is_grad_enabled():
+            # Made with grad off, as inside an autograd.Function's forward (a custom operator's
+            # with an autograd formula): the node its `apply` gives them comes once the forward
+            # returns, after the next op of the forward or a composite's end asked. Watched,
+            # not held: a tensor that dies meanwhile dies as it would.
+            untagged = [weakref.ref(tensor) for tensor in made if tensor.grad_fn is None]
+            self._made_without_grad = (untagged, index) if untagged else None
+        self._last_made, self._tagging_for = ([], -1), None
+
+    def _tag_nodes(self, made: list[torch.Tensor | None], index: int) -> None:
+        """Tag the autograd nodes of `made` (None: a tensor that died) that have none yet as
+        forward op `index`'s."""
         for tensor in made:
-            node = tensor.grad_fn
+            node = tensor.grad_fn if tensor is not None else None
             if node is not None and _ORIGIN not in node.metadata:
                 node.metadata[_ORIGIN] = index
                 if self._tagging_for is not None:  # a recomputed op's: tagged anew if attributed anew
@@ -349,7 +369,6 @@ class TrainingRecorder(Recorder):
                     node.metadata[_RETURNS_KEPT] = True
                 if index in self._numbered and self._phase == "forward":
                     self._watch_node_die(node, index)
-        self._last_made, self._tagging_for = ([], -1), None
 
     def _watch_node_die(self, node, index: int) -> None:
         """Note when `node`, the autograd node of forward op `index`, dies, and the number it
@@ -366,23 +385,10 @@ class TrainingRecorder(Recorder):
         """The phase of the backward-pass op being recorded, and its forward op (`node`: the
         autograd node running it); for a recomputed op, the forward op of the node that asked
         for the recomputation, until `_replayed` finds the op it runs again."""
-        recomputing = self._recomputing or torch.is_grad_enabled()  # an autograd.Function's forward runs without
+        # Grad is on in a recomputation and off in the backward pass; off too inside an
+        # autograd.Function's forward, which a non-reentrant block's recomputation notes.
+        recomputing = self._recomputing.running or torch.is_grad_enabled()
         return "recompute" if recomputing else "backward", self._node_origin(node)
-
-    def _noted_as_recomputing(self, recompute: Callable) -> Callable:
-        """A non-reentrant checkpointed block's recomputation (`frame.recompute_fn`), noted
-        while it runs: its ops are recomputed ones even where grad is off, inside an
-        autograd.Function's forward (a custom operator's with an autograd formula). A reentrant
-        block's are told by grad alone, on for its recomputation and off in the backward."""
-
-        def recomputing(*args) -> None:
-            self._recomputing += 1
-            try:
-                recompute(*args)
-            finally:
-                self._recomputing -= 1
-
-        return recomputing
 
     def _node_origin(self, node) -> int:
         origin = node.metadata.get(_ORIGIN) if node is not None else None
@@ -529,7 +535,7 @@ class TrainingRecorder(Recorder):
 
         def noted_inputs(frame, *args) -> None:
             save_inputs(frame, *args)
-            frame.recompute_fn = self._noted_as_recomputing(frame.recompute_fn)
+            frame.recompute_fn = self._recomputing.noted(frame.recompute_fn)
             if not self._saving_for_itself():  # inside another block's forward: packed by its frame, not held
                 return
             storages = {self.lookup(arg).storage for arg in args if isinstance(arg, torch.Tensor)}
