@@ -214,6 +214,12 @@ class EngineNotes:
     # op takes where a tensor goes (`1 + t`) is wrapped by PyTorch's argument parser into a
     # tensor of its own for the call, as in the forward.
     python_ops: set[int] = field(default_factory=set)
+    # Each op of `python_ops` -> the tensors given to the `apply` of the custom autograd
+    # Function whose Python backward ran it, those autograd follows, where known (a parameter;
+    # an activation, as the output of the forward op that made it): its products are the
+    # gradients of these, a weight's told from an input's by them (`passes.backward`), not by
+    # the operands of its forward op, the last the Function's forward ran (a bias's add).
+    function_inputs: dict[int, tuple[TensorMeta, ...]] = field(default_factory=dict)
     # The indices (in `Graph.backward_ops`) of the ops of a node whose gradient formula makes all
     # of its gradients in one C++ statement (`return {grad * other * recip, grad * -self * recip}`,
     # atan2's): each temporary is held to the end of that statement, the node's last op.

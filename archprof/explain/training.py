@@ -58,7 +58,7 @@ class Training:
             if op.origin not in mine:
                 continue
             forward = self.graph.ops[op.origin]
-            share = backward_share(op, forward, self.weights)
+            share = backward_share(op, self.graph, self.weights)
             if share is None:
                 sections.append(Section(f"{op.op}: not in the catalogue (backward)", notes=("not counted",)))
                 continue

@@ -36,10 +36,11 @@ class BackwardShare:
     elementwise_flops: int = 0
 
 
-def backward_share(op: OpNode, forward: OpNode, weights: set[int]) -> BackwardShare | None:
+def backward_share(op: OpNode, graph: Graph, weights: set[int]) -> BackwardShare | None:
     """The op's MACs (an input gradient's, a weight gradient's or a recomputed forward op's)
-    and elementwise FLOPs; None where the catalogue has no formula for it. `forward`: the
-    forward op it belongs to (`OpNode.origin`); `weights`: `weight_storages(graph)`."""
+    and elementwise FLOPs; None where the catalogue has no formula for it. `op`: one of
+    `graph.backward_ops`; `weights`: `weight_storages(graph)`."""
+    forward = graph.ops[op.origin]  # the forward op it belongs to
     cost = op_cost(op)
     if cost is None:
         return None
@@ -57,7 +58,10 @@ def backward_share(op: OpNode, forward: OpNode, weights: set[int]) -> BackwardSh
         # One kernel makes every gradient, each of its two halves one forward's products:
         # the input's and the hidden states' (`mkldnn_rnn_layer_backward`'s first outputs), both weights'.
         return BackwardShare(cost.macs // 2, cost.macs - cost.macs // 2, elementwise_flops=elementwise)
-    if cost.macs and _is_weight_gradient(op, forward, weights):
+    # The tensors whose gradients it computes: its forward op's inputs, or those given to a
+    # custom Function, whose forward op is only the last its forward ran.
+    operands = graph.engine.function_inputs.get(op.index) or forward.inputs
+    if cost.macs and _is_weight_gradient(op, operands, weights):
         return BackwardShare(weight_macs=cost.macs, elementwise_flops=elementwise)
     return BackwardShare(input_macs=cost.macs, elementwise_flops=elementwise)
 
@@ -74,7 +78,7 @@ def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list
     missing = [Counter() for _ in range(rows)]
     for op in graph.backward_ops:
         row = row_of[op.origin]
-        share = backward_share(op, graph.ops[op.origin], weights)
+        share = backward_share(op, graph, weights)
         if share is None:
             missing[row][op.op] += 1
             continue
@@ -115,7 +119,7 @@ def weight_storages(graph: Graph) -> set[int]:
 _FIXED = ("buffer", "constant")  # tensors a weight may be made with that hold no activation
 
 
-def _is_weight_gradient(op: OpNode, forward: OpNode, weights: set[int]) -> bool:
+def _is_weight_gradient(op: OpNode, forward_operands: tuple[TensorMeta, ...], weights: set[int]) -> bool:
     """Whether a gradient product computes a weight's gradient. A product computes the
     gradient of a forward operand it does not read (the gradient of x in x @ W reads W, W's
     reads x): of those with its result's shape (or, for a matrix, the transposed shape:
@@ -129,6 +133,6 @@ def _is_weight_gradient(op: OpNode, forward: OpNode, weights: set[int]) -> bool:
     shape = op.outputs[0].shape
     shapes = {shape, shape[::-1]} if len(shape) == 2 else {shape}
     read = {t.storage for t in op.inputs}
-    operands = [t for t in forward.inputs if t.shape in shapes]
+    operands = [t for t in forward_operands if t.shape in shapes]
     unread = [t for t in operands if t.storage not in read]
     return any(t.storage in weights for t in (unread if len(unread) < len(operands) else operands))

@@ -183,7 +183,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
     release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
-    numbers = _numbers_read(graph) + wrapped_numbers(graph) + _wrapped_in_python(graph)
+    numbers = _numbers_read(graph) + wrapped_numbers(graph)
     forward = len(graph.ops)
     died = _dropped_at_once(backward, moved, read_in_backward | kept, graph.engine.received)
     died |= graph.engine.python_releases
@@ -203,7 +203,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         released=_let_go_of(graph.released, frames),
         numbers=numbers,
         died=died,
-        held_between=graph.engine.random_states,
+        held_between=[*graph.engine.random_states, *_wrapped_in_python(graph)],
         one_statement={forward + index for index in graph.engine.one_statement_ops},
         in_place={forward + index for index in graph.engine.in_place_ops},
         results=results,
@@ -368,9 +368,12 @@ def _numbers_read(graph: Graph) -> list[tuple[int, int, int]]:
 
 def _wrapped_in_python(graph: Graph) -> list[tuple[int, int, int]]:
     """Each number an op of a Python backward took where a tensor goes (`1 + t` in timm's
-    Swish backward), as `wrapped_numbers` takes the forward's."""
+    Swish backward, `x / 3.` in its HardSwish's), as `liveness_over`'s `held_between` takes
+    it: held while its op runs, the argument parser's tensor for that one call, which Python
+    lets go of as the call returns (a C++ formula's lives to the end of its statement)."""
     forward = len(graph.ops)
-    return numbers_wrapped((forward + i, graph.backward_ops[i]) for i in sorted(graph.engine.python_ops))
+    steps = ((forward + i, graph.backward_ops[i]) for i in sorted(graph.engine.python_ops))
+    return [(step, step + 1, nbytes) for step, _, nbytes in numbers_wrapped(steps)]
 
 
 def _finals(moved: dict[int, int]) -> dict[int, int]:

@@ -19,6 +19,7 @@ from archprof.graph import EngineNotes, FunctionCall, ModuleCall, OpNode, Tensor
 from archprof.operators.strides import is_dense
 from archprof.structure import tensors_in
 from archprof.tracing.autograd_hooks import CPU_ROADS, CpuRoads, HeldByTheNode, RunningFormulas
+from archprof.tracing.custom_functions import MadeWithoutGrad, given_to
 from archprof.tracing.gradient_formulas import (
     CALLS_IN_A_STATEMENT,
     FILLS_ZEROS,
@@ -42,6 +43,7 @@ from archprof.tracing.recorder import Recorder, call_text
 
 # The key of autograd node metadata naming the forward op (its index) that made the node.
 _ORIGIN = "archprof_origin"
+_GIVEN = "archprof_given"  # a custom Function's node: the tensors given to its apply (`given_to`)
 # The key of the metadata of a Python backward's node (a custom torch.autograd.Function's)
 # whose returned gradients the recorder keeps (`TrainingRecorder._python_backward_returned`).
 _RETURNS_KEPT = "archprof_returns_kept"
@@ -92,9 +94,7 @@ class TrainingRecorder(Recorder):
         self._forward_ops: list[OpNode] = []
         self._origin = -1  # the forward op of the backward op recorded last
         self._recomputing = Recomputations()
-        # The outputs of the last forward op made with grad off, which no node has yet, and
-        # that op: weak references (`_tag_last_made`).
-        self._made_without_grad: tuple[list[weakref.ref], int] | None = None
+        self._made_without_grad = MadeWithoutGrad()
         self._positions: dict[tuple, list[int]] = {}  # `replay_key` of a forward op -> its indices
         self._replay: Replay | None = None  # the recomputation being recorded
         self._tagging_for: tuple[Replay, int] | None = None  # the replay and step of `_last_made`'s op
@@ -201,6 +201,7 @@ class TrainingRecorder(Recorder):
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
             self._watch_python_temporaries(kept, storages)
             self.engine.python_ops.add(len(self.ops) - 1)
+            self.engine.function_inputs[len(self.ops) - 1] = node.metadata[_GIVEN]
         if info.name == "aten.sum" and node is not None and reduces_to_an_input(node, args, kwargs or {}):
             self.engine.reductions.add(len(self.ops) - 1)  # the engine's, after the formula
         elif node_name in ONE_STATEMENT_NODES:
@@ -337,18 +338,12 @@ class TrainingRecorder(Recorder):
 
     def _tag_last_made(self) -> None:
         made, index = self._last_made
-        if self._made_without_grad is not None:
-            references, made_at = self._made_without_grad
-            self._made_without_grad = None
-            self._tag_nodes([reference() for reference in references], made_at)
+        waiting = self._made_without_grad.taken()
+        if waiting is not None:
+            self._tag_nodes(*waiting)
         self._tag_nodes(made, index)
-        if made and self._phase == "forward" and not torch.is_grad_enabled():
-            # Made with grad off, as inside an autograd.Function's forward (a custom operator's
-            # with an autograd formula): the node its `apply` gives them comes once the forward
-            # returns, after the next op of the forward or a composite's end asked. Watched,
-            # not held: a tensor that dies meanwhile dies as it would.
-            untagged = [weakref.ref(tensor) for tensor in made if tensor.grad_fn is None]
-            self._made_without_grad = (untagged, index) if untagged else None
+        if made and self._phase == "forward" and not torch.is_grad_enabled():  # a Function's forward, maybe
+            self._made_without_grad.note(made, index)
         self._last_made, self._tagging_for = ([], -1), None
 
     def _tag_nodes(self, made: list[torch.Tensor | None], index: int) -> None:
@@ -367,6 +362,7 @@ class TrainingRecorder(Recorder):
                 if isinstance(node, BackwardCFunction):  # a Python backward
                     node.register_hook(self._python_backward_returned)
                     node.metadata[_RETURNS_KEPT] = True
+                    node.metadata[_GIVEN] = given_to(node, self.lookup, self.ops, _ORIGIN)
                 if index in self._numbered and self._phase == "forward":
                     self._watch_node_die(node, index)
 
