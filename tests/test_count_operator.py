@@ -130,7 +130,7 @@ def test_explain_works_the_count_out_with_the_formula_named():
     assert "MACs = _matmul_macs(1x48, 48x10, out=1x10) = 480" in text
 
 
-# A model file that defines its operator and counts it as it does.
+# A model file that defines its operator and counts it by a formula that fails.
 _MODEL_FILE = """
     import torch
     from torch import nn
@@ -171,16 +171,22 @@ def _model_file(tmp_path, macs: str):
     return f"{path}:head"
 
 
-def test_a_model_file_that_counts_its_operator_is_counted_by_summary_and_compare(tmp_path):
-    model = _model_file(tmp_path, "a[0] * a[1] * b[1]")
-    summary = cli("summary", model, "--input", "3x4x4", "-f", "json")
+def test_the_readmes_model_file_that_counts_its_operator_is_counted_by_summary_and_compare():
+    """tests/fixtures/custom_operator.py: a 3x3 convolution to 4 channels at 8x8, then its
+    operator's (1, 256) @ (256, 10) product, scaled."""
+    model = "tests/fixtures/custom_operator.py:scaled_head"
+    summary = cli("summary", model, "--input", "3x8x8", "-f", "json")
     assert summary.exit_code == 0, summary.output
-    assert '"macs": 480' in summary.stdout
+    with FlopCounterMode(display=False) as counter:
+        torch.randn(1, 256) @ torch.randn(256, 10)  # what the operator computes
+    product = counter.get_total_flops() // 2
+    convolution = 4 * 8 * 8 * 3 * 3 * 3  # out channels · 8x8 · in channels · 3x3
+    assert f'"macs": {convolution + product}' in summary.stdout
     assert '"not_counted": {}' in summary.stdout
-    compared = cli("compare", model, "resnet18", "--input", "3x4x4", "-f", "csv")
+    compared = cli("compare", model, "resnet18", "--input", "3x8x8", "-f", "csv")
     assert compared.exit_code == 0, compared.output
     header, row, _ = compared.stdout.splitlines()
-    assert row.split(",")[header.split(",").index("macs")] == "480"
+    assert row.split(",")[header.split(",").index("macs")] == str(convolution + product)
 
 
 def test_a_formula_that_fails_in_the_cli_is_one_error_line_and_exit_2(tmp_path):
