@@ -6,7 +6,8 @@ does.
 The composite's end used to tag the nodes of its last op before the Function's `apply` had
 made one (its forward runs with grad off), so the Function's node went untagged and its
 backward's ops were taken for the op after it (a ReLU's, where no operand is a weight): the
-weight's gradient, `a.t() @ grad`, counted as an input's. Oracles: the lecture's matrix
+weight's gradient, `a.t() @ grad`, counted as an input's; checkpointed, its recomputation
+was taken for backward ops. Oracles: the lecture's matrix
 products (each gradient of `x @ W` costs the forward's m·k·n MACs) and a real CPU step's
 allocations."""
 
@@ -35,9 +36,9 @@ class MatrixProduct(torch.autograd.Function):
 class Head(nn.Module):
     """A convolution, then the Function's product with a weight, then a ReLU."""
 
-    def __init__(self, checkpointed: bool = False) -> None:
+    def __init__(self, checkpointed: str | None = None) -> None:
         super().__init__()
-        self.checkpointed = checkpointed
+        self.checkpointed = checkpointed  # None, "reentrant" or "non-reentrant"
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
         self.w = nn.Parameter(torch.randn(48, 10))
 
@@ -46,15 +47,19 @@ class Head(nn.Module):
 
     def forward(self, x):
         y = self.conv(x).flatten(1)
-        return checkpoint(self._product, y, use_reentrant=False) if self.checkpointed else self._product(y)
+        if self.checkpointed is None:
+            return self._product(y)
+        return checkpoint(self._product, y, use_reentrant=self.checkpointed == "reentrant")
 
 
 CONVOLUTION = 3 * 16 * 3 * 3 * 3  # out channels · 4x4 · in channels · 3x3
 PRODUCT = 1 * 48 * 10  # m·k·n
 
 
-@pytest.mark.parametrize("checkpointed", [False, True])
+@pytest.mark.parametrize("checkpointed", [None, "non-reentrant", "reentrant"])
 def test_a_functions_weight_gradient_is_a_weights(checkpointed):
+    """Checkpointed, it runs again in the backward pass, its forward with grad off as ever:
+    its ops recomputed ones, and a reentrant block's backward runs through its node again."""
     totals = archprof.analyze(Head(checkpointed), input_size=(3, 4, 4), training=True).totals
     assert totals.macs == CONVOLUTION + PRODUCT
     assert totals.backward_input_macs == PRODUCT  # grad @ w.T; the first convolution's input needs none

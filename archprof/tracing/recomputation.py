@@ -10,9 +10,9 @@ from archprof.graph import OpNode
 
 
 class Recomputations:
-    """The non-reentrant checkpointed blocks being recomputed now: their ops are recomputed
-    ones even where grad is off, inside an autograd.Function's forward (a custom operator's
-    with an autograd formula). A reentrant block's are told by grad alone."""
+    """The checkpointed blocks being run again now: their ops are recomputed ones even where
+    grad is off, inside an autograd.Function's forward (a custom operator's with an autograd
+    formula)."""
 
     def __init__(self) -> None:
         self._running = 0
@@ -22,12 +22,14 @@ class Recomputations:
         return self._running > 0
 
     def noted(self, recompute: Callable) -> Callable:
-        """`recompute` (a checkpoint frame's `recompute_fn`), noted while it runs."""
+        """`recompute` (a non-reentrant block's frame's `recompute_fn`, a reentrant block's
+        function), noted while it runs. A reentrant block's first run, in the forward, is
+        noted too, where nothing asks."""
 
-        def recomputing(*args) -> None:
+        def recomputing(*args):
             self._running += 1
             try:
-                recompute(*args)
+                return recompute(*args)
             finally:
                 self._running -= 1
 

@@ -342,8 +342,8 @@ class TrainingRecorder(Recorder):
         if waiting is not None:
             self._tag_nodes(*waiting)
         self._tag_nodes(made, index)
-        if made and self._phase == "forward" and not torch.is_grad_enabled():  # a Function's forward, maybe
-            self._made_without_grad.note(made, index)
+        if made and not torch.is_grad_enabled() and (self._phase == "forward" or self._recomputing.running):
+            self._made_without_grad.note(made, index)  # a Function's forward, maybe
         self._last_made, self._tagging_for = ([], -1), None
 
     def _tag_nodes(self, made: list[torch.Tensor | None], index: int) -> None:
@@ -382,7 +382,7 @@ class TrainingRecorder(Recorder):
         autograd node running it); for a recomputed op, the forward op of the node that asked
         for the recomputation, until `_replayed` finds the op it runs again."""
         # Grad is on in a recomputation and off in the backward pass; off too inside an
-        # autograd.Function's forward, which a non-reentrant block's recomputation notes.
+        # autograd.Function's forward, which a block's recomputation notes.
         recomputing = self._recomputing.running or torch.is_grad_enabled()
         return "recompute" if recomputing else "backward", self._node_origin(node)
 
@@ -540,13 +540,20 @@ class TrainingRecorder(Recorder):
                 self.engine.checkpoint_inputs[storage] = None
             self._watching.append(weakref.finalize(frame, self._frame_died, storages))
 
+        reentrant = checkpointing.CheckpointFunction.forward
+
+        def noted_function(ctx, run_function, *rest):  # the function a reentrant block's backward runs again
+            return reentrant(ctx, self._recomputing.noted(run_function), *rest)
+
         torch.get_rng_state, checkpointing._infer_device_type = noted_state, as_on_a_cpu
         checkpointing._CheckpointFrame.save_inputs = noted_inputs
+        checkpointing.CheckpointFunction.forward = staticmethod(noted_function)
         try:
             yield
         finally:
             torch.get_rng_state, checkpointing._infer_device_type = take_state, device_type_of
             checkpointing._CheckpointFrame.save_inputs = save_inputs
+            checkpointing.CheckpointFunction.forward = staticmethod(reentrant)
 
     def _saving_for_itself(self) -> bool:
         """Whether what autograd saves now is packed by this recorder's hook (`pack_saved`),
