@@ -245,9 +245,11 @@ class _Context:
             t for op in group.ops for t in op.inputs if t.kind == "parameter" and self.parameter_row[t.name] == index
         ]
         terms = [(t.name, t.numel) for t in dict.fromkeys(parameters)]
+        elsewhere = []  # a module never called whose parameters another row reads (an attention's out_proj)
         if not terms and group.call < 0:  # a module never called: its own parameters, as the report counts them
             own = [p for p in self.graph.parameters if p.module_path == group.path and not p.is_buffer]
-            terms = [(p.name, p.numel) for p in own]
+            terms = [(p.name, p.numel) for p in own if p.name not in self.parameter_row]
+            elsewhere = [p.name for p in own if p.name in self.parameter_row]
         steps.append(sum_step("parameters", terms, self.params["param_count"][index]))
         macs = sum(cost.macs for _, cost in costs)
         steps.append(sum_step("MACs", [(op.op, cost.macs) for op, cost in costs if cost.macs], macs))
@@ -258,7 +260,11 @@ class _Context:
         worked = " + ".join(f"{product_text(t.shape)} · {t.dtype.itemsize}" for t in outputs)
         formula = "numel · bytes per element" if outputs else ""  # no output: no formula to fill
         steps.append(Step("activation bytes", formula, worked, sum(t.nbytes for t in outputs)))
-        notes = []
+        notes = [
+            f"{name}: counted on row {self.parameter_row[name] + 1} ({self.labels[self.parameter_row[name]]}),"
+            " the first to use it"
+            for name in elsewhere
+        ]
         not_counted = self.report.columns["not_counted"][index]
         if not_counted:
             notes.append("not counted (no formula): " + ", ".join(f"{op} x{n}" for op, n in not_counted.items()))

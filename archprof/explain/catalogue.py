@@ -105,7 +105,8 @@ def _elementwise_step(op: OpNode, formula, flops: int, out: Sequence[int]) -> St
         per = flops // prod(out)
         worked = f"{per} · {product_text(out)}"
         return Step("elementwise FLOPs", f"{per} per output element · numel(out)", worked, flops)
-    if x and prod(x) and flops % prod(x) == 0 and flops:
+    # Only where the formula is one per element (a reduction's, a norm's), not a total that happens to divide.
+    if ("per input element" in doc or "per element" in doc) and x and prod(x) and flops % prod(x) == 0 and flops:
         per = flops // prod(x)
         return Step("elementwise FLOPs", f"{per} per input element · numel(in)", f"{per} · {product_text(x)}", flops)
     return Step("elementwise FLOPs", doc, "", flops)

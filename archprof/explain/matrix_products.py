@@ -47,6 +47,36 @@ def fused_attention(op: OpNode) -> Section:
     return Section(title, steps, notes)
 
 
+def fused_attention_gradient(op: OpNode, input_macs: int) -> Section:
+    """The fused attention's gradient (`flash_attention_backward_cost`), from the output's
+    gradient, Q, K, V, the output and the log-sum-exp: the scores again, then four products,
+    the probabilities again and the softmax's gradient. Its MACs are the gradients of Q, K
+    and V, which it computes whole: an input gradient's where `input_macs` holds them."""
+    _, q, k, v = op.args[:4]
+    batch, heads, length, width = q.shape
+    keys, value_width = k.shape[-2], v.shape[-1]
+    cost = op_cost(op)
+    scores = batch * heads * length * keys
+    kind = "input gradient" if input_macs else "weight gradient"
+    steps = (
+        Step("scores", "B · Hq · L · S", f"{batch} · {heads} · {length} · {keys}", scores),
+        Step(
+            f"{kind} MACs",
+            "scores · (3E + 2Ev): Q K^T again, dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q",
+            f"{scores:,} · (3 · {width} + 2 · {value_width})",
+            cost.macs,
+        ),
+        Step(
+            "elementwise FLOPs",
+            "6 · scores (the probabilities again from the log-sum-exp 2, the softmax's gradient 4)",
+            f"6 · {scores:,}",
+            cost.elementwise_flops,
+        ),
+    )
+    title = f"{op.op}: the {kind} of attention of {length} queries over {keys} keys, {heads} heads of {width}"
+    return Section(title, steps)
+
+
 def multi_head_attention(op: OpNode) -> Section:
     """nn.MultiheadAttention's fused inference kernel (`native_multi_head_attention_cost`): the
     four projections and the attention over B batches of H heads, L queries and S keys."""

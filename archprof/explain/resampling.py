@@ -54,14 +54,12 @@ def resampling(op: OpNode) -> Section:
     for d, name in enumerate(names):
         size_in, size_out = x.shape[-dims + d], out[-dims + d]
         if scaled:
-            steps.append(
-                Step(
-                    f"{name}_out",
-                    f"floor({name}_in · scale_{name.lower()})",
-                    f"floor({size_in} · {scales[d]})",
-                    size_out,
-                )
-            )
+            # The product in double precision, as PyTorch takes it: 100 · 1.15 is 114.99999999999999.
+            product = size_in * scales[d]
+            worked = f"floor({size_in} · {scales[d]})"
+            if product != int(product):
+                worked += f" = floor({product!r})"
+            steps.append(Step(f"{name}_out", f"floor({name}_in · scale_{name.lower()})", worked, size_out))
         else:
             steps.append(Step(f"{name}_out", "output_size", "", size_out))
     steps += _resampling_flops(op, names, taps, scales, align_corners, out)

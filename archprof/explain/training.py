@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from archprof.explain.catalogue import catalogue_section, is_free
 from archprof.explain.document import Section, Step, sum_step
+from archprof.explain.matrix_products import fused_attention_gradient
 from archprof.explain.notation import product_text
 from archprof.explain.resampling import antialiased_window_sums, resampling_mode, taps_product
 from archprof.graph import Graph, OpNode, ParameterInfo
@@ -182,6 +183,8 @@ def _operator(op: OpNode, forward: OpNode, share: BackwardShare, forward_section
         return _norm_gradient(op, forward, share)
     if op.op == "aten.mkldnn_rnn_layer_backward":
         return _lstm_layer_gradient(op, forward, share)
+    if op.op == "aten._scaled_dot_product_flash_attention_for_cpu_backward":
+        return fused_attention_gradient(op, share.input_macs)
     if op.op == f"{forward.op}_backward" and resampling_mode(forward) is not None:
         return _resampling_gradient(op, forward, share)
     section = catalogue_section(op, {})
@@ -190,7 +193,8 @@ def _operator(op: OpNode, forward: OpNode, share: BackwardShare, forward_section
         steps = tuple(
             Step(f"{kind} MACs", s.formula, s.worked, s.value) for s in section.steps if s.name == "MACs"
         ) + tuple(s for s in section.steps if s.name not in ("MACs", "FLOPs"))
-        operands = " @ ".join(shape_text(t.shape) for t in op.inputs)
+        # A product's two operands; another operator's inputs, listed.
+        operands = (" @ " if len(op.inputs) == 2 else ", ").join(shape_text(t.shape) for t in op.inputs)
         return Section(f"{op.op}: the {kind} of {forward.op}, {operands}", steps, section.notes)
     title = f"{section.title}, in the gradient of {forward.op}"
     if op.op in ("aten.add", "aten.add_") and len(op.inputs) == 2:  # not the forward's residual merge
