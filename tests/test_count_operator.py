@@ -37,19 +37,23 @@ NAME = "archprof_tests.scaled_mm"
 
 
 class Head(nn.Module):
-    def __init__(self):
+    """A (48, 10) weight's product by a custom operator, then a ReLU."""
+
+    def __init__(self, product=scaled_mm):
         super().__init__()
+        self.product = product
         self.w = nn.Parameter(torch.randn(48, 10))
 
     def forward(self, x):
-        return scaled_mm(x.flatten(1), self.w).relu()
+        return self.product(x.flatten(1), self.w).relu()
 
 
 @pytest.fixture(autouse=True)
 def uncounted():
-    """Each test starts, and leaves, with the operator unknown to archprof."""
+    """Each test starts, and leaves, with this file's operators unknown to archprof."""
     yield
-    GIVEN_FORMULAS.pop(NAME, None)
+    for name in [name for name in GIVEN_FORMULAS if name.startswith("archprof_tests.")]:
+        del GIVEN_FORMULAS[name]
     find_operator.cache_clear()
     operator_named.cache_clear()
 
@@ -213,15 +217,7 @@ class Sums(nn.Module):
         return weighted_sum([x, x, x], None, 0.5, 4)
 
 
-@pytest.fixture
-def weighted_sum_uncounted():
-    yield
-    GIVEN_FORMULAS.pop("archprof_tests.weighted_sum", None)
-    find_operator.cache_clear()
-    operator_named.cache_clear()
-
-
-def test_a_formula_gets_lists_none_and_numbers_as_called_and_explain_shows_that_call(weighted_sum_uncounted):
+def test_a_formula_gets_lists_none_and_numbers_as_called_and_explain_shows_that_call():
     def flops(xs, bias, alpha, n, *, out):
         assert (bias, alpha, n) == (None, 0.5, 4)
         return n * len(xs) * math.prod(out)
@@ -287,28 +283,10 @@ def _mm_backward(ctx, grad):
 plain_mm.register_autograd(_mm_backward, setup_context=_saved)
 
 
-class TrainedHead(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(48, 10))
-
-    def forward(self, x):
-        return plain_mm(x.flatten(1), self.w)
-
-
-@pytest.fixture
-def gradients_uncounted():
-    yield
-    for name in ("archprof_tests.mm", "archprof_tests.mm_gradients_into"):
-        GIVEN_FORMULAS.pop(name, None)
-    find_operator.cache_clear()
-    operator_named.cache_clear()
-
-
-def test_a_counted_backward_operator_that_returns_nothing_counts_as_an_input_gradient(gradients_uncounted):
+def test_a_counted_backward_operator_that_returns_nothing_counts_as_an_input_gradient():
     archprof.count_operator(plain_mm, macs=_matmul_macs)
     archprof.count_operator(mm_gradients_into, macs=lambda grad, a, b, grad_a, grad_b, *, out: 2 * a[0] * a[1] * b[1])
-    totals = archprof.analyze(TrainedHead(), input_size=(3, 4, 4), training=True).totals
+    totals = archprof.analyze(Head(plain_mm), input_size=(3, 4, 4), training=True).totals
     assert totals.macs == 480
     assert totals.backward_input_macs == 2 * 480  # its one figure, which no result splits
     assert totals.not_counted == {}
@@ -346,15 +324,7 @@ class CheckpointedHead(nn.Module):
         return checkpoint(lambda t: checkpointed_mm(t, self.w).relu(), y, use_reentrant=False)
 
 
-@pytest.fixture
-def checkpointed_uncounted():
-    yield
-    GIVEN_FORMULAS.pop("archprof_tests.checkpointed_mm", None)
-    find_operator.cache_clear()
-    operator_named.cache_clear()
-
-
-def test_a_counted_operator_run_again_by_a_checkpoint_is_recomputed_not_a_gradient(checkpointed_uncounted):
+def test_a_counted_operator_run_again_by_a_checkpoint_is_recomputed_not_a_gradient():
     """Its recomputation runs inside the autograd.Function that its autograd formula makes,
     where grad is off, as it is in the backward pass."""
     archprof.count_operator(checkpointed_mm, macs=_matmul_macs)
