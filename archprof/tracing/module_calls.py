@@ -40,8 +40,9 @@ def attach_hooks(
     earlier one is copied from it (`archprof.tracing.replay`). Hooks run as they would.
     A module reached under several names (`paths`: module id -> its paths) records each call
     under the name its caller holds it by (`Recorder.reached_as`).
-    As with nn.Module hooks, a forward that raises leaves its call on the recorder's stack,
-    for the error to say where it failed."""
+    A forward that raises closes its call, which returned nothing, and the recorder keeps
+    where it raised, for the error to say (`Recorder.left_by_a_raise`): a model that catches it
+    goes on in its own call."""
     originals, handles = [], []
     for path, module in modules:
         if not path:  # the model's own call is recorded around its whole call (`model_called`)
@@ -150,14 +151,18 @@ class _RecordedForward:
         recorder = self.recorder
         path = recorder.running_path() if self.entered_by_hook else self._opened(args, kwargs)
         output = start = None
-        if self.shortcut is not None and len(args) == 1 and not kwargs and reaches_as_defined(self.module, self):
-            output = recorder.answer_directly(self.module, args[0], self.shortcut)
-        elif self.replays is not None:
-            output, start = self.replays.answer(self.module, path, args, kwargs)
-        if output is None:
-            output = self.__wrapped__(*args, **kwargs)
-            if start is not None:
-                self.replays.learn(start, args, output)
+        try:
+            if self.shortcut is not None and len(args) == 1 and not kwargs and reaches_as_defined(self.module, self):
+                output = recorder.answer_directly(self.module, args[0], self.shortcut)
+            elif self.replays is not None:
+                output, start = self.replays.answer(self.module, path, args, kwargs)
+            if output is None:
+                output = self.__wrapped__(*args, **kwargs)
+                if start is not None:
+                    self.replays.learn(start, args, output)
+        except BaseException as exc:  # the caller may catch it and go on: its later ops are not this call's
+            recorder.left_by_a_raise(exc)
+            raise
         if self.post_hook:
             recorder.post_hook(self.module, args, output)
         return output

@@ -73,6 +73,8 @@ class Recorder(TorchDispatchMode):
         self.call_outputs: dict[int, tuple[TensorMeta, ...]] = {}
         # The module calls running now, each with its arguments (their shapes, for errors).
         self._stack: list[tuple[ModuleCall, Any]] = []
+        # The last exception a module call raised, with that call and its arguments (`left_by_a_raise`).
+        self._raised: tuple[BaseException, ModuleCall, Any] | None = None
         # A module reached under several names (`reached_as`): the name chosen for its paths
         # in a running call's, and the one its last call had.
         self._reached_in: dict[tuple[int, str], str] = {}
@@ -306,11 +308,30 @@ class Recorder(TorchDispatchMode):
         else:
             self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
 
+    def left_by_a_raise(self, exc: BaseException) -> None:
+        """The module call running now ended by raising `exc`: closed, having returned nothing,
+        and kept as where `exc` was raised (its innermost call, the first to see it) for the
+        error, should `exc` end the trace; a model that catches it goes on in its own call (and
+        a recomputation that stops early, non-reentrant checkpointing's, in the backward pass)."""
+        call, args = self._stack.pop()
+        if call.index >= 0:  # not a call a training step's recomputation ran again (`TrainingRecorder.enter`)
+            self.call_outputs[call.index] = ()
+        if self._raised is None or self._raised[0] is not exc:
+            self._raised = (exc, call, args)
+
+    def _failed_in(self, exc: BaseException) -> tuple[ModuleCall, Any] | None:
+        """The innermost module call `exc` was raised in, with its arguments; else the call
+        running now (an exception the model's own code raised); None outside any."""
+        if self._raised is not None and self._raised[0] is exc:
+            return self._raised[1:]
+        return self._stack[-1] if self._stack else None
+
     def describe_failure(self, exc: Exception, input_shapes) -> str:
         reason = failure_reason(exc)
-        if not self._stack:
+        failed = self._failed_in(exc)
+        if failed is None:
             return f"the model's forward failed on input {input_shapes_text(input_shapes)}: {reason}"
-        call, args = self._stack[-1]
+        call, args = failed
         shapes = tuple(tuple(a.shape) for a in tensors_in(args))
         return f"the forward pass failed in {call_text(call)} on input {input_shapes_text(shapes)}: {reason}"
 
@@ -318,9 +339,10 @@ class Recorder(TorchDispatchMode):
         """The path of the module call running now (the one `enter` opened last)."""
         return self._stack[-1][0].path
 
-    def inner_module(self) -> str:
-        """The submodule call running now, "module 'layer1.0' (BasicBlock)"; "" in the model's own code."""
-        call = self._stack[-1][0] if self._stack else None
+    def inner_module(self, exc: BaseException) -> str:
+        """The submodule call `exc` was raised in, "module 'layer1.0' (BasicBlock)"; "" in the model's own code."""
+        failed = self._failed_in(exc)
+        call = failed[0] if failed is not None else None
         return call_text(call) if call is not None and call.path else ""
 
     # -- operators -----------------------------------------------------------------------

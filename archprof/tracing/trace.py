@@ -280,7 +280,7 @@ def _traced_once(
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SystemExit and kin: the caller's process must go on
-        raise forward_exit_error(type_name(model), exc, recorder.inner_module()) from None
+        raise forward_exit_error(type_name(model), exc, recorder.inner_module(exc)) from None
     finally:
         for module, was_training in training_modes.items():
             if module.training != was_training:

@@ -423,9 +423,7 @@ class TrainingRecorder(Recorder):
         return self._replay, 0
 
     def _recomputed_path(self, node) -> str | None:
-        """The module call running the recomputation `node` asked for, None outside any. A
-        recomputation that stops early (non-reentrant checkpointing's, once it has what the
-        backward pass needs) leaves the calls it was in on the stack: those are passed over."""
+        """The module call running the recomputation `node` asked for, None outside any."""
         for call, asker in reversed(self._stack):
             if asker is node:
                 return call.path

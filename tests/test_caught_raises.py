@@ -1,0 +1,69 @@
+"""A model that catches what one of its modules raised and goes on without it: that call
+returned nothing, and what the model does next is its own (or the next module's), not the
+raising module's. The call was left open, so the model's later product was put on the raising
+module's row, with the model's output, and `profile` reported a shape and a FLOPs mismatch
+for it. Oracles: FlopCounterMode's count per module around a real forward, and the real call's
+output (none). An uncaught raise is still named where it happened."""
+
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import archprof
+from archprof.errors import ArchprofError
+
+
+class Refuses(nn.Module):
+    def forward(self, x):
+        y = x * 2  # some work first, then the refusal
+        raise ValueError(f"cannot take {tuple(y.shape)}")
+
+
+class TriesFirst(nn.Module):
+    """Tries an optional module, carries on without it where it raises."""
+
+    def __init__(self, catch: bool = True) -> None:
+        super().__init__()
+        self.catch = catch
+        self.optional = Refuses()
+        self.fc = nn.Linear(8, 8)
+        self.w = nn.Parameter(torch.randn(8, 4))
+
+    def forward(self, x):
+        with contextlib.suppress(ValueError) if self.catch else contextlib.nullcontext():
+            x = self.optional(x)
+        x = self.fc(x)
+        return x @ self.w  # the model's own product, after the caught raise
+
+
+def test_what_the_model_does_after_a_caught_raise_is_its_own():
+    model = TriesFirst()
+    report = archprof.analyze(model, input_size=(8,))
+    columns = report.columns
+    rows = {
+        layer: (shape, macs)
+        for layer, shape, macs in zip(*(columns[c] for c in ("layer", "output_shape", "macs")), strict=True)
+    }
+    assert rows["optional"] == ("", 0)  # no tensor returned; its x * 2 is elementwise
+    assert rows["fc"] == ("1x8", 8 * 8)  # in · out
+    assert rows[""] == ("1x4", 8 * 4)  # the model's own product, (1, 8) @ (8, 4)
+    with FlopCounterMode(display=False) as counter:
+        output = model(torch.randn(1, 8))
+    assert report.totals.macs == counter.get_total_flops() // 2
+    assert report.graph.outputs[0].shape == tuple(output.shape)
+    assert report.totals.param_count == sum(p.numel() for p in model.parameters())
+
+
+def test_profile_finds_the_prediction_of_a_caught_raise_as_measured():
+    result = archprof.profile(
+        TriesFirst(), input_size=(8,), device="cpu", warmup=0, repeat=1, peak_flops="10G", bandwidth="10GB/s"
+    )
+    assert all(check.status != "mismatch" for check in result.measured.checks), result.measured.checks
+
+
+def test_a_raise_the_model_does_not_catch_is_named_where_it_happened():
+    with pytest.raises(ArchprofError, match=r"failed in module 'optional' \(Refuses\) on input 1x8: .*cannot take"):
+        archprof.analyze(TriesFirst(catch=False), input_size=(8,))
