@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
 from archprof.errors import ArchprofError
+from tests.memory_oracle import profiled_peaks
 
 
 class Refuses(nn.Module):
@@ -67,3 +68,29 @@ def test_profile_finds_the_prediction_of_a_caught_raise_as_measured():
 def test_a_raise_the_model_does_not_catch_is_named_where_it_happened():
     with pytest.raises(ArchprofError, match=r"failed in module 'optional' \(Refuses\) on input 1x8: .*cannot take"):
         archprof.analyze(TriesFirst(catch=False), input_size=(8,))
+
+
+class RefusesAfterAWideCopy(nn.Module):
+    def forward(self, x):
+        wide = torch.cat([x] * 16)  # held by this frame, which Python frees once the raise is caught
+        raise ValueError(f"cannot take {tuple(wide.shape)}")
+
+
+class ThenThreeMaps(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.optional = RefusesAfterAWideCopy()
+
+    def forward(self, x):
+        with contextlib.suppress(ValueError):
+            x = self.optional(x)
+        return x.relu().relu().relu()
+
+
+def test_what_a_caught_raise_made_is_let_go_of_as_python_lets_go_of_it():
+    """Keeping the exception for the error kept its traceback, the raising forward's frame and
+    its wide copy: 12,288 B over the real forward's peak."""
+    x = torch.randn(4, 256)
+    peak = archprof.analyze(ThenThreeMaps(), input_size=(256,), batch=4).totals.peak_activation_bytes
+    _, lasting = profiled_peaks(ThenThreeMaps(), x)
+    assert peak == lasting + x.nbytes

@@ -11,6 +11,7 @@ answers without their forward running through `answer_directly`.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import weakref
@@ -47,6 +48,10 @@ _RUNTIME_CHECKS = frozenset(
 )
 
 
+# The attribute an exception a module call raised is given: that call and its input shapes
+# (`Recorder.left_by_a_raise`).
+_RAISED_IN = "_archprof_raised_in"
+
 # Tensors the trace itself holds from start to end: never watched for their release.
 _HELD_THROUGHOUT = frozenset({"parameter", "buffer", "input"})
 
@@ -73,8 +78,6 @@ class Recorder(TorchDispatchMode):
         self.call_outputs: dict[int, tuple[TensorMeta, ...]] = {}
         # The module calls running now, each with its arguments (their shapes, for errors).
         self._stack: list[tuple[ModuleCall, Any]] = []
-        # The last exception a module call raised, with that call and its arguments (`left_by_a_raise`).
-        self._raised: tuple[BaseException, ModuleCall, Any] | None = None
         # A module reached under several names (`reached_as`): the name chosen for its paths
         # in a running call's, and the one its last call had.
         self._reached_in: dict[tuple[int, str], str] = {}
@@ -310,29 +313,36 @@ class Recorder(TorchDispatchMode):
 
     def left_by_a_raise(self, exc: BaseException) -> None:
         """The module call running now ended by raising `exc`: closed, having returned nothing,
-        and kept as where `exc` was raised (its innermost call, the first to see it) for the
-        error, should `exc` end the trace; a model that catches it goes on in its own call (and
-        a recomputation that stops early, non-reentrant checkpointing's, in the backward pass)."""
+        and noted on `exc` as where it was raised (its innermost call, the first to see it), for
+        the error, should `exc` end the trace; a model that catches it goes on in its own call (and
+        a recomputation that stops early, non-reentrant checkpointing's, in the backward pass).
+        Noted on the exception, not kept here: its traceback holds the forward's frames and their
+        tensors, which Python frees once the model has caught it."""
         call, args = self._stack.pop()
         if call.index >= 0:  # not a call a training step's recomputation ran again (`TrainingRecorder.enter`)
             self.call_outputs[call.index] = ()
-        if self._raised is None or self._raised[0] is not exc:
-            self._raised = (exc, call, args)
+        if not hasattr(exc, _RAISED_IN):
+            shapes = tuple(tuple(a.shape) for a in tensors_in(args))
+            with contextlib.suppress(AttributeError, TypeError):  # an exception type that takes no attribute
+                setattr(exc, _RAISED_IN, (call, shapes))
 
-    def _failed_in(self, exc: BaseException) -> tuple[ModuleCall, Any] | None:
-        """The innermost module call `exc` was raised in, with its arguments; else the call
+    def _failed_in(self, exc: BaseException) -> tuple[ModuleCall, tuple] | None:
+        """The innermost module call `exc` was raised in, with its input shapes; else the call
         running now (an exception the model's own code raised); None outside any."""
-        if self._raised is not None and self._raised[0] is exc:
-            return self._raised[1:]
-        return self._stack[-1] if self._stack else None
+        raised_in = getattr(exc, _RAISED_IN, None)
+        if raised_in is not None:
+            return raised_in
+        if not self._stack:
+            return None
+        call, args = self._stack[-1]
+        return call, tuple(tuple(a.shape) for a in tensors_in(args))
 
     def describe_failure(self, exc: Exception, input_shapes) -> str:
         reason = failure_reason(exc)
         failed = self._failed_in(exc)
         if failed is None:
             return f"the model's forward failed on input {input_shapes_text(input_shapes)}: {reason}"
-        call, args = failed
-        shapes = tuple(tuple(a.shape) for a in tensors_in(args))
+        call, shapes = failed
         return f"the forward pass failed in {call_text(call)} on input {input_shapes_text(shapes)}: {reason}"
 
     def running_path(self) -> str:
