@@ -23,6 +23,12 @@ class Refuses(nn.Module):
         raise ValueError(f"cannot take {tuple(y.shape)}")
 
 
+def _rows(report) -> dict[str, tuple[str, int]]:
+    """Each row's output shape and MACs, by its layer."""
+    columns = (report.columns[name] for name in ("layer", "output_shape", "macs"))
+    return {layer: (shape, macs) for layer, shape, macs in zip(*columns, strict=True)}
+
+
 class TriesFirst(nn.Module):
     """Tries an optional module, carries on without it where it raises."""
 
@@ -43,11 +49,7 @@ class TriesFirst(nn.Module):
 def test_what_the_model_does_after_a_caught_raise_is_its_own():
     model = TriesFirst()
     report = archprof.analyze(model, input_size=(8,))
-    columns = report.columns
-    rows = {
-        layer: (shape, macs)
-        for layer, shape, macs in zip(*(columns[c] for c in ("layer", "output_shape", "macs")), strict=True)
-    }
+    rows = _rows(report)
     assert rows["optional"] == ("", 0)  # no tensor returned; its x * 2 is elementwise
     assert rows["fc"] == ("1x8", 8 * 8)  # in · out
     assert rows[""] == ("1x4", 8 * 4)  # the model's own product, (1, 8) @ (8, 4)
@@ -94,3 +96,40 @@ def test_what_a_caught_raise_made_is_let_go_of_as_python_lets_go_of_it():
     peak = archprof.analyze(ThenThreeMaps(), input_size=(256,), batch=4).totals.peak_activation_bytes
     _, lasting = profiled_peaks(ThenThreeMaps(), x)
     assert peak == lasting + x.nbytes
+
+
+def _refuse(module, args, *rest):
+    raise ValueError("a hook refuses")
+
+
+class HookRefuses(nn.Module):
+    """An optional layer whose own forward pre-hook (`before`) or forward hook refuses, caught."""
+
+    def __init__(self, before: bool) -> None:
+        super().__init__()
+        self.optional = nn.Linear(8, 8)
+        register = self.optional.register_forward_pre_hook if before else self.optional.register_forward_hook
+        register(_refuse)
+        self.fc = nn.Linear(8, 8)
+        self.w = nn.Parameter(torch.randn(8, 4))
+
+    def forward(self, x):
+        with contextlib.suppress(ValueError):
+            x = self.optional(x)
+        return self.fc(x) @ self.w
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["pre-hook", "forward hook"])
+def test_a_hook_of_the_modules_own_that_raises_closes_its_call_too(before):
+    """No forward of archprof's sees a hook's raise: the call stayed open, the model's product
+    went on the layer's row, and the model's own row was lost."""
+    model = HookRefuses(before)
+    rows = _rows(archprof.analyze(model, input_size=(8,)))
+    # Refused before its forward: nothing ran; after it: its product ran, its output made.
+    assert rows["optional"] == (("", 0) if before else ("1x8", 8 * 8))
+    assert rows["fc"] == ("1x8", 8 * 8)
+    assert rows[""] == ("1x4", 8 * 4)
+    result = archprof.profile(
+        HookRefuses(before), input_size=(8,), device="cpu", warmup=0, repeat=1, peak_flops="10G", bandwidth="10GB/s"
+    )
+    assert all(check.status != "mismatch" for check in result.measured.checks), result.measured.checks

@@ -6,6 +6,7 @@ call, or for a ScriptModule its ops attributed by their call stacks (`model_call
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,9 +41,9 @@ def attach_hooks(
     earlier one is copied from it (`archprof.tracing.replay`). Hooks run as they would.
     A module reached under several names (`paths`: module id -> its paths) records each call
     under the name its caller holds it by (`Recorder.reached_as`).
-    A forward that raises closes its call, which returned nothing, and the recorder keeps
+    A forward that raises closes its call, which returned nothing, and the recorder notes
     where it raised, for the error to say (`Recorder.left_by_a_raise`): a model that catches it
-    goes on in its own call."""
+    goes on in its own call. So does a hook of the module's own that raises (`closing`)."""
     originals, handles = [], []
     for path, module in modules:
         if not path:  # the model's own call is recorded around its whole call (`model_called`)
@@ -61,6 +62,9 @@ def attach_hooks(
         if module._forward_pre_hooks:
             forward.entered_by_hook = True
             handles.append(module.register_forward_pre_hook(forward.enter, prepend=True, with_kwargs=True))
+        if module._forward_pre_hooks or module._forward_hooks:  # hooks of its own, which may raise
+            forward.depths = []
+            handles.append(module.register_forward_hook(forward.closing, always_call=True))
         module.__dict__["forward"] = forward
     return [_Restore(originals), *handles]
 
@@ -105,6 +109,7 @@ class _RecordedForward:
 
     __slots__ = (
         "__wrapped__",
+        "depths",
         "entered_by_hook",
         "module",
         "path",
@@ -135,6 +140,8 @@ class _RecordedForward:
         self.shortcut = shortcut
         self.replays = replays
         self.entered_by_hook = False  # whether `enter` runs as the module's first forward pre-hook
+        # With hooks of its own: the number of calls open once each of its calls running opened (`closing`).
+        self.depths: list[int] | None = None
 
     def enter(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         """The module's call opened as its first forward pre-hook (None: its input kept)."""
@@ -145,7 +152,16 @@ class _RecordedForward:
         recorder = self.recorder
         path = self.path if type(self.path) is str else recorder.reached_as(self.path)
         recorder.enter(path, self.type_name, (*args, *kwargs.values()) if kwargs else args)  # as the model's
+        if self.depths is not None:
+            self.depths.append(recorder.open_calls())
         return path
+
+    def closing(self, module: torch.nn.Module, args: tuple, output) -> None:
+        """The module's last forward hook, which PyTorch calls even where its call raised
+        (`always_call`): one of its own hooks that raised, where no forward of archprof's
+        saw it, closes the call as a forward that raises does (`Recorder.left_by_a_raise`)."""
+        if self.recorder.open_calls() >= self.depths.pop():  # still open: not closed by the post hook
+            self.recorder.left_by_a_raise(sys.exc_info()[1], output)
 
     def __call__(self, *args, **kwargs):
         recorder = self.recorder

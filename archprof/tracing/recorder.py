@@ -311,17 +311,22 @@ class Recorder(TorchDispatchMode):
         else:
             self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
 
-    def left_by_a_raise(self, exc: BaseException) -> None:
-        """The module call running now ended by raising `exc`: closed, having returned nothing,
-        and noted on `exc` as where it was raised (its innermost call, the first to see it), for
-        the error, should `exc` end the trace; a model that catches it goes on in its own call (and
-        a recomputation that stops early, non-reentrant checkpointing's, in the backward pass).
+    def open_calls(self) -> int:
+        """How many module calls are running now."""
+        return len(self._stack)
+
+    def left_by_a_raise(self, exc: BaseException | None, output=None) -> None:
+        """The module call running now ended by raising `exc`: closed, having returned nothing
+        (or `output`, what its forward returned before a hook of its own raised), and noted on
+        `exc` as where it was raised (its innermost call, the first to see it), for the error,
+        should `exc` end the trace; a model that catches it goes on in its own call (and a
+        recomputation that stops early, non-reentrant checkpointing's, in the backward pass).
         Noted on the exception, not kept here: its traceback holds the forward's frames and their
         tensors, which Python frees once the model has caught it."""
         call, args = self._stack.pop()
         if call.index >= 0:  # not a call a training step's recomputation ran again (`TrainingRecorder.enter`)
-            self.call_outputs[call.index] = ()
-        if not hasattr(exc, _RAISED_IN):
+            self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
+        if exc is not None and not hasattr(exc, _RAISED_IN):
             shapes = tuple(tuple(a.shape) for a in tensors_in(args))
             with contextlib.suppress(AttributeError, TypeError):  # an exception type that takes no attribute
                 setattr(exc, _RAISED_IN, (call, shapes))
