@@ -26,6 +26,7 @@ from archprof.load import (
     check_static_shapes,
     device_of,
     load_model,
+    nested_hint,
     normalize_inputs,
     parse_input_size,
 )
@@ -338,7 +339,13 @@ def _sample_shape(input_size) -> tuple[int, ...]:
         )
     if isinstance(input_size, (Mapping, Set, bytes)) or not hasattr(input_size, "__iter__"):  # a set has no order
         raise ArchprofError(f"input_size must be a shape such as (3, 224, 224) or '3x224x224', got {shown(input_size)}")
-    return tuple(input_size)
+    shape = tuple(input_size)
+    if len(shape) > 1 and all(isinstance(size, (tuple, list)) for size in shape):  # several shapes
+        raise ArchprofError(
+            f"input_size is one input's shape, got {len(shape)} shapes: give them as inputs={list(shape)!r}"
+            f"{nested_hint(shape)}"
+        )
+    return shape
 
 
 def trace_loaded(

@@ -2,8 +2,10 @@
 returned nothing, and what the model does next is its own (or the next module's), not the
 raising module's. The call was left open, so the model's later product was put on the raising
 module's row, with the model's output, and `profile` reported a shape and a FLOPs mismatch
-for it. Oracles: FlopCounterMode's count per module around a real forward, and the real call's
-output (none). An uncaught raise is still named where it happened."""
+for it. Oracles: each row's matrix product counted by hand (in · out MACs), FlopCounterMode's
+total for a real forward (its count per module is thrown by the raise as archprof's was: it
+puts the model's later work on the raising module), the real call's output (none), and the
+real forward's allocations. An uncaught raise is still named where it happened."""
 
 import contextlib
 

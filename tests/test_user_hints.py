@@ -303,3 +303,16 @@ def test_shapes_nested_in_one_input_are_answered_with_the_wrapper_that_takes_the
     real = model([torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)])
     assert report.graph.outputs[0].shape == tuple(real.shape)
     assert report.totals.macs == 2 * 4 * 6 * 6 * 3 * 3 * 3  # two calls: out channels · 6x6 · in channels · 3x3
+
+
+class _TwoMaps(nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+def test_several_shapes_as_input_size_are_answered_with_the_inputs_that_take_them():
+    with pytest.raises(ArchprofError, match=r"give them as inputs=\[\(3, 8, 8\), \(3, 8, 8\)\]"):
+        archprof.analyze(_TwoMaps(), input_size=((3, 8, 8), (3, 8, 8)))
+    report = archprof.analyze(_TwoMaps(), inputs=[(3, 8, 8), (3, 8, 8)])  # as the error says
+    real = _TwoMaps()(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+    assert report.graph.outputs[0].shape == tuple(real.shape)

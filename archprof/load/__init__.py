@@ -7,6 +7,7 @@ from archprof.load.common import DTYPES, HUBS, INPUT_DTYPES, MODEL_FILE_SUFFIXES
 from archprof.load.inputs import (
     InputsLike,
     InputSpec,
+    nested_hint,
     normalize_inputs,
     parse_dtype,
     parse_input_dtype,
@@ -33,6 +34,7 @@ __all__ = [
     "load_model",
     "load_state_dict",
     "module_source",
+    "nested_hint",
     "normalize_inputs",
     "parse_arg_value",
     "parse_args",

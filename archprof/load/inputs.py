@@ -269,13 +269,14 @@ def _one_input(value: Any, where: str) -> InputSpec:
         return InputSpec(tuple(value[0]), dtype)
     raise ArchprofError(
         f"cannot read {where} = {described(value)}: expected a shape such as (3, 224, 224), '77:int64', "
-        f"(shape, dtype) or an InputSpec{_nested_hint(value)}"
+        f"(shape, dtype) or an InputSpec{nested_hint(value)}"
     )
 
 
-def _nested_hint(value: Any) -> str:
+def nested_hint(value: Any) -> str:
     """For shapes nested in one input (a forward taking a list of tensors, `forward(self, xs)`),
-    which archprof does not take: how to give them, each a tensor of its own; "" else."""
+    which archprof does not take, or given as `input_size`: how to give them, each a tensor of
+    its own; "" else."""
     nested = isinstance(value, (tuple, list)) and len(value) > 1
     if not nested or not all(_is_shape(v) or isinstance(v, (str, InputSpec)) for v in value):
         return ""

@@ -30,12 +30,13 @@ Formula = int | Callable[..., int]
 def count_operator(operator: Any, *, macs: Formula = 0, elementwise_flops: Formula = 0) -> None:
     """Count `operator`, one archprof's catalogue does not know (a custom operator of
     `torch.library`), by the formulas given, in every analysis from now on. `operator` is
-    the operator (`torch.ops.mylib.scaled_mm`, one overload of it, or the function
-    `torch.library.custom_op` made) or its name (`"mylib::scaled_mm"`). `macs` and
-    `elementwise_flops` are each a number per call or a function called as the operator is
-    (any of its overloads: they share the formulas), with each tensor argument replaced by its
-    shape (a tuple of ints, a list of them for a list of tensors) and the first output's shape
-    as the keyword `out` (`()` where it returns nothing):
+    the operator (`torch.ops.mylib.scaled_mm`, its only overload, or the function
+    `torch.library.custom_op` made) or its name (`"mylib::scaled_mm"`); for an operator with
+    several overloads, the operator itself, whose formulas then serve every overload.
+    `macs` and `elementwise_flops` are each a number per call or a function called with the
+    operator's arguments as PyTorch dispatches them (each tensor replaced by its shape, a
+    tuple of ints, a list of them for a list of tensors; an argument the call left out is not
+    filled in) and the first output's shape as the keyword `out` (`()` where it returns nothing):
 
         count_operator(torch.ops.mylib.scaled_mm, macs=lambda a, b, *, out: a[0] * a[1] * b[1])
 
