@@ -52,12 +52,12 @@ def _given_steps(op: OpNode, formulas, cost, out: Sequence[int]) -> tuple[Step, 
     """The counts of an operator the user gave formulas for (`archprof.count_operator`): each
     formula called as the cost pass calls it, each tensor written as its shape."""
     args, kwargs = map_op_args(_ShapeText, TensorMeta, op.args, op.kwargs)
-    called = [*map(repr, args), *(f"{name}={value!r}" for name, value in kwargs.items()), f"out={shape_text(out)}"]
-    shapes = ", ".join(called)
+    arguments = [*map(repr, args), *(f"{name}={value!r}" for name, value in kwargs.items()), f"out={shape_text(out)}"]
+    called = ", ".join(arguments)
     return (
-        Step("MACs", formulas.words("macs", shapes), "", cost.macs),
+        Step("MACs", formulas.words("macs", called), "", cost.macs),
         flops_step(cost.macs),
-        Step("elementwise FLOPs", formulas.words("elementwise_flops", shapes), "", cost.elementwise_flops),
+        Step("elementwise FLOPs", formulas.words("elementwise_flops", called), "", cost.elementwise_flops),
     )
 
 

@@ -62,13 +62,13 @@ class _GivenCost:
     def __init__(self, name: str, macs: Formula, elementwise_flops: Formula) -> None:
         self.name, self.macs, self.elementwise_flops = name, macs, elementwise_flops
 
-    def words(self, label: str, shapes: str) -> str:
+    def words(self, label: str, called: str) -> str:
         """The formula of `label` ("macs" or "elementwise_flops") in words, for `explain`:
-        its number, or its function's name called on `shapes` ("1x3600, 3600x10, out=1x10")."""
+        its number, or its function's name on the arguments `called` ("1x3600, 3600x10, out=1x10")."""
         formula = getattr(self, label)
         if not callable(formula):
             return str(formula)
-        return f"{getattr(formula, '__name__', None) or repr(formula)}({shapes})"
+        return f"{getattr(formula, '__name__', None) or repr(formula)}({called})"
 
     def __call__(self, *args, out: tuple[int, ...], **kwargs) -> Cost:
         return Cost(

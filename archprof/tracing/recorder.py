@@ -327,9 +327,8 @@ class Recorder(TorchDispatchMode):
         if call.index >= 0:  # not a call a training step's recomputation ran again (`TrainingRecorder.enter`)
             self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
         if exc is not None and not hasattr(exc, _RAISED_IN):
-            shapes = tuple(tuple(a.shape) for a in tensors_in(args))
             with contextlib.suppress(AttributeError, TypeError):  # an exception type that takes no attribute
-                setattr(exc, _RAISED_IN, (call, shapes))
+                setattr(exc, _RAISED_IN, (call, _shapes_of(args)))
 
     def _failed_in(self, exc: BaseException) -> tuple[ModuleCall, tuple] | None:
         """The innermost module call `exc` was raised in, with its input shapes; else the call
@@ -340,7 +339,7 @@ class Recorder(TorchDispatchMode):
         if not self._stack:
             return None
         call, args = self._stack[-1]
-        return call, tuple(tuple(a.shape) for a in tensors_in(args))
+        return call, _shapes_of(args)
 
     def describe_failure(self, exc: Exception, input_shapes) -> str:
         reason = failure_reason(exc)
@@ -545,6 +544,11 @@ _WRAPPED = {float: WrappedFloat, int: WrappedInt}  # bool and complex ones (1 an
 
 # Per operator overload, read once per process: the schema and the catalogue do not change.
 _OP_INFO: dict[Any, OpInfo] = {}
+
+
+def _shapes_of(args) -> tuple[tuple[int, ...], ...]:
+    """The shapes of the tensors among a module call's arguments, for an error."""
+    return tuple(tuple(a.shape) for a in tensors_in(args))
 
 
 def _drops_a_math_bit(source: torch.Tensor, copy: torch.Tensor) -> bool:
