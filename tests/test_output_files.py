@@ -272,6 +272,17 @@ def test_junit_onto_the_budget_file_is_refused(tmp_path):
     assert "budget file" in refused_unchanged(config, "check", "--config", config, "--junit", config)
 
 
+@pytest.mark.parametrize("suffix", ["csv", "json"])
+def test_junit_and_the_step_summary_onto_the_baseline_report_are_refused(tmp_path, monkeypatch, suffix):
+    """Else the ratchet's report became XML, or gained a Markdown table, and every later check failed."""
+    baseline = tmp_path / f"main.{suffix}"
+    assert invoke("summary", "lenet5", "-o", baseline).exit_code == 0
+    ratchet = ("check", "lenet5", "--baseline", baseline, "--max-increase", "macs=5%")
+    assert "--baseline report" in refused_unchanged(baseline, *ratchet, "--junit", baseline)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(baseline))
+    assert "--baseline report" in refused_unchanged(baseline, *ratchet)
+
+
 @pytest.mark.parametrize("command", ["rf", "memory", "profile"])
 def test_a_plot_and_a_report_into_one_file_are_refused_before_any_work(tmp_path, command):
     """Else the plot, written second, replaces the report; the same file however named."""

@@ -216,3 +216,24 @@ def test_a_large_python_file_is_not_parsed_for_its_factories(tmp_path, monkeypat
     assert result.exit_code == 2
     line = one_error_line(result)
     assert "big.py:factory" in line and "Net" not in line
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (("check", "lenet5", "--max-params", "10K", "--max-params", "100M"), "--max-params"),
+        (("check", "lenet5", "--max-params", "100M", "--max-params=10K"), "--max-params"),
+        (("summary", "lenet5", "-f", "csv", "--format", "json"), "--format"),
+    ],
+)
+def test_an_option_of_one_value_given_twice_is_refused(args, option):
+    """Click keeps the last value silently: a stricter limit added before a looser one was lost."""
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert f"{option} is given twice" in one_error_line(result)
+
+
+def test_a_flag_given_twice_still_runs():
+    result = cli("summary", "lenet5", "-f", "csv", "--train", "--train")
+    assert result.exit_code == 0, result.output
+    assert "training_flops" in result.stdout.splitlines()[0]

@@ -167,11 +167,28 @@ class _OneLineUsageErrors:
             return super().resolve_command(ctx, args)
 
 
-class PlainHelpCommand(_OneLineUsageErrors, _PlainHelp, TyperCommand):
+class _RepeatsRefused:
+    """An option of one value given twice is refused: Click keeps the last one silently, and
+    `check --max-params 10K --max-params 100M` judged the model against 100M. A flag given
+    twice says the same thing twice; an option that collects (`multiple`) is left alone."""
+
+    def parse_args(self, ctx, args):
+        _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+        seen = set()
+        for parameter in order:
+            if parameter.param_type_name == "option" and not (parameter.multiple or parameter.count or parameter.is_flag):
+                if parameter in seen:
+                    name = max(parameter.opts, key=len)
+                    raise _CLICK_ERRORS.UsageError(f"{name} is given twice: give it once", ctx)
+                seen.add(parameter)
+        return super().parse_args(ctx, args)
+
+
+class PlainHelpCommand(_OneLineUsageErrors, _RepeatsRefused, _PlainHelp, TyperCommand):
     pass
 
 
-class PlainHelpGroup(_OneLineUsageErrors, _PlainHelp, TyperGroup):
+class PlainHelpGroup(_OneLineUsageErrors, _RepeatsRefused, _PlainHelp, TyperGroup):
     pass
 
 

@@ -273,7 +273,12 @@ def check(
     if junit is not None or step_summary:
         budget_file = config or find_budget_file()
         model_files = [found for entry in entries for found in input_files(entry.model, base=entry.search_dir)]
-        read = [("the budget file", budget_file), ("the --weights file", options.weights), *model_files]
+        read = [
+            ("the budget file", budget_file),
+            ("the --baseline report", baseline),
+            ("the --weights file", options.weights),
+            *model_files,
+        ]
         read += _weights_files(entries)
     if junit is not None:
         if str(junit) == "-":  # the table goes there
