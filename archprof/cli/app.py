@@ -176,12 +176,12 @@ class _RepeatsRefused:
         _, _, order = self.make_parser(ctx).parse_args(args=list(args))
         seen = set()
         for parameter in order:
-            one_value = not (parameter.multiple or parameter.count or parameter.is_flag)
-            if parameter.param_type_name == "option" and one_value:
-                if parameter in seen:
-                    name = max(parameter.opts, key=len)
-                    raise _CLICK_ERRORS.UsageError(f"{name} is given twice: give it once", ctx)
-                seen.add(parameter)
+            if parameter.param_type_name != "option" or parameter.multiple or parameter.count or parameter.is_flag:
+                continue
+            if parameter in seen:
+                name = max(parameter.opts, key=len)
+                raise _CLICK_ERRORS.UsageError(f"{name} is given twice: give it once", ctx)
+            seen.add(parameter)
         return super().parse_args(ctx, args)
 
 
