@@ -1011,6 +1011,23 @@ class NestedCheckpoints(nn.Module):
         return checkpoint(self.outer, y, use_reentrant=False) + y
 
 
+class NestedNotLast(nn.Module):
+    """A checkpointed block (non-reentrant) holding another that is not its last op: the outer
+    block's replay runs the inner one's forward again, taking a random-number state that its
+    frame, and the nodes the replay made, hold until the replay ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.after = nn.Conv2d(8, 8, 3, padding=1)
+
+    def outer(self, t):
+        return self.after(checkpoint(self.first, t, use_reentrant=False))
+
+    def forward(self, x):
+        return checkpoint(self.outer, x, use_reentrant=False) * 2
+
+
 class Gate(nn.Module):
     """A squeeze-excitation gate: the map scaled per channel by its global mean, convolved (no
     sigmoid, which the gradient oracle's positive weights would saturate to a gradient of 0)."""

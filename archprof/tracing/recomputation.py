@@ -44,7 +44,10 @@ class Replay:
     starts: list[int]  # the forward ops its ops may run again from, each fitting them all
     start: int  # the one they are attributed by: the latest
     ops: list[int]  # its ops (indices in `TrainingRecorder.backward_ops`)
-    nodes: list[tuple[int, object]]  # (its op, an autograd node that op made, tagged by it)
+    # (its op, the metadata of an autograd node that op made, tagged by it): not the node,
+    # which would keep what it saved, and a nested block's frame with its random-number
+    # state, alive past the recomputation, as a real step does not
+    tags: list[tuple[int, dict]]
 
 
 def replay_key(op: OpNode) -> tuple:

@@ -16,7 +16,7 @@ import gc
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -37,6 +37,7 @@ from archprof.tracing.meta_outputs import (
 )
 from archprof.tracing.op_info import OpInfo
 from archprof.tracing.parameter_attribution import ParameterOwners, followed_calls
+from archprof.tracing.random_states import RandomStates
 from archprof.tracing.script_calls import Link
 from archprof.tracing.script_stacks import mark
 from archprof.tracing.shortcuts import Shortcut, may_shortcut
@@ -86,6 +87,7 @@ class Recorder(TorchDispatchMode):
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
         self.answered_directly = 0  # module calls recorded through `archprof.tracing.shortcuts`
+        self.random_states = RandomStates()  # noted while `random_states_noted` is active
         # Each storage's tensor objects still alive; and the storages the forward let go of,
         # in the order it did: (storage, the number of ops recorded when its last object died).
         self._holders: dict[int, int] = {}
@@ -178,6 +180,13 @@ class Recorder(TorchDispatchMode):
         meta = TensorMeta(self._count, shape, dtype, storage, "activation")
         self._count += 1
         return meta
+
+    def random_states_noted(self) -> AbstractContextManager:
+        """While active, the CPU random-number states taken are noted (`random_states`)."""
+        return self.random_states.noting(self._steps_run)
+
+    def _steps_run(self) -> int:
+        return len(self.ops)
 
     def made_so_far(self) -> tuple[int, int]:
         """The next TensorMeta id and storage id."""

@@ -242,6 +242,7 @@ def _traced_once(
                 stack.enter_context(recorder.checkpoints_noted())
             else:
                 stack.enter_context(torch.no_grad())
+            stack.enter_context(recorder.random_states_noted())  # checkpointing takes them in inference too
             if real:
                 stack.enter_context(native_attention_off())
             else:  # a CPU autocast region runs for real (NotImplementedError); another device's is noted
@@ -306,7 +307,7 @@ def _traced_once(
         saved=recorder.saved,
         kernels=dict(kernels.chosen),
         backward_ops=recorder.backward_ops if training else [],
-        engine=recorder.engine if training else EngineNotes(),
+        engine=recorder.engine if training else EngineNotes(random_states=recorder.random_states.noted),
         released=recorder.releases(kept),
         kept_by_the_model=kept,
         # A trace on the model's own tensors without a real forward: all on meta, no values.

@@ -3,7 +3,6 @@ it, then the backward pass, each of its operators attributed to a forward operat
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -89,6 +88,7 @@ class TrainingRecorder(Recorder):
         super().__init__(real)
         self.backward_ops: list[OpNode] = []
         self.engine = EngineNotes()  # `Graph.engine`
+        self.engine.random_states = self.random_states.noted
         self._phase = "forward"
         self._last_made: tuple[list[torch.Tensor], int] = ([], -1)  # the forward op whose outputs await a tag
         self._forward_ops: list[OpNode] = []
@@ -137,8 +137,9 @@ class TrainingRecorder(Recorder):
                 self.engine.python_releases[storage] = len(self.ops)
         self._python_made = set()
         self._replay = None
-        for watching in self._watching:  # a reentrant block's state, a node that ran: held to the end
+        for watching in self._watching:  # a frame, a node that ran: held to the end
             watching.detach()
+        self.random_states.held_to_the_end()  # a reentrant block's, with its node
         self.ops = self._forward_ops
         return bool(roots)
 
@@ -355,7 +356,7 @@ class TrainingRecorder(Recorder):
                 node.metadata[_ORIGIN] = index
                 if self._tagging_for is not None:  # a recomputed op's: tagged anew if attributed anew
                     replay, step = self._tagging_for
-                    replay.nodes.append((step, node))
+                    replay.tags.append((step, node.metadata))
                 if node.name() in CPU_ROADS:  # before the bracket: its post hook sees the road taken
                     self._cpu_roads.reroute(node)
                 self._formulas.bracket(node)
@@ -433,8 +434,8 @@ class TrainingRecorder(Recorder):
         replay.start = start
         for step, index in enumerate(replay.ops):
             self._attribute_op(index, start + step)
-        for step, node in replay.nodes:
-            node.metadata[_ORIGIN] = start + step
+        for step, metadata in replay.tags:
+            metadata[_ORIGIN] = start + step
 
     def _attribute_op(self, index: int, origin: int) -> None:
         self.ops[index] = replace(self.ops[index], module=self._forward_ops[origin].module, origin=origin)
@@ -504,24 +505,13 @@ class TrainingRecorder(Recorder):
 
     @contextmanager
     def checkpoints_noted(self) -> Iterator[None]:
-        """While active, each CPU random-number state taken (torch.get_rng_state) is noted, with
-        when it was taken and when it dies (`EngineNotes.random_states`); each non-reentrant
-        checkpointed block's inputs, with when the block's frame, which holds them for the
-        replay, dies (`EngineNotes.checkpoint_inputs`); and checkpointing a block of meta
-        tensors forks the states while replaying it as for a CPU's, where
-        torch.random.fork_rng does nothing for the meta device."""
-        take_state, device_type_of = torch.get_rng_state, checkpointing._infer_device_type
+        """While active, each non-reentrant checkpointed block's inputs are noted, with when
+        the block's frame, which holds them for the replay, dies (`EngineNotes.checkpoint_inputs`);
+        a state a replay takes dies by its end (`RandomStates.let_go_after`); and
+        checkpointing a block of meta tensors forks the states while replaying it as for a
+        CPU's, where torch.random.fork_rng does nothing for the meta device."""
+        device_type_of = checkpointing._infer_device_type
         save_inputs = checkpointing._CheckpointFrame.save_inputs
-        tracing_thread = threading.get_ident()  # the name is the process's: another thread's call is not the trace's
-
-        def noted_state() -> torch.Tensor:
-            state = take_state()
-            if threading.get_ident() != tracing_thread:
-                return state
-            self.engine.random_states.append((self._steps_run(), None, state.nbytes))
-            index = len(self.engine.random_states) - 1
-            self._watching.append(weakref.finalize(state, self._random_state_died, index))
-            return state
 
         def as_on_a_cpu(*args) -> str:
             device_type = device_type_of(*args)
@@ -529,7 +519,7 @@ class TrainingRecorder(Recorder):
 
         def noted_inputs(frame, *args) -> None:
             save_inputs(frame, *args)
-            frame.recompute_fn = self._recomputing.noted(frame.recompute_fn)
+            frame.recompute_fn = self._recomputing.noted(self.random_states.let_go_after(frame.recompute_fn))
             if not self._saving_for_itself():  # inside another block's forward: packed by its frame, not held
                 return
             storages = {self.lookup(arg).storage for arg in args if isinstance(arg, torch.Tensor)}
@@ -543,13 +533,13 @@ class TrainingRecorder(Recorder):
         def noted_function(ctx, run_function, *rest):  # the function a reentrant block's backward runs again
             return reentrant(ctx, self._recomputing.noted(run_function), *rest)
 
-        torch.get_rng_state, checkpointing._infer_device_type = noted_state, as_on_a_cpu
+        checkpointing._infer_device_type = as_on_a_cpu
         checkpointing._CheckpointFrame.save_inputs = noted_inputs
         checkpointing.CheckpointFunction.forward = staticmethod(noted_function)
         try:
             yield
         finally:
-            torch.get_rng_state, checkpointing._infer_device_type = take_state, device_type_of
+            checkpointing._infer_device_type = device_type_of
             checkpointing._CheckpointFrame.save_inputs = save_inputs
             checkpointing.CheckpointFunction.forward = staticmethod(reentrant)
 
@@ -558,10 +548,6 @@ class TrainingRecorder(Recorder):
         not by an enclosing checkpointed block's, which keeps a placeholder and lets the tensor go."""
         top = torch._C._autograd._top_saved_tensors_default_hooks(False)
         return top is not None and getattr(top[0], "__self__", None) is self
-
-    def _random_state_died(self, index: int) -> None:
-        taken, _, nbytes = self.engine.random_states[index]
-        self.engine.random_states[index] = (taken, self._steps_run(), nbytes)
 
     def _frame_died(self, storages: set[int]) -> None:
         """A non-reentrant checkpointed block's frame died, and the hold it had on its inputs
