@@ -783,3 +783,36 @@ def _rewritten_checkpoint(directory: Path, pickled: bytes) -> Path:
         directory / "rewritten.pt",
         lambda tail, data, root: [(root + tail, pickled if tail == "data.pkl" else data)],
     )
+
+
+def test_many_members_that_each_expand_within_the_limit_are_a_zip_bomb_together(tmp_path):
+    """A TorchScript archive with ten code members of nearly 1 MiB of `1,1,1,...` each, about
+    1 KB deflated: each passes the per-member rule (any ratio up to 1 MiB), and the checker
+    parsed them all, 44 s and 2.5 GB for a 15 KB file."""
+    plain, bomb = tmp_path / "plain.pt", tmp_path / "bomb.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(4, 4)), plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(bomb, "w") as target:
+        root = source.namelist()[0].split("/")[0]
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        for index in range(10):
+            code = f"class Junk{index}:\n  def f(self):\n    return [" + "1," * (2**19 - 64) + "]\n"
+            target.writestr(f"{root}/code/__torch__/junk{index}.py", code, compress_type=zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 64 * 2**10
+    says = r"its members would expand from [\d,]+ to [\d,]+ bytes in all \(a zip bomb\?\)"
+    with pytest.raises(ArchprofError, match=says):
+        archprof.analyze(str(bomb), input_size=(4,))
+    assert "a zip bomb?" in one_error_line(cli("summary", bomb, "--input", "4"))
+
+
+@pytest.mark.parametrize("size", [2**63, 2**64 - 1])
+def test_a_safetensors_header_with_a_size_past_int64_is_one_error_line(tmp_path, size):
+    """safetensors takes the header (a size of 0 beside it: no bytes to hold); building its
+    meta tensor raised a TypeError with a traceback, exit 1."""
+    pytest.importorskip("safetensors")
+    weights = tmp_path / "huge.safetensors"
+    header = json.dumps({"weight": {"dtype": "F32", "shape": [0, size], "data_offsets": [0, 0]}}).encode()
+    weights.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(ArchprofError, match=f"^cannot read {weights}"):
+        archprof.analyze("lenet5", weights=weights)
+    assert one_error_line(cli("summary", "lenet5", "--weights", weights)).startswith(f"error: cannot read {weights}")

@@ -5,6 +5,7 @@ figures too big for int64. Issue 12."""
 import csv
 import io
 import json
+import warnings
 import xml.etree.ElementTree as ET
 from html import escape
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import markdown_it
 import pandas as pd
 import pytest
+import torch
 from torch import nn
 from typer.testing import CliRunner
 
@@ -600,3 +602,26 @@ def test_a_rolled_up_row_keeps_operator_names_holding_a_space_whole():
     report = archprof.analyze(CustomOperatorCalls([("my lib", "f"), ("my lib", "g")]), input_size=(2,))
     assert report.rollup(0).rows()[0]["operators"] == ("my lib.f", "my lib.g")
     assert report.rollup(0).totals.not_counted == {"my lib.f": 1, "my lib.g": 1}
+
+
+class _Warns(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        warnings.warn("\x1b]0;TITLE\x07\x1b[2J\nerror: a line of the model's own", stacklevel=2)
+        return self.linear(x)
+
+
+def test_a_warning_from_a_models_forward_is_shown_on_one_line_with_its_escapes(tmp_path):
+    """A TorchScript file loads without trust and may warn (`aten::warn`): its text set the
+    terminal's title, cleared the screen and wrote a line that read as archprof's own."""
+    path = tmp_path / "warns.pt"
+    torch.jit.save(torch.jit.script(_Warns()), path)
+    result = runner.invoke(app, ["summary", str(path), "--input", "4", "-f", "csv"])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if "UserWarning" in line]
+    assert warned and all("\x1b" not in line and "\x07" not in line for line in result.stderr.splitlines())
+    assert r"\x1b]0;TITLE\x07\x1b[2J\nerror: a line of the model's own" in warned[0]
+    assert not any(line.startswith("error:") for line in result.stderr.splitlines())

@@ -32,14 +32,15 @@ def user_errors(command):
 
         from archprof.errors import ArchprofError, ArchprofWarning
 
-        shown = warnings.showwarning
-
         def show(message, category, filename, lineno, file=None, line=None):
-            # archprof's own warnings (the CPU fallback) as one line, each once.
+            # archprof's own warnings (the CPU fallback) as one line, each once; a model's on
+            # one line too, its control characters escaped: a TorchScript file may warn, and
+            # its text could set the terminal's title or clear it, or write a line that reads
+            # as archprof's own.
             if issubclass(category, ArchprofWarning):
                 say(f"warning: {message}")
             else:
-                shown(message, category, filename, lineno, file, line)
+                say(f"{filename}:{lineno}: {category.__name__}: {message}")
 
         with _ctrl_c_noted() as ctrl_c:
             try:

@@ -116,10 +116,13 @@ def _safetensors(path: Path, spec: str, device: str) -> dict[str, torch.Tensor]:
     unknown = sorted({kind for _, kind in kinds.values() if kind not in _SAFETENSORS_DTYPES})
     if unknown:
         raise ArchprofError(f"{spec} holds tensors of a dtype archprof does not read: {', '.join(unknown)}")
-    return {
-        name: torch.empty(shape, dtype=_SAFETENSORS_DTYPES[kind], device="meta")
-        for name, (shape, kind) in kinds.items()
-    }
+    try:
+        return {
+            name: torch.empty(shape, dtype=_SAFETENSORS_DTYPES[kind], device="meta")
+            for name, (shape, kind) in kinds.items()
+        }
+    except (RuntimeError, TypeError, OverflowError) as exc:  # a size past int64 beside a 0: no bytes claimed
+        raise unreadable(spec, exc) from None
 
 
 def check_weights(module: torch.nn.Module, state: Mapping[str, Any], name: str, path: Any) -> None:

@@ -139,3 +139,10 @@ def _refuse_zip_bombs(shown: str, members: list[zipfile.ZipInfo]) -> None:
                 f"cannot read {shown}: its member {shorten(member.filename)} would expand from"
                 f" {member.compress_size:,} to {member.file_size:,} bytes (a zip bomb?)"
             )
+    # And together: many members each small enough to pass alone (a TorchScript file of ten
+    # code files of 1 MiB, 1 KB each deflated, which the checker would parse, 2.5 GB).
+    expanded, packed = sum(m.file_size for m in members), sum(m.compress_size for m in members)
+    if expanded > max(_SMALL_MEMBER, _MOST_EXPANSION * packed):
+        raise ArchprofError(
+            f"cannot read {shown}: its members would expand from {packed:,} to {expanded:,} bytes in all (a zip bomb?)"
+        )

@@ -40,7 +40,7 @@ _COMPARISON_PRIORITY = (
     "Params",
     "MACs",
     "Latency (CPU)",
-    "Training FLOPs",  # asked for (--train, --profile): before the columns every comparison has
+    "Training FLOPs",  # asked for (--train, --profile): after parameters and MACs, before the others
     "Training step peak",
     "x Params",
     "x MACs",
