@@ -4,6 +4,7 @@ operator or math, and a trace runs the graph."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -154,3 +155,47 @@ def test_a_program_of_size_arithmetic_or_control_flow_loads_without_trust(tmp_pa
     assert load_model(str(tmp_path / "program.pt2")).kind == "exported"
     if build is _Dynamic:
         assert archprof.analyze(str(tmp_path / "program.pt2")).rows()[-1]["output_shape"] == "6"
+
+
+def _name_escaping(source: Path, target: Path, victim: Path, where: str) -> Path:
+    """A copy of the program `source` (one torch.cond) where a name that torch.fx writes into
+    the code it generates for the graph unescaped ends the line with a carriage return (FX
+    indents at newlines only) and opens `victim` for writing, at the code's top level: a
+    subgraph's name (written as `getattr(self, "NAME")`), or a keyword argument's (`NAME = ...`)."""
+    opens = f"open({str(victim)!r}, 'w')"
+    if where == "subgraph":
+        name = f'Z")\r{opens}\rdef _swallow(self):\r    return ("Z'
+    else:
+        name = f"w=0)\r{opens}\rdef _swallow():\r    _z = dict(q"
+
+    def entry(tail: str, data: bytes, root: str) -> list[tuple[str, bytes]]:
+        if tail == "models/model.json":
+            if where == "subgraph":
+                data = data.decode().replace('"true_graph_0"', json.dumps(name)).encode()
+            else:
+                model = json.loads(data)
+                cond = next(n for n in model["graph_module"]["graph"]["nodes"] if n["target"].endswith("cond"))
+                cond["inputs"][-1].update(name=name, kind=2)
+                data = json.dumps(model).encode()
+        return [(root + tail, data)]
+
+    return rewritten(source, target, entry)
+
+
+@pytest.mark.parametrize("where", ["subgraph", "keyword"])
+def test_a_name_that_writes_code_into_the_graphs_generated_source_is_refused(tmp_path, where):
+    """torch.export.load writes each graph's code and runs it: the name's statement ran as
+    the file loaded, before any check of the graph (the file opened, emptied)."""
+    plain = tmp_path / "plain.pt2"
+    torch.export.save(torch.export.export(_Branching(), (torch.randn(4, 6),)), plain)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    hostile = _name_escaping(plain, tmp_path / "hostile.pt2", victim, where)
+    says = "graph's code, which torch.fx writes with names from the file, holds statements beside its function"
+    with pytest.raises(ArchprofError, match=f"^refusing to load .*: its {says}"):
+        archprof.analyze(str(hostile))
+    assert says in one_error_line(cli("summary", hostile))
+    assert victim.read_bytes() == b"clean"
+    with contextlib.suppress(Exception):  # the oracle: torch's own load runs the name's code
+        torch.export.load(str(hostile))
+    assert victim.read_bytes() == b""

@@ -19,6 +19,7 @@ import torch
 
 from archprof.errors import ArchprofError
 from archprof.load.common import REACHING_OUT, needs_code, quiet, shorten, unreadable, weights_only_reason
+from archprof.load.generated_code import generated_code_checked
 from archprof.load.inputs import InputSpec
 from archprof.load.model import LoadedModel
 from archprof.load.zip_archive import checked_archive, folded
@@ -37,17 +38,31 @@ def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
         pickle_reason = None if refused else _code_in_pickle(exc)
         if refused or pickle_reason:
             what = refused[0] if refused else "pickled weights, constants or sample inputs"
-            why = f" ({pickle_reason})" if pickle_reason else ""
-            raise ArchprofError(
-                f"refusing to load {spec}: its {what} would run code from the file when loaded{why}; if you trust"
-                " it, pass --trust-pickle (Python: trust_pickle=True)"
-            ) from None
+            raise _refusal(spec, what, f" ({pickle_reason})" if pickle_reason else "") from None
         if "check the warnings above" in str(exc) and logged:  # the error it logged, which quiet() kept
             raise ArchprofError(f"cannot read {spec}: corrupted or truncated? ({logged[-1]})") from None
         raise unreadable(spec, exc) from None
-    if not trust_pickle:
-        _refuse_code_in_graphs(program, spec)
-    return program_loaded(program, spec, source=path)
+    if trust_pickle:
+        return program_loaded(program, spec, source=path)
+    _refuse_code_in_graphs(program, spec)
+    try:  # its module tree: FX writes its graphs' code again, names from the file in it
+        with generated_code_checked(refused, _why_not_data):
+            return program_loaded(program, spec, source=path)
+    except ArchprofError:
+        if refused:
+            raise _refusal(spec, refused[0]) from None
+        raise
+
+
+def _refusal(spec: str, what: str, why: str = "") -> ArchprofError:
+    """The refusal of a file whose `what` would run code from it: a call its graph makes (what
+    `_refuse_code_in_graphs` refuses, and the code FX writes for the graph) when analysed."""
+    if what.startswith("graph calls "):
+        runs = ", code from the file that would run when analysed"
+    else:
+        runs = " would run code from the file when loaded"
+    trust = "if you trust it, pass --trust-pickle (Python: trust_pickle=True)"
+    return ArchprofError(f"refusing to load {spec}: its {what}{runs}{why}; {trust}")
 
 
 # What an exported program's graphs may call without its file being trusted: tensor
@@ -78,10 +93,7 @@ def _refuse_code_in_graphs(program: torch.export.ExportedProgram, spec: str) -> 
             else:
                 continue
             if why:
-                raise ArchprofError(
-                    f"refusing to load {spec}: its graph calls {why}, code from the file that would run when"
-                    " analysed; if you trust it, pass --trust-pickle (Python: trust_pickle=True)"
-                )
+                raise _refusal(spec, f"graph calls {why}")
 
 
 def _callable_argument(node: torch.fx.Node) -> str | None:
@@ -220,8 +232,9 @@ def _loading_as_data(refused: list[str]) -> Iterator[None]:
     weights_only=False), and each other way it has of running code from the file refuses,
     noting what in `refused` (torch may replace the exception on its way out): unpickling an
     opaque Python object (pickle.loads) or a TorchScript object, loading compiled
-    AOTInductor code, and a shape expression that is more than sympy arithmetic (sympify
-    evaluates it as Python)."""
+    AOTInductor code, a shape expression that is more than sympy arithmetic (sympify
+    evaluates it as Python), and graph code that FX writes other than for a graph of allowed
+    calls (names from the file in it: `generated_code`)."""
     from unittest import mock
 
     import sympy
@@ -248,6 +261,7 @@ def _loading_as_data(refused: list[str]) -> Iterator[None]:
         stack.enter_context(mock.patch.object(_package, "_load_aoti", refuser("compiled AOTInductor code")))
         guarded_sympy = types.SimpleNamespace(**{**vars(sympy), "sympify": sympify})
         stack.enter_context(mock.patch.object(serde, "sympy", guarded_sympy))
+        stack.enter_context(generated_code_checked(refused, _why_not_data))
         yield
 
 

@@ -20,6 +20,7 @@ import ast
 import functools
 import io
 import pickletools
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,8 +110,18 @@ def _is_pickle(entry: str) -> bool:
 # -- code ----------------------------------------------------------------------------------
 
 
+_CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]")  # every control character but the newline
+
+
 def parsed_code(data: bytes) -> ast.Module | None:
-    """TorchScript code (Python syntax) parsed, or None where Python cannot parse it."""
+    """TorchScript code (Python syntax) parsed, or None where Python cannot parse it, or
+    might parse it otherwise than TorchScript: a control character but the newline (what
+    `torch.jit.save` writes has none). TorchScript's lexer takes a carriage return for a
+    blank and a comment to run to the newline, where Python ends a line there: a comment,
+    a carriage return and an assignment opening a triple-quoted string hid from the check
+    the lines TorchScript then ran."""
+    if _CONTROL.search(data):
+        return None
     try:
         return ast.parse(data.decode("utf-8"))
     except (UnicodeDecodeError, SyntaxError, ValueError, RecursionError):
