@@ -5,12 +5,14 @@ the field of the last layer before the first gate."""
 import json
 
 import pytest
+import torch
 from torch import nn
 
 import archprof
 from archprof.budget import evaluate, parse_limit
 from archprof.diff import diff as archprof_diff
 from archprof.metrics import final_receptive_field, final_receptive_field_dims
+from archprof.passes.receptive_field import FieldMark
 from tests.cli import cli, one_error_line
 from tests.field_oracle import positive, unit_gradient_box
 from tests.models import se_net
@@ -105,3 +107,23 @@ def test_a_unit_of_a_global_map_reads_the_whole_input():
     assert done.stdout.strip() == "layer 0.3, unit 7,0 reads input pixels 0..31 x 0..31 (of 32x32)"
     outside = cli("rf", SPEC, "-i", "3x32x32", "--unit", "8,0")
     assert outside.exit_code == 2 and "outside the layer's 8 units along H" in one_error_line(outside)
+
+
+@pytest.mark.parametrize("stride, padding", [(2, 0), (1, 1)], ids=["leaving pixels unread", "reaching every pixel"])
+def test_a_flattens_field_is_what_its_units_read_together(stride, padding):
+    """The flatten convention (the whole input) holds where the flattened units reach every
+    pixel, as for a pooling: a stride-2 1x1 convolution's on 4 pixels never read pixel 3, and
+    the flatten showed the whole input where the linear layer after it showed 3x3."""
+    model = positive(nn.Sequential(nn.Conv2d(1, 4, 3 - 2 * (stride - 1), stride, padding), nn.Flatten(1)))
+    x = (torch.rand(1, 1, 4, 4, dtype=torch.float64) + 0.5).requires_grad_()
+    model(x).sum().backward()
+    reached = x.grad[0, 0] != 0
+    rows_read, columns_read = (torch.nonzero(reached.any(dim=1 - axis)).flatten() for axis in range(2))
+    flatten = archprof.analyze(model, input_size=(1, 4, 4), dtype=torch.float64).rows()[-1]
+    if bool(reached.all()):
+        assert flatten["receptive_field"] == FieldMark.INPUT and flatten["covers_input"] is True
+    else:
+        hull = [(int(read[0]), int(read[-1])) for read in (rows_read, columns_read)]
+        assert flatten["receptive_field"] == tuple(last - first + 1 for first, last in hull) == (3, 3)
+        assert flatten["receptive_field_start"] == tuple(first for first, _ in hull)
+        assert flatten["covers_input"] is False and "do not reach all" in flatten["receptive_field_note"]

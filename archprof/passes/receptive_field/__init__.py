@@ -133,6 +133,9 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
     if _global(state, spatial):  # docs/formulas.md: after a flatten the field is the whole input
         return FieldMark.INPUT, None, None, True, ""
+    flattened = _flattened_reach(state, spatial)
+    if flattened is not None:  # flattened units that together leave some of the input unread
+        return _flattened_cells(state, flattened, spatial)
     # Plain loops below, not generators: this runs for every distinct state of a row.
     sizes, starts, strides = [], [], []
     covers, first_note = True, ""
@@ -155,9 +158,49 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
 
 
 def _global(field: Field, spatial: tuple[int, ...]) -> bool:
-    """Whether the field counts as the whole input: flattened (the convention), or every unit
-    that reads a pixel reads every one (tokens after attention beside a class token)."""
-    return _flattened(field) or _every_unit_reads_all(field, spatial)
+    """Whether the field counts as the whole input: flattened units that together reach
+    every pixel (the convention), or every unit that reads a pixel reads every one (tokens
+    after attention beside a class token)."""
+    if _every_unit_reads_all(field, spatial):
+        return True
+    reach = _flattened_reach(field, spatial)
+    return reach is not None and all(_spans(box, extent) for box, extent in zip(reach, spatial, strict=True))
+
+
+def _flattened_reach(field: State, spatial: tuple[int, ...]) -> list[Interval | None] | None:
+    """Of a flattened field, per input dimension, the hull of what its units read together,
+    padding included (what it mixed too); None where the field is not flattened. A flatten
+    reads the whole input by the convention only where they reach both its ends, as a
+    pooling does (docs/formulas.md): a stride-2 1x1 convolution's units on 4 pixels never
+    read pixel 3, and the linear layer after the flatten said so, the flatten itself not."""
+    if not isinstance(field, Field) or not _flattened(field):
+        return None
+    flat = [m for entry in field.dims if isinstance(entry, FLAT) for m in entry.maps()]
+    reach = []
+    for axis in range(len(spatial)):
+        box = mixed_span(field, axis, exact=False)
+        for axis_map in flat:
+            if axis_map.axis == axis:
+                box = hull(box, axis_map.span(0, axis_map.size - 1, exact=False))
+        for axis_map, _ in field.places(axis):
+            box = hull(box, axis_map.field(0))
+        reach.append(box)
+    return reach
+
+
+def _flattened_cells(
+    field: Field, reach: list[Interval | None], spatial: tuple[int, ...]
+) -> tuple[Dims, Dims, Dims, bool | None, str]:
+    """A flattened row's cells where its units together leave some of the input unread:
+    their hull, with no stride (a flattened row has no units along the input's dimensions)."""
+    if any(box is None for box in reach):
+        axis = reach.index(None)
+        note = f"the units it flattened read no pixel along input dimension {axis + 1}"
+        return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, note
+    short = next(axis for axis, box in enumerate(reach) if not _spans(box, spatial[axis]))
+    note = field.bound or f"the units it flattened do not reach all of input dimension {short + 1}"
+    sizes = tuple(end - start + 1 for start, end in reach)
+    return sizes, FieldMark.UNDEFINED, tuple(start for start, _ in reach), None if field.bound else False, note
 
 
 def _every_unit_reads_all(state: State, spatial: tuple[int, ...]) -> bool:
@@ -252,6 +295,9 @@ def _spreads(state: State, spatial: tuple[int, ...]) -> tuple[Spread | None, ...
     if not isinstance(state, Field):
         return None
     try:
+        reach = _flattened_reach(state, spatial)
+        if reach is not None:  # one field for all its units: what they read together
+            return tuple(None if box is None else Spread(*[_size(box)] * 4, 1, 1) for box in reach)
         return tuple(_spread(state, axis, extent) for axis, extent in enumerate(spatial))
     except FieldsTooIrregular:
         return None
