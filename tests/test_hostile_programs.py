@@ -199,3 +199,59 @@ def test_a_name_that_writes_code_into_the_graphs_generated_source_is_refused(tmp
     with contextlib.suppress(Exception):  # the oracle: torch's own load runs the name's code
         torch.export.load(str(hostile))
     assert victim.read_bytes() == b""
+
+
+def _stores_a_function(source: Path, target: Path, victim: Path) -> Path:
+    """A subgraph name whose lines stay inside the generated function (a carriage return and
+    its indentation) and store os.remove where a submodule is looked up, then call it."""
+    reach = 'getattr(getattr(torch, "os"), "remove")'
+    name = (
+        f'training")\r    getattr(self, "_modules")["f"] = {reach}\r'
+        f'    _r = getattr(self, "f")({str(victim)!r})\r    _z = ("Z'
+    )
+
+    def entry(tail: str, data: bytes, root: str) -> list[tuple[str, bytes]]:
+        if tail == "models/model.json":
+            data = data.decode().replace('"true_graph_0"', json.dumps(name)).encode()
+        return [(root + tail, data)]
+
+    return rewritten(source, target, entry)
+
+
+def test_code_that_stores_into_the_module_from_a_name_is_refused(tmp_path):
+    """Statements inside the function, of allowed calls only, that store into an object: FX
+    assigns to names alone. `module()`'s forward ran them (the file removed)."""
+    plain = tmp_path / "plain.pt2"
+    torch.export.save(torch.export.export(_Branching(), (torch.randn(4, 6),)), plain)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    hostile = _stores_a_function(plain, tmp_path / "hostile.pt2", victim)
+    with pytest.raises(ArchprofError, match="holds a store into an object"):
+        archprof.analyze(str(hostile))
+    assert victim.exists()
+    with contextlib.suppress(Exception):  # the oracle: the module torch builds runs it
+        torch.export.load(str(hostile)).module()(torch.ones(4, 6))
+    assert not victim.exists()
+
+
+def test_a_shape_guard_that_writes_code_is_refused_where_module_would_run_it(tmp_path):
+    """`module()` writes the program's shape guards into a function's source and runs it
+    (plain exec, not FX's): a guard ending its line ran its own statement."""
+    from archprof.load.exported import _why_not_data
+    from archprof.load.generated_code import generated_code_checked
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    payload = f'1 #\n, "x")\ngetattr(__import__("os"), "remove")({str(victim)!r})\ndef _(*args):\n  torch._assert(1'
+    program = torch.export.export(_Conv(), (torch.randn(1, 3, 8, 8),))
+    program._guards_code = [payload]
+    refused: list[str] = []
+    with pytest.raises(ValueError), generated_code_checked(refused, _why_not_data):
+        program.module()
+    assert refused and refused[0].startswith("shape guard") and victim.exists()
+    program.module()  # the oracle: torch's own
+    assert not victim.exists()
+    program._guards_code = ["L['x'].size()[0] == 1"]
+    with generated_code_checked(refused := [], _why_not_data):
+        program.module()
+    assert not refused

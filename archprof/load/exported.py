@@ -47,11 +47,14 @@ def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
     _refuse_code_in_graphs(program, spec)
     try:  # its module tree: FX writes its graphs' code again, names from the file in it
         with generated_code_checked(refused, _why_not_data):
-            return program_loaded(program, spec, source=path)
+            loaded = program_loaded(program, spec, source=path)
     except ArchprofError:
         if refused:
             raise _refusal(spec, refused[0]) from None
         raise
+    if refused:  # refused on one road, `unflatten`'s, and another taken (`module()`)
+        raise _refusal(spec, refused[0])
+    return loaded
 
 
 def _refusal(spec: str, what: str, why: str = "") -> ArchprofError:

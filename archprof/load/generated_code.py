@@ -4,20 +4,24 @@
 as the source of a function and run it (`exec`). Names from the file go into that source
 unescaped: a subgraph's or a parameter's as `getattr(self, "NAME")`, a keyword argument's
 as `NAME = value`. A name holding `")` and a carriage return (a line break to Python, which
-FX's indenting does not see) writes statements of its own, which run as the file loads. So
-the source is parsed as Python parses it and refused unless it is what FX writes for a graph
-of allowed calls: one undecorated function whose statements assign, return and delete;
-whose names are its arguments, its own variables, the globals FX gave it, `getattr` and
-`slice`; that reaches no dunder attribute; and that calls only a submodule (a path from its
-first argument that names no method of a module: `self.to_folder(...)` would write files),
-`getattr` of a plain name, `slice`, FX's pytree helpers, or what `allowed` accepts of a
-graph's call target (`exported._why_not_data`).
+FX's indenting does not see) writes statements of its own, at the top level (run as the
+file loads) or inside the function (run as it is traced). So the source is parsed as Python
+parses it and refused unless it is what FX writes for a graph of allowed calls: one
+undecorated function whose statements assign to names, return and delete; whose names are
+its arguments, its own variables, the globals FX gave it, `getattr` and `slice`; that
+reaches no dunder attribute and none of the module's own (`_is_internal`: its methods, as
+`to_folder`, which writes files, and its tables, as `_modules`, a store into which would
+make anything a submodule); and that calls only a submodule, `getattr` of a name of the
+module's, `slice`, FX's pytree helpers, or what `allowed` accepts of a graph's call target
+(`exported._why_not_data`). `module()` also writes the program's shape guards into a
+function it runs with plain `exec`: each must be a test of the inputs' sizes (`_guard_problem`).
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
@@ -26,6 +30,7 @@ import torch
 import torch.fx._pytree as fx_pytree
 import torch.fx.graph_module as graph_module
 import torch.utils._pytree as pytree
+from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP
 
 from archprof.load.common import shorten
 
@@ -35,6 +40,29 @@ _HELPERS = frozenset(
     {pytree.tree_flatten, pytree.tree_unflatten, pytree.tree_leaves, fx_pytree.tree_flatten_spec, torch.device}
 )
 _BUILTINS = {"getattr": getattr, "slice": slice}
+_MODULE_STATE = frozenset(vars(torch.nn.Module()))  # `_modules`, `_parameters`, `training`, the hooks'
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A shape guard: a test of the inputs' sizes (`L['x'].size()[0] >= 2`), sympy's functions.
+_GUARD_NAMES = frozenset({"L", "inf", *SYMPY_INTERP})
+_SIZE_METHODS = frozenset({"size", "stride", "storage_offset", "dim", "numel"})
+_GUARD_SYNTAX = (
+    ast.Expression,
+    ast.Compare,
+    ast.cmpop,
+    ast.BoolOp,
+    ast.boolop,
+    ast.BinOp,
+    ast.operator,
+    ast.UnaryOp,
+    ast.unaryop,
+    ast.Constant,
+    ast.Subscript,
+    ast.Name,
+    ast.Attribute,
+    ast.Call,
+    ast.Tuple,
+    ast.expr_context,
+)
 _SYNTAX = (
     ast.Module,
     ast.FunctionDef,
@@ -81,8 +109,44 @@ def generated_code_checked(refused: list[str], allowed: Callable[[Any], str | No
             raise ValueError(problem)
         run(source, given, co_fields)
 
-    with mock.patch.object(graph_module, "_exec_with_source", checked):
+    from torch.export import _unlift
+
+    guards_to_code = _unlift._convert_guards_code_to_fn
+
+    def guards_checked(guards: list[str], *args, **kwargs):
+        problem = next(filter(None, map(_guard_problem, guards)), None)
+        if problem:
+            refused.append(f"shape guard {problem}")
+            raise ValueError(problem)
+        return guards_to_code(guards, *args, **kwargs)
+
+    with (
+        mock.patch.object(graph_module, "_exec_with_source", checked),
+        mock.patch.object(_unlift, "_convert_guards_code_to_fn", guards_checked),
+    ):
         yield
+
+
+def _guard_problem(guard: str) -> str | None:
+    """Why a program's shape guard (`L['x'].size()[0] >= 2`), which `module()` writes into the
+    source of a function and runs, is more than a test of its inputs' sizes (None: it is
+    not). A line break or a quote in it would end the expression or the message beside it."""
+    if _CONTROL.search(guard):
+        return f"{shorten(guard)} holds a control character"
+    try:
+        tree = ast.parse(guard, mode="eval")
+    except (SyntaxError, ValueError, RecursionError):
+        return f"{shorten(guard)} is no expression"
+    for node in ast.walk(tree):
+        if not isinstance(node, _GUARD_SYNTAX):
+            return f"{shorten(guard)} holds a {type(node).__name__.lower()}"
+        if isinstance(node, ast.Name) and node.id not in _GUARD_NAMES:
+            return f"{shorten(guard)} names {shorten(node.id)}"
+        if isinstance(node, ast.Attribute) and node.attr not in _SIZE_METHODS:
+            return f"{shorten(guard)} reads {shorten(node.attr)}"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.search(r"[\\\"']", node.value):
+            return f"{shorten(guard)} quotes a quote"
+    return None
 
 
 def code_problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | None]) -> str | None:
@@ -99,7 +163,7 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
-        return "code Python cannot parse"
+        return "code Python cannot parse (a name of the file's that ends a line, or is a keyword)"
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.FunctionDef) or tree.body[0].decorator_list:
         return "statements beside its function"
     function = tree.body[0]
@@ -111,16 +175,28 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
             return f"a {type(node).__name__.lower()}"
         if isinstance(node, ast.Attribute) and node.attr.startswith("__"):
             return f"the attribute {shorten(node.attr)}"
+        if isinstance(node, ast.Subscript | ast.Attribute | ast.Starred) and not isinstance(node.ctx, ast.Load):
+            return "a store into an object"  # FX assigns to names only
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             own.add(node.id)
     first = arguments.args[0].arg if arguments.args else None
     for node in ast.walk(function):
         if isinstance(node, ast.Name) and node.id not in own and node.id not in given and node.id not in _BUILTINS:
             return f"the name {shorten(node.id)}"
+        path = _path(node) if isinstance(node, ast.Attribute | ast.Call) else None
+        if path and path[0] == first:  # what FX reads of the module: its submodules, parameters, constants
+            internal = next((name for name in path[1:] if _is_internal(name)), None)
+            if internal:
+                return f"the module's {shorten(internal)}"
         problem = _call_problem(node, first, given, allowed) if isinstance(node, ast.Call) else None
         if problem:
             return problem
     return None
+
+
+def _is_internal(name: str) -> bool:
+    """A module's own attribute (`to_folder`, `_modules`, `training`), which no graph names."""
+    return hasattr(torch.fx.GraphModule, name) or name in _MODULE_STATE
 
 
 def _call_problem(call: ast.Call, first: str | None, given: dict[str, Any], allowed) -> str | None:
@@ -128,13 +204,10 @@ def _call_problem(call: ast.Call, first: str | None, given: dict[str, Any], allo
     if path is None:
         return f"a call of {shorten(ast.unparse(call.func))}"
     root, *attributes = path
-    if root == first:  # a submodule's call: none of a module's own methods
-        method = next((name for name in attributes if hasattr(torch.fx.GraphModule, name)), None)
-        return f"a call of the module's {method}" if method or not attributes else None
+    if root == first:  # a submodule's call (its path was read: `_is_internal`)
+        return None if attributes else "a call of the module itself"
     if root in _BUILTINS and root not in given and not attributes:
-        if root == "getattr":
-            return _getattr_problem(call, first)
-        return None
+        return _getattr_problem(call, first) if root == "getattr" else None
     target = given.get(root)
     for name in attributes:
         target = getattr(target, name, None)
@@ -147,12 +220,15 @@ def _call_problem(call: ast.Call, first: str | None, given: dict[str, Any], allo
 
 
 def _getattr_problem(call: ast.Call, first: str | None) -> str | None:
-    """`getattr(PATH, "name")`, as FX writes a name that is not an identifier ("0", "a-b")."""
+    """`getattr(PATH, "name")` of the module's own, as FX writes a name that is not an
+    identifier ("0", "a-b")."""
     if len(call.args) != 2 or call.keywords:
         return "a getattr of other arguments"
-    name = call.args[1]
+    name, base = call.args[1], _path(call.args[0])
     if not isinstance(name, ast.Constant) or not isinstance(name.value, str) or name.value.startswith("__"):
         return "a getattr of other arguments"
+    if first is not None and (base is None or base[0] != first):
+        return "a getattr of something other than the module's"
     return None
 
 
