@@ -30,7 +30,6 @@ import torch
 import torch.fx._pytree as fx_pytree
 import torch.fx.graph_module as graph_module
 import torch.utils._pytree as pytree
-from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP
 
 from archprof.load.common import shorten
 
@@ -42,8 +41,9 @@ _HELPERS = frozenset(
 _BUILTINS = {"getattr": getattr, "slice": slice}
 _MODULE_STATE = frozenset(vars(torch.nn.Module()))  # `_modules`, `_parameters`, `training`, the hooks'
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# A shape guard: a test of the inputs' sizes (`L['x'].size()[0] >= 2`), sympy's functions.
-_GUARD_NAMES = frozenset({"L", "inf", *SYMPY_INTERP})
+# A shape guard: a test of the inputs' sizes (`L['x'].size()[0] >= 2`), sympy's functions
+# (`SYMPY_INTERP`, read as a guard is: its module imports sympy, 0.5 s of a CLI call).
+_GUARD_NAMES = frozenset({"L", "inf"})
 _SIZE_METHODS = frozenset({"size", "stride", "storage_offset", "dim", "numel"})
 _GUARD_SYNTAX = (
     ast.Expression,
@@ -131,6 +131,8 @@ def _guard_problem(guard: str) -> str | None:
     """Why a program's shape guard (`L['x'].size()[0] >= 2`), which `module()` writes into the
     source of a function and runs, is more than a test of its inputs' sizes (None: it is
     not). A line break or a quote in it would end the expression or the message beside it."""
+    from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP
+
     if _CONTROL.search(guard):
         return f"{shorten(guard)} holds a control character"
     try:
@@ -140,7 +142,7 @@ def _guard_problem(guard: str) -> str | None:
     for node in ast.walk(tree):
         if not isinstance(node, _GUARD_SYNTAX):
             return f"{shorten(guard)} holds a {type(node).__name__.lower()}"
-        if isinstance(node, ast.Name) and node.id not in _GUARD_NAMES:
+        if isinstance(node, ast.Name) and node.id not in _GUARD_NAMES and node.id not in SYMPY_INTERP:
             return f"{shorten(guard)} names {shorten(node.id)}"
         if isinstance(node, ast.Attribute) and node.attr not in _SIZE_METHODS:
             return f"{shorten(guard)} reads {shorten(node.attr)}"
