@@ -128,8 +128,9 @@ def test_an_operator_passed_as_an_argument_is_refused(tmp_path, capfd):
         node["inputs"] = [node["inputs"][0], operator, text]
 
     hostile = _nodes_edited(tmp_path / "plain.pt2", tmp_path / "argument.pt2", printing)
-    with pytest.raises(ArchprofError, match=r"wrap_with_set_grad_enabled.* with .*aten\._print.* as an argument"):
+    with pytest.raises(ArchprofError, match=r"as an argument") as refused:  # read in the code FX writes for it
         archprof.analyze(str(hostile))
+    assert "aten._print" in str(refused.value)
     assert "FROM THE FILE" not in capfd.readouterr().out
     assert load_model(str(tmp_path / "plain.pt2")).kind == "exported"  # its subgraph, a node: data
 
@@ -255,3 +256,34 @@ def test_a_shape_guard_that_writes_code_is_refused_where_module_would_run_it(tmp
     with generated_code_checked(refused := [], _why_not_data):
         program.module()
     assert not refused
+
+
+def test_a_function_passed_in_a_call_a_keyword_name_wrote_is_refused(tmp_path):
+    """A keyword argument's name that writes a whole call into the line, on one line:
+    `wrap_with_set_grad_enabled(False, torch.os.remove, VICTIM)` passes a function to an
+    allowed operator, which calls it; a name left empty in the module stack sends archprof
+    from `unflatten` (which interprets the graph) to `module()`, whose forward runs the line."""
+    plain = tmp_path / "plain.pt2"
+    torch.export.save(torch.export.export(_Branching(), (torch.randn(4, 6),)), plain)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    name = f"w = torch.ops.higher_order.wrap_with_set_grad_enabled(False, torch.os.remove, {str(victim)!r}), q"
+
+    def entry(tail: str, data: bytes, root: str) -> list[tuple[str, bytes]]:
+        if tail == "models/model.json":
+            model = json.loads(data)
+            nodes = model["graph_module"]["graph"]["nodes"]
+            next(n for n in nodes if n["target"].endswith("cond"))["inputs"].append(
+                {"name": name, "arg": {"as_int": 0}, "kind": 2}
+            )
+            nodes[-1]["metadata"]["nn_module_stack"] += ";k,a..b,Foo"
+            data = json.dumps(model).encode()
+        return [(root + tail, data)]
+
+    hostile = rewritten(plain, tmp_path / "hostile.pt2", entry)
+    with pytest.raises(ArchprofError, match=r"holds a call inside an argument"):
+        archprof.analyze(str(hostile))
+    assert victim.exists()
+    with contextlib.suppress(Exception):  # the oracle: the module torch builds runs it
+        torch.export.load(str(hostile)).module()(torch.ones(4, 6))
+    assert not victim.exists()

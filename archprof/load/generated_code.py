@@ -39,6 +39,7 @@ _HELPERS = frozenset(
     {pytree.tree_flatten, pytree.tree_unflatten, pytree.tree_leaves, fx_pytree.tree_flatten_spec, torch.device}
 )
 _BUILTINS = {"getattr": getattr, "slice": slice}
+_CONSTRUCTORS = frozenset({torch.device})  # what FX writes as a call inside an argument: device(type='cpu')
 _MODULE_STATE = frozenset(vars(torch.nn.Module()))  # `_modules`, `_parameters`, `training`, the hooks'
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A shape guard: a test of the inputs' sizes (`L['x'].size()[0] >= 2`), sympy's functions
@@ -191,9 +192,43 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
             if internal:
                 return f"the module's {shorten(internal)}"
         problem = _call_problem(node, first, given, allowed) if isinstance(node, ast.Call) else None
+        if isinstance(node, ast.Call):
+            problem = problem or _arguments_problem(node, own, given)
         if problem:
             return problem
     return None
+
+
+def _arguments_problem(call: ast.Call, own: set[str], given: dict[str, Any]) -> str | None:
+    """A call's arguments as FX writes them: its variables, constants, what it reads of the
+    module (a subgraph) and of its globals that is no function (`torch.float32`), and no call
+    but a device's or a slice's. A function passed is called by what takes it (a control-flow
+    operator calls its subgraph: `wrap_with_set_grad_enabled(False, torch.os.system, ...)`
+    ran a shell), and a call in an argument runs before the call that takes it."""
+    for argument in (*call.args, *(keyword.value for keyword in call.keywords)):
+        called: set[int] = set()  # the function of a call allowed there, not passed
+        for node in ast.walk(argument):
+            if isinstance(node, ast.Call):
+                path = _path(node.func)
+                constructor = path == ["slice"] or (path and _resolved(path, given) in _CONSTRUCTORS)
+                if not constructor:
+                    return f"a call inside an argument ({shorten(ast.unparse(node))})"
+                called.update(id(part) for part in ast.walk(node.func))
+            elif (
+                isinstance(node, ast.Name | ast.Attribute) and isinstance(node.ctx, ast.Load) and id(node) not in called
+            ):
+                path = _path(node)
+                if path and path[0] not in own and callable(_resolved(path, given)):
+                    return f"a function passed as an argument ({shorten('.'.join(path))})"
+    return None
+
+
+def _resolved(path: list[str], given: dict[str, Any]) -> Any:
+    """The object a path from the globals (or a builtin FX uses) names, None where none."""
+    target = given[path[0]] if path[0] in given else _BUILTINS.get(path[0])
+    for name in path[1:]:
+        target = getattr(target, name, None)
+    return target
 
 
 def _is_internal(name: str) -> bool:
@@ -210,9 +245,7 @@ def _call_problem(call: ast.Call, first: str | None, given: dict[str, Any], allo
         return None if attributes else "a call of the module itself"
     if root in _BUILTINS and root not in given and not attributes:
         return _getattr_problem(call, first) if root == "getattr" else None
-    target = given.get(root)
-    for name in attributes:
-        target = getattr(target, name, None)
+    target = _resolved(path, given) if root in given else None
     if target in _HELPERS:
         return None
     if target is None:

@@ -21,6 +21,7 @@ import functools
 import io
 import pickletools
 import re
+import tokenize
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,17 +116,31 @@ _CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]")  # every control character b
 
 def parsed_code(data: bytes) -> ast.Module | None:
     """TorchScript code (Python syntax) parsed, or None where Python cannot parse it, or
-    might parse it otherwise than TorchScript: a control character but the newline (what
-    `torch.jit.save` writes has none). TorchScript's lexer takes a carriage return for a
-    blank and a comment to run to the newline, where Python ends a line there: a comment,
-    a carriage return and an assignment opening a triple-quoted string hid from the check
-    the lines TorchScript then ran."""
+    might parse it otherwise than TorchScript. `torch.jit.save` writes neither of these:
+    - a control character but the newline: TorchScript's lexer takes a carriage return for
+      a blank and a comment to run to the newline, where Python ends a line there (a
+      comment, a carriage return and an assignment opening a triple-quoted string hid from
+      the check the lines TorchScript then ran);
+    - a comment: TorchScript reads `# type:` as a token, and after a `def` line's colon the
+      rest of the line as the function's one statement (`torch.save(...)`, `while True:`),
+      where Python reads the lines below, which a string opened there hides from TorchScript."""
     if _CONTROL.search(data):
         return None
     try:
-        return ast.parse(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        tree = ast.parse(text)
     except (UnicodeDecodeError, SyntaxError, ValueError, RecursionError):
         return None
+    if b"#" in data and _has_comment(text):
+        return None
+    return tree
+
+
+def _has_comment(text: str) -> bool:
+    try:
+        return any(token.type == tokenize.COMMENT for token in tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):  # (what ast parsed, tokenize reads too)
+        return True
 
 
 def _code_problem(tree: ast.Module) -> str | None:
