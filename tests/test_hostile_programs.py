@@ -287,3 +287,45 @@ def test_a_function_passed_in_a_call_a_keyword_name_wrote_is_refused(tmp_path):
     with contextlib.suppress(Exception):  # the oracle: the module torch builds runs it
         torch.export.load(str(hostile)).module()(torch.ones(4, 6))
     assert not victim.exists()
+
+
+@pytest.mark.parametrize("how", ["enum", "defaultdict"])
+def test_a_tree_spec_that_names_a_module_to_import_is_refused(tmp_path, monkeypatch, how):
+    """The input spec's context may hold an enum (`{"__enum__": true, "fqn": "MODULE:name"}`)
+    or a defaultdict's factory, which pytree imports by name as torch.export.load reads the
+    spec: importing runs the module (`this` printed, `venv.__main__` made a virtual
+    environment in the current directory)."""
+    module = f"archprof_imported_{how}"
+    marker = tmp_path / "imported"
+    (tmp_path / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').close()\nx = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plain = tmp_path / "plain.pt2"
+    torch.export.save(torch.export.export(_Conv(), (torch.randn(1, 3, 8, 8),)), plain)
+
+    def entry(tail: str, data: bytes, root: str) -> list[tuple[str, bytes]]:
+        if tail == "models/model.json":
+            model = json.loads(data)
+            signature = model["graph_module"]["module_call_graph"][0]["signature"]
+            spec = json.loads(signature["in_spec"])
+            if how == "enum":
+                spec[1]["children_spec"][1]["context"] = json.dumps(
+                    [{"__enum__": True, "fqn": f"{module}:x", "name": 0}]
+                )
+            else:
+                factory = {"default_factory_module": module, "default_factory_name": "x", "dict_context": []}
+                spec[1]["children_spec"][1] = {
+                    "type": "collections.defaultdict",
+                    "context": factory,
+                    "children_spec": [],
+                }
+            signature["in_spec"] = json.dumps(spec)
+            data = json.dumps(model).encode()
+        return [(root + tail, data)]
+
+    hostile = rewritten(plain, tmp_path / "hostile.pt2", entry)
+    with pytest.raises(ArchprofError, match="its tree spec that imports a module by name"):
+        archprof.analyze(str(hostile))
+    assert not marker.exists()
+    with contextlib.suppress(Exception):  # the oracle: torch's own load imports it
+        torch.export.load(str(hostile))
+    assert marker.exists()

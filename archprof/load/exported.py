@@ -235,13 +235,14 @@ def _loading_as_data(refused: list[str]) -> Iterator[None]:
     weights_only=False), and each other way it has of running code from the file refuses,
     noting what in `refused` (torch may replace the exception on its way out): unpickling an
     opaque Python object (pickle.loads) or a TorchScript object, loading compiled
-    AOTInductor code, a shape expression that is more than sympy arithmetic (sympify
-    evaluates it as Python), and graph code that FX writes other than for a graph of allowed
-    calls (names from the file in it: `generated_code`)."""
+    AOTInductor code, importing a module a tree spec names, a shape expression that is more
+    than sympy arithmetic (sympify evaluates it as Python), and graph code that FX writes
+    other than for a graph of allowed calls (names from the file in it: `generated_code`)."""
     from unittest import mock
 
     import sympy
     import torch._export.serde.serialize as serde
+    import torch.utils._pytree as pytree
     from torch.export.pt2_archive import _package
 
     def refuser(what: str) -> Callable[..., Any]:
@@ -262,6 +263,10 @@ def _loading_as_data(refused: list[str]) -> Iterator[None]:
         stack.enter_context(mock.patch.object(_package, "pickle", refusing_pickle))
         stack.enter_context(mock.patch.object(torch._C, "_pickle_load_obj", refuser("TorchScript object constant")))
         stack.enter_context(mock.patch.object(_package, "_load_aoti", refuser("compiled AOTInductor code")))
+        # A tree spec's enum or defaultdict names a module that pytree imports (`this` printed,
+        # `venv.__main__` made a virtual environment): its only use of importlib.
+        importing = types.SimpleNamespace(import_module=refuser("tree spec that imports a module by name"))
+        stack.enter_context(mock.patch.object(pytree, "importlib", importing))
         guarded_sympy = types.SimpleNamespace(**{**vars(sympy), "sympify": sympify})
         stack.enter_context(mock.patch.object(serde, "sympy", guarded_sympy))
         stack.enter_context(generated_code_checked(refused, _why_not_data))
