@@ -329,3 +329,34 @@ def test_a_tree_spec_that_names_a_module_to_import_is_refused(tmp_path, monkeypa
     with contextlib.suppress(Exception):  # the oracle: torch's own load imports it
         torch.export.load(str(hostile))
     assert marker.exists()
+
+
+def test_a_global_taken_into_a_variable_by_a_keyword_name_is_refused(tmp_path):
+    """A keyword's name that closes the call (`**{})`) and follows it, on the same line, with
+    statements of allowed parts: `m = torch; f = m.os.remove` and an operator that calls what
+    it is given; a name left empty in the module stack sends archprof to `module()`."""
+    torch.export.save(torch.export.export(_NoGrad(), (torch.randn(1, 3, 8, 8),)), tmp_path / "plain.pt2")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"clean")
+    calls = "torch.ops.higher_order.wrap_with_set_grad_enabled(False"
+    name = (
+        f"**{{}}); m = torch; f = m.os.remove; r = {calls}, f, {str(victim)!r}); g = m.nn.Identity; _z = {calls}, g, q"
+    )
+
+    def entry(tail: str, data: bytes, root: str) -> list[tuple[str, bytes]]:
+        if tail == "models/model.json":
+            model = json.loads(data)
+            nodes = model["graph_module"]["graph"]["nodes"]
+            node = next(n for n in nodes if "set_grad" in n["target"])
+            node["inputs"].append({"name": name, "arg": {"as_int": 0}, "kind": 2})
+            nodes[-1]["metadata"]["nn_module_stack"] += ";k,a..b,Foo"
+            data = json.dumps(model).encode()
+        return [(root + tail, data)]
+
+    hostile = rewritten(tmp_path / "plain.pt2", tmp_path / "hostile.pt2", entry)
+    with pytest.raises(ArchprofError, match="holds a variable set to 'torch'"):
+        archprof.analyze(str(hostile))
+    assert victim.exists()
+    with contextlib.suppress(Exception):  # the oracle: the module torch builds runs it
+        torch.export.load(str(hostile)).module()(torch.ones(1, 3, 8, 8))
+    assert not victim.exists()

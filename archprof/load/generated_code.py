@@ -184,6 +184,9 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
             own.add(node.id)
     first = arguments.args[0].arg if arguments.args else None
     for node in ast.walk(function):
+        problem = _alias_problem(node, own, first, given)
+        if problem:
+            return problem
         if isinstance(node, ast.Name) and node.id not in own and node.id not in given and node.id not in _BUILTINS:
             return f"the name {shorten(node.id)}"
         path = _path(node) if isinstance(node, ast.Attribute | ast.Call) else None
@@ -229,6 +232,24 @@ def _resolved(path: list[str], given: dict[str, Any]) -> Any:
     for name in path[1:]:
         target = getattr(target, name, None)
     return target
+
+
+def _alias_problem(node: ast.AST, own: set[str], first: str | None, given: dict[str, Any]) -> str | None:
+    """What FX never writes, which would hide a path from the checks of the module's and the
+    globals' paths: an attribute of a variable (`m = torch` then `m.os.system`), a variable
+    set to a global or a path of one, and a keyword unpacked (`**{}`, which closed a call
+    that a keyword's name then followed with statements of its own)."""
+    if isinstance(node, ast.Attribute):
+        path = _path(node)
+        if path and path[0] in own and path[0] != first:
+            return f"an attribute of a variable ({shorten('.'.join(path))})"
+    if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Name | ast.Attribute):
+        path = _path(node.value)
+        if path and path[0] != first and (path[0] in given or path[0] in _BUILTINS):
+            return f"a variable set to {shorten('.'.join(path))}"
+    if isinstance(node, ast.keyword) and node.arg is None:
+        return "keywords unpacked"
+    return None
 
 
 def _is_internal(name: str) -> bool:
