@@ -13,8 +13,11 @@ reaches no dunder attribute and none of the module's own (`_is_internal`: its me
 `to_folder`, which writes files, and its tables, as `_modules`, a store into which would
 make anything a submodule); and that calls only a submodule, `getattr` of a name of the
 module's, `slice`, FX's pytree helpers, or what `allowed` accepts of a graph's call target
-(`exported._why_not_data`). `module()` also writes the program's shape guards into a
-function it runs with plain `exec`: each must be a test of the inputs' sizes (`_guard_problem`).
+(`exported._why_not_data`), passing no function and calling none inside an argument but a
+device's or a slice's (a control-flow operator calls what it is given). What FX never writes
+and would hide a path from those checks is refused too (`_alias_problem`: `m = torch`, then
+`m.os.system`). `module()` also writes the program's shape guards into a function it runs
+with plain `exec`: each must be a test of the inputs' sizes (`_guard_problem`).
 """
 
 from __future__ import annotations
