@@ -197,11 +197,10 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
             internal = next((name for name in path[1:] if _is_internal(name)), None)
             if internal:
                 return f"the module's {shorten(internal)}"
-        problem = _call_problem(node, first, given, allowed) if isinstance(node, ast.Call) else None
         if isinstance(node, ast.Call):
-            problem = problem or _arguments_problem(node, own, given)
-        if problem:
-            return problem
+            problem = _call_problem(node, first, given, allowed) or _arguments_problem(node, own, given)
+            if problem:
+                return problem
     return None
 
 

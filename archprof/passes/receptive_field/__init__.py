@@ -131,11 +131,10 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.INPUT, None, None, True, ""
     if isinstance(state, Undefined):
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, state.reason
-    if _global(state, spatial):  # docs/formulas.md: after a flatten the field is the whole input
+    if _every_unit_reads_all(state, spatial):
         return FieldMark.INPUT, None, None, True, ""
-    flattened = _flattened_reach(state, spatial)
-    if flattened is not None:  # flattened units that together leave some of the input unread
-        return _flattened_cells(state, flattened, spatial)
+    if _flattened(state):
+        return _flattened_cells(state, spatial)
     # Plain loops below, not generators: this runs for every distinct state of a row.
     sizes, starts, strides = [], [], []
     covers, first_note = True, ""
@@ -157,24 +156,9 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
     return tuple(sizes), stride_cell, tuple(starts), covers, first_note
 
 
-def _global(field: Field, spatial: tuple[int, ...]) -> bool:
-    """Whether the field counts as the whole input: flattened units that together reach
-    every pixel (the convention), or every unit that reads a pixel reads every one (tokens
-    after attention beside a class token)."""
-    if _every_unit_reads_all(field, spatial):
-        return True
-    reach = _flattened_reach(field, spatial)
-    return reach is not None and all(_spans(box, extent) for box, extent in zip(reach, spatial, strict=True))
-
-
-def _flattened_reach(field: State, spatial: tuple[int, ...]) -> list[Interval | None] | None:
+def _flattened_reach(field: Field, spatial: tuple[int, ...]) -> list[Interval | None]:
     """Of a flattened field, per input dimension, the hull of what its units read together,
-    padding included (what it mixed too); None where the field is not flattened. A flatten
-    reads the whole input by the convention only where they reach both its ends, as a
-    pooling does (docs/formulas.md): a stride-2 1x1 convolution's units on 4 pixels never
-    read pixel 3, and the linear layer after the flatten said so, the flatten itself not."""
-    if not isinstance(field, Field) or not _flattened(field):
-        return None
+    padding included (what it mixed too)."""
     flat = [m for entry in field.dims if isinstance(entry, FLAT) for m in entry.maps()]
     reach = []
     for axis in range(len(spatial)):
@@ -188,15 +172,22 @@ def _flattened_reach(field: State, spatial: tuple[int, ...]) -> list[Interval | 
     return reach
 
 
-def _flattened_cells(
-    field: Field, reach: list[Interval | None], spatial: tuple[int, ...]
-) -> tuple[Dims, Dims, Dims, bool | None, str]:
-    """A flattened row's cells where its units together leave some of the input unread:
-    their hull, with no stride (a flattened row has no units along the input's dimensions)."""
+def _flattened_cells(field: Field, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bool | None, str]:
+    """A flattened row's cells: the whole input by the convention (docs/formulas.md) where its
+    units together reach both ends of every input dimension, as a pooling's do; else their
+    hull, with no stride (a flattened row has no units along the input's dimensions). A
+    stride-2 1x1 convolution's units on 4 pixels never read pixel 3, and the linear layer
+    after the flatten said so, the flatten itself not."""
+    try:
+        reach = _flattened_reach(field, spatial)
+    except FieldsTooIrregular:
+        return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, TOO_IRREGULAR
     if any(box is None for box in reach):
         axis = reach.index(None)
         note = f"the units it flattened read no pixel along input dimension {axis + 1}"
         return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, note
+    if all(_spans(box, extent) for box, extent in zip(reach, spatial, strict=True)):
+        return FieldMark.INPUT, None, None, True, ""
     short = next(axis for axis, box in enumerate(reach) if not _spans(box, spatial[axis]))
     note = field.bound or f"the units it flattened do not reach all of input dimension {short + 1}"
     sizes = tuple(end - start + 1 for start, end in reach)
@@ -290,13 +281,15 @@ def spreads(states: list[State], spatial: tuple[int, ...]) -> list[tuple[Spread 
 
 
 def _spreads(state: State, spatial: tuple[int, ...]) -> tuple[Spread | None, ...] | None:
-    if isinstance(state, Extent) or (isinstance(state, Field) and _global(state, spatial)):
+    if isinstance(state, Extent) or (isinstance(state, Field) and _every_unit_reads_all(state, spatial)):
         return (None,) * len(spatial)
     if not isinstance(state, Field):
         return None
     try:
-        reach = _flattened_reach(state, spatial)
-        if reach is not None:  # one field for all its units: what they read together
+        if _flattened(state):  # one field for all its units: what they read together
+            reach = _flattened_reach(state, spatial)
+            if all(_spans(box, extent) for box, extent in zip(reach, spatial, strict=True)):
+                return (None,) * len(spatial)
             return tuple(None if box is None else Spread(*[_size(box)] * 4, 1, 1) for box in reach)
         return tuple(_spread(state, axis, extent) for axis, extent in enumerate(spatial))
     except FieldsTooIrregular:
