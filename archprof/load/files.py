@@ -102,6 +102,12 @@ def archive_kind(path: Path, shown: str | None = None) -> str:
     the file `shown` (default `path`: a private copy is named by its original)."""
     shown = shown or str(path)
     try:
+        if _is_flatbuffer(path):
+            raise ArchprofError(
+                f"cannot read {shown}: it is marked as a TorchScript flatbuffer ('PTMF' at byte 4), which"
+                " torch.jit.load takes before any zip archive and runs the code inside; archprof reads"
+                " TorchScript saved as a zip archive (torch.jit.save)"
+            )
         if not is_torch_zip(path):
             return "pickle"  # torch.save's legacy format, or not a PyTorch file: torch.load says which
     except OSError as exc:
@@ -114,6 +120,15 @@ def archive_kind(path: Path, shown: str | None = None) -> str:
     if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
         return "torchscript"
     return "pickle"
+
+
+def _is_flatbuffer(path: Path) -> bool:
+    """Whether bytes 4 to 8 of the file are a TorchScript flatbuffer's mark. torch.jit.load
+    looks for it before the zip signature at byte 0, so a file can be a harmless zip archive to
+    archprof's checks and a flatbuffer, its code compiled and run, to torch. No zip archive
+    has it there (a local header's version and flags)."""
+    with path.open("rb") as stream:
+        return stream.read(8)[4:] == b"PTMF"
 
 
 def _load_torchscript(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
