@@ -725,14 +725,18 @@ def test_a_gigabyte_of_zeros_is_refused_at_once_and_not_told_to_load_without_wei
 def test_a_checkpoint_sharing_one_dict_under_every_key_is_read_in_linear_time(tmp_path):
     """18 levels of the 6 keys a checkpoint's state dict is looked for under, each holding the
     next level's one dict (a pickle shares it): 1.8 KB whose 6**18 paths the search walked
-    until killed. Each dict is looked into once."""
+    until killed. Each dict is looked into once; the file itself is refused as it loads (its
+    containers shared past the unpickling bound)."""
+    from archprof.load.files import state_dict_in
+
     keys = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
     nested: dict = {"x": 1}
     for _ in range(18):
         nested = {key: nested for key in keys}
+    assert within(30, lambda: state_dict_in(nested)) is None
     torch.save(nested, tmp_path / "fanout.pt")
     assert (tmp_path / "fanout.pt").stat().st_size < 4096
-    with pytest.raises(ArchprofError, match="holds no state dict"):
+    with pytest.raises(ArchprofError, match="containers that hold each other over and over"):
         within(30, lambda: load_state_dict(tmp_path / "fanout.pt"))
 
 

@@ -1,16 +1,30 @@
-"""Files that hide what torch does with them from archprof's checks: a TorchScript flatbuffer
-that is also a zip archive."""
+"""Files that hide what torch does with them from archprof's checks (a TorchScript flatbuffer
+that is also a zip archive), and small files that torch's loaders make large: a bytearray
+made from its size, containers shared over and over, a power of powers in a shape."""
 
 from __future__ import annotations
 
+import io
 import zipfile
 
 import pytest
+import sympy
 import torch
+import torch.utils._pytree as pytree
 
 import archprof
 from archprof.errors import ArchprofError
+from archprof.load import load_model
 from tests.cli import cli, one_error_line
+from tests.fixtures.hostile_archives import (
+    bytearray_pickle,
+    expanded_weight,
+    shared_tuples,
+    spread_weight,
+    torch_save_archive,
+    with_output_size,
+    with_sample_inputs,
+)
 from tests.fixtures.hostile_flatbuffer import flatbuffer_in_a_zip
 
 
@@ -43,3 +57,97 @@ def test_a_flatbuffer_in_a_zip_given_as_weights_is_refused(polyglot):
     result = cli("summary", "lenet5", "--weights", path)
     assert result.exit_code == 2 and "flatbuffer" in one_error_line(result)
     assert victim.read_bytes() == b"clean"
+
+
+# -- small files torch makes large ---------------------------------------------------------
+
+
+def test_torch_makes_a_bytearray_of_the_size_a_pickle_names(tmp_path):
+    """The oracle: weights-only loading allocates what the pickle asks for."""
+    path = torch_save_archive(tmp_path / "small.pt", bytearray_pickle(10_000_000))
+    assert path.stat().st_size < 1_000
+    assert [len(b) for b in torch.load(str(path), weights_only=True)] == [10_000_000]
+
+
+@pytest.mark.parametrize("given_as", ["model", "weights"])
+def test_a_bytearray_made_from_its_size_is_refused(tmp_path, given_as):
+    path = torch_save_archive(tmp_path / "bytes.pt", bytearray_pickle(10**12))
+    args = ("summary", path, "-i", "3") if given_as == "model" else ("summary", "lenet5", "--weights", path)
+    result = cli(*args)
+    line = one_error_line(result)
+    assert result.exit_code == 2 and "bytearray of 1,000,000,000,000 bytes made from its size" in line
+
+
+def test_a_bytearray_in_an_exported_programs_sample_inputs_is_refused(tmp_path):
+    path = with_sample_inputs(
+        tmp_path, torch_save_archive(tmp_path / "inputs.pt", bytearray_pickle(10**12)).read_bytes()
+    )
+    with pytest.raises(ArchprofError, match=r"^refusing to load .*: a pickled bytearray of 1,000,000,000,000 bytes"):
+        archprof.analyze(str(path))
+
+
+def _pickled(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def test_shared_tuples_are_a_small_pickle_and_a_long_walk():
+    """The oracle: 16 levels pickle to under 2 KB, and pytree, which torch.export.load walks
+    a program's sample inputs with, finds 65,536 leaves."""
+    pickled = _pickled(shared_tuples(16))
+    assert len(pickled) < 2_000
+    assert len(pytree.tree_leaves(torch.load(io.BytesIO(pickled), weights_only=True))) == 2**16
+
+
+def test_sample_inputs_that_share_containers_over_and_over_are_refused(tmp_path):
+    path = with_sample_inputs(tmp_path, _pickled(((shared_tuples(40),), {})))
+    result = cli("summary", path)
+    assert result.exit_code == 2 and "containers that hold each other over and over" in one_error_line(result)
+
+
+def test_a_large_list_of_its_own_items_is_not_refused(tmp_path):
+    """A bound on sharing, not on size: a checkpoint with 1.5 million numbers of its own loads."""
+    state = {name: torch.zeros(value.shape) for name, value in load_model("lenet5").module.state_dict().items()}
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": state, "losses": [float(i) for i in range(1_500_000)]}, str(path))
+    assert cli("summary", "lenet5", "--weights", path).exit_code == 0
+
+
+def test_sympy_computes_powers_exactly():
+    """The oracle: a shape expression's powers are computed, digit by digit."""
+    assert sympy.sympify("2**2**20").p.bit_length() == 2**20 + 1
+
+
+@pytest.mark.parametrize(
+    "power", ["10**10**10", "Pow(Integer(10), Pow(Integer(10), Integer(10)))", "10**Integer('9999999999')"]
+)
+def test_a_shape_expression_with_powers_of_powers_is_refused(tmp_path, power):
+    path = with_output_size(tmp_path, f"Symbol('s77', positive=True, integer=True) + 0*{power}")
+    result = cli("summary", path)
+    assert result.exit_code == 2 and "shape expression" in one_error_line(result)
+
+
+def test_a_shape_expression_with_a_small_power_loads(tmp_path):
+    path = with_output_size(tmp_path, "Symbol('s77', positive=True, integer=True) + 0*2**3")
+    assert archprof.analyze(str(path)).totals.param_count == 3 * 4 * 9 + 4
+
+
+def test_torch_copies_a_weight_of_stride_0_out_in_full(tmp_path):
+    """The oracle: 4 bytes stored, 4 MB once torch builds the module."""
+    path = spread_weight(tmp_path, 1_000_000)
+    with zipfile.ZipFile(path) as archive:
+        assert [m.file_size for m in archive.infolist() if m.filename.endswith("weights/weight_0")] == [4]
+    module = torch.export.unflatten(torch.export.load(str(path)))
+    assert module.p.untyped_storage().nbytes() == 4_000_000
+
+
+def test_a_weight_declared_far_past_its_bytes_is_refused(tmp_path):
+    path = spread_weight(tmp_path, 2_000_000_000)
+    result = cli("summary", path)
+    assert result.exit_code == 2 and "declares 2,000,000,000 elements over 4 bytes" in one_error_line(result)
+
+
+def test_a_weight_torch_stores_expanded_loads(tmp_path):
+    """torch.export.save writes an expanded weight as its few elements, strides of 0."""
+    assert archprof.analyze(str(expanded_weight(tmp_path, 1000)), "1").totals.param_count == 1000

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import math
 import os
@@ -22,6 +21,8 @@ from archprof.load.common import REACHING_OUT, needs_code, quiet, shorten, unrea
 from archprof.load.generated_code import generated_code_checked
 from archprof.load.inputs import InputSpec
 from archprof.load.model import LoadedModel
+from archprof.load.shape_expressions import is_sympy_arithmetic
+from archprof.load.unpickling import unbounded_in, weights_only_bounded
 from archprof.load.zip_archive import checked_archive, folded
 
 # -- exported programs ---------------------------------------------------------------------
@@ -35,6 +36,9 @@ def load_exported(path: Path, spec: str, trust_pickle: bool) -> LoadedModel:
         with quiet() as logged, contextlib.nullcontext() if trust_pickle else _loading_as_data(refused):
             program = torch.export.load(str(path))
     except Exception as exc:
+        unbounded = unbounded_in(exc)
+        if unbounded is not None:
+            raise ArchprofError(f"refusing to load {spec}: {unbounded}") from None
         pickle_reason = None if refused else _code_in_pickle(exc)
         if refused or pickle_reason:
             what = refused[0] if refused else "pickled weights, constants or sample inputs"
@@ -184,25 +188,36 @@ def _batch_range(program) -> tuple[int, int | None] | None:
 # 2 GiB weight took torch 4.5 GB and 45 s. torch writes an empty entry only for a tensor of
 # no elements.
 _PAYLOAD_CONFIG = re.compile(r"^data/(?:weights|constants)/.*_config\.json$")
+# Nor more elements than 100 a byte stored, past 2**18: a tensor whose strides of 0 repeat a
+# few bytes (torch.export.save writes an expanded one so) is copied to its full size when
+# `unflatten` or `module()` builds the module (a 5.7 KB file took 8 GB). An expanded buffer of
+# torch's own is a few elements repeated to a map's size, under the bound.
+_MOST_SPREAD = 100
+_MOST_ELEMENTS_SPREAD = 2**18
 
 
 def _refuse_sizes_without_data(path: Path, spec: str) -> None:
     with checked_archive(path, spec) as archive:
         # Named as torch looks them up, case ignored (`checked_archive` refused two names it would take for one).
         members = [(folded(member.filename.split("/", 1)[-1]), member) for member in archive.infolist()]
-        empty = {tail for tail, member in members if member.file_size == 0}
+        sizes = {tail: member.file_size for tail, member in members}
         for tail, member in members:
             if not _PAYLOAD_CONFIG.match(tail):
                 continue
             folder = tail.rsplit("/", 1)[0]
             for name, payload in _payloads(archive, member, spec):
                 record = folded(f"{folder}/{payload.get('path_name')}")
-                declared = _declared_elements(payload)
-                if record in empty and declared != 0:
+                declared, stored = _declared_elements(payload), sizes.get(record)
+                if stored == 0 and declared != 0:
                     shown = "a size that is not a number" if declared is None else f"{declared:,} elements"
                     raise ArchprofError(
                         f"cannot read {spec}: its tensor {shorten(name)} declares {shown} but its entry"
                         f" {shorten(record)} is empty"
+                    )
+                if stored and declared and declared > max(_MOST_ELEMENTS_SPREAD, _MOST_SPREAD * stored):
+                    raise ArchprofError(
+                        f"cannot read {spec}: its tensor {shorten(name)} declares {declared:,} elements over"
+                        f" {stored:,} bytes (strides of 0, which torch copies out in full as it builds the module)"
                     )
 
 
@@ -253,7 +268,7 @@ def _loading_as_data(refused: list[str]) -> Iterator[None]:
         return refuse
 
     def sympify(expression, *args, **kwargs):
-        if isinstance(expression, str) and not _is_sympy_arithmetic(expression, kwargs.get("locals") or {}):
+        if isinstance(expression, str) and not is_sympy_arithmetic(expression, kwargs.get("locals") or {}):
             refuser(f"shape expression {shorten(expression)}")()
         return sympy.sympify(expression, *args, **kwargs)
 
@@ -270,6 +285,7 @@ def _loading_as_data(refused: list[str]) -> Iterator[None]:
         guarded_sympy = types.SimpleNamespace(**{**vars(sympy), "sympify": sympify})
         stack.enter_context(mock.patch.object(serde, "sympy", guarded_sympy))
         stack.enter_context(generated_code_checked(refused, _why_not_data))
+        stack.enter_context(weights_only_bounded())
         yield
 
 
@@ -303,57 +319,6 @@ def _code_in_pickle(exc: BaseException) -> str | None:
             return weights_only_reason(seen)
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-_SYMPY_OPERATORS = frozenset(
-    ["(", ")", ",", "=", "+", "-", "*", "/", "**", "//", "%", "<", ">", "<=", ">=", "==", "!=", "&", "|", "~"]
-)
-
-
-def _is_sympy_arithmetic(expression: str, given: Mapping[str, Any]) -> bool:
-    """Whether a shape expression is what torch writes (`Mul(Integer(2), Symbol('s0',
-    integer=True))`): numbers, operators, symbol names, sympy classes and constants; no
-    attribute access, indexing, builtins or sympy's functions (`sympify` itself evaluates
-    a string). `given`: the names torch defines for the expression."""
-    import ast
-    import tokenize
-
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(expression).readline))
-    except (tokenize.TokenError, SyntaxError):
-        return False
-    for token in tokens:
-        if token.type in (tokenize.NUMBER, tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
-            continue
-        if token.type == tokenize.OP and token.string in _SYMPY_OPERATORS:
-            continue
-        if token.type == tokenize.NAME and _is_sympy_name(token.string, given):
-            continue
-        if token.type == tokenize.STRING:  # a symbol's name, or Float('1.5')
-            try:
-                text = ast.literal_eval(token.string)
-            except (ValueError, SyntaxError):
-                return False
-            if isinstance(text, str) and (re.fullmatch(r"[\d.e+-]+", text) or _is_sympy_name(text, given)):
-                continue
-        return False
-    return True
-
-
-def _is_sympy_name(name: str, given: Mapping[str, Any]) -> bool:
-    import builtins
-    import keyword
-
-    import sympy
-
-    if name in given or name in ("True", "False", "None"):
-        return True
-    if not name.isidentifier() or name.startswith("_") or keyword.iskeyword(name) or hasattr(builtins, name):
-        return False
-    value = getattr(sympy, name, None)  # None: a name sympify makes a Symbol of
-    return (
-        value is None or isinstance(value, sympy.Basic) or (isinstance(value, type) and issubclass(value, sympy.Basic))
-    )
 
 
 def _exported_module(program) -> torch.nn.Module:

@@ -30,6 +30,7 @@ from archprof.load.common import (
 from archprof.load.exported import load_exported
 from archprof.load.model import LoadedModel, unwrapped
 from archprof.load.torchscript import refuse_unsafe_torchscript
+from archprof.load.unpickling import Unbounded, weights_only_bounded
 from archprof.load.zip_archive import checked_archive, folded, is_torch_zip
 
 # -- files ---------------------------------------------------------------------------------
@@ -212,8 +213,10 @@ def torch_load(
     import pickle
 
     try:
-        with quiet():
+        with quiet(), weights_only_bounded():
             return torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
+    except Unbounded as exc:
+        raise ArchprofError(f"refusing to load {spec}: {exc}") from None
     except pickle.UnpicklingError as exc:
         if not needs_code(exc):  # a bad opcode: not a pickle at all, or a damaged one
             raise _unreadable_file(path, spec, exc) from None
