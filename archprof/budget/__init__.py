@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,9 @@ class Limit:
     bound: str  # "max" or "min"
     threshold: int
     text: str  # as the user wrote it, e.g. "30M"
+    # Of a limit relative to a baseline report (`archprof.budget.baseline.MadeAt`): called with
+    # the report judged and its model's name, it refuses one not made at the baseline's input.
+    made_alike: Callable[[Report, str], None] | None = field(default=None, compare=False)
 
     def margin(self, value: int) -> int:
         """Headroom: how far the value is inside the limit (negative when it is exceeded)."""
@@ -197,6 +200,9 @@ def evaluate(report: Report, limits: Sequence[Limit], model: str | None = None) 
             f"evaluate takes a list of limits, each made by parse_limit (e.g. [parse_limit('max-params', '30M')]),"
             f" got {shown(limits)}"
         )
+    for limit in limits:
+        if limit.made_alike is not None:
+            limit.made_alike(report, model or report.model)
     shape = shapes_text(report.input_shapes)
     verdicts = []
     for limit in limits:
@@ -229,6 +235,9 @@ class BudgetEntry:
     optimizer: str = "sgd"  # for max-training-memory: a name in archprof.optimizers.OPTIMIZERS
     source: str = ""  # "archprof.toml, line 3": where the entry was defined, for errors
     search_dir: Path | None = field(default=None, compare=False)  # where "module:factory" modules live
+    # The folders a "module:factory" or "file.py:factory" entry's code must lie in: a budget
+    # file's, whose data must not name `os:system`; None for a model named on the command line.
+    confined_to: tuple[Path, ...] | None = field(default=None, compare=False)
     # From the command line: inputs (replacing input_size), factory arguments, weights, trust.
     options: ModelOptions = field(default_factory=ModelOptions)
 
@@ -253,7 +262,7 @@ def check_entry(entry: BudgetEntry) -> list[Verdict]:
     batch = entry.batch
     try:
         # Once for both analyses; files and modules are looked for in the budget file's folder first.
-        loaded = entry.options.load(entry.model, base_dir=entry.search_dir)
+        loaded = entry.options.load(entry.model, base_dir=entry.search_dir, confined_to=entry.confined_to)
         batch = batch or loaded.batch or 1  # as `analyze` takes None: an exported program's own batch
         inputs = entry.options.inputs or ((entry.input_size,) if entry.input_size is not None else None)
         if loaded.default_inputs is None and inputs is None:

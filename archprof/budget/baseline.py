@@ -3,21 +3,28 @@
 grown by 5%, for the figures a report's rows add up to (parameters, MACs, FLOPs, activation
 bytes). Each is an ordinary maximum (`Limit`), its threshold the baseline's total times
 (100 + percent) / 100 rounded down, its text saying where it comes from: "+5% of
-main.csv's 4.09 G"."""
+main.csv's 4.09 G". Each carries what its baseline was made at (`MadeAt`): the check of a
+report made at another input, batch or dtype is refused, not judged against totals that
+differ for that alone."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from archprof.budget import Limit
-from archprof.errors import ArchprofError, shown
+from archprof.errors import ArchprofError, shown, warn
 from archprof.metrics import METRICS
-from archprof.units import human_value
+from archprof.output import read_text
+from archprof.report import Report
+from archprof.units import human_value, shapes_text
 
 # The figures a growth limits: the metric's key (as --max-<key> names it), each a sum of a report's rows.
 GROWN = ("params", "macs", "flops", "activation")
@@ -44,6 +51,7 @@ def growth_limits(baseline: str | Path, increases: Sequence[str]) -> list[Limit]
     if not path.is_file():
         raise ArchprofError(f"--baseline: {shown(str(baseline))} is not a file")
     side = read(path)
+    made_at = _made_at(path)
     limits: dict[str, Limit] = {}
     for increase in increases:
         key, percent = _parsed(increase)
@@ -54,7 +62,7 @@ def growth_limits(baseline: str | Path, increases: Sequence[str]) -> list[Limit]
         threshold = math.floor(Fraction(total) * (100 + percent) / 100)
         sign = "+" if percent >= 0 else ""
         text = f"{sign}{_percent_text(percent)}% of {path.name}'s {human_value(metric.unit, total)}"
-        limits[f"max-{key}"] = Limit(f"max-{key}", metric, "max", threshold, text)
+        limits[f"max-{key}"] = Limit(f"max-{key}", metric, "max", threshold, text, made_at)
     return list(limits.values())
 
 
@@ -83,3 +91,89 @@ def _percent_text(percent: Fraction) -> str:
     if percent.denominator == 1:
         return str(percent.numerator)
     return str(Decimal(percent.numerator) / Decimal(percent.denominator))  # at most 18 digits: exact
+
+
+@dataclass(frozen=True)
+class MadeAt:
+    """What a baseline report was made at, called with the report a limit relative to it
+    judges (`archprof.budget.evaluate`): one made at another input (batch included) or dtype
+    is refused, one of another model warned of (a model renamed keeps its ratchet). A JSON
+    report records its model, inputs and dtype; a CSV one none of them, only its rows: its
+    first row's layer, input and bytes per output element (its dtype's size) are held to the
+    same row of the report checked, where that row is of the same layer."""
+
+    report: str  # the baseline's file name, "main.json"
+    model: str = ""  # a JSON report's
+    inputs: str = ""  # a JSON report's, batch included: "4x1x32x32"
+    dtype: str = ""  # a JSON report's
+    first_row: tuple[str, str, str, int] | None = None  # a CSV's: layer, module type, input shape, element bytes
+
+    def __call__(self, report: Report, model: str) -> None:
+        fix = "make the baseline at the same input and dtype"
+        if self.inputs:
+            if (self.inputs, self.dtype) != (shapes_text(report.input_shapes), report.dtype):
+                raise ArchprofError(
+                    f"baseline {self.report} was made at input {self.inputs}, {self.dtype}; this check runs"
+                    f" {model} at {shapes_text(report.input_shapes)}, {report.dtype}: {fix}"
+                )
+            if self.model not in (model, report.model):
+                warn(f"baseline {self.report} is a report of '{self.model}', not of '{model}': is it this model's?")
+            return
+        ours = _first_row(report.columns)
+        if self.first_row is None or ours is None or ours[:2] != self.first_row[:2]:
+            return  # a report of no rows, or its first layer another: nothing to hold it to
+        layer = f"its first layer, {self.first_row[0]} ({self.first_row[1]}),"
+        if ours[2] != self.first_row[2]:
+            raise ArchprofError(
+                f"baseline {self.report} was made at another input: {layer} takes {self.first_row[2]},"
+                f" in this check of {model} {ours[2]}: {fix}"
+            )
+        if ours[3] and self.first_row[3] and ours[3] != self.first_row[3]:
+            raise ArchprofError(
+                f"baseline {self.report} was made at another dtype: {layer} outputs {self.first_row[3]}-byte elements,"
+                f" in this check of {model} ({report.dtype}) {ours[3]}-byte: {fix}"
+            )
+
+
+def _made_at(path: Path) -> MadeAt:
+    """What the report at `path` (read already: a report) was made at."""
+    from archprof.diff import REPORT_BYTES, read_csv_layers
+
+    if path.suffix.lower() == ".csv":
+        return MadeAt(path.name, first_row=_first_row({k: [v] for k, v in read_csv_layers(path)[0].items()}))
+    document = json.loads(read_text(path, "report", REPORT_BYTES))  # read as a report already: an object
+    totals, model = document.get("totals"), document.get("model")
+    shapes = totals.get("input_shapes") if isinstance(totals, dict) else None
+    dtype = totals.get("dtype") if isinstance(totals, dict) else None
+    if not _is_shapes(shapes) or not isinstance(dtype, str):
+        raise ArchprofError(
+            f"--baseline {shown(str(path))} records no input (totals.input_shapes and dtype), which a check must"
+            " match: write it again with archprof summary MODEL -o FILE.json"
+        )
+    return MadeAt(path.name, model if isinstance(model, str) else "", shapes_text(shapes), dtype)
+
+
+def _is_shapes(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(shape, list) and shape and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            for shape in value
+        )
+    )
+
+
+def _first_row(columns: dict[str, list[Any]]) -> tuple[str, str, str, int] | None:
+    """The first row's layer, module type, input shape and bytes per output element (0 where
+    its output is not one shape, or holds no bytes), of a report's columns; None where it
+    has no row or lacks a column (a CSV written without it)."""
+    try:
+        layer, kind, shape = (columns[name][0] for name in ("layer", "module_type", "input_shape"))
+        output, size = columns["output_shape"][0], columns["activation_bytes"][0]
+    except (KeyError, IndexError):
+        return None
+    dims = str(output).split("x")
+    elements = math.prod(int(d) for d in dims) if all(d.isascii() and d.isdigit() and len(d) < 20 for d in dims) else 0
+    bytes_each = size // elements if elements and isinstance(size, int) and size % elements == 0 else 0
+    return str(layer), str(kind), str(shape), bytes_each

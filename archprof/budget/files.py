@@ -184,6 +184,7 @@ def _entry(budget: _BudgetText, index: int, raw: dict[str, Any]) -> BudgetEntry:
         optimizer=optimizer,
         source=budget.at(values["name"][0], index).removesuffix(": "),  # errors of the model: its name's line
         search_dir=budget.path.parent,
+        confined_to=(budget.path.parent, Path.cwd()),  # the project's code: a data file names no other
         options=options,
     )
 

@@ -86,7 +86,14 @@ class ModelOptions:
             **({"fold_bn": True} if self.fold_bn else {}),
         }
 
-    def load(self, spec: Any, base_dir: Path | None = None) -> LoadedModel:
+    def load(self, spec: Any, base_dir: Path | None = None, confined_to: Sequence[Path] | None = None) -> LoadedModel:
         """`spec` loaded with these factory arguments and weights (a budget file's models
-        from `base_dir`)."""
-        return load_model(spec, args=self.args, weights=self.weights, trust_pickle=self.trust_pickle, base_dir=base_dir)
+        from `base_dir`, their Python code held to the folders `confined_to`: `load_model`)."""
+        return load_model(
+            spec,
+            args=self.args,
+            weights=self.weights,
+            trust_pickle=self.trust_pickle,
+            base_dir=base_dir,
+            confined_to=confined_to,
+        )

@@ -15,7 +15,7 @@ Factories are called under `torch.device("meta")` with `args` as keyword argumen
 are data: a TorchScript or exported-program file is read without running Python code, and
 pickles are unpickled with `weights_only=True` unless the caller trusts them
 (`trust_pickle=True`, `--trust-pickle`). Only a spec that names a Python module or file
-imports code.
+imports code; `confined_to` (a budget file's models) holds it to the project's own.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ import inspect
 import io
 import os
 import re
+import site
 import sys
+import sysconfig
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,12 +70,15 @@ def load_model(
     weights: str | Path | None = None,
     trust_pickle: bool = False,
     base_dir: str | Path | None = None,
+    confined_to: Sequence[str | Path] | None = None,
 ) -> LoadedModel:
     """A model spec (see the module's docstring), a path to a model file (`pathlib.Path`), a
     module (used as it is, never copied) or a factory (called on meta with `args`).
     `weights`: a state-dict file for a built-in or a factory. `base_dir`: where relative file
     paths and modules are looked for first (a budget file's folder); the current directory
-    otherwise."""
+    otherwise. `confined_to`: folders (a budget file's and the current directory) that a
+    `module:factory` or `file.py:factory` spec's code must lie in, checked before it is
+    imported (`python_factory`); None: anywhere (a spec the user typed)."""
     if isinstance(spec, LoadedModel):
         if args or weights is not None:
             raise ArchprofError("args and weights apply when a model is loaded: pass them to load_model")
@@ -92,7 +97,7 @@ def load_model(
         refuse_extras(spec, "ExportedProgram", args, weights, "an exported program you pass")
         return program_loaded(spec, "ExportedProgram")
     if isinstance(spec, str):
-        loaded = _load_spec(spec.strip(), args, trust_pickle, base)
+        loaded = _load_spec(spec.strip(), args, trust_pickle, base, confined_to)
     elif isinstance(spec, os.PathLike):  # a path is a file, never a built-in name or module:factory
         loaded = load_file(os.fspath(spec), args, trust_pickle, base)
     elif callable(spec):
@@ -123,14 +128,16 @@ def _replace(loaded: LoadedModel, **changes) -> LoadedModel:
     return dataclasses.replace(loaded, **changes)
 
 
-def _load_spec(spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | None) -> LoadedModel:
+def _load_spec(
+    spec: str, args: dict[str, Any], trust_pickle: bool, base: Path | None, confined_to: Sequence[str | Path] | None
+) -> LoadedModel:
     if not spec:
         raise ArchprofError("empty model spec: give a built-in name (archprof zoo), a file or module:factory")
     if ":" in spec and not _is_windows_path(spec):
         location, _, attribute = spec.rpartition(":")
         if location in HUBS:
             return _load_hub(location, attribute, spec, args)
-        factory = python_factory(spec, base_dir=base)
+        factory = python_factory(spec, base_dir=base, confined_to=confined_to)
         return _from_factory(factory.target, spec, args, kind="factory")
     if _looks_like_path(spec, base):
         return load_file(spec, args, trust_pickle, base)
@@ -301,10 +308,15 @@ class PythonFactory:
 
 
 @printable_errors
-def python_factory(spec: str, base_dir: str | Path | None = None) -> PythonFactory:
+def python_factory(
+    spec: str, base_dir: str | Path | None = None, confined_to: Sequence[str | Path] | None = None
+) -> PythonFactory:
     """Import the module or file a `location:factory` spec names (user code runs: only ever
     for a spec that names it) and look the factory up. Relative files and modules are found
-    in `base_dir`, then in the current directory."""
+    in `base_dir`, then in the current directory. With `confined_to` (a budget file's
+    models), the module's or file's code, found without importing it, must lie in one of
+    those folders and outside Python's library and installed packages: the project's own,
+    not `os:system` with arguments from a data file."""
     location, colon, attribute = spec.rpartition(":")
     base = Path(base_dir) if base_dir is not None else None
     if not colon or not location or not attribute or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", attribute):
@@ -312,10 +324,15 @@ def python_factory(spec: str, base_dir: str | Path | None = None) -> PythonFacto
             f"malformed model spec '{spec}': expected package.module:factory or path/to/file.py:factory"
         )
     if location.lower().endswith(".py"):
+        path = resolve_path(location, base)
+        if confined_to is not None and lookup_path(path, location) == "file":  # else _import_file says what it is
+            _refuse_outside_project(spec, f"'{location}'", [path], confined_to)
         module, where = _import_file(location, spec, base), f"'{location}'"
     elif Path(location).suffix.lower() in MODEL_FILE_SUFFIXES:
         raise ArchprofError(f"'{spec}': a {Path(location).suffix} file is a model by itself; give it without ':'")
-    elif re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", location):
+    elif _MODULE_NAME.fullmatch(location):
+        if confined_to is not None:
+            _refuse_outside_project(spec, f"module '{location}'", _module_code(location, base), confined_to)
         module, where = _import_module(location, spec, base), f"module '{location}'"
     else:
         raise ArchprofError(
@@ -335,6 +352,76 @@ def python_factory(spec: str, base_dir: str | Path | None = None) -> PythonFacto
             " or class that builds it"
         )
     return PythonFactory(spec, target)
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _module_code(name: str, base: Path | None) -> list[Path] | None:
+    """The files and package folders `import name` would run code from, each level of a
+    dotted name (a package's __init__ too), found as the import finds them (a module
+    imported already where it is; else `base`, the current directory, sys.path) without
+    running any; None where a level is built into Python or frozen, [] where one is not found."""
+    found: list[Path] = []
+    where: list[str] | None = [str(Path(d).resolve()) for d in (base, Path.cwd()) if d is not None] + sys.path
+    parts = name.split(".")
+    for depth in range(1, len(parts) + 1):
+        dotted = ".".join(parts[:depth])
+        module = sys.modules.get(dotted)
+        if module is not None:
+            origin = getattr(module, "__file__", None)
+            locations = [str(p) for p in getattr(module, "__path__", None) or ()]
+        else:
+            if depth == 1 and (
+                dotted in sys.builtin_module_names or importlib.machinery.FrozenImporter.find_spec(dotted)
+            ):
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(dotted, where) if where else None
+            if spec is None:
+                return []
+            origin = spec.origin if spec.has_location else None
+            locations = [str(p) for p in spec.submodule_search_locations or ()]
+        if not origin and not locations:
+            return None
+        found += [Path(p) for p in (origin, *locations) if p]
+        where = locations or None
+    return found
+
+
+def _installed_dirs() -> list[Path]:
+    """Python's own library and the folders packages are installed in (a virtual
+    environment's whole tree too): code there is no project's, wherever the project lies."""
+    paths = [*site.getsitepackages(), site.getusersitepackages()]
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix, "installed_base": sys.base_prefix}
+    for scheme in (sysconfig.get_paths(), sysconfig.get_paths(vars=base)):
+        paths += [scheme[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    if sys.prefix != sys.base_prefix:
+        paths.append(sys.prefix)
+    return list(dict.fromkeys(Path(p).resolve() for p in paths if p))
+
+
+def _refuse_outside_project(spec: str, what: str, code: list[Path] | None, confined_to: Sequence[str | Path]) -> None:
+    """Refuse a spec whose code (`_module_code`'s, or a file's) is not the project's own: built
+    into Python, not found, or a file outside `confined_to`'s folders or inside an installed one."""
+    folders = [Path(d).resolve() for d in confined_to]
+    places = " or ".join(dict.fromkeys(str(d) for d in folders))
+    installed = _installed_dirs()
+    reason = f"{what} is built into Python" if code is None else f"{what} is not found in {places}"
+    for path in (p.resolve() for p in code or ()):
+        if not any(path.is_relative_to(d) for d in folders):
+            reason = f"{what} lies outside it ({path}, not in {places})"
+            break
+        if any(path.is_relative_to(d) for d in installed):
+            reason = f"{what} is an installed package's or Python's own ({path})"
+            break
+    else:
+        if code:
+            return
+    raise ArchprofError(
+        f"model '{spec}' is named in a budget file, where a factory must be the project's own code, and {reason}:"
+        " name it on the command line instead (archprof check MODEL --max-params ...), use a torchvision:NAME or"
+        " timm:NAME spec, or wrap it in a .py file of the project"
+    )
 
 
 @contextlib.contextmanager
