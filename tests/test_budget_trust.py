@@ -204,3 +204,13 @@ def test_a_baseline_of_another_model_is_warned_of_not_refused(tmp_path, net):
     with pytest.warns(UserWarning, match=r"baseline main.json is a report of '.*nets.py:net', not of 'renamed.py:net'"):
         (verdict,) = evaluate(report, growth_limits(path, ["macs=0"]), model="renamed.py:net")
     assert verdict.passed
+
+
+def test_a_junit_file_that_is_not_xml_is_refused_and_kept(tmp_path):
+    """`--junit models.py` replaced the code with XML; a stream still takes it."""
+    code = tmp_path / "models.py"
+    code.write_text("print('mine')\n")
+    result = cli("check", "lenet5", "--max-params", "1", "--junit", code)
+    assert result.exit_code == 2 and "ending in .xml" in one_error_line(result)
+    assert code.read_text() == "print('mine')\n"
+    assert cli("check", "lenet5", "--max-params", "1", "--junit", "/dev/null").exit_code == 1

@@ -281,11 +281,14 @@ def check(
         ]
         read += _weights_files(entries)
     if junit is not None:
-        if str(junit) == "-":  # the table goes there
-            from archprof.errors import ArchprofError
+        from archprof.errors import ArchprofError
 
+        if str(junit) == "-":  # the table goes there
             raise ArchprofError("--junit - : give a file name (the table goes to standard output)")
         check_output(junit, "--junit", *read)
+        # A file of another kind (models.py) is not replaced by XML; a stream (/dev/null, a pipe) may take it.
+        if junit.suffix.lower() != ".xml" and not (junit.is_char_device() or junit.is_fifo()):
+            raise ArchprofError(f"--junit {junit}: give a file name ending in .xml (the file is replaced by the XML)")
     if step_summary:
         check_appended(step_summary, "GITHUB_STEP_SUMMARY", read, [("the --junit file", junit)])
     with progress_display(quiet) as progress:
