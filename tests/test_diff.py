@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import warnings
 
 import markdown_it
 import pandas as pd
@@ -677,3 +678,18 @@ def test_a_kernel_read_from_a_report_is_neutralised_in_the_diffs_csv(tmp_path):
     text = diff(str(path), _windowed(5, 2), input_size=(3, 8, 8)).to_csv()
     row = next(row for row in csv.DictReader(io.StringIO(text)) if row["layer"] == "0")
     assert row["old_kernel"].startswith("'=")  # the CSV report's own neutralising mark
+
+
+def test_a_report_written_with_depth_beside_a_full_one_is_warned_of(tmp_path):
+    """`summary -d 1` sums features.0 ... into one row 'features': every layer then showed as
+    removed and added, and nothing said why."""
+    full, rolled = tmp_path / "full.csv", tmp_path / "d1.csv"
+    archprof.analyze("lenet5").to_csv(full)
+    assert cli("summary", "lenet5", "-d", "1", "-o", rolled).exit_code == 0
+    with pytest.warns(
+        archprof.ArchprofWarning, match=r"d1's row 'features' sums rows that full lists apart \('features\.0'"
+    ):
+        diff(str(full), str(rolled))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        diff(str(full), str(full))

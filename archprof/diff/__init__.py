@@ -7,6 +7,7 @@ cell back into its value, `change_text` writes the changes as the tables show th
 
 from __future__ import annotations
 
+import bisect
 import csv
 import functools
 import io
@@ -34,7 +35,7 @@ from archprof.diff.changes import (
     diff_reports,
     side_from_report,
 )
-from archprof.errors import ArchprofError, check_flag, errors_named, first_line
+from archprof.errors import ArchprofError, check_flag, errors_named, first_line, warn
 from archprof.load.common import shorten
 from archprof.output import read_text
 from archprof.passes.receptive_field import FieldMark
@@ -338,4 +339,25 @@ def diff(
         else load_side(side, input_size, trust_pickle=trust_pickle, **options)
         for side in (old, new)
     ]
+    _warn_of_rolled_up_rows(*sides)
     return diff_reports(*sides)
+
+
+def _warn_of_rolled_up_rows(old: Side, new: Side) -> None:
+    """Warn where a row of one side sums rows the other lists apart (`features` beside
+    `features.0`, ...): a report written with `--depth` set beside one without, whose
+    layers would all show as removed and added. The layers inside a row are found by
+    bisection of the other side's, sorted: a report may have a million rows."""
+    for rolled, apart in ((old, new), (new, old)):
+        layers = sorted({row["layer"] for row in apart.rows})
+        listed = set(layers)
+        for row in rolled.rows:
+            prefix = row["layer"] + "."
+            first = bisect.bisect_left(layers, prefix)
+            if first < len(layers) and layers[first].startswith(prefix) and row["layer"] not in listed:
+                warn(
+                    f"{visible_text(rolled.name)}'s row {shorten(visible_text(row['layer']))} sums rows that"
+                    f" {visible_text(apart.name)} lists apart ({shorten(visible_text(layers[first]))}, ...): a report"
+                    " written with --depth? Diff reports written at the same depth"
+                )
+                return
