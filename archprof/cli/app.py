@@ -19,6 +19,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from archprof import __version__
 from archprof.cli.help_panels import names_kept_whole
 from archprof.cli.streams import discard_written_to, interrupted, say, standard_output, terminated_as_interrupted
+from archprof.cli.unanswered_signals import ended_if_unanswered
 
 
 class _PlainArgument(TyperArgument):
@@ -281,7 +282,8 @@ def main() -> None:
     sys.stdout = _ClosedOutput() if sys.stdout is None else _writing_every_byte(sys.stdout)
     rich.console.Console.on_broken_pipe = _broken_pipe  # the tables', and Typer's help
     try:
-        with standard_output(), terminated_as_interrupted():  # the help too: `archprof -h > /dev/full`
+        # The help too: `archprof -h > /dev/full`.
+        with standard_output(), terminated_as_interrupted(), ended_if_unanswered():
             try:
                 app()
             except KeyboardInterrupt:  # while Typer builds the commands, before any parsing

@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import typer
 
+from archprof.cli.unanswered_signals import answered
 from archprof.text import NARROWEST_WIDTH
 
 
@@ -81,6 +82,7 @@ def _ctrl_c_noted() -> Iterator[_CtrlC]:
 
     def note_and_raise(signum, frame) -> NoReturn:
         ctrl_c.pressed = True
+        answered()
         raise KeyboardInterrupt
 
     with _handled(signal.SIGINT, note_and_raise, signal.default_int_handler):
@@ -133,6 +135,7 @@ def _handled(signum: int, handler, python_s) -> Iterator[None]:
 
 
 def _raise_terminated(signum, frame) -> NoReturn:
+    answered()
     raise Terminated
 
 
