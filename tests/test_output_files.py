@@ -614,7 +614,7 @@ def test_ctrl_c_is_one_line_and_exit_130_with_no_file(command, tmp_path):
     options = {
         "summary": [spec, "-o", target],
         "compare": [spec, spec, "--jobs", "1", "-o", target],
-        "check": [spec, "--max-params", "1M", "--junit", target],
+        "check": [spec, "--max-params", "1M", "--junit", target.with_suffix(".xml")],
     }[command]
     result = CliRunner().invoke(app, [command, *map(str, options), "--input", "4"])
     assert result.exit_code == 130, result.output
