@@ -4,6 +4,7 @@ made from its size, containers shared over and over, a power of powers in a shap
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zipfile
 
@@ -19,6 +20,7 @@ from tests.cli import cli, one_error_line
 from tests.fixtures.hostile_archives import (
     bytearray_pickle,
     expanded_weight,
+    shape_strings_that_run,
     shared_tuples,
     spread_weight,
     torch_save_archive,
@@ -151,3 +153,30 @@ def test_a_weight_declared_far_past_its_bytes_is_refused(tmp_path):
 def test_a_weight_torch_stores_expanded_loads(tmp_path):
     """torch.export.save writes an expanded weight as its few elements, strides of 0."""
     assert archprof.analyze(str(expanded_weight(tmp_path, 1000)), "1").totals.param_count == 1000
+
+
+def test_shape_strings_that_build_python_run_it_when_torch_loads_them(tmp_path):
+    """The oracle: torch.export.load runs the text the strings make."""
+    marker = tmp_path / "ran"
+    path = shape_strings_that_run(tmp_path, marker)
+    with contextlib.suppress(Exception):
+        torch.export.load(str(path))
+    assert marker.read_text() == "ran"
+
+
+def test_shape_strings_that_build_python_are_refused(tmp_path):
+    marker = tmp_path / "ran"
+    result = cli("summary", shape_strings_that_run(tmp_path, marker))
+    assert result.exit_code == 2 and "shape expression" in one_error_line(result)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "unbounded",
+    ["0*(10^10^10)", "0*Float(pi, 1000000000)", "0*Symbol('a'*45)", "0*floor(1e20000000000)", "Abs('s' + '1')"],
+)
+def test_a_shape_expression_without_bound_is_refused(tmp_path, unbounded):
+    """sympify reads ^ as a power; a Float's precision, a float's size and strings are bounded."""
+    path = with_output_size(tmp_path, f"Symbol('s77', positive=True, integer=True) + {unbounded}")
+    result = cli("summary", path)
+    assert result.exit_code == 2 and "is more than the arithmetic torch writes" in one_error_line(result)

@@ -66,6 +66,8 @@ def _refusal(spec: str, what: str, why: str = "") -> ArchprofError:
     `_refuse_code_in_graphs` refuses, and the code FX writes for the graph) when analysed."""
     if what.startswith("graph calls "):
         runs = ", code from the file that would run when analysed"
+    elif what.startswith("shape expression "):  # Python to sympify, which computes what it says exactly
+        runs = " is more than the arithmetic torch writes: loading would evaluate it as Python, without bound"
     else:
         runs = " would run code from the file when loaded"
     trust = "if you trust it, pass --trust-pickle (Python: trust_pickle=True)"

@@ -9,6 +9,7 @@ with (`factorial(Integer(10**10))`), and powers that grow without bound (`10**10
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -55,6 +56,7 @@ _POWERS = frozenset(["Pow", "PowByNatural", "FloatPow", "LShift", "RoundDecimal"
 _NUMBERS = frozenset(("Integer", "Rational", "Float"))
 _LARGEST_NUMBER = 2**64
 _LARGEST_EXPONENT = 64
+_MOST_DIGITS = 1024  # a Float's precision, in bits or digits
 _NODES = (
     ast.Expression,
     ast.BinOp,
@@ -76,55 +78,91 @@ _NODES = (
 def is_sympy_arithmetic(expression: str, given: Mapping[str, Any]) -> bool:
     """Whether `expression` is numbers of at most 64 bits, symbols, sympy's arithmetic and
     comparisons, and the functions torch names in `given`; a power's exponent (a shift's, a
-    rounding's digits) a number of at most 64 or an expression without numbers, and no power
-    within another."""
+    rounding's digits; `^` is a power to sympify) a number of at most 64 or an expression
+    without numbers, and no power within another. A string only names a symbol or spells a
+    number, as an argument of `Symbol`, `Integer`, `Float` or `Rational`: any other is text
+    a sympy function would sympify itself, unchecked (`Abs('exec(...)')`), or grow
+    (`Symbol('a' * 10**9)`)."""
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     try:
-        return all(_allowed(node, given) for node in ast.walk(tree))
+        texts = _placed_strings(tree)
+        return all(_allowed(node, given, texts) for node in ast.walk(tree))
     except RecursionError:
         return False
 
 
-def _allowed(node: ast.AST, given: Mapping[str, Any]) -> bool:
+def _placed_strings(tree: ast.AST) -> set[int]:
+    """The string constants where torch writes them: a symbol's name, a number's digits."""
+    placed: set[int] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        if node.func.id == "Symbol" and node.args:
+            name = node.args[0]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) and _is_symbol_name(name.value):
+                placed.add(id(name))
+        elif node.func.id in _NUMBERS:
+            placed.update(id(arg) for arg in node.args if isinstance(arg, ast.Constant) and _is_number_text(arg.value))
+    return placed
+
+
+def _allowed(node: ast.AST, given: Mapping[str, Any], texts: set[int]) -> bool:
     if not isinstance(node, _NODES):
         return False
     if isinstance(node, ast.Constant):
-        return _allowed_constant(node.value, given)
+        return id(node) in texts if isinstance(node.value, str) else _allowed_number(node.value)
     if isinstance(node, ast.Name):
         return node.id in given or node.id in _CALLED or node.id in _CONSTANTS or _is_symbol_name(node.id)
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or not (node.func.id in given or node.func.id in _CALLED):
             return False
-        if any(k.arg is None or not isinstance(k.value, ast.Constant) for k in node.keywords):
+        # Keywords are assumptions (integer=True) or a Float's precision, bounded.
+        if any(k.arg is None or not _small_keyword(k.value) for k in node.keywords):
             return False
+        if node.func.id == "Float" and len(node.args) > 1:
+            digits = _number(node.args[1])
+            return digits is not None and 0 <= digits <= _MOST_DIGITS
         if node.func.id in _POWERS:
             return len(node.args) == 2 and _bounded_power(*node.args)
         return True
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-        return _bounded_power(node.left, node.right)
+    if _is_power(node):
+        return _bounded_power(node.left, node.right)  # type: ignore[attr-defined]
     return True
 
 
-def _allowed_constant(value: Any, given: Mapping[str, Any]) -> bool:
-    if isinstance(value, bool) or value is None or isinstance(value, float):
+def _allowed_number(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
         return True
-    if isinstance(value, int):
-        return abs(value) <= _LARGEST_NUMBER
-    if isinstance(value, str):  # a symbol's name, or Float('1.5'), Integer('3')
-        if re.fullmatch(r"[\d.e+-]{1,40}", value):
-            return True
-        return value in given or _is_symbol_name(value)
+    if isinstance(value, int | float):
+        return math.isfinite(value) and abs(value) <= _LARGEST_NUMBER
     return False
+
+
+def _is_number_text(value: Any) -> bool:
+    """Digits of a number of at most 64 bits (`Float('1.5')`, `Integer('3')`)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[\d.eE+-]{1,40}", value):
+        return False
+    try:
+        return _allowed_number(float(value))
+    except ValueError:
+        return False
+
+
+def _small_keyword(value: ast.AST) -> bool:
+    """An assumption's True or False, or a precision of at most `_MOST_DIGITS`."""
+    if not isinstance(value, ast.Constant):
+        return False
+    return isinstance(value.value, bool) or (isinstance(value.value, int) and 0 <= value.value <= _MOST_DIGITS)
 
 
 def _is_symbol_name(name: str) -> bool:
     """A name sympify makes a symbol of (torch's `s0`, `u1`): no dunders, no sympy function."""
     import sympy
 
-    return name.isidentifier() and not name.startswith("_") and getattr(sympy, name, None) is None
+    return re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,99}", name) is not None and getattr(sympy, name, None) is None
 
 
 def _bounded_power(base: ast.AST, exponent: ast.AST) -> bool:
@@ -148,7 +186,7 @@ def _is_not_a_number(node: ast.AST) -> bool:
 
 
 def _is_power(node: ast.AST) -> bool:
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow | ast.BitXor):  # sympify: 2^3 is 2**3
         return True
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _POWERS
 
