@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pickle
 import zipfile
 
 import pytest
@@ -105,7 +106,39 @@ def test_shared_tuples_are_a_small_pickle_and_a_long_walk():
 def test_sample_inputs_that_share_containers_over_and_over_are_refused(tmp_path):
     path = with_sample_inputs(tmp_path, _pickled(((shared_tuples(40),), {})))
     result = cli("summary", path)
-    assert result.exit_code == 2 and "containers that hold each other over and over" in one_error_line(result)
+    assert result.exit_code == 2 and "hands out one container again and again" in one_error_line(result)
+
+
+def test_a_dict_keyed_by_shared_tuples_is_refused_before_torch_hashes_it(tmp_path):
+    """{t: 0}, t 40 levels of (t, t): 563 bytes that torch's unpickler hashed for hours (as
+    it set the key), before any walk of what it built."""
+    body = pickle.dumps(shared_tuples(40), protocol=2)[2:-1]
+    path = torch_save_archive(tmp_path / "keyed.pt", b"\x80\x02}" + body + b"K\x00s.")
+    assert path.stat().st_size < 1_000
+    result = cli("summary", "lenet5", "--weights", path)
+    assert result.exit_code == 2 and "hands out one container again and again" in one_error_line(result)
+
+
+def test_a_container_filled_after_it_was_handed_out_is_refused(tmp_path):
+    """A list that holds itself: whatever holds it would be counted too small."""
+    cyclic: list = []
+    cyclic.append(cyclic)
+    path = torch_save_archive(tmp_path / "cycle.pt", pickle.dumps({"w": cyclic}, protocol=2))
+    result = cli("summary", "lenet5", "--weights", path)
+    assert result.exit_code == 2 and "fills a container after handing it out" in one_error_line(result)
+
+
+def test_bytes_in_a_codec_other_than_pickles_own_are_refused(tmp_path):
+    """_codecs.encode(..., 'hex') doubles its input: 40 of them, 874 bytes, asked for 1 TiB."""
+
+    def text(value: str) -> bytes:
+        return b"X" + len(value.encode()).to_bytes(4, "little") + value.encode()
+
+    levels = 40
+    pickled = b"\x80\x02c_codecs\nencode\nq\x00" + b"h\x00" * levels + text("a") + text("latin1") + b"\x86R"
+    pickled += (text("hex") + b"\x86R") * levels + b"."
+    result = cli("summary", "lenet5", "--weights", torch_save_archive(tmp_path / "hex.pt", pickled))
+    assert result.exit_code == 2 and "pickled bytes encoded as 'hex'" in one_error_line(result)
 
 
 def test_a_large_list_of_its_own_items_is_not_refused(tmp_path):

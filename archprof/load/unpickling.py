@@ -1,10 +1,16 @@
 """Bounds on what torch's weights-only unpickler builds from a file. It runs no code from
-the file, but two of its ways let a few bytes become gigabytes or hours of work:
+the file, but three of its ways let a few bytes become gigabytes or hours of work:
 - `bytearray(N)`, on its allowlist, allocates N zeroed bytes (a 404-byte file asked for
   64 GiB); torch.save writes a bytearray as `bytearray(text, 'latin-1')`, never from a size.
+- `_codecs.encode`, on its allowlist for bytes (`encode(text, 'latin1')`), takes any codec:
+  'hex' doubles its input, and 31 of them made 3.4 GB of a 766-byte file.
 - the memo hands out one container again and again: `t = (t, t)`, forty deep, is 1.4 KB and
-  2**40 leaves to anyone who walks it (torch.export.load walks a program's sample inputs).
-`weights_only_bounded` refuses both while it is in force, naming what it refused."""
+  2**40 leaves to anyone who walks it (torch.export.load walks a program's sample inputs), or
+  hashes it (a dict keyed by it: the unpickler itself, for hours). So the pickle is read
+  ahead, opcode by opcode, nothing built, each object's reach summed from what it holds, and
+  refused where that runs far past the pickle's length (torch.save shares a tensor, a
+  string, a small tuple: a few items more).
+`weights_only_bounded` refuses each while it is in force, naming what it refused."""
 
 from __future__ import annotations
 
@@ -15,11 +21,6 @@ from typing import Any
 
 from archprof.errors import ArchprofError
 
-# A walk of what a file unpickled to, each container counted as often as it is reached;
-# past this many, where containers are shared, it is refused (one of torch's walks of it
-# would take as long).
-MOST_REACHED = 1_000_000
-
 
 class Unbounded(ArchprofError):
     """What a weights-only unpickling would build is refused: too large for the file."""
@@ -27,24 +28,33 @@ class Unbounded(ArchprofError):
 
 @contextlib.contextmanager
 def weights_only_bounded() -> Iterator[None]:
-    """torch's weights-only unpickler, for the duration: `bytearray` of a size refused, and a
-    result whose containers, shared, are reached more than `MOST_REACHED` times."""
+    """torch's weights-only unpickler, for the duration: `bytearray` of a size and `_codecs`
+    other than latin-1 refused, and a pickle whose sharing reaches far past its length
+    refused before it is read (`_refuse_shared_containers`)."""
     from unittest import mock
 
     import torch._weights_only_unpickler as unpickler
 
-    allowed = {**unpickler._get_allowed_globals(), "builtins.bytearray": _bytearray_of_data}
-    plain_load = unpickler.Unpickler.load
+    allowed = {
+        **unpickler._get_allowed_globals(),
+        "builtins.bytearray": _bytearray_of_data,
+        "_codecs.encode": _bytes_of_text,
+    }
+    plain_init, plain_load = unpickler.Unpickler.__init__, unpickler.Unpickler.load
+
+    def init(self, file, *args, **kwargs) -> None:
+        plain_init(self, file, *args, **kwargs)
+        self.archprof_stream = file  # torch's is seekable: a zip member's bytes, or the legacy file
 
     def load(self) -> Any:
+        _refuse_shared_containers(self.archprof_stream)
         with warnings.catch_warnings():  # torch's, which name this frame as their caller
             warnings.filterwarnings("ignore", module=__name__)
-            loaded = plain_load(self)
-        _refuse_shared_past_bound(loaded)
-        return loaded
+            return plain_load(self)
 
     with (
         mock.patch.object(unpickler, "_get_allowed_globals", lambda: allowed),
+        mock.patch.object(unpickler.Unpickler, "__init__", init),
         mock.patch.object(unpickler.Unpickler, "load", load),
     ):
         yield
@@ -56,29 +66,92 @@ def _bytearray_of_data(*args: Any) -> bytearray:
     return bytearray(*args)
 
 
-def _refuse_shared_past_bound(loaded: Any) -> None:
-    """Refuse `loaded` where walking it, a container each time it is reached, reaches more
-    than `MOST_REACHED` containers and items, some container more than once (a cycle too: the
-    walk stops there). A large structure of its own items, shared by none, is walked once."""
-    reached, shared, seen = 0, False, set()
-    stack = [loaded]
-    while stack:
-        value = stack.pop()
-        reached += 1
-        if shared and reached > MOST_REACHED:
-            raise Unbounded(
-                f"pickled containers that hold each other over and over: over {MOST_REACHED:,} items to walk"
-                f" from {len(seen):,} containers"
-            )
-        if isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, list | tuple | set | frozenset):
-            stack.extend(value)
-        else:
-            continue
-        shared = shared or id(value) in seen
-        seen.add(id(value))
+def _bytes_of_text(text: Any, encoding: Any = "utf-8", *rest: Any) -> bytes:
+    """bytes as pickle writes them, `_codecs.encode(text, 'latin1')`; another codec is
+    refused: 'hex' doubles its input, and a chain of them made 3 GB of 766 bytes."""
+    import codecs
+
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or rest:
+        raise Unbounded(f"pickled bytes encoded as {encoding!r}, not as pickle writes them ('latin1')")
+    return codecs.encode(text, encoding)
+
+
+# What a pickle may reach beyond what it spells out: a walk of the objects it builds, each
+# shared one counted wherever it is held, may meet this many more than the pickle has
+# opcodes (torch.save shares a tensor, a string, a small tuple; never much).
+MOST_REACHED = 1_000_000
+# Opcodes that fill the object beneath their arguments (a list, a dict, a set, an object's
+# state) and leave it there.
+_FILLING = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
+_GETS = frozenset({"GET", "BINGET", "LONG_BINGET", "DUP"})
+_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
+
+
+class _Reach:
+    """What walking one object a pickle builds would meet (`count`, itself included), and
+    whether the memo has handed it out again (`shared`)."""
+
+    __slots__ = ("count", "shared")
+
+    def __init__(self, count: int) -> None:
+        self.count, self.shared = count, False
+
+
+def _refuse_shared_containers(stream: Any) -> None:
+    """Read the pickle at `stream`'s position ahead, opcode by opcode, nothing built, each
+    object's reach summed from what it holds; refuse one whose reach runs past the opcodes
+    read by `MOST_REACHED` (a container shared at every level: t = (t, t)), or that is
+    filled after the memo handed it out (what holds it would be counted too small: a cycle,
+    or a list grown after a tuple took it). Then back to where it was, for torch to read. A
+    pickle that cannot be followed so is left to torch, whose error says why."""
+    import pickletools
+
+    start = stream.tell()
+    stack: list[_Reach] = []
+    marks: list[int] = []
+    memo: dict[Any, _Reach] = {}
+    try:
+        for read, (opcode, argument, _) in enumerate(pickletools.genops(stream)):
+            name = opcode.name
+            if name == "MARK":
+                marks.append(len(stack))
+            elif name in _GETS:
+                again = stack[-1] if name == "DUP" else memo[argument]
+                again.shared = True
+                stack.append(again)
+            elif name in _PUTS:
+                memo[len(memo) if name == "MEMOIZE" else argument] = stack[-1]
+            else:
+                made = _made(opcode, stack, marks)
+                if made.count > read + MOST_REACHED:
+                    raise Unbounded(
+                        "a pickle that hands out one container again and again (t = (t, t)): walked or hashed,"
+                        " a few bytes of it are hours of work"
+                    )
+                stack.extend([made] * len(opcode.stack_after))
+    except (ValueError, IndexError, KeyError):  # not a pickle this reading follows: torch says what
+        pass
+    finally:
+        stream.seek(start)
+
+
+def _made(opcode: Any, stack: list[_Reach], marks: list[int]) -> _Reach:
+    """What `opcode` leaves on the stack (if anything: PROTO, POP, STOP leave nothing), its
+    arguments taken off: a new object holding them, or the one it fills."""
+    import pickletools
+
+    held = stack[marks.pop() :] if pickletools.markobject in opcode.stack_before else []
+    del stack[len(stack) - len(held) :]
+    taken = sum(1 for item in opcode.stack_before if item not in (pickletools.markobject, pickletools.stackslice))
+    arguments = stack[len(stack) - taken :] if taken else []
+    del stack[len(stack) - taken :]
+    if opcode.name in _FILLING:
+        filled, *held_too = arguments
+        if filled.shared:
+            raise Unbounded("a pickle that fills a container after handing it out (a cycle, or a list grown late)")
+        filled.count += sum(reach.count for reach in [*held_too, *held])
+        return filled
+    return _Reach(1 + sum(reach.count for reach in [*arguments, *held]))
 
 
 def unbounded_in(exc: BaseException) -> Unbounded | None:
