@@ -29,6 +29,7 @@ def project(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "trust_project_nets.py").write_text(NET)
     monkeypatch.chdir(folder)
+    monkeypatch.delitem(sys.modules, "trust_project_nets", raising=False)  # another test's project's
     return folder
 
 
@@ -214,3 +215,24 @@ def test_a_junit_file_that_is_not_xml_is_refused_and_kept(tmp_path):
     assert result.exit_code == 2 and "ending in .xml" in one_error_line(result)
     assert code.read_text() == "print('mine')\n"
     assert cli("check", "lenet5", "--max-params", "1", "--junit", "/dev/null").exit_code == 1
+
+
+def test_a_budget_file_cannot_walk_out_of_the_projects_module(project, tmp_path):
+    """The project's module imports torch: `nn.functional.torch.os.system` reached os.system
+    through it, and `nn.functional.torch.load` torch.load; what a factory's path reaches must
+    be defined in the project too."""
+    marker = tmp_path / "ran"
+    _budget(
+        project,
+        f'name = "trust_project_nets.py:nn.functional.torch.os.system"\nargs = {{ command = "echo x > {marker}" }}',
+        f'name = "trust_project_nets:nn.functional.torch.os.system"\nargs = {{ command = "echo x > {marker}" }}',
+        'name = "trust_project_nets:nn.functional.torch.load"\nargs = { f = "model.pt" }',
+        'name = "trust_project_nets:net"\ninput = "3x16x16"',
+    )
+    result = cli("check", "-j", "1")
+    assert not marker.exists()
+    assert result.exit_code == 2 and "trust_project_nets:net" in result.stdout, result.stderr
+    first, second, third = _errors(result)
+    assert "'nn.functional.torch.os.system' is built into Python" in first and "line 2" in first
+    assert "'nn.functional.torch.os.system' is built into Python" in second
+    assert "'nn.functional.torch.load' lies outside it" in third and "torch/serialization.py" in third

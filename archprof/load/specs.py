@@ -351,6 +351,8 @@ def python_factory(
             f"'{spec}' is a {type(target).__name__} built as its file was imported, not a factory: name the function"
             " or class that builds it"
         )
+    if confined_to is not None:  # the project's module may hold others' code: `nn.functional.torch.os.system`
+        _refuse_outside_project(spec, f"'{attribute}'", _defined_in(target), confined_to)
     return PythonFactory(spec, target)
 
 
@@ -386,6 +388,13 @@ def _module_code(name: str, base: Path | None) -> list[Path] | None:
         found += [Path(p) for p in (origin, *locations) if p]
         where = locations or None
     return found
+
+
+def _defined_in(target: Any) -> list[Path] | None:
+    """The file a factory's code was defined in (a bound method's, its function's); None for
+    one without (a builtin, such as `os.system`)."""
+    source = getattr(inspect.getmodule(getattr(target, "__func__", target)), "__file__", None)
+    return [Path(source)] if source else None
 
 
 def _installed_dirs() -> list[Path]:
