@@ -141,6 +141,43 @@ def test_bytes_in_a_codec_other_than_pickles_own_are_refused(tmp_path):
     assert result.exit_code == 2 and "pickled bytes encoded as 'hex'" in one_error_line(result)
 
 
+def _long(value: int) -> bytes:
+    data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data
+
+
+# bytearray(torch.LongTensor([N])): the size through the tensor's __index__; set(ByteTensor(N)):
+# N elements allocated, then one 0-d tensor made for each.
+_SIZED_BY_A_TENSOR = {
+    "bytearray": b"\x80\x02cbuiltins\nbytearray\nctorch\nLongTensor\n]" + _long(10**12) + b"a\x85R\x85R.",
+    "set": b"\x80\x02cbuiltins\nset\nctorch\nByteTensor\n" + _long(10**12) + b"\x85R\x85R.",
+}
+
+
+def test_torch_makes_what_a_tensor_constructor_in_a_pickle_asks(tmp_path):
+    """The oracle: weights-only loading calls torch.ByteTensor with the pickle's size."""
+    pickled = b"\x80\x02cbuiltins\nset\nctorch\nByteTensor\n" + _long(1000) + b"\x85R\x85R."
+    assert len(torch.load(str(torch_save_archive(tmp_path / "set.pt", pickled)), weights_only=True)) >= 1
+
+
+@pytest.mark.parametrize("made", list(_SIZED_BY_A_TENSOR))
+def test_a_tensor_constructor_called_in_a_pickle_is_refused(tmp_path, made):
+    path = torch_save_archive(tmp_path / f"{made}.pt", _SIZED_BY_A_TENSOR[made])
+    assert path.stat().st_size < 1_000
+    result = cli("summary", "lenet5", "--weights", path)
+    assert result.exit_code == 2 and "a pickle that calls torch." in one_error_line(result)
+
+
+def test_a_set_of_anything_but_items_is_refused(tmp_path):
+    """set, Counter, OrderedDict and torch.Size only of what the pickle spells out."""
+    from archprof.load.unpickling import Unbounded, weights_only_bounded
+
+    pickled = b"\x80\x02cbuiltins\nset\nX\x03\x00\x00\x00abc\x85R."  # set("abc"): of a string
+    path = torch_save_archive(tmp_path / "set.pt", pickled)
+    with weights_only_bounded(), pytest.raises(Unbounded, match="a pickled set made from str"):
+        torch.load(str(path), weights_only=True)
+
+
 def test_a_large_list_of_its_own_items_is_not_refused(tmp_path):
     """A bound on sharing, not on size: a checkpoint with 1.5 million numbers of its own loads."""
     state = {name: torch.zeros(value.shape) for name, value in load_model("lenet5").module.state_dict().items()}

@@ -35,10 +35,14 @@ def weights_only_bounded() -> Iterator[None]:
 
     import torch._weights_only_unpickler as unpickler
 
+    plain = unpickler._get_allowed_globals()
     allowed = {
-        **unpickler._get_allowed_globals(),
+        **plain,
         "builtins.bytearray": _bytearray_of_data,
         "_codecs.encode": _bytes_of_text,
+        # Each from the items the pickle spells out, never from a tensor, whose elements it
+        # would make one by one (set(torch.ByteTensor(5_000_000)): 3.5 GB of 398 bytes).
+        **{name: _of_items(plain[name]) for name in _FROM_ITEMS if name in plain},
     }
     plain_init, plain_load = unpickler.Unpickler.__init__, unpickler.Unpickler.load
 
@@ -60,9 +64,28 @@ def weights_only_bounded() -> Iterator[None]:
         yield
 
 
+_FROM_ITEMS = ("builtins.set", "builtins.frozenset", "collections.Counter", "collections.OrderedDict", "torch.Size")
+_ITEMS = (list, tuple, dict, set, frozenset)
+
+
+def _of_items(make: Any) -> Any:
+    """`make` (set, Counter, OrderedDict, torch.Size) of a list, tuple, dict or set alone."""
+
+    def of_items(*args: Any) -> Any:
+        if len(args) > 1 or (args and not isinstance(args[0], _ITEMS)):
+            raise Unbounded(f"a pickled {make.__name__} made from {type(args[-1]).__name__}, not from its items")
+        return make(*args)
+
+    return of_items
+
+
 def _bytearray_of_data(*args: Any) -> bytearray:
+    """A bytearray as torch.save writes one, of bytes (or empty): never of a size, an int's
+    or a one-element tensor's (`__index__`), which it would allocate zeroed."""
     if args and isinstance(args[0], int):
         raise Unbounded(f"a pickled bytearray of {args[0]:,} bytes made from its size, not from data in the file")
+    if args and not (len(args) == 1 and isinstance(args[0], bytes | bytearray)):
+        raise Unbounded(f"a pickled bytearray made from {type(args[0]).__name__}, not from data in the file")
     return bytearray(*args)
 
 
@@ -91,10 +114,11 @@ class _Reach:
     """What walking one object a pickle builds would meet (`count`, itself included), and
     whether the memo has handed it out again (`shared`)."""
 
-    __slots__ = ("count", "shared")
+    __slots__ = ("count", "named", "shared")
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, named: str = "") -> None:
         self.count, self.shared = count, False
+        self.named = named  # of a GLOBAL: the module and name, "torch LongTensor"
 
 
 def _refuse_shared_containers(stream: Any) -> None:
@@ -122,7 +146,7 @@ def _refuse_shared_containers(stream: Any) -> None:
             elif name in _PUTS:
                 memo[len(memo) if name == "MEMOIZE" else argument] = stack[-1]
             else:
-                made = _made(opcode, stack, marks)
+                made = _made(opcode, argument, stack, marks)
                 if made.count > read + MOST_REACHED:
                     raise Unbounded(
                         "a pickle that hands out one container again and again (t = (t, t)): walked or hashed,"
@@ -135,7 +159,7 @@ def _refuse_shared_containers(stream: Any) -> None:
         stream.seek(start)
 
 
-def _made(opcode: Any, stack: list[_Reach], marks: list[int]) -> _Reach:
+def _made(opcode: Any, argument: Any, stack: list[_Reach], marks: list[int]) -> _Reach:
     """What `opcode` leaves on the stack (if anything: PROTO, POP, STOP leave nothing), its
     arguments taken off: a new object holding them, or the one it fills."""
     import pickletools
@@ -151,7 +175,21 @@ def _made(opcode: Any, stack: list[_Reach], marks: list[int]) -> _Reach:
             raise Unbounded("a pickle that fills a container after handing it out (a cycle, or a list grown late)")
         filled.count += sum(reach.count for reach in [*held_too, *held])
         return filled
-    return _Reach(1 + sum(reach.count for reach in [*arguments, *held]))
+    if opcode.name in ("REDUCE", "NEWOBJ") and _makes_tensor_data(arguments[0].named):
+        module, _, name = arguments[0].named.partition(" ")
+        raise Unbounded(
+            f"a pickle that calls {module}.{name} itself, which allocates what the file asks:"
+            " torch.save rebuilds tensors through torch._utils from the file's own data"
+        )
+    return _Reach(1 + sum(reach.count for reach in [*arguments, *held]), argument if opcode.name == "GLOBAL" else "")
+
+
+def _makes_tensor_data(named: str) -> bool:
+    """Whether a GLOBAL names a tensor or storage class of torch's (torch.LongTensor,
+    torch.storage.UntypedStorage), which called with a size allocates it. torch.save passes
+    such classes as arguments only (to `_rebuild_from_type_v2`, a parameter's class)."""
+    module, _, name = named.partition(" ")
+    return module.split(".")[0] == "torch" and name.endswith(("Tensor", "Storage"))
 
 
 def unbounded_in(exc: BaseException) -> Unbounded | None:
