@@ -308,7 +308,10 @@ def test_sigterm_ends_the_workers_too_and_the_process_by_the_signal():
     finally:
         process.kill()
     assert process.returncode == -signal.SIGTERM, stderr
-    assert stderr.strip().splitlines()[-1] == "terminated"
+    # multiprocessing's resource tracker, a process of its own, may warn of the pool's
+    # semaphores after archprof has ended (by the signal, no exit handlers ran): not archprof's lines.
+    ours = [line for line in stderr.strip().splitlines() if "resource_tracker" not in line]
+    assert ours[-1] == "terminated"
     time.sleep(1)
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
 
