@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import pickle
+import tarfile
 import zipfile
 
 import pytest
@@ -21,9 +22,11 @@ from tests.cli import cli, one_error_line
 from tests.fixtures.hostile_archives import (
     bytearray_pickle,
     expanded_weight,
+    script_with_a_spread_parameter,
     shape_strings_that_run,
     shared_tuples,
     spread_weight,
+    tar_with_a_pax_header_of_digits,
     torch_save_archive,
     with_output_size,
     with_sample_inputs,
@@ -250,3 +253,26 @@ def test_a_shape_expression_without_bound_is_refused(tmp_path, unbounded):
     path = with_output_size(tmp_path, f"Symbol('s77', positive=True, integer=True) + {unbounded}")
     result = cli("summary", path)
     assert result.exit_code == 2 and "is more than the arithmetic torch writes" in one_error_line(result)
+
+
+def test_a_legacy_tar_checkpoint_is_refused_before_tarfile_reads_it(tmp_path):
+    """torch.load parses a file as a tar archive before it refuses it weights-only; a pax
+    header of digits took tarfile quadratic time (301 KB: 80 s)."""
+    path = tar_with_a_pax_header_of_digits(tmp_path / "old.pt", 20_000)
+    header = tarfile.TarInfo.frombuf(path.read_bytes()[:512], "utf-8", "surrogateescape")
+    assert header.type == tarfile.XHDTYPE and header.size == 20_000  # a pax header, as tarfile reads it
+    result = cli("summary", "lenet5", "--weights", path)
+    assert result.exit_code == 2 and "a legacy .tar checkpoint (PyTorch before 0.4)" in one_error_line(result)
+
+
+def test_torchscript_keeps_a_parameter_of_stride_0_as_declared(tmp_path):
+    """The oracle: torch.jit.load keeps the view, 10 million elements over 28 bytes."""
+    parameter = torch.jit.load(str(script_with_a_spread_parameter(tmp_path / "spread.pt", 10**7))).unused
+    assert parameter.numel() == 10**7 and parameter.untyped_storage().nbytes() == 28
+
+
+def test_a_torchscript_parameter_declared_far_past_its_bytes_is_refused(tmp_path):
+    """A cast to --dtype copied it out in full: 4.8 GB from a 4.3 KB file at 2.3 billion."""
+    path = script_with_a_spread_parameter(tmp_path / "spread.pt", 10**7)
+    result = cli("summary", path, "--input", "3x8x8", "--dtype", "float16")
+    assert result.exit_code == 2 and "declares 10,000,000 elements over 28 bytes" in one_error_line(result)

@@ -200,3 +200,17 @@ def needs_code(exc: BaseException) -> bool:
 def weights_only_reason(exc: BaseException) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", str(exc))
     return f"it imports {found.group(1)}" if found else "weights_only=True refused it"
+
+
+# A tensor declared over more than 100 elements a byte stored, past 2**18 elements: strides of
+# 0 repeat a few bytes (torch.export.save writes an expanded tensor so), and a copy (unflatten
+# building an exported program's module tree, a cast to --dtype) makes it whole: gigabytes
+# from a few kilobytes. An expanded buffer of torch's own, a few elements repeated to a map's
+# size, is under the bound.
+_MOST_SPREAD = 100
+_MOST_ELEMENTS_SPREAD = 2**18
+
+
+def spread_too_far(elements: int, stored_bytes: int) -> bool:
+    """Whether `elements` declared over `stored_bytes` stored would be a bomb if copied."""
+    return elements > max(_MOST_ELEMENTS_SPREAD, _MOST_SPREAD * stored_bytes)

@@ -17,7 +17,15 @@ from typing import Any
 import torch
 
 from archprof.errors import ArchprofError
-from archprof.load.common import REACHING_OUT, needs_code, quiet, shorten, unreadable, weights_only_reason
+from archprof.load.common import (
+    REACHING_OUT,
+    needs_code,
+    quiet,
+    shorten,
+    spread_too_far,
+    unreadable,
+    weights_only_reason,
+)
 from archprof.load.generated_code import generated_code_checked
 from archprof.load.inputs import InputSpec
 from archprof.load.model import LoadedModel
@@ -190,12 +198,7 @@ def _batch_range(program) -> tuple[int, int | None] | None:
 # 2 GiB weight took torch 4.5 GB and 45 s. torch writes an empty entry only for a tensor of
 # no elements.
 _PAYLOAD_CONFIG = re.compile(r"^data/(?:weights|constants)/.*_config\.json$")
-# Nor more elements than 100 a byte stored, past 2**18: a tensor whose strides of 0 repeat a
-# few bytes (torch.export.save writes an expanded one so) is copied to its full size when
-# `unflatten` or `module()` builds the module (a 5.7 KB file took 8 GB). An expanded buffer of
-# torch's own is a few elements repeated to a map's size, under the bound.
-_MOST_SPREAD = 100
-_MOST_ELEMENTS_SPREAD = 2**18
+# Nor more elements than stored bytes allow (`spread_too_far`): unflatten copies a weight out.
 
 
 def _refuse_sizes_without_data(path: Path, spec: str) -> None:
@@ -216,7 +219,7 @@ def _refuse_sizes_without_data(path: Path, spec: str) -> None:
                         f"cannot read {spec}: its tensor {shorten(name)} declares {shown} but its entry"
                         f" {shorten(record)} is empty"
                     )
-                if stored and declared and declared > max(_MOST_ELEMENTS_SPREAD, _MOST_SPREAD * stored):
+                if stored and declared and spread_too_far(declared, stored):
                     raise ArchprofError(
                         f"cannot read {spec}: its tensor {shorten(name)} declares {declared:,} elements over"
                         f" {stored:,} bytes (strides of 0, which torch copies out in full as it builds the module)"

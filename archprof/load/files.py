@@ -24,6 +24,8 @@ from archprof.load.common import (
     refuse_extras,
     refuse_frozen,
     resolve_path,
+    shorten,
+    spread_too_far,
     unreadable,
     weights_only_reason,
 )
@@ -183,7 +185,21 @@ def _load_script_module(copy: Path, spec: str) -> torch.jit.ScriptModule:
         except Exception as exc:
             raise unreadable(spec, exc) from None
     refuse_frozen(module, spec)
+    _refuse_spread_tensors(module, spec)
     return module
+
+
+def _refuse_spread_tensors(module: torch.jit.ScriptModule, spec: str) -> None:
+    """Refuse a parameter or buffer declared over far more elements than its storage holds
+    (`spread_too_far`): strides of 0 over 28 bytes stood for 2.3 billion elements, which a
+    cast to another dtype (--dtype) copied out: 4.8 GB from a 4.3 KB file."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        stored = tensor.untyped_storage().nbytes()
+        if spread_too_far(tensor.numel(), stored):
+            raise ArchprofError(
+                f"cannot read {spec}: its tensor {shorten(name)} declares {tensor.numel():,} elements over {stored:,}"
+                " bytes (strides of 0, which a cast to another dtype copies out in full)"
+            )
 
 
 def _load_pickle(path: Path, spec: str, trust_pickle: bool, base: Path | None) -> LoadedModel:
@@ -209,29 +225,52 @@ def torch_load(
     path: Path, spec: str, trust_pickle: bool, map_location: str, mmap: bool = False, base: Path | None = None
 ) -> Any:
     """torch.load with weights_only=True; a pickle that needs code is refused unless trusted
-    (then `_trusted_load`, its classes imported from `base` and the current directory)."""
+    (then `_trusted_load`, its classes imported from `base` and the current directory), and
+    so is a legacy .tar checkpoint, which torch reads only so."""
     import pickle
 
-    try:
-        with quiet(), weights_only_bounded():
-            return torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
-    except Unbounded as exc:
-        raise ArchprofError(f"refusing to load {spec}: {exc}") from None
-    except pickle.UnpicklingError as exc:
-        if not needs_code(exc):  # a bad opcode: not a pickle at all, or a damaged one
-            raise _unreadable_file(path, spec, exc) from None
+    if _is_tar(path):  # torch parses it with tarfile before it refuses it weights-only
         if not trust_pickle:
-            reason = weights_only_reason(exc)
             raise ArchprofError(
-                f"refusing to unpickle {spec}: loading it would run code from the file ({reason}); if you trust it,"
-                " pass --trust-pickle (Python: trust_pickle=True)"
-            ) from None
-    except Exception as exc:
-        raise _unreadable_file(path, spec, exc) from None
+                f"refusing to load {spec}: a legacy .tar checkpoint (PyTorch before 0.4), which torch reads only as"
+                " code; if you trust it, pass --trust-pickle (Python: trust_pickle=True)"
+            )
+    else:
+        try:
+            with quiet(), weights_only_bounded():
+                return torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
+        except Unbounded as exc:
+            raise ArchprofError(f"refusing to load {spec}: {exc}") from None
+        except pickle.UnpicklingError as exc:
+            if not needs_code(exc):  # a bad opcode: not a pickle at all, or a damaged one
+                raise _unreadable_file(path, spec, exc) from None
+            if not trust_pickle:
+                reason = weights_only_reason(exc)
+                raise ArchprofError(
+                    f"refusing to unpickle {spec}: loading it would run code from the file ({reason}); if you trust"
+                    " it, pass --trust-pickle (Python: trust_pickle=True)"
+                ) from None
+        except Exception as exc:
+            raise _unreadable_file(path, spec, exc) from None
     try:
         return _trusted_load(path, map_location, base, mmap)
     except Exception as exc:
         raise ArchprofError(f"cannot unpickle {spec}: {first_line(exc)}") from None
+
+
+def _is_tar(path: Path) -> bool:
+    """Whether the file opens with a tar header, as PyTorch before 0.4 saved. torch.load
+    parses any file but a zip archive as a tar archive first, and Python's tarfile before
+    3.11.10 reads a pax header of digits in quadratic time (CVE-2024-6232: 301 KB took 80 s):
+    here its first block alone is read."""
+    import tarfile
+
+    try:
+        with path.open("rb") as stream:
+            tarfile.TarInfo.frombuf(stream.read(tarfile.BLOCKSIZE), "utf-8", "surrogateescape")
+    except (OSError, tarfile.HeaderError):
+        return False
+    return True
 
 
 def _trusted_load(path: Path, map_location: str | torch.device, base: Path | None, mmap: bool = False) -> Any:
