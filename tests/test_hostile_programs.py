@@ -5,6 +5,7 @@ operator or math, and a trace runs the graph."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -360,3 +361,50 @@ def test_a_global_taken_into_a_variable_by_a_keyword_name_is_refused(tmp_path):
     with contextlib.suppress(Exception):  # the oracle: the module torch builds runs it
         torch.export.load(str(hostile)).module()(torch.ones(1, 3, 8, 8))
     assert not victim.exists()
+
+
+class _AddsUnderNoGrad(nn.Module):
+    """x + 1 under no_grad, then a convolution: the subgraph takes the input alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            y = x + 1
+        return self.conv(y)
+
+
+def test_the_modules_own_name_reassigned_by_a_keyword_name_is_refused(tmp_path):
+    """A keyword's name on a control-flow node inside a subgraph that closes the call with `)`
+    and goes on, its lines kept in the function by carriage returns: `self = torch.os.sys.modules['os']`,
+    then `self.mkdir(...)`, which read as a call of the module's own submodule. The subgraph's
+    code runs even where unflatten interprets the top graph."""
+    torch.export.save(torch.export.export(_AddsUnderNoGrad(), (torch.randn(1, 3, 8, 8),)), tmp_path / "plain.pt2")
+    marker = tmp_path / "ran"
+    name = f")\r    self = torch.os.sys.modules['os']\r    _r = self.mkdir({str(marker)!r})\r    _z = slice(q"
+
+    def entry(tail: str, data: bytes, root: str) -> list[tuple[str, bytes]]:
+        if tail == "models/model.json":
+            model = json.loads(data)
+            outer = next(n for n in model["graph_module"]["graph"]["nodes"] if "set_grad" in n["target"])
+            subgraph = next(i for i in outer["inputs"] if "as_graph" in i["arg"])["arg"]["as_graph"]["graph"]
+            inner = copy.deepcopy(outer)
+            next(i for i in inner["inputs"] if "as_graph" in i["arg"])["arg"]["as_graph"]["name"] = "submod_9"
+            inner["inputs"].append({"name": name, "arg": {"as_int": 0}, "kind": 2})
+            inner["outputs"], inner["name"] = [{"as_tensor": {"name": "inner_out"}}], "inner"
+            subgraph["nodes"].insert(0, inner)
+            subgraph["nodes"][1]["inputs"][0]["arg"] = {"as_tensor": {"name": "inner_out"}}  # read: kept
+            subgraph["tensor_values"]["inner_out"] = subgraph["tensor_values"]["x"]
+            data = json.dumps(model).encode()
+        return [(root + tail, data)]
+
+    hostile = rewritten(tmp_path / "plain.pt2", tmp_path / "hostile.pt2", entry)
+    with pytest.raises(ArchprofError, match="holds a store to the name 'self'"):
+        archprof.analyze(str(hostile))
+    assert not marker.exists()
+    with contextlib.suppress(Exception):  # the oracle: torch runs the subgraph's code
+        program = torch.export.load(str(hostile))
+        program.graph_module.submod_1(torch.ones(1, 3, 8, 8))
+    assert marker.exists()

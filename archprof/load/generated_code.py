@@ -186,6 +186,16 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             own.add(node.id)
     first = arguments.args[0].arg if arguments.args else None
+    for node in ast.walk(tree):
+        # FX names a node's variable apart from its globals and never assigns the module's
+        # name: `self = torch.os.sys.modules['os']` made `self.mkdir(...)` read as a submodule's call.
+        stored = isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
+        if stored and (node.id == first or node.id in given or node.id in _BUILTINS):
+            return f"a store to the name {shorten(node.id)}"
+        if isinstance(node, ast.Subscript):  # FX indexes its own variables only (`getitem = add[0]`)
+            path = _path(node.value)
+            if path and path[0] not in own:
+                return f"an index into {shorten('.'.join(path))}"
     for node in ast.walk(function):
         problem = _alias_problem(node, own, first, given)
         if problem:
