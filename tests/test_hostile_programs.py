@@ -408,3 +408,27 @@ def test_the_modules_own_name_reassigned_by_a_keyword_name_is_refused(tmp_path):
         program = torch.export.load(str(hostile))
         program.graph_module.submod_1(torch.ones(1, 3, 8, 8))
     assert marker.exists()
+
+
+def test_an_argument_named_as_a_global_is_refused(tmp_path):
+    """A subgraph's input renamed `torch` in the file: torch writes `def forward(self, torch)`,
+    and the argument stands where the checks read the global (FX names its arguments apart
+    from its globals and builtins, as it names its variables)."""
+    torch.export.save(torch.export.export(_AddsUnderNoGrad(), (torch.randn(1, 3, 8, 8),)), tmp_path / "plain.pt2")
+
+    def entry(tail: str, data: bytes, root: str) -> list[tuple[str, bytes]]:
+        if tail == "models/model.json":
+            model = json.loads(data)
+            outer = next(n for n in model["graph_module"]["graph"]["nodes"] if "set_grad" in n["target"])
+            subgraph = next(i for i in outer["inputs"] if "as_graph" in i["arg"])["arg"]["as_graph"]["graph"]
+            old = subgraph["inputs"][0]["as_tensor"]["name"]
+            renamed = json.loads(json.dumps(subgraph).replace(json.dumps(old), json.dumps("torch")))
+            subgraph.clear()
+            subgraph.update(renamed)
+            data = json.dumps(model).encode()
+        return [(root + tail, data)]
+
+    hostile = rewritten(tmp_path / "plain.pt2", tmp_path / "hostile.pt2", entry)
+    assert "def forward(self, torch)" in torch.export.load(str(hostile)).graph_module.submod_1.code  # the oracle
+    with pytest.raises(ArchprofError, match="holds an argument named 'torch', as a global"):
+        archprof.analyze(str(hostile))

@@ -175,7 +175,8 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
     function = tree.body[0]
     arguments = function.args
     named = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs, arguments.vararg, arguments.kwarg]
-    own = {argument.arg for argument in named if argument is not None}
+    argument_names = {argument.arg for argument in named if argument is not None}
+    own = set(argument_names)
     for node in ast.walk(tree):
         if not isinstance(node, _SYNTAX):
             return f"a {type(node).__name__.lower()}"
@@ -186,6 +187,11 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             own.add(node.id)
     first = arguments.args[0].arg if arguments.args else None
+    # FX names arguments apart from its globals and builtins too: one named `torch` would
+    # stand where the checks below read the global.
+    shadowing = next((name for name in argument_names - {first} if name in given or name in _BUILTINS), None)
+    if shadowing:
+        return f"an argument named {shorten(shadowing)}, as a global"
     for node in ast.walk(tree):
         # FX names a node's variable apart from its globals and never assigns the module's
         # name: `self = torch.os.sys.modules['os']` made `self.mkdir(...)` read as a submodule's call.
