@@ -112,18 +112,25 @@ def failure_reason(exc: BaseException) -> str:
 _META_LIMITATION = re.compile(r"\bmeta\b|data.dependent|no data|cannot copy out", re.IGNORECASE)
 
 
-def is_meta_limitation(exc: BaseException) -> bool:
-    """Whether an exception says the meta device lacks what a real device has (data, a
-    kernel), rather than that the model is wrong: then a real forward may work."""
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc` and what caused it, in turn (its `__cause__`, else its `__context__`), each once:
+    what raised first, where a library replaced it on its way out."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, NotImplementedError) or "DataDependent" in type(exc).__name__:
-            return True
-        if _META_LIMITATION.search(str(exc)):
-            return True
+        yield exc
         exc = exc.__cause__ or exc.__context__
-    return False
+
+
+def is_meta_limitation(exc: BaseException) -> bool:
+    """Whether an exception says the meta device lacks what a real device has (data, a
+    kernel), rather than that the model is wrong: then a real forward may work."""
+    return any(
+        isinstance(raised, NotImplementedError)
+        or "DataDependent" in type(raised).__name__
+        or _META_LIMITATION.search(str(raised))
+        for raised in exception_chain(exc)
+    )
 
 
 _NO_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)

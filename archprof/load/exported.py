@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, exception_chain
 from archprof.load.common import (
     REACHING_OUT,
     needs_code,
@@ -318,12 +318,8 @@ def _code_in_pickle(exc: BaseException) -> str | None:
     """Why a weights-only unpickling refused, where this exception's chain holds one."""
     import pickle
 
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, pickle.UnpicklingError) and needs_code(seen):
-            return weights_only_reason(seen)
-        seen = seen.__cause__ or seen.__context__
-    return None
+    refusal = next((e for e in exception_chain(exc) if isinstance(e, pickle.UnpicklingError) and needs_code(e)), None)
+    return weights_only_reason(refusal) if refusal is not None else None
 
 
 def _exported_module(program) -> torch.nn.Module:

@@ -1,9 +1,13 @@
 """Bounds on what torch's weights-only unpickler builds from a file. It runs no code from
-the file, but three of its ways let a few bytes become gigabytes or hours of work:
+the file, but these of its ways let a few bytes become gigabytes or hours of work:
 - `bytearray(N)`, on its allowlist, allocates N zeroed bytes (a 404-byte file asked for
   64 GiB); torch.save writes a bytearray as `bytearray(text, 'latin-1')`, never from a size.
 - `_codecs.encode`, on its allowlist for bytes (`encode(text, 'latin1')`), takes any codec:
   'hex' doubles its input, and 31 of them made 3.4 GB of a 766-byte file.
+- set, Counter, OrderedDict and torch.Size, on its allowlist, take any iterable: of a tensor,
+  one 0-d tensor an element; and the legacy tensor constructors (`torch.ByteTensor`)
+  allocate the size they are called with. torch.save writes these of items only, and
+  rebuilds tensors through `torch._utils` from the file's own data.
 - the memo hands out one container again and again: `t = (t, t)`, forty deep, is 1.4 KB and
   2**40 leaves to anyone who walks it (torch.export.load walks a program's sample inputs), or
   hashes it (a dict keyed by it: the unpickler itself, for hours). So the pickle is read
@@ -19,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from archprof.errors import ArchprofError
+from archprof.errors import ArchprofError, exception_chain
 
 
 class Unbounded(ArchprofError):
@@ -195,9 +199,4 @@ def _makes_tensor_data(named: str) -> bool:
 def unbounded_in(exc: BaseException) -> Unbounded | None:
     """The refusal of `weights_only_bounded` that caused `exc`, where torch replaced it on the
     way out (torch.export.load tries each artifact again before it fails)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, Unbounded):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return next((raised for raised in exception_chain(exc) if isinstance(raised, Unbounded)), None)
