@@ -359,12 +359,12 @@ def python_factory(
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
-def _module_code(name: str, base: Path | None) -> list[Path] | None:
-    """The files and package folders `import name` would run code from, each level of a
-    dotted name (a package's __init__ too), found as the import finds them (a module
-    imported already where it is; else `base`, the current directory, sys.path) without
-    running any; None where a level is built into Python or frozen, [] where one is not found."""
-    found: list[Path] = []
+def _module_levels(name: str, base: Path | None) -> list[tuple[str | None, list[str]]]:
+    """Each level of a dotted module name as the path finder finds it, without running any
+    of it: its file and its package folders, where imported already from `sys.modules`,
+    else from `base`, the current directory and sys.path. The levels found up to the first
+    that is not."""
+    levels: list[tuple[str | None, list[str]]] = []
     where: list[str] | None = [str(Path(d).resolve()) for d in (base, Path.cwd()) if d is not None] + sys.path
     parts = name.split(".")
     for depth in range(1, len(parts) + 1):
@@ -374,20 +374,30 @@ def _module_code(name: str, base: Path | None) -> list[Path] | None:
             origin = getattr(module, "__file__", None)
             locations = [str(p) for p in getattr(module, "__path__", None) or ()]
         else:
-            if depth == 1 and (
-                dotted in sys.builtin_module_names or importlib.machinery.FrozenImporter.find_spec(dotted)
-            ):
-                return None
             spec = importlib.machinery.PathFinder.find_spec(dotted, where) if where else None
             if spec is None:
-                return []
+                return levels
             origin = spec.origin if spec.has_location else None
             locations = [str(p) for p in spec.submodule_search_locations or ()]
-        if not origin and not locations:
-            return None
-        found += [Path(p) for p in (origin, *locations) if p]
-        where = locations or None
-    return found
+        levels.append((origin, locations))
+        where = locations or None  # a module: nothing below it
+    return levels
+
+
+def _module_code(name: str, base: Path | None) -> list[Path] | None:
+    """The files and package folders `import name` would run code from, each level of a
+    dotted name (a package's __init__ too), found as the import finds them (`_module_levels`);
+    None where a level is built into Python or frozen, or has neither, [] where one is not found."""
+    top = name.partition(".")[0]
+    built_in = top in sys.builtin_module_names or importlib.machinery.FrozenImporter.find_spec(top)
+    if top not in sys.modules and built_in:
+        return None
+    levels = _module_levels(name, base)
+    if any(not origin and not locations for origin, locations in levels):
+        return None
+    if len(levels) < name.count(".") + 1:
+        return []
+    return [Path(p) for origin, locations in levels for p in (origin, *locations) if p]
 
 
 def _defined_in(target: Any) -> list[Path] | None:
@@ -483,19 +493,13 @@ def module_source(name: str, base: Path | None = None) -> Path | None:
     """The file `import name` runs for a `package.module:factory` spec, looked up where
     `python_factory` imports from (`base`, the current directory, sys.path), without running
     any of it (a package's __init__ included); None where there is none to find."""
-    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+    if not _MODULE_NAME.fullmatch(name):
         return None
-    if name in sys.modules:
-        source = getattr(sys.modules[name], "__file__", None)
-        return Path(source) if source else None
-    where: list[str] | None = [str(Path(d).resolve()) for d in (base, Path.cwd()) if d is not None] + sys.path
-    parts = name.split(".")
-    for depth in range(1, len(parts) + 1):
-        found = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), where) if where else None
-        if found is None:
-            return None
-        where = found.submodule_search_locations  # None for a module: nothing below it
-    return Path(found.origin) if found.has_location and found.origin else None
+    levels = _module_levels(name, base)
+    if len(levels) < name.count(".") + 1:
+        return None
+    origin = levels[-1][0]
+    return Path(origin) if origin else None
 
 
 def _import_file(location: str, spec: str, base: Path | None):
