@@ -192,18 +192,8 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
     shadowing = next((name for name in argument_names - {first} if name in given or name in _BUILTINS), None)
     if shadowing:
         return f"an argument named {shorten(shadowing)}, as a global"
-    for node in ast.walk(tree):
-        # FX names a node's variable apart from its globals and never assigns the module's
-        # name: `self = torch.os.sys.modules['os']` made `self.mkdir(...)` read as a submodule's call.
-        stored = isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
-        if stored and (node.id == first or node.id in given or node.id in _BUILTINS):
-            return f"a store to the name {shorten(node.id)}"
-        if isinstance(node, ast.Subscript):  # FX indexes its own variables only (`getitem = add[0]`)
-            path = _path(node.value)
-            if path and path[0] not in own:
-                return f"an index into {shorten('.'.join(path))}"
     for node in ast.walk(function):
-        problem = _alias_problem(node, own, first, given)
+        problem = _store_problem(node, own, first, given) or _alias_problem(node, own, first, given)
         if problem:
             return problem
         if isinstance(node, ast.Name) and node.id not in own and node.id not in given and node.id not in _BUILTINS:
@@ -217,6 +207,20 @@ def _problem(source: str, given: dict[str, Any], allowed: Callable[[Any], str | 
             problem = _call_problem(node, first, given, allowed) or _arguments_problem(node, own, given)
             if problem:
                 return problem
+    return None
+
+
+def _store_problem(node: ast.AST, own: set[str], first: str | None, given: dict[str, Any]) -> str | None:
+    """What FX never writes, which would stand a value where the checks read another: a
+    store to the module's name or a global's (FX names a node's variable apart from them:
+    `self = torch.os.sys.modules['os']` made `self.mkdir(...)` read as a submodule's call),
+    and an index into anything but its own variables (`getitem = add[0]`)."""
+    stored = isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
+    if stored and (node.id == first or node.id in given or node.id in _BUILTINS):
+        return f"a store to the name {shorten(node.id)}"
+    path = _path(node.value) if isinstance(node, ast.Subscript) else None
+    if path and path[0] not in own:
+        return f"an index into {shorten('.'.join(path))}"
     return None
 
 
