@@ -22,6 +22,8 @@ from archprof.units import human_bytes, in_binary_units, parse_size
 
 # --fit: traces allowed before giving up on a model whose memory is not affine in the batch.
 MAX_FIT_TRACES = 40
+# --fit: lines through a pair of batches followed before the search bisects.
+_NEW_LINES = 4
 # No tensor's bytes can pass int64 (torch counts sizes in it): nor can a batch --fit analyses.
 INT64_MAX = 2**63 - 1
 
@@ -106,9 +108,11 @@ def fit_batch(
     Memory is affine in the batch for these models (parameters fixed, activations
     proportional), so two analyses (batch 1 and 2; 2 and 3 where a training step refuses
     batch 1, a BatchNorm seeing one value per channel) give the line and a third and fourth
-    check the answer N (fits) and N + 1 (does not). Should a model not be affine, a
-    bisection between the fitting and failing batches seen so far finishes the search, in
-    at most MAX_FIT_TRACES analyses (where batch 2 needs no more than batch 1, a batch-1 path
+    check the answer N (fits) and N + 1 (does not). Where the answer is not there (a
+    training step's peak is the largest of several lines, which part of the step peaks
+    changing with the batch), the line through that pair of batches gives the next pair
+    (a few times); then a bisection between the fitting and failing batches seen so far
+    finishes the search, in at most MAX_FIT_TRACES analyses (where batch 2 needs no more than batch 1, a batch-1 path
     of the model's own, doubling from batch 2 finds a failing batch first). N and N + 1 are
     always analysed; batches past N + 1 are not all: a model whose memory falls at a larger
     batch (a branch on the batch size) may fit one of those too. `inputs`, `fold_bn`, `args`, `weights` and
@@ -197,6 +201,7 @@ def fit_batch(
             " would pass 2**63 - 1 bytes)"
         )
 
+    pair = first  # the last two batches in a row analysed begin here: a line through them
     if slope > 0:  # else (a batch-1 path of its own needing more than batch 2): no line, search from batch 2
         guess = first + (budget_bytes - one) // slope  # the affine answer, checked below
         if limit is not None:  # which does not fit (above): the line is off
@@ -205,7 +210,9 @@ def fit_batch(
             raise beyond_int64()
         need(guess)
         need(guess + 1)
-    while True:  # bracket [fits, fails) from every batch analysed; bisect if the line was off
+        pair = guess
+    steps = 0
+    while True:  # bracket [fits, fails) from every batch analysed; if the line was off, a new line, or bisect
         fails = min((b for b in needs if needs[b] > budget_bytes), default=None)
         fits = max(b for b in needs if needs[b] <= budget_bytes and (fails is None or b < fails))
         if fails == fits + 1:
@@ -214,12 +221,33 @@ def fit_batch(
             break
         if fails is None and fits >= largest:
             raise beyond_int64()
+        # The line through the last pair of batches analysed, where it rises: a training step's
+        # peak is the largest of several lines in the batch (which part of the step peaks
+        # changes with it), so the line from batches 1 and 2 may miss the answer by millions
+        # of batches, where the line through the pair it gave lands on it.
+        ahead = _on_the_line(needs, pair, budget_bytes) if steps < _NEW_LINES else None
+        tries = [] if ahead is None else [b for b in (ahead, ahead + 1) if fits < b < (fails or largest + 1)]
+        if tries and not all(b in needs for b in tries):
+            steps += 1
+            for batch in tries:
+                need(batch)
+            pair = ahead if ahead in needs and ahead + 1 in needs else pair
+            continue
         if fails is None:
             need(min(2 * fits, largest))
         else:  # halving the ratio while it is large (a line's guess orders of magnitude off), then the gap
             middle = math.isqrt(fits * fails) if fails > 2 * fits else (fits + fails) // 2
             need(min(max(middle, fits + 1), fails - 1))
     return Fit(fits, budget_bytes, reports[fits], needs[fits], needs[fits + 1], len(needs), binary)
+
+
+def _on_the_line(needs: dict[int, int | float], batch: int, budget_bytes: int) -> int | None:
+    """The largest batch within the budget on the line through batches `batch` and
+    `batch + 1`; None where that line does not rise (or one of them is past int64)."""
+    rise = needs[batch + 1] - needs[batch]
+    if not 0 < rise < math.inf:
+        return None
+    return batch + int((budget_bytes - needs[batch]) // rise)
 
 
 def _sized_past_int64(exc: BaseException) -> bool:

@@ -746,6 +746,22 @@ def test_fit_bisects_when_memory_is_not_affine_in_the_batch():
     assert found.traces <= MAX_FIT_TRACES
 
 
+def test_fit_follows_the_line_where_a_training_steps_peak_bends():
+    """resnet18's training step needs 20.5 MB more at batch 2 than at 1, and 22.4 MB a sample
+    far out (its peak is the largest of several lines in the batch): for 1e17 B the line from
+    batches 1 and 2 guessed batch 4.9e9, and the bisection from there ran out of analyses
+    ("memory is not affine in the batch"). The line through the pair it gave lands on the
+    answer. The oracle: what the answer means, each side analysed on its own."""
+    budget = 10**17
+    found = fit_batch("resnet18", budget, training=True)
+    assert found.traces == 6
+    below, above = (
+        predicted_bytes(archprof.analyze("resnet18", batch=b, training=True)) for b in (found.batch, found.batch + 1)
+    )
+    assert (below, above) == (found.bytes_at_batch, found.bytes_at_next)
+    assert below <= budget < above
+
+
 def test_fit_bisects_below_a_batch_whose_tensors_would_pass_int64():
     """Gram in 1PB: the line from batches 1 and 2 guessed batch 22,727,272,727,272, whose
     batch x batch product torch cannot size ("Storage size calculation overflowed"): fit
