@@ -433,6 +433,8 @@ def test_a_help_page_on_80_columns_leaves_the_options_help_half_the_line(command
         (["summary", "lenet5", "--dept", "2"], "error: no such option: --dept; did you mean --depth? ("),
         (["summary", "lenet5", "--fold"], "error: no such option: --fold; did you mean --fold-bn? ("),
         (["sumary", "lenet5"], "error: no such command 'sumary'; did you mean 'summary'? ("),
+        # Click offered two here ("Did you mean 'memory', 'summary'?"), which the rewording missed.
+        (["memroy", "lenet5"], "error: no such command 'memroy'; did you mean 'memory'? ("),
     ],
 )
 def test_a_mistyped_option_or_command_is_answered_with_the_closest_one(args, said):
@@ -449,6 +451,24 @@ def test_md_is_markdown_as_the_suffix_is():
     refused = cli("summary", "lenet5", "-f", "mdx")
     assert refused.exit_code == 2
     assert "'mdx' is not one of 'table', 'csv', 'json', 'markdown', 'html' (or 'md')" in one_error_line(refused)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["explain", "lenet5", "conv1"], "'table', 'markdown' (or 'md')"),
+        (["zoo"], "'table', 'csv', 'json', 'markdown' (or 'md')"),
+    ],
+)
+def test_a_format_that_is_none_is_refused_naming_the_commands_own(args, named):
+    """explain and zoo refused -f xml naming every format ('csv', 'html', ...), and then refused
+    the csv or html the user tried next: the command's own formats, which its help names."""
+    refused = cli(*args, "-f", "xml")
+    assert refused.exit_code == 2
+    assert f"'xml' is not one of {named} (" in one_error_line(refused)
+    help_formats = named.removesuffix(" (or 'md')").replace("'", "")
+    page = " ".join(cli(args[0], "-h").stdout.replace("│", " ").split())
+    assert f"Output format: {help_formats.rsplit(', ', 1)[0]} or {help_formats.rsplit(', ', 1)[1]}" in page
 
 
 def test_summary_of_a_training_step_takes_the_optimizer_its_peak_holds():

@@ -134,7 +134,7 @@ def _usage_error_on_one_line(command: str) -> Iterator[None]:
         # "--dept (Possible options: --depth, --help, --wide)"), asked alike for both.
         if getattr(exc, "possibilities", None):
             message = f"no such option: {exc.option_name}; did you mean {exc.possibilities[0]}?"
-        message = re.sub(r"\. Did you mean ('[^']*')\?$", r"; did you mean \1?", message)
+        message = re.sub(r"\. Did you mean ('[^']*')(, '[^']*')*\?$", r"; did you mean \1?", message)
         message = message.replace("Input should be", "the value should be")  # any other value pydantic refused
         message = message[:1].lower() + message[1:]
         say(f"error: {message} ({command} -h for help)")

@@ -107,17 +107,19 @@ TrustPickleOpt = Annotated[
 ]
 
 
-def _format(text: str | Format) -> Format:
+def _format(text: str | Format, taken: tuple[Format, ...] = tuple(Format)) -> Format:
     """A format by its name, or `md` for markdown: the suffix `--output` reads as Markdown; in
-    any case, as `--output`'s suffix is read."""
+    any case, as `--output`'s suffix is read. A name that is no format is refused naming the
+    formats the command takes (`taken`)."""
     if isinstance(text, Format):
         return text
     name = text.lower()
     try:
         return Format("markdown" if name == "md" else name)
     except ValueError:
-        names = ", ".join(f"'{format.value}'" for format in Format)
-        raise typer.BadParameter(f"'{text}' is not one of {names} (or 'md')") from None
+        names = ", ".join(f"'{format.value}'" for format in taken)
+        markdown = " (or 'md')" if Format.markdown in taken else ""
+        raise typer.BadParameter(f"'{text}' is not one of {names}{markdown}") from None
 
 
 def format_option(*formats: Format):
@@ -125,14 +127,15 @@ def format_option(*formats: Format):
     so that a command that takes some refuses the others in its own words. Its metavar is FORMAT:
     the choices as one (table|csv|json|markdown|html) took 30 of a help page's 80 columns from every
     option's help, which 80 columns wrapped to 26 (four words a line)."""
-    names = [format.value for format in formats or Format]
+    taken = formats or tuple(Format)
+    names = [format.value for format in taken]
     return Annotated[
         Optional[Format],
         typer.Option(
             "--format",
             "-f",
             metavar="FORMAT",
-            parser=_format,
+            parser=partial(_format, taken=taken),
             help=f"Output format: {', '.join(names[:-1])} or {names[-1]}",
             show_default="from --output's suffix; table on standard output",
         ),
