@@ -77,8 +77,13 @@ def share_text(share: float) -> str:
 
 def percent_change_text(change: float) -> str:
     """A relative change as a signed percentage, written as `share_text` writes a share:
-    0.4163 -> '+41.6%', 0.00004 -> '+<0.1%', -0.9997 -> '->99.9%', 10.69 -> '+1,069.0%'."""
-    return ("-" if change < 0 else "+") + share_text(abs(change))
+    0.4163 -> '+41.6%', 0.00004 -> '+<0.1%', -0.9997 -> '<-99.9%', 10.69 -> '+1,069.0%'. A
+    change near all the value is bounded with its sign inside ('<-99.9%', '>+99.9%'): the
+    sign before the bound read as an arrow ('->99.9%')."""
+    shown = share_text(abs(change))
+    if shown.startswith(">"):
+        return ("<-" if change < 0 else ">+") + shown[1:]
+    return ("-" if change < 0 else "+") + shown
 
 
 def ratio_text(ratio: float) -> str:

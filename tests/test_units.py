@@ -15,6 +15,7 @@ from archprof.units import (
     parse_flops_rate,
     parse_pixels,
     parse_size,
+    percent_change_text,
     share_text,
 )
 
@@ -247,3 +248,13 @@ def test_huge_counts_and_numpy_shares_are_written():
     assert human_count(10**44) == "1.00e+44" and human_bytes(10**47) == "1.00e+47 B"
     assert human_count(-999_995) == "-1.00 M"  # rounds to a thousand K: the next prefix, as positive ones
     assert share_text(numpy.float64(0.0625)) == "6.3%"
+
+
+@pytest.mark.parametrize(
+    ("change", "text"),
+    [(-0.9997, "<-99.9%"), (0.9997, ">+99.9%"), (-0.00004, "-<0.1%"), (0.4163, "+41.6%"), (-1.0, "-100.0%")],
+)
+def test_a_change_near_all_of_the_value_is_bounded_with_its_sign_inside(change, text):
+    """diff resnet18 lenet5 wrote the MACs' fall as '->99.9%', which reads as an arrow: a fall
+    of more than 99.9% is below -99.9% ('<-99.9%'); a small change keeps its sign first."""
+    assert percent_change_text(change) == text
