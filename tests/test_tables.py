@@ -167,6 +167,25 @@ def test_a_narrow_table_names_the_columns_it_left_out(command):
     assert left_out_note(wide.stdout) == [] and all(heading in header_line(wide.stdout) for heading in left_out)
 
 
+@pytest.mark.parametrize(
+    ("args", "width"),
+    [(("summary", "resnet18"), 30), (("summary", "resnet18"), 40), (("compare", "resnet18", "mobilenet_v2"), 40)],
+)
+def test_the_note_of_columns_left_out_keeps_each_heading_on_one_line(args, width):
+    """On 40 columns the note read 'Type, %' and 'MACs, ...' on the next line ('Live' /
+    'after' too): each heading it names is whole on one line, and is named as the table's
+    --wide header names it."""
+    output = at_width(width, *args).stdout
+    lines = output[output.index("Left out to fit") :].splitlines()
+    left_out = left_out_note(output)
+    assert {"% MACs", "Receptive field"} & set(left_out) or "x Params" in left_out
+    for heading in left_out:
+        assert any(heading in line for line in lines), heading
+    assert every_line_fits(output, width)
+    wide = header_line(at_width(width, *args, "--wide").stdout)
+    assert all(heading in wide for heading in left_out)
+
+
 def leaf_names(name: str) -> set[str]:
     """The names of the model's modules that hold no other, from torch (built on the meta device)."""
     import torch

@@ -94,11 +94,11 @@ def fitted_table(
         left_out = [heading for heading in order if heading not in fitting] if not chosen else []
         if left_out:
             notes = (_left_out_note(left_out, layout.width), options.get("caption"))
-            options.update(caption="\n".join(filter(None, notes)), caption_justify="left")
+            options.update(caption=Prose("\n".join(filter(None, notes))), caption_justify="left")
         if stack:
             caption = options.get("caption")
             kept = {heading: columns[heading] for heading in shown}
-            caption = Prose(caption) if caption else None
+            caption = Prose(caption) if isinstance(caption, str) and caption else caption
             return stacked_rows(title, kept, labels=labels, caption=caption, width=layout.width)
         over = sum(natural[h] + 3 for h in shown) - layout.width
         if over > 0:
@@ -407,7 +407,9 @@ def _cell_width(cell) -> int:
 
 
 def _left_out_note(left_out: list[str], width: int | None) -> str:
-    names = ", ".join(left_out)
+    """The caption's note of the columns left out, each heading kept on one line ('Live
+    after', '% MACs': their spaces `JOINER`s, which `Prose` prints as spaces)."""
+    names = ", ".join(heading.replace(" ", JOINER) for heading in left_out)
     return f"Left out to fit {width} columns: {names} (show every column with --wide, or choose with --columns)"
 
 

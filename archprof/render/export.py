@@ -11,7 +11,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from archprof.text import markdown_literal, visible_text
+from archprof.text import JOINER, markdown_literal, visible_text
 
 NBSP = "\u00a0"
 _CONSOLE = Console(color_system=None)  # resolves a cell's styles into runs; prints nothing
@@ -94,7 +94,8 @@ def _table(table: Table) -> _Table:
 
 
 def _plain(cell) -> str:
-    return cell.plain if isinstance(cell, Text) else str(cell)
+    """A cell's text; a `Prose` caption's `JOINER`s spaces, as printed."""
+    return cell.plain.replace(JOINER, " ") if isinstance(cell, Text) else str(cell)
 
 
 def _indented(cell: Text) -> Text:
