@@ -43,7 +43,10 @@ def test_the_top_rows_are_those_with_the_most_largest_first_with_their_shares(sp
     rows = _ranked_rows(done.stdout)
     assert [row[0] for row in rows] == ["1", "2", "3"] and [row[1] for row in rows] == expected
     heading = next(line for line in done.stdout.splitlines() if line.startswith("|"))
-    share = [cell.strip() for cell in heading.strip("|").split("|")].index("% MACs" if by == "macs" else "% Params")
+    headings = [cell.strip() for cell in heading.strip("|").split("|")]
+    # Headed '#', which `archprof explain` reads as a row number: '#3' was another layer there.
+    assert headings[:2] == ["Rank", "Layer"]
+    share = headings.index("% MACs" if by == "macs" else "% Params")
     total = sum(figures[figure] for figures in LAYERS.values())
     assert [row[share] for row in rows] == [share_text(LAYERS[layer][figure] / total) for layer in expected]
     held = share_text(sum(LAYERS[layer][figure] for layer in expected) / total)

@@ -129,10 +129,10 @@ def ranked_table(report, by: str, count: int, layout: Layout = Layout()) -> Grou
     ranked = sorted((i for i, value in enumerate(values) if value), key=lambda i: -values[i])[:count]
     figures = [figure for figure in _RANKED_FIGURES if figure[0] in (*_RANKED_ALWAYS, column)]
     totals = report.totals  # the shares the summary gives, of the model's totals
-    cells: dict[str, list] = {"#": [], "Layer": [], "Type": [], "Output shape": []}
+    cells: dict[str, list] = {"Rank": [], "Layer": [], "Type": [], "Output shape": []}
     for place, index in enumerate(ranked, start=1):
         row = report.row(index)
-        cells["#"].append(str(place))
+        cells["Rank"].append(str(place))
         cells["Layer"].append(layer_name(row))
         cells["Type"].append(visible_text(row["module_type"]))
         cells["Output shape"].append(row["output_shape"])
@@ -140,7 +140,7 @@ def ranked_table(report, by: str, count: int, layout: Layout = Layout()) -> Grou
             cells.setdefault(title, []).append(cell(row[name]))
             cells.setdefault(f"% {title}", []).append(share_cell(getattr(totals, name))(row[name]))
     others = [title for name, title, _ in figures if name != column]
-    priority = ("#", "Layer", heading, f"% {heading}", "Type", "Output shape")
+    priority = ("Rank", "Layer", heading, f"% {heading}", "Type", "Output shape")
     priority += (*others, *(f"% {title}" for title in others))  # on a narrow terminal the shares go first
     title = (
         f"{visible_text(report.model)}  ·  input {report.input_text}  ·  the {len(ranked)} rows with the most {what}"
