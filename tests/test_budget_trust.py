@@ -207,6 +207,19 @@ def test_a_baseline_of_another_model_is_warned_of_not_refused(tmp_path, net):
     assert verdict.passed
 
 
+def test_a_csv_baseline_of_another_model_is_warned_of_not_refused(tmp_path, net):
+    """A CSV records no model name: check lenet5 --baseline resnet18.csv held lenet5 to
+    resnet18's totals (-414,691.3%) without a word. Its first layer tells another model."""
+    path = tmp_path / "main.csv"
+    assert cli("summary", net, "-i", "3x16x16", "-o", path).exit_code == 0
+    report = archprof.analyze("lenet5")
+    first = report.layers.iloc[0]
+    warned = rf"baseline main.csv begins with layer 0 \(Conv2d\), lenet5 with {first.layer} \({first.module_type}\)"
+    with pytest.warns(UserWarning, match=warned):
+        (verdict,) = evaluate(report, growth_limits(path, ["macs=0"]), model="lenet5")
+    assert not verdict.passed  # held to it all the same, as a JSON one of another model is
+
+
 def test_a_junit_file_that_is_not_xml_is_refused_and_kept(tmp_path):
     """`--junit models.py` replaced the code with XML; a stream still takes it."""
     code = tmp_path / "models.py"

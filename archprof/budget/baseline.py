@@ -100,7 +100,8 @@ class MadeAt:
     is refused, one of another model warned of (a model renamed keeps its ratchet). A JSON
     report records its model, inputs and dtype; a CSV one none of them, only its rows: its
     first row's layer, input and bytes per output element (its dtype's size) are held to the
-    same row of the report checked, where that row is of the same layer."""
+    same row of the report checked, where that row is of the same layer (another first layer
+    is warned of: another model's, maybe)."""
 
     report: str  # the baseline's file name, "main.json"
     model: str = ""  # a JSON report's
@@ -120,8 +121,14 @@ class MadeAt:
                 warn(f"baseline {self.report} is a report of '{self.model}', not of '{model}': is it this model's?")
             return
         ours = _first_row(report.columns)
-        if self.first_row is None or ours is None or ours[:2] != self.first_row[:2]:
-            return  # a report of no rows, or its first layer another: nothing to hold it to
+        if self.first_row is None or ours is None:
+            return  # a report of no rows: nothing to hold it to
+        if ours[:2] != self.first_row[:2]:  # another model's, maybe: its model is not recorded (as a JSON's is)
+            warn(
+                f"baseline {self.report} begins with layer {self.first_row[0]} ({self.first_row[1]}), {model} with"
+                f" {ours[0]} ({ours[1]}): is it this model's report?"
+            )
+            return
         layer = f"its first layer, {self.first_row[0]} ({self.first_row[1]}),"
         if ours[2] != self.first_row[2]:
             raise ArchprofError(
