@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from archprof.analysis import Analysis, analysis, check_optimizer, checked_batch_and_dtype, load, model_label
-from archprof.errors import ArchprofError, check_flag, errors_named, shown
+from archprof.errors import ArchprofError, check_flag, errors_named, shown, warn
 from archprof.lazy_modules import LazyModule
 from archprof.load import InputsLike
 from archprof.measure.clock import latency_ms
@@ -116,6 +117,7 @@ def compare(
         raise ArchprofError("compare needs at least one model")
     # Each model with its label (its name, else `model_label`), which leads its errors.
     items = list(zip(names or [model_label(model) for model in models], models, strict=True))
+    _warn_of_repeats(items)
     # Here, not per model: errors of the call, not of the first model's analysis ("lenet5: training must be ...").
     flags = {"profile": profile, "trust_pickle": trust_pickle, "training": training, "fold_bn": fold_bn}
     for flag, value in flags.items():
@@ -154,6 +156,16 @@ def compare(
         reports = [replace(made, model=name) for made, name in zip(reports, names, strict=True)]
     frame = comparison_frame(reports, latencies)
     return sort_comparison(frame, sort) if sort is not None else frame
+
+
+def _warn_of_repeats(items: list[tuple[str, Any]]) -> None:
+    """Say which models are named more than once (the same spec, or the same module object):
+    each is analysed again, its rows alike (`compare resnet18 resnet18`, a slip maybe)."""
+    keys = [str(model) if isinstance(model, (str, Path)) else id(model) for _, model in items]
+    seen = Counter(keys)
+    repeated = dict.fromkeys(label for (label, _), key in zip(items, keys, strict=True) if seen[key] > 1)
+    if repeated:
+        warn(f"{', '.join(repeated)}: named more than once, each time analysed alike (one row each)")
 
 
 def _analysis(

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -575,3 +576,17 @@ def test_a_training_comparison_names_its_forward_peak_as_the_summary_does():
     chosen = runner.invoke(app, ["compare", "lenet5", "--train", "--columns", "Params,Peak memory"])
     assert chosen.exit_code == 0, chosen.output
     assert "Forward peak" in chosen.stdout and human_bytes(forward_peak) in chosen.stdout
+
+
+def test_a_model_named_twice_is_said_and_keeps_its_rows():
+    """compare resnet18 resnet18 printed two identical rows without a word; the same module
+    object twice alike. Two modules of one class are two models: not said."""
+    with pytest.warns(UserWarning, match=r"^lenet5: named more than once, each time analysed alike"):
+        frame = archprof.compare(["lenet5", "edge_conv", "lenet5"])
+    assert frame["model"].tolist() == ["lenet5", "edge_conv", "lenet5"]
+    block = torch.nn.Conv2d(3, 4, 3)
+    with pytest.warns(UserWarning, match="named more than once"):
+        archprof.compare([block, block], input_size=(3, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        archprof.compare([torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 8, 3)], input_size=(3, 8, 8))

@@ -81,7 +81,7 @@ def test_the_cli_compare_and_check_give_the_same_output_with_any_jobs(tmp_path):
 
 
 def test_a_worker_error_is_the_serial_one_line_error_of_the_first_failing_model():
-    models = ("lenet5", "no-such-model", TWO_INPUTS, "edge_conv", "lenet5", "edge_conv")  # TwoInputs: no default input
+    models = ("lenet5", "no-such-model", TWO_INPUTS, "edge_conv", "alexnet", "edge_fc")  # TwoInputs: no default input
     errors = []
     for jobs in ("1", "2"):
         result = cli("compare", *models, "--jobs", jobs)
