@@ -72,7 +72,7 @@ def test_a_baseline_with_nothing_to_divide_by_leaves_its_ratios_empty_and_says_w
     (tmp_path / "relu.py").write_text("import torch\n\ndef relu():\n    return torch.nn.Sequential(torch.nn.ReLU())\n")
     done = invoke("compare", f"{tmp_path}/relu.py:relu", "lenet5", "--input", "1x32x32", "--jobs", "1")
     assert done.exit_code == 0 and all(note in done.output for note in notes), done.output
-    done = invoke("compare", "lenet5", "lenet5", "--jobs", "1")
+    done = invoke("compare", "lenet5", "edge_conv", "--jobs", "1")
     assert done.exit_code == 0 and "none, as the baseline" not in done.output  # a baseline with figures: no note
 
     norm = torch.nn.Sequential(torch.nn.BatchNorm2d(1).eval())

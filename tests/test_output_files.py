@@ -105,7 +105,7 @@ FILE_OPTIONS = [
     ("memory", "lenet5", "--plot"),
     ("profile", "lenet5", "--device", "cpu", "--peak-flops", "1T", "--bandwidth", "1TB/s", "-f", "csv", "-o"),
     ("profile", "lenet5", "--device", "cpu", "--peak-flops", "1T", "--bandwidth", "1TB/s", "--plot"),
-    ("compare", "lenet5", "lenet5", "-j", "1", "-f", "csv", "-o"),
+    ("compare", "lenet5", "edge_conv", "-j", "1", "-f", "csv", "-o"),
     ("diff", "lenet5", "lenet5", "-f", "csv", "-o"),
     ("check", "lenet5", "--max-params", "1M", "-j", "1", "--junit"),
 ]
@@ -613,7 +613,7 @@ def test_ctrl_c_is_one_line_and_exit_130_with_no_file(command, tmp_path):
     target.parent.mkdir()
     options = {
         "summary": [spec, "-o", target],
-        "compare": [spec, spec, "--jobs", "1", "-o", target],
+        "compare": [spec, "--jobs", "1", "-o", target],
         "check": [spec, "--max-params", "1M", "--junit", target.with_suffix(".xml")],
     }[command]
     result = CliRunner().invoke(app, [command, *map(str, options), "--input", "4"])
