@@ -488,3 +488,14 @@ def test_summary_of_a_training_step_takes_the_optimizer_its_peak_holds():
     assert "Training step peak (adam;" in table.stdout
     refused = cli("summary", "lenet5", "--optimizer", "adam")
     assert refused.exit_code == 2 and "add --train" in one_error_line(refused)
+
+
+def test_an_input_in_another_dtype_than_the_model_says_to_cast_the_model():
+    """--input 1x32x32:float16 for a float32 model: its first layer refuses the two dtypes,
+    and the error said no more; the fix it now names runs."""
+    refused = cli("summary", "lenet5", "--input", "1x32x32:float16")
+    assert refused.exit_code == 2
+    assert one_error_line(refused).endswith(
+        "; the input is float16, the model float32: cast the model too (--dtype float16; dtype='float16' from Python)"
+    )
+    assert cli("summary", "lenet5", "--input", "1x32x32:float16", "--dtype", "float16").exit_code == 0

@@ -9,6 +9,7 @@ running when it ran.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -274,7 +275,7 @@ def _traced_once(
         script_failure = isinstance(model, torch.jit.ScriptModule) and recorder.failure is not None
         exc = recorder.failure if script_failure else raised
         hint = _one_value_per_channel_hint(exc, training)
-        message = recorder.describe_failure(exc, shapes) + hint
+        message = recorder.describe_failure(exc, shapes) + (hint or _input_dtype_hint(exc, specs, input_dtype))
         if not real and is_meta_limitation(exc):
             raise MetaUnsupported(message, short_reason(exc)) from exc
         raise (NeedsTwoSamples if hint else ArchprofError)(message) from exc
@@ -454,6 +455,22 @@ def _one_value_per_channel_hint(exc: Exception, training: bool) -> str:
     if training and "Expected more than 1 value per channel" in str(exc):
         return "; a training step needs a batch of at least 2 here (--batch 2; batch=2 from Python)"
     return ""
+
+
+# The words of a kernel refusing tensors of two dtypes: the recorder's own
+# (`meta_outputs.check_one_dtype`), a CPU convolution's, a matrix product's, an elementwise op's.
+_MIXED_DTYPES = re.compile(r"in one dtype|should be the same|same dtype|expected scalar type")
+
+
+def _input_dtype_hint(exc: Exception, specs: Sequence[TraceInput], model_dtype: torch.dtype | None) -> str:
+    """What fixes an input given in another floating dtype than the model's ("3x224x224:float16"
+    for a float32 model), which its first layer refuses: the model cast to it as well."""
+    given = [spec.dtype for spec in specs if spec.dtype is not None and spec.dtype.is_floating_point]
+    others = [dtype for dtype in given if dtype != model_dtype]
+    if model_dtype is None or not others or not _MIXED_DTYPES.search(str(exc)):
+        return ""
+    name, model = (str(dtype).removeprefix("torch.") for dtype in (others[0], model_dtype))
+    return f"; the input is {name}, the model {model}: cast the model too (--dtype {name}; dtype='{name}' from Python)"
 
 
 def forward_exit_error(name: str, exc: BaseException, where: str = "") -> ArchprofError:
