@@ -302,7 +302,7 @@ class FailsForReal(torch.nn.Module):
 def test_a_real_forward_that_fails_is_one_line_and_exit_2(tmp_path, command):
     (tmp_path / "fails.py").write_text(FAILS_FOR_REAL)
     model = f"{tmp_path / 'fails.py'}:FailsForReal"
-    models = [model, model, "--profile"] if command == ["compare"] else [model]
+    models = [model, "--profile"] if command == ["compare"] else [model]
     result = runner.invoke(app, [command[0], *models, *command[1:], "--input", "3x8x8"])
     assert result.exit_code == 2, result.output
     line = one_error_line(result)
