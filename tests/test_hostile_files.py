@@ -317,6 +317,26 @@ def test_torchscript_naming_anything_outside_the_allowlist_is_refused(tmp_path, 
 
 
 @pytest.mark.parametrize(
+    ("prefix", "rest"),
+    [
+        ("__torch__.torch", "classes.profiling._ScriptProfile"),
+        ("__torch__.torch.classes", "profiling._ScriptProfile"),
+        ("__torch__.torch.classes.profiling", "_ScriptProfile"),
+    ],
+)
+def test_torchscript_reaching_a_class_through_a_prefix_bound_to_a_name_is_refused(tmp_path, prefix, rest):
+    """`_c = __torch__.torch`, then `_c.classes.NS.Class()`: every C++ class torch registers,
+    outside the allowed namespaces (c10d's Work, whose wait() hung archprof; nnapi's
+    Compilation, whose run() crashed it with SIGSEGV), where the same class named in full is
+    refused. The oracle: torch compiles and runs the file, reaching the class through the name."""
+    lines = [f"_c = {prefix}", f"_p = _c.{rest}()", "_p.enable()"]
+    path = with_forward_code(_Holds(), tmp_path / "prefix.pt", *lines)
+    assert torch.jit.load(str(path))(torch.ones(1)).tolist() == [2.0]
+    line = one_error_line(cli("summary", path, "-i", "3"))
+    assert f"{_code_entry(_Holds)} uses '{prefix}', which names no one class" in line and "--trust-pickle" in line
+
+
+@pytest.mark.parametrize(
     ("global_name", "says"),
     [
         (b"posix\nsystem", "'posix.system', which is neither torch's nor its own code"),

@@ -203,8 +203,11 @@ def _name_problem(node: ast.Attribute | ast.Name) -> str | None:
         if len(parts) == 3 and parts[1] not in _OPERATOR_NAMESPACES:
             return f"calls {shorten(name)}, an operator outside torch's own ({', '.join(_OPERATOR_NAMESPACES)})"
         return _operator_problem(name, parts[1] if len(parts) == 3 else "", parts[2:])
-    if parts[1:3] == ["torch", "classes"] and (len(parts) < 5 or parts[3] not in _CLASS_NAMESPACES):
-        return f"uses {shorten(name)}, a class outside torch's own ({', '.join(_CLASS_NAMESPACES)})"
+    if parts[1] == "torch" and (len(parts) == 2 or parts[2] == "classes"):  # torch's C++ classes
+        if len(parts) < 5:  # a prefix (`_c = __torch__.torch`), through which `_c.classes.c10d.Work` is reached
+            return f"uses {shorten(name)}, which names no one class (torch's C++ classes are named in full)"
+        if parts[3] not in _CLASS_NAMESPACES:
+            return f"uses {shorten(name)}, a class outside torch's own ({', '.join(_CLASS_NAMESPACES)})"
     return None
 
 
