@@ -229,6 +229,34 @@ def test_bad_reports_exit_2(tmp_path, content, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_a_report_of_more_rows_than_any_networks_is_refused_before_its_rows_are_read(tmp_path, monkeypatch):
+    """Reports of tiny rows within the 256 MiB a report may be took gigabytes to read (8 MiB
+    of CSV rows: 1.7 GB, 11 s), which no network's report nears (the largest hub model's has
+    2,179 rows): a report of more than MOST_ROWS is refused, CSV or JSON, at the first row
+    past it. Here with a bound of 5 rows, which lenet5's report passes."""
+    import archprof.diff
+
+    report = archprof.analyze("lenet5")
+    assert len(report.layers) > 5
+    (tmp_path / "r.csv").write_text(report.to_csv())
+    (tmp_path / "r.json").write_text(report.to_json())
+    monkeypatch.setattr(archprof.diff, "MOST_ROWS", 5)
+    with pytest.raises(ArchprofError, match=r"r\.csv, line 7: more than 5 rows, more than a report of any network"):
+        read_csv_layers(tmp_path / "r.csv")
+    with pytest.raises(ArchprofError, match=r"r\.json, layer 5: more than 5 rows, more than a report of any network"):
+        diff(tmp_path / "r.json", "lenet5")
+
+
+def test_a_json_report_of_more_values_than_a_report_holds_is_refused_unparsed(tmp_path):
+    """255 MiB of `[]` took 6.8 GB and a minute to parse before "no layers" was said: values
+    are counted in the text first (a report's row holds 30 to 40; 100 a row allowed)."""
+    bomb = tmp_path / "bomb.json"
+    bomb.write_text('{"layers": [' + "[]," * 2_600_000 + "0]}")
+    result = cli("diff", bomb, "lenet5")
+    assert result.exit_code == 2
+    assert "holds over 5,000,000 JSON values, more than a report of 50,000 layers" in one_error_line(result)
+
+
 def test_the_markdown_title_shows_the_names_as_text(tmp_path):
     """A CSV report's name is its file's: "<img src=x onerror=...>" was written as HTML."""
     name = "<img src=x onerror=alert(1)> *[a](b)"

@@ -9,7 +9,6 @@ differ for that alone."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -22,7 +21,6 @@ from typing import Any
 from archprof.budget import Limit
 from archprof.errors import ArchprofError, shown, warn
 from archprof.metrics import METRICS
-from archprof.output import read_text
 from archprof.report import Report
 from archprof.units import human_value, shapes_text
 
@@ -144,11 +142,11 @@ class MadeAt:
 
 def _made_at(path: Path) -> MadeAt:
     """What the report at `path` (read already: a report) was made at."""
-    from archprof.diff import REPORT_BYTES, read_csv_layers
+    from archprof.diff import read_csv_layers, read_report_json
 
     if path.suffix.lower() == ".csv":
         return MadeAt(path.name, first_row=_first_row({k: [v] for k, v in read_csv_layers(path)[0].items()}))
-    document = json.loads(read_text(path, "report", REPORT_BYTES))  # read as a report already: an object
+    document = read_report_json(path)  # read as a report already: an object
     totals, model = document.get("totals"), document.get("model")
     shapes = totals.get("input_shapes") if isinstance(totals, dict) else None
     dtype = totals.get("dtype") if isinstance(totals, dict) else None

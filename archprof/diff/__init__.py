@@ -47,6 +47,13 @@ from archprof.text import visible_text
 # The most of a report file read: a report has a row of a few hundred bytes per layer, so
 # this is a million layers with long names; a larger file (or /dev/zero) is refused unread.
 REPORT_BYTES = 256 * 2**20
+# The most rows a report read may hold: the largest report of the 1,451 torchvision and timm
+# models has 2,179 (timm's mvitv2_huge_cls). Each row read costs kilobytes: a file of tiny
+# rows within REPORT_BYTES took gigabytes (8 MiB of CSV, 1.7 GB) before this bound.
+MOST_ROWS = 50_000
+# The most JSON values a report may hold, counted in its text before it is parsed (a report's
+# row holds 30 to 40): 255 MiB of `[]` took 6.8 GB to parse.
+MOST_VALUES = 100 * MOST_ROWS
 
 
 def read_csv_report(path: str | Path) -> Side:
@@ -94,6 +101,8 @@ def _read_rows(path: Path, names: Sequence[str] | None = None, optional: Sequenc
         rows, lines = [], []
         for raw in reader:
             line = reader.line_num
+            if len(rows) == MOST_ROWS:
+                raise ArchprofError(_too_many_rows(path, f"line {line}"))
             lines.append(line)
             row: dict[str, Any] = {}
             for name, read in readers.items():
@@ -116,15 +125,7 @@ def read_json_report(path: str | Path) -> Side:
     hold the columns a diff compares, of the types a report writes them in; a file that is
     not one raises ArchprofError naming the problem (and the layer's index)."""
     path = Path(path)
-    try:
-        document = json.loads(read_text(path, "report", REPORT_BYTES), object_pairs_hook=_unique_keys)
-    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int()'s digit limit
-        reason = first_line(exc, bare=True)
-        if "integer string conversion" in reason:  # Python's advice (sys.set_int_max_str_digits) is not the user's
-            reason = (
-                f"it holds a number of over {sys.get_int_max_str_digits():,} digits, larger than any model's figure"
-            )
-        raise ArchprofError(f"{path} is not valid JSON: {reason}") from None
+    document = read_report_json(path)
     if isinstance(document, dict) and "model" not in document and {"old", "new"} <= document.keys():
         raise ArchprofError(
             f"{path} is a diff (from `archprof diff -f json`), not a report: diff the reports or models it compares"
@@ -132,9 +133,39 @@ def read_json_report(path: str | Path) -> Side:
     layers = document.get("layers") if isinstance(document, dict) else None
     if not isinstance(layers, list) or not layers:
         raise ArchprofError(f"{path} is not an archprof JSON report (from `archprof summary -f json`): no layers")
+    if len(layers) > MOST_ROWS:
+        raise ArchprofError(_too_many_rows(path, f"layer {MOST_ROWS}"))
     rows = [_json_row(path, index, layer) for index, layer in enumerate(layers)]
     _refuse_a_repeated_row(rows, lambda index: f"layer {index}", path)
     return Side(path.stem, rows)
+
+
+def read_report_json(path: Path) -> Any:
+    """The document of a JSON report file, parsed where it holds no more values than a report
+    of MOST_ROWS rows; a key repeated in an object is refused (json.loads keeps the last)."""
+    text = read_text(path, "report", REPORT_BYTES)
+    values = text.count(",") + text.count("[") + text.count("{")  # a bound: commas inside strings count too
+    if values > MOST_VALUES:
+        raise ArchprofError(
+            f"{path} holds over {MOST_VALUES:,} JSON values, more than a report of {MOST_ROWS:,} layers:"
+            " is it a report?"
+        )
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int()'s digit limit
+        reason = first_line(exc, bare=True)
+        if "integer string conversion" in reason:  # Python's advice (sys.set_int_max_str_digits) is not the user's
+            reason = (
+                f"it holds a number of over {sys.get_int_max_str_digits():,} digits, larger than any model's figure"
+            )
+        raise ArchprofError(f"{path} is not valid JSON: {reason}") from None
+
+
+def _too_many_rows(path: Path, where: str) -> str:
+    return (
+        f"{path}, {where}: more than {MOST_ROWS:,} rows, more than a report of any network"
+        " (the largest of torchvision's and timm's has 2,179): is it a report?"
+    )
 
 
 def _refuse_a_repeated_row(rows: list[dict[str, Any]], where: Callable[[int], str], path: Path) -> None:
