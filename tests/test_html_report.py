@@ -606,3 +606,27 @@ def test_every_page_is_titled_with_its_command(tmp_path):
         result = cli(command, *args, "-o", target)
         assert result.exit_code == 0, result.output
         assert re.search(rf"<title>archprof {command}: [^<]+</title>", target.read_text(encoding="utf-8")), command
+
+
+@pytest.mark.parametrize("profiled", [False, True])
+def test_in_a_browser_every_layer_cell_is_aligned_as_its_heading(browser, tmp_path, profiled):
+    """The page aligned the layer table's 3rd and 4th columns left by their place (Type and
+    Output shape on a summary's page): on a profile's page the 4th is Time, its figures then
+    left of their right-aligned heading. The oracle: the browser's own computed alignment."""
+    if profiled:
+        report = archprof.profile("lenet5", device="cpu", repeat=1, warmup=0, peak_flops="50G", bandwidth="20GB/s")
+    else:
+        report = archprof.analyze("lenet5")
+    target = tmp_path / "page.html"
+    target.write_text(report_html(report), encoding="utf-8")
+    page = browser.new_page()
+    page.goto(target.as_uri())
+    headings = page.locator("#layers thead th").all_inner_texts()
+    aligned = page.eval_on_selector_all(
+        "#layers tr",
+        "rows => rows.map(row => Array.from(row.cells, cell => getComputedStyle(cell).textAlign))",
+    )
+    assert ("Time" in headings) == profiled and "Output shape" in headings
+    for row in aligned[1:]:
+        for heading, head, cell in zip(headings, aligned[0], row, strict=True):
+            assert (head == "left") == (cell == "left"), (heading, head, cell)

@@ -44,6 +44,11 @@ class _Cell:
     # (a sum over rows); "own", its own rows' (a rate of what the line times, as profile's
     # table shows it); "merged", its subtree's merged (its output, field, type).
     module: str = "merged"
+    left: bool | None = None  # aligned left: text (None: where it does not sort as numbers)
+
+    @property
+    def aligned_left(self) -> bool:
+        return not self.numeric if self.left is None else self.left
 
 
 def _count(value) -> str:
@@ -89,7 +94,7 @@ _CELLS = (
     _Cell("Bound", "bound", lambda v: v or "-", numeric=False, module="own"),
     _Cell("Intensity", "arithmetic_intensity", lambda v: _number(v, "FLOP/B"), module="own"),
     _Cell("Bytes moved", "bytes_moved", _bytes, module="summed"),
-    _Cell("Output shape", "output_shape", str, key=_elements),
+    _Cell("Output shape", "output_shape", str, key=_elements, left=True),
     _Cell("Params", "param_count", _count, module="summed"),
     _Cell("MACs", "macs", _count, module="summed"),
     _Cell("Share of MACs", "macs_share", lambda v: share_text(v) if v else "-", module="summed"),
@@ -307,7 +312,7 @@ def _layer_table(report: Report) -> str:
     cells = [cell for cell in _CELLS if any(_shown(row.get(cell.column)) for row in rows)]
     head = [sort_heading("#", numeric=True, title="the module tree's order, as the summary lists the layers")]
     head.append(sort_heading("Layer", numeric=False, filtered=True))
-    head += [sort_heading(cell.heading, cell.numeric, cell.filtered) for cell in cells]
+    head += [sort_heading(cell.heading, cell.numeric, cell.filtered, left=cell.aligned_left) for cell in cells]
     body = []
     for index, (node, row) in enumerate(zip(nodes, rows, strict=True)):
         own = _with_share(node.own, macs) if node.is_container else row
@@ -339,7 +344,8 @@ def _layer_cell(cell: _Cell, row: dict, own: dict, module: bool) -> str:
         value = own.get(cell.column) if cell.module == "own" else row.get(cell.column)
     sort_key = f' data-v="{sort_value(cell.key(value) if cell.key else value)}"' if cell.numeric else ""
     subtree = row[cell.column] if module and cell.module == "summed" else value
-    return f"<td{sort_key}>{own_and_subtree(value, subtree, cell.shown)}</td>"
+    aligned = ' class="text"' if cell.aligned_left else ""  # by its column, not its place (a profile's 4th is Time)
+    return f"<td{sort_key}{aligned}>{own_and_subtree(value, subtree, cell.shown)}</td>"
 
 
 def own_and_subtree(own, subtree, shown: Callable[[object], str]) -> str:
@@ -358,11 +364,13 @@ def tree_indent(level: int) -> str:
     return f"padding-left:{0.3 + 1.2 * level:.1f}em"
 
 
-def sort_heading(text: str, numeric: bool, filtered: bool = False, title: str = "") -> str:
+def sort_heading(text: str, numeric: bool, filtered: bool = False, title: str = "", left: bool = False) -> str:
     """A heading of a `sortable_table`: its column sorted as numbers (each cell's `data-v`) or
-    as text; `filtered`: the filter reads the column's text; `title`, shown on hovering."""
+    as text; `filtered`: the filter reads the column's text; `title`, shown on hovering;
+    `left`: aligned left as its text cells are, though it sorts as numbers (a shape)."""
     kind = "number" if numeric else "text"
     attributes = (" data-filter" if filtered else "") + (f' title="{escape(title)}"' if title else "")
+    attributes += ' class="text"' if left and numeric else ""
     return f'<th data-kind="{kind}"{attributes}>{escape(text)}</th>'
 
 

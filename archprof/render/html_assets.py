@@ -36,10 +36,10 @@ table.sortable td.layer, table.sortable td.name, .scroll .archprof td:first-chil
 table.sortable { width: 100%; font-variant-numeric: tabular-nums; }
 table.sortable th { cursor: pointer; user-select: none;
   text-align: right; padding: 4px 8px; border-bottom: 1px solid #d2d2d7; white-space: nowrap; }
-table.sortable th[data-kind="text"] { text-align: left; }
+table.sortable th[data-kind="text"], table.sortable th.text { text-align: left; }
 table.sortable th.sorted-up::after { content: " ▲"; } table.sortable th.sorted-down::after { content: " ▼"; }
 table.sortable td { text-align: right; padding: 2px 8px; border-bottom: 1px solid #f0f0f2; white-space: nowrap; }
-table.sortable td.layer, table.sortable td.text, #layers td:nth-child(3), #layers td:nth-child(4) { text-align: left; }
+table.sortable td.layer, table.sortable td.text { text-align: left; }
 table.sortable tr:hover td { background: #eef4ff; }
 .controls input { width: 22em; padding: 4px 6px; }
 .note, .shown, .subtotal { color: #6e6e73; }
