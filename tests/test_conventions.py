@@ -272,6 +272,26 @@ def test_the_receptive_field_plot_reads_plainly_on_its_log_axes():
     assert len(legend) == len(set(legend)) and "input size 32" in legend, legend
 
 
+def test_the_receptive_field_plot_marks_where_the_field_covers_the_input_as_rf_says():
+    """mobilenet_v2 at 3x48x200: rf says the field covers the whole input from
+    features.16.conv.1.0 on (row 132), but the plot shaded only the global rows (149 on) and its
+    field line crossed the input's width near row 97, where a reader would guess it began."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.rf_plot import fields_figure
+
+    report = archprof.analyze("mobilenet_v2", input_size=(3, 48, 200))
+    said = " ".join(cli("rf", "mobilenet_v2", "--input", "3x48x200").stdout.split())
+    layer = re.search(r"covers the whole 48x200 input from layer (\S+) on", said).group(1)
+    rows = report.rows()
+    first = next(index for index, row in enumerate(rows) if row["layer"] == layer)
+    assert all(row["covers_input"] for row in rows[first:]) and rows[first - 1]["covers_input"] is False
+    for axes in fields_figure(report).axes:
+        (marker,) = [line for line in axes.get_lines() if line.get_color() == "tab:green"]
+        assert set(marker.get_xdata()) == {first - 0.5}
+    legend = [text.get_text() for text in fields_figure(report).axes[0].get_legend().get_texts()]
+    assert "covers the whole input from here on" in legend
+
+
 def test_the_receptive_field_plot_shades_global_rows_and_draws_equal_dimensions_once():
     """resnet18's pooled head reads the whole input: drawn at the input's size, its 435 px field
     fell to 224, a field that seemed to shrink; now those rows are a band, off the line. Equal

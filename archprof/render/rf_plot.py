@@ -31,9 +31,11 @@ def has_fields(report: Report) -> bool:
 def fields_figure(report: Report, spreads: Sequence | None = None):
     """Per row, in execution order: the field size and the effective stride, one line per
     spatial dimension (one for dimensions whose lines are the same: "dimensions 1 and 2"),
-    the input's size marked. Rows that read the whole input ("global": the field has no size
-    of its own) are a shaded band, not a point on the line: drawn at the input's size, a
-    field of 435 px falling to 224 read as a field that shrank. The field is the centre
+    the input's size marked, and the row from which every field covers the whole input (a
+    field of the input's size may not: unit 0's reads padding). Rows that read the whole
+    input ("global": the field has no size of its own) are a shaded band, not a point on the
+    line: drawn at the input's size, a field of 435 px falling to 224 read as a field that
+    shrank. The field is the centre
     unit's where `spreads` (per row, `archprof.passes.receptive_field.spreads`) are given,
     else unit 0's (the report's column). A matplotlib Figure, made with the object API."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -67,6 +69,11 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
         label = "global: reads the whole input" if number == 0 else None
         sizes_axes.axvspan(run[0] - 0.5, run[-1] + 0.5, color="tab:grey", alpha=0.15, lw=0, label=label)
         strides_axes.axvspan(run[0] - 0.5, run[-1] + 0.5, color="tab:grey", alpha=0.15, lw=0)
+    covered_from = _covered_from(rows)
+    if covered_from is not None:  # a field as large as the input may not cover it: where it does, said
+        for axes in (sizes_axes, strides_axes):
+            label = "covers the whole input from here on" if axes is sizes_axes else None
+            axes.axvline(covered_from - 0.5, color="tab:green", ls="--", lw=1, label=label)
     unit = "centre unit" if spreads is not None else "unit 0"
     sizes_axes.set_ylabel(f"field size, {unit} (px, log scale)")
     # Bottom right, below the fields there: a network's last, largest fields and the input's
@@ -84,6 +91,18 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
         axes.yaxis.set_minor_formatter(NullFormatter())
         axes.grid(True, which="both", alpha=0.3)
     return figure
+
+
+def _covered_from(rows: list[dict]) -> int | None:
+    """The row from which every row's field covers the whole input (`covers_input`), in the
+    order they ran, as rf's last line says; None where the last does not."""
+    start = None
+    for index, row in enumerate(rows):
+        if row["covers_input"] is True:
+            start = index if start is None else start
+        elif row["covers_input"] is False:  # a branch beside a covering one (ShuffleNet's halves)
+            start = None
+    return start
 
 
 def _lines_of(rows: list[dict], spreads: Sequence | None, axis: int) -> tuple[tuple, tuple]:
