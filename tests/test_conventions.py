@@ -185,6 +185,28 @@ def test_the_memory_plot_marks_the_peak_of_the_report():
     }
 
 
+def test_the_budgets_label_is_struck_through_by_no_line_of_the_memory_drawn():
+    """mobilenet_v2 --fit 512MiB: the budget's label lay at the left, under its line, where
+    the peak's spike (layer 9, 508 MiB) ran through it, in the peak's red and in no legend.
+    The oracle: the drawn label's box, against every point of the memory line in it."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.memory_plot import memory_figure
+
+    fit = fit_batch("mobilenet_v2", "512MiB")
+    figure = memory_figure(fit.report, fit)
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    (label,) = [text for text in axes.texts if text.get_text() == "--fit 512.00 MiB"]
+    box = label.get_window_extent(figure.canvas.get_renderer())
+    (held,) = [line for line in axes.get_lines() if line.get_label() == "most held while the layer ran"]
+    drawn = axes.transData.transform(list(zip(held.get_xdata(), held.get_ydata(), strict=True)))
+    assert not [(x, y) for x, y in drawn if box.x0 <= x <= box.x1 and y >= box.y0]  # no spike up through it
+    (budget,) = [line for line in axes.get_lines() if line.get_label() == "--fit budget"]
+    peak_marker = [line for line in axes.get_lines() if line.get_marker() == "v"]
+    assert budget.get_color() != peak_marker[0].get_color() and label.get_color() == budget.get_color()
+    assert "--fit budget" in [text.get_text() for text in axes.get_legend().get_texts()]
+
+
 def test_the_memory_plot_of_a_budget_in_binary_units_is_in_them_with_distinct_ticks():
     """memory --fit 1MiB: the budget's line said '--fit 1.05 MB' beside a table in MiB, and the
     axis (decimal, no decimals) ticked '1 MB' at both 1.0 and 1.2 MB."""

@@ -119,13 +119,16 @@ def memory_figure(report: Report, fit: Fit | None = None):
             fontsize=8,
         )
     if budget is not None:
-        axes.axhline(y(budget), color="tab:red", ls=":", lw=1)
+        # In black, its label at the right end: in the peak's red, at the left, it lay where an
+        # early peak's spike struck it through (a CNN's peak is in its first layers).
+        axes.axhline(y(budget), color="black", ls=":", lw=1, label="--fit budget")
         axes.annotate(
             f"--fit {sized(budget)}",
-            (0, y(budget)),
-            xytext=(2, -10),
+            (len(steps) - 1 if steps else 0, y(budget)),
+            xytext=(-2, -10),
             textcoords="offset points",
-            color="tab:red",
+            ha="right",
+            color="black",
             fontsize=8,
         )
     bottom = _axis_bottom(state, highest)
