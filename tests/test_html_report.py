@@ -630,3 +630,24 @@ def test_in_a_browser_every_layer_cell_is_aligned_as_its_heading(browser, tmp_pa
     for row in aligned[1:]:
         for heading, head, cell in zip(headings, aligned[0], row, strict=True):
             assert (head == "left") == (cell == "left"), (heading, head, cell)
+
+
+@pytest.mark.parametrize(("viewport", "widest"), [(1280, 900), (420, None)])
+def test_in_a_browser_a_chart_is_never_drawn_small_enough_to_lose_its_labels(browser, tmp_path, viewport, widest):
+    """Two charts shared a row of 1280px (about 620px each) and a phone drew one 400px wide:
+    matplotlib's 8pt labels came out 6px and 4px tall. One a row now, at least 600px wide (a
+    phone scrolls it sideways). The oracle: the browser's layout of each chart."""
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "page.html"
+    target.write_text(report_html(archprof.analyze("lenet5")), encoding="utf-8")
+    page = browser.new_page(viewport={"width": viewport, "height": 900})
+    page.goto(target.as_uri())
+    boxes = page.eval_on_selector_all(
+        "figure.chart svg", "charts => charts.map(chart => chart.getBoundingClientRect().toJSON())"
+    )
+    assert len(boxes) >= 2
+    assert len({round(box["top"]) for box in boxes}) == len(boxes)  # one a row
+    for box in boxes:
+        assert box["width"] >= 600
+        if widest is not None:
+            assert box["width"] <= widest

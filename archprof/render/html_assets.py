@@ -44,8 +44,11 @@ table.sortable tr:hover td { background: #eef4ff; }
 .controls input { width: 22em; padding: 4px 6px; }
 .note, .shown, .subtotal { color: #6e6e73; }
 tr.module td.layer { font-weight: 600; }
-.charts { display: flex; flex-wrap: wrap; gap: 1em; }
-figure.chart { margin: 0; flex: 1 1 560px; max-width: 900px; } figure.chart svg { max-width: 100%; height: auto; }
+/* One chart a row, never drawn narrower than 600px (a phone scrolls it sideways): two in a
+   row of 1280px, or one on a phone's 400px, drew their 8pt labels 6px and 4px tall. */
+.charts { display: flex; flex-direction: column; gap: 1em; }
+figure.chart { margin: 0; max-width: 900px; overflow-x: auto; }
+figure.chart svg { width: 100%; min-width: 600px; height: auto; }
 #diff-totals th { text-align: left; font-weight: normal; padding: 2px 1.5em 2px 0; }
 #diff-totals tr:first-child th { font-weight: 600; text-align: right; padding: 2px 0 2px 1.5em; }
 #diff-totals tr:first-child th:first-child { text-align: left; padding: 2px 1.5em 2px 0; }
