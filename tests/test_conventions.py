@@ -314,6 +314,25 @@ def test_the_receptive_field_plot_marks_where_the_field_covers_the_input_as_rf_s
     assert "covers the whole input from here on" in legend
 
 
+@pytest.mark.parametrize("model", ["lenet5", "googlenet"])
+def test_the_receptive_field_plots_axes_have_a_tick_past_each_end_of_what_they_draw(model):
+    """lenet5's first fields (5 px) lay below the field axis's lowest tick (8), googlenet's last
+    (379 px) above its highest (256): their sizes could not be read off the axis."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.rf_plot import fields_figure
+
+    report = archprof.analyze(model)
+    figure = fields_figure(report)
+    figure.canvas.draw()
+    fields = [f[0] for f in report.columns["receptive_field"] if isinstance(f, tuple)]
+    strides = [float(s[0]) for s in report.columns["effective_stride"] if isinstance(s, tuple)]
+    side = report.input_shapes[0][-1]
+    for axes, values in zip(figure.axes, ([*fields, side], strides), strict=True):
+        low, high = axes.get_ylim()
+        ticks = [tick for tick in axes.get_yticks() if low <= tick <= high]
+        assert min(ticks) <= min(values) and max(ticks) >= max(values), (ticks, min(values), max(values))
+
+
 def test_the_receptive_field_plot_shades_global_rows_and_draws_equal_dimensions_once():
     """resnet18's pooled head reads the whole input: drawn at the input's size, its 435 px field
     fell to 224, a field that seemed to shrink; now those rows are a band, off the line. Equal

@@ -3,6 +3,7 @@ loaded only here)."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -51,7 +52,10 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
     for axis in range(len(spatial)):
         lines.setdefault(_lines_of(rows, spreads, axis), []).append(axis)
     drawn_extents = set()  # a square input's size is one line and one legend entry, not one a dimension
+    drawn: dict = {sizes_axes: list(spatial), strides_axes: []}  # each panel's values, for its ends
     for number, ((sizes, strides), axes_drawn) in enumerate(lines.items()):
+        drawn[sizes_axes] += sizes[1]
+        drawn[strides_axes] += strides[1]
         style = ("-", "--", ":")[number % 3]
         label = _dimensions_label(axes_drawn)
         line = sizes_axes.plot(*sizes, ls=style, drawstyle="steps-mid", label=label)[0]
@@ -70,7 +74,9 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
         sizes_axes.axvspan(run[0] - 0.5, run[-1] + 0.5, color="tab:grey", alpha=0.15, lw=0, label=label)
         strides_axes.axvspan(run[0] - 0.5, run[-1] + 0.5, color="tab:grey", alpha=0.15, lw=0)
     covered_from = _covered_from(rows)
-    if covered_from is not None:  # a field as large as the input may not cover it: where it does, said
+    # A field as large as the input may not cover it: where it does, said (but at a global row,
+    # which its band says).
+    if covered_from is not None and rows[covered_from]["receptive_field"] != "input":
         for axes in (sizes_axes, strides_axes):
             label = "covers the whole input from here on" if axes is sizes_axes else None
             axes.axvline(covered_from - 0.5, color="tab:green", ls="--", lw=1, label=label)
@@ -87,6 +93,9 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
     for axes in (sizes_axes, strides_axes):
         # Base 2 (strides are powers of two; fields grow by them), ticked as plain numbers: 2, 4, 8, not 2 x 10^0.
         axes.set_yscale("log", base=2)
+        values = [value for value in drawn[axes] if value > 0]
+        if values:  # between the powers of two around them: a tick past each end (lenet5's 5 px fell below 8's)
+            axes.set_ylim(2 ** (math.ceil(math.log2(min(values))) - 1), 2 ** (math.floor(math.log2(max(values))) + 1))
         axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         axes.yaxis.set_minor_formatter(NullFormatter())
         axes.grid(True, which="both", alpha=0.3)
