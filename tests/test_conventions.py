@@ -333,6 +333,36 @@ def test_the_receptive_field_plots_axes_have_a_tick_past_each_end_of_what_they_d
         assert min(ticks) <= min(values) and max(ticks) >= max(values), (ticks, min(values), max(values))
 
 
+def test_the_receptive_field_plots_axis_labels_keep_apart_under_long_layer_names(tmp_path):
+    """Long layer names, rotated under the plot, take the panels' height: the field axis's
+    label ('field size, centre unit (px, log scale)') grew taller than its panel and ran into
+    the stride axis's. The oracle: the drawn labels' boxes."""
+    pytest.importorskip("matplotlib")
+    from torch import nn
+
+    from archprof.passes.layers import group_layers
+    from archprof.passes.receptive_field import row_states, spreads
+    from archprof.render.rf_plot import fields_figure
+
+    long = nn.Sequential()
+    names = ["encoder_stage_one_with_an_extremely_long_descriptive_identifier_for_layout_testing", "block_" + "x" * 120]
+    long.add_module(names[0], nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()))
+    long.add_module(names[1], nn.Conv2d(16, 32, 3, stride=2, padding=1))
+    long.add_module("relu_after_the_second_convolution_which_also_has_a_long_name", nn.ReLU())
+    long.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    long.add_module("flat", nn.Flatten())
+    long.add_module("fc_classifier_head_with_long_name_but_not_so_silly", nn.Linear(32, 10))
+    report = archprof.analyze(long, input_size=(3, 32, 32))
+    figure = fields_figure(report, spreads(*row_states(report.graph, group_layers(report.graph))))  # as rf's
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    upper, lower = (axes.yaxis.label.get_window_extent(renderer) for axes in figure.axes)
+    assert not upper.overlaps(lower)
+    for axes in figure.axes:  # each label within its panel's height
+        label, panel = axes.yaxis.label.get_window_extent(renderer), axes.get_window_extent(renderer)
+        assert label.height <= panel.height
+
+
 def test_the_receptive_field_plot_shades_global_rows_and_draws_equal_dimensions_once():
     """resnet18's pooled head reads the whole input: drawn at the input's size, its 435 px field
     fell to 224, a field that seemed to shrink; now those rows are a band, off the line. Equal
