@@ -81,13 +81,13 @@ def fields_figure(report: Report, spreads: Sequence | None = None):
             label = "covers the whole input from here on" if axes is sizes_axes else None
             axes.axvline(covered_from - 0.5, color="tab:green", ls="--", lw=1, label=label)
     # Short, as the panel may be (long layer names below take its height): which unit's field, in the title.
-    unit = "the centre unit's" if spreads is not None else "unit 0's (the corner's)"
-    sizes_axes.set_ylabel("field (px, log)")
+    unit = "the centre unit" if spreads is not None else "unit 0, the corner"
+    sizes_axes.set_ylabel("field (px, log scale)")
     # Bottom right, below the fields there: a network's last, largest fields and the input's
     # size run along the top (the best place, left to matplotlib, was over the input's line).
     sizes_axes.legend(fontsize=8, loc="lower right")
-    sizes_axes.set_title(f"{figure_text(report.model)}: receptive field ({unit}) against depth", fontsize=10)
-    strides_axes.set_ylabel("effective stride (px, log)")
+    sizes_axes.set_title(f"{figure_text(report.model)}: receptive field of {unit}, against depth", fontsize=10)
+    strides_axes.set_ylabel("effective stride (px, log scale)")
     strides_axes.set_xlabel("layer (in execution order)")
     strides_axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # rows are whole: no tick at layer 0.5
     named_layer_ticks(strides_axes, [layer_label(row["layer"], row["call"]) for row in rows])
