@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,8 @@ def fit_batch(
         binary = binary or in_binary_units(budget_bytes)
     if isinstance(budget_bytes, (str, float)):
         budget_bytes = parse_size(budget_bytes)
+    elif isinstance(budget_bytes, numbers.Integral) and not isinstance(budget_bytes, bool):
+        budget_bytes = int(budget_bytes)  # numpy.int64(10**9), as batch= and a row number take one
     if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
         raise ArchprofError(
             f"the memory budget must be a whole number of bytes more than 0, or a size such as '16GiB',"

@@ -937,3 +937,23 @@ def test_a_tensor_a_python_backward_kept_dies_quietly_after_the_trace(monkeypatc
     assert len(STASHED) == 1
     STASHED.clear()
     assert raised == []
+
+
+def test_a_notebooks_slips_get_the_same_answer_or_a_one_line_error():
+    """Found by a review in a notebook: `merged_row(1, [0])` raised AttributeError ('int' has
+    no 'count'); `to_csv('')` said "cannot write .: it is a directory"; fit_batch refused a
+    numpy integer budget, which batch= and row numbers take; `explain('')`, the name
+    `Report.layers` gives the model's own row, named no layer."""
+    import numpy
+
+    report = archprof.analyze("resnet18")
+    with pytest.raises(ArchprofError, match=r"^merged_row takes the module's path as a string \('layer1'\), got 1$"):
+        report.merged_row(1, [0])
+    for write in (report.to_csv, report.to_json, report.to_markdown):
+        with pytest.raises(ArchprofError, match=r"^path is empty: give a file name"):
+            write("")
+    assert fit_batch("lenet5", numpy.int64(10**9)).batch == fit_batch("lenet5", 10**9).batch
+    assert "" in set(report.layers["layer"])
+    assert report.explain("") == report.explain("(model)")
+    for layer in report.layers["layer"]:  # each name .layers gives, explained
+        report.explain(layer)

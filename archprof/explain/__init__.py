@@ -113,7 +113,8 @@ class _Context:
             ) from None
         if text.startswith("#") and _ROW_NUMBER.fullmatch(text[1:]):
             return [self._row_number(int(text[1:]))], None
-        text = self._as_named(text)
+        # '' as `Report.layers` names the model's own row (its first call: '(model)' in a table).
+        text = self._as_named(text) if text else layer_label("", 0)
         self._refuse_a_name_never_run(text)
         children = [p for p in self.graph.module_types if p.startswith(f"{text}.")] if text else []
         if children and text in self.graph.module_types:

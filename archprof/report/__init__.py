@@ -290,6 +290,8 @@ class Report:
         rows have theirs), and the output and field of the last (the module's output). A
         profiled report's measured columns too: time, share, bytes moved and roofline time
         summed, the rates worked out from those sums."""
+        if not isinstance(path, str):
+            raise ArchprofError(f"merged_row takes the module's path as a string ('layer1'), got {shown(path)}")
         if isinstance(indices, str) or not isinstance(indices, Sequence) or not indices:
             raise ArchprofError(f"merged_row takes a list of row numbers, at least one, got {shown(indices)}")
         indices = [self._row_number(index) for index in indices]

@@ -98,5 +98,7 @@ def write(text: str, path) -> str:
             raise ArchprofError(
                 f"path must be a file name (a str or a Path), got {shown(path)} ({type(path).__name__})"
             )
+        if not os.fspath(path):  # Path('') is '.', a directory: said as the empty name it is
+            raise ArchprofError("path is empty: give a file name, or None for the text alone")
         write_atomically(path, text)
     return text
