@@ -651,3 +651,26 @@ def test_in_a_browser_a_chart_is_never_drawn_small_enough_to_lose_its_labels(bro
         assert box["width"] >= 600
         if widest is not None:
             assert box["width"] <= widest
+
+
+def test_in_a_browser_a_diffs_status_is_coloured_by_its_row_and_nothing_else_is(browser, tmp_path):
+    """The diff page coloured a row's 4th cell by its status (added green, removed red): the
+    Kernel cell since the column came in ('3x3' green), the Status ('added') left plain."""
+    from archprof.diff import diff
+    from archprof.render.diff_html import diff_html
+
+    target = tmp_path / "diff.html"
+    target.write_text(diff_html(diff("lenet5", "edge_conv")), encoding="utf-8")
+    page = browser.new_page()
+    page.goto(target.as_uri())
+    headings = page.locator("#layers thead th").all_inner_texts()
+    status, kernel = headings.index("Status"), headings.index("Kernel")
+    colours = page.eval_on_selector_all(
+        "#layers tbody tr.added, #layers tbody tr.removed",
+        "rows => rows.map(row => [row.className, Array.from(row.cells, cell => getComputedStyle(cell).color)])",
+    )
+    plain = page.eval_on_selector("#layers tbody td.layer", "cell => getComputedStyle(cell).color")
+    expected = {"added": "rgb(27, 110, 58)", "removed": "rgb(179, 38, 30)"}
+    assert {kind for kind, _ in colours} == {"added", "removed"}
+    for kind, cells in colours:
+        assert cells[status] == expected[kind] and cells[kernel] == plain

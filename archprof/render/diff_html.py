@@ -90,6 +90,11 @@ def _layers(diff: ReportDiff) -> str:
     return f"<section><h2>Layers</h2><p>{summary}</p>{table}</section>"
 
 
+# The classes of a layer row's text cells (type, kernel, status, output shape): the status is
+# coloured by its row's (added, removed, changed) through its own class, not its place.
+_TEXT_CELLS = ("text", "text", "text status", "text")
+
+
 def _layer_row(index: int, node: TreeRow, diff: ReportDiff) -> str:
     """A line of `diff_tree`: a layer's change, or a module's, its own change then its
     subtree's in parentheses, sorted by its own."""
@@ -104,7 +109,7 @@ def _layer_row(index: int, node: TreeRow, diff: ReportDiff) -> str:
     )
     tds = [f'<td data-v="{index}">{index}</td>']
     tds.append(f'<td class="layer" style="{tree_indent(node.level)}">{escape(node.label or "(model)")}</td>')
-    tds += [f'<td class="text">{escape(text)}</td>' for text in texts]
+    tds += [f'<td class="{kind}">{escape(text)}</td>' for kind, text in zip(_TEXT_CELLS, texts, strict=True)]
     for metric, _, unit in METRICS:
         subtree = node.row[metric]
         own = node.own.get(metric, 0) if node.is_container else subtree

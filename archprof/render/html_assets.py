@@ -59,8 +59,8 @@ figure.chart svg { width: 100%; min-width: 600px; height: auto; }
 .grew td:nth-child(n+4), td.grew { color: #b35900; } .shrank td:nth-child(n+4), td.shrank { color: #1f5fbf; }
 .grew td:nth-child(4)::before, td.grew::before { content: "▲ "; }
 .shrank td:nth-child(4)::before, td.shrank::before { content: "▼ "; }
-tr.added td:nth-child(4) { color: #1b6e3a; } tr.removed td:nth-child(4) { color: #b3261e; }
-tr.changed td:nth-child(4) { color: #a05a00; }
+tr.added td.status { color: #1b6e3a; } tr.removed td.status { color: #b3261e; }
+tr.changed td.status { color: #a05a00; }
 """
 
 SCRIPT = """
