@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from archprof.collector import collector_paused
-from archprof.errors import ArchprofError, check_flag, shown, warn
+from archprof.errors import ArchprofError, check_flag, short_reason, shown, warn
 from archprof.graph import Graph, TensorMeta
 from archprof.load import (
     DTYPES,
@@ -388,6 +388,11 @@ def _real_trace(
             module = loaded.materialize(dtype=dtype, copy_module=True)
     except ArchprofError as exc:
         raise ArchprofError(f"the forward of {loaded.name} cannot run on the meta device ({reason}): {exc}") from None
+    except Exception as exc:  # torch's own copy refusing (an exported program's symbolic sizes in its graph's notes)
+        raise ArchprofError(
+            f"the forward of {loaded.name} cannot run on the meta device ({reason}), and archprof cannot copy"
+            f" the model to run it on the CPU: {short_reason(exc)}"
+        ) from None
     device = device_of(module)
     if not loaded.owned:
         weights = "its own weights"

@@ -432,3 +432,30 @@ def test_an_argument_named_as_a_global_is_refused(tmp_path):
     assert "def forward(self, torch)" in torch.export.load(str(hostile)).graph_module.submod_1.code  # the oracle
     with pytest.raises(ArchprofError, match="holds an argument named 'torch', as a global"):
         archprof.analyze(str(hostile))
+
+
+class _Nonzero(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.sum() + torch.nonzero(y).sum()
+
+
+def test_a_program_that_cannot_run_on_meta_nor_be_copied_is_one_line_and_exit_2(tmp_path):
+    """An exported program with a data-dependent size (nonzero's): its meta trace gives way to a
+    CPU one, whose copy of the model (copy.deepcopy) raised on the graph's symbolic sizes: a
+    traceback and exit 1. The oracle: torch runs the program."""
+    program = torch.export.export(_Nonzero(), (torch.randn(1, 3, 16, 16),))
+    path = tmp_path / "nonzero.pt2"
+    torch.export.save(program, path)
+    loaded = torch.export.load(path)
+    loaded.module()(torch.randn(1, 3, 16, 16))
+    result = cli("summary", path, "-i", "3x16x16")
+    assert result.exit_code == 2
+    assert "cannot run on the meta device" in one_error_line(result)
+    assert "cannot copy the model to run it on the CPU: Cannot call numel() on tensor with symbolic sizes" in (
+        one_error_line(result)
+    )
