@@ -348,6 +348,18 @@ def _sample_shape(input_size) -> tuple[int, ...]:
     return shape
 
 
+# The most operators a model file's forward (TorchScript, an exported program) may run, its
+# backward pass's apart: 18 times the 10,928 of the largest of torchvision's and timm's
+# models (timm's mvitv2_huge_cls). A loop in its code (`for i in range(10**9)`) ran for hours,
+# each operator recorded (kilobytes each): past this it is refused, at about 2 GB.
+MOST_FILE_OPS = 200_000
+_MODEL_FILES = ("torchscript", "exported")
+
+
+def _most_ops(loaded: LoadedModel) -> int | None:
+    return MOST_FILE_OPS if loaded.kind in _MODEL_FILES else None
+
+
 def trace_loaded(
     loaded: LoadedModel, inputs: Sequence[TraceInput], dtype: torch.dtype | None = None, training: bool = False
 ) -> tuple[Graph, str]:
@@ -363,13 +375,15 @@ def trace_loaded(
     # One thread at a time (`PATCHING_TORCH`) through the fallback too: its copy of the model
     # would read another thread's stand-ins in the model's tables, and its generators and
     # warning filters are the process's.
+    most = _most_ops(loaded)
     with PATCHING_TORCH, torch.inference_mode(False):
         try:
             # A meta trace runs the forward's CPU draws for real (a stochastic depth's
             # `torch.rand(1).item()`): from the caller's generator, left as it was, seeded so
             # that the figures do not depend on the caller's seed.
             with random_state_kept(torch.device("cpu"), seed=REAL_TRACE_SEED):
-                return trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned), "meta"
+                graph = trace(loaded.module, inputs, dtype=dtype, training=training, owned=loaded.owned, most_ops=most)
+                return graph, "meta"
         except MetaUnsupported as exc:
             reason = exc.reason
         # Random weights, inputs, dropout: on the caller's module's GPU, else the CPU (meta too).
@@ -403,7 +417,9 @@ def _real_trace(
     else:
         weights = "random weights"
     try:
-        graph = trace(module, inputs, dtype=dtype, training=training, real=True, owned=True)  # a copy
+        graph = trace(
+            module, inputs, dtype=dtype, training=training, real=True, owned=True, most_ops=_most_ops(loaded)
+        )  # a copy
     except ArchprofError as exc:
         raise ArchprofError(
             f"the forward of {loaded.name} cannot run on the meta device ({reason}), nor on {device}: {exc}"

@@ -840,3 +840,42 @@ def test_a_safetensors_header_with_a_size_past_int64_is_one_error_line(tmp_path,
     with pytest.raises(ArchprofError, match=f"^cannot read {weights}"):
         archprof.analyze("lenet5", weights=weights)
     assert one_error_line(cli("summary", "lenet5", "--weights", weights)).startswith(f"error: cannot read {weights}")
+
+
+class _Loops(nn.Module):
+    def forward(self, x):
+        for _ in range(1_000_000_000):
+            x = x + 1.0
+        return x
+
+
+class _LoopsAWhile(nn.Module):
+    def forward(self, x):
+        for _ in range(60):
+            x = x + 1.0
+        return x
+
+
+def test_a_model_files_loop_is_bounded_by_the_operators_it_runs(tmp_path, monkeypatch):
+    """A 5 KB TorchScript file whose forward loops 10**9 times ran for hours, every operator
+    recorded (0.9 GB at 10**5). A model file's forward may run MOST_FILE_OPS operators (here
+    50); a Python factory's, the user's own code, is not bounded. The oracle: the loop is in
+    the file torch runs (its code holds the 10**9)."""
+    import archprof.analysis
+
+    path = tmp_path / "loops.pt"
+    torch.jit.script(_Loops()).save(str(path))
+    assert "1000000000" in torch.jit.load(str(path)).code
+    monkeypatch.setattr(archprof.analysis, "MOST_FILE_OPS", 50)
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    assert "the forward runs more than 50 operators, more than any network's" in one_error_line(result)
+    factory = tmp_path / "loops_a_while.py"
+    factory.write_text(
+        "import torch\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n"
+        "        for _ in range(60):\n            x = x + 1.0\n        return x\n"
+    )
+    assert len(archprof.analyze(f"{factory}:Net", input_size=(3,)).graph.ops) == 60
+    scripted = tmp_path / "loops_a_while.pt"
+    torch.jit.script(_LoopsAWhile()).save(str(scripted))
+    assert cli("summary", scripted, "-i", "3").exit_code == 2

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from archprof.errors import failure_reason
+from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.kernels.one_cpu_operator import COMPOSITE
 from archprof.structure import tensors_in
@@ -72,7 +72,7 @@ def input_shapes_text(shapes) -> str:
 class Recorder(TorchDispatchMode):
     """Records every aten op; answers the ops it has a shape formula for itself."""
 
-    def __init__(self, real: bool = False) -> None:
+    def __init__(self, real: bool = False, most_ops: int | None = None) -> None:
         super().__init__()
         self.ops: list[OpNode] = []
         self.calls: list[ModuleCall] = []
@@ -105,6 +105,8 @@ class Recorder(TorchDispatchMode):
         self._count = 0  # TensorMeta ids
         self.saved: list[TensorMeta] = []  # what autograd saved (training traces)
         self._real = real  # real tensors (the CPU fallback): no fast path
+        # The most operators a forward may run (None: no bound): a model file's loop is data.
+        self._most_ops = most_ops
         self._meta_answers = MetaAnswers()
         # The last exception an operator raised: what a TorchScript forward failed on, which
         # its interpreter hands on as a RuntimeError without its message or its type.
@@ -463,6 +465,11 @@ class Recorder(TorchDispatchMode):
         """Append the op's node. `attributed`: its (module call, phase, origin) where the
         caller knows them (a backward op's, from its forward op); else the module call
         running now, in the forward."""
+        if self._most_ops is not None and len(self.ops) >= self._most_ops:
+            raise ArchprofError(
+                f"the forward runs more than {self._most_ops:,} operators, more than any network's (the largest of"
+                " torchvision's and timm's runs 10,928): a loop that does not end?"
+            )
         written = None
         if info.out_names:  # an out= call does not read the tensors it writes: recorded as the plain call
             written = [kwargs[name] for name in info.out_names]

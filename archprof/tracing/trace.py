@@ -88,6 +88,7 @@ def trace(
     training: bool = False,
     real: bool = False,
     owned: bool = False,
+    most_ops: int | None = None,
 ) -> Graph:
     """Trace `model` in eval mode on meta inputs of the given full shapes (batch included).
 
@@ -104,6 +105,9 @@ def trace(
     same tensor objects as the recorder, fast-path answers included); then the backward pass
     from the outputs that require grad (gradients of ones), on meta too, into `Graph.backward_ops`
     (`archprof.tracing.training_recorder.TrainingRecorder` says how each is attributed).
+
+    `most_ops`, where given, bounds the operators the forward may run (ArchprofError past it):
+    a model file's code is data, and a loop in it must not run for hours.
 
     `real` runs the model as it is, with its own weights, on real inputs on its device (the
     CPU fallback: the caller hands over a module it may run, in the dtype it wants); ops
@@ -133,13 +137,14 @@ def trace(
     gets its rows, as after a real first call.
     """
     with PATCHING_TORCH:  # one thread at a time (`archprof.torch_patches`)
-        graph, grew = _traced_once(model, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
+        once = {"dtype": dtype, "training": training, "real": real, "most_ops": most_ops}
+        graph, grew = _traced_once(model, input_shapes, owned=owned, **once)
         if grew:  # once: a forward that registers something on every call is taken as it is then
             # A real trace runs on archprof's own copy, which its first call has grown already;
             # on meta, the caller's model was put back: a meta copy is grown by one forward.
             grown = model if real else _lazy_layers_initialised(model, _trace_inputs(input_shapes), real)
             owned = owned or not real
-            graph, _ = _traced_once(grown, input_shapes, dtype=dtype, training=training, real=real, owned=owned)
+            graph, _ = _traced_once(grown, input_shapes, owned=owned, **once)
     return graph
 
 
@@ -168,6 +173,7 @@ def _traced_once(
     training: bool,
     real: bool,
     owned: bool,
+    most_ops: int | None,
 ) -> tuple[Graph, bool]:
     """`trace`'s graph of one forward, and whether that forward registered a submodule or a
     parameter on one of the model's modules."""
@@ -196,7 +202,7 @@ def _traced_once(
     tensors = [t for _, t, _ in named]
     shapes = [s.shape for s in specs]
     recorder_type = TrainingRecorder if training else Recorder
-    recorder = recorder_type(real=real)
+    recorder = recorder_type(real=real, most_ops=most_ops)
     if real or isinstance(model, torch.jit.ScriptModule) or stands_for_itself(tensors, dtype):
         # Its own tensors: on meta already (a ScriptModule's put there by `_script_copy`), or real ones.
         stand_ins, parameters = own_tensors(named, recorder)

@@ -84,8 +84,8 @@ class TrainingRecorder(Recorder):
     C++ statement. The gradients the function returns are kept from then on (a post hook on
     its node, registered when the forward tags it), as every other node's are."""
 
-    def __init__(self, real: bool = False) -> None:
-        super().__init__(real)
+    def __init__(self, real: bool = False, most_ops: int | None = None) -> None:
+        super().__init__(real, most_ops)
         self.backward_ops: list[OpNode] = []
         self.engine = EngineNotes()  # `Graph.engine`
         self.engine.random_states = self.random_states.noted
