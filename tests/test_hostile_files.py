@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import os
 import struct
@@ -879,3 +880,56 @@ def test_a_model_files_loop_is_bounded_by_the_operators_it_runs(tmp_path, monkey
     scripted = tmp_path / "loops_a_while.pt"
     torch.jit.script(_LoopsAWhile()).save(str(scripted))
     assert cli("summary", scripted, "-i", "3").exit_code == 2
+
+
+def _nested(levels: int) -> nn.Module:
+    """`levels` modules, each the child of the one before (the last a ReLU's holder)."""
+    module: nn.Module = nn.ReLU()
+    for _ in range(levels):
+        holder = _Holder()
+        holder.child = module
+        module = holder
+    return module
+
+
+class _Holder(nn.Module):
+    def forward(self, x):
+        return self.child(x)
+
+
+def _chained(tmp_path, methods: int) -> nn.Module:
+    """A module whose forward calls m0, which calls m1, ... (a file of their code, imported)."""
+    lines = [
+        "import torch",
+        "",
+        "class Chain(torch.nn.Module):",
+        "    def forward(self, x):",
+        "        return self.m0(x)",
+    ]
+    for index in range(methods):
+        call = f"self.m{index + 1}(x) + 1" if index + 1 < methods else "x + 1"
+        lines += [f"    def m{index}(self, x):", f"        return {call}"]
+    (tmp_path / "chain_code.py").write_text("\n".join(lines) + "\n")
+    spec = importlib.util.spec_from_file_location("chain_code", tmp_path / "chain_code.py")
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    return code.Chain()
+
+
+@pytest.mark.parametrize("kind", ["nested", "chained"])
+def test_torchscript_nesting_modules_or_chaining_methods_past_a_bound_is_refused(tmp_path, kind):
+    """torch.jit.load crashed with SIGSEGV on 20,000 modules nested one in the next and on a
+    chain of 3,000 methods (archprof exited by the signal, without a word), took 37 s on 1,000
+    nested, and a chain of 1,000 ran archprof's attribution for minutes: past MOST_DEPTH (128)
+    levels such a file is refused; 100 load as before. The oracle: torch loads and runs each."""
+    build = _nested if kind == "nested" else lambda levels: _chained(tmp_path, levels)
+    for levels, refused in ((100, False), (140, True)):
+        path = tmp_path / f"{kind}{levels}.pt"
+        torch.jit.script(build(levels)).save(str(path))
+        torch.jit.load(str(path))(torch.ones(1))
+        result = cli("summary", path, "-i", "3")
+        if refused:
+            said = "nests modules 141 deep" if kind == "nested" else "chains 141 calls of the methods of class 'Chain'"
+            assert result.exit_code == 2 and f"{said}, more than 128" in one_error_line(result)
+        else:
+            assert result.exit_code == 0, result.output

@@ -81,6 +81,87 @@ def refuse_unsafe_torchscript(path: Path, spec: str) -> None:
             classes += [(entry, node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
     for entry, problem in _load_time_problems(classes):
         _refuse(spec, entry, problem)
+    for entry, problem in _depth_problems(classes):
+        _refuse(spec, entry, problem)
+
+
+# Modules nested, and methods calling methods, deeper than this are refused: torch.jit.load
+# crashed (SIGSEGV) on 20,000 nested modules and on a chain of 3,000 methods, took 37 s on
+# 1,000 nested, and the attribution of a 1,000-method chain's operators (each op's call stack
+# 1,000 frames) ran for minutes. torchvision's and timm's models nest a few dozen levels.
+MOST_DEPTH = 128
+
+
+def _depth_problems(classes: list[tuple[str, ast.ClassDef]]) -> Iterator[tuple[str, str]]:
+    """Where the archive's classes nest modules (an attribute typed as another of its classes)
+    or chain their methods' calls (`self.m(...)`) deeper than MOST_DEPTH: the entry, what."""
+    named = {f"{_module_of(entry)}.{node.name}": (entry, node) for entry, node in classes}
+    held = {name: [t for t in _attribute_types(node) if t in named] for name, (_, node) in named.items()}
+    depth, start = _longest_chain(held)
+    if depth > MOST_DEPTH:
+        yield (
+            named[start][0],
+            f"nests modules {depth} deep, more than {MOST_DEPTH} (torch's loader crashes on deep ones)",
+        )
+    for entry, node in classes:
+        methods = {f.name: f for f in node.body if isinstance(f, ast.FunctionDef)}
+        calls = {name: [m for m in _self_calls(f) if m in methods] for name, f in methods.items()}
+        depth, start = _longest_chain(calls)
+        if depth > MOST_DEPTH:
+            yield (
+                entry,
+                (
+                    f"chains {depth} calls of the methods of class {shorten(node.name)}, more than {MOST_DEPTH}"
+                    " (torch's loader crashes on long chains)"
+                ),
+            )
+
+
+def _module_of(entry: str) -> str:
+    """The qualified module of a code file: 'code/__torch__/torch/nn/modules/conv.py' ->
+    '__torch__.torch.nn.modules.conv'."""
+    return entry.removeprefix("code/").removesuffix(".py").replace("/", ".")
+
+
+def _attribute_types(node: ast.ClassDef) -> list[str]:
+    """The dotted types of a class's annotated attributes (`child : __torch__.deep.C1`)."""
+    found = [_dotted(item.annotation) for item in node.body if isinstance(item, ast.AnnAssign)]
+    return [".".join(parts) for parts in found if parts]
+
+
+def _self_calls(function: ast.FunctionDef) -> list[str]:
+    """The methods a method calls on `self` (`(self).m(x, )`)."""
+    return [
+        call.func.attr
+        for call in ast.walk(function)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and isinstance(call.func.value, ast.Name)
+        and call.func.value.id == "self"
+    ]
+
+
+def _longest_chain(edges: dict[str, list[str]]) -> tuple[int, str | None]:
+    """The most nodes on a path through `edges` (node -> the nodes it leads to), and its first;
+    iteratively (a chain may be thousands long), a cycle followed once round."""
+    depth: dict[str, int] = {}
+    for root in edges:
+        stack, entered = [root], set()
+        while stack:
+            node = stack[-1]
+            if node in depth:
+                stack.pop()
+                continue
+            if node not in entered:
+                entered.add(node)
+                pending = [child for child in edges.get(node, ()) if child not in depth and child not in entered]
+                if pending:
+                    stack.extend(pending)
+                    continue
+            depth[node] = 1 + max((depth.get(child, 0) for child in edges.get(node, ())), default=0)
+            stack.pop()
+    start = max(depth, key=depth.__getitem__, default=None)
+    return (depth[start] if start is not None else 0), start
 
 
 def code_files(archive: BinaryIO) -> dict[str, bytes]:
