@@ -933,3 +933,34 @@ def test_torchscript_nesting_modules_or_chaining_methods_past_a_bound_is_refused
             assert result.exit_code == 2 and f"{said}, more than 128" in one_error_line(result)
         else:
             assert result.exit_code == 0, result.output
+
+
+class _MakesOnTheCpu(nn.Module):
+    def forward(self, x):
+        return x + torch.ones([100, 100], device=torch.device("cpu")).sum()
+
+
+@pytest.mark.parametrize("form", ["torchscript", "exported"])
+def test_a_model_files_tensor_made_on_the_cpu_is_bounded(tmp_path, monkeypatch, form):
+    """A 5 KB file whose forward makes `torch.ones([40000, 40000], device=cpu)` took 6.4 GB: a
+    trace on meta runs a CPU operator for real (and a TorchScript one then fell back to a real
+    forward, which allocated it again). A model file's operator may make at most
+    MOST_FILE_CPU_BYTES there (here 1,000 bytes, of 40,000); a Python factory's is not bounded.
+    The oracle: torch runs the file, making the 100 x 100 tensor on the CPU."""
+    import archprof.tracing.recorder
+
+    path = tmp_path / ("cpu.pt" if form == "torchscript" else "cpu.pt2")
+    if form == "torchscript":
+        torch.jit.script(_MakesOnTheCpu()).save(str(path))
+        assert torch.jit.load(str(path))(torch.zeros(3)).tolist() == [10_000.0] * 3
+    else:
+        torch.export.save(torch.export.export(_MakesOnTheCpu(), (torch.zeros(1, 3),)), path)
+        assert torch.export.load(path).module()(torch.zeros(1, 3)).tolist() == [[10_000.0] * 3]
+    monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_BYTES", 1_000)
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    assert one_error_line(result) == (
+        "error: the forward makes a tensor of 40.00 kB on the CPU (aten.ones), which an analysis allocates for"
+        " real: more than the 1.00 kB a model file may"
+    )
+    assert archprof.analyze(_MakesOnTheCpu(), input_size=(3,)).totals.param_count == 0  # a module of the user's

@@ -17,6 +17,7 @@ from archprof.operators import Layout
 from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused
 from archprof.operators.strides import elementwise_strides, is_dense, rolled_channels_last, suggests_channels_last
+from archprof.structure import map_op_args, tensors_in
 from archprof.tracing.op_info import OpInfo
 
 
@@ -335,3 +336,29 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 _META = torch.device("meta")
+
+
+def cpu_bytes(func, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> int:
+    """The bytes an operator would allocate on the CPU (0 for one on meta): where it reads a CPU
+    tensor, or makes one (a factory of no tensor whose device is the CPU, given or the
+    default), its outputs' sizes as the same call on meta gives them, nothing allocated."""
+    if tensors:
+        if not any(tensor.device.type == "cpu" for tensor in tensors):
+            return 0
+    elif kwargs.get("device") not in (None, _CPU, "cpu") or torch.get_default_device().type != "cpu":
+        return 0
+    meta_args, meta_kwargs = map_op_args(_on_meta, torch.Tensor, args, kwargs)
+    if not tensors:
+        meta_kwargs["device"] = _META
+    try:
+        probe = func(*meta_args, **meta_kwargs)
+    except Exception:  # not answered on meta: the real call says what it says
+        return 0
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors_in(probe))
+
+
+def _on_meta(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META)
+
+
+_CPU = torch.device("cpu")

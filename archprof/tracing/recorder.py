@@ -33,6 +33,7 @@ from archprof.tracing.meta_outputs import (
     answer_from_formula,
     check_one_dtype,
     column_major,
+    cpu_bytes,
     each_its_own,
 )
 from archprof.tracing.op_info import OpInfo
@@ -41,7 +42,7 @@ from archprof.tracing.random_states import RandomStates
 from archprof.tracing.script_calls import Link
 from archprof.tracing.script_stacks import mark
 from archprof.tracing.shortcuts import Shortcut, may_shortcut
-from archprof.units import shapes_text
+from archprof.units import human_bytes, shapes_text
 
 # Assertions an exported program makes about its inputs: no data, no arithmetic, not a layer.
 _RUNTIME_CHECKS = frozenset(
@@ -52,6 +53,17 @@ _RUNTIME_CHECKS = frozenset(
 # The attribute an exception a module call raised is given: that call and its input shapes
 # (`Recorder.left_by_a_raise`).
 _RAISED_IN = "_archprof_raised_in"
+
+
+class BeyondBounds(ArchprofError):
+    """A model file's forward past what archprof lets it do (`Recorder` with `most_ops`): said
+    as it is, in one line, never taken for a limit of the meta device (no real forward then)."""
+
+
+# The most a model file's forward may allocate on the CPU in one operator during a meta trace
+# (its own `device="cpu"`, a factory's default device): `torch.ones(40000, 40000)` in a 5 KB
+# file took 6.4 GB; a position table or a mask a forward makes there is kilobytes.
+MOST_FILE_CPU_BYTES = 2**30
 
 # Tensors the trace itself holds from start to end: never watched for their release.
 _HELD_THROUGHOUT = frozenset({"parameter", "buffer", "input"})
@@ -420,6 +432,8 @@ class Recorder(TorchDispatchMode):
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
+            if self._most_ops is not None and not self._real:  # a model file's: its CPU tensors bounded too
+                self._refuse_a_large_cpu_tensor(info, cpu_bytes(func, args, kwargs, tensors))
             out = None
             imported = len(sys.modules)
             if not self._real and info.shape is not None:
@@ -450,6 +464,13 @@ class Recorder(TorchDispatchMode):
             self.failure = exc
             raise
 
+    def _refuse_a_large_cpu_tensor(self, info: OpInfo, size: int) -> None:
+        if size > MOST_FILE_CPU_BYTES:
+            raise BeyondBounds(
+                f"the forward makes a tensor of {human_bytes(size)} on the CPU ({info.name}), which an analysis"
+                f" allocates for real: more than the {human_bytes(MOST_FILE_CPU_BYTES)} a model file may"
+            )
+
     def note_autocast(self, device: str, dtype: torch.dtype) -> None:
         """An autocast region met by a meta trace (`archprof.tracing.autocast_regions`): a CPU
         one, which only a real forward runs (`cpu_autocast`), or another device's, which acts on
@@ -466,7 +487,7 @@ class Recorder(TorchDispatchMode):
         caller knows them (a backward op's, from its forward op); else the module call
         running now, in the forward."""
         if self._most_ops is not None and len(self.ops) >= self._most_ops:
-            raise ArchprofError(
+            raise BeyondBounds(
                 f"the forward runs more than {self._most_ops:,} operators, more than any network's (the largest of"
                 " torchvision's and timm's runs 10,928): a loop that does not end?"
             )

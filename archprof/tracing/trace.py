@@ -21,6 +21,7 @@ import torch
 from archprof.errors import (
     ArchprofError,
     failure_reason,
+    first_line,
     is_meta_limitation,
     memory_for,
     short_reason,
@@ -48,7 +49,7 @@ from archprof.tracing.model_tensors import (
 from archprof.tracing.module_calls import attach_hooks, model_called
 from archprof.tracing.module_tree import canonical_paths, owners, type_name, walked
 from archprof.tracing.parameter_attribution import ParameterOwners
-from archprof.tracing.recorder import Recorder, input_shapes_text
+from archprof.tracing.recorder import BeyondBounds, Recorder, input_shapes_text
 from archprof.tracing.replay import Replays
 from archprof.tracing.script_calls import ScriptCode
 from archprof.tracing.script_copies import saved_and_loaded
@@ -273,9 +274,13 @@ def _traced_once(
                 recorder.engine.given_gradients = given_gradients(named, stand_ins)
             # Before the caller's attributes are put back, which lets go of what the forward kept there.
             kept = _kept_by_the_model(modules, recorder.still_alive(), output, training)
+    except BeyondBounds as exc:  # its first line: torch.fx adds the graph's node to the message
+        raise BeyondBounds(first_line(exc, bare=True)) from None
     except ArchprofError:
         raise
     except Exception as raised:  # the user's forward failed: say where and on what
+        if isinstance(recorder.failure, BeyondBounds):  # passed on by TorchScript's interpreter
+            raise BeyondBounds(first_line(recorder.failure, bare=True)) from None
         # A ScriptModule's interpreter (which has no try/except to catch one with) hands an
         # operator's exception on bare: the one the recorder saw is the reason.
         script_failure = isinstance(model, torch.jit.ScriptModule) and recorder.failure is not None
