@@ -944,8 +944,9 @@ class _MakesOnTheCpu(nn.Module):
 def test_a_model_files_tensor_made_on_the_cpu_is_bounded(tmp_path, monkeypatch, form):
     """A 5 KB file whose forward makes `torch.ones([40000, 40000], device=cpu)` took 6.4 GB: a
     trace on meta runs a CPU operator for real (and a TorchScript one then fell back to a real
-    forward, which allocated it again). A model file's operator may make at most
-    MOST_FILE_CPU_BYTES there (here 1,000 bytes, of 40,000); a Python factory's is not bounded.
+    forward, which allocated it again). A model file's operators may make at most
+    MOST_FILE_CPU_BYTES there in all (here 1,000 bytes, of 40,000); a Python factory's are not
+    bounded.
     The oracle: torch runs the file, making the 100 x 100 tensor on the CPU."""
     import archprof.tracing.recorder
 
@@ -960,7 +961,29 @@ def test_a_model_files_tensor_made_on_the_cpu_is_bounded(tmp_path, monkeypatch, 
     result = cli("summary", path, "-i", "3")
     assert result.exit_code == 2
     assert one_error_line(result) == (
-        "error: the forward makes a tensor of 40.00 kB on the CPU (aten.ones), which an analysis allocates for"
+        "error: the forward makes 40.00 kB of tensors on the CPU (by aten.ones), which an analysis allocates for"
         " real: more than the 1.00 kB a model file may"
     )
     assert archprof.analyze(_MakesOnTheCpu(), input_size=(3,)).totals.param_count == 0  # a module of the user's
+
+
+class _MakesTwiceOnTheCpu(nn.Module):
+    def forward(self, x):
+        return x + torch.ones([50, 100], device=torch.device("cpu")).sum() + torch.ones([50, 100]).sum()
+
+
+def test_a_model_files_tensors_made_on_the_cpu_are_bounded_together(tmp_path, monkeypatch):
+    """Bounded per operator, six operators of 1 GiB each would take 6 GiB: the bound holds
+    for all a forward makes on the CPU (here 30,000 bytes; two tensors of 20,000 pass it
+    together, neither alone; the second with the default device, the CPU)."""
+    import archprof.tracing.recorder
+
+    path = tmp_path / "twice.pt"
+    torch.jit.script(_MakesTwiceOnTheCpu()).save(str(path))
+    assert torch.jit.load(str(path))(torch.zeros(1)).tolist() == [10_000.0]
+    monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_BYTES", 30_000)
+    result = cli("summary", path, "-i", "1")
+    assert result.exit_code == 2
+    assert "the forward makes 40.00 kB of tensors on the CPU (by aten.ones)" in one_error_line(result)
+    monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_BYTES", 50_000)  # and their sums
+    assert cli("summary", path, "-i", "1").exit_code == 0

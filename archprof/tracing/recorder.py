@@ -60,9 +60,10 @@ class BeyondBounds(ArchprofError):
     as it is, in one line, never taken for a limit of the meta device (no real forward then)."""
 
 
-# The most a model file's forward may allocate on the CPU in one operator during a meta trace
-# (its own `device="cpu"`, a factory's default device): `torch.ones(40000, 40000)` in a 5 KB
-# file took 6.4 GB; a position table or a mask a forward makes there is kilobytes.
+# The most a model file's forward may make on the CPU during a meta trace, all its operators'
+# outputs there together (its own `device="cpu"`, a factory's default device):
+# `torch.ones(40000, 40000)` in a 5 KB file took 6.4 GB; a position table or a mask a
+# forward makes there is kilobytes.
 MOST_FILE_CPU_BYTES = 2**30
 
 # Tensors the trace itself holds from start to end: never watched for their release.
@@ -119,6 +120,7 @@ class Recorder(TorchDispatchMode):
         self._real = real  # real tensors (the CPU fallback): no fast path
         # The most operators a forward may run (None: no bound): a model file's loop is data.
         self._most_ops = most_ops
+        self._cpu_bytes = 0  # what a model file's forward made on the CPU so far (`MOST_FILE_CPU_BYTES`)
         self._meta_answers = MetaAnswers()
         # The last exception an operator raised: what a TorchScript forward failed on, which
         # its interpreter hands on as a RuntimeError without its message or its type.
@@ -465,10 +467,11 @@ class Recorder(TorchDispatchMode):
             raise
 
     def _refuse_a_large_cpu_tensor(self, info: OpInfo, size: int) -> None:
-        if size > MOST_FILE_CPU_BYTES:
+        self._cpu_bytes += size
+        if self._cpu_bytes > MOST_FILE_CPU_BYTES:
             raise BeyondBounds(
-                f"the forward makes a tensor of {human_bytes(size)} on the CPU ({info.name}), which an analysis"
-                f" allocates for real: more than the {human_bytes(MOST_FILE_CPU_BYTES)} a model file may"
+                f"the forward makes {human_bytes(self._cpu_bytes)} of tensors on the CPU (by {info.name}), which an"
+                f" analysis allocates for real: more than the {human_bytes(MOST_FILE_CPU_BYTES)} a model file may"
             )
 
     def note_autocast(self, device: str, dtype: torch.dtype) -> None:
