@@ -92,9 +92,18 @@ def errors_named(label: str) -> Iterator[None]:
 
 def short_reason(exc: BaseException) -> str:
     """`first_line(exc, bare=True)`, cut to its first sentence where it is long (torch's
-    explanation for nonzero runs to 300 characters)."""
-    line = first_line(exc, bare=True)
+    explanation for nonzero runs to 300 characters), a number of thousands of digits cut to
+    its first and how many (a hostile file's range constraint: "4 not in VR[10000000…(4,000
+    digits)…]", where the line ran to 8,000 characters)."""
+    line = _LONG_NUMBER.sub(_cut_number, first_line(exc, bare=True))
     return line.split(". ")[0] if len(line) > 120 else line
+
+
+_LONG_NUMBER = re.compile(r"\d{41,}")  # past any figure archprof writes (int64's 19 digits, a count's past it)
+
+
+def _cut_number(found: re.Match) -> str:
+    return f"{found[0][:8]}…({len(found[0]):,} digits)"
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -957,3 +957,13 @@ def test_a_notebooks_slips_get_the_same_answer_or_a_one_line_error():
     assert report.explain("") == report.explain("(model)")
     for layer in report.layers["layer"]:  # each name .layers gives, explained
         report.explain(layer)
+
+
+def test_a_reason_of_a_number_thousands_of_digits_long_is_cut_to_a_line_a_person_reads():
+    """A hostile exported program's range constraint of 4,000 digits came back in the error,
+    a line of 8,000 characters: such a number is cut to its first digits and how many."""
+    from archprof.errors import short_reason
+
+    huge, kept = "1" + "0" * 4000, "9" * 40
+    said = short_reason(RuntimeError(f"4 not in VR[{huge}, {kept}]"))
+    assert said == f"4 not in VR[10000000…(4,001 digits), {kept}]"
