@@ -229,8 +229,10 @@ def fit_batch(
         # changes with it), so the line from batches 1 and 2 may miss the answer by millions
         # of batches, where the line through the pair it gave lands on it.
         ahead = _on_the_line(needs, pair, budget_bytes) if steps < _NEW_LINES else None
-        tries = [] if ahead is None else [b for b in (ahead, ahead + 1) if fits < b < (fails or largest + 1)]
-        if tries and not all(b in needs for b in tries):
+        # Strictly inside the bracket: none analysed yet (every batch analysed fits up to `fits`, fails from `fails`).
+        above = fails if fails is not None else largest + 1
+        tries = [] if ahead is None else [b for b in (ahead, ahead + 1) if fits < b < above]
+        if tries:
             steps += 1
             for batch in tries:
                 need(batch)

@@ -116,7 +116,7 @@ class _Context:
         # '' as `Report.layers` names the model's own row (its first call: '(model)' in a table).
         text = self._as_named(text) if text else layer_label("", 0)
         self._refuse_a_name_never_run(text)
-        children = [p for p in self.graph.module_types if p.startswith(f"{text}.")] if text else []
+        children = [p for p in self.graph.module_types if p.startswith(f"{text}.")]
         if children and text in self.graph.module_types:
             return [], text
         rows = [index for index, label in enumerate(self.labels) if label == text]

@@ -435,7 +435,7 @@ class Recorder(TorchDispatchMode):
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
             if self._most_ops is not None and not self._real:  # a model file's: its CPU tensors bounded too
-                self._refuse_a_large_cpu_tensor(info, cpu_bytes(func, args, kwargs, tensors))
+                self._count_made_on_the_cpu(info, cpu_bytes(func, args, kwargs, tensors))
             out = None
             imported = len(sys.modules)
             if not self._real and info.shape is not None:
@@ -466,7 +466,7 @@ class Recorder(TorchDispatchMode):
             self.failure = exc
             raise
 
-    def _refuse_a_large_cpu_tensor(self, info: OpInfo, size: int) -> None:
+    def _count_made_on_the_cpu(self, info: OpInfo, size: int) -> None:
         self._cpu_bytes += size
         if self._cpu_bytes > MOST_FILE_CPU_BYTES:
             raise BeyondBounds(
