@@ -987,3 +987,40 @@ def test_a_model_files_tensors_made_on_the_cpu_are_bounded_together(tmp_path, mo
     assert "the forward makes 40.00 kB of tensors on the CPU (by aten.ones)" in one_error_line(result)
     monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_BYTES", 50_000)  # and their sums
     assert cli("summary", path, "-i", "1").exit_code == 0
+
+
+class _ViewsAndWritesOnTheCpu(nn.Module):
+    def forward(self, x):
+        made = torch.ones([100, 100])
+        for _ in range(5):
+            made = made.view([10_000]).view([100, 100])[:, :]
+            made.mul_(2.0)
+        return x + made.sum()
+
+
+class _GrowsOnTheCpu(nn.Module):
+    def forward(self, x):
+        made = torch.ones([10])
+        made.resize_([100, 100])
+        return x + made.shape[0]
+
+
+def test_a_model_files_views_and_in_place_writes_on_the_cpu_make_nothing_new(tmp_path, monkeypatch):
+    """The CPU bound counts what a forward allocates: a view of a CPU tensor, or an in-place
+    write into one, makes no new tensor (five of each here beside one of 40,000 bytes, which
+    alone passes the bound of 50,000); a `resize_` makes what it grows the tensor by (39,960
+    bytes here, past a bound of 30,000 with the 40 it grows from).
+    The oracle: torch runs the files, which compute 32 x 10,000 and 100 + x."""
+    import archprof.tracing.recorder
+
+    viewed, grown = tmp_path / "views.pt", tmp_path / "grows.pt"
+    torch.jit.script(_ViewsAndWritesOnTheCpu()).save(str(viewed))
+    torch.jit.script(_GrowsOnTheCpu()).save(str(grown))
+    assert torch.jit.load(str(viewed))(torch.zeros(1)).tolist() == [320_000.0]
+    assert torch.jit.load(str(grown))(torch.zeros(1)).tolist() == [100.0]
+    monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_BYTES", 50_000)
+    assert cli("summary", viewed, "-i", "1").exit_code == 0
+    monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_BYTES", 30_000)
+    result = cli("summary", grown, "-i", "1")
+    assert result.exit_code == 2
+    assert "the forward makes 40.00 kB of tensors on the CPU (by aten.resize_)" in one_error_line(result)

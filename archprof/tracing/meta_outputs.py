@@ -338,10 +338,14 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 _META = torch.device("meta")
 
 
-def cpu_bytes(func, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> int:
+def cpu_bytes(func, info: OpInfo, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> int:
     """The bytes an operator would allocate on the CPU (0 for one on meta): where it reads a CPU
     tensor, or makes one (a factory of no tensor whose device is the CPU, given or the
-    default), its outputs' sizes as the same call on meta gives them, nothing allocated."""
+    default), its outputs' sizes as the same call on meta gives them, nothing allocated. A
+    view allocates nothing, and an in-place operator only what it grows its input by
+    (`resize_`; any other leaves the size as it was)."""
+    if info.is_view:
+        return 0
     if tensors:
         if not any(tensor.device.type == "cpu" for tensor in tensors):
             return 0
@@ -354,7 +358,14 @@ def cpu_bytes(func, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> i
         probe = func(*meta_args, **meta_kwargs)
     except Exception:  # not answered on meta: the real call says what it says
         return 0
-    return sum(tensor.numel() * tensor.element_size() for tensor in tensors_in(probe))
+    made = sum(tensor.numel() * tensor.element_size() for tensor in tensors_in(probe))
+    if info.writes_input:
+        return max(made - _bytes_of(tensors[0]), 0)
+    return made
+
+
+def _bytes_of(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().nbytes()
 
 
 def _on_meta(tensor: torch.Tensor) -> torch.Tensor:

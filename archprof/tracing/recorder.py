@@ -435,7 +435,7 @@ class Recorder(TorchDispatchMode):
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
             if self._most_ops is not None and not self._real:  # a model file's: its CPU tensors bounded too
-                self._count_made_on_the_cpu(info, cpu_bytes(func, args, kwargs, tensors))
+                self._count_made_on_the_cpu(info, cpu_bytes(func, info, args, kwargs, tensors))
             out = None
             imported = len(sys.modules)
             if not self._real and info.shape is not None:
