@@ -60,7 +60,14 @@ def profile(
     measured peak memory, the ceilings and the cross-check (`measured.passed`).
 
     `fold_bn=True` is refused: the run times the model as it is, BatchNorms unfolded, and
-    the cross-check would set it against a folded analysis."""
+    the cross-check would set it against a folded analysis.
+
+    Example (LeNet-5 timed on the CPU: three timed passes, each row its own time):
+
+        >>> report = archprof.profile("lenet5", device="cpu", warmup=1, repeat=3)
+        >>> len(report.measured.latencies_ms), "time_ms" in report.layers.columns
+        (3, True)
+    """
     check_flag("fold_bn", fold_bn)  # before its truth is read: a tensor has none, "false" is true
     if fold_bn:
         raise ArchprofError("profile times the model as it is: drop --fold-bn (fold_bn=True), or use summary")

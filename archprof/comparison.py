@@ -102,7 +102,14 @@ def compare(
     metric ("params", "macs", "flops", "activation", "peak-memory", "receptive-field",
     "training-memory", "training-flops", "latency") or by "model", the ratios still against
     the first model given (`frame.attrs["baseline"]`); a key the comparison cannot have is
-    refused before any model is analysed."""
+    refused before any model is analysed.
+
+    Example (torchvision's ResNet-18 and ResNet-50: 11,689,512 and 25,557,032 parameters):
+
+        >>> frame = archprof.compare(["resnet18", "resnet50"])
+        >>> frame["param_count"].tolist(), frame["param_ratio"].round(2).tolist()
+        ([11689512, 25557032], [1.0, 2.19])
+    """
     batch, dtype = checked_batch_and_dtype(batch, dtype)
     names = None
     if isinstance(models, Mapping):  # {name: model}: each row called by its key

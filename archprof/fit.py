@@ -124,7 +124,14 @@ def fit_batch(
     The search stops where the input's bytes or the predicted memory would pass int64
     (2**63 - 1 bytes): a budget beyond that raises ArchprofError. A batch tried whose
     tensors torch cannot size (a batch x batch product past int64) fits no budget: the
-    search bisects below it."""
+    search bisects below it.
+
+    Example (its answer fits, the next batch does not):
+
+        >>> fit = archprof.fit.fit_batch("resnet50", "2GiB")
+        >>> fit.bytes_at_batch <= fit.budget_bytes == 2 * 1024**3 < fit.bytes_at_next
+        True
+    """
     _, dtype = checked_batch_and_dtype(None, dtype)
     check_flag("binary", binary)
     if isinstance(budget_bytes, str):  # as --fit reads it: "16GiB" (shown back in binary units), "1e9"

@@ -359,7 +359,15 @@ def diff(
     fold_bn: bool = False,
 ) -> ReportDiff:
     """Diff two reports, CSV paths or models (any form `archprof.analyze` takes); the other
-    arguments, as for `archprof.analyze`, apply to the models."""
+    arguments, as for `archprof.analyze`, apply to the models.
+
+    Example (VGG-13 adds a 64- and a 128-channel 3 x 3 convolution to VGG-11: 36,928 and
+    147,584 parameters):
+
+        >>> changes = archprof.diff.diff("vgg11", "vgg13")
+        >>> [(t.metric, t.change) for t in changes.totals][0]
+        ('param_count', 184512)
+    """
     check_flag("trust_pickle", trust_pickle)  # here, not per side: an error of the call, not of one model
     options = {"batch": batch, "dtype": dtype, "inputs": inputs, "args": args, "weights": weights, "fold_bn": fold_bn}
     if all(isinstance(side, Report) or _is_report_file(side) for side in (old, new)):

@@ -199,7 +199,15 @@ class Report:
         """One row per aten operator with a formula, summed over every row of the report:
         operator, calls, macs, flops, elementwise_flops; most FLOPs first (then most
         elementwise FLOPs). Its sums are the report's totals; operators without a formula
-        are in `totals.not_counted`."""
+        are in `totals.not_counted`.
+
+        Example (ResNet-50's 53 convolutions: all its 4,089,184,256 multiply-adds but the
+        classifier's 2,048 x 1,000):
+
+            >>> frame = archprof.analyze("resnet50").by_operator().set_index("operator")
+            >>> frame.loc["aten.convolution", ["calls", "macs"]].tolist()
+            [53, 4087136256]
+        """
         import pandas as pd
 
         costs = sorted(merged_costs(self.operator_costs), key=lambda c: (-c.flops, -c.elementwise_flops, c.operator))
@@ -225,7 +233,15 @@ class Report:
         (None: all). Parents come before their children, in the order the modules first ran;
         the row of '' holds the sums over every row, the report's totals of those columns
         (`saved_activation_bytes` 0 in an inference report, where `Totals` has None: nothing
-        is saved)."""
+        is saved).
+
+        Example (ResNet-50's first convolution: 64 filters of 3 x 7 x 7, each applied at
+        112 x 112 positions):
+
+            >>> frame = archprof.analyze("resnet50").by_module(depth=1).set_index("module")
+            >>> frame.loc["conv1", ["param_count", "macs"]].tolist()
+            [9408, 118013952]
+        """
         import pandas as pd
 
         if depth is not None:
