@@ -1024,3 +1024,60 @@ def test_a_model_files_views_and_in_place_writes_on_the_cpu_make_nothing_new(tmp
     result = cli("summary", grown, "-i", "1")
     assert result.exit_code == 2
     assert "the forward makes 40.00 kB of tensors on the CPU (by aten.resize_)" in one_error_line(result)
+
+
+def _calls_a_chain(tmp_path, functions: int) -> nn.Module:
+    """A module whose forward calls the free function f0, which calls f1, ... (a file of
+    their code, imported)."""
+    lines = ["import torch", ""]
+    for index in range(functions):
+        call = f"f{index + 1}(x) + 1" if index + 1 < functions else "x + 1"
+        lines += [f"def f{index}(x: torch.Tensor) -> torch.Tensor:", f"    return {call}", ""]
+    lines += ["class Calls(torch.nn.Module):", "    def forward(self, x):", "        return f0(x)"]
+    (tmp_path / "function_chain.py").write_text("\n".join(lines) + "\n")
+    spec = importlib.util.spec_from_file_location("function_chain", tmp_path / "function_chain.py")
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    return code.Calls()
+
+
+def test_torchscript_chaining_free_functions_past_a_bound_is_refused(tmp_path):
+    """torch.jit.load crashed with SIGSEGV (archprof exited by the signal, without a word) on
+    a 92 KB file whose forward calls a chain of 1,500 free functions, each the next: the
+    archive's classes and functions naming each other past MOST_DEPTH (128) are refused; 100
+    load as before. The oracle: torch loads and runs each, 140 deep too."""
+    for functions, refused in ((100, False), (140, True)):
+        path = tmp_path / f"functions{functions}.pt"
+        torch.jit.script(_calls_a_chain(tmp_path, functions)).save(str(path))
+        assert torch.jit.load(str(path))(torch.zeros(1)).tolist() == [float(functions)]
+        result = cli("summary", path, "-i", "3")
+        if refused:
+            assert result.exit_code == 2
+            assert "chains 141 of its classes and functions, each naming the next, more than 128" in one_error_line(
+                result
+            )
+        else:
+            assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(("levels", "refused"), [(999, False), (1000, True)])
+def test_a_torchscript_pickle_nesting_past_a_bound_is_refused(tmp_path, levels, refused):
+    """torch.jit.load crashed with SIGSEGV on a 302 KB file whose constants.pkl is a tuple
+    nested 300,000 deep (one byte an opcode): a TorchScript pickle nesting objects past
+    MOST_PICKLE_DEPTH (1,000) is refused, read by its opcodes; one at the bound loads. The
+    oracle: torch loads both (the pickle's depth is the tuples' count, the empty one's too)."""
+    plain, path = tmp_path / "plain.pt", tmp_path / "deep.pt"
+    torch.jit.script(_Holds()).save(str(plain))
+    nested = b"\x80\x02)" + b"\x85" * levels + b"."  # (), then `levels` one-tuples round it
+
+    def edit(tail, data, root):
+        return [(root + tail, nested if tail == "constants.pkl" else data)]
+
+    rewritten(plain, path, edit)
+    torch.jit.load(str(path))
+    result = cli("summary", path, "-i", "3")
+    if refused:
+        assert result.exit_code == 2
+        assert "its TorchScript 'constants.pkl' nests objects more than 1000 deep in a pickle" in one_error_line(result)
+    else:
+        assert result.exit_code == 0, result.output

@@ -25,7 +25,7 @@ import tokenize
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 
@@ -59,6 +59,7 @@ def refuse_unsafe_torchscript(path: Path, spec: str) -> None:
     outside the allowlist, or whose code run while it loads is more than straight-line, with
     the entry and what it names; one torch could read otherwise too (`checked_archive`)."""
     classes: list[tuple[str, ast.ClassDef]] = []
+    functions: list[tuple[str, ast.FunctionDef]] = []  # the archive's free functions
     with checked_archive(path, spec) as archive:
         for member in archive.infolist():
             entry = member.filename.split("/", 1)[-1]  # without the archive's root folder
@@ -79,22 +80,27 @@ def refuse_unsafe_torchscript(path: Path, spec: str) -> None:
             except RecursionError:  # an expression nested past Python's stack, which torch never writes
                 _refuse(spec, entry, "nests its code too deeply for archprof to read")
             classes += [(entry, node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+            functions += [(entry, node) for node in tree.body if isinstance(node, ast.FunctionDef)]
     for entry, problem in _load_time_problems(classes):
         _refuse(spec, entry, problem)
-    for entry, problem in _depth_problems(classes):
+    for entry, problem in _depth_problems(classes, functions):
         _refuse(spec, entry, problem)
 
 
 # Modules nested, and methods calling methods, deeper than this are refused: torch.jit.load
-# crashed (SIGSEGV) on 20,000 nested modules and on a chain of 3,000 methods, took 37 s on
-# 1,000 nested, and the attribution of a 1,000-method chain's operators (each op's call stack
-# 1,000 frames) ran for minutes. torchvision's and timm's models nest a few dozen levels.
+# crashed (SIGSEGV) on 20,000 nested modules, on a chain of 3,000 methods and on one of 1,500
+# free functions (it compiles what a definition names as it compiles the definition), took
+# 37 s on 1,000 nested, and the attribution of a 1,000-method chain's operators (each op's
+# call stack 1,000 frames) ran for minutes. torchvision's and timm's models nest a few dozen levels.
 MOST_DEPTH = 128
 
 
-def _depth_problems(classes: list[tuple[str, ast.ClassDef]]) -> Iterator[tuple[str, str]]:
-    """Where the archive's classes nest modules (an attribute typed as another of its classes)
-    or chain their methods' calls (`self.m(...)`) deeper than MOST_DEPTH: the entry, what."""
+def _depth_problems(
+    classes: list[tuple[str, ast.ClassDef]], functions: list[tuple[str, ast.FunctionDef]]
+) -> Iterator[tuple[str, str]]:
+    """Where the archive's classes nest modules (an attribute typed as another of its classes),
+    its classes and free functions name each other (`__torch__.f1(x)` in `f0`) or a class's
+    methods chain their calls (`self.m(...)`) deeper than MOST_DEPTH: the entry, what."""
     named = {f"{_module_of(entry)}.{node.name}": (entry, node) for entry, node in classes}
     held = {name: [t for t in _attribute_types(node) if t in named] for name, (_, node) in named.items()}
     depth, start = _longest_chain(held)
@@ -102,6 +108,17 @@ def _depth_problems(classes: list[tuple[str, ast.ClassDef]]) -> Iterator[tuple[s
         yield (
             named[start][0],
             f"nests modules {depth} deep, more than {MOST_DEPTH} (torch's loader crashes on deep ones)",
+        )
+    defined = {**named, **{f"{_module_of(entry)}.{node.name}": (entry, node) for entry, node in functions}}
+    naming = {name: [n for n in _names_in(node) if n in defined and n != name] for name, (_, node) in defined.items()}
+    depth, start = _longest_chain(naming)
+    if depth > MOST_DEPTH:
+        yield (
+            defined[start][0],
+            (
+                f"chains {depth} of its classes and functions, each naming the next, more than {MOST_DEPTH}"
+                " (torch's loader crashes on long chains)"
+            ),
         )
     for entry, node in classes:
         methods = {f.name: f for f in node.body if isinstance(f, ast.FunctionDef)}
@@ -127,6 +144,13 @@ def _attribute_types(node: ast.ClassDef) -> list[str]:
     """The dotted types of a class's annotated attributes (`child : __torch__.deep.C1`)."""
     found = [_dotted(item.annotation) for item in node.body if isinstance(item, ast.AnnAssign)]
     return [".".join(parts) for parts in found if parts]
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    """Every dotted name `node` holds (`__torch__.models.f1`, `self.conv`), whole."""
+    inner = {id(n.value) for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+    found = (_dotted(n) for n in ast.walk(node) if isinstance(n, ast.Attribute | ast.Name) and id(n) not in inner)
+    return {".".join(parts) for parts in found if parts}
 
 
 def _self_calls(function: ast.FunctionDef) -> list[str]:
@@ -458,18 +482,69 @@ def _load_time_call_problem(
 # -- pickles -------------------------------------------------------------------------------
 
 
+# Objects nested deeper than this in a pickle are refused: TorchScript's unpickler crashed
+# (SIGSEGV) on a tuple nested 300,000 deep, built by as many one-byte opcodes. A model's
+# pickle nests a few levels per module (an object, its state, the dict holding its children).
+MOST_PICKLE_DEPTH = 1000
+
+
 def _pickle_problem(data: bytes) -> str | None:
     """The first global a pickle names that TorchScript's unpickler would build and the
-    allowlist does not hold. Read by its opcodes: nothing is unpickled."""
+    allowlist does not hold, or objects nested past MOST_PICKLE_DEPTH. Read by its
+    opcodes: nothing is unpickled."""
+    nesting = _Nesting()
     try:
         for opcode, argument, _ in pickletools.genops(io.BytesIO(data)):
             if opcode.name in ("STACK_GLOBAL", "INST"):  # TorchScript writes GLOBAL: a name to check
                 return f"pickles a {opcode.name} object, which torch does not write"
             if opcode.name == "GLOBAL" and not _is_allowed_global(argument):
                 return f"pickles {shorten(argument.replace(' ', '.'))}, which is neither torch's nor its own code"
+            if nesting.step(opcode, argument) > MOST_PICKLE_DEPTH:
+                return f"nests objects more than {MOST_PICKLE_DEPTH} deep in a pickle (torch's loader crashes on those)"
     except Exception:  # a truncated or malformed pickle: torch would fail on it too
         return "holds a pickle archprof cannot read"
     return None
+
+
+# Opcodes that add to the object below their arguments (a list's items, an object's state)
+# rather than make a new one.
+_ADDING = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "BUILD", "ADDITEMS"})
+
+
+class _Nesting:
+    """How deep the objects a pickle builds nest, followed opcode by opcode over its stack
+    (`pickletools`' stack effects), each value as how deep it is: an object made of values
+    is one deeper than the deepest of them; one added to (`_ADDING`) keeps its depth unless
+    what is added is deeper; a memo entry read back is as deep as when it was stored."""
+
+    def __init__(self) -> None:
+        self._stack: list[int | None] = []  # None: a mark
+        self._memo: dict[Any, int] = {}
+
+    def step(self, opcode: pickletools.OpcodeInfo, argument: Any) -> int:
+        """The depth of the value `opcode` leaves on top (0 where it leaves none)."""
+        stack, name = self._stack, opcode.name
+        if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            self._memo[len(self._memo) if name == "MEMOIZE" else argument] = stack[-1] or 0
+            return 0
+        if name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(self._memo.get(argument, 0))
+            return stack[-1]
+        if name == "DUP":
+            stack.append(stack[-1])
+            return stack[-1] or 0
+        popped: list[int] = []
+        before = opcode.stack_before
+        if pickletools.markobject in before:
+            while (value := stack.pop()) is not None:
+                popped.append(value)
+            before = before[: before.index(pickletools.markobject)]
+        popped += [stack.pop() or 0 for _ in before]
+        # The object added to is popped last.
+        depth = max(popped[-1], 1 + max(popped[:-1], default=0)) if name in _ADDING else 1 + max(popped, default=0)
+        for after in opcode.stack_after:
+            stack.append(None if after is pickletools.markobject else depth)
+        return depth if opcode.stack_after else 0
 
 
 def _is_allowed_global(name: str) -> bool:
