@@ -247,6 +247,63 @@ def test_a_report_of_more_rows_than_any_networks_is_refused_before_its_rows_are_
         diff(tmp_path / "r.json", "lenet5")
 
 
+def _renamed(report_csv: str, row: int, name: str) -> str:
+    """The CSV `report_csv` with the layer of its row `row` (from 0) renamed `name`."""
+    lines = report_csv.splitlines()
+    cells = lines[row + 1].split(",")
+    cells[0] = name
+    lines[row + 1] = ",".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("a." + "a" * 511, "nested 2 levels deep is named in 513 characters, more than the 512 a report's layer"),
+        (".".join(["a"] * 129), "is named in 129 levels, more than the 128 levels a report's layer may have"),
+    ],
+    ids=["long", "deep"],
+)
+def test_a_report_layer_named_past_any_networks_module_is_refused(tmp_path, name, says):
+    """A 160 KB CSV whose layer is named in 80,000 levels ('a.a.a...') took 3.5 GB and ended
+    in a MemoryError traceback (each ancestor's name kept), and one of 990 levels crashed
+    the tree's recursion: a name past MOST_LAYER_LEVELS (128), or a nested one past
+    MOST_LAYER_CHARS (512), is refused, in one line, from `diff` and `check --baseline`
+    alike; one at both bounds (128 levels of 3 characters, 511 in all) is read, as is a
+    name of one level, any length (`test_a_report_reads_back_a_name_longer_than_a_csv_field_may_be`)."""
+    report = archprof.analyze("lenet5").to_csv()
+    assert report.splitlines()[1].split(",")[0] == "features.0"  # the row renamed
+    (tmp_path / "named.csv").write_text(_renamed(report, 0, name))
+    result = cli("diff", tmp_path / "named.csv", "lenet5")
+    assert result.exit_code == 2
+    assert "named.csv, line 2: layer '" in one_error_line(result) and says in one_error_line(result)
+    result = cli("check", "lenet5", "--baseline", tmp_path / "named.csv", "--max-increase", "macs=5%")
+    assert result.exit_code == 2 and says in one_error_line(result)
+    at_the_bounds = ".".join(["a00"] * 128)
+    assert len(at_the_bounds) == 511
+    (tmp_path / "bounds.csv").write_text(_renamed(report, 0, at_the_bounds))
+    assert cli("diff", tmp_path / "bounds.csv", "lenet5").exit_code == 0
+
+
+def test_a_report_naming_more_modules_than_a_report_holds_is_refused(tmp_path, monkeypatch):
+    """Each distinct module a report's names hold, containers too, costs memory in every
+    view (the tree): past MOST_MODULES in all, the report is refused. Here with a bound of
+    the count of lenet5's (features, features.0, ...: each prefix of a name once, the model
+    uncounted), which its report passes and one with its first row renamed 'x.y.z.w' (four
+    modules for one) does not."""
+    import archprof.diff
+
+    report = archprof.analyze("lenet5").to_csv()
+    (tmp_path / "plain.csv").write_text(report)
+    (tmp_path / "more.csv").write_text(_renamed(report, 0, "x.y.z.w"))
+    names = {row["layer"] for row in read_csv_layers(tmp_path / "plain.csv")}
+    modules = {name[:end] for name in names if name for end in [*(i for i, c in enumerate(name) if c == "."), None]}
+    monkeypatch.setattr(archprof.diff, "MOST_MODULES", len(modules))
+    read_csv_layers(tmp_path / "plain.csv")
+    with pytest.raises(ArchprofError, match=r"more\.csv, line \d+: its layers name more than \d+ modules"):
+        read_csv_layers(tmp_path / "more.csv")
+
+
 def test_a_json_report_of_more_values_than_a_report_holds_is_refused_unparsed(tmp_path):
     """255 MiB of `[]` took 6.8 GB and a minute to parse before "no layers" was said: values
     are counted in the text first (a report's row holds 30 to 40; 100 a row allowed)."""

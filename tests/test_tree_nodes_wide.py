@@ -97,3 +97,23 @@ def test_rows_out_of_order_are_grouped_under_their_block_in_the_order_given():
             assert [leaf.level for leaf in leaves] == [1, 1]
             assert [leaf.rows[0] for leaf in leaves] == [i for i in node.subtree if paths[i] != node.path]
     assert sorted(i for node in nodes for i in node.rows) == list(range(len(paths)))
+
+
+def test_a_tree_thousands_of_levels_deep_is_placed_without_recursion():
+    """Placed by recursion, one call a level, a path of 990 levels (a report file's) ended
+    in a RecursionError traceback: placed from a stack, each level is a container one level
+    below the last, holding the rest of the rows. The oracle: the rows grouped by brute
+    force from their paths."""
+    deepest = ".".join(f"m{level}" for level in range(3_000))
+    paths = [deepest, deepest.rsplit(".", 1)[0] + ".other", "head"]
+    nodes = tree_nodes(paths)
+    containers = [node for node in nodes if node.subtree is not None]
+    assert [node.path for node in containers] == [".".join(deepest.split(".")[:n]) for n in range(1, 3_000)]
+    assert [node.level for node in nodes] == [*range(3_000), 2_999, 0]
+    for node in containers:
+        assert node.subtree == brute_force_subtree(paths, node.path)
+    assert [(node.path, node.rows) for node in nodes if node.subtree is None] == [
+        (deepest, (0,)),
+        (paths[1], (1,)),
+        ("head", (2,)),
+    ]

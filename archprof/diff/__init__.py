@@ -168,26 +168,63 @@ def _too_many_rows(path: Path, where: str) -> str:
     )
 
 
+# The most levels of a layer's name in a report read, the most characters of a nested one's
+# (a name of one level, any length, costs no more to read than its length), and the most
+# modules its names may name in all, containers included: a module's path runs to a few
+# dozen characters and levels in any network. A name of 80,000 levels in a 160 KB file took
+# gigabytes to read (each of its ancestors' names kept), and its tree crashed Python's stack.
+MOST_LAYER_LEVELS = 128
+MOST_LAYER_CHARS = 512
+MOST_MODULES = MOST_ROWS
+
+
 def _refuse_a_repeated_row(rows: list[dict[str, Any]], where: Callable[[int], str], path: Path) -> None:
     """Refuse a report with a row repeated (a file edited, or two joined): a report writes one
     module call as two rows only where a submodule's call ran between its own operations
     (`changes._keyed`'s segments), so a repeat with no row of a submodule since its layer's
     last row matches no row of the other side, or the wrong one. Linear in the rows: each row
-    counts for its ancestors, whose repeats compare the count with the one at their last row."""
-    below: Counter[str] = Counter()  # layer -> rows of its submodules so far
-    last: dict[tuple[str, int], tuple[int, int]] = {}  # (layer, call) -> (its last row, `below` there)
+    counts for its ancestors, whose repeats compare the count with the one at their last row.
+    Refused too: a name past MOST_LAYER_LEVELS, a nested one past MOST_LAYER_CHARS, names of
+    more than MOST_MODULES modules."""
+    below: Counter[int] = Counter()  # module -> rows of its submodules so far
+    last: dict[tuple[int, int], tuple[int, int]] = {}  # (layer's module, call) -> (its last row, `below` there)
+    modules: dict[tuple[int, str], int] = {}  # (parent, name) -> module; '' (the model) is 0
     for index, row in enumerate(rows):
         layer, call = row["layer"], row["call"]
-        earlier = last.get((layer, call))
-        if earlier is not None and below[layer] == earlier[1]:
+        _check_layer_name(layer, path, where(index))
+        chain = [0]  # the modules from the model's down to the layer's
+        for part in layer.split(".") if layer else ():
+            chain.append(modules.setdefault((chain[-1], part), len(modules) + 1))
+        if len(modules) > MOST_MODULES:
+            raise ArchprofError(
+                f"{path}, {where(index)}: its layers name more than {MOST_MODULES:,} modules, more than a report of"
+                " any network: is it a report?"
+            )
+        module = chain[-1]
+        earlier = last.get((module, call))
+        if earlier is not None and below[module] == earlier[1]:
             raise ArchprofError(
                 f"{path}, {where(index)}: layer {shorten(layer)} call {call} repeats the row of {where(earlier[0])}"
                 " with no submodule's row between: was the file edited?"
             )
-        last[(layer, call)] = (index, below[layer])
-        parts = layer.split(".") if layer else []
-        for depth in range(len(parts)):
-            below[".".join(parts[:depth])] += 1
+        last[(module, call)] = (index, below[module])
+        for ancestor in chain[:-1]:
+            below[ancestor] += 1
+
+
+def _check_layer_name(layer: str, path: Path, where: str) -> None:
+    levels = layer.count(".") + 1
+    if levels > MOST_LAYER_LEVELS:
+        too_much = f"is named in {levels:,} levels, more than the {MOST_LAYER_LEVELS} levels"
+    elif levels > 1 and len(layer) > MOST_LAYER_CHARS:
+        characters = f"{len(layer):,} characters"
+        too_much = f"nested {levels} levels deep is named in {characters}, more than the {MOST_LAYER_CHARS}"
+    else:
+        return
+    raise ArchprofError(
+        f"{path}, {where}: layer {shorten(layer)} {too_much} a report's layer may have (a network's run to a few"
+        " dozen): is it a report?"
+    )
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ model's own operations stay at the top level, in that order too."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,38 +41,56 @@ class TreeNode:
 
 def tree_nodes(paths: Sequence[str]) -> list[TreeNode]:
     """The rows named by `paths` (in the order they ran) as the module tree, containers first
-    (see the module): every row in one node, a container's own rows in its node."""
-    containers = {".".join(path.split(".")[:level]) for path in paths for level in range(1, path.count(".") + 1)}
+    (see the module): every row in one node, a container's own rows in its node. Placed from
+    a stack, not by recursion: a model nested hundreds of levels deep has as many."""
+    containers = {path[:end] for path in set(paths) for end in _dots(path)}
     nodes: list[TreeNode] = []
-
-    def place(indices: list[int], parent: str, level: int) -> None:
-        # One pass sorts the rows into leaves and the subtrees of the containers right below
-        # `parent`, in the order they first ran; each subtree is then placed in its turn.
-        order: list[int | str] = []  # a leaf's row, or a container's module
-        subtrees: dict[str, list[int]] = {}
-        for index in indices:
-            path = paths[index]
-            if path == parent and parent:
-                continue  # the container's own row: in its node
-            child = _child(parent, path)
-            if child not in containers:
-                order.append(index)
-            elif child in subtrees:
-                subtrees[child].append(index)
-            else:
-                subtrees[child] = [index]
-                order.append(child)
-        for item in order:
-            if isinstance(item, int):
-                nodes.append(TreeNode(paths[item], level, (item,)))
-            else:
-                subtree = subtrees[item]
-                own = tuple(i for i in subtree if paths[i] == item)
-                nodes.append(TreeNode(item, level, own, tuple(subtree)))
-                place(subtree, item, level + 1)
-
-    place(list(range(len(paths))), "", 0)
+    # Each level's items still to place (a leaf's row, or a container's module and rows), with the level.
+    pending = [(0, iter(_placed(paths, containers, range(len(paths)), "")))]
+    while pending:
+        level, items = pending[-1]
+        item = next(items, None)
+        if item is None:
+            pending.pop()
+        elif isinstance(item, int):
+            nodes.append(TreeNode(paths[item], level, (item,)))
+        else:
+            module, subtree = item
+            own = tuple(i for i in subtree if paths[i] == module)
+            nodes.append(TreeNode(module, level, own, tuple(subtree)))
+            pending.append((level + 1, iter(_placed(paths, containers, subtree, module))))
     return nodes
+
+
+def _placed(
+    paths: Sequence[str], containers: set[str], indices: Sequence[int], parent: str
+) -> list[int | tuple[str, list[int]]]:
+    """The rows `indices` below `parent` sorted, in one pass, into leaves (a row) and the
+    subtrees of the containers right below it (the container, its rows), in the order they
+    first ran; the container's own rows stay in its node."""
+    order: list[int | tuple[str, list[int]]] = []
+    subtrees: dict[str, list[int]] = {}
+    for index in indices:
+        path = paths[index]
+        if path == parent and parent:
+            continue  # the container's own row: in its node
+        child = _child(parent, path)
+        if child not in containers:
+            order.append(index)
+        elif child in subtrees:
+            subtrees[child].append(index)
+        else:
+            subtrees[child] = [index]
+            order.append((child, subtrees[child]))
+    return order
+
+
+def _dots(path: str) -> Iterator[int]:
+    """Where each '.' of `path` is."""
+    end = path.find(".")
+    while end >= 0:
+        yield end
+        end = path.find(".", end + 1)
 
 
 def tree_rows(report) -> list[TreeRow]:
@@ -112,5 +130,5 @@ def _child(parent: str, path: str) -> str:
     """The module right below `parent` on the way to `path` ('' stays '': the model's own rows)."""
     if not path:
         return ""
-    depth = parent.count(".") + 2 if parent else 1
-    return ".".join(path.split(".")[:depth])
+    end = path.find(".", len(parent) + 1 if parent else 0)
+    return path if end < 0 else path[:end]
