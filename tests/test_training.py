@@ -880,3 +880,38 @@ def test_the_network_input_autograd_saves_is_counted_on_the_first_row_that_saves
         model(x)
     assert saved["0"] == x.nbytes  # the input, which the convolution keeps
     assert sum(saved.values()) == sum(storages.values())
+
+
+class _SelectivelyCheckpointed(nn.Module):
+    """A block checkpointed with a policy that saves its convolutions' outputs
+    (torch.utils.checkpoint's selective checkpointing) and recomputes the rest."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        import functools
+
+        from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+        def policy(_context, operator, *_args, **_kwargs):
+            saved = operator == torch.ops.aten.convolution.default
+            return CheckpointPolicy.MUST_SAVE if saved else CheckpointPolicy.PREFER_RECOMPUTE
+
+        contexts = functools.partial(create_selective_checkpoint_contexts, policy)
+        x = checkpoint(self.block, self.stem(x), use_reentrant=False, context_fn=contexts)
+        return self.head(x.mean((2, 3)))
+
+
+def test_selective_checkpointing_that_saves_convolutions_counts_their_gradients():
+    """Its recomputation hands the saved convolutions' outputs back without running them, so
+    their gradients' autograd nodes are another op's: the input and weight gradients were
+    told apart from that op's operands, which it has one of (a ValueError, raw). The oracle:
+    FlopCounterMode around a real step, which runs no convolution again."""
+    model = _SelectivelyCheckpointed()
+    report = training_report(model, (3, 8, 8), batch=2)
+    counted = counted_training_flops(copy.deepcopy(model), torch.randn(2, 3, 8, 8)).get_total_flops()
+    assert report.totals.training_flops == counted

@@ -51,7 +51,9 @@ def backward_share(op: OpNode, graph: Graph, weights: set[int]) -> BackwardShare
         for_input, for_weight, _ = _convolution_parts(op)
         # By what the operands are, not their slots: a kernel made from the network input (a
         # dynamic convolution's) takes an input gradient, an input made of parameters alone a weight's.
-        operand, kernel = forward.inputs[:2]
+        # The forward op's, where it is the convolution: under selective checkpointing, whose
+        # recomputation hands the saved output back without running it, the node is another's.
+        operand, kernel = (forward.inputs if forward.op == "aten.convolution" else op.inputs[1:3])[:2]
         input_macs = (0 if operand.storage in weights else for_input) + (0 if kernel.storage in weights else for_weight)
         return BackwardShare(input_macs, for_input + for_weight - input_macs, elementwise_flops=elementwise)
     if op.op == _LSTM_LAYER_BACKWARD:
