@@ -1081,3 +1081,43 @@ def test_a_torchscript_pickle_nesting_past_a_bound_is_refused(tmp_path, levels, 
         assert "its TorchScript 'constants.pkl' nests objects more than 1000 deep in a pickle" in one_error_line(result)
     else:
         assert result.exit_code == 0, result.output
+
+
+def _held_over_and_over(levels: int) -> bytes:
+    """A pickle of a tuple holding a list of 10 lists, each the same list of 10 lists, ...
+    `levels` deep, the last of ten zeros: each list made once, then held 9 times more by memo
+    references (TorchScript's unpickler reads no POP), 10 ** levels values in a few bytes a level."""
+
+    def made(level: int) -> bytes:
+        if level == 0:
+            return b"](" + b"K\x00" * 10 + b"e"
+        inner = bytes([level - 1])
+        return b"](" + made(level - 1) + b"q" + inner + (b"h" + inner) * 9 + b"e"
+
+    return b"\x80\x02" + made(levels - 1) + b"\x85."
+
+
+@pytest.mark.parametrize(("levels", "refused"), [(6, False), (7, True)])
+def test_a_torchscript_pickle_holding_one_list_over_and_over_is_refused(tmp_path, levels, refused):
+    """A 9 KB data.pkl whose list of tensors is held 500 times by each of 500 lists held by
+    one became 125,000,000 tensors once its forward returned it (54 s, 3.3 GB): a pickle whose
+    objects hold more than MOST_PICKLE_VALUES (10,000,000), each value counted as often as
+    it is held, is refused, read by its opcodes. Here lists of 10, 6 levels (1,111,112
+    values, the tuple's too: loaded) and 7 (11,111,112: refused). The oracle: torch loads both."""
+    plain, path = tmp_path / "plain.pt", tmp_path / "held.pt"
+    torch.jit.script(_Holds()).save(str(plain))
+    held = _held_over_and_over(levels)
+
+    def edit(tail, data, root):
+        return [(root + tail, held if tail == "constants.pkl" else data)]
+
+    rewritten(plain, path, edit)
+    torch.jit.load(str(path))
+    result = cli("summary", path, "-i", "3")
+    if refused:
+        assert result.exit_code == 2
+        assert "its TorchScript 'constants.pkl' pickles an object holding more than 10,000,000 values" in (
+            one_error_line(result)
+        )
+    else:
+        assert result.exit_code == 0, result.output

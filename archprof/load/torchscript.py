@@ -486,21 +486,32 @@ def _load_time_call_problem(
 # (SIGSEGV) on a tuple nested 300,000 deep, built by as many one-byte opcodes. A model's
 # pickle nests a few levels per module (an object, its state, the dict holding its children).
 MOST_PICKLE_DEPTH = 1000
+# Pickles whose objects hold more values than this, each value counted as often as it is
+# held, are refused: a list held 500 times by each of 500 lists held by one (memo references,
+# 9 KB) is 125,000,000 tensors once torch hands it to Python (54 s and 3.3 GB when a forward
+# returned it). A model's pickle holds a value per module, tensor and attribute.
+MOST_PICKLE_VALUES = 10_000_000
 
 
 def _pickle_problem(data: bytes) -> str | None:
     """The first global a pickle names that TorchScript's unpickler would build and the
-    allowlist does not hold, or objects nested past MOST_PICKLE_DEPTH. Read by its
-    opcodes: nothing is unpickled."""
-    nesting = _Nesting()
+    allowlist does not hold, or objects nested past MOST_PICKLE_DEPTH or holding more than
+    MOST_PICKLE_VALUES. Read by its opcodes: nothing is unpickled."""
+    held = _Held()
     try:
         for opcode, argument, _ in pickletools.genops(io.BytesIO(data)):
             if opcode.name in ("STACK_GLOBAL", "INST"):  # TorchScript writes GLOBAL: a name to check
                 return f"pickles a {opcode.name} object, which torch does not write"
             if opcode.name == "GLOBAL" and not _is_allowed_global(argument):
                 return f"pickles {shorten(argument.replace(' ', '.'))}, which is neither torch's nor its own code"
-            if nesting.step(opcode, argument) > MOST_PICKLE_DEPTH:
+            depth, values = held.step(opcode, argument)
+            if depth > MOST_PICKLE_DEPTH:
                 return f"nests objects more than {MOST_PICKLE_DEPTH} deep in a pickle (torch's loader crashes on those)"
+            if values > MOST_PICKLE_VALUES:
+                return (
+                    f"pickles an object holding more than {MOST_PICKLE_VALUES:,} values, each counted as often as it"
+                    " is held (one held over and over)"
+                )
     except Exception:  # a truncated or malformed pickle: torch would fail on it too
         return "holds a pickle archprof cannot read"
     return None
@@ -511,40 +522,49 @@ def _pickle_problem(data: bytes) -> str | None:
 _ADDING = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "BUILD", "ADDITEMS"})
 
 
-class _Nesting:
-    """How deep the objects a pickle builds nest, followed opcode by opcode over its stack
-    (`pickletools`' stack effects), each value as how deep it is: an object made of values
-    is one deeper than the deepest of them; one added to (`_ADDING`) keeps its depth unless
-    what is added is deeper; a memo entry read back is as deep as when it was stored."""
+class _Held:
+    """How deep the objects a pickle builds nest, and how many values each holds (itself and
+    what it holds, each as often as it is held), followed opcode by opcode over its stack
+    (`pickletools`' stack effects), each value as its (depth, values): an object made of
+    values is one deeper than the deepest of them and holds them all besides itself; one
+    added to (`_ADDING`) keeps its depth unless what is added is deeper, and holds what is
+    added too; a memo entry read back is as it was when stored."""
 
     def __init__(self) -> None:
-        self._stack: list[int | None] = []  # None: a mark
-        self._memo: dict[Any, int] = {}
+        self._stack: list[tuple[int, int] | None] = []  # None: a mark
+        self._memo: dict[Any, tuple[int, int]] = {}
 
-    def step(self, opcode: pickletools.OpcodeInfo, argument: Any) -> int:
-        """The depth of the value `opcode` leaves on top (0 where it leaves none)."""
+    def step(self, opcode: pickletools.OpcodeInfo, argument: Any) -> tuple[int, int]:
+        """The (depth, values) of the value `opcode` leaves on top ((0, 0) where it leaves none)."""
         stack, name = self._stack, opcode.name
         if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            self._memo[len(self._memo) if name == "MEMOIZE" else argument] = stack[-1] or 0
-            return 0
+            self._memo[len(self._memo) if name == "MEMOIZE" else argument] = stack[-1] or _NOTHING
+            return _NOTHING
         if name in ("GET", "BINGET", "LONG_BINGET"):
-            stack.append(self._memo.get(argument, 0))
-            return stack[-1]
+            stack.append(self._memo.get(argument, _NOTHING))
+            return stack[-1]  # type: ignore[return-value]
         if name == "DUP":
             stack.append(stack[-1])
-            return stack[-1] or 0
-        popped: list[int] = []
+            return stack[-1] or _NOTHING
+        popped: list[tuple[int, int]] = []
         before = opcode.stack_before
         if pickletools.markobject in before:
             while (value := stack.pop()) is not None:
                 popped.append(value)
             before = before[: before.index(pickletools.markobject)]
-        popped += [stack.pop() or 0 for _ in before]
-        # The object added to is popped last.
-        depth = max(popped[-1], 1 + max(popped[:-1], default=0)) if name in _ADDING else 1 + max(popped, default=0)
+        popped += [stack.pop() or _NOTHING for _ in before]
+        depths = [depth for depth, _ in popped]
+        values = sum(count for _, count in popped)
+        if name in _ADDING:  # the object added to is popped last
+            made = (max(depths[-1], 1 + max(depths[:-1], default=0)), values)
+        else:
+            made = (1 + max(depths, default=0), 1 + values)
         for after in opcode.stack_after:
-            stack.append(None if after is pickletools.markobject else depth)
-        return depth if opcode.stack_after else 0
+            stack.append(None if after is pickletools.markobject else made)
+        return made if opcode.stack_after else _NOTHING
+
+
+_NOTHING = (0, 0)
 
 
 def _is_allowed_global(name: str) -> bool:
