@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from archprof.analysis import analysis, check_optimizer, checked_batch_and_dtype, load
-from archprof.errors import ArchprofError, check_flag, shown
+from archprof.errors import ArchprofError, check_flag, exception_chain, shown
 from archprof.measure.device import beyond_free_memory, cpu_available_memory
 from archprof.report import Report
 from archprof.tracing.trace import NeedsTwoSamples
@@ -264,12 +264,8 @@ def _on_the_line(needs: dict[int, int | float], batch: int, budget_bytes: int) -
 
 def _sized_past_int64(exc: BaseException) -> bool:
     """Whether an analysis failed because torch cannot size a tensor of the batch (its bytes
-    past int64: "Storage size calculation overflowed")."""
-    while exc is not None:
-        if "overflow" in str(exc).lower():
-            return True
-        exc = exc.__cause__
-    return False
+    past int64: "Storage size calculation overflowed"), itself or what raised before it."""
+    return any("overflow" in str(raised).lower() for raised in exception_chain(exc))
 
 
 def _last_batch_within_int64(first: int, bytes_at_first: int, bytes_per_sample: int) -> int | float:
