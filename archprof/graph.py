@@ -253,6 +253,11 @@ class EngineNotes:
     # formula has returned, with the node still running. An add inside a formula (atan2's `self *
     # self + other * other`, a Python backward's `a + b`) adds tensors the backward made too.
     gradient_sums: set[int] = field(default_factory=set)
+    # The indices (in `Graph.backward_ops`) of the other ops run outside any gradient formula
+    # with a node running: a hook of the user's (a tensor's, `y.register_hook`, which the engine
+    # calls before the node's formula, on the gradient coming in). The engine lets go of a
+    # gradient a hook replaced as the hook returns, not with the node.
+    hook_ops: set[int] = field(default_factory=set)
     # The ids (`TensorMeta.id`) of the gradients the nodes' formulas returned to the engine, as
     # the node's post hook saw them. A node runs one C++ call per gradient formula (clamp's
     # `min, max: clamp_backward_min_max(...)`, then `self: clamp_backward(...)`), each ending

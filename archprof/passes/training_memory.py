@@ -182,7 +182,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     )
     steps = [*graph.ops, *backward]
     between = set(adds) | {i for i, op in enumerate(backward) if op.outputs and op.outputs[0].storage in copies}
-    release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in _node_ends(backward, between)]
+    node_ends = _node_ends(backward, between, graph.engine.hook_ops)
+    release = list(range(len(graph.ops))) + [len(graph.ops) + end for end in node_ends]
     numbers = _numbers_read(graph) + wrapped_numbers(graph)
     forward = len(graph.ops)
     died = _dropped_at_once(backward, moved, read_in_backward | kept, graph.engine.received)
@@ -367,12 +368,14 @@ def _numbers_read(graph: Graph) -> list[tuple[int, int, int]]:
 
 
 def _wrapped_in_python(graph: Graph) -> list[tuple[int, int, int]]:
-    """Each number an op of a Python backward took where a tensor goes (`1 + t` in timm's
-    Swish backward, `x / 3.` in its HardSwish's), as `liveness_over`'s `held_between` takes
-    it: held while its op runs, the argument parser's tensor for that one call, which Python
-    lets go of as the call returns (a C++ formula's lives to the end of its statement)."""
+    """Each number an op of a Python backward or of a hook took where a tensor goes (`1 + t`
+    in timm's Swish backward, `x / 3.` in its HardSwish's, a tensor hook's `g * 0.5`), as
+    `liveness_over`'s `held_between` takes it: held while its op runs, the argument parser's
+    tensor for that one call, which Python lets go of as the call returns (a C++ formula's
+    lives to the end of its statement)."""
     forward = len(graph.ops)
-    steps = ((forward + i, graph.backward_ops[i]) for i in sorted(graph.engine.python_ops))
+    python = graph.engine.python_ops | graph.engine.hook_ops
+    steps = ((forward + i, graph.backward_ops[i]) for i in sorted(python))
     return [(step, step + 1, nbytes) for step, _, nbytes in numbers_wrapped(steps)]
 
 
@@ -398,19 +401,22 @@ def _views(backward: list[OpNode]) -> set[int]:
     return {t.id for op in backward if op.is_view and op.op != "aten.detach" for t in op.outputs}
 
 
-def _node_ends(backward: list[OpNode], between: set[int]) -> list[int]:
+def _node_ends(backward: list[OpNode], between: set[int], hooks: set[int]) -> list[int]:
     """For each backward op, the last op of its autograd node (a run of consecutive ops of
     one forward op): the engine releases a node's saved tensors and incoming gradients once
     the whole node has run, not after the op that last read them. The engine's own ops
     (`between`) run between nodes, each alone, and so does a recomputed forward op: checkpoint
     re-runs the block when a node first unpacks what it saved, before that node's own ops,
     and frees what the re-run made and saved nothing of when the re-run ends (the last
-    convolution's output, read by the ReLU that ends the block and whose node asked for it)."""
+    convolution's output, read by the ReLU that ends the block and whose node asked for it).
+    A hook's ops (`hooks`: `EngineNotes.hook_ops`) end where the hook returns, apart from the
+    formula's: the gradient a tensor's hook replaced is gone before the formula runs."""
     ends = list(range(len(backward)))
     for index in range(len(backward) - 2, -1, -1):
         op, after = backward[index], backward[index + 1]
         one_node = op.origin == after.origin and op.phase == after.phase == "backward"
-        if one_node and index not in between and index + 1 not in between:
+        one_call = (index in hooks) == (index + 1 in hooks)
+        if one_node and one_call and index not in between and index + 1 not in between:
             ends[index] = ends[index + 1]
     return ends
 

@@ -193,10 +193,13 @@ class TrainingRecorder(Recorder):
         kept, storages = len(self._kept), self._next_storage
         # Outside the formula's bracket run the engine's adds, and a hook on the tensor whose
         # gradient comes in (the engine calls those before the node's pre hooks): the user's.
-        engines = info.name == "aten.add" and len(tensors) == 2 and self._formulas.engines_op(node)
+        outside = self._formulas.engines_op(node)
+        engines = outside and info.name == "aten.add" and len(tensors) == 2
         super()._record(info, args, kwargs, tensors, out, (module, phase, origin))
         if engines:
             self.engine.gradient_sums.add(len(self.ops) - 1)
+        elif outside:
+            self.engine.hook_ops.add(len(self.ops) - 1)
         if in_place_on_a_cpu:
             self.engine.in_place_ops.add(len(self.ops) - 1)
         if isinstance(node, BackwardCFunction) and _RETURNS_KEPT in node.metadata:
