@@ -42,6 +42,7 @@ from archprof.passes.receptive_field import receptive_field_columns
 from archprof.random_state import REAL_TRACE_SEED, random_state_kept
 from archprof.report import Report, layer_label
 from archprof.report.columns import COLUMNS, TRAINING_COLUMNS
+from archprof.text import counted
 from archprof.torch_patches import PATCHING_TORCH
 from archprof.tracing.module_tree import modules_from_a_stack, nesting_depth
 from archprof.tracing.trace import MetaUnsupported, TraceInput, room_to_trace, trace
@@ -268,7 +269,7 @@ def _input_specs(loaded: LoadedModel, input_size, inputs) -> tuple[InputSpec, ..
         # One too many: most likely the batch, which the report's header shows in front.
         batch_hint = ": leave the batch out (--batch sets it; Python: batch=)" if len(size) == len(expected) + 1 else ""
         raise ArchprofError(
-            f"input {shape_text(size)} has {len(size)} dimensions; {loaded.name} takes {len(expected)}"
+            f"input {shape_text(size)} has {counted(len(size), 'dimension')}; {loaded.name} takes {len(expected)}"
             f" (e.g. {shape_text(expected)}){batch_hint}"
         )
     return specs

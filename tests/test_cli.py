@@ -499,3 +499,32 @@ def test_an_input_in_another_dtype_than_the_model_says_to_cast_the_model():
         "; the input is float16, the model float32: cast the model too (--dtype float16; dtype='float16' from Python)"
     )
     assert cli("summary", "lenet5", "--input", "1x32x32:float16", "--dtype", "float16").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ("summary", "lenet5", "-f", "jsn"),
+            "'jsn' is not one of 'table', 'csv', 'json', 'markdown', 'html' (or 'md'); did you mean 'json'?",
+        ),
+        (("summary", "lenet5", "--dtype", "fp16"), "; did you mean 'float16'?"),
+        (("summary", "lenet5", "--dtype", "bf16"), "; did you mean 'bfloat16'?"),
+        (("summary", "lenet5", "-i", "3,32,32"), "; did you mean 3x32x32?"),
+        (("summary", "lenet5", "-i", "3 32 32"), "; did you mean 3x32x32?"),
+        (("summary", "lenet5", "-i", "32"), "input 32 has 1 dimension; lenet5 takes 3"),
+        (("memory", "lenet5", "--fit", "16", "GB"), "(GB): a size is one word (16GB, not 16 GB)"),
+    ],
+    ids=["format", "fp16", "bf16", "commas", "spaces", "one dimension", "size split"],
+)
+def test_a_near_miss_on_the_command_line_is_answered_with_what_was_meant(args, says):
+    """A value close to one the option takes, sizes joined by another separator than 'x', a
+    size's unit split from its number: one line, exit 2, with what would have been read."""
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert says in one_error_line(result)
+
+
+def test_a_value_close_to_no_choice_gets_no_guess():
+    result = cli("summary", "lenet5", "-f", "xlsx")
+    assert result.exit_code == 2 and "did you mean" not in one_error_line(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import inspect
 import io
@@ -136,9 +137,32 @@ def _usage_error_on_one_line(command: str) -> Iterator[None]:
             message = f"no such option: {exc.option_name}; did you mean {exc.possibilities[0]}?"
         message = re.sub(r"\. Did you mean ('[^']*')(, '[^']*')*\?$", r"; did you mean \1?", message)
         message = message.replace("Input should be", "the value should be")  # any other value pydantic refused
-        message = message[:1].lower() + message[1:]
+        message = message[:1].lower() + message[1:] + _closest_choice(message) + _size_split_hint(message)
         say(f"error: {message} ({command} -h for help)")
         raise typer.Exit(2) from None
+
+
+_NOT_ONE_OF = re.compile(r"'([^']*)' is not one of ((?:'[^']*'(?:, )?)+)")
+
+
+def _closest_choice(message: str) -> str:
+    """Of a value refused as none of an option's choices ("'jsn' is not one of 'table',
+    'csv', 'json', ..."; `--dtype fp16`), the closest choice, as a hint; '' where none is close."""
+    found = _NOT_ONE_OF.search(message)
+    if found is None:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    close = difflib.get_close_matches(found.group(1).lower(), choices, n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+_UNIT = re.compile(r"unexpected extra argument(?:\(s\)|s)? \(([kmgtp]?i?b)\)", re.IGNORECASE)
+
+
+def _size_split_hint(message: str) -> str:
+    """Of a unit left over as an argument (`--fit 16 GB`), that a size is one word."""
+    found = _UNIT.search(message)
+    return f": a size is one word (16{found.group(1)}, not 16 {found.group(1)})" if found else ""
 
 
 @contextmanager

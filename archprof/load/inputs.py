@@ -115,6 +115,15 @@ def _sizes(text: str) -> tuple[int, ...]:
     return size
 
 
+def _joined_otherwise(size: str) -> str:
+    """A hint for sizes joined by another separator than 'x' ('3,224,224', '3*224*224',
+    '3 224 224'): the size as archprof reads it."""
+    parts = re.split(r"\s*[,*×X ]\s*|\s+", size.strip().strip("()[]"))
+    if len(parts) > 1 and all(part.isdigit() for part in parts):
+        return f"; did you mean {'x'.join(parts)}?"
+    return ""
+
+
 @printable_errors
 def parse_input_spec(text: str) -> InputSpec:
     """'[name=]3x224x224[:dtype]' -> InputSpec, e.g. '77:int64', 'mask=77:bool'."""
@@ -133,7 +142,7 @@ def parse_input_spec(text: str) -> InputSpec:
         )
         raise ArchprofError(
             f"malformed input size '{text}': expected [name=]SIZES[:dtype], e.g. 3x224x224, 77:int64 or mask=77:bool"
-            + hint
+            + (hint or _joined_otherwise(size))
         )
     shape = _sizes(size)  # says which size is 0; InputSpec checks the size in bytes of its dtype
     name = name.strip()
