@@ -235,7 +235,7 @@ def test_the_memory_plot_of_a_training_report_draws_the_training_estimate():
     from archprof.render.memory_plot import memory_figure
 
     report = archprof.analyze("lenet5", training=True, optimizer="adam")
-    expected = f"sum of the parts {human_bytes(report.totals.training_memory_bytes)} (adam), all held at once"
+    expected = f"sum of the parts {human_bytes(report.totals.training_memory_bytes)} (adam), not the step's peak"
     assert expected in _texts(memory_figure(report))
 
 

@@ -95,7 +95,8 @@ def _totals_rows(report, fit) -> list[tuple[Text, str, Prose]]:
         add("Gradients", totals.gradient_bytes)
         add(f"Optimizer state ({totals.optimizer}: {copies} {plural})", totals.optimizer_state_bytes)
         add("Saved activations (for backward)", totals.saved_activation_bytes)
-        add("Sum of the parts, all held at once", totals.training_memory_bytes)
+        # Not an upper bound: the step's peak also holds gradients passed between nodes.
+        add("Sum of the parts above (not the step's peak)", totals.training_memory_bytes)
         forward_peak, *step_peak = peak_rows(totals)  # labelled as the summary's totals label them
         add(*forward_peak)
         for label, value in step_peak:

@@ -96,7 +96,7 @@ def memory_figure(report: Report, fit: Fit | None = None):
     if report.training and totals.training_memory_bytes is not None:
         axes.axhline(y(totals.training_memory_bytes), color="tab:purple", ls="--", lw=1)
         axes.annotate(
-            f"sum of the parts {sized(totals.training_memory_bytes)} ({report.optimizer}), all held at once",
+            f"sum of the parts {sized(totals.training_memory_bytes)} ({report.optimizer}), not the step's peak",
             (0, y(totals.training_memory_bytes)),
             xytext=(2, -3) if estimate_lower else (2, 3),
             textcoords="offset points",
