@@ -1515,3 +1515,17 @@ def test_a_measured_step_updates_one_parameter_at_a_time_as_modelled():
         assert model.build([nn.Parameter(torch.zeros(1))]).defaults["foreach"] is False, name
     _, step = predicted_and_measured(load_model("lenet5"), [(1, 32, 32)], 2, None, "adagrad").steps
     assert step.measured.bytes == step.predicted_bytes
+
+
+def test_the_ceilings_line_offers_to_measure_again_only_what_was_measured(fake_benchmarks):
+    """With both ceilings given, the line still said "--remeasure measures them again",
+    which `--remeasure` then refuses; with one given, only the other is offered."""
+    calls, rates = fake_benchmarks
+    _cache_lenet_ceilings(rates, peak=1e15, bandwidth=1e15)
+    options = ["profile", "lenet5", "--device", "cpu", "--repeat", "1", "--warmup", "0"]
+    both = runner.invoke(app, [*options, "--peak-flops", "2T", "--bandwidth", "50GB/s"], env={"COLUMNS": "300"})
+    assert both.exit_code == 0, both.output
+    assert "bandwidth 50.00 GB/s (given)" in both.stdout and "--remeasure" not in both.stdout
+    one = runner.invoke(app, [*options, "--peak-flops", "2T"], env={"COLUMNS": "300"})
+    assert one.exit_code == 0, one.output
+    assert "archprof profile --remeasure measures the bandwidth again." in one.stdout

@@ -59,6 +59,15 @@ class Ceilings:
         """ "measured", "cached" or "given", for "peak_flops" or "bandwidth"."""
         return self.flops_source if figure == "peak_flops" else self.bandwidth_source
 
+    @property
+    def remeasure_hint(self) -> str:
+        """How to measure the figures not given again ('' where both were given)."""
+        measured = [figure for figure in ("peak_flops", "bandwidth") if self.source(figure) != "given"]
+        if not measured:
+            return ""
+        which = "them" if len(measured) == 2 else "the " + ("peak" if measured == ["peak_flops"] else "bandwidth")
+        return f"archprof profile --remeasure measures {which} again."
+
     def origin(self, figure: str) -> str:
         """Where a figure ("peak_flops" or "bandwidth") came from, and how old it is:
         'given', 'measured now', 'cached, measured 3 days ago'."""

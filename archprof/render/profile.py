@@ -169,8 +169,7 @@ def ceilings_text(ceilings) -> Text:
     return Prose(
         f"Ceilings of {ceilings.device} ({ceilings.dtype}): peak {flops_rate_text(ceilings.peak_flops_per_s)} "
         f"({ceilings.origin('peak_flops')}), bandwidth {bandwidth_text(ceilings.bandwidth_bytes_per_s)} "
-        f"({ceilings.origin('bandwidth')}); ridge {ridge_text(ceilings.ridge)} FLOPs/byte. "
-        "archprof profile --remeasure measures them again."
+        f"({ceilings.origin('bandwidth')}); ridge {ridge_text(ceilings.ridge)} FLOPs/byte. {ceilings.remeasure_hint}"
     )
 
 

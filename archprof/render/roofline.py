@@ -186,7 +186,8 @@ def roofline_caption(count: int, above: list, ceilings) -> str:
     """What the plot shows, and why a row can sit above the roof."""
     lines = [
         f"{counted(count, 'timed layer')}; a marker's area is the layer's share of the forward. Roof: "
-        "min(peak, intensity x bandwidth), the device's ceilings (archprof profile --remeasure measures them again)."
+        "min(peak, intensity x bandwidth), the device's ceilings"
+        + (f" ({ceilings.remeasure_hint.removesuffix('.')})." if ceilings.remeasure_hint else ".")
     ]
     over_peak = sum(1 for row in above if row["achieved_flops_per_s"] > ceilings.peak_flops_per_s)
     if over_peak:
