@@ -1520,7 +1520,7 @@ def test_a_measured_step_updates_one_parameter_at_a_time_as_modelled():
 def test_the_ceilings_line_offers_to_measure_again_only_what_was_measured(fake_benchmarks):
     """With both ceilings given, the line still said "--remeasure measures them again",
     which `--remeasure` then refuses; with one given, only the other is offered."""
-    calls, rates = fake_benchmarks
+    _, rates = fake_benchmarks
     _cache_lenet_ceilings(rates, peak=1e15, bandwidth=1e15)
     options = ["profile", "lenet5", "--device", "cpu", "--repeat", "1", "--warmup", "0"]
     both = runner.invoke(app, [*options, "--peak-flops", "2T", "--bandwidth", "50GB/s"], env={"COLUMNS": "300"})

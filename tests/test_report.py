@@ -276,3 +276,25 @@ def test_a_rolled_up_head_reads_the_input_its_first_operator_reads():
     report = archprof.analyze(model, input_size=(3, 16, 16))
     head = next(row for row in report.rollup(depth=1).rows() if row["layer"] == "3")
     assert head["input_shape"] == seen[0] == "1x8"
+
+
+def test_a_row_that_runs_no_operator_shows_the_input_it_passes_on():
+    """A Dropout in evaluation returns its input as it came, running no operator: its row
+    showed no input shape ('-' beside an output of 1x4096 in vgg16's classifier). The oracle:
+    the input a real forward hands each Dropout, and nn.Identity."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(), nn.Linear(48, 6), nn.Identity(), nn.Dropout()).eval()
+    seen = {}
+
+    def note(name):
+        def hook(module, args, output):  # returns None: the output stays the module's
+            seen[name] = "x".join(map(str, args[0].shape))
+
+        return hook
+
+    for name, module in model.named_children():
+        module.register_forward_hook(note(name))
+    model(torch.randn(1, 3, 4, 4))
+    rows = {row["layer"]: row["input_shape"] for row in archprof.analyze(model, input_size=(3, 4, 4)).rows()}
+    assert [rows[name] for name in ("1", "3", "4")] == [seen["1"], seen["3"], seen["4"]] == ["1x48", "1x6", "1x6"]

@@ -96,11 +96,14 @@ _WINDOWED = {
 
 def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
     """Per row: `input_shape`, the shapes of the activations it reads that were made outside
-    it (the model's inputs included, parameters and constants not), in the order first read;
-    `kernel`, the window of its first convolution or pooling ('3x3'; '' without one)."""
+    it (the model's inputs included, parameters and constants not), in the order first read,
+    or, of a row that runs no op (a dropout in evaluation, an identity), those it returns as
+    they came (its output, made outside it); `kernel`, the window of its first convolution or
+    pooling ('3x3'; '' without one)."""
     input_shapes, kernels = [], []
     for group in groups:
-        input_shapes.append(shapes_text(_read_from_outside(group.ops)))
+        read = _read_from_outside(group.ops) if group.ops else _passed_through(group.outputs)
+        input_shapes.append(shapes_text(read))
         kernels.append(_first_window(group.ops))
     return {"input_shape": input_shapes, "kernel": kernels}
 
@@ -118,6 +121,11 @@ def _read_from_outside(ops: tuple[OpNode, ...]) -> list[tuple[int, ...]]:
         for tensor in op.outputs:
             made.add(tensor.id)
     return list(read.values())
+
+
+def _passed_through(outputs: Sequence[TensorMeta]) -> list[tuple[int, ...]]:
+    """The shapes of the activations (and inputs) a row that runs no op returns, each once."""
+    return list({t.id: t.shape for t in outputs if t.kind in ("activation", "input")}.values())
 
 
 def _first_window(ops: tuple[OpNode, ...]) -> str:
