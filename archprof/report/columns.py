@@ -43,7 +43,8 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "input_shape",
         "string",
-        "shapes of the activations the row reads from outside it, in the order read, e.g. '1x3x224x224'",
+        "shapes of the activations the row reads from outside it, in the order read, e.g. '1x3x224x224';"
+        " of a row that runs no operator, those it passes on",
     ),
     Column("kernel", "string", "window of the row's first convolution or pooling, e.g. '3x3' ('' without one)"),
     Column("param_count", "int64", "parameters first used by this row", summable=True),
