@@ -19,7 +19,7 @@ from archprof.analysis import Analysis, analysis, check_optimizer, checked_batch
 from archprof.errors import ArchprofError, check_flag, errors_named, shown, warn
 from archprof.lazy_modules import LazyModule
 from archprof.load import InputsLike
-from archprof.measure.clock import latency_ms
+from archprof.measure.clock import busy_machine_note, latency_ms, spread_note
 from archprof.measure.device import materialise, random_inputs, real_run_errors, refuse_a_run_that_cannot_fit
 from archprof.metrics import (
     METRICS,
@@ -155,6 +155,9 @@ def compare(
         for analysed in analyses:  # every model's fit first: a refusal after others were timed wastes their time
             refuse_a_run_that_cannot_fit(analysed, torch.device("cpu"))
         latencies = [measure_latency(analysed, dtype=dtype, runs=runs) for analysed in analyses]
+        busy = busy_machine_note(torch.device("cpu"))
+        if busy is not None:
+            warn(f"latency_ms: {busy}")
         reports = [analysed.report for analysed in analyses]
     else:
         report = functools.partial(_report, **options)
@@ -262,7 +265,12 @@ def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: 
         module = materialise(analysed.loaded, cpu, dtype)
         inputs = random_inputs(analysed, cpu)
         with real_run_errors(analysed.loaded.name, cpu, analysed.batch), torch.no_grad():
-            return statistics.median(latency_ms(lambda: inputs(module), cpu, runs))
+            times = latency_ms(lambda: inputs(module), cpu, runs)
+    spread = spread_note(times)
+    if spread is not None:
+        name = analysed.loaded.name
+        warn(f"{name}'s latency_ms: {spread} over its {len(times)} passes; more runs, or a quieter machine")
+    return statistics.median(times)
 
 
 # -- plain-data forms of a comparison (CSV, JSON, Markdown) ---------------------------------

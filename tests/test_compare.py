@@ -590,3 +590,29 @@ def test_a_model_named_twice_is_said_and_keeps_its_rows():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         archprof.compare([torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 8, 3)], input_size=(3, 8, 8))
+
+
+def test_compare_profile_warns_where_the_machine_was_busy(monkeypatch):
+    """Latencies measured while other processes held the CPUs swung from 27 to 895 ms between
+    runs without a word, where `profile` says the machine was busy: so does compare."""
+    import archprof.measure.clock
+    from archprof.errors import ArchprofWarning
+
+    monkeypatch.setattr(archprof.measure.clock.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    with pytest.warns(ArchprofWarning, match=r"latency_ms: the machine was busy \(load average 64\.0 on \d+ CPUs\)"):
+        frame = archprof.compare(["lenet5"], profile=True, runs=1)
+    assert frame["latency_ms"].iloc[0] > 0
+
+
+def test_compare_profile_warns_where_a_models_passes_vary_widely(monkeypatch):
+    """Ten passes of 1 ms but two of 5 ms: the p90 (nearest rank, the 9th smallest) is 5 ms,
+    5.0x the 1 ms median, past the 1.5x `profile` warns at: said per model."""
+    import archprof.comparison
+    from archprof.errors import ArchprofWarning
+
+    monkeypatch.setattr(archprof.comparison, "latency_ms", lambda run, device, runs: [1.0] * 8 + [5.0, 5.0])
+    monkeypatch.setattr(archprof.measure.clock.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    said = r"lenet5's latency_ms: the passes vary widely \(p90 is 5\.0x the median\)"
+    with pytest.warns(ArchprofWarning, match=said):
+        frame = archprof.compare(["lenet5"], profile=True, runs=1)
+    assert frame["latency_ms"].tolist() == [1.0]

@@ -24,6 +24,8 @@ How the time is taken (see `time_model`):
 from __future__ import annotations
 
 import math
+import os
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -223,3 +225,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     """Nearest rank: the ceil(q n)-th smallest value."""
     ordered = sorted(values)
     return ordered[max(math.ceil(q * len(ordered)) - 1, 0)]
+
+
+def spread_note(times: Sequence[float]) -> str | None:
+    """That timed passes vary widely (their p90 past 1.5 times their median): a noisy machine."""
+    median, p90 = statistics.median(times), percentile(times, 0.9)
+    if p90 <= 1.5 * median:
+        return None
+    return f"the passes vary widely (p90 is {p90 / median:.1f}x the median): a noisy machine"
+
+
+def busy_machine_note(device: torch.device) -> str | None:
+    """On the CPU, that other processes' work inflated every time, where there was some (a
+    load average past the CPUs' count)."""
+    if device.type != "cpu" or not hasattr(os, "getloadavg"):
+        return None
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= cpus:
+        return None
+    return (
+        f"the machine was busy (load average {load:.1f} on {cpus} CPUs): other processes competed for the CPU, "
+        "so these times are inflated and noisy"
+    )

@@ -19,7 +19,6 @@ inference: eval mode, `torch.no_grad()`.
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -32,8 +31,10 @@ from archprof.measure.ceilings import Ceilings, device_ceilings
 from archprof.measure.clock import (
     ProgressFn,
     Timing,
+    busy_machine_note,
     no_progress,
     percentile,
+    spread_note,
     time_model,
 )
 from archprof.measure.crosscheck import (
@@ -236,7 +237,8 @@ def _profiled(
     )
     median = statistics.median(timing.whole_ms)
     work = report.totals.flops + report.totals.elementwise_flops
-    notes = remeasured + timing_notes(timing) + sum_note(figures) + _load_note(target)
+    busy = busy_machine_note(target)
+    notes = remeasured + timing_notes(timing) + sum_note(figures) + ((busy,) if busy else ())
     if not leaves:
         notes += (f"no per-layer times: {type(module).__name__} runs no Python hooks (TorchScript)",)
     notes += roofline_notes(columns, ceilings)  # last: `Measurement.for_rows` counts them again
@@ -417,26 +419,10 @@ def timing_notes(timing: Timing) -> tuple[str, ...]:
             f"the forward without hooks ({median:.3f} ms) was slower than with them ({hooked:.3f} ms): something "
             "else slowed the machine during the run; profile again"
         )
-    p90 = percentile(timing.whole_ms, 0.9)
-    if p90 > 1.5 * median:
-        notes.append(
-            f"the passes vary widely (p90 is {p90 / median:.1f}x the median): a noisy machine; more --repeat, "
-            "or a quieter machine"
-        )
+    spread = spread_note(timing.whole_ms)
+    if spread is not None:
+        notes.append(f"{spread}; more --repeat, or a quieter machine")
     return tuple(notes)
-
-
-def _load_note(device) -> tuple[str, ...]:
-    """On the CPU, other processes' work inflates every time: say so when there was some."""
-    if device.type != "cpu" or not hasattr(os, "getloadavg"):
-        return ()
-    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
-    if load <= cpus:
-        return ()
-    return (
-        f"the machine was busy (load average {load:.1f} on {cpus} CPUs): other processes competed for the CPU, "
-        "so these times are inflated and noisy",
-    )
 
 
 def roofline_ms(flops: int, nbytes: int, ceilings: Ceilings) -> float:
