@@ -50,7 +50,7 @@ def test_the_top_rows_are_those_with_the_most_largest_first_with_their_shares(sp
     total = sum(figures[figure] for figures in LAYERS.values())
     assert [row[share] for row in rows] == [share_text(LAYERS[layer][figure] / total) for layer in expected]
     held = share_text(sum(LAYERS[layer][figure] for layer in expected) / total)
-    assert f"these 3 of the 4 rows with any hold {held}" in done.stdout
+    assert f"these 3 rows hold {held} of the model" in done.stdout and "(4 rows have any)" in done.stdout
 
 
 def test_top_without_by_ranks_by_macs_and_keeps_the_totals(spec):
