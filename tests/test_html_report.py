@@ -592,6 +592,17 @@ def test_the_page_of_memory_fit_holds_the_batch_that_fits(tmp_path):
     assert cells[f"Predicted at batch {batch + 1}"] == f"{peak[batch + 1]:,} B" and peak[batch + 1] > 1_000_000
 
 
+def test_the_page_of_memory_fit_says_each_thing_once(tmp_path):
+    """The page headed its breakdown "Memory" over a table titled "Memory", and the breakdown
+    repeated the budget and the batch found, which the section above it gives: each once now."""
+    page = tmp_path / "fit.html"
+    assert cli("memory", "lenet5", "--fit", "1MB", "-o", str(page)).exit_code == 0
+    text = re.sub(r"<style.*?</style>|<script.*?</script>", "", page.read_text(), flags=re.S)
+    words = [line.strip() for line in re.sub(r"<[^>]+>", "\n", text).splitlines() if line.strip()]
+    for said in ("Memory", "Budget", "Largest batch that fits"):
+        assert words.count(said) == 1, said
+
+
 def test_every_page_is_titled_with_its_command(tmp_path):
     """summary's, profile's, diff's and compare's pages were titled "archprof: NAME", where
     rf's and memory's said "archprof rf: NAME": each now names its command."""

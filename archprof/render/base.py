@@ -159,7 +159,7 @@ def _collapsed_width(widths: list[int], room: int) -> int:
 
 
 def label_value_table(
-    title: str, rows: Sequence[tuple], width: int | None, label_overflow=None, detail_justify="left"
+    title: str | None, rows: Sequence[tuple], width: int | None, label_overflow=None, detail_justify="left"
 ) -> Table | Group:
     """A headless table of a label, a figure and its detail per row (a report's totals), or,
     where it does not fit `width` (None: any), each figure and detail under its label."""
@@ -171,7 +171,7 @@ def label_value_table(
         table.add_row(*row)
     if fits(table, width):
         return table
-    return stacked_rows(Text(title), columns_of(("what", "value", "detail"), rows), headed=False, width=width)
+    return stacked_rows(Text(title or ""), columns_of(("what", "value", "detail"), rows), headed=False, width=width)
 
 
 def columns_of(headings: Sequence[str], rows: Sequence[tuple]) -> dict[str, list]:

@@ -142,7 +142,7 @@ def memory_html(report: Report, fit=None, measured=None) -> str:
     from archprof.render.memory import memory_table
     from archprof.render.memory_plot import memory_figure
 
-    table = memory_table(report, fit=fit, measured=measured)
+    table = memory_table(report, fit=fit, measured=measured, on_a_page=True)
     return _view_html(report, "memory", "Memory", table, [("memory", partial(memory_figure, report, fit))])
 
 

@@ -34,12 +34,14 @@ if TYPE_CHECKING:
 _MEMORY_COLUMNS = ("Layer", "Peak in layer", "Live after", "Activations", "Saved for backward", "Output shape", "Type")
 
 
-def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> Group:
+def memory_table(report, layout: Layout = Layout(), fit=None, measured=None, on_a_page: bool = False) -> Group:
     """Per layer of a Report, as a tree (`render.tree`): output bytes, activation bytes live
     right after it and at its peak (and, training, what autograd saves from it), then the
     memory breakdown. A module's row holds its subtree's sums and peak in dim parentheses.
     `fit` (an archprof.fit.Fit) adds the budget's lines; `measured` (an
-    archprof.measure.peak_memory.MeasuredMemory), a table of measured against predicted."""
+    archprof.measure.peak_memory.MeasuredMemory), a table of measured against predicted.
+    `on_a_page`: for the HTML page, whose sections head the breakdown and give the budget's
+    answer: the breakdown untitled, without the budget's lines (in its units still)."""
     totals = report.totals
     peaks = report.columns["peak_live_bytes"]
     peak_row = next((i for i, value in enumerate(peaks) if value == totals.peak_activation_bytes), None)
@@ -65,21 +67,25 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None) -> 
     if report.batch_norm_folding is not None:  # --fold-bn, as summary's title says it
         title += "  ·  BatchNorms folded"
     table = fitted_table(title, cells, _MEMORY_COLUMNS, layout, marks=marks)
-    parts: list = [table, memory_totals_table(report, fit, layout.width)]
+    parts: list = [table, memory_totals_table(report, fit, layout.width, on_a_page)]
     if measured is not None:
         parts.append(measured_table(measured, layout.width))
     return Group(*parts)
 
 
-def memory_totals_table(report, fit=None, width: int | None = None) -> Table | Group:
+def memory_totals_table(report, fit=None, width: int | None = None, on_a_page: bool = False) -> Table | Group:
     """The breakdown: parameters, buffers, peak; training adds gradients, optimizer state,
     saved activations, the forward's peak and the training step's (backward included).
-    Where the table does not fit `width` (None: any), each figure under its label."""
+    Where the table does not fit `width` (None: any), each figure under its label.
+    `on_a_page`: as `memory_table` takes it."""
+    rows = _totals_rows(report, fit, answer=not on_a_page)
+    title = None if on_a_page else "Memory"
     # a long layer name wraps whole, never cut; the exact bytes right-aligned
-    return label_value_table("Memory", _totals_rows(report, fit), width, label_overflow="fold", detail_justify="right")
+    return label_value_table(title, rows, width, label_overflow="fold", detail_justify="right")
 
 
-def _totals_rows(report, fit) -> list[tuple[Text, str, Prose]]:
+def _totals_rows(report, fit, answer: bool = True) -> list[tuple[Text, str, Prose]]:
+    """The breakdown's rows, then, with `answer`, `fit`'s budget and largest batch."""
     totals = report.totals
     rows = []
     binary = fit is not None and fit.binary  # every size in the budget's units: 8.38 MB beside 8.00 MiB read as over
@@ -106,7 +112,7 @@ def _totals_rows(report, fit) -> list[tuple[Text, str, Prose]]:
         add(f"Peak live activations (at {peak_at})", totals.peak_activation_bytes)
         add("Peak inference memory", totals.peak_memory_bytes, "bold")  # as summary's totals name it
     rows.append((Text("Input"), report.input_text, Prose(f"model in {totals.dtype}", style="dim")))
-    if fit is not None:
+    if fit is not None and answer:
         add("Budget", fit.budget_bytes)  # in its own units: `binary` is the fit's
         rows.append(
             (
