@@ -572,7 +572,7 @@ def test_a_word_wider_than_the_line_is_folded_onto_the_next():
     ("args", "message"),
     [
         (("explain", "vgg16", "nowhere"), "no layer 'nowhere'"),
-        (("explain", "vgg16", "-f", "csv"), "explain writes text or markdown"),
+        (("explain", "vgg16", "-f", "csv"), "explain writes a table (plain text) or markdown, not csv"),
         (("explain", "vgg16", "²"), "no layer '²'"),  # str.isdigit's digit, which int() refuses
         (("explain", "vgg16", "#²"), "no layer '#²'"),
         (("explain", "vgg16", "#" + "9" * 5000), "no layer '#999"),  # past int()'s 4,300 digits

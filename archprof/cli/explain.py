@@ -64,7 +64,9 @@ def explain(
 
     chosen = choose_format(format, output)  # HTML too: explain's own refusal below says what it writes
     if chosen not in EXPLAIN_FORMATS:
-        raise ArchprofError(f"explain writes text or markdown, not {chosen.value}: give --format table or markdown")
+        raise ArchprofError(
+            f"explain writes a table (plain text) or markdown, not {chosen.value}: give --format table or markdown"
+        )
     check_output(output, "--output", *input_files(model), ("the --weights file", options.weights))
     report = analyze(model, training=train, **options.keywords())
     markdown = chosen is Format.markdown
