@@ -1121,3 +1121,44 @@ def test_a_torchscript_pickle_holding_one_list_over_and_over_is_refused(tmp_path
         )
     else:
         assert result.exit_code == 0, result.output
+
+
+class _MakesOnTheCpuAsItLoads(nn.Module):
+    """A module whose `__setstate__`, straight-line, makes a 100 x 100 tensor as it loads."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = 0
+
+    def forward(self, x):
+        return x + self.made
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[int, bool]:
+        return (self.made, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[int, bool]) -> None:
+        self.training = state[1]
+        self.made = int(torch.ones([100, 100]).sum())
+
+
+def test_what_a_torchscript_file_makes_on_the_cpu_as_it_loads_is_bounded(tmp_path, monkeypatch):
+    """A 2 KB file whose straight-line `__setstate__` ran `torch.ones(699000000)` took 2.8 GB as
+    it loaded, outside the bound on the forward: what its code makes on the CPU while it
+    loads is bounded by MOST_FILE_CPU_BYTES too, besides the file's own size (here 1,000
+    bytes besides it: the 40,000 of a 100 x 100 float32 tensor refused, in one line; the
+    default bound lets it load). The oracle: torch loads the file and runs the code."""
+    import archprof.load.files
+
+    path = tmp_path / "loads.pt"
+    torch.jit.script(_MakesOnTheCpuAsItLoads()).save(str(path))
+    assert torch.jit.load(str(path))(torch.zeros(1)).tolist() == [10_000.0]
+    assert cli("summary", path, "-i", "1").exit_code == 0
+    monkeypatch.setattr(archprof.load.files, "MOST_FILE_CPU_BYTES", 1_000)
+    result = cli("summary", path, "-i", "1")
+    assert result.exit_code == 2
+    assert one_error_line(result) == (
+        f"error: refusing to load {path}: its TorchScript code makes 40.00 kB of tensors on the CPU while the file"
+        " loads (by aten.ones), more than a model file may (1.00 kB besides its own size)"
+    )

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, CpuBytesBounded
 from archprof.errors import ArchprofError, first_line
 from archprof.load.common import (
     MODEL_FILE_SUFFIXES,
@@ -34,6 +35,7 @@ from archprof.load.model import LoadedModel, unwrapped
 from archprof.load.torchscript import refuse_unsafe_torchscript
 from archprof.load.unpickling import Unbounded, weights_only_bounded
 from archprof.load.zip_archive import checked_archive, folded, is_torch_zip
+from archprof.units import human_bytes
 
 # -- files ---------------------------------------------------------------------------------
 
@@ -175,18 +177,40 @@ def _private_copy(path: Path, spec: str, folder: Path) -> Path:
 
 
 def _load_script_module(copy: Path, spec: str) -> torch.jit.ScriptModule:
+    """The archive at `copy` loaded on meta, else on the CPU, what its code makes on the CPU
+    as it loads (a `__setstate__`'s tensors) bounded (`_bounded_load`)."""
     try:
-        with quiet():
-            module = torch.jit.load(str(copy), map_location="meta")
+        module = _bounded_load(copy, spec, "meta")
+    except ArchprofError:
+        raise
     except Exception:
         try:
-            with quiet():
-                module = torch.jit.load(str(copy), map_location="cpu")
+            module = _bounded_load(copy, spec, "cpu")
+        except ArchprofError:
+            raise
         except Exception as exc:
             raise unreadable(spec, exc) from None
     refuse_frozen(module, spec)
     _refuse_spread_tensors(module, spec)
     return module
+
+
+def _bounded_load(copy: Path, spec: str, device: str) -> torch.jit.ScriptModule:
+    """torch.jit.load of `copy` on `device`, the tensors its code makes on the CPU as it loads
+    bounded by MOST_FILE_CPU_BYTES, besides the file's own size (its weights, read on the
+    CPU): a straight-line `__setstate__` made 2.8 GB from a 2 KB file (`torch.ones(n)`)."""
+    bound = CpuBytesBounded(MOST_FILE_CPU_BYTES + copy.stat().st_size)
+    try:
+        with quiet(), bound:
+            return torch.jit.load(str(copy), map_location=device)
+    except Exception:
+        if bound.past is None:
+            raise
+        raise ArchprofError(
+            f"refusing to load {spec}: its TorchScript code makes {human_bytes(bound.made)} of tensors on the CPU"
+            f" while the file loads (by {bound.past}), more than a model file may ({human_bytes(MOST_FILE_CPU_BYTES)}"
+            " besides its own size)"
+        ) from None
 
 
 def _refuse_spread_tensors(module: torch.jit.ScriptModule, spec: str) -> None:

@@ -17,7 +17,6 @@ from archprof.operators import Layout
 from archprof.operators.cpu_convolution import cpu_convolution_format
 from archprof.operators.shapes import Refused
 from archprof.operators.strides import elementwise_strides, is_dense, rolled_channels_last, suggests_channels_last
-from archprof.structure import map_op_args, tensors_in
 from archprof.tracing.op_info import OpInfo
 
 
@@ -336,40 +335,3 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 _META = torch.device("meta")
-
-
-def cpu_bytes(func, info: OpInfo, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> int:
-    """The bytes an operator would allocate on the CPU (0 for one on meta): where it reads a CPU
-    tensor, or makes one (a factory of no tensor whose device is the CPU, given or the
-    default), its outputs' sizes as the same call on meta gives them, nothing allocated. A
-    view allocates nothing, and an in-place operator only what it grows its input by
-    (`resize_`; any other leaves the size as it was)."""
-    if info.is_view:
-        return 0
-    if tensors:
-        if not any(tensor.device.type == "cpu" for tensor in tensors):
-            return 0
-    elif kwargs.get("device") not in (None, _CPU, "cpu") or torch.get_default_device().type != "cpu":
-        return 0
-    meta_args, meta_kwargs = map_op_args(_on_meta, torch.Tensor, args, kwargs)
-    if not tensors:
-        meta_kwargs["device"] = _META
-    try:
-        probe = func(*meta_args, **meta_kwargs)
-    except Exception:  # not answered on meta: the real call says what it says
-        return 0
-    made = sum(tensor.numel() * tensor.element_size() for tensor in tensors_in(probe))
-    if info.writes_input:
-        return max(made - _bytes_of(tensors[0]), 0)
-    return made
-
-
-def _bytes_of(tensor: torch.Tensor) -> int:
-    return tensor.untyped_storage().nbytes()
-
-
-def _on_meta(tensor: torch.Tensor) -> torch.Tensor:
-    return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META)
-
-
-_CPU = torch.device("cpu")

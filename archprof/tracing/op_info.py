@@ -11,15 +11,11 @@ from typing import Any
 
 import torch
 
+from archprof.cpu_allocation import schema_aliasing
 from archprof.kernels.one_cpu_operator import COMPOSITE, HANDED_DOWN_WHOLE
 from archprof.operators import Family, Layout, find_operator
 from archprof.structure import TensorSlots
 
-# Operators returning views of their input whose schemas carry no alias annotation
-# (`_unsafe_view`: what `reshape` returns after its copy, and matmul's batch folds).
-_UNANNOTATED_VIEWS = frozenset(
-    {"aten.unsafe_split", "aten.unsafe_split_with_sizes", "aten.unsafe_chunk", "aten._unsafe_view"}
-)
 # The operand whose strides decide a suggested layout: the input, or a gradient's forward input.
 _DECIDING_OPERAND = {
     Layout.SUGGESTED: 0,
@@ -74,18 +70,11 @@ class OpInfo:
     @staticmethod
     def of(func) -> OpInfo:
         returns = func._schema.returns
-        alias = returns[0].alias_info if len(returns) == 1 else None
         operator = find_operator(func.overloadpacket)
-        out_names = tuple(
-            argument.name
-            for argument in func._schema.arguments
-            if argument.kwarg_only and argument.alias_info is not None and argument.alias_info.is_write
-        )
+        writes_input, out_names, is_view = schema_aliasing(func)
         if out_names:  # the meta kernel sizes the results and resizes `out` as the real one does
             operator = None
         name = str(func.overloadpacket)
-        writes_input = alias is not None and alias.is_write and not out_names
-        is_view = (alias is not None and not alias.is_write) or name in _UNANNOTATED_VIEWS
         shape = operator.shape if operator is not None else None
         layout = operator.layout if operator is not None else Layout.AS_INPUT
         return OpInfo(

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, cpu_bytes
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.kernels.one_cpu_operator import COMPOSITE
@@ -33,7 +34,6 @@ from archprof.tracing.meta_outputs import (
     answer_from_formula,
     check_one_dtype,
     column_major,
-    cpu_bytes,
     each_its_own,
 )
 from archprof.tracing.op_info import OpInfo
@@ -59,12 +59,6 @@ class BeyondBounds(ArchprofError):
     """A model file's forward past what archprof lets it do (`Recorder` with `most_ops`): said
     as it is, in one line, never taken for a limit of the meta device (no real forward then)."""
 
-
-# The most a model file's forward may make on the CPU during a meta trace, all its operators'
-# outputs there together (its own `device="cpu"`, a factory's default device):
-# `torch.ones(40000, 40000)` in a 5 KB file took 6.4 GB; a position table or a mask a
-# forward makes there is kilobytes.
-MOST_FILE_CPU_BYTES = 2**30
 
 # Tensors the trace itself holds from start to end: never watched for their release.
 _HELD_THROUGHOUT = frozenset({"parameter", "buffer", "input"})
@@ -435,7 +429,9 @@ class Recorder(TorchDispatchMode):
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
             if self._most_ops is not None and not self._real:  # a model file's: its CPU tensors bounded too
-                self._count_made_on_the_cpu(info, cpu_bytes(func, info, args, kwargs, tensors))
+                self._count_made_on_the_cpu(
+                    info, cpu_bytes(func, info.is_view, info.writes_input, args, kwargs, tensors)
+                )
             out = None
             imported = len(sys.modules)
             if not self._real and info.shape is not None:
