@@ -246,7 +246,9 @@ class EngineNotes:
     # inputs), each with the steps run (forward's and backward's ops together) when the last
     # frame holding it died, or None where one outlived the backward pass: the frame holds
     # them until the last node that saved a tensor in the block has run, past the replay that
-    # reads them (a block whose first op saves its result, not its input: a ReLU's).
+    # reads them (a block whose first op saves its result, not its input: a ReLU's); and the
+    # outputs selective checkpointing's cache holds for the replay (`create_selective_checkpoint_contexts`
+    # with a policy that saves an operator's), each until the replay takes it, or the frame dies.
     checkpoint_inputs: dict[int, int | None] = field(default_factory=dict)
     # The indices (in `Graph.backward_ops`) of the adds the autograd engine ran where two
     # gradients of one tensor meet (a tensor read twice): the ops it runs after a node's gradient

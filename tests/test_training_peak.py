@@ -1459,3 +1459,43 @@ def test_a_tensor_hook_that_replaces_a_gradient_frees_the_one_it_replaced():
     totals = archprof.analyze(_HookedGradient(), input_size=(3, 16, 16), batch=4, training=True).totals
     _, lasting = profiled_training_peaks(_HookedGradient(), x)
     assert totals.training_peak_bytes == totals.param_bytes + lasting + x.nbytes
+
+
+class _SelectivelyCheckpointedBlocks(nn.Module):
+    """Two residual blocks checkpointed with a policy that saves their convolutions' outputs
+    (selective checkpointing): its cache holds them for the replay, apart from what autograd saves."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)
+            )
+            for _ in range(2)
+        )
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+        def policy(_context, operator, *_args, **_kwargs):
+            saved = operator == torch.ops.aten.convolution.default
+            return CheckpointPolicy.MUST_SAVE if saved else CheckpointPolicy.PREFER_RECOMPUTE
+
+        x = self.stem(x)
+        for block in self.blocks:
+            contexts = partial(create_selective_checkpoint_contexts, policy)
+            x = x + checkpoint(block, x, use_reentrant=False, context_fn=contexts)
+        return self.head(x.mean((2, 3)))
+
+
+def test_selective_checkpointing_holds_the_outputs_its_cache_saved_for_the_replay():
+    """The cache of a policy that saves the convolutions holds their outputs from the forward
+    until the replay takes them, or the block's frame dies: not counted, the step's peak read
+    two 4x16x32x32 maps low (2,206,944 B of 2,731,232). The oracle: the allocator during a
+    real CPU step."""
+    x = torch.randn(4, 3, 32, 32)
+    totals = archprof.analyze(_SelectivelyCheckpointedBlocks(), input_size=(3, 32, 32), batch=4, training=True).totals
+    _, lasting = profiled_training_peaks(_SelectivelyCheckpointedBlocks(), x)
+    assert totals.training_peak_bytes == totals.param_bytes + totals.buffer_bytes + lasting + x.nbytes

@@ -525,11 +525,15 @@ class TrainingRecorder(Recorder):
             frame.recompute_fn = self._recomputing.noted(self.random_states.let_go_after(frame.recompute_fn))
             if not self._saving_for_itself():  # inside another block's forward: packed by its frame, not held
                 return
-            storages = {self.lookup(arg).storage for arg in args if isinstance(arg, torch.Tensor)}
-            for storage in storages:
-                self._frames_holding[storage] = self._frames_holding.get(storage, 0) + 1
-                self.engine.checkpoint_inputs[storage] = None
-            self._watching.append(weakref.finalize(frame, self._frame_died, storages))
+            inputs = {self.lookup(arg).storage for arg in args if isinstance(arg, torch.Tensor)}
+            self._held_for_the_replay(frame, inputs)
+
+        cache_entry = checkpointing._VersionWrapper.__init__
+
+        def noted_cache_entry(entry, value) -> None:  # an output selective checkpointing keeps for the replay
+            cache_entry(entry, value)
+            if isinstance(value, torch.Tensor):
+                self._held_for_the_replay(entry, {self.lookup(value).storage})
 
         reentrant = checkpointing.CheckpointFunction.forward
 
@@ -538,12 +542,14 @@ class TrainingRecorder(Recorder):
 
         checkpointing._infer_device_type = as_on_a_cpu
         checkpointing._CheckpointFrame.save_inputs = noted_inputs
+        checkpointing._VersionWrapper.__init__ = noted_cache_entry
         checkpointing.CheckpointFunction.forward = staticmethod(noted_function)
         try:
             yield
         finally:
             checkpointing._infer_device_type = device_type_of
             checkpointing._CheckpointFrame.save_inputs = save_inputs
+            checkpointing._VersionWrapper.__init__ = cache_entry
             checkpointing.CheckpointFunction.forward = staticmethod(reentrant)
 
     def _saving_for_itself(self) -> bool:
@@ -552,10 +558,19 @@ class TrainingRecorder(Recorder):
         top = torch._C._autograd._top_saved_tensors_default_hooks(False)
         return top is not None and getattr(top[0], "__self__", None) is self
 
+    def _held_for_the_replay(self, holder: object, storages: set[int]) -> None:
+        """`storages` held for a checkpointed block's replay by `holder` (`EngineNotes.checkpoint_inputs`)
+        until it dies: a non-reentrant block's frame (its inputs), or an entry of selective
+        checkpointing's cache (an output it saved), which the replay takes or the frame lets go of."""
+        for storage in storages:
+            self._frames_holding[storage] = self._frames_holding.get(storage, 0) + 1
+            self.engine.checkpoint_inputs[storage] = None
+        self._watching.append(weakref.finalize(holder, self._frame_died, storages))
+
     def _frame_died(self, storages: set[int]) -> None:
-        """A non-reentrant checkpointed block's frame died, and the hold it had on its inputs
-        with it: the last node that saved a tensor in the block has run (a later block's frame
-        on the same input may hold it on)."""
+        """What held `storages` for a replay died (`_held_for_the_replay`), and its hold with it:
+        a frame, once the last node that saved a tensor in the block has run (a later block's
+        frame on the same input may hold it on); a cache entry, once the replay took it."""
         for storage in storages:
             self._frames_holding[storage] -= 1
             if not self._frames_holding[storage]:
