@@ -108,11 +108,6 @@ def _breakdown(page: _Page) -> dict:
     return table
 
 
-def _captioned(page: _Page, caption: str) -> dict:
-    [table] = [table for table in page.tables if table["caption"] == caption]
-    return table
-
-
 def _is_own_page(page: _Page, view: str) -> None:
     """`archprof VIEW`'s own page: titled so, in the summary page's frame, not the summary's."""
     assert page.title == f"archprof {view}: lenet5"
