@@ -1162,3 +1162,102 @@ def test_what_a_torchscript_file_makes_on_the_cpu_as_it_loads_is_bounded(tmp_pat
         f"error: refusing to load {path}: its TorchScript code makes 40.00 kB of tensors on the CPU while the file"
         " loads (by aten.ones), more than a model file may (1.00 kB besides its own size)"
     )
+
+
+def _pickled(value, depth_room: int = 10_000) -> bytes:
+    """`value` pickled by Python's pickler, protocol 2 (GLOBAL, memo indices in order, as torch's)."""
+    import pickle
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, depth_room))
+    try:
+        return pickle.dumps(value, protocol=2)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _nested_lists(levels: int) -> list:
+    """A list in a list ... `levels` deep, an empty one innermost."""
+    outer: list = []
+    for _ in range(levels - 1):
+        outer = [outer]
+    return outer
+
+
+def _linked_after_memoized(lists: int) -> bytes:
+    """A pickle of a tuple of the first of `lists` lists, each memoized empty, then appended
+    to the one before it through memo references: `lists` deep, built as no pickler would."""
+    import struct
+
+    def memo(op: bytes, index: int) -> bytes:
+        return op + struct.pack("<I", index)
+
+    made = b"\x80\x02" + b"".join(b"]" + memo(b"r", i) + b"0" for i in range(lists))
+    made += b"".join(memo(b"j", i) + memo(b"j", i + 1) + b"a0" for i in range(lists - 1))
+    return made + memo(b"j", 0) + b"\x85."
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("itself", "pickles an object that holds itself"),
+        ("deep", "nests objects more than 1000 deep"),
+        ("held", "pickles an object holding more than 10,000,000 values"),
+    ],
+)
+def test_a_pickles_objects_are_measured_as_they_end_up_however_they_were_built(value, says):
+    """Memo entries were measured as they were when stored: a list stored empty, then
+    appended to itself (torch's loader crashed on the file, SIGSEGV), or filled later with
+    lists 100,000 deep or with memo references 10 ** 9 values strong (3.5 GB), passed. The
+    objects a pickle builds are measured once it is read. The oracle: Python's own pickler,
+    which writes a list holding itself and one list held 10 times at each of 8 levels by
+    memo references; and lists memoized empty and linked later (`_linked_after_memoized`)."""
+    from archprof.load.script_pickles import pickle_problem
+
+    if value == "itself":
+        itself: list = []
+        itself.append(itself)
+        pickled = _pickled((itself,))
+    elif value == "deep":
+        pickled = _linked_after_memoized(1_000)
+    else:
+        held: list = [0] * 10
+        for _ in range(7):
+            held = [held] * 10
+        pickled = _pickled((held,))
+    problem = pickle_problem(pickled)
+    assert problem is not None and problem.startswith(says)
+    assert pickle_problem(_linked_after_memoized(999)) is None  # 1,000 deep with its tuple: at the bound
+    assert pickle_problem(_pickled((_nested_lists(998), [[0] * 10] * 10))) is None
+
+
+def test_a_pickles_memo_index_out_of_order_is_refused():
+    """TorchScript's unpickler sizes its memo table by the index it is given: a 12-byte
+    constants.pkl memoizing its tuple at index 2**32 - 16 asked for 68 GB, at 150,000,000
+    took 2.6 GB. torch (as Python's pickler) numbers them 0, 1, 2, ...: any other is refused."""
+    import struct
+
+    from archprof.load.script_pickles import pickle_problem
+
+    at = b"\x80\x02)r" + struct.pack("<I", 150_000_000) + b"\x85."
+    assert pickle_problem(at).startswith("memoizes a value at index 150,000,000, past the 0 it has")
+    assert pickle_problem(b"\x80\x02)q\x00\x85.") is None  # index 0, the first
+
+
+def test_torchscript_code_files_named_in_another_case_are_followed_as_torch_finds_them(tmp_path):
+    """torch finds a code file whatever the case of its name: a chain of 1,500 free functions
+    whose file was renamed '.PY' passed the chain check (its functions named under another
+    module than the code calling them) and crashed torch's loader. Here 140, renamed, refused
+    as the file unrenamed is. The oracle: torch loads and runs the renamed file."""
+    plain, renamed = tmp_path / "functions.pt", tmp_path / "renamed.pt"
+    torch.jit.script(_calls_a_chain(tmp_path, 140)).save(str(plain))
+
+    def edit(tail, data, root):
+        return [(root + (tail[: -len(".py")] + ".PY" if tail.endswith("function_chain.py") else tail), data)]
+
+    rewritten(plain, renamed, edit)
+    assert torch.jit.load(str(renamed))(torch.zeros(1)).tolist() == [140.0]
+    result = cli("summary", renamed, "-i", "3")
+    assert result.exit_code == 2
+    assert "function_chain.PY' chains 141 of its classes and functions" in one_error_line(result)

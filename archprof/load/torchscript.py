@@ -7,9 +7,9 @@ first, as text (Python's `ast`, nothing compiled or run), and the archive is ref
 every name it calls is one archprof's analysis needs: torch's own operators (`torch.X`,
 which TorchScript resolves to `aten::X`; `ops.aten`, `ops.prim`, `ops.quantized`) but those
 that reach outside the model, TorchScript's pure builtins, and the archive's own classes
-and functions (themselves read here). The pickles are read the same way (their opcodes,
-never unpickled): TorchScript's unpickler builds torch's tensors and containers and the
-archive's own classes, and torch's C++ classes, whose namespaces are allowed as above. What
+and functions (themselves read here). The pickles are read by `script_pickles` (their
+opcodes, never unpickled): TorchScript's unpickler builds torch's tensors and containers and
+the archive's own classes, and torch's C++ classes, of `CLASS_NAMESPACES`. What
 runs while the archive loads (a `__setstate__`, and the dunders TorchScript may call from it
 unnamed) must besides be straight-line: no loop, and no call but to operators, pure builtins
 and methods of its own class that are straight-line too (`_load_time_problems`)."""
@@ -19,26 +19,24 @@ from __future__ import annotations
 import ast
 import functools
 import io
-import pickletools
 import re
 import tokenize
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import torch
 
 from archprof.errors import ArchprofError
 from archprof.load.common import REACHING_OUT, shorten, unreadable
+from archprof.load.script_pickles import CLASS_NAMESPACES, pickle_problem
 from archprof.load.zip_archive import checked_archive, folded
 
 _BARE_OPERATORS = {"print": "prim::Print"}  # TorchScript's builtins that are operators of these
 # Operator namespaces of torch's own whose operators are tensor operators (`quantized`: torch.ao's
-# quantized layers), and the namespaces of torch's C++ classes (`__torch__.torch.classes.NS.Name`)
-# those layers keep their packed weights in.
+# quantized layers).
 _OPERATOR_NAMESPACES = ("aten", "prim", "quantized")
-_CLASS_NAMESPACES = ("quantized", "rnn")
 # The builtins TorchScript code may call by a bare name, other than `print`: casts, containers,
 # arithmetic and TorchScript's own special forms (annotate, unchecked_cast, uninitialized, fork).
 _BUILTINS = frozenset(
@@ -48,10 +46,6 @@ _BUILTINS = frozenset(
         "ord", "range", "round", "sorted", "str", "sum", "tuple", "unchecked_cast", "uninitialized", "zip",
     }
 )  # fmt: skip
-# What TorchScript's unpickler builds (torch/csrc/jit/serialization/unpickler.cpp): tensors,
-# storages, quantization schemes, typed lists, an OrderedDict; and TorchScript classes (`__torch__.`).
-_PICKLE_MODULES = ("torch", "torch._utils", "torch.jit._pickle")
-_PICKLE_GLOBALS = frozenset(["collections OrderedDict"])
 
 
 def refuse_unsafe_torchscript(path: Path, spec: str) -> None:
@@ -72,7 +66,7 @@ def refuse_unsafe_torchscript(path: Path, spec: str) -> None:
             except Exception as exc:  # a bad CRC, a deflate stream cut short, an encrypted or unknown method
                 raise unreadable(spec, exc) from None
             if _is_pickle(entry):
-                _refuse(spec, entry, _pickle_problem(data))
+                _refuse(spec, entry, pickle_problem(data))
                 continue
             tree = parsed_code(data)
             try:
@@ -101,16 +95,23 @@ def _depth_problems(
     """Where the archive's classes nest modules (an attribute typed as another of its classes),
     its classes and free functions name each other (`__torch__.f1(x)` in `f0`) or a class's
     methods chain their calls (`self.m(...)`) deeper than MOST_DEPTH: the entry, what."""
-    named = {f"{_module_of(entry)}.{node.name}": (entry, node) for entry, node in classes}
-    held = {name: [t for t in _attribute_types(node) if t in named] for name, (_, node) in named.items()}
+    # Every name lower-cased: torch finds a code file whatever its case (`F.PY` is `f.py`).
+    named = {f"{_module_of(entry)}.{node.name}".lower(): (entry, node) for entry, node in classes}
+    held = {
+        name: [held for held in map(str.lower, _attribute_types(node)) if held in named]
+        for name, (_, node) in named.items()
+    }
     depth, start = _longest_chain(held)
     if depth > MOST_DEPTH:
         yield (
             named[start][0],
             f"nests modules {depth} deep, more than {MOST_DEPTH} (torch's loader crashes on deep ones)",
         )
-    defined = {**named, **{f"{_module_of(entry)}.{node.name}": (entry, node) for entry, node in functions}}
-    naming = {name: [n for n in _names_in(node) if n in defined and n != name] for name, (_, node) in defined.items()}
+    defined = {**named, **{f"{_module_of(entry)}.{node.name}".lower(): (entry, node) for entry, node in functions}}
+    naming = {
+        name: [n for n in map(str.lower, _names_in(node)) if n in defined and n != name]
+        for name, (_, node) in defined.items()
+    }
     depth, start = _longest_chain(naming)
     if depth > MOST_DEPTH:
         yield (
@@ -136,8 +137,8 @@ def _depth_problems(
 
 def _module_of(entry: str) -> str:
     """The qualified module of a code file: 'code/__torch__/torch/nn/modules/conv.py' ->
-    '__torch__.torch.nn.modules.conv'."""
-    return entry.removeprefix("code/").removesuffix(".py").replace("/", ".")
+    '__torch__.torch.nn.modules.conv', its folder and suffix in any case ('CODE/', '.PY')."""
+    return entry[len("code/") : -len(".py")].replace("/", ".")
 
 
 def _attribute_types(node: ast.ClassDef) -> list[str]:
@@ -311,8 +312,8 @@ def _name_problem(node: ast.Attribute | ast.Name) -> str | None:
     if parts[1] == "torch" and (len(parts) == 2 or parts[2] == "classes"):  # torch's C++ classes
         if len(parts) < 5:  # a prefix (`_c = __torch__.torch`), through which `_c.classes.c10d.Work` is reached
             return f"uses {shorten(name)}, which names no one class (torch's C++ classes are named in full)"
-        if parts[3] not in _CLASS_NAMESPACES:
-            return f"uses {shorten(name)}, a class outside torch's own ({', '.join(_CLASS_NAMESPACES)})"
+        if parts[3] not in CLASS_NAMESPACES:
+            return f"uses {shorten(name)}, a class outside torch's own ({', '.join(CLASS_NAMESPACES)})"
     return None
 
 
@@ -477,99 +478,3 @@ def _load_time_call_problem(
         if problem:
             return f"calls {shorten(called)}, which {problem}"
     return None
-
-
-# -- pickles -------------------------------------------------------------------------------
-
-
-# Objects nested deeper than this in a pickle are refused: TorchScript's unpickler crashed
-# (SIGSEGV) on a tuple nested 300,000 deep, built by as many one-byte opcodes. A model's
-# pickle nests a few levels per module (an object, its state, the dict holding its children).
-MOST_PICKLE_DEPTH = 1000
-# Pickles whose objects hold more values than this, each value counted as often as it is
-# held, are refused: a list held 500 times by each of 500 lists held by one (memo references,
-# 9 KB) is 125,000,000 tensors once torch hands it to Python (54 s and 3.3 GB when a forward
-# returned it). A model's pickle holds a value per module, tensor and attribute.
-MOST_PICKLE_VALUES = 10_000_000
-
-
-def _pickle_problem(data: bytes) -> str | None:
-    """The first global a pickle names that TorchScript's unpickler would build and the
-    allowlist does not hold, or objects nested past MOST_PICKLE_DEPTH or holding more than
-    MOST_PICKLE_VALUES. Read by its opcodes: nothing is unpickled."""
-    held = _Held()
-    try:
-        for opcode, argument, _ in pickletools.genops(io.BytesIO(data)):
-            if opcode.name in ("STACK_GLOBAL", "INST"):  # TorchScript writes GLOBAL: a name to check
-                return f"pickles a {opcode.name} object, which torch does not write"
-            if opcode.name == "GLOBAL" and not _is_allowed_global(argument):
-                return f"pickles {shorten(argument.replace(' ', '.'))}, which is neither torch's nor its own code"
-            depth, values = held.step(opcode, argument)
-            if depth > MOST_PICKLE_DEPTH:
-                return f"nests objects more than {MOST_PICKLE_DEPTH} deep in a pickle (torch's loader crashes on those)"
-            if values > MOST_PICKLE_VALUES:
-                return (
-                    f"pickles an object holding more than {MOST_PICKLE_VALUES:,} values, each counted as often as it"
-                    " is held (one held over and over)"
-                )
-    except Exception:  # a truncated or malformed pickle: torch would fail on it too
-        return "holds a pickle archprof cannot read"
-    return None
-
-
-# Opcodes that add to the object below their arguments (a list's items, an object's state)
-# rather than make a new one.
-_ADDING = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "BUILD", "ADDITEMS"})
-
-
-class _Held:
-    """How deep the objects a pickle builds nest, and how many values each holds (itself and
-    what it holds, each as often as it is held), followed opcode by opcode over its stack
-    (`pickletools`' stack effects), each value as its (depth, values): an object made of
-    values is one deeper than the deepest of them and holds them all besides itself; one
-    added to (`_ADDING`) keeps its depth unless what is added is deeper, and holds what is
-    added too; a memo entry read back is as it was when stored."""
-
-    def __init__(self) -> None:
-        self._stack: list[tuple[int, int] | None] = []  # None: a mark
-        self._memo: dict[Any, tuple[int, int]] = {}
-
-    def step(self, opcode: pickletools.OpcodeInfo, argument: Any) -> tuple[int, int]:
-        """The (depth, values) of the value `opcode` leaves on top ((0, 0) where it leaves none)."""
-        stack, name = self._stack, opcode.name
-        if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            self._memo[len(self._memo) if name == "MEMOIZE" else argument] = stack[-1] or _NOTHING
-            return _NOTHING
-        if name in ("GET", "BINGET", "LONG_BINGET"):
-            stack.append(self._memo.get(argument, _NOTHING))
-            return stack[-1]  # type: ignore[return-value]
-        if name == "DUP":
-            stack.append(stack[-1])
-            return stack[-1] or _NOTHING
-        popped: list[tuple[int, int]] = []
-        before = opcode.stack_before
-        if pickletools.markobject in before:
-            while (value := stack.pop()) is not None:
-                popped.append(value)
-            before = before[: before.index(pickletools.markobject)]
-        popped += [stack.pop() or _NOTHING for _ in before]
-        depths = [depth for depth, _ in popped]
-        values = sum(count for _, count in popped)
-        if name in _ADDING:  # the object added to is popped last
-            made = (max(depths[-1], 1 + max(depths[:-1], default=0)), values)
-        else:
-            made = (1 + max(depths, default=0), 1 + values)
-        for after in opcode.stack_after:
-            stack.append(None if after is pickletools.markobject else made)
-        return made if opcode.stack_after else _NOTHING
-
-
-_NOTHING = (0, 0)
-
-
-def _is_allowed_global(name: str) -> bool:
-    module, _, attribute = name.partition(" ")
-    if module == "__torch__" or module.startswith("__torch__."):
-        parts = f"{module}.{attribute}".split(".")
-        return parts[1:3] != ["torch", "classes"] or (len(parts) >= 5 and parts[3] in _CLASS_NAMESPACES)
-    return module in _PICKLE_MODULES or name in _PICKLE_GLOBALS

@@ -559,18 +559,16 @@ class TrainingRecorder(Recorder):
         return top is not None and getattr(top[0], "__self__", None) is self
 
     def _held_for_the_replay(self, holder: object, storages: set[int]) -> None:
-        """`storages` held for a checkpointed block's replay by `holder` (`EngineNotes.checkpoint_inputs`)
-        until it dies: a non-reentrant block's frame (its inputs), or an entry of selective
-        checkpointing's cache (an output it saved), which the replay takes or the frame lets go of."""
+        """`storages` held for a block's replay until `holder` dies (`EngineNotes.checkpoint_inputs`): a
+        non-reentrant block's frame (its inputs), or an entry of selective checkpointing's cache."""
         for storage in storages:
             self._frames_holding[storage] = self._frames_holding.get(storage, 0) + 1
             self.engine.checkpoint_inputs[storage] = None
         self._watching.append(weakref.finalize(holder, self._frame_died, storages))
 
     def _frame_died(self, storages: set[int]) -> None:
-        """What held `storages` for a replay died (`_held_for_the_replay`), and its hold with it:
-        a frame, once the last node that saved a tensor in the block has run (a later block's
-        frame on the same input may hold it on); a cache entry, once the replay took it."""
+        """What held `storages` for a replay died: a frame, once the block's last node that saved a
+        tensor has run (another frame may hold them on); a cache entry, once the replay took it."""
         for storage in storages:
             self._frames_holding[storage] -= 1
             if not self._frames_holding[storage]:
