@@ -1026,16 +1026,17 @@ def test_a_model_files_views_and_in_place_writes_on_the_cpu_make_nothing_new(tmp
     assert "the forward makes 40.00 kB of tensors on the CPU (by aten.resize_)" in one_error_line(result)
 
 
-def _calls_a_chain(tmp_path, functions: int) -> nn.Module:
+def _calls_a_chain(tmp_path, functions: int, module: str = "function_chain") -> nn.Module:
     """A module whose forward calls the free function f0, which calls f1, ... (a file of
-    their code, imported)."""
+    their code, imported as `module`: TorchScript keeps what it compiled by qualified name,
+    so a chain of another length needs a module of its own name)."""
     lines = ["import torch", ""]
     for index in range(functions):
         call = f"f{index + 1}(x) + 1" if index + 1 < functions else "x + 1"
         lines += [f"def f{index}(x: torch.Tensor) -> torch.Tensor:", f"    return {call}", ""]
     lines += ["class Calls(torch.nn.Module):", "    def forward(self, x):", "        return f0(x)"]
-    (tmp_path / "function_chain.py").write_text("\n".join(lines) + "\n")
-    spec = importlib.util.spec_from_file_location("function_chain", tmp_path / "function_chain.py")
+    (tmp_path / f"{module}.py").write_text("\n".join(lines) + "\n")
+    spec = importlib.util.spec_from_file_location(module, tmp_path / f"{module}.py")
     code = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(code)
     return code.Calls()
@@ -1048,7 +1049,7 @@ def test_torchscript_chaining_free_functions_past_a_bound_is_refused(tmp_path):
     load as before. The oracle: torch loads and runs each, 140 deep too."""
     for functions, refused in ((100, False), (140, True)):
         path = tmp_path / f"functions{functions}.pt"
-        torch.jit.script(_calls_a_chain(tmp_path, functions)).save(str(path))
+        torch.jit.script(_calls_a_chain(tmp_path, functions, f"function_chain_{functions}")).save(str(path))
         assert torch.jit.load(str(path))(torch.zeros(1)).tolist() == [float(functions)]
         result = cli("summary", path, "-i", "3")
         if refused:
@@ -1251,13 +1252,13 @@ def test_torchscript_code_files_named_in_another_case_are_followed_as_torch_find
     module than the code calling them) and crashed torch's loader. Here 140, renamed, refused
     as the file unrenamed is. The oracle: torch loads and runs the renamed file."""
     plain, renamed = tmp_path / "functions.pt", tmp_path / "renamed.pt"
-    torch.jit.script(_calls_a_chain(tmp_path, 140)).save(str(plain))
+    torch.jit.script(_calls_a_chain(tmp_path, 140, "renamed_chain")).save(str(plain))
 
     def edit(tail, data, root):
-        return [(root + (tail[: -len(".py")] + ".PY" if tail.endswith("function_chain.py") else tail), data)]
+        return [(root + (tail[: -len(".py")] + ".PY" if tail.endswith("renamed_chain.py") else tail), data)]
 
     rewritten(plain, renamed, edit)
     assert torch.jit.load(str(renamed))(torch.zeros(1)).tolist() == [140.0]
     result = cli("summary", renamed, "-i", "3")
     assert result.exit_code == 2
-    assert "function_chain.PY' chains 141 of its classes and functions" in one_error_line(result)
+    assert "renamed_chain.PY' chains 141 of its classes and functions" in one_error_line(result)
