@@ -43,20 +43,24 @@ def schema_aliasing(func) -> tuple[bool, tuple[str, ...], bool]:
 
 _META = torch.device("meta")
 _CPU = torch.device("cpu")
+_SET = torch.ops.aten.set_
 
 
 def cpu_bytes(func, is_view: bool, writes_input: bool, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> int:
     """The bytes an operator would allocate on the CPU (0 for one on meta): where it reads a CPU
     tensor, or makes one (a factory of no tensor whose device is the CPU, given or the
     default), its outputs' sizes as the same call on meta gives them, nothing allocated. A
-    view allocates nothing, and an in-place operator only what it grows its input by
-    (`resize_`; any other leaves the size as it was)."""
-    if is_view:
+    view allocates nothing, nor does `set_` (a tensor pointed at a storage there already: a
+    file's, as torch.jit.load reads its tensors) or a call making its result on another device
+    (`_to_copy` to meta); an in-place operator only what it grows its input by (`resize_`;
+    any other leaves the size as it was)."""
+    device = kwargs.get("device")
+    if is_view or func.overloadpacket is _SET or device not in (None, _CPU, "cpu"):
         return 0
     if tensors:
         if not any(tensor.device.type == "cpu" for tensor in tensors):
             return 0
-    elif kwargs.get("device") not in (None, _CPU, "cpu") or torch.get_default_device().type != "cpu":
+    elif device is None and torch.get_default_device().type != "cpu":
         return 0
     try:  # a quantized tensor has no meta stand-in, and some operators no meta kernel
         meta_args, meta_kwargs = map_op_args(_on_meta, torch.Tensor, args, kwargs)
