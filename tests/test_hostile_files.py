@@ -1061,22 +1061,27 @@ def test_torchscript_chaining_free_functions_past_a_bound_is_refused(tmp_path):
             assert result.exit_code == 0, result.output
 
 
+def _summary_of_constants(tmp_path, constants: bytes):
+    """`archprof summary` of a scripted module whose constants.pkl is `constants`, which torch
+    loads (the oracle: a file torch reads, checked here)."""
+    plain, path = tmp_path / "plain.pt", tmp_path / "constants.pt"
+    torch.jit.script(_Holds()).save(str(plain))
+
+    def edit(tail, data, root):
+        return [(root + tail, constants if tail == "constants.pkl" else data)]
+
+    rewritten(plain, path, edit)
+    torch.jit.load(str(path))
+    return cli("summary", path, "-i", "3")
+
+
 @pytest.mark.parametrize(("levels", "refused"), [(999, False), (1000, True)])
 def test_a_torchscript_pickle_nesting_past_a_bound_is_refused(tmp_path, levels, refused):
     """torch.jit.load crashed with SIGSEGV on a 302 KB file whose constants.pkl is a tuple
     nested 300,000 deep (one byte an opcode): a TorchScript pickle nesting objects past
     MOST_PICKLE_DEPTH (1,000) is refused, read by its opcodes; one at the bound loads. The
     oracle: torch loads both (the pickle's depth is the tuples' count, the empty one's too)."""
-    plain, path = tmp_path / "plain.pt", tmp_path / "deep.pt"
-    torch.jit.script(_Holds()).save(str(plain))
-    nested = b"\x80\x02)" + b"\x85" * levels + b"."  # (), then `levels` one-tuples round it
-
-    def edit(tail, data, root):
-        return [(root + tail, nested if tail == "constants.pkl" else data)]
-
-    rewritten(plain, path, edit)
-    torch.jit.load(str(path))
-    result = cli("summary", path, "-i", "3")
+    result = _summary_of_constants(tmp_path, b"\x80\x02)" + b"\x85" * levels + b".")  # (), in `levels` one-tuples
     if refused:
         assert result.exit_code == 2
         assert "its TorchScript 'constants.pkl' nests objects more than 1000 deep in a pickle" in one_error_line(result)
@@ -1105,16 +1110,7 @@ def test_a_torchscript_pickle_holding_one_list_over_and_over_is_refused(tmp_path
     objects hold more than MOST_PICKLE_VALUES (10,000,000), each value counted as often as
     it is held, is refused, read by its opcodes. Here lists of 10, 6 levels (1,111,112
     values, the tuple's too: loaded) and 7 (11,111,112: refused). The oracle: torch loads both."""
-    plain, path = tmp_path / "plain.pt", tmp_path / "held.pt"
-    torch.jit.script(_Holds()).save(str(plain))
-    held = _held_over_and_over(levels)
-
-    def edit(tail, data, root):
-        return [(root + tail, held if tail == "constants.pkl" else data)]
-
-    rewritten(plain, path, edit)
-    torch.jit.load(str(path))
-    result = cli("summary", path, "-i", "3")
+    result = _summary_of_constants(tmp_path, _held_over_and_over(levels))
     if refused:
         assert result.exit_code == 2
         assert "its TorchScript 'constants.pkl' pickles an object holding more than 10,000,000 values" in (
