@@ -528,3 +528,15 @@ def test_a_near_miss_on_the_command_line_is_answered_with_what_was_meant(args, s
 def test_a_value_close_to_no_choice_gets_no_guess():
     result = cli("summary", "lenet5", "-f", "xlsx")
     assert result.exit_code == 2 and "did you mean" not in one_error_line(result)
+
+
+@pytest.mark.parametrize("command", ["summary", "memory", "rf"])
+def test_the_note_of_columns_left_out_is_set_apart_from_what_follows(command):
+    """On a narrow terminal a table ends with the note of the columns it left out; the totals
+    printed next ('Totals', 'Memory') read as part of that note: a blank line ends it."""
+    result = runner.invoke(app, [command, "resnet18"], env={"COLUMNS": "60"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Left out to fit 60 columns"))
+    end = next(i for i in range(start, len(lines)) if "--columns)" in lines[i])
+    assert lines[end + 1].strip() == "" and lines[end + 2].strip()

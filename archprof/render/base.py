@@ -94,7 +94,8 @@ def fitted_table(
         left_out = [heading for heading in order if heading not in fitting] if not chosen else []
         if left_out:
             notes = (_left_out_note(left_out, layout.width), options.get("caption"))
-            options.update(caption=Prose("\n".join(filter(None, notes))), caption_justify="left")
+            # A blank line after the note: what the command prints next does not read as part of it.
+            options.update(caption=Prose("\n".join(filter(None, notes)) + "\n"), caption_justify="left")
         if stack:
             caption = options.get("caption")
             kept = {heading: columns[heading] for heading in shown}

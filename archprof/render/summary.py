@@ -93,7 +93,7 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
     at = _SUMMARY_PRIORITY.index("% MACs") + 1
     priority = (*_SUMMARY_PRIORITY[:at], *training, *_SUMMARY_PRIORITY[at:])
     table = fitted_table(title, cells, priority, layout, keep=4, rules=top_level_rules(nodes))
-    parts = [table, *_after_a_caption(table), totals_table(report, layout.width)]
+    parts = [table, totals_table(report, layout.width)]
     if report.totals.not_counted:
         parts.append(not_counted_table(report.totals.not_counted))
     return Group(*parts)
@@ -150,13 +150,7 @@ def ranked_table(report, by: str, count: int, layout: Layout = Layout()) -> Grou
     having = sum(1 for value in values if value)
     share = share_cell(getattr(totals, column))(held)
     line = f"these {len(ranked)} rows hold {share} of the model's {what} ({having} rows have any)"
-    return Group(table, *_after_a_caption(table), Text(line), Text(""), totals_table(report, layout.width))
-
-
-def _after_a_caption(table) -> list[Text]:
-    """A blank line after a table whose caption (the columns left out to fit) ends it, so that
-    what follows does not read as part of that note."""
-    return [Text("")] if getattr(table, "caption", None) else []
+    return Group(table, Text(line), Text(""), totals_table(report, layout.width))
 
 
 def totals_table(report, width: int | None = None) -> Table | Group:
