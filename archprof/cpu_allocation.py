@@ -85,18 +85,32 @@ def _aliasing(func) -> tuple[bool, bool]:
     return writes_input, is_view
 
 
-class CpuBytesBounded(TorchDispatchMode):
-    """While active, what the operators dispatched make on the CPU is added up (`cpu_bytes`,
-    each sized on meta before it runs) and the operator that would take it past `most`
-    raises instead of running; `past` then names it ("aten.ones") and `made` says how much.
-    Code that catches the error (TorchScript's interpreter hands it on as a RuntimeError)
-    is told by `past`."""
+class CpuBytesTally:
+    """What a stretch of code made on the CPU, added operator by operator against `most`:
+    `made` so far, and `past`, the operator that took it past `most` (None while within)."""
 
     def __init__(self, most: int) -> None:
-        super().__init__()
         self.most = most
         self.made = 0
         self.past: str | None = None
+
+    def add(self, operator: str, size: int) -> bool:
+        """Add `operator`'s `size` bytes: whether the total is still within `most`."""
+        self.made += size
+        if self.made > self.most:
+            self.past = operator
+        return self.past is None
+
+
+class CpuBytesBounded(TorchDispatchMode):
+    """While active, what the operators dispatched make on the CPU is added up (`cpu_bytes`,
+    each sized on meta before it runs, into `tally`) and the operator that would take it past
+    `most` raises instead of running. Code that catches the error (TorchScript's interpreter
+    hands it on as a RuntimeError) is told by `tally.past`."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.tally = CpuBytesTally(most)
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -105,9 +119,7 @@ class CpuBytesBounded(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         writes_input, is_view = _aliasing(func)
-        made = self.made + cpu_bytes(func, is_view, writes_input, args, kwargs, tensors_in([args, kwargs]))
-        if made > self.most:
-            self.made, self.past = made, str(func.overloadpacket)
-            raise RuntimeError(f"archprof: {self.past} would make more than {self.most:,} bytes on the CPU")
-        self.made = made
+        size = cpu_bytes(func, is_view, writes_input, args, kwargs, tensors_in([args, kwargs]))
+        if not self.tally.add(str(func.overloadpacket), size):
+            raise RuntimeError(f"archprof: {self.tally.past} would make more than {self.tally.most:,} bytes on the CPU")
         return func(*args, **kwargs)

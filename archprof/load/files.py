@@ -204,11 +204,12 @@ def _bounded_load(copy: Path, spec: str, device: str) -> torch.jit.ScriptModule:
         with quiet(), bound:
             return torch.jit.load(str(copy), map_location=device)
     except Exception:
-        if bound.past is None:
+        tally = bound.tally
+        if tally.past is None:
             raise
         raise ArchprofError(
-            f"refusing to load {spec}: its TorchScript code makes {human_bytes(bound.made)} of tensors on the CPU"
-            f" while the file loads (by {bound.past}), more than a model file may ({human_bytes(MOST_FILE_CPU_BYTES)}"
+            f"refusing to load {spec}: its TorchScript code makes {human_bytes(tally.made)} of tensors on the CPU"
+            f" while the file loads (by {tally.past}), more than a model file may ({human_bytes(MOST_FILE_CPU_BYTES)}"
             " besides its own size)"
         ) from None
 

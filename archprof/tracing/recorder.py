@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, cpu_bytes
+from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, CpuBytesTally, cpu_bytes
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.kernels.one_cpu_operator import COMPOSITE
@@ -114,7 +114,7 @@ class Recorder(TorchDispatchMode):
         self._real = real  # real tensors (the CPU fallback): no fast path
         # The most operators a forward may run (None: no bound): a model file's loop is data.
         self._most_ops = most_ops
-        self._cpu_bytes = 0  # what a model file's forward made on the CPU so far (`MOST_FILE_CPU_BYTES`)
+        self._made_on_the_cpu = CpuBytesTally(MOST_FILE_CPU_BYTES)  # by a model file's forward (`most_ops`)
         self._meta_answers = MetaAnswers()
         # The last exception an operator raised: what a TorchScript forward failed on, which
         # its interpreter hands on as a RuntimeError without its message or its type.
@@ -463,11 +463,11 @@ class Recorder(TorchDispatchMode):
             raise
 
     def _count_made_on_the_cpu(self, info: OpInfo, size: int) -> None:
-        self._cpu_bytes += size
-        if self._cpu_bytes > MOST_FILE_CPU_BYTES:
+        tally = self._made_on_the_cpu
+        if not tally.add(info.name, size):
             raise BeyondBounds(
-                f"the forward makes {human_bytes(self._cpu_bytes)} of tensors on the CPU (by {info.name}), which an"
-                f" analysis allocates for real: more than the {human_bytes(MOST_FILE_CPU_BYTES)} a model file may"
+                f"the forward makes {human_bytes(tally.made)} of tensors on the CPU (by {info.name}), which an"
+                f" analysis allocates for real: more than the {human_bytes(tally.most)} a model file may"
             )
 
     def note_autocast(self, device: str, dtype: torch.dtype) -> None:
