@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import tomllib
@@ -636,24 +637,38 @@ def test_a_non_square_inputs_sizes_are_two_lines_told_apart():
     assert sizes[0].get_linestyle() != sizes[1].get_linestyle() or sizes[0].get_dashes() != sizes[1].get_dashes()
 
 
-def test_the_memory_plot_starts_its_axis_below_parameters_that_dwarf_the_activations():
-    """ResNet-50's 102 MB of parameters under 11 MB of activations: an axis from 0 squeezed the
-    activations into a thin band at the top. The axis starts under the parameters' top, by a
-    third of what rises above it, and says where; every step drawn stays in view."""
+def test_the_memory_plots_axis_starts_at_zero_and_holds_the_peak(tmp_path):
+    """ResNet-50's 102 MB of parameters under 11 MB of activations: the axis started at 98.76 MB
+    (ticks 100 to 114), drawing the activations taller than the parameters. Read from the SVG the
+    command writes: the axis's lowest tick is 0, on the frame's bottom; the ticks are evenly
+    spaced; the peak's marker (the report's peak, from the API) lies within the frame, at its
+    value on the axis."""
     pytest.importorskip("matplotlib")
-    from archprof.render.memory_plot import memory_figure
+    target = tmp_path / "memory.svg"
+    assert cli("memory", "resnet50", "--plot", target, "-f", "csv").exit_code == 0
+    root = ElementTree.parse(target, ElementTree.XMLParser(target=ElementTree.TreeBuilder(insert_comments=True)))
+    groups = {group.get("id"): group for group in root.iterfind(".//{*}g[@id]")}
+    y_ticks = [group for name, group in groups.items() if name.startswith("ytick_")]
+    ticks = sorted((float(_comment(group)), float(group.find(".//{*}use").get("y"))) for group in y_ticks)
+    frame = [float(number) for number in re.findall(r"[\d.]+", groups["patch_2"].find("{*}path").get("d"))]
+    top, bottom = min(frame[1::2]), max(frame[1::2])
+    (zero, zero_y), (step, step_y) = ticks[:2]
+    assert zero == 0 and zero_y == pytest.approx(bottom)
+    assert [value for value, _ in ticks] == [step * index for index in range(len(ticks))]
+    assert "memory held (MB)" in [node.text.strip() for node in root.iter(ElementTree.Comment)]  # the axis's unit
 
-    report = archprof.analyze("resnet50")
-    totals = report.totals
-    state = totals.param_bytes + totals.buffer_bytes
-    rise = totals.peak_memory_bytes - state
-    assert state > 2 * rise  # the case: parameters more than twice the activations' rise
-    axes = memory_figure(report).axes[0]
-    low, high = (value * 10**6 for value in axes.get_ylim())
-    assert low == pytest.approx(state - rise // 3) and high > totals.peak_memory_bytes
-    assert axes.get_ylabel() == f"memory held (MB), from {human_bytes(state - rise // 3)}"
-    batch = memory_figure(archprof.analyze("mobilenet_v2", batch=16)).axes[0]
-    assert batch.get_ylim()[0] == 0 and batch.get_ylabel() == "memory held (MB)"  # activations large: from 0
+    def value_at(y: float) -> float:
+        return (zero_y - y) / (zero_y - step_y) * step
+
+    (marker,) = [use for use in root.iterfind(".//{*}use") if "#d62728" in use.get("style", "")]  # the peak's, in red
+    peak = archprof.analyze("resnet50").totals.peak_memory_bytes / 10**6
+    assert top < float(marker.get("y")) < bottom and value_at(float(marker.get("y"))) == pytest.approx(peak, rel=1e-3)
+    assert value_at(top) > peak
+
+
+def _comment(group) -> str:
+    """The text matplotlib writes as a comment in an SVG group drawing it (its glyphs are paths)."""
+    return next(node.text.strip() for node in group.iter() if node.tag is ElementTree.Comment)
 
 
 def test_the_layer_axes_name_the_layers_of_a_small_model_and_number_a_large_ones():
