@@ -11,9 +11,9 @@ the file, but these of its ways let a few bytes become gigabytes or hours of wor
 - the memo hands out one container again and again: `t = (t, t)`, forty deep, is 1.4 KB and
   2**40 leaves to anyone who walks it (torch.export.load walks a program's sample inputs), or
   hashes it (a dict keyed by it: the unpickler itself, for hours). So the pickle is read
-  ahead, opcode by opcode, nothing built, each object's reach summed from what it holds, and
-  refused where that runs far past the pickle's length (torch.save shares a tensor, a
-  string, a small tuple: a few items more).
+  ahead, opcode by opcode, nothing built, and the objects it builds measured as TorchScript's
+  pickles are (`pickle_graph`): far past the pickle's length (torch.save shares a tensor, a
+  string, a small tuple: a few items more), holding themselves or nested past a bound, refused.
 `weights_only_bounded` refuses each while it is in force, naming what it refused."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from archprof.errors import ArchprofError, exception_chain
+from archprof.load.pickle_graph import built_problem
 
 
 class Unbounded(ArchprofError):
@@ -33,8 +34,8 @@ class Unbounded(ArchprofError):
 @contextlib.contextmanager
 def weights_only_bounded() -> Iterator[None]:
     """torch's weights-only unpickler, for the duration: `bytearray` of a size and `_codecs`
-    other than latin-1 refused, and a pickle whose sharing reaches far past its length
-    refused before it is read (`_refuse_shared_containers`)."""
+    other than latin-1 refused, and a pickle whose objects are unbounded, or that calls a
+    tensor class itself, refused before it is read (`_refuse_what_it_builds`)."""
     from unittest import mock
 
     import torch._weights_only_unpickler as unpickler
@@ -55,7 +56,7 @@ def weights_only_bounded() -> Iterator[None]:
         self.archprof_stream = file  # torch's is seekable: a zip member's bytes, or the legacy file
 
     def load(self) -> Any:
-        _refuse_shared_containers(self.archprof_stream)
+        _refuse_what_it_builds(self.archprof_stream)
         with warnings.catch_warnings():  # torch's, which name this frame as their caller
             warnings.filterwarnings("ignore", module=__name__)
             return plain_load(self)
@@ -103,89 +104,30 @@ def _bytes_of_text(text: Any, encoding: Any = "utf-8", *rest: Any) -> bytes:
     return codecs.encode(text, encoding)
 
 
-# What a pickle may reach beyond what it spells out: a walk of the objects it builds, each
-# shared one counted wherever it is held, may meet this many more than the pickle has
-# opcodes (torch.save shares a tensor, a string, a small tuple; never much).
-MOST_REACHED = 1_000_000
-# Opcodes that fill the object beneath their arguments (a list, a dict, a set, an object's
-# state) and leave it there.
-_FILLING = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
-_GETS = frozenset({"GET", "BINGET", "LONG_BINGET", "DUP"})
-_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
-
-
-class _Reach:
-    """What walking one object a pickle builds would meet (`count`, itself included), and
-    whether the memo has handed it out again (`shared`)."""
-
-    __slots__ = ("count", "named", "shared")
-
-    def __init__(self, count: int, named: str = "") -> None:
-        self.count, self.shared = count, False
-        self.named = named  # of a GLOBAL: the module and name, "torch LongTensor"
-
-
-def _refuse_shared_containers(stream: Any) -> None:
-    """Read the pickle at `stream`'s position ahead, opcode by opcode, nothing built, each
-    object's reach summed from what it holds; refuse one whose reach runs past the opcodes
-    read by `MOST_REACHED` (a container shared at every level: t = (t, t)), or that is
-    filled after the memo handed it out (what holds it would be counted too small: a cycle,
-    or a list grown after a tuple took it). Then back to where it was, for torch to read. A
-    pickle that cannot be followed so is left to torch, whose error says why."""
-    import pickletools
-
+def _refuse_what_it_builds(stream: Any) -> None:
+    """Read the pickle at `stream`'s position ahead (`pickle_graph.built_problem`), nothing
+    built: refuse one whose objects are unbounded, or that calls a tensor or storage class
+    itself. Then back to where it was, for torch to read. A pickle that cannot be followed
+    so is left to torch, whose error says why."""
     start = stream.tell()
-    stack: list[_Reach] = []
-    marks: list[int] = []
-    memo: dict[Any, _Reach] = {}
     try:
-        for read, (opcode, argument, _) in enumerate(pickletools.genops(stream)):
-            name = opcode.name
-            if name == "MARK":
-                marks.append(len(stack))
-            elif name in _GETS:
-                again = stack[-1] if name == "DUP" else memo[argument]
-                again.shared = True
-                stack.append(again)
-            elif name in _PUTS:
-                memo[len(memo) if name == "MEMOIZE" else argument] = stack[-1]
-            else:
-                made = _made(opcode, argument, stack, marks)
-                if made.count > read + MOST_REACHED:
-                    raise Unbounded(
-                        "a pickle that hands out one container again and again (t = (t, t)): walked or hashed,"
-                        " a few bytes of it are hours of work"
-                    )
-                stack.extend([made] * len(opcode.stack_after))
+        problem = built_problem(stream, _tensor_data_called)
     except (ValueError, IndexError, KeyError):  # not a pickle this reading follows: torch says what
-        pass
+        problem = None
     finally:
         stream.seek(start)
+    if problem:
+        raise Unbounded(f"a pickle that {problem}")
 
 
-def _made(opcode: Any, argument: Any, stack: list[_Reach], marks: list[int]) -> _Reach:
-    """What `opcode` leaves on the stack (if anything: PROTO, POP, STOP leave nothing), its
-    arguments taken off: a new object holding them, or the one it fills."""
-    import pickletools
-
-    held = stack[marks.pop() :] if pickletools.markobject in opcode.stack_before else []
-    del stack[len(stack) - len(held) :]
-    taken = sum(1 for item in opcode.stack_before if item not in (pickletools.markobject, pickletools.stackslice))
-    arguments = stack[len(stack) - taken :] if taken else []
-    del stack[len(stack) - taken :]
-    if opcode.name in _FILLING:
-        filled, *held_too = arguments
-        if filled.shared:
-            raise Unbounded("a pickle that fills a container after handing it out (a cycle, or a list grown late)")
-        filled.count += sum(reach.count for reach in [*held_too, *held])
-        return filled
-    if opcode.name in ("REDUCE", "NEWOBJ") and _makes_tensor_data(arguments[0].named):
-        module, _, name = arguments[0].named.partition(" ")
-        raise Unbounded(
-            f"a pickle that calls {module}.{name} itself, which allocates what the file asks:"
-            " torch.save rebuilds tensors through torch._utils from the file's own data"
-        )
-    return _Reach(1 + sum(reach.count for reach in [*arguments, *held]), argument if opcode.name == "GLOBAL" else "")
+def _tensor_data_called(opcode: str, argument: Any, callee: str) -> str | None:
+    if not _makes_tensor_data(callee):
+        return None
+    module, _, name = callee.partition(" ")
+    return (
+        f"calls {module}.{name} itself, which allocates what the file asks: torch.save rebuilds tensors through"
+        " torch._utils from the file's own data"
+    )
 
 
 def _makes_tensor_data(named: str) -> bool:
