@@ -1,12 +1,14 @@
 """What an operator allocates on the CPU, sized on the meta device before it runs
-(`cpu_bytes`), and a dispatch mode that bounds it over a stretch of code (`CpuBytesBounded`):
-a model file's code (its forward traced on meta, its `__setstate__` run as it loads) may
-make CPU tensors of any size, which no meta trace stands in for.
+(`cpu_bytes`), or from its inputs' values where those decide it (`nonzero`'s count), and a
+dispatch mode that bounds it over a stretch of code (`CpuBytesBounded`): a model file's code
+(its forward traced on meta, its `__setstate__` run as it loads) may make CPU tensors of any
+size, which no meta trace stands in for.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -43,17 +45,19 @@ def schema_aliasing(func) -> tuple[bool, tuple[str, ...], bool]:
 
 _META = torch.device("meta")
 _CPU = torch.device("cpu")
-_SET = torch.ops.aten.set_
+_ATEN = torch.ops.aten
+_SET = _ATEN.set_
 
 
 def cpu_bytes(func, is_view: bool, writes_input: bool, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> int:
     """The bytes an operator would allocate on the CPU (0 for one on meta): where it reads a CPU
     tensor, or makes one (a factory of no tensor whose device is the CPU, given or the
-    default), its outputs' sizes as the same call on meta gives them, nothing allocated. A
-    view allocates nothing, nor does `set_` (a tensor pointed at a storage there already: a
-    file's, as torch.jit.load reads its tensors) or a call making its result on another device
-    (`_to_copy` to meta); an in-place operator only what it grows its input by (`resize_`;
-    any other leaves the size as it was)."""
+    default), its outputs' sizes as the same call on meta gives them, nothing allocated, or,
+    where its inputs' values decide them (which meta does not hold), as those values say
+    (`_SIZED_BY_VALUES`). A view allocates nothing, nor does `set_` (a tensor pointed at a
+    storage there already: a file's, as torch.jit.load reads its tensors) or a call making
+    its result on another device (`_to_copy` to meta); an in-place operator only what it
+    grows its input by (`resize_`; any other leaves the size as it was)."""
     device = kwargs.get("device")
     if is_view or func.overloadpacket is _SET or device not in (None, _CPU, "cpu"):
         return 0
@@ -67,8 +71,8 @@ def cpu_bytes(func, is_view: bool, writes_input: bool, args: tuple, kwargs: dict
         if not tensors:
             meta_kwargs["device"] = _META
         probe = func(*meta_args, **meta_kwargs)
-    except Exception:  # not answered on meta: the real call says what it says
-        return 0
+    except Exception:  # not answered on meta: its values may say, else the real call says what it says
+        return _sized_by_values(func, args, kwargs)
     made = sum(tensor.numel() * tensor.element_size() for tensor in tensors_in(probe))
     if writes_input:
         return max(made - tensors[0].untyped_storage().nbytes(), 0)
@@ -77,6 +81,126 @@ def cpu_bytes(func, is_view: bool, writes_input: bool, args: tuple, kwargs: dict
 
 def _on_meta(tensor: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META)
+
+
+def _sized_by_values(func, args: tuple, kwargs: dict) -> int:
+    """The bytes an operator whose outputs' sizes its inputs' values decide makes, read from
+    those values (a count, a sum, a largest value: a scalar each, the tensors left as they are);
+    0 for any other operator, and for arguments the real call refuses too (a meta mask)."""
+    sizing = _SIZED_BY_VALUES.get(func)
+    if sizing is None:
+        return 0
+    schema = func._schema.arguments
+    named = {argument.name: argument.default_value for argument in schema}
+    named.update(zip((argument.name for argument in schema), args, strict=False))  # args may stop short
+    named.update(kwargs)
+    try:
+        return sizing(**named)
+    except Exception:  # arguments the real call refuses too
+        return 0
+
+
+_LONG_BYTES = 8
+
+
+def _count_nonzero(tensor: torch.Tensor) -> int:
+    return int(_ATEN.count_nonzero.default(tensor))
+
+
+def _sum_of_counts(counts: torch.Tensor) -> int:
+    """The sum of an integer tensor's values, unwrapped: where int64 could wrap it, its largest
+    value times its count instead, as large at least. (`amax`, unlike `max`, copies no strided
+    tensor: a value broadcast to a long row.)"""
+    if counts.numel() == 0:
+        return 0
+    largest = int(_ATEN.amax.default(counts))
+    widest = max(largest, -int(_ATEN.amin.default(counts)))
+    if widest * counts.numel() >= 2**63:
+        return largest * counts.numel()
+    return int(_ATEN.sum.default(counts))
+
+
+def _repeated_bytes(repeats: torch.Tensor, output_size: int | None, **_) -> int:
+    # `repeat_interleave(x, repeats)` decomposes to this (its indices) and an index_select
+    # meta sizes: sum(repeats) indices of repeats' dtype, after a copy and a cumulative sum of
+    # repeats (the CPU kernel's, each as large: a repeat broadcast to a long row).
+    total = output_size if output_size is not None else _sum_of_counts(repeats)
+    return (max(total, 0) + 2 * repeats.numel()) * repeats.element_size()
+
+
+def _nonzero_bytes(self: torch.Tensor, **_) -> int:
+    # A long index per dimension of each nonzero element (`argwhere` and `where(mask)` too).
+    return _count_nonzero(self) * self.dim() * _LONG_BYTES
+
+
+def _bincount_bytes(self: torch.Tensor, weights: torch.Tensor | None, minlength: int, **_) -> int:
+    # A bin per value up to the largest (minlength at least), long counts or sums of the
+    # weights (float32 ones kept, any other float64, as torch's CPU kernel makes them), after
+    # a contiguous copy of a strided input or weights (the kernel's).
+    bins = max(minlength, int(_ATEN.amax.default(self)) + 1 if self.numel() else 0)
+    width = 4 if weights is not None and weights.dtype == torch.float32 else _LONG_BYTES
+    copied = [t for t in (self, weights) if t is not None and not t.is_contiguous()]
+    return bins * width + sum(t.numel() * t.element_size() for t in copied)
+
+
+def _masked_select_bytes(self: torch.Tensor, mask: torch.Tensor, **_) -> int:
+    # The elements where the mask, broadcast against them, is true (each true element of the
+    # mask repeated as often as broadcasting repeats it), after the long prefix sum over the
+    # broadcast mask that the CPU kernel makes of a large or broadcast one.
+    elements = math.prod(torch.broadcast_shapes(self.shape, mask.shape))
+    selected = _count_nonzero(mask) * elements // mask.numel() if mask.numel() else 0
+    return selected * self.element_size() + elements * _LONG_BYTES
+
+
+def _masked_index_bytes(self: torch.Tensor, indices: list, **_) -> int:
+    # `x[mask]`: each boolean mask stands for nonzero's long indices of its true elements,
+    # made first; with those, meta sizes the result.
+    made, on_meta = 0, []
+    for index in indices:
+        if index is not None and index.dtype in (torch.bool, torch.uint8):
+            count = _count_nonzero(index)
+            made += count * index.dim() * _LONG_BYTES
+            on_meta += [torch.empty(count, dtype=torch.long, device=_META)] * index.dim()
+        else:
+            on_meta.append(None if index is None else _on_meta(index))
+    result = _ATEN.index.Tensor(_on_meta(self), on_meta)
+    return made + result.numel() * result.element_size()
+
+
+def _unique_bytes(self: torch.Tensor, dim: int | None = None, **_) -> int:
+    # At most every element (slice along `dim`) once, with a long inverse index and count for
+    # each, whichever of them were asked for (the sort it runs first makes as much).
+    slices = self.numel() if dim is None else self.shape[dim]
+    return self.numel() * self.element_size() + 2 * slices * _LONG_BYTES
+
+
+# Operators whose outputs' sizes their inputs' values decide, each with what sizes it from
+# them (given its arguments by their schema's names); an out= overload resizes `out` as much.
+_SIZED_BY_VALUES = {
+    overload: sizing
+    for sizing, overloads in (
+        (_repeated_bytes, [_ATEN.repeat_interleave.Tensor, _ATEN.repeat_interleave.Tensor_out]),
+        (_nonzero_bytes, [_ATEN.nonzero.default, _ATEN.nonzero.out]),
+        (_bincount_bytes, [_ATEN.bincount.default, _ATEN.bincount.out]),
+        (_masked_select_bytes, [_ATEN.masked_select.default, _ATEN.masked_select.out]),
+        (_masked_index_bytes, [_ATEN.index.Tensor, _ATEN.index.Tensor_out, _ATEN.index.Tensor_hacked_twin]),
+        (
+            _unique_bytes,
+            [
+                getattr(packet, name)
+                for packet in (
+                    _ATEN._unique,
+                    _ATEN._unique2,
+                    _ATEN.unique_dim,
+                    _ATEN.unique_consecutive,
+                    _ATEN.unique_dim_consecutive,
+                )
+                for name in ("default", "out")
+            ],
+        ),
+    )
+    for overload in overloads
+}
 
 
 @functools.cache

@@ -459,3 +459,259 @@ def test_a_program_that_cannot_run_on_meta_nor_be_copied_is_one_line_and_exit_2(
     assert "cannot copy the model to run it on the CPU: Cannot call numel() on tensor with symbolic sizes" in (
         one_error_line(result)
     )
+
+
+# Forwards making CPU tensors whose sizes their values decide, which no meta call sizes: each
+# of a class of its own (TorchScript keeps what it compiled by qualified name).
+class _RepeatsByValue(nn.Module):
+    def forward(self, x):
+        repeated = torch.repeat_interleave(torch.ones([1], dtype=torch.uint8), torch.tensor([10_000]))
+        return x + repeated.sum()
+
+
+class _NonzeroByValue(nn.Module):
+    def forward(self, x):
+        return x + torch.ones([1]).expand([100, 100]).nonzero().sum()
+
+
+class _BincountByValue(nn.Module):
+    def forward(self, x):
+        return x + torch.bincount(torch.tensor([20_000])).sum()
+
+
+class _MaskedSelectByValue(nn.Module):
+    def forward(self, x):
+        selected = torch.masked_select(torch.ones([1]).expand([100, 100]), torch.ones([1], dtype=torch.bool))
+        return x + selected.sum()
+
+
+class _MaskIndexByValue(nn.Module):
+    def forward(self, x):
+        return x + torch.ones([1]).expand([100, 100])[torch.ones([1], dtype=torch.bool).expand([100, 100])].sum()
+
+
+class _UniqueByValue(nn.Module):
+    def forward(self, x):
+        return x + torch.unique(torch.arange(10_000, dtype=torch.int16)).sum()
+
+
+def _stored(*tensors: torch.Tensor) -> int:
+    return sum(tensor.untyped_storage().nbytes() for tensor in tensors)
+
+
+# Each forward above, the operator its refusal names, and, run by torch: what the forward
+# makes before it (its inputs' storage) and what it makes (the indices `repeat_interleave(x,
+# repeats)` takes x's elements by; each mask's true elements, broadcast).
+_VALUE_SIZED_FORWARDS = {
+    "repeat_interleave": (
+        _RepeatsByValue,
+        "aten.repeat_interleave",
+        lambda: (
+            _stored(torch.ones([1], dtype=torch.uint8), torch.tensor([0])),
+            torch.repeat_interleave(torch.tensor([10_000])),
+        ),
+    ),
+    "nonzero": (
+        _NonzeroByValue,
+        "aten.nonzero",
+        lambda: (_stored(torch.ones([1])), torch.ones([1]).expand([100, 100]).nonzero()),
+    ),
+    "bincount": (
+        _BincountByValue,
+        "aten.bincount",
+        lambda: (_stored(torch.tensor([0])), torch.bincount(torch.tensor([20_000]))),
+    ),
+    "masked_select": (
+        _MaskedSelectByValue,
+        "aten.masked_select",
+        lambda: (
+            _stored(torch.ones([1]), torch.ones([1], dtype=torch.bool)),
+            torch.masked_select(torch.ones([1]).expand([100, 100]), torch.ones([1], dtype=torch.bool)),
+        ),
+    ),
+    "mask_index": (
+        _MaskIndexByValue,
+        "aten.index",
+        lambda: (
+            _stored(torch.ones([1]), torch.ones([1], dtype=torch.bool)),
+            torch.ones([1]).expand([100, 100])[torch.ones([1], dtype=torch.bool).expand([100, 100])],
+        ),
+    ),
+    "unique": (
+        _UniqueByValue,
+        "aten._unique2",
+        lambda: (
+            _stored(torch.arange(10_000, dtype=torch.int16)),
+            torch.unique(torch.arange(10_000, dtype=torch.int16)),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_VALUE_SIZED_FORWARDS))
+def test_a_model_files_tensor_sized_by_its_values_is_bounded(tmp_path, monkeypatch, name):
+    """`torch.repeat_interleave(x, repeats)`, `nonzero`, `bincount` each made 2.6 GB on the CPU
+    from a tiny file's forward: meta cannot size what values decide, and they ran unbounded.
+    Sized from those values before they run (a sum, a count, a largest value), each is refused
+    past MOST_FILE_CPU_BYTES like any other operator: here a bound of what the forward makes
+    before it and half what it makes (a few tens of kB). The oracle: torch runs the file, and
+    the operator, whose output gives the bound."""
+    import archprof.tracing.recorder
+
+    module, operator, made_by_torch = _VALUE_SIZED_FORWARDS[name]
+    path = tmp_path / f"{name}.pt"
+    torch.jit.script(module()).save(str(path))
+    torch.jit.load(str(path))(torch.zeros(3))
+    before, made = made_by_torch()
+    monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_BYTES", before + made.nbytes // 2)
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    assert f"of tensors on the CPU (by {operator}), which an analysis allocates for real" in one_error_line(result)
+    monkeypatch.undo()
+    assert cli("summary", path, "-i", "3").exit_code == 0, "within the default bound"
+
+
+class _RepeatsPastAnyMemory(nn.Module):
+    def forward(self, x):
+        repeated = torch.repeat_interleave(torch.ones([1], dtype=torch.uint8), torch.tensor([1 << 40]))
+        return x + repeated.sum()
+
+
+class _BinsPastAnyMemory(nn.Module):
+    def forward(self, x):
+        return x + torch.bincount(torch.tensor([1 << 40])).sum()
+
+
+@pytest.mark.parametrize(
+    ("module", "operator"), [(_RepeatsPastAnyMemory, "repeat_interleave"), (_BinsPastAnyMemory, "bincount")]
+)
+def test_a_model_file_asking_for_terabytes_by_value_is_refused_before_it_allocates(tmp_path, module, operator):
+    """At the default bound (1 GiB): a file whose forward repeats an element 2**40 times, or
+    counts a value of 2**40, asks for 8 TiB of int64, refused as sized, before torch tries
+    (which no machine holds: torch's own call fails to allocate it, the oracle)."""
+    path = tmp_path / f"{operator}_past_memory.pt"
+    torch.jit.script(module()).save(str(path))
+    with pytest.raises(RuntimeError, match="allocate"):
+        torch.jit.load(str(path))(torch.zeros(3))
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(
+        f"error: the forward makes 8.80 TB of tensors on the CPU (by aten.{operator}), which an analysis"
+    )
+
+
+class _CountsAsItLoads(nn.Module):
+    """A module whose `__setstate__` counts the nonzero elements of a broadcast 100 x 100 tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = 0
+
+    def forward(self, x):
+        return x + self.made
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[int, bool]:
+        return (self.made, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[int, bool]) -> None:
+        self.training = state[1]
+        self.made = int(torch.ones([1]).expand([100, 100]).nonzero().sum())
+
+
+def test_what_a_torchscript_file_sizes_by_value_as_it_loads_is_bounded(tmp_path, monkeypatch):
+    """The bound on what a TorchScript file's code makes on the CPU as it loads sizes a
+    value-sized tensor too: `nonzero` of 10,000 elements, 160,000 bytes of indices (torch's),
+    past a bound of 1,000 bytes besides the file's size; the default bound lets it load.
+    The oracle: torch loads the file and runs the code."""
+    import archprof.load.files
+
+    path = tmp_path / "counts.pt"
+    torch.jit.script(_CountsAsItLoads()).save(str(path))
+    assert torch.jit.load(str(path))(torch.zeros(1)).tolist() == [
+        float(torch.ones([1]).expand([100, 100]).nonzero().sum())
+    ]
+    assert torch.ones([1]).expand([100, 100]).nonzero().nbytes == 160_000
+    assert cli("summary", path, "-i", "1").exit_code == 0
+    monkeypatch.setattr(archprof.load.files, "MOST_FILE_CPU_BYTES", 1_000)
+    result = cli("summary", path, "-i", "1")
+    assert result.exit_code == 2
+    assert "its TorchScript code makes 160.0" in one_error_line(result)
+    assert "while the file loads (by aten.nonzero)" in one_error_line(result)
+
+
+class _IndexesByValue(nn.Module):
+    """A forward that builds a small index on the CPU from values, as a model might: repeated,
+    counted, its nonzero elements and unique values taken, and reads the input by it."""
+
+    def forward(self, x):
+        index = torch.repeat_interleave(torch.arange(3), torch.tensor([2, 1, 1]))
+        picked = torch.nonzero(index > 0).numel() + torch.masked_select(index, index > 1).numel()
+        counted = torch.bincount(index).sum() + torch.unique(index).numel() + index[index > 0].numel()
+        return x[:, index.to(x.device)] * counted + picked
+
+
+def test_small_value_sized_tensors_in_a_model_files_forward_still_analyse(tmp_path):
+    """Sized by their values, small ones pass as before. The oracle: torch runs the file."""
+    path = tmp_path / "indexes.pt"
+    torch.jit.script(_IndexesByValue()).save(str(path))
+    assert torch.jit.load(str(path))(torch.arange(3.0).view(1, 3)).tolist() == [[3.0, 3.0, 12.0, 21.0]]
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 0, result.output
+    assert archprof.analyze(str(path), input_size=(3,)).totals.param_count == 0
+
+
+_MASK = torch.tensor([[True, False, True], [False, False, True]])
+_ATEN = torch.ops.aten
+# Calls on small CPU tensors whose output sizes their values decide, and whether the bytes
+# sized for them are exactly what torch makes (else at least: besides what a call makes
+# inside, unique's inverse indices and counts are sized whether asked for or not).
+_CALLS_SIZED_BY_VALUES = [
+    (_ATEN.repeat_interleave.Tensor, (torch.tensor([3, 0, 2]),), {}, False),
+    (_ATEN.repeat_interleave.Tensor, (torch.tensor([3, 0, 2], dtype=torch.int32),), {}, False),
+    (_ATEN.nonzero.default, (_MASK,), {}, True),
+    (_ATEN.nonzero.default, (torch.tensor([0.0, 2.0, -1.0]),), {}, True),
+    (_ATEN.nonzero.default, (torch.ones(2, 1, 3, dtype=torch.int8),), {}, True),
+    (_ATEN.bincount.default, (torch.tensor([1, 4, 4]),), {}, True),
+    (_ATEN.bincount.default, (torch.tensor([1, 4, 4]),), {"minlength": 9}, True),
+    (_ATEN.bincount.default, (torch.tensor([], dtype=torch.long),), {"minlength": 3}, True),
+    (_ATEN.bincount.default, (torch.tensor([1, 4], dtype=torch.uint8), torch.tensor([0.5, 2.0])), {}, True),
+    (_ATEN.bincount.default, (torch.tensor([1, 4]), torch.tensor([0.5, 2.0], dtype=torch.float64)), {}, True),
+    (_ATEN.bincount.default, (torch.tensor([1, 4]), torch.tensor([0.5, 2.0], dtype=torch.float16)), {}, True),
+    (_ATEN.bincount.default, (torch.tensor([1, 4]), torch.tensor([3, 2])), {}, True),
+    (_ATEN.masked_select.default, (torch.arange(6.0).view(2, 3), _MASK), {}, False),
+    (_ATEN.masked_select.default, (torch.arange(6.0).view(2, 1, 3), _MASK[0]), {}, False),
+    (_ATEN.index.Tensor, (torch.arange(6.0).view(2, 3), [_MASK]), {}, False),
+    (_ATEN.index.Tensor, (torch.arange(12.0).view(2, 2, 3), [None, _MASK.to(torch.uint8)]), {}, False),
+    (_ATEN._unique2.default, (torch.tensor([3, 1, 4, 2]), True, True, True), {}, True),
+    (_ATEN._unique2.default, (torch.tensor([3.0, 1.0]),), {}, False),
+    (_ATEN._unique.default, (torch.tensor([3, 1, 3]), True, True), {}, False),
+    (_ATEN.unique_dim.default, (torch.arange(6).view(2, 3), 1, True, True, True), {}, True),
+    (_ATEN.unique_consecutive.default, (torch.tensor([1, 1, 2]), True, True), {}, False),
+    (_ATEN.unique_dim_consecutive.default, (torch.arange(6).view(2, 3), 0), {}, True),
+]
+
+
+@pytest.mark.parametrize(("func", "args", "kwargs", "exact"), _CALLS_SIZED_BY_VALUES)
+def test_a_call_sized_by_its_values_is_sized_at_least_as_torch_makes_it(func, args, kwargs, exact):
+    """Each overload's output, its size and dtype, as torch makes it on the CPU (the oracle),
+    sized from the call's values before it runs, without meta's answer (it has none)."""
+    from archprof.cpu_allocation import cpu_bytes
+    from archprof.structure import map_op_args, tensors_in
+
+    with pytest.raises(Exception):  # noqa: B017 - meta sizes none of these (a kernel's own error)
+        func(*map_op_args(lambda tensor: tensor.to("meta"), torch.Tensor, args, kwargs)[0], **kwargs)
+    made = sum(tensor.nbytes for tensor in tensors_in(func(*args, **kwargs)))
+    sized = cpu_bytes(func, False, False, args, kwargs, tensors_in([args, kwargs]))
+    assert sized == made if exact else made <= sized <= 4 * made + 200
+
+
+def test_repeats_whose_sum_int64_would_wrap_are_sized_past_any_bound():
+    """Four repeats of 2**62 sum to 2**64, which int64 wraps to 0 (torch's own count does):
+    sized as 4 x 2**62 indices."""
+    from archprof.cpu_allocation import cpu_bytes
+
+    repeats = torch.tensor([1 << 62] * 4)
+    assert int(repeats.sum()) == 0  # the oracle: int64 wraps
+    assert cpu_bytes(_ATEN.repeat_interleave.Tensor, False, False, (repeats,), {}, [repeats]) >= 4 * (1 << 62) * 8
