@@ -569,16 +569,16 @@ def test_json_and_csv_carry_each_ratio_new_over_old(tmp_path):
 # added (8 + 8 = 16), head.fc changed (8 x 10 + 10 = 90 to 8 x 5 + 5 = 45): hand-counted, and
 # checked against torch's parameters() below.
 TREE_LINES = [
-    ("", "stage1", "(-300)"),
+    ("changed", "stage1", "(-300)"),  # a module on both sides (it holds block stage1.0, unchanged)
     ("removed", "stage1.1", "(-300)"),  # its own row, the residual add, removed with it
     ("removed", "stage1.1.conv1", "-144"),
     ("removed", "stage1.1.bn", "-8"),
     ("removed", "stage1.1.relu", "0"),
     ("removed", "stage1.1.conv2", "-148"),
     ("removed", "stage1.1.relu (call 2)", "0"),
-    ("", "stage2", "(+16)"),
+    ("changed", "stage2", "(+16)"),
     ("added", "stage2.bn", "+16"),
-    ("", "head", "(-45)"),
+    ("changed", "head", "(-45)"),
     ("changed", "head.fc", "-45"),
 ]
 
@@ -778,3 +778,24 @@ def test_a_report_written_with_depth_beside_a_full_one_is_warned_of(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         diff(str(full), str(full))
+
+
+def test_a_module_with_none_of_its_own_rows_listed_shows_its_type_and_its_subtrees_status(tmp_path):
+    """A block that gained a layer, and one new with its layers: their lines showed no type and
+    no status (a module's came from its own rows, which a Sequential has none of). Each shows
+    its class, as the models define it, and 'changed' (on both sides: it holds a layer of each)
+    or 'added' (its every layer added), in the table and the HTML page."""
+    old, new = tmp_path / "old.py", tmp_path / "new.py"
+    preamble = "from torch import nn\n\nclass Stage(nn.Sequential):\n    pass\n\n"
+    preamble += "class Head(nn.Sequential):\n    pass\n\ndef net():\n    return nn.Sequential(nn.Conv2d(1, 4, 3), "
+    old.write_text(preamble + "Stage(nn.ReLU(), nn.Conv2d(4, 4, 3)))\n")
+    new.write_text(
+        preamble + "Stage(nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)), Head(nn.Flatten(), nn.Linear(64, 2)))\n"
+    )
+    args = ("diff", f"{old}:net", f"{new}:net", "--input", "1x8x8")
+    lines = {line.split()[1]: line.split() for line in invoke(*args).stdout.splitlines() if len(line.split()) > 2}
+    assert lines["1"][:3] == ["changed", "1", "Stage"]
+    assert lines["2"][:3] == ["added", "2", "Head"]
+    html = invoke(*args, "-f", "html").stdout
+    assert '<td class="text">Stage</td><td class="text"></td><td class="text status">changed</td>' in html
+    assert '<td class="text">Head</td><td class="text"></td><td class="text status">added</td>' in html

@@ -35,6 +35,14 @@ def value_change(change: LayerChange, name: str, text: Callable[[Any], str] = st
     return new or old
 
 
+def module_type_text(diff: ReportDiff, module: str) -> str:
+    """A module's type, as a side analysed here knows it ('Sequential'; 'Sequential →
+    ModuleList' where the sides' differ; '' where neither side knows it: a report read from
+    a file names the types of its rows only)."""
+    old, new = diff.old_types.get(module, ""), diff.new_types.get(module, "")
+    return f"{old} → {new}" if old and new and old != new else new or old
+
+
 def kernel_text(change: LayerChange) -> str:
     """A listed layer's window as the tables show it: '3x3 → 5x5' where it changed
     (`kernel_changed`), else the one a side recorded ('' where neither did: no None)."""

@@ -4,7 +4,7 @@ stride; the `ReportDiff` that holds them, and its CSV and JSON."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -57,10 +57,13 @@ _SIZES = FIELDS[:2]  # the field and the stride: one size per spatial dimension
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a diff: a name and its rows (layer, call, module_type, output_shape, metrics)."""
+    """One side of a diff: a name and its rows (layer, call, module_type, output_shape, metrics),
+    and the type of each of its model's modules, containers too, where it was analysed here
+    ({} for a report read from a file, whose rows name only theirs)."""
 
     name: str
     rows: list[dict[str, Any]]
+    module_types: dict[str, str] = field(default_factory=dict)
 
     def total(self, metric: str) -> int:
         return sum(row[metric] for row in self.rows)
@@ -200,6 +203,9 @@ class ReportDiff:
     # The layer of every row of both sides, unchanged ones too, in the order `layers` lists
     # them: the module tree the tables place the listed layers in (`render.compare.diff_tree`).
     every_layer: tuple[str, ...]
+    # Each side's module types (`Side.module_types`): a container's, which no row of its own names.
+    old_types: dict[str, str] = field(default_factory=dict, repr=False)
+    new_types: dict[str, str] = field(default_factory=dict, repr=False)
 
     def to_csv(self, path=None) -> str:
         """One line per changed layer: status, layer, call, old/new shape, old/new/change per
@@ -397,7 +403,9 @@ def diff_reports(old: Side, new: Side) -> ReportDiff:
         listed("removed", removed, None)
     totals = [TotalChange(name, label, unit, old.total(name), new.total(name)) for name, label, unit in METRICS]
     fields = FieldChange(final_field(old), final_field(new))
-    return ReportDiff(old.name, new.name, totals, changes, unchanged, fields, tuple(every_layer))
+    return ReportDiff(
+        old.name, new.name, totals, changes, unchanged, fields, tuple(every_layer), old.module_types, new.module_types
+    )
 
 
 def kernel_changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
@@ -449,7 +457,8 @@ def side_from_report(report: Report, name: str | None = None) -> Side:
     rows = [{name: row[name] for name in kept} for row in report.rows()]
     for row in rows:
         row["layer"], row["module_type"] = utf8_text(row["layer"]), utf8_text(row["module_type"])
-    return Side(name or report.model, rows)
+    module_types = {utf8_text(path): utf8_text(module_type) for path, module_type in report.module_types.items()}
+    return Side(name or report.model, rows, module_types)
 
 
 def final_field_text(final: FinalField, figure: str, exact: bool = False) -> str:

@@ -15,6 +15,7 @@ from archprof.diff.change_text import (
     format_change,
     format_percent,
     kernel_text,
+    module_type_text,
     value_change,
 )
 from archprof.diff.changes import METRICS, kernel_changed
@@ -184,7 +185,7 @@ def diff_tables(diff, layout: Layout = Layout()) -> Group:
         status = line_status(diff, node)
         columns[""].append(Text(status, style=styles.get(status, "")))
         columns["Layer"].append(tree_label(node))
-        columns["Type"].append(visible_text(value_change(change, "module_type")) if change else "")
+        columns["Type"].append(visible_text(line_type(diff, node)))
         columns["Kernel"].append(visible_text(kernel_text(change)) if change else "")
         # a CSV's cell: any text
         columns["Output shape"].append(visible_text(value_change(change, "output_shape")) if change else "")
@@ -222,8 +223,16 @@ def diff_tree(diff) -> list[TreeRow]:
             shown.append(TreeRow(label, node.level, subtree, own, output))
         else:
             own_deltas = _deltas([diff.layers[index] for index in own]) if own else {}
-            shown.append(TreeRow(visible_text(node.path), node.level, subtree, own, output, own_deltas))
+            status = _subtree_status({diff.layers[index].status for index in under}, len(under) < len(node.subtree))
+            label = visible_text(node.path)
+            shown.append(TreeRow(label, node.level, subtree, own, output, own_deltas, node.path, status))
     return shown
+
+
+def _subtree_status(statuses: set[str], holds_unchanged: bool) -> str:
+    """A module's status from its subtree's layers: 'added' or 'removed' where all of them
+    were, else 'changed' (a block that gained a layer, or holds one unchanged: on both sides)."""
+    return statuses.pop() if len(statuses) == 1 and not holds_unchanged and "changed" not in statuses else "changed"
 
 
 def _deltas(changes: Sequence) -> dict[str, int]:
@@ -236,11 +245,18 @@ def line_change(diff, node: TreeRow):
     return diff.layers[node.output] if node.output >= 0 else None
 
 
+def line_type(diff, node: TreeRow) -> str:
+    """The type a `diff_tree` line shows: its listed layer's ('Conv2d', 'Conv2d → Linear'), or
+    a module's with none of its own listed, as the sides know it (`module_type_text`)."""
+    change = line_change(diff, node)
+    return value_change(change, "module_type") if change else module_type_text(diff, node.module)
+
+
 def line_status(diff, node: TreeRow) -> str:
     """'added', 'removed' or 'changed': a layer's; a module's own rows' ('changed' where they
-    differ); '' for a module whose own rows are not listed."""
+    differ); else its subtree's (`_subtree_status`)."""
     statuses = {diff.layers[index].status for index in node.indices}
-    return statuses.pop() if len(statuses) == 1 else "changed" if statuses else ""
+    return statuses.pop() if len(statuses) == 1 else "changed" if statuses else node.status
 
 
 def _totals_columns(diff) -> dict[str, list[str]]:

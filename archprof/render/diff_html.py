@@ -98,11 +98,11 @@ _TEXT_CELLS = ("text", "text", "text status", "text")
 def _layer_row(index: int, node: TreeRow, diff: ReportDiff) -> str:
     """A line of `diff_tree`: a layer's change, or a module's, its own change then its
     subtree's in parentheses, sorted by its own."""
-    from archprof.render.compare import line_change, line_status
+    from archprof.render.compare import line_change, line_status, line_type
 
     change, status = line_change(diff, node), line_status(diff, node)
     texts = (
-        visible_text(value_change(change, "module_type")) if change else "",
+        visible_text(line_type(diff, node)),
         visible_text(kernel_text(change)) if change else "",
         status,
         visible_text(value_change(change, "output_shape")) if change else "",

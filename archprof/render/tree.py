@@ -23,6 +23,9 @@ class TreeRow:
     indices: tuple[int, ...]
     output: int  # the report's row whose output and field it shows: a leaf's, its subtree's last that ran
     own: dict[str, Any] | None = None  # a container's own rows merged ({}: none); None for a leaf
+    # A diff's container (`compare.diff_tree`): its module, and its subtree's status.
+    module: str = ""
+    status: str = ""
 
     @property
     def is_container(self) -> bool:
