@@ -607,21 +607,32 @@ def test_importing_the_report_and_comparison_modules_leaves_pandas_unimported():
     assert done.stdout.strip() == "False"
 
 
-def test_the_memory_plots_labels_never_overlap():
+def test_the_memory_plots_labels_overlap_no_other_label_nor_the_peaks_marker():
     """With --fit the budget, the training estimate and the step's peak lie close together by
     design: their labels, and the forward peak's beside the step peak's, were drawn over one
-    another (mobilenet_v2 trained to a 2 GB budget). Their boxes as the renderer draws them."""
+    another (mobilenet_v2 trained to a 2 GB budget); and a peak at the last layer put its marker
+    on the end of the budget's label (resnet50 trained with adamw to 16 GB). The labels' and the
+    marker's boxes as the renderer draws them."""
     pytest.importorskip("matplotlib")
     from archprof.render.memory_plot import memory_figure
 
-    for fit in (fit_batch("mobilenet_v2", "2GB", training=True), None):
+    fits = (
+        fit_batch("mobilenet_v2", "2GB", training=True),
+        fit_batch("resnet50", "16GB", training=True, optimizer="adamw"),
+    )
+    for fit in (*fits, None):
         report = fit.report if fit is not None else archprof.analyze("mobilenet_v2", training=True)
         figure = memory_figure(report, fit)
         figure.canvas.draw()
         renderer = figure.canvas.get_renderer()
-        boxes = [text.get_window_extent(renderer) for text in figure.axes[0].texts]
-        assert len(boxes) >= 3
-        assert not any(a.overlaps(b) for index, a in enumerate(boxes) for b in boxes[index + 1 :])
+        axes = figure.axes[0]
+        (marker,) = [line for line in axes.get_lines() if line.get_marker() == "v"]
+        drawn = {text.get_text(): text.get_window_extent(renderer) for text in axes.texts}
+        drawn["the peak's marker"] = marker.get_window_extent(renderer)
+        assert len(drawn) >= 4
+        names = list(drawn)
+        touching = [(a, b) for index, a in enumerate(names) for b in names[index + 1 :] if drawn[a].overlaps(drawn[b])]
+        assert touching == [], (report.model, touching)
 
 
 def test_a_non_square_inputs_sizes_are_two_lines_told_apart():

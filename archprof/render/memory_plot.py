@@ -70,12 +70,12 @@ def memory_figure(report: Report, fit: Fit | None = None):
         label="activations live after it",
     )
     axes.step(steps, [y(v) for v in during], where="mid", color="tab:blue", lw=1, label="most held while the layer ran")
-    peak_label = None
+    peak_label = peak_marker = None
     if during:
         top = max(steps, key=during.__getitem__)
         index = called[top]
         name = figure_text(layer_label(report.columns["layer"][index], report.columns["call"][index]))
-        axes.plot([top], [y(during[top])], "v", color="tab:red", markersize=8)
+        (peak_marker,) = axes.plot([top], [y(during[top])], "v", color="tab:red", markersize=8)
         # A training step's forward peak holds what autograd saved: not the step's (its own line).
         which = "forward peak" if report.training else "peak"
         peak_label = axes.annotate(
@@ -147,18 +147,20 @@ def memory_figure(report: Report, fit: Fit | None = None):
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
     # The lines' labels where they are drawn; the forward peak's, tied to a marker, moves.
-    _kept_apart(figure, [label for label in axes.texts if label is not peak_label] + [peak_label])
+    _kept_apart(figure, [label for label in axes.texts if label is not peak_label] + [peak_label], [peak_marker])
     return figure
 
 
-def _kept_apart(figure, labels) -> None:
-    """Move each label (an annotation; None: none) down, a line at a time, until it overlaps none
-    before it in `labels`: with --fit the budget, the sum of the parts and the step's peak lie
-    close together by design, and the forward's peak label can reach the step peak's."""
+def _kept_apart(figure, labels, obstacles) -> None:
+    """Move each label (an annotation; None: none) down, a line at a time, until it overlaps no
+    obstacle (an artist that stays: a marker; None: none) and no label before it in `labels`:
+    with --fit the budget, the sum of the parts and the step's peak lie close together by
+    design, the forward's peak label can reach the step peak's, and a peak at the last layer
+    puts its marker where the budget's label ends (resnet50 trained with adamw to 16 GB)."""
     labels = [label for label in labels if label is not None]
     figure.canvas.draw()  # the layout first: where each label lies depends on it
     renderer = figure.canvas.get_renderer()
-    placed = []
+    placed = [obstacle.get_window_extent(renderer) for obstacle in obstacles if obstacle is not None]
     for label in labels:
         for _ in range(len(placed) + 1):
             box = label.get_window_extent(renderer)
