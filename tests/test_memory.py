@@ -26,7 +26,7 @@ from archprof.passes.memory import saved_activations
 from archprof.tracing.trace import trace
 from archprof.zoo import MODELS
 from tests.cli import cli, one_error_line
-from tests.memory_oracle import profiled_peaks
+from tests.memory_oracle import profiled_peaks, profiled_training_peaks
 from tests.models import (
     Calls,
     CheckpointedBlocks,
@@ -1041,6 +1041,44 @@ def test_measure_on_the_cpu_agrees_with_the_prediction(name):
     result = invoke("lenet5", "--measure")
     assert result.exit_code == 0, result.output
     assert "Measured on" in result.stdout and "Training step (sgd)" in result.stdout
+
+
+class ScaledByAPlainAttribute(nn.Module):
+    """Multiplies by a tensor it holds as a plain attribute (neither a parameter nor a buffer),
+    made before any forward: an 8x16x16 scale (8,192 B), read last or, `late`, after the
+    peak (a wide convolution's map, narrowed by a 1x1 one)."""
+
+    def __init__(self, late: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64 if late else 8, 3, padding=1)
+        self.narrow = nn.Conv2d(64, 8, 1) if late else nn.Identity()
+        self.scale = torch.ones(8, 16, 16)
+
+    def forward(self, x):
+        return self.narrow(self.conv(x)) * self.scale
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="measures on the CPU where there is no GPU")
+@pytest.mark.parametrize("late", [False, True], ids=["read last", "read after the peak"])
+def test_a_plain_tensor_attribute_is_held_from_before_the_run(late):
+    """The scale exists before the run, as the weights and the input do. The oracle: what they
+    hold, the scale's 8,192 B included, plus the most torch.profiler's allocations during the
+    run held above it (a forward; a forward and backward pass, SGD's update writing in place).
+    Inference and the training step measure and predict it exactly. The measurement read
+    8,192 B low where it held only parameters, buffers, inputs and optimizer state from before
+    the run; the prediction too where the scale is read after the peak, held from its reader on."""
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import predicted_and_measured
+
+    make = partial(ScaledByAPlainAttribute, late)
+    forward, step = predicted_and_measured(load_model(make), [(3, 16, 16)], 2, None, "sgd").steps
+    model, x = make(), torch.randn(2, 3, 16, 16)
+    held = sum(t.nbytes for t in (*model.parameters(), model.scale, x))
+    assert model.scale.nbytes == 8_192
+    inference = held + profiled_peaks(model, x)[1]
+    training = held + profiled_training_peaks(model, x)[1]  # SGD's update writes in place: no more
+    assert forward.measured.bytes == forward.predicted_bytes == inference
+    assert step.measured.bytes == step.predicted_bytes == training
 
 
 def test_the_measured_table_has_a_workspace_column_where_the_measurement_has_one():

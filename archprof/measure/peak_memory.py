@@ -6,11 +6,12 @@ On CUDA, the allocator's own counter (`torch.cuda.max_memory_allocated`), kernel
 included. The CPU keeps no such counter; its allocator's events do, as torch.profiler
 records them (`profile_memory=True`): every allocation and free, in order, whose running
 sum at its highest is the most a call held beyond what was held before it (the model's
-parameters and buffers, the inputs, an optimizer's state). There an allocation can be told
-apart from an operator's workspace, which the analysis has none of: one freed before the
-outermost aten operator that made it returns (oneDNN convolutions compute into an
-output-sized buffer in a blocked layout and reorder their weights on every call; BatchNorm
-frees the statistics it computes). Both peaks are compared without workspace.
+parameters and buffers, the inputs, an optimizer's state, a plain tensor attribute the
+forward reads). There an allocation can be told apart from an operator's workspace, which
+the analysis has none of: one freed before the outermost aten operator that made it returns
+(oneDNN convolutions compute into an output-sized buffer in a blocked layout and reorder
+their weights on every call; BatchNorm frees the statistics it computes). Both peaks are
+compared without workspace.
 A block allocated before the recording started is freed unseen: a training step's old
 gradients, dropped by `zero_grad` as it begins, are therefore not counted as held. (The
 profiler does report such a free where an earlier recording in the process saw a block at
@@ -29,10 +30,12 @@ from typing import Any
 import torch
 
 from archprof.analysis import Analysis, analysis
+from archprof.graph import Graph
 from archprof.load import InputsLike, LoadedModel
 from archprof.measure.device import ForwardInputs, device_name, random_inputs, real_run_errors
 from archprof.meta import has_uninitialised, is_uninitialised
 from archprof.optimizers import optimizer_model
+from archprof.passes.liveness import held_from_before
 from archprof.random_state import random_state_kept
 from archprof.structure import tensors_in
 from archprof.tracing.model_state import in_traced_mode
@@ -125,7 +128,7 @@ def measure_memory(
             if has_uninitialised(module):
                 _inference_step(module, inputs)  # lazy layers make their tensors: measure the calls after
             inference = measured_peak(
-                lambda: _inference_step(module, inputs), device, before, held_bytes(module, arguments)
+                lambda: _inference_step(module, inputs), device, before, held_bytes(module, analysed.graph, arguments)
             )
         trained = None
         if training:
@@ -133,16 +136,19 @@ def measure_memory(
                 step, state = _training_step(module, inputs, optimizer)
                 for _ in range(steps_before):
                     step()  # the first creates the optimizer's state; RAdam's 6th on rectifies its variance
-                held = held_bytes(module, arguments, state())
+                held = held_bytes(module, analysed.graph, arguments, state())
                 trained = measured_peak(step, device, before, held)
     return Measured(device_name(device), inference, trained)
 
 
-def held_bytes(module: torch.nn.Module, *held: Any) -> int:
+def held_bytes(module: torch.nn.Module, graph: Graph, *held: Any) -> int:
     """The bytes of the module's parameters and buffers and of the tensors in `held` (inputs,
-    an optimizer's state), each tensor once; a lazy layer's, not made yet, hold none."""
+    an optimizer's state), each tensor once; a lazy layer's, not made yet, hold none. And of
+    the tensors the trace (`graph`) saw the forward read that the model made before it
+    (`liveness.held_from_before`: a plain tensor attribute), as the prediction holds them."""
     tensors = {id(t): t for t in (*module.parameters(), *module.buffers(), *tensors_in(list(held)))}
-    return sum(t.numel() * t.element_size() for t in tensors.values() if not is_uninitialised(t))
+    own = sum(t.numel() * t.element_size() for t in tensors.values() if not is_uninitialised(t))
+    return own + sum(t.nbytes for t in held_from_before(graph))
 
 
 def peak_bytes(device: torch.device, before: int, run: Callable[[], Any]) -> int:

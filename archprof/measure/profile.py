@@ -215,7 +215,7 @@ def _profiled(
         # lazy layer's weights are made by a first call: then the call after.
         if has_uninitialised(module):
             real_inputs(module)
-        held = held_bytes(module, (real_inputs.args, real_inputs.kwargs))
+        held = held_bytes(module, graph, (real_inputs.args, real_inputs.kwargs))
         peak = measured_peak(lambda: real_inputs(module), target, state_bytes, held)
         names = graph.calls_as_named()  # the hooks' calls, by first paths, as the rows name them
         timing = time_model(module, real_inputs, target, timed, warmup, repeat, progress).renamed(names)

@@ -11,8 +11,9 @@ object (`Graph.released`: the trace watches each die) [docs/formulas.md, Memory]
 - the network outputs stay live until the end;
 - in a training trace, what autograd saved stays live until the end of the forward (the
   backward pass reads it);
-- a tensor the trace first sees as an argument (a plain tensor attribute of a module) is
-  live from its first reader;
+- a tensor the trace first sees as an argument is live from its first reader, but one the
+  model keeps after the forward (a module's plain tensor attribute, `held_from_before`),
+  made before the forward, is live from the start to the end, as the inputs are;
 - parameters and buffers, and views of them, are never activations: they are live
   throughout and counted apart (`param_bytes`, `buffer_bytes`).
 
@@ -56,7 +57,7 @@ _STATE = ("parameter", "buffer")
 class Liveness:
     """Live activation bytes over the graph's ops (parameters and buffers excluded)."""
 
-    start: int  # before the first op: the network inputs
+    start: int  # before the first op: the network inputs (and the model's tensors `held_from_before`)
     during: list[int]  # while op i runs: everything live before it, plus its outputs
     after: list[int]  # right after op i, once what it read for the last time is freed
     end: int  # after the last op: the outputs (and, training, what autograd saved)
@@ -73,16 +74,37 @@ def model_state_storages(graph: Graph) -> set[int]:
     return state
 
 
+def held_from_before(graph: Graph) -> list[TensorMeta]:
+    """The tensors the forward reads that were made before it and that the model keeps, each
+    storage once: a module's plain tensor attribute (`self.scale = torch.ones(8, 16, 16)`,
+    neither a parameter nor a buffer), which the trace first sees as an argument (kind
+    "constant", not a view of a tensor the trace made: that one's storage it saw first) and
+    which is still held after the forward (`Graph.kept_by_the_model`). Held throughout, as
+    the inputs are; what a run holds before it starts, beside the parameters and buffers
+    (`archprof.measure.peak_memory`). Not a tensor the forward makes without an operator
+    (`torch.tensor([...])`, dropped when it returns)."""
+    kept = graph.kept_by_the_model
+    if not kept:  # most models: nothing to look for
+        return []
+    first_seen: dict[int, TensorMeta] = {}
+    for op in graph.ops:
+        for tensor in (*op.inputs, *op.outputs):
+            first_seen.setdefault(tensor.storage, tensor)
+    return [t for storage, t in first_seen.items() if t.kind == "constant" and storage in kept]
+
+
 def liveness(graph: Graph) -> Liveness:
     """Live bytes over the forward (`Graph.ops`)."""
     kept = held_by_the_caller(graph)
     if graph.training:
         kept.update(held_for_backward(graph))
+    made_before = held_from_before(graph)
+    kept.update(t.storage for t in made_before)
     numbers = numbers_kept(graph, len(graph.ops))  # held for the backward pass
     numbers += wrapped_numbers(graph)
     return liveness_over(
         graph.ops,
-        graph.inputs,
+        [*graph.inputs, *made_before],
         kept,
         model_state_storages(graph) | operator_workspace(graph.ops),
         released=graph.released,

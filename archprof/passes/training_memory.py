@@ -59,6 +59,7 @@ from archprof.passes.layers import consecutive_runs
 from archprof.passes.liveness import (
     held_by_the_caller,
     held_for_backward,
+    held_from_before,
     liveness_over,
     model_state_storages,
     numbers_kept,
@@ -143,7 +144,8 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
     - the network inputs and outputs stay live to the end (the caller holds them), and so do the
       gradients of ones the backward pass starts from (held by whoever passed them to
       `torch.autograd.backward`; a scalar loss's is one element) and what a module keeps in an
-      attribute (`Graph.kept_by_the_model`: until its next forward replaces it).
+      attribute (`Graph.kept_by_the_model`: until its next forward replaces it); one made before
+      the step (a plain tensor attribute, `liveness.held_from_before`) is live from the start.
 
     AccumulateGrad takes a fresh gradient over as the parameter's `.grad` without copying it
     (when no one else holds it and its strides match the parameter's); in the trace it copies (the
@@ -196,7 +198,7 @@ def training_timeline(graph: Graph) -> TrainingTimeline:
         died[storage] = max(died.get(storage, 0), forward + steps_run)
     live = liveness_over(
         steps,
-        graph.inputs,
+        [*graph.inputs, *held_from_before(graph)],
         kept,
         state,
         same=moved,
