@@ -1066,15 +1066,20 @@ def test_torchscript_chaining_free_functions_past_a_bound_is_refused(tmp_path):
 def _summary_of_constants(tmp_path, constants: bytes):
     """`archprof summary` of a scripted module whose constants.pkl is `constants`, which torch
     loads (the oracle: a file torch reads, checked here)."""
+    path = _with_constants(tmp_path, constants)
+    torch.jit.load(str(path))
+    return cli("summary", path, "-i", "3")
+
+
+def _with_constants(tmp_path, constants: bytes):
+    """A scripted module's file, its constants.pkl `constants`."""
     plain, path = tmp_path / "plain.pt", tmp_path / "constants.pt"
     torch.jit.script(_Holds()).save(str(plain))
 
     def edit(tail, data, root):
         return [(root + tail, constants if tail == "constants.pkl" else data)]
 
-    rewritten(plain, path, edit)
-    torch.jit.load(str(path))
-    return cli("summary", path, "-i", "3")
+    return rewritten(plain, path, edit)
 
 
 @pytest.mark.parametrize(("levels", "refused"), [(999, False), (1000, True)])
@@ -1089,6 +1094,19 @@ def test_a_torchscript_pickle_nesting_past_a_bound_is_refused(tmp_path, levels, 
         assert "its TorchScript 'constants.pkl' nests objects more than 1000 deep" in one_error_line(result)
     else:
         assert result.exit_code == 0, result.output
+
+
+def test_a_torchscript_pickle_nesting_past_a_bound_beside_what_it_returns_is_refused(tmp_path):
+    """A tuple nested 300,000 deep left on constants.pkl's stack under the tuple it returns
+    (or popped) crashed torch's loader (SIGSEGV) as it let go of it: only what a pickle
+    returns was measured. Every object it builds is now: here 2,000 deep, left behind. The
+    oracle: torch builds both tuples, then says what it found on its stack."""
+    path = _with_constants(tmp_path, b"\x80\x02N" + b"\x85" * 2000 + b").")
+    with pytest.raises(RuntimeError, match="expected 1 element on the stack, but found 2"):
+        torch.jit.load(str(path))
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    assert "its TorchScript 'constants.pkl' nests objects more than 1000 deep" in one_error_line(result)
 
 
 def _held_over_and_over(levels: int) -> bytes:

@@ -276,3 +276,69 @@ def test_a_torchscript_parameter_declared_far_past_its_bytes_is_refused(tmp_path
     path = script_with_a_spread_parameter(tmp_path / "spread.pt", 10**7)
     result = cli("summary", path, "--input", "3x8x8", "--dtype", "float16")
     assert result.exit_code == 2 and "declares 10,000,000 elements over 28 bytes" in one_error_line(result)
+
+
+def _dropped(built: bytes) -> bytes:
+    """A protocol-2 pickle that builds `built` (opcodes leaving one object on the stack) and
+    returns an empty dict built above it: what it builds off to the side, torch builds too."""
+    return b"\x80\x02" + built + b"}."
+
+
+def _keyed_by(key: bytes) -> bytes:
+    """Opcodes building {key: None}, `key` the opcodes of one object."""
+    return b"}" + key + b"Ns"
+
+
+@pytest.mark.parametrize(
+    ("built", "says"),
+    [
+        # {t: None}, t = (t, t) 22 deep: 4 million values, which torch's unpickler hashes (at 60, for hours).
+        (_keyed_by(pickle.dumps(shared_tuples(22), protocol=2)[2:-1]), "hands out one container again and again"),
+        # {u: None}, u a tuple in a tuple ... 2,000 deep, which hashing recurses through (at 300,000: SIGSEGV).
+        (_keyed_by(b"N" + b"\x85" * 2000), "nests objects more than 1000 deep"),
+    ],
+)
+def test_what_a_pickle_builds_and_drops_is_bounded_as_what_it_returns(tmp_path, built, says):
+    """Only what a pickle returns was measured: a dictionary keyed by a tuple shared over and
+    over, or nested thousands deep, built, hashed and left behind, passed; at 60 levels torch's
+    unpickler hashed it for hours, past a SIGTERM, and at 300,000 crashed (SIGSEGV). Every
+    object it builds is measured now. The oracle: torch loads the small ones, an empty dict."""
+    pickled = _dropped(built)
+    assert torch.load(io.BytesIO(_zipped(tmp_path, pickled)), weights_only=True) == {}
+    result = cli("summary", "lenet5", "--weights", torch_save_archive(tmp_path / "dropped.pt", pickled))
+    assert result.exit_code == 2 and f"a pickle that {says}" in one_error_line(result)
+
+
+def _zipped(tmp_path, pickled: bytes) -> bytes:
+    return torch_save_archive(tmp_path / "oracle.pt", pickled).read_bytes()
+
+
+def test_what_a_pickle_builds_before_an_opcode_the_reading_cannot_follow_is_bounded(tmp_path):
+    """A pickle the reading ahead cannot follow was left to torch whole: {t: None}, t shared
+    22 deep, then a BUILD onto an empty tuple, which torch refuses only after it hashed the
+    key. What was built up to there is measured, and refused."""
+    key = pickle.dumps(shared_tuples(22), protocol=2)[2:-1]
+    pickled = b"\x80\x02" + _keyed_by(key) + b")Nb."
+    with pytest.raises(pickle.UnpicklingError):  # the oracle: torch builds the dict, then refuses the BUILD
+        torch.load(io.BytesIO(_zipped(tmp_path, pickled)), weights_only=True)
+    result = cli("summary", "lenet5", "--weights", torch_save_archive(tmp_path / "unfollowed.pt", pickled))
+    assert result.exit_code == 2 and "a pickle that hands out one container again and again" in one_error_line(result)
+
+
+class _HandsATensorClassOn:
+    """Pickled as `_rebuild_from_type_v2(torch.LongTensor, torch.Tensor, (4,), {})`, which
+    torch's weights-only unpickler allows and which calls torch.LongTensor(4)."""
+
+    def __reduce__(self):
+        return (torch._tensor._rebuild_from_type_v2, (torch.LongTensor, torch.Tensor, (4,), {}))
+
+
+def test_a_tensor_class_handed_to_rebuild_from_type_is_refused(tmp_path):
+    """`_rebuild_from_type_v2(func, type, args, state)` calls `func(*args)`: handed
+    torch.LongTensor and (2**36,), it asked for 512 GB. The oracle: torch makes the tensor."""
+    path = tmp_path / "handed.pt"
+    torch.save({"features.0.weight": _HandsATensorClassOn()}, path)
+    assert torch.load(path, weights_only=True)["features.0.weight"].shape == (4,)
+    result = cli("summary", "lenet5", "--weights", path)
+    assert result.exit_code == 2
+    assert "a pickle that calls torch.LongTensor itself, which allocates what the file asks" in one_error_line(result)

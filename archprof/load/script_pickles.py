@@ -32,7 +32,7 @@ def pickle_problem(data: bytes) -> str | None:
         return "holds a pickle archprof cannot read"
 
 
-def _global_problem(opcode: str, argument: Any, callee: str) -> str | None:
+def _global_problem(opcode: str, argument: Any, called: tuple[str, ...]) -> str | None:
     if opcode in ("STACK_GLOBAL", "INST"):  # TorchScript writes GLOBAL: a name to check
         return f"pickles a {opcode} object, which torch does not write"
     if opcode == "GLOBAL" and not _is_allowed_global(argument):
