@@ -131,7 +131,7 @@ def test_the_page_lists_the_layers_as_the_module_tree_each_module_sorted_by_its_
     assert [(row["cells"][4], row["cells"][1], row["cells"][6]) for row in rows] == TREE_LINES
     assert heading["cells"][6] == "Parameters"
     assert [int(row["values"][0]) for row in rows] == list(range(len(rows)))
-    assert [row["class"] for row in rows][:3] == ["module", "module removed", "removed"]
+    assert [row["class"] for row in rows][:3] == ["module changed", "module removed", "removed"]
     names = [row["cells"][1] for row in rows]
     sides = dict(old.named_modules()), dict(new.named_modules())
     for position, name in enumerate(names):
