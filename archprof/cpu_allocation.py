@@ -1,8 +1,10 @@
 """What an operator allocates on the CPU, sized on the meta device before it runs
-(`cpu_bytes`), or from its inputs' values where those decide it (`nonzero`'s count), and a
-dispatch mode that bounds it over a stretch of code (`CpuBytesBounded`): a model file's code
-(its forward traced on meta, its `__setstate__` run as it loads) may make CPU tensors of any
-size, which no meta trace stands in for.
+(`cpu_bytes`), or from its inputs' values where those decide it (`nonzero`'s count), with
+what its kernel makes inside besides (`_WORKSPACE`); the elements it reads of CPU tensors
+(`cpu_elements`); and a dispatch mode that bounds both over a stretch of code
+(`CpuBytesBounded`): a model file's code (its forward traced on meta, its `__setstate__` run
+as it loads) may make CPU tensors of any size, or reduce a broadcast one of trillions of
+elements, which no meta trace stands in for.
 """
 
 from __future__ import annotations
@@ -14,11 +16,20 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from archprof.structure import map_op_args, tensors_in
+from archprof.units import human_bytes
 
 # The most bytes of tensors a model file's code may make on the CPU in all, while it loads
 # and again while its forward is traced: a 5 KB file's forward made `torch.ones([40000,
 # 40000])`, 6.4 GB, and its `__setstate__` `torch.ones(699000000)`, 2.8 GB, as it loaded.
 MOST_FILE_CPU_BYTES = 2**30
+# The most elements of CPU tensors the operators of a model file's code may read in all (as
+# broadcast: `numel`), under the same terms: a small file's forward summed
+# `torch.ones([1]).expand([2**42])`, nearly an hour of CPU. About ten seconds at the slowest
+# rate of any CPU operator whose outputs the bytes bound leaves unbounded (a row-wise `mode`
+# of a broadcast row: 76 ns an element on one thread), 0.03 s of a sum. The test suites' model
+# files read at most 16 elements in a forward, and, as they load, at most as many as their
+# weights (16.8 million, within the file's size, which a load may read besides).
+MOST_FILE_CPU_ELEMENTS = 2**27
 
 # Operators returning views of their input whose schemas carry no alias annotation
 # (`_unsafe_view`: what `reshape` returns after its copy, and matmul's batch folds).
@@ -57,7 +68,8 @@ def cpu_bytes(func, is_view: bool, writes_input: bool, args: tuple, kwargs: dict
     (`_SIZED_BY_VALUES`). A view allocates nothing, nor does `set_` (a tensor pointed at a
     storage there already: a file's, as torch.jit.load reads its tensors) or a call making
     its result on another device (`_to_copy` to meta); an in-place operator only what it
-    grows its input by (`resize_`; any other leaves the size as it was)."""
+    grows its input by (`resize_`; any other leaves the size as it was). Besides its outputs,
+    what its CPU kernel makes inside, where that is more (`_WORKSPACE`)."""
     device = kwargs.get("device")
     if is_view or func.overloadpacket is _SET or device not in (None, _CPU, "cpu"):
         return 0
@@ -72,22 +84,44 @@ def cpu_bytes(func, is_view: bool, writes_input: bool, args: tuple, kwargs: dict
             meta_kwargs["device"] = _META
         probe = func(*meta_args, **meta_kwargs)
     except Exception:  # not answered on meta: its values may say, else the real call says what it says
-        return _sized_by_values(func, args, kwargs)
-    made = sum(tensor.numel() * tensor.element_size() for tensor in tensors_in(probe))
-    if writes_input:
-        return max(made - tensors[0].untyped_storage().nbytes(), 0)
-    return made
+        made = _sized_by(_SIZED_BY_VALUES, func, args, kwargs)
+    else:
+        made = sum(tensor.numel() * tensor.element_size() for tensor in tensors_in(probe))
+        if writes_input:
+            made = max(made - tensors[0].untyped_storage().nbytes(), 0)
+    return made + _sized_by(_WORKSPACE, func, args, kwargs)
+
+
+# Operators that read a tensor's metadata or one element, not its elements: `set_`, a
+# quantized tensor's scales (a quantized ResNet's TorchScript read a 512,000-element weight's
+# a thousand times as it loaded), `item`'s.
+_READING_NO_ELEMENTS = frozenset(
+    {
+        _SET,
+        *(_ATEN.q_scale, _ATEN.q_zero_point, _ATEN.qscheme, _ATEN.q_per_channel_axis),
+        *(_ATEN.q_per_channel_scales, _ATEN.q_per_channel_zero_points, _ATEN._local_scalar_dense),
+    }
+)
+
+
+def cpu_elements(func, is_view: bool, tensors: list[torch.Tensor]) -> int:
+    """The elements an operator reads of CPU tensors: each CPU input's as broadcast (`numel`),
+    as a reduction of an expanded tensor visits each repeat; none for a view, nor for an
+    operator reading only metadata (`_READING_NO_ELEMENTS`)."""
+    if is_view or func.overloadpacket in _READING_NO_ELEMENTS:
+        return 0
+    return sum(tensor.numel() for tensor in tensors if tensor.device.type == "cpu")
 
 
 def _on_meta(tensor: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META)
 
 
-def _sized_by_values(func, args: tuple, kwargs: dict) -> int:
-    """The bytes an operator whose outputs' sizes its inputs' values decide makes, read from
-    those values (a count, a sum, a largest value: a scalar each, the tensors left as they are);
-    0 for any other operator, and for arguments the real call refuses too (a meta mask)."""
-    sizing = _SIZED_BY_VALUES.get(func)
+def _sized_by(sizings: dict, func, args: tuple, kwargs: dict) -> int:
+    """The bytes `sizings` says of a call of `func` (`_SIZED_BY_VALUES`, `_WORKSPACE`), given
+    its arguments by their schema's names; 0 for an operator not in it, and for arguments the
+    real call refuses too (a meta mask)."""
+    sizing = sizings.get(func)
     if sizing is None:
         return 0
     schema = func._schema.arguments
@@ -103,21 +137,37 @@ def _sized_by_values(func, args: tuple, kwargs: dict) -> int:
 _LONG_BYTES = 8
 
 
+def _distinct(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """`tensor` read once per value it holds: its dimensions of stride 0 (broadcast, each
+    repeating the rest) taken at their first index, and how many times the rest repeats (the
+    product of their sizes, 0 where one is empty), for a reading to cost what its storage
+    holds, not what it is broadcast to (`expand([2**42])` of one element)."""
+    kept = [(size, stride) for size, stride in zip(tensor.shape, tensor.stride(), strict=True) if stride]
+    repeats = math.prod(size for size, stride in zip(tensor.shape, tensor.stride(), strict=True) if not stride)
+    return tensor.as_strided([size for size, _ in kept], [stride for _, stride in kept]), repeats
+
+
 def _count_nonzero(tensor: torch.Tensor) -> int:
-    return int(_ATEN.count_nonzero.default(tensor))
+    distinct, repeats = _distinct(tensor)
+    return int(_ATEN.count_nonzero.default(distinct)) * repeats
+
+
+def _largest(tensor: torch.Tensor) -> int:
+    return int(_ATEN.amax.default(_distinct(tensor)[0]))
 
 
 def _sum_of_counts(counts: torch.Tensor) -> int:
     """The sum of an integer tensor's values, unwrapped: where int64 could wrap it, its largest
     value times its count instead, as large at least. (`amax`, unlike `max`, copies no strided
-    tensor: a value broadcast to a long row.)"""
+    tensor.)"""
     if counts.numel() == 0:
         return 0
-    largest = int(_ATEN.amax.default(counts))
-    widest = max(largest, -int(_ATEN.amin.default(counts)))
+    distinct, repeats = _distinct(counts)
+    largest = int(_ATEN.amax.default(distinct))
+    widest = max(largest, -int(_ATEN.amin.default(distinct)))
     if widest * counts.numel() >= 2**63:
         return largest * counts.numel()
-    return int(_ATEN.sum.default(counts))
+    return int(_ATEN.sum.default(distinct)) * repeats
 
 
 def _repeated_bytes(repeats: torch.Tensor, output_size: int | None, **_) -> int:
@@ -137,10 +187,15 @@ def _bincount_bytes(self: torch.Tensor, weights: torch.Tensor | None, minlength:
     # A bin per value up to the largest (minlength at least), long counts or sums of the
     # weights (float32 ones kept, any other float64, as torch's CPU kernel makes them), after
     # a contiguous copy of a strided input or weights (the kernel's).
-    bins = max(minlength, int(_ATEN.amax.default(self)) + 1 if self.numel() else 0)
+    bins = max(minlength, _largest(self) + 1 if self.numel() else 0)
     width = 4 if weights is not None and weights.dtype == torch.float32 else _LONG_BYTES
-    copied = [t for t in (self, weights) if t is not None and not t.is_contiguous()]
-    return bins * width + sum(t.numel() * t.element_size() for t in copied)
+    return bins * width + _strided_copies(self, weights)
+
+
+def _strided_copies(*tensors: torch.Tensor | None) -> int:
+    """The bytes of a contiguous copy of each of `tensors` that is strided (a kernel that reads
+    its inputs densely makes one)."""
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None and not t.is_contiguous())
 
 
 def _masked_select_bytes(self: torch.Tensor, mask: torch.Tensor, **_) -> int:
@@ -174,8 +229,36 @@ def _unique_bytes(self: torch.Tensor, dim: int | None = None, **_) -> int:
     return self.numel() * self.element_size() + 2 * slices * _LONG_BYTES
 
 
-# Operators whose outputs' sizes their inputs' values decide, each with what sizes it from
-# them (given its arguments by their schema's names); an out= overload resizes `out` as much.
+def _bins_per_dimension(bins) -> list[int]:
+    """A histogram's bins along each of its dimensions, given as a count, a count a dimension
+    (histogramdd), or as edges (a tensor a dimension, a bin fewer than its elements)."""
+    if isinstance(bins, torch.Tensor):
+        return [max(bins.numel() - 1, 0)]
+    if isinstance(bins, (list, tuple)):
+        return [count for each in bins for count in _bins_per_dimension(each)]
+    return [max(int(bins), 0)]
+
+
+def _histogram_bytes(self: torch.Tensor, bins, **_) -> int:
+    # No meta kernel sizes histogram's, nor histogramdd's parts: a histogram of `bins`, and
+    # their edges (a bin's more a dimension), whichever of the two the overload returns.
+    counts = _bins_per_dimension(bins)
+    return (math.prod(counts) + sum(counts) + len(counts)) * self.element_size()
+
+
+# The overloads of histogram and histogramdd's counting, which make a histogram a thread.
+_HISTOGRAMS = [
+    *(getattr(_ATEN.histogram, name) for name in ("bin_ct", "bin_ct_out", "bins_tensor", "bins_tensor_out")),
+    *(
+        getattr(packet, name)
+        for packet in (_ATEN._histogramdd_from_bin_cts, _ATEN._histogramdd_from_bin_tensors)
+        for name in ("default", "out")
+    ),
+]
+
+# Operators whose outputs' sizes their inputs' values decide (or whose meta kernel is missing:
+# histogram's), each with what sizes it from them (given its arguments by their schema's
+# names); an out= overload resizes `out` as much.
 _SIZED_BY_VALUES = {
     overload: sizing
     for sizing, overloads in (
@@ -198,6 +281,91 @@ _SIZED_BY_VALUES = {
                 for name in ("default", "out")
             ],
         ),
+        (_histogram_bytes, [*_HISTOGRAMS, _ATEN._histogramdd_bin_edges.default, _ATEN._histogramdd_bin_edges.out]),
+    )
+    for overload in overloads
+}
+
+# Measured against torch 2.13's CPU kernels by peak RSS, 20 million elements (bins), 1 to 8
+# threads: what each makes inside besides its outputs, an upper bound.
+_PAIR_BYTES = 16  # a (value, long index) pair, padded to 16 bytes whatever the value's dtype
+
+
+def _held_at_once(self: torch.Tensor, dim: int) -> int:
+    """The elements of the rows along `dim` that a kernel's threads hold at once, a row each."""
+    length = self.shape[dim]
+    rows = self.numel() // length if length else 0
+    return min(rows, torch.get_num_threads()) * length
+
+
+def _row_pairs_bytes(self: torch.Tensor, dim: int, **_) -> int:
+    # topk, mode: each thread copies the row it reduces into a vector of (value, index) pairs
+    # (16 bytes an element of a row of 300 million: 4.8 GB for a 4-byte result).
+    return _held_at_once(self, dim) * _PAIR_BYTES
+
+
+def _sort_buffer_bytes(self: torch.Tensor, dim: int, **_) -> int:
+    # sort (argsort and msort call it): std::stable_sort's buffer, half a pair an element of
+    # the rows it sorts at once (8 bytes an element, whatever the dtype).
+    return _held_at_once(self, dim) * _PAIR_BYTES // 2
+
+
+def _partition_bytes(self: torch.Tensor, **_) -> int:
+    # kthvalue, median and nanmedian along a dim: a contiguous copy of the input and a long
+    # index an element, partitioned in place (4 + 8 bytes an element of float32).
+    return self.numel() * (self.element_size() + _LONG_BYTES)
+
+
+def _copy_bytes(self: torch.Tensor, **_) -> int:
+    # median and nanmedian of all elements: a contiguous copy, partitioned in place.
+    return self.numel() * self.element_size()
+
+
+def _thread_histograms_bytes(self: torch.Tensor, bins, **_) -> int:
+    # histogram, histogramdd: a histogram a thread, summed at the end (2 threads: 2 x 4 bytes
+    # a float32 bin), after a contiguous copy of a strided input.
+    histogram = math.prod(_bins_per_dimension(bins)) * self.element_size()
+    return torch.get_num_threads() * histogram + _strided_copies(self)
+
+
+def _histc_bytes(self: torch.Tensor, bins: int, **_) -> int:
+    # histc: histogram's, and one histogram more (its result, made apart and copied out).
+    return _thread_histograms_bytes(self, bins) + max(bins, 0) * self.element_size()
+
+
+def _searched_copies_bytes(self, sorted_sequence=None, boundaries=None, sorter=None, **_) -> int:
+    # searchsorted, bucketize: the kernel searches contiguous inputs of one dtype, so copies
+    # each searched input that is strided or of another dtype than their promoted one (a
+    # float32 row against float64 edges: 8 bytes an element), and a strided sorter.
+    sequence = boundaries if sorted_sequence is None else sorted_sequence
+    searched = [sequence, self] if isinstance(self, torch.Tensor) else [sequence]
+    dtype = functools.reduce(torch.promote_types, (tensor.dtype for tensor in searched))
+    copied = [tensor for tensor in searched if tensor.dtype != dtype or not tensor.is_contiguous()]
+    return sum(tensor.numel() * dtype.itemsize for tensor in copied) + _strided_copies(sorter)
+
+
+# Operators whose CPU kernels make more inside than their outputs, each with what they make
+# besides (given its arguments by their schema's names): a 4-byte `topk` of a row of 300
+# million broadcast elements made 4.8 GB.
+_WORKSPACE = {
+    overload: sizing
+    for sizing, overloads in (
+        (_row_pairs_bytes, [_ATEN.topk.default, _ATEN.topk.values, _ATEN.mode.default, _ATEN.mode.values]),
+        (_sort_buffer_bytes, [_ATEN.sort.default, _ATEN.sort.stable, _ATEN.sort.values, _ATEN.sort.values_stable]),
+        (
+            _partition_bytes,
+            [
+                *(_ATEN.kthvalue.default, _ATEN.kthvalue.values),
+                *(_ATEN.median.dim, _ATEN.median.dim_values, _ATEN.nanmedian.dim, _ATEN.nanmedian.dim_values),
+            ],
+        ),
+        (_copy_bytes, [_ATEN.median.default, _ATEN.median.out, _ATEN.nanmedian.default, _ATEN.nanmedian.out]),
+        (_histc_bytes, [_ATEN.histc.default, _ATEN.histc.out]),
+        (_thread_histograms_bytes, _HISTOGRAMS),
+        (
+            _searched_copies_bytes,
+            [getattr(packet, name) for packet in (_ATEN.searchsorted, _ATEN.bucketize) for name in packet.overloads()],
+        ),
     )
     for overload in overloads
 }
@@ -210,31 +378,55 @@ def _aliasing(func) -> tuple[bool, bool]:
 
 
 class CpuBytesTally:
-    """What a stretch of code made on the CPU, added operator by operator against `most`:
-    `made` so far, and `past`, the operator that took it past `most` (None while within)."""
+    """What a stretch of code did on the CPU, added operator by operator: the elements of CPU
+    tensors its operators read (`read`, against `most_read`: `cpu_elements`), then, while
+    within, the bytes they made (`made`, against `most`: `cpu_bytes`, which may read values:
+    after the reads bound, so that reading costs no more than the operator itself); `past`,
+    the operator that took either past its bound (None while within), and `reading`, whether
+    that was the elements bound."""
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, most_read: int) -> None:
         self.most = most
+        self.most_read = most_read
         self.made = 0
+        self.read = 0
         self.past: str | None = None
+        self.reading = False
 
-    def add(self, operator: str, size: int) -> bool:
-        """Add `operator`'s `size` bytes: whether the total is still within `most`."""
-        self.made += size
+    def add(self, operator: str, func, is_view: bool, writes_input: bool, args, kwargs, tensors) -> bool:
+        """Add what `operator`, `func` called on `args` and `kwargs` (whose tensors `tensors`
+        are), reads and makes on the CPU: whether both totals are still within their bounds."""
+        self.read += cpu_elements(func, is_view, tensors)
+        if self.read > self.most_read:
+            self.past, self.reading = operator, True
+            return False
+        self.made += cpu_bytes(func, is_view, writes_input, args, kwargs, tensors)
         if self.made > self.most:
             self.past = operator
         return self.past is None
 
+    def done(self) -> str:
+        """What took the tally past its bound, in words: "makes 6.40 GB of tensors on the
+        CPU", "reads 4,398,046,511,104 elements of CPU tensors"."""
+        if self.reading:
+            return f"reads {self.read:,} elements of CPU tensors"
+        return f"makes {human_bytes(self.made)} of tensors on the CPU"
+
+    def bound(self) -> str:
+        """The bound passed, in words: "1.07 GB", "134,217,728 elements"."""
+        return f"{self.most_read:,} elements" if self.reading else human_bytes(self.most)
+
 
 class CpuBytesBounded(TorchDispatchMode):
-    """While active, what the operators dispatched make on the CPU is added up (`cpu_bytes`,
-    each sized on meta before it runs, into `tally`) and the operator that would take it past
-    `most` raises instead of running. Code that catches the error (TorchScript's interpreter
-    hands it on as a RuntimeError) is told by `tally.past`."""
+    """While active, what the operators dispatched read and make on the CPU is added up (into
+    `tally`: `cpu_elements` and `cpu_bytes`, each before it runs) and the operator that would
+    take either past its bound (`most` bytes, `most_read` elements) raises instead of running.
+    Code that catches the error (TorchScript's interpreter hands it on as a RuntimeError) is
+    told by `tally.past`."""
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, most_read: int) -> None:
         super().__init__()
-        self.tally = CpuBytesTally(most)
+        self.tally = CpuBytesTally(most, most_read)
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -243,7 +435,7 @@ class CpuBytesBounded(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         writes_input, is_view = _aliasing(func)
-        size = cpu_bytes(func, is_view, writes_input, args, kwargs, tensors_in([args, kwargs]))
-        if not self.tally.add(str(func.overloadpacket), size):
-            raise RuntimeError(f"archprof: {self.tally.past} would make more than {self.tally.most:,} bytes on the CPU")
+        tally, tensors = self.tally, tensors_in([args, kwargs])
+        if not tally.add(str(func.overloadpacket), func, is_view, writes_input, args, kwargs, tensors):
+            raise RuntimeError(f"archprof: {tally.past} {tally.done()}, past a model file's bound")
         return func(*args, **kwargs)

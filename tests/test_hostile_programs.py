@@ -715,3 +715,289 @@ def test_repeats_whose_sum_int64_would_wrap_are_sized_past_any_bound():
     repeats = torch.tensor([1 << 62] * 4)
     assert int(repeats.sum()) == 0  # the oracle: int64 wraps
     assert cpu_bytes(_ATEN.repeat_interleave.Tensor, False, False, (repeats,), {}, [repeats]) >= 4 * (1 << 62) * 8
+
+
+_BROADCAST = [
+    torch.tensor([0.0, 2.0, -1.0]).expand(4, 3),
+    torch.tensor([[0], [3]]).expand(2, 5),
+    torch.tensor([True, False]).view(2, 1, 1).expand(2, 3, 4),
+    torch.ones(1, dtype=torch.int8).expand(0, 3),
+    torch.arange(6).view(2, 3)[:, None].expand(2, 4, 3),
+]
+
+
+_BROADCAST_ROWS = [
+    torch.tensor([3]).expand(5),
+    torch.tensor([0]).expand(4),
+    torch.tensor([2, 5])[None].expand(3, 2)[:, 1],
+]
+
+
+@pytest.mark.parametrize("tensor", _BROADCAST, ids=range(len(_BROADCAST)))
+def test_a_broadcast_tensors_nonzero_elements_are_counted_as_torch_counts_them(tensor):
+    """Read once a value its storage holds (its stride-0 dimensions at index 0, the count
+    times their sizes), a broadcast tensor's nonzero elements are sized as torch's nonzero
+    makes their indices (the oracle)."""
+    from archprof.cpu_allocation import cpu_bytes
+    from archprof.structure import tensors_in
+
+    made = torch.nonzero(tensor).nbytes
+    assert cpu_bytes(_ATEN.nonzero.default, False, False, (tensor,), {}, tensors_in([tensor])) == made
+
+
+@pytest.mark.parametrize("row", _BROADCAST_ROWS, ids=range(len(_BROADCAST_ROWS)))
+def test_a_broadcast_rows_sum_and_largest_value_are_torchs(row):
+    """A broadcast row's sum (repeat_interleave's count of indices) and largest value
+    (bincount's bins) read from its one stored value: torch's own (the oracle), besides the
+    cumulative sums and the contiguous copy their kernels make of it."""
+    from archprof.cpu_allocation import cpu_bytes
+
+    repeated = torch.repeat_interleave(row).nbytes + 2 * row.numel() * 8
+    assert cpu_bytes(_ATEN.repeat_interleave.Tensor, False, False, (row,), {}, [row]) == repeated
+    counted = torch.bincount(row).nbytes + row.numel() * 8
+    assert cpu_bytes(_ATEN.bincount.default, False, False, (row,), {}, [row]) == counted
+
+
+def test_a_terabyte_broadcast_mask_is_counted_from_its_one_element():
+    """`nonzero` of one true element broadcast to 2**42 is sized as 2**42 indices without
+    counting 2**42 elements (nearly an hour of CPU)."""
+    from archprof.cpu_allocation import cpu_bytes
+
+    mask = torch.ones([1], dtype=torch.bool).expand([2**42])
+    assert cpu_bytes(_ATEN.nonzero.default, False, False, (mask,), {}, [mask]) == 2**42 * 8
+
+
+class _TopKOfARow(nn.Module):
+    def forward(self, x):
+        return x + torch.topk(torch.ones([1]).expand([10_000]), 1)[0].sum()
+
+
+class _KthValueOfARow(nn.Module):
+    def forward(self, x):
+        return x + torch.kthvalue(torch.ones([1]).expand([10_000]), 1)[0]
+
+
+class _ModeOfARow(nn.Module):
+    def forward(self, x):
+        return x + torch.mode(torch.ones([1]).expand([10_000]))[0]
+
+
+class _MedianOfARow(nn.Module):
+    def forward(self, x):
+        return x + torch.median(torch.ones([1]).expand([10_000]))
+
+
+class _SortOfARow(nn.Module):
+    def forward(self, x):
+        return x + torch.sort(torch.arange(10_000.0))[0].sum()
+
+
+class _HistcOfManyBins(nn.Module):
+    def forward(self, x):
+        return x + torch.histc(torch.ones([1]), bins=10_000).sum()
+
+
+class _HistogramOfManyBins(nn.Module):
+    def forward(self, x):
+        return x + torch.histogram(torch.ones([1]), bins=10_000)[0].sum()
+
+
+class _SearchOfARow(nn.Module):
+    def forward(self, x):
+        return x + torch.searchsorted(torch.arange(10.0), torch.ones([1]).expand([10_000])).sum()
+
+
+# Forwards whose CPU operator makes more inside than it returns, the operator, the bytes of
+# what the call returns (its outputs on meta: sort's 10,000 values and long indices), and a
+# bound above those and below what the kernel makes besides, measured against torch's peak
+# memory (a (value, index) pair an element of the row for topk and mode, a copy and long
+# indices for kthvalue, a copy for median, half a pair for sort's buffer, a histogram a
+# thread and one more for histc, a contiguous copy of the values searched).
+_MAKES_INSIDE = [
+    (_TopKOfARow, "topk", 12, 10_000),
+    (_KthValueOfARow, "kthvalue", 12, 10_000),
+    (_ModeOfARow, "mode", 12, 10_000),
+    (_MedianOfARow, "median", 4, 10_000),
+    (_SortOfARow, "sort", 160_000, 200_000),
+    (_HistcOfManyBins, "histc", 40_000, 60_000),
+    (_SearchOfARow, "searchsorted", 80_000, 100_000),
+]
+
+
+@pytest.mark.parametrize(("module", "operator", "returned", "bound"), _MAKES_INSIDE, ids=[m[1] for m in _MAKES_INSIDE])
+def test_what_a_cpu_kernel_makes_besides_its_outputs_is_bounded(
+    tmp_path, monkeypatch, module, operator, returned, bound
+):
+    """`torch.topk(torch.ones([1]).expand([300000000]), 1)` returned 12 bytes and made 4.97 GB
+    (a 300-million-element vector of pairs); histc of 268 million bins 4.48 GB, a histogram a
+    thread. Here each call's outputs (sized on meta, as torch returns them: the oracle) are
+    within the bound, and what its kernel makes besides is not: refused, naming it."""
+    import archprof.tracing.recorder
+
+    path = tmp_path / f"inside_{operator}.pt"
+    torch.jit.script(module()).save(str(path))
+    torch.jit.load(str(path))(torch.zeros(3))
+    assert returned < bound
+    monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_BYTES", bound)
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    assert f"of tensors on the CPU (by aten.{operator}), which an analysis allocates for real" in one_error_line(result)
+    monkeypatch.undo()
+    assert cli("summary", path, "-i", "3").exit_code == 0, "within the default bound"
+
+
+def test_a_histogram_which_meta_cannot_size_is_sized_from_its_bins(tmp_path, monkeypatch):
+    """histogram has no meta kernel: its 10,000 bins and 10,001 edges (torch's, the oracle)
+    and a histogram a thread, sized from its bins, past a bound of 10,000 bytes."""
+    import archprof.tracing.recorder
+
+    path = tmp_path / "histogram.pt"
+    torch.jit.script(_HistogramOfManyBins()).save(str(path))
+    torch.jit.load(str(path))(torch.zeros(3))
+    assert sum(t.nbytes for t in torch.histogram(torch.ones([1]), bins=10_000)) == 80_004
+    monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_BYTES", 10_000)
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    assert "the forward makes 1" in one_error_line(result)
+    assert "of tensors on the CPU (by aten.histogram)" in one_error_line(result)
+
+
+class _TopKAsItLoads(nn.Module):
+    """A module whose `__setstate__` takes the largest of 100,000 broadcast elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = 0.0
+
+    def forward(self, x):
+        return x + self.made
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[float, bool]:
+        return (self.made, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[float, bool]) -> None:
+        self.training = state[1]
+        self.made = float(torch.topk(torch.ones([1]).expand([100_000]), 1)[0].sum())
+
+
+def test_what_a_cpu_kernel_makes_as_a_torchscript_file_loads_is_bounded(tmp_path, monkeypatch):
+    """topk's 1.6 MB of pairs, past 1,000 bytes besides the file's size, as the file loads;
+    its 12 bytes of outputs within. The oracle: torch loads the file and runs the code."""
+    import archprof.load.files
+
+    path = tmp_path / "topk_loads.pt"
+    torch.jit.script(_TopKAsItLoads()).save(str(path))
+    assert torch.jit.load(str(path))(torch.zeros(1)).tolist() == [1.0]
+    assert path.stat().st_size + 1_000 < 1_600_000
+    monkeypatch.setattr(archprof.load.files, "MOST_FILE_CPU_BYTES", 1_000)
+    result = cli("summary", path, "-i", "1")
+    assert result.exit_code == 2
+    assert "its TorchScript code makes 1.6" in one_error_line(result)
+    assert "while the file loads (by aten.topk)" in one_error_line(result)
+
+
+class _SumsABroadcastRow(nn.Module):
+    def forward(self, x):
+        return x + torch.ones([1]).expand([2_000]).sum()
+
+
+class _SumsTrillions(nn.Module):
+    def forward(self, x):
+        return x + torch.ones([1]).expand([4398046511104]).sum()
+
+
+class _CountsTrillions(nn.Module):
+    def forward(self, x):
+        return x + torch.ones([1]).expand([4398046511104]).nonzero().sum()
+
+
+def test_the_elements_a_model_files_cpu_operators_read_are_bounded(tmp_path, monkeypatch):
+    """A sum of one element broadcast to 2**42 took nearly an hour of CPU, allocating
+    nothing: the elements a model file's CPU operators read (as broadcast) are bounded by
+    MOST_FILE_CPU_ELEMENTS (here 1,000: a sum of 2,000 refused, naming it); a module of the
+    user's is not bounded. The oracle: torch runs the file, summing the 2,000 ones."""
+    import archprof.tracing.recorder
+
+    path = tmp_path / "sums.pt"
+    torch.jit.script(_SumsABroadcastRow()).save(str(path))
+    assert torch.jit.load(str(path))(torch.zeros(3)).tolist() == [2_000.0] * 3
+    assert cli("summary", path, "-i", "3").exit_code == 0
+    monkeypatch.setattr(archprof.tracing.recorder, "MOST_FILE_CPU_ELEMENTS", 1_000)
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    assert one_error_line(result) == (
+        "error: the forward reads 2,000 elements of CPU tensors (by aten.sum), which an analysis computes for real:"
+        " more than the 1,000 elements a model file may"
+    )
+    assert archprof.analyze(_SumsABroadcastRow(), input_size=(3,)).totals.param_count == 0  # a module of the user's
+
+
+@pytest.mark.parametrize(("module", "operator"), [(_SumsTrillions, "sum"), (_CountsTrillions, "nonzero")])
+def test_a_model_file_reducing_trillions_of_broadcast_elements_is_refused_before_it_runs(tmp_path, module, operator):
+    """At the default bound: a sum, and nonzero's count that sizes its result, of 2**42
+    broadcast elements (an hour of CPU each), refused before either reads one."""
+    path = tmp_path / f"{operator}_trillions.pt"
+    torch.jit.script(module()).save(str(path))
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(
+        f"error: the forward reads 4,398,046,511,104 elements of CPU tensors (by aten.{operator}), which an analysis"
+    )
+
+
+class _SumsAsItLoads(nn.Module):
+    """A module whose `__setstate__` sums 2**42 broadcast elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = 0.0
+
+    def forward(self, x):
+        return x + self.made
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[float, bool]:
+        return (self.made, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[float, bool]) -> None:
+        self.training = state[1]
+        self.made = float(torch.ones([1]).expand([4398046511104]).sum())
+
+
+def test_the_elements_a_torchscript_files_code_reads_as_it_loads_are_bounded(tmp_path):
+    """The sum of 2**42 broadcast elements in `__setstate__`, refused as the file loads, in
+    one line naming it."""
+    path = tmp_path / "sums_loads.pt"
+    torch.jit.script(_SumsAsItLoads()).save(str(path))
+    result = cli("summary", path, "-i", "1")
+    assert result.exit_code == 2
+    assert one_error_line(result) == (
+        f"error: refusing to load {path}: its TorchScript code reads 4,398,046,511,104 elements of CPU tensors while"
+        " the file loads (by aten.sum), more than a model file may (134,217,728 elements besides its own size)"
+    )
+
+
+class _SortsAndSearchesALittle(nn.Module):
+    """A forward taking small sorts, order statistics, histograms and searches of CPU tensors."""
+
+    def forward(self, x):
+        row = torch.arange(8.0).flip(0)
+        picked = torch.topk(row, 2)[0].sum() + torch.kthvalue(row, 3)[0] + torch.mode(row)[0]
+        picked = picked + torch.median(row) + torch.sort(row)[0][0] + torch.argsort(row)[0]
+        counted = torch.histc(row, bins=4).sum() + torch.histogram(row, bins=4)[0].sum()
+        found = torch.searchsorted(row.flip(0), torch.tensor([2.5])).sum() + torch.bucketize(row, row.flip(0)).sum()
+        return x + picked + counted + found
+
+
+def test_small_sorts_histograms_and_searches_in_a_model_files_forward_still_analyse(tmp_path):
+    """Sized with what their kernels make inside, small ones pass the default bounds. The
+    oracle: torch runs the file."""
+    path = tmp_path / "sorts.pt"
+    torch.jit.script(_SortsAndSearchesALittle()).save(str(path))
+    expected = _SortsAndSearchesALittle()(torch.zeros(1)).tolist()
+    assert torch.jit.load(str(path))(torch.zeros(1)).tolist() == expected
+    result = cli("summary", path, "-i", "1")
+    assert result.exit_code == 0, result.output

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, CpuBytesBounded
+from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, MOST_FILE_CPU_ELEMENTS, CpuBytesBounded
 from archprof.errors import ArchprofError, first_line
 from archprof.load.common import (
     MODEL_FILE_SUFFIXES,
@@ -197,9 +197,12 @@ def _load_script_module(copy: Path, spec: str) -> torch.jit.ScriptModule:
 
 def _bounded_load(copy: Path, spec: str, device: str) -> torch.jit.ScriptModule:
     """torch.jit.load of `copy` on `device`, the tensors its code makes on the CPU as it loads
-    bounded by MOST_FILE_CPU_BYTES, besides the file's own size (its weights, read on the
-    CPU): a straight-line `__setstate__` made 2.8 GB from a 2 KB file (`torch.ones(n)`)."""
-    bound = CpuBytesBounded(MOST_FILE_CPU_BYTES + copy.stat().st_size)
+    bounded by MOST_FILE_CPU_BYTES, and the elements of CPU tensors it reads by
+    MOST_FILE_CPU_ELEMENTS, each besides the file's own size (its weights, read on the CPU,
+    and read again where its code packs them): a straight-line `__setstate__` made 2.8 GB
+    from a 2 KB file (`torch.ones(n)`)."""
+    size = copy.stat().st_size
+    bound = CpuBytesBounded(MOST_FILE_CPU_BYTES + size, MOST_FILE_CPU_ELEMENTS + size)
     try:
         with quiet(), bound:
             return torch.jit.load(str(copy), map_location=device)
@@ -207,10 +210,10 @@ def _bounded_load(copy: Path, spec: str, device: str) -> torch.jit.ScriptModule:
         tally = bound.tally
         if tally.past is None:
             raise
+        most = f"{MOST_FILE_CPU_ELEMENTS:,} elements" if tally.reading else human_bytes(MOST_FILE_CPU_BYTES)
         raise ArchprofError(
-            f"refusing to load {spec}: its TorchScript code makes {human_bytes(tally.made)} of tensors on the CPU"
-            f" while the file loads (by {tally.past}), more than a model file may ({human_bytes(MOST_FILE_CPU_BYTES)}"
-            " besides its own size)"
+            f"refusing to load {spec}: its TorchScript code {tally.done()} while the file loads (by {tally.past}),"
+            f" more than a model file may ({most} besides its own size)"
         ) from None
 
 

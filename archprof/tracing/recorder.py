@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, CpuBytesTally, cpu_bytes
+from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, MOST_FILE_CPU_ELEMENTS, CpuBytesTally
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.kernels.one_cpu_operator import COMPOSITE
@@ -42,7 +42,7 @@ from archprof.tracing.random_states import RandomStates
 from archprof.tracing.script_calls import Link
 from archprof.tracing.script_stacks import mark
 from archprof.tracing.shortcuts import Shortcut, may_shortcut
-from archprof.units import human_bytes, shapes_text
+from archprof.units import shapes_text
 
 # Assertions an exported program makes about its inputs: no data, no arithmetic, not a layer.
 _RUNTIME_CHECKS = frozenset(
@@ -114,7 +114,8 @@ class Recorder(TorchDispatchMode):
         self._real = real  # real tensors (the CPU fallback): no fast path
         # The most operators a forward may run (None: no bound): a model file's loop is data.
         self._most_ops = most_ops
-        self._made_on_the_cpu = CpuBytesTally(MOST_FILE_CPU_BYTES)  # by a model file's forward (`most_ops`)
+        # What a model file's forward (`most_ops`) reads and makes on the CPU.
+        self._on_the_cpu = CpuBytesTally(MOST_FILE_CPU_BYTES, MOST_FILE_CPU_ELEMENTS)
         self._meta_answers = MetaAnswers()
         # The last exception an operator raised: what a TorchScript forward failed on, which
         # its interpreter hands on as a RuntimeError without its message or its type.
@@ -429,9 +430,7 @@ class Recorder(TorchDispatchMode):
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)
             if self._most_ops is not None and not self._real:  # a model file's: its CPU tensors bounded too
-                self._count_made_on_the_cpu(
-                    info, cpu_bytes(func, info.is_view, info.writes_input, args, kwargs, tensors)
-                )
+                self._count_on_the_cpu(info, func, args, kwargs, tensors)
             out = None
             imported = len(sys.modules)
             if not self._real and info.shape is not None:
@@ -462,12 +461,13 @@ class Recorder(TorchDispatchMode):
             self.failure = exc
             raise
 
-    def _count_made_on_the_cpu(self, info: OpInfo, size: int) -> None:
-        tally = self._made_on_the_cpu
-        if not tally.add(info.name, size):
+    def _count_on_the_cpu(self, info: OpInfo, func, args: tuple, kwargs: dict, tensors: list) -> None:
+        tally = self._on_the_cpu
+        if not tally.add(info.name, func, info.is_view, info.writes_input, args, kwargs, tensors):
+            does = "computes" if tally.reading else "allocates"
             raise BeyondBounds(
-                f"the forward makes {human_bytes(tally.made)} of tensors on the CPU (by {info.name}), which an"
-                f" analysis allocates for real: more than the {human_bytes(tally.most)} a model file may"
+                f"the forward {tally.done()} (by {info.name}), which an analysis {does} for real: more than the"
+                f" {tally.bound()} a model file may"
             )
 
     def note_autocast(self, device: str, dtype: torch.dtype) -> None:
