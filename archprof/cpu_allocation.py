@@ -286,6 +286,24 @@ _SIZED_BY_VALUES = {
     for overload in overloads
 }
 
+# torch's CPU kernels of median and nanmedian along a dim read past the memory of a broadcast
+# input (a stride of 0): they answer nan or garbage, and crashed the process (SIGSEGV) on
+# `torch.ones([1]).expand([20000000])`, two lines of a model file. Run on a copy of it.
+_MEDIANS_ALONG = frozenset({_ATEN.median.dim, _ATEN.median.dim_values, _ATEN.nanmedian.dim, _ATEN.nanmedian.dim_values})
+
+
+def _broadcast_on_the_cpu(tensor: torch.Tensor) -> bool:
+    return tensor.device.type == "cpu" and 0 in tensor.stride()
+
+
+def called_safely(func, args: tuple, kwargs: dict):
+    """`func(*args, **kwargs)`, but median or nanmedian along a dim on a broadcast CPU input
+    runs on a contiguous copy of it, which its kernel reads within (`_MEDIANS_ALONG`)."""
+    if func in _MEDIANS_ALONG and _broadcast_on_the_cpu(args[0]):
+        args = (args[0].contiguous(), *args[1:])
+    return func(*args, **kwargs)
+
+
 # Measured against torch 2.13's CPU kernels by peak RSS, 20 million elements (bins), 1 to 8
 # threads: what each makes inside besides its outputs, an upper bound.
 _PAIR_BYTES = 16  # a (value, long index) pair, padded to 16 bytes whatever the value's dtype
@@ -314,6 +332,12 @@ def _partition_bytes(self: torch.Tensor, **_) -> int:
     # kthvalue, median and nanmedian along a dim: a contiguous copy of the input and a long
     # index an element, partitioned in place (4 + 8 bytes an element of float32).
     return self.numel() * (self.element_size() + _LONG_BYTES)
+
+
+def _median_along_bytes(self: torch.Tensor, **_) -> int:
+    # median and nanmedian along a dim: kthvalue's, and a copy of a broadcast input first
+    # (`called_safely`).
+    return _partition_bytes(self) + (_copy_bytes(self) if _broadcast_on_the_cpu(self) else 0)
 
 
 def _copy_bytes(self: torch.Tensor, **_) -> int:
@@ -352,13 +376,8 @@ _WORKSPACE = {
     for sizing, overloads in (
         (_row_pairs_bytes, [_ATEN.topk.default, _ATEN.topk.values, _ATEN.mode.default, _ATEN.mode.values]),
         (_sort_buffer_bytes, [_ATEN.sort.default, _ATEN.sort.stable, _ATEN.sort.values, _ATEN.sort.values_stable]),
-        (
-            _partition_bytes,
-            [
-                *(_ATEN.kthvalue.default, _ATEN.kthvalue.values),
-                *(_ATEN.median.dim, _ATEN.median.dim_values, _ATEN.nanmedian.dim, _ATEN.nanmedian.dim_values),
-            ],
-        ),
+        (_partition_bytes, [_ATEN.kthvalue.default, _ATEN.kthvalue.values]),
+        (_median_along_bytes, list(_MEDIANS_ALONG)),
         (_copy_bytes, [_ATEN.median.default, _ATEN.median.out, _ATEN.nanmedian.default, _ATEN.nanmedian.out]),
         (_histc_bytes, [_ATEN.histc.default, _ATEN.histc.out]),
         (_thread_histograms_bytes, _HISTOGRAMS),
@@ -438,4 +457,4 @@ class CpuBytesBounded(TorchDispatchMode):
         tally, tensors = self.tally, tensors_in([args, kwargs])
         if not tally.add(str(func.overloadpacket), func, is_view, writes_input, args, kwargs, tensors):
             raise RuntimeError(f"archprof: {tally.past} {tally.done()}, past a model file's bound")
-        return func(*args, **kwargs)
+        return called_safely(func, args, kwargs)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -1001,3 +1003,31 @@ def test_small_sorts_histograms_and_searches_in_a_model_files_forward_still_anal
     assert torch.jit.load(str(path))(torch.zeros(1)).tolist() == expected
     result = cli("summary", path, "-i", "1")
     assert result.exit_code == 0, result.output
+
+
+class _MedianOfABroadcastRow(nn.Module):
+    def forward(self, x):
+        return x + torch.nanmedian(torch.ones([1]).expand([20_000_000]), 0)[0]
+
+
+@pytest.mark.parametrize("median", [torch.ops.aten.median.dim, torch.ops.aten.nanmedian.dim])
+def test_a_median_along_a_broadcast_row_runs_on_a_copy_of_it(median):
+    """torch's CPU median and nanmedian along a dim read past a broadcast row's memory: 20
+    million ones broadcast from one answered 0.0 or 2.8e-45, and a model file of two lines
+    made archprof crash (SIGSEGV). They run on a contiguous copy: the median of ones is 1,
+    as torch answers for the same row contiguous (the oracle)."""
+    from archprof.cpu_allocation import called_safely
+
+    row = torch.ones([1]).expand([20_000_000])
+    assert median(row.contiguous(), 0)[0].item() == 1.0
+    assert called_safely(median, (row, 0), {})[0].item() == 1.0
+
+
+def test_a_model_file_taking_the_median_of_a_broadcast_row_is_analysed(tmp_path):
+    """The two-line file that crashed archprof (exit 139), analysed in a process of its own."""
+    path = tmp_path / "median.pt"
+    torch.jit.script(_MedianOfABroadcastRow()).save(str(path))
+    completed = subprocess.run(
+        [sys.executable, "-m", "archprof", "summary", str(path), "-i", "3", "-f", "csv"], capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, MOST_FILE_CPU_ELEMENTS, CpuBytesTally
+from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, MOST_FILE_CPU_ELEMENTS, CpuBytesTally, called_safely
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.kernels.one_cpu_operator import COMPOSITE
@@ -442,7 +442,7 @@ class Recorder(TorchDispatchMode):
             if out is None and not self._real and info.meta_answer_kept:
                 out = self._meta_answers.answer(func, info, args, kwargs, tensors)
             if out is None:
-                out = func(*args, **kwargs)
+                out = called_safely(func, args, kwargs)
                 if info.name in ONE_TENSOR_TWICE_ON_META:
                     out = each_its_own(out)
                 elif info.name in COLUMN_MAJOR_ON_A_CPU:
