@@ -1049,3 +1049,20 @@ def se_net(gated: bool = True) -> nn.Sequential:
         nn.Conv2d(8, 8, 3, 2, padding=1),
     )
     return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+class RunsCodeAsItLoads(nn.Module):
+    """A module whose `__setstate__`, straight-line, runs code as the file it is saved in loads
+    (each subclass its own, a class of its own: TorchScript compiles by qualified name): its
+    result, `made`, is added to the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = 0.0
+
+    def forward(self, x):
+        return x + self.made
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[float, bool]:
+        return (self.made, self.training)

@@ -33,6 +33,7 @@ from archprof.measure.ceilings import read_cache
 from tests.cli import cli, one_error_line
 from tests.fixtures.hostile_archives import rewritten
 from tests.fixtures.hostile_torchscript import HOSTILE_TORCHSCRIPT, with_forward_code
+from tests.models import RunsCodeAsItLoads
 
 needs_dev_zero = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
 
@@ -1141,24 +1142,13 @@ def test_a_torchscript_pickle_holding_one_list_over_and_over_is_refused(tmp_path
         assert result.exit_code == 0, result.output
 
 
-class _MakesOnTheCpuAsItLoads(nn.Module):
-    """A module whose `__setstate__`, straight-line, makes a 100 x 100 tensor as it loads."""
-
-    def __init__(self):
-        super().__init__()
-        self.made = 0
-
-    def forward(self, x):
-        return x + self.made
+class _MakesOnTheCpuAsItLoads(RunsCodeAsItLoads):
+    """Makes a 100 x 100 tensor as it loads."""
 
     @torch.jit.export
-    def __getstate__(self) -> tuple[int, bool]:
-        return (self.made, self.training)
-
-    @torch.jit.export
-    def __setstate__(self, state: tuple[int, bool]) -> None:
+    def __setstate__(self, state: tuple[float, bool]) -> None:
         self.training = state[1]
-        self.made = int(torch.ones([100, 100]).sum())
+        self.made = float(torch.ones([100, 100]).sum())
 
 
 def test_what_a_torchscript_file_makes_on_the_cpu_as_it_loads_is_bounded(tmp_path, monkeypatch):

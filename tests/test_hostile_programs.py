@@ -21,6 +21,7 @@ from archprof.errors import ArchprofError
 from archprof.load import load_model
 from tests.cli import cli, one_error_line
 from tests.fixtures.hostile_archives import rewritten
+from tests.models import RunsCodeAsItLoads
 
 _IMPORTER = "torch.export.custom_ops._call_custom_autograd_function_in_pre_dispatch"
 
@@ -602,24 +603,13 @@ def test_a_model_file_asking_for_terabytes_by_value_is_refused_before_it_allocat
     )
 
 
-class _CountsAsItLoads(nn.Module):
-    """A module whose `__setstate__` counts the nonzero elements of a broadcast 100 x 100 tensor."""
-
-    def __init__(self):
-        super().__init__()
-        self.made = 0
-
-    def forward(self, x):
-        return x + self.made
+class _CountsAsItLoads(RunsCodeAsItLoads):
+    """Counts the nonzero elements of a broadcast 100 x 100 tensor as it loads."""
 
     @torch.jit.export
-    def __getstate__(self) -> tuple[int, bool]:
-        return (self.made, self.training)
-
-    @torch.jit.export
-    def __setstate__(self, state: tuple[int, bool]) -> None:
+    def __setstate__(self, state: tuple[float, bool]) -> None:
         self.training = state[1]
-        self.made = int(torch.ones([1]).expand([100, 100]).nonzero().sum())
+        self.made = float(torch.ones([1]).expand([100, 100]).nonzero().sum())
 
 
 def test_what_a_torchscript_file_sizes_by_value_as_it_loads_is_bounded(tmp_path, monkeypatch):
@@ -864,19 +854,8 @@ def test_a_histogram_which_meta_cannot_size_is_sized_from_its_bins(tmp_path, mon
     assert "of tensors on the CPU (by aten.histogram)" in one_error_line(result)
 
 
-class _TopKAsItLoads(nn.Module):
-    """A module whose `__setstate__` takes the largest of 100,000 broadcast elements."""
-
-    def __init__(self):
-        super().__init__()
-        self.made = 0.0
-
-    def forward(self, x):
-        return x + self.made
-
-    @torch.jit.export
-    def __getstate__(self) -> tuple[float, bool]:
-        return (self.made, self.training)
+class _TopKAsItLoads(RunsCodeAsItLoads):
+    """Takes the largest of 100,000 broadcast elements as it loads."""
 
     @torch.jit.export
     def __setstate__(self, state: tuple[float, bool]) -> None:
@@ -949,19 +928,8 @@ def test_a_model_file_reducing_trillions_of_broadcast_elements_is_refused_before
     )
 
 
-class _SumsAsItLoads(nn.Module):
-    """A module whose `__setstate__` sums 2**42 broadcast elements."""
-
-    def __init__(self):
-        super().__init__()
-        self.made = 0.0
-
-    def forward(self, x):
-        return x + self.made
-
-    @torch.jit.export
-    def __getstate__(self) -> tuple[float, bool]:
-        return (self.made, self.training)
+class _SumsAsItLoads(RunsCodeAsItLoads):
+    """Sums 2**42 broadcast elements as it loads."""
 
     @torch.jit.export
     def __setstate__(self, state: tuple[float, bool]) -> None:
