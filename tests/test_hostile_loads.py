@@ -342,3 +342,27 @@ def test_a_tensor_class_handed_to_rebuild_from_type_is_refused(tmp_path):
     result = cli("summary", "lenet5", "--weights", path)
     assert result.exit_code == 2
     assert "a pickle that calls torch.LongTensor itself, which allocates what the file asks" in one_error_line(result)
+
+
+class _ExpandedToADevice:
+    """Pickled as torch.save's rebuild of a tensor on a device (`.to(dtype, device)` of a CPU
+    tensor): one element broadcast to 1 x 3 x 1024 x 1024, copied out in float64."""
+
+    def __reduce__(self):
+        data = torch.ones(1, 1, 1, 1).expand(1, 3, 1024, 1024)
+        return (torch._utils._rebuild_device_tensor_from_cpu_tensor, (data, torch.float64, "cpu", False))
+
+
+def test_a_tensor_rebuilt_on_a_device_from_far_fewer_bytes_is_refused(tmp_path):
+    """An 8 KB program's sample input, one element broadcast to 400 million and rebuilt by
+    `.to(torch.float64)`, made 3.5 GB as it loaded. A tensor declared over far more elements
+    than its storage holds is refused before its rebuild copies it out (here 3,145,728 over 4
+    bytes). The oracle: torch rebuilds it, 25 MB."""
+    buffer = io.BytesIO()
+    torch.save(((_ExpandedToADevice(),), {}), buffer)
+    buffer.seek(0)
+    ((rebuilt,), _) = torch.load(buffer, weights_only=True)
+    assert rebuilt.nbytes == 3 * 1024 * 1024 * 8 and rebuilt.untyped_storage().nbytes() == rebuilt.nbytes
+    result = cli("summary", with_sample_inputs(tmp_path, buffer.getvalue()))
+    assert result.exit_code == 2
+    assert "a pickled tensor of 3,145,728 elements over 4 bytes stored" in one_error_line(result)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from archprof.errors import ArchprofError, exception_chain
+from archprof.load.common import spread_too_far
 from archprof.load.pickle_graph import UNFOLLOWED, built_problem
 
 
@@ -48,6 +49,7 @@ def weights_only_bounded() -> Iterator[None]:
         # Each from the items the pickle spells out, never from a tensor, whose elements it
         # would make one by one (set(torch.ByteTensor(5_000_000)): 3.5 GB of 398 bytes).
         **{name: _of_items(plain[name]) for name in _FROM_ITEMS if name in plain},
+        _TO_A_DEVICE: _within_its_storage(plain[_TO_A_DEVICE]),
     }
     plain_init, plain_load = unpickler.Unpickler.__init__, unpickler.Unpickler.load
 
@@ -82,6 +84,29 @@ def _of_items(make: Any) -> Any:
         return make(*args)
 
     return of_items
+
+
+# torch.save's rebuild of a tensor of a device it saves no storage of: the CPU tensor, copied
+# with `.to(dtype, device)`, which writes each of its elements out.
+_TO_A_DEVICE = "torch._utils._rebuild_device_tensor_from_cpu_tensor"
+
+
+def _within_its_storage(rebuild: Any) -> Any:
+    """`rebuild` of a CPU tensor declared over no more elements than its storage holds, or
+    not far more (`common.spread_too_far`): one element broadcast to 400 million, copied out
+    in float64, made 3.5 GB of an 8 KB program's sample inputs."""
+
+    def rebuilt(data: Any, *args: Any) -> Any:
+        import torch
+
+        if isinstance(data, torch.Tensor) and spread_too_far(data.numel(), data.untyped_storage().nbytes()):
+            raise Unbounded(
+                f"a pickled tensor of {data.numel():,} elements over {data.untyped_storage().nbytes():,} bytes stored,"
+                " which its rebuild copies out element by element"
+            )
+        return rebuild(data, *args)
+
+    return rebuilt
 
 
 def _bytearray_of_data(*args: Any) -> bytearray:
