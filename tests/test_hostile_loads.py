@@ -366,3 +366,33 @@ def test_a_tensor_rebuilt_on_a_device_from_far_fewer_bytes_is_refused(tmp_path):
     result = cli("summary", with_sample_inputs(tmp_path, buffer.getvalue()))
     assert result.exit_code == 2
     assert "a pickled tensor of 3,145,728 elements over 4 bytes stored" in one_error_line(result)
+
+
+def _zeros_deflated(path, elements: int) -> bytes:
+    """A torch.save archive of `elements` float32 zeros, its data member deflated (a few
+    kilobytes for millions of zeros)."""
+    torch.save(torch.zeros(elements), path)
+    source, inner = zipfile.ZipFile(path), io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as target:
+        for member in source.infolist():
+            packing = zipfile.ZIP_DEFLATED if member.filename.endswith("/data/0") else zipfile.ZIP_STORED
+            target.writestr(member.filename, source.read(member), compress_type=packing)
+    return inner.getvalue()
+
+
+def test_a_zip_bomb_inside_a_programs_archive_is_refused(tmp_path):
+    """The archives an exported program holds (its sample inputs, weights, constants) are
+    handed to torch.load from memory, unchecked: a 3.9 MB program inflated 4 GB of zeros.
+    Each is checked as the program's own archive is: here 5,000,000 zeros, 20 MB from a few
+    kilobytes. The oracle: torch reads the inner archive back, all zeros."""
+    inner = _zeros_deflated(tmp_path / "zeros.pt", 5_000_000)
+    assert len(inner) < 100_000
+    assert torch.load(io.BytesIO(inner), weights_only=True).count_nonzero() == 0
+    result = cli("summary", with_sample_inputs(tmp_path, inner))
+    assert result.exit_code == 2
+    members = zipfile.ZipFile(io.BytesIO(inner)).infolist()
+    (data,) = [member for member in members if member.filename.endswith("/data/0")]
+    assert one_error_line(result).endswith(
+        f"cannot read an archive in the program: its member '{data.filename}' would expand from"
+        f" {data.compress_size:,} to 20,000,000 bytes (a zip bomb?)"
+    )

@@ -30,8 +30,8 @@ from archprof.load.generated_code import generated_code_checked
 from archprof.load.inputs import InputSpec
 from archprof.load.model import LoadedModel
 from archprof.load.shape_expressions import is_sympy_arithmetic
-from archprof.load.unpickling import unbounded_in, weights_only_bounded
-from archprof.load.zip_archive import checked_archive, folded
+from archprof.load.unpickling import Unbounded, unbounded_in, weights_only_bounded
+from archprof.load.zip_archive import checked_archive, folded, refuse_a_zip_bomb_in
 
 # -- exported programs ---------------------------------------------------------------------
 
@@ -291,6 +291,16 @@ def _loading_as_data(refused: list[str]) -> Iterator[None]:
         stack.enter_context(mock.patch.object(serde, "sympy", guarded_sympy))
         stack.enter_context(generated_code_checked(refused, _why_not_data))
         stack.enter_context(weights_only_bounded())
+        plain_load = torch.load
+
+        def load_checked(data, *args, **kwargs):
+            try:
+                refuse_a_zip_bomb_in(data, "an archive in the program")
+            except ArchprofError as bomb:  # as a refusal of what it builds: torch replaces the exception
+                raise Unbounded(str(bomb)) from None
+            return plain_load(data, *args, **kwargs)
+
+        stack.enter_context(mock.patch.object(torch, "load", load_checked))
         yield
 
 
