@@ -106,11 +106,53 @@ _READING_NO_ELEMENTS = frozenset(
 
 def cpu_elements(func, is_view: bool, tensors: list[torch.Tensor]) -> int:
     """The elements an operator reads of CPU tensors: each CPU input's as broadcast (`numel`),
-    as a reduction of an expanded tensor visits each repeat; none for a view, nor for an
-    operator reading only metadata (`_READING_NO_ELEMENTS`)."""
+    as a reduction of an expanded tensor visits each repeat, and a product's each time it
+    reads them (`_PRODUCTS`); none for a view, nor for an operator reading only metadata
+    (`_READING_NO_ELEMENTS`)."""
     if is_view or func.overloadpacket in _READING_NO_ELEMENTS:
         return 0
-    return sum(tensor.numel() for tensor in tensors if tensor.device.type == "cpu")
+    on_the_cpu = [tensor for tensor in tensors if tensor.device.type == "cpu"]
+    if not on_the_cpu:
+        return 0
+    read = sum(tensor.numel() for tensor in on_the_cpu)
+    products = _PRODUCTS.get(func.overloadpacket)
+    return max(read, products(tensors)) if products is not None else read
+
+
+def _convolution_reads(tensors: list[torch.Tensor]) -> int:
+    # Each input position (batch and spatial, every channel counted by the weight) against
+    # every weight: the multiply-adds of an output no larger than the input, more than a
+    # strided one's. A 4096 x 4096 map broadcast from one element, against a 2048 x 2048
+    # kernel, read 21 million elements and ran for hours.
+    data, weight = tensors[0], tensors[1]
+    positions = data.numel() // data.shape[1] if data.dim() > 1 and data.shape[1] else data.numel()
+    return positions * weight.numel()
+
+
+def _matrix_product_reads(tensors: list[torch.Tensor]) -> int:
+    # mm, addmm, bmm, baddbmm: each element of the left matrix once per column of the right
+    # (the last two operands).
+    left, right = tensors[-2], tensors[-1]
+    return left.numel() * (right.shape[-1] if right.dim() else 1)
+
+
+def _distances_reads(tensors: list[torch.Tensor]) -> int:
+    # cdist: each point of the first set against every point of the second.
+    first, second = tensors[0], tensors[1]
+    return first.numel() * (second.shape[-2] if second.dim() > 1 else 1)
+
+
+# Operators that read their operands many times over, each with how many elements it reads:
+# a product of broadcast operands reads few elements and computes for hours.
+_PRODUCTS = {
+    _ATEN.convolution: _convolution_reads,
+    _ATEN._convolution: _convolution_reads,
+    _ATEN.mm: _matrix_product_reads,
+    _ATEN.addmm: _matrix_product_reads,
+    _ATEN.bmm: _matrix_product_reads,
+    _ATEN.baddbmm: _matrix_product_reads,
+    _ATEN._cdist_forward: _distances_reads,
+}
 
 
 def _on_meta(tensor: torch.Tensor) -> torch.Tensor:

@@ -999,3 +999,55 @@ def test_a_model_file_taking_the_median_of_a_broadcast_row_is_analysed(tmp_path)
         [sys.executable, "-m", "archprof", "summary", str(path), "-i", "3", "-f", "csv"], capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stderr
+
+
+class _ConvolvesBroadcastMaps(nn.Module):
+    def forward(self, x):
+        image = torch.ones([1, 1, 1, 1]).expand([1, 1, 4096, 4096])
+        kernel = torch.ones([1, 1, 1, 1]).expand([1, 1, 2048, 2048])
+        return x + torch.nn.functional.conv2d(image, kernel).sum()
+
+
+class _MultipliesBroadcastMatrices(nn.Module):
+    def forward(self, x):
+        matrix = torch.ones([1, 1]).expand([8000, 8000])
+        return x + (matrix @ matrix).sum()
+
+
+class _ConvolvesALittle(nn.Module):
+    def forward(self, x):
+        return x + torch.nn.functional.conv2d(torch.ones([1, 2, 8, 8]), torch.ones([3, 2, 3, 3])).sum()
+
+
+@pytest.mark.parametrize(
+    ("module", "reads", "operator"),
+    [
+        # 4096 x 4096 positions, each against 2048 x 2048 weights: 2**24 * 2**22.
+        (_ConvolvesBroadcastMaps, 2**24 * 2**22, "aten.convolution"),
+        # 8000 x 8000 elements, each once per column of the right matrix: 8000**3.
+        (_MultipliesBroadcastMatrices, 8000**3, "aten.mm"),
+    ],
+)
+def test_a_product_of_broadcast_operands_is_refused_by_what_it_reads_over_and_over(tmp_path, module, reads, operator):
+    """A convolution of a 4096 x 4096 map by a 2048 x 2048 kernel, both broadcast from one
+    element, read 21 million elements and computed for hours (past SIGTERM): a product's
+    operands count as often as it reads them, the multiply-adds of an output no larger than
+    its input (at least those hand-counted above: the forward may read more before), and are
+    refused past the elements bound before it runs."""
+    path = tmp_path / f"{module.__name__}.pt"
+    torch.jit.script(module()).save(str(path))
+    result = cli("summary", path, "-i", "3")
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    counted = int(line.removeprefix("error: the forward reads ").partition(" ")[0].replace(",", ""))
+    assert counted >= reads and f" elements of CPU tensors (by {operator})" in line, line
+
+
+def test_a_small_product_in_a_model_files_forward_is_analysed(tmp_path):
+    """A 3 x 2 x 3 x 3 convolution of a 2 x 8 x 8 map of ones made in the forward, 64 positions
+    against 54 weights, within the bound: analysed. The oracle: torch runs the file, each of
+    the 3 x 6 x 6 outputs 18."""
+    path = tmp_path / "small_product.pt"
+    torch.jit.script(_ConvolvesALittle()).save(str(path))
+    assert torch.jit.load(str(path))(torch.zeros(3)).tolist() == [3 * 36 * 18.0] * 3
+    assert cli("summary", path, "-i", "3").exit_code == 0
