@@ -456,7 +456,11 @@ class CpuBytesTally:
 
     def add(self, operator: str, func, is_view: bool, writes_input: bool, args, kwargs, tensors) -> bool:
         """Add what `operator`, `func` called on `args` and `kwargs` (whose tensors `tensors`
-        are), reads and makes on the CPU: whether both totals are still within their bounds."""
+        are), reads and makes on the CPU: whether both totals are still within their bounds.
+        Once past one, nothing more is added: code that catches the refusal and calls again
+        (TorchScript's `matmul` tries its `mm` twice) leaves the figures of the first."""
+        if self.past is not None:
+            return False
         self.read += cpu_elements(func, is_view, tensors)
         if self.read > self.most_read:
             self.past, self.reading = operator, True
