@@ -477,9 +477,10 @@ class CpuBytesTally:
             return f"reads {self.read:,} elements of CPU tensors"
         return f"makes {human_bytes(self.made)} of tensors on the CPU"
 
-    def bound(self) -> str:
-        """The bound passed, in words: "1.07 GB", "134,217,728 elements"."""
-        return f"{self.most_read:,} elements" if self.reading else human_bytes(self.most)
+    def bound(self, besides: int = 0) -> str:
+        """The bound passed, in words, less what a stretch may do `besides` (a load, the file's
+        size): "1.07 GB", "134,217,728 elements"."""
+        return f"{self.most_read - besides:,} elements" if self.reading else human_bytes(self.most - besides)
 
 
 class CpuBytesBounded(TorchDispatchMode):

@@ -35,7 +35,6 @@ from archprof.load.model import LoadedModel, unwrapped
 from archprof.load.torchscript import refuse_unsafe_torchscript
 from archprof.load.unpickling import Unbounded, weights_only_bounded
 from archprof.load.zip_archive import checked_archive, folded, is_torch_zip
-from archprof.units import human_bytes
 
 # -- files ---------------------------------------------------------------------------------
 
@@ -210,10 +209,9 @@ def _bounded_load(copy: Path, spec: str, device: str) -> torch.jit.ScriptModule:
         tally = bound.tally
         if tally.past is None:
             raise
-        most = f"{MOST_FILE_CPU_ELEMENTS:,} elements" if tally.reading else human_bytes(MOST_FILE_CPU_BYTES)
         raise ArchprofError(
             f"refusing to load {spec}: its TorchScript code {tally.done()} while the file loads (by {tally.past}),"
-            f" more than a model file may ({most} besides its own size)"
+            f" more than a model file may ({tally.bound(besides=size)} besides its own size)"
         ) from None
 
 
