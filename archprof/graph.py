@@ -324,6 +324,10 @@ class Graph:
     # value), which a meta trace does not see: an attention mask of -inf in a buffer
     # (`passes.receptive_field`). None listed for a model on meta.
     buffer_minima: dict[int, float] = field(default_factory=dict)
+    # The storages of the model's parameters and buffers, read or not: a plain attribute that
+    # views one (`self.scale = self.table.detach()`) is a constant in that storage, which
+    # holds no bytes of its own.
+    state_storages: frozenset[int] = frozenset()
 
     def calls_as_named(self) -> dict[tuple[str, int], tuple[str, int]]:
         """Each module call as a run hooked through `named_modules()` counts it, (the module's

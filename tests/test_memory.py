@@ -1081,6 +1081,72 @@ def test_a_plain_tensor_attribute_is_held_from_before_the_run(late):
     assert step.measured.bytes == step.predicted_bytes == training
 
 
+class ScaledByAViewOfItsParameter(nn.Module):
+    """Multiplies by a plain attribute that views a parameter's memory (`detach()` shares its
+    storage): an 8x16x16 scale the forward reads, the parameter itself never."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.table = nn.Parameter(torch.ones(8, 16, 16))
+        self.scale = self.table.detach()
+
+    def forward(self, x):
+        return self.conv(x) * self.scale
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="measures on the CPU where there is no GPU")
+def test_a_plain_attribute_viewing_a_parameter_holds_no_bytes_of_its_own():
+    """The scale is the parameter's memory, which the weights already hold: the oracle, what the
+    parameters and the input hold plus the most torch.profiler's allocations during the run
+    held above them, counts its 8,192 B once. Prediction and measurement counted them twice, as
+    a plain attribute's own and as the parameter's."""
+    from archprof.load import load_model
+    from archprof.measure.peak_memory import predicted_and_measured
+
+    forward, step = predicted_and_measured(load_model(ScaledByAViewOfItsParameter), [(3, 16, 16)], 2, None, "sgd").steps
+    model, x = ScaledByAViewOfItsParameter(), torch.randn(2, 3, 16, 16)
+    assert model.scale.untyped_storage().data_ptr() == model.table.untyped_storage().data_ptr()
+    held = sum(t.nbytes for t in (*model.parameters(), x))
+    assert forward.measured.bytes == forward.predicted_bytes == held + profiled_peaks(model, x)[1]
+    assert step.measured.bytes == step.predicted_bytes == held + profiled_training_peaks(model, x)[1]
+
+
+class ReadingAHalfPrecisionTable(nn.Module):
+    """A float32 convolution times a float16 table, detached: through a plain attribute that views
+    it (`through_view`), or by the forward itself."""
+
+    def __init__(self, through_view: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.table = nn.Parameter(torch.ones(8, 16, 16, dtype=torch.float16))
+        self.scale = self.table.detach() if through_view else None
+
+    def forward(self, x):
+        return self.conv(x) * (self.table.detach() if self.scale is None else self.scale)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_a_view_of_a_parameter_the_cast_leaves_as_it_is_holds_no_bytes_of_its_own(training):
+    """Cast to float16, the convolution is traced on stand-ins; the table, float16 already, is
+    one too, which `model.to` would leave in its memory: the view still reads it. The oracle,
+    the same model detaching the table in its forward (a view the trace sees made): the same
+    bytes, to the one."""
+    through_view, itself = (
+        archprof.analyze(
+            partial(ReadingAHalfPrecisionTable, through_view),
+            input_size=(3, 16, 16),
+            batch=2,
+            dtype=torch.float16,
+            training=training,
+        ).totals
+        for through_view in (True, False)
+    )
+    assert through_view.peak_memory_bytes == itself.peak_memory_bytes
+    if training:
+        assert through_view.training_peak_bytes == itself.training_peak_bytes
+
+
 def test_the_measured_table_has_a_workspace_column_where_the_measurement_has_one():
     """CUDA's counter holds workspace in its one figure: no second column, and the caption
     says what the figure includes (drawn here without a GPU, from the figures alone)."""

@@ -66,10 +66,12 @@ class Liveness:
 
 
 def model_state_storages(graph: Graph) -> set[int]:
-    """Storages of parameters and buffers (views of them and in-place results included), and
-    of one the model returns as it is, which no forward op may read (a learnt scale returned
-    beside the logits: the backward pass reads it to make its gradient of ones)."""
+    """Storages of parameters and buffers (views of them and in-place results included, and
+    the plain attributes that view them: `Graph.state_storages`), and of one the model returns
+    as it is, which no forward op may read (a learnt scale returned beside the logits: the
+    backward pass reads it to make its gradient of ones)."""
     state = {t.storage for op in graph.ops for t in op.inputs if t.kind in _STATE}
+    state.update(graph.state_storages)
     state.update(t.storage for t in (*graph.saved, *graph.outputs) if t.kind in _STATE)
     return state
 
@@ -90,7 +92,8 @@ def held_from_before(graph: Graph) -> list[TensorMeta]:
     for op in graph.ops:
         for tensor in (*op.inputs, *op.outputs):
             first_seen.setdefault(tensor.storage, tensor)
-    return [t for storage, t in first_seen.items() if t.kind == "constant" and storage in kept]
+    state = graph.state_storages  # a plain attribute viewing a parameter holds the parameter's bytes
+    return [t for storage, t in first_seen.items() if t.kind == "constant" and storage in kept and storage not in state]
 
 
 def liveness(graph: Graph) -> Liveness:

@@ -158,6 +158,8 @@ def meta_stand_ins(
             stand_in.requires_grad_(True)
         stand_ins[id(tensor)] = stand_in
         meta = recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)
+        if target == tensor.dtype:  # a cast would leave a plain attribute viewing it in the old memory
+            recorder.state_memory.add(tensor, meta.storage)  # which the stand-in's stands for
         parameters.append(_parameter_info(meta, tensor, is_buffer))
     return stand_ins, parameters
 

@@ -42,6 +42,7 @@ from archprof.tracing.random_states import RandomStates
 from archprof.tracing.script_calls import Link
 from archprof.tracing.script_stacks import mark
 from archprof.tracing.shortcuts import Shortcut, may_shortcut
+from archprof.tracing.state_memory import StateMemory
 from archprof.units import shapes_text
 
 # Assertions an exported program makes about its inputs: no data, no arithmetic, not a layer.
@@ -93,6 +94,7 @@ class Recorder(TorchDispatchMode):
         self._call_counts: dict[str, int] = {}
         self._metas: dict[int, TensorMeta] = {}  # id(tensor) -> its latest version
         self._named: dict[str, TensorMeta] = {}  # parameters and buffers by name
+        self.state_memory = StateMemory()  # and by the memory they hold
         self.answered_directly = 0  # module calls recorded through `archprof.tracing.shortcuts`
         self.random_states = RandomStates()  # noted while `random_states_noted` is active
         # Each storage's tensor objects still alive; and the storages the forward let go of,
@@ -154,6 +156,7 @@ class Recorder(TorchDispatchMode):
         meta = TensorMeta(count, tuple(tensor.shape), tensor.dtype, storage, kind, name)
         if name:
             self._named[name] = meta
+            self.state_memory.add(tensor, storage)
         if kind in _HELD_THROUGHOUT:  # a holder never let go of: its views' deaths free nothing
             self._metas[id(tensor)] = meta
             self._holders[storage] = self._holders.get(storage, 0) + 1
@@ -268,8 +271,11 @@ class Recorder(TorchDispatchMode):
 
     def lookup(self, tensor: torch.Tensor) -> TensorMeta:
         meta = self._metas.get(id(tensor))
-        # A tensor made outside the trace (a plain tensor attribute of a module).
-        return meta if meta is not None else self.register(tensor, "constant")
+        if meta is not None:
+            return meta
+        # A tensor made outside the trace (a plain tensor attribute of a module), in the storage
+        # of the parameter or buffer whose memory it views, if it views one's.
+        return self.register(tensor, "constant", "", self.state_memory.storage_viewed_by(tensor))
 
     # -- modules -------------------------------------------------------------------------
 

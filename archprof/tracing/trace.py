@@ -324,6 +324,7 @@ def _traced_once(
         kept_by_the_model=kept,
         # A trace on the model's own tensors without a real forward: all on meta, no values.
         buffer_minima=buffer_minima(named, recorder) if real or stand_ins is not None else {},
+        state_storages=recorder.state_memory.storages,
     )
     if recorder.ignored_autocast is not None:
         _warn_autocast_ignored(*recorder.ignored_autocast)

@@ -465,9 +465,9 @@ class TrainingRecorder(Recorder):
     def pack_saved(self, tensor: torch.Tensor) -> torch.Tensor:
         """saved_tensors_hooks' pack hook: note what autograd keeps for the backward pass."""
         meta = self._metas.get(id(tensor))
-        if meta is None:  # not seen by the recorder: a view made above the dispatch mode?
+        if meta is None:  # not seen by the recorder: a view made above the dispatch mode, or a plain attribute
             base = self._metas.get(id(tensor._base)) if tensor._base is not None else None
-            meta = self.register(tensor, "constant", storage=base.storage if base is not None else None)
+            meta = self.register(tensor, "constant", storage=base.storage) if base is not None else self.lookup(tensor)
         if self._phase == "forward":  # not what a recomputed block saves, briefly, inside the backward pass
             self.saved.append(meta)
         # Autograd checks a saved tensor's version when it is unpacked only where no hooks pack
