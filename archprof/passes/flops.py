@@ -67,7 +67,7 @@ def cost_columns(groups: list[LayerGroup]) -> dict[str, list]:
     formula) and operator_costs (one OperatorCost per operator with one, in order)."""
     operator_costs, not_counted, macs, elementwise_flops = [], [], [], []
     for group in groups:
-        totals: dict[str, list[int]] = {}  # operator -> [calls, macs, elementwise_flops], in order
+        records: list[OperatorCost] = []  # one per op with a formula
         missing: dict[str, int] = {}
         row_macs = row_elementwise = 0  # summed here, not over the records after: a row per module call
         for op in group.ops:
@@ -75,13 +75,11 @@ def cost_columns(groups: list[LayerGroup]) -> dict[str, list]:
             if cost is None:
                 missing[op.op] = missing.get(op.op, 0) + 1
                 continue
-            total = totals.setdefault(op.op, [0, 0, 0])
-            total[0] += 1
-            total[1] += cost.macs
-            total[2] += cost.elementwise_flops
+            records.append(OperatorCost(op.op, 1, cost.macs, cost.elementwise_flops))
             row_macs += cost.macs
             row_elementwise += cost.elementwise_flops
-        operator_costs.append(tuple([OperatorCost(name, *total) for name, total in totals.items()]))
+        # Most rows run one op: a record with nothing to merge it with.
+        operator_costs.append(merged_costs([records]) if len(records) > 1 else tuple(records))
         not_counted.append(missing)
         macs.append(row_macs)
         elementwise_flops.append(row_elementwise)

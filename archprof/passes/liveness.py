@@ -217,13 +217,16 @@ def liveness_over(
             size[tensor.storage], first[tensor.storage], last[tensor.storage] = tensor.nbytes, -1, -1
             held_from_start.add(tensor.storage)
     for index, op in enumerate(steps):
-        for tensor in (*op.inputs, *op.outputs):
-            storage = same.get(tensor.storage, tensor.storage)
+        for tensor in op.inputs + op.outputs:
+            storage = tensor.storage
+            if same:  # a training step's timeline only: the forward's counts each storage as itself
+                storage = same.get(storage, storage)
             if storage in state:
                 continue
             if storage not in size:  # made by this step (or first seen as its argument)
                 size[storage] = allocated(op, tensor)
-            if first.get(storage, -1) < 0:
+                first[storage] = index
+            elif first[storage] < 0:  # an input, read for the first time
                 first[storage] = index
             last[storage] = index
 
@@ -254,12 +257,14 @@ def liveness_over(
             made[first[storage]] += nbytes
         if 0 <= last[storage] < count:
             steps_run = died.get(storage)
-            if steps_run is None:
+            if steps_run is not None:
+                freed[max(last[storage], steps_run - 1)] += nbytes
+            elif release is None and not returns:  # the forward's: `_freed_after`'s `last`, no call needed
+                freed[last[storage]] += nbytes
+            else:
                 local_ends = call_ends if storage in named else None
                 after = _freed_after(first[storage], last[storage], release, statement_ends, local_ends)
                 freed[_by_the_return(first[storage], last[storage], after, returns)] += nbytes
-            else:
-                freed[max(last[storage], steps_run - 1)] += nbytes
     for made_at, last_read, nbytes in numbers:
         made[made_at] += nbytes
         if last_read < count:

@@ -25,11 +25,14 @@ def memory_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int
     live = liveness(graph)
     live_after, peak_during = [], []
     state = live.start
+    during = live.during
     for group in groups:
-        if group.ops:
-            state = live.after[group.ops[-1].index]
+        ops = group.ops
+        if ops:
+            state = live.after[ops[-1].index]
             live_after.append(state)
-            peak_during.append(max(live.during[op.index] for op in group.ops))
+            # A row's ops are consecutive ops of the graph (`group_layers`), indexed by their place.
+            peak_during.append(max(during[ops[0].index : ops[-1].index + 1]))
         else:  # a call that ran no op, or a module never called: the state at that point
             live_after.append(state)
             peak_during.append(state)
@@ -66,9 +69,12 @@ def saved_rows(graph: Graph, groups: list[LayerGroup], live: Liveness | None = N
     first read it). Autograd saves an op's inputs before the op runs and its outputs after,
     so "the op running when it was saved" would be ambiguous; the maker is not."""
     live = live or liveness(graph)
+    activations = saved_activations(graph, live)
+    if not activations:  # inference: no op to look the rows of up
+        return {}
     row_of_op = {op.index: row for row, group in enumerate(groups) for op in group.ops}
     saved = {}
-    for storage, nbytes in saved_activations(graph, live).items():
+    for storage, nbytes in activations.items():
         op = live.first_op.get(storage, -1)
         saved[storage] = SavedStorage(nbytes, op, row_of_op.get(op, 0))
     return saved

@@ -40,8 +40,11 @@ def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[
     """`param_count`, `trainable_param_count`, `param_bytes`, `buffer_bytes` and
     `gradient_bytes` (one gradient per parameter that gets one, in its dtype) per row."""
     rows = parameter_rows(graph, groups)
+    given = {parameter.name for parameter in parameters_given_gradients(graph)}
     # One list per column, filled through locals: a parameter per weight and bias of the model.
-    param_count, trainable_param_count, param_bytes, buffer_bytes = ([0] * len(groups) for _ in range(4))
+    param_count, trainable_param_count, param_bytes, buffer_bytes, gradient_bytes = (
+        [0] * len(groups) for _ in range(5)
+    )
     for parameter in graph.parameters:
         row = rows[parameter.name]
         if parameter.is_buffer:
@@ -51,10 +54,10 @@ def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[
         param_count[row] += numel
         if parameter.trainable:
             trainable_param_count[row] += numel
-        param_bytes[row] += parameter.nbytes
-    gradient_bytes = [0] * len(groups)
-    for parameter, row in gradient_rows(graph, rows):
-        gradient_bytes[row] += parameter.nbytes
+        nbytes = numel * parameter.dtype.itemsize  # its nbytes, the shape's product taken once
+        param_bytes[row] += nbytes
+        if parameter.name in given:  # its gradient, as many bytes, counted in its row (`gradient_rows`)
+            gradient_bytes[row] += nbytes
     return {
         "param_count": param_count,
         "trainable_param_count": trainable_param_count,
