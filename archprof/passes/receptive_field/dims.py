@@ -168,6 +168,16 @@ def plain(state: State) -> State:
     return state.with_dims([UNEVEN if isinstance(e, (Parts, Block, Inner)) else e for e in state.dims])
 
 
+def read_alike_along(state: State, axis: int) -> State:
+    """`state` with its indices along dimension `axis` read alike (None there): where they
+    already are (channels, nearly always), the state itself, not an equal copy
+    (`layout.paths_side_by_side` asks it of every path it places side by side: a DenseNet
+    block's concatenations, of every layer's so far)."""
+    if not isinstance(state, Field) or state.dims[axis] is None:
+        return state
+    return state.with_dims((*state.dims[:axis], None, *state.dims[axis + 1 :]))
+
+
 def entry_maps(entry: Dim) -> list[AxisMap]:
     if along_no_axis(entry) or isinstance(entry, Within):
         return []
@@ -440,10 +450,10 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
         if union is None:
             earlier = unions.get(key[:-1]) if len(key) > 3 else None
             parents = (earlier, key[-1]) if earlier is not None else key[1:]
-            union = unions[key] = AxisMap(axes.pop(), size, tuple(Link(m, same_unit, 1, period=1) for m in parents))
+            union = unions[key] = AxisMap(axes.pop(), size, tuple(_own_units(m, size) for m in parents))
         return union
     links = [
-        Link(e, same_unit, 1, period=1)
+        _own_units(e, size)
         if n == size
         else Link(e, _first, None, why="broadcast along a spatial dimension")  # every unit reads unit 0
         for e, n in dict.fromkeys(entries)
@@ -484,6 +494,17 @@ def _merged_parts(entries: list[tuple[Dim, int]], unions: dict[tuple, AxisMap]) 
             return part
         parts.append((part, size))
     return Merged(tuple(parts))
+
+
+def _own_units(parent: AxisMap, size: int) -> Link:
+    """A union's link to one of the maps it unites, of `size` units: unit u reads the
+    parent's unit u (`same_unit`), written as a shift by 0 of all its units too
+    (`Link.shifts`). The union's exact runs are then its parents' runs as they are, and a
+    unit's exact bound its parent unit's (`runs.Shifted`): what the link's reads give as
+    ranges in order, without asking them for their order (`links.ranges_in_order`,
+    `links.reading_units`) or clamping each bound to its run, for nearly half of the maps
+    of a ResNet (its sums) or a DenseNet (its concatenations)."""
+    return Link(parent, same_unit, 1, period=1, shifts=((0, size - 1, 0),))
 
 
 def same_unit(unit: int) -> tuple[tuple[int, int]]:

@@ -25,6 +25,7 @@ from archprof.passes.receptive_field.dims import (
     along_no_axis,
     entry_maps,
     plain,
+    read_alike_along,
 )
 from archprof.passes.receptive_field.links import Interval, Link
 from archprof.passes.receptive_field.maps import AxisMap
@@ -153,9 +154,7 @@ def paths_side_by_side(
     # times); along `axis` no input axis runs, so its size there does not matter.
     distinct = list({id(s): s for s in states}.values())
     one = (*out[:axis], 1, *out[axis + 1 :])
-    items = [
-        (s.with_dims((*s.dims[:axis], None, *s.dims[axis + 1 :])) if isinstance(s, Field) else s, one) for s in distinct
-    ]
+    items = [(read_alike_along(s, axis), one) for s in distinct]
     merged = walk.merge(op, items, out)
     if merged is WHOLE and at_spatial_position(axis, len(out), len(walk.extents)):  # beside units that read less
         merged = walk.as_field(merged, len(out)) if any(s is not WHOLE for s in distinct) else merged

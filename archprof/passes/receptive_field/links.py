@@ -31,7 +31,8 @@ class Link:
     given, its reads as pieces (first, last, offset), which an exact field needs alone:
     units first..last read parent unit u + offset (a reflection's or a replication's: its
     own units one shift, each border unit its own; a dilated convolution's: a shift per
-    tap), from which its map's runs in order are found (`AxisMap.exact_runs`); `repeats`:
+    tap; a union's: one shift by 0, `dims.merge_entries`), from which its map's runs in
+    order are found (`AxisMap.exact_runs`); `repeats`:
     unit q P + r reads position r of every block of P parent units (a grid attention's):
     reads(u + P) is reads(u) itself, unit u among them, though not evenly spaced;
     `permutes`: each unit reads one parent unit, a different one each, where that unit

@@ -428,13 +428,13 @@ class AxisMap:
         known where each link, of a parent with runs, reads one range of parent units per
         unit in order (a convolution without dilation, a pooling, a constant padding, a
         nearest upsampling: most maps are one run), or one parent unit per unit in shifted
-        pieces (`Link.shifts`: a reflection's or a replication's border units, a dilated
-        convolution's taps at stride 1, whose order breaks near the borders only: their
-        maps and those after them are a few runs, whatever the resolution; timm's BlurPool
-        networks, DeepLab's dilated convolutions). A roll, a flip, a grid attention, a
-        strided dilated convolution leave their maps without runs: spans then go by
-        `_reached`, or unit by unit (within a zone where the map keeps its period, one
-        period's units: `_hull`)."""
+        pieces (`Link.shifts`: a union's, each parent's runs as they are; a reflection's or
+        a replication's border units, a dilated convolution's taps at stride 1, whose order
+        breaks near the borders only: their maps and those after them are a few runs,
+        whatever the resolution; timm's BlurPool networks, DeepLab's dilated convolutions).
+        A roll, a flip, a grid attention, a strided dilated convolution leave their maps
+        without runs: spans then go by `_reached`, or unit by unit (within a zone where the
+        map keeps its period, one period's units: `_hull`)."""
         if self._exact_runs is _NOT_FOUND:
             if not self.links:
                 self._exact_runs = ((0, self.size - 1),) if self.size else ()

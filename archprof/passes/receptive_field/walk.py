@@ -229,6 +229,8 @@ class Walk(PathsSideBySide):
         """WHOLE once every input axis is read whole, unless some units read nothing (a
         class token beside tokens: `whole_tokens`; a constant padding of a map pooled to one
         unit: `some_read_less`)."""
+        if len(field.whole) < len(self.extents):  # nearly always (nothing pooled yet): not every axis read whole
+            return field
         if not self.reads_everything(field) or any(type(entry) is Tokens for entry in field.dims):
             return field
         return field if some_read_less(field, self.extents) else WHOLE

@@ -124,18 +124,20 @@ def _convolved(walk: Walk, op: OpNode, state: State) -> State:
             state = state.with_dims((state.dims[0], UNEVEN, *state.dims[2:]))
     m = len(weight.shape) - 2
     kernel = weight.shape[2:]
-    stride, padding, dilation = (expand(v, m) for v in (stride, padding, dilation))
+    stride, padding, dilation = expand(stride, m), expand(padding, m), expand(dilation, m)
     x, out = op.args[0].shape, op.outputs[0].shape
-    axes = list(range(len(out) - m, len(out)))
-    moved = [j for j in range(m) if _moves(kernel[j], stride[j], padding[j], x[axes[j]], out[axes[j]])]
-    windows = [(kernel[j], stride[j], padding[j], dilation[j]) for j in moved]
+    axes, windows = [], []  # the dimensions where units move (none for a 1x1 convolution at stride 1), and how
+    for j, axis in enumerate(range(len(out) - m, len(out))):
+        if _moves(kernel[j], stride[j], padding[j], x[axis], out[axis]):
+            axes.append(axis)
+            windows.append((kernel[j], stride[j], padding[j], dilation[j]))
     if not transposed:
-        return _windowed(walk, op, state, [axes[j] for j in moved], windows, "convolution")
+        return _windowed(walk, op, state, axes, windows, "convolution")
 
     def change(i: int, parent: AxisMap) -> AxisMap:
-        return _transposed(parent, out[axes[moved[i]]], *windows[i])
+        return _transposed(parent, out[axes[i]], *windows[i])
 
-    return walk.along(op, state, [axes[j] for j in moved], change, "transposed convolution", idle_bound=True)
+    return walk.along(op, state, axes, change, "transposed convolution", idle_bound=True)
 
 
 def _convolved_parts(walk: Walk, op: OpNode, parts: Parts, per_group: int) -> State:
@@ -166,13 +168,13 @@ def _windowed(walk: Walk, op: OpNode, state: State, axes: list[int], windows: li
     in_blocks = [j for j, a in enumerate(axes) if isinstance(state, Field) and isinstance(state.dims[a], Within)]
     if in_blocks:
         state = _windowed_blocks(walk, op, state, [axes[j] for j in in_blocks], [windows[j] for j in in_blocks])
-    rest = [j for j in range(len(axes)) if j not in in_blocks]
+        rest = [j for j in range(len(axes)) if j not in in_blocks]
+        axes, windows = [axes[j] for j in rest], [windows[j] for j in rest]
 
     def change(i: int, parent: AxisMap) -> AxisMap:
-        j = rest[i]
-        return _window(parent, out[axes[j]], *windows[j])
+        return _window(parent, out[axes[i]], *windows[i])
 
-    return walk.along(op, state, [axes[j] for j in rest], change, what, idle_bound=True)
+    return walk.along(op, state, axes, change, what, idle_bound=True)
 
 
 def _windowed_blocks(
