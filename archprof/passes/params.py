@@ -40,7 +40,6 @@ def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[
     """`param_count`, `trainable_param_count`, `param_bytes`, `buffer_bytes` and
     `gradient_bytes` (one gradient per parameter that gets one, in its dtype) per row."""
     rows = parameter_rows(graph, groups)
-    given = {parameter.name for parameter in parameters_given_gradients(graph)}
     # One list per column, filled through locals: a parameter per weight and bias of the model.
     param_count, trainable_param_count, param_bytes, buffer_bytes, gradient_bytes = (
         [0] * len(groups) for _ in range(5)
@@ -54,10 +53,9 @@ def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[
         param_count[row] += numel
         if parameter.trainable:
             trainable_param_count[row] += numel
-        nbytes = numel * parameter.dtype.itemsize  # its nbytes, the shape's product taken once
-        param_bytes[row] += nbytes
-        if parameter.name in given:  # its gradient, as many bytes, counted in its row (`gradient_rows`)
-            gradient_bytes[row] += nbytes
+        param_bytes[row] += numel * parameter.dtype.itemsize  # its nbytes, the shape's product taken once
+    for parameter, row in gradient_rows(graph, rows):  # as `explain` counts them
+        gradient_bytes[row] += parameter.nbytes
     return {
         "param_count": param_count,
         "trainable_param_count": trainable_param_count,
