@@ -22,6 +22,7 @@ from tests.cli import cli, one_error_line
 from tests.fixtures.hostile_archives import (
     bytearray_pickle,
     expanded_weight,
+    legacy_checkpoint_declaring,
     script_with_a_spread_parameter,
     shape_strings_that_run,
     shared_tuples,
@@ -263,6 +264,45 @@ def test_a_legacy_tar_checkpoint_is_refused_before_tarfile_reads_it(tmp_path):
     assert header.type == tarfile.XHDTYPE and header.size == 20_000  # a pax header, as tarfile reads it
     result = cli("summary", "lenet5", "--weights", path)
     assert result.exit_code == 2 and "a legacy .tar checkpoint (PyTorch before 0.4)" in one_error_line(result)
+
+
+def _lenet5_state() -> dict[str, torch.Tensor]:
+    return {name: torch.zeros(value.shape) for name, value in load_model("lenet5").module.state_dict().items()}
+
+
+def _after_the_header(path) -> int:
+    """Where a legacy checkpoint's pickle of its object starts: after those of its magic
+    number, its protocol and its system's description."""
+    with open(path, "rb") as stream:
+        for _ in range(3):
+            pickle.load(stream)
+        return stream.tell()
+
+
+def test_torch_allocates_a_legacy_storage_at_the_size_its_pickle_declares(tmp_path):
+    """The oracle: torch.load asks the allocator for the 4 TiB the pickle declares, before it
+    reads the storage's data (which says 100 elements) and refuses the file."""
+    path = legacy_checkpoint_declaring(tmp_path / "legacy.pt", _lenet5_state(), 2**40)
+    with pytest.raises(RuntimeError, match="DefaultCPUAllocator"):
+        torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("elements", [1_200_000_000, 2**40])
+def test_a_legacy_checkpoint_declaring_more_than_the_file_holds_is_refused_before_torch_allocates(tmp_path, elements):
+    path = legacy_checkpoint_declaring(tmp_path / "legacy.pt", _lenet5_state(), elements)
+    result = cli("summary", "lenet5", "--weights", path)
+    line = one_error_line(result)
+    # Refused at the first storage, the one declared larger than the whole file: float32, 4 bytes an element.
+    assert result.exit_code == 2 and f"storages declare {elements * 4:,} bytes" in line
+    assert f"more than the {path.stat().st_size - _after_the_header(path):,} bytes that follow its pickle" in line
+
+
+def test_a_legacy_checkpoint_as_torch_saves_it_still_loads(tmp_path):
+    state = _lenet5_state()
+    path = tmp_path / "legacy.pt"
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    result = cli("summary", "lenet5", "--weights", path, "-f", "csv")
+    assert result.exit_code == 0, result.output
 
 
 def test_torchscript_keeps_a_parameter_of_stride_0_as_declared(tmp_path):

@@ -14,6 +14,9 @@ the file, but these of its ways let a few bytes become gigabytes or hours of wor
   ahead, opcode by opcode, nothing built, and the objects it builds measured as TorchScript's
   pickles are (`pickle_graph`): far past the pickle's length (torch.save shares a tensor, a
   string, a small tuple: a few items more), holding themselves or nested past a bound, refused.
+- a legacy checkpoint (no zip archive) names each storage with its element count, and torch
+  allocates it at that size before it reads the data that follows the pickle: storages
+  declared over more bytes than the file holds there are refused (`_legacy_storages_within`).
 `weights_only_bounded` refuses each while it is in force, naming what it refused."""
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ def weights_only_bounded() -> Iterator[None]:
 
     def load(self) -> Any:
         _refuse_what_it_builds(self.archprof_stream)
+        persistent_load = getattr(self, "persistent_load", None)
+        if persistent_load is not None:  # torch's, set before load: it allocates each storage the pickle names
+            self.persistent_load = _legacy_storages_within(persistent_load, _bytes_left(self.archprof_stream))
         with warnings.catch_warnings():  # torch's, which name this frame as their caller
             warnings.filterwarnings("ignore", module=__name__)
             return plain_load(self)
@@ -107,6 +113,45 @@ def _within_its_storage(rebuild: Any) -> Any:
         return rebuild(data, *args)
 
     return rebuilt
+
+
+def _bytes_left(stream: Any) -> int:
+    """The bytes of `stream` from its position on (it stays there)."""
+    start = stream.tell()
+    try:
+        return stream.seek(0, 2) - start
+    finally:
+        stream.seek(start)
+
+
+def _legacy_storages_within(persistent_load: Any, room: int) -> Any:
+    """`persistent_load` (torch's), refusing a legacy checkpoint's storages (torch.save without
+    its zip archive: ('storage', class, key, device, elements, view)) once the bytes they
+    declare pass `room`, the bytes of the file from its pickle on, where their data follows
+    it. torch allocates each storage at the size it declares before it reads a byte of it:
+    1.2e9 elements declared in a 60 KB file reserved 4.8 GB. A zip archive's storages (five
+    items) are read from their records, at the size the record has."""
+    import torch
+
+    declared: set[Any] = set()
+    total = 0
+
+    def storage_within(saved_id: Any) -> Any:
+        nonlocal total
+        if isinstance(saved_id, tuple) and len(saved_id) == 6 and saved_id[0] in ("storage", b"storage"):
+            storage_class, key, elements = saved_id[1], saved_id[2], saved_id[4]
+            dtype = getattr(storage_class, "dtype", None)
+            if key not in declared and isinstance(elements, int) and isinstance(dtype, torch.dtype):
+                declared.add(key)
+                total += elements * torch._utils._element_size(dtype)
+                if total > room:
+                    raise Unbounded(
+                        f"a legacy checkpoint whose storages declare {total:,} bytes, more than the {room:,} bytes"
+                        " that follow its pickle in the file (torch allocates them before reading)"
+                    )
+        return persistent_load(saved_id)
+
+    return storage_within
 
 
 def _bytearray_of_data(*args: Any) -> bytearray:
