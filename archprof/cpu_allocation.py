@@ -15,6 +15,7 @@ import math
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from archprof.repeated_reads import repeated_reads
 from archprof.structure import map_op_args, tensors_in
 from archprof.units import human_bytes
 
@@ -104,10 +105,11 @@ _READING_NO_ELEMENTS = frozenset(
 )
 
 
-def cpu_elements(func, is_view: bool, tensors: list[torch.Tensor]) -> int:
-    """The elements an operator reads of CPU tensors: each CPU input's as broadcast (`numel`),
-    as a reduction of an expanded tensor visits each repeat, and a product's each time it
-    reads them (`_PRODUCTS`); none for a view, nor for an operator reading only metadata
+def cpu_elements(func, is_view: bool, tensors: list[torch.Tensor], args: tuple) -> int:
+    """The elements an operator (called with positional `args`) reads of CPU tensors: each CPU
+    input's as broadcast (`numel`), as a reduction of an expanded tensor visits each repeat,
+    and a product's, a pooling's or a decomposition's each time its kernel reads them
+    (`repeated_reads`); none for a view, nor for an operator reading only metadata
     (`_READING_NO_ELEMENTS`)."""
     if is_view or func.overloadpacket in _READING_NO_ELEMENTS:
         return 0
@@ -115,44 +117,8 @@ def cpu_elements(func, is_view: bool, tensors: list[torch.Tensor]) -> int:
     if not on_the_cpu:
         return 0
     read = sum(tensor.numel() for tensor in on_the_cpu)
-    products = _PRODUCTS.get(func.overloadpacket)
-    return max(read, products(tensors)) if products is not None else read
-
-
-def _convolution_reads(tensors: list[torch.Tensor]) -> int:
-    # Each input position (batch and spatial, every channel counted by the weight) against
-    # every weight: the multiply-adds of an output no larger than the input, more than a
-    # strided one's. A 4096 x 4096 map broadcast from one element, against a 2048 x 2048
-    # kernel, read 21 million elements and ran for hours.
-    data, weight = tensors[0], tensors[1]
-    positions = data.numel() // data.shape[1] if data.dim() > 1 and data.shape[1] else data.numel()
-    return positions * weight.numel()
-
-
-def _matrix_product_reads(tensors: list[torch.Tensor]) -> int:
-    # mm, addmm, bmm, baddbmm: each element of the left matrix once per column of the right
-    # (the last two operands).
-    left, right = tensors[-2], tensors[-1]
-    return left.numel() * (right.shape[-1] if right.dim() else 1)
-
-
-def _distances_reads(tensors: list[torch.Tensor]) -> int:
-    # cdist: each point of the first set against every point of the second.
-    first, second = tensors[0], tensors[1]
-    return first.numel() * (second.shape[-2] if second.dim() > 1 else 1)
-
-
-# Operators that read their operands many times over, each with how many elements it reads:
-# a product of broadcast operands reads few elements and computes for hours.
-_PRODUCTS = {
-    _ATEN.convolution: _convolution_reads,
-    _ATEN._convolution: _convolution_reads,
-    _ATEN.mm: _matrix_product_reads,
-    _ATEN.addmm: _matrix_product_reads,
-    _ATEN.bmm: _matrix_product_reads,
-    _ATEN.baddbmm: _matrix_product_reads,
-    _ATEN._cdist_forward: _distances_reads,
-}
+    repeated = repeated_reads(func, tensors, args)
+    return max(read, repeated) if repeated is not None else read
 
 
 def _on_meta(tensor: torch.Tensor) -> torch.Tensor:
@@ -461,7 +427,7 @@ class CpuBytesTally:
         (TorchScript's `matmul` tries its `mm` twice) leaves the figures of the first."""
         if self.past is not None:
             return False
-        self.read += cpu_elements(func, is_view, tensors)
+        self.read += cpu_elements(func, is_view, tensors, args)
         if self.read > self.most_read:
             self.past, self.reading = operator, True
             return False

@@ -1014,6 +1014,27 @@ class _MultipliesBroadcastMatrices(nn.Module):
         return x + (matrix @ matrix).sum()
 
 
+class _DecomposesABroadcastMatrix(nn.Module):
+    def forward(self, x):
+        return x + torch.linalg.svdvals(torch.ones([1, 1]).expand([1024, 1024]) + 0.0).sum()
+
+
+class _PoolsABroadcastMapByALargeWindow(nn.Module):
+    def forward(self, x):
+        return x + torch.nn.functional.avg_pool2d(torch.ones([1, 1, 1, 1]).expand([1, 1, 256, 256]), 96, 1).sum()
+
+
+class _AttendsOverManyTokens(nn.Module):
+    def forward(self, x):
+        tokens = torch.ones([1, 1, 4096, 64])  # whole: a CPU attends over broadcast ones by matrix products
+        return x + torch.nn.functional.scaled_dot_product_attention(tokens, tokens, tokens).sum()
+
+
+class _PairsBroadcastPoints(nn.Module):
+    def forward(self, x):
+        return x + torch.pdist(torch.ones([1, 1]).expand([8192, 16])).sum()
+
+
 class _ConvolvesALittle(nn.Module):
     def forward(self, x):
         return x + torch.nn.functional.conv2d(torch.ones([1, 2, 8, 8]), torch.ones([3, 2, 3, 3])).sum()
@@ -1026,14 +1047,25 @@ class _ConvolvesALittle(nn.Module):
         (_ConvolvesBroadcastMaps, 2**24 * 2**22, "aten.convolution"),
         # 8000 x 8000 elements, each once per column of the right matrix: 8000**3.
         (_MultipliesBroadcastMatrices, 8000**3, "aten.mm"),
+        # The matrix made whole by the addition (1024 x 1024 read), then decomposed: each
+        # element once per row, 1024**3.
+        (_DecomposesABroadcastMatrix, 1024**2 + 1024**3, "aten._linalg_svd"),
+        # 256 x 256 positions, each once per offset of a 96 x 96 window.
+        (_PoolsABroadcastMapByALargeWindow, 256**2 * 96**2, "aten.avg_pool2d"),
+        # Queries, keys and values of 4096 x 64 (1 MiB each) in CPU flash attention: each query
+        # element once per key, each value element once per query.
+        (_AttendsOverManyTokens, 2 * 4096 * 64 * 4096, "aten._scaled_dot_product_flash_attention_for_cpu"),
+        # 8192 points of 16 coordinates, made whole (read once), then each against every point.
+        (_PairsBroadcastPoints, 8192 * 16 + 8192 * 16 * 8192, "aten._pdist_forward"),
     ],
 )
-def test_a_product_of_broadcast_operands_is_refused_by_what_it_reads_over_and_over(tmp_path, module, reads, operator):
+def test_an_operator_reading_its_operands_over_and_over_is_refused_by_what_it_reads(tmp_path, module, reads, operator):
     """A convolution of a 4096 x 4096 map by a 2048 x 2048 kernel, both broadcast from one
-    element, read 21 million elements and computed for hours (past SIGTERM): a product's
-    operands count as often as it reads them, the multiply-adds of an output no larger than
-    its input (hand-counted above: the forward reads nothing before it), and are refused
-    past the elements bound before it runs."""
+    element, read 21 million elements and computed for hours (past SIGTERM): an operator whose
+    kernel reads its operands many times over (a product, a pooling window, a decomposition,
+    attention, pairwise distances) counts them as often as it reads them, at least what it
+    computes (hand-counted above: the forward reads nothing else), and is refused past the
+    elements bound before it runs."""
     path = tmp_path / f"{module.__name__}.pt"
     torch.jit.script(module()).save(str(path))
     result = cli("summary", path, "-i", "3")
@@ -1050,3 +1082,23 @@ def test_a_small_product_in_a_model_files_forward_is_analysed(tmp_path):
     torch.jit.script(_ConvolvesALittle()).save(str(path))
     assert torch.jit.load(str(path))(torch.zeros(3)).tolist() == [3 * 36 * 18.0] * 3
     assert cli("summary", path, "-i", "3").exit_code == 0
+
+
+class _DecomposesPoolsAttendsAndPairsALittle(nn.Module):
+    def forward(self, x):
+        singular = torch.linalg.svdvals(torch.eye(8) * 2.0).sum()  # eight values of 2
+        pooled = torch.nn.functional.avg_pool2d(torch.ones([1, 1, 8, 8]), 3, 1).sum()  # 6 x 6 means of 1
+        tokens = torch.ones([1, 1, 16, 4])
+        attended = torch.nn.functional.scaled_dot_product_attention(tokens, tokens, tokens).sum()  # 16 x 4 ones
+        distances = torch.pdist(torch.eye(4)).sum()  # 6 pairs, each sqrt(2) apart
+        return x + singular + pooled + attended + distances
+
+
+def test_small_decompositions_poolings_attention_and_distances_in_a_model_files_forward_are_analysed(tmp_path):
+    """Each well within the bound: analysed. The oracle: torch runs the file, its sums as
+    counted beside each."""
+    path = tmp_path / "small.pt"
+    torch.jit.script(_DecomposesPoolsAttendsAndPairsALittle()).save(str(path))
+    expected = 16.0 + 36.0 + 64.0 + 6 * 2**0.5
+    assert torch.jit.load(str(path))(torch.zeros(1)).item() == pytest.approx(expected)
+    assert cli("summary", path, "-i", "1").exit_code == 0
