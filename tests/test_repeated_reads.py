@@ -1,0 +1,56 @@
+"""The elements a CPU kernel reads over and over (`repeated_reads`), for the fused kernels a
+model file's forward can call but no test file runs long enough to time: at least the
+multiply-adds the same computation takes through the operators it fuses, as PyTorch's
+FlopCounterMode counts them (two flops each) on that unfused road."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from archprof.repeated_reads import repeated_reads
+from archprof.structure import tensors_in
+
+aten = torch.ops.aten
+
+
+def _multiply_adds(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """The module's multiply-adds on the unfused road (training mode: no fast path)."""
+    module.train()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(*inputs)
+    return counter.get_total_flops() // 2
+
+
+def test_the_fused_multi_head_attention_reads_at_least_its_multiply_adds():
+    attention = nn.MultiheadAttention(32, 4, batch_first=True, dropout=0.0)
+    query, key = torch.ones(2, 10, 32), torch.ones(2, 7, 32)
+    args = (
+        query, key, key, 32, 4, attention.in_proj_weight, attention.in_proj_bias,
+        attention.out_proj.weight, attention.out_proj.bias,
+    )  # fmt: skip
+    fused = aten._native_multi_head_attention.default
+    assert repeated_reads(fused, list(tensors_in(args)), args) >= _multiply_adds(attention, query, key, key)
+
+
+def test_the_fused_encoder_layer_reads_at_least_its_multiply_adds():
+    layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0, batch_first=True)
+    source = torch.ones(2, 10, 32)
+    attention = layer.self_attn
+    args = (
+        source, 32, 4, attention.in_proj_weight, attention.in_proj_bias, attention.out_proj.weight,
+        attention.out_proj.bias, False, False, 1e-5, layer.norm1.weight, layer.norm1.bias, layer.norm2.weight,
+        layer.norm2.bias, layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias,
+    )  # fmt: skip
+    fused = aten._transformer_encoder_layer_fwd.default
+    assert repeated_reads(fused, list(tensors_in(args)), args) >= _multiply_adds(layer, source)
+
+
+def test_a_time_convolution_reads_at_least_its_multiply_adds():
+    """conv_tbc's (time, batch, in) by (kernel, in, out), against conv1d's count of the same."""
+    data, weight = torch.ones(20, 3, 8), torch.ones(5, 8, 6)
+    args = (data, weight, torch.zeros(6), 0)
+    convolution = nn.Conv1d(8, 6, 5, bias=False)
+    count = repeated_reads(aten.conv_tbc.default, [data, weight, args[2]], args)
+    assert count >= _multiply_adds(convolution, data.permute(1, 2, 0))
