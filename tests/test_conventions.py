@@ -4,6 +4,7 @@ the repository a newcomer clones (licence, Python version, .gitignore, docs/form
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -258,6 +259,44 @@ def test_the_training_lines_labels_are_not_struck_through_by_the_other_line():
     for label in labels:
         box = label.get_window_extent(renderer)
         assert not any(box.y0 < height < box.y1 for height in heights), (label.get_text(), box, heights)
+
+
+def _crossed(box, line, axes) -> bool:
+    """Whether a segment of `line` as drawn (its steps, or a horizontal line across the axes)
+    passes through the display box `box`: each segment is horizontal or vertical."""
+    if line.get_drawstyle() == "steps-mid":
+        points = axes.transData.transform(line.get_path().vertices)
+    else:  # axhline: from the left of the axes to the right, at its height
+        height = axes.transData.transform((0, line.get_ydata()[0]))[1]
+        left, right = axes.get_window_extent().x0, axes.get_window_extent().x1
+        points = [(left, height), (right, height)]
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        across = min(x0, x1) <= box.x1 and max(x0, x1) >= box.x0
+        along = min(y0, y1) <= box.y1 and max(y0, y1) >= box.y0
+        if across and along:
+            return True
+    return False
+
+
+def test_no_line_drawn_crosses_a_label_of_the_memory_plot():
+    """resnet50 trained with AdamW to fit 16 GB: the forward peak lies just under the budget,
+    the sum of the parts and the step's peak, which lie a few pixels apart; the peak's label
+    was struck through by those lines and the memory held ran through the budget's label.
+    The oracle: every segment of every line drawn, against every label's box."""
+    pytest.importorskip("matplotlib")
+    from archprof.render.memory_plot import memory_figure
+
+    fit = fit_batch("resnet50", "16GB", training=True, optimizer="adamw")
+    figure = memory_figure(fit.report, fit)
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    lines = [line for line in axes.get_lines() if line.get_marker() != "v"]
+    assert len(lines) == 4 and len(axes.texts) == 4
+    for label in axes.texts:
+        box = label.get_window_extent(renderer)
+        assert not [line.get_label() for line in lines if _crossed(box, line, axes)], label.get_text()
+        assert axes.get_window_extent().y0 <= box.y0 and box.y1 <= axes.get_window_extent().y1
 
 
 def test_the_layer_axes_tick_whole_layers_only():

@@ -146,26 +146,50 @@ def memory_figure(report: Report, fit: Fit | None = None):
     )
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
-    # The lines' labels where they are drawn; the forward peak's, tied to a marker, moves.
-    _kept_apart(figure, [label for label in axes.texts if label is not peak_label] + [peak_label], [peak_marker])
+    # The lines' labels first, each beside its line; the forward peak's, tied to a marker, last.
+    _kept_apart(figure, axes, [label for label in axes.texts if label is not peak_label] + [peak_label], [peak_marker])
     return figure
 
 
-def _kept_apart(figure, labels, obstacles) -> None:
-    """Move each label (an annotation; None: none) down, a line at a time, until it overlaps no
-    obstacle (an artist that stays: a marker; None: none) and no label before it in `labels`:
-    with --fit the budget, the sum of the parts and the step's peak lie close together by
-    design, the forward's peak label can reach the step peak's, and a peak at the last layer
-    puts its marker where the budget's label ends (resnet50 trained with adamw to 16 GB)."""
+# The most lines of text a label moves up or down from where it was drawn.
+_MOST_MOVES = 8
+# The room in pixels a label keeps from a line (which is drawn 1 point wide, and the figure
+# saved at another resolution than laid out).
+_ROOM = 2
+
+
+def _kept_apart(figure, axes, labels, obstacles) -> None:
+    """Place each label (an annotation; None: none) where no line drawn crosses it (the memory
+    held, the budget's and the training lines) and it overlaps no obstacle (an artist that
+    stays: a marker; None: none) nor a label placed before it: where it was drawn, else the
+    nearest place a line of text up from there, else down (the memory drawn lies below the
+    lines labelled and the peak's marker), inside the axes; where no such place is free, the
+    nearest one down clear of the obstacles and labels alone. With --fit the budget, the sum of the parts
+    and the step's peak lie close together by design, a peak near the top of the axes lies
+    under them (resnet50 trained with adamw to 16 GB: its label was struck through by all
+    three, and the curve ran through the budget's), and a spike can rise through a label."""
     labels = [label for label in labels if label is not None]
     figure.canvas.draw()  # the layout first: where each label lies depends on it
     renderer = figure.canvas.get_renderer()
     placed = [obstacle.get_window_extent(renderer) for obstacle in obstacles if obstacle is not None]
+    lines = [line.get_transform().transform_path(line.get_path()) for line in axes.get_lines() if line not in obstacles]
+    inside = axes.get_window_extent(renderer)
+    moves = [*range(_MOST_MOVES + 1), *range(-1, -_MOST_MOVES - 1, -1)]  # where drawn, up, then down
     for label in labels:
-        for _ in range(len(placed) + 1):
+        x, y = label.xyann
+        step = label.get_window_extent(renderer).height * 72 / figure.dpi + 2  # its height in points, and a gap
+        boxes = {}  # move -> the label's box there
+        for move in moves:
+            label.xyann = (x, y + move * step)
             box = label.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
-                break
-            x, y = label.xyann
-            label.xyann = (x, y - box.height * 72 / figure.dpi - 2)  # its height, in offset points, and a gap
+            if inside.y0 <= box.y0 and box.y1 <= inside.y1 and not any(box.overlaps(other) for other in placed):
+                boxes[move] = box
+        clear = [
+            move
+            for move, box in boxes.items()
+            if not any(line.intersects_bbox(box.padded(_ROOM), filled=False) for line in lines)
+        ]
+        down = [move for move in boxes if move <= 0]
+        chosen = clear[0] if clear else down[0] if down else 0
+        label.xyann = (x, y + chosen * step)
         placed.append(label.get_window_extent(renderer))
