@@ -41,7 +41,7 @@ def test_every_kernel_stands_in_while_active_and_is_pytorchs_again_after():
     with DeviceKernels():
         for name, key, _ in kernels._DISPATCHER_KERNELS:
             table = torch._C._dispatch_dump_table(f"aten::{name}")
-            assert f"{key}: registered at {kernels.__file__}" in table, (name, key)
+            assert f"{key.name}: registered at {kernels.__file__}" in table, (name, key)
         assert _torch_as_it_is() != before
     assert _torch_as_it_is() == before
 

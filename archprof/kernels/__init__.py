@@ -377,22 +377,27 @@ def _noted_as_the_users_copy(function: Callable) -> Callable:
     return call
 
 
+# Dispatch keys as torch's enum, not their names: pybind11 converts a name to the enum only
+# after failing to take it for one, which was four tenths of each registration's cost.
+_AUTOGRAD_META, _AUTOGRAD_CPU = torch._C.DispatchKey.AutogradMeta, torch._C.DispatchKey.AutogradCPU
+_META_KEY = torch._C.DispatchKey.Meta
+
 # Every kernel `DeviceKernels` registers on the process's dispatcher while active: (aten
 # operator, dispatch key, kernel).
 _DISPATCHER_KERNELS = (
-    *[(name.removeprefix("aten."), "AutogradMeta", kernel) for name, kernel in WHOLE_ON_META.items()],
+    *[(name.removeprefix("aten."), _AUTOGRAD_META, kernel) for name, kernel in WHOLE_ON_META.items()],
     *[
         (name, key, kernel)
         for name, kernel in {**VALUES_ONLY, **ONE_CPU_OPERATOR}.items()
-        for key in ("AutogradMeta", "AutogradCPU")
+        for key in (_AUTOGRAD_META, _AUTOGRAD_CPU)
     ],
-    *[(name, "Meta", kernel) for name, kernel in META_KERNELS.items()],
-    *[(name, "ZeroTensor", kernel) for name, kernel in ZERO_TENSOR_KERNELS.items()],
+    *[(name, _META_KEY, kernel) for name, kernel in META_KERNELS.items()],
+    *[(name, torch._C.DispatchKey.ZeroTensor, kernel) for name, kernel in ZERO_TENSOR_KERNELS.items()],
 )
 
 
 def _registered(kernels) -> Any:
-    """`kernels` ((aten operator, dispatch key, kernel)) registered on the process's dispatcher,
+    """`kernels` ((aten operator, `torch._C.DispatchKey`, kernel)) registered on the process's dispatcher,
     each in the place of the key's kernel until the returned library's `reset()` (or its end),
     which puts PyTorch's back; none left registered where one fails. torch's own library object
     (what torch.library.Library wraps), not that wrapper, whose bookkeeping for checks of its own
@@ -421,7 +426,7 @@ def _cpu_one_hot(input, num_classes: int):
 def _no_value_negative():
     """While active, `bool()` of a one-element boolean meta tensor, a check meta holds no value
     for (gaussian_nll_loss's `torch.any(var < 0)`), answers False: none negative."""
-    library = _registered([("_local_scalar_dense", "Meta", _false_on_meta)])
+    library = _registered([("_local_scalar_dense", _META_KEY, _false_on_meta)])
     try:
         yield
     finally:
