@@ -129,7 +129,7 @@ def _legacy_storages_within(persistent_load: Any, room: int) -> Any:
     its zip archive: ('storage', class, key, device, elements, view)) once the bytes they
     declare pass `room`, the bytes of the file from its pickle on, where their data follows
     it. torch allocates each storage at the size it declares before it reads a byte of it:
-    1.2e9 elements declared in a 60 KB file reserved 4.8 GB. A zip archive's storages (five
+    1.2e9 elements declared in a 250 KB file reserved 4.8 GB. A zip archive's storages (five
     items) are read from their records, at the size the record has."""
     import torch
 

@@ -164,10 +164,11 @@ def _kept_apart(figure, axes, labels, obstacles) -> None:
     stays: a marker; None: none) nor a label placed before it: where it was drawn, else the
     nearest place a line of text up from there, else down (the memory drawn lies below the
     lines labelled and the peak's marker), inside the axes; where no such place is free, the
-    nearest one down clear of the obstacles and labels alone. With --fit the budget, the sum of the parts
-    and the step's peak lie close together by design, a peak near the top of the axes lies
-    under them (resnet50 trained with adamw to 16 GB: its label was struck through by all
-    three, and the curve ran through the budget's), and a spike can rise through a label."""
+    nearest one down clear of the obstacles and labels alone. With --fit the budget, the sum
+    of the parts and the step's peak lie close together by design, a peak near the top of the
+    axes lies under them (resnet50 trained with adamw to 16 GB: its label was struck through
+    by the memory held, and the curve ran through the budget's), and a spike can rise through
+    a label."""
     labels = [label for label in labels if label is not None]
     figure.canvas.draw()  # the layout first: where each label lies depends on it
     renderer = figure.canvas.get_renderer()
