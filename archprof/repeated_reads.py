@@ -77,6 +77,14 @@ def _windows(dims: int) -> Callable[[list[torch.Tensor], tuple], int]:
     return reads
 
 
+def _recurrent_layer(tensors: list[torch.Tensor], args: tuple) -> int:
+    # oneDNN's LSTM layer (what a CPU runs torch.lstm by): at every step of every sequence,
+    # the input-hidden and hidden-hidden weights (the second and third operands) read whole.
+    data, input_weights, hidden_weights = tensors[:3]
+    features = data.shape[-1] if data.dim() and data.shape[-1] else 1
+    return data.numel() // features * (input_weights.numel() + hidden_weights.numel())
+
+
 def _matrix_function(tensors: list[torch.Tensor], args: tuple) -> int:
     # A decomposition, inverse or solve of (batches of) m x n matrices, the first operand:
     # about m n min(m, n) steps, each operand's element once per row or column of that
@@ -145,6 +153,7 @@ _REPEATED_READS: dict[object, Callable[[list[torch.Tensor], tuple], int]] = {
     **dict.fromkeys((_ATEN.mm, _ATEN.addmm, _ATEN.bmm, _ATEN.baddbmm, _ATEN.addbmm), _matrix_product),
     _ATEN._cdist_forward: _distances,
     _ATEN._pdist_forward: _pairwise_distances,
+    _ATEN.mkldnn_rnn_layer: _recurrent_layer,
     **dict.fromkeys((_ATEN.max_pool2d_with_indices, _ATEN.avg_pool2d, _ATEN.fractional_max_pool2d), _windows(2)),
     **dict.fromkeys((_ATEN.max_pool3d_with_indices, _ATEN.avg_pool3d, _ATEN.fractional_max_pool3d), _windows(3)),
     **dict.fromkeys(_MATRIX_FUNCTIONS, _matrix_function),

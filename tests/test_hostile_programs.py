@@ -1035,6 +1035,14 @@ class _PairsBroadcastPoints(nn.Module):
         return x + torch.pdist(torch.ones([1, 1]).expand([8192, 16])).sum()
 
 
+class _RecursOverABroadcastSequence(nn.Module):
+    def forward(self, x):
+        steps = torch.ones([1, 1, 1]).expand([200, 1, 4])
+        state = [torch.zeros([1, 1, 1024]), torch.zeros([1, 1, 1024])]
+        weights = [torch.ones([4096, 4]), torch.ones([4096, 1024]), torch.zeros([4096]), torch.zeros([4096])]
+        return x + torch.lstm(steps, state, weights, True, 1, 0.0, False, False, False)[0].sum()
+
+
 class _ConvolvesALittle(nn.Module):
     def forward(self, x):
         return x + torch.nn.functional.conv2d(torch.ones([1, 2, 8, 8]), torch.ones([3, 2, 3, 3])).sum()
@@ -1057,13 +1065,16 @@ class _ConvolvesALittle(nn.Module):
         (_AttendsOverManyTokens, 2 * 4096 * 64 * 4096, "aten._scaled_dot_product_flash_attention_for_cpu"),
         # 8192 points of 16 coordinates, made whole (read once), then each against every point.
         (_PairsBroadcastPoints, 8192 * 16 + 8192 * 16 * 8192, "aten._pdist_forward"),
+        # 200 steps made whole (read once), then oneDNN's LSTM layer: at each step both weights,
+        # 4096 x 4 and 4096 x 1024, read whole.
+        (_RecursOverABroadcastSequence, 200 * 4 + 200 * (4096 * 4 + 4096 * 1024), "aten.mkldnn_rnn_layer"),
     ],
 )
 def test_an_operator_reading_its_operands_over_and_over_is_refused_by_what_it_reads(tmp_path, module, reads, operator):
     """A convolution of a 4096 x 4096 map by a 2048 x 2048 kernel, both broadcast from one
     element, read 21 million elements and computed for hours (past SIGTERM): an operator whose
     kernel reads its operands many times over (a product, a pooling window, a decomposition,
-    attention, pairwise distances) counts them as often as it reads them, at least what it
+    attention, pairwise distances, an LSTM layer) counts them as often as it reads them, at least what it
     computes (hand-counted above: the forward reads nothing else), and is refused past the
     elements bound before it runs."""
     path = tmp_path / f"{module.__name__}.pt"
