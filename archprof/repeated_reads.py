@@ -98,7 +98,8 @@ def _matrix_exponential(tensors: list[torch.Tensor], args: tuple) -> int:
     # A few matrix products for the approximant, then one squaring per halving of the norm,
     # which the values decide: at most the exponent range of the dtype (1,024 in float64).
     matrix = tensors[0]
-    squarings = torch.finfo(matrix.dtype).maxexp if matrix.is_floating_point() or matrix.is_complex() else 0
+    exact = matrix.is_floating_point() or matrix.is_complex()
+    squarings = math.frexp(torch.finfo(matrix.dtype).max)[1] if exact else 0  # float32: 128
     return _matrix_function(tensors, args) * (squarings + 16)
 
 

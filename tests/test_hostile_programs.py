@@ -1019,6 +1019,11 @@ class _DecomposesABroadcastMatrix(nn.Module):
         return x + torch.linalg.svdvals(torch.ones([1, 1]).expand([1024, 1024]) + 0.0).sum()
 
 
+class _ExponentiatesABroadcastMatrix(nn.Module):
+    def forward(self, x):
+        return x + torch.linalg.matrix_exp(torch.ones([1, 1]).expand([128, 128]) + 0.0).sum()
+
+
 class _PoolsABroadcastMapByALargeWindow(nn.Module):
     def forward(self, x):
         return x + torch.nn.functional.avg_pool2d(torch.ones([1, 1, 1, 1]).expand([1, 1, 256, 256]), 96, 1).sum()
@@ -1058,6 +1063,9 @@ class _ConvolvesALittle(nn.Module):
         # The matrix made whole by the addition (1024 x 1024 read), then decomposed: each
         # element once per row, 1024**3.
         (_DecomposesABroadcastMatrix, 1024**2 + 1024**3, "aten._linalg_svd"),
+        # The same for the exponential of a 128 x 128 matrix, once more per squaring float32's
+        # exponent range allows (128), and 16 products besides.
+        (_ExponentiatesABroadcastMatrix, 128**2 + 128**3 * (128 + 16), "aten.linalg_matrix_exp"),
         # 256 x 256 positions, each once per offset of a 96 x 96 window.
         (_PoolsABroadcastMapByALargeWindow, 256**2 * 96**2, "aten.avg_pool2d"),
         # Queries, keys and values of 4096 x 64 (1 MiB each) in CPU flash attention: each query
