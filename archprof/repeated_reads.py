@@ -77,6 +77,19 @@ def _windows(dims: int) -> Callable[[list[torch.Tensor], tuple], int]:
     return reads
 
 
+def _trilinear(tensors: list[torch.Tensor], args: tuple) -> int:
+    # bilinear's kernel: its three operands, each unsqueezed at its expanded dimensions
+    # (`args[3:6]`, in ascending order, as the kernel does), multiplied as broadcast and summed
+    # over `sumdim`: at most each element of their broadcast product, formed in two products.
+    shapes = []
+    for tensor, expanded in zip(tensors[:3], args[3:6], strict=True):
+        shape = list(tensor.shape)
+        for dim in sorted(expanded):
+            shape.insert(dim, 1)
+        shapes.append(shape)
+    return 2 * math.prod(torch.broadcast_shapes(*shapes))
+
+
 def _recurrent_layer(tensors: list[torch.Tensor], args: tuple) -> int:
     # oneDNN's LSTM layer (what a CPU runs torch.lstm by): at every step of every sequence,
     # the input-hidden and hidden-hidden weights (the second and third operands) read whole.
@@ -151,6 +164,7 @@ _CONVOLUTIONS = (
 _REPEATED_READS: dict[object, Callable[[list[torch.Tensor], tuple], int]] = {
     **dict.fromkeys(_CONVOLUTIONS, _convolution),
     _ATEN.conv_tbc: _time_convolution,
+    _ATEN._trilinear: _trilinear,
     **dict.fromkeys((_ATEN.mm, _ATEN.addmm, _ATEN.bmm, _ATEN.baddbmm, _ATEN.addbmm), _matrix_product),
     _ATEN._cdist_forward: _distances,
     _ATEN._pdist_forward: _pairwise_distances,

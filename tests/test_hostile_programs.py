@@ -1048,6 +1048,12 @@ class _RecursOverABroadcastSequence(nn.Module):
         return x + torch.lstm(steps, state, weights, True, 1, 0.0, False, False, False)[0].sum()
 
 
+class _BilinearOfBroadcastRows(nn.Module):
+    def forward(self, x):
+        rows = torch.ones([1, 1]).expand([4096, 64])
+        return x + torch.nn.functional.bilinear(rows, rows, torch.ones([64, 64, 64])).sum()
+
+
 class _ConvolvesALittle(nn.Module):
     def forward(self, x):
         return x + torch.nn.functional.conv2d(torch.ones([1, 2, 8, 8]), torch.ones([3, 2, 3, 3])).sum()
@@ -1076,15 +1082,18 @@ class _ConvolvesALittle(nn.Module):
         # 200 steps made whole (read once), then oneDNN's LSTM layer: at each step both weights,
         # 4096 x 4 and 4096 x 1024, read whole.
         (_RecursOverABroadcastSequence, 200 * 4 + 200 * (4096 * 4 + 4096 * 1024), "aten.mkldnn_rnn_layer"),
+        # 4096 rows of 64 against a 64 x 64 x 64 weight: the product of the three, broadcast to
+        # rows x outputs x 64 x 64, formed in two products.
+        (_BilinearOfBroadcastRows, 2 * 4096 * 64 * 64 * 64, "aten._trilinear"),
     ],
 )
 def test_an_operator_reading_its_operands_over_and_over_is_refused_by_what_it_reads(tmp_path, module, reads, operator):
     """A convolution of a 4096 x 4096 map by a 2048 x 2048 kernel, both broadcast from one
     element, read 21 million elements and computed for hours (past SIGTERM): an operator whose
     kernel reads its operands many times over (a product, a pooling window, a decomposition,
-    attention, pairwise distances, an LSTM layer) counts them as often as it reads them, at least what it
-    computes (hand-counted above: the forward reads nothing else), and is refused past the
-    elements bound before it runs."""
+    attention, pairwise distances, a bilinear product, an LSTM layer) counts them as often as
+    it reads them, at least what it computes (hand-counted above), and is refused past the
+    elements bound before it runs, named in the refusal."""
     path = tmp_path / f"{module.__name__}.pt"
     torch.jit.script(module()).save(str(path))
     result = cli("summary", path, "-i", "3")

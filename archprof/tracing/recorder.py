@@ -471,8 +471,10 @@ class Recorder(TorchDispatchMode):
         tally = self._on_the_cpu
         if not tally.add(info.name, func, info.is_view, info.writes_input, args, kwargs, tensors):
             does = "computes" if tally.reading else "allocates"
+            # Named by the operator that took it past: its refusal may be caught and the forward go
+            # on to another (a TorchScript forward's bilinear ran a view after its _trilinear's).
             raise BeyondBounds(
-                f"the forward {tally.done()} (by {info.name}), which an analysis {does} for real: more than the"
+                f"the forward {tally.done()} (by {tally.past}), which an analysis {does} for real: more than the"
                 f" {tally.bound()} a model file may"
             )
 
