@@ -1,12 +1,15 @@
-"""The elements a CPU kernel reads over and over (`repeated_reads`), for the fused kernels a
-model file's forward can call but no test file runs long enough to time: at least the
+"""The elements a CPU kernel reads over and over (`repeated_reads`), for the kernels a model
+file's forward can call but no test file runs long enough to time: the fused ones at least the
 multiply-adds the same computation takes through the operators it fuses, as PyTorch's
-FlopCounterMode counts them (two flops each) on that unfused road."""
+FlopCounterMode counts them (two flops each) on that unfused road; each linear-algebra
+function at least the cube of its matrix's side."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from archprof.repeated_reads import repeated_reads
@@ -54,3 +57,50 @@ def test_a_time_convolution_reads_at_least_its_multiply_adds():
     convolution = nn.Conv1d(8, 6, 5, bias=False)
     count = repeated_reads(aten.conv_tbc.default, [data, weight, args[2]], args)
     assert count >= _multiply_adds(convolution, data.permute(1, 2, 0))
+
+
+class _Reached(TorchDispatchMode):
+    """Each operator a call reaches, with its tensors and positional arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func, list(tensors_in(args)), args))
+        return func(*args, **(kwargs or {}))
+
+
+_SIDE = 6
+_MATRIX = torch.eye(_SIDE) * 2 + torch.ones(_SIDE, _SIDE)  # symmetric, positive definite
+_RIGHT = torch.ones(_SIDE, 2)
+_MATRIX_CALLS = {
+    "cholesky": lambda: torch.linalg.cholesky(_MATRIX),
+    "cholesky, deprecated": lambda: torch.cholesky(_MATRIX),
+    "inv": lambda: torch.linalg.inv(_MATRIX),
+    "pinv": lambda: torch.linalg.pinv(_MATRIX),
+    "svd": lambda: torch.linalg.svd(_MATRIX),
+    "eigh": lambda: torch.linalg.eigh(_MATRIX),
+    "eig": lambda: torch.linalg.eig(_MATRIX),
+    "qr": lambda: torch.linalg.qr(_MATRIX),
+    "lu_factor": lambda: torch.linalg.lu_factor(_MATRIX),
+    "ldl_factor": lambda: torch.linalg.ldl_factor(_MATRIX),
+    "solve": lambda: torch.linalg.solve(_MATRIX, _RIGHT),
+    "lstsq": lambda: torch.linalg.lstsq(_MATRIX, _RIGHT),
+    "solve_triangular": lambda: torch.linalg.solve_triangular(_MATRIX, _RIGHT, upper=True),
+    "det": lambda: torch.linalg.det(_MATRIX),
+    "slogdet": lambda: torch.linalg.slogdet(_MATRIX),
+    "matrix_exp": lambda: torch.linalg.matrix_exp(_MATRIX),
+}
+
+
+@pytest.mark.filterwarnings("ignore:torch.cholesky is deprecated")
+@pytest.mark.parametrize("name", _MATRIX_CALLS)
+def test_each_linear_algebra_function_reaches_an_operator_counted_at_its_cube(name):
+    """A decomposition, inverse or solve of an n x n matrix takes about n^3 steps, run inside one
+    CPU kernel: the operator a call reaches (under a dispatch mode, the oracle) counts at least that."""
+    reached = _Reached()
+    with reached, torch.no_grad():
+        _MATRIX_CALLS[name]()
+    counts = [repeated_reads(func, tensors, args) or 0 for func, tensors, args in reached.calls]
+    assert max(counts) >= _SIDE**3, [str(func) for func, _, _ in reached.calls]
