@@ -1,13 +1,15 @@
 """The elements a CPU kernel reads over and over (`repeated_reads`), for the kernels a model
 file's forward can call but no test file runs long enough to time: the fused ones at least the
 multiply-adds the same computation takes through the operators it fuses, as PyTorch's
-FlopCounterMode counts them (two flops each) on that unfused road; each linear-algebra
+FlopCounterMode counts them (two flops each) on that unfused road; each product at least
+FlopCounterMode's count of it, each pooling at least its output's windows, each linear-algebra
 function at least the cube of its matrix's side."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -104,3 +106,71 @@ def test_each_linear_algebra_function_reaches_an_operator_counted_at_its_cube(na
         _MATRIX_CALLS[name]()
     counts = [repeated_reads(func, tensors, args) or 0 for func, tensors, args in reached.calls]
     assert max(counts) >= _SIDE**3, [str(func) for func, _, _ in reached.calls]
+
+
+_IMAGE, _CLIP = torch.ones(2, 3, 12, 12), torch.ones(1, 3, 6, 8, 8)
+_ROWS, _BATCHES = torch.ones(16, 24), torch.ones(4, 16, 24)
+_TOKENS = torch.ones(1, 2, 32, 8)
+_PRODUCT_CALLS = {
+    "conv2d": lambda: F.conv2d(_IMAGE, torch.ones(5, 3, 3, 3), padding=1),
+    "conv2d, strided and dilated": lambda: F.conv2d(_IMAGE, torch.ones(5, 3, 3, 3), stride=2, dilation=2),
+    "conv2d, grouped": lambda: F.conv2d(_IMAGE.repeat(1, 2, 1, 1), torch.ones(6, 3, 3, 3), groups=2),
+    "conv1d": lambda: F.conv1d(_ROWS.unsqueeze(0), torch.ones(4, 16, 5)),
+    "conv3d": lambda: F.conv3d(_CLIP, torch.ones(4, 3, 3, 3, 3)),
+    "conv_transpose2d": lambda: F.conv_transpose2d(_IMAGE, torch.ones(3, 5, 4, 4), stride=2),
+    "linear": lambda: F.linear(_ROWS, torch.ones(7, 24)),
+    "matmul": lambda: _BATCHES @ torch.ones(24, 9),
+    "bmm": lambda: torch.bmm(_BATCHES, torch.ones(4, 24, 9)),
+    "baddbmm": lambda: torch.baddbmm(torch.zeros(4, 16, 9), _BATCHES, torch.ones(4, 24, 9)),
+    "einsum": lambda: torch.einsum("bij,bjk->bik", _BATCHES, torch.ones(4, 24, 9)),
+}
+
+
+@pytest.mark.parametrize("name", _PRODUCT_CALLS)
+def test_each_product_reaches_operators_counted_at_least_at_its_multiply_adds(name):
+    """The oracle: FlopCounterMode's count of the same call (two flops a multiply-add), against
+    the operators it reaches on a CPU, each counted as `repeated_reads` counts it."""
+    reached = _Reached()
+    with FlopCounterMode(display=False) as counter, reached, torch.no_grad():
+        _PRODUCT_CALLS[name]()
+    counted = sum(repeated_reads(func, tensors, args) or 0 for func, tensors, args in reached.calls)
+    assert counter.get_total_flops() > 0 and counted >= counter.get_total_flops() // 2
+
+
+def test_cpu_flash_attention_reads_at_least_the_multiply_adds_of_its_math_road():
+    """FlopCounterMode counts nothing of the CPU's flash attention kernel: its oracle is the
+    same attention on the math road (products FlopCounterMode counts)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        F.scaled_dot_product_attention(_TOKENS, _TOKENS, _TOKENS)
+    reached = _Reached()
+    with reached, torch.no_grad():
+        F.scaled_dot_product_attention(_TOKENS, _TOKENS, _TOKENS)
+    assert [str(func) for func, _, _ in reached.calls] == ["aten._scaled_dot_product_flash_attention_for_cpu.default"]
+    ((func, tensors, args),) = reached.calls
+    assert counter.get_total_flops() > 0 and repeated_reads(func, tensors, args) >= counter.get_total_flops() // 2
+
+
+_POOLS = {
+    "max_pool1d": (lambda: F.max_pool1d(_ROWS.unsqueeze(0), 5, 1), 5),
+    "avg_pool1d": (lambda: F.avg_pool1d(_ROWS.unsqueeze(0), 5, 2), 5),
+    "max_pool2d": (lambda: F.max_pool2d(_IMAGE, 3, 1, padding=1), 3 * 3),
+    "avg_pool2d": (lambda: F.avg_pool2d(_IMAGE, (2, 4), 1), 2 * 4),
+    "lp_pool2d": (lambda: F.lp_pool2d(_IMAGE, 2, 3, 1), 3 * 3),
+    "fractional_max_pool2d": (lambda: F.fractional_max_pool2d(_IMAGE, 3, output_size=5), 3 * 3),
+    "max_pool3d": (lambda: F.max_pool3d(_CLIP, 3, 1), 3 * 3 * 3),
+    "avg_pool3d": (lambda: F.avg_pool3d(_CLIP, 2, 1), 2 * 2 * 2),
+}
+
+
+@pytest.mark.parametrize("name", _POOLS)
+def test_each_pooling_reaches_operators_counted_at_least_at_its_windows_elements(name):
+    """The oracle: each output element of the call, as torch computes it, reads a window of
+    the kernel's size."""
+    call, window = _POOLS[name]
+    reached = _Reached()
+    with reached, torch.no_grad():
+        output = call()
+    counted = sum(repeated_reads(func, tensors, args) or 0 for func, tensors, args in reached.calls)
+    assert counted >= output.numel() * window
