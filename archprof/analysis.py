@@ -451,7 +451,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         "call": [g.call for g in groups],
         "depth": [g.depth for g in groups],
         "operators": [_operator_names(tuple([op.op for op in g.ops])) for g in groups],
-        "output_shape": [_outputs_text(g.outputs) for g in groups],
+        "output_shape": [shapes_text([t.shape for t in g.outputs]) for g in groups],
     }
     columns.update(interface_columns(groups))
     columns.update(parameter_columns(graph, groups))
@@ -483,14 +483,6 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         traced_on=traced_on,
         graph=graph,
     )
-
-
-def _outputs_text(outputs: Sequence[TensorMeta]) -> str:
-    """The shapes of a row's outputs (`shapes_text`); a single output's, most rows', without
-    the join: a row per module call, and the join was half this column's time."""
-    if len(outputs) == 1:
-        return shape_text(outputs[0].shape)
-    return shapes_text(t.shape for t in outputs)
 
 
 def _output_bytes(outputs: Sequence[TensorMeta]) -> int:

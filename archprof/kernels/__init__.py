@@ -91,6 +91,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch._C import DispatchKey
 from torch._prims_common import suggest_memory_format
 from torch.utils import backend_registration
 from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -377,27 +378,23 @@ def _noted_as_the_users_copy(function: Callable) -> Callable:
     return call
 
 
-# Dispatch keys as torch's enum, not their names: pybind11 converts a name to the enum only
-# after failing to take it for one, which was four tenths of each registration's cost.
-_AUTOGRAD_META, _AUTOGRAD_CPU = torch._C.DispatchKey.AutogradMeta, torch._C.DispatchKey.AutogradCPU
-_META_KEY = torch._C.DispatchKey.Meta
-
 # Every kernel `DeviceKernels` registers on the process's dispatcher while active: (aten
-# operator, dispatch key, kernel).
+# operator, dispatch key, kernel). Keys as torch's enum, not their names: pybind11 converts a
+# name to the enum only after failing to take it for one, four tenths of each registration.
 _DISPATCHER_KERNELS = (
-    *[(name.removeprefix("aten."), _AUTOGRAD_META, kernel) for name, kernel in WHOLE_ON_META.items()],
+    *[(name.removeprefix("aten."), DispatchKey.AutogradMeta, kernel) for name, kernel in WHOLE_ON_META.items()],
     *[
         (name, key, kernel)
         for name, kernel in {**VALUES_ONLY, **ONE_CPU_OPERATOR}.items()
-        for key in (_AUTOGRAD_META, _AUTOGRAD_CPU)
+        for key in (DispatchKey.AutogradMeta, DispatchKey.AutogradCPU)
     ],
-    *[(name, _META_KEY, kernel) for name, kernel in META_KERNELS.items()],
-    *[(name, torch._C.DispatchKey.ZeroTensor, kernel) for name, kernel in ZERO_TENSOR_KERNELS.items()],
+    *[(name, DispatchKey.Meta, kernel) for name, kernel in META_KERNELS.items()],
+    *[(name, DispatchKey.ZeroTensor, kernel) for name, kernel in ZERO_TENSOR_KERNELS.items()],
 )
 
 
 def _registered(kernels) -> Any:
-    """`kernels` ((aten operator, `torch._C.DispatchKey`, kernel)) registered on the process's dispatcher,
+    """`kernels` ((aten operator, `DispatchKey`, kernel)) registered on the process's dispatcher,
     each in the place of the key's kernel until the returned library's `reset()` (or its end),
     which puts PyTorch's back; none left registered where one fails. torch's own library object
     (what torch.library.Library wraps), not that wrapper, whose bookkeeping for checks of its own
@@ -426,7 +423,7 @@ def _cpu_one_hot(input, num_classes: int):
 def _no_value_negative():
     """While active, `bool()` of a one-element boolean meta tensor, a check meta holds no value
     for (gaussian_nll_loss's `torch.any(var < 0)`), answers False: none negative."""
-    library = _registered([("_local_scalar_dense", _META_KEY, _false_on_meta)])
+    library = _registered([("_local_scalar_dense", DispatchKey.Meta, _false_on_meta)])
     try:
         yield
     finally:

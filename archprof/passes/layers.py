@@ -103,8 +103,7 @@ def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
     input_shapes, kernels = [], []
     for group in groups:
         read = _read_from_outside(group.ops) if group.ops else _passed_through(group.outputs)
-        # One shape (most rows) without shapes_text's join: half this column's time.
-        input_shapes.append(shape_text(read[0]) if len(read) == 1 else shapes_text(read))
+        input_shapes.append(shapes_text(read))
         kernels.append(_first_window(group.ops))
     return {"input_shape": input_shapes, "kernel": kernels}
 
