@@ -182,9 +182,14 @@ def test_a_set_of_anything_but_items_is_refused(tmp_path):
         torch.load(str(path), weights_only=True)
 
 
+def _lenet5_state() -> dict[str, torch.Tensor]:
+    """A state dict for the built-in lenet5, of zeros."""
+    return {name: torch.zeros(value.shape) for name, value in load_model("lenet5").module.state_dict().items()}
+
+
 def test_a_large_list_of_its_own_items_is_not_refused(tmp_path):
     """A bound on sharing, not on size: a checkpoint with 1.5 million numbers of its own loads."""
-    state = {name: torch.zeros(value.shape) for name, value in load_model("lenet5").module.state_dict().items()}
+    state = _lenet5_state()
     path = tmp_path / "checkpoint.pt"
     torch.save({"model": state, "losses": [float(i) for i in range(1_500_000)]}, str(path))
     assert cli("summary", "lenet5", "--weights", path).exit_code == 0
@@ -264,10 +269,6 @@ def test_a_legacy_tar_checkpoint_is_refused_before_tarfile_reads_it(tmp_path):
     assert header.type == tarfile.XHDTYPE and header.size == 20_000  # a pax header, as tarfile reads it
     result = cli("summary", "lenet5", "--weights", path)
     assert result.exit_code == 2 and "a legacy .tar checkpoint (PyTorch before 0.4)" in one_error_line(result)
-
-
-def _lenet5_state() -> dict[str, torch.Tensor]:
-    return {name: torch.zeros(value.shape) for name, value in load_model("lenet5").module.state_dict().items()}
 
 
 def _after_the_header(path) -> int:

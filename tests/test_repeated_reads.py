@@ -73,6 +73,17 @@ class _Reached(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _counted(call) -> tuple[list[int], list[str], object]:
+    """`call()` on the CPU, without gradients: each operator it reaches counted as
+    `repeated_reads` counts it (0 for one reading each operand once), their names, and what
+    the call returned."""
+    reached = _Reached()
+    with reached, torch.no_grad():
+        result = call()
+    counts = [repeated_reads(func, tensors, args) or 0 for func, tensors, args in reached.calls]
+    return counts, [str(func) for func, _, _ in reached.calls], result
+
+
 _SIDE = 6
 _MATRIX = torch.eye(_SIDE) * 2 + torch.ones(_SIDE, _SIDE)  # symmetric, positive definite
 _RIGHT = torch.ones(_SIDE, 2)
@@ -101,11 +112,8 @@ _MATRIX_CALLS = {
 def test_each_linear_algebra_function_reaches_an_operator_counted_at_its_cube(name):
     """A decomposition, inverse or solve of an n x n matrix takes about n^3 steps, run inside one
     CPU kernel: the operator a call reaches (under a dispatch mode, the oracle) counts at least that."""
-    reached = _Reached()
-    with reached, torch.no_grad():
-        _MATRIX_CALLS[name]()
-    counts = [repeated_reads(func, tensors, args) or 0 for func, tensors, args in reached.calls]
-    assert max(counts) >= _SIDE**3, [str(func) for func, _, _ in reached.calls]
+    counts, operators, _ = _counted(_MATRIX_CALLS[name])
+    assert max(counts) >= _SIDE**3, operators
 
 
 _IMAGE, _CLIP = torch.ones(2, 3, 12, 12), torch.ones(1, 3, 6, 8, 8)
@@ -130,11 +138,9 @@ _PRODUCT_CALLS = {
 def test_each_product_reaches_operators_counted_at_least_at_its_multiply_adds(name):
     """The oracle: FlopCounterMode's count of the same call (two flops a multiply-add), against
     the operators it reaches on a CPU, each counted as `repeated_reads` counts it."""
-    reached = _Reached()
-    with FlopCounterMode(display=False) as counter, reached, torch.no_grad():
-        _PRODUCT_CALLS[name]()
-    counted = sum(repeated_reads(func, tensors, args) or 0 for func, tensors, args in reached.calls)
-    assert counter.get_total_flops() > 0 and counted >= counter.get_total_flops() // 2
+    with FlopCounterMode(display=False) as counter:
+        counts, _, _ = _counted(_PRODUCT_CALLS[name])
+    assert counter.get_total_flops() > 0 and sum(counts) >= counter.get_total_flops() // 2
 
 
 def test_cpu_flash_attention_reads_at_least_the_multiply_adds_of_its_math_road():
@@ -144,12 +150,9 @@ def test_cpu_flash_attention_reads_at_least_the_multiply_adds_of_its_math_road()
 
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         F.scaled_dot_product_attention(_TOKENS, _TOKENS, _TOKENS)
-    reached = _Reached()
-    with reached, torch.no_grad():
-        F.scaled_dot_product_attention(_TOKENS, _TOKENS, _TOKENS)
-    assert [str(func) for func, _, _ in reached.calls] == ["aten._scaled_dot_product_flash_attention_for_cpu.default"]
-    ((func, tensors, args),) = reached.calls
-    assert counter.get_total_flops() > 0 and repeated_reads(func, tensors, args) >= counter.get_total_flops() // 2
+    counts, operators, _ = _counted(lambda: F.scaled_dot_product_attention(_TOKENS, _TOKENS, _TOKENS))
+    assert operators == ["aten._scaled_dot_product_flash_attention_for_cpu.default"]
+    assert counter.get_total_flops() > 0 and counts[0] >= counter.get_total_flops() // 2
 
 
 _POOLS = {
@@ -169,8 +172,5 @@ def test_each_pooling_reaches_operators_counted_at_least_at_its_windows_elements
     """The oracle: each output element of the call, as torch computes it, reads a window of
     the kernel's size."""
     call, window = _POOLS[name]
-    reached = _Reached()
-    with reached, torch.no_grad():
-        output = call()
-    counted = sum(repeated_reads(func, tensors, args) or 0 for func, tensors, args in reached.calls)
-    assert counted >= output.numel() * window
+    counts, _, output = _counted(call)
+    assert sum(counts) >= output.numel() * window
