@@ -226,7 +226,11 @@ def reads_all_input(field: Field, extents: Sequence[int]) -> bool:
     pooling attention, 3 x 3 windows 4 tokens apart, leave the last tokens unread)."""
     if len({m.axis for m in field.whole}) < len(extents):
         return False
-    return all(mixed_span(field, axis, exact=True) == (0, n - 1) for axis, n in enumerate(extents))
+    for axis, n in enumerate(extents):
+        spanned = any(m.axis == axis and m.spans_everything for m in field.whole)
+        if not spanned and mixed_span(field, axis, exact=True) != (0, n - 1):
+            return False
+    return True
 
 
 def mixed_span(field: Field, axis: int, exact: bool) -> Interval | None:

@@ -56,13 +56,28 @@ class Link:
 def reads_everywhere_through(link: Link, size: int) -> bool:
     """Whether every real unit of a map of `size` units reads a real unit of `link`'s
     parent that reads a pixel (`AxisMap.reads_everywhere`)."""
-    parent = link.parent
-    if not parent.reads_everywhere:
-        return False
+    return link.parent.reads_everywhere and reads_into(link, size)
+
+
+def reads_into(link: Link, size: int) -> bool:
+    """Whether every real unit of a map of `size` units reads a real unit of `link`'s parent:
+    a range in order that every unit's reaches into the parent (a convolution, a window, a
+    sum), a position of every block (a grid attention's), or one parent unit each
+    (`Link.permutes`: a roll's)."""
     if link.permutes or link.repeats:
         return True
     ranges = ranges_in_order(link)
-    return ranges is not None and reading_units(link, size, ranges, (0, parent.size - 1)) == (0, size - 1)
+    return ranges is not None and reading_units(link, size, ranges, (0, link.parent.size - 1)) == (0, size - 1)
+
+
+def covers_parent(link: Link, size: int) -> bool:
+    """Whether the real units of a map of `size` units read, through `link`, every real unit
+    of its parent: ranges in order each touching the next (`reach_of`), the first beginning
+    at or before the parent's first unit, the last ending at or past its last. The hull of
+    their exact fields is then the parent's whole exact span."""
+    if size == 0 or reach_of(link) is not TOUCHING:
+        return False
+    return link.reads(0)[0][0] <= 0 and link.reads(size - 1)[0][1] >= link.parent.size - 1
 
 
 def reads_own(link: Link) -> bool:

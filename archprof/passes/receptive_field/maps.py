@@ -32,6 +32,7 @@ from archprof.passes.receptive_field.links import (
     FAR,
     NO_REACH,
     SKIPPING,
+    covers_parent,
     Interval,
     Link,
     Reads,
@@ -61,6 +62,7 @@ class AxisMap:
         "_exact_runs",
         "_exact_spans",
         "_exact_zone",
+        "_covering",
         "_origin",
         "_padded",
         "_pieces",
@@ -136,6 +138,7 @@ class AxisMap:
         self._regular: Interval | None = None
         self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
         self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
+        self._covering: bool | None = None  # `spans_everything`, found at its first read
         if self.period is not None and _limited(links, kept):
             self._regular = self._zone(kept, exact=False)
             if self._regular is None or candidates:
@@ -469,6 +472,18 @@ class AxisMap:
             else:
                 self._everywhere = any(reads_everywhere_through(link, self.size) for link in self.links)
         return self._everywhere
+
+    @property
+    def spans_everything(self) -> bool:
+        """Whether the exact fields of the map's units together span every real pixel
+        (`everything`), found at the first read from a link whose units read every unit of a
+        parent that does (`links.covers_parent`), down to the input: no exact field is then
+        needed to say so (`dims.reads_all_input`). False: not known so."""
+        if self._covering is None:
+            self._covering = not self.links or any(
+                covers_parent(link, self.size) and link.parent.spans_everything for link in self.links
+            )
+        return self._covering
 
     def _runs_of_links(self) -> tuple[Interval, ...] | None:
         """`exact_runs` of a map with links, noting its pieces (`_pieces`): the stretches of

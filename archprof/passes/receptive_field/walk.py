@@ -36,6 +36,7 @@ from archprof.passes.receptive_field.dims import (
     same_unit,
 )
 from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, FieldsTooIrregular
+from archprof.passes.receptive_field.links import reads_into
 from archprof.passes.receptive_field.maps import AxisMap
 from archprof.passes.receptive_field.side_by_side import (
     NOT_PARTED,
@@ -336,7 +337,7 @@ class Walk(PathsSideBySide):
         `AxisMap.reads_everywhere` cannot tell, unit by unit."""
         known = self._reading.get(axis_map)
         if known is None:
-            known = any(link.reads is same_unit and self.every_unit_reads(link.parent) for link in axis_map.links)
+            known = any(self.every_unit_reads(link.parent) and reads_into(link, axis_map.size) for link in axis_map.links)
             if not known:
                 runs = axis_map.exact_runs
                 if runs is not None:
