@@ -64,10 +64,18 @@ def reads_into(link: Link, size: int) -> bool:
     a range in order that every unit's reaches into the parent (a convolution, a window, a
     sum), a position of every block (a grid attention's), or one parent unit each
     (`Link.permutes`: a roll's)."""
+    return units_reading(link, size, (0, link.parent.size - 1)) == (0, size - 1)
+
+
+def units_reading(link: Link, size: int, units: Interval) -> Interval | object | None:
+    """The units of a map of `size` units that read, through `link`, one of its parent's
+    `units`, consecutive (None: none does), where each unit reads a range in order
+    (`reading_units`); every unit where `units` are all the parent's and each unit reads a
+    position of every block or one parent unit (`reads_into`); else `UNORDERED`."""
     if link.permutes or link.repeats:
-        return True
+        return (0, size - 1) if units == (0, link.parent.size - 1) and size else UNORDERED
     ranges = ranges_in_order(link)
-    return ranges is not None and reading_units(link, size, ranges, (0, link.parent.size - 1)) == (0, size - 1)
+    return UNORDERED if ranges is None else reading_units(link, size, ranges, units)
 
 
 def covers_parent(link: Link, size: int) -> bool:

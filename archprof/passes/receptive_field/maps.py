@@ -32,10 +32,10 @@ from archprof.passes.receptive_field.links import (
     FAR,
     NO_REACH,
     SKIPPING,
-    covers_parent,
     Interval,
     Link,
     Reads,
+    covers_parent,
     hull,
     irregular_candidates,
     ordered,
@@ -56,13 +56,13 @@ class AxisMap:
     """Unit u of a tensor dimension of `size` units along input axis `axis`."""
 
     __slots__ = (
+        "_covering",
         "_everywhere",
         "_exact",
         "_exact_bounds",
         "_exact_runs",
         "_exact_spans",
         "_exact_zone",
-        "_covering",
         "_origin",
         "_padded",
         "_pieces",

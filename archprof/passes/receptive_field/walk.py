@@ -33,10 +33,9 @@ from archprof.passes.receptive_field.dims import (
     plain,
     read_whole,
     reads_all_input,
-    same_unit,
 )
 from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, FieldsTooIrregular
-from archprof.passes.receptive_field.links import reads_into
+from archprof.passes.receptive_field.links import UNORDERED, Interval, units_reading
 from archprof.passes.receptive_field.maps import AxisMap
 from archprof.passes.receptive_field.side_by_side import (
     NOT_PARTED,
@@ -80,6 +79,8 @@ class Walk(PathsSideBySide):
         self._unions: dict[tuple, AxisMap] = {}
         # map -> whether each of its units reads a real pixel (`every_unit_reads`)
         self._reading: dict[AxisMap, bool] = {}
+        # map -> the units of it that read a real pixel (`_reading_units`)
+        self._units: dict[AxisMap, Interval | object | None] = {}
         # The tensors a mask may have reached: an attention mask (-inf where a causal or
         # banded mask drops a key), the scores it was added or filled into, and the softmax's
         # weights, exactly 0 there: a softmax or a product over them reads fewer units than
@@ -329,25 +330,58 @@ class Walk(PathsSideBySide):
         return False
 
     def every_unit_reads(self, axis_map: AxisMap) -> bool:
-        """Whether every unit of the map reads a real pixel (found once per map): a union of
-        maps where one of them does (a DenseNet block's concatenations, each a union of the one
-        before); else where its runs (`AxisMap.exact_runs`, in order, apart) hold every unit,
-        however many (a dilated convolution's map is a few runs, broken where its order is near
-        the borders); a map without runs (after a window attention, a roll) where
+        """Whether every unit of the map reads a real pixel (found once per map): where the
+        units that do are known from its links (`_reading_units`), without its runs; else
+        where its runs (`AxisMap.exact_runs`, in order, apart) hold every unit, however many
+        (a dilated convolution's map is a few runs, broken where its order is near the
+        borders); a map without runs (after a window attention, a roll) where
         `AxisMap.reads_everywhere` cannot tell, unit by unit."""
         known = self._reading.get(axis_map)
         if known is None:
-            known = any(self.every_unit_reads(link.parent) and reads_into(link, axis_map.size) for link in axis_map.links)
-            if not known:
-                runs = axis_map.exact_runs
-                if runs is not None:
-                    known = sum(last - first + 1 for first, last in runs) == axis_map.size
-                else:
-                    known = axis_map.reads_everywhere or all(
-                        axis_map.field(u, exact=True) is not None for u in range(axis_map.size)
-                    )
+            units = self._reading_units(axis_map)
+            if units is not UNORDERED:
+                known = units == (0, axis_map.size - 1)
+            elif (runs := axis_map.exact_runs) is not None:
+                known = sum(last - first + 1 for first, last in runs) == axis_map.size
+            else:
+                known = axis_map.reads_everywhere or all(
+                    axis_map.field(u, exact=True) is not None for u in range(axis_map.size)
+                )
             self._reading[axis_map] = known
         return known
+
+    def _reading_units(self, axis_map: AxisMap) -> Interval | object | None:
+        """The units of the map that read a real pixel, consecutive (None: none does), found
+        once per map from its links: through each, those that read a unit of its parent that
+        does (`links.units_reading`), all the links' together where they leave no gap;
+        `UNORDERED` where a link or a parent cannot say, or they leave one. Most maps are
+        known so down to the input (a constant padding's: all but its padding's units), and
+        their exact runs (`AxisMap.exact_runs`), which every map before them needs, are
+        never found."""
+        known = self._units.get(axis_map, _NOT_ASKED)
+        if known is _NOT_ASKED:
+            known = self._units[axis_map] = self._units_through_links(axis_map)
+        return known
+
+    def _units_through_links(self, axis_map: AxisMap) -> Interval | object | None:
+        size = axis_map.size
+        if not axis_map.links or not size:  # the input's (an empty map: its runs say)
+            return (0, size - 1) if size else UNORDERED
+        found: list[Interval] = []
+        for link in axis_map.links:
+            parent = self._reading_units(link.parent)
+            units = parent if parent is UNORDERED or parent is None else units_reading(link, size, parent)
+            if units is UNORDERED:
+                return UNORDERED
+            if units is not None:
+                found.append(units)
+        found.sort()
+        joined = found[0] if found else None
+        for first, last in found[1:]:
+            if first > joined[1] + 1:  # a gap between the links' units
+                return UNORDERED
+            joined = joined[0], max(joined[1], last)
+        return joined
 
     def along(
         self,
@@ -461,6 +495,8 @@ def _carries_mask(name: str) -> bool:
     operator = operator_named(name)
     return operator is not None and operator.family in _CARRYING
 
+
+_NOT_ASKED = object()  # `Walk._reading_units` not yet asked of a map
 
 _CARRYING = (Family.POINTWISE, Family.DATA_MOVEMENT, Family.CREATION, Family.NORMALISATION)
 
