@@ -70,12 +70,32 @@ def reads_into(link: Link, size: int) -> bool:
 def units_reading(link: Link, size: int, units: Interval) -> Interval | object | None:
     """The units of a map of `size` units that read, through `link`, one of its parent's
     `units`, consecutive (None: none does), where each unit reads a range in order
-    (`reading_units`); every unit where `units` are all the parent's and each unit reads a
-    position of every block or one parent unit (`reads_into`); else `UNORDERED`."""
+    (`reading_units`), or by shifted pieces (`Link.shifts`: a union's, a dilated
+    convolution's taps), which leave no gap between them; every unit where `units` are all
+    the parent's and each unit reads a position of every block or one parent unit
+    (`reads_into`); else `UNORDERED`."""
+    if link.shifts:
+        pieces = [
+            (max(first, units[0] - offset, 0), min(last, units[1] - offset, size - 1))
+            for first, last, offset in link.shifts
+        ]
+        return joined([piece for piece in pieces if piece[0] <= piece[1]])
     if link.permutes or link.repeats:
         return (0, size - 1) if units == (0, link.parent.size - 1) and size else UNORDERED
     ranges = ranges_in_order(link)
     return UNORDERED if ranges is None else reading_units(link, size, ranges, units)
+
+
+def joined(ranges: list[Interval]) -> Interval | object | None:
+    """The hull of `ranges` where they leave no gap between them (None: there are none);
+    else `UNORDERED`."""
+    ranges.sort()
+    hull_of = ranges[0] if ranges else None
+    for first, last in ranges[1:]:
+        if first > hull_of[1] + 1:  # type: ignore[index]
+            return UNORDERED
+        hull_of = hull_of[0], max(hull_of[1], last)  # type: ignore[index]
+    return hull_of
 
 
 def covers_parent(link: Link, size: int) -> bool:

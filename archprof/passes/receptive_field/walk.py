@@ -35,7 +35,8 @@ from archprof.passes.receptive_field.dims import (
     reads_all_input,
 )
 from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, FieldsTooIrregular
-from archprof.passes.receptive_field.links import UNORDERED, Interval, units_reading
+from archprof.passes.receptive_field.gathered import Gathered, gathered
+from archprof.passes.receptive_field.links import UNORDERED, Interval, joined, units_reading
 from archprof.passes.receptive_field.maps import AxisMap
 from archprof.passes.receptive_field.side_by_side import (
     NOT_PARTED,
@@ -77,6 +78,8 @@ class Walk(PathsSideBySide):
         self._replaced: dict[int, int] = {}
         # (size, parents) -> the map reading each parent unit for unit: see `merge_entries`
         self._unions: dict[tuple, AxisMap] = {}
+        # what the last merge gathered of its fields: the next may begin with them (`gathered`)
+        self._gathered: Gathered | None = None
         # map -> whether each of its units reads a real pixel (`every_unit_reads`)
         self._reading: dict[AxisMap, bool] = {}
         # map -> the units of it that read a real pixel (`_reading_units`)
@@ -265,33 +268,20 @@ class Walk(PathsSideBySide):
         if len(fields) == 1 and fields[0][1] == out:
             return fields[0][0]
         # Each output dimension's entries, with the size of the input there; one walk over
-        # the fields (a DenseNet block's concatenation has one per layer so far).
-        along: list[list[tuple[Dim, int]]] = [[] for _ in out]
-        whole: set[AxisMap] = set()
-        loose: dict[AxisMap, None] = {}
-        parted = False  # whether an input holds paths side by side (a padded pooled dimension: `merged_paths`)
-        for field, shape in fields:
-            offset = len(out) - len(shape)  # broadcast: aligned on the last dimensions
-            for k, entry in enumerate(field.dims):
-                if entry is not None and k + offset >= 0:
-                    along[k + offset].append((entry, shape[k]))
-                    parted = parted or type(entry) is Parts
-            if field.whole:
-                whole |= field.whole
-            if field.loose:
-                loose.update(dict.fromkeys(field.loose))
-        merged = self.merged_paths(op, fields, out) if parted else NOT_PARTED
+        # the fields, resumed from the merge before where it merged the first of them.
+        paths = self._gathered = gathered(self._gathered, fields, len(out))
+        merged = self.merged_paths(op, fields, out) if paths.parted else NOT_PARTED
         if merged is not NOT_PARTED:
             return merged
         dims: list[Dim] = []
-        for entries, size in zip(along, out, strict=True):
+        for entries, size in zip(paths.along, out, strict=True):
             entry = merge_entries(entries, size, self._unions)
             if isinstance(entry, str):
                 return self.undefined(op, entry)
             # Parts no longer: another input (a mean over the channels) may read every path.
             dims.append(UNEVEN if isinstance(entry, Parts) else entry)
         if len(fields) > 1 and any(isinstance(entry, Uneven) for entry in dims):
-            dims = _read_alike(fields, dims, whole, loose)
+            dims = _read_alike(fields, dims, paths.whole, paths.loose)
         # An input that reads an outer map without its block position reads the whole block.
         outers = {w.outer for e in dims for w in entry_withins(e)}
         gone = set()
@@ -299,35 +289,12 @@ class Walk(PathsSideBySide):
             kept = {w.outer for e in field.dims for w in entry_withins(e)}
             gone |= {m for e in field.dims for m in entry_maps(e) if m in outers and m not in kept}
         bound = ""
-        if len(fields) > 1 and self._idle_along_one_axis(fields):
+        if len(fields) > 1 and paths.idle_along_one_axis(self.every_unit_reads):
             bound = (
                 f"{UPPER_BOUND}: {op.op} in {_where(op)} merges paths one of which reads no pixel at some units"
                 " along one dimension, and archprof gives those units what that path reads along the others"
             )
-        return self.settled(drop_withins(Field(tuple(dims), frozenset(whole), tuple(loose), bound), gone))
-
-    def _idle_along_one_axis(self, fields: list[tuple[Field, tuple[int, ...]]]) -> bool:
-        """Whether a merge's fields, per input axis a union of their maps, may give a unit more
-        than it reads: a path with units that read no pixel along one axis (a constant padding,
-        a strided transposed convolution's empty rows) reads nothing at all there, but its map
-        along another axis, where the paths' maps differ, still joins that axis's union (a map
-        and a copy shifted along both axes and padded back, added: NASNet's padded and cropped
-        pooling)."""
-        along: dict[int, set[AxisMap]] = {}
-        for field, _ in fields:
-            for entry in field.dims:
-                if type(entry) is AxisMap:
-                    along.setdefault(entry.axis, set()).add(entry)
-        if len(along) < 2 or all(len(maps) == 1 for maps in along.values()):
-            return False
-        for field, _ in fields:
-            maps = [entry for entry in field.dims if type(entry) is AxisMap]
-            for axis_map in maps:
-                if not self.every_unit_reads(axis_map) and any(
-                    other.axis != axis_map.axis and len(along[other.axis]) > 1 for other in maps
-                ):
-                    return True
-        return False
+        return self.settled(drop_withins(Field(tuple(dims), frozenset(paths.whole), tuple(paths.loose), bound), gone))
 
     def every_unit_reads(self, axis_map: AxisMap) -> bool:
         """Whether every unit of the map reads a real pixel (found once per map): where the
@@ -375,13 +342,7 @@ class Walk(PathsSideBySide):
                 return UNORDERED
             if units is not None:
                 found.append(units)
-        found.sort()
-        joined = found[0] if found else None
-        for first, last in found[1:]:
-            if first > joined[1] + 1:  # a gap between the links' units
-                return UNORDERED
-            joined = joined[0], max(joined[1], last)
-        return joined
+        return joined(found)
 
     def along(
         self,
