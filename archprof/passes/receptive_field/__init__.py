@@ -64,6 +64,7 @@ from archprof.passes.receptive_field.dims import (
     Parts,
     State,
     Undefined,
+    Within,
     mixed_span,
     reads_all_input,
 )
@@ -108,20 +109,45 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
     fields, spatial = tensor_fields(graph)
     # Rows often share one state object (an activation after a conv): keyed by identity, as
     # hashing a Field walks its maps every time. Every state is held by `fields` meanwhile.
+    # States that differ only in where their maps lie (a channels-last permute, a linear
+    # layer's view) share their maps' cells (`_own_maps`).
     written: dict[int, tuple] = {}
+    by_maps: dict[tuple[AxisMap, ...], tuple] = {}
     rows = []
     with deep_maps():
         for group in groups:
             state = fields.get(group.outputs[0].id) if group.outputs else None
             cells = written.get(id(state))
             if cells is None:
-                cells = written[id(state)] = _cells(state, spatial)
+                maps = _own_maps(state)
+                cells = by_maps.get(maps) if maps is not None else None
+                if cells is None:
+                    cells = _cells(state, spatial)
+                    if maps is not None:
+                        by_maps[maps] = cells
+                written[id(state)] = cells
             rows.append(cells)
     columns = zip(*rows, strict=True) if rows else [()] * len(_COLUMNS)  # each row's cells: a 5-tuple
     return {name: list(values) for name, values in zip(_COLUMNS, columns, strict=True)}
 
 
 _COLUMNS = ("receptive_field", "effective_stride", "receptive_field_start", "covers_input", "receptive_field_note")
+
+
+def _own_maps(state: State) -> tuple[AxisMap, ...] | None:
+    """The maps of a field whose cells they alone give, in order: one with none read whole or
+    kept at one unit (whose fields are `mixed_span`'s, and say which units read the whole
+    input), no flattened or split dimension (which `Field.places` also reads) and no bound
+    (its note); None for any other state."""
+    if type(state) is not Field or state.whole or state.loose or state.bound:
+        return None
+    maps = []
+    for entry in state.dims:
+        if type(entry) is AxisMap:
+            maps.append(entry)
+        elif isinstance(entry, (*FLAT, Within)):
+            return None
+    return tuple(maps)
 
 
 def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bool | None, str]:
