@@ -432,7 +432,9 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     for entry, n in entries:
         same = same and entry == first and n == size
         full = full and n == size
-        if isinstance(entry, (*FLAT, Within)):
+        if type(entry) is AxisMap:  # (nearly always: first)
+            axes.add(entry.axis)
+        elif isinstance(entry, _SPLIT):
             split = True
         elif isinstance(entry, Uneven):
             uneven = True
@@ -464,6 +466,8 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     ]
     return AxisMap(axes.pop(), size, tuple(links))
 
+
+_SPLIT = (*FLAT, Within)  # the entries of a flattened or split dimension
 
 # Why `merge_entries` leaves a merge of flattened or split dimensions undefined (the row's note).
 _MIXES_SPLIT = "it mixes a flattened or split dimension with another"

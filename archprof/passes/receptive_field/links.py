@@ -3,8 +3,10 @@ the link itself (which parent units unit u reads, and what is known of their ord
 period), and the questions asked of links alone: whether their reads are ranges in order
 (`ranges_in_order`) that touch (`reach_of`), which of a link's units read a run of parent
 units (`reading_units`), lie within some (`reading_within`) or read a parent unit
-(`readers_of`), and which units of a map its links may leave irregular
-(`irregular_candidates`); and `hull`, of two intervals. The maps themselves, which links
+(`readers_of`), which units of a map its links may leave irregular
+(`irregular_candidates`), which units read a parent's (`units_reading`) and whether they read
+it all (`covers_parent`), and which links another's hold (`undominated`); and `hull`, of two
+intervals. The maps themselves, which links
 join into a graph, are maps.py's."""
 
 from __future__ import annotations
@@ -106,6 +108,26 @@ def covers_parent(link: Link, size: int) -> bool:
     if size == 0 or reach_of(link) is not TOUCHING:
         return False
     return link.reads(0)[0][0] <= 0 and link.reads(size - 1)[0][1] >= link.parent.size - 1
+
+
+def undominated(links: tuple[Link, ...]) -> tuple[Link, ...]:
+    """`links` less those whose fields another's hold at every real unit: a residual sum of a
+    grid attention reads unit u of a map and, through the attention, position u of every
+    block of it, u among them; the fields of the first are then inside the second's, and
+    the sum keeps the second's period over its real units (past them, unit u - 1 reads
+    what lies beyond the border, which the attention's do not)."""
+    if len(links) < 2:
+        return links
+    gridded = {id(link.parent.links[0].parent) for link in links if grid_of(link.parent) and reads_own(link)}
+    if not gridded:
+        return links
+    return tuple(link for link in links if not (reads_own(link) and id(link.parent) in gridded))
+
+
+def grid_of(axis_map: Any) -> bool:
+    """Whether `axis_map` is a grid attention's: one link whose reads repeat, unit u's
+    holding parent unit u (`Link.repeats`)."""
+    return len(axis_map.links) == 1 and axis_map.links[0].repeats
 
 
 def reads_own(link: Link) -> bool:

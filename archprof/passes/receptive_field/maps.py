@@ -36,13 +36,14 @@ from archprof.passes.receptive_field.links import (
     Link,
     Reads,
     covers_parent,
+    grid_of,
     hull,
     irregular_candidates,
     ordered,
     reach_of,
     reading_within,
     reads_everywhere_through,
-    reads_own,
+    undominated,
 )
 from archprof.passes.receptive_field.runs import (
     Through,
@@ -129,7 +130,7 @@ class AxisMap:
         candidates = irregular_candidates(links)
         self.irregular = None if candidates is None else tuple(candidates)
         self._unordered = frozenset(candidates or ())
-        kept = _undominated(links)
+        kept = undominated(links)
         self.period, self._step = self._period(kept)
         # The units whose padded fields keep the period (None: every unit): a map after a
         # grid attention or a roll keeps it within the units whose reads stay in their
@@ -194,7 +195,7 @@ class AxisMap:
 
     def _zone(self, links: tuple[Link, ...], exact: bool) -> Interval | None:
         """The units (real units only, `exact`) whose fields keep the period: those whose reads
-        through each of `links` (the map's, `_undominated`) stay within the parent's such
+        through each of `links` (the map's, `undominated`) stay within the parent's such
         units (a link whose reads repeat reads the same units again: no bound), and only real
         units where a link was left out; None where no unit does, or where a link's reads are
         not one range in order."""
@@ -221,7 +222,7 @@ class AxisMap:
         first read: a map with a period but without runs (`exact_runs`: after a grid
         attention or a roll) takes a unit's exact field from its twin's there."""
         if self._exact_zone is _NOT_FOUND:
-            self._exact_zone = None if self.period is None else self._zone(_undominated(self.links), exact=True)
+            self._exact_zone = None if self.period is None else self._zone(undominated(self.links), exact=True)
         return self._exact_zone  # type: ignore[return-value]
 
     def _still_irregular(self, candidates: list[int]) -> tuple[int, ...]:
@@ -283,7 +284,7 @@ class AxisMap:
             value = self._periodic(unit)
         elif exact and self.period is not None and self.exact_runs is None and self._in_exact_zone(unit):
             value = self._periodic(unit, exact=True)
-        elif _grid_of(self):  # the hull over one position of every block
+        elif grid_of(self):  # the hull over one position of every block
             parent, place = self.links[0].parent, unit % self.period  # type: ignore[operator]
             if exact:
                 value = parent.exact_strided_span(place, self.period)  # type: ignore[arg-type]
@@ -566,34 +567,14 @@ class AxisMap:
         return value
 
 
-def _undominated(links: tuple[Link, ...]) -> tuple[Link, ...]:
-    """`links` less those whose fields another's hold at every real unit: a residual sum of a
-    grid attention reads unit u of a map and, through the attention, position u of every
-    block of it, u among them; the fields of the first are then inside the second's, and
-    the sum keeps the second's period over its real units (past them, unit u - 1 reads
-    what lies beyond the border, which the attention's do not)."""
-    if len(links) < 2:
-        return links
-    gridded = {id(link.parent.links[0].parent) for link in links if _grid_of(link.parent) and reads_own(link)}
-    if not gridded:
-        return links
-    return tuple(link for link in links if not (reads_own(link) and id(link.parent) in gridded))
-
-
 def _limited(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
     """Whether a map's period holds only within a zone of units (`AxisMap._regular`): a link
-    was left out of it as another's holds it (`kept`, `_undominated`), a kept link's parent
+    was left out of it as another's holds it (`kept`, `undominated`), a kept link's parent
     keeps it within one (but a grid attention's, which reads the same units again), or a
     kept link holds the period over some units only (`Link.straight`: a roll's)."""
     return len(kept) < len(links) or any(
         link.straight or (link.parent._regular is not None and not link.repeats) for link in kept
     )
-
-
-def _grid_of(axis_map: AxisMap) -> bool:
-    """Whether `axis_map` is a grid attention's: one link whose reads repeat, unit u's
-    holding parent unit u (`Link.repeats`)."""
-    return len(axis_map.links) == 1 and axis_map.links[0].repeats
 
 
 _NOT_FOUND = object()  # `AxisMap.exact_runs` not yet found
