@@ -220,11 +220,16 @@ def ranges_in_order(link: Link) -> list[Interval] | None:
     the reads repeat shifted by a period's advance (not backwards). None otherwise."""
     if not (link.monotone and not link.breaks and link.period and link.ratio and link.ratio > 0):
         return None
-    reads = [link.reads(u) for u in range(link.period + 1)]
-    if any(len(taps) != 1 or taps[0][0] > taps[0][1] for taps in reads):
-        return None
-    ranges = [taps[0] for taps in reads]
-    return ranges if all(ordered(a, b) for a, b in pairwise(ranges)) else None
+    ranges: list[Interval] = []
+    for u in range(link.period + 1):  # a loop, not generators: asked of nearly every link
+        taps = link.reads(u)
+        if len(taps) != 1:
+            return None
+        first, last = taps[0]
+        if first > last or (ranges and (first < ranges[-1][0] or last < ranges[-1][1])):
+            return None
+        ranges.append(taps[0])
+    return ranges
 
 
 def reach_of(link: Link) -> object:
