@@ -189,73 +189,109 @@ def _index_states(walk: Walk, op: OpNode, parts: Parts) -> list[State]:
 
 def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | str:
     """The entries of output dimensions of `sizes` from the row-major `parts` (no size 1
-    among them); a str says why they cannot be placed."""
-    parts = _refined(parts, sizes)
-    if isinstance(parts, str):
-        return parts
-    entries: list[Dim] = [None] * len(sizes)
-    targets = [k for k, n in enumerate(sizes) if n != 1]
-    p = t = 0
-    while t < len(targets):
-        if p >= len(parts):
-            return "its sizes were not understood"
-        size = sizes[targets[t]]
-        if parts[p][1] <= size:  # parts merged into one output dimension
-            run, product = [], 1
-            while product < size and p < len(parts):
-                run.append(parts[p])
-                product *= parts[p][1]
-                p += 1
-            if product != size:
-                return "it regroups dimensions across their borders"
-            joined = joined_dims(run)
-            if isinstance(joined, str):
-                return joined
-            entries[targets[t]] = joined
-            t += 1
+    among them), as `_plan` places them; a str says why they cannot be placed."""
+    cuts, steps = _plan(tuple(n for _, n in parts), tuple(sizes))
+    refined: list[tuple[Dim, int]] = []
+    for (entry, n), cut in zip(parts, cuts, strict=False):  # (the cuts end at one that fails)
+        if isinstance(cut, str):
+            return cut
+        if not cut:
+            refined.append((entry, n))
             continue
-        split, product = [], 1  # one part split over several output dimensions
-        while product < parts[p][1] and t < len(targets):
-            split.append(targets[t])
-            product *= sizes[targets[t]]
-            t += 1
-        if product != parts[p][1]:
-            return "it regroups dimensions across their borders"
-        pieces = _blocks(parts[p][0], [sizes[k] for k in split])
+        split = _blocks(entry, list(cut))
+        if isinstance(split, str):
+            return split
+        refined += zip(split, cut, strict=True)
+    entries: list[Dim] = [None] * len(sizes)
+    for step in steps:
+        if isinstance(step, str):
+            return step
+        first, last, targets = step
+        if len(targets) == 1:  # parts first..last merged into one output dimension
+            entry = joined_dims(refined[first : last + 1])
+            if isinstance(entry, str):
+                return entry
+            entries[targets[0]] = entry
+            continue
+        pieces = _blocks(refined[first][0], [sizes[k] for k in targets])  # one part split over several
         if isinstance(pieces, str):
             return pieces
-        for k, entry in zip(split, pieces, strict=True):
-            entries[k] = entry
-        p += 1
+        for k, piece in zip(targets, pieces, strict=True):
+            entries[k] = piece
     return entries
 
 
-def _refined(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[tuple[Dim, int]] | str:
-    """`parts` with each one that an output dimension of `sizes` begins inside split there
-    (`_blocks`), so that every output dimension is a run of whole parts: MobileViT's
-    unfolding views (C, H) as (C nh, ph), H's blocks joining the channels and the positions
-    in them a dimension of their own. A str where the sizes do not line up."""
+Step = tuple[int, int, tuple[int, ...]] | str  # parts first..last -> output dimensions, or why not
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(parts: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[tuple[int, ...] | str, ...], tuple[Step, ...]]:
+    """How row-major parts of sizes `parts` (no size 1 among them) make output dimensions of
+    `sizes`: per part, the pieces an output dimension that begins inside it splits it into
+    (`_refined`: () where none does), and then, over the pieces, each run of them merged into
+    one output dimension or each one split over several, in order; a str where the sizes do
+    not line up, after which nothing is planned. Kept per pair of sizes, as `_groups` is:
+    the sizes alone decide it, and a network's blocks reshape alike."""
+    cuts = _refined(parts, sizes)
+    if cuts and isinstance(cuts[-1], str):
+        return cuts, ()
+    pieces = [n for part, cut in zip(parts, cuts, strict=True) for n in (cut or (part,))]
+    steps: list[Step] = []
+    targets = [k for k, n in enumerate(sizes) if n != 1]
+    p = t = 0
+    while t < len(targets):
+        if p >= len(pieces):
+            steps.append("its sizes were not understood")
+            break
+        size = sizes[targets[t]]
+        if pieces[p] <= size:  # pieces merged into one output dimension
+            first, product = p, 1
+            while product < size and p < len(pieces):
+                product *= pieces[p]
+                p += 1
+            if product != size:
+                steps.append("it regroups dimensions across their borders")
+                break
+            steps.append((first, p - 1, (targets[t],)))
+            t += 1
+            continue
+        split, product = [], 1  # one piece split over several output dimensions
+        while product < pieces[p] and t < len(targets):
+            split.append(targets[t])
+            product *= sizes[targets[t]]
+            t += 1
+        if product != pieces[p]:
+            steps.append("it regroups dimensions across their borders")
+            break
+        steps.append((p, p, tuple(split)))
+        p += 1
+    return cuts, tuple(steps)
+
+
+def _refined(parts: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[int, ...] | str, ...]:
+    """Per part of sizes `parts`, the pieces (the outermost first) that the output dimensions
+    of `sizes` that begin inside it split it into, so that every output dimension is a run of
+    whole pieces (() where none begins inside it): MobileViT's unfolding views (C, H) as
+    (C nh, ph), H's blocks joining the channels and the positions in them a dimension of
+    their own (`_blocks`). Up to a str, where the sizes do not line up."""
     starts, stride = set(), 1
     for n in reversed(sizes):
         stride *= n
         starts.add(stride)
-    refined: list[tuple[Dim, int]] = []
-    stride = math.prod(n for _, n in parts)
-    for entry, n in parts:
+    cuts: list[tuple[int, ...] | str] = []
+    stride = math.prod(parts)
+    for n in parts:
         inner = stride // n  # the stride of the part's units
         edges = [inner, *sorted(b for b in starts if inner < b < stride), stride]
         stride = inner
         if len(edges) == 2:
-            refined.append((entry, n))
+            cuts.append(())
             continue
         if any(outer % inside for inside, outer in pairwise(edges)):
-            return "it regroups dimensions across their borders"
-        pieces = [outer // inside for inside, outer in pairwise(edges)][::-1]  # the outermost first
-        split = _blocks(entry, pieces)
-        if isinstance(split, str):
-            return split
-        refined += zip(split, pieces, strict=True)
-    return refined
+            cuts.append("it regroups dimensions across their borders")
+            break
+        cuts.append(tuple(outer // inside for inside, outer in pairwise(edges))[::-1])
+    return tuple(cuts)
 
 
 def joined_dims(run: list[tuple[Dim, int]]) -> Dim | str:
