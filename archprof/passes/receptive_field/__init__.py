@@ -110,9 +110,9 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
     # Rows often share one state object (an activation after a conv): keyed by identity, as
     # hashing a Field walks its maps every time. Every state is held by `fields` meanwhile.
     # States that differ only in where their maps lie (a channels-last permute, a linear
-    # layer's view) share their maps' cells (`_own_maps`).
+    # layer's view, NASNet's concatenated paths) share their maps' cells (`_own_maps`).
     written: dict[int, tuple] = {}
-    by_maps: dict[tuple[AxisMap, ...], tuple] = {}
+    by_maps: dict[tuple[str | AxisMap, ...], tuple] = {}
     rows = []
     with deep_maps():
         for group in groups:
@@ -134,20 +134,20 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
 _COLUMNS = ("receptive_field", "effective_stride", "receptive_field_start", "covers_input", "receptive_field_note")
 
 
-def _own_maps(state: State) -> tuple[AxisMap, ...] | None:
-    """The maps of a field whose cells they alone give, in order: one with none read whole or
-    kept at one unit (whose fields are `mixed_span`'s, and say which units read the whole
-    input), no flattened or split dimension (which `Field.places` also reads) and no bound
-    (its note); None for any other state."""
-    if type(state) is not Field or state.whole or state.loose or state.bound:
+def _own_maps(state: State) -> tuple[str | AxisMap, ...] | None:
+    """What alone gives a field's cells, where its maps and its bound (its note) do: the
+    bound, then the maps in order, of one with none read whole or kept at one unit (whose
+    fields are `mixed_span`'s, and say which units read the whole input) and no flattened
+    or split dimension (which `Field.places` also reads); None for any other state."""
+    if type(state) is not Field or state.whole or state.loose:
         return None
-    maps = []
+    key: list[str | AxisMap] = [state.bound]
     for entry in state.dims:
         if type(entry) is AxisMap:
-            maps.append(entry)
+            key.append(entry)
         elif isinstance(entry, (*FLAT, Within)):
             return None
-    return tuple(maps)
+    return tuple(key)
 
 
 def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bool | None, str]:
