@@ -4,10 +4,9 @@ period), and the questions asked of links alone: whether their reads are ranges 
 (`ranges_in_order`) that touch (`reach_of`), which of a link's units read a run of parent
 units (`reading_units`), lie within some (`reading_within`) or read a parent unit
 (`readers_of`), which units of a map its links may leave irregular
-(`irregular_candidates`), which units read a parent's (`units_reading`) and whether they read
-it all (`covers_parent`), and which links another's hold (`undominated`); and `hull`, of two
-intervals. The maps themselves, which links
-join into a graph, are maps.py's."""
+(`irregular_candidates`), which units read a parent's (`units_reading`) and whether they
+read it all (`covers_parent`), and which links another's hold (`undominated`); and `hull`,
+of two intervals. The maps themselves, which links join into a graph, are maps.py's."""
 
 from __future__ import annotations
 
@@ -58,15 +57,13 @@ class Link:
 def reads_everywhere_through(link: Link, size: int) -> bool:
     """Whether every real unit of a map of `size` units reads a real unit of `link`'s
     parent that reads a pixel (`AxisMap.reads_everywhere`)."""
-    return link.parent.reads_everywhere and reads_into(link, size)
-
-
-def reads_into(link: Link, size: int) -> bool:
-    """Whether every real unit of a map of `size` units reads a real unit of `link`'s parent:
-    a range in order that every unit's reaches into the parent (a convolution, a window, a
-    sum), a position of every block (a grid attention's), or one parent unit each
-    (`Link.permutes`: a roll's)."""
-    return units_reading(link, size, (0, link.parent.size - 1)) == (0, size - 1)
+    parent = link.parent
+    if not parent.reads_everywhere:
+        return False
+    if link.permutes or link.repeats:
+        return True
+    ranges = ranges_in_order(link)
+    return ranges is not None and reading_units(link, size, ranges, (0, parent.size - 1)) == (0, size - 1)
 
 
 def units_reading(link: Link, size: int, units: Interval) -> Interval | object | None:
@@ -74,8 +71,8 @@ def units_reading(link: Link, size: int, units: Interval) -> Interval | object |
     `units`, consecutive (None: none does), where each unit reads a range in order
     (`reading_units`), or by shifted pieces (`Link.shifts`: a union's, a dilated
     convolution's taps), which leave no gap between them; every unit where `units` are all
-    the parent's and each unit reads a position of every block or one parent unit
-    (`reads_into`); else `UNORDERED`."""
+    the parent's and each unit reads a position of every block (a grid attention's) or one
+    parent unit (`Link.permutes`: a roll's); else `UNORDERED`."""
     if link.shifts:
         pieces = [
             (max(first, units[0] - offset, 0), min(last, units[1] - offset, size - 1))

@@ -572,9 +572,12 @@ def _limited(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
     was left out of it as another's holds it (`kept`, `undominated`), a kept link's parent
     keeps it within one (but a grid attention's, which reads the same units again), or a
     kept link holds the period over some units only (`Link.straight`: a roll's)."""
-    return len(kept) < len(links) or any(
-        link.straight or (link.parent._regular is not None and not link.repeats) for link in kept
-    )
+    if len(kept) < len(links):
+        return True
+    for link in kept:  # noqa: SIM110 (a loop: any() of a generator costs more, for every map made)
+        if link.straight or (link.parent._regular is not None and not link.repeats):
+            return True
+    return False
 
 
 _NOT_FOUND = object()  # `AxisMap.exact_runs` not yet found
