@@ -3,8 +3,8 @@ entries, the maps read whole or kept at one unit, and whether a path with units 
 no pixel along one axis joins its map along another to that axis's union
 (`Gathered.idle_along_one_axis`). A merge whose fields begin with those of the merge before
 it resumes from what that one gathered (`gathered`): a DenseNet block's concatenations, each
-of every layer's output so far, then gather each layer's once, not once per later
-concatenation (densenet121's: a quarter of its receptive-field pass before)."""
+of every layer's output so far, then gather each layer's field, and ask its maps whether
+every unit reads, once, not once per later concatenation."""
 
 from __future__ import annotations
 
