@@ -46,7 +46,7 @@ def map_op_args(fn: Callable[[Any], Any], leaf: type, args: tuple, kwargs: dict)
         if isinstance(value, leaf):
             mapped.append(fn(value))
         elif isinstance(value, (list, tuple)):
-            mapped.append(_applied(fn, leaf, value))
+            mapped.append(_items_applied(fn, leaf, value))  # not `_applied`: asked what it is once
         else:
             mapped.append(value)
     return tuple(mapped), {key: _applied(fn, leaf, value) for key, value in kwargs.items()} if kwargs else {}
@@ -57,10 +57,16 @@ def _applied(fn: Callable[[Any], Any], leaf: type, value: Any) -> Any:
     if isinstance(value, leaf):
         return fn(value)
     if isinstance(value, (list, tuple)):
-        for item in value:  # a loop, not any(): every argument of every operator comes here
-            if isinstance(item, leaf):
-                return type(value)([fn(item) if isinstance(item, leaf) else item for item in value])
+        return _items_applied(fn, leaf, value)
     return value
+
+
+def _items_applied(fn: Callable[[Any], Any], leaf: type, items: list | tuple) -> list | tuple:
+    """`items` with `fn` applied to its `leaf`-typed items, or `items` itself where none is."""
+    for item in items:  # a loop, not any(): every argument of every operator comes here
+        if isinstance(item, leaf):
+            return type(items)([fn(item) if isinstance(item, leaf) else item for item in items])
+    return items
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ def group_layers(graph: Graph) -> list[LayerGroup]:
     if run:
         keyed.append(_op_run(graph, run, leaves))
 
-    called_with_ops = {op.module.index for op in graph.ops}
+    called_with_ops = {group.ops[0].module.index for _, group in keyed}  # a run's ops share their call
     for call in graph.module_calls:
         if call.path in leaves and call.index not in called_with_ops:
             # An op-less call ran before the op recorded next: sort it ahead of that op.
@@ -51,10 +51,12 @@ def group_layers(graph: Graph) -> list[LayerGroup]:
     aliases = graph.aliases
     called = {aliases.get(call.path, call.path) for call in graph.module_calls}  # under any of its names
     owners = {p.module_path for p in graph.parameters}
-    order = {path: place for place, path in enumerate(graph.module_types)}  # the module tree's
-    for path in sorted(owners - called, key=order.__getitem__):
-        group = LayerGroup(path, graph.module_types[path], -1, (), ())
-        keyed.append(((len(graph.ops), 1, 0), group))
+    never_called = owners - called
+    if never_called:  # most models call every module that owns parameters: no order to look up
+        order = {path: place for place, path in enumerate(graph.module_types)}  # the module tree's
+        for path in sorted(never_called, key=order.__getitem__):
+            group = LayerGroup(path, graph.module_types[path], -1, (), ())
+            keyed.append(((len(graph.ops), 1, 0), group))
     keyed.sort(key=itemgetter(0))
     return [group for _, group in keyed]
 
@@ -94,6 +96,9 @@ _WINDOWED = {
 }
 
 
+_ACTIVATIONS = ("activation", "input")  # the kinds of tensor a row reads from other rows
+
+
 def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
     """Per row: `input_shape`, the shapes of the activations it reads that were made outside
     it (the model's inputs included, parameters and constants not), in the order first read,
@@ -111,12 +116,15 @@ def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
 def _read_from_outside(ops: tuple[OpNode, ...]) -> list[tuple[int, ...]]:
     """The shapes of the activations (and inputs) `ops` read that none of them made, in the
     order first read. One walk: an op reads only tensors made before it, so a tensor made in
-    the run is made before any of its ops reads it."""
+    the run is made before any of its ops reads it; a run of one op (most rows) made none of
+    what it reads."""
+    if len(ops) == 1:
+        return list({t.id: t.shape for t in ops[0].inputs if t.kind in _ACTIVATIONS}.values())
     made: set[int] = set()
     read: dict[int, tuple[int, ...]] = {}
     for op in ops:
         for tensor in op.inputs:
-            if tensor.kind in ("activation", "input") and tensor.id not in made:
+            if tensor.kind in _ACTIVATIONS and tensor.id not in made:
                 read.setdefault(tensor.id, tensor.shape)
         for tensor in op.outputs:
             made.add(tensor.id)
@@ -125,7 +133,7 @@ def _read_from_outside(ops: tuple[OpNode, ...]) -> list[tuple[int, ...]]:
 
 def _passed_through(outputs: Sequence[TensorMeta]) -> list[tuple[int, ...]]:
     """The shapes of the activations (and inputs) a row that runs no op returns, each once."""
-    return list({t.id: t.shape for t in outputs if t.kind in ("activation", "input")}.values())
+    return list({t.id: t.shape for t in outputs if t.kind in _ACTIVATIONS}.values())
 
 
 def _first_window(ops: tuple[OpNode, ...]) -> str:

@@ -31,8 +31,10 @@ def memory_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[int
         if ops:
             state = live.after[ops[-1].index]
             live_after.append(state)
-            # A row's ops are consecutive ops of the graph (`group_layers`), indexed by their place.
-            peak_during.append(max(during[ops[0].index : ops[-1].index + 1]))
+            # A row's ops are consecutive ops of the graph (`group_layers`), indexed by their place;
+            # most rows run one, whose peak needs no slice.
+            first, last = ops[0].index, ops[-1].index
+            peak_during.append(during[last] if first == last else max(during[first : last + 1]))
         else:  # a call that ran no op, or a module never called: the state at that point
             live_after.append(state)
             peak_during.append(state)

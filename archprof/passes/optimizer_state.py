@@ -52,9 +52,17 @@ def parameters_given_gradients(graph: Graph) -> list[ParameterInfo]:
     step's trace, those the backward pass reached (`EngineNotes.given_gradients`); an
     optimizer holds state for these and updates only these. Otherwise every trainable one."""
     trainable = trainable_parameters(graph)
-    if not graph.training:
+    given = names_given_gradients(graph)
+    if given is None:
         return trainable
-    return [p for p in trainable if p.name in graph.engine.given_gradients]
+    return [p for p in trainable if p.name in given]
+
+
+def names_given_gradients(graph: Graph) -> set[str] | None:
+    """The names of the trainable parameters that get a gradient where only some may (a training
+    step's trace: `EngineNotes.given_gradients`); None where every trainable one does. The rule
+    of `parameters_given_gradients`, for a caller that walks the parameters itself."""
+    return graph.engine.given_gradients if graph.training else None
 
 
 def trainable_parameters(graph: Graph) -> list[ParameterInfo]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from archprof.graph import Graph, ParameterInfo
 from archprof.passes.layers import LayerGroup
-from archprof.passes.optimizer_state import parameters_given_gradients
+from archprof.passes.optimizer_state import names_given_gradients, parameters_given_gradients
 
 
 def parameter_rows(graph: Graph, groups: list[LayerGroup]) -> dict[str, int]:
@@ -44,18 +44,20 @@ def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[
     param_count, trainable_param_count, param_bytes, buffer_bytes, gradient_bytes = (
         [0] * len(groups) for _ in range(5)
     )
+    given = names_given_gradients(graph)  # `gradient_rows`' parameters, found in this one walk
     for parameter in graph.parameters:
         row = rows[parameter.name]
         if parameter.is_buffer:
             buffer_bytes[row] += parameter.nbytes
             continue
         numel = parameter.numel
+        nbytes = numel * parameter.dtype.itemsize  # its nbytes, the shape's product taken once
         param_count[row] += numel
+        param_bytes[row] += nbytes
         if parameter.trainable:
             trainable_param_count[row] += numel
-        param_bytes[row] += numel * parameter.dtype.itemsize  # its nbytes, the shape's product taken once
-    for parameter, row in gradient_rows(graph, rows):  # as `explain` counts them
-        gradient_bytes[row] += parameter.nbytes
+            if given is None or parameter.name in given:  # as `explain` counts them
+                gradient_bytes[row] += nbytes
     return {
         "param_count": param_count,
         "trainable_param_count": trainable_param_count,
