@@ -105,11 +105,16 @@ def ordered_map(
     reported = [0]
     delivered: set[int] = set()
 
+    def hand_over(index: int) -> None:
+        """`each` for the item at `index`, once, where its outcome is in and did not raise."""
+        outcome = outcomes[index]
+        if index not in delivered and outcome.done() and not outcome.exception():
+            delivered.add(index)
+            deliver(index, outcome.result()[0])
+
     def finished() -> None:
-        for index, outcome in enumerate(outcomes):
-            if index not in delivered and outcome.done() and not outcome.exception():
-                delivered.add(index)
-                deliver(index, outcome.result()[0])
+        for index in range(len(outcomes)):
+            hand_over(index)
         done = sum(outcome.done() for outcome in outcomes)
         if done > reported[0]:
             reported[0] = done
@@ -144,6 +149,7 @@ def ordered_map(
         for index in range(decided):
             if _broken(outcomes[index]):
                 outcomes[index] = _alone(function, items[index], crashed)
+                hand_over(index)  # its result (or what `crashed` makes of it) comes in now
             if outcomes[index].exception() is not None:
                 break  # the first error in order, which `_replayed` raises: nothing after it is needed
         return [_replayed(outcome) for outcome in outcomes[:decided]]

@@ -174,6 +174,23 @@ def test_a_dead_worker_fails_only_its_own_item_with_no_traceback():
     assert "Traceback" not in done.stderr
 
 
+def test_items_run_again_after_a_dead_worker_are_handed_over_too():
+    """Each item the dead pool held is run again alone; its result (and the one `crashed`
+    makes of the item that dies again) goes to `each` as any other's. They were returned but
+    never handed over: a hub sweep whose worker died lost that model's row and stopped on it."""
+    script = (
+        "from archprof import parallel\n"
+        "from tests.fixtures.tiny_models import dies_at_1\n"
+        "parallel.WORKER_START_S = 0.0\n"
+        "handed = []\n"
+        "each = lambda i, r: handed.append((i, r))\n"
+        "results = parallel.ordered_map(dies_at_1, list(range(8)), jobs=2, crashed=lambda x, why: -x, each=each)\n"
+        "assert sorted(handed) == list(enumerate(results)), (handed, results)\n"
+        "print(results)\n"
+    )
+    assert _ran(script).stdout == "[0, -1, 4, 9, 16, 25, 36, 49]\n"
+
+
 def test_check_shows_every_other_entry_s_verdicts_where_one_model_kills_its_worker(tmp_path):
     """The promise of `check` (a model that cannot be checked does not hide the others) where
     a model crashes its worker: one process would not survive it."""
