@@ -142,8 +142,11 @@ def ordered_map(
             paces.append(time.perf_counter() - start)
             finished()
         for _ in as_completed(outcomes):
+            # Decided first, then handed over: an item that comes in between the two (the last one
+            # in flight) is in for both; the other way round, it was left out of `each`.
+            decided = _decided(outcomes)  # an error in order: what runs after it cannot change which is raised
             finished()
-            if _decided(outcomes):  # an error in order: what runs after it cannot change which is raised
+            if decided:
                 break
         decided = _first_undone(outcomes)
         for index in range(decided):
