@@ -58,13 +58,13 @@ from archprof.passes.layers import LayerGroup
 from archprof.passes.receptive_field import layout, reshape, sequences, windows  # noqa: F401 (their rules register on import)
 from archprof.passes.receptive_field.dims import (
     FLAT,
+    SPLIT,
     WHOLE,
     Extent,
     Field,
     Parts,
     State,
     Undefined,
-    Within,
     mixed_span,
     reads_all_input,
 )
@@ -145,7 +145,7 @@ def _own_maps(state: State) -> tuple[str | AxisMap, ...] | None:
     for entry in state.dims:
         if type(entry) is AxisMap:
             key.append(entry)
-        elif isinstance(entry, (*FLAT, Within)):
+        elif isinstance(entry, SPLIT):
             return None
     return tuple(key)
 

@@ -75,6 +75,9 @@ class Within:
     strided: tuple[AxisMap, Within] | None = dataclasses.field(default=None, repr=False)
 
 
+SPLIT = (*FLAT, Within)  # the entries of a flattened or split dimension
+
+
 class Uneven:
     """A dimension along no input axis whose indices read different fields: channels
     concatenated from paths of different fields, a stack of such paths, the positions a
@@ -434,7 +437,7 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
         full = full and n == size
         if type(entry) is AxisMap:  # (nearly always: first)
             axes.add(entry.axis)
-        elif isinstance(entry, _SPLIT):
+        elif isinstance(entry, SPLIT):
             split = True
         elif isinstance(entry, Uneven):
             uneven = True
@@ -466,8 +469,6 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     ]
     return AxisMap(axes.pop(), size, tuple(links))
 
-
-_SPLIT = (*FLAT, Within)  # the entries of a flattened or split dimension
 
 # Why `merge_entries` leaves a merge of flattened or split dimensions undefined (the row's note).
 _MIXES_SPLIT = "it mixes a flattened or split dimension with another"

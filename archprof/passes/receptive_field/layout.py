@@ -13,6 +13,7 @@ from archprof.graph import OpNode, TensorMeta
 from archprof.operators.costs import expand
 from archprof.passes.receptive_field.dims import (
     FLAT,
+    SPLIT,
     UNEVEN,
     WHOLE,
     Field,
@@ -58,7 +59,7 @@ def _offsets(walk: Walk, op: OpNode, x: TensorMeta, axis: int, offsets: list[int
             dims = (*state.dims[:axis], kept, *state.dims[axis + 1 :])
             results.append(None if kept is None else state.with_dims(dims))
             continue
-        if isinstance(entry, (*FLAT, Within)) and size != x.shape[axis]:
+        if isinstance(entry, SPLIT) and size != x.shape[axis]:
             results.append(walk.undefined(op, "it cuts a flattened or split dimension"))
             continue
         results.append(
@@ -97,7 +98,7 @@ def _picked(walk: Walk, op: OpNode, state: State, axis: int, index: int) -> Stat
     entry = state.dims[axis]
     if isinstance(entry, Tokens) and entry.cut(index, 1, 1) == (True, None):
         return None  # the class token: it reads nothing
-    if isinstance(entry, (*FLAT, Within)):
+    if isinstance(entry, SPLIT):
         return walk.undefined(op, "it picks positions of a flattened or split dimension")
     if isinstance(entry, Parts) and entry.holds(state, axis):  # the path the index is in
         for size, part in zip(entry.sizes, entry.states, strict=True):

@@ -14,7 +14,7 @@ import torch
 from archprof.graph import Graph, OpNode, TensorMeta, WrappedFloat, WrappedInt
 from archprof.operators import Family, operator_named
 from archprof.passes.receptive_field.dims import (
-    FLAT,
+    SPLIT,
     UNEVEN,
     WHOLE,
     Dim,
@@ -25,7 +25,6 @@ from archprof.passes.receptive_field.dims import (
     Tokens,
     Undefined,
     Uneven,
-    Within,
     drop_withins,
     entry_maps,
     entry_withins,
@@ -368,7 +367,7 @@ class Walk(PathsSideBySide):
         moved, idle = False, False
         for i, axis in enumerate(axes):
             entry = dims[axis]
-            if isinstance(entry, (*FLAT, Within)):
+            if isinstance(entry, SPLIT):
                 return self.undefined(op, f"{what} along a flattened or split dimension")
             if isinstance(entry, AxisMap):
                 changed = change(i, entry)
