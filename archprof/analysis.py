@@ -17,7 +17,7 @@ import torch
 
 from archprof.collector import collector_paused
 from archprof.errors import ArchprofError, check_flag, short_reason, shown, warn
-from archprof.graph import Graph, OpNode, TensorMeta
+from archprof.graph import Graph, TensorMeta
 from archprof.load import (
     DTYPES,
     InputsLike,
@@ -450,8 +450,8 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         "module_type": [g.module_type for g in groups],
         "call": [g.call for g in groups],
         "depth": [g.depth for g in groups],
-        "operators": [_row_operators(g.ops) for g in groups],
-        "output_shape": [_output_shapes(g.outputs) for g in groups],
+        "operators": [_operator_names(tuple([op.op for op in g.ops])) for g in groups],
+        "output_shape": [shapes_text([t.shape for t in g.outputs]) for g in groups],
     }
     columns.update(interface_columns(groups))
     columns.update(parameter_columns(graph, groups))
@@ -485,27 +485,11 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
     )
 
 
-def _output_shapes(outputs: Sequence[TensorMeta]) -> str:
-    """The shapes of a row's outputs, as `shapes_text` writes them. Most rows return one
-    tensor: its shape written without a list made for it, half the column's time."""
-    if len(outputs) == 1:
-        return shape_text(outputs[0].shape)
-    return shapes_text([t.shape for t in outputs])
-
-
 def _output_bytes(outputs: Sequence[TensorMeta]) -> int:
     """The bytes of a row's outputs, a tensor returned twice (`return y, y`) counted once."""
     if len(outputs) == 1:
         return outputs[0].nbytes
     return sum(t.nbytes for t in {t.id: t for t in outputs}.values())
-
-
-def _row_operators(ops: Sequence[OpNode]) -> tuple[str, ...]:
-    """`_operator_names` of a row's ops; of a row's one op (most rows'), without a list made
-    for it."""
-    if len(ops) == 1:
-        return _operator_names((ops[0].op,))
-    return _operator_names(tuple([op.op for op in ops]))
 
 
 @functools.lru_cache(maxsize=1024)
