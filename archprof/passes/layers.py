@@ -107,7 +107,7 @@ def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
     pooling ('3x3'; '' without one)."""
     input_shapes, kernels = [], []
     for group in groups:
-        read = _read_from_outside(group.ops) if group.ops else _passed_through(group.outputs)
+        read = _read_from_outside(group.ops) if group.ops else _activation_shapes(group.outputs)
         input_shapes.append(shapes_text(read))
         kernels.append(_first_window(group.ops))
     return {"input_shape": input_shapes, "kernel": kernels}
@@ -119,7 +119,7 @@ def _read_from_outside(ops: tuple[OpNode, ...]) -> list[tuple[int, ...]]:
     the run is made before any of its ops reads it; a run of one op (most rows) made none of
     what it reads."""
     if len(ops) == 1:
-        return list({t.id: t.shape for t in ops[0].inputs if t.kind in _ACTIVATIONS}.values())
+        return _activation_shapes(ops[0].inputs)
     made: set[int] = set()
     read: dict[int, tuple[int, ...]] = {}
     for op in ops:
@@ -131,9 +131,10 @@ def _read_from_outside(ops: tuple[OpNode, ...]) -> list[tuple[int, ...]]:
     return list(read.values())
 
 
-def _passed_through(outputs: Sequence[TensorMeta]) -> list[tuple[int, ...]]:
-    """The shapes of the activations (and inputs) a row that runs no op returns, each once."""
-    return list({t.id: t.shape for t in outputs if t.kind in _ACTIVATIONS}.values())
+def _activation_shapes(tensors: Sequence[TensorMeta]) -> list[tuple[int, ...]]:
+    """The shapes of the activations (and inputs) among `tensors`, each once, in order: what a
+    row that runs no op returns, or what a row of one op reads."""
+    return list({t.id: t.shape for t in tensors if t.kind in _ACTIVATIONS}.values())
 
 
 def _first_window(ops: tuple[OpNode, ...]) -> str:
