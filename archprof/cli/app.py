@@ -18,7 +18,6 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from archprof import __version__
-from archprof.cli.help_panels import names_kept_whole
 from archprof.cli.streams import discard_written_to, interrupted, say, standard_output, terminated_as_interrupted
 from archprof.cli.unanswered_signals import ended_if_unanswered
 
@@ -86,6 +85,10 @@ class _PlainHelp:
         return _plain(option) if option is not None else None
 
     def format_help(self, ctx, formatter) -> None:
+        # Imported here: it needs Typer's Rich help module, whose Markdown parser is a fifth of
+        # the CLI's own start-up, which a command that prints no help pays for nothing.
+        from archprof.cli.help_panels import names_kept_whole
+
         with names_kept_whole():
             super().format_help(ctx, formatter)
 
