@@ -15,6 +15,7 @@ import torch
 from archprof.errors import ArchprofError
 from archprof.graph import ParameterInfo, TensorMeta
 from archprof.meta import is_uninitialised
+from archprof.tracing.meta_outputs import empty_meta
 from archprof.tracing.recorder import Recorder
 
 
@@ -153,7 +154,7 @@ def meta_stand_ins(
         if target is None:
             cast_too = dtype is not None and (tensor.is_floating_point() or tensor.is_complex())
             target = dtype if cast_too else tensor.dtype
-        stand_in = torch.empty(tensor.shape, dtype=target, device="meta")
+        stand_in = empty_meta(tensor.shape, target)
         if not is_buffer and tensor.requires_grad and (stand_in.is_floating_point() or stand_in.is_complex()):
             stand_in.requires_grad_(True)
         stand_ins[id(tensor)] = stand_in
