@@ -289,27 +289,68 @@ def test_a_functional_batch_norm_skips_the_dispatcher_and_records_the_same(optio
     """The oracle: the same trace with the recorder refusing the call, which then goes down
     through the C++ dispatcher and back into the recorder."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), _FunctionalNorm(4, **options)).to("meta", dtype).eval()
-    answer_call = archprof.tracing.recorder.Recorder.answer_call
-    monkeypatch.setattr(archprof.tracing.recorder.Recorder, "answer_call", lambda *args: None)
-    expected = _traced(model, (2, 3, 6, 6))
+    answered = _operators_answered(model, (2, 3, 6, 6), monkeypatch)
+    assert answered == ["aten::native_batch_norm"]
+
+
+def _operators_answered(model: nn.Module, shape, monkeypatch) -> list[str]:
+    """The operators `DeviceKernels` hands the recorder straight in the model's trace, once
+    that trace is checked against the oracle: the same trace with the recorder refusing
+    them, each then going down through the C++ dispatcher and back into the recorder."""
+    answering = archprof.tracing.recorder.Recorder.answering
+    monkeypatch.setattr(archprof.tracing.recorder.Recorder, "answering", lambda self, x: None)
+    expected = _traced(model, shape)
     answered = []
 
-    def spy(self, func, args):
-        out = answer_call(self, func, args)
-        answered.append(out is not None)
-        return out
+    def spy(self, x):
+        answer = answering(self, x)
 
-    monkeypatch.setattr(archprof.tracing.recorder.Recorder, "answer_call", spy)
-    assert _traced(model, (2, 3, 6, 6)) == expected
-    assert answered == [True]
-    assert "aten.native_batch_norm" in expected
+        def noted(func, args):
+            answered.append(func.name())
+            return answer(func, args)
+
+        return noted if answer is not None else None
+
+    monkeypatch.setattr(archprof.tracing.recorder.Recorder, "answering", spy)
+    assert _traced(model, shape) == expected
+    return answered
+
+
+class _Transposed(nn.Module):
+    def forward(self, x):
+        return x.transpose(-1, -2)
+
+
+@pytest.mark.parametrize(
+    ("sample", "transposed", "layers_answered"),
+    [
+        ((8,), False, 2),  # a matrix: t and addmm
+        ((5, 8), False, 2),  # rows viewed, t, addmm, viewed back
+        ((3, 5, 8), False, 2),
+        ((8, 5), True, 1),  # not contiguous: a product and the bias added, through the dispatcher
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_linear_layers_addmm_skips_the_dispatcher_and_records_the_same(
+    sample, transposed, layers_answered, dtype, monkeypatch
+):
+    """Two linear layers with a bias, at batch 2: where at::linear makes one addmm its
+    operators go to the recorder straight, in the order and with the arguments the composite
+    sends them down the dispatcher."""
+    first = [_Transposed()] if transposed else []
+    model = nn.Sequential(*first, nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4)).to("meta", dtype).eval()
+    answered = _operators_answered(model, (2, *sample), monkeypatch)
+    addmm = ["aten::t", "aten::addmm"]
+    one_layer = addmm if len(sample) == 1 else ["aten::view", *addmm, "aten::view"]
+    assert answered == one_layer * layers_answered  # the second's input, the first's output, is contiguous
 
 
 def test_a_functional_batch_norm_goes_through_the_dispatcher_in_a_training_step(monkeypatch):
     """Autograd must see the call: the recorder is not handed it."""
     model = nn.Sequential(_FunctionalNorm(4, batch_statistics=True)).to("meta")
     monkeypatch.setattr(
-        archprof.tracing.recorder.Recorder, "answer_call", lambda *a: pytest.fail("handed to the recorder")
+        archprof.tracing.recorder.Recorder, "answering", lambda *a: pytest.fail("handed to the recorder")
     )
     graph = trace(model, [(2, 4, 3, 3)], training=True)
     assert "aten.native_batch_norm" in [op.op for op in graph.ops] and graph.backward_ops

@@ -36,7 +36,7 @@ Modelled (PyTorch 2.x, CPU):
   own that holds no byte, computes nothing and costs the trace a fifth of a BatchNorm's
   time. An empty input keeps the composite road (it returns early, without the kernel), as
   does any other device (CUDA picks cuDNN there). In an inference trace on meta the call
-  is handed to the recorder at once (`DeviceKernels`' `answer`).
+  is handed to the recorder at once (`DeviceKernels`' `answering`).
 - group norm: on a CPU the composite keeps a channels-last input as it is and hands it to
   `native_group_norm`, which writes its output channels last too; anywhere else it makes
   the input contiguous first (group_norm.cpp: `input.device().is_cpu() ?
@@ -161,14 +161,16 @@ class DeviceKernels:
     Attention, LSTM, group-norm and linear calls on tensors off the meta device, and batch
     norms off meta and the CPU, go on unchanged.
 
-    `answer`, where given, takes (operator, arguments) and returns what the dispatch mode
-    would make of the call, or None where it cannot skip the dispatcher (the trace's
-    recorder in an inference trace): a batch norm goes to it straight, not down through
-    the C++ dispatcher and back up into Python, a quarter of the call's cost."""
+    `answering`, where given (the trace's recorder in an inference trace), takes a call's
+    input and returns what records an operator as the dispatch mode would (operator,
+    arguments -> what it returns), or None where calls on that input cannot skip the
+    dispatcher: a batch norm, and the operators of a linear layer's one addmm
+    (`cpu_linear`), go to it straight, not down through the C++ dispatcher and back up into
+    Python (a quarter of a batch norm's cost, two fifths of a linear layer's)."""
 
-    def __init__(self, answer: Callable[[Any, tuple], Any] | None = None) -> None:
+    def __init__(self, answering: Callable[[torch.Tensor], Callable[[Any, tuple], Any] | None] | None = None) -> None:
         self.chosen: Counter[str] = Counter()
-        self._answer = answer
+        self._answering = answering
         self._library = None  # while active: the dispatcher's kernels of `_DISPATCHER_KERNELS` (`_registered`)
         self._own_copies: dict[tuple, Any] = {}  # while active: `_USERS_COPIES`' own attributes (None: inherited)
         # While active: torch._VF's own attributes of the recurrent names (None: VFModule's
@@ -225,8 +227,8 @@ class DeviceKernels:
 
     def _native_batch_norm(self, args: tuple):
         """`native_batch_norm`'s three outputs, answered by the trace where it can."""
-        answered = self._answer(_NATIVE_BATCH_NORM, args) if self._answer is not None else None
-        return answered if answered is not None else _NATIVE_BATCH_NORM(*args)
+        answer = self._answering(args[0]) if self._answering is not None else None
+        return answer(_NATIVE_BATCH_NORM, args) if answer is not None else _NATIVE_BATCH_NORM(*args)
 
     def _routed_group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=True):
         memory_format = suggest_memory_format(input)  # group_norm.cpp's, on a CPU
@@ -252,7 +254,7 @@ class DeviceKernels:
     def _routed_linear(self, input, weight, bias=None):
         if input.device.type != "meta":
             return self._linear_function(input, weight, bias)
-        return cpu_linear(input, weight, bias)
+        return cpu_linear(input, weight, bias, self._answering(input) if self._answering is not None else None)
 
     def _routed_one_hot(self, input, num_classes=-1):
         on_meta = input.device.type == "meta" and input.dtype == torch.long

@@ -410,11 +410,11 @@ class Recorder(TorchDispatchMode):
             output = child(output)
         return output
 
-    def answer_call(self, func, args: tuple):
-        """What `func(*args)` returns, recorded as the dispatcher would hand it to this mode,
-        without the round trip through it; None where the call may not skip the dispatcher
-        (as `may_shortcut` says of its first argument)."""
-        return self._dispatched(func, args) if may_shortcut(args[0]) else None
+    def answering(self, x) -> Callable[[Any, tuple], Any] | None:
+        """What records a call on `x` as the dispatcher would hand it to this mode, without the
+        round trip through it (operator, arguments -> what it returns); None where calls on `x`
+        may not skip the dispatcher (as `may_shortcut` says)."""
+        return self._dispatched if may_shortcut(x) else None
 
     def _dispatched(self, func, args: tuple):
         with torch._C._DisableTorchDispatch():  # as inside a dispatch: its tensors made untraced
