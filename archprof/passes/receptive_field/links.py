@@ -73,16 +73,30 @@ def units_reading(link: Link, size: int, units: Interval) -> Interval | object |
     convolution's taps), which leave no gap between them; every unit where `units` are all
     the parent's and each unit reads a position of every block (a grid attention's) or one
     parent unit (`Link.permutes`: a roll's); else `UNORDERED`."""
+    if len(link.shifts) == 1:  # (a union's link) one piece: nothing to join
+        return _piece_reading(link.shifts[0], size, units)
     if link.shifts:
-        pieces = [
-            (max(first, units[0] - offset, 0), min(last, units[1] - offset, size - 1))
-            for first, last, offset in link.shifts
-        ]
-        return joined([piece for piece in pieces if piece[0] <= piece[1]])
+        pieces = [_piece_reading(shift, size, units) for shift in link.shifts]
+        return joined([piece for piece in pieces if piece is not None])
     if link.permutes or link.repeats:
         return (0, size - 1) if units == (0, link.parent.size - 1) and size else UNORDERED
     ranges = ranges_in_order(link)
     return UNORDERED if ranges is None else reading_units(link, size, ranges, units)
+
+
+def _piece_reading(shift: tuple[int, int, int], size: int, units: Interval) -> Interval | None:
+    """The units of a piece (first, last, offset) of a map of `size` units that read one of
+    its parent's `units` (None: none does)."""
+    first, last, offset = shift
+    low, high = max(first, units[0] - offset, 0), min(last, units[1] - offset, size - 1)
+    return (low, high) if low <= high else None
+
+
+def _reads_own_units(link: Link, size: int) -> bool:
+    """Whether unit u of `link`'s map of `size` units reads parent unit u alone, at every
+    unit: a union's link (`dims._own_units`), one shift by 0 over them all, in order."""
+    own = ((0, size - 1, 0),)
+    return link.shifts == own and link.period == 1 and link.ratio == 1 and link.monotone and not link.breaks
 
 
 def joined(ranges: list[Interval]) -> Interval | object | None:
@@ -102,7 +116,11 @@ def covers_parent(link: Link, size: int) -> bool:
     of its parent: ranges in order each touching the next (`reach_of`), the first beginning
     at or before the parent's first unit, the last ending at or past its last. The hull of
     their exact fields is then the parent's whole exact span."""
-    if size == 0 or reach_of(link) is not TOUCHING:
+    if size == 0:
+        return False
+    if _reads_own_units(link, size):  # unit u reads parent unit u: no reads to ask for (DenseNet's chains of unions)
+        return size >= link.parent.size
+    if reach_of(link) is not TOUCHING:
         return False
     return link.reads(0)[0][0] <= 0 and link.reads(size - 1)[0][1] >= link.parent.size - 1
 

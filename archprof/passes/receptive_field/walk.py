@@ -35,7 +35,7 @@ from archprof.passes.receptive_field.dims import (
 )
 from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, FieldsTooIrregular
 from archprof.passes.receptive_field.gathered import Gathered, gathered
-from archprof.passes.receptive_field.links import UNORDERED, Interval, joined, units_reading
+from archprof.passes.receptive_field.links import UNORDERED, Interval, Link, joined, units_reading
 from archprof.passes.receptive_field.maps import AxisMap
 from archprof.passes.receptive_field.side_by_side import (
     NOT_PARTED,
@@ -333,15 +333,22 @@ class Walk(PathsSideBySide):
         size = axis_map.size
         if not axis_map.links or not size:  # the input's (an empty map: its runs say)
             return (0, size - 1) if size else UNORDERED
+        if len(axis_map.links) == 1:  # (most maps: a window's) nothing to join
+            return self._units_through(axis_map.links[0], size)
         found: list[Interval] = []
         for link in axis_map.links:
-            parent = self._reading_units(link.parent)
-            units = parent if parent is UNORDERED or parent is None else units_reading(link, size, parent)
+            units = self._units_through(link, size)
             if units is UNORDERED:
                 return UNORDERED
             if units is not None:
                 found.append(units)
         return joined(found)
+
+    def _units_through(self, link: Link, size: int) -> Interval | object | None:
+        """The units of a map of `size` units that read, through `link`, a unit of its
+        parent that reads a real pixel (`_reading_units`)."""
+        parent = self._reading_units(link.parent)
+        return parent if parent is UNORDERED or parent is None else units_reading(link, size, parent)
 
     def along(
         self,
