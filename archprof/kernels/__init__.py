@@ -166,7 +166,7 @@ class DeviceKernels:
     arguments -> what it returns), or None where calls on that input cannot skip the
     dispatcher: a batch norm, and the operators of a linear layer's one addmm
     (`cpu_linear`), go to it straight, not down through the C++ dispatcher and back up into
-    Python (a quarter of a batch norm's cost, two fifths of a linear layer's)."""
+    Python (a quarter of a batch norm's cost, a sixth of a linear layer's)."""
 
     def __init__(self, answering: Callable[[torch.Tensor], Callable[[Any, tuple], Any] | None] | None = None) -> None:
         self.chosen: Counter[str] = Counter()

@@ -18,8 +18,9 @@ Modelled (PyTorch 2.13, CPU, Linear.cpp):
 - the one addmm in an inference trace on meta: its operators (the rows viewed, the weight
   transposed, the addmm, the output viewed back) handed to the trace's recorder one by one
   as Linear.cpp calls them (`_addmm_answered`), where the composite would send each down
-  through the C++ dispatcher and back up into the recorder: the same operators, for two
-  fifths less time (a ConvNeXt block's two linear layers: 8 of its 16 operators).
+  through the C++ dispatcher and back up into the recorder: the same operators, a sixth
+  less of the layer's trace (130 against 155 us a layer on 196 rows of 64 features; a
+  ConvNeXt block's two linear layers make 8 of its 16 operators).
 """
 
 from __future__ import annotations
