@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from archprof.graph import value_record
-from archprof.passes.receptive_field.links import Interval, Link, hull
+from archprof.passes.receptive_field.links import Interval, Link, hull, same_unit
 from archprof.passes.receptive_field.maps import AxisMap
 
 
@@ -514,11 +514,6 @@ def _own_units(parent: AxisMap, size: int) -> Link:
     `links.reading_units`) or clamping each bound to its run, for nearly half of the maps
     of a ResNet (its sums) or a DenseNet (its concatenations)."""
     return Link(parent, same_unit, 1, period=1, shifts=((0, size - 1, 0),))
-
-
-def same_unit(unit: int) -> tuple[tuple[int, int]]:
-    """A union's link to each of the maps it unites: unit u reads the parent's unit u."""
-    return ((unit, unit),)
 
 
 def _first(unit: int) -> tuple[tuple[int, int]]:

@@ -92,11 +92,10 @@ def _piece_reading(shift: tuple[int, int, int], size: int, units: Interval) -> I
     return (low, high) if low <= high else None
 
 
-def _reads_own_units(link: Link, size: int) -> bool:
-    """Whether unit u of `link`'s map of `size` units reads parent unit u alone, at every
-    unit: a union's link (`dims._own_units`), one shift by 0 over them all, in order."""
-    own = ((0, size - 1, 0),)
-    return link.shifts == own and link.period == 1 and link.ratio == 1 and link.monotone and not link.breaks
+def same_unit(unit: int) -> tuple[tuple[int, int]]:
+    """A union's link to each of the maps it unites (`dims._own_units`): unit u reads the
+    parent's unit u."""
+    return ((unit, unit),)
 
 
 def joined(ranges: list[Interval]) -> Interval | object | None:
@@ -118,7 +117,7 @@ def covers_parent(link: Link, size: int) -> bool:
     their exact fields is then the parent's whole exact span."""
     if size == 0:
         return False
-    if _reads_own_units(link, size):  # unit u reads parent unit u: no reads to ask for (DenseNet's chains of unions)
+    if link.reads is same_unit:  # unit u reads parent unit u: no reads to ask for (DenseNet's chains of unions)
         return size >= link.parent.size
     if reach_of(link) is not TOUCHING:
         return False
