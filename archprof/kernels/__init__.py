@@ -170,7 +170,7 @@ class DeviceKernels:
 
     def __init__(self, answering: Callable[[torch.Tensor], Callable[[Any, tuple], Any] | None] | None = None) -> None:
         self.chosen: Counter[str] = Counter()
-        self._answering = answering
+        self._answering = answering or _no_answer
         self._library = None  # while active: the dispatcher's kernels of `_DISPATCHER_KERNELS` (`_registered`)
         self._own_copies: dict[tuple, Any] = {}  # while active: `_USERS_COPIES`' own attributes (None: inherited)
         # While active: torch._VF's own attributes of the recurrent names (None: VFModule's
@@ -227,7 +227,7 @@ class DeviceKernels:
 
     def _native_batch_norm(self, args: tuple):
         """`native_batch_norm`'s three outputs, answered by the trace where it can."""
-        answer = self._answering(args[0]) if self._answering is not None else None
+        answer = self._answering(args[0])
         return answer(_NATIVE_BATCH_NORM, args) if answer is not None else _NATIVE_BATCH_NORM(*args)
 
     def _routed_group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=True):
@@ -254,7 +254,7 @@ class DeviceKernels:
     def _routed_linear(self, input, weight, bias=None):
         if input.device.type != "meta":
             return self._linear_function(input, weight, bias)
-        return cpu_linear(input, weight, bias, self._answering(input) if self._answering is not None else None)
+        return cpu_linear(input, weight, bias, self._answering(input))
 
     def _routed_one_hot(self, input, num_classes=-1):
         on_meta = input.device.type == "meta" and input.dtype == torch.long
@@ -337,6 +337,11 @@ class DeviceKernels:
         """The road of an LSTM a CPU runs with oneDNN or with its cell loop, counted in `chosen`."""
         self.chosen[f"{LSTM}: {ONEDNN_LSTM if onednn else CELL_LOOP}"] += 1
         return onednn_road if onednn else cell_loop_road
+
+
+def _no_answer(input) -> None:
+    """`DeviceKernels`' `answering` where none is given: every call goes through the dispatcher."""
+    return None
 
 
 def _check_batch_norm_features(input, weight, bias, running_mean, running_var, training: bool) -> None:

@@ -225,9 +225,9 @@ def _traced_once(
     own_gradients = {t: t.grad for _, t, is_buffer in named if not is_buffer} if training and stand_ins is None else {}
     for parameter in own_gradients:
         parameter.grad = None
-    # Module calls answered by `archprof.tracing.shortcuts`, and batch norms and linear layers handed straight to the
-    # recorder: on meta tensors, in inference (a training step's autograd must see the
-    # forward's own torch calls).
+    # Module calls answered by `archprof.tracing.shortcuts`, and batch norms and linear layers
+    # handed straight to the recorder: on meta tensors, in inference (a training step's
+    # autograd must see the forward's own torch calls).
     shortcuts = not (real or training)
     kernels = DeviceKernels(answering=recorder.answering if shortcuts else None)
     backward_ran = True  # no backward pass asked for, or one that ran
