@@ -30,8 +30,26 @@ class Passing(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def _weight_on_the_instance() -> nn.Module:
+    """A convolution whose weight is a plain tensor set on the instance, out of its
+    `_parameters` (as the old `nn.utils.weight_norm` sets the weight it computes): Python's
+    lookup finds it there before nn.Module's `__getattr__` searches the tables."""
+    conv = nn.Conv2d(4, 8, 3, device="meta")
+    conv.__dict__["weight"] = conv._parameters.pop("weight").detach()
+    return conv
+
+
+def _statistic_in_another_table() -> nn.Module:
+    """A batch norm whose running variance is a parameter, not a buffer: `self.running_var`
+    finds it all the same, where the shortcut reads the buffers only."""
+    norm = nn.BatchNorm2d(4, device="meta")
+    norm.register_parameter("running_var", nn.Parameter(norm._buffers.pop("running_var"), requires_grad=False))
+    return norm
+
+
 # Module, input shape, and the functional call its forward makes (the spy's target).
 ANSWERED = [
+    (_weight_on_the_instance, (1, 4, 6, 6), (F, "conv2d")),
     (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=1, bias=False), (2, 4, 11), (F, "conv1d")),
     (lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1), (2, 4, 9, 9), (F, "conv2d")),
     (lambda: nn.Conv2d(8, 8, (3, 5), padding=(2, 1), dilation=(2, 1), groups=4), (1, 8, 12, 10), (F, "conv2d")),
@@ -72,6 +90,7 @@ FORWARD_RUNS = [
     (lambda: nn.Hardtanh(), (2, 3), (F, "hardtanh")),  # its defaults, left out by the dispatcher
     (lambda: nn.Hardtanh(-3.0, 1.0), (2, 3), (F, "hardtanh")),
     (lambda: nn.GELU(approximate="tanh"), (2, 5), (F, "gelu")),
+    (_statistic_in_another_table, (2, 4, 3, 3), (F, "batch_norm")),
 ]
 
 

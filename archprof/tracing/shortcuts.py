@@ -44,11 +44,32 @@ aten = torch.ops.aten
 Shortcut = Callable[[nn.Module, torch.Tensor], tuple | None]
 
 
+# What `_held` gives for a tensor the module does not hold in the table its class keeps it in.
+_ELSEWHERE = object()
+
+
+def _held(module: nn.Module, table: str, *names: str) -> list:
+    """`module.<name>` for each name, read from the module's `table` (`_parameters` or
+    `_buffers`), where its class keeps it: the value the forward's `self.<name>` reads. Python
+    calls nn.Module's `__getattr__`, which searches the tables, only after its own lookup has
+    failed and made an AttributeError with its message: a batch norm's four reads took 11.6
+    µs that way, 4.5 from the tables. A name set on the instance itself (the old
+    `nn.utils.weight_norm` sets the weight it computes there) is read there, as Python's
+    lookup finds it first (these classes define none of these names); `_ELSEWHERE` for one
+    in neither (deleted, or registered in another table): the forward then runs, and reads
+    or raises as it does."""
+    own = module.__dict__
+    held = own[table]
+    return [own[name] if name in own else held.get(name, _ELSEWHERE) for name in names]
+
+
 def _convolution(dims: int) -> Shortcut:
     def call(module: nn.Module, x: torch.Tensor):
         if x.dim() != dims + 2 or module.padding_mode != "zeros" or isinstance(module.padding, str):
             return None
-        weight, bias = module.weight, module.bias  # each read once: nn.Module's __getattr__ searches
+        weight, bias = _held(module, "_parameters", "weight", "bias")
+        if weight is _ELSEWHERE or bias is _ELSEWHERE:
+            return None
         if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
             return None  # the forward raises, in PyTorch's words
         return aten.convolution.default, (
@@ -71,10 +92,12 @@ def _batch_norm(ranks: tuple[int, ...]) -> Shortcut:
     routes it (its three outputs; the module returns the first)."""
 
     def call(module: nn.Module, x: torch.Tensor):
-        mean, var = module.running_mean, module.running_var
+        mean, var = _held(module, "_buffers", "running_mean", "running_var")
         if module.training or mean is None or var is None or x.dim() not in ranks or x.numel() == 0:
+            return None  # _ELSEWHERE is not None: its call too
+        weight, bias = _held(module, "_parameters", "weight", "bias")
+        if mean is _ELSEWHERE or var is _ELSEWHERE or weight is _ELSEWHERE or bias is _ELSEWHERE:
             return None
-        weight, bias = module.weight, module.bias  # each read once: nn.Module's __getattr__ searches
         channels = x.shape[1]
         for tensor in (mean, var, weight, bias):
             if tensor is not None and tensor.numel() != channels:
@@ -103,7 +126,10 @@ def _layer_norm(module: nn.Module, x: torch.Tensor):
     normalized = list(module.normalized_shape)
     if x.dim() < len(normalized) or list(x.shape[x.dim() - len(normalized) :]) != normalized:
         return None
-    return aten.native_layer_norm.default, (x, normalized, module.weight, module.bias, module.eps)
+    weight, bias = _held(module, "_parameters", "weight", "bias")
+    if weight is _ELSEWHERE or bias is _ELSEWHERE:
+        return None
+    return aten.native_layer_norm.default, (x, normalized, weight, bias, module.eps)
 
 
 def _activation(operator, in_place=None) -> Shortcut:
