@@ -232,7 +232,10 @@ def _every_unit_reads_all(state: State, spatial: tuple[int, ...]) -> bool:
 
 def _flattened(field: Field) -> bool:
     """Whether spatial dimensions were flattened into one (a flatten, tokens)."""
-    return any(isinstance(entry, FLAT) and entry.maps() for entry in field.dims)
+    for entry in field.dims:  # noqa: SIM110 (a loop: any() of a generator costs more, asked of every row's field)
+        if isinstance(entry, FLAT) and entry.maps():
+            return True
+    return False
 
 
 def _spans(mixed: Interval | None, extent: int) -> bool:
@@ -247,7 +250,8 @@ def _number(value: Fraction) -> Stride:
 def _first_unit(field: Field, axis: int, extent: int, every: str) -> tuple[Interval | None, Fraction | int | None, str]:
     """Unit 0's padded interval along input dimension `axis`, the stride, and a note (on the
     units that read what was mixed: `every`)."""
-    mixed = mixed_span(field, axis, exact=False)  # None where no map along the axis was mixed
+    # None where no map along the axis was mixed (nothing is, in most fields: not even asked)
+    mixed = mixed_span(field, axis, exact=False) if field.whole else None
     if _spans(mixed, extent):
         return (0, extent - 1), None, f"{every} reads the whole of input dimension {axis + 1}"
     places = field.places(axis)

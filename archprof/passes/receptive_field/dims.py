@@ -227,8 +227,8 @@ def reads_all_input(field: Field, extents: Sequence[int]) -> bool:
     """Whether every unit that reads anything reads every input pixel: the maps it reads
     whole (`Field.whole`) reach every pixel of every axis of `extents` (the keys of MViTv2's
     pooling attention, 3 x 3 windows 4 tokens apart, leave the last tokens unread)."""
-    if len({m.axis for m in field.whole}) < len(extents):
-        return False
+    if len(field.whole) < len(extents) or len({m.axis for m in field.whole}) < len(extents):
+        return False  # (the first: most fields read no map whole)
     for axis, n in enumerate(extents):
         spanned = any(m.axis == axis and m.spans_everything for m in field.whole)
         if not spanned and mixed_span(field, axis, exact=True) != (0, n - 1):
@@ -359,18 +359,23 @@ class Field:
         others: list[tuple[AxisMap, bool]] = []
         held: list[tuple[int, Within]] = []  # each block position, with the dimension holding it
         for index, entry in enumerate(self.dims):  # one loop, not three: a row's cells ask this per axis
-            if isinstance(entry, AxisMap):
+            if entry is None:  # (the batch, plain channels)
+                continue
+            if type(entry) is AxisMap:  # (nearly every other entry)
                 if entry.axis == axis:
                     own.append((entry, True))
-            elif isinstance(entry, FLAT):
+                continue
+            if isinstance(entry, FLAT):
                 others += [(m, False) for m in entry.maps() if m.axis == axis]
             if isinstance(entry, (Within, Merged)):
                 held += [(index, w) for w in entry_withins(entry)]
-        others += [(m, False) for m in self.loose if m.axis == axis]
+        if self.loose:
+            others += [(m, False) for m in self.loose if m.axis == axis]
         places = own + others if others else own
-        withins = [w for index, w in held if not among_features(self.dims, index, w)]
-        if withins:
-            places = _first_of_blocks(places, withins)
+        if held:
+            withins = [w for index, w in held if not among_features(self.dims, index, w)]
+            if withins:
+                places = _first_of_blocks(places, withins)
         return places
 
 

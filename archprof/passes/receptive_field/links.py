@@ -303,13 +303,14 @@ def hull(a: Interval | None, b: Interval | None) -> Interval | None:
 _MOST_IRREGULAR = 256
 
 
-def irregular_candidates(links: tuple[Link, ...]) -> list[int] | None:
+def irregular_candidates(links: tuple[Link, ...]) -> Sequence[int] | None:
     """The units of a map with `links` that may be irregular (`AxisMap.irregular`): those of
-    each link's breaks and those that read a parent's irregular unit. The map then keeps the
-    ones that are (`AxisMap._still_irregular`), so that one reflection padding does not
-    leave every map after it irregular."""
+    each link's breaks and those that read a parent's irregular unit, in order; none, (), for
+    most maps (a tuple, not a new list each). The map then keeps the ones that are
+    (`AxisMap._still_irregular`), so that one reflection padding does not leave every map
+    after it irregular."""
     if not links:
-        return []
+        return ()
     zones: list[Interval] = []
     for link in links:
         if link.monotone and not link.breaks and link.parent.irregular == ():
@@ -324,7 +325,7 @@ def irregular_candidates(links: tuple[Link, ...]) -> list[int] | None:
                 return None
             zones.append(readers)
     if not zones:
-        return []
+        return ()
     if sum(last - first + 1 for first, last in zones) > _MOST_IRREGULAR:
         return None
     return sorted({unit for first, last in zones for unit in range(first, last + 1)})

@@ -88,32 +88,33 @@ class AxisMap:
         # read nearly the whole map).
         self.everything: Interval = links[0].parent.everything if links else (0, size - 1)
         self._padded: dict[int, Interval] = {}
-        self._exact: dict[int, Interval | None] = {}
+        # What exact reads find: kept in containers made at the first read, as most maps are
+        # asked padded fields only, and each container made brings the next garbage collection nearer.
+        self._exact: dict[int, Interval | None] | None = None
         self._exact_runs: tuple[Interval, ...] | object | None = _NOT_FOUND  # `exact_runs`, found at its first read
         # Of a map with runs: unit -> where its exact field begins, and where it ends.
-        self._exact_bounds: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        self._exact_bounds: tuple[dict[int, int], dict[int, int]] | None = None
         # Of a map with runs: the stretches of units read through the same parent runs, each
         # (first, last, what reads them: `Through`s), in order (`_runs_of_links`).
-        self._pieces: list[tuple[int, int, tuple[Through, ...]]] = []
+        self._pieces: list[tuple[int, int, tuple[Through, ...]]] | tuple = ()
         # Of a map out of order: (first, last) -> the exact span its links' reaches give, and
         # how each link's units read together (`reaching`, found at the first such span).
-        self._exact_spans: dict[Interval, Interval | object | None] = {}
+        self._exact_spans: dict[Interval, Interval | object | None] | None = None
         self._reaching: tuple[object, ...] | None = None
-        # Plain loops, not generators: a map is made per operator and axis.
-        why, jumps = None, set()  # why: the first link's without a ratio
-        for link in links:
+        # Plain loops, not generators nor a set of the links' jumps: a map is made per operator and axis.
+        why, jump, alike = None, 1, True  # why: the first link's without a ratio; jump: the input's
+        for index, link in enumerate(links):
             if link.ratio is None:
                 why = link.why if why is None else why
-                jumps.add(None)
-            else:
-                jump = link.parent.jump
-                jumps.add(None if jump is None else jump * link.ratio)
+            own = link.parent.jump
+            own = None if own is None or link.ratio is None else own * link.ratio
+            if index == 0:
+                jump = own
+            elif own != jump:
+                alike = False
         note = why or ""
-        self.jump: Fraction | int | None
-        if not links:
-            self.jump = 1
-        elif len(jumps) == 1:
-            self.jump = jumps.pop()
+        if alike:
+            self.jump = jump
             for link in links:
                 note = note or link.parent.note
         else:
@@ -129,7 +130,7 @@ class AxisMap:
         # (all of HRNet's maps after its first upsampling; DenseNet's after a BlurPool).
         candidates = irregular_candidates(links)
         self.irregular = None if candidates is None else tuple(candidates)
-        self._unordered = frozenset(candidates or ())
+        self._unordered = frozenset(candidates) if candidates else _NONE_UNORDERED
         kept = undominated(links)
         self.period, self._step = self._period(kept)
         # The units whose padded fields keep the period (None: every unit): a map after a
@@ -262,6 +263,8 @@ class AxisMap:
         """The input coordinates unit `unit` can read: padded (any unit; None only for padding
         a roll wrapped round, `layout._roll`) or
         exact (real units and pixels only; None when the unit reads no pixel)."""
+        if exact and self._exact is None:
+            self._exact = {}
         cache = self._exact if exact else self._padded
         if unit in cache:
             return cache[unit]
@@ -383,10 +386,10 @@ class AxisMap:
         the first and last units' own reads already reach its ends. Else `_UNREACHED`, the
         units to be taken one by one."""
         key = (first, last)
+        if self._reaching is None:
+            self._reaching, self._exact_spans = tuple(reach_of(link) for link in self.links), {}
         if key in self._exact_spans:  # merges lead back to the same maps along several paths
             return self._exact_spans[key]
-        if self._reaching is None:
-            self._reaching = tuple(reach_of(link) for link in self.links)
         if NO_REACH in self._reaching:
             return _UNREACHED
         value = None
@@ -440,6 +443,7 @@ class AxisMap:
         without runs: spans then go by `_reached`, or unit by unit (within a zone where the
         map keeps its period, one period's units: `_hull`)."""
         if self._exact_runs is _NOT_FOUND:
+            self._exact_bounds = ({}, {})  # asked of maps with runs only, once these are found
             if not self.links:
                 self._exact_runs = ((0, self.size - 1),) if self.size else ()
             else:
@@ -581,6 +585,7 @@ def _limited(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
 
 
 _NOT_FOUND = object()  # `AxisMap.exact_runs` not yet found
+_NONE_UNORDERED: frozenset[int] = frozenset()  # `AxisMap._unordered` of most maps, shared
 
 
 # Only spans within this many units of each end of a map are taken from the reaches: the
