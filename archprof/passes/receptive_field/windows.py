@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
+from functools import cache
 
 import torch
 
@@ -56,6 +57,17 @@ def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisM
     """Unit u reads units u S - P + t D, t = 0 .. K - 1."""
     if not _moves(k, s, p, parent.size, size):
         return parent
+    reads = _window_reads(k, s, p, d)
+    if d > 1 and s == 1:  # exactly, each tap a shift (DeepLab's dilated convolutions): runs in order
+        return parent.derive(size, reads, s, period=1, shifts=tuple((0, size - 1, t * d - p) for t in range(k)))
+    return parent.derive(size, reads, s, period=1)
+
+
+@cache
+def _window_reads(k: int, s: int, p: int, d: int) -> Callable[[int], Sequence[Interval]]:
+    """What unit u of a window (K, S, P, D) reads, made once per window: a network's
+    convolutions and poolings share a few, and a closure made per map and axis (its cells,
+    its function) would bring the next garbage collection nearer."""
 
     def reads(u: int) -> Sequence[Interval]:
         base = u * s - p
@@ -63,9 +75,7 @@ def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisM
             return ((base, base + k - 1),)
         return [(base + t * d,) * 2 for t in range(k)]
 
-    if d > 1 and s == 1:  # exactly, each tap a shift (DeepLab's dilated convolutions): runs in order
-        return parent.derive(size, reads, s, period=1, shifts=tuple((0, size - 1, t * d - p) for t in range(k)))
-    return parent.derive(size, reads, s, period=1)
+    return reads
 
 
 def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisMap:
