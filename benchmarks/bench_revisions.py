@@ -63,7 +63,7 @@ def worker(tree: Path, specs: list[str], step: str, held: bool) -> None:
 
         graphs = [analysis(model, model.default_inputs[0].shape, None, None).graph for model in loaded]
         runs = [
-            lambda graph=graph, spec=spec: _collector_paused(build_report, graph, spec)
+            lambda graph=graph, spec=spec: with_collector_paused(build_report, graph, spec)
             for graph, spec in zip(graphs, specs, strict=True)
         ]
     elif step == "training":
@@ -91,7 +91,7 @@ def worker(tree: Path, specs: list[str], step: str, held: bool) -> None:
         print(time.perf_counter() - start, flush=True)
 
 
-def _collector_paused(function, *args):
+def with_collector_paused(function, *args):
     """`function(*args)` with the cyclic collector off, as `archprof.analyze` runs its passes
     (here by hand: an earlier commit may have no `archprof.collector`)."""
     gc.disable()
