@@ -79,7 +79,7 @@ def _op_run(graph: Graph, run: list[OpNode], leaves: frozenset[str]) -> tuple[tu
 
 def _leaf_paths(module_types: dict[str, str]) -> frozenset[str]:
     parents = {path.rpartition(".")[0] for path in module_types if path}
-    return frozenset(path for path in module_types if path not in parents)
+    return frozenset(module_types.keys() - parents)
 
 
 # The window's size: a convolution's from its weight, a pooling's from its kernel_size
@@ -107,9 +107,13 @@ def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
     pooling ('3x3'; '' without one)."""
     input_shapes, kernels = [], []
     for group in groups:
-        read = _read_from_outside(group.ops) if group.ops else _activation_shapes(group.outputs)
-        input_shapes.append(shapes_text(read))
-        kernels.append(_first_window(group.ops))
+        ops = group.ops
+        if ops:
+            input_shapes.append(shapes_text(_read_from_outside(ops)))
+            kernels.append(_first_window(ops))
+        else:  # an op-less row (timm's Identity: a third of some models' rows) has no window
+            input_shapes.append(shapes_text(_activation_shapes(group.outputs)))
+            kernels.append("")
     return {"input_shape": input_shapes, "kernel": kernels}
 
 
@@ -134,6 +138,8 @@ def _read_from_outside(ops: tuple[OpNode, ...]) -> list[tuple[int, ...]]:
 def _activation_shapes(tensors: Sequence[TensorMeta]) -> list[tuple[int, ...]]:
     """The shapes of the activations (and inputs) among `tensors`, each once, in order: what a
     row that runs no op returns, or what a row of one op reads."""
+    if len(tensors) == 1:  # most rows' one output, a one-op row's one input: no dict
+        return [tensors[0].shape] if tensors[0].kind in _ACTIVATIONS else []
     return list({t.id: t.shape for t in tensors if t.kind in _ACTIVATIONS}.values())
 
 
