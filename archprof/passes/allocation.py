@@ -72,6 +72,10 @@ def _embedding_bag_bytes(op: OpNode, place: int) -> int:
     return (bags if shrunk else offsets.shape[0]) * index_bytes
 
 
+# The ops whose storages `allocated` sizes otherwise than as their tensors' bytes.
+SIZED_OTHERWISE = _NO_BYTES_MADE | _EMBEDDING_BAGS | _MADE_LIKE_THE_INPUT
+
+
 def zero_tensors(ops: list[OpNode]) -> set[int]:
     """The storages of the zero tensors `ops` make (`_NO_BYTES_MADE`)."""
     return {tensor.storage for op in ops if op.op in _NO_BYTES_MADE for tensor in op.outputs}

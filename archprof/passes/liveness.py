@@ -48,7 +48,7 @@ from archprof.graph import (
     WrappedFloat,
     WrappedInt,
 )
-from archprof.passes.allocation import allocated, operator_workspace
+from archprof.passes.allocation import SIZED_OTHERWISE, allocated, operator_workspace
 
 _STATE = ("parameter", "buffer")
 
@@ -123,7 +123,8 @@ def wrapped_numbers(graph: Graph) -> list[tuple[int, int, int]]:
     (`EngineNotes.saved_numbers`, held longer). NFNets multiply by such numbers: an
     inference peak 8 B short without them."""
     kept = {op for op, _ in graph.engine.saved_numbers}
-    return numbers_wrapped((index, op) for index, op in enumerate(graph.ops) if index not in kept)
+    steps = enumerate(graph.ops)
+    return numbers_wrapped(((index, op) for index, op in steps if index not in kept) if kept else steps)
 
 
 def numbers_wrapped(steps: Iterable[tuple[int, OpNode]]) -> list[tuple[int, int, int]]:
@@ -217,6 +218,7 @@ def liveness_over(
             size[tensor.storage], first[tensor.storage], last[tensor.storage] = tensor.nbytes, -1, -1
             held_from_start.add(tensor.storage)
     for index, op in enumerate(steps):
+        plain = op.op not in SIZED_OTHERWISE  # each storage its tensor's bytes: no call to `allocated`
         for tensor in op.inputs + op.outputs:
             storage = tensor.storage
             if same:  # a training step's timeline only: the forward's counts each storage as itself
@@ -224,7 +226,7 @@ def liveness_over(
             if storage in state:
                 continue
             if storage not in size:  # made by this step (or first seen as its argument)
-                size[storage] = allocated(op, tensor)
+                size[storage] = tensor.nbytes if plain else allocated(op, tensor)
                 first[storage] = index
             elif first[storage] < 0:  # an input, read for the first time
                 first[storage] = index
