@@ -450,7 +450,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         "module_type": [g.module_type for g in groups],
         "call": [g.call for g in groups],
         "depth": [g.depth for g in groups],
-        "operators": [_operator_names(tuple([op.op for op in g.ops])) for g in groups],
+        "operators": [_operator_names(tuple([op.op for op in g.ops])) if g.ops else () for g in groups],
         "output_shape": [shapes_text([t.shape for t in g.outputs]) for g in groups],
     }
     columns.update(interface_columns(groups))
