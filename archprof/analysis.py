@@ -451,11 +451,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         "call": [g.call for g in groups],
         "depth": [g.depth for g in groups],
         "operators": [_operator_names(tuple([op.op for op in g.ops])) if g.ops else () for g in groups],
-        # Most rows return one tensor: its shape's text without a list, half the column's time.
-        "output_shape": [
-            shape_text(g.outputs[0].shape) if len(g.outputs) == 1 else shapes_text([t.shape for t in g.outputs])
-            for g in groups
-        ],
+        "output_shape": [shapes_text([t.shape for t in g.outputs]) for g in groups],
     }
     columns.update(interface_columns(groups))
     columns.update(parameter_columns(graph, groups))
