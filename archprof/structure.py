@@ -38,14 +38,23 @@ def tensors_in(structure, records: set[int] | None = None) -> list[torch.Tensor]
     return []
 
 
+# The types of the plain values an operator takes (strides, paddings, flags, scalars): never a
+# leaf, asked first by type, since a failed isinstance looks the value's `__class__` up.
+_PLAIN = frozenset({int, float, bool, str, type(None)})
+
+
 def map_op_args(fn: Callable[[Any], Any], leaf: type, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """An operator's arguments with `fn` applied to every `leaf`-typed value, at the top
-    level or inside a list (aten schemas nest no deeper)."""
+    """An operator's arguments with `fn` applied to every `leaf`-typed value (a tensor or a
+    record of one, never a plain number or string), at the top level or inside a list (aten
+    schemas nest no deeper)."""
     mapped = []
     for value in args:  # a loop with the common cases inline: every operator of every pass comes here
-        if isinstance(value, leaf):
+        kind = type(value)
+        if kind in _PLAIN:
+            mapped.append(value)
+        elif kind is leaf or isinstance(value, leaf):
             mapped.append(fn(value))
-        elif isinstance(value, (list, tuple)):
+        elif kind is list or kind is tuple or isinstance(value, (list, tuple)):
             mapped.append(_items_applied(fn, leaf, value))  # not `_applied`: asked what it is once
         else:
             mapped.append(value)
@@ -64,7 +73,7 @@ def _applied(fn: Callable[[Any], Any], leaf: type, value: Any) -> Any:
 def _items_applied(fn: Callable[[Any], Any], leaf: type, items: list | tuple) -> list | tuple:
     """`items` with `fn` applied to its `leaf`-typed items, or `items` itself where none is."""
     for item in items:  # a loop, not any(): every argument of every operator comes here
-        if isinstance(item, leaf):
+        if type(item) not in _PLAIN and isinstance(item, leaf):
             return type(items)([fn(item) if isinstance(item, leaf) else item for item in items])
     return items
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from operator import attrgetter
 
-from archprof.graph import OpNode, TensorMeta, WrappedFloat, WrappedInt, value_record
+from archprof.graph import OpNode, TensorMeta, value_record
 from archprof.operators import FREE, Cost, operator_named
 from archprof.operators.costs import free, pointwise_cost
 from archprof.passes.layers import LayerGroup
@@ -57,11 +57,7 @@ def op_cost(op: OpNode) -> Cost | None:
     out = op.outputs[0].shape if op.outputs else ()
     if getattr(cost, "__code__", None) is _PER_OUTPUT_ELEMENT:  # pointwise: the output's shape alone
         return cost(out=out)
-    args = None if op.kwargs else _plain_shapes(op.args)
-    if args is None:
-        args, kwargs = map_op_args(_shape_of, TensorMeta, op.args, op.kwargs)
-    else:
-        kwargs = {}
+    args, kwargs = map_op_args(_shape_of, TensorMeta, op.args, op.kwargs)
     if operator.cost_by_dtype and op.outputs:
         kwargs["dtype"] = op.outputs[0].dtype
     return cost(*args, out=out, **kwargs)
@@ -71,31 +67,6 @@ def op_cost(op: OpNode) -> Cost | None:
 # ops) share their code and read the output's shape alone: their arguments' shapes go unmade.
 _PER_OUTPUT_ELEMENT = pointwise_cost.__code__
 _shape_of = attrgetter("shape")  # called per tensor argument by map_op_args: no Python frame
-
-# Types that are neither a TensorMeta nor a list or tuple, which map_op_args passes on as they are.
-_PLAIN = frozenset({int, float, bool, type(None), str, WrappedFloat, WrappedInt})
-
-
-def _plain_shapes(args: tuple) -> list | None:
-    """`args` with each TensorMeta replaced by its shape, where every other argument is of a
-    `_PLAIN` type or a list or tuple of them (a convolution's strides and paddings): map_op_args'
-    answer, each value's type asked once, where a failed isinstance looks the value's `__class__`
-    up (for a stride list: its items' too), which made map_op_args half of this pass; None where
-    another argument (a list of tensors) leaves map_op_args to answer."""
-    shaped = []
-    for value in args:  # a loop with the common cases inline: every costed op comes here
-        kind = type(value)
-        if kind is TensorMeta:
-            shaped.append(value.shape)
-            continue
-        if kind is list or kind is tuple:
-            for item in value:
-                if type(item) not in _PLAIN:
-                    return None
-        elif kind not in _PLAIN:
-            return None
-        shaped.append(value)
-    return shaped
 
 
 def cost_columns(groups: list[LayerGroup]) -> dict[str, list]:
