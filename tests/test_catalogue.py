@@ -107,6 +107,18 @@ def test_data_movement_is_free_and_not_listed_as_not_counted():
     assert (totals.macs, totals.elementwise_flops, totals.not_counted) == (0, 0, {})
 
 
+def test_a_formula_said_to_read_the_output_alone_reads_nothing_else():
+    # `op_cost` hands such a formula the output's shape alone: one that read an argument would
+    # fail without it, or count otherwise with other arguments.
+    said = [operator for operator in OPERATORS.values() if operator.output_shape_only]
+    assert operator_named("aten.relu") in said and operator_named("aten.convolution") not in said
+    out = (2, 3, 5, 7)
+    for operator in said:
+        alone = operator.cost(out=out)
+        assert alone == operator.cost((2, 3, 5, 7), (1, 3, 1, 1), 0.5, dim=1, out=out), operator.name
+        assert alone.elementwise_flops % math.prod(out) == 0 and alone.macs == 0, operator.name
+
+
 def test_the_real_gaps_are_costed():
     """Softmax 3 per element (exp, sum, divide), pow and trigonometry 1 per element, a
     variance 3 per input element (mean, centre, square), a 2-norm 2 per input element and a

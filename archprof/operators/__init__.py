@@ -13,7 +13,7 @@ dispatch trace can see are catalogued: composite ones (`matmul`, `flatten`, `dro
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
 
@@ -108,6 +108,12 @@ class Operator:
     # The cost formula takes the output's dtype (keyword `dtype`): a count that depends on
     # the kernel's floating-point arithmetic (where a rounded coordinate falls).
     cost_by_dtype: bool = False
+    # The cost formula reads the output's shape alone (`costs.per_output_element`'s: every
+    # pointwise operator's, a third of a CNN's ops): its caller need not shape the arguments.
+    output_shape_only: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output_shape_only = getattr(self.cost, "output_shape_only", False)
 
 
 OPERATORS: dict[Packet, Operator] = {}

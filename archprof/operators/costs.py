@@ -60,6 +60,7 @@ def per_output_element(flops_per_element: int) -> Callable[..., Cost]:
         return Cost(elementwise_flops=flops_per_element * prod(out))
 
     per_element.__doc__ = f"{flops_per_element} FLOP(s) per output element."
+    per_element.output_shape_only = True  # `Operator.output_shape_only`: its arguments' shapes go unmade
     return per_element
 
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 from archprof.graph import Graph, OpNode, TensorMeta
 from archprof.operators.costs import convolution_backward_parts
-from archprof.passes.flops import op_cost
+from archprof.passes.flops import op_cost, shaped_arguments
 from archprof.passes.layers import LayerGroup
-from archprof.structure import map_op_args
 
 # oneDNN's LSTM layer gradient (`costs.onednn_lstm_layer_backward_cost`): one operator whose
 # first output is the input's gradient, though it computes the weights' too.
@@ -101,7 +100,7 @@ def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list
 
 
 def _convolution_parts(op: OpNode) -> tuple[int, int, int]:
-    args, _ = map_op_args(lambda t: t.shape, TensorMeta, op.args, op.kwargs)
+    args, _ = shaped_arguments(op)
     return convolution_backward_parts(*args[:-1], output_mask=args[-1])
 
 

@@ -9,7 +9,7 @@ from operator import attrgetter
 
 from archprof.graph import OpNode, TensorMeta, value_record
 from archprof.operators import FREE, Cost, operator_named
-from archprof.operators.costs import free, pointwise_cost
+from archprof.operators.costs import free
 from archprof.passes.layers import LayerGroup
 from archprof.structure import map_op_args
 
@@ -55,17 +55,19 @@ def op_cost(op: OpNode) -> Cost | None:
     if cost is free:  # data movement and creation: no argument to read
         return FREE
     out = op.outputs[0].shape if op.outputs else ()
-    if getattr(cost, "__code__", None) is _PER_OUTPUT_ELEMENT:  # pointwise: the output's shape alone
+    if operator.output_shape_only:
         return cost(out=out)
-    args, kwargs = map_op_args(_shape_of, TensorMeta, op.args, op.kwargs)
+    args, kwargs = shaped_arguments(op)
     if operator.cost_by_dtype and op.outputs:
         kwargs["dtype"] = op.outputs[0].dtype
     return cost(*args, out=out, **kwargs)
 
 
-# The formulas `costs.per_output_element` makes (every pointwise operator's, a third of a CNN's
-# ops) share their code and read the output's shape alone: their arguments' shapes go unmade.
-_PER_OUTPUT_ELEMENT = pointwise_cost.__code__
+def shaped_arguments(op: OpNode) -> tuple[tuple, dict]:
+    """The op's arguments and keyword arguments, each tensor replaced by its shape, as a formula takes them."""
+    return map_op_args(_shape_of, TensorMeta, op.args, op.kwargs)
+
+
 _shape_of = attrgetter("shape")  # called per tensor argument by map_op_args: no Python frame
 
 
