@@ -885,6 +885,68 @@ def test_a_model_files_loop_is_bounded_by_the_operators_it_runs(tmp_path, monkey
     assert cli("summary", scripted, "-i", "3").exit_code == 2
 
 
+def _count_to(n: int) -> int:
+    total, i = 0, 0
+    while i < n:
+        total += i
+        i += 1
+    return total
+
+
+class _CountsInAFunction(nn.Module):
+    """A loop of numbers, in a function the forward calls: no operator runs in it."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x):
+        return x + _count_to(self.n)
+
+
+class _CountsInASubmodule(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.inner = _CountsInAFunction(n)
+
+    def forward(self, x):
+        for _ in range(3):  # a loop with operators, around the submodule's loop of numbers
+            x = self.inner(x) * 2.0
+        return x
+
+
+class _CountsInAFork(_CountsInAFunction):
+    def forward(self, x):
+        return x + torch.jit.wait(torch.jit.fork(_count_to, self.n))  # run on another thread
+
+
+@pytest.mark.parametrize("holder", [_CountsInAFunction, _CountsInASubmodule, _CountsInAFork])
+def test_a_model_files_loop_of_numbers_is_bounded_by_its_iterations(tmp_path, monkeypatch, holder):
+    """A loop of plain numbers (`while i < 10**10: i += 1`) runs in TorchScript's interpreter
+    without one operator: the bound on operators never met it, and it ran for hours. Every
+    loop of a file's forward, in the functions, submodules and forks it calls too, may run twice
+    MOST_FILE_OPS iterations in all (here 2 x 50); a shorter one runs as before, its report
+    the one of the same module run eagerly (the oracle: the file holds the loop's 10**10, and
+    the eager module's trace, not bounded, records the same operators)."""
+    import archprof.analysis
+
+    monkeypatch.setattr(archprof.analysis, "MOST_FILE_OPS", 50)
+    endless = tmp_path / "endless.pt"
+    torch.jit.script(holder(10**10)).save(str(endless))
+    assert [m.n for m in torch.jit.load(str(endless)).modules() if hasattr(m, "n")] == [10**10]
+    result = cli("summary", endless, "-i", "3")
+    assert result.exit_code == 2
+    assert one_error_line(result) == (
+        "error: the forward runs more than 100 loop iterations, more than any network's: a loop that does not end?"
+    )
+    short = tmp_path / "short.pt"
+    torch.jit.script(holder(30)).save(str(short))
+    graph = archprof.analyze(str(short), input_size=(3,)).graph
+    eager = archprof.analyze(holder(30), input_size=(3,)).graph
+    assert [op.op for op in graph.ops] == [op.op for op in eager.ops]
+    assert [op.module.path for op in graph.ops] == [op.module.path for op in eager.ops]
+
+
 def _nested(levels: int) -> nn.Module:
     """`levels` modules, each the child of the one before (the last a ReLU's holder)."""
     module: nn.Module = nn.ReLU()

@@ -24,8 +24,9 @@ from archprof.text import NARROWEST_WIDTH
 def user_errors(command):
     """Print an ArchprofError on one line (`say`) and exit 2, without a traceback; Ctrl-C
     says so on one line and exits 130, as a shell reports a process SIGINT ended: also a
-    Ctrl-C whose KeyboardInterrupt the command's code swallowed (`_ctrl_c_noted`), whatever
-    the command did after it (finished, or failed on what the interrupt left half done)."""
+    Ctrl-C whose KeyboardInterrupt the command's code swallowed or handed on as another
+    exception (`_signals_noted`), whatever the command did after it (finished, or failed on
+    what the interrupt left half done); and so for SIGTERM (`interrupted`)."""
 
     @wraps(command)
     def run(*args, **kwargs):
@@ -43,7 +44,7 @@ def user_errors(command):
             else:
                 say(f"{filename}:{lineno}: {category.__name__}: {message}")
 
-        with _ctrl_c_noted() as ctrl_c:
+        with _signals_noted() as signalled:
             try:
                 with warnings.catch_warnings(), _model_prints_to_stderr():
                     warnings.simplefilter("once", ArchprofWarning)
@@ -52,48 +53,60 @@ def user_errors(command):
             except KeyboardInterrupt:  # Typer would exit 130 without a word
                 interrupted()
             except BaseException as exc:
-                if ctrl_c.pressed:
-                    interrupted()
+                if signalled.ctrl_c or signalled.terminated:
+                    interrupted(signalled.terminated)
                 if not isinstance(exc, ArchprofError):
                     raise
                 say(f"error: {exc}")
                 raise typer.Exit(2) from None
-            if ctrl_c.pressed:
-                interrupted()
+            if signalled.ctrl_c or signalled.terminated:
+                interrupted(signalled.terminated)
             return result
 
     return run
 
 
-class _CtrlC:
-    """Whether Ctrl-C was pressed while a command ran."""
+class _Signalled:
+    """Whether Ctrl-C was pressed, or SIGTERM sent, while a command ran."""
 
-    pressed = False
+    ctrl_c = False
+    terminated = False
 
 
 @contextmanager
-def _ctrl_c_noted() -> Iterator[_CtrlC]:
+def _signals_noted() -> Iterator[_Signalled]:
     """While a command runs, SIGINT raises KeyboardInterrupt, as Python's own handler does,
-    and notes that it came (where Python's handler is the caller's; it is put back after).
-    Code may swallow the KeyboardInterrupt: torch's C init clears one raised inside its own
-    import of numpy, which goes on half imported, and the command finished with exit 0 or
-    failed later with a traceback."""
-    ctrl_c = _CtrlC()
+    and notes that it came (where Python's handler is the caller's; it is put back after);
+    SIGTERM is noted too, where `terminated_as_interrupted` raises it. Code may swallow the
+    KeyboardInterrupt: torch's C init clears one raised inside its own import of numpy,
+    which goes on half imported, and the command finished with exit 0 or failed later with a
+    traceback. Or hand it on as another exception: TorchScript's interpreter, whose loops
+    call archprof's Python at each iteration (`archprof.tracing.script_loops`), where a
+    handler runs, passes on a RuntimeError, which the trace takes for the model's failure."""
+    signalled = _Signalled()
 
-    def note_and_raise(signum, frame) -> NoReturn:
-        ctrl_c.pressed = True
+    def note_ctrl_c(signum, frame) -> NoReturn:
+        signalled.ctrl_c = True
         answered()
         raise KeyboardInterrupt
 
-    with _handled(signal.SIGINT, note_and_raise, signal.default_int_handler):
-        yield ctrl_c
+    def note_termination(signum, frame) -> NoReturn:
+        signalled.terminated = True
+        _raise_terminated(signum, frame)
+
+    with (
+        _handled(signal.SIGINT, note_ctrl_c, signal.default_int_handler),
+        _handled(signal.SIGTERM, note_termination, _raise_terminated),
+    ):
+        yield signalled
 
 
-def interrupted() -> NoReturn:
+def interrupted(terminated: bool = False) -> NoReturn:
     """Ctrl-C, said on one line; exit 130, as a shell reports a process SIGINT ended. Called
-    while a KeyboardInterrupt is handled: one that is SIGTERM's (`Terminated`) ends the
-    process by that signal instead, as it would have ended without the handler."""
-    if isinstance(sys.exc_info()[1], Terminated):
+    while a KeyboardInterrupt is handled, or where a signal was noted (`terminated`: SIGTERM):
+    SIGTERM's (`Terminated`) ends the process by that signal instead, as it would have ended
+    without the handler."""
+    if terminated or isinstance(sys.exc_info()[1], Terminated):
         say("terminated")
         sys.stdout.flush()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -20,6 +20,8 @@ except ImportError:  # a torch without it: no op has a stack (`stacks_of_marks`)
     _RecordFunctionFast = None
 
 _MARK = "archprof.op."
+# The op that counts a loop's iterations (`archprof.tracing.script_loops`), archprof's, not the model's.
+LOOP_STEP = "archprof::loop_step"
 
 
 def mark(index: int) -> None:
@@ -62,7 +64,7 @@ def stacks_of_marks() -> Iterator[list[tuple[int | None, list[str]]]]:
                 name = event.name()
                 if name.startswith(_MARK):
                     events.append((int(name[len(_MARK) :]), event.stack()))
-                elif len(marked) == 1:
+                elif len(marked) == 1 and name != LOOP_STEP:
                     events.append((None, event.stack()))
         if len(marked) > 1:
             events.sort(key=lambda event: event[0])

@@ -53,6 +53,7 @@ from archprof.tracing.recorder import BeyondBounds, Recorder, input_shapes_text
 from archprof.tracing.replay import Replays
 from archprof.tracing.script_calls import ScriptCode
 from archprof.tracing.script_copies import saved_and_loaded
+from archprof.tracing.script_loops import counted_loop_steps
 from archprof.tracing.training_recorder import TrainingRecorder
 from archprof.units import tensor_text
 
@@ -182,9 +183,11 @@ def _traced_once(
         getattr(model, "_archprof_attribution", "hooks") == "parameters"
     )
     script_code = None  # a ScriptModule's code files, whose lines its call stacks name
+    script_copied = False  # whether `model` is archprof's copy of a ScriptModule, not yet run
     if isinstance(model, torch.jit.ScriptModule):
         try:
             model, script_code = _script_copy(model, dtype, real, owned)
+            script_copied = True
         except Exception as exc:  # its weights will not go onto meta: a real forward may still run
             if not real:
                 raise MetaUnsupported(
@@ -257,6 +260,8 @@ def _traced_once(
                 stack.enter_context(autocast_regions(recorder.note_autocast))
             stack.enter_context(recorder)
             stack.enter_context(kernels)  # on meta, composite calls would not pick the CPU's kernels
+            if script_copied and most_ops is not None:  # a file's loops of numbers reach no operator
+                stack.enter_context(counted_loop_steps(model, recorder, most_ops))
             if by_parameters:
                 attribution = ParameterOwners(module_types, owners(modules, stand_ins, recorder))
                 recorder.start_root(type_name(model), args, attribution)
