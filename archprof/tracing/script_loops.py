@@ -5,10 +5,10 @@ operators, but a loop of plain numbers (`while i < 10**10: i += 1`) runs in Torc
 interpreter without a single operator reaching the dispatcher: it ran for hours, and nothing
 in Python can stop the interpreter from outside (it holds the GIL). So the trace's copy of
 the module counts its own iterations: `counted_loop_steps` puts a call of `archprof::loop_step`
-at the start of every loop body of the graphs the forward runs (each with the calls it makes
-inlined, as the interpreter inlines them at its first call anyway, so that the loops of the
-functions and methods it calls are its own), and the op's kernel counts the steps and
-refuses the one past the bound.
+at the start of every loop body of every method of every module (of a method that calls a
+free function, once that function is inlined into it; a method another calls brings its
+steps along where the interpreter inlines it, at the first call), and the op's kernel
+counts the steps and refuses the one past the bound.
 
 The kernel is registered for the `PythonTLSSnapshot` key, the highest of a dispatch mode's, so
 that the trace's recorder never sees the op as one of the model's; and for
