@@ -182,12 +182,12 @@ def _traced_once(
     by_parameters = isinstance(model, torch.jit.ScriptModule) or (
         getattr(model, "_archprof_attribution", "hooks") == "parameters"
     )
-    script_code = None  # a ScriptModule's code files, whose lines its call stacks name
-    script_copied = False  # whether `model` is archprof's copy of a ScriptModule, not yet run
+    # A ScriptModule's code files, whose lines its call stacks name: given where `model` is now
+    # archprof's copy of it, saved and loaded again, not yet run.
+    script_code = None
     if isinstance(model, torch.jit.ScriptModule):
         try:
             model, script_code = _script_copy(model, dtype, real, owned)
-            script_copied = True
         except Exception as exc:  # its weights will not go onto meta: a real forward may still run
             if not real:
                 raise MetaUnsupported(
@@ -260,7 +260,7 @@ def _traced_once(
                 stack.enter_context(autocast_regions(recorder.note_autocast))
             stack.enter_context(recorder)
             stack.enter_context(kernels)  # on meta, composite calls would not pick the CPU's kernels
-            if script_copied and most_ops is not None:  # a file's loops of numbers reach no operator
+            if script_code is not None and most_ops is not None:  # a file's loops of numbers reach no operator
                 stack.enter_context(counted_loop_steps(model, recorder, most_ops))
             if by_parameters:
                 attribution = ParameterOwners(module_types, owners(modules, stand_ins, recorder))
