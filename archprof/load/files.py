@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import shutil
 import tempfile
 import weakref
@@ -35,6 +36,8 @@ from archprof.load.model import LoadedModel, unwrapped
 from archprof.load.torchscript import refuse_unsafe_torchscript
 from archprof.load.unpickling import Unbounded, weights_only_bounded
 from archprof.load.zip_archive import checked_archive, folded, is_torch_zip
+from archprof.native_memory import MOST_FILE_MEMORY, native_memory_bounded
+from archprof.units import human_bytes
 
 # -- files ---------------------------------------------------------------------------------
 
@@ -202,8 +205,9 @@ def _bounded_load(copy: Path, spec: str, device: str) -> torch.jit.ScriptModule:
     from a 2 KB file (`torch.ones(n)`)."""
     size = copy.stat().st_size
     bound = CpuBytesBounded(MOST_FILE_CPU_BYTES + size, MOST_FILE_CPU_ELEMENTS + size)
+    memory = native_memory_bounded(MOST_FILE_MEMORY + size, functools.partial(_memory_refused, spec, size))
     try:
-        with quiet(), bound:
+        with quiet(), bound, memory:
             return torch.jit.load(str(copy), map_location=device)
     except Exception:
         tally = bound.tally
@@ -213,6 +217,13 @@ def _bounded_load(copy: Path, spec: str, device: str) -> torch.jit.ScriptModule:
             f"refusing to load {spec}: its TorchScript code {tally.done()} while the file loads (by {tally.past}),"
             f" more than a model file may ({tally.bound(besides=size)} besides its own size)"
         ) from None
+
+
+def _memory_refused(spec: str, size: int, most: int) -> ArchprofError:
+    return ArchprofError(
+        f"refusing to load {spec}: its TorchScript code took more than {human_bytes(most - size)} of memory while"
+        " the file loads (its lists and strings, its tensors), more than a model file may besides its own size"
+    )
 
 
 def _refuse_spread_tensors(module: torch.jit.ScriptModule, spec: str) -> None:

@@ -8,7 +8,9 @@ the module counts its own iterations: `counted_loop_steps` puts a call of `archp
 at the start of every loop body of every method of every module (of a method that calls a
 free function, once that function is inlined into it; a method another calls brings its
 steps along where the interpreter inlines it, at the first call), and the op's kernel
-counts the steps and refuses the one past the bound.
+counts the steps and refuses the one past the bound, or one taken once the forward has run
+for `MOST_LOOP_SECONDS` (a loop of few iterations, each long: what each iteration's lists
+and strings may take is bounded by `archprof.native_memory`, not the time it takes).
 
 The kernel is registered for the `PythonTLSSnapshot` key, the highest of a dispatch mode's, so
 that the trace's recorder never sees the op as one of the model's; and for
@@ -20,6 +22,7 @@ interpreter's dead-code pass.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,6 +31,12 @@ import torch
 from archprof.tracing.recorder import BeyondBounds, Recorder
 from archprof.tracing.script_stacks import LOOP_STEP
 
+# The longest a file's forward may go on running its loops, from the trace's start: a loop of
+# 300,000 iterations, within the bound on them, each `str()` of a list of ten million numbers
+# (0.65 s, in the bound on memory) would run for two days. A network's forward on meta takes well under a
+# second; one traced for real, its tensors bounded (`cpu_allocation`), seconds.
+MOST_LOOP_SECONDS = 300
+
 
 class _Steps:
     """The steps counted for one trace's recorder, which holds the refusal as the reason its
@@ -35,16 +44,19 @@ class _Steps:
 
     def __init__(self, recorder: Recorder, most: int) -> None:
         self.recorder, self.most, self.taken = recorder, most, 0
+        self.deadline = time.monotonic() + MOST_LOOP_SECONDS
 
     def step(self) -> None:
         self.taken += 1
         if self.taken > self.most:
-            refusal = BeyondBounds(
-                f"the forward runs more than {self.most:,} loop iterations, more than any network's: a loop"
-                " that does not end?"
-            )
-            self.recorder.failure = refusal
-            raise refusal
+            self._refuse(f"runs more than {self.most:,} loop iterations, more than any network's")
+        if time.monotonic() > self.deadline:
+            self._refuse(f"has run its loops for more than {MOST_LOOP_SECONDS:,} s, longer than any network's")
+
+    def _refuse(self, done: str) -> None:
+        refusal = BeyondBounds(f"the forward {done}: a loop that does not end?")
+        self.recorder.failure = refusal
+        raise refusal
 
 
 _counting: _Steps | None = None  # the trace counting now, if any
@@ -68,9 +80,10 @@ def _step_library() -> torch.library.Library:
 @contextmanager
 def counted_loop_steps(model: torch.jit.ScriptModule, recorder: Recorder, most_ops: int) -> Iterator[None]:
     """While active, the loop iterations of `model`'s forward count, over all its loops, the one
-    past twice `most_ops` (the recorder's bound on operators) refused (BeyondBounds): a loop
-    that runs an operator each time round meets the bound on operators first, whose error
-    says more. A network's loops (over its layers, the steps of a sequence) run thousands.
+    past twice `most_ops` (the recorder's bound on operators) refused (BeyondBounds), and any
+    once `MOST_LOOP_SECONDS` have passed: a loop that runs an operator each time round meets
+    the bound on operators first, whose error says more. A network's loops (over its layers,
+    the steps of a sequence) run thousands.
     `model` must be a copy not yet run (`trace._script_copy`'s): its methods' graphs are
     changed, and the interpreter reads a graph at its first call."""
     global _counting

@@ -30,6 +30,7 @@ from archprof.errors import (
 from archprof.graph import EngineNotes, Graph, OpNode
 from archprof.kernels import DeviceKernels
 from archprof.load.inputs import check_fits
+from archprof.native_memory import MOST_FILE_MEMORY, native_memory_bounded
 from archprof.recursion import recursion_room
 from archprof.structure import tensors_in
 from archprof.torch_patches import PATCHING_TORCH
@@ -55,7 +56,7 @@ from archprof.tracing.script_calls import ScriptCode
 from archprof.tracing.script_copies import saved_and_loaded
 from archprof.tracing.script_loops import counted_loop_steps
 from archprof.tracing.training_recorder import TrainingRecorder
-from archprof.units import tensor_text
+from archprof.units import human_bytes, tensor_text
 
 
 @dataclass(frozen=True)
@@ -260,8 +261,9 @@ def _traced_once(
                 stack.enter_context(autocast_regions(recorder.note_autocast))
             stack.enter_context(recorder)
             stack.enter_context(kernels)  # on meta, composite calls would not pick the CPU's kernels
-            if script_code is not None and most_ops is not None:  # a file's loops of numbers reach no operator
+            if script_code is not None and most_ops is not None:  # a file's loops, lists and strings reach no operator
                 stack.enter_context(counted_loop_steps(model, recorder, most_ops))
+                stack.enter_context(native_memory_bounded(MOST_FILE_MEMORY, _memory_refused))
             if by_parameters:
                 attribution = ParameterOwners(module_types, owners(modules, stand_ins, recorder))
                 recorder.start_root(type_name(model), args, attribution)
@@ -339,6 +341,13 @@ def _traced_once(
             " no_grad or inference_mode): the training step has no backward pass, where a real loss.backward() raises"
         )
     return graph, _any_of(registered_on, modules)
+
+
+def _memory_refused(most: int) -> BeyondBounds:
+    return BeyondBounds(
+        f"the forward took more than {human_bytes(most)} of memory (its lists and strings, its tensors on the CPU,"
+        " the trace's records), more than a model file's may: a list or string that grows without end?"
+    )
 
 
 def _warn_autocast_ignored(device: str, dtype: torch.dtype) -> None:
