@@ -97,14 +97,19 @@ def _data_size() -> int:
 
 def ran_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc`, or what it was raised from, is an allocation that failed: Python's
-    MemoryError, or C++'s `std::bad_alloc` handed on by TorchScript's interpreter (its
-    message's last line)."""
+    MemoryError, or one handed on by TorchScript's interpreter as a RuntimeError, C++'s
+    `std::bad_alloc` or Python's (a line of its message)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, MemoryError):
             return True
-        if isinstance(exc, RuntimeError) and str(exc).rstrip().endswith("std::bad_alloc"):
+        if isinstance(exc, RuntimeError) and _HANDED_ON.search(str(exc)):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+# The line TorchScript's interpreter ends an allocation's failure with, "RuntimeError: std::bad_alloc",
+# or puts a Python MemoryError's in, "RuntimeError: MemoryError: <EMPTY MESSAGE>".
+_HANDED_ON = re.compile(r"^(?:RuntimeError: )?(?:std::bad_alloc$|MemoryError: )", re.MULTILINE)

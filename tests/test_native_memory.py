@@ -18,6 +18,7 @@ import archprof
 import archprof.load.files
 import archprof.tracing.script_loops
 import archprof.tracing.trace
+from archprof.native_memory import ran_out_of_memory
 from tests.cli import cli, one_error_line
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is enforced on Linux")
@@ -147,3 +148,27 @@ def test_a_model_files_loops_are_bounded_in_time(tmp_path, monkeypatch):
     assert one_error_line(result) == (
         "error: the forward has run its loops for more than 1 s, longer than any network's: a loop that does not end?"
     )
+
+
+def _raise(kind: int) -> None:
+    raise (MemoryError if kind else ValueError)("raised in a kernel")
+
+
+_LIBRARY = torch.library.Library("archprof_test_memory", "DEF")  # kept: its op lives as long as it
+_LIBRARY.define("fails(int kind) -> ()", alias_analysis="CONSERVATIVE")
+_LIBRARY.impl("fails", _raise, "CompositeExplicitAutograd")
+
+
+@torch.jit.script
+def _fails(kind: int) -> int:
+    torch.ops.archprof_test_memory.fails(kind)
+    return kind
+
+
+def test_an_allocation_that_failed_is_told_however_the_interpreter_hands_it_on():
+    """TorchScript's interpreter hands on a Python exception raised inside it (the recorder's,
+    in a trace) as a RuntimeError with its text: a MemoryError's is told from another's."""
+    for kind, ran_out in ((1, True), (0, False)):
+        with pytest.raises(RuntimeError) as raised:
+            _fails(kind)
+        assert ran_out_of_memory(raised.value) is ran_out
