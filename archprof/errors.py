@@ -69,11 +69,13 @@ def check_flag(name: str, value: object) -> None:
 def first_line(exc: BaseException, bare: bool = False) -> str:
     """An exception as one line: its type and the first line of its message (`bare`: the
     message only, or the type when there is none). A TorchScript interpreter error's first
-    line only says where; the cause is its last."""
+    line only says where; the cause is its last, or, for a Python exception raised inside
+    (a kernel of archprof's), the last before its Python stack ("At:" and its frames)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     text = lines[0] if lines else ""
     if text.startswith("The following operation failed in the TorchScript interpreter") and len(lines) > 1:
-        text = lines[-1]
+        python_stack = len(lines) - 1 - lines[::-1].index("At:") if "At:" in lines else len(lines)
+        text = lines[max(python_stack - 1, 0)]
     if bare:
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

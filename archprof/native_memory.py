@@ -30,6 +30,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from archprof.cpu_allocation import MOST_FILE_CPU_BYTES
+from archprof.errors import exception_chain
 
 try:
     import resource
@@ -99,15 +100,10 @@ def ran_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc`, or what it was raised from, is an allocation that failed: Python's
     MemoryError, or one handed on by TorchScript's interpreter as a RuntimeError, C++'s
     `std::bad_alloc` or Python's (a line of its message)."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MemoryError):
-            return True
-        if isinstance(exc, RuntimeError) and _HANDED_ON.search(str(exc)):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(
+        isinstance(raised, MemoryError) or (isinstance(raised, RuntimeError) and _HANDED_ON.search(str(raised)))
+        for raised in exception_chain(exc)
+    )
 
 
 # The line TorchScript's interpreter ends an allocation's failure with, "RuntimeError: std::bad_alloc",

@@ -2,7 +2,8 @@
 reaching the dispatcher, bounded in memory (`archprof.native_memory`) as the file loads and
 as its forward is traced; and its loops bounded in time (`script_loops.MOST_LOOP_SECONDS`).
 Unbounded, a 2 KB file's forward that doubled a string 40 times took all of a 24 GB
-machine's memory and was killed."""
+machine's memory and was killed. And how the interpreter hands on an exception raised in
+Python inside it: an allocation's failure told from another's, and its words said."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import archprof
 import archprof.load.files
 import archprof.tracing.script_loops
 import archprof.tracing.trace
+from archprof.errors import first_line
 from archprof.native_memory import ran_out_of_memory
 from tests.cli import cli, one_error_line
 
@@ -172,3 +174,10 @@ def test_an_allocation_that_failed_is_told_however_the_interpreter_hands_it_on()
         with pytest.raises(RuntimeError) as raised:
             _fails(kind)
         assert ran_out_of_memory(raised.value) is ran_out
+
+
+def test_a_python_exception_raised_inside_the_interpreter_is_said_by_its_own_words():
+    """Its message ends with its Python stack ("At:", then frames), not with its words."""
+    with pytest.raises(RuntimeError) as raised:
+        _fails(0)
+    assert first_line(raised.value, bare=True) == "RuntimeError: ValueError: raised in a kernel"
