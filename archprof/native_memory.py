@@ -51,7 +51,8 @@ class native_memory_bounded:
     entered; where code inside runs out of them, the error `refusal(most)` makes is raised
     instead. A limit of the caller's own that is lower stands, and its errors pass as they
     are. Threads take turns (`_LIMIT_HELD`): one that put its limit back while another's
-    stood would leave the process bounded, or unbounded, for good."""
+    stood would leave the process bounded, or unbounded, for good. Where the limit cannot be
+    read or set (no /proc, a sandbox refusing the call), nothing is bounded."""
 
     def __init__(self, most: int, refusal: Callable[[int], Exception]) -> None:
         self.most = most
@@ -68,6 +69,8 @@ class native_memory_bounded:
             if soft == resource.RLIM_INFINITY or bound <= soft:  # the hard limit is at least the soft one
                 resource.setrlimit(resource.RLIMIT_DATA, (bound, hard))
                 self._limits = (soft, hard)
+        except (OSError, ValueError):  # no /proc, or a sandbox that refuses the call: nothing bounded
+            pass
         finally:
             if self._limits is None:  # not bounding: another may
                 _LIMIT_HELD.release()

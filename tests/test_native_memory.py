@@ -181,3 +181,16 @@ def test_a_python_exception_raised_inside_the_interpreter_is_said_by_its_own_wor
     with pytest.raises(RuntimeError) as raised:
         _fails(0)
     assert first_line(raised.value, bare=True) == "RuntimeError: ValueError: raised in a kernel"
+
+
+def test_a_file_is_analysed_unbounded_where_the_limit_cannot_be_set(tmp_path, monkeypatch):
+    """A sandbox that refuses setrlimit: the file loads and its forward is traced as without the bound."""
+
+    def refused(*args):
+        raise OSError("Operation not permitted")
+
+    monkeypatch.setattr(resource, "setrlimit", refused)
+    path = tmp_path / "small.pt"
+    torch.jit.script(_DoublesAString(3)).save(str(path))
+    graph = archprof.analyze(str(path), input_size=(4,)).graph
+    assert [op.op for op in graph.ops] == ["aten.add"]
