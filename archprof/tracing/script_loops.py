@@ -33,8 +33,8 @@ from archprof.tracing.script_stacks import LOOP_STEP
 
 # The longest a file's forward may go on running its loops, from the trace's start: a loop of
 # 300,000 iterations, within the bound on them, each `str()` of a list of ten million numbers
-# (0.65 s, in the bound on memory) would run for two days. A network's forward on meta takes well under a
-# second; one traced for real, its tensors bounded (`cpu_allocation`), seconds.
+# (0.65 s, within the bound on memory) would run for two days. A network's forward on meta
+# takes well under a second; one traced for real, its tensors bounded (`cpu_allocation`), seconds.
 MOST_LOOP_SECONDS = 300
 
 
