@@ -7,7 +7,6 @@ Python inside it: an allocation's failure told from another's, and its words sai
 
 from __future__ import annotations
 
-import resource
 import sys
 from typing import List, Tuple  # noqa: UP035 (TorchScript's annotations of a list's element type)
 
@@ -23,7 +22,13 @@ from archprof.errors import first_line
 from archprof.native_memory import ran_out_of_memory
 from tests.cli import cli, one_error_line
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is enforced on Linux")
+try:
+    import resource
+except ImportError:  # Windows: no process limits; the tests that set them are skipped
+    resource = None
+
+# The memory bound is Linux's RLIMIT_DATA; the loops' time bound and the interpreter's words hold anywhere.
+_ON_LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is enforced on Linux")
 
 # The bound the tests set: 64 MiB, "67.11 MB" said in decimal units.
 _BOUND = 2**26
@@ -62,6 +67,7 @@ def bound(monkeypatch):
     monkeypatch.setattr(archprof.load.files, "MOST_FILE_MEMORY", _BOUND)
 
 
+@_ON_LINUX
 @pytest.mark.parametrize(
     ("model", "small"),
     [(_RepeatsAList, 1000), (_DoublesAString, 10)],
@@ -113,6 +119,7 @@ class _GrowsAsItLoads(nn.Module):
         self.held = [0] * (self.n * 100_000_000)
 
 
+@_ON_LINUX
 def test_a_model_files_lists_are_bounded_in_memory_as_it_loads(tmp_path, bound):
     """1.6 GB of references from a 2 KB file's `__setstate__`, refused as the file loads."""
     path = tmp_path / "grows.pt"
@@ -183,6 +190,7 @@ def test_a_python_exception_raised_inside_the_interpreter_is_said_by_its_own_wor
     assert first_line(raised.value, bare=True) == "RuntimeError: ValueError: raised in a kernel"
 
 
+@_ON_LINUX
 def test_a_file_is_analysed_unbounded_where_the_limit_cannot_be_set(tmp_path, monkeypatch):
     """A sandbox that refuses setrlimit: the file loads and its forward is traced as without the bound."""
 

@@ -53,14 +53,12 @@ def user_errors(command):
             except KeyboardInterrupt:  # Typer would exit 130 without a word
                 interrupted()
             except BaseException as exc:
-                if signalled.ctrl_c or signalled.terminated:
-                    interrupted(signalled.terminated)
+                signalled.end_if_any()
                 if not isinstance(exc, ArchprofError):
                     raise
                 say(f"error: {exc}")
                 raise typer.Exit(2) from None
-            if signalled.ctrl_c or signalled.terminated:
-                interrupted(signalled.terminated)
+            signalled.end_if_any()
             return result
 
     return run
@@ -71,6 +69,11 @@ class _Signalled:
 
     ctrl_c = False
     terminated = False
+
+    def end_if_any(self) -> None:
+        """Exit as `interrupted` does where either came, whatever the command did after it."""
+        if self.ctrl_c or self.terminated:
+            interrupted(self.terminated)
 
 
 @contextmanager
