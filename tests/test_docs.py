@@ -370,6 +370,24 @@ def test_what_10x_leaves_the_small_networks_is_the_benchmarks():
     assert list(quote.groups()[1:]) == stated
 
 
+def test_the_table_of_what_10x_leaves_is_the_benchmarks():
+    """docs/architecture.md's table of what 10x leaves each hub model: every row's figures as
+    reports/benchmark_analysis.md states them (the model named with a space for its colon)."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    section = text[text.index("### Where the 10x target is out of reach") :]
+    lines = [line for line in section.splitlines() if line.startswith("| torchvision ") or line.startswith("| timm ")]
+    assert len(lines) == 6
+    rows = _benchmark_rows()
+    for line in lines:
+        model, peer, leaves, per_op, passes, speed_up, reach = (cell.strip() for cell in line.strip("|").split("|"))
+        row = rows[model.replace(" ", ":", 1)]
+        name, _, time = peer.partition(", ")
+        assert row["vs fastest peer"].startswith(f"{speed_up} ({name})"), (line, row["vs fastest peer"])
+        assert f"{row[f'{name} ms']} ms" == time, line
+        stated = [row["10x leaves µs/op"], row["archprof µs/op"], row["passes µs/op"], row["within reach"]]
+        assert [leaves, per_op, passes, reach] == stated, line
+
+
 # -- the README's figures against their oracle -----------------------------------------------
 
 
