@@ -68,6 +68,14 @@ def summary(
             show_default="macs",
         ),
     ] = None,
+    hide_idle: Annotated[
+        bool,
+        typer.Option(
+            "--hide-idle",
+            help="Leave out of the table the rows that ran no operation and hold no parameters (nn.Identity,"
+            " Dropout in evaluation: their output is their input); the totals stay the model's",
+        ),
+    ] = False,
 ) -> None:
     """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals.
 
@@ -83,18 +91,21 @@ def summary(
 
     --top N lists the N rows with the most MACs (--by another figure), each row's own
     figures (a module's subtree with --depth), beside their shares of the model's totals.
+    --hide-idle leaves out the rows of placeholders (timm's models call an nn.Identity in
+    a third of their rows), in the table and Markdown; CSV, JSON and HTML hold every row.
 
     Examples:
 
     archprof summary resnet50
     archprof summary resnet50 --depth 2 -o resnet50.csv
     archprof summary resnet50 --top 10 --by activation
+    archprof summary timm:mobilenetv3_large_100 --hide-idle
     archprof summary resnet50 --train --optimizer adam
     archprof summary examples/my_models.py:small_cnn -i 3x64x64 -a num_classes=100"""
     from archprof.analysis import analyze
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide)
-    table = _ranking(top, by, chosen)
+    table = _ranking(top, by, chosen, hide_idle)
     optimizer = "sgd" if optimizer is None else optimizer  # any other refused without --train, as by analyze
     report = analyze(model, training=train, optimizer=optimizer, **options.keywords())
     if depth is not None:
@@ -102,13 +113,23 @@ def summary(
     emit_report(report, chosen, output, table=table, choice=choice)
 
 
-def _ranking(top: int | None, by: str | None, chosen: Format):
-    """The table `summary --top` draws (None: the summary's), its options checked before any work."""
+def _ranking(top: int | None, by: str | None, chosen: Format, hide_idle: bool):
+    """The table `summary` draws (None: the summary's), `--top`'s list or the summary with
+    `--hide-idle`, its options checked before any work."""
     from archprof.errors import ArchprofError
 
+    if hide_idle and chosen not in (Format.table, Format.markdown):
+        raise ArchprofError(
+            f"--hide-idle leaves rows out of the table and Markdown: {chosen.value} holds every row, the idle ones"
+            " with no operators and no parameters"
+        )
     if top is None:
         if by is not None:
             raise ArchprofError("--by says what --top ranks rows by: add --top N")
+        if hide_idle:
+            from archprof.render.summary import summary_table
+
+            return lambda report, layout: summary_table(report, layout, hide_idle=True)
         return None
     from archprof.render.summary import RANKED_BY, ranked_table
 
@@ -117,7 +138,7 @@ def _ranking(top: int | None, by: str | None, chosen: Format):
         raise ArchprofError(f"cannot rank rows by '{by}': choose one of {', '.join(RANKED_BY)}")
     if chosen not in (Format.table, Format.markdown):
         raise ArchprofError(f"--top ranks the rows of the table and Markdown: {chosen.value} holds every row to sort")
-    return lambda report, layout: ranked_table(report, key, top, layout)
+    return lambda report, layout: ranked_table(report, key, top, layout, hide_idle)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -42,9 +43,17 @@ _SUMMARY_PRIORITY += ("Live after", "% Params", "FLOPs", "Input shape", "Kernel"
 _TRAINING_HEADINGS = ("Bwd input MACs", "Bwd weight MACs")
 
 
-def summary_table(report, layout: Layout = Layout()) -> Group:
+def idle(row: dict) -> bool:
+    """Whether a row (or a module's subtree, merged) ran no operation and holds no parameter
+    or buffer: an `nn.Identity`, a Dropout in evaluation, a placeholder; its output is its input."""
+    return not row["operators"] and not row["param_count"] and not row["buffer_bytes"]
+
+
+def summary_table(report, layout: Layout = Layout(), hide_idle: bool = False) -> Group:
     """Per-layer rows of a Report as a tree (`render.tree`: each module first, its subtotals
-    in dim parentheses), then the totals and what was not counted."""
+    in dim parentheses), then the totals and what was not counted. `hide_idle` leaves out the
+    rows that are `idle` (a module whose subtree is, with it); else, where they are a tenth of
+    the rows or more, a line says how many there are and how to leave them out."""
     training = _TRAINING_HEADINGS if report.training else ()
     headings = (
         "Layer",
@@ -64,6 +73,9 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
     cells: dict[str, list] = {heading: [] for heading in (*headings, "Live after", "Receptive field")}
     totals = report.totals
     nodes = tree_rows(report)
+    idle_nodes = [node for node in nodes if idle(node.row)]
+    if hide_idle:
+        nodes = [node for node in nodes if not idle(node.row)]
     for node in nodes:
         row = node.row
         cells["Layer"].append(tree_label(node))
@@ -94,9 +106,20 @@ def summary_table(report, layout: Layout = Layout()) -> Group:
     priority = (*_SUMMARY_PRIORITY[:at], *training, *_SUMMARY_PRIORITY[at:])
     table = fitted_table(title, cells, priority, layout, keep=4, rules=top_level_rules(nodes))
     parts = [table, totals_table(report, layout.width)]
+    if hide_idle and idle_nodes:
+        parts[1:1] = [Text(f"Left out: {_idle_text(idle_nodes, len(idle_nodes) + len(nodes))}."), Text("")]
+    elif len(idle_nodes) * 10 >= len(nodes) > 0:
+        parts[1:1] = [Text(f"{_idle_text(idle_nodes, len(nodes))}: --hide-idle leaves them out."), Text("")]
     if report.totals.not_counted:
         parts.append(not_counted_table(report.totals.not_counted))
     return Group(*parts)
+
+
+def _idle_text(nodes, of: int) -> str:
+    """'96 of 310 rows that ran no operation and hold no parameters (Identity)', the most common types first."""
+    types = Counter(node.row["module_type"] for node in nodes)
+    named = ", ".join(visible_text(name) for name, _ in types.most_common(3)) + (", ..." if len(types) > 3 else "")
+    return f"{len(nodes)} of {of} rows that ran no operation and hold no parameters ({named})"
 
 
 # What `summary --top` ranks rows by: key -> (column, heading, what it counts); the row's own.
@@ -119,14 +142,16 @@ _RANKED_FIGURES = (
 _RANKED_ALWAYS = ("param_count", "macs", "activation_bytes")
 
 
-def ranked_table(report, by: str, count: int, layout: Layout = Layout()) -> Group:
+def ranked_table(report, by: str, count: int, layout: Layout = Layout(), hide_idle: bool = False) -> Group:
     """The `count` rows with the most of `by` (a key of `RANKED_BY`), largest first (rows
-    alike in it in the order they ran), those without any left out: each row's own figures,
+    alike in it in the order they ran), those without any left out (and with `hide_idle`,
+    the `idle` ones: an Identity's activation is its input's): each row's own figures,
     not its subtree's, as the summary's first figures; each beside its share of the model's
     total; then what the rows shown hold together, and the totals."""
     column, heading, what = RANKED_BY[by]
     values = report.columns[column]
-    ranked = sorted((i for i, value in enumerate(values) if value), key=lambda i: -values[i])[:count]
+    having_any = [i for i, value in enumerate(values) if value and not (hide_idle and idle(report.row(i)))]
+    ranked = sorted(having_any, key=lambda i: -values[i])[:count]
     figures = [figure for figure in _RANKED_FIGURES if figure[0] in (*_RANKED_ALWAYS, column)]
     totals = report.totals  # the shares the summary gives, of the model's totals
     cells: dict[str, list] = {"Rank": [], "Layer": [], "Type": [], "Output shape": []}
@@ -147,9 +172,8 @@ def ranked_table(report, by: str, count: int, layout: Layout = Layout()) -> Grou
     )
     table = fitted_table(title, cells, priority, layout, keep=4, labels=2)
     held = sum(values[i] for i in ranked)
-    having = sum(1 for value in values if value)
     share = share_cell(getattr(totals, column))(held)
-    line = f"these {len(ranked)} rows hold {share} of the model's {what} ({having} rows have any)"
+    line = f"these {len(ranked)} rows hold {share} of the model's {what} ({len(having_any)} rows have any)"
     return Group(table, Text(line), Text(""), totals_table(report, layout.width))
 
 

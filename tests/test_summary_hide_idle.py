@@ -1,0 +1,99 @@
+"""`archprof summary --hide-idle`: the rows of modules that ran no operation and hold no
+parameters (an `nn.Identity`, a Dropout in evaluation: their output is their input) left out
+of the table and the Markdown, the totals the model's; and without it, a line saying how many
+there are where they are a tenth of the rows or more (timm's models call an Identity in a
+third of theirs)."""
+
+import pytest
+
+from tests.cli import cli, one_error_line
+
+MODEL = (
+    "from torch import nn\n"
+    "class Block(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.conv = nn.Conv2d(8, 8, 3, padding=1)\n"
+    "        self.aa = nn.Identity()\n"
+    "        self.skip = nn.Identity()\n"
+    "    def forward(self, x):\n"
+    "        return x + self.skip(self.aa(self.conv(x)))\n"
+    "def net():\n"
+    "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Block(), nn.Dropout(0.5),"
+    " nn.Sequential(nn.Identity(), nn.Identity()), nn.Flatten(), nn.Linear(8 * 16 * 16, 10))\n"
+)
+# The model's rows as the tree draws them: the containers first, then what they hold.
+SHOWN = ["0", "1", "1.conv", "4", "5"]  # 4: Flatten, a view: an operation
+IDLE = ["1.aa", "1.skip", "2", "3", "3.0", "3.1"]  # 3: a Sequential of Identities, idle as a whole
+
+
+@pytest.fixture
+def spec(tmp_path):
+    path = tmp_path / "placeholders.py"
+    path.write_text(MODEL)
+    return f"{path}:net"
+
+
+def _layers(output: str) -> list[str]:
+    """The layer names of the summary's Markdown table (its heading and rule left out)."""
+    table = output[: output.index("Totals")]
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    return [line.strip("|").split("|")[0].replace("&nbsp;", "").strip() for line in lines[2:]]
+
+
+def _totals(output: str) -> str:
+    return output[output.index("Totals") :]
+
+
+def test_idle_rows_are_left_out_and_said_so_with_the_models_totals(spec):
+    every = cli("summary", spec, "-i", "3x16x16", "-f", "markdown", "--wide")
+    hidden = cli("summary", spec, "-i", "3x16x16", "-f", "markdown", "--wide", "--hide-idle")
+    assert every.exit_code == hidden.exit_code == 0, (every.output, hidden.output)
+    assert sorted(_layers(every.stdout)) == sorted(SHOWN + IDLE)
+    assert _layers(hidden.stdout) == SHOWN
+    assert f"Left out: {len(IDLE)} of {len(SHOWN + IDLE)} rows that ran no operation" in hidden.stdout
+    assert "(Identity, Dropout, Sequential)" in hidden.stdout  # the types, the most common first
+    assert _totals(hidden.stdout) == _totals(every.stdout)
+    # Without the option: more than a tenth of the rows are idle, and the line says how to leave them out.
+    assert f"{len(IDLE)} of {len(SHOWN + IDLE)} rows that ran no operation" in every.stdout
+    assert "--hide-idle leaves them out" in every.stdout
+
+
+def test_no_line_where_few_rows_are_idle(tmp_path):
+    path = tmp_path / "plain.py"
+    path.write_text(
+        "from torch import nn\n"
+        "def net():\n"
+        "    return nn.Sequential(*[nn.Conv2d(3, 3, 1) for _ in range(10)], nn.Dropout())\n"
+    )
+    done = cli("summary", f"{path}:net", "-i", "3x8x8", "-f", "markdown")
+    assert done.exit_code == 0, done.output
+    assert "rows that ran no operation" not in done.stdout  # 1 of 11 rows: under a tenth
+
+
+def test_the_top_rows_by_activation_leave_out_what_an_identity_passes_on(spec):
+    """An Identity's output is its input's tensor: ranked by activation bytes, it ties the
+    layer that made it, unless left out."""
+    every = cli("summary", spec, "-i", "3x16x16", "--top", "3", "--by", "activation", "-f", "markdown")
+    hidden = cli("summary", spec, "-i", "3x16x16", "--top", "3", "--by", "activation", "-f", "markdown", "--hide-idle")
+    assert every.exit_code == hidden.exit_code == 0, (every.output, hidden.output)
+
+    def ranked(output):
+        table = output[: output.index("these ")]
+        rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("|")][2:]
+        return [row[1].strip() for row in rows]
+
+    assert any(layer in IDLE for layer in ranked(every.stdout))
+    # Every row but the linear layer's output (10 floats) and the model's flatten holds an 8x16x16 map.
+    assert ranked(hidden.stdout) == ["0", "1.conv", "1"]  # alike: in the order they ran (the block's add last)
+    assert "(5 rows have any)" in hidden.stdout  # 0, 1, 1.conv, the flatten's view, the linear layer
+
+
+@pytest.mark.parametrize("format", ["csv", "json", "html"])
+def test_a_format_that_holds_every_row_refuses_it_before_any_work(spec, format):
+    done = cli("summary", spec, "-i", "3x16x16", "-f", format, "--hide-idle")
+    assert done.exit_code == 2
+    assert one_error_line(done) == (
+        f"error: --hide-idle leaves rows out of the table and Markdown: {format} holds every row, the idle ones"
+        " with no operators and no parameters"
+    )
