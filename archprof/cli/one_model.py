@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import Annotated, Optional
 
 import typer
@@ -12,10 +13,12 @@ from archprof.cli.emit import emit_report, one_model_targets, write_plot, write_
 from archprof.cli.options import (
     Format,
     FormatOpt,
+    HideIdleOpt,
     ModelArg,
     OutputOpt,
     QuietOpt,
     WideOpt,
+    checked_hide_idle,
     columns_option,
     count_option,
     optimizer_option,
@@ -68,14 +71,7 @@ def summary(
             show_default="macs",
         ),
     ] = None,
-    hide_idle: Annotated[
-        bool,
-        typer.Option(
-            "--hide-idle",
-            help="Leave out of the table the rows that ran no operation and hold no parameters (nn.Identity,"
-            " Dropout in evaluation: their output is their input); the totals stay the model's",
-        ),
-    ] = False,
+    hide_idle: HideIdleOpt = False,
 ) -> None:
     """Per-layer output shapes, parameters, MACs, FLOPs and activation memory, with totals.
 
@@ -92,7 +88,8 @@ def summary(
     --top N lists the N rows with the most MACs (--by another figure), each row's own
     figures (a module's subtree with --depth), beside their shares of the model's totals.
     --hide-idle leaves out the rows of placeholders (timm's models call an nn.Identity in
-    a third of their rows), in the table and Markdown; CSV, JSON and HTML hold every row.
+    a third of their rows), in the table and Markdown, as in memory and rf; CSV, JSON and
+    HTML hold every row.
 
     Examples:
 
@@ -114,23 +111,16 @@ def summary(
 
 
 def _ranking(top: int | None, by: str | None, chosen: Format, hide_idle: bool):
-    """The table `summary` draws (None: the summary's), `--top`'s list or the summary with
-    `--hide-idle`, its options checked before any work."""
+    """The table `summary` draws, the summary's or `--top`'s list, its options checked before any work."""
     from archprof.errors import ArchprofError
 
-    if hide_idle and chosen not in (Format.table, Format.markdown):
-        raise ArchprofError(
-            f"--hide-idle leaves rows out of the table and Markdown: {chosen.value} holds every row, the idle ones"
-            " with no operators and no parameters"
-        )
+    checked_hide_idle(hide_idle, chosen)
     if top is None:
         if by is not None:
             raise ArchprofError("--by says what --top ranks rows by: add --top N")
-        if hide_idle:
-            from archprof.render.summary import summary_table
+        from archprof.render.summary import summary_table
 
-            return lambda report, layout: summary_table(report, layout, hide_idle=True)
-        return None
+        return partial(summary_table, hide_idle=hide_idle)  # without it, the idle rows counted under the table
     from archprof.render.summary import RANKED_BY, ranked_table
 
     key = "macs" if by is None else by.strip().lower()
@@ -298,6 +288,7 @@ def memory(
     ] = False,
     plot: plot_option("the memory held over the forward, layer by layer,") = None,
     quiet: QuietOpt = False,
+    hide_idle: HideIdleOpt = False,
     format: FormatOpt = None,
     output: OutputOpt = None,
     columns: columns_option("Peak in layer,Live after") = None,
@@ -317,8 +308,6 @@ def memory(
     archprof memory resnet50 --plot memory.png
     archprof memory resnet50 --depth 1
     archprof memory resnet50 --train --optimizer adamw --fit 16GB"""
-    from functools import partial
-
     from archprof.analysis import analyze
     from archprof.errors import ArchprofError, errors_named
     from archprof.fit import fit_batch
@@ -329,6 +318,7 @@ def memory(
     from archprof.units import human_bytes, in_binary_units, parse_size
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
+    checked_hide_idle(hide_idle, chosen)
     inputs, torch_dtype = options.inputs, options.dtype
     if optimizer is not None and not (train or measure):
         optimizer_state_copies(optimizer)  # an unknown name said first: --train would not mend it
@@ -386,7 +376,7 @@ def memory(
         report = replace(report, measured_memory=measured)  # in the JSON too
     if depth is not None:
         report = report.rollup(depth)  # each row its subtree's highest peak
-    table = partial(memory_table, fit=found, measured=measured)
+    table = partial(memory_table, fit=found, measured=measured, hide_idle=hide_idle)
     image = None
     if plot is not None:  # drawn before any file is written
         from archprof.render.memory_plot import memory_image
@@ -496,6 +486,7 @@ def rf(
     output: OutputOpt = None,
     columns: columns_option("Field,Stride,Coverage") = None,
     wide: WideOpt = False,
+    hide_idle: HideIdleOpt = False,
 ) -> None:
     """Receptive field of every layer: the input pixels that can reach its output units.
 
@@ -526,8 +517,6 @@ def rf(
     archprof rf resnet18 --unit 3,4 --layer layer2.0.conv1
     archprof rf resnet50 --depth 2
     """
-    from functools import partial
-
     from rich.console import Group
 
     from archprof.analysis import analysis
@@ -541,6 +530,7 @@ def rf(
     from archprof.render.rf_plot import fields_image
 
     chosen, choice = one_model_targets(model, options, format, output, columns, wide, plot)
+    checked_hide_idle(hide_idle, chosen)
     if layer is not None and unit is None:
         raise ArchprofError("--layer names the layer of --unit: add --unit, e.g. --unit 3,4 --layer features.10")
     if unit is not None and (plot is not None or output is not None or format is not None):
@@ -560,7 +550,7 @@ def rf(
         states = [states[report.output_row(indices)] for _, indices in report.rollup_groups(depth)]
         report = report.rollup(depth)
     spread = spreads(states, spatial)
-    table = partial(receptive_field_table, spreads=spread)
+    table = partial(receptive_field_table, spreads=spread, hide_idle=hide_idle)
     image = fields_image(report, spread, plot) if plot is not None else None  # drawn before any file is written
     if image is not None:  # before the report, as in profile
         write_plot(image, plot)

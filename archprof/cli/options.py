@@ -223,6 +223,27 @@ WideOpt = Annotated[
 ]
 
 
+HideIdleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--hide-idle",
+        help="Leave out of the table the rows that ran no operation and hold no parameters (nn.Identity, Dropout"
+        " in evaluation: their output is their input); the totals stay the model's. Table and Markdown only.",
+    ),
+]
+
+
+def checked_hide_idle(hide_idle: bool, chosen: Format) -> None:
+    """--hide-idle, refused before any work for a format that holds every row."""
+    from archprof.errors import ArchprofError
+
+    if hide_idle and chosen not in (Format.table, Format.markdown):
+        raise ArchprofError(
+            f"--hide-idle leaves rows out of the table and Markdown: {chosen.value} holds every row, the idle ones"
+            " with no operators and no parameters"
+        )
+
+
 @dataclass(frozen=True)
 class ColumnChoice:
     """--columns and --wide, read: the columns named (none: as many as fit), or every one."""

@@ -12,7 +12,7 @@ from rich.text import Text
 from archprof.errors import ArchprofError
 from archprof.metrics import first_output_shape
 from archprof.render.base import Layout, dash, fitted_table, layer_name, tree_label
-from archprof.render.tree import top_level_rules, tree_rows
+from archprof.render.tree import top_level_rules, tree_rows, without_idle
 from archprof.report import Report
 from archprof.text import dims_text, field_text, layer_label, visible_text
 from archprof.units import shape_text
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 _RF_COLUMNS = ("Layer", "Field", "Stride", "Coverage", "Centred", "Output shape", "Type")
 
 
-def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Sequence | None = None) -> Group:
+def receptive_field_table(
+    report: Report, layout: Layout = Layout(), spreads: Sequence | None = None, hide_idle: bool | None = None
+) -> Group:
     """Per layer: output shape, receptive field, effective stride, centred, coverage; then the
     first layer whose field covers the whole input, and why any field is undefined.
 
@@ -42,11 +44,11 @@ def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Se
 
     The rows are the module tree's, as the summary's (`render.tree`): a module's row, before
     its children's, holds the field of its output. The verdict and the notes follow the
-    rows in the order they ran."""
+    rows in the order they ran. `hide_idle`: as the summary's (`render.tree.without_idle`)."""
     spatial = report.input_shapes[0][2:] if report.input_shapes else ()
     headings = ("Layer", "Type", "Output shape", "Field", "Stride", "Centred", "Coverage")
     cells: dict[str, list] = {heading: [] for heading in headings}
-    nodes = tree_rows(report)
+    nodes, idle_line = without_idle(tree_rows(report), hide_idle)
     for node in nodes:
         row = node.row
         field, stride, start = row["receptive_field"], row["effective_stride"], row["receptive_field_start"]
@@ -61,6 +63,8 @@ def receptive_field_table(report: Report, layout: Layout = Layout(), spreads: Se
 
     title = f"{visible_text(report.model)}  ·  receptive fields on a {shape_text(spatial) or '?'} input"
     parts: list = [fitted_table(title, cells, _RF_COLUMNS, layout, rules=top_level_rules(nodes))]
+    if idle_line is not None:
+        parts.append(Text(idle_line))
     parts.append(Text(_coverage_verdict(report, spatial)))
     if spreads and any(_varies(s) for s in spreads):
         parts.append(Text("Field: the centre unit's; (a..b): the range over the layer's units"))

@@ -23,7 +23,7 @@ from archprof.render.base import (
     subtotal_cell,
     tree_label,
 )
-from archprof.render.tree import tree_rows
+from archprof.render.tree import tree_rows, without_idle
 from archprof.text import peak_rows, visible_text
 from archprof.units import human_bytes
 
@@ -34,14 +34,17 @@ if TYPE_CHECKING:
 _MEMORY_COLUMNS = ("Layer", "Peak in layer", "Live after", "Activations", "Saved for backward", "Output shape", "Type")
 
 
-def memory_table(report, layout: Layout = Layout(), fit=None, measured=None, on_a_page: bool = False) -> Group:
+def memory_table(
+    report, layout: Layout = Layout(), fit=None, measured=None, on_a_page: bool = False, hide_idle: bool | None = None
+) -> Group:
     """Per layer of a Report, as a tree (`render.tree`): output bytes, activation bytes live
     right after it and at its peak (and, training, what autograd saves from it), then the
     memory breakdown. A module's row holds its subtree's sums and peak in dim parentheses.
     `fit` (an archprof.fit.Fit) adds the budget's lines; `measured` (an
     archprof.measure.peak_memory.MeasuredMemory), a table of measured against predicted.
     `on_a_page`: for the HTML page, whose sections head the breakdown and give the budget's
-    answer: the breakdown untitled, without the budget's lines (in its units still)."""
+    answer: the breakdown untitled, without the budget's lines (in its units still).
+    `hide_idle`: as the summary's (`render.tree.without_idle`)."""
     totals = report.totals
     peaks = report.columns["peak_live_bytes"]
     peak_row = next((i for i, value in enumerate(peaks) if value == totals.peak_activation_bytes), None)
@@ -50,7 +53,8 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None, on_
     marks = []  # after the layer's name, never cut with it
     # Every size in the budget's units, as the totals: 518.82 MB beside a budget of 512.00 MiB read as over it.
     sized = partial(bytes_cell, binary=fit is not None and fit.binary)
-    for node in tree_rows(report):
+    nodes, idle_line = without_idle(tree_rows(report), hide_idle)
+    for node in nodes:
         row = node.row
         marks.append(Text("  ◀ peak", style="bold") if peak_row in node.indices else None)
         cells["Layer"].append(tree_label(node))
@@ -68,6 +72,8 @@ def memory_table(report, layout: Layout = Layout(), fit=None, measured=None, on_
         title += "  ·  BatchNorms folded"
     table = fitted_table(title, cells, _MEMORY_COLUMNS, layout, marks=marks)
     parts: list = [table, memory_totals_table(report, fit, layout.width, on_a_page)]
+    if idle_line is not None:
+        parts[1:1] = [Text(idle_line), Text("")]
     if measured is not None:
         parts.append(measured_table(measured, layout.width))
     return Group(*parts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from archprof.render.base import (
     subtotal_cell,
     tree_label,
 )
-from archprof.render.tree import top_level_rules, tree_rows
+from archprof.render.tree import idle, top_level_rules, tree_rows, without_idle
 from archprof.text import field_text, totals_rows, visible_text
 from archprof.units import human_count, shape_text
 
@@ -43,17 +42,11 @@ _SUMMARY_PRIORITY += ("Live after", "% Params", "FLOPs", "Input shape", "Kernel"
 _TRAINING_HEADINGS = ("Bwd input MACs", "Bwd weight MACs")
 
 
-def idle(row: dict) -> bool:
-    """Whether a row (or a module's subtree, merged) ran no operation and holds no parameter
-    or buffer: an `nn.Identity`, a Dropout in evaluation, a placeholder; its output is its input."""
-    return not row["operators"] and not row["param_count"] and not row["buffer_bytes"]
-
-
-def summary_table(report, layout: Layout = Layout(), hide_idle: bool = False) -> Group:
+def summary_table(report, layout: Layout = Layout(), hide_idle: bool | None = None) -> Group:
     """Per-layer rows of a Report as a tree (`render.tree`: each module first, its subtotals
     in dim parentheses), then the totals and what was not counted. `hide_idle` leaves out the
-    rows that are `idle` (a module whose subtree is, with it); else, where they are a tenth of
-    the rows or more, a line says how many there are and how to leave them out."""
+    rows that ran no operation and hold no parameters (`render.tree.without_idle`, which says
+    under the table how many there are)."""
     training = _TRAINING_HEADINGS if report.training else ()
     headings = (
         "Layer",
@@ -72,10 +65,7 @@ def summary_table(report, layout: Layout = Layout(), hide_idle: bool = False) ->
     )
     cells: dict[str, list] = {heading: [] for heading in (*headings, "Live after", "Receptive field")}
     totals = report.totals
-    nodes = tree_rows(report)
-    idle_nodes = [node for node in nodes if idle(node.row)]
-    if hide_idle:
-        nodes = [node for node in nodes if not idle(node.row)]
+    nodes, idle_line = without_idle(tree_rows(report), hide_idle)
     for node in nodes:
         row = node.row
         cells["Layer"].append(tree_label(node))
@@ -106,20 +96,11 @@ def summary_table(report, layout: Layout = Layout(), hide_idle: bool = False) ->
     priority = (*_SUMMARY_PRIORITY[:at], *training, *_SUMMARY_PRIORITY[at:])
     table = fitted_table(title, cells, priority, layout, keep=4, rules=top_level_rules(nodes))
     parts = [table, totals_table(report, layout.width)]
-    if hide_idle and idle_nodes:
-        parts[1:1] = [Text(f"Left out: {_idle_text(idle_nodes, len(idle_nodes) + len(nodes))}."), Text("")]
-    elif len(idle_nodes) * 10 >= len(nodes) > 0:
-        parts[1:1] = [Text(f"{_idle_text(idle_nodes, len(nodes))}: --hide-idle leaves them out."), Text("")]
+    if idle_line is not None:
+        parts[1:1] = [Text(idle_line), Text("")]
     if report.totals.not_counted:
         parts.append(not_counted_table(report.totals.not_counted))
     return Group(*parts)
-
-
-def _idle_text(nodes, of: int) -> str:
-    """'96 of 310 rows that ran no operation and hold no parameters (Identity)', the most common types first."""
-    types = Counter(node.row["module_type"] for node in nodes)
-    named = ", ".join(visible_text(name) for name, _ in types.most_common(3)) + (", ..." if len(types) > 3 else "")
-    return f"{len(nodes)} of {of} rows that ran no operation and hold no parameters ({named})"
 
 
 # What `summary --top` ranks rows by: key -> (column, heading, what it counts); the row's own.

@@ -7,6 +7,7 @@ model's own operations stay at the top level, in that order too."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,29 @@ def tree_rows(report) -> list[TreeRow]:
                 TreeRow(layer_label(visible_text(node.path), idle), node.level, merged, node.rows, output, own)
             )
     return shown
+
+
+def idle(row: dict) -> bool:
+    """Whether a row (or a module's subtree, merged) ran no operation and holds no parameter
+    or buffer: an `nn.Identity`, a Dropout in evaluation, a placeholder; its output is its input."""
+    return not row["operators"] and not row["param_count"] and not row["buffer_bytes"]
+
+
+def without_idle(nodes: list[TreeRow], hide_idle: bool | None) -> tuple[list[TreeRow], str | None]:
+    """The rows a table draws, and the line under it (None: nothing to say), as the command's
+    `--hide-idle` asks: True, the rows that are not `idle` (a module whose subtree is, with
+    it), and how many it left out; False, every row, and how many are idle, where they are a
+    tenth of the rows or more (timm's models call an nn.Identity in a third of theirs), and
+    how to leave them out; None (the API's table, a page: no option to name), every row."""
+    idle_nodes = [node for node in nodes if idle(node.row)] if hide_idle is not None else []
+    if not idle_nodes:
+        return nodes, None
+    types = Counter(node.row["module_type"] for node in idle_nodes)
+    named = ", ".join(visible_text(name) for name, _ in types.most_common(3)) + (", ..." if len(types) > 3 else "")
+    counted = f"{len(idle_nodes)} of {len(nodes)} rows that ran no operation and hold no parameters ({named})"
+    if hide_idle:
+        return [node for node in nodes if not idle(node.row)], f"Left out: {counted}."
+    return nodes, f"{counted}: --hide-idle leaves them out." if len(idle_nodes) * 10 >= len(nodes) else None
 
 
 def top_level_rules(nodes: list[TreeRow]) -> list[bool]:

@@ -1,8 +1,10 @@
-"""`archprof summary --hide-idle`: the rows of modules that ran no operation and hold no
+"""`--hide-idle` (summary, memory, rf): the rows of modules that ran no operation and hold no
 parameters (an `nn.Identity`, a Dropout in evaluation: their output is their input) left out
 of the table and the Markdown, the totals the model's; and without it, a line saying how many
 there are where they are a tenth of the rows or more (timm's models call an Identity in a
 third of theirs)."""
+
+import itertools
 
 import pytest
 
@@ -35,28 +37,35 @@ def spec(tmp_path):
 
 
 def _layers(output: str) -> list[str]:
-    """The layer names of the summary's Markdown table (its heading and rule left out)."""
-    table = output[: output.index("Totals")]
-    lines = [line for line in table.splitlines() if line.startswith("|")]
-    return [line.strip("|").split("|")[0].replace("&nbsp;", "").strip() for line in lines[2:]]
+    """The layer names of the first Markdown table (its heading and rule left out)."""
+    lines = output.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
+    # memory's table marks the peak's row after its name
+    names = [line.strip("|").split("|")[0].replace("&nbsp;", "").strip().removesuffix("◀ peak") for line in table[2:]]
+    return [name.strip() for name in names]
 
 
-def _totals(output: str) -> str:
-    return output[output.index("Totals") :]
+def _after(output: str, line: str) -> str:
+    """What follows `line` (the totals, rf's verdict): the same with the idle rows left out or not."""
+    assert line in output, output
+    return output[output.index(line) + len(line) :]
 
 
-def test_idle_rows_are_left_out_and_said_so_with_the_models_totals(spec):
-    every = cli("summary", spec, "-i", "3x16x16", "-f", "markdown", "--wide")
-    hidden = cli("summary", spec, "-i", "3x16x16", "-f", "markdown", "--wide", "--hide-idle")
+@pytest.mark.parametrize("command", ["summary", "memory", "rf"])
+def test_idle_rows_are_left_out_and_said_so_with_the_models_totals(spec, command):
+    every = cli(command, spec, "-i", "3x16x16", "-f", "markdown", "--wide")
+    hidden = cli(command, spec, "-i", "3x16x16", "-f", "markdown", "--wide", "--hide-idle")
     assert every.exit_code == hidden.exit_code == 0, (every.output, hidden.output)
     assert sorted(_layers(every.stdout)) == sorted(SHOWN + IDLE)
     assert _layers(hidden.stdout) == SHOWN
-    assert f"Left out: {len(IDLE)} of {len(SHOWN + IDLE)} rows that ran no operation" in hidden.stdout
-    assert "(Identity, Dropout, Sequential)" in hidden.stdout  # the types, the most common first
-    assert _totals(hidden.stdout) == _totals(every.stdout)
-    # Without the option: more than a tenth of the rows are idle, and the line says how to leave them out.
-    assert f"{len(IDLE)} of {len(SHOWN + IDLE)} rows that ran no operation" in every.stdout
-    assert "--hide-idle leaves them out" in every.stdout
+    # The types, the most common first; without the option more than a tenth of the rows are
+    # idle, and the line says how to leave them out.
+    counted = f"{len(IDLE)} of {len(SHOWN + IDLE)} rows that ran no operation and hold no parameters"
+    counted += " (Identity, Dropout, Sequential)"
+    assert _after(hidden.stdout, f"Left out: {counted}.") == _after(
+        every.stdout, f"{counted}: --hide-idle leaves them out."
+    )
 
 
 def test_no_line_where_few_rows_are_idle(tmp_path):
@@ -89,11 +98,27 @@ def test_the_top_rows_by_activation_leave_out_what_an_identity_passes_on(spec):
     assert "(5 rows have any)" in hidden.stdout  # 0, 1, 1.conv, the flatten's view, the linear layer
 
 
+@pytest.mark.parametrize("command", ["summary", "memory", "rf"])
 @pytest.mark.parametrize("format", ["csv", "json", "html"])
-def test_a_format_that_holds_every_row_refuses_it_before_any_work(spec, format):
-    done = cli("summary", spec, "-i", "3x16x16", "-f", format, "--hide-idle")
+def test_a_format_that_holds_every_row_refuses_it_before_any_work(spec, command, format):
+    done = cli(command, spec, "-i", "3x16x16", "-f", format, "--hide-idle")
     assert done.exit_code == 2
     assert one_error_line(done) == (
         f"error: --hide-idle leaves rows out of the table and Markdown: {format} holds every row, the idle ones"
         " with no operators and no parameters"
     )
+
+
+def test_the_apis_table_and_a_page_name_no_option(spec):
+    """`Report.table()` (a notebook's) and an HTML page draw every row, and say nothing of an
+    option they do not take."""
+    import archprof
+    from archprof.render.export import markdown_text
+
+    report = archprof.analyze(spec, input_size=(3, 16, 16))
+    assert sorted(_layers(markdown_text(report.table()))) == sorted(SHOWN + IDLE)
+    assert "rows that ran no operation" not in markdown_text(report.table())
+    for command in ("memory", "rf"):
+        page = cli(command, spec, "-i", "3x16x16", "-f", "html")
+        assert page.exit_code == 0, page.output
+        assert "1.skip" in page.stdout and "hide-idle" not in page.stdout
