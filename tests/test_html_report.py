@@ -445,6 +445,47 @@ def test_in_a_browser_it_shows_sorts_filters_and_fetches_nothing(browser, tmp_pa
     page.close()
 
 
+class _Placeholders(nn.Module):
+    """A convolution among placeholders, timm's way: `aa` and `drop_path` run nothing, nor
+    does `head`, a Sequential of two Identities (idle as a whole: three lines)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.aa = nn.Identity()
+        self.drop_path = nn.Identity()
+        self.head = nn.Sequential(nn.Identity(), nn.Identity())
+
+    def forward(self, x):
+        return self.head(self.drop_path(self.aa(self.conv(x))))
+
+
+def test_in_a_browser_a_box_hides_the_rows_that_ran_nothing_with_the_filter(browser, tmp_path):
+    target = tmp_path / "placeholders.html"
+    target.write_text(report_html(archprof.analyze(_Placeholders(), input_size=(3, 8, 8))), encoding="utf-8")
+    page = browser.new_page()
+    page.goto(target.as_uri())
+    rows, idle = 6, 5  # conv, aa, drop_path, head with head.0 and head.1 (the model runs no operation of its own)
+    assert page.locator("#layers tbody tr").count() == rows
+    box = page.locator("input.hide-idle")
+    assert (
+        page.locator(".controls label").inner_text().strip()
+        == f"hide the {idle} rows that ran no operation and hold no parameters"
+    )
+    box.check()
+    assert page.locator("#layers tbody tr:visible td.layer").all_inner_texts() == ["conv"]
+    assert page.locator(".shown").inner_text() == f"{rows - idle} of {rows} rows"
+    page.fill(".filter", "head")  # both at once: nothing
+    assert page.locator("#layers tbody tr:visible").count() == 0
+    box.uncheck()
+    assert page.locator("#layers tbody tr:visible").count() == 3
+    page.close()
+
+
+def test_a_page_without_rows_that_ran_nothing_has_no_box():
+    assert "hide-idle" not in report_html(archprof.analyze("lenet5")).split("<script")[0]
+
+
 # Given in this order, "deep" (9,996 parameters) before "wide" (10,004), both shown as 10.00 K:
 # sorted by their text, or rounded, the two would keep this order either way round.
 SORTED = """from torch import nn

@@ -22,7 +22,7 @@ from rich.console import Group
 
 from archprof.errors import ArchprofError
 from archprof.render.html_assets import SCRIPT, STYLE
-from archprof.render.tree import tree_rows
+from archprof.render.tree import idle, tree_rows
 from archprof.report import Report
 from archprof.text import dims_text, field_text, totals_rows, visible_text
 from archprof.units import human_bytes, human_count, share_text
@@ -286,17 +286,27 @@ def _chart_section(charts: Sequence[tuple[str, Callable]]) -> str:
     return '<section><h2>Charts</h2><div class="charts">' + "".join(blocks) + "</div></section>"
 
 
-def sortable_table(table_id: str, head: Sequence[str], rows: Sequence[str], filtered: str, hint: str = "") -> str:
+def sortable_table(
+    table_id: str, head: Sequence[str], rows: Sequence[str], filtered: str, hint: str = "", idle_rows: int = 0
+) -> str:
     """A table the page's script sorts by a clicked heading and filters, under its controls:
     `head`, its headings (`<th>`: `data-kind` "number", sorted by each cell's `data-v`, or
     "text"; `data-filter` on those whose text the filter reads); `rows`, its `<tr>`s;
     `filtered`, what the filter reads ("layers by name or type"); `hint`, after "click a
-    heading to sort" (", # for the order"). It scrolls in a box of its own, its headings and
-    its names (`td.layer`) kept in view: a table wider than a phone, or than the page at
-    1280 pixels, scrolled the whole page sideways, names and totals with it."""
+    heading to sort" (", # for the order"); `idle_rows`, how many rows are marked `data-idle`
+    (`render.tree.idle`), which a box then hides, as `--hide-idle` does. It scrolls in a box
+    of its own, its headings and its names (`td.layer`) kept in view: a table wider than a
+    phone, or than the page at 1280 pixels, scrolled the whole page sideways, names and
+    totals with it."""
+    toggle = (
+        f' · <label><input class="hide-idle" type="checkbox"> hide the {idle_rows} rows that ran no operation'
+        " and hold no parameters</label>"
+        if idle_rows
+        else ""
+    )
     return (
         f'<p class="controls"><input class="filter" type="search" placeholder="filter {filtered}"'
-        f' aria-label="filter {filtered}"> <span class="shown"></span> · click a heading to sort{hint}</p>'
+        f' aria-label="filter {filtered}"> <span class="shown"></span>{toggle} · click a heading to sort{hint}</p>'
         f'<div class="scroll"><table id="{table_id}" class="sortable"><thead><tr>{"".join(head)}</tr></thead><tbody>'
         + "\n".join(rows)
         + "</tbody></table></div>"
@@ -323,9 +333,11 @@ def _layer_table(report: Report) -> str:
         ]
         tds += [_layer_cell(cell, row, own, node.is_container) for cell in cells]
         module = ' class="module"' if node.is_container else ""
-        body.append(f"<tr{module}>{''.join(tds)}</tr>")
+        marked = " data-idle" if idle(node.row) else ""
+        body.append(f"<tr{module}{marked}>{''.join(tds)}</tr>")
     hint = ", # for the module tree's order"
-    table = sortable_table("layers", head, body, "layers by name or type", hint)
+    idle_rows = sum(idle(node.row) for node in nodes)
+    table = sortable_table("layers", head, body, "layers by name or type", hint, idle_rows)
     return f"<section><h2>Layers</h2>{table}</section>"
 
 

@@ -3,8 +3,8 @@
 (again: the other way). A number sorts by its cell's exact `data-v`, not its rounded text,
 largest first; text, and the first column, from the start (a first column `#` restores the
 order written). It filters the rows by the text of the columns whose heading has
-`data-filter`, as typed in the table's section's `input.filter`, and counts the rows shown
-in its `.shown`."""
+`data-filter`, as typed in the table's section's `input.filter`, hides the rows marked
+`data-idle` while its `input.hide-idle` is checked, and counts the rows shown in its `.shown`."""
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #1d1d1f; }
@@ -91,10 +91,11 @@ SCRIPT = """
     });
     const section = table.closest("section");
     const filter = section && section.querySelector("input.filter");
-    if (filter) makeFilterable(rows, headings, filter, section.querySelector(".shown"));
+    const hideIdle = section && section.querySelector("input.hide-idle");
+    if (filter) makeFilterable(rows, headings, filter, section.querySelector(".shown"), hideIdle);
   }
 
-  function makeFilterable(rows, headings, filter, shown) {
+  function makeFilterable(rows, headings, filter, shown, hideIdle) {
     const columns = headings.filter(function (h) { return h.hasAttribute("data-filter"); })
       .map(function (h) { return headings.indexOf(h); });
     function applyFilter() {
@@ -102,13 +103,15 @@ SCRIPT = """
       let count = 0;
       rows.forEach(function (row) {
         const text = columns.map(function (index) { return row.cells[index].textContent; }).join(" ").toLowerCase();
-        const visible = words.every(function (word) { return text.includes(word); });
+        const visible = words.every(function (word) { return text.includes(word); })
+          && !(hideIdle && hideIdle.checked && row.hasAttribute("data-idle"));
         row.hidden = !visible;
         if (visible) count += 1;
       });
       if (shown) shown.textContent = count + " of " + rows.length + " rows";
     }
     filter.addEventListener("input", applyFilter);
+    if (hideIdle) hideIdle.addEventListener("change", applyFilter);
     applyFilter();
   }
 
