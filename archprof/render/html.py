@@ -324,6 +324,7 @@ def _layer_table(report: Report) -> str:
     head.append(sort_heading("Layer", numeric=False, filtered=True))
     head += [sort_heading(cell.heading, cell.numeric, cell.filtered, left=cell.aligned_left) for cell in cells]
     body = []
+    idle_rows = 0  # marked for the page's box that hides them
     for index, (node, row) in enumerate(zip(nodes, rows, strict=True)):
         own = _with_share(node.own, macs) if node.is_container else row
         name = escape(node.label or "(model)")
@@ -334,9 +335,9 @@ def _layer_table(report: Report) -> str:
         tds += [_layer_cell(cell, row, own, node.is_container) for cell in cells]
         module = ' class="module"' if node.is_container else ""
         marked = " data-idle" if idle(node.row) else ""
+        idle_rows += bool(marked)
         body.append(f"<tr{module}{marked}>{''.join(tds)}</tr>")
     hint = ", # for the module tree's order"
-    idle_rows = sum(idle(node.row) for node in nodes)
     table = sortable_table("layers", head, body, "layers by name or type", hint, idle_rows)
     return f"<section><h2>Layers</h2>{table}</section>"
 

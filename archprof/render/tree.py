@@ -130,15 +130,18 @@ def without_idle(nodes: list[TreeRow], hide_idle: bool | None) -> tuple[list[Tre
     it), and how many it left out; False, every row, and how many are idle, where they are a
     tenth of the rows or more (timm's models call an nn.Identity in a third of theirs), and
     how to leave them out; None (the API's table, a page: no option to name), every row."""
-    idle_nodes = [node for node in nodes if idle(node.row)] if hide_idle is not None else []
-    if not idle_nodes:
+    if hide_idle is None:
         return nodes, None
-    types = Counter(node.row["module_type"] for node in idle_nodes)
+    flags = [idle(node.row) for node in nodes]
+    types = Counter(node.row["module_type"] for node, flag in zip(nodes, flags, strict=True) if flag)
+    idle_count = sum(flags)
+    if not idle_count:
+        return nodes, None
     named = ", ".join(visible_text(name) for name, _ in types.most_common(3)) + (", ..." if len(types) > 3 else "")
-    counted = f"{len(idle_nodes)} of {len(nodes)} rows that ran no operation and hold no parameters ({named})"
+    counted = f"{idle_count} of {len(nodes)} rows that ran no operation and hold no parameters ({named})"
     if hide_idle:
-        return [node for node in nodes if not idle(node.row)], f"Left out: {counted}."
-    return nodes, f"{counted}: --hide-idle leaves them out." if len(idle_nodes) * 10 >= len(nodes) else None
+        return [node for node, flag in zip(nodes, flags, strict=True) if not flag], f"Left out: {counted}."
+    return nodes, (f"{counted}: --hide-idle leaves them out." if idle_count * 10 >= len(nodes) else None)
 
 
 def top_level_rules(nodes: list[TreeRow]) -> list[bool]:
