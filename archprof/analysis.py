@@ -17,7 +17,7 @@ import torch
 
 from archprof.collector import collector_paused
 from archprof.errors import ArchprofError, check_flag, short_reason, shown, warn
-from archprof.graph import Graph, TensorMeta
+from archprof.graph import Graph
 from archprof.load import (
     DTYPES,
     InputsLike,
@@ -456,7 +456,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
     columns.update(interface_columns(groups))
     columns.update(parameter_columns(graph, groups))
     columns.update(cost_columns(groups))
-    columns["activation_bytes"] = [_output_bytes(g.outputs) for g in groups]
+    columns["activation_bytes"] = [sum(t.nbytes for t in g.made_outputs) for g in groups]
     columns.update(receptive_field_columns(graph, groups))
     columns.update(memory_columns(graph, groups))
     specs = COLUMNS
@@ -483,13 +483,6 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         traced_on=traced_on,
         graph=graph,
     )
-
-
-def _output_bytes(outputs: Sequence[TensorMeta]) -> int:
-    """The bytes of a row's outputs, a tensor returned twice (`return y, y`) counted once."""
-    if len(outputs) == 1:
-        return outputs[0].nbytes
-    return sum(t.nbytes for t in {t.id: t for t in outputs}.values())
 
 
 @functools.lru_cache(maxsize=1024)

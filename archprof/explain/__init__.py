@@ -257,15 +257,17 @@ class _Context:
         steps.append(flops_step(macs))
         elementwise = [(op.op, cost.elementwise_flops) for op, cost in costs if cost.elementwise_flops]
         steps.append(sum_step("elementwise FLOPs", elementwise, sum(cost.elementwise_flops for _, cost in costs)))
-        outputs = [t for t in group.outputs]
+        outputs = group.made_outputs
         worked = " + ".join(f"{product_text(t.shape)} · {t.dtype.itemsize}" for t in outputs)
-        formula = "numel · bytes per element" if outputs else ""  # no output: no formula to fill
+        formula = "numel · bytes per element" if outputs else ""  # no output made: no formula to fill
         steps.append(Step("activation bytes", formula, worked, sum(t.nbytes for t in outputs)))
         notes = [
             f"{name}: counted on row {self.parameter_row[name] + 1} ({self.labels[self.parameter_row[name]]}),"
             " the first to use it"
             for name in elsewhere
         ]
+        if group.outputs and not outputs:
+            notes.append("activation bytes: none of its own, its output being a tensor it was handed")
         not_counted = self.report.columns["not_counted"][index]
         if not_counted:
             notes.append("not counted (no formula): " + ", ".join(f"{op} x{n}" for op, n in not_counted.items()))

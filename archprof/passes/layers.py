@@ -28,6 +28,22 @@ class LayerGroup:
     def depth(self) -> int:
         return 0 if not self.path else self.path.count(".") + 1
 
+    @property
+    def made_outputs(self) -> tuple[TensorMeta, ...]:
+        """The outputs the row's own operations made, each once (`return y, y`): its activation
+        bytes. None for a row that makes nothing (an nn.Identity, a Dropout in evaluation, whose
+        output is their input, which another row made and holds), so that one network counts
+        the same however many such placeholders its code calls (timm's mobilenetv3_large_100
+        calls 96 where torchvision's mobilenet_v3_large calls none)."""
+        outputs, ops = self.outputs, self.ops
+        if not ops:
+            return ()
+        last = ops[-1].outputs
+        if len(outputs) == 1 and last and outputs[0].id == last[0].id:  # nearly every row
+            return outputs
+        made = {t.id for op in ops for t in op.outputs}
+        return tuple({t.id: t for t in outputs if t.id in made}.values())
+
 
 def group_layers(graph: Graph) -> list[LayerGroup]:
     leaves = _leaf_paths(graph.module_types)

@@ -62,7 +62,7 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "elementwise_flops", "int64", "FLOPs of elementwise work (activations, norms, pooling, adds)", summable=True
     ),
-    Column("activation_bytes", "int64", "bytes of the row's output tensor(s)", summable=True),
+    Column("activation_bytes", "int64", "bytes of the output tensor(s) the row's own operations made", summable=True),
     Column("live_bytes", "int64", "activation bytes live right after the row's last op (parameters and buffers apart)"),
     Column("peak_live_bytes", "int64", "largest activation bytes live while one of the row's ops ran"),
     Column(
