@@ -81,7 +81,8 @@ def summary(
     (on meta too): gradient MACs per layer and the step's FLOPs in the totals.
 
     A module's row shows its own operations (a block's residual add), then in dim
-    parentheses its subtree's sums. Activations: the bytes of the row's outputs. Live after:
+    parentheses its subtree's sums. Activations: the bytes of the outputs the row's operations
+    made (none for an nn.Identity, whose output is its input). Live after:
     the activation bytes live right after the row (what later rows still read). FLOPs:
     2 x MACs; Elementwise FLOPs: activations, pooling, norms (shown where the width allows).
 
