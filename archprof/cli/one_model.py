@@ -129,7 +129,7 @@ def _ranking(top: int | None, by: str | None, chosen: Format, hide_idle: bool):
         raise ArchprofError(f"cannot rank rows by '{by}': choose one of {', '.join(RANKED_BY)}")
     if chosen not in (Format.table, Format.markdown):
         raise ArchprofError(f"--top ranks the rows of the table and Markdown: {chosen.value} holds every row to sort")
-    return lambda report, layout: ranked_table(report, key, top, layout, hide_idle)
+    return lambda report, layout: ranked_table(report, key, top, layout)
 
 
 @app.command()

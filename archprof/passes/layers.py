@@ -31,7 +31,7 @@ class LayerGroup:
     @property
     def made_outputs(self) -> tuple[TensorMeta, ...]:
         """The outputs the row's own operations made, each once (`return y, y`): its activation
-        bytes. None for a row that makes nothing (an nn.Identity, a Dropout in evaluation, whose
+        bytes. Empty for a row that makes nothing (an nn.Identity, a Dropout in evaluation, whose
         output is their input, which another row made and holds), so that one network counts
         the same however many such placeholders its code calls (timm's mobilenetv3_large_100
         calls 96 where torchvision's mobilenet_v3_large calls none)."""

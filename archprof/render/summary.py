@@ -26,7 +26,7 @@ from archprof.render.base import (
     subtotal_cell,
     tree_label,
 )
-from archprof.render.tree import idle, top_level_rules, tree_rows, without_idle
+from archprof.render.tree import top_level_rules, tree_rows, without_idle
 from archprof.text import field_text, totals_rows, visible_text
 from archprof.units import human_count, shape_text
 
@@ -123,15 +123,15 @@ _RANKED_FIGURES = (
 _RANKED_ALWAYS = ("param_count", "macs", "activation_bytes")
 
 
-def ranked_table(report, by: str, count: int, layout: Layout = Layout(), hide_idle: bool = False) -> Group:
+def ranked_table(report, by: str, count: int, layout: Layout = Layout()) -> Group:
     """The `count` rows with the most of `by` (a key of `RANKED_BY`), largest first (rows
-    alike in it in the order they ran), those without any left out (and with `hide_idle`,
-    the `idle` ones: an Identity's activation is its input's): each row's own figures,
-    not its subtree's, as the summary's first figures; each beside its share of the model's
-    total; then what the rows shown hold together, and the totals."""
+    alike in it in the order they ran), those without any left out (an `idle` row, an
+    Identity's, has none of any figure ranked: `--hide-idle` changes nothing here): each
+    row's own figures, not its subtree's, as the summary's first figures; each beside its
+    share of the model's total; then what the rows shown hold together, and the totals."""
     column, heading, what = RANKED_BY[by]
     values = report.columns[column]
-    having_any = [i for i, value in enumerate(values) if value and not (hide_idle and idle(report.row(i)))]
+    having_any = [i for i, value in enumerate(values) if value]
     ranked = sorted(having_any, key=lambda i: -values[i])[:count]
     figures = [figure for figure in _RANKED_FIGURES if figure[0] in (*_RANKED_ALWAYS, column)]
     totals = report.totals  # the shares the summary gives, of the model's totals
