@@ -152,7 +152,9 @@ _MATRIX_FUNCTIONS = (
     *(_ATEN.cholesky_inverse, _ATEN._cholesky_solve_helper, _ATEN.linalg_inv_ex, _ATEN._linalg_solve_ex),
     *(_ATEN.linalg_lstsq, _ATEN.linalg_lu, _ATEN.linalg_lu_factor_ex, _ATEN.linalg_lu_solve),
     *(_ATEN._linalg_det, _ATEN._linalg_slogdet, _ATEN.triangular_solve, _ATEN.linalg_solve_triangular),
-    *(_ATEN.linalg_ldl_factor_ex, _ATEN.linalg_ldl_solve, _ATEN.cholesky, _ATEN.linalg_pinv),
+    *(_ATEN.linalg_ldl_factor_ex, _ATEN.linalg_ldl_solve, _ATEN.linalg_pinv),
+    # torch.cholesky's operator, which torch 2.14 removed (its function calls linalg_cholesky_ex).
+    *((_ATEN.cholesky,) if hasattr(_ATEN, "cholesky") else ()),
 )
 _CONVOLUTIONS = (
     *(_ATEN.convolution, _ATEN._convolution, _ATEN.mkldnn_convolution, _ATEN._slow_conv2d_forward),
