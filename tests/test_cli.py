@@ -367,15 +367,15 @@ def test_every_command_with_a_progress_display_takes_quiet(args):
 
 def test_memory_says_what_it_is_doing_on_a_terminal_and_nothing_piped(monkeypatch):
     """--fit (ten seconds for resnet50's training step) and --measure (twenty) ran without a word.
-    On a terminal (TTY_COMPATIBLE=1: Rich's stderr console takes CliRunner's for one) a spinner says
-    which; piped, or with --quiet, stderr stays empty."""
+    On a terminal (FORCE_COLOR=1, which Rich 13 and 15 alike take for one) a spinner says which;
+    piped, or with --quiet, stderr stays empty."""
     monkeypatch.setattr("archprof.measure.peak_memory.predicted_and_measured", lambda *args: None)
     args = ["memory", "lenet5", "--fit", "1MB", "--measure"]
-    said = runner.invoke(app, args, env={"TTY_COMPATIBLE": "1"}).stderr
+    said = runner.invoke(app, args, env={"FORCE_COLOR": "1"}).stderr
     assert "finding the largest batch that fits in 1.00 MB" in said
     assert "measuring the peak of inference and of a training step at batch " in said
     assert runner.invoke(app, args).stderr == ""
-    assert runner.invoke(app, [*args, "--quiet"], env={"TTY_COMPATIBLE": "1"}).stderr == ""
+    assert runner.invoke(app, [*args, "--quiet"], env={"FORCE_COLOR": "1"}).stderr == ""
 
 
 @pytest.mark.parametrize(
