@@ -89,7 +89,8 @@ _MATRIX = torch.eye(_SIDE) * 2 + torch.ones(_SIDE, _SIDE)  # symmetric, positive
 _RIGHT = torch.ones(_SIDE, 2)
 _MATRIX_CALLS = {
     "cholesky": lambda: torch.linalg.cholesky(_MATRIX),
-    "cholesky, deprecated": lambda: torch.cholesky(_MATRIX),
+    # torch.cholesky, where torch still has it (2.14 removed the function and its operator).
+    **({"cholesky, deprecated": lambda: torch.cholesky(_MATRIX)} if hasattr(torch.ops.aten, "cholesky") else {}),
     "inv": lambda: torch.linalg.inv(_MATRIX),
     "pinv": lambda: torch.linalg.pinv(_MATRIX),
     "svd": lambda: torch.linalg.svd(_MATRIX),
