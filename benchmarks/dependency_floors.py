@@ -56,7 +56,7 @@ def floors(dependencies: list[str]) -> list[str]:
     return pinned
 
 
-def test_extra(extra: list[str], torch_version: str) -> list[str]:
+def with_paired_torchvision(extra: list[str], torch_version: str) -> list[str]:
     """The test extra, its torchvision the release paired with `torch_version` (torch 2.N:
     torchvision 0.(N + 15))."""
     minor = _version(torch_version)[1]
@@ -74,9 +74,9 @@ def installed_torch() -> str:
     return torch.__version__.split("+")[0]
 
 
-def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+def run(command: list[str]) -> None:
     print("+", " ".join(command), flush=True)
-    return subprocess.run(command, check=True, **kwargs)
+    subprocess.run(command, check=True)
 
 
 def main() -> None:
@@ -92,7 +92,7 @@ def main() -> None:
     requirements = [
         f"torch=={torch_version}",
         *floors(project["dependencies"]),
-        *test_extra(project["optional-dependencies"]["test"], torch_version),
+        *with_paired_torchvision(project["optional-dependencies"]["test"], torch_version),
     ]
     with tempfile.TemporaryDirectory() as scratch:
         environment = args.keep or Path(scratch) / "venv"

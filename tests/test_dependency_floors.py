@@ -30,8 +30,9 @@ def test_a_dependency_without_a_floor_is_refused():
 
 def test_the_test_extra_takes_the_torchvision_paired_with_the_torch_asked_for():
     extra = ["pytest>=8", "torchvision==0.28.0", "timm>=1.0"]
-    assert dependency_floors.test_extra(extra, "2.12.1") == ["pytest>=8", "torchvision==0.27.*", "timm>=1.0"]
-    assert dependency_floors.test_extra(extra, "2.14.1+cu130") == ["pytest>=8", "torchvision==0.29.*", "timm>=1.0"]
+    paired = dependency_floors.with_paired_torchvision
+    assert paired(extra, "2.12.1") == ["pytest>=8", "torchvision==0.27.*", "timm>=1.0"]
+    assert paired(extra, "2.14.1+cu130") == ["pytest>=8", "torchvision==0.29.*", "timm>=1.0"]
 
 
 def test_every_dependency_of_the_project_has_a_floor_to_test():
