@@ -7,6 +7,10 @@ function at least the cube of its matrix's side."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from archprof.repeated_reads import repeated_reads
 from archprof.structure import tensors_in
+
+ROOT = Path(__file__).resolve().parent.parent
 
 aten = torch.ops.aten
 
@@ -175,3 +181,26 @@ def test_each_pooling_reaches_operators_counted_at_least_at_its_windows_elements
     call, window = _POOLS[name]
     counts, _, output = _counted(call)
     assert sum(counts) >= output.numel() * window
+
+
+_WITHOUT_CHOLESKY = """
+import torch
+namespace = type(torch.ops.aten)
+found = namespace.__getattr__
+def without_cholesky(self, name):
+    if name == "cholesky":
+        raise AttributeError(name)
+    return found(self, name)
+vars(torch.ops.aten).pop("cholesky", None)
+namespace.__getattr__ = without_cholesky
+import archprof.repeated_reads as reads
+print(sorted(str(op) for op in reads._MATRIX_FUNCTIONS if "cholesky" in str(op)))
+"""
+
+
+def test_archprof_imports_under_a_torch_without_aten_cholesky():
+    """torch 2.14 dropped aten.cholesky (torch.cholesky's operator): looking it up at import made
+    every archprof command a traceback. Here it is taken away, in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_CHOLESKY], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['aten._cholesky_solve_helper', 'aten.cholesky_inverse', 'aten.linalg_cholesky_ex']"
