@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -27,8 +26,9 @@ from pathlib import Path
 
 import tomllib
 from packaging.requirements import Requirement
+from packaging.version import Version
+from worktree import ROOT, machine_text
 
-ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "dependency_floors.md"
 
 # What an old release needs beside it that its own metadata does not say: pandas before 2.2.2
@@ -51,27 +51,22 @@ def floors(dependencies: list[str]) -> list[str]:
             raise SystemExit(f"{text!r} in pyproject.toml has no lower bound (>=) to test")
         pinned.append(f"{requirement.name}=={lower[0]}")
         beside = _BESIDE.get(requirement.name)
-        if beside is not None and _version(lower[0]) < _version(beside[0]):
+        if beside is not None and Version(lower[0]) < Version(beside[0]):
             pinned.append(beside[1])
     return pinned
 
 
-def with_paired_torchvision(extra: list[str], torch_version: str) -> list[str]:
+def with_paired_torchvision(extra: list[str], torch_version: Version) -> list[str]:
     """The test extra, its torchvision the release paired with `torch_version` (torch 2.N:
     torchvision 0.(N + 15))."""
-    minor = _version(torch_version)[1]
-    paired = f"torchvision==0.{minor + 15}.*"
+    paired = f"torchvision==0.{torch_version.minor + 15}.*"
     return [paired if Requirement(text).name == "torchvision" else text for text in extra]
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
-
-
-def installed_torch() -> str:
+def installed_torch() -> Version:
     import torch
 
-    return torch.__version__.split("+")[0]
+    return Version(Version(torch.__version__).base_version)  # 2.13.0+cpu: 2.13.0, which pip resolves here
 
 
 def run(command: list[str]) -> None:
@@ -81,7 +76,7 @@ def run(command: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--torch", help="torch version to test with (default: this environment's)")
+    parser.add_argument("--torch", type=Version, help="torch version to test with (default: this environment's)")
     parser.add_argument("--keep", type=Path, help="make the environment here and keep it (default: a temporary one)")
     parser.add_argument("--report", type=Path, default=REPORT)
     parser.add_argument("pytest_args", nargs="*", help="after --: what pytest runs (default: the whole suite)")
@@ -142,6 +137,7 @@ def _write(path: Path, requirements, versions, argv, pytest_args, summary: str, 
         f"- Command: `{' '.join(['python', 'benchmarks/dependency_floors.py', *argv])}`",
         f"- Pinned: `{' '.join(requirements)}`",
         f"- Installed: {', '.join(f'{name} {version}' for name, version in versions.items())}",
+        f"- {machine_text()}",
         f"- `{' '.join(['python', '-m', 'pytest', *pytest_args])}` in {seconds:.0f} s: **{summary}**",
         "",
     ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -31,8 +32,8 @@ def test_a_dependency_without_a_floor_is_refused():
 def test_the_test_extra_takes_the_torchvision_paired_with_the_torch_asked_for():
     extra = ["pytest>=8", "torchvision==0.28.0", "timm>=1.0"]
     paired = dependency_floors.with_paired_torchvision
-    assert paired(extra, "2.12.1") == ["pytest>=8", "torchvision==0.27.*", "timm>=1.0"]
-    assert paired(extra, "2.14.1+cu130") == ["pytest>=8", "torchvision==0.29.*", "timm>=1.0"]
+    assert paired(extra, Version("2.12.1")) == ["pytest>=8", "torchvision==0.27.*", "timm>=1.0"]
+    assert paired(extra, Version("2.14.1+cu130")) == ["pytest>=8", "torchvision==0.29.*", "timm>=1.0"]
 
 
 def test_every_dependency_of_the_project_has_a_floor_to_test():
