@@ -89,12 +89,9 @@ def test_a_block_called_with_a_weight_put_in_its_place_reads_that_weight(copies)
     assert read == handed
     assert copies == [("blk", "blk")]  # the fourth call, from the second: the swap stops copying for one call
     layers = report.layers
-    counted = {
-        (layer, call): layers.param_count[(layers.layer == layer) & (layers.call == call)].tolist()
-        for layer, call in (("blk.c1", 2), ("other", -1))
-    }
-    assert counted["blk.c1", 2] == [model.other.weight.numel()]
-    assert counted["other", -1] == [model.other.bias.numel()]  # its weight counted where blk.c1 read it
+    assert layers.query("layer == 'blk.c1' and call == 2").param_count.tolist() == [model.other.weight.numel()]
+    # its weight counted where blk.c1 read it
+    assert layers.query("layer == 'other' and call == -1").param_count.tolist() == [model.other.bias.numel()]
 
 
 class Caching(Block):
