@@ -1,7 +1,7 @@
 """A linear layer as a real CPU run computes it (`cpu_linear`), for `DeviceKernels` and the
 recurrent layers' projections.
 
-Modelled (PyTorch 2.13, CPU, Linear.cpp):
+Modelled (PyTorch 2.13 to 2.15, CPU, Linear.cpp):
 
 - linear layers: an input of two dimensions with a bias is one addmm; one of any other
   number is flattened into rows for one addmm where it is contiguous and its bias has one
@@ -20,16 +20,20 @@ Modelled (PyTorch 2.13, CPU, Linear.cpp):
   as Linear.cpp calls them (`_addmm_answered`), where the composite would send each down
   through the C++ dispatcher and back up into the recorder: the same operators, a sixth
   less of the layer's trace (130 against 155 us a layer on 196 rows of 64 features; a
-  ConvNeXt block's two linear layers make 8 of its 16 operators).
+  ConvNeXt block's two linear layers make 8 of its 16 operators). The product is viewed
+  back with `view` up to PyTorch 2.14 and `_unsafe_view` from 2.15: the operator this
+  PyTorch's Linear.cpp calls, asked of it once (`_view_back`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 _ADDMM, _T, _VIEW = torch.ops.aten.addmm.default, torch.ops.aten.t.default, torch.ops.aten.view.default
 
@@ -66,7 +70,27 @@ def _addmm_answered(input, weight, bias, answer: Callable[[Any, tuple], Any]):
     *leading, features = input.shape
     rows = answer(_VIEW, (input, [math.prod(leading), features]))
     product = answer(_ADDMM, (bias, rows, answer(_T, (weight,))))
-    return answer(_VIEW, (product, [*leading, product.shape[1]]))
+    return answer(_view_back(), (product, [*leading, product.shape[1]]))
+
+
+class _LastOperator(TorchDispatchMode):
+    """Keeps the last operator the dispatcher hands it."""
+
+    last = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.last = func
+        return func(*args, **(kwargs or {}))
+
+
+@functools.cache
+def _view_back():
+    """The operator this PyTorch's Linear.cpp views a flattened addmm's product back to the
+    input's leading sizes with (`view`, `_unsafe_view` from 2.15): its one addmm run on meta,
+    outside the trace's modes."""
+    with _disable_current_modes(), _LastOperator() as watch:
+        torch._C._nn.linear(*(torch.empty(shape, device="meta") for shape in ((1, 1, 1), (1, 1), (1,))))
+    return watch.last
 
 
 def _plain_on_meta(tensor) -> bool:
