@@ -596,6 +596,8 @@ PROFILED_STEPS = {
     "mlp, first layer frozen": (mlp_with_a_frozen_first_layer, (16, 256)),
     "conv, first layer frozen": (frozen_first_layer, (4, 3, 32, 32)),
     "attention": (AttentionBlock, (1, 1, 1024, 64)),
+    # (heads, L, d): one batch of heads to a CPU's flash attention from PyTorch 2.14, math before
+    "attention of three dimensions": (AttentionBlock, (2, 256, 64)),
     "lstm": (lambda: nn.LSTM(32, 48, batch_first=True), (4, 10, 32)),
     "checkpointed block": (Checkpointed, (4, 3, 32, 32)),
     "a checkpointed block ending in a ReLU": (CheckpointedBlocks, (2, 3, 32, 32)),

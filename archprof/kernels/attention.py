@@ -8,6 +8,9 @@ Modelled (PyTorch 2.x, CPU):
   `use_flash_attention_cpp` accepts the call (`flash_attention_kernel`), else the math
   decomposition; either noted as the one operator `scaled_dot_product_attention` a CPU runs
   (its scores and softmax, flash's float mask and log-sum-exp, let go of inside: workspace).
+  From PyTorch 2.14 a query, key and value of three dimensions each are one batch of heads:
+  each unsqueezed to four dimensions (a mask until it has four), chosen for and run so, the
+  output squeezed back (`_batches_unbatched_attention` asks this PyTorch whether it does).
   `Graph.kernels` says which, per call. On CUDA (not modelled) PyTorch's
   sdp_utils tries flash attention (float16/bfloat16, no explicit mask, head size up to
   256, recent GPUs), then memory-efficient attention (float32 too, and masks), then math;
@@ -18,9 +21,13 @@ Modelled (PyTorch 2.x, CPU):
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import _disable_current_modes
 
 ATTENTION = "scaled_dot_product_attention"
 FLASH_CPU = "CPU flash attention (aten._scaled_dot_product_flash_attention_for_cpu)"
@@ -31,30 +38,39 @@ _FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 def flash_attention(query, key, value, attn_mask, dropout_p, is_causal, scale):
     """The output of `_scaled_dot_product_flash_attention_for_cpu`, its temporaries let go of
-    on return."""
+    on return; a call of three dimensions run as one batch, as attention.cpp runs it."""
+    unbatched = query.dim() == 3
+    if unbatched:
+        query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+        while attn_mask is not None and attn_mask.dim() < 4:
+            attn_mask = attn_mask.unsqueeze(0)
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         # As attention.cpp's convert_boolean_attn_mask: True keeps a score, False masks it.
         keep = torch.scalar_tensor(0.0, dtype=query.dtype, device=query.device)
         drop = torch.scalar_tensor(-math.inf, dtype=query.dtype, device=query.device)
         attn_mask = torch.where(attn_mask, keep, drop)
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+    output = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale
     )[0]
+    return output.squeeze(0) if unbatched else output
 
 
 def flash_attention_kernel(query, key, value, attn_mask, dropout_p: float, enable_gqa: bool) -> bool:
     """Whether a CPU runs this call as flash attention: `use_flash_attention_cpp` of
-    PyTorch's sdp_utils_cpp, check by check (else it falls back to math)."""
+    PyTorch's sdp_utils_cpp, check by check (else it falls back to math), on the sizes of
+    four dimensions it checks (a call of three taken as one batch where PyTorch does)."""
     if not torch.backends.cuda.flash_sdp_enabled():  # one switch for CUDA and CPU flash alike
         return False
     tensors = (query, key, value)
     if any(t.is_nested for t in tensors) or dropout_p > 0.0:
         return False
-    if any(t.dim() != 4 for t in tensors):
+    unbatched = all(t.dim() == 3 for t in tensors) and _batches_unbatched_attention()
+    if not unbatched and any(t.dim() != 4 for t in tensors):
         return False
-    if not _batch_and_heads_fit(query, key, value, enable_gqa):
+    sizes = [(1, *t.shape) if unbatched else tuple(t.shape) for t in tensors]
+    if not _batch_and_heads_fit(*sizes, enable_gqa):
         return False
-    if attn_mask is not None and not _mask_fits(attn_mask, query, key):
+    if attn_mask is not None and not _mask_fits(attn_mask, unbatched, *sizes[:2]):
         return False
     if not query.size(-1) == key.size(-1) == value.size(-1):
         return False
@@ -65,25 +81,40 @@ def flash_attention_kernel(query, key, value, attn_mask, dropout_p: float, enabl
     return query.dtype == key.dtype == value.dtype and query.dtype in _FLASH_DTYPES
 
 
+@functools.cache
+def _batches_unbatched_attention() -> bool:
+    """Whether this PyTorch's CPU attention takes a query, key and value of three dimensions
+    each as one batch (from 2.14): its own choice for a small such call, flash attention
+    enabled (math the fallback), asked once, outside the trace's modes; the warnings of a
+    PyTorch that refuses ("requires query, key and value to be 4 dimensional") kept back."""
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+    with _disable_current_modes(), sdpa_kernel(backends), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sample = torch.zeros(1, 1, 8)
+        return torch._fused_sdp_choice(sample, sample, sample, None, 0.0, False) == SDPBackend.FLASH_ATTENTION.value
+
+
 def _batch_and_heads_fit(query, key, value, enable_gqa: bool) -> bool:
-    """check_batch_size_and_num_heads_dense, grouped-query attention supported."""
-    if not query.size(0) == key.size(0) == value.size(0):
+    """check_batch_size_and_num_heads_dense on the three sizes, grouped-query attention supported."""
+    if not query[0] == key[0] == value[0]:
         return False
-    heads, key_heads, value_heads = query.size(-3), key.size(-3), value.size(-3)
+    heads, key_heads, value_heads = query[1], key[1], value[1]
     if enable_gqa:
         return key_heads == value_heads and heads % key_heads == 0
     return heads == key_heads == value_heads
 
 
-def _mask_fits(mask, query, key) -> bool:
-    """check_attn_mask_shape: a mask broadcastable as (L, S) or (B, H, L, S), grad-free."""
+def _mask_fits(mask, unbatched: bool, query, key) -> bool:
+    """check_attn_mask_shape: a grad-free mask broadcastable as (L, S) or (B, H, L, S), the
+    query's and key's sizes given; the mask of an unbatched call unsqueezed to four dimensions."""
     if mask.requires_grad:
         return False
-    if mask.size(-2) not in (query.size(2), 1) or mask.size(-1) not in (key.size(2), 1):
+    sizes = (1,) * (4 - mask.dim()) + tuple(mask.shape) if unbatched else tuple(mask.shape)
+    if sizes[-2] not in (query[2], 1) or sizes[-1] not in (key[2], 1):
         return False
-    if mask.dim() == 2:
+    if len(sizes) == 2:
         return True
-    return mask.dim() == 4 and mask.size(0) in (1, query.size(0)) and mask.size(1) in (1, query.size(1))
+    return len(sizes) == 4 and sizes[0] in (1, query[0]) and sizes[1] in (1, query[1])
 
 
 def check_fused_attention(query, key, value, embed_dim: int, num_heads: int, qkv_weight, qkv_bias) -> None:
