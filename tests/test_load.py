@@ -1237,6 +1237,20 @@ def test_weights_that_fit_but_do_not_load_say_which_tensor_and_why(tmp_path, tin
             loaded.materialize()
 
 
+def test_sparse_weights_are_read_on_meta_where_torch_checks_their_indices(tmp_path, tiny):
+    """torch.load checks the indices of each sparse tensor it rebuilds (weights-only from
+    PyTorch 2.14, or wherever the check is switched on, as here): on meta there are none to
+    check, and the analysis reads the file; the real load checks them."""
+    state = tiny.small_cnn(num_classes=5).state_dict()
+    weights = tmp_path / "sparse.pt"
+    torch.save({**state, "5.weight": state["5.weight"].to_sparse()}, weights)
+    with torch.sparse.check_sparse_tensor_invariants():
+        loaded = load_model("tiny_models:small_cnn", args={"num_classes": 5}, weights=weights)
+        assert loaded.state_dict["5.weight"].layout == torch.sparse_coo
+        with pytest.raises(ArchprofError, match=r"5\.weight: copy_.. between dense and sparse"):
+            loaded.materialize()
+
+
 def test_safetensors_weights_are_read_from_their_header_and_checked(tmp_path, tiny):
     """The analysis reads names, shapes and dtypes (on meta: no data); the real model gets the values."""
     safetensors_torch = pytest.importorskip("safetensors.torch")

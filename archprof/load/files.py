@@ -8,7 +8,8 @@ import shutil
 import tempfile
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +275,7 @@ def torch_load(
             )
     else:
         try:
-            with quiet(), weights_only_bounded():
+            with quiet(), weights_only_bounded(), _sparse_invariants_checked_on_data():
                 return torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap)
         except Unbounded as exc:
             raise ArchprofError(f"refusing to load {spec}: {exc}") from None
@@ -315,8 +316,28 @@ def _trusted_load(path: Path, map_location: str | torch.device, base: Path | Non
     live in are found as a `module:factory` spec's module is, in `base` and the current
     directory: the `archprof` script, unlike `python -m archprof`, does not put the current
     directory on sys.path."""
-    with importable(Path.cwd(), base), quiet():
+    with importable(Path.cwd(), base), quiet(), _sparse_invariants_checked_on_data():
         return torch.load(str(path), map_location=map_location, weights_only=False, mmap=mmap)
+
+
+@contextmanager
+def _sparse_invariants_checked_on_data() -> Iterator[None]:
+    """torch.load's check of each sparse tensor's indices it rebuilt (always weights-only from
+    PyTorch 2.14, else where `torch.sparse.check_sparse_tensor_invariants` is on), left out for
+    those on meta: they hold no index to check, and the check raised "Cannot copy out of meta
+    tensor" for the whole file. Their values are checked where they are loaded (`materialize`)."""
+    check = torch._utils._validate_loaded_sparse_tensors
+    pending = torch._utils._sparse_tensors_to_validate
+
+    def on_data(*args, **kwargs):
+        pending[:] = [tensor for tensor in pending if not tensor.is_meta]
+        return check(*args, **kwargs)
+
+    torch._utils._validate_loaded_sparse_tensors = on_data
+    try:
+        yield
+    finally:
+        torch._utils._validate_loaded_sparse_tensors = check
 
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
