@@ -4,7 +4,8 @@ torchvision's wheel on the development machine is a CUDA build whose C++ operato
 (`torchvision::nms`, `torchvision::roi_align`, ...) do not load beside the CPU torch; its
 model code is pure Python. Two stand-ins make it usable here:
 - an empty `torchvision._meta_registrations`, the module that registers those operators'
-  meta kernels (it clashes with this torch's own registrations);
+  meta kernels (it clashes with this torch's own registrations), replaced by the real one
+  where the operators did load (a torchvision built for the torch beside it);
 - where the operators did not load, the two the detectors call, `nms` and `roi_align`,
   defined under torchvision's own schemas with CPU kernels in plain PyTorch (and a meta
   kernel for `roi_align`, whose output size is static), so that a detector's forward runs
@@ -17,6 +18,7 @@ Tests only: archprof itself imports torchvision as it is.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 
@@ -28,6 +30,7 @@ _SCHEMAS = (
     "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width,"
     " int sampling_ratio, bool aligned) -> Tensor",
 )
+_META_REGISTRATIONS = "torchvision._meta_registrations"
 # Kept alive: the registrations last as long as their library object.
 _LIBRARIES: list[torch.library.Library] = []
 
@@ -35,11 +38,14 @@ _LIBRARIES: list[torch.library.Library] = []
 def import_torchvision() -> types.ModuleType:
     """torchvision, imported with its meta registrations stubbed, and `nms` and `roi_align`
     stood in for where its C++ operators did not load."""
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    stub = sys.modules.setdefault(_META_REGISTRATIONS, types.ModuleType(_META_REGISTRATIONS))
     import torchvision
 
     if not torchvision.extension._has_ops():
         _stand_in_operators(torchvision)
+    elif sys.modules[_META_REGISTRATIONS] is stub:
+        del sys.modules[_META_REGISTRATIONS]
+        importlib.import_module(_META_REGISTRATIONS)
     return torchvision
 
 
