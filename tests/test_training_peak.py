@@ -763,6 +763,20 @@ PROFILED_STEPS = {
             ("a multivariate log-gamma", lambda y: torch.mvlgamma(y.abs() + 3, 4)),
         )
     },
+    # the gradients of maximum, minimum, fmax, fmin and clamp between tensors: from PyTorch 2.14 ties
+    # split (`where(self == other, grad / 2, grad)`), then the other side filled with zeros in place
+    **{
+        name: (lambda call=call: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(call)), (2, 3, 16, 16))
+        for name, call in (
+            ("the larger of a map and its flip", lambda y: torch.maximum(y, y.flip(1))),
+            ("the smaller of a map and its flip", lambda y: torch.minimum(y, y.flip(1))),
+            ("fmax of a map and its flip", lambda y: torch.fmax(y, y.flip(1))),
+            ("fmin of a map and its first channel", lambda y: torch.fmin(y, y[:, :1])),
+            ("a map clamped below by its flip", lambda y: y.clamp(min=y.flip(1))),
+            ("a map clamped above by its first channel", lambda y: y.clamp(max=y[:, :1])),
+            ("a map clamped between its flip less and plus 1", lambda y: y.clamp(y.flip(1) - 1, y.flip(1) + 1)),
+        )
+    },
     # sinc_backward's `out`, named, read once by the `where` it returns: its statement's five maps freed first
     "a sinc": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Calls(torch.sinc)), (2, 3, 16, 16)),
     # the same ops in one statement (pow_backward_self's `where`): its temporaries held to the `where`

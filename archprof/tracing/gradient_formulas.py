@@ -32,11 +32,23 @@ FILLS_ZEROS = frozenset({"aten.index_add", "aten.index_put", "aten.scatter", "at
 # subclass (and grad mode is off), as in a real backward pass, but out of place under a dispatch
 # mode: the node -> the operators it runs so. binary_cross_entropy_with_logits's, each `sub` and
 # `mul` (`t.add(1).sub_(y).mul_(x.sigmoid()).sub_(t).mul_(grad)`, or `x.sigmoid().sub_(y).mul_(grad)`,
-# then `.mul_(weight)`); clamp's between tensor bounds, the masks it combines
-# (`self_ge_min.logical_and_(self_le_max)`, `self_gt_max.logical_or_(max_lt_min)`).
+# then `.mul_(weight)`). Up to PyTorch 2.13, clamp's between tensor bounds, the masks it combines
+# (`self_ge_min.logical_and_(self_le_max)`, `self_gt_max.logical_or_(max_lt_min)`). From 2.14 the
+# gradients of maximum, minimum, fmax, fmin and clamp's between tensor bounds split ties, each
+# `masked_fill_inplace_if_safe(at::where(self == other, grad / 2, grad), mask, 0)`: the fill in
+# place (a CPU's profile shows `masked_fill_`), clamp's masks now combined out of place.
+_SPLITS_TIES = torch.__version__ >= (2, 14)
+_FILLS_THE_SPLIT_IN_PLACE = frozenset({"aten.masked_fill"})
 IN_PLACE_ON_A_CPU = {
     "BinaryCrossEntropyWithLogitsBackward0": frozenset({"aten.sub", "aten.mul"}),
-    "ClampBackward0": frozenset({"aten.logical_and", "aten.logical_or"}),
+    **(
+        dict.fromkeys(
+            ("MaximumBackward0", "MinimumBackward0", "FmaxBackward0", "FminBackward0", "ClampBackward0"),
+            _FILLS_THE_SPLIT_IN_PLACE,
+        )
+        if _SPLITS_TIES
+        else {"ClampBackward0": frozenset({"aten.logical_and", "aten.logical_or"})}
+    ),
 }
 # Nodes whose gradient formula returns all of its gradients from one C++ statement
 # (FunctionsManual.cpp's atan2_backward, `return {grad * other * recip, grad * -self * recip}`;
@@ -96,6 +108,14 @@ LOCALS_READ_ONCE = {
     # prod_backward's (along a dim) `zero_mask = (input == 0)` and `slice_zero_count =
     # zero_mask.sum(dim, true)`, each read by a `sum` (`autograd_hooks.CpuRoads`)
     "ProdBackward1": frozenset({Read("aten.sum", 0)}),
+    # From PyTorch 2.14, clamp's between tensor bounds: each gradient's masks made as locals (a
+    # CPU's allocator frees the comparisons they are made of as each is made), the ties read by
+    # `where(ties, grad / 2, grad)`, the outside by the in-place fill that follows
+    **(
+        {"ClampBackward0": frozenset({Read("aten.logical_and", 1), Read("aten.where", 0), Read("aten.masked_fill", 1)})}
+        if _SPLITS_TIES
+        else {}
+    ),
 }
 
 
