@@ -1088,8 +1088,9 @@ LOCALS_READ_ONCE = {
         "aten.prod",
         lambda ops: [next(op for op in ops if op.op == operator) for operator in ("aten.eq", "aten.sum")],
     ),
-    # i1_backward's `gradx = (safe_self.i0() - (result * safe_self.reciprocal()))`, the `where`'s
-    # second argument: not the forward's `self`, the first `where`'s
+    # i1_backward's `gradx = (safe_self.i0() - (result * safe_self.reciprocal()))`, an argument of
+    # the second `where` (the second up to PyTorch 2.14, the third from 2.15): not the forward's
+    # `self`, which the first `where` reads there, nor the 0-dim half
     "i1": (torch.special.i1, "aten.special_i1", _last("aten.sub")),
     # mvlgamma's second `args = args.add(self.unsqueeze(-1))`, read by the `sum` once digamma_ wrote it
     "mvlgamma": (lambda y: torch.mvlgamma(y.abs() + 3, 4), "aten.mvlgamma", _last("aten.add")),

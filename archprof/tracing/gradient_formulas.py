@@ -96,9 +96,13 @@ LOCALS_READ_ONCE = {
     "LinalgVectorNormBackward0": _NORM_BACKWARD_LOCALS,
     **dict.fromkeys(("NormBackward0", "NormBackward1", "NormBackward2", "NormBackward3"), _NORM_BACKWARD_LOCALS),
     # i1_backward's (i1e_backward's) `gradx = (safe_self.i0() - (result * safe_self.reciprocal()))`,
-    # read by `grad * at::where(self_is_not_tiny, gradx, at::full({}, 0.5, ...))`; the first `where`'s
-    # second argument is the forward's `self`
-    **dict.fromkeys(("SpecialI1Backward0", "SpecialI1EBackward0"), frozenset({Read("aten.where", 1)})),
+    # read by `grad * at::where(self_is_not_tiny, gradx, at::full({}, 0.5, ...))` (from PyTorch 2.15
+    # `where(self_is_tiny, at::full(...), gradx)`): the argument made of a product, not the 0-dim
+    # half, nor the forward's `self`, which the first `where` reads in the same places
+    **dict.fromkeys(
+        ("SpecialI1Backward0", "SpecialI1EBackward0"),
+        frozenset({Read("aten.where", 1, of="aten.mul"), Read("aten.where", 2, of="aten.mul")}),
+    ),
     # copysign_tensor_self_backward's `ratio = result / self`, masked in place where `self == 0` (its
     # own statement), read by `grad * ratio`
     **dict.fromkeys(("CopysignBackward0", "CopysignBackward1"), frozenset({Read("aten.mul", 1)})),
