@@ -327,10 +327,11 @@ def _sparse_invariants_checked_on_data() -> Iterator[None]:
     those on meta: they hold no index to check, and the check raised "Cannot copy out of meta
     tensor" for the whole file. Their values are checked where they are loaded (`materialize`)."""
     check = torch._utils._validate_loaded_sparse_tensors
-    pending = torch._utils._sparse_tensors_to_validate
 
     def on_data(*args, **kwargs):
-        pending[:] = [tensor for tensor in pending if not tensor.is_meta]
+        pending = _sparse_tensors_to_check()
+        if pending is not None:
+            pending[:] = [tensor for tensor in pending if not tensor.is_meta]
         return check(*args, **kwargs)
 
     torch._utils._validate_loaded_sparse_tensors = on_data
@@ -338,6 +339,13 @@ def _sparse_invariants_checked_on_data() -> Iterator[None]:
         yield
     finally:
         torch._utils._validate_loaded_sparse_tensors = check
+
+
+def _sparse_tensors_to_check() -> list[torch.Tensor] | None:
+    """The list of sparse tensors torch.load has rebuilt and is to check: the load's own (a
+    thread's) from PyTorch 2.15, a module's before; None where this torch keeps it elsewhere."""
+    per_load = getattr(torch._utils, "_get_sparse_tensors_to_validate", None)
+    return per_load() if per_load is not None else getattr(torch._utils, "_sparse_tensors_to_validate", None)
 
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
