@@ -1,13 +1,15 @@
 """The test suite run against the oldest release of each dependency that pyproject.toml allows.
 
-    python benchmarks/dependency_floors.py [--torch VERSION] [--keep DIR] [--report PATH] [-- PYTEST_ARGS ...]
+    python benchmarks/dependency_floors.py [--torch VERSION] [--no-torchvision] [--keep DIR] [--report PATH]
+                                           [-- PYTEST_ARGS ...]
 
 pip leaves a package a user already has where it meets archprof's requirement: with
 `typer>=0.12` it kept typer 0.28, under which `--format csv` printed the table (a custom
 parser's value was dropped). So each floor must be a release archprof works with. This makes a
 fresh virtual environment with every dependency pinned to its floor (`typer>=0.29` installs
 typer 0.29.0), torch at the version this environment has (or `--torch`, with the torchvision
-release paired with it for the test extra), archprof from this checkout, and runs the README's
+release paired with it for the test extra, or none with `--no-torchvision`: the tests that need
+it then cannot run), archprof from this checkout, and runs the README's
 test command there (or the pytest arguments after `--`). Writes
 reports/dependency_floors.md: the versions installed, the command, and what failed. It needs the
 package registry; a torch the registry serves as a CUDA build pulls its CUDA libraries (several GB).
@@ -56,11 +58,11 @@ def floors(dependencies: list[str]) -> list[str]:
     return pinned
 
 
-def with_paired_torchvision(extra: list[str], torch_version: Version) -> list[str]:
+def with_paired_torchvision(extra: list[str], torch_version: Version, torchvision: bool = True) -> list[str]:
     """The test extra, its torchvision the release paired with `torch_version` (torch 2.N:
-    torchvision 0.(N + 15))."""
-    paired = f"torchvision==0.{torch_version.minor + 15}.*"
-    return [paired if Requirement(text).name == "torchvision" else text for text in extra]
+    torchvision 0.(N + 15)); without `torchvision`, left out (a torch it has no release for yet)."""
+    paired = [f"torchvision==0.{torch_version.minor + 15}.*"] if torchvision else []
+    return [pin for text in extra for pin in (paired if Requirement(text).name == "torchvision" else [text])]
 
 
 def installed_torch() -> Version:
@@ -77,6 +79,11 @@ def run(command: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--torch", type=Version, help="torch version to test with (default: this environment's)")
+    parser.add_argument(
+        "--no-torchvision",
+        action="store_true",
+        help="leave torchvision out of the test extra, for a torch it has no release for yet",
+    )
     parser.add_argument("--keep", type=Path, help="make the environment here and keep it (default: a temporary one)")
     parser.add_argument("--report", type=Path, default=REPORT)
     parser.add_argument("pytest_args", nargs="*", help="after --: what pytest runs (default: the whole suite)")
@@ -87,7 +94,7 @@ def main() -> None:
     requirements = [
         f"torch=={torch_version}",
         *floors(project["dependencies"]),
-        *with_paired_torchvision(project["optional-dependencies"]["test"], torch_version),
+        *with_paired_torchvision(project["optional-dependencies"]["test"], torch_version, not args.no_torchvision),
     ]
     with tempfile.TemporaryDirectory() as scratch:
         environment = args.keep or Path(scratch) / "venv"

@@ -34,6 +34,7 @@ def test_the_test_extra_takes_the_torchvision_paired_with_the_torch_asked_for():
     paired = dependency_floors.with_paired_torchvision
     assert paired(extra, Version("2.12.1")) == ["pytest>=8", "torchvision==0.27.*", "timm>=1.0"]
     assert paired(extra, Version("2.14.1+cu130")) == ["pytest>=8", "torchvision==0.29.*", "timm>=1.0"]
+    assert paired(extra, Version("2.15.0"), torchvision=False) == ["pytest>=8", "timm>=1.0"]  # none for it yet
 
 
 def test_every_dependency_of_the_project_has_a_floor_to_test():
