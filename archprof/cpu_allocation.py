@@ -13,8 +13,8 @@ import functools
 import math
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from archprof.dispatch_mode import DispatchMode
 from archprof.repeated_reads import repeated_reads
 from archprof.structure import map_op_args, tensors_in
 from archprof.units import human_bytes
@@ -449,7 +449,7 @@ class CpuBytesTally:
         return f"{self.most_read - besides:,} elements" if self.reading else human_bytes(self.most - besides)
 
 
-class CpuBytesBounded(TorchDispatchMode):
+class CpuBytesBounded(DispatchMode):
     """While active, what the operators dispatched read and make on the CPU is added up (into
     `tally`: `cpu_elements` and `cpu_bytes`, each before it runs) and the operator that would
     take either past its bound (`most` bytes, `most_read` elements) raises instead of running.
@@ -459,10 +459,6 @@ class CpuBytesBounded(TorchDispatchMode):
     def __init__(self, most: int, most_read: int) -> None:
         super().__init__()
         self.tally = CpuBytesTally(most, most_read)
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        return False  # as the recorder's: no compilation happens here, and dynamo's import is slow
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -371,6 +371,18 @@ def test_a_linear_layers_addmm_skips_the_dispatcher_and_records_the_same(
     assert answered == one_layer * layers_answered  # the second's input, the first's output, is contiguous
 
 
+def test_asking_how_linear_views_its_product_back_imports_no_dynamo():
+    """The shortcut asks PyTorch once how Linear.cpp views a flattened product back, on a CPU:
+    on meta the product's decomposition imports torch._dynamo, 1.6 s of a CLI call."""
+    code = (
+        "import sys, torch, archprof\n"
+        "model = torch.nn.Sequential(torch.nn.Linear(8, 6))\n"
+        "archprof.analyze(model, input_size=(5, 8))\n"
+        "assert 'torch._dynamo' not in sys.modules, 'the analysis imported torch._dynamo'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_a_functional_batch_norm_goes_through_the_dispatcher_in_a_training_step(monkeypatch):
     """Autograd must see the call: the recorder is not handed it."""
     model = nn.Sequential(_FunctionalNorm(4, batch_statistics=True)).to("meta")

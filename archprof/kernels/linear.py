@@ -22,7 +22,7 @@ Modelled (PyTorch 2.13 to 2.15, CPU, Linear.cpp):
   less of the layer's trace (130 against 155 us a layer on 196 rows of 64 features; a
   ConvNeXt block's two linear layers make 8 of its 16 operators). The product is viewed
   back with `view` up to PyTorch 2.14 and `_unsafe_view` from 2.15: the operator this
-  PyTorch's Linear.cpp calls, asked of it once (`_view_back`).
+  PyTorch's Linear.cpp calls, asked of it once (`_view_back`, the same on a CPU as on meta).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._python_dispatch import _disable_current_modes
+
+from archprof.dispatch_mode import DispatchMode
 
 _ADDMM, _T, _VIEW = torch.ops.aten.addmm.default, torch.ops.aten.t.default, torch.ops.aten.view.default
 
@@ -73,7 +75,7 @@ def _addmm_answered(input, weight, bias, answer: Callable[[Any, tuple], Any]):
     return answer(_view_back(), (product, [*leading, product.shape[1]]))
 
 
-class _LastOperator(TorchDispatchMode):
+class _LastOperator(DispatchMode):
     """Keeps the last operator the dispatcher hands it."""
 
     last = None
@@ -86,10 +88,11 @@ class _LastOperator(TorchDispatchMode):
 @functools.cache
 def _view_back():
     """The operator this PyTorch's Linear.cpp views a flattened addmm's product back to the
-    input's leading sizes with (`view`, `_unsafe_view` from 2.15): its one addmm run on meta,
-    outside the trace's modes."""
+    input's leading sizes with (`view`, `_unsafe_view` from 2.15): its one addmm run on a CPU
+    (on meta its decomposition's first call imports torch._dynamo, 1.6 s), on tensors of one
+    element, outside the trace's modes."""
     with _disable_current_modes(), _LastOperator() as watch:
-        torch._C._nn.linear(*(torch.empty(shape, device="meta") for shape in ((1, 1, 1), (1, 1), (1,))))
+        torch._C._nn.linear(*(torch.zeros(shape) for shape in ((1, 1, 1), (1, 1), (1,))))
     return watch.last
 
 

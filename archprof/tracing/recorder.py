@@ -20,9 +20,9 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, MOST_FILE_CPU_ELEMENTS, CpuBytesTally, called_safely
+from archprof.dispatch_mode import DispatchMode
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.kernels.one_cpu_operator import COMPOSITE
@@ -77,7 +77,7 @@ def input_shapes_text(shapes) -> str:
     return shapes_text(shapes) or "(no tensor)"
 
 
-class Recorder(TorchDispatchMode):
+class Recorder(DispatchMode):
     """Records every aten op; answers the ops it has a shape formula for itself."""
 
     def __init__(self, real: bool = False, most_ops: int | None = None) -> None:
@@ -137,13 +137,6 @@ class Recorder(TorchDispatchMode):
         self.ignored_autocast: tuple[str, torch.dtype] | None = None
         # The dtype of the first CPU autocast region a meta trace met: the trace gives way to a real one.
         self.cpu_autocast: torch.dtype | None = None
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        # Otherwise torch wraps __torch_dispatch__ in dynamo.disable, whose first call
-        # imports torch._dynamo: 1.1 s of the CLI's start-up for nothing (no compilation
-        # ever happens inside the trace).
-        return False
 
     # -- tensors -------------------------------------------------------------------------
 
