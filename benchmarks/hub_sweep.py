@@ -52,6 +52,7 @@ import csv
 import datetime as dt
 import functools
 import gc
+import importlib.metadata
 import io
 import os
 import random
@@ -106,6 +107,12 @@ def family_inputs(families: tuple[str, ...]) -> dict[str, list]:
     return {
         spec: FAMILY_INPUTS[family] for family in families if family in FAMILY_INPUTS for spec in hub_models((family,))
     }
+
+
+def _versions_text() -> str:
+    """The versions the sweep ran against, as installed: torch's kernels and the hubs' models
+    change with them."""
+    return ", ".join(f"{name} {importlib.metadata.version(name)}" for name in ("torch", "torchvision", "timm"))
 
 
 def _hubs():
@@ -342,7 +349,7 @@ def markdown(
         + f" --jobs {jobs}`, {wall_s:.0f} s wall"
         + (f" (resuming a stopped run: {resumed} models from its CSV)" if resumed else "")
         + f"; load average {load:.1f} on {os.cpu_count()} cores at the"
-        " start (other work on the machine slows every time below).",
+        f" start (other work on the machine slows every time below); {_versions_text()}.",
         "",
         "Reference: the same module on the meta device, parameters as the sum of `numel()`, MACs as"
         " FlopCounterMode's count / 2, the shapes of every tensor the forward returns, in order."

@@ -43,7 +43,8 @@ def import_torchvision() -> types.ModuleType:
 
     if not torchvision.extension._has_ops():
         _stand_in_operators(torchvision)
-    elif sys.modules[_META_REGISTRATIONS] is stub:
+    elif torchvision.extension._has_ops is not _has_ops and sys.modules[_META_REGISTRATIONS] is stub:
+        # Its own operators loaded (not those stood in for by an earlier call): their meta kernels too.
         del sys.modules[_META_REGISTRATIONS]
         importlib.import_module(_META_REGISTRATIONS)
     return torchvision
