@@ -43,11 +43,18 @@ def import_torchvision() -> types.ModuleType:
 
     if not torchvision.extension._has_ops():
         _stand_in_operators(torchvision)
-    elif torchvision.extension._has_ops is not _has_ops and sys.modules[_META_REGISTRATIONS] is stub:
-        # Its own operators loaded (not those stood in for by an earlier call): their meta kernels too.
+    elif _own_operators_loaded() and sys.modules[_META_REGISTRATIONS] is stub:
+        # Its C++ operators loaded (not only the two stood in for by an earlier call, in this
+        # module or in another copy of it): their meta kernels too.
         del sys.modules[_META_REGISTRATIONS]
         importlib.import_module(_META_REGISTRATIONS)
     return torchvision
+
+
+def _own_operators_loaded() -> bool:
+    """Whether torchvision's C++ library is loaded: it defines the gradient of roi_align, which
+    no stand-in does."""
+    return hasattr(torch.ops.torchvision, "_roi_align_backward")
 
 
 def _stand_in_operators(torchvision: types.ModuleType) -> None:
