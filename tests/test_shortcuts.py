@@ -371,16 +371,21 @@ def test_a_linear_layers_addmm_skips_the_dispatcher_and_records_the_same(
     assert answered == one_layer * layers_answered  # the second's input, the first's output, is contiguous
 
 
+def _analysed_in_a_fresh_process_without(module: str, layers: str, input_size: tuple[int, ...]) -> None:
+    """`torch.nn.Sequential(<layers>)` analysed in a fresh Python, which then has not imported `module`."""
+    code = (
+        "import sys, torch, archprof\n"
+        f"model = torch.nn.Sequential({layers})\n"
+        f"archprof.analyze(model, input_size={input_size})\n"
+        f"assert {module!r} not in sys.modules, 'the analysis imported {module}'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_asking_how_linear_views_its_product_back_imports_no_dynamo():
     """The shortcut asks PyTorch once how Linear.cpp views a flattened product back, on a CPU:
     on meta the product's decomposition imports torch._dynamo, 1.6 s of a CLI call."""
-    code = (
-        "import sys, torch, archprof\n"
-        "model = torch.nn.Sequential(torch.nn.Linear(8, 6))\n"
-        "archprof.analyze(model, input_size=(5, 8))\n"
-        "assert 'torch._dynamo' not in sys.modules, 'the analysis imported torch._dynamo'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    _analysed_in_a_fresh_process_without("torch._dynamo", "torch.nn.Linear(8, 6)", (5, 8))
 
 
 def test_a_functional_batch_norm_goes_through_the_dispatcher_in_a_training_step(monkeypatch):
@@ -503,10 +508,4 @@ def test_timm_batch_norm_act_forward_patched_runs_the_patch(hub_packages, monkey
 
 def test_archprof_does_not_import_timm():
     """timm stays optional: a model of torch.nn alone is analysed without it."""
-    code = (
-        "import sys, torch, archprof\n"
-        "model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))\n"
-        "archprof.analyze(model, input_size=(3, 8, 8))\n"
-        "assert 'timm' not in sys.modules, 'archprof imported timm'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    _analysed_in_a_fresh_process_without("timm", "torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)", (3, 8, 8))
