@@ -517,8 +517,10 @@ def _own_units(parent: AxisMap, size: int) -> Link:
     unit's exact bound its parent unit's (`runs.Shifted`): what the link's reads give as
     ranges in order, without asking them for their order (`links.ranges_in_order`,
     `links.reading_units`) or clamping each bound to its run, for nearly half of the maps
-    of a ResNet (its sums) or a DenseNet (its concatenations)."""
-    return Link(parent, same_unit, 1, period=1, shifts=((0, size - 1, 0),))
+    of a ResNet (its sums) or a DenseNet (its concatenations); a window of one unit
+    (`Link.window`) too, which says which of its units read a pixel and whether they read
+    all of the parent's."""
+    return Link(parent, same_unit, 1, period=1, shifts=((0, size - 1, 0),), window=(1, 1, 0))
 
 
 def _first(unit: int) -> tuple[tuple[int, int]]:

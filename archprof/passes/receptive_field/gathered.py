@@ -37,14 +37,6 @@ class Gathered:
         self._asked = 0
         self._idling: list[tuple[set[int], set[int]]] = []
 
-    def copy(self) -> Gathered:
-        other = Gathered(0)
-        other.fields, other.along = list(self.fields), [list(entries) for entries in self.along]
-        other.whole, other.loose, other.parted = set(self.whole), dict(self.loose), self.parted
-        other.maps = {axis: set(maps) for axis, maps in self.maps.items()}
-        other._asked, other._idling = self._asked, list(self._idling)
-        return other
-
     def add(self, field: Field, shape: tuple[int, ...]) -> None:
         along, offset = self.along, len(self.along) - len(shape)
         for k, entry in enumerate(field.dims):
@@ -96,11 +88,14 @@ def _joins_other_axis(idle: set[int], axes: set[int], maps: dict[int, set[AxisMa
 
 
 def gathered(last: Gathered | None, fields: list[Shaped], ndim: int) -> Gathered:
-    """What `fields` hold along an output of `ndim` dimensions: resumed from a copy of `last`
-    (what the merge before gathered) where its fields begin these, else gathered anew."""
+    """What `fields` hold along an output of `ndim` dimensions: `last` (what the merge before
+    gathered) taken on, the fields past its own added to it, where its fields begin these;
+    else gathered anew. `last` is the caller's to give up (`Walk.merge` keeps the latest
+    only): taken on, not copied, as a copy costs what the fields so far hold (a DenseNet
+    block's concatenations, each of every layer's output so far)."""
     count = len(last.fields) if last is not None else 0
     if count and count <= len(fields) and len(last.along) == ndim and fields[:count] == last.fields:  # type: ignore[union-attr]
-        paths = last.copy()  # type: ignore[union-attr]
+        paths = last
     else:
         paths, count = Gathered(ndim), 0
     for field, shape in fields[count:]:

@@ -39,7 +39,11 @@ class Link:
     `permutes`: each unit reads one parent unit, a different one each, where that unit
     reads a pixel (a roll's); `straight`, where given, (first, last, offset): units
     first..last read parent unit u + offset there (a roll's short of its wrap), the period
-    of 1 holding over them alone (`AxisMap._zone`)."""
+    of 1 holding over them alone (`AxisMap._zone`); `window`, where given, (K, S, P):
+    unit u reads parent units u S - P .. u S - P + K - 1 (an undilated window's; a
+    union's, (1, 1, 0)), which says what its units read of the parent's own units without
+    asking its reads (`units_reading`, asked of nearly every map of a merge;
+    `covers_parent`, of every map down to the input at a global pooling)."""
 
     parent: Any  # an AxisMap: maps.py's, which builds on this module
     reads: Reads
@@ -52,6 +56,7 @@ class Link:
     repeats: bool = False
     permutes: bool = False
     straight: tuple[int, int, int] | None = None
+    window: tuple[int, int, int] | None = None
 
 
 def reads_everywhere_through(link: Link, size: int) -> bool:
@@ -73,6 +78,10 @@ def units_reading(link: Link, size: int, units: Interval) -> Interval | object |
     convolution's taps), which leave no gap between them; every unit where `units` are all
     the parent's and each unit reads a position of every block (a grid attention's) or one
     parent unit (`Link.permutes`: a roll's); else `UNORDERED`."""
+    if link.window and units == (0, link.parent.size - 1):  # (nearly always) every parent unit reads a pixel
+        k, s, p = link.window
+        if size > 0 and p < k and (size - 1) * s - p <= units[1]:
+            return (0, size - 1)  # the first window ends past the padding, the last begins inside the parent
     if len(link.shifts) == 1:  # (a union's link) one piece: nothing to join
         return _piece_reading(link.shifts[0], size, units)
     if link.shifts:
@@ -117,8 +126,10 @@ def covers_parent(link: Link, size: int) -> bool:
     their exact fields is then the parent's whole exact span."""
     if size == 0:
         return False
-    if link.reads is same_unit:  # unit u reads parent unit u: no reads to ask for (DenseNet's chains of unions)
-        return size >= link.parent.size
+    if link.window:  # a window's, a union's (DenseNet's chains of them): no reads to ask for
+        k, s, p = link.window
+        # Each window touches the next; the first begins at unit 0 or before, the last ends at the last or past.
+        return s <= k and p >= 0 and (size - 1) * s - p + k >= link.parent.size
     if reach_of(link) is not TOUCHING:
         return False
     return link.reads(0)[0][0] <= 0 and link.reads(size - 1)[0][1] >= link.parent.size - 1

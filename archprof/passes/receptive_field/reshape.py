@@ -190,7 +190,13 @@ def _index_states(walk: Walk, op: OpNode, parts: Parts) -> list[State]:
 def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | str:
     """The entries of output dimensions of `sizes` from the row-major `parts` (no size 1
     among them), as `_plan` places them; a str says why they cannot be placed."""
-    cuts, steps = _plan(tuple(n for _, n in parts), tuple(sizes))
+    cuts, steps, kept = _plan(tuple(n for _, n in parts), tuple(sizes))
+    if kept:
+        # Each part an output dimension of its own (the channels beside a flatten, a flattened
+        # map split back: a ConvNeXt block's linear layers, twice each): each step would join
+        # one part alone (`joined_dims`), which is that part's entry as it is.
+        entries = iter([entry for entry, _ in parts])
+        return [None if n == 1 else next(entries) for n in sizes]
     refined: list[tuple[Dim, int]] = []
     for (entry, n), cut in zip(parts, cuts, strict=False):  # (the cuts end at one that fails)
         if isinstance(cut, str):
@@ -225,16 +231,20 @@ Step = tuple[int, int, tuple[int, ...]] | str  # parts first..last -> output dim
 
 
 @functools.lru_cache(maxsize=1024)
-def _plan(parts: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[tuple[int, ...] | str, ...], tuple[Step, ...]]:
+def _plan(
+    parts: tuple[int, ...], sizes: tuple[int, ...]
+) -> tuple[tuple[tuple[int, ...] | str, ...], tuple[Step, ...], bool]:
     """How row-major parts of sizes `parts` (no size 1 among them) make output dimensions of
     `sizes`: per part, the pieces an output dimension that begins inside it splits it into
     (`_refined`: () where none does), and then, over the pieces, each run of them merged into
     one output dimension or each one split over several, in order; a str where the sizes do
-    not line up, after which nothing is planned. Kept per pair of sizes, as `_groups` is:
-    the sizes alone decide it, and a network's blocks reshape alike."""
+    not line up, after which nothing is planned; and whether each part is an output
+    dimension of its own, in order, the others of size 1. Kept per pair of sizes, as
+    `_groups` is: the sizes alone decide it, and a network's blocks reshape alike."""
+    kept = parts == tuple(n for n in sizes if n != 1)
     cuts = _refined(parts, sizes)
     if cuts and isinstance(cuts[-1], str):
-        return cuts, ()
+        return cuts, (), kept
     pieces = [n for part, cut in zip(parts, cuts, strict=True) for n in (cut or (part,))]
     steps: list[Step] = []
     targets = [k for k, n in enumerate(sizes) if n != 1]
@@ -265,7 +275,7 @@ def _plan(parts: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[tuple[i
             break
         steps.append((p, p, tuple(split)))
         p += 1
-    return cuts, tuple(steps)
+    return cuts, tuple(steps), kept
 
 
 def _refined(parts: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[int, ...] | str, ...]:

@@ -267,11 +267,15 @@ class Walk(PathsSideBySide):
         if len(fields) == 1 and fields[0][1] == out:
             return fields[0][0]
         # Each output dimension's entries, with the size of the input there; one walk over
-        # the fields, resumed from the merge before where it merged the first of them.
-        paths = self._gathered = gathered(self._gathered, fields, len(out))
+        # the fields, resumed from the merge before where it merged the first of them. That
+        # merge's is taken out of the walk while this one adds to it: the merges it makes of
+        # paths side by side (`merged_paths`), each path's alone, gather their own.
+        last, self._gathered = self._gathered, None
+        paths = gathered(last, fields, len(out))
         merged = self.merged_paths(op, fields, out) if paths.parted else NOT_PARTED
         if merged is not NOT_PARTED:
             return merged
+        self._gathered = paths
         dims: list[Dim] = []
         for entries, size in zip(paths.along, out, strict=True):
             entry = merge_entries(entries, size, self._unions)

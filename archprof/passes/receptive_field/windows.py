@@ -60,7 +60,7 @@ def _window(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> AxisM
     reads = _window_reads(k, s, p, d)
     if d > 1 and s == 1:  # exactly, each tap a shift (DeepLab's dilated convolutions): runs in order
         return parent.derive(size, reads, s, period=1, shifts=tuple((0, size - 1, t * d - p) for t in range(k)))
-    return parent.derive(size, reads, s, period=1)
+    return parent.derive(size, reads, s, period=1, window=(k, s, p) if d == 1 else None)
 
 
 @cache
