@@ -89,12 +89,18 @@ class TensorSlots:
 
     positions: tuple[tuple[int, bool], ...]  # (index, holds a list), in order
     names: frozenset[str]
+    # The number of positions where they are the schema's first arguments, each of one tensor
+    # (relu's input, add's two, a batch norm's five), else -1 (a list; a gap, as layer norm's):
+    # a call without keywords that fills each with a tensor has them substituted by a slice.
+    leading: int
 
     @staticmethod
     def of(schema) -> TensorSlots:
         typed = [(i, argument.name, str(argument.type)) for i, argument in enumerate(schema.arguments)]
         slots = [(i, name, kind.startswith("List")) for i, name, kind in typed if "Tensor" in kind]
-        return TensorSlots(tuple((i, listed) for i, _, listed in slots), frozenset(name for _, name, _ in slots))
+        positions = tuple((i, listed) for i, _, listed in slots)
+        leading = len(positions) if positions == tuple((i, False) for i in range(len(positions))) else -1
+        return TensorSlots(positions, frozenset(name for _, name, _ in slots), leading)
 
     def tensors(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         """The tensors of the arguments, in order (aten schemas nest no deeper than a list)."""
@@ -121,6 +127,8 @@ class TensorSlots:
         recorder: its TensorMeta, its shape), and is not asked again per tensor. With
         `numbers`, a Python number where one tensor goes is made `numbers[type(number)](number)`
         (the recorder's WrappedFloat: the argument parser wrapped it in a tensor)."""
+        if not kwargs and len(values) == self.leading:  # every slot holds a tensor: no number, no list
+            return (*values, *args[self.leading :]), {}
         mapped = list(args)
         count = len(mapped)
         taken = 0

@@ -42,27 +42,30 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
     their own; the CPU and CUDA follow TensorIterator's, as in float32). A formula's Refused
     is final: the real kernel refuses the call even where the meta kernel would answer it."""
     # Plain loops below, not any() and all() over generators: this runs for every operator.
-    if not tensors or not tensors[0].dtype.is_floating_point:
+    if not tensors:
+        return None
+    first = tensors[0]
+    dtype = first.dtype
+    if not dtype.is_floating_point:
         return None
     # A complex number (`x * 1j`, `alpha=1j`) makes the result complex: the formulas keep the input's dtype.
     if info.elementwise and (_any_complex(args) or (kwargs and _any_complex(kwargs.values()))):
         return None
-    first = tensors[0]
-    dtype = first.dtype
-    contiguous = True
-    sizes = []  # the formula's arguments, read in the same pass
+    as_input = info.laid_out_as_inputs
+    contiguous = True  # asked of an operator laid out as its inputs only: no other follows their layout
+    sizes = []  # the formula's arguments, read in the same pass (and the layout checks' below)
     for tensor in tensors:
         if tensor.dtype != dtype or not tensor.is_meta:
             return None  # a CPU tensor the forward made itself (a position table) is computed for real
-        contiguous = contiguous and tensor.is_contiguous()
+        if as_input and contiguous:
+            contiguous = tensor.is_contiguous()
         sizes.append(tuple(tensor.shape))
-    as_input = info.laid_out_as_inputs
     follows_layout = as_input and not contiguous
     if as_input and not info.elementwise:
         if follows_layout:
             return None
-        for tensor in tensors:
-            if _taken_for_channels_last(tensor):
+        for tensor, size in zip(tensors, sizes, strict=True):
+            if _taken_for_channels_last(tensor, size):
                 return None
     shape_args, shape_kwargs = info.slots.substituted(args, kwargs, sizes)
     if info.shape_by_dtype:
@@ -104,21 +107,21 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
     if (
         deciding is not None
         and outputs[0] is not None
-        and _taken_for_channels_last(tensors[deciding])
+        and _taken_for_channels_last(tensors[deciding], sizes[deciding])
         and not (info.contiguous_decides and tensors[deciding].is_contiguous())
     ):
         outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     elif info.layout is Layout.CPU_CONVOLUTION and (
-        _taken_for_channels_last(first) or _taken_for_channels_last(tensors[1])
+        _taken_for_channels_last(first, sizes[0]) or _taken_for_channels_last(tensors[1], sizes[1])
     ):
         outputs[0] = _allocated_in(outputs[0], cpu_convolution_format(*args))
-    elif info.layout is Layout.SUGGESTED_BY_ALL and _all_taken_for_channels_last(tensors):
+    elif info.layout is Layout.SUGGESTED_BY_ALL and _all_taken_for_channels_last(tensors, sizes):
         outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     elif info.layout is Layout.LIKE_INPUT:
         outputs[0] = _like(first)
-    elif info.layout is Layout.ROLLED and _taken_for_channels_last(first):
+    elif info.layout is Layout.ROLLED and _taken_for_channels_last(first, sizes[0]):
         shifts, dims = _roll_arguments(args, kwargs, first.dim())
-        if rolled_channels_last(tuple(first.shape), first.stride(), shifts, dims):
+        if rolled_channels_last(sizes[0], first.stride(), shifts, dims):
             outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     return outputs[0] if info.returns == 1 else tuple(outputs)
 
@@ -236,19 +239,19 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def _taken_for_channels_last(tensor: torch.Tensor) -> bool:
-    """`suggests_channels_last`, at once False for a contiguous tensor without a dimension of one."""
-    shape = tensor.shape
+def _taken_for_channels_last(tensor: torch.Tensor, shape: tuple[int, ...]) -> bool:
+    """`suggests_channels_last` of a tensor of `shape` (its sizes, read already), at once False
+    for a contiguous one without a dimension of one."""
     if len(shape) not in (4, 5) or (1 not in shape[1:] and tensor.is_contiguous()):
         return False
-    return suggests_channels_last(tuple(shape), tensor.stride())
+    return suggests_channels_last(shape, tensor.stride())
 
 
-def _all_taken_for_channels_last(tensors: list[torch.Tensor]) -> bool:
-    """Whether every tensor is taken for channels last, all of one dimensionality (one
-    format): a 1-d empty operand of a concatenation, which it skips, still makes it contiguous."""
-    ndim = tensors[0].dim()
-    return all(tensor.dim() == ndim and _taken_for_channels_last(tensor) for tensor in tensors)
+def _all_taken_for_channels_last(tensors: list[torch.Tensor], sizes: list[tuple[int, ...]]) -> bool:
+    """Whether every tensor (of `sizes`) is taken for channels last, all of one dimensionality
+    (one format): a 1-d empty operand of a concatenation, which it skips, still makes it contiguous."""
+    ndim = len(sizes[0])
+    return all(len(size) == ndim and _taken_for_channels_last(t, size) for t, size in zip(tensors, sizes, strict=True))
 
 
 # Operators whose meta kernel returns one tensor object as two of its results where a CPU's

@@ -17,7 +17,7 @@ from archprof.tracing.recorder import Recorder
 from archprof.tracing.replay import Replays
 from archprof.tracing.script_calls import ScriptCode
 from archprof.tracing.script_stacks import stacks_of_marks
-from archprof.tracing.shortcuts import Shortcut, reaches_as_defined, shortcut_for
+from archprof.tracing.shortcuts import Shortcut, class_shortcut, reaches_as_defined
 
 
 def attach_hooks(
@@ -48,11 +48,13 @@ def attach_hooks(
     for path, module in modules:
         if not path:  # the model's own call is recorded around its whole call (`model_called`)
             continue
-        originals.append((module, module.__dict__.get("forward")))
+        own_forward = module.__dict__.get("forward")
+        originals.append((module, own_forward))
         post_hook = not module._forward_hooks
         if not post_hook:
             handles.append(module.register_forward_hook(recorder.post_hook))
-        shortcut = shortcut_for(module) if shortcuts else None
+        # A forward of the module's own runs: the recorded forward hides it from `reaches_as_defined`.
+        shortcut = class_shortcut(type(module)) if shortcuts and own_forward is None else None
         # A lone layer is as quick to run as to copy.
         watched = replays if module._modules else None
         named = paths.get(id(module), path)

@@ -7,9 +7,10 @@ into Python for the recorder) costs a ResNet-50 analysis a tenth of its time. Fo
 classes exactly (not a subclass), and only while what their forward reaches is what torch
 defines (`_REACHES`: the class's methods, none replaced nor one of the module's own, such as
 a `forward` or `_conv_forward` set on it; the functions of torch.nn.functional and torch it
-calls, none patched), `shortcut_for` gives a function naming the operator and its arguments
-as the dispatcher would pass them (trailing defaults left out), and the recorder records
-that: the same graph (tests/test_shortcuts.py traces each one beside the forward it stands
+calls, none patched: `reaches_as_defined`, asked at each call), the class's shortcut
+(`class_shortcut`) gives a function naming the operator and its arguments as the
+dispatcher would pass them (trailing defaults left out), and the recorder records that:
+the same graph (tests/test_shortcuts.py traces each one beside the forward it stands
 for, tests/test_shortcut_overrides.py a forward reaching a replacement).
 
 timm's `BatchNormAct2d` (a batch norm whose forward then calls its `drop` and `act`
@@ -268,11 +269,19 @@ def _found_elsewhere(cls: type) -> Shortcut | None:
     return shortcut
 
 
+def class_shortcut(cls: type) -> Shortcut | None:
+    """The shortcut of a module class, if it has one. A trace gives it to each module of the
+    class without a `forward` of its own, and takes it for a call where `reaches_as_defined`
+    says so then: asked at the call only, not also as the trace begins (that doubled its cost
+    for the layers called once, most of them)."""
+    return _SHORTCUTS.get(cls) or _found_elsewhere(cls)
+
+
 def shortcut_for(module: nn.Module) -> Shortcut | None:
-    """The shortcut of the module's class, if it has one and the module's forward reaches what
-    its class's does as defined (`reaches_as_defined`)."""
-    cls = type(module)
-    shortcut = _SHORTCUTS.get(cls) or _found_elsewhere(cls)
+    """The shortcut a call of the module would take now: its class's, if it has one and the
+    module's forward reaches what its class's does as defined (`reaches_as_defined`). A trace
+    asks the two apart: `class_shortcut` as it begins, `reaches_as_defined` at each call."""
+    shortcut = class_shortcut(type(module))
     return shortcut if shortcut is not None and reaches_as_defined(module) else None
 
 
