@@ -19,9 +19,11 @@ from torch.utils.flop_counter import FlopCounterMode
 import archprof
 import archprof.tracing.shortcuts as shortcuts
 from archprof.errors import ArchprofError
+from archprof.tracing.recorder import Recorder
 from archprof.tracing.trace import trace
 
 F = torch.nn.functional
+RELU = F.relu
 SIZE = (3, 32, 32)
 
 
@@ -200,6 +202,41 @@ class PoolsInItsReLU(nn.Module):
             return self.act(self.conv(x))
         finally:
             F.relu = relu
+
+
+class PutsBackReLU(nn.Module):
+    """Puts torch's F.relu back before its activation's call (patched as the trace begins)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        F.relu = RELU
+        return self.act(self.conv(x))
+
+
+def test_a_patch_put_back_before_the_call_leaves_the_call_answered(monkeypatch):
+    """Whether a call takes its shortcut is asked at the call (`reaches_as_defined`), not also
+    as the trace begins: the layer is answered, and the trace records what the forward does."""
+    answered = []
+    answer_directly = Recorder.answer_directly
+
+    def noted(self, module, x, shortcut):
+        output = answer_directly(self, module, x, shortcut)
+        answered.append((type(module).__name__, output is not None))
+        return output
+
+    monkeypatch.setattr(Recorder, "answer_directly", noted)
+    graphs = []
+    for mode in (Passing, torch.no_grad):
+        monkeypatch.setattr(F, "relu", lambda t, inplace=False: F.max_pool2d(torch.clamp(t, min=0), 2))
+        with mode():
+            graphs.append(repr(trace(PutsBackReLU().eval(), [(1, *SIZE)])))
+        assert F.relu is RELU
+    assert graphs[1] == graphs[0]
+    assert ("ReLU", True) in answered
 
 
 @pytest.mark.parametrize("make", [SetsUpItsStride, PoolsInItsReLU])
