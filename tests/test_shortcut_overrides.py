@@ -204,13 +204,8 @@ class PoolsInItsReLU(nn.Module):
             F.relu = relu
 
 
-class PutsBackReLU(nn.Module):
-    """Puts torch's F.relu back before its activation's call (patched as the trace begins)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.act = nn.ReLU()
+class PutsBackReLU(PoolsInItsReLU):
+    """The same layers; puts torch's F.relu back before its activation's call (patched as the trace begins)."""
 
     def forward(self, x):
         F.relu = RELU
@@ -231,7 +226,7 @@ def test_a_patch_put_back_before_the_call_leaves_the_call_answered(monkeypatch):
     monkeypatch.setattr(Recorder, "answer_directly", noted)
     graphs = []
     for mode in (Passing, torch.no_grad):
-        monkeypatch.setattr(F, "relu", lambda t, inplace=False: F.max_pool2d(torch.clamp(t, min=0), 2))
+        _pooling_relu(None, monkeypatch)
         with mode():
             graphs.append(repr(trace(PutsBackReLU().eval(), [(1, *SIZE)])))
         assert F.relu is RELU
