@@ -277,14 +277,6 @@ def class_shortcut(cls: type) -> Shortcut | None:
     return _SHORTCUTS.get(cls) or _found_elsewhere(cls)
 
 
-def shortcut_for(module: nn.Module) -> Shortcut | None:
-    """The shortcut a call of the module would take now: its class's, if it has one and the
-    module's forward reaches what its class's does as defined (`reaches_as_defined`). A trace
-    asks the two apart: `class_shortcut` as it begins, `reaches_as_defined` at each call."""
-    shortcut = class_shortcut(type(module))
-    return shortcut if shortcut is not None and reaches_as_defined(module) else None
-
-
 def reaches_as_defined(module: nn.Module, set_by_the_trace: Any = None) -> bool:
     """Whether the forward of a module whose class has a shortcut reaches what its class's does
     as defined: no method of the module's own (but `set_by_the_trace`, the forward the trace
