@@ -40,12 +40,17 @@ def __getattr__(name: str):
     import importlib.util
 
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
     # A module of the package, imported at its first use (`archprof.diff.diff`,
     # `archprof.fit.fit_batch` after a plain `import archprof`), as an eager import would give.
-    if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"archprof.{name}") is not None:
-        return importlib.import_module(f"archprof.{name}")
-    raise AttributeError(f"module 'archprof' has no attribute {name!r}")
+    elif name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"archprof.{name}") is not None:
+        value = importlib.import_module(f"archprof.{name}")
+    else:
+        raise AttributeError(f"module 'archprof' has no attribute {name!r}")
+    # Kept as the package's own attribute: later reads (`archprof.analyze` in a loop) find it
+    # without coming here, where each read went through `import_module` (about 5 µs).
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
