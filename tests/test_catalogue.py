@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import archprof
 from archprof.kernels import DeviceKernels
-from archprof.kernels.one_cpu_operator import HANDED_DOWN_WHOLE
+from archprof.kernels.one_cpu_operator import STAYS_COMPOSITE
 from archprof.operators import OPERATORS, Family, operator_named
 from archprof.passes.flops import op_cost
 from archprof.passes.receptive_field import FieldMark
@@ -201,8 +201,8 @@ def _dispatched(packet) -> bool:
 
 
 def test_the_catalogue_holds_no_composite_operator():
-    """But those the trace hands down whole, as a CPU runs them (`kernels.one_cpu_operator.HANDED_DOWN_WHOLE`)."""
-    assert sorted(str(p) for p in OPERATORS if not _dispatched(p)) == sorted(HANDED_DOWN_WHOLE)
+    """But those the trace hands down whole, as a CPU runs them (`kernels.one_cpu_operator.STAYS_COMPOSITE`)."""
+    assert sorted(str(p) for p in OPERATORS if not _dispatched(p)) == sorted(STAYS_COMPOSITE)
     assert not _dispatched(aten.matmul) and not _dispatched(aten.flatten)  # the check can fail
 
 

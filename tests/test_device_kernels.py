@@ -78,3 +78,85 @@ def test_a_registration_that_fails_on_entry_changes_nothing(monkeypatch):
     with pytest.raises(RuntimeError, match="NoSuchKey"):
         DeviceKernels().__enter__()
     assert _torch_as_it_is() == before
+
+
+def _stands_in(operator: str, key: str) -> bool:
+    """Whether archprof's kernel stands in for `operator`'s kernel of `key` now."""
+    return f"{key}: registered at {kernels.__file__}" in torch._C._dispatch_dump_table(operator)
+
+
+def test_an_inference_trace_on_meta_registers_no_autograd_kernel():
+    """Its forward runs below autograd's keys, where no autograd kernel is reached: only the
+    kernels of keys below them stand in while it runs (a zero tensor's add); a training step's
+    forward, which autograd records, has every one."""
+    seen = []
+
+    def look(x):
+        seen.append((_stands_in("aten::layer_norm", "AutogradMeta"), _stands_in("aten::add.Tensor", "ZeroTensor")))
+        return x
+
+    model = nn.Sequential(nn.Linear(4, 4), Calls(look))
+    archprof.analyze(model, input_size=(4,))
+    archprof.analyze(model, input_size=(4,), training=True)
+    assert seen == [(False, True), (True, True)]
+
+
+class _GradientInItsForward(nn.Module):
+    """A forward that asks autograd for the gradient of a linear layer's summed output by its input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_()
+            (gradient,) = torch.autograd.grad(self.fc(x).sum(), x)
+        return gradient
+
+
+def test_a_forward_that_asks_autograd_for_a_gradient_is_traced_with_autograd():
+    """Below autograd's keys no graph is recorded and the gradient cannot be taken: the forward
+    is traced again as eager PyTorch runs it. Its MACs by the formula: the layer's 1x8 by 8x8
+    product, and the gradient's, the summed output's ones (1x8) by the weight (8x8)."""
+    report = archprof.analyze(_GradientInItsForward(), input_size=(8,))
+    assert report.totals.macs == 8 * 8 + 8 * 8
+
+
+class _ChoosesByGradient(nn.Module):
+    """A forward that turns grad mode on and reads whether its linear layer's output requires
+    grad (it does, eagerly: the weight does), doubling it if so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        with torch.enable_grad():
+            y = self.fc(x)
+        return y * 2 if y.requires_grad else y
+
+
+def test_a_forward_that_turns_grad_mode_on_is_traced_with_autograd():
+    """Below autograd's keys its output would require no grad and the doubling not run: a
+    forward that runs an operator in grad mode is traced again above them, as eager PyTorch
+    runs it (the oracle: the same forward on the CPU, under no_grad as the trace's)."""
+    model = _ChoosesByGradient()
+    with torch.no_grad():
+        assert torch.equal(model(torch.ones(1, 8)), 2 * model.fc(torch.ones(1, 8)))
+    report = archprof.analyze(model, input_size=(8,))
+    assert [op.op for op in report.graph.ops][-1] == "aten.mul"
+
+
+def test_the_linear_layers_view_back_is_found_below_autograd_too():
+    """`kernels.linear._view_back`, asked first inside a forward run below autograd's keys,
+    where `aten.linear` reaches a dispatch mode whole: the operator its composite views the
+    product back with, as asked outside."""
+    from archprof.kernels.linear import _view_back
+
+    _view_back.cache_clear()
+    outside = _view_back()
+    _view_back.cache_clear()
+    with torch._C._AutoDispatchBelowAutograd():
+        below = _view_back()
+    assert below == outside and below.__name__ in ("view.default", "_unsafe_view.default")

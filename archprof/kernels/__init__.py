@@ -107,7 +107,12 @@ from archprof.kernels.attention import (
 from archprof.kernels.linalg_values import VALUES_ONLY
 from archprof.kernels.linear import cpu_linear
 from archprof.kernels.loss_gradients import META_KERNELS
-from archprof.kernels.one_cpu_operator import ONE_CPU_OPERATOR, WHOLE_ON_META, noted_as_one_cpu_operator
+from archprof.kernels.one_cpu_operator import (
+    ONE_CPU_OPERATOR,
+    WHOLE_ON_META,
+    aten_overload,
+    noted_as_one_cpu_operator,
+)
 from archprof.kernels.recurrent import (
     CELL_LOOP,
     LSTM,
@@ -166,12 +171,24 @@ class DeviceKernels:
     arguments -> what it returns), or None where calls on that input cannot skip the
     dispatcher: a batch norm, and the operators of a linear layer's one addmm
     (`cpu_linear`), go to it straight, not down through the C++ dispatcher and back up into
-    Python (a quarter of a batch norm's cost, a sixth of a linear layer's)."""
+    Python (a quarter of a batch norm's cost, a sixth of a linear layer's).
 
-    def __init__(self, answering: Callable[[torch.Tensor], Callable[[Any, tuple], Any] | None] | None = None) -> None:
+    `below_autograd`: the forward runs below autograd's keys (an inference trace on meta),
+    where none of the autograd kernels would be reached: only the Meta and ZeroTensor ones are
+    registered, 8 of 93. The composite operators those autograd kernels stand in for reach the
+    trace's recorder whole there, which runs the same kernels (`AUTOGRAD_KERNELS`)."""
+
+    def __init__(
+        self,
+        answering: Callable[[torch.Tensor], Callable[[Any, tuple], Any] | None] | None = None,
+        below_autograd: bool = False,
+    ) -> None:
         self.chosen: Counter[str] = Counter()
         self._answering = answering or _no_answer
-        self._library = None  # while active: the dispatcher's kernels of `_DISPATCHER_KERNELS` (`_registered`)
+        # Where the forward runs below autograd's keys, no autograd kernel is reached: the
+        # composites reach the recorder whole, which runs `AUTOGRAD_KERNELS` itself.
+        self._kernels = _BELOW_AUTOGRAD_KERNELS if below_autograd else _DISPATCHER_KERNELS
+        self._library = None  # while active: the dispatcher's kernels of `self._kernels` (`_registered`)
         self._own_copies: dict[tuple, Any] = {}  # while active: `_USERS_COPIES`' own attributes (None: inherited)
         # While active: torch._VF's own attributes of the recurrent names (None: VFModule's
         # __getattr__ answers), a caller's or an outer trace's (a trace inside a forward).
@@ -188,7 +205,7 @@ class DeviceKernels:
         # First, as the one step that may fail (a kernel the dispatcher refuses): nothing else is changed yet.
         with warnings.catch_warnings():  # that the ZeroTensor kernels override PyTorch's, which __exit__ puts back
             warnings.simplefilter("ignore", UserWarning)
-            self._library = _registered(_DISPATCHER_KERNELS)
+            self._library = _registered(self._kernels)
         self._take_the_functions()
         for owner, name, _, routed in _ROUTED:
             setattr(owner, name, getattr(self, routed))
@@ -385,9 +402,15 @@ def _noted_as_the_users_copy(function: Callable) -> Callable:
     return call
 
 
-# Every kernel `DeviceKernels` registers on the process's dispatcher while active: (aten
+# The kernels `DeviceKernels` registers on the process's dispatcher while active: (aten
 # operator, dispatch key, kernel). Keys as torch's enum, not their names: pybind11 converts a
 # name to the enum only after failing to take it for one, four tenths of each registration.
+# Those of keys a forward run below autograd's keys (`below_autograd`) still reaches...
+_BELOW_AUTOGRAD_KERNELS = (
+    *[(name, DispatchKey.Meta, kernel) for name, kernel in META_KERNELS.items()],
+    *[(name, DispatchKey.ZeroTensor, kernel) for name, kernel in ZERO_TENSOR_KERNELS.items()],
+)
+# ...and every one, autograd's too.
 _DISPATCHER_KERNELS = (
     *[(name.removeprefix("aten."), DispatchKey.AutogradMeta, kernel) for name, kernel in WHOLE_ON_META.items()],
     *[
@@ -395,9 +418,13 @@ _DISPATCHER_KERNELS = (
         for name, kernel in {**VALUES_ONLY, **ONE_CPU_OPERATOR}.items()
         for key in (DispatchKey.AutogradMeta, DispatchKey.AutogradCPU)
     ],
-    *[(name, DispatchKey.Meta, kernel) for name, kernel in META_KERNELS.items()],
-    *[(name, DispatchKey.ZeroTensor, kernel) for name, kernel in ZERO_TENSOR_KERNELS.items()],
+    *_BELOW_AUTOGRAD_KERNELS,
 )
+
+# The autograd kernels of composite operators, by operator overload: what the trace's recorder
+# runs for such an operator where it reaches the recorder whole, autograd's keys skipped (a
+# forward run below them, an inference mode), as the autograd key on a CPU would run it.
+AUTOGRAD_KERNELS = {aten_overload(name): kernel for name, kernel in {**VALUES_ONLY, **ONE_CPU_OPERATOR}.items()}
 
 
 def _registered(kernels) -> Any:

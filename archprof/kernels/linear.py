@@ -36,8 +36,10 @@ import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
 from archprof.dispatch_mode import DispatchMode
+from archprof.kernels.one_cpu_operator import COMPOSITE
 
 _ADDMM, _T, _VIEW = torch.ops.aten.addmm.default, torch.ops.aten.t.default, torch.ops.aten.view.default
+_LINEAR = torch.ops.aten.linear.default
 
 
 def cpu_linear(input, weight, bias=None, answer: Callable[[Any, tuple], Any] | None = None):
@@ -90,9 +92,10 @@ def _view_back():
     """The operator this PyTorch's Linear.cpp views a flattened addmm's product back to the
     input's leading sizes with (`view`, `_unsafe_view` from 2.15): its one addmm run on a CPU
     (on meta its decomposition's first call imports torch._dynamo, 1.6 s), on tensors of one
-    element, outside the trace's modes."""
+    element, outside the trace's modes. Its C++ composite called directly: where autograd's
+    keys are skipped (an inference trace's forward), `aten.linear` would reach the mode whole."""
     with _disable_current_modes(), _LastOperator() as watch:
-        torch._C._nn.linear(*(torch.zeros(shape) for shape in ((1, 1, 1), (1, 1), (1,))))
+        _LINEAR._op_dk(COMPOSITE, *(torch.zeros(shape) for shape in ((1, 1, 1), (1, 1), (1,))))
     return watch.last
 
 

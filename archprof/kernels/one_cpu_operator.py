@@ -62,6 +62,11 @@ Modelled (PyTorch 2.x, CPU):
   (`OpNode.workspace`, not counted), in inference (autograd's key runs under no_grad too) and
   training alike. The operators, and so the counts, are the composite's as before. The batch
   and group norms `DeviceKernels` routes to their native operator are noted the same way.
+
+Where a forward runs below autograd's keys (an inference trace on meta: `DeviceKernels`'
+`below_autograd`), no autograd kernel is reached: these operators reach the recorder whole,
+which runs the same kernels itself (`kernels.AUTOGRAD_KERNELS`), and hands the three above down
+whole unless their test says the composite road (`STAYS_COMPOSITE`).
 """
 
 from __future__ import annotations
@@ -73,56 +78,69 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from archprof.kernels.linalg_values import recorded_by_autograd
 
-_MISH_BACKWARD = torch.ops.aten.mish_backward.default
-_CUMPROD_BACKWARD = torch.ops.aten.cumprod_backward.default
-_ISFINITE = torch.ops.aten.isfinite.default
 
-
-def _whole_mish_backward(grad_output, input):
-    """aten.mish_backward on meta as a CPU runs it: one operator, handed below autograd to the
-    dispatch mode (the trace's recorder) whole, not decomposed there by its composite formula;
-    where autograd would record the call (a gradient of the gradient), the composite formula,
-    as on any device."""
-    if recorded_by_autograd(grad_output, input):
-        return _MISH_BACKWARD.decompose(grad_output, input)
-    with torch._C._AutoDispatchBelowAutograd():
-        return _MISH_BACKWARD(grad_output, input)
-
-
-def _whole_cumprod_backward(grad, input, dim: int, output):
-    """aten.cumprod_backward on meta as a CPU runs it: one operator, as `_whole_mish_backward`;
-    the composite where it returns the gradient itself or works on complex numbers."""
-    if recorded_by_autograd(grad, input, output) or input.is_complex() or input.numel() <= 1 or input.size(dim) == 1:
-        return _CUMPROD_BACKWARD.decompose(grad, input, dim, output)
-    with torch._C._AutoDispatchBelowAutograd():
-        return _CUMPROD_BACKWARD(grad, input, dim, output)
-
-
-def _whole_isfinite(input):
-    """aten.isfinite of a real floating tensor on meta as a CPU runs it: one operator (its
-    `(self == self) * (self.abs() != inf)` the operator's workspace), as `_whole_mish_backward`;
-    its boolean result has no gradient. The composite for integers (`ones_like`) and complex
-    numbers (the isfinite of their magnitudes)."""
-    if not input.is_floating_point():
-        return _ISFINITE.decompose(input)
-    with torch._C._AutoDispatchBelowAutograd():
-        return _ISFINITE(input)
-
-
-# Composite operators handed down whole on meta while `DeviceKernels` is active, as a CPU
-# runs them (an operator of its own there): their AutogradMeta kernels.
-WHOLE_ON_META = {
-    "aten.mish_backward": _whole_mish_backward,
-    "aten.cumprod_backward": _whole_cumprod_backward,
-    "aten.isfinite": _whole_isfinite,
-}
-HANDED_DOWN_WHOLE = frozenset(WHOLE_ON_META)
-
-
-def _overload(name: str):
+def aten_overload(name: str):
     """The aten operator overload `name` names ("ctc_loss.IntList"; "l1_loss": its default)."""
     packet, _, overload = name.partition(".")
     return getattr(getattr(torch.ops.aten, packet), overload or "default")
+
+
+def _mish_backward_stays_composite(grad_output, input) -> bool:
+    """aten.mish_backward takes its composite formula where autograd would record the call (a
+    gradient of the gradient), as on any device; a CPU runs any other whole, its kernel its own."""
+    return recorded_by_autograd(grad_output, input)
+
+
+def _cumprod_backward_stays_composite(grad, input, dim: int, output) -> bool:
+    """aten.cumprod_backward takes its composite off meta (a composite operator on every device),
+    as mish's gradient does, and where it returns the gradient itself or works on complex numbers."""
+    on_meta = grad.is_meta or input.is_meta or output.is_meta
+    return (
+        not on_meta
+        or recorded_by_autograd(grad, input, output)
+        or input.is_complex()
+        or input.numel() <= 1
+        or input.size(dim) == 1
+    )
+
+
+def _isfinite_stays_composite(input) -> bool:
+    """aten.isfinite takes its composite off meta, for integers (`ones_like`) and for complex
+    numbers (the isfinite of their magnitudes); its boolean result has no gradient."""
+    return not input.is_meta or not input.is_floating_point()
+
+
+# Composite operators a CPU runs as one operator of its own, handed down whole on meta (to the
+# dispatch mode, the trace's recorder, which answers them as the CPU's kernel), each with the
+# test of the calls that take the composite road instead, as on any device. mish_backward's
+# formula has one kernel of its own only on the CPU; cumprod_backward's products, masks and
+# running sums and isfinite's `(self == self) * (self.abs() != inf)` are, on a CPU, workspace
+# inside one operator.
+STAYS_COMPOSITE = {
+    "aten.mish_backward": _mish_backward_stays_composite,
+    "aten.cumprod_backward": _cumprod_backward_stays_composite,
+    "aten.isfinite": _isfinite_stays_composite,
+}
+
+
+def _handed_down_whole(operator, stays_composite):
+    """An AutogradMeta kernel for `operator`: below autograd, whole, or its composite where
+    `stays_composite` says so."""
+
+    def kernel(*args, **kwargs):
+        if stays_composite(*args, **kwargs):
+            return operator.decompose(*args, **kwargs)
+        with torch._C._AutoDispatchBelowAutograd():
+            return operator(*args, **kwargs)
+
+    return kernel
+
+
+# Their AutogradMeta kernels, registered while `DeviceKernels` is active where autograd's keys run.
+WHOLE_ON_META = {
+    name: _handed_down_whole(aten_overload(name.removeprefix("aten.")), stays_composite)
+    for name, stays_composite in STAYS_COMPOSITE.items()
+}
 
 
 def noted_as_one_cpu_operator() -> contextlib.AbstractContextManager:
@@ -156,7 +174,7 @@ def _noted_as_one_operator(operator):
 # autograd kernels, on meta and CPU tensors, while `DeviceKernels` is active. Under every name,
 # a C++ caller's too (triplet_margin_loss's two pairwise distances).
 ONE_CPU_OPERATOR = {
-    name: _noted_as_one_operator(_overload(name))
+    name: _noted_as_one_operator(aten_overload(name))
     for name in (
         "pairwise_distance",
         "triplet_margin_loss",

@@ -5,6 +5,7 @@ overload for the process.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import torch
 
 from archprof.cpu_allocation import schema_aliasing
-from archprof.kernels.one_cpu_operator import COMPOSITE, HANDED_DOWN_WHOLE
+from archprof.kernels import AUTOGRAD_KERNELS
+from archprof.kernels.one_cpu_operator import COMPOSITE, STAYS_COMPOSITE
 from archprof.operators import Family, Layout, find_operator
 from archprof.structure import TensorSlots
 
@@ -52,11 +54,16 @@ class OpInfo:
     layout: Layout
     shape_by_dtype: bool
     elementwise: bool  # pointwise, its output laid out as its inputs are (TensorIterator's rule)
-    # Runs as the operators it calls on any device (aten.linear, aten.flatten): a C++
-    # CompositeImplicitAutograd kernel (not a Python decomposition, which native_batch_norm
-    # has too) and no meta or CPU kernel of its own (silu_backward's composite serves other
-    # devices), and not handed down whole as a CPU runs it (`kernels.one_cpu_operator.HANDED_DOWN_WHOLE`).
-    composite: bool
+    # What runs the operator where it reaches the recorder whole, autograd's keys skipped (a
+    # forward run below them, an inference mode), whose kernel would run it as the operators it
+    # calls; None for one that runs as itself. A composite (aten.linear, aten.flatten: a C++
+    # CompositeImplicitAutograd kernel, not a Python decomposition, which native_batch_norm
+    # has too, and no meta or CPU kernel of its own: silu_backward's composite serves other
+    # devices) runs its autograd kernel on a CPU (`kernels.AUTOGRAD_KERNELS`: one CPU operator,
+    # values only), else its C++ composite; one a CPU runs whole
+    # (`kernels.one_cpu_operator.STAYS_COMPOSITE`), its composite where the test beside it says so.
+    decomposed: Callable[..., Any] | None
+    stays_composite: Callable[..., bool] | None  # that test; None: `decomposed` runs every call
     # Read from `layout` once (an Enum's hash and == run Python): an op laid out by
     # TensorIterator's rule over its inputs, not in place; the operand whose strides decide
     # a suggested layout (`_DECIDING_OPERAND`), None for other layouts.
@@ -91,12 +98,22 @@ class OpInfo:
             elementwise=operator is not None
             and operator.family is Family.POINTWISE
             and operator.layout in _ELEMENTWISE,
-            composite=_runs_as_composite(func.name()) and name not in HANDED_DOWN_WHOLE,
+            decomposed=_decomposed(func, name),
+            stays_composite=STAYS_COMPOSITE.get(name),
             laid_out_as_inputs=not writes_input and layout in _ELEMENTWISE,
             deciding_operand=_DECIDING_OPERAND.get(layout),
             contiguous_decides=layout in _UNLESS_CONTIGUOUS,
             meta_answer_kept=(shape is not None or name in _META_ANSWERS_KEPT) and not (writes_input or is_view),
         )
+
+
+def _decomposed(func, name: str) -> Callable[..., Any] | None:
+    """`OpInfo.decomposed`."""
+    if name in STAYS_COMPOSITE:
+        return func.decompose  # the composite its autograd kernel on meta falls back to
+    if not _runs_as_composite(func.name()):
+        return None
+    return AUTOGRAD_KERNELS.get(func) or functools.partial(func._op_dk, COMPOSITE)
 
 
 _OWN_KERNELS = (torch._C.DispatchKey.Meta, torch._C.DispatchKey.CPU)

@@ -25,7 +25,6 @@ from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, MOST_FILE_CPU_ELEMENTS,
 from archprof.dispatch_mode import DispatchMode
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
-from archprof.kernels.one_cpu_operator import COMPOSITE
 from archprof.structure import tensors_in
 from archprof.tracing.meta_outputs import (
     COLUMN_MAJOR_ON_A_CPU,
@@ -51,8 +50,7 @@ _RUNTIME_CHECKS = frozenset(
 )
 
 
-# The attribute an exception a module call raised is given: that call and its input shapes
-# (`Recorder.left_by_a_raise`).
+# The attribute an exception a module call raised is given: that call and its input shapes (`left_by_a_raise`).
 _RAISED_IN = "_archprof_raised_in"
 
 
@@ -137,6 +135,15 @@ class Recorder(DispatchMode):
         self.ignored_autocast: tuple[str, torch.dtype] | None = None
         # The dtype of the first CPU autocast region a meta trace met: the trace gives way to a real one.
         self.cpu_autocast: torch.dtype | None = None
+        self.forward_starts(below_autograd=False)
+
+    def forward_starts(self, below_autograd: bool) -> None:
+        """The forward is about to run, below autograd's keys or not: the key sets (included, excluded)
+        a composite operator reaching the recorder whole runs under (`__torch_dispatch__`) are these;
+        below them, an operator run in grad mode is noted (`grad_mode_met`: autograd's graph wanted)."""
+        self._forward_keys = (torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set())
+        self._below_autograd = below_autograd
+        self.grad_mode_met = False
 
     # -- tensors -------------------------------------------------------------------------
 
@@ -231,10 +238,7 @@ class Recorder(DispatchMode):
         """Storage -> the number of ops recorded when the forward let go of it, in storage
         order (deaths come in another order in a block copied by `archprof.tracing.replay`); the
         storages in `held` (a cache the model keeps for its next call) held to the end."""
-        released = dict(self.released)
-        end = len(self.ops)
-        for storage in held:
-            released[storage] = end
+        released = dict(self.released) | dict.fromkeys(held, len(self.ops))
         return dict(sorted(released.items()))
 
     @contextmanager
@@ -419,12 +423,15 @@ class Recorder(DispatchMode):
             info = _OP_INFO.get(func)
             if info is None:
                 info = _OP_INFO[func] = OpInfo.of(func)
-            if info.composite:
-                # Reached whole only where the Autograd keys, whose kernel decomposes it, were
-                # skipped (inference mode): decomposed here, as eager PyTorch's device kernel is
-                # the same composite one.
-                with self:
-                    return func._op_dk(COMPOSITE, *args, **kwargs)
+            if self._below_autograd and torch.is_grad_enabled():
+                self.grad_mode_met = True
+            decomposed = info.decomposed
+            if decomposed is not None and (info.stays_composite is None or info.stays_composite(*args, **kwargs)):
+                # Whole where autograd's keys were skipped (a forward run below them, inference mode): run
+                # as their kernel on a CPU runs it (`OpInfo.decomposed`), under the forward's key sets, not
+                # this method's (which skip every key above Python's: views untracked, math bits unresolved).
+                with torch._C._ForceDispatchKeyGuard(*self._forward_keys), self:
+                    return decomposed(*args, **kwargs)
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
             tensors = info.slots.tensors(args, kwargs)

@@ -141,14 +141,30 @@ def trace(
     """
     with PATCHING_TORCH:  # one thread at a time (`archprof.torch_patches`)
         once = {"dtype": dtype, "training": training, "real": real, "most_ops": most_ops}
-        graph, grew = _traced_once(model, input_shapes, owned=owned, **once)
+        graph, grew = _traced(model, input_shapes, owned, once)
         if grew:  # once: a forward that registers something on every call is taken as it is then
             # A real trace runs on archprof's own copy, which its first call has grown already;
             # on meta, the caller's model was put back: a meta copy is grown by one forward.
             grown = model if real else _lazy_layers_initialised(model, _trace_inputs(input_shapes), real)
             owned = owned or not real
-            graph, _ = _traced_once(grown, input_shapes, owned=owned, **once)
+            graph, _ = _traced(grown, input_shapes, owned, once)
     return graph
+
+
+class _FailedBelowAutograd(Exception):
+    """A forward run below autograd's keys raised: traced again above them (`_traced`)."""
+
+
+def _traced(model: torch.nn.Module, input_shapes, owned: bool, once: dict) -> tuple[Graph, bool]:
+    """`_traced_once`, an inference trace on meta below autograd's keys; one whose forward
+    raises there traced again with them, as eager PyTorch runs it (a forward that asks autograd
+    for a gradient finds no graph below them), its error, if it raises again, the one said."""
+    if not (once["real"] or once["training"]):
+        try:
+            return _traced_once(model, input_shapes, owned=owned, below_autograd=True, **once)
+        except _FailedBelowAutograd:
+            pass
+    return _traced_once(model, input_shapes, owned=owned, below_autograd=False, **once)
 
 
 # Python frames a level of modules adds under the trace, over a plain forward's four (measured:
@@ -177,12 +193,21 @@ def _traced_once(
     real: bool,
     owned: bool,
     most_ops: int | None,
+    below_autograd: bool,
 ) -> tuple[Graph, bool]:
     """`trace`'s graph of one forward, and whether that forward registered a submodule or a
-    parameter on one of the model's modules."""
+    parameter on one of the model's modules. `below_autograd`: the forward runs below
+    autograd's keys, as in inference mode (an inference trace on meta, its modules called
+    through their hooks), where no autograd kernel splits a composite operator into the ones it
+    calls: each reaches the recorder whole, which runs it as a CPU's autograd kernel would
+    (`OpInfo.decomposed`). That spares registering those kernels on the dispatcher for the
+    trace and taking them back (`DeviceKernels`), 85 of them: half of what an analysis costs
+    where the model is a layer or two."""
     by_parameters = isinstance(model, torch.jit.ScriptModule) or (
         getattr(model, "_archprof_attribution", "hooks") == "parameters"
     )
+    # Not a ScriptModule's, or one attributed by its parameters: its ops are attributed by their call stacks.
+    below_autograd = below_autograd and not by_parameters
     # A ScriptModule's code files, whose lines its call stacks name: given where `model` is now
     # archprof's copy of it, saved and loaded again, not yet run.
     script_code = None
@@ -233,7 +258,7 @@ def _traced_once(
     # handed straight to the recorder: on meta tensors, in inference (a training step's
     # autograd must see the forward's own torch calls).
     shortcuts = not (real or training)
-    kernels = DeviceKernels(answering=recorder.answering if shortcuts else None)
+    kernels = DeviceKernels(answering=recorder.answering if shortcuts else None, below_autograd=below_autograd)
     backward_ran = True  # no backward pass asked for, or one that ran
     try:
         with ExitStack() as stack:
@@ -273,7 +298,12 @@ def _traced_once(
                 stack.callback(put_back, tables(modules))
             if stand_ins is not None:
                 swap_in(modules, stand_ins)
+            if below_autograd:
+                stack.enter_context(torch._C._AutoDispatchBelowAutograd())
+            recorder.forward_starts(below_autograd)
             output = model_called(model, args, kwargs, recorder, by_parameters, code)
+            if recorder.grad_mode_met:  # `torch.enable_grad()` in the forward: autograd's graph wanted
+                raise _FailedBelowAutograd
             if recorder.cpu_autocast is not None:  # a region the forward's own `try` caught the refusal of
                 raise cpu_region_refused(recorder.cpu_autocast)
             if training:  # the stand-ins still in place: checkpointing recomputes blocks on them
@@ -288,6 +318,8 @@ def _traced_once(
     except Exception as raised:  # the user's forward failed: say where and on what
         if isinstance(recorder.failure, BeyondBounds):  # passed on by TorchScript's interpreter
             raise BeyondBounds(first_line(recorder.failure, bare=True)) from None
+        if below_autograd:
+            raise _FailedBelowAutograd from raised
         # A ScriptModule's interpreter (which has no try/except to catch one with) hands an
         # operator's exception on bare: the one the recorder saw is the reason.
         script_failure = isinstance(model, torch.jit.ScriptModule) and recorder.failure is not None
